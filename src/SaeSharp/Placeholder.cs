@@ -1,0 +1,1 @@
+namespace SaeSharp; internal static class Placeholder { }
