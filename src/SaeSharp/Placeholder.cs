@@ -1,1 +1,0 @@
-namespace SaeSharp; internal static class Placeholder { }
