@@ -149,4 +149,37 @@ public class LoadingTests : ModelTestBase
         Assert.Contains("n_ctx=8", Assert.Throws<SaeSharpException>(() => m.Forward(zeros(1, 9, dtype: ScalarType.Int64))).Message);
         Assert.Contains("attention mask", Assert.Throws<SaeSharpException>(() => m.Forward(zeros(1, 3, dtype: ScalarType.Int64), ones(1, 4))).Message);
     }
+
+    [Theory]
+    [InlineData(ScalarType.Float16, 0.05)]
+    [InlineData(ScalarType.BFloat16, 0.3)]
+    [InlineData(ScalarType.Float64, 1e-5)]
+    public void ModelsRunInAChosenDtype(ScalarType dtype, double atol)
+    {
+        var dir = TinyModels.WriteNeoX(Sub("d"), seed: 21);
+        using var f32 = ModelLoader.FromPretrained(dir);
+        using var other = ModelLoader.FromPretrained(dir, dtype);
+        Assert.Equal(dtype, other.Config.Dtype);
+        Assert.Equal(dtype, other.state_dict()["embed_out.weight"].dtype);
+        var logits = other.Forward(Toks);
+        Assert.Equal(ScalarType.Float32, logits.dtype);
+        AssertAllClose(f32.Forward(Toks), logits, atol, dtype.ToString());
+    }
+
+    [Fact]
+    public void CacheSavesToSafetensorsAndReloads()
+    {
+        // What `sae model run --hooks ...` does: resolve the hook list, stop as early as possible, save the cache.
+        using var m = NeoX(parallel: true);
+        var names = m.HookPoints.Select("gpt_neox.layers.0.mlp:in,blocks.0.hook_resid_post");
+        var (logits, cache) = m.RunWithCache(Toks, names, stopAtLayer: m.HookPoints.StopAtLayerFor(names));
+        Assert.Null(logits);
+        var path = Path.Combine(Dir, "acts.safetensors");
+        using (cache) SafeTensors.Save(path, cache);
+        var back = SafeTensors.Load(path);
+        Assert.Equal(new[] { "blocks.0.hook_resid_post", "blocks.0.ln2.hook_normalized" }, back.Keys.OrderBy(k => k, StringComparer.Ordinal));
+        var (_, full) = m.RunWithCache(Toks);
+        using (full)
+            foreach (var (k, t) in back) Assert.True(full[k].equal(t).all().item<bool>(), k);
+    }
 }
