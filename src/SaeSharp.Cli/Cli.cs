@@ -16,6 +16,7 @@ internal static class Cli
         foreach (var command in new[]
                  {
                      InfoCommand.Create(),
+                     ModelCommands.Create(),
                  })
             root.Subcommands.Add(command);
         return root;
