@@ -53,3 +53,48 @@ public class ModelCommandTests : IDisposable
         Assert.Contains("ln_final.hook_normalized", output);
     }
 }
+
+public class ModelTextCommandTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("cli-gpt2-").FullName;
+    public void Dispose() => Directory.Delete(_dir, true);
+
+    /// <summary>A tiny random GPT-2 with GPT-2's real vocabulary (50257 ids) and tokenizer files.</summary>
+    private string Gpt2WithRealTokenizer()
+    {
+        var dir = TinyModels.WriteGpt2(Path.Combine(_dir, "g"), seed: 5, nLayer: 1, nEmbd: 8, nHead: 2, vocab: 50257);
+        foreach (var f in new[] { "vocab.json", "merges.txt" })
+            File.Copy(SaeSharp.Tests.Tokenizers.TestPaths.Shared("data", "gpt2-tokenizer", f), Path.Combine(dir, f));
+        return dir;
+    }
+
+    [Fact]
+    public void TokenizeMatchesReferenceIdsAndDecodeInverts()
+    {
+        var model = Gpt2WithRealTokenizer();
+        var (exit, output, err) = CliRunner.Run("model", "tokenize", "--model", model, "--text", "Call me Ishmael.");
+        Assert.True(exit == 0, err);
+        Assert.Equal("[14134,502,1148,21720,417,13]", output.Trim());
+        (exit, output, err) = CliRunner.Run("model", "tokenize", "--model", model, "--decode", "--text", "[14134,502,1148,21720,417,13]");
+        Assert.True(exit == 0, err);
+        Assert.Equal("Call me Ishmael.", output.Trim());
+    }
+
+    [Fact]
+    public void GreedyGenerationAppendsTheArgmaxOfRecomputedLogits()
+    {
+        var model = Gpt2WithRealTokenizer();
+        var (exit, output, err) = CliRunner.Run("model", "generate", "--model", model, "--prompt", "Hello there", "--max-new-tokens", "3");
+        Assert.True(exit == 0, err);
+        // Independent expectation: greedy decoding by full recomputation without a KV cache.
+        using var m = ModelLoader.FromPretrained(model);
+        var ids = new List<long> { 15496, 612 };
+        for (int i = 0; i < 3; i++)
+        {
+            using var logits = m.Forward(tensor(ids.ToArray()).unsqueeze(0));
+            ids.Add(logits[0, -1].argmax().item<long>());
+        }
+        var tok = SaeSharp.Tokenizers.Tokenizer.FromFolder(model);
+        Assert.Equal(tok.Decode(ids.Select(i => (int)i)), output.TrimEnd('\n'));
+    }
+}
