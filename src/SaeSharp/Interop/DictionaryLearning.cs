@@ -38,9 +38,8 @@ public sealed class DictionaryLearningCheckpoint(string dictClass, SaeConfig cfg
 /// W_dec = decoder.weightᵀ, b_dec = decoder_bias.</item>
 /// <item><c>JumpReluAutoEncoder</c> → jumprelu with the same names, apply_b_dec_to_input false.</item>
 /// <item><c>AutoEncoderTopK</c> → topk with k from the <c>k</c> buffer (its inference-unused <c>threshold</c> is dropped).</item>
-/// <item><c>BatchTopKSAE</c> → jumprelu with every threshold equal to the stored scalar <c>threshold</c>, which is
-/// what dictionary_learning computes at inference (ReLU(pre) kept where it exceeds the threshold) and how
-/// SAELens itself saves BatchTopK SAEs for inference.</item>
+/// <item><c>BatchTopKSAE</c> → batchtopk with k, and the stored scalar <c>threshold</c> broadcast to the per-latent
+/// <c>threshold</c> buffer: inference keeps ReLU(pre) where pre exceeds it, as dictionary_learning does.</item>
 /// </list>
 /// </summary>
 public static class DictionaryLearning
@@ -156,14 +155,14 @@ public static class DictionaryLearning
                 w["b_enc"] = Get("encoder.bias", dSae).clone();
                 w["W_dec"] = Get("decoder.weight", dIn, dSae).t().contiguous();
                 w["b_dec"] = Get("b_dec", dIn).clone();
+                cfg.K = k;
                 if (dictClass == "AutoEncoderTopK")
                 {
                     cfg.Architecture = SaeArchitectures.TopK;
-                    cfg.K = k;
                 }
                 else
                 {
-                    cfg.Architecture = SaeArchitectures.JumpReLU;
+                    cfg.Architecture = SaeArchitectures.BatchTopK;
                     w["threshold"] = torch.full(dSae, Get("threshold").ToSingle(), dtype: w["W_enc"].dtype);
                 }
                 break;

@@ -49,6 +49,7 @@ public sealed class DictionaryLearningTests : IDisposable
                     return gate * nn.functional.relu(w["r_mag"].exp() * xe + w["b_mag"]);
                 }
             case SaeArchitectures.JumpReLU:
+            case SaeArchitectures.BatchTopK:
                 {
                     var pre = xIn.matmul(w["W_enc"]) + w["b_enc"];
                     return nn.functional.relu(pre) * pre.gt(w["threshold"]).to_type(ScalarType.Float32);
@@ -69,7 +70,7 @@ public sealed class DictionaryLearningTests : IDisposable
     [InlineData("GatedAutoEncoder", SaeArchitectures.Gated, true)]
     [InlineData("JumpReluAutoEncoder", SaeArchitectures.JumpReLU, false)]
     [InlineData("AutoEncoderTopK", SaeArchitectures.TopK, true)]
-    [InlineData("BatchTopKSAE", SaeArchitectures.JumpReLU, true)]
+    [InlineData("BatchTopKSAE", SaeArchitectures.BatchTopK, true)]
     public void Converted_weights_reproduce_the_reference_features_and_reconstruction(string dictClass, string architecture, bool applyBDec)
     {
         using var scope = torch.NewDisposeScope();
@@ -97,22 +98,28 @@ public sealed class DictionaryLearningTests : IDisposable
     }
 
     [Fact]
-    public void BatchTopK_scalar_threshold_becomes_a_per_latent_JumpReLU_threshold()
+    public void BatchTopK_keeps_k_and_its_scalar_threshold_becomes_a_per_latent_threshold()
     {
         using var ckpt = DictionaryLearning.ReadCheckpoint(Path.Combine(Fixtures, "BatchTopKSAE"));
+        Assert.Equal(8, ckpt.Cfg.K);
         var threshold = ckpt.Weights["threshold"];
         Assert.Equal(new long[] { 128 }, threshold.shape);
         Assert.Equal(0.15f, threshold.min().ToSingle());
         Assert.Equal(0.15f, threshold.max().ToSingle());
     }
 
-    [Fact]
-    public void Standard_AutoEncoder_loads_as_a_StandardSae_matching_the_reference()
+    [Theory]
+    [InlineData("AutoEncoder", typeof(StandardSae))]
+    [InlineData("GatedAutoEncoder", typeof(GatedSae))]
+    [InlineData("JumpReluAutoEncoder", typeof(JumpReluSae))]
+    [InlineData("AutoEncoderTopK", typeof(TopKSae))]
+    [InlineData("BatchTopKSAE", typeof(BatchTopKSae))]
+    public void Loaded_sae_reproduces_the_reference_features_and_reconstruction(string dictClass, Type saeType)
     {
         using var scope = torch.NewDisposeScope();
-        using var sae = DictionaryLearning.Load(Path.Combine(Fixtures, "AutoEncoder"));
-        Assert.IsType<StandardSae>(sae);
-        var reference = Reference("AutoEncoder");
+        using var sae = DictionaryLearning.Load(Path.Combine(Fixtures, dictClass, "ae.pt"));
+        Assert.IsType(saeType, sae);
+        var reference = Reference(dictClass);
         using var _ = torch.no_grad();
         var (xHat, f) = sae.Run(reference["x"]);
         AssertClose(reference["f"], f);
