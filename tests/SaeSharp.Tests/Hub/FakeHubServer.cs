@@ -36,6 +36,9 @@ internal sealed class FakeHubServer : IDisposable
 
     public ConcurrentQueue<Request> Requests { get; } = new();
 
+    /// <summary>Answer Range requests with the whole file (200), as some proxies do.</summary>
+    public bool IgnoreRange { get; set; }
+
     public static string Sha256(byte[] b) => Convert.ToHexStringLower(SHA256.HashData(b));
     public static string GitEtag(byte[] b) => Convert.ToHexStringLower(SHA1.HashData(b));
 
@@ -125,10 +128,10 @@ internal sealed class FakeHubServer : IDisposable
         return Serve(f.Content, range, h);
     }
 
-    private static (int, Dictionary<string, string>, byte[]) Serve(byte[] content, string? range, Dictionary<string, string> h)
+    private (int, Dictionary<string, string>, byte[]) Serve(byte[] content, string? range, Dictionary<string, string> h)
     {
         h["Accept-Ranges"] = "bytes";
-        if (range is not null && range.StartsWith("bytes=") && range.EndsWith('-'))
+        if (range is not null && !IgnoreRange && range.StartsWith("bytes=") && range.EndsWith('-'))
         {
             long start = long.Parse(range["bytes=".Length..^1]);
             if (start >= content.Length)

@@ -108,6 +108,23 @@ public sealed class HfHubClientTests : IDisposable
     }
 
     [Fact]
+    public void Server_ignoring_the_range_gets_the_partial_file_replaced()
+    {
+        _server.IgnoreRange = true;
+        string sha = FakeHubServer.Sha256(_weights);
+        Directory.CreateDirectory(Path.Combine(Storage, "blobs"));
+        File.WriteAllBytes(Path.Combine(Storage, "blobs", sha + ".incomplete"), _weights[..1234]);
+
+        using var client = Client();
+        string dir = client.Resolve("org/tiny", "main", "model.safetensors");
+
+        Assert.Equal(_weights, File.ReadAllBytes(Path.Combine(dir, "model.safetensors")));
+        var get = Assert.Single(_server.Requests, r => r.Method == "GET");
+        Assert.Equal("bytes=1234-", get.Range);
+        Assert.Equal(_weights.Length, get.BodyBytesSent);
+    }
+
+    [Fact]
     public void Missing_required_file_names_repo_file_and_revision()
     {
         using var client = Client();
