@@ -39,6 +39,9 @@ internal sealed class FakeHubServer : IDisposable
     /// <summary>Answer Range requests with the whole file (200), as some proxies do.</summary>
     public bool IgnoreRange { get; set; }
 
+    /// <summary>When set, GET bodies stop after this many bytes and the connection closes (a dropped download).</summary>
+    public int? CutBodyAfter { get; set; }
+
     public static string Sha256(byte[] b) => Convert.ToHexStringLower(SHA256.HashData(b));
     public static string GitEtag(byte[] b) => Convert.ToHexStringLower(SHA1.HashData(b));
 
@@ -79,9 +82,10 @@ internal sealed class FakeHubServer : IDisposable
         foreach (var (k, v) in responseHeaders) sb.Append($"{k}: {v}\r\n");
         if (!responseHeaders.ContainsKey("Content-Length")) sb.Append($"Content-Length: {body.Length}\r\n");
         sb.Append("Connection: close\r\n\r\n");
-        Requests.Enqueue(new Request(method, path, range, auth, head ? 0 : body.Length));
+        byte[] sent = !head && CutBodyAfter is int cut && cut < body.Length ? body[..cut] : body;
+        Requests.Enqueue(new Request(method, path, range, auth, head ? 0 : sent.Length));
         await stream.WriteAsync(Encoding.ASCII.GetBytes(sb.ToString()));
-        if (!head) await stream.WriteAsync(body);
+        if (!head) await stream.WriteAsync(sent);
         await stream.FlushAsync();
     }
 
