@@ -24,7 +24,11 @@ public sealed class HfHubClientTests : IDisposable
         };
     }
 
-    public void Dispose() => _server.Dispose();
+    public void Dispose()
+    {
+        _server.Dispose();
+        try { Directory.Delete(_cache, recursive: true); } catch (IOException) { /* best effort */ }
+    }
 
     private static byte[] Bytes(int n, int seed)
     {
