@@ -291,14 +291,19 @@ public sealed class HfHubClient : IDisposable
                     {
                         await using var body = await response.Content.ReadAsStreamAsync(ct).ConfigureAwait(false);
                         var buffer = new byte[1 << 16];
-                        int n;
-                        while ((n = await body.ReadAsync(buffer, ct).ConfigureAwait(false)) > 0)
+                        using var stall = CancellationTokenSource.CreateLinkedTokenSource(ct);
+                        while (true)
                         {
+                            stall.CancelAfter(_options.ReadTimeout);
+                            int n = await body.ReadAsync(buffer, stall.Token).ConfigureAwait(false);
+                            if (n == 0) break;
                             await file.WriteAsync(buffer.AsMemory(0, n), ct).ConfigureAwait(false);
                             _options.Progress?.Invoke(filename, file.Length, meta.Size);
                         }
                     }
-                    catch (Exception e) when (e is HttpRequestException or IOException && e is not SaeSharpException)
+                    catch (Exception e) when ((e is HttpRequestException or IOException
+                                               || (e is OperationCanceledException && !ct.IsCancellationRequested))
+                                              && e is not SaeSharpException)
                     {
                         throw new SaeSharpException(
                             $"downloading {repo}/{filename} (revision {revision}) was interrupted after {file.Length} of {meta.Size} bytes; run again to resume ({e.Message})", e);

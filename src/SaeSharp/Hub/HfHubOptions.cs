@@ -19,6 +19,9 @@ public sealed class HfHubOptions
     /// <summary>Time allowed for each metadata (HEAD) request.</summary>
     public TimeSpan MetadataTimeout { get; init; } = TimeSpan.FromSeconds(30);
 
+    /// <summary>A download fails (and can be resumed later) when no data arrives for this long.</summary>
+    public TimeSpan ReadTimeout { get; init; } = TimeSpan.FromSeconds(60);
+
     /// <summary>Called while a file downloads: (file name, bytes on disk, total bytes).</summary>
     public Action<string, long, long>? Progress { get; init; }
 

@@ -36,6 +36,12 @@ internal sealed class FakeHubServer : IDisposable
 
     public ConcurrentQueue<Request> Requests { get; } = new();
 
+    /// <summary>Answer Range requests with the whole file (200), as some proxies do.</summary>
+    public bool IgnoreRange { get; set; }
+
+    /// <summary>When set, GET bodies stop after this many bytes and the connection closes (a dropped download).</summary>
+    public int? CutBodyAfter { get; set; }
+
     public static string Sha256(byte[] b) => Convert.ToHexStringLower(SHA256.HashData(b));
     public static string GitEtag(byte[] b) => Convert.ToHexStringLower(SHA1.HashData(b));
 
@@ -76,9 +82,10 @@ internal sealed class FakeHubServer : IDisposable
         foreach (var (k, v) in responseHeaders) sb.Append($"{k}: {v}\r\n");
         if (!responseHeaders.ContainsKey("Content-Length")) sb.Append($"Content-Length: {body.Length}\r\n");
         sb.Append("Connection: close\r\n\r\n");
-        Requests.Enqueue(new Request(method, path, range, auth, head ? 0 : body.Length));
+        byte[] sent = !head && CutBodyAfter is int cut && cut < body.Length ? body[..cut] : body;
+        Requests.Enqueue(new Request(method, path, range, auth, head ? 0 : sent.Length));
         await stream.WriteAsync(Encoding.ASCII.GetBytes(sb.ToString()));
-        if (!head) await stream.WriteAsync(body);
+        if (!head) await stream.WriteAsync(sent);
         await stream.FlushAsync();
     }
 
@@ -125,10 +132,10 @@ internal sealed class FakeHubServer : IDisposable
         return Serve(f.Content, range, h);
     }
 
-    private static (int, Dictionary<string, string>, byte[]) Serve(byte[] content, string? range, Dictionary<string, string> h)
+    private (int, Dictionary<string, string>, byte[]) Serve(byte[] content, string? range, Dictionary<string, string> h)
     {
         h["Accept-Ranges"] = "bytes";
-        if (range is not null && range.StartsWith("bytes=") && range.EndsWith('-'))
+        if (range is not null && !IgnoreRange && range.StartsWith("bytes=") && range.EndsWith('-'))
         {
             long start = long.Parse(range["bytes=".Length..^1]);
             if (start >= content.Length)

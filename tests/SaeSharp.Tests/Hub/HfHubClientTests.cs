@@ -24,7 +24,11 @@ public sealed class HfHubClientTests : IDisposable
         };
     }
 
-    public void Dispose() => _server.Dispose();
+    public void Dispose()
+    {
+        _server.Dispose();
+        try { Directory.Delete(_cache, recursive: true); } catch (IOException) { /* best effort */ }
+    }
 
     private static byte[] Bytes(int n, int seed)
     {
@@ -105,6 +109,42 @@ public sealed class HfHubClientTests : IDisposable
         Assert.Equal("bytes=1234-", get.Range);
         Assert.Equal(_weights.Length - 1234, get.BodyBytesSent);
         Assert.False(File.Exists(Path.Combine(Storage, "blobs", sha + ".incomplete")));
+    }
+
+    [Fact]
+    public void Dropped_download_keeps_the_partial_file_and_the_next_run_resumes()
+    {
+        _server.CutBodyAfter = 2000;
+        using var client = Client();
+        var e = Assert.Throws<SaeSharpException>(() => client.Resolve("org/tiny", "main", "model.safetensors"));
+        Assert.Contains("resume", e.Message);
+        string incomplete = Path.Combine(Storage, "blobs", FakeHubServer.Sha256(_weights) + ".incomplete");
+        Assert.Equal(_weights[..2000], File.ReadAllBytes(incomplete));
+
+        _server.CutBodyAfter = null;
+        string dir = client.Resolve("org/tiny", "main", "model.safetensors");
+        Assert.Equal(_weights, File.ReadAllBytes(Path.Combine(dir, "model.safetensors")));
+        var gets = _server.Requests.Where(r => r.Method == "GET").ToList();
+        Assert.Equal(2, gets.Count);
+        Assert.Equal("bytes=2000-", gets[1].Range);
+        Assert.Equal(_weights.Length - 2000, gets[1].BodyBytesSent);
+    }
+
+    [Fact]
+    public void Server_ignoring_the_range_gets_the_partial_file_replaced()
+    {
+        _server.IgnoreRange = true;
+        string sha = FakeHubServer.Sha256(_weights);
+        Directory.CreateDirectory(Path.Combine(Storage, "blobs"));
+        File.WriteAllBytes(Path.Combine(Storage, "blobs", sha + ".incomplete"), _weights[..1234]);
+
+        using var client = Client();
+        string dir = client.Resolve("org/tiny", "main", "model.safetensors");
+
+        Assert.Equal(_weights, File.ReadAllBytes(Path.Combine(dir, "model.safetensors")));
+        var get = Assert.Single(_server.Requests, r => r.Method == "GET");
+        Assert.Equal("bytes=1234-", get.Range);
+        Assert.Equal(_weights.Length, get.BodyBytesSent);
     }
 
     [Fact]
