@@ -22,7 +22,7 @@ public static class GeometricMedian
             using var iter = NewDisposeScope();
             double prev = objective;
             var w = 1.0 / (p - median).norm(1).clamp_min(eps);
-            var next = (p * w.unsqueeze(1)).sum(0) / w.sum();
+            var next = (p * w.unsqueeze(1)).sum(0L) / w.sum();
             median.copy_(next);
             objective = Objective(p, median);
             if (Math.Abs(prev - objective) <= ftol * objective) break;
