@@ -296,7 +296,7 @@ public sealed class SaeTrainer : IDisposable
         if (!log) return null;
 
         using var _ = no_grad();
-        var losses = new Dictionary<string, double>(StringComparer.Ordinal) { ["overall_loss"] = o.Loss.item<float>() };
+        var losses = new Dictionary<string, double>(StringComparer.Ordinal) { ["overall_loss"] = o.Loss.detach().to(ScalarType.Float64).item<double>() };
         foreach (var (k, v) in o.Losses) losses[k] = v.to(ScalarType.Float64).item<double>();
         var f = o.FeatureActs.detach();
         double l0 = f.ne(0).sum(1).to(ScalarType.Float64).mean().item<double>();
@@ -408,11 +408,7 @@ public sealed class SaeTrainer : IDisposable
         var root = Path.GetFullPath(_cfg.CheckpointPath);
         Directory.CreateDirectory(root);
         var final = Path.Combine(root, $"{StepFolderPrefix}{Step:D9}");
-        if (Directory.Exists(final) && File.Exists(Path.Combine(final, StateFileName)))
-        {
-            LastCheckpoint = final;
-            return final;
-        }
+        if (final == LastCheckpoint && File.Exists(Path.Combine(final, StateFileName))) return final; // nothing new since
         var tmp = Path.Combine(root, $".tmp_{StepFolderPrefix}{Step:D9}_{Guid.NewGuid():N}");
         Directory.CreateDirectory(tmp);
         try

@@ -48,11 +48,19 @@ public class SchedulesTests
     [Fact]
     public void NoSparsityWarmUpMeansFullCoefficient() => Assert.Equal(1.0, Schedules.SparsityScale(0, 0));
 
+    [Theory]
+    [InlineData(5, 1.0)]
+    [InlineData(6, 0.75)]  // SAELens: constant + lr_decay_steps decays linearly to 0, whatever lr_end says
+    [InlineData(9, 0.0)]
+    public void ConstantWithDecayStepsDecaysLinearlyToZero(long step, double expected) =>
+        Assert.Equal(expected, Schedules.LearningRate("constant", 1.0, 0.5, 0, 4, 10, step), 12);
+
     [Fact]
-    public void ConstantScheduleWithDecayStepsIsRejectedNamingTheField()
+    public void WarmUpPlusDecayLongerThanTheRunIsRejectedNamingTheFields()
     {
-        var cfg = new TrainerConfig { TotalTrainingSteps = 10, LrDecaySteps = 3 };
+        var cfg = new TrainerConfig { TotalTrainingSteps = 10, LrWarmUpSteps = 6, LrDecaySteps = 6, LrSchedulerName = "cosine" };
         var e = Assert.Throws<SaeSharpException>(() => cfg.Validate());
+        Assert.Contains("lr_warm_up_steps", e.Message);
         Assert.Contains("lr_decay_steps", e.Message);
     }
 
