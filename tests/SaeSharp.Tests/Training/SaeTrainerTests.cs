@@ -118,6 +118,33 @@ public class SaeTrainerTests
     }
 
     [Fact]
+    public void TranscoderTargetsGetTheirOwnScaleAndFoldBack()
+    {
+        using var x = SparseData(128, 6, 10, 0.3, seed: 15, scale: 20);
+        using var map = randn(6, 4, generator: new Generator(16));
+        using var target = x.matmul(map) * 3 + 1;
+        using var source = new InMemorySource(x.clone(), target.clone());
+        var cfg = Config(15);
+        cfg.NormalizeActivations = "expected_average_only_in";
+        cfg.NBatchesForNormEstimate = 4; // the whole first pass
+        cfg.BDecInitMethod = "mean";
+        cfg.BDecInitRows = 128;
+        var sae = new StandardSae(new SaeConfig { DIn = 6, DSae = 12, DOut = 4, ApplyBDecToInput = false }) { Training = { SparsityCoefficient = 0.01 } };
+        using var trainer = new SaeTrainer(cfg, source, [new SaeSlot("tc", sae)]);
+        using var result = trainer.Run();
+
+        using var _ = no_grad();
+        Assert.Equal(Math.Sqrt(6) / x.norm(1).mean().item<float>(), result.ScaleIn, 4);
+        Assert.Equal(Math.Sqrt(4) / target.norm(1).mean().item<float>(), result.ScaleOut, 4);
+        // b_dec was initialised to the mean of the scaled targets (and has moved little since)
+        Assert.True(MaxAbsDiff(sae.BDec, target.mean([0]) * result.ScaleOut) < 0.2);
+        var folded = result.Saes[0].Sae;
+        var yF = folded.forward(x);
+        var yT = sae.forward(x * result.ScaleIn) / result.ScaleOut;
+        Assert.True(MaxAbsDiff(yF, yT) < 1e-3 * target.abs().max().item<float>(), $"differ by {MaxAbsDiff(yF, yT)}");
+    }
+
+    [Fact]
     public void ResamplingRevivesDeadLatentsAndZeroesTheirAdamMoments()
     {
         using var data = SparseData(512, 8, 12, 0.2, seed: 4);
