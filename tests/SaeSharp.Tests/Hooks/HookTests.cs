@@ -249,6 +249,7 @@ public class HookTests : ModelTestBase
     public void CachedTensorsOutliveTheForwardAndForwardDoesNotLeak()
     {
         using var m = Gpt2();
+        using var steer = ones(16);
         m.Forward(Toks).Dispose();
         long before = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
         for (int i = 0; i < 3; i++) m.Forward(Toks).Dispose();
@@ -260,5 +261,9 @@ public class HookTests : ModelTestBase
         Assert.Equal(7, c["blocks.1.hook_resid_post"].shape[1]);
         c.Dispose();
         Assert.Equal(before, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+        m.RunWithHooks(Toks, ("blocks.0.hook_resid_post", x => x + steer), ("blocks.1.attn.hook_pattern", x => x.clone())).Dispose();
+        m.Generate(Toks, 3, new GenerationOptions { Hooks = [("blocks.0.hook_resid_post", x => x + steer)], ReturnLogits = true, Temperature = 1, TopP = 0.9, Seed = 1 }).Dispose();
+        Assert.Equal(before, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+        Assert.Equal(1f, steer[0].item<float>()); // the caller's tensor is never disposed or modified
     }
 }
