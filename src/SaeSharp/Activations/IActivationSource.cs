@@ -1,0 +1,51 @@
+using System.Text.Json.Nodes;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Activations;
+
+/// <summary>A batch of training rows: the SAE's input and its reconstruction target (the same tensor for an
+/// ordinary SAE, another activation for a transcoder).</summary>
+public sealed class ActivationBatch : IDisposable
+{
+    public ActivationBatch(Tensor input, Tensor? target = null)
+    {
+        Input = input;
+        Target = target ?? input;
+    }
+
+    /// <summary>[B, d_in], float32.</summary>
+    public Tensor Input { get; }
+    /// <summary>[B, d_out], float32; the same object as <see cref="Input"/> when there is no separate target.</summary>
+    public Tensor Target { get; }
+    public bool HasSeparateTarget => !ReferenceEquals(Input, Target);
+    public long Rows => Input.shape[0];
+
+    public void Dispose()
+    {
+        if (HasSeparateTarget) Target.Dispose();
+        Input.Dispose();
+    }
+}
+
+/// <summary>
+/// Where training rows come from: activation files, a cache folder, or a language model run on text.
+/// The trainer knows nothing else about the origin of its rows.
+/// </summary>
+public interface IActivationSource : IDisposable
+{
+    /// <summary>Width of <see cref="ActivationBatch.Input"/>.</summary>
+    int DIn { get; }
+    /// <summary>Width of <see cref="ActivationBatch.Target"/> (equal to <see cref="DIn"/> without a separate target).</summary>
+    int DOut { get; }
+    /// <summary>Total rows per pass if known.</summary>
+    long? Rows { get; }
+
+    /// <summary>The next <paramref name="batchSize"/> rows, or null when the source is exhausted. Finite sources
+    /// start another shuffled pass when <c>loop</c> was requested at construction.</summary>
+    ActivationBatch? Next(int batchSize);
+
+    /// <summary>A JSON snapshot of the position (cursor, shuffle RNG, buffer) such that a new source constructed with the same
+    /// arguments and given this state via <see cref="LoadState"/> yields exactly the batches this one would yield next.</summary>
+    JsonNode SaveState();
+    void LoadState(JsonNode state);
+}

@@ -1,0 +1,193 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Saes;
+
+/// <summary>
+/// A sparse autoencoder with SAELens parameter names and shapes: <c>W_enc</c> [d_in, d_sae], <c>b_enc</c> [d_sae],
+/// <c>W_dec</c> [d_sae, d_out], <c>b_dec</c> [d_out]. Subclasses (one file per architecture) add their own
+/// parameters (<c>threshold</c>, <c>b_gate</c>, <c>r_mag</c>, <c>b_mag</c>), define <see cref="Encode"/> and the
+/// training loss, and call <c>RegisterComponents()</c> at the end of their constructor.
+/// <c>forward(x)</c> returns the reconstruction. Gated SAEs have no <c>b_enc</c> (SAELens: <c>b_gate</c>/<c>b_mag</c>).
+/// </summary>
+public abstract class Sae : nn.Module<Tensor, Tensor>
+{
+#pragma warning disable IDE1006 // field names are the state_dict keys
+    protected readonly Parameter W_enc;
+    protected readonly Parameter? b_enc;
+    protected readonly Parameter W_dec;
+    protected readonly Parameter b_dec;
+#pragma warning restore IDE1006
+
+    public SaeConfig Cfg { get; }
+
+    /// <summary>Training hyperparameters used by <see cref="TrainingForward"/>; ignored at inference.</summary>
+    public SaeTrainingOptions Training { get; set; } = new();
+
+    /// <param name="cfg">Shape and inference behaviour.</param>
+    /// <param name="hasEncoderBias">False for architectures without <c>b_enc</c> (gated).</param>
+    protected Sae(SaeConfig cfg, bool hasEncoderBias = true) : base(cfg.Architecture)
+    {
+        cfg.Validate();
+        Cfg = cfg;
+        W_enc = nn.Parameter(zeros(cfg.DIn, cfg.DSae));
+        b_enc = hasEncoderBias ? nn.Parameter(zeros(cfg.DSae)) : null;
+        W_dec = nn.Parameter(zeros(cfg.DSae, cfg.DOutOrIn));
+        b_dec = nn.Parameter(zeros(cfg.DOutOrIn));
+    }
+
+    public Parameter WEnc => W_enc;
+    /// <summary>The encoder bias; throws for architectures that have none (gated: see <c>b_gate</c>, <c>b_mag</c>).</summary>
+    public Parameter BEnc => b_enc ?? throw new SaeSharpException($"architecture '{Cfg.Architecture}' has no b_enc");
+    public bool HasEncoderBias => b_enc is not null;
+    public Parameter WDec => W_dec;
+    public Parameter BDec => b_dec;
+
+    /// <summary>The input to the encoder matmul: x − b_dec when <c>apply_b_dec_to_input</c>.</summary>
+    protected Tensor EncoderInput(Tensor x) => Cfg.ApplyBDecToInput ? x - b_dec : x.alias();
+
+    /// <summary>Pre-activations (x − b_dec?)·W_enc + b_enc, [N, d_sae].</summary>
+    public virtual Tensor HiddenPre(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        return torch.addmm(BEnc, EncoderInput(x), W_enc, 1, 1).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Feature activations [N, d_sae] of the inference form.</summary>
+    public abstract Tensor Encode(Tensor x);
+
+    /// <summary>Reconstruction f·W_dec + b_dec, [N, d_out].</summary>
+    public virtual Tensor Decode(Tensor featureActs) => torch.addmm(b_dec, featureActs, W_dec, 1, 1);
+
+    public override Tensor forward(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        return Decode(Encode(x)).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Reconstruction and feature activations in one pass.</summary>
+    public (Tensor SaeOut, Tensor FeatureActs) Run(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        var f = Encode(x);
+        var y = Decode(f);
+        return (y.MoveToOuterDisposeScope(), f.MoveToOuterDisposeScope());
+    }
+
+    /// <summary>Training form: loss (with its named parts), reconstruction and feature activations.</summary>
+    public abstract SaeTrainOutput TrainingForward(Tensor x, Tensor target, SaeTrainContext ctx);
+
+    /// <summary>Called after backward, before the optimizer step (e.g. removing the gradient parallel to decoder rows).</summary>
+    public virtual void BeforeOptimizerStep(SaeTrainContext ctx) { }
+
+    /// <summary>Called after the optimizer step (e.g. renormalising decoder rows, updating a threshold estimate).</summary>
+    public virtual void AfterOptimizerStep(SaeTrainContext ctx) { }
+
+    /// <summary>
+    /// Random initialisation: decoder rows in random directions with norm <paramref name="decoderNorm"/>,
+    /// <c>W_enc = W_decᵀ</c>, biases zero. Architectures with more parameters extend it.
+    /// </summary>
+    public virtual void InitializeWeights(Generator? generator = null, double decoderNorm = 0.1)
+    {
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        var w = randn(Cfg.DSae, Cfg.DOutOrIn, generator: generator);
+        w = w / w.norm(1, keepdim: true) * decoderNorm;
+        W_dec.copy_(w);
+        if (Cfg.DOutOrIn == Cfg.DIn) W_enc.copy_(w.t());
+        else
+        {
+            var e = randn(Cfg.DIn, Cfg.DSae, generator: generator);
+            W_enc.copy_(e / e.norm(0, keepdim: true) * decoderNorm);
+        }
+        b_enc?.zero_();
+        b_dec.zero_();
+    }
+
+    /// <summary>
+    /// Folds an input scale into the weights: the SAE trained on s_in·x (reconstructing s_out·y) becomes one that
+    /// works on raw x and reconstructs raw y. W_enc ← s_in·W_enc, W_dec ← W_dec/s_out, b_dec ← b_dec/s_out
+    /// (b_dec is subtracted from the scaled input, so it scales with it: SAELens #354 forgot it).
+    /// Pre-activations, and so thresholds and feature activations, are unchanged.
+    /// </summary>
+    public virtual void FoldActivationScale(double scaleIn, double scaleOut)
+    {
+        if (Cfg.ApplyBDecToInput && Math.Abs(scaleIn - scaleOut) > 1e-12 * Math.Abs(scaleIn))
+            throw new SaeSharpException("apply_b_dec_to_input needs the same scale for input and target");
+        using var _ = no_grad();
+        W_enc.mul_(scaleIn);
+        W_dec.div_(scaleOut);
+        b_dec.div_(scaleOut);
+    }
+
+    /// <summary>Scales decoder rows to unit norm, scaling encoder columns by the inverse so the SAE's function is unchanged
+    /// for ReLU-type encoders. With <paramref name="compensateEncoder"/> false, only W_dec is normalised.</summary>
+    public void NormalizeDecoderRows(bool compensateEncoder = false)
+    {
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        var norms = W_dec.norm(1, keepdim: true).clamp_min(1e-8);
+        W_dec.div_(norms);
+        if (compensateEncoder)
+        {
+            W_enc.mul_(norms.t());
+            b_enc?.mul_(norms.squeeze(1));
+        }
+    }
+
+    /// <summary>Removes from W_dec's gradient the component parallel to each decoder row (Towards Monosemanticity).</summary>
+    public void RemoveGradientParallelToDecoderRows()
+    {
+        var g = W_dec.grad;
+        if (g is null) return;
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        var unit = W_dec / W_dec.norm(1, keepdim: true).clamp_min(1e-8);
+        var parallel = (g * unit).sum(1, keepdim: true) * unit;
+        g.sub_(parallel);
+    }
+
+    /// <summary>Adam (β1, β2) the architecture's reference trainer uses (see each architecture's doc comment).</summary>
+    public virtual (double Beta1, double Beta2) DefaultAdamBetas => (0.9, 0.999);
+
+    /// <summary>Learning rate the architecture's reference trainer uses for <see cref="Cfg"/>.</summary>
+    public virtual double DefaultLearningRate() => 5e-5;
+
+    /// <summary>Gao et al. (2024) learning-rate scaling used by dictionary_learning's TopK-family trainers:
+    /// 2e-4 / sqrt(d_sae / 2^14).</summary>
+    public static double ScaledTopKLearningRate(int dSae) => 2e-4 / Math.Sqrt(dSae / 16384.0);
+
+    /// <summary>
+    /// The SAE to save for inference. Most architectures return themselves; BatchTopK-family SAEs return a JumpReLU SAE
+    /// with a per-latent <c>threshold</c>, as SAELens v6 saves them.
+    /// </summary>
+    public virtual Sae ToInferenceSae() => this;
+
+    /// <summary>The learnable tensors and persistent buffers by SAELens name.</summary>
+    public Dictionary<string, Tensor> WeightsByName() =>
+        state_dict().ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.Ordinal);
+}
+
+/// <summary>Per-step information the trainer hands to an SAE's training form.</summary>
+public sealed class SaeTrainContext
+{
+    public long Step { get; init; }
+    /// <summary>Multiplier of the sparsity coefficient (warm-up ramps it from 0 to 1).</summary>
+    public double SparsityScale { get; init; } = 1.0;
+    /// <summary>[d_sae] bool mask of latents that have not fired for the dead window (for AuxK), or null.</summary>
+    public Tensor? DeadMask { get; init; }
+}
+
+/// <summary>Result of <see cref="Sae.TrainingForward"/>. <see cref="Losses"/> holds the named parts of <see cref="Loss"/>
+/// (e.g. "mse_loss", "l1_loss", "auxiliary_reconstruction_loss"), detached.</summary>
+public sealed class SaeTrainOutput
+{
+    public required Tensor Loss { get; init; }
+    public required Tensor SaeOut { get; init; }
+    public required Tensor FeatureActs { get; init; }
+    public Dictionary<string, Tensor> Losses { get; init; } = new();
+    /// <summary>[d_sae] bool: latents that fired (activation &gt; 0) on this batch, when the architecture computes it cheaply
+    /// (TopK family); null otherwise — derive it from <see cref="FeatureActs"/>.</summary>
+    public Tensor? FiredMask { get; init; }
+}

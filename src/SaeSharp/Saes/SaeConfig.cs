@@ -1,0 +1,88 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Text.Json.Serialization;
+
+namespace SaeSharp.Saes;
+
+/// <summary>Architecture names as written into SAELens <c>cfg.json</c> ("architecture").</summary>
+public static class SaeArchitectures
+{
+    public const string Standard = "standard";
+    public const string TopK = "topk";
+    public const string BatchTopK = "batchtopk";
+    public const string Gated = "gated";
+    public const string JumpReLU = "jumprelu";
+    public const string MatryoshkaBatchTopK = "matryoshka_batchtopk";
+
+    public static readonly IReadOnlyList<string> All = [Standard, TopK, BatchTopK, Gated, JumpReLU, MatryoshkaBatchTopK];
+}
+
+/// <summary>Where an SAE's activations come from: SAELens <c>cfg.json</c> "metadata".</summary>
+public sealed class SaeMetadata
+{
+    [JsonPropertyName("model_name")] public string? ModelName { get; set; }
+    [JsonPropertyName("hook_name")] public string? HookName { get; set; }
+    [JsonPropertyName("hook_head_index")] public int? HookHeadIndex { get; set; }
+    [JsonPropertyName("context_size")] public int? ContextSize { get; set; }
+    [JsonPropertyName("prepend_bos")] public bool PrependBos { get; set; } = true;
+    [JsonPropertyName("dataset_path")] public string? DatasetPath { get; set; }
+    [JsonPropertyName("model_class_name")] public string? ModelClassName { get; set; } = "HookedTransformer";
+    [JsonPropertyName("model_from_pretrained_kwargs")] public Dictionary<string, JsonElement>? ModelFromPretrainedKwargs { get; set; }
+    [JsonPropertyName("exclude_special_tokens")] public bool? ExcludeSpecialTokens { get; set; }
+    [JsonPropertyName("sae_lens_version")] public string? SaeLensVersion { get; set; }
+    [JsonPropertyName("sae_lens_training_version")] public string? SaeLensTrainingVersion { get; set; }
+    /// <summary>Keys this class does not model, kept so a round trip loses nothing.</summary>
+    [JsonExtensionData] public Dictionary<string, JsonElement>? Extra { get; set; }
+}
+
+/// <summary>
+/// An SAE's shape and inference behaviour, serialised as SAELens v6 <c>cfg.json</c>.
+/// A transcoder (reconstructing another activation) has <see cref="DOut"/> different from <see cref="DIn"/>.
+/// </summary>
+public sealed class SaeConfig
+{
+    [JsonPropertyName("architecture")] public string Architecture { get; set; } = SaeArchitectures.Standard;
+    [JsonPropertyName("d_in")] public int DIn { get; set; }
+    [JsonPropertyName("d_sae")] public int DSae { get; set; }
+    /// <summary>Width of the reconstruction target; null means <see cref="DIn"/>.</summary>
+    [JsonPropertyName("d_out")] [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public int? DOut { get; set; }
+    [JsonPropertyName("dtype")] public string Dtype { get; set; } = "float32";
+    [JsonPropertyName("device")] public string Device { get; set; } = "cpu";
+    [JsonPropertyName("apply_b_dec_to_input")] public bool ApplyBDecToInput { get; set; } = true;
+    /// <summary>"none", "expected_average_only_in" (scaling factor kept in the cfg) or "layer_norm".</summary>
+    [JsonPropertyName("normalize_activations")] public string NormalizeActivations { get; set; } = "none";
+    [JsonPropertyName("reshape_activations")] public string ReshapeActivations { get; set; } = "none";
+    /// <summary>Active latents per row for TopK and BatchTopK.</summary>
+    [JsonPropertyName("k")] [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public int? K { get; set; }
+    /// <summary>Matryoshka prefix sizes (cumulative widths of the nested groups).</summary>
+    [JsonPropertyName("matryoshka_widths")] [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public int[]? MatryoshkaWidths { get; set; }
+    [JsonPropertyName("metadata")] public SaeMetadata Metadata { get; set; } = new();
+    [JsonExtensionData] public Dictionary<string, JsonElement>? Extra { get; set; }
+
+    [JsonIgnore] public int DOutOrIn => DOut ?? DIn;
+
+    public static readonly JsonSerializerOptions JsonOptions = new() { WriteIndented = true };
+
+    public string ToJson() => JsonSerializer.Serialize(this, JsonOptions);
+
+    public static SaeConfig FromJson(string json, string source = "cfg.json") =>
+        JsonSerializer.Deserialize<SaeConfig>(json, JsonOptions)
+        ?? throw new SaeSharpException($"{source}: empty SAE config");
+
+    public SaeConfig Clone() => FromJson(ToJson());
+
+    /// <summary>Checks the fields every architecture needs; throws naming the field.</summary>
+    public void Validate(string source = "cfg.json")
+    {
+        if (!SaeArchitectures.All.Contains(Architecture))
+            throw new SaeSharpException($"{source}: unknown architecture '{Architecture}' (known: {string.Join(", ", SaeArchitectures.All)})");
+        if (DIn <= 0) throw new SaeSharpException($"{source}: d_in must be positive, got {DIn}");
+        if (DSae <= 0) throw new SaeSharpException($"{source}: d_sae must be positive, got {DSae}");
+        if (DOut is <= 0) throw new SaeSharpException($"{source}: d_out must be positive, got {DOut}");
+        if (Architecture is SaeArchitectures.TopK or SaeArchitectures.BatchTopK or SaeArchitectures.MatryoshkaBatchTopK && K is not > 0)
+            throw new SaeSharpException($"{source}: architecture '{Architecture}' needs a positive k, got {K?.ToString() ?? "none"}");
+        if (K is > 0 && K > DSae) throw new SaeSharpException($"{source}: k={K} exceeds d_sae={DSae}");
+        if (DOut is not null && DOut != DIn && ApplyBDecToInput)
+            throw new SaeSharpException($"{source}: apply_b_dec_to_input needs d_out == d_in (a transcoder has d_in={DIn}, d_out={DOut})");
+    }
+}

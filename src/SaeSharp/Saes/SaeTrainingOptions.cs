@@ -1,0 +1,49 @@
+namespace SaeSharp.Saes;
+
+/// <summary>Sparsity penalty of ReLU-type SAEs.</summary>
+public enum SparsityPenalty
+{
+    /// <summary>λ·Σ|f| (Towards Monosemanticity, with unit-norm decoder rows).</summary>
+    L1,
+    /// <summary>λ·Σ|f|·‖W_dec row‖ (Anthropic's April 2024 update, no norm constraint).</summary>
+    L1DecoderNorm,
+    /// <summary>λ·entropy of the normalised feature activations (dictionary_learning's experiment).</summary>
+    Entropy,
+}
+
+/// <summary>JumpReLU sparsity loss.</summary>
+public enum JumpReluPenalty
+{
+    /// <summary>λ·L0 (Rajamanoharan et al. 2024).</summary>
+    L0,
+    /// <summary>λ·(L0/target − 1)² (dictionary_learning's JumpReluTrainer).</summary>
+    TargetL0,
+}
+
+/// <summary>Training hyperparameters of the architectures' training forms. Defaults follow the papers and peers.</summary>
+public sealed class SaeTrainingOptions
+{
+    /// <summary>Sparsity coefficient λ (L1, L0 or entropy, by architecture).</summary>
+    public double SparsityCoefficient { get; set; } = 5.0;
+    public SparsityPenalty Penalty { get; set; } = SparsityPenalty.L1;
+    /// <summary>AuxK coefficient for TopK-family SAEs (Gao et al.: 1/32).</summary>
+    public double AuxKCoefficient { get; set; } = 1.0 / 32;
+    /// <summary>Dead latents used by AuxK; null means d_in/2.</summary>
+    public int? KAux { get; set; }
+    /// <summary>JumpReLU straight-through bandwidth ε.</summary>
+    public double Bandwidth { get; set; } = 0.001;
+    /// <summary>JumpReLU initial threshold.</summary>
+    public double InitialThreshold { get; set; } = 0.001;
+    public JumpReluPenalty JumpReluPenalty { get; set; } = JumpReluPenalty.L0;
+    /// <summary>Target L0 for <see cref="JumpReluPenalty.TargetL0"/>.</summary>
+    public double TargetL0 { get; set; } = 20;
+    /// <summary>Momentum β of the running BatchTopK inference-threshold estimate (dictionary_learning: 0.999).</summary>
+    public double ThresholdMomentum { get; set; } = 0.999;
+    /// <summary>Steps before the BatchTopK threshold starts being estimated.</summary>
+    public long ThresholdStartStep { get; set; } = 1000;
+    /// <summary>Gated: stop the decoder's gradient in the auxiliary reconstruction (the paper, dictionary_learning);
+    /// false keeps it (SAELens).</summary>
+    public bool GatedAuxDetachDecoder { get; set; }
+    /// <summary>Matryoshka: weight of each prefix group's reconstruction loss; null means weight 1 for every prefix.</summary>
+    public double[]? MatryoshkaLossWeights { get; set; }
+}

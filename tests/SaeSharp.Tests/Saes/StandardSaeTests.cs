@@ -1,0 +1,93 @@
+using SaeSharp.Saes;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Tests.Saes;
+
+public class StandardSaeTests
+{
+    private static StandardSae Make(int dIn = 3, int dSae = 4, bool applyBDec = true)
+    {
+        var sae = new StandardSae(new SaeConfig { DIn = dIn, DSae = dSae, ApplyBDecToInput = applyBDec });
+        sae.InitializeWeights(new Generator(1));
+        using (no_grad()) { sae.BDec.copy_(tensor(new float[] { 0.1f, -0.2f, 0.3f })); sae.BEnc.copy_(tensor(new float[] { 0.01f, -0.5f, 0.2f, 0f })); }
+        return sae;
+    }
+
+    [Fact]
+    public void StateDictKeysAndShapesAreSaeLens()
+    {
+        var sd = Make().state_dict();
+        Assert.Equal(new[] { "W_dec", "W_enc", "b_dec", "b_enc" }, sd.Keys.OrderBy(k => k, StringComparer.Ordinal));
+        Assert.Equal(new long[] { 3, 4 }, sd["W_enc"].shape);
+        Assert.Equal(new long[] { 4, 3 }, sd["W_dec"].shape);
+    }
+
+    [Fact]
+    public void EncodeDecodeMatchElementwiseFormula()
+    {
+        var sae = Make();
+        var x = tensor(new float[] { 1f, 2f, -1f, 0.5f, 0f, 2f }).reshape(2, 3);
+        var (y, f) = sae.Run(x);
+        var we = sae.WEnc.data<float>().ToArray(); var wd = sae.WDec.data<float>().ToArray();
+        var be = sae.BEnc.data<float>().ToArray(); var bd = sae.BDec.data<float>().ToArray();
+        var xs = x.data<float>().ToArray();
+        for (int n = 0; n < 2; n++)
+        {
+            var fe = new double[4];
+            for (int j = 0; j < 4; j++)
+            {
+                double pre = be[j];
+                for (int i = 0; i < 3; i++) pre += (xs[n * 3 + i] - bd[i]) * we[i * 4 + j];
+                fe[j] = Math.Max(0, pre);
+                Assert.Equal(fe[j], f[n, j].item<float>(), 5);
+            }
+            for (int i = 0; i < 3; i++)
+            {
+                double r = bd[i];
+                for (int j = 0; j < 4; j++) r += fe[j] * wd[j * 3 + i];
+                Assert.Equal(r, y[n, i].item<float>(), 5);
+            }
+        }
+    }
+
+    [Fact]
+    public void L1LossGradientMatchesHandDerivation()
+    {
+        // loss = mean_n Σ_i (y−x)² + λ·mean_n Σ_j f_j ;  dL/db_enc_j = mean_n [pre_j>0]·(2(y−x)·W_dec[j] + λ)
+        var sae = Make();
+        sae.Training.SparsityCoefficient = 0.7;
+        var x = tensor(new float[] { 1f, 2f, -1f, 0.5f, 0f, 2f }).reshape(2, 3);
+        var o = sae.TrainingForward(x, x, new SaeTrainContext());
+        o.Loss.backward();
+        using var _ = no_grad();
+        var pre = sae.HiddenPre(x);
+        var y = o.SaeOut;
+        var active = pre.gt(0).to(ScalarType.Float32);
+        var expected = (active * ((2 * (y - x)).matmul(sae.WDec.t()) + 0.7)).mean([0]);
+        Assert.True(sae.BEnc.grad!.allclose(expected, rtol: 1e-4, atol: 1e-6));
+    }
+
+    [Fact]
+    public void ParallelGradientRemovalLeavesGradientOrthogonalToRows()
+    {
+        var sae = Make();
+        var x = randn(5, 3, generator: new Generator(3));
+        sae.TrainingForward(x, x, new SaeTrainContext()).Loss.backward();
+        sae.BeforeOptimizerStep(new SaeTrainContext());
+        var dots = (sae.WDec.grad! * sae.WDec).sum(1).abs().max().item<float>();
+        Assert.True(dots < 1e-6, $"max |<grad,row>| = {dots}");
+    }
+
+    [Fact]
+    public void FoldingTheScaleGivesIdenticalOutputsOnRawInputs()
+    {
+        var sae = Make();
+        var x = randn(6, 3, generator: new Generator(4)) * 10;
+        const double s = 0.37;
+        var (yScaled, fScaled) = sae.Run(x * s);
+        sae.FoldActivationScale(s, s);
+        var (yRaw, fRaw) = sae.Run(x);
+        Assert.True(fRaw.allclose(fScaled, rtol: 1e-4, atol: 1e-5));
+        Assert.True(yRaw.allclose(yScaled / s, rtol: 1e-4, atol: 1e-4));
+    }
+}
