@@ -216,17 +216,20 @@ public class HookTests : ModelTestBase
         Assert.Equal(new[] { "blocks.1.ln2.hook_normalized", "blocks.1.hook_mlp_out", "hook_embed" },
             np.Select("gpt_neox.layers.1.mlp:in, layers.1.mlp:out,hook_embed,blocks.1.hook_mlp_out"));
         Assert.Equal(n.HookNames, np.Select("all"));
+        Assert.Equal("blocks.1.ln2.hook_normalized", np.Resolve("gpt_neox.layers.1.mlp:in"));
+        Assert.Equal("blocks.1.hook_mlp_out", np.Resolve("gpt_neox.layers.1.mlp:out", HookKind.In));
     }
 
     [Fact]
     public void AliasHooksAndCacheLookupsMatchCanonicalNames()
     {
         using var m = NeoX(parallel: false);
-        var (_, c) = m.RunWithCache(Toks, ["gpt_neox.layers.1.mlp", "gpt_neox.layers.1.mlp:in".Split(':')[0]]);
+        var (_, c) = m.RunWithCache(Toks, ["gpt_neox.layers.1.mlp", "layers.1.mlp", "gpt_neox.layers.1.mlp:in"]);
         using (c)
         {
-            Assert.Equal(new[] { "blocks.1.hook_mlp_out" }, c.Keys);
+            Assert.Equal(new[] { "blocks.1.ln2.hook_normalized", "blocks.1.hook_mlp_out" }, c.Keys);
             Assert.True(c["gpt_neox.layers.1.mlp"].equal(c["blocks.1.hook_mlp_out"]).all().item<bool>());
+            Assert.True(c["gpt_neox.layers.1.mlp:in"].equal(c["blocks.1.ln2.hook_normalized"]).all().item<bool>());
         }
         var viaAlias = m.RunWithHooks(Toks, ("gpt_neox.layers.0.attention", x => x * 0));
         var viaName = m.RunWithHooks(Toks, ("blocks.0.hook_attn_out", x => x * 0));
