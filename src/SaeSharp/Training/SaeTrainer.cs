@@ -389,12 +389,14 @@ public sealed class SaeTrainer : IDisposable
             foreach (var (k, t) in copy.state_dict()) t.copy_(src[k]);
         }
         if (ScaleIn != 1 || ScaleOut != 1) copy.FoldActivationScale(ScaleIn, ScaleOut);
-        copy.eval();
+        var inference = copy.ToInferenceSae();
+        if (!ReferenceEquals(inference, copy)) copy.Dispose();
+        inference.eval();
         var config = slot.Config.Clone();
         config.Lr = slot.Lr;
         config.AdamBeta1 = slot.Adam.Beta1;
         config.AdamBeta2 = slot.Adam.Beta2;
-        return new TrainedSae { Name = slot.Name, Sae = copy, Sparsity = slot.Stats.LogSparsity().DetachFromDisposeScope(), Config = config };
+        return new TrainedSae { Name = slot.Name, Sae = inference, Sparsity = slot.Stats.LogSparsity().DetachFromDisposeScope(), Config = config };
     }
 
     // ---------------------------------------------------------------- checkpoints
@@ -609,25 +611,12 @@ public sealed class SaeTrainer : IDisposable
     }
 }
 
-/// <summary>
-/// The trainer's few dependencies on per-architecture behaviour, in one place. Until the architectures' own defaults
-/// (<c>Sae.DefaultLearningRate()</c>, <c>Sae.DefaultAdamBetas</c>) are on main, a table by architecture name:
-/// SAELens lr 3e-4 with β = (0.9, 0.999); Gated and JumpReLU β1 = 0 (Rajamanoharan et al. 2024).
-/// </summary>
+/// <summary>The trainer's dependencies on per-architecture behaviour beyond the <see cref="Sae"/> contract.</summary>
 internal static class SaeContract
 {
-    public static double DefaultLearningRate(Sae sae) => sae.Cfg.Architecture switch
-    {
-        SaeArchitectures.Gated => 5e-5,
-        SaeArchitectures.JumpReLU => 7e-5,
-        _ => 3e-4,
-    };
+    public static double DefaultLearningRate(Sae sae) => sae.DefaultLearningRate();
 
-    public static (double Beta1, double Beta2) DefaultAdamBetas(Sae sae) => sae.Cfg.Architecture switch
-    {
-        SaeArchitectures.Gated or SaeArchitectures.JumpReLU => (0.0, 0.999),
-        _ => (0.9, 0.999),
-    };
+    public static (double Beta1, double Beta2) DefaultAdamBetas(Sae sae) => sae.DefaultAdamBetas;
 
     /// <summary>Architectures whose latents the Towards Monosemanticity resampling applies to (ReLU encoder with b_enc).</summary>
     public static bool SupportsResampling(Sae sae) => sae.Cfg.Architecture == SaeArchitectures.Standard;
