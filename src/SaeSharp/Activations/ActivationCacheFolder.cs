@@ -29,6 +29,8 @@ public sealed record ActivationCacheOptions
     public bool PrependBos { get; init; } = true;
     /// <summary>Recorded in the manifest: TransformerLens-style weight processing applied to the model.</summary>
     public IReadOnlyDictionary<string, bool>? ModelFromPretrainedKwargs { get; init; }
+    /// <summary>Hooks applied on every model run (<see cref="SaeSharp.Models.ProcessedModel.Hooks"/>), before the harvest reads.</summary>
+    public IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? ModelHooks { get; init; }
 }
 
 /// <summary>One shard of an activation cache.</summary>
@@ -154,7 +156,7 @@ public sealed class ActivationCacheFolder : IActivationSource
         if (o.MaxTokens is <= 0) throw new SaeSharpException($"token budget must be positive, got {o.MaxTokens}");
         if (o.Dtype is not (ScalarType.Float32 or ScalarType.Float16 or ScalarType.BFloat16))
             throw new SaeSharpException($"cache dtype must be float32, float16 or bfloat16, got {o.Dtype}");
-        var harvester = new ModelActivationHarvester(model, spec, o.ContextSize, o.ExcludeTokenIds);
+        var harvester = new ModelActivationHarvester(model, spec, o.ContextSize, o.ExcludeTokenIds, o.ModelHooks);
         long? maxContexts = o.MaxTokens is long n ? (n + o.ContextSize - 1) / o.ContextSize : null;
 
         var fresh = new ActivationCacheManifest

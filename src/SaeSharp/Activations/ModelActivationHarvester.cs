@@ -87,6 +87,7 @@ internal sealed class ModelActivationHarvester
 {
     private readonly HookedTransformer _model;
     private readonly long[] _exclude;
+    private readonly IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? _hooks;
 
     public HarvestSpec Spec { get; }
     public int ContextSize { get; }
@@ -94,9 +95,11 @@ internal sealed class ModelActivationHarvester
     public int DIn { get; }
     public int DOut { get; }
 
-    public ModelActivationHarvester(HookedTransformer model, HarvestSpec spec, int contextSize, IEnumerable<long>? excludeTokenIds)
+    public ModelActivationHarvester(HookedTransformer model, HarvestSpec spec, int contextSize, IEnumerable<long>? excludeTokenIds,
+        IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks = null)
     {
         _model = model;
+        _hooks = modelHooks;
         Spec = spec;
         if (contextSize <= 0) throw new SaeSharpException($"context size must be positive, got {contextSize}");
         if (contextSize > model.Config.NCtx && model.Config.RotaryDim == 0)
@@ -132,7 +135,7 @@ internal sealed class ModelActivationHarvester
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         var tokens = tensor(flat).view(b, s);
-        var (logits, cache) = _model.Run(tokens, new RunOptions { StopAtLayer = StopAtLayer, CacheNames = Spec.Hooks.ToList() });
+        var (logits, cache) = _model.Run(tokens, new RunOptions { StopAtLayer = StopAtLayer, Hooks = _hooks, CacheNames = Spec.Hooks.ToList() });
         logits?.Dispose();
         var c = cache!;
         using (c)

@@ -24,6 +24,8 @@ public sealed record ModelActivationSourceOptions
     public ulong Seed { get; init; }
     /// <summary>Use at most this many context windows (a token budget N is ⌈N / context size⌉ windows); null: all.</summary>
     public long? MaxContexts { get; init; }
+    /// <summary>Hooks applied on every model run (<see cref="SaeSharp.Models.ProcessedModel.Hooks"/>), before the harvest reads.</summary>
+    public IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? ModelHooks { get; init; }
 }
 
 /// <summary>
@@ -65,7 +67,7 @@ public sealed class ModelActivationSource : IActivationSource
             throw new SaeSharpException($"buffer of {_o.BufferContexts} contexts is smaller than one model batch of {_o.BatchSizePrompts} prompts");
         if (_o.MaxContexts is <= 0) throw new SaeSharpException($"the context budget must be positive, got {_o.MaxContexts}");
         _windows = windows;
-        _harvester = new ModelActivationHarvester(model, spec, _o.ContextSize, _o.ExcludeTokenIds);
+        _harvester = new ModelActivationHarvester(model, spec, _o.ContextSize, _o.ExcludeTokenIds, _o.ModelHooks);
         _rng = new SeededRandom(_o.Seed);
     }
 

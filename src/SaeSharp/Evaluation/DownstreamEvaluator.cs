@@ -21,6 +21,8 @@ public sealed record DownstreamEvalOptions
     public bool MeanAblation { get; init; } = true;
     /// <summary>Also run with the SAE's error term added back (a check: it must match the clean run).</summary>
     public bool ErrorTerm { get; init; } = true;
+    /// <summary>Hooks applied on every model run (<see cref="SaeSharp.Models.ProcessedModel.Hooks"/>), before the harvest reads.</summary>
+    public IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? ModelHooks { get; init; }
 }
 
 /// <summary>
@@ -222,7 +224,7 @@ public static class DownstreamEvaluator
         var keepF = keep.to(ScalarType.Float64);
         var ceKeep = keepF.narrow(1, 0, s - 1);                               // predicting positions
 
-        var (logits, cache) = model.Run(tokens, new RunOptions { CacheNames = cacheHooks });
+        var (logits, cache) = model.Run(tokens, new RunOptions { CacheNames = cacheHooks, Hooks = o.ModelHooks });
         using var c = cache!;
         var logpClean = logits!.log_softmax(-1);
         var pClean = logpClean.exp();
@@ -245,7 +247,7 @@ public static class DownstreamEvaluator
         foreach (var hook in siteHooks)
         {
             using var hs = NewDisposeScope();
-            var zero = model.Run(tokens, new RunOptions { Hooks = [(hook, x => Where(keep, zeros_like(x), x))] }).Logits!;
+            var zero = model.Run(tokens, new RunOptions { Hooks = With(o, (hook, x => Where(keep, zeros_like(x), x))) }).Logits!;
             var (zc, zk) = Measure(zero);
             ablation[hook].Add(zc, zk, positions, cePositions);
             if (o.MeanAblation)
@@ -253,7 +255,7 @@ public static class DownstreamEvaluator
                 var act = c[hook];
                 var k = keep.to(act.dtype).view(new long[] { b, s }.Concat(Enumerable.Repeat(1L, (int)act.dim() - 2)).ToArray());
                 var mean = (act * k).sum([0, 1]) / k.sum();
-                var meanLogits = model.Run(tokens, new RunOptions { Hooks = [(hook, x => Where(keep, mean.expand_as(x), x))] }).Logits!;
+                var meanLogits = model.Run(tokens, new RunOptions { Hooks = With(o, (hook, x => Where(keep, mean.expand_as(x), x))) }).Logits!;
                 var (mc, mk) = Measure(meanLogits);
                 meanAblation[hook].Add(mc, mk, positions, cePositions);
             }
@@ -267,18 +269,21 @@ public static class DownstreamEvaluator
             var (recon, feats) = p.Reconstruct(input);                  // recon shaped as the site activation
             p.AddReconstruction(site, recon, feats, keep);
             var spliced = Where(keep, recon, site);
-            var splicedLogits = model.Run(tokens, new RunOptions { Hooks = [(p.SiteHook, _ => spliced)] }).Logits!;
+            var splicedLogits = model.Run(tokens, new RunOptions { Hooks = With(o, (p.SiteHook, _ => spliced)) }).Logits!;
             var (sc, sk) = Measure(splicedLogits);
             p.Spliced.Add(sc, sk, positions, cePositions);
             if (o.ErrorTerm)
             {
                 var withError = Where(keep, recon + (site - recon), site);
-                var errLogits = model.Run(tokens, new RunOptions { Hooks = [(p.SiteHook, _ => withError)] }).Logits!;
+                var errLogits = model.Run(tokens, new RunOptions { Hooks = With(o, (p.SiteHook, _ => withError)) }).Logits!;
                 var (ec, ek) = Measure(errLogits);
                 p.ErrorTerm.Add(ec, ek, positions, cePositions);
             }
         }
     }
+
+    private static List<(string Name, Func<Tensor, Tensor?> Fn)> With(DownstreamEvalOptions o, (string Name, Func<Tensor, Tensor?> Fn) hook) =>
+        [.. o.ModelHooks ?? [], hook];
 
     /// <summary>where(keep[b, s], a, b) broadcast over the activation's trailing dimensions.</summary>
     private static Tensor Where(Tensor keep, Tensor a, Tensor x)
