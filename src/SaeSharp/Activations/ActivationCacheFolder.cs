@@ -162,7 +162,7 @@ public sealed class ActivationCacheFolder : IActivationSource
         var fresh = new ActivationCacheManifest
         {
             Model = model.Config.ModelName, Hook = spec.InputHook, TargetHook = spec.TargetHook,
-            Dtype = SafeTensors.ToDtypeString(o.Dtype), DIn = harvester.DIn, DOut = harvester.DOut,
+            Dtype = o.Dtype switch { ScalarType.Float16 => "float16", ScalarType.BFloat16 => "bfloat16", _ => "float32" }, DIn = harvester.DIn, DOut = harvester.DOut,
             ContextsPerShard = o.ContextsPerShard, RowsPerShard = (long)o.ContextsPerShard * o.ContextSize,
             ContextSize = o.ContextSize, BatchSizePrompts = o.BatchSizePrompts, PrependBos = o.PrependBos, DatasetPath = o.DatasetPath,
             ExcludeTokenIds = (o.ExcludeTokenIds ?? []).Distinct().Order().ToArray(),

@@ -52,6 +52,9 @@ public sealed class ModelActivationSource : IActivationSource
     private int _head;           // first unread row of the buffer
     private bool _disposed;
 
+    /// <summary>Disposed with the source (the model when the source loaded it).</summary>
+    internal IDisposable? Owned { get; set; }
+
     /// <param name="model">The language model (its runs are inference runs).</param>
     /// <param name="spec">Hooks to read (see <see cref="HarvestSpec.Resolve"/>).</param>
     /// <param name="windows">Creates the stream of context windows from its start (called again by <see cref="LoadState"/>);
@@ -293,5 +296,6 @@ public sealed class ModelActivationSource : IActivationSource
         _enum?.Dispose();
         _bufIn?.Dispose();
         _bufOut?.Dispose();
+        Owned?.Dispose();
     }
 }
