@@ -203,6 +203,7 @@ public sealed class ActivationFileSource : IActivationSource
     /// <summary>Moves live rows to the front of the buffer and reads chunks while they fit.</summary>
     private void Refill()
     {
+        using var scope = NewDisposeScope();
         if (_head > 0)
         {
             int n = Available;

@@ -58,3 +58,37 @@ public class TensorActivationSourceTests
         Assert.Contains("synthetic: input: row 4 holds NaN", e.Message);
     }
 }
+
+public class ActivationSourceLeakTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("acts-leak-").FullName;
+    public void Dispose() => Directory.Delete(_dir, true);
+
+    private static void NoLeak(IActivationSource src, int batch)
+    {
+        src.Next(batch)!.Dispose(); // warm-up: buffers allocated
+        var before = TorchSharp.DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        for (int i = 0; i < 20; i++) src.Next(batch)!.Dispose();
+        Assert.Equal(before, TorchSharp.DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+    }
+
+    [Fact]
+    public void FileSourceBatchesLeaveNoLiveTensors()
+    {
+        var path = Path.Combine(_dir, "a.safetensors");
+        SaeSharp.IO.SafeTensors.Save(path, new Dictionary<string, Tensor> { ["activations"] = randn(40, 3).to(ScalarType.Float16), ["targets"] = randn(40, 2) });
+        using var src = new ActivationFileSource(path, new() { TargetName = "targets", ChunkRows = 6, BufferRows = 13, Loop = true });
+        NoLeak(src, 7);
+        var state = src.SaveState();
+        var before = TorchSharp.DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        src.LoadState(state);
+        Assert.Equal(before, TorchSharp.DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+    }
+
+    [Fact]
+    public void TensorSourceBatchesLeaveNoLiveTensors()
+    {
+        using var src = new TensorActivationSource(randn(30, 4), loop: true);
+        NoLeak(src, 7);
+    }
+}
