@@ -50,6 +50,14 @@ public class TensorActivationSourceTests
     }
 
     [Fact]
+    public void HugeFiniteValuesAreAccepted()
+    {
+        var x = full(4, 3, float.MaxValue);
+        using var src = new TensorActivationSource(x);
+        Assert.Equal(4, src.Rows);
+    }
+
+    [Fact]
     public void NaNInMemoryIsReportedWithRow()
     {
         var x = Data(6, 2);
