@@ -188,4 +188,14 @@ public class SaeMetricsTests
         SaeEvaluator.Evaluate(sae, src, maxRows: 30, batchSize: 4, groundTruthFeatures: truth);
         Assert.Equal(before, TorchSharp.DisposeScopeManager.Statistics.ThreadTotalLiveCount);
     }
+
+    [Fact]
+    public void WidthMismatchIsReported()
+    {
+        using var sae = SignSplittingSae();
+        using var src = new TensorActivationSource(randn(5, 3));
+        var e = Assert.Throws<SaeSharpException>(() => SaeEvaluator.Evaluate(sae, src, maxRows: 5));
+        Assert.Contains("d_in = 3", e.Message);
+        Assert.Contains("expects d_in = 2", e.Message);
+    }
 }
