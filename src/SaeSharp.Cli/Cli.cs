@@ -17,6 +17,10 @@ internal static class Cli
                  {
                      InfoCommand.Create(),
                      ModelCommands.Create(),
+                     TrainCommand.Create(),
+                     SaeCommands.Eval(),
+                     SaeCommands.Encode(),
+                     SaeCommands.Synth(),
                  })
             root.Subcommands.Add(command);
         return root;
