@@ -16,6 +16,11 @@ internal static class Cli
         foreach (var command in new[]
                  {
                      InfoCommand.Create(),
+                     ModelCommands.Create(),
+                     TrainCommand.Create(),
+                     SaeCommands.Eval(),
+                     SaeCommands.Encode(),
+                     SaeCommands.Synth(),
                  })
             root.Subcommands.Add(command);
         return root;

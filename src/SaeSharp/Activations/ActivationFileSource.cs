@@ -5,7 +5,8 @@ using static TorchSharp.torch;
 namespace SaeSharp.Activations;
 
 /// <summary>
-/// Activation rows from <c>.safetensors</c> files of shape [N, d_in] (f32, f16 or bf16), several files or a folder of
+/// Activation rows from <c>.safetensors</c> files (f32, f16 or bf16; a single tensor or one named <c>activations</c>,
+/// optionally with a target tensor for transcoders) and <c>.npy</c> files (f32 or f16) of shape [N, d_in]; several files or a folder of
 /// shards treated as one dataset. Files are read a chunk at a time, never whole, so datasets larger than memory work.
 /// With shuffling, each pass reads the chunks of all shards in a random order into a buffer whenever it is less than
 /// half full and draws rows from the buffer uniformly at random without replacement (the SAELens / dictionary_learning
@@ -46,7 +47,7 @@ public sealed class ActivationFileSource : IActivationSource
     public long Epoch => _epoch;
 
     /// <summary>Opens the files (headers only) and checks their shapes, dtypes and widths.</summary>
-    /// <param name="paths">Files and/or folders; a folder contributes its <c>.safetensors</c> files sorted by name.</param>
+    /// <param name="paths">Files and/or folders; a folder contributes its <c>.safetensors</c> and <c>.npy</c> files sorted by name.</param>
     /// <param name="options">Tensor names, expected widths, chunk and buffer sizes, shuffling, looping, seed, row range.</param>
     public ActivationFileSource(IEnumerable<string> paths, ActivationFileSourceOptions? options = null)
     {
@@ -62,13 +63,13 @@ public sealed class ActivationFileSource : IActivationSource
         {
             using var f = ActivationRowFile.Open(path, _options.InputName, _options.TargetName);
             if (_options.ExpectedDIn is int e && f.InputWidth != e)
-                throw new SaeSharpException($"{path}: tensor '{f.InputName}' has width {f.InputWidth}, expected d_in = {e}");
+                throw new SaeSharpException($"{f.Describe(f.InputName)} has width {f.InputWidth}, expected d_in = {e}");
             if (_options.ExpectedDOut is int eo && f.TargetWidth is int tw && tw != eo)
-                throw new SaeSharpException($"{path}: tensor '{f.TargetName}' has width {tw}, expected d_out = {eo}");
+                throw new SaeSharpException($"{f.Describe(f.TargetName!)} has width {tw}, expected d_out = {eo}");
             if (dIn is int d && f.InputWidth != d)
-                throw new SaeSharpException($"{path}: tensor '{f.InputName}' has width {f.InputWidth}, but {firstPath} has width {d}");
+                throw new SaeSharpException($"{f.Describe(f.InputName)} has width {f.InputWidth}, but {firstPath} has width {d}");
             if (dOut is int dd && f.TargetWidth is int tw2 && tw2 != dd)
-                throw new SaeSharpException($"{path}: tensor '{f.TargetName}' has width {tw2}, but {firstPath} has width {dd}");
+                throw new SaeSharpException($"{f.Describe(f.TargetName!)} has width {tw2}, but {firstPath} has width {dd}");
             dIn ??= f.InputWidth;
             dOut ??= f.TargetWidth;
             firstPath ??= path;
@@ -98,7 +99,7 @@ public sealed class ActivationFileSource : IActivationSource
 
     public ActivationFileSource(string path, ActivationFileSourceOptions? options = null) : this([path], options) { }
 
-    /// <summary>Files in dataset order: each file as given, each folder's <c>.safetensors</c> files sorted by name.</summary>
+    /// <summary>Files in dataset order: each file as given, each folder's <c>.safetensors</c> and <c>.npy</c> files sorted by name.</summary>
     public static IReadOnlyList<string> ExpandPaths(IEnumerable<string> paths)
     {
         var result = new List<string>();
@@ -107,9 +108,9 @@ public sealed class ActivationFileSource : IActivationSource
             if (Directory.Exists(p))
             {
                 var inDir = Directory.GetFiles(p)
-                    .Where(f => f.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase))
+                    .Where(f => f.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase) || f.EndsWith(".npy", StringComparison.OrdinalIgnoreCase))
                     .OrderBy(f => f, StringComparer.Ordinal).ToList();
-                if (inDir.Count == 0) throw new SaeSharpException($"{p}: folder holds no .safetensors activation files");
+                if (inDir.Count == 0) throw new SaeSharpException($"{p}: folder holds no .safetensors or .npy activation files");
                 result.AddRange(inDir);
             }
             else if (File.Exists(p)) result.Add(p);
@@ -183,6 +184,7 @@ public sealed class ActivationFileSource : IActivationSource
     /// <summary>Reads <paramref name="count"/> rows of a chunk starting <paramref name="offset"/> rows into it.</summary>
     private (Tensor In, Tensor? Out) ReadChunkRows(Chunk c, int offset, int count)
     {
+        LargestRead = Math.Max(LargestRead, count);
         var h = Handle(c.File);
         var x = h.ReadInput(c.FileStart + offset, count);
         if (!_hasTarget) return (x, null);
@@ -199,9 +201,13 @@ public sealed class ActivationFileSource : IActivationSource
 
     private int Available => _count - _head;
 
+    /// <summary>The most rows read from a file in one call so far (at most the chunk size).</summary>
+    internal int LargestRead { get; private set; }
+
     /// <summary>Moves live rows to the front of the buffer and reads chunks while they fit.</summary>
     private void Refill()
     {
+        using var scope = NewDisposeScope();
         if (_head > 0)
         {
             int n = Available;

@@ -31,6 +31,9 @@ internal abstract class ActivationRowFile : IDisposable
         return CheckedFloat32(ReadTargetRaw(start, count), TargetName, start);
     }
 
+    /// <summary>How error messages name a tensor of this file.</summary>
+    public virtual string Describe(string tensorName) => $"{Path}: tensor '{tensorName}'";
+
     private Tensor CheckedFloat32(Tensor raw, string name, long start)
     {
         Tensor t = raw;
@@ -41,7 +44,7 @@ internal abstract class ActivationRowFile : IDisposable
         }
         try
         {
-            CheckFinite(t, $"{Path}: tensor '{name}'", start);
+            CheckFinite(t, Describe(name), start);
             return t;
         }
         catch
@@ -56,6 +59,8 @@ internal abstract class ActivationRowFile : IDisposable
     internal static void CheckFinite(Tensor t, string what, long firstRow)
     {
         using var scope = NewDisposeScope();
+        // Fast path: a finite sum means no NaN and no ±Inf (a sum that overflows falls through to the exact check).
+        if (double.IsFinite(t.sum(type: ScalarType.Float64).item<double>())) return;
         var bad = t.isfinite().logical_not();
         if (!bad.any().item<bool>()) return;
         var rows = bad.reshape(t.shape[0], -1).any(1).nonzero();
@@ -76,7 +81,8 @@ internal abstract class ActivationRowFile : IDisposable
         return ext switch
         {
             ".safetensors" => new SafeTensorsRowFile(path, inputName, targetName),
-            _ => throw new SaeSharpException($"{path}: unsupported activation file type '{ext}' (expected .safetensors)"),
+            ".npy" => new NpyRowFile(path, targetName),
+            _ => throw new SaeSharpException($"{path}: unsupported activation file type '{ext}' (expected .safetensors or .npy)"),
         };
     }
 }
@@ -142,4 +148,46 @@ internal sealed class SafeTensorsRowFile : ActivationRowFile
     protected override Tensor ReadTargetRaw(long start, long count) => _file.ReadRows(TargetName!, start, count);
 
     public override void Dispose() => _file.Dispose();
+}
+
+/// <summary>A <c>.npy</c> activation file: one float32 or float16 array [N, d_in] in C order (no target tensor).</summary>
+internal sealed class NpyRowFile : ActivationRowFile
+{
+    private readonly NpyReader _reader;
+
+    public NpyRowFile(string path, string? targetName)
+    {
+        if (targetName is not null)
+            throw new SaeSharpException($"{path}: a .npy file holds a single array, so it cannot provide the target tensor '{targetName}'; use .safetensors files for transcoder data");
+        _reader = NpyReader.Open(path);
+        try
+        {
+            var h = _reader.Header;
+            if (h.Shape.Length != 2)
+                throw new SaeSharpException($"{path}: array has shape ({string.Join(", ", h.Shape)}); expected [N, d] activations");
+            if (h.DType is not (ScalarType.Float32 or ScalarType.Float16))
+                throw new SaeSharpException($"{path}: array has dtype {h.Descr}; expected float32 (<f4) or float16 (<f2)");
+            Path = path;
+            Rows = h.Shape[0];
+            InputWidth = checked((int)h.Shape[1]);
+        }
+        catch
+        {
+            _reader.Dispose();
+            throw;
+        }
+    }
+
+    public override string Path { get; }
+    public override long Rows { get; }
+    public override int InputWidth { get; }
+    public override int? TargetWidth => null;
+    public override string InputName => "array";
+    public override string? TargetName => null;
+
+    public override string Describe(string tensorName) => Path;
+    protected override Tensor ReadInputRaw(long start, long count) => _reader.ReadRows(start, count);
+    protected override Tensor ReadTargetRaw(long start, long count) => throw new InvalidOperationException($"{Path} has no target tensor");
+
+    public override void Dispose() => _reader.Dispose();
 }

@@ -35,17 +35,31 @@ public static class Npy
     /// (float32 and the other supported dtypes; bfloat16 has no NumPy dtype and is refused).</summary>
     public static void Save(string path, Tensor tensor)
     {
-        var header = NpyHeader.Format(tensor.dtype, tensor.shape);
         using var stream = File.Create(path);
-        stream.Write(header);
-        NpyTensorBytes.Write(stream, tensor);
+        Write(stream, tensor);
     }
 
     /// <summary>Writes <paramref name="tensor"/> in .npy format to <paramref name="stream"/>.</summary>
     internal static void Write(Stream stream, Tensor tensor)
     {
         stream.Write(NpyHeader.Format(tensor.dtype, tensor.shape));
-        NpyTensorBytes.Write(stream, tensor);
+        using var cpu = tensor.device_type == DeviceType.CPU ? tensor.alias() : tensor.cpu();
+        using var contiguous = cpu.contiguous();
+        NativeBytes.Visit(contiguous, span => stream.Write(span));
+    }
+
+    /// <summary>Fills the contiguous CPU tensor <paramref name="target"/> with raw bytes from <paramref name="stream"/>;
+    /// a stream that ends early is reported as a truncated file.</summary>
+    internal static void ReadData(Stream stream, Tensor target, string source)
+    {
+        long done = 0;
+        NativeBytes.Fill(target, span =>
+        {
+            int got = stream.ReadAtLeast(span, span.Length, throwOnEndOfStream: false);
+            if (got < span.Length)
+                throw new SaeSharpException($"{source}: data ends after {done + got} of {target.numel() * target.element_size()} bytes (truncated file).");
+            done += got;
+        });
     }
 
     /// <summary>Loads every <c>name.npy</c> entry of an <c>.npz</c> archive (stored or deflated, as written
@@ -70,7 +84,7 @@ public static class Npy
                 if (entry.Length < header.DataOffset + header.DataBytes)
                     throw new SaeSharpException($"{source}: entry holds {entry.Length} bytes but its header needs {header.DataOffset + header.DataBytes} (truncated array).");
                 var t = torch.empty(header.Shape, dtype: header.DType);
-                NpyTensorBytes.Fill(stream, t, source);
+                ReadData(stream, t, source);
                 result[name] = t;
             }
         }

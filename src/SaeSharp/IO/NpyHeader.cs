@@ -15,7 +15,7 @@ public sealed record NpyHeader(int Version, string Descr, ScalarType DType, bool
     public long ElementCount => Shape.Aggregate(1L, (a, b) => checked(a * b));
 
     /// <summary>Bytes of one element.</summary>
-    public int ElementSize => NpyTensorBytes.ElementSize(DType);
+    public int ElementSize => Descr[^1] - '0';
 
     /// <summary>Bytes of data following the header.</summary>
     public long DataBytes => checked(ElementCount * ElementSize);

@@ -69,7 +69,7 @@ public sealed class NpyReader : IDisposable
         var t = torch.empty(shape, dtype: Header.DType);
         try
         {
-            NpyTensorBytes.Fill(_stream, t, _path);
+            Npy.ReadData(_stream, t, _path);
             return t;
         }
         catch

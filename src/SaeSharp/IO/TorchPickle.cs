@@ -263,24 +263,30 @@ internal sealed class TorchPickleLoader(string path)
         string name = _prefix + "data/" + s.Key;
         var entry = _zip!.GetEntry(name)
             ?? throw new SaeSharpException($"{path}: storage '{name}' referenced by data.pkl is missing from the archive.");
-        long expectedBytes = checked(s.Numel * NpyTensorBytes.ElementSize(s.DType));
+        long expectedBytes = checked(s.Numel * ElementSize(s.DType));
         if (entry.Length != expectedBytes)
             throw new SaeSharpException($"{path}: storage '{name}' holds {entry.Length} bytes, expected {expectedBytes} ({s.Numel} × {s.DType}).");
-        int elem = NpyTensorBytes.ElementSize(dtype);
+        long elem = ElementSize(dtype);
         if (expectedBytes % elem != 0)
             throw new SaeSharpException($"{path}: storage '{name}' of {expectedBytes} bytes cannot be viewed as {dtype}.");
-        Tensor flat;
+        var flat = torch.empty(expectedBytes / elem, dtype: dtype);
         try
         {
             using var stream = entry.Open();
-            flat = NpyTensorBytes.Read(stream, dtype, expectedBytes / elem, $"{path} ({name})");
+            NativeBytes.Fill(flat, span => stream.ReadExactly(span));
         }
-        catch (InvalidDataException e)
+        catch (Exception e) when (e is InvalidDataException or EndOfStreamException)
         {
             throw new SaeSharpException($"{path}: storage '{name}' cannot be read, the archive is corrupt ({e.Message}).", e);
         }
         _storages[(s.Key, dtype)] = flat;
         return flat;
+    }
+
+    static long ElementSize(ScalarType dtype)
+    {
+        using var probe = torch.empty(0, dtype: dtype);
+        return probe.element_size();
     }
 
     object MakeOrderedDict(object?[] a)

@@ -9,6 +9,7 @@ public static class SaeLoader
     private static readonly List<(string Name, Func<string, bool> Detect, Func<string, Sae> Load)> Formats =
     [
         ("SAELens", SaeLensFormat.IsSaeLensFolder, SaeLensFormat.Load),
+        ("dictionary_learning", DictionaryLearning.IsDictionaryLearningPath, DictionaryLearning.Load),
     ];
 
     /// <summary>Registers a format (used by the interop loaders).</summary>

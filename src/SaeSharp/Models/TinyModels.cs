@@ -77,7 +77,7 @@ public static class TinyModels
     }
 
     /// <summary>A GPT-NeoX / Pythia (GPTNeoXForCausalLM) folder; returns <paramref name="dir"/>.</summary>
-    public static string WriteNeoX(string dir, int seed = 0, int nLayer = 2, int hiddenSize = 16, int nHead = 4, int vocab = 64,
+    public static string WriteNeoX(string dir, int seed = 0, int nLayer = 2, int hiddenSize = 16, int nHead = 2, int vocab = 64,
         int maxPositions = 64, double rotaryPct = 0.25, bool parallelResidual = true, int? intermediateSize = null,
         TinyModelOptions? options = null)
     {

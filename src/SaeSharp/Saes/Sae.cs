@@ -9,13 +9,13 @@ namespace SaeSharp.Saes;
 /// <c>W_dec</c> [d_sae, d_out], <c>b_dec</c> [d_out]. Subclasses (one file per architecture) add their own
 /// parameters (<c>threshold</c>, <c>b_gate</c>, <c>r_mag</c>, <c>b_mag</c>), define <see cref="Encode"/> and the
 /// training loss, and call <c>RegisterComponents()</c> at the end of their constructor.
-/// <c>forward(x)</c> returns the reconstruction.
+/// <c>forward(x)</c> returns the reconstruction. Gated SAEs have no <c>b_enc</c> (SAELens: <c>b_gate</c>/<c>b_mag</c>).
 /// </summary>
 public abstract class Sae : nn.Module<Tensor, Tensor>
 {
 #pragma warning disable IDE1006 // field names are the state_dict keys
     protected readonly Parameter W_enc;
-    protected readonly Parameter b_enc;
+    protected readonly Parameter? b_enc;
     protected readonly Parameter W_dec;
     protected readonly Parameter b_dec;
 #pragma warning restore IDE1006
@@ -25,18 +25,22 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
     /// <summary>Training hyperparameters used by <see cref="TrainingForward"/>; ignored at inference.</summary>
     public SaeTrainingOptions Training { get; set; } = new();
 
-    protected Sae(SaeConfig cfg) : base(cfg.Architecture)
+    /// <param name="cfg">Shape and inference behaviour.</param>
+    /// <param name="hasEncoderBias">False for architectures without <c>b_enc</c> (gated).</param>
+    protected Sae(SaeConfig cfg, bool hasEncoderBias = true) : base(cfg.Architecture)
     {
         cfg.Validate();
         Cfg = cfg;
         W_enc = nn.Parameter(zeros(cfg.DIn, cfg.DSae));
-        b_enc = nn.Parameter(zeros(cfg.DSae));
+        b_enc = hasEncoderBias ? nn.Parameter(zeros(cfg.DSae)) : null;
         W_dec = nn.Parameter(zeros(cfg.DSae, cfg.DOutOrIn));
         b_dec = nn.Parameter(zeros(cfg.DOutOrIn));
     }
 
     public Parameter WEnc => W_enc;
-    public Parameter BEnc => b_enc;
+    /// <summary>The encoder bias; throws for architectures that have none (gated: see <c>b_gate</c>, <c>b_mag</c>).</summary>
+    public Parameter BEnc => b_enc ?? throw new SaeSharpException($"architecture '{Cfg.Architecture}' has no b_enc");
+    public bool HasEncoderBias => b_enc is not null;
     public Parameter WDec => W_dec;
     public Parameter BDec => b_dec;
 
@@ -47,7 +51,7 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
     public virtual Tensor HiddenPre(Tensor x)
     {
         using var scope = NewDisposeScope();
-        return torch.addmm(b_enc, EncoderInput(x), W_enc, 1, 1).MoveToOuterDisposeScope();
+        return torch.addmm(BEnc, EncoderInput(x), W_enc, 1, 1).MoveToOuterDisposeScope();
     }
 
     /// <summary>Feature activations [N, d_sae] of the inference form.</summary>
@@ -97,7 +101,7 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
             var e = randn(Cfg.DIn, Cfg.DSae, generator: generator);
             W_enc.copy_(e / e.norm(0, keepdim: true) * decoderNorm);
         }
-        b_enc.zero_();
+        b_enc?.zero_();
         b_dec.zero_();
     }
 
@@ -128,7 +132,7 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
         if (compensateEncoder)
         {
             W_enc.mul_(norms.t());
-            b_enc.mul_(norms.squeeze(1));
+            b_enc?.mul_(norms.squeeze(1));
         }
     }
 
@@ -143,6 +147,22 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
         var parallel = (g * unit).sum(1, keepdim: true) * unit;
         g.sub_(parallel);
     }
+
+    /// <summary>Adam (β1, β2) the architecture's reference trainer uses (see each architecture's doc comment).</summary>
+    public virtual (double Beta1, double Beta2) DefaultAdamBetas => (0.9, 0.999);
+
+    /// <summary>Learning rate the architecture's reference trainer uses for <see cref="Cfg"/>.</summary>
+    public virtual double DefaultLearningRate() => 5e-5;
+
+    /// <summary>Gao et al. (2024) learning-rate scaling used by dictionary_learning's TopK-family trainers:
+    /// 2e-4 / sqrt(d_sae / 2^14).</summary>
+    public static double ScaledTopKLearningRate(int dSae) => 2e-4 / Math.Sqrt(dSae / 16384.0);
+
+    /// <summary>
+    /// The SAE to save for inference. Most architectures return themselves; BatchTopK-family SAEs return a JumpReLU SAE
+    /// with a per-latent <c>threshold</c>, as SAELens v6 saves them.
+    /// </summary>
+    public virtual Sae ToInferenceSae() => this;
 
     /// <summary>The learnable tensors and persistent buffers by SAELens name.</summary>
     public Dictionary<string, Tensor> WeightsByName() =>
@@ -167,4 +187,7 @@ public sealed class SaeTrainOutput
     public required Tensor SaeOut { get; init; }
     public required Tensor FeatureActs { get; init; }
     public Dictionary<string, Tensor> Losses { get; init; } = new();
+    /// <summary>[d_sae] bool: latents that fired (activation &gt; 0) on this batch, when the architecture computes it cheaply
+    /// (TopK family); null otherwise — derive it from <see cref="FeatureActs"/>.</summary>
+    public Tensor? FiredMask { get; init; }
 }

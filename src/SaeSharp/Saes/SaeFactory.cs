@@ -10,6 +10,11 @@ public static class SaeFactory
         return cfg.Architecture switch
         {
             SaeArchitectures.Standard => new StandardSae(cfg),
+            SaeArchitectures.TopK => new TopKSae(cfg),
+            SaeArchitectures.BatchTopK => new BatchTopKSae(cfg),
+            SaeArchitectures.MatryoshkaBatchTopK => new MatryoshkaBatchTopKSae(cfg),
+            SaeArchitectures.Gated => new GatedSae(cfg),
+            SaeArchitectures.JumpReLU => new JumpReluSae(cfg),
             _ => throw new SaeSharpException($"architecture '{cfg.Architecture}' is not implemented"),
         };
     }

@@ -37,10 +37,13 @@ public sealed class SaeTrainingOptions
     public JumpReluPenalty JumpReluPenalty { get; set; } = JumpReluPenalty.L0;
     /// <summary>Target L0 for <see cref="JumpReluPenalty.TargetL0"/>.</summary>
     public double TargetL0 { get; set; } = 20;
-    /// <summary>Momentum of the running BatchTopK inference-threshold estimate.</summary>
-    public double ThresholdMomentum { get; set; } = 0.99;
+    /// <summary>Momentum β of the running BatchTopK inference-threshold estimate (dictionary_learning: 0.999).</summary>
+    public double ThresholdMomentum { get; set; } = 0.999;
     /// <summary>Steps before the BatchTopK threshold starts being estimated.</summary>
     public long ThresholdStartStep { get; set; } = 1000;
-    /// <summary>Matryoshka: weight of each prefix group's reconstruction loss; null means equal weights.</summary>
+    /// <summary>Gated: stop the decoder's gradient in the auxiliary reconstruction (the paper, dictionary_learning);
+    /// false keeps it (SAELens).</summary>
+    public bool GatedAuxDetachDecoder { get; set; }
+    /// <summary>Matryoshka: weight of each prefix group's reconstruction loss; null means weight 1 for every prefix.</summary>
     public double[]? MatryoshkaLossWeights { get; set; }
 }

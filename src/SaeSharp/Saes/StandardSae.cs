@@ -6,7 +6,7 @@ namespace SaeSharp.Saes;
 /// ReLU SAE ("standard"): f = ReLU((x − b_dec)·W_enc + b_enc). Trained with an L1 penalty, either the Towards
 /// Monosemanticity recipe (unit-norm decoder rows, parallel gradient removed; the trainer resamples dead latents)
 /// or the April 2024 update (L1 weighted by decoder-row norms, no norm constraint), chosen by
-/// <see cref="SaeTrainingOptions.Penalty"/>.
+/// <see cref="SaeTrainingOptions.Penalty"/>. Adam (0.9, 0.999), lr 5e-5 (the April 2024 update's values).
 /// </summary>
 public sealed class StandardSae : Sae
 {

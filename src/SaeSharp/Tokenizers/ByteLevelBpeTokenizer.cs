@@ -24,6 +24,7 @@ public sealed class ByteLevelBpeTokenizer : ITextTokenizer
     private readonly int? _unkId;
     private readonly ConcurrentDictionary<string, int[]> _cache = new(StringComparer.Ordinal);
     private const int MaxCacheEntries = 200_000;
+    private int _cacheAdds;
 
     internal ByteLevelBpeTokenizer(
         Dictionary<string, int> vocab,
@@ -55,7 +56,7 @@ public sealed class ByteLevelBpeTokenizer : ITextTokenizer
         }
         foreach (var t in _added) _idToToken[t.Id] ??= t.Content;
 
-        _merges = new Dictionary<long, (int, int)>(merges.Count);
+        _merges = new Dictionary<long, (int, int)>(merges.Count, PairKeyComparer.Instance);
         for (int rank = 0; rank < merges.Count; rank++)
         {
             var (l, r) = merges[rank];
@@ -165,7 +166,11 @@ public sealed class ByteLevelBpeTokenizer : ITextTokenizer
         if (piece.Length == 0) return [];
         if (_cache.TryGetValue(piece, out var cached)) return cached;
         int[] ids = Bpe(piece);
-        if (_cache.Count >= MaxCacheEntries) _cache.Clear();
+        if (Interlocked.Increment(ref _cacheAdds) > MaxCacheEntries)
+        {
+            _cache.Clear();
+            Interlocked.Exchange(ref _cacheAdds, 0);
+        }
         _cache[piece] = ids;
         return ids;
     }
@@ -237,6 +242,15 @@ public sealed class ByteLevelBpeTokenizer : ITextTokenizer
         }
         return Encoding.UTF8.GetString(bytes.ToArray());
     }
+}
+
+/// <summary>Hashes (left, right) id pairs packed in a long. The default long hash (low ^ high) clusters
+/// badly for small ids, which made merge look-ups crawl.</summary>
+internal sealed class PairKeyComparer : IEqualityComparer<long>
+{
+    public static readonly PairKeyComparer Instance = new();
+    public bool Equals(long x, long y) => x == y;
+    public int GetHashCode(long key) => (int)(((ulong)key * 0x9E3779B97F4A7C15UL) >> 32);
 }
 
 /// <summary>One pre-tokenizer step of tokenizer.json, applied to the list of pieces in place.</summary>

@@ -49,7 +49,9 @@ public static class Tokenizer
     /// <summary>A Hugging Face <c>tokenizer.json</c> with a byte-level BPE model: <c>model.vocab</c>,
     /// <c>model.merges</c> ("a b" strings or ["a","b"] pairs), <c>added_tokens</c>, NFC/NFKC/lowercase normalizers,
     /// ByteLevel/Split pre-tokenizers. The post-processor is ignored: encoding never adds BOS/EOS.
-    /// Special-token config files beside it are honoured.</summary>
+    /// Special-token config files beside it are honoured. Note: NFC/NFKC use <see cref="string.Normalize()"/>,
+    /// which does nothing to non-ASCII text when the process runs with InvariantGlobalization; text that is not
+    /// already NFC can then tokenize differently from Hugging Face.</summary>
     public static ByteLevelBpeTokenizer FromTokenizerJson(string tokenizerJsonPath)
     {
         using var doc = ParseJson(tokenizerJsonPath);

@@ -60,6 +60,7 @@ public class ActivationFileSourceTests : IDisposable
         var all = cat(batches, 0);
         Assert.True(all.allclose(Rows(0, 50, 4)));
         Assert.Null(src.Next(8));
+        Assert.Equal(7, src.LargestRead); // never more than a chunk at a time
     }
 
     [Fact]
@@ -76,8 +77,11 @@ public class ActivationFileSourceTests : IDisposable
         }
         Assert.NotEqual(ids.Take(50), ids.Skip(50).Take(50));
         // The buffer holds two chunks at first, and the first rows are drawn from both.
-        Assert.True(ids.Take(10).Select(r => r / 5).Distinct().Count() >= 2, "first rows should mix at least two chunks");
+        // Chunks of 5 rows restart at each shard (shards begin at rows 0, 17 and 40).
+        static long ChunkOf(long r) => r < 17 ? r / 5 : r < 40 ? 100 + (r - 17) / 5 : 200 + (r - 40) / 5;
+        Assert.True(ids.Take(10).Select(ChunkOf).Distinct().Count() >= 2, "first rows should mix at least two chunks");
         Assert.Equal(3, src.Epoch);
+        Assert.Equal(5, src.LargestRead);
     }
 
     [Fact]
@@ -264,5 +268,52 @@ public class ActivationFileSourceTests : IDisposable
         Assert.Contains(missing, Assert.Throws<SaeSharpException>(() => new ActivationFileSource(missing)).Message);
         var empty = Directory.CreateDirectory(Path.Combine(_dir, "empty")).FullName;
         Assert.Contains(empty, Assert.Throws<SaeSharpException>(() => new ActivationFileSource(empty)).Message);
+    }
+}
+
+public class NpyActivationSourceTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("acts-npy-").FullName;
+    public void Dispose() => Directory.Delete(_dir, true);
+
+    private static Tensor Rows(long first, long count, int width) =>
+        arange(first, first + count, dtype: ScalarType.Float32).unsqueeze(1) + arange(0, width, dtype: ScalarType.Float32) / 10;
+
+    [Fact]
+    public void NpyShardsAndSafetensorsShardsFormOneDataset()
+    {
+        Npy.Save(Path.Combine(_dir, "a.npy"), Rows(0, 11, 3));
+        Npy.Save(Path.Combine(_dir, "b.npy"), Rows(11, 9, 3).to(ScalarType.Float16));
+        SafeTensors.Save(Path.Combine(_dir, "c.safetensors"), new Dictionary<string, Tensor> { ["activations"] = Rows(20, 5, 3) });
+        using var src = new ActivationFileSource([_dir], new() { ChunkRows = 4, BufferRows = 8, Seed = 4 });
+        Assert.Equal(25, src.Rows);
+        var all = new List<Tensor>();
+        while (src.Next(6) is { } b) all.Add(b.Input);
+        var x = cat(all, 0);
+        var order = x[.., 0].data<float>().Select(v => (int)Math.Round(v)).ToArray();
+        Assert.Equal(Enumerable.Range(0, 25), order.Order());
+        // Each emitted row equals the stored row (f16 rounding for b.npy).
+        var expected = Rows(0, 25, 3);
+        expected[11..20] = expected[11..20].to(ScalarType.Float16).to(ScalarType.Float32);
+        Assert.True(x.equal(expected.index_select(0, tensor(order.Select(i => (long)i).ToArray()))).all().item<bool>());
+    }
+
+    [Fact]
+    public void NpyNaNAndWidthErrorsNameTheFile()
+    {
+        var bad = Rows(0, 10, 3);
+        bad[7, 1] = tensor(float.NaN);
+        var path = Path.Combine(_dir, "bad.npy");
+        Npy.Save(path, bad);
+        using (var src = new ActivationFileSource(path, new() { Shuffle = false, ChunkRows = 3, BufferRows = 3 }))
+        {
+            src.Next(6)!.Dispose();
+            var e = Assert.Throws<SaeSharpException>(() => src.Next(6));
+            Assert.Contains($"{path}: row 7 holds NaN", e.Message);
+        }
+        var e2 = Assert.Throws<SaeSharpException>(() => new ActivationFileSource(path, new() { ExpectedDIn = 4 }));
+        Assert.Contains($"{path} has width 3, expected d_in = 4", e2.Message);
+        var e3 = Assert.Throws<SaeSharpException>(() => new ActivationFileSource(path, new() { TargetName = "targets" }));
+        Assert.Contains(path, e3.Message);
     }
 }

@@ -119,8 +119,7 @@ public class TextDatasetTests
         Assert.Contains("/nonexistent/x.jsonl", e.Message);
     }
 
-    private static ByteLevelBpeTokenizer Gpt2() => Tokenizer.FromGpt2Files(
-        TestPaths.Shared("data", "gpt2-tokenizer", "vocab.json"), TestPaths.Shared("data", "gpt2-tokenizer", "merges.txt"));
+    private static ByteLevelBpeTokenizer Gpt2() => TestPaths.Gpt2;
 
     private static void WriteParquet(string path, ParquetSchema schema, Func<ParquetWriter, Task> body)
     {

@@ -66,8 +66,7 @@ public class TokenWindowsTests
     [Fact]
     public void Text_documents_are_tokenized_without_bos_and_joined_with_bos()
     {
-        var gpt2 = Tokenizer.FromGpt2Files(TestPaths.Shared("data", "gpt2-tokenizer", "vocab.json"),
-            TestPaths.Shared("data", "gpt2-tokenizer", "merges.txt"));
+        var gpt2 = TestPaths.Gpt2;
         // "Hello world" is [15496, 995] (cases.json); three documents, context 4:
         // [B H W] + sep -> [B H W B] | [B H W] + sep -> [B H W B] | [B H W] dropped
         var windows = TokenWindows.TokenizeAndConcatenate(["Hello world", "Hello world", "Hello world"], gpt2, 4).ToList();

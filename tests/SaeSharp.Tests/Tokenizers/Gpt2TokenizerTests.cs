@@ -5,9 +5,7 @@ namespace SaeSharp.Tests.Tokenizers;
 
 public class Gpt2TokenizerTests
 {
-    private static readonly Lazy<ByteLevelBpeTokenizer> Gpt2 = new(() => Tokenizer.FromGpt2Files(
-        TestPaths.Shared("data", "gpt2-tokenizer", "vocab.json"),
-        TestPaths.Shared("data", "gpt2-tokenizer", "merges.txt")));
+    private static readonly Lazy<ByteLevelBpeTokenizer> Gpt2 = new(() => TestPaths.Gpt2);
 
     public static TheoryData<int> CaseIndices()
     {

@@ -14,6 +14,13 @@ internal static class TestPaths
         throw new DirectoryNotFoundException($"no 'shared/data' folder above {AppContext.BaseDirectory}");
     }
 
+    private static readonly Lazy<SaeSharp.Tokenizers.ByteLevelBpeTokenizer> Gpt2Lazy = new(() =>
+        SaeSharp.Tokenizers.Tokenizer.FromGpt2Files(Shared("data", "gpt2-tokenizer", "vocab.json"),
+            Shared("data", "gpt2-tokenizer", "merges.txt")));
+
+    /// <summary>GPT-2's tokenizer from ../shared/data/gpt2-tokenizer, loaded once for all tests.</summary>
+    public static SaeSharp.Tokenizers.ByteLevelBpeTokenizer Gpt2 => Gpt2Lazy.Value;
+
     public static string TempDir()
     {
         string dir = Path.Combine(Path.GetTempPath(), "saesharp-tests", Guid.NewGuid().ToString("N"));

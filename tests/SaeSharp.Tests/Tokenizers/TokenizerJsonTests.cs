@@ -117,4 +117,41 @@ public class TokenizerJsonTests
         var e = Assert.Throws<SaeSharpException>(() => Tokenizer.FromFolder(dir));
         Assert.Contains("Unigram", e.Message);
     }
+
+    private static ByteLevelBpeTokenizer FromJson(string json)
+    {
+        string dir = TestPaths.TempDir();
+        File.WriteAllText(Path.Combine(dir, "tokenizer.json"), json);
+        return Tokenizer.FromTokenizerJson(Path.Combine(dir, "tokenizer.json"));
+    }
+
+    [Fact]
+    public void Normalizer_runs_before_bpe()
+    {
+        // Sequence [NFC, Lowercase]: "AB" becomes "ab", which merges to one token.
+        var tok = FromJson("""
+            {"normalizer": {"type": "Sequence", "normalizers": [{"type": "NFC"}, {"type": "Lowercase"}]},
+             "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false}, "decoder": {"type": "ByteLevel"},
+             "model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"]}}
+            """);
+        Assert.Equal(new[] { 2 }, tok.Encode("AB"));
+    }
+
+    [Fact]
+    public void Split_pre_tokenizer_isolates_matches()
+    {
+        // Llama-3 style: Split (Isolated) then ByteLevel without its own regex. Each digit is its own piece,
+        // so the merge "1 2" never applies.
+        const string json = """
+            {"pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+               {"type": "Split", "pattern": {"Regex": "[0-9]"}, "behavior": "Isolated", "invert": false},
+               {"type": "ByteLevel", "add_prefix_space": false, "use_regex": false}]},
+             "decoder": {"type": "ByteLevel"},
+             "model": {"type": "BPE", "vocab": {"1": 0, "2": 1, "3": 2, "12": 3, "a": 4, "aa": 5}, "merges": ["1 2", "a a"]}}
+            """;
+        var tok = FromJson(json);
+        Assert.Equal(new[] { 0, 1, 2, 5 }, tok.Encode("123aa"));
+        var joined = FromJson(json.Replace("\"[0-9]\"", "\"x\""));
+        Assert.Equal(new[] { 3, 2, 5 }, joined.Encode("123aa"));
+    }
 }

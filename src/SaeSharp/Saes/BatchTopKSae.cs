@@ -1,0 +1,96 @@
+using static TorchSharp.torch;
+
+namespace SaeSharp.Saes;
+
+/// <summary>
+/// BatchTopK SAE ("batchtopk", Bussmann et al. 2024). Training keeps the k·N largest ReLU'd pre-activations of the whole
+/// batch of N rows (mean L0 = k), as SAELens/dictionary_learning. Inference uses a threshold instead:
+/// f = ReLU(pre)·[pre &gt; θ] (dictionary_learning's <c>use_threshold</c> and SAELens's JumpReLU form). θ is the running
+/// estimate of dictionary_learning's <c>BatchTopKTrainer</c>: after <see cref="SaeTrainingOptions.ThresholdStartStep"/>,
+/// θ ← m on the first update, then θ ← β·θ + (1−β)·m with β = <see cref="SaeTrainingOptions.ThresholdMomentum"/>, m the
+/// smallest positive activation of the batch; until then θ = −1 (inference is plain ReLU).
+/// It is stored as the persistent buffer <c>threshold</c> [d_sae] (every entry equal), so the state_dict is exactly
+/// SAELens's JumpReLU one; <see cref="Sae.ToInferenceSae"/> returns that JumpReLU SAE (SAELens v6 saves BatchTopK SAEs
+/// for inference as "jumprelu" with a per-latent threshold).
+/// Selection: exact batch top-(k·N), computed from each row's top-min(4k, d_sae) candidates and falling back to a top-k
+/// over the whole flattened batch when a row could hold more than its candidates.
+/// </summary>
+public class BatchTopKSae : TopKFamilySae
+{
+#pragma warning disable IDE1006 // field name is the state_dict key
+    private readonly Tensor threshold;
+#pragma warning restore IDE1006
+
+    public BatchTopKSae(SaeConfig cfg) : base(cfg)
+    {
+        threshold = full(cfg.DSae, -1f);
+        RegisterComponents();
+    }
+
+    /// <summary>The inference threshold θ (−1 until estimated).</summary>
+    public Tensor Threshold => threshold;
+
+    public override Tensor Encode(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        var pre = HiddenPre(x);
+        return (nn.functional.relu(pre) * pre.gt(threshold)).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Training-time activations: the batch top-(k·N) of ReLU(pre), dense [N, d_sae].</summary>
+    public Tensor EncodeBatchTopK(Tensor x)
+    {
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        var (code, values) = Select(HiddenPre(x));
+        return SparseLatents.ToDense(code, nn.functional.relu(values), Cfg.DSae).MoveToOuterDisposeScope();
+    }
+
+    internal override (SparseCode Code, Tensor PreValues) Select(Tensor pre)
+    {
+        long n = pre.shape[0], dSae = pre.shape[1];
+        long total = K * n;
+        long m = Math.Min(dSae, 4L * K);
+        if (m < dSae)
+        {
+            var (cv, ci) = pre.topk((int)m, dim: 1, largest: true, sorted: false);
+            var (sv, flat) = cv.reshape(-1).topk((int)total, dim: 0, largest: true, sorted: false);
+            var rows = flat.div(m, rounding_mode: RoundingMode.floor);
+            var perRow = bincount(rows, minlength: n);
+            if (perRow.max().item<long>() < m)
+                return (new SparseCode(rows, ci.reshape(-1).index_select(0, flat), n), sv);
+        }
+        var (v, f) = pre.reshape(-1).topk((int)total, dim: 0, largest: true, sorted: false);
+        return (new SparseCode(f.div(dSae, rounding_mode: RoundingMode.floor), f.remainder(dSae), n), v);
+    }
+
+    internal override void AfterSelection(SparseCode code, Tensor vals, SaeTrainContext ctx)
+    {
+        if (ctx.Step <= Training.ThresholdStartStep) return;
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        var v = vals.detach();
+        var positive = v.masked_select(v.gt(0));
+        double m = positive.numel() == 0 ? 0.0 : positive.min().item<float>();
+        double current = threshold[0].item<float>();
+        double beta = Training.ThresholdMomentum;
+        double next = current < 0 ? m : beta * current + (1 - beta) * m;
+        threshold.fill_(next);
+    }
+
+    public override Sae ToInferenceSae()
+    {
+        var cfg = Cfg.Clone();
+        cfg.Architecture = SaeArchitectures.JumpReLU;
+        cfg.K = null;
+        cfg.MatryoshkaWidths = null;
+        var sae = new JumpReluSae(cfg);
+        using var _ = no_grad();
+        sae.WEnc.copy_(W_enc);
+        sae.BEnc.copy_(BEnc);
+        sae.WDec.copy_(W_dec);
+        sae.BDec.copy_(b_dec);
+        sae.Threshold.copy_(threshold);
+        return sae;
+    }
+}

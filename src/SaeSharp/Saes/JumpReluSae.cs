@@ -1,0 +1,103 @@
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Saes;
+
+/// <summary>
+/// JumpReLU SAE ("jumprelu", Rajamanoharan et al. 2024): f = ReLU(pre)·[pre &gt; θ] with a learnable per-latent
+/// <c>threshold</c> θ [d_sae] (SAELens's inference form and state_dict key).
+/// Training (dictionary_learning's <c>JumpReluTrainer</c>, which trains θ itself rather than SAELens's log θ): the step's
+/// straight-through estimator with the rectangle kernel K(u) = [|u| &lt; ½] of bandwidth ε
+/// (<see cref="SaeTrainingOptions.Bandwidth"/>) gives ∂f/∂θ = −(θ/ε)·K((pre−θ)/ε) and ∂[pre&gt;θ]/∂θ = −(1/ε)·K((pre−θ)/ε),
+/// ∂f/∂pre = [pre &gt; θ]. It is built with the detach trick — value + (θ − sg(θ))·sg(pseudo-derivative) — so autograd
+/// produces exactly these gradients. Loss = mean_n‖y − ŷ‖² + λ·s·P with L0 = mean_n Σ_j [pre_j &gt; θ_j] (on the
+/// pre-activations, as the paper and SAELens) and P = L0 (paper) or (L0/target − 1)² (dictionary_learning), chosen by
+/// <see cref="SaeTrainingOptions.JumpReluPenalty"/>. Decoder rows unit norm with parallel-gradient removal
+/// (dictionary_learning). Adam β = (0, 0.999), lr 7e-5 (the paper; dictionary_learning).
+/// </summary>
+public sealed class JumpReluSae : Sae
+{
+#pragma warning disable IDE1006 // field name is the state_dict key
+    private readonly Parameter threshold;
+#pragma warning restore IDE1006
+
+    public JumpReluSae(SaeConfig cfg) : base(cfg)
+    {
+        threshold = nn.Parameter(zeros(cfg.DSae));
+        RegisterComponents();
+    }
+
+    public Parameter Threshold => threshold;
+
+    public override (double Beta1, double Beta2) DefaultAdamBetas => (0.0, 0.999);
+
+    public override double DefaultLearningRate() => 7e-5;
+
+    public override Tensor Encode(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        var pre = HiddenPre(x);
+        return (nn.functional.relu(pre) * pre.gt(threshold)).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>JumpReLU with the straight-through threshold gradient −(θ/ε)·K((pre−θ)/ε).</summary>
+    internal static Tensor JumpReluSte(Tensor pre, Tensor theta, double bandwidth)
+    {
+        using var scope = NewDisposeScope();
+        var mask = pre.gt(theta).to(pre.dtype);
+        var pseudo = (Rectangle((pre - theta) / bandwidth) * theta * (-1.0 / bandwidth)).detach();
+        var value = pre * mask.detach();
+        return (value + (theta - theta.detach()) * pseudo).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Heaviside step [pre &gt; θ] with the straight-through threshold gradient −(1/ε)·K((pre−θ)/ε) and no gradient to pre.</summary>
+    internal static Tensor StepSte(Tensor pre, Tensor theta, double bandwidth)
+    {
+        using var scope = NewDisposeScope();
+        var step = pre.gt(theta).to(pre.dtype).detach();
+        var pseudo = (Rectangle((pre - theta) / bandwidth) * (-1.0 / bandwidth)).detach();
+        return (step + (theta - theta.detach()) * pseudo).MoveToOuterDisposeScope();
+    }
+
+    private static Tensor Rectangle(Tensor u) => u.gt(-0.5).logical_and_(u.lt(0.5)).to(u.dtype);
+
+    public override SaeTrainOutput TrainingForward(Tensor x, Tensor target, SaeTrainContext ctx)
+    {
+        using var scope = NewDisposeScope();
+        var pre = HiddenPre(x);
+        var f = JumpReluSte(pre, threshold, Training.Bandwidth);
+        var y = Decode(f);
+        var mse = (y - target).pow(2).sum(-1).mean();
+        var l0 = StepSte(pre, threshold, Training.Bandwidth).sum(-1).mean();
+        var penalty = Training.JumpReluPenalty switch
+        {
+            JumpReluPenalty.L0 => l0,
+            JumpReluPenalty.TargetL0 => (l0 / Training.TargetL0 - 1).pow(2),
+            _ => throw new SaeSharpException($"unknown JumpReLU penalty {Training.JumpReluPenalty}"),
+        };
+        var loss = mse + penalty * (Training.SparsityCoefficient * ctx.SparsityScale);
+        return new SaeTrainOutput
+        {
+            Loss = loss.MoveToOuterDisposeScope(),
+            SaeOut = y.MoveToOuterDisposeScope(),
+            FeatureActs = f.MoveToOuterDisposeScope(),
+            Losses =
+            {
+                ["mse_loss"] = mse.detach().MoveToOuterDisposeScope(),
+                ["l0_loss"] = penalty.detach().MoveToOuterDisposeScope(),
+            },
+        };
+    }
+
+    /// <summary>Base initialisation with unit-norm decoder rows (W_enc = W_decᵀ) and θ = <see cref="SaeTrainingOptions.InitialThreshold"/>.</summary>
+    public override void InitializeWeights(Generator? generator = null, double decoderNorm = 0.1)
+    {
+        base.InitializeWeights(generator, 1.0);
+        using var _ = no_grad();
+        threshold.fill_(Training.InitialThreshold);
+    }
+
+    public override void BeforeOptimizerStep(SaeTrainContext ctx) => RemoveGradientParallelToDecoderRows();
+
+    public override void AfterOptimizerStep(SaeTrainContext ctx) => NormalizeDecoderRows();
+}

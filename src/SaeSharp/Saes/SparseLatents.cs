@@ -1,0 +1,136 @@
+using static TorchSharp.torch;
+
+namespace SaeSharp.Saes;
+
+/// <summary>
+/// Active latents in coordinate form: entry e is latent <see cref="Cols"/>[e] of row <see cref="Rows"/>[e] (int64, [nnz]).
+/// TopK-family SAEs train through this form so that decoding and the backward pass touch only the active latents.
+/// </summary>
+internal sealed record SparseCode(Tensor Rows, Tensor Cols, long RowCount);
+
+/// <summary>
+/// Autograd operations on <see cref="SparseCode"/>s whose backward passes cost O(nnz·d) instead of O(N·d_sae·d):
+/// <list type="bullet">
+/// <item><see cref="EncoderValues"/>: pre-activations ((x − b_dec)·W_enc + b_enc) at the active entries, with gradients to
+/// W_enc (a sparse·dense product), b_enc (index_add) and b_dec (−W_enc·grad b_enc); the values themselves come from the
+/// dense no-grad encoder pass that selected the entries.</item>
+/// <item><see cref="Decode"/>: Σ_e vals[e]·W_dec[cols[e]] per row, with gradients to vals (row-wise dot products) and
+/// W_dec (a sparse·dense product).</item>
+/// </list>
+/// </summary>
+internal static class SparseLatents
+{
+    /// <summary>Entries per chunk of the gathered dot products in <see cref="DecodeFunction"/>'s backward (bounds the scratch memory).</summary>
+    private const long DotChunk = 16384;
+
+    public static Tensor EncoderValues(Tensor x, Tensor? bDec, Tensor wEnc, Tensor bEnc, SparseCode code, Tensor preValues) =>
+        EncoderValuesFunction.apply(x, bDec!, wEnc, bEnc, code.Rows, code.Cols, preValues.detach());
+
+    public static Tensor Decode(Tensor vals, SparseCode code, Tensor wDec) =>
+        DecodeFunction.apply(vals, code.Rows, code.Cols, wDec, code.RowCount);
+
+    /// <summary>Dense [rows, d_sae] matrix of the code with the given values (no gradient).</summary>
+    public static Tensor ToDense(SparseCode code, Tensor vals, long dSae)
+    {
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        var dense = zeros(code.RowCount, dSae, dtype: vals.dtype);
+        dense.index_put_(vals.detach(), code.Rows, code.Cols);
+        return dense.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>[d_sae] bool mask of the latents with a positive value somewhere in the code.</summary>
+    public static Tensor FiredMask(SparseCode code, Tensor vals, long dSae)
+    {
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        var counts = zeros(dSae).index_add_(0, code.Cols, vals.detach().gt(0).to(ScalarType.Float32), 1);
+        return counts.gt(0).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The code of a per-row top-k selection ([N, k] indices).</summary>
+    public static SparseCode FromRowIndices(Tensor indices)
+    {
+        long n = indices.shape[0], k = indices.shape[1];
+        var rows = arange(n, dtype: ScalarType.Int64).unsqueeze(1).expand(n, k).reshape(-1);
+        return new SparseCode(rows, indices.reshape(-1), n);
+    }
+
+    /// <summary>(A sparse [rows, cols] COO matrix with values <paramref name="vals"/>) · <paramref name="dense"/>.</summary>
+    private static Tensor SparseMm(Tensor rowIdx, Tensor colIdx, Tensor vals, long rows, long cols, Tensor dense)
+    {
+        using var scope = NewDisposeScope();
+        var sp = sparse_coo_tensor(stack([rowIdx, colIdx]), vals, [rows, cols]);
+        return sp.mm(dense).MoveToOuterDisposeScope();
+    }
+
+    private sealed class EncoderValuesFunction : autograd.SingleTensorFunction<EncoderValuesFunction>
+    {
+        public override string Name => "SparseEncoderValues";
+
+        public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+        {
+            var x = (Tensor)vars[0];
+            var bDec = vars[1] as Tensor;
+            var wEnc = (Tensor)vars[2];
+            var rows = (Tensor)vars[4];
+            var cols = (Tensor)vars[5];
+            var pre = (Tensor)vars[6];
+            ctx.set_materialize_grads(false);
+            ctx.save_for_backward([x, bDec!, wEnc, rows, cols]);
+            return pre.clone();
+        }
+
+        public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad)
+        {
+            var saved = ctx.get_saved_variables();
+            if (grad is null || grad.IsInvalid) return [null!, null!, null!, null!, null!, null!, null!];
+            using var scope = NewDisposeScope();
+            var (x, bDec, wEnc, rows, cols) = (saved[0], saved[1], saved[2], saved[3], saved[4]);
+            long n = x.shape[0], dSae = wEnc.shape[1];
+            var xin = bDec is null || bDec.IsInvalid ? x : x - bDec;
+            var gBEnc = zeros(dSae, dtype: grad.dtype).index_add_(0, cols, grad, 1);
+            var gWEnc = SparseMm(cols, rows, grad, dSae, n, xin).t();
+            Tensor? gBDec = bDec is null || bDec.IsInvalid ? null : wEnc.mv(gBEnc).neg_();
+            return [null!, gBDec?.MoveToOuterDisposeScope()!, gWEnc.MoveToOuterDisposeScope(), gBEnc.MoveToOuterDisposeScope(), null!, null!, null!];
+        }
+    }
+
+    private sealed class DecodeFunction : autograd.SingleTensorFunction<DecodeFunction>
+    {
+        public override string Name => "SparseDecode";
+
+        public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+        {
+            var vals = (Tensor)vars[0];
+            var rows = (Tensor)vars[1];
+            var cols = (Tensor)vars[2];
+            var wDec = (Tensor)vars[3];
+            var n = (long)vars[4];
+            ctx.set_materialize_grads(false);
+            ctx.save_for_backward([vals, rows, cols, wDec]);
+            ctx.save_data("n", n);
+            return SparseMm(rows, cols, vals, n, wDec.shape[0], wDec);
+        }
+
+        public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad)
+        {
+            var saved = ctx.get_saved_variables();
+            if (grad is null || grad.IsInvalid) return [null!, null!, null!, null!, null!];
+            using var scope = NewDisposeScope();
+            var (vals, rows, cols, wDec) = (saved[0], saved[1], saved[2], saved[3]);
+            long n = (long)ctx.get_data("n"), dSae = wDec.shape[0], nnz = vals.shape[0];
+            var gWDec = SparseMm(cols, rows, vals, dSae, n, grad);
+            var gVals = empty(nnz, dtype: vals.dtype);
+            for (long start = 0; start < nnz; start += DotChunk)
+            {
+                using var chunk = NewDisposeScope();
+                long len = Math.Min(DotChunk, nnz - start);
+                var r = grad.index_select(0, rows.narrow(0, start, len));
+                var w = wDec.index_select(0, cols.narrow(0, start, len));
+                gVals.narrow(0, start, len).copy_(r.mul_(w).sum(1));
+            }
+            return [gVals.MoveToOuterDisposeScope(), null!, null!, gWDec.MoveToOuterDisposeScope(), null!];
+        }
+    }
+}

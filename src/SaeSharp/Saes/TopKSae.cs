@@ -1,0 +1,30 @@
+using static TorchSharp.torch;
+
+namespace SaeSharp.Saes;
+
+/// <summary>
+/// TopK SAE ("topk", Gao et al. 2024): f = the ReLU of the k largest pre-activations of each row, zero elsewhere
+/// (SAELens applies top-k then ReLU, sparsify ReLU then top-k: the same activations). Training: see
+/// <see cref="TopKFamilySae"/> (MSE + AuxK, unit-norm decoder, sparse decode and backward).
+/// </summary>
+public sealed class TopKSae : TopKFamilySae
+{
+    public TopKSae(SaeConfig cfg) : base(cfg)
+    {
+        RegisterComponents();
+    }
+
+    public override Tensor Encode(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        var pre = HiddenPre(x);
+        var (vals, idx) = pre.topk(K, dim: -1, largest: true, sorted: false);
+        return zeros_like(pre).scatter_(-1, idx, nn.functional.relu(vals)).MoveToOuterDisposeScope();
+    }
+
+    internal override (SparseCode Code, Tensor PreValues) Select(Tensor pre)
+    {
+        var (vals, idx) = pre.topk(K, dim: 1, largest: true, sorted: false);
+        return (SparseLatents.FromRowIndices(idx), vals.reshape(-1));
+    }
+}

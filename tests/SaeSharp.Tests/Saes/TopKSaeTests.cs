@@ -1,0 +1,136 @@
+using SaeSharp.Saes;
+using static TorchSharp.torch;
+using static SaeSharp.Tests.Saes.SaeTestUtil;
+
+namespace SaeSharp.Tests.Saes;
+
+public class TopKSaeTests
+{
+    private static TopKSae MakeTopK(int dIn = 6, int dSae = 12, int k = 3, int seed = 1) =>
+        (TopKSae)Make(new SaeConfig { Architecture = "topk", DIn = dIn, DSae = dSae, K = k }, seed);
+
+    [Fact]
+    public void EncodeKeepsExactlyTheKLargestPreActivationsPerRow()
+    {
+        var sae = MakeTopK();
+        using (no_grad()) sae.BEnc.fill_(5f); // every pre-activation positive
+        var x = randn(7, 6, generator: new Generator(2));
+        var f = F(sae.Encode(x));
+        var pre = F(sae.HiddenPre(x));
+        for (int n = 0; n < 7; n++)
+        {
+            var row = pre.Skip(n * 12).Take(12).ToArray();
+            var kth = row.OrderByDescending(v => v).ElementAt(2);
+            for (int j = 0; j < 12; j++)
+            {
+                float expected = row[j] >= kth ? row[j] : 0f;
+                Assert.Equal(expected, f[n * 12 + j], 5);
+            }
+            Assert.Equal(3, f.Skip(n * 12).Take(12).Count(v => v != 0));
+        }
+    }
+
+    [Fact]
+    public void TrainingFeatureActsMatchInferenceEncode()
+    {
+        var sae = MakeTopK();
+        var x = randn(5, 6, generator: new Generator(3));
+        var o = sae.TrainingForward(x, x, new SaeTrainContext());
+        AssertClose(sae.Encode(x), o.FeatureActs, what: "feature acts");
+        AssertClose(sae.forward(x), o.SaeOut.detach(), what: "reconstruction");
+        var fired = F(o.FeatureActs).Chunk(12).Aggregate(new bool[12], (acc, row) => acc.Select((a, j) => a || row[j] > 0).ToArray());
+        Assert.Equal(fired, o.FiredMask!.data<bool>().ToArray());
+    }
+
+    /// <summary>The sparse backward equals autograd through the dense formulas (SAELens/dictionary_learning code paths),
+    /// for the MSE and for dictionary_learning's normalised AuxK.</summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void SparseGradientsEqualDenseAutograd(bool withAux)
+    {
+        var sae = MakeTopK(seed: 4);
+        sae.Training.AuxKCoefficient = 0.5;
+        sae.Training.KAux = 2;
+        var x = randn(9, 6, generator: new Generator(5));
+        var target = randn(9, 6, generator: new Generator(6));
+        var dead = zeros(12, dtype: ScalarType.Bool);
+        dead[tensor(new long[] { 1, 4, 5, 9 })] = tensor(true);
+        var o = sae.TrainingForward(x, target, new SaeTrainContext { DeadMask = withAux ? dead : null });
+        o.Loss.backward();
+
+        var p = Leaves(sae);
+        var pre = (x - p["b_dec"]).matmul(p["W_enc"]) + p["b_enc"];
+        var (tv, ti) = pre.topk(3, dim: -1);
+        var f = zeros_like(pre).scatter(-1, ti, nn.functional.relu(tv));
+        var y = f.matmul(p["W_dec"]) + p["b_dec"];
+        var loss = (y - target).pow(2).sum(-1).mean();
+        if (withAux)
+        {
+            var postRelu = nn.functional.relu(pre);
+            var masked = where(dead.unsqueeze(0), postRelu, full_like(postRelu, double.NegativeInfinity));
+            var (av, ai) = masked.topk(2, dim: -1, sorted: false);
+            var auxF = zeros_like(pre).scatter(-1, ai, av);
+            var e = (target - y).detach();
+            var eHat = auxF.matmul(p["W_dec"]);
+            var l2 = (e - eHat).pow(2).sum(-1).mean();
+            var denom = (e - e.mean([0], keepdim: true)).pow(2).sum(-1).mean();
+            loss = loss + 0.5 * (l2 / denom);
+            AssertClose((l2 / denom).detach(), o.Losses["auxiliary_reconstruction_loss"], what: "aux value");
+        }
+        AssertClose(loss.detach(), o.Loss.detach(), what: "loss");
+        loss.backward();
+        foreach (var name in new[] { "W_enc", "b_enc", "W_dec", "b_dec" })
+        {
+            var actual = sae.named_parameters().Single(q => q.name == name).parameter.grad!;
+            AssertClose(p[name].grad!, actual, rtol: 1e-4, atol: 1e-5, what: name);
+        }
+    }
+
+    [Fact]
+    public void AuxKGradientReachesTheEncoderColumnsOfDeadLatents()
+    {
+        var sae = MakeTopK(seed: 7);
+        using (no_grad()) sae.BEnc.fill_(3f); // dead latents have positive pre-activations
+        sae.Training.AuxKCoefficient = 1.0;
+        var x = randn(2, 6, generator: new Generator(8));
+        var target = randn(2, 6, generator: new Generator(9));
+        var f = sae.Encode(x).detach();
+        var dead = f.abs().sum(dim: 0).eq(0); // latents never active in this batch
+        Assert.True(dead.any().item<bool>());
+
+        sae.TrainingForward(x, target, new SaeTrainContext { DeadMask = dead }).Loss.backward();
+        var deadCols = dead.nonzero().squeeze(1);
+        var gDead = sae.WEnc.grad!.index_select(1, deadCols);
+        Assert.True(gDead.abs().sum().item<float>() > 1e-6, "AuxK gradient did not reach W_enc of dead latents");
+        Assert.True(sae.BEnc.grad!.index_select(0, deadCols).abs().sum().item<float>() > 1e-6);
+
+        sae.zero_grad();
+        sae.TrainingForward(x, target, new SaeTrainContext()).Loss.backward();
+        var gNoAux = sae.WEnc.grad!.index_select(1, deadCols);
+        Assert.Equal(0f, gNoAux.abs().sum().item<float>());
+    }
+
+    [Fact]
+    public void DecoderRowsStayUnitNormAndGradientIsOrthogonalToThem()
+    {
+        var sae = MakeTopK();
+        var norms = sae.WDec.norm(1);
+        AssertClose(ones(12), norms, what: "init norms");
+        var x = randn(5, 6, generator: new Generator(10));
+        sae.TrainingForward(x, x, new SaeTrainContext()).Loss.backward();
+        sae.BeforeOptimizerStep(new SaeTrainContext());
+        Assert.True((sae.WDec.grad! * sae.WDec).sum(1).abs().max().item<float>() < 1e-6);
+        using (no_grad()) sae.WDec.mul_(3);
+        sae.AfterOptimizerStep(new SaeTrainContext());
+        AssertClose(ones(12), sae.WDec.norm(1), what: "norms after step");
+    }
+
+    [Fact]
+    public void LearningRateFollowsTheInverseSquareRootScaling()
+    {
+        var sae = new TopKSae(new SaeConfig { Architecture = "topk", DIn = 4, DSae = 65536, K = 2 });
+        Assert.Equal(1e-4, sae.DefaultLearningRate(), 12); // 2e-4 / sqrt(4)
+        Assert.Equal((0.9, 0.999), sae.DefaultAdamBetas);
+    }
+}
