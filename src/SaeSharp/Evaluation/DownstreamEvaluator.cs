@@ -78,25 +78,17 @@ public sealed class DownstreamMetrics
     public double KlDivScore => (KlDivWithAblation - KlDivWithSae) / KlDivWithAblation;
     public double KlDivScoreMeanAblation => (KlDivWithMeanAblation - KlDivWithSae) / KlDivWithMeanAblation;
 
-    /// <summary>Mean squared error per element, (x − x̂)² averaged over rows and dimensions.</summary>
-    public double Mse { get; internal set; }
-    /// <summary>1 − E‖x − x̂‖² / (E‖x‖² − ‖E x‖²): variance about the mean (not about zero).</summary>
-    public double ExplainedVariance { get; internal set; }
-    /// <summary>Mean cosine similarity of x and x̂.</summary>
-    public double CosSim { get; internal set; }
-    public double L2NormIn { get; internal set; }
-    public double L2NormOut { get; internal set; }
-    /// <summary>Mean of ‖x̂‖ / ‖x‖.</summary>
-    public double L2Ratio { get; internal set; }
-    /// <summary>E‖x̂‖² / E⟨x, x̂⟩ (dictionary_learning's relative reconstruction bias; 1 = unbiased).</summary>
-    public double RelativeReconstructionBias { get; internal set; }
-    /// <summary>Mean number of active latents per token.</summary>
-    public double L0 { get; internal set; }
-    /// <summary>Mean sum of latent activations per token.</summary>
-    public double L1 { get; internal set; }
+    /// <summary>Reconstruction and sparsity metrics over the counted positions (the acts helper's accumulator:
+    /// FVU about the mean, cosine, L0/L1, alive fraction, ...).</summary>
+    public required SaeEvalResult Reconstruction { get; init; }
+    public double Mse => Reconstruction.Mse;
+    public double ExplainedVariance => Reconstruction.ExplainedVariance;
+    public double CosSim => Reconstruction.Cosine;
+    public double L0 => Reconstruction.L0;
+    public double L1 => Reconstruction.L1;
+    public double AliveFraction => Reconstruction.AliveFraction;
     /// <summary>Latents that never fired on the evaluated tokens.</summary>
-    public long DeadLatents { get; internal set; }
-    public double AliveFraction { get; internal set; }
+    public long DeadLatents => Reconstruction.FeatureFrequency.LongCount(f => f == 0);
 
     /// <summary>Positions counted in the KL and reconstruction metrics, and in the CE means.</summary>
     public long Tokens { get; internal set; }
@@ -132,23 +124,23 @@ public sealed class DownstreamMetrics
             },
             ["reconstruction_quality"] = new JsonObject
             {
-                ["explained_variance"] = N(ExplainedVariance),
-                ["mse"] = N(Mse),
-                ["cossim"] = N(CosSim),
+                ["explained_variance"] = N(Reconstruction.ExplainedVariance),
+                ["fvu"] = N(Reconstruction.Fvu),
+                ["mse"] = N(Reconstruction.Mse),
+                ["mse_loss"] = N(Reconstruction.MseLoss),
+                ["cossim"] = N(Reconstruction.Cosine),
             },
             ["shrinkage"] = new JsonObject
             {
-                ["l2_norm_in"] = N(L2NormIn),
-                ["l2_norm_out"] = N(L2NormOut),
-                ["l2_ratio"] = N(L2Ratio),
-                ["relative_reconstruction_bias"] = N(RelativeReconstructionBias),
+                ["l2_ratio"] = N(Reconstruction.L2Ratio),
+                ["relative_reconstruction_bias"] = N(Reconstruction.RelativeReconstructionBias),
             },
             ["sparsity"] = new JsonObject
             {
-                ["l0"] = N(L0),
-                ["l1"] = N(L1),
+                ["l0"] = N(Reconstruction.L0),
+                ["l1"] = N(Reconstruction.L1),
                 ["dead_latents"] = DeadLatents,
-                ["alive_fraction"] = N(AliveFraction),
+                ["alive_fraction"] = N(Reconstruction.AliveFraction),
             },
             ["token_stats"] = new JsonObject
             {
@@ -315,10 +307,7 @@ public static class DownstreamEvaluator
     {
         private readonly DownstreamTarget _t;
         private readonly int? _head;
-        private double _sqErr, _sqIn, _sqOut, _dot, _cos, _normIn, _normOut, _ratio, _l0, _l1;
-        private long _rows, _elements;
-        private double[]? _sumIn;
-        private Tensor? _fired;
+        private SaeMetricsAccumulator? _acc;
 
         public string Name { get; }
         public string InputHook { get; }
@@ -364,60 +353,25 @@ public static class DownstreamEvaluator
             Tensor rec = recon.dim() == 4 && _head is int h2 ? recon.select(2, h2) : recon;
             if (SiteHook != InputHook && recon.shape[^1] != site.reshape(b, s, -1).shape[^1])
                 throw new SaeSharpException($"transcoder {Name}: d_out = {recon.shape[^1]} but hook '{SiteHook}' gives {site.reshape(b, s, -1).shape[^1]} values per token");
-            var x = target.reshape(b * s, -1).index_select(0, idx).to(ScalarType.Float64);
-            var y = rec.reshape(b * s, -1).index_select(0, idx).to(ScalarType.Float64);
+            var x = target.reshape(b * s, -1).index_select(0, idx);
+            var y = rec.reshape(b * s, -1).index_select(0, idx);
             var f = feats.index_select(0, idx);
-            var nIn = x.norm(1);
-            var nOut = y.norm(1);
-            _sqErr += (x - y).pow(2).sum().item<double>();
-            _sqIn += x.pow(2).sum().item<double>();
-            _sqOut += y.pow(2).sum().item<double>();
-            _dot += (x * y).sum().item<double>();
-            _cos += ((x * y).sum(1) / (nIn * nOut).clamp_min(1e-30)).sum().item<double>();
-            _normIn += nIn.sum().item<double>();
-            _normOut += nOut.sum().item<double>();
-            _ratio += (nOut / nIn.clamp_min(1e-30)).sum().item<double>();
-            _l0 += f.gt(0).sum().item<long>();
-            _l1 += f.abs().sum().to(ScalarType.Float64).item<double>();
-            var colSum = x.sum(dim: 0).data<double>().ToArray();
-            _sumIn ??= new double[colSum.Length];
-            for (int i = 0; i < colSum.Length; i++) _sumIn[i] += colSum[i];
-            var fired = f.gt(0).any(dim: 0);
-            if (_fired is null) _fired = fired.DetachFromDisposeScope();
-            else
-            {
-                var merged = _fired.logical_or(fired).DetachFromDisposeScope();
-                _fired.Dispose();
-                _fired = merged;
-            }
-            _rows += x.shape[0];
-            _elements += x.numel();
+            _acc ??= new SaeMetricsAccumulator((int)x.shape[1], _t.Sae.Cfg.DSae);
+            _acc.Add(x, y, f);
         }
 
         public DownstreamMetrics Finish(Sums clean, Sums ablation, Sums? meanAblation)
         {
-            double n = _rows;
-            double meanSq = _sqIn / n;
-            double meanNormSq = _sumIn is null ? 0 : _sumIn.Sum(v => (v / n) * (v / n));
-            long alive = _fired is null ? 0 : _fired.sum().item<long>();
-            long dSae = _t.Sae.Cfg.DSae;
-            _fired?.Dispose();
-            _fired = null;
             return new DownstreamMetrics
             {
                 Name = Name, HookName = InputHook, OutputHookName = SiteHook == InputHook ? null : SiteHook,
+                Reconstruction = (_acc ?? throw new SaeSharpException($"SAE {Name}: no tokens evaluated")).Result(),
                 CeLossWithoutSae = clean.MeanCe, CeLossWithSae = Spliced.MeanCe, CeLossWithAblation = ablation.MeanCe,
                 CeLossWithMeanAblation = meanAblation?.MeanCe ?? double.NaN,
                 CeLossWithErrorTerm = ErrorTerm.CePositions > 0 ? ErrorTerm.MeanCe : double.NaN,
                 KlDivWithSae = Spliced.MeanKl, KlDivWithAblation = ablation.MeanKl,
                 KlDivWithMeanAblation = meanAblation?.MeanKl ?? double.NaN,
                 KlDivWithErrorTerm = ErrorTerm.Positions > 0 ? ErrorTerm.MeanKl : double.NaN,
-                Mse = _sqErr / _elements,
-                ExplainedVariance = 1 - (_sqErr / n) / (meanSq - meanNormSq),
-                CosSim = _cos / n, L2NormIn = _normIn / n, L2NormOut = _normOut / n, L2Ratio = _ratio / n,
-                RelativeReconstructionBias = _sqOut / _dot,
-                L0 = _l0 / n, L1 = _l1 / n,
-                DeadLatents = dSae - alive, AliveFraction = (double)alive / dSae,
                 Tokens = clean.Positions, CeTokens = clean.CePositions,
             };
         }
