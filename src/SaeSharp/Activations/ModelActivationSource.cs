@@ -93,10 +93,13 @@ public sealed class ModelActivationSource : IActivationSource
         if (!_exhausted && (Buffered < CapacityRows / 2 || Buffered < batchSize)) Refill(Math.Max(CapacityRows, batchSize));
         if (Buffered == 0) return null;
         int n = Math.Min(batchSize, Buffered);
-        var input = _bufIn!.narrow(0, _head, n).clone();
-        var target = _bufOut?.narrow(0, _head, n).clone();
+        Tensor input;
+        using (var view = _bufIn!.narrow(0, _head, n)) input = view.clone();
+        Tensor? targetOrNull = null;
+        if (_bufOut is not null)
+            using (var view = _bufOut.narrow(0, _head, n)) targetOrNull = view.clone();
         _head += n;
-        return new ActivationBatch(input, target);
+        return new ActivationBatch(input, targetOrNull);
     }
 
     /// <summary>Harvests groups of windows until the buffer is full (or the stream ends), then shuffles it.</summary>

@@ -334,7 +334,7 @@ public static class DownstreamEvaluator
             if (x.shape[1] != _t.Sae.Cfg.DIn)
                 throw new SaeSharpException($"SAE {Name}: d_in = {_t.Sae.Cfg.DIn} but hook '{InputHook}' gives {x.shape[1]} values per token");
             var (y, f) = _t.Sae.Run(x);
-            if (SiteHook != InputHook) return (y.view(b, s, -1), f);
+            if (SiteHook != InputHook) return (y.view(b, s, -1).to(input.dtype), f);
             if (input.dim() == 4 && _head is int hh)
             {
                 var full = input.clone();
