@@ -59,6 +59,13 @@ public class ModelPipelineTests : ModelTestBase
         Assert.Equal(3, m.Shards.Count);
         Assert.True(m.ModelFromPretrainedKwargs["center_writing_weights"]);
         Assert.Equal("float16", m.Dtype);
+        using (var cached = new ActivationCacheFolder(dir, new ActivationFileSourceOptions { Seed = 2 }))
+        {
+            long rows = 0;
+            while (cached.Next(32) is { } b) { rows += b.Rows; b.Dispose(); }
+            Assert.Equal(expectedRows, rows);
+            Assert.Equal(16, cached.DIn);
+        }
 
         // Eval: an identity SAE that asks for centred weights recovers all of the loss.
         var cfg = new SaeConfig { DIn = 16, DSae = 32, ApplyBDecToInput = false };
