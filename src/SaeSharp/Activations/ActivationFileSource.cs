@@ -184,6 +184,7 @@ public sealed class ActivationFileSource : IActivationSource
     /// <summary>Reads <paramref name="count"/> rows of a chunk starting <paramref name="offset"/> rows into it.</summary>
     private (Tensor In, Tensor? Out) ReadChunkRows(Chunk c, int offset, int count)
     {
+        LargestRead = Math.Max(LargestRead, count);
         var h = Handle(c.File);
         var x = h.ReadInput(c.FileStart + offset, count);
         if (!_hasTarget) return (x, null);
@@ -200,9 +201,13 @@ public sealed class ActivationFileSource : IActivationSource
 
     private int Available => _count - _head;
 
+    /// <summary>The most rows read from a file in one call so far (at most the chunk size).</summary>
+    internal int LargestRead { get; private set; }
+
     /// <summary>Moves live rows to the front of the buffer and reads chunks while they fit.</summary>
     private void Refill()
     {
+        using var scope = NewDisposeScope();
         if (_head > 0)
         {
             int n = Available;

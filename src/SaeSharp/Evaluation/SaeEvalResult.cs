@@ -50,6 +50,9 @@ public sealed record SaeEvalResult
         NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
     };
 
+    /// <summary>Writes the log10 feature-density histogram of <see cref="FeatureFrequency"/> as a PNG (see <see cref="FeatureDensityHistogram"/>).</summary>
+    public void SaveDensityHistogram(string path) => FeatureDensityHistogram.Save(path, FeatureFrequency, Rows);
+
     /// <summary>The scalar metrics as a JSON object (NaN written as "NaN" when a metric is undefined, e.g. fvu of constant data).</summary>
     public string ToJson() => JsonSerializer.Serialize(this, JsonOptions);
 }

@@ -18,6 +18,8 @@ public static class SaeEvaluator
     {
         if (maxRows <= 0) throw new SaeSharpException($"evaluation: maxRows must be positive, got {maxRows}");
         if (batchSize <= 0) throw new SaeSharpException($"evaluation: batch size must be positive, got {batchSize}");
+        if (source.DIn != sae.Cfg.DIn || source.DOut != sae.Cfg.DOutOrIn)
+            throw new SaeSharpException($"evaluation: the activations have d_in = {source.DIn}, d_out = {source.DOut} but the SAE expects d_in = {sae.Cfg.DIn}, d_out = {sae.Cfg.DOutOrIn}");
         return Evaluate(sae, Batches(source, maxRows, batchSize), maxRows, groundTruthFeatures);
     }
 
@@ -44,6 +46,8 @@ public static class SaeEvaluator
                 {
                     long take = Math.Min(batch.Rows, maxRows - acc.Rows);
                     if (take <= 0) break;
+                    if (batch.Input.dim() != 2 || batch.Input.shape[1] != sae.Cfg.DIn)
+                        throw new SaeSharpException($"evaluation: a batch of shape [{string.Join(", ", batch.Input.shape)}] does not fit the SAE's d_in = {sae.Cfg.DIn}");
                     using var scope = NewDisposeScope();
                     var x = batch.Input.narrow(0, 0, take).to(device);
                     var target = batch.Target.narrow(0, 0, take);

@@ -60,6 +60,7 @@ public class ActivationFileSourceTests : IDisposable
         var all = cat(batches, 0);
         Assert.True(all.allclose(Rows(0, 50, 4)));
         Assert.Null(src.Next(8));
+        Assert.Equal(7, src.LargestRead); // never more than a chunk at a time
     }
 
     [Fact]
@@ -80,6 +81,7 @@ public class ActivationFileSourceTests : IDisposable
         static long ChunkOf(long r) => r < 17 ? r / 5 : r < 40 ? 100 + (r - 17) / 5 : 200 + (r - 40) / 5;
         Assert.True(ids.Take(10).Select(ChunkOf).Distinct().Count() >= 2, "first rows should mix at least two chunks");
         Assert.Equal(3, src.Epoch);
+        Assert.Equal(5, src.LargestRead);
     }
 
     [Fact]

@@ -50,11 +50,53 @@ public class TensorActivationSourceTests
     }
 
     [Fact]
+    public void HugeFiniteValuesAreAccepted()
+    {
+        var x = full(4, 3, float.MaxValue);
+        using var src = new TensorActivationSource(x);
+        Assert.Equal(4, src.Rows);
+    }
+
+    [Fact]
     public void NaNInMemoryIsReportedWithRow()
     {
         var x = Data(6, 2);
         x[4, 1] = tensor(float.NaN);
         var e = Assert.Throws<SaeSharpException>(() => new TensorActivationSource(x, name: "synthetic"));
         Assert.Contains("synthetic: input: row 4 holds NaN", e.Message);
+    }
+}
+
+public class ActivationSourceLeakTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("acts-leak-").FullName;
+    public void Dispose() => Directory.Delete(_dir, true);
+
+    private static void NoLeak(IActivationSource src, int batch)
+    {
+        src.Next(batch)!.Dispose(); // warm-up: buffers allocated
+        var before = TorchSharp.DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        for (int i = 0; i < 20; i++) src.Next(batch)!.Dispose();
+        Assert.Equal(before, TorchSharp.DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+    }
+
+    [Fact]
+    public void FileSourceBatchesLeaveNoLiveTensors()
+    {
+        var path = Path.Combine(_dir, "a.safetensors");
+        SaeSharp.IO.SafeTensors.Save(path, new Dictionary<string, Tensor> { ["activations"] = randn(40, 3).to(ScalarType.Float16), ["targets"] = randn(40, 2) });
+        using var src = new ActivationFileSource(path, new() { TargetName = "targets", ChunkRows = 6, BufferRows = 13, Loop = true });
+        NoLeak(src, 7);
+        var state = src.SaveState();
+        var before = TorchSharp.DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        src.LoadState(state);
+        Assert.Equal(before, TorchSharp.DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+    }
+
+    [Fact]
+    public void TensorSourceBatchesLeaveNoLiveTensors()
+    {
+        using var src = new TensorActivationSource(randn(30, 4), loop: true);
+        NoLeak(src, 7);
     }
 }

@@ -175,4 +175,27 @@ public class SaeMetricsTests
         var r = SaeEvaluator.Evaluate(sae, new[] { new ActivationBatch(x, target) });
         Assert.Equal(4.0 / 2, r.Mse, 12); // reconstruction (1,2) vs target (1,4)
     }
+
+    [Fact]
+    public void EvaluationLeavesNoLiveTensors()
+    {
+        using var sae = SignSplittingSae();
+        var x = randn(40, 2);
+        var truth = randn(3, 2);
+        using var src = new TensorActivationSource(x, loop: true);
+        SaeEvaluator.Evaluate(sae, src, maxRows: 10, batchSize: 4, groundTruthFeatures: truth);
+        var before = TorchSharp.DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        SaeEvaluator.Evaluate(sae, src, maxRows: 30, batchSize: 4, groundTruthFeatures: truth);
+        Assert.Equal(before, TorchSharp.DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+    }
+
+    [Fact]
+    public void WidthMismatchIsReported()
+    {
+        using var sae = SignSplittingSae();
+        using var src = new TensorActivationSource(randn(5, 3));
+        var e = Assert.Throws<SaeSharpException>(() => SaeEvaluator.Evaluate(sae, src, maxRows: 5));
+        Assert.Contains("d_in = 3", e.Message);
+        Assert.Contains("expects d_in = 2", e.Message);
+    }
 }

@@ -1,0 +1,272 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Text.Json.Serialization;
+using SaeSharp.IO;
+using SaeSharp.Models;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Activations;
+
+/// <summary>Settings of <see cref="ActivationCacheFolder.Write"/> (<c>sae cache</c>).</summary>
+public sealed record ActivationCacheOptions
+{
+    /// <summary>Tokens per context window.</summary>
+    public required int ContextSize { get; init; }
+    /// <summary>Windows per model run.</summary>
+    public int BatchSizePrompts { get; init; } = 8;
+    /// <summary>Context windows per shard (a shard holds whole windows, so it can be resumed at a shard boundary).</summary>
+    public int ContextsPerShard { get; init; } = 64;
+    /// <summary>Token budget N: ⌈N / context size⌉ windows are harvested (null: the whole dataset).</summary>
+    public long? MaxTokens { get; init; }
+    /// <summary>Token ids whose positions are not stored (BOS, EOS, padding).</summary>
+    public IReadOnlyCollection<long>? ExcludeTokenIds { get; init; }
+    /// <summary>Stored dtype of <c>activations</c>/<c>targets</c>: float32, float16 or bfloat16.</summary>
+    public ScalarType Dtype { get; init; } = ScalarType.Float32;
+    /// <summary>Recorded in the manifest: the dataset the windows came from.</summary>
+    public string? DatasetPath { get; init; }
+    /// <summary>Recorded in the manifest: whether the windows start with BOS.</summary>
+    public bool PrependBos { get; init; } = true;
+    /// <summary>Recorded in the manifest: TransformerLens-style weight processing applied to the model.</summary>
+    public IReadOnlyDictionary<string, bool>? ModelFromPretrainedKwargs { get; init; }
+    /// <summary>Hooks applied on every model run (<see cref="SaeSharp.Models.ProcessedModel.Hooks"/>), before the harvest reads.</summary>
+    public IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? ModelHooks { get; init; }
+}
+
+/// <summary>One shard of an activation cache.</summary>
+public sealed class ActivationCacheShard
+{
+    [JsonPropertyName("file")] public string File { get; set; } = "";
+    [JsonPropertyName("rows")] public long Rows { get; set; }
+    [JsonPropertyName("contexts")] public long Contexts { get; set; }
+}
+
+/// <summary>The <c>manifest.json</c> of an activation cache folder.</summary>
+public sealed class ActivationCacheManifest
+{
+    [JsonPropertyName("format")] public string Format { get; set; } = "saesharp-activation-cache";
+    [JsonPropertyName("format_version")] public int FormatVersion { get; set; } = 1;
+    [JsonPropertyName("model")] public string Model { get; set; } = "";
+    [JsonPropertyName("hook")] public string Hook { get; set; } = "";
+    /// <summary>Hook of the <c>targets</c> tensor (in_to_out caches), else null.</summary>
+    [JsonPropertyName("target_hook")] public string? TargetHook { get; set; }
+    [JsonPropertyName("dtype")] public string Dtype { get; set; } = "float32";
+    [JsonPropertyName("d_in")] public int DIn { get; set; }
+    [JsonPropertyName("d_out")] public int DOut { get; set; }
+    /// <summary>Nominal rows per shard (contexts per shard · context size); shards with excluded tokens hold fewer.</summary>
+    [JsonPropertyName("rows_per_shard")] public long RowsPerShard { get; set; }
+    [JsonPropertyName("contexts_per_shard")] public int ContextsPerShard { get; set; }
+    [JsonPropertyName("total_rows")] public long TotalRows { get; set; }
+    [JsonPropertyName("total_contexts")] public long TotalContexts { get; set; }
+    [JsonPropertyName("context_size")] public int ContextSize { get; set; }
+    [JsonPropertyName("batch_size_prompts")] public int BatchSizePrompts { get; set; }
+    [JsonPropertyName("prepend_bos")] public bool PrependBos { get; set; }
+    [JsonPropertyName("dataset_path")] public string? DatasetPath { get; set; }
+    [JsonPropertyName("exclude_token_ids")] public long[] ExcludeTokenIds { get; set; } = [];
+    [JsonPropertyName("model_from_pretrained_kwargs")] public Dictionary<string, bool> ModelFromPretrainedKwargs { get; set; } = new();
+    /// <summary>Context budget the writer was asked for (null: whole dataset).</summary>
+    [JsonPropertyName("max_contexts")] public long? MaxContexts { get; set; }
+    /// <summary>True when the budget was reached or the dataset ended.</summary>
+    [JsonPropertyName("complete")] public bool Complete { get; set; }
+    /// <summary>True when the dataset ended before the budget (nothing more can be appended).</summary>
+    [JsonPropertyName("dataset_exhausted")] public bool DatasetExhausted { get; set; }
+    [JsonPropertyName("shards")] public List<ActivationCacheShard> Shards { get; set; } = new();
+
+    internal static readonly JsonSerializerOptions Json = new() { WriteIndented = true };
+
+    public static ActivationCacheManifest Read(string dir)
+    {
+        string path = Path.Combine(dir, ActivationCacheFolder.ManifestName);
+        if (!File.Exists(path)) throw new SaeSharpException($"{dir}: not an activation cache (no {ActivationCacheFolder.ManifestName})");
+        try
+        {
+            var m = JsonSerializer.Deserialize<ActivationCacheManifest>(File.ReadAllText(path), Json)
+                    ?? throw new SaeSharpException($"{path}: empty manifest");
+            if (m.Format != "saesharp-activation-cache") throw new SaeSharpException($"{path}: format '{m.Format}' is not saesharp-activation-cache");
+            return m;
+        }
+        catch (JsonException e)
+        {
+            throw new SaeSharpException($"{path}: invalid manifest ({e.Message})");
+        }
+    }
+
+    internal void Save(string dir) =>
+        AtomicFile.WriteAllText(Path.Combine(dir, ActivationCacheFolder.ManifestName), JsonSerializer.Serialize(this, Json));
+}
+
+/// <summary>
+/// An on-disk activation cache (<c>sae cache</c>): shards <c>shard_00000.safetensors</c> holding <c>activations</c>
+/// [rows, d_in] (+ <c>targets</c> [rows, d_out] for in_to_out) and <c>token_ids</c> [rows], described by
+/// <c>manifest.json</c>. <see cref="Write"/> writes each shard atomically and updates the manifest after it, so an
+/// interrupted run resumes at the next shard. As an <see cref="IActivationSource"/> the folder shuffles rows across
+/// shards (seeded, exact save/restore) through <see cref="ActivationFileSource"/>.
+/// </summary>
+public sealed class ActivationCacheFolder : IActivationSource
+{
+    public const string ManifestName = "manifest.json";
+    private readonly ActivationFileSource _source;
+
+    /// <summary>Opens a complete or partial cache; <paramref name="options"/> sets buffer, chunk, seed, loop, row range
+    /// (tensor names and widths come from the manifest).</summary>
+    public ActivationCacheFolder(string dir, ActivationFileSourceOptions? options = null)
+    {
+        Directory = dir;
+        Manifest = ActivationCacheManifest.Read(dir);
+        if (Manifest.Shards.Count == 0) throw new SaeSharpException($"{dir}: the cache has no shards yet");
+        var files = Manifest.Shards.Select(s => Path.Combine(dir, s.File)).ToList();
+        foreach (var f in files)
+            if (!File.Exists(f)) throw new SaeSharpException($"{f}: shard listed in {ManifestName} is missing");
+        var o = (options ?? new ActivationFileSourceOptions()) with
+        {
+            InputName = "activations",
+            TargetName = Manifest.TargetHook is null ? null : "targets",
+            ExpectedDIn = Manifest.DIn,
+            ExpectedDOut = Manifest.TargetHook is null ? null : Manifest.DOut,
+        };
+        _source = new ActivationFileSource(files, o);
+    }
+
+    public string Directory { get; }
+    public ActivationCacheManifest Manifest { get; }
+    public int DIn => _source.DIn;
+    public int DOut => _source.DOut;
+    public long? Rows => _source.Rows;
+    public ActivationBatch? Next(int batchSize) => _source.Next(batchSize);
+    public JsonNode SaveState() => _source.SaveState();
+    public void LoadState(JsonNode state) => _source.LoadState(state);
+    public void Dispose() => _source.Dispose();
+
+    /// <summary>Shard file name of shard <paramref name="index"/>.</summary>
+    public static string ShardName(int index) => $"shard_{index:D5}.safetensors";
+
+    /// <summary>
+    /// Harvests <paramref name="spec"/>'s activations of <paramref name="model"/> over <paramref name="windows"/> into
+    /// <paramref name="dir"/>. An existing manifest with the same settings is resumed (its windows are skipped);
+    /// one with other settings is an error. Returns the final manifest.
+    /// </summary>
+    public static ActivationCacheManifest Write(string dir, HookedTransformer model, HarvestSpec spec, IEnumerable<long[]> windows,
+        ActivationCacheOptions options, Action<ActivationCacheManifest>? onShard = null)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(windows);
+        var o = options ?? throw new ArgumentNullException(nameof(options));
+        if (o.ContextsPerShard <= 0) throw new SaeSharpException($"contexts per shard must be positive, got {o.ContextsPerShard}");
+        if (o.BatchSizePrompts <= 0) throw new SaeSharpException($"batch size in prompts must be positive, got {o.BatchSizePrompts}");
+        if (o.MaxTokens is <= 0) throw new SaeSharpException($"token budget must be positive, got {o.MaxTokens}");
+        if (o.Dtype is not (ScalarType.Float32 or ScalarType.Float16 or ScalarType.BFloat16))
+            throw new SaeSharpException($"cache dtype must be float32, float16 or bfloat16, got {o.Dtype}");
+        var harvester = new ModelActivationHarvester(model, spec, o.ContextSize, o.ExcludeTokenIds, o.ModelHooks);
+        long? maxContexts = o.MaxTokens is long n ? (n + o.ContextSize - 1) / o.ContextSize : null;
+
+        var fresh = new ActivationCacheManifest
+        {
+            Model = model.Config.ModelName, Hook = spec.InputHook, TargetHook = spec.TargetHook,
+            Dtype = o.Dtype switch { ScalarType.Float16 => "float16", ScalarType.BFloat16 => "bfloat16", _ => "float32" }, DIn = harvester.DIn, DOut = harvester.DOut,
+            ContextsPerShard = o.ContextsPerShard, RowsPerShard = (long)o.ContextsPerShard * o.ContextSize,
+            ContextSize = o.ContextSize, BatchSizePrompts = o.BatchSizePrompts, PrependBos = o.PrependBos, DatasetPath = o.DatasetPath,
+            ExcludeTokenIds = (o.ExcludeTokenIds ?? []).Distinct().Order().ToArray(),
+            ModelFromPretrainedKwargs = o.ModelFromPretrainedKwargs?.ToDictionary(kv => kv.Key, kv => kv.Value) ?? new(),
+            MaxContexts = maxContexts,
+        };
+        var m = fresh;
+        if (File.Exists(Path.Combine(dir, ManifestName)))
+        {
+            m = ActivationCacheManifest.Read(dir);
+            CheckSameSettings(dir, m, fresh);
+            m.MaxContexts = maxContexts;
+            if (m.DatasetExhausted || (maxContexts is not null && m.TotalContexts >= maxContexts))
+            {
+                m.Complete = true;
+                m.Save(dir);
+                return m;
+            }
+            m.Complete = false;
+        }
+        else
+        {
+            if (System.IO.Directory.Exists(dir) && System.IO.Directory.EnumerateFileSystemEntries(dir).Any())
+                throw new SaeSharpException($"{dir}: folder is not empty and has no {ManifestName}; choose an empty or new folder");
+            System.IO.Directory.CreateDirectory(dir);
+        }
+
+        using var e = windows.GetEnumerator();
+        for (long i = 0; i < m.TotalContexts; i++)
+            if (!e.MoveNext())
+                throw new SaeSharpException($"{dir}: the manifest records {m.TotalContexts} contexts but the dataset yields only {i}; it is not the dataset the cache was started with");
+
+        bool ended = false;
+        while (!ended && (maxContexts is null || m.TotalContexts < maxContexts))
+        {
+            long want = o.ContextsPerShard;
+            if (maxContexts is long mc) want = Math.Min(want, mc - m.TotalContexts);
+            var parts = new List<HarvestedRows>();
+            long contexts = 0;
+            try
+            {
+                while (contexts < want && !ended)
+                {
+                    var group = new List<long[]>();
+                    while (group.Count < o.BatchSizePrompts && contexts + group.Count < want)
+                    {
+                        if (!e.MoveNext()) { ended = true; break; }
+                        group.Add(e.Current);
+                    }
+                    if (group.Count == 0) break;
+                    parts.Add(harvester.Harvest(group, m.TotalContexts + contexts));
+                    contexts += group.Count;
+                }
+                if (contexts == 0) break;
+                WriteShard(dir, m, parts, contexts, o.Dtype);
+            }
+            finally
+            {
+                foreach (var p in parts) p.Dispose();
+            }
+            onShard?.Invoke(m);
+        }
+        m.Complete = true;
+        m.DatasetExhausted = ended;
+        m.Save(dir);
+        return m;
+    }
+
+    private static void WriteShard(string dir, ActivationCacheManifest m, List<HarvestedRows> parts, long contexts, ScalarType dtype)
+    {
+        using var scope = NewDisposeScope();
+        var input = cat(parts.Select(p => p.Input).ToList(), 0).to(dtype);
+        var tokens = cat(parts.Select(p => p.TokenIds).ToList(), 0);
+        var tensors = new List<KeyValuePair<string, Tensor>> { new("activations", input) };
+        if (m.TargetHook is not null) tensors.Add(new("targets", cat(parts.Select(p => p.Target!).ToList(), 0).to(dtype)));
+        tensors.Add(new("token_ids", tokens));
+        string name = ShardName(m.Shards.Count);
+        SafeTensors.Save(Path.Combine(dir, name), tensors, new Dictionary<string, string>
+        {
+            ["hook"] = m.Hook, ["model"] = m.Model, ["first_context"] = m.TotalContexts.ToString(System.Globalization.CultureInfo.InvariantCulture),
+        });
+        long rows = input.shape[0];
+        m.Shards.Add(new ActivationCacheShard { File = name, Rows = rows, Contexts = contexts });
+        m.TotalRows += rows;
+        m.TotalContexts += contexts;
+        m.Save(dir);
+    }
+
+    private static void CheckSameSettings(string dir, ActivationCacheManifest old, ActivationCacheManifest now)
+    {
+        void Same<T>(string key, T a, T b)
+        {
+            if (!EqualityComparer<T>.Default.Equals(a, b))
+                throw new SaeSharpException($"{dir}: existing cache has {key} = {a?.ToString() ?? "null"}, this run asks for {b?.ToString() ?? "null"}; use another folder to write a different cache");
+        }
+        Same("model", old.Model, now.Model);
+        Same("hook", old.Hook, now.Hook);
+        Same("target_hook", old.TargetHook, now.TargetHook);
+        Same("dtype", old.Dtype, now.Dtype);
+        Same("context_size", old.ContextSize, now.ContextSize);
+        Same("contexts_per_shard", old.ContextsPerShard, now.ContextsPerShard);
+        Same("prepend_bos", old.PrependBos, now.PrependBos);
+        Same("dataset_path", old.DatasetPath, now.DatasetPath);
+        Same("exclude_token_ids", string.Join(",", old.ExcludeTokenIds), string.Join(",", now.ExcludeTokenIds));
+        Same("model_from_pretrained_kwargs", string.Join(",", old.ModelFromPretrainedKwargs.OrderBy(k => k.Key)), string.Join(",", now.ModelFromPretrainedKwargs.OrderBy(k => k.Key)));
+    }
+}

@@ -1,0 +1,175 @@
+using SaeSharp.Hooks;
+using SaeSharp.Models;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Activations;
+
+/// <summary>What is harvested from a model: <c>out</c> (a hook's activation), <c>in</c> (a module's input) or
+/// <c>in_to_out</c> (a module's input as SAE input and its output as target, for transcoders).</summary>
+public enum HarvestMode
+{
+    /// <summary>The hook's activation (or a module's output).</summary>
+    Out,
+    /// <summary>A module's input (<c>blocks.0.mlp</c> → <c>blocks.0.ln2.hook_normalized</c>).</summary>
+    In,
+    /// <summary>A module's input as SAE input, its output as the reconstruction target.</summary>
+    InToOut,
+}
+
+/// <summary>
+/// The hooks a harvest reads, as TransformerLens names: <see cref="InputHook"/> feeds
+/// <see cref="ActivationBatch.Input"/>, <see cref="TargetHook"/> (transcoders) feeds <see cref="ActivationBatch.Target"/>.
+/// </summary>
+public sealed record HarvestSpec(string InputHook, string? TargetHook = null)
+{
+    /// <summary>
+    /// Resolves a CLI-style hook request. <paramref name="hook"/> is a hook name or a module path (TransformerLens or
+    /// Hugging Face). <c>out</c>: the hook / module output; <c>in</c>: the module's input; <c>in_to_out</c>: the module's
+    /// input and output, or, when <paramref name="targetHook"/> is given, <paramref name="hook"/> and that hook.
+    /// </summary>
+    public static HarvestSpec Resolve(HookPoints hookPoints, string hook, HarvestMode mode = HarvestMode.Out, string? targetHook = null)
+    {
+        ArgumentNullException.ThrowIfNull(hookPoints);
+        switch (mode)
+        {
+            case HarvestMode.Out:
+                if (targetHook is not null) throw new SaeSharpException($"a target hook ('{targetHook}') needs mode in_to_out");
+                return new HarvestSpec(hookPoints.Resolve(hook, HookKind.Out));
+            case HarvestMode.In:
+                if (targetHook is not null) throw new SaeSharpException($"a target hook ('{targetHook}') needs mode in_to_out");
+                return new HarvestSpec(hookPoints.Resolve(hook, HookKind.In));
+            default:
+                if (targetHook is not null)
+                    return new HarvestSpec(hookPoints.Resolve(hook, HookKind.Out), hookPoints.Resolve(targetHook, HookKind.Out));
+                if (hookPoints.Contains(hook.Trim()))
+                    throw new SaeSharpException($"in_to_out needs a module path (such as blocks.0.mlp) or a target hook; '{hook}' is a hook name");
+                return new HarvestSpec(hookPoints.Resolve(hook, HookKind.In), hookPoints.Resolve(hook, HookKind.Out));
+        }
+    }
+
+    /// <summary>Parses <c>out</c>, <c>in</c>, <c>in_to_out</c> (case-insensitive).</summary>
+    public static HarvestMode ParseMode(string mode) => mode.Trim().ToLowerInvariant() switch
+    {
+        "out" => HarvestMode.Out,
+        "in" => HarvestMode.In,
+        "in_to_out" or "in-to-out" => HarvestMode.InToOut,
+        _ => throw new SaeSharpException($"hook mode '{mode}' is not one of out, in, in_to_out"),
+    };
+
+    internal IEnumerable<string> Hooks => TargetHook is null ? [InputHook] : [InputHook, TargetHook];
+}
+
+/// <summary>Rows harvested from a group of context windows: activations, targets, row ids (window·ctx + pos), tokens.</summary>
+internal sealed class HarvestedRows : IDisposable
+{
+    public required Tensor Input { get; init; }
+    public Tensor? Target { get; init; }
+    /// <summary>window index · context size + position, per row.</summary>
+    public required long[] Ids { get; init; }
+    /// <summary>[rows] int64 token at each row's position.</summary>
+    public required Tensor TokenIds { get; init; }
+    public long Rows => Ids.Length;
+
+    public void Dispose()
+    {
+        Input.Dispose();
+        Target?.Dispose();
+        TokenIds.Dispose();
+    }
+}
+
+/// <summary>
+/// Runs a model on context windows under no_grad, stopping after the last block the hooks need, and returns the hooks'
+/// activations as float32 rows [windows·pos, d] (heads flattened), without the positions of excluded tokens.
+/// </summary>
+internal sealed class ModelActivationHarvester
+{
+    private readonly HookedTransformer _model;
+    private readonly long[] _exclude;
+    private readonly IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? _hooks;
+
+    public HarvestSpec Spec { get; }
+    public int ContextSize { get; }
+    public int? StopAtLayer { get; }
+    public int DIn { get; }
+    public int DOut { get; }
+
+    public ModelActivationHarvester(HookedTransformer model, HarvestSpec spec, int contextSize, IEnumerable<long>? excludeTokenIds,
+        IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks = null)
+    {
+        _model = model;
+        _hooks = modelHooks;
+        Spec = spec;
+        if (contextSize <= 0) throw new SaeSharpException($"context size must be positive, got {contextSize}");
+        if (contextSize > model.Config.NCtx && model.Config.RotaryDim == 0)
+            throw new SaeSharpException($"context size {contextSize} exceeds the model's n_ctx={model.Config.NCtx} ({model.Config.ModelName})");
+        ContextSize = contextSize;
+        _exclude = excludeTokenIds?.Distinct().ToArray() ?? [];
+        StopAtLayer = model.HookPoints.StopAtLayerFor(spec.Hooks);
+        DIn = WidthOf(spec.InputHook);
+        DOut = spec.TargetHook is { } t ? WidthOf(t) : DIn;
+    }
+
+    private int WidthOf(string hook)
+    {
+        var c = _model.Config;
+        if (hook.EndsWith("attn.hook_pattern", StringComparison.Ordinal))
+            throw new SaeSharpException($"hook '{hook}' holds attention patterns [batch, head, query, key], not per-token activations");
+        if (hook.EndsWith("mlp.hook_pre", StringComparison.Ordinal) || hook.EndsWith("mlp.hook_post", StringComparison.Ordinal)) return c.DMlp;
+        if (hook.Contains(".attn.hook_", StringComparison.Ordinal)) return c.NHeads * c.DHead;
+        return c.DModel;
+    }
+
+    /// <summary>Harvests <paramref name="windows"/> (equal lengths) whose first window has global index <paramref name="firstWindow"/>.</summary>
+    public HarvestedRows Harvest(IReadOnlyList<long[]> windows, long firstWindow)
+    {
+        int b = windows.Count, s = ContextSize;
+        var flat = new long[(long)b * s];
+        for (int i = 0; i < b; i++)
+        {
+            if (windows[i].Length != s)
+                throw new SaeSharpException($"context window {firstWindow + i} has {windows[i].Length} tokens, expected {s}");
+            Array.Copy(windows[i], 0, flat, (long)i * s, s);
+        }
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var tokens = tensor(flat).view(b, s);
+        var (logits, cache) = _model.Run(tokens, new RunOptions { StopAtLayer = StopAtLayer, Hooks = _hooks, CacheNames = Spec.Hooks.ToList() });
+        logits?.Dispose();
+        var c = cache!;
+        using (c)
+        {
+            var keep = KeepMask(tokens).reshape(-1);
+            var idx = keep.nonzero().squeeze(1);
+            var input = Rows(c[Spec.InputHook], b, s).index_select(0, idx);
+            var target = Spec.TargetHook is { } th ? Rows(c[th], b, s).index_select(0, idx) : null;
+            var tok = tokens.reshape(-1).index_select(0, idx);
+            var kept = idx.data<long>().ToArray();
+            var ids = new long[kept.Length];
+            for (int i = 0; i < kept.Length; i++) ids[i] = firstWindow * s + kept[i];
+            return new HarvestedRows
+            {
+                Input = input.MoveToOuterDisposeScope(),
+                Target = target?.MoveToOuterDisposeScope(),
+                Ids = ids,
+                TokenIds = tok.MoveToOuterDisposeScope(),
+            };
+        }
+    }
+
+    /// <summary>[batch, pos] bool: true where the token is not excluded.</summary>
+    public Tensor KeepMask(Tensor tokens) => KeepMask(tokens, _exclude);
+
+    internal static Tensor KeepMask(Tensor tokens, IReadOnlyCollection<long> exclude)
+    {
+        if (exclude.Count == 0) return ones_like(tokens, ScalarType.Bool);
+        using var scope = NewDisposeScope();
+        var drop = zeros_like(tokens, ScalarType.Bool);
+        foreach (var t in exclude) drop = drop.logical_or(tokens.eq(t));
+        return drop.logical_not().MoveToOuterDisposeScope();
+    }
+
+    /// <summary>[batch, pos, ...] → [batch·pos, d] float32 (head dimensions flattened).</summary>
+    internal static Tensor Rows(Tensor act, long b, long s) => act.reshape(b * s, -1).to(ScalarType.Float32);
+}

@@ -1,0 +1,304 @@
+using System.Text.Json.Nodes;
+using SaeSharp.Models;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Activations;
+
+/// <summary>Settings of a <see cref="ModelActivationSource"/>.</summary>
+public sealed record ModelActivationSourceOptions
+{
+    /// <summary>Tokens per context window (every window must have exactly this length).</summary>
+    public required int ContextSize { get; init; }
+    /// <summary>Windows per model run (SAELens <c>store_batch_size_prompts</c>). Part of the replay description:
+    /// a saved state must be restored with the same value.</summary>
+    public int BatchSizePrompts { get; init; } = 8;
+    /// <summary>Capacity of the shuffle buffer in context windows (SAELens <c>n_batches_in_buffer</c>·batch,
+    /// dictionary_learning <c>n_ctxs</c>). It is refilled when less than half full.</summary>
+    public int BufferContexts { get; init; } = 64;
+    /// <summary>Token ids whose positions are dropped (BOS, EOS, padding: SAELens <c>exclude_special_tokens</c>,
+    /// dictionary_learning <c>remove_bos</c>).</summary>
+    public IReadOnlyCollection<long>? ExcludeTokenIds { get; init; }
+    /// <summary>Shuffle the buffer after each refill; false keeps harvest order (window, position).</summary>
+    public bool Shuffle { get; init; } = true;
+    public ulong Seed { get; init; }
+    /// <summary>Use at most this many context windows (a token budget N is ⌈N / context size⌉ windows); null: all.</summary>
+    public long? MaxContexts { get; init; }
+    /// <summary>Hooks applied on every model run (<see cref="SaeSharp.Models.ProcessedModel.Hooks"/>), before the harvest reads.</summary>
+    public IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? ModelHooks { get; init; }
+}
+
+/// <summary>
+/// Training rows harvested from a language model run on text: the context windows are run through the model in groups
+/// of <see cref="ModelActivationSourceOptions.BatchSizePrompts"/> (no gradients, stopping after the hooks' layer), the
+/// hook's activations (and targets for <see cref="HarvestMode.InToOut"/>) of the non-excluded positions go into a buffer
+/// of many contexts that is shuffled across contexts and refilled when half empty (SAELens <c>ActivationsStore</c>,
+/// dictionary_learning <c>ActivationBuffer</c>). Finite: returns null when the windows are used up and the buffer is empty.
+/// <para>State (<see cref="SaveState"/>): windows consumed, generator state and the ids (window, position) of the rows
+/// in the buffer; <see cref="LoadState"/> re-runs the model on the windows those rows came from, in the same groups,
+/// so the restored buffer holds bit-identical rows in the same order.</para>
+/// </summary>
+public sealed class ModelActivationSource : IActivationSource
+{
+    private readonly Func<IEnumerable<long[]>> _windows;
+    private readonly ModelActivationSourceOptions _o;
+    private readonly ModelActivationHarvester _harvester;
+    private IEnumerator<long[]>? _enum;
+    private long _consumed;      // windows taken from the stream
+    private bool _exhausted;
+    private SeededRandom _rng;
+    private Tensor? _bufIn, _bufOut;
+    private long[] _ids = [];
+    private int _head;           // first unread row of the buffer
+    private bool _disposed;
+
+    /// <summary>Disposed with the source (the model when the source loaded it).</summary>
+    internal IDisposable? Owned { get; set; }
+
+    /// <param name="model">The language model (its runs are inference runs).</param>
+    /// <param name="spec">Hooks to read (see <see cref="HarvestSpec.Resolve"/>).</param>
+    /// <param name="windows">Creates the stream of context windows from its start (called again by <see cref="LoadState"/>);
+    /// it must yield the same windows every time.</param>
+    /// <param name="options">Context size, buffer, exclusion, seed, budget.</param>
+    public ModelActivationSource(HookedTransformer model, HarvestSpec spec, Func<IEnumerable<long[]>> windows, ModelActivationSourceOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(windows);
+        _o = options ?? throw new ArgumentNullException(nameof(options));
+        if (_o.BatchSizePrompts <= 0) throw new SaeSharpException($"batch size in prompts must be positive, got {_o.BatchSizePrompts}");
+        if (_o.BufferContexts < _o.BatchSizePrompts)
+            throw new SaeSharpException($"buffer of {_o.BufferContexts} contexts is smaller than one model batch of {_o.BatchSizePrompts} prompts");
+        if (_o.MaxContexts is <= 0) throw new SaeSharpException($"the context budget must be positive, got {_o.MaxContexts}");
+        _windows = windows;
+        _harvester = new ModelActivationHarvester(model, spec, _o.ContextSize, _o.ExcludeTokenIds, _o.ModelHooks);
+        _rng = new SeededRandom(_o.Seed);
+    }
+
+    public HarvestSpec Spec => _harvester.Spec;
+    public int DIn => _harvester.DIn;
+    public int DOut => _harvester.DOut;
+    /// <summary>Unknown in advance (streamed text).</summary>
+    public long? Rows => null;
+    /// <summary>Context windows taken from the stream so far.</summary>
+    public long ContextsConsumed => _consumed;
+    /// <summary>Rows in the buffer not yet handed out.</summary>
+    public int Buffered => _ids.Length - _head;
+
+    private long CapacityRows => (long)_o.BufferContexts * _o.ContextSize;
+
+    public ActivationBatch? Next(int batchSize)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (batchSize <= 0) throw new ArgumentOutOfRangeException(nameof(batchSize), batchSize, "must be positive");
+        if (!_exhausted && (Buffered < CapacityRows / 2 || Buffered < batchSize)) Refill(Math.Max(CapacityRows, batchSize));
+        if (Buffered == 0) return null;
+        int n = Math.Min(batchSize, Buffered);
+        Tensor input;
+        using (var view = _bufIn!.narrow(0, _head, n)) input = view.clone();
+        Tensor? targetOrNull = null;
+        if (_bufOut is not null)
+            using (var view = _bufOut.narrow(0, _head, n)) targetOrNull = view.clone();
+        _head += n;
+        return new ActivationBatch(input, targetOrNull);
+    }
+
+    /// <summary>Harvests groups of windows until the buffer is full (or the stream ends), then shuffles it.</summary>
+    private void Refill(long targetRows)
+    {
+        var parts = new List<HarvestedRows>();
+        try
+        {
+            long rows = Buffered;
+            while (rows < targetRows)
+            {
+                var group = NextGroup(out long first);
+                if (group.Count == 0) break;
+                var h = _harvester.Harvest(group, first);
+                parts.Add(h);
+                rows += h.Rows;
+            }
+            if (parts.Count == 0 && Buffered == _ids.Length) return;
+            Rebuild(parts);
+        }
+        finally
+        {
+            foreach (var p in parts) p.Dispose();
+        }
+    }
+
+    /// <summary>The next <see cref="ModelActivationSourceOptions.BatchSizePrompts"/> windows (fewer at the end of the stream / budget).</summary>
+    private List<long[]> NextGroup(out long first)
+    {
+        first = _consumed;
+        var group = new List<long[]>(_o.BatchSizePrompts);
+        _enum ??= _windows().GetEnumerator();
+        while (group.Count < _o.BatchSizePrompts && !_exhausted)
+        {
+            if (_o.MaxContexts is long max && _consumed >= max) { _exhausted = true; break; }
+            if (!_enum.MoveNext()) { _exhausted = true; break; }
+            group.Add(_enum.Current);
+            _consumed++;
+        }
+        return group;
+    }
+
+    /// <summary>Unread rows + new rows, shuffled (one permutation per refill from the saved generator).</summary>
+    private void Rebuild(List<HarvestedRows> parts)
+    {
+        using var scope = NewDisposeScope();
+        var ins = new List<Tensor>();
+        var outs = new List<Tensor>();
+        var ids = new List<long>();
+        if (Buffered > 0)
+        {
+            ins.Add(_bufIn!.narrow(0, _head, Buffered));
+            if (_bufOut is not null) outs.Add(_bufOut.narrow(0, _head, Buffered));
+            ids.AddRange(_ids.AsSpan(_head).ToArray());
+        }
+        foreach (var p in parts)
+        {
+            ins.Add(p.Input);
+            if (p.Target is not null) outs.Add(p.Target);
+            ids.AddRange(p.Ids);
+        }
+        var allIds = ids.ToArray();
+        Tensor newIn = ins.Count == 0 ? empty(0, DIn) : cat(ins, 0);
+        Tensor? newOut = _harvester.Spec.TargetHook is null ? null : outs.Count == 0 ? empty(0, DOut) : cat(outs, 0);
+        if (_o.Shuffle && allIds.Length > 1)
+        {
+            var perm = _rng.Permutation(allIds.Length);
+            var pt = tensor(perm);
+            newIn = newIn.index_select(0, pt);
+            newOut = newOut?.index_select(0, pt);
+            var shuffled = new long[allIds.Length];
+            for (int i = 0; i < perm.Length; i++) shuffled[i] = allIds[perm[i]];
+            allIds = shuffled;
+        }
+        SetBuffer(newIn.contiguous().DetachFromDisposeScope(), newOut?.contiguous().DetachFromDisposeScope(), allIds);
+    }
+
+    private void SetBuffer(Tensor input, Tensor? output, long[] ids)
+    {
+        _bufIn?.Dispose();
+        _bufOut?.Dispose();
+        _bufIn = input;
+        _bufOut = output;
+        _ids = ids;
+        _head = 0;
+    }
+
+    public JsonNode SaveState()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        var unread = _ids.AsSpan(_head).ToArray();
+        var bytes = new byte[unread.Length * sizeof(long)];
+        Buffer.BlockCopy(unread, 0, bytes, 0, bytes.Length);
+        return new JsonObject
+        {
+            ["kind"] = "model",
+            ["hook"] = Spec.InputHook,
+            ["target_hook"] = Spec.TargetHook,
+            ["context_size"] = _o.ContextSize,
+            ["batch_size_prompts"] = _o.BatchSizePrompts,
+            ["contexts_consumed"] = _consumed,
+            ["exhausted"] = _exhausted,
+            ["rng"] = new JsonArray(_rng.GetState().Select(s => (JsonNode)JsonValue.Create(s.ToString(System.Globalization.CultureInfo.InvariantCulture))).ToArray()),
+            ["buffer_row_ids"] = Convert.ToBase64String(bytes),
+        };
+    }
+
+    public void LoadState(JsonNode state)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        try
+        {
+            if ((string?)state["kind"] != "model") throw new SaeSharpException("state is not a model activation source state (kind != 'model')");
+            Check("hook", (string?)state["hook"], Spec.InputHook);
+            Check("target_hook", (string?)state["target_hook"], Spec.TargetHook);
+            Check("context_size", (int?)state["context_size"], _o.ContextSize);
+            Check("batch_size_prompts", (int?)state["batch_size_prompts"], _o.BatchSizePrompts);
+            long consumed = (long)state["contexts_consumed"]!;
+            bool exhausted = (bool)state["exhausted"]!;
+            var rng = ((JsonArray)state["rng"]!).Select(n => ulong.Parse((string)n!, System.Globalization.CultureInfo.InvariantCulture)).ToArray();
+            var bytes = Convert.FromBase64String((string)state["buffer_row_ids"]!);
+            var ids = new long[bytes.Length / sizeof(long)];
+            Buffer.BlockCopy(bytes, 0, ids, 0, bytes.Length);
+            Restore(consumed, exhausted, SeededRandom.FromState(rng), ids);
+        }
+        catch (Exception e) when (e is NullReferenceException or InvalidCastException or FormatException or InvalidOperationException)
+        {
+            throw new SaeSharpException($"invalid model activation source state: {e.Message}");
+        }
+    }
+
+    private static void Check<T>(string key, T saved, T mine)
+    {
+        if (!EqualityComparer<T>.Default.Equals(saved, mine))
+            throw new SaeSharpException($"saved state has {key} = {saved?.ToString() ?? "null"} but this source has {mine?.ToString() ?? "null"}");
+    }
+
+    /// <summary>Re-reads the stream up to <paramref name="consumed"/>, re-harvesting the groups the buffer rows came from.</summary>
+    private void Restore(long consumed, bool exhausted, SeededRandom rng, long[] ids)
+    {
+        int s = _o.ContextSize, g = _o.BatchSizePrompts;
+        var neededGroups = new HashSet<long>(ids.Select(id => id / s / g));
+        var wanted = new HashSet<long>(ids);
+        var rowOf = new Dictionary<long, long>(ids.Length);
+        var ins = new List<Tensor>();
+        var outs = new List<Tensor>();
+        long gathered = 0;
+        using var scope = NewDisposeScope();
+        _enum?.Dispose();
+        _enum = _windows().GetEnumerator();
+        long w = 0;
+        var group = new List<long[]>(g);
+        while (w < consumed)
+        {
+            if (!_enum.MoveNext())
+                throw new SaeSharpException($"saved state consumed {consumed} context windows but the dataset yields only {w}");
+            long gi = w / g;
+            if (neededGroups.Contains(gi)) group.Add(_enum.Current);
+            w++;
+            bool groupEnd = w % g == 0 || w == consumed;
+            if (groupEnd && group.Count > 0)
+            {
+                using var h = _harvester.Harvest(group, gi * g);
+                var take = new List<long>();
+                for (int i = 0; i < h.Ids.Length; i++)
+                {
+                    if (!wanted.Contains(h.Ids[i])) continue;
+                    rowOf[h.Ids[i]] = gathered + take.Count;
+                    take.Add(i);
+                }
+                var ti = tensor(take.ToArray());
+                ins.Add(h.Input.index_select(0, ti));
+                if (h.Target is not null) outs.Add(h.Target.index_select(0, ti));
+                gathered += take.Count;
+                group.Clear();
+            }
+        }
+        var order = new long[ids.Length];
+        for (int i = 0; i < ids.Length; i++)
+        {
+            if (!rowOf.TryGetValue(ids[i], out order[i]))
+                throw new SaeSharpException($"saved buffer row (window {ids[i] / s}, position {ids[i] % s}) is not produced by the dataset (different data or exclusions?)");
+        }
+        var oi = tensor(order);
+        var bufIn = ins.Count == 0 ? empty(0, DIn) : cat(ins, 0).index_select(0, oi);
+        var bufOut = Spec.TargetHook is null ? null : outs.Count == 0 ? empty(0, DOut) : cat(outs, 0).index_select(0, oi);
+        SetBuffer(bufIn.contiguous().DetachFromDisposeScope(), bufOut?.contiguous().DetachFromDisposeScope(), ids);
+        _consumed = consumed;
+        _exhausted = exhausted;
+        _rng = rng;
+    }
+
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        _enum?.Dispose();
+        _bufIn?.Dispose();
+        _bufOut?.Dispose();
+        Owned?.Dispose();
+    }
+}

@@ -1,0 +1,143 @@
+using SaeSharp.Data;
+using SaeSharp.Evaluation;
+using SaeSharp.Interop;
+using SaeSharp.Models;
+using SaeSharp.Saes;
+using SaeSharp.Tokenizers;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Activations;
+
+/// <summary>Model and text options shared by <c>sae cache</c>, <c>sae train --model</c> and <c>sae eval</c>.</summary>
+public sealed record ModelDataOptions
+{
+    /// <summary>Hugging Face model folder (config.json + safetensors).</summary>
+    public required string ModelPath { get; init; }
+    /// <summary>Dataset file or folder (.txt, .jsonl, .parquet; text or pre-tokenized).</summary>
+    public required string DatasetPath { get; init; }
+    /// <summary>Tokenizer folder; null: the model folder.</summary>
+    public string? TokenizerPath { get; init; }
+    /// <summary>Tokens per context window; null: the SAE's <c>context_size</c> (eval) or 128.</summary>
+    public int? ContextSize { get; init; }
+    /// <summary>Start each window with BOS and separate documents with it (SAELens <c>prepend_bos</c>); null: the SAE's setting or true.</summary>
+    public bool? PrependBos { get; init; }
+    public string TextField { get; init; } = "text";
+    /// <summary>Token budget N (⌈N / context size⌉ windows); null: the whole dataset.</summary>
+    public long? Tokens { get; init; }
+    /// <summary>Leave out BOS/EOS/PAD and other special-token positions; null: the SAE's <c>exclude_special_tokens</c> or false.</summary>
+    public bool? ExcludeSpecialTokens { get; init; }
+    /// <summary>Weight processing of the model (training and caching; evaluation takes it from the SAEs' cfg).</summary>
+    public WeightProcessingOptions Processing { get; init; } = new();
+    public ScalarType ModelDtype { get; init; } = ScalarType.Float32;
+    /// <summary>Windows per model run.</summary>
+    public int BatchSizePrompts { get; init; } = 8;
+}
+
+/// <summary>Library entry points behind the CLI commands that run a language model on text.</summary>
+public static class ModelPipeline
+{
+    /// <summary>The ids SAELens <c>exclude_special_tokens</c> drops: BOS, EOS, PAD and the special added tokens.</summary>
+    public static IReadOnlyCollection<long> SpecialTokenIds(ITextTokenizer tokenizer)
+    {
+        var ids = new SortedSet<long>();
+        foreach (var id in new[] { tokenizer.BosTokenId, tokenizer.EosTokenId, tokenizer.PadTokenId })
+            if (id is int i) ids.Add(i);
+        foreach (var t in tokenizer.AddedTokens) if (t.Special) ids.Add(t.Id);
+        return ids;
+    }
+
+    /// <summary>Context windows of the dataset (SAELens tokenize-and-concatenate, or pre-tokenized rows); re-enumerable.</summary>
+    public static IEnumerable<long[]> Windows(ITextTokenizer tokenizer, string datasetPath, int contextSize, bool prependBos, string textField = "text") =>
+        TokenWindows.FromPath(datasetPath, tokenizer, contextSize, prependBos, textField);
+
+    /// <summary>Contexts for a token budget: ⌈tokens / context size⌉.</summary>
+    public static long? ContextsFor(long? tokens, int contextSize) =>
+        tokens is long n ? (n <= 0 ? throw new SaeSharpException($"token budget must be positive, got {n}") : (n + contextSize - 1) / contextSize) : null;
+
+    /// <summary>
+    /// <c>sae train --model M --hook H --dataset D --tokens N</c>: loads the model (processed as <paramref name="data"/> says)
+    /// and tokenizer and returns a shuffling, resumable source of the hook's activations. The source owns the model.
+    /// </summary>
+    public static ModelActivationSource OpenSource(ModelDataOptions data, string hook, HarvestMode mode = HarvestMode.Out,
+        string? targetHook = null, int bufferContexts = 64, ulong seed = 0)
+    {
+        ArgumentNullException.ThrowIfNull(data);
+        var tokenizer = Tokenizer.FromFolder(data.TokenizerPath ?? data.ModelPath);
+        var pm = ModelForSae.Load(data.ModelPath, data.Processing, data.ModelDtype);
+        try
+        {
+            int ctx = data.ContextSize ?? 128;
+            bool bos = data.PrependBos ?? true;
+            var spec = HarvestSpec.Resolve(pm.Model.HookPoints, hook, mode, targetHook);
+            var src = new ModelActivationSource(pm.Model, spec, () => Windows(tokenizer, data.DatasetPath, ctx, bos, data.TextField),
+                new ModelActivationSourceOptions
+                {
+                    ContextSize = ctx, BatchSizePrompts = data.BatchSizePrompts, BufferContexts = Math.Max(bufferContexts, data.BatchSizePrompts),
+                    ExcludeTokenIds = data.ExcludeSpecialTokens == true ? SpecialTokenIds(tokenizer) : null,
+                    Seed = seed, MaxContexts = ContextsFor(data.Tokens, ctx), ModelHooks = pm.Hooks,
+                });
+            src.Owned = pm;
+            return src;
+        }
+        catch
+        {
+            pm.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary><c>sae cache --model M --hook H --dataset D --tokens N --out DIR</c>: writes (or resumes) an activation cache.</summary>
+    public static ActivationCacheManifest WriteCache(ModelDataOptions data, string hook, string outDir, HarvestMode mode = HarvestMode.Out,
+        string? targetHook = null, int contextsPerShard = 64, ScalarType? dtype = null, Action<ActivationCacheManifest>? onShard = null)
+    {
+        ArgumentNullException.ThrowIfNull(data);
+        var tokenizer = Tokenizer.FromFolder(data.TokenizerPath ?? data.ModelPath);
+        using var pm = ModelForSae.Load(data.ModelPath, data.Processing, data.ModelDtype);
+        int ctx = data.ContextSize ?? 128;
+        bool bos = data.PrependBos ?? true;
+        var spec = HarvestSpec.Resolve(pm.Model.HookPoints, hook, mode, targetHook);
+        return ActivationCacheFolder.Write(outDir, pm.Model, spec, Windows(tokenizer, data.DatasetPath, ctx, bos, data.TextField),
+            new ActivationCacheOptions
+            {
+                ContextSize = ctx, BatchSizePrompts = data.BatchSizePrompts, ContextsPerShard = contextsPerShard, MaxTokens = data.Tokens,
+                ExcludeTokenIds = data.ExcludeSpecialTokens == true ? SpecialTokenIds(tokenizer) : null,
+                Dtype = dtype ?? ScalarType.Float32, DatasetPath = data.DatasetPath, PrependBos = bos,
+                ModelFromPretrainedKwargs = data.Processing.ToKwargs(), ModelHooks = pm.Hooks,
+            }, onShard);
+    }
+
+    /// <summary>
+    /// <c>sae eval --sae DIR [--sae DIR2 ...] --model M --dataset D [--tokens N]</c>: loads the SAEs and the model (processed
+    /// as the SAEs' <c>model_from_pretrained_kwargs</c> ask; they must agree), and evaluates all of them in one pass.
+    /// Context size, prepend_bos and exclude_special_tokens default to the first SAE's metadata.
+    /// </summary>
+    public static IReadOnlyList<DownstreamMetrics> Evaluate(IReadOnlyList<string> saePaths, ModelDataOptions data, bool meanAblation = true)
+    {
+        ArgumentNullException.ThrowIfNull(saePaths);
+        ArgumentNullException.ThrowIfNull(data);
+        if (saePaths.Count == 0) throw new SaeSharpException("give at least one SAE to evaluate");
+        var saes = new List<Sae>();
+        try
+        {
+            foreach (var p in saePaths) saes.Add(SaeLoader.Load(p));
+            var meta = saes[0].Cfg.Metadata;
+            var processing = ModelForSae.SharedOptions(saes.Select(s => s.Cfg));
+            var tokenizer = Tokenizer.FromFolder(data.TokenizerPath ?? data.ModelPath);
+            using var pm = ModelForSae.Load(data.ModelPath, processing, data.ModelDtype);
+            int ctx = data.ContextSize ?? meta.ContextSize ?? 128;
+            bool bos = data.PrependBos ?? meta.PrependBos;
+            bool exclude = data.ExcludeSpecialTokens ?? meta.ExcludeSpecialTokens ?? false;
+            var targets = saes.Select((s, i) => new DownstreamTarget(s, Name: saePaths[i])).ToList();
+            return DownstreamEvaluator.Evaluate(pm.Model, targets, Windows(tokenizer, data.DatasetPath, ctx, bos, data.TextField),
+                new DownstreamEvalOptions
+                {
+                    BatchSizePrompts = data.BatchSizePrompts, MaxContexts = ContextsFor(data.Tokens, ctx),
+                    ExcludeTokenIds = exclude ? SpecialTokenIds(tokenizer) : null, MeanAblation = meanAblation, ModelHooks = pm.Hooks,
+                });
+        }
+        finally
+        {
+            foreach (var s in saes) s.Dispose();
+        }
+    }
+}

@@ -1,0 +1,379 @@
+using System.Text.Json.Nodes;
+using SaeSharp.Activations;
+using SaeSharp.Models;
+using SaeSharp.Saes;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Evaluation;
+
+/// <summary>Settings of <see cref="DownstreamEvaluator.Evaluate"/>.</summary>
+public sealed record DownstreamEvalOptions
+{
+    /// <summary>Context windows per model run (SAELens <c>eval_batch_size_prompts</c>).</summary>
+    public int BatchSizePrompts { get; init; } = 8;
+    /// <summary>Evaluate at most this many windows (a token budget N is ⌈N / context length⌉ windows); null: all given.</summary>
+    public long? MaxContexts { get; init; }
+    /// <summary>Token ids whose positions are left out (SAELens <c>exclude_special_tokens</c> / <c>ignore_tokens</c>):
+    /// the SAE is not spliced there and they do not count in any metric; for CE the position that predicts from them is dropped.</summary>
+    public IReadOnlyCollection<long>? ExcludeTokenIds { get; init; }
+    /// <summary>Also run with the hook mean-ablated (mean over the batch's counted positions).</summary>
+    public bool MeanAblation { get; init; } = true;
+    /// <summary>Also run with the SAE's error term added back (a check: it must match the clean run).</summary>
+    public bool ErrorTerm { get; init; } = true;
+    /// <summary>Hooks applied on every model run (<see cref="SaeSharp.Models.ProcessedModel.Hooks"/>), before the harvest reads.</summary>
+    public IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? ModelHooks { get; init; }
+}
+
+/// <summary>
+/// An SAE to evaluate and where it sits: its input hook (<c>cfg.metadata.hook_name</c> by default) and, for a transcoder,
+/// the hook whose activation it replaces (<c>hook_name_out</c> in the cfg metadata, or given here).
+/// </summary>
+public sealed record DownstreamTarget(Sae Sae, string? Hook = null, string? OutputHook = null, string? Name = null)
+{
+    internal string InputHook => Hook ?? Sae.Cfg.Metadata.HookName
+        ?? throw new SaeSharpException($"SAE {Name ?? ""} has no metadata.hook_name; give the hook to evaluate it at");
+
+    internal string? TranscoderOutHook
+    {
+        get
+        {
+            if (OutputHook is not null) return OutputHook;
+            if (Sae.Cfg.Metadata.Extra?.TryGetValue("hook_name_out", out var v) == true && v.ValueKind == System.Text.Json.JsonValueKind.String)
+                return v.GetString();
+            return null;
+        }
+    }
+}
+
+/// <summary>
+/// Downstream and reconstruction metrics of one SAE over the evaluated tokens. Names follow SAELens
+/// <c>evals.py</c> (<c>ce_loss_score</c>, <c>kl_div_score</c>, ... with zero ablation); the mean-ablation and
+/// error-term variants carry suffixes.
+/// </summary>
+public sealed class DownstreamMetrics
+{
+    public required string Name { get; init; }
+    public required string HookName { get; init; }
+    public string? OutputHookName { get; init; }
+
+    /// <summary>Mean next-token cross-entropy (nats) of the clean model, with the SAE spliced in, with the hook zero-ablated,
+    /// mean-ablated, and with the SAE plus its error term.</summary>
+    public double CeLossWithoutSae { get; internal set; }
+    public double CeLossWithSae { get; internal set; }
+    public double CeLossWithAblation { get; internal set; }
+    public double CeLossWithMeanAblation { get; internal set; } = double.NaN;
+    public double CeLossWithErrorTerm { get; internal set; } = double.NaN;
+    /// <summary>Mean KL(clean ‖ variant) of the next-token distributions over counted positions.</summary>
+    public double KlDivWithSae { get; internal set; }
+    public double KlDivWithAblation { get; internal set; }
+    public double KlDivWithMeanAblation { get; internal set; } = double.NaN;
+    public double KlDivWithErrorTerm { get; internal set; } = double.NaN;
+
+    /// <summary>Fraction of CE loss recovered against zero ablation: (CE_abl − CE_sae) / (CE_abl − CE_clean).</summary>
+    public double CeLossScore => (CeLossWithAblation - CeLossWithSae) / (CeLossWithAblation - CeLossWithoutSae);
+    /// <summary>As <see cref="CeLossScore"/> against mean ablation.</summary>
+    public double CeLossScoreMeanAblation => (CeLossWithMeanAblation - CeLossWithSae) / (CeLossWithMeanAblation - CeLossWithoutSae);
+    /// <summary>(KL_abl − KL_sae) / KL_abl with zero ablation.</summary>
+    public double KlDivScore => (KlDivWithAblation - KlDivWithSae) / KlDivWithAblation;
+    public double KlDivScoreMeanAblation => (KlDivWithMeanAblation - KlDivWithSae) / KlDivWithMeanAblation;
+
+    /// <summary>Reconstruction and sparsity metrics over the counted positions (the acts helper's accumulator:
+    /// FVU about the mean, cosine, L0/L1, alive fraction, ...).</summary>
+    public required SaeEvalResult Reconstruction { get; init; }
+    public double Mse => Reconstruction.Mse;
+    public double ExplainedVariance => Reconstruction.ExplainedVariance;
+    public double CosSim => Reconstruction.Cosine;
+    public double L0 => Reconstruction.L0;
+    public double L1 => Reconstruction.L1;
+    public double AliveFraction => Reconstruction.AliveFraction;
+    /// <summary>Latents that never fired on the evaluated tokens.</summary>
+    public long DeadLatents => Reconstruction.FeatureFrequency.LongCount(f => f == 0);
+
+    /// <summary>Positions counted in the KL and reconstruction metrics, and in the CE means.</summary>
+    public long Tokens { get; internal set; }
+    public long CeTokens { get; internal set; }
+
+    /// <summary>The metrics grouped as SAELens <c>run_evals</c> groups them.</summary>
+    public JsonObject ToJson()
+    {
+        static JsonNode? N(double v) => double.IsFinite(v) ? JsonValue.Create(v) : null;
+        return new JsonObject
+        {
+            ["name"] = Name,
+            ["hook_name"] = HookName,
+            ["hook_name_out"] = OutputHookName,
+            ["model_behavior_preservation"] = new JsonObject
+            {
+                ["kl_div_score"] = N(KlDivScore),
+                ["kl_div_with_ablation"] = N(KlDivWithAblation),
+                ["kl_div_with_sae"] = N(KlDivWithSae),
+                ["kl_div_score_mean_ablation"] = N(KlDivScoreMeanAblation),
+                ["kl_div_with_mean_ablation"] = N(KlDivWithMeanAblation),
+                ["kl_div_with_error_term"] = N(KlDivWithErrorTerm),
+            },
+            ["model_performance_preservation"] = new JsonObject
+            {
+                ["ce_loss_score"] = N(CeLossScore),
+                ["ce_loss_with_ablation"] = N(CeLossWithAblation),
+                ["ce_loss_with_sae"] = N(CeLossWithSae),
+                ["ce_loss_without_sae"] = N(CeLossWithoutSae),
+                ["ce_loss_score_mean_ablation"] = N(CeLossScoreMeanAblation),
+                ["ce_loss_with_mean_ablation"] = N(CeLossWithMeanAblation),
+                ["ce_loss_with_error_term"] = N(CeLossWithErrorTerm),
+            },
+            ["reconstruction_quality"] = new JsonObject
+            {
+                ["explained_variance"] = N(Reconstruction.ExplainedVariance),
+                ["fvu"] = N(Reconstruction.Fvu),
+                ["mse"] = N(Reconstruction.Mse),
+                ["mse_loss"] = N(Reconstruction.MseLoss),
+                ["cossim"] = N(Reconstruction.Cosine),
+            },
+            ["shrinkage"] = new JsonObject
+            {
+                ["l2_ratio"] = N(Reconstruction.L2Ratio),
+                ["relative_reconstruction_bias"] = N(Reconstruction.RelativeReconstructionBias),
+            },
+            ["sparsity"] = new JsonObject
+            {
+                ["l0"] = N(Reconstruction.L0),
+                ["l1"] = N(Reconstruction.L1),
+                ["dead_latents"] = DeadLatents,
+                ["alive_fraction"] = N(Reconstruction.AliveFraction),
+            },
+            ["token_stats"] = new JsonObject
+            {
+                ["total_tokens_eval_reconstruction"] = Tokens,
+                ["total_tokens_eval_ce_loss"] = CeTokens,
+            },
+        };
+    }
+}
+
+/// <summary>
+/// Splices SAEs into a language model and measures what they cost downstream (SAELens <c>get_recons_loss</c> /
+/// <c>get_downstream_reconstruction_metrics</c>), with reconstruction and sparsity metrics over the same tokens.
+/// Several SAEs are evaluated in one pass over the data: per batch one clean run caches every hook needed, then each
+/// SAE gets its spliced (and error-term) run, and each distinct hook its zero- and mean-ablated runs.
+/// </summary>
+public static class DownstreamEvaluator
+{
+    /// <summary>Evaluates each target on <paramref name="windows"/> (token windows of equal length).</summary>
+    public static IReadOnlyList<DownstreamMetrics> Evaluate(HookedTransformer model, IReadOnlyList<DownstreamTarget> targets,
+        IEnumerable<long[]> windows, DownstreamEvalOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(targets);
+        ArgumentNullException.ThrowIfNull(windows);
+        var o = options ?? new DownstreamEvalOptions();
+        if (targets.Count == 0) throw new SaeSharpException("no SAE to evaluate");
+        if (o.BatchSizePrompts <= 0) throw new SaeSharpException($"batch size in prompts must be positive, got {o.BatchSizePrompts}");
+        var exclude = (o.ExcludeTokenIds ?? []).Distinct().ToArray();
+
+        var plans = targets.Select((t, i) => new Plan(model, t, i)).ToList();
+        var siteHooks = plans.Select(p => p.SiteHook).Distinct().ToList();
+        var cacheHooks = plans.SelectMany(p => new[] { p.InputHook, p.SiteHook }).Distinct().ToList();
+        var ablation = siteHooks.ToDictionary(h => h, _ => new Sums(), StringComparer.Ordinal);
+        var meanAblation = siteHooks.ToDictionary(h => h, _ => new Sums(), StringComparer.Ordinal);
+        var clean = new Sums();
+
+        long taken = 0;
+        var batch = new List<long[]>();
+        foreach (var w in windows)
+        {
+            if (o.MaxContexts is long max && taken >= max) break;
+            batch.Add(w);
+            taken++;
+            if (batch.Count == o.BatchSizePrompts)
+            {
+                RunBatch(model, batch, exclude, plans, cacheHooks, siteHooks, clean, ablation, meanAblation, o);
+                batch.Clear();
+            }
+        }
+        if (batch.Count > 0) RunBatch(model, batch, exclude, plans, cacheHooks, siteHooks, clean, ablation, meanAblation, o);
+        if (clean.Positions == 0) throw new SaeSharpException("no tokens were evaluated (empty dataset, or every position excluded)");
+
+        return plans.Select(p => p.Finish(clean, ablation[p.SiteHook], o.MeanAblation ? meanAblation[p.SiteHook] : null)).ToList();
+    }
+
+    private static void RunBatch(HookedTransformer model, List<long[]> windows, long[] exclude, List<Plan> plans,
+        List<string> cacheHooks, List<string> siteHooks, Sums clean, Dictionary<string, Sums> ablation, Dictionary<string, Sums> meanAblation,
+        DownstreamEvalOptions o)
+    {
+        int b = windows.Count, s = windows[0].Length;
+        if (s < 2) throw new SaeSharpException($"context windows need at least 2 tokens for next-token loss, got {s}");
+        var flat = new long[(long)b * s];
+        for (int i = 0; i < b; i++)
+        {
+            if (windows[i].Length != s) throw new SaeSharpException($"context windows differ in length: {windows[i].Length} vs {s}");
+            Array.Copy(windows[i], 0, flat, (long)i * s, s);
+        }
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var tokens = tensor(flat).view(b, s);
+        var keep = ModelActivationHarvester.KeepMask(tokens, exclude);   // [b, s]
+        var keepF = keep.to(ScalarType.Float64);
+        var ceKeep = keepF.narrow(1, 0, s - 1);                               // predicting positions
+
+        var (logits, cache) = model.Run(tokens, new RunOptions { CacheNames = cacheHooks, Hooks = o.ModelHooks });
+        using var c = cache!;
+        var logpClean = logits!.log_softmax(-1);
+        var pClean = logpClean.exp();
+        var next = tokens.narrow(1, 1, s - 1).unsqueeze(-1);
+
+        (double Ce, double Kl) Measure(Tensor variantLogits)
+        {
+            using var inner = NewDisposeScope();
+            var logp = variantLogits.log_softmax(-1);
+            var ce = -logp.narrow(1, 0, s - 1).gather(-1, next).squeeze(-1).to(ScalarType.Float64);
+            var kl = (pClean * (logpClean - logp)).sum(-1).to(ScalarType.Float64);
+            return ((ce * ceKeep).sum().item<double>(), (kl * keepF).sum().item<double>());
+        }
+
+        long positions = (long)keepF.sum().item<double>();
+        long cePositions = (long)ceKeep.sum().item<double>();
+        var cleanCe = -logpClean.narrow(1, 0, s - 1).gather(-1, next).squeeze(-1).to(ScalarType.Float64);
+        clean.Add((cleanCe * ceKeep).sum().item<double>(), 0, positions, cePositions);
+
+        foreach (var hook in siteHooks)
+        {
+            using var hs = NewDisposeScope();
+            var zero = model.Run(tokens, new RunOptions { Hooks = With(o, (hook, x => Where(keep, zeros_like(x), x))) }).Logits!;
+            var (zc, zk) = Measure(zero);
+            ablation[hook].Add(zc, zk, positions, cePositions);
+            if (o.MeanAblation)
+            {
+                var act = c[hook];
+                var k = keep.to(act.dtype).view(new long[] { b, s }.Concat(Enumerable.Repeat(1L, (int)act.dim() - 2)).ToArray());
+                var mean = (act * k).sum([0, 1]) / k.sum();
+                var meanLogits = model.Run(tokens, new RunOptions { Hooks = With(o, (hook, x => Where(keep, mean.expand_as(x), x))) }).Logits!;
+                var (mc, mk) = Measure(meanLogits);
+                meanAblation[hook].Add(mc, mk, positions, cePositions);
+            }
+        }
+
+        foreach (var p in plans)
+        {
+            using var ps = NewDisposeScope();
+            var input = c[p.InputHook];
+            var site = c[p.SiteHook];
+            var (recon, feats) = p.Reconstruct(input);                  // recon shaped as the site activation
+            p.AddReconstruction(site, recon, feats, keep);
+            var spliced = Where(keep, recon, site);
+            var splicedLogits = model.Run(tokens, new RunOptions { Hooks = With(o, (p.SiteHook, _ => spliced)) }).Logits!;
+            var (sc, sk) = Measure(splicedLogits);
+            p.Spliced.Add(sc, sk, positions, cePositions);
+            if (o.ErrorTerm)
+            {
+                var withError = Where(keep, recon + (site - recon), site);
+                var errLogits = model.Run(tokens, new RunOptions { Hooks = With(o, (p.SiteHook, _ => withError)) }).Logits!;
+                var (ec, ek) = Measure(errLogits);
+                p.ErrorTerm.Add(ec, ek, positions, cePositions);
+            }
+        }
+    }
+
+    private static List<(string Name, Func<Tensor, Tensor?> Fn)> With(DownstreamEvalOptions o, (string Name, Func<Tensor, Tensor?> Fn) hook) =>
+        [.. o.ModelHooks ?? [], hook];
+
+    /// <summary>where(keep[b, s], a, b) broadcast over the activation's trailing dimensions.</summary>
+    private static Tensor Where(Tensor keep, Tensor a, Tensor x)
+    {
+        var k = keep.view(keep.shape.Concat(Enumerable.Repeat(1L, (int)x.dim() - 2)).ToArray());
+        return torch.where(k, a, x);
+    }
+
+    /// <summary>Sums of CE and KL over counted positions.</summary>
+    private sealed class Sums
+    {
+        public double Ce, Kl;
+        public long Positions, CePositions;
+
+        public void Add(double ce, double kl, long positions, long cePositions)
+        {
+            Ce += ce;
+            Kl += kl;
+            Positions += positions;
+            CePositions += cePositions;
+        }
+
+        public double MeanCe => Ce / CePositions;
+        public double MeanKl => Kl / Positions;
+    }
+
+    /// <summary>One SAE's hooks, reshaping and running sums.</summary>
+    private sealed class Plan
+    {
+        private readonly DownstreamTarget _t;
+        private readonly int? _head;
+        private SaeMetricsAccumulator? _acc;
+
+        public string Name { get; }
+        public string InputHook { get; }
+        /// <summary>The hook whose activation is replaced: the input hook, or a transcoder's output hook.</summary>
+        public string SiteHook { get; }
+        public Sums Spliced { get; } = new();
+        public Sums ErrorTerm { get; } = new();
+
+        public Plan(HookedTransformer model, DownstreamTarget t, int index)
+        {
+            _t = t;
+            Name = t.Name ?? t.Sae.Cfg.Metadata.HookName ?? $"sae_{index}";
+            InputHook = model.HookPoints.Resolve(t.InputHook);
+            SiteHook = t.TranscoderOutHook is { } oh ? model.HookPoints.Resolve(oh) : InputHook;
+            _head = t.Sae.Cfg.Metadata.HookHeadIndex;
+        }
+
+        /// <summary>SAE reconstruction of the input activation, shaped as the site activation; and the latents [rows, d_sae].</summary>
+        public (Tensor Recon, Tensor Feats) Reconstruct(Tensor input)
+        {
+            long b = input.shape[0], s = input.shape[1];
+            Tensor rows = input.dim() == 4 && _head is int h ? input.select(2, h) : input;
+            var x = rows.reshape(b * s, -1).to(ScalarType.Float32);
+            if (x.shape[1] != _t.Sae.Cfg.DIn)
+                throw new SaeSharpException($"SAE {Name}: d_in = {_t.Sae.Cfg.DIn} but hook '{InputHook}' gives {x.shape[1]} values per token");
+            var (y, f) = _t.Sae.Run(x);
+            if (SiteHook != InputHook) return (y.view(b, s, -1).to(input.dtype), f);
+            if (input.dim() == 4 && _head is int hh)
+            {
+                var full = input.clone();
+                full.select(2, hh).copy_(y.view(b, s, -1));
+                return (full, f);
+            }
+            return (y.view(input.shape).to(input.dtype), f);
+        }
+
+        public void AddReconstruction(Tensor site, Tensor recon, Tensor feats, Tensor keep)
+        {
+            using var scope = NewDisposeScope();
+            long b = site.shape[0], s = site.shape[1];
+            var idx = keep.reshape(-1).nonzero().squeeze(1);
+            Tensor target = site.dim() == 4 && _head is int h ? site.select(2, h) : site;
+            Tensor rec = recon.dim() == 4 && _head is int h2 ? recon.select(2, h2) : recon;
+            if (SiteHook != InputHook && recon.shape[^1] != site.reshape(b, s, -1).shape[^1])
+                throw new SaeSharpException($"transcoder {Name}: d_out = {recon.shape[^1]} but hook '{SiteHook}' gives {site.reshape(b, s, -1).shape[^1]} values per token");
+            var x = target.reshape(b * s, -1).index_select(0, idx);
+            var y = rec.reshape(b * s, -1).index_select(0, idx);
+            var f = feats.index_select(0, idx);
+            _acc ??= new SaeMetricsAccumulator((int)x.shape[1], _t.Sae.Cfg.DSae);
+            _acc.Add(x, y, f);
+        }
+
+        public DownstreamMetrics Finish(Sums clean, Sums ablation, Sums? meanAblation)
+        {
+            return new DownstreamMetrics
+            {
+                Name = Name, HookName = InputHook, OutputHookName = SiteHook == InputHook ? null : SiteHook,
+                Reconstruction = (_acc ?? throw new SaeSharpException($"SAE {Name}: no tokens evaluated")).Result(),
+                CeLossWithoutSae = clean.MeanCe, CeLossWithSae = Spliced.MeanCe, CeLossWithAblation = ablation.MeanCe,
+                CeLossWithMeanAblation = meanAblation?.MeanCe ?? double.NaN,
+                CeLossWithErrorTerm = ErrorTerm.CePositions > 0 ? ErrorTerm.MeanCe : double.NaN,
+                KlDivWithSae = Spliced.MeanKl, KlDivWithAblation = ablation.MeanKl,
+                KlDivWithMeanAblation = meanAblation?.MeanKl ?? double.NaN,
+                KlDivWithErrorTerm = ErrorTerm.Positions > 0 ? ErrorTerm.MeanKl : double.NaN,
+                Tokens = clean.Positions, CeTokens = clean.CePositions,
+            };
+        }
+    }
+}

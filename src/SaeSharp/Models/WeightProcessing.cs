@@ -1,0 +1,300 @@
+using System.Text.Json;
+using SaeSharp.Hooks;
+using SaeSharp.Interop;
+using SaeSharp.Saes;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Models;
+
+/// <summary>
+/// TransformerLens weight processing (the <c>model_from_pretrained_kwargs</c> an SAE was trained with). All false is
+/// TransformerLens <c>from_pretrained_no_processing</c>, which SAELens uses to load a model for an SAE.
+/// </summary>
+public sealed record WeightProcessingOptions
+{
+    /// <summary><c>fold_ln</c>: fold each block's LayerNorm weight and bias into the layer reading it and centre that layer's
+    /// reading weights, leaving a pure normalisation (TransformerLens <c>LNPre</c>). Not applied to <c>ln_final</c>
+    /// (these models have no unembedding bias to absorb its bias), so <c>ln_final.hook_normalized</c> keeps its affine part.</summary>
+    public bool FoldLn { get; init; }
+    /// <summary><c>center_writing_weights</c>: subtract the mean over d_model from every matrix and bias writing to the
+    /// residual stream (W_E, W_pos, W_O, b_O, W_out, b_out). Residual-stream, attn_out and mlp_out activations become their
+    /// centred versions; logits are unchanged because every reader of the residual stream is a LayerNorm.</summary>
+    public bool CenterWritingWeights { get; init; }
+    /// <summary><c>center_unembed</c>: subtract the mean over the vocabulary from W_U (a per-position constant on the logits,
+    /// softmax unchanged). Applied where W_U is its own matrix (GPT-NeoX); a no-op for GPT-2, whose W_U is W_E.</summary>
+    public bool CenterUnembed { get; init; }
+    /// <summary><c>fold_value_biases</c>: move b_V into b_O (attention patterns sum to one), so hook_v / hook_z have no bias.</summary>
+    public bool FoldValueBiases { get; init; }
+
+    /// <summary>Processing keys of TransformerLens <c>from_pretrained</c> this class understands.</summary>
+    public static readonly IReadOnlyList<string> Keys = ["fold_ln", "center_writing_weights", "center_unembed", "fold_value_biases", "refactor_factored_attn_matrices"];
+
+    /// <summary>Reads SAELens <c>model_from_pretrained_kwargs</c>: the processing flags are taken (default false, as
+    /// <c>from_pretrained_no_processing</c>); loading keys TransformerLens also accepts (dtype, device, ...) are listed in
+    /// <paramref name="ignored"/>. <c>refactor_factored_attn_matrices: true</c> is not supported.</summary>
+    public static WeightProcessingOptions FromKwargs(IReadOnlyDictionary<string, JsonElement>? kwargs, out IReadOnlyList<string> ignored)
+    {
+        var ign = new List<string>();
+        ignored = ign;
+        if (kwargs is null) return new WeightProcessingOptions();
+        bool Flag(string key)
+        {
+            if (!kwargs.TryGetValue(key, out var v)) return false;
+            return v.ValueKind switch
+            {
+                JsonValueKind.True => true,
+                JsonValueKind.False or JsonValueKind.Null => false,
+                _ => throw new SaeSharpException($"model_from_pretrained_kwargs: '{key}' must be true or false, got {v.GetRawText()}"),
+            };
+        }
+        if (Flag("refactor_factored_attn_matrices"))
+            throw new SaeSharpException("model_from_pretrained_kwargs: refactor_factored_attn_matrices=true is not supported");
+        ign.AddRange(kwargs.Keys.Where(k => !Keys.Contains(k)));
+        return new WeightProcessingOptions
+        {
+            FoldLn = Flag("fold_ln"), CenterWritingWeights = Flag("center_writing_weights"),
+            CenterUnembed = Flag("center_unembed"), FoldValueBiases = Flag("fold_value_biases"),
+        };
+    }
+
+    /// <summary>The flags as <c>model_from_pretrained_kwargs</c> (only the true ones).</summary>
+    public Dictionary<string, bool> ToKwargs()
+    {
+        var d = new Dictionary<string, bool>(StringComparer.Ordinal);
+        if (FoldLn) d["fold_ln"] = true;
+        if (CenterWritingWeights) d["center_writing_weights"] = true;
+        if (CenterUnembed) d["center_unembed"] = true;
+        if (FoldValueBiases) d["fold_value_biases"] = true;
+        return d;
+    }
+
+    public bool Any => FoldLn || CenterWritingWeights || CenterUnembed || FoldValueBiases;
+}
+
+/// <summary>
+/// A model with its weight processing. <see cref="Hooks"/> are hook functions that complete the processing where a
+/// weight cannot be changed in place (GPT-2's W_E is also its unembedding, so centring W_E is done by centring
+/// <c>hook_embed</c>): pass them with every run (<c>ModelHooks</c> of the activation sources and the evaluator).
+/// </summary>
+public sealed class ProcessedModel : IDisposable
+{
+    internal ProcessedModel(HookedTransformer model, WeightProcessingOptions options, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)> hooks)
+    {
+        Model = model;
+        Options = options;
+        Hooks = hooks;
+    }
+
+    public HookedTransformer Model { get; }
+    public WeightProcessingOptions Options { get; }
+    public IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)> Hooks { get; }
+
+    /// <summary>Logits of a plain forward pass with <see cref="Hooks"/> applied.</summary>
+    public Tensor Forward(Tensor tokens, Tensor? attentionMask = null) =>
+        Model.Run(tokens, new RunOptions { AttentionMask = attentionMask, Hooks = Hooks }).Logits!;
+
+    public void Dispose() => Model.Dispose();
+}
+
+/// <summary>
+/// TransformerLens's <c>fold_layer_norm</c>, <c>center_writing_weights</c>, <c>center_unembed</c> and
+/// <c>fold_value_biases</c> applied in place to a loaded GPT-2 or GPT-NeoX (Hugging Face weight layout: Conv1D [in, out]
+/// for GPT-2, Linear [out, in] for NeoX).
+/// </summary>
+public static class WeightProcessing
+{
+    /// <summary>Processes <paramref name="model"/> in place; returns the hooks that complete it (see <see cref="ProcessedModel"/>).</summary>
+    public static ProcessedModel Apply(HookedTransformer model, WeightProcessingOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(options);
+        var hooks = new List<(string, Func<Tensor, Tensor?>)>();
+        var p = model.named_parameters().ToDictionary(kv => kv.name, kv => kv.parameter, StringComparer.Ordinal);
+        bool gpt2 = model.Config.Architecture == "gpt2";
+        if (!gpt2 && model.Config.Architecture != "gpt_neox")
+            throw new SaeSharpException($"weight processing supports gpt2 and gpt_neox, not {model.Config.Architecture}");
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        // Order as TransformerLens process_weights_: fold_ln, center_writing_weights, center_unembed, fold_value_biases.
+        if (options.FoldLn) FoldLayerNorms(model, p, gpt2);
+        if (options.CenterWritingWeights)
+        {
+            if (gpt2) hooks.Add((HookPoints.Embed, x => x - x.mean([-1], keepdim: true)));
+            CenterWriting(model, p, gpt2);
+        }
+        if (options.CenterUnembed && !gpt2)
+        {
+            var wu = Get(p, "embed_out.weight");              // [vocab, d]
+            wu.sub_(wu.mean([0], keepdim: true));
+        }
+        if (options.FoldValueBiases) FoldValueBiases(model, p, gpt2);
+        return new ProcessedModel(model, options, hooks);
+    }
+
+    private static Parameter Get(Dictionary<string, Parameter> p, string name) =>
+        p.TryGetValue(name, out var t) ? t : throw new SaeSharpException($"weight processing: the model has no parameter '{name}'");
+
+    private static void FoldLayerNorms(HookedTransformer model, Dictionary<string, Parameter> p, bool gpt2)
+    {
+        for (int i = 0; i < model.Config.NLayers; i++)
+        {
+            if (gpt2)
+            {
+                string b = $"transformer.h.{i}.";
+                FoldIntoConv1D(p, b + "ln_1", b + "attn.c_attn");
+                FoldIntoConv1D(p, b + "ln_2", b + "mlp.c_fc");
+            }
+            else
+            {
+                string b = $"gpt_neox.layers.{i}.";
+                FoldIntoLinear(p, b + "input_layernorm", b + "attention.query_key_value");
+                FoldIntoLinear(p, b + "post_attention_layernorm", b + "mlp.dense_h_to_4h");
+            }
+        }
+    }
+
+    /// <summary>Conv1D y = x·W + b, W [d, out]: b += b_ln·W, W ← diag(w_ln)·W, then W's columns centred over d.</summary>
+    private static void FoldIntoConv1D(Dictionary<string, Parameter> p, string ln, string layer)
+    {
+        var (w, b) = (Get(p, ln + ".weight"), Get(p, ln + ".bias"));
+        var (W, bias) = (Get(p, layer + ".weight"), Get(p, layer + ".bias"));
+        bias.add_(matmul(b.unsqueeze(0), W).squeeze(0));
+        W.mul_(w.unsqueeze(1));
+        W.sub_(W.mean([0], keepdim: true));
+        w.fill_(1);
+        b.zero_();
+    }
+
+    /// <summary>Linear y = x·Wᵀ + b, W [out, d]: b += W·b_ln, W ← W·diag(w_ln), then W's rows centred over d.</summary>
+    private static void FoldIntoLinear(Dictionary<string, Parameter> p, string ln, string layer)
+    {
+        var (w, b) = (Get(p, ln + ".weight"), Get(p, ln + ".bias"));
+        var W = Get(p, layer + ".weight");
+        if (p.TryGetValue(layer + ".bias", out var bias)) bias.add_(matmul(W, b));
+        else if (b.abs().max().item<float>() != 0)
+            throw new SaeSharpException($"fold_ln: '{layer}' has no bias to absorb the bias of '{ln}' (attention_bias=false)");
+        W.mul_(w.unsqueeze(0));
+        W.sub_(W.mean([1], keepdim: true));
+        w.fill_(1);
+        b.zero_();
+    }
+
+    private static void CenterWriting(HookedTransformer model, Dictionary<string, Parameter> p, bool gpt2)
+    {
+        if (gpt2)
+        {
+            var wpe = Get(p, "transformer.wpe.weight");
+            wpe.sub_(wpe.mean([1], keepdim: true));
+            for (int i = 0; i < model.Config.NLayers; i++)
+            {
+                foreach (var layer in new[] { $"transformer.h.{i}.attn.c_proj", $"transformer.h.{i}.mlp.c_proj" })
+                {
+                    var W = Get(p, layer + ".weight");              // [in, d_model]
+                    W.sub_(W.mean([1], keepdim: true));
+                    var b = Get(p, layer + ".bias");
+                    b.sub_(b.mean());
+                }
+            }
+        }
+        else
+        {
+            var we = Get(p, "gpt_neox.embed_in.weight");
+            we.sub_(we.mean([1], keepdim: true));
+            for (int i = 0; i < model.Config.NLayers; i++)
+            {
+                foreach (var layer in new[] { $"gpt_neox.layers.{i}.attention.dense", $"gpt_neox.layers.{i}.mlp.dense_4h_to_h" })
+                {
+                    var W = Get(p, layer + ".weight");              // [d_model, in]
+                    W.sub_(W.mean([0], keepdim: true));
+                    if (p.TryGetValue(layer + ".bias", out var b)) b.sub_(b.mean());
+                }
+            }
+        }
+    }
+
+    private static void FoldValueBiases(HookedTransformer model, Dictionary<string, Parameter> p, bool gpt2)
+    {
+        int d = model.Config.DModel, h = model.Config.NHeads, hd = model.Config.DHead;
+        for (int i = 0; i < model.Config.NLayers; i++)
+        {
+            if (gpt2)
+            {
+                string b = $"transformer.h.{i}.attn.";
+                var qkvBias = Get(p, b + "c_attn.bias");               // [3d]: q, k, v
+                var bv = qkvBias.narrow(0, 2 * d, d);
+                var W = Get(p, b + "c_proj.weight");                   // [d, d_model]
+                Get(p, b + "c_proj.bias").add_(matmul(bv.unsqueeze(0), W).squeeze(0));
+                bv.zero_();
+            }
+            else
+            {
+                string b = $"gpt_neox.layers.{i}.attention.";
+                if (!p.TryGetValue(b + "query_key_value.bias", out var qkvBias)) continue;
+                var bv = qkvBias.view(h, 3, hd).select(1, 2);           // [h, hd], z is laid out head-major
+                var W = Get(p, b + "dense.weight");                    // [d_model, h·hd]
+                var outBias = p.TryGetValue(b + "dense.bias", out var ob) ? ob
+                    : throw new SaeSharpException($"fold_value_biases: '{b}dense' has no bias to absorb b_V");
+                outBias.add_(matmul(W, bv.reshape(-1)));
+                bv.zero_();
+            }
+        }
+    }
+}
+
+/// <summary>Loads a model the way an SAE expects it: with the weight processing of its <c>model_from_pretrained_kwargs</c>.</summary>
+public static class ModelForSae
+{
+    /// <summary>Loads <paramref name="modelFolder"/> processed as <paramref name="cfg"/>'s metadata asks
+    /// (SAELens: <c>from_pretrained_no_processing(model_name, **model_from_pretrained_kwargs)</c>).</summary>
+    public static ProcessedModel Load(string modelFolder, SaeConfig cfg, ScalarType dtype = ScalarType.Float32)
+    {
+        ArgumentNullException.ThrowIfNull(cfg);
+        return Load(modelFolder, WeightProcessingOptions.FromKwargs(cfg.Metadata.ModelFromPretrainedKwargs, out _), dtype);
+    }
+
+    /// <summary>Loads the SAE at <paramref name="saePath"/> and its model.</summary>
+    public static (Sae Sae, ProcessedModel Model) LoadWithSae(string saePath, string modelFolder, ScalarType dtype = ScalarType.Float32)
+    {
+        var sae = SaeLoader.Load(saePath);
+        try
+        {
+            return (sae, Load(modelFolder, sae.Cfg, dtype));
+        }
+        catch
+        {
+            sae.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Loads <paramref name="modelFolder"/> and applies <paramref name="options"/>.</summary>
+    public static ProcessedModel Load(string modelFolder, WeightProcessingOptions options, ScalarType dtype = ScalarType.Float32)
+    {
+        var model = ModelLoader.FromPretrained(modelFolder, dtype);
+        try
+        {
+            return WeightProcessing.Apply(model, options);
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The processing shared by several SAEs (one model for all of them); differing kwargs are an error.</summary>
+    public static WeightProcessingOptions SharedOptions(IEnumerable<SaeConfig> cfgs)
+    {
+        WeightProcessingOptions? shared = null;
+        foreach (var c in cfgs)
+        {
+            var o = WeightProcessingOptions.FromKwargs(c.Metadata.ModelFromPretrainedKwargs, out _);
+            if (shared is not null && shared != o)
+                throw new SaeSharpException($"SAEs need different model processing ({string.Join(", ", shared.ToKwargs().Keys)} vs {string.Join(", ", o.ToKwargs().Keys)}); evaluate them separately");
+            shared = o;
+        }
+        return shared ?? new WeightProcessingOptions();
+    }
+}

@@ -1,0 +1,130 @@
+using System.Text.Json.Nodes;
+using SaeSharp.Activations;
+using SaeSharp.IO;
+using SaeSharp.Tests.Models;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Tests.Pipeline;
+
+public class ActivationCacheFolderTests : ModelTestBase
+{
+    private const long Bos = ModelActivationSourceTests.Bos;
+
+    private static Tensor ShardConcat(string dir, string name) =>
+        cat(ActivationCacheManifest.Read(dir).Shards.Select(s => SafeTensors.Load(Path.Combine(dir, s.File))[name]).ToList(), 0);
+
+    [Fact]
+    public void Write_then_read_round_trips_rows_targets_and_tokens()
+    {
+        using var model = Gpt2();
+        var windows = ModelActivationSourceTests.Windows(10, 8);
+        var spec = HarvestSpec.Resolve(model.HookPoints, "blocks.1.mlp", HarvestMode.InToOut);
+        string dir = Sub("cache");
+        var m = ActivationCacheFolder.Write(dir, model, spec, windows, new ActivationCacheOptions
+        {
+            ContextSize = 8, BatchSizePrompts = 2, ContextsPerShard = 3, ExcludeTokenIds = [Bos], DatasetPath = "data.txt",
+        });
+        Assert.True(m.Complete);
+        Assert.Equal(4, m.Shards.Count);
+        Assert.Equal(["shard_00000.safetensors", "shard_00001.safetensors", "shard_00002.safetensors", "shard_00003.safetensors"], m.Shards.Select(s => s.File));
+        long nonBos = windows.Sum(w => w.Count(t => t != Bos));
+        Assert.Equal(nonBos, m.TotalRows);
+        Assert.Equal(10, m.TotalContexts);
+
+        // Independent expectation: the full model's cache at non-BOS positions, in window order.
+        var tokens = Tokens([.. windows]);
+        var (logits, cache) = model.RunWithCache(tokens, [spec.InputHook, spec.TargetHook!]);
+        logits?.Dispose();
+        var keep = tokens.reshape(-1).ne(Bos).nonzero().squeeze(1);
+        AssertAllClose(cache[spec.InputHook].reshape(80, -1).index_select(0, keep), ShardConcat(dir, "activations"), 1e-6, "activations");
+        AssertAllClose(cache[spec.TargetHook!].reshape(80, -1).index_select(0, keep), ShardConcat(dir, "targets"), 1e-6, "targets");
+        Assert.Equal(tokens.reshape(-1).index_select(0, keep).data<long>().ToArray(), ShardConcat(dir, "token_ids").data<long>().ToArray());
+        cache.Dispose();
+
+        var manifest = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "manifest.json")))!;
+        Assert.Equal("blocks.1.ln2.hook_normalized", (string?)manifest["hook"]);
+        Assert.Equal(16, (int)manifest["d_in"]!);
+        Assert.Equal(24, (long)manifest["rows_per_shard"]!);
+        Assert.Equal("data.txt", (string?)manifest["dataset_path"]);
+
+        // Reading: every row exactly once per pass, shuffled across shards, target still paired with its input.
+        using var src = new ActivationCacheFolder(dir, new ActivationFileSourceOptions { ChunkRows = 4, BufferRows = 16, Seed = 5 });
+        Assert.Equal(nonBos, src.Rows);
+        var ins = new List<Tensor>();
+        var outs = new List<Tensor>();
+        while (src.Next(7) is { } b) { ins.Add(b.Input); outs.Add(b.Target); }
+        var gotIn = cat(ins, 0);
+        var gotOut = cat(outs, 0);
+        var all = ShardConcat(dir, "activations");
+        var allT = ShardConcat(dir, "targets");
+        var proj = linspace(1.0, 2.0, 16, dtype: ScalarType.Float64);
+        var (_, gi) = gotIn.to(ScalarType.Float64).matmul(proj).sort();
+        var (_, ei) = all.to(ScalarType.Float64).matmul(proj).sort();
+        AssertAllClose(all.index_select(0, ei), gotIn.index_select(0, gi), 0, "rows");
+        AssertAllClose(allT.index_select(0, ei), gotOut.index_select(0, gi), 0, "targets paired with inputs");
+        Assert.False(gotIn.equal(all).all().item<bool>(), "rows were not shuffled");
+    }
+
+    [Fact]
+    public void Interrupted_write_resumes_to_the_same_shards_and_other_settings_are_refused()
+    {
+        using var model = Gpt2();
+        var windows = ModelActivationSourceTests.Windows(7, 8);
+        var spec = new HarvestSpec("blocks.0.hook_resid_post");
+        var opts = new ActivationCacheOptions { ContextSize = 8, BatchSizePrompts = 2, ContextsPerShard = 2, Dtype = ScalarType.Float16 };
+
+        string whole = Sub("whole");
+        ActivationCacheFolder.Write(whole, model, spec, windows, opts);
+
+        string part = Sub("part");
+        var first = ActivationCacheFolder.Write(part, model, spec, windows, opts with { MaxTokens = 4 * 8 - 3 }); // ⌈29/8⌉ = 4 contexts
+        Assert.Equal(4, first.TotalContexts);
+        Assert.Equal(2, first.Shards.Count);
+        int skipped = 0;
+        IEnumerable<long[]> Counting() { foreach (var w in windows) { skipped++; yield return w; } }
+        var resumed = ActivationCacheFolder.Write(part, model, spec, Counting(), opts);
+        Assert.Equal(7, skipped);
+        Assert.True(resumed.Complete);
+        Assert.Equal(7, resumed.TotalContexts);
+        Assert.Equal(4, resumed.Shards.Count);
+        Assert.Equal([2L, 2, 2, 1], resumed.Shards.Select(s => s.Contexts));
+        foreach (var s in resumed.Shards)
+        {
+            var a = SafeTensors.Load(Path.Combine(whole, s.File));
+            var b = SafeTensors.Load(Path.Combine(part, s.File));
+            Assert.Equal(ScalarType.Float16, b["activations"].dtype);
+            Assert.True(a["activations"].equal(b["activations"]).all().item<bool>());
+            Assert.Equal(a["token_ids"].data<long>().ToArray(), b["token_ids"].data<long>().ToArray());
+        }
+
+        var e = Assert.Throws<SaeSharpException>(() =>
+            ActivationCacheFolder.Write(part, model, new HarvestSpec("blocks.1.hook_resid_post"), windows, opts));
+        Assert.Contains("hook", e.Message);
+        Directory.CreateDirectory(Sub("junk"));
+        File.WriteAllText(Path.Combine(Sub("junk"), "x"), "");
+        e = Assert.Throws<SaeSharpException>(() => ActivationCacheFolder.Write(Sub("junk"), model, spec, windows, opts));
+        Assert.Contains("not empty", e.Message);
+    }
+
+    [Fact]
+    public void Reader_state_restores_the_exact_next_batches()
+    {
+        using var model = Gpt2();
+        var windows = ModelActivationSourceTests.Windows(6, 8);
+        string dir = Sub("c");
+        ActivationCacheFolder.Write(dir, model, new HarvestSpec("blocks.0.hook_resid_pre"), windows,
+            new ActivationCacheOptions { ContextSize = 8, ContextsPerShard = 2 });
+        var ro = new ActivationFileSourceOptions { ChunkRows = 4, BufferRows = 12, Seed = 9, Loop = true };
+        using var a = new ActivationCacheFolder(dir, ro);
+        for (int i = 0; i < 5; i++) a.Next(5)!.Dispose();
+        var state = JsonNode.Parse(a.SaveState().ToJsonString())!;
+        using var b = new ActivationCacheFolder(dir, ro);
+        b.LoadState(state);
+        for (int i = 0; i < 12; i++)
+        {
+            using var x = a.Next(5)!;
+            using var y = b.Next(5)!;
+            Assert.True(ModelActivationSourceTests.SameBits(x.Input, y.Input), $"batch {i} differs after restore");
+        }
+    }
+}

@@ -1,0 +1,160 @@
+using SaeSharp.Evaluation;
+using SaeSharp.Saes;
+using SaeSharp.Tests.Models;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Tests.Pipeline;
+
+public class DownstreamEvaluatorTests : ModelTestBase
+{
+    private const long Bos = ModelActivationSourceTests.Bos;
+
+    private static Sae MakeSae(string hook, int dIn, int dSae, Action<Sae> set, int? dOut = null)
+    {
+        var cfg = new SaeConfig { DIn = dIn, DSae = dSae, DOut = dOut, ApplyBDecToInput = dOut is null };
+        cfg.Metadata.HookName = hook;
+        var sae = SaeFactory.Create(cfg);
+        using (no_grad()) set(sae);
+        return sae;
+    }
+
+    /// <summary>d_sae = 2·d_in, W_enc = [I, −I], W_dec = [I; −I], zero biases: ReLU(x) − ReLU(−x) = x exactly.</summary>
+    private static Sae Identity(string hook, int d) => MakeSae(hook, d, 2 * d, s =>
+    {
+        var id = eye(d);
+        s.WEnc.copy_(cat([id, -id], 1));
+        s.WDec.copy_(cat([id, -id], 0));
+    });
+
+    private static Sae Zero(string hook, int d) => MakeSae(hook, d, 8, _ => { });
+
+    private static Sae Random(string hook, int d, int seed) => MakeSae(hook, d, 24, s =>
+    {
+        var g = new Generator((ulong)seed);
+        s.WEnc.copy_(randn(d, 24, generator: g) * 0.3);
+        s.BEnc.copy_(randn(24, generator: g) * 0.1);
+        s.WDec.copy_(randn(24, d, generator: g) * 0.3);
+        s.BDec.copy_(randn(d, generator: g) * 0.1);
+    });
+
+    /// <summary>Mean next-token CE by hand: logsumexp(logits[p]) − logits[p, token[p+1]] in double, over positions
+    /// whose input token is not excluded.</summary>
+    private static double HandCe(Tensor logits, List<long[]> windows, long? exclude)
+    {
+        var l = logits.to(ScalarType.Float64);
+        double sum = 0;
+        long n = 0;
+        for (int b = 0; b < windows.Count; b++)
+            for (int p = 0; p + 1 < windows[b].Length; p++)
+            {
+                if (exclude is long e && windows[b][p] == e) continue;
+                var row = l[b, p].data<double>().ToArray();
+                double m = row.Max();
+                double lse = m + Math.Log(row.Sum(v => Math.Exp(v - m)));
+                sum += lse - row[windows[b][p + 1]];
+                n++;
+            }
+        return sum / n;
+    }
+
+    [Fact]
+    public void Clean_ce_matches_a_hand_computation_and_kl_of_clean_is_zero()
+    {
+        using var model = Gpt2();
+        var windows = ModelActivationSourceTests.Windows(5, 8);
+        var logits = model.Forward(Tokens([.. windows]));
+        foreach (long? exclude in new long?[] { null, Bos })
+        {
+            var r = DownstreamEvaluator.Evaluate(model, [new DownstreamTarget(Identity("blocks.0.hook_resid_post", 16))], windows,
+                new DownstreamEvalOptions { BatchSizePrompts = 2, ExcludeTokenIds = exclude is long e ? [e] : null })[0];
+            Assert.Equal(HandCe(logits, windows, exclude), r.CeLossWithoutSae, 5);
+            // Identity dictionary: spliced run is the clean run, so its KL to clean is zero and it recovers all the loss.
+            Assert.Equal(0, r.KlDivWithSae, 6);
+            Assert.Equal(1, r.CeLossScore, 4);
+            Assert.Equal(1, r.KlDivScore, 4);
+            Assert.Equal(1, r.CeLossScoreMeanAblation, 4);
+            Assert.True(r.KlDivWithAblation > 1e-3, "zero ablation should change the model");
+            Assert.Equal(1, r.ExplainedVariance, 5);
+            Assert.Equal(0, r.Mse, 8);
+            Assert.Equal(1, r.CosSim, 5);
+            Assert.Equal(16, r.L0, 6); // each of the 16 dimensions is nonzero: exactly one of ReLU(x_i), ReLU(−x_i) fires
+            long counted = windows.Sum(w => w.LongCount(t => exclude is null || t != exclude));
+            Assert.Equal(counted, r.Tokens);
+        }
+    }
+
+    [Fact]
+    public void Zero_dictionary_recovers_nothing_against_zero_ablation()
+    {
+        using var model = NeoX(parallel: true);
+        var windows = ModelActivationSourceTests.Windows(4, 8);
+        var r = DownstreamEvaluator.Evaluate(model, [new DownstreamTarget(Zero("blocks.1.hook_mlp_out", 16))], windows)[0];
+        Assert.Equal(0, r.CeLossScore, 10);
+        Assert.Equal(0, r.KlDivScore, 10);
+        Assert.Equal(r.CeLossWithAblation, r.CeLossWithSae, 10);
+        Assert.Equal(8, r.DeadLatents);
+        Assert.Equal(0, r.L0);
+        Assert.NotEqual(r.CeLossWithoutSae, r.CeLossWithAblation);
+    }
+
+    [Fact]
+    public void Error_term_restores_the_clean_model_and_mean_ablation_matches_a_manual_run()
+    {
+        using var model = Gpt2();
+        var windows = ModelActivationSourceTests.Windows(4, 8);
+        const string hook = "blocks.1.hook_resid_pre";
+        var r = DownstreamEvaluator.Evaluate(model, [new DownstreamTarget(Random(hook, 16, 3))], windows,
+            new DownstreamEvalOptions { BatchSizePrompts = 4 })[0];
+        Assert.Equal(r.CeLossWithoutSae, r.CeLossWithErrorTerm, 5);
+        Assert.Equal(0, r.KlDivWithErrorTerm, 6);
+        Assert.True(r.KlDivWithSae > 1e-4, "a random SAE should change the outputs");
+        Assert.True(r.ExplainedVariance < 0.9);
+
+        // Mean ablation by hand (one batch holds all windows): replace the hook by its mean over every position.
+        var tokens = Tokens([.. windows]);
+        var (_, cache) = model.RunWithCache(tokens, [hook]);
+        var mean = cache[hook].mean([0, 1]);
+        var ablated = model.RunWithHooks(tokens, (hook, x => mean.expand_as(x)));
+        Assert.Equal(HandCe(ablated, windows, null), r.CeLossWithMeanAblation, 5);
+        cache.Dispose();
+    }
+
+    [Fact]
+    public void Several_saes_in_one_pass_match_separate_evaluations()
+    {
+        using var model = Gpt2(nLayer: 3);
+        var windows = ModelActivationSourceTests.Windows(6, 8);
+        var a = Random("blocks.0.hook_resid_post", 16, 1);
+        var b = Random("blocks.2.hook_resid_pre", 16, 2);
+        var c = Random("blocks.0.hook_resid_post", 16, 5);
+        var o = new DownstreamEvalOptions { BatchSizePrompts = 4, ExcludeTokenIds = [Bos] };
+        var together = DownstreamEvaluator.Evaluate(model, [new(a), new(b), new(c)], windows, o);
+        var alone = new[] { a, b, c }.Select(s => DownstreamEvaluator.Evaluate(model, [new(s)], windows, o)[0]).ToList();
+        for (int i = 0; i < 3; i++)
+        {
+            Assert.Equal(alone[i].CeLossWithSae, together[i].CeLossWithSae, 10);
+            Assert.Equal(alone[i].KlDivWithSae, together[i].KlDivWithSae, 10);
+            Assert.Equal(alone[i].CeLossWithAblation, together[i].CeLossWithAblation, 10);
+            Assert.Equal(alone[i].ExplainedVariance, together[i].ExplainedVariance, 10);
+        }
+        Assert.NotEqual(together[0].CeLossWithSae, together[2].CeLossWithSae);
+        var json = together[1].ToJson();
+        Assert.Equal(together[1].CeLossScore, (double)json["model_performance_preservation"]!["ce_loss_score"]!);
+        Assert.Equal(together[1].KlDivScore, (double)json["model_behavior_preservation"]!["kl_div_score"]!);
+    }
+
+    [Fact]
+    public void Transcoder_is_spliced_at_its_output_hook()
+    {
+        using var model = Gpt2();
+        var windows = ModelActivationSourceTests.Windows(3, 8);
+        // A "transcoder" that ignores its input and always outputs zero: spliced = zero ablation of hook_mlp_out.
+        var tc = MakeSae("blocks.0.ln2.hook_normalized", 16, 8, _ => { }, dOut: 16);
+        var r = DownstreamEvaluator.Evaluate(model, [new DownstreamTarget(tc, OutputHook: "blocks.0.hook_mlp_out")], windows)[0];
+        Assert.Equal("blocks.0.hook_mlp_out", r.OutputHookName);
+        Assert.Equal(r.CeLossWithAblation, r.CeLossWithSae, 10);
+        var tokens = Tokens([.. windows]);
+        var zeroed = model.RunWithHooks(tokens, ("blocks.0.hook_mlp_out", x => zeros_like(x)));
+        Assert.Equal(HandCe(zeroed, windows, null), r.CeLossWithSae, 5);
+    }
+}

@@ -1,0 +1,90 @@
+using SaeSharp.Activations;
+using SaeSharp.Interop;
+using SaeSharp.Models;
+using SaeSharp.Saes;
+using SaeSharp.Tests.Models;
+using SaeSharp.Tests.Tokenizers;
+using SaeSharp.Tokenizers;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Tests.Pipeline;
+
+/// <summary>The CLI entry points end to end: a tiny GPT-2 with the real GPT-2 tokenizer on a small text file.</summary>
+public class ModelPipelineTests : ModelTestBase
+{
+    private (string Model, string Data) Setup()
+    {
+        string model = TinyModels.WriteGpt2(Sub("m"), seed: 4, nLayer: 2, nEmbd: 16, nHead: 4, vocab: 50257, nPositions: 64);
+        File.Copy(TestPaths.Shared("data", "gpt2-tokenizer", "vocab.json"), Path.Combine(model, "vocab.json"));
+        File.Copy(TestPaths.Shared("data", "gpt2-tokenizer", "merges.txt"), Path.Combine(model, "merges.txt"));
+        File.WriteAllText(Path.Combine(model, "tokenizer_config.json"), """{"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}""");
+        string data = Path.Combine(Dir, "data.txt");
+        File.WriteAllLines(data, Enumerable.Range(0, 40).Select(i => $"Line {i}: the quick brown fox jumps over the lazy dog number {i * 7}."));
+        return (model, data);
+    }
+
+    [Fact]
+    public void Source_cache_and_eval_entry_points_run_end_to_end()
+    {
+        var (model, data) = Setup();
+        var tok = Tokenizer.FromFolder(model);
+        Assert.Equal(50256, tok.BosTokenId);
+        Assert.Contains(50256L, ModelPipeline.SpecialTokenIds(tok));
+        var opts = new ModelDataOptions
+        {
+            ModelPath = model, DatasetPath = data, ContextSize = 16, Tokens = 100, ExcludeSpecialTokens = true, BatchSizePrompts = 2,
+            Processing = new WeightProcessingOptions { CenterWritingWeights = true },
+        };
+
+        // Source: ⌈100/16⌉ = 7 windows, BOS positions (at least one per window) dropped, centred residual stream.
+        var windows = ModelPipeline.Windows(tok, data, 16, true).Take(7).ToList();
+        long expectedRows = windows.Sum(w => w.Count(t => t != 50256));
+        using (var src = ModelPipeline.OpenSource(opts, "blocks.0.hook_resid_post", bufferContexts: 4, seed: 1))
+        {
+            long rows = 0;
+            while (src.Next(10) is { } b)
+            {
+                rows += b.Rows;
+                Assert.True(b.Input.mean([-1]).abs().max().item<float>() < 1e-5, "center_writing_weights should centre resid_post");
+                b.Dispose();
+            }
+            Assert.Equal(expectedRows, rows);
+            Assert.Equal(7, src.ContextsConsumed);
+        }
+
+        // Cache: same rows, manifest records the processing.
+        string dir = Path.Combine(Dir, "cache");
+        var m = ModelPipeline.WriteCache(opts, "blocks.0.hook_resid_post", dir, contextsPerShard: 3, dtype: ScalarType.Float16);
+        Assert.Equal(expectedRows, m.TotalRows);
+        Assert.Equal(3, m.Shards.Count);
+        Assert.True(m.ModelFromPretrainedKwargs["center_writing_weights"]);
+        Assert.Equal("float16", m.Dtype);
+        using (var cached = new ActivationCacheFolder(dir, new ActivationFileSourceOptions { Seed = 2 }))
+        {
+            long rows = 0;
+            while (cached.Next(32) is { } b) { rows += b.Rows; b.Dispose(); }
+            Assert.Equal(expectedRows, rows);
+            Assert.Equal(16, cached.DIn);
+        }
+
+        // Eval: an identity SAE that asks for centred weights recovers all of the loss.
+        var cfg = new SaeConfig { DIn = 16, DSae = 32, ApplyBDecToInput = false };
+        cfg.Metadata.HookName = "blocks.1.hook_resid_pre";
+        cfg.Metadata.ContextSize = 16;
+        cfg.Metadata.ModelFromPretrainedKwargs = new() { ["center_writing_weights"] = System.Text.Json.JsonDocument.Parse("true").RootElement };
+        using (var sae = SaeFactory.Create(cfg))
+        {
+            using (no_grad())
+            {
+                var id = eye(16);
+                sae.WEnc.copy_(cat([id, -id], 1));
+                sae.WDec.copy_(cat([id, -id], 0));
+            }
+            SaeLensFormat.Save(sae, Path.Combine(Dir, "sae"));
+        }
+        var r = ModelPipeline.Evaluate([Path.Combine(Dir, "sae")], opts with { Processing = new() })[0];
+        Assert.Equal(1, r.CeLossScore, 4);
+        Assert.Equal(1, r.ExplainedVariance, 4);
+        Assert.Equal(expectedRows, r.Tokens);
+    }
+}
