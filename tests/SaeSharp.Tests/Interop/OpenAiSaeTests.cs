@@ -32,7 +32,7 @@ public sealed class OpenAiSaeTests : IDisposable
     /// <summary>Writes what <c>torch.save(autoencoder.state_dict(), path)</c> produces: an OrderedDict of tensors (one
     /// storage each), then <c>activation</c> and, when given, <c>activation_state_dict</c> {k, postact_fn} and <c>normalize</c>.</summary>
     internal static void WriteCheckpoint(string path, IEnumerable<KeyValuePair<string, Tensor>> tensors, string? activation,
-        long? k = null, string? postact = "ReLU", bool? normalize = null)
+        long? k = null, string? postact = "ReLU", bool? normalize = null, IReadOnlyDictionary<string, long[]>? claimedShapes = null)
     {
         Directory.CreateDirectory(Path.GetDirectoryName(path)!);
         var w = new PickleWriter().Proto(2).Global("collections", "OrderedDict").EmptyTuple().Reduce().Mark();
@@ -40,7 +40,7 @@ public sealed class OpenAiSaeTests : IDisposable
         foreach (var (name, t) in tensors)
         {
             string key = storages.Count.ToString();
-            var shape = t.shape;
+            var shape = claimedShapes?.GetValueOrDefault(name) ?? t.shape;
             var stride = new long[shape.Length];
             for (int i = shape.Length - 1, s = 1; i >= 0; s *= (int)shape[i], i--) stride[i] = s;
             bool isLong = t.dtype == ScalarType.Int64;
@@ -212,6 +212,17 @@ public sealed class OpenAiSaeTests : IDisposable
         var e = Assert.Throws<SaeSharpException>(() => OpenAiSae.Load(path));
         Assert.Contains(path, e.Message);
         Assert.Contains(expected, e.Message);
+    }
+
+    [Fact]
+    public void A_tensor_claiming_more_elements_than_its_storage_holds_is_refused()
+    {
+        var path = Path.Combine(_dir, "ae.pt");
+        WriteCheckpoint(path, RandomStateDict(d: 4, n: 8, seed: 12), "TopK", k: 2,
+            claimedShapes: new Dictionary<string, long[]> { ["decoder.weight"] = [4, 9] });
+        var e = Assert.Throws<SaeSharpException>(() => OpenAiSae.Load(path));
+        Assert.Contains(path, e.Message);
+        Assert.Contains("size [4,9]", e.Message); // the pickle reader names the storage; keys are not known at that point
     }
 
     [Fact]

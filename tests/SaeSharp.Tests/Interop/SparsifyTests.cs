@@ -180,6 +180,23 @@ public sealed class SparsifyTests : IDisposable
     }
 
     [Fact]
+    public void A_safetensors_header_claiming_another_shape_than_its_data_is_refused()
+    {
+        var folder = Path.Combine(_dir, "layers.0");
+        WriteSae(folder, dIn: 5, numLatents: 12);
+        var file = Path.Combine(folder, "sae.safetensors");
+        var bytes = File.ReadAllBytes(file);
+        var text = System.Text.Encoding.Latin1.GetString(bytes);
+        int at = text.IndexOf("\"shape\":[12,5]", text.IndexOf("\"W_dec\"", StringComparison.Ordinal), StringComparison.Ordinal);
+        Assert.True(at > 0);
+        System.Text.Encoding.Latin1.GetBytes("\"shape\":[12,6]").CopyTo(bytes, at); // same header length, more data claimed
+        File.WriteAllBytes(file, bytes);
+        var e = Assert.Throws<SaeSharpException>(() => Sparsify.Load(folder));
+        Assert.Contains(file, e.Message);
+        Assert.Contains("W_dec", e.Message);
+    }
+
+    [Fact]
     public void K_larger_than_the_dictionary_is_refused()
     {
         var folder = Path.Combine(_dir, "layers.0");
