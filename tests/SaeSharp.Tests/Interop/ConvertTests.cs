@@ -119,6 +119,27 @@ public sealed class ConvertTests : IDisposable
         Assert.Contains(format.Split(' ')[0], stdout);
     }
 
+    [Theory]
+    [MemberData(nameof(Formats))]
+    public void Loading_and_running_leak_no_tensors(string format, string architecture, string? hook)
+    {
+        _ = (architecture, hook);
+        var src = WriteSource(format);
+        using var probe = SaeLoader.Load(src);
+        var x = randn(4, probe.Cfg.DIn, generator: new Generator(9));
+        long before = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        using (var sae = SaeLoader.Load(src))
+        using (var _ = no_grad())
+        {
+            var (y, f) = sae.Run(x);
+            y.Dispose();
+            f.Dispose();
+            sae.forward(x).Dispose();
+            sae.Encode(x).Dispose();
+        }
+        Assert.Equal(before, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+    }
+
     [Fact]
     public void Convert_refuses_a_non_empty_output_folder_unless_forced()
     {
