@@ -115,7 +115,7 @@ internal static class TrainCommand
             trainer.CheckpointEverySteps = s.CheckpointEvery > 0 ? s.CheckpointEvery : Math.Max(1, s.Steps / 10);
             trainer.LogEverySteps = (int)Math.Clamp(s.Steps / 100, 1, trainer.LogEverySteps);
             var metadata = new SaeMetadata { DatasetPath = s.Activations };
-            var slots = recipes.Select(r => new SaeSlot(r, SaeRecipes.Create(r, dIn, dSae, s.K, s.L1, dOut, metadata))).ToList();
+            var slots = recipes.Select(r => new SaeSlot(r, SaeRecipes.Create(r, dIn, dSae, s.K, s.L1, dOut, metadata, s.Steps))).ToList();
             using var features = s.GroundTruth is null ? null : SyntheticDataset.ReadFeatures(s.GroundTruth);
             var options = new TrainingRunOptions
             {

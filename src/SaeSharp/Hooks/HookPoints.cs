@@ -143,13 +143,9 @@ public sealed class HookPoints
         if (string.IsNullOrWhiteSpace(spec)) throw new SaeSharpException("empty hook list: give 'all' or hook names separated by commas");
         if (spec.Trim() == "all") return Names;
         var result = new List<string>();
-        foreach (var raw in spec.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        foreach (var n in spec.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
         {
-            var kind = HookKind.Out;
-            string n = raw;
-            if (n.EndsWith(":in", StringComparison.Ordinal)) { kind = HookKind.In; n = n[..^3]; }
-            else if (n.EndsWith(":out", StringComparison.Ordinal)) { n = n[..^4]; }
-            var r = Resolve(n, kind);
+            var r = Resolve(n);
             if (!result.Contains(r)) result.Add(r);
         }
         return result;
@@ -159,12 +155,16 @@ public sealed class HookPoints
     /// Maps a hook name or alias to a TransformerLens hook name. A hook name is returned as is; a module path
     /// (TransformerLens <c>blocks.1.mlp</c> or Hugging Face <c>gpt_neox.layers.1.mlp</c>, <c>transformer.h.1.attn</c>,
     /// <c>h.1</c>) is mapped to the hook holding that module's output or, with <see cref="HookKind.In"/>, its input
-    /// (input of an MLP = <c>ln2.hook_normalized</c>; of a block = <c>hook_resid_pre</c>).
+    /// (input of an MLP = <c>ln2.hook_normalized</c>; of a block = <c>hook_resid_pre</c>). A suffix <c>:in</c> or
+    /// <c>:out</c> on the name overrides <paramref name="kind"/>.
     /// </summary>
     public string Resolve(string name, HookKind kind = HookKind.Out)
     {
         if (name is null) throw new SaeSharpException("hook name is null");
         name = name.Trim();
+        if (_set.Contains(name)) return name;
+        if (name.EndsWith(":in", StringComparison.Ordinal)) { kind = HookKind.In; name = name[..^3]; }
+        else if (name.EndsWith(":out", StringComparison.Ordinal)) { kind = HookKind.Out; name = name[..^4]; }
         if (_set.Contains(name)) return name;
         var r = TryResolveAlias(name, kind, out string? why);
         if (r is not null) return r;

@@ -7,7 +7,10 @@ namespace SaeSharp.Models;
 /// <summary>Options of one forward pass: attention mask, stop-at-layer, hook functions, activations to cache.</summary>
 public sealed class RunOptions
 {
-    /// <summary>[batch, pos] 1 for real tokens, 0 for padding (left or right). Null: all real.</summary>
+    /// <summary>
+    /// [batch, pos] 1 for real tokens, 0 for padding (left or right). Null: all real. Positions count real tokens
+    /// only (as HF generate computes position ids), so real tokens get the activations of an unpadded run.
+    /// </summary>
     public Tensor? AttentionMask { get; init; }
     /// <summary>TransformerLens <c>stop_at_layer</c>: run only blocks &lt; L (negative counts from the end) and return no logits.</summary>
     public int? StopAtLayer { get; init; }

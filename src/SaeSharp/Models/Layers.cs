@@ -132,7 +132,7 @@ internal sealed class ForwardContext
 /// Keys and values of the tokens processed so far (per layer, [batch, head, pos, d_head]) and their
 /// attention mask, for incremental decoding. Owns its tensors.
 /// </summary>
-public sealed class KvCache : IDisposable
+internal sealed class KvCache : IDisposable
 {
     private readonly Tensor?[] _k;
     private readonly Tensor?[] _v;

@@ -12,7 +12,8 @@ public static class ModelLoader
     public static IReadOnlyList<string> SupportedModelTypes { get; } = ["gpt2", "gpt_neox"];
 
     /// <summary>
-    /// Builds the model named by config.json (<c>model_type</c>, else <c>architectures</c>) and loads its weights,
+    /// Builds the model named by config.json (<c>model_type</c>, else <c>architectures</c>) and loads its weights
+    /// (safetensors, single or sharded; else <c>pytorch_model.bin</c>, single or sharded, via the restricted unpickler),
     /// converted to <paramref name="dtype"/> (f16 / bf16 checkpoints load into float32 by default).
     /// </summary>
     public static HookedTransformer FromPretrained(string folder, ScalarType dtype = ScalarType.Float32)
@@ -86,11 +87,11 @@ public static class ModelLoader
                 : alt is not null && ckpt.Contains(alt) ? alt
                 : throw new SaeSharpException($"{ckpt.Folder}: checkpoint has no weight '{key}'{(alt is null ? "" : $" (nor '{alt}')")}; " +
                                               $"the model expects shape [{string.Join(", ", param.shape)}]");
-            var (file, info) = ckpt.Info(found);
-            if (!info.Shape.SequenceEqual(param.shape))
-                throw new SaeSharpException($"{file.Path}: weight '{found}' has shape [{string.Join(", ", info.Shape)}] " +
+            var (file, shape) = ckpt.Info(found);
+            if (!shape.SequenceEqual(param.shape))
+                throw new SaeSharpException($"{file}: weight '{found}' has shape [{string.Join(", ", shape)}] " +
                                             $"but config.json implies [{string.Join(", ", param.shape)}]");
-            using var t = file.Read(found, param.dtype);
+            using var t = ckpt.Read(found, param.dtype);
             param.copy_(t);
             used.Add(found);
         }
@@ -101,16 +102,19 @@ public static class ModelLoader
     }
 }
 
-/// <summary>The safetensors files of a HF model folder: <c>model.safetensors</c> or the shards of <c>model.safetensors.index.json</c>.</summary>
+/// <summary>
+/// The weight files of a HF model folder: <c>model.safetensors</c>, the shards of <c>model.safetensors.index.json</c>,
+/// or (read in memory by the restricted unpickler) <c>pytorch_model.bin</c> and the shards of <c>pytorch_model.bin.index.json</c>.
+/// </summary>
 internal sealed class Checkpoint : IDisposable
 {
-    private readonly List<SafeTensorsFile> _files;
-    private readonly Dictionary<string, SafeTensorsFile> _byKey;
+    private readonly List<IDisposable> _files;
+    private readonly Dictionary<string, (string Path, long[] Shape, Func<ScalarType, Tensor> Read)> _byKey;
 
     public string Folder { get; }
     public IEnumerable<string> Keys => _byKey.Keys;
 
-    private Checkpoint(string folder, List<SafeTensorsFile> files, Dictionary<string, SafeTensorsFile> byKey)
+    private Checkpoint(string folder, List<IDisposable> files, Dictionary<string, (string, long[], Func<ScalarType, Tensor>)> byKey)
     {
         Folder = folder;
         _files = files;
@@ -119,56 +123,71 @@ internal sealed class Checkpoint : IDisposable
 
     public bool Contains(string key) => _byKey.ContainsKey(key);
 
-    public (SafeTensorsFile File, SafeTensorInfo Info) Info(string key) => (_byKey[key], _byKey[key].Info(key));
+    /// <summary>The file holding <paramref name="key"/> and the tensor's shape.</summary>
+    public (string Path, long[] Shape) Info(string key) => (_byKey[key].Path, _byKey[key].Shape);
+
+    /// <summary>Reads a tensor converted to <paramref name="dtype"/>; the caller owns it.</summary>
+    public Tensor Read(string key, ScalarType dtype) => _byKey[key].Read(dtype);
 
     public static Checkpoint Open(string folder)
     {
-        string single = Path.Combine(folder, "model.safetensors");
-        string index = Path.Combine(folder, "model.safetensors.index.json");
-        var files = new List<SafeTensorsFile>();
-        var byKey = new Dictionary<string, SafeTensorsFile>(StringComparer.Ordinal);
+        var files = new List<IDisposable>();
+        var byKey = new Dictionary<string, (string, long[], Func<ScalarType, Tensor>)>(StringComparer.Ordinal);
+        void AddSafeTensors(SafeTensorsFile f, IEnumerable<string> keys)
+        {
+            foreach (var k in keys)
+            {
+                if (!f.Contains(k)) throw new SaeSharpException($"{f.Path}: the index places weight '{k}' here but the file has no such tensor");
+                byKey[k] = (f.Path, f.Info(k).Shape, dt => f.Read(k, dt));
+            }
+        }
+        void AddPickle(TorchPickleCheckpoint c, IEnumerable<string>? keys)
+        {
+            var tensors = c.Tensors;
+            foreach (var k in keys ?? tensors.Keys)
+            {
+                if (!tensors.TryGetValue(k, out var t)) throw new SaeSharpException($"{c.Path}: the index places weight '{k}' here but the file has no such tensor");
+                byKey[k] = (c.Path, t.shape, dt => t.to(dt, copy: true));
+            }
+        }
         try
         {
+            string single = Path.Combine(folder, "model.safetensors");
+            string index = Path.Combine(folder, "model.safetensors.index.json");
+            string bin = Path.Combine(folder, "pytorch_model.bin");
+            string binIndex = Path.Combine(folder, "pytorch_model.bin.index.json");
             if (File.Exists(single))
             {
                 var f = SafeTensorsFile.Open(single);
                 files.Add(f);
-                foreach (var k in f.Names) byKey[k] = f;
+                AddSafeTensors(f, f.Names);
             }
             else if (File.Exists(index))
             {
-                JsonObject map;
-                try
+                foreach (var (shard, keys) in ReadIndex(index))
                 {
-                    map = JsonNode.Parse(File.ReadAllText(index))?["weight_map"] as JsonObject
-                          ?? throw new SaeSharpException($"{index}: missing object 'weight_map'");
+                    var f = SafeTensorsFile.Open(Path.Combine(folder, shard));
+                    files.Add(f);
+                    AddSafeTensors(f, keys);
                 }
-                catch (System.Text.Json.JsonException e)
+            }
+            else if (File.Exists(bin))
+            {
+                var c = TorchPickle.Load(bin);
+                files.Add(c);
+                AddPickle(c, null);
+            }
+            else if (File.Exists(binIndex))
+            {
+                foreach (var (shard, keys) in ReadIndex(binIndex))
                 {
-                    throw new SaeSharpException($"{index}: invalid JSON ({e.Message})");
-                }
-                var opened = new Dictionary<string, SafeTensorsFile>(StringComparer.Ordinal);
-                foreach (var (key, node) in map)
-                {
-                    string shard = node?.GetValue<string>() ?? throw new SaeSharpException($"{index}: weight '{key}' has no file");
-                    if (shard.Contains('/') || shard.Contains('\\'))
-                        throw new SaeSharpException($"{index}: weight '{key}': shard file name '{shard}' must not contain a path");
-                    if (!opened.TryGetValue(shard, out var f))
-                    {
-                        f = SafeTensorsFile.Open(Path.Combine(folder, shard));
-                        opened[shard] = f;
-                        files.Add(f);
-                    }
-                    if (!f.Contains(key)) throw new SaeSharpException($"{f.Path}: index {index} places weight '{key}' here but the file has no such tensor");
-                    byKey[key] = f;
+                    var c = TorchPickle.Load(Path.Combine(folder, shard));
+                    files.Add(c);
+                    AddPickle(c, keys);
                 }
             }
             else
-            {
-                bool pickle = File.Exists(Path.Combine(folder, "pytorch_model.bin"));
-                throw new SaeSharpException($"{folder}: no model.safetensors or model.safetensors.index.json" +
-                                            (pickle ? " (only pytorch_model.bin, which this loader does not read: convert it to safetensors)" : ""));
-            }
+                throw new SaeSharpException($"{folder}: no model.safetensors, model.safetensors.index.json, pytorch_model.bin or pytorch_model.bin.index.json");
         }
         catch
         {
@@ -176,6 +195,31 @@ internal sealed class Checkpoint : IDisposable
             throw;
         }
         return new Checkpoint(folder, files, byKey);
+    }
+
+    /// <summary>The <c>weight_map</c> of a HF index file, grouped by shard file name.</summary>
+    private static IEnumerable<(string Shard, List<string> Keys)> ReadIndex(string index)
+    {
+        JsonObject map;
+        try
+        {
+            map = JsonNode.Parse(File.ReadAllText(index))?["weight_map"] as JsonObject
+                  ?? throw new SaeSharpException($"{index}: missing object 'weight_map'");
+        }
+        catch (System.Text.Json.JsonException e)
+        {
+            throw new SaeSharpException($"{index}: invalid JSON ({e.Message})");
+        }
+        var groups = new Dictionary<string, List<string>>(StringComparer.Ordinal);
+        foreach (var (key, node) in map)
+        {
+            string shard = node is JsonValue v && v.TryGetValue(out string? str) ? str : throw new SaeSharpException($"{index}: weight '{key}' has no file name");
+            if (shard.Contains('/') || shard.Contains('\\') || shard.StartsWith('.'))
+                throw new SaeSharpException($"{index}: weight '{key}': shard file name '{shard}' must be a plain file name");
+            if (!groups.TryGetValue(shard, out var list)) groups[shard] = list = new();
+            list.Add(key);
+        }
+        return groups.Select(g => (g.Key, g.Value));
     }
 
     public void Dispose()

@@ -39,7 +39,7 @@ public static class DeadLatentResampler
 
         var alive = deadMask.logical_not();
         var encNorms = sae.WEnc.detach().norm(0);
-        double aliveMean = alive.any().item<bool>() ? encNorms.masked_select(alive).mean().item<double>() : 1.0;
+        double aliveMean = alive.any().item<bool>() ? encNorms.masked_select(alive).to(ScalarType.Float64).mean().item<double>() : 1.0;
 
         sae.WDec.index_copy_(0, deadIdx, decDir.to(sae.WDec.dtype));
         sae.WEnc.index_copy_(1, deadIdx, (encIn * (EncoderNormFactor * aliveMean)).t().to(sae.WEnc.dtype));

@@ -38,9 +38,9 @@ internal sealed class FeatureStatistics : IDisposable
             WindowSteps = 0;
         }
         var fired = featureActs.detach().ne(0);
-        ActCounts.add_(fired.sum(0));
+        ActCounts.add_(fired.sum(0L));
         TokensSinceFired.add_(featureActs.shape[0]);
-        TokensSinceFired.masked_fill_(fired.any(0), 0);
+        TokensSinceFired.masked_fill_(fired.any(0L), 0);
         WindowRows += featureActs.shape[0];
         WindowSteps++;
     }

@@ -48,7 +48,7 @@ public static class SaeRecipes
 
     /// <summary>Creates an SAE (zero weights; the trainer initialises them) with the recipe's training options.</summary>
     public static Sae Create(string recipe, int dIn, int dSae, int? k = null, double? sparsityCoefficient = null,
-        int? dOut = null, SaeMetadata? metadata = null)
+        int? dOut = null, SaeMetadata? metadata = null, long? totalSteps = null)
     {
         string arch = Architecture(recipe);
         bool topKFamily = arch is SaeArchitectures.TopK or SaeArchitectures.BatchTopK or SaeArchitectures.MatryoshkaBatchTopK;
@@ -68,6 +68,8 @@ public static class SaeRecipes
         var sae = SaeFactory.Create(cfg);
         sae.Training.SparsityCoefficient = sparsityCoefficient ?? DefaultSparsityCoefficient(recipe);
         sae.Training.Penalty = recipe == "relu-april" ? SparsityPenalty.L1DecoderNorm : SparsityPenalty.L1;
+        // BatchTopK estimates its inference threshold from step 1000 (dictionary_learning); short runs start at a quarter.
+        if (totalSteps is long steps) sae.Training.ThresholdStartStep = Math.Min(sae.Training.ThresholdStartStep, steps / 4);
         return sae;
     }
 }

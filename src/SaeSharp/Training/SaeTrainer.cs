@@ -50,6 +50,8 @@ public sealed class SaeTrainer : IDisposable
                 _cfg.CheckSharedFieldsEqual(own, slot.Name);
             }
             var sae = slot.Sae;
+            if (own.ResampleSteps is { Length: > 0 } && !SaeContract.SupportsResampling(sae))
+                throw new SaeSharpException($"SAE '{slot.Name}': resample_steps applies to the standard (ReLU) recipe, not to architecture '{sae.Cfg.Architecture}'");
             if (sae.Cfg.DIn != source.DIn)
                 throw new SaeSharpException($"SAE '{slot.Name}' has d_in={sae.Cfg.DIn} but the activation source gives rows of width {source.DIn}");
             if (sae.Cfg.DOutOrIn != source.DOut)
@@ -100,6 +102,7 @@ public sealed class SaeTrainer : IDisposable
         if (!Initialized) Initialize();
 
         TrainingStatus? status = null;
+        TrainingProgress? last = null;
         var runClock = Stopwatch.StartNew();
         var reportClock = Stopwatch.StartNew();
         long stepsThisRun = 0, rowsSinceReport = 0;
@@ -126,6 +129,7 @@ public sealed class SaeTrainer : IDisposable
                     Eta = TimeSpan.FromSeconds(runClock.Elapsed.TotalSeconds / stepsThisRun * (TotalSteps - Step)),
                     Saes = metrics,
                 };
+                last = progress;
                 _log?.Write(progress);
                 Progress?.Report(progress);
                 reportClock.Restart();
@@ -147,6 +151,7 @@ public sealed class SaeTrainer : IDisposable
             Saes = _slots.Select(FoldedResult).ToList(),
             LogFile = _log?.Path,
             LastCheckpoint = LastCheckpoint,
+            LastProgress = last,
         };
     }
 
@@ -291,7 +296,7 @@ public sealed class SaeTrainer : IDisposable
         if (!log) return null;
 
         using var _ = no_grad();
-        var losses = new Dictionary<string, double>(StringComparer.Ordinal) { ["overall_loss"] = o.Loss.item<float>() };
+        var losses = new Dictionary<string, double>(StringComparer.Ordinal) { ["overall_loss"] = o.Loss.detach().to(ScalarType.Float64).item<double>() };
         foreach (var (k, v) in o.Losses) losses[k] = v.to(ScalarType.Float64).item<double>();
         var f = o.FeatureActs.detach();
         double l0 = f.ne(0).sum(1).to(ScalarType.Float64).mean().item<double>();
@@ -384,12 +389,14 @@ public sealed class SaeTrainer : IDisposable
             foreach (var (k, t) in copy.state_dict()) t.copy_(src[k]);
         }
         if (ScaleIn != 1 || ScaleOut != 1) copy.FoldActivationScale(ScaleIn, ScaleOut);
-        copy.eval();
+        var inference = copy.ToInferenceSae();
+        if (!ReferenceEquals(inference, copy)) copy.Dispose();
+        inference.eval();
         var config = slot.Config.Clone();
         config.Lr = slot.Lr;
         config.AdamBeta1 = slot.Adam.Beta1;
         config.AdamBeta2 = slot.Adam.Beta2;
-        return new TrainedSae { Name = slot.Name, Sae = copy, Sparsity = slot.Stats.LogSparsity().DetachFromDisposeScope(), Config = config };
+        return new TrainedSae { Name = slot.Name, Sae = inference, Sparsity = slot.Stats.LogSparsity().DetachFromDisposeScope(), Config = config };
     }
 
     // ---------------------------------------------------------------- checkpoints
@@ -403,11 +410,7 @@ public sealed class SaeTrainer : IDisposable
         var root = Path.GetFullPath(_cfg.CheckpointPath);
         Directory.CreateDirectory(root);
         var final = Path.Combine(root, $"{StepFolderPrefix}{Step:D9}");
-        if (Directory.Exists(final) && File.Exists(Path.Combine(final, StateFileName)))
-        {
-            LastCheckpoint = final;
-            return final;
-        }
+        if (final == LastCheckpoint && File.Exists(Path.Combine(final, StateFileName))) return final; // nothing new since
         var tmp = Path.Combine(root, $".tmp_{StepFolderPrefix}{Step:D9}_{Guid.NewGuid():N}");
         Directory.CreateDirectory(tmp);
         try
@@ -579,10 +582,10 @@ public sealed class SaeTrainer : IDisposable
             Name = name;
             Sae = sae;
             Config = config;
-            var d = ArchitectureDefaults.For(sae.Cfg.Architecture);
-            Lr = config.Lr ?? d.Lr;
+            Lr = config.Lr ?? SaeContract.DefaultLearningRate(sae);
+            var (beta1, beta2) = SaeContract.DefaultAdamBetas(sae);
             var parameters = sae.named_parameters().Select(p => (p.name, p.parameter)).ToList();
-            Adam = new AdamOptimizer(parameters, config.AdamBeta1 ?? d.Beta1, config.AdamBeta2 ?? d.Beta2, config.AdamEpsilon);
+            Adam = new AdamOptimizer(parameters, config.AdamBeta1 ?? beta1, config.AdamBeta2 ?? beta2, config.AdamEpsilon);
             Stats = new FeatureStatistics(sae.Cfg.DSae, run.DeadFeatureWindow, run.FeatureSamplingWindow);
             FirstBadStep = tensor(-1L).DetachFromDisposeScope();
             ResampleSteps = new HashSet<long>(config.ResampleSteps ?? []);
@@ -608,14 +611,13 @@ public sealed class SaeTrainer : IDisposable
     }
 }
 
-/// <summary>Adam learning rate and betas used when the config leaves them null. Standard/TopK/BatchTopK/Matryoshka
-/// follow SAELens (lr 3e-4, β = (0.9, 0.999)); Gated and JumpReLU use β1 = 0 as in Rajamanoharan et al. (2024).</summary>
-public static class ArchitectureDefaults
+/// <summary>The trainer's dependencies on per-architecture behaviour beyond the <see cref="Sae"/> contract.</summary>
+internal static class SaeContract
 {
-    public static (double Lr, double Beta1, double Beta2) For(string architecture) => architecture switch
-    {
-        SaeArchitectures.Gated => (5e-5, 0.0, 0.999),
-        SaeArchitectures.JumpReLU => (7e-5, 0.0, 0.999),
-        _ => (3e-4, 0.9, 0.999),
-    };
+    public static double DefaultLearningRate(Sae sae) => sae.DefaultLearningRate();
+
+    public static (double Beta1, double Beta2) DefaultAdamBetas(Sae sae) => sae.DefaultAdamBetas;
+
+    /// <summary>Architectures whose latents the Towards Monosemanticity resampling applies to (ReLU encoder with b_enc).</summary>
+    public static bool SupportsResampling(Sae sae) => sae.Cfg.Architecture == SaeArchitectures.Standard;
 }

@@ -8,12 +8,18 @@ public static class Schedules
     /// warm-up lr·(s+1)/W for s &lt; W; then lr; for linear/cosine, over the last D steps (D = lr_decay_steps, or all
     /// steps after warm-up when 0) progress p = (s − (T − D) + 1)/D goes to 1 and lr moves to lr_end
     /// linearly (lr + (lr_end − lr)·p) or along a half cosine (lr_end + (lr − lr_end)·(1 + cos πp)/2).
+    /// "constant" does not decay unless lr_decay_steps &gt; 0, in which case it decays linearly to 0 (as in SAELens).
     /// </summary>
     public static double LearningRate(string scheduler, double lr, double lrEnd, long warmUpSteps, long decaySteps, long totalSteps, long step)
     {
         if (warmUpSteps > 0 && step < warmUpSteps) return lr * (step + 1) / warmUpSteps;
         var name = scheduler.ToLowerInvariant();
-        if (name == LrSchedulers.Constant) return lr;
+        if (name == LrSchedulers.Constant)
+        {
+            if (decaySteps <= 0) return lr;
+            lrEnd = 0; // SAELens: "constant" with lr_decay_steps decays linearly to 0
+            name = LrSchedulers.Linear;
+        }
         long d = decaySteps > 0 ? decaySteps : totalSteps - warmUpSteps;
         long start = totalSteps - d;
         if (d <= 0 || step < start) return lr;

@@ -30,11 +30,11 @@ public sealed class TrainerConfig
     [JsonPropertyName("lr")] public double? Lr { get; set; }
     /// <summary>Learning rate at the end of the decay (per SAE); null means lr/10 (SAELens).</summary>
     [JsonPropertyName("lr_end")] public double? LrEnd { get; set; }
-    /// <summary>"constant", "linear" or "cosine" (per SAE).</summary>
+    /// <summary>"constant", "linear" or "cosine" (per SAE); "constant" with lr_decay_steps decays linearly to 0 (SAELens).</summary>
     [JsonPropertyName("lr_scheduler_name")] public string LrSchedulerName { get; set; } = LrSchedulers.Constant;
     /// <summary>Linear warm-up: step s &lt; W uses lr·(s+1)/W (per SAE).</summary>
     [JsonPropertyName("lr_warm_up_steps")] public long LrWarmUpSteps { get; set; }
-    /// <summary>Length of the final decay for linear/cosine; 0 means every step after warm-up (per SAE).</summary>
+    /// <summary>Length of the final decay; for linear/cosine 0 means every step after warm-up (per SAE).</summary>
     [JsonPropertyName("lr_decay_steps")] public long LrDecaySteps { get; set; }
     /// <summary>Adam β1 (per SAE); null means the architecture default.</summary>
     [JsonPropertyName("adam_beta1")] public double? AdamBeta1 { get; set; }
@@ -130,8 +130,6 @@ public sealed class TrainerConfig
             throw Bad("lr_scheduler_name", LrSchedulerName, string.Join("|", LrSchedulers.All));
         if (LrWarmUpSteps < 0) throw Bad("lr_warm_up_steps", LrWarmUpSteps, "≥ 0");
         if (LrDecaySteps < 0) throw Bad("lr_decay_steps", LrDecaySteps, "≥ 0");
-        if (NormalizedScheduler == LrSchedulers.Constant && LrDecaySteps > 0)
-            throw Bad("lr_decay_steps", LrDecaySteps, "0 with lr_scheduler_name 'constant' (use 'linear' or 'cosine' to decay)");
         if (LrWarmUpSteps + LrDecaySteps > Steps)
             throw new SaeSharpException($"{source}: lr_warm_up_steps ({LrWarmUpSteps}) + lr_decay_steps ({LrDecaySteps}) exceed the {Steps} training steps");
         if (AdamBeta1 is < 0 or >= 1) throw Bad("adam_beta1", AdamBeta1, "in [0, 1)");

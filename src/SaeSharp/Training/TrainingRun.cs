@@ -79,7 +79,9 @@ public static class TrainingRun
                     if (evalBatches is not null)
                     {
                         trained.Sae.eval();
-                        metrics = SaeEvaluator.Evaluate(trained.Sae, evalBatches, groundTruthFeatures: o.GroundTruthFeatures);
+                        // The evaluator disposes what it is given: hand it aliases so every SAE sees the same rows.
+                        var views = evalBatches.Select(b => new ActivationBatch(b.Input.alias(), b.HasSeparateTarget ? b.Target.alias() : null));
+                        metrics = SaeEvaluator.Evaluate(trained.Sae, views, groundTruthFeatures: o.GroundTruthFeatures);
                         AtomicFile.WriteAllText(Path.Combine(dir, MetricsFile), metrics.ToJson());
                     }
                     outputs.Add(new TrainedSaeOutput(trained.Name, dir, metrics));

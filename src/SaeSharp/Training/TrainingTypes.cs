@@ -98,6 +98,8 @@ public sealed class TrainingResult : IDisposable
     public string? LogFile { get; init; }
     /// <summary>The last checkpoint folder written, if any.</summary>
     public string? LastCheckpoint { get; init; }
+    /// <summary>Metrics of the last logged step of this call (the last step is always logged), for a summary.</summary>
+    public TrainingProgress? LastProgress { get; init; }
 
     public void Dispose()
     {

@@ -216,17 +216,20 @@ public class HookTests : ModelTestBase
         Assert.Equal(new[] { "blocks.1.ln2.hook_normalized", "blocks.1.hook_mlp_out", "hook_embed" },
             np.Select("gpt_neox.layers.1.mlp:in, layers.1.mlp:out,hook_embed,blocks.1.hook_mlp_out"));
         Assert.Equal(n.HookNames, np.Select("all"));
+        Assert.Equal("blocks.1.ln2.hook_normalized", np.Resolve("gpt_neox.layers.1.mlp:in"));
+        Assert.Equal("blocks.1.hook_mlp_out", np.Resolve("gpt_neox.layers.1.mlp:out", HookKind.In));
     }
 
     [Fact]
     public void AliasHooksAndCacheLookupsMatchCanonicalNames()
     {
         using var m = NeoX(parallel: false);
-        var (_, c) = m.RunWithCache(Toks, ["gpt_neox.layers.1.mlp", "gpt_neox.layers.1.mlp:in".Split(':')[0]]);
+        var (_, c) = m.RunWithCache(Toks, ["gpt_neox.layers.1.mlp", "layers.1.mlp", "gpt_neox.layers.1.mlp:in"]);
         using (c)
         {
-            Assert.Equal(new[] { "blocks.1.hook_mlp_out" }, c.Keys);
+            Assert.Equal(new[] { "blocks.1.ln2.hook_normalized", "blocks.1.hook_mlp_out" }, c.Keys);
             Assert.True(c["gpt_neox.layers.1.mlp"].equal(c["blocks.1.hook_mlp_out"]).all().item<bool>());
+            Assert.True(c["gpt_neox.layers.1.mlp:in"].equal(c["blocks.1.ln2.hook_normalized"]).all().item<bool>());
         }
         var viaAlias = m.RunWithHooks(Toks, ("gpt_neox.layers.0.attention", x => x * 0));
         var viaName = m.RunWithHooks(Toks, ("blocks.0.hook_attn_out", x => x * 0));
@@ -249,6 +252,7 @@ public class HookTests : ModelTestBase
     public void CachedTensorsOutliveTheForwardAndForwardDoesNotLeak()
     {
         using var m = Gpt2();
+        using var steer = ones(16);
         m.Forward(Toks).Dispose();
         long before = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
         for (int i = 0; i < 3; i++) m.Forward(Toks).Dispose();
@@ -260,5 +264,9 @@ public class HookTests : ModelTestBase
         Assert.Equal(7, c["blocks.1.hook_resid_post"].shape[1]);
         c.Dispose();
         Assert.Equal(before, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+        m.RunWithHooks(Toks, ("blocks.0.hook_resid_post", x => x + steer), ("blocks.1.attn.hook_pattern", x => x.clone())).Dispose();
+        m.Generate(Toks, 3, new GenerationOptions { Hooks = [("blocks.0.hook_resid_post", x => x + steer)], ReturnLogits = true, Temperature = 1, TopP = 0.9, Seed = 1 }).Dispose();
+        Assert.Equal(before, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+        Assert.Equal(1f, steer[0].item<float>()); // the caller's tensor is never disposed or modified
     }
 }

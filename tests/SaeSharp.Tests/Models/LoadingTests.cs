@@ -1,6 +1,7 @@
 using System.Text.Json.Nodes;
 using SaeSharp.IO;
 using SaeSharp.Models;
+using SaeSharp.Tests.IO;
 using static TorchSharp.torch;
 
 namespace SaeSharp.Tests.Models;
@@ -181,5 +182,55 @@ public class LoadingTests : ModelTestBase
         var (_, full) = m.RunWithCache(Toks);
         using (full)
             foreach (var (k, t) in back) Assert.True(full[k].equal(t).all().item<bool>(), k);
+    }
+
+    /// <summary>Writes float32 tensors as a torch.save zip (a dict of _rebuild_tensor_v2 entries, one storage each).</summary>
+    private static void WriteTorchBin(string path, IEnumerable<KeyValuePair<string, Tensor>> tensors)
+    {
+        var w = new PickleWriter().Proto(2).EmptyDict().Mark();
+        var storages = new Dictionary<string, byte[]>();
+        int i = 0;
+        foreach (var (name, t) in tensors)
+        {
+            var c = t.to(ScalarType.Float32).contiguous();
+            var shape = c.shape;
+            var stride = Enumerable.Range(0, shape.Length).Select(d => shape.Skip(d + 1).Aggregate(1L, (a, b) => a * b)).ToArray();
+            string key = (i++).ToString(System.Globalization.CultureInfo.InvariantCulture);
+            w.Str(name).Tensor("FloatStorage", key, c.numel(), 0, shape, stride);
+            storages[key] = c.data<float>().ToArray().SelectMany(BitConverter.GetBytes).ToArray();
+        }
+        PickleWriter.WriteCheckpoint(path, w.SetItems().Stop().ToArray(), storages);
+    }
+
+    [Fact]
+    public void PytorchModelBinLoadsLikeSafetensors()
+    {
+        var st = TinyModels.WriteNeoX(Sub("st"), seed: 31, options: new TinyModelOptions { ExtraBuffers = false });
+        var w = SafeTensors.Load(Path.Combine(st, "model.safetensors"));
+        using var reference = ModelLoader.FromPretrained(st);
+
+        var bin = Sub("bin");
+        Directory.CreateDirectory(bin);
+        File.Copy(Path.Combine(st, "config.json"), Path.Combine(bin, "config.json"));
+        WriteTorchBin(Path.Combine(bin, "pytorch_model.bin"), w);
+        using (var m = ModelLoader.FromPretrained(bin))
+            Assert.True(reference.Forward(Toks).equal(m.Forward(Toks)).all().item<bool>());
+
+        // Sharded: two .bin files and pytorch_model.bin.index.json.
+        var sharded = Sub("binsh");
+        Directory.CreateDirectory(sharded);
+        File.Copy(Path.Combine(st, "config.json"), Path.Combine(sharded, "config.json"));
+        var keys = w.Keys.ToList();
+        var map = new JsonObject();
+        for (int s = 0; s < 2; s++)
+        {
+            string file = $"pytorch_model-0000{s + 1}-of-00002.bin";
+            var part = keys.Where((_, i) => i % 2 == s).ToList();
+            WriteTorchBin(Path.Combine(sharded, file), part.Select(k => new KeyValuePair<string, Tensor>(k, w[k])));
+            foreach (var k in part) map[k] = file;
+        }
+        File.WriteAllText(Path.Combine(sharded, "pytorch_model.bin.index.json"), new JsonObject { ["weight_map"] = map }.ToJsonString());
+        using (var m = ModelLoader.FromPretrained(sharded))
+            Assert.True(reference.Forward(Toks).equal(m.Forward(Toks)).all().item<bool>());
     }
 }
