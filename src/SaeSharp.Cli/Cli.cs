@@ -21,6 +21,7 @@ internal static class Cli
                      SaeCommands.Eval(),
                      SaeCommands.Encode(),
                      SaeCommands.Synth(),
+                     ConvertCommand.Create(),
                  })
             root.Subcommands.Add(command);
         return root;

@@ -10,6 +10,9 @@ public static class SaeLoader
     [
         ("SAELens", SaeLensFormat.IsSaeLensFolder, SaeLensFormat.Load),
         ("dictionary_learning", DictionaryLearning.IsDictionaryLearningPath, DictionaryLearning.Load),
+        ("Gemma Scope", GemmaScope.IsGemmaScopePath, GemmaScope.Load),
+        ("sparsify", Sparsify.IsSparsifyPath, Sparsify.Load),
+        ("OpenAI sparse_autoencoder", OpenAiSae.IsOpenAiCheckpoint, OpenAiSae.Load),
     ];
 
     /// <summary>Registers a format (used by the interop loaders).</summary>

@@ -1,4 +1,5 @@
 using SaeSharp.Saes;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace SaeSharp.Interop;
@@ -26,6 +27,7 @@ public static class SaeWeights
             if (!targets.ContainsKey(name) && !ignored.Contains(name))
                 throw new SaeSharpException($"{source}: unexpected tensor '{name}' for architecture '{sae.Cfg.Architecture}' (expected: {string.Join(", ", targets.Keys)})");
         using var _ = no_grad();
+        using var scope = torch.NewDisposeScope();
         foreach (var (name, target) in targets)
         {
             var w = weights[name];

@@ -9,7 +9,7 @@ namespace SaeSharp.Saes;
 /// <c>W_dec</c> [d_sae, d_out], <c>b_dec</c> [d_out]. Subclasses (one file per architecture) add their own
 /// parameters (<c>threshold</c>, <c>b_gate</c>, <c>r_mag</c>, <c>b_mag</c>), define <see cref="Encode"/> and the
 /// training loss, and call <c>RegisterComponents()</c> at the end of their constructor.
-/// <c>forward(x)</c> returns the reconstruction. Gated SAEs have no <c>b_enc</c> (SAELens: <c>b_gate</c>/<c>b_mag</c>).
+/// <c>forward(x)</c> returns the reconstruction (un-normalised when <see cref="UsesLayerNorm"/>). Gated SAEs have no <c>b_enc</c> (SAELens: <c>b_gate</c>/<c>b_mag</c>).
 /// </summary>
 public abstract class Sae : nn.Module<Tensor, Tensor>
 {
@@ -44,8 +44,44 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
     public Parameter WDec => W_dec;
     public Parameter BDec => b_dec;
 
-    /// <summary>The input to the encoder matmul: x − b_dec when <c>apply_b_dec_to_input</c>.</summary>
-    protected Tensor EncoderInput(Tensor x) => Cfg.ApplyBDecToInput ? x - b_dec : x.alias();
+    /// <summary>The input to the encoder matmul: x (layer-normed when <c>normalize_activations</c> is "layer_norm"),
+    /// minus b_dec when <c>apply_b_dec_to_input</c>.</summary>
+    protected Tensor EncoderInput(Tensor x)
+    {
+        if (!UsesLayerNorm) return Cfg.ApplyBDecToInput ? x - b_dec : x.alias();
+        using var scope = NewDisposeScope();
+        var (mu, std) = LayerNormStats(x);
+        var xn = (x - mu) / (std + LayerNormEps);
+        return (Cfg.ApplyBDecToInput ? xn - b_dec : xn).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>ε of SAELens's (and OpenAI sparse_autoencoder's) per-row layer norm.</summary>
+    public const double LayerNormEps = 1e-5;
+
+    /// <summary>True when <c>normalize_activations</c> is "layer_norm" (SAELens's run-time normalisation, used by OpenAI's
+    /// TopK SAEs): each input row becomes (x − μ)/(σ + 1e-5) with μ its mean and σ its unbiased (n − 1) standard deviation;
+    /// <see cref="Encode"/> applies it, and <c>forward</c>/<see cref="Run"/> map the reconstruction back as ŷ·σ + μ.
+    /// <see cref="Decode"/> alone returns the normalised-space reconstruction.</summary>
+    public bool UsesLayerNorm => Cfg.NormalizeActivations == "layer_norm";
+
+    /// <summary>Per-row mean μ and unbiased standard deviation σ of the centred row, each [N, 1] (torch's <c>x.std(-1)</c>).</summary>
+    public static (Tensor Mu, Tensor Std) LayerNormStats(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        var mu = x.mean([-1], keepdim: true);
+        var std = (x - mu).std(-1, unbiased: true, keepdim: true);
+        return (mu.MoveToOuterDisposeScope(), std.MoveToOuterDisposeScope());
+    }
+
+    /// <summary>Maps a reconstruction made from layer-normed input back to the scale of <paramref name="x"/> (ŷ·σ + μ);
+    /// a no-op (alias) unless <see cref="UsesLayerNorm"/>.</summary>
+    protected Tensor UndoInputNormalization(Tensor y, Tensor x)
+    {
+        if (!UsesLayerNorm) return y.alias();
+        using var scope = NewDisposeScope();
+        var (mu, std) = LayerNormStats(x);
+        return (y * std + mu).MoveToOuterDisposeScope();
+    }
 
     /// <summary>Pre-activations (x − b_dec?)·W_enc + b_enc, [N, d_sae].</summary>
     public virtual Tensor HiddenPre(Tensor x)
@@ -63,7 +99,7 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        return Decode(Encode(x)).MoveToOuterDisposeScope();
+        return UndoInputNormalization(Decode(Encode(x)), x).MoveToOuterDisposeScope();
     }
 
     /// <summary>Reconstruction and feature activations in one pass.</summary>
@@ -71,7 +107,7 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         var f = Encode(x);
-        var y = Decode(f);
+        var y = UndoInputNormalization(Decode(f), x);
         return (y.MoveToOuterDisposeScope(), f.MoveToOuterDisposeScope());
     }
 

@@ -1,3 +1,5 @@
+using Spectre.Console;
+
 namespace SaeSharp.Tests.Cli;
 
 /// <summary>Runs the <c>sae</c> command line in-process, capturing stdout and stderr.</summary>
@@ -13,6 +15,8 @@ internal static class CliRunner
             var (o, e) = (new StringWriter(), new StringWriter());
             Console.SetOut(o);
             Console.SetError(e);
+            // Spectre's AnsiConsole binds to the Console.Out of its first use; rebind it to this run's writer.
+            AnsiConsole.Console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(o) });
             try
             {
                 int exit = SaeSharp.Cli.Cli.Run(args);

@@ -1,0 +1,179 @@
+using SaeSharp.Interop;
+using SaeSharp.Saes;
+using SaeSharp.Tests.Cli;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Tests.Interop;
+
+/// <summary><c>sae convert</c> and <c>sae info</c> on every format, with files written by the tests in each format.</summary>
+public sealed class ConvertTests : IDisposable
+{
+    readonly string _dir = Directory.CreateTempSubdirectory("saesharp-convert-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    static string FindShared()
+    {
+        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
+        {
+            var candidate = Path.Combine(d.FullName, "shared");
+            if (Directory.Exists(Path.Combine(candidate, "fixtures"))) return candidate;
+        }
+        return "/work/shared";
+    }
+
+    /// <summary>Writes an SAE in <paramref name="format"/> under the test folder and returns its path.</summary>
+    string WriteSource(string format)
+    {
+        switch (format)
+        {
+            case "SAELens":
+                {
+                    var dir = Path.Combine(_dir, "saelens");
+                    var cfg = new SaeConfig
+                    {
+                        Architecture = SaeArchitectures.TopK, DIn = 6, DSae = 10, K = 3, NormalizeActivations = "layer_norm",
+                        Metadata = new SaeMetadata { HookName = "blocks.1.hook_resid_post", ModelName = "gpt2" },
+                    };
+                    using var sae = SaeFactory.Create(cfg);
+                    sae.InitializeWeights(new Generator(1));
+                    using (no_grad()) sae.BDec.copy_(randn(6, generator: new Generator(2)));
+                    SaeLensFormat.Save(sae, dir);
+                    return dir;
+                }
+            case "dictionary_learning":
+                return Path.Combine(FindShared(), "fixtures", "dictionary_learning", "BatchTopKSAE");
+            case "Gemma Scope":
+                {
+                    var dir = Path.Combine(_dir, "gemma-scope-2b-pt-res", "layer_4", "average_l0_20");
+                    GemmaScopeTests.WriteParams(dir, dIn: 6, dSae: 10, seed: 3);
+                    return dir;
+                }
+            case "sparsify":
+                {
+                    var dir = Path.Combine(_dir, "layers.4");
+                    SparsifyTests.WriteSae(dir, dIn: 6, numLatents: 10, k: 3, seed: 4);
+                    return dir;
+                }
+            case "OpenAI sparse_autoencoder":
+                {
+                    var path = Path.Combine(_dir, "resid_post_attn_v5_32k", "autoencoders", "4.pt");
+                    OpenAiSaeTests.WriteCheckpoint(path, OpenAiSaeTests.RandomStateDict(d: 6, n: 10, seed: 5), "TopK", k: 3);
+                    return path;
+                }
+            default:
+                throw new ArgumentException(format);
+        }
+    }
+
+    public static TheoryData<string, string, string?> Formats => new()
+    {
+        { "SAELens", SaeArchitectures.TopK, "blocks.1.hook_resid_post" },
+        { "dictionary_learning", SaeArchitectures.JumpReLU, "blocks.3.hook_mlp_out" },
+        { "Gemma Scope", SaeArchitectures.JumpReLU, "blocks.4.hook_resid_post" },
+        { "sparsify", SaeArchitectures.TopK, "blocks.4.hook_resid_post" },
+        { "OpenAI sparse_autoencoder", SaeArchitectures.TopK, "blocks.4.hook_resid_mid" },
+    };
+
+    [Theory]
+    [MemberData(nameof(Formats))]
+    public void Converted_sae_loads_as_SAELens_with_identical_encode_and_decode(string format, string architecture, string? hook)
+    {
+        var src = WriteSource(format);
+        Assert.Equal(format, SaeLoader.DetectFormat(src));
+        var dst = Path.Combine(_dir, "out");
+        var (exit, stdout, err) = CliRunner.Run("convert", src, "--to", "saelens", dst);
+        Assert.True(exit == 0, err);
+        Assert.Contains(dst, stdout);
+        Assert.Equal("SAELens", SaeLoader.DetectFormat(dst));
+
+        using var original = SaeLoader.Load(src);
+        using var converted = SaeLoader.Load(dst);
+        Assert.Equal(architecture, converted.Cfg.Architecture);
+        Assert.Equal(hook, converted.Cfg.Metadata.HookName);
+        Assert.Equal(original.Cfg.NormalizeActivations, converted.Cfg.NormalizeActivations);
+        Assert.Equal(original.Cfg.ApplyBDecToInput, converted.Cfg.ApplyBDecToInput);
+
+        using var _ = no_grad();
+        var x = randn(16, original.Cfg.DIn, generator: new Generator(7)) * 2 + 0.5;
+        var (y1, f1) = original.Run(x);
+        var (y2, f2) = converted.Run(x);
+        Assert.True(f1.gt(0).any().item<bool>(), "some latent fires");
+        Assert.True(f1.equal(f2).all().item<bool>(), "feature activations differ");
+        Assert.True(y1.equal(y2).all().item<bool>(), "reconstructions differ");
+        Assert.True(original.Decode(f1).equal(converted.Decode(f2)).all().item<bool>(), "decode differs");
+    }
+
+    [Theory]
+    [MemberData(nameof(Formats))]
+    public void Info_reports_format_and_architecture(string format, string architecture, string? hook)
+    {
+        _ = architecture;
+        var src = WriteSource(format);
+        var (exit, stdout, err) = CliRunner.Run("info", src);
+        Assert.True(exit == 0, err);
+        using var sae = SaeLoader.Load(src);
+        Assert.Contains(sae.Cfg.Architecture, stdout);
+        Assert.Contains(hook!, stdout);
+        Assert.Contains(format.Split(' ')[0], stdout);
+    }
+
+    [Theory]
+    [MemberData(nameof(Formats))]
+    public void Loading_and_running_leak_no_tensors(string format, string architecture, string? hook)
+    {
+        _ = (architecture, hook);
+        var src = WriteSource(format);
+        using var probe = SaeLoader.Load(src);
+        var x = randn(4, probe.Cfg.DIn, generator: new Generator(9));
+        long before = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        using (var sae = SaeLoader.Load(src))
+        using (var _ = no_grad())
+        {
+            var (y, f) = sae.Run(x);
+            y.Dispose();
+            f.Dispose();
+            sae.forward(x).Dispose();
+            sae.Encode(x).Dispose();
+        }
+        Assert.Equal(before, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+    }
+
+    [Fact]
+    public void Convert_refuses_a_non_empty_output_folder_unless_forced()
+    {
+        var src = WriteSource("sparsify");
+        var dst = Path.Combine(_dir, "out");
+        Directory.CreateDirectory(dst);
+        File.WriteAllText(Path.Combine(dst, "notes.txt"), "keep");
+        var (exit, _, err) = CliRunner.Run("convert", src, dst);
+        Assert.Equal(1, exit);
+        Assert.StartsWith("error:", err);
+        Assert.Contains("not empty", err);
+        Assert.False(File.Exists(Path.Combine(dst, "cfg.json")));
+
+        (exit, _, err) = CliRunner.Run("convert", src, dst, "--force");
+        Assert.True(exit == 0, err);
+        Assert.True(File.Exists(Path.Combine(dst, "cfg.json")));
+        Assert.Equal("keep", File.ReadAllText(Path.Combine(dst, "notes.txt")));
+    }
+
+    [Fact]
+    public void Convert_reports_a_broken_input_in_one_line_and_rejects_unknown_targets()
+    {
+        var dir = Path.Combine(_dir, "layers.0");
+        SparsifyTests.WriteSae(dir, dIn: 5, numLatents: 12, editWeights: w => w["W_dec"] = zeros(12, 4));
+        var (exit, _, err) = CliRunner.Run("convert", dir, Path.Combine(_dir, "out"));
+        Assert.Equal(1, exit);
+        Assert.StartsWith("error:", err);
+        Assert.Contains("W_dec", err);
+        Assert.Single(err.Trim().Split('\n'));
+
+        var src = WriteSource("Gemma Scope");
+        (exit, _, err) = CliRunner.Run("convert", src, "--to", "onnx", Path.Combine(_dir, "out2"));
+        Assert.NotEqual(0, exit);
+        Assert.Contains("onnx", err);
+        Assert.False(Directory.Exists(Path.Combine(_dir, "out2")));
+    }
+}
