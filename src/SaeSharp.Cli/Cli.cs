@@ -22,6 +22,7 @@ internal static class Cli
                      SaeCommands.Encode(),
                      SaeCommands.Synth(),
                      ConvertCommand.Create(),
+                     CacheCommand.Create(),
                  })
             root.Subcommands.Add(command);
         return root;

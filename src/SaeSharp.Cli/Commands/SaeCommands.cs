@@ -19,32 +19,85 @@ internal static class SaeCommands
 
     public static Command Eval()
     {
-        var sae = SaeOption();
-        var activations = new Option<string>("--activations") { Description = "Activation file or folder [N, d_in]", Required = true };
+        var sae = new Option<string[]>("--sae")
+        {
+            Description = "SAE folder or file (any supported format); repeat it to evaluate several SAEs in one pass over a model",
+            Required = true,
+        };
+        var activations = new Option<string?>("--activations") { Description = "Activation file or folder [N, d_in]" };
         var groundTruth = new Option<string?>("--ground-truth") { Description = "features.safetensors of synthetic data (adds mmcs, recovered_fraction)" };
         var json = new Option<string?>("--json") { Description = "Write the metrics as JSON here" };
         var histogram = new Option<string?>("--histogram") { Description = "Write the log10 feature-density histogram PNG here (default: beside --json)" };
         var maxRows = new Option<long?>("--max-rows") { Description = "Evaluate at most this many rows" };
-        var command = new Command("eval", "Evaluate an SAE on activations: MSE, L0, FVU, dead features, ...") { sae, activations, groundTruth, json, histogram, maxRows };
+        var command = new Command("eval", "Evaluate SAEs on activations (MSE, L0, FVU, dead features) or inside a model (% CE loss recovered, KL)")
+        {
+            sae, activations, groundTruth, json, histogram, maxRows,
+        };
+        var data = new ModelDataOptionsCli();
+        data.AddTo(command);
         Cli.SetAction(command, parse =>
         {
-            using var model = SaeLoader.Load(parse.GetValue(sae)!);
+            var saes = parse.GetValue(sae)!;
+            if (data.Given(parse)) return EvalInModel(parse, data, saes, parse.GetValue(json), parse.GetValue(histogram));
+            var activationPath = parse.GetValue(activations) ?? throw new SaeSharpException("give --activations, or --model and --dataset");
+            if (saes.Length != 1) throw new SaeSharpException("evaluation on an activation file takes one --sae");
+            using var model = SaeLoader.Load(saes[0]);
             model.eval();
-            using var source = ActivationSplit.EvalFiles([parse.GetValue(activations)!], new ActivationFileSourceOptions { ExpectedDIn = model.Cfg.DIn });
+            using var source = ActivationSplit.EvalFiles([activationPath], new ActivationFileSourceOptions { ExpectedDIn = model.Cfg.DIn });
             using var features = parse.GetValue(groundTruth) is string gt ? SyntheticDataset.ReadFeatures(gt) : null;
             var result = SaeEvaluator.Evaluate(model, source, parse.GetValue(maxRows) ?? long.MaxValue, groundTruthFeatures: features);
-            PrintMetrics(parse.GetValue(sae)!, result);
+            PrintMetrics(saes[0], result);
             var jsonPath = parse.GetValue(json);
             if (jsonPath is not null) AtomicFile.WriteAllText(jsonPath, result.ToJson());
-            var png = parse.GetValue(histogram) ?? (jsonPath is null ? null : Path.ChangeExtension(jsonPath, null) + "_feature_density.png");
-            if (png is not null)
-            {
-                FeatureDensityHistogram.Save(png, result.FeatureFrequency, result.Rows);
-                Console.WriteLine($"feature density histogram: {png}");
-            }
+            SaveHistogram(parse.GetValue(histogram) ?? DefaultHistogramPath(jsonPath, null), result);
             return 0;
         });
         return command;
+    }
+
+    private static string? DefaultHistogramPath(string? jsonPath, string? suffix) =>
+        jsonPath is null ? null : Path.ChangeExtension(jsonPath, null) + (suffix is null ? "" : "_" + suffix) + "_feature_density.png";
+
+    private static void SaveHistogram(string? png, SaeEvalResult result)
+    {
+        if (png is null) return;
+        FeatureDensityHistogram.Save(png, result.FeatureFrequency, result.Rows);
+        Console.WriteLine($"feature density histogram: {png}");
+    }
+
+    /// <summary>The dictionary_learning README's statistics table plus FVU, KL, L2 ratio and dead fraction, per SAE.</summary>
+    private static int EvalInModel(ParseResult parse, ModelDataOptionsCli data, string[] saes, string? jsonPath, string? histogram)
+    {
+        var options = data.Read(parse, hookRequired: false);
+        if (options.Tokens is null) options = options with { Tokens = 16384 };
+        var results = ModelPipeline.Evaluate(saes, options);
+        var all = new System.Text.Json.Nodes.JsonArray();
+        for (int i = 0; i < results.Count; i++)
+        {
+            var m = results[i];
+            Cli.WriteTable(saes[i], new (string, string)[]
+            {
+                ("hook", m.HookName ?? "-"),
+                ("mse", m.Mse.ToString("G5")),
+                ("l1", m.L1.ToString("G5")),
+                ("l0", m.L0.ToString("F2")),
+                ($"% alive over {m.Tokens:N0} tokens", m.AliveFraction.ToString("P2")),
+                ("% loss recovered (zero ablation)", m.CeLossScore.ToString("P2")),
+                ("% loss recovered (mean ablation)", m.CeLossScoreMeanAblation.ToString("P2")),
+                ("ce loss clean / with SAE / zero-ablated", $"{m.CeLossWithoutSae:F4} / {m.CeLossWithSae:F4} / {m.CeLossWithAblation:F4}"),
+                ("ce loss with error term", m.CeLossWithErrorTerm.ToString("F4")),
+                ("fvu", m.Reconstruction.Fvu.ToString("G5")),
+                ("kl div with SAE", m.KlDivWithSae.ToString("G5")),
+                ("kl div score", m.KlDivScore.ToString("F4")),
+                ("l2_ratio", m.Reconstruction.L2Ratio.ToString("F4")),
+                ("dead_fraction", m.Reconstruction.DeadFraction.ToString("P2")),
+            });
+            all.Add(m.ToJson());
+            SaveHistogram(histogram is not null && results.Count == 1 ? histogram : DefaultHistogramPath(jsonPath ?? histogram, results.Count == 1 ? null : $"sae{i}"), m.Reconstruction);
+        }
+        if (jsonPath is not null)
+            AtomicFile.WriteAllText(jsonPath, (results.Count == 1 ? all[0]!.DeepClone() : all).ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
+        return 0;
     }
 
     public static void PrintMetrics(string title, SaeEvalResult r)

@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using SaeSharp.Activations;
+using SaeSharp.Models;
 using SaeSharp.Saes;
 using SaeSharp.Synthetic;
 using SaeSharp.Training;
@@ -55,6 +56,8 @@ internal static class TrainCommand
         {
             activations, arch, k, l1, dictSize, expansion, batchSize, steps, lr, seed, output, config, resume, checkpointEvery, evalRows, groundTruth,
         };
+        var data = new ModelDataOptionsCli();
+        data.AddTo(command);
         Cli.SetAction(command, parse =>
         {
             var (s, trainer) = ReadConfig(parse.GetValue(config));
@@ -72,8 +75,15 @@ internal static class TrainCommand
             s.CheckpointEvery = parse.GetValue(checkpointEvery) ?? s.CheckpointEvery;
             s.EvalRows = parse.GetValue(evalRows) ?? s.EvalRows;
             s.GroundTruth = parse.GetValue(groundTruth) ?? s.GroundTruth;
-            if (s.Activations is null) throw new SaeSharpException("give --activations (or 'activations' in --config)");
             if (s.Out is null) throw new SaeSharpException("give --out (or 'out' in --config)");
+            if (data.Given(parse))
+            {
+                if (s.Activations is not null) throw new SaeSharpException("give either --activations or --model, not both");
+                var options = data.Read(parse);
+                if (parse.GetValue(steps) is null && options.Tokens is long tokens) s.Steps = Math.Max(1, tokens / s.BatchSize);
+                return TrainOnModel(s, trainer, parse.GetValue(resume), options, parse.GetValue(data.Hook)!, data.ReadMode(parse), parse.GetValue(data.TargetHook));
+            }
+            if (s.Activations is null) throw new SaeSharpException("give --activations (or 'activations' in --config), or --model/--hook/--dataset");
             return Train(s, trainer, parse.GetValue(resume));
         });
         return command;
@@ -101,10 +111,53 @@ internal static class TrainCommand
     {
         var recipes = s.Arch.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
         foreach (var r in recipes) SaeRecipes.Architecture(r);
+        var metadata = new SaeMetadata { DatasetPath = s.Activations };
+        var manifestPath = Path.Combine(s.Activations!, ActivationCacheFolder.ManifestName);
+        if (File.Exists(manifestPath))
+        {
+            var manifest = ActivationCacheManifest.Read(s.Activations!);
+            metadata = new SaeMetadata
+            {
+                ModelName = manifest.Model, HookName = manifest.Hook, ContextSize = manifest.ContextSize, PrependBos = manifest.PrependBos,
+                DatasetPath = manifest.DatasetPath, ExcludeSpecialTokens = manifest.ExcludeTokenIds.Length > 0,
+                ModelFromPretrainedKwargs = KwargsOf(manifest.ModelFromPretrainedKwargs),
+            };
+            if (manifest.TargetHook is not null) s.TargetName ??= "targets";
+        }
         var fileOptions = new ActivationFileSourceOptions { Seed = (ulong)s.Seed, Loop = true, TargetName = s.TargetName };
         var (train, eval) = ActivationSplit.HoldOutLastRows([s.Activations!], s.EvalRows, fileOptions);
         using (train)
         using (eval)
+            return TrainOn(s, trainer, resume, train, eval, metadata);
+    }
+
+    private static Dictionary<string, System.Text.Json.JsonElement>? KwargsOf(Dictionary<string, bool> kwargs) =>
+        kwargs.Count == 0 ? null : kwargs.ToDictionary(kv => kv.Key, kv => JsonSerializer.SerializeToElement(kv.Value));
+
+    /// <summary>Training on a language model's activations: rows harvested from text through a shuffling buffer; the
+    /// held-out metrics come from a second pass over the first contexts of the dataset with another shuffle seed.</summary>
+    private static int TrainOnModel(TrainSettings s, TrainerConfig trainer, bool resume, ModelDataOptions data, string hook, HarvestMode mode, string? targetHook)
+    {
+        using var train = ModelPipeline.OpenSource(data, hook, mode, targetHook, seed: (ulong)s.Seed);
+        int ctx = data.ContextSize ?? 128;
+        using var eval = ModelPipeline.OpenSource(data with { Tokens = Math.Max(ctx, s.EvalRows) }, hook, mode, targetHook, seed: (ulong)s.Seed + 1);
+        var metadata = new SaeMetadata
+        {
+            ModelName = Path.GetFileName(Path.TrimEndingDirectorySeparator(data.ModelPath)),
+            HookName = train.Spec.InputHook,
+            ContextSize = ctx,
+            PrependBos = data.PrependBos ?? true,
+            DatasetPath = data.DatasetPath,
+            ExcludeSpecialTokens = data.ExcludeSpecialTokens ?? false,
+            ModelFromPretrainedKwargs = KwargsOf(data.Processing.ToKwargs()),
+        };
+        if (train.Spec.TargetHook is not null) (metadata.Extra ??= new())["hook_name_out"] = JsonSerializer.SerializeToElement(train.Spec.TargetHook);
+        return TrainOn(s, trainer, resume, train, eval, metadata);
+    }
+
+    private static int TrainOn(TrainSettings s, TrainerConfig trainer, bool resume, IActivationSource train, IActivationSource eval, SaeMetadata metadata)
+    {
+        var recipes = s.Arch.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
         {
             int dIn = train.DIn, dOut = train.DOut;
             int dSae = s.DictSize ?? dIn * (s.Expansion ?? 8);
@@ -114,7 +167,6 @@ internal static class TrainCommand
             trainer.Lr = s.Lr ?? trainer.Lr;
             trainer.CheckpointEverySteps = s.CheckpointEvery > 0 ? s.CheckpointEvery : Math.Max(1, s.Steps / 10);
             trainer.LogEverySteps = (int)Math.Clamp(s.Steps / 100, 1, trainer.LogEverySteps);
-            var metadata = new SaeMetadata { DatasetPath = s.Activations };
             var slots = recipes.Select(r => new SaeSlot(r, SaeRecipes.Create(r, dIn, dSae, s.K, s.L1, dOut, metadata, s.Steps))).ToList();
             using var features = s.GroundTruth is null ? null : SyntheticDataset.ReadFeatures(s.GroundTruth);
             var options = new TrainingRunOptions

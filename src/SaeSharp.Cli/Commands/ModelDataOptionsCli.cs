@@ -1,0 +1,57 @@
+using System.CommandLine;
+using SaeSharp.Activations;
+using SaeSharp.Models;
+
+namespace SaeSharp.Cli.Commands;
+
+/// <summary>The options that point a command at a language model and a text dataset (<c>--model --hook --dataset --tokens</c>).</summary>
+internal sealed class ModelDataOptionsCli
+{
+    public readonly Option<string?> Model = new("--model") { Description = "Hugging Face model id or local model folder (activations from text)" };
+    public readonly Option<string?> Hook = new("--hook") { Description = "TransformerLens hook name or module path, e.g. blocks.3.hook_mlp_out" };
+    public readonly Option<string?> Dataset = new("--dataset") { Description = ".txt, .jsonl, .parquet (or a folder of them); pre-tokenized jsonl/parquet detected" };
+    public readonly Option<long?> Tokens = new("--tokens") { Description = "Token budget" };
+    public readonly Option<int?> ContextSize = new("--context-size") { Description = "Tokens per context window (default 128)" };
+    public readonly Option<bool> NoBos = new("--no-prepend-bos") { Description = "Do not start every window with BOS" };
+    public readonly Option<bool> ExcludeSpecial = new("--exclude-special-tokens") { Description = "Leave BOS/EOS/pad positions out of the activations" };
+    public readonly Option<string> Mode = new("--mode") { Description = "out | in | in_to_out (transcoders: module input → output)", DefaultValueFactory = _ => "out" };
+    public readonly Option<string?> TargetHook = new("--target-hook") { Description = "Reconstruction target hook for --mode in_to_out" };
+    public readonly Option<bool> FoldLn = new("--fold-ln") { Description = "TransformerLens fold_ln" };
+    public readonly Option<bool> CenterWriting = new("--center-writing-weights") { Description = "TransformerLens center_writing_weights" };
+    public readonly Option<string?> TextField = new("--text-field") { Description = "jsonl field / parquet column holding the text (default text)" };
+
+    public void AddTo(Command command)
+    {
+        foreach (var o in new Option[] { Model, Hook, Dataset, Tokens, ContextSize, NoBos, ExcludeSpecial, Mode, TargetHook, FoldLn, CenterWriting, TextField })
+            command.Options.Add(o);
+    }
+
+    public bool Given(ParseResult parse) => parse.GetValue(Model) is not null;
+
+    public ModelDataOptions Read(ParseResult parse, bool hookRequired = true)
+    {
+        var model = parse.GetValue(Model) ?? throw new SaeSharpException("give --model");
+        var dataset = parse.GetValue(Dataset) ?? throw new SaeSharpException("give --dataset with --model");
+        if (hookRequired && parse.GetValue(Hook) is null) throw new SaeSharpException("give --hook with --model");
+        if (!File.Exists(dataset) && !Directory.Exists(dataset)) throw new SaeSharpException($"--dataset {dataset}: no such file or folder");
+        return new ModelDataOptions
+        {
+            ModelPath = ModelSource.Resolve(model),
+            DatasetPath = dataset,
+            Tokens = parse.GetValue(Tokens),
+            ContextSize = parse.GetValue(ContextSize),
+            PrependBos = parse.GetValue(NoBos) ? false : null,
+            ExcludeSpecialTokens = parse.GetValue(ExcludeSpecial) ? true : null,
+            TextField = parse.GetValue(TextField) ?? "text",
+            Processing = new WeightProcessingOptions { FoldLn = parse.GetValue(FoldLn), CenterWritingWeights = parse.GetValue(CenterWriting) },
+        };
+    }
+
+    public HarvestMode ReadMode(ParseResult parse) => parse.GetValue(Mode) switch
+    {
+        "out" => HarvestMode.Out,
+        "in" => HarvestMode.In,
+        "in_to_out" => HarvestMode.InToOut,
+        var m => throw new SaeSharpException($"--mode {m}: expected out, in or in_to_out"),
+    };
+}
