@@ -183,9 +183,23 @@ public sealed class SaeTrainContext
 /// (e.g. "mse_loss", "l1_loss", "auxiliary_reconstruction_loss"), detached.</summary>
 public sealed class SaeTrainOutput
 {
+    private Tensor? _featureActs;
+    private Func<Tensor>? _featureActsFactory;
+
     public required Tensor Loss { get; init; }
     public required Tensor SaeOut { get; init; }
-    public required Tensor FeatureActs { get; init; }
+
+    /// <summary>[N, d_sae] feature activations. TopK-family SAEs train on a sparse code and build this dense matrix only
+    /// when it is first read (in the reader's dispose scope; read it before disposing the scope that holds the output).</summary>
+    public Tensor FeatureActs
+    {
+        get => _featureActs ??= (_featureActsFactory ?? throw new InvalidOperationException("SaeTrainOutput has no feature activations"))();
+        init => _featureActs = value;
+    }
+
+    /// <summary>Builds <see cref="FeatureActs"/> on first access (for architectures that do not need it densely).</summary>
+    public Func<Tensor>? FeatureActsFactory { init => _featureActsFactory = value; }
+
     public Dictionary<string, Tensor> Losses { get; init; } = new();
     /// <summary>[d_sae] bool: latents that fired (activation &gt; 0) on this batch, when the architecture computes it cheaply
     /// (TopK family); null otherwise — derive it from <see cref="FeatureActs"/>.</summary>

@@ -45,11 +45,13 @@ public class TopKSaeTests
     /// <summary>The sparse backward equals autograd through the dense formulas (SAELens/dictionary_learning code paths),
     /// for the MSE and for dictionary_learning's normalised AuxK.</summary>
     [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public void SparseGradientsEqualDenseAutograd(bool withAux)
+    [InlineData(false, false)]
+    [InlineData(true, false)]
+    [InlineData(true, true)]
+    public void SparseGradientsEqualDenseAutograd(bool withAux, bool chunked)
     {
         var sae = MakeTopK(seed: 4);
+        if (chunked) sae.ChunkElements = 24; // two rows per encoder chunk
         sae.Training.AuxKCoefficient = 0.5;
         sae.Training.KAux = 2;
         var x = randn(9, 6, generator: new Generator(5));

@@ -1,0 +1,129 @@
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Saes;
+
+/// <summary>
+/// CPU kernels over row-indexed float32 matrices for <see cref="SparseLatents"/>: libtorch's sparse·dense product runs
+/// its nnz loop on one thread, and a gather-then-reduce formulation materialises nnz·d floats. These work in place,
+/// vectorised (<see cref="Vector{T}"/>) and split over torch's thread count.
+/// </summary>
+internal static unsafe class SparseKernels
+{
+    /// <summary>dst[dstRow[e]] += scale[e] · src[srcRow[e]] for every entry e (dst, src: contiguous float32 [·, d];
+    /// indices int64). Threads own disjoint column blocks, so any entry order is race-free.</summary>
+    public static void ScatterAddRows(Tensor dst, Tensor dstRow, Tensor src, Tensor srcRow, Tensor scale)
+    {
+        long d = dst.shape[1];
+        Check(dst, d); Check(src, d);
+        long nnz = dstRow.shape[0];
+        if (nnz == 0) return;
+        using var dr = dstRow.contiguous();
+        using var sr = srcRow.contiguous();
+        if (scale.dtype != ScalarType.Float32) throw new ArgumentException($"sparse kernel needs float32 values, got {scale.dtype}");
+        using var sc = scale.contiguous();
+        float* pDst = FloatPtr(dst), pSrc = FloatPtr(src), pScale = FloatPtr(sc);
+        long* pDr = LongPtr(dr), pSr = LongPtr(sr);
+        long dstRows = dst.shape[0], srcRows = src.shape[0];
+        var blocks = ColumnBlocks(d);
+        Parallel.For(0, blocks.Length, b =>
+        {
+            var (lo, hi) = blocks[b];
+            for (long e = 0; e < nnz; e++)
+            {
+                long r = pDr[e], s = pSr[e];
+                if ((ulong)r >= (ulong)dstRows || (ulong)s >= (ulong)srcRows) throw new IndexOutOfRangeException($"sparse entry {e}: row {r} or {s} out of range");
+                Axpy(pScale[e], pSrc + s * d, pDst + r * d, lo, hi);
+            }
+        });
+    }
+
+    /// <summary>out[e] = ⟨a[aRow[e]], b[bRow[e]]⟩ (a, b: contiguous float32 [·, d]); returns [nnz].</summary>
+    public static Tensor RowDots(Tensor a, Tensor aRow, Tensor b, Tensor bRow)
+    {
+        long d = a.shape[1];
+        Check(a, d); Check(b, d);
+        long nnz = aRow.shape[0];
+        var result = empty(nnz, dtype: ScalarType.Float32);
+        if (nnz == 0) return result;
+        using var ar = aRow.contiguous();
+        using var br = bRow.contiguous();
+        float* pa = FloatPtr(a), pb = FloatPtr(b), pOut = FloatPtr(result);
+        long* pAr = LongPtr(ar), pBr = LongPtr(br);
+        long aRows = a.shape[0], bRows = b.shape[0];
+        int threads = Math.Max(1, get_num_threads());
+        long per = (nnz + threads - 1) / threads;
+        Parallel.For(0, threads, t =>
+        {
+            long start = t * per, end = Math.Min(nnz, start + per);
+            for (long e = start; e < end; e++)
+            {
+                long r = pAr[e], s = pBr[e];
+                if ((ulong)r >= (ulong)aRows || (ulong)s >= (ulong)bRows) throw new IndexOutOfRangeException($"sparse entry {e}: row {r} or {s} out of range");
+                pOut[e] = Dot(pa + r * d, pb + s * d, d);
+            }
+        });
+        return result;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Axpy(float alpha, float* x, float* y, long lo, long hi)
+    {
+        long i = lo;
+        int w = Vector<float>.Count;
+        var va = new Vector<float>(alpha);
+        for (; i + w <= hi; i += w)
+        {
+            var vy = Unsafe.ReadUnaligned<Vector<float>>(y + i);
+            var vx = Unsafe.ReadUnaligned<Vector<float>>(x + i);
+            Unsafe.WriteUnaligned(y + i, vy + va * vx);
+        }
+        for (; i < hi; i++) y[i] += alpha * x[i];
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Dot(float* a, float* b, long d)
+    {
+        long i = 0;
+        int w = Vector<float>.Count;
+        var acc0 = Vector<float>.Zero;
+        var acc1 = Vector<float>.Zero;
+        for (; i + 2 * w <= d; i += 2 * w)
+        {
+            acc0 += Unsafe.ReadUnaligned<Vector<float>>(a + i) * Unsafe.ReadUnaligned<Vector<float>>(b + i);
+            acc1 += Unsafe.ReadUnaligned<Vector<float>>(a + i + w) * Unsafe.ReadUnaligned<Vector<float>>(b + i + w);
+        }
+        float sum = Vector.Sum(acc0 + acc1);
+        for (; i < d; i++) sum += a[i] * b[i];
+        return sum;
+    }
+
+    /// <summary>Column ranges, one per torch thread, aligned to the vector width.</summary>
+    private static (long Lo, long Hi)[] ColumnBlocks(long d)
+    {
+        int threads = Math.Max(1, get_num_threads());
+        long w = Vector<float>.Count;
+        long per = (d / threads + w - 1) / w * w;
+        if (per == 0) per = d;
+        var blocks = new List<(long, long)>();
+        for (long lo = 0; lo < d; lo += per) blocks.Add((lo, Math.Min(d, lo + per)));
+        return blocks.ToArray();
+    }
+
+    private static void Check(Tensor t, long d)
+    {
+        if (t.dtype != ScalarType.Float32 || !t.is_contiguous() || t.device_type != DeviceType.CPU || t.dim() != 2 || t.shape[1] != d)
+            throw new ArgumentException($"sparse kernel needs contiguous float32 CPU [·, {d}] matrices, got {t.dtype} [{string.Join(", ", t.shape)}]");
+    }
+
+    private static float* FloatPtr(Tensor t) => (float*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(t.bytes));
+
+    private static long* LongPtr(Tensor t)
+    {
+        if (t.dtype != ScalarType.Int64) throw new ArgumentException($"sparse kernel needs int64 indices, got {t.dtype}");
+        return (long*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(t.bytes));
+    }
+}
