@@ -142,6 +142,7 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
         var g = W_dec.grad;
         if (g is null) return;
         using var _ = no_grad();
+        if (SparseKernels.RemoveParallelRows(g, W_dec)) return;
         using var scope = NewDisposeScope();
         var unit = W_dec / W_dec.norm(1, keepdim: true).clamp_min(1e-8);
         var parallel = (g * unit).sum(1, keepdim: true) * unit;

@@ -69,6 +69,32 @@ internal static unsafe class SparseKernels
         return result;
     }
 
+    /// <summary>In place, for every row j: g[j] −= (⟨g[j], w[j]⟩ / ‖w[j]‖²)·w[j] (rows with ‖w[j]‖ ≤ 1e-8 untouched).
+    /// Returns false (doing nothing) unless both are contiguous float32 CPU matrices of the same shape.</summary>
+    public static bool RemoveParallelRows(Tensor g, Tensor w)
+    {
+        if (g.dtype != ScalarType.Float32 || w.dtype != ScalarType.Float32 || !g.is_contiguous() || !w.is_contiguous()
+            || g.device_type != DeviceType.CPU || w.device_type != DeviceType.CPU || g.dim() != 2 || !g.shape.SequenceEqual(w.shape))
+            return false;
+        long rows = g.shape[0], d = g.shape[1];
+        if (rows == 0 || d == 0) return true;
+        float* pg = FloatPtr(g), pw = FloatPtr(w);
+        int threads = Math.Max(1, get_num_threads());
+        long per = (rows + threads - 1) / threads;
+        Parallel.For(0, threads, t =>
+        {
+            long start = t * per, end = Math.Min(rows, start + per);
+            for (long j = start; j < end; j++)
+            {
+                float* gj = pg + j * d, wj = pw + j * d;
+                float ww = Dot(wj, wj, d);
+                if (ww <= 1e-16f) continue;
+                Axpy(-Dot(gj, wj, d) / ww, wj, gj, 0, d);
+            }
+        });
+        return true;
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Axpy(float alpha, float* x, float* y, long lo, long hi)
     {
