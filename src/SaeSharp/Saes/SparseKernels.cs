@@ -69,6 +69,92 @@ internal static unsafe class SparseKernels
         return result;
     }
 
+    /// <summary>
+    /// Per-row top-k of a contiguous float32 [rows, d] matrix (k ≤ d): values and int64 column indices [rows, k], unsorted.
+    /// A size-k min-heap per row, skipping whole vectors that cannot enter it; NaNs are never selected (torch.topk would
+    /// rank them first). Ties are broken arbitrarily, as by torch.topk.
+    /// </summary>
+    public static (Tensor Values, Tensor Indices) RowTopK(Tensor m, int k)
+    {
+        long d = m.shape[1];
+        Check(m, d);
+        if (k <= 0 || k > d) throw new ArgumentException($"top-k needs 0 < k <= {d}, got {k}");
+        long rows = m.shape[0];
+        var values = empty(rows, k, dtype: ScalarType.Float32);
+        var indices = empty(rows, k, dtype: ScalarType.Int64);
+        if (rows == 0) return (values, indices);
+        float* pm = FloatPtr(m), pv = FloatPtr(values);
+        long* pi = LongPtr(indices);
+        int threads = Math.Max(1, get_num_threads());
+        long per = (rows + threads - 1) / threads;
+        Parallel.For(0, threads, t =>
+        {
+            long start = t * per, end = Math.Min(rows, start + per);
+            for (long r = start; r < end; r++) HeapTopK(pm + r * d, d, k, pv + r * k, pi + r * k);
+        });
+        return (values, indices);
+    }
+
+    private static void HeapTopK(float* row, long d, int k, float* hv, long* hi)
+    {
+        int filled = 0;
+        long j = 0;
+        // Fill the heap with the first k non-NaN values.
+        for (; j < d && filled < k; j++)
+        {
+            float v = row[j];
+            if (float.IsNaN(v)) continue;
+            int c = filled++;
+            hv[c] = v; hi[c] = j;
+            while (c > 0)
+            {
+                int parent = (c - 1) >> 1;
+                if (hv[parent] <= hv[c]) break;
+                (hv[parent], hv[c]) = (hv[c], hv[parent]);
+                (hi[parent], hi[c]) = (hi[c], hi[parent]);
+                c = parent;
+            }
+        }
+        if (filled < k)
+        {
+            // Fewer than k non-NaN values: pad with NaN positions so the result is still k entries.
+            for (long z = 0; z < d && filled < k; z++)
+                if (float.IsNaN(row[z])) { hv[filled] = float.NaN; hi[filled++] = z; }
+            return;
+        }
+        int w = Vector<float>.Count;
+        for (; j < d; )
+        {
+            if (j + w <= d)
+            {
+                var block = Unsafe.ReadUnaligned<Vector<float>>(row + j);
+                if (!Vector.GreaterThanAny(block, new Vector<float>(hv[0]))) { j += w; continue; }
+                for (long e = j + w; j < e; j++) Offer(row[j], j, hv, hi, k);
+                continue;
+            }
+            Offer(row[j], j, hv, hi, k);
+            j++;
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Offer(float v, long j, float* hv, long* hi, int k)
+    {
+        if (!(v > hv[0])) return;
+        int c = 0;
+        while (true)
+        {
+            int l = 2 * c + 1;
+            if (l >= k) break;
+            int r = l + 1;
+            int s = r < k && hv[r] < hv[l] ? r : l;
+            if (hv[s] >= v) break;
+            hv[c] = hv[s]; hi[c] = hi[s];
+            c = s;
+        }
+        hv[c] = v; hi[c] = j;
+    }
+
     /// <summary>In place, for every row j: g[j] −= (⟨g[j], w[j]⟩ / ‖w[j]‖²)·w[j] (rows with ‖w[j]‖ ≤ 1e-8 untouched).
     /// Returns false (doing nothing) unless both are contiguous float32 CPU matrices of the same shape.</summary>
     public static bool RemoveParallelRows(Tensor g, Tensor w)

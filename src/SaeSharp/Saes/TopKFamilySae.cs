@@ -42,6 +42,15 @@ public abstract class TopKFamilySae : Sae
     /// case the candidates do not suffice. Returns the code and the pre-activation values at its entries.</summary>
     internal abstract (SparseCode Code, Tensor PreValues) SelectFromCandidates(Tensor candValues, Tensor candIndices, Func<Tensor> densePre);
 
+    /// <summary>Per-row top-k (unsorted): <see cref="SparseKernels.RowTopK"/> for contiguous float32 matrices (about
+    /// twice as fast as torch.topk here), torch.topk otherwise.</summary>
+    internal static (Tensor Values, Tensor Indices) RowTopK(Tensor m, int k)
+    {
+        if (m.dtype == ScalarType.Float32 && m.is_contiguous() && m.device_type == TorchSharp.DeviceType.CPU && m.dim() == 2)
+            return SparseKernels.RowTopK(m, k);
+        return m.topk(k, dim: -1, largest: true, sorted: false);
+    }
+
     /// <summary>The training-time selection on a dense pre-activation matrix (no gradient).</summary>
     internal (SparseCode Code, Tensor PreValues) Select(Tensor pre)
     {
@@ -69,7 +78,7 @@ public abstract class TopKFamilySae : Sae
             {
                 using var chunkScope = NewDisposeScope();
                 var pre = addmm(BEnc, xin.narrow(0, r, Math.Min(chunkRows, n - r)), W_enc, 1, 1);
-                var (v, i) = pre.topk((int)m, dim: 1, largest: true, sorted: false);
+                var (v, i) = RowTopK(pre, (int)m);
                 candV.Add(v.MoveToOuterDisposeScope());
                 candI.Add(i.MoveToOuterDisposeScope());
                 if (deadIdx is not null) deadParts.Add(pre.index_select(1, deadIdx).MoveToOuterDisposeScope());
@@ -142,7 +151,7 @@ public abstract class TopKFamilySae : Sae
         Tensor preValues;
         using (no_grad())
         {
-            var (_, local) = nn.functional.relu(deadPre).topk((int)kAux, dim: 1, largest: true, sorted: false);
+            var (_, local) = RowTopK(nn.functional.relu(deadPre), (int)kAux);
             preValues = deadPre.gather(1, local).reshape(-1);
             var latent = deadIdx.index_select(0, local.reshape(-1)).reshape(local.shape);
             code = SparseLatents.FromRowIndices(latent);

@@ -18,7 +18,7 @@ public sealed class TopKSae : TopKFamilySae
     {
         using var scope = NewDisposeScope();
         var pre = HiddenPre(x);
-        var (vals, idx) = pre.topk(K, dim: -1, largest: true, sorted: false);
+        var (vals, idx) = pre.dim() == 2 ? RowTopK(pre, K) : pre.topk(K, dim: -1, largest: true, sorted: false);
         return zeros_like(pre).scatter_(-1, idx, nn.functional.relu(vals)).MoveToOuterDisposeScope();
     }
 
