@@ -7,7 +7,9 @@ namespace SaeSharp.Bench;
 
 /// <summary>
 /// <c>train</c>: SAE training throughput per architecture (forward + backward + decoder hooks + Adam step) at
-/// d_in 512, d_sae 8192, batch 4096, k 32, next to the fp32 matmul ceiling measured in the same run.
+/// d_in 512, d_sae 8192, batch 4096, k 32, next to the fp32 matmul ceiling measured in the same run. "topk+auxk" has a
+/// tenth of the latents dead; "standard@1%" is a ReLU SAE whose b_enc is shifted so 1% of pre-activations are positive
+/// (a trained SAE's sparsity, where the sparse training pass applies). Adam is TorchSharp's <c>optim.Adam</c>.
 /// Usage: <c>train [--steps N] [--arch topk,batchtopk,...] [--d-in 512] [--d-sae 8192] [--batch 4096] [--k 32]</c>.
 /// </summary>
 internal static class TrainBench
@@ -15,7 +17,7 @@ internal static class TrainBench
     public static int Run(string[] args)
     {
         int steps = 3, dIn = 512, dSae = 8192, batch = 4096, k = 32;
-        var archs = new List<string> { "topk", "topk+auxk", "batchtopk", "matryoshka_batchtopk", "jumprelu", "gated", "standard" };
+        var archs = new List<string> { "topk", "topk+auxk", "batchtopk", "matryoshka_batchtopk", "jumprelu", "gated", "standard", "standard@1%" };
         for (int i = 0; i < args.Length; i++)
         {
             string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
@@ -67,7 +69,8 @@ internal static class TrainBench
     private static (double MsPerStep, double Flops) TimeArchitecture(string name, int dIn, int dSae, int batch, int k, int steps)
     {
         bool auxk = name.EndsWith("+auxk", StringComparison.Ordinal);
-        string arch = auxk ? name[..^5] : name;
+        bool sparseRelu = name.EndsWith("@1%", StringComparison.Ordinal);
+        string arch = auxk ? name[..^5] : sparseRelu ? name[..^3] : name;
         var cfg = new SaeConfig
         {
             Architecture = arch, DIn = dIn, DSae = dSae,
@@ -79,6 +82,15 @@ internal static class TrainBench
         var (b1, b2) = sae.DefaultAdamBetas;
         var opt = optim.Adam(sae.parameters(), lr: sae.DefaultLearningRate(), beta1: b1, beta2: b2);
         var x = randn(batch, dIn, generator: new Generator(1));
+        if (sparseRelu)
+        {
+            // Trained-ReLU regime: shift b_enc so that about 1% of the pre-activations are positive (L0 ≈ d_sae/100).
+            using var _ = no_grad();
+            using var s = NewDisposeScope();
+            var pre = sae.HiddenPre(x);
+            var q = pre.kthvalue(batch - batch / 100, 0).values;
+            sae.BEnc.sub_(q);
+        }
         // AuxK case: a tenth of the latents dead.
         using var dead = auxk ? arange(dSae).remainder(10).eq(0) : null;
         double dense = 2.0 * batch * dIn * dSae;
@@ -90,6 +102,7 @@ internal static class TrainBench
             "gated" => 7 * dense,      // gate + magnitude encoders, decoder, aux decoder; backward of each
             _ => 5 * dense,            // encoder, decoder; grads of f, W_dec, W_enc
         };
+        if (sparseRelu) flops = dense + 4 * 2.0 * batch * (dSae / 100) * dIn; // dense encoder, sparse rest
         if (auxk) flops += 4 * 2.0 * batch * (dIn / 2) * dIn;
         double ms = 0;
         for (int step = 0; step <= steps; step++)

@@ -155,6 +155,60 @@ internal static unsafe class SparseKernels
         hv[c] = v; hi[c] = j;
     }
 
+    /// <summary>
+    /// The positive entries of a contiguous float32 [rows, d] matrix in row-major order: row and column indices (int64)
+    /// and values, or null when there are more than <paramref name="maxCount"/> (two parallel passes: count, then fill).
+    /// </summary>
+    public static (Tensor Rows, Tensor Cols, Tensor Values)? PositiveEntries(Tensor m, long maxCount)
+    {
+        long d = m.shape[1];
+        Check(m, d);
+        long rows = m.shape[0];
+        float* pm = FloatPtr(m);
+        var counts = new long[rows];
+        int threads = Math.Max(1, get_num_threads());
+        long per = (rows + threads - 1) / threads;
+        int w = Vector<float>.Count;
+        Parallel.For(0, threads, t =>
+        {
+            long start = t * per, end = Math.Min(rows, start + per);
+            for (long r = start; r < end; r++)
+            {
+                float* row = pm + r * d;
+                long c = 0, j = 0;
+                for (; j + w <= d; j += w)
+                    c -= Vector.Sum(Vector.GreaterThan(Unsafe.ReadUnaligned<Vector<float>>(row + j), Vector<float>.Zero));
+                for (; j < d; j++) if (row[j] > 0) c++;
+                counts[r] = c;
+            }
+        });
+        var offsets = new long[rows + 1];
+        for (long r = 0; r < rows; r++) offsets[r + 1] = offsets[r] + counts[r];
+        long total = offsets[rows];
+        if (total > maxCount) return null;
+        var rowIdx = empty(total, dtype: ScalarType.Int64);
+        var colIdx = empty(total, dtype: ScalarType.Int64);
+        var values = empty(total, dtype: ScalarType.Float32);
+        if (total == 0) return (rowIdx, colIdx, values);
+        long* pr = LongPtr(rowIdx), pc = LongPtr(colIdx);
+        float* pv = FloatPtr(values);
+        Parallel.For(0, threads, t =>
+        {
+            long start = t * per, end = Math.Min(rows, start + per);
+            for (long r = start; r < end; r++)
+            {
+                float* row = pm + r * d;
+                long o = offsets[r];
+                for (long j = 0; j < d; j++)
+                {
+                    float v = row[j];
+                    if (v > 0) { pr[o] = r; pc[o] = j; pv[o] = v; o++; }
+                }
+            }
+        });
+        return (rowIdx, colIdx, values);
+    }
+
     /// <summary>In place, for every row j: g[j] −= (⟨g[j], w[j]⟩ / ‖w[j]‖²)·w[j] (rows with ‖w[j]‖ ≤ 1e-8 untouched).
     /// Returns false (doing nothing) unless both are contiguous float32 CPU matrices of the same shape.</summary>
     public static bool RemoveParallelRows(Tensor g, Tensor w)

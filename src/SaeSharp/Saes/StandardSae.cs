@@ -44,13 +44,21 @@ public sealed class StandardSae : Sae
             Tensor? preValues = null;
             using (no_grad())
             {
-                var active = pre.detach().gt(0);
-                long nnz = active.sum().item<long>();
-                if (nnz <= SparseTrainingDensity * pre.numel())
+                var detached = pre.detach();
+                long maxCount = (long)(SparseTrainingDensity * pre.numel());
+                if (detached.dtype == ScalarType.Float32 && detached.is_contiguous() && detached.dim() == 2)
                 {
-                    var idx = active.nonzero();
-                    code = new SparseCode(idx[.., 0], idx[.., 1], n);
-                    preValues = pre.detach().masked_select(active);
+                    if (SparseKernels.PositiveEntries(detached, maxCount) is { } entries)
+                        (code, preValues) = (new SparseCode(entries.Rows, entries.Cols, n), entries.Values);
+                }
+                else
+                {
+                    var active = detached.gt(0);
+                    if (active.sum().item<long>() <= maxCount)
+                    {
+                        var idx = active.nonzero();
+                        (code, preValues) = (new SparseCode(idx[.., 0], idx[.., 1], n), detached.masked_select(active));
+                    }
                 }
             }
             if (code is not null) return SparseTrainingForward(x, target, ctx, code, preValues!).MoveToOuter();

@@ -48,6 +48,19 @@ public class SparseKernelsTests
     }
 
     [Fact]
+    public void PositiveEntriesListsThePositiveValuesInRowMajorOrder()
+    {
+        var m = randn(5, 21, generator: new Generator(6));
+        var data = F(m);
+        var expected = data.Select((v, i) => (v, i)).Where(p => p.v > 0).ToArray();
+        var (rows, cols, vals) = SparseKernels.PositiveEntries(m, long.MaxValue)!.Value;
+        Assert.Equal(expected.Select(p => (long)(p.i / 21)), rows.data<long>().ToArray());
+        Assert.Equal(expected.Select(p => (long)(p.i % 21)), cols.data<long>().ToArray());
+        Assert.Equal(expected.Select(p => p.v), F(vals));
+        Assert.Null(SparseKernels.PositiveEntries(m, expected.Length - 1));
+    }
+
+    [Fact]
     public void ParallelComponentRemovalLeavesRowsOrthogonal()
     {
         var g = randn(5, 13, generator: new Generator(4));
