@@ -52,12 +52,12 @@ public class BatchTopKSae : TopKFamilySae
     {
         long n = candValues.shape[0], m = candValues.shape[1];
         long total = K * n;
-        if (m < Cfg.DSae)
         {
             var (sv, flat) = candValues.reshape(-1).topk((int)total, dim: 0, largest: true, sorted: false);
             var rows = flat.div(m, rounding_mode: RoundingMode.floor);
-            // A row whose every candidate was kept might hold more of the batch's top entries: recompute densely then.
-            if (bincount(rows, minlength: n).max().item<long>() < m)
+            // Exact when the candidates are whole rows; otherwise a row whose every candidate was kept might hold more of
+            // the batch's top entries: recompute densely then.
+            if (m >= Cfg.DSae || bincount(rows, minlength: n).max().item<long>() < m)
                 return (new SparseCode(rows, candIndices.reshape(-1).index_select(0, flat), n), sv);
         }
         using var pre = densePre();
