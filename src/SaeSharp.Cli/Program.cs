@@ -1,1 +1,3 @@
-System.Console.WriteLine("hi");
+using SaeSharp.Cli;
+
+return Cli.Run(args);

@@ -92,7 +92,9 @@ public class BatchTopKSae : TopKFamilySae
         sae.BEnc.copy_(BEnc);
         sae.WDec.copy_(W_dec);
         sae.BDec.copy_(b_dec);
-        sae.Threshold.copy_(threshold);
+        // Inference is ReLU(pre)·1[pre > θ] (dictionary_learning); as JumpReLU, pre·1[pre > max(θ, 0)] is the same function,
+        // also before θ was first estimated (θ = −1).
+        sae.Threshold.copy_(threshold.clamp_min(0));
         return sae;
     }
 }

@@ -1,0 +1,40 @@
+using System.CommandLine;
+using SaeSharp.Interop;
+
+namespace SaeSharp.Cli.Commands;
+
+/// <summary><c>sae info DIR</c>: an SAE's architecture, sizes, hook and provenance.</summary>
+internal static class InfoCommand
+{
+    public static Command Create()
+    {
+        var path = new Argument<string>("sae") { Description = "SAE folder or file (SAELens, dictionary_learning, Gemma Scope, sparsify, OpenAI)" };
+        var command = new Command("info", "Print an SAE's architecture, sizes, hook and provenance") { path };
+        Cli.SetAction(command, parse =>
+        {
+            var p = parse.GetValue(path)!;
+            var format = SaeLoader.DetectFormat(p);
+            using var sae = SaeLoader.Load(p);
+            var cfg = sae.Cfg;
+            Cli.WriteTable(p, new (string, string)[]
+            {
+                ("format", format ?? "?"),
+                ("architecture", cfg.Architecture),
+                ("d_in", cfg.DIn.ToString()),
+                ("d_sae", cfg.DSae.ToString()),
+                ("d_out", cfg.DOutOrIn.ToString()),
+                ("k", cfg.K?.ToString() ?? "-"),
+                ("apply_b_dec_to_input", cfg.ApplyBDecToInput.ToString().ToLowerInvariant()),
+                ("normalize_activations", cfg.NormalizeActivations),
+                ("dtype", cfg.Dtype),
+                ("model_name", cfg.Metadata.ModelName ?? "-"),
+                ("hook_name", cfg.Metadata.HookName ?? "-"),
+                ("context_size", cfg.Metadata.ContextSize?.ToString() ?? "-"),
+                ("dataset_path", cfg.Metadata.DatasetPath ?? "-"),
+                ("parameters", sae.parameters().Sum(t => t.numel()).ToString("N0")),
+            });
+            return 0;
+        });
+        return command;
+    }
+}

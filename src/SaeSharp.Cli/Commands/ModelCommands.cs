@@ -1,0 +1,131 @@
+using System.CommandLine;
+using System.Text.Json;
+using SaeSharp.IO;
+using SaeSharp.Models;
+using SaeSharp.Tokenizers;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Cli.Commands;
+
+/// <summary><c>sae model run|generate|tokenize|info</c>: the hooked language models on their own.</summary>
+internal static class ModelCommands
+{
+    public static Option<string> ModelOption(bool required = true) => new("--model")
+    {
+        Description = "Hugging Face model id (downloaded to the hub cache) or a local model folder",
+        Required = required,
+    };
+
+    public static Command Create()
+    {
+        var command = new Command("model", "Run, inspect and sample from a hooked transformer language model");
+        command.Subcommands.Add(Run());
+        command.Subcommands.Add(Generate());
+        command.Subcommands.Add(Tokenize());
+        command.Subcommands.Add(Info());
+        return command;
+    }
+
+    private static Command Run()
+    {
+        var model = ModelOption();
+        var input = new Option<string>("--input") { Description = "safetensors file holding an int64 tensor 'tokens' [batch, seq]", Required = true };
+        var output = new Option<string>("--out") { Description = "Output safetensors: 'logits' and each requested hook", Required = true };
+        var hooks = new Option<string?>("--hooks") { Description = "'all' or a comma-separated list of hook names" };
+        var command = new Command("run", "Run the model on token ids and save logits and hook activations") { model, input, output, hooks };
+        Cli.SetAction(command, parse =>
+        {
+            using var m = ModelSource.LoadModel(parse.GetValue(model)!);
+            var inPath = parse.GetValue(input)!;
+            using var file = SafeTensorsFile.Open(inPath);
+            if (!file.Contains("tokens")) throw new SaeSharpException($"{inPath}: no tensor named 'tokens' (int64 [batch, seq])");
+            using var tokens = file.Read("tokens", ScalarType.Int64);
+            if (tokens.dim() != 2) throw new SaeSharpException($"{inPath}: 'tokens' must be [batch, seq], got [{string.Join(", ", tokens.shape)}]");
+            var hookArg = parse.GetValue(hooks);
+            var names = hookArg is null ? [] : hookArg == "all" ? m.HookNames.ToList() : hookArg.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToList();
+            var (logits, cache) = m.RunWithCache(tokens, names);
+            using (cache)
+            {
+                var outputs = new List<KeyValuePair<string, Tensor>> { new("logits", logits!) };
+                foreach (var n in names) outputs.Add(new(m.HookPoints.Resolve(n), cache[n]));
+                SafeTensors.Save(parse.GetValue(output)!, outputs);
+            }
+            logits!.Dispose();
+            return 0;
+        });
+        return command;
+    }
+
+    private static Command Generate()
+    {
+        var model = ModelOption();
+        var prompt = new Option<string>("--prompt") { Description = "Prompt text", Required = true };
+        var maxNew = new Option<int>("--max-new-tokens") { Description = "Tokens to generate", DefaultValueFactory = _ => 32 };
+        var temperature = new Option<double>("--temperature") { Description = "0 = greedy", DefaultValueFactory = _ => 0.0 };
+        var topK = new Option<int?>("--top-k") { Description = "Sample from the k most likely tokens" };
+        var topP = new Option<double?>("--top-p") { Description = "Nucleus sampling mass" };
+        var seed = new Option<ulong?>("--seed") { Description = "Sampling seed" };
+        var command = new Command("generate", "Continue a prompt (greedy or sampled, with a KV cache)") { model, prompt, maxNew, temperature, topK, topP, seed };
+        Cli.SetAction(command, parse =>
+        {
+            var folder = ModelSource.Resolve(parse.GetValue(model)!);
+            using var m = ModelLoader.FromPretrained(folder);
+            var tok = Tokenizer.FromFolder(folder);
+            var ids = tok.Encode(parse.GetValue(prompt)!);
+            using var tokens = tensor(ids.Select(i => (long)i).ToArray()).unsqueeze(0);
+            using var result = m.Generate(tokens, parse.GetValue(maxNew), new GenerationOptions
+            {
+                Temperature = parse.GetValue(temperature),
+                TopK = parse.GetValue(topK),
+                TopP = parse.GetValue(topP),
+                Seed = parse.GetValue(seed),
+                EosTokenId = tok.EosTokenId,
+            });
+            var all = result.Tokens[0].data<long>().Select(v => (int)v).ToArray();
+            Console.WriteLine(tok.Decode(all));
+            return 0;
+        });
+        return command;
+    }
+
+    private static Command Tokenize()
+    {
+        var model = ModelOption();
+        var text = new Option<string?>("--text") { Description = "Text to tokenize (or ids as a JSON array with --decode)" };
+        var file = new Option<string?>("--file") { Description = "Read the text from a file" };
+        var decode = new Option<bool>("--decode") { Description = "Decode a JSON array of ids to text" };
+        var command = new Command("tokenize", "Print token ids as a JSON array, or decode ids with --decode") { model, text, file, decode };
+        Cli.SetAction(command, parse =>
+        {
+            var tok = Tokenizer.FromFolder(ModelSource.Resolve(parse.GetValue(model)!));
+            var input = parse.GetValue(text) ?? (parse.GetValue(file) is string f ? File.ReadAllText(f)
+                : throw new SaeSharpException("give --text or --file"));
+            if (parse.GetValue(decode))
+            {
+                int[] ids;
+                try { ids = JsonSerializer.Deserialize<int[]>(input) ?? []; }
+                catch (JsonException) { throw new SaeSharpException("--decode expects a JSON array of token ids, e.g. [464, 3290]"); }
+                Console.WriteLine(tok.Decode(ids));
+            }
+            else Console.WriteLine(JsonSerializer.Serialize(tok.Encode(input)));
+            return 0;
+        });
+        return command;
+    }
+
+    private static Command Info()
+    {
+        var model = ModelOption();
+        var command = new Command("info", "Print a model's architecture, sizes and hook points") { model };
+        Cli.SetAction(command, parse =>
+        {
+            using var m = ModelSource.LoadModel(parse.GetValue(model)!);
+            Console.WriteLine(m.Config.ToString());
+            Console.WriteLine($"parameters: {m.parameters().Sum(p => p.numel()):N0}");
+            Console.WriteLine("hook points:");
+            foreach (var h in m.HookNames) Console.WriteLine($"  {h}");
+            return 0;
+        });
+        return command;
+    }
+}

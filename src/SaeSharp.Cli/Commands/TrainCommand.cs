@@ -1,0 +1,202 @@
+using System.CommandLine;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using SaeSharp.Activations;
+using SaeSharp.Saes;
+using SaeSharp.Synthetic;
+using SaeSharp.Training;
+using Spectre.Console;
+
+namespace SaeSharp.Cli.Commands;
+
+/// <summary>Settings of <c>sae train</c>: the flags, or the same fields (snake_case) in a <c>--config</c> JSON file, which
+/// may also hold any trainer field (lr_scheduler_name, lr_warm_up_steps, l1_warm_up_steps, …).</summary>
+internal sealed class TrainSettings
+{
+    [JsonPropertyName("activations")] public string? Activations { get; set; }
+    [JsonPropertyName("arch")] public string Arch { get; set; } = "topk";
+    [JsonPropertyName("k")] public int? K { get; set; }
+    [JsonPropertyName("l1")] public double? L1 { get; set; }
+    [JsonPropertyName("dict_size")] public int? DictSize { get; set; }
+    [JsonPropertyName("expansion")] public int? Expansion { get; set; }
+    [JsonPropertyName("batch_size")] public int BatchSize { get; set; } = 4096;
+    [JsonPropertyName("steps")] public long Steps { get; set; } = 1000;
+    [JsonPropertyName("lr")] public double? Lr { get; set; }
+    [JsonPropertyName("seed")] public long Seed { get; set; } = 42;
+    [JsonPropertyName("out")] public string? Out { get; set; }
+    [JsonPropertyName("eval_rows")] public long EvalRows { get; set; } = 16384;
+    [JsonPropertyName("checkpoint_every")] public long CheckpointEvery { get; set; }
+    [JsonPropertyName("target_name")] public string? TargetName { get; set; }
+    [JsonPropertyName("ground_truth")] public string? GroundTruth { get; set; }
+}
+
+/// <summary><c>sae train</c>: trains SAEs on activation files and writes them in SAELens layout.</summary>
+internal static class TrainCommand
+{
+    public static Command Create()
+    {
+        var activations = new Option<string?>("--activations") { Description = ".safetensors/.npy file or folder of shards, [N, d_in] (tensor 'activations' or the only tensor)" };
+        var arch = new Option<string?>("--arch") { Description = $"Architecture(s), comma-separated: {string.Join("|", SaeRecipes.Names)}" };
+        var k = new Option<int?>("--k") { Description = "Active latents per row (topk, batchtopk, matryoshka)" };
+        var l1 = new Option<double?>("--l1") { Description = "Sparsity coefficient (L1, or L0 for jumprelu)" };
+        var dictSize = new Option<int?>("--dict-size") { Description = "Number of latents d_sae" };
+        var expansion = new Option<int?>("--expansion") { Description = "d_sae = expansion × d_in (default 8)" };
+        var batchSize = new Option<int?>("--batch-size") { Description = "Rows per step (default 4096)" };
+        var steps = new Option<long?>("--steps") { Description = "Training steps (default 1000)" };
+        var lr = new Option<double?>("--lr") { Description = "Learning rate (default: the architecture's)" };
+        var seed = new Option<long?>("--seed") { Description = "Seed of initialisation and shuffling (default 42)" };
+        var output = new Option<string?>("--out") { Description = "Output folder" };
+        var config = new Option<string?>("--config") { Description = "JSON file with the same fields (snake_case) and trainer fields; flags override it" };
+        var resume = new Option<bool>("--resume") { Description = "Continue from the latest checkpoint in OUT/checkpoints" };
+        var checkpointEvery = new Option<long?>("--checkpoint-every") { Description = "Checkpoint every N steps (default: steps/10)" };
+        var evalRows = new Option<long?>("--eval-rows") { Description = "Rows held out at the end of the data for metrics.json (default 16384)" };
+        var groundTruth = new Option<string?>("--ground-truth") { Description = "features.safetensors of synthetic data: adds mmcs and recovered_fraction" };
+        var command = new Command("train", "Train sparse autoencoders and write them in SAELens layout")
+        {
+            activations, arch, k, l1, dictSize, expansion, batchSize, steps, lr, seed, output, config, resume, checkpointEvery, evalRows, groundTruth,
+        };
+        Cli.SetAction(command, parse =>
+        {
+            var (s, trainer) = ReadConfig(parse.GetValue(config));
+            s.Activations = parse.GetValue(activations) ?? s.Activations;
+            s.Arch = parse.GetValue(arch) ?? s.Arch;
+            s.K = parse.GetValue(k) ?? s.K;
+            s.L1 = parse.GetValue(l1) ?? s.L1;
+            s.DictSize = parse.GetValue(dictSize) ?? s.DictSize;
+            s.Expansion = parse.GetValue(expansion) ?? s.Expansion;
+            s.BatchSize = parse.GetValue(batchSize) ?? s.BatchSize;
+            s.Steps = parse.GetValue(steps) ?? s.Steps;
+            s.Lr = parse.GetValue(lr) ?? s.Lr;
+            s.Seed = parse.GetValue(seed) ?? s.Seed;
+            s.Out = parse.GetValue(output) ?? s.Out;
+            s.CheckpointEvery = parse.GetValue(checkpointEvery) ?? s.CheckpointEvery;
+            s.EvalRows = parse.GetValue(evalRows) ?? s.EvalRows;
+            s.GroundTruth = parse.GetValue(groundTruth) ?? s.GroundTruth;
+            if (s.Activations is null) throw new SaeSharpException("give --activations (or 'activations' in --config)");
+            if (s.Out is null) throw new SaeSharpException("give --out (or 'out' in --config)");
+            return Train(s, trainer, parse.GetValue(resume));
+        });
+        return command;
+    }
+
+    private static (TrainSettings, TrainerConfig) ReadConfig(string? path)
+    {
+        if (path is null) return (new TrainSettings(), new TrainerConfig { NormalizeActivations = "expected_average_only_in" });
+        if (!File.Exists(path)) throw new SaeSharpException($"{path}: config file not found");
+        var json = File.ReadAllText(path);
+        try
+        {
+            var settings = JsonSerializer.Deserialize<TrainSettings>(json) ?? new TrainSettings();
+            var trainer = TrainerConfig.FromJson(json, path);
+            if (!json.Contains("\"normalize_activations\"")) trainer.NormalizeActivations = "expected_average_only_in";
+            return (settings, trainer);
+        }
+        catch (JsonException e)
+        {
+            throw new SaeSharpException($"{path}: {e.Message}");
+        }
+    }
+
+    internal static int Train(TrainSettings s, TrainerConfig trainer, bool resume)
+    {
+        var recipes = s.Arch.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        foreach (var r in recipes) SaeRecipes.Architecture(r);
+        var fileOptions = new ActivationFileSourceOptions { Seed = (ulong)s.Seed, Loop = true, TargetName = s.TargetName };
+        var (train, eval) = ActivationSplit.HoldOutLastRows([s.Activations!], s.EvalRows, fileOptions);
+        using (train)
+        using (eval)
+        {
+            int dIn = train.DIn, dOut = train.DOut;
+            int dSae = s.DictSize ?? dIn * (s.Expansion ?? 8);
+            trainer.TotalTrainingSteps = s.Steps;
+            trainer.TrainBatchSizeTokens = s.BatchSize;
+            trainer.Seed = s.Seed;
+            trainer.Lr = s.Lr ?? trainer.Lr;
+            trainer.CheckpointEverySteps = s.CheckpointEvery > 0 ? s.CheckpointEvery : Math.Max(1, s.Steps / 10);
+            trainer.LogEverySteps = (int)Math.Clamp(s.Steps / 100, 1, trainer.LogEverySteps);
+            var metadata = new SaeMetadata { DatasetPath = s.Activations };
+            var slots = recipes.Select(r => new SaeSlot(r, SaeRecipes.Create(r, dIn, dSae, s.K, s.L1, dOut, metadata, s.Steps))).ToList();
+            using var features = s.GroundTruth is null ? null : SyntheticDataset.ReadFeatures(s.GroundTruth);
+            var options = new TrainingRunOptions
+            {
+                OutDir = s.Out!, Trainer = trainer, Saes = slots, TrainSource = train, EvalSource = eval,
+                EvalRows = s.EvalRows, GroundTruthFeatures = features, Resume = resume,
+            };
+            var result = TrainWithProgress(options);
+            foreach (var slot in slots) slot.Sae.Dispose();
+            return Report(result);
+        }
+    }
+
+    /// <summary>Runs training with a live progress bar (or plain lines when output is redirected); Ctrl-C checkpoints and stops.</summary>
+    internal static TrainingRunResult TrainWithProgress(TrainingRunOptions options)
+    {
+        using var cts = new CancellationTokenSource();
+        ConsoleCancelEventHandler onCancel = (_, e) =>
+        {
+            e.Cancel = true;
+            cts.Cancel();
+            Console.Error.WriteLine("sae: interrupted; saving a checkpoint ...");
+        };
+        Console.CancelKeyPress += onCancel;
+        try
+        {
+            if (Console.IsOutputRedirected || !AnsiConsole.Profile.Capabilities.Interactive)
+                return TrainingRun.Run(options, cts.Token, new LineProgress());
+            TrainingRunResult? result = null;
+            AnsiConsole.Progress()
+                .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn(), new SpinnerColumn())
+                .Start(ctx =>
+                {
+                    var task = ctx.AddTask("training", maxValue: options.Trainer.Steps);
+                    result = TrainingRun.Run(options, cts.Token, new BarProgress(task));
+                });
+            return result!;
+        }
+        finally
+        {
+            Console.CancelKeyPress -= onCancel;
+        }
+    }
+
+    internal static string Describe(TrainingProgress p)
+    {
+        var parts = p.Saes.Select(sae =>
+            $"{sae.Name}: loss {sae.Losses.GetValueOrDefault("overall_loss"):G4} L0 {sae.L0:F1} dead {sae.DeadFraction:P0}");
+        var eta = p.Eta is TimeSpan t ? $" ETA {t:hh\\:mm\\:ss}" : "";
+        return $"step {p.Step}/{p.TotalSteps} {p.RowsPerSecond:N0} rows/s{eta} | {string.Join(" | ", parts)}";
+    }
+
+    private sealed class LineProgress : IProgress<TrainingProgress>
+    {
+        public void Report(TrainingProgress p) => Console.WriteLine(Describe(p));
+    }
+
+    private sealed class BarProgress(ProgressTask task) : IProgress<TrainingProgress>
+    {
+        public void Report(TrainingProgress p)
+        {
+            task.Value = p.Step;
+            task.Description = Markup.Escape(Describe(p));
+        }
+    }
+
+    private static int Report(TrainingRunResult result)
+    {
+        if (result.Status is TrainingStatus.Cancelled or TrainingStatus.Stopped)
+        {
+            Console.WriteLine($"stopped at step {result.Steps}; checkpoint: {result.LastCheckpoint} (continue with --resume)");
+            return 130;
+        }
+        if (result.Status == TrainingStatus.SourceExhausted)
+            Console.Error.WriteLine($"warning: the activations ran out after {result.Steps} steps");
+        foreach (var sae in result.Saes)
+        {
+            Console.WriteLine($"{sae.Name}: wrote {sae.Directory}");
+            if (sae.Metrics is { } m)
+                Console.WriteLine($"  mse {m.Mse:G4}  fvu {m.Fvu:G4}  l0 {m.L0:F1}  dead {m.DeadFraction:P1}" +
+                                  (m.Mmcs is double mm ? $"  mmcs {mm:F3}" : ""));
+        }
+        return 0;
+    }
+}

@@ -1,0 +1,423 @@
+using System.Text.Json.Nodes;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Activations;
+
+/// <summary>
+/// Activation rows from <c>.safetensors</c> files (f32, f16 or bf16; a single tensor or one named <c>activations</c>,
+/// optionally with a target tensor for transcoders) and <c>.npy</c> files (f32 or f16) of shape [N, d_in]; several files or a folder of
+/// shards treated as one dataset. Files are read a chunk at a time, never whole, so datasets larger than memory work.
+/// With shuffling, each pass reads the chunks of all shards in a random order into a buffer whenever it is less than
+/// half full and draws rows from the buffer uniformly at random without replacement (the SAELens / dictionary_learning
+/// mixing-buffer pattern), so every pass emits each row exactly once. Each chunk is checked for NaN/Inf as it is read.
+/// The position (pass, chunk order, generator state and which rows sit in the buffer) is saved and restored exactly.
+/// </summary>
+public sealed class ActivationFileSource : IActivationSource
+{
+    private const int MaxOpenFiles = 16;
+
+    private readonly record struct FileInfo(string Path, long Rows);
+    private readonly record struct Chunk(int File, long FileStart, int Count, long GlobalStart);
+
+    private readonly ActivationFileSourceOptions _options;
+    private readonly FileInfo[] _files;
+    private readonly Chunk[] _chunks;
+    private readonly int _capacity;
+    private readonly bool _hasTarget;
+    private readonly List<(int File, ActivationRowFile Handle)> _open = new();
+
+    private Tensor _bufIn;
+    private Tensor? _bufOut;
+    private readonly long[] _ids;
+    private int _head;   // first live row (sequential mode; always 0 when shuffling)
+    private int _count;  // end of live rows
+    private long _epoch;
+    private int[] _chunkOrder;
+    private int _chunkCursor;
+    private SeededRandom _rng;
+    private bool _disposed;
+
+    /// <summary>The files, in dataset order (folders expanded).</summary>
+    public IReadOnlyList<string> Files { get; }
+    public int DIn { get; }
+    public int DOut { get; }
+    public long? Rows { get; }
+    /// <summary>Number of completed passes over the data (passes start at 0).</summary>
+    public long Epoch => _epoch;
+
+    /// <summary>Opens the files (headers only) and checks their shapes, dtypes and widths.</summary>
+    /// <param name="paths">Files and/or folders; a folder contributes its <c>.safetensors</c> and <c>.npy</c> files sorted by name.</param>
+    /// <param name="options">Tensor names, expected widths, chunk and buffer sizes, shuffling, looping, seed, row range.</param>
+    public ActivationFileSource(IEnumerable<string> paths, ActivationFileSourceOptions? options = null)
+    {
+        _options = options ?? new ActivationFileSourceOptions();
+        if (_options.ChunkRows <= 0) throw new SaeSharpException($"chunk size must be positive, got {_options.ChunkRows}");
+        if (_options.BufferRows <= 0) throw new SaeSharpException($"buffer size must be positive, got {_options.BufferRows}");
+        Files = ExpandPaths(paths);
+
+        var files = new List<FileInfo>();
+        int? dIn = null, dOut = null;
+        string? firstPath = null;
+        foreach (var path in Files)
+        {
+            using var f = ActivationRowFile.Open(path, _options.InputName, _options.TargetName);
+            if (_options.ExpectedDIn is int e && f.InputWidth != e)
+                throw new SaeSharpException($"{f.Describe(f.InputName)} has width {f.InputWidth}, expected d_in = {e}");
+            if (_options.ExpectedDOut is int eo && f.TargetWidth is int tw && tw != eo)
+                throw new SaeSharpException($"{f.Describe(f.TargetName!)} has width {tw}, expected d_out = {eo}");
+            if (dIn is int d && f.InputWidth != d)
+                throw new SaeSharpException($"{f.Describe(f.InputName)} has width {f.InputWidth}, but {firstPath} has width {d}");
+            if (dOut is int dd && f.TargetWidth is int tw2 && tw2 != dd)
+                throw new SaeSharpException($"{f.Describe(f.TargetName!)} has width {tw2}, but {firstPath} has width {dd}");
+            dIn ??= f.InputWidth;
+            dOut ??= f.TargetWidth;
+            firstPath ??= path;
+            files.Add(new FileInfo(path, f.Rows));
+        }
+        _files = files.ToArray();
+        _hasTarget = _options.TargetName is not null;
+        DIn = dIn!.Value;
+        DOut = _hasTarget ? dOut!.Value : DIn;
+
+        long total = _files.Sum(f => f.Rows);
+        long start = _options.RowStart;
+        long count = _options.RowCount ?? total - start;
+        if (start < 0 || count < 0 || start + count > total)
+            throw new SaeSharpException($"rows [{start}, {start + count}) are out of range: the files hold {total} rows");
+        if (count == 0) throw new SaeSharpException($"no rows selected from {string.Join(", ", Files)}");
+        Rows = count;
+        _chunks = MakeChunks(start, count);
+
+        _capacity = Math.Max(_options.BufferRows, _options.ChunkRows);
+        _bufIn = torch.empty(_capacity, DIn, ScalarType.Float32);
+        _bufOut = _hasTarget ? torch.empty(_capacity, DOut, ScalarType.Float32) : null;
+        _ids = new long[_capacity];
+        _rng = new SeededRandom(_options.Seed);
+        _chunkOrder = NewChunkOrder();
+    }
+
+    public ActivationFileSource(string path, ActivationFileSourceOptions? options = null) : this([path], options) { }
+
+    /// <summary>Files in dataset order: each file as given, each folder's <c>.safetensors</c> and <c>.npy</c> files sorted by name.</summary>
+    public static IReadOnlyList<string> ExpandPaths(IEnumerable<string> paths)
+    {
+        var result = new List<string>();
+        foreach (var p in paths)
+        {
+            if (Directory.Exists(p))
+            {
+                var inDir = Directory.GetFiles(p)
+                    .Where(f => f.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase) || f.EndsWith(".npy", StringComparison.OrdinalIgnoreCase))
+                    .OrderBy(f => f, StringComparer.Ordinal).ToList();
+                if (inDir.Count == 0) throw new SaeSharpException($"{p}: folder holds no .safetensors or .npy activation files");
+                result.AddRange(inDir);
+            }
+            else if (File.Exists(p)) result.Add(p);
+            else throw new SaeSharpException($"{p}: no such file or folder");
+        }
+        if (result.Count == 0) throw new SaeSharpException("no activation files given");
+        return result;
+    }
+
+    /// <summary>Total rows in the files (all of them, ignoring any row range).</summary>
+    public static long CountRows(IEnumerable<string> paths, ActivationFileSourceOptions? options = null)
+    {
+        long n = 0;
+        foreach (var path in ExpandPaths(paths))
+        {
+            using var f = ActivationRowFile.Open(path, options?.InputName, options?.TargetName);
+            n += f.Rows;
+        }
+        return n;
+    }
+
+    private Chunk[] MakeChunks(long start, long count)
+    {
+        var chunks = new List<Chunk>();
+        long fileOffset = 0, global = 0, end = start + count;
+        for (int i = 0; i < _files.Length; i++)
+        {
+            long lo = Math.Max(start, fileOffset), hi = Math.Min(end, fileOffset + _files[i].Rows);
+            for (long r = lo; r < hi; r += _options.ChunkRows)
+            {
+                int n = (int)Math.Min(_options.ChunkRows, hi - r);
+                chunks.Add(new Chunk(i, r - fileOffset, n, global));
+                global += n;
+            }
+            fileOffset += _files[i].Rows;
+        }
+        return chunks.ToArray();
+    }
+
+    private int[] NewChunkOrder()
+    {
+        if (!_options.Shuffle) return Enumerable.Range(0, _chunks.Length).ToArray();
+        return _rng.Permutation(_chunks.Length).Select(i => (int)i).ToArray();
+    }
+
+    private ActivationRowFile Handle(int file)
+    {
+        for (int i = 0; i < _open.Count; i++)
+        {
+            if (_open[i].File != file) continue;
+            var hit = _open[i];
+            _open.RemoveAt(i);
+            _open.Add(hit);
+            return hit.Handle;
+        }
+        if (_open.Count >= MaxOpenFiles)
+        {
+            _open[0].Handle.Dispose();
+            _open.RemoveAt(0);
+        }
+        var h = ActivationRowFile.Open(_files[file].Path, _options.InputName, _options.TargetName);
+        if (h.Rows != _files[file].Rows || h.InputWidth != DIn)
+        {
+            h.Dispose();
+            throw new SaeSharpException($"{_files[file].Path}: file changed while being read");
+        }
+        _open.Add((file, h));
+        return h;
+    }
+
+    /// <summary>Reads <paramref name="count"/> rows of a chunk starting <paramref name="offset"/> rows into it.</summary>
+    private (Tensor In, Tensor? Out) ReadChunkRows(Chunk c, int offset, int count)
+    {
+        var h = Handle(c.File);
+        var x = h.ReadInput(c.FileStart + offset, count);
+        if (!_hasTarget) return (x, null);
+        try
+        {
+            return (x, h.ReadTarget(c.FileStart + offset, count));
+        }
+        catch
+        {
+            x.Dispose();
+            throw;
+        }
+    }
+
+    private int Available => _count - _head;
+
+    /// <summary>Moves live rows to the front of the buffer and reads chunks while they fit.</summary>
+    private void Refill()
+    {
+        if (_head > 0)
+        {
+            int n = Available;
+            if (n > 0)
+            {
+                using var moved = _bufIn.narrow(0, _head, n).clone();
+                _bufIn.narrow(0, 0, n).copy_(moved);
+                if (_bufOut is not null)
+                {
+                    using var movedOut = _bufOut.narrow(0, _head, n).clone();
+                    _bufOut.narrow(0, 0, n).copy_(movedOut);
+                }
+                Array.Copy(_ids, _head, _ids, 0, n);
+            }
+            _head = 0;
+            _count = n;
+        }
+        while (_chunkCursor < _chunkOrder.Length && _count + _chunks[_chunkOrder[_chunkCursor]].Count <= _capacity)
+        {
+            var c = _chunks[_chunkOrder[_chunkCursor]];
+            var (x, y) = ReadChunkRows(c, 0, c.Count);
+            using (x)
+            using (y)
+            {
+                _bufIn.narrow(0, _count, c.Count).copy_(x);
+                _bufOut?.narrow(0, _count, c.Count).copy_(y!);
+            }
+            for (int i = 0; i < c.Count; i++) _ids[_count + i] = c.GlobalStart + i;
+            _count += c.Count;
+            _chunkCursor++;
+        }
+    }
+
+    public ActivationBatch? Next(int batchSize)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (batchSize <= 0) throw new ArgumentOutOfRangeException(nameof(batchSize), batchSize, "must be positive");
+        var partsIn = new List<Tensor>();
+        var partsOut = new List<Tensor>();
+        int need = batchSize;
+        try
+        {
+            while (need > 0)
+            {
+                if ((Available < _capacity / 2 || Available < need) && _chunkCursor < _chunkOrder.Length) Refill();
+                if (Available == 0)
+                {
+                    if (_chunkCursor < _chunkOrder.Length) continue;
+                    if (!_options.Loop) break;
+                    _epoch++;
+                    _chunkOrder = NewChunkOrder();
+                    _chunkCursor = 0;
+                    _head = _count = 0;
+                    continue;
+                }
+                int m = Math.Min(need, Available);
+                var (pin, pout) = Take(m);
+                partsIn.Add(pin);
+                if (pout is not null) partsOut.Add(pout);
+                need -= m;
+            }
+            if (partsIn.Count == 0) return null;
+            var input = partsIn.Count == 1 ? partsIn[0] : torch.cat(partsIn, 0);
+            Tensor? target = !_hasTarget ? null : partsOut.Count == 1 ? partsOut[0] : torch.cat(partsOut, 0);
+            if (partsIn.Count > 1) { foreach (var p in partsIn) p.Dispose(); foreach (var p in partsOut) p.Dispose(); }
+            return new ActivationBatch(input, target);
+        }
+        catch
+        {
+            foreach (var p in partsIn) p.Dispose();
+            foreach (var p in partsOut) p.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Removes <paramref name="m"/> rows from the buffer: the first ones in sequential mode, uniformly random
+    /// ones (a partial Fisher–Yates shuffle from the end, the holes filled from the tail) when shuffling.</summary>
+    private (Tensor In, Tensor? Out) Take(int m)
+    {
+        if (!_options.Shuffle)
+        {
+            var seqIn = _bufIn.narrow(0, _head, m).clone();
+            var seqOut = _bufOut?.narrow(0, _head, m).clone();
+            _head += m;
+            return (seqIn, seqOut);
+        }
+
+        int n = _count;
+        var moved = new Dictionary<int, int>();
+        int Get(int i) => moved.TryGetValue(i, out int v) ? v : i;
+        var chosen = new long[m];
+        for (int j = 0; j < m; j++)
+        {
+            int last = n - 1 - j;
+            int r = (int)_rng.NextLong(last + 1);
+            chosen[j] = Get(r);
+            moved[r] = Get(last);
+        }
+        // Slots below n-m that now hold a tail row: fill them from the tail (sources and destinations are disjoint).
+        var dst = new List<long>();
+        var src = new List<long>();
+        foreach (var (slot, from) in moved)
+            if (slot < n - m && slot != from) { dst.Add(slot); src.Add(from); }
+
+        using var scope = NewDisposeScope();
+        var chosenT = torch.tensor(chosen);
+        var outIn = _bufIn.index_select(0, chosenT);
+        var outOut = _bufOut?.index_select(0, chosenT);
+        if (dst.Count > 0)
+        {
+            var dstT = torch.tensor(dst.ToArray());
+            var srcT = torch.tensor(src.ToArray());
+            _bufIn.index_copy_(0, dstT, _bufIn.index_select(0, srcT));
+            _bufOut?.index_copy_(0, dstT, _bufOut.index_select(0, srcT));
+            for (int i = 0; i < dst.Count; i++) _ids[dst[i]] = _ids[src[i]];
+        }
+        _count = n - m;
+        return (outIn.MoveToOuterDisposeScope(), outOut?.MoveToOuterDisposeScope());
+    }
+
+    /// <summary>Global row numbers (within the selected rows) currently in the buffer, in buffer order.</summary>
+    internal long[] BufferedRowIds() => _ids[_head.._count];
+
+    public JsonNode SaveState()
+    {
+        var state = new JsonObject
+        {
+            ["kind"] = nameof(ActivationFileSource),
+            ["rows"] = Rows,
+            ["chunks"] = _chunks.Length,
+            ["epoch"] = _epoch,
+            ["chunk_cursor"] = _chunkCursor,
+            ["chunk_order"] = new JsonArray(_chunkOrder.Select(i => (JsonNode)JsonValue.Create(i)).ToArray()),
+            ["rng"] = new JsonArray(_rng.GetState().Select(s => (JsonNode)JsonValue.Create(s.ToString(System.Globalization.CultureInfo.InvariantCulture))).ToArray()),
+            ["buffer"] = new JsonArray(BufferedRowIds().Select(i => (JsonNode)JsonValue.Create(i)).ToArray()),
+        };
+        return state;
+    }
+
+    public void LoadState(JsonNode state)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        try
+        {
+            if (state["kind"]?.GetValue<string>() != nameof(ActivationFileSource))
+                throw new SaeSharpException($"activation source state is not an {nameof(ActivationFileSource)} state");
+            long rows = state["rows"]!.GetValue<long>();
+            int chunks = state["chunks"]!.GetValue<int>();
+            if (rows != Rows || chunks != _chunks.Length)
+                throw new SaeSharpException($"activation source state is for {rows} rows in {chunks} chunks, but this source has {Rows} rows in {_chunks.Length} chunks (different files or options)");
+            var order = state["chunk_order"]!.AsArray().Select(n => n!.GetValue<int>()).ToArray();
+            if (order.Length != _chunks.Length || order.Any(i => i < 0 || i >= _chunks.Length))
+                throw new SaeSharpException("activation source state has an invalid chunk order");
+            int cursor = state["chunk_cursor"]!.GetValue<int>();
+            if (cursor < 0 || cursor > order.Length) throw new SaeSharpException($"activation source state has an invalid chunk cursor {cursor}");
+            var rng = state["rng"]!.AsArray().Select(n => ulong.Parse(n!.GetValue<string>(), System.Globalization.CultureInfo.InvariantCulture)).ToArray();
+            var ids = state["buffer"]!.AsArray().Select(n => n!.GetValue<long>()).ToArray();
+            if (ids.Length > _capacity) throw new SaeSharpException($"activation source state holds {ids.Length} buffered rows, more than this source's buffer of {_capacity}");
+            if (ids.Any(i => i < 0 || i >= Rows)) throw new SaeSharpException("activation source state refers to rows outside the data");
+
+            _epoch = state["epoch"]!.GetValue<long>();
+            _chunkOrder = order;
+            _chunkCursor = cursor;
+            _rng = SeededRandom.FromState(rng);
+            RestoreBuffer(ids);
+        }
+        catch (Exception e) when (e is InvalidOperationException or FormatException or NullReferenceException or System.Text.Json.JsonException)
+        {
+            throw new SaeSharpException($"activation source state is malformed ({e.Message})");
+        }
+    }
+
+    /// <summary>Re-reads the rows with the given ids into buffer slots 0..ids.Length-1, one read per chunk involved.</summary>
+    private void RestoreBuffer(long[] ids)
+    {
+        _head = 0;
+        _count = 0;
+        var byChunk = ids.Select((id, slot) => (id, slot)).GroupBy(p => ChunkOf(p.id));
+        foreach (var g in byChunk)
+        {
+            var c = _chunks[g.Key];
+            int lo = (int)(g.Min(p => p.id) - c.GlobalStart), hi = (int)(g.Max(p => p.id) - c.GlobalStart);
+            var (x, y) = ReadChunkRows(c, lo, hi - lo + 1);
+            using var scope = NewDisposeScope();
+            using (x)
+            using (y)
+            {
+                var rowsT = torch.tensor(g.Select(p => p.id - c.GlobalStart - lo).ToArray());
+                var slotsT = torch.tensor(g.Select(p => (long)p.slot).ToArray());
+                _bufIn.index_copy_(0, slotsT, x.index_select(0, rowsT));
+                _bufOut?.index_copy_(0, slotsT, y!.index_select(0, rowsT));
+            }
+        }
+        Array.Copy(ids, _ids, ids.Length);
+        _count = ids.Length;
+    }
+
+    private int ChunkOf(long globalRow)
+    {
+        int lo = 0, hi = _chunks.Length - 1;
+        while (lo < hi)
+        {
+            int mid = (lo + hi + 1) / 2;
+            if (_chunks[mid].GlobalStart <= globalRow) lo = mid; else hi = mid - 1;
+        }
+        return lo;
+    }
+
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        foreach (var (_, h) in _open) h.Dispose();
+        _open.Clear();
+        _bufIn.Dispose();
+        _bufOut?.Dispose();
+    }
+}

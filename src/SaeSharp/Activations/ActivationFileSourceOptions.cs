@@ -1,0 +1,30 @@
+namespace SaeSharp.Activations;
+
+/// <summary>How an <see cref="ActivationFileSource"/> reads, shuffles and splits its files.</summary>
+public sealed record ActivationFileSourceOptions
+{
+    /// <summary>Name of the input tensor; null picks the tensor named <c>activations</c>, or the file's only tensor.</summary>
+    public string? InputName { get; init; }
+    /// <summary>Name of a second tensor used as the reconstruction target (transcoders), e.g. <c>targets</c>; null for none.</summary>
+    public string? TargetName { get; init; }
+    /// <summary>Expected input width; a file of another width is an error naming it.</summary>
+    public int? ExpectedDIn { get; init; }
+    /// <summary>Expected target width (when <see cref="TargetName"/> is set).</summary>
+    public int? ExpectedDOut { get; init; }
+
+    /// <summary>Rows read from disk at a time (one chunk).</summary>
+    public int ChunkRows { get; init; } = 4096;
+    /// <summary>Rows held in the shuffle buffer (raised to <see cref="ChunkRows"/> if smaller). Chunks are read in a random
+    /// order into it whenever it is less than half full, and batches are drawn from it at random.</summary>
+    public int BufferRows { get; init; } = 32768;
+    /// <summary>Shuffle rows (random chunk order + random draws from the buffer); false reads rows in file order.</summary>
+    public bool Shuffle { get; init; } = true;
+    /// <summary>Start a new pass (a new shuffle) when the data are used up instead of returning null.</summary>
+    public bool Loop { get; init; }
+    public ulong Seed { get; init; }
+
+    /// <summary>First row, in the concatenation of all files, that this source uses.</summary>
+    public long RowStart { get; init; }
+    /// <summary>Number of rows used from <see cref="RowStart"/>; null for all remaining rows.</summary>
+    public long? RowCount { get; init; }
+}

@@ -1,0 +1,191 @@
+using SaeSharp.IO;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Activations;
+
+/// <summary>
+/// One activation file seen as rows: an input tensor [N, d_in] and optionally a target tensor [N, d_out].
+/// Only the header is read when it is opened; rows are read on demand, converted to float32 and checked for NaN/Inf.
+/// </summary>
+internal abstract class ActivationRowFile : IDisposable
+{
+    public abstract string Path { get; }
+    public abstract long Rows { get; }
+    public abstract int InputWidth { get; }
+    /// <summary>Width of the target tensor, or null when the file has none.</summary>
+    public abstract int? TargetWidth { get; }
+    public abstract string InputName { get; }
+    public abstract string? TargetName { get; }
+
+    protected abstract Tensor ReadInputRaw(long start, long count);
+    protected abstract Tensor ReadTargetRaw(long start, long count);
+
+    /// <summary>Rows [start, start+count) of the input, float32, checked to be finite.</summary>
+    public Tensor ReadInput(long start, long count) => CheckedFloat32(ReadInputRaw(start, count), InputName, start);
+
+    /// <summary>Rows [start, start+count) of the target, float32, checked to be finite.</summary>
+    public Tensor ReadTarget(long start, long count)
+    {
+        if (TargetName is null) throw new InvalidOperationException($"{Path} has no target tensor");
+        return CheckedFloat32(ReadTargetRaw(start, count), TargetName, start);
+    }
+
+    /// <summary>How error messages name a tensor of this file.</summary>
+    public virtual string Describe(string tensorName) => $"{Path}: tensor '{tensorName}'";
+
+    private Tensor CheckedFloat32(Tensor raw, string name, long start)
+    {
+        Tensor t = raw;
+        if (t.dtype != ScalarType.Float32)
+        {
+            t = raw.to(ScalarType.Float32);
+            raw.Dispose();
+        }
+        try
+        {
+            CheckFinite(t, Describe(name), start);
+            return t;
+        }
+        catch
+        {
+            t.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Throws a <see cref="SaeSharpException"/> naming the first row of <paramref name="t"/> that holds NaN or
+    /// Inf; <paramref name="firstRow"/> is the row number of t[0] in the file.</summary>
+    internal static void CheckFinite(Tensor t, string what, long firstRow)
+    {
+        using var scope = NewDisposeScope();
+        var bad = t.isfinite().logical_not();
+        if (!bad.any().item<bool>()) return;
+        var rows = bad.reshape(t.shape[0], -1).any(1).nonzero();
+        long row = rows[0, 0].item<long>();
+        var values = t[row].reshape(-1);
+        var badInRow = bad[row].reshape(-1).nonzero();
+        long col = badInRow[0, 0].item<long>();
+        float v = values[col].item<float>();
+        throw new SaeSharpException($"{what}: row {firstRow + row} holds {(float.IsNaN(v) ? "NaN" : v > 0 ? "+Inf" : "-Inf")} (column {col}); activations must be finite");
+    }
+
+    public abstract void Dispose();
+
+    /// <summary>Opens a <c>.safetensors</c> or <c>.npy</c> activation file.</summary>
+    public static ActivationRowFile Open(string path, string? inputName, string? targetName)
+    {
+        string ext = System.IO.Path.GetExtension(path).ToLowerInvariant();
+        return ext switch
+        {
+            ".safetensors" => new SafeTensorsRowFile(path, inputName, targetName),
+            ".npy" => new NpyRowFile(path, targetName),
+            _ => throw new SaeSharpException($"{path}: unsupported activation file type '{ext}' (expected .safetensors or .npy)"),
+        };
+    }
+}
+
+/// <summary>A <c>.safetensors</c> activation file: a single tensor, or one named <c>activations</c> (or the given name),
+/// plus an optional target tensor with the same number of rows.</summary>
+internal sealed class SafeTensorsRowFile : ActivationRowFile
+{
+    /// <summary>The input tensor's name when a file holds more than one tensor and none is given.</summary>
+    public const string DefaultInputName = "activations";
+
+    private static readonly string[] SupportedDtypes = ["F32", "F16", "BF16"];
+    private readonly SafeTensorsFile _file;
+
+    public SafeTensorsRowFile(string path, string? inputName, string? targetName)
+    {
+        _file = SafeTensorsFile.Open(path);
+        try
+        {
+            string input;
+            if (inputName is not null) input = _file.Info(inputName).Name;
+            else if (_file.Contains(DefaultInputName)) input = DefaultInputName;
+            else if (_file.Names.Count == 1 && targetName is null) input = _file.Names[0];
+            else
+                throw new SaeSharpException($"{path}: cannot tell which tensor holds the activations: no tensor named '{DefaultInputName}' (has: {string.Join(", ", _file.Names)}); name it explicitly");
+            InputName = input;
+            var inInfo = CheckMatrix(_file.Info(input));
+            Rows = inInfo.Shape[0];
+            InputWidth = checked((int)inInfo.Shape[1]);
+            if (targetName is not null)
+            {
+                var tInfo = CheckMatrix(_file.Info(targetName));
+                if (tInfo.Shape[0] != Rows)
+                    throw new SaeSharpException($"{path}: target tensor '{targetName}' has {tInfo.Shape[0]} rows but input tensor '{input}' has {Rows}");
+                TargetName = targetName;
+                TargetWidth = checked((int)tInfo.Shape[1]);
+            }
+        }
+        catch
+        {
+            _file.Dispose();
+            throw;
+        }
+    }
+
+    private SafeTensorInfo CheckMatrix(SafeTensorInfo info)
+    {
+        if (info.Shape.Length != 2)
+            throw new SaeSharpException($"{Path}: tensor '{info.Name}' has shape [{string.Join(", ", info.Shape)}]; expected [N, d] activations");
+        if (!SupportedDtypes.Contains(info.Dtype))
+            throw new SaeSharpException($"{Path}: tensor '{info.Name}' has dtype {info.Dtype}; expected F32, F16 or BF16");
+        return info;
+    }
+
+    public override string Path => _file.Path;
+    public override long Rows { get; }
+    public override int InputWidth { get; }
+    public override int? TargetWidth { get; }
+    public override string InputName { get; }
+    public override string? TargetName { get; }
+
+    protected override Tensor ReadInputRaw(long start, long count) => _file.ReadRows(InputName, start, count);
+    protected override Tensor ReadTargetRaw(long start, long count) => _file.ReadRows(TargetName!, start, count);
+
+    public override void Dispose() => _file.Dispose();
+}
+
+/// <summary>A <c>.npy</c> activation file: one float32 or float16 array [N, d_in] in C order (no target tensor).</summary>
+internal sealed class NpyRowFile : ActivationRowFile
+{
+    private readonly NpyReader _reader;
+
+    public NpyRowFile(string path, string? targetName)
+    {
+        if (targetName is not null)
+            throw new SaeSharpException($"{path}: a .npy file holds a single array, so it cannot provide the target tensor '{targetName}'; use .safetensors files for transcoder data");
+        _reader = NpyReader.Open(path);
+        try
+        {
+            var h = _reader.Header;
+            if (h.Shape.Length != 2)
+                throw new SaeSharpException($"{path}: array has shape ({string.Join(", ", h.Shape)}); expected [N, d] activations");
+            if (h.DType is not (ScalarType.Float32 or ScalarType.Float16))
+                throw new SaeSharpException($"{path}: array has dtype {h.Descr}; expected float32 (<f4) or float16 (<f2)");
+            Path = path;
+            Rows = h.Shape[0];
+            InputWidth = checked((int)h.Shape[1]);
+        }
+        catch
+        {
+            _reader.Dispose();
+            throw;
+        }
+    }
+
+    public override string Path { get; }
+    public override long Rows { get; }
+    public override int InputWidth { get; }
+    public override int? TargetWidth => null;
+    public override string InputName => "array";
+    public override string? TargetName => null;
+
+    public override string Describe(string tensorName) => Path;
+    protected override Tensor ReadInputRaw(long start, long count) => _reader.ReadRows(start, count);
+    protected override Tensor ReadTargetRaw(long start, long count) => throw new InvalidOperationException($"{Path} has no target tensor");
+
+    public override void Dispose() => _reader.Dispose();
+}

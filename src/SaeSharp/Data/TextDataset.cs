@@ -1,0 +1,304 @@
+using System.IO.Compression;
+using System.Text.Json;
+using Parquet;
+using Parquet.Schema;
+
+namespace SaeSharp.Data;
+
+/// <summary>How a <c>.txt</c> file is cut into documents.</summary>
+public enum TxtMode
+{
+    /// <summary>Each non-empty line is one document.</summary>
+    LinePerDocument,
+    /// <summary>The whole file is one document.</summary>
+    WholeFile,
+}
+
+/// <summary>
+/// Streams documents (strings) or pre-tokenized rows (token id arrays) from local files without loading them
+/// whole: <c>.txt</c>, <c>.jsonl</c>, <c>.parquet</c> (and <c>.txt.gz</c>, <c>.jsonl.gz</c>), or a folder of such
+/// files read in ordinal name order. Enumerate the result again to start over.
+/// </summary>
+public static class TextDataset
+{
+    /// <summary>Documents of a file or folder, chosen by extension: <c>.txt</c> (see <paramref name="txtMode"/>),
+    /// <c>.jsonl</c> (string field <paramref name="field"/>), <c>.parquet</c> (string column <paramref name="field"/>).</summary>
+    public static IEnumerable<string> Read(string path, string field = "text", TxtMode txtMode = TxtMode.LinePerDocument)
+    {
+        foreach (string file in ExpandFiles(path))
+        {
+            var docs = KindOf(file) switch
+            {
+                FileKind.Txt => ReadTxt(file, txtMode),
+                FileKind.Jsonl => ReadJsonl(file, field),
+                FileKind.Parquet => ReadParquet(file, field),
+                _ => throw Unsupported(file),
+            };
+            foreach (var d in docs) yield return d;
+        }
+    }
+
+    /// <summary>Documents of a text file: one per non-empty line, or the whole file as one.</summary>
+    public static IEnumerable<string> ReadTxt(string path, TxtMode mode = TxtMode.LinePerDocument)
+    {
+        RequireFile(path);
+        using var reader = OpenText(path);
+        if (mode == TxtMode.WholeFile)
+        {
+            yield return reader.ReadToEnd();
+            yield break;
+        }
+        string? line;
+        while ((line = reader.ReadLine()) is not null)
+            if (line.Length > 0) yield return line;
+    }
+
+    /// <summary>The string field <paramref name="field"/> of each JSON object line; blank lines are skipped.</summary>
+    public static IEnumerable<string> ReadJsonl(string path, string field = "text")
+    {
+        foreach (var (element, lineNo) in JsonLines(path))
+        {
+            if (!element.TryGetProperty(field, out var v))
+                throw new SaeSharpException($"{path} line {lineNo}: no field '{field}'");
+            if (v.ValueKind != JsonValueKind.String)
+                throw new SaeSharpException($"{path} line {lineNo}: field '{field}' is {v.ValueKind}, expected a string");
+            yield return v.GetString()!;
+        }
+    }
+
+    /// <summary>Token id arrays from the int-array field of each JSON line. With <paramref name="field"/> null,
+    /// the first of "tokens", "input_ids" present in the first row is used (as SAELens does).</summary>
+    public static IEnumerable<long[]> ReadTokenizedJsonl(string path, string? field = null)
+    {
+        foreach (var (element, lineNo) in JsonLines(path))
+        {
+            field ??= DetectTokensField(element) ?? throw new SaeSharpException(
+                $"{path} line {lineNo}: no 'tokens' or 'input_ids' field");
+            if (!element.TryGetProperty(field, out var v))
+                throw new SaeSharpException($"{path} line {lineNo}: no field '{field}'");
+            if (v.ValueKind != JsonValueKind.Array)
+                throw new SaeSharpException($"{path} line {lineNo}: field '{field}' is {v.ValueKind}, expected an array of token ids");
+            var ids = new long[v.GetArrayLength()];
+            int i = 0;
+            foreach (var x in v.EnumerateArray())
+            {
+                if (x.ValueKind != JsonValueKind.Number || !x.TryGetInt64(out long id) || id < 0)
+                    throw new SaeSharpException($"{path} line {lineNo}: {field}[{i}] = {x} is not a non-negative integer");
+                ids[i++] = id;
+            }
+            yield return ids;
+        }
+    }
+
+    /// <summary>The string column <paramref name="column"/> of a Parquet file, one row group at a time.</summary>
+    public static IEnumerable<string> ReadParquet(string path, string column = "text")
+    {
+        RequireFile(path);
+        using var stream = File.OpenRead(path);
+        var reader = OpenParquet(stream, path);
+        try
+        {
+            var field = FindColumn(reader, column, path);
+            bool isString = field.ClrType == typeof(string) || field.ClrType == typeof(ReadOnlyMemory<char>);
+            if (!isString || field.MaxRepetitionLevel != 0)
+                throw new SaeSharpException($"{path}: column '{column}' holds {field.ClrType.Name}{(field.MaxRepetitionLevel != 0 ? " lists" : "")}, expected strings");
+            long row = 0;
+            for (int g = 0; g < reader.RowGroupCount; g++)
+            {
+                string?[] values;
+                using (var group = reader.OpenRowGroupReader(g))
+                {
+                    values = new string?[group.RowCount];
+                    Sync(group.ReadAsync(field, values.AsMemory(), null, default));
+                }
+                foreach (var v in values)
+                {
+                    if (v is null) throw new SaeSharpException($"{path}: column '{column}' is null in row {row}");
+                    row++;
+                    yield return v;
+                }
+            }
+        }
+        finally
+        {
+            Sync(reader.DisposeAsync());
+        }
+    }
+
+    private static ParquetReader OpenParquet(Stream stream, string path)
+    {
+        try
+        {
+            return Sync(ParquetReader.CreateAsync(stream, null, false, default));
+        }
+        catch (Exception e) when (e is not SaeSharpException)
+        {
+            throw new SaeSharpException($"{path}: not a readable Parquet file ({e.Message})", e);
+        }
+    }
+
+    /// <summary>Token id arrays from an integer list column of a Parquet file (as written by SAELens'
+    /// pretokenize runner or HF datasets). With <paramref name="column"/> null, "tokens" or "input_ids".</summary>
+    public static IEnumerable<long[]> ReadTokenizedParquet(string path, string? column = null)
+    {
+        RequireFile(path);
+        using var stream = File.OpenRead(path);
+        var reader = OpenParquet(stream, path);
+        try
+        {
+            column ??= new[] { "tokens", "input_ids" }.FirstOrDefault(c => reader.Schema.Fields.Any(f => f.Name == c))
+                       ?? throw new SaeSharpException($"{path}: no 'tokens' or 'input_ids' column");
+            var field = FindColumn(reader, column, path);
+            if (field.MaxRepetitionLevel != 1 || (field.ClrType != typeof(long) && field.ClrType != typeof(int)))
+                throw new SaeSharpException($"{path}: column '{column}' is not a list of int32/int64 token ids");
+            for (int g = 0; g < reader.RowGroupCount; g++)
+            {
+                List<long[]> rows;
+                using (var group = reader.OpenRowGroupReader(g))
+                {
+                    rows = field.ClrType == typeof(long)
+                        ? ListRows<long>(group, field, x => x)
+                        : ListRows<int>(group, field, x => x);
+                }
+                foreach (var r in rows) yield return r;
+            }
+        }
+        finally
+        {
+            Sync(reader.DisposeAsync());
+        }
+    }
+
+    private static List<long[]> ListRows<T>(ParquetRowGroupReader group, DataField field, Func<T, long> toLong) where T : struct
+    {
+        using var raw = (Parquet.Data.RawColumnData<T>)Sync(group.ReadRawColumnDataBaseAsync(field, default));
+        var values = raw.Values;
+        var rep = raw.RepetitionLevels;
+        bool hasDef = field.MaxDefinitionLevel > 0;
+        Span<int> def = hasDef ? raw.DefinitionLevels : default;
+        var rows = new List<long[]>();
+        var current = new List<long>();
+        int v = 0;
+        for (int i = 0; i < rep.Length; i++)
+        {
+            if (rep[i] == 0 && i > 0) { rows.Add(current.ToArray()); current.Clear(); }
+            if (!hasDef || def[i] == field.MaxDefinitionLevel) current.Add(toLong(values[v++]));
+        }
+        if (rep.Length > 0) rows.Add(current.ToArray());
+        return rows;
+    }
+
+    /// <summary>Is this JSONL file pre-tokenized? True when its first row has "tokens" or "input_ids".</summary>
+    public static bool IsTokenizedJsonl(string path)
+    {
+        foreach (var (element, _) in JsonLines(path)) return DetectTokensField(element) is not null;
+        return false;
+    }
+
+    /// <summary>Is this Parquet file pre-tokenized? True when it has a "tokens" or "input_ids" column.</summary>
+    public static bool IsTokenizedParquet(string path)
+    {
+        RequireFile(path);
+        using var stream = File.OpenRead(path);
+        var reader = OpenParquet(stream, path);
+        try
+        {
+            return reader.Schema.Fields.Any(f => f.Name is "tokens" or "input_ids");
+        }
+        finally
+        {
+            Sync(reader.DisposeAsync());
+        }
+    }
+
+    internal enum FileKind { Txt, Jsonl, Parquet, Unknown }
+
+    internal static FileKind KindOf(string file)
+    {
+        string name = file.EndsWith(".gz", StringComparison.OrdinalIgnoreCase) ? file[..^3] : file;
+        string ext = Path.GetExtension(name).ToLowerInvariant();
+        return ext switch
+        {
+            ".txt" => FileKind.Txt,
+            ".jsonl" or ".ndjson" => FileKind.Jsonl,
+            ".parquet" when !file.EndsWith(".gz", StringComparison.OrdinalIgnoreCase) => FileKind.Parquet,
+            _ => FileKind.Unknown,
+        };
+    }
+
+    /// <summary>A file as itself; a folder as its supported files (recursively) in ordinal path order.</summary>
+    internal static IEnumerable<string> ExpandFiles(string path)
+    {
+        if (File.Exists(path)) return [path];
+        if (!Directory.Exists(path)) throw new SaeSharpException($"dataset '{path}' does not exist");
+        var files = Directory.EnumerateFiles(path, "*", SearchOption.AllDirectories)
+            .Where(f => KindOf(f) != FileKind.Unknown)
+            .OrderBy(f => f, StringComparer.Ordinal)
+            .ToList();
+        if (files.Count == 0)
+            throw new SaeSharpException($"dataset folder '{path}' has no .txt, .jsonl or .parquet files");
+        return files;
+    }
+
+    private static Exception Unsupported(string file) =>
+        new SaeSharpException($"dataset file '{file}': unsupported extension (expected .txt, .jsonl, .parquet, .txt.gz or .jsonl.gz)");
+
+    private static string? DetectTokensField(JsonElement row) =>
+        row.TryGetProperty("tokens", out _) ? "tokens" : row.TryGetProperty("input_ids", out _) ? "input_ids" : null;
+
+    private static IEnumerable<(JsonElement Element, long LineNo)> JsonLines(string path)
+    {
+        RequireFile(path);
+        using var reader = OpenText(path);
+        string? line;
+        long lineNo = 0;
+        while ((line = reader.ReadLine()) is not null)
+        {
+            lineNo++;
+            if (string.IsNullOrWhiteSpace(line)) continue;
+            JsonElement element;
+            try
+            {
+                using var doc = JsonDocument.Parse(line);
+                element = doc.RootElement.Clone();
+            }
+            catch (JsonException e)
+            {
+                throw new SaeSharpException($"{path} line {lineNo}: invalid JSON ({e.Message})", e);
+            }
+            if (element.ValueKind != JsonValueKind.Object)
+                throw new SaeSharpException($"{path} line {lineNo}: expected a JSON object, got {element.ValueKind}");
+            yield return (element, lineNo);
+        }
+    }
+
+    private static StreamReader OpenText(string path)
+    {
+        Stream s = File.OpenRead(path);
+        if (path.EndsWith(".gz", StringComparison.OrdinalIgnoreCase)) s = new GZipStream(s, CompressionMode.Decompress);
+        return new StreamReader(s, System.Text.Encoding.UTF8, detectEncodingFromByteOrderMarks: true, bufferSize: 1 << 16);
+    }
+
+    private static DataField FindColumn(ParquetReader reader, string column, string path)
+    {
+        var top = reader.Schema.Fields.FirstOrDefault(f => f.Name == column);
+        return top switch
+        {
+            DataField d => d,
+            ListField { Item: DataField item } => item,
+            null => throw new SaeSharpException(
+                $"{path}: no column '{column}' (columns: {string.Join(", ", reader.Schema.Fields.Select(f => f.Name))})"),
+            _ => throw new SaeSharpException($"{path}: column '{column}' is a {top.SchemaType}, expected strings or a list of ints"),
+        };
+    }
+
+    private static void RequireFile(string path)
+    {
+        if (!File.Exists(path)) throw new SaeSharpException($"dataset file '{path}' does not exist");
+    }
+
+    private static T Sync<T>(Task<T> task) => task.GetAwaiter().GetResult();
+    private static T Sync<T>(ValueTask<T> task) => task.AsTask().GetAwaiter().GetResult();
+    private static void Sync(Task task) => task.GetAwaiter().GetResult();
+    private static void Sync(ValueTask task) => task.AsTask().GetAwaiter().GetResult();
+}

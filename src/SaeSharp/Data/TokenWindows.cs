@@ -1,0 +1,190 @@
+using SaeSharp.Tokenizers;
+
+namespace SaeSharp.Data;
+
+/// <summary>
+/// Cuts token streams into fixed-length context windows exactly as SAELens does
+/// (<c>sae_lens/tokenization_and_batching.py: concat_and_batch_sequences</c>, used by
+/// <c>ActivationsStore._iterate_tokenized_sequences</c>).
+/// </summary>
+public static class TokenWindows
+{
+    /// <summary>
+    /// SAELens' <c>concat_and_batch_sequences</c>. Sequences are concatenated into windows of
+    /// <paramref name="contextSize"/> tokens; a trailing partial window is dropped.
+    /// <list type="bullet">
+    /// <item><paramref name="beginBatchTokenId"/>: put at position 0 of every window, unless the token that would
+    /// start the window already is it (a long document continues in the next window after it).</item>
+    /// <item><paramref name="beginSequenceTokenId"/>: put before each document, unless it starts with it.</item>
+    /// <item><paramref name="sequenceSeparatorTokenId"/>: put between documents that share a window, unless
+    /// the next document starts with it. It is written even when it is the last token that fits.</item>
+    /// <item><paramref name="disableConcatSequences"/>: one window per document (BOS-prefixed when given, documents
+    /// shorter than the window are skipped). Unlike SAELens, a BOS id of 0 is honoured here
+    /// (SAELens tests the id for truthiness and so skips Pythia's BOS 0 in this mode).</item>
+    /// </list>
+    /// </summary>
+    public static IEnumerable<long[]> ConcatAndBatch(
+        IEnumerable<long[]> sequences,
+        int contextSize,
+        long? beginBatchTokenId = null,
+        long? beginSequenceTokenId = null,
+        long? sequenceSeparatorTokenId = null,
+        bool disableConcatSequences = false)
+    {
+        ArgumentNullException.ThrowIfNull(sequences);
+        if (contextSize <= 0) throw new SaeSharpException($"context size must be positive, got {contextSize}");
+        return disableConcatSequences
+            ? OnePerSequence(sequences, contextSize, beginSequenceTokenId ?? beginBatchTokenId)
+            : Concat(sequences, contextSize, beginBatchTokenId, beginSequenceTokenId, sequenceSeparatorTokenId);
+    }
+
+    private static IEnumerable<long[]> OnePerSequence(IEnumerable<long[]> sequences, int contextSize, long? bos)
+    {
+        foreach (var seq in sequences)
+        {
+            if (seq.Length == 0) continue;
+            if (bos is long b && seq[0] != b && seq.Length >= contextSize - 1)
+            {
+                var window = new long[contextSize];
+                window[0] = b;
+                Array.Copy(seq, 0, window, 1, contextSize - 1);
+                yield return window;
+            }
+            else if (seq.Length >= contextSize)
+            {
+                yield return seq[..contextSize];
+            }
+        }
+    }
+
+    private static IEnumerable<long[]> Concat(IEnumerable<long[]> sequences, int contextSize,
+        long? beginBatch, long? beginSequence, long? separator)
+    {
+        List<long>? batch = null;
+        var prefix = new List<long>(3);
+        foreach (var tokens in sequences)
+        {
+            int offset = 0;
+            bool startOfSequence = true;
+            while (tokens.Length - offset > 0)
+            {
+                prefix.Clear();
+                long first = tokens[offset];
+                if (startOfSequence && beginSequence is long bs && first != bs)
+                {
+                    prefix.Insert(0, bs);
+                    first = bs;
+                }
+                int needed;
+                if (batch is null)
+                {
+                    if (beginBatch is long bb && first != bb)
+                    {
+                        prefix.Insert(0, bb);
+                        first = bb;
+                    }
+                    needed = Math.Max(contextSize - prefix.Count, 0);
+                    batch = new List<long>(contextSize);
+                    batch.AddRange(prefix.Take(contextSize));
+                }
+                else
+                {
+                    if (separator is long sep && first != sep)
+                    {
+                        prefix.Insert(0, sep);
+                        first = sep;
+                    }
+                    needed = Math.Max(contextSize - batch.Count - prefix.Count, 0);
+                    batch.AddRange(prefix.Take(Math.Max(contextSize - batch.Count, 0)));
+                }
+                int take = Math.Min(needed, tokens.Length - offset);
+                for (int i = 0; i < take; i++) batch.Add(tokens[offset + i]);
+                offset += needed;
+                startOfSequence = false;
+                if (batch.Count == contextSize)
+                {
+                    yield return batch.ToArray();
+                    batch = null;
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// Tokenizes documents and concatenates them into windows as SAELens' ActivationsStore does for a text
+    /// dataset: each document is encoded without BOS; with <paramref name="prependBos"/> the tokenizer's BOS both
+    /// starts every window and separates documents (<c>begin_batch_token_id = sequence_separator_token_id = bos</c>,
+    /// no begin-sequence token); without it the documents are simply concatenated.
+    /// </summary>
+    public static IEnumerable<long[]> TokenizeAndConcatenate(
+        IEnumerable<string> documents,
+        ITextTokenizer tokenizer,
+        int contextSize,
+        bool prependBos = true,
+        bool disableConcatSequences = false)
+    {
+        ArgumentNullException.ThrowIfNull(documents);
+        ArgumentNullException.ThrowIfNull(tokenizer);
+        long? bos = null;
+        if (prependBos)
+            bos = tokenizer.BosTokenId ?? throw new SaeSharpException(
+                "prepend_bos is set but the tokenizer has no BOS token (set bos_token in tokenizer_config.json or turn prepend_bos off)");
+        var sequences = documents.Select(d => Array.ConvertAll(tokenizer.Encode(d), x => (long)x));
+        return ConcatAndBatch(sequences, contextSize, beginBatchTokenId: bos, beginSequenceTokenId: null,
+            sequenceSeparatorTokenId: bos, disableConcatSequences: disableConcatSequences);
+    }
+
+    /// <summary>
+    /// Pre-tokenized rows as SAELens uses them: each row is one window, cut to its first
+    /// <paramref name="contextSize"/> tokens (BOS/separators are assumed to be in the data already).
+    /// A row shorter than the window is an error.
+    /// </summary>
+    public static IEnumerable<long[]> FromPretokenized(IEnumerable<long[]> rows, int contextSize)
+    {
+        ArgumentNullException.ThrowIfNull(rows);
+        if (contextSize <= 0) throw new SaeSharpException($"context size must be positive, got {contextSize}");
+        long index = 0;
+        foreach (var row in rows)
+        {
+            if (row.Length < contextSize)
+                throw new SaeSharpException(
+                    $"pre-tokenized row {index} has {row.Length} tokens, fewer than context size {contextSize}");
+            yield return row.Length == contextSize ? row : row[..contextSize];
+            index++;
+        }
+    }
+
+    /// <summary>
+    /// Windows from a dataset file or folder, choosing like SAELens: a JSONL whose first row has "tokens" or
+    /// "input_ids", or a Parquet file with such a column, is pre-tokenized (<see cref="FromPretokenized"/>);
+    /// otherwise text from <paramref name="textField"/> (or .txt lines) is tokenized and concatenated
+    /// (<see cref="TokenizeAndConcatenate"/>).
+    /// </summary>
+    public static IEnumerable<long[]> FromPath(
+        string path,
+        ITextTokenizer tokenizer,
+        int contextSize,
+        bool prependBos = true,
+        string textField = "text",
+        TxtMode txtMode = TxtMode.LinePerDocument)
+    {
+        var files = TextDataset.ExpandFiles(path).ToList();
+        bool tokenized = TextDataset.KindOf(files[0]) switch
+        {
+            TextDataset.FileKind.Jsonl => TextDataset.IsTokenizedJsonl(files[0]),
+            TextDataset.FileKind.Parquet => TextDataset.IsTokenizedParquet(files[0]),
+            _ => false,
+        };
+        if (tokenized)
+        {
+            var rows = files.SelectMany(f => TextDataset.KindOf(f) switch
+            {
+                TextDataset.FileKind.Jsonl => TextDataset.ReadTokenizedJsonl(f),
+                TextDataset.FileKind.Parquet => TextDataset.ReadTokenizedParquet(f),
+                _ => throw new SaeSharpException($"dataset file '{f}' is text, but '{files[0]}' is pre-tokenized; do not mix them"),
+            });
+            return FromPretokenized(rows, contextSize);
+        }
+        return TokenizeAndConcatenate(TextDataset.Read(path, textField, txtMode), tokenizer, contextSize, prependBos);
+    }
+}

@@ -1,0 +1,55 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace SaeSharp.Evaluation;
+
+/// <summary>
+/// Reconstruction and sparsity metrics of an SAE over a set of rows; formulas and the peer library each matches are in
+/// docs/metrics.md. <see cref="ToJson"/> writes the keys mse, mse_loss, l1, l0, fvu, explained_variance, cosine,
+/// l2_ratio, relative_reconstruction_bias, alive_fraction, dead_fraction, n_rows (and mmcs, recovered_fraction when
+/// ground-truth features were given).
+/// </summary>
+public sealed record SaeEvalResult
+{
+    /// <summary>Mean squared error per element: Σ‖x−x̂‖² / (N·d_out) (PyTorch's <c>F.mse_loss</c>).</summary>
+    [JsonPropertyName("mse")] public double Mse { get; init; }
+    /// <summary>Mean over rows of the squared error summed over dimensions: Σ‖x−x̂‖² / N (SAELens's training <c>mse_loss</c>).</summary>
+    [JsonPropertyName("mse_loss")] public double MseLoss { get; init; }
+    /// <summary>Mean over rows of Σ|f|.</summary>
+    [JsonPropertyName("l1")] public double L1 { get; init; }
+    /// <summary>Mean over rows of the number of non-zero features.</summary>
+    [JsonPropertyName("l0")] public double L0 { get; init; }
+    /// <summary>Fraction of variance unexplained: Σ‖x−x̂‖² / Σ‖x−x̄‖², x̄ the per-dimension mean over the evaluated rows.</summary>
+    [JsonPropertyName("fvu")] public double Fvu { get; init; }
+    /// <summary>1 − fvu.</summary>
+    [JsonPropertyName("explained_variance")] public double ExplainedVariance { get; init; }
+    /// <summary>Mean over rows of the cosine similarity of x and x̂.</summary>
+    [JsonPropertyName("cosine")] public double Cosine { get; init; }
+    /// <summary>Mean over rows of ‖x̂‖/‖x‖.</summary>
+    [JsonPropertyName("l2_ratio")] public double L2Ratio { get; init; }
+    /// <summary>E[‖x̂‖²] / E[⟨x, x̂⟩] (Rajamanoharan et al. 2024, eq. 10): below 1 means shrinkage.</summary>
+    [JsonPropertyName("relative_reconstruction_bias")] public double RelativeReconstructionBias { get; init; }
+    /// <summary>Fraction of features that fired (≠ 0) on at least one evaluated row.</summary>
+    [JsonPropertyName("alive_fraction")] public double AliveFraction { get; init; }
+    /// <summary>1 − alive_fraction.</summary>
+    [JsonPropertyName("dead_fraction")] public double DeadFraction { get; init; }
+    /// <summary>Rows evaluated.</summary>
+    [JsonPropertyName("n_rows")] public long Rows { get; init; }
+
+    /// <summary>Mean max cosine similarity of the true features with the decoder rows (synthetic data only).</summary>
+    [JsonPropertyName("mmcs")][JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public double? Mmcs { get; init; }
+    /// <summary>Fraction of true features whose max cosine with a decoder row exceeds the threshold (0.9).</summary>
+    [JsonPropertyName("recovered_fraction")][JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public double? RecoveredFraction { get; init; }
+
+    /// <summary>Per feature: fraction of evaluated rows on which it fired (SAELens's <c>feature_density</c>).</summary>
+    [JsonIgnore] public double[] FeatureFrequency { get; init; } = [];
+
+    private static readonly JsonSerializerOptions JsonOptions = new()
+    {
+        WriteIndented = true,
+        NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
+    };
+
+    /// <summary>The scalar metrics as a JSON object (NaN written as "NaN" when a metric is undefined, e.g. fvu of constant data).</summary>
+    public string ToJson() => JsonSerializer.Serialize(this, JsonOptions);
+}

@@ -1,0 +1,110 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Evaluation;
+
+/// <summary>
+/// Streaming sums for <see cref="SaeEvalResult"/>: batches of (x, x̂, f) are added one at a time and nothing but
+/// running totals (in float64) is kept, so any number of rows can be evaluated. The per-dimension mean needed by the
+/// FVU is merged across batches with Chan et al.'s pairwise update of the centred sum of squares, which stays exact
+/// for data with a large mean (where Σx² − N·x̄² would cancel).
+/// </summary>
+public sealed class SaeMetricsAccumulator
+{
+    private readonly int _dOut;
+    private readonly int _dSae;
+    private long _n;
+    private double _sse, _l1, _l0, _cos, _l2Ratio, _xHatSq, _dot;
+    private double _m2;             // Σ over rows and dims of (x − mean)²
+    private readonly double[] _mean; // per-dimension mean of x so far
+    private readonly long[] _fired;  // per feature: rows with f ≠ 0
+
+    public SaeMetricsAccumulator(int dOut, int dSae)
+    {
+        if (dOut <= 0 || dSae <= 0) throw new ArgumentOutOfRangeException(nameof(dOut), "widths must be positive");
+        _dOut = dOut;
+        _dSae = dSae;
+        _mean = new double[dOut];
+        _fired = new long[dSae];
+    }
+
+    public long Rows => _n;
+
+    /// <summary>Adds a batch: <paramref name="x"/> the target [B, d_out], <paramref name="xHat"/> the reconstruction
+    /// [B, d_out], <paramref name="f"/> the feature activations [B, d_sae].</summary>
+    public void Add(Tensor x, Tensor xHat, Tensor f)
+    {
+        long b = x.shape[0];
+        if (x.dim() != 2 || x.shape[1] != _dOut || !x.shape.SequenceEqual(xHat.shape))
+            throw new SaeSharpException($"evaluation: x [{string.Join(", ", x.shape)}] and x̂ [{string.Join(", ", xHat.shape)}] must both be [B, {_dOut}]");
+        if (f.dim() != 2 || f.shape[0] != b || f.shape[1] != _dSae)
+            throw new SaeSharpException($"evaluation: feature activations [{string.Join(", ", f.shape)}] must be [{b}, {_dSae}]");
+        if (b == 0) return;
+
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var xd = x.detach().to(ScalarType.Float64, torch.CPU);
+        var yd = xHat.detach().to(ScalarType.Float64, torch.CPU);
+        var fd = f.detach().to(torch.CPU);
+
+        var err = (xd - yd).pow(2).sum(1);
+        var xNorm = xd.norm(1);
+        var yNorm = yd.norm(1);
+        var dot = (xd * yd).sum(1);
+        // Cosine: ⟨x, x̂⟩ / max(‖x‖‖x̂‖, 1e-8), so a zero row counts as 0 (torch's cosine_similarity convention).
+        var cos = dot / (xNorm * yNorm).clamp_min(1e-8);
+        // l2_ratio: ‖x̂‖/‖x‖ with ‖x‖ < 1e-4 replaced by 1, as SAELens does.
+        var ratio = yNorm / torch.where(xNorm < 1e-4, torch.ones_like(xNorm), xNorm);
+        var nonzero = fd.ne(0);
+
+        _sse += err.sum().item<double>();
+        _l1 += fd.abs().to(ScalarType.Float64).sum().item<double>();
+        _l0 += nonzero.sum().to(ScalarType.Float64).item<double>();
+        _cos += cos.sum().item<double>();
+        _l2Ratio += ratio.sum().item<double>();
+        _xHatSq += yNorm.pow(2).sum().item<double>();
+        _dot += dot.sum().item<double>();
+
+        var batchMean = xd.mean([0]);
+        var batchM2 = (xd - batchMean).pow(2).sum().item<double>();
+        var bm = batchMean.data<double>().ToArray();
+        long n = _n + b;
+        double deltaSq = 0;
+        for (int d = 0; d < _dOut; d++)
+        {
+            double delta = bm[d] - _mean[d];
+            deltaSq += delta * delta;
+            _mean[d] += delta * b / n;
+        }
+        _m2 += batchM2 + deltaSq * _n * (double)b / n;
+        _n = n;
+
+        var counts = nonzero.sum([0], type: ScalarType.Int64).data<long>().ToArray();
+        for (int i = 0; i < _dSae; i++) _fired[i] += counts[i];
+    }
+
+    /// <summary>The metrics over all rows added so far.</summary>
+    public SaeEvalResult Result()
+    {
+        if (_n == 0) throw new SaeSharpException("evaluation: no rows were evaluated");
+        double n = _n;
+        double fvu = _m2 > 0 ? _sse / _m2 : double.NaN;
+        int alive = _fired.Count(c => c > 0);
+        return new SaeEvalResult
+        {
+            Mse = _sse / (n * _dOut),
+            MseLoss = _sse / n,
+            L1 = _l1 / n,
+            L0 = _l0 / n,
+            Fvu = fvu,
+            ExplainedVariance = 1 - fvu,
+            Cosine = _cos / n,
+            L2Ratio = _l2Ratio / n,
+            RelativeReconstructionBias = _dot != 0 ? _xHatSq / _dot : double.NaN,
+            AliveFraction = alive / (double)_dSae,
+            DeadFraction = (_dSae - alive) / (double)_dSae,
+            Rows = _n,
+            FeatureFrequency = _fired.Select(c => c / n).ToArray(),
+        };
+    }
+}

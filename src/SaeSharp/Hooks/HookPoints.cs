@@ -1,0 +1,266 @@
+namespace SaeSharp.Hooks;
+
+/// <summary>Which side of a module an alias refers to: its output (the default) or its input.</summary>
+public enum HookKind
+{
+    /// <summary>The module's output.</summary>
+    Out,
+    /// <summary>The module's input (what a transcoder reads).</summary>
+    In,
+}
+
+/// <summary>Hugging Face module names of one architecture, used to accept HF module paths as hook aliases.</summary>
+public sealed record HfModuleNames(
+    string Prefix, string Blocks, string Embed, string? PosEmbed, string FinalLn,
+    string Attn, string Mlp, string Ln1, string Ln2, string Qkv, string AttnProj, string MlpIn, string MlpOut, string Act)
+{
+    /// <summary>GPT-2: <c>transformer.h.{i}.attn</c>, <c>mlp.c_fc</c>, ...</summary>
+    public static HfModuleNames Gpt2 { get; } = new("transformer", "h", "wte", "wpe", "ln_f",
+        "attn", "mlp", "ln_1", "ln_2", "attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj", "mlp.act");
+
+    /// <summary>GPT-NeoX / Pythia: <c>gpt_neox.layers.{i}.attention</c>, <c>mlp.dense_h_to_4h</c>, ...</summary>
+    public static HfModuleNames NeoX { get; } = new("gpt_neox", "layers", "embed_in", null, "final_layer_norm",
+        "attention", "mlp", "input_layernorm", "post_attention_layernorm", "attention.query_key_value", "attention.dense",
+        "mlp.dense_h_to_4h", "mlp.dense_4h_to_h", "mlp.act");
+}
+
+/// <summary>The TransformerLens hook names of one block, built once per model.</summary>
+internal sealed class BlockHookNames
+{
+    public readonly string ResidPre, ResidMid, ResidPost, AttnOut, MlpOut, Ln1, Ln2, MlpPre, MlpPost, Q, K, V, RotQ, RotK, Z, Pattern;
+
+    public BlockHookNames(int i)
+    {
+        string b = $"blocks.{i}.";
+        ResidPre = b + "hook_resid_pre";
+        ResidMid = b + "hook_resid_mid";
+        ResidPost = b + "hook_resid_post";
+        AttnOut = b + "hook_attn_out";
+        MlpOut = b + "hook_mlp_out";
+        Ln1 = b + "ln1.hook_normalized";
+        Ln2 = b + "ln2.hook_normalized";
+        MlpPre = b + "mlp.hook_pre";
+        MlpPost = b + "mlp.hook_post";
+        Q = b + "attn.hook_q";
+        K = b + "attn.hook_k";
+        V = b + "attn.hook_v";
+        RotQ = b + "attn.hook_rot_q";
+        RotK = b + "attn.hook_rot_k";
+        Z = b + "attn.hook_z";
+        Pattern = b + "attn.hook_pattern";
+    }
+}
+
+/// <summary>
+/// The hook points of one model, named as in TransformerLens, and the resolution of aliases:
+/// TransformerLens module paths (<c>blocks.3.mlp</c>) and Hugging Face module paths
+/// (<c>transformer.h.3.mlp</c>, <c>gpt_neox.layers.3.attention</c>, with or without the prefix),
+/// each as the module's output or input (<see cref="HookKind"/>).
+/// <para>Shapes: residual-stream hooks, <c>hook_embed</c>, <c>hook_pos_embed</c>, <c>hook_attn_out</c>, <c>hook_mlp_out</c>,
+/// <c>ln*.hook_normalized</c>: [batch, pos, d_model]; <c>mlp.hook_pre/post</c>: [batch, pos, d_mlp];
+/// <c>attn.hook_q/k/v/z</c> (and <c>hook_rot_q/k</c> for rotary models): [batch, pos, head, d_head];
+/// <c>attn.hook_pattern</c>: [batch, head, query_pos, key_pos].</para>
+/// <para>Unlike TransformerLens (which folds layer-norm weights into the next layer), <c>ln1/ln2/ln_final.hook_normalized</c>
+/// is the layer norm's full output, weight and bias included: exactly the input of the attention / MLP / unembedding.</para>
+/// </summary>
+public sealed class HookPoints
+{
+    private readonly HashSet<string> _set;
+    private readonly Dictionary<string, int> _layer;
+    internal BlockHookNames[] Blocks { get; }
+
+    /// <summary>Every hook name, in the order the hooks fire.</summary>
+    public IReadOnlyList<string> Names { get; }
+    public int NLayers { get; }
+    public bool HasPosEmbed { get; }
+    public bool ParallelAttnMlp { get; }
+    public bool Rotary { get; }
+    public HfModuleNames Hf { get; }
+
+    public const string Embed = "hook_embed";
+    public const string PosEmbed = "hook_pos_embed";
+    public const string LnFinal = "ln_final.hook_normalized";
+
+    public HookPoints(int nLayers, bool hasPosEmbed, bool parallelAttnMlp, bool rotary, HfModuleNames hf)
+    {
+        NLayers = nLayers;
+        HasPosEmbed = hasPosEmbed;
+        ParallelAttnMlp = parallelAttnMlp;
+        Rotary = rotary;
+        Hf = hf;
+        Blocks = Enumerable.Range(0, nLayers).Select(i => new BlockHookNames(i)).ToArray();
+        var names = new List<string>();
+        _layer = new Dictionary<string, int>(StringComparer.Ordinal);
+        void Add(string n, int layer) { names.Add(n); _layer[n] = layer; }
+        Add(Embed, -1);
+        if (hasPosEmbed) Add(PosEmbed, -1);
+        for (int i = 0; i < nLayers; i++)
+        {
+            var b = Blocks[i];
+            Add(b.ResidPre, i);
+            Add(b.Ln1, i);
+            Add(b.Q, i); Add(b.K, i); Add(b.V, i);
+            if (rotary) { Add(b.RotQ, i); Add(b.RotK, i); }
+            Add(b.Pattern, i);
+            Add(b.Z, i);
+            Add(b.AttnOut, i);
+            if (!parallelAttnMlp) Add(b.ResidMid, i);
+            Add(b.Ln2, i);
+            Add(b.MlpPre, i);
+            Add(b.MlpPost, i);
+            Add(b.MlpOut, i);
+            Add(b.ResidPost, i);
+        }
+        Add(LnFinal, nLayers);
+        Names = names;
+        _set = new HashSet<string>(names, StringComparer.Ordinal);
+    }
+
+    /// <summary>True when <paramref name="name"/> is one of this model's TransformerLens hook names (aliases excluded).</summary>
+    public bool Contains(string name) => _set.Contains(name);
+
+    /// <summary>The block a hook belongs to: -1 for the embeddings, <see cref="NLayers"/> for <c>ln_final</c>.</summary>
+    public int LayerOf(string hookName) =>
+        _layer.TryGetValue(hookName, out int l) ? l : _layer[Resolve(hookName)];
+
+    /// <summary>
+    /// The smallest <c>stopAtLayer</c> that still fires every hook in <paramref name="hookNames"/>,
+    /// or null when one of them needs the full model (<c>ln_final</c>).
+    /// </summary>
+    public int? StopAtLayerFor(IEnumerable<string> hookNames)
+    {
+        int max = -1;
+        foreach (var n in hookNames) max = Math.Max(max, LayerOf(n));
+        return max >= NLayers ? null : max + 1;
+    }
+
+    /// <summary>
+    /// Parses a hook list as the CLI takes it: <c>all</c>, or names and aliases separated by commas,
+    /// each optionally suffixed <c>:in</c> or <c>:out</c>. Returns TransformerLens names without duplicates.
+    /// </summary>
+    public IReadOnlyList<string> Select(string spec)
+    {
+        if (string.IsNullOrWhiteSpace(spec)) throw new SaeSharpException("empty hook list: give 'all' or hook names separated by commas");
+        if (spec.Trim() == "all") return Names;
+        var result = new List<string>();
+        foreach (var n in spec.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            var r = Resolve(n);
+            if (!result.Contains(r)) result.Add(r);
+        }
+        return result;
+    }
+
+    /// <summary>
+    /// Maps a hook name or alias to a TransformerLens hook name. A hook name is returned as is; a module path
+    /// (TransformerLens <c>blocks.1.mlp</c> or Hugging Face <c>gpt_neox.layers.1.mlp</c>, <c>transformer.h.1.attn</c>,
+    /// <c>h.1</c>) is mapped to the hook holding that module's output or, with <see cref="HookKind.In"/>, its input
+    /// (input of an MLP = <c>ln2.hook_normalized</c>; of a block = <c>hook_resid_pre</c>). A suffix <c>:in</c> or
+    /// <c>:out</c> on the name overrides <paramref name="kind"/>.
+    /// </summary>
+    public string Resolve(string name, HookKind kind = HookKind.Out)
+    {
+        if (name is null) throw new SaeSharpException("hook name is null");
+        name = name.Trim();
+        if (_set.Contains(name)) return name;
+        if (name.EndsWith(":in", StringComparison.Ordinal)) { kind = HookKind.In; name = name[..^3]; }
+        else if (name.EndsWith(":out", StringComparison.Ordinal)) { kind = HookKind.Out; name = name[..^4]; }
+        if (_set.Contains(name)) return name;
+        var r = TryResolveAlias(name, kind, out string? why);
+        if (r is not null) return r;
+        throw new SaeSharpException(why ?? $"unknown hook '{name}'. Valid hooks: {ValidNamesSummary()}; " +
+            $"aliases: module paths such as blocks.0.mlp, {Hf.Prefix}.{Hf.Blocks}.0.{Hf.Mlp} (output, or input with kind In / ':in')");
+    }
+
+    /// <summary>The valid hook names in one line, per-block names written once with <c>{0..L-1}</c>.</summary>
+    public string ValidNamesSummary()
+    {
+        var parts = new List<string> { Embed };
+        if (HasPosEmbed) parts.Add(PosEmbed);
+        if (NLayers > 0)
+        {
+            string range = NLayers == 1 ? "0" : $"{{0..{NLayers - 1}}}";
+            foreach (var n in Names.Where(n => _layer[n] == 0))
+                parts.Add("blocks." + range + n["blocks.0".Length..]);
+        }
+        parts.Add(LnFinal);
+        return string.Join(", ", parts);
+    }
+
+    private string? TryResolveAlias(string name, HookKind kind, out string? why)
+    {
+        why = null;
+        string n = name;
+        if (n.StartsWith(Hf.Prefix + ".", StringComparison.Ordinal)) n = n[(Hf.Prefix.Length + 1)..];
+        string lastResid = NLayers > 0 ? Blocks[NLayers - 1].ResidPost : Embed;
+
+        // Whole-model modules.
+        (string? In, string? Out)? top = n switch
+        {
+            "embed" => (null, Embed),
+            "pos_embed" => HasPosEmbed ? (null, PosEmbed) : null,
+            "ln_final" => (lastResid, LnFinal),
+            "unembed" => (LnFinal, null),
+            _ => null,
+        };
+        if (top is null && n == Hf.Embed) top = (null, Embed);
+        if (top is null && Hf.PosEmbed is not null && n == Hf.PosEmbed) top = (null, PosEmbed);
+        if (top is null && n == Hf.FinalLn) top = (lastResid, LnFinal);
+        if (top is { } t) return Pick(name, kind, t.In, t.Out, out why);
+
+        // Block modules: blocks.{i}[.sub], {Blocks}.{i}[.sub].
+        string? rest = null;
+        bool tl = false;
+        if (n.StartsWith("blocks.", StringComparison.Ordinal)) { rest = n["blocks.".Length..]; tl = true; }
+        else if (n.StartsWith(Hf.Blocks + ".", StringComparison.Ordinal)) rest = n[(Hf.Blocks.Length + 1)..];
+        if (rest is null) return null;
+        int dot = rest.IndexOf('.');
+        string idx = dot < 0 ? rest : rest[..dot];
+        string sub = dot < 0 ? "" : rest[(dot + 1)..];
+        if (!int.TryParse(idx, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int i)) return null;
+        if (i >= NLayers)
+        {
+            why = $"hook '{name}': layer {i} does not exist (the model has {NLayers} layers, 0..{NLayers - 1})";
+            return null;
+        }
+        var b = Blocks[i];
+        string ln2In = ParallelAttnMlp ? b.ResidPre : b.ResidMid;
+        (string? In, string? Out)? m = null;
+        if (tl)
+        {
+            m = sub switch
+            {
+                "" => (b.ResidPre, b.ResidPost),
+                "attn" => (b.Ln1, b.AttnOut),
+                "mlp" => (b.Ln2, b.MlpOut),
+                "ln1" => (b.ResidPre, b.Ln1),
+                "ln2" => (ln2In, b.Ln2),
+                _ => null,
+            };
+        }
+        else
+        {
+            if (sub == "") m = (b.ResidPre, b.ResidPost);
+            else if (sub == Hf.Attn) m = (b.Ln1, b.AttnOut);
+            else if (sub == Hf.Mlp) m = (b.Ln2, b.MlpOut);
+            else if (sub == Hf.Ln1) m = (b.ResidPre, b.Ln1);
+            else if (sub == Hf.Ln2) m = (ln2In, b.Ln2);
+            else if (sub == Hf.Qkv) m = (b.Ln1, null);
+            else if (sub == Hf.AttnProj) m = (b.Z, b.AttnOut);
+            else if (sub == Hf.MlpIn) m = (b.Ln2, b.MlpPre);
+            else if (sub == Hf.Act) m = (b.MlpPre, b.MlpPost);
+            else if (sub == Hf.MlpOut) m = (b.MlpPost, b.MlpOut);
+        }
+        return m is { } mm ? Pick(name, kind, mm.In, mm.Out, out why) : null;
+    }
+
+    private static string? Pick(string name, HookKind kind, string? input, string? output, out string? why)
+    {
+        why = null;
+        var r = kind == HookKind.In ? input : output;
+        if (r is null)
+            why = $"module '{name}' has no hook point for its {(kind == HookKind.In ? "input" : "output")}" +
+                  (kind == HookKind.In ? $" (its output is '{output}')" : input is null ? "" : $" (its input is '{input}')");
+        return r;
+    }
+}

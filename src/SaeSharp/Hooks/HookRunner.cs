@@ -1,0 +1,50 @@
+using static TorchSharp.torch;
+
+namespace SaeSharp.Hooks;
+
+/// <summary>Fires the hooks of one forward pass: user functions first (in the order given), then caching.</summary>
+internal sealed class HookRunner
+{
+    public static readonly HookRunner None = new(null, null, null);
+
+    private readonly Dictionary<string, List<Func<Tensor, Tensor?>>>? _fns;
+    private readonly Func<string, bool>? _cacheFilter;
+    private readonly ActivationCache? _cache;
+
+    public HookRunner(IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? hooks, Func<string, bool>? cacheFilter, ActivationCache? cache)
+    {
+        if (hooks is { Count: > 0 })
+        {
+            _fns = new Dictionary<string, List<Func<Tensor, Tensor?>>>(StringComparer.Ordinal);
+            foreach (var (name, fn) in hooks)
+            {
+                if (!_fns.TryGetValue(name, out var list)) _fns[name] = list = new();
+                list.Add(fn);
+            }
+        }
+        _cacheFilter = cacheFilter;
+        _cache = cache;
+    }
+
+    public bool IsEmpty => _fns is null && _cache is null;
+
+    /// <summary>Runs the hooks on <paramref name="name"/>; returns the (possibly replaced) activation.</summary>
+    public Tensor Fire(string name, Tensor x)
+    {
+        if (_fns is not null && _fns.TryGetValue(name, out var list))
+        {
+            foreach (var fn in list)
+            {
+                var r = fn(x);
+                if (r is null) continue;
+                if (!r.shape.SequenceEqual(x.shape))
+                    throw new SaeSharpException($"hook '{name}' returned shape [{string.Join(", ", r.shape)}] but the activation has shape [{string.Join(", ", x.shape)}]");
+                // A new handle owned by the forward's scope: the caller's tensor is never disposed by us.
+                x = r.dtype == x.dtype && r.device == x.device ? r.alias() : r.to(x.dtype, x.device);
+            }
+        }
+        if (_cache is not null && _cacheFilter!(name))
+            _cache.Set(name, x.alias().DetachFromDisposeScope());
+        return x;
+    }
+}

@@ -1,0 +1,399 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Text.Json;
+using System.Text.RegularExpressions;
+
+namespace SaeSharp.Hub;
+
+/// <summary>
+/// Downloads model files from the Hugging Face Hub into the same cache layout as huggingface_hub
+/// (<c>file_download.py</c>), so both share one cache:
+/// <c>{cache}/models--{org}--{name}/blobs/{etag}</c> (the file contents, named by the normalised
+/// <c>X-Linked-Etag</c> or <c>ETag</c>), <c>snapshots/{commit}/{file}</c> (relative symlinks to the blobs, copies where
+/// symlinks fail), <c>refs/{revision}</c> (the commit from <c>X-Repo-Commit</c>) and
+/// <c>.no_exist/{commit}/{file}</c> (files known to be missing). A file already in the snapshot of the cached
+/// ref is used without any request; an interrupted download resumes from <c>blobs/{etag}.incomplete</c> with an
+/// HTTP Range request. No cross-process lock is taken.
+/// </summary>
+public sealed class HfHubClient : IDisposable
+{
+    private static readonly Regex CommitHash = new("^[0-9a-f]{40}$", RegexOptions.CultureInvariant);
+    private static readonly Regex RepoId = new(@"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$", RegexOptions.CultureInvariant);
+
+    /// <summary>Files fetched by <see cref="Resolve"/> when none are named; all optional.</summary>
+    public static readonly IReadOnlyList<string> TokenizerFiles =
+        ["tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"];
+
+    private readonly HfHubOptions _options;
+    private readonly HttpClient _http;
+    private readonly bool _ownsHttp;
+
+    /// <summary>A client with the given options (default: <see cref="HfHubOptions.FromEnvironment()"/>).</summary>
+    public HfHubClient(HfHubOptions? options = null)
+        : this(options ?? HfHubOptions.FromEnvironment(), null) { }
+
+    internal HfHubClient(HfHubOptions options, HttpMessageHandler? handler)
+    {
+        _options = options;
+        handler ??= new SocketsHttpHandler { AllowAutoRedirect = false, AutomaticDecompression = DecompressionMethods.None };
+        _http = new HttpClient(handler, disposeHandler: true) { Timeout = Timeout.InfiniteTimeSpan };
+        _http.DefaultRequestHeaders.UserAgent.Add(new ProductInfoHeaderValue("SaeSharp", "1.0"));
+        _ownsHttp = true;
+    }
+
+    /// <summary>The options in use.</summary>
+    public HfHubOptions Options => _options;
+
+    /// <summary>
+    /// A folder with the model's files. An existing local folder is returned as is. Otherwise
+    /// <paramref name="modelIdOrPath"/> is a repo id ("org/name"): with no <paramref name="files"/>, downloads
+    /// <c>config.json</c>, the weights (<c>model.safetensors</c>, or <c>model.safetensors.index.json</c> and its
+    /// shards) and whichever tokenizer files exist (<see cref="TokenizerFiles"/>); with <paramref name="files"/>,
+    /// exactly those (all required). Returns the snapshot folder <c>snapshots/{commit}</c>.
+    /// </summary>
+    public string Resolve(string modelIdOrPath, string revision = "main", params string[] files) =>
+        ResolveAsync(modelIdOrPath, revision, files).GetAwaiter().GetResult();
+
+    /// <inheritdoc cref="Resolve"/>
+    public async Task<string> ResolveAsync(string modelIdOrPath, string revision = "main",
+        IReadOnlyList<string>? files = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(modelIdOrPath);
+        ArgumentException.ThrowIfNullOrEmpty(revision);
+        if (Directory.Exists(modelIdOrPath)) return Path.GetFullPath(modelIdOrPath);
+        if (!RepoId.IsMatch(modelIdOrPath) || modelIdOrPath.Contains(".."))
+            throw new SaeSharpException($"'{modelIdOrPath}' is neither an existing folder nor a Hugging Face repo id like 'org/name'");
+        string repo = modelIdOrPath;
+
+        string? snapshot = null;
+        if (files is { Count: > 0 })
+        {
+            foreach (var f in files)
+                snapshot = SnapshotOf(await DownloadFileAsync(repo, f, revision, optional: false, cancellationToken).ConfigureAwait(false), f);
+            return snapshot!;
+        }
+
+        string config = (await DownloadFileAsync(repo, "config.json", revision, optional: false, cancellationToken).ConfigureAwait(false))!;
+        snapshot = SnapshotOf(config, "config.json");
+        string? single = await DownloadFileAsync(repo, "model.safetensors", revision, optional: true, cancellationToken).ConfigureAwait(false);
+        if (single is null)
+        {
+            string? index = await DownloadFileAsync(repo, "model.safetensors.index.json", revision, optional: true, cancellationToken).ConfigureAwait(false);
+            if (index is null)
+                throw new SaeSharpException(
+                    $"{repo} (revision {revision}) has neither model.safetensors nor model.safetensors.index.json");
+            foreach (var shard in ShardsOf(index))
+                await DownloadFileAsync(repo, shard, revision, optional: false, cancellationToken).ConfigureAwait(false);
+        }
+        foreach (var f in TokenizerFiles)
+            await DownloadFileAsync(repo, f, revision, optional: true, cancellationToken).ConfigureAwait(false);
+        return snapshot;
+    }
+
+    private static string SnapshotOf(string? filePath, string relative)
+    {
+        string dir = filePath!;
+        foreach (var _ in relative.Split('/')) dir = Path.GetDirectoryName(dir)!;
+        return dir;
+    }
+
+    /// <summary>The distinct shard file names in a <c>model.safetensors.index.json</c> weight_map, in first-seen order.</summary>
+    internal static List<string> ShardsOf(string indexPath)
+    {
+        using var doc = JsonDocument.Parse(File.ReadAllText(indexPath));
+        if (!doc.RootElement.TryGetProperty("weight_map", out var map) || map.ValueKind != JsonValueKind.Object)
+            throw new SaeSharpException($"{indexPath}: missing object 'weight_map'");
+        var shards = new List<string>();
+        foreach (var p in map.EnumerateObject())
+        {
+            string shard = p.Value.GetString() ?? throw new SaeSharpException($"{indexPath}: weight_map['{p.Name}'] is not a file name");
+            if (shard.Contains("..") || Path.IsPathRooted(shard))
+                throw new SaeSharpException($"{indexPath}: weight_map['{p.Name}'] = '{shard}' is not a file inside the repo");
+            if (!shards.Contains(shard)) shards.Add(shard);
+        }
+        return shards;
+    }
+
+    /// <summary>
+    /// Path of one file of <paramref name="repoId"/> at <paramref name="revision"/> in the cache, downloading it if
+    /// needed. A missing file (404) returns null when <paramref name="optional"/>, else throws naming repo, file and revision.
+    /// </summary>
+    public string? DownloadFile(string repoId, string filename, string revision = "main", bool optional = false) =>
+        DownloadFileAsync(repoId, filename, revision, optional).GetAwaiter().GetResult();
+
+    /// <inheritdoc cref="DownloadFile"/>
+    public async Task<string?> DownloadFileAsync(string repoId, string filename, string revision = "main",
+        bool optional = false, CancellationToken cancellationToken = default)
+    {
+        if (filename.Length == 0 || filename.StartsWith('/') || filename.Split('/').Any(s => s is "" or "." or ".."))
+            throw new SaeSharpException($"'{filename}' is not a file path inside a repo");
+        string storage = Path.Combine(_options.CacheDir, "models--" + repoId.Replace("/", "--"));
+        string relative = Path.Combine(filename.Split('/'));
+
+        // 1. Cache only: the commit the ref points to, its snapshot file or a recorded absence.
+        string? cachedCommit = CommitHash.IsMatch(revision) ? revision : ReadRef(storage, revision);
+        if (cachedCommit is not null)
+        {
+            string pointer = Path.Combine(storage, "snapshots", cachedCommit, relative);
+            if (IsUsableFile(pointer)) return pointer;
+            if (File.Exists(Path.Combine(storage, ".no_exist", cachedCommit, relative)))
+                return optional ? null : throw NotFound(repoId, filename, revision, "EntryNotFound");
+        }
+        if (_options.Offline)
+            throw new SaeSharpException(
+                $"{repoId}/{filename} (revision {revision}) is not in the cache {_options.CacheDir} and offline mode is on (HF_HUB_OFFLINE)");
+
+        // 2. Metadata: commit, etag, size, final URL.
+        string url = $"{_options.Endpoint.TrimEnd('/')}/{repoId}/resolve/{Uri.EscapeDataString(revision)}/"
+                     + string.Join('/', filename.Split('/').Select(Uri.EscapeDataString));
+        var meta = await HeadAsync(url, repoId, filename, revision, storage, relative, cancellationToken).ConfigureAwait(false);
+        if (meta is null) return optional ? null : throw NotFound(repoId, filename, revision, "EntryNotFound");
+
+        if (!CommitHash.IsMatch(revision)) WriteRef(storage, revision, meta.Commit);
+        string blob = Path.Combine(storage, "blobs", meta.Etag);
+        string pointerPath = Path.Combine(storage, "snapshots", meta.Commit, relative);
+        Directory.CreateDirectory(Path.GetDirectoryName(blob)!);
+        Directory.CreateDirectory(Path.GetDirectoryName(pointerPath)!);
+        if (IsUsableFile(pointerPath)) return pointerPath;
+        if (!File.Exists(blob))
+            await DownloadBlobAsync(meta, blob, repoId, filename, revision, cancellationToken).ConfigureAwait(false);
+        LinkPointer(blob, pointerPath);
+        return pointerPath;
+    }
+
+    private sealed record FileMetadata(string Commit, string Etag, long Size, Uri DownloadUrl, bool KeepAuth);
+
+    private async Task<FileMetadata?> HeadAsync(string url, string repo, string filename, string revision,
+        string storage, string relative, CancellationToken ct)
+    {
+        var uri = new Uri(url);
+        for (int hop = 0; ; hop++)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Head, uri);
+            AddAuth(request);
+            request.Headers.AcceptEncoding.ParseAdd("identity");
+            using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
+            cts.CancelAfter(_options.MetadataTimeout);
+            HttpResponseMessage response;
+            try
+            {
+                response = await _http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cts.Token).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is HttpRequestException or TaskCanceledException && !ct.IsCancellationRequested)
+            {
+                throw new SaeSharpException($"cannot reach {uri} for {repo}/{filename} (revision {revision}): {e.Message}", e);
+            }
+            using (response)
+            {
+                int status = (int)response.StatusCode;
+                string? commit = Header(response, "X-Repo-Commit");
+                if (status == 404 || status == 401 || status == 403)
+                {
+                    string? code = Header(response, "X-Error-Code");
+                    if (status == 404 && code is null or "EntryNotFound")
+                    {
+                        if (commit is not null && CommitHash.IsMatch(commit))
+                        {
+                            string marker = Path.Combine(storage, ".no_exist", commit, relative);
+                            Directory.CreateDirectory(Path.GetDirectoryName(marker)!);
+                            File.WriteAllBytes(marker, []);
+                            if (!CommitHash.IsMatch(revision)) WriteRef(storage, revision, commit);
+                        }
+                        return null;
+                    }
+                    throw NotFound(repo, filename, revision, code ?? (status == 404 ? "EntryNotFound" : "RepoNotFound"), status);
+                }
+                if (status is >= 300 and < 400 && response.Headers.Location is { } location)
+                {
+                    var target = location.IsAbsoluteUri ? location : new Uri(uri, location);
+                    bool relativeRedirect = !location.IsAbsoluteUri;
+                    if (relativeRedirect && hop < 5) { uri = target; continue; } // repo renamed: follow
+                    return Metadata(response, commit, target, repo, filename, revision,
+                        keepAuth: string.Equals(target.Authority, uri.Authority, StringComparison.OrdinalIgnoreCase));
+                }
+                if (!response.IsSuccessStatusCode)
+                    throw new SaeSharpException(
+                        $"{repo}/{filename} (revision {revision}): HEAD {uri} returned {status} {response.ReasonPhrase}");
+                return Metadata(response, commit, uri, repo, filename, revision, keepAuth: true);
+            }
+        }
+    }
+
+    private static FileMetadata Metadata(HttpResponseMessage r, string? commit, Uri download, string repo,
+        string filename, string revision, bool keepAuth)
+    {
+        if (commit is null)
+            throw new SaeSharpException(
+                $"{repo}/{filename} (revision {revision}): the server sent no X-Repo-Commit header; is the endpoint a Hugging Face hub?");
+        string? etag = NormalizeEtag(Header(r, "X-Linked-Etag") ?? Header(r, "ETag"));
+        if (etag is null || etag.Contains('/') || etag.Contains('\\') || etag.Contains(".."))
+            throw new SaeSharpException($"{repo}/{filename} (revision {revision}): the server sent no usable ETag");
+        string? sizeText = Header(r, "X-Linked-Size");
+        long? size = sizeText is not null && long.TryParse(sizeText, out long s) ? s : r.Content.Headers.ContentLength;
+        if (size is null)
+            throw new SaeSharpException($"{repo}/{filename} (revision {revision}): the server sent no X-Linked-Size or Content-Length");
+        return new FileMetadata(commit, etag, size.Value, download, keepAuth);
+    }
+
+    /// <summary>huggingface_hub's <c>_normalize_etag</c>: drop a weak "W/" prefix and the quotes.</summary>
+    internal static string? NormalizeEtag(string? etag)
+    {
+        if (etag is null) return null;
+        if (etag.StartsWith("W/", StringComparison.Ordinal)) etag = etag[2..];
+        etag = etag.Trim('"');
+        return etag.Length == 0 ? null : etag;
+    }
+
+    private async Task DownloadBlobAsync(FileMetadata meta, string blob, string repo, string filename, string revision, CancellationToken ct)
+    {
+        string incomplete = blob + ".incomplete";
+        var uri = meta.DownloadUrl;
+        bool keepAuth = meta.KeepAuth;
+        await using (var file = new FileStream(incomplete, FileMode.OpenOrCreate, FileAccess.Write, FileShare.None, 1 << 16))
+        {
+            long resume = file.Seek(0, SeekOrigin.End);
+            for (int hop = 0; ; hop++)
+            {
+                using var request = new HttpRequestMessage(HttpMethod.Get, uri);
+                if (keepAuth) AddAuth(request);
+                if (resume > 0) request.Headers.Range = new RangeHeaderValue(resume, null);
+                HttpResponseMessage response;
+                try
+                {
+                    response = await _http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, ct).ConfigureAwait(false);
+                }
+                catch (HttpRequestException e)
+                {
+                    throw new SaeSharpException($"downloading {repo}/{filename} (revision {revision}) from {uri} failed: {e.Message}", e);
+                }
+                using (response)
+                {
+                    int status = (int)response.StatusCode;
+                    if (status is >= 300 and < 400 && response.Headers.Location is { } location && hop < 5)
+                    {
+                        var target = location.IsAbsoluteUri ? location : new Uri(uri, location);
+                        keepAuth &= string.Equals(target.Authority, uri.Authority, StringComparison.OrdinalIgnoreCase);
+                        uri = target;
+                        continue;
+                    }
+                    if (status == 416 && resume == meta.Size) break; // already complete
+                    if (!response.IsSuccessStatusCode)
+                        throw new SaeSharpException(
+                            $"downloading {repo}/{filename} (revision {revision}): GET {uri} returned {status} {response.ReasonPhrase}");
+                    if (resume > 0 && status != 206)
+                    {
+                        // The server ignored the Range header and sends the whole file: start over.
+                        file.SetLength(0);
+                        file.Position = 0;
+                        resume = 0;
+                    }
+                    try
+                    {
+                        await using var body = await response.Content.ReadAsStreamAsync(ct).ConfigureAwait(false);
+                        var buffer = new byte[1 << 16];
+                        using var stall = CancellationTokenSource.CreateLinkedTokenSource(ct);
+                        while (true)
+                        {
+                            stall.CancelAfter(_options.ReadTimeout);
+                            int n = await body.ReadAsync(buffer, stall.Token).ConfigureAwait(false);
+                            if (n == 0) break;
+                            await file.WriteAsync(buffer.AsMemory(0, n), ct).ConfigureAwait(false);
+                            _options.Progress?.Invoke(filename, file.Length, meta.Size);
+                        }
+                    }
+                    catch (Exception e) when ((e is HttpRequestException or IOException
+                                               || (e is OperationCanceledException && !ct.IsCancellationRequested))
+                                              && e is not SaeSharpException)
+                    {
+                        throw new SaeSharpException(
+                            $"downloading {repo}/{filename} (revision {revision}) was interrupted after {file.Length} of {meta.Size} bytes; run again to resume ({e.Message})", e);
+                    }
+                    break;
+                }
+            }
+        }
+        long got = new FileInfo(incomplete).Length;
+        if (got != meta.Size)
+        {
+            File.Delete(incomplete);
+            throw new SaeSharpException(
+                $"downloaded {repo}/{filename} (revision {revision}) has {got} bytes but the hub announced {meta.Size}; the partial file was removed, run again to retry");
+        }
+        File.Move(incomplete, blob, overwrite: true);
+    }
+
+    private static void LinkPointer(string blob, string pointer)
+    {
+        if (File.Exists(pointer) || new FileInfo(pointer).LinkTarget is not null) File.Delete(pointer);
+        try
+        {
+            File.CreateSymbolicLink(pointer, Path.GetRelativePath(Path.GetDirectoryName(pointer)!, blob));
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or PlatformNotSupportedException)
+        {
+            File.Copy(blob, pointer, overwrite: true);
+        }
+    }
+
+    private static bool IsUsableFile(string path)
+    {
+        var info = new FileInfo(path);
+        if (info.LinkTarget is null) return info.Exists;
+        return info.ResolveLinkTarget(returnFinalTarget: true) is { Exists: true };
+    }
+
+    private static string? ReadRef(string storage, string revision)
+    {
+        string path = Path.Combine(storage, "refs", revision);
+        if (!File.Exists(path)) return null;
+        string commit = File.ReadAllText(path).Trim();
+        return CommitHash.IsMatch(commit) ? commit : null;
+    }
+
+    private static void WriteRef(string storage, string revision, string commit)
+    {
+        string path = Path.Combine(storage, "refs", revision);
+        if (File.Exists(path) && File.ReadAllText(path) == commit) return;
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        File.WriteAllText(path, commit); // no trailing newline, as huggingface_hub writes it
+    }
+
+    private void AddAuth(HttpRequestMessage request)
+    {
+        if (_options.Token is { Length: > 0 } token)
+            request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", token);
+    }
+
+    private static string? Header(HttpResponseMessage r, string name) =>
+        r.Headers.TryGetValues(name, out var v) ? v.FirstOrDefault()
+        : r.Content.Headers.TryGetValues(name, out var c) ? c.FirstOrDefault() : null;
+
+    private static SaeSharpException NotFound(string repo, string filename, string revision, string code, int status = 404) =>
+        code switch
+        {
+            "RepoNotFound" or "GatedRepo" => new SaeSharpException(
+                $"repository '{repo}' not found or not accessible (HTTP {status}) while fetching '{filename}' at revision '{revision}'; check the name, or set HF_TOKEN for private/gated repos"),
+            "RevisionNotFound" => new SaeSharpException(
+                $"revision '{revision}' not found in repository '{repo}' (fetching '{filename}')"),
+            _ => new SaeSharpException($"file '{filename}' not found in repository '{repo}' at revision '{revision}'"),
+        };
+
+    /// <summary>Disposes the HTTP client.</summary>
+    public void Dispose()
+    {
+        if (_ownsHttp) _http.Dispose();
+    }
+}
+
+/// <summary>One-call access to the Hugging Face Hub with options from the environment
+/// (HF_ENDPOINT, HF_HOME, HF_HUB_CACHE, HF_TOKEN, HF_HUB_OFFLINE).</summary>
+public static class HfHub
+{
+    /// <summary>A local folder as is, or the cached snapshot folder of a hub repo after downloading its files;
+    /// see <see cref="HfHubClient.Resolve"/>.</summary>
+    public static string Resolve(string modelIdOrPath, string revision = "main", params string[] files)
+    {
+        using var client = new HfHubClient(HfHubOptions.FromEnvironment());
+        return client.Resolve(modelIdOrPath, revision, files);
+    }
+}

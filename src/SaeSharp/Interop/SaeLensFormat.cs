@@ -1,0 +1,186 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using SaeSharp.IO;
+using SaeSharp.Saes;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Interop;
+
+/// <summary>
+/// SAELens's on-disk layout: <c>cfg.json</c> + <c>sae_weights.safetensors</c> (+ <c>sparsity.safetensors</c>, key
+/// <c>sparsity</c>, log10 of firing fraction + 1e-10). Reads v6 configs and the pre-6.0 flat ones (<c>hook_point</c>,
+/// <c>activation_fn_str</c>, boolean <c>normalize_activations</c>); an "expected_average_only_in" scaling factor found in
+/// <c>activation_scaler.json</c> or the cfg is folded into the weights on load.
+/// </summary>
+public static class SaeLensFormat
+{
+    public const string CfgFile = "cfg.json";
+    public const string WeightsFile = "sae_weights.safetensors";
+    public const string SparsityFile = "sparsity.safetensors";
+    public const string ActivationScalerFile = "activation_scaler.json";
+
+    public static bool IsSaeLensFolder(string dir) =>
+        File.Exists(Path.Combine(dir, CfgFile)) && File.Exists(Path.Combine(dir, WeightsFile));
+
+    /// <summary>Writes cfg.json, sae_weights.safetensors and, when given, sparsity.safetensors (each atomically).</summary>
+    public static void Save(Sae sae, string dir, Tensor? sparsity = null)
+    {
+        Directory.CreateDirectory(dir);
+        var cfg = sae.Cfg.Clone();
+        cfg.Metadata.SaeLensVersion ??= "6.0.0";
+        var dtype = DtypeFromString(cfg.Dtype);
+        var weights = sae.state_dict().Select(kv => new KeyValuePair<string, Tensor>(kv.Key, kv.Value.detach().to(dtype))).ToList();
+        try
+        {
+            SafeTensors.Save(Path.Combine(dir, WeightsFile), weights);
+        }
+        finally
+        {
+            foreach (var kv in weights) kv.Value.Dispose();
+        }
+        if (sparsity is not null)
+            SafeTensors.Save(Path.Combine(dir, SparsityFile), new Dictionary<string, Tensor> { ["sparsity"] = sparsity });
+        AtomicFile.WriteAllText(Path.Combine(dir, CfgFile), cfg.ToJson());
+    }
+
+    /// <summary>Loads an SAE from a SAELens folder.</summary>
+    public static Sae Load(string dir)
+    {
+        var cfgPath = Path.Combine(dir, CfgFile);
+        var cfg = ReadConfig(cfgPath);
+        var sae = SaeFactory.Create(cfg);
+        var weightsPath = Path.Combine(dir, WeightsFile);
+        var weights = SafeTensors.Load(weightsPath);
+        try
+        {
+            SaeWeights.Load(sae, weights, weightsPath);
+        }
+        finally
+        {
+            foreach (var w in weights.Values) w.Dispose();
+        }
+        if (cfg.NormalizeActivations == "expected_average_only_in")
+        {
+            double? factor = ReadScalingFactor(dir, cfg);
+            if (factor is null)
+                throw new SaeSharpException($"{cfgPath}: normalize_activations is 'expected_average_only_in' but no scaling factor was found in {ActivationScalerFile} or the cfg");
+            sae.FoldActivationScale(factor.Value, factor.Value);
+            cfg.NormalizeActivations = "none";
+        }
+        return sae;
+    }
+
+    /// <summary>The <c>sparsity</c> tensor of a SAELens folder, or null when the folder has none.</summary>
+    public static Tensor? LoadSparsity(string dir)
+    {
+        var path = Path.Combine(dir, SparsityFile);
+        if (!File.Exists(path)) return null;
+        using var f = SafeTensorsFile.Open(path);
+        return f.Read("sparsity", ScalarType.Float32);
+    }
+
+    private static double? ReadScalingFactor(string dir, SaeConfig cfg)
+    {
+        var scalerPath = Path.Combine(dir, ActivationScalerFile);
+        if (File.Exists(scalerPath))
+        {
+            var node = JsonNode.Parse(File.ReadAllText(scalerPath));
+            if (node?["scaling_factor"] is JsonValue v && v.TryGetValue(out double d)) return d;
+        }
+        foreach (var key in new[] { "scaling_factor", "norm_scaling_factor", "activation_norm_scaling_factor" })
+            if (cfg.Extra?.TryGetValue(key, out var e) == true && e.ValueKind == JsonValueKind.Number) return e.GetDouble();
+        return null;
+    }
+
+    /// <summary>Reads a SAELens cfg.json of any version into a v6 <see cref="SaeConfig"/>.</summary>
+    public static SaeConfig ReadConfig(string cfgPath)
+    {
+        if (!File.Exists(cfgPath)) throw new SaeSharpException($"{cfgPath}: file not found");
+        JsonObject root;
+        try
+        {
+            root = JsonNode.Parse(File.ReadAllText(cfgPath)) as JsonObject ?? throw new SaeSharpException($"{cfgPath}: not a JSON object");
+        }
+        catch (JsonException e)
+        {
+            throw new SaeSharpException($"{cfgPath}: invalid JSON ({e.Message})");
+        }
+        var cfg = root.ContainsKey("metadata") ? ParseV6(root, cfgPath) : ParsePre6(root, cfgPath);
+        cfg.Validate(cfgPath);
+        return cfg;
+    }
+
+    private static SaeConfig ParseV6(JsonObject root, string cfgPath)
+    {
+        NormalizeBoolean(root);
+        try
+        {
+            return SaeConfig.FromJson(root.ToJsonString(), cfgPath);
+        }
+        catch (JsonException e)
+        {
+            throw new SaeSharpException($"{cfgPath}: {e.Message}");
+        }
+    }
+
+    /// <summary>Pre-6.0 SAELens configs are flat: metadata fields at top level, hook_point/activation_fn_str.</summary>
+    private static SaeConfig ParsePre6(JsonObject root, string cfgPath)
+    {
+        NormalizeBoolean(root);
+        string? activationFn = root["activation_fn_str"]?.GetValue<string>() ?? root["activation_fn"]?.GetValue<string>();
+        int? k = root["activation_fn_kwargs"]?["k"]?.GetValue<int>() ?? (root["k"] is JsonValue kv ? kv.GetValue<int>() : null);
+        string architecture = root["architecture"]?.GetValue<string>() ?? (activationFn == "topk" ? SaeArchitectures.TopK : SaeArchitectures.Standard);
+        if (architecture == SaeArchitectures.Standard && activationFn == "topk") architecture = SaeArchitectures.TopK;
+        if (activationFn is not null and not "relu" and not "topk")
+            throw new SaeSharpException($"{cfgPath}: activation_fn_str '{activationFn}' is not supported (relu or topk)");
+
+        int Int(string key) => root[key] is JsonValue v && v.TryGetValue(out int i) ? i
+            : throw new SaeSharpException($"{cfgPath}: missing integer '{key}'");
+        string? Str(string key) => root[key] is JsonValue v && v.TryGetValue(out string? s) ? s : null;
+
+        var cfg = new SaeConfig
+        {
+            Architecture = architecture,
+            DIn = Int("d_in"),
+            DSae = Int("d_sae"),
+            Dtype = Str("dtype") ?? "float32",
+            Device = Str("device") ?? "cpu",
+            ApplyBDecToInput = root["apply_b_dec_to_input"]?.GetValue<bool>() ?? true,
+            NormalizeActivations = Str("normalize_activations") ?? "none",
+            K = k,
+            Metadata = new SaeMetadata
+            {
+                ModelName = Str("model_name"),
+                HookName = Str("hook_name") ?? Str("hook_point"),
+                HookHeadIndex = root["hook_head_index"] is JsonValue h && h.TryGetValue(out int hi) ? hi : null,
+                ContextSize = root["context_size"] is JsonValue c && c.TryGetValue(out int ci) ? ci : null,
+                PrependBos = root["prepend_bos"]?.GetValue<bool>() ?? true,
+                DatasetPath = Str("dataset_path"),
+                ModelClassName = Str("model_class_name") ?? "HookedTransformer",
+                ModelFromPretrainedKwargs = root["model_from_pretrained_kwargs"] is JsonObject kw
+                    ? JsonSerializer.Deserialize<Dictionary<string, JsonElement>>(kw.ToJsonString()) : null,
+                SaeLensTrainingVersion = Str("sae_lens_training_version"),
+            },
+        };
+        foreach (var key in new[] { "scaling_factor", "norm_scaling_factor", "activation_norm_scaling_factor" })
+            if (root[key] is JsonValue v && v.TryGetValue(out double d))
+                (cfg.Extra ??= new())[key] = JsonSerializer.SerializeToElement(d);
+        return cfg;
+    }
+
+    /// <summary>Old SAELens wrote normalize_activations as a boolean (true meaning the expected-average scaling).</summary>
+    private static void NormalizeBoolean(JsonObject root)
+    {
+        if (root["normalize_activations"] is JsonValue v && v.TryGetValue(out bool b))
+            root["normalize_activations"] = b ? "expected_average_only_in" : "none";
+    }
+
+    internal static ScalarType DtypeFromString(string dtype) => dtype.Replace("torch.", "") switch
+    {
+        "float32" or "float" => ScalarType.Float32,
+        "float16" or "half" => ScalarType.Float16,
+        "bfloat16" => ScalarType.BFloat16,
+        "float64" or "double" => ScalarType.Float64,
+        _ => throw new SaeSharpException($"unsupported SAE dtype '{dtype}'"),
+    };
+}

@@ -1,0 +1,37 @@
+using SaeSharp.Saes;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Interop;
+
+/// <summary>Copies named tensors into an SAE's parameters and buffers, checking names and shapes first.</summary>
+public static class SaeWeights
+{
+    /// <summary>
+    /// Loads <paramref name="weights"/> (SAELens names) into <paramref name="sae"/>. Every parameter and buffer of the
+    /// SAE must be present with its exact shape; tensors the SAE does not have are an error unless listed in
+    /// <paramref name="ignore"/>. Dtypes are converted. Nothing is copied unless everything checks out.
+    /// </summary>
+    public static void Load(Sae sae, IReadOnlyDictionary<string, Tensor> weights, string source, IEnumerable<string>? ignore = null)
+    {
+        var targets = sae.state_dict();
+        var ignored = new HashSet<string>(ignore ?? [], StringComparer.Ordinal);
+        foreach (var (name, target) in targets)
+        {
+            if (!weights.TryGetValue(name, out var w))
+                throw new SaeSharpException($"{source}: missing tensor '{name}' (expected shape [{string.Join(", ", target.shape)}] for architecture '{sae.Cfg.Architecture}')");
+            if (!w.shape.SequenceEqual(target.shape))
+                throw new SaeSharpException($"{source}: tensor '{name}' has shape [{string.Join(", ", w.shape)}] but the cfg (d_in={sae.Cfg.DIn}, d_sae={sae.Cfg.DSae}) needs [{string.Join(", ", target.shape)}]");
+        }
+        foreach (var name in weights.Keys)
+            if (!targets.ContainsKey(name) && !ignored.Contains(name))
+                throw new SaeSharpException($"{source}: unexpected tensor '{name}' for architecture '{sae.Cfg.Architecture}' (expected: {string.Join(", ", targets.Keys)})");
+        using var _ = no_grad();
+        foreach (var (name, target) in targets)
+        {
+            var w = weights[name];
+            if (!w.isfinite().all().item<bool>())
+                throw new SaeSharpException($"{source}: tensor '{name}' holds NaN or Inf");
+            target.copy_(w.to(target.dtype));
+        }
+    }
+}

@@ -1,0 +1,124 @@
+using SaeSharp.Hooks;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Models;
+
+/// <summary>How <see cref="HookedTransformer.Generate"/> picks tokens. Temperature 0 (the default) is greedy.</summary>
+public sealed record GenerationOptions
+{
+    /// <summary>0 = greedy (argmax); otherwise logits are divided by it before sampling.</summary>
+    public double Temperature { get; init; }
+    /// <summary>Sample only among the k most likely tokens (0 or null = all).</summary>
+    public int? TopK { get; init; }
+    /// <summary>Nucleus sampling: the smallest set of most likely tokens whose probability reaches p (null or 1 = all).</summary>
+    public double? TopP { get; init; }
+    /// <summary>Seed of the sampling generator; null draws from torch's global generator.</summary>
+    public ulong? Seed { get; init; }
+    /// <summary>Rows that emit this token stop; they are filled with it afterwards. Generation ends when all rows stop.</summary>
+    public long? EosTokenId { get; init; }
+    /// <summary>[batch, prompt] mask of a left-padded batch of prompts (1 = real token).</summary>
+    public Tensor? AttentionMask { get; init; }
+    /// <summary>Hooks active on every forward step (e.g. steering vectors added to a residual hook).</summary>
+    public IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? Hooks { get; init; }
+    /// <summary>Reuse keys and values of earlier tokens (default). False recomputes the whole sequence at each step.</summary>
+    public bool UseKvCache { get; init; } = true;
+    /// <summary>Also return the logits from which each new token was chosen.</summary>
+    public bool ReturnLogits { get; init; }
+}
+
+/// <summary>Output of generation: prompt plus new tokens [batch, prompt + new], and optionally the step logits [batch, new, d_vocab].</summary>
+public sealed class GenerationResult(Tensor tokens, Tensor? logits) : IDisposable
+{
+    public Tensor Tokens { get; } = tokens;
+    public Tensor? Logits { get; } = logits;
+
+    public void Dispose()
+    {
+        Tokens.Dispose();
+        Logits?.Dispose();
+    }
+}
+
+internal static class Generation
+{
+    public static GenerationResult Run(HookedTransformer model, Tensor tokens, int maxNewTokens, GenerationOptions o)
+    {
+        if (maxNewTokens < 0) throw new SaeSharpException($"maxNewTokens must be >= 0, got {maxNewTokens}");
+        if (o.Temperature < 0 || double.IsNaN(o.Temperature)) throw new SaeSharpException($"temperature must be >= 0, got {o.Temperature}");
+        if (o.TopK is < 0) throw new SaeSharpException($"top_k must be >= 0, got {o.TopK}");
+        if (o.TopP is { } p && (p <= 0 || p > 1)) throw new SaeSharpException($"top_p must be in (0, 1], got {p}");
+        if (tokens.dim() != 2) throw new SaeSharpException($"tokens must be [batch, pos], got shape [{string.Join(", ", tokens.shape)}]");
+        var hooks = o.Hooks?.Select(h => (model.HookPoints.Resolve(h.Name), h.Fn)).ToList();
+        var runner = new HookRunner(hooks, null, null);
+        var gen = o.Seed is { } seed ? new Generator(seed) : null;
+        long b = tokens.shape[0];
+
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        using var kv = o.UseKvCache ? new KvCache(model.Config.NLayers) : null;
+        var seq = tokens.to(ScalarType.Int64);
+        var mask = o.AttentionMask is { } m ? m.ne(0) : ones(b, tokens.shape[1], dtype: ScalarType.Bool);
+        var input = seq;
+        var inputMask = mask;
+        var finished = zeros(b, dtype: ScalarType.Bool);
+        var stepLogits = new List<Tensor>();
+        for (int step = 0; step < maxNewTokens; step++)
+        {
+            using var stepScope = NewDisposeScope();
+            var logits = model.ForwardCore(input, inputMask, runner, null, kv)!;
+            var last = logits.select(1, -1);
+            var next = Sample(last, o, gen);
+            if (o.EosTokenId is long eos)
+            {
+                next = where(finished, full_like(next, eos), next);
+                finished = finished.logical_or(next.eq(eos)).MoveToOuterDisposeScope();
+            }
+            if (o.ReturnLogits) stepLogits.Add(last.MoveToOuterDisposeScope());
+            var col = next.unsqueeze(1);
+            seq = cat([seq, col], 1).MoveToOuterDisposeScope();
+            mask = cat([mask, ones(b, 1, dtype: ScalarType.Bool)], 1).MoveToOuterDisposeScope();
+            if (kv is not null)
+            {
+                input = col.MoveToOuterDisposeScope();
+                inputMask = ones(b, 1, dtype: ScalarType.Bool).MoveToOuterDisposeScope();
+            }
+            else
+            {
+                input = seq;
+                inputMask = mask;
+            }
+            if (o.EosTokenId is not null && finished.all().item<bool>()) break;
+        }
+        var outLogits = o.ReturnLogits
+            ? (stepLogits.Count > 0 ? stack(stepLogits, 1) : empty(b, 0, model.Config.DVocab)).MoveToOuterDisposeScope()
+            : null;
+        return new GenerationResult(seq.MoveToOuterDisposeScope(), outLogits);
+    }
+
+    /// <summary>Next token ids [batch] from last-position logits [batch, vocab] (float32).</summary>
+    internal static Tensor Sample(Tensor logits, GenerationOptions o, Generator? gen)
+    {
+        if (o.Temperature == 0) return logits.argmax(-1);
+        using var scope = NewDisposeScope();
+        var l = logits / o.Temperature;
+        long v = l.shape[^1];
+        if (o.TopK is int k && k > 0 && k < v)
+        {
+            var kth = l.topk(k, -1).values.narrow(-1, k - 1, 1);
+            l = l.masked_fill(l.lt(kth), float.NegativeInfinity);
+        }
+        if (o.TopP is double p && p < 1)
+        {
+            var (sorted, idx) = l.sort(-1, descending: true);
+            var probs = sorted.softmax(-1);
+            // Drop a token when the tokens more likely than it already reach p (HF TopPLogitsWarper); keep the first.
+            var remove = (probs.cumsum(-1) - probs).ge(p);
+            remove.select(-1, 0).fill_(false);
+            sorted = sorted.masked_fill(remove, float.NegativeInfinity);
+            l = full_like(l, float.NegativeInfinity).scatter(-1, idx, sorted);
+        }
+        var choice = multinomial(l.softmax(-1), 1, generator: gen).squeeze(-1);
+        return choice.MoveToOuterDisposeScope();
+    }
+}

@@ -1,0 +1,229 @@
+using System.Text.Json.Nodes;
+using SaeSharp.IO;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Models;
+
+/// <summary>Loads Hugging Face model folders (config.json + model.safetensors or a sharded index) as <see cref="HookedTransformer"/>s.</summary>
+public static class ModelLoader
+{
+    /// <summary>Architectures this loader builds, as config.json <c>model_type</c>.</summary>
+    public static IReadOnlyList<string> SupportedModelTypes { get; } = ["gpt2", "gpt_neox"];
+
+    /// <summary>
+    /// Builds the model named by config.json (<c>model_type</c>, else <c>architectures</c>) and loads its weights
+    /// (safetensors, single or sharded; else <c>pytorch_model.bin</c>, single or sharded, via the restricted unpickler),
+    /// converted to <paramref name="dtype"/> (f16 / bf16 checkpoints load into float32 by default).
+    /// </summary>
+    public static HookedTransformer FromPretrained(string folder, ScalarType dtype = ScalarType.Float32)
+    {
+        if (!Directory.Exists(folder)) throw new SaeSharpException($"{folder}: model folder not found");
+        if (dtype is not (ScalarType.Float32 or ScalarType.Float16 or ScalarType.BFloat16 or ScalarType.Float64))
+            throw new SaeSharpException($"model dtype must be float32, float16, bfloat16 or float64, got {dtype}");
+        var cfg = JsonConfig.Read(Path.Combine(folder, "config.json"));
+        string type = ModelType(cfg);
+        string name = cfg.String("_name_or_path") is { Length: > 0 } n ? n : Path.GetFileName(Path.GetFullPath(folder).TrimEnd('/', '\\'));
+
+        HookedTransformer model;
+        string prefix;
+        string[] ignorableSuffixes;
+        switch (type)
+        {
+            case "gpt2":
+                model = new Gpt2Model(Gpt2Settings.From(cfg), name, cfg.Path, dtype);
+                prefix = "transformer";
+                ignorableSuffixes = [".attn.bias", ".attn.masked_bias"];
+                break;
+            default:
+                model = new GptNeoXModel(NeoXSettings.From(cfg), name, cfg.Path, dtype);
+                prefix = "gpt_neox";
+                ignorableSuffixes = [".attention.bias", ".attention.masked_bias", ".attention.rotary_emb.inv_freq"];
+                break;
+        }
+        try
+        {
+            using var ckpt = Checkpoint.Open(folder);
+            LoadWeights(model, ckpt, prefix, key =>
+                ignorableSuffixes.Any(s => key.EndsWith(s, StringComparison.Ordinal)) || (type == "gpt2" && key == "lm_head.weight"));
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+        model.eval();
+        return model;
+    }
+
+    private static string ModelType(JsonConfig cfg)
+    {
+        var mt = cfg.String("model_type");
+        if (mt is not null)
+        {
+            if (SupportedModelTypes.Contains(mt)) return mt;
+            throw new SaeSharpException($"{cfg.Path}: model_type '{mt}' is not supported (supported: {string.Join(", ", SupportedModelTypes)})");
+        }
+        foreach (var a in cfg.Architectures)
+        {
+            if (a.StartsWith("GPT2", StringComparison.Ordinal)) return "gpt2";
+            if (a.StartsWith("GPTNeoX", StringComparison.Ordinal)) return "gpt_neox";
+        }
+        throw new SaeSharpException($"{cfg.Path}: no model_type and no known architectures ({string.Join(", ", cfg.Architectures)}); supported: GPT2LMHeadModel, GPTNeoXForCausalLM");
+    }
+
+    /// <summary>
+    /// Copies every parameter of <paramref name="model"/> from the checkpoint key of the same name, with or without
+    /// the <paramref name="prefix"/>; a missing, mis-shaped or unexpected key is an error.
+    /// </summary>
+    internal static void LoadWeights(nn.Module model, Checkpoint ckpt, string prefix, Func<string, bool> ignorable)
+    {
+        var used = new HashSet<string>(StringComparer.Ordinal);
+        using var _ = no_grad();
+        foreach (var (key, param) in model.named_parameters())
+        {
+            string? alt = key.StartsWith(prefix + ".", StringComparison.Ordinal) ? key[(prefix.Length + 1)..] : null;
+            string found = ckpt.Contains(key) ? key
+                : alt is not null && ckpt.Contains(alt) ? alt
+                : throw new SaeSharpException($"{ckpt.Folder}: checkpoint has no weight '{key}'{(alt is null ? "" : $" (nor '{alt}')")}; " +
+                                              $"the model expects shape [{string.Join(", ", param.shape)}]");
+            var (file, shape) = ckpt.Info(found);
+            if (!shape.SequenceEqual(param.shape))
+                throw new SaeSharpException($"{file}: weight '{found}' has shape [{string.Join(", ", shape)}] " +
+                                            $"but config.json implies [{string.Join(", ", param.shape)}]");
+            using var t = ckpt.Read(found, param.dtype);
+            param.copy_(t);
+            used.Add(found);
+        }
+        var extra = ckpt.Keys.Where(k => !used.Contains(k) && !ignorable(k)).ToList();
+        if (extra.Count > 0)
+            throw new SaeSharpException($"{ckpt.Folder}: checkpoint has {extra.Count} unexpected weight(s): {string.Join(", ", extra.Take(5))}" +
+                                        (extra.Count > 5 ? ", ..." : "") + " (wrong model_type in config.json?)");
+    }
+}
+
+/// <summary>
+/// The weight files of a HF model folder: <c>model.safetensors</c>, the shards of <c>model.safetensors.index.json</c>,
+/// or (read in memory by the restricted unpickler) <c>pytorch_model.bin</c> and the shards of <c>pytorch_model.bin.index.json</c>.
+/// </summary>
+internal sealed class Checkpoint : IDisposable
+{
+    private readonly List<IDisposable> _files;
+    private readonly Dictionary<string, (string Path, long[] Shape, Func<ScalarType, Tensor> Read)> _byKey;
+
+    public string Folder { get; }
+    public IEnumerable<string> Keys => _byKey.Keys;
+
+    private Checkpoint(string folder, List<IDisposable> files, Dictionary<string, (string, long[], Func<ScalarType, Tensor>)> byKey)
+    {
+        Folder = folder;
+        _files = files;
+        _byKey = byKey;
+    }
+
+    public bool Contains(string key) => _byKey.ContainsKey(key);
+
+    /// <summary>The file holding <paramref name="key"/> and the tensor's shape.</summary>
+    public (string Path, long[] Shape) Info(string key) => (_byKey[key].Path, _byKey[key].Shape);
+
+    /// <summary>Reads a tensor converted to <paramref name="dtype"/>; the caller owns it.</summary>
+    public Tensor Read(string key, ScalarType dtype) => _byKey[key].Read(dtype);
+
+    public static Checkpoint Open(string folder)
+    {
+        var files = new List<IDisposable>();
+        var byKey = new Dictionary<string, (string, long[], Func<ScalarType, Tensor>)>(StringComparer.Ordinal);
+        void AddSafeTensors(SafeTensorsFile f, IEnumerable<string> keys)
+        {
+            foreach (var k in keys)
+            {
+                if (!f.Contains(k)) throw new SaeSharpException($"{f.Path}: the index places weight '{k}' here but the file has no such tensor");
+                byKey[k] = (f.Path, f.Info(k).Shape, dt => f.Read(k, dt));
+            }
+        }
+        void AddPickle(TorchPickleCheckpoint c, IEnumerable<string>? keys)
+        {
+            var tensors = c.Tensors;
+            foreach (var k in keys ?? tensors.Keys)
+            {
+                if (!tensors.TryGetValue(k, out var t)) throw new SaeSharpException($"{c.Path}: the index places weight '{k}' here but the file has no such tensor");
+                byKey[k] = (c.Path, t.shape, dt => t.to(dt, copy: true));
+            }
+        }
+        try
+        {
+            string single = Path.Combine(folder, "model.safetensors");
+            string index = Path.Combine(folder, "model.safetensors.index.json");
+            string bin = Path.Combine(folder, "pytorch_model.bin");
+            string binIndex = Path.Combine(folder, "pytorch_model.bin.index.json");
+            if (File.Exists(single))
+            {
+                var f = SafeTensorsFile.Open(single);
+                files.Add(f);
+                AddSafeTensors(f, f.Names);
+            }
+            else if (File.Exists(index))
+            {
+                foreach (var (shard, keys) in ReadIndex(index))
+                {
+                    var f = SafeTensorsFile.Open(Path.Combine(folder, shard));
+                    files.Add(f);
+                    AddSafeTensors(f, keys);
+                }
+            }
+            else if (File.Exists(bin))
+            {
+                var c = TorchPickle.Load(bin);
+                files.Add(c);
+                AddPickle(c, null);
+            }
+            else if (File.Exists(binIndex))
+            {
+                foreach (var (shard, keys) in ReadIndex(binIndex))
+                {
+                    var c = TorchPickle.Load(Path.Combine(folder, shard));
+                    files.Add(c);
+                    AddPickle(c, keys);
+                }
+            }
+            else
+                throw new SaeSharpException($"{folder}: no model.safetensors, model.safetensors.index.json, pytorch_model.bin or pytorch_model.bin.index.json");
+        }
+        catch
+        {
+            foreach (var f in files) f.Dispose();
+            throw;
+        }
+        return new Checkpoint(folder, files, byKey);
+    }
+
+    /// <summary>The <c>weight_map</c> of a HF index file, grouped by shard file name.</summary>
+    private static IEnumerable<(string Shard, List<string> Keys)> ReadIndex(string index)
+    {
+        JsonObject map;
+        try
+        {
+            map = JsonNode.Parse(File.ReadAllText(index))?["weight_map"] as JsonObject
+                  ?? throw new SaeSharpException($"{index}: missing object 'weight_map'");
+        }
+        catch (System.Text.Json.JsonException e)
+        {
+            throw new SaeSharpException($"{index}: invalid JSON ({e.Message})");
+        }
+        var groups = new Dictionary<string, List<string>>(StringComparer.Ordinal);
+        foreach (var (key, node) in map)
+        {
+            string shard = node is JsonValue v && v.TryGetValue(out string? str) ? str : throw new SaeSharpException($"{index}: weight '{key}' has no file name");
+            if (shard.Contains('/') || shard.Contains('\\') || shard.StartsWith('.'))
+                throw new SaeSharpException($"{index}: weight '{key}': shard file name '{shard}' must be a plain file name");
+            if (!groups.TryGetValue(shard, out var list)) groups[shard] = list = new();
+            list.Add(key);
+        }
+        return groups.Select(g => (g.Key, g.Value));
+    }
+
+    public void Dispose()
+    {
+        foreach (var f in _files) f.Dispose();
+    }
+}

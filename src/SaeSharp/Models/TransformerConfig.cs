@@ -1,0 +1,109 @@
+using System.Text.Json.Nodes;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Models;
+
+/// <summary>
+/// Summary of a loaded transformer in TransformerLens terms (n_layers, d_model, d_vocab, n_ctx, ...),
+/// whatever the Hugging Face architecture it came from.
+/// </summary>
+public sealed record TransformerConfig
+{
+    /// <summary>Name of the model: config.json <c>_name_or_path</c>, else the folder name.</summary>
+    public required string ModelName { get; init; }
+    /// <summary>Hugging Face <c>model_type</c>: <c>gpt2</c> or <c>gpt_neox</c>.</summary>
+    public required string Architecture { get; init; }
+    public required int NLayers { get; init; }
+    public required int DModel { get; init; }
+    public required int NHeads { get; init; }
+    public int DHead => DModel / NHeads;
+    public required int DMlp { get; init; }
+    /// <summary>Rows of the unembedding (may exceed the tokenizer's vocabulary, as in Pythia).</summary>
+    public required int DVocab { get; init; }
+    /// <summary>Maximum context length (<c>n_positions</c> / <c>max_position_embeddings</c>).</summary>
+    public required int NCtx { get; init; }
+    /// <summary>Activation function name as written in config.json.</summary>
+    public required string Activation { get; init; }
+    public required double LayerNormEps { get; init; }
+    /// <summary>Attention and MLP read the same residual (GPT-J / NeoX <c>use_parallel_residual</c>).</summary>
+    public bool ParallelAttnMlp { get; init; }
+    /// <summary>Dimensions of each head rotated by rotary embeddings (0 = learned absolute positions).</summary>
+    public int RotaryDim { get; init; }
+    public double RotaryBase { get; init; } = 10000;
+    public ScalarType Dtype { get; init; } = ScalarType.Float32;
+
+    public override string ToString() =>
+        $"{ModelName} ({Architecture}): n_layers={NLayers} d_model={DModel} n_heads={NHeads} d_head={DHead} d_mlp={DMlp} " +
+        $"d_vocab={DVocab} n_ctx={NCtx} act={Activation}" + (ParallelAttnMlp ? " parallel_attn_mlp" : "") +
+        (RotaryDim > 0 ? $" rotary_dim={RotaryDim}" : "") + $" dtype={Dtype}";
+}
+
+/// <summary>Typed reads from a config.json object, with errors naming the file and key.</summary>
+internal sealed class JsonConfig(string path, JsonObject root)
+{
+    public string Path { get; } = path;
+    public JsonObject Root { get; } = root;
+
+    public static JsonConfig Read(string path)
+    {
+        if (!File.Exists(path)) throw new SaeSharpException($"{path}: file not found (a Hugging Face model folder needs config.json)");
+        try
+        {
+            return new JsonConfig(path, JsonNode.Parse(File.ReadAllText(path)) as JsonObject
+                ?? throw new SaeSharpException($"{path}: not a JSON object"));
+        }
+        catch (System.Text.Json.JsonException e)
+        {
+            throw new SaeSharpException($"{path}: invalid JSON ({e.Message})");
+        }
+    }
+
+    public bool Has(string key) => Root[key] is not null;
+
+    public int Int(string key, int? fallback = null)
+    {
+        var n = Root[key];
+        if (n is null) return fallback ?? throw new SaeSharpException($"{Path}: missing key '{key}'");
+        try { return n.GetValue<int>(); }
+        catch (Exception e) when (e is FormatException or InvalidOperationException)
+        {
+            throw new SaeSharpException($"{Path}: key '{key}' must be an integer, got {n.ToJsonString()}");
+        }
+    }
+
+    public double Double(string key, double? fallback = null)
+    {
+        var n = Root[key];
+        if (n is null) return fallback ?? throw new SaeSharpException($"{Path}: missing key '{key}'");
+        try { return n.GetValue<double>(); }
+        catch (Exception e) when (e is FormatException or InvalidOperationException)
+        {
+            throw new SaeSharpException($"{Path}: key '{key}' must be a number, got {n.ToJsonString()}");
+        }
+    }
+
+    public bool Bool(string key, bool fallback)
+    {
+        var n = Root[key];
+        if (n is null) return fallback;
+        try { return n.GetValue<bool>(); }
+        catch (Exception e) when (e is FormatException or InvalidOperationException)
+        {
+            throw new SaeSharpException($"{Path}: key '{key}' must be true or false, got {n.ToJsonString()}");
+        }
+    }
+
+    public string? String(string key)
+    {
+        var n = Root[key];
+        if (n is null) return null;
+        try { return n.GetValue<string>(); }
+        catch (Exception e) when (e is FormatException or InvalidOperationException)
+        {
+            throw new SaeSharpException($"{Path}: key '{key}' must be a string, got {n.ToJsonString()}");
+        }
+    }
+
+    public IReadOnlyList<string> Architectures =>
+        Root["architectures"] is JsonArray a ? a.Select(x => x?.ToString() ?? "").ToList() : [];
+}

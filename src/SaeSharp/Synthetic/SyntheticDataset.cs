@@ -1,0 +1,59 @@
+using System.Text.Json;
+using SaeSharp.IO;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Synthetic;
+
+/// <summary>Paths written by <see cref="SyntheticDataset.Write"/>.</summary>
+public sealed record SyntheticDatasetFiles(string TrainPath, string? EvalPath, string FeaturesPath);
+
+/// <summary>
+/// Writes a synthetic superposition dataset (used by <c>sae synth</c>): <c>train.safetensors</c> and
+/// <c>eval.safetensors</c> with tensor <c>activations</c> [rows, d_in], and <c>features.safetensors</c> with the true
+/// directions <c>features</c> [n_features, d_in] and their firing probabilities <c>frequencies</c> [n_features]; the
+/// options are stored as JSON in each file's metadata under <c>synthetic_options</c>.
+/// </summary>
+public static class SyntheticDataset
+{
+    public const string TrainFile = "train.safetensors";
+    public const string EvalFile = "eval.safetensors";
+    public const string FeaturesFile = "features.safetensors";
+    public const string ActivationsTensor = "activations";
+    public const string FeaturesTensor = "features";
+    public const string FrequenciesTensor = "frequencies";
+    public const string OptionsMetadataKey = "synthetic_options";
+
+    /// <summary>Generates the dataset into <paramref name="dir"/> (created if needed). The eval rows are drawn after the
+    /// training rows from the same seeded stream, so they are fresh samples of the same distribution.</summary>
+    public static SyntheticDatasetFiles Write(string dir, SyntheticOptions options)
+    {
+        options.Validate();
+        Directory.CreateDirectory(dir);
+        var meta = new Dictionary<string, string> { [OptionsMetadataKey] = JsonSerializer.Serialize(options) };
+        using var gen = new SyntheticGenerator(options);
+
+        var featuresPath = Path.Combine(dir, FeaturesFile);
+        using (var freq = gen.Frequencies.to(ScalarType.Float32))
+            SafeTensors.Save(featuresPath, new Dictionary<string, Tensor> { [FeaturesTensor] = gen.Features, [FrequenciesTensor] = freq }, meta);
+
+        var trainPath = Path.Combine(dir, TrainFile);
+        using (var train = gen.SampleActivations(options.TrainRows))
+            SafeTensors.Save(trainPath, new Dictionary<string, Tensor> { [ActivationsTensor] = train }, meta);
+
+        string? evalPath = null;
+        if (options.EvalRows > 0)
+        {
+            evalPath = Path.Combine(dir, EvalFile);
+            using var eval = gen.SampleActivations(options.EvalRows);
+            SafeTensors.Save(evalPath, new Dictionary<string, Tensor> { [ActivationsTensor] = eval }, meta);
+        }
+        return new SyntheticDatasetFiles(trainPath, evalPath, featuresPath);
+    }
+
+    /// <summary>Reads the true feature directions [n_features, d_in] from a <c>features.safetensors</c> file.</summary>
+    public static Tensor ReadFeatures(string path)
+    {
+        using var f = SafeTensorsFile.Open(path);
+        return f.Read(FeaturesTensor, ScalarType.Float32);
+    }
+}

@@ -1,0 +1,113 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Synthetic;
+
+/// <summary>
+/// Draws rows from the toy model of superposition described by <see cref="SyntheticOptions"/>. Construction draws the
+/// feature directions and groups from the seed; <see cref="Sample"/> then draws rows from the same seeded stream, so the
+/// whole sequence of samples is reproducible.
+/// </summary>
+public sealed class SyntheticGenerator : IDisposable
+{
+    private readonly Generator _gen;
+    private readonly Tensor _groupOf;     // [n_features] int64: group index, or -1
+    private readonly Tensor _isGrouped;   // [n_features] bool
+    private readonly Tensor _groupProb;   // [groups] float32
+
+    public SyntheticOptions Options { get; }
+    /// <summary>Unit-norm feature directions [n_features, d_in], float32.</summary>
+    public Tensor Features { get; }
+    /// <summary>Firing probability of each feature [n_features], float64 (the power law; grouped features fire with their group's probability).</summary>
+    public Tensor Frequencies { get; }
+    /// <summary>The groups of co-firing features (empty without groups).</summary>
+    public IReadOnlyList<int[]> Groups { get; }
+
+    public SyntheticGenerator(SyntheticOptions options)
+    {
+        options.Validate();
+        Options = options;
+        _gen = new Generator(options.Seed);
+        using (NewDisposeScope())
+        {
+            var dirs = randn(options.NFeatures, options.DIn, generator: _gen);
+            Features = (dirs / dirs.norm(1, keepdim: true)).DetachFromDisposeScope();
+        }
+
+        var p = new double[options.NFeatures];
+        for (int i = 0; i < p.Length; i++) p[i] = options.MaxFrequency * Math.Pow(i + 1, -options.FrequencyExponent);
+
+        var groupOf = Enumerable.Repeat(-1L, options.NFeatures).ToArray();
+        var groups = new List<int[]>();
+        var groupProb = new float[options.CorrelatedGroups];
+        if (options.CorrelatedGroups > 0)
+        {
+            long[] order;
+            using (var perm = randperm(options.NFeatures, generator: _gen)) order = perm.data<long>().ToArray();
+            for (int g = 0; g < options.CorrelatedGroups; g++)
+            {
+                var members = order.Skip(g * options.GroupSize).Take(options.GroupSize).Select(i => (int)i).Order().ToArray();
+                double q = members.Average(m => p[m]);
+                foreach (var m in members) { groupOf[m] = g; p[m] = q; }
+                groupProb[g] = (float)q;
+                groups.Add(members);
+            }
+        }
+        Groups = groups;
+        Frequencies = tensor(p).DetachFromDisposeScope();
+        _groupOf = tensor(groupOf).DetachFromDisposeScope();
+        _isGrouped = _groupOf.ge(0).DetachFromDisposeScope();
+        _groupProb = tensor(groupProb).DetachFromDisposeScope();
+    }
+
+    /// <summary>Draws <paramref name="rows"/> rows: the feature activations [rows, n_features] (non-negative, mostly zero)
+    /// and the activations x = featureActs · Features + noise [rows, d_in].</summary>
+    public (Tensor FeatureActs, Tensor X) Sample(long rows)
+    {
+        using var scope = NewDisposeScope();
+        var o = Options;
+        var fire = rand(rows, o.NFeatures, generator: _gen).lt(Frequencies.to(ScalarType.Float32));
+        if (o.CorrelatedGroups > 0)
+        {
+            var groupFire = rand(rows, o.CorrelatedGroups, generator: _gen).lt(_groupProb);
+            var fromGroup = groupFire.index_select(1, _groupOf.clamp_min(0));
+            fire = where(_isGrouped, fromGroup, fire);
+        }
+        var u = rand(rows, o.NFeatures, generator: _gen);
+        var mag = o.Magnitude switch
+        {
+            MagnitudeDistribution.Uniform => u * (float)(o.MagnitudeHigh - o.MagnitudeLow) + (float)o.MagnitudeLow,
+            _ => (1 - u).log().neg() * (float)o.MagnitudeMean,
+        };
+        var acts = mag * fire.to(ScalarType.Float32);
+        var x = acts.matmul(Features);
+        if (o.NoiseStd > 0) x = x + randn(rows, o.DIn, generator: _gen) * (float)o.NoiseStd;
+        return (acts.MoveToOuterDisposeScope(), x.MoveToOuterDisposeScope());
+    }
+
+    /// <summary>Draws <paramref name="rows"/> activation rows [rows, d_in] in chunks of <paramref name="chunkRows"/>
+    /// (so the [rows, n_features] activations never exist at once).</summary>
+    public Tensor SampleActivations(long rows, int chunkRows = 8192)
+    {
+        var x = empty(rows, Options.DIn, ScalarType.Float32);
+        for (long start = 0; start < rows; start += chunkRows)
+        {
+            long n = Math.Min(chunkRows, rows - start);
+            var (acts, chunk) = Sample(n);
+            using (acts)
+            using (chunk)
+                x.narrow(0, start, n).copy_(chunk);
+        }
+        return x;
+    }
+
+    public void Dispose()
+    {
+        Features.Dispose();
+        Frequencies.Dispose();
+        _groupOf.Dispose();
+        _isGrouped.Dispose();
+        _groupProb.Dispose();
+        _gen.Dispose();
+    }
+}

@@ -1,0 +1,46 @@
+namespace SaeSharp.Tokenizers;
+
+/// <summary>Text to token ids and back, as a language model's tokenizer does.</summary>
+public interface ITextTokenizer
+{
+    /// <summary>Number of ids: one more than the largest id of the vocabulary and added tokens.</summary>
+    int VocabSize { get; }
+
+    /// <summary>Beginning-of-sequence token id, or null when the tokenizer has none.</summary>
+    int? BosTokenId { get; }
+
+    /// <summary>End-of-sequence token id, or null when the tokenizer has none.</summary>
+    int? EosTokenId { get; }
+
+    /// <summary>Padding token id, or null when the tokenizer has none (GPT-2 has none).</summary>
+    int? PadTokenId { get; }
+
+    /// <summary>Tokens added on top of the BPE vocabulary (special or not), in id order.</summary>
+    IReadOnlyList<AddedToken> AddedTokens { get; }
+
+    /// <summary>Encodes text. Added tokens are matched as whole tokens (as Hugging Face tokenizers do);
+    /// special ones only when <paramref name="parseSpecialTokens"/> is true, otherwise their text is
+    /// tokenized as ordinary text. Never prepends BOS.</summary>
+    int[] Encode(string text, bool parseSpecialTokens = true);
+
+    /// <summary>Decodes ids to text; invalid UTF-8 becomes U+FFFD. Special tokens are dropped when
+    /// <paramref name="skipSpecialTokens"/> is true.</summary>
+    string Decode(IEnumerable<int> ids, bool skipSpecialTokens = false);
+
+    /// <summary>The vocabulary string of an id (byte-level chars, e.g. "Ġthe"), or null if unknown.</summary>
+    string? IdToToken(int id);
+
+    /// <summary>The id of a vocabulary string (byte-level chars, e.g. "Ġthe"), or null if unknown.</summary>
+    int? TokenToId(string token);
+}
+
+/// <summary>A token matched as a whole in the input before BPE (tokenizer.json <c>added_tokens</c>).</summary>
+/// <param name="Id">Token id.</param>
+/// <param name="Content">Text of the token, e.g. <c>&lt;|endoftext|&gt;</c>.</param>
+/// <param name="Special">Special tokens are matched only with special-token parsing on and can be skipped in decoding.</param>
+/// <param name="SingleWord">Match only when not preceded or followed by a word character.</param>
+/// <param name="LStrip">Absorb whitespace to the left of the match.</param>
+/// <param name="RStrip">Absorb whitespace to the right of the match.</param>
+/// <param name="Normalized">Match against normalised text (true) or raw text (false).</param>
+public sealed record AddedToken(int Id, string Content, bool Special = true, bool SingleWord = false,
+    bool LStrip = false, bool RStrip = false, bool Normalized = false);

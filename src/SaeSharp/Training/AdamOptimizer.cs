@@ -1,0 +1,103 @@
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Training;
+
+/// <summary>
+/// Adam (Kingma &amp; Ba; the update of <c>torch.optim.Adam</c> without weight decay) with its moments held as
+/// named tensors, so that they can be checkpointed exactly and reset per latent when dead latents are resampled.
+/// Moment names are the parameter names: <c>exp_avg.W_enc</c>, <c>exp_avg_sq.W_enc</c>, ….
+/// </summary>
+public sealed class AdamOptimizer : IDisposable
+{
+    private readonly List<(string Name, Parameter Param, Tensor ExpAvg, Tensor ExpAvgSq)> _state = new();
+
+    public AdamOptimizer(IEnumerable<(string Name, Parameter Param)> parameters, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8)
+    {
+        Beta1 = beta1;
+        Beta2 = beta2;
+        Eps = eps;
+        foreach (var (name, p) in parameters)
+        {
+            var m = zeros_like(p).DetachFromDisposeScope();
+            var v = zeros_like(p).DetachFromDisposeScope();
+            _state.Add((name, p, m, v));
+        }
+    }
+
+    public double Beta1 { get; }
+    public double Beta2 { get; }
+    public double Eps { get; }
+    /// <summary>Number of updates taken (the t of the bias corrections).</summary>
+    public long StepCount { get; set; }
+
+    /// <summary>One update with learning rate <paramref name="lr"/>; parameters without a gradient are skipped.</summary>
+    public void Step(double lr)
+    {
+        StepCount++;
+        double bc1 = 1 - Math.Pow(Beta1, StepCount);
+        double bc2Sqrt = Math.Sqrt(1 - Math.Pow(Beta2, StepCount));
+        double stepSize = lr / bc1;
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        foreach (var (_, p, m, v) in _state)
+        {
+            var g = p.grad;
+            if (g is null) continue;
+            m.mul_(Beta1).add_(g, alpha: 1 - Beta1);
+            v.mul_(Beta2).addcmul_(g, g, value: 1 - Beta2);
+            var denom = (v.sqrt() / bc2Sqrt).add_(Eps);
+            p.addcdiv_(m, denom, value: -stepSize);
+        }
+    }
+
+    /// <summary>Zeroes both moments of the slices <paramref name="index"/> along <paramref name="dim"/> of parameter <paramref name="name"/>.</summary>
+    public void ResetMoments(string name, long dim, Tensor index)
+    {
+        var (_, _, m, v) = Find(name);
+        using var _ = no_grad();
+        m.index_fill_(dim, index, 0);
+        v.index_fill_(dim, index, 0);
+    }
+
+    /// <summary>First moment (exp_avg) of a parameter.</summary>
+    public Tensor ExpAvg(string name) => Find(name).ExpAvg;
+    /// <summary>Second moment (exp_avg_sq) of a parameter.</summary>
+    public Tensor ExpAvgSq(string name) => Find(name).ExpAvgSq;
+
+    /// <summary>The moments under the keys <c>exp_avg.NAME</c> and <c>exp_avg_sq.NAME</c>.</summary>
+    public IEnumerable<KeyValuePair<string, Tensor>> StateTensors()
+    {
+        foreach (var (name, _, m, v) in _state)
+        {
+            yield return new($"exp_avg.{name}", m);
+            yield return new($"exp_avg_sq.{name}", v);
+        }
+    }
+
+    /// <summary>Copies moments saved by <see cref="StateTensors"/> back; throws naming a missing key or wrong shape.</summary>
+    public void LoadStateTensors(IReadOnlyDictionary<string, Tensor> tensors, string source)
+    {
+        using var _ = no_grad();
+        foreach (var (key, dst) in StateTensors())
+        {
+            if (!tensors.TryGetValue(key, out var src))
+                throw new SaeSharpException($"{source}: missing optimizer tensor '{key}'");
+            if (!src.shape.SequenceEqual(dst.shape))
+                throw new SaeSharpException($"{source}: optimizer tensor '{key}' has shape [{string.Join(", ", src.shape)}], expected [{string.Join(", ", dst.shape)}]");
+            dst.copy_(src);
+        }
+    }
+
+    private (string Name, Parameter Param, Tensor ExpAvg, Tensor ExpAvgSq) Find(string name)
+    {
+        foreach (var s in _state) if (s.Name == name) return s;
+        throw new SaeSharpException($"optimizer has no parameter '{name}'");
+    }
+
+    public void Dispose()
+    {
+        foreach (var (_, _, m, v) in _state) { m.Dispose(); v.Dispose(); }
+        _state.Clear();
+    }
+}

@@ -1,0 +1,64 @@
+using static TorchSharp.torch;
+
+namespace SaeSharp.Training;
+
+/// <summary>
+/// Per-latent firing statistics of one SAE: rows since each latent last fired (for the dead mask) and firing counts
+/// over the current feature-sampling window (for the sparsity tensor). All updates are in-place tensor ops; no sync.
+/// </summary>
+internal sealed class FeatureStatistics : IDisposable
+{
+    public FeatureStatistics(int dSae, long deadWindowTokens, int samplingWindowSteps)
+    {
+        DeadWindowTokens = deadWindowTokens;
+        SamplingWindowSteps = samplingWindowSteps;
+        TokensSinceFired = zeros(dSae, dtype: ScalarType.Int64).DetachFromDisposeScope();
+        ActCounts = zeros(dSae, dtype: ScalarType.Int64).DetachFromDisposeScope();
+    }
+
+    public long DeadWindowTokens { get; }
+    public int SamplingWindowSteps { get; }
+    /// <summary>[d_sae] int64: training rows seen since the latent last fired (or since the start).</summary>
+    public Tensor TokensSinceFired { get; }
+    /// <summary>[d_sae] int64: rows on which the latent fired in the current window.</summary>
+    public Tensor ActCounts { get; }
+    public long WindowRows { get; set; }
+    public int WindowSteps { get; set; }
+
+    /// <summary>Adds one batch of feature activations [N, d_sae]. The window restarts lazily, so the counters always
+    /// describe the latest (possibly partial, never empty after a step) window.</summary>
+    public void Update(Tensor featureActs)
+    {
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        if (WindowSteps >= SamplingWindowSteps)
+        {
+            ActCounts.zero_();
+            WindowRows = 0;
+            WindowSteps = 0;
+        }
+        var fired = featureActs.detach().ne(0);
+        ActCounts.add_(fired.sum(0L));
+        TokensSinceFired.add_(featureActs.shape[0]);
+        TokensSinceFired.masked_fill_(fired.any(0L), 0);
+        WindowRows += featureActs.shape[0];
+        WindowSteps++;
+    }
+
+    /// <summary>[d_sae] bool: latents that have not fired for the dead window.</summary>
+    public Tensor DeadMask() => TokensSinceFired.ge(DeadWindowTokens);
+
+    /// <summary>[d_sae] float32 log10(firing fraction + 1e-10) over the current window (SAELens <c>sparsity</c>).</summary>
+    public Tensor LogSparsity()
+    {
+        using var scope = NewDisposeScope();
+        var frac = ActCounts.to(ScalarType.Float64) / Math.Max(1, WindowRows);
+        return (frac + 1e-10).log10().to(ScalarType.Float32).MoveToOuterDisposeScope();
+    }
+
+    public void Dispose()
+    {
+        TokensSinceFired.Dispose();
+        ActCounts.Dispose();
+    }
+}

@@ -1,0 +1,110 @@
+using System.Text.Json;
+using SaeSharp.Activations;
+using SaeSharp.Evaluation;
+using SaeSharp.Interop;
+using SaeSharp.IO;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Training;
+
+/// <summary>What <see cref="TrainingRun.Run"/> trains and where it writes.</summary>
+public sealed class TrainingRunOptions
+{
+    /// <summary>Output folder: one SAE is written into it directly, several into a sub-folder each (named after the slot).</summary>
+    public required string OutDir { get; init; }
+    public required TrainerConfig Trainer { get; init; }
+    /// <summary>The SAEs to train; ignored when resuming (the checkpoint names them).</summary>
+    public IReadOnlyList<SaeSlot> Saes { get; init; } = [];
+    public required IActivationSource TrainSource { get; init; }
+    /// <summary>Held-out rows for metrics.json; null skips the evaluation.</summary>
+    public IActivationSource? EvalSource { get; init; }
+    public long EvalRows { get; init; } = 65536;
+    /// <summary>True feature directions [n_features, d_in] of synthetic data: adds mmcs and recovered_fraction to the metrics.</summary>
+    public Tensor? GroundTruthFeatures { get; init; }
+    /// <summary>Continue from the latest checkpoint in OutDir/checkpoints.</summary>
+    public bool Resume { get; init; }
+}
+
+/// <summary>One trained SAE as written to disk.</summary>
+public sealed record TrainedSaeOutput(string Name, string Directory, SaeEvalResult? Metrics);
+
+/// <summary>Outcome of <see cref="TrainingRun.Run"/>.</summary>
+public sealed record TrainingRunResult(TrainingStatus Status, long Steps, long Tokens, IReadOnlyList<TrainedSaeOutput> Saes, string? LastCheckpoint);
+
+/// <summary>
+/// A whole training run as <c>sae train</c> does it: train (or resume) with checkpoints in <c>OUT/checkpoints</c> and the
+/// log in <c>OUT/train_log.jsonl</c>, then write each SAE in SAELens layout (cfg.json, sae_weights.safetensors,
+/// sparsity.safetensors) with metrics.json from the held-out rows. An interrupted run leaves its checkpoint and writes
+/// no SAE files.
+/// </summary>
+public static class TrainingRun
+{
+    public const string CheckpointFolder = "checkpoints";
+    public const string MetricsFile = "metrics.json";
+
+    public static TrainingRunResult Run(TrainingRunOptions o, CancellationToken cancellationToken = default, IProgress<TrainingProgress>? progress = null)
+    {
+        Directory.CreateDirectory(o.OutDir);
+        var checkpoints = Path.Combine(o.OutDir, CheckpointFolder);
+        SaeTrainer trainer;
+        if (o.Resume)
+        {
+            if (!Directory.Exists(checkpoints))
+                throw new SaeSharpException($"--resume: no checkpoints in {checkpoints}");
+            trainer = SaeTrainer.Resume(checkpoints, o.TrainSource);
+        }
+        else
+        {
+            var cfg = o.Trainer.Clone();
+            cfg.CheckpointPath = checkpoints;
+            cfg.LogPath ??= o.OutDir;
+            trainer = new SaeTrainer(cfg, o.TrainSource, o.Saes);
+        }
+        using (trainer)
+        {
+            trainer.Progress = progress;
+            using var result = trainer.Run(cancellationToken);
+            if (result.Status is TrainingStatus.Cancelled or TrainingStatus.Stopped)
+                return new TrainingRunResult(result.Status, result.Steps, result.Tokens, [], result.LastCheckpoint);
+
+            var evalBatches = o.EvalSource is null ? null : ReadAll(o.EvalSource, o.EvalRows);
+            try
+            {
+                var outputs = new List<TrainedSaeOutput>();
+                foreach (var trained in result.Saes)
+                {
+                    var dir = result.Saes.Count == 1 ? o.OutDir : Path.Combine(o.OutDir, trained.Name);
+                    SaeLensFormat.Save(trained.Sae, dir, trained.Sparsity);
+                    SaeEvalResult? metrics = null;
+                    if (evalBatches is not null)
+                    {
+                        trained.Sae.eval();
+                        // The evaluator disposes what it is given: hand it aliases so every SAE sees the same rows.
+                        var views = evalBatches.Select(b => new ActivationBatch(b.Input.alias(), b.HasSeparateTarget ? b.Target.alias() : null));
+                        metrics = SaeEvaluator.Evaluate(trained.Sae, views, groundTruthFeatures: o.GroundTruthFeatures);
+                        AtomicFile.WriteAllText(Path.Combine(dir, MetricsFile), metrics.ToJson());
+                    }
+                    outputs.Add(new TrainedSaeOutput(trained.Name, dir, metrics));
+                }
+                return new TrainingRunResult(result.Status, result.Steps, result.Tokens, outputs, result.LastCheckpoint);
+            }
+            finally
+            {
+                if (evalBatches is not null) foreach (var b in evalBatches) b.Dispose();
+            }
+        }
+    }
+
+    /// <summary>Reads up to <paramref name="maxRows"/> rows of a source into memory, in batches.</summary>
+    public static List<ActivationBatch> ReadAll(IActivationSource source, long maxRows, int batchSize = 4096)
+    {
+        var batches = new List<ActivationBatch>();
+        long rows = 0;
+        while (rows < maxRows && source.Next((int)Math.Min(batchSize, maxRows - rows)) is { } batch)
+        {
+            batches.Add(batch);
+            rows += batch.Rows;
+        }
+        return batches;
+    }
+}

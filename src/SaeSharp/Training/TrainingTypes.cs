@@ -1,0 +1,108 @@
+using SaeSharp.Saes;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Training;
+
+/// <summary>One SAE to train, with a name (used in logs and checkpoints) and optionally its own optimiser, schedule,
+/// initialisation and resampling settings (the fields of <see cref="TrainerConfig"/> not in
+/// <see cref="TrainerConfig.SharedFields"/>). A null config means the run's config.</summary>
+public sealed class SaeSlot
+{
+    public SaeSlot(string name, Sae sae, TrainerConfig? config = null)
+    {
+        if (string.IsNullOrWhiteSpace(name)) throw new SaeSharpException("an SAE slot needs a non-empty name");
+        Name = name;
+        Sae = sae;
+        Config = config;
+    }
+
+    public string Name { get; }
+    public Sae Sae { get; }
+    public TrainerConfig? Config { get; }
+}
+
+/// <summary>How <see cref="SaeTrainer.Run"/> ended.</summary>
+public enum TrainingStatus
+{
+    /// <summary>All steps were taken.</summary>
+    Completed,
+    /// <summary>The cancellation token fired; a checkpoint was saved (if checkpoint_path is set).</summary>
+    Cancelled,
+    /// <summary>The requested stop step was reached; a checkpoint was saved (if checkpoint_path is set).</summary>
+    Stopped,
+    /// <summary>The activation source ran out of rows before the last step.</summary>
+    SourceExhausted,
+}
+
+/// <summary>Metrics of one SAE at a logged step.</summary>
+public sealed class SaeProgress
+{
+    public required string Name { get; init; }
+    public double Lr { get; init; }
+    public double SparsityScale { get; init; }
+    /// <summary>The total loss and its named parts ("overall_loss", "mse_loss", "l1_loss", …).</summary>
+    public required IReadOnlyDictionary<string, double> Losses { get; init; }
+    /// <summary>Mean number of non-zero latents per row of the batch.</summary>
+    public double L0 { get; init; }
+    /// <summary>Fraction of latents that have not fired for dead_feature_window rows.</summary>
+    public double DeadFraction { get; init; }
+    /// <summary>1 − Σ‖y − ŷ‖² / Σ‖y − ȳ‖² over the batch (variance about the batch mean).</summary>
+    public double ExplainedVariance { get; init; }
+}
+
+/// <summary>Progress of a run, reported every log_every_steps steps.</summary>
+public sealed class TrainingProgress
+{
+    /// <summary>Steps completed.</summary>
+    public long Step { get; init; }
+    public long TotalSteps { get; init; }
+    /// <summary>Training rows (tokens) consumed by optimiser steps.</summary>
+    public long Tokens { get; init; }
+    /// <summary>Training rows per second since the previous report.</summary>
+    public double RowsPerSecond { get; init; }
+    /// <summary>Estimated time to the last step, from the average step time of this run; null before it is known.</summary>
+    public TimeSpan? Eta { get; init; }
+    public required IReadOnlyList<SaeProgress> Saes { get; init; }
+}
+
+/// <summary>A trained SAE ready to save: weights folded so it works on raw activations (<c>normalize_activations</c>
+/// "none" in its config), and its SAELens <c>sparsity</c> tensor (log10 of the firing fraction + 1e-10).</summary>
+public sealed class TrainedSae : IDisposable
+{
+    public required string Name { get; init; }
+    public required Sae Sae { get; init; }
+    /// <summary>[d_sae] float32, the SAELens sparsity.safetensors key <c>sparsity</c>.</summary>
+    public required Tensor Sparsity { get; init; }
+    /// <summary>The effective config this SAE was trained with (resolved lr and betas).</summary>
+    public required TrainerConfig Config { get; init; }
+
+    public void Dispose()
+    {
+        Sparsity.Dispose();
+        Sae.Dispose();
+    }
+}
+
+/// <summary>Outcome of <see cref="SaeTrainer.Run"/>.</summary>
+public sealed class TrainingResult : IDisposable
+{
+    public TrainingStatus Status { get; init; }
+    public long Steps { get; init; }
+    public long Tokens { get; init; }
+    /// <summary>Input scale used in training (1 without normalisation); already folded into <see cref="Saes"/>.</summary>
+    public double ScaleIn { get; init; }
+    /// <summary>Target scale used in training (1 without normalisation); already folded into <see cref="Saes"/>.</summary>
+    public double ScaleOut { get; init; }
+    public required IReadOnlyList<TrainedSae> Saes { get; init; }
+    /// <summary>train_log.jsonl, if written.</summary>
+    public string? LogFile { get; init; }
+    /// <summary>The last checkpoint folder written, if any.</summary>
+    public string? LastCheckpoint { get; init; }
+    /// <summary>Metrics of the last logged step of this call (the last step is always logged), for a summary.</summary>
+    public TrainingProgress? LastProgress { get; init; }
+
+    public void Dispose()
+    {
+        foreach (var s in Saes) s.Dispose();
+    }
+}

@@ -1,0 +1,60 @@
+using System.Text.Json.Nodes;
+using SaeSharp.Activations;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Tests.Activations;
+
+public class TensorActivationSourceTests
+{
+    private static Tensor Data(int n, int d) => arange(0, n, dtype: ScalarType.Float32).unsqueeze(1).expand(n, d).contiguous();
+
+    private static long[] Ids(ActivationBatch b) => b.Input[.., 0].data<float>().Select(v => (long)v).ToArray();
+
+    [Fact]
+    public void EachPassIsAPermutationAndBatchesCrossPassBoundaries()
+    {
+        using var src = new TensorActivationSource(Data(10, 3), loop: true, seed: 7);
+        var ids = new List<long>();
+        for (int i = 0; i < 10; i++) { using var b = src.Next(3)!; Assert.Equal(3, b.Rows); ids.AddRange(Ids(b)); }
+        Assert.Equal(Enumerable.Range(0, 10).Select(i => (long)i), ids.Take(10).Order());
+        Assert.Equal(Enumerable.Range(0, 10).Select(i => (long)i), ids.Skip(10).Take(10).Order());
+        Assert.NotEqual(ids.Take(10), ids.Skip(10).Take(10));
+    }
+
+    [Fact]
+    public void UnshuffledWithoutLoopEndsWithShortBatch()
+    {
+        using var src = new TensorActivationSource(Data(5, 2), shuffle: false);
+        Assert.Equal(new long[] { 0, 1, 2 }, Ids(src.Next(3)!));
+        Assert.Equal(new long[] { 3, 4 }, Ids(src.Next(3)!));
+        Assert.Null(src.Next(3));
+    }
+
+    [Fact]
+    public void SavedStateResumesExactly()
+    {
+        var x = randn(23, 4);
+        var y = randn(23, 2);
+        using var a = new TensorActivationSource(x, y, loop: true, seed: 1);
+        for (int i = 0; i < 9; i++) a.Next(4)!.Dispose();
+        var state = JsonNode.Parse(a.SaveState().ToJsonString())!;
+        using var b = new TensorActivationSource(x, y, loop: true, seed: 1);
+        b.LoadState(state);
+        for (int i = 0; i < 15; i++)
+        {
+            using var p = a.Next(4)!;
+            using var q = b.Next(4)!;
+            Assert.True(p.Input.equal(q.Input).all().item<bool>());
+            Assert.True(p.Target.equal(q.Target).all().item<bool>());
+        }
+    }
+
+    [Fact]
+    public void NaNInMemoryIsReportedWithRow()
+    {
+        var x = Data(6, 2);
+        x[4, 1] = tensor(float.NaN);
+        var e = Assert.Throws<SaeSharpException>(() => new TensorActivationSource(x, name: "synthetic"));
+        Assert.Contains("synthetic: input: row 4 holds NaN", e.Message);
+    }
+}

@@ -1,0 +1,100 @@
+using SaeSharp.IO;
+using SaeSharp.Models;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Tests.Cli;
+
+public class ModelCommandTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("cli-model-").FullName;
+    public void Dispose() => Directory.Delete(_dir, true);
+
+    [Fact]
+    public void RunWritesLogitsAndHooksThatSatisfyTheResidualIdentity()
+    {
+        var model = TinyModels.WriteGpt2(Path.Combine(_dir, "m"), seed: 3, nLayer: 2, nEmbd: 16, nHead: 4, vocab: 64);
+        var input = Path.Combine(_dir, "in.safetensors");
+        var tokens = tensor(new long[] { 1, 5, 9, 2, 7, 7, 3, 0 }).reshape(2, 4);
+        SafeTensors.Save(input, new Dictionary<string, Tensor> { ["tokens"] = tokens });
+        var output = Path.Combine(_dir, "out.safetensors");
+        var (exit, _, err) = CliRunner.Run("model", "run", "--model", model, "--input", input, "--out", output,
+            "--hooks", "blocks.1.hook_resid_pre,blocks.1.hook_attn_out,blocks.1.hook_mlp_out,blocks.1.hook_resid_post");
+        Assert.True(exit == 0, err);
+        var o = SafeTensors.Load(output);
+        Assert.Equal(new long[] { 2, 4, 64 }, o["logits"].shape);
+        var sum = o["blocks.1.hook_resid_pre"] + o["blocks.1.hook_attn_out"] + o["blocks.1.hook_mlp_out"];
+        Assert.True(sum.allclose(o["blocks.1.hook_resid_post"], rtol: 1e-5, atol: 1e-5));
+        using var m = ModelLoader.FromPretrained(model);
+        Assert.True(o["logits"].equal(m.Forward(tokens)).all().item<bool>());
+    }
+
+    [Fact]
+    public void UnknownHookIsOneLineErrorListingValidNames()
+    {
+        var model = TinyModels.WriteGpt2(Path.Combine(_dir, "m"), seed: 3);
+        var input = Path.Combine(_dir, "in.safetensors");
+        SafeTensors.Save(input, new Dictionary<string, Tensor> { ["tokens"] = zeros(1, 3, dtype: ScalarType.Int64) });
+        var (exit, _, err) = CliRunner.Run("model", "run", "--model", model, "--input", input, "--out", Path.Combine(_dir, "o.safetensors"), "--hooks", "blocks.0.hook_nope");
+        Assert.Equal(1, exit);
+        Assert.StartsWith("error:", err);
+        Assert.Contains("blocks.0.hook_nope", err);
+        Assert.Contains("hook_resid_pre", err);
+        Assert.DoesNotContain("   at ", err);
+    }
+
+    [Fact]
+    public void InfoListsHookPoints()
+    {
+        var model = TinyModels.WriteNeoX(Path.Combine(_dir, "n"), seed: 1, hiddenSize: 32, nHead: 4, rotaryPct: 0.5);
+        var (exit, output, err) = CliRunner.Run("model", "info", "--model", model);
+        Assert.True(exit == 0, err);
+        Assert.Contains("gpt_neox", output);
+        Assert.Contains("blocks.1.hook_mlp_out", output);
+        Assert.Contains("ln_final.hook_normalized", output);
+    }
+}
+
+public class ModelTextCommandTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("cli-gpt2-").FullName;
+    public void Dispose() => Directory.Delete(_dir, true);
+
+    /// <summary>A tiny random GPT-2 with GPT-2's real vocabulary (50257 ids) and tokenizer files.</summary>
+    private string Gpt2WithRealTokenizer()
+    {
+        var dir = TinyModels.WriteGpt2(Path.Combine(_dir, "g"), seed: 5, nLayer: 1, nEmbd: 8, nHead: 2, vocab: 50257);
+        foreach (var f in new[] { "vocab.json", "merges.txt" })
+            File.Copy(SaeSharp.Tests.Tokenizers.TestPaths.Shared("data", "gpt2-tokenizer", f), Path.Combine(dir, f));
+        return dir;
+    }
+
+    [Fact]
+    public void TokenizeMatchesReferenceIdsAndDecodeInverts()
+    {
+        var model = Gpt2WithRealTokenizer();
+        var (exit, output, err) = CliRunner.Run("model", "tokenize", "--model", model, "--text", "Call me Ishmael.");
+        Assert.True(exit == 0, err);
+        Assert.Equal("[14134,502,1148,21720,417,13]", output.Trim());
+        (exit, output, err) = CliRunner.Run("model", "tokenize", "--model", model, "--decode", "--text", "[14134,502,1148,21720,417,13]");
+        Assert.True(exit == 0, err);
+        Assert.Equal("Call me Ishmael.", output.Trim());
+    }
+
+    [Fact]
+    public void GreedyGenerationAppendsTheArgmaxOfRecomputedLogits()
+    {
+        var model = Gpt2WithRealTokenizer();
+        var (exit, output, err) = CliRunner.Run("model", "generate", "--model", model, "--prompt", "Hello there", "--max-new-tokens", "3");
+        Assert.True(exit == 0, err);
+        // Independent expectation: greedy decoding by full recomputation without a KV cache.
+        using var m = ModelLoader.FromPretrained(model);
+        var ids = new List<long> { 15496, 612 };
+        for (int i = 0; i < 3; i++)
+        {
+            using var logits = m.Forward(tensor(ids.ToArray()).unsqueeze(0));
+            ids.Add(logits[0, -1].argmax().item<long>());
+        }
+        var tok = SaeSharp.Tokenizers.Tokenizer.FromFolder(model);
+        Assert.Equal(tok.Decode(ids.Select(i => (int)i)), output.TrimEnd('\n'));
+    }
+}

@@ -1,0 +1,133 @@
+using System.IO.Compression;
+using System.Text;
+using Parquet;
+using Parquet.Schema;
+using SaeSharp.Data;
+using SaeSharp.Tests.Tokenizers;
+using SaeSharp.Tokenizers;
+
+namespace SaeSharp.Tests.Data;
+
+public class TextDatasetTests
+{
+    [Fact]
+    public void Txt_is_one_document_per_line_or_one_per_file()
+    {
+        string dir = TestPaths.TempDir();
+        string path = Path.Combine(dir, "a.txt");
+        File.WriteAllText(path, "first line\n\nsecond line\r\nthird");
+        Assert.Equal(new[] { "first line", "second line", "third" }, TextDataset.ReadTxt(path).ToList());
+        Assert.Equal(new[] { "first line\n\nsecond line\r\nthird" }, TextDataset.ReadTxt(path, TxtMode.WholeFile).ToList());
+    }
+
+    [Fact]
+    public void Jsonl_reads_the_named_field_and_streams()
+    {
+        string path = Path.Combine(TestPaths.TempDir(), "d.jsonl");
+        File.WriteAllText(path, "{\"text\": \"a\\nb\", \"meta\": 1}\n\n{\"text\": \"ü 😀\", \"body\": \"x\"}\nnot json\n");
+        // the broken third line is never read when only two documents are taken
+        Assert.Equal(new[] { "a\nb", "ü 😀" }, TextDataset.ReadJsonl(path).Take(2).ToList());
+        var e = Assert.Throws<SaeSharpException>(() => TextDataset.ReadJsonl(path).ToList());
+        Assert.Contains("line 4", e.Message);
+        var missing = Assert.Throws<SaeSharpException>(() => TextDataset.ReadJsonl(path, "body").ToList());
+        Assert.Contains("line 1", missing.Message);
+        Assert.Contains("'body'", missing.Message);
+    }
+
+    [Fact]
+    public void Gzipped_jsonl_is_read_transparently()
+    {
+        string path = Path.Combine(TestPaths.TempDir(), "d.jsonl.gz");
+        using (var gz = new GZipStream(File.Create(path), CompressionLevel.Fastest))
+            gz.Write(Encoding.UTF8.GetBytes("{\"text\": \"one\"}\n{\"text\": \"two\"}\n"));
+        Assert.Equal(new[] { "one", "two" }, TextDataset.Read(path).ToList());
+    }
+
+    [Fact]
+    public void Tokenized_jsonl_yields_token_rows()
+    {
+        string path = Path.Combine(TestPaths.TempDir(), "t.jsonl");
+        File.WriteAllText(path, "{\"input_ids\": [1, 2, 3]}\n{\"input_ids\": [4, 5, 6, 7]}\n");
+        Assert.True(TextDataset.IsTokenizedJsonl(path));
+        Assert.Equal(new long[][] { [1, 2, 3], [4, 5, 6, 7] }, TextDataset.ReadTokenizedJsonl(path).ToList());
+        // FromPath treats it as pre-tokenized: each row is one window, cut to the context size
+        var tok = Gpt2();
+        Assert.Equal(new long[][] { [1, 2, 3], [4, 5, 6] }, TokenWindows.FromPath(path, tok, 3).ToList());
+    }
+
+    [Fact]
+    public void Parquet_text_column_is_read_across_row_groups()
+    {
+        string path = Path.Combine(TestPaths.TempDir(), "d.parquet");
+        var id = new DataField<int>("id");
+        var text = new DataField<string>("text");
+        WriteParquet(path, new ParquetSchema(id, text), async writer =>
+        {
+            using (var g = writer.CreateRowGroup())
+            {
+                await g.WriteAsync(id, new ReadOnlyMemory<int>([1, 2]));
+                await g.WriteAsync(text, new[] { "Hello world", "héllo 日本" });
+            }
+            using (var g = writer.CreateRowGroup())
+            {
+                await g.WriteAsync(id, new ReadOnlyMemory<int>([3]));
+                await g.WriteAsync(text, new[] { "Hello world" });
+            }
+        });
+        Assert.False(TextDataset.IsTokenizedParquet(path));
+        Assert.Equal(new[] { "Hello world", "héllo 日本", "Hello world" }, TextDataset.ReadParquet(path).ToList());
+        var e = Assert.Throws<SaeSharpException>(() => TextDataset.ReadParquet(path, "body").ToList());
+        Assert.Contains("'body'", e.Message);
+        Assert.Contains("text", e.Message);
+        // "Hello world" = [15496, 995]; the windows come from the tokenized documents in order
+        var windows = TokenWindows.FromPath(path, Gpt2(), 3).ToList();
+        Assert.Equal(new long[] { 50256, 15496, 995 }, windows[0]);
+    }
+
+    [Fact]
+    public void Parquet_token_list_column_is_read_as_rows()
+    {
+        string path = Path.Combine(TestPaths.TempDir(), "t.parquet");
+        var item = new DataField<long>("element");
+        var list = new ListField("input_ids", item);
+        WriteParquet(path, new ParquetSchema(list), async writer =>
+        {
+            using var g = writer.CreateRowGroup();
+            // rows [1 2 3], [4], [5 6]: repetition level 0 starts a row
+            int present = item.MaxDefinitionLevel; // every value is present (no null or empty lists)
+            await g.WriteAllPartsAsync(item, new ReadOnlyMemory<long>([1, 2, 3, 4, 5, 6]),
+                new ReadOnlyMemory<int>(Enumerable.Repeat(present, 6).ToArray()), new ReadOnlyMemory<int>([0, 1, 1, 0, 0, 1]), default);
+        });
+        Assert.True(TextDataset.IsTokenizedParquet(path));
+        Assert.Equal(new long[][] { [1, 2, 3], [4], [5, 6] }, TextDataset.ReadTokenizedParquet(path).ToList());
+    }
+
+    [Fact]
+    public void Folder_is_read_file_by_file_in_name_order()
+    {
+        string dir = TestPaths.TempDir();
+        File.WriteAllText(Path.Combine(dir, "b.txt"), "from b");
+        File.WriteAllText(Path.Combine(dir, "a.jsonl"), "{\"text\": \"from a\"}");
+        File.WriteAllText(Path.Combine(dir, "notes.md"), "ignored");
+        Assert.Equal(new[] { "from a", "from b" }, TextDataset.Read(dir).ToList());
+    }
+
+    [Fact]
+    public void Missing_dataset_names_the_path()
+    {
+        var e = Assert.Throws<SaeSharpException>(() => TextDataset.Read("/nonexistent/x.jsonl").ToList());
+        Assert.Contains("/nonexistent/x.jsonl", e.Message);
+    }
+
+    private static ByteLevelBpeTokenizer Gpt2() => TestPaths.Gpt2;
+
+    private static void WriteParquet(string path, ParquetSchema schema, Func<ParquetWriter, Task> body)
+    {
+        Task.Run(async () =>
+        {
+            await using var stream = File.Create(path);
+            await using var writer = await ParquetWriter.CreateAsync(schema, stream);
+            await body(writer);
+        }).GetAwaiter().GetResult();
+    }
+}

@@ -1,0 +1,97 @@
+using SaeSharp.Data;
+using SaeSharp.Tests.Tokenizers;
+using SaeSharp.Tokenizers;
+
+namespace SaeSharp.Tests.Data;
+
+public class TokenWindowsTests
+{
+    private static readonly long[][] Docs = [[5, 6, 7], [8, 9], [10, 11, 12, 13, 14, 15, 16]];
+
+    [Fact]
+    public void Bos_starts_windows_and_separates_documents_like_saelens()
+    {
+        // context 4, BOS 0 as begin-batch and separator (SAELens ActivationsStore with prepend_bos):
+        // [0 5 6 7] | [0 8 9] + separator fills the window -> [0 8 9 0] | doc 3 continues: [0 10 11 12] [0 13 14 15]
+        // | [0 16] is a partial window and is dropped.
+        var windows = TokenWindows.ConcatAndBatch(Docs, 4, beginBatchTokenId: 0, sequenceSeparatorTokenId: 0).ToList();
+        Assert.Equal(
+            new long[][] { [0, 5, 6, 7], [0, 8, 9, 0], [0, 10, 11, 12], [0, 13, 14, 15] },
+            windows);
+    }
+
+    [Fact]
+    public void Without_special_tokens_documents_are_plainly_concatenated()
+    {
+        var windows = TokenWindows.ConcatAndBatch(Docs, 4).ToList();
+        Assert.Equal(new long[][] { [5, 6, 7, 8], [9, 10, 11, 12], [13, 14, 15, 16] }, windows);
+    }
+
+    [Fact]
+    public void Tokens_already_equal_to_bos_or_separator_are_not_doubled()
+    {
+        // doc 1 starts with BOS: no second BOS. doc 2 starts with the separator: none inserted.
+        // A document that continues into a new window with a BOS token at the cut gets no extra BOS either.
+        long[][] docs = [[0, 5], [0, 6, 7, 8, 0, 9]];
+        var windows = TokenWindows.ConcatAndBatch(docs, 3, beginBatchTokenId: 0, sequenceSeparatorTokenId: 0).ToList();
+        // [0 5] + doc2 -> first token is 0 = separator, no prefix: [0 5 0] | rest 6 7 8 0 9 -> [0 6 7] | [0 8 0]
+        // | rest 9 -> [0 9] dropped
+        Assert.Equal(new long[][] { [0, 5, 0], [0, 6, 7], [0, 8, 0] }, windows);
+        // cut right before a BOS: [0 1 2] | the continuation starts with 0 = BOS, so no BOS is added: [0 3 4]
+        long[][] docs2 = [[1, 2, 0, 3, 4]];
+        Assert.Equal(new long[][] { [0, 1, 2], [0, 3, 4] }, TokenWindows.ConcatAndBatch(docs2, 3, beginBatchTokenId: 0).ToList());
+    }
+
+    [Fact]
+    public void Begin_sequence_token_marks_each_document()
+    {
+        // begin-batch 0, begin-sequence 1, separator 2, context 5:
+        // doc [5 6]: prefix [0 1] -> [0 1 5 6]; doc [7 8 9]: prefix [2 1] -> [0 1 5 6 2] (sep fits, BOS-of-seq not)
+        // then [0 7 8 9] (continuation: no begin-sequence) ... dropped as partial.
+        long[][] docs = [[5, 6], [7, 8, 9]];
+        var windows = TokenWindows.ConcatAndBatch(docs, 5, 0, 1, 2).ToList();
+        Assert.Equal(new long[][] { [0, 1, 5, 6, 2] }, windows);
+    }
+
+    [Fact]
+    public void Disable_concat_gives_one_window_per_long_enough_document()
+    {
+        long[][] docs = [[5, 6, 7], [8, 9], [0, 1, 2, 3], [4, 5, 6, 7, 8]];
+        var windows = TokenWindows.ConcatAndBatch(docs, 4, beginBatchTokenId: 0, disableConcatSequences: true).ToList();
+        // [5 6 7] has 3 = context-1 tokens -> [0 5 6 7]; [8 9] too short; [0 1 2 3] already starts with BOS;
+        // [4 5 6 7 8] -> [0 4 5 6]
+        Assert.Equal(new long[][] { [0, 5, 6, 7], [0, 1, 2, 3], [0, 4, 5, 6] }, windows);
+    }
+
+    [Fact]
+    public void Text_documents_are_tokenized_without_bos_and_joined_with_bos()
+    {
+        var gpt2 = TestPaths.Gpt2;
+        // "Hello world" is [15496, 995] (cases.json); three documents, context 4:
+        // [B H W] + sep -> [B H W B] | [B H W] + sep -> [B H W B] | [B H W] dropped
+        var windows = TokenWindows.TokenizeAndConcatenate(["Hello world", "Hello world", "Hello world"], gpt2, 4).ToList();
+        Assert.Equal(new long[][] { [50256, 15496, 995, 50256], [50256, 15496, 995, 50256] }, windows);
+        var plain = TokenWindows.TokenizeAndConcatenate(["Hello world", "Hello world"], gpt2, 4, prependBos: false).ToList();
+        Assert.Equal(new long[][] { [15496, 995, 15496, 995] }, plain);
+    }
+
+    [Fact]
+    public void Pretokenized_rows_are_cut_to_the_context()
+    {
+        long[][] rows = [[1, 2, 3, 4, 5], [6, 7, 8]];
+        Assert.Equal(new long[][] { [1, 2, 3], [6, 7, 8] }, TokenWindows.FromPretokenized(rows, 3).ToList());
+        var e = Assert.Throws<SaeSharpException>(() => TokenWindows.FromPretokenized(rows, 4).ToList());
+        Assert.Contains("row 1", e.Message);
+    }
+
+    [Fact]
+    public void Windows_are_produced_lazily()
+    {
+        static IEnumerable<long[]> Endless()
+        {
+            for (long i = 0; ; i++) yield return [i];
+        }
+        var first = TokenWindows.ConcatAndBatch(Endless(), 2).Take(2).ToList();
+        Assert.Equal(new long[][] { [0, 1], [2, 3] }, first);
+    }
+}

@@ -1,0 +1,269 @@
+using System.Text;
+using SaeSharp.Hub;
+using SaeSharp.Tests.Tokenizers;
+
+namespace SaeSharp.Tests.Hub;
+
+public sealed class HfHubClientTests : IDisposable
+{
+    private readonly FakeHubServer _server = new();
+    private readonly string _cache = TestPaths.TempDir();
+    private readonly byte[] _config = Encoding.UTF8.GetBytes("{\"model_type\": \"gpt2\", \"n_layer\": 2}");
+    private readonly byte[] _weights = Bytes(5000, seed: 1);
+    private readonly byte[] _tokenizer = Encoding.UTF8.GetBytes("{\"model\": {}}");
+    private readonly byte[] _tokenizerConfig = Encoding.UTF8.GetBytes("{\"bos_token\": \"<|endoftext|>\"}");
+
+    public HfHubClientTests()
+    {
+        _server.Repos["org/tiny"] = new()
+        {
+            ["config.json"] = new(_config),
+            ["model.safetensors"] = new(_weights, Lfs: true),
+            ["tokenizer.json"] = new(_tokenizer),
+            ["tokenizer_config.json"] = new(_tokenizerConfig),
+        };
+    }
+
+    public void Dispose()
+    {
+        _server.Dispose();
+        try { Directory.Delete(_cache, recursive: true); } catch (IOException) { /* best effort */ }
+    }
+
+    private static byte[] Bytes(int n, int seed)
+    {
+        var b = new byte[n];
+        new Random(seed).NextBytes(b);
+        return b;
+    }
+
+    private HfHubClient Client() => new(new HfHubOptions { Endpoint = _server.Endpoint, CacheDir = _cache, Token = "hf_test" });
+
+    private string Storage => Path.Combine(_cache, "models--org--tiny");
+
+    [Fact]
+    public void Download_builds_the_hub_cache_layout()
+    {
+        using var client = Client();
+        string dir = client.Resolve("org/tiny");
+        string commit = _server.Commit;
+
+        Assert.Equal(Path.Combine(Storage, "snapshots", commit), dir);
+        Assert.Equal(commit, File.ReadAllText(Path.Combine(Storage, "refs", "main")));
+        // small files are named by their (unquoted) git ETag, LFS files by X-Linked-Etag = sha256
+        var expected = new Dictionary<string, (byte[] Content, string Etag)>
+        {
+            ["config.json"] = (_config, FakeHubServer.GitEtag(_config)),
+            ["model.safetensors"] = (_weights, FakeHubServer.Sha256(_weights)),
+            ["tokenizer.json"] = (_tokenizer, FakeHubServer.GitEtag(_tokenizer)),
+            ["tokenizer_config.json"] = (_tokenizerConfig, FakeHubServer.GitEtag(_tokenizerConfig)),
+        };
+        foreach (var (name, (content, etag)) in expected)
+        {
+            string pointer = Path.Combine(dir, name);
+            Assert.Equal(content, File.ReadAllBytes(pointer));
+            Assert.Equal(Path.Combine("..", "..", "blobs", etag), new FileInfo(pointer).LinkTarget);
+            Assert.Equal(content, File.ReadAllBytes(Path.Combine(Storage, "blobs", etag)));
+        }
+        // optional tokenizer files that 404 are skipped and remembered as missing
+        foreach (var missing in new[] { "vocab.json", "merges.txt", "special_tokens_map.json" })
+        {
+            Assert.False(File.Exists(Path.Combine(dir, missing)));
+            Assert.True(File.Exists(Path.Combine(Storage, ".no_exist", commit, missing)));
+        }
+        Assert.Empty(Directory.GetFiles(Path.Combine(Storage, "blobs"), "*.incomplete"));
+
+        var requests = _server.Requests.ToList();
+        Assert.All(requests.Where(r => r.Path.Contains("/resolve/")), r => Assert.Equal("Bearer hf_test", r.Authorization));
+        var get = Assert.Single(requests, r => r.Method == "GET" && r.Path.StartsWith("/cdn/"));
+        Assert.Equal("/cdn/" + FakeHubServer.Sha256(_weights), get.Path);
+        Assert.Null(get.Range);
+    }
+
+    [Fact]
+    public void Cached_files_are_reused_without_requests()
+    {
+        using var client = Client();
+        string first = client.Resolve("org/tiny");
+        int requestsAfterFirst = _server.Requests.Count;
+        Assert.True(requestsAfterFirst > 0);
+
+        using var again = Client();
+        string second = again.Resolve("org/tiny");
+        Assert.Equal(first, second);
+        Assert.Equal(requestsAfterFirst, _server.Requests.Count);
+    }
+
+    [Fact]
+    public void Partial_download_resumes_with_a_range_request()
+    {
+        string sha = FakeHubServer.Sha256(_weights);
+        Directory.CreateDirectory(Path.Combine(Storage, "blobs"));
+        File.WriteAllBytes(Path.Combine(Storage, "blobs", sha + ".incomplete"), _weights[..1234]);
+
+        using var client = Client();
+        string dir = client.Resolve("org/tiny", "main", "model.safetensors");
+
+        Assert.Equal(_weights, File.ReadAllBytes(Path.Combine(dir, "model.safetensors")));
+        var get = Assert.Single(_server.Requests, r => r.Method == "GET");
+        Assert.Equal("bytes=1234-", get.Range);
+        Assert.Equal(_weights.Length - 1234, get.BodyBytesSent);
+        Assert.False(File.Exists(Path.Combine(Storage, "blobs", sha + ".incomplete")));
+    }
+
+    [Fact]
+    public void Dropped_download_keeps_the_partial_file_and_the_next_run_resumes()
+    {
+        _server.CutBodyAfter = 2000;
+        using var client = Client();
+        var e = Assert.Throws<SaeSharpException>(() => client.Resolve("org/tiny", "main", "model.safetensors"));
+        Assert.Contains("resume", e.Message);
+        string incomplete = Path.Combine(Storage, "blobs", FakeHubServer.Sha256(_weights) + ".incomplete");
+        Assert.Equal(_weights[..2000], File.ReadAllBytes(incomplete));
+
+        _server.CutBodyAfter = null;
+        string dir = client.Resolve("org/tiny", "main", "model.safetensors");
+        Assert.Equal(_weights, File.ReadAllBytes(Path.Combine(dir, "model.safetensors")));
+        var gets = _server.Requests.Where(r => r.Method == "GET").ToList();
+        Assert.Equal(2, gets.Count);
+        Assert.Equal("bytes=2000-", gets[1].Range);
+        Assert.Equal(_weights.Length - 2000, gets[1].BodyBytesSent);
+    }
+
+    [Fact]
+    public void Server_ignoring_the_range_gets_the_partial_file_replaced()
+    {
+        _server.IgnoreRange = true;
+        string sha = FakeHubServer.Sha256(_weights);
+        Directory.CreateDirectory(Path.Combine(Storage, "blobs"));
+        File.WriteAllBytes(Path.Combine(Storage, "blobs", sha + ".incomplete"), _weights[..1234]);
+
+        using var client = Client();
+        string dir = client.Resolve("org/tiny", "main", "model.safetensors");
+
+        Assert.Equal(_weights, File.ReadAllBytes(Path.Combine(dir, "model.safetensors")));
+        var get = Assert.Single(_server.Requests, r => r.Method == "GET");
+        Assert.Equal("bytes=1234-", get.Range);
+        Assert.Equal(_weights.Length, get.BodyBytesSent);
+    }
+
+    [Fact]
+    public void Missing_required_file_names_repo_file_and_revision()
+    {
+        using var client = Client();
+        var e = Assert.Throws<SaeSharpException>(() => client.Resolve("org/tiny", "main", "config.json", "nope.bin"));
+        Assert.Contains("'nope.bin'", e.Message);
+        Assert.Contains("'org/tiny'", e.Message);
+        Assert.Contains("'main'", e.Message);
+
+        var repo = Assert.Throws<SaeSharpException>(() => client.Resolve("org/absent"));
+        Assert.Contains("'org/absent'", repo.Message);
+        Assert.Contains("not found", repo.Message);
+
+        var revision = Assert.Throws<SaeSharpException>(() => client.Resolve("org/tiny", "v9"));
+        Assert.Contains("'v9'", revision.Message);
+    }
+
+    [Fact]
+    public void Size_mismatch_is_an_error_and_leaves_no_blob()
+    {
+        _server.Repos["org/tiny"]["model.safetensors"] = new(_weights, Lfs: true, AnnouncedSize: _weights.Length + 10);
+        using var client = Client();
+        var e = Assert.Throws<SaeSharpException>(() => client.Resolve("org/tiny", "main", "model.safetensors"));
+        Assert.Contains("model.safetensors", e.Message);
+        Assert.Contains($"{_weights.Length} bytes", e.Message);
+        Assert.Contains($"{_weights.Length + 10}", e.Message);
+        Assert.Empty(Directory.GetFiles(Path.Combine(Storage, "blobs")));
+    }
+
+    [Fact]
+    public void Sharded_weights_come_from_the_index()
+    {
+        byte[] shard1 = Bytes(700, 2), shard2 = Bytes(900, 3);
+        byte[] index = Encoding.UTF8.GetBytes("""
+            {"metadata": {"total_size": 1600}, "weight_map": {
+              "a.weight": "model-00001-of-00002.safetensors",
+              "b.weight": "model-00002-of-00002.safetensors",
+              "c.weight": "model-00001-of-00002.safetensors"}}
+            """);
+        _server.Repos["org/sharded"] = new()
+        {
+            ["config.json"] = new(_config),
+            ["model.safetensors.index.json"] = new(index),
+            ["model-00001-of-00002.safetensors"] = new(shard1, Lfs: true),
+            ["model-00002-of-00002.safetensors"] = new(shard2, Lfs: true),
+        };
+        using var client = Client();
+        string dir = client.Resolve("org/sharded");
+        Assert.Equal(shard1, File.ReadAllBytes(Path.Combine(dir, "model-00001-of-00002.safetensors")));
+        Assert.Equal(shard2, File.ReadAllBytes(Path.Combine(dir, "model-00002-of-00002.safetensors")));
+        Assert.Equal(2, _server.Requests.Count(r => r.Method == "GET" && r.Path.StartsWith("/cdn/"))); // each shard once
+        Assert.True(File.Exists(Path.Combine(_cache, "models--org--sharded", ".no_exist", _server.Commit, "model.safetensors")));
+    }
+
+    [Fact]
+    public void Commit_revision_is_used_as_snapshot_without_a_ref()
+    {
+        using var client = Client();
+        string dir = client.Resolve("org/tiny", _server.Commit, "config.json");
+        Assert.Equal(Path.Combine(Storage, "snapshots", _server.Commit), dir);
+        Assert.False(Directory.Exists(Path.Combine(Storage, "refs")));
+    }
+
+    [Fact]
+    public void Local_folder_is_used_as_is()
+    {
+        string local = TestPaths.TempDir();
+        using var client = Client();
+        Assert.Equal(Path.GetFullPath(local), client.Resolve(local));
+        Assert.Empty(_server.Requests);
+        var e = Assert.Throws<SaeSharpException>(() => client.Resolve("not a repo!"));
+        Assert.Contains("not a repo!", e.Message);
+    }
+
+    [Fact]
+    public void Offline_mode_uses_only_the_cache()
+    {
+        var offline = new HfHubClient(new HfHubOptions { Endpoint = _server.Endpoint, CacheDir = _cache, Offline = true });
+        var e = Assert.Throws<SaeSharpException>(() => offline.Resolve("org/tiny"));
+        Assert.Contains("offline", e.Message);
+        using (var online = Client()) online.Resolve("org/tiny");
+        int count = _server.Requests.Count;
+        Assert.Equal(Path.Combine(Storage, "snapshots", _server.Commit), offline.Resolve("org/tiny"));
+        Assert.Equal(count, _server.Requests.Count);
+        offline.Dispose();
+    }
+
+    [Fact]
+    public void Options_follow_the_environment_variables()
+    {
+        static Func<string, string?> Env(params (string, string)[] vars)
+        {
+            var d = vars.ToDictionary(v => v.Item1, v => v.Item2);
+            return k => d.GetValueOrDefault(k);
+        }
+        var defaults = HfHubOptions.FromEnvironment(Env(("HOME", "/home/u")));
+        Assert.Equal("https://huggingface.co", defaults.Endpoint);
+        Assert.Equal("/home/u/.cache/huggingface/hub", defaults.CacheDir);
+        Assert.Null(defaults.Token);
+        Assert.False(defaults.Offline);
+
+        var home = HfHubOptions.FromEnvironment(Env(("HOME", "/home/u"), ("HF_HOME", "/data/hf"), ("HF_ENDPOINT", "http://mirror:8080/"),
+            ("HF_TOKEN", "hf_abc"), ("HF_HUB_OFFLINE", "1")));
+        Assert.Equal("/data/hf/hub", home.CacheDir);
+        Assert.Equal("http://mirror:8080", home.Endpoint);
+        Assert.Equal("hf_abc", home.Token);
+        Assert.True(home.Offline);
+
+        var hubCache = HfHubOptions.FromEnvironment(Env(("HF_HOME", "/data/hf"), ("HF_HUB_CACHE", "/fast/cache")));
+        Assert.Equal("/fast/cache", hubCache.CacheDir);
+    }
+
+    [Fact]
+    public void Etags_are_normalized_like_huggingface_hub()
+    {
+        Assert.Equal("abc", HfHubClient.NormalizeEtag("W/\"abc\""));
+        Assert.Equal("abc", HfHubClient.NormalizeEtag("\"abc\""));
+        Assert.Null(HfHubClient.NormalizeEtag(null));
+    }
+}

@@ -1,0 +1,107 @@
+using System.Text.Json.Nodes;
+using SaeSharp.Interop;
+using SaeSharp.IO;
+using SaeSharp.Saes;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Tests.Interop;
+
+public class SaeLensFormatTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("saelens-").FullName;
+    public void Dispose() => Directory.Delete(_dir, true);
+
+    private static Sae RandomSae(int dIn = 6, int dSae = 10)
+    {
+        var sae = SaeFactory.Create(new SaeConfig
+        {
+            DIn = dIn, DSae = dSae,
+            Metadata = new SaeMetadata { HookName = "blocks.3.hook_mlp_out", ModelName = "gpt2", ContextSize = 128, DatasetPath = "data.txt" },
+        });
+        sae.InitializeWeights(new Generator(7));
+        using (no_grad()) { sae.BEnc.copy_(randn(dSae, generator: new Generator(8)) * 0.1); sae.BDec.copy_(randn(dIn, generator: new Generator(9))); }
+        return sae;
+    }
+
+    [Fact]
+    public void SaveLoadReproducesEncodeAndDecodeExactly()
+    {
+        var sae = RandomSae();
+        var sparsity = tensor(Enumerable.Range(0, 10).Select(i => -(float)i / 3).ToArray());
+        SaeLensFormat.Save(sae, _dir, sparsity);
+        var loaded = SaeLensFormat.Load(_dir);
+        var x = randn(5, 6, generator: new Generator(10));
+        var (y1, f1) = sae.Run(x);
+        var (y2, f2) = loaded.Run(x);
+        Assert.True(f1.equal(f2).all().item<bool>());
+        Assert.True(y1.equal(y2).all().item<bool>());
+        Assert.Equal("blocks.3.hook_mlp_out", loaded.Cfg.Metadata.HookName);
+        Assert.True(SaeLensFormat.LoadSparsity(_dir)!.equal(sparsity).all().item<bool>());
+    }
+
+    [Fact]
+    public void CfgJsonHasSaeLensV6Keys()
+    {
+        SaeLensFormat.Save(RandomSae(), _dir);
+        var cfg = JsonNode.Parse(File.ReadAllText(Path.Combine(_dir, "cfg.json")))!.AsObject();
+        foreach (var key in new[] { "architecture", "d_in", "d_sae", "dtype", "apply_b_dec_to_input", "normalize_activations", "metadata" })
+            Assert.True(cfg.ContainsKey(key), key);
+        var meta = cfg["metadata"]!.AsObject();
+        foreach (var key in new[] { "hook_name", "model_name", "context_size", "prepend_bos", "dataset_path" })
+            Assert.True(meta.ContainsKey(key), key);
+        Assert.Equal("standard", cfg["architecture"]!.GetValue<string>());
+        using var w = SafeTensorsFile.Open(Path.Combine(_dir, "sae_weights.safetensors"));
+        Assert.Equal(new[] { "W_dec", "W_enc", "b_dec", "b_enc" }, w.Names.OrderBy(n => n, StringComparer.Ordinal));
+    }
+
+    [Fact]
+    public void Pre6ConfigWithBooleanNormalisationAndScalerIsFolded()
+    {
+        var sae = RandomSae();
+        SafeTensors.Save(Path.Combine(_dir, "sae_weights.safetensors"), sae.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value));
+        File.WriteAllText(Path.Combine(_dir, "cfg.json"), """
+            {"d_in": 6, "d_sae": 10, "dtype": "float32", "device": "cpu", "hook_point": "blocks.0.hook_resid_pre",
+             "model_name": "gpt2", "activation_fn_str": "relu", "apply_b_dec_to_input": true,
+             "normalize_activations": true, "context_size": 64, "prepend_bos": false}
+            """);
+        File.WriteAllText(Path.Combine(_dir, "activation_scaler.json"), """{"scaling_factor": 0.25}""");
+        var loaded = SaeLensFormat.Load(_dir);
+        Assert.Equal("blocks.0.hook_resid_pre", loaded.Cfg.Metadata.HookName);
+        Assert.Equal("none", loaded.Cfg.NormalizeActivations);
+        Assert.False(loaded.Cfg.Metadata.PrependBos);
+        // The loaded SAE on raw x equals the original on 0.25·x, rescaled back.
+        var x = randn(4, 6, generator: new Generator(11)) * 8;
+        var (yScaled, fScaled) = sae.Run(x * 0.25);
+        var (yRaw, fRaw) = loaded.Run(x);
+        Assert.True(fRaw.allclose(fScaled, rtol: 1e-4, atol: 1e-5));
+        Assert.True(yRaw.allclose(yScaled / 0.25, rtol: 1e-4, atol: 1e-4));
+    }
+
+    [Fact]
+    public void MissingAndMisshapedTensorsNameTheKey()
+    {
+        var sae = RandomSae();
+        SaeLensFormat.Save(sae, _dir);
+        var path = Path.Combine(_dir, "sae_weights.safetensors");
+        var w = sae.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value);
+        w.Remove("b_enc");
+        SafeTensors.Save(path, w);
+        var e = Assert.Throws<SaeSharpException>(() => SaeLensFormat.Load(_dir));
+        Assert.Contains("'b_enc'", e.Message);
+        w["b_enc"] = zeros(11);
+        SafeTensors.Save(path, w);
+        e = Assert.Throws<SaeSharpException>(() => SaeLensFormat.Load(_dir));
+        Assert.Contains("'b_enc'", e.Message);
+        Assert.Contains("[11]", e.Message);
+    }
+
+    [Fact]
+    public void UnknownArchitectureIsAClearError()
+    {
+        SaeLensFormat.Save(RandomSae(), _dir);
+        var cfgPath = Path.Combine(_dir, "cfg.json");
+        File.WriteAllText(cfgPath, File.ReadAllText(cfgPath).Replace("\"standard\"", "\"mystery\""));
+        var e = Assert.Throws<SaeSharpException>(() => SaeLensFormat.Load(_dir));
+        Assert.Contains("mystery", e.Message);
+    }
+}

@@ -1,0 +1,110 @@
+using System.Text.Json;
+using SaeSharp.Tokenizers;
+
+namespace SaeSharp.Tests.Tokenizers;
+
+public class Gpt2TokenizerTests
+{
+    private static readonly Lazy<ByteLevelBpeTokenizer> Gpt2 = new(() => TestPaths.Gpt2);
+
+    public static TheoryData<int> CaseIndices()
+    {
+        var data = new TheoryData<int>();
+        for (int i = 0; i < LoadCases().Count; i++) data.Add(i);
+        return data;
+    }
+
+    private static List<(string Text, int[] Ids)> LoadCases()
+    {
+        using var doc = JsonDocument.Parse(File.ReadAllText(TestPaths.Shared("data", "gpt2-tokenizer", "cases.json")));
+        return doc.RootElement.EnumerateArray()
+            .Select(c => (c.GetProperty("text").GetString()!, c.GetProperty("ids").EnumerateArray().Select(x => x.GetInt32()).ToArray()))
+            .ToList();
+    }
+
+    [Theory]
+    [MemberData(nameof(CaseIndices))]
+    public void Encode_matches_reference_case(int index)
+    {
+        var (text, ids) = LoadCases()[index];
+        Assert.Equal(ids, Gpt2.Value.Encode(text, parseSpecialTokens: false));
+        Assert.Equal(text, Gpt2.Value.Decode(ids));
+    }
+
+    [Theory]
+    [InlineData("café naïve über 日本語")]
+    [InlineData("emoji 😀👍🏽 family 👨‍👩‍👧 flags 🇫🇷")]
+    [InlineData("astral letters 𠀀𝔘𝔫𝔦 and combining e\u0301")]
+    [InlineData("  \t\n\r\n  mixed   whitespace \u00A0nbsp\u3000ideographic  ")]
+    [InlineData("\n\n\n")]
+    [InlineData("x")]
+    [InlineData("'s 'S 'll DON'T")]
+    public void Decode_inverts_encode(string text)
+    {
+        var tok = Gpt2.Value;
+        int[] ids = tok.Encode(text);
+        Assert.All(ids, id => Assert.InRange(id, 0, 50255));
+        Assert.Equal(text, tok.Decode(ids));
+    }
+
+    [Fact]
+    public void Special_token_is_matched_only_when_parsing_is_on()
+    {
+        var tok = Gpt2.Value;
+        int[] parsed = tok.Encode("Hello<|endoftext|>world");
+        // The special token splits the text: the halves are encoded on their own around id 50256.
+        Assert.Equal([.. tok.Encode("Hello"), 50256, .. tok.Encode("world")], parsed);
+        int[] plain = tok.Encode("<|endoftext|>", parseSpecialTokens: false);
+        Assert.DoesNotContain(50256, plain);
+        Assert.True(plain.Length > 1);
+        Assert.Equal("<|endoftext|>", tok.Decode(plain));
+        Assert.Equal("Helloworld", tok.Decode(parsed, skipSpecialTokens: true));
+    }
+
+    [Fact]
+    public void Gpt2_special_ids_and_sizes()
+    {
+        var tok = Gpt2.Value;
+        Assert.Equal(50257, tok.VocabSize);
+        Assert.Equal(50256, tok.BosTokenId);
+        Assert.Equal(50256, tok.EosTokenId);
+        Assert.Null(tok.PadTokenId);
+        Assert.Equal("Ġthe", tok.IdToToken(262));
+        Assert.Equal(262, tok.TokenToId("Ġthe"));
+    }
+
+    [Fact]
+    public void Partial_utf8_decodes_to_replacement_char()
+    {
+        var tok = Gpt2.Value;
+        int[] ids = tok.Encode("😀");
+        Assert.True(ids.Length > 1); // the emoji's 4 bytes are not one GPT-2 token
+        Assert.Contains('\uFFFD', tok.Decode(ids[..1]));
+    }
+
+    [Fact]
+    public void Unknown_id_is_a_clear_error()
+    {
+        var e = Assert.Throws<SaeSharpException>(() => Gpt2.Value.Decode([50257]));
+        Assert.Contains("50257", e.Message);
+    }
+
+    [Fact]
+    public void FromFolder_uses_vocab_and_merges_when_no_tokenizer_json()
+    {
+        string dir = TestPaths.TempDir();
+        File.Copy(TestPaths.Shared("data", "gpt2-tokenizer", "vocab.json"), Path.Combine(dir, "vocab.json"));
+        File.Copy(TestPaths.Shared("data", "gpt2-tokenizer", "merges.txt"), Path.Combine(dir, "merges.txt"));
+        var tok = Tokenizer.FromFolder(dir);
+        Assert.Equal(new[] { 15496, 995 }, tok.Encode("Hello world"));
+    }
+
+    [Fact]
+    public void FromFolder_without_tokenizer_files_names_what_it_expected()
+    {
+        string dir = TestPaths.TempDir();
+        var e = Assert.Throws<SaeSharpException>(() => Tokenizer.FromFolder(dir));
+        Assert.Contains("tokenizer.json", e.Message);
+        Assert.Contains("merges.txt", e.Message);
+    }
+}
