@@ -202,7 +202,8 @@ public sealed class SaeTrainOutput
     public Func<Tensor>? FeatureActsFactory { init => _featureActsFactory = value; }
 
     public Dictionary<string, Tensor> Losses { get; init; } = new();
-    /// <summary>[d_sae] bool: latents that fired (activation &gt; 0) on this batch, when the architecture computes it cheaply
-    /// (TopK family); null otherwise — derive it from <see cref="FeatureActs"/>.</summary>
-    public Tensor? FiredMask { get; init; }
+    /// <summary>[d_sae] int64: in how many rows of the batch each latent is nonzero — what a trainer's firing statistics
+    /// need — when the architecture has it cheaply (the sparse training passes); null otherwise: derive it from
+    /// <see cref="FeatureActs"/>, which those passes only build on demand (a [N, d_sae] matrix).</summary>
+    public Tensor? ActiveCounts { get; init; }
 }

@@ -37,13 +37,12 @@ internal static class SparseLatents
         return dense.MoveToOuterDisposeScope();
     }
 
-    /// <summary>[d_sae] bool mask of the latents with a positive value somewhere in the code.</summary>
-    public static Tensor FiredMask(SparseCode code, Tensor vals, long dSae)
+    /// <summary>[d_sae] int64: the number of nonzero values of each latent in the code.</summary>
+    public static Tensor ActiveCounts(SparseCode code, Tensor vals, long dSae)
     {
         using var _ = no_grad();
         using var scope = NewDisposeScope();
-        var counts = zeros(dSae).index_add_(0, code.Cols, vals.detach().gt(0).to(ScalarType.Float32), 1);
-        return counts.gt(0).MoveToOuterDisposeScope();
+        return zeros(dSae, dtype: ScalarType.Int64).index_add_(0, code.Cols, vals.detach().ne(0).to(ScalarType.Int64), 1).MoveToOuterDisposeScope();
     }
 
     /// <summary>The code of a per-row top-k selection ([N, k] indices).</summary>

@@ -122,7 +122,7 @@ public sealed class StandardSae : Sae
                 Loss = Loss.MoveToOuterDisposeScope(),
                 SaeOut = Y.MoveToOuterDisposeScope(),
                 FeatureActsFactory = () => SparseLatents.ToDense(code, vals, dSae),
-                FiredMask = SparseLatents.FiredMask(code, vals, dSae).MoveToOuterDisposeScope(),
+                ActiveCounts = SparseLatents.ActiveCounts(code, vals, dSae).MoveToOuterDisposeScope(),
                 Losses =
                 {
                     ["mse_loss"] = Mse.detach().MoveToOuterDisposeScope(),

@@ -107,7 +107,7 @@ public abstract class TopKFamilySae : Sae
             Loss = loss.MoveToOuterDisposeScope(),
             SaeOut = y.MoveToOuterDisposeScope(),
             FeatureActsFactory = () => SparseLatents.ToDense(outCode, outVals, width),
-            FiredMask = SparseLatents.FiredMask(code, vals, Cfg.DSae).MoveToOuterDisposeScope(),
+            ActiveCounts = SparseLatents.ActiveCounts(code, vals, Cfg.DSae).MoveToOuterDisposeScope(),
             Losses = losses.ToDictionary(kv => kv.Key, kv => kv.Value.detach().MoveToOuterDisposeScope()),
         };
     }

@@ -38,8 +38,8 @@ public class TopKSaeTests
         var o = sae.TrainingForward(x, x, new SaeTrainContext());
         AssertClose(sae.Encode(x), o.FeatureActs, what: "feature acts");
         AssertClose(sae.forward(x), o.SaeOut.detach(), what: "reconstruction");
-        var fired = F(o.FeatureActs).Chunk(12).Aggregate(new bool[12], (acc, row) => acc.Select((a, j) => a || row[j] > 0).ToArray());
-        Assert.Equal(fired, o.FiredMask!.data<bool>().ToArray());
+        var counts = F(o.FeatureActs).Chunk(12).Aggregate(new long[12], (acc, row) => acc.Select((a, j) => a + (row[j] != 0 ? 1 : 0)).ToArray());
+        Assert.Equal(counts, o.ActiveCounts!.data<long>().ToArray());
     }
 
     /// <summary>The sparse backward equals autograd through the dense formulas (SAELens/dictionary_learning code paths),
