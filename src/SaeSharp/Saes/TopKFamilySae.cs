@@ -17,6 +17,9 @@ namespace SaeSharp.Saes;
 /// <item>Initialisation: unit-norm random decoder rows, W_enc = W_decᵀ, zero biases.</item>
 /// <item>Adam (0.9, 0.999) with lr 2e-4/sqrt(d_sae/2^14).</item>
 /// </list>
+/// The training form needs float32 weights on the CPU (the sparse kernels of <see cref="SparseKernels"/>); inference
+/// (<see cref="Sae.Encode"/>) works in any dtype. <see cref="SaeTrainOutput.FeatureActs"/> is built on demand; trainers
+/// should read <see cref="SaeTrainOutput.ActiveCounts"/> for firing statistics.
 /// </summary>
 public abstract class TopKFamilySae : Sae
 {
