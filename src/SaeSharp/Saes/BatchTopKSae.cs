@@ -13,7 +13,7 @@ namespace SaeSharp.Saes;
 /// SAELens's JumpReLU one; <see cref="Sae.ToInferenceSae"/> returns that JumpReLU SAE (SAELens v6 saves BatchTopK SAEs
 /// for inference as "jumprelu" with a per-latent threshold).
 /// Selection: exact batch top-(k·N), computed from each row's top-min(4k, d_sae) candidates and falling back to a top-k
-/// over the whole flattened batch when a row could hold more than its candidates.
+/// over the whole flattened batch when a row could hold more than its candidates (all of a row's candidates kept).
 /// </summary>
 public class BatchTopKSae : TopKFamilySae
 {
@@ -46,20 +46,22 @@ public class BatchTopKSae : TopKFamilySae
         return SparseLatents.ToDense(code, nn.functional.relu(values), Cfg.DSae).MoveToOuterDisposeScope();
     }
 
-    internal override (SparseCode Code, Tensor PreValues) Select(Tensor pre)
+    internal override long CandidatesPerRow => 4L * K;
+
+    internal override (SparseCode Code, Tensor PreValues) SelectFromCandidates(Tensor candValues, Tensor candIndices, Func<Tensor> densePre)
     {
-        long n = pre.shape[0], dSae = pre.shape[1];
+        long n = candValues.shape[0], m = candValues.shape[1];
         long total = K * n;
-        long m = Math.Min(dSae, 4L * K);
-        if (m < dSae)
         {
-            var (cv, ci) = pre.topk((int)m, dim: 1, largest: true, sorted: false);
-            var (sv, flat) = cv.reshape(-1).topk((int)total, dim: 0, largest: true, sorted: false);
+            var (sv, flat) = candValues.reshape(-1).topk((int)total, dim: 0, largest: true, sorted: false);
             var rows = flat.div(m, rounding_mode: RoundingMode.floor);
-            var perRow = bincount(rows, minlength: n);
-            if (perRow.max().item<long>() < m)
-                return (new SparseCode(rows, ci.reshape(-1).index_select(0, flat), n), sv);
+            // Exact when the candidates are whole rows; otherwise a row whose every candidate was kept might hold more of
+            // the batch's top entries: recompute densely then.
+            if (m >= Cfg.DSae || bincount(rows, minlength: n).max().item<long>() < m)
+                return (new SparseCode(rows, candIndices.reshape(-1).index_select(0, flat), n), sv);
         }
+        using var pre = densePre();
+        long dSae = pre.shape[1];
         var (v, f) = pre.reshape(-1).topk((int)total, dim: 0, largest: true, sorted: false);
         return (new SparseCode(f.div(dSae, rounding_mode: RoundingMode.floor), f.remainder(dSae), n), v);
     }

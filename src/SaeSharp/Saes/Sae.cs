@@ -178,6 +178,7 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
         var g = W_dec.grad;
         if (g is null) return;
         using var _ = no_grad();
+        if (SparseKernels.RemoveParallelRows(g, W_dec)) return;
         using var scope = NewDisposeScope();
         var unit = W_dec / W_dec.norm(1, keepdim: true).clamp_min(1e-8);
         var parallel = (g * unit).sum(1, keepdim: true) * unit;
@@ -219,11 +220,26 @@ public sealed class SaeTrainContext
 /// (e.g. "mse_loss", "l1_loss", "auxiliary_reconstruction_loss"), detached.</summary>
 public sealed class SaeTrainOutput
 {
+    private Tensor? _featureActs;
+    private Func<Tensor>? _featureActsFactory;
+
     public required Tensor Loss { get; init; }
     public required Tensor SaeOut { get; init; }
-    public required Tensor FeatureActs { get; init; }
+
+    /// <summary>[N, d_sae] feature activations. TopK-family SAEs train on a sparse code and build this dense matrix only
+    /// when it is first read (in the reader's dispose scope; read it before disposing the scope that holds the output).</summary>
+    public Tensor FeatureActs
+    {
+        get => _featureActs ??= (_featureActsFactory ?? throw new InvalidOperationException("SaeTrainOutput has no feature activations"))();
+        init => _featureActs = value;
+    }
+
+    /// <summary>Builds <see cref="FeatureActs"/> on first access (for architectures that do not need it densely).</summary>
+    public Func<Tensor>? FeatureActsFactory { init => _featureActsFactory = value; }
+
     public Dictionary<string, Tensor> Losses { get; init; } = new();
-    /// <summary>[d_sae] bool: latents that fired (activation &gt; 0) on this batch, when the architecture computes it cheaply
-    /// (TopK family); null otherwise — derive it from <see cref="FeatureActs"/>.</summary>
-    public Tensor? FiredMask { get; init; }
+    /// <summary>[d_sae] int64: in how many rows of the batch each latent is nonzero — what a trainer's firing statistics
+    /// need — when the architecture has it cheaply (the sparse training passes); null otherwise: derive it from
+    /// <see cref="FeatureActs"/>, which those passes only build on demand (a [N, d_sae] matrix).</summary>
+    public Tensor? ActiveCounts { get; init; }
 }

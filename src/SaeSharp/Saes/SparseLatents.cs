@@ -12,17 +12,15 @@ internal sealed record SparseCode(Tensor Rows, Tensor Cols, long RowCount);
 /// Autograd operations on <see cref="SparseCode"/>s whose backward passes cost O(nnz·d) instead of O(N·d_sae·d):
 /// <list type="bullet">
 /// <item><see cref="EncoderValues"/>: pre-activations ((x − b_dec)·W_enc + b_enc) at the active entries, with gradients to
-/// W_enc (a sparse·dense product), b_enc (index_add) and b_dec (−W_enc·grad b_enc); the values themselves come from the
-/// dense no-grad encoder pass that selected the entries.</item>
+/// W_enc (grad W_encᵀ[col] += g·x̃[row]), b_enc (index_add) and b_dec (−W_enc·grad b_enc); the values themselves come
+/// from the dense no-grad encoder pass that selected the entries.</item>
 /// <item><see cref="Decode"/>: Σ_e vals[e]·W_dec[cols[e]] per row, with gradients to vals (row-wise dot products) and
-/// W_dec (a sparse·dense product).</item>
+/// W_dec (grad W_dec[col] += vals·grad y[row]).</item>
 /// </list>
+/// The row operations run in <see cref="SparseKernels"/>.
 /// </summary>
 internal static class SparseLatents
 {
-    /// <summary>Entries per chunk of the gathered dot products in <see cref="DecodeFunction"/>'s backward (bounds the scratch memory).</summary>
-    private const long DotChunk = 16384;
-
     public static Tensor EncoderValues(Tensor x, Tensor? bDec, Tensor wEnc, Tensor bEnc, SparseCode code, Tensor preValues) =>
         EncoderValuesFunction.apply(x, bDec!, wEnc, bEnc, code.Rows, code.Cols, preValues.detach());
 
@@ -39,13 +37,12 @@ internal static class SparseLatents
         return dense.MoveToOuterDisposeScope();
     }
 
-    /// <summary>[d_sae] bool mask of the latents with a positive value somewhere in the code.</summary>
-    public static Tensor FiredMask(SparseCode code, Tensor vals, long dSae)
+    /// <summary>[d_sae] int64: the number of nonzero values of each latent in the code.</summary>
+    public static Tensor ActiveCounts(SparseCode code, Tensor vals, long dSae)
     {
         using var _ = no_grad();
         using var scope = NewDisposeScope();
-        var counts = zeros(dSae).index_add_(0, code.Cols, vals.detach().gt(0).to(ScalarType.Float32), 1);
-        return counts.gt(0).MoveToOuterDisposeScope();
+        return zeros(dSae, dtype: ScalarType.Int64).index_add_(0, code.Cols, vals.detach().ne(0).to(ScalarType.Int64), 1).MoveToOuterDisposeScope();
     }
 
     /// <summary>The code of a per-row top-k selection ([N, k] indices).</summary>
@@ -56,12 +53,14 @@ internal static class SparseLatents
         return new SparseCode(rows, indices.reshape(-1), n);
     }
 
-    /// <summary>(A sparse [rows, cols] COO matrix with values <paramref name="vals"/>) · <paramref name="dense"/>.</summary>
-    private static Tensor SparseMm(Tensor rowIdx, Tensor colIdx, Tensor vals, long rows, long cols, Tensor dense)
+    /// <summary>Σ_e vals[e]·dense[srcRow[e]] accumulated into row dstRow[e] of a zero [rows, d] matrix.</summary>
+    private static Tensor ScatterRows(Tensor dstRow, Tensor srcRow, Tensor vals, long rows, Tensor dense)
     {
         using var scope = NewDisposeScope();
-        var sp = sparse_coo_tensor(stack([rowIdx, colIdx]), vals, [rows, cols]);
-        return sp.mm(dense).MoveToOuterDisposeScope();
+        var src = dense.contiguous();
+        var result = zeros(rows, src.shape[1], dtype: src.dtype);
+        SparseKernels.ScatterAddRows(result, dstRow, src, srcRow, vals);
+        return result.MoveToOuterDisposeScope();
     }
 
     private sealed class EncoderValuesFunction : autograd.SingleTensorFunction<EncoderValuesFunction>
@@ -87,10 +86,10 @@ internal static class SparseLatents
             if (grad is null || grad.IsInvalid) return [null!, null!, null!, null!, null!, null!, null!];
             using var scope = NewDisposeScope();
             var (x, bDec, wEnc, rows, cols) = (saved[0], saved[1], saved[2], saved[3], saved[4]);
-            long n = x.shape[0], dSae = wEnc.shape[1];
+            long dSae = wEnc.shape[1];
             var xin = bDec is null || bDec.IsInvalid ? x : x - bDec;
             var gBEnc = zeros(dSae, dtype: grad.dtype).index_add_(0, cols, grad, 1);
-            var gWEnc = SparseMm(cols, rows, grad, dSae, n, xin).t();
+            var gWEnc = ScatterRows(cols, rows, grad, dSae, xin).t();
             Tensor? gBDec = bDec is null || bDec.IsInvalid ? null : wEnc.mv(gBEnc).neg_();
             return [null!, gBDec?.MoveToOuterDisposeScope()!, gWEnc.MoveToOuterDisposeScope(), gBEnc.MoveToOuterDisposeScope(), null!, null!, null!];
         }
@@ -109,8 +108,7 @@ internal static class SparseLatents
             var n = (long)vars[4];
             ctx.set_materialize_grads(false);
             ctx.save_for_backward([vals, rows, cols, wDec]);
-            ctx.save_data("n", n);
-            return SparseMm(rows, cols, vals, n, wDec.shape[0], wDec);
+            return ScatterRows(rows, cols, vals, n, wDec);
         }
 
         public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad)
@@ -119,17 +117,10 @@ internal static class SparseLatents
             if (grad is null || grad.IsInvalid) return [null!, null!, null!, null!, null!];
             using var scope = NewDisposeScope();
             var (vals, rows, cols, wDec) = (saved[0], saved[1], saved[2], saved[3]);
-            long n = (long)ctx.get_data("n"), dSae = wDec.shape[0], nnz = vals.shape[0];
-            var gWDec = SparseMm(cols, rows, vals, dSae, n, grad);
-            var gVals = empty(nnz, dtype: vals.dtype);
-            for (long start = 0; start < nnz; start += DotChunk)
-            {
-                using var chunk = NewDisposeScope();
-                long len = Math.Min(DotChunk, nnz - start);
-                var r = grad.index_select(0, rows.narrow(0, start, len));
-                var w = wDec.index_select(0, cols.narrow(0, start, len));
-                gVals.narrow(0, start, len).copy_(r.mul_(w).sum(1));
-            }
+            long dSae = wDec.shape[0];
+            var gy = grad.contiguous();
+            var gWDec = ScatterRows(cols, rows, vals, dSae, gy);
+            var gVals = SparseKernels.RowDots(gy, rows, wDec.contiguous(), cols);
             return [gVals.MoveToOuterDisposeScope(), null!, null!, gWDec.MoveToOuterDisposeScope(), null!];
         }
     }

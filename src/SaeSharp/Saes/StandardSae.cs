@@ -7,6 +7,8 @@ namespace SaeSharp.Saes;
 /// Monosemanticity recipe (unit-norm decoder rows, parallel gradient removed; the trainer resamples dead latents)
 /// or the April 2024 update (L1 weighted by decoder-row norms, no norm constraint), chosen by
 /// <see cref="SaeTrainingOptions.Penalty"/>. Adam (0.9, 0.999), lr 5e-5 (the April 2024 update's values).
+/// Once features are sparse (<see cref="SparseTrainingDensity"/>), training decodes and back-propagates over the active
+/// entries only.
 /// </summary>
 public sealed class StandardSae : Sae
 {
@@ -24,10 +26,44 @@ public sealed class StandardSae : Sae
     /// <summary>Whether the decoder rows are held at unit norm (the Towards Monosemanticity recipe).</summary>
     public bool ConstrainsDecoderNorm => Training.Penalty != SparsityPenalty.L1DecoderNorm;
 
+    /// <summary>
+    /// Largest fraction of positive pre-activations at which the training pass switches to the sparse code: past it,
+    /// decoding and the backward pass run over the active entries only (<see cref="SparseLatents"/>), which is exact and
+    /// cheaper than the dense products once features are sparse. 0 always trains densely.
+    /// </summary>
+    public double SparseTrainingDensity { get; set; } = 0.05;
+
     public override SaeTrainOutput TrainingForward(Tensor x, Tensor target, SaeTrainContext ctx)
     {
         using var scope = NewDisposeScope();
-        var f = Encode(x);
+        var pre = HiddenPre(x);
+        long n = pre.shape[0];
+        if (SparseTrainingDensity > 0)
+        {
+            SparseCode? code = null;
+            Tensor? preValues = null;
+            using (no_grad())
+            {
+                var detached = pre.detach();
+                long maxCount = (long)(SparseTrainingDensity * pre.numel());
+                if (detached.dtype == ScalarType.Float32 && detached.is_contiguous() && detached.dim() == 2)
+                {
+                    if (SparseKernels.PositiveEntries(detached, maxCount) is { } entries)
+                        (code, preValues) = (new SparseCode(entries.Rows, entries.Cols, n), entries.Values);
+                }
+                else
+                {
+                    var active = detached.gt(0);
+                    if (active.sum().item<long>() <= maxCount)
+                    {
+                        var idx = active.nonzero();
+                        (code, preValues) = (new SparseCode(idx[.., 0], idx[.., 1], n), detached.masked_select(active));
+                    }
+                }
+            }
+            if (code is not null) return SparseTrainingForward(x, target, ctx, code, preValues!).MoveToOuter();
+        }
+        var f = nn.functional.relu(pre);
         var y = Decode(f);
         var mse = (y - target).pow(2).sum(-1).mean();
         var sparsity = SparsityLoss(f, W_dec);
@@ -44,6 +80,56 @@ public sealed class StandardSae : Sae
             },
         };
         return output;
+    }
+
+    /// <summary>The training pass on the active entries (the same loss and gradients as the dense pass).</summary>
+    private SparseOutput SparseTrainingForward(Tensor x, Tensor target, SaeTrainContext ctx, SparseCode code, Tensor preValues)
+    {
+        var vals = nn.functional.relu(SparseLatents.EncoderValues(x, Cfg.ApplyBDecToInput ? b_dec : null, W_enc, BEnc, code, preValues));
+        var y = SparseLatents.Decode(vals, code, W_dec) + b_dec;
+        var mse = (y - target).pow(2).sum(-1).mean();
+        double n = code.RowCount;
+        var a = vals.abs();
+        Tensor sparsity = Training.Penalty switch
+        {
+            SparsityPenalty.L1 => a.sum() / n,
+            SparsityPenalty.L1DecoderNorm => (a * W_dec.norm(1).index_select(0, code.Cols)).sum() / n,
+            SparsityPenalty.Entropy => SparseEntropy(code, a),
+            _ => throw new SaeSharpException($"unknown sparsity penalty {Training.Penalty}"),
+        };
+        var loss = mse + sparsity * (Training.SparsityCoefficient * ctx.SparsityScale);
+        return new SparseOutput(loss, y, mse, sparsity, code, vals.detach(), Cfg.DSae);
+    }
+
+    /// <summary><see cref="Entropy"/> on the sparse code: rows' |f| normalised by their sums.</summary>
+    private static Tensor SparseEntropy(SparseCode code, Tensor a)
+    {
+        var rowSums = zeros(code.RowCount, dtype: a.dtype).index_add(0, code.Rows, a, 1);
+        var p = a / rowSums.index_select(0, code.Rows).clamp_min(1e-12);
+        return -(p * (p + 1e-12).log()).sum() / code.RowCount;
+    }
+
+    /// <summary>Tensors of the sparse pass, moved out of the forward's dispose scope together.</summary>
+    private sealed record SparseOutput(Tensor Loss, Tensor Y, Tensor Mse, Tensor Sparsity, SparseCode Code, Tensor Vals, long DSae)
+    {
+        public SaeTrainOutput MoveToOuter()
+        {
+            var code = new SparseCode(Code.Rows.MoveToOuterDisposeScope(), Code.Cols.MoveToOuterDisposeScope(), Code.RowCount);
+            var vals = Vals.MoveToOuterDisposeScope();
+            long dSae = DSae;
+            return new SaeTrainOutput
+            {
+                Loss = Loss.MoveToOuterDisposeScope(),
+                SaeOut = Y.MoveToOuterDisposeScope(),
+                FeatureActsFactory = () => SparseLatents.ToDense(code, vals, dSae),
+                ActiveCounts = SparseLatents.ActiveCounts(code, vals, dSae).MoveToOuterDisposeScope(),
+                Losses =
+                {
+                    ["mse_loss"] = Mse.detach().MoveToOuterDisposeScope(),
+                    ["l1_loss"] = Sparsity.detach().MoveToOuterDisposeScope(),
+                },
+            };
+        }
     }
 
     /// <summary>The sparsity term before its coefficient, averaged over the batch.</summary>

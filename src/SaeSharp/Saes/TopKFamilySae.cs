@@ -17,6 +17,9 @@ namespace SaeSharp.Saes;
 /// <item>Initialisation: unit-norm random decoder rows, W_enc = W_decᵀ, zero biases.</item>
 /// <item>Adam (0.9, 0.999) with lr 2e-4/sqrt(d_sae/2^14).</item>
 /// </list>
+/// The training form needs float32 weights on the CPU (the sparse kernels of <see cref="SparseKernels"/>); inference
+/// (<see cref="Sae.Encode"/>) works in any dtype. <see cref="SaeTrainOutput.FeatureActs"/> is built on demand; trainers
+/// should read <see cref="SaeTrainOutput.ActiveCounts"/> for firing statistics.
 /// </summary>
 public abstract class TopKFamilySae : Sae
 {
@@ -29,41 +32,99 @@ public abstract class TopKFamilySae : Sae
 
     public override double DefaultLearningRate() => ScaledTopKLearningRate(Cfg.DSae);
 
-    /// <summary>Selects the active latents from the dense pre-activations (no gradient): the code and the pre-activation
-    /// values at its entries.</summary>
-    internal abstract (SparseCode Code, Tensor PreValues) Select(Tensor pre);
+    /// <summary>Elements of the pre-activation matrix computed at once in the training pass (16 MB of float32): the dense
+    /// encoder runs over row chunks, each reduced to its per-row candidates before the next, so the [N, d_sae] matrix is
+    /// never materialised and the chunk buffer is reused by the allocator.</summary>
+    internal long ChunkElements { get; set; } = 1L << 22;
+
+    /// <summary>Per-row candidates the selection needs (k for TopK; more for BatchTopK).</summary>
+    internal abstract long CandidatesPerRow { get; }
+
+    /// <summary>Chooses the active latents among each row's top <see cref="CandidatesPerRow"/> pre-activations
+    /// ([N, m] values and latent indices); <paramref name="densePre"/> recomputes the full [N, d_sae] matrix for the rare
+    /// case the candidates do not suffice. Returns the code and the pre-activation values at its entries.</summary>
+    internal abstract (SparseCode Code, Tensor PreValues) SelectFromCandidates(Tensor candValues, Tensor candIndices, Func<Tensor> densePre);
+
+    /// <summary>Per-row top-k (unsorted): <see cref="SparseKernels.RowTopK"/> for contiguous float32 matrices (about
+    /// twice as fast as torch.topk here), torch.topk otherwise.</summary>
+    internal static (Tensor Values, Tensor Indices) RowTopK(Tensor m, int k)
+    {
+        if (m.dtype == ScalarType.Float32 && m.is_contiguous() && m.device_type == TorchSharp.DeviceType.CPU && m.dim() == 2)
+            return SparseKernels.RowTopK(m, k);
+        return m.topk(k, dim: -1, largest: true, sorted: false);
+    }
+
+    /// <summary>The training-time selection on a dense pre-activation matrix (no gradient).</summary>
+    internal (SparseCode Code, Tensor PreValues) Select(Tensor pre)
+    {
+        var (v, i) = pre.topk((int)Math.Min(CandidatesPerRow, pre.shape[1]), dim: 1, largest: true, sorted: false);
+        return SelectFromCandidates(v, i, () => pre.alias());
+    }
 
     public override SaeTrainOutput TrainingForward(Tensor x, Tensor target, SaeTrainContext ctx)
     {
         using var scope = NewDisposeScope();
-        Tensor pre;
+        var deadIdx = DeadLatents(ctx);
         SparseCode code;
         Tensor preValues;
+        Tensor? deadPre = null;
         using (no_grad())
         {
-            pre = HiddenPre(x);
-            (code, preValues) = Select(pre);
+            var xin = EncoderInput(x);
+            long n = xin.shape[0], dSae = Cfg.DSae;
+            long m = Math.Min(CandidatesPerRow, dSae);
+            long chunkRows = Math.Max(1, ChunkElements / dSae);
+            var candV = new List<Tensor>();
+            var candI = new List<Tensor>();
+            var deadParts = new List<Tensor>();
+            for (long r = 0; r < n; r += chunkRows)
+            {
+                using var chunkScope = NewDisposeScope();
+                var pre = addmm(BEnc, xin.narrow(0, r, Math.Min(chunkRows, n - r)), W_enc, 1, 1);
+                var (v, i) = RowTopK(pre, (int)m);
+                candV.Add(v.MoveToOuterDisposeScope());
+                candI.Add(i.MoveToOuterDisposeScope());
+                if (deadIdx is not null) deadParts.Add(pre.index_select(1, deadIdx).MoveToOuterDisposeScope());
+            }
+            var candValues = candV.Count == 1 ? candV[0] : cat(candV, 0);
+            var candIndices = candI.Count == 1 ? candI[0] : cat(candI, 0);
+            (code, preValues) = SelectFromCandidates(candValues, candIndices, () => HiddenPre(x));
+            if (deadIdx is not null) deadPre = deadParts.Count == 1 ? deadParts[0] : cat(deadParts, 0);
         }
         var vals = nn.functional.relu(EncodeCode(x, code, preValues));
         var losses = new Dictionary<string, Tensor>();
         var (y, reconLoss) = ReconstructionLoss(code, vals, target, losses);
         var loss = reconLoss;
-        var aux = AuxKLoss(x, target, y, pre, ctx);
-        if (aux is not null)
+        if (deadIdx is not null)
         {
+            var aux = AuxKLoss(x, target, y, deadIdx, deadPre!);
             loss = loss + aux * Training.AuxKCoefficient;
             losses["auxiliary_reconstruction_loss"] = aux.detach();
         }
         AfterSelection(code, vals, ctx);
-        var output = new SaeTrainOutput
+        var outCode = new SparseCode(code.Rows.MoveToOuterDisposeScope(), code.Cols.MoveToOuterDisposeScope(), code.RowCount);
+        var outVals = vals.detach().MoveToOuterDisposeScope();
+        long width = Cfg.DSae;
+        return new SaeTrainOutput
         {
             Loss = loss.MoveToOuterDisposeScope(),
             SaeOut = y.MoveToOuterDisposeScope(),
-            FeatureActs = SparseLatents.ToDense(code, vals, Cfg.DSae).MoveToOuterDisposeScope(),
-            FiredMask = SparseLatents.FiredMask(code, vals, Cfg.DSae).MoveToOuterDisposeScope(),
+            FeatureActsFactory = () => SparseLatents.ToDense(outCode, outVals, width),
+            ActiveCounts = SparseLatents.ActiveCounts(code, vals, Cfg.DSae).MoveToOuterDisposeScope(),
             Losses = losses.ToDictionary(kv => kv.Key, kv => kv.Value.detach().MoveToOuterDisposeScope()),
         };
-        return output;
+    }
+
+    /// <summary>Indices of the dead latents when AuxK applies (a dead mask with at least one dead latent and a positive
+    /// coefficient), else null.</summary>
+    private Tensor? DeadLatents(SaeTrainContext ctx)
+    {
+        if (ctx.DeadMask is not { } dead || Training.AuxKCoefficient <= 0) return null;
+        if (dead.shape.Length != 1 || dead.shape[0] != Cfg.DSae)
+            throw new SaeSharpException($"dead mask must have shape [{Cfg.DSae}], got [{string.Join(", ", dead.shape)}]");
+        var idx = dead.to(ScalarType.Bool).nonzero().squeeze(1);
+        if (idx.shape[0] == 0 || Math.Min(Training.KAux ?? Cfg.DIn / 2, idx.shape[0]) <= 0) return null;
+        return idx;
     }
 
     /// <summary>Pre-activations at the code's entries, differentiable w.r.t. the encoder parameters and b_dec.</summary>
@@ -83,24 +144,17 @@ public abstract class TopKFamilySae : Sae
     /// <summary>Hook after the active latents are chosen (BatchTopK updates its threshold estimate here).</summary>
     internal virtual void AfterSelection(SparseCode code, Tensor vals, SaeTrainContext ctx) { }
 
-    /// <summary>The normalised AuxK loss (see the class comment), or null when there is no dead latent or it is switched off.</summary>
-    internal Tensor? AuxKLoss(Tensor x, Tensor target, Tensor y, Tensor pre, SaeTrainContext ctx)
+    /// <summary>The normalised AuxK loss (see the class comment) from the pre-activations of the dead latents
+    /// <paramref name="deadIdx"/> ([N, n_dead], no gradient).</summary>
+    internal Tensor AuxKLoss(Tensor x, Tensor target, Tensor y, Tensor deadIdx, Tensor deadPre)
     {
-        if (ctx.DeadMask is not { } dead || Training.AuxKCoefficient <= 0) return null;
-        if (dead.shape.Length != 1 || dead.shape[0] != Cfg.DSae)
-            throw new SaeSharpException($"dead mask must have shape [{Cfg.DSae}], got [{string.Join(", ", dead.shape)}]");
         using var scope = NewDisposeScope();
-        var deadIdx = dead.to(ScalarType.Bool).nonzero().squeeze(1);
-        long nDead = deadIdx.shape[0];
-        if (nDead == 0) return null;
-        long kAux = Math.Min(Training.KAux ?? Cfg.DIn / 2, nDead);
-        if (kAux <= 0) return null;
+        long kAux = Math.Min(Training.KAux ?? Cfg.DIn / 2, deadIdx.shape[0]);
         SparseCode code;
         Tensor preValues;
         using (no_grad())
         {
-            var deadPre = pre.index_select(1, deadIdx);
-            var (_, local) = nn.functional.relu(deadPre).topk((int)kAux, dim: 1, largest: true, sorted: false);
+            var (_, local) = RowTopK(nn.functional.relu(deadPre), (int)kAux);
             preValues = deadPre.gather(1, local).reshape(-1);
             var latent = deadIdx.index_select(0, local.reshape(-1)).reshape(local.shape);
             code = SparseLatents.FromRowIndices(latent);

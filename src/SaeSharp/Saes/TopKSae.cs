@@ -18,13 +18,12 @@ public sealed class TopKSae : TopKFamilySae
     {
         using var scope = NewDisposeScope();
         var pre = HiddenPre(x);
-        var (vals, idx) = pre.topk(K, dim: -1, largest: true, sorted: false);
+        var (vals, idx) = pre.dim() == 2 ? RowTopK(pre, K) : pre.topk(K, dim: -1, largest: true, sorted: false);
         return zeros_like(pre).scatter_(-1, idx, nn.functional.relu(vals)).MoveToOuterDisposeScope();
     }
 
-    internal override (SparseCode Code, Tensor PreValues) Select(Tensor pre)
-    {
-        var (vals, idx) = pre.topk(K, dim: 1, largest: true, sorted: false);
-        return (SparseLatents.FromRowIndices(idx), vals.reshape(-1));
-    }
+    internal override long CandidatesPerRow => K;
+
+    internal override (SparseCode Code, Tensor PreValues) SelectFromCandidates(Tensor candValues, Tensor candIndices, Func<Tensor> densePre) =>
+        (SparseLatents.FromRowIndices(candIndices), candValues.reshape(-1));
 }

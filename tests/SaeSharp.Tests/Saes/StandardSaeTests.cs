@@ -91,3 +91,35 @@ public class StandardSaeTests
         Assert.True(yRaw.allclose(yScaled / s, rtol: 1e-4, atol: 1e-4));
     }
 }
+
+public class StandardSaeSparsePathTests
+{
+    /// <summary>The sparse training pass (taken once features are sparse) gives the dense pass's loss and gradients.</summary>
+    [Theory]
+    [InlineData(SparsityPenalty.L1)]
+    [InlineData(SparsityPenalty.L1DecoderNorm)]
+    [InlineData(SparsityPenalty.Entropy)]
+    public void SparsePassEqualsDensePass(SparsityPenalty penalty)
+    {
+        var x = randn(7, 5, generator: new Generator(2));
+        var target = randn(7, 5, generator: new Generator(3));
+        (float Loss, Dictionary<string, Tensor> Grads, Tensor F) RunWith(double density)
+        {
+            var sae = new StandardSae(new SaeConfig { DIn = 5, DSae = 9 }) { SparseTrainingDensity = density };
+            sae.InitializeWeights(new Generator(1));
+            using (no_grad()) { sae.BEnc.copy_(randn(9, generator: new Generator(4)) * 0.3 - 0.2); sae.BDec.copy_(randn(5, generator: new Generator(5)) * 0.1); }
+            sae.Training.Penalty = penalty;
+            sae.Training.SparsityCoefficient = 0.4;
+            var o = sae.TrainingForward(x, target, new SaeTrainContext { SparsityScale = 0.5 });
+            o.Loss.backward();
+            Assert.Equal(density > 0, o.ActiveCounts is not null); // only the sparse pass counts the active latents
+            return (o.Loss.item<float>(), sae.named_parameters().ToDictionary(p => p.name, p => p.parameter.grad!.clone()), o.FeatureActs.detach());
+        }
+        var dense = RunWith(0);
+        var sparse = RunWith(1.0);
+        Assert.Equal(dense.Loss, sparse.Loss, 4);
+        Assert.True(dense.F.allclose(sparse.F, 1e-5, 1e-6), "feature activations differ");
+        foreach (var (name, g) in dense.Grads)
+            Assert.True(g.allclose(sparse.Grads[name], 1e-4, 1e-5), $"{name}: max diff {(g - sparse.Grads[name]).abs().max().item<float>()}");
+    }
+}

@@ -38,18 +38,20 @@ public class TopKSaeTests
         var o = sae.TrainingForward(x, x, new SaeTrainContext());
         AssertClose(sae.Encode(x), o.FeatureActs, what: "feature acts");
         AssertClose(sae.forward(x), o.SaeOut.detach(), what: "reconstruction");
-        var fired = F(o.FeatureActs).Chunk(12).Aggregate(new bool[12], (acc, row) => acc.Select((a, j) => a || row[j] > 0).ToArray());
-        Assert.Equal(fired, o.FiredMask!.data<bool>().ToArray());
+        var counts = F(o.FeatureActs).Chunk(12).Aggregate(new long[12], (acc, row) => acc.Select((a, j) => a + (row[j] != 0 ? 1 : 0)).ToArray());
+        Assert.Equal(counts, o.ActiveCounts!.data<long>().ToArray());
     }
 
     /// <summary>The sparse backward equals autograd through the dense formulas (SAELens/dictionary_learning code paths),
     /// for the MSE and for dictionary_learning's normalised AuxK.</summary>
     [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public void SparseGradientsEqualDenseAutograd(bool withAux)
+    [InlineData(false, false)]
+    [InlineData(true, false)]
+    [InlineData(true, true)]
+    public void SparseGradientsEqualDenseAutograd(bool withAux, bool chunked)
     {
         var sae = MakeTopK(seed: 4);
+        if (chunked) sae.ChunkElements = 24; // two rows per encoder chunk
         sae.Training.AuxKCoefficient = 0.5;
         sae.Training.KAux = 2;
         var x = randn(9, 6, generator: new Generator(5));

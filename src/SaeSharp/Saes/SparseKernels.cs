@@ -1,0 +1,295 @@
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Saes;
+
+/// <summary>
+/// CPU kernels over row-indexed float32 matrices for <see cref="SparseLatents"/>: libtorch's sparse·dense product runs
+/// its nnz loop on one thread, and a gather-then-reduce formulation materialises nnz·d floats. These work in place,
+/// vectorised (<see cref="Vector{T}"/>) and split over torch's thread count.
+/// </summary>
+internal static unsafe class SparseKernels
+{
+    /// <summary>dst[dstRow[e]] += scale[e] · src[srcRow[e]] for every entry e (dst, src: contiguous float32 [·, d];
+    /// indices int64). Threads own disjoint column blocks, so any entry order is race-free.</summary>
+    public static void ScatterAddRows(Tensor dst, Tensor dstRow, Tensor src, Tensor srcRow, Tensor scale)
+    {
+        long d = dst.shape[1];
+        Check(dst, d); Check(src, d);
+        long nnz = dstRow.shape[0];
+        if (nnz == 0) return;
+        using var dr = dstRow.contiguous();
+        using var sr = srcRow.contiguous();
+        if (scale.dtype != ScalarType.Float32) throw new ArgumentException($"sparse kernel needs float32 values, got {scale.dtype}");
+        using var sc = scale.contiguous();
+        float* pDst = FloatPtr(dst), pSrc = FloatPtr(src), pScale = FloatPtr(sc);
+        long* pDr = LongPtr(dr), pSr = LongPtr(sr);
+        long dstRows = dst.shape[0], srcRows = src.shape[0];
+        var blocks = ColumnBlocks(d);
+        Parallel.For(0, blocks.Length, b =>
+        {
+            var (lo, hi) = blocks[b];
+            for (long e = 0; e < nnz; e++)
+            {
+                long r = pDr[e], s = pSr[e];
+                if ((ulong)r >= (ulong)dstRows || (ulong)s >= (ulong)srcRows) throw new IndexOutOfRangeException($"sparse entry {e}: row {r} or {s} out of range");
+                Axpy(pScale[e], pSrc + s * d, pDst + r * d, lo, hi);
+            }
+        });
+    }
+
+    /// <summary>out[e] = ⟨a[aRow[e]], b[bRow[e]]⟩ (a, b: contiguous float32 [·, d]); returns [nnz].</summary>
+    public static Tensor RowDots(Tensor a, Tensor aRow, Tensor b, Tensor bRow)
+    {
+        long d = a.shape[1];
+        Check(a, d); Check(b, d);
+        long nnz = aRow.shape[0];
+        var result = empty(nnz, dtype: ScalarType.Float32);
+        if (nnz == 0) return result;
+        using var ar = aRow.contiguous();
+        using var br = bRow.contiguous();
+        float* pa = FloatPtr(a), pb = FloatPtr(b), pOut = FloatPtr(result);
+        long* pAr = LongPtr(ar), pBr = LongPtr(br);
+        long aRows = a.shape[0], bRows = b.shape[0];
+        int threads = Math.Max(1, get_num_threads());
+        long per = (nnz + threads - 1) / threads;
+        Parallel.For(0, threads, t =>
+        {
+            long start = t * per, end = Math.Min(nnz, start + per);
+            for (long e = start; e < end; e++)
+            {
+                long r = pAr[e], s = pBr[e];
+                if ((ulong)r >= (ulong)aRows || (ulong)s >= (ulong)bRows) throw new IndexOutOfRangeException($"sparse entry {e}: row {r} or {s} out of range");
+                pOut[e] = Dot(pa + r * d, pb + s * d, d);
+            }
+        });
+        return result;
+    }
+
+    /// <summary>
+    /// Per-row top-k of a contiguous float32 [rows, d] matrix (k ≤ d): values and int64 column indices [rows, k], unsorted.
+    /// A size-k min-heap per row, skipping whole vectors that cannot enter it; NaNs are never selected (torch.topk would
+    /// rank them first). Ties are broken arbitrarily, as by torch.topk.
+    /// </summary>
+    public static (Tensor Values, Tensor Indices) RowTopK(Tensor m, int k)
+    {
+        long d = m.shape[1];
+        Check(m, d);
+        if (k <= 0 || k > d) throw new ArgumentException($"top-k needs 0 < k <= {d}, got {k}");
+        long rows = m.shape[0];
+        var values = empty(rows, k, dtype: ScalarType.Float32);
+        var indices = empty(rows, k, dtype: ScalarType.Int64);
+        if (rows == 0) return (values, indices);
+        float* pm = FloatPtr(m), pv = FloatPtr(values);
+        long* pi = LongPtr(indices);
+        int threads = Math.Max(1, get_num_threads());
+        long per = (rows + threads - 1) / threads;
+        Parallel.For(0, threads, t =>
+        {
+            long start = t * per, end = Math.Min(rows, start + per);
+            for (long r = start; r < end; r++) HeapTopK(pm + r * d, d, k, pv + r * k, pi + r * k);
+        });
+        return (values, indices);
+    }
+
+    private static void HeapTopK(float* row, long d, int k, float* hv, long* hi)
+    {
+        int filled = 0;
+        long j = 0;
+        // Fill the heap with the first k non-NaN values.
+        for (; j < d && filled < k; j++)
+        {
+            float v = row[j];
+            if (float.IsNaN(v)) continue;
+            int c = filled++;
+            hv[c] = v; hi[c] = j;
+            while (c > 0)
+            {
+                int parent = (c - 1) >> 1;
+                if (hv[parent] <= hv[c]) break;
+                (hv[parent], hv[c]) = (hv[c], hv[parent]);
+                (hi[parent], hi[c]) = (hi[c], hi[parent]);
+                c = parent;
+            }
+        }
+        if (filled < k)
+        {
+            // Fewer than k non-NaN values: pad with NaN positions so the result is still k entries.
+            for (long z = 0; z < d && filled < k; z++)
+                if (float.IsNaN(row[z])) { hv[filled] = float.NaN; hi[filled++] = z; }
+            return;
+        }
+        int w = Vector<float>.Count;
+        for (; j < d; )
+        {
+            if (j + w <= d)
+            {
+                var block = Unsafe.ReadUnaligned<Vector<float>>(row + j);
+                if (!Vector.GreaterThanAny(block, new Vector<float>(hv[0]))) { j += w; continue; }
+                for (long e = j + w; j < e; j++) Offer(row[j], j, hv, hi, k);
+                continue;
+            }
+            Offer(row[j], j, hv, hi, k);
+            j++;
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Offer(float v, long j, float* hv, long* hi, int k)
+    {
+        if (!(v > hv[0])) return;
+        int c = 0;
+        while (true)
+        {
+            int l = 2 * c + 1;
+            if (l >= k) break;
+            int r = l + 1;
+            int s = r < k && hv[r] < hv[l] ? r : l;
+            if (hv[s] >= v) break;
+            hv[c] = hv[s]; hi[c] = hi[s];
+            c = s;
+        }
+        hv[c] = v; hi[c] = j;
+    }
+
+    /// <summary>
+    /// The positive entries of a contiguous float32 [rows, d] matrix in row-major order: row and column indices (int64)
+    /// and values, or null when there are more than <paramref name="maxCount"/> (two parallel passes: count, then fill).
+    /// </summary>
+    public static (Tensor Rows, Tensor Cols, Tensor Values)? PositiveEntries(Tensor m, long maxCount)
+    {
+        long d = m.shape[1];
+        Check(m, d);
+        long rows = m.shape[0];
+        float* pm = FloatPtr(m);
+        var counts = new long[rows];
+        int threads = Math.Max(1, get_num_threads());
+        long per = (rows + threads - 1) / threads;
+        int w = Vector<float>.Count;
+        Parallel.For(0, threads, t =>
+        {
+            long start = t * per, end = Math.Min(rows, start + per);
+            for (long r = start; r < end; r++)
+            {
+                float* row = pm + r * d;
+                long c = 0, j = 0;
+                for (; j + w <= d; j += w)
+                    c -= Vector.Sum(Vector.GreaterThan(Unsafe.ReadUnaligned<Vector<float>>(row + j), Vector<float>.Zero));
+                for (; j < d; j++) if (row[j] > 0) c++;
+                counts[r] = c;
+            }
+        });
+        var offsets = new long[rows + 1];
+        for (long r = 0; r < rows; r++) offsets[r + 1] = offsets[r] + counts[r];
+        long total = offsets[rows];
+        if (total > maxCount) return null;
+        var rowIdx = empty(total, dtype: ScalarType.Int64);
+        var colIdx = empty(total, dtype: ScalarType.Int64);
+        var values = empty(total, dtype: ScalarType.Float32);
+        if (total == 0) return (rowIdx, colIdx, values);
+        long* pr = LongPtr(rowIdx), pc = LongPtr(colIdx);
+        float* pv = FloatPtr(values);
+        Parallel.For(0, threads, t =>
+        {
+            long start = t * per, end = Math.Min(rows, start + per);
+            for (long r = start; r < end; r++)
+            {
+                float* row = pm + r * d;
+                long o = offsets[r];
+                for (long j = 0; j < d; j++)
+                {
+                    float v = row[j];
+                    if (v > 0) { pr[o] = r; pc[o] = j; pv[o] = v; o++; }
+                }
+            }
+        });
+        return (rowIdx, colIdx, values);
+    }
+
+    /// <summary>In place, for every row j: g[j] −= (⟨g[j], w[j]⟩ / ‖w[j]‖²)·w[j] (rows with ‖w[j]‖ ≤ 1e-8 untouched).
+    /// Returns false (doing nothing) unless both are contiguous float32 CPU matrices of the same shape.</summary>
+    public static bool RemoveParallelRows(Tensor g, Tensor w)
+    {
+        if (g.dtype != ScalarType.Float32 || w.dtype != ScalarType.Float32 || !g.is_contiguous() || !w.is_contiguous()
+            || g.device_type != DeviceType.CPU || w.device_type != DeviceType.CPU || g.dim() != 2 || !g.shape.SequenceEqual(w.shape))
+            return false;
+        long rows = g.shape[0], d = g.shape[1];
+        if (rows == 0 || d == 0) return true;
+        float* pg = FloatPtr(g), pw = FloatPtr(w);
+        int threads = Math.Max(1, get_num_threads());
+        long per = (rows + threads - 1) / threads;
+        Parallel.For(0, threads, t =>
+        {
+            long start = t * per, end = Math.Min(rows, start + per);
+            for (long j = start; j < end; j++)
+            {
+                float* gj = pg + j * d, wj = pw + j * d;
+                float ww = Dot(wj, wj, d);
+                if (ww <= 1e-16f) continue;
+                Axpy(-Dot(gj, wj, d) / ww, wj, gj, 0, d);
+            }
+        });
+        return true;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Axpy(float alpha, float* x, float* y, long lo, long hi)
+    {
+        long i = lo;
+        int w = Vector<float>.Count;
+        var va = new Vector<float>(alpha);
+        for (; i + w <= hi; i += w)
+        {
+            var vy = Unsafe.ReadUnaligned<Vector<float>>(y + i);
+            var vx = Unsafe.ReadUnaligned<Vector<float>>(x + i);
+            Unsafe.WriteUnaligned(y + i, vy + va * vx);
+        }
+        for (; i < hi; i++) y[i] += alpha * x[i];
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Dot(float* a, float* b, long d)
+    {
+        long i = 0;
+        int w = Vector<float>.Count;
+        var acc0 = Vector<float>.Zero;
+        var acc1 = Vector<float>.Zero;
+        for (; i + 2 * w <= d; i += 2 * w)
+        {
+            acc0 += Unsafe.ReadUnaligned<Vector<float>>(a + i) * Unsafe.ReadUnaligned<Vector<float>>(b + i);
+            acc1 += Unsafe.ReadUnaligned<Vector<float>>(a + i + w) * Unsafe.ReadUnaligned<Vector<float>>(b + i + w);
+        }
+        float sum = Vector.Sum(acc0 + acc1);
+        for (; i < d; i++) sum += a[i] * b[i];
+        return sum;
+    }
+
+    /// <summary>Column ranges, one per torch thread, aligned to the vector width.</summary>
+    private static (long Lo, long Hi)[] ColumnBlocks(long d)
+    {
+        int threads = Math.Max(1, get_num_threads());
+        long w = Vector<float>.Count;
+        long per = (d / threads + w - 1) / w * w;
+        if (per == 0) per = d;
+        var blocks = new List<(long, long)>();
+        for (long lo = 0; lo < d; lo += per) blocks.Add((lo, Math.Min(d, lo + per)));
+        return blocks.ToArray();
+    }
+
+    private static void Check(Tensor t, long d)
+    {
+        if (t.dtype != ScalarType.Float32 || !t.is_contiguous() || t.device_type != DeviceType.CPU || t.dim() != 2 || t.shape[1] != d)
+            throw new ArgumentException($"sparse kernel needs contiguous float32 CPU [·, {d}] matrices, got {t.dtype} [{string.Join(", ", t.shape)}]");
+    }
+
+    private static float* FloatPtr(Tensor t) => (float*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(t.bytes));
+
+    private static long* LongPtr(Tensor t)
+    {
+        if (t.dtype != ScalarType.Int64) throw new ArgumentException($"sparse kernel needs int64 indices, got {t.dtype}");
+        return (long*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(t.bytes));
+    }
+}

@@ -1,0 +1,72 @@
+using SaeSharp.Saes;
+using static TorchSharp.torch;
+using static SaeSharp.Tests.Saes.SaeTestUtil;
+
+namespace SaeSharp.Tests.Saes;
+
+public class SparseKernelsTests
+{
+    [Theory]
+    [InlineData(1)]
+    [InlineData(5)]
+    [InlineData(37)]
+    public void RowTopKSelectsTheLargestValuesOfEachRow(int k)
+    {
+        var m = randn(6, 37, generator: new Generator(1));
+        m[2] = full(37, 0.5f); // all ties
+        m[3, 4] = tensor(float.NaN);
+        var (v, i) = SparseKernels.RowTopK(m, k);
+        var data = F(m);
+        var vs = F(v);
+        var iv = i.data<long>().ToArray();
+        for (int r = 0; r < 6; r++)
+        {
+            var row = data.Skip(r * 37).Take(37).Where(x => !float.IsNaN(x)).OrderByDescending(x => x).Take(k).ToArray();
+            var got = vs.Skip(r * k).Take(k).OrderByDescending(x => x).ToArray();
+            if (k == 37 && r == 3) { Assert.Contains(float.NaN, got); continue; } // fewer than k non-NaN values
+            Assert.Equal(row, got);
+            Assert.Equal(k, iv.Skip(r * k).Take(k).Distinct().Count());
+            for (int e = 0; e < k; e++) Assert.Equal(data[r * 37 + iv[r * k + e]], vs[r * k + e]);
+        }
+    }
+
+    [Fact]
+    public void ScatterAddRowsAndRowDotsMatchDenseFormulas()
+    {
+        var dst = randn(4, 19, generator: new Generator(2));
+        var src = randn(6, 19, generator: new Generator(3));
+        var dr = tensor(new long[] { 0, 3, 3, 1, 0 });
+        var sr = tensor(new long[] { 5, 0, 2, 2, 5 });
+        var scale = tensor(new[] { 0.5f, -1f, 2f, 3f, 0.25f });
+        var expected = dst.clone();
+        for (int e = 0; e < 5; e++) expected[dr[e].item<long>()] += scale[e] * src[sr[e].item<long>()];
+        SparseKernels.ScatterAddRows(dst, dr, src, sr, scale);
+        AssertClose(expected, dst, what: "scatter");
+        var dots = SparseKernels.RowDots(dst, dr, src, sr);
+        var expectedDots = (dst.index_select(0, dr) * src.index_select(0, sr)).sum(1);
+        AssertClose(expectedDots, dots, what: "dots");
+    }
+
+    [Fact]
+    public void PositiveEntriesListsThePositiveValuesInRowMajorOrder()
+    {
+        var m = randn(5, 21, generator: new Generator(6));
+        var data = F(m);
+        var expected = data.Select((v, i) => (v, i)).Where(p => p.v > 0).ToArray();
+        var (rows, cols, vals) = SparseKernels.PositiveEntries(m, long.MaxValue)!.Value;
+        Assert.Equal(expected.Select(p => (long)(p.i / 21)), rows.data<long>().ToArray());
+        Assert.Equal(expected.Select(p => (long)(p.i % 21)), cols.data<long>().ToArray());
+        Assert.Equal(expected.Select(p => p.v), F(vals));
+        Assert.Null(SparseKernels.PositiveEntries(m, expected.Length - 1));
+    }
+
+    [Fact]
+    public void ParallelComponentRemovalLeavesRowsOrthogonal()
+    {
+        var g = randn(5, 13, generator: new Generator(4));
+        var w = randn(5, 13, generator: new Generator(5));
+        var expected = g - (g * w).sum(1, keepdim: true) / (w * w).sum(1, keepdim: true) * w;
+        Assert.True(SparseKernels.RemoveParallelRows(g, w));
+        AssertClose(expected, g, what: "g");
+    }
+}
