@@ -31,17 +31,25 @@ internal sealed class FeatureStatistics : IDisposable
     {
         using var _ = no_grad();
         using var scope = NewDisposeScope();
+        UpdateCounts(featureActs.detach().ne(0).sum(0L), featureActs.shape[0]);
+    }
+
+    /// <summary>Adds one batch given as per-latent counts of rows on which each latent fired ([d_sae] int64) and the
+    /// batch's row count: what sparse training passes compute without a dense [N, d_sae] matrix.</summary>
+    public void UpdateCounts(Tensor activeCounts, long rows)
+    {
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
         if (WindowSteps >= SamplingWindowSteps)
         {
             ActCounts.zero_();
             WindowRows = 0;
             WindowSteps = 0;
         }
-        var fired = featureActs.detach().ne(0);
-        ActCounts.add_(fired.sum(0L));
-        TokensSinceFired.add_(featureActs.shape[0]);
-        TokensSinceFired.masked_fill_(fired.any(0L), 0);
-        WindowRows += featureActs.shape[0];
+        ActCounts.add_(activeCounts);
+        TokensSinceFired.add_(rows);
+        TokensSinceFired.masked_fill_(activeCounts.gt(0), 0);
+        WindowRows += rows;
         WindowSteps++;
     }
 

@@ -286,7 +286,8 @@ public sealed class SaeTrainer : IDisposable
         if (c.MaxGradNorm is > 0) ClipGradNorm(slot, c.MaxGradNorm.Value);
         slot.Adam.Step(lr);
         sae.AfterOptimizerStep(ctx);
-        slot.Stats.Update(o.FeatureActs);
+        if (o.ActiveCounts is { } counts) slot.Stats.UpdateCounts(counts, x.shape[0]);
+        else slot.Stats.Update(o.FeatureActs);
 
         using (no_grad())
         {
@@ -298,8 +299,9 @@ public sealed class SaeTrainer : IDisposable
         using var _ = no_grad();
         var losses = new Dictionary<string, double>(StringComparer.Ordinal) { ["overall_loss"] = o.Loss.detach().to(ScalarType.Float64).item<double>() };
         foreach (var (k, v) in o.Losses) losses[k] = v.to(ScalarType.Float64).item<double>();
-        var f = o.FeatureActs.detach();
-        double l0 = f.ne(0).sum(1).to(ScalarType.Float64).mean().item<double>();
+        double l0 = o.ActiveCounts is { } active
+            ? active.to(ScalarType.Float64).sum().item<double>() / x.shape[0]
+            : o.FeatureActs.detach().ne(0).sum(1).to(ScalarType.Float64).mean().item<double>();
         var yd = y.to(ScalarType.Float64);
         var resid = (o.SaeOut.detach().to(ScalarType.Float64) - yd).pow(2).sum();
         var total = (yd - yd.mean([0], keepdim: true)).pow(2).sum();
