@@ -23,6 +23,7 @@ internal static class Cli
                      SaeCommands.Synth(),
                      ConvertCommand.Create(),
                      CacheCommand.Create(),
+                     DemoCommand.Create(),
                  })
             root.Subcommands.Add(command);
         return root;

@@ -58,7 +58,9 @@ public static class TrainingRun
             var cfg = o.Trainer.Clone();
             cfg.CheckpointPath = checkpoints;
             cfg.LogPath ??= o.OutDir;
-            trainer = new SaeTrainer(cfg, o.TrainSource, o.Saes);
+            // Per-SAE configs must agree with the run on the folders this method chooses.
+            var slots = o.Saes.Select(s => s.Config is null ? s : new SaeSlot(s.Name, s.Sae, WithFolders(s.Config, cfg))).ToList();
+            trainer = new SaeTrainer(cfg, o.TrainSource, slots);
         }
         using (trainer)
         {
@@ -93,6 +95,14 @@ public static class TrainingRun
                 if (evalBatches is not null) foreach (var b in evalBatches) b.Dispose();
             }
         }
+    }
+
+    private static TrainerConfig WithFolders(TrainerConfig slot, TrainerConfig run)
+    {
+        var c = slot.Clone();
+        c.CheckpointPath = run.CheckpointPath;
+        c.LogPath = run.LogPath;
+        return c;
     }
 
     /// <summary>Reads up to <paramref name="maxRows"/> rows of a source into memory, in batches.</summary>
