@@ -1,5 +1,10 @@
 using SaeSharp.Bench;
 
-if (args.Length > 0 && args[0] == "train") return TrainBench.Run(args[1..]);
-Console.WriteLine("bench: see BENCHMARKS.md (subcommands: train)");
-return 0;
+switch (args.Length > 0 ? args[0] : "")
+{
+    case "train": return TrainBench.Run(args[1..]);
+    case "harvest": HarvestBench.Run(); return 0;
+    default:
+        Console.WriteLine("usage: bench train [--steps N] [--arch a,b] | bench harvest   (results: BENCHMARKS.md)");
+        return 2;
+}

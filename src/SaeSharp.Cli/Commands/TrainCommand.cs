@@ -138,7 +138,12 @@ internal static class TrainCommand
     /// held-out metrics come from a second pass over the first contexts of the dataset with another shuffle seed.</summary>
     private static int TrainOnModel(TrainSettings s, TrainerConfig trainer, bool resume, ModelDataOptions data, string hook, HarvestMode mode, string? targetHook)
     {
-        using var train = ModelPipeline.OpenSource(data, hook, mode, targetHook, seed: (ulong)s.Seed);
+        // The token budget is for optimiser steps; the normalisation estimate and b_dec sample read their own rows first.
+        trainer.NBatchesForNormEstimate = Math.Clamp(16384 / s.BatchSize, 1, trainer.NBatchesForNormEstimate);
+        trainer.BDecInitRows = Math.Min(trainer.BDecInitRows, 4 * s.BatchSize);
+        long initRows = (trainer.NormalizeActivations == "none" ? 0 : (long)trainer.NBatchesForNormEstimate * s.BatchSize) + trainer.BDecInitRows;
+        var trainData = data.Tokens is long budget ? data with { Tokens = budget + initRows } : data;
+        using var train = ModelPipeline.OpenSource(trainData, hook, mode, targetHook, seed: (ulong)s.Seed);
         int ctx = data.ContextSize ?? 128;
         using var eval = ModelPipeline.OpenSource(data with { Tokens = Math.Max(ctx, s.EvalRows) }, hook, mode, targetHook, seed: (ulong)s.Seed + 1);
         var metadata = new SaeMetadata

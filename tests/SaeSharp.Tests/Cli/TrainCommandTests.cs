@@ -1,0 +1,163 @@
+using System.Text.Json.Nodes;
+using SaeSharp.Interop;
+using SaeSharp.IO;
+using SaeSharp.Models;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Tests.Cli;
+
+/// <summary>The file-based workflow end to end: synth → train → eval → encode, through the command line.</summary>
+public class TrainCommandTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("cli-train-").FullName;
+    public void Dispose() => Directory.Delete(_dir, true);
+
+    private string P(params string[] parts) => Path.Combine([_dir, .. parts]);
+
+    private static void Ok((int Exit, string Out, string Err) r) => Assert.True(r.Exit == 0, r.Err + r.Out);
+
+    [Fact]
+    public void TopKTrainedOnSyntheticDataRecoversTheTrueFeatures()
+    {
+        Ok(CliRunner.Run("synth", "--out", P("data"), "--d-in", "32", "--features", "64", "--rows", "60000", "--eval-rows", "4000", "--seed", "3"));
+        Ok(CliRunner.Run("train", "--activations", P("data", "train.safetensors"), "--arch", "topk", "--k", "2", "--dict-size", "128",
+            "--steps", "800", "--batch-size", "512", "--out", P("run"), "--ground-truth", P("data", "features.safetensors"), "--eval-rows", "4000"));
+        foreach (var f in new[] { "cfg.json", "sae_weights.safetensors", "sparsity.safetensors", "metrics.json", "train_log.jsonl" })
+            Assert.True(File.Exists(P("run", f)), f);
+        var metrics = JsonNode.Parse(File.ReadAllText(P("run", "metrics.json")))!;
+        Assert.True(metrics["mmcs"]!.GetValue<double>() >= 0.9, metrics.ToJsonString());
+        Assert.True(metrics["recovered_fraction"]!.GetValue<double>() >= 0.9, metrics.ToJsonString());
+        var sparsity = SafeTensors.Load(P("run", "sparsity.safetensors"))["sparsity"];
+        Assert.Equal(new long[] { 128 }, sparsity.shape);
+        Assert.True(sparsity.le(0).all().item<bool>(), "log10 of a fraction is at most 0");
+    }
+
+    [Fact]
+    public void EvalJsonAgreesWithAnIndependentComputationFromEncodeOutput()
+    {
+        Ok(CliRunner.Run("synth", "--out", P("data"), "--d-in", "16", "--features", "32", "--rows", "20000", "--eval-rows", "3000", "--seed", "5"));
+        Ok(CliRunner.Run("train", "--activations", P("data", "train.safetensors"), "--arch", "relu", "--dict-size", "64",
+            "--steps", "60", "--batch-size", "256", "--out", P("run"), "--eval-rows", "1000"));
+        Ok(CliRunner.Run("eval", "--sae", P("run"), "--activations", P("data", "eval.safetensors"), "--json", P("eval.json")));
+        Ok(CliRunner.Run("encode", "--sae", P("run"), "--activations", P("data", "eval.safetensors"), "--out", P("enc.safetensors"), "--batch-size", "700"));
+
+        var json = JsonNode.Parse(File.ReadAllText(P("eval.json")))!.AsObject();
+        foreach (var key in new[] { "mse", "l1", "l0", "fvu", "explained_variance", "cosine", "l2_ratio", "relative_reconstruction_bias", "alive_fraction", "dead_fraction" })
+            Assert.True(json.ContainsKey(key), key);
+        Assert.True(File.Exists(P("eval_feature_density.png")));
+
+        var x = SafeTensors.Load(P("data", "eval.safetensors"))["activations"].to(ScalarType.Float64);
+        var enc = SafeTensors.Load(P("enc.safetensors"));
+        var y = enc["sae_out"].to(ScalarType.Float64);
+        var f = enc["feature_acts"].to(ScalarType.Float64);
+        Assert.Equal(new long[] { 3000, 64 }, f.shape);
+        // FVU with the mean taken per dimension; L0 as the mean count of non-zero latents.
+        double fvu = ((x - y).pow(2).sum() / (x - x.mean([0], keepdim: true)).pow(2).sum()).item<double>();
+        double l0 = f.ne(0).sum(1).to(ScalarType.Float64).mean().item<double>();
+        Assert.Equal(fvu, json["fvu"]!.GetValue<double>(), 4);
+        Assert.Equal(l0, json["l0"]!.GetValue<double>(), 4);
+        // The encoded rows are exactly the loaded SAE's outputs.
+        using var sae = SaeLoader.Load(P("run"));
+        var (y2, _) = sae.Run(x.to(ScalarType.Float32));
+        Assert.True(y2.allclose(enc["sae_out"], rtol: 1e-5, atol: 1e-6));
+    }
+
+    [Fact]
+    public void WrongWidthAndMissingFileAreOneLineErrors()
+    {
+        SafeTensors.Save(P("a.safetensors"), new Dictionary<string, Tensor> { ["activations"] = randn(100, 8) });
+        Ok(CliRunner.Run("train", "--activations", P("a.safetensors"), "--arch", "topk", "--k", "2", "--dict-size", "16",
+            "--steps", "3", "--batch-size", "16", "--out", P("run"), "--eval-rows", "20"));
+        SafeTensors.Save(P("b.safetensors"), new Dictionary<string, Tensor> { ["activations"] = randn(50, 9) });
+        var r = CliRunner.Run("eval", "--sae", P("run"), "--activations", P("b.safetensors"));
+        Assert.Equal(1, r.Exit);
+        Assert.Contains("b.safetensors", r.Err);
+        Assert.DoesNotContain("   at ", r.Err);
+        r = CliRunner.Run("eval", "--sae", P("nope"), "--activations", P("b.safetensors"));
+        Assert.Equal(1, r.Exit);
+        Assert.Contains("nope", r.Err);
+    }
+
+    [Fact]
+    public void NanInActivationsIsAnErrorNamingTheFileAndRow()
+    {
+        var x = randn(64, 4);
+        x[17, 2] = tensor(float.NaN);
+        SafeTensors.Save(P("nan.safetensors"), new Dictionary<string, Tensor> { ["activations"] = x });
+        var r = CliRunner.Run("train", "--activations", P("nan.safetensors"), "--arch", "relu", "--dict-size", "8",
+            "--steps", "3", "--batch-size", "8", "--out", P("run"), "--eval-rows", "8");
+        Assert.Equal(1, r.Exit);
+        Assert.Contains("nan.safetensors", r.Err);
+        Assert.Contains("17", r.Err);
+    }
+}
+
+/// <summary>Text → activations → SAE, through a tiny GPT-2 with GPT-2's real tokenizer.</summary>
+public class ModelTrainCommandTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("cli-lm-").FullName;
+    public void Dispose() => Directory.Delete(_dir, true);
+
+    private string P(params string[] parts) => Path.Combine([_dir, .. parts]);
+
+    private static void Ok((int Exit, string Out, string Err) r) => Assert.True(r.Exit == 0, r.Err + r.Out);
+
+    private string Model()
+    {
+        var dir = TinyModels.WriteGpt2(P("gpt2"), seed: 9, nLayer: 2, nEmbd: 16, nHead: 2, vocab: 50257, nPositions: 64);
+        foreach (var f in new[] { "vocab.json", "merges.txt" })
+            File.Copy(SaeSharp.Tests.Tokenizers.TestPaths.Shared("data", "gpt2-tokenizer", f), Path.Combine(dir, f));
+        return dir;
+    }
+
+    private string Dataset()
+    {
+        var rng = new Random(1);
+        string[] words = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far", "away", "from", "home", "in", "rain"];
+        var lines = Enumerable.Range(0, 3000).Select(_ => string.Join(' ', Enumerable.Range(0, 12).Select(_ => words[rng.Next(words.Length)])) + ".");
+        File.WriteAllLines(P("data.txt"), lines);
+        return P("data.txt");
+    }
+
+    [Fact]
+    public void TrainOnModelActivationsRecordsProvenanceAndEvaluatesInTheModel()
+    {
+        var model = Model();
+        var data = Dataset();
+        Ok(CliRunner.Run("train", "--model", model, "--hook", "blocks.0.hook_mlp_out", "--dataset", data, "--tokens", "4096",
+            "--context-size", "32", "--arch", "topk", "--k", "4", "--dict-size", "64", "--batch-size", "256", "--eval-rows", "256", "--out", P("run")));
+        var cfg = JsonNode.Parse(File.ReadAllText(P("run", "cfg.json")))!;
+        Assert.Equal("blocks.0.hook_mlp_out", cfg["metadata"]!["hook_name"]!.GetValue<string>());
+        Assert.Equal(32, cfg["metadata"]!["context_size"]!.GetValue<int>());
+        Assert.Equal(data, cfg["metadata"]!["dataset_path"]!.GetValue<string>());
+        Assert.True(cfg["metadata"]!["prepend_bos"]!.GetValue<bool>());
+        Assert.Equal(16, cfg["d_in"]!.GetValue<int>());
+        Assert.NotEmpty(File.ReadAllLines(P("run", "train_log.jsonl")));
+
+        Ok(CliRunner.Run("eval", "--sae", P("run"), "--model", model, "--dataset", data, "--tokens", "256", "--context-size", "32", "--json", P("e.json")));
+        var e = JsonNode.Parse(File.ReadAllText(P("e.json")))!;
+        var perf = e["model_performance_preservation"]!;
+        double clean = perf["ce_loss_without_sae"]!.GetValue<double>();
+        // With the SAE's error term added back the model is unchanged.
+        Assert.Equal(clean, perf["ce_loss_with_error_term"]!.GetValue<double>(), 4);
+        Assert.True(perf["ce_loss_score"] is not null);
+        Assert.True(e["sparsity"]!["l0"]!.GetValue<double>() <= 4.0 + 1e-9);
+    }
+
+    [Fact]
+    public void CacheThenTrainFromTheCacheFolder()
+    {
+        var model = Model();
+        var data = Dataset();
+        Ok(CliRunner.Run("cache", "--model", model, "--hook", "blocks.1.hook_resid_pre", "--dataset", data, "--tokens", "2048",
+            "--context-size", "32", "--out", P("cache"), "--contexts-per-shard", "16"));
+        var manifest = JsonNode.Parse(File.ReadAllText(P("cache", "manifest.json")))!;
+        Assert.Equal("blocks.1.hook_resid_pre", manifest["hook"]!.GetValue<string>());
+        Assert.True(manifest["total_rows"]!.GetValue<long>() >= 2048);
+        Ok(CliRunner.Run("train", "--activations", P("cache"), "--arch", "relu", "--dict-size", "32", "--steps", "10",
+            "--batch-size", "128", "--eval-rows", "256", "--out", P("run")));
+        var cfg = JsonNode.Parse(File.ReadAllText(P("run", "cfg.json")))!;
+        Assert.Equal("blocks.1.hook_resid_pre", cfg["metadata"]!["hook_name"]!.GetValue<string>());
+        Assert.Equal(32, cfg["metadata"]!["context_size"]!.GetValue<int>());
+    }
+}
