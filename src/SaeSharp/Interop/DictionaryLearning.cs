@@ -6,6 +6,8 @@ using SaeSharp.Saes;
 using TorchSharp;
 using static TorchSharp.torch;
 
+using static SaeSharp.Interop.JsonFields;
+
 namespace SaeSharp.Interop;
 
 /// <summary>A dictionary_learning checkpoint converted to SaeSharp's layout: a SAELens config and the weights
@@ -209,17 +211,4 @@ public static class DictionaryLearning
             ?? throw new SaeSharpException($"{configPath}: no 'trainer' object (expected dictionary_learning's config.json).");
     }
 
-    static string? Str(JsonObject o, string key, string source) => o[key] switch
-    {
-        null => null,
-        JsonValue v when v.TryGetValue(out string? s) => s,
-        _ => throw new SaeSharpException($"{source}: '{key}' should be a string."),
-    };
-
-    static int? Int(JsonObject o, string key, string source) => o[key] switch
-    {
-        null => null,
-        JsonValue v when v.TryGetValue(out int i) => i,
-        _ => throw new SaeSharpException($"{source}: '{key}' should be an integer."),
-    };
 }

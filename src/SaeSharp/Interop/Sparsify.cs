@@ -5,6 +5,8 @@ using SaeSharp.IO;
 using SaeSharp.Saes;
 using static TorchSharp.torch;
 
+using static SaeSharp.Interop.JsonFields;
+
 namespace SaeSharp.Interop;
 
 /// <summary>
@@ -197,19 +199,6 @@ public static class Sparsify
         }
     }
 
-    static string? Str(JsonObject o, string key, string source) => o[key] switch
-    {
-        null => null,
-        JsonValue v when v.TryGetValue(out string? s) => s,
-        _ => throw new SaeSharpException($"{source}: '{key}' should be a string."),
-    };
-
-    static int? Int(JsonObject o, string key, string source) => o[key] switch
-    {
-        null => null,
-        JsonValue v when v.TryGetValue(out int i) => i,
-        _ => throw new SaeSharpException($"{source}: '{key}' should be an integer."),
-    };
 
     static bool? Bool(JsonObject o, string key, string source) => o[key] switch
     {
