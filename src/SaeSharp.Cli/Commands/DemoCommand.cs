@@ -43,9 +43,9 @@ internal static class DemoCommand
         reluConfig.L1WarmUpSteps = steps / 10;
         var slots = new List<SaeSlot>
         {
-            new("topk", SaeRecipes.Create("topk", dIn, dSae, k, totalSteps: steps)),
-            new("batchtopk", SaeRecipes.Create("batchtopk", dIn, dSae, k, totalSteps: steps)),
-            new("relu", SaeRecipes.Create("relu-april", dIn, dSae, sparsityCoefficient: 2.0, totalSteps: steps), reluConfig),
+            new("topk", SaeRecipes.Create("topk", dIn, dSae, k, metadata: Meta(files), totalSteps: steps)),
+            new("batchtopk", SaeRecipes.Create("batchtopk", dIn, dSae, k, metadata: Meta(files), totalSteps: steps)),
+            new("relu", SaeRecipes.Create("relu-april", dIn, dSae, sparsityCoefficient: 2.0, metadata: Meta(files), totalSteps: steps), reluConfig),
         };
         using var train = new ActivationFileSource(files.TrainPath, new ActivationFileSourceOptions { Seed = seed, Loop = true });
         using var eval = ActivationSplit.EvalFiles([files.EvalPath!]);
@@ -74,6 +74,8 @@ internal static class DemoCommand
         Console.WriteLine($"true L0 ≈ {SyntheticExpectedL0(features):F1}; artefacts (SAELens layout, metrics.json, train_log.jsonl): {Path.Combine(outDir, "saes")}");
         return 0;
     }
+
+    private static Saes.SaeMetadata Meta(SyntheticDatasetFiles files) => new() { DatasetPath = files.TrainPath, ModelName = "synthetic" };
 
     /// <summary>Expected number of firing features per row under the default power law.</summary>
     private static double SyntheticExpectedL0(int features)

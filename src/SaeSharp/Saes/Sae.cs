@@ -99,17 +99,31 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        return UndoInputNormalization(Decode(Encode(x)), x).MoveToOuterDisposeScope();
+        var rows = AsRows(x);
+        var y = UndoInputNormalization(Decode(Encode(rows)), rows);
+        return y.reshape(LeadingShape(x, Cfg.DOutOrIn)).MoveToOuterDisposeScope();
     }
 
-    /// <summary>Reconstruction and feature activations in one pass.</summary>
+    /// <summary>Reconstruction and feature activations in one pass. Any leading dimensions ([batch, pos, d_in] from a
+    /// hook) are kept: the results are [..., d_out] and [..., d_sae].</summary>
     public (Tensor SaeOut, Tensor FeatureActs) Run(Tensor x)
     {
         using var scope = NewDisposeScope();
-        var f = Encode(x);
-        var y = UndoInputNormalization(Decode(f), x);
-        return (y.MoveToOuterDisposeScope(), f.MoveToOuterDisposeScope());
+        var rows = AsRows(x);
+        var f = Encode(rows);
+        var y = UndoInputNormalization(Decode(f), rows);
+        return (y.reshape(LeadingShape(x, Cfg.DOutOrIn)).MoveToOuterDisposeScope(),
+                f.reshape(LeadingShape(x, Cfg.DSae)).MoveToOuterDisposeScope());
     }
+
+    private Tensor AsRows(Tensor x)
+    {
+        if (x.dim() == 0 || x.shape[^1] != Cfg.DIn)
+            throw new SaeSharpException($"SAE input has shape [{string.Join(", ", x.shape)}]; its last dimension must be d_in={Cfg.DIn}");
+        return x.dim() == 2 ? x.alias() : x.reshape(-1, Cfg.DIn);
+    }
+
+    private static long[] LeadingShape(Tensor x, long last) => [.. x.shape[..^1], last];
 
     /// <summary>Training form: loss (with its named parts), reconstruction and feature activations.</summary>
     public abstract SaeTrainOutput TrainingForward(Tensor x, Tensor target, SaeTrainContext ctx);

@@ -123,3 +123,22 @@ public class StandardSaeSparsePathTests
             Assert.True(g.allclose(sparse.Grads[name], 1e-4, 1e-5), $"{name}: max diff {(g - sparse.Grads[name]).abs().max().item<float>()}");
     }
 }
+
+public class SaeShapeTests
+{
+    [Fact]
+    public void HookShapedInputsGiveTheSameResultsAsRows()
+    {
+        var sae = SaeFactory.Create(new SaeConfig { DIn = 4, DSae = 6 });
+        sae.InitializeWeights(new Generator(2));
+        var x = randn(2, 3, 4, generator: new Generator(5));
+        var (y, f) = sae.Run(x);
+        var (yRows, fRows) = sae.Run(x.reshape(6, 4));
+        Assert.Equal(new long[] { 2, 3, 6 }, f.shape);
+        Assert.True(y.reshape(6, 4).equal(yRows).all().item<bool>());
+        Assert.True(f.reshape(6, 6).equal(fRows).all().item<bool>());
+        Assert.True(sae.forward(x).equal(y).all().item<bool>());
+        var e = Assert.Throws<SaeSharpException>(() => sae.Run(randn(3, 5)));
+        Assert.Contains("d_in=4", e.Message);
+    }
+}
