@@ -41,6 +41,31 @@ public static class HarvestBench
             var (_, cache) = model.RunWithCache(tokens, hook, stopAtLayer: stop);
             cache.Dispose();
         });
+        HarvestRss(model, ctx, batch, batches: 60);
+    }
+
+    /// <summary>Resident memory over a long harvest through the real pipeline (ModelActivationSource, shuffling buffer).</summary>
+    private static void HarvestRss(SaeSharp.Models.HookedTransformer model, int ctx, int batch, int batches)
+    {
+        IEnumerable<long[]> Windows()
+        {
+            var r = new Random(2);
+            while (true) yield return Enumerable.Range(0, ctx).Select(_ => (long)r.Next(50304)).ToArray();
+        }
+        var spec = SaeSharp.Activations.HarvestSpec.Resolve(model.HookPoints, "blocks.3.hook_resid_post");
+        using var src = new SaeSharp.Activations.ModelActivationSource(model, spec, Windows,
+            new SaeSharp.Activations.ModelActivationSourceOptions { ContextSize = ctx, BatchSizePrompts = batch, BufferContexts = 64, Seed = 1 });
+        var sw = Stopwatch.StartNew();
+        Console.WriteLine($"RSS over {batches} batches of 4096 rows through ModelActivationSource (buffer 64 contexts):");
+        for (int i = 1; i <= batches; i++)
+        {
+            using var b = src.Next(4096) ?? throw new InvalidOperationException("source ended");
+            if (i % 10 == 0)
+            {
+                using var proc = Process.GetCurrentProcess();
+                Console.WriteLine($"  batch {i,4}: RSS {proc.WorkingSet64 / (1 << 20)} MB, {i * 4096 / sw.Elapsed.TotalSeconds:F0} rows/s");
+            }
+        }
     }
 
     private static void Measure(string what, long tokensPerCall, int iterations, Action call)

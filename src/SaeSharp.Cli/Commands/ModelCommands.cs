@@ -42,12 +42,12 @@ internal static class ModelCommands
             using var tokens = file.Read("tokens", ScalarType.Int64);
             if (tokens.dim() != 2) throw new SaeSharpException($"{inPath}: 'tokens' must be [batch, seq], got [{string.Join(", ", tokens.shape)}]");
             var hookArg = parse.GetValue(hooks);
-            var names = hookArg is null ? [] : hookArg == "all" ? m.HookNames.ToList() : hookArg.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToList();
+            var names = hookArg is null ? [] : m.HookPoints.Select(hookArg);
             var (logits, cache) = m.RunWithCache(tokens, names);
             using (cache)
             {
                 var outputs = new List<KeyValuePair<string, Tensor>> { new("logits", logits!) };
-                foreach (var n in names) outputs.Add(new(m.HookPoints.Resolve(n), cache[n]));
+                foreach (var n in names) outputs.Add(new(n, cache[n]));
                 SafeTensors.Save(parse.GetValue(output)!, outputs);
             }
             logits!.Dispose();
