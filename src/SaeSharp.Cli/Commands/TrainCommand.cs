@@ -172,7 +172,7 @@ internal static class TrainCommand
             trainer.Lr = s.Lr ?? trainer.Lr;
             trainer.CheckpointEverySteps = s.CheckpointEvery > 0 ? s.CheckpointEvery : Math.Max(1, s.Steps / 10);
             trainer.LogEverySteps = (int)Math.Clamp(s.Steps / 100, 1, trainer.LogEverySteps);
-            var slots = recipes.Select(r => new SaeSlot(r, SaeRecipes.Create(r, dIn, dSae, s.K, s.L1, dOut, metadata, s.Steps))).ToList();
+            var slots = recipes.Select(r => new SaeSlot(r, SaeRecipes.Create(r, dIn, dSae, s.K, s.L1, dOut, metadata, s.Steps), SlotConfig(r, trainer))).ToList();
             using var features = s.GroundTruth is null ? null : SyntheticDataset.ReadFeatures(s.GroundTruth);
             var options = new TrainingRunOptions
             {
@@ -183,6 +183,17 @@ internal static class TrainCommand
             foreach (var slot in slots) slot.Sae.Dispose();
             return Report(result);
         }
+    }
+
+    /// <summary>The Towards Monosemanticity recipe resamples dead latents (there at 25k, 50k, 75k and 100k steps); unless the
+    /// config names resample_steps, a `relu` SAE of a run of at least 1000 steps resamples at a quarter, half and three
+    /// quarters of it.</summary>
+    private static TrainerConfig? SlotConfig(string recipe, TrainerConfig run)
+    {
+        if (recipe != "relu" || run.ResampleSteps is not null || run.Steps < 1000) return null;
+        var c = run.Clone();
+        c.ResampleSteps = [run.Steps / 4, run.Steps / 2, 3 * run.Steps / 4];
+        return c;
     }
 
     /// <summary>Runs training with a live progress bar (or plain lines when output is redirected); Ctrl-C checkpoints and stops.</summary>

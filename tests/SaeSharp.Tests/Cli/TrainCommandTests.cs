@@ -79,6 +79,28 @@ public class TrainCommandTests : IDisposable
     }
 
     [Fact]
+    public void ConfigFileSetsTheSameFieldsAndTrainerSchedules()
+    {
+        SafeTensors.Save(P("a.safetensors"), new Dictionary<string, Tensor> { ["activations"] = randn(2000, 8, generator: new Generator(4)) });
+        File.WriteAllText(P("run.json"), $$"""
+            {"activations": "{{P("a.safetensors").Replace("\\", "/")}}", "arch": "topk", "k": 2, "dict_size": 16, "steps": 30,
+             "batch_size": 64, "out": "{{P("run").Replace("\\", "/")}}", "eval_rows": 100, "lr": 0.001,
+             "lr_scheduler_name": "linear", "lr_decay_steps": 30, "lr_end": 0.0001}
+            """);
+        Ok(CliRunner.Run("train", "--config", P("run.json"), "--seed", "7"));
+        var cfg = JsonNode.Parse(File.ReadAllText(P("run", "cfg.json")))!;
+        Assert.Equal(2, cfg["k"]!.GetValue<int>());
+        Assert.Equal(16, cfg["d_sae"]!.GetValue<int>());
+        var lrs = File.ReadAllLines(P("run", "train_log.jsonl")).Select(l => JsonNode.Parse(l)!)
+            .Where(n => n["lr"] is not null).Select(n => n["lr"]!.GetValue<double>()).ToList();
+        Assert.True(lrs.Count >= 10);
+        // Linear decay from 1e-3 towards 1e-4 over every step.
+        Assert.True(lrs[0] <= 1e-3 + 1e-12 && lrs[0] > 9e-4, $"first lr {lrs[0]}");
+        Assert.True(lrs[^1] < 2e-4, $"last lr {lrs[^1]}");
+        Assert.True(lrs.Zip(lrs.Skip(1)).All(p => p.Second <= p.First + 1e-15));
+    }
+
+    [Fact]
     public void NanInActivationsIsAnErrorNamingTheFileAndRow()
     {
         var x = randn(64, 4);
