@@ -9,7 +9,7 @@ namespace SaeSharp.Bench;
 /// <c>train</c>: SAE training throughput per architecture (forward + backward + decoder hooks + Adam step) at
 /// d_in 512, d_sae 8192, batch 4096, k 32, next to the fp32 matmul ceiling measured in the same run. "topk+auxk" has a
 /// tenth of the latents dead; "standard@1%" is a ReLU SAE whose b_enc is shifted so 1% of pre-activations are positive
-/// (a trained SAE's sparsity, where the sparse training pass applies). Adam is TorchSharp's <c>optim.Adam</c>.
+/// (a trained SAE's sparsity, where the sparse training pass applies). Adam is the trainer's <see cref="SaeSharp.Training.AdamOptimizer"/>.
 /// Usage: <c>train [--steps N] [--arch topk,batchtopk,...] [--d-in 512] [--d-sae 8192] [--batch 4096] [--k 32]</c>.
 /// </summary>
 internal static class TrainBench
@@ -80,7 +80,7 @@ internal static class TrainBench
         var sae = SaeFactory.Create(cfg);
         sae.InitializeWeights(new Generator(0));
         var (b1, b2) = sae.DefaultAdamBetas;
-        var opt = optim.Adam(sae.parameters(), lr: sae.DefaultLearningRate(), beta1: b1, beta2: b2);
+        using var opt = new SaeSharp.Training.AdamOptimizer(sae.named_parameters().Select(p => (p.name, p.parameter)).ToList(), b1, b2);
         var x = randn(batch, dIn, generator: new Generator(1));
         if (sparseRelu)
         {
@@ -110,11 +110,11 @@ internal static class TrainBench
             using var scope = NewDisposeScope();
             var ctx = new SaeTrainContext { Step = step, DeadMask = dead };
             var sw = Stopwatch.StartNew();
-            opt.zero_grad();
+            sae.zero_grad(false);
             var o = sae.TrainingForward(x, x, ctx);
             o.Loss.backward();
             sae.BeforeOptimizerStep(ctx);
-            opt.step();
+            opt.Step(sae.DefaultLearningRate());
             sae.AfterOptimizerStep(ctx);
             if (step > 0) ms += sw.Elapsed.TotalMilliseconds;
         }
