@@ -41,14 +41,14 @@ public sealed class GatedSae : Sae
     public Tensor GatePre(Tensor x)
     {
         using var scope = NewDisposeScope();
-        return addmm(b_gate, EncoderInput(x), W_enc, 1, 1).MoveToOuterDisposeScope();
+        return EncoderMatmul(x, b_gate, W_enc).MoveToOuterDisposeScope();
     }
 
     /// <summary>Magnitude pre-activations π_mag [N, d_sae] (SAELens's hidden_pre for gated SAEs).</summary>
     public override Tensor HiddenPre(Tensor x)
     {
         using var scope = NewDisposeScope();
-        return addmm(b_mag, EncoderInput(x), W_enc * r_mag.exp(), 1, 1).MoveToOuterDisposeScope();
+        return EncoderMatmul(x, b_mag, W_enc * r_mag.exp()).MoveToOuterDisposeScope();
     }
 
     public override Tensor Encode(Tensor x)
@@ -66,7 +66,7 @@ public sealed class GatedSae : Sae
         var y = Decode(f);
         var mse = (y - target).pow(2).sum(-1).mean();
         var gateAct = nn.functional.relu(piGate);
-        var l1 = (gateAct * W_dec.norm(1)).sum(-1).mean();
+        var l1 = gateAct.matmul(W_dec.norm(1)).mean();
         var wDec = Training.GatedAuxDetachDecoder ? W_dec.detach() : (Tensor)W_dec;
         var bDec = Training.GatedAuxDetachDecoder ? b_dec.detach() : (Tensor)b_dec;
         var viaGate = addmm(bDec, gateAct, wDec, 1, 1);

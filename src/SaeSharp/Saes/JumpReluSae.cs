@@ -33,6 +33,9 @@ public sealed class JumpReluSae : Sae
 
     public override double DefaultLearningRate() => 7e-5;
 
+    /// <inheritdoc/>
+    public override Tensor HiddenPre(Tensor x) => EncoderMatmul(x, BEnc, W_enc);
+
     public override Tensor Encode(Tensor x)
     {
         using var scope = NewDisposeScope();
@@ -59,16 +62,41 @@ public sealed class JumpReluSae : Sae
         return (step + (theta - theta.detach()) * pseudo).MoveToOuterDisposeScope();
     }
 
+    /// <summary>
+    /// <see cref="JumpReluSte"/>(pre, θ) and L0 = mean_n Σ_j <see cref="StepSte"/>(pre, θ) with the same values and
+    /// gradients, sharing one kernel pass: the L0's threshold gradient −(1/ε)·mean_n K is formed on [d_sae] rather than
+    /// through an [N, d_sae] straight-through term.
+    /// </summary>
+    internal static (Tensor F, Tensor L0) JumpReluAndL0(Tensor pre, Tensor theta, double bandwidth)
+    {
+        using var scope = NewDisposeScope();
+        long n = pre.shape[0];
+        Tensor mask, pseudo, count, kernelMean;
+        using (no_grad())
+        {
+            var thetaD = theta.detach();
+            var u = pre.detach() - thetaD;
+            mask = u.gt(0).to(pre.dtype);                     // [pre > θ]
+            pseudo = u.div_(bandwidth).abs_().lt(0.5).to(pre.dtype); // K((pre − θ)/ε)
+            kernelMean = pseudo.sum(0L).mul_(-1.0 / (bandwidth * n));
+            pseudo.mul_(thetaD * (-1.0 / bandwidth));         // −(θ/ε)·K
+            count = mask.sum(-1).mean();
+        }
+        var dTheta = theta - theta.detach();                  // zero, carries θ's gradient
+        var f = pre * mask + dTheta * pseudo;
+        var l0 = count + (dTheta * kernelMean).sum();
+        return (f.MoveToOuterDisposeScope(), l0.MoveToOuterDisposeScope());
+    }
+
     private static Tensor Rectangle(Tensor u) => u.gt(-0.5).logical_and_(u.lt(0.5)).to(u.dtype);
 
     public override SaeTrainOutput TrainingForward(Tensor x, Tensor target, SaeTrainContext ctx)
     {
         using var scope = NewDisposeScope();
         var pre = HiddenPre(x);
-        var f = JumpReluSte(pre, threshold, Training.Bandwidth);
+        var (f, l0) = JumpReluAndL0(pre, threshold, Training.Bandwidth);
         var y = Decode(f);
         var mse = (y - target).pow(2).sum(-1).mean();
-        var l0 = StepSte(pre, threshold, Training.Bandwidth).sum(-1).mean();
         var penalty = Training.JumpReluPenalty switch
         {
             JumpReluPenalty.L0 => l0,

@@ -90,6 +90,23 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
         return torch.addmm(BEnc, EncoderInput(x), W_enc, 1, 1).MoveToOuterDisposeScope();
     }
 
+    /// <summary>
+    /// <c>addmm(bias, EncoderInput(x), w)</c> with the same value and gradients, minus one matmul in the backward pass:
+    /// when x needs no gradient, b_dec's gradient through the centred input, −w·Σ_n ∂L/∂pre_n, is routed through the
+    /// bias as <c>sg(b_dec·sg(w)) − b_dec·sg(w)</c> (exactly zero in value) instead of autograd's [N, d_in] input
+    /// gradient ∂L/∂pre·wᵀ.
+    /// </summary>
+    protected Tensor EncoderMatmul(Tensor x, Tensor bias, Tensor w)
+    {
+        using var scope = NewDisposeScope();
+        if (x.requires_grad || !Cfg.ApplyBDecToInput || !torch.is_grad_enabled() || !b_dec.requires_grad)
+            return torch.addmm(bias, EncoderInput(x), w, 1, 1).MoveToOuterDisposeScope();
+        Tensor xc;
+        using (torch.no_grad()) xc = EncoderInput(x);
+        var a = b_dec.matmul(w.detach());
+        return torch.addmm(bias + (a.detach() - a), xc, w, 1, 1).MoveToOuterDisposeScope();
+    }
+
     /// <summary>Feature activations [N, d_sae] of the inference form.</summary>
     public abstract Tensor Encode(Tensor x);
 

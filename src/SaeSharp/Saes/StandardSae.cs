@@ -17,6 +17,9 @@ public sealed class StandardSae : Sae
         RegisterComponents();
     }
 
+    /// <inheritdoc/>
+    public override Tensor HiddenPre(Tensor x) => EncoderMatmul(x, BEnc, W_enc);
+
     public override Tensor Encode(Tensor x)
     {
         using var scope = NewDisposeScope();
@@ -66,7 +69,7 @@ public sealed class StandardSae : Sae
         var f = nn.functional.relu(pre);
         var y = Decode(f);
         var mse = (y - target).pow(2).sum(-1).mean();
-        var sparsity = SparsityLoss(f, W_dec);
+        var sparsity = SparsityLoss(f, W_dec, nonNegative: true);
         var loss = mse + sparsity * (Training.SparsityCoefficient * ctx.SparsityScale);
         var output = new SaeTrainOutput
         {
@@ -132,14 +135,16 @@ public sealed class StandardSae : Sae
         }
     }
 
-    /// <summary>The sparsity term before its coefficient, averaged over the batch.</summary>
-    internal Tensor SparsityLoss(Tensor f, Tensor wDec)
+    /// <summary>The sparsity term before its coefficient, averaged over the batch. <paramref name="nonNegative"/>: f ≥ 0
+    /// (ReLU output), so |f| = f and the [N, d_sae] abs and its backward are skipped.</summary>
+    internal Tensor SparsityLoss(Tensor f, Tensor wDec, bool nonNegative = false)
     {
         using var scope = NewDisposeScope();
+        var a = nonNegative ? f : f.abs();
         Tensor s = Training.Penalty switch
         {
-            SparsityPenalty.L1 => f.abs().sum(-1).mean(),
-            SparsityPenalty.L1DecoderNorm => (f.abs() * wDec.norm(1)).sum(-1).mean(),
+            SparsityPenalty.L1 => a.sum() / f.shape[0],
+            SparsityPenalty.L1DecoderNorm => a.matmul(wDec.norm(1)).mean(),
             SparsityPenalty.Entropy => Entropy(f),
             _ => throw new SaeSharpException($"unknown sparsity penalty {Training.Penalty}"),
         };

@@ -54,6 +54,35 @@ public class JumpReluSaeTests
         Assert.True(pre.grad is null || pre.grad.abs().sum().item<float>() == 0);
     }
 
+    [Fact]
+    public void FusedJumpReluAndL0HaveThePapersValuesAndGradients()
+    {
+        var pre = tensor(Pre).reshape(3, 4).requires_grad_(true);
+        var theta = tensor(Theta).requires_grad_(true);
+        var g = randn(3, 4, generator: new Generator(3));
+        const double c = 0.7; // weight of the L0 in the loss
+        var (f, l0) = JumpReluSae.JumpReluAndL0(pre, theta, Eps);
+        ((f * g).sum() + l0 * c).backward();
+        var gs = F(g); var fs = F(f); var gPre = F(pre.grad!); var gTheta = F(theta.grad!);
+        double count = 0;
+        for (int j = 0; j < 4; j++)
+        {
+            double expected = 0;
+            for (int n = 0; n < 3; n++)
+            {
+                int e = n * 4 + j;
+                bool on = Pre[e] > Theta[j];
+                if (on) count++;
+                Assert.Equal(on ? Pre[e] : 0f, fs[e], 6);
+                Assert.Equal(on ? gs[e] : 0f, gPre[e], 6);
+                double k = K((Pre[e] - Theta[j]) / Eps);
+                expected += -(Theta[j] / Eps) * k * gs[e] - c / 3 * (1 / Eps) * k;
+            }
+            Assert.Equal(expected, gTheta[j], 4);
+        }
+        Assert.Equal(count / 3, l0.item<float>(), 6);
+    }
+
     [Theory]
     [InlineData(JumpReluPenalty.L0)]
     [InlineData(JumpReluPenalty.TargetL0)]

@@ -92,6 +92,32 @@ public class StandardSaeTests
     }
 }
 
+public class EncoderMatmulGradientTests
+{
+    [Theory]
+    [InlineData("standard")]
+    [InlineData("jumprelu")]
+    [InlineData("gated")]
+    public void PreActivationGradientsAreTheCentredInputForms(string arch)
+    {
+        using var scope = NewDisposeScope();
+        var sae = SaeTestUtil.Make(new SaeConfig { Architecture = arch, DIn = 3, DSae = 5 });
+        var x = randn(4, 3, generator: new Generator(7));
+        var g = randn(4, 5, generator: new Generator(8));
+        var pre = sae.HiddenPre(x);
+        (pre * g).sum().backward();
+        using var _ = no_grad();
+        var xc = x - sae.BDec;
+        var w = arch == "gated" ? sae.WEnc * ((GatedSae)sae).RMag.exp() : sae.WEnc.detach();
+        var bias = arch == "gated" ? ((GatedSae)sae).BMag.detach() : sae.BEnc.detach();
+        SaeTestUtil.AssertClose(xc.matmul(w) + bias, pre.detach(), what: "pre");
+        var gW = xc.t().matmul(g);
+        SaeTestUtil.AssertClose(arch == "gated" ? gW * ((GatedSae)sae).RMag.exp() : gW, sae.WEnc.grad!, what: "W_enc grad");
+        // ∂/∂b_dec of Σ g·((x − b_dec)·w) = −w·Σ_n g_n
+        SaeTestUtil.AssertClose(-w.matmul(g.sum(0L)), sae.BDec.grad!, what: "b_dec grad");
+    }
+}
+
 public class StandardSaeSparsePathTests
 {
     /// <summary>The sparse training pass (taken once features are sparse) gives the dense pass's loss and gradients.</summary>
