@@ -71,19 +71,18 @@ public sealed class JumpReluSae : Sae
     {
         using var scope = NewDisposeScope();
         long n = pre.shape[0];
-        Tensor mask, pseudo, count, kernelMean;
+        Tensor mask, kernel, count, kernelMean;
         using (no_grad())
         {
-            var thetaD = theta.detach();
-            var u = pre.detach() - thetaD;
-            mask = u.gt(0).to(pre.dtype);                     // [pre > θ]
-            pseudo = u.div_(bandwidth).abs_().lt(0.5).to(pre.dtype); // K((pre − θ)/ε)
-            kernelMean = pseudo.sum(0L).mul_(-1.0 / (bandwidth * n));
-            pseudo.mul_(thetaD * (-1.0 / bandwidth));         // −(θ/ε)·K
-            count = mask.sum(-1).mean();
+            var u = pre.detach() - theta.detach();
+            mask = u.gt(0);                                              // [pre > θ], bool
+            kernel = u.div_(bandwidth).abs_().lt(0.5);                   // K((pre − θ)/ε), bool
+            kernelMean = kernel.sum(0L).to(pre.dtype).mul_(-1.0 / (bandwidth * n));
+            count = mask.sum(-1).to(pre.dtype).mean();
         }
-        var dTheta = theta - theta.detach();                  // zero, carries θ's gradient
-        var f = pre * mask + dTheta * pseudo;
+        // (θ − sg(θ)) is zero in value and carries θ's gradient; scaled by −θ/ε it is the JumpReLU's pseudo-derivative.
+        var dTheta = theta - theta.detach();
+        var f = pre * mask + (dTheta * (theta.detach() * (-1.0 / bandwidth))) * kernel;
         var l0 = count + (dTheta * kernelMean).sum();
         return (f.MoveToOuterDisposeScope(), l0.MoveToOuterDisposeScope());
     }
