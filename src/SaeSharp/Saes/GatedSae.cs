@@ -62,7 +62,7 @@ public sealed class GatedSae : Sae
     {
         using var scope = NewDisposeScope();
         var piGate = GatePre(x);
-        var f = piGate.gt(0).to(W_enc.dtype) * nn.functional.relu(HiddenPre(x));
+        var f = nn.functional.relu(HiddenPre(x)) * piGate.gt(0);
         var y = Decode(f);
         var mse = (y - target).pow(2).sum(-1).mean();
         var gateAct = nn.functional.relu(piGate);
