@@ -14,29 +14,73 @@ namespace SaeSharp.Saes;
 internal static unsafe class SparseKernels
 {
     /// <summary>dst[dstRow[e]] += scale[e] · src[srcRow[e]] for every entry e (dst, src: contiguous float32 [·, d];
-    /// indices int64). Threads own disjoint column blocks, so any entry order is race-free.</summary>
-    public static void ScatterAddRows(Tensor dst, Tensor dstRow, Tensor src, Tensor srcRow, Tensor scale)
+    /// indices int64). See <see cref="SumRows"/>.</summary>
+    public static void ScatterAddRows(Tensor dst, Tensor dstRow, Tensor src, Tensor srcRow, Tensor scale) =>
+        Scatter(dst, dstRow, src, srcRow, scale, accumulate: true);
+
+    /// <summary>A new [rows, d] matrix whose row r is Σ_{e: dstRow[e] = r} scale[e] · src[srcRow[e]] (zero for rows
+    /// without entries). The entries are grouped by destination row (a counting sort), and each thread owns a range of
+    /// destination rows holding about the same number of entries: a row is written once, from L1, by one thread, and
+    /// the source rows are read whole.</summary>
+    public static Tensor SumRows(long rows, Tensor dstRow, Tensor src, Tensor srcRow, Tensor scale)
+    {
+        var dst = empty(rows, src.shape[1], dtype: ScalarType.Float32);
+        Scatter(dst, dstRow, src, srcRow, scale, accumulate: false);
+        return dst;
+    }
+
+    private static void Scatter(Tensor dst, Tensor dstRow, Tensor src, Tensor srcRow, Tensor scale, bool accumulate)
     {
         long d = dst.shape[1];
         Check(dst, d); Check(src, d);
         long nnz = dstRow.shape[0];
-        if (nnz == 0) return;
+        long dstRows = dst.shape[0], srcRows = src.shape[0];
+        if (srcRow.shape[0] != nnz || scale.shape[0] != nnz)
+            throw new ArgumentException($"sparse kernel needs {nnz} source rows and scales, got {srcRow.shape[0]} and {scale.shape[0]}");
+        if (scale.dtype != ScalarType.Float32) throw new ArgumentException($"sparse kernel needs float32 values, got {scale.dtype}");
         using var dr = dstRow.contiguous();
         using var sr = srcRow.contiguous();
-        if (scale.dtype != ScalarType.Float32) throw new ArgumentException($"sparse kernel needs float32 values, got {scale.dtype}");
         using var sc = scale.contiguous();
         float* pDst = FloatPtr(dst), pSrc = FloatPtr(src), pScale = FloatPtr(sc);
         long* pDr = LongPtr(dr), pSr = LongPtr(sr);
-        long dstRows = dst.shape[0], srcRows = src.shape[0];
-        var blocks = ColumnBlocks(d);
-        Parallel.For(0, blocks.Length, b =>
+        // Counting sort of the entries by destination row (stable).
+        var offsets = new long[dstRows + 1];
+        for (long e = 0; e < nnz; e++)
         {
-            var (lo, hi) = blocks[b];
-            for (long e = 0; e < nnz; e++)
+            long r = pDr[e], s = pSr[e];
+            if ((ulong)r >= (ulong)dstRows || (ulong)s >= (ulong)srcRows) throw new IndexOutOfRangeException($"sparse entry {e}: row {r} or {s} out of range");
+            offsets[r + 1]++;
+        }
+        for (long r = 0; r < dstRows; r++) offsets[r + 1] += offsets[r];
+        var order = new long[nnz];
+        var next = new long[dstRows];
+        Array.Copy(offsets, next, dstRows);
+        for (long e = 0; e < nnz; e++) order[next[pDr[e]]++] = e;
+        int threads = (int)Math.Max(1, Math.Min(get_num_threads(), dstRows));
+        // Thread t owns the rows whose entries start in [t·nnz/threads, (t+1)·nnz/threads).
+        var bounds = new long[threads + 1];
+        bounds[threads] = dstRows;
+        for (int t = 1; t < threads; t++)
+        {
+            long target = nnz * t / threads;
+            long lo = bounds[t - 1], hi = dstRows;
+            while (lo < hi) { long mid = (lo + hi) >> 1; if (offsets[mid] < target) lo = mid + 1; else hi = mid; }
+            bounds[t] = lo;
+        }
+        Parallel.For(0, threads, t =>
+        {
+            fixed (long* pOff = offsets, pOrder = order)
             {
-                long r = pDr[e], s = pSr[e];
-                if ((ulong)r >= (ulong)dstRows || (ulong)s >= (ulong)srcRows) throw new IndexOutOfRangeException($"sparse entry {e}: row {r} or {s} out of range");
-                Axpy(pScale[e], pSrc + s * d, pDst + r * d, lo, hi);
+                for (long r = bounds[t]; r < bounds[t + 1]; r++)
+                {
+                    float* row = pDst + r * d;
+                    if (!accumulate) new Span<float>(row, checked((int)d)).Clear();
+                    for (long o = pOff[r]; o < pOff[r + 1]; o++)
+                    {
+                        long e = pOrder[o];
+                        Axpy(pScale[e], pSrc + pSr[e] * d, row, 0, d);
+                    }
+                }
             }
         });
     }
@@ -265,18 +309,6 @@ internal static unsafe class SparseKernels
         float sum = Vector.Sum(acc0 + acc1);
         for (; i < d; i++) sum += a[i] * b[i];
         return sum;
-    }
-
-    /// <summary>Column ranges, one per torch thread, aligned to the vector width.</summary>
-    private static (long Lo, long Hi)[] ColumnBlocks(long d)
-    {
-        int threads = Math.Max(1, get_num_threads());
-        long w = Vector<float>.Count;
-        long per = (d / threads + w - 1) / w * w;
-        if (per == 0) per = d;
-        var blocks = new List<(long, long)>();
-        for (long lo = 0; lo < d; lo += per) blocks.Add((lo, Math.Min(d, lo + per)));
-        return blocks.ToArray();
     }
 
     private static void Check(Tensor t, long d)

@@ -56,11 +56,8 @@ internal static class SparseLatents
     /// <summary>Σ_e vals[e]·dense[srcRow[e]] accumulated into row dstRow[e] of a zero [rows, d] matrix.</summary>
     private static Tensor ScatterRows(Tensor dstRow, Tensor srcRow, Tensor vals, long rows, Tensor dense)
     {
-        using var scope = NewDisposeScope();
-        var src = dense.contiguous();
-        var result = zeros(rows, src.shape[1], dtype: src.dtype);
-        SparseKernels.ScatterAddRows(result, dstRow, src, srcRow, vals);
-        return result.MoveToOuterDisposeScope();
+        using var src = dense.contiguous();
+        return SparseKernels.SumRows(rows, dstRow, src, srcRow, vals);
     }
 
     private sealed class EncoderValuesFunction : autograd.SingleTensorFunction<EncoderValuesFunction>
