@@ -11,8 +11,11 @@ namespace SaeSharp.Bench;
 /// </summary>
 internal static class TopKProfile
 {
-    public static void Run(string arch, int dIn, int dSae, int batch, int k, int steps)
+    public static void Run(string name, int dIn, int dSae, int batch, int k, int steps)
     {
+        bool auxk = name.EndsWith("+auxk", StringComparison.Ordinal);
+        string arch = auxk ? name[..^5] : name;
+        using var dead = auxk ? arange(dSae).remainder(10).eq(0) : null;
         var cfg = new SaeConfig
         {
             Architecture = arch, DIn = dIn, DSae = dSae, K = k,
@@ -27,7 +30,7 @@ internal static class TopKProfile
         for (int step = 0; step <= steps; step++)
         {
             using var scope = NewDisposeScope();
-            var ctx = new SaeTrainContext { Step = step };
+            var ctx = new SaeTrainContext { Step = step, DeadMask = dead };
             var sw = Stopwatch.StartNew();
             opt.zero_grad();
             var o = sae.TrainingForward(x, x, ctx);

@@ -40,7 +40,7 @@ internal static class TrainBench
         Console.WriteLine($"{"architecture",-22} {"ms/step",9} {"rows/s",9} {"GFLOP/step",11} {"GFLOP/s",8}");
         foreach (var arch in archs)
         {
-            if (profile && arch.Contains("topk", StringComparison.Ordinal) && !arch.Contains('+'))
+            if (profile && arch.Contains("topk", StringComparison.Ordinal))
             {
                 Console.WriteLine($"{arch} profile (best of {steps}):");
                 TopKProfile.Run(arch, dIn, dSae, batch, k, steps);
