@@ -115,8 +115,11 @@ internal static unsafe class SparseKernels
 
     /// <summary>
     /// Per-row top-k of a contiguous float32 [rows, d] matrix (k ≤ d): values and int64 column indices [rows, k], unsorted.
-    /// A size-k min-heap per row, skipping whole vectors that cannot enter it; NaNs are never selected (torch.topk would
-    /// rank them first). Ties are broken arbitrarily, as by torch.topk.
+    /// NaNs are never selected (torch.topk would rank them first); ties are broken arbitrarily, as by torch.topk.
+    /// When k ≤ d/64 and d is a multiple of 16 vectors (rows without NaN), the maxima of d/16 blocks of 16 elements give
+    /// a lower bound τ on the row's k-th largest value (the k-th largest block maximum: k distinct elements reach it), and
+    /// only the elements ≥ τ enter a size-k min-heap; otherwise the heap scans the whole row, skipping vectors that
+    /// cannot enter it.
     /// </summary>
     public static (Tensor Values, Tensor Indices) RowTopK(Tensor m, int k)
     {
@@ -131,12 +134,85 @@ internal static unsafe class SparseKernels
         long* pi = LongPtr(indices);
         int threads = Math.Max(1, get_num_threads());
         long per = (rows + threads - 1) / threads;
+        bool blockwise = (long)k * 64 <= d && d % (TopKBlock * Vector<float>.Count) == 0;
         Parallel.For(0, threads, t =>
         {
             long start = t * per, end = Math.Min(rows, start + per);
-            for (long r = start; r < end; r++) HeapTopK(pm + r * d, d, k, pv + r * k, pi + r * k);
+            if (start >= end) return;
+            if (!blockwise)
+            {
+                for (long r = start; r < end; r++) HeapTopK(pm + r * d, d, k, pv + r * k, pi + r * k);
+                return;
+            }
+            var maxima = new float[d / TopKBlock];
+            fixed (float* pMax = maxima)
+            {
+                for (long r = start; r < end; r++)
+                {
+                    if (!BlockTopK(pm + r * d, d, k, pMax, pv + r * k, pi + r * k))
+                        HeapTopK(pm + r * d, d, k, pv + r * k, pi + r * k);
+                }
+            }
         });
         return (values, indices);
+    }
+
+    private const int TopKBlock = 16;
+
+    /// <summary>The block-maximum top-k of <see cref="RowTopK"/> (d a multiple of 16 vectors); false (nothing written)
+    /// when the row holds a NaN. The row is read as 16 slices of width S = d/16; block c is {c, c + S, …, c + 15·S}, so
+    /// the S block maxima are 15 vector maxima of the slices, without horizontal reductions.</summary>
+    private static bool BlockTopK(float* row, long d, int k, float* maxima, float* hv, long* hi)
+    {
+        int w = Vector<float>.Count;
+        long width = d / TopKBlock;
+        var nan = Vector<int>.Zero;
+        for (long c = 0; c < width; c += w)
+        {
+            var acc = Unsafe.ReadUnaligned<Vector<float>>(row + c);
+            nan |= ~Vector.Equals(acc, acc);
+            for (long o = width + c; o < d; o += width)
+            {
+                var v = Unsafe.ReadUnaligned<Vector<float>>(row + o);
+                nan |= ~Vector.Equals(v, v);
+                acc = Vector.Max(acc, v);
+            }
+            Unsafe.WriteUnaligned(maxima + c, acc);
+        }
+        if (!Vector.EqualsAll(nan, Vector<int>.Zero)) return false;
+        // τ = the k-th largest block maximum (a heap of the block maxima, indices unused).
+        for (int b = 0; b < k; b++) Push(maxima[b], b, hv, hi, b);
+        for (long b = k; b < width; b++) Offer(maxima[b], b, hv, hi, k);
+        var tau = new Vector<float>(hv[0]);
+        float t = hv[0];
+        int filled = 0;
+        for (long j = 0; j < d; j += w)
+        {
+            if (!Vector.GreaterThanOrEqualAny(Unsafe.ReadUnaligned<Vector<float>>(row + j), tau)) continue;
+            for (long e = j; e < j + w; e++)
+            {
+                float v = row[e];
+                if (!(v >= t)) continue;
+                if (filled < k) Push(v, e, hv, hi, filled++);
+                else Offer(v, e, hv, hi, k);
+            }
+        }
+        return true;
+    }
+
+    /// <summary>Appends (v, j) at position c of a min-heap holding c entries and restores the heap order.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Push(float v, long j, float* hv, long* hi, int c)
+    {
+        hv[c] = v; hi[c] = j;
+        while (c > 0)
+        {
+            int parent = (c - 1) >> 1;
+            if (hv[parent] <= hv[c]) break;
+            (hv[parent], hv[c]) = (hv[c], hv[parent]);
+            (hi[parent], hi[c]) = (hi[c], hi[parent]);
+            c = parent;
+        }
     }
 
     private static void HeapTopK(float* row, long d, int k, float* hv, long* hi)
