@@ -29,12 +29,26 @@ internal static unsafe class SparseKernels
         return dst;
     }
 
-    private static void Scatter(Tensor dst, Tensor dstRow, Tensor src, Tensor srcRow, Tensor scale, bool accumulate)
+    /// <summary>The transpose of <see cref="SumRows"/>, contiguous [d, rows]: rows are summed in tiles of 16 in a scratch
+    /// buffer and written out as 16-float runs (one cache line), so no strided copy follows (the encoder gradient
+    /// W_enc [d_in, d_sae] from latent rows).</summary>
+    public static Tensor SumRowsTransposed(long rows, Tensor dstRow, Tensor src, Tensor srcRow, Tensor scale)
     {
-        long d = dst.shape[1];
-        Check(dst, d); Check(src, d);
+        var dst = empty(src.shape[1], rows, dtype: ScalarType.Float32);
+        Scatter(dst, dstRow, src, srcRow, scale, accumulate: false, transposed: true);
+        return dst;
+    }
+
+    private const int TransposeTile = 16;
+
+    private static void Scatter(Tensor dst, Tensor dstRow, Tensor src, Tensor srcRow, Tensor scale, bool accumulate, bool transposed = false)
+    {
+        long d = src.shape[1];
+        long dstRows = transposed ? dst.shape[1] : dst.shape[0];
+        Check(dst, transposed ? dstRows : d); Check(src, d);
+        if (transposed && dst.shape[0] != d) throw new ArgumentException($"transposed sparse kernel needs a [{d}, {dstRows}] output");
         long nnz = dstRow.shape[0];
-        long dstRows = dst.shape[0], srcRows = src.shape[0];
+        long srcRows = src.shape[0];
         if (srcRow.shape[0] != nnz || scale.shape[0] != nnz)
             throw new ArgumentException($"sparse kernel needs {nnz} source rows and scales, got {srcRow.shape[0]} and {scale.shape[0]}");
         if (scale.dtype != ScalarType.Float32) throw new ArgumentException($"sparse kernel needs float32 values, got {scale.dtype}");
@@ -65,7 +79,38 @@ internal static unsafe class SparseKernels
             long target = nnz * t / threads;
             long lo = bounds[t - 1], hi = dstRows;
             while (lo < hi) { long mid = (lo + hi) >> 1; if (offsets[mid] < target) lo = mid + 1; else hi = mid; }
-            bounds[t] = lo;
+            bounds[t] = transposed ? Math.Max(bounds[t - 1], lo / TransposeTile * TransposeTile) : lo;
+        }
+        if (transposed)
+        {
+            Parallel.For(0, threads, t =>
+            {
+                var scratch = new float[TransposeTile * d];
+                fixed (long* pOff = offsets, pOrder = order)
+                fixed (float* pTile = scratch)
+                {
+                    for (long r0 = bounds[t]; r0 < bounds[t + 1]; r0 += TransposeTile)
+                    {
+                        int tile = (int)Math.Min(TransposeTile, bounds[t + 1] - r0);
+                        new Span<float>(pTile, checked(tile * (int)d)).Clear();
+                        for (int l = 0; l < tile; l++)
+                        {
+                            float* row = pTile + l * d;
+                            for (long o = pOff[r0 + l]; o < pOff[r0 + l + 1]; o++)
+                            {
+                                long e = pOrder[o];
+                                Axpy(pScale[e], pSrc + pSr[e] * d, row, 0, d);
+                            }
+                        }
+                        for (long j = 0; j < d; j++)
+                        {
+                            float* outRun = pDst + j * dstRows + r0;
+                            for (int l = 0; l < tile; l++) outRun[l] = pTile[l * d + j];
+                        }
+                    }
+                }
+            });
+            return;
         }
         Parallel.For(0, threads, t =>
         {

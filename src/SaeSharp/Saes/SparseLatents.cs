@@ -86,7 +86,8 @@ internal static class SparseLatents
             long dSae = wEnc.shape[1];
             var xin = bDec is null || bDec.IsInvalid ? x : x - bDec;
             var gBEnc = zeros(dSae, dtype: grad.dtype).index_add_(0, cols, grad, 1);
-            var gWEnc = ScatterRows(cols, rows, grad, dSae, xin).t();
+            using var xc = xin.contiguous();
+            var gWEnc = SparseKernels.SumRowsTransposed(dSae, cols, xc, rows, grad);
             Tensor? gBDec = bDec is null || bDec.IsInvalid ? null : wEnc.mv(gBEnc).neg_();
             return [null!, gBDec?.MoveToOuterDisposeScope()!, gWEnc.MoveToOuterDisposeScope(), gBEnc.MoveToOuterDisposeScope(), null!, null!, null!];
         }

@@ -58,6 +58,23 @@ public class SparseKernelsTests
         }
     }
 
+    /// <summary>SumRows and its transposed form against a dense product (scaleᵀ-weighted one-hot matrix · src), with
+    /// 37 destination rows (not a multiple of the 16-row tile), empty rows and repeated entries.</summary>
+    [Fact]
+    public void SumRowsAndTransposedMatchDenseProduct()
+    {
+        var src = randn(11, 19, generator: new Generator(8));
+        var dr = randint(0, 30, [200], generator: new Generator(9));
+        var sr = randint(0, 11, [200], generator: new Generator(10));
+        var scale = randn(200, generator: new Generator(11));
+        var onehot = zeros(37 * 11).index_add_(0, dr * 11 + sr, scale, 1).reshape(37, 11); // [dst, src] weights
+        var expected = onehot.matmul(src);
+        AssertClose(expected, SparseKernels.SumRows(37, dr, src, sr, scale), what: "sum rows");
+        var t = SparseKernels.SumRowsTransposed(37, dr, src, sr, scale);
+        Assert.Equal(new long[] { 19, 37 }, t.shape);
+        AssertClose(expected.t(), t, what: "transposed");
+    }
+
     [Fact]
     public void ScatterAddRowsAndRowDotsMatchDenseFormulas()
     {
