@@ -10,13 +10,14 @@ namespace SaeSharp.Bench;
 /// d_in 512, d_sae 8192, batch 4096, k 32, next to the fp32 matmul ceiling measured in the same run. "topk+auxk" has a
 /// tenth of the latents dead; "standard@1%" is a ReLU SAE whose b_enc is shifted so 1% of pre-activations are positive
 /// (a trained SAE's sparsity, where the sparse training pass applies). Adam is the trainer's <see cref="SaeSharp.Training.AdamOptimizer"/>.
-/// Usage: <c>train [--steps N] [--arch topk,batchtopk,...] [--d-in 512] [--d-sae 8192] [--batch 4096] [--k 32]</c>.
+/// Usage: <c>train [--steps N] [--arch topk,batchtopk,...] [--d-in 512] [--d-sae 8192] [--batch 4096] [--k 32] [--profile]</c>.
 /// </summary>
 internal static class TrainBench
 {
     public static int Run(string[] args)
     {
         int steps = 3, dIn = 512, dSae = 8192, batch = 4096, k = 32;
+        bool profile = false;
         var archs = new List<string> { "topk", "topk+auxk", "batchtopk", "matryoshka_batchtopk", "jumprelu", "gated", "standard", "standard@1%" };
         for (int i = 0; i < args.Length; i++)
         {
@@ -28,6 +29,7 @@ internal static class TrainBench
                 case "--d-sae": dSae = int.Parse(Next()); break;
                 case "--batch": batch = int.Parse(Next()); break;
                 case "--k": k = int.Parse(Next()); break;
+                case "--profile": profile = true; break;
                 case "--arch": archs = Next().Split(',', StringSplitOptions.RemoveEmptyEntries).ToList(); break;
                 default: throw new ArgumentException($"unknown option {args[i]}");
             }
@@ -38,6 +40,12 @@ internal static class TrainBench
         Console.WriteLine($"{"architecture",-22} {"ms/step",9} {"rows/s",9} {"GFLOP/step",11} {"GFLOP/s",8}");
         foreach (var arch in archs)
         {
+            if (profile && arch.Contains("topk", StringComparison.Ordinal))
+            {
+                Console.WriteLine($"{arch} profile (best of {steps}):");
+                TopKProfile.Run(arch, dIn, dSae, batch, k, steps);
+                continue;
+            }
             var (msPerStep, flops) = TimeArchitecture(arch, dIn, dSae, batch, k, steps);
             double rows = batch / (msPerStep / 1000);
             Console.WriteLine($"{arch,-22} {msPerStep,9:F0} {rows,9:F0} {flops / 1e9,11:F1} {flops / 1e9 / (msPerStep / 1000),8:F1}");

@@ -14,29 +14,118 @@ namespace SaeSharp.Saes;
 internal static unsafe class SparseKernels
 {
     /// <summary>dst[dstRow[e]] += scale[e] · src[srcRow[e]] for every entry e (dst, src: contiguous float32 [·, d];
-    /// indices int64). Threads own disjoint column blocks, so any entry order is race-free.</summary>
-    public static void ScatterAddRows(Tensor dst, Tensor dstRow, Tensor src, Tensor srcRow, Tensor scale)
+    /// indices int64). See <see cref="SumRows"/>.</summary>
+    public static void ScatterAddRows(Tensor dst, Tensor dstRow, Tensor src, Tensor srcRow, Tensor scale) =>
+        Scatter(dst, dstRow, src, srcRow, scale, accumulate: true);
+
+    /// <summary>A new [rows, d] matrix whose row r is Σ_{e: dstRow[e] = r} scale[e] · src[srcRow[e]] (zero for rows
+    /// without entries). The entries are grouped by destination row (a counting sort), and each thread owns a range of
+    /// destination rows holding about the same number of entries: a row is written once, from L1, by one thread, and
+    /// the source rows are read whole.</summary>
+    public static Tensor SumRows(long rows, Tensor dstRow, Tensor src, Tensor srcRow, Tensor scale)
     {
-        long d = dst.shape[1];
-        Check(dst, d); Check(src, d);
+        var dst = empty(rows, src.shape[1], dtype: ScalarType.Float32);
+        Scatter(dst, dstRow, src, srcRow, scale, accumulate: false);
+        return dst;
+    }
+
+    /// <summary>The transpose of <see cref="SumRows"/>, contiguous [d, rows]: rows are summed in tiles of 16 in a scratch
+    /// buffer and written out as 16-float runs (one cache line), so no strided copy follows (the encoder gradient
+    /// W_enc [d_in, d_sae] from latent rows).</summary>
+    public static Tensor SumRowsTransposed(long rows, Tensor dstRow, Tensor src, Tensor srcRow, Tensor scale)
+    {
+        var dst = empty(src.shape[1], rows, dtype: ScalarType.Float32);
+        Scatter(dst, dstRow, src, srcRow, scale, accumulate: false, transposed: true);
+        return dst;
+    }
+
+    private const int TransposeTile = 16;
+
+    private static void Scatter(Tensor dst, Tensor dstRow, Tensor src, Tensor srcRow, Tensor scale, bool accumulate, bool transposed = false)
+    {
+        long d = src.shape[1];
+        long dstRows = transposed ? dst.shape[1] : dst.shape[0];
+        Check(dst, transposed ? dstRows : d); Check(src, d);
+        if (transposed && dst.shape[0] != d) throw new ArgumentException($"transposed sparse kernel needs a [{d}, {dstRows}] output");
         long nnz = dstRow.shape[0];
-        if (nnz == 0) return;
+        long srcRows = src.shape[0];
+        if (srcRow.shape[0] != nnz || scale.shape[0] != nnz)
+            throw new ArgumentException($"sparse kernel needs {nnz} source rows and scales, got {srcRow.shape[0]} and {scale.shape[0]}");
+        if (scale.dtype != ScalarType.Float32) throw new ArgumentException($"sparse kernel needs float32 values, got {scale.dtype}");
         using var dr = dstRow.contiguous();
         using var sr = srcRow.contiguous();
-        if (scale.dtype != ScalarType.Float32) throw new ArgumentException($"sparse kernel needs float32 values, got {scale.dtype}");
         using var sc = scale.contiguous();
         float* pDst = FloatPtr(dst), pSrc = FloatPtr(src), pScale = FloatPtr(sc);
         long* pDr = LongPtr(dr), pSr = LongPtr(sr);
-        long dstRows = dst.shape[0], srcRows = src.shape[0];
-        var blocks = ColumnBlocks(d);
-        Parallel.For(0, blocks.Length, b =>
+        // Counting sort of the entries by destination row (stable).
+        var offsets = new long[dstRows + 1];
+        for (long e = 0; e < nnz; e++)
         {
-            var (lo, hi) = blocks[b];
-            for (long e = 0; e < nnz; e++)
+            long r = pDr[e], s = pSr[e];
+            if ((ulong)r >= (ulong)dstRows || (ulong)s >= (ulong)srcRows) throw new IndexOutOfRangeException($"sparse entry {e}: row {r} or {s} out of range");
+            offsets[r + 1]++;
+        }
+        for (long r = 0; r < dstRows; r++) offsets[r + 1] += offsets[r];
+        var order = new long[nnz];
+        var next = new long[dstRows];
+        Array.Copy(offsets, next, dstRows);
+        for (long e = 0; e < nnz; e++) order[next[pDr[e]]++] = e;
+        int threads = (int)Math.Max(1, Math.Min(get_num_threads(), dstRows));
+        // Thread t owns the rows whose entries start in [t·nnz/threads, (t+1)·nnz/threads).
+        var bounds = new long[threads + 1];
+        bounds[threads] = dstRows;
+        for (int t = 1; t < threads; t++)
+        {
+            long target = nnz * t / threads;
+            long lo = bounds[t - 1], hi = dstRows;
+            while (lo < hi) { long mid = (lo + hi) >> 1; if (offsets[mid] < target) lo = mid + 1; else hi = mid; }
+            bounds[t] = transposed ? Math.Max(bounds[t - 1], lo / TransposeTile * TransposeTile) : lo;
+        }
+        if (transposed)
+        {
+            Parallel.For(0, threads, t =>
             {
-                long r = pDr[e], s = pSr[e];
-                if ((ulong)r >= (ulong)dstRows || (ulong)s >= (ulong)srcRows) throw new IndexOutOfRangeException($"sparse entry {e}: row {r} or {s} out of range");
-                Axpy(pScale[e], pSrc + s * d, pDst + r * d, lo, hi);
+                var scratch = new float[TransposeTile * d];
+                fixed (long* pOff = offsets, pOrder = order)
+                fixed (float* pTile = scratch)
+                {
+                    for (long r0 = bounds[t]; r0 < bounds[t + 1]; r0 += TransposeTile)
+                    {
+                        int tile = (int)Math.Min(TransposeTile, bounds[t + 1] - r0);
+                        new Span<float>(pTile, checked(tile * (int)d)).Clear();
+                        for (int l = 0; l < tile; l++)
+                        {
+                            float* row = pTile + l * d;
+                            for (long o = pOff[r0 + l]; o < pOff[r0 + l + 1]; o++)
+                            {
+                                long e = pOrder[o];
+                                Axpy(pScale[e], pSrc + pSr[e] * d, row, 0, d);
+                            }
+                        }
+                        for (long j = 0; j < d; j++)
+                        {
+                            float* outRun = pDst + j * dstRows + r0;
+                            for (int l = 0; l < tile; l++) outRun[l] = pTile[l * d + j];
+                        }
+                    }
+                }
+            });
+            return;
+        }
+        Parallel.For(0, threads, t =>
+        {
+            fixed (long* pOff = offsets, pOrder = order)
+            {
+                for (long r = bounds[t]; r < bounds[t + 1]; r++)
+                {
+                    float* row = pDst + r * d;
+                    if (!accumulate) new Span<float>(row, checked((int)d)).Clear();
+                    for (long o = pOff[r]; o < pOff[r + 1]; o++)
+                    {
+                        long e = pOrder[o];
+                        Axpy(pScale[e], pSrc + pSr[e] * d, row, 0, d);
+                    }
+                }
             }
         });
     }
@@ -71,8 +160,11 @@ internal static unsafe class SparseKernels
 
     /// <summary>
     /// Per-row top-k of a contiguous float32 [rows, d] matrix (k ≤ d): values and int64 column indices [rows, k], unsorted.
-    /// A size-k min-heap per row, skipping whole vectors that cannot enter it; NaNs are never selected (torch.topk would
-    /// rank them first). Ties are broken arbitrarily, as by torch.topk.
+    /// NaNs are never selected (torch.topk would rank them first); ties are broken arbitrarily, as by torch.topk.
+    /// When k ≤ d/64 and d is a multiple of 16 vectors (rows without NaN), the maxima of d/16 blocks of 16 elements give
+    /// a lower bound τ on the row's k-th largest value (the k-th largest block maximum: k distinct elements reach it), and
+    /// only the elements ≥ τ enter a size-k min-heap; otherwise the heap scans the whole row, skipping vectors that
+    /// cannot enter it.
     /// </summary>
     public static (Tensor Values, Tensor Indices) RowTopK(Tensor m, int k)
     {
@@ -87,12 +179,85 @@ internal static unsafe class SparseKernels
         long* pi = LongPtr(indices);
         int threads = Math.Max(1, get_num_threads());
         long per = (rows + threads - 1) / threads;
+        bool blockwise = (long)k * 64 <= d && d % (TopKBlock * Vector<float>.Count) == 0;
         Parallel.For(0, threads, t =>
         {
             long start = t * per, end = Math.Min(rows, start + per);
-            for (long r = start; r < end; r++) HeapTopK(pm + r * d, d, k, pv + r * k, pi + r * k);
+            if (start >= end) return;
+            if (!blockwise)
+            {
+                for (long r = start; r < end; r++) HeapTopK(pm + r * d, d, k, pv + r * k, pi + r * k);
+                return;
+            }
+            var maxima = new float[d / TopKBlock];
+            fixed (float* pMax = maxima)
+            {
+                for (long r = start; r < end; r++)
+                {
+                    if (!BlockTopK(pm + r * d, d, k, pMax, pv + r * k, pi + r * k))
+                        HeapTopK(pm + r * d, d, k, pv + r * k, pi + r * k);
+                }
+            }
         });
         return (values, indices);
+    }
+
+    private const int TopKBlock = 16;
+
+    /// <summary>The block-maximum top-k of <see cref="RowTopK"/> (d a multiple of 16 vectors); false (nothing written)
+    /// when the row holds a NaN. The row is read as 16 slices of width S = d/16; block c is {c, c + S, …, c + 15·S}, so
+    /// the S block maxima are 15 vector maxima of the slices, without horizontal reductions.</summary>
+    private static bool BlockTopK(float* row, long d, int k, float* maxima, float* hv, long* hi)
+    {
+        int w = Vector<float>.Count;
+        long width = d / TopKBlock;
+        var nan = Vector<int>.Zero;
+        for (long c = 0; c < width; c += w)
+        {
+            var acc = Unsafe.ReadUnaligned<Vector<float>>(row + c);
+            nan |= ~Vector.Equals(acc, acc);
+            for (long o = width + c; o < d; o += width)
+            {
+                var v = Unsafe.ReadUnaligned<Vector<float>>(row + o);
+                nan |= ~Vector.Equals(v, v);
+                acc = Vector.Max(acc, v);
+            }
+            Unsafe.WriteUnaligned(maxima + c, acc);
+        }
+        if (!Vector.EqualsAll(nan, Vector<int>.Zero)) return false;
+        // τ = the k-th largest block maximum (a heap of the block maxima, indices unused).
+        for (int b = 0; b < k; b++) Push(maxima[b], b, hv, hi, b);
+        for (long b = k; b < width; b++) Offer(maxima[b], b, hv, hi, k);
+        var tau = new Vector<float>(hv[0]);
+        float t = hv[0];
+        int filled = 0;
+        for (long j = 0; j < d; j += w)
+        {
+            if (!Vector.GreaterThanOrEqualAny(Unsafe.ReadUnaligned<Vector<float>>(row + j), tau)) continue;
+            for (long e = j; e < j + w; e++)
+            {
+                float v = row[e];
+                if (!(v >= t)) continue;
+                if (filled < k) Push(v, e, hv, hi, filled++);
+                else Offer(v, e, hv, hi, k);
+            }
+        }
+        return true;
+    }
+
+    /// <summary>Appends (v, j) at position c of a min-heap holding c entries and restores the heap order.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Push(float v, long j, float* hv, long* hi, int c)
+    {
+        hv[c] = v; hi[c] = j;
+        while (c > 0)
+        {
+            int parent = (c - 1) >> 1;
+            if (hv[parent] <= hv[c]) break;
+            (hv[parent], hv[c]) = (hv[c], hv[parent]);
+            (hi[parent], hi[c]) = (hi[c], hi[parent]);
+            c = parent;
+        }
     }
 
     private static void HeapTopK(float* row, long d, int k, float* hv, long* hi)
@@ -265,18 +430,6 @@ internal static unsafe class SparseKernels
         float sum = Vector.Sum(acc0 + acc1);
         for (; i < d; i++) sum += a[i] * b[i];
         return sum;
-    }
-
-    /// <summary>Column ranges, one per torch thread, aligned to the vector width.</summary>
-    private static (long Lo, long Hi)[] ColumnBlocks(long d)
-    {
-        int threads = Math.Max(1, get_num_threads());
-        long w = Vector<float>.Count;
-        long per = (d / threads + w - 1) / w * w;
-        if (per == 0) per = d;
-        var blocks = new List<(long, long)>();
-        for (long lo = 0; lo < d; lo += per) blocks.Add((lo, Math.Min(d, lo + per)));
-        return blocks.ToArray();
     }
 
     private static void Check(Tensor t, long d)

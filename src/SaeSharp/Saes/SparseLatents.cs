@@ -56,11 +56,8 @@ internal static class SparseLatents
     /// <summary>Σ_e vals[e]·dense[srcRow[e]] accumulated into row dstRow[e] of a zero [rows, d] matrix.</summary>
     private static Tensor ScatterRows(Tensor dstRow, Tensor srcRow, Tensor vals, long rows, Tensor dense)
     {
-        using var scope = NewDisposeScope();
-        var src = dense.contiguous();
-        var result = zeros(rows, src.shape[1], dtype: src.dtype);
-        SparseKernels.ScatterAddRows(result, dstRow, src, srcRow, vals);
-        return result.MoveToOuterDisposeScope();
+        using var src = dense.contiguous();
+        return SparseKernels.SumRows(rows, dstRow, src, srcRow, vals);
     }
 
     private sealed class EncoderValuesFunction : autograd.SingleTensorFunction<EncoderValuesFunction>
@@ -89,7 +86,8 @@ internal static class SparseLatents
             long dSae = wEnc.shape[1];
             var xin = bDec is null || bDec.IsInvalid ? x : x - bDec;
             var gBEnc = zeros(dSae, dtype: grad.dtype).index_add_(0, cols, grad, 1);
-            var gWEnc = ScatterRows(cols, rows, grad, dSae, xin).t();
+            using var xc = xin.contiguous();
+            var gWEnc = SparseKernels.SumRowsTransposed(dSae, cols, xc, rows, grad);
             Tensor? gBDec = bDec is null || bDec.IsInvalid ? null : wEnc.mv(gBEnc).neg_();
             return [null!, gBDec?.MoveToOuterDisposeScope()!, gWEnc.MoveToOuterDisposeScope(), gBEnc.MoveToOuterDisposeScope(), null!, null!, null!];
         }

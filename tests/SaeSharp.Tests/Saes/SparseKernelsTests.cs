@@ -30,6 +30,51 @@ public class SparseKernelsTests
         }
     }
 
+    /// <summary>Rows for the block-maximum path (k ≤ d/64, d a multiple of 16 vectors), with the top values crowded
+    /// into one block, all ties, a NaN (heap fallback), −∞ and the maximum last.</summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(3)]
+    [InlineData(4)]
+    public void RowTopKBlockPathSelectsTheLargestValuesOfEachRow(int k)
+    {
+        const int d = 256;
+        var m = randn(7, d, generator: new Generator(7));
+        m[1, tensor(new long[] { 3, 19, 35, 51, 67 })] = arange(5, dtype: ScalarType.Float32) + 10; // top values in one block
+        m[2] = full(d, 0.5f);
+        m[3, 17] = tensor(float.NaN);
+        m[4, TensorIndex.Slice(0, 100)] = tensor(float.NegativeInfinity);
+        m[5, 255] = tensor(100f);
+        var (v, i) = SparseKernels.RowTopK(m, k);
+        var data = F(m);
+        var vs = F(v);
+        var iv = i.data<long>().ToArray();
+        for (int r = 0; r < 7; r++)
+        {
+            var row = data.Skip(r * d).Take(d).Where(x => !float.IsNaN(x)).OrderByDescending(x => x).Take(k).ToArray();
+            Assert.Equal(row, vs.Skip(r * k).Take(k).OrderByDescending(x => x).ToArray());
+            Assert.Equal(k, iv.Skip(r * k).Take(k).Distinct().Count());
+            for (int e = 0; e < k; e++) Assert.Equal(data[r * d + iv[r * k + e]], vs[r * k + e]);
+        }
+    }
+
+    /// <summary>SumRows and its transposed form against a dense product (scaleᵀ-weighted one-hot matrix · src), with
+    /// 37 destination rows (not a multiple of the 16-row tile), empty rows and repeated entries.</summary>
+    [Fact]
+    public void SumRowsAndTransposedMatchDenseProduct()
+    {
+        var src = randn(11, 19, generator: new Generator(8));
+        var dr = randint(0, 30, [200], generator: new Generator(9));
+        var sr = randint(0, 11, [200], generator: new Generator(10));
+        var scale = randn(200, generator: new Generator(11));
+        var onehot = zeros(37 * 11).index_add_(0, dr * 11 + sr, scale, 1).reshape(37, 11); // [dst, src] weights
+        var expected = onehot.matmul(src);
+        AssertClose(expected, SparseKernels.SumRows(37, dr, src, sr, scale), what: "sum rows");
+        var t = SparseKernels.SumRowsTransposed(37, dr, src, sr, scale);
+        Assert.Equal(new long[] { 19, 37 }, t.shape);
+        AssertClose(expected.t(), t, what: "transposed");
+    }
+
     [Fact]
     public void ScatterAddRowsAndRowDotsMatchDenseFormulas()
     {

@@ -45,13 +45,15 @@ public class TopKSaeTests
     /// <summary>The sparse backward equals autograd through the dense formulas (SAELens/dictionary_learning code paths),
     /// for the MSE and for dictionary_learning's normalised AuxK.</summary>
     [Theory]
-    [InlineData(false, false)]
-    [InlineData(true, false)]
-    [InlineData(true, true)]
-    public void SparseGradientsEqualDenseAutograd(bool withAux, bool chunked)
+    [InlineData(false, false, false)]
+    [InlineData(true, false, false)]
+    [InlineData(true, true, false)]
+    [InlineData(true, false, true)]
+    public void SparseGradientsEqualDenseAutograd(bool withAux, bool chunked, bool sparseAux)
     {
         var sae = MakeTopK(seed: 4);
         if (chunked) sae.ChunkElements = 24; // two rows per encoder chunk
+        if (sparseAux) sae.AuxKDenseMaxRatio = 0; // AuxK through the sparse code (4 dead latents, k_aux 2: dense otherwise)
         sae.Training.AuxKCoefficient = 0.5;
         sae.Training.KAux = 2;
         var x = randn(9, 6, generator: new Generator(5));

@@ -1,0 +1,114 @@
+using System.Diagnostics;
+using SaeSharp.Saes;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Bench;
+
+/// <summary>
+/// <c>train --profile</c>: per-phase milliseconds of a TopK-family training step (best of the timed steps) and of its
+/// building blocks in isolation (chunked encoder, top-k selection, sparse decode and backward kernels).
+/// </summary>
+internal static class TopKProfile
+{
+    public static void Run(string name, int dIn, int dSae, int batch, int k, int steps)
+    {
+        bool auxk = name.EndsWith("+auxk", StringComparison.Ordinal);
+        string arch = auxk ? name[..^5] : name;
+        using var dead = auxk ? arange(dSae).remainder(10).eq(0) : null;
+        var cfg = new SaeConfig
+        {
+            Architecture = arch, DIn = dIn, DSae = dSae, K = k,
+            MatryoshkaWidths = arch == SaeArchitectures.MatryoshkaBatchTopK ? [dSae / 16, dSae / 4, dSae] : null,
+        };
+        var sae = (TopKFamilySae)SaeFactory.Create(cfg);
+        sae.InitializeWeights(new Generator(0));
+        var opt = optim.Adam(sae.parameters(), lr: sae.DefaultLearningRate());
+        var x = randn(batch, dIn, generator: new Generator(1));
+        var best = new Dictionary<string, double>();
+        void Note(string key, double ms) => best[key] = best.TryGetValue(key, out var b) ? Math.Min(b, ms) : ms;
+        for (int step = 0; step <= steps; step++)
+        {
+            using var scope = NewDisposeScope();
+            var ctx = new SaeTrainContext { Step = step, DeadMask = dead };
+            var sw = Stopwatch.StartNew();
+            opt.zero_grad();
+            var o = sae.TrainingForward(x, x, ctx);
+            double t1 = sw.Elapsed.TotalMilliseconds;
+            o.Loss.backward();
+            double t2 = sw.Elapsed.TotalMilliseconds;
+            sae.BeforeOptimizerStep(ctx);
+            double t3 = sw.Elapsed.TotalMilliseconds;
+            opt.step();
+            double t4 = sw.Elapsed.TotalMilliseconds;
+            sae.AfterOptimizerStep(ctx);
+            double t5 = sw.Elapsed.TotalMilliseconds;
+            if (step == 0) continue;
+            Note("forward", t1); Note("backward", t2 - t1); Note("remove-parallel", t3 - t2); Note("adam", t4 - t3);
+            Note("normalise", t5 - t4); Note("step", t5);
+        }
+        using (no_grad())
+        {
+            for (int rep = 0; rep < steps; rep++)
+            {
+                using var scope = NewDisposeScope();
+                long chunkRows = Math.Max(1, sae.ChunkElements / dSae);
+                var sw = Stopwatch.StartNew();
+                for (long r = 0; r < batch; r += chunkRows)
+                {
+                    using var cs = NewDisposeScope();
+                    addmm(sae.BEnc, x.narrow(0, r, Math.Min(chunkRows, batch - r)), sae.WEnc, 1, 1);
+                }
+                Note("[chunked addmm]", sw.Elapsed.TotalMilliseconds);
+                foreach (long cr in new long[] { 256, 1024, 2048 })
+                {
+                    sw.Restart();
+                    for (long r = 0; r < batch; r += cr)
+                    {
+                        using var cs = NewDisposeScope();
+                        addmm(sae.BEnc, x.narrow(0, r, Math.Min(cr, batch - r)), sae.WEnc, 1, 1);
+                    }
+                    Note($"[chunked addmm {cr}]", sw.Elapsed.TotalMilliseconds);
+                }
+                var wt = sae.WEnc.t().contiguous();
+                sw.Restart();
+                for (long r = 0; r < batch; r += chunkRows)
+                {
+                    using var cs = NewDisposeScope();
+                    addmm(sae.BEnc, x.narrow(0, r, Math.Min(chunkRows, batch - r)), wt.t(), 1, 1);
+                }
+                Note("[chunked addmm W^T]", sw.Elapsed.TotalMilliseconds);
+                sw.Restart();
+                var pre = addmm(sae.BEnc, x, sae.WEnc, 1, 1);
+                Note("[one addmm]", sw.Elapsed.TotalMilliseconds);
+                sw.Restart();
+                var (v, i) = SparseKernels.RowTopK(pre, k);
+                Note("[RowTopK k]", sw.Elapsed.TotalMilliseconds);
+                sw.Restart();
+                SparseKernels.RowTopK(pre, 4 * k);
+                Note("[RowTopK 4k]", sw.Elapsed.TotalMilliseconds);
+                sw.Restart();
+                pre.topk(k, dim: 1, largest: true, sorted: false);
+                Note("[torch.topk k]", sw.Elapsed.TotalMilliseconds);
+                var code = SparseLatents.FromRowIndices(i);
+                var vals = v.reshape(-1).relu();
+                var dst = zeros(batch, dIn);
+                sw.Restart();
+                SparseKernels.ScatterAddRows(dst, code.Rows, sae.WDec, code.Cols, vals);
+                Note("[decode scatter]", sw.Elapsed.TotalMilliseconds);
+                var gW = zeros(dSae, dIn);
+                sw.Restart();
+                SparseKernels.ScatterAddRows(gW, code.Cols, dst, code.Rows, vals);
+                Note("[gW scatter]", sw.Elapsed.TotalMilliseconds);
+                sw.Restart();
+                SparseKernels.RowDots(dst, code.Rows, sae.WDec, code.Cols);
+                Note("[row dots]", sw.Elapsed.TotalMilliseconds);
+                sw.Restart();
+                zeros(dSae, dIn);
+                Note("[zeros d_sae x d_in]", sw.Elapsed.TotalMilliseconds);
+            }
+        }
+        foreach (var (key, ms) in best) Console.WriteLine($"  {key,-24} {ms,8:F1} ms");
+        sae.Dispose();
+    }
+}
