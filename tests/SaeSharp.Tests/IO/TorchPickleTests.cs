@@ -79,20 +79,11 @@ internal sealed class PickleWriter
 
 public sealed class TorchPickleTests : IDisposable
 {
-    static readonly string Fixtures = Path.Combine(FindShared(), "fixtures", "dictionary_learning");
+    static readonly string Fixtures = Path.Combine(SaeSharp.Tests.Tokenizers.TestPaths.Shared(), "fixtures", "dictionary_learning");
     readonly string _dir = Directory.CreateTempSubdirectory("saesharp-pickle-").FullName;
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    static string FindShared()
-    {
-        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
-        {
-            var candidate = Path.Combine(d.FullName, "shared");
-            if (Directory.Exists(Path.Combine(candidate, "fixtures"))) return candidate;
-        }
-        return "/work/shared";
-    }
 
     static byte[] Floats(params float[] v) => v.SelectMany(BitConverter.GetBytes).ToArray();
 

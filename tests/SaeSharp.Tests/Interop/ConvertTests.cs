@@ -13,15 +13,6 @@ public sealed class ConvertTests : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    static string FindShared()
-    {
-        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
-        {
-            var candidate = Path.Combine(d.FullName, "shared");
-            if (Directory.Exists(Path.Combine(candidate, "fixtures"))) return candidate;
-        }
-        return "/work/shared";
-    }
 
     /// <summary>Writes an SAE in <paramref name="format"/> under the test folder and returns its path.</summary>
     string WriteSource(string format)
@@ -43,7 +34,7 @@ public sealed class ConvertTests : IDisposable
                     return dir;
                 }
             case "dictionary_learning":
-                return Path.Combine(FindShared(), "fixtures", "dictionary_learning", "BatchTopKSAE");
+                return Path.Combine(SaeSharp.Tests.Tokenizers.TestPaths.Shared(), "fixtures", "dictionary_learning", "BatchTopKSAE");
             case "Gemma Scope":
                 {
                     var dir = Path.Combine(_dir, "gemma-scope-2b-pt-res", "layer_4", "average_l0_20");

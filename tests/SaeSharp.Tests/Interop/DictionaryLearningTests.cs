@@ -9,20 +9,11 @@ namespace SaeSharp.Tests.Interop;
 
 public sealed class DictionaryLearningTests : IDisposable
 {
-    static readonly string Fixtures = Path.Combine(FindShared(), "fixtures", "dictionary_learning");
+    static readonly string Fixtures = Path.Combine(SaeSharp.Tests.Tokenizers.TestPaths.Shared(), "fixtures", "dictionary_learning");
     readonly string _dir = Directory.CreateTempSubdirectory("saesharp-dl-").FullName;
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    static string FindShared()
-    {
-        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
-        {
-            var candidate = Path.Combine(d.FullName, "shared");
-            if (Directory.Exists(Path.Combine(candidate, "fixtures"))) return candidate;
-        }
-        return "/work/shared";
-    }
 
     static Dictionary<string, Tensor> Reference(string arch) =>
         SafeTensors.Load(Path.Combine(Fixtures, arch, "reference.safetensors"));
