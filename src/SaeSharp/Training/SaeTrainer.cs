@@ -20,7 +20,7 @@ namespace SaeSharp.Training;
 /// </summary>
 public sealed class SaeTrainer : IDisposable
 {
-    /// <summary>Checkpoint state file inside a <c>step_XXXXXXXXX</c> folder.</summary>
+    /// <summary>Checkpoint state file inside a <c>step_NNNNNNNNN (zero-padded step number)</c> folder.</summary>
     public const string StateFileName = "trainer_state.json";
     private const string FormatTag = "saesharp.trainer_checkpoint/1";
     private const string StepFolderPrefix = "step_";
@@ -403,7 +403,7 @@ public sealed class SaeTrainer : IDisposable
 
     // ---------------------------------------------------------------- checkpoints
 
-    /// <summary>Writes a checkpoint folder <c>checkpoint_path/step_XXXXXXXXX</c> (built in a temporary folder and renamed
+    /// <summary>Writes a checkpoint folder <c>checkpoint_path/step_NNNNNNNNN (zero-padded step number)</c> (built in a temporary folder and renamed
     /// into place) and deletes checkpoints beyond keep_checkpoints. Returns the folder.</summary>
     public string SaveCheckpoint()
     {

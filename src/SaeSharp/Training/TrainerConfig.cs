@@ -82,7 +82,7 @@ public sealed class TrainerConfig
     [JsonPropertyName("dead_feature_window")] public long DeadFeatureWindow { get; set; } = 10_000_000;
     /// <summary>Steps over which firing counts are accumulated for the sparsity statistics.</summary>
     [JsonPropertyName("feature_sampling_window")] public int FeatureSamplingWindow { get; set; } = 2000;
-    /// <summary>Folder for checkpoints (step_XXXXXXXXX sub-folders); null means no checkpoints.</summary>
+    /// <summary>Folder for checkpoints (step_NNNNNNNNN (zero-padded step number) sub-folders); null means no checkpoints.</summary>
     [JsonPropertyName("checkpoint_path")] public string? CheckpointPath { get; set; }
     /// <summary>Checkpoint every N steps; 0 means only when the run ends, is cancelled or stopped.</summary>
     [JsonPropertyName("checkpoint_every_steps")] public long CheckpointEverySteps { get; set; }
