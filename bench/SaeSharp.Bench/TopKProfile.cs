@@ -11,7 +11,7 @@ namespace SaeSharp.Bench;
 /// </summary>
 internal static class TopKProfile
 {
-    public static void Run(string name, int dIn, int dSae, int batch, int k, int steps)
+    public static void Run(string name, int dIn, int dSae, int batch, int k, int steps, bool autocast = false)
     {
         bool auxk = name.EndsWith("+auxk", StringComparison.Ordinal);
         string arch = auxk ? name[..^5] : name;
@@ -23,7 +23,9 @@ internal static class TopKProfile
         };
         var sae = (TopKFamilySae)SaeFactory.Create(cfg);
         sae.InitializeWeights(new Generator(0));
-        var opt = optim.Adam(sae.parameters(), lr: sae.DefaultLearningRate());
+        sae.Training.Autocast = autocast;
+        var (b1, b2) = sae.DefaultAdamBetas;
+        using var opt = new SaeSharp.Training.AdamOptimizer(sae.named_parameters().Select(p => (p.name, p.parameter)).ToList(), b1, b2);
         var x = randn(batch, dIn, generator: new Generator(1));
         var best = new Dictionary<string, double>();
         void Note(string key, double ms) => best[key] = best.TryGetValue(key, out var b) ? Math.Min(b, ms) : ms;
@@ -32,14 +34,14 @@ internal static class TopKProfile
             using var scope = NewDisposeScope();
             var ctx = new SaeTrainContext { Step = step, DeadMask = dead };
             var sw = Stopwatch.StartNew();
-            opt.zero_grad();
+            sae.zero_grad(false);
             var o = sae.TrainingForward(x, x, ctx);
             double t1 = sw.Elapsed.TotalMilliseconds;
             o.Loss.backward();
             double t2 = sw.Elapsed.TotalMilliseconds;
             sae.BeforeOptimizerStep(ctx);
             double t3 = sw.Elapsed.TotalMilliseconds;
-            opt.step();
+            opt.Step(sae.DefaultLearningRate());
             double t4 = sw.Elapsed.TotalMilliseconds;
             sae.AfterOptimizerStep(ctx);
             double t5 = sw.Elapsed.TotalMilliseconds;

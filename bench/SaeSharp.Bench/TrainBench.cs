@@ -10,14 +10,15 @@ namespace SaeSharp.Bench;
 /// d_in 512, d_sae 8192, batch 4096, k 32, next to the fp32 matmul ceiling measured in the same run. "topk+auxk" has a
 /// tenth of the latents dead; "standard@1%" is a ReLU SAE whose b_enc is shifted so 1% of pre-activations are positive
 /// (a trained SAE's sparsity, where the sparse training pass applies). Adam is the trainer's <see cref="SaeSharp.Training.AdamOptimizer"/>.
-/// Usage: <c>train [--steps N] [--arch topk,batchtopk,...] [--d-in 512] [--d-sae 8192] [--batch 4096] [--k 32] [--profile]</c>.
+/// Usage: <c>train [--steps N] [--arch topk,batchtopk,...] [--d-in 512] [--d-sae 8192] [--batch 4096] [--k 32] [--profile] [--autocast]</c>; <c>--autocast</c> trains with
+/// <see cref="SaeTrainingOptions.Autocast"/> and also measures the bfloat16 matmul ceiling.
 /// </summary>
 internal static class TrainBench
 {
     public static int Run(string[] args)
     {
         int steps = 3, dIn = 512, dSae = 8192, batch = 4096, k = 32;
-        bool profile = false;
+        bool profile = false, autocast = false;
         var archs = new List<string> { "topk", "topk+auxk", "batchtopk", "matryoshka_batchtopk", "jumprelu", "gated", "standard", "standard@1%" };
         for (int i = 0; i < args.Length; i++)
         {
@@ -30,43 +31,50 @@ internal static class TrainBench
                 case "--batch": batch = int.Parse(Next()); break;
                 case "--k": k = int.Parse(Next()); break;
                 case "--profile": profile = true; break;
+                case "--autocast": autocast = true; break;
                 case "--arch": archs = Next().Split(',', StringSplitOptions.RemoveEmptyEntries).ToList(); break;
                 default: throw new ArgumentException($"unknown option {args[i]}");
             }
         }
         Console.WriteLine($"train bench: d_in {dIn}, d_sae {dSae}, batch {batch}, k {k}, {steps} timed steps after 1 warm-up, torch threads {get_num_threads()}");
-        double ceiling = MatmulCeiling(batch, dIn, dSae);
+        double ceiling = MatmulCeiling(batch, dIn, dSae, ScalarType.Float32);
         Console.WriteLine($"fp32 matmul ceiling ({batch}x{dIn} · {dIn}x{dSae}): {ceiling:F1} GFLOP/s");
+        if (autocast)
+        {
+            double bf16 = MatmulCeiling(batch, dIn, dSae, ScalarType.BFloat16);
+            Console.WriteLine($"bf16 matmul ceiling (same shape): {bf16:F1} GFLOP/s; --autocast: training matmuls in bf16 (CPU AVX512-BF16/AMX: {Autocast.HardwareSupported})");
+        }
         Console.WriteLine($"{"architecture",-22} {"ms/step",9} {"rows/s",9} {"GFLOP/step",11} {"GFLOP/s",8}");
         foreach (var arch in archs)
         {
             if (profile && arch.Contains("topk", StringComparison.Ordinal))
             {
                 Console.WriteLine($"{arch} profile (best of {steps}):");
-                TopKProfile.Run(arch, dIn, dSae, batch, k, steps);
+                TopKProfile.Run(arch, dIn, dSae, batch, k, steps, autocast);
                 continue;
             }
-            var (msPerStep, flops) = TimeArchitecture(arch, dIn, dSae, batch, k, steps);
+            var (msPerStep, flops) = TimeArchitecture(arch, dIn, dSae, batch, k, steps, autocast);
             double rows = batch / (msPerStep / 1000);
             Console.WriteLine($"{arch,-22} {msPerStep,9:F0} {rows,9:F0} {flops / 1e9,11:F1} {flops / 1e9 / (msPerStep / 1000),8:F1}");
         }
         return 0;
     }
 
-    /// <summary>GFLOP/s of the encoder-shaped addmm, best of 3.</summary>
-    private static double MatmulCeiling(int n, int dIn, int dSae)
+    /// <summary>GFLOP/s of the encoder-shaped matmul (addmm in float32, mm in bfloat16), best of 3.</summary>
+    private static double MatmulCeiling(int n, int dIn, int dSae, ScalarType dtype)
     {
         using var scope = NewDisposeScope();
         using var _ = no_grad();
-        var x = randn(n, dIn);
-        var w = randn(dIn, dSae);
-        var b = randn(dSae);
+        var x = randn(n, dIn).to(dtype);
+        var w = randn(dIn, dSae).to(dtype);
+        var b = randn(dSae).to(dtype);
         double best = double.MaxValue;
         for (int i = 0; i < 4; i++)
         {
             using var s = NewDisposeScope();
             var sw = Stopwatch.StartNew();
-            addmm(b, x, w, 1, 1);
+            if (dtype == ScalarType.Float32) addmm(b, x, w, 1, 1);
+            else x.mm(w);
             if (i > 0) best = Math.Min(best, sw.Elapsed.TotalSeconds);
         }
         return 2.0 * n * dIn * dSae / best / 1e9;
@@ -74,7 +82,7 @@ internal static class TrainBench
 
     /// <summary>Milliseconds per training step and the FLOPs a step needs: dense matmuls count 2·N·d_in·d_sae each,
     /// sparse (TopK-family) decode and backward products 2·nnz·d each.</summary>
-    private static (double MsPerStep, double Flops) TimeArchitecture(string name, int dIn, int dSae, int batch, int k, int steps)
+    private static (double MsPerStep, double Flops) TimeArchitecture(string name, int dIn, int dSae, int batch, int k, int steps, bool autocast)
     {
         bool auxk = name.EndsWith("+auxk", StringComparison.Ordinal);
         bool sparseRelu = name.EndsWith("@1%", StringComparison.Ordinal);
@@ -87,6 +95,7 @@ internal static class TrainBench
         };
         var sae = SaeFactory.Create(cfg);
         sae.InitializeWeights(new Generator(0));
+        sae.Training.Autocast = autocast;
         var (b1, b2) = sae.DefaultAdamBetas;
         using var opt = new SaeSharp.Training.AdamOptimizer(sae.named_parameters().Select(p => (p.name, p.parameter)).ToList(), b1, b2);
         var x = randn(batch, dIn, generator: new Generator(1));

@@ -46,4 +46,9 @@ public sealed class SaeTrainingOptions
     public bool GatedAuxDetachDecoder { get; set; }
     /// <summary>Matryoshka: weight of each prefix group's reconstruction loss; null means weight 1 for every prefix.</summary>
     public double[]? MatryoshkaLossWeights { get; set; }
+    /// <summary>Run the training pass's dense matmuls in bfloat16 (SAELens's <c>autocast</c>): the weights, Adam state,
+    /// gradients and losses stay float32 and the products accumulate in float32; only the matmul operands are rounded
+    /// to bfloat16. Fast on CPUs with AVX512-BF16 or AMX (<see cref="Autocast.HardwareSupported"/>); inference and
+    /// evaluation always run in the weights' dtype. The accuracy cost is measured in BENCHMARKS.md.</summary>
+    public bool Autocast { get; set; }
 }
