@@ -17,25 +17,10 @@ internal static class TrainBench
 {
     public static int Run(string[] args)
     {
-        int steps = 3, dIn = 512, dSae = 8192, batch = 4096, k = 32;
-        bool profile = false, autocast = false;
-        var archs = new List<string> { "topk", "topk+auxk", "batchtopk", "matryoshka_batchtopk", "jumprelu", "gated", "standard", "standard@1%" };
-        for (int i = 0; i < args.Length; i++)
-        {
-            string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
-            switch (args[i])
-            {
-                case "--steps": steps = int.Parse(Next()); break;
-                case "--d-in": dIn = int.Parse(Next()); break;
-                case "--d-sae": dSae = int.Parse(Next()); break;
-                case "--batch": batch = int.Parse(Next()); break;
-                case "--k": k = int.Parse(Next()); break;
-                case "--profile": profile = true; break;
-                case "--autocast": autocast = true; break;
-                case "--arch": archs = Next().Split(',', StringSplitOptions.RemoveEmptyEntries).ToList(); break;
-                default: throw new ArgumentException($"unknown option {args[i]}");
-            }
-        }
+        var a = new BenchArgs(args, ["--steps", "--d-in", "--d-sae", "--batch", "--k", "--arch"], ["--profile", "--autocast"]);
+        int steps = a.Int("--steps", 3), dIn = a.Int("--d-in", 512), dSae = a.Int("--d-sae", 8192), batch = a.Int("--batch", 4096), k = a.Int("--k", 32);
+        bool profile = a.Flag("--profile"), autocast = a.Flag("--autocast");
+        var archs = a.List("--arch", ["topk", "topk+auxk", "batchtopk", "matryoshka_batchtopk", "jumprelu", "gated", "standard", "standard@1%"]);
         Console.WriteLine($"train bench: d_in {dIn}, d_sae {dSae}, batch {batch}, k {k}, {steps} timed steps after 1 warm-up, torch threads {get_num_threads()}");
         double ceiling = MatmulCeiling(batch, dIn, dSae, ScalarType.Float32);
         Console.WriteLine($"fp32 matmul ceiling ({batch}x{dIn} · {dIn}x{dSae}): {ceiling:F1} GFLOP/s");
