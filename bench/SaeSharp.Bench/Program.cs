@@ -1,4 +1,7 @@
+using SaeSharp;
 using SaeSharp.Bench;
+
+if (Environment.GetEnvironmentVariable("SAESHARP_DEFAULT_MALLOC") is null) NativeAllocator.KeepLargeBlocks();
 
 switch (args.Length > 0 ? args[0] : "")
 {

@@ -1,3 +1,5 @@
+using SaeSharp;
 using SaeSharp.Cli;
 
+NativeAllocator.KeepLargeBlocks();
 return Cli.Run(args);
