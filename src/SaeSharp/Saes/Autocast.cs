@@ -1,7 +1,13 @@
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using TorchSharp;
+using static TorchSharp.torch;
+
 namespace SaeSharp.Saes;
 
 /// <summary>bfloat16 matmuls for training (<see cref="SaeTrainingOptions.Autocast"/>).</summary>
-public static class Autocast
+public static unsafe class Autocast
 {
     private static readonly Lazy<bool> Supported = new(DetectBf16);
 
@@ -25,5 +31,316 @@ public static class Autocast
         catch (IOException) { }
         catch (UnauthorizedAccessException) { }
         return false;
+    }
+
+    private const ScalarType Bf16 = ScalarType.BFloat16;
+
+    /// <summary><paramref name="t"/> rounded to bfloat16 (an alias when it already is).</summary>
+    internal static Tensor ToBf16(Tensor t) => t.dtype == Bf16 ? t.alias() : t.to(Bf16);
+
+    /// <summary>
+    /// Encoder pre-activations (x − b_dec)·w + bias in bfloat16, [N, d_sae]: the operands rounded to bfloat16, the
+    /// product accumulated in float32 and rounded to bfloat16. Gradients (float32) go to <paramref name="w"/>
+    /// (x̃ᵀ·g), <paramref name="bias"/> (Σ_n g) and <paramref name="bDec"/> (−w·Σ_n g); none to x, which must not
+    /// require one.
+    /// </summary>
+    /// <param name="x">[N, d_in] input (float32).</param>
+    /// <param name="bDec">[d_in] subtracted from x, or null.</param>
+    /// <param name="w">[d_in, d_sae] float32.</param>
+    /// <param name="bias">[d_sae] float32.</param>
+    internal static Tensor Encoder(Tensor x, Tensor? bDec, Tensor w, Tensor bias) =>
+        EncoderFunction.apply(x, bDec!, w, bias, false, new StrongBox<Tensor?>());
+
+    /// <summary>ReLU(<see cref="Encoder"/>) in bfloat16, the ReLU applied in place on the product and its backward
+    /// pass fused into the encoder's; also <see cref="PositiveCounts"/> of the result (no gradient). The backward pass
+    /// masks its incoming gradient in place: feed the result only to <see cref="Decoder"/>.</summary>
+    internal static (Tensor F, Tensor ActiveCounts) ReluEncoder(Tensor x, Tensor? bDec, Tensor w, Tensor bias)
+    {
+        var counts = new StrongBox<Tensor?>();
+        var f = EncoderFunction.apply(x, bDec!, w, bias, true, counts);
+        return (f, counts.Value!);
+    }
+
+    /// <summary>
+    /// f·w + bias, [N, d_out] float32, with f in bfloat16 (w rounded to bfloat16, the product accumulated in float32
+    /// and rounded to bfloat16). Gradients: to f (g·wᵀ, bfloat16), w (fᵀ·g) and bias (Σ_n g), float32 but for f.
+    /// </summary>
+    /// <param name="f">[N, d_sae] bfloat16.</param>
+    /// <param name="w">[d_sae, d_out] float32.</param>
+    /// <param name="bias">[d_out] float32.</param>
+    internal static Tensor Decoder(Tensor f, Tensor w, Tensor bias) => DecoderFunction.apply(f, w, bias);
+
+    /// <summary>
+    /// JumpReLU pre·[pre &gt; θ] of bfloat16 pre-activations, bfloat16, with ∂f/∂pre = [pre &gt; θ] and the
+    /// straight-through threshold gradient ∂f/∂θ = −(θ/ε)·[|pre − θ| &lt; ε/2] (<see cref="JumpReluSae"/>); also the
+    /// per-latent counts of rows with pre &gt; θ and with |pre − θ| &lt; ε/2 (no gradient).
+    /// </summary>
+    internal static (Tensor F, Tensor ActiveCounts, Tensor KernelCounts) JumpRelu(Tensor pre, Tensor theta, double bandwidth)
+    {
+        using var scope = NewDisposeScope();
+        Tensor mask, kernel;
+        using (no_grad())
+        {
+            var th = theta.detach();
+            mask = pre.detach().gt(th);
+            kernel = pre.detach().gt(th - bandwidth / 2).logical_and_(pre.detach().lt(th + bandwidth / 2));
+        }
+        var f = JumpReluFunction.apply(pre, theta, mask, kernel, bandwidth);
+        Tensor counts, kernelCounts;
+        using (no_grad())
+        {
+            counts = mask.sum(0L);
+            kernelCounts = kernel.sum(0L);
+        }
+        return (f.MoveToOuterDisposeScope(), counts.MoveToOuterDisposeScope(), kernelCounts.MoveToOuterDisposeScope());
+    }
+
+    /// <summary>[d] int64: per column, the number of rows of a bfloat16 [rows, d] matrix with a positive (non-NaN) entry.</summary>
+    internal static Tensor PositiveCounts(Tensor m) => ColumnCounts(Bf16Kernel(m, "PositiveCounts"), RowsOp.Count);
+
+    /// <summary>In place ReLU of a contiguous bfloat16 matrix (entries with the sign bit set, −NaN included, become 0); returns
+    /// <see cref="PositiveCounts"/> of the result.</summary>
+    internal static Tensor ReluInPlace(Tensor m)
+    {
+        if (!m.is_contiguous()) throw new ArgumentException("ReluInPlace needs a contiguous matrix");
+        return ColumnCounts(Bf16Kernel(m, "ReluInPlace"), RowsOp.Relu);
+    }
+
+    /// <summary>bfloat16 <paramref name="src"/> where <paramref name="gate"/> is positive (and not NaN), else 0: the
+    /// backward pass of a ReLU whose output is <paramref name="gate"/>, or a gating. Written into <paramref name="into"/>
+    /// (contiguous, may be <paramref name="src"/>) or a new matrix; with <paramref name="columnSums"/>, also the result's
+    /// column sums [d] in float32.</summary>
+    internal static Tensor WherePositive(Tensor gate, Tensor src, Tensor? into = null, bool columnSums = false) =>
+        WherePositive(gate, src, into, columnSums, out _);
+
+    /// <inheritdoc cref="WherePositive(Tensor, Tensor, Tensor?, bool)"/>
+    internal static Tensor WherePositive(Tensor gate, Tensor src, Tensor? into, bool columnSums, out Tensor? sums)
+    {
+        using var g = Bf16Kernel(gate, "WherePositive").contiguous();
+        using var s = Bf16Kernel(src, "WherePositive").contiguous();
+        if (!g.shape.SequenceEqual(s.shape)) throw new ArgumentException("WherePositive needs matrices of one shape");
+        var result = into ?? empty(g.shape, dtype: Bf16);
+        if (result.dtype != Bf16 || !result.is_contiguous() || !result.shape.SequenceEqual(g.shape))
+            throw new ArgumentException("WherePositive writes into a contiguous bfloat16 matrix of the inputs' shape");
+        short* pg = ShortPtr(g), ps = ShortPtr(s), po = ShortPtr(result);
+        long rows = g.shape[0];
+        int d = checked((int)g.shape[1]), w = Vector<short>.Count;
+        var inf = new Vector<short>(0x7F80);
+        var partial = new System.Collections.Concurrent.ConcurrentBag<float[]>();
+        ForRowRanges(rows, (start, end) =>
+        {
+            var acc = columnSums ? new float[d] : null;
+            fixed (float* pa = acc)
+            {
+                for (long r = start; r < end; r++)
+                {
+                    short* gr = pg + r * d, sr = ps + r * d, or = po + r * d;
+                    int j = 0;
+                    for (; j + w <= d; j += w)
+                    {
+                        var v = Unsafe.ReadUnaligned<Vector<short>>(gr + j);
+                        var positive = Vector.GreaterThan(v, Vector<short>.Zero) & Vector.LessThanOrEqual(v, inf);
+                        var o = Unsafe.ReadUnaligned<Vector<short>>(sr + j) & positive;
+                        Unsafe.WriteUnaligned(or + j, o);
+                        if (pa is null) continue;
+                        Vector.Widen(Vector.AsVectorUInt16(o), out var lo, out var hi);
+                        float* a = pa + j;
+                        Unsafe.WriteUnaligned(a, Unsafe.ReadUnaligned<Vector<float>>(a) + Vector.AsVectorSingle(lo << 16));
+                        a += Vector<float>.Count;
+                        Unsafe.WriteUnaligned(a, Unsafe.ReadUnaligned<Vector<float>>(a) + Vector.AsVectorSingle(hi << 16));
+                    }
+                    for (; j < d; j++)
+                    {
+                        or[j] = gr[j] > 0 && gr[j] <= 0x7F80 ? sr[j] : (short)0;
+                        if (pa is not null) pa[j] += BitConverter.Int32BitsToSingle((ushort)or[j] << 16);
+                    }
+                }
+            }
+            if (acc is not null) partial.Add(acc);
+        });
+        sums = null;
+        if (columnSums)
+        {
+            var total = new float[d];
+            foreach (var acc in partial)
+                for (int j = 0; j < d; j++) total[j] += acc[j];
+            sums = tensor(total);
+        }
+        return result;
+    }
+
+    private enum RowsOp { Count, Relu }
+
+    private static Tensor Bf16Kernel(Tensor m, string what)
+    {
+        if (m.dtype != Bf16 || m.dim() != 2 || m.device_type != DeviceType.CPU)
+            throw new ArgumentException($"{what} needs a bfloat16 CPU matrix, got {m.dtype} [{string.Join(", ", m.shape)}]");
+        return m;
+    }
+
+    private static short* ShortPtr(Tensor t) => (short*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(t.bytes));
+
+    /// <summary>Runs <paramref name="body"/>(start, end) on one contiguous range of rows per torch thread.</summary>
+    private static void ForRowRanges(long rows, Action<long, long> body)
+    {
+        int threads = (int)Math.Max(1, Math.Min(get_num_threads(), rows));
+        long per = (rows + threads - 1) / threads;
+        Parallel.For(0, threads, t => body(t * per, Math.Min(rows, (t + 1) * per)));
+    }
+
+    /// <summary>Per-column counts of positive (non-NaN) entries of a bfloat16 matrix, zeroing negative entries first
+    /// for <see cref="RowsOp.Relu"/> (in place).</summary>
+    private static Tensor ColumnCounts(Tensor m, RowsOp op)
+    {
+        using var c = m.contiguous();
+        long rows = c.shape[0];
+        int d = checked((int)c.shape[1]);
+        short* p = ShortPtr(c);
+        var totals = new System.Collections.Concurrent.ConcurrentBag<long[]>();
+        int w = Vector<short>.Count;
+        var inf = new Vector<short>(0x7F80);
+        ForRowRanges(rows, (start, end) =>
+        {
+            var total = new long[d];
+            var acc = new short[d];
+            fixed (short* pa = acc)
+            {
+                for (long r0 = start; r0 < end; r0 += short.MaxValue)
+                {
+                    long r1 = Math.Min(end, r0 + short.MaxValue);
+                    for (long r = r0; r < r1; r++)
+                    {
+                        short* row = p + r * d;
+                        int j = 0;
+                        for (; j + w <= d; j += w)
+                        {
+                            var v = Unsafe.ReadUnaligned<Vector<short>>(row + j);
+                            if (op == RowsOp.Relu)
+                            {
+                                v = Vector.AndNot(v, Vector.LessThan(v, Vector<short>.Zero));
+                                Unsafe.WriteUnaligned(row + j, v);
+                            }
+                            var positive = Vector.GreaterThan(v, Vector<short>.Zero) & Vector.LessThanOrEqual(v, inf);
+                            Unsafe.WriteUnaligned(pa + j, Unsafe.ReadUnaligned<Vector<short>>(pa + j) - positive);
+                        }
+                        for (; j < d; j++)
+                        {
+                            if (op == RowsOp.Relu && row[j] < 0) row[j] = 0;
+                            if (row[j] > 0 && row[j] <= 0x7F80) pa[j]++;
+                        }
+                    }
+                    for (int j = 0; j < d; j++) { total[j] += (ushort)pa[j]; pa[j] = 0; }
+                }
+            }
+            totals.Add(total);
+        });
+        var counts = new long[d];
+        foreach (var total in totals)
+            for (int j = 0; j < d; j++) counts[j] += total[j];
+        return tensor(counts);
+    }
+
+    private sealed class EncoderFunction : autograd.SingleTensorFunction<EncoderFunction>
+    {
+        public override string Name => "Bf16Encoder";
+
+        public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+        {
+            var x = (Tensor)vars[0];
+            var bDec = vars[1] as Tensor;
+            var w = (Tensor)vars[2];
+            var bias = (Tensor)vars[3];
+            using var scope = NewDisposeScope();
+            var xc = ToBf16(bDec is null ? x : x - bDec);
+            var wT = w.t().to(Bf16).contiguous();
+            var pre = addmm(bias.to(Bf16), xc, wT.t(), 1, 1);
+            bool relu = (bool)vars[4];
+            if (relu) ((StrongBox<Tensor?>)vars[5]).Value = ReluInPlace(pre).MoveToOuterDisposeScope();
+            ctx.set_materialize_grads(false);
+            ctx.save_for_backward([xc.MoveToOuterDisposeScope(), w, bDec!, relu ? pre.detach().MoveToOuterDisposeScope() : null!]);
+            return pre.MoveToOuterDisposeScope();
+        }
+
+        public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad)
+        {
+            if (grad is null || grad.IsInvalid) return [null!, null!, null!, null!, null!, null!];
+            var saved = ctx.get_saved_variables();
+            using var scope = NewDisposeScope();
+            var (xc, w, bDec, reluOut) = (saved[0], saved[1], saved[2], saved[3]);
+            var g = ToBf16(grad);
+            Tensor gBias;
+            if (reluOut is not null && !reluOut.IsInvalid)
+            {
+                // The incoming gradient is the decoder's, used nowhere else: masked in place (no [N, d_sae] allocation).
+                bool inPlace = g.is_contiguous() && g.dtype == Bf16;
+                g = WherePositive(reluOut, g, inPlace ? g : null, true, out var sums);
+                gBias = sums!.to(w.dtype);
+            }
+            else gBias = g.sum(0L).to(w.dtype);
+            var gW = xc.t().mm(g).to(w.dtype);
+            Tensor? gBDec = bDec is null || bDec.IsInvalid ? null : w.detach().mv(gBias).neg_();
+            return [null!, gBDec?.MoveToOuterDisposeScope()!, gW.MoveToOuterDisposeScope(), gBias.MoveToOuterDisposeScope(), null!, null!];
+        }
+    }
+
+    private sealed class DecoderFunction : autograd.SingleTensorFunction<DecoderFunction>
+    {
+        public override string Name => "Bf16Decoder";
+
+        public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+        {
+            var f = (Tensor)vars[0];
+            var w = (Tensor)vars[1];
+            var bias = (Tensor)vars[2];
+            using var scope = NewDisposeScope();
+            var f16 = ToBf16(f);
+            var w16 = w.to(Bf16);
+            var y = f16.mm(w16).to(w.dtype).add_(bias);
+            ctx.set_materialize_grads(false);
+            ctx.save_for_backward([f16.MoveToOuterDisposeScope(), w16.MoveToOuterDisposeScope()]);
+            return y.MoveToOuterDisposeScope();
+        }
+
+        public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad)
+        {
+            if (grad is null || grad.IsInvalid) return [null!, null!, null!];
+            var saved = ctx.get_saved_variables();
+            using var scope = NewDisposeScope();
+            var (f16, w16) = (saved[0], saved[1]);
+            var g = ToBf16(grad);
+            var gF = g.mm(w16.t());
+            var gW = f16.t().mm(g).to(grad.dtype);
+            var gBias = grad.sum(0L);
+            return [gF.MoveToOuterDisposeScope(), gW.MoveToOuterDisposeScope(), gBias.MoveToOuterDisposeScope()];
+        }
+    }
+
+    private sealed class JumpReluFunction : autograd.SingleTensorFunction<JumpReluFunction>
+    {
+        public override string Name => "Bf16JumpRelu";
+
+        public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+        {
+            var pre = (Tensor)vars[0];
+            var theta = (Tensor)vars[1];
+            var mask = (Tensor)vars[2];
+            var kernel = (Tensor)vars[3];
+            ctx.set_materialize_grads(false);
+            ctx.save_for_backward([theta, mask, kernel]);
+            ctx.save_data("bandwidth", (double)vars[4]);
+            return pre.mul(mask);
+        }
+
+        public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad)
+        {
+            if (grad is null || grad.IsInvalid) return [null!, null!, null!, null!, null!];
+            var saved = ctx.get_saved_variables();
+            using var scope = NewDisposeScope();
+            var (theta, mask, kernel) = (saved[0], saved[1], saved[2]);
+            double bandwidth = (double)ctx.get_data("bandwidth");
+            var gPre = grad.mul(mask);
+            var gTheta = grad.mul(kernel).sum(0L, false, theta.dtype).mul_(theta.detach()).mul_(-1.0 / bandwidth);
+            return [gPre.MoveToOuterDisposeScope(), gTheta.MoveToOuterDisposeScope(), null!, null!, null!];
+        }
     }
 }
