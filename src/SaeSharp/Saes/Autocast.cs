@@ -71,29 +71,22 @@ public static unsafe class Autocast
     internal static Tensor Decoder(Tensor f, Tensor w, Tensor bias) => DecoderFunction.apply(f, w, bias);
 
     /// <summary>
-    /// JumpReLU pre·[pre &gt; θ] of bfloat16 pre-activations, bfloat16, with ∂f/∂pre = [pre &gt; θ] and the
-    /// straight-through threshold gradient ∂f/∂θ = −(θ/ε)·[|pre − θ| &lt; ε/2] (<see cref="JumpReluSae"/>); also the
-    /// per-latent counts of rows with pre &gt; θ and with |pre − θ| &lt; ε/2 (no gradient).
+    /// JumpReLU pre·[pre &gt; θ] of bfloat16 pre-activations [N, d_sae], bfloat16, with ∂f/∂pre = [pre &gt; θ] and the
+    /// straight-through threshold gradient ∂f/∂θ = −(θ/ε)·[|pre − θ| &lt; ε/2] (<see cref="JumpReluSae"/>); also, per
+    /// latent, the number of rows with pre &gt; θ and with |pre − θ| &lt; ε/2 (int64, no gradient). The backward pass
+    /// masks its incoming gradient in place: feed the result only to <see cref="Decoder"/>.
     /// </summary>
     internal static (Tensor F, Tensor ActiveCounts, Tensor KernelCounts) JumpRelu(Tensor pre, Tensor theta, double bandwidth)
     {
-        using var scope = NewDisposeScope();
-        Tensor mask, kernel;
-        using (no_grad())
-        {
-            var th = theta.detach();
-            mask = pre.detach().gt(th);
-            kernel = pre.detach().gt(th - bandwidth / 2).logical_and_(pre.detach().lt(th + bandwidth / 2));
-        }
-        var f = JumpReluFunction.apply(pre, theta, mask, kernel, bandwidth);
-        Tensor counts, kernelCounts;
-        using (no_grad())
-        {
-            counts = mask.sum(0L);
-            kernelCounts = kernel.sum(0L);
-        }
-        return (f.MoveToOuterDisposeScope(), counts.MoveToOuterDisposeScope(), kernelCounts.MoveToOuterDisposeScope());
+        var counts = new StrongBox<(Tensor, Tensor)>();
+        var f = JumpReluFunction.apply(pre, theta, bandwidth, counts);
+        return (f, counts.Value.Item1, counts.Value.Item2);
     }
+
+    /// <summary><paramref name="values"/> where <paramref name="gate"/> &gt; 0, else 0 (bfloat16 [N, d_sae]): the Gated SAE's
+    /// [π_gate &gt; 0]·ReLU(π_mag). The gradient goes to <paramref name="values"/> only, masked in place in the incoming
+    /// gradient: feed the result only to <see cref="Decoder"/>.</summary>
+    internal static Tensor Gate(Tensor values, Tensor gate) => GateFunction.apply(values, gate);
 
     /// <summary>[d] int64: per column, the number of rows of a bfloat16 [rows, d] matrix with a positive (non-NaN) entry.</summary>
     internal static Tensor PositiveCounts(Tensor m) => ColumnCounts(Bf16Kernel(m, "PositiveCounts"), RowsOp.Count);
@@ -315,6 +308,29 @@ public static unsafe class Autocast
         }
     }
 
+    private sealed class GateFunction : autograd.SingleTensorFunction<GateFunction>
+    {
+        public override string Name => "Bf16Gate";
+
+        public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+        {
+            var values = (Tensor)vars[0];
+            var gate = ((Tensor)vars[1]).detach();
+            ctx.set_materialize_grads(false);
+            ctx.save_for_backward([gate]);
+            return WherePositive(gate, values);
+        }
+
+        public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad)
+        {
+            if (grad is null || grad.IsInvalid) return [null!, null!];
+            var gate = ctx.get_saved_variables()[0];
+            using var scope = NewDisposeScope();
+            var g = ToBf16(grad).contiguous();
+            return [WherePositive(gate, g, g).MoveToOuterDisposeScope(), null!];
+        }
+    }
+
     private sealed class JumpReluFunction : autograd.SingleTensorFunction<JumpReluFunction>
     {
         public override string Name => "Bf16JumpRelu";
@@ -323,24 +339,133 @@ public static unsafe class Autocast
         {
             var pre = (Tensor)vars[0];
             var theta = (Tensor)vars[1];
-            var mask = (Tensor)vars[2];
-            var kernel = (Tensor)vars[3];
+            double bandwidth = (double)vars[2];
+            using var scope = NewDisposeScope();
+            var p = pre.contiguous();
+            var th = theta.detach().to(ScalarType.Float32).contiguous();
+            var f = empty(p.shape, dtype: Bf16);
+            var (active, kernel) = JumpReluKernel(p, th, bandwidth / 2, f, null, out _);
+            ((StrongBox<(Tensor, Tensor)>)vars[3]).Value = (active.MoveToOuterDisposeScope(), kernel.MoveToOuterDisposeScope());
             ctx.set_materialize_grads(false);
-            ctx.save_for_backward([theta, mask, kernel]);
-            ctx.save_data("bandwidth", (double)vars[4]);
-            return pre.mul(mask);
+            ctx.save_for_backward([p.detach().MoveToOuterDisposeScope(), theta]);
+            ctx.save_data("bandwidth", bandwidth);
+            return f.MoveToOuterDisposeScope();
         }
 
         public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad)
         {
-            if (grad is null || grad.IsInvalid) return [null!, null!, null!, null!, null!];
+            if (grad is null || grad.IsInvalid) return [null!, null!, null!, null!];
             var saved = ctx.get_saved_variables();
             using var scope = NewDisposeScope();
-            var (theta, mask, kernel) = (saved[0], saved[1], saved[2]);
+            var (pre, theta) = (saved[0], saved[1]);
             double bandwidth = (double)ctx.get_data("bandwidth");
-            var gPre = grad.mul(mask);
-            var gTheta = grad.mul(kernel).sum(0L, false, theta.dtype).mul_(theta.detach()).mul_(-1.0 / bandwidth);
-            return [gPre.MoveToOuterDisposeScope(), gTheta.MoveToOuterDisposeScope(), null!, null!, null!];
+            var g = ToBf16(grad).contiguous();
+            var th = theta.detach().to(ScalarType.Float32).contiguous();
+            JumpReluKernel(pre, th, bandwidth / 2, g, g, out var kernelSums);
+            var gTheta = kernelSums!.to(theta.dtype).mul_(theta.detach()).mul_(-1.0 / bandwidth);
+            return [g.MoveToOuterDisposeScope(), gTheta.MoveToOuterDisposeScope(), null!, null!];
         }
+    }
+
+    /// <summary>
+    /// One pass over bfloat16 pre-activations [N, d] and float32 thresholds θ [d]. Forward (<paramref name="grad"/> null):
+    /// <paramref name="into"/> = pre·[pre &gt; θ]; returns the per-column counts of pre &gt; θ and of |pre − θ| &lt; h.
+    /// Backward: <paramref name="into"/> (may be <paramref name="grad"/>) = grad·[pre &gt; θ] and
+    /// <paramref name="kernelSums"/> = Σ_n grad·[|pre − θ| &lt; h] [d] float32; returns nothing (nulls).
+    /// </summary>
+    private static (Tensor Active, Tensor Kernel) JumpReluKernel(Tensor pre, Tensor theta, double h, Tensor into, Tensor? grad, out Tensor? kernelSums)
+    {
+        Bf16Kernel(pre, "JumpRelu");
+        long rows = pre.shape[0];
+        int d = checked((int)pre.shape[1]), w = Vector<short>.Count, wf = Vector<float>.Count;
+        if (!pre.is_contiguous() || theta.dtype != ScalarType.Float32 || theta.numel() != d || !into.is_contiguous() || into.dtype != Bf16
+            || grad is not null && (!grad.is_contiguous() || grad.dtype != Bf16))
+            throw new ArgumentException("JumpRelu kernel needs contiguous bfloat16 [N, d] matrices and float32 θ [d]");
+        short* pp = ShortPtr(pre), po = ShortPtr(into), pg = grad is null ? null : ShortPtr(grad);
+        float* pt = (float*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(theta.bytes));
+        bool backward = grad is not null;
+        var half = new Vector<float>((float)h);
+        var partial = new System.Collections.Concurrent.ConcurrentBag<(long[] Active, long[] Kernel, float[] Sums)>();
+        ForRowRanges(rows, (start, end) =>
+        {
+            var active = backward ? null : new long[d];
+            var kernel = backward ? null : new long[d];
+            var sums = backward ? new float[d] : null;
+            var accA = new short[d];
+            var accK = new short[d];
+            fixed (short* pa = accA, pk = accK)
+            fixed (float* ps = sums)
+            {
+                for (long r0 = start; r0 < end; r0 += short.MaxValue)
+                {
+                    long r1 = Math.Min(end, r0 + short.MaxValue);
+                    for (long r = r0; r < r1; r++)
+                    {
+                        short* prow = pp + r * d, orow = po + r * d, grow = backward ? pg + r * d : null;
+                        int j = 0;
+                        for (; j + w <= d; j += w)
+                        {
+                            var v = Unsafe.ReadUnaligned<Vector<short>>(prow + j);
+                            Vector.Widen(v, out var lo, out var hi);
+                            var fLo = Vector.AsVectorSingle(lo << 16);
+                            var fHi = Vector.AsVectorSingle(hi << 16);
+                            var tLo = Unsafe.ReadUnaligned<Vector<float>>(pt + j);
+                            var tHi = Unsafe.ReadUnaligned<Vector<float>>(pt + j + wf);
+                            var mask = Vector.Narrow(Vector.GreaterThan(fLo, tLo), Vector.GreaterThan(fHi, tHi));
+                            var kLo = Vector.LessThan(Vector.Abs(fLo - tLo), half);
+                            var kHi = Vector.LessThan(Vector.Abs(fHi - tHi), half);
+                            if (!backward)
+                            {
+                                Unsafe.WriteUnaligned(orow + j, v & mask);
+                                Unsafe.WriteUnaligned(pa + j, Unsafe.ReadUnaligned<Vector<short>>(pa + j) - mask);
+                                Unsafe.WriteUnaligned(pk + j, Unsafe.ReadUnaligned<Vector<short>>(pk + j) - Vector.Narrow(kLo, kHi));
+                                continue;
+                            }
+                            var gv = Unsafe.ReadUnaligned<Vector<short>>(grow + j);
+                            Unsafe.WriteUnaligned(orow + j, gv & mask);
+                            Vector.Widen(gv, out var gLo, out var gHi);
+                            Unsafe.WriteUnaligned(ps + j, Unsafe.ReadUnaligned<Vector<float>>(ps + j) + (Vector.AsVectorSingle(gLo << 16) & Vector.AsVectorSingle(kLo)));
+                            Unsafe.WriteUnaligned(ps + j + wf, Unsafe.ReadUnaligned<Vector<float>>(ps + j + wf) + (Vector.AsVectorSingle(gHi << 16) & Vector.AsVectorSingle(kHi)));
+                        }
+                        for (; j < d; j++)
+                        {
+                            float x = BitConverter.Int32BitsToSingle((ushort)prow[j] << 16), t = pt[j];
+                            bool m = x > t, k = Math.Abs(x - t) < h;
+                            if (!backward)
+                            {
+                                orow[j] = m ? prow[j] : (short)0;
+                                if (m) pa[j]++;
+                                if (k) pk[j]++;
+                                continue;
+                            }
+                            short gj = grow[j];
+                            orow[j] = m ? gj : (short)0;
+                            if (k) ps[j] += BitConverter.Int32BitsToSingle((ushort)gj << 16);
+                        }
+                    }
+                    if (backward) continue;
+                    for (int j = 0; j < d; j++)
+                    {
+                        active![j] += (ushort)pa[j]; pa[j] = 0;
+                        kernel![j] += (ushort)pk[j]; pk[j] = 0;
+                    }
+                }
+            }
+            partial.Add((active!, kernel!, sums!));
+        });
+        kernelSums = null;
+        if (backward)
+        {
+            var total = new float[d];
+            foreach (var p in partial)
+                for (int j = 0; j < d; j++) total[j] += p.Sums[j];
+            kernelSums = tensor(total);
+            return (null!, null!);
+        }
+        var a = new long[d];
+        var k = new long[d];
+        foreach (var p in partial)
+            for (int j = 0; j < d; j++) { a[j] += p.Active[j]; k[j] += p.Kernel[j]; }
+        return (tensor(a), tensor(k));
     }
 }

@@ -61,6 +61,7 @@ public sealed class GatedSae : Sae
     public override SaeTrainOutput TrainingForward(Tensor x, Tensor target, SaeTrainContext ctx)
     {
         using var scope = NewDisposeScope();
+        if (Training.Autocast) return AutocastTrainingForward(x, target, ctx);
         var piGate = GatePre(x);
         var f = nn.functional.relu(HiddenPre(x)) * piGate.gt(0);
         var y = Decode(f);
@@ -77,6 +78,39 @@ public sealed class GatedSae : Sae
             Loss = loss.MoveToOuterDisposeScope(),
             SaeOut = y.MoveToOuterDisposeScope(),
             FeatureActs = f.MoveToOuterDisposeScope(),
+            Losses =
+            {
+                ["mse_loss"] = mse.detach().MoveToOuterDisposeScope(),
+                ["l1_loss"] = l1.detach().MoveToOuterDisposeScope(),
+                ["auxiliary_reconstruction_loss"] = aux.detach().MoveToOuterDisposeScope(),
+            },
+        };
+    }
+
+    /// <summary>The training pass with <see cref="SaeTrainingOptions.Autocast"/>: bfloat16 encoders with fused ReLUs, gate
+    /// and decoders (<see cref="Autocast"/>); the L1 term is the auxiliary decoder's extra output column ReLU(π_gate)·‖W_dec‖.
+    /// Called inside <see cref="TrainingForward"/>'s dispose scope.</summary>
+    private SaeTrainOutput AutocastTrainingForward(Tensor x, Tensor target, SaeTrainContext ctx)
+    {
+        var (gateAct, _) = ReluEncoderBf16(x, b_gate, W_enc);
+        var (magAct, _) = ReluEncoderBf16(x, b_mag, W_enc * r_mag.exp());
+        var f = Autocast.Gate(magAct, gateAct);
+        var y = Autocast.Decoder(f, W_dec, b_dec);
+        var mse = (y - target).pow(2).sum(-1).mean();
+        var wDec = Training.GatedAuxDetachDecoder ? W_dec.detach() : (Tensor)W_dec;
+        var bDec = Training.GatedAuxDetachDecoder ? b_dec.detach() : (Tensor)b_dec;
+        long dOut = Cfg.DOutOrIn;
+        var ext = Autocast.Decoder(gateAct, cat([wDec, W_dec.norm(1).unsqueeze(1)], 1), cat([bDec, zeros(1, dtype: bDec.dtype)], 0));
+        var l1 = ext.select(1, dOut).mean();
+        var aux = (ext.narrow(1, 0, dOut) - target).pow(2).sum(-1).mean();
+        var loss = mse + l1 * (Training.SparsityCoefficient * ctx.SparsityScale) + aux;
+        var fd = f.detach().MoveToOuterDisposeScope();
+        return new SaeTrainOutput
+        {
+            Loss = loss.MoveToOuterDisposeScope(),
+            SaeOut = y.MoveToOuterDisposeScope(),
+            FeatureActsFactory = () => fd.to(ScalarType.Float32),
+            ActiveCounts = Autocast.PositiveCounts(fd).MoveToOuterDisposeScope(),
             Losses =
             {
                 ["mse_loss"] = mse.detach().MoveToOuterDisposeScope(),
