@@ -162,6 +162,52 @@ public static unsafe class Autocast
         return result;
     }
 
+    /// <summary>Row and column indices (int64, row-major order) of the positive (non-NaN) entries of a bfloat16 matrix.</summary>
+    internal static (Tensor Rows, Tensor Cols) PositiveEntries(Tensor m)
+    {
+        using var c = Bf16Kernel(m, "PositiveEntries").contiguous();
+        long rows = c.shape[0];
+        int d = checked((int)c.shape[1]), w = Vector<short>.Count;
+        short* p = ShortPtr(c);
+        var counts = new long[rows];
+        var inf = new Vector<short>(0x7F80);
+        ForRowRanges(rows, (start, end) =>
+        {
+            for (long r = start; r < end; r++)
+            {
+                short* row = p + r * d;
+                long n = 0;
+                int j = 0;
+                for (; j + w <= d; j += w)
+                {
+                    var v = Unsafe.ReadUnaligned<Vector<short>>(row + j);
+                    n -= Vector.Sum(Vector.GreaterThan(v, Vector<short>.Zero) & Vector.LessThanOrEqual(v, inf));
+                }
+                for (; j < d; j++) if (row[j] > 0 && row[j] <= 0x7F80) n++;
+                counts[r] = n;
+            }
+        });
+        var offsets = new long[rows + 1];
+        for (long r = 0; r < rows; r++) offsets[r + 1] = offsets[r] + counts[r];
+        var rowIdx = empty(offsets[rows], dtype: ScalarType.Int64);
+        var colIdx = empty(offsets[rows], dtype: ScalarType.Int64);
+        if (offsets[rows] == 0) return (rowIdx, colIdx);
+        long* pr = (long*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(rowIdx.bytes));
+        long* pc = (long*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(colIdx.bytes));
+        ForRowRanges(rows, (start, end) =>
+        {
+            for (long r = start; r < end; r++)
+            {
+                if (counts[r] == 0) continue;
+                short* row = p + r * d;
+                long o = offsets[r];
+                for (int j = 0; j < d; j++)
+                    if (row[j] > 0 && row[j] <= 0x7F80) { pr[o] = r; pc[o] = j; o++; }
+            }
+        });
+        return (rowIdx, colIdx);
+    }
+
     private enum RowsOp { Count, Relu }
 
     private static Tensor Bf16Kernel(Tensor m, string what)

@@ -105,8 +105,8 @@ public sealed class StandardSae : Sae
             {
                 if (counts.sum().item<long>() <= (long)(SparseTrainingDensity * f.numel()))
                 {
-                    var idx = f.detach().gt(0).nonzero();
-                    code = new SparseCode(idx[.., 0], idx[.., 1], n);
+                    var (rows, cols) = Autocast.PositiveEntries(f.detach());
+                    code = new SparseCode(rows, cols, n);
                     preValues = ExactHiddenPre(x, code);
                 }
             }

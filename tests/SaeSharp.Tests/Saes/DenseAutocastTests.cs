@@ -154,6 +154,9 @@ public class DenseAutocastTests
         Assert.True(copy.to(F32).nan_to_num(0).Same(relu), "in-place ReLU");
         var src = randn(3, 19, generator: new Generator(2)).to(Bf16);
         Assert.True(Autocast.WherePositive(m, src).to(F32).Same(src.to(F32) * m.to(F32).gt(0)), "masking by positive entries");
+        var (rows, cols) = Autocast.PositiveEntries(m);
+        var idx = m.to(F32).gt(0).nonzero();
+        Assert.True(rows.Same(idx[.., 0]) && cols.Same(idx[.., 1]), "positive entries in row-major order");
     }
 
     private static (Tensor Loss, Dictionary<string, Tensor> Grads, SaeTrainOutput Out) LossAndGrads(Sae sae, Tensor x, bool autocast)
