@@ -81,7 +81,14 @@ internal static class DenseProfile
             Time("  relu [N, d_sae]", () => nn.functional.relu(f));
             Time("  relu backward (threshold) [N, d_sae]", () => f.mul(f.gt(0)));
             Time("  column sums [N, d_sae]", () => f.sum(0L));
-            if (autocast) Time("  positive counts [N, d_sae]", () => Autocast.PositiveCounts(f));
+            if (autocast)
+            {
+                Time("  positive counts [N, d_sae]", () => Autocast.PositiveCounts(f));
+                var work = f.clone();
+                Time("  fused ReLU + counts, in place", () => Autocast.ReluInPlace(work));
+                Time("  fused ReLU backward + column sums, in place", () => Autocast.WherePositive(f, work, work, true, out var sums) is var r ? sums! : r);
+                Time("  fresh [N, d_sae] allocation, first touch", () => empty(batch, dSae, dtype: dtype).fill_(0));
+            }
         }
         foreach (var (key, ms) in best) Console.WriteLine($"  {key,-40} {ms,8:F1} ms");
     }

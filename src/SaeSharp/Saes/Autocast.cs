@@ -6,7 +6,12 @@ using static TorchSharp.torch;
 
 namespace SaeSharp.Saes;
 
-/// <summary>bfloat16 matmuls for training (<see cref="SaeTrainingOptions.Autocast"/>).</summary>
+/// <summary>
+/// bfloat16 training passes (<see cref="SaeTrainingOptions.Autocast"/>): autograd functions whose matmuls take bfloat16
+/// operands (float32 accumulation, bfloat16 result) while the parameters and their gradients stay float32, and
+/// vectorised kernels for the elementwise passes over bfloat16 [N, d_sae] matrices (ReLU with bias and firing counts,
+/// ReLU backward with column sums, JumpReLU, gate), which libtorch runs slowly or in several passes.
+/// </summary>
 public static unsafe class Autocast
 {
     private static readonly Lazy<bool> Supported = new(DetectBf16);
@@ -227,9 +232,10 @@ public static unsafe class Autocast
         Parallel.For(0, threads, t => body(t * per, Math.Min(rows, (t + 1) * per)));
     }
 
-    /// <summary>Per-column counts of positive (non-NaN) entries of a bfloat16 matrix, zeroing negative entries first
-    /// for <see cref="RowsOp.Relu"/> (in place).</summary>
-    private static Tensor ColumnCounts(Tensor m, RowsOp op)
+    /// <summary>Per-column counts of positive (non-NaN) entries of a bfloat16 matrix; for <see cref="RowsOp.Relu"/>, in
+    /// place first: adds <paramref name="bias"/> [d] (float32, the sum rounded to nearest even), then zeroes entries with
+    /// the sign bit set.</summary>
+    private static Tensor ColumnCounts(Tensor m, RowsOp op, float* bias = null)
     {
         using var c = m.contiguous();
         long rows = c.shape[0];
@@ -254,6 +260,13 @@ public static unsafe class Autocast
                         for (; j + w <= d; j += w)
                         {
                             var v = Unsafe.ReadUnaligned<Vector<short>>(row + j);
+                            if (bias is not null)
+                            {
+                                Vector.Widen(Vector.AsVectorUInt16(v), out var lo, out var hi);
+                                lo = RoundBits(Vector.AsVectorUInt32(Vector.AsVectorSingle(lo << 16) + Unsafe.ReadUnaligned<Vector<float>>(bias + j)));
+                                hi = RoundBits(Vector.AsVectorUInt32(Vector.AsVectorSingle(hi << 16) + Unsafe.ReadUnaligned<Vector<float>>(bias + j + Vector<float>.Count)));
+                                v = Vector.AsVectorInt16(Vector.Narrow(lo, hi));
+                            }
                             if (op == RowsOp.Relu)
                             {
                                 v = Vector.AndNot(v, Vector.LessThan(v, Vector<short>.Zero));
@@ -264,6 +277,11 @@ public static unsafe class Autocast
                         }
                         for (; j < d; j++)
                         {
+                            if (bias is not null)
+                            {
+                                uint bits = BitConverter.SingleToUInt32Bits(BitConverter.Int32BitsToSingle((ushort)row[j] << 16) + bias[j]);
+                                row[j] = (short)((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);
+                            }
                             if (op == RowsOp.Relu && row[j] < 0) row[j] = 0;
                             if (row[j] > 0 && row[j] <= 0x7F80) pa[j]++;
                         }
@@ -279,6 +297,10 @@ public static unsafe class Autocast
         return tensor(counts);
     }
 
+    /// <summary>float32 bit patterns rounded to the nearest even bfloat16, as the high half-word (then shifted down).</summary>
+    private static Vector<uint> RoundBits(Vector<uint> bits) =>
+        (bits + new Vector<uint>(0x7FFF) + ((bits >> 16) & Vector<uint>.One)) >> 16;
+
     private sealed class EncoderFunction : autograd.SingleTensorFunction<EncoderFunction>
     {
         public override string Name => "Bf16Encoder";
@@ -292,9 +314,16 @@ public static unsafe class Autocast
             using var scope = NewDisposeScope();
             var xc = ToBf16(bDec is null ? x : x - bDec);
             var wT = w.t().to(Bf16).contiguous();
-            var pre = addmm(bias.to(Bf16), xc, wT.t(), 1, 1);
             bool relu = (bool)vars[4];
-            if (relu) ((StrongBox<Tensor?>)vars[5]).Value = ReluInPlace(pre).MoveToOuterDisposeScope();
+            Tensor pre;
+            if (relu)
+            {
+                // The bias is added in the ReLU's pass rather than by addmm (which first copies it into the output).
+                pre = xc.mm(wT.t());
+                using var b = bias.detach().to(ScalarType.Float32).contiguous();
+                ((StrongBox<Tensor?>)vars[5]).Value = ColumnCounts(pre, RowsOp.Relu, (float*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(b.bytes))).MoveToOuterDisposeScope();
+            }
+            else pre = addmm(bias.to(Bf16), xc, wT.t(), 1, 1);
             ctx.set_materialize_grads(false);
             ctx.save_for_backward([xc.MoveToOuterDisposeScope(), w, bDec!, relu ? pre.detach().MoveToOuterDisposeScope() : null!]);
             return pre.MoveToOuterDisposeScope();

@@ -11,7 +11,7 @@ namespace SaeSharp.Saes;
 /// + mean_n‖y − (ReLU(π_gate)·W_dec + b_dec)‖². SAELens keeps the decoder's gradient in that auxiliary reconstruction;
 /// the paper and dictionary_learning stop it (W_dec, b_dec detached): <see cref="SaeTrainingOptions.GatedAuxDetachDecoder"/>.
 /// No decoder-norm constraint (the L1 is weighted by the row norms). Adam β = (0, 0.999), lr 5e-5 (dictionary_learning's
-/// Gated trainer, after the paper).
+/// Gated trainer, after the paper). <see cref="SaeTrainingOptions.Autocast"/> trains with bfloat16 matmuls, ReLUs and gate.
 /// </summary>
 public sealed class GatedSae : Sae
 {

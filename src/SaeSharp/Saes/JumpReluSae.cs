@@ -14,6 +14,7 @@ namespace SaeSharp.Saes;
 /// pre-activations, as the paper and SAELens) and P = L0 (paper) or (L0/target − 1)² (dictionary_learning), chosen by
 /// <see cref="SaeTrainingOptions.JumpReluPenalty"/>. Decoder rows unit norm with parallel-gradient removal
 /// (dictionary_learning). Adam β = (0, 0.999), lr 7e-5 (the paper; dictionary_learning).
+/// <see cref="SaeTrainingOptions.Autocast"/> trains with bfloat16 matmuls and JumpReLU (<see cref="Autocast.JumpRelu"/>).
 /// </summary>
 public sealed class JumpReluSae : Sae
 {

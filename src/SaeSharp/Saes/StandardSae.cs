@@ -8,7 +8,8 @@ namespace SaeSharp.Saes;
 /// or the April 2024 update (L1 weighted by decoder-row norms, no norm constraint), chosen by
 /// <see cref="SaeTrainingOptions.Penalty"/>. Adam (0.9, 0.999), lr 5e-5 (the April 2024 update's values).
 /// Once features are sparse (<see cref="SparseTrainingDensity"/>), training decodes and back-propagates over the active
-/// entries only.
+/// entries only. With <see cref="SaeTrainingOptions.Autocast"/> the dense matmuls run in bfloat16 (see
+/// <see cref="Autocast"/>) and the sparse pass selects its entries from bfloat16 pre-activations.
 /// </summary>
 public sealed class StandardSae : Sae
 {

@@ -80,9 +80,12 @@ public class DenseAutocastTests
         // Autocast.Decoder hands the ReLU's backward a fresh gradient; here the upstream product does.
         (f.to(F32) * up).sum().backward();
 
-        var pre = Autocast.Encoder(x, null, w.detach(), bias.detach()).to(F32);
-        var active = pre.gt(0);
-        Assert.True(f.to(F32).Same(nn.functional.relu(pre)), "f = ReLU(bf16 pre)");
+        // bf16(bf16(x·w) + bias): the product rounded, then the float32 bias added in the ReLU's pass and rounded again.
+        var refF = nn.functional.relu(R(x).matmul(R(w)) + bias.detach());
+        AssertRel(f.to(F32), refF, 6e-3, "f vs ReLU of the rounded operands' product");
+        var active = f.to(F32).gt(0);
+        var refActive = refF.gt(0);
+        Assert.True(active.ne(refActive).sum().item<long>() <= 3, "the same entries are active but for a few within rounding of 0");
         Assert.True(counts.Same(active.sum(0L)), "counts of positive entries per latent");
         var gPre = R(up) * active;
         AssertRel(w.grad!, R(x).t().matmul(gPre), 6e-3, "grad w");
@@ -172,7 +175,7 @@ public class DenseAutocastTests
     /// <summary>Loss, reconstruction, losses and feature activations within <paramref name="tol"/> of float32 (relative
     /// norm error); gradients within <paramref name="gradTol"/>: they are sums over rows of bfloat16-rounded terms that
     /// partly cancel (reconstruction against sparsity gradient), which amplifies the rounding.</summary>
-    private static void AssertAutocastMatchesFloat32(Sae sae, Tensor x, double tol = 3e-2, double gradTol = 5e-2)
+    private static void AssertAutocastMatchesFloat32(Sae sae, Tensor x, double tol = 3e-2, double gradTol = 5e-2, double? featureTol = null)
     {
         var (loss32, grads32, out32) = LossAndGrads(sae, x, false);
         var (loss16, grads16, out16) = LossAndGrads(sae, x, true);
@@ -181,7 +184,7 @@ public class DenseAutocastTests
         AssertRel(out16.SaeOut, out32.SaeOut, tol / 3, "reconstruction");
         var f16 = out16.FeatureActs;
         Assert.Equal(F32, f16.dtype);
-        AssertRel(f16, out32.FeatureActs, tol, "feature activations");
+        AssertRel(f16, out32.FeatureActs, featureTol ?? tol, "feature activations");
         foreach (var (k, v) in out32.Losses) AssertRel(out16.Losses[k], v, tol, k);
         // The firing counts the trainer reads are those of the bfloat16 code.
         if (out16.ActiveCounts is { } counts) Assert.True(counts.Same(f16.ne(0).sum(0L)), "active counts");
@@ -218,7 +221,8 @@ public class DenseAutocastTests
         var both = f32.gt(0).logical_and(f16.gt(0));
         Assert.True(f16.masked_select(both).allclose(f32.masked_select(both), rtol: 1e-6, atol: 1e-7), "values recomputed in float32");
         AssertRel(loss16, loss32, 1e-4, "loss");
-        foreach (var (name, g32) in grads32) AssertRel(grads16[name], g32, 1e-3, $"grad {name}");
+        // An entry within rounding of 0 changes the gradient's mask: the gradients agree to bfloat16 accuracy.
+        foreach (var (name, g32) in grads32) AssertRel(grads16[name], g32, 5e-2, $"grad {name}");
     }
 
     [Theory]
@@ -244,7 +248,8 @@ public class DenseAutocastTests
         var sae = SaeTestUtil.Make(new SaeConfig { Architecture = "gated", DIn = 24, DSae = 40 }, seed: 10);
         sae.Training.GatedAuxDetachDecoder = detachAux;
         sae.Training.SparsityCoefficient = 0.2;
-        AssertAutocastMatchesFloat32(sae, randn(64, 24, generator: new Generator(11)));
+        // A gate pre-activation within bfloat16 rounding of 0 switches a whole magnitude on or off.
+        AssertAutocastMatchesFloat32(sae, randn(64, 24, generator: new Generator(11)), featureTol: 0.1);
     }
 
     [Theory]
