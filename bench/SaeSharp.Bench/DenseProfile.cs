@@ -48,6 +48,7 @@ internal static class DenseProfile
             double t4 = sw.Elapsed.TotalMilliseconds;
             sae.AfterOptimizerStep(ctx);
             double t5 = sw.Elapsed.TotalMilliseconds;
+            Console.WriteLine($"  step {step}: {t5:F0} ms (forward {t1:F0}, backward {t2 - t1:F0})");
             if (step == 0) continue;
             Note("forward", t1); Note("backward", t2 - t1); Note("remove-parallel", t3 - t2); Note("adam", t4 - t3);
             Note("normalise", t5 - t4); Note("step", t5);

@@ -253,6 +253,31 @@ public class DenseAutocastTests
     }
 
     [Theory]
+    [InlineData("standard", 0.0)]
+    [InlineData("standard", 1.0)]
+    [InlineData("jumprelu", 0.0)]
+    [InlineData("gated", 0.0)]
+    public void TrainingStepLeavesNoLiveTensors(string arch, double sparseDensity)
+    {
+        var sae = SaeTestUtil.Make(new SaeConfig { Architecture = arch, DIn = 24, DSae = 40 }, seed: 14);
+        sae.Training.Autocast = true;
+        if (sae is StandardSae s) s.SparseTrainingDensity = sparseDensity;
+        var x = randn(32, 24, generator: new Generator(15));
+        void Step()
+        {
+            using var scope = NewDisposeScope();
+            var o = sae.TrainingForward(x, x, new SaeTrainContext());
+            o.Loss.backward();
+            _ = o.FeatureActs.sum().item<float>();
+            _ = o.ActiveCounts!.sum().item<long>();
+        }
+        Step(); // creates the parameters' gradients
+        long before = TorchSharp.DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        Step();
+        Assert.Equal(before, TorchSharp.DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+    }
+
+    [Theory]
     [InlineData("standard")]
     [InlineData("jumprelu")]
     [InlineData("gated")]
