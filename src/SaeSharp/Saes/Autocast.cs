@@ -93,6 +93,12 @@ public static unsafe class Autocast
     /// gradient: feed the result only to <see cref="Decoder"/>.</summary>
     internal static Tensor Gate(Tensor values, Tensor gate) => GateFunction.apply(values, gate);
 
+    /// <summary>ReLU(p·scale + shift), bfloat16 [N, d], of bfloat16 <paramref name="p"/> [N, d] with float32 per-column
+    /// <paramref name="scale"/> and <paramref name="shift"/> [d] (computed in float32, rounded once), with gradients to
+    /// all three: ∂/∂p = g·scale, ∂/∂scale = Σ_n g·p, ∂/∂shift = Σ_n g over the positive outputs. The backward pass
+    /// writes ∂/∂p into its incoming gradient: feed the result only to <see cref="Decoder"/> or <see cref="Gate"/>.</summary>
+    internal static Tensor AffineRelu(Tensor p, Tensor scale, Tensor shift) => AffineReluFunction.apply(p, scale, shift);
+
     /// <summary>[d] int64: per column, the number of rows of a bfloat16 [rows, d] matrix with a positive (non-NaN) entry.</summary>
     internal static Tensor PositiveCounts(Tensor m) => ColumnCounts(Bf16Kernel(m, "PositiveCounts"), RowsOp.Count);
 
@@ -381,6 +387,124 @@ public static unsafe class Autocast
             var gBias = grad.sum(0L);
             return [gF.MoveToOuterDisposeScope(), gW.MoveToOuterDisposeScope(), gBias.MoveToOuterDisposeScope()];
         }
+    }
+
+    private sealed class AffineReluFunction : autograd.SingleTensorFunction<AffineReluFunction>
+    {
+        public override string Name => "Bf16AffineRelu";
+
+        public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+        {
+            using var scope = NewDisposeScope();
+            var p = Bf16Kernel((Tensor)vars[0], "AffineRelu").contiguous();
+            var scale = (Tensor)vars[1];
+            var shift = (Tensor)vars[2];
+            using var sc = scale.detach().to(ScalarType.Float32).contiguous();
+            using var sh = shift.detach().to(ScalarType.Float32).contiguous();
+            var result = empty(p.shape, dtype: Bf16);
+            AffineReluKernel(p, sc, sh, result, null, out _, out _);
+            ctx.set_materialize_grads(false);
+            ctx.save_for_backward([p.detach().MoveToOuterDisposeScope(), scale, shift]);
+            return result.MoveToOuterDisposeScope();
+        }
+
+        public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad)
+        {
+            if (grad is null || grad.IsInvalid) return [null!, null!, null!];
+            var saved = ctx.get_saved_variables();
+            using var scope = NewDisposeScope();
+            var (p, scale, shift) = (saved[0], saved[1], saved[2]);
+            using var sc = scale.detach().to(ScalarType.Float32).contiguous();
+            using var sh = shift.detach().to(ScalarType.Float32).contiguous();
+            var g = ToBf16(grad).contiguous();
+            AffineReluKernel(p, sc, sh, g, g, out var gScale, out var gShift);
+            var gp = g;
+            return [gp.MoveToOuterDisposeScope(), gScale!.to(scale.dtype).MoveToOuterDisposeScope(), gShift!.to(shift.dtype).MoveToOuterDisposeScope()];
+        }
+    }
+
+    /// <summary>
+    /// Forward (<paramref name="grad"/> null): <paramref name="into"/> = ReLU(p·scale + shift), the float32 value rounded to
+    /// nearest even. Backward (<paramref name="into"/> may be <paramref name="grad"/>): with a = p·scale + shift (recomputed, rounded) and m = [a &gt; 0]: <paramref name="into"/> =
+    /// grad·scale·m (rounded), <paramref name="gScale"/> = Σ_n grad·p·m and <paramref name="gShift"/> = Σ_n grad·m (float32 [d]).
+    /// </summary>
+    private static void AffineReluKernel(Tensor p, Tensor scale, Tensor shift, Tensor into, Tensor? grad, out Tensor? gScale, out Tensor? gShift)
+    {
+        long rows = p.shape[0];
+        int d = checked((int)p.shape[1]), w = Vector<short>.Count, wf = Vector<float>.Count;
+        if (scale.numel() != d || shift.numel() != d || !into.is_contiguous() || into.dtype != Bf16 || !into.shape.SequenceEqual(p.shape)
+            || grad is not null && (!grad.is_contiguous() || grad.dtype != Bf16 || !grad.shape.SequenceEqual(p.shape)))
+            throw new ArgumentException("AffineRelu kernel needs contiguous bfloat16 [N, d] matrices and float32 [d] vectors");
+        short* pp = ShortPtr(p), po = ShortPtr(into), pg = grad is null ? null : ShortPtr(grad);
+        float* psc = (float*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(scale.bytes));
+        float* psh = (float*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(shift.bytes));
+        bool backward = grad is not null;
+        var partial = new System.Collections.Concurrent.ConcurrentBag<(float[] Scale, float[] Shift)>();
+        ForRowRanges(rows, (start, end) =>
+        {
+            var accScale = backward ? new float[d] : null;
+            var accShift = backward ? new float[d] : null;
+            fixed (float* pas = accScale, pah = accShift)
+            {
+                for (long r = start; r < end; r++)
+                {
+                    short* prow = pp + r * d, orow = po + r * d, grow = backward ? pg + r * d : null;
+                    int j = 0;
+                    for (; j + w <= d; j += w)
+                    {
+                        Vector.Widen(Vector.AsVectorUInt16(Unsafe.ReadUnaligned<Vector<short>>(prow + j)), out var lo, out var hi);
+                        var xLo = Vector.AsVectorSingle(lo << 16);
+                        var xHi = Vector.AsVectorSingle(hi << 16);
+                        var sLo = Unsafe.ReadUnaligned<Vector<float>>(psc + j);
+                        var sHi = Unsafe.ReadUnaligned<Vector<float>>(psc + j + wf);
+                        var aLo = RoundBits(Vector.AsVectorUInt32(xLo * sLo + Unsafe.ReadUnaligned<Vector<float>>(psh + j)));
+                        var aHi = RoundBits(Vector.AsVectorUInt32(xHi * sHi + Unsafe.ReadUnaligned<Vector<float>>(psh + j + wf)));
+                        var a = Vector.AsVectorInt16(Vector.Narrow(aLo, aHi));
+                        var positive = Vector.GreaterThan(a, Vector<short>.Zero) & Vector.LessThanOrEqual(a, new Vector<short>(0x7F80));
+                        if (!backward)
+                        {
+                            Unsafe.WriteUnaligned(orow + j, a & positive);
+                            continue;
+                        }
+                        Vector.Widen(Vector.AsVectorUInt16(Unsafe.ReadUnaligned<Vector<short>>(grow + j) & positive), out var gl, out var gh);
+                        var gLo = Vector.AsVectorSingle(gl << 16);
+                        var gHi = Vector.AsVectorSingle(gh << 16);
+                        Unsafe.WriteUnaligned(orow + j, Vector.AsVectorInt16(Vector.Narrow(
+                            RoundBits(Vector.AsVectorUInt32(gLo * sLo)), RoundBits(Vector.AsVectorUInt32(gHi * sHi)))));
+                        Unsafe.WriteUnaligned(pas + j, Unsafe.ReadUnaligned<Vector<float>>(pas + j) + gLo * xLo);
+                        Unsafe.WriteUnaligned(pas + j + wf, Unsafe.ReadUnaligned<Vector<float>>(pas + j + wf) + gHi * xHi);
+                        Unsafe.WriteUnaligned(pah + j, Unsafe.ReadUnaligned<Vector<float>>(pah + j) + gLo);
+                        Unsafe.WriteUnaligned(pah + j + wf, Unsafe.ReadUnaligned<Vector<float>>(pah + j + wf) + gHi);
+                    }
+                    for (; j < d; j++)
+                    {
+                        float x = BitConverter.Int32BitsToSingle((ushort)prow[j] << 16);
+                        uint bits = BitConverter.SingleToUInt32Bits(x * psc[j] + psh[j]);
+                        short a = (short)((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);
+                        bool positive = a > 0 && a <= 0x7F80;
+                        if (!backward)
+                        {
+                            orow[j] = positive ? a : (short)0;
+                            continue;
+                        }
+                        float g = positive ? BitConverter.Int32BitsToSingle((ushort)grow[j] << 16) : 0f;
+                        uint gb = BitConverter.SingleToUInt32Bits(g * psc[j]);
+                        orow[j] = (short)((gb + 0x7FFF + ((gb >> 16) & 1)) >> 16);
+                        pas[j] += g * x;
+                        pah[j] += g;
+                    }
+                }
+            }
+            if (backward) partial.Add((accScale!, accShift!));
+        });
+        gScale = gShift = null;
+        if (!backward) return;
+        var ts = new float[d];
+        var th = new float[d];
+        foreach (var (a, b) in partial)
+            for (int j = 0; j < d; j++) { ts[j] += a[j]; th[j] += b[j]; }
+        gScale = tensor(ts);
+        gShift = tensor(th);
     }
 
     private sealed class GateFunction : autograd.SingleTensorFunction<GateFunction>

@@ -87,13 +87,16 @@ public sealed class GatedSae : Sae
         };
     }
 
-    /// <summary>The training pass with <see cref="SaeTrainingOptions.Autocast"/>: bfloat16 encoders with fused ReLUs, gate
-    /// and decoders (<see cref="Autocast"/>); the L1 term is the auxiliary decoder's extra output column ReLU(π_gate)·‖W_dec‖.
+    /// <summary>The training pass with <see cref="SaeTrainingOptions.Autocast"/>: one bfloat16 encoder product for both
+    /// paths, fused affine ReLUs, gate and decoders (<see cref="Autocast"/>); the L1 term is the auxiliary decoder's extra
+    /// output column ReLU(π_gate)·‖W_dec‖.
     /// Called inside <see cref="TrainingForward"/>'s dispose scope.</summary>
     private SaeTrainOutput AutocastTrainingForward(Tensor x, Tensor target, SaeTrainContext ctx)
     {
-        var (gateAct, _) = ReluEncoderBf16(x, b_gate, W_enc);
-        var (magAct, _) = ReluEncoderBf16(x, b_mag, W_enc * r_mag.exp());
+        // One encoder product P = x̃·W_enc serves both paths: π_mag = x̃·(W_enc ⊙ exp(r_mag)) + b_mag = P·exp(r_mag) + b_mag.
+        var p = EncoderMatmulBf16(x, zeros(Cfg.DSae, dtype: W_enc.dtype), W_enc);
+        var gateAct = Autocast.AffineRelu(p, ones(Cfg.DSae, dtype: W_enc.dtype), b_gate);
+        var magAct = Autocast.AffineRelu(p, r_mag.exp(), b_mag);
         var f = Autocast.Gate(magAct, gateAct);
         var y = Autocast.Decoder(f, W_dec, b_dec);
         var mse = (y - target).pow(2).sum(-1).mean();

@@ -142,6 +142,29 @@ public class DenseAutocastTests
     }
 
     [Fact]
+    public void AffineReluMatchesFloat32AutogradOnTheRoundedInput()
+    {
+        var g = new Generator(16);
+        var p = randn(45, 40, generator: g).to(Bf16).requires_grad_(true);
+        var scale = Leaf(rand(40, generator: g) + 0.5);
+        var shift = Leaf(randn(40, generator: g) * 0.3);
+        var up = randn(45, 40, generator: g);
+
+        var f = Autocast.AffineRelu(p, scale, shift);
+        (f.to(F32) * up).sum().backward();
+
+        var pr = Leaf(p.to(F32));
+        var (sr, hr) = (Leaf(scale), Leaf(shift));
+        var refF = nn.functional.relu(pr * sr + hr);
+        (refF * R(up)).sum().backward();
+        AssertRel(f.to(F32), refF, 4e-3, "f");
+        Assert.True(f.to(F32).gt(0).ne(refF.gt(0)).sum().item<long>() <= 2, "same active entries but within rounding of 0");
+        AssertRel(p.grad!.to(F32), pr.grad!, 4e-3, "∂/∂p");
+        AssertRel(scale.grad!, sr.grad!, 2e-2, "∂/∂scale");
+        AssertRel(shift.grad!, hr.grad!, 2e-2, "∂/∂shift");
+    }
+
+    [Fact]
     public void KernelsHandleSignsZerosAndTails()
     {
         // 19 columns: one vector of 16 and a scalar tail of 3 (8 and 11 with 512-bit vectors).
