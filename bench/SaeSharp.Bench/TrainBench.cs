@@ -38,6 +38,7 @@ internal static class TrainBench
                 TopKProfile.Run(arch, dIn, dSae, batch, k, steps, autocast);
                 continue;
             }
+            if (profile) { Console.WriteLine($"{arch} profile (best of {steps}):"); DenseProfile.Run(arch, dIn, dSae, batch, steps, autocast); continue; }
             var (msPerStep, flops) = TimeArchitecture(arch, dIn, dSae, batch, k, steps, autocast);
             double rows = batch / (msPerStep / 1000);
             Console.WriteLine($"{arch,-22} {msPerStep,9:F0} {rows,9:F0} {flops / 1e9,11:F1} {flops / 1e9 / (msPerStep / 1000),8:F1}");

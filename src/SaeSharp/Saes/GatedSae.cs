@@ -11,7 +11,7 @@ namespace SaeSharp.Saes;
 /// + mean_n‖y − (ReLU(π_gate)·W_dec + b_dec)‖². SAELens keeps the decoder's gradient in that auxiliary reconstruction;
 /// the paper and dictionary_learning stop it (W_dec, b_dec detached): <see cref="SaeTrainingOptions.GatedAuxDetachDecoder"/>.
 /// No decoder-norm constraint (the L1 is weighted by the row norms). Adam β = (0, 0.999), lr 5e-5 (dictionary_learning's
-/// Gated trainer, after the paper).
+/// Gated trainer, after the paper). <see cref="SaeTrainingOptions.Autocast"/> trains with bfloat16 matmuls, ReLUs and gate.
 /// </summary>
 public sealed class GatedSae : Sae
 {
@@ -61,6 +61,7 @@ public sealed class GatedSae : Sae
     public override SaeTrainOutput TrainingForward(Tensor x, Tensor target, SaeTrainContext ctx)
     {
         using var scope = NewDisposeScope();
+        if (Training.Autocast) return AutocastTrainingForward(x, target, ctx);
         var piGate = GatePre(x);
         var f = nn.functional.relu(HiddenPre(x)) * piGate.gt(0);
         var y = Decode(f);
@@ -77,6 +78,42 @@ public sealed class GatedSae : Sae
             Loss = loss.MoveToOuterDisposeScope(),
             SaeOut = y.MoveToOuterDisposeScope(),
             FeatureActs = f.MoveToOuterDisposeScope(),
+            Losses =
+            {
+                ["mse_loss"] = mse.detach().MoveToOuterDisposeScope(),
+                ["l1_loss"] = l1.detach().MoveToOuterDisposeScope(),
+                ["auxiliary_reconstruction_loss"] = aux.detach().MoveToOuterDisposeScope(),
+            },
+        };
+    }
+
+    /// <summary>The training pass with <see cref="SaeTrainingOptions.Autocast"/>: one bfloat16 encoder product for both
+    /// paths, fused affine ReLUs, gate and decoders (<see cref="Autocast"/>); the L1 term is the auxiliary decoder's extra
+    /// output column ReLU(π_gate)·‖W_dec‖.
+    /// Called inside <see cref="TrainingForward"/>'s dispose scope.</summary>
+    private SaeTrainOutput AutocastTrainingForward(Tensor x, Tensor target, SaeTrainContext ctx)
+    {
+        // One encoder product P = x̃·W_enc serves both paths: π_mag = x̃·(W_enc ⊙ exp(r_mag)) + b_mag = P·exp(r_mag) + b_mag.
+        var p = EncoderMatmulBf16(x, zeros(Cfg.DSae, dtype: W_enc.dtype), W_enc);
+        var gateAct = Autocast.AffineRelu(p, ones(Cfg.DSae, dtype: W_enc.dtype), b_gate);
+        var magAct = Autocast.AffineRelu(p, r_mag.exp(), b_mag);
+        var f = Autocast.Gate(magAct, gateAct);
+        var y = Autocast.Decoder(f, W_dec, b_dec);
+        var mse = (y - target).pow(2).sum(-1).mean();
+        var wDec = Training.GatedAuxDetachDecoder ? W_dec.detach() : (Tensor)W_dec;
+        var bDec = Training.GatedAuxDetachDecoder ? b_dec.detach() : (Tensor)b_dec;
+        long dOut = Cfg.DOutOrIn;
+        var ext = Autocast.Decoder(gateAct, cat([wDec, W_dec.norm(1).unsqueeze(1)], 1), cat([bDec, zeros(1, dtype: bDec.dtype)], 0));
+        var l1 = ext.select(1, dOut).mean();
+        var aux = (ext.narrow(1, 0, dOut) - target).pow(2).sum(-1).mean();
+        var loss = mse + l1 * (Training.SparsityCoefficient * ctx.SparsityScale) + aux;
+        var fd = f.detach().MoveToOuterDisposeScope();
+        return new SaeTrainOutput
+        {
+            Loss = loss.MoveToOuterDisposeScope(),
+            SaeOut = y.MoveToOuterDisposeScope(),
+            FeatureActsFactory = () => fd.to(ScalarType.Float32),
+            ActiveCounts = Autocast.PositiveCounts(fd).MoveToOuterDisposeScope(),
             Losses =
             {
                 ["mse_loss"] = mse.detach().MoveToOuterDisposeScope(),

@@ -14,6 +14,7 @@ namespace SaeSharp.Saes;
 /// pre-activations, as the paper and SAELens) and P = L0 (paper) or (L0/target − 1)² (dictionary_learning), chosen by
 /// <see cref="SaeTrainingOptions.JumpReluPenalty"/>. Decoder rows unit norm with parallel-gradient removal
 /// (dictionary_learning). Adam β = (0, 0.999), lr 7e-5 (the paper; dictionary_learning).
+/// <see cref="SaeTrainingOptions.Autocast"/> trains with bfloat16 matmuls and JumpReLU (<see cref="Autocast.JumpRelu"/>).
 /// </summary>
 public sealed class JumpReluSae : Sae
 {
@@ -92,9 +93,23 @@ public sealed class JumpReluSae : Sae
     public override SaeTrainOutput TrainingForward(Tensor x, Tensor target, SaeTrainContext ctx)
     {
         using var scope = NewDisposeScope();
-        var pre = HiddenPre(x);
-        var (f, l0) = JumpReluAndL0(pre, threshold, Training.Bandwidth);
-        var y = Decode(f);
+        Tensor f, l0, y;
+        Tensor? activeCounts = null;
+        if (Training.Autocast)
+        {
+            // bfloat16 encoder, JumpReLU and decoder; L0's straight-through threshold gradient formed on [d_sae].
+            var pre16 = EncoderMatmulBf16(x, BEnc, W_enc);
+            double n = pre16.shape[0];
+            (f, activeCounts, var kernelCounts) = Autocast.JumpRelu(pre16, threshold, Training.Bandwidth);
+            var kernelMean = kernelCounts.to(threshold.dtype).mul_(-1.0 / (Training.Bandwidth * n));
+            l0 = activeCounts.sum().to(threshold.dtype).div_(n) + ((threshold - threshold.detach()) * kernelMean).sum();
+            y = Autocast.Decoder(f, W_dec, b_dec);
+        }
+        else
+        {
+            (f, l0) = JumpReluAndL0(HiddenPre(x), threshold, Training.Bandwidth);
+            y = Decode(f);
+        }
         var mse = (y - target).pow(2).sum(-1).mean();
         var penalty = Training.JumpReluPenalty switch
         {
@@ -103,16 +118,21 @@ public sealed class JumpReluSae : Sae
             _ => throw new SaeSharpException($"unknown JumpReLU penalty {Training.JumpReluPenalty}"),
         };
         var loss = mse + penalty * (Training.SparsityCoefficient * ctx.SparsityScale);
+        var losses = new Dictionary<string, Tensor>
+        {
+            ["mse_loss"] = mse.detach().MoveToOuterDisposeScope(),
+            ["l0_loss"] = penalty.detach().MoveToOuterDisposeScope(),
+        };
+        if (activeCounts is null)
+            return new SaeTrainOutput { Loss = loss.MoveToOuterDisposeScope(), SaeOut = y.MoveToOuterDisposeScope(), FeatureActs = f.MoveToOuterDisposeScope(), Losses = losses };
+        var fd = f.detach().MoveToOuterDisposeScope();
         return new SaeTrainOutput
         {
             Loss = loss.MoveToOuterDisposeScope(),
             SaeOut = y.MoveToOuterDisposeScope(),
-            FeatureActs = f.MoveToOuterDisposeScope(),
-            Losses =
-            {
-                ["mse_loss"] = mse.detach().MoveToOuterDisposeScope(),
-                ["l0_loss"] = penalty.detach().MoveToOuterDisposeScope(),
-            },
+            FeatureActsFactory = () => fd.to(ScalarType.Float32),
+            ActiveCounts = activeCounts.MoveToOuterDisposeScope(),
+            Losses = losses,
         };
     }
 

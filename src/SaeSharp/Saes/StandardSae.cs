@@ -8,7 +8,8 @@ namespace SaeSharp.Saes;
 /// or the April 2024 update (L1 weighted by decoder-row norms, no norm constraint), chosen by
 /// <see cref="SaeTrainingOptions.Penalty"/>. Adam (0.9, 0.999), lr 5e-5 (the April 2024 update's values).
 /// Once features are sparse (<see cref="SparseTrainingDensity"/>), training decodes and back-propagates over the active
-/// entries only.
+/// entries only. With <see cref="SaeTrainingOptions.Autocast"/> the dense matmuls run in bfloat16 (see
+/// <see cref="Autocast"/>) and the sparse pass selects its entries from bfloat16 pre-activations.
 /// </summary>
 public sealed class StandardSae : Sae
 {
@@ -39,6 +40,7 @@ public sealed class StandardSae : Sae
     public override SaeTrainOutput TrainingForward(Tensor x, Tensor target, SaeTrainContext ctx)
     {
         using var scope = NewDisposeScope();
+        if (Training.Autocast) return AutocastTrainingForward(x, target, ctx).MoveToOuter();
         var pre = HiddenPre(x);
         long n = pre.shape[0];
         if (SparseTrainingDensity > 0)
@@ -83,6 +85,79 @@ public sealed class StandardSae : Sae
             },
         };
         return output;
+    }
+
+    /// <summary>
+    /// The training pass with <see cref="SaeTrainingOptions.Autocast"/>: bfloat16 pre-activations; past
+    /// <see cref="SparseTrainingDensity"/> the sparse pass on their positive entries, with the values recomputed in
+    /// float32; otherwise a dense pass with bfloat16 matmuls (<see cref="Autocast.Encoder"/>, <see cref="Autocast.Decoder"/>)
+    /// and ReLU output in bfloat16, the L1 term computed by the decoder matmul as an extra output column f·w
+    /// (w = 1, or the decoder row norms).
+    /// </summary>
+    private DenseOrSparse AutocastTrainingForward(Tensor x, Tensor target, SaeTrainContext ctx)
+    {
+        var (f, counts) = ReluEncoderBf16(x, BEnc, W_enc);
+        long n = f.shape[0];
+        if (SparseTrainingDensity > 0)
+        {
+            SparseCode? code = null;
+            Tensor? preValues = null;
+            using (no_grad())
+            {
+                if (counts.sum().item<long>() <= (long)(SparseTrainingDensity * f.numel()))
+                {
+                    var (rows, cols) = Autocast.PositiveEntries(f.detach());
+                    code = new SparseCode(rows, cols, n);
+                    preValues = ExactHiddenPre(x, code);
+                }
+            }
+            if (code is not null) return new DenseOrSparse(null, SparseTrainingForward(x, target, ctx, code, preValues!));
+        }
+        long dOut = Cfg.DOutOrIn;
+        Tensor y, sparsity;
+        if (Training.Penalty == SparsityPenalty.Entropy)
+        {
+            y = Autocast.Decoder(f, W_dec, b_dec);
+            sparsity = Entropy(f.to(ScalarType.Float32));
+        }
+        else
+        {
+            var column = Training.Penalty == SparsityPenalty.L1DecoderNorm ? W_dec.norm(1) : ones(Cfg.DSae, dtype: W_dec.dtype);
+            var yExt = Autocast.Decoder(f, cat([W_dec, column.unsqueeze(1)], 1), cat([b_dec, zeros(1, dtype: b_dec.dtype)], 0));
+            y = yExt.narrow(1, 0, dOut);
+            sparsity = yExt.select(1, dOut).mean();
+        }
+        var mse = (y - target).pow(2).sum(-1).mean();
+        var loss = mse + sparsity * (Training.SparsityCoefficient * ctx.SparsityScale);
+        var fd = f.detach().MoveToOuterDisposeScope();
+        return new DenseOrSparse(new SaeTrainOutput
+        {
+            Loss = loss.MoveToOuterDisposeScope(),
+            SaeOut = y.MoveToOuterDisposeScope(),
+            FeatureActsFactory = () => fd.to(ScalarType.Float32),
+            ActiveCounts = counts.MoveToOuterDisposeScope(),
+            Losses =
+            {
+                ["mse_loss"] = mse.detach().MoveToOuterDisposeScope(),
+                ["l1_loss"] = sparsity.detach().MoveToOuterDisposeScope(),
+            },
+        }, null);
+    }
+
+    /// <summary>Float32 pre-activations (x − b_dec)·W_enc[:, col] + b_enc[col] at the entries of the code (no gradient).</summary>
+    private Tensor ExactHiddenPre(Tensor x, SparseCode code)
+    {
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        var xc = EncoderInput(x).contiguous();
+        var wT = W_enc.detach().t().contiguous();
+        return SparseKernels.RowDots(xc, code.Rows, wT, code.Cols).add_(BEnc.detach().index_select(0, code.Cols)).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>A dense output or a sparse one still to be moved out of the forward's dispose scope.</summary>
+    private sealed record DenseOrSparse(SaeTrainOutput? Dense, SparseOutput? Sparse)
+    {
+        public SaeTrainOutput MoveToOuter() => Dense ?? Sparse!.MoveToOuter();
     }
 
     /// <summary>The training pass on the active entries (the same loss and gradients as the dense pass).</summary>
