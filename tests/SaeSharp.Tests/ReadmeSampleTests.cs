@@ -20,9 +20,11 @@ public class ReadmeSampleTests : IDisposable
         var acts = Path.Combine(_dir, "acts.safetensors");
         SafeTensors.Save(acts, new Dictionary<string, Tensor> { ["activations"] = randn(3000, 8, generator: new Generator(1)) });
 
+        NativeAllocator.KeepLargeBlocks();
         var (train, eval) = ActivationSplit.HoldOutLastRows([acts], evalRows: 500,
             new ActivationFileSourceOptions { Seed = 1, Loop = true });
         var sae = SaeRecipes.Create("topk", dIn: train.DIn, dSae: 4 * train.DIn, k: 4);
+        sae.Training.Autocast = Saes.Autocast.HardwareSupported;
         var config = new TrainerConfig { TotalTrainingSteps = 20, TrainBatchSizeTokens = 256,
                                          NormalizeActivations = "expected_average_only_in", CheckpointPath = Path.Combine(_dir, "ckpt"),
                                          NBatchesForNormEstimate = 2, BDecInitRows = 256 };
