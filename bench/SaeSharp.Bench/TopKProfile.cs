@@ -108,9 +108,67 @@ internal static class TopKProfile
                 sw.Restart();
                 zeros(dSae, dIn);
                 Note("[zeros d_sae x d_in]", sw.Elapsed.TotalMilliseconds);
+                if (autocast) AutocastBlocks(sae, x, k, chunkRows, code, Note);
             }
         }
         foreach (var (key, ms) in best) Console.WriteLine($"  {key,-24} {ms,8:F1} ms");
         sae.Dispose();
+    }
+
+    /// <summary>The bfloat16 building blocks of an autocast step: conversions, the chunked bf16 encoder matmul (both
+    /// weight layouts), the bf16 top-k and the exact float32 recomputation of the chosen pre-activations.</summary>
+    private static void AutocastBlocks(TopKFamilySae sae, Tensor x, int k, long chunkRows, SparseCode code, Action<string, double> note)
+    {
+        using var scope = NewDisposeScope();
+        long batch = x.shape[0];
+        var sw = Stopwatch.StartNew();
+        var wb = sae.WEnc.to(ScalarType.BFloat16);
+        note("[W_enc -> bf16]", sw.Elapsed.TotalMilliseconds);
+        sw.Restart();
+        var wt = sae.WEnc.t().contiguous();
+        note("[W_enc^T fp32 copy]", sw.Elapsed.TotalMilliseconds);
+        sw.Restart();
+        var wbt = sae.WEnc.t().to(ScalarType.BFloat16).contiguous();
+        note("[W_enc^T -> bf16]", sw.Elapsed.TotalMilliseconds);
+        sw.Restart();
+        var xb = x.to(ScalarType.BFloat16);
+        note("[x -> bf16]", sw.Elapsed.TotalMilliseconds);
+        foreach (long cr in new long[] { 512, 1024, 2048, 4096 })
+        {
+            sw.Restart();
+            for (long r = 0; r < batch; r += cr)
+            {
+                using var cs = NewDisposeScope();
+                xb.narrow(0, r, Math.Min(cr, batch - r)).mm(wb);
+            }
+            note($"[chunked bf16 mm {cr}]", sw.Elapsed.TotalMilliseconds);
+        }
+        sw.Restart();
+        for (long r = 0; r < batch; r += chunkRows)
+        {
+            using var cs = NewDisposeScope();
+            xb.narrow(0, r, Math.Min(chunkRows, batch - r)).mm(wbt.t());
+        }
+        note("[chunked bf16 mm W^T]", sw.Elapsed.TotalMilliseconds);
+        foreach (long cr in new long[] { 512, 1024, 4096 })
+        {
+            sw.Restart();
+            for (long r = 0; r < batch; r += cr)
+            {
+                using var cs = NewDisposeScope();
+                SparseKernels.RowTopKBf16(xb.narrow(0, r, Math.Min(cr, batch - r)).mm(wbt.t()), sae.BEnc, k);
+            }
+            note($"[bf16 mm+topk {cr}]", sw.Elapsed.TotalMilliseconds);
+        }
+        var pre = xb.mm(wb);
+        sw.Restart();
+        SparseKernels.RowTopKBf16(pre, sae.BEnc, k);
+        note("[RowTopK bf16 k]", sw.Elapsed.TotalMilliseconds);
+        sw.Restart();
+        SparseKernels.RowTopKBf16(pre, sae.BEnc, 4 * k);
+        note("[RowTopK bf16 4k]", sw.Elapsed.TotalMilliseconds);
+        sw.Restart();
+        SparseKernels.RowDots(x, code.Rows, wt, code.Cols).add_(sae.BEnc.index_select(0, code.Cols));
+        note("[exact pre dots]", sw.Elapsed.TotalMilliseconds);
     }
 }

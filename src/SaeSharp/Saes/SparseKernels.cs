@@ -170,12 +170,33 @@ internal static unsafe class SparseKernels
     {
         long d = m.shape[1];
         Check(m, d);
+        return TopKRows(FloatPtr(m), null, null, m.shape[0], d, k);
+    }
+
+    /// <summary>
+    /// <see cref="RowTopK"/> of m + bias for a contiguous bfloat16 [rows, d] matrix m and a float32 [d] bias, in float32:
+    /// each row is widened (bfloat16 → float32 is a 16-bit left shift) and biased into a per-thread row buffer, which
+    /// stays in L1/L2, and ranked there; the values returned are those float32 sums.
+    /// </summary>
+    public static (Tensor Values, Tensor Indices) RowTopKBf16(Tensor m, Tensor bias, int k)
+    {
+        long d = m.shape[1];
+        if (m.dtype != ScalarType.BFloat16 || !m.is_contiguous() || m.device_type != DeviceType.CPU || m.dim() != 2)
+            throw new ArgumentException($"bfloat16 top-k needs a contiguous bfloat16 CPU matrix, got {m.dtype} [{string.Join(", ", m.shape)}]");
+        if (bias.dtype != ScalarType.Float32 || !bias.is_contiguous() || bias.device_type != DeviceType.CPU || bias.dim() != 1 || bias.shape[0] != d)
+            throw new ArgumentException($"bfloat16 top-k needs a contiguous float32 [{d}] bias, got {bias.dtype} [{string.Join(", ", bias.shape)}]");
+        return TopKRows(null, (ushort*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(m.bytes)), FloatPtr(bias), m.shape[0], d, k);
+    }
+
+    /// <summary>Top-k of every row of a float32 matrix <paramref name="pm"/>, or, when it is null, of the bfloat16 matrix
+    /// <paramref name="pb"/> plus <paramref name="bias"/>.</summary>
+    private static (Tensor Values, Tensor Indices) TopKRows(float* pm, ushort* pb, float* bias, long rows, long d, int k)
+    {
         if (k <= 0 || k > d) throw new ArgumentException($"top-k needs 0 < k <= {d}, got {k}");
-        long rows = m.shape[0];
         var values = empty(rows, k, dtype: ScalarType.Float32);
         var indices = empty(rows, k, dtype: ScalarType.Int64);
         if (rows == 0) return (values, indices);
-        float* pm = FloatPtr(m), pv = FloatPtr(values);
+        float* pv = FloatPtr(values);
         long* pi = LongPtr(indices);
         int threads = Math.Max(1, get_num_threads());
         long per = (rows + threads - 1) / threads;
@@ -184,22 +205,35 @@ internal static unsafe class SparseKernels
         {
             long start = t * per, end = Math.Min(rows, start + per);
             if (start >= end) return;
-            if (!blockwise)
-            {
-                for (long r = start; r < end; r++) HeapTopK(pm + r * d, d, k, pv + r * k, pi + r * k);
-                return;
-            }
-            var maxima = new float[d / TopKBlock];
-            fixed (float* pMax = maxima)
+            var maxima = new float[blockwise ? d / TopKBlock : 0];
+            var buffer = new float[pm == null ? d : 0];
+            fixed (float* pMax = maxima, pBuf = buffer)
             {
                 for (long r = start; r < end; r++)
                 {
-                    if (!BlockTopK(pm + r * d, d, k, pMax, pv + r * k, pi + r * k))
-                        HeapTopK(pm + r * d, d, k, pv + r * k, pi + r * k);
+                    float* row = pBuf;
+                    if (pm != null) row = pm + r * d;
+                    else WidenBf16(pb + r * d, bias, pBuf, d);
+                    if (!blockwise || !BlockTopK(row, d, k, pMax, pv + r * k, pi + r * k))
+                        HeapTopK(row, d, k, pv + r * k, pi + r * k);
                 }
             }
         });
         return (values, indices);
+    }
+
+    /// <summary>dst[j] = float32(src[j]) + bias[j] for a bfloat16 row src.</summary>
+    private static void WidenBf16(ushort* src, float* bias, float* dst, long d)
+    {
+        long j = 0;
+        int w = Vector<ushort>.Count, half = Vector<float>.Count;
+        for (; j + w <= d; j += w)
+        {
+            Vector.Widen(Unsafe.ReadUnaligned<Vector<ushort>>(src + j), out var lo, out var hi);
+            Unsafe.WriteUnaligned(dst + j, Vector.AsVectorSingle(Vector.ShiftLeft(lo, 16)) + Unsafe.ReadUnaligned<Vector<float>>(bias + j));
+            Unsafe.WriteUnaligned(dst + j + half, Vector.AsVectorSingle(Vector.ShiftLeft(hi, 16)) + Unsafe.ReadUnaligned<Vector<float>>(bias + j + half));
+        }
+        for (; j < d; j++) dst[j] = BitConverter.Int32BitsToSingle(src[j] << 16) + bias[j];
     }
 
     private const int TopKBlock = 16;
