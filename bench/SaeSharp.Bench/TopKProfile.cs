@@ -131,6 +131,9 @@ internal static class TopKProfile
         var wbt = sae.WEnc.t().to(ScalarType.BFloat16).contiguous();
         note("[W_enc^T -> bf16]", sw.Elapsed.TotalMilliseconds);
         sw.Restart();
+        SparseKernels.TransposeWithBf16(sae.WEnc);
+        note("[TransposeWithBf16]", sw.Elapsed.TotalMilliseconds);
+        sw.Restart();
         var xb = x.to(ScalarType.BFloat16);
         note("[x -> bf16]", sw.Elapsed.TotalMilliseconds);
         foreach (long cr in new long[] { 512, 1024, 2048, 4096 })
@@ -159,6 +162,18 @@ internal static class TopKProfile
                 SparseKernels.RowTopKBf16(xb.narrow(0, r, Math.Min(cr, batch - r)).mm(wbt.t()), sae.BEnc, k);
             }
             note($"[bf16 mm+topk {cr}]", sw.Elapsed.TotalMilliseconds);
+        }
+        {
+            var hot = xb.narrow(0, 0, 512).mm(wb);
+            var hotF = hot.to(ScalarType.Float32) + sae.BEnc;
+            SparseKernels.RowTopKBf16(hot, sae.BEnc, k);
+            sw.Restart();
+            for (int rep = 0; rep < batch / 512; rep++) SparseKernels.RowTopKBf16(hot, sae.BEnc, k);
+            note("[RowTopK bf16 hot 512]", sw.Elapsed.TotalMilliseconds);
+            SparseKernels.RowTopK(hotF, k);
+            sw.Restart();
+            for (int rep = 0; rep < batch / 512; rep++) SparseKernels.RowTopK(hotF, k);
+            note("[RowTopK fp32 hot 512]", sw.Elapsed.TotalMilliseconds);
         }
         var pre = xb.mm(wb);
         sw.Restart();

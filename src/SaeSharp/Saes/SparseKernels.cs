@@ -163,8 +163,8 @@ internal static unsafe class SparseKernels
     /// NaNs are never selected (torch.topk would rank them first); ties are broken arbitrarily, as by torch.topk.
     /// When k ≤ d/64 and d is a multiple of 16 vectors (rows without NaN), the maxima of d/16 blocks of 16 elements give
     /// a lower bound τ on the row's k-th largest value (the k-th largest block maximum: k distinct elements reach it), and
-    /// only the elements ≥ τ enter a size-k min-heap; otherwise the heap scans the whole row, skipping vectors that
-    /// cannot enter it.
+    /// only the blocks whose maximum reaches τ are read again, their elements ≥ τ entering a size-k min-heap; otherwise
+    /// the heap scans the whole row, skipping vectors that cannot enter it.
     /// </summary>
     public static (Tensor Values, Tensor Indices) RowTopK(Tensor m, int k)
     {
@@ -174,9 +174,9 @@ internal static unsafe class SparseKernels
     }
 
     /// <summary>
-    /// <see cref="RowTopK"/> of m + bias for a contiguous bfloat16 [rows, d] matrix m and a float32 [d] bias, in float32:
-    /// each row is widened (bfloat16 → float32 is a 16-bit left shift) and biased into a per-thread row buffer, which
-    /// stays in L1/L2, and ranked there; the values returned are those float32 sums.
+    /// <see cref="RowTopK"/> of m + bias for a contiguous bfloat16 [rows, d] matrix m and a float32 [d] bias, in float32
+    /// (bfloat16 → float32 is a 16-bit left shift): the block maxima and the re-read blocks widen and add the bias on the
+    /// fly (the heap fallback widens the row into a per-thread buffer); the values returned are those float32 sums.
     /// </summary>
     public static (Tensor Values, Tensor Indices) RowTopKBf16(Tensor m, Tensor bias, int k)
     {
@@ -200,7 +200,9 @@ internal static unsafe class SparseKernels
         long* pi = LongPtr(indices);
         int threads = Math.Max(1, get_num_threads());
         long per = (rows + threads - 1) / threads;
-        bool blockwise = (long)k * 64 <= d && d % (TopKBlock * Vector<float>.Count) == 0;
+        // The bfloat16 block maxima are taken 16 columns (one ushort vector) at a time.
+        long blockVector = TopKBlock * (pm == null ? Vector<ushort>.Count : Vector<float>.Count);
+        bool blockwise = (long)k * 64 <= d && d % blockVector == 0;
         Parallel.For(0, threads, t =>
         {
             long start = t * per, end = Math.Min(rows, start + per);
@@ -211,11 +213,23 @@ internal static unsafe class SparseKernels
             {
                 for (long r = start; r < end; r++)
                 {
-                    float* row = pBuf;
-                    if (pm != null) row = pm + r * d;
-                    else WidenBf16(pb + r * d, bias, pBuf, d);
-                    if (!blockwise || !BlockTopK(row, d, k, pMax, pv + r * k, pi + r * k))
-                        HeapTopK(row, d, k, pv + r * k, pi + r * k);
+                    float* hv = pv + r * k;
+                    long* hi = pi + r * k;
+                    if (pm != null)
+                    {
+                        float* row = pm + r * d;
+                        if (!blockwise || !BlockMaxima(row, d, pMax)) HeapTopK(row, d, k, hv, hi);
+                        else TopKFromBlocks(row, null, null, d, k, pMax, hv, hi);
+                        continue;
+                    }
+                    ushort* src = pb + r * d;
+                    if (blockwise && BlockMaximaBf16(src, bias, d, pMax))
+                    {
+                        TopKFromBlocks(null, src, bias, d, k, pMax, hv, hi);
+                        continue;
+                    }
+                    WidenBf16(src, bias, pBuf, d);
+                    HeapTopK(pBuf, d, k, hv, hi);
                 }
             }
         });
@@ -233,15 +247,18 @@ internal static unsafe class SparseKernels
             Unsafe.WriteUnaligned(dst + j, Vector.AsVectorSingle(Vector.ShiftLeft(lo, 16)) + Unsafe.ReadUnaligned<Vector<float>>(bias + j));
             Unsafe.WriteUnaligned(dst + j + half, Vector.AsVectorSingle(Vector.ShiftLeft(hi, 16)) + Unsafe.ReadUnaligned<Vector<float>>(bias + j + half));
         }
-        for (; j < d; j++) dst[j] = BitConverter.Int32BitsToSingle(src[j] << 16) + bias[j];
+        for (; j < d; j++) dst[j] = Bf16(src[j]) + bias[j];
     }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Bf16(ushort v) => BitConverter.Int32BitsToSingle(v << 16);
 
     private const int TopKBlock = 16;
 
-    /// <summary>The block-maximum top-k of <see cref="RowTopK"/> (d a multiple of 16 vectors); false (nothing written)
-    /// when the row holds a NaN. The row is read as 16 slices of width S = d/16; block c is {c, c + S, …, c + 15·S}, so
-    /// the S block maxima are 15 vector maxima of the slices, without horizontal reductions.</summary>
-    private static bool BlockTopK(float* row, long d, int k, float* maxima, float* hv, long* hi)
+    /// <summary>The maxima of the S = d/16 blocks of <see cref="RowTopK"/>'s block path (d a multiple of 16 vectors); false
+    /// when the row holds a NaN. The row is read as 16 slices of width S; block c is {c, c + S, …, c + 15·S}, so the
+    /// block maxima are 15 vector maxima of the slices, without horizontal reductions.</summary>
+    private static bool BlockMaxima(float* row, long d, float* maxima)
     {
         int w = Vector<float>.Count;
         long width = d / TopKBlock;
@@ -258,25 +275,58 @@ internal static unsafe class SparseKernels
             }
             Unsafe.WriteUnaligned(maxima + c, acc);
         }
-        if (!Vector.EqualsAll(nan, Vector<int>.Zero)) return false;
+        return Vector.EqualsAll(nan, Vector<int>.Zero);
+    }
+
+    /// <summary><see cref="BlockMaxima"/> of the bfloat16 row plus the bias (d a multiple of 16 ushort vectors), widening
+    /// on the fly.</summary>
+    private static bool BlockMaximaBf16(ushort* row, float* bias, long d, float* maxima)
+    {
+        int w = Vector<ushort>.Count, half = Vector<float>.Count;
+        long width = d / TopKBlock;
+        var nan = Vector<int>.Zero;
+        for (long c = 0; c < width; c += w)
+        {
+            var acc0 = new Vector<float>(float.NegativeInfinity);
+            var acc1 = acc0;
+            for (long o = c; o < d; o += width)
+            {
+                Vector.Widen(Unsafe.ReadUnaligned<Vector<ushort>>(row + o), out var lo, out var hi);
+                var v0 = Vector.AsVectorSingle(Vector.ShiftLeft(lo, 16)) + Unsafe.ReadUnaligned<Vector<float>>(bias + o);
+                var v1 = Vector.AsVectorSingle(Vector.ShiftLeft(hi, 16)) + Unsafe.ReadUnaligned<Vector<float>>(bias + o + half);
+                nan |= ~Vector.Equals(v0, v0) | ~Vector.Equals(v1, v1);
+                acc0 = Vector.Max(acc0, v0);
+                acc1 = Vector.Max(acc1, v1);
+            }
+            Unsafe.WriteUnaligned(maxima + c, acc0);
+            Unsafe.WriteUnaligned(maxima + c + half, acc1);
+        }
+        return Vector.EqualsAll(nan, Vector<int>.Zero);
+    }
+
+    /// <summary>The top-k of a NaN-free row from its block maxima: τ = the k-th largest block maximum is a lower bound on the
+    /// row's k-th largest value (k distinct elements reach it), so only the blocks whose maximum reaches τ are read, and
+    /// their elements ≥ τ enter a size-k min-heap. The row is float32 <paramref name="row"/> or, when that is null, the
+    /// bfloat16 <paramref name="bf"/> plus <paramref name="bias"/>.</summary>
+    private static void TopKFromBlocks(float* row, ushort* bf, float* bias, long d, int k, float* maxima, float* hv, long* hi)
+    {
+        long width = d / TopKBlock;
         // τ = the k-th largest block maximum (a heap of the block maxima, indices unused).
         for (int b = 0; b < k; b++) Push(maxima[b], b, hv, hi, b);
         for (long b = k; b < width; b++) Offer(maxima[b], b, hv, hi, k);
-        var tau = new Vector<float>(hv[0]);
         float t = hv[0];
         int filled = 0;
-        for (long j = 0; j < d; j += w)
+        for (long c = 0; c < width; c++)
         {
-            if (!Vector.GreaterThanOrEqualAny(Unsafe.ReadUnaligned<Vector<float>>(row + j), tau)) continue;
-            for (long e = j; e < j + w; e++)
+            if (!(maxima[c] >= t)) continue;
+            for (long e = c; e < d; e += width)
             {
-                float v = row[e];
+                float v = row != null ? row[e] : Bf16(bf[e]) + bias[e];
                 if (!(v >= t)) continue;
                 if (filled < k) Push(v, e, hv, hi, filled++);
                 else Offer(v, e, hv, hi, k);
             }
         }
-        return true;
     }
 
     /// <summary>Appends (v, j) at position c of a min-heap holding c entries and restores the heap order.</summary>
@@ -406,6 +456,64 @@ internal static unsafe class SparseKernels
             }
         });
         return (rowIdx, colIdx, values);
+    }
+
+    /// <summary>The transpose of a contiguous float32 [r, c] matrix as contiguous [c, r] float32 and bfloat16 copies (rounded
+    /// to nearest even, as torch's conversion), in one pass split over torch's thread count. 16×16 tiles go through a
+    /// local buffer, so every cache line is read whole once and written whole once (power-of-two strides would otherwise
+    /// thrash the cache sets).</summary>
+    public static (Tensor Transposed, Tensor TransposedBf16) TransposeWithBf16(Tensor w)
+    {
+        long c = w.shape[1];
+        Check(w, c);
+        long r = w.shape[0];
+        var t = empty(c, r, dtype: ScalarType.Float32);
+        var tb = empty(c, r, dtype: ScalarType.BFloat16);
+        if (r == 0 || c == 0) return (t, tb);
+        float* pw = FloatPtr(w), pt = FloatPtr(t);
+        ushort* pb = (ushort*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(tb.bytes));
+        const int tile = 16;
+        long tiles = (c + tile - 1) / tile;
+        int threads = (int)Math.Max(1, Math.Min(get_num_threads(), tiles));
+        long per = (tiles + threads - 1) / threads;
+        Parallel.For(0, threads, th =>
+        {
+            float* buf = stackalloc float[tile * tile];
+            for (long j0 = th * per * tile; j0 < Math.Min(c, (th + 1) * per * tile); j0 += tile)
+            {
+                long nj = Math.Min(tile, c - j0);
+                for (long i0 = 0; i0 < r; i0 += tile)
+                {
+                    long ni = Math.Min(tile, r - i0);
+                    for (long a = 0; a < ni; a++)
+                    {
+                        float* src = pw + (i0 + a) * c + j0;
+                        for (long b = 0; b < nj; b++) buf[a * tile + b] = src[b];
+                    }
+                    for (long b = 0; b < nj; b++)
+                    {
+                        float* dst = pt + (j0 + b) * r + i0;
+                        ushort* dstB = pb + (j0 + b) * r + i0;
+                        for (long a = 0; a < ni; a++)
+                        {
+                            float v = buf[a * tile + b];
+                            dst[a] = v;
+                            dstB[a] = ToBf16(v);
+                        }
+                    }
+                }
+            }
+        });
+        return (t, tb);
+    }
+
+    /// <summary>float32 → bfloat16 rounding to nearest even (NaN kept a quiet NaN).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static ushort ToBf16(float v)
+    {
+        uint u = BitConverter.SingleToUInt32Bits(v);
+        if (float.IsNaN(v)) return (ushort)((u >> 16) | 0x40);
+        return (ushort)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
     }
 
     /// <summary>In place, for every row j: g[j] −= (⟨g[j], w[j]⟩ / ‖w[j]‖²)·w[j] (rows with ‖w[j]‖ ≤ 1e-8 untouched).
