@@ -174,6 +174,10 @@ internal static class TopKProfile
             sw.Restart();
             for (int rep = 0; rep < batch / 512; rep++) SparseKernels.RowTopK(hotF, k);
             note("[RowTopK fp32 hot 512]", sw.Elapsed.TotalMilliseconds);
+            double MinOf(Action f) { double m = double.MaxValue; for (int i = 0; i < 40; i++) { var w = Stopwatch.StartNew(); f(); m = Math.Min(m, w.Elapsed.TotalMilliseconds); } return m; }
+            note("[min RowTopK fp32 512 x8]", 8 * MinOf(() => SparseKernels.RowTopK(hotF, k)));
+            note("[min RowTopK bf16 512 x8]", 8 * MinOf(() => SparseKernels.RowTopKBf16(hot, sae.BEnc, k)));
+            note("[min amax 512 x8]", 8 * MinOf(() => hotF.amax(1)));
         }
         var pre = xb.mm(wb);
         sw.Restart();

@@ -209,7 +209,9 @@ internal static unsafe class SparseKernels
             if (start >= end) return;
             var maxima = new float[blockwise ? d / TopKBlock : 0];
             var buffer = new float[pm == null ? d : 0];
+            var hist = new int[2 * 257];
             fixed (float* pMax = maxima, pBuf = buffer)
+            fixed (int* pHist = hist)
             {
                 for (long r = start; r < end; r++)
                 {
@@ -219,13 +221,13 @@ internal static unsafe class SparseKernels
                     {
                         float* row = pm + r * d;
                         if (!blockwise || !BlockMaxima(row, d, pMax)) HeapTopK(row, d, k, hv, hi);
-                        else TopKFromBlocks(row, null, null, d, k, pMax, hv, hi);
+                        else TopKFromBlocks(row, null, null, d, k, pMax, pHist, hv, hi);
                         continue;
                     }
                     ushort* src = pb + r * d;
                     if (blockwise && BlockMaximaBf16(src, bias, d, pMax))
                     {
-                        TopKFromBlocks(null, src, bias, d, k, pMax, hv, hi);
+                        TopKFromBlocks(null, src, bias, d, k, pMax, pHist, hv, hi);
                         continue;
                     }
                     WidenBf16(src, bias, pBuf, d);
@@ -304,21 +306,41 @@ internal static unsafe class SparseKernels
         return Vector.EqualsAll(nan, Vector<int>.Zero);
     }
 
-    /// <summary>The top-k of a NaN-free row from its block maxima: τ = the k-th largest block maximum is a lower bound on the
-    /// row's k-th largest value (k distinct elements reach it), so only the blocks whose maximum reaches τ are read, and
-    /// their elements ≥ τ enter a size-k min-heap. The row is float32 <paramref name="row"/> or, when that is null, the
-    /// bfloat16 <paramref name="bf"/> plus <paramref name="bias"/>.</summary>
-    private static void TopKFromBlocks(float* row, ushort* bf, float* bias, long d, int k, float* maxima, float* hv, long* hi)
+    /// <summary>The top-k of a NaN-free row from its block maxima: a lower bound τ on the k-th largest block maximum is a
+    /// lower bound on the row's k-th largest value (k distinct elements reach it), so only the blocks whose maximum
+    /// reaches τ are read, and their elements ≥ τ enter a size-k min-heap. τ is found by a radix select on the maxima's
+    /// order-preserving 32-bit keys: their top byte, then their second byte within the bucket that holds the k-th
+    /// largest, τ being the smallest value of that 16-bit bucket (bfloat16 resolution: a few blocks more are read than
+    /// with the exact k-th maximum, without a branchy heap over all maxima). <paramref name="hist"/>: 2 × 257 ints of
+    /// scratch. The row is float32 <paramref name="row"/> or, when that is null, the bfloat16 <paramref name="bf"/> plus
+    /// <paramref name="bias"/>.</summary>
+    private static void TopKFromBlocks(float* row, ushort* bf, float* bias, long d, int k, float* maxima, int* hist, float* hv, long* hi)
     {
         long width = d / TopKBlock;
-        // τ = the k-th largest block maximum (a heap of the block maxima, indices unused).
-        for (int b = 0; b < k; b++) Push(maxima[b], b, hv, hi, b);
-        for (long b = k; b < width; b++) Offer(maxima[b], b, hv, hi, k);
-        float t = hv[0];
+        var keys = (uint*)maxima; // the maxima are replaced by their keys
+        new Span<int>(hist, 2 * 257).Clear();
+        for (long b = 0; b < width; b++)
+        {
+            uint key = SortKey(maxima[b]);
+            keys[b] = key;
+            hist[key >> 24]++;
+        }
+        int need = k, top = 255;
+        while (hist[top] < need) need -= hist[top--];
+        int* hist2 = hist + 257;
+        for (long b = 0; b < width; b++)
+        {
+            uint key = keys[b];
+            hist2[(key >> 24) == (uint)top ? (int)((key >> 16) & 0xFF) : 256]++;
+        }
+        int second = 255;
+        while (hist2[second] < need) need -= hist2[second--];
+        uint tauKey = ((uint)top << 24) | ((uint)second << 16);
+        float t = FromSortKey(tauKey);
         int filled = 0;
         for (long c = 0; c < width; c++)
         {
-            if (!(maxima[c] >= t)) continue;
+            if (keys[c] < tauKey) continue;
             for (long e = c; e < d; e += width)
             {
                 float v = row != null ? row[e] : Bf16(bf[e]) + bias[e];
@@ -328,6 +350,19 @@ internal static unsafe class SparseKernels
             }
         }
     }
+
+    /// <summary>An unsigned key ordered as the (non-NaN) floats are: the sign bit set for positives, all bits flipped for
+    /// negatives.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static uint SortKey(float v)
+    {
+        uint u = BitConverter.SingleToUInt32Bits(v);
+        return u ^ ((uint)((int)u >> 31) | 0x80000000u);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float FromSortKey(uint key) =>
+        BitConverter.UInt32BitsToSingle((key & 0x80000000u) != 0 ? key ^ 0x80000000u : ~key);
 
     /// <summary>Appends (v, j) at position c of a min-heap holding c entries and restores the heap order.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -16,6 +16,9 @@ namespace SaeSharp.Saes;
 /// <item>Decoder rows held at unit norm, with the gradient component parallel to each row removed before the step.</item>
 /// <item>Initialisation: unit-norm random decoder rows, W_enc = W_decᵀ, zero biases.</item>
 /// <item>Adam (0.9, 0.999) with lr 2e-4/sqrt(d_sae/2^14).</item>
+/// <item><see cref="SaeTrainingOptions.Autocast"/>: the dense encoder pass, which only selects, runs in bfloat16; the
+/// pre-activations at the selected entries (and so the loss, the gradients, the BatchTopK threshold and the sparse AuxK
+/// values) are recomputed exactly in float32. Only the choice between near-tied latents can differ from float32.</item>
 /// </list>
 /// The training form needs float32 weights on the CPU (the sparse kernels of <see cref="SparseKernels"/>); inference
 /// (<see cref="Sae.Encode"/>) works in any dtype. <see cref="SaeTrainOutput.FeatureActs"/> is built on demand; trainers
