@@ -121,18 +121,14 @@ internal static class TopKProfile
     {
         using var scope = NewDisposeScope();
         long batch = x.shape[0];
+        long bf16Rows = Math.Max(1, sae.Bf16ChunkElements / sae.Cfg.DSae);
         var sw = Stopwatch.StartNew();
-        var wb = sae.WEnc.to(ScalarType.BFloat16);
-        note("[W_enc -> bf16]", sw.Elapsed.TotalMilliseconds);
+        var wtTorch = sae.WEnc.t().contiguous();
+        note("[W_enc^T torch copy]", sw.Elapsed.TotalMilliseconds);
         sw.Restart();
-        var wt = sae.WEnc.t().contiguous();
-        note("[W_enc^T fp32 copy]", sw.Elapsed.TotalMilliseconds);
-        sw.Restart();
-        var wbt = sae.WEnc.t().to(ScalarType.BFloat16).contiguous();
-        note("[W_enc^T -> bf16]", sw.Elapsed.TotalMilliseconds);
-        sw.Restart();
-        SparseKernels.TransposeWithBf16(sae.WEnc);
-        note("[TransposeWithBf16]", sw.Elapsed.TotalMilliseconds);
+        var (wt, wbt) = SparseKernels.TransposeWithBf16(sae.WEnc);
+        note("[W_enc^T fp32+bf16 kernel]", sw.Elapsed.TotalMilliseconds);
+        var wb = wbt.t();
         sw.Restart();
         var xb = x.to(ScalarType.BFloat16);
         note("[x -> bf16]", sw.Elapsed.TotalMilliseconds);
@@ -147,38 +143,12 @@ internal static class TopKProfile
             note($"[chunked bf16 mm {cr}]", sw.Elapsed.TotalMilliseconds);
         }
         sw.Restart();
-        for (long r = 0; r < batch; r += chunkRows)
+        for (long r = 0; r < batch; r += bf16Rows)
         {
             using var cs = NewDisposeScope();
-            xb.narrow(0, r, Math.Min(chunkRows, batch - r)).mm(wbt.t());
+            SparseKernels.RowTopKBf16(xb.narrow(0, r, Math.Min(bf16Rows, batch - r)).mm(wb), sae.BEnc, k);
         }
-        note("[chunked bf16 mm W^T]", sw.Elapsed.TotalMilliseconds);
-        foreach (long cr in new long[] { 512, 1024, 4096 })
-        {
-            sw.Restart();
-            for (long r = 0; r < batch; r += cr)
-            {
-                using var cs = NewDisposeScope();
-                SparseKernels.RowTopKBf16(xb.narrow(0, r, Math.Min(cr, batch - r)).mm(wbt.t()), sae.BEnc, k);
-            }
-            note($"[bf16 mm+topk {cr}]", sw.Elapsed.TotalMilliseconds);
-        }
-        {
-            var hot = xb.narrow(0, 0, 512).mm(wb);
-            var hotF = hot.to(ScalarType.Float32) + sae.BEnc;
-            SparseKernels.RowTopKBf16(hot, sae.BEnc, k);
-            sw.Restart();
-            for (int rep = 0; rep < batch / 512; rep++) SparseKernels.RowTopKBf16(hot, sae.BEnc, k);
-            note("[RowTopK bf16 hot 512]", sw.Elapsed.TotalMilliseconds);
-            SparseKernels.RowTopK(hotF, k);
-            sw.Restart();
-            for (int rep = 0; rep < batch / 512; rep++) SparseKernels.RowTopK(hotF, k);
-            note("[RowTopK fp32 hot 512]", sw.Elapsed.TotalMilliseconds);
-            double MinOf(Action f) { double m = double.MaxValue; for (int i = 0; i < 40; i++) { var w = Stopwatch.StartNew(); f(); m = Math.Min(m, w.Elapsed.TotalMilliseconds); } return m; }
-            note("[min RowTopK fp32 512 x8]", 8 * MinOf(() => SparseKernels.RowTopK(hotF, k)));
-            note("[min RowTopK bf16 512 x8]", 8 * MinOf(() => SparseKernels.RowTopKBf16(hot, sae.BEnc, k)));
-            note("[min amax 512 x8]", 8 * MinOf(() => hotF.amax(1)));
-        }
+        note("[chunked bf16 mm + top-k]", sw.Elapsed.TotalMilliseconds);
         var pre = xb.mm(wb);
         sw.Restart();
         SparseKernels.RowTopKBf16(pre, sae.BEnc, k);
