@@ -493,64 +493,6 @@ internal static unsafe class SparseKernels
         return (rowIdx, colIdx, values);
     }
 
-    /// <summary>The transpose of a contiguous float32 [r, c] matrix as contiguous [c, r] float32 and bfloat16 copies (rounded
-    /// to nearest even, as torch's conversion), in one pass split over torch's thread count. 16×16 tiles go through a
-    /// local buffer, so every cache line is read whole once and written whole once (power-of-two strides would otherwise
-    /// thrash the cache sets).</summary>
-    public static (Tensor Transposed, Tensor TransposedBf16) TransposeWithBf16(Tensor w)
-    {
-        long c = w.shape[1];
-        Check(w, c);
-        long r = w.shape[0];
-        var t = empty(c, r, dtype: ScalarType.Float32);
-        var tb = empty(c, r, dtype: ScalarType.BFloat16);
-        if (r == 0 || c == 0) return (t, tb);
-        float* pw = FloatPtr(w), pt = FloatPtr(t);
-        ushort* pb = (ushort*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(tb.bytes));
-        const int tile = 16;
-        long tiles = (c + tile - 1) / tile;
-        int threads = (int)Math.Max(1, Math.Min(get_num_threads(), tiles));
-        long per = (tiles + threads - 1) / threads;
-        Parallel.For(0, threads, th =>
-        {
-            float* buf = stackalloc float[tile * tile];
-            for (long j0 = th * per * tile; j0 < Math.Min(c, (th + 1) * per * tile); j0 += tile)
-            {
-                long nj = Math.Min(tile, c - j0);
-                for (long i0 = 0; i0 < r; i0 += tile)
-                {
-                    long ni = Math.Min(tile, r - i0);
-                    for (long a = 0; a < ni; a++)
-                    {
-                        float* src = pw + (i0 + a) * c + j0;
-                        for (long b = 0; b < nj; b++) buf[a * tile + b] = src[b];
-                    }
-                    for (long b = 0; b < nj; b++)
-                    {
-                        float* dst = pt + (j0 + b) * r + i0;
-                        ushort* dstB = pb + (j0 + b) * r + i0;
-                        for (long a = 0; a < ni; a++)
-                        {
-                            float v = buf[a * tile + b];
-                            dst[a] = v;
-                            dstB[a] = ToBf16(v);
-                        }
-                    }
-                }
-            }
-        });
-        return (t, tb);
-    }
-
-    /// <summary>float32 → bfloat16 rounding to nearest even (NaN kept a quiet NaN).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static ushort ToBf16(float v)
-    {
-        uint u = BitConverter.SingleToUInt32Bits(v);
-        if (float.IsNaN(v)) return (ushort)((u >> 16) | 0x40);
-        return (ushort)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
-    }
-
     /// <summary>In place, for every row j: g[j] −= (⟨g[j], w[j]⟩ / ‖w[j]‖²)·w[j] (rows with ‖w[j]‖ ≤ 1e-8 untouched).
     /// Returns false (doing nothing) unless both are contiguous float32 CPU matrices of the same shape.</summary>
     public static bool RemoveParallelRows(Tensor g, Tensor w)

@@ -102,13 +102,8 @@ public abstract class TopKFamilySae : Sae
             long m = Math.Min(CandidatesPerRow, dSae);
             long chunkRows = Math.Max(1, (bf16 ? Bf16ChunkElements : ChunkElements) / dSae);
             var xb = bf16 ? xin.to(ScalarType.BFloat16) : null;
-            Tensor? wb = null;
-            if (bf16)
-            {
-                using var w = W_enc.detach().contiguous();
-                (encT, var encTb) = SparseKernels.TransposeWithBf16(w);
-                wb = encTb.t();
-            }
+            encT = bf16 ? W_enc.detach().t().contiguous() : null;
+            var wb = encT?.to(ScalarType.BFloat16).t();
             var candV = new List<Tensor>();
             var candI = new List<Tensor>();
             var deadParts = new List<Tensor>();
