@@ -121,7 +121,7 @@ internal static class TopKProfile
     {
         using var scope = NewDisposeScope();
         long batch = x.shape[0];
-        long bf16Rows = Math.Max(1, sae.Bf16ChunkElements / sae.Cfg.DSae);
+        long bf16Rows = chunkRows;
         // Each block: the best of 5 runs (the machine is shared).
         void Time(string key, Action f)
         {
@@ -150,14 +150,17 @@ internal static class TopKProfile
                 }
             });
         }
-        Time("[chunked bf16 mm + top-k]", () =>
+        foreach (long cr in new long[] { 256, 512, 1024, 2048 })
         {
-            for (long r = 0; r < batch; r += bf16Rows)
+            Time($"[chunked bf16 mm + top-k {cr}]", () =>
             {
-                using var cs = NewDisposeScope();
-                SparseKernels.RowTopKBf16(xb.narrow(0, r, Math.Min(bf16Rows, batch - r)).mm(wb), sae.BEnc, k);
-            }
-        });
+                for (long r = 0; r < batch; r += cr)
+                {
+                    using var cs = NewDisposeScope();
+                    SparseKernels.RowTopKBf16(xb.narrow(0, r, Math.Min(cr, batch - r)).mm(wb), sae.BEnc, k);
+                }
+            });
+        }
         var chunk = xb.narrow(0, 0, bf16Rows).mm(wb);
         long reps = (batch + bf16Rows - 1) / bf16Rows;
         Time("[RowTopK bf16 k, chunks]", () => { for (long i = 0; i < reps; i++) SparseKernels.RowTopKBf16(chunk, sae.BEnc, k); });

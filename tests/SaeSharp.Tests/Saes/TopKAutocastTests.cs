@@ -66,7 +66,7 @@ public class TopKAutocastTests
     {
         const int n = 64, dIn = 64, dSae = 512, k = 8;
         var sae = MakeSae("topk", dIn, dSae, k, seed: 3, autocast: true);
-        if (chunked) sae.Bf16ChunkElements = 20 * dSae;
+        if (chunked) sae.ChunkElements = 20 * dSae;
         using (no_grad()) sae.BEnc.add_(4f); // every pre-activation positive: the feature acts are the pre-activations
         var x = randn(n, dIn, generator: new Generator(4));
         var (pre, bound) = Reference(sae, x);
