@@ -541,12 +541,19 @@ internal static unsafe class SparseKernels
         int w = Vector<float>.Count;
         var acc0 = Vector<float>.Zero;
         var acc1 = Vector<float>.Zero;
-        for (; i + 2 * w <= d; i += 2 * w)
+        var acc2 = Vector<float>.Zero;
+        var acc3 = Vector<float>.Zero;
+        // Four independent accumulators hide the multiply-add latency.
+        for (; i + 4 * w <= d; i += 4 * w)
         {
             acc0 += Unsafe.ReadUnaligned<Vector<float>>(a + i) * Unsafe.ReadUnaligned<Vector<float>>(b + i);
             acc1 += Unsafe.ReadUnaligned<Vector<float>>(a + i + w) * Unsafe.ReadUnaligned<Vector<float>>(b + i + w);
+            acc2 += Unsafe.ReadUnaligned<Vector<float>>(a + i + 2 * w) * Unsafe.ReadUnaligned<Vector<float>>(b + i + 2 * w);
+            acc3 += Unsafe.ReadUnaligned<Vector<float>>(a + i + 3 * w) * Unsafe.ReadUnaligned<Vector<float>>(b + i + 3 * w);
         }
-        float sum = Vector.Sum(acc0 + acc1);
+        for (; i + w <= d; i += w)
+            acc0 += Unsafe.ReadUnaligned<Vector<float>>(a + i) * Unsafe.ReadUnaligned<Vector<float>>(b + i);
+        float sum = Vector.Sum((acc0 + acc1) + (acc2 + acc3));
         for (; i < d; i++) sum += a[i] * b[i];
         return sum;
     }
