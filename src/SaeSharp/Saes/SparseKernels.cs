@@ -525,6 +525,17 @@ internal static unsafe class SparseKernels
         long i = lo;
         int w = Vector<float>.Count;
         var va = new Vector<float>(alpha);
+        for (; i + 4 * w <= hi; i += 4 * w)
+        {
+            var x0 = Unsafe.ReadUnaligned<Vector<float>>(x + i);
+            var x1 = Unsafe.ReadUnaligned<Vector<float>>(x + i + w);
+            var x2 = Unsafe.ReadUnaligned<Vector<float>>(x + i + 2 * w);
+            var x3 = Unsafe.ReadUnaligned<Vector<float>>(x + i + 3 * w);
+            Unsafe.WriteUnaligned(y + i, Unsafe.ReadUnaligned<Vector<float>>(y + i) + va * x0);
+            Unsafe.WriteUnaligned(y + i + w, Unsafe.ReadUnaligned<Vector<float>>(y + i + w) + va * x1);
+            Unsafe.WriteUnaligned(y + i + 2 * w, Unsafe.ReadUnaligned<Vector<float>>(y + i + 2 * w) + va * x2);
+            Unsafe.WriteUnaligned(y + i + 3 * w, Unsafe.ReadUnaligned<Vector<float>>(y + i + 3 * w) + va * x3);
+        }
         for (; i + w <= hi; i += w)
         {
             var vy = Unsafe.ReadUnaligned<Vector<float>>(y + i);
