@@ -1,5 +1,7 @@
 using SaeSharp.Bench;
 
+SaeSharp.NativeThreads.UsePassiveOpenMpWaits();
+
 switch (args.Length > 0 ? args[0] : "")
 {
     case "train": return TrainBench.Run(args[1..]);

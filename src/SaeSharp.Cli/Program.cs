@@ -1,3 +1,4 @@
 using SaeSharp.Cli;
 
+SaeSharp.NativeThreads.UsePassiveOpenMpWaits();
 return Cli.Run(args);
