@@ -1,7 +1,8 @@
 using SaeSharp;
 using SaeSharp.Bench;
 
-if (Environment.GetEnvironmentVariable("SAESHARP_DEFAULT_MALLOC") is null) NativeAllocator.KeepLargeBlocks();
+// SAESHARP_NO_TUNE=1 measures with libgomp's and glibc's defaults (see NativeRuntime).
+if (Environment.GetEnvironmentVariable("SAESHARP_NO_TUNE") is null) NativeRuntime.Tune();
 
 switch (args.Length > 0 ? args[0] : "")
 {

@@ -108,9 +108,63 @@ internal static class TopKProfile
                 sw.Restart();
                 zeros(dSae, dIn);
                 Note("[zeros d_sae x d_in]", sw.Elapsed.TotalMilliseconds);
+                if (autocast) AutocastBlocks(sae, x, k, chunkRows, code, Note);
             }
         }
         foreach (var (key, ms) in best) Console.WriteLine($"  {key,-24} {ms,8:F1} ms");
         sae.Dispose();
+    }
+
+    /// <summary>The bfloat16 building blocks of an autocast step: conversions, the chunked bf16 encoder matmul (both
+    /// weight layouts), the bf16 top-k and the exact float32 recomputation of the chosen pre-activations.</summary>
+    private static void AutocastBlocks(TopKFamilySae sae, Tensor x, int k, long chunkRows, SparseCode code, Action<string, double> note)
+    {
+        using var scope = NewDisposeScope();
+        long batch = x.shape[0];
+        long bf16Rows = chunkRows;
+        // Each block: the best of 5 runs (the machine is shared).
+        void Time(string key, Action f)
+        {
+            for (int i = 0; i < 5; i++)
+            {
+                using var s = NewDisposeScope();
+                var sw = Stopwatch.StartNew();
+                f();
+                note(key, sw.Elapsed.TotalMilliseconds);
+            }
+        }
+        var wt = sae.WEnc.t().contiguous();
+        var wb = wt.to(ScalarType.BFloat16).t();
+        var xb = x.to(ScalarType.BFloat16);
+        Time("[W_enc^T fp32 copy]", () => sae.WEnc.t().contiguous());
+        Time("[W_enc^T -> bf16]", () => wt.to(ScalarType.BFloat16));
+        Time("[x -> bf16]", () => x.to(ScalarType.BFloat16));
+        foreach (long cr in new long[] { 512, 1024, 4096 })
+        {
+            Time($"[chunked bf16 mm {cr}]", () =>
+            {
+                for (long r = 0; r < batch; r += cr)
+                {
+                    using var cs = NewDisposeScope();
+                    xb.narrow(0, r, Math.Min(cr, batch - r)).mm(wb);
+                }
+            });
+        }
+        foreach (long cr in new long[] { 256, 512, 1024, 2048 })
+        {
+            Time($"[chunked bf16 mm + top-k {cr}]", () =>
+            {
+                for (long r = 0; r < batch; r += cr)
+                {
+                    using var cs = NewDisposeScope();
+                    SparseKernels.RowTopKBf16(xb.narrow(0, r, Math.Min(cr, batch - r)).mm(wb), sae.BEnc, k);
+                }
+            });
+        }
+        var chunk = xb.narrow(0, 0, bf16Rows).mm(wb);
+        long reps = (batch + bf16Rows - 1) / bf16Rows;
+        Time("[RowTopK bf16 k, chunks]", () => { for (long i = 0; i < reps; i++) SparseKernels.RowTopKBf16(chunk, sae.BEnc, k); });
+        Time("[RowTopK bf16 4k, chunks]", () => { for (long i = 0; i < reps; i++) SparseKernels.RowTopKBf16(chunk, sae.BEnc, 4 * k); });
+        Time("[exact pre dots]", () => SparseKernels.RowDots(x, code.Rows, wt, code.Cols).add_(sae.BEnc.index_select(0, code.Cols)));
     }
 }

@@ -1,5 +1,5 @@
 using SaeSharp;
 using SaeSharp.Cli;
 
-NativeAllocator.KeepLargeBlocks();
+NativeRuntime.Tune();
 return Cli.Run(args);

@@ -20,7 +20,7 @@ public class ReadmeSampleTests : IDisposable
         var acts = Path.Combine(_dir, "acts.safetensors");
         SafeTensors.Save(acts, new Dictionary<string, Tensor> { ["activations"] = randn(3000, 8, generator: new Generator(1)) });
 
-        NativeAllocator.KeepLargeBlocks();
+        NativeRuntime.Tune();
         var (train, eval) = ActivationSplit.HoldOutLastRows([acts], evalRows: 500,
             new ActivationFileSourceOptions { Seed = 1, Loop = true });
         var sae = SaeRecipes.Create("topk", dIn: train.DIn, dSae: 4 * train.DIn, k: 4);

@@ -163,51 +163,104 @@ internal static unsafe class SparseKernels
     /// NaNs are never selected (torch.topk would rank them first); ties are broken arbitrarily, as by torch.topk.
     /// When k ≤ d/64 and d is a multiple of 16 vectors (rows without NaN), the maxima of d/16 blocks of 16 elements give
     /// a lower bound τ on the row's k-th largest value (the k-th largest block maximum: k distinct elements reach it), and
-    /// only the elements ≥ τ enter a size-k min-heap; otherwise the heap scans the whole row, skipping vectors that
-    /// cannot enter it.
+    /// only the blocks whose maximum reaches τ are read again, their elements ≥ τ entering a size-k min-heap; otherwise
+    /// the heap scans the whole row, skipping vectors that cannot enter it.
     /// </summary>
     public static (Tensor Values, Tensor Indices) RowTopK(Tensor m, int k)
     {
         long d = m.shape[1];
         Check(m, d);
+        return TopKRows(FloatPtr(m), null, null, m.shape[0], d, k);
+    }
+
+    /// <summary>
+    /// <see cref="RowTopK"/> of m + bias for a contiguous bfloat16 [rows, d] matrix m and a float32 [d] bias, in float32
+    /// (bfloat16 → float32 is a 16-bit left shift): the block maxima and the re-read blocks widen and add the bias on the
+    /// fly (the heap fallback widens the row into a per-thread buffer); the values returned are those float32 sums.
+    /// </summary>
+    public static (Tensor Values, Tensor Indices) RowTopKBf16(Tensor m, Tensor bias, int k)
+    {
+        long d = m.shape[1];
+        if (m.dtype != ScalarType.BFloat16 || !m.is_contiguous() || m.device_type != DeviceType.CPU || m.dim() != 2)
+            throw new ArgumentException($"bfloat16 top-k needs a contiguous bfloat16 CPU matrix, got {m.dtype} [{string.Join(", ", m.shape)}]");
+        if (bias.dtype != ScalarType.Float32 || !bias.is_contiguous() || bias.device_type != DeviceType.CPU || bias.dim() != 1 || bias.shape[0] != d)
+            throw new ArgumentException($"bfloat16 top-k needs a contiguous float32 [{d}] bias, got {bias.dtype} [{string.Join(", ", bias.shape)}]");
+        return TopKRows(null, (ushort*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(m.bytes)), FloatPtr(bias), m.shape[0], d, k);
+    }
+
+    /// <summary>Top-k of every row of a float32 matrix <paramref name="pm"/>, or, when it is null, of the bfloat16 matrix
+    /// <paramref name="pb"/> plus <paramref name="bias"/>.</summary>
+    private static (Tensor Values, Tensor Indices) TopKRows(float* pm, ushort* pb, float* bias, long rows, long d, int k)
+    {
         if (k <= 0 || k > d) throw new ArgumentException($"top-k needs 0 < k <= {d}, got {k}");
-        long rows = m.shape[0];
         var values = empty(rows, k, dtype: ScalarType.Float32);
         var indices = empty(rows, k, dtype: ScalarType.Int64);
         if (rows == 0) return (values, indices);
-        float* pm = FloatPtr(m), pv = FloatPtr(values);
+        float* pv = FloatPtr(values);
         long* pi = LongPtr(indices);
         int threads = Math.Max(1, get_num_threads());
         long per = (rows + threads - 1) / threads;
-        bool blockwise = (long)k * 64 <= d && d % (TopKBlock * Vector<float>.Count) == 0;
+        // The bfloat16 block maxima are taken 16 columns (one ushort vector) at a time.
+        long blockVector = TopKBlock * (pm == null ? Vector<ushort>.Count : Vector<float>.Count);
+        bool blockwise = (long)k * 64 <= d && d % blockVector == 0;
         Parallel.For(0, threads, t =>
         {
             long start = t * per, end = Math.Min(rows, start + per);
             if (start >= end) return;
-            if (!blockwise)
-            {
-                for (long r = start; r < end; r++) HeapTopK(pm + r * d, d, k, pv + r * k, pi + r * k);
-                return;
-            }
-            var maxima = new float[d / TopKBlock];
-            fixed (float* pMax = maxima)
+            var maxima = new float[blockwise ? d / TopKBlock : 0];
+            var buffer = new float[pm == null ? d : 0];
+            var hist = new int[2 * 257];
+            fixed (float* pMax = maxima, pBuf = buffer)
+            fixed (int* pHist = hist)
             {
                 for (long r = start; r < end; r++)
                 {
-                    if (!BlockTopK(pm + r * d, d, k, pMax, pv + r * k, pi + r * k))
-                        HeapTopK(pm + r * d, d, k, pv + r * k, pi + r * k);
+                    float* hv = pv + r * k;
+                    long* hi = pi + r * k;
+                    if (pm != null)
+                    {
+                        float* row = pm + r * d;
+                        if (!blockwise || !BlockMaxima(row, d, pMax)) HeapTopK(row, d, k, hv, hi);
+                        else TopKFromBlocks(row, null, null, d, k, pMax, pHist, hv, hi);
+                        continue;
+                    }
+                    ushort* src = pb + r * d;
+                    if (blockwise && BlockMaximaBf16(src, bias, d, pMax))
+                    {
+                        TopKFromBlocks(null, src, bias, d, k, pMax, pHist, hv, hi);
+                        continue;
+                    }
+                    WidenBf16(src, bias, pBuf, d);
+                    HeapTopK(pBuf, d, k, hv, hi);
                 }
             }
         });
         return (values, indices);
     }
 
+    /// <summary>dst[j] = float32(src[j]) + bias[j] for a bfloat16 row src.</summary>
+    private static void WidenBf16(ushort* src, float* bias, float* dst, long d)
+    {
+        long j = 0;
+        int w = Vector<ushort>.Count, half = Vector<float>.Count;
+        for (; j + w <= d; j += w)
+        {
+            Vector.Widen(Unsafe.ReadUnaligned<Vector<ushort>>(src + j), out var lo, out var hi);
+            Unsafe.WriteUnaligned(dst + j, Vector.AsVectorSingle(Vector.ShiftLeft(lo, 16)) + Unsafe.ReadUnaligned<Vector<float>>(bias + j));
+            Unsafe.WriteUnaligned(dst + j + half, Vector.AsVectorSingle(Vector.ShiftLeft(hi, 16)) + Unsafe.ReadUnaligned<Vector<float>>(bias + j + half));
+        }
+        for (; j < d; j++) dst[j] = Bf16(src[j]) + bias[j];
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Bf16(ushort v) => BitConverter.Int32BitsToSingle(v << 16);
+
     private const int TopKBlock = 16;
 
-    /// <summary>The block-maximum top-k of <see cref="RowTopK"/> (d a multiple of 16 vectors); false (nothing written)
-    /// when the row holds a NaN. The row is read as 16 slices of width S = d/16; block c is {c, c + S, …, c + 15·S}, so
-    /// the S block maxima are 15 vector maxima of the slices, without horizontal reductions.</summary>
-    private static bool BlockTopK(float* row, long d, int k, float* maxima, float* hv, long* hi)
+    /// <summary>The maxima of the S = d/16 blocks of <see cref="RowTopK"/>'s block path (d a multiple of 16 vectors); false
+    /// when the row holds a NaN. The row is read as 16 slices of width S; block c is {c, c + S, …, c + 15·S}, so the
+    /// block maxima are 15 vector maxima of the slices, without horizontal reductions.</summary>
+    private static bool BlockMaxima(float* row, long d, float* maxima)
     {
         int w = Vector<float>.Count;
         long width = d / TopKBlock;
@@ -224,26 +277,92 @@ internal static unsafe class SparseKernels
             }
             Unsafe.WriteUnaligned(maxima + c, acc);
         }
-        if (!Vector.EqualsAll(nan, Vector<int>.Zero)) return false;
-        // τ = the k-th largest block maximum (a heap of the block maxima, indices unused).
-        for (int b = 0; b < k; b++) Push(maxima[b], b, hv, hi, b);
-        for (long b = k; b < width; b++) Offer(maxima[b], b, hv, hi, k);
-        var tau = new Vector<float>(hv[0]);
-        float t = hv[0];
-        int filled = 0;
-        for (long j = 0; j < d; j += w)
+        return Vector.EqualsAll(nan, Vector<int>.Zero);
+    }
+
+    /// <summary><see cref="BlockMaxima"/> of the bfloat16 row plus the bias (d a multiple of 16 ushort vectors), widening
+    /// on the fly.</summary>
+    private static bool BlockMaximaBf16(ushort* row, float* bias, long d, float* maxima)
+    {
+        int w = Vector<ushort>.Count, half = Vector<float>.Count;
+        long width = d / TopKBlock;
+        var nan = Vector<int>.Zero;
+        for (long c = 0; c < width; c += w)
         {
-            if (!Vector.GreaterThanOrEqualAny(Unsafe.ReadUnaligned<Vector<float>>(row + j), tau)) continue;
-            for (long e = j; e < j + w; e++)
+            var acc0 = new Vector<float>(float.NegativeInfinity);
+            var acc1 = acc0;
+            for (long o = c; o < d; o += width)
             {
-                float v = row[e];
+                Vector.Widen(Unsafe.ReadUnaligned<Vector<ushort>>(row + o), out var lo, out var hi);
+                var v0 = Vector.AsVectorSingle(Vector.ShiftLeft(lo, 16)) + Unsafe.ReadUnaligned<Vector<float>>(bias + o);
+                var v1 = Vector.AsVectorSingle(Vector.ShiftLeft(hi, 16)) + Unsafe.ReadUnaligned<Vector<float>>(bias + o + half);
+                nan |= ~Vector.Equals(v0, v0) | ~Vector.Equals(v1, v1);
+                acc0 = Vector.Max(acc0, v0);
+                acc1 = Vector.Max(acc1, v1);
+            }
+            Unsafe.WriteUnaligned(maxima + c, acc0);
+            Unsafe.WriteUnaligned(maxima + c + half, acc1);
+        }
+        return Vector.EqualsAll(nan, Vector<int>.Zero);
+    }
+
+    /// <summary>The top-k of a NaN-free row from its block maxima: a lower bound τ on the k-th largest block maximum is a
+    /// lower bound on the row's k-th largest value (k distinct elements reach it), so only the blocks whose maximum
+    /// reaches τ are read, and their elements ≥ τ enter a size-k min-heap. τ is found by a radix select on the maxima's
+    /// order-preserving 32-bit keys: their top byte, then their second byte within the bucket that holds the k-th
+    /// largest, τ being the smallest value of that 16-bit bucket (bfloat16 resolution: a few blocks more are read than
+    /// with the exact k-th maximum, without a branchy heap over all maxima). <paramref name="hist"/>: 2 × 257 ints of
+    /// scratch. The row is float32 <paramref name="row"/> or, when that is null, the bfloat16 <paramref name="bf"/> plus
+    /// <paramref name="bias"/>.</summary>
+    private static void TopKFromBlocks(float* row, ushort* bf, float* bias, long d, int k, float* maxima, int* hist, float* hv, long* hi)
+    {
+        long width = d / TopKBlock;
+        var keys = (uint*)maxima; // the maxima are replaced by their keys
+        new Span<int>(hist, 2 * 257).Clear();
+        for (long b = 0; b < width; b++)
+        {
+            uint key = SortKey(maxima[b]);
+            keys[b] = key;
+            hist[key >> 24]++;
+        }
+        int need = k, top = 255;
+        while (hist[top] < need) need -= hist[top--];
+        int* hist2 = hist + 257;
+        for (long b = 0; b < width; b++)
+        {
+            uint key = keys[b];
+            hist2[(key >> 24) == (uint)top ? (int)((key >> 16) & 0xFF) : 256]++;
+        }
+        int second = 255;
+        while (hist2[second] < need) need -= hist2[second--];
+        uint tauKey = ((uint)top << 24) | ((uint)second << 16);
+        float t = FromSortKey(tauKey);
+        int filled = 0;
+        for (long c = 0; c < width; c++)
+        {
+            if (keys[c] < tauKey) continue;
+            for (long e = c; e < d; e += width)
+            {
+                float v = row != null ? row[e] : Bf16(bf[e]) + bias[e];
                 if (!(v >= t)) continue;
                 if (filled < k) Push(v, e, hv, hi, filled++);
                 else Offer(v, e, hv, hi, k);
             }
         }
-        return true;
     }
+
+    /// <summary>An unsigned key ordered as the (non-NaN) floats are: the sign bit set for positives, all bits flipped for
+    /// negatives.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static uint SortKey(float v)
+    {
+        uint u = BitConverter.SingleToUInt32Bits(v);
+        return u ^ ((uint)((int)u >> 31) | 0x80000000u);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float FromSortKey(uint key) =>
+        BitConverter.UInt32BitsToSingle((key & 0x80000000u) != 0 ? key ^ 0x80000000u : ~key);
 
     /// <summary>Appends (v, j) at position c of a min-heap holding c entries and restores the heap order.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -406,6 +525,17 @@ internal static unsafe class SparseKernels
         long i = lo;
         int w = Vector<float>.Count;
         var va = new Vector<float>(alpha);
+        for (; i + 4 * w <= hi; i += 4 * w)
+        {
+            var x0 = Unsafe.ReadUnaligned<Vector<float>>(x + i);
+            var x1 = Unsafe.ReadUnaligned<Vector<float>>(x + i + w);
+            var x2 = Unsafe.ReadUnaligned<Vector<float>>(x + i + 2 * w);
+            var x3 = Unsafe.ReadUnaligned<Vector<float>>(x + i + 3 * w);
+            Unsafe.WriteUnaligned(y + i, Unsafe.ReadUnaligned<Vector<float>>(y + i) + va * x0);
+            Unsafe.WriteUnaligned(y + i + w, Unsafe.ReadUnaligned<Vector<float>>(y + i + w) + va * x1);
+            Unsafe.WriteUnaligned(y + i + 2 * w, Unsafe.ReadUnaligned<Vector<float>>(y + i + 2 * w) + va * x2);
+            Unsafe.WriteUnaligned(y + i + 3 * w, Unsafe.ReadUnaligned<Vector<float>>(y + i + 3 * w) + va * x3);
+        }
         for (; i + w <= hi; i += w)
         {
             var vy = Unsafe.ReadUnaligned<Vector<float>>(y + i);
@@ -422,12 +552,19 @@ internal static unsafe class SparseKernels
         int w = Vector<float>.Count;
         var acc0 = Vector<float>.Zero;
         var acc1 = Vector<float>.Zero;
-        for (; i + 2 * w <= d; i += 2 * w)
+        var acc2 = Vector<float>.Zero;
+        var acc3 = Vector<float>.Zero;
+        // Four independent accumulators hide the multiply-add latency.
+        for (; i + 4 * w <= d; i += 4 * w)
         {
             acc0 += Unsafe.ReadUnaligned<Vector<float>>(a + i) * Unsafe.ReadUnaligned<Vector<float>>(b + i);
             acc1 += Unsafe.ReadUnaligned<Vector<float>>(a + i + w) * Unsafe.ReadUnaligned<Vector<float>>(b + i + w);
+            acc2 += Unsafe.ReadUnaligned<Vector<float>>(a + i + 2 * w) * Unsafe.ReadUnaligned<Vector<float>>(b + i + 2 * w);
+            acc3 += Unsafe.ReadUnaligned<Vector<float>>(a + i + 3 * w) * Unsafe.ReadUnaligned<Vector<float>>(b + i + 3 * w);
         }
-        float sum = Vector.Sum(acc0 + acc1);
+        for (; i + w <= d; i += w)
+            acc0 += Unsafe.ReadUnaligned<Vector<float>>(a + i) * Unsafe.ReadUnaligned<Vector<float>>(b + i);
+        float sum = Vector.Sum((acc0 + acc1) + (acc2 + acc3));
         for (; i < d; i++) sum += a[i] * b[i];
         return sum;
     }

@@ -1,0 +1,66 @@
+using System.Runtime.InteropServices;
+
+namespace SaeSharp;
+
+/// <summary>
+/// Process set-up for libtorch on the CPU (Linux; a no-op elsewhere). The <c>sae</c> CLI and the benches call
+/// <see cref="Tune"/> first thing; a program of your own calls it once at start, before its first TorchSharp call.
+/// BENCHMARKS.md has the measurements.
+/// </summary>
+public static partial class NativeRuntime
+{
+    private const int MTrimThreshold = -1;
+    private const int MMmapThreshold = -3;
+
+    /// <summary><see cref="UsePassiveOpenMpWaits"/> and <see cref="KeepLargeBlocks"/>.</summary>
+    public static void Tune()
+    {
+        UsePassiveOpenMpWaits();
+        KeepLargeBlocks();
+    }
+
+    /// <summary>
+    /// Sets OMP_WAIT_POLICY=PASSIVE in the native environment unless the variable is already set. Call it before the first
+    /// TorchSharp call: libgomp reads it when loaded. Otherwise libgomp's idle threads spin for milliseconds after every
+    /// parallel torch op and take the cores from the .NET-parallel sparse kernels that follow (a TopK training step at
+    /// d_sae 8192 on 2 cores: about 20% slower). Returns whether it set the variable.
+    /// </summary>
+    public static bool UsePassiveOpenMpWaits()
+    {
+        if (!OperatingSystem.IsLinux() || Environment.GetEnvironmentVariable("OMP_WAIT_POLICY") is not null) return false;
+        try
+        {
+            return setenv("OMP_WAIT_POLICY", "PASSIVE", 0) == 0;
+        }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>
+    /// Sets glibc's mmap and trim thresholds to <paramref name="bytes"/> (1 GiB by default). By default glibc serves every
+    /// allocation above 32 MB with a fresh mmap and unmaps it on free, so each [4096, 8192] matrix of a training step is
+    /// page-faulted in again: a ReLU over one took about 120 ms instead of 20 here. With the thresholds raised, freed
+    /// blocks are reused from the heap; up to <paramref name="bytes"/> of freed memory then stays with the process.
+    /// Returns false where it does not apply (not glibc, or glibc refused the value); nothing changes then.
+    /// </summary>
+    public static bool KeepLargeBlocks(int bytes = 1 << 30)
+    {
+        if (!OperatingSystem.IsLinux()) return false;
+        try
+        {
+            return mallopt(MMmapThreshold, bytes) == 1 && mallopt(MTrimThreshold, bytes) == 1;
+        }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
+        {
+            return false;
+        }
+    }
+
+    [LibraryImport("libc", StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int setenv(string name, string value, int overwrite);
+
+    [LibraryImport("libc")]
+    private static partial int mallopt(int param, int value);
+}
