@@ -79,6 +79,36 @@ public class TrainCommandTests : IDisposable
     }
 
     [Fact]
+    public void AutocastTrainsToTheFloat32MetricsAndIsKeptInCheckpoints()
+    {
+        Ok(CliRunner.Run("synth", "--out", P("data"), "--d-in", "32", "--features", "64", "--rows", "40000", "--eval-rows", "4000", "--seed", "6"));
+        JsonNode Train(string name, params string[] extra)
+        {
+            Ok(CliRunner.Run(["train", "--activations", P("data", "train.safetensors"), "--arch", "topk,relu-april", "--k", "2",
+                "--dict-size", "128", "--steps", "300", "--batch-size", "512", "--lr", "0.002", "--out", P(name), "--eval-rows", "4000",
+                "--checkpoint-every", "100", .. extra]));
+            return new JsonObject
+            {
+                ["topk"] = JsonNode.Parse(File.ReadAllText(P(name, "topk", "metrics.json"))),
+                ["relu"] = JsonNode.Parse(File.ReadAllText(P(name, "relu-april", "metrics.json"))),
+            };
+        }
+        var fp32 = Train("fp32");
+        var bf16 = Train("bf16", "--autocast");
+        foreach (var arch in new[] { "topk", "relu" })
+        {
+            double a = fp32[arch]!["fvu"]!.GetValue<double>(), b = bf16[arch]!["fvu"]!.GetValue<double>();
+            Assert.True(a < 0.5, $"{arch}: float32 run did not train (fvu {a})");
+            Assert.True(Math.Abs(a - b) <= 0.02 + 0.1 * a, $"{arch}: autocast fvu {b} vs float32 {a}");
+        }
+        Assert.Equal(2.0, bf16["topk"]!["l0"]!.GetValue<double>(), 6);
+        // The flag is a training option of each SAE: a resumed run keeps it.
+        var state = Directory.GetFiles(P("bf16", "checkpoints"), "trainer_state.json", SearchOption.AllDirectories);
+        Assert.NotEmpty(state);
+        Assert.All(state, f => Assert.Matches("\"Autocast\"\\s*:\\s*true", File.ReadAllText(f)));
+    }
+
+    [Fact]
     public void ConfigFileSetsTheSameFieldsAndTrainerSchedules()
     {
         SafeTensors.Save(P("a.safetensors"), new Dictionary<string, Tensor> { ["activations"] = randn(2000, 8, generator: new Generator(4)) });
