@@ -15,45 +15,9 @@ internal static class DenseProfile
 {
     public static void Run(string name, int dIn, int dSae, int batch, int steps, bool autocast)
     {
-        bool sparseRelu = name.EndsWith("@1%", StringComparison.Ordinal);
-        string arch = sparseRelu ? name[..^3] : name;
-        var sae = SaeFactory.Create(new SaeConfig { Architecture = arch, DIn = dIn, DSae = dSae });
-        sae.InitializeWeights(new Generator(0));
-        sae.Training.Autocast = autocast;
-        var (b1, b2) = sae.DefaultAdamBetas;
-        using var opt = new SaeSharp.Training.AdamOptimizer(sae.named_parameters().Select(p => (p.name, p.parameter)).ToList(), b1, b2);
-        var x = randn(batch, dIn, generator: new Generator(1));
-        if (sparseRelu)
-        {
-            using var _ = no_grad();
-            using var s = NewDisposeScope();
-            var q = sae.HiddenPre(x).kthvalue(batch - batch / 100, 0).values;
-            sae.BEnc.sub_(q);
-        }
         var best = new Dictionary<string, double>();
         void Note(string key, double ms) => best[key] = best.TryGetValue(key, out var b) ? Math.Min(b, ms) : ms;
-        for (int step = 0; step <= steps; step++)
-        {
-            using var scope = NewDisposeScope();
-            var ctx = new SaeTrainContext { Step = step };
-            var sw = Stopwatch.StartNew();
-            sae.zero_grad(false);
-            var o = sae.TrainingForward(x, x, ctx);
-            double t1 = sw.Elapsed.TotalMilliseconds;
-            o.Loss.backward();
-            double t2 = sw.Elapsed.TotalMilliseconds;
-            sae.BeforeOptimizerStep(ctx);
-            double t3 = sw.Elapsed.TotalMilliseconds;
-            opt.Step(sae.DefaultLearningRate());
-            double t4 = sw.Elapsed.TotalMilliseconds;
-            sae.AfterOptimizerStep(ctx);
-            double t5 = sw.Elapsed.TotalMilliseconds;
-            Console.WriteLine($"  step {step}: {t5:F0} ms (forward {t1:F0}, backward {t2 - t1:F0})");
-            if (step == 0) continue;
-            Note("forward", t1); Note("backward", t2 - t1); Note("remove-parallel", t3 - t2); Note("adam", t4 - t3);
-            Note("normalise", t5 - t4); Note("step", t5);
-        }
-        sae.Dispose();
+        using (var bench = BenchSae.Create(name, dIn, dSae, batch, k: 0, autocast)) bench.Profile(steps, best, printSteps: true);
         var dtype = autocast ? ScalarType.BFloat16 : ScalarType.Float32;
         using (no_grad())
         {

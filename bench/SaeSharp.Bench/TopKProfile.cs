@@ -13,42 +13,12 @@ internal static class TopKProfile
 {
     public static void Run(string name, int dIn, int dSae, int batch, int k, int steps, bool autocast = false)
     {
-        bool auxk = name.EndsWith("+auxk", StringComparison.Ordinal);
-        string arch = auxk ? name[..^5] : name;
-        using var dead = auxk ? arange(dSae).remainder(10).eq(0) : null;
-        var cfg = new SaeConfig
-        {
-            Architecture = arch, DIn = dIn, DSae = dSae, K = k,
-            MatryoshkaWidths = arch == SaeArchitectures.MatryoshkaBatchTopK ? [dSae / 16, dSae / 4, dSae] : null,
-        };
-        var sae = (TopKFamilySae)SaeFactory.Create(cfg);
-        sae.InitializeWeights(new Generator(0));
-        sae.Training.Autocast = autocast;
-        var (b1, b2) = sae.DefaultAdamBetas;
-        using var opt = new SaeSharp.Training.AdamOptimizer(sae.named_parameters().Select(p => (p.name, p.parameter)).ToList(), b1, b2);
-        var x = randn(batch, dIn, generator: new Generator(1));
+        using var bench = BenchSae.Create(name, dIn, dSae, batch, k, autocast);
+        var sae = (TopKFamilySae)bench.Sae;
+        var x = bench.X;
         var best = new Dictionary<string, double>();
         void Note(string key, double ms) => best[key] = best.TryGetValue(key, out var b) ? Math.Min(b, ms) : ms;
-        for (int step = 0; step <= steps; step++)
-        {
-            using var scope = NewDisposeScope();
-            var ctx = new SaeTrainContext { Step = step, DeadMask = dead };
-            var sw = Stopwatch.StartNew();
-            sae.zero_grad(false);
-            var o = sae.TrainingForward(x, x, ctx);
-            double t1 = sw.Elapsed.TotalMilliseconds;
-            o.Loss.backward();
-            double t2 = sw.Elapsed.TotalMilliseconds;
-            sae.BeforeOptimizerStep(ctx);
-            double t3 = sw.Elapsed.TotalMilliseconds;
-            opt.Step(sae.DefaultLearningRate());
-            double t4 = sw.Elapsed.TotalMilliseconds;
-            sae.AfterOptimizerStep(ctx);
-            double t5 = sw.Elapsed.TotalMilliseconds;
-            if (step == 0) continue;
-            Note("forward", t1); Note("backward", t2 - t1); Note("remove-parallel", t3 - t2); Note("adam", t4 - t3);
-            Note("normalise", t5 - t4); Note("step", t5);
-        }
+        bench.Profile(steps, best);
         using (no_grad())
         {
             for (int rep = 0; rep < steps; rep++)
@@ -112,7 +82,6 @@ internal static class TopKProfile
             }
         }
         foreach (var (key, ms) in best) Console.WriteLine($"  {key,-24} {ms,8:F1} ms");
-        sae.Dispose();
     }
 
     /// <summary>The bfloat16 building blocks of an autocast step: conversions, the chunked bf16 encoder matmul (both
@@ -121,7 +90,7 @@ internal static class TopKProfile
     {
         using var scope = NewDisposeScope();
         long batch = x.shape[0];
-        long bf16Rows = chunkRows;
+        long bf16Rows = Math.Min(chunkRows, batch);
         // Each block: the best of 5 runs (the machine is shared).
         void Time(string key, Action f)
         {

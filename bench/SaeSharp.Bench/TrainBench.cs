@@ -70,32 +70,9 @@ internal static class TrainBench
     /// sparse (TopK-family) decode and backward products 2·nnz·d each.</summary>
     private static (double MsPerStep, double Flops) TimeArchitecture(string name, int dIn, int dSae, int batch, int k, int steps, bool autocast)
     {
-        bool auxk = name.EndsWith("+auxk", StringComparison.Ordinal);
-        bool sparseRelu = name.EndsWith("@1%", StringComparison.Ordinal);
-        string arch = auxk ? name[..^5] : sparseRelu ? name[..^3] : name;
-        var cfg = new SaeConfig
-        {
-            Architecture = arch, DIn = dIn, DSae = dSae,
-            K = arch.Contains("topk", StringComparison.Ordinal) ? k : null,
-            MatryoshkaWidths = arch == SaeArchitectures.MatryoshkaBatchTopK ? [dSae / 16, dSae / 4, dSae] : null,
-        };
-        var sae = SaeFactory.Create(cfg);
-        sae.InitializeWeights(new Generator(0));
-        sae.Training.Autocast = autocast;
-        var (b1, b2) = sae.DefaultAdamBetas;
-        using var opt = new SaeSharp.Training.AdamOptimizer(sae.named_parameters().Select(p => (p.name, p.parameter)).ToList(), b1, b2);
-        var x = randn(batch, dIn, generator: new Generator(1));
-        if (sparseRelu)
-        {
-            // Trained-ReLU regime: shift b_enc so that about 1% of the pre-activations are positive (L0 ≈ d_sae/100).
-            using var _ = no_grad();
-            using var s = NewDisposeScope();
-            var pre = sae.HiddenPre(x);
-            var q = pre.kthvalue(batch - batch / 100, 0).values;
-            sae.BEnc.sub_(q);
-        }
-        // AuxK case: a tenth of the latents dead.
-        using var dead = auxk ? arange(dSae).remainder(10).eq(0) : null;
+        using var b = BenchSae.Create(name, dIn, dSae, batch, k, autocast);
+        string arch = b.Arch;
+        bool auxk = b.DeadMask is not null, sparseRelu = name.EndsWith("@1%", StringComparison.Ordinal);
         double dense = 2.0 * batch * dIn * dSae;
         double nnz = (double)batch * k;
         double flops = arch switch
@@ -110,18 +87,9 @@ internal static class TrainBench
         double ms = 0;
         for (int step = 0; step <= steps; step++)
         {
-            using var scope = NewDisposeScope();
-            var ctx = new SaeTrainContext { Step = step, DeadMask = dead };
-            var sw = Stopwatch.StartNew();
-            sae.zero_grad(false);
-            var o = sae.TrainingForward(x, x, ctx);
-            o.Loss.backward();
-            sae.BeforeOptimizerStep(ctx);
-            opt.Step(sae.DefaultLearningRate());
-            sae.AfterOptimizerStep(ctx);
-            if (step > 0) ms += sw.Elapsed.TotalMilliseconds;
+            double t = b.Step(step)[^1];
+            if (step > 0) ms += t;
         }
-        sae.Dispose();
         return (ms / steps, flops);
     }
 }
