@@ -2,7 +2,7 @@ using SaeSharp;
 using SaeSharp.Bench;
 
 // SAESHARP_NO_TUNE=1 measures with libgomp's and glibc's defaults (see NativeRuntime).
-if (Environment.GetEnvironmentVariable("SAESHARP_NO_TUNE") is null) NativeRuntime.Tune();
+NativeRuntime.Tune();
 
 switch (args.Length > 0 ? args[0] : "")
 {

@@ -1,5 +1,5 @@
 using SaeSharp;
 using SaeSharp.Cli;
 
-NativeRuntime.Tune();
+NativeRuntime.UsePassiveOpenMpWaits();
 return Cli.Run(args);

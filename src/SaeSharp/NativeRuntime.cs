@@ -3,14 +3,18 @@ using System.Runtime.InteropServices;
 namespace SaeSharp;
 
 /// <summary>
-/// Process set-up for libtorch on the CPU (Linux; a no-op elsewhere). The <c>sae</c> CLI and the benches call
-/// <see cref="Tune"/> first thing; a program of your own calls it once at start, before its first TorchSharp call.
-/// BENCHMARKS.md has the measurements.
+/// Process set-up for training with libtorch on the CPU (Linux; a no-op elsewhere). The benches call <see cref="Tune"/>
+/// first thing; the <c>sae</c> CLI sets passive OpenMP waits at start and keeps large blocks when it trains. A training
+/// program of your own calls <see cref="Tune"/> once at start, before its first TorchSharp call. Setting
+/// SAESHARP_NO_TUNE turns both off. BENCHMARKS.md has the measurements.
 /// </summary>
 public static partial class NativeRuntime
 {
     private const int MTrimThreshold = -1;
     private const int MMmapThreshold = -3;
+
+    /// <summary>Environment variable that turns <see cref="Tune"/> off (any value), to measure with the defaults.</summary>
+    public const string NoTuneVariable = "SAESHARP_NO_TUNE";
 
     /// <summary><see cref="UsePassiveOpenMpWaits"/> and <see cref="KeepLargeBlocks"/>.</summary>
     public static void Tune()
@@ -18,6 +22,8 @@ public static partial class NativeRuntime
         UsePassiveOpenMpWaits();
         KeepLargeBlocks();
     }
+
+    private static bool Applies => OperatingSystem.IsLinux() && Environment.GetEnvironmentVariable(NoTuneVariable) is null;
 
     /// <summary>
     /// Sets OMP_WAIT_POLICY=PASSIVE in the native environment unless the variable is already set. Call it before the first
@@ -27,7 +33,7 @@ public static partial class NativeRuntime
     /// </summary>
     public static bool UsePassiveOpenMpWaits()
     {
-        if (!OperatingSystem.IsLinux() || Environment.GetEnvironmentVariable("OMP_WAIT_POLICY") is not null) return false;
+        if (!Applies || Environment.GetEnvironmentVariable("OMP_WAIT_POLICY") is not null) return false;
         try
         {
             return setenv("OMP_WAIT_POLICY", "PASSIVE", 0) == 0;
@@ -42,12 +48,14 @@ public static partial class NativeRuntime
     /// Sets glibc's mmap and trim thresholds to <paramref name="bytes"/> (1 GiB by default). By default glibc serves every
     /// allocation above 32 MB with a fresh mmap and unmaps it on free, so each [4096, 8192] matrix of a training step is
     /// page-faulted in again: a ReLU over one took about 120 ms instead of 20 here. With the thresholds raised, freed
-    /// blocks are reused from the heap; up to <paramref name="bytes"/> of freed memory then stays with the process.
-    /// Returns false where it does not apply (not glibc, or glibc refused the value); nothing changes then.
+    /// blocks are reused from the heap. The cost is memory: freed blocks stay with the process, and work that interleaves
+    /// large and long-lived allocations (generating a synthetic dataset: 4.5 GB peak instead of 1.2 GB) fragments the heap.
+    /// A training loop, which allocates the same sizes every step, stays flat. Returns false where it does not apply (not
+    /// glibc, or glibc refused the value); nothing changes then.
     /// </summary>
     public static bool KeepLargeBlocks(int bytes = 1 << 30)
     {
-        if (!OperatingSystem.IsLinux()) return false;
+        if (!Applies) return false;
         try
         {
             return mallopt(MMmapThreshold, bytes) == 1 && mallopt(MTrimThreshold, bytes) == 1;

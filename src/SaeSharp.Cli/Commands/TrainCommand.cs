@@ -205,6 +205,8 @@ internal static class TrainCommand
     /// <summary>Runs training with a live progress bar (or plain lines when output is redirected); Ctrl-C checkpoints and stops.</summary>
     internal static TrainingRunResult TrainWithProgress(TrainingRunOptions options)
     {
+        // The training loop allocates the same large tensors every step: reuse them instead of page-faulting them in.
+        NativeRuntime.KeepLargeBlocks();
         using var cts = new CancellationTokenSource();
         ConsoleCancelEventHandler onCancel = (_, e) =>
         {

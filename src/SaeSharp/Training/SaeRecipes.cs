@@ -68,8 +68,15 @@ public static class SaeRecipes
         var sae = SaeFactory.Create(cfg);
         sae.Training.SparsityCoefficient = sparsityCoefficient ?? DefaultSparsityCoefficient(recipe);
         sae.Training.Penalty = recipe == "relu-april" ? SparsityPenalty.L1DecoderNorm : SparsityPenalty.L1;
-        // BatchTopK estimates its inference threshold from step 1000 (dictionary_learning); short runs start at a quarter.
-        if (totalSteps is long steps) sae.Training.ThresholdStartStep = Math.Min(sae.Training.ThresholdStartStep, steps / 4);
+        // BatchTopK estimates its inference threshold from step 1000 with momentum 0.999 (dictionary_learning), an average
+        // over about 1000 steps. Short runs start at a quarter and average over a fifth of the remaining steps, so that the
+        // estimate follows the activations of the end of training rather than of the step where it started.
+        if (totalSteps is long steps)
+        {
+            sae.Training.ThresholdStartStep = Math.Min(sae.Training.ThresholdStartStep, steps / 4);
+            long estimated = steps - sae.Training.ThresholdStartStep;
+            if (estimated > 0) sae.Training.ThresholdMomentum = Math.Min(sae.Training.ThresholdMomentum, Math.Max(0, 1 - 5.0 / estimated));
+        }
         return sae;
     }
 }
