@@ -388,16 +388,7 @@ internal static unsafe class SparseKernels
         {
             float v = row[j];
             if (float.IsNaN(v)) continue;
-            int c = filled++;
-            hv[c] = v; hi[c] = j;
-            while (c > 0)
-            {
-                int parent = (c - 1) >> 1;
-                if (hv[parent] <= hv[c]) break;
-                (hv[parent], hv[c]) = (hv[c], hv[parent]);
-                (hi[parent], hi[c]) = (hi[c], hi[parent]);
-                c = parent;
-            }
+            Push(v, j, hv, hi, filled++);
         }
         if (filled < k)
         {
