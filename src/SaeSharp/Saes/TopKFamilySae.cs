@@ -97,9 +97,9 @@ public abstract class TopKFamilySae : Sae
             long n = xin.shape[0], dSae = Cfg.DSae;
             long m = Math.Min(CandidatesPerRow, dSae);
             long chunkRows = Math.Max(1, ChunkElements / dSae);
-            var xb = bf16 ? xin.to(ScalarType.BFloat16) : null;
+            var xb = bf16 ? Autocast.ToBf16(xin) : null;
             encT = bf16 ? W_enc.detach().t().contiguous() : null;
-            var wb = encT?.to(ScalarType.BFloat16).t();
+            var wb = encT is null ? null : Autocast.ToBf16(encT).t();
             var candV = new List<Tensor>();
             var candI = new List<Tensor>();
             var deadParts = new List<Tensor>();
