@@ -199,38 +199,69 @@ internal sealed unsafe class CandidateEncoder : IDisposable
             var cand = new int[c];
             var heapV = new float[k];
             var heapI = new long[k];
+            var exactV = new float[k];
+            var exactJ = new long[k];
+            var mark = new byte[c];
             long count = 0;
             fixed (float* pl = lower, pu = upper, pc = colC, pd = colD, hv = heapV)
             fixed (int* pCand = cand)
-            fixed (long* hi = heapI, pMap = map)
+            fixed (long* hi = heapI, pMap = map, pEj = exactJ)
+            fixed (float* pEv = exactV)
+            fixed (byte* pMark = mark)
             {
                 for (int r = start; r < end; r++)
                 {
                     bool finite = Bounds(pf is null ? null : pf + (long)r * c, pb is null ? null : pb + (long)r * c, pBias, pc, pd,
                         rowA[r], rowB[r], rho, c, pl, pu);
-                    int n;
+                    float* xr = pX + (long)r * dIn;
+                    int filled = 0, n;
                     if (finite)
                     {
-                        float tau = KthLargest(pl, c, k, hv);
+                        // Any k latents' exact values bound the k-th largest from below; the k largest upper bounds
+                        // give a bound close to it (tighter than the k-th largest lower bound, about E higher).
+                        for (int j = 0; j < c; j++)
+                        {
+                            if (filled < k) Push(pu[j], j, hv, hi, filled++);
+                            else Offer(pu[j], j, hv, hi, k);
+                        }
+                        float tau = float.PositiveInfinity;
+                        for (int l = 0; l < k; l++)
+                        {
+                            int j = (int)hi[l];
+                            pMark[j] = 1;
+                            float v = Dot(xr, pW + (pMap is null ? j : pMap[j]) * dIn, dIn) + pBias[j];
+                            pEv[l] = v;
+                            pEj[l] = j;
+                            tau = MathF.Min(tau, v);
+                        }
+                        if (float.IsNaN(tau)) tau = KthLargest(pl, c, k, hv);
                         n = Above(pu, c, tau, pCand);
+                        filled = 0;
+                        for (int l = 0; l < k; l++)
+                        {
+                            if (float.IsNaN(pEv[l])) continue;
+                            if (filled < k) Push(pEv[l], pEj[l], hv, hi, filled++);
+                            else Offer(pEv[l], pEj[l], hv, hi, k);
+                        }
+                        count += k;
                     }
                     else
                     {
                         n = c;
                         for (int j = 0; j < c; j++) pCand[j] = j;
                     }
-                    count += n;
-                    float* xr = pX + (long)r * dIn;
-                    int filled = 0;
                     for (int e = 0; e < n; e++)
                     {
                         int j = pCand[e];
+                        if (pMark[j] != 0) continue;
                         long latent = pMap is null ? j : pMap[j];
                         float v = Dot(xr, pW + latent * dIn, dIn) + pBias[j];
+                        count++;
                         if (float.IsNaN(v)) continue;
                         if (filled < k) Push(v, j, hv, hi, filled++);
                         else Offer(v, j, hv, hi, k);
                     }
+                    if (finite) for (int l = 0; l < k; l++) pMark[pEj[l]] = 0;
                     for (int j = 0; filled < k && j < c; j++)
                     {
                         // Fewer than k non-NaN values (a NaN row): pad with positions not yet taken.
