@@ -2,9 +2,22 @@ using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using TorchSharp;
+using static SaeSharp.Kernels.TensorPointers;
+using static SaeSharp.Kernels.TopKSelection;
 using static TorchSharp.torch;
 
 namespace SaeSharp.Kernels;
+
+/// <summary>When the TopK family selects through <see cref="CandidateEncoder"/> (<see cref="Saes.SaeTrainingOptions.CandidatePass"/>).</summary>
+public enum CandidatePass
+{
+    /// <summary>Where <see cref="CandidateEncoder.PaysOff"/>: faster than the float32 encoder on the kernel path.</summary>
+    Auto,
+    /// <summary>Wherever a candidate path exists (<see cref="CandidateEncoder.Applies"/>).</summary>
+    On,
+    /// <summary>Never: plain float32 (or, with autocast, bfloat16) pre-activations.</summary>
+    Off,
+}
 
 /// <summary>
 /// Exact per-row top-k of encoder pre-activations x̃·W_enc + b_enc (float32) from a cheap candidate pass: the products are
@@ -34,6 +47,20 @@ internal sealed unsafe class CandidateEncoder : IDisposable
     public static bool Applies(KernelPath path, long dSae) =>
         path == KernelPath.Avx512Bf16 || path != KernelPath.Scalar && dSae % Int8Gemm.Panel == 0;
 
+    /// <summary>Whether the candidate pass beats a float32 encoder on <paramref name="path"/>, as measured (BENCHMARKS.md):
+    /// with bfloat16 products (oneDNN, AVX512-BF16/AMX). The int8 paths were slower than MKL's float32 product on the
+    /// AVX-512 machine they were measured on, so <see cref="CandidatePass.Auto"/> leaves them off; their speed on
+    /// AVX2-only CPUs is unmeasured (use <see cref="CandidatePass.On"/> to try).</summary>
+    public static bool PaysOff(KernelPath path) => path == KernelPath.Avx512Bf16;
+
+    /// <summary>Whether <paramref name="mode"/> selects through the candidate pass on the current path.</summary>
+    public static bool Use(CandidatePass mode, long dSae) => mode switch
+    {
+        CandidatePass.Off => false,
+        CandidatePass.On => Applies(CpuKernels.Path, dSae),
+        _ => PaysOff(CpuKernels.Path) && Applies(CpuKernels.Path, dSae),
+    };
+
     /// <param name="encT">W_encᵀ, contiguous float32 [d_sae, d_in] (kept, not copied: keep it alive and unchanged).</param>
     /// <param name="bEnc">b_enc [d_sae].</param>
     /// <param name="path">The kernel path; <see cref="KernelPath.Scalar"/> runs the int8 products in plain loops (tests).</param>
@@ -50,27 +77,45 @@ internal sealed unsafe class CandidateEncoder : IDisposable
         double u = Math.Pow(2, -24);
         _gamma = _dIn * u / (1 - _dIn * u);
         using var scope = NewDisposeScope();
-        Tensor quantNorm, errorNorm;
+        double[] quantNorm, errorNorm, wNorm = new double[_dSae];
         if (path == KernelPath.Avx512Bf16)
         {
             var wb = encT.to(ScalarType.BFloat16);
             _wbT = wb.t().DetachFromDisposeScope();
-            var w64 = encT.to(ScalarType.Float64);
-            var wb64 = wb.to(ScalarType.Float64);
-            quantNorm = wb64.norm(1);
-            errorNorm = (wb64 - w64).norm(1);
+            (quantNorm, errorNorm) = (new double[_dSae], new double[_dSae]);
+            Bf16Norms(FloatPtr(encT), UShortPtr(wb), _dSae, _dIn, quantNorm, errorNorm, wNorm);
         }
         else
         {
             _packed = Int8Gemm.Pack(FloatPtr(encT), _dSae, _dIn, path);
-            quantNorm = tensor(_packed.QuantNorm);
-            errorNorm = tensor(_packed.ErrorNorm);
+            (quantNorm, errorNorm) = (_packed.QuantNorm, _packed.ErrorNorm);
+            Bf16Norms(FloatPtr(encT), null, _dSae, _dIn, null, null, wNorm);
         }
-        var wNorm = encT.to(ScalarType.Float64).norm(1);
-        _colC = quantNorm.to(ScalarType.Float32).data<float>().ToArray();
-        _colD = (errorNorm + wNorm * _gamma).to(ScalarType.Float32).data<float>().ToArray();
-        for (int j = 0; j < _dSae; j++) { _colC[j] = RoundUp(_colC[j]); _colD[j] = RoundUp(_colD[j]); }
+        _colC = new float[_dSae];
+        _colD = new float[_dSae];
+        for (int j = 0; j < _dSae; j++) { _colC[j] = RoundUp((float)quantNorm[j]); _colD[j] = RoundUp((float)(errorNorm[j] + _gamma * wNorm[j])); }
     }
+
+    /// <summary>Per row of float32 [rows, d] <paramref name="f"/> (in float64): ‖f‖, and with its bfloat16 rounding
+    /// <paramref name="b"/>, ‖b‖ and ‖b − f‖.</summary>
+    private static void Bf16Norms(float* f, ushort* b, int rows, int d, double[]? quantNorm, double[]? errorNorm, double[] norm) =>
+        Parallel.For(0, rows, r =>
+        {
+            double n = 0, q = 0, e = 0;
+            for (long i = (long)r * d, end = i + d; i < end; i++)
+            {
+                double v = f[i];
+                n += v * v;
+                if (b == null) continue;
+                double h = BitConverter.Int32BitsToSingle(b[i] << 16);
+                q += h * h;
+                e += (h - v) * (h - v);
+            }
+            norm[r] = Math.Sqrt(n);
+            if (b == null) return;
+            quantNorm![r] = Math.Sqrt(q);
+            errorNorm![r] = Math.Sqrt(e);
+        });
 
     /// <summary>Candidates recomputed in float32 over all calls (per row: compare with k).</summary>
     public long Candidates => Interlocked.Read(ref _candidates);
@@ -113,11 +158,9 @@ internal sealed unsafe class CandidateEncoder : IDisposable
         {
             var xb = xc.to(ScalarType.BFloat16);
             values = xb.mm(_wbT);
-            var x64 = xc.to(ScalarType.Float64);
-            var xb64 = xb.to(ScalarType.Float64);
-            var a = ((xb64 - x64).norm(1) + xb64.norm(1) * _gamma).to(ScalarType.Float32).data<float>().ToArray();
-            var b = x64.norm(1).to(ScalarType.Float32).data<float>().ToArray();
-            for (int r = 0; r < rows; r++) { rowA[r] = RoundUp(a[r]); rowB[r] = RoundUp(b[r]); }
+            var (q, e, n) = (new double[rows], new double[rows], new double[rows]);
+            Bf16Norms(FloatPtr(xc), UShortPtr(xb), rows, _dIn, q, e, n);
+            for (int r = 0; r < rows; r++) { rowA[r] = RoundUp((float)(e[r] + _gamma * q[r])); rowB[r] = RoundUp((float)n[r]); }
             // The product rounded to bfloat16 (8 significant bits): |r − t| ≤ 2⁻⁸/(1 − 2⁻⁸)·|r|; b_enc added in float32.
             rho = (float)(Math.Pow(2, -8) / (1 - Math.Pow(2, -8)) + Math.Pow(2, -22));
         }
@@ -182,9 +225,9 @@ internal sealed unsafe class CandidateEncoder : IDisposable
         if (rows == 0) return (values.MoveToOuterDisposeScope(), indices.MoveToOuterDisposeScope());
         bool bf16 = pre.dtype == ScalarType.BFloat16;
         float* pf = bf16 ? null : FloatPtr(pre);
-        ushort* pb = bf16 ? (ushort*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(pre.bytes)) : null;
+        ushort* pb = bf16 ? UShortPtr(pre) : null;
         float* pBias = FloatPtr(bias), pv = FloatPtr(values), pX = FloatPtr(approx.X), pW = FloatPtr(_encT);
-        long* pi = (long*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(indices.bytes));
+        long* pi = LongPtr(indices);
         int threads = Math.Max(1, Math.Min(get_num_threads(), rows));
         var counts = new long[threads];
         int dIn = _dIn;
@@ -229,7 +272,7 @@ internal sealed unsafe class CandidateEncoder : IDisposable
                         {
                             int j = (int)hi[l];
                             pMark[j] = 1;
-                            float v = Dot(xr, pW + (pMap is null ? j : pMap[j]) * dIn, dIn) + pBias[j];
+                            float v = SparseKernels.Dot(xr, pW + (pMap is null ? j : pMap[j]) * dIn, dIn) + pBias[j];
                             pEv[l] = v;
                             pEj[l] = j;
                             tau = MathF.Min(tau, v);
@@ -255,7 +298,7 @@ internal sealed unsafe class CandidateEncoder : IDisposable
                         int j = pCand[e];
                         if (pMark[j] != 0) continue;
                         long latent = pMap is null ? j : pMap[j];
-                        float v = Dot(xr, pW + latent * dIn, dIn) + pBias[j];
+                        float v = SparseKernels.Dot(xr, pW + latent * dIn, dIn) + pBias[j];
                         count++;
                         if (float.IsNaN(v)) continue;
                         if (filled < k) Push(v, j, hv, hi, filled++);
@@ -389,59 +432,8 @@ internal sealed unsafe class CandidateEncoder : IDisposable
         h[c] = v;
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Push(float v, long j, float* hv, long* hi, int c)
-    {
-        hv[c] = v; hi[c] = j;
-        while (c > 0)
-        {
-            int parent = (c - 1) >> 1;
-            if (hv[parent] <= hv[c]) break;
-            (hv[parent], hv[c]) = (hv[c], hv[parent]);
-            (hi[parent], hi[c]) = (hi[c], hi[parent]);
-            c = parent;
-        }
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Offer(float v, long j, float* hv, long* hi, int k)
-    {
-        if (!(v > hv[0])) return;
-        int c = 0;
-        while (true)
-        {
-            int l = 2 * c + 1;
-            if (l >= k) break;
-            int r = l + 1;
-            int s = r < k && hv[r] < hv[l] ? r : l;
-            if (hv[s] >= v) break;
-            hv[c] = hv[s]; hi[c] = hi[s];
-            c = s;
-        }
-        hv[c] = v; hi[c] = j;
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float Dot(float* a, float* b, int d)
-    {
-        int i = 0, w = Vector<float>.Count;
-        var acc0 = Vector<float>.Zero;
-        var acc1 = Vector<float>.Zero;
-        for (; i + 2 * w <= d; i += 2 * w)
-        {
-            acc0 += Unsafe.ReadUnaligned<Vector<float>>(a + i) * Unsafe.ReadUnaligned<Vector<float>>(b + i);
-            acc1 += Unsafe.ReadUnaligned<Vector<float>>(a + i + w) * Unsafe.ReadUnaligned<Vector<float>>(b + i + w);
-        }
-        for (; i + w <= d; i += w) acc0 += Unsafe.ReadUnaligned<Vector<float>>(a + i) * Unsafe.ReadUnaligned<Vector<float>>(b + i);
-        float s = Vector.Sum(acc0 + acc1);
-        for (; i < d; i++) s += a[i] * b[i];
-        return s;
-    }
-
     /// <summary><paramref name="v"/> rounded up to the next float above (a bound computed in float64 stays a bound).</summary>
     private static float RoundUp(float v) => float.IsFinite(v) ? MathF.BitIncrement(MathF.Abs(v)) : float.PositiveInfinity;
-
-    private static float* FloatPtr(Tensor t) => (float*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(t.bytes));
 
     public void Dispose()
     {
