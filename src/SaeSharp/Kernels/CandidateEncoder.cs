@@ -237,7 +237,6 @@ internal sealed unsafe class CandidateEncoder : IDisposable
         Parallel.For(0, threads, t =>
         {
             int start = (int)((long)rows * t / threads), end = (int)((long)rows * (t + 1) / threads);
-            var lower = new float[c];
             var upper = new float[c];
             var cand = new int[c];
             var heapV = new float[k];
@@ -246,7 +245,7 @@ internal sealed unsafe class CandidateEncoder : IDisposable
             var exactJ = new long[k];
             var mark = new byte[c];
             long count = 0;
-            fixed (float* pl = lower, pu = upper, pc = colC, pd = colD, hv = heapV)
+            fixed (float* pu = upper, pc = colC, pd = colD, hv = heapV)
             fixed (int* pCand = cand)
             fixed (long* hi = heapI, pMap = map, pEj = exactJ)
             fixed (float* pEv = exactV)
@@ -255,18 +254,15 @@ internal sealed unsafe class CandidateEncoder : IDisposable
                 for (int r = start; r < end; r++)
                 {
                     bool finite = Bounds(pf is null ? null : pf + (long)r * c, pb is null ? null : pb + (long)r * c, pBias, pc, pd,
-                        rowA[r], rowB[r], rho, c, pl, pu);
+                        rowA[r], rowB[r], rho, c, pu);
                     float* xr = pX + (long)r * dIn;
                     int filled = 0, n;
                     if (finite)
                     {
                         // Any k latents' exact values bound the k-th largest from below; the k largest upper bounds
                         // give a bound close to it (tighter than the k-th largest lower bound, about E higher).
-                        for (int j = 0; j < c; j++)
-                        {
-                            if (filled < k) Push(pu[j], j, hv, hi, filled++);
-                            else Offer(pu[j], j, hv, hi, k);
-                        }
+                        LargestWithIndices(pu, c, k, hv, hi);
+                        filled = k;
                         float tau = float.PositiveInfinity;
                         for (int l = 0; l < k; l++)
                         {
@@ -277,7 +273,7 @@ internal sealed unsafe class CandidateEncoder : IDisposable
                             pEj[l] = j;
                             tau = MathF.Min(tau, v);
                         }
-                        if (float.IsNaN(tau)) tau = KthLargest(pl, c, k, hv);
+                        if (float.IsNaN(tau)) tau = float.NegativeInfinity;
                         n = Above(pu, c, tau, pCand);
                         filled = 0;
                         for (int l = 0; l < k; l++)
@@ -323,10 +319,10 @@ internal sealed unsafe class CandidateEncoder : IDisposable
         return (values.MoveToOuterDisposeScope(), indices.MoveToOuterDisposeScope());
     }
 
-    /// <summary>lower/upper = A ∓ E for one row, A the float32 value (<paramref name="f"/>, b_enc included) or the bfloat16
+    /// <summary>upper = A + E for one row, A the float32 value (<paramref name="f"/>, b_enc included) or the bfloat16
     /// product plus b_enc (<paramref name="b"/>, widened into <paramref name="upper"/> first); false when a value or a
     /// bound is not finite (the row is then recomputed whole).</summary>
-    private static bool Bounds(float* f, ushort* b, float* bias, float* colC, float* colD, float a, float bRow, float rho, int c, float* lower, float* upper)
+    private static bool Bounds(float* f, ushort* b, float* bias, float* colC, float* colD, float a, float bRow, float rho, int c, float* upper)
     {
         int w = Vector<float>.Count, j = 0;
         if (f == null)
@@ -354,10 +350,8 @@ internal sealed unsafe class CandidateEncoder : IDisposable
             var v = Unsafe.ReadUnaligned<Vector<float>>(f + j);
             var e = (va * Unsafe.ReadUnaligned<Vector<float>>(colC + j) + vb * Unsafe.ReadUnaligned<Vector<float>>(colD + j)
                      + vr * (Vector.Abs(v) + Vector.Abs(Unsafe.ReadUnaligned<Vector<float>>(bias + j)))) * vs + tiny;
-            var lo = v - e;
             var hi = v + e;
-            bad |= ~Vector.LessThan(Vector.Abs(lo), inf) | ~Vector.LessThan(Vector.Abs(hi), inf);
-            Unsafe.WriteUnaligned(lower + j, lo);
+            bad |= ~Vector.LessThan(Vector.Abs(v - e), inf) | ~Vector.LessThan(Vector.Abs(hi), inf);
             Unsafe.WriteUnaligned(upper + j, hi);
         }
         bool ok = Vector.EqualsAll(bad, Vector<int>.Zero);
@@ -365,26 +359,25 @@ internal sealed unsafe class CandidateEncoder : IDisposable
         {
             float v = f[j];
             float e = (a * colC[j] + bRow * colD[j] + rho * (MathF.Abs(v) + MathF.Abs(bias[j]))) * Safety + 1e-30f;
-            lower[j] = v - e;
             upper[j] = v + e;
-            ok &= float.IsFinite(lower[j]) && float.IsFinite(upper[j]);
+            ok &= float.IsFinite(v - e) && float.IsFinite(upper[j]);
         }
         return ok;
     }
 
-    /// <summary>The k-th largest of c finite values (a size-k min-heap; vectors below its minimum are skipped).</summary>
-    private static float KthLargest(float* v, int c, int k, float* heap)
+    /// <summary>The k largest of c finite values with their positions, in a min-heap (vectors below its minimum are
+    /// skipped).</summary>
+    private static void LargestWithIndices(float* v, int c, int k, float* hv, long* hi)
     {
-        for (int j = 0; j < k; j++) PushValue(v[j], heap, j);
+        for (int j = 0; j < k; j++) Push(v[j], j, hv, hi, j);
         int w = Vector<float>.Count, i = k;
-        for (; i < c && (i % w) != 0; i++) OfferValue(v[i], heap, k);
+        for (; i < c && (i % w) != 0; i++) Offer(v[i], i, hv, hi, k);
         for (; i + w <= c; i += w)
         {
-            if (!Vector.GreaterThanAny(Unsafe.ReadUnaligned<Vector<float>>(v + i), new Vector<float>(heap[0]))) continue;
-            for (int l = i; l < i + w; l++) OfferValue(v[l], heap, k);
+            if (!Vector.GreaterThanAny(Unsafe.ReadUnaligned<Vector<float>>(v + i), new Vector<float>(hv[0]))) continue;
+            for (int l = i; l < i + w; l++) Offer(v[l], l, hv, hi, k);
         }
-        for (; i < c; i++) OfferValue(v[i], heap, k);
-        return heap[0];
+        for (; i < c; i++) Offer(v[i], i, hv, hi, k);
     }
 
     /// <summary>The positions j with v[j] ≥ τ, in increasing order; returns their count.</summary>
@@ -401,36 +394,7 @@ internal sealed unsafe class CandidateEncoder : IDisposable
         return n;
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void PushValue(float v, float* h, int c)
-    {
-        h[c] = v;
-        while (c > 0)
-        {
-            int parent = (c - 1) >> 1;
-            if (h[parent] <= h[c]) break;
-            (h[parent], h[c]) = (h[c], h[parent]);
-            c = parent;
-        }
-    }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void OfferValue(float v, float* h, int k)
-    {
-        if (!(v > h[0])) return;
-        int c = 0;
-        while (true)
-        {
-            int l = 2 * c + 1;
-            if (l >= k) break;
-            int r = l + 1;
-            int s = r < k && h[r] < h[l] ? r : l;
-            if (h[s] >= v) break;
-            h[c] = h[s];
-            c = s;
-        }
-        h[c] = v;
-    }
 
     /// <summary><paramref name="v"/> rounded up to the next float above (a bound computed in float64 stays a bound).</summary>
     private static float RoundUp(float v) => float.IsFinite(v) ? MathF.BitIncrement(MathF.Abs(v)) : float.PositiveInfinity;
