@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using SaeSharp.Kernels;
 using SaeSharp.Activations;
 using SaeSharp.Models;
 using SaeSharp.Saes;
@@ -177,7 +178,7 @@ internal static class TrainCommand
             trainer.LogEverySteps = (int)Math.Clamp(s.Steps / 100, 1, trainer.LogEverySteps);
             var slots = recipes.Select(r => new SaeSlot(r, SaeRecipes.Create(r, dIn, dSae, s.K, s.L1, dOut, metadata, s.Steps), SlotConfig(r, trainer))).ToList();
             foreach (var slot in slots) slot.Sae.Training.Autocast = s.Autocast;
-            if (s.Autocast && !Autocast.HardwareSupported)
+            if (s.Autocast && !CpuFeatures.Bf16MatMul)
                 AnsiConsole.MarkupLine("[yellow]warning:[/] --autocast: this CPU has no AVX512-BF16/AMX; bfloat16 matmuls will be slower than float32");
             using var features = s.GroundTruth is null ? null : SyntheticDataset.ReadFeatures(s.GroundTruth);
             var options = new TrainingRunOptions

@@ -121,7 +121,7 @@ internal sealed class Embedding : nn.Module
 }
 
 /// <summary>Activation functions named as in Hugging Face <c>ACT2FN</c>.</summary>
-internal static class Activations
+internal static class ActivationFunctions
 {
     public static readonly string[] Supported = ["gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu", "relu", "silu", "swish"];
 

@@ -48,7 +48,7 @@ public sealed class SaeTrainingOptions
     public double[]? MatryoshkaLossWeights { get; set; }
     /// <summary>Run the training pass's dense matmuls in bfloat16 (SAELens's <c>autocast</c>): the weights, Adam state,
     /// gradients and losses stay float32 and the products accumulate in float32; only the matmul operands are rounded
-    /// to bfloat16. Fast on CPUs with AVX512-BF16 or AMX (<see cref="Autocast.HardwareSupported"/>); inference and
+    /// to bfloat16. Fast on CPUs with AVX512-BF16 or AMX (<see cref="Kernels.CpuFeatures.Bf16MatMul"/>); inference and
     /// evaluation always run in the weights' dtype. The accuracy cost is measured in BENCHMARKS.md.</summary>
     public bool Autocast { get; set; }
 }

@@ -1,3 +1,4 @@
+using SaeSharp.Kernels;
 using static TorchSharp.torch;
 
 namespace SaeSharp.Saes;
@@ -66,12 +67,12 @@ public abstract class TopKFamilySae : Sae
     /// case the candidates do not suffice. Returns the code and the pre-activation values at its entries.</summary>
     internal abstract (SparseCode Code, Tensor PreValues) SelectFromCandidates(Tensor candValues, Tensor candIndices, Func<Tensor> densePre);
 
-    /// <summary>Per-row top-k (unsorted): <see cref="SparseKernels.RowTopK"/> for contiguous float32 matrices (about
+    /// <summary>Per-row top-k (unsorted): <see cref="TopKSelection.RowTopK"/> for contiguous float32 matrices (about
     /// twice as fast as torch.topk here), torch.topk otherwise.</summary>
     internal static (Tensor Values, Tensor Indices) RowTopK(Tensor m, int k)
     {
         if (m.dtype == ScalarType.Float32 && m.is_contiguous() && m.device_type == TorchSharp.DeviceType.CPU && m.dim() == 2)
-            return SparseKernels.RowTopK(m, k);
+            return TopKSelection.RowTopK(m, k);
         return m.topk(k, dim: -1, largest: true, sorted: false);
     }
 
@@ -97,9 +98,9 @@ public abstract class TopKFamilySae : Sae
             long n = xin.shape[0], dSae = Cfg.DSae;
             long m = Math.Min(CandidatesPerRow, dSae);
             long chunkRows = Math.Max(1, ChunkElements / dSae);
-            var xb = bf16 ? Autocast.ToBf16(xin) : null;
+            var xb = bf16 ? Bf16Autograd.ToBf16(xin) : null;
             encT = bf16 ? W_enc.detach().t().contiguous() : null;
-            var wb = encT is null ? null : Autocast.ToBf16(encT).t();
+            var wb = encT is null ? null : Bf16Autograd.ToBf16(encT).t();
             var candV = new List<Tensor>();
             var candI = new List<Tensor>();
             var deadParts = new List<Tensor>();
@@ -111,7 +112,7 @@ public abstract class TopKFamilySae : Sae
                 if (bf16)
                 {
                     pre = xb!.narrow(0, r, rows).mm(wb!);
-                    (v, i) = SparseKernels.RowTopKBf16(pre, BEnc, (int)m);
+                    (v, i) = TopKSelection.RowTopKBf16(pre, BEnc, (int)m);
                 }
                 else
                 {
