@@ -334,7 +334,7 @@ public sealed class LlamaFamilyModel : HookedTransformer
             s.Gemma ? HfModuleNames.Gemma2 : HfModuleNames.Llama, gatedMlp: true))
     {
         _s = s;
-        _act = Activations.Get(s.Activation, configPath);
+        _act = ActivationFunctions.Get(s.Activation, configPath);
         model = new DecoderCore(s, dtype);
         if (!s.TieEmbeddings) lm_head = new Linear(s.Hidden, s.VocabSize, false, dtype);
         RegisterComponents();
