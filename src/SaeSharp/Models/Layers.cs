@@ -218,11 +218,11 @@ internal static class AttentionCore
 {
     /// <summary>
     /// q, k, v: [batch, head, pos, d_head] (k, v for the new tokens only). Returns z flattened to [batch, pos, head·d_head].
-    /// </summary>
     /// <para>Grouped-query attention: k and v may have fewer heads than q (a divisor); each kv head serves
     /// n_heads / n_kv_heads consecutive query heads (HF <c>repeat_kv</c>). The cache keeps the unrepeated heads.
     /// <paramref name="softCap"/>: scores become cap·tanh(scores/cap) before masking (Gemma 2).
     /// <paramref name="slidingWindow"/>: a query sees only the keys less than that many positions back (Gemma 2 local layers).</para>
+    /// </summary>
     public static Tensor Attend(Tensor q, Tensor k, Tensor v, int layer, double scale, ForwardContext ctx, BlockHookNames names,
         double? softCap = null, int? slidingWindow = null)
     {
@@ -235,8 +235,9 @@ internal static class AttentionCore
         }
         var scores = matmul(q, k.transpose(-1, -2)) * scale;
         var dtype = q.dtype;
-        // Softmax in float32; masked scores get the dtype's minimum (as HF), so a fully masked row stays finite.
-        var s32 = scores.to(ScalarType.Float32);
+        // Softmax in float32 (float64 models keep float64); masked scores get float32's minimum (as HF), so a fully
+        // masked row stays finite.
+        var s32 = dtype == ScalarType.Float64 ? scores : scores.to(ScalarType.Float32);
         if (softCap is double cap) s32 = (s32 / cap).tanh() * cap;
         var allowed = ctx.Allowed;
         if (slidingWindow is int w)
