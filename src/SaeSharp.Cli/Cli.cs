@@ -23,6 +23,9 @@ internal static class Cli
                      SaeCommands.Synth(),
                      ConvertCommand.Create(),
                      CacheCommand.Create(),
+                     AnalysisCommands.Features(),
+                     AnalysisCommands.Dashboard(),
+                     AnalysisCommands.Inspect(),
                      DemoCommand.Create(),
                  })
             root.Subcommands.Add(command);
