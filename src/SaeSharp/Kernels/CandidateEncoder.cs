@@ -48,10 +48,12 @@ internal sealed unsafe class CandidateEncoder : IDisposable
         path == KernelPath.Avx512Bf16 || path != KernelPath.Scalar && dSae % Int8Gemm.Panel == 0;
 
     /// <summary>Whether the candidate pass beats a float32 encoder on <paramref name="path"/>, as measured (BENCHMARKS.md):
-    /// with bfloat16 products (oneDNN, AVX512-BF16/AMX). The int8 paths were slower than MKL's float32 product on the
-    /// AVX-512 machine they were measured on, so <see cref="CandidatePass.Auto"/> leaves them off; their speed on
-    /// AVX2-only CPUs is unmeasured (use <see cref="CandidatePass.On"/> to try).</summary>
-    public static bool PaysOff(KernelPath path) => path == KernelPath.Avx512Bf16;
+    /// on no path yet. On the AVX-512/AMX machine it was measured on (heavily shared), the selection alone ran faster
+    /// on the bfloat16 path than float32's addmm + top-k, but whole TopK training steps were not faster, and the int8
+    /// paths were slower than MKL's float32 product; on AVX2-only CPUs it is unmeasured. So
+    /// <see cref="CandidatePass.Auto"/> selects on float32 (or, with autocast, bfloat16) pre-activations everywhere, and
+    /// <see cref="CandidatePass.On"/> turns the exact candidate pass on.</summary>
+    public static bool PaysOff(KernelPath path) => false;
 
     /// <summary>Whether <paramref name="mode"/> selects through the candidate pass on the current path.</summary>
     public static bool Use(CandidatePass mode, long dSae) => mode switch
