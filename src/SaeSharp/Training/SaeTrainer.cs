@@ -260,7 +260,7 @@ public sealed class SaeTrainer : IDisposable
             long bad = slot.FirstBadStep.item<long>();
             if (bad >= 0)
                 throw new SaeSharpException(
-                    $"training step {bad}: the loss of SAE '{slot.Name}' is NaN or infinite; " +
+                    $"training step {bad + 1} of {TotalSteps}: the loss of SAE '{slot.Name}' is NaN or infinite; " +
                     (LastCheckpoint is null ? "no checkpoint was written" : $"the last good checkpoint is {LastCheckpoint}"));
         }
     }

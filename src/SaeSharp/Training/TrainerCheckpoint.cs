@@ -119,7 +119,7 @@ public sealed class TrainerCheckpoint : IDisposable
         catch (Exception e)
         {
             try { Directory.Delete(tmp, recursive: true); } catch (IOException) { }
-            if (e is IOException io)
+            if ((e as IOException ?? e.InnerException as IOException) is { } io)
                 throw new SaeSharpException($"could not write the checkpoint of step {Step} in {root}: {io.Message}; the earlier checkpoints are intact", io);
             throw;
         }
