@@ -291,7 +291,7 @@ internal static unsafe class SparseKernels
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float Dot(float* a, float* b, long d)
+    internal static float Dot(float* a, float* b, long d)
     {
         long i = 0;
         int w = Vector<float>.Count;

@@ -214,7 +214,7 @@ internal static unsafe class TopKSelection
 
     /// <summary>Appends (v, j) at position c of a min-heap holding c entries and restores the heap order.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Push(float v, long j, float* hv, long* hi, int c)
+    internal static void Push(float v, long j, float* hv, long* hi, int c)
     {
         hv[c] = v; hi[c] = j;
         while (c > 0)
@@ -261,7 +261,7 @@ internal static unsafe class TopKSelection
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Offer(float v, long j, float* hv, long* hi, int k)
+    internal static void Offer(float v, long j, float* hv, long* hi, int k)
     {
         if (!(v > hv[0])) return;
         int c = 0;
