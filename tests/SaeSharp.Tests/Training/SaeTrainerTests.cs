@@ -330,7 +330,7 @@ public class SaeTrainerTests
             cfg.CheckpointEverySteps = 2;
             using var trainer = new SaeTrainer(cfg, source, [new SaeSlot("wide", Standard(8, 16))]);
             var e = Assert.Throws<SaeSharpException>(() => trainer.Run());
-            Assert.Contains("step 5", e.Message);
+            Assert.Contains("training step 6 of 20", e.Message); // batch 5 counted from 0 is the sixth step
             Assert.Contains("'wide'", e.Message);
             Assert.Contains("step_000000004", e.Message);
             Assert.False(Directory.Exists(Path.Combine(dir, "step_000000006")));
