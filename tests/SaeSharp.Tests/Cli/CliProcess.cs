@@ -35,7 +35,11 @@ internal sealed class CliProcess : IDisposable
         while (clock.Elapsed < timeout)
         {
             if (_lines.Any(predicate)) return true;
-            if (_process.HasExited) return _lines.Any(predicate);
+            if (_process.HasExited)
+            {
+                _process.WaitForExit(); // drains the output handlers
+                return _lines.Any(predicate);
+            }
             Thread.Sleep(5);
         }
         return false;
