@@ -147,6 +147,22 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
     /// <summary>Feature activations [N, d_sae] of the inference form.</summary>
     public abstract Tensor Encode(Tensor x);
 
+    /// <summary>
+    /// The activation function of the inference form: feature activations from pre-activations <paramref name="pre"/>
+    /// (<see cref="HiddenPre"/> of the rows <paramref name="x"/>), so that <c>Encode(x) == Activate(HiddenPre(x), x)</c>.
+    /// SAELens's <c>hook_sae_acts_pre</c> → <c>hook_sae_acts_post</c> step: an edit of the pre-activations reaches the features.
+    /// Every built-in architecture overrides it; the fallback recomputes <c>Encode(x)</c> and so ignores such an edit.
+    /// </summary>
+    public virtual Tensor Activate(Tensor pre, Tensor x) => Encode(x);
+
+    /// <summary>The reconstruction of rows <paramref name="x"/> from (possibly edited) features: <see cref="Decode"/>, mapped
+    /// back to x's scale for layer-norm SAEs. <c>Reconstruct(Encode(x), x)</c> is <c>forward(x)</c>.</summary>
+    public Tensor Reconstruct(Tensor featureActs, Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        return UndoInputNormalization(Decode(featureActs), x).MoveToOuterDisposeScope();
+    }
+
     /// <summary>Reconstruction f·W_dec + b_dec, [N, d_out].</summary>
     public virtual Tensor Decode(Tensor featureActs) => torch.addmm(b_dec, featureActs, W_dec, 1, 1);
 
@@ -154,7 +170,7 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         var rows = AsRows(x);
-        var y = UndoInputNormalization(Decode(Encode(rows)), rows);
+        var y = Reconstruct(Encode(rows), rows);
         return y.reshape(LeadingShape(x, Cfg.DOutOrIn)).MoveToOuterDisposeScope();
     }
 
@@ -165,7 +181,7 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
         using var scope = NewDisposeScope();
         var rows = AsRows(x);
         var f = Encode(rows);
-        var y = UndoInputNormalization(Decode(f), rows);
+        var y = Reconstruct(f, rows);
         return (y.reshape(LeadingShape(x, Cfg.DOutOrIn)).MoveToOuterDisposeScope(),
                 f.reshape(LeadingShape(x, Cfg.DSae)).MoveToOuterDisposeScope());
     }
