@@ -327,8 +327,14 @@ internal static class InterventionCommands
                 foreach (var p in parse.GetValue(sae)!) { saes.Add(LoadSae(p)); hooked.AddSae(saes[^1], useErrorTerm: true); }
                 using var result = hooked.Attribute(tokens, spec, parse.GetValue(ig));
                 string Tok(long id) => tok is null ? id.ToString(CultureInfo.InvariantCulture) : tok.Decode([(int)id]);
+                string label = spec.Kind switch
+                {
+                    AttributionMetricKind.Logit => $"logit:{Quote(Tok(spec.A))}",
+                    AttributionMetricKind.LogitDiff => $"logit-diff:{Quote(Tok(spec.A))},{Quote(Tok(spec.B))}",
+                    _ => spec.ToString(),
+                };
                 var rows = result.Top(parse.GetValue(top));
-                var table = new Table().Title(Markup.Escape($"{spec} = {result.Metric.ToString("G6", CultureInfo.InvariantCulture)}: top attributions"))
+                var table = new Table().Title(Markup.Escape($"{label} = {result.Metric.ToString("G6", CultureInfo.InvariantCulture)}: top attributions"))
                     .AddColumn("sae").AddColumn("batch").AddColumn("pos").AddColumn("token").AddColumn("feature")
                     .AddColumn(new TableColumn("activation").RightAligned()).AddColumn(new TableColumn("attribution").RightAligned());
                 foreach (var e in rows)
@@ -364,7 +370,7 @@ internal static class InterventionCommands
                 }
                 if (parse.GetValue(html) is string h)
                 {
-                    AttributionHtml.Write(h, result, texts, Math.Min(parse.GetValue(top), 20));
+                    AttributionHtml.Write(h, result, texts, Math.Min(parse.GetValue(top), 20), label);
                     Console.WriteLine($"html: {h}");
                 }
             }

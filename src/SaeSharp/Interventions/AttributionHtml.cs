@@ -17,7 +17,8 @@ public static class AttributionHtml
     /// <param name="result">The attribution.</param>
     /// <param name="tokens">Per batch row, the text of each token.</param>
     /// <param name="top">Features shown per prompt (the largest |attribution| anywhere in it).</param>
-    public static void Write(string path, AttributionResult result, IReadOnlyList<IReadOnlyList<string>> tokens, int top = 10)
+    /// <param name="metricLabel">How to name the metric (e.g. with token texts); default its spec.</param>
+    public static void Write(string path, AttributionResult result, IReadOnlyList<IReadOnlyList<string>> tokens, int top = 10, string? metricLabel = null)
     {
         var sb = new StringBuilder();
         sb.Append("<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>SaeSharp attribution</title><style>")
@@ -25,7 +26,7 @@ public static class AttributionHtml
           .Append("table{border-collapse:collapse;font-size:13px}td,th{padding:4px 6px;border:1px solid #ddd;text-align:center;white-space:pre}")
           .Append("th.label,td.label{text-align:left;font-family:monospace;background:#fafafa}tr.tokens td{font-weight:600;background:#f0f0f0}")
           .Append(".note{color:#666;font-size:13px}</style></head><body>");
-        sb.Append("<h1>Attribution of <code>").Append(Enc(result.MetricSpec.ToString())).Append("</code> = ")
+        sb.Append("<h1>Attribution of <code>").Append(Enc(metricLabel ?? result.MetricSpec.ToString())).Append("</code> = ")
           .Append(result.Metric.ToString("G6", CultureInfo.InvariantCulture)).Append("</h1>");
         sb.Append("<p class=\"note\">attribution = f·∂m/∂f per feature and token ")
           .Append(result.IntegratedGradientSteps > 0 ? $"(integrated gradients, {result.IntegratedGradientSteps} steps)" : "(attribution patching)")
@@ -71,7 +72,7 @@ public static class AttributionHtml
                     string title = $"position {p}: attribution {v.ToString("G4", CultureInfo.InvariantCulture)}" +
                                    (acts is null ? "" : $", activation {acts[p].ToString("G4", CultureInfo.InvariantCulture)}");
                     sb.Append("<td style=\"background:").Append(Colour(v / scale)).Append("\" title=\"").Append(Enc(title)).Append("\">")
-                      .Append(v == 0 ? "" : v.ToString("0.###", CultureInfo.InvariantCulture)).Append("</td>");
+                      .Append(Cell(v)).Append("</td>");
                 }
                 sb.Append("</tr>");
             }
@@ -82,6 +83,13 @@ public static class AttributionHtml
     }
 
     private static string Enc(string s) => WebUtility.HtmlEncode(s);
+
+    private static string Cell(double v)
+    {
+        if (v == 0) return "";
+        var s = v.ToString("0.###", CultureInfo.InvariantCulture);
+        return s == "-0" ? "0" : s;
+    }
 
     /// <summary>Whitespace made visible (a leading space as ·, newlines as ↵) so tokens read as tokens.</summary>
     private static string Visible(string t) => t.Replace(" ", "·").Replace("\n", "↵").Replace("\t", "⇥");
