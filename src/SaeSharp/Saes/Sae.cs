@@ -216,13 +216,19 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
         w = w / w.norm(1, keepdim: true) * decoderNorm;
         W_dec.copy_(w);
         if (Cfg.DOutOrIn == Cfg.DIn) W_enc.copy_(w.t());
-        else
-        {
-            var e = randn(Cfg.DIn, Cfg.DSae, generator: generator);
-            W_enc.copy_(e / e.norm(0, keepdim: true) * decoderNorm);
-        }
+        else InitializeEncoderIndependently(generator, decoderNorm);
         b_enc?.zero_();
         b_dec.zero_();
+    }
+
+    /// <summary>W_enc columns in random directions with norm <paramref name="norm"/>, drawn from
+    /// <paramref name="generator"/> (instead of <c>W_enc = W_decᵀ</c>).</summary>
+    public void InitializeEncoderIndependently(Generator? generator, double norm)
+    {
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        var e = randn(Cfg.DIn, Cfg.DSae, generator: generator);
+        W_enc.copy_(e / e.norm(0, keepdim: true) * norm);
     }
 
     /// <summary>
@@ -274,6 +280,9 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
 
     /// <summary>Learning rate the architecture's reference trainer uses for <see cref="Cfg"/>.</summary>
     public virtual double DefaultLearningRate() => 5e-5;
+
+    /// <summary>Whether the Towards Monosemanticity dead-latent resampling applies (a ReLU encoder with b_enc).</summary>
+    public virtual bool SupportsResampling => false;
 
     /// <summary>Gao et al. (2024) learning-rate scaling used by dictionary_learning's TopK-family trainers:
     /// 2e-4 / sqrt(d_sae / 2^14).</summary>

@@ -22,6 +22,9 @@ public sealed class StandardSae : Sae
     /// <inheritdoc/>
     public override Tensor HiddenPre(Tensor x) => EncoderMatmul(x, BEnc, W_enc);
 
+    /// <inheritdoc/>
+    public override bool SupportsResampling => true;
+
     public override Tensor Encode(Tensor x)
     {
         using var scope = NewDisposeScope();
