@@ -24,7 +24,7 @@ public class ReadmeInterventionSampleTests : ModelTestBase
         using var steered = hooked.Generate(tokens, 20, new GenerationOptions { Temperature = 0.7, Seed = 1 },
                                             [new Steering(loaded, feature: 7, scale: 20.0)]);
         using var attribution = hooked.Attribute(tokens, AttributionMetric.LogitDiff(3139, 286));
-        foreach (var e in attribution.Top(10)) Console.WriteLine($"pos {e.Position} feature {e.Feature}: {e.Attribution:F3}");
+        var top = attribution.Top(10).Select(e => $"pos {e.Position} feature {e.Feature}: {e.Attribution:F3}").ToList();
         // --- README sample end ---
 
         using (saeCache)
@@ -34,6 +34,6 @@ public class ReadmeInterventionSampleTests : ModelTestBase
         }
         Assert.Equal(same!.shape, ablated.shape);
         Assert.Equal(new long[] { 1, 24 }, steered.Tokens.shape);
-        Assert.Equal(10, attribution.Top(10).Count);
+        Assert.Equal(10, top.Count);
     }
 }
