@@ -24,6 +24,9 @@ internal static class Cli
                      ConvertCommand.Create(),
                      CacheCommand.Create(),
                      DemoCommand.Create(),
+                     CorpusCommand.Create(),
+                     LmCommand.Create(),
+                     ScoreLabelsCommand.Create(),
                  })
             root.Subcommands.Add(command);
         return root;

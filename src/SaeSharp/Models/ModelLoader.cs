@@ -56,6 +56,15 @@ public static class ModelLoader
         return model;
     }
 
+    /// <summary>Builds the model config.json describes without loading weights (parameters uninitialised), for training from scratch.</summary>
+    internal static HookedTransformer Create(string folder, ScalarType dtype = ScalarType.Float32)
+    {
+        var cfg = JsonConfig.Read(Path.Combine(folder, "config.json"));
+        string name = cfg.String("_name_or_path") is { Length: > 0 } n ? n : Path.GetFileName(Path.GetFullPath(folder).TrimEnd('/', '\\'));
+        return ModelType(cfg) == "gpt2" ? new Gpt2Model(Gpt2Settings.From(cfg), name, cfg.Path, dtype)
+            : new GptNeoXModel(NeoXSettings.From(cfg), name, cfg.Path, dtype);
+    }
+
     private static string ModelType(JsonConfig cfg)
     {
         var mt = cfg.String("model_type");

@@ -11,13 +11,13 @@ namespace SaeSharp.Tokenizers;
 /// </summary>
 public static class Tokenizer
 {
-    /// <summary>Loads the tokenizer of a model folder: tokenizer.json if present, else vocab.json + merges.txt.</summary>
-    public static ByteLevelBpeTokenizer FromFolder(string directory)
+    /// <summary>Loads the tokenizer of a model folder: tokenizer.json if present (byte-level BPE or WordLevel), else vocab.json + merges.txt.</summary>
+    public static ITextTokenizer FromFolder(string directory)
     {
         if (!Directory.Exists(directory))
             throw new SaeSharpException($"tokenizer folder '{directory}' does not exist");
         string json = Path.Combine(directory, "tokenizer.json");
-        if (File.Exists(json)) return FromTokenizerJson(json);
+        if (File.Exists(json)) return IsWordLevel(json) ? FromWordLevelJson(json) : FromTokenizerJson(json);
         string vocab = Path.Combine(directory, "vocab.json"), merges = Path.Combine(directory, "merges.txt");
         if (File.Exists(vocab) && File.Exists(merges)) return FromGpt2Files(vocab, merges);
         throw new SaeSharpException(
@@ -92,22 +92,7 @@ public static class Tokenizer
             }
         }
 
-        var added = new List<AddedToken>();
-        if (root.TryGetProperty("added_tokens", out var addedEl) && addedEl.ValueKind == JsonValueKind.Array)
-        {
-            int i = 0;
-            foreach (var a in addedEl.EnumerateArray())
-            {
-                if (!a.TryGetProperty("id", out var idEl) || !idEl.TryGetInt32(out int id)
-                    || !a.TryGetProperty("content", out var contentEl) || contentEl.ValueKind != JsonValueKind.String)
-                    throw new SaeSharpException($"{src}: added_tokens[{i}] needs an integer 'id' and a string 'content'");
-                added.Add(new AddedToken(id, contentEl.GetString()!,
-                    Special: Bool(a, "special", false), SingleWord: Bool(a, "single_word", false),
-                    LStrip: Bool(a, "lstrip", false), RStrip: Bool(a, "rstrip", false),
-                    Normalized: Bool(a, "normalized", !Bool(a, "special", false))));
-                i++;
-            }
-        }
+        var added = ParseAddedTokens(root, src);
 
         var normalizer = new List<NormalizationStep>();
         if (root.TryGetProperty("normalizer", out var normEl)) ParseNormalizer(normEl, normalizer, src);
@@ -124,6 +109,48 @@ public static class Tokenizer
         var tok = new ByteLevelBpeTokenizer(vocab, merges, added, normalizer, pre,
             ignoreMerges: Bool(model, "ignore_merges", false), unkToken: unk, source: src);
         ApplySpecialTokenConfig(tok, Path.GetDirectoryName(Path.GetFullPath(tokenizerJsonPath))!);
+        return tok;
+    }
+
+    private static List<AddedToken> ParseAddedTokens(JsonElement root, string src)
+    {
+        var added = new List<AddedToken>();
+        if (root.TryGetProperty("added_tokens", out var addedEl) && addedEl.ValueKind == JsonValueKind.Array)
+        {
+            int i = 0;
+            foreach (var a in addedEl.EnumerateArray())
+            {
+                if (!a.TryGetProperty("id", out var idEl) || !idEl.TryGetInt32(out int id)
+                    || !a.TryGetProperty("content", out var contentEl) || contentEl.ValueKind != JsonValueKind.String)
+                    throw new SaeSharpException($"{src}: added_tokens[{i}] needs an integer 'id' and a string 'content'");
+                added.Add(new AddedToken(id, contentEl.GetString()!,
+                    Special: Bool(a, "special", false), SingleWord: Bool(a, "single_word", false),
+                    LStrip: Bool(a, "lstrip", false), RStrip: Bool(a, "rstrip", false),
+                    Normalized: Bool(a, "normalized", !Bool(a, "special", false))));
+                i++;
+            }
+        }
+        return added;
+    }
+
+    private static bool IsWordLevel(string tokenizerJsonPath)
+    {
+        using var doc = ParseJson(tokenizerJsonPath);
+        return doc.RootElement.ValueKind == JsonValueKind.Object && doc.RootElement.TryGetProperty("model", out var m)
+            && m.ValueKind == JsonValueKind.Object && m.TryGetProperty("type", out var t) && t.ValueKind == JsonValueKind.String && t.GetString() == "WordLevel";
+    }
+
+    /// <summary>A Hugging Face <c>tokenizer.json</c> with a <c>WordLevel</c> model (see <see cref="WordLevelTokenizer"/>).
+    /// Special-token config files beside it are honoured.</summary>
+    public static WordLevelTokenizer FromWordLevelJson(string tokenizerJsonPath)
+    {
+        using var doc = ParseJson(tokenizerJsonPath);
+        var root = doc.RootElement;
+        if (root.ValueKind != JsonValueKind.Object || !root.TryGetProperty("model", out var model) || model.ValueKind != JsonValueKind.Object)
+            throw new SaeSharpException($"{tokenizerJsonPath}: missing object 'model'");
+        var tok = WordLevelTokenizer.FromJson(root, tokenizerJsonPath, ParseAddedTokens(root, tokenizerJsonPath));
+        var (bos, eos, pad) = SpecialTokenConfig(tok, Path.GetDirectoryName(Path.GetFullPath(tokenizerJsonPath))!);
+        (tok.BosTokenId, tok.EosTokenId, tok.PadTokenId) = (bos, eos, pad);
         return tok;
     }
 
@@ -233,6 +260,11 @@ public static class Tokenizer
     /// <summary>Sets BOS/EOS/PAD from the config files in <paramref name="dir"/> (see the type's summary).</summary>
     internal static void ApplySpecialTokenConfig(ByteLevelBpeTokenizer tok, string dir)
     {
+        (tok.BosTokenId, tok.EosTokenId, tok.PadTokenId) = SpecialTokenConfig(tok, dir);
+    }
+
+    private static (int? Bos, int? Eos, int? Pad) SpecialTokenConfig(ITextTokenizer tok, string dir)
+    {
         int? bos = null, eos = null, pad = null;
         foreach (var name in new[] { "tokenizer_config.json", "special_tokens_map.json" })
         {
@@ -260,12 +292,10 @@ public static class Tokenizer
             bos = eot;
             eos = eot;
         }
-        tok.BosTokenId = bos;
-        tok.EosTokenId = eos;
-        tok.PadTokenId = pad;
+        return (bos, eos, pad);
     }
 
-    private static int? TokenFromConfig(ByteLevelBpeTokenizer tok, JsonElement root, string key, string path)
+    private static int? TokenFromConfig(ITextTokenizer tok, JsonElement root, string key, string path)
     {
         if (!root.TryGetProperty(key, out var v)) return null;
         string? content = v.ValueKind switch
