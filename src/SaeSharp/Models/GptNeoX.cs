@@ -186,7 +186,7 @@ public sealed class GptNeoXModel : HookedTransformer
         }, new HookPoints(s.NLayer, hasPosEmbed: false, parallelAttnMlp: s.ParallelResidual, rotary: s.RotaryDim > 0, HfModuleNames.NeoX))
     {
         _s = s;
-        _act = Activations.Get(s.Activation, configPath);
+        _act = ActivationFunctions.Get(s.Activation, configPath);
         gpt_neox = new NeoXCore(s, dtype);
         embed_out = new Linear(s.Hidden, s.VocabSize, false, dtype);
         RegisterComponents();

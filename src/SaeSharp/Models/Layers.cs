@@ -90,7 +90,7 @@ internal sealed class Embedding : nn.Module
 }
 
 /// <summary>Activation functions named as in Hugging Face <c>ACT2FN</c>.</summary>
-internal static class Activations
+internal static class ActivationFunctions
 {
     public static readonly string[] Supported = ["gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu", "relu", "silu", "swish"];
 
@@ -193,8 +193,9 @@ internal static class AttentionCore
         if (ctx.Kv is { } kv) (k, v) = kv.Append(layer, k, v);
         var scores = matmul(q, k.transpose(-1, -2)) * scale;
         var dtype = q.dtype;
-        // Softmax in float32; masked scores get the dtype's minimum (as HF), so a fully masked row stays finite.
-        var s32 = scores.to(ScalarType.Float32);
+        // Softmax in float32 (float64 models keep float64); masked scores get float32's minimum (as HF), so a fully
+        // masked row stays finite.
+        var s32 = dtype == ScalarType.Float64 ? scores : scores.to(ScalarType.Float32);
         s32 = s32.masked_fill(ctx.Allowed.logical_not(), float.MinValue);
         var pattern = s32.softmax(-1).to(dtype);
         pattern = ctx.Hooks.Fire(names.Pattern, pattern);

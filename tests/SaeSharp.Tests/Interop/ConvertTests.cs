@@ -34,7 +34,7 @@ public sealed class ConvertTests : IDisposable
                     return dir;
                 }
             case "dictionary_learning":
-                return Path.Combine(SaeSharp.Tests.Tokenizers.TestPaths.Shared(), "fixtures", "dictionary_learning", "BatchTopKSAE");
+                return Path.Combine(SaeSharp.Tests.Tokenizers.TestPaths.Data(), "dictionary_learning", "BatchTopKSAE");
             case "Gemma Scope":
                 {
                     var dir = Path.Combine(_dir, "gemma-scope-2b-pt-res", "layer_4", "average_l0_20");
