@@ -3,7 +3,6 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using SaeSharp.Activations;
 using SaeSharp.Corpus;
-using SaeSharp.Hooks;
 using SaeSharp.IO;
 using SaeSharp.Models;
 using SaeSharp.Tokenizers;
@@ -96,9 +95,9 @@ public static class LmTrainer
         Initialise(model, o.NLayers);
         var decay = new List<Parameter>();
         var noDecay = new List<Parameter>();
+        model.SetRequiresGrad(true);
         foreach (var (name, p) in model.named_parameters())
         {
-            p.requires_grad = true;
             (name.EndsWith(".weight", StringComparison.Ordinal) && p.dim() == 2 && !name.Contains("embed_in") ? decay : noDecay).Add(p);
         }
         var opt = optim.AdamW([
@@ -126,7 +125,7 @@ public static class LmTrainer
             double lr = LearningRate(o, step);
             foreach (var g in opt.ParamGroups) g.LearningRate = lr;
             opt.zero_grad();
-            var logits = model.ForwardCore(ids, null, HookRunner.None, null, null)!;
+            var logits = model.Run(ids, new RunOptions { Grad = true }).Logits!;
             var loss = nn.functional.cross_entropy(logits.view(-1, logits.shape[^1]), targets, ignore_index: -100);
             loss.backward();
             nn.utils.clip_grad_norm_(model.parameters(), o.GradClip);
@@ -145,11 +144,13 @@ public static class LmTrainer
             if (o.CheckpointEverySteps > 0 && step % o.CheckpointEverySteps == 0 && step < o.Steps) SaveWeights(model, o.OutDir);
         }
         model.eval();
-        foreach (var p in model.parameters()) p.requires_grad = false;
+        model.SetRequiresGrad(false);
         SaveWeights(model, o.OutDir);
         var (valLoss, floor) = Validate(model, val, o.BatchSize);
+        (double, double?)? quick = o.ValidationSeed is ulong qs
+            ? Validate(model, tokenizer, CorpusGenerator.Generate(qs, QuickCheckDocuments), o.ContextSize) : null;
         var result = new LmTrainingResult(o.OutDir, o.Steps, trainTokens, watch.Elapsed.TotalSeconds, valLoss, floor, first, ema);
-        WriteReport(o, result);
+        WriteReport(o, result, quick);
         return result;
     }
 
@@ -194,7 +195,7 @@ public static class LmTrainer
             var ids = tensor(val.Ids.Skip(start).Take(b).SelectMany(x => x).ToArray()).view(b, -1);
             var targets = val.Targets.Skip(start).Take(b).SelectMany(x => x).ToArray();
             var nats = val.Nats.Skip(start).Take(b).SelectMany(x => x).ToArray();
-            var logits = model.ForwardCore(ids, null, HookRunner.None, null, null)!;
+            var logits = model.Forward(ids);
             var losses = nn.functional.cross_entropy(logits.view(-1, logits.shape[^1]), tensor(targets), ignore_index: -100,
                 reduction: nn.Reduction.None).data<float>().ToArray();
             for (int i = 0; i < targets.Length; i++)
@@ -325,7 +326,10 @@ public static class LmTrainer
         SafeTensors.Save(Path.Combine(dir, "model.safetensors"), weights, new Dictionary<string, string> { ["format"] = "pt" });
     }
 
-    private static void WriteReport(LmTrainingOptions o, LmTrainingResult r)
+    /// <summary>Stories of the quick check recorded in training.json: the validation loss on the first few validation stories, for tests.</summary>
+    public const int QuickCheckDocuments = 24;
+
+    private static void WriteReport(LmTrainingOptions o, LmTrainingResult r, (double Loss, double? Floor)? quick)
     {
         var json = new JsonObject
         {
@@ -335,6 +339,7 @@ public static class LmTrainer
             ["validation_corpus"] = o.ValidationSeed is ulong vs ? new JsonObject { ["seed"] = vs, ["documents"] = o.ValidationDocuments } : null, ["train_tokens"] = r.TrainTokens, ["seconds"] = Math.Round(r.Seconds, 1),
             ["validation_loss"] = r.ValidationLoss, ["entropy_floor"] = r.EntropyFloor,
             ["first_train_loss"] = r.FirstLoss, ["last_train_loss"] = r.LastLoss,
+            ["quick_check"] = quick is { } q ? new JsonObject { ["documents"] = QuickCheckDocuments, ["validation_loss"] = q.Loss, ["entropy_floor"] = q.Floor } : null,
         };
         AtomicFile.WriteAllText(Path.Combine(o.OutDir, "training.json"), json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
     }

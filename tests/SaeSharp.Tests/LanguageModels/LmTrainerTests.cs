@@ -36,24 +36,24 @@ public class LmTrainerTests
         try
         {
             string corpus = Path.Combine(dir, "c.jsonl"), val = Path.Combine(dir, "v.jsonl"), outDir = Path.Combine(dir, "model");
-            LabelledCorpus.Write(corpus, 5, 120);
-            LabelledCorpus.Write(val, 6, 12);
+            LabelledCorpus.Write(corpus, 5, 60);
+            LabelledCorpus.Write(val, 6, 8);
             var r = LmTrainer.Train(new LmTrainingOptions
             {
                 CorpusPath = corpus, ValidationCorpusPath = val, OutDir = outDir, DModel = 32, NLayers = 1, NHeads = 2, DMlp = 64,
-                ContextSize = 64, BatchSize = 4, Steps = 40, Lr = 1e-2, WarmUpSteps = 4, CheckpointEverySteps = 0, Seed = 3,
+                ContextSize = 48, BatchSize = 4, Steps = 25, Lr = 2e-2, WarmUpSteps = 3, CheckpointEverySteps = 0, Seed = 3,
             });
             double uniform = Math.Log(LabelledCorpus.Vocabulary.Count);
             Assert.InRange(r.FirstLoss, uniform - 0.5, uniform + 0.5); // initialised near uniform
             Assert.True(r.LastLoss < r.FirstLoss - 1.5, $"loss {r.FirstLoss} -> {r.LastLoss}");
             Assert.True(r.ValidationLoss < uniform - 1.5);
             Assert.True(r.EntropyFloor is > 0 and < 3);
-            Assert.True(r.ValidationLoss > r.EntropyFloor); // 40 steps cannot beat the grammar
+            Assert.True(r.ValidationLoss > r.EntropyFloor); // 25 steps cannot beat the grammar
             // The folder is a Hugging Face GPT-NeoX model; loaded through the ordinary loader it gives the same loss.
             using var m = ModelLoader.FromPretrained(outDir);
             Assert.Equal("gpt_neox", m.Config.Architecture);
             var tok = Tokenizer.FromFolder(outDir);
-            var (loss, floor) = LmTrainer.Validate(m, tok, val, 0, 64);
+            var (loss, floor) = LmTrainer.Validate(m, tok, val, 0, 48);
             Assert.Equal(r.ValidationLoss, loss, 5);
             Assert.Equal(r.EntropyFloor!.Value, floor!.Value, 9);
             var report = JsonNode.Parse(File.ReadAllText(Path.Combine(outDir, "training.json")))!;
@@ -72,11 +72,14 @@ public class LmTrainerTests
         var tok = Tokenizer.FromFolder(BuiltinModel.Folder);
         Assert.IsType<WordLevelTokenizer>(tok);
         var report = JsonNode.Parse(File.ReadAllText(Path.Combine(BuiltinModel.Folder, "training.json")))!;
-        var v = report["validation_corpus"]!;
-        var docs = CorpusGenerator.Generate(v["seed"]!.GetValue<ulong>(), v["documents"]!.GetValue<int>());
+        // The first stories of the validation corpus (the whole 300 take too long for the suite; bench/ and
+        // `sae lm eval` cover them): the loss recorded at training time, reached again through the ordinary loader.
+        var q = report["quick_check"]!;
+        var docs = CorpusGenerator.Generate(report["validation_corpus"]!["seed"]!.GetValue<ulong>(), q["documents"]!.GetValue<int>());
         var (loss, floor) = LmTrainer.Validate(m, tok, docs, m.Config.NCtx);
-        Assert.Equal(report["validation_loss"]!.GetValue<double>(), loss, 4);
-        Assert.Equal(report["entropy_floor"]!.GetValue<double>(), floor!.Value, 4);
+        Assert.Equal(q["validation_loss"]!.GetValue<double>(), loss, 4);
+        Assert.Equal(q["entropy_floor"]!.GetValue<double>(), floor!.Value, 4);
         Assert.True(loss < floor + 0.25, $"validation loss {loss} vs entropy floor {floor}");
+        Assert.True(report["validation_loss"]!.GetValue<double>() < report["entropy_floor"]!.GetValue<double>() + 0.15);
     }
 }
