@@ -36,13 +36,14 @@ internal static class ScoreLabelsCommand
     /// <summary>The summary table (features vs neurons) and the best-scoring features with their labels.</summary>
     internal static void Print(LabelScoringReport r, int examples = 8)
     {
-        var t = new Table().Title($"label scores on {r.Tokens:N0} tokens ({r.FeatureSummary.LabelsScored} labels; F1 on the held-out half)")
-            .AddColumns("units", "alive", "best F1 ≥ 0.8", "best F1 ≥ 0.5", "mean best F1", "labels covered (F1 ≥ 0.8)");
+        var t = new Table().Title($"label scores at {r.Hook}: {r.Tokens:N0} tokens, {r.FeatureSummary.LabelsScored} labels, F1 on the held-out half")
+            .AddColumns("units", "alive", "F1 ≥ 0.8", "F1 ≥ 0.5", "mean F1", "labels covered");
         void Row(string name, LabelScoreSummary s) => t.AddRow(Markup.Escape(name), $"{s.Alive}/{s.Units}", s.ShareF1AtLeast08.ToString("P1"),
             s.ShareF1AtLeast05.ToString("P1"), s.MeanBestF1.ToString("F3"), $"{s.LabelsCovered}/{s.LabelsScored}");
-        Row($"SAE features ({r.Hook})", r.FeatureSummary);
-        Row($"neurons ({r.NeuronHook}, both signs)", r.NeuronSummary);
+        Row("SAE features", r.FeatureSummary);
+        Row(r.NeuronHook == r.Hook ? "dimensions (±)" : $"{r.NeuronHook} (±)", r.NeuronSummary);
         AnsiConsole.Write(t);
+        Console.WriteLine("  (F1 = best label's F1 of each alive unit; labels covered = labels some unit reaches with F1 ≥ 0.8; ± = both signs of a dimension)");
         foreach (var line in Examples(r, examples)) Console.WriteLine(line);
     }
 

@@ -5,7 +5,7 @@ using SaeSharp.Tokenizers;
 namespace SaeSharp.Corpus;
 
 /// <summary>
-/// The labelled corpus on disk: one JSON object per line with <c>text</c>, <c>tokens</c> (the words of the text, in
+/// The labelled corpus on disk: one JSON object per line with <c>text</c>, <c>words</c> (the tokens of the text, in
 /// order), <c>labels</c> (one array of label strings per token) and <c>choice_nats</c> (per token, the generator's
 /// information revealed there; see <see cref="LabelledDocument.ChoiceNats"/>). Any <c>.jsonl</c> with <c>text</c> and
 /// token-aligned <c>labels</c> is a labelled corpus; the other fields are optional.
@@ -43,7 +43,7 @@ public static class LabelledCorpus
                 w.Reset(stream);
                 w.WriteStartObject();
                 w.WriteString("text", d.Text);
-                w.WriteStartArray("tokens");
+                w.WriteStartArray("words");
                 foreach (var t in d.Tokens) w.WriteStringValue(t);
                 w.WriteEndArray();
                 w.WriteStartArray("labels");

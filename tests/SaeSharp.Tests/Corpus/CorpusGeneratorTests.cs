@@ -180,8 +180,9 @@ public class CorpusGeneratorTests
         Assert.Equal(Docs.Take(25).Select(d => d.Text), rows.Select(r => r.Text));
         Assert.Equal(Docs.Take(25).SelectMany(d => d.Labels.SelectMany(l => l)), rows.SelectMany(r => r.Labels.SelectMany(l => l)));
         Assert.Equal(Docs.Take(25).SelectMany(d => d.ChoiceNats).Select(n => Math.Round(n, 5)), rows.SelectMany(r => r.ChoiceNats!));
-        // Every existing reader sees the text field.
+        // Every existing reader sees the text field (and does not take the file for pre-tokenized ids).
         Assert.Equal(rows.Select(r => r.Text), SaeSharp.Data.TextDataset.Read(path));
+        Assert.False(SaeSharp.Data.TextDataset.IsTokenizedJsonl(path));
         Directory.Delete(Path.GetDirectoryName(path)!, true);
     }
 }
