@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Installs Debian's chromium (/usr/bin/chromium) when it is missing: the dashboard tests drive it headless through
+# Installs Debian's chromium (/usr/bin/chromium) and DejaVu fonts when missing: the dashboard tests drive it headless through
 # PuppeteerSharp (no browser download is possible, the system browser is used). Idempotent; silent when present.
 # Never fatal: without it only the browser tests fail, naming this script.
 set -uo pipefail
 
-[ -x /usr/bin/chromium ] && exit 0
+font=/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf   # the font of the ScottPlot PNGs
+[ -x /usr/bin/chromium ] && [ -e "$font" ] && exit 0
 
 warn() { echo "setup-browser: $*" >&2; exit 0; }
 [ -r /etc/debian_version ] || warn "/usr/bin/chromium is missing and this is not Debian; install Chromium by hand for the browser tests."

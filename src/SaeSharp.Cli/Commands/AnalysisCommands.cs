@@ -28,12 +28,13 @@ internal static class AnalysisCommands
         var intervals = new Option<int>("--intervals") { Description = "Most activation intervals sampled per feature (even)", DefaultValueFactory = _ => 10 };
         var seed = new Option<ulong>("--seed") { Description = "Seed of the interval sampling", DefaultValueFactory = _ => 0 };
         var html = new Option<string?>("--html") { Description = "Also write the HTML dashboard to this folder" };
+        var png = new Option<bool>("--png") { Description = "Also write each feature's activation histogram as OUT/histograms/<i>.png" };
         var noBos = new Option<bool>("--no-prepend-bos") { Description = "Do not start every window with BOS (default: the SAE's prepend_bos)" };
         var exclude = new Option<bool>("--exclude-special-tokens") { Description = "Do not count BOS/EOS/pad positions (default: the SAE's setting)" };
         var textField = new Option<string>("--text-field") { Description = "jsonl field / parquet column holding the text", DefaultValueFactory = _ => "text" };
         var command = new Command("features", "Feature statistics over a corpus: density, max, top examples, interval samples, histograms, logit effects")
         {
-            sae, model, dataset, tokens, output, features, top, context, contextSize, batch, intervals, seed, html, noBos, exclude, textField,
+            sae, model, dataset, tokens, output, features, top, context, contextSize, batch, intervals, seed, html, png, noBos, exclude, textField,
         };
         Cli.SetAction(command, parse =>
         {
@@ -61,6 +62,8 @@ internal static class AnalysisCommands
             report.Save(outDir);
             int dead = report.Features.Count(f => f.Firings == 0);
             Console.WriteLine($"{report.Features.Count:N0} features over {report.Tokens:N0} tokens ({dead:N0} never fired): {Path.Combine(outDir, FeatureReport.FeaturesFile)}");
+            if (parse.GetValue(png))
+                Console.WriteLine($"{HistogramPlot.SaveFeatureHistograms(report, Path.Combine(outDir, "histograms")):N0} histogram PNGs: {Path.Combine(outDir, "histograms")}");
             if (parse.GetValue(html) is { } site)
                 Console.WriteLine($"dashboard: {DashboardWriter.Write(report, site)}");
             return 0;

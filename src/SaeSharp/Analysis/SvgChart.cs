@@ -18,7 +18,7 @@ internal static class SvgChart
     }
 
     /// <summary>
-    /// A histogram: one bar per bin, x from the first to the last edge, y linear or log10(1 + count)
+    /// A histogram: one bar per bin, x from the first to the last edge, y linear or log10(count)
     /// (<paramref name="logY"/>). <paramref name="colorOf"/> picks a bar's colour from the bin centre.
     /// </summary>
     public static string Histogram(IReadOnlyList<double> edges, IReadOnlyList<long> counts, string title, string xLabel, bool logY,
@@ -36,14 +36,16 @@ internal static class SvgChart
         }
         double x0 = edges[0], x1 = edges[^1];
         if (x1 <= x0) x1 = x0 + 1;
-        double Y(long c) => logY ? Math.Log10(1 + c) : c;
+        // Log axis: log10(count) with bars starting at a count of ½ (so a count of 1 stays visible).
+        const double logBase = -0.30103;
+        double Y(long c) => logY ? Math.Log10(c) - logBase : c;
         double ymax = Math.Max(1e-9, counts.Max(c => Y(c)));
         double Px(double x) => left + (x - x0) / (x1 - x0) * pw;
         double Py(double y) => top + ph - y / ymax * ph;
         // Grid and y ticks.
         var yTicks = logY
-            ? Enumerable.Range(0, (int)Math.Floor(ymax) + 1).Select(p => (Value: (double)p, Label: Num(Math.Pow(10, p))))
-            : Enumerable.Range(0, 5).Select(i => (Value: ymax * i / 4, Label: Num(ymax * i / 4)));
+            ? Enumerable.Range(0, (int)Math.Floor(ymax + logBase) + 1).Select(p => (Value: p - logBase, Label: Num(Math.Pow(10, p))))
+            : NiceTicks(0, ymax, 4).Where(v => v == Math.Round(v) || ymax < 4).Select(v => (Value: v, Label: Num(v)));
         foreach (var (v, label) in yTicks)
         {
             double y = Py(v);

@@ -49,7 +49,7 @@ public class AnalysisCliTests : IDisposable
     {
         string outDir = Path.Combine(_fx.Dir, "feat"), site = Path.Combine(_fx.Dir, "site");
         var (exit, stdout, err) = CliRunner.Run("features", "--sae", _fx.SaeDir, "--model", _fx.ModelDir, "--dataset", _fx.DataPath,
-            "--tokens", "200", "--out", outDir, "--features", "0-4,9", "--top", "5", "--context", "4", "--batch-size", "2");
+            "--tokens", "200", "--out", outDir, "--features", "0-4,9", "--top", "5", "--context", "4", "--batch-size", "2", "--png");
         Assert.True(exit == 0, err);
         Assert.Contains("6 features over 208 tokens", stdout);                          // ⌈200/16⌉ = 13 windows of 16
         var lines = File.ReadAllLines(Path.Combine(outDir, "features.jsonl"));
@@ -58,6 +58,12 @@ public class AnalysisCliTests : IDisposable
         Assert.Equal(5, top.Count);
         Assert.True(top.Select(t => (double)t!["activation"]!).Zip(top.Skip(1).Select(t => (double)t!["activation"]!)).All(p => p.First >= p.Second));
         Assert.True(File.Exists(Path.Combine(outDir, "summary.json")) && File.Exists(Path.Combine(outDir, "tokens.json")));
+        // One activation-histogram PNG per feature that fired (all six here).
+        var pngs = Directory.GetFiles(Path.Combine(outDir, "histograms"), "*.png");
+        Assert.Equal(6, pngs.Length);
+        using (var bmp = SkiaSharp.SKBitmap.Decode(Path.Combine(outDir, "histograms", "0.png")))
+            Assert.Equal((640, 360), (bmp.Width, bmp.Height));
+        File.Copy(Path.Combine(outDir, "histograms", "0.png"), Path.Combine(DashboardBrowserTests.ScreenshotDir(), "feature-0-histogram.png"), true);
 
         (exit, stdout, err) = CliRunner.Run("dashboard", "--features", outDir, "--out", site);
         Assert.True(exit == 0, err);

@@ -135,8 +135,8 @@ public class LoadingTests : ModelTestBase
         var empty = Sub("empty");
         Directory.CreateDirectory(empty);
         Assert.Contains("config.json", Assert.Throws<SaeSharpException>(() => ModelLoader.FromPretrained(empty)).Message);
-        File.WriteAllText(Path.Combine(empty, "config.json"), "{\"model_type\":\"llama\"}");
-        Assert.Contains("llama", Assert.Throws<SaeSharpException>(() => ModelLoader.FromPretrained(empty)).Message);
+        File.WriteAllText(Path.Combine(empty, "config.json"), "{\"model_type\":\"mamba\"}");
+        Assert.Contains("mamba", Assert.Throws<SaeSharpException>(() => ModelLoader.FromPretrained(empty)).Message);
         File.WriteAllText(Path.Combine(empty, "config.json"), "{\"model_type\":\"gpt2\",\"n_embd\":8,\"n_layer\":1,\"n_head\":2}");
         Assert.Contains("model.safetensors", Assert.Throws<SaeSharpException>(() => ModelLoader.FromPretrained(empty)).Message);
     }

@@ -296,9 +296,7 @@ public class DenseAutocastTests
             _ = o.ActiveCounts!.sum().item<long>();
         }
         Step(); // creates the parameters' gradients
-        long before = TorchSharp.DisposeScopeManager.Statistics.ThreadTotalLiveCount;
-        Step();
-        Assert.Equal(before, TorchSharp.DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+        Assert.Equal(0, LiveTensors.Leaked(Step));
     }
 
     [Theory]
