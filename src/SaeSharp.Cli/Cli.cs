@@ -30,6 +30,9 @@ internal static class Cli
                      AnalysisCommands.Dashboard(),
                      AnalysisCommands.Inspect(),
                      DemoCommand.Create(),
+                     CorpusCommand.Create(),
+                     LmCommand.Create(),
+                     ScoreLabelsCommand.Create(),
                  })
             root.Subcommands.Add(command);
         return root;

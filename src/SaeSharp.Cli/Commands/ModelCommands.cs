@@ -12,7 +12,7 @@ internal static class ModelCommands
 {
     public static Option<string> ModelOption(bool required = true) => new("--model")
     {
-        Description = "Hugging Face model id (downloaded to the hub cache) or a local model folder",
+        Description = "builtin (the model SaeSharp ships), a Hugging Face model id (downloaded to the hub cache) or a local model folder",
         Required = required,
     };
 

@@ -7,7 +7,7 @@ namespace SaeSharp.Cli.Commands;
 /// <summary>The options that point a command at a language model and a text dataset (<c>--model --hook --dataset --tokens</c>).</summary>
 internal sealed class ModelDataOptionsCli
 {
-    public readonly Option<string?> Model = new("--model") { Description = "Hugging Face model id or local model folder (activations from text)" };
+    public readonly Option<string?> Model = new("--model") { Description = "builtin (the shipped model), Hugging Face model id or local model folder (activations from text)" };
     public readonly Option<string?> Hook = new("--hook") { Description = "TransformerLens hook name or module path, e.g. blocks.3.hook_mlp_out" };
     public readonly Option<string?> Dataset = new("--dataset") { Description = ".txt, .jsonl, .parquet (or a folder of them); pre-tokenized jsonl/parquet detected" };
     public readonly Option<long?> Tokens = new("--tokens") { Description = "Token budget" };

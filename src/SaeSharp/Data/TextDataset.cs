@@ -246,7 +246,7 @@ public static class TextDataset
     private static string? DetectTokensField(JsonElement row) =>
         row.TryGetProperty("tokens", out _) ? "tokens" : row.TryGetProperty("input_ids", out _) ? "input_ids" : null;
 
-    private static IEnumerable<(JsonElement Element, long LineNo)> JsonLines(string path)
+    internal static IEnumerable<(JsonElement Element, long LineNo)> JsonLines(string path)
     {
         RequireFile(path);
         using var reader = OpenText(path);

@@ -65,6 +65,19 @@ public static class ModelLoader
         return model;
     }
 
+    /// <summary>Builds the model config.json describes without loading weights (parameters uninitialised), for training from scratch.</summary>
+    internal static HookedTransformer Create(string folder, ScalarType dtype = ScalarType.Float32)
+    {
+        var cfg = JsonConfig.Read(Path.Combine(folder, "config.json"));
+        string name = cfg.String("_name_or_path") is { Length: > 0 } n ? n : Path.GetFileName(Path.GetFullPath(folder).TrimEnd('/', '\\'));
+        return ModelType(cfg) switch
+        {
+            "gpt2" => new Gpt2Model(Gpt2Settings.From(cfg), name, cfg.Path, dtype),
+            "gpt_neox" => new GptNeoXModel(NeoXSettings.From(cfg), name, cfg.Path, dtype),
+            var t => throw new SaeSharpException($"{cfg.Path}: training from scratch supports gpt2 and gpt_neox, not {t}"),
+        };
+    }
+
     /// <summary>
     /// A model dtype by name as the CLI's <c>--dtype</c> takes it: <c>float32</c>/<c>f32</c>, <c>bfloat16</c>/<c>bf16</c>,
     /// <c>float16</c>/<c>f16</c>/<c>half</c>, or <c>auto</c>: the checkpoint's own dtype (config.json <c>torch_dtype</c>, or

@@ -11,13 +11,13 @@ namespace SaeSharp.Tokenizers;
 /// </summary>
 public static class Tokenizer
 {
-    /// <summary>Loads the tokenizer of a model folder: tokenizer.json if present, else vocab.json + merges.txt.</summary>
-    public static BpeTokenizer FromFolder(string directory)
+    /// <summary>Loads the tokenizer of a model folder: tokenizer.json if present (BPE or WordLevel), else vocab.json + merges.txt.</summary>
+    public static ITextTokenizer FromFolder(string directory)
     {
         if (!Directory.Exists(directory))
             throw new SaeSharpException($"tokenizer folder '{directory}' does not exist");
         string json = Path.Combine(directory, "tokenizer.json");
-        if (File.Exists(json)) return FromTokenizerJson(json);
+        if (File.Exists(json)) return IsWordLevel(json) ? FromWordLevelJson(json) : FromTokenizerJson(json);
         string vocab = Path.Combine(directory, "vocab.json"), merges = Path.Combine(directory, "merges.txt");
         if (File.Exists(vocab) && File.Exists(merges)) return FromGpt2Files(vocab, merges);
         throw new SaeSharpException(
@@ -95,22 +95,7 @@ public static class Tokenizer
             }
         }
 
-        var added = new List<AddedToken>();
-        if (root.TryGetProperty("added_tokens", out var addedEl) && addedEl.ValueKind == JsonValueKind.Array)
-        {
-            int i = 0;
-            foreach (var a in addedEl.EnumerateArray())
-            {
-                if (!a.TryGetProperty("id", out var idEl) || !idEl.TryGetInt32(out int id)
-                    || !a.TryGetProperty("content", out var contentEl) || contentEl.ValueKind != JsonValueKind.String)
-                    throw new SaeSharpException($"{src}: added_tokens[{i}] needs an integer 'id' and a string 'content'");
-                added.Add(new AddedToken(id, contentEl.GetString()!,
-                    Special: Bool(a, "special", false), SingleWord: Bool(a, "single_word", false),
-                    LStrip: Bool(a, "lstrip", false), RStrip: Bool(a, "rstrip", false),
-                    Normalized: Bool(a, "normalized", !Bool(a, "special", false))));
-                i++;
-            }
-        }
+        var added = ParseAddedTokens(root, src);
 
         var normalizer = new List<NormalizationStep>();
         if (root.TryGetProperty("normalizer", out var normEl)) ParseNormalizer(normEl, normalizer, src);
@@ -134,6 +119,48 @@ public static class Tokenizer
         (int? Bos, int? Eos)? template = null;
         if (root.TryGetProperty("post_processor", out var postEl)) template = ParseTemplate(postEl, tok, src);
         ApplySpecialTokenConfig(tok, Path.GetDirectoryName(Path.GetFullPath(tokenizerJsonPath))!, template);
+        return tok;
+    }
+
+    private static List<AddedToken> ParseAddedTokens(JsonElement root, string src)
+    {
+        var added = new List<AddedToken>();
+        if (root.TryGetProperty("added_tokens", out var addedEl) && addedEl.ValueKind == JsonValueKind.Array)
+        {
+            int i = 0;
+            foreach (var a in addedEl.EnumerateArray())
+            {
+                if (!a.TryGetProperty("id", out var idEl) || !idEl.TryGetInt32(out int id)
+                    || !a.TryGetProperty("content", out var contentEl) || contentEl.ValueKind != JsonValueKind.String)
+                    throw new SaeSharpException($"{src}: added_tokens[{i}] needs an integer 'id' and a string 'content'");
+                added.Add(new AddedToken(id, contentEl.GetString()!,
+                    Special: Bool(a, "special", false), SingleWord: Bool(a, "single_word", false),
+                    LStrip: Bool(a, "lstrip", false), RStrip: Bool(a, "rstrip", false),
+                    Normalized: Bool(a, "normalized", !Bool(a, "special", false))));
+                i++;
+            }
+        }
+        return added;
+    }
+
+    private static bool IsWordLevel(string tokenizerJsonPath)
+    {
+        using var doc = ParseJson(tokenizerJsonPath);
+        return doc.RootElement.ValueKind == JsonValueKind.Object && doc.RootElement.TryGetProperty("model", out var m)
+            && m.ValueKind == JsonValueKind.Object && m.TryGetProperty("type", out var t) && t.ValueKind == JsonValueKind.String && t.GetString() == "WordLevel";
+    }
+
+    /// <summary>A Hugging Face <c>tokenizer.json</c> with a <c>WordLevel</c> model (see <see cref="WordLevelTokenizer"/>).
+    /// Special-token config files beside it are honoured.</summary>
+    public static WordLevelTokenizer FromWordLevelJson(string tokenizerJsonPath)
+    {
+        using var doc = ParseJson(tokenizerJsonPath);
+        var root = doc.RootElement;
+        if (root.ValueKind != JsonValueKind.Object || !root.TryGetProperty("model", out var model) || model.ValueKind != JsonValueKind.Object)
+            throw new SaeSharpException($"{tokenizerJsonPath}: missing object 'model'");
+        var tok = WordLevelTokenizer.FromJson(root, tokenizerJsonPath, ParseAddedTokens(root, tokenizerJsonPath));
+        var c = SpecialTokenConfig(tok, Path.GetDirectoryName(Path.GetFullPath(tokenizerJsonPath))!, null);
+        (tok.BosTokenId, tok.EosTokenId, tok.PadTokenId) = (c.Bos, c.Eos, c.Pad);
         return tok;
     }
 
@@ -324,7 +351,20 @@ public static class Tokenizer
     /// <paramref name="template"/>.</summary>
     internal static void ApplySpecialTokenConfig(BpeTokenizer tok, string dir, (int? Bos, int? Eos)? template = null)
     {
+        var (bos, eos, pad, addBos, addEos, cleanUp) = SpecialTokenConfig(tok, dir, template);
+        if (cleanUp) tok.CleanUpTokenizationSpaces = true;
+        tok.BosTokenId = bos;
+        tok.EosTokenId = eos;
+        tok.PadTokenId = pad;
+        tok.AddBosToken = (addBos ?? template?.Bos is not null) && bos is not null;
+        tok.AddEosToken = (addEos ?? template?.Eos is not null) && eos is not null;
+    }
+
+    private static (int? Bos, int? Eos, int? Pad, bool? AddBos, bool? AddEos, bool CleanUp) SpecialTokenConfig(ITextTokenizer tok, string dir,
+        (int? Bos, int? Eos)? template)
+    {
         int? bos = null, eos = null, pad = null;
+        bool cleanUp = false;
         bool? addBos = null, addEos = null;
         foreach (var name in new[] { "tokenizer_config.json", "special_tokens_map.json" })
         {
@@ -337,7 +377,7 @@ public static class Tokenizer
                 if (doc.RootElement.TryGetProperty("add_bos_token", out var ab) && ab.ValueKind is JsonValueKind.True or JsonValueKind.False) addBos = ab.GetBoolean();
                 if (doc.RootElement.TryGetProperty("add_eos_token", out var ae) && ae.ValueKind is JsonValueKind.True or JsonValueKind.False) addEos = ae.GetBoolean();
                 if (doc.RootElement.TryGetProperty("clean_up_tokenization_spaces", out var cu) && cu.ValueKind is JsonValueKind.True)
-                    tok.CleanUpTokenizationSpaces = true;
+                    cleanUp = true;
             }
             bos ??= TokenFromConfig(tok, doc.RootElement, "bos_token", path);
             eos ??= TokenFromConfig(tok, doc.RootElement, "eos_token", path);
@@ -360,14 +400,10 @@ public static class Tokenizer
             bos = eot;
             eos = eot;
         }
-        tok.BosTokenId = bos;
-        tok.EosTokenId = eos;
-        tok.PadTokenId = pad;
-        tok.AddBosToken = (addBos ?? template?.Bos is not null) && bos is not null;
-        tok.AddEosToken = (addEos ?? template?.Eos is not null) && eos is not null;
+        return (bos, eos, pad, addBos, addEos, cleanUp);
     }
 
-    private static int? TokenFromConfig(BpeTokenizer tok, JsonElement root, string key, string path)
+    private static int? TokenFromConfig(ITextTokenizer tok, JsonElement root, string key, string path)
     {
         if (!root.TryGetProperty(key, out var v)) return null;
         string? content = v.ValueKind switch

@@ -48,7 +48,7 @@ public class HubTokenizerTests
     [Fact]
     public void Qwen3ByteLevelMatchesJavaScriptIds()
     {
-        var tok = Tokenizer.FromFolder(Qwen3Dir.Value);
+        var tok = Assert.IsType<BpeTokenizer>(Tokenizer.FromFolder(Qwen3Dir.Value));
         Assert.True(tok.IsByteLevel);
         Assert.Null(tok.BosTokenId);
         Assert.Equal(tok.TokenToId("<|im_end|>"), tok.EosTokenId);
@@ -63,7 +63,7 @@ public class HubTokenizerTests
     public void NpmTokenizerMatchesJavaScriptIds(string name)
     {
         string dir = NpmTokenizers.Folder(name);
-        var tok = Tokenizer.FromFolder(dir);
+        var tok = Assert.IsType<BpeTokenizer>(Tokenizer.FromFolder(dir));
         Assert.Equal(name == "llama3", tok.IsByteLevel);
         AssertMatchesReference(tok, name);
         if (name != "llama3")

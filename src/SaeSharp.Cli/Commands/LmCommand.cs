@@ -1,0 +1,105 @@
+using System.CommandLine;
+using SaeSharp.LanguageModels;
+using Spectre.Console;
+
+namespace SaeSharp.Cli.Commands;
+
+/// <summary><c>sae lm train</c>: trains a small GPT-NeoX-layout language model on a corpus (how the built-in model is made).</summary>
+internal static class LmCommand
+{
+    public static Command Create()
+    {
+        var lm = new Command("lm", "Language models trained by SaeSharp");
+        lm.Subcommands.Add(Train());
+        lm.Subcommands.Add(Eval());
+        return lm;
+    }
+
+    private static Command Eval()
+    {
+        var model = ModelCommands.ModelOption();
+        var corpus = new Option<string>("--corpus") { Description = "Corpus .jsonl (choice_nats gives the entropy floor)", Required = true };
+        var docs = new Option<int>("--docs") { Description = "Score only the corpus's last N stories (0: all)", DefaultValueFactory = _ => 0 };
+        var ctx = new Option<int?>("--context-size") { Description = "Window length (default: the model's n_ctx)" };
+        var command = new Command("eval", "Validation loss of a language model on a corpus, against the corpus's entropy floor") { model, corpus, docs, ctx };
+        Cli.SetAction(command, parse =>
+        {
+            string folder = ModelSource.Resolve(parse.GetValue(model)!);
+            using var m = Models.ModelLoader.FromPretrained(folder);
+            var tok = Tokenizers.Tokenizer.FromFolder(folder);
+            var (loss, floor) = LmTrainer.Validate(m, tok, parse.GetValue(corpus)!, parse.GetValue(docs), parse.GetValue(ctx) ?? m.Config.NCtx);
+            Console.WriteLine(Summary(new LmTrainingResult(folder, 0, 0, 0, loss, floor, double.NaN, double.NaN)));
+            return 0;
+        });
+        return command;
+    }
+
+    private static Command Train()
+    {
+        var corpus = new Option<string>("--corpus") { Description = "Corpus .jsonl (field text; choice_nats gives the entropy floor), e.g. from `sae corpus`", Required = true };
+        var output = new Option<string>("--out") { Description = "Output model folder (Hugging Face GPT-NeoX layout)", Required = true };
+        var d = new LmTrainingOptions { CorpusPath = "", OutDir = "" };
+        var steps = new Option<long>("--steps") { DefaultValueFactory = _ => d.Steps };
+        var batch = new Option<int>("--batch-size") { Description = "Windows per step", DefaultValueFactory = _ => d.BatchSize };
+        var ctx = new Option<int>("--context-size") { DefaultValueFactory = _ => d.ContextSize };
+        var lr = new Option<double>("--lr") { Description = "Peak AdamW learning rate (warm-up, then cosine to 10%)", DefaultValueFactory = _ => d.Lr };
+        var warm = new Option<long>("--warm-up-steps") { DefaultValueFactory = _ => d.WarmUpSteps };
+        var dModel = new Option<int>("--d-model") { DefaultValueFactory = _ => d.DModel };
+        var layers = new Option<int>("--n-layers") { DefaultValueFactory = _ => d.NLayers };
+        var heads = new Option<int>("--n-heads") { DefaultValueFactory = _ => d.NHeads };
+        var dMlp = new Option<int>("--d-mlp") { DefaultValueFactory = _ => d.DMlp };
+        var val = new Option<int>("--val-docs") { Description = "Stories held out (the corpus's last) for the validation loss", DefaultValueFactory = _ => d.ValidationDocuments };
+        var valCorpus = new Option<string?>("--val-corpus") { Description = "Separate validation corpus .jsonl (then nothing is held out)" };
+        var valSeed = new Option<ulong?>("--val-seed") { Description = "Validate on --val-docs stories generated from this seed (then nothing is held out)" };
+        var ckpt = new Option<long>("--checkpoint-every") { Description = "Save the model folder every N steps", DefaultValueFactory = _ => d.CheckpointEverySteps };
+        var seed = new Option<ulong>("--seed") { DefaultValueFactory = _ => 0UL };
+        var command = new Command("train", "Train a small GPT-NeoX-layout causal LM (AdamW, cosine schedule) on a .jsonl corpus")
+            { corpus, output, steps, batch, ctx, lr, warm, dModel, layers, heads, dMlp, val, valCorpus, valSeed, ckpt, seed };
+        Cli.SetAction(command, parse =>
+        {
+            var o = new LmTrainingOptions
+            {
+                CorpusPath = parse.GetValue(corpus)!, OutDir = parse.GetValue(output)!, Steps = parse.GetValue(steps), BatchSize = parse.GetValue(batch),
+                ContextSize = parse.GetValue(ctx), Lr = parse.GetValue(lr), WarmUpSteps = parse.GetValue(warm), DModel = parse.GetValue(dModel),
+                NLayers = parse.GetValue(layers), NHeads = parse.GetValue(heads), DMlp = parse.GetValue(dMlp),
+                ValidationDocuments = parse.GetValue(val), ValidationCorpusPath = parse.GetValue(valCorpus), ValidationSeed = parse.GetValue(valSeed), CheckpointEverySteps = parse.GetValue(ckpt), Seed = parse.GetValue(seed),
+            };
+            var r = TrainWithProgress(o);
+            Console.WriteLine($"wrote {r.OutDir} ({r.Steps} steps, {r.TrainTokens:N0} tokens, {r.Seconds:F0} s)");
+            Console.WriteLine(Summary(r));
+            return 0;
+        });
+        return command;
+    }
+
+    internal static string Summary(LmTrainingResult r) =>
+        $"validation loss {r.ValidationLoss:F4} nats/token" +
+        (r.EntropyFloor is double f ? $" (entropy floor {f:F4}; gap {r.ValidationLoss - f:F4})" : "");
+
+    internal static LmTrainingResult TrainWithProgress(LmTrainingOptions o)
+    {
+        static string Line(LmProgress p) =>
+            $"step {p.Step}/{p.TotalSteps} loss {p.Loss:F4} lr {p.Lr:G3} {p.TokensPerSecond:N0} tok/s" + (p.Eta is TimeSpan t ? $" ETA {t:hh\\:mm\\:ss}" : "");
+        if (Console.IsOutputRedirected || !AnsiConsole.Profile.Capabilities.Interactive)
+            return LmTrainer.Train(o, default, new Progress(p => { if (p.Step % 100 == 0 || p.Step == p.TotalSteps) Console.WriteLine(Line(p)); }));
+        LmTrainingResult? result = null;
+        AnsiConsole.Progress()
+            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn(), new SpinnerColumn())
+            .Start(ctx =>
+            {
+                var task = ctx.AddTask("training", maxValue: o.Steps);
+                result = LmTrainer.Train(o, default, new Progress(p =>
+                {
+                    task.Value = p.Step;
+                    task.Description = Markup.Escape(Line(p));
+                }));
+            });
+        return result!;
+    }
+
+    /// <summary>Reports synchronously on the training thread (System.Progress would post to the thread pool).</summary>
+    private sealed class Progress(Action<LmProgress> report) : IProgress<LmProgress>
+    {
+        public void Report(LmProgress value) => report(value);
+    }
+}

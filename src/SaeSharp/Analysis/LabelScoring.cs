@@ -1,0 +1,208 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using SaeSharp.Corpus;
+using SaeSharp.Interop;
+using SaeSharp.Models;
+using SaeSharp.Saes;
+using SaeSharp.Tokenizers;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Analysis;
+
+/// <summary>Options of <see cref="LabelScoring.Run(string, string, string, LabelScoringOptions)"/>.</summary>
+public sealed record LabelScoringOptions
+{
+    /// <summary>Labelled tokens to score (BOS positions are not counted).</summary>
+    public long Tokens { get; init; } = 20_000;
+    /// <summary>Tokens per window; null: the SAE's context_size, else 128.</summary>
+    public int? ContextSize { get; init; }
+    /// <summary>Hook whose dimensions are the "neurons" compared with the features; null: the SAE's own hook.</summary>
+    public string? NeuronHook { get; init; }
+    /// <summary>Tokenizer folder; null: the model folder.</summary>
+    public string? TokenizerPath { get; init; }
+    public int BatchSize { get; init; } = 8;
+    public LabelScorerOptions Scorer { get; init; } = new();
+}
+
+/// <summary>Label scores of an SAE's features and of the model's neurons at a hook, on the same tokens.</summary>
+public sealed record LabelScoringReport(string Hook, string NeuronHook, long Tokens, IReadOnlyList<string> Labels,
+    IReadOnlyDictionary<string, long> LabelCounts, IReadOnlyList<UnitLabelScore> Features, IReadOnlyList<UnitLabelScore> Neurons,
+    LabelScoreSummary FeatureSummary, LabelScoreSummary NeuronSummary)
+{
+    /// <summary>Writes the report as JSON (summary, then every unit's best label).</summary>
+    public void WriteJson(string path)
+    {
+        static JsonObject Unit(UnitLabelScore s) => new()
+        {
+            ["index"] = s.Index, ["alive"] = s.Alive, ["fire_rate"] = s.FireRate,
+            ["best_label"] = s.Best?.Label, ["f1"] = s.Best?.F1, ["precision"] = s.Best?.Precision, ["recall"] = s.Best?.Recall,
+            ["threshold"] = s.Best?.Threshold, ["support"] = s.Best?.Support, ["negated"] = s.Best?.Negated,
+        };
+        static JsonObject Summary(LabelScoreSummary s) => new()
+        {
+            ["units"] = s.Units, ["alive"] = s.Alive, ["share_f1_at_least_0_8"] = s.ShareF1AtLeast08, ["share_f1_at_least_0_5"] = s.ShareF1AtLeast05,
+            ["mean_best_f1"] = s.MeanBestF1, ["labels_covered_f1_0_8"] = s.LabelsCovered, ["labels_scored"] = s.LabelsScored,
+        };
+        var root = new JsonObject
+        {
+            ["hook"] = Hook, ["neuron_hook"] = NeuronHook, ["tokens"] = Tokens,
+            ["features_summary"] = Summary(FeatureSummary), ["neurons_summary"] = Summary(NeuronSummary),
+            ["label_counts"] = new JsonObject(LabelCounts.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value))),
+            ["features"] = new JsonArray(Features.Select(s => (JsonNode)Unit(s)).ToArray()),
+            ["neurons"] = new JsonArray(Neurons.Select(s => (JsonNode)Unit(s)).ToArray()),
+        };
+        var dir = Path.GetDirectoryName(Path.GetFullPath(path));
+        if (dir is not null) Directory.CreateDirectory(dir);
+        IO.AtomicFile.WriteAllText(path, root.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+    }
+}
+
+/// <summary>
+/// <c>sae score-labels</c>: runs the model on a labelled corpus, encodes the hook's activations with the SAE, and scores
+/// every feature and every neuron against the token labels with <see cref="LabelScorer"/> (windows alternate between
+/// the fitting and the evaluation half).
+/// </summary>
+public static class LabelScoring
+{
+    public static LabelScoringReport Run(string saePath, string modelFolder, string datasetPath, LabelScoringOptions options)
+    {
+        var (sae, pm) = ModelForSae.LoadWithSae(saePath, modelFolder);
+        using (sae)
+        using (pm)
+            return Run(sae, pm.Model, pm.Hooks, Tokenizer.FromFolder(options.TokenizerPath ?? modelFolder), datasetPath, options);
+    }
+
+    /// <summary>Scores an SAE attached at its cfg's hook of <paramref name="model"/> (with the model's processing hooks).</summary>
+    public static LabelScoringReport Run(Sae sae, HookedTransformer model, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks,
+        ITextTokenizer tokenizer, string datasetPath, LabelScoringOptions options)
+    {
+        string hook = model.HookPoints.Resolve(sae.Cfg.Metadata.HookName ?? throw new SaeSharpException("the SAE's cfg.json names no hook_name"));
+        string neuronHook = model.HookPoints.Resolve(options.NeuronHook ?? hook);
+        int ctx = options.ContextSize ?? sae.Cfg.Metadata.ContextSize ?? 128;
+        var (windows, labels, labelNames) = LabelledWindows(datasetPath, tokenizer, ctx, options.Tokens);
+        int stop = Math.Max(model.HookPoints.LayerOf(hook), model.HookPoints.LayerOf(neuronHook)) + 1;
+        int? stopAt = stop > model.Config.NLayers ? null : stop;
+
+        var featRows = new List<Tensor>();
+        var neuronRows = new List<Tensor>();
+        var tokenLabels = new List<int[]>();
+        var fit = new List<bool>();
+        try
+        {
+            using var _ = no_grad();
+            for (int start = 0; start < windows.Count; start += options.BatchSize)
+            {
+                using var scope = NewDisposeScope();
+                var batch = Enumerable.Range(start, Math.Min(options.BatchSize, windows.Count - start)).GroupBy(w => windows[w].Length);
+                foreach (var group in batch)
+                {
+                    var idx = group.ToArray();
+                    var tokens = tensor(idx.SelectMany(w => windows[w]).ToArray()).view(idx.Length, -1);
+                    var (_, cache) = model.Run(tokens, new RunOptions { CacheNames = new[] { hook, neuronHook }.Distinct().ToList(), Hooks = modelHooks, StopAtLayer = stopAt });
+                    using (cache)
+                    {
+                        var x = cache![hook];
+                        var n = cache[neuronHook];
+                        if (x.dim() != 3) throw new SaeSharpException($"hook '{hook}' gives [{string.Join(", ", x.shape)}]; score-labels needs [batch, pos, d]");
+                        if (n.dim() != 3) throw new SaeSharpException($"hook '{neuronHook}' gives [{string.Join(", ", n.shape)}]; score-labels needs [batch, pos, d]");
+                        var f = sae.Run(x).FeatureActs;
+                        var keep = new List<long>();
+                        long s = x.shape[1];
+                        for (int bi = 0; bi < idx.Length; bi++)
+                            for (int p = 0; p < s; p++)
+                                if (labels[idx[bi]][p] is { } ls)
+                                {
+                                    keep.Add(bi * s + p);
+                                    tokenLabels.Add(ls);
+                                    fit.Add(idx[bi] % 2 == 0);
+                                }
+                        var sel = tensor(keep.ToArray());
+                        featRows.Add(f.reshape(-1, f.shape[^1]).index_select(0, sel).to(ScalarType.Float32).DetachFromDisposeScope());
+                        neuronRows.Add(n.reshape(-1, n.shape[^1]).index_select(0, sel).to(ScalarType.Float32).DetachFromDisposeScope());
+                    }
+                }
+            }
+            int nTok = tokenLabels.Count;
+            if (nTok == 0) throw new SaeSharpException($"{datasetPath}: no labelled tokens");
+            float[] UnitMajor(List<Tensor> rows, out int units)
+            {
+                using var scope = NewDisposeScope();
+                var all = cat(rows, 0);
+                units = (int)all.shape[1];
+                return all.t().contiguous().data<float>().ToArray();
+            }
+            var featActs = UnitMajor(featRows, out int dSae);
+            var neuronActs = UnitMajor(neuronRows, out int dNeuron);
+            var fitArr = fit.ToArray();
+            var features = LabelScorer.Score(featActs, dSae, nTok, tokenLabels, labelNames, fitArr, options.Scorer);
+            var neurons = LabelScorer.Score(neuronActs, dNeuron, nTok, tokenLabels, labelNames, fitArr, options.Scorer with { BothSigns = true });
+            var counts = new long[labelNames.Count];
+            foreach (var ls in tokenLabels) foreach (int l in ls) counts[l]++;
+            int scored = LabelScorer.EligibleLabels(tokenLabels, labelNames.Count, fitArr, options.Scorer.MinSupport).Length;
+            return new LabelScoringReport(hook, neuronHook, nTok, labelNames,
+                labelNames.Select((l, i) => KeyValuePair.Create(l, counts[i])).OrderByDescending(kv => kv.Value).ToDictionary(),
+                features, neurons, LabelScorer.Summarise(features, scored), LabelScorer.Summarise(neurons, scored));
+        }
+        finally
+        {
+            foreach (var t in featRows.Concat(neuronRows)) t.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// Windows of <paramref name="ctx"/> tokens over the labelled documents (each preceded by BOS; a window that does not
+    /// start with BOS gets one, as SAELens does), with each position's label ids (null at BOS), until
+    /// <paramref name="maxTokens"/> labelled tokens. A document whose labels do not align with its tokens is an error.
+    /// </summary>
+    internal static (List<long[]> Windows, List<int[]?[]> Labels, List<string> LabelNames) LabelledWindows(string datasetPath,
+        ITextTokenizer tokenizer, int ctx, long maxTokens)
+    {
+        if (ctx < 2) throw new SaeSharpException($"context size must be at least 2, got {ctx}");
+        int bos = tokenizer.BosTokenId ?? throw new SaeSharpException("the tokenizer has no BOS token");
+        var names = new List<string>();
+        var index = new Dictionary<string, int>(StringComparer.Ordinal);
+        var windows = new List<long[]>();
+        var labels = new List<int[]?[]>();
+        var curIds = new List<long> { bos };
+        var curLabels = new List<int[]?> { null };
+        long taken = 0;
+        int docNo = 0;
+        void Emit()
+        {
+            windows.Add(curIds.ToArray());
+            labels.Add(curLabels.ToArray());
+            curIds.Clear();
+            curLabels.Clear();
+            curIds.Add(bos);
+            curLabels.Add(null);
+        }
+        foreach (var row in LabelledCorpus.Read(datasetPath))
+        {
+            docNo++;
+            var ids = tokenizer.Encode(row.Text);
+            if (ids.Length != row.Labels.Count)
+                throw new SaeSharpException($"{datasetPath} document {docNo}: {row.Labels.Count} label lists but the tokenizer splits its text into {ids.Length} tokens");
+            if (curIds.Count > 1)
+            {
+                curIds.Add(bos);
+                curLabels.Add(null);
+                if (curIds.Count == ctx) Emit();
+            }
+            for (int i = 0; i < ids.Length && taken < maxTokens; i++)
+            {
+                curIds.Add(ids[i]);
+                curLabels.Add(row.Labels[i].Select(l =>
+                {
+                    if (!index.TryGetValue(l, out int li)) { li = names.Count; index[l] = li; names.Add(l); }
+                    return li;
+                }).Distinct().ToArray());
+                taken++;
+                if (curIds.Count == ctx) Emit();
+            }
+            if (taken >= maxTokens) break;
+        }
+        if (curIds.Count > 1) windows.Add(curIds.ToArray());
+        if (curLabels.Count > 1) labels.Add(curLabels.ToArray());
+        return (windows, labels, names);
+    }
+}

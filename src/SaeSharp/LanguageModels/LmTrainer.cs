@@ -1,0 +1,346 @@
+using System.Diagnostics;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using SaeSharp.Activations;
+using SaeSharp.Corpus;
+using SaeSharp.IO;
+using SaeSharp.Models;
+using SaeSharp.Tokenizers;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace SaeSharp.LanguageModels;
+
+/// <summary>Settings of <c>sae lm train</c>: the corpus, the GPT-NeoX shape, and the optimiser.</summary>
+public sealed record LmTrainingOptions
+{
+    /// <summary>Labelled corpus (.jsonl with <c>text</c>, optional <c>choice_nats</c>), e.g. written by <c>sae corpus</c>.</summary>
+    public required string CorpusPath { get; init; }
+    /// <summary>Output folder: a Hugging Face GPT-NeoX model folder (config.json, model.safetensors, tokenizer.json).</summary>
+    public required string OutDir { get; init; }
+    public int DModel { get; init; } = 128;
+    public int NLayers { get; init; } = 4;
+    public int NHeads { get; init; } = 4;
+    public int DMlp { get; init; } = 512;
+    /// <summary>Tokens per training window; whole stories are packed into windows (never split).</summary>
+    public int ContextSize { get; init; } = 256;
+    /// <summary>Windows per step.</summary>
+    public int BatchSize { get; init; } = 16;
+    public long Steps { get; init; } = 2000;
+    /// <summary>Peak learning rate of AdamW (β = 0.9, 0.95), reached after <see cref="WarmUpSteps"/> of linear warm-up, then cosine decay to 10%.</summary>
+    public double Lr { get; init; } = 3e-3;
+    public long WarmUpSteps { get; init; } = 100;
+    /// <summary>Decoupled weight decay on the matrices (not on biases, norms or embeddings).</summary>
+    public double WeightDecay { get; init; } = 0.1;
+    /// <summary>Global gradient-norm clip.</summary>
+    public double GradClip { get; init; } = 1.0;
+    /// <summary>The last stories of the corpus, held out for the validation loss (when there is no <see cref="ValidationCorpusPath"/>).</summary>
+    public int ValidationDocuments { get; init; } = 300;
+    /// <summary>A separate validation corpus (all of it is used; nothing is held out of the training corpus).</summary>
+    public string? ValidationCorpusPath { get; init; }
+    /// <summary>Validate on <see cref="ValidationDocuments"/> stories generated from this seed (nothing is held out of the training corpus).</summary>
+    public ulong? ValidationSeed { get; init; }
+    /// <summary>Save the model folder every this many steps (0: only at the end).</summary>
+    public long CheckpointEverySteps { get; init; } = 500;
+    public ulong Seed { get; init; }
+}
+
+/// <summary>Progress of <see cref="LmTrainer.Train"/>.</summary>
+public sealed record LmProgress(long Step, long TotalSteps, double Loss, double Lr, double TokensPerSecond, TimeSpan? Eta);
+
+/// <summary>What a training run reached: validation loss against the corpus's entropy floor (nats per token).</summary>
+/// <param name="OutDir">The model folder written.</param>
+/// <param name="Steps">Optimiser steps taken.</param>
+/// <param name="TrainTokens">Predicted tokens seen in training.</param>
+/// <param name="Seconds">Wall-clock training time.</param>
+/// <param name="FirstLoss">Training loss of the first step.</param>
+/// <param name="LastLoss">Smoothed training loss at the end.</param>
+/// <param name="ValidationLoss">Mean cross-entropy per predicted token on the held-out stories.</param>
+/// <param name="EntropyFloor">Mean information per predicted token of the generator's choices on the same tokens (null without <c>choice_nats</c>).</param>
+public sealed record LmTrainingResult(string OutDir, long Steps, long TrainTokens, double Seconds, double ValidationLoss,
+    double? EntropyFloor, double FirstLoss, double LastLoss);
+
+/// <summary>
+/// Trains a small GPT-NeoX-layout causal language model from scratch on a text corpus with SaeSharp's own model code:
+/// cross-entropy on the next token, AdamW, linear warm-up then cosine decay, gradient clipping, periodic checkpoints.
+/// The output folder is a Hugging Face model folder that <see cref="ModelLoader.FromPretrained"/> loads.
+/// </summary>
+public static class LmTrainer
+{
+    /// <summary>Packed windows of whole documents: ids [n, ctx], targets [n, ctx] (-100 where not scored), per-target nats.</summary>
+    internal sealed record Packed(long[][] Ids, long[][] Targets, double[][] Nats);
+
+    public static LmTrainingResult Train(LmTrainingOptions o, CancellationToken cancel = default, IProgress<LmProgress>? progress = null)
+    {
+        ArgumentNullException.ThrowIfNull(o);
+        if (o.DModel % o.NHeads != 0) throw new SaeSharpException($"d_model {o.DModel} must be a multiple of n_heads {o.NHeads}");
+        if (o.Steps <= 0 || o.BatchSize <= 0 || o.ContextSize < 8) throw new SaeSharpException("steps and batch size must be positive and the context at least 8 tokens");
+        Directory.CreateDirectory(o.OutDir);
+        LabelledCorpus.WriteTokenizer(o.OutDir);
+        var tokenizer = Tokenizer.FromWordLevelJson(Path.Combine(o.OutDir, "tokenizer.json"));
+        var docs = ReadDocuments(o.CorpusPath, tokenizer).ToList();
+        int held = o.ValidationCorpusPath is null && o.ValidationSeed is null ? o.ValidationDocuments : 0;
+        if (docs.Count <= held)
+            throw new SaeSharpException($"{o.CorpusPath}: {docs.Count} documents; need more than the {held} held out for validation");
+        int bos = tokenizer.BosTokenId ?? 0;
+        var train = Pack(docs.Take(docs.Count - held), o.ContextSize, bos);
+        var val = o.ValidationSeed is ulong vs ? Pack(Tokenize(CorpusGenerator.Generate(vs, o.ValidationDocuments), tokenizer), o.ContextSize, bos)
+            : o.ValidationCorpusPath is { } vp ? Pack(ReadDocuments(vp, tokenizer), o.ContextSize, bos)
+            : Pack(docs.Skip(docs.Count - held), o.ContextSize, bos);
+        WriteConfig(o, tokenizer.VocabSize);
+
+        torch.manual_seed((long)o.Seed);
+        using var model = (GptNeoXModel)ModelLoader.Create(o.OutDir);
+        Initialise(model, o.NLayers);
+        var decay = new List<Parameter>();
+        var noDecay = new List<Parameter>();
+        model.SetRequiresGrad(true);
+        foreach (var (name, p) in model.named_parameters())
+        {
+            (name.EndsWith(".weight", StringComparison.Ordinal) && p.dim() == 2 && !name.Contains("embed_in") ? decay : noDecay).Add(p);
+        }
+        var opt = optim.AdamW([
+            new AdamW.ParamGroup(decay, new AdamW.Options { LearningRate = o.Lr, weight_decay = o.WeightDecay, beta1 = 0.9, beta2 = 0.95 }),
+            new AdamW.ParamGroup(noDecay, new AdamW.Options { LearningRate = o.Lr, weight_decay = 0, beta1 = 0.9, beta2 = 0.95 }),
+        ], o.Lr);
+        var rng = new SeededRandom(o.Seed);
+        long[] order = rng.Permutation(train.Ids.Length);
+        long cursor = 0, trainTokens = 0;
+        var watch = Stopwatch.StartNew();
+        double first = double.NaN, ema = double.NaN;
+        model.train();
+        for (long step = 1; step <= o.Steps; step++)
+        {
+            cancel.ThrowIfCancellationRequested();
+            using var scope = NewDisposeScope();
+            var rows = new long[o.BatchSize];
+            for (int b = 0; b < rows.Length; b++)
+            {
+                if (cursor == order.Length) { order = rng.Permutation(train.Ids.Length); cursor = 0; }
+                rows[b] = order[cursor++];
+            }
+            var ids = tensor(rows.SelectMany(r => train.Ids[r]).ToArray()).view(o.BatchSize, o.ContextSize);
+            var targets = tensor(rows.SelectMany(r => train.Targets[r]).ToArray()).view(-1);
+            double lr = LearningRate(o, step);
+            foreach (var g in opt.ParamGroups) g.LearningRate = lr;
+            opt.zero_grad();
+            var logits = model.Run(ids, new RunOptions { Grad = true }).Logits!;
+            var loss = nn.functional.cross_entropy(logits.view(-1, logits.shape[^1]), targets, ignore_index: -100);
+            loss.backward();
+            nn.utils.clip_grad_norm_(model.parameters(), o.GradClip);
+            opt.step();
+            double l = loss.item<float>();
+            if (!double.IsFinite(l)) throw new SaeSharpException($"language-model training diverged at step {step} (loss {l}); lower --lr");
+            trainTokens += rows.Sum(r => train.Targets[r].Count(t => t >= 0));
+            if (step == 1) first = l;
+            ema = double.IsNaN(ema) ? l : 0.95 * ema + 0.05 * l;
+            if (progress is not null && (step % 10 == 0 || step == o.Steps))
+            {
+                double sec = watch.Elapsed.TotalSeconds;
+                progress.Report(new LmProgress(step, o.Steps, ema, lr, trainTokens / Math.Max(sec, 1e-9),
+                    TimeSpan.FromSeconds(sec / step * (o.Steps - step))));
+            }
+            if (o.CheckpointEverySteps > 0 && step % o.CheckpointEverySteps == 0 && step < o.Steps) SaveWeights(model, o.OutDir);
+        }
+        model.eval();
+        model.SetRequiresGrad(false);
+        SaveWeights(model, o.OutDir);
+        var (valLoss, floor) = Validate(model, val, o.BatchSize);
+        (double, double?)? quick = o.ValidationSeed is ulong qs
+            ? Validate(model, tokenizer, CorpusGenerator.Generate(qs, QuickCheckDocuments), o.ContextSize) : null;
+        var result = new LmTrainingResult(o.OutDir, o.Steps, trainTokens, watch.Elapsed.TotalSeconds, valLoss, floor, first, ema);
+        WriteReport(o, result, quick);
+        return result;
+    }
+
+    /// <summary>
+    /// Validation loss of a model folder on the held-out stories of a corpus, as <see cref="Train"/> measures it
+    /// (the last <paramref name="documents"/> stories, or all of them when it is 0, packed into windows of <paramref name="contextSize"/>).
+    /// </summary>
+    public static (double Loss, double? Floor) Validate(HookedTransformer model, ITextTokenizer tokenizer,
+        string corpusPath, int documents, int contextSize)
+    {
+        var docs = ReadDocuments(corpusPath, tokenizer).ToList();
+        var val = Pack(documents > 0 ? docs.Skip(Math.Max(0, docs.Count - documents)) : docs, contextSize, tokenizer.BosTokenId ?? 0);
+        return Validate(model, val, 16);
+    }
+
+    /// <summary>Validation loss of a model on generated documents (their text re-tokenized), with their entropy floor.</summary>
+    public static (double Loss, double? Floor) Validate(HookedTransformer model, ITextTokenizer tokenizer,
+        IEnumerable<LabelledDocument> documents, int contextSize)
+    {
+        return Validate(model, Pack(Tokenize(documents, tokenizer), contextSize, tokenizer.BosTokenId ?? 0), 16);
+    }
+
+    private static IEnumerable<(int[] Ids, double[] Nats)> Tokenize(IEnumerable<LabelledDocument> documents, ITextTokenizer tokenizer) =>
+        documents.Select(d =>
+        {
+            var ids = tokenizer.Encode(d.Text);
+            if (ids.Length != d.ChoiceNats.Count)
+                throw new SaeSharpException($"the tokenizer splits a document into {ids.Length} tokens but it has {d.ChoiceNats.Count}");
+            return (ids, d.ChoiceNats.ToArray());
+        });
+
+    private static (double, double?) Validate(HookedTransformer model, Packed val, int batch)
+    {
+        double sum = 0, floor = 0;
+        long n = 0;
+        bool hasNats = true;
+        using var _ = no_grad();
+        for (int start = 0; start < val.Ids.Length; start += batch)
+        {
+            using var scope = NewDisposeScope();
+            int b = Math.Min(batch, val.Ids.Length - start);
+            var ids = tensor(val.Ids.Skip(start).Take(b).SelectMany(x => x).ToArray()).view(b, -1);
+            var targets = val.Targets.Skip(start).Take(b).SelectMany(x => x).ToArray();
+            var nats = val.Nats.Skip(start).Take(b).SelectMany(x => x).ToArray();
+            var logits = model.Forward(ids);
+            var losses = nn.functional.cross_entropy(logits.view(-1, logits.shape[^1]), tensor(targets), ignore_index: -100,
+                reduction: nn.Reduction.None).data<float>().ToArray();
+            for (int i = 0; i < targets.Length; i++)
+            {
+                if (targets[i] < 0) continue;
+                sum += losses[i];
+                n++;
+                if (double.IsNaN(nats[i])) hasNats = false;
+                else floor += nats[i];
+            }
+        }
+        if (n == 0) throw new SaeSharpException("no validation tokens");
+        return (sum / n, hasNats ? floor / n : null);
+    }
+
+    /// <summary>Linear warm-up to the peak, then cosine decay to 10% of it at the last step.</summary>
+    internal static double LearningRate(LmTrainingOptions o, long step)
+    {
+        if (step <= o.WarmUpSteps) return o.Lr * step / Math.Max(1, o.WarmUpSteps);
+        double t = (double)(step - o.WarmUpSteps) / Math.Max(1, o.Steps - o.WarmUpSteps);
+        return o.Lr * (0.1 + 0.9 * 0.5 * (1 + Math.Cos(Math.PI * Math.Min(1, t))));
+    }
+
+    /// <summary>Token ids and per-token nats (NaN when the corpus has none) of each document.</summary>
+    internal static IEnumerable<(int[] Ids, double[] Nats)> ReadDocuments(string path, ITextTokenizer tokenizer)
+    {
+        foreach (var (e, line) in Data.TextDataset.JsonLines(path))
+        {
+            if (!e.TryGetProperty("text", out var t) || t.ValueKind != JsonValueKind.String)
+                throw new SaeSharpException($"{path} line {line}: no string field 'text'");
+            var ids = tokenizer.Encode(t.GetString()!);
+            double[] nats;
+            if (e.TryGetProperty("choice_nats", out var n) && n.ValueKind == JsonValueKind.Array)
+            {
+                nats = n.EnumerateArray().Select(x => x.GetDouble()).ToArray();
+                if (nats.Length != ids.Length)
+                    throw new SaeSharpException($"{path} line {line}: {nats.Length} choice_nats but the text has {ids.Length} tokens");
+            }
+            else nats = Enumerable.Repeat(double.NaN, ids.Length).ToArray();
+            yield return (ids, nats);
+        }
+    }
+
+    /// <summary>
+    /// Packs whole documents, each preceded by BOS, into windows of <paramref name="ctx"/> tokens (padding with BOS);
+    /// the target of each position is the next token, not scored (-100) past the last real token. A document longer than
+    /// the window is cut. The nats of a target are the document's choice nats of that token (0 for a BOS target).
+    /// </summary>
+    internal static Packed Pack(IEnumerable<(int[] Ids, double[] Nats)> docs, int ctx, int bos)
+    {
+        var ids = new List<long[]>();
+        var targets = new List<long[]>();
+        var nats = new List<double[]>();
+        var curIds = new List<long>();
+        var curNats = new List<double>();
+        void Flush()
+        {
+            if (curIds.Count == 0) return;
+            var w = new long[ctx];
+            var tg = new long[ctx];
+            var nt = new double[ctx];
+            Array.Fill(w, bos);
+            Array.Fill(tg, -100);
+            for (int i = 0; i < curIds.Count; i++) w[i] = curIds[i];
+            for (int i = 0; i + 1 < curIds.Count; i++)
+            {
+                tg[i] = curIds[i + 1];
+                nt[i] = curNats[i + 1];
+            }
+            ids.Add(w);
+            targets.Add(tg);
+            nats.Add(nt);
+            curIds.Clear();
+            curNats.Clear();
+        }
+        foreach (var (docIds, docNats) in docs)
+        {
+            int len = Math.Min(docIds.Length, ctx - 1);
+            if (curIds.Count + 1 + len > ctx) Flush();
+            curIds.Add(bos);
+            curNats.Add(0);
+            for (int i = 0; i < len; i++)
+            {
+                curIds.Add(docIds[i]);
+                curNats.Add(docNats[i]);
+            }
+        }
+        Flush();
+        return new Packed(ids.ToArray(), targets.ToArray(), nats.ToArray());
+    }
+
+    private static void WriteConfig(LmTrainingOptions o, int vocab)
+    {
+        var config = new JsonObject
+        {
+            ["_name_or_path"] = "saesharp-builtin",
+            ["architectures"] = new JsonArray("GPTNeoXForCausalLM"),
+            ["model_type"] = "gpt_neox",
+            ["hidden_act"] = "gelu",
+            ["hidden_size"] = o.DModel, ["num_hidden_layers"] = o.NLayers, ["num_attention_heads"] = o.NHeads,
+            ["intermediate_size"] = o.DMlp, ["rotary_pct"] = 0.25, ["rotary_emb_base"] = 10000,
+            ["use_parallel_residual"] = true, ["layer_norm_eps"] = 1e-5, ["vocab_size"] = vocab,
+            ["max_position_embeddings"] = o.ContextSize, ["tie_word_embeddings"] = false, ["initializer_range"] = 0.02,
+            ["bos_token_id"] = 0, ["eos_token_id"] = 0, ["torch_dtype"] = "float32",
+        };
+        AtomicFile.WriteAllText(Path.Combine(o.OutDir, "config.json"), config.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+    }
+
+    /// <summary>GPT-NeoX initialisation: N(0, 0.02) matrices and embeddings, output projections scaled by 1/√(2·n_layers), zero biases, unit norms.</summary>
+    private static void Initialise(nn.Module model, int nLayers)
+    {
+        using var _ = no_grad();
+        foreach (var (name, p) in model.named_parameters())
+        {
+            if (name.EndsWith(".bias", StringComparison.Ordinal)) p.zero_();
+            else if (name.Contains("layernorm") || name.Contains("layer_norm")) p.fill_(1.0);
+            else
+            {
+                double std = 0.02 * (name.Contains("attention.dense") || name.Contains("dense_4h_to_h") ? 1 / Math.Sqrt(2 * nLayers) : 1);
+                p.normal_(0, std);
+            }
+        }
+    }
+
+    private static void SaveWeights(nn.Module model, string dir)
+    {
+        var weights = model.state_dict().Select(kv => new KeyValuePair<string, Tensor>(kv.Key, kv.Value.detach().contiguous())).ToList();
+        SafeTensors.Save(Path.Combine(dir, "model.safetensors"), weights, new Dictionary<string, string> { ["format"] = "pt" });
+    }
+
+    /// <summary>Stories of the quick check recorded in training.json: the validation loss on the first few validation stories, for tests.</summary>
+    public const int QuickCheckDocuments = 24;
+
+    private static void WriteReport(LmTrainingOptions o, LmTrainingResult r, (double Loss, double? Floor)? quick)
+    {
+        var json = new JsonObject
+        {
+            ["corpus"] = Path.GetFileName(o.CorpusPath), ["steps"] = r.Steps, ["batch_size"] = o.BatchSize, ["context_size"] = o.ContextSize,
+            ["lr"] = o.Lr, ["warm_up_steps"] = o.WarmUpSteps, ["weight_decay"] = o.WeightDecay, ["seed"] = o.Seed,
+            ["validation"] = o.ValidationSeed is not null ? "generated" : o.ValidationCorpusPath is { } vp ? Path.GetFileName(vp) : $"last {o.ValidationDocuments} documents of the corpus",
+            ["validation_corpus"] = o.ValidationSeed is ulong vs ? new JsonObject { ["seed"] = vs, ["documents"] = o.ValidationDocuments } : null, ["train_tokens"] = r.TrainTokens, ["seconds"] = Math.Round(r.Seconds, 1),
+            ["validation_loss"] = r.ValidationLoss, ["entropy_floor"] = r.EntropyFloor,
+            ["first_train_loss"] = r.FirstLoss, ["last_train_loss"] = r.LastLoss,
+            ["quick_check"] = quick is { } q ? new JsonObject { ["documents"] = QuickCheckDocuments, ["validation_loss"] = q.Loss, ["entropy_floor"] = q.Floor } : null,
+        };
+        AtomicFile.WriteAllText(Path.Combine(o.OutDir, "training.json"), json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+    }
+}
