@@ -5,6 +5,9 @@
 # and installs trixie's libstdc++6. Idempotent; silent when nothing is needed.
 set -euo pipefail
 
+# Headless Chromium for the dashboard browser tests (a no-op when /usr/bin/chromium exists; never fatal).
+bash "$(dirname "${BASH_SOURCE[0]}")/setup-browser.sh"
+
 need=GLIBCXX_3.4.32
 
 has_symbol() {

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using SaeSharp.Kernels;
 using SaeSharp.Activations;
 using SaeSharp.Evaluation;
 using SaeSharp.Saes;
@@ -25,7 +26,7 @@ internal static class AccuracyBench
         int batch = a.Int("--batch", 4096), k = a.Int("--k", 32), rows = a.Int("--rows", 262_144);
         var recipes = a.List("--arch", ["topk", "batchtopk", "relu-april"]);
         Console.WriteLine($"accuracy bench: synthetic data, {features} true features in d_in {dIn}; d_sae {dSae}, batch {batch}, k {k}, "
-            + $"{steps} steps on {rows:N0} rows (looped); eval on 16,384 held-out rows; bf16 hardware: {Autocast.HardwareSupported}");
+            + $"{steps} steps on {rows:N0} rows (looped); eval on 16,384 held-out rows; bf16 hardware: {CpuFeatures.Bf16MatMul}");
         using var gen = new SyntheticGenerator(new SyntheticOptions { DIn = dIn, NFeatures = features, Seed = 7, MaxFrequency = 0.05 });
         using var train = gen.SampleActivations(rows);
         using var eval = gen.SampleActivations(16_384);

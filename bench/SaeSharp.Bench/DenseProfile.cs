@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using SaeSharp.Kernels;
 using SaeSharp.Saes;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -48,10 +49,10 @@ internal static class DenseProfile
             Time("  column sums [N, d_sae]", () => f.sum(0L));
             if (autocast)
             {
-                Time("  positive counts [N, d_sae]", () => Autocast.PositiveCounts(f));
+                Time("  positive counts [N, d_sae]", () => Bf16Kernels.PositiveCounts(f));
                 var work = f.clone();
-                Time("  fused ReLU + counts, in place", () => Autocast.ReluInPlace(work));
-                Time("  fused ReLU backward + column sums, in place", () => Autocast.WherePositive(f, work, work, true, out var sums) is var r ? sums! : r);
+                Time("  fused ReLU + counts, in place", () => Bf16Kernels.ReluInPlace(work));
+                Time("  fused ReLU backward + column sums, in place", () => Bf16Kernels.WherePositive(f, work, work, true, out var sums) is var r ? sums! : r);
                 Time("  fresh [N, d_sae] allocation, first touch", () => empty(batch, dSae, dtype: dtype).fill_(0));
             }
         }

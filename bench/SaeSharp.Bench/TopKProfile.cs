@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using SaeSharp.Kernels;
 using SaeSharp.Saes;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -54,10 +55,10 @@ internal static class TopKProfile
                 var pre = addmm(sae.BEnc, x, sae.WEnc, 1, 1);
                 Note("[one addmm]", sw.Elapsed.TotalMilliseconds);
                 sw.Restart();
-                var (v, i) = SparseKernels.RowTopK(pre, k);
+                var (v, i) = TopKSelection.RowTopK(pre, k);
                 Note("[RowTopK k]", sw.Elapsed.TotalMilliseconds);
                 sw.Restart();
-                SparseKernels.RowTopK(pre, 4 * k);
+                TopKSelection.RowTopK(pre, 4 * k);
                 Note("[RowTopK 4k]", sw.Elapsed.TotalMilliseconds);
                 sw.Restart();
                 pre.topk(k, dim: 1, largest: true, sorted: false);
@@ -126,14 +127,14 @@ internal static class TopKProfile
                 for (long r = 0; r < batch; r += cr)
                 {
                     using var cs = NewDisposeScope();
-                    SparseKernels.RowTopKBf16(xb.narrow(0, r, Math.Min(cr, batch - r)).mm(wb), sae.BEnc, k);
+                    TopKSelection.RowTopKBf16(xb.narrow(0, r, Math.Min(cr, batch - r)).mm(wb), sae.BEnc, k);
                 }
             });
         }
         var chunk = xb.narrow(0, 0, bf16Rows).mm(wb);
         long reps = (batch + bf16Rows - 1) / bf16Rows;
-        Time("[RowTopK bf16 k, chunks]", () => { for (long i = 0; i < reps; i++) SparseKernels.RowTopKBf16(chunk, sae.BEnc, k); });
-        Time("[RowTopK bf16 4k, chunks]", () => { for (long i = 0; i < reps; i++) SparseKernels.RowTopKBf16(chunk, sae.BEnc, 4 * k); });
+        Time("[RowTopK bf16 k, chunks]", () => { for (long i = 0; i < reps; i++) TopKSelection.RowTopKBf16(chunk, sae.BEnc, k); });
+        Time("[RowTopK bf16 4k, chunks]", () => { for (long i = 0; i < reps; i++) TopKSelection.RowTopKBf16(chunk, sae.BEnc, 4 * k); });
         Time("[exact pre dots]", () => SparseKernels.RowDots(x, code.Rows, wt, code.Cols).add_(sae.BEnc.index_select(0, code.Cols)));
     }
 }

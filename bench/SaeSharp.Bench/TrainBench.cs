@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using SaeSharp.Kernels;
 using SaeSharp.Saes;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -27,7 +28,7 @@ internal static class TrainBench
         if (autocast)
         {
             double bf16 = MatmulCeiling(batch, dIn, dSae, ScalarType.BFloat16);
-            Console.WriteLine($"bf16 matmul ceiling (same shape): {bf16:F1} GFLOP/s; --autocast: training matmuls in bf16 (CPU AVX512-BF16/AMX: {Autocast.HardwareSupported})");
+            Console.WriteLine($"bf16 matmul ceiling (same shape): {bf16:F1} GFLOP/s; --autocast: training matmuls in bf16 (CPU AVX512-BF16/AMX: {CpuFeatures.Bf16MatMul})");
         }
         Console.WriteLine($"{"architecture",-22} {"ms/step",9} {"rows/s",9} {"GFLOP/step",11} {"GFLOP/s",8}");
         foreach (var arch in archs)

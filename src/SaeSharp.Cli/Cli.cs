@@ -7,7 +7,7 @@ namespace SaeSharp.Cli;
 /// <summary>The <c>sae</c> command line: a thin layer over the SaeSharp library.</summary>
 internal static class Cli
 {
-    public static readonly Option<bool> Verbose = new("--verbose") { Description = "Print stack traces of errors", Recursive = true };
+    public static readonly Option<bool> Verbose = new("--verbose") { Description = "Print the CPU kernel path chosen, and stack traces of errors", Recursive = true };
 
     public static RootCommand Build()
     {
@@ -23,6 +23,9 @@ internal static class Cli
                      SaeCommands.Synth(),
                      ConvertCommand.Create(),
                      CacheCommand.Create(),
+                     AnalysisCommands.Features(),
+                     AnalysisCommands.Dashboard(),
+                     AnalysisCommands.Inspect(),
                      DemoCommand.Create(),
                  })
             root.Subcommands.Add(command);
@@ -38,6 +41,7 @@ internal static class Cli
         {
             try
             {
+                if (parse.GetValue(Verbose)) Kernels.CpuKernels.LogOnce(line => Console.Error.WriteLine(line));
                 return body(parse);
             }
             catch (Exception e) when (e is SaeSharpException or IOException or UnauthorizedAccessException or OperationCanceledException || e.InnerException is SaeSharpException)

@@ -24,7 +24,7 @@ public class ReadmeSampleTests : IDisposable
         var (train, eval) = ActivationSplit.HoldOutLastRows([acts], evalRows: 500,
             new ActivationFileSourceOptions { Seed = 1, Loop = true });
         var sae = SaeRecipes.Create("topk", dIn: train.DIn, dSae: 4 * train.DIn, k: 4);
-        sae.Training.Autocast = SaeSharp.Saes.Autocast.HardwareSupported;
+        sae.Training.Autocast = SaeSharp.Kernels.CpuFeatures.Bf16MatMul;
         var config = new TrainerConfig { TotalTrainingSteps = 20, TrainBatchSizeTokens = 256,
                                          NormalizeActivations = "expected_average_only_in", CheckpointPath = Path.Combine(_dir, "ckpt"),
                                          NBatchesForNormEstimate = 2, BDecInitRows = 256 };

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using SaeSharp.Kernels;
 using SaeSharp.Activations;
 using SaeSharp.Models;
 using SaeSharp.Saes;
@@ -31,6 +32,7 @@ internal sealed class TrainSettings
     [JsonPropertyName("target_name")] public string? TargetName { get; set; }
     [JsonPropertyName("ground_truth")] public string? GroundTruth { get; set; }
     [JsonPropertyName("autocast")] public bool Autocast { get; set; }
+    [JsonPropertyName("candidate_pass")] public string CandidatePass { get; set; } = "auto";
     /// <summary>Trainer fields (snake_case) the --config file gives: the recipe's run-length rules leave them alone.</summary>
     [JsonIgnore] public HashSet<string> GivenTrainerFields { get; } = new(StringComparer.Ordinal);
 }
@@ -57,10 +59,11 @@ internal static class TrainCommand
         var checkpointEvery = new Option<long?>("--checkpoint-every") { Description = "Checkpoint every N steps (default: steps/10)" };
         var evalRows = new Option<long?>("--eval-rows") { Description = "Rows held out at the end of the data for metrics.json (default 16384)" };
         var autocast = new Option<bool>("--autocast") { Description = "bfloat16 matmuls in training, float32 weights and accumulation (fast with AVX512-BF16/AMX)" };
+        var candidatePass = new Option<string?>("--candidate-pass") { Description = "TopK family: exact top-k from a bounded low-precision candidate pass: auto (where faster than float32 on this CPU), on, off (plain float32)" };
         var groundTruth = new Option<string?>("--ground-truth") { Description = "features.safetensors of synthetic data: adds mmcs and recovered_fraction" };
         var command = new Command("train", "Train sparse autoencoders and write them in SAELens layout")
         {
-            activations, arch, k, l1, targetL0, dictSize, expansion, batchSize, steps, lr, seed, output, config, resume, checkpointEvery, evalRows, groundTruth, autocast,
+            activations, arch, k, l1, targetL0, dictSize, expansion, batchSize, steps, lr, seed, output, config, resume, checkpointEvery, evalRows, groundTruth, autocast, candidatePass,
         };
         var data = new ModelDataOptionsCli();
         data.AddTo(command);
@@ -83,6 +86,7 @@ internal static class TrainCommand
             s.EvalRows = parse.GetValue(evalRows) ?? s.EvalRows;
             s.GroundTruth = parse.GetValue(groundTruth) ?? s.GroundTruth;
             s.Autocast |= parse.GetValue(autocast);
+            s.CandidatePass = parse.GetValue(candidatePass) ?? s.CandidatePass;
             if (s.Out is null) throw new SaeSharpException("give --out (or 'out' in --config)");
             if (data.Given(parse))
             {
@@ -190,8 +194,15 @@ internal static class TrainCommand
             trainer.CheckpointEverySteps = s.CheckpointEvery > 0 ? s.CheckpointEvery : Math.Max(1, s.Steps / 10);
             trainer.LogEverySteps = (int)Math.Clamp(s.Steps / 100, 1, trainer.LogEverySteps);
             var slots = recipes.Select(r => new SaeSlot(r, CreateSae(r, s, dIn, dSae, dOut, metadata), SaeRecipes.RunConfig(r, trainer, dSae, s.GivenTrainerFields))).ToList();
-            foreach (var slot in slots) slot.Sae.Training.Autocast = s.Autocast;
-            if (s.Autocast && !Autocast.HardwareSupported)
+            var pass = s.CandidatePass.Trim().ToLowerInvariant() switch
+            {
+                "auto" => CandidatePass.Auto,
+                "on" => CandidatePass.On,
+                "off" => CandidatePass.Off,
+                _ => throw new SaeSharpException($"--candidate-pass {s.CandidatePass}: expected auto, on or off"),
+            };
+            foreach (var slot in slots) { slot.Sae.Training.Autocast = s.Autocast; slot.Sae.Training.CandidatePass = pass; }
+            if (s.Autocast && !CpuFeatures.Bf16MatMul)
                 AnsiConsole.MarkupLine("[yellow]warning:[/] --autocast: this CPU has no AVX512-BF16/AMX; bfloat16 matmuls will be slower than float32");
             using var features = s.GroundTruth is null ? null : SyntheticDataset.ReadFeatures(s.GroundTruth);
             var options = new TrainingRunOptions

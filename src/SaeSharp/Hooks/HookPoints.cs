@@ -22,12 +22,37 @@ public sealed record HfModuleNames(
     public static HfModuleNames NeoX { get; } = new("gpt_neox", "layers", "embed_in", null, "final_layer_norm",
         "attention", "mlp", "input_layernorm", "post_attention_layernorm", "attention.query_key_value", "attention.dense",
         "mlp.dense_h_to_4h", "mlp.dense_4h_to_h", "mlp.act");
+
+    /// <summary>Llama, Qwen2, Qwen3: <c>model.layers.{i}.self_attn.q_proj</c>, <c>mlp.gate_proj</c>, <c>mlp.up_proj</c>, ...
+    /// (<c>self_attn.q_proj</c>'s output is <c>attn.hook_q</c>, per head).</summary>
+    public static HfModuleNames Llama { get; } = new("model", "layers", "embed_tokens", null, "norm",
+        "self_attn", "mlp", "input_layernorm", "post_attention_layernorm", "self_attn.q_proj", "self_attn.o_proj",
+        "mlp.gate_proj", "mlp.down_proj", "mlp.act_fn")
+    { KProj = "self_attn.k_proj", VProj = "self_attn.v_proj", MlpUp = "mlp.up_proj" };
+
+    /// <summary>Gemma 2: as Llama, with <c>pre_feedforward_layernorm</c> before the MLP and the post-norms
+    /// <c>post_attention_layernorm</c> (output: <c>hook_attn_out</c>) and <c>post_feedforward_layernorm</c> (output: <c>hook_mlp_out</c>).</summary>
+    public static HfModuleNames Gemma2 { get; } = Llama with
+    {
+        Ln2 = "pre_feedforward_layernorm", PostAttnNorm = "post_attention_layernorm", PostMlpNorm = "post_feedforward_layernorm",
+    };
+
+    /// <summary>Key projection when q, k, v are separate modules (its output is <c>attn.hook_k</c>).</summary>
+    public string? KProj { get; init; }
+    /// <summary>Value projection when q, k, v are separate modules (its output is <c>attn.hook_v</c>).</summary>
+    public string? VProj { get; init; }
+    /// <summary>Up projection of a gated MLP (its output is <c>mlp.hook_pre_linear</c>).</summary>
+    public string? MlpUp { get; init; }
+    /// <summary>Norm applied to the attention output before the residual add (Gemma 2); its output is <c>hook_attn_out</c>.</summary>
+    public string? PostAttnNorm { get; init; }
+    /// <summary>Norm applied to the MLP output before the residual add (Gemma 2); its output is <c>hook_mlp_out</c>.</summary>
+    public string? PostMlpNorm { get; init; }
 }
 
 /// <summary>The TransformerLens hook names of one block, built once per model.</summary>
 internal sealed class BlockHookNames
 {
-    public readonly string ResidPre, ResidMid, ResidPost, AttnOut, MlpOut, Ln1, Ln2, MlpPre, MlpPost, Q, K, V, RotQ, RotK, Z, Pattern;
+    public readonly string ResidPre, ResidMid, ResidPost, AttnOut, MlpOut, Ln1, Ln2, MlpPre, MlpPreLinear, MlpPost, Q, K, V, RotQ, RotK, Z, Pattern;
 
     public BlockHookNames(int i)
     {
@@ -40,6 +65,7 @@ internal sealed class BlockHookNames
         Ln1 = b + "ln1.hook_normalized";
         Ln2 = b + "ln2.hook_normalized";
         MlpPre = b + "mlp.hook_pre";
+        MlpPreLinear = b + "mlp.hook_pre_linear";
         MlpPost = b + "mlp.hook_post";
         Q = b + "attn.hook_q";
         K = b + "attn.hook_k";
@@ -58,7 +84,10 @@ internal sealed class BlockHookNames
 /// each as the module's output or input (<see cref="HookKind"/>).
 /// <para>Shapes: residual-stream hooks, <c>hook_embed</c>, <c>hook_pos_embed</c>, <c>hook_attn_out</c>, <c>hook_mlp_out</c>,
 /// <c>ln*.hook_normalized</c>: [batch, pos, d_model]; <c>mlp.hook_pre/post</c>: [batch, pos, d_mlp];
-/// <c>attn.hook_q/k/v/z</c> (and <c>hook_rot_q/k</c> for rotary models): [batch, pos, head, d_head];
+/// <c>attn.hook_q/k/v/z</c> (and <c>hook_rot_q/k</c> for rotary models): [batch, pos, head, d_head], with the
+/// n_key_value_heads heads for k and v under grouped-query attention (as TransformerLens);
+/// gated MLPs (Llama, Gemma) also have <c>mlp.hook_pre_linear</c>: hook_pre is the gate projection, hook_pre_linear the up
+/// projection, hook_post = act(hook_pre)·hook_pre_linear;
 /// <c>attn.hook_pattern</c>: [batch, head, query_pos, key_pos].</para>
 /// <para>Unlike TransformerLens (which folds layer-norm weights into the next layer), <c>ln1/ln2/ln_final.hook_normalized</c>
 /// is the layer norm's full output, weight and bias included: exactly the input of the attention / MLP / unembedding.</para>
@@ -76,13 +105,16 @@ public sealed class HookPoints
     public bool ParallelAttnMlp { get; }
     public bool Rotary { get; }
     public HfModuleNames Hf { get; }
+    /// <summary>Gated MLP: has <c>mlp.hook_pre_linear</c>.</summary>
+    public bool GatedMlp { get; }
 
     public const string Embed = "hook_embed";
     public const string PosEmbed = "hook_pos_embed";
     public const string LnFinal = "ln_final.hook_normalized";
 
-    public HookPoints(int nLayers, bool hasPosEmbed, bool parallelAttnMlp, bool rotary, HfModuleNames hf)
+    public HookPoints(int nLayers, bool hasPosEmbed, bool parallelAttnMlp, bool rotary, HfModuleNames hf, bool gatedMlp = false)
     {
+        GatedMlp = gatedMlp;
         NLayers = nLayers;
         HasPosEmbed = hasPosEmbed;
         ParallelAttnMlp = parallelAttnMlp;
@@ -107,6 +139,7 @@ public sealed class HookPoints
             if (!parallelAttnMlp) Add(b.ResidMid, i);
             Add(b.Ln2, i);
             Add(b.MlpPre, i);
+            if (gatedMlp) Add(b.MlpPreLinear, i);
             Add(b.MlpPost, i);
             Add(b.MlpOut, i);
             Add(b.ResidPost, i);
@@ -241,15 +274,23 @@ public sealed class HookPoints
         else
         {
             if (sub == "") m = (b.ResidPre, b.ResidPost);
-            else if (sub == Hf.Attn) m = (b.Ln1, b.AttnOut);
-            else if (sub == Hf.Mlp) m = (b.Ln2, b.MlpOut);
+            // With post-norms (Gemma 2) the attention / MLP module outputs precede the norm and have no hook point.
+            string? attnOut = Hf.PostAttnNorm is null ? b.AttnOut : null;
+            string? mlpOut = Hf.PostMlpNorm is null ? b.MlpOut : null;
+            if (sub == Hf.Attn) m = (b.Ln1, attnOut);
+            else if (sub == Hf.Mlp) m = (b.Ln2, mlpOut);
             else if (sub == Hf.Ln1) m = (b.ResidPre, b.Ln1);
             else if (sub == Hf.Ln2) m = (ln2In, b.Ln2);
-            else if (sub == Hf.Qkv) m = (b.Ln1, null);
-            else if (sub == Hf.AttnProj) m = (b.Z, b.AttnOut);
+            else if (sub == Hf.PostAttnNorm) m = (null, b.AttnOut);
+            else if (sub == Hf.PostMlpNorm) m = (null, b.MlpOut);
+            else if (sub == Hf.Qkv) m = (b.Ln1, Hf.KProj is null ? null : b.Q);
+            else if (sub == Hf.KProj) m = (b.Ln1, b.K);
+            else if (sub == Hf.VProj) m = (b.Ln1, b.V);
+            else if (sub == Hf.AttnProj) m = (b.Z, attnOut);
             else if (sub == Hf.MlpIn) m = (b.Ln2, b.MlpPre);
-            else if (sub == Hf.Act) m = (b.MlpPre, b.MlpPost);
-            else if (sub == Hf.MlpOut) m = (b.MlpPost, b.MlpOut);
+            else if (sub == Hf.MlpUp) m = (b.Ln2, b.MlpPreLinear);
+            else if (sub == Hf.Act) m = (b.MlpPre, GatedMlp ? null : b.MlpPost);
+            else if (sub == Hf.MlpOut) m = (b.MlpPost, mlpOut);
         }
         return m is { } mm ? Pick(name, kind, mm.In, mm.Out, out why) : null;
     }

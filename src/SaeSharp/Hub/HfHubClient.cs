@@ -18,7 +18,6 @@ namespace SaeSharp.Hub;
 public sealed class HfHubClient : IDisposable
 {
     private static readonly Regex CommitHash = new("^[0-9a-f]{40}$", RegexOptions.CultureInvariant);
-    private static readonly Regex RepoId = new(@"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$", RegexOptions.CultureInvariant);
 
     /// <summary>Files fetched by <see cref="Resolve"/> when none are named; all optional.</summary>
     public static readonly IReadOnlyList<string> TokenizerFiles =
@@ -61,7 +60,7 @@ public sealed class HfHubClient : IDisposable
         ArgumentException.ThrowIfNullOrEmpty(modelIdOrPath);
         ArgumentException.ThrowIfNullOrEmpty(revision);
         if (Directory.Exists(modelIdOrPath)) return Path.GetFullPath(modelIdOrPath);
-        if (!RepoId.IsMatch(modelIdOrPath) || modelIdOrPath.Contains(".."))
+        if (!HubPaths.IsRepoId(modelIdOrPath))
             throw new SaeSharpException($"'{modelIdOrPath}' is neither an existing folder nor a Hugging Face repo id like 'org/name'");
         string repo = modelIdOrPath;
 
@@ -125,16 +124,20 @@ public sealed class HfHubClient : IDisposable
     public async Task<string?> DownloadFileAsync(string repoId, string filename, string revision = "main",
         bool optional = false, CancellationToken cancellationToken = default)
     {
-        if (filename.Length == 0 || filename.StartsWith('/') || filename.Split('/').Any(s => s is "" or "." or ".."))
+        if (!HubPaths.IsRelativePath(filename))
             throw new SaeSharpException($"'{filename}' is not a file path inside a repo");
-        string storage = Path.Combine(_options.CacheDir, "models--" + repoId.Replace("/", "--"));
+        if (!HubPaths.IsRepoId(repoId))
+            throw new SaeSharpException($"'{repoId}' is not a Hugging Face repo id like 'org/name'");
+        if (!HubPaths.IsRevision(revision))
+            throw new SaeSharpException($"'{revision}' is not a usable revision (a branch, tag or commit: no '..', empty parts, backslashes or control characters)");
+        string storage = HubPaths.Inside(_options.CacheDir, Path.Combine(_options.CacheDir, "models--" + repoId.Replace("/", "--")));
         string relative = Path.Combine(filename.Split('/'));
 
         // 1. Cache only: the commit the ref points to, its snapshot file or a recorded absence.
         string? cachedCommit = CommitHash.IsMatch(revision) ? revision : ReadRef(storage, revision);
         if (cachedCommit is not null)
         {
-            string pointer = Path.Combine(storage, "snapshots", cachedCommit, relative);
+            string pointer = HubPaths.Inside(storage, Path.Combine(storage, "snapshots", cachedCommit, relative));
             if (IsUsableFile(pointer)) return pointer;
             if (File.Exists(Path.Combine(storage, ".no_exist", cachedCommit, relative)))
                 return optional ? null : throw NotFound(repoId, filename, revision, "EntryNotFound");
@@ -150,8 +153,8 @@ public sealed class HfHubClient : IDisposable
         if (meta is null) return optional ? null : throw NotFound(repoId, filename, revision, "EntryNotFound");
 
         if (!CommitHash.IsMatch(revision)) WriteRef(storage, revision, meta.Commit);
-        string blob = Path.Combine(storage, "blobs", meta.Etag);
-        string pointerPath = Path.Combine(storage, "snapshots", meta.Commit, relative);
+        string blob = HubPaths.Inside(storage, Path.Combine(storage, "blobs", meta.Etag));
+        string pointerPath = HubPaths.Inside(storage, Path.Combine(storage, "snapshots", meta.Commit, relative));
         Directory.CreateDirectory(Path.GetDirectoryName(blob)!);
         Directory.CreateDirectory(Path.GetDirectoryName(pointerPath)!);
         if (IsUsableFile(pointerPath)) return pointerPath;
@@ -194,7 +197,7 @@ public sealed class HfHubClient : IDisposable
                     {
                         if (commit is not null && CommitHash.IsMatch(commit))
                         {
-                            string marker = Path.Combine(storage, ".no_exist", commit, relative);
+                            string marker = HubPaths.Inside(storage, Path.Combine(storage, ".no_exist", commit, relative));
                             Directory.CreateDirectory(Path.GetDirectoryName(marker)!);
                             File.WriteAllBytes(marker, []);
                             if (!CommitHash.IsMatch(revision)) WriteRef(storage, revision, commit);
@@ -206,10 +209,11 @@ public sealed class HfHubClient : IDisposable
                 if (status is >= 300 and < 400 && response.Headers.Location is { } location)
                 {
                     var target = location.IsAbsoluteUri ? location : new Uri(uri, location);
-                    bool relativeRedirect = !location.IsAbsoluteUri;
-                    if (relativeRedirect && hop < 5) { uri = target; continue; } // repo renamed: follow
-                    return Metadata(response, commit, target, repo, filename, revision,
-                        keepAuth: string.Equals(target.Authority, uri.Authority, StringComparison.OrdinalIgnoreCase));
+                    bool sameOrigin = HubPaths.SameOrigin(uri, target);
+                    // A relative redirect (repo renamed) is followed with the token; anything that leaves the origin
+                    // (a CDN, or "//host/..." written as relative) is the download URL and gets no token.
+                    if (!location.IsAbsoluteUri && sameOrigin && hop < 5) { uri = target; continue; }
+                    return Metadata(response, commit, target, repo, filename, revision, keepAuth: sameOrigin);
                 }
                 if (!response.IsSuccessStatusCode)
                     throw new SaeSharpException(
@@ -225,13 +229,16 @@ public sealed class HfHubClient : IDisposable
         if (commit is null)
             throw new SaeSharpException(
                 $"{repo}/{filename} (revision {revision}): the server sent no X-Repo-Commit header; is the endpoint a Hugging Face hub?");
+        if (!CommitHash.IsMatch(commit))
+            throw new SaeSharpException(
+                $"{repo}/{filename} (revision {revision}): the server's X-Repo-Commit '{HubPaths.Printable(commit)}' is not a 40-digit commit hash");
         string? etag = NormalizeEtag(Header(r, "X-Linked-Etag") ?? Header(r, "ETag"));
-        if (etag is null || etag.Contains('/') || etag.Contains('\\') || etag.Contains(".."))
-            throw new SaeSharpException($"{repo}/{filename} (revision {revision}): the server sent no usable ETag");
+        if (etag is null || !HubPaths.IsEtag(etag))
+            throw new SaeSharpException($"{repo}/{filename} (revision {revision}): the server sent no usable ETag ('{HubPaths.Printable(etag ?? "")}')");
         string? sizeText = Header(r, "X-Linked-Size");
         long? size = sizeText is not null && long.TryParse(sizeText, out long s) ? s : r.Content.Headers.ContentLength;
-        if (size is null)
-            throw new SaeSharpException($"{repo}/{filename} (revision {revision}): the server sent no X-Linked-Size or Content-Length");
+        if (size is null or < 0)
+            throw new SaeSharpException($"{repo}/{filename} (revision {revision}): the server sent no usable X-Linked-Size or Content-Length");
         return new FileMetadata(commit, etag, size.Value, download, keepAuth);
     }
 
@@ -248,7 +255,7 @@ public sealed class HfHubClient : IDisposable
     {
         string incomplete = blob + ".incomplete";
         var uri = meta.DownloadUrl;
-        bool keepAuth = meta.KeepAuth;
+        bool keepAuth = meta.KeepAuth, overflow = false;
         await using (var file = new FileStream(incomplete, FileMode.OpenOrCreate, FileAccess.Write, FileShare.None, 1 << 16))
         {
             long resume = file.Seek(0, SeekOrigin.End);
@@ -272,7 +279,7 @@ public sealed class HfHubClient : IDisposable
                     if (status is >= 300 and < 400 && response.Headers.Location is { } location && hop < 5)
                     {
                         var target = location.IsAbsoluteUri ? location : new Uri(uri, location);
-                        keepAuth &= string.Equals(target.Authority, uri.Authority, StringComparison.OrdinalIgnoreCase);
+                        keepAuth &= HubPaths.SameOrigin(uri, target);
                         uri = target;
                         continue;
                     }
@@ -280,7 +287,7 @@ public sealed class HfHubClient : IDisposable
                     if (!response.IsSuccessStatusCode)
                         throw new SaeSharpException(
                             $"downloading {repo}/{filename} (revision {revision}): GET {uri} returned {status} {response.ReasonPhrase}");
-                    if (resume > 0 && status != 206)
+                    if (resume > 0 && (status != 206 || response.Content.Headers.ContentRange?.From != resume))
                     {
                         // The server ignored the Range header and sends the whole file: start over.
                         file.SetLength(0);
@@ -297,6 +304,7 @@ public sealed class HfHubClient : IDisposable
                             stall.CancelAfter(_options.ReadTimeout);
                             int n = await body.ReadAsync(buffer, stall.Token).ConfigureAwait(false);
                             if (n == 0) break;
+                            if (file.Length + n > meta.Size) { overflow = true; break; }
                             await file.WriteAsync(buffer.AsMemory(0, n), ct).ConfigureAwait(false);
                             _options.Progress?.Invoke(filename, file.Length, meta.Size);
                         }
@@ -311,6 +319,12 @@ public sealed class HfHubClient : IDisposable
                     break;
                 }
             }
+        }
+        if (overflow)
+        {
+            File.Delete(incomplete);
+            throw new SaeSharpException(
+                $"downloading {repo}/{filename} (revision {revision}): the server sent more than the {meta.Size} bytes it announced; the partial file was removed");
         }
         long got = new FileInfo(incomplete).Length;
         if (got != meta.Size)
@@ -344,7 +358,7 @@ public sealed class HfHubClient : IDisposable
 
     private static string? ReadRef(string storage, string revision)
     {
-        string path = Path.Combine(storage, "refs", revision);
+        string path = HubPaths.Inside(storage, Path.Combine(storage, "refs", revision));
         if (!File.Exists(path)) return null;
         string commit = File.ReadAllText(path).Trim();
         return CommitHash.IsMatch(commit) ? commit : null;
@@ -352,7 +366,7 @@ public sealed class HfHubClient : IDisposable
 
     private static void WriteRef(string storage, string revision, string commit)
     {
-        string path = Path.Combine(storage, "refs", revision);
+        string path = HubPaths.Inside(storage, Path.Combine(storage, "refs", revision));
         if (File.Exists(path) && File.ReadAllText(path) == commit) return;
         Directory.CreateDirectory(Path.GetDirectoryName(path)!);
         File.WriteAllText(path, commit); // no trailing newline, as huggingface_hub writes it

@@ -15,15 +15,24 @@ namespace SaeSharp.IO;
 public static class TorchPickle
 {
     /// <summary>Loads the whole checkpoint. Tensors are CPU tensors with the checkpoint's dtype,
-    /// contiguous, little-endian; the caller owns them (dispose the returned checkpoint).</summary>
-    public static TorchPickleCheckpoint Load(string path)
+    /// contiguous, little-endian; the caller owns them (dispose the returned checkpoint). The pickle, the storages
+    /// and the copies of non-contiguous views together get at most <paramref name="maxBytes"/> bytes (default
+    /// <see cref="DefaultByteBudget"/>): a hostile file cannot make SaeSharp allocate gigabytes from a small
+    /// compressed entry or a stride-0 view.</summary>
+    public static TorchPickleCheckpoint Load(string path, long? maxBytes = null)
     {
         using var scope = torch.NewDisposeScope();
-        object? root = new TorchPickleLoader(path).Load();
+        object? root = new TorchPickleLoader(path, maxBytes ?? DefaultByteBudget(path)).Load();
         var tensors = TorchPickleCheckpoint.CollectTensors(root, path);
         foreach (var t in tensors) t.MoveToOuterDisposeScope();
         return new TorchPickleCheckpoint(path, root, tensors);
     }
+
+    /// <summary>The default allocation budget for a checkpoint file: four times its size plus 16 MiB. torch.save stores
+    /// its entries uncompressed, so a real file's tensors fit in its own size, with room for a few views that need
+    /// a contiguous copy (a tied W and W.T).</summary>
+    public static long DefaultByteBudget(string path) =>
+        File.Exists(path) ? 4 * new FileInfo(path).Length + (16L << 20) : 16L << 20;
 
     /// <summary>Loads a checkpoint whose top level is a dictionary (a <c>state_dict</c>) and returns its
     /// tensor entries in file order; non-tensor entries are dropped (use <see cref="Load"/> to read them).</summary>
@@ -54,7 +63,7 @@ public static class TorchPickle
 internal sealed record TorchStorageRef(string Key, ScalarType DType, long Numel, string Location);
 
 /// <summary>The zip container and the torch-specific allow-list around <see cref="TorchPickleUnpickler"/>.</summary>
-internal sealed class TorchPickleLoader(string path)
+internal sealed class TorchPickleLoader(string path, long maxBytes)
 {
     static readonly Dictionary<string, ScalarType> StorageTypes = new()
     {
@@ -94,6 +103,16 @@ internal sealed class TorchPickleLoader(string path)
     readonly Dictionary<(string Key, ScalarType DType), Tensor> _storages = new();
     ZipArchive? _zip;
     string _prefix = "";
+    long _allocated;
+
+    /// <summary>Counts <paramref name="bytes"/> against the budget before they are allocated.</summary>
+    void Allocate(long bytes, string what)
+    {
+        if (bytes < 0 || bytes > maxBytes - _allocated)
+            throw new SaeSharpException(
+                $"{path}: {what} needs {bytes} bytes, beyond the budget of {maxBytes} bytes for this {new FileInfo(path).Length}-byte file (a compressed or expanded entry far larger than the file; pass a larger budget if the file is genuine).");
+        _allocated += bytes;
+    }
 
     /// <summary>Opens the archive, unpickles <c>data.pkl</c> and returns the root object. Tensors are
     /// created in the caller's dispose scope.</summary>
@@ -166,6 +185,7 @@ internal sealed class TorchPickleLoader(string path)
     {
         if (entry.Length > 1L << 30)
             throw new SaeSharpException($"{path}: entry '{entry.FullName}' is {entry.Length} bytes, too large for a pickle.");
+        Allocate(entry.Length, $"entry '{entry.FullName}'");
         try
         {
             using var s = entry.Open();
@@ -253,7 +273,12 @@ internal sealed class TorchPickleLoader(string path)
         if (maxIndex >= storageNumel)
             throw Bad(q, $"view (offset {offset}, size [{string.Join(",", size)}], stride [{string.Join(",", stride)}]) reaches element {maxIndex} of storage '{storage.Key}', which has only {storageNumel}");
         var view = flat.as_strided(size, stride, offset);
-        return view.is_contiguous() ? view : view.contiguous();
+        if (view.is_contiguous()) return view;
+        // A copy: with stride 0 (an expanded view) it can be far larger than the storage it reads.
+        long numel = 1;
+        foreach (long d in size) numel = checked(numel * d);
+        Allocate(checked(numel * ElementSize(type)), $"the contiguous copy of a [{string.Join(",", size)}] view of storage '{storage.Key}'");
+        return view.contiguous();
     }
 
     /// <summary>The typed 1-D tensor over storage <paramref name="s"/>, read once per (key, dtype).</summary>
@@ -269,6 +294,8 @@ internal sealed class TorchPickleLoader(string path)
         long elem = ElementSize(dtype);
         if (expectedBytes % elem != 0)
             throw new SaeSharpException($"{path}: storage '{name}' of {expectedBytes} bytes cannot be viewed as {dtype}.");
+        // The declared size is the attacker's too (a deflate bomb declares gigabytes in a few kilobytes).
+        Allocate(expectedBytes, $"storage '{name}'");
         var flat = torch.empty(expectedBytes / elem, dtype: dtype);
         try
         {
@@ -350,12 +377,17 @@ internal sealed class TorchPickleLoader(string path)
 
     SaeSharpException Bad(string q, string what) => new($"{path}: bad call to {q}: {what}.");
 
-    internal static string Describe(object? o) => o switch
+    /// <summary>A short description of an unpickled value for an error message: nested tuples are shown two levels
+    /// deep and eight items wide, strings cut at 60 characters, so a hostile value cannot blow up the message.</summary>
+    internal static string Describe(object? o) => Describe(o, 2);
+
+    static string Describe(object? o, int depth) => o switch
     {
         null => "None",
-        string s => $"'{s}'",
+        string s => s.Length <= 60 ? $"'{s}'" : $"'{s[..60]}…'",
         long or double or bool => Convert.ToString(o, System.Globalization.CultureInfo.InvariantCulture)!,
-        object?[] t => "(" + string.Join(", ", t.Select(Describe)) + ")",
+        object?[] t when depth <= 0 => t.Length == 0 ? "()" : "(…)",
+        object?[] t => "(" + string.Join(", ", t.Take(8).Select(x => Describe(x, depth - 1))) + (t.Length > 8 ? ", …" : "") + ")",
         PickleCallable c => c.QualifiedName,
         PickleMarker m => m.QualifiedName,
         Tensor => "a tensor",

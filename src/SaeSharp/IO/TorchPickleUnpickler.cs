@@ -23,19 +23,33 @@ internal sealed class PickleMarker(string qualifiedName, object? payload)
     public override string ToString() => QualifiedName;
 }
 
-/// <summary>Equality for pickled dictionary keys and set members: tuples (object?[]) compare by content.</summary>
+/// <summary>Equality for pickled dictionary keys and set members: tuples (object?[]) compare by content.
+/// A hostile file can nest tuples thousands deep or share sub-tuples so that their expanded size is exponential;
+/// every hash and comparison therefore visits at most <see cref="MaxKeyNodes"/> tuple elements and throws a
+/// <see cref="SaeSharpException"/> beyond that (which also bounds the recursion depth).</summary>
 internal sealed class PickleKeyComparer : IEqualityComparer<object>
 {
     public static readonly PickleKeyComparer Instance = new();
 
+    /// <summary>The most tuple elements one key may hold, counted through nested tuples.</summary>
+    public const int MaxKeyNodes = 256;
+
     public new bool Equals(object? x, object? y)
     {
+        int budget = MaxKeyNodes;
+        return Equal(x, y, ref budget);
+    }
+
+    static bool Equal(object? x, object? y, ref int budget)
+    {
+        if (ReferenceEquals(x, y)) return true;
         if (x is object?[] a && y is object?[] b)
         {
             if (a.Length != b.Length) return false;
+            if ((budget -= a.Length) < 0) throw TooLarge();
             for (int i = 0; i < a.Length; i++)
             {
-                if (a[i] is null ? b[i] is not null : !Equals(a[i], b[i])) return false;
+                if (a[i] is null ? b[i] is not null : !Equal(a[i], b[i], ref budget)) return false;
             }
             return true;
         }
@@ -44,14 +58,25 @@ internal sealed class PickleKeyComparer : IEqualityComparer<object>
 
     public int GetHashCode(object obj)
     {
+        int budget = MaxKeyNodes;
+        return Hash(obj, ref budget);
+    }
+
+    static int Hash(object? obj, ref int budget)
+    {
+        if (obj is null) return 0;
         if (obj is object?[] a)
         {
+            if ((budget -= a.Length) < 0) throw TooLarge();
             var h = new HashCode();
-            foreach (var item in a) h.Add(item is null ? 0 : GetHashCode(item));
+            foreach (var item in a) h.Add(Hash(item, ref budget));
             return h.ToHashCode();
         }
         return obj.GetHashCode();
     }
+
+    static SaeSharpException TooLarge() =>
+        new($"a dictionary key or set member holds more than {MaxKeyNodes} nested tuple elements; a state_dict never does (hostile or corrupt pickle)");
 }
 
 /// <summary>A restricted pickle virtual machine (protocols 2–5, plus the numeric text opcodes of 0–1).
@@ -67,8 +92,18 @@ internal sealed class TorchPickleUnpickler(
     Func<string, string, object?> resolveGlobal,
     Func<object?, object?> persistentLoad)
 {
+    /// <summary>Deepest tuple nesting accepted: far beyond any real checkpoint, far below what overflows the stack
+    /// of code that walks the result recursively.</summary>
+    public const int MaxTupleDepth = 100;
+
+    /// <summary>Longest text integer (INT/LONG opcodes), as Python's int_max_str_digits: parsing is superlinear.</summary>
+    const int MaxIntDigits = 4300;
+
     readonly List<object?> _stack = new();
-    readonly Stack<List<object?>> _marks = new();
+    // MARK records the stack height (O(1)); PopMark takes the items above it. Copying the stack at each MARK would
+    // make a file of n MARKs cost n² copies.
+    readonly Stack<int> _marks = new();
+    readonly Dictionary<object?[], int> _tupleDepth = new(ReferenceEqualityComparer.Instance);
     readonly Dictionary<long, object?> _memo = new();
     int _pos;
     int _opStart;
@@ -147,12 +182,12 @@ internal sealed class TorchPickleUnpickler(
                     throw Fail($"protocol-0 text string opcode {OpName(op)} is not supported (save with protocol 2 or later)");
 
                 // ---- containers
-                case (byte)'(': _marks.Push(new List<object?>(_stack)); _stack.Clear(); break; // MARK
+                case (byte)'(': _marks.Push(_stack.Count); break; // MARK
                 case (byte)')': Push(Array.Empty<object?>()); break;
-                case 0x85: { var a = Pop(); Push(new[] { a }); break; }
-                case 0x86: { var b = Pop(); var a = Pop(); Push(new[] { a, b }); break; }
-                case 0x87: { var c = Pop(); var b = Pop(); var a = Pop(); Push(new[] { a, b, c }); break; }
-                case (byte)'t': Push(PopMark().ToArray()); break; // TUPLE
+                case 0x85: { var a = Pop(); Push(Tuple([a])); break; }
+                case 0x86: { var b = Pop(); var a = Pop(); Push(Tuple([a, b])); break; }
+                case 0x87: { var c = Pop(); var b = Pop(); var a = Pop(); Push(Tuple([a, b, c])); break; }
+                case (byte)'t': Push(Tuple(PopMark().ToArray())); break; // TUPLE
                 case (byte)']': Push(new List<object?>()); break;
                 case (byte)'l': Push(PopMark()); break; // LIST
                 case (byte)'a': // APPEND
@@ -327,9 +362,12 @@ internal sealed class TorchPickleUnpickler(
 
     void Push(object? o) => _stack.Add(o);
 
+    /// <summary>The stack height below which the current MARK frame may not reach (Python starts a fresh stack at MARK).</summary>
+    int Floor => _marks.Count == 0 ? 0 : _marks.Peek();
+
     object? Pop()
     {
-        if (_stack.Count == 0) throw Fail("stack underflow (corrupt pickle)");
+        if (_stack.Count <= Floor) throw Fail("stack underflow (corrupt pickle)");
         var o = _stack[^1];
         _stack.RemoveAt(_stack.Count - 1);
         return o;
@@ -337,22 +375,36 @@ internal sealed class TorchPickleUnpickler(
 
     object? Peek()
     {
-        if (_stack.Count == 0) throw Fail("stack underflow (corrupt pickle)");
+        if (_stack.Count <= Floor) throw Fail("stack underflow (corrupt pickle)");
         return _stack[^1];
     }
 
     List<object?> PopMark()
     {
         if (_marks.Count == 0) throw Fail("MARK expected but not found (corrupt pickle)");
-        var items = new List<object?>(_stack);
-        _stack.Clear();
-        _stack.AddRange(_marks.Pop());
+        int mark = _marks.Pop();
+        var items = _stack.GetRange(mark, _stack.Count - mark);
+        _stack.RemoveRange(mark, _stack.Count - mark);
+        return items;
+    }
+
+    /// <summary>A new tuple, refused when it would nest tuples deeper than <see cref="MaxTupleDepth"/>.</summary>
+    object?[] Tuple(object?[] items)
+    {
+        int depth = 1;
+        foreach (var item in items)
+        {
+            if (item is object?[] child) depth = Math.Max(depth, 1 + (_tupleDepth.TryGetValue(child, out int d) ? d : 1));
+        }
+        if (depth > MaxTupleDepth)
+            throw Fail($"tuples nested more than {MaxTupleDepth} deep; a state_dict never is (hostile or corrupt pickle)");
+        if (depth > 1) _tupleDepth[items] = depth;
         return items;
     }
 
     void Put(long key)
     {
-        if (_stack.Count == 0) throw Fail("memo PUT with an empty stack");
+        if (_stack.Count <= Floor) throw Fail("memo PUT with an empty stack");
         _memo[key] = _stack[^1];
     }
 
@@ -418,6 +470,7 @@ internal sealed class TorchPickleUnpickler(
     object ParseTextLong(string line)
     {
         string digits = line.EndsWith('L') ? line[..^1] : line;
+        if (digits.Length > MaxIntDigits) throw Fail($"text integer of {digits.Length} digits exceeds the limit of {MaxIntDigits}");
         if (!BigInteger.TryParse(digits, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var value))
             throw Fail($"integer opcode with unparsable text '{line}'");
         return value >= long.MinValue && value <= long.MaxValue ? (long)value : value;

@@ -15,9 +15,6 @@ public static class SaeLoader
         ("OpenAI sparse_autoencoder", OpenAiSae.IsOpenAiCheckpoint, OpenAiSae.Load),
     ];
 
-    /// <summary>Registers a format (used by the interop loaders).</summary>
-    internal static void Register(string name, Func<string, bool> detect, Func<string, Sae> load) => Formats.Add((name, detect, load));
-
     public static Sae Load(string path)
     {
         if (!Directory.Exists(path) && !File.Exists(path))

@@ -137,7 +137,7 @@ public sealed class Gpt2Model : HookedTransformer
         }, new HookPoints(s.NLayer, hasPosEmbed: true, parallelAttnMlp: false, rotary: false, HfModuleNames.Gpt2))
     {
         _s = s;
-        _act = Activations.Get(s.Activation, configPath);
+        _act = ActivationFunctions.Get(s.Activation, configPath);
         transformer = new Gpt2Core(s, dtype);
         RegisterComponents();
     }

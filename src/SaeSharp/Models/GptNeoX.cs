@@ -71,9 +71,16 @@ internal sealed class NeoXAttention : nn.Module
 internal static class Rotary
 {
     /// <summary>cos, sin: [batch, pos, 1, rotary_dim] for positions [batch, pos].</summary>
-    public static (Tensor Cos, Tensor Sin) CosSin(Tensor positions, int rotaryDim, double theta, ScalarType dtype)
+    public static (Tensor Cos, Tensor Sin) CosSin(Tensor positions, int rotaryDim, double theta, ScalarType dtype) =>
+        CosSin(positions, InvFreq(rotaryDim, theta), dtype);
+
+    /// <summary>HF default rotary frequencies 1 / theta^(2i / rotary_dim), float32 [rotary_dim / 2].</summary>
+    public static Tensor InvFreq(int rotaryDim, double theta) =>
+        1.0 / pow(theta, arange(0, rotaryDim, 2, dtype: ScalarType.Int64).to(ScalarType.Float32) / rotaryDim);
+
+    /// <summary>cos, sin: [batch, pos, 1, 2·len(invFreq)] for positions [batch, pos] and float32 frequencies.</summary>
+    public static (Tensor Cos, Tensor Sin) CosSin(Tensor positions, Tensor invFreq, ScalarType dtype)
     {
-        var invFreq = 1.0 / pow(theta, arange(0, rotaryDim, 2, dtype: ScalarType.Int64).to(ScalarType.Float32) / rotaryDim);
         var freqs = positions.to(ScalarType.Float32).unsqueeze(-1) * invFreq; // [b, pos, rot/2]
         var emb = cat([freqs, freqs], -1).unsqueeze(2);                      // [b, pos, 1, rot]
         return (emb.cos().to(dtype), emb.sin().to(dtype));
@@ -186,7 +193,7 @@ public sealed class GptNeoXModel : HookedTransformer
         }, new HookPoints(s.NLayer, hasPosEmbed: false, parallelAttnMlp: s.ParallelResidual, rotary: s.RotaryDim > 0, HfModuleNames.NeoX))
     {
         _s = s;
-        _act = Activations.Get(s.Activation, configPath);
+        _act = ActivationFunctions.Get(s.Activation, configPath);
         gpt_neox = new NeoXCore(s, dtype);
         embed_out = new Linear(s.Hidden, s.VocabSize, false, dtype);
         RegisterComponents();

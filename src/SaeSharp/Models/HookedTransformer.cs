@@ -20,12 +20,18 @@ public sealed class RunOptions
     public IEnumerable<string>? CacheNames { get; init; }
     /// <summary>Caches every hook whose TransformerLens name passes the filter.</summary>
     public Func<string, bool>? CacheFilter { get; init; }
+    /// <summary>
+    /// Record the autograd graph (default false: runs are inference runs under <c>no_grad</c>). Gradients then reach
+    /// whatever requires them: tensors a hook mixes in, the returned and cached activations (<c>retain_grad</c>), and the
+    /// weights after <see cref="HookedTransformer.SetRequiresGrad"/>.
+    /// </summary>
+    public bool Grad { get; init; }
 }
 
 /// <summary>
 /// A causal transformer language model with TransformerLens hook points, loaded from a Hugging Face folder
 /// (<see cref="ModelLoader.FromPretrained"/>). Inputs are token ids [batch, pos] int64; logits are float32
-/// [batch, pos, d_vocab]. All runs are inference runs (no gradients).
+/// [batch, pos, d_vocab] (float64 for a float64 model). Runs are inference runs (no gradients) unless <see cref="RunOptions.Grad"/> asks for autograd.
 /// </summary>
 public abstract class HookedTransformer : nn.Module
 {
@@ -61,7 +67,7 @@ public abstract class HookedTransformer : nn.Module
         var cache = filter is null ? null : new ActivationCache(HookPoints);
         try
         {
-            using var _ = no_grad();
+            using var _ = options.Grad ? enable_grad() : no_grad();
             var logits = ForwardCore(tokens, options.AttentionMask, new HookRunner(hooks, filter, cache), stop, null);
             return (logits, cache);
         }
@@ -108,6 +114,16 @@ public abstract class HookedTransformer : nn.Module
     /// </summary>
     public GenerationResult Generate(Tensor tokens, int maxNewTokens, GenerationOptions? options = null) =>
         Generation.Run(this, tokens, maxNewTokens, options ?? new GenerationOptions());
+
+    /// <summary>
+    /// Turns gradients on or off for every weight (all off after loading). With them on, a <see cref="RunOptions.Grad"/>
+    /// run followed by <c>backward()</c> fills each weight's <c>grad</c>, as for training the model.
+    /// </summary>
+    public HookedTransformer SetRequiresGrad(bool requiresGrad)
+    {
+        foreach (var p in parameters()) p.requires_grad = requiresGrad;
+        return this;
+    }
 
     private int? NormalizeStop(int? stop)
     {
@@ -169,7 +185,8 @@ public abstract class HookedTransformer : nn.Module
         }
         kv?.Advance(s);
         if (stopAtLayer is not null) return null;
-        return Unembed(resid, ctx).to(ScalarType.Float32).MoveToOuterDisposeScope();
+        var logitType = Config.Dtype == ScalarType.Float64 ? ScalarType.Float64 : ScalarType.Float32;
+        return Unembed(resid, ctx).to(logitType).MoveToOuterDisposeScope();
     }
 
     /// <summary>Embeddings (firing hook_embed / hook_pos_embed); returns the residual stream [batch, pos, d_model].</summary>

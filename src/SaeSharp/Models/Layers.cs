@@ -69,6 +69,37 @@ internal sealed class LayerNorm : nn.Module
     public Tensor Forward(Tensor x) => nn.functional.layer_norm(x, _shape, weight, bias, _eps);
 }
 
+/// <summary>
+/// RMSNorm over the last dimension, computed in float32: Llama / Qwen x̂·w with x̂ cast back to the input dtype first
+/// (HF <c>LlamaRMSNorm</c>); Gemma x̂·(1 + w) in float32, then cast (HF <c>Gemma2RMSNorm</c>).
+/// </summary>
+internal sealed class RmsNorm : nn.Module
+{
+    private readonly Parameter weight;
+    private readonly double _eps;
+    private readonly bool _plusOne;
+
+    public RmsNorm(long d, double eps, bool plusOne, ScalarType dtype) : base(nameof(RmsNorm))
+    {
+        _eps = eps;
+        _plusOne = plusOne;
+        weight = new Parameter(plusOne ? zeros(d, dtype: dtype) : ones(d, dtype: dtype), requires_grad: false);
+        RegisterComponents();
+    }
+
+    public Tensor Forward(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        var dtype = x.dtype;
+        var x32 = x.to(ScalarType.Float32);
+        var normed = x32 * (x32.pow(2).mean([-1L], keepdim: true) + _eps).rsqrt();
+        var y = _plusOne
+            ? (normed * (weight.to(ScalarType.Float32) + 1.0)).to(dtype)
+            : weight * normed.to(dtype);
+        return y.MoveToOuterDisposeScope();
+    }
+}
+
 /// <summary>torch <c>nn.Embedding</c>: rows of <c>weight</c> [num, d] looked up by index.</summary>
 internal sealed class Embedding : nn.Module
 {
@@ -90,7 +121,7 @@ internal sealed class Embedding : nn.Module
 }
 
 /// <summary>Activation functions named as in Hugging Face <c>ACT2FN</c>.</summary>
-internal static class Activations
+internal static class ActivationFunctions
 {
     public static readonly string[] Supported = ["gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu", "relu", "silu", "swish"];
 
@@ -187,15 +218,35 @@ internal static class AttentionCore
 {
     /// <summary>
     /// q, k, v: [batch, head, pos, d_head] (k, v for the new tokens only). Returns z flattened to [batch, pos, head·d_head].
+    /// <para>Grouped-query attention: k and v may have fewer heads than q (a divisor); each kv head serves
+    /// n_heads / n_kv_heads consecutive query heads (HF <c>repeat_kv</c>). The cache keeps the unrepeated heads.
+    /// <paramref name="softCap"/>: scores become cap·tanh(scores/cap) before masking (Gemma 2).
+    /// <paramref name="slidingWindow"/>: a query sees only the keys less than that many positions back (Gemma 2 local layers).</para>
     /// </summary>
-    public static Tensor Attend(Tensor q, Tensor k, Tensor v, int layer, double scale, ForwardContext ctx, BlockHookNames names)
+    public static Tensor Attend(Tensor q, Tensor k, Tensor v, int layer, double scale, ForwardContext ctx, BlockHookNames names,
+        double? softCap = null, int? slidingWindow = null)
     {
         if (ctx.Kv is { } kv) (k, v) = kv.Append(layer, k, v);
+        long groups = q.shape[1] / k.shape[1];
+        if (groups > 1)
+        {
+            k = k.repeat_interleave(groups, 1);
+            v = v.repeat_interleave(groups, 1);
+        }
         var scores = matmul(q, k.transpose(-1, -2)) * scale;
         var dtype = q.dtype;
-        // Softmax in float32; masked scores get the dtype's minimum (as HF), so a fully masked row stays finite.
-        var s32 = scores.to(ScalarType.Float32);
-        s32 = s32.masked_fill(ctx.Allowed.logical_not(), float.MinValue);
+        // Softmax in float32 (float64 models keep float64); masked scores get float32's minimum (as HF), so a fully
+        // masked row stays finite.
+        var s32 = dtype == ScalarType.Float64 ? scores : scores.to(ScalarType.Float32);
+        if (softCap is double cap) s32 = (s32 / cap).tanh() * cap;
+        var allowed = ctx.Allowed;
+        if (slidingWindow is int w)
+        {
+            long nq = allowed.shape[^2], nk = allowed.shape[^1];
+            var qi = (arange(nq) + (nk - nq)).unsqueeze(1);
+            allowed = allowed.logical_and((qi - arange(nk).unsqueeze(0)).lt(w));
+        }
+        s32 = s32.masked_fill(allowed.logical_not(), float.MinValue);
         var pattern = s32.softmax(-1).to(dtype);
         pattern = ctx.Hooks.Fire(names.Pattern, pattern);
         var z = matmul(pattern, v).transpose(1, 2); // [batch, pos, head, d_head]

@@ -9,7 +9,7 @@ namespace SaeSharp.Models;
 public static class ModelLoader
 {
     /// <summary>Architectures this loader builds, as config.json <c>model_type</c>.</summary>
-    public static IReadOnlyList<string> SupportedModelTypes { get; } = ["gpt2", "gpt_neox"];
+    public static IReadOnlyList<string> SupportedModelTypes { get; } = ["gpt2", "gpt_neox", "llama", "qwen2", "qwen3", "gemma2"];
 
     /// <summary>
     /// Builds the model named by config.json (<c>model_type</c>, else <c>architectures</c>) and loads its weights
@@ -35,6 +35,15 @@ public static class ModelLoader
                 prefix = "transformer";
                 ignorableSuffixes = [".attn.bias", ".attn.masked_bias"];
                 break;
+            case "llama" or "qwen2" or "qwen3" or "gemma2":
+                {
+                    var s = DecoderSettings.From(cfg, type);
+                    model = new LlamaFamilyModel(s, name, cfg.Path, dtype);
+                    prefix = "model";
+                    // Tied checkpoints may still carry lm_head.weight (a copy of embed_tokens); old Llama files carry inv_freq.
+                    ignorableSuffixes = s.TieEmbeddings ? [".rotary_emb.inv_freq", "lm_head.weight"] : [".rotary_emb.inv_freq"];
+                    break;
+                }
             default:
                 model = new GptNeoXModel(NeoXSettings.From(cfg), name, cfg.Path, dtype);
                 prefix = "gpt_neox";
@@ -68,8 +77,12 @@ public static class ModelLoader
         {
             if (a.StartsWith("GPT2", StringComparison.Ordinal)) return "gpt2";
             if (a.StartsWith("GPTNeoX", StringComparison.Ordinal)) return "gpt_neox";
+            if (a.StartsWith("Llama", StringComparison.Ordinal)) return "llama";
+            if (a.StartsWith("Qwen2", StringComparison.Ordinal)) return "qwen2";
+            if (a.StartsWith("Qwen3", StringComparison.Ordinal)) return "qwen3";
+            if (a.StartsWith("Gemma2", StringComparison.Ordinal)) return "gemma2";
         }
-        throw new SaeSharpException($"{cfg.Path}: no model_type and no known architectures ({string.Join(", ", cfg.Architectures)}); supported: GPT2LMHeadModel, GPTNeoXForCausalLM");
+        throw new SaeSharpException($"{cfg.Path}: no model_type and no known architectures ({string.Join(", ", cfg.Architectures)}); supported: GPT2LMHeadModel, GPTNeoXForCausalLM, LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM");
     }
 
     /// <summary>

@@ -11,12 +11,27 @@ public sealed record TransformerConfig
 {
     /// <summary>Name of the model: config.json <c>_name_or_path</c>, else the folder name.</summary>
     public required string ModelName { get; init; }
-    /// <summary>Hugging Face <c>model_type</c>: <c>gpt2</c> or <c>gpt_neox</c>.</summary>
+    /// <summary>Hugging Face <c>model_type</c>: <c>gpt2</c>, <c>gpt_neox</c>, <c>llama</c>, <c>qwen2</c>, <c>qwen3</c> or <c>gemma2</c>.</summary>
     public required string Architecture { get; init; }
     public required int NLayers { get; init; }
     public required int DModel { get; init; }
     public required int NHeads { get; init; }
-    public int DHead => DModel / NHeads;
+    private readonly int _dHead;
+    /// <summary>Width of one attention head: config.json <c>head_dim</c> where given (Gemma 2, Qwen3), else d_model / n_heads.</summary>
+    public int DHead { get => _dHead > 0 ? _dHead : DModel / NHeads; init => _dHead = value; }
+    private readonly int _nKvHeads;
+    /// <summary>Key/value heads (<c>num_key_value_heads</c>, grouped-query attention); n_heads when not grouped.</summary>
+    public int NKvHeads { get => _nKvHeads > 0 ? _nKvHeads : NHeads; init => _nKvHeads = value; }
+    /// <summary>Gated MLP (Llama SwiGLU, Gemma GeGLU): hook_pre is the gate, <c>mlp.hook_pre_linear</c> the up projection.</summary>
+    public bool GatedMlp { get; init; }
+    /// <summary>Normalisation: <c>LN</c> (LayerNorm) or <c>RMS</c> (RMSNorm).</summary>
+    public string NormalizationType { get; init; } = "LN";
+    /// <summary>Attention-score soft cap (Gemma 2 <c>attn_logit_softcapping</c>): scores become cap·tanh(scores/cap).</summary>
+    public double? AttnScoresSoftCap { get; init; }
+    /// <summary>Final-logit soft cap (Gemma 2 <c>final_logit_softcapping</c>).</summary>
+    public double? OutputLogitsSoftCap { get; init; }
+    /// <summary>Sliding-window length of the local-attention layers (Gemma 2), null when every layer is global.</summary>
+    public int? SlidingWindow { get; init; }
     public required int DMlp { get; init; }
     /// <summary>Rows of the unembedding (may exceed the tokenizer's vocabulary, as in Pythia).</summary>
     public required int DVocab { get; init; }
@@ -34,7 +49,11 @@ public sealed record TransformerConfig
 
     public override string ToString() =>
         $"{ModelName} ({Architecture}): n_layers={NLayers} d_model={DModel} n_heads={NHeads} d_head={DHead} d_mlp={DMlp} " +
-        $"d_vocab={DVocab} n_ctx={NCtx} act={Activation}" + (ParallelAttnMlp ? " parallel_attn_mlp" : "") +
+        (NKvHeads != NHeads ? $"n_key_value_heads={NKvHeads} " : "") +
+        $"d_vocab={DVocab} n_ctx={NCtx} act={Activation}" + (GatedMlp ? " gated_mlp" : "") + (NormalizationType != "LN" ? $" norm={NormalizationType}" : "") +
+        (ParallelAttnMlp ? " parallel_attn_mlp" : "") +
+        (AttnScoresSoftCap is { } ac ? $" attn_softcap={ac}" : "") + (OutputLogitsSoftCap is { } oc ? $" logit_softcap={oc}" : "") +
+        (SlidingWindow is { } sw ? $" sliding_window={sw}" : "") +
         (RotaryDim > 0 ? $" rotary_dim={RotaryDim}" : "") + $" dtype={Dtype}";
 }
 

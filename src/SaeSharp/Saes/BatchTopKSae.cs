@@ -1,3 +1,4 @@
+using SaeSharp.Kernels;
 using static TorchSharp.torch;
 
 namespace SaeSharp.Saes;

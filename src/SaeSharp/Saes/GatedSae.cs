@@ -1,3 +1,4 @@
+using SaeSharp.Kernels;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
@@ -88,22 +89,22 @@ public sealed class GatedSae : Sae
     }
 
     /// <summary>The training pass with <see cref="SaeTrainingOptions.Autocast"/>: one bfloat16 encoder product for both
-    /// paths, fused affine ReLUs, gate and decoders (<see cref="Autocast"/>); the L1 term is the auxiliary decoder's extra
+    /// paths, fused affine ReLUs, gate and decoders (<see cref="Bf16Autograd"/>); the L1 term is the auxiliary decoder's extra
     /// output column ReLU(π_gate)·‖W_dec‖.
     /// Called inside <see cref="TrainingForward"/>'s dispose scope.</summary>
     private SaeTrainOutput AutocastTrainingForward(Tensor x, Tensor target, SaeTrainContext ctx)
     {
         // One encoder product P = x̃·W_enc serves both paths: π_mag = x̃·(W_enc ⊙ exp(r_mag)) + b_mag = P·exp(r_mag) + b_mag.
         var p = EncoderMatmulBf16(x, zeros(Cfg.DSae, dtype: W_enc.dtype), W_enc);
-        var gateAct = Autocast.AffineRelu(p, ones(Cfg.DSae, dtype: W_enc.dtype), b_gate);
-        var magAct = Autocast.AffineRelu(p, r_mag.exp(), b_mag);
-        var f = Autocast.Gate(magAct, gateAct);
-        var y = Autocast.Decoder(f, W_dec, b_dec);
+        var gateAct = Bf16Autograd.AffineRelu(p, ones(Cfg.DSae, dtype: W_enc.dtype), b_gate);
+        var magAct = Bf16Autograd.AffineRelu(p, r_mag.exp(), b_mag);
+        var f = Bf16Autograd.Gate(magAct, gateAct);
+        var y = Bf16Autograd.Decoder(f, W_dec, b_dec);
         var mse = (y - target).pow(2).sum(-1).mean();
         var wDec = Training.GatedAuxDetachDecoder ? W_dec.detach() : (Tensor)W_dec;
         var bDec = Training.GatedAuxDetachDecoder ? b_dec.detach() : (Tensor)b_dec;
         long dOut = Cfg.DOutOrIn;
-        var ext = Autocast.Decoder(gateAct, cat([wDec, W_dec.norm(1).unsqueeze(1)], 1), cat([bDec, zeros(1, dtype: bDec.dtype)], 0));
+        var ext = Bf16Autograd.Decoder(gateAct, cat([wDec, W_dec.norm(1).unsqueeze(1)], 1), cat([bDec, zeros(1, dtype: bDec.dtype)], 0));
         var l1 = ext.select(1, dOut).mean();
         var aux = (ext.narrow(1, 0, dOut) - target).pow(2).sum(-1).mean();
         var loss = mse + l1 * (Training.SparsityCoefficient * ctx.SparsityScale) + aux;
@@ -113,7 +114,7 @@ public sealed class GatedSae : Sae
             Loss = loss.MoveToOuterDisposeScope(),
             SaeOut = y.MoveToOuterDisposeScope(),
             FeatureActsFactory = () => fd.to(ScalarType.Float32),
-            ActiveCounts = Autocast.PositiveCounts(fd).MoveToOuterDisposeScope(),
+            ActiveCounts = Bf16Kernels.PositiveCounts(fd).MoveToOuterDisposeScope(),
             Losses =
             {
                 ["mse_loss"] = mse.detach().MoveToOuterDisposeScope(),

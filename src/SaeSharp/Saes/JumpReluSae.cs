@@ -1,3 +1,4 @@
+using SaeSharp.Kernels;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
@@ -14,7 +15,7 @@ namespace SaeSharp.Saes;
 /// pre-activations, as the paper and SAELens) and P = L0 (paper) or (L0/target − 1)² (dictionary_learning), chosen by
 /// <see cref="SaeTrainingOptions.JumpReluPenalty"/>. Decoder rows unit norm with parallel-gradient removal
 /// (dictionary_learning). Adam β = (0, 0.999), lr 7e-5 (the paper; dictionary_learning).
-/// <see cref="SaeTrainingOptions.Autocast"/> trains with bfloat16 matmuls and JumpReLU (<see cref="Autocast.JumpRelu"/>).
+/// <see cref="SaeTrainingOptions.Autocast"/> trains with bfloat16 matmuls and JumpReLU (<see cref="Bf16Autograd.JumpRelu"/>).
 /// </summary>
 public sealed class JumpReluSae : Sae
 {
@@ -100,10 +101,10 @@ public sealed class JumpReluSae : Sae
             // bfloat16 encoder, JumpReLU and decoder; L0's straight-through threshold gradient formed on [d_sae].
             var pre16 = EncoderMatmulBf16(x, BEnc, W_enc);
             double n = pre16.shape[0];
-            (f, activeCounts, var kernelCounts) = Autocast.JumpRelu(pre16, threshold, Training.Bandwidth);
+            (f, activeCounts, var kernelCounts) = Bf16Autograd.JumpRelu(pre16, threshold, Training.Bandwidth);
             var kernelMean = kernelCounts.to(threshold.dtype).mul_(-1.0 / (Training.Bandwidth * n));
             l0 = activeCounts.sum().to(threshold.dtype).div_(n) + ((threshold - threshold.detach()) * kernelMean).sum();
-            y = Autocast.Decoder(f, W_dec, b_dec);
+            y = Bf16Autograd.Decoder(f, W_dec, b_dec);
         }
         else
         {

@@ -1,3 +1,4 @@
+using SaeSharp.Kernels;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -109,27 +110,27 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
 
     /// <summary>
     /// <see cref="EncoderMatmul"/> in bfloat16 for <see cref="SaeTrainingOptions.Autocast"/> training passes
-    /// (<see cref="Autocast.Encoder"/>): [N, d_sae] bfloat16 with float32 gradients to <paramref name="w"/>,
+    /// (<see cref="Bf16Autograd.Encoder"/>): [N, d_sae] bfloat16 with float32 gradients to <paramref name="w"/>,
     /// <paramref name="bias"/> and b_dec. An input that requires a gradient takes the float32 product, rounded.
     /// </summary>
     protected Tensor EncoderMatmulBf16(Tensor x, Tensor bias, Tensor w)
     {
         using var scope = NewDisposeScope();
         if (x.requires_grad) return EncoderMatmul(x, bias, w).to(ScalarType.BFloat16).MoveToOuterDisposeScope();
-        return Autocast.Encoder(NormalizedInput(x), Cfg.ApplyBDecToInput ? b_dec : null, w, bias).MoveToOuterDisposeScope();
+        return Bf16Autograd.Encoder(NormalizedInput(x), Cfg.ApplyBDecToInput ? b_dec : null, w, bias).MoveToOuterDisposeScope();
     }
 
     /// <summary>ReLU(<see cref="EncoderMatmulBf16"/>) with the ReLU fused into the bfloat16 encoder
-    /// (<see cref="Autocast.ReluEncoder"/>), and the per-latent counts of positive entries [d_sae] int64.</summary>
+    /// (<see cref="Bf16Autograd.ReluEncoder"/>), and the per-latent counts of positive entries [d_sae] int64.</summary>
     protected (Tensor F, Tensor ActiveCounts) ReluEncoderBf16(Tensor x, Tensor bias, Tensor w)
     {
         using var scope = NewDisposeScope();
         if (x.requires_grad)
         {
             var f = nn.functional.relu(EncoderMatmulBf16(x, bias, w));
-            return (f.MoveToOuterDisposeScope(), Autocast.PositiveCounts(f.detach()).MoveToOuterDisposeScope());
+            return (f.MoveToOuterDisposeScope(), Bf16Kernels.PositiveCounts(f.detach()).MoveToOuterDisposeScope());
         }
-        var (fb, counts) = Autocast.ReluEncoder(NormalizedInput(x), Cfg.ApplyBDecToInput ? b_dec : null, w, bias);
+        var (fb, counts) = Bf16Autograd.ReluEncoder(NormalizedInput(x), Cfg.ApplyBDecToInput ? b_dec : null, w, bias);
         return (fb.MoveToOuterDisposeScope(), counts.MoveToOuterDisposeScope());
     }
 

@@ -51,7 +51,14 @@ public sealed class SaeTrainingOptions
     public double[]? MatryoshkaLossWeights { get; set; }
     /// <summary>Run the training pass's dense matmuls in bfloat16 (SAELens's <c>autocast</c>): the weights, Adam state,
     /// gradients and losses stay float32 and the products accumulate in float32; only the matmul operands are rounded
-    /// to bfloat16. Fast on CPUs with AVX512-BF16 or AMX (<see cref="Autocast.HardwareSupported"/>); inference and
+    /// to bfloat16. Fast on CPUs with AVX512-BF16 or AMX (<see cref="Kernels.CpuFeatures.Bf16MatMul"/>); inference and
     /// evaluation always run in the weights' dtype. The accuracy cost is measured in BENCHMARKS.md.</summary>
     public bool Autocast { get; set; }
+    /// <summary>TopK family: how the active latents are chosen. <see cref="Kernels.CandidatePass.Auto"/> (default) ranks
+    /// them with the exact candidate pass (<see cref="Kernels.CandidateEncoder"/>: low-precision products with a proven
+    /// error bound, the candidates recomputed in float32, the float32 selection) where that is faster than a float32
+    /// encoder on the CPU's kernel path; <see cref="Kernels.CandidatePass.On"/> always where a path exists;
+    /// <see cref="Kernels.CandidatePass.Off"/> selects on plain float32 pre-activations (or, with <see cref="Autocast"/>,
+    /// on bfloat16 ones, where near-ties can be chosen differently).</summary>
+    public Kernels.CandidatePass CandidatePass { get; set; } = Kernels.CandidatePass.Auto;
 }

@@ -1,3 +1,4 @@
+using SaeSharp.Kernels;
 using static TorchSharp.torch;
 
 namespace SaeSharp.Saes;
@@ -9,7 +10,7 @@ namespace SaeSharp.Saes;
 /// <see cref="SaeTrainingOptions.Penalty"/>. Adam (0.9, 0.999), lr 5e-5 (the April 2024 update's values).
 /// Once features are sparse (<see cref="SparseTrainingDensity"/>), training decodes and back-propagates over the active
 /// entries only. With <see cref="SaeTrainingOptions.Autocast"/> the dense matmuls run in bfloat16 (see
-/// <see cref="Autocast"/>) and the sparse pass selects its entries from bfloat16 pre-activations.
+/// <see cref="Bf16Autograd"/>) and the sparse pass selects its entries from bfloat16 pre-activations.
 /// </summary>
 public sealed class StandardSae : Sae
 {
@@ -90,7 +91,7 @@ public sealed class StandardSae : Sae
     /// <summary>
     /// The training pass with <see cref="SaeTrainingOptions.Autocast"/>: bfloat16 pre-activations; past
     /// <see cref="SparseTrainingDensity"/> the sparse pass on their positive entries, with the values recomputed in
-    /// float32; otherwise a dense pass with bfloat16 matmuls (<see cref="Autocast.Encoder"/>, <see cref="Autocast.Decoder"/>)
+    /// float32; otherwise a dense pass with bfloat16 matmuls (<see cref="Bf16Autograd.Encoder"/>, <see cref="Bf16Autograd.Decoder"/>)
     /// and ReLU output in bfloat16, the L1 term computed by the decoder matmul as an extra output column f·w
     /// (w = 1, or the decoder row norms).
     /// </summary>
@@ -106,7 +107,7 @@ public sealed class StandardSae : Sae
             {
                 if (counts.sum().item<long>() <= (long)(SparseTrainingDensity * f.numel()))
                 {
-                    var (rows, cols) = Autocast.PositiveEntries(f.detach());
+                    var (rows, cols, _) = SparseKernels.PositiveEntries(f.detach(), values: false)!.Value;
                     code = new SparseCode(rows, cols, n);
                     preValues = ExactHiddenPre(x, code);
                 }
@@ -117,13 +118,13 @@ public sealed class StandardSae : Sae
         Tensor y, sparsity;
         if (Training.Penalty == SparsityPenalty.Entropy)
         {
-            y = Autocast.Decoder(f, W_dec, b_dec);
+            y = Bf16Autograd.Decoder(f, W_dec, b_dec);
             sparsity = Entropy(f.to(ScalarType.Float32));
         }
         else
         {
             var column = Training.Penalty == SparsityPenalty.L1DecoderNorm ? W_dec.norm(1) : ones(Cfg.DSae, dtype: W_dec.dtype);
-            var yExt = Autocast.Decoder(f, cat([W_dec, column.unsqueeze(1)], 1), cat([b_dec, zeros(1, dtype: b_dec.dtype)], 0));
+            var yExt = Bf16Autograd.Decoder(f, cat([W_dec, column.unsqueeze(1)], 1), cat([b_dec, zeros(1, dtype: b_dec.dtype)], 0));
             y = yExt.narrow(1, 0, dOut);
             sparsity = yExt.select(1, dOut).mean();
         }

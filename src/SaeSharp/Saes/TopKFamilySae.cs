@@ -1,3 +1,4 @@
+using SaeSharp.Kernels;
 using static TorchSharp.torch;
 
 namespace SaeSharp.Saes;
@@ -66,12 +67,12 @@ public abstract class TopKFamilySae : Sae
     /// case the candidates do not suffice. Returns the code and the pre-activation values at its entries.</summary>
     internal abstract (SparseCode Code, Tensor PreValues) SelectFromCandidates(Tensor candValues, Tensor candIndices, Func<Tensor> densePre);
 
-    /// <summary>Per-row top-k (unsorted): <see cref="SparseKernels.RowTopK"/> for contiguous float32 matrices (about
+    /// <summary>Per-row top-k (unsorted): <see cref="TopKSelection.RowTopK"/> for contiguous float32 matrices (about
     /// twice as fast as torch.topk here), torch.topk otherwise.</summary>
     internal static (Tensor Values, Tensor Indices) RowTopK(Tensor m, int k)
     {
         if (m.dtype == ScalarType.Float32 && m.is_contiguous() && m.device_type == TorchSharp.DeviceType.CPU && m.dim() == 2)
-            return SparseKernels.RowTopK(m, k);
+            return TopKSelection.RowTopK(m, k);
         return m.topk(k, dim: -1, largest: true, sorted: false);
     }
 
@@ -89,6 +90,7 @@ public abstract class TopKFamilySae : Sae
         SparseCode code;
         Tensor preValues;
         Tensor? deadPre = null;
+        (Tensor Local, Tensor Values)? deadChosen = null;
         bool bf16 = UseBf16Encoder;
         Tensor? encT = null;
         using (no_grad())
@@ -97,9 +99,16 @@ public abstract class TopKFamilySae : Sae
             long n = xin.shape[0], dSae = Cfg.DSae;
             long m = Math.Min(CandidatesPerRow, dSae);
             long chunkRows = Math.Max(1, ChunkElements / dSae);
-            var xb = bf16 ? Autocast.ToBf16(xin) : null;
-            encT = bf16 ? W_enc.detach().t().contiguous() : null;
-            var wb = encT is null ? null : Autocast.ToBf16(encT).t();
+            bool exact = W_enc.dtype == ScalarType.Float32 && W_enc.device_type == TorchSharp.DeviceType.CPU
+                && CandidateEncoder.Use(Training.CandidatePass, dSae);
+            if (exact) bf16 = false;
+            var xb = bf16 ? Bf16Autograd.ToBf16(xin) : null;
+            encT = bf16 || exact ? W_enc.detach().t().contiguous() : null;
+            using var candidates = exact ? new CandidateEncoder(encT!, BEnc, CpuKernels.Path) : null;
+            long kAux = deadIdx is null ? 0 : Math.Min(Training.KAux ?? Cfg.DIn / 2, deadIdx.shape[0]);
+            var deadV = new List<Tensor>();
+            var deadI = new List<Tensor>();
+            var wb = bf16 ? Bf16Autograd.ToBf16(encT!).t() : null;
             var candV = new List<Tensor>();
             var candI = new List<Tensor>();
             var deadParts = new List<Tensor>();
@@ -108,10 +117,22 @@ public abstract class TopKFamilySae : Sae
                 using var chunkScope = NewDisposeScope();
                 long rows = Math.Min(chunkRows, n - r);
                 Tensor pre, v, i;
+                if (candidates is not null)
+                {
+                    using var approx = candidates.Approximate(xin.narrow(0, r, rows));
+                    (v, i) = candidates.TopK(approx, (int)m);
+                    candV.Add(v.MoveToOuterDisposeScope());
+                    candI.Add(i.MoveToOuterDisposeScope());
+                    if (deadIdx is null) continue;
+                    var (dv, di) = candidates.TopK(approx, (int)kAux, deadIdx);
+                    deadV.Add(dv.MoveToOuterDisposeScope());
+                    deadI.Add(di.MoveToOuterDisposeScope());
+                    continue;
+                }
                 if (bf16)
                 {
                     pre = xb!.narrow(0, r, rows).mm(wb!);
-                    (v, i) = SparseKernels.RowTopKBf16(pre, BEnc, (int)m);
+                    (v, i) = TopKSelection.RowTopKBf16(pre, BEnc, (int)m);
                 }
                 else
                 {
@@ -130,8 +151,10 @@ public abstract class TopKFamilySae : Sae
             var candValues = candV.Count == 1 ? candV[0] : cat(candV, 0);
             var candIndices = candI.Count == 1 ? candI[0] : cat(candI, 0);
             (code, preValues) = SelectFromCandidates(candValues, candIndices, () => HiddenPre(x));
-            if (encT is not null) preValues = ExactPre(xin, encT, code);
-            if (deadIdx is not null) deadPre = deadParts.Count == 1 ? deadParts[0] : cat(deadParts, 0);
+            if (bf16) preValues = ExactPre(xin, encT!, code);
+            if (deadIdx is not null && candidates is null) deadPre = deadParts.Count == 1 ? deadParts[0] : cat(deadParts, 0);
+            if (deadIdx is not null && candidates is not null)
+                deadChosen = (deadI.Count == 1 ? deadI[0] : cat(deadI, 0), deadV.Count == 1 ? deadV[0] : cat(deadV, 0));
         }
         var vals = nn.functional.relu(EncodeCode(x, code, preValues));
         var losses = new Dictionary<string, Tensor>();
@@ -139,7 +162,7 @@ public abstract class TopKFamilySae : Sae
         var loss = reconLoss;
         if (deadIdx is not null)
         {
-            var aux = AuxKLoss(x, target, y, deadIdx, deadPre!, encT);
+            var aux = AuxKLoss(x, target, y, deadIdx, deadPre, encT, deadChosen);
             loss = loss + aux * Training.AuxKCoefficient;
             losses["auxiliary_reconstruction_loss"] = aux.detach();
         }
@@ -194,8 +217,9 @@ public abstract class TopKFamilySae : Sae
     /// <summary>The normalised AuxK loss (see the class comment) from the pre-activations of the dead latents
     /// <paramref name="deadIdx"/> ([N, n_dead], no gradient). With <paramref name="encT"/> (W_encᵀ, contiguous float32) the
     /// sparse form recomputes the chosen pre-activations exactly (<see cref="ExactPre"/>): deadPre came from the
-    /// bfloat16 encoder and serves only the selection.</summary>
-    internal Tensor AuxKLoss(Tensor x, Tensor target, Tensor y, Tensor deadIdx, Tensor deadPre, Tensor? encT = null)
+    /// bfloat16 encoder and serves only the selection. With <paramref name="chosen"/>, the exact per-row top-k_aux among
+    /// the dead latents from the candidate pass (positions in deadIdx, float32 pre-activations), deadPre is not needed.</summary>
+    internal Tensor AuxKLoss(Tensor x, Tensor target, Tensor y, Tensor deadIdx, Tensor? deadPre, Tensor? encT = null, (Tensor Local, Tensor Values)? chosen = null)
     {
         using var scope = NewDisposeScope();
         long nDead = deadIdx.shape[0];
@@ -206,8 +230,8 @@ public abstract class TopKFamilySae : Sae
             Tensor mask;
             using (no_grad())
             {
-                var (_, local) = RowTopK(nn.functional.relu(deadPre), (int)kAux);
-                mask = zeros_like(deadPre).scatter_(1, local, ones(local.shape, dtype: deadPre.dtype));
+                var local = chosen?.Local ?? RowTopK(nn.functional.relu(deadPre!), (int)kAux).Indices;
+                mask = zeros(x.shape[0], nDead, dtype: x.dtype).scatter_(1, local, ones(local.shape, dtype: x.dtype));
             }
             var xin = Cfg.ApplyBDecToInput ? x - b_dec : x;
             var pre = addmm(BEnc.index_select(0, deadIdx), xin, W_enc.index_select(1, deadIdx), 1, 1);
@@ -219,10 +243,11 @@ public abstract class TopKFamilySae : Sae
             Tensor preValues;
             using (no_grad())
             {
-                var (_, local) = RowTopK(nn.functional.relu(deadPre), (int)kAux);
+                var local = chosen?.Local ?? RowTopK(nn.functional.relu(deadPre!), (int)kAux).Indices;
                 var latent = deadIdx.index_select(0, local.reshape(-1)).reshape(local.shape);
                 code = SparseLatents.FromRowIndices(latent);
-                preValues = encT is null ? deadPre.gather(1, local).reshape(-1) : ExactPre(EncoderInput(x), encT, code);
+                preValues = chosen is { } c ? c.Values.reshape(-1)
+                    : encT is null ? deadPre!.gather(1, local).reshape(-1) : ExactPre(EncoderInput(x), encT, code);
             }
             var auxVals = nn.functional.relu(EncodeCode(x, code, preValues));
             eHat = SparseLatents.Decode(auxVals, code, W_dec);

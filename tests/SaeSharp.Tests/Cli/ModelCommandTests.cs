@@ -64,7 +64,7 @@ public class ModelTextCommandTests : IDisposable
     {
         var dir = TinyModels.WriteGpt2(Path.Combine(_dir, "g"), seed: 5, nLayer: 1, nEmbd: 8, nHead: 2, vocab: 50257);
         foreach (var f in new[] { "vocab.json", "merges.txt" })
-            File.Copy(SaeSharp.Tests.Tokenizers.TestPaths.Shared("data", "gpt2-tokenizer", f), Path.Combine(dir, f));
+            File.Copy(SaeSharp.Tests.Tokenizers.TestPaths.Data("gpt2-tokenizer", f), Path.Combine(dir, f));
         return dir;
     }
 

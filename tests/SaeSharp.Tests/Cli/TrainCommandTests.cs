@@ -158,7 +158,7 @@ public class ModelTrainCommandTests : IDisposable
     {
         var dir = TinyModels.WriteGpt2(P("gpt2"), seed: 9, nLayer: 2, nEmbd: 16, nHead: 2, vocab: 50257, nPositions: 64);
         foreach (var f in new[] { "vocab.json", "merges.txt" })
-            File.Copy(SaeSharp.Tests.Tokenizers.TestPaths.Shared("data", "gpt2-tokenizer", f), Path.Combine(dir, f));
+            File.Copy(SaeSharp.Tests.Tokenizers.TestPaths.Data("gpt2-tokenizer", f), Path.Combine(dir, f));
         return dir;
     }
 

@@ -183,10 +183,7 @@ public class SaeMetricsTests
         var x = randn(40, 2);
         var truth = randn(3, 2);
         using var src = new TensorActivationSource(x, loop: true);
-        SaeEvaluator.Evaluate(sae, src, maxRows: 10, batchSize: 4, groundTruthFeatures: truth);
-        var before = TorchSharp.DisposeScopeManager.Statistics.ThreadTotalLiveCount;
-        SaeEvaluator.Evaluate(sae, src, maxRows: 30, batchSize: 4, groundTruthFeatures: truth);
-        Assert.Equal(before, TorchSharp.DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+        Assert.Equal(0, LiveTensors.Leaked(() => SaeEvaluator.Evaluate(sae, src, maxRows: 30, batchSize: 4, groundTruthFeatures: truth)));
     }
 
     [Fact]

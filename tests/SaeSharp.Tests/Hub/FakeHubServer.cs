@@ -36,6 +36,9 @@ internal sealed class FakeHubServer : IDisposable
 
     public ConcurrentQueue<Request> Requests { get; } = new();
 
+    /// <summary>A hostile or broken server: when it returns a response for (method, path), that is sent instead of the normal one.</summary>
+    public Func<string, string, (int Status, Dictionary<string, string> Headers, byte[] Body)?>? Intercept { get; set; }
+
     /// <summary>Answer Range requests with the whole file (200), as some proxies do.</summary>
     public bool IgnoreRange { get; set; }
 
@@ -75,7 +78,7 @@ internal sealed class FakeHubServer : IDisposable
         headers.TryGetValue("Range", out var range);
         headers.TryGetValue("Authorization", out var auth);
 
-        var (status, responseHeaders, body) = Route(method, path, range);
+        var (status, responseHeaders, body) = Intercept?.Invoke(method, path) ?? Route(method, path, range);
         bool head = method == "HEAD";
         var sb = new StringBuilder();
         sb.Append($"HTTP/1.1 {status} {(status switch { 200 => "OK", 206 => "Partial Content", 302 => "Found", 404 => "Not Found", _ => "Error" })}\r\n");

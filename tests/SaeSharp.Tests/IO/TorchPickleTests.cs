@@ -79,7 +79,7 @@ internal sealed class PickleWriter
 
 public sealed class TorchPickleTests : IDisposable
 {
-    static readonly string Fixtures = Path.Combine(SaeSharp.Tests.Tokenizers.TestPaths.Shared(), "fixtures", "dictionary_learning");
+    static readonly string Fixtures = Path.Combine(SaeSharp.Tests.Tokenizers.TestPaths.Data(), "dictionary_learning");
     readonly string _dir = Directory.CreateTempSubdirectory("saesharp-pickle-").FullName;
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);

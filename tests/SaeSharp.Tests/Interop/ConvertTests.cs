@@ -34,7 +34,7 @@ public sealed class ConvertTests : IDisposable
                     return dir;
                 }
             case "dictionary_learning":
-                return Path.Combine(SaeSharp.Tests.Tokenizers.TestPaths.Shared(), "fixtures", "dictionary_learning", "BatchTopKSAE");
+                return Path.Combine(SaeSharp.Tests.Tokenizers.TestPaths.Data(), "dictionary_learning", "BatchTopKSAE");
             case "Gemma Scope":
                 {
                     var dir = Path.Combine(_dir, "gemma-scope-2b-pt-res", "layer_4", "average_l0_20");
@@ -116,19 +116,18 @@ public sealed class ConvertTests : IDisposable
     {
         _ = (architecture, hook);
         var src = WriteSource(format);
-        using var probe = SaeLoader.Load(src);
-        var x = randn(4, probe.Cfg.DIn, generator: new Generator(9));
-        long before = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
-        using (var sae = SaeLoader.Load(src))
-        using (var _ = no_grad())
+        long leaked = LiveTensors.Leaked(() =>
         {
+            using var sae = SaeLoader.Load(src);
+            using var x = randn(4, sae.Cfg.DIn, generator: new Generator(9));
+            using var _ = no_grad();
             var (y, f) = sae.Run(x);
             y.Dispose();
             f.Dispose();
             sae.forward(x).Dispose();
             sae.Encode(x).Dispose();
-        }
-        Assert.Equal(before, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+        });
+        Assert.Equal(0, leaked);
     }
 
     [Fact]

@@ -9,7 +9,7 @@ namespace SaeSharp.Tests.Interop;
 
 public sealed class DictionaryLearningTests : IDisposable
 {
-    static readonly string Fixtures = Path.Combine(SaeSharp.Tests.Tokenizers.TestPaths.Shared(), "fixtures", "dictionary_learning");
+    static readonly string Fixtures = Path.Combine(SaeSharp.Tests.Tokenizers.TestPaths.Data(), "dictionary_learning");
     readonly string _dir = Directory.CreateTempSubdirectory("saesharp-dl-").FullName;
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);

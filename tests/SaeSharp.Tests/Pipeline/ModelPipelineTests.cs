@@ -15,8 +15,8 @@ public class ModelPipelineTests : ModelTestBase
     private (string Model, string Data) Setup()
     {
         string model = TinyModels.WriteGpt2(Sub("m"), seed: 4, nLayer: 2, nEmbd: 16, nHead: 4, vocab: 50257, nPositions: 64);
-        File.Copy(TestPaths.Shared("data", "gpt2-tokenizer", "vocab.json"), Path.Combine(model, "vocab.json"));
-        File.Copy(TestPaths.Shared("data", "gpt2-tokenizer", "merges.txt"), Path.Combine(model, "merges.txt"));
+        File.Copy(TestPaths.Data("gpt2-tokenizer", "vocab.json"), Path.Combine(model, "vocab.json"));
+        File.Copy(TestPaths.Data("gpt2-tokenizer", "merges.txt"), Path.Combine(model, "merges.txt"));
         File.WriteAllText(Path.Combine(model, "tokenizer_config.json"), """{"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}""");
         string data = Path.Combine(Dir, "data.txt");
         File.WriteAllLines(data, Enumerable.Range(0, 40).Select(i => $"Line {i}: the quick brown fox jumps over the lazy dog number {i * 7}."));

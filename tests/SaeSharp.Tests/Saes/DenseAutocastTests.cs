@@ -1,3 +1,4 @@
+using SaeSharp.Kernels;
 using SaeSharp.Saes;
 using SaeSharp.Training;
 using static TorchSharp.torch;
@@ -42,7 +43,7 @@ public class DenseAutocastTests
         var bias = Leaf(randn(40, generator: g) * 0.1);
         var up = randn(37, 40, generator: g);
 
-        var pre = Autocast.Encoder(x, bDec, w, bias);
+        var pre = Bf16Autograd.Encoder(x, bDec, w, bias);
         Assert.Equal(Bf16, pre.dtype);
         (pre.to(F32) * up).sum().backward();
 
@@ -76,8 +77,8 @@ public class DenseAutocastTests
         var bias = Leaf(randn(40, generator: g) * 0.1);
         var up = randn(33, 40, generator: g);
 
-        var (f, counts) = Autocast.ReluEncoder(x, null, w, bias);
-        // Autocast.Decoder hands the ReLU's backward a fresh gradient; here the upstream product does.
+        var (f, counts) = Bf16Autograd.ReluEncoder(x, null, w, bias);
+        // Bf16Autograd.Decoder hands the ReLU's backward a fresh gradient; here the upstream product does.
         (f.to(F32) * up).sum().backward();
 
         // bf16(bf16(x·w) + bias): the product rounded, then the float32 bias added in the ReLU's pass and rounded again.
@@ -101,7 +102,7 @@ public class DenseAutocastTests
         var bias = Leaf(randn(24, generator: g) * 0.1);
         var up = randn(29, 24, generator: g);
 
-        var y = Autocast.Decoder(f, w, bias);
+        var y = Bf16Autograd.Decoder(f, w, bias);
         Assert.Equal(F32, y.dtype);
         (y * up).sum().backward();
 
@@ -124,7 +125,7 @@ public class DenseAutocastTests
         var theta = Leaf(rand(40, generator: g) * 0.3 + 0.05);
         var up = randn(50, 40, generator: g);
 
-        var (f, active, kernel) = Autocast.JumpRelu(pre, theta, eps);
+        var (f, active, kernel) = Bf16Autograd.JumpRelu(pre, theta, eps);
         (f.to(F32) * up).sum().backward();
 
         // Reference: the float32 straight-through JumpReLU of the same (bf16-exact) pre-activations.
@@ -150,7 +151,7 @@ public class DenseAutocastTests
         var shift = Leaf(randn(40, generator: g) * 0.3);
         var up = randn(45, 40, generator: g);
 
-        var f = Autocast.AffineRelu(p, scale, shift);
+        var f = Bf16Autograd.AffineRelu(p, scale, shift);
         (f.to(F32) * up).sum().backward();
 
         var pr = Leaf(p.to(F32));
@@ -172,15 +173,15 @@ public class DenseAutocastTests
             -1e-30f, 7, -7, 0.5f, -0.5f, 3, 4, -2, 1 }).reshape(1, 19).to(Bf16);
         var m = cat([v, v.neg(), v.flip(1)], 0);
         var expectedCounts = m.to(F32).gt(0).sum(0L);
-        Assert.True(Autocast.PositiveCounts(m).Same(expectedCounts));
+        Assert.True(Bf16Kernels.PositiveCounts(m).Same(expectedCounts));
         var copy = m.clone();
-        var counts = Autocast.ReluInPlace(copy);
+        var counts = Bf16Kernels.ReluInPlace(copy);
         Assert.True(counts.Same(expectedCounts));
         var relu = nn.functional.relu(m.to(F32)).nan_to_num(0);
         Assert.True(copy.to(F32).nan_to_num(0).Same(relu), "in-place ReLU");
         var src = randn(3, 19, generator: new Generator(2)).to(Bf16);
-        Assert.True(Autocast.WherePositive(m, src).to(F32).Same(src.to(F32) * m.to(F32).gt(0)), "masking by positive entries");
-        var (rows, cols) = Autocast.PositiveEntries(m);
+        Assert.True(Bf16Kernels.WherePositive(m, src).to(F32).Same(src.to(F32) * m.to(F32).gt(0)), "masking by positive entries");
+        var (rows, cols, _) = SparseKernels.PositiveEntries(m, values: false)!.Value;
         var idx = m.to(F32).gt(0).nonzero();
         Assert.True(rows.Same(idx[.., 0]) && cols.Same(idx[.., 1]), "positive entries in row-major order");
     }
@@ -295,9 +296,7 @@ public class DenseAutocastTests
             _ = o.ActiveCounts!.sum().item<long>();
         }
         Step(); // creates the parameters' gradients
-        long before = TorchSharp.DisposeScopeManager.Statistics.ThreadTotalLiveCount;
-        Step();
-        Assert.Equal(before, TorchSharp.DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+        Assert.Equal(0, LiveTensors.Leaked(Step));
     }
 
     [Theory]

@@ -72,9 +72,7 @@ public class SaeArchitectureTests
             sae.zero_grad();
         }
         Step(); // grads allocated once
-        var before = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
-        Step();
-        Assert.Equal(before, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+        Assert.Equal(0, LiveTensors.Leaked(Step));
     }
 
     [Theory]

@@ -1,3 +1,4 @@
+using SaeSharp.Kernels;
 using SaeSharp.Saes;
 using SaeSharp.Synthetic;
 using SaeSharp.Training;
@@ -42,7 +43,7 @@ public class TopKAutocastTests
         var m = (randn(9, d, generator: new Generator(1)) * 3).to(ScalarType.BFloat16);
         m[2] = full(d, 0.5f).to(ScalarType.BFloat16); // all ties
         var bias = randn(d, generator: new Generator(2));
-        var (v, i) = SparseKernels.RowTopKBf16(m, bias, k);
+        var (v, i) = TopKSelection.RowTopKBf16(m, bias, k);
         var dense = m.to(ScalarType.Float32) + bias;
         var (tv, _) = dense.topk(k, dim: 1);
         var data = F(dense);

@@ -16,7 +16,7 @@ public class Gpt2TokenizerTests
 
     private static List<(string Text, int[] Ids)> LoadCases()
     {
-        using var doc = JsonDocument.Parse(File.ReadAllText(TestPaths.Shared("data", "gpt2-tokenizer", "cases.json")));
+        using var doc = JsonDocument.Parse(File.ReadAllText(TestPaths.Data("gpt2-tokenizer", "cases.json")));
         return doc.RootElement.EnumerateArray()
             .Select(c => (c.GetProperty("text").GetString()!, c.GetProperty("ids").EnumerateArray().Select(x => x.GetInt32()).ToArray()))
             .ToList();
@@ -93,8 +93,8 @@ public class Gpt2TokenizerTests
     public void FromFolder_uses_vocab_and_merges_when_no_tokenizer_json()
     {
         string dir = TestPaths.TempDir();
-        File.Copy(TestPaths.Shared("data", "gpt2-tokenizer", "vocab.json"), Path.Combine(dir, "vocab.json"));
-        File.Copy(TestPaths.Shared("data", "gpt2-tokenizer", "merges.txt"), Path.Combine(dir, "merges.txt"));
+        File.Copy(TestPaths.Data("gpt2-tokenizer", "vocab.json"), Path.Combine(dir, "vocab.json"));
+        File.Copy(TestPaths.Data("gpt2-tokenizer", "merges.txt"), Path.Combine(dir, "merges.txt"));
         var tok = Tokenizer.FromFolder(dir);
         Assert.Equal(new[] { 15496, 995 }, tok.Encode("Hello world"));
     }

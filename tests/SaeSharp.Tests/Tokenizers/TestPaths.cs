@@ -1,24 +1,22 @@
 namespace SaeSharp.Tests.Tokenizers;
 
-/// <summary>Locates ../shared (beside the project or any ancestor of the test binaries) and makes temp folders.</summary>
+/// <summary>Locates the vendored test data (tests/data, copied next to the test binaries) and makes temp folders.</summary>
 internal static class TestPaths
 {
-    public static string Shared(params string[] parts)
+    /// <summary>A path under tests/data (see tests/data/README.md for origin and licence of each file).</summary>
+    public static string Data(params string[] parts)
     {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-        {
-            string candidate = Path.Combine(dir.FullName, "shared");
-            if (Directory.Exists(Path.Combine(candidate, "data")))
-                return Path.Combine([candidate, .. parts]);
-        }
-        throw new DirectoryNotFoundException($"no 'shared/data' folder above {AppContext.BaseDirectory}");
+        string root = Path.Combine(AppContext.BaseDirectory, "data");
+        if (!Directory.Exists(root))
+            throw new DirectoryNotFoundException($"no vendored test data at {root} (tests/data is copied there by the build)");
+        return Path.Combine([root, .. parts]);
     }
 
     private static readonly Lazy<SaeSharp.Tokenizers.ByteLevelBpeTokenizer> Gpt2Lazy = new(() =>
-        SaeSharp.Tokenizers.Tokenizer.FromGpt2Files(Shared("data", "gpt2-tokenizer", "vocab.json"),
-            Shared("data", "gpt2-tokenizer", "merges.txt")));
+        SaeSharp.Tokenizers.Tokenizer.FromGpt2Files(Data("gpt2-tokenizer", "vocab.json"),
+            Data("gpt2-tokenizer", "merges.txt")));
 
-    /// <summary>GPT-2's tokenizer from ../shared/data/gpt2-tokenizer, loaded once for all tests.</summary>
+    /// <summary>GPT-2's tokenizer from tests/data/gpt2-tokenizer, loaded once for all tests.</summary>
     public static SaeSharp.Tokenizers.ByteLevelBpeTokenizer Gpt2 => Gpt2Lazy.Value;
 
     public static string TempDir()

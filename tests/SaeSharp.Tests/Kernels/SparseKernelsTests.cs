@@ -1,8 +1,9 @@
+using SaeSharp.Kernels;
 using SaeSharp.Saes;
 using static TorchSharp.torch;
 using static SaeSharp.Tests.Saes.SaeTestUtil;
 
-namespace SaeSharp.Tests.Saes;
+namespace SaeSharp.Tests.Kernels;
 
 public class SparseKernelsTests
 {
@@ -15,7 +16,7 @@ public class SparseKernelsTests
         var m = randn(6, 37, generator: new Generator(1));
         m[2] = full(37, 0.5f); // all ties
         m[3, 4] = tensor(float.NaN);
-        var (v, i) = SparseKernels.RowTopK(m, k);
+        var (v, i) = TopKSelection.RowTopK(m, k);
         var data = F(m);
         var vs = F(v);
         var iv = i.data<long>().ToArray();
@@ -45,7 +46,7 @@ public class SparseKernelsTests
         m[3, 17] = tensor(float.NaN);
         m[4, TensorIndex.Slice(0, 100)] = tensor(float.NegativeInfinity);
         m[5, 255] = tensor(100f);
-        var (v, i) = SparseKernels.RowTopK(m, k);
+        var (v, i) = TopKSelection.RowTopK(m, k);
         var data = F(m);
         var vs = F(v);
         var iv = i.data<long>().ToArray();
@@ -101,7 +102,7 @@ public class SparseKernelsTests
         var (rows, cols, vals) = SparseKernels.PositiveEntries(m, long.MaxValue)!.Value;
         Assert.Equal(expected.Select(p => (long)(p.i / 21)), rows.data<long>().ToArray());
         Assert.Equal(expected.Select(p => (long)(p.i % 21)), cols.data<long>().ToArray());
-        Assert.Equal(expected.Select(p => p.v), F(vals));
+        Assert.Equal(expected.Select(p => p.v), F(vals!));
         Assert.Null(SparseKernels.PositiveEntries(m, expected.Length - 1));
     }
 

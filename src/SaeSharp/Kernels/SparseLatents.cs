@@ -1,6 +1,6 @@
 using static TorchSharp.torch;
 
-namespace SaeSharp.Saes;
+namespace SaeSharp.Kernels;
 
 /// <summary>
 /// Active latents in coordinate form: entry e is latent <see cref="Cols"/>[e] of row <see cref="Rows"/>[e] (int64, [nnz]).

@@ -1,0 +1,164 @@
+using System.Diagnostics;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using SaeSharp.Kernels;
+using SaeSharp.Saes;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Bench;
+
+/// <summary>
+/// <c>topk-paths</c>: the TopK encoder selection (4096 rows, d_in 512, d_sae 8192, k 32 by default) per kernel path: the
+/// float32 reference (addmm + row top-k), and the exact candidate pass (<see cref="CandidateEncoder"/>) on every path this
+/// CPU can run, with the candidates recomputed per row. Forcing a lower path here runs that path's code, not at the
+/// speed of a CPU that has only it. Usage: <c>topk-paths [--repeats 3] [--rows 4096] [--d-in 512] [--d-sae 8192] [--k 32]</c>.
+/// </summary>
+internal static class CandidateBench
+{
+    public static int Run(string[] args)
+    {
+        var a = new BenchArgs(args, ["--repeats", "--rows", "--d-in", "--d-sae", "--k"]);
+        int repeats = a.Int("--repeats", 3), rows = a.Int("--rows", 4096), dIn = a.Int("--d-in", 512), dSae = a.Int("--d-sae", 8192), k = a.Int("--k", 32);
+        Machine.Print();
+        Console.WriteLine($"top-k selection: {rows} rows, d_in {dIn}, d_sae {dSae}, k {k}, chunks of 1024 rows; ms best/median of {repeats}");
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var gen = new Generator(1);
+        var x = randn(rows, dIn, generator: gen);
+        var w = randn(dIn, dSae, generator: gen) / Math.Sqrt(dIn);
+        var b = randn(dSae, generator: gen) * 0.1;
+        var encT = w.t().contiguous();
+        const int chunk = 1024;
+        Report("fp32 addmm + top-k", repeats, () =>
+        {
+            for (int r = 0; r < rows; r += chunk)
+            {
+                using var s = NewDisposeScope();
+                TopKFamilySae.RowTopK(addmm(b, x.narrow(0, r, Math.Min(chunk, rows - r)), w, 1, 1), k);
+            }
+            return "";
+        });
+        foreach (var path in CpuKernels.Supported.Reverse())
+        {
+            if (!CandidateEncoder.Applies(path, dSae) && path != KernelPath.Scalar) continue;
+            if (path == KernelPath.Scalar) continue; // plain loops: orders of magnitude slower, for tests only
+            Report($"candidates {CpuKernels.Name(path)}", repeats, () =>
+            {
+                using var enc = new CandidateEncoder(encT, b, path);
+                double approxMs = 0;
+                for (int r = 0; r < rows; r += chunk)
+                {
+                    using var s = NewDisposeScope();
+                    var sw = Stopwatch.StartNew();
+                    using var ap = enc.Approximate(x.narrow(0, r, Math.Min(chunk, rows - r)));
+                    approxMs += sw.Elapsed.TotalMilliseconds;
+                    enc.TopK(ap, k);
+                }
+                return $"  (products {approxMs:F0} ms; {enc.Candidates / (double)enc.Rows:F0} candidates/row)";
+            });
+        }
+        return 0;
+    }
+
+    private static void Report(string name, int repeats, Func<string> body)
+    {
+        body(); // warm-up
+        var times = new List<double>();
+        string note = "";
+        for (int i = 0; i < repeats; i++)
+        {
+            var sw = Stopwatch.StartNew();
+            note = body();
+            times.Add(sw.Elapsed.TotalMilliseconds);
+        }
+        times.Sort();
+        Console.WriteLine($"{name,-26} {times[0],8:F0} {times[times.Count / 2],8:F0} ms{note}");
+    }
+}
+
+/// <summary>What the benches print about the machine first: CPU model and features, the kernel path, the float32 FMA
+/// peak of a register-only loop on every torch thread, and the encoder-shaped matmul ceilings.</summary>
+internal static class Machine
+{
+    public static void Print(int n = 4096, int dIn = 512, int dSae = 8192)
+    {
+        Console.WriteLine(CpuKernels.Describe());
+        Console.WriteLine($"torch threads {get_num_threads()}; float32 FMA peak {FmaPeak():F0} GFLOP/s (register loop, {get_num_threads()} threads)");
+        Console.WriteLine($"matmul ceiling {n}x{dIn}·{dIn}x{dSae}: float32 {Ceiling(n, dIn, dSae, ScalarType.Float32):F0} GFLOP/s, bfloat16 {Ceiling(n, dIn, dSae, ScalarType.BFloat16):F0} GFLOP/s (bf16 hardware: {CpuKernels.HasBf16})");
+    }
+
+    /// <summary>GFLOP/s of the encoder-shaped matmul (addmm in float32, mm in bfloat16), best of 3.</summary>
+    public static double Ceiling(int n, int dIn, int dSae, ScalarType dtype)
+    {
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var x = randn(n, dIn).to(dtype);
+        var w = randn(dIn, dSae).to(dtype);
+        var b = randn(dSae).to(dtype);
+        double best = double.MaxValue;
+        for (int i = 0; i < 4; i++)
+        {
+            using var s = NewDisposeScope();
+            var sw = Stopwatch.StartNew();
+            if (dtype == ScalarType.Float32) addmm(b, x, w, 1, 1);
+            else x.mm(w);
+            if (i > 0) best = Math.Min(best, sw.Elapsed.TotalSeconds);
+        }
+        return 2.0 * n * dIn * dSae / best / 1e9;
+    }
+
+    /// <summary>Float32 FMA rate of 10 independent accumulator chains per thread (widest vectors the CPU has), best of 3.</summary>
+    public static double FmaPeak()
+    {
+        int threads = Math.Max(1, get_num_threads());
+        const int iters = 20_000_000;
+        double best = 0;
+        for (int rep = 0; rep < 3; rep++)
+        {
+            var sw = Stopwatch.StartNew();
+            long flops = 0;
+            Parallel.For(0, threads, _ => Interlocked.Add(ref flops, Chains(iters)));
+            best = Math.Max(best, flops / sw.Elapsed.TotalSeconds / 1e9);
+        }
+        return best;
+    }
+
+    private static long Chains(int iters)
+    {
+        if (Vector512.IsHardwareAccelerated && Avx512F.IsSupported)
+        {
+            var m = Vector512.Create(0.999999f); var c = Vector512.Create(1e-7f);
+            Vector512<float> a0 = c, a1 = c, a2 = c, a3 = c, a4 = c, a5 = c, a6 = c, a7 = c, a8 = c, a9 = c;
+            for (int i = 0; i < iters; i++)
+            {
+                a0 = Avx512F.FusedMultiplyAdd(a0, m, c); a1 = Avx512F.FusedMultiplyAdd(a1, m, c); a2 = Avx512F.FusedMultiplyAdd(a2, m, c);
+                a3 = Avx512F.FusedMultiplyAdd(a3, m, c); a4 = Avx512F.FusedMultiplyAdd(a4, m, c); a5 = Avx512F.FusedMultiplyAdd(a5, m, c);
+                a6 = Avx512F.FusedMultiplyAdd(a6, m, c); a7 = Avx512F.FusedMultiplyAdd(a7, m, c); a8 = Avx512F.FusedMultiplyAdd(a8, m, c);
+                a9 = Avx512F.FusedMultiplyAdd(a9, m, c);
+            }
+            Sink(((a0 + a1) + (a2 + a3) + (a4 + a5) + (a6 + a7) + (a8 + a9)).GetElement(0));
+            return 10L * 2 * 16 * iters;
+        }
+        if (Fma.IsSupported)
+        {
+            var m = Vector256.Create(0.999999f); var c = Vector256.Create(1e-7f);
+            Vector256<float> a0 = c, a1 = c, a2 = c, a3 = c, a4 = c, a5 = c, a6 = c, a7 = c, a8 = c, a9 = c;
+            for (int i = 0; i < iters; i++)
+            {
+                a0 = Fma.MultiplyAdd(a0, m, c); a1 = Fma.MultiplyAdd(a1, m, c); a2 = Fma.MultiplyAdd(a2, m, c);
+                a3 = Fma.MultiplyAdd(a3, m, c); a4 = Fma.MultiplyAdd(a4, m, c); a5 = Fma.MultiplyAdd(a5, m, c);
+                a6 = Fma.MultiplyAdd(a6, m, c); a7 = Fma.MultiplyAdd(a7, m, c); a8 = Fma.MultiplyAdd(a8, m, c);
+                a9 = Fma.MultiplyAdd(a9, m, c);
+            }
+            Sink(((a0 + a1) + (a2 + a3) + (a4 + a5) + (a6 + a7) + (a8 + a9)).GetElement(0));
+            return 10L * 2 * 8 * iters;
+        }
+        float s = 1e-7f;
+        for (int i = 0; i < iters; i++) s = s * 0.999999f + 1e-7f;
+        Sink(s);
+        return 2L * iters;
+    }
+
+    private static float _sink;
+    private static void Sink(float v) => _sink += v;
+}

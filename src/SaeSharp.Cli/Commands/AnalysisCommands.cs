@@ -1,0 +1,215 @@
+using System.CommandLine;
+using System.Text.Json;
+using SaeSharp.Activations;
+using SaeSharp.Analysis;
+using SaeSharp.Interop;
+using SaeSharp.IO;
+using SaeSharp.Models;
+using SaeSharp.Tokenizers;
+using Spectre.Console;
+
+namespace SaeSharp.Cli.Commands;
+
+/// <summary><c>sae features</c>, <c>sae dashboard</c>, <c>sae inspect</c>: what an SAE's features mean.</summary>
+internal static class AnalysisCommands
+{
+    public static Command Features()
+    {
+        var sae = SaeCommands.SaeOption();
+        var model = new Option<string>("--model") { Description = "Hugging Face model id or local model folder", Required = true };
+        var dataset = new Option<string>("--dataset") { Description = ".txt, .jsonl, .parquet (or a folder of them); pre-tokenized jsonl/parquet detected", Required = true };
+        var tokens = new Option<long?>("--tokens") { Description = "Token budget (default: the whole dataset)" };
+        var output = new Option<string>("--out") { Description = "Output folder: features.jsonl, summary.json, tokens.json", Required = true };
+        var features = new Option<string>("--features") { Description = "Features to analyse: all, or a list such as 0-99,123", DefaultValueFactory = _ => "all" };
+        var top = new Option<int>("--top") { Description = "Top-activating examples per feature", DefaultValueFactory = _ => 20 };
+        var context = new Option<int>("--context") { Description = "Tokens shown on each side of an example", DefaultValueFactory = _ => 8 };
+        var contextSize = new Option<int?>("--context-size") { Description = "Tokens per context window (default: the SAE's context_size, else 128)" };
+        var batch = new Option<int>("--batch-size") { Description = "Context windows per model run", DefaultValueFactory = _ => 8 };
+        var intervals = new Option<int>("--intervals") { Description = "Most activation intervals sampled per feature (even)", DefaultValueFactory = _ => 10 };
+        var seed = new Option<ulong>("--seed") { Description = "Seed of the interval sampling", DefaultValueFactory = _ => 0 };
+        var html = new Option<string?>("--html") { Description = "Also write the HTML dashboard to this folder" };
+        var png = new Option<bool>("--png") { Description = "Also write each feature's activation histogram as OUT/histograms/<i>.png" };
+        var noBos = new Option<bool>("--no-prepend-bos") { Description = "Do not start every window with BOS (default: the SAE's prepend_bos)" };
+        var exclude = new Option<bool>("--exclude-special-tokens") { Description = "Do not count BOS/EOS/pad positions (default: the SAE's setting)" };
+        var textField = new Option<string>("--text-field") { Description = "jsonl field / parquet column holding the text", DefaultValueFactory = _ => "text" };
+        var command = new Command("features", "Feature statistics over a corpus: density, max, top examples, interval samples, histograms, logit effects")
+        {
+            sae, model, dataset, tokens, output, features, top, context, contextSize, batch, intervals, seed, html, png, noBos, exclude, textField,
+        };
+        Cli.SetAction(command, parse =>
+        {
+            string saePath = parse.GetValue(sae)!, ds = parse.GetValue(dataset)!;
+            if (!File.Exists(ds) && !Directory.Exists(ds)) throw new SaeSharpException($"--dataset {ds}: no such file or folder");
+            int dSae;
+            using (var probe = SaeLoader.Load(saePath)) dSae = probe.Cfg.DSae;
+            var data = new ModelDataOptions
+            {
+                ModelPath = ModelSource.Resolve(parse.GetValue(model)!), DatasetPath = ds, Tokens = parse.GetValue(tokens),
+                ContextSize = parse.GetValue(contextSize), PrependBos = parse.GetValue(noBos) ? false : null,
+                ExcludeSpecialTokens = parse.GetValue(exclude) ? true : null, TextField = parse.GetValue(textField)!,
+                BatchSizePrompts = parse.GetValue(batch),
+            };
+            var options = new FeatureAnalysisOptions
+            {
+                Features = FeatureSelection.Parse(parse.GetValue(features), dSae),
+                Statistics = new FeatureStatisticsOptions
+                {
+                    TopExamples = parse.GetValue(top), Context = parse.GetValue(context), Intervals = parse.GetValue(intervals), Seed = parse.GetValue(seed),
+                },
+            };
+            var report = RunWithProgress(saePath, data, options);
+            string outDir = parse.GetValue(output)!;
+            report.Save(outDir);
+            int dead = report.Features.Count(f => f.Firings == 0);
+            Console.WriteLine($"{report.Features.Count:N0} features over {report.Tokens:N0} tokens ({dead:N0} never fired): {Path.Combine(outDir, FeatureReport.FeaturesFile)}");
+            if (parse.GetValue(png))
+                Console.WriteLine($"{HistogramPlot.SaveFeatureHistograms(report, Path.Combine(outDir, "histograms")):N0} histogram PNGs: {Path.Combine(outDir, "histograms")}");
+            if (parse.GetValue(html) is { } site)
+                Console.WriteLine($"dashboard: {DashboardWriter.Write(report, site)}");
+            return 0;
+        });
+        return command;
+    }
+
+    private static FeatureReport RunWithProgress(string saePath, ModelDataOptions data, FeatureAnalysisOptions options)
+    {
+        if (Console.IsOutputRedirected)
+            return FeatureAnalysis.Run(saePath, data, options);
+        FeatureReport? report = null;
+        AnsiConsole.Progress().AutoClear(false)
+            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
+            .Start(ctx =>
+            {
+                var task = ctx.AddTask("features", maxValue: 1);
+                report = FeatureAnalysis.Run(saePath, data, options with
+                {
+                    Progress = p =>
+                    {
+                        task.Description = $"features: {p.Tokens:N0} tokens, {p.TokensPerSecond:N0} tok/s";
+                        if (p.TotalTokens is long t) { task.MaxValue = t; task.Value = Math.Min(p.Tokens, t); }
+                        else task.IsIndeterminate = true;
+                    },
+                });
+                task.Value = task.MaxValue;
+                task.StopTask();
+            });
+        return report!;
+    }
+
+    public static Command Dashboard()
+    {
+        var features = new Option<string>("--features") { Description = "Folder written by `sae features`", Required = true };
+        var output = new Option<string>("--out") { Description = "Site folder (index.html, features/<i>.html, assets/)", Required = true };
+        var command = new Command("dashboard", "Write a self-contained HTML dashboard (index + one page per feature) from `sae features` output")
+        {
+            features, output,
+        };
+        Cli.SetAction(command, parse =>
+        {
+            var report = FeatureReport.Load(parse.GetValue(features)!);
+            Console.WriteLine($"dashboard of {report.Features.Count:N0} features: {DashboardWriter.Write(report, parse.GetValue(output)!)}");
+            return 0;
+        });
+        return command;
+    }
+
+    public static Command Inspect()
+    {
+        var sae = SaeCommands.SaeOption();
+        var model = new Option<string>("--model") { Description = "Hugging Face model id or local model folder", Required = true };
+        var prompt = new Option<string[]>("--prompt") { Description = "Prompt text; repeat it to compare prompts", Required = true, AllowMultipleArgumentsPerToken = false };
+        var top = new Option<int>("--top") { Description = "Top features (and neurons) shown", DefaultValueFactory = _ => 10 };
+        var neurons = new Option<bool>("--neurons") { Description = "Also show the top raw dimensions of the hooked activation (an MLP hook's neurons)" };
+        var html = new Option<string?>("--html") { Description = "Write the view as a self-contained HTML file" };
+        var json = new Option<string?>("--json") { Description = "Write the view as JSON" };
+        var stats = new Option<string?>("--stats") { Description = "A `sae features` folder of this SAE, to show each feature's density" };
+        var noBos = new Option<bool>("--no-prepend-bos") { Description = "Do not start the prompt with BOS (default: the SAE's prepend_bos)" };
+        var command = new Command("inspect", "The top SAE features of a prompt, its tokens shaded by each feature's activation")
+        {
+            sae, model, prompt, top, neurons, html, json, stats, noBos,
+        };
+        Cli.SetAction(command, parse =>
+        {
+            string modelDir = ModelSource.Resolve(parse.GetValue(model)!);
+            var (s, pm) = ModelForSae.LoadWithSae(parse.GetValue(sae)!, modelDir);
+            using (s)
+            using (pm)
+            {
+                var tokenizer = Tokenizer.FromFolder(modelDir);
+                var inspector = new PromptInspector(pm.Model, s, tokenizer, pm.Hooks, parse.GetValue(noBos) ? false : null);
+                var views = parse.GetValue(prompt)!.Select(p => inspector.Inspect(p, parse.GetValue(top), parse.GetValue(neurons))).ToList();
+                var report = parse.GetValue(stats) is { } dir ? FeatureReport.Load(dir) : null;
+                var notes = inspector.Notes(views.SelectMany(v => v.Features.Select(u => u.Index)), report);
+                var cmp = views.Count > 1 ? PromptInspector.Compare(views) : null;
+                Print(views, notes, cmp, inspector.Hook);
+                if (parse.GetValue(json) is { } jsonPath)
+                {
+                    var node = views.Count == 1 ? views[0].ToJson() : new System.Text.Json.Nodes.JsonObject
+                    {
+                        ["prompts"] = new System.Text.Json.Nodes.JsonArray(views.Select(v => (System.Text.Json.Nodes.JsonNode)v.ToJson()).ToArray()),
+                        ["shared"] = new System.Text.Json.Nodes.JsonArray(cmp!.Shared.Select(i => (System.Text.Json.Nodes.JsonNode)i).ToArray()),
+                        ["specific"] = new System.Text.Json.Nodes.JsonArray(cmp.Specific.Select(l =>
+                            (System.Text.Json.Nodes.JsonNode)new System.Text.Json.Nodes.JsonArray(l.Select(i => (System.Text.Json.Nodes.JsonNode)i).ToArray())).ToArray()),
+                    };
+                    AtomicFile.WriteAllText(jsonPath, node.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+                }
+                if (parse.GetValue(html) is { } htmlPath)
+                {
+                    DashboardWriter.WritePromptView(htmlPath, views, notes, cmp, inspector.Hook);
+                    Console.WriteLine($"prompt view: {htmlPath}");
+                }
+            }
+            return 0;
+        });
+        return command;
+    }
+
+    /// <summary>The prompt view on the terminal: each unit's line of tokens with an orange background scaled by activation.</summary>
+    private static void Print(IReadOnlyList<PromptView> views, IReadOnlyDictionary<int, FeatureNote> notes, PromptComparison? cmp, string hook)
+    {
+        for (int v = 0; v < views.Count; v++)
+        {
+            var view = views[v];
+            AnsiConsole.MarkupLine($"[bold]prompt {v + 1}[/] [grey]({Markup.Escape(hook)}, {view.Tokens.Length} tokens)[/]");
+            foreach (var u in view.Features)
+            {
+                notes.TryGetValue(u.Index, out var note);
+                string extra = note is null ? "" : (note.Density is double d ? $"density {DashboardWriter.Percent(d)}  " : "") +
+                    "logits " + string.Join(" ", note.TopLogits.Select(t => JsonSerializer.Serialize(t)));
+                AnsiConsole.MarkupLine($"  [bold]feature {u.Index}[/] sum {u.Sum:0.###}  [grey]{Markup.Escape(extra)}[/]");
+                AnsiConsole.MarkupLine("    " + Shaded(view.TokenStrings, u.Acts));
+            }
+            if (view.Neurons.Count > 0)
+            {
+                AnsiConsole.MarkupLine("  [bold]top neurons[/]");
+                foreach (var u in view.Neurons)
+                {
+                    AnsiConsole.MarkupLine($"  [bold]neuron {u.Index}[/] sum {u.Sum:0.###}");
+                    AnsiConsole.MarkupLine("    " + Shaded(view.TokenStrings, u.Acts));
+                }
+            }
+        }
+        if (cmp is not null)
+        {
+            AnsiConsole.MarkupLine($"[bold]shared by all prompts:[/] {(cmp.Shared.Count == 0 ? "none" : string.Join(", ", cmp.Shared))}");
+            for (int v = 0; v < cmp.Specific.Count; v++)
+                AnsiConsole.MarkupLine($"[bold]only prompt {v + 1}:[/] {(cmp.Specific[v].Count == 0 ? "none" : string.Join(", ", cmp.Specific[v]))}");
+        }
+    }
+
+    private static string Shaded(IReadOnlyList<string> tokens, IReadOnlyList<float> acts)
+    {
+        double max = acts.Select(Math.Abs).DefaultIfEmpty(0).Max();
+        var sb = new System.Text.StringBuilder();
+        for (int i = 0; i < tokens.Count; i++)
+        {
+            string text = Markup.Escape(DashboardWriter.Display(tokens[i]));
+            double a = max > 0 ? Math.Clamp(acts[i] / max, 0, 1) : 0;
+            if (a <= 0) { sb.Append(text); continue; }
+            // Blend white → orange (255, 140 − 60a, 0) by a.
+            int g = (int)(255 - a * (255 - (140 - 60 * a))), b = (int)(255 * (1 - a));
+            sb.Append($"[black on #FF{g:X2}{b:X2}]{text}[/]");
+        }
+        return sb.ToString();
+    }
+}

@@ -1,0 +1,229 @@
+using System.Diagnostics;
+using SaeSharp.Activations;
+using SaeSharp.Interop;
+using SaeSharp.Models;
+using SaeSharp.Saes;
+using SaeSharp.Tokenizers;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Analysis;
+
+/// <summary>Settings of <see cref="FeatureAnalysis.Run(HookedTransformer, Sae, IEnumerable{long[]}, FeatureAnalysisOptions)"/>.</summary>
+public sealed record FeatureAnalysisOptions
+{
+    /// <summary>Features to analyse, in output order (null: all). See <see cref="FeatureSelection.Parse"/>.</summary>
+    public IReadOnlyList<int>? Features { get; init; }
+    public FeatureStatisticsOptions Statistics { get; init; } = new();
+    /// <summary>Context windows per model run.</summary>
+    public int BatchSizePrompts { get; init; } = 8;
+    /// <summary>Use at most this many windows; null: all.</summary>
+    public long? MaxContexts { get; init; }
+    /// <summary>Token ids whose positions are not counted (BOS etc. with <c>exclude_special_tokens</c>).</summary>
+    public IReadOnlyCollection<long>? ExcludeTokenIds { get; init; }
+    /// <summary>Hooks completing the model's weight processing (<see cref="ProcessedModel.Hooks"/>).</summary>
+    public IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? ModelHooks { get; init; }
+    /// <summary>Hook the SAE reads; null: <c>cfg.metadata.hook_name</c>.</summary>
+    public string? Hook { get; init; }
+    public int TopLogits { get; init; } = 10;
+    public int SimilarFeatures { get; init; } = 5;
+    public int AlignedNeurons { get; init; } = 5;
+    /// <summary>Logit columns that are real tokens (the tokenizer's vocabulary size); null: all of W_U.</summary>
+    public int? VocabSize { get; init; }
+    /// <summary>Called after each model batch.</summary>
+    public Action<FeatureProgress>? Progress { get; init; }
+}
+
+/// <summary>Progress of a feature pass: tokens so far, the expected total when known, and elapsed time.</summary>
+public sealed record FeatureProgress(long Tokens, long? TotalTokens, TimeSpan Elapsed)
+{
+    public double TokensPerSecond => Elapsed.TotalSeconds > 0 ? Tokens / Elapsed.TotalSeconds : 0;
+}
+
+/// <summary>Where a feature report's activations came from (written to <c>summary.json</c>).</summary>
+public sealed record FeatureSource
+{
+    public string? Sae { get; init; }
+    public string? Architecture { get; init; }
+    public int DSae { get; init; }
+    public string? Model { get; init; }
+    public string? Hook { get; init; }
+    public string? Dataset { get; init; }
+    public int ContextSize { get; init; }
+    public bool PrependBos { get; init; }
+    /// <summary>SAELens / Neuronpedia id of the SAE (<c>neuronpedia_id</c> in its cfg), for links to neuronpedia.org.</summary>
+    public string? NeuronpediaId { get; init; }
+}
+
+/// <summary>
+/// <c>sae features</c>: one streaming pass of a model over context windows that feeds the SAE's feature activations to a
+/// <see cref="FeatureStatisticsCollector"/>, followed by the weight-based effects of <see cref="FeatureWeights"/>.
+/// </summary>
+public static class FeatureAnalysis
+{
+    /// <summary>Runs <paramref name="model"/> on <paramref name="windows"/> (equal lengths) and collects the statistics of the
+    /// SAE's features at its hook. The report's <see cref="FeatureReport.TokenStrings"/> are left empty (no tokenizer here).</summary>
+    public static FeatureReport Run(HookedTransformer model, Sae sae, IEnumerable<long[]> windows, FeatureAnalysisOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(sae);
+        ArgumentNullException.ThrowIfNull(windows);
+        ArgumentNullException.ThrowIfNull(options);
+        if (options.BatchSizePrompts <= 0) throw new SaeSharpException($"batch size in prompts must be positive, got {options.BatchSizePrompts}");
+        string hook = model.HookPoints.Resolve(options.Hook ?? sae.Cfg.Metadata.HookName
+            ?? throw new SaeSharpException("the SAE's cfg has no metadata.hook_name; give the hook"));
+        var encoder = new SaeEncoder(model, sae, hook, options.ModelHooks);
+        var collector = new FeatureStatisticsCollector(sae.Cfg.DSae, options.Features, options.Statistics);
+        using var featureIndex = tensor(collector.Features.Select(i => (long)i).ToArray());
+        var exclude = options.ExcludeTokenIds ?? [];
+        var clock = Stopwatch.StartNew();
+        int ctx = 0;
+        long? total = null;
+        using var _ = no_grad();
+        foreach (var group in Groups(windows, options.BatchSizePrompts, options.MaxContexts))
+        {
+            using var scope = NewDisposeScope();
+            if (ctx == 0)
+            {
+                ctx = group[0].Length;
+                total = options.MaxContexts * ctx;
+            }
+            var (acts, tokens) = encoder.Encode(group);                              // [b, s, d_sae], [b, s]
+            var selected = collector.Features.Count == sae.Cfg.DSae && IsIdentity(collector.Features) ? acts : acts.index_select(2, featureIndex);
+            var keep = ModelActivationHarvester.KeepMask(tokens, exclude);
+            collector.Add(group, selected, keep);
+            options.Progress?.Invoke(new FeatureProgress(collector.Tokens, total, clock.Elapsed));
+        }
+        if (collector.Windows == 0) throw new SaeSharpException("the dataset gave no context windows (is it shorter than one context?)");
+        var stats = collector.Result();
+        FeatureWeights.Fill(stats, model, sae, hook, options.TopLogits, options.SimilarFeatures, options.AlignedNeurons, options.VocabSize);
+        return new FeatureReport
+        {
+            Source = new FeatureSource
+            {
+                Architecture = sae.Cfg.Architecture, DSae = sae.Cfg.DSae, Model = model.Config.ModelName, Hook = hook,
+                ContextSize = ctx, PrependBos = sae.Cfg.Metadata.PrependBos, NeuronpediaId = NeuronpediaId(sae.Cfg),
+            },
+            Tokens = collector.Tokens,
+            Windows = collector.Windows,
+            Features = stats,
+        };
+    }
+
+    /// <summary>
+    /// <c>sae features --sae DIR --model M --dataset D</c>: loads the SAE (any format) and its model (processed as its cfg
+    /// asks), makes the windows as training did (the SAE's context size and prepend_bos unless <paramref name="data"/> says
+    /// otherwise), runs the pass and decodes the token strings.
+    /// </summary>
+    public static FeatureReport Run(string saePath, ModelDataOptions data, FeatureAnalysisOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(data);
+        var (sae, pm) = ModelForSae.LoadWithSae(saePath, data.ModelPath, data.ModelDtype);
+        using (sae)
+        using (pm)
+        {
+            var meta = sae.Cfg.Metadata;
+            var tokenizer = Tokenizer.FromFolder(data.TokenizerPath ?? data.ModelPath);
+            int ctx = data.ContextSize ?? meta.ContextSize ?? 128;
+            bool bos = data.PrependBos ?? meta.PrependBos;
+            bool exclude = data.ExcludeSpecialTokens ?? meta.ExcludeSpecialTokens ?? false;
+            var report = Run(pm.Model, sae, ModelPipeline.Windows(tokenizer, data.DatasetPath, ctx, bos, data.TextField), options with
+            {
+                BatchSizePrompts = data.BatchSizePrompts,
+                MaxContexts = options.MaxContexts ?? ModelPipeline.ContextsFor(data.Tokens, ctx),
+                ExcludeTokenIds = options.ExcludeTokenIds ?? (exclude ? ModelPipeline.SpecialTokenIds(tokenizer) : null),
+                ModelHooks = pm.Hooks,
+                VocabSize = options.VocabSize ?? Math.Min(tokenizer.VocabSize, pm.Model.Config.DVocab),
+            });
+            report.Source = report.Source with { Sae = saePath, Dataset = data.DatasetPath, PrependBos = bos };
+            report.DecodeTokens(tokenizer);
+            return report;
+        }
+    }
+
+    /// <summary>The cfg's <c>neuronpedia_id</c> (top level or in metadata), or null.</summary>
+    public static string? NeuronpediaId(SaeConfig cfg)
+    {
+        ArgumentNullException.ThrowIfNull(cfg);
+        foreach (var extra in new[] { cfg.Extra, cfg.Metadata.Extra })
+            if (extra?.TryGetValue("neuronpedia_id", out var v) == true && v.ValueKind == System.Text.Json.JsonValueKind.String)
+                return v.GetString();
+        return null;
+    }
+
+    private static bool IsIdentity(IReadOnlyList<int> xs)
+    {
+        for (int i = 0; i < xs.Count; i++) if (xs[i] != i) return false;
+        return true;
+    }
+
+    private static IEnumerable<List<long[]>> Groups(IEnumerable<long[]> windows, int size, long? max)
+    {
+        var group = new List<long[]>(size);
+        long n = 0;
+        foreach (var w in windows)
+        {
+            if (max is long m && n >= m) break;
+            if (group.Count > 0 && w.Length != group[0].Length)
+                throw new SaeSharpException($"context window {n} has {w.Length} tokens, expected {group[0].Length}");
+            group.Add(w);
+            n++;
+            if (group.Count == size)
+            {
+                yield return group;
+                group = new List<long[]>(size);
+            }
+        }
+        if (group.Count > 0) yield return group;
+    }
+}
+
+/// <summary>
+/// Runs a model on token windows and encodes the SAE's hook activation: [windows, pos, d_sae] feature activations.
+/// Handles <c>hook_head_index</c> (one attention head of <c>attn.hook_z</c>).
+/// </summary>
+internal sealed class SaeEncoder
+{
+    private readonly HookedTransformer _model;
+    private readonly Sae _sae;
+    private readonly IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? _hooks;
+    private readonly int? _stop;
+
+    public SaeEncoder(HookedTransformer model, Sae sae, string hook, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks)
+    {
+        _model = model;
+        _sae = sae;
+        Hook = model.HookPoints.Resolve(hook);
+        _hooks = modelHooks;
+        _stop = model.HookPoints.StopAtLayerFor([Hook]);
+    }
+
+    public string Hook { get; }
+
+    /// <summary>Feature activations [b, s, d_sae] and the hook activation [b, s, d] of equal-length windows, and their tokens [b, s].</summary>
+    public (Tensor Feats, Tensor Tokens) Encode(IReadOnlyList<long[]> windows)
+    {
+        var (f, _, t) = EncodeWithInput(windows);
+        return (f, t);
+    }
+
+    public (Tensor Feats, Tensor Input, Tensor Tokens) EncodeWithInput(IReadOnlyList<long[]> windows)
+    {
+        int b = windows.Count, s = windows[0].Length;
+        var flat = new long[(long)b * s];
+        for (int i = 0; i < b; i++) Array.Copy(windows[i], 0, flat, (long)i * s, s);
+        var tokens = tensor(flat).view(b, s);
+        var (logits, cache) = _model.Run(tokens, new RunOptions { StopAtLayer = _stop, Hooks = _hooks, CacheNames = [Hook] });
+        logits?.Dispose();
+        using (cache!)
+        {
+            var act = cache![Hook];
+            if (act.dim() == 4 && _sae.Cfg.Metadata.HookHeadIndex is int h) act = act.select(2, h);
+            var x = ModelActivationHarvester.Rows(act, b, s);
+            if (x.shape[1] != _sae.Cfg.DIn)
+                throw new SaeSharpException($"the SAE has d_in = {_sae.Cfg.DIn} but hook '{Hook}' gives {x.shape[1]} values per token");
+            var f = _sae.Encode(x);
+            return (f.view(b, s, -1), x.view(b, s, -1), tokens);
+        }
+    }
+}

@@ -1,0 +1,282 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using SaeSharp.IO;
+using SaeSharp.Tokenizers;
+
+namespace SaeSharp.Analysis;
+
+/// <summary>
+/// The output of <c>sae features</c>: per-feature statistics and where they came from. On disk (docs/features.md):
+/// <c>features.jsonl</c> (one line per feature, in feature order), <c>summary.json</c> (source, token count, density
+/// table) and <c>tokens.json</c> (display strings of the token ids used).
+/// </summary>
+public sealed class FeatureReport
+{
+    public const string FeaturesFile = "features.jsonl";
+    public const string SummaryFile = "summary.json";
+    public const string TokensFile = "tokens.json";
+
+    public FeatureSource Source { get; set; } = new();
+    /// <summary>Counted tokens (excluded positions left out).</summary>
+    public long Tokens { get; init; }
+    public long Windows { get; init; }
+    public required IReadOnlyList<FeatureStatistics> Features { get; init; }
+    /// <summary>Display string of each token id that appears in the report.</summary>
+    public Dictionary<int, string> TokenStrings { get; init; } = new();
+
+    /// <summary>Every token id the report mentions (examples, contexts, logits).</summary>
+    public IEnumerable<int> TokenIds()
+    {
+        var ids = new HashSet<int>();
+        foreach (var f in Features)
+        {
+            foreach (var e in f.TopExamples.Concat(f.Intervals.SelectMany(i => i.Samples))) ids.UnionWith(e.ContextTokens);
+            foreach (var t in f.TopLogits.Concat(f.BottomLogits)) ids.Add(t.Token);
+        }
+        return ids.Order();
+    }
+
+    /// <summary>Fills <see cref="TokenStrings"/> by decoding each id alone.</summary>
+    public void DecodeTokens(ITextTokenizer tokenizer)
+    {
+        ArgumentNullException.ThrowIfNull(tokenizer);
+        foreach (var id in TokenIds()) TokenStrings[id] = tokenizer.Decode([id]);
+    }
+
+    /// <summary>A token's display string: the decoded text, or <c>&lt;id&gt;</c> when unknown.</summary>
+    public string TokenString(int id) => TokenStrings.TryGetValue(id, out var s) ? s : $"<{id}>";
+
+    /// <summary>Writes features.jsonl, summary.json and tokens.json into <paramref name="dir"/> (each atomically).</summary>
+    public void Save(string dir)
+    {
+        Directory.CreateDirectory(dir);
+        AtomicFile.Write(Path.Combine(dir, FeaturesFile), s =>
+        {
+            foreach (var f in Features)
+            {
+                using (var w = new Utf8JsonWriter(s)) WriteFeature(w, f);
+                s.WriteByte((byte)'\n');
+            }
+        });
+        AtomicFile.WriteAllText(Path.Combine(dir, TokensFile), new JsonObject(TokenStrings.OrderBy(kv => kv.Key)
+            .Select(kv => KeyValuePair.Create(kv.Key.ToString(CultureInfo.InvariantCulture), (JsonNode?)JsonValue.Create(kv.Value)))).ToJsonString(Indented));
+        AtomicFile.WriteAllText(Path.Combine(dir, SummaryFile), SummaryJson().ToJsonString(Indented));
+    }
+
+    private static readonly JsonSerializerOptions Indented = new() { WriteIndented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
+    /// <summary>summary.json: the source, counts and the per-feature density table.</summary>
+    public JsonObject SummaryJson() => new()
+    {
+        ["sae"] = Source.Sae,
+        ["architecture"] = Source.Architecture,
+        ["d_sae"] = Source.DSae,
+        ["model"] = Source.Model,
+        ["hook"] = Source.Hook,
+        ["dataset"] = Source.Dataset,
+        ["context_size"] = Source.ContextSize,
+        ["prepend_bos"] = Source.PrependBos,
+        ["neuronpedia_id"] = Source.NeuronpediaId,
+        ["tokens"] = Tokens,
+        ["windows"] = Windows,
+        ["n_features"] = Features.Count,
+        ["dead_features"] = Features.Count(f => f.Firings == 0),
+        ["features"] = new JsonArray(Features.Select(f => (JsonNode)new JsonObject
+        {
+            ["feature"] = f.Feature, ["density"] = f.Density, ["max_activation"] = f.MaxActivation, ["mean_nonzero"] = f.MeanNonzero,
+        }).ToArray()),
+    };
+
+    private static void WriteFeature(Utf8JsonWriter w, FeatureStatistics f)
+    {
+        w.WriteStartObject();
+        w.WriteNumber("feature", f.Feature);
+        w.WriteNumber("density", f.Density);
+        w.WriteNumber("max_activation", f.MaxActivation);
+        w.WriteNumber("mean_nonzero", f.MeanNonzero);
+        w.WriteNumber("firings", f.Firings);
+        w.WriteStartArray("top_examples");
+        foreach (var e in f.TopExamples) WriteExample(w, e);
+        w.WriteEndArray();
+        w.WriteStartArray("intervals");
+        foreach (var iv in f.Intervals)
+        {
+            w.WriteStartObject();
+            w.WriteNumber("lower", iv.Lower);
+            w.WriteNumber("upper", iv.Upper);
+            w.WriteNumber("count", iv.Count);
+            w.WriteNumber("share", iv.Share);
+            w.WriteStartArray("samples");
+            foreach (var e in iv.Samples) WriteExample(w, e);
+            w.WriteEndArray();
+            w.WriteEndObject();
+        }
+        w.WriteEndArray();
+        w.WritePropertyName("histogram");
+        WriteHistogram(w, f.Histogram);
+        WriteTokenValues(w, "top_logits", f.TopLogits);
+        WriteTokenValues(w, "bottom_logits", f.BottomLogits);
+        if (f.LogitHistogram is not null)
+        {
+            w.WritePropertyName("logit_histogram");
+            WriteHistogram(w, f.LogitHistogram);
+        }
+        WriteSimilarities(w, "similar_features", "feature", f.SimilarFeatures);
+        WriteSimilarities(w, "aligned_neurons", "neuron", f.AlignedNeurons);
+        w.WriteEndObject();
+    }
+
+    private static void WriteExample(Utf8JsonWriter w, ActivationExample e)
+    {
+        w.WriteStartObject();
+        w.WriteNumber("activation", e.Activation);
+        w.WriteNumber("token", e.Token);
+        w.WriteNumber("index", e.Index);
+        w.WriteStartArray("context_tokens");
+        foreach (var t in e.ContextTokens) w.WriteNumberValue(t);
+        w.WriteEndArray();
+        w.WriteStartArray("context_acts");
+        foreach (var a in e.ContextActs) w.WriteNumberValue(a);
+        w.WriteEndArray();
+        w.WriteNumber("window", e.Window);
+        w.WriteNumber("position", e.Position);
+        w.WriteEndObject();
+    }
+
+    private static void WriteHistogram(Utf8JsonWriter w, Histogram h)
+    {
+        w.WriteStartObject();
+        w.WriteStartArray("edges");
+        foreach (var e in h.Edges) w.WriteNumberValue(e);
+        w.WriteEndArray();
+        w.WriteStartArray("counts");
+        foreach (var c in h.Counts) w.WriteNumberValue(c);
+        w.WriteEndArray();
+        w.WriteEndObject();
+    }
+
+    private static void WriteTokenValues(Utf8JsonWriter w, string name, IReadOnlyList<TokenValue> xs)
+    {
+        w.WriteStartArray(name);
+        foreach (var t in xs)
+        {
+            w.WriteStartObject();
+            w.WriteNumber("token", t.Token);
+            w.WriteNumber("value", t.Value);
+            w.WriteEndObject();
+        }
+        w.WriteEndArray();
+    }
+
+    private static void WriteSimilarities(Utf8JsonWriter w, string name, string key, IReadOnlyList<Similarity> xs)
+    {
+        w.WriteStartArray(name);
+        foreach (var s in xs)
+        {
+            w.WriteStartObject();
+            w.WriteNumber(key, s.Index);
+            w.WriteNumber("cosine", s.Cosine);
+            w.WriteEndObject();
+        }
+        w.WriteEndArray();
+    }
+
+    /// <summary>Reads a folder written by <see cref="Save"/>.</summary>
+    public static FeatureReport Load(string dir)
+    {
+        string featuresPath = Path.Combine(dir, FeaturesFile), summaryPath = Path.Combine(dir, SummaryFile);
+        if (!File.Exists(featuresPath)) throw new SaeSharpException($"{dir}: no {FeaturesFile} (write it with `sae features`)");
+        var features = new List<FeatureStatistics>();
+        int lineNo = 0;
+        foreach (var line in File.ReadLines(featuresPath, Encoding.UTF8))
+        {
+            lineNo++;
+            if (string.IsNullOrWhiteSpace(line)) continue;
+            try
+            {
+                using var doc = JsonDocument.Parse(line);
+                features.Add(ReadFeature(doc.RootElement));
+            }
+            catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException or FormatException)
+            {
+                throw new SaeSharpException($"{featuresPath}:{lineNo}: not a feature line ({e.Message})");
+            }
+        }
+        var tokens = new Dictionary<int, string>();
+        string tokensPath = Path.Combine(dir, TokensFile);
+        if (File.Exists(tokensPath))
+        {
+            using var doc = ParseFile(tokensPath);
+            foreach (var p in doc.RootElement.EnumerateObject())
+                tokens[int.Parse(p.Name, CultureInfo.InvariantCulture)] = p.Value.GetString() ?? "";
+        }
+        var report = new FeatureReport { Features = features, TokenStrings = tokens };
+        if (!File.Exists(summaryPath)) return report;
+        using (var doc = ParseFile(summaryPath))
+        {
+            var r = doc.RootElement;
+            string? S(string k) => r.TryGetProperty(k, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString() : null;
+            long L(string k) => r.TryGetProperty(k, out var v) && v.ValueKind == JsonValueKind.Number ? v.GetInt64() : 0;
+            return new FeatureReport
+            {
+                Features = features, TokenStrings = tokens, Tokens = L("tokens"), Windows = L("windows"),
+                Source = new FeatureSource
+                {
+                    Sae = S("sae"), Architecture = S("architecture"), DSae = (int)L("d_sae"), Model = S("model"), Hook = S("hook"),
+                    Dataset = S("dataset"), ContextSize = (int)L("context_size"),
+                    PrependBos = r.TryGetProperty("prepend_bos", out var pb) && pb.ValueKind == JsonValueKind.True,
+                    NeuronpediaId = S("neuronpedia_id"),
+                },
+            };
+        }
+    }
+
+    private static JsonDocument ParseFile(string path)
+    {
+        try
+        {
+            return JsonDocument.Parse(File.ReadAllText(path));
+        }
+        catch (JsonException e)
+        {
+            throw new SaeSharpException($"{path}: invalid JSON ({e.Message})");
+        }
+    }
+
+    private static FeatureStatistics ReadFeature(JsonElement e)
+    {
+        static ActivationExample Ex(JsonElement x) => new(
+            x.GetProperty("activation").GetSingle(), x.GetProperty("token").GetInt32(), x.GetProperty("index").GetInt32(),
+            x.GetProperty("context_tokens").EnumerateArray().Select(t => t.GetInt32()).ToArray(),
+            x.GetProperty("context_acts").EnumerateArray().Select(t => t.GetSingle()).ToArray(),
+            x.GetProperty("window").GetInt64(), x.GetProperty("position").GetInt32());
+        static Histogram H(JsonElement x) => new(
+            x.GetProperty("edges").EnumerateArray().Select(t => t.GetDouble()).ToArray(),
+            x.GetProperty("counts").EnumerateArray().Select(t => t.GetInt64()).ToArray());
+        static List<TokenValue> Tv(JsonElement e, string k) => e.TryGetProperty(k, out var a)
+            ? a.EnumerateArray().Select(t => new TokenValue(t.GetProperty("token").GetInt32(), t.GetProperty("value").GetSingle())).ToList() : [];
+        static List<Similarity> Sim(JsonElement e, string k, string key) => e.TryGetProperty(k, out var a)
+            ? a.EnumerateArray().Select(t => new Similarity(t.GetProperty(key).GetInt32(), t.GetProperty("cosine").GetSingle())).ToList() : [];
+        return new FeatureStatistics
+        {
+            Feature = e.GetProperty("feature").GetInt32(),
+            Density = e.GetProperty("density").GetDouble(),
+            MaxActivation = e.GetProperty("max_activation").GetSingle(),
+            MeanNonzero = e.GetProperty("mean_nonzero").GetDouble(),
+            Firings = e.TryGetProperty("firings", out var fi) ? fi.GetInt64() : 0,
+            TopExamples = e.GetProperty("top_examples").EnumerateArray().Select(Ex).ToList(),
+            Intervals = e.TryGetProperty("intervals", out var ivs)
+                ? ivs.EnumerateArray().Select(iv => new ActivationInterval(iv.GetProperty("lower").GetDouble(), iv.GetProperty("upper").GetDouble(),
+                    iv.GetProperty("count").GetInt64(), iv.GetProperty("share").GetDouble(), iv.GetProperty("samples").EnumerateArray().Select(Ex).ToList())).ToList()
+                : [],
+            Histogram = e.TryGetProperty("histogram", out var h) ? H(h) : new Histogram([], []),
+            TopLogits = Tv(e, "top_logits"),
+            BottomLogits = Tv(e, "bottom_logits"),
+            LogitHistogram = e.TryGetProperty("logit_histogram", out var lh) ? H(lh) : null,
+            SimilarFeatures = Sim(e, "similar_features", "feature"),
+            AlignedNeurons = Sim(e, "aligned_neurons", "neuron"),
+        };
+    }
+}

@@ -1,0 +1,71 @@
+namespace SaeSharp.Analysis;
+
+/// <summary>
+/// One token where a feature fired, with its context: <see cref="ContextTokens"/> are the tokens from
+/// <see cref="Position"/> − context to <see cref="Position"/> + context inside window <see cref="Window"/> (cut at the
+/// window's edges), <see cref="ContextActs"/> the feature's activation on each of them, and
+/// <c>ContextTokens[Index] == Token</c>, <c>ContextActs[Index] == Activation</c>.
+/// </summary>
+public sealed record ActivationExample(float Activation, int Token, int Index, int[] ContextTokens, float[] ContextActs, long Window, int Position);
+
+/// <summary>
+/// A SAEDashboard-style interval of activations [<see cref="Lower"/>, <see cref="Upper"/>): <see cref="Count"/> firings
+/// fell in it (<see cref="Share"/> of all firings of the feature) and <see cref="Samples"/> are drawn uniformly from them
+/// (sorted by activation, descending).
+/// </summary>
+public sealed record ActivationInterval(double Lower, double Upper, long Count, double Share, IReadOnlyList<ActivationExample> Samples);
+
+/// <summary>A histogram: <c>Counts[i]</c> values fell in [<c>Edges[i]</c>, <c>Edges[i+1]</c>).</summary>
+public sealed record Histogram(double[] Edges, long[] Counts)
+{
+    /// <summary>An equal-width histogram of <paramref name="values"/> over [min, max] (the max goes into the last bin).</summary>
+    public static Histogram Of(ReadOnlySpan<float> values, int bins)
+    {
+        if (bins <= 0) throw new ArgumentOutOfRangeException(nameof(bins), bins, "must be positive");
+        if (values.Length == 0) return new Histogram([], []);
+        double lo = double.PositiveInfinity, hi = double.NegativeInfinity;
+        foreach (var v in values) { lo = Math.Min(lo, v); hi = Math.Max(hi, v); }
+        if (hi <= lo) hi = lo + 1e-6;
+        double w = (hi - lo) / bins;
+        var edges = new double[bins + 1];
+        for (int i = 0; i <= bins; i++) edges[i] = lo + i * w;
+        edges[bins] = hi;
+        var counts = new long[bins];
+        foreach (var v in values) counts[Math.Clamp((int)((v - lo) / w), 0, bins - 1)]++;
+        return new Histogram(edges, counts);
+    }
+}
+
+/// <summary>A token and a value (a logit effect).</summary>
+public sealed record TokenValue(int Token, float Value);
+
+/// <summary>Another feature (or a model neuron) and its cosine similarity with this feature's decoder row.</summary>
+public sealed record Similarity(int Index, float Cosine);
+
+/// <summary>
+/// Everything the dashboard shows for one feature: statistics over the corpus (<see cref="Density"/> is the share of
+/// counted tokens with activation &gt; 0) and effects computed from the weights (<see cref="TopLogits"/>: the largest
+/// entries of W_dec[i]·W_U with the final layer norm's scale folded into W_U).
+/// </summary>
+public sealed class FeatureStatistics
+{
+    public required int Feature { get; init; }
+    public required double Density { get; init; }
+    public required float MaxActivation { get; init; }
+    /// <summary>Mean of the non-zero activations (0 when the feature never fired).</summary>
+    public required double MeanNonzero { get; init; }
+    public required long Firings { get; init; }
+    /// <summary>Sorted by activation, descending (ties: earlier in the corpus first).</summary>
+    public required IReadOnlyList<ActivationExample> TopExamples { get; init; }
+    public required IReadOnlyList<ActivationInterval> Intervals { get; init; }
+    /// <summary>Histogram of the non-zero activations (equal-width bins from 0).</summary>
+    public required Histogram Histogram { get; init; }
+    public IReadOnlyList<TokenValue> TopLogits { get; set; } = [];
+    public IReadOnlyList<TokenValue> BottomLogits { get; set; } = [];
+    /// <summary>Histogram of W_dec[i]·W_U over the vocabulary.</summary>
+    public Histogram? LogitHistogram { get; set; }
+    /// <summary>Features whose decoder rows are most similar (cosine, descending).</summary>
+    public IReadOnlyList<Similarity> SimilarFeatures { get; set; } = [];
+    /// <summary>For an MLP hook: the model's neurons most aligned with the decoder row (cosine, or the decoder weight itself for <c>mlp.hook_post</c>).</summary>
+    public IReadOnlyList<Similarity> AlignedNeurons { get; set; } = [];
+}

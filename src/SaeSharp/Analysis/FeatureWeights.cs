@@ -1,0 +1,155 @@
+using SaeSharp.Models;
+using SaeSharp.Saes;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Analysis;
+
+/// <summary>
+/// What a feature does according to the weights alone: its logit effect W_dec[i]·W_U (SAEDashboard's "logit weights":
+/// W_U with the final layer norm's scale folded in, as TransformerLens <c>fold_ln</c> does), the features with the most
+/// similar decoder rows and, for an MLP hook, the most aligned neurons. Decoder rows of a hook that is not in the residual
+/// stream are first mapped into it: <c>mlp.hook_post</c> through W_out, <c>attn.hook_z</c> through W_O.
+/// </summary>
+public static class FeatureWeights
+{
+    /// <summary>Features per chunk of the [features, vocab] products (bounds memory).</summary>
+    private const int Chunk = 256;
+
+    /// <summary>W_U with the final norm's scale folded in, [d_model, d_vocab] float32: diag(γ)·W_U.</summary>
+    public static Tensor FoldedUnembed(HookedTransformer model)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        var p = model.named_parameters().ToDictionary(kv => kv.name, kv => kv.parameter, StringComparer.Ordinal);
+        Tensor Find(string what, params string[] names)
+        {
+            foreach (var n in names) if (p.TryGetValue(n, out var t)) return t;
+            throw new SaeSharpException($"{model.Config.ModelName}: no {what} among the parameters (looked for {string.Join(", ", names)})");
+        }
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var wu = Find("unembedding", "embed_out.weight", "lm_head.weight", "transformer.wte.weight", "model.embed_tokens.weight")
+            .to(ScalarType.Float32);                                                              // [vocab, d]
+        var gamma = Find("final layer norm", "gpt_neox.final_layer_norm.weight", "transformer.ln_f.weight", "model.norm.weight")
+            .to(ScalarType.Float32);
+        if (model.Config.Architecture.StartsWith("gemma", StringComparison.Ordinal)) gamma = gamma + 1; // Gemma's RMSNorm scales by 1 + w
+        return (wu * gamma.unsqueeze(0)).t().contiguous().MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The SAE's decoder rows of <paramref name="features"/> written into the residual stream, [n, d_model].</summary>
+    public static Tensor ResidualDirections(HookedTransformer model, Sae sae, string hook, IReadOnlyList<int> features)
+    {
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var rows = sae.WDec.detach().index_select(0, tensor(features.Select(i => (long)i).ToArray())).to(ScalarType.Float32);
+        hook = model.HookPoints.Resolve(hook);
+        var c = model.Config;
+        Tensor result;
+        if (rows.shape[1] == c.DModel && !hook.EndsWith("mlp.hook_post", StringComparison.Ordinal) && !hook.EndsWith("mlp.hook_pre", StringComparison.Ordinal))
+            result = rows;
+        else if (hook.EndsWith("mlp.hook_post", StringComparison.Ordinal) && rows.shape[1] == c.DMlp)
+            result = rows.matmul(MlpOut(model, model.HookPoints.LayerOf(hook)));
+        else if (hook.EndsWith("attn.hook_z", StringComparison.Ordinal))
+        {
+            var wo = AttnOut(model, model.HookPoints.LayerOf(hook));                             // [h·d_head, d_model]
+            if (rows.shape[1] == wo.shape[0]) result = rows.matmul(wo);
+            else if (sae.Cfg.Metadata.HookHeadIndex is int h && rows.shape[1] == c.DHead)
+                result = rows.matmul(wo.narrow(0, (long)h * c.DHead, c.DHead));
+            else throw new SaeSharpException($"decoder rows of width {rows.shape[1]} do not fit hook '{hook}'");
+        }
+        else throw new SaeSharpException($"hook '{hook}': decoder rows of width {rows.shape[1]} cannot be written into the residual stream (logit effects need a residual-stream, attn/mlp output, mlp.hook_post or attn.hook_z hook)");
+        return result.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>MLP output weights of a layer as [d_mlp, d_model] (rows: each neuron's write direction).</summary>
+    public static Tensor MlpOut(HookedTransformer model, int layer) => Weight(model, model.Config.Architecture == "gpt2"
+        ? ($"transformer.h.{layer}.mlp.c_proj.weight", false)
+        : model.Config.Architecture == "gpt_neox" ? ($"gpt_neox.layers.{layer}.mlp.dense_4h_to_h.weight", true)
+        : ($"model.layers.{layer}.mlp.down_proj.weight", true));
+
+    private static Tensor AttnOut(HookedTransformer model, int layer) => Weight(model, model.Config.Architecture == "gpt2"
+        ? ($"transformer.h.{layer}.attn.c_proj.weight", false)
+        : model.Config.Architecture == "gpt_neox" ? ($"gpt_neox.layers.{layer}.attention.dense.weight", true)
+        : ($"model.layers.{layer}.self_attn.o_proj.weight", true));
+
+    /// <summary>A parameter as [in, out] float32 (Linear weights [out, in] are transposed).</summary>
+    private static Tensor Weight(HookedTransformer model, (string Name, bool Linear) w)
+    {
+        var p = model.named_parameters().FirstOrDefault(kv => kv.name == w.Name).parameter
+            ?? throw new SaeSharpException($"{model.Config.ModelName}: no parameter '{w.Name}'");
+        var t = p.detach().to(ScalarType.Float32);
+        return w.Linear ? t.t() : t;
+    }
+
+    /// <summary>
+    /// Fills <see cref="FeatureStatistics.TopLogits"/>, <see cref="FeatureStatistics.BottomLogits"/>,
+    /// <see cref="FeatureStatistics.LogitHistogram"/>, <see cref="FeatureStatistics.SimilarFeatures"/> and (MLP hooks)
+    /// <see cref="FeatureStatistics.AlignedNeurons"/> of <paramref name="stats"/>.
+    /// </summary>
+    /// <remarks><paramref name="vocabSize"/>: logit columns to consider (the tokenizer's vocabulary; Pythia pads W_U
+    /// beyond it), null for all.</remarks>
+    public static void Fill(IReadOnlyList<FeatureStatistics> stats, HookedTransformer model, Sae sae, string hook,
+        int topLogits = 10, int similar = 5, int neurons = 5, int? vocabSize = null, int logitBins = 40)
+    {
+        ArgumentNullException.ThrowIfNull(stats);
+        using var _ = no_grad();
+        hook = model.HookPoints.Resolve(hook);
+        using var wu = FoldedUnembed(model);
+        int vocab = Math.Min(vocabSize ?? (int)wu.shape[1], (int)wu.shape[1]);
+        using var decNorm = NormalizedRows(sae.WDec.detach().to(ScalarType.Float32));
+        bool mlpOut = hook.EndsWith("hook_mlp_out", StringComparison.Ordinal);
+        bool mlpPost = hook.EndsWith("mlp.hook_post", StringComparison.Ordinal);
+        using var neuronDirs = mlpOut ? NormalizedRows(MlpOut(model, model.HookPoints.LayerOf(hook))) : null;
+        for (int start = 0; start < stats.Count; start += Chunk)
+        {
+            using var scope = NewDisposeScope();
+            var part = stats.Skip(start).Take(Chunk).ToList();
+            var ids = part.Select(s => s.Feature).ToList();
+            var logits = ResidualDirections(model, sae, hook, ids).matmul(wu).narrow(1, 0, vocab).contiguous(); // [n, vocab]
+            int k = Math.Min(topLogits, vocab);
+            var (topV, topI) = logits.topk(k, 1, largest: true, sorted: true);
+            var (botV, botI) = logits.topk(k, 1, largest: false, sorted: true);
+            var lv = logits.data<float>().ToArray();
+            var (tv, ti, bv, bi) = (topV.data<float>().ToArray(), topI.data<long>().ToArray(), botV.data<float>().ToArray(), botI.data<long>().ToArray());
+
+            var idx = tensor(ids.Select(i => (long)i).ToArray());
+            var rows = decNorm.index_select(0, idx);
+            int ks = Math.Max(0, Math.Min(similar, (int)decNorm.shape[0] - 1));
+            float[] svA = [];
+            long[] siA = [];
+            if (ks > 0)
+            {
+                var cos = rows.matmul(decNorm.t());                                               // [n, d_sae]
+                cos.index_put_(tensor(float.NegativeInfinity), arange(ids.Count), idx);          // not itself
+                var (sv, si) = cos.topk(ks, 1);
+                (svA, siA) = (sv.data<float>().ToArray(), si.data<long>().ToArray());
+            }
+
+            float[]? nvA = null; long[]? niA = null;
+            int kn = 0;
+            if ((mlpOut || mlpPost) && neurons > 0)
+            {
+                var align = mlpOut ? rows.matmul(neuronDirs!.t()) : rows;                          // [n, d_mlp]
+                kn = Math.Min(neurons, (int)align.shape[1]);
+                var (nv, ni) = align.topk(kn, 1);
+                (nvA, niA) = (nv.data<float>().ToArray(), ni.data<long>().ToArray());
+            }
+            for (int r = 0; r < part.Count; r++)
+            {
+                var s = part[r];
+                s.TopLogits = Enumerable.Range(0, k).Select(c => new TokenValue((int)ti[r * k + c], tv[r * k + c])).ToList();
+                s.BottomLogits = Enumerable.Range(0, k).Select(c => new TokenValue((int)bi[r * k + c], bv[r * k + c])).ToList();
+                s.LogitHistogram = Histogram.Of(lv.AsSpan(r * vocab, vocab), logitBins);
+                s.SimilarFeatures = Enumerable.Range(0, ks).Select(c => new Similarity((int)siA[r * ks + c], svA[r * ks + c])).ToList();
+                if (nvA is not null)
+                    s.AlignedNeurons = Enumerable.Range(0, kn).Select(c => new Similarity((int)niA![r * kn + c], nvA[r * kn + c])).ToList();
+            }
+        }
+    }
+
+    private static Tensor NormalizedRows(Tensor w)
+    {
+        using var scope = NewDisposeScope();
+        return (w / w.norm(1, keepdim: true).clamp_min(1e-12)).MoveToOuterDisposeScope();
+    }
+}

@@ -1,0 +1,104 @@
+using SaeSharp.IO;
+using ScottPlot;
+
+namespace SaeSharp.Analysis;
+
+/// <summary>A bar of a <see cref="HistogramPlot"/>: [<paramref name="Lower"/>, <paramref name="Upper"/>) with a count and a colour (#rrggbb).</summary>
+public sealed record HistogramBar(double Lower, double Upper, long Count, string Color, string? Label = null);
+
+/// <summary>
+/// Histogram pictures (PNG) drawn with ScottPlot 5: title, axis labels, readable fonts (DejaVu Sans when installed, the
+/// font Debian's fonts-dejavu-core provides), optional log10 y axis with decade labels.
+/// </summary>
+public static class HistogramPlot
+{
+    private const string FontName = "DejaVu Sans";
+    /// <summary>log10(½): where bars start on a log axis.</summary>
+    private static readonly double LogBase = Math.Log10(0.5);
+    private static readonly Lazy<string?> Font = new(() =>
+    {
+        foreach (var path in new[] { "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/fonts/dejavu/DejaVuSans.ttf" })
+        {
+            if (!File.Exists(path)) continue;
+            Fonts.AddFontFile(FontName, path);
+            string bold = Path.Combine(Path.GetDirectoryName(path)!, "DejaVuSans-Bold.ttf");
+            if (File.Exists(bold)) Fonts.AddFontFile(FontName, bold, bold: true);
+            return FontName;
+        }
+        return null;
+    });
+
+    /// <summary>Renders the bars as PNG bytes. With <paramref name="logY"/> the y axis is log10(count), labelled with counts
+    /// at each decade, and bars start at a count of ½ so that a count of 1 stays visible.</summary>
+    public static byte[] Render(IReadOnlyList<HistogramBar> bars, string title, string xLabel, string yLabel, bool logY = false,
+        int width = 640, int height = 360)
+    {
+        ArgumentNullException.ThrowIfNull(bars);
+        var plt = new Plot();
+        if (Font.Value is { } f) plt.Font.Set(f);
+        var list = bars.Where(b => b.Count > 0).Select(b => new Bar
+        {
+            Position = (b.Lower + b.Upper) / 2, Size = b.Upper - b.Lower, Value = logY ? Math.Log10(b.Count) : b.Count,
+            ValueBase = logY ? LogBase : 0,
+            FillColor = Color.FromHex(b.Color), LineWidth = 0,
+        }).ToList();
+        if (list.Count > 0) plt.Add.Bars(list);
+        foreach (var b in bars.Where(b => b.Label is not null))
+        {
+            var t = plt.Add.Text(b.Label!, (b.Lower + b.Upper) / 2, logY ? Math.Log10(Math.Max(1, b.Count)) : b.Count);
+            t.LabelAlignment = Alignment.LowerCenter;
+            t.LabelFontSize = 12;
+            t.LabelFontColor = Color.FromHex("#444444");
+            t.OffsetY = -2;
+        }
+        plt.Title(title);
+        plt.XLabel(xLabel);
+        plt.YLabel(yLabel);
+        if (logY)
+        {
+            var ticks = new ScottPlot.TickGenerators.NumericAutomatic
+            {
+                IntegerTicksOnly = true,
+                LabelFormatter = y => Math.Pow(10, y).ToString("N0", System.Globalization.CultureInfo.InvariantCulture),
+            };
+            plt.Axes.Left.TickGenerator = ticks;
+        }
+        double xmin = bars.Count == 0 ? 0 : bars.Min(b => b.Lower), xmax = bars.Count == 0 ? 1 : bars.Max(b => b.Upper);
+        double ymax = list.Count == 0 ? 1 : list.Max(b => b.Value);
+        double pad = (xmax - xmin) * 0.02;
+        plt.Axes.SetLimits(xmin - pad, xmax + pad, logY ? LogBase : 0, logY ? Math.Max(1, ymax + 0.15) : Math.Max(1, ymax * 1.08));
+        return plt.GetImageBytes(width, height, ImageFormat.Png);
+    }
+
+    /// <summary>Writes <see cref="Render"/>'s PNG to <paramref name="path"/> atomically.</summary>
+    public static void Save(string path, IReadOnlyList<HistogramBar> bars, string title, string xLabel, string yLabel, bool logY = false,
+        int width = 640, int height = 360)
+    {
+        var bytes = Render(bars, title, xLabel, yLabel, logY, width, height);
+        AtomicFile.Write(path, s => s.Write(bytes));
+    }
+
+    /// <summary>A feature's activation histogram (log-density y axis) as PNG bytes.</summary>
+    public static byte[] FeatureActivations(FeatureStatistics f, int width = 640, int height = 360)
+    {
+        ArgumentNullException.ThrowIfNull(f);
+        var h = f.Histogram;
+        var bars = Enumerable.Range(0, h.Counts.Length).Select(i => new HistogramBar(h.Edges[i], h.Edges[i + 1], h.Counts[i], "#e0720b")).ToList();
+        return Render(bars, $"Feature {f.Feature}: activations (density {DashboardWriter.Percent(f.Density)})", "activation", "tokens (log scale)", logY: true, width, height);
+    }
+
+    /// <summary>Writes <c>&lt;feature&gt;.png</c> (<see cref="FeatureActivations"/>) for every feature of the report that fired.</summary>
+    public static int SaveFeatureHistograms(FeatureReport report, string dir)
+    {
+        ArgumentNullException.ThrowIfNull(report);
+        Directory.CreateDirectory(dir);
+        int n = 0;
+        foreach (var f in report.Features.Where(f => f.Firings > 0))
+        {
+            var bytes = FeatureActivations(f);
+            AtomicFile.Write(Path.Combine(dir, $"{f.Feature}.png"), s => s.Write(bytes));
+            n++;
+        }
+        return n;
+    }
+}

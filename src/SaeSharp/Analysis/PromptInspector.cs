@@ -1,0 +1,169 @@
+using System.Text.Json.Nodes;
+using SaeSharp.Models;
+using SaeSharp.Saes;
+using SaeSharp.Tokenizers;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Analysis;
+
+/// <summary>One feature (or neuron) on a prompt: its activation on every token and their sum.</summary>
+public sealed record UnitActivations(int Index, double Sum, float[] Acts);
+
+/// <summary>
+/// The prompt view: the prompt's tokens, the top SAE features by activation summed over the tokens and, on request, the
+/// top raw dimensions of the hooked activation (for an MLP hook, its neurons).
+/// </summary>
+public sealed class PromptView
+{
+    public required string Prompt { get; init; }
+    public required int[] Tokens { get; init; }
+    public required string[] TokenStrings { get; init; }
+    /// <summary>Positions left out of the sums (the BOS the window starts with).</summary>
+    public int SkippedPrefix { get; init; }
+    public required IReadOnlyList<UnitActivations> Features { get; init; }
+    public IReadOnlyList<UnitActivations> Neurons { get; init; } = [];
+
+    /// <summary><c>{"tokens", "token_strs", "features": [{"feature", "sum", "acts"}], "neurons": [{"neuron", "sum", "acts"}]}</c>.</summary>
+    public JsonObject ToJson()
+    {
+        static JsonArray Units(IEnumerable<UnitActivations> xs, string key) => new(xs.Select(u => (JsonNode)new JsonObject
+        {
+            [key] = u.Index, ["sum"] = u.Sum, ["acts"] = new JsonArray(u.Acts.Select(a => (JsonNode)JsonValue.Create(a)).ToArray()),
+        }).ToArray());
+        return new JsonObject
+        {
+            ["prompt"] = Prompt,
+            ["tokens"] = new JsonArray(Tokens.Select(t => (JsonNode)JsonValue.Create(t)).ToArray()),
+            ["token_strs"] = new JsonArray(TokenStrings.Select(t => (JsonNode)JsonValue.Create(t)).ToArray()),
+            ["features"] = Units(Features, "feature"),
+            ["neurons"] = Units(Neurons, "neuron"),
+        };
+    }
+}
+
+/// <summary>What is shown next to a feature in the prompt view: its density over a corpus (when a feature report is given)
+/// and its top logit tokens.</summary>
+public sealed record FeatureNote(double? Density, IReadOnlyList<string> TopLogits);
+
+/// <summary>Features in the top list of every prompt, and per prompt the top features in no other prompt's top list.</summary>
+public sealed record PromptComparison(IReadOnlyList<int> Shared, IReadOnlyList<IReadOnlyList<int>> Specific);
+
+/// <summary>
+/// The nnsight tutorial's flow as a library call: tokenise a prompt as training did (BOS first unless the SAE's cfg says
+/// otherwise), run the model to the SAE's hook, encode, and rank features by activation summed over the prompt's tokens
+/// (the BOS position is shown but not summed).
+/// </summary>
+public sealed class PromptInspector
+{
+    private readonly HookedTransformer _model;
+    private readonly Sae _sae;
+    private readonly ITextTokenizer _tokenizer;
+    private readonly SaeEncoder _encoder;
+    private readonly bool _prependBos;
+
+    /// <param name="model">The model the SAE was trained on (processed as its cfg asks: <see cref="ModelForSae"/>).</param>
+    /// <param name="sae">The SAE.</param>
+    /// <param name="tokenizer">The model's tokenizer.</param>
+    /// <param name="modelHooks">Hooks completing the model's weight processing (<see cref="ProcessedModel.Hooks"/>).</param>
+    /// <param name="prependBos">Start the prompt with BOS; null: the SAE's <c>prepend_bos</c>.</param>
+    /// <param name="hook">Hook the SAE reads; null: <c>cfg.metadata.hook_name</c>.</param>
+    public PromptInspector(HookedTransformer model, Sae sae, ITextTokenizer tokenizer,
+        IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks = null, bool? prependBos = null, string? hook = null)
+    {
+        _model = model ?? throw new ArgumentNullException(nameof(model));
+        _sae = sae ?? throw new ArgumentNullException(nameof(sae));
+        _tokenizer = tokenizer ?? throw new ArgumentNullException(nameof(tokenizer));
+        _encoder = new SaeEncoder(model, sae, hook ?? sae.Cfg.Metadata.HookName
+            ?? throw new SaeSharpException("the SAE's cfg has no metadata.hook_name; give the hook"), modelHooks);
+        _prependBos = prependBos ?? sae.Cfg.Metadata.PrependBos;
+    }
+
+    public string Hook => _encoder.Hook;
+
+    /// <summary>The prompt's token ids as the model sees them (BOS first when prepended).</summary>
+    public long[] Tokenize(string prompt)
+    {
+        var ids = _tokenizer.Encode(prompt).Select(i => (long)i);
+        if (_prependBos)
+        {
+            long bos = _tokenizer.BosTokenId ?? throw new SaeSharpException("prepend_bos is set but the tokenizer has no BOS token");
+            ids = ids.Prepend(bos);
+        }
+        var result = ids.ToArray();
+        if (result.Length == 0) throw new SaeSharpException("the prompt is empty");
+        return result;
+    }
+
+    /// <summary>The top <paramref name="top"/> features (and with <paramref name="neurons"/>, raw dimensions) of a prompt.</summary>
+    public PromptView Inspect(string prompt, int top = 10, bool neurons = false) => Inspect(prompt, Tokenize(prompt), top, neurons);
+
+    /// <summary>As <see cref="Inspect(string, int, bool)"/> on given token ids (the first <paramref name="skipPrefix"/> are not summed;
+    /// null: 1 when the tokens start with BOS and BOS is prepended).</summary>
+    public PromptView Inspect(string prompt, long[] tokens, int top = 10, bool neurons = false, int? skipPrefix = null)
+    {
+        ArgumentNullException.ThrowIfNull(tokens);
+        if (top <= 0) throw new SaeSharpException($"top must be positive, got {top}");
+        int skip = skipPrefix ?? (_prependBos && tokens.Length > 1 && tokens[0] == _tokenizer.BosTokenId ? 1 : 0);
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var (f, x, _) = _encoder.EncodeWithInput([tokens]);
+        var feats = f[0];                                                   // [s, d_sae]
+        var input = x[0];                                                   // [s, d]
+        return new PromptView
+        {
+            Prompt = prompt,
+            Tokens = tokens.Select(t => (int)t).ToArray(),
+            TokenStrings = tokens.Select(t => _tokenizer.Decode([(int)t])).ToArray(),
+            SkippedPrefix = skip,
+            Features = TopUnits(feats, skip, top),
+            Neurons = neurons ? TopUnits(input, skip, top) : [],
+        };
+    }
+
+    private static List<UnitActivations> TopUnits(Tensor acts, int skip, int top)
+    {
+        long s = acts.shape[0], d = acts.shape[1];
+        var counted = skip < s ? acts.narrow(0, skip, s - skip) : acts.narrow(0, 0, 0);
+        var sums = counted.to(ScalarType.Float64).sum(0, keepdim: false);                  // [d]
+        int k = (int)Math.Min(top, d);
+        var (_, idx) = sums.topk(k);
+        var ids = idx.data<long>().ToArray();
+        var sumArr = sums.data<double>().ToArray();
+        var all = acts.t().contiguous().data<float>().ToArray();            // [d, s]
+        return ids.Select(i => new UnitActivations((int)i, sumArr[i], all.AsSpan((int)(i * s), (int)s).ToArray())).ToList();
+    }
+
+    /// <summary>Notes for <paramref name="features"/>: top logit tokens from the weights, density from <paramref name="stats"/>
+    /// (a <c>sae features</c> report of the same SAE) when given.</summary>
+    public IReadOnlyDictionary<int, FeatureNote> Notes(IEnumerable<int> features, FeatureReport? stats = null, int topLogits = 5)
+    {
+        var ids = features.Distinct().ToList();
+        var fs = ids.Select(i => new FeatureStatistics
+        {
+            Feature = i, Density = 0, MaxActivation = 0, MeanNonzero = 0, Firings = 0, TopExamples = [], Intervals = [], Histogram = new([], []),
+        }).ToList();
+        if (fs.Count > 0)
+            FeatureWeights.Fill(fs, _model, _sae, Hook, topLogits, similar: 0, neurons: 0, Math.Min(_tokenizer.VocabSize, _model.Config.DVocab));
+        var density = stats?.Features.ToDictionary(f => f.Feature, f => f.Density);
+        return fs.ToDictionary(f => f.Feature, f => new FeatureNote(
+            density is not null && density.TryGetValue(f.Feature, out var d) ? d : null,
+            f.TopLogits.Select(t => _tokenizer.Decode([t.Token])).ToList()));
+    }
+
+    /// <summary>SAELens's "comparing features across related prompts": the firing features (sum &gt; 0) in the top list of
+    /// every prompt, and per prompt those in no other prompt's top list.</summary>
+    public static PromptComparison Compare(IReadOnlyList<PromptView> views)
+    {
+        ArgumentNullException.ThrowIfNull(views);
+        var tops = views.Select(v => v.Features.Where(u => u.Sum > 0).Select(u => u.Index).ToList()).ToList();
+        var shared = tops.Count == 0 ? [] : tops.Skip(1).Aggregate((IEnumerable<int>)tops[0], (acc, t) => acc.Intersect(t)).ToList();
+        var specific = new List<IReadOnlyList<int>>();
+        for (int i = 0; i < views.Count; i++)
+        {
+            var others = new HashSet<int>(tops.Where((_, j) => j != i).SelectMany(t => t));
+            specific.Add(tops[i].Where(f => !others.Contains(f)).ToList());
+        }
+        return new PromptComparison(shared, specific);
+    }
+}

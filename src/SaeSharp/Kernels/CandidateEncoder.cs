@@ -1,0 +1,444 @@
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using TorchSharp;
+using static SaeSharp.Kernels.TensorPointers;
+using static SaeSharp.Kernels.TopKSelection;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Kernels;
+
+/// <summary>When the TopK family selects through <see cref="CandidateEncoder"/> (<see cref="Saes.SaeTrainingOptions.CandidatePass"/>).</summary>
+public enum CandidatePass
+{
+    /// <summary>Where <see cref="CandidateEncoder.PaysOff"/>: faster than the float32 encoder on the kernel path.</summary>
+    Auto,
+    /// <summary>Wherever a candidate path exists (<see cref="CandidateEncoder.Applies"/>).</summary>
+    On,
+    /// <summary>Never: plain float32 (or, with autocast, bfloat16) pre-activations.</summary>
+    Off,
+}
+
+/// <summary>
+/// Exact per-row top-k of encoder pre-activations x̃·W_enc + b_enc (float32) from a cheap candidate pass: the products are
+/// computed at low precision (bfloat16 through oneDNN on <see cref="KernelPath.Avx512Bf16"/>, int8 with per-row and
+/// per-column scales on the int8 paths, <see cref="Int8Gemm"/>), every entry gets a proven error bound E (docs/exact-topk.md),
+/// each row keeps the latents whose upper bound A + E reaches the k-th largest lower bound A − E, and those candidates
+/// are recomputed in float32 (dot products with W_encᵀ) and ranked. The selected set is then the float32 one: a latent
+/// of the float32 top-k has a value at least the k-th largest lower bound, so its upper bound reaches it too. Ties, and
+/// values within float32 rounding of each other, may be broken differently than by a dense float32 top-k.
+/// </summary>
+internal sealed unsafe class CandidateEncoder : IDisposable
+{
+    private const float Safety = 1f + 1f / 1024;
+    private readonly KernelPath _path;
+    private readonly Tensor _encT;
+    private readonly Tensor _bias;
+    private readonly Tensor? _wbT;
+    private readonly Int8Gemm.Weights? _packed;
+    private readonly float[] _colC;
+    private readonly float[] _colD;
+    private readonly int _dIn;
+    private readonly int _dSae;
+    private readonly double _gamma;
+
+    /// <summary>Whether a candidate pass exists on <paramref name="path"/> for <paramref name="dSae"/> latents (int8
+    /// panels need a multiple of 16).</summary>
+    public static bool Applies(KernelPath path, long dSae) =>
+        path == KernelPath.Avx512Bf16 || path != KernelPath.Scalar && dSae % Int8Gemm.Panel == 0;
+
+    /// <summary>Whether the candidate pass beats a float32 encoder on <paramref name="path"/>, as measured (BENCHMARKS.md):
+    /// with bfloat16 products (oneDNN, AVX512-BF16/AMX). The int8 paths were slower than MKL's float32 product on the
+    /// AVX-512 machine they were measured on, so <see cref="CandidatePass.Auto"/> leaves them off; their speed on
+    /// AVX2-only CPUs is unmeasured (use <see cref="CandidatePass.On"/> to try).</summary>
+    public static bool PaysOff(KernelPath path) => path == KernelPath.Avx512Bf16;
+
+    /// <summary>Whether <paramref name="mode"/> selects through the candidate pass on the current path.</summary>
+    public static bool Use(CandidatePass mode, long dSae) => mode switch
+    {
+        CandidatePass.Off => false,
+        CandidatePass.On => Applies(CpuKernels.Path, dSae),
+        _ => PaysOff(CpuKernels.Path) && Applies(CpuKernels.Path, dSae),
+    };
+
+    /// <param name="encT">W_encᵀ, contiguous float32 [d_sae, d_in] (kept, not copied: keep it alive and unchanged).</param>
+    /// <param name="bEnc">b_enc [d_sae].</param>
+    /// <param name="path">The kernel path; <see cref="KernelPath.Scalar"/> runs the int8 products in plain loops (tests).</param>
+    public CandidateEncoder(Tensor encT, Tensor bEnc, KernelPath path)
+    {
+        if (encT.dtype != ScalarType.Float32 || !encT.is_contiguous() || encT.dim() != 2 || encT.device_type != DeviceType.CPU)
+            throw new ArgumentException("the candidate pass needs W_encᵀ as a contiguous float32 CPU matrix");
+        _path = path;
+        _encT = encT;
+        _dSae = checked((int)encT.shape[0]);
+        _dIn = checked((int)encT.shape[1]);
+        _bias = bEnc.detach().to(ScalarType.Float32).contiguous().clone();
+        // Any summation order of d_in float32 products: |error| ≤ γ·Σ|x_i·w_i| ≤ γ·‖x‖·‖w‖.
+        double u = Math.Pow(2, -24);
+        _gamma = _dIn * u / (1 - _dIn * u);
+        using var scope = NewDisposeScope();
+        double[] quantNorm, errorNorm, wNorm = new double[_dSae];
+        if (path == KernelPath.Avx512Bf16)
+        {
+            var wb = encT.to(ScalarType.BFloat16);
+            _wbT = wb.t().DetachFromDisposeScope();
+            (quantNorm, errorNorm) = (new double[_dSae], new double[_dSae]);
+            Bf16Norms(FloatPtr(encT), UShortPtr(wb), _dSae, _dIn, quantNorm, errorNorm, wNorm);
+        }
+        else
+        {
+            _packed = Int8Gemm.Pack(FloatPtr(encT), _dSae, _dIn, path);
+            (quantNorm, errorNorm) = (_packed.QuantNorm, _packed.ErrorNorm);
+            Bf16Norms(FloatPtr(encT), null, _dSae, _dIn, null, null, wNorm);
+        }
+        _colC = new float[_dSae];
+        _colD = new float[_dSae];
+        for (int j = 0; j < _dSae; j++) { _colC[j] = RoundUp((float)quantNorm[j]); _colD[j] = RoundUp((float)(errorNorm[j] + _gamma * wNorm[j])); }
+    }
+
+    /// <summary>Per row of float32 [rows, d] <paramref name="f"/> (in float64): ‖f‖, and with its bfloat16 rounding
+    /// <paramref name="b"/>, ‖b‖ and ‖b − f‖.</summary>
+    private static void Bf16Norms(float* f, ushort* b, int rows, int d, double[]? quantNorm, double[]? errorNorm, double[] norm) =>
+        Parallel.For(0, rows, r =>
+        {
+            double n = 0, q = 0, e = 0;
+            for (long i = (long)r * d, end = i + d; i < end; i++)
+            {
+                double v = f[i];
+                n += v * v;
+                if (b == null) continue;
+                double h = BitConverter.Int32BitsToSingle(b[i] << 16);
+                q += h * h;
+                e += (h - v) * (h - v);
+            }
+            norm[r] = Math.Sqrt(n);
+            if (b == null) return;
+            quantNorm![r] = Math.Sqrt(q);
+            errorNorm![r] = Math.Sqrt(e);
+        });
+
+    /// <summary>Candidates recomputed in float32 over all calls (per row: compare with k).</summary>
+    public long Candidates => Interlocked.Read(ref _candidates);
+
+    /// <summary>Rows ranked over all calls.</summary>
+    public long Rows => Interlocked.Read(ref _rows);
+
+    private long _candidates;
+    private long _rows;
+
+    /// <summary>The low-precision pre-activations of a chunk and the per-row bound factors, for <see cref="TopK"/>.</summary>
+    public sealed class Approximation : IDisposable
+    {
+        internal required Tensor X { get; init; }
+        internal required Tensor Values { get; init; }
+        internal required bool IncludesBias { get; init; }
+        internal required float[] RowA { get; init; }
+        internal required float[] RowB { get; init; }
+        internal required float Rho { get; init; }
+
+        /// <summary>[rows, d_sae]: bfloat16 products without b_enc, or float32 with it.</summary>
+        public Tensor Pre => Values;
+
+        public void Dispose() { X.Dispose(); Values.Dispose(); }
+    }
+
+    /// <summary>The candidate pass over <paramref name="x"/> (the encoder input x̃, float32 [rows, d_in]).</summary>
+    public Approximation Approximate(Tensor x)
+    {
+        if (x.dtype != ScalarType.Float32 || x.dim() != 2 || x.shape[1] != _dIn)
+            throw new ArgumentException($"the candidate pass needs float32 [rows, {_dIn}] inputs");
+        using var scope = NewDisposeScope();
+        var xc = x.contiguous();
+        int rows = checked((int)xc.shape[0]);
+        var rowA = new float[rows];
+        var rowB = new float[rows];
+        Tensor values;
+        float rho;
+        if (_wbT is not null)
+        {
+            var xb = xc.to(ScalarType.BFloat16);
+            values = xb.mm(_wbT);
+            var (q, e, n) = (new double[rows], new double[rows], new double[rows]);
+            Bf16Norms(FloatPtr(xc), UShortPtr(xb), rows, _dIn, q, e, n);
+            for (int r = 0; r < rows; r++) { rowA[r] = RoundUp((float)(e[r] + _gamma * q[r])); rowB[r] = RoundUp((float)n[r]); }
+            // The product rounded to bfloat16 (8 significant bits): |r − t| ≤ 2⁻⁸/(1 − 2⁻⁸)·|r|; b_enc added in float32.
+            rho = (float)(Math.Pow(2, -8) / (1 - Math.Pow(2, -8)) + Math.Pow(2, -22));
+        }
+        else
+        {
+            int kp = (_dIn + 3) & ~3;
+            var q = new byte[(long)rows * kp];
+            var scale = new float[rows];
+            var norm = new double[rows];
+            var err = new double[rows];
+            values = empty(rows, _dSae, dtype: ScalarType.Float32);
+            fixed (byte* pq = q)
+            {
+                Int8Gemm.QuantizeRows(FloatPtr(xc), rows, _dIn, pq, scale, norm, err);
+                Int8Gemm.Multiply(pq, scale, rows, _packed!, FloatPtr(_bias), FloatPtr(values), get_num_threads());
+            }
+            for (int r = 0; r < rows; r++) { rowA[r] = RoundUp((float)err[r]); rowB[r] = RoundUp((float)norm[r]); }
+            // int32 sums are exact; the dequantisation and the bias add are a few float32 roundings.
+            rho = (float)Math.Pow(2, -20);
+        }
+        return new Approximation
+        {
+            X = xc.DetachFromDisposeScope(), Values = values.DetachFromDisposeScope(), IncludesBias = _wbT is null,
+            RowA = rowA, RowB = rowB, Rho = rho,
+        };
+    }
+
+    /// <summary>The candidate value A (b_enc included) of entry (<paramref name="row"/>, <paramref name="latent"/>) and
+    /// its error bound E: the float32 pre-activation lies in [A − E, A + E] (docs/exact-topk.md).</summary>
+    internal (float Value, float Bound) Entry(Approximation approx, int row, int latent)
+    {
+        float b = _bias[latent].ToSingle();
+        float v = approx.IncludesBias ? approx.Values[row, latent].ToSingle() : approx.Values[row, latent].ToSingle() + b;
+        float e = (approx.RowA[row] * _colC[latent] + approx.RowB[row] * _colD[latent] + approx.Rho * (MathF.Abs(v) + MathF.Abs(b))) * Safety + 1e-30f;
+        return (v, e);
+    }
+
+    /// <summary>The exact float32 top-<paramref name="k"/> of every row, among all latents or, with
+    /// <paramref name="columns"/> (int64 latent indices), among those: values (pre-activations with b_enc) and positions
+    /// (latent indices, or positions in <paramref name="columns"/>), [rows, k], unsorted.</summary>
+    public (Tensor Values, Tensor Indices) TopK(Approximation approx, int k, Tensor? columns = null)
+    {
+        using var scope = NewDisposeScope();
+        int c = columns is null ? _dSae : checked((int)columns.shape[0]);
+        if (k <= 0 || k > c) throw new ArgumentException($"top-k needs 0 < k <= {c}, got {k}");
+        var pre = approx.Values;
+        long[]? map = null;
+        float[] colC = _colC, colD = _colD;
+        Tensor bias = _bias;
+        if (columns is not null)
+        {
+            map = columns.to(ScalarType.Int64).data<long>().ToArray();
+            pre = pre.index_select(1, columns).contiguous();
+            bias = _bias.index_select(0, columns).contiguous();
+            colC = new float[c];
+            colD = new float[c];
+            for (int j = 0; j < c; j++) { colC[j] = _colC[map[j]]; colD[j] = _colD[map[j]]; }
+        }
+        int rows = checked((int)pre.shape[0]);
+        var values = empty(rows, k, dtype: ScalarType.Float32);
+        var indices = empty(rows, k, dtype: ScalarType.Int64);
+        if (rows == 0) return (values.MoveToOuterDisposeScope(), indices.MoveToOuterDisposeScope());
+        bool bf16 = pre.dtype == ScalarType.BFloat16;
+        float* pf = bf16 ? null : FloatPtr(pre);
+        ushort* pb = bf16 ? UShortPtr(pre) : null;
+        float* pBias = FloatPtr(bias), pv = FloatPtr(values), pX = FloatPtr(approx.X), pW = FloatPtr(_encT);
+        long* pi = LongPtr(indices);
+        int threads = Math.Max(1, Math.Min(get_num_threads(), rows));
+        var counts = new long[threads];
+        int dIn = _dIn;
+        float rho = approx.Rho;
+        var rowA = approx.RowA;
+        var rowB = approx.RowB;
+        Parallel.For(0, threads, t =>
+        {
+            int start = (int)((long)rows * t / threads), end = (int)((long)rows * (t + 1) / threads);
+            var lower = new float[c];
+            var upper = new float[c];
+            var cand = new int[c];
+            var heapV = new float[k];
+            var heapI = new long[k];
+            var exactV = new float[k];
+            var exactJ = new long[k];
+            var mark = new byte[c];
+            long count = 0;
+            fixed (float* pl = lower, pu = upper, pc = colC, pd = colD, hv = heapV)
+            fixed (int* pCand = cand)
+            fixed (long* hi = heapI, pMap = map, pEj = exactJ)
+            fixed (float* pEv = exactV)
+            fixed (byte* pMark = mark)
+            {
+                for (int r = start; r < end; r++)
+                {
+                    bool finite = Bounds(pf is null ? null : pf + (long)r * c, pb is null ? null : pb + (long)r * c, pBias, pc, pd,
+                        rowA[r], rowB[r], rho, c, pl, pu);
+                    float* xr = pX + (long)r * dIn;
+                    int filled = 0, n;
+                    if (finite)
+                    {
+                        // Any k latents' exact values bound the k-th largest from below; the k largest upper bounds
+                        // give a bound close to it (tighter than the k-th largest lower bound, about E higher).
+                        for (int j = 0; j < c; j++)
+                        {
+                            if (filled < k) Push(pu[j], j, hv, hi, filled++);
+                            else Offer(pu[j], j, hv, hi, k);
+                        }
+                        float tau = float.PositiveInfinity;
+                        for (int l = 0; l < k; l++)
+                        {
+                            int j = (int)hi[l];
+                            pMark[j] = 1;
+                            float v = SparseKernels.Dot(xr, pW + (pMap is null ? j : pMap[j]) * dIn, dIn) + pBias[j];
+                            pEv[l] = v;
+                            pEj[l] = j;
+                            tau = MathF.Min(tau, v);
+                        }
+                        if (float.IsNaN(tau)) tau = KthLargest(pl, c, k, hv);
+                        n = Above(pu, c, tau, pCand);
+                        filled = 0;
+                        for (int l = 0; l < k; l++)
+                        {
+                            if (float.IsNaN(pEv[l])) continue;
+                            if (filled < k) Push(pEv[l], pEj[l], hv, hi, filled++);
+                            else Offer(pEv[l], pEj[l], hv, hi, k);
+                        }
+                        count += k;
+                    }
+                    else
+                    {
+                        n = c;
+                        for (int j = 0; j < c; j++) pCand[j] = j;
+                    }
+                    for (int e = 0; e < n; e++)
+                    {
+                        int j = pCand[e];
+                        if (pMark[j] != 0) continue;
+                        long latent = pMap is null ? j : pMap[j];
+                        float v = SparseKernels.Dot(xr, pW + latent * dIn, dIn) + pBias[j];
+                        count++;
+                        if (float.IsNaN(v)) continue;
+                        if (filled < k) Push(v, j, hv, hi, filled++);
+                        else Offer(v, j, hv, hi, k);
+                    }
+                    if (finite) for (int l = 0; l < k; l++) pMark[pEj[l]] = 0;
+                    for (int j = 0; filled < k && j < c; j++)
+                    {
+                        // Fewer than k non-NaN values (a NaN row): pad with positions not yet taken.
+                        bool taken = false;
+                        for (int l = 0; l < filled; l++) taken |= hi[l] == j;
+                        if (!taken) { hv[filled] = float.NaN; hi[filled++] = j; }
+                    }
+                    new Span<float>(hv, k).CopyTo(new Span<float>(pv + (long)r * k, k));
+                    new Span<long>(hi, k).CopyTo(new Span<long>(pi + (long)r * k, k));
+                }
+            }
+            counts[t] = count;
+        });
+        Interlocked.Add(ref _candidates, counts.Sum());
+        Interlocked.Add(ref _rows, rows);
+        return (values.MoveToOuterDisposeScope(), indices.MoveToOuterDisposeScope());
+    }
+
+    /// <summary>lower/upper = A ∓ E for one row, A the float32 value (<paramref name="f"/>, b_enc included) or the bfloat16
+    /// product plus b_enc (<paramref name="b"/>, widened into <paramref name="upper"/> first); false when a value or a
+    /// bound is not finite (the row is then recomputed whole).</summary>
+    private static bool Bounds(float* f, ushort* b, float* bias, float* colC, float* colD, float a, float bRow, float rho, int c, float* lower, float* upper)
+    {
+        int w = Vector<float>.Count, j = 0;
+        if (f == null)
+        {
+            int wu = Vector<ushort>.Count;
+            for (; j + wu <= c; j += wu)
+            {
+                Vector.Widen(Unsafe.ReadUnaligned<Vector<ushort>>(b + j), out var lo, out var hi);
+                Unsafe.WriteUnaligned(upper + j, Vector.AsVectorSingle(Vector.ShiftLeft(lo, 16)) + Unsafe.ReadUnaligned<Vector<float>>(bias + j));
+                Unsafe.WriteUnaligned(upper + j + w, Vector.AsVectorSingle(Vector.ShiftLeft(hi, 16)) + Unsafe.ReadUnaligned<Vector<float>>(bias + j + w));
+            }
+            for (; j < c; j++) upper[j] = BitConverter.Int32BitsToSingle(b[j] << 16) + bias[j];
+            f = upper;
+            j = 0;
+        }
+        var va = new Vector<float>(a);
+        var vb = new Vector<float>(bRow);
+        var vr = new Vector<float>(rho);
+        var vs = new Vector<float>(Safety);
+        var tiny = new Vector<float>(1e-30f);
+        var inf = new Vector<float>(float.PositiveInfinity);
+        var bad = Vector<int>.Zero;
+        for (; j + w <= c; j += w)
+        {
+            var v = Unsafe.ReadUnaligned<Vector<float>>(f + j);
+            var e = (va * Unsafe.ReadUnaligned<Vector<float>>(colC + j) + vb * Unsafe.ReadUnaligned<Vector<float>>(colD + j)
+                     + vr * (Vector.Abs(v) + Vector.Abs(Unsafe.ReadUnaligned<Vector<float>>(bias + j)))) * vs + tiny;
+            var lo = v - e;
+            var hi = v + e;
+            bad |= ~Vector.LessThan(Vector.Abs(lo), inf) | ~Vector.LessThan(Vector.Abs(hi), inf);
+            Unsafe.WriteUnaligned(lower + j, lo);
+            Unsafe.WriteUnaligned(upper + j, hi);
+        }
+        bool ok = Vector.EqualsAll(bad, Vector<int>.Zero);
+        for (; j < c; j++)
+        {
+            float v = f[j];
+            float e = (a * colC[j] + bRow * colD[j] + rho * (MathF.Abs(v) + MathF.Abs(bias[j]))) * Safety + 1e-30f;
+            lower[j] = v - e;
+            upper[j] = v + e;
+            ok &= float.IsFinite(lower[j]) && float.IsFinite(upper[j]);
+        }
+        return ok;
+    }
+
+    /// <summary>The k-th largest of c finite values (a size-k min-heap; vectors below its minimum are skipped).</summary>
+    private static float KthLargest(float* v, int c, int k, float* heap)
+    {
+        for (int j = 0; j < k; j++) PushValue(v[j], heap, j);
+        int w = Vector<float>.Count, i = k;
+        for (; i < c && (i % w) != 0; i++) OfferValue(v[i], heap, k);
+        for (; i + w <= c; i += w)
+        {
+            if (!Vector.GreaterThanAny(Unsafe.ReadUnaligned<Vector<float>>(v + i), new Vector<float>(heap[0]))) continue;
+            for (int l = i; l < i + w; l++) OfferValue(v[l], heap, k);
+        }
+        for (; i < c; i++) OfferValue(v[i], heap, k);
+        return heap[0];
+    }
+
+    /// <summary>The positions j with v[j] ≥ τ, in increasing order; returns their count.</summary>
+    private static int Above(float* v, int c, float tau, int* dst)
+    {
+        int n = 0, w = Vector<float>.Count, j = 0;
+        var t = new Vector<float>(tau);
+        for (; j + w <= c; j += w)
+        {
+            if (!Vector.GreaterThanOrEqualAny(Unsafe.ReadUnaligned<Vector<float>>(v + j), t)) continue;
+            for (int l = j; l < j + w; l++) if (v[l] >= tau) dst[n++] = l;
+        }
+        for (; j < c; j++) if (v[j] >= tau) dst[n++] = j;
+        return n;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void PushValue(float v, float* h, int c)
+    {
+        h[c] = v;
+        while (c > 0)
+        {
+            int parent = (c - 1) >> 1;
+            if (h[parent] <= h[c]) break;
+            (h[parent], h[c]) = (h[c], h[parent]);
+            c = parent;
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void OfferValue(float v, float* h, int k)
+    {
+        if (!(v > h[0])) return;
+        int c = 0;
+        while (true)
+        {
+            int l = 2 * c + 1;
+            if (l >= k) break;
+            int r = l + 1;
+            int s = r < k && h[r] < h[l] ? r : l;
+            if (h[s] >= v) break;
+            h[c] = h[s];
+            c = s;
+        }
+        h[c] = v;
+    }
+
+    /// <summary><paramref name="v"/> rounded up to the next float above (a bound computed in float64 stays a bound).</summary>
+    private static float RoundUp(float v) => float.IsFinite(v) ? MathF.BitIncrement(MathF.Abs(v)) : float.PositiveInfinity;
+
+    public void Dispose()
+    {
+        _bias.Dispose();
+        _wbT?.Dispose();
+        _packed?.Dispose();
+    }
+}

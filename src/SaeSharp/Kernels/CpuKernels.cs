@@ -1,0 +1,136 @@
+using System.Runtime.Intrinsics.X86;
+
+namespace SaeSharp.Kernels;
+
+/// <summary>The instruction-set paths of SaeSharp's CPU kernels, lowest first. Each path uses only what its name says,
+/// so forcing a lower one on a bigger CPU runs the code a smaller CPU would (not at its speed).</summary>
+public enum KernelPath
+{
+    /// <summary>Plain loops; no candidate pass (the TopK family selects on float32 pre-activations).</summary>
+    Scalar,
+    /// <summary>AVX2 + FMA (e.g. AMD Zen 2): int8 candidate products with <c>vpmaddubsw</c>/<c>vpmaddwd</c> on 256-bit vectors.</summary>
+    Avx2,
+    /// <summary>AVX2 + AVX-VNNI: int8 candidate products with 256-bit <c>vpdpbusd</c>.</summary>
+    AvxVnni,
+    /// <summary>AVX-512 F/BW/VL: int8 candidate products with <c>vpmaddubsw</c>/<c>vpmaddwd</c> on 512-bit vectors.</summary>
+    Avx512,
+    /// <summary>AVX-512 with AVX512-BF16 or AMX-BF16: bfloat16 candidate products through libtorch/oneDNN.</summary>
+    Avx512Bf16,
+}
+
+/// <summary>
+/// Runtime kernel dispatch: the CPU's features are read once, the best <see cref="KernelPath"/> they allow is chosen,
+/// and the environment variable <c>SAESHARP_KERNELS</c> (<c>avx512bf16</c>, <c>avx512</c>, <c>avxvnni</c>, <c>avx2</c>,
+/// <c>scalar</c>) or <see cref="Path"/> forces a lower one (a path the CPU lacks is refused). ARM NEON has no path of
+/// its own yet: such CPUs run <see cref="KernelPath.Scalar"/> (the float32 selection) and the <see cref="System.Numerics.Vector{T}"/>
+/// kernels, which the .NET JIT maps to NEON.
+/// </summary>
+public static class CpuKernels
+{
+    /// <summary>Environment variable that forces a lower <see cref="KernelPath"/>.</summary>
+    public const string EnvironmentVariable = "SAESHARP_KERNELS";
+
+    private static readonly Lazy<HashSet<string>> CpuFlags = new(ReadCpuFlags);
+    private static readonly Lazy<KernelPath> BestPath = new(DetectBest);
+    private static KernelPath? _forced;
+    private static int _logged;
+
+    /// <summary>The best path this CPU supports.</summary>
+    public static KernelPath Best => BestPath.Value;
+
+    /// <summary>The path the kernels take: <see cref="Best"/>, or the lower one forced by <c>SAESHARP_KERNELS</c> or by
+    /// setting this property (null restores the default).</summary>
+    public static KernelPath Path
+    {
+        get => _forced ?? FromEnvironment() ?? Best;
+        set => _forced = Check(value);
+    }
+
+    /// <summary>Resets <see cref="Path"/> to the environment's or the CPU's choice.</summary>
+    public static void ResetPath() => _forced = null;
+
+    /// <summary>Every path this CPU can run, lowest first (the paths the tests compare with the reference).</summary>
+    public static IReadOnlyList<KernelPath> Supported =>
+        Enum.GetValues<KernelPath>().Where(p => p <= Best && (p != KernelPath.AvxVnni || AvxVnni.IsSupported)).ToList();
+
+    /// <summary>Whether the CPU has bfloat16 dot products (AVX512-BF16 or AMX-BF16), where oneDNN's bfloat16 matmul runs
+    /// at two to three times the float32 rate; without them bfloat16 matmuls are emulated and slower than float32.</summary>
+    public static bool HasBf16 => CpuFlags.Value.Contains("avx512_bf16") || CpuFlags.Value.Contains("amx_bf16");
+
+    /// <summary>The name <c>SAESHARP_KERNELS</c> takes for a path.</summary>
+    public static string Name(KernelPath p) => p.ToString().ToLowerInvariant();
+
+    /// <summary>Parses a <c>SAESHARP_KERNELS</c> value.</summary>
+    public static KernelPath Parse(string name) =>
+        Enum.GetValues<KernelPath>().FirstOrDefault(p => Name(p) == name.Trim().ToLowerInvariant(), (KernelPath)(-1)) is var p && p >= 0
+            ? p
+            : throw new SaeSharpException($"{EnvironmentVariable}={name}: expected one of {string.Join(", ", Enum.GetValues<KernelPath>().Select(Name))}");
+
+    /// <summary>One line: the CPU model, its vector features and the chosen path (logged once by <see cref="LogOnce"/>).</summary>
+    public static string Describe()
+    {
+        var f = CpuFlags.Value;
+        string[] shown = ["avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "asimd"];
+        var have = shown.Where(f.Contains).ToList();
+        string forced = Path != Best ? $" (forced; best {Name(Best)})" : "";
+        return $"CPU {CpuModel()}; features {(have.Count == 0 ? "none of interest" : string.Join(" ", have))}; kernels {Name(Path)}{forced}";
+    }
+
+    /// <summary>Writes <see cref="Describe"/> once per process to <paramref name="write"/> (the CLI's <c>--verbose</c>).</summary>
+    public static void LogOnce(Action<string> write)
+    {
+        if (Interlocked.Exchange(ref _logged, 1) == 0) write(Describe());
+    }
+
+    private static KernelPath? FromEnvironment()
+    {
+        var v = Environment.GetEnvironmentVariable(EnvironmentVariable);
+        return string.IsNullOrWhiteSpace(v) ? null : Check(Parse(v));
+    }
+
+    private static KernelPath Check(KernelPath p)
+    {
+        if (p > Best || p == KernelPath.AvxVnni && !AvxVnni.IsSupported)
+            throw new SaeSharpException($"kernel path {Name(p)} needs instructions this CPU lacks (best: {Name(Best)})");
+        return p;
+    }
+
+    private static KernelPath DetectBest()
+    {
+        if (Avx512F.IsSupported && Avx512BW.IsSupported && Avx512F.VL.IsSupported && Avx512BW.VL.IsSupported)
+            return HasBf16 ? KernelPath.Avx512Bf16 : KernelPath.Avx512;
+        if (Avx2.IsSupported && Fma.IsSupported) return AvxVnni.IsSupported ? KernelPath.AvxVnni : KernelPath.Avx2;
+        return KernelPath.Scalar;
+    }
+
+    private static HashSet<string> ReadCpuFlags()
+    {
+        var flags = new HashSet<string>(StringComparer.Ordinal);
+        try
+        {
+            if (!OperatingSystem.IsLinux() || !File.Exists("/proc/cpuinfo")) return flags;
+            foreach (var line in File.ReadLines("/proc/cpuinfo"))
+            {
+                if (!line.StartsWith("flags", StringComparison.Ordinal) && !line.StartsWith("Features", StringComparison.Ordinal)) continue;
+                flags.UnionWith(line[(line.IndexOf(':') + 1)..].Split(' ', StringSplitOptions.RemoveEmptyEntries));
+                break;
+            }
+        }
+        catch (IOException) { }
+        catch (UnauthorizedAccessException) { }
+        return flags;
+    }
+
+    private static string CpuModel()
+    {
+        try
+        {
+            if (OperatingSystem.IsLinux() && File.Exists("/proc/cpuinfo"))
+                foreach (var line in File.ReadLines("/proc/cpuinfo"))
+                    if (line.StartsWith("model name", StringComparison.Ordinal)) return line[(line.IndexOf(':') + 1)..].Trim();
+        }
+        catch (IOException) { }
+        catch (UnauthorizedAccessException) { }
+        return System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture.ToString();
+    }
+}

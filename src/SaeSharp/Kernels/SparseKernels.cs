@@ -1,0 +1,323 @@
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using TorchSharp;
+using static SaeSharp.Kernels.TensorPointers;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Kernels;
+
+/// <summary>
+/// CPU kernels over row-indexed float32 matrices for <see cref="SparseLatents"/>: libtorch's sparse·dense product runs
+/// its nnz loop on one thread, and a gather-then-reduce formulation materialises nnz·d floats. These work in place,
+/// vectorised (<see cref="Vector{T}"/>) and split over torch's thread count.
+/// </summary>
+internal static unsafe class SparseKernels
+{
+    /// <summary>dst[dstRow[e]] += scale[e] · src[srcRow[e]] for every entry e (dst, src: contiguous float32 [·, d];
+    /// indices int64). See <see cref="SumRows"/>.</summary>
+    public static void ScatterAddRows(Tensor dst, Tensor dstRow, Tensor src, Tensor srcRow, Tensor scale) =>
+        Scatter(dst, dstRow, src, srcRow, scale, accumulate: true);
+
+    /// <summary>A new [rows, d] matrix whose row r is Σ_{e: dstRow[e] = r} scale[e] · src[srcRow[e]] (zero for rows
+    /// without entries). The entries are grouped by destination row (a counting sort), and each thread owns a range of
+    /// destination rows holding about the same number of entries: a row is written once, from L1, by one thread, and
+    /// the source rows are read whole.</summary>
+    public static Tensor SumRows(long rows, Tensor dstRow, Tensor src, Tensor srcRow, Tensor scale)
+    {
+        var dst = empty(rows, src.shape[1], dtype: ScalarType.Float32);
+        Scatter(dst, dstRow, src, srcRow, scale, accumulate: false);
+        return dst;
+    }
+
+    /// <summary>The transpose of <see cref="SumRows"/>, contiguous [d, rows]: rows are summed in tiles of 16 in a scratch
+    /// buffer and written out as 16-float runs (one cache line), so no strided copy follows (the encoder gradient
+    /// W_enc [d_in, d_sae] from latent rows).</summary>
+    public static Tensor SumRowsTransposed(long rows, Tensor dstRow, Tensor src, Tensor srcRow, Tensor scale)
+    {
+        var dst = empty(src.shape[1], rows, dtype: ScalarType.Float32);
+        Scatter(dst, dstRow, src, srcRow, scale, accumulate: false, transposed: true);
+        return dst;
+    }
+
+    private const int TransposeTile = 16;
+
+    private static void Scatter(Tensor dst, Tensor dstRow, Tensor src, Tensor srcRow, Tensor scale, bool accumulate, bool transposed = false)
+    {
+        long d = src.shape[1];
+        long dstRows = transposed ? dst.shape[1] : dst.shape[0];
+        Check(dst, transposed ? dstRows : d); Check(src, d);
+        if (transposed && dst.shape[0] != d) throw new ArgumentException($"transposed sparse kernel needs a [{d}, {dstRows}] output");
+        long nnz = dstRow.shape[0];
+        long srcRows = src.shape[0];
+        if (srcRow.shape[0] != nnz || scale.shape[0] != nnz)
+            throw new ArgumentException($"sparse kernel needs {nnz} source rows and scales, got {srcRow.shape[0]} and {scale.shape[0]}");
+        if (scale.dtype != ScalarType.Float32) throw new ArgumentException($"sparse kernel needs float32 values, got {scale.dtype}");
+        using var dr = dstRow.contiguous();
+        using var sr = srcRow.contiguous();
+        using var sc = scale.contiguous();
+        float* pDst = FloatPtr(dst), pSrc = FloatPtr(src), pScale = FloatPtr(sc);
+        long* pDr = LongPtr(dr), pSr = LongPtr(sr);
+        // Counting sort of the entries by destination row (stable).
+        var offsets = new long[dstRows + 1];
+        for (long e = 0; e < nnz; e++)
+        {
+            long r = pDr[e], s = pSr[e];
+            if ((ulong)r >= (ulong)dstRows || (ulong)s >= (ulong)srcRows) throw new IndexOutOfRangeException($"sparse entry {e}: row {r} or {s} out of range");
+            offsets[r + 1]++;
+        }
+        for (long r = 0; r < dstRows; r++) offsets[r + 1] += offsets[r];
+        var order = new long[nnz];
+        var next = new long[dstRows];
+        Array.Copy(offsets, next, dstRows);
+        for (long e = 0; e < nnz; e++) order[next[pDr[e]]++] = e;
+        int threads = (int)Math.Max(1, Math.Min(get_num_threads(), dstRows));
+        // Thread t owns the rows whose entries start in [t·nnz/threads, (t+1)·nnz/threads).
+        var bounds = new long[threads + 1];
+        bounds[threads] = dstRows;
+        for (int t = 1; t < threads; t++)
+        {
+            long target = nnz * t / threads;
+            long lo = bounds[t - 1], hi = dstRows;
+            while (lo < hi) { long mid = (lo + hi) >> 1; if (offsets[mid] < target) lo = mid + 1; else hi = mid; }
+            bounds[t] = transposed ? Math.Max(bounds[t - 1], lo / TransposeTile * TransposeTile) : lo;
+        }
+        if (transposed)
+        {
+            Parallel.For(0, threads, t =>
+            {
+                var scratch = new float[TransposeTile * d];
+                fixed (long* pOff = offsets, pOrder = order)
+                fixed (float* pTile = scratch)
+                {
+                    for (long r0 = bounds[t]; r0 < bounds[t + 1]; r0 += TransposeTile)
+                    {
+                        int tile = (int)Math.Min(TransposeTile, bounds[t + 1] - r0);
+                        new Span<float>(pTile, checked(tile * (int)d)).Clear();
+                        for (int l = 0; l < tile; l++)
+                        {
+                            float* row = pTile + l * d;
+                            for (long o = pOff[r0 + l]; o < pOff[r0 + l + 1]; o++)
+                            {
+                                long e = pOrder[o];
+                                Axpy(pScale[e], pSrc + pSr[e] * d, row, 0, d);
+                            }
+                        }
+                        for (long j = 0; j < d; j++)
+                        {
+                            float* outRun = pDst + j * dstRows + r0;
+                            for (int l = 0; l < tile; l++) outRun[l] = pTile[l * d + j];
+                        }
+                    }
+                }
+            });
+            return;
+        }
+        Parallel.For(0, threads, t =>
+        {
+            fixed (long* pOff = offsets, pOrder = order)
+            {
+                for (long r = bounds[t]; r < bounds[t + 1]; r++)
+                {
+                    float* row = pDst + r * d;
+                    if (!accumulate) new Span<float>(row, checked((int)d)).Clear();
+                    for (long o = pOff[r]; o < pOff[r + 1]; o++)
+                    {
+                        long e = pOrder[o];
+                        Axpy(pScale[e], pSrc + pSr[e] * d, row, 0, d);
+                    }
+                }
+            }
+        });
+    }
+
+    /// <summary>out[e] = ⟨a[aRow[e]], b[bRow[e]]⟩ (a, b: contiguous float32 [·, d]); returns [nnz].</summary>
+    public static Tensor RowDots(Tensor a, Tensor aRow, Tensor b, Tensor bRow)
+    {
+        long d = a.shape[1];
+        Check(a, d); Check(b, d);
+        long nnz = aRow.shape[0];
+        var result = empty(nnz, dtype: ScalarType.Float32);
+        if (nnz == 0) return result;
+        using var ar = aRow.contiguous();
+        using var br = bRow.contiguous();
+        float* pa = FloatPtr(a), pb = FloatPtr(b), pOut = FloatPtr(result);
+        long* pAr = LongPtr(ar), pBr = LongPtr(br);
+        long aRows = a.shape[0], bRows = b.shape[0];
+        RowRanges.For(nnz, (start, end) =>
+        {
+            for (long e = start; e < end; e++)
+            {
+                long r = pAr[e], s = pBr[e];
+                if ((ulong)r >= (ulong)aRows || (ulong)s >= (ulong)bRows) throw new IndexOutOfRangeException($"sparse entry {e}: row {r} or {s} out of range");
+                pOut[e] = Dot(pa + r * d, pb + s * d, d);
+            }
+        });
+        return result;
+    }
+
+
+    /// <summary>
+    /// The positive (non-NaN) entries of a contiguous float32 or bfloat16 [rows, d] CPU matrix in row-major order: row and
+    /// column indices (int64) and, with <paramref name="values"/>, the values (float32), or null when there are more
+    /// than <paramref name="maxCount"/> (two parallel passes: count, then fill).
+    /// </summary>
+    public static (Tensor Rows, Tensor Cols, Tensor? Values)? PositiveEntries(Tensor m, long maxCount = long.MaxValue, bool values = true)
+    {
+        bool bf16 = m.dtype == ScalarType.BFloat16;
+        long d = m.shape[1];
+        if (bf16) Bf16Kernels.CheckMatrix(m, "PositiveEntries");
+        else Check(m, d);
+        using var c = m.contiguous();
+        long rows = c.shape[0];
+        float* pm = bf16 ? null : FloatPtr(c);
+        short* pb = bf16 ? ShortPtr(c) : null;
+        var counts = new long[rows];
+        RowRanges.For(rows, (start, end) =>
+        {
+            for (long r = start; r < end; r++)
+                counts[r] = bf16 ? CountPositive(pb + r * d, d) : CountPositive(pm + r * d, d);
+        });
+        var offsets = new long[rows + 1];
+        for (long r = 0; r < rows; r++) offsets[r + 1] = offsets[r] + counts[r];
+        long total = offsets[rows];
+        if (total > maxCount) return null;
+        var rowIdx = empty(total, dtype: ScalarType.Int64);
+        var colIdx = empty(total, dtype: ScalarType.Int64);
+        var vals = values ? empty(total, dtype: ScalarType.Float32) : null;
+        if (total == 0) return (rowIdx, colIdx, vals);
+        long* pr = LongPtr(rowIdx), pc = LongPtr(colIdx);
+        float* pv = vals is null ? null : FloatPtr(vals);
+        RowRanges.For(rows, (start, end) =>
+        {
+            for (long r = start; r < end; r++)
+            {
+                if (counts[r] == 0) continue;
+                long o = offsets[r];
+                if (bf16)
+                {
+                    short* row = pb + r * d;
+                    for (long j = 0; j < d; j++)
+                    {
+                        if (!Bf16Bits.IsPositive(row[j])) continue;
+                        pr[o] = r; pc[o] = j;
+                        if (pv != null) pv[o] = Bf16Bits.ToFloat(row[j]);
+                        o++;
+                    }
+                }
+                else
+                {
+                    float* row = pm + r * d;
+                    for (long j = 0; j < d; j++)
+                    {
+                        float v = row[j];
+                        if (!(v > 0)) continue;
+                        pr[o] = r; pc[o] = j;
+                        if (pv != null) pv[o] = v;
+                        o++;
+                    }
+                }
+            }
+        });
+        return (rowIdx, colIdx, vals);
+    }
+
+    private static long CountPositive(float* row, long d)
+    {
+        long c = 0, j = 0;
+        int w = Vector<float>.Count;
+        for (; j + w <= d; j += w)
+            c -= Vector.Sum(Vector.GreaterThan(Unsafe.ReadUnaligned<Vector<float>>(row + j), Vector<float>.Zero));
+        for (; j < d; j++) if (row[j] > 0) c++;
+        return c;
+    }
+
+    private static long CountPositive(short* row, long d)
+    {
+        long c = 0, j = 0;
+        int w = Vector<short>.Count;
+        for (; j + w <= d; j += w)
+            c -= Vector.Sum(Bf16Bits.IsPositive(Unsafe.ReadUnaligned<Vector<short>>(row + j)));
+        for (; j < d; j++) if (Bf16Bits.IsPositive(row[j])) c++;
+        return c;
+    }
+
+    /// <summary>In place, for every row j: g[j] −= (⟨g[j], w[j]⟩ / ‖w[j]‖²)·w[j] (rows with ‖w[j]‖ ≤ 1e-8 untouched).
+    /// Returns false (doing nothing) unless both are contiguous float32 CPU matrices of the same shape.</summary>
+    public static bool RemoveParallelRows(Tensor g, Tensor w)
+    {
+        if (g.dtype != ScalarType.Float32 || w.dtype != ScalarType.Float32 || !g.is_contiguous() || !w.is_contiguous()
+            || g.device_type != DeviceType.CPU || w.device_type != DeviceType.CPU || g.dim() != 2 || !g.shape.SequenceEqual(w.shape))
+            return false;
+        long rows = g.shape[0], d = g.shape[1];
+        if (rows == 0 || d == 0) return true;
+        float* pg = FloatPtr(g), pw = FloatPtr(w);
+        RowRanges.For(rows, (start, end) =>
+        {
+            for (long j = start; j < end; j++)
+            {
+                float* gj = pg + j * d, wj = pw + j * d;
+                float ww = Dot(wj, wj, d);
+                if (ww <= 1e-16f) continue;
+                Axpy(-Dot(gj, wj, d) / ww, wj, gj, 0, d);
+            }
+        });
+        return true;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Axpy(float alpha, float* x, float* y, long lo, long hi)
+    {
+        long i = lo;
+        int w = Vector<float>.Count;
+        var va = new Vector<float>(alpha);
+        for (; i + 4 * w <= hi; i += 4 * w)
+        {
+            var x0 = Unsafe.ReadUnaligned<Vector<float>>(x + i);
+            var x1 = Unsafe.ReadUnaligned<Vector<float>>(x + i + w);
+            var x2 = Unsafe.ReadUnaligned<Vector<float>>(x + i + 2 * w);
+            var x3 = Unsafe.ReadUnaligned<Vector<float>>(x + i + 3 * w);
+            Unsafe.WriteUnaligned(y + i, Unsafe.ReadUnaligned<Vector<float>>(y + i) + va * x0);
+            Unsafe.WriteUnaligned(y + i + w, Unsafe.ReadUnaligned<Vector<float>>(y + i + w) + va * x1);
+            Unsafe.WriteUnaligned(y + i + 2 * w, Unsafe.ReadUnaligned<Vector<float>>(y + i + 2 * w) + va * x2);
+            Unsafe.WriteUnaligned(y + i + 3 * w, Unsafe.ReadUnaligned<Vector<float>>(y + i + 3 * w) + va * x3);
+        }
+        for (; i + w <= hi; i += w)
+        {
+            var vy = Unsafe.ReadUnaligned<Vector<float>>(y + i);
+            var vx = Unsafe.ReadUnaligned<Vector<float>>(x + i);
+            Unsafe.WriteUnaligned(y + i, vy + va * vx);
+        }
+        for (; i < hi; i++) y[i] += alpha * x[i];
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static float Dot(float* a, float* b, long d)
+    {
+        long i = 0;
+        int w = Vector<float>.Count;
+        var acc0 = Vector<float>.Zero;
+        var acc1 = Vector<float>.Zero;
+        var acc2 = Vector<float>.Zero;
+        var acc3 = Vector<float>.Zero;
+        // Four independent accumulators hide the multiply-add latency.
+        for (; i + 4 * w <= d; i += 4 * w)
+        {
+            acc0 += Unsafe.ReadUnaligned<Vector<float>>(a + i) * Unsafe.ReadUnaligned<Vector<float>>(b + i);
+            acc1 += Unsafe.ReadUnaligned<Vector<float>>(a + i + w) * Unsafe.ReadUnaligned<Vector<float>>(b + i + w);
+            acc2 += Unsafe.ReadUnaligned<Vector<float>>(a + i + 2 * w) * Unsafe.ReadUnaligned<Vector<float>>(b + i + 2 * w);
+            acc3 += Unsafe.ReadUnaligned<Vector<float>>(a + i + 3 * w) * Unsafe.ReadUnaligned<Vector<float>>(b + i + 3 * w);
+        }
+        for (; i + w <= d; i += w)
+            acc0 += Unsafe.ReadUnaligned<Vector<float>>(a + i) * Unsafe.ReadUnaligned<Vector<float>>(b + i);
+        float sum = Vector.Sum((acc0 + acc1) + (acc2 + acc3));
+        for (; i < d; i++) sum += a[i] * b[i];
+        return sum;
+    }
+
+    /// <summary>Contiguous float32 CPU [·, d] matrix check shared by the float32 kernels.</summary>
+    internal static void Check(Tensor t, long d)
+    {
+        if (t.dtype != ScalarType.Float32 || !t.is_contiguous() || t.device_type != DeviceType.CPU || t.dim() != 2 || t.shape[1] != d)
+            throw new ArgumentException($"sparse kernel needs contiguous float32 CPU [·, {d}] matrices, got {t.dtype} [{string.Join(", ", t.shape)}]");
+    }
+}

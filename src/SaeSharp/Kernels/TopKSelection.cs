@@ -1,0 +1,280 @@
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using TorchSharp;
+using static SaeSharp.Kernels.TensorPointers;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Kernels;
+
+/// <summary>
+/// Per-row top-k selection over float32 matrices, or bfloat16 matrices plus a float32 bias, vectorised and split over
+/// threads by <see cref="RowRanges"/>: a block-maximum bound with a radix select when k is small against the row, a
+/// size-k min-heap otherwise. NaNs are never selected.
+/// </summary>
+internal static unsafe class TopKSelection
+{
+    /// <summary>
+    /// Per-row top-k of a contiguous float32 [rows, d] matrix (k ≤ d): values and int64 column indices [rows, k], unsorted.
+    /// NaNs are never selected (torch.topk would rank them first); ties are broken arbitrarily, as by torch.topk.
+    /// When k ≤ d/64 and d is a multiple of 16 vectors (rows without NaN), the maxima of d/16 blocks of 16 elements give
+    /// a lower bound τ on the row's k-th largest value (the k-th largest block maximum: k distinct elements reach it), and
+    /// only the blocks whose maximum reaches τ are read again, their elements ≥ τ entering a size-k min-heap; otherwise
+    /// the heap scans the whole row, skipping vectors that cannot enter it.
+    /// </summary>
+    public static (Tensor Values, Tensor Indices) RowTopK(Tensor m, int k)
+    {
+        long d = m.shape[1];
+        SparseKernels.Check(m, d);
+        return TopKRows(FloatPtr(m), null, null, m.shape[0], d, k);
+    }
+
+    /// <summary>
+    /// <see cref="RowTopK"/> of m + bias for a contiguous bfloat16 [rows, d] matrix m and a float32 [d] bias, in float32
+    /// (bfloat16 → float32 is a 16-bit left shift): the block maxima and the re-read blocks widen and add the bias on the
+    /// fly (the heap fallback widens the row into a per-thread buffer); the values returned are those float32 sums.
+    /// </summary>
+    public static (Tensor Values, Tensor Indices) RowTopKBf16(Tensor m, Tensor bias, int k)
+    {
+        long d = m.shape[1];
+        if (m.dtype != ScalarType.BFloat16 || !m.is_contiguous() || m.device_type != DeviceType.CPU || m.dim() != 2)
+            throw new ArgumentException($"bfloat16 top-k needs a contiguous bfloat16 CPU matrix, got {m.dtype} [{string.Join(", ", m.shape)}]");
+        if (bias.dtype != ScalarType.Float32 || !bias.is_contiguous() || bias.device_type != DeviceType.CPU || bias.dim() != 1 || bias.shape[0] != d)
+            throw new ArgumentException($"bfloat16 top-k needs a contiguous float32 [{d}] bias, got {bias.dtype} [{string.Join(", ", bias.shape)}]");
+        return TopKRows(null, UShortPtr(m), FloatPtr(bias), m.shape[0], d, k);
+    }
+
+    /// <summary>Top-k of every row of a float32 matrix <paramref name="pm"/>, or, when it is null, of the bfloat16 matrix
+    /// <paramref name="pb"/> plus <paramref name="bias"/>.</summary>
+    private static (Tensor Values, Tensor Indices) TopKRows(float* pm, ushort* pb, float* bias, long rows, long d, int k)
+    {
+        if (k <= 0 || k > d) throw new ArgumentException($"top-k needs 0 < k <= {d}, got {k}");
+        var values = empty(rows, k, dtype: ScalarType.Float32);
+        var indices = empty(rows, k, dtype: ScalarType.Int64);
+        if (rows == 0) return (values, indices);
+        float* pv = FloatPtr(values);
+        long* pi = LongPtr(indices);
+        // The bfloat16 block maxima are taken 16 columns (one ushort vector) at a time.
+        long blockVector = TopKBlock * (pm == null ? Vector<ushort>.Count : Vector<float>.Count);
+        bool blockwise = (long)k * 64 <= d && d % blockVector == 0;
+        RowRanges.For(rows, (start, end) =>
+        {
+            var maxima = new float[blockwise ? d / TopKBlock : 0];
+            var buffer = new float[pm == null ? d : 0];
+            var hist = new int[2 * 257];
+            fixed (float* pMax = maxima, pBuf = buffer)
+            fixed (int* pHist = hist)
+            {
+                for (long r = start; r < end; r++)
+                {
+                    float* hv = pv + r * k;
+                    long* hi = pi + r * k;
+                    if (pm != null)
+                    {
+                        float* row = pm + r * d;
+                        if (!blockwise || !BlockMaxima(row, d, pMax)) HeapTopK(row, d, k, hv, hi);
+                        else TopKFromBlocks(row, null, null, d, k, pMax, pHist, hv, hi);
+                        continue;
+                    }
+                    ushort* src = pb + r * d;
+                    if (blockwise && BlockMaximaBf16(src, bias, d, pMax))
+                    {
+                        TopKFromBlocks(null, src, bias, d, k, pMax, pHist, hv, hi);
+                        continue;
+                    }
+                    WidenBf16(src, bias, pBuf, d);
+                    HeapTopK(pBuf, d, k, hv, hi);
+                }
+            }
+        });
+        return (values, indices);
+    }
+
+    /// <summary>dst[j] = float32(src[j]) + bias[j] for a bfloat16 row src.</summary>
+    private static void WidenBf16(ushort* src, float* bias, float* dst, long d)
+    {
+        long j = 0;
+        int w = Vector<ushort>.Count, half = Vector<float>.Count;
+        for (; j + w <= d; j += w)
+        {
+            Vector.Widen(Unsafe.ReadUnaligned<Vector<ushort>>(src + j), out var lo, out var hi);
+            Unsafe.WriteUnaligned(dst + j, Vector.AsVectorSingle(Vector.ShiftLeft(lo, 16)) + Unsafe.ReadUnaligned<Vector<float>>(bias + j));
+            Unsafe.WriteUnaligned(dst + j + half, Vector.AsVectorSingle(Vector.ShiftLeft(hi, 16)) + Unsafe.ReadUnaligned<Vector<float>>(bias + j + half));
+        }
+        for (; j < d; j++) dst[j] = Bf16Bits.ToFloat(src[j]) + bias[j];
+    }
+
+    private const int TopKBlock = 16;
+
+    /// <summary>The maxima of the S = d/16 blocks of <see cref="RowTopK"/>'s block path (d a multiple of 16 vectors); false
+    /// when the row holds a NaN. The row is read as 16 slices of width S; block c is {c, c + S, …, c + 15·S}, so the
+    /// block maxima are 15 vector maxima of the slices, without horizontal reductions.</summary>
+    private static bool BlockMaxima(float* row, long d, float* maxima)
+    {
+        int w = Vector<float>.Count;
+        long width = d / TopKBlock;
+        var nan = Vector<int>.Zero;
+        for (long c = 0; c < width; c += w)
+        {
+            var acc = Unsafe.ReadUnaligned<Vector<float>>(row + c);
+            nan |= ~Vector.Equals(acc, acc);
+            for (long o = width + c; o < d; o += width)
+            {
+                var v = Unsafe.ReadUnaligned<Vector<float>>(row + o);
+                nan |= ~Vector.Equals(v, v);
+                acc = Vector.Max(acc, v);
+            }
+            Unsafe.WriteUnaligned(maxima + c, acc);
+        }
+        return Vector.EqualsAll(nan, Vector<int>.Zero);
+    }
+
+    /// <summary><see cref="BlockMaxima"/> of the bfloat16 row plus the bias (d a multiple of 16 ushort vectors), widening
+    /// on the fly.</summary>
+    private static bool BlockMaximaBf16(ushort* row, float* bias, long d, float* maxima)
+    {
+        int w = Vector<ushort>.Count, half = Vector<float>.Count;
+        long width = d / TopKBlock;
+        var nan = Vector<int>.Zero;
+        for (long c = 0; c < width; c += w)
+        {
+            var acc0 = new Vector<float>(float.NegativeInfinity);
+            var acc1 = acc0;
+            for (long o = c; o < d; o += width)
+            {
+                Vector.Widen(Unsafe.ReadUnaligned<Vector<ushort>>(row + o), out var lo, out var hi);
+                var v0 = Vector.AsVectorSingle(Vector.ShiftLeft(lo, 16)) + Unsafe.ReadUnaligned<Vector<float>>(bias + o);
+                var v1 = Vector.AsVectorSingle(Vector.ShiftLeft(hi, 16)) + Unsafe.ReadUnaligned<Vector<float>>(bias + o + half);
+                nan |= ~Vector.Equals(v0, v0) | ~Vector.Equals(v1, v1);
+                acc0 = Vector.Max(acc0, v0);
+                acc1 = Vector.Max(acc1, v1);
+            }
+            Unsafe.WriteUnaligned(maxima + c, acc0);
+            Unsafe.WriteUnaligned(maxima + c + half, acc1);
+        }
+        return Vector.EqualsAll(nan, Vector<int>.Zero);
+    }
+
+    /// <summary>The top-k of a NaN-free row from its block maxima: a lower bound τ on the k-th largest block maximum is a
+    /// lower bound on the row's k-th largest value (k distinct elements reach it), so only the blocks whose maximum
+    /// reaches τ are read, and their elements ≥ τ enter a size-k min-heap. τ is found by a radix select on the maxima's
+    /// order-preserving 32-bit keys: their top byte, then their second byte within the bucket that holds the k-th
+    /// largest, τ being the smallest value of that 16-bit bucket (bfloat16 resolution: a few blocks more are read than
+    /// with the exact k-th maximum, without a branchy heap over all maxima). <paramref name="hist"/>: 2 × 257 ints of
+    /// scratch. The row is float32 <paramref name="row"/> or, when that is null, the bfloat16 <paramref name="bf"/> plus
+    /// <paramref name="bias"/>.</summary>
+    private static void TopKFromBlocks(float* row, ushort* bf, float* bias, long d, int k, float* maxima, int* hist, float* hv, long* hi)
+    {
+        long width = d / TopKBlock;
+        var keys = (uint*)maxima; // the maxima are replaced by their keys
+        new Span<int>(hist, 2 * 257).Clear();
+        for (long b = 0; b < width; b++)
+        {
+            uint key = SortKey(maxima[b]);
+            keys[b] = key;
+            hist[key >> 24]++;
+        }
+        int need = k, top = 255;
+        while (hist[top] < need) need -= hist[top--];
+        int* hist2 = hist + 257;
+        for (long b = 0; b < width; b++)
+        {
+            uint key = keys[b];
+            hist2[(key >> 24) == (uint)top ? (int)((key >> 16) & 0xFF) : 256]++;
+        }
+        int second = 255;
+        while (hist2[second] < need) need -= hist2[second--];
+        uint tauKey = ((uint)top << 24) | ((uint)second << 16);
+        float t = FromSortKey(tauKey);
+        int filled = 0;
+        for (long c = 0; c < width; c++)
+        {
+            if (keys[c] < tauKey) continue;
+            for (long e = c; e < d; e += width)
+            {
+                float v = row != null ? row[e] : Bf16Bits.ToFloat(bf[e]) + bias[e];
+                if (!(v >= t)) continue;
+                if (filled < k) Push(v, e, hv, hi, filled++);
+                else Offer(v, e, hv, hi, k);
+            }
+        }
+    }
+
+    /// <summary>An unsigned key ordered as the (non-NaN) floats are: the sign bit set for positives, all bits flipped for
+    /// negatives.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static uint SortKey(float v)
+    {
+        uint u = BitConverter.SingleToUInt32Bits(v);
+        return u ^ ((uint)((int)u >> 31) | 0x80000000u);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float FromSortKey(uint key) =>
+        BitConverter.UInt32BitsToSingle((key & 0x80000000u) != 0 ? key ^ 0x80000000u : ~key);
+
+    /// <summary>Appends (v, j) at position c of a min-heap holding c entries and restores the heap order.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void Push(float v, long j, float* hv, long* hi, int c)
+    {
+        hv[c] = v; hi[c] = j;
+        while (c > 0)
+        {
+            int parent = (c - 1) >> 1;
+            if (hv[parent] <= hv[c]) break;
+            (hv[parent], hv[c]) = (hv[c], hv[parent]);
+            (hi[parent], hi[c]) = (hi[c], hi[parent]);
+            c = parent;
+        }
+    }
+
+    private static void HeapTopK(float* row, long d, int k, float* hv, long* hi)
+    {
+        int filled = 0;
+        long j = 0;
+        // Fill the heap with the first k non-NaN values.
+        for (; j < d && filled < k; j++)
+        {
+            float v = row[j];
+            if (float.IsNaN(v)) continue;
+            Push(v, j, hv, hi, filled++);
+        }
+        if (filled < k)
+        {
+            // Fewer than k non-NaN values: pad with NaN positions so the result is still k entries.
+            for (long z = 0; z < d && filled < k; z++)
+                if (float.IsNaN(row[z])) { hv[filled] = float.NaN; hi[filled++] = z; }
+            return;
+        }
+        int w = Vector<float>.Count;
+        for (; j < d; )
+        {
+            if (j + w <= d)
+            {
+                var block = Unsafe.ReadUnaligned<Vector<float>>(row + j);
+                if (!Vector.GreaterThanAny(block, new Vector<float>(hv[0]))) { j += w; continue; }
+                for (long e = j + w; j < e; j++) Offer(row[j], j, hv, hi, k);
+                continue;
+            }
+            Offer(row[j], j, hv, hi, k);
+            j++;
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void Offer(float v, long j, float* hv, long* hi, int k)
+    {
+        if (!(v > hv[0])) return;
+        int c = 0;
+        while (true)
+        {
+            int l = 2 * c + 1;
+            if (l >= k) break;
+            int r = l + 1;
+            int s = r < k && hv[r] < hv[l] ? r : l;
+            if (hv[s] >= v) break;
+            hv[c] = hv[s]; hi[c] = hi[s];
+            c = s;
+        }
+        hv[c] = v; hi[c] = j;
+    }
+}

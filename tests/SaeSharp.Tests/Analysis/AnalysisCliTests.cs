@@ -1,0 +1,81 @@
+using System.Text.Json.Nodes;
+using SaeSharp.Analysis;
+using SaeSharp.Tests.Cli;
+
+namespace SaeSharp.Tests.Analysis;
+
+public class AnalysisCliTests : IDisposable
+{
+    private readonly AnalysisFixture _fx = new();
+
+    public void Dispose() => _fx.Dispose();
+
+    [Fact]
+    public void Inspect_json_has_the_closed_form_activations_of_a_constructed_prompt()
+    {
+        string json = Path.Combine(_fx.Dir, "view.json");
+        var (exit, stdout, err) = CliRunner.Run("inspect", "--sae", _fx.SaeDir, "--model", _fx.ModelDir, "--prompt", " cat sat on the mat",
+            "--top", "3", "--neurons", "--json", json);
+        Assert.True(exit == 0, err);
+        Assert.Contains("feature 0", stdout);
+        var view = JsonNode.Parse(File.ReadAllText(json))!;
+        var tokens = view["tokens"]!.AsArray().Select(t => (int)t!).ToArray();
+        string[] words = ["Ġcat", "Ġsat", "Ġon", "Ġthe", "Ġmat"];
+        Assert.Equal(new[] { _fx.Bos }.Concat(words.Select(w => _fx.Vocab[w])), tokens);          // BOS first (the SAE's prepend_bos)
+        Assert.Equal(["<|endoftext|>", " cat", " sat", " on", " the", " mat"], view["token_strs"]!.AsArray().Select(t => (string)t!));
+        var expected = _fx.ExpectedActs();
+        // Ranking: activation summed over the prompt's tokens, BOS left out.
+        var sums = Enumerable.Range(0, AnalysisFixture.DSae).Select(i => (I: i, S: tokens.Skip(1).Sum(t => expected[i, t])))
+            .OrderByDescending(x => x.S).Take(3).ToList();
+        var feats = view["features"]!.AsArray();
+        Assert.Equal(sums.Select(x => x.I), feats.Select(f => (int)f!["feature"]!));
+        Assert.Equal(0, (int)feats[0]!["feature"]!);                                             // the " cat" feature leads
+        foreach (var (f, s) in feats.Zip(sums))
+        {
+            Assert.Equal(s.S, (double)f!["sum"]!, 4);
+            var acts = f["acts"]!.AsArray().Select(a => (double)a!).ToArray();
+            for (int p = 0; p < tokens.Length; p++) Assert.Equal(expected[s.I, tokens[p]], acts[p], 4);
+        }
+        // Neurons of hook_embed: the embedding's coordinates.
+        var e = _fx.Embedding();
+        var nsum = Enumerable.Range(0, 16).Select(k => (K: k, S: tokens.Skip(1).Sum(t => (double)e[t, k]))).OrderByDescending(x => x.S).Take(3).ToList();
+        var neurons = view["neurons"]!.AsArray();
+        Assert.Equal(nsum.Select(x => x.K), neurons.Select(n => (int)n!["neuron"]!));
+        Assert.Equal(e[tokens[2], nsum[0].K], (double)neurons[0]!["acts"]![2]!, 5);
+    }
+
+    [Fact]
+    public void Features_then_dashboard_commands_write_the_documented_files()
+    {
+        string outDir = Path.Combine(_fx.Dir, "feat"), site = Path.Combine(_fx.Dir, "site");
+        var (exit, stdout, err) = CliRunner.Run("features", "--sae", _fx.SaeDir, "--model", _fx.ModelDir, "--dataset", _fx.DataPath,
+            "--tokens", "200", "--out", outDir, "--features", "0-4,9", "--top", "5", "--context", "4", "--batch-size", "2", "--png");
+        Assert.True(exit == 0, err);
+        Assert.Contains("6 features over 208 tokens", stdout);                          // ⌈200/16⌉ = 13 windows of 16
+        var lines = File.ReadAllLines(Path.Combine(outDir, "features.jsonl"));
+        Assert.Equal([0, 1, 2, 3, 4, 9], lines.Select(l => (int)JsonNode.Parse(l)!["feature"]!));
+        var top = JsonNode.Parse(lines[0])!["top_examples"]!.AsArray();
+        Assert.Equal(5, top.Count);
+        Assert.True(top.Select(t => (double)t!["activation"]!).Zip(top.Skip(1).Select(t => (double)t!["activation"]!)).All(p => p.First >= p.Second));
+        Assert.True(File.Exists(Path.Combine(outDir, "summary.json")) && File.Exists(Path.Combine(outDir, "tokens.json")));
+        // One activation-histogram PNG per feature that fired (all six here).
+        var pngs = Directory.GetFiles(Path.Combine(outDir, "histograms"), "*.png");
+        Assert.Equal(6, pngs.Length);
+        using (var bmp = SkiaSharp.SKBitmap.Decode(Path.Combine(outDir, "histograms", "0.png")))
+            Assert.Equal((640, 360), (bmp.Width, bmp.Height));
+        File.Copy(Path.Combine(outDir, "histograms", "0.png"), Path.Combine(DashboardBrowserTests.ScreenshotDir(), "feature-0-histogram.png"), true);
+
+        (exit, stdout, err) = CliRunner.Run("dashboard", "--features", outDir, "--out", site);
+        Assert.True(exit == 0, err);
+        Assert.True(File.Exists(Path.Combine(site, "index.html")));
+        Assert.Equal(6, Directory.GetFiles(Path.Combine(site, "features"), "*.html").Length);
+        Assert.DoesNotContain("http://", File.ReadAllText(Path.Combine(site, "index.html")));   // nothing fetched from a network
+
+        (exit, _, err) = CliRunner.Run("features", "--sae", _fx.SaeDir, "--model", _fx.ModelDir, "--dataset", _fx.DataPath, "--out", outDir, "--features", "3-40");
+        Assert.Equal(1, exit);
+        Assert.Contains("outside 0..11", err);
+        (exit, _, err) = CliRunner.Run("dashboard", "--features", _fx.Dir, "--out", site);
+        Assert.Equal(1, exit);
+        Assert.Contains("no features.jsonl", err);
+    }
+}

@@ -1,0 +1,150 @@
+using SaeSharp.Kernels;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Tests.Kernels;
+
+/// <summary><see cref="CandidateEncoder"/>: the error bound holds for every entry, and the selected sets are the float32
+/// ones, on every kernel path this CPU can run (the scalar one included), against a float64 reference written here.</summary>
+public class CandidateEncoderTests
+{
+    private const int DIn = 256, DSae = 1024, Rows = 48, K = 32;
+
+    public static TheoryData<KernelPath, string> PathsAndCases()
+    {
+        var data = new TheoryData<KernelPath, string>();
+        foreach (var p in CpuKernels.Supported)
+            foreach (var c in new[] { "random", "near-ties", "large-norms", "all-negative", "outlier" })
+                data.Add(p, c);
+        return data;
+    }
+
+    /// <summary>x [Rows, DIn], W_enc [DIn, DSae], b_enc [DSae] of one adversarial kind.</summary>
+    internal static (Tensor X, Tensor W, Tensor B) Case(string kind, int seed = 3)
+    {
+        var g = new Generator((ulong)seed);
+        var x = randn(Rows, DIn, generator: g);
+        var w = randn(DIn, DSae, generator: g) / Math.Sqrt(DIn);
+        var b = randn(DSae, generator: g) * 0.1;
+        switch (kind)
+        {
+            case "near-ties":
+            {
+                // 64 latents w0 + 0.02·g_j with x ≈ 10·w0: their values, about 10, lie within 0.015 of each other, under
+                // bfloat16's resolution there (0.04) but far apart in float32.
+                var u = randn(DIn, generator: g);
+                u /= u.norm();
+                x = randn(Rows, DIn, generator: g) * 0.1 + u * 10;
+                var cluster = u.unsqueeze(1) + randn(DIn, 64, generator: g) * (0.02 / Math.Sqrt(DIn));
+                w[.., ..64] = cluster;
+                b = zeros(DSae);
+                break;
+            }
+            case "large-norms":
+                x *= 1e4; w *= 1e3; b *= 1e6;
+                break;
+            case "all-negative":
+                b = -50 - randn(DSae, generator: g).abs();
+                break;
+            case "outlier":
+                x[.., 7] = 1000; // one input dominates every row's int8 scale
+                break;
+        }
+        return (x.contiguous(), w.contiguous(), b.contiguous());
+    }
+
+    private static float[] F(Tensor t) => t.to(ScalarType.Float32).contiguous().data<float>().ToArray();
+
+    [Theory]
+    [MemberData(nameof(PathsAndCases))]
+    public void Every_entry_lies_within_its_bound(KernelPath path, string kind)
+    {
+        using var scope = NewDisposeScope();
+        var (x, w, b) = Case(kind);
+        var exact = F(x.to(ScalarType.Float64).mm(w.to(ScalarType.Float64)) + b.to(ScalarType.Float64));
+        using var enc = new CandidateEncoder(w.t().contiguous(), b, path);
+        using var approx = enc.Approximate(x);
+        for (int r = 0; r < Rows; r += 7)
+            for (int j = r % 5; j < DSae; j += 9)
+            {
+                var (v, e) = enc.Entry(approx, r, j);
+                Assert.True(Math.Abs(v - exact[r * DSae + j]) <= e, $"{path} {kind} ({r}, {j}): |{v} − {exact[r * DSae + j]}| > {e}");
+            }
+    }
+
+    [Theory]
+    [MemberData(nameof(PathsAndCases))]
+    public void Selected_sets_equal_the_float32_ones(KernelPath path, string kind)
+    {
+        using var scope = NewDisposeScope();
+        var (x, w, b) = Case(kind);
+        using var enc = new CandidateEncoder(w.t().contiguous(), b, path);
+        using var approx = enc.Approximate(x);
+        var (v, i) = enc.TopK(approx, K);
+        AssertExactTopK(x, w, b, null, v, i, K);
+        // The bound is not vacuous: far fewer candidates than latents are recomputed on generic inputs.
+        if (kind == "random") Assert.True(enc.Candidates < Rows * (long)DSae / 4, $"{enc.Candidates / (double)Rows:F0} candidates per row");
+    }
+
+    [Theory]
+    [MemberData(nameof(PathsAndCases))]
+    public void Selection_among_given_columns_is_exact(KernelPath path, string kind)
+    {
+        using var scope = NewDisposeScope();
+        var (x, w, b) = Case(kind);
+        var columns = arange(0, DSae, 7, dtype: ScalarType.Int64); // the "dead latents"
+        using var enc = new CandidateEncoder(w.t().contiguous(), b, path);
+        using var approx = enc.Approximate(x);
+        var (v, i) = enc.TopK(approx, 20, columns);
+        AssertExactTopK(x, w, b, columns, v, i, 20);
+    }
+
+    /// <summary>The test has teeth: on the near-tie input, ranking the bfloat16 products (the old autocast selection)
+    /// picks a set that is not float32's.</summary>
+    [Fact]
+    public void Near_ties_defeat_a_plain_bfloat16_ranking()
+    {
+        using var scope = NewDisposeScope();
+        var (x, w, b) = Case("near-ties");
+        var pre = x.to(ScalarType.BFloat16).mm(w.to(ScalarType.BFloat16)).to(ScalarType.Float32) + b;
+        var (_, bfIdx) = pre.topk(K, dim: 1);
+        var (_, fpIdx) = addmm(b, x, w, 1, 1).topk(K, dim: 1);
+        int differ = 0;
+        for (int r = 0; r < Rows; r++)
+            if (!bfIdx[r].data<long>().ToHashSet().SetEquals(fpIdx[r].data<long>().ToArray())) differ++;
+        Assert.True(differ > Rows / 2, $"only {differ} rows differ");
+    }
+
+    /// <summary>Each row's k positions are distinct, their values are the float64 pre-activations to float32 accuracy, and
+    /// the set is the float64 top-k up to swaps among values within float32 rounding of the k-th (ties aside).</summary>
+    internal static void AssertExactTopK(Tensor x, Tensor w, Tensor b, Tensor? columns, Tensor values, Tensor indices, int k)
+    {
+        var x64 = x.to(ScalarType.Float64);
+        var w64 = w.to(ScalarType.Float64);
+        var b64 = b.to(ScalarType.Float64);
+        if (columns is not null) { w64 = w64.index_select(1, columns); b64 = b64.index_select(0, columns); }
+        var pre = (x64.mm(w64) + b64).contiguous();
+        int c = (int)pre.shape[1];
+        var all = pre.data<double>().ToArray();
+        var xn = x64.norm(1).data<double>().ToArray();
+        double wMax = w64.norm(0).max().item<double>(), bMax = b64.abs().max().item<double>();
+        var vs = F(values);
+        var iv = indices.data<long>().ToArray();
+        for (int r = 0; r < x.shape[0]; r++)
+        {
+            double tol = 4e-6 * xn[r] * wMax + 1e-6 * bMax;
+            var row = all.Skip(r * c).Take(c).ToArray();
+            double kth = row.OrderByDescending(v => v).ElementAt(k - 1);
+            var chosen = iv.Skip(r * k).Take(k).ToArray();
+            Assert.Equal(k, chosen.Distinct().Count());
+            for (int e = 0; e < k; e++)
+            {
+                double v = row[chosen[e]];
+                Assert.True(v >= kth - tol, $"row {r}: chose {chosen[e]} = {v} below the k-th {kth}");
+                Assert.True(Math.Abs(vs[r * k + e] - v) <= tol, $"row {r}: value {vs[r * k + e]} vs {v}");
+            }
+            var set = chosen.ToHashSet();
+            for (int j = 0; j < c; j++)
+                if (!set.Contains(j)) Assert.True(row[j] <= kth + tol, $"row {r}: missed {j} = {row[j]} above the k-th {kth}");
+        }
+    }
+}

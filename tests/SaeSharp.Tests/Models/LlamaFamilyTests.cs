@@ -1,0 +1,256 @@
+using System.Text.Json.Nodes;
+using SaeSharp.Evaluation;
+using SaeSharp.Interop;
+using SaeSharp.IO;
+using SaeSharp.Models;
+using SaeSharp.Tests.Interop;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Tests.Models;
+
+/// <summary>Llama, Qwen2, Qwen3 and Gemma 2 checkpoints against <see cref="DecoderReference"/> written from HF's modeling code.</summary>
+public class LlamaFamilyTests : ModelTestBase
+{
+    static readonly long[] Toks = [1, 7, 3, 3, 12, 0, 18, 5, 9];
+
+    static JsonObject Llama3Scaling() => new()
+    {
+        // head_dim 8, theta 10000: wavelengths 2π, 20π, 200π, 2000π against 16 and 64: one kept, one smoothed, two scaled.
+        ["rope_type"] = "llama3", ["factor"] = 8.0, ["low_freq_factor"] = 1.0, ["high_freq_factor"] = 4.0,
+        ["original_max_position_embeddings"] = 64.0,
+    };
+
+    internal static DecoderSpec Spec(string family) => family switch
+    {
+        "llama-gqa" => new DecoderSpec { ModelType = "llama", Heads = 4, KvHeads = 2 },
+        "llama3-rope-tied" => new DecoderSpec
+        {
+            ModelType = "llama", Heads = 2, KvHeads = 1, Tied = true, RopeScaling = Llama3Scaling(), AttentionBias = true,
+        },
+        "qwen2" => new DecoderSpec { ModelType = "qwen2", Heads = 4, KvHeads = 2, RopeTheta = 1000000 },
+        "qwen3" => new DecoderSpec { ModelType = "qwen3", Heads = 4, KvHeads = 2, HeadDim = 6, Tied = true },
+        "gemma2" => new DecoderSpec
+        {
+            ModelType = "gemma2", Layers = 3, Heads = 2, KvHeads = 1, HeadDim = 12, Tied = true, AttnSoftCap = 1.5,
+            FinalSoftCap = 2.5, SlidingWindow = 3, QueryPreAttnScalar = 20,
+        },
+        _ => throw new ArgumentException(family),
+    };
+
+    static double[] InvFreqOf(DecoderSpec p)
+    {
+        (double, double, double, double)? l3 = p.RopeScaling is { } r
+            ? ((double)r["factor"]!, (double)r["low_freq_factor"]!, (double)r["high_freq_factor"]!, (double)r["original_max_position_embeddings"]!)
+            : null;
+        return DecoderReference.InvFreq(p.Hd, p.RopeTheta, l3);
+    }
+
+    (HookedTransformer Model, DecoderReference.Result Expected) LoadWithReference(string family, long[] toks)
+    {
+        var p = Spec(family);
+        var dir = TinyDecoders.Write(Sub(family), p);
+        var w = SafeTensors.Load(Path.Combine(dir, "model.safetensors"));
+        var expected = DecoderReference.Forward(w, p, toks, InvFreqOf(p));
+        return (ModelLoader.FromPretrained(dir), expected);
+    }
+
+    [Theory]
+    [InlineData("llama-gqa")]
+    [InlineData("llama3-rope-tied")]
+    [InlineData("qwen2")]
+    [InlineData("qwen3")]
+    [InlineData("gemma2")]
+    public void LogitsAndResidualStreamMatchHfReference(string family)
+    {
+        var (model, expected) = LoadWithReference(family, Toks);
+        using var _ = model;
+        var (logits, cache) = model.RunWithCache(tensor(Toks).unsqueeze(0), n => n.EndsWith("hook_resid_post", StringComparison.Ordinal));
+        using (cache)
+        {
+            Reference.AssertClose(expected.Logits, logits![0], 2e-4);
+            for (int l = 0; l < model.Config.NLayers; l++)
+                Reference.AssertClose(expected.ResidPost[l], cache[$"blocks.{l}.hook_resid_post"][0], 2e-4);
+        }
+    }
+
+    [Fact]
+    public void ReferenceIsSensitiveToGemmaDetailsAndLlama3Rope()
+    {
+        // Guards against a reference that agrees by accident: dropping the sliding window or the soft caps changes the logits.
+        var p = Spec("gemma2");
+        var w = SafeTensors.Load(Path.Combine(TinyDecoders.Write(Sub("g"), p), "model.safetensors"));
+        var inv = InvFreqOf(p);
+        var full = DecoderReference.Forward(w, p, Toks, inv).Logits;
+        foreach (var variant in new[] { p with { SlidingWindow = null }, p with { AttnSoftCap = null }, p with { FinalSoftCap = null } })
+        {
+            var other = DecoderReference.Forward(w, variant, Toks, inv).Logits;
+            double diff = full.Zip(other, (a, b) => a.Zip(b, (x, y) => Math.Abs(x - y)).Max()).Max();
+            Assert.True(diff > 1e-3, $"variant {variant} changes logits by only {diff}");
+        }
+        // Likewise llama3 rope scaling against plain rope.
+        var l = Spec("llama3-rope-tied");
+        var lw = SafeTensors.Load(Path.Combine(TinyDecoders.Write(Sub("l"), l), "model.safetensors"));
+        var scaled = DecoderReference.Forward(lw, l, Toks, InvFreqOf(l)).Logits;
+        var plain = DecoderReference.Forward(lw, l, Toks, InvFreqOf(l with { RopeScaling = null })).Logits;
+        Assert.True(scaled.Zip(plain, (a, b) => a.Zip(b, (x, y) => Math.Abs(x - y)).Max()).Max() > 1e-3);
+    }
+
+    [Fact]
+    public void ConfigReportsFamilyDetails()
+    {
+        using var g = ModelLoader.FromPretrained(TinyDecoders.Write(Sub("g"), Spec("gemma2")));
+        var c = g.Config;
+        Assert.Equal(("gemma2", 12, 2, 1, 3, 1.5, 2.5, "RMS"), (c.Architecture, c.DHead, c.NHeads, c.NKvHeads, c.SlidingWindow, c.AttnScoresSoftCap, c.OutputLogitsSoftCap, c.NormalizationType));
+        // State-dict keys are the checkpoint's: tied embeddings, so no lm_head.
+        var keys = g.state_dict().Keys.ToList();
+        Assert.Contains("model.layers.2.post_feedforward_layernorm.weight", keys);
+        Assert.DoesNotContain(keys, k => k.StartsWith("lm_head", StringComparison.Ordinal));
+        using var q = ModelLoader.FromPretrained(TinyDecoders.Write(Sub("q"), Spec("qwen2")));
+        Assert.Contains("model.layers.0.self_attn.k_proj.bias", q.state_dict().Keys);
+        Assert.DoesNotContain("model.layers.0.self_attn.o_proj.bias", q.state_dict().Keys);
+    }
+
+    [Theory]
+    [InlineData("llama-gqa")]
+    [InlineData("qwen3")]
+    [InlineData("gemma2")]
+    public void HooksHaveTransformerLensNamesShapesAndHfAliases(string family)
+    {
+        var p = Spec(family);
+        using var model = ModelLoader.FromPretrained(TinyDecoders.Write(Sub(family), p));
+        var hp = model.HookPoints;
+        foreach (var n in new[] { "hook_embed", "blocks.1.hook_resid_pre", "blocks.1.hook_resid_mid", "blocks.1.attn.hook_q", "blocks.1.attn.hook_rot_k",
+                     "blocks.1.attn.hook_pattern", "blocks.1.attn.hook_z", "blocks.1.mlp.hook_pre", "blocks.1.mlp.hook_pre_linear",
+                     "blocks.1.mlp.hook_post", "blocks.1.hook_mlp_out", "ln_final.hook_normalized" })
+            Assert.True(hp.Contains(n), n);
+        Assert.Equal("blocks.1.hook_resid_post", hp.Resolve("model.layers.1"));
+        Assert.Equal("blocks.0.mlp.hook_pre_linear", hp.Resolve("model.layers.0.mlp.up_proj"));
+        Assert.Equal("blocks.0.attn.hook_k", hp.Resolve("layers.0.self_attn.k_proj"));
+        Assert.Equal("blocks.0.ln2.hook_normalized", hp.Resolve(p.Gemma ? "model.layers.0.pre_feedforward_layernorm" : "model.layers.0.post_attention_layernorm"));
+        if (p.Gemma)
+        {
+            Assert.Equal("blocks.0.hook_attn_out", hp.Resolve("model.layers.0.post_attention_layernorm"));
+            Assert.Equal("blocks.0.hook_mlp_out", hp.Resolve("model.layers.0.post_feedforward_layernorm"));
+            // The attention module's own output precedes the post-norm: no hook point holds it.
+            Assert.Throws<SaeSharpException>(() => hp.Resolve("model.layers.0.self_attn"));
+        }
+        else Assert.Equal("blocks.0.hook_attn_out", hp.Resolve("model.layers.0.self_attn"));
+
+        var toks = tensor(Toks).unsqueeze(0);
+        var (_, cache) = model.RunWithCache(toks);
+        using (cache)
+        {
+            long s = Toks.Length;
+            Assert.Equal(new[] { 1, s, p.Heads, p.Hd }, cache["blocks.1.attn.hook_q"].shape);
+            Assert.Equal(new[] { 1, s, p.KvHeads, p.Hd }, cache["blocks.1.attn.hook_k"].shape);
+            Assert.Equal(new[] { 1, s, p.KvHeads, p.Hd }, cache["blocks.1.attn.hook_v"].shape);
+            Assert.Equal(new[] { 1, p.Heads, s, s }, cache["blocks.1.attn.hook_pattern"].shape);
+            Assert.Equal(new[] { 1, s, p.Heads, p.Hd }, cache["blocks.1.attn.hook_z"].shape);
+            Assert.Equal(new[] { 1, s, (long)p.Intermediate }, cache["blocks.1.mlp.hook_pre_linear"].shape);
+            // resid_post = resid_mid + mlp_out; resid_mid = resid_pre + attn_out; hook_embed is block 0's input.
+            AssertAllClose(cache["blocks.1.hook_resid_mid"] + cache["blocks.1.hook_mlp_out"], cache["blocks.1.hook_resid_post"], 1e-5, "resid_post");
+            AssertAllClose(cache["blocks.1.hook_resid_pre"] + cache["blocks.1.hook_attn_out"], cache["blocks.1.hook_resid_mid"], 1e-5, "resid_mid");
+            AssertAllClose(cache["hook_embed"], cache["blocks.0.hook_resid_pre"], 0, "embed");
+            // Sliding-window layers (Gemma 2 layer 0, window 3) give no weight beyond the window.
+            if (p.Gemma)
+            {
+                var pat = cache["blocks.0.attn.hook_pattern"][0, 0];
+                Assert.Equal(0.0, pat[8, 5].item<float>());
+                Assert.True(pat[8, 6].item<float>() > 0);
+                Assert.True(cache["blocks.1.attn.hook_pattern"][0, 0][8, 0].item<float>() > 0);
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData("llama3-rope-tied")]
+    [InlineData("qwen3")]
+    [InlineData("gemma2")]
+    public void KvCacheGenerationEqualsRecomputation(string family)
+    {
+        using var model = ModelLoader.FromPretrained(TinyDecoders.Write(Sub(family), Spec(family)));
+        // Left-padded batch; 8 new tokens take the sequence past Gemma's window of 3.
+        var prompt = Tokens([0, 0, 4, 9, 1], [3, 8, 8, 2, 6]);
+        var mask = Tokens([0, 0, 1, 1, 1], [1, 1, 1, 1, 1]);
+        using var cached = model.Generate(prompt, 8, new GenerationOptions { AttentionMask = mask, ReturnLogits = true });
+        using var full = model.Generate(prompt, 8, new GenerationOptions { AttentionMask = mask, ReturnLogits = true, UseKvCache = false });
+        Assert.Equal(full.Tokens.data<long>().ToArray(), cached.Tokens.data<long>().ToArray());
+        AssertAllClose(full.Logits!, cached.Logits!, 1e-4, "step logits");
+        // The padded row's logits equal the unpadded row run alone.
+        var alone = model.Forward(Tokens([4, 9, 1]));
+        AssertAllClose(alone[0, -1], cached.Logits![0, 0], 1e-4, "padded row");
+    }
+
+    [Fact]
+    public void Bf16CheckpointShardedLoadsAsBf16OrFloat32()
+    {
+        var p = Spec("gemma2") with { Dtype = ScalarType.BFloat16, Shards = 3 };
+        var dir = TinyDecoders.Write(Sub("bf16"), p);
+        Assert.True(File.Exists(Path.Combine(dir, "model.safetensors.index.json")));
+        using var bf = ModelLoader.FromPretrained(dir, ScalarType.BFloat16);
+        using var f32 = ModelLoader.FromPretrained(dir);
+        Assert.All(bf.parameters(), t => Assert.Equal(ScalarType.BFloat16, t.dtype));
+        Assert.All(f32.parameters(), t => Assert.Equal(ScalarType.Float32, t.dtype));
+        // bf16 weights are exact in float32, so the two differ only by bf16 arithmetic.
+        foreach (var ((name, a), (_, b)) in bf.named_parameters().Zip(f32.named_parameters()))
+            Assert.True(a.to(ScalarType.Float32).eq(b).all().item<bool>(), name);
+        var toks = tensor(Toks).unsqueeze(0);
+        var lb = bf.Forward(toks);
+        var lf = f32.Forward(toks);
+        Assert.Equal(ScalarType.Float32, lb.dtype);
+        double diff = (lb - lf).abs().max().item<float>();
+        Assert.True(diff > 0 && diff < 0.15, $"bf16 vs f32 logits differ by {diff}");
+    }
+
+    [Fact]
+    public void UnsupportedRopeScalingIsAClearError()
+    {
+        var p = Spec("llama-gqa") with { RopeScaling = new JsonObject { ["rope_type"] = "yarn", ["factor"] = 4.0 } };
+        var ex = Assert.Throws<SaeSharpException>(() => ModelLoader.FromPretrained(TinyDecoders.Write(Sub("y"), p)));
+        Assert.Contains("rope_scaling type 'yarn' is not supported", ex.Message);
+    }
+
+    [Fact]
+    public void GemmaScopeSaeAtResidPostRecoversCeLoss()
+    {
+        var p = Spec("gemma2");
+        using var model = ModelLoader.FromPretrained(TinyDecoders.Write(Sub("g"), p));
+        // A Gemma Scope params.npz (JumpReLU) that splits x into its positive and negative parts: x̂ ≈ x.
+        int d = p.Hidden;
+        var id = eye(d);
+        var folder = Path.Combine(Dir, "gemma-scope-2b-pt-res", "layer_1", "width_32", "average_l0_5");
+        GemmaScopeTests.WriteNpz(Path.Combine(folder, "params.npz"), new Dictionary<string, Tensor>
+        {
+            ["W_enc"] = cat([id, -id], 1), ["W_dec"] = cat([id, -id], 0),
+            ["b_enc"] = zeros(2 * d), ["b_dec"] = zeros(d), ["threshold"] = full(2 * d, 0.05f),
+        });
+        using var sae = GemmaScope.Load(folder);
+        Assert.Equal("blocks.1.hook_resid_post", sae.Cfg.Metadata.HookName);
+
+        var g = new Generator(5);
+        var windows = Enumerable.Range(0, 4).Select(_ => randint(0, p.Vocab, [10], generator: g).data<long>().ToArray()).ToList();
+        var m = DownstreamEvaluator.Evaluate(model, [new DownstreamTarget(sae)], windows, new DownstreamEvalOptions { BatchSizePrompts = 2 })[0];
+
+        // Independently: mean next-token CE of the clean run, the run with x → JumpReLU-SAE(x), and with x → 0.
+        var toks = tensor(windows.SelectMany(w => w).ToArray()).view(4, 10);
+        double Ce(Func<Tensor, Tensor?>? fn)
+        {
+            var logits = fn is null ? model.Forward(toks) : model.RunWithHooks(toks, ("blocks.1.hook_resid_post", fn));
+            var logp = logits.narrow(1, 0, 9).log_softmax(-1);
+            return -logp.gather(-1, toks.narrow(1, 1, 9).unsqueeze(-1)).mean().item<float>();
+        }
+        Tensor JumpRelu(Tensor x)
+        {
+            var pre = matmul(x, cat([id, -id], 1));
+            return matmul(pre * pre.gt(0.05), cat([id, -id], 0));
+        }
+        double clean = Ce(null), withSae = Ce(JumpRelu), ablated = Ce(x => zeros_like(x));
+        Assert.Equal(clean, m.CeLossWithoutSae, 4);
+        Assert.Equal(withSae, m.CeLossWithSae, 4);
+        Assert.Equal(ablated, m.CeLossWithAblation, 4);
+        double recovered = (ablated - withSae) / (ablated - clean);
+        Assert.Equal(recovered, m.CeLossScore, 3);
+        Assert.True(recovered > 0.9, $"% CE loss recovered {recovered:P1}");
+    }
+}
