@@ -67,7 +67,8 @@ public static class SaeRecipes
 
     /// <summary>
     /// The per-SAE training config of a recipe for a run: <paramref name="run"/> with every field the user did not give
-    /// (<paramref name="given"/>, snake_case names) set by the recipe's rules, stated with their sources in docs/recipes.md:
+    /// (<paramref name="given"/>, snake_case names; any lr schedule field leaves the whole schedule alone) set by the
+    /// recipe's rules, stated with their sources in docs/recipes.md:
     /// lr (<see cref="DefaultLearningRate"/>); lr warm-up min(1000, T/10) steps (dictionary_learning's 1000 steps);
     /// linear decay to 0 over the last T/5 steps (Anthropic April 2024; SAELens "constant" with lr_decay_steps);
     /// sparsity warm-up over the first T/20 steps for the λ recipes (Anthropic April 2024: 5 %); gradient norm clipped to 1
@@ -82,9 +83,10 @@ public static class SaeRecipes
         var c = run.Clone();
         long steps = run.Steps;
         if (!given.Contains("lr") && c.Lr is null) c.Lr = DefaultLearningRate(recipe, dSae, steps);
-        if (!given.Contains("lr_warm_up_steps")) c.LrWarmUpSteps = Math.Min(1000, steps / 10);
-        if (!given.Contains("lr_decay_steps") && !given.Contains("lr_scheduler_name"))
+        // A schedule field given by the user leaves the whole lr schedule to the user.
+        if (!given.Overlaps(["lr_scheduler_name", "lr_warm_up_steps", "lr_decay_steps", "lr_end"]))
         {
+            c.LrWarmUpSteps = Math.Min(1000, steps / 10);
             c.LrSchedulerName = LrSchedulers.Constant;
             c.LrDecaySteps = steps / 5;
         }

@@ -81,7 +81,8 @@ public class RecipeDefaultsTests
         Assert.Equal(3e-4, c.Lr);
         Assert.Equal(7, c.LrWarmUpSteps);
         Assert.Equal("cosineannealing", c.LrSchedulerName);
-        Assert.Equal(0, c.LrDecaySteps);
+        Assert.Equal(0, c.LrDecaySteps);   // the user's schedule stays whole
+        Assert.Equal(50, c.L1WarmUpSteps); // the other rules still apply
     }
 
     [Fact]
