@@ -19,6 +19,7 @@ internal sealed class TrainSettings
     [JsonPropertyName("arch")] public string Arch { get; set; } = "topk";
     [JsonPropertyName("k")] public int? K { get; set; }
     [JsonPropertyName("l1")] public double? L1 { get; set; }
+    [JsonPropertyName("target_l0")] public double? TargetL0 { get; set; }
     [JsonPropertyName("dict_size")] public int? DictSize { get; set; }
     [JsonPropertyName("expansion")] public int? Expansion { get; set; }
     [JsonPropertyName("batch_size")] public int BatchSize { get; set; } = 4096;
@@ -32,6 +33,8 @@ internal sealed class TrainSettings
     [JsonPropertyName("ground_truth")] public string? GroundTruth { get; set; }
     [JsonPropertyName("autocast")] public bool Autocast { get; set; }
     [JsonPropertyName("candidate_pass")] public string CandidatePass { get; set; } = "auto";
+    /// <summary>Trainer fields (snake_case) the --config file gives: the recipe's run-length rules leave them alone.</summary>
+    [JsonIgnore] public HashSet<string> GivenTrainerFields { get; } = new(StringComparer.Ordinal);
 }
 
 /// <summary><c>sae train</c>: trains SAEs on activation files and writes them in SAELens layout.</summary>
@@ -42,7 +45,8 @@ internal static class TrainCommand
         var activations = new Option<string?>("--activations") { Description = ".safetensors/.npy file or folder of shards, [N, d_in] (tensor 'activations' or the only tensor)" };
         var arch = new Option<string?>("--arch") { Description = $"Architecture(s), comma-separated: {string.Join("|", SaeRecipes.Names)}" };
         var k = new Option<int?>("--k") { Description = "Active latents per row (topk, batchtopk, matryoshka)" };
-        var l1 = new Option<double?>("--l1") { Description = "Sparsity coefficient (L1, or L0 for jumprelu)" };
+        var l1 = new Option<double?>("--l1") { Description = "Sparsity coefficient (L1, or L0 for jumprelu); default: the recipe's (docs/recipes.md)" };
+        var targetL0 = new Option<double?>("--target-l0") { Description = "relu, relu-april, gated, jumprelu: adapt the sparsity coefficient during training to end near this L0" };
         var dictSize = new Option<int?>("--dict-size") { Description = "Number of latents d_sae" };
         var expansion = new Option<int?>("--expansion") { Description = "d_sae = expansion × d_in (default 8)" };
         var batchSize = new Option<int?>("--batch-size") { Description = "Rows per step (default 4096)" };
@@ -59,7 +63,7 @@ internal static class TrainCommand
         var groundTruth = new Option<string?>("--ground-truth") { Description = "features.safetensors of synthetic data: adds mmcs and recovered_fraction" };
         var command = new Command("train", "Train sparse autoencoders and write them in SAELens layout")
         {
-            activations, arch, k, l1, dictSize, expansion, batchSize, steps, lr, seed, output, config, resume, checkpointEvery, evalRows, groundTruth, autocast, candidatePass,
+            activations, arch, k, l1, targetL0, dictSize, expansion, batchSize, steps, lr, seed, output, config, resume, checkpointEvery, evalRows, groundTruth, autocast, candidatePass,
         };
         var data = new ModelDataOptionsCli();
         data.AddTo(command);
@@ -70,6 +74,7 @@ internal static class TrainCommand
             s.Arch = parse.GetValue(arch) ?? s.Arch;
             s.K = parse.GetValue(k) ?? s.K;
             s.L1 = parse.GetValue(l1) ?? s.L1;
+            s.TargetL0 = parse.GetValue(targetL0) ?? s.TargetL0;
             s.DictSize = parse.GetValue(dictSize) ?? s.DictSize;
             s.Expansion = parse.GetValue(expansion) ?? s.Expansion;
             s.BatchSize = parse.GetValue(batchSize) ?? s.BatchSize;
@@ -105,6 +110,8 @@ internal static class TrainCommand
         {
             var settings = JsonSerializer.Deserialize<TrainSettings>(json) ?? new TrainSettings();
             var trainer = TrainerConfig.FromJson(json, path);
+            if (System.Text.Json.Nodes.JsonNode.Parse(json) is System.Text.Json.Nodes.JsonObject fields)
+                foreach (var (key, _) in fields) settings.GivenTrainerFields.Add(key);
             if (!json.Contains("\"normalize_activations\"")) trainer.NormalizeActivations = "expected_average_only_in";
             return (settings, trainer);
         }
@@ -177,9 +184,16 @@ internal static class TrainCommand
             trainer.TrainBatchSizeTokens = s.BatchSize;
             trainer.Seed = s.Seed;
             trainer.Lr = s.Lr ?? trainer.Lr;
+            if (s.Lr is not null) s.GivenTrainerFields.Add("lr");
+            if (s.TargetL0 is double target)
+            {
+                if (!(target > 0)) throw new SaeSharpException($"--target-l0 {target}: expected a positive number of active latents");
+                foreach (var r in recipes.Where(r => !SaeRecipes.HasSparsityCoefficient(r)))
+                    throw new SaeSharpException($"--target-l0 applies to relu, relu-april, gated and jumprelu; '{r}' sets its L0 with --k");
+            }
             trainer.CheckpointEverySteps = s.CheckpointEvery > 0 ? s.CheckpointEvery : Math.Max(1, s.Steps / 10);
             trainer.LogEverySteps = (int)Math.Clamp(s.Steps / 100, 1, trainer.LogEverySteps);
-            var slots = recipes.Select(r => new SaeSlot(r, SaeRecipes.Create(r, dIn, dSae, s.K, s.L1, dOut, metadata, s.Steps), SlotConfig(r, trainer))).ToList();
+            var slots = recipes.Select(r => new SaeSlot(r, CreateSae(r, s, dIn, dSae, dOut, metadata), SaeRecipes.RunConfig(r, trainer, dSae, s.GivenTrainerFields))).ToList();
             var pass = s.CandidatePass.Trim().ToLowerInvariant() switch
             {
                 "auto" => CandidatePass.Auto,
@@ -202,15 +216,11 @@ internal static class TrainCommand
         }
     }
 
-    /// <summary>The Towards Monosemanticity recipe resamples dead latents (there at 25k, 50k, 75k and 100k steps); unless the
-    /// config names resample_steps, a `relu` SAE of a run of at least 1000 steps resamples at a quarter, half and three
-    /// quarters of it.</summary>
-    private static TrainerConfig? SlotConfig(string recipe, TrainerConfig run)
+    private static Sae CreateSae(string recipe, TrainSettings s, int dIn, int dSae, int dOut, SaeMetadata metadata)
     {
-        if (recipe != "relu" || run.ResampleSteps is not null || run.Steps < 1000) return null;
-        var c = run.Clone();
-        c.ResampleSteps = [run.Steps / 4, run.Steps / 2, 3 * run.Steps / 4];
-        return c;
+        var sae = SaeRecipes.Create(recipe, dIn, dSae, s.K, s.L1, dOut, metadata, s.Steps);
+        if (s.TargetL0 is double target) SaeRecipes.AdaptToTargetL0(sae, target, s.L1);
+        return sae;
     }
 
     /// <summary>Runs training with a live progress bar (or plain lines when output is redirected); Ctrl-C checkpoints and stops.</summary>
@@ -281,8 +291,12 @@ internal static class TrainCommand
         {
             Console.WriteLine($"{sae.Name}: wrote {sae.Directory}");
             if (sae.Metrics is { } m)
+            {
                 Console.WriteLine($"  mse {m.Mse:G4}  fvu {m.Fvu:G4}  l0 {m.L0:F1}  dead {m.DeadFraction:P1}" +
                                   (m.Mmcs is double mm ? $"  mmcs {mm:F3}" : ""));
+                foreach (var w in TrainingWarnings.For(m, sae.Config, result.Steps))
+                    Console.Error.WriteLine($"warning: {sae.Name}: {w}");
+            }
         }
         return 0;
     }

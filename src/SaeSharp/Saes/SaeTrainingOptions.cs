@@ -35,8 +35,11 @@ public sealed class SaeTrainingOptions
     /// <summary>JumpReLU initial threshold.</summary>
     public double InitialThreshold { get; set; } = 0.001;
     public JumpReluPenalty JumpReluPenalty { get; set; } = JumpReluPenalty.L0;
-    /// <summary>Target L0 for <see cref="JumpReluPenalty.TargetL0"/>.</summary>
+    /// <summary>Target L0 for <see cref="JumpReluPenalty.TargetL0"/> and for <see cref="AdaptToTargetL0"/>.</summary>
     public double TargetL0 { get; set; } = 20;
+    /// <summary>Adapt <see cref="SparsityCoefficient"/> during training so that the L0 ends near <see cref="TargetL0"/>
+    /// (<c>--target-l0</c>; the trainer's controller, see SaeSharp.Training.TargetL0Control).</summary>
+    public bool AdaptToTargetL0 { get; set; }
     /// <summary>Momentum β of the running BatchTopK inference-threshold estimate (dictionary_learning: 0.999).</summary>
     public double ThresholdMomentum { get; set; } = 0.999;
     /// <summary>Steps before the BatchTopK threshold starts being estimated.</summary>

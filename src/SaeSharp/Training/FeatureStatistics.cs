@@ -34,6 +34,22 @@ internal sealed class FeatureStatistics : IDisposable
         UpdateCounts(featureActs.detach().ne(0).sum(0L), featureActs.shape[0]);
     }
 
+    /// <summary>[d_sae] int64: in how many rows of [N, d_sae] feature activations each latent is nonzero.</summary>
+    public static Tensor ActiveCounts(Tensor featureActs)
+    {
+        using var _ = no_grad();
+        return featureActs.detach().ne(0).sum(0L);
+    }
+
+    /// <summary>Share of latents that have not fired in the last <paramref name="rows"/> training rows (with rows = the
+    /// smaller of the dead window and the rows seen so far: the share the dead mask will show if nothing changes).</summary>
+    public double NotFiredWithin(long rows)
+    {
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        return TokensSinceFired.ge(Math.Max(1, rows)).to(ScalarType.Float64).mean().item<double>();
+    }
+
     /// <summary>Adds one batch given as per-latent counts of rows on which each latent fired ([d_sae] int64) and the
     /// batch's row count: what sparse training passes compute without a dense [N, d_sae] matrix.</summary>
     public void UpdateCounts(Tensor activeCounts, long rows)

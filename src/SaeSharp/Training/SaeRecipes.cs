@@ -27,15 +27,98 @@ public static class SaeRecipes
         _ => throw new SaeSharpException($"unknown architecture '{recipe}' (choose from {string.Join(", ", Names)})"),
     };
 
-    /// <summary>Default sparsity coefficient λ of a recipe, for inputs normalised to E‖x‖ = √d_in.</summary>
-    public static double DefaultSparsityCoefficient(string recipe) => recipe switch
+    /// <summary>
+    /// Default sparsity coefficient λ of a recipe for inputs normalised to E‖x‖ = √d_in. The L1 recipes take Anthropic's
+    /// April 2024 λ = 5 at d_in 4096 and scale it by √(d_in/4096): under that normalisation a latent's magnitude grows as
+    /// √d_in while the L1 soft threshold is λ/2, so a fixed λ kills every latent of a narrow model (λ 5 at d_in 32 leaves
+    /// L0 ≈ 0 on synthetic data). JumpReLU keeps λ 0.5 on its L0 penalty.
+    /// </summary>
+    public static double DefaultSparsityCoefficient(string recipe, int dIn = 4096) => recipe switch
     {
-        "relu" or "standard" => 5.0,
-        "relu-april" => 5.0,
-        "gated" => 5.0,
+        "relu" or "standard" or "relu-april" or "gated" => 5.0 * Math.Sqrt(dIn / 4096.0),
         "jumprelu" => 0.5,
         _ => 0.0,
     };
+
+    /// <summary>Whether the recipe has a sparsity coefficient λ (and so <c>--target-l0</c> adapts it).</summary>
+    public static bool HasSparsityCoefficient(string recipe) =>
+        Architecture(recipe) is SaeArchitectures.Standard or SaeArchitectures.Gated or SaeArchitectures.JumpReLU;
+
+    /// <summary>
+    /// Default learning rate of a recipe for a run of <paramref name="steps"/> steps. TopK family: Gao et al. (2024),
+    /// 2e-4/√(d_sae/2¹⁴). Sparsity-coefficient recipes: their paper's rate (relu-april and gated 5e-5, jumprelu 7e-5,
+    /// relu dictionary_learning's 1e-3) is tuned for runs of 10⁵ steps and more; Adam moves a weight by at most about lr
+    /// per step, so a run of T steps gets max(paper lr, min(1e-3, 1/T)): enough for biases and thresholds to travel O(1)
+    /// in normalised units (E‖x‖ = √d_in) within the run.
+    /// </summary>
+    public static double DefaultLearningRate(string recipe, int dSae, long steps)
+    {
+        string arch = Architecture(recipe);
+        if (arch is SaeArchitectures.TopK or SaeArchitectures.BatchTopK or SaeArchitectures.MatryoshkaBatchTopK)
+            return Sae.ScaledTopKLearningRate(dSae);
+        double paper = recipe switch
+        {
+            "relu" or "standard" => 1e-3,
+            "jumprelu" => 7e-5,
+            _ => 5e-5,
+        };
+        return Math.Max(paper, Math.Min(1e-3, 1.0 / Math.Max(1, steps)));
+    }
+
+    /// <summary>
+    /// The per-SAE training config of a recipe for a run: <paramref name="run"/> with every field the user did not give
+    /// (<paramref name="given"/>, snake_case names; any lr schedule field leaves the whole schedule alone) set by the
+    /// recipe's rules, stated with their sources in docs/recipes.md:
+    /// lr (<see cref="DefaultLearningRate"/>); lr warm-up min(1000, T/10) steps (dictionary_learning's 1000 steps);
+    /// linear decay to 0 over the last T/5 steps (Anthropic April 2024; SAELens "constant" with lr_decay_steps);
+    /// sparsity warm-up over the first T/20 steps for the λ recipes (Anthropic April 2024: 5 %); gradient norm clipped to 1
+    /// (Anthropic April 2024, dictionary_learning's April, TopK, BatchTopK and JumpReLU trainers); b_dec initialised to the
+    /// geometric median of a sample (dictionary_learning's TopK/BatchTopK trainers, SAELens's original default); dead-latent
+    /// resampling at T/4, T/2 and 3T/4 for <c>relu</c> runs of at least 1000 steps (Towards Monosemanticity resamples 4
+    /// times in 10⁵ steps).
+    /// </summary>
+    public static TrainerConfig RunConfig(string recipe, TrainerConfig run, int dSae, IReadOnlySet<string>? given = null)
+    {
+        given ??= new HashSet<string>();
+        var c = run.Clone();
+        long steps = run.Steps;
+        if (!given.Contains("lr") && c.Lr is null) c.Lr = DefaultLearningRate(recipe, dSae, steps);
+        // A schedule field given by the user leaves the whole lr schedule to the user.
+        if (!given.Overlaps(["lr_scheduler_name", "lr_warm_up_steps", "lr_decay_steps", "lr_end"]))
+        {
+            c.LrWarmUpSteps = Math.Min(1000, steps / 10);
+            c.LrSchedulerName = LrSchedulers.Constant;
+            c.LrDecaySteps = steps / 5;
+        }
+        if (!given.Contains("l1_warm_up_steps") && HasSparsityCoefficient(recipe)) c.L1WarmUpSteps = steps / 20;
+        if (!given.Contains("max_grad_norm")) c.MaxGradNorm = 1.0;
+        if (!given.Contains("b_dec_init_method")) c.BDecInitMethod = "geometric_median";
+        if (!given.Contains("resample_steps") && recipe == "relu" && steps >= 1000)
+            c.ResampleSteps = [steps / 4, steps / 2, 3 * steps / 4];
+        return c;
+    }
+
+    /// <summary>
+    /// Makes the trainer adapt λ so that the run ends near <paramref name="targetL0"/> (<see cref="TargetL0Control"/>),
+    /// starting from <paramref name="coefficient"/> or a tenth of the recipe's default: λ rises faster than it can fall
+    /// (a latent killed by too large a λ gets no gradient to come back), so the controller starts low. JumpReLU instead
+    /// trains with dictionary_learning's target-L0 penalty λ·(L0/target − 1)² (its default λ 1), without the controller.
+    /// </summary>
+    public static void AdaptToTargetL0(Sae sae, double targetL0, double? coefficient = null)
+    {
+        if (sae.Cfg.Architecture is not (SaeArchitectures.Standard or SaeArchitectures.Gated or SaeArchitectures.JumpReLU))
+            throw new SaeSharpException($"a target L0 applies to the architectures with a sparsity coefficient, not to '{sae.Cfg.Architecture}'");
+        sae.Training.TargetL0 = targetL0;
+        if (sae.Cfg.Architecture == SaeArchitectures.JumpReLU)
+        {
+            // dictionary_learning's penalty; a controller on its λ drove λ without bound while θ moved at lr per step.
+            sae.Training.JumpReluPenalty = JumpReluPenalty.TargetL0;
+            sae.Training.SparsityCoefficient = coefficient ?? 1.0;
+            return;
+        }
+        sae.Training.AdaptToTargetL0 = true;
+        sae.Training.SparsityCoefficient = coefficient ?? sae.Training.SparsityCoefficient / 10;
+    }
 
     /// <summary>Matryoshka prefix widths: d_sae/16, d_sae/8, d_sae/4, d_sae/2, d_sae (cumulative).</summary>
     public static int[] DefaultMatryoshkaWidths(int dSae)
@@ -66,7 +149,7 @@ public static class SaeRecipes
             Metadata = metadata ?? new SaeMetadata(),
         };
         var sae = SaeFactory.Create(cfg);
-        sae.Training.SparsityCoefficient = sparsityCoefficient ?? DefaultSparsityCoefficient(recipe);
+        sae.Training.SparsityCoefficient = sparsityCoefficient ?? DefaultSparsityCoefficient(recipe, dIn);
         sae.Training.Penalty = recipe == "relu-april" ? SparsityPenalty.L1DecoderNorm : SparsityPenalty.L1;
         // BatchTopK estimates its inference threshold from step 1000 with momentum 0.999 (dictionary_learning), an average
         // over about 1000 steps. Short runs start at a quarter and average over a fifth of the remaining steps, so that the

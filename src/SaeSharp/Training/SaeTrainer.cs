@@ -26,6 +26,7 @@ public sealed class SaeTrainer : IDisposable
     {
         config.Validate();
         _cfg = config.Clone();
+        _cfg.DeadFeatureWindow ??= _cfg.ResolvedDeadFeatureWindow;
         _source = source;
         var names = new HashSet<string>(StringComparer.Ordinal);
         int index = 0;
@@ -33,6 +34,7 @@ public sealed class SaeTrainer : IDisposable
         {
             if (!names.Add(slot.Name)) throw new SaeSharpException($"two SAEs are named '{slot.Name}'; names must be unique in a run");
             var own = slot.Config?.Clone() ?? _cfg.Clone();
+            own.DeadFeatureWindow ??= _cfg.DeadFeatureWindow;
             if (slot.Config is not null)
             {
                 own.Validate($"SAE '{slot.Name}' config");
@@ -198,7 +200,8 @@ public sealed class SaeTrainer : IDisposable
         var sae = slot.Sae;
         var c = slot.Config;
         double lr = Schedules.LearningRate(c, slot.Lr, Step);
-        double sparsityScale = Schedules.SparsityScale(c.L1WarmUpSteps, Step);
+        // With a target L0 the controller ramps λ itself: no warm-up on top of it.
+        double sparsityScale = sae.Training.AdaptToTargetL0 ? 1.0 : Schedules.SparsityScale(c.L1WarmUpSteps, Step);
         var dead = slot.Stats.DeadMask();
         var ctx = new SaeTrainContext { Step = Step, SparsityScale = sparsityScale, DeadMask = dead };
 
@@ -209,8 +212,10 @@ public sealed class SaeTrainer : IDisposable
         if (c.MaxGradNorm is > 0) ClipGradNorm(slot, c.MaxGradNorm.Value);
         slot.Adam.Step(lr);
         sae.AfterOptimizerStep(ctx);
-        if (o.ActiveCounts is { } counts) slot.Stats.UpdateCounts(counts, x.shape[0]);
-        else slot.Stats.Update(o.FeatureActs);
+        var counts = o.ActiveCounts ?? FeatureStatistics.ActiveCounts(o.FeatureActs);
+        slot.Stats.UpdateCounts(counts, x.shape[0]);
+        if (sae.Training.AdaptToTargetL0)
+            TargetL0Control.Update(sae.Training, counts.sum().item<long>() / (double)x.shape[0], sparsityScale);
 
         using (no_grad())
         {
@@ -229,7 +234,7 @@ public sealed class SaeTrainer : IDisposable
         var resid = (o.SaeOut.detach().to(ScalarType.Float64) - yd).pow(2).sum();
         var total = (yd - yd.mean([0], keepdim: true)).pow(2).sum();
         double ev = 1 - (resid / total).item<double>();
-        double deadFraction = dead.to(ScalarType.Float64).mean().item<double>();
+        double deadFraction = slot.Stats.NotFiredWithin(Math.Min(slot.Stats.DeadWindowTokens, Tokens + x.shape[0]));
         return new SaeProgress
         {
             Name = slot.Name,
@@ -438,7 +443,7 @@ public sealed class SaeTrainer : IDisposable
             var (beta1, beta2) = sae.DefaultAdamBetas;
             var parameters = sae.named_parameters().Select(p => (p.name, p.parameter)).ToList();
             Adam = new AdamOptimizer(parameters, config.AdamBeta1 ?? beta1, config.AdamBeta2 ?? beta2, config.AdamEpsilon);
-            Stats = new FeatureStatistics(sae.Cfg.DSae, run.DeadFeatureWindow, run.FeatureSamplingWindow);
+            Stats = new FeatureStatistics(sae.Cfg.DSae, run.ResolvedDeadFeatureWindow, run.FeatureSamplingWindow);
             FirstBadStep = tensor(-1L).DetachFromDisposeScope();
             ResampleSteps = new HashSet<long>(config.ResampleSteps ?? []);
         }

@@ -4,21 +4,33 @@ namespace SaeSharp.Training;
 public static class Schedules
 {
     /// <summary>
-    /// Learning rate of step <paramref name="step"/> (0-based) of <paramref name="totalSteps"/>:
-    /// warm-up lr·(s+1)/W for s &lt; W; then lr; for linear/cosine, over the last D steps (D = lr_decay_steps, or all
-    /// steps after warm-up when 0) progress p = (s − (T − D) + 1)/D goes to 1 and lr moves to lr_end
-    /// linearly (lr + (lr_end − lr)·p) or along a half cosine (lr_end + (lr − lr_end)·(1 + cos πp)/2).
-    /// "constant" does not decay unless lr_decay_steps &gt; 0, in which case it decays linearly to 0 (as in SAELens).
+    /// Learning rate of step <paramref name="step"/> (0-based) of <paramref name="totalSteps"/> T, with warm-up W and
+    /// decay D. Every schedule warms up as lr·(s+1)/W for s &lt; W.
+    /// <list type="bullet">
+    /// <item><c>constant</c> (SAELens): lr, and over the last D steps lr·(1 − j/D) at step T − D + j (the first decay step
+    /// still at lr, the last at lr/D; lr_end is ignored). dictionary_learning's <c>decay_start</c> gives the same values.</item>
+    /// <item><c>cosineannealing</c> (SAELens): from step W, lr_end + (lr − lr_end)·(1 + cos(πj/M))/2 at step W + j with
+    /// M = T − W − D; then over the last D steps lr_end·(1 − j/D).</item>
+    /// <item><c>linear</c>, <c>cosine</c> (SaeSharp's own, not SAELens names): over the last D steps (all steps after the
+    /// warm-up when D = 0) progress p = (j + 1)/D, lr + (lr_end − lr)·p or lr_end + (lr − lr_end)·(1 + cos πp)/2, so
+    /// that the last step runs at exactly lr_end.</item>
+    /// </list>
     /// </summary>
     public static double LearningRate(string scheduler, double lr, double lrEnd, long warmUpSteps, long decaySteps, long totalSteps, long step)
     {
         if (warmUpSteps > 0 && step < warmUpSteps) return lr * (step + 1) / warmUpSteps;
         var name = scheduler.ToLowerInvariant();
-        if (name == LrSchedulers.Constant)
+        if (name is LrSchedulers.Constant or LrSchedulers.CosineAnnealing)
         {
-            if (decaySteps <= 0) return lr;
-            lrEnd = 0; // SAELens: "constant" with lr_decay_steps decays linearly to 0
-            name = LrSchedulers.Linear;
+            long decayStart = totalSteps - decaySteps;
+            if (decaySteps > 0 && step >= decayStart)
+            {
+                double from = name == LrSchedulers.Constant ? lr : lrEnd;
+                return from * (1 - (double)(step - decayStart) / decaySteps);
+            }
+            if (name == LrSchedulers.Constant) return lr;
+            long m = totalSteps - warmUpSteps - decaySteps;
+            return lrEnd + (lr - lrEnd) * (1 + Math.Cos(Math.PI * (step - warmUpSteps) / m)) / 2;
         }
         long d = decaySteps > 0 ? decaySteps : totalSteps - warmUpSteps;
         long start = totalSteps - d;
@@ -27,7 +39,7 @@ public static class Schedules
         return name switch
         {
             LrSchedulers.Linear => lr + (lrEnd - lr) * p,
-            LrSchedulers.Cosine or "cosineannealing" => lrEnd + (lr - lrEnd) * (1 + Math.Cos(Math.PI * p)) / 2,
+            LrSchedulers.Cosine => lrEnd + (lr - lrEnd) * (1 + Math.Cos(Math.PI * p)) / 2,
             _ => throw new SaeSharpException($"lr_scheduler_name '{scheduler}' is unknown, expected {string.Join("|", LrSchedulers.All)}"),
         };
     }

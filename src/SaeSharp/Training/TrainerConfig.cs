@@ -7,14 +7,16 @@ namespace SaeSharp.Training;
 /// <summary>Learning-rate schedule names (<c>lr_scheduler_name</c>).</summary>
 public static class LrSchedulers
 {
-    /// <summary>lr after warm-up, no decay.</summary>
+    /// <summary>SAELens: lr after warm-up; lr_decay_steps &gt; 0 decays linearly from lr to 0 over the last steps.</summary>
     public const string Constant = "constant";
-    /// <summary>Linear decay from lr to lr_end over the last lr_decay_steps.</summary>
+    /// <summary>SAELens: cosine from lr to lr_end between warm-up and decay, then linear from lr_end to 0 over lr_decay_steps.</summary>
+    public const string CosineAnnealing = "cosineannealing";
+    /// <summary>SaeSharp: linear decay from lr to lr_end over the last lr_decay_steps (all after warm-up when 0).</summary>
     public const string Linear = "linear";
-    /// <summary>Cosine decay from lr to lr_end over the last lr_decay_steps.</summary>
+    /// <summary>SaeSharp: half-cosine decay from lr to lr_end over the last lr_decay_steps (all after warm-up when 0).</summary>
     public const string Cosine = "cosine";
 
-    public static readonly IReadOnlyList<string> All = [Constant, Linear, Cosine];
+    public static readonly IReadOnlyList<string> All = [Constant, CosineAnnealing, Linear, Cosine];
 }
 
 /// <summary>
@@ -30,7 +32,8 @@ public sealed class TrainerConfig
     [JsonPropertyName("lr")] public double? Lr { get; set; }
     /// <summary>Learning rate at the end of the decay (per SAE); null means lr/10 (SAELens).</summary>
     [JsonPropertyName("lr_end")] public double? LrEnd { get; set; }
-    /// <summary>"constant", "linear" or "cosine" (per SAE); "constant" with lr_decay_steps decays linearly to 0 (SAELens).</summary>
+    /// <summary>"constant" or "cosineannealing" (SAELens's schedules, exactly), or SaeSharp's "linear" or "cosine" (per SAE);
+    /// see <see cref="Schedules.LearningRate(string, double, double, long, long, long, long)"/>.</summary>
     [JsonPropertyName("lr_scheduler_name")] public string LrSchedulerName { get; set; } = LrSchedulers.Constant;
     /// <summary>Linear warm-up: step s &lt; W uses lr·(s+1)/W (per SAE).</summary>
     [JsonPropertyName("lr_warm_up_steps")] public long LrWarmUpSteps { get; set; }
@@ -78,8 +81,9 @@ public sealed class TrainerConfig
     [JsonPropertyName("n_batches_for_norm_estimate")] public int NBatchesForNormEstimate { get; set; } = 100;
     /// <summary>Rows read at the start for the b_dec initialisation (geometric median or mean).</summary>
     [JsonPropertyName("b_dec_init_rows")] public int BDecInitRows { get; set; } = 8192;
-    /// <summary>A latent is dead after this many training rows (tokens) without firing (sparsify's 10M).</summary>
-    [JsonPropertyName("dead_feature_window")] public long DeadFeatureWindow { get; set; } = 10_000_000;
+    /// <summary>A latent is dead after this many training rows (tokens) without firing; null means
+    /// <see cref="DefaultDeadFeatureWindow"/> of the run (the trainer records the value it used).</summary>
+    [JsonPropertyName("dead_feature_window")] public long? DeadFeatureWindow { get; set; }
     /// <summary>Steps over which firing counts are accumulated for the sparsity statistics.</summary>
     [JsonPropertyName("feature_sampling_window")] public int FeatureSamplingWindow { get; set; } = 2000;
     /// <summary>Folder for checkpoints (step_NNNNNNNNN (zero-padded step number) sub-folders); null means no checkpoints.</summary>
@@ -117,6 +121,20 @@ public sealed class TrainerConfig
     [JsonIgnore]
     public long Steps => TotalTrainingSteps ?? (TrainingTokens is long t ? t / TrainBatchSizeTokens : 0);
 
+    /// <summary>
+    /// The dead-latent window of a run of <paramref name="runTokens"/> training rows when none is given:
+    /// min(10M, max(one batch, run/20)). sparsify's and dictionary_learning's 10M tokens assume runs of hundreds of
+    /// millions of tokens; in a shorter run that window is never reached, AuxK never starts and no latent ever counts
+    /// as dead. A twentieth of the run lets AuxK work for 95 % of it and calls dead only latents that fire less than
+    /// once in a twentieth of the run.
+    /// </summary>
+    public static long DefaultDeadFeatureWindow(long runTokens, int batchRows) =>
+        Math.Min(10_000_000, Math.Max(batchRows, runTokens / 20));
+
+    /// <summary>The dead-latent window in rows: the given one, or <see cref="DefaultDeadFeatureWindow"/> of this run.</summary>
+    [JsonIgnore]
+    public long ResolvedDeadFeatureWindow => DeadFeatureWindow ?? DefaultDeadFeatureWindow(Steps * TrainBatchSizeTokens, TrainBatchSizeTokens);
+
     /// <summary>Checks ranges and names; throws naming the field and value.</summary>
     public void Validate(string source = "trainer config")
     {
@@ -130,8 +148,10 @@ public sealed class TrainerConfig
             throw Bad("lr_scheduler_name", LrSchedulerName, string.Join("|", LrSchedulers.All));
         if (LrWarmUpSteps < 0) throw Bad("lr_warm_up_steps", LrWarmUpSteps, "≥ 0");
         if (LrDecaySteps < 0) throw Bad("lr_decay_steps", LrDecaySteps, "≥ 0");
-        if (LrWarmUpSteps + LrDecaySteps > Steps)
-            throw new SaeSharpException($"{source}: lr_warm_up_steps ({LrWarmUpSteps}) + lr_decay_steps ({LrDecaySteps}) exceed the {Steps} training steps");
+        if (LrWarmUpSteps + LrDecaySteps > Steps || (NormalizedScheduler == LrSchedulers.CosineAnnealing && LrWarmUpSteps + LrDecaySteps >= Steps))
+            throw new SaeSharpException($"{source}: lr_warm_up_steps ({LrWarmUpSteps}) + lr_decay_steps ({LrDecaySteps}) leave no steps of the {Steps} training steps for the schedule");
+        if (NormalizedScheduler == LrSchedulers.CosineAnnealing && LrDecaySteps > 0 && LrEnd == 0)
+            throw new SaeSharpException($"{source}: cosineannealing with lr_decay_steps needs lr_end > 0 (the decay runs from lr_end to 0, as in SAELens)");
         if (AdamBeta1 is < 0 or >= 1) throw Bad("adam_beta1", AdamBeta1, "in [0, 1)");
         if (AdamBeta2 is < 0 or >= 1) throw Bad("adam_beta2", AdamBeta2, "in [0, 1)");
         if (AdamEpsilon <= 0) throw Bad("adam_epsilon", AdamEpsilon, "positive");
@@ -146,7 +166,7 @@ public sealed class TrainerConfig
             throw Bad("normalize_activations", NormalizeActivations, "none|expected_average_only_in");
         if (NBatchesForNormEstimate <= 0) throw Bad("n_batches_for_norm_estimate", NBatchesForNormEstimate, "positive");
         if (BDecInitRows <= 0) throw Bad("b_dec_init_rows", BDecInitRows, "positive");
-        if (DeadFeatureWindow <= 0) throw Bad("dead_feature_window", DeadFeatureWindow, "a positive token count");
+        if (DeadFeatureWindow is <= 0) throw Bad("dead_feature_window", DeadFeatureWindow, "a positive token count");
         if (FeatureSamplingWindow <= 0) throw Bad("feature_sampling_window", FeatureSamplingWindow, "a positive step count");
         if (CheckpointEverySteps < 0) throw Bad("checkpoint_every_steps", CheckpointEverySteps, "≥ 0");
         if (KeepCheckpoints <= 0) throw Bad("keep_checkpoints", KeepCheckpoints, "positive");
@@ -157,11 +177,7 @@ public sealed class TrainerConfig
     }
 
     [JsonIgnore]
-    internal string NormalizedScheduler => LrSchedulerName.ToLowerInvariant() switch
-    {
-        "cosineannealing" => LrSchedulers.Cosine,
-        var s => s,
-    };
+    internal string NormalizedScheduler => LrSchedulerName.ToLowerInvariant();
 
     /// <summary>Throws naming the first shared field that differs between this run config and an SAE's own config.</summary>
     internal void CheckSharedFieldsEqual(TrainerConfig other, string saeName)

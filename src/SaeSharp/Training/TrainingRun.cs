@@ -25,8 +25,8 @@ public sealed class TrainingRunOptions
     public bool Resume { get; init; }
 }
 
-/// <summary>One trained SAE as written to disk.</summary>
-public sealed record TrainedSaeOutput(string Name, string Directory, SaeEvalResult? Metrics);
+/// <summary>One trained SAE as written to disk, with its cfg.json config.</summary>
+public sealed record TrainedSaeOutput(string Name, string Directory, SaeEvalResult? Metrics, Saes.SaeConfig Config);
 
 /// <summary>Outcome of <see cref="TrainingRun.Run"/>.</summary>
 public sealed record TrainingRunResult(TrainingStatus Status, long Steps, long Tokens, IReadOnlyList<TrainedSaeOutput> Saes, string? LastCheckpoint);
@@ -79,6 +79,7 @@ public static class TrainingRun
                 foreach (var trained in result.Saes)
                 {
                     var dir = result.Saes.Count == 1 ? o.OutDir : Path.Combine(o.OutDir, trained.Name);
+                    RecordSparsityCoefficient(trained.Sae);
                     SaeLensFormat.Save(trained.Sae, dir, trained.Sparsity, files);
                     SaeEvalResult? metrics = null;
                     if (evalBatches is not null)
@@ -89,7 +90,7 @@ public static class TrainingRun
                         metrics = SaeEvaluator.Evaluate(trained.Sae, views, groundTruthFeatures: o.GroundTruthFeatures);
                         files.WriteAllText(Path.Combine(dir, MetricsFile), metrics.ToJson());
                     }
-                    outputs.Add(new TrainedSaeOutput(trained.Name, dir, metrics));
+                    outputs.Add(new TrainedSaeOutput(trained.Name, dir, metrics, trained.Sae.Cfg.Clone()));
                 }
                 files.Commit();
                 return new TrainingRunResult(result.Status, result.Steps, result.Tokens, outputs, result.LastCheckpoint);
@@ -99,6 +100,18 @@ public static class TrainingRun
                 if (evalBatches is not null) foreach (var b in evalBatches) b.Dispose();
             }
         }
+    }
+
+    /// <summary>cfg.json records the sparsity coefficient the SAE ended with (SAELens's <c>l1_coefficient</c>, or
+    /// <c>l0_coefficient</c> for JumpReLU) and, with <c>--target-l0</c>, the target it adapted to.</summary>
+    private static void RecordSparsityCoefficient(Saes.Sae sae)
+    {
+        var arch = sae.Cfg.Architecture;
+        if (arch is not (Saes.SaeArchitectures.Standard or Saes.SaeArchitectures.Gated or Saes.SaeArchitectures.JumpReLU)) return;
+        var extra = sae.Cfg.Extra ??= new();
+        extra[arch == Saes.SaeArchitectures.JumpReLU ? "l0_coefficient" : "l1_coefficient"] = JsonSerializer.SerializeToElement(sae.Training.SparsityCoefficient);
+        if (sae.Training.AdaptToTargetL0 || (arch == Saes.SaeArchitectures.JumpReLU && sae.Training.JumpReluPenalty == Saes.JumpReluPenalty.TargetL0))
+            extra["target_l0"] = JsonSerializer.SerializeToElement(sae.Training.TargetL0);
     }
 
     private static TrainerConfig WithFolders(TrainerConfig slot, TrainerConfig run)

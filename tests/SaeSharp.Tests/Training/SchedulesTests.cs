@@ -48,12 +48,39 @@ public class SchedulesTests
     [Fact]
     public void NoSparsityWarmUpMeansFullCoefficient() => Assert.Equal(1.0, Schedules.SparsityScale(0, 0));
 
+    // Expected values: SAELens's get_lr_scheduler (sae_lens/training/optim.py) run under PyTorch 1.13 with lr 1 and T 10,
+    // reading the optimiser's lr before each optimizer.step()/scheduler.step() pair.
     [Theory]
-    [InlineData(5, 1.0)]
-    [InlineData(6, 0.75)]  // SAELens: constant + lr_decay_steps decays linearly to 0, whatever lr_end says
-    [InlineData(9, 0.0)]
-    public void ConstantWithDecayStepsDecaysLinearlyToZero(long step, double expected) =>
-        Assert.Equal(expected, Schedules.LearningRate("constant", 1.0, 0.5, 0, 4, 10, step), 12);
+    [InlineData(0, 4, new[] { 1.0, 1, 1, 1, 1, 1, 1, 0.75, 0.5, 0.25 })]   // decay: the first decay step still at lr
+    [InlineData(2, 4, new[] { 0.5, 1, 1, 1, 1, 1, 1, 0.75, 0.5, 0.25 })]
+    [InlineData(4, 0, new[] { 0.25, 0.5, 0.75, 1, 1, 1, 1, 1, 1, 1 })]
+    public void ConstantMatchesSaeLensIgnoringLrEnd(long warmUp, long decay, double[] expected)
+    {
+        for (int s = 0; s < 10; s++)
+            Assert.Equal(expected[s], Schedules.LearningRate("constant", 1.0, 0.1, warmUp, decay, 10, s), 12);
+    }
+
+    [Theory]
+    [InlineData(2, 0, 0.1, new[] { 0.5, 1, 1, 0.965746, 0.868198, 0.722208, 0.55, 0.377792, 0.231802, 0.134254 })]
+    [InlineData(2, 3, 0.1, new[] { 0.5, 1, 1, 0.914058, 0.689058, 0.410942, 0.185942, 0.1, 0.066667, 0.033333 })]
+    [InlineData(0, 0, 0.0, new[] { 1, 0.975528, 0.904508, 0.793893, 0.654508, 0.5, 0.345492, 0.206107, 0.095492, 0.024472 })]
+    public void CosineAnnealingMatchesSaeLens(long warmUp, long decay, double lrEnd, double[] expected)
+    {
+        for (int s = 0; s < 10; s++)
+            Assert.Equal(expected[s], Schedules.LearningRate("cosineannealing", 1.0, lrEnd, warmUp, decay, 10, s), 6);
+    }
+
+    [Fact]
+    public void CosineAnnealingDecayToZeroFromZeroIsRejectedAsInSaeLens()
+    {
+        var cfg = new TrainerConfig { TotalTrainingSteps = 10, LrSchedulerName = "cosineannealing", LrDecaySteps = 2, LrEnd = 0 };
+        var e = Assert.Throws<SaeSharpException>(() => cfg.Validate());
+        Assert.Contains("lr_end", e.Message);
+    }
+
+    [Fact]
+    public void SaeLensNamesAreNotAliasesOfSaeSharpsCosine() =>
+        Assert.NotEqual(Schedules.LearningRate("cosine", 1.0, 0.1, 2, 0, 10, 3), Schedules.LearningRate("cosineannealing", 1.0, 0.1, 2, 0, 10, 3), 6);
 
     [Fact]
     public void WarmUpPlusDecayLongerThanTheRunIsRejectedNamingTheFields()

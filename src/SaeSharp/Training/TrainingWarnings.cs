@@ -1,0 +1,44 @@
+using SaeSharp.Evaluation;
+using SaeSharp.Saes;
+
+namespace SaeSharp.Training;
+
+/// <summary>
+/// End-of-training checks of the held-out metrics: each result far from usable gets one line with its likely cause and
+/// the flag to change (printed by <c>sae train</c>). The thresholds: FVU above 0.5, L0 above d_in, more than half the
+/// latents dead, and, when trained from a model, less than half the CE loss recovered.
+/// </summary>
+public static class TrainingWarnings
+{
+    public const double MaxFvu = 0.5;
+    public const double MaxDeadFraction = 0.5;
+    public const double MinCeLossRecovered = 0.5;
+
+    /// <summary>The warnings for one trained SAE (empty when none applies).</summary>
+    /// <param name="metrics">Held-out metrics.</param>
+    /// <param name="cfg">The SAE's config (architecture, d_in, d_sae, k).</param>
+    /// <param name="steps">Optimiser steps of the run.</param>
+    /// <param name="ceLossRecovered">Share of the CE loss recovered (0–1) when evaluated inside a model, else null.</param>
+    public static IReadOnlyList<string> For(SaeEvalResult metrics, SaeConfig cfg, long steps, double? ceLossRecovered = null)
+    {
+        var warnings = new List<string>();
+        bool topK = cfg.Architecture is SaeArchitectures.TopK or SaeArchitectures.BatchTopK or SaeArchitectures.MatryoshkaBatchTopK;
+        string sparser = topK ? "lower --k" : "raise --l1, or give --target-l0";
+        string denser = topK ? "raise --k" : "lower --l1, or give --target-l0";
+        if (metrics.Fvu > MaxFvu)
+            warnings.Add($"FVU {metrics.Fvu:F3} on held-out rows (above {MaxFvu}): the SAE explains less than half the variance. " +
+                         $"Likely too few steps ({steps}) or too strong a sparsity: raise --steps, or {denser}.");
+        if (metrics.L0 > cfg.DIn)
+            warnings.Add($"L0 {metrics.L0:F1} is above d_in {cfg.DIn}: the code is not sparse. " +
+                         $"Likely too weak a sparsity for these activations or too few steps for it to take hold: {sparser}, or raise --steps.");
+        if (metrics.DeadFraction > MaxDeadFraction)
+            warnings.Add($"{metrics.DeadFraction:P0} of the {cfg.DSae} latents never fire on held-out rows. " +
+                         (topK
+                             ? "Likely a dead-latent window too long for the run (dead_feature_window in --config), or more latents than the data needs: lower --dict-size/--expansion, or raise --steps."
+                             : "Likely too strong a sparsity or too high a learning rate: lower --l1 (or give --target-l0) or --lr; for relu, resampling (resample_steps in --config) revives latents."));
+        if (ceLossRecovered is double ce && ce < MinCeLossRecovered)
+            warnings.Add($"CE loss recovered {ce:P0} (below {MinCeLossRecovered:P0}): splicing the SAE in breaks the model. " +
+                         $"Likely too few steps or too sparse a code: raise --steps, or {denser}.");
+        return warnings;
+    }
+}

@@ -1,0 +1,157 @@
+using SaeSharp.Evaluation;
+using SaeSharp.Saes;
+using SaeSharp.Training;
+using static TorchSharp.torch;
+using static SaeSharp.Tests.Training.TrainerTestKit;
+
+namespace SaeSharp.Tests.Training;
+
+public class RecipeDefaultsTests
+{
+    [Theory]
+    [InlineData(3_000_000, 4096, 150_000)]        // the 3M-token run of issue #9: a twentieth of it
+    [InlineData(1_000_000_000, 4096, 10_000_000)] // long runs keep sparsify's 10M tokens
+    [InlineData(5_000, 512, 512)]                 // never below one batch
+    public void DeadWindowFollowsTheRunLength(long runTokens, int batch, long expected) =>
+        Assert.Equal(expected, TrainerConfig.DefaultDeadFeatureWindow(runTokens, batch));
+
+    [Fact]
+    public void TrainerRecordsTheDeadWindowItUsed()
+    {
+        using var source = new InMemorySource(SparseData(256, 8, 12, 0.1, seed: 2));
+        var cfg = Config(100, batch: 32);
+        cfg.DeadFeatureWindow = null;
+        using var trainer = new SaeTrainer(cfg, source, [new SaeSlot("a", Standard(8, 16))]);
+        Assert.Equal(100 * 32 / 20, trainer.Config.DeadFeatureWindow);
+    }
+
+    [Fact]
+    public void ProgressShowsLatentsThatHaveNotFiredBeforeTheWindowIsReached()
+    {
+        // Latent 0 always fires; latents 1 (bias −100) and 2 (zero pre-activation) never do. The window (1M rows) is
+        // far from reached, so the dead mask is empty, but 2 of 3 latents have not fired in any row so far.
+        using var source = new InMemorySource(SparseData(64, 2, 4, 0.5, seed: 3));
+        var sae = new StandardSae(new SaeConfig { DIn = 2, DSae = 3, ApplyBDecToInput = false });
+        using (no_grad())
+        {
+            sae.WEnc.zero_();
+            sae.BEnc.copy_(tensor(new float[] { 100, -100, 0 }));
+            sae.WDec.copy_(eye(3, 2));
+        }
+        var cfg = Config(3, batch: 16);
+        cfg.Lr = 1e-12;
+        cfg.InitializeWeights = false;
+        cfg.LogEverySteps = 1;
+        var progress = new ListProgress();
+        using var trainer = new SaeTrainer(cfg, source, [new SaeSlot("a", sae)]) { Progress = progress };
+        trainer.Run().Dispose();
+        Assert.Equal(3, progress.Reports.Count);
+        foreach (var p in progress.Reports) Assert.Equal(2.0 / 3, p.Saes[0].DeadFraction, 12);
+    }
+
+    [Fact]
+    public void RunConfigScalesThePapersScheduleToTheRun()
+    {
+        var run = new TrainerConfig { TotalTrainingSteps = 1000, TrainBatchSizeTokens = 512 };
+        var c = SaeRecipes.RunConfig("relu-april", run, dSae: 1024);
+        Assert.Equal(100, c.LrWarmUpSteps);               // min(1000, T/10)
+        Assert.Equal("constant", c.LrSchedulerName);      // linear decay to 0 ...
+        Assert.Equal(200, c.LrDecaySteps);                // ... over the last fifth
+        Assert.Equal(50, c.L1WarmUpSteps);                // 5 % of the run
+        Assert.Equal(1.0, c.MaxGradNorm);
+        Assert.Equal("geometric_median", c.BDecInitMethod);
+        Assert.Equal(1e-3, c.Lr);                         // max(5e-5, min(1e-3, 1/1000))
+        Assert.Null(c.ResampleSteps);
+
+        var longRun = new TrainerConfig { TotalTrainingSteps = 200_000, TrainBatchSizeTokens = 4096 };
+        var l = SaeRecipes.RunConfig("relu-april", longRun, dSae: 1024);
+        Assert.Equal(1000, l.LrWarmUpSteps);
+        Assert.Equal(5e-5, l.Lr);                         // the paper's rate once 1/T is below it
+        Assert.Equal(2e-4, SaeRecipes.RunConfig("relu-april", new TrainerConfig { TotalTrainingSteps = 5000 }, 1024).Lr!.Value, 12);
+        Assert.Equal(2e-4 / Math.Sqrt(1024 / 16384.0), SaeRecipes.RunConfig("topk", run, 1024).Lr!.Value, 12);
+        Assert.Equal(0, SaeRecipes.RunConfig("topk", run, 1024).L1WarmUpSteps);
+        Assert.Equal(new long[] { 250, 500, 750 }, SaeRecipes.RunConfig("relu", run, 1024).ResampleSteps);
+    }
+
+    [Fact]
+    public void RunConfigKeepsWhatTheUserGave()
+    {
+        var run = new TrainerConfig { TotalTrainingSteps = 1000, Lr = 3e-4, LrWarmUpSteps = 7, LrSchedulerName = "cosineannealing" };
+        var c = SaeRecipes.RunConfig("gated", run, 1024, new HashSet<string> { "lr", "lr_warm_up_steps", "lr_scheduler_name" });
+        Assert.Equal(3e-4, c.Lr);
+        Assert.Equal(7, c.LrWarmUpSteps);
+        Assert.Equal("cosineannealing", c.LrSchedulerName);
+        Assert.Equal(0, c.LrDecaySteps);   // the user's schedule stays whole
+        Assert.Equal(50, c.L1WarmUpSteps); // the other rules still apply
+    }
+
+    [Fact]
+    public void WarningsNameTheProblemAndTheFlag()
+    {
+        var cfg = new SaeConfig { Architecture = SaeArchitectures.Standard, DIn = 16, DSae = 64 };
+        var good = new SaeEvalResult { Fvu = 0.1, L0 = 8, DeadFraction = 0.1 };
+        Assert.Empty(TrainingWarnings.For(good, cfg, 1000, ceLossRecovered: 0.9));
+        var bad = new SaeEvalResult { Fvu = 0.7, L0 = 20, DeadFraction = 0.6 };
+        var w = TrainingWarnings.For(bad, cfg, 1000, ceLossRecovered: 0.3);
+        Assert.Equal(4, w.Count);
+        Assert.Contains("FVU 0.700", w[0]);
+        Assert.Contains("--steps", w[0]);
+        Assert.Contains("L0 20.0 is above d_in 16", w[1]);
+        Assert.Contains("--target-l0", w[1]);
+        Assert.Contains("60%", w[2].Replace(" ", ""));
+        Assert.Contains("CE loss recovered", w[3]);
+        var topk = new SaeConfig { Architecture = SaeArchitectures.TopK, DIn = 16, DSae = 64, K = 4 };
+        Assert.Contains("--k", TrainingWarnings.For(bad, topk, 1000)[0]);
+    }
+
+    // ---- the recipes on synthetic data: 64 unit directions in 32 dims, about 3 active per row, plus an offset ----
+
+    /// <summary>docs/recipes.md: at defaults (λ = 5·√(32/4096) ≈ 0.44) and 400 steps of 128 rows, the L1 recipes reach
+    /// FVU 0.04–0.12 at L0 30–38 of 128 latents (measured); the bounds leave room for other seeds and CPUs.</summary>
+    [Theory]
+    [InlineData("relu")]
+    [InlineData("relu-april")]
+    [InlineData("gated")]
+    public void L1RecipesAtDefaultsReachTheDocumentedFvuAndL0(string recipe)
+    {
+        var (fvu, l0, _) = TrainRecipe(recipe, 400);
+        Assert.True(fvu < 0.2, $"{recipe}: FVU {fvu}");
+        Assert.InRange(l0, 2, 48);
+    }
+
+    [Theory]
+    [InlineData("relu")]
+    [InlineData("gated")]
+    public void TargetL0EndsWithinAFifthOfTheTarget(string recipe)
+    {
+        var (_, l0, lambda) = TrainRecipe(recipe, 400, targetL0: 6);
+        Assert.InRange(l0, 4.8, 7.2);
+        Assert.NotEqual(SaeRecipes.DefaultSparsityCoefficient(recipe, 32) / 10, lambda); // λ moved from where it started
+    }
+
+
+    internal static (double Fvu, double L0, double Lambda) TrainRecipe(string recipe, int steps, double? targetL0 = null)
+    {
+        using var scope = NewDisposeScope();
+        var all = SparseData(6144, 32, 64, 0.05, seed: 11);
+        var train = all.narrow(0, 0, 4096).clone();
+        var eval = all.narrow(0, 4096, 2048);
+        var sae = SaeRecipes.Create(recipe, 32, 128, k: null, totalSteps: steps);
+        if (targetL0 is double t) SaeRecipes.AdaptToTargetL0(sae, t);
+        var run = new TrainerConfig
+        {
+            TotalTrainingSteps = steps, TrainBatchSizeTokens = 128, NormalizeActivations = "expected_average_only_in",
+            NBatchesForNormEstimate = 8, BDecInitRows = 1024, LogEverySteps = steps, Seed = 5,
+        };
+        using var source = new InMemorySource(train, seed: 5);
+        using var trainer = new SaeTrainer(run, source, [new SaeSlot(recipe, sae, SaeRecipes.RunConfig(recipe, run, 128))]);
+        using var result = trainer.Run();
+        using var _ = no_grad();
+        var (y, f) = result.Saes[0].Sae.Run(eval);
+        double fvu = ((y - eval).pow(2).sum() / (eval - eval.mean([0], keepdim: true)).pow(2).sum()).item<float>();
+        double l0 = f.ne(0).sum(1).to(ScalarType.Float32).mean().item<float>();
+        double lambda = result.Saes[0].Sae.Training.SparsityCoefficient;
+        sae.Dispose();
+        return (fvu, l0, lambda);
+    }
+}
