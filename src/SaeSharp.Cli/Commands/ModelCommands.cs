@@ -94,7 +94,7 @@ internal static class ModelCommands
             var folder = ModelSource.Resolve(parse.GetValue(model)!);
             using var m = ModelLoader.FromPretrained(folder, ModelLoader.ParseDtype(parse.GetValue(dtype)!, folder));
             var tok = Tokenizer.FromFolder(folder);
-            var ids = tok.Encode(parse.GetValue(prompt)!);
+            var ids = tok.EncodeWithSpecialTokens(parse.GetValue(prompt)!);
             using var tokens = tensor(ids.Select(i => (long)i).ToArray()).unsqueeze(0);
             using var result = m.Generate(tokens, parse.GetValue(maxNew), new GenerationOptions
             {
