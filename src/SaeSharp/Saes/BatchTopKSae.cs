@@ -18,6 +18,9 @@ namespace SaeSharp.Saes;
 /// </summary>
 public class BatchTopKSae : TopKFamilySae
 {
+    /// <summary>The registry entry of "batchtopk".</summary>
+    public static SaeArchitecture Descriptor { get; } = new() { Name = SaeArchitectures.BatchTopK, Create = c => new BatchTopKSae(c), NeedsK = true };
+
 #pragma warning disable IDE1006 // field name is the state_dict key
     private readonly Tensor threshold;
 #pragma warning restore IDE1006

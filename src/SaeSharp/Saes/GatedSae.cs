@@ -16,6 +16,9 @@ namespace SaeSharp.Saes;
 /// </summary>
 public sealed class GatedSae : Sae
 {
+    /// <summary>The registry entry of "gated".</summary>
+    public static SaeArchitecture Descriptor { get; } = new() { Name = SaeArchitectures.Gated, Create = c => new GatedSae(c) };
+
 #pragma warning disable IDE1006 // field names are the state_dict keys
     private readonly Parameter b_gate;
     private readonly Parameter r_mag;

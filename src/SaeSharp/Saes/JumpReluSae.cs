@@ -19,6 +19,9 @@ namespace SaeSharp.Saes;
 /// </summary>
 public sealed class JumpReluSae : Sae
 {
+    /// <summary>The registry entry of "jumprelu".</summary>
+    public static SaeArchitecture Descriptor { get; } = new() { Name = SaeArchitectures.JumpReLU, Create = c => new JumpReluSae(c) };
+
 #pragma warning disable IDE1006 // field name is the state_dict key
     private readonly Parameter threshold;
 #pragma warning restore IDE1006

@@ -15,18 +15,32 @@ namespace SaeSharp.Saes;
 /// </summary>
 public sealed class MatryoshkaBatchTopKSae : BatchTopKSae
 {
-    public MatryoshkaBatchTopKSae(SaeConfig cfg) : base(cfg)
+    /// <summary>The registry entry of "matryoshka_batchtopk" (also read as "matryoshka").</summary>
+    public static new SaeArchitecture Descriptor { get; } = new()
+    {
+        Name = SaeArchitectures.MatryoshkaBatchTopK,
+        Aliases = ["matryoshka"],
+        Create = c => new MatryoshkaBatchTopKSae(c),
+        NeedsK = true,
+        Validate = ValidateWidths,
+    };
+
+    private static void ValidateWidths(SaeConfig cfg, string source)
     {
         var widths = cfg.MatryoshkaWidths;
         if (widths is null || widths.Length == 0)
-            throw new SaeSharpException("cfg.json: matryoshka_batchtopk needs matryoshka_widths");
+            throw new SaeSharpException($"{source}: matryoshka_batchtopk needs matryoshka_widths");
         for (int i = 0; i < widths.Length; i++)
         {
             if (widths[i] <= 0 || (i > 0 && widths[i] <= widths[i - 1]))
-                throw new SaeSharpException($"cfg.json: matryoshka_widths must be positive and strictly increasing, got [{string.Join(", ", widths)}]");
+                throw new SaeSharpException($"{source}: matryoshka_widths must be positive and strictly increasing, got [{string.Join(", ", widths)}]");
         }
         if (widths[^1] != cfg.DSae)
-            throw new SaeSharpException($"cfg.json: the last matryoshka width must equal d_sae={cfg.DSae}, got {widths[^1]}");
+            throw new SaeSharpException($"{source}: the last matryoshka width must equal d_sae={cfg.DSae}, got {widths[^1]}");
+    }
+
+    public MatryoshkaBatchTopKSae(SaeConfig cfg) : base(cfg)
+    {
     }
 
     public IReadOnlyList<int> Widths => Cfg.MatryoshkaWidths!;

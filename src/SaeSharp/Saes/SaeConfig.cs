@@ -4,19 +4,6 @@ using System.Text.Json.Serialization;
 
 namespace SaeSharp.Saes;
 
-/// <summary>Architecture names as written into SAELens <c>cfg.json</c> ("architecture").</summary>
-public static class SaeArchitectures
-{
-    public const string Standard = "standard";
-    public const string TopK = "topk";
-    public const string BatchTopK = "batchtopk";
-    public const string Gated = "gated";
-    public const string JumpReLU = "jumprelu";
-    public const string MatryoshkaBatchTopK = "matryoshka_batchtopk";
-
-    public static readonly IReadOnlyList<string> All = [Standard, TopK, BatchTopK, Gated, JumpReLU, MatryoshkaBatchTopK];
-}
-
 /// <summary>Where an SAE's activations come from: SAELens <c>cfg.json</c> "metadata".</summary>
 public sealed class SaeMetadata
 {
@@ -41,7 +28,11 @@ public sealed class SaeMetadata
 /// </summary>
 public sealed class SaeConfig
 {
-    [JsonPropertyName("architecture")] public string Architecture { get; set; } = SaeArchitectures.Standard;
+    private string _architecture = SaeArchitectures.Standard;
+
+    /// <summary>The architecture's registered name (<see cref="SaeArchitectures"/>); an alias is read as its name.</summary>
+    [JsonPropertyName("architecture")]
+    public string Architecture { get => _architecture; set => _architecture = SaeArchitectures.Find(value)?.Name ?? value; }
     [JsonPropertyName("d_in")] public int DIn { get; set; }
     [JsonPropertyName("d_sae")] public int DSae { get; set; }
     /// <summary>Width of the reconstruction target; null means <see cref="DIn"/>.</summary>
@@ -71,18 +62,20 @@ public sealed class SaeConfig
 
     public SaeConfig Clone() => FromJson(ToJson());
 
-    /// <summary>Checks the fields every architecture needs; throws naming the field.</summary>
+    /// <summary>Checks the fields every architecture needs, then the architecture's own
+    /// (<see cref="SaeArchitecture.Validate"/>); throws naming the field.</summary>
     public void Validate(string source = "cfg.json")
     {
-        if (!SaeArchitectures.All.Contains(Architecture))
-            throw new SaeSharpException($"{source}: unknown architecture '{Architecture}' (known: {string.Join(", ", SaeArchitectures.All)})");
+        var arch = SaeArchitectures.Find(Architecture)
+            ?? throw new SaeSharpException($"{source}: unknown architecture '{Architecture}' (known: {string.Join(", ", SaeArchitectures.All)})");
         if (DIn <= 0) throw new SaeSharpException($"{source}: d_in must be positive, got {DIn}");
         if (DSae <= 0) throw new SaeSharpException($"{source}: d_sae must be positive, got {DSae}");
         if (DOut is <= 0) throw new SaeSharpException($"{source}: d_out must be positive, got {DOut}");
-        if (Architecture is SaeArchitectures.TopK or SaeArchitectures.BatchTopK or SaeArchitectures.MatryoshkaBatchTopK && K is not > 0)
+        if (arch.NeedsK && K is not > 0)
             throw new SaeSharpException($"{source}: architecture '{Architecture}' needs a positive k, got {K?.ToString() ?? "none"}");
         if (K is > 0 && K > DSae) throw new SaeSharpException($"{source}: k={K} exceeds d_sae={DSae}");
         if (DOut is not null && DOut != DIn && ApplyBDecToInput)
             throw new SaeSharpException($"{source}: apply_b_dec_to_input needs d_out == d_in (a transcoder has d_in={DIn}, d_out={DOut})");
+        arch.Validate?.Invoke(this, source);
     }
 }

@@ -1,3 +1,6 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
 namespace SaeSharp.Saes;
 
 /// <summary>Sparsity penalty of ReLU-type SAEs.</summary>
@@ -20,20 +23,28 @@ public enum JumpReluPenalty
     TargetL0,
 }
 
-/// <summary>Training hyperparameters of the architectures' training forms. Defaults follow the papers and peers.</summary>
+/// <summary>Training hyperparameters of the architectures' training forms. Defaults follow the papers and peers. In
+/// checkpoints (<see cref="JsonOptions"/>) the fields are snake_case, under SAELens's names where SAELens has the field.</summary>
 public sealed class SaeTrainingOptions
 {
+    /// <summary>snake_case field names, enum values as strings.</summary>
+    public static readonly JsonSerializerOptions JsonOptions = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        Converters = { new JsonStringEnumConverter() },
+    };
+
     /// <summary>Sparsity coefficient λ (L1, L0 or entropy, by architecture).</summary>
-    public double SparsityCoefficient { get; set; } = 5.0;
+    [JsonPropertyName("l1_coefficient")] public double SparsityCoefficient { get; set; } = 5.0;
     public SparsityPenalty Penalty { get; set; } = SparsityPenalty.L1;
     /// <summary>AuxK coefficient for TopK-family SAEs (Gao et al.: 1/32).</summary>
-    public double AuxKCoefficient { get; set; } = 1.0 / 32;
+    [JsonPropertyName("aux_loss_coefficient")] public double AuxKCoefficient { get; set; } = 1.0 / 32;
     /// <summary>Dead latents used by AuxK; null means d_in/2.</summary>
     public int? KAux { get; set; }
     /// <summary>JumpReLU straight-through bandwidth ε.</summary>
-    public double Bandwidth { get; set; } = 0.001;
+    [JsonPropertyName("jumprelu_bandwidth")] public double Bandwidth { get; set; } = 0.001;
     /// <summary>JumpReLU initial threshold.</summary>
-    public double InitialThreshold { get; set; } = 0.001;
+    [JsonPropertyName("jumprelu_init_threshold")] public double InitialThreshold { get; set; } = 0.001;
     public JumpReluPenalty JumpReluPenalty { get; set; } = JumpReluPenalty.L0;
     /// <summary>Target L0 for <see cref="JumpReluPenalty.TargetL0"/> and for <see cref="AdaptToTargetL0"/>.</summary>
     public double TargetL0 { get; set; } = 20;

@@ -14,6 +14,9 @@ namespace SaeSharp.Saes;
 /// </summary>
 public sealed class StandardSae : Sae
 {
+    /// <summary>The registry entry of "standard" (ReLU; <c>sae train --arch relu</c> and <c>relu-april</c> are its recipes).</summary>
+    public static SaeArchitecture Descriptor { get; } = new() { Name = SaeArchitectures.Standard, Create = c => new StandardSae(c) };
+
     public StandardSae(SaeConfig cfg) : base(cfg)
     {
         RegisterComponents();

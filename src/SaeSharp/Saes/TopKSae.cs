@@ -10,6 +10,9 @@ namespace SaeSharp.Saes;
 /// </summary>
 public sealed class TopKSae : TopKFamilySae
 {
+    /// <summary>The registry entry of "topk".</summary>
+    public static SaeArchitecture Descriptor { get; } = new() { Name = SaeArchitectures.TopK, Create = c => new TopKSae(c), NeedsK = true };
+
     public TopKSae(SaeConfig cfg) : base(cfg)
     {
         RegisterComponents();

@@ -13,7 +13,7 @@ namespace SaeSharp.Training;
 /// </summary>
 public static class SaeRecipes
 {
-    public static readonly IReadOnlyList<string> Names = ["relu", "relu-april", "topk", "batchtopk", "gated", "jumprelu", "matryoshka"];
+    public static readonly IReadOnlyList<string> Names = ["relu", "relu-april", "standard", "topk", "batchtopk", "gated", "jumprelu", "matryoshka"];
 
     /// <summary>The cfg.json architecture of a recipe.</summary>
     public static string Architecture(string recipe) => recipe switch

@@ -24,7 +24,6 @@ public sealed class TrainerCheckpoint : IDisposable
     private const string StepFolderPrefix = "step_";
     private const string TempPrefix = ".tmp_" + StepFolderPrefix;
 
-    private static readonly JsonSerializerOptions TrainingJson = new() { Converters = { new JsonStringEnumConverter() } };
 
     private bool _ownsTensors;
 
@@ -93,7 +92,7 @@ public sealed class TrainerCheckpoint : IDisposable
                     ["name"] = e.Name,
                     ["file"] = SlotFile(i),
                     ["sae_cfg"] = JsonNode.Parse(e.SaeConfig.ToJson()),
-                    ["sae_training"] = JsonSerializer.SerializeToNode(e.Training, TrainingJson),
+                    ["sae_training"] = JsonSerializer.SerializeToNode(e.Training, SaeTrainingOptions.JsonOptions),
                     ["config"] = JsonSerializer.SerializeToNode(e.Config, TrainerConfig.JsonOptions),
                     ["adam_step"] = e.AdamStep,
                     ["window_rows"] = e.WindowRows,
@@ -177,7 +176,7 @@ public sealed class TrainerCheckpoint : IDisposable
                 {
                     Name = name,
                     SaeConfig = SaeConfig.FromJson(e["sae_cfg"]!.ToJsonString(), $"{statePath} sae '{name}'"),
-                    Training = e["sae_training"].Deserialize<SaeTrainingOptions>(TrainingJson) ?? new SaeTrainingOptions(),
+                    Training = ReadTrainingOptions(e["sae_training"]),
                     Config = e["config"].Deserialize<TrainerConfig>(TrainerConfig.JsonOptions)
                         ?? throw new SaeSharpException($"{statePath}: SAE '{name}' has no 'config'"),
                     AdamStep = e["adam_step"]!.GetValue<long>(),
@@ -205,6 +204,22 @@ public sealed class TrainerCheckpoint : IDisposable
             _ownsTensors = true,
         };
     }
+
+    /// <summary>The SAE's training options; checkpoints written before the snake_case names (PascalCase property names)
+    /// still read.</summary>
+    private static SaeTrainingOptions ReadTrainingOptions(JsonNode? node)
+    {
+        if (node is not JsonObject o) return new SaeTrainingOptions();
+        var renamed = new JsonObject();
+        foreach (var (key, value) in o)
+            renamed[LegacyTrainingNames.GetValueOrDefault(key, key)] = value?.DeepClone();
+        return renamed.Deserialize<SaeTrainingOptions>(SaeTrainingOptions.JsonOptions) ?? new SaeTrainingOptions();
+    }
+
+    /// <summary>CLR property name (the old key) → the snake_case key, for every property of <see cref="SaeTrainingOptions"/>.</summary>
+    private static readonly Dictionary<string, string> LegacyTrainingNames = typeof(SaeTrainingOptions).GetProperties()
+        .ToDictionary(p => p.Name, p => p.GetCustomAttributes(typeof(JsonPropertyNameAttribute), false) is [JsonPropertyNameAttribute a, ..]
+            ? a.Name : JsonNamingPolicy.SnakeCaseLower.ConvertName(p.Name), StringComparer.Ordinal);
 
     /// <summary>The file of SAE <paramref name="index"/> in <see cref="Folder"/> (for error messages).</summary>
     public string FileOf(int index) => Path.Combine(Folder ?? "", SlotFile(index));

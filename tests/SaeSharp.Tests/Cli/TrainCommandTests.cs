@@ -105,7 +105,7 @@ public class TrainCommandTests : IDisposable
         // The flag is a training option of each SAE: a resumed run keeps it.
         var state = Directory.GetFiles(P("bf16", "checkpoints"), "trainer_state.json", SearchOption.AllDirectories);
         Assert.NotEmpty(state);
-        Assert.All(state, f => Assert.Matches("\"Autocast\"\\s*:\\s*true", File.ReadAllText(f)));
+        Assert.All(state, f => Assert.Matches("\"autocast\"\\s*:\\s*true", File.ReadAllText(f)));
     }
 
     [Fact]

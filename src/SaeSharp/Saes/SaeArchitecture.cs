@@ -1,0 +1,21 @@
+namespace SaeSharp.Saes;
+
+/// <summary>
+/// One SAE architecture as data: the <c>architecture</c> name written into cfg.json, its constructor, and what its config
+/// must hold beyond the fields every architecture checks (<see cref="SaeConfig.Validate"/>). Each architecture's file
+/// declares one (<c>Descriptor</c>) and <see cref="SaeArchitectures"/> registers it; adding an architecture touches its
+/// own file and that registration.
+/// </summary>
+public sealed class SaeArchitecture
+{
+    /// <summary>The cfg.json name (SAELens's where SAELens has the architecture).</summary>
+    public required string Name { get; init; }
+    /// <summary>Creates the module with zero weights from a validated config.</summary>
+    public required Func<SaeConfig, Sae> Create { get; init; }
+    /// <summary>Other names read as this architecture (in cfg.json and by <c>sae train --arch</c>).</summary>
+    public IReadOnlyList<string> Aliases { get; init; } = [];
+    /// <summary>Whether the config needs a positive <c>k</c> (the TopK family).</summary>
+    public bool NeedsK { get; init; }
+    /// <summary>Further checks of a config (throw a <see cref="SaeSharpException"/> naming the source and the field).</summary>
+    public Action<SaeConfig, string>? Validate { get; init; }
+}

@@ -1,0 +1,52 @@
+namespace SaeSharp.Saes;
+
+/// <summary>The architecture registry: cfg.json <c>architecture</c> names (SAELens's) to <see cref="SaeArchitecture"/>s.</summary>
+public static class SaeArchitectures
+{
+    public const string Standard = "standard";
+    public const string TopK = "topk";
+    public const string BatchTopK = "batchtopk";
+    public const string Gated = "gated";
+    public const string JumpReLU = "jumprelu";
+    public const string MatryoshkaBatchTopK = "matryoshka_batchtopk";
+
+    private static readonly List<SaeArchitecture> Registered =
+    [
+        StandardSae.Descriptor,
+        TopKSae.Descriptor,
+        BatchTopKSae.Descriptor,
+        GatedSae.Descriptor,
+        JumpReluSae.Descriptor,
+        MatryoshkaBatchTopKSae.Descriptor,
+    ];
+
+    /// <summary>The registered names, in registration order.</summary>
+    public static IReadOnlyList<string> All
+    {
+        get { lock (Registered) return Registered.Select(a => a.Name).ToList(); }
+    }
+
+    /// <summary>The architecture registered under <paramref name="name"/> or one of its aliases, or null.</summary>
+    public static SaeArchitecture? Find(string? name)
+    {
+        if (name is null) return null;
+        lock (Registered)
+            return Registered.FirstOrDefault(a => a.Name == name) ?? Registered.FirstOrDefault(a => a.Aliases.Contains(name));
+    }
+
+    /// <summary><see cref="Find"/>, or a <see cref="SaeSharpException"/> listing the known names.</summary>
+    public static SaeArchitecture Get(string name, string source = "cfg.json") =>
+        Find(name) ?? throw new SaeSharpException($"{source}: unknown architecture '{name}' (known: {string.Join(", ", All)})");
+
+    /// <summary>Registers an architecture of one's own (its name and aliases must be new).</summary>
+    public static void Register(SaeArchitecture architecture)
+    {
+        lock (Registered)
+        {
+            foreach (var n in architecture.Aliases.Prepend(architecture.Name))
+                if (Registered.Any(a => a.Name == n || a.Aliases.Contains(n)))
+                    throw new SaeSharpException($"architecture name '{n}' is already registered");
+            Registered.Add(architecture);
+        }
+    }
+}

@@ -1,0 +1,95 @@
+using SaeSharp.Interop;
+using SaeSharp.Saes;
+using SaeSharp.Training;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Tests.Saes;
+
+/// <summary>The architecture registry: names, aliases, per-architecture validation, architectures of one's own.</summary>
+public class SaeArchitecturesTests
+{
+    /// <summary>A ReLU SAE under another name: what a user adds with one registration.</summary>
+    private sealed class ShiftedReluSae : Sae
+    {
+        public static SaeArchitecture Descriptor { get; } = new()
+        {
+            Name = "test_shifted_relu",
+            Create = c => new ShiftedReluSae(c),
+            Validate = (c, source) => { if (c.DSae % 2 != 0) throw new SaeSharpException($"{source}: test_shifted_relu needs an even d_sae"); },
+        };
+
+        public ShiftedReluSae(SaeConfig cfg) : base(cfg) => RegisterComponents();
+
+        public override Tensor Encode(Tensor x) => nn.functional.relu(HiddenPre(x) - 1);
+
+        public override SaeTrainOutput TrainingForward(Tensor x, Tensor target, SaeTrainContext ctx) => throw new NotSupportedException();
+    }
+
+    [Fact]
+    public void EveryRegisteredNameBuildsItsOwnModule()
+    {
+        foreach (var name in SaeArchitectures.All)
+        {
+            var cfg = new SaeConfig { Architecture = name, DIn = 4, DSae = 8, K = 2, MatryoshkaWidths = [4, 8] };
+            using var sae = SaeFactory.Create(cfg);
+            Assert.Equal(name, sae.Cfg.Architecture);
+            Assert.Same(SaeArchitectures.Get(name), SaeArchitectures.Find(name));
+        }
+    }
+
+    [Fact]
+    public void MatryoshkaIsReadAsMatryoshkaBatchTopKAndSavedUnderItsSaeLensName()
+    {
+        var cfg = SaeConfig.FromJson("""{ "architecture": "matryoshka", "d_in": 4, "d_sae": 8, "k": 2, "matryoshka_widths": [4, 8] }""");
+        Assert.Equal(SaeArchitectures.MatryoshkaBatchTopK, cfg.Architecture);
+        Assert.Contains("\"matryoshka_batchtopk\"", cfg.ToJson());
+        using var sae = SaeFactory.Create(cfg);
+        Assert.IsType<MatryoshkaBatchTopKSae>(sae);
+        Assert.Equal(SaeArchitectures.MatryoshkaBatchTopK, SaeRecipes.Architecture("matryoshka"));
+    }
+
+    [Fact]
+    public void StandardIsARecipeNameNextToRelu()
+    {
+        Assert.Contains("standard", SaeRecipes.Names);
+        using var sae = SaeRecipes.Create("standard", 4, 8);
+        Assert.IsType<StandardSae>(sae);
+        Assert.Equal(SparsityPenalty.L1, sae.Training.Penalty);
+    }
+
+    [Fact]
+    public void ValidationOfAnArchitecturesOwnFieldsNamesTheSourceWithoutBuildingIt()
+    {
+        var bad = new SaeConfig { Architecture = SaeArchitectures.MatryoshkaBatchTopK, DIn = 4, DSae = 8, K = 2, MatryoshkaWidths = [4, 6] };
+        var e = Assert.Throws<SaeSharpException>(() => bad.Validate("my/cfg.json"));
+        Assert.Equal("my/cfg.json: the last matryoshka width must equal d_sae=8, got 6", e.Message);
+        var unknown = new SaeConfig { Architecture = "nope", DIn = 4, DSae = 8 };
+        Assert.Contains("unknown architecture 'nope'", Assert.Throws<SaeSharpException>(() => SaeFactory.Create(unknown)).Message);
+        var noK = new SaeConfig { Architecture = SaeArchitectures.TopK, DIn = 4, DSae = 8 };
+        Assert.Contains("needs a positive k", Assert.Throws<SaeSharpException>(() => noK.Validate()).Message);
+    }
+
+    [Fact]
+    public void AnArchitectureOfOnesOwnLoadsFromASaeLensFolderAfterOneRegistration()
+    {
+        if (SaeArchitectures.Find(ShiftedReluSae.Descriptor.Name) is null) SaeArchitectures.Register(ShiftedReluSae.Descriptor);
+        Assert.Throws<SaeSharpException>(() => SaeArchitectures.Register(ShiftedReluSae.Descriptor));
+        Assert.Contains("even d_sae", Assert.Throws<SaeSharpException>(() =>
+            SaeFactory.Create(new SaeConfig { Architecture = "test_shifted_relu", DIn = 4, DSae = 7 })).Message);
+
+        var dir = Directory.CreateTempSubdirectory("custom-arch-").FullName;
+        try
+        {
+            using var sae = SaeFactory.Create(new SaeConfig { Architecture = "test_shifted_relu", DIn = 4, DSae = 8 });
+            sae.InitializeWeights(new Generator(3));
+            SaeLensFormat.Save(sae, dir);
+            using var loaded = SaeLoader.Load(dir);
+            Assert.IsType<ShiftedReluSae>(loaded);
+            using var x = randn(5, 4);
+            // ReLU(pre − 1) computed here from the saved weights.
+            var expected = nn.functional.relu(addmm(sae.BEnc, x - sae.BDec, sae.WEnc, 1, 1) - 1);
+            Assert.True(loaded.Encode(x).allclose(expected, 1e-6, 1e-6));
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+}
