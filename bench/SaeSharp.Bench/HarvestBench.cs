@@ -12,7 +12,8 @@ namespace SaeSharp.Bench;
 /// </summary>
 public static class HarvestBench
 {
-    public static void Run(int batch = 8, int ctx = 128, int iterations = 5)
+    /// <summary>The random Pythia-70m-sized model folder (written once into the temp folder).</summary>
+    public static string ModelDir()
     {
         string dir = Path.Combine(Path.GetTempPath(), "saesharp-bench-pythia70m-random");
         if (!File.Exists(Path.Combine(dir, "config.json")))
@@ -22,6 +23,12 @@ public static class HarvestBench
                 rotaryPct: 0.25, parallelResidual: true, intermediateSize: 2048,
                 options: new TinyModelOptions { Dtype = ScalarType.Float16, ExtraBuffers = false });
         }
+        return dir;
+    }
+
+    public static void Run(int batch = 8, int ctx = 128, int iterations = 5)
+    {
+        string dir = ModelDir();
         using var model = ModelLoader.FromPretrained(dir);
         Console.WriteLine(model.Config);
         Console.WriteLine($"threads: {torch.get_num_threads()}, batch {batch} x ctx {ctx}, {iterations} iterations");

@@ -10,4 +10,18 @@ internal static class ModelSource
     public static string Resolve(string model) => HfHub.Resolve(model);
 
     public static HookedTransformer LoadModel(string model) => ModelLoader.FromPretrained(Resolve(model));
+
+    /// <summary>Loads with the weights held in <paramref name="dtype"/> (a <c>--dtype</c> value, see <see cref="ModelLoader.ParseDtype"/>).</summary>
+    public static HookedTransformer LoadModel(string model, string dtype)
+    {
+        var folder = Resolve(model);
+        return ModelLoader.FromPretrained(folder, ModelLoader.ParseDtype(dtype, folder));
+    }
+
+    /// <summary><c>--dtype</c>: the dtype model weights are held and run in.</summary>
+    public static System.CommandLine.Option<string> DtypeOption() => new("--dtype")
+    {
+        Description = "Model weights' dtype: float32 (default), bfloat16/bf16, float16/f16, or auto (the checkpoint's torch_dtype)",
+        DefaultValueFactory = _ => "float32",
+    };
 }

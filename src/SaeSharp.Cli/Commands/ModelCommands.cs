@@ -32,10 +32,11 @@ internal static class ModelCommands
         var input = new Option<string>("--input") { Description = "safetensors file holding an int64 tensor 'tokens' [batch, seq]", Required = true };
         var output = new Option<string>("--out") { Description = "Output safetensors: 'logits' and each requested hook", Required = true };
         var hooks = new Option<string?>("--hooks") { Description = "'all' or a comma-separated list of hook names" };
-        var command = new Command("run", "Run the model on token ids and save logits and hook activations") { model, input, output, hooks };
+        var dtype = ModelSource.DtypeOption();
+        var command = new Command("run", "Run the model on token ids and save logits and hook activations") { model, input, output, hooks, dtype };
         Cli.SetAction(command, parse =>
         {
-            using var m = ModelSource.LoadModel(parse.GetValue(model)!);
+            using var m = ModelSource.LoadModel(parse.GetValue(model)!, parse.GetValue(dtype)!);
             var inPath = parse.GetValue(input)!;
             using var file = SafeTensorsFile.Open(inPath);
             if (!file.Contains("tokens")) throw new SaeSharpException($"{inPath}: no tensor named 'tokens' (int64 [batch, seq])");
@@ -65,11 +66,12 @@ internal static class ModelCommands
         var topK = new Option<int?>("--top-k") { Description = "Sample from the k most likely tokens" };
         var topP = new Option<double?>("--top-p") { Description = "Nucleus sampling mass" };
         var seed = new Option<ulong?>("--seed") { Description = "Sampling seed" };
-        var command = new Command("generate", "Continue a prompt (greedy or sampled, with a KV cache)") { model, prompt, maxNew, temperature, topK, topP, seed };
+        var dtype = ModelSource.DtypeOption();
+        var command = new Command("generate", "Continue a prompt (greedy or sampled, with a KV cache)") { model, prompt, maxNew, temperature, topK, topP, seed, dtype };
         Cli.SetAction(command, parse =>
         {
             var folder = ModelSource.Resolve(parse.GetValue(model)!);
-            using var m = ModelLoader.FromPretrained(folder);
+            using var m = ModelLoader.FromPretrained(folder, ModelLoader.ParseDtype(parse.GetValue(dtype)!, folder));
             var tok = Tokenizer.FromFolder(folder);
             var ids = tok.Encode(parse.GetValue(prompt)!);
             using var tokens = tensor(ids.Select(i => (long)i).ToArray()).unsqueeze(0);
@@ -116,10 +118,11 @@ internal static class ModelCommands
     private static Command Info()
     {
         var model = ModelOption();
-        var command = new Command("info", "Print a model's architecture, sizes and hook points") { model };
+        var dtype = ModelSource.DtypeOption();
+        var command = new Command("info", "Print a model's architecture, sizes and hook points") { model, dtype };
         Cli.SetAction(command, parse =>
         {
-            using var m = ModelSource.LoadModel(parse.GetValue(model)!);
+            using var m = ModelSource.LoadModel(parse.GetValue(model)!, parse.GetValue(dtype)!);
             Console.WriteLine(m.Config.ToString());
             Console.WriteLine($"parameters: {m.parameters().Sum(p => p.numel()):N0}");
             Console.WriteLine("hook points:");

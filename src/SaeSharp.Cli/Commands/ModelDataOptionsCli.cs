@@ -19,10 +19,11 @@ internal sealed class ModelDataOptionsCli
     public readonly Option<bool> FoldLn = new("--fold-ln") { Description = "TransformerLens fold_ln" };
     public readonly Option<bool> CenterWriting = new("--center-writing-weights") { Description = "TransformerLens center_writing_weights" };
     public readonly Option<string?> TextField = new("--text-field") { Description = "jsonl field / parquet column holding the text (default text)" };
+    public readonly Option<string> Dtype = ModelSource.DtypeOption();
 
     public void AddTo(Command command)
     {
-        foreach (var o in new Option[] { Model, Hook, Dataset, Tokens, ContextSize, NoBos, ExcludeSpecial, Mode, TargetHook, FoldLn, CenterWriting, TextField })
+        foreach (var o in new Option[] { Model, Hook, Dataset, Tokens, ContextSize, NoBos, ExcludeSpecial, Mode, TargetHook, FoldLn, CenterWriting, TextField, Dtype })
             command.Options.Add(o);
     }
 
@@ -34,9 +35,11 @@ internal sealed class ModelDataOptionsCli
         var dataset = parse.GetValue(Dataset) ?? throw new SaeSharpException("give --dataset with --model");
         if (hookRequired && parse.GetValue(Hook) is null) throw new SaeSharpException("give --hook with --model");
         if (!File.Exists(dataset) && !Directory.Exists(dataset)) throw new SaeSharpException($"--dataset {dataset}: no such file or folder");
+        var folder = ModelSource.Resolve(model);
         return new ModelDataOptions
         {
-            ModelPath = ModelSource.Resolve(model),
+            ModelPath = folder,
+            ModelDtype = ModelLoader.ParseDtype(parse.GetValue(Dtype)!, folder),
             DatasetPath = dataset,
             Tokens = parse.GetValue(Tokens),
             ContextSize = parse.GetValue(ContextSize),

@@ -45,7 +45,7 @@ internal static class SvgChart
         // Grid and y ticks.
         var yTicks = logY
             ? Enumerable.Range(0, (int)Math.Floor(ymax + logBase) + 1).Select(p => (Value: p - logBase, Label: Num(Math.Pow(10, p))))
-            : Enumerable.Range(0, 5).Select(i => (Value: ymax * i / 4, Label: Num(ymax * i / 4)));
+            : NiceTicks(0, ymax, 4).Where(v => v == Math.Round(v) || ymax < 4).Select(v => (Value: v, Label: Num(v)));
         foreach (var (v, label) in yTicks)
         {
             double y = Py(v);

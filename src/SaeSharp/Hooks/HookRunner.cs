@@ -1,8 +1,12 @@
+using SaeSharp.Interventions;
 using static TorchSharp.torch;
 
 namespace SaeSharp.Hooks;
 
-/// <summary>Fires the hooks of one forward pass: user functions first (in the order given), then caching.</summary>
+/// <summary>
+/// Fires the hooks of one forward pass: user functions first (in the order given), then caching, then the SAE attached
+/// at the hook (if any), whose own hook points fire through this runner.
+/// </summary>
 internal sealed class HookRunner
 {
     public static readonly HookRunner None = new(null, null, null);
@@ -10,8 +14,10 @@ internal sealed class HookRunner
     private readonly Dictionary<string, List<Func<Tensor, Tensor?>>>? _fns;
     private readonly Func<string, bool>? _cacheFilter;
     private readonly ActivationCache? _cache;
+    private readonly Dictionary<string, AttachedSae>? _saes;
 
-    public HookRunner(IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? hooks, Func<string, bool>? cacheFilter, ActivationCache? cache)
+    public HookRunner(IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? hooks, Func<string, bool>? cacheFilter, ActivationCache? cache,
+        IReadOnlyList<AttachedSae>? saes = null, AttributionCapture? capture = null)
     {
         if (hooks is { Count: > 0 })
         {
@@ -24,9 +30,19 @@ internal sealed class HookRunner
         }
         _cacheFilter = cacheFilter;
         _cache = cache;
+        if (saes is { Count: > 0 })
+        {
+            _saes = new Dictionary<string, AttachedSae>(StringComparer.Ordinal);
+            foreach (var s in saes)
+                if (!_saes.TryAdd(s.Hook, s)) throw new SaeSharpException($"two SAEs are attached at '{s.Hook}'; attach one SAE per hook");
+        }
+        Capture = capture;
     }
 
-    public bool IsEmpty => _fns is null && _cache is null;
+    /// <summary>Set during an attribution pass: the SAE splices hand their features and errors to it.</summary>
+    public AttributionCapture? Capture { get; }
+
+    public bool IsEmpty => _fns is null && _cache is null && _saes is null;
 
     /// <summary>Runs the hooks on <paramref name="name"/>; returns the (possibly replaced) activation.</summary>
     public Tensor Fire(string name, Tensor x)
@@ -45,6 +61,12 @@ internal sealed class HookRunner
         }
         if (_cache is not null && _cacheFilter!(name))
             _cache.Set(name, x.alias().DetachFromDisposeScope());
+        if (_saes is not null && _saes.TryGetValue(name, out var sae))
+            x = SaeSplice.Run(sae, x, this);
         return x;
     }
+
+    /// <summary>[batch, pos] positions of the tokens in the forward pass running on this thread (padding-aware, and
+    /// counting the tokens already in a KV cache), for hooks that act at given positions.</summary>
+    [ThreadStatic] internal static Tensor? CurrentPositions;
 }

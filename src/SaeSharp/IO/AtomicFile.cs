@@ -1,10 +1,27 @@
 namespace SaeSharp.IO;
 
-/// <summary>Writes files through a temporary sibling renamed into place, so a crash or Ctrl-C never
+/// <summary>Writes files through a temporary sibling renamed into place, so a crash, kill or full disk never
 /// leaves a half-written file where a complete one stood.</summary>
 public static class AtomicFile
 {
+    /// <summary>Test seam: wraps the stream each write goes to (e.g. to fail as a full disk would), for the calls made
+    /// on this async flow only.</summary>
+    internal static readonly AsyncLocal<Func<string, Stream, Stream>?> StreamWrapper = new();
+
+    /// <summary>Writes <paramref name="path"/> atomically; an I/O failure leaves the previous file unchanged and is
+    /// reported as a <see cref="SaeSharpException"/> naming the file.</summary>
     public static void Write(string path, Action<Stream> write)
+    {
+        using var group = new AtomicFileGroup();
+        group.Write(path, write);
+        group.Commit();
+    }
+
+    public static void WriteAllText(string path, string text) =>
+        Write(path, s => { var bytes = System.Text.Encoding.UTF8.GetBytes(text); s.Write(bytes); });
+
+    /// <summary>Writes the temporary sibling of <paramref name="path"/> and returns its name (flushed to disk).</summary>
+    internal static string WriteTemporary(string path, Action<Stream> write)
     {
         var full = Path.GetFullPath(path);
         var dir = Path.GetDirectoryName(full)!;
@@ -12,20 +29,52 @@ public static class AtomicFile
         var tmp = Path.Combine(dir, $".{Path.GetFileName(full)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
         try
         {
-            using (var stream = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
+            using (var file = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
             {
+                var stream = StreamWrapper.Value?.Invoke(full, file) ?? file;
                 write(stream);
-                stream.Flush(flushToDisk: true);
+                stream.Flush();
+                file.Flush(flushToDisk: true);
             }
-            File.Move(tmp, full, overwrite: true);
+            return tmp;
         }
-        catch
+        catch (Exception e)
         {
             try { File.Delete(tmp); } catch (IOException) { }
+            if (e is IOException io) throw new SaeSharpException($"{full}: could not write ({io.Message}); the previous file is unchanged", io);
             throw;
         }
     }
+}
 
-    public static void WriteAllText(string path, string text) =>
+/// <summary>Several files replaced together: each is written to a temporary sibling, and only when all are written
+/// does <see cref="Commit"/> rename them into place, so a failure part-way (a full disk) leaves every previous file
+/// as it was. Disposing without committing deletes the temporaries.</summary>
+public sealed class AtomicFileGroup : IDisposable
+{
+    private readonly List<(string Temporary, string Path)> _pending = [];
+
+    /// <summary>Writes the content of <paramref name="path"/> to its temporary sibling.</summary>
+    public void Write(string path, Action<Stream> write) =>
+        _pending.Add((AtomicFile.WriteTemporary(path, write), Path.GetFullPath(path)));
+
+    /// <inheritdoc cref="Write"/>
+    public void WriteAllText(string path, string text) =>
         Write(path, s => { var bytes = System.Text.Encoding.UTF8.GetBytes(text); s.Write(bytes); });
+
+    /// <summary>Renames every written file into place.</summary>
+    public void Commit()
+    {
+        foreach (var (tmp, path) in _pending) File.Move(tmp, path, overwrite: true);
+        _pending.Clear();
+    }
+
+    public void Dispose()
+    {
+        foreach (var (tmp, _) in _pending)
+        {
+            try { File.Delete(tmp); } catch (IOException) { }
+        }
+        _pending.Clear();
+    }
 }

@@ -223,7 +223,12 @@ public static class SafeTensors
     /// Writes tensors to <paramref name="path"/> atomically (a temporary file renamed into place), so an
     /// existing file is never left half-written. Tensor data are written in the order given.
     /// </summary>
-    public static void Save(string path, IEnumerable<KeyValuePair<string, Tensor>> tensors, IReadOnlyDictionary<string, string>? metadata = null)
+    public static void Save(string path, IEnumerable<KeyValuePair<string, Tensor>> tensors, IReadOnlyDictionary<string, string>? metadata = null) =>
+        Save(path, tensors, metadata, group: null);
+
+    /// <summary><see cref="Save(string, IEnumerable{KeyValuePair{string, Tensor}}, IReadOnlyDictionary{string, string}?)"/>
+    /// as part of <paramref name="group"/> (renamed into place by its commit), or on its own when null.</summary>
+    public static void Save(string path, IEnumerable<KeyValuePair<string, Tensor>> tensors, IReadOnlyDictionary<string, string>? metadata, AtomicFileGroup? group)
     {
         var list = tensors.ToList();
         var header = new JsonObject();
@@ -257,13 +262,15 @@ public static class SafeTensors
             headerBytes.CopyTo(padded, 0);
             for (int i = headerBytes.Length; i < padded.Length; i++) padded[i] = (byte)' ';
 
-            AtomicFile.Write(path, stream =>
+            Action<Stream> write = stream =>
             {
                 stream.Write(BitConverter.GetBytes((ulong)padded.Length));
                 stream.Write(padded);
                 foreach (var c in contiguous)
                     NativeBytes.Visit(c, span => stream.Write(span));
-            });
+            };
+            if (group is null) AtomicFile.Write(path, write);
+            else group.Write(path, write);
         }
         finally
         {

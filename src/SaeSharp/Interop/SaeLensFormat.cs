@@ -22,8 +22,18 @@ public static class SaeLensFormat
     public static bool IsSaeLensFolder(string dir) =>
         File.Exists(Path.Combine(dir, CfgFile)) && File.Exists(Path.Combine(dir, WeightsFile));
 
-    /// <summary>Writes cfg.json, sae_weights.safetensors and, when given, sparsity.safetensors (each atomically).</summary>
+    /// <summary>Writes cfg.json, sae_weights.safetensors and, when given, sparsity.safetensors, all replaced together
+    /// (a failure part-way leaves the previous files as they were).</summary>
     public static void Save(Sae sae, string dir, Tensor? sparsity = null)
+    {
+        using var group = new AtomicFileGroup();
+        Save(sae, dir, sparsity, group);
+        group.Commit();
+    }
+
+    /// <summary>Writes the files of <see cref="Save(Sae, string, Tensor?)"/> into <paramref name="group"/>, to be
+    /// renamed into place with whatever else its commit replaces.</summary>
+    public static void Save(Sae sae, string dir, Tensor? sparsity, AtomicFileGroup group)
     {
         Directory.CreateDirectory(dir);
         var cfg = sae.Cfg.Clone();
@@ -32,15 +42,15 @@ public static class SaeLensFormat
         var weights = sae.state_dict().Select(kv => new KeyValuePair<string, Tensor>(kv.Key, kv.Value.detach().to(dtype))).ToList();
         try
         {
-            SafeTensors.Save(Path.Combine(dir, WeightsFile), weights);
+            SafeTensors.Save(Path.Combine(dir, WeightsFile), weights, null, group);
         }
         finally
         {
             foreach (var kv in weights) kv.Value.Dispose();
         }
         if (sparsity is not null)
-            SafeTensors.Save(Path.Combine(dir, SparsityFile), new Dictionary<string, Tensor> { ["sparsity"] = sparsity });
-        AtomicFile.WriteAllText(Path.Combine(dir, CfgFile), cfg.ToJson());
+            SafeTensors.Save(Path.Combine(dir, SparsityFile), new Dictionary<string, Tensor> { ["sparsity"] = sparsity }, null, group);
+        group.WriteAllText(Path.Combine(dir, CfgFile), cfg.ToJson());
     }
 
     /// <summary>Loads an SAE from a SAELens folder.</summary>

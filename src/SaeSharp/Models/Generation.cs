@@ -21,6 +21,8 @@ public sealed record GenerationOptions
     public Tensor? AttentionMask { get; init; }
     /// <summary>Hooks active on every forward step (e.g. steering vectors added to a residual hook).</summary>
     public IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? Hooks { get; init; }
+    /// <summary>SAEs spliced into every forward step (<see cref="RunOptions.Saes"/>); their hook points can be hooked.</summary>
+    public IReadOnlyList<SaeSharp.Interventions.AttachedSae>? Saes { get; init; }
     /// <summary>Reuse keys and values of earlier tokens (default). False recomputes the whole sequence at each step.</summary>
     public bool UseKvCache { get; init; } = true;
     /// <summary>Also return the logits from which each new token was chosen.</summary>
@@ -49,8 +51,9 @@ internal static class Generation
         if (o.TopK is < 0) throw new SaeSharpException($"top_k must be >= 0, got {o.TopK}");
         if (o.TopP is { } p && (p <= 0 || p > 1)) throw new SaeSharpException($"top_p must be in (0, 1], got {p}");
         if (tokens.dim() != 2) throw new SaeSharpException($"tokens must be [batch, pos], got shape [{string.Join(", ", tokens.shape)}]");
-        var hooks = o.Hooks?.Select(h => (model.HookPoints.Resolve(h.Name), h.Fn)).ToList();
-        var runner = new HookRunner(hooks, null, null);
+        var saes = model.ResolveSaes(o.Saes);
+        var hooks = o.Hooks?.Select(h => (model.ResolveHook(h.Name, saes, null), h.Fn)).ToList();
+        var runner = new HookRunner(hooks, null, null, saes);
         var gen = o.Seed is { } seed ? new Generator(seed) : null;
         long b = tokens.shape[0];
 

@@ -1,4 +1,5 @@
 using SaeSharp.Hooks;
+using SaeSharp.Interventions;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -26,6 +27,14 @@ public sealed class RunOptions
     /// weights after <see cref="HookedTransformer.SetRequiresGrad"/>.
     /// </summary>
     public bool Grad { get; init; }
+    /// <summary>
+    /// SAEs spliced into the run (SAELens <c>HookedSAETransformer</c>): each replaces its hook's activation by its
+    /// reconstruction (plus the error term when asked), and its hook points <c>&lt;hook&gt;.hook_sae_*</c>
+    /// (<see cref="SaeHookPoints"/>) can be hooked and cached. The hook's own name keeps the activation entering the SAE.
+    /// </summary>
+    public IReadOnlyList<AttachedSae>? Saes { get; init; }
+    /// <summary>Set by the attribution pass (<see cref="FeatureAttribution"/>).</summary>
+    internal AttributionCapture? Capture { get; init; }
 }
 
 /// <summary>
@@ -57,18 +66,20 @@ public abstract class HookedTransformer : nn.Module
     public (Tensor? Logits, ActivationCache? Cache) Run(Tensor tokens, RunOptions options)
     {
         int? stop = NormalizeStop(options.StopAtLayer);
-        var hooks = options.Hooks?.Select(h => (CheckFires(HookPoints.Resolve(h.Name), stop), h.Fn)).ToList();
+        var saes = ResolveSaes(options.Saes);
+        var hooks = options.Hooks?.Select(h => (ResolveHook(h.Name, saes, stop), h.Fn)).ToList();
         Func<string, bool>? filter = options.CacheFilter;
         if (filter is null && options.CacheNames is not null)
         {
-            var set = options.CacheNames.Select(n => CheckFires(HookPoints.Resolve(n), stop)).ToHashSet(StringComparer.Ordinal);
+            var set = options.CacheNames.Select(n => ResolveHook(n, saes, stop)).ToHashSet(StringComparer.Ordinal);
             filter = set.Contains;
         }
         var cache = filter is null ? null : new ActivationCache(HookPoints);
         try
         {
             using var _ = options.Grad ? enable_grad() : no_grad();
-            var logits = ForwardCore(tokens, options.AttentionMask, new HookRunner(hooks, filter, cache), stop, null);
+            var runner = new HookRunner(hooks, filter, cache, saes, options.Capture);
+            var logits = ForwardCore(tokens, options.AttentionMask, runner, stop, null);
             return (logits, cache);
         }
         catch
@@ -134,6 +145,25 @@ public abstract class HookedTransformer : nn.Module
         return l;
     }
 
+    /// <summary>The attached SAEs with their hooks as TransformerLens names of this model.</summary>
+    internal IReadOnlyList<AttachedSae>? ResolveSaes(IReadOnlyList<AttachedSae>? saes) =>
+        saes?.Select(a => a.ResolvedFor(HookPoints)).ToList();
+
+    /// <summary>A hook name or alias as a TransformerLens name; SAE hook points (<c>&lt;hook&gt;.hook_sae_*</c>) need an SAE at that hook.</summary>
+    internal string ResolveHook(string name, IReadOnlyList<AttachedSae>? saes, int? stop)
+    {
+        if (name is not null && SaeHookPoints.TrySplit(name.Trim(), out var site, out var suffix))
+        {
+            var hook = HookPoints.Resolve(site);
+            if (saes?.Any(a => a.Hook == hook) != true)
+                throw new SaeSharpException($"hook '{name}': no SAE is attached at '{hook}'" +
+                    (saes is { Count: > 0 } ? $" (SAEs are attached at: {string.Join(", ", saes.Select(a => a.Hook))})" : ""));
+            CheckFires(hook, stop);
+            return SaeHookPoints.Name(hook, suffix);
+        }
+        return CheckFires(HookPoints.Resolve(name!), stop);
+    }
+
     private string CheckFires(string hook, int? stop)
     {
         if (stop is int s && HookPoints.LayerOf(hook) >= s)
@@ -176,17 +206,26 @@ public abstract class HookedTransformer : nn.Module
         kv?.SetMask(full);
 
         var ctx = new ForwardContext { Hooks = hooks, Allowed = allowed, Positions = positions, Kv = kv };
-        var resid = Embed(ids, ctx);
-        int n = stopAtLayer ?? Config.NLayers;
-        for (int i = 0; i < n; i++)
+        var outerPositions = HookRunner.CurrentPositions;
+        HookRunner.CurrentPositions = positions;
+        try
         {
-            using var blockScope = NewDisposeScope();
-            resid = RunBlock(i, resid, ctx).MoveToOuterDisposeScope();
+            var resid = Embed(ids, ctx);
+            int n = stopAtLayer ?? Config.NLayers;
+            for (int i = 0; i < n; i++)
+            {
+                using var blockScope = NewDisposeScope();
+                resid = RunBlock(i, resid, ctx).MoveToOuterDisposeScope();
+            }
+            kv?.Advance(s);
+            if (stopAtLayer is not null) return null;
+            var logitType = Config.Dtype == ScalarType.Float64 ? ScalarType.Float64 : ScalarType.Float32;
+            return Unembed(resid, ctx).to(logitType).MoveToOuterDisposeScope();
         }
-        kv?.Advance(s);
-        if (stopAtLayer is not null) return null;
-        var logitType = Config.Dtype == ScalarType.Float64 ? ScalarType.Float64 : ScalarType.Float32;
-        return Unembed(resid, ctx).to(logitType).MoveToOuterDisposeScope();
+        finally
+        {
+            HookRunner.CurrentPositions = outerPositions;
+        }
     }
 
     /// <summary>Embeddings (firing hook_embed / hook_pos_embed); returns the residual stream [batch, pos, d_model].</summary>

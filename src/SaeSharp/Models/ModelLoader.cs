@@ -65,6 +65,31 @@ public static class ModelLoader
         return model;
     }
 
+    /// <summary>
+    /// A model dtype by name as the CLI's <c>--dtype</c> takes it: <c>float32</c>/<c>f32</c>, <c>bfloat16</c>/<c>bf16</c>,
+    /// <c>float16</c>/<c>f16</c>/<c>half</c>, or <c>auto</c>: the checkpoint's own dtype (config.json <c>torch_dtype</c>, or
+    /// <c>dtype</c> in newer files; float32 when absent) read from <paramref name="folder"/>.
+    /// </summary>
+    public static ScalarType ParseDtype(string name, string? folder = null)
+    {
+        string n = name.Trim().ToLowerInvariant();
+        if (n == "auto")
+        {
+            if (folder is null) throw new SaeSharpException("--dtype auto needs the model folder");
+            var cfg = JsonConfig.Read(Path.Combine(folder, "config.json"));
+            string? stored = cfg.String("torch_dtype") ?? cfg.String("dtype");
+            return stored is null ? ScalarType.Float32 : ParseDtype(stored);
+        }
+        return n switch
+        {
+            "float32" or "f32" or "fp32" or "float" => ScalarType.Float32,
+            "bfloat16" or "bf16" => ScalarType.BFloat16,
+            "float16" or "f16" or "fp16" or "half" => ScalarType.Float16,
+            "float64" or "f64" or "double" => ScalarType.Float64,
+            _ => throw new SaeSharpException($"dtype '{name}' is not supported (float32, bfloat16, float16, float64, auto)"),
+        };
+    }
+
     private static string ModelType(JsonConfig cfg)
     {
         var mt = cfg.String("model_type");

@@ -55,8 +55,15 @@ public sealed class GatedSae : Sae
     public override Tensor Encode(Tensor x)
     {
         using var scope = NewDisposeScope();
-        var active = GatePre(x).gt(0).to(W_enc.dtype);
-        return (active * nn.functional.relu(HiddenPre(x))).MoveToOuterDisposeScope();
+        return Activate(HiddenPre(x), x).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>ReLU of the magnitude pre-activations where the gate pre-activation of x is positive.</summary>
+    public override Tensor Activate(Tensor pre, Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        var active = GatePre(x).gt(0).to(pre.dtype);
+        return (active * nn.functional.relu(pre)).MoveToOuterDisposeScope();
     }
 
     public override SaeTrainOutput TrainingForward(Tensor x, Tensor target, SaeTrainContext ctx)

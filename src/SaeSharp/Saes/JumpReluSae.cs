@@ -41,7 +41,13 @@ public sealed class JumpReluSae : Sae
     public override Tensor Encode(Tensor x)
     {
         using var scope = NewDisposeScope();
-        var pre = HiddenPre(x);
+        return Activate(HiddenPre(x), x).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>JumpReLU: ReLU(pre) where pre &gt; θ, else 0.</summary>
+    public override Tensor Activate(Tensor pre, Tensor x)
+    {
+        using var scope = NewDisposeScope();
         return (nn.functional.relu(pre) * pre.gt(threshold)).MoveToOuterDisposeScope();
     }
 

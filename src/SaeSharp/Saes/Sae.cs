@@ -147,6 +147,22 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
     /// <summary>Feature activations [N, d_sae] of the inference form.</summary>
     public abstract Tensor Encode(Tensor x);
 
+    /// <summary>
+    /// The activation function of the inference form: feature activations from pre-activations <paramref name="pre"/>
+    /// (<see cref="HiddenPre"/> of the rows <paramref name="x"/>), so that <c>Encode(x) == Activate(HiddenPre(x), x)</c>.
+    /// SAELens's <c>hook_sae_acts_pre</c> → <c>hook_sae_acts_post</c> step: an edit of the pre-activations reaches the features.
+    /// Every built-in architecture overrides it; the fallback recomputes <c>Encode(x)</c> and so ignores such an edit.
+    /// </summary>
+    public virtual Tensor Activate(Tensor pre, Tensor x) => Encode(x);
+
+    /// <summary>The reconstruction of rows <paramref name="x"/> from (possibly edited) features: <see cref="Decode"/>, mapped
+    /// back to x's scale for layer-norm SAEs. <c>Reconstruct(Encode(x), x)</c> is <c>forward(x)</c>.</summary>
+    public Tensor Reconstruct(Tensor featureActs, Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        return UndoInputNormalization(Decode(featureActs), x).MoveToOuterDisposeScope();
+    }
+
     /// <summary>Reconstruction f·W_dec + b_dec, [N, d_out].</summary>
     public virtual Tensor Decode(Tensor featureActs) => torch.addmm(b_dec, featureActs, W_dec, 1, 1);
 
@@ -154,7 +170,7 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         var rows = AsRows(x);
-        var y = UndoInputNormalization(Decode(Encode(rows)), rows);
+        var y = Reconstruct(Encode(rows), rows);
         return y.reshape(LeadingShape(x, Cfg.DOutOrIn)).MoveToOuterDisposeScope();
     }
 
@@ -165,7 +181,7 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
         using var scope = NewDisposeScope();
         var rows = AsRows(x);
         var f = Encode(rows);
-        var y = UndoInputNormalization(Decode(f), rows);
+        var y = Reconstruct(f, rows);
         return (y.reshape(LeadingShape(x, Cfg.DOutOrIn)).MoveToOuterDisposeScope(),
                 f.reshape(LeadingShape(x, Cfg.DSae)).MoveToOuterDisposeScope());
     }
@@ -200,13 +216,19 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
         w = w / w.norm(1, keepdim: true) * decoderNorm;
         W_dec.copy_(w);
         if (Cfg.DOutOrIn == Cfg.DIn) W_enc.copy_(w.t());
-        else
-        {
-            var e = randn(Cfg.DIn, Cfg.DSae, generator: generator);
-            W_enc.copy_(e / e.norm(0, keepdim: true) * decoderNorm);
-        }
+        else InitializeEncoderIndependently(generator, decoderNorm);
         b_enc?.zero_();
         b_dec.zero_();
+    }
+
+    /// <summary>W_enc columns in random directions with norm <paramref name="norm"/>, drawn from
+    /// <paramref name="generator"/> (instead of <c>W_enc = W_decᵀ</c>).</summary>
+    public void InitializeEncoderIndependently(Generator? generator, double norm)
+    {
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        var e = randn(Cfg.DIn, Cfg.DSae, generator: generator);
+        W_enc.copy_(e / e.norm(0, keepdim: true) * norm);
     }
 
     /// <summary>
@@ -258,6 +280,9 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
 
     /// <summary>Learning rate the architecture's reference trainer uses for <see cref="Cfg"/>.</summary>
     public virtual double DefaultLearningRate() => 5e-5;
+
+    /// <summary>Whether the Towards Monosemanticity dead-latent resampling applies (a ReLU encoder with b_enc).</summary>
+    public virtual bool SupportsResampling => false;
 
     /// <summary>Gao et al. (2024) learning-rate scaling used by dictionary_learning's TopK-family trainers:
     /// 2e-4 / sqrt(d_sae / 2^14).</summary>

@@ -22,11 +22,17 @@ public sealed class StandardSae : Sae
     /// <inheritdoc/>
     public override Tensor HiddenPre(Tensor x) => EncoderMatmul(x, BEnc, W_enc);
 
+    /// <inheritdoc/>
+    public override bool SupportsResampling => true;
+
     public override Tensor Encode(Tensor x)
     {
         using var scope = NewDisposeScope();
-        return nn.functional.relu(HiddenPre(x)).MoveToOuterDisposeScope();
+        return Activate(HiddenPre(x), x).MoveToOuterDisposeScope();
     }
+
+    /// <summary>ReLU(pre).</summary>
+    public override Tensor Activate(Tensor pre, Tensor x) => nn.functional.relu(pre);
 
     /// <summary>Whether the decoder rows are held at unit norm (the Towards Monosemanticity recipe).</summary>
     public bool ConstrainsDecoderNorm => Training.Penalty != SparsityPenalty.L1DecoderNorm;

@@ -18,7 +18,13 @@ public sealed class TopKSae : TopKFamilySae
     public override Tensor Encode(Tensor x)
     {
         using var scope = NewDisposeScope();
-        var pre = HiddenPre(x);
+        return Activate(HiddenPre(x), x).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>ReLU of the k largest pre-activations of each row, zero elsewhere.</summary>
+    public override Tensor Activate(Tensor pre, Tensor x)
+    {
+        using var scope = NewDisposeScope();
         var (vals, idx) = pre.dim() == 2 ? RowTopK(pre, K) : pre.topk(K, dim: -1, largest: true, sorted: false);
         return zeros_like(pre).scatter_(-1, idx, nn.functional.relu(vals)).MoveToOuterDisposeScope();
     }

@@ -141,18 +141,21 @@ internal static class ByteLevel
         return shortened > i ? shortened : e;
     }
 
-    /// <summary>Unicode normalisation for the <c>normalizer</c> of tokenizer.json; identity when null.</summary>
+    /// <summary>The <c>normalizer</c> of tokenizer.json applied in order; identity when empty.</summary>
     public static string Normalize(string text, IReadOnlyList<NormalizationStep> steps)
     {
         foreach (var step in steps)
         {
-            text = step switch
+            text = step.Kind switch
             {
-                NormalizationStep.Nfc => text.Normalize(NormalizationForm.FormC),
-                NormalizationStep.Nfd => text.Normalize(NormalizationForm.FormD),
-                NormalizationStep.Nfkc => text.Normalize(NormalizationForm.FormKC),
-                NormalizationStep.Nfkd => text.Normalize(NormalizationForm.FormKD),
-                NormalizationStep.Lowercase => text.ToLower(CultureInfo.InvariantCulture),
+                "NFC" => text.Normalize(NormalizationForm.FormC),
+                "NFD" => text.Normalize(NormalizationForm.FormD),
+                "NFKC" => text.Normalize(NormalizationForm.FormKC),
+                "NFKD" => text.Normalize(NormalizationForm.FormKD),
+                "Lowercase" => text.ToLower(CultureInfo.InvariantCulture),
+                // HF Prepend leaves an empty string empty.
+                "Prepend" => text.Length == 0 ? text : step.A + text,
+                "Replace" => text.Replace(step.A, step.B, StringComparison.Ordinal),
                 _ => text,
             };
         }
@@ -160,5 +163,9 @@ internal static class ByteLevel
     }
 }
 
-/// <summary>One step of a tokenizer.json normalizer that this library supports.</summary>
-internal enum NormalizationStep { Nfc, Nfd, Nfkc, Nfkd, Lowercase }
+/// <summary>One step of a tokenizer.json normalizer: NFC, NFD, NFKC, NFKD, Lowercase, Prepend (A), Replace (A → B).</summary>
+internal sealed record NormalizationStep(string Kind, string A = "", string B = "")
+{
+    public static readonly NormalizationStep Nfc = new("NFC"), Nfd = new("NFD"), Nfkc = new("NFKC"), Nfkd = new("NFKD"),
+        Lowercase = new("Lowercase");
+}

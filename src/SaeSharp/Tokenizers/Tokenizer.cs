@@ -4,15 +4,15 @@ using System.Text.RegularExpressions;
 namespace SaeSharp.Tokenizers;
 
 /// <summary>
-/// Loads tokenizers from Hugging Face model folders: <c>tokenizer.json</c> (GPT-NeoX/Pythia, Llama 3, Qwen and
-/// other byte-level BPEs) or GPT-2's <c>vocab.json</c> + <c>merges.txt</c>. BOS/EOS/PAD come from
+/// Loads tokenizers from Hugging Face model folders: <c>tokenizer.json</c> (byte-level BPEs: GPT-NeoX/Pythia, Llama 3,
+/// Qwen; SentencePiece-style BPEs: Llama 2, Mistral, TinyLlama, Gemma) or GPT-2's <c>vocab.json</c> + <c>merges.txt</c>. BOS/EOS/PAD come from
 /// <c>tokenizer_config.json</c>, then <c>special_tokens_map.json</c>, then <c>config.json</c>
 /// (<c>bos_token_id</c>...); without any of them, <c>&lt;|endoftext|&gt;</c> (if present) is both BOS and EOS, as in GPT-2.
 /// </summary>
 public static class Tokenizer
 {
     /// <summary>Loads the tokenizer of a model folder: tokenizer.json if present, else vocab.json + merges.txt.</summary>
-    public static ByteLevelBpeTokenizer FromFolder(string directory)
+    public static BpeTokenizer FromFolder(string directory)
     {
         if (!Directory.Exists(directory))
             throw new SaeSharpException($"tokenizer folder '{directory}' does not exist");
@@ -27,7 +27,7 @@ public static class Tokenizer
     /// <summary>GPT-2 style files: <c>vocab.json</c> (token -> id) and <c>merges.txt</c> (one "a b" merge per line,
     /// optional "#version" header). <c>&lt;|endoftext|&gt;</c>, when in the vocabulary, is a special added token.
     /// Special-token config files beside vocab.json are honoured.</summary>
-    public static ByteLevelBpeTokenizer FromGpt2Files(string vocabJsonPath, string mergesTxtPath)
+    public static BpeTokenizer FromGpt2Files(string vocabJsonPath, string mergesTxtPath)
     {
         var vocab = ReadVocab(vocabJsonPath);
         var merges = new List<(string, string)>();
@@ -40,19 +40,22 @@ public static class Tokenizer
         }
         var added = new List<AddedToken>();
         if (vocab.TryGetValue("<|endoftext|>", out int eot)) added.Add(new AddedToken(eot, "<|endoftext|>"));
-        var tok = new ByteLevelBpeTokenizer(vocab, merges, added, [], [new ByteLevelStep(false, true)],
+        var tok = new BpeTokenizer(vocab, merges, added, [], [new ByteLevelStep(false, true)],
             ignoreMerges: false, unkToken: null, source: mergesTxtPath);
         ApplySpecialTokenConfig(tok, Path.GetDirectoryName(Path.GetFullPath(vocabJsonPath))!);
         return tok;
     }
 
-    /// <summary>A Hugging Face <c>tokenizer.json</c> with a byte-level BPE model: <c>model.vocab</c>,
-    /// <c>model.merges</c> ("a b" strings or ["a","b"] pairs), <c>added_tokens</c>, NFC/NFKC/lowercase normalizers,
-    /// ByteLevel/Split pre-tokenizers. The post-processor is ignored: encoding never adds BOS/EOS.
+    /// <summary>A Hugging Face <c>tokenizer.json</c> with a BPE model: <c>model.vocab</c>, <c>model.merges</c>
+    /// ("a b" strings or ["a","b"] pairs), <c>added_tokens</c>, NFC/NFKC/Lowercase/Prepend/Replace normalizers,
+    /// ByteLevel/Split/Metaspace pre-tokenizers; byte-level, or SentencePiece-style with <c>byte_fallback</c> and the
+    /// Replace/ByteFallback/Fuse/Strip/Metaspace decoders. <see cref="BpeTokenizer.Encode"/> never adds BOS/EOS; the
+    /// post_processor's template (and tokenizer_config.json <c>add_bos_token</c>) sets what
+    /// <see cref="BpeTokenizer.EncodeWithSpecialTokens"/> adds.
     /// Special-token config files beside it are honoured. Note: NFC/NFKC use <see cref="string.Normalize()"/>,
     /// which does nothing to non-ASCII text when the process runs with InvariantGlobalization; text that is not
     /// already NFC can then tokenize differently from Hugging Face.</summary>
-    public static ByteLevelBpeTokenizer FromTokenizerJson(string tokenizerJsonPath)
+    public static BpeTokenizer FromTokenizerJson(string tokenizerJsonPath)
     {
         using var doc = ParseJson(tokenizerJsonPath);
         var root = doc.RootElement;
@@ -115,15 +118,22 @@ public static class Tokenizer
         var pre = new List<PreTokenizerStep>();
         bool byteLevel = false;
         if (root.TryGetProperty("pre_tokenizer", out var preEl)) ParsePreTokenizer(preEl, pre, ref byteLevel, src);
-        if (root.TryGetProperty("decoder", out var decEl) && HasType(decEl, "ByteLevel")) byteLevel = true;
+        bool hasDecoder = root.TryGetProperty("decoder", out var decEl) && decEl.ValueKind == JsonValueKind.Object;
+        if (hasDecoder && HasType(decEl, "ByteLevel")) byteLevel = true;
+        SentencePieceOptions? sp = null;
         if (!byteLevel)
-            throw new SaeSharpException(
-                $"{src}: not a byte-level BPE (no ByteLevel pre_tokenizer or decoder); only byte-level BPE tokenizers are supported");
+        {
+            var decoder = new List<DecoderStep>();
+            if (hasDecoder) ParseDecoder(decEl, decoder, src);
+            sp = new SentencePieceOptions(Bool(model, "byte_fallback", false), Bool(model, "fuse_unk", false), decoder);
+        }
 
         string? unk = model.TryGetProperty("unk_token", out var unkEl) && unkEl.ValueKind == JsonValueKind.String ? unkEl.GetString() : null;
-        var tok = new ByteLevelBpeTokenizer(vocab, merges, added, normalizer, pre,
-            ignoreMerges: Bool(model, "ignore_merges", false), unkToken: unk, source: src);
-        ApplySpecialTokenConfig(tok, Path.GetDirectoryName(Path.GetFullPath(tokenizerJsonPath))!);
+        var tok = new BpeTokenizer(vocab, merges, added, normalizer, pre,
+            ignoreMerges: Bool(model, "ignore_merges", false), unkToken: unk, source: src, sentencePiece: sp);
+        (int? Bos, int? Eos)? template = null;
+        if (root.TryGetProperty("post_processor", out var postEl)) template = ParseTemplate(postEl, tok, src);
+        ApplySpecialTokenConfig(tok, Path.GetDirectoryName(Path.GetFullPath(tokenizerJsonPath))!, template);
         return tok;
     }
 
@@ -151,11 +161,13 @@ public static class Tokenizer
             case "NFKC": steps.Add(NormalizationStep.Nfkc); break;
             case "NFKD": steps.Add(NormalizationStep.Nfkd); break;
             case "Lowercase": steps.Add(NormalizationStep.Lowercase); break;
+            case "Prepend": steps.Add(new NormalizationStep("Prepend", e.GetProperty("prepend").GetString() ?? "")); break;
+            case "Replace": steps.Add(new NormalizationStep("Replace", LiteralPattern(e, src, "normalizer"), e.GetProperty("content").GetString() ?? "")); break;
             case "Sequence":
                 foreach (var sub in e.GetProperty("normalizers").EnumerateArray()) ParseNormalizer(sub, steps, src);
                 break;
             default:
-                throw new SaeSharpException($"{src}: normalizer type '{type}' is not supported (NFC, NFD, NFKC, NFKD, Lowercase, Sequence are)");
+                throw new SaeSharpException($"{src}: normalizer type '{type}' is not supported (NFC, NFD, NFKC, NFKD, Lowercase, Prepend, Replace, Sequence are)");
         }
     }
 
@@ -177,17 +189,94 @@ public static class Tokenizer
                     else if (pattern.TryGetProperty("String", out var s)) regex = new Regex(Regex.Escape(s.GetString()!), RegexOptions.CultureInvariant);
                     else throw new SaeSharpException($"{src}: Split pre_tokenizer pattern needs 'Regex' or 'String'");
                     string behavior = e.TryGetProperty("behavior", out var b) ? b.GetString() ?? "" : "";
-                    if (Bool(e, "invert", false) || behavior is not ("Isolated" or "Removed"))
-                        throw new SaeSharpException($"{src}: Split pre_tokenizer with behavior '{behavior}' (invert {Bool(e, "invert", false)}) is not supported (Isolated and Removed are)");
-                    steps.Add(new SplitStep(regex, behavior == "Removed"));
+                    if (Bool(e, "invert", false) || !Enum.TryParse<SplitBehavior>(behavior, out var sb))
+                        throw new SaeSharpException($"{src}: Split pre_tokenizer with behavior '{behavior}' (invert {Bool(e, "invert", false)}) is not supported (Isolated, Removed, MergedWithPrevious, MergedWithNext are)");
+                    steps.Add(new SplitStep(regex, sb));
+                    break;
+                }
+            case "Metaspace":
+                {
+                    string scheme = e.TryGetProperty("prepend_scheme", out var ps) && ps.ValueKind == JsonValueKind.String ? ps.GetString()!
+                        : Bool(e, "add_prefix_space", true) ? "always" : "never";
+                    if (scheme is not ("always" or "first" or "never"))
+                        throw new SaeSharpException($"{src}: Metaspace prepend_scheme '{scheme}' is not supported (always, first, never are)");
+                    steps.Add(new MetaspaceStep(e.TryGetProperty("replacement", out var rp) ? rp.GetString() ?? "\u2581" : "\u2581", scheme, Bool(e, "split", true)));
                     break;
                 }
             case "Sequence":
                 foreach (var sub in e.GetProperty("pretokenizers").EnumerateArray()) ParsePreTokenizer(sub, steps, ref byteLevel, src);
                 break;
             default:
-                throw new SaeSharpException($"{src}: pre_tokenizer type '{type}' is not supported (ByteLevel, Split, Sequence are)");
+                throw new SaeSharpException($"{src}: pre_tokenizer type '{type}' is not supported (ByteLevel, Split, Metaspace, Sequence are)");
         }
+    }
+
+    /// <summary>The literal string of a Replace pattern (<c>{"String": "..."}</c>).</summary>
+    private static string LiteralPattern(JsonElement e, string src, string where)
+    {
+        if (e.TryGetProperty("pattern", out var pattern) && pattern.TryGetProperty("String", out var str) && str.ValueKind == JsonValueKind.String)
+            return str.GetString()!;
+        throw new SaeSharpException($"{src}: {where} Replace with a non-string pattern is not supported");
+    }
+
+    private static void ParseDecoder(JsonElement e, List<DecoderStep> steps, string src)
+    {
+        if (e.ValueKind == JsonValueKind.Null) return;
+        string? type = e.TryGetProperty("type", out var t) ? t.GetString() : null;
+        switch (type)
+        {
+            case "Sequence":
+                foreach (var sub in e.GetProperty("decoders").EnumerateArray()) ParseDecoder(sub, steps, src);
+                break;
+            case "Replace": steps.Add(new ReplaceDecoder(LiteralPattern(e, src, "decoder"), e.GetProperty("content").GetString() ?? "")); break;
+            case "ByteFallback": steps.Add(new ByteFallbackDecoder()); break;
+            case "Fuse": steps.Add(new FuseDecoder()); break;
+            case "Strip":
+                {
+                    string content = e.GetProperty("content").GetString() ?? " ";
+                    if (content.Length != 1) throw new SaeSharpException($"{src}: Strip decoder content '{content}' must be one character");
+                    steps.Add(new StripDecoder(content[0], e.GetProperty("start").GetInt32(), e.GetProperty("stop").GetInt32()));
+                    break;
+                }
+            case "Metaspace":
+                {
+                    string scheme = e.TryGetProperty("prepend_scheme", out var ps) && ps.ValueKind == JsonValueKind.String ? ps.GetString()!
+                        : Bool(e, "add_prefix_space", true) ? "always" : "never";
+                    steps.Add(new MetaspaceDecoder(e.TryGetProperty("replacement", out var rp) ? rp.GetString() ?? "\u2581" : "\u2581", scheme != "never"));
+                    break;
+                }
+            default:
+                throw new SaeSharpException($"{src}: decoder type '{type}' is not supported for a SentencePiece-style BPE (Replace, ByteFallback, Fuse, Strip, Metaspace, Sequence are)");
+        }
+    }
+
+    /// <summary>BOS / EOS of a <c>TemplateProcessing</c> post-processor: the special tokens before and after <c>$A</c>
+    /// in its <c>single</c> template (null: no template).</summary>
+    private static (int? Bos, int? Eos)? ParseTemplate(JsonElement e, BpeTokenizer tok, string src)
+    {
+        if (e.ValueKind != JsonValueKind.Object) return null;
+        string? type = e.TryGetProperty("type", out var t) ? t.GetString() : null;
+        if (type == "Sequence" && e.TryGetProperty("processors", out var list))
+        {
+            foreach (var sub in list.EnumerateArray())
+                if (ParseTemplate(sub, tok, src) is { } r) return r;
+            return null;
+        }
+        if (type != "TemplateProcessing" || !e.TryGetProperty("single", out var single)) return null;
+        int? bos = null, eos = null;
+        bool seenA = false;
+        foreach (var item in single.EnumerateArray())
+        {
+            if (item.TryGetProperty("Sequence", out _)) { seenA = true; continue; }
+            if (!item.TryGetProperty("SpecialToken", out var st)) continue;
+            string name = st.GetProperty("id").GetString() ?? "";
+            int id = e.TryGetProperty("special_tokens", out var map) && map.TryGetProperty(name, out var entry)
+                     && entry.TryGetProperty("ids", out var ids) && ids.GetArrayLength() > 0
+                ? ids[0].GetInt32()
+                : tok.TokenToId(name) ?? throw new SaeSharpException($"{src}: post_processor template token '{name}' is not in the vocabulary");
+            if (seenA) eos ??= id; else bos ??= id;
+        }
+        return (bos, eos);
     }
 
     private static (string, string) ParseMerge(string line, string where)
@@ -230,16 +319,26 @@ public static class Tokenizer
         }
     }
 
-    /// <summary>Sets BOS/EOS/PAD from the config files in <paramref name="dir"/> (see the type's summary).</summary>
-    internal static void ApplySpecialTokenConfig(ByteLevelBpeTokenizer tok, string dir)
+    /// <summary>Sets BOS/EOS/PAD from the config files in <paramref name="dir"/> (see the type's summary), and whether
+    /// BOS / EOS are added: tokenizer_config.json <c>add_bos_token</c> / <c>add_eos_token</c>, else the post-processor
+    /// <paramref name="template"/>.</summary>
+    internal static void ApplySpecialTokenConfig(BpeTokenizer tok, string dir, (int? Bos, int? Eos)? template = null)
     {
         int? bos = null, eos = null, pad = null;
+        bool? addBos = null, addEos = null;
         foreach (var name in new[] { "tokenizer_config.json", "special_tokens_map.json" })
         {
             string path = Path.Combine(dir, name);
             if (!File.Exists(path)) continue;
             using var doc = ParseJson(path);
             if (doc.RootElement.ValueKind != JsonValueKind.Object) continue;
+            if (name == "tokenizer_config.json")
+            {
+                if (doc.RootElement.TryGetProperty("add_bos_token", out var ab) && ab.ValueKind is JsonValueKind.True or JsonValueKind.False) addBos = ab.GetBoolean();
+                if (doc.RootElement.TryGetProperty("add_eos_token", out var ae) && ae.ValueKind is JsonValueKind.True or JsonValueKind.False) addEos = ae.GetBoolean();
+                if (doc.RootElement.TryGetProperty("clean_up_tokenization_spaces", out var cu) && cu.ValueKind is JsonValueKind.True)
+                    tok.CleanUpTokenizationSpaces = true;
+            }
             bos ??= TokenFromConfig(tok, doc.RootElement, "bos_token", path);
             eos ??= TokenFromConfig(tok, doc.RootElement, "eos_token", path);
             pad ??= TokenFromConfig(tok, doc.RootElement, "pad_token", path);
@@ -255,6 +354,7 @@ public static class Tokenizer
                 pad ??= IdFromConfig(doc.RootElement, "pad_token_id", configPath);
             }
         }
+        bos ??= template?.Bos;
         if (bos is null && eos is null && tok.TokenToId("<|endoftext|>") is int eot)
         {
             bos = eot;
@@ -263,9 +363,11 @@ public static class Tokenizer
         tok.BosTokenId = bos;
         tok.EosTokenId = eos;
         tok.PadTokenId = pad;
+        tok.AddBosToken = (addBos ?? template?.Bos is not null) && bos is not null;
+        tok.AddEosToken = (addEos ?? template?.Eos is not null) && eos is not null;
     }
 
-    private static int? TokenFromConfig(ByteLevelBpeTokenizer tok, JsonElement root, string key, string path)
+    private static int? TokenFromConfig(BpeTokenizer tok, JsonElement root, string key, string path)
     {
         if (!root.TryGetProperty(key, out var v)) return null;
         string? content = v.ValueKind switch

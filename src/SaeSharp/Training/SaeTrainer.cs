@@ -1,9 +1,5 @@
 using System.Diagnostics;
-using System.Text.Json;
-using System.Text.Json.Nodes;
-using System.Text.Json.Serialization;
 using SaeSharp.Activations;
-using SaeSharp.IO;
 using SaeSharp.Saes;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -20,13 +16,6 @@ namespace SaeSharp.Training;
 /// </summary>
 public sealed class SaeTrainer : IDisposable
 {
-    /// <summary>Checkpoint state file inside a <c>step_NNNNNNNNN (zero-padded step number)</c> folder.</summary>
-    public const string StateFileName = "trainer_state.json";
-    private const string FormatTag = "saesharp.trainer_checkpoint/1";
-    private const string StepFolderPrefix = "step_";
-
-    private static readonly JsonSerializerOptions TrainingJson = new() { Converters = { new JsonStringEnumConverter() } };
-
     private readonly TrainerConfig _cfg;
     private readonly IActivationSource _source;
     private readonly List<SlotState> _slots = new();
@@ -50,7 +39,7 @@ public sealed class SaeTrainer : IDisposable
                 _cfg.CheckSharedFieldsEqual(own, slot.Name);
             }
             var sae = slot.Sae;
-            if (own.ResampleSteps is { Length: > 0 } && !SaeContract.SupportsResampling(sae))
+            if (own.ResampleSteps is { Length: > 0 } && !sae.SupportsResampling)
                 throw new SaeSharpException($"SAE '{slot.Name}': resample_steps applies to the standard (ReLU) recipe, not to architecture '{sae.Cfg.Architecture}'");
             if (sae.Cfg.DIn != source.DIn)
                 throw new SaeSharpException($"SAE '{slot.Name}' has d_in={sae.Cfg.DIn} but the activation source gives rows of width {source.DIn}");
@@ -159,74 +148,18 @@ public sealed class SaeTrainer : IDisposable
 
     private void Initialize()
     {
-        bool normalize = _cfg.NormalizeActivations == "expected_average_only_in";
-        bool needSample = _slots.Any(s => s.Config.InitializeWeights && s.Config.BDecInitMethod != "zeros");
-        int normBatches = normalize ? _cfg.NBatchesForNormEstimate : 0;
-        var sample = new List<Tensor>();
-        long sampleRows = 0, normRows = 0;
-        double sumNormIn = 0, sumNormOut = 0;
-        bool separateTarget = false;
-        try
-        {
-            for (int b = 0; b < normBatches || (needSample && sampleRows < _cfg.BDecInitRows); b++)
-            {
-                using var scope = NewDisposeScope();
-                using var batch = _source.Next(_cfg.TrainBatchSizeTokens)
-                    ?? throw new SaeSharpException($"the activation source ran out after {normRows + sampleRows} rows while reading the initialisation sample");
-                CheckBatch(batch);
-                separateTarget |= batch.HasSeparateTarget;
-                if (b < normBatches)
-                {
-                    sumNormIn += batch.Input.to(ScalarType.Float64).norm(1).sum().item<double>();
-                    sumNormOut += batch.Target.to(ScalarType.Float64).norm(1).sum().item<double>();
-                    normRows += batch.Rows;
-                }
-                if (needSample && sampleRows < _cfg.BDecInitRows)
-                {
-                    long take = Math.Min(batch.Rows, _cfg.BDecInitRows - sampleRows);
-                    sample.Add(batch.Target.narrow(0, 0, take).to(ScalarType.Float32, copy: true).DetachFromDisposeScope());
-                    sampleRows += take;
-                }
-            }
-            if (normalize)
-            {
-                if (!(sumNormIn > 0)) throw new SaeSharpException("cannot normalise activations: the mean input norm of the estimation batches is 0");
-                ScaleIn = Math.Sqrt(_source.DIn) / (sumNormIn / normRows);
-                bool oneScale = !separateTarget || _slots.Any(s => s.Sae.Cfg.ApplyBDecToInput);
-                ScaleOut = oneScale ? ScaleIn : Math.Sqrt(_source.DOut) / (sumNormOut / normRows);
-            }
-
-            using var _ = no_grad();
-            using var initScope = NewDisposeScope();
-            Tensor? points = sample.Count > 0 ? cat(sample, 0) * ScaleOut : null;
-            foreach (var slot in _slots)
-            {
-                var c = slot.Config;
-                if (!c.InitializeWeights) continue;
-                using var gen = new Generator(MixSeed(_cfg.Seed, slot.Index, 0));
-                slot.Sae.InitializeWeights(gen, c.DecoderInitNorm);
-                if (!c.InitEncoderAsDecoderTranspose)
-                {
-                    var e = randn(slot.Sae.Cfg.DIn, slot.Sae.Cfg.DSae, generator: gen);
-                    slot.Sae.WEnc.copy_(e / e.norm(0, keepdim: true) * c.DecoderInitNorm);
-                }
-                if (c.BDecInitMethod == "geometric_median") slot.Sae.BDec.copy_(GeometricMedian.Compute(points!));
-                else if (c.BDecInitMethod == "mean") slot.Sae.BDec.copy_(points!.mean([0]));
-            }
-        }
-        finally
-        {
-            foreach (var t in sample) t.Dispose();
-        }
+        (ScaleIn, ScaleOut) = TrainingInitialization.Run(_cfg, _source,
+            _slots.Select(s => new TrainingInitialization.Target(s.Index, s.Sae, s.Config)).ToList());
         Initialized = true;
     }
 
-    private void CheckBatch(ActivationBatch batch)
+    /// <summary>Throws unless <paramref name="batch"/> has the widths <paramref name="source"/> declares.</summary>
+    internal static void CheckBatch(IActivationSource source, ActivationBatch batch)
     {
-        if (batch.Input.dim() != 2 || batch.Input.shape[1] != _source.DIn)
-            throw new SaeSharpException($"the activation source gave an input batch of shape [{string.Join(", ", batch.Input.shape)}], expected [rows, {_source.DIn}]");
-        if (batch.Target.dim() != 2 || batch.Target.shape[1] != _source.DOut || batch.Target.shape[0] != batch.Input.shape[0])
-            throw new SaeSharpException($"the activation source gave a target batch of shape [{string.Join(", ", batch.Target.shape)}], expected [{batch.Input.shape[0]}, {_source.DOut}]");
+        if (batch.Input.dim() != 2 || batch.Input.shape[1] != source.DIn)
+            throw new SaeSharpException($"the activation source gave an input batch of shape [{string.Join(", ", batch.Input.shape)}], expected [rows, {source.DIn}]");
+        if (batch.Target.dim() != 2 || batch.Target.shape[1] != source.DOut || batch.Target.shape[0] != batch.Input.shape[0])
+            throw new SaeSharpException($"the activation source gave a target batch of shape [{string.Join(", ", batch.Target.shape)}], expected [{batch.Input.shape[0]}, {source.DOut}]");
     }
 
     private (Tensor X, Tensor Y) Scaled(ActivationBatch batch)
@@ -234,16 +167,6 @@ public sealed class SaeTrainer : IDisposable
         var x = ScaleIn == 1 ? batch.Input.alias() : batch.Input * ScaleIn;
         var y = !batch.HasSeparateTarget ? x.alias() : ScaleOut == 1 ? batch.Target.alias() : batch.Target * ScaleOut;
         return (x, y);
-    }
-
-    private static ulong MixSeed(long seed, int slot, long step)
-    {
-        unchecked
-        {
-            ulong z = (ulong)seed * 0x9E3779B97F4A7C15UL ^ ((ulong)slot + 1) * 0xBF58476D1CE4E5B9UL ^ ((ulong)step + 1) * 0x94D049BB133111EBUL;
-            z ^= z >> 31;
-            return z & 0x7FFF_FFFF_FFFF_FFFFUL;
-        }
     }
 
     // ---------------------------------------------------------------- one step
@@ -255,7 +178,7 @@ public sealed class SaeTrainer : IDisposable
         rows = 0;
         using var batch = _source.Next(_cfg.TrainBatchSizeTokens);
         if (batch is null) return null;
-        CheckBatch(batch);
+        CheckBatch(_source, batch);
         rows = batch.Rows;
         var (x, y) = Scaled(batch);
         var metrics = log ? new List<SaeProgress>(_slots.Count) : null;
@@ -337,7 +260,7 @@ public sealed class SaeTrainer : IDisposable
             long bad = slot.FirstBadStep.item<long>();
             if (bad >= 0)
                 throw new SaeSharpException(
-                    $"training step {bad}: the loss of SAE '{slot.Name}' is NaN or infinite; " +
+                    $"training step {bad + 1} of {TotalSteps}: the loss of SAE '{slot.Name}' is NaN or infinite; " +
                     (LastCheckpoint is null ? "no checkpoint was written" : $"the last good checkpoint is {LastCheckpoint}"));
         }
     }
@@ -357,7 +280,7 @@ public sealed class SaeTrainer : IDisposable
         {
             var batch = _source.Next(_cfg.TrainBatchSizeTokens);
             if (batch is null) break;
-            CheckBatch(batch);
+            CheckBatch(_source, batch);
             var (x, y) = Scaled(batch);
             xs.Add(x);
             ys.Add(y);
@@ -369,7 +292,7 @@ public sealed class SaeTrainer : IDisposable
         foreach (var slot in due)
         {
             long n = Math.Min(have, slot.Config.ResampleSampleRows);
-            using var gen = new Generator(MixSeed(_cfg.Seed, slot.Index, Step + 1));
+            using var gen = new Generator(TrainingInitialization.MixSeed(_cfg.Seed, slot.Index, Step + 1));
             var dead = slot.Stats.DeadMask();
             int count = DeadLatentResampler.Resample(slot.Sae, slot.Adam, dead, xAll.narrow(0, 0, n), yAll.narrow(0, 0, n), gen);
             slot.Stats.TokensSinceFired.masked_fill_(dead, 0);
@@ -403,90 +326,44 @@ public sealed class SaeTrainer : IDisposable
 
     // ---------------------------------------------------------------- checkpoints
 
-    /// <summary>Writes a checkpoint folder <c>checkpoint_path/step_NNNNNNNNN (zero-padded step number)</c> (built in a temporary folder and renamed
-    /// into place) and deletes checkpoints beyond keep_checkpoints. Returns the folder.</summary>
+    /// <summary>Writes a <see cref="TrainerCheckpoint"/> into checkpoint_path and deletes checkpoints beyond
+    /// keep_checkpoints. Returns the folder.</summary>
     public string SaveCheckpoint()
     {
         if (_cfg.CheckpointPath is null) throw new SaeSharpException("cannot checkpoint: checkpoint_path is not set");
         ThrowIfNonFinite();
-        var root = Path.GetFullPath(_cfg.CheckpointPath);
-        Directory.CreateDirectory(root);
-        var final = Path.Combine(root, $"{StepFolderPrefix}{Step:D9}");
-        if (final == LastCheckpoint && File.Exists(Path.Combine(final, StateFileName))) return final; // nothing new since
-        var tmp = Path.Combine(root, $".tmp_{StepFolderPrefix}{Step:D9}_{Guid.NewGuid():N}");
-        Directory.CreateDirectory(tmp);
-        try
+        var folder = TrainerCheckpoint.FolderOf(_cfg.CheckpointPath, Step);
+        if (folder == LastCheckpoint && File.Exists(Path.Combine(folder, TrainerCheckpoint.StateFileName))) return folder; // nothing new since
+        var checkpoint = new TrainerCheckpoint
         {
-            var saes = new JsonArray();
-            foreach (var slot in _slots)
+            Step = Step,
+            Tokens = Tokens,
+            ScaleIn = ScaleIn,
+            ScaleOut = ScaleOut,
+            Config = _cfg,
+            SourceState = _source.SaveState(),
+            Saes = _slots.Select(slot =>
             {
-                var tensors = new List<KeyValuePair<string, Tensor>>();
-                foreach (var (k, t) in slot.Sae.state_dict()) tensors.Add(new(k, t));
-                foreach (var kv in slot.Adam.StateTensors()) tensors.Add(new($"adam.{kv.Key}", kv.Value));
-                tensors.Add(new("stats.tokens_since_fired", slot.Stats.TokensSinceFired));
-                tensors.Add(new("stats.act_counts", slot.Stats.ActCounts));
-                SafeTensors.Save(Path.Combine(tmp, SlotFile(slot.Index)), tensors);
-                saes.Add(new JsonObject
+                var tensors = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+                foreach (var (k, t) in slot.Sae.state_dict()) tensors[k] = t;
+                foreach (var kv in slot.Adam.StateTensors()) tensors[$"adam.{kv.Key}"] = kv.Value;
+                tensors["stats.tokens_since_fired"] = slot.Stats.TokensSinceFired;
+                tensors["stats.act_counts"] = slot.Stats.ActCounts;
+                return new TrainerCheckpoint.SaeEntry
                 {
-                    ["name"] = slot.Name,
-                    ["file"] = SlotFile(slot.Index),
-                    ["sae_cfg"] = JsonNode.Parse(slot.Sae.Cfg.ToJson()),
-                    ["sae_training"] = JsonSerializer.SerializeToNode(slot.Sae.Training, TrainingJson),
-                    ["config"] = JsonSerializer.SerializeToNode(slot.Config, TrainerConfig.JsonOptions),
-                    ["adam_step"] = slot.Adam.StepCount,
-                    ["window_rows"] = slot.Stats.WindowRows,
-                    ["window_steps"] = slot.Stats.WindowSteps,
-                });
-            }
-            var state = new JsonObject
-            {
-                ["format"] = FormatTag,
-                ["step"] = Step,
-                ["tokens"] = Tokens,
-                ["scale_in"] = ScaleIn,
-                ["scale_out"] = ScaleOut,
-                ["config"] = JsonSerializer.SerializeToNode(_cfg, TrainerConfig.JsonOptions),
-                ["saes"] = saes,
-                ["source_state"] = _source.SaveState(),
-            };
-            AtomicFile.WriteAllText(Path.Combine(tmp, StateFileName), state.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
-            if (Directory.Exists(final)) Directory.Delete(final, recursive: true);
-            Directory.Move(tmp, final);
-        }
-        catch
-        {
-            try { Directory.Delete(tmp, recursive: true); } catch (IOException) { }
-            throw;
-        }
-        LastCheckpoint = final;
-        Prune(root);
-        return final;
-    }
-
-    private static string SlotFile(int index) => $"sae_{index}.safetensors";
-
-    private void Prune(string root)
-    {
-        var old = CompleteCheckpoints(root).OrderByDescending(d => d).Skip(_cfg.KeepCheckpoints);
-        foreach (var d in old)
-        {
-            try { Directory.Delete(d, recursive: true); } catch (IOException) { }
-        }
-    }
-
-    private static IEnumerable<string> CompleteCheckpoints(string root) =>
-        Directory.EnumerateDirectories(root, StepFolderPrefix + "*")
-            .Where(d => File.Exists(Path.Combine(d, StateFileName)))
-            .OrderBy(d => d, StringComparer.Ordinal);
-
-    /// <summary>The checkpoint folder to resume from: <paramref name="path"/> itself if it holds trainer_state.json,
-    /// else its latest complete <c>step_*</c> sub-folder.</summary>
-    public static string ResolveCheckpoint(string path)
-    {
-        if (File.Exists(Path.Combine(path, StateFileName))) return Path.GetFullPath(path);
-        if (!Directory.Exists(path)) throw new SaeSharpException($"checkpoint folder {path} does not exist");
-        return CompleteCheckpoints(path).LastOrDefault()
-            ?? throw new SaeSharpException($"{path}: no {StateFileName} and no complete {StepFolderPrefix}* checkpoint inside");
+                    Name = slot.Name,
+                    SaeConfig = slot.Sae.Cfg,
+                    Training = slot.Sae.Training,
+                    Config = slot.Config,
+                    AdamStep = slot.Adam.StepCount,
+                    WindowRows = slot.Stats.WindowRows,
+                    WindowSteps = slot.Stats.WindowSteps,
+                    Tensors = tensors,
+                };
+            }).ToList(),
+        };
+        LastCheckpoint = checkpoint.Save(_cfg.CheckpointPath, _cfg.KeepCheckpoints);
+        return LastCheckpoint;
     }
 
     /// <summary>
@@ -496,74 +373,47 @@ public sealed class SaeTrainer : IDisposable
     /// </summary>
     public static SaeTrainer Resume(string checkpoint, IActivationSource source)
     {
-        var dir = ResolveCheckpoint(checkpoint);
-        var statePath = Path.Combine(dir, StateFileName);
-        JsonNode state;
-        try { state = JsonNode.Parse(File.ReadAllText(statePath)) ?? throw new SaeSharpException($"{statePath}: empty"); }
-        catch (JsonException e) { throw new SaeSharpException($"{statePath}: invalid JSON ({e.Message})", e); }
-        if (state["format"]?.GetValue<string>() != FormatTag)
-            throw new SaeSharpException($"{statePath}: format is '{state["format"]}', expected '{FormatTag}'");
-        var cfg = state["config"].Deserialize<TrainerConfig>(TrainerConfig.JsonOptions)
-            ?? throw new SaeSharpException($"{statePath}: missing 'config'");
+        using var state = TrainerCheckpoint.Load(checkpoint);
         var slots = new List<SaeSlot>();
-        var entries = state["saes"]?.AsArray() ?? throw new SaeSharpException($"{statePath}: missing 'saes'");
-        foreach (var e in entries)
+        foreach (var e in state.Saes)
         {
-            var name = e!["name"]!.GetValue<string>();
-            var saeCfg = SaeConfig.FromJson(e["sae_cfg"]!.ToJsonString(), $"{statePath} sae '{name}'");
-            var sae = SaeFactory.Create(saeCfg);
-            sae.Training = e["sae_training"].Deserialize<SaeTrainingOptions>(TrainingJson) ?? new SaeTrainingOptions();
-            slots.Add(new SaeSlot(name, sae, e["config"].Deserialize<TrainerConfig>(TrainerConfig.JsonOptions)));
+            var sae = SaeFactory.Create(e.SaeConfig);
+            sae.Training = e.Training;
+            slots.Add(new SaeSlot(e.Name, sae, e.Config));
         }
-        var trainer = new SaeTrainer(cfg, source, slots);
-        trainer.Restore(dir, state, entries);
+        var trainer = new SaeTrainer(state.Config, source, slots);
+        trainer.Restore(state);
         return trainer;
     }
 
-    private void Restore(string dir, JsonNode state, JsonArray entries)
+    private void Restore(TrainerCheckpoint state)
     {
-        Step = state["step"]!.GetValue<long>();
-        Tokens = state["tokens"]!.GetValue<long>();
-        ScaleIn = state["scale_in"]!.GetValue<double>();
-        ScaleOut = state["scale_out"]!.GetValue<double>();
+        Step = state.Step;
+        Tokens = state.Tokens;
+        ScaleIn = state.ScaleIn;
+        ScaleOut = state.ScaleOut;
         for (int i = 0; i < _slots.Count; i++)
         {
             var slot = _slots[i];
-            var e = entries[i]!;
-            var file = Path.Combine(dir, e["file"]!.GetValue<string>());
-            var tensors = SafeTensors.Load(file);
-            try
+            var e = state.Saes[i];
+            var file = state.FileOf(i);
+            using (no_grad())
             {
-                using (no_grad())
-                {
-                    foreach (var (k, t) in slot.Sae.state_dict()) CopyInto(file, tensors, k, t);
-                    CopyInto(file, tensors, "stats.tokens_since_fired", slot.Stats.TokensSinceFired);
-                    CopyInto(file, tensors, "stats.act_counts", slot.Stats.ActCounts);
-                }
-                var adam = tensors.Where(kv => kv.Key.StartsWith("adam.", StringComparison.Ordinal))
-                    .ToDictionary(kv => kv.Key["adam.".Length..], kv => kv.Value, StringComparer.Ordinal);
-                slot.Adam.LoadStateTensors(adam, file);
+                foreach (var (k, t) in slot.Sae.state_dict()) t.copy_(e.Get(k, t.shape, file));
+                slot.Stats.TokensSinceFired.copy_(e.Get("stats.tokens_since_fired", slot.Stats.TokensSinceFired.shape, file));
+                slot.Stats.ActCounts.copy_(e.Get("stats.act_counts", slot.Stats.ActCounts.shape, file));
             }
-            finally
-            {
-                foreach (var t in tensors.Values) t.Dispose();
-            }
-            slot.Adam.StepCount = e["adam_step"]!.GetValue<long>();
-            slot.Stats.WindowRows = e["window_rows"]!.GetValue<long>();
-            slot.Stats.WindowSteps = e["window_steps"]!.GetValue<int>();
+            var adam = e.Tensors.Where(kv => kv.Key.StartsWith("adam.", StringComparison.Ordinal))
+                .ToDictionary(kv => kv.Key["adam.".Length..], kv => kv.Value, StringComparer.Ordinal);
+            slot.Adam.LoadStateTensors(adam, file);
+            slot.Adam.StepCount = e.AdamStep;
+            slot.Stats.WindowRows = e.WindowRows;
+            slot.Stats.WindowSteps = e.WindowSteps;
         }
-        _source.LoadState(state["source_state"] ?? throw new SaeSharpException($"{dir}: missing 'source_state'"));
+        _source.LoadState(state.SourceState);
         Initialized = true;
         _resumed = true;
-        LastCheckpoint = dir;
-    }
-
-    private static void CopyInto(string file, Dictionary<string, Tensor> tensors, string key, Tensor dst)
-    {
-        if (!tensors.TryGetValue(key, out var src)) throw new SaeSharpException($"{file}: missing tensor '{key}'");
-        if (!src.shape.SequenceEqual(dst.shape))
-            throw new SaeSharpException($"{file}: tensor '{key}' has shape [{string.Join(", ", src.shape)}], expected [{string.Join(", ", dst.shape)}]");
-        dst.copy_(src);
+        LastCheckpoint = state.Folder;
     }
 
     private SlotState Slot(string name) =>
@@ -584,8 +434,8 @@ public sealed class SaeTrainer : IDisposable
             Name = name;
             Sae = sae;
             Config = config;
-            Lr = config.Lr ?? SaeContract.DefaultLearningRate(sae);
-            var (beta1, beta2) = SaeContract.DefaultAdamBetas(sae);
+            Lr = config.Lr ?? sae.DefaultLearningRate();
+            var (beta1, beta2) = sae.DefaultAdamBetas;
             var parameters = sae.named_parameters().Select(p => (p.name, p.parameter)).ToList();
             Adam = new AdamOptimizer(parameters, config.AdamBeta1 ?? beta1, config.AdamBeta2 ?? beta2, config.AdamEpsilon);
             Stats = new FeatureStatistics(sae.Cfg.DSae, run.DeadFeatureWindow, run.FeatureSamplingWindow);
@@ -611,15 +461,4 @@ public sealed class SaeTrainer : IDisposable
             FirstBadStep.Dispose();
         }
     }
-}
-
-/// <summary>The trainer's dependencies on per-architecture behaviour beyond the <see cref="Sae"/> contract.</summary>
-internal static class SaeContract
-{
-    public static double DefaultLearningRate(Sae sae) => sae.DefaultLearningRate();
-
-    public static (double Beta1, double Beta2) DefaultAdamBetas(Sae sae) => sae.DefaultAdamBetas;
-
-    /// <summary>Architectures whose latents the Towards Monosemanticity resampling applies to (ReLU encoder with b_enc).</summary>
-    public static bool SupportsResampling(Sae sae) => sae.Cfg.Architecture == SaeArchitectures.Standard;
 }

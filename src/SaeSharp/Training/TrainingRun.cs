@@ -72,11 +72,14 @@ public static class TrainingRun
             var evalBatches = o.EvalSource is null ? null : ReadAll(o.EvalSource, o.EvalRows);
             try
             {
+                // Every output file of the run is replaced together: a failure part-way (a full disk) leaves the
+                // previous outputs as they were.
+                using var files = new AtomicFileGroup();
                 var outputs = new List<TrainedSaeOutput>();
                 foreach (var trained in result.Saes)
                 {
                     var dir = result.Saes.Count == 1 ? o.OutDir : Path.Combine(o.OutDir, trained.Name);
-                    SaeLensFormat.Save(trained.Sae, dir, trained.Sparsity);
+                    SaeLensFormat.Save(trained.Sae, dir, trained.Sparsity, files);
                     SaeEvalResult? metrics = null;
                     if (evalBatches is not null)
                     {
@@ -84,10 +87,11 @@ public static class TrainingRun
                         // The evaluator disposes what it is given: hand it aliases so every SAE sees the same rows.
                         var views = evalBatches.Select(b => new ActivationBatch(b.Input.alias(), b.HasSeparateTarget ? b.Target.alias() : null));
                         metrics = SaeEvaluator.Evaluate(trained.Sae, views, groundTruthFeatures: o.GroundTruthFeatures);
-                        AtomicFile.WriteAllText(Path.Combine(dir, MetricsFile), metrics.ToJson());
+                        files.WriteAllText(Path.Combine(dir, MetricsFile), metrics.ToJson());
                     }
                     outputs.Add(new TrainedSaeOutput(trained.Name, dir, metrics));
                 }
+                files.Commit();
                 return new TrainingRunResult(result.Status, result.Steps, result.Tokens, outputs, result.LastCheckpoint);
             }
             finally

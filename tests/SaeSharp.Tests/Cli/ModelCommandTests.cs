@@ -43,6 +43,31 @@ public class ModelCommandTests : IDisposable
     }
 
     [Fact]
+    public void DtypeOptionKeepsBf16WeightsOfAGemma2Checkpoint()
+    {
+        var model = SaeSharp.Tests.Models.TinyDecoders.Write(Path.Combine(_dir, "g"),
+            SaeSharp.Tests.Models.LlamaFamilyTests.Spec("gemma2") with { Dtype = ScalarType.BFloat16 });
+        var (exit, output, err) = CliRunner.Run("model", "info", "--model", model, "--dtype", "auto");
+        Assert.True(exit == 0, err);
+        Assert.Contains("gemma2", output);
+        Assert.Contains("dtype=BFloat16", output);
+        Assert.Contains("blocks.2.mlp.hook_pre_linear", output);
+        var input = Path.Combine(_dir, "in.safetensors");
+        var tokens = tensor(new long[] { 1, 5, 9, 2, 7, 7, 3, 0 }).reshape(2, 4);
+        SafeTensors.Save(input, new Dictionary<string, Tensor> { ["tokens"] = tokens });
+        var outPath = Path.Combine(_dir, "out.safetensors");
+        (exit, _, err) = CliRunner.Run("model", "run", "--model", model, "--input", input, "--out", outPath, "--dtype", "bf16", "--hooks", "blocks.1.hook_resid_post");
+        Assert.True(exit == 0, err);
+        var o = SafeTensors.Load(outPath);
+        Assert.Equal(ScalarType.BFloat16, o["blocks.1.hook_resid_post"].dtype);
+        using var m = ModelLoader.FromPretrained(model, ScalarType.BFloat16);
+        Assert.True(o["logits"].equal(m.Forward(tokens)).all().item<bool>());
+        (exit, _, err) = CliRunner.Run("model", "info", "--model", model, "--dtype", "int8");
+        Assert.Equal(1, exit);
+        Assert.Contains("dtype 'int8' is not supported", err);
+    }
+
+    [Fact]
     public void InfoListsHookPoints()
     {
         var model = TinyModels.WriteNeoX(Path.Combine(_dir, "n"), seed: 1, hiddenSize: 32, nHead: 4, rotaryPct: 0.5);

@@ -119,7 +119,7 @@ public class TextDatasetTests
         Assert.Contains("/nonexistent/x.jsonl", e.Message);
     }
 
-    private static ByteLevelBpeTokenizer Gpt2() => TestPaths.Gpt2;
+    private static BpeTokenizer Gpt2() => TestPaths.Gpt2;
 
     private static void WriteParquet(string path, ParquetSchema schema, Func<ParquetWriter, Task> body)
     {

@@ -5,7 +5,7 @@ namespace SaeSharp.Tests.Tokenizers;
 
 public class Gpt2TokenizerTests
 {
-    private static readonly Lazy<ByteLevelBpeTokenizer> Gpt2 = new(() => TestPaths.Gpt2);
+    private static readonly Lazy<BpeTokenizer> Gpt2 = new(() => TestPaths.Gpt2);
 
     public static TheoryData<int> CaseIndices()
     {

@@ -12,12 +12,12 @@ internal static class TestPaths
         return Path.Combine([root, .. parts]);
     }
 
-    private static readonly Lazy<SaeSharp.Tokenizers.ByteLevelBpeTokenizer> Gpt2Lazy = new(() =>
+    private static readonly Lazy<SaeSharp.Tokenizers.BpeTokenizer> Gpt2Lazy = new(() =>
         SaeSharp.Tokenizers.Tokenizer.FromGpt2Files(Data("gpt2-tokenizer", "vocab.json"),
             Data("gpt2-tokenizer", "merges.txt")));
 
     /// <summary>GPT-2's tokenizer from tests/data/gpt2-tokenizer, loaded once for all tests.</summary>
-    public static SaeSharp.Tokenizers.ByteLevelBpeTokenizer Gpt2 => Gpt2Lazy.Value;
+    public static SaeSharp.Tokenizers.BpeTokenizer Gpt2 => Gpt2Lazy.Value;
 
     public static string TempDir()
     {

@@ -118,7 +118,7 @@ public class TokenizerJsonTests
         Assert.Contains("Unigram", e.Message);
     }
 
-    private static ByteLevelBpeTokenizer FromJson(string json)
+    private static BpeTokenizer FromJson(string json)
     {
         string dir = TestPaths.TempDir();
         File.WriteAllText(Path.Combine(dir, "tokenizer.json"), json);

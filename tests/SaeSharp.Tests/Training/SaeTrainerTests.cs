@@ -311,8 +311,8 @@ public class SaeTrainerTests
             using var result = trainer.Run(cts.Token);
             Assert.Equal(TrainingStatus.Cancelled, result.Status);
             Assert.Equal(6, result.Steps);
-            Assert.True(File.Exists(Path.Combine(dir, "step_000000006", SaeTrainer.StateFileName)));
-            Assert.Equal(Path.Combine(dir, "step_000000006"), SaeTrainer.ResolveCheckpoint(dir));
+            Assert.True(File.Exists(Path.Combine(dir, "step_000000006", TrainerCheckpoint.StateFileName)));
+            Assert.Equal(Path.Combine(dir, "step_000000006"), TrainerCheckpoint.Resolve(dir));
         }
         finally { Directory.Delete(dir, true); }
     }
@@ -330,11 +330,11 @@ public class SaeTrainerTests
             cfg.CheckpointEverySteps = 2;
             using var trainer = new SaeTrainer(cfg, source, [new SaeSlot("wide", Standard(8, 16))]);
             var e = Assert.Throws<SaeSharpException>(() => trainer.Run());
-            Assert.Contains("step 5", e.Message);
+            Assert.Contains("training step 6 of 20", e.Message); // batch 5 counted from 0 is the sixth step
             Assert.Contains("'wide'", e.Message);
             Assert.Contains("step_000000004", e.Message);
             Assert.False(Directory.Exists(Path.Combine(dir, "step_000000006")));
-            Assert.Equal(Path.Combine(dir, "step_000000004"), SaeTrainer.ResolveCheckpoint(dir));
+            Assert.Equal(Path.Combine(dir, "step_000000004"), TrainerCheckpoint.Resolve(dir));
             using var resumed = SaeTrainer.Resume(dir, new InMemorySource(SparseData(128, 8, 12, 0.1, seed: 8)));
             Assert.True(resumed.Saes[0].WDec.isfinite().all().item<bool>());
         }

@@ -1,0 +1,81 @@
+using SaeSharp.Hooks;
+using SaeSharp.Models;
+using SaeSharp.Saes;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Interventions;
+
+/// <summary>
+/// A model with SAEs attached at its hooks (SAELens <c>HookedSAETransformer</c>): runs, cached runs and generation
+/// with the SAEs spliced in and interventions applied, and feature attribution. Owns neither the model nor the SAEs.
+/// <code>
+/// var hooked = new HookedSaeTransformer(model);
+/// hooked.AddSae(sae, useErrorTerm: true);
+/// var (logits, cache) = hooked.RunWithCache(tokens, interventions: [new Clamp(sae, feature: 3, value: 5)]);
+/// </code>
+/// </summary>
+public sealed class HookedSaeTransformer(HookedTransformer model)
+{
+    private readonly List<AttachedSae> _saes = [];
+
+    public HookedTransformer Model { get; } = model ?? throw new ArgumentNullException(nameof(model));
+    /// <summary>The attached SAEs, in the order added.</summary>
+    public IReadOnlyList<AttachedSae> Saes => _saes;
+
+    /// <summary>Splices <paramref name="sae"/> at <paramref name="hook"/> (default: its <c>metadata.hook_name</c>).</summary>
+    public AttachedSae AddSae(Sae sae, string? hook = null, bool useErrorTerm = false)
+    {
+        var a = new AttachedSae(sae, hook, useErrorTerm).ResolvedFor(Model.HookPoints);
+        if (_saes.Any(s => s.Hook == a.Hook)) throw new SaeSharpException($"an SAE is already attached at '{a.Hook}'");
+        _saes.Add(a);
+        return a;
+    }
+
+    /// <summary>Detaches every SAE (SAELens <c>reset_saes</c>).</summary>
+    public void ResetSaes() => _saes.Clear();
+
+    /// <summary>The hook functions of <paramref name="interventions"/> in this model with the attached SAEs.</summary>
+    public List<(string Name, Func<Tensor, Tensor?> Fn)> HooksFor(IEnumerable<Intervention>? interventions) =>
+        interventions?.Select(i => i.ToHook(Model, _saes)).ToList() ?? [];
+
+    /// <summary>A forward pass with the SAEs spliced and the interventions applied (before <paramref name="options"/>'s hooks).</summary>
+    public (Tensor? Logits, ActivationCache? Cache) Run(Tensor tokens, RunOptions? options = null, IEnumerable<Intervention>? interventions = null)
+    {
+        var o = options ?? new RunOptions();
+        var hooks = HooksFor(interventions);
+        if (o.Hooks is not null) hooks.AddRange(o.Hooks);
+        return Model.Run(tokens, new RunOptions
+        {
+            AttentionMask = o.AttentionMask, StopAtLayer = o.StopAtLayer, Hooks = hooks, CacheNames = o.CacheNames,
+            CacheFilter = o.CacheFilter, Grad = o.Grad, Saes = [.. _saes, .. o.Saes ?? []], Capture = o.Capture,
+        });
+    }
+
+    /// <summary>Logits with the SAEs spliced, the interventions and the given hooks applied.</summary>
+    public Tensor RunWithHooks(Tensor tokens, IEnumerable<Intervention>? interventions = null, params (string Name, Func<Tensor, Tensor?> Fn)[] hooks) =>
+        Run(tokens, new RunOptions { Hooks = hooks }, interventions).Logits!;
+
+    /// <summary><c>run_with_cache</c> with the SAEs spliced: caches the named hooks (SAE hook points included; null = all).</summary>
+    public (Tensor? Logits, ActivationCache Cache) RunWithCache(Tensor tokens, IEnumerable<string>? names = null,
+        IEnumerable<Intervention>? interventions = null, Tensor? attentionMask = null)
+    {
+        var o = names is null
+            ? new RunOptions { AttentionMask = attentionMask, CacheFilter = _ => true }
+            : new RunOptions { AttentionMask = attentionMask, CacheNames = names.ToList() };
+        var (logits, cache) = Run(tokens, o, interventions);
+        return (logits, cache!);
+    }
+
+    /// <summary>Generation with the KV cache, the SAEs spliced and the interventions applied on every step.</summary>
+    public GenerationResult Generate(Tensor tokens, int maxNewTokens, GenerationOptions? options = null, IEnumerable<Intervention>? interventions = null)
+    {
+        var o = options ?? new GenerationOptions();
+        var hooks = HooksFor(interventions);
+        if (o.Hooks is not null) hooks.AddRange(o.Hooks);
+        return Model.Generate(tokens, maxNewTokens, o with { Hooks = hooks, Saes = [.. _saes, .. o.Saes ?? []] });
+    }
+
+    /// <summary>Attribution patching to the features of every attached SAE (<see cref="FeatureAttribution"/>).</summary>
+    public AttributionResult Attribute(Tensor tokens, AttributionMetric metric, int integratedGradientSteps = 0) =>
+        FeatureAttribution.Run(this, tokens, metric, integratedGradientSteps);
+}

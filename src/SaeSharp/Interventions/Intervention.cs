@@ -1,0 +1,210 @@
+using SaeSharp.Hooks;
+using SaeSharp.Models;
+using SaeSharp.Saes;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Interventions;
+
+/// <summary>
+/// An edit of a model run defined by an SAE's features, as a reusable hook object: <see cref="ToHook"/> gives the
+/// (hook name, function) pair for <see cref="RunOptions.Hooks"/> or <see cref="GenerationOptions.Hooks"/>, and
+/// <see cref="HookedSaeTransformer"/> applies lists of them. With x the activation at the SAE's hook, f = encode(x) and
+/// W_dec the decoder: <see cref="Steering"/>, <see cref="Clamp"/>, <see cref="Ablation"/>.
+/// </summary>
+public abstract class Intervention
+{
+    /// <param name="sae">The SAE whose features are used (not owned).</param>
+    /// <param name="hook">Hook name or alias; null: the SAE's <c>metadata.hook_name</c>.</param>
+    protected Intervention(Sae sae, string? hook)
+    {
+        ArgumentNullException.ThrowIfNull(sae);
+        Sae = sae;
+        Hook = hook ?? sae.Cfg.Metadata.HookName
+            ?? throw new SaeSharpException("the SAE has no metadata.hook_name: give the hook the intervention acts at");
+    }
+
+    public Sae Sae { get; }
+    public string Hook { get; }
+
+    /// <summary>The hook function of this intervention on <paramref name="model"/> in a run where <paramref name="saes"/>
+    /// are spliced (null: none).</summary>
+    public abstract (string Name, Func<Tensor, Tensor?> Fn) ToHook(HookedTransformer model, IReadOnlyList<AttachedSae>? saes = null);
+
+    /// <summary>The SAE spliced at this intervention's hook, or null when none is.</summary>
+    private protected AttachedSae? SplicedAt(HookedTransformer model, IReadOnlyList<AttachedSae>? saes, out string hook)
+    {
+        hook = model.HookPoints.Resolve(Hook);
+        string h = hook;
+        var at = model.ResolveSaes(saes)?.FirstOrDefault(a => a.Hook == h);
+        if (at is not null && !ReferenceEquals(at.Sae, Sae))
+            throw new SaeSharpException($"{GetType().Name} at '{hook}' uses a different SAE from the one spliced there");
+        return at;
+    }
+
+    /// <summary>Checks a feature index against d_sae.</summary>
+    private protected int CheckFeature(int feature)
+    {
+        if (feature < 0 || feature >= Sae.Cfg.DSae)
+            throw new SaeSharpException($"feature {feature} is out of range for an SAE with d_sae={Sae.Cfg.DSae} (0..{Sae.Cfg.DSae - 1})");
+        return feature;
+    }
+
+    /// <summary>The spliced SAE this intervention needs (clamp and ablate act on f).</summary>
+    private protected AttachedSae RequireSpliced(HookedTransformer model, IReadOnlyList<AttachedSae>? saes, out string hook) =>
+        SplicedAt(model, saes, out hook)
+        ?? throw new SaeSharpException($"{GetType().Name} at '{hook}' acts on the SAE's features: splice the SAE there (AttachedSae / --sae)");
+}
+
+/// <summary>
+/// Steering (SAELens steering tutorial): x ← x + S·W_dec[F] at every position, or at <see cref="Positions"/>. With the SAE
+/// spliced at the hook the vector is added to its output (<c>hook_sae_output</c>); otherwise to the raw activation.
+/// </summary>
+public sealed class Steering : Intervention
+{
+    public Steering(Sae sae, int feature, double scale, string? hook = null) : base(sae, hook)
+    {
+        Feature = CheckFeature(feature);
+        Scale = scale;
+    }
+
+    public int Feature { get; }
+    public double Scale { get; }
+    /// <summary>Token positions to steer (0-based, counting real tokens; during generation the prompt and the new
+    /// tokens continue one numbering); null: every position.</summary>
+    public IReadOnlyCollection<long>? Positions { get; init; }
+
+    /// <summary>S·W_dec[F], [d_in] (caller disposes).</summary>
+    public Tensor Vector()
+    {
+        using var _ = no_grad();
+        return (Sae.WDec[Feature] * Scale).detach();
+    }
+
+    public override (string Name, Func<Tensor, Tensor?> Fn) ToHook(HookedTransformer model, IReadOnlyList<AttachedSae>? saes = null)
+    {
+        var spliced = SplicedAt(model, saes, out var hook);
+        var v = Vector().DetachFromDisposeScope();
+        int? head = Sae.Cfg.Metadata.HookHeadIndex;
+        var positions = Positions?.ToArray();
+        Tensor Add(Tensor x)
+        {
+            using var scope = NewDisposeScope();
+            var vec = v.to(x.dtype, x.device);
+            Tensor delta;
+            if (spliced is not null || head is null)
+                delta = vec.view([.. Enumerable.Repeat(1L, 2), .. x.shape.Skip(2)]).expand(x.shape); // [.., d_in] over the trailing dims
+            else
+            {
+                var shape = x.shape.ToArray();
+                var zero = zeros(shape, x.dtype, x.device);
+                zero.select(2, head.Value).add_(vec.view(1, 1, -1));
+                delta = zero;
+            }
+            if (positions is not null)
+            {
+                var pos = HookRunner.CurrentPositions
+                    ?? throw new SaeSharpException("steering at positions needs the model's token positions (run it through the model)");
+                var mask = isin(pos, tensor(positions)).to(x.dtype);
+                delta = delta * mask.view([.. mask.shape, .. Enumerable.Repeat(1L, (int)x.dim() - 2)]);
+            }
+            return (x + delta).MoveToOuterDisposeScope();
+        }
+        return (spliced is not null ? spliced.HookName(SaeHookPoints.Output) : hook, Add);
+    }
+}
+
+/// <summary>
+/// Clamping: f_F ← V at every position (on <c>hook_sae_acts_post</c>); with the error term the activation becomes
+/// x + (V − f_F)·W_dec[F]. Needs the SAE spliced at its hook.
+/// </summary>
+public sealed class Clamp : Intervention
+{
+    public Clamp(Sae sae, int feature, double value, string? hook = null) : base(sae, hook)
+    {
+        Feature = CheckFeature(feature);
+        Value = value;
+    }
+
+    public int Feature { get; }
+    public double Value { get; }
+
+    public override (string Name, Func<Tensor, Tensor?> Fn) ToHook(HookedTransformer model, IReadOnlyList<AttachedSae>? saes = null)
+    {
+        var spliced = RequireSpliced(model, saes, out _);
+        int feature = Feature;
+        double value = Value;
+        return (spliced.HookName(SaeHookPoints.ActsPost), f =>
+        {
+            using var scope = NewDisposeScope();
+            return f.index_fill(-1, tensor(new long[] { feature }, device: f.device), value).MoveToOuterDisposeScope();
+        });
+    }
+}
+
+/// <summary>
+/// Ablation: f_F ← 0 (or its mean m_F) for each listed feature at every position (on <c>hook_sae_acts_post</c>); with
+/// the error term the activation becomes x − Σ (f_F − m_F)·W_dec[F]. Needs the SAE spliced at its hook.
+/// </summary>
+public sealed class Ablation : Intervention
+{
+    /// <param name="sae">The SAE whose features are ablated (not owned).</param>
+    /// <param name="features">Feature indices.</param>
+    /// <param name="means">[d_sae] mean activation of each feature (mean ablation), or null for zero ablation.</param>
+    /// <param name="hook">Hook name or alias; null: the SAE's <c>metadata.hook_name</c>.</param>
+    public Ablation(Sae sae, IReadOnlyList<int> features, Tensor? means = null, string? hook = null) : base(sae, hook)
+    {
+        if (features.Count == 0) throw new SaeSharpException("ablation needs at least one feature");
+        Features = features.Select(CheckFeature).Distinct().ToArray();
+        if (means is not null && (means.dim() != 1 || means.shape[0] != sae.Cfg.DSae))
+            throw new SaeSharpException($"feature means must be [d_sae={sae.Cfg.DSae}], got [{string.Join(", ", means.shape)}]");
+        Means = means;
+    }
+
+    public IReadOnlyList<int> Features { get; }
+    /// <summary>[d_sae] means for mean ablation (not owned), or null for zero ablation.</summary>
+    public Tensor? Means { get; }
+
+    public override (string Name, Func<Tensor, Tensor?> Fn) ToHook(HookedTransformer model, IReadOnlyList<AttachedSae>? saes = null)
+    {
+        var spliced = RequireSpliced(model, saes, out _);
+        var idx = tensor(Features.Select(i => (long)i).ToArray()).DetachFromDisposeScope();
+        var means = Means;
+        return (spliced.HookName(SaeHookPoints.ActsPost), f =>
+        {
+            using var scope = NewDisposeScope();
+            var i = idx.to(f.device);
+            if (means is null) return f.index_fill(-1, i, 0.0).MoveToOuterDisposeScope();
+            var m = means.to(f.dtype, f.device).index_select(0, i).expand([.. f.shape.SkipLast(1), i.shape[0]]);
+            return f.index_copy(-1, i, m.contiguous()).MoveToOuterDisposeScope();
+        });
+    }
+
+    /// <summary>
+    /// Mean activation of every feature [d_sae] over the real tokens of <paramref name="batches"/> (token ids [batch, pos],
+    /// with an optional attention mask), for mean ablation.
+    /// </summary>
+    public static Tensor FeatureMeans(HookedTransformer model, Sae sae, IEnumerable<Tensor> batches, string? hook = null)
+    {
+        var attached = new AttachedSae(sae, hook).ResolvedFor(model.HookPoints);
+        string post = attached.HookName(SaeHookPoints.ActsPost);
+        int? stop = model.HookPoints.StopAtLayerFor([attached.Hook]);
+        using var _ = no_grad();
+        var sum = zeros(sae.Cfg.DSae, ScalarType.Float64);
+        long n = 0;
+        foreach (var tokens in batches)
+        {
+            using var scope = NewDisposeScope();
+            var (_, cache) = model.Run(tokens, new RunOptions { Saes = [attached], CacheNames = [post], StopAtLayer = stop });
+            using (cache)
+            {
+                var f = cache![post].to(ScalarType.Float64);
+                sum.add_(f.sum([0, 1]));
+                n += f.shape[0] * f.shape[1];
+            }
+        }
+        if (n == 0) throw new SaeSharpException("no tokens to take feature means over");
+        var mean = (sum / n).to(sae.WDec.dtype);
+        sum.Dispose();
+        return mean;
+    }
+}

@@ -1,0 +1,219 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Text.Json.Serialization;
+using SaeSharp.IO;
+using SaeSharp.Saes;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Training;
+
+/// <summary>
+/// A trainer checkpoint and its on-disk format: a folder <c>checkpoint_path/step_NNNNNNNNN</c> (zero-padded step) with
+/// <c>trainer_state.json</c> (format tag, step, tokens, activation scales, the run's config, per SAE its config, training
+/// options, Adam step and firing-window counters, and the activation source's position) and one
+/// <c>sae_{i}.safetensors</c> per SAE (its state_dict, <c>adam.*</c> moments, <c>stats.*</c> firing statistics).
+/// <see cref="Save"/> builds the folder under a temporary name and renames it into place, so an interrupted write
+/// (crash, kill -9, full disk) never leaves a folder that <see cref="Resolve"/> would pick: a checkpoint is complete
+/// exactly when its step folder holds trainer_state.json.
+/// </summary>
+public sealed class TrainerCheckpoint : IDisposable
+{
+    /// <summary>Checkpoint state file inside a step folder.</summary>
+    public const string StateFileName = "trainer_state.json";
+    private const string FormatTag = "saesharp.trainer_checkpoint/1";
+    private const string StepFolderPrefix = "step_";
+    private const string TempPrefix = ".tmp_" + StepFolderPrefix;
+
+    private static readonly JsonSerializerOptions TrainingJson = new() { Converters = { new JsonStringEnumConverter() } };
+
+    private bool _ownsTensors;
+
+    /// <summary>Optimiser steps completed.</summary>
+    public required long Step { get; init; }
+    /// <summary>Training rows consumed.</summary>
+    public required long Tokens { get; init; }
+    public required double ScaleIn { get; init; }
+    public required double ScaleOut { get; init; }
+    /// <summary>The run's trainer config.</summary>
+    public required TrainerConfig Config { get; init; }
+    public required IReadOnlyList<SaeEntry> Saes { get; init; }
+    /// <summary>The activation source's position (<see cref="Activations.IActivationSource.SaveState"/>).</summary>
+    public required JsonNode SourceState { get; init; }
+    /// <summary>The folder this checkpoint was read from or last written to.</summary>
+    public string? Folder { get; private set; }
+
+    /// <summary>One SAE's part of a checkpoint.</summary>
+    public sealed class SaeEntry
+    {
+        public required string Name { get; init; }
+        public required SaeConfig SaeConfig { get; init; }
+        public required SaeTrainingOptions Training { get; init; }
+        /// <summary>The SAE's own trainer config.</summary>
+        public required TrainerConfig Config { get; init; }
+        public required long AdamStep { get; init; }
+        public required long WindowRows { get; init; }
+        public required int WindowSteps { get; init; }
+        /// <summary>state_dict keys, <c>adam.*</c> and <c>stats.*</c> tensors.</summary>
+        public required IReadOnlyDictionary<string, Tensor> Tensors { get; init; }
+
+        /// <summary>The tensor <paramref name="key"/>, checked against <paramref name="shape"/>.</summary>
+        public Tensor Get(string key, long[] shape, string file)
+        {
+            if (!Tensors.TryGetValue(key, out var t)) throw new SaeSharpException($"{file}: missing tensor '{key}'");
+            if (!t.shape.SequenceEqual(shape))
+                throw new SaeSharpException($"{file}: tensor '{key}' has shape [{string.Join(", ", t.shape)}], expected [{string.Join(", ", shape)}]");
+            return t;
+        }
+    }
+
+    private static string SlotFile(int index) => $"sae_{index}.safetensors";
+
+    /// <summary>The folder <see cref="Save"/> writes for <paramref name="step"/> under <paramref name="root"/> (full path).</summary>
+    public static string FolderOf(string root, long step) => Path.Combine(Path.GetFullPath(root), $"{StepFolderPrefix}{step:D9}");
+
+    /// <summary>Writes the checkpoint as <c>root/step_NNNNNNNNN</c> (replacing one of the same step), then deletes
+    /// complete checkpoints beyond the newest <paramref name="keep"/> and temporary folders left by interrupted writes.
+    /// Returns the folder.</summary>
+    public string Save(string root, int keep)
+    {
+        root = Path.GetFullPath(root);
+        Directory.CreateDirectory(root);
+        var final = FolderOf(root, Step);
+        var tmp = Path.Combine(root, $"{TempPrefix}{Step:D9}_{Guid.NewGuid():N}");
+        Directory.CreateDirectory(tmp);
+        try
+        {
+            var saes = new JsonArray();
+            for (int i = 0; i < Saes.Count; i++)
+            {
+                var e = Saes[i];
+                SafeTensors.Save(Path.Combine(tmp, SlotFile(i)), e.Tensors.ToList());
+                saes.Add(new JsonObject
+                {
+                    ["name"] = e.Name,
+                    ["file"] = SlotFile(i),
+                    ["sae_cfg"] = JsonNode.Parse(e.SaeConfig.ToJson()),
+                    ["sae_training"] = JsonSerializer.SerializeToNode(e.Training, TrainingJson),
+                    ["config"] = JsonSerializer.SerializeToNode(e.Config, TrainerConfig.JsonOptions),
+                    ["adam_step"] = e.AdamStep,
+                    ["window_rows"] = e.WindowRows,
+                    ["window_steps"] = e.WindowSteps,
+                });
+            }
+            var state = new JsonObject
+            {
+                ["format"] = FormatTag,
+                ["step"] = Step,
+                ["tokens"] = Tokens,
+                ["scale_in"] = ScaleIn,
+                ["scale_out"] = ScaleOut,
+                ["config"] = JsonSerializer.SerializeToNode(Config, TrainerConfig.JsonOptions),
+                ["saes"] = saes,
+                ["source_state"] = SourceState.DeepClone(),
+            };
+            // The state file is written last: a step folder is complete exactly when it holds one.
+            AtomicFile.WriteAllText(Path.Combine(tmp, StateFileName), state.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+            if (Directory.Exists(final)) Directory.Delete(final, recursive: true);
+            Directory.Move(tmp, final);
+        }
+        catch (Exception e)
+        {
+            try { Directory.Delete(tmp, recursive: true); } catch (IOException) { }
+            if ((e as IOException ?? e.InnerException as IOException) is { } io)
+                throw new SaeSharpException($"could not write the checkpoint of step {Step} in {root}: {io.Message}; the earlier checkpoints are intact", io);
+            throw;
+        }
+        Folder = final;
+        Prune(root, keep);
+        return final;
+    }
+
+    private static void Prune(string root, int keep)
+    {
+        var old = CompleteCheckpoints(root).OrderByDescending(d => d, StringComparer.Ordinal).Skip(keep);
+        foreach (var d in old.Concat(Directory.EnumerateDirectories(root, TempPrefix + "*")).ToList())
+        {
+            try { Directory.Delete(d, recursive: true); } catch (IOException) { }
+        }
+    }
+
+    private static IEnumerable<string> CompleteCheckpoints(string root) =>
+        Directory.EnumerateDirectories(root, StepFolderPrefix + "*")
+            .Where(d => File.Exists(Path.Combine(d, StateFileName)))
+            .OrderBy(d => d, StringComparer.Ordinal);
+
+    /// <summary>The checkpoint folder to resume from: <paramref name="path"/> itself if it holds trainer_state.json,
+    /// else its latest complete <c>step_*</c> sub-folder.</summary>
+    public static string Resolve(string path)
+    {
+        if (File.Exists(Path.Combine(path, StateFileName))) return Path.GetFullPath(path);
+        if (!Directory.Exists(path)) throw new SaeSharpException($"checkpoint folder {path} does not exist");
+        return CompleteCheckpoints(path).LastOrDefault()
+            ?? throw new SaeSharpException($"{path}: no {StateFileName} and no complete {StepFolderPrefix}* checkpoint inside");
+    }
+
+    /// <summary>Reads the checkpoint at <paramref name="path"/> (a step folder, or the checkpoint_path holding them: its
+    /// latest complete one), tensors included; dispose it to free them.</summary>
+    public static TrainerCheckpoint Load(string path)
+    {
+        var dir = Resolve(path);
+        var statePath = Path.Combine(dir, StateFileName);
+        JsonNode state;
+        try { state = JsonNode.Parse(File.ReadAllText(statePath)) ?? throw new SaeSharpException($"{statePath}: empty"); }
+        catch (JsonException e) { throw new SaeSharpException($"{statePath}: invalid JSON ({e.Message})", e); }
+        if (state["format"]?.GetValue<string>() != FormatTag)
+            throw new SaeSharpException($"{statePath}: format is '{state["format"]}', expected '{FormatTag}'");
+        var cfg = state["config"].Deserialize<TrainerConfig>(TrainerConfig.JsonOptions)
+            ?? throw new SaeSharpException($"{statePath}: missing 'config'");
+        var entries = state["saes"]?.AsArray() ?? throw new SaeSharpException($"{statePath}: missing 'saes'");
+        var saes = new List<SaeEntry>();
+        try
+        {
+            foreach (var e in entries)
+            {
+                var name = e!["name"]!.GetValue<string>();
+                var file = Path.Combine(dir, e["file"]!.GetValue<string>());
+                saes.Add(new SaeEntry
+                {
+                    Name = name,
+                    SaeConfig = SaeConfig.FromJson(e["sae_cfg"]!.ToJsonString(), $"{statePath} sae '{name}'"),
+                    Training = e["sae_training"].Deserialize<SaeTrainingOptions>(TrainingJson) ?? new SaeTrainingOptions(),
+                    Config = e["config"].Deserialize<TrainerConfig>(TrainerConfig.JsonOptions)
+                        ?? throw new SaeSharpException($"{statePath}: SAE '{name}' has no 'config'"),
+                    AdamStep = e["adam_step"]!.GetValue<long>(),
+                    WindowRows = e["window_rows"]!.GetValue<long>(),
+                    WindowSteps = e["window_steps"]!.GetValue<int>(),
+                    Tensors = SafeTensors.Load(file),
+                });
+            }
+        }
+        catch
+        {
+            foreach (var s in saes) foreach (var t in s.Tensors.Values) t.Dispose();
+            throw;
+        }
+        return new TrainerCheckpoint
+        {
+            Step = state["step"]!.GetValue<long>(),
+            Tokens = state["tokens"]!.GetValue<long>(),
+            ScaleIn = state["scale_in"]!.GetValue<double>(),
+            ScaleOut = state["scale_out"]!.GetValue<double>(),
+            Config = cfg,
+            Saes = saes,
+            SourceState = state["source_state"] ?? throw new SaeSharpException($"{dir}: missing 'source_state'"),
+            Folder = dir,
+            _ownsTensors = true,
+        };
+    }
+
+    /// <summary>The file of SAE <paramref name="index"/> in <see cref="Folder"/> (for error messages).</summary>
+    public string FileOf(int index) => Path.Combine(Folder ?? "", SlotFile(index));
+
+    /// <summary>Frees the tensors of a loaded checkpoint (a checkpoint built for <see cref="Save"/> borrows them).</summary>
+    public void Dispose()
+    {
+        if (!_ownsTensors) return;
+        _ownsTensors = false;
+        foreach (var s in Saes) foreach (var t in s.Tensors.Values) t.Dispose();
+    }
+}

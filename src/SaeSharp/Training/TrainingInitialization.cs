@@ -1,0 +1,92 @@
+using SaeSharp.Activations;
+using SaeSharp.Saes;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Training;
+
+/// <summary>
+/// What a run does before its first step: the activation-normalisation estimate (SAELens's
+/// <c>expected_average_only_in</c>: scale so that the mean row norm is √d) and the weights' initialisation (the
+/// architecture's <see cref="Sae.InitializeWeights"/>, optionally an encoder independent of the decoder, and b_dec at the
+/// geometric median or mean of a sample of targets), seeded per SAE from the run's seed.
+/// </summary>
+internal static class TrainingInitialization
+{
+    /// <summary>One SAE to initialise: its index in the run (for its seed), the SAE and its trainer config.</summary>
+    public readonly record struct Target(int Index, Sae Sae, TrainerConfig Config);
+
+    /// <summary>Reads the batches the estimate and the b_dec sample need from <paramref name="source"/>, initialises the
+    /// SAEs whose config asks for it, and returns the input and target scales (1 without normalisation).</summary>
+    public static (double ScaleIn, double ScaleOut) Run(TrainerConfig cfg, IActivationSource source, IReadOnlyList<Target> saes)
+    {
+        double scaleIn = 1, scaleOut = 1;
+        bool normalize = cfg.NormalizeActivations == "expected_average_only_in";
+        bool needSample = saes.Any(s => s.Config.InitializeWeights && s.Config.BDecInitMethod != "zeros");
+        int normBatches = normalize ? cfg.NBatchesForNormEstimate : 0;
+        var sample = new List<Tensor>();
+        long sampleRows = 0, normRows = 0;
+        double sumNormIn = 0, sumNormOut = 0;
+        bool separateTarget = false;
+        try
+        {
+            for (int b = 0; b < normBatches || (needSample && sampleRows < cfg.BDecInitRows); b++)
+            {
+                using var scope = NewDisposeScope();
+                using var batch = source.Next(cfg.TrainBatchSizeTokens)
+                    ?? throw new SaeSharpException($"the activation source ran out after {normRows + sampleRows} rows while reading the initialisation sample");
+                SaeTrainer.CheckBatch(source, batch);
+                separateTarget |= batch.HasSeparateTarget;
+                if (b < normBatches)
+                {
+                    sumNormIn += batch.Input.to(ScalarType.Float64).norm(1).sum().item<double>();
+                    sumNormOut += batch.Target.to(ScalarType.Float64).norm(1).sum().item<double>();
+                    normRows += batch.Rows;
+                }
+                if (needSample && sampleRows < cfg.BDecInitRows)
+                {
+                    long take = Math.Min(batch.Rows, cfg.BDecInitRows - sampleRows);
+                    sample.Add(batch.Target.narrow(0, 0, take).to(ScalarType.Float32, copy: true).DetachFromDisposeScope());
+                    sampleRows += take;
+                }
+            }
+            if (normalize)
+            {
+                if (!(sumNormIn > 0)) throw new SaeSharpException("cannot normalise activations: the mean input norm of the estimation batches is 0");
+                scaleIn = Math.Sqrt(source.DIn) / (sumNormIn / normRows);
+                bool oneScale = !separateTarget || saes.Any(s => s.Sae.Cfg.ApplyBDecToInput);
+                scaleOut = oneScale ? scaleIn : Math.Sqrt(source.DOut) / (sumNormOut / normRows);
+            }
+
+            using var _ = no_grad();
+            using var initScope = NewDisposeScope();
+            Tensor? points = sample.Count > 0 ? cat(sample, 0) * scaleOut : null;
+            foreach (var (index, sae, c) in saes)
+            {
+                if (!c.InitializeWeights) continue;
+                using var gen = new Generator(MixSeed(cfg.Seed, index, 0));
+                sae.InitializeWeights(gen, c.DecoderInitNorm);
+                if (!c.InitEncoderAsDecoderTranspose) sae.InitializeEncoderIndependently(gen, c.DecoderInitNorm);
+                if (c.BDecInitMethod == "geometric_median") sae.BDec.copy_(GeometricMedian.Compute(points!));
+                else if (c.BDecInitMethod == "mean") sae.BDec.copy_(points!.mean([0]));
+            }
+        }
+        finally
+        {
+            foreach (var t in sample) t.Dispose();
+        }
+        return (scaleIn, scaleOut);
+    }
+
+    /// <summary>A generator seed for SAE <paramref name="slot"/> at <paramref name="step"/> of a run seeded
+    /// <paramref name="seed"/> (a splitmix-style hash, non-negative).</summary>
+    public static ulong MixSeed(long seed, int slot, long step)
+    {
+        unchecked
+        {
+            ulong z = (ulong)seed * 0x9E3779B97F4A7C15UL ^ ((ulong)slot + 1) * 0xBF58476D1CE4E5B9UL ^ ((ulong)step + 1) * 0x94D049BB133111EBUL;
+            z ^= z >> 31;
+            return z & 0x7FFF_FFFF_FFFF_FFFFUL;
+        }
+    }
+}

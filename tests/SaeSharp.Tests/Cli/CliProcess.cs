@@ -1,0 +1,67 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+
+namespace SaeSharp.Tests.Cli;
+
+/// <summary>The <c>sae</c> command line in a child process (the sae.dll built next to the tests), for what an
+/// in-process run cannot show: being killed.</summary>
+internal sealed class CliProcess : IDisposable
+{
+    private readonly Process _process;
+    private readonly ConcurrentQueue<string> _lines = new();
+
+    public CliProcess(params string[] args)
+    {
+        var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        info.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "sae.dll"));
+        foreach (var a in args) info.ArgumentList.Add(a);
+        _process = new Process { StartInfo = info };
+        _process.OutputDataReceived += (_, e) => { if (e.Data is not null) _lines.Enqueue(e.Data); };
+        _process.ErrorDataReceived += (_, e) => { if (e.Data is not null) _lines.Enqueue(e.Data); };
+        _process.Start();
+        _process.BeginOutputReadLine();
+        _process.BeginErrorReadLine();
+    }
+
+    /// <summary>Everything printed so far (stdout and stderr).</summary>
+    public IReadOnlyList<string> Lines => _lines.ToList();
+
+    public bool HasExited => _process.HasExited;
+
+    /// <summary>Waits until a printed line satisfies <paramref name="predicate"/> or the process exits; false on timeout.</summary>
+    public bool WaitForLine(Func<string, bool> predicate, TimeSpan timeout)
+    {
+        var clock = Stopwatch.StartNew();
+        while (clock.Elapsed < timeout)
+        {
+            if (_lines.Any(predicate)) return true;
+            if (_process.HasExited)
+            {
+                _process.WaitForExit(); // drains the output handlers
+                return _lines.Any(predicate);
+            }
+            Thread.Sleep(5);
+        }
+        return false;
+    }
+
+    /// <summary>SIGKILL (kill -9): no handler runs, nothing is flushed.</summary>
+    public void Kill()
+    {
+        try { _process.Kill(entireProcessTree: true); } catch (InvalidOperationException) { }
+        _process.WaitForExit();
+    }
+
+    public int WaitForExit(TimeSpan timeout)
+    {
+        if (!_process.WaitForExit(timeout)) { Kill(); throw new TimeoutException("sae did not finish: " + string.Join("\n", Lines)); }
+        _process.WaitForExit(); // drains the output handlers
+        return _process.ExitCode;
+    }
+
+    public void Dispose()
+    {
+        if (!_process.HasExited) Kill();
+        _process.Dispose();
+    }
+}
