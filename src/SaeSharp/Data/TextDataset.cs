@@ -150,7 +150,9 @@ public static class TextDataset
     {
         try
         {
-            return Sync(ParquetReader.CreateAsync(stream, null, false, default));
+            var reader = Sync(ParquetReader.CreateAsync(stream, null, false, default));
+            _ = reader.Schema.Fields; // the schema is built lazily: fail here, as one error, on a corrupt footer
+            return reader;
         }
         catch (Exception e) when (e is not SaeSharpException)
         {
@@ -305,13 +307,22 @@ public static class TextDataset
 
     private static DataField FindColumn(ParquetReader reader, string column, string path)
     {
-        var top = reader.Schema.Fields.FirstOrDefault(f => f.Name == column);
+        ParquetSchema schema;
+        try
+        {
+            schema = reader.Schema;
+        }
+        catch (Exception e) when (e is not SaeSharpException and not OutOfMemoryException)
+        {
+            throw new SaeSharpException($"{path}: the Parquet schema cannot be read, the file is corrupt ({e.GetType().Name}: {e.Message})", e);
+        }
+        var top = schema.Fields.FirstOrDefault(f => f.Name == column);
         return top switch
         {
             DataField d => d,
             ListField { Item: DataField item } => item,
             null => throw new SaeSharpException(
-                $"{path}: no column '{column}' (columns: {string.Join(", ", reader.Schema.Fields.Select(f => f.Name))})"),
+                $"{path}: no column '{column}' (columns: {string.Join(", ", schema.Fields.Select(f => f.Name))})"),
             _ => throw new SaeSharpException($"{path}: column '{column}' is a {top.SchemaType}, expected strings or a list of ints"),
         };
     }
