@@ -21,6 +21,8 @@ internal sealed class BenchArgs
 
     public int Int(string name, int fallback) => _values.TryGetValue(name, out var v) && v is not null ? int.Parse(v) : fallback;
 
+    public string Value(string name, string fallback) => _values.TryGetValue(name, out var v) && v is not null ? v : fallback;
+
     public bool Flag(string name) => _values.ContainsKey(name);
 
     public List<string> List(string name, IEnumerable<string> fallback) =>

@@ -19,6 +19,9 @@ internal sealed class BenchSae : IDisposable
     public Tensor? DeadMask { get; init; }
     private AdamOptimizer Adam { get; init; } = null!;
 
+    /// <summary>The TopK family's selection (<c>--candidate-pass</c> of the train bench).</summary>
+    public static SaeSharp.Kernels.CandidatePass CandidatePass { get; set; } = SaeSharp.Kernels.CandidatePass.Auto;
+
     public static BenchSae Create(string name, int dIn, int dSae, int batch, int k, bool autocast)
     {
         bool auxk = name.EndsWith("+auxk", StringComparison.Ordinal);
@@ -32,6 +35,7 @@ internal sealed class BenchSae : IDisposable
         });
         sae.InitializeWeights(new Generator(0));
         sae.Training.Autocast = autocast;
+        sae.Training.CandidatePass = CandidatePass;
         var (b1, b2) = sae.DefaultAdamBetas;
         var x = randn(batch, dIn, generator: new Generator(1));
         if (sparseRelu)

@@ -18,19 +18,20 @@ internal static class TrainBench
 {
     public static int Run(string[] args)
     {
-        var a = new BenchArgs(args, ["--steps", "--d-in", "--d-sae", "--batch", "--k", "--arch"], ["--profile", "--autocast"]);
+        var a = new BenchArgs(args, ["--steps", "--d-in", "--d-sae", "--batch", "--k", "--arch", "--candidate-pass"], ["--profile", "--autocast"]);
         int steps = a.Int("--steps", 3), dIn = a.Int("--d-in", 512), dSae = a.Int("--d-sae", 8192), batch = a.Int("--batch", 4096), k = a.Int("--k", 32);
         bool profile = a.Flag("--profile"), autocast = a.Flag("--autocast");
         var archs = a.List("--arch", ["topk", "topk+auxk", "batchtopk", "matryoshka_batchtopk", "jumprelu", "gated", "standard", "standard@1%"]);
-        Console.WriteLine($"train bench: d_in {dIn}, d_sae {dSae}, batch {batch}, k {k}, {steps} timed steps after 1 warm-up, torch threads {get_num_threads()}");
-        double ceiling = MatmulCeiling(batch, dIn, dSae, ScalarType.Float32);
-        Console.WriteLine($"fp32 matmul ceiling ({batch}x{dIn} · {dIn}x{dSae}): {ceiling:F1} GFLOP/s");
-        if (autocast)
+        BenchSae.CandidatePass = a.Value("--candidate-pass", "auto") switch
         {
-            double bf16 = MatmulCeiling(batch, dIn, dSae, ScalarType.BFloat16);
-            Console.WriteLine($"bf16 matmul ceiling (same shape): {bf16:F1} GFLOP/s; --autocast: training matmuls in bf16 (CPU AVX512-BF16/AMX: {CpuFeatures.Bf16MatMul})");
-        }
-        Console.WriteLine($"{"architecture",-22} {"ms/step",9} {"rows/s",9} {"GFLOP/step",11} {"GFLOP/s",8}");
+            "auto" => SaeSharp.Kernels.CandidatePass.Auto,
+            "on" => SaeSharp.Kernels.CandidatePass.On,
+            "off" => SaeSharp.Kernels.CandidatePass.Off,
+            var v => throw new ArgumentException($"--candidate-pass {v}: auto, on or off"),
+        };
+        Machine.Print(batch, dIn, dSae);
+        Console.WriteLine($"train bench: d_in {dIn}, d_sae {dSae}, batch {batch}, k {k}, {steps} timed steps after 1 warm-up, torch threads {get_num_threads()}, autocast {autocast}, candidate pass {BenchSae.CandidatePass}");
+        Console.WriteLine($"{"architecture",-22} {"ms/step",9} {"rows/s",9} {"GFLOP/step",11} {"GFLOP/s",8}  share of step: forward/backward/hooks+Adam");
         foreach (var arch in archs)
         {
             if (profile && arch.Contains("topk", StringComparison.Ordinal))
@@ -40,36 +41,17 @@ internal static class TrainBench
                 continue;
             }
             if (profile) { Console.WriteLine($"{arch} profile (best of {steps}):"); DenseProfile.Run(arch, dIn, dSae, batch, steps, autocast); continue; }
-            var (msPerStep, flops) = TimeArchitecture(arch, dIn, dSae, batch, k, steps, autocast);
+            var (msPerStep, flops, phases) = TimeArchitecture(arch, dIn, dSae, batch, k, steps, autocast);
             double rows = batch / (msPerStep / 1000);
-            Console.WriteLine($"{arch,-22} {msPerStep,9:F0} {rows,9:F0} {flops / 1e9,11:F1} {flops / 1e9 / (msPerStep / 1000),8:F1}");
+            string share = $"{phases[0] / msPerStep:P0}/{(phases[1] - phases[0]) / msPerStep:P0}/{(msPerStep - phases[1]) / msPerStep:P0}";
+            Console.WriteLine($"{arch,-22} {msPerStep,9:F0} {rows,9:F0} {flops / 1e9,11:F1} {flops / 1e9 / (msPerStep / 1000),8:F1}  {share}");
         }
         return 0;
     }
 
-    /// <summary>GFLOP/s of the encoder-shaped matmul (addmm in float32, mm in bfloat16), best of 3.</summary>
-    private static double MatmulCeiling(int n, int dIn, int dSae, ScalarType dtype)
-    {
-        using var scope = NewDisposeScope();
-        using var _ = no_grad();
-        var x = randn(n, dIn).to(dtype);
-        var w = randn(dIn, dSae).to(dtype);
-        var b = randn(dSae).to(dtype);
-        double best = double.MaxValue;
-        for (int i = 0; i < 4; i++)
-        {
-            using var s = NewDisposeScope();
-            var sw = Stopwatch.StartNew();
-            if (dtype == ScalarType.Float32) addmm(b, x, w, 1, 1);
-            else x.mm(w);
-            if (i > 0) best = Math.Min(best, sw.Elapsed.TotalSeconds);
-        }
-        return 2.0 * n * dIn * dSae / best / 1e9;
-    }
-
     /// <summary>Milliseconds per training step and the FLOPs a step needs: dense matmuls count 2·N·d_in·d_sae each,
     /// sparse (TopK-family) decode and backward products 2·nnz·d each.</summary>
-    private static (double MsPerStep, double Flops) TimeArchitecture(string name, int dIn, int dSae, int batch, int k, int steps, bool autocast)
+    private static (double MsPerStep, double Flops, double[] Phases) TimeArchitecture(string name, int dIn, int dSae, int batch, int k, int steps, bool autocast)
     {
         using var b = BenchSae.Create(name, dIn, dSae, batch, k, autocast);
         string arch = b.Arch;
@@ -86,11 +68,15 @@ internal static class TrainBench
         if (sparseRelu) flops = dense + 4 * 2.0 * batch * (dSae / 100) * dIn; // dense encoder, sparse rest
         if (auxk) flops += 4 * 2.0 * batch * (dIn / 2) * dIn;
         double ms = 0;
+        var phases = new double[2];
         for (int step = 0; step <= steps; step++)
         {
-            double t = b.Step(step)[^1];
-            if (step > 0) ms += t;
+            var t = b.Step(step);
+            if (step == 0) continue;
+            ms += t[^1];
+            phases[0] += t[0] / steps;
+            phases[1] += t[1] / steps;
         }
-        return (ms / steps, flops);
+        return (ms / steps, flops, phases);
     }
 }

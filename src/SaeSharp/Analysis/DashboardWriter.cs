@@ -1,6 +1,5 @@
 using System.Globalization;
 using System.Text;
-using System.Text.Json;
 using System.Text.Json.Nodes;
 using SaeSharp.IO;
 
@@ -54,15 +53,16 @@ public static class DashboardWriter
         return a <= 0 ? "transparent" : Inv($"rgba(255,{(int)(140 - 60 * a)},0,{0.12 + 0.78 * a:0.###})");
     }
 
-    /// <summary>A line of tokens, each a <c>span.tok</c> shaded by its activation, with <c>data-act</c> and a tooltip.</summary>
-    public static string TokenLine(IReadOnlyList<string> tokens, IReadOnlyList<float> acts, double max, int? highlight = null, string what = "activation")
+    /// <summary>A line of tokens, each a <c>span.tok</c> shaded by its activation with the value in <c>data-act</c>
+    /// (the page's script shows token and value on hover).</summary>
+    public static string TokenLine(IReadOnlyList<string> tokens, IReadOnlyList<float> acts, double max, int? highlight = null)
     {
         var sb = new StringBuilder("<span class=\"toks\">");
         for (int i = 0; i < tokens.Count; i++)
         {
             float a = acts[i];
             string cls = "tok" + (a > 0 ? " on" : "") + (i == highlight ? " hl" : "");
-            sb.Append(Inv($"<span class=\"{cls}\" style=\"background-color:{Shade(a, max)}\" data-act=\"{a:0.####}\" title=\"{Esc(JsonSerializer.Serialize(tokens[i]))} · {what} {a:0.####}\">{Esc(Display(tokens[i]))}</span>"));
+            sb.Append(Inv($"<span class=\"{cls}\" style=\"background-color:{Shade(a, max)}\" data-act=\"{a:0.####}\">{Esc(Display(tokens[i]))}</span>"));
         }
         return sb.Append("</span>").ToString();
     }
@@ -265,7 +265,7 @@ public static class DashboardWriter
                 sb.Append("<div><h3>Top neurons (raw dimensions)</h3>");
                 foreach (var u in view.Neurons)
                     sb.Append(Inv($"<div class=\"unit neuron-unit\"><div class=\"name\"><b>neuron {u.Index}</b> <small>sum {u.Sum:0.###}</small></div>"))
-                      .Append(TokenLine(view.TokenStrings, u.Acts, u.Acts.Select(Math.Abs).DefaultIfEmpty(0).Max(), what: "value")).Append("</div>");
+                      .Append(TokenLine(view.TokenStrings, u.Acts, u.Acts.Select(Math.Abs).DefaultIfEmpty(0).Max())).Append("</div>");
                 sb.Append("</div>");
             }
             sb.Append("</div></div>");

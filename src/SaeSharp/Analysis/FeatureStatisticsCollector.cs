@@ -52,8 +52,8 @@ public sealed class FeatureStatisticsCollector
     private readonly int[] _exp;             // R = 2^exp; int.MinValue before the first firing
     private readonly long[] _hist;           // [f, HistogramBins]
     private readonly long[] _ivCount;        // [f, Intervals]
-    private readonly List<ActivationExample>?[] _reservoir; // [f, Intervals]
-    private readonly List<ActivationExample>[] _top;       // min-heaps: worst example at the root
+    private readonly List<Slot>?[] _reservoir; // [f, Intervals]
+    private readonly List<Slot>[] _top;       // min-heaps: worst example at the root
     private readonly float[] _topMin;        // activation an example must reach to be a candidate
     private readonly SeededRandom _rng;
     private long _tokens;
@@ -76,8 +76,8 @@ public sealed class FeatureStatisticsCollector
         _exp = Enumerable.Repeat(int.MinValue, _f).ToArray();
         _hist = new long[(long)_f * _o.HistogramBins];
         _ivCount = new long[(long)_f * _o.Intervals];
-        _reservoir = new List<ActivationExample>?[(long)_f * _o.Intervals];
-        _top = Enumerable.Range(0, _f).Select(_ => new List<ActivationExample>(_o.TopExamples)).ToArray();
+        _reservoir = new List<Slot>?[(long)_f * _o.Intervals];
+        _top = Enumerable.Range(0, _f).Select(_ => new List<Slot>(_o.TopExamples)).ToArray();
         _topMin = new float[_f];
         _rng = new SeededRandom(_o.Seed);
     }
@@ -129,7 +129,11 @@ public sealed class FeatureStatisticsCollector
                 for (int j = 0; j < r.Length; j++)
                 {
                     float v = r[j];
-                    if (!(v > 0)) continue;
+                    if (!(v > 0))
+                    {
+                        if (float.IsNaN(v)) throw new SaeSharpException($"feature {_features[j]} has a NaN activation in window {_windows + w}, position {p}");
+                        continue;
+                    }
                     if (float.IsInfinity(v)) throw new SaeSharpException($"feature {_features[j]} has an infinite activation in window {_windows + w}, position {p}");
                     _count[j]++;
                     _sum[j] += v;
@@ -144,19 +148,46 @@ public sealed class FeatureStatisticsCollector
                     int k = _o.SamplesPerInterval;
                     if (c <= k)
                     {
-                        (_reservoir[slot] ??= new List<ActivationExample>(k)).Add(Example(windows, span, w, p, s, j, v));
+                        (_reservoir[slot] ??= new List<Slot>(k)).Add(new Slot(v, _windows + w, p, null));
                     }
                     else
                     {
                         long pick = _rng.NextLong(c);
-                        if (pick < k) _reservoir[slot]![(int)pick] = Example(windows, span, w, p, s, j, v);
+                        if (pick < k) _reservoir[slot]![(int)pick] = new Slot(v, _windows + w, p, null);
                     }
                     if (_o.TopExamples > 0 && (_top[j].Count < _o.TopExamples || v > _topMin[j]))
-                        PushTop(j, Example(windows, span, w, p, s, j, v));
+                        PushTop(j, new Slot(v, _windows + w, p, null));
                 }
             }
         }
+        Materialize(windows, span, s);
         _windows += b;
+    }
+
+    /// <summary>A kept example: value and place; its context is copied (<see cref="Materialize"/>) only if it is still kept
+    /// at the end of the batch it came from, so examples displaced within a batch cost no allocation.</summary>
+    private readonly record struct Slot(float Activation, long Window, int Position, ActivationExample? Example);
+
+    /// <summary>Builds the context of every kept example that came from the batch being added.</summary>
+    private void Materialize(IReadOnlyList<long[]> windows, ReadOnlySpan<float> acts, int s)
+    {
+        int ib = _o.Intervals;
+        for (int j = 0; j < _f; j++)
+        {
+            Fill(_top[j], windows, acts, s, j);
+            for (int i = 0; i < ib; i++)
+                if (_reservoir[(long)j * ib + i] is { } r) Fill(r, windows, acts, s, j);
+        }
+    }
+
+    private void Fill(List<Slot> slots, IReadOnlyList<long[]> windows, ReadOnlySpan<float> acts, int s, int j)
+    {
+        for (int i = 0; i < slots.Count; i++)
+        {
+            var x = slots[i];
+            if (x.Example is null)
+                slots[i] = x with { Example = Example(windows, acts, (int)(x.Window - _windows), x.Position, s, j, x.Activation) };
+        }
     }
 
     private ActivationExample Example(IReadOnlyList<long[]> windows, ReadOnlySpan<float> acts, int w, int p, int s, int j, float v)
@@ -173,10 +204,10 @@ public sealed class FeatureStatisticsCollector
     }
 
     /// <summary>True when <paramref name="x"/> ranks above <paramref name="y"/>: larger activation, then earlier in the corpus.</summary>
-    private static bool Better(ActivationExample x, ActivationExample y) =>
+    private static bool Better(Slot x, Slot y) =>
         x.Activation > y.Activation || (x.Activation == y.Activation && (x.Window, x.Position).CompareTo((y.Window, y.Position)) < 0);
 
-    private void PushTop(int j, ActivationExample e)
+    private void PushTop(int j, Slot e)
     {
         var h = _top[j];
         if (h.Count < _o.TopExamples)
@@ -249,7 +280,7 @@ public sealed class FeatureStatisticsCollector
 
     /// <summary>A uniform sample of the union of two populations from uniform samples of each: the number taken from the
     /// first is drawn as from a hypergeometric law (sequential draws without replacement), the members at random.</summary>
-    private List<ActivationExample>? MergeSamples(List<ActivationExample>? a, long na, List<ActivationExample>? b, long nb)
+    private List<Slot>? MergeSamples(List<Slot>? a, long na, List<Slot>? b, long nb)
     {
         if (nb == 0 || b is null) return a;
         if (na == 0 || a is null) return b;
@@ -262,15 +293,15 @@ public sealed class FeatureStatisticsCollector
             if (_rng.NextLong(ra + rb) < ra) { fromA++; ra--; }
             else rb--;
         }
-        var merged = new List<ActivationExample>(k);
+        var merged = new List<Slot>(k);
         merged.AddRange(Shuffled(a).Take(fromA));
         merged.AddRange(Shuffled(b).Take(take - fromA));
         return merged;
     }
 
-    private List<ActivationExample> Shuffled(List<ActivationExample> xs)
+    private List<Slot> Shuffled(List<Slot> xs)
     {
-        var copy = new List<ActivationExample>(xs);
+        var copy = new List<Slot>(xs);
         for (int i = copy.Count - 1; i > 0; i--)
         {
             int r = (int)_rng.NextLong(i + 1);
@@ -287,8 +318,9 @@ public sealed class FeatureStatisticsCollector
         for (int j = 0; j < _f; j++)
         {
             long c = _count[j];
-            var top = _top[j].ToList();
-            top.Sort((x, y) => Better(x, y) ? -1 : Better(y, x) ? 1 : 0);
+            var topSlots = _top[j].ToList();
+            topSlots.Sort((x, y) => Better(x, y) ? -1 : Better(y, x) ? 1 : 0);
+            var top = topSlots.Select(x => x.Example!).ToList();
             Histogram hist = new([], []);
             var intervals = new List<ActivationInterval>();
             if (c > 0)
@@ -302,8 +334,9 @@ public sealed class FeatureStatisticsCollector
                 for (int i = 0; i < ni; i++)
                 {
                     long slot = (long)j * ib + i;
-                    var samples = (_reservoir[slot] ?? []).ToList();
-                    samples.Sort((x, y) => Better(x, y) ? -1 : Better(y, x) ? 1 : 0);
+                    var sampleSlots = (_reservoir[slot] ?? []).ToList();
+                    sampleSlots.Sort((x, y) => Better(x, y) ? -1 : Better(y, x) ? 1 : 0);
+                    var samples = sampleSlots.Select(x => x.Example!).ToList();
                     intervals.Add(new ActivationInterval(range * i / ib, range * (i + 1) / ib, _ivCount[slot], (double)_ivCount[slot] / c, samples));
                 }
             }

@@ -48,10 +48,12 @@ internal sealed unsafe class CandidateEncoder : IDisposable
         path == KernelPath.Avx512Bf16 || path != KernelPath.Scalar && dSae % Int8Gemm.Panel == 0;
 
     /// <summary>Whether the candidate pass beats a float32 encoder on <paramref name="path"/>, as measured (BENCHMARKS.md):
-    /// with bfloat16 products (oneDNN, AVX512-BF16/AMX). The int8 paths were slower than MKL's float32 product on the
-    /// AVX-512 machine they were measured on, so <see cref="CandidatePass.Auto"/> leaves them off; their speed on
-    /// AVX2-only CPUs is unmeasured (use <see cref="CandidatePass.On"/> to try).</summary>
-    public static bool PaysOff(KernelPath path) => path == KernelPath.Avx512Bf16;
+    /// on no path yet. On the AVX-512/AMX machine it was measured on (heavily shared), the selection alone ran faster
+    /// on the bfloat16 path than float32's addmm + top-k, but whole TopK training steps were not faster, and the int8
+    /// paths were slower than MKL's float32 product; on AVX2-only CPUs it is unmeasured. So
+    /// <see cref="CandidatePass.Auto"/> selects on float32 (or, with autocast, bfloat16) pre-activations everywhere, and
+    /// <see cref="CandidatePass.On"/> turns the exact candidate pass on.</summary>
+    public static bool PaysOff(KernelPath path) => false;
 
     /// <summary>Whether <paramref name="mode"/> selects through the candidate pass on the current path.</summary>
     public static bool Use(CandidatePass mode, long dSae) => mode switch
@@ -96,26 +98,52 @@ internal sealed unsafe class CandidateEncoder : IDisposable
         for (int j = 0; j < _dSae; j++) { _colC[j] = RoundUp((float)quantNorm[j]); _colD[j] = RoundUp((float)(errorNorm[j] + _gamma * wNorm[j])); }
     }
 
-    /// <summary>Per row of float32 [rows, d] <paramref name="f"/> (in float64): ‖f‖, and with its bfloat16 rounding
-    /// <paramref name="b"/>, ‖b‖ and ‖b − f‖.</summary>
-    private static void Bf16Norms(float* f, ushort* b, int rows, int d, double[]? quantNorm, double[]? errorNorm, double[] norm) =>
-        Parallel.For(0, rows, r =>
+    /// <summary>Per row of float32 [rows, d] <paramref name="f"/>: ‖f‖, and with its bfloat16 rounding <paramref name="b"/>,
+    /// ‖b‖ and ‖b − f‖, each rounded up: the squares are summed in float32 (b − f is exact: the low 16 bits of f), and a
+    /// sum of d non-negative terms is off by at most d·2⁻²⁴ relative, so it is scaled by 1 + (d + 2)·2⁻²³.</summary>
+    private static void Bf16Norms(float* f, ushort* b, int rows, int d, double[]? quantNorm, double[]? errorNorm, double[] norm)
+    {
+        double up = 1 + (d + 2) * Math.Pow(2, -23);
+        RowRanges.For(rows, (start, end) =>
         {
-            double n = 0, q = 0, e = 0;
-            for (long i = (long)r * d, end = i + d; i < end; i++)
+            int w = Vector<float>.Count, wu = Vector<ushort>.Count;
+            for (long r = start; r < end; r++)
             {
-                double v = f[i];
-                n += v * v;
-                if (b == null) continue;
-                double h = BitConverter.Int32BitsToSingle(b[i] << 16);
-                q += h * h;
-                e += (h - v) * (h - v);
+                float* fr = f + r * d;
+                ushort* br = b == null ? null : b + r * d;
+                var n = Vector<float>.Zero;
+                var q = Vector<float>.Zero;
+                var e = Vector<float>.Zero;
+                int i = 0;
+                for (; i + wu <= d; i += wu)
+                {
+                    var v0 = Unsafe.ReadUnaligned<Vector<float>>(fr + i);
+                    var v1 = Unsafe.ReadUnaligned<Vector<float>>(fr + i + w);
+                    n += v0 * v0 + v1 * v1;
+                    if (br == null) continue;
+                    Vector.Widen(Unsafe.ReadUnaligned<Vector<ushort>>(br + i), out var lo, out var hi);
+                    var h0 = Vector.AsVectorSingle(Vector.ShiftLeft(lo, 16));
+                    var h1 = Vector.AsVectorSingle(Vector.ShiftLeft(hi, 16));
+                    q += h0 * h0 + h1 * h1;
+                    e += (h0 - v0) * (h0 - v0) + (h1 - v1) * (h1 - v1);
+                }
+                float sn = Vector.Sum(n), sq = Vector.Sum(q), se = Vector.Sum(e);
+                for (; i < d; i++)
+                {
+                    float v = fr[i];
+                    sn += v * v;
+                    if (br == null) continue;
+                    float h = BitConverter.Int32BitsToSingle(br[i] << 16);
+                    sq += h * h;
+                    se += (h - v) * (h - v);
+                }
+                norm[r] = Math.Sqrt(sn * up);
+                if (br == null) continue;
+                quantNorm![r] = Math.Sqrt(sq * up);
+                errorNorm![r] = Math.Sqrt(se * up);
             }
-            norm[r] = Math.Sqrt(n);
-            if (b == null) return;
-            quantNorm![r] = Math.Sqrt(q);
-            errorNorm![r] = Math.Sqrt(e);
         });
+    }
 
     /// <summary>Candidates recomputed in float32 over all calls (per row: compare with k).</summary>
     public long Candidates => Interlocked.Read(ref _candidates);
@@ -237,7 +265,6 @@ internal sealed unsafe class CandidateEncoder : IDisposable
         Parallel.For(0, threads, t =>
         {
             int start = (int)((long)rows * t / threads), end = (int)((long)rows * (t + 1) / threads);
-            var lower = new float[c];
             var upper = new float[c];
             var cand = new int[c];
             var heapV = new float[k];
@@ -246,7 +273,7 @@ internal sealed unsafe class CandidateEncoder : IDisposable
             var exactJ = new long[k];
             var mark = new byte[c];
             long count = 0;
-            fixed (float* pl = lower, pu = upper, pc = colC, pd = colD, hv = heapV)
+            fixed (float* pu = upper, pc = colC, pd = colD, hv = heapV)
             fixed (int* pCand = cand)
             fixed (long* hi = heapI, pMap = map, pEj = exactJ)
             fixed (float* pEv = exactV)
@@ -255,18 +282,15 @@ internal sealed unsafe class CandidateEncoder : IDisposable
                 for (int r = start; r < end; r++)
                 {
                     bool finite = Bounds(pf is null ? null : pf + (long)r * c, pb is null ? null : pb + (long)r * c, pBias, pc, pd,
-                        rowA[r], rowB[r], rho, c, pl, pu);
+                        rowA[r], rowB[r], rho, c, pu);
                     float* xr = pX + (long)r * dIn;
                     int filled = 0, n;
                     if (finite)
                     {
                         // Any k latents' exact values bound the k-th largest from below; the k largest upper bounds
                         // give a bound close to it (tighter than the k-th largest lower bound, about E higher).
-                        for (int j = 0; j < c; j++)
-                        {
-                            if (filled < k) Push(pu[j], j, hv, hi, filled++);
-                            else Offer(pu[j], j, hv, hi, k);
-                        }
+                        LargestWithIndices(pu, c, k, hv, hi);
+                        filled = k;
                         float tau = float.PositiveInfinity;
                         for (int l = 0; l < k; l++)
                         {
@@ -277,7 +301,7 @@ internal sealed unsafe class CandidateEncoder : IDisposable
                             pEj[l] = j;
                             tau = MathF.Min(tau, v);
                         }
-                        if (float.IsNaN(tau)) tau = KthLargest(pl, c, k, hv);
+                        if (float.IsNaN(tau)) tau = float.NegativeInfinity;
                         n = Above(pu, c, tau, pCand);
                         filled = 0;
                         for (int l = 0; l < k; l++)
@@ -323,10 +347,10 @@ internal sealed unsafe class CandidateEncoder : IDisposable
         return (values.MoveToOuterDisposeScope(), indices.MoveToOuterDisposeScope());
     }
 
-    /// <summary>lower/upper = A ∓ E for one row, A the float32 value (<paramref name="f"/>, b_enc included) or the bfloat16
+    /// <summary>upper = A + E for one row, A the float32 value (<paramref name="f"/>, b_enc included) or the bfloat16
     /// product plus b_enc (<paramref name="b"/>, widened into <paramref name="upper"/> first); false when a value or a
     /// bound is not finite (the row is then recomputed whole).</summary>
-    private static bool Bounds(float* f, ushort* b, float* bias, float* colC, float* colD, float a, float bRow, float rho, int c, float* lower, float* upper)
+    private static bool Bounds(float* f, ushort* b, float* bias, float* colC, float* colD, float a, float bRow, float rho, int c, float* upper)
     {
         int w = Vector<float>.Count, j = 0;
         if (f == null)
@@ -354,10 +378,8 @@ internal sealed unsafe class CandidateEncoder : IDisposable
             var v = Unsafe.ReadUnaligned<Vector<float>>(f + j);
             var e = (va * Unsafe.ReadUnaligned<Vector<float>>(colC + j) + vb * Unsafe.ReadUnaligned<Vector<float>>(colD + j)
                      + vr * (Vector.Abs(v) + Vector.Abs(Unsafe.ReadUnaligned<Vector<float>>(bias + j)))) * vs + tiny;
-            var lo = v - e;
             var hi = v + e;
-            bad |= ~Vector.LessThan(Vector.Abs(lo), inf) | ~Vector.LessThan(Vector.Abs(hi), inf);
-            Unsafe.WriteUnaligned(lower + j, lo);
+            bad |= ~Vector.LessThan(Vector.Abs(v - e), inf) | ~Vector.LessThan(Vector.Abs(hi), inf);
             Unsafe.WriteUnaligned(upper + j, hi);
         }
         bool ok = Vector.EqualsAll(bad, Vector<int>.Zero);
@@ -365,26 +387,25 @@ internal sealed unsafe class CandidateEncoder : IDisposable
         {
             float v = f[j];
             float e = (a * colC[j] + bRow * colD[j] + rho * (MathF.Abs(v) + MathF.Abs(bias[j]))) * Safety + 1e-30f;
-            lower[j] = v - e;
             upper[j] = v + e;
-            ok &= float.IsFinite(lower[j]) && float.IsFinite(upper[j]);
+            ok &= float.IsFinite(v - e) && float.IsFinite(upper[j]);
         }
         return ok;
     }
 
-    /// <summary>The k-th largest of c finite values (a size-k min-heap; vectors below its minimum are skipped).</summary>
-    private static float KthLargest(float* v, int c, int k, float* heap)
+    /// <summary>The k largest of c finite values with their positions, in a min-heap (vectors below its minimum are
+    /// skipped).</summary>
+    private static void LargestWithIndices(float* v, int c, int k, float* hv, long* hi)
     {
-        for (int j = 0; j < k; j++) PushValue(v[j], heap, j);
+        for (int j = 0; j < k; j++) Push(v[j], j, hv, hi, j);
         int w = Vector<float>.Count, i = k;
-        for (; i < c && (i % w) != 0; i++) OfferValue(v[i], heap, k);
+        for (; i < c && (i % w) != 0; i++) Offer(v[i], i, hv, hi, k);
         for (; i + w <= c; i += w)
         {
-            if (!Vector.GreaterThanAny(Unsafe.ReadUnaligned<Vector<float>>(v + i), new Vector<float>(heap[0]))) continue;
-            for (int l = i; l < i + w; l++) OfferValue(v[l], heap, k);
+            if (!Vector.GreaterThanAny(Unsafe.ReadUnaligned<Vector<float>>(v + i), new Vector<float>(hv[0]))) continue;
+            for (int l = i; l < i + w; l++) Offer(v[l], l, hv, hi, k);
         }
-        for (; i < c; i++) OfferValue(v[i], heap, k);
-        return heap[0];
+        for (; i < c; i++) Offer(v[i], i, hv, hi, k);
     }
 
     /// <summary>The positions j with v[j] ≥ τ, in increasing order; returns their count.</summary>
@@ -401,36 +422,7 @@ internal sealed unsafe class CandidateEncoder : IDisposable
         return n;
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void PushValue(float v, float* h, int c)
-    {
-        h[c] = v;
-        while (c > 0)
-        {
-            int parent = (c - 1) >> 1;
-            if (h[parent] <= h[c]) break;
-            (h[parent], h[c]) = (h[c], h[parent]);
-            c = parent;
-        }
-    }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void OfferValue(float v, float* h, int k)
-    {
-        if (!(v > h[0])) return;
-        int c = 0;
-        while (true)
-        {
-            int l = 2 * c + 1;
-            if (l >= k) break;
-            int r = l + 1;
-            int s = r < k && h[r] < h[l] ? r : l;
-            if (h[s] >= v) break;
-            h[c] = h[s];
-            c = s;
-        }
-        h[c] = v;
-    }
 
     /// <summary><paramref name="v"/> rounded up to the next float above (a bound computed in float64 stays a bound).</summary>
     private static float RoundUp(float v) => float.IsFinite(v) ? MathF.BitIncrement(MathF.Abs(v)) : float.PositiveInfinity;

@@ -223,6 +223,16 @@ public class FeatureStatisticsTests : IDisposable
     }
 
     [Fact]
+    public void Nan_activations_and_wrong_shapes_are_named_errors()
+    {
+        var c = new FeatureStatisticsCollector(3, [2, 0]);
+        var e = Assert.Throws<SaeSharpException>(() => c.Add([[5, 6]], tensor(new float[] { 1, 0, float.NaN, 2 }).view(1, 2, 2)));
+        Assert.Contains("feature 2 has a NaN activation in window 0, position 1", e.Message);
+        Assert.Contains("expected [1, 2, 2]", Assert.Throws<SaeSharpException>(() => c.Add([[5, 6]], zeros(1, 2, 3))).Message);
+        Assert.Contains("outside 0..2", Assert.Throws<SaeSharpException>(() => new FeatureStatisticsCollector(3, [3])).Message);
+    }
+
+    [Fact]
     public void Feature_lists_parse_ranges_and_reject_bad_input()
     {
         Assert.Null(FeatureSelection.Parse("all", 10));
