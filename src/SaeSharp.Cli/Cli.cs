@@ -17,6 +17,9 @@ internal static class Cli
                  {
                      InfoCommand.Create(),
                      ModelCommands.Create(),
+                     InterventionCommands.Steer(),
+                     InterventionCommands.Ablate(),
+                     InterventionCommands.Attribute(),
                      TrainCommand.Create(),
                      SaeCommands.Eval(),
                      SaeCommands.Encode(),

@@ -33,25 +33,46 @@ internal static class ModelCommands
         var output = new Option<string>("--out") { Description = "Output safetensors: 'logits' and each requested hook", Required = true };
         var hooks = new Option<string?>("--hooks") { Description = "'all' or a comma-separated list of hook names" };
         var dtype = ModelSource.DtypeOption();
-        var command = new Command("run", "Run the model on token ids and save logits and hook activations") { model, input, output, hooks, dtype };
+        var command = new Command("run", "Run the model on token ids and save logits and hook activations, with SAEs spliced and interventions applied")
+        {
+            model, input, output, hooks, dtype,
+        };
+        var edits = new InterventionCommands.RunEdits();
+        edits.AddTo(command);
         Cli.SetAction(command, parse =>
         {
             using var m = ModelSource.LoadModel(parse.GetValue(model)!, parse.GetValue(dtype)!);
-            var inPath = parse.GetValue(input)!;
-            using var file = SafeTensorsFile.Open(inPath);
-            if (!file.Contains("tokens")) throw new SaeSharpException($"{inPath}: no tensor named 'tokens' (int64 [batch, seq])");
-            using var tokens = file.Read("tokens", ScalarType.Int64);
-            if (tokens.dim() != 2) throw new SaeSharpException($"{inPath}: 'tokens' must be [batch, seq], got [{string.Join(", ", tokens.shape)}]");
+            using var tokens = InterventionCommands.ReadTokens(parse.GetValue(input)!);
             var hookArg = parse.GetValue(hooks);
-            var names = hookArg is null ? [] : m.HookPoints.Select(hookArg);
-            var (logits, cache) = m.RunWithCache(tokens, names);
-            using (cache)
+            var saes = new List<SaeSharp.Saes.Sae>();
+            try
             {
-                var outputs = new List<KeyValuePair<string, Tensor>> { new("logits", logits!) };
-                foreach (var n in names) outputs.Add(new(n, cache[n]));
-                SafeTensors.Save(parse.GetValue(output)!, outputs);
+                IReadOnlyList<string> names;
+                Tensor? logits;
+                SaeSharp.Hooks.ActivationCache cache;
+                if (edits.Given(parse))
+                {
+                    var (hooked, list) = edits.Build(parse, m, tokens, saes);
+                    names = hookArg is null ? [] : hooked.SelectHooks(hookArg);
+                    (logits, cache) = hooked.RunWithCache(tokens, names, list);
+                }
+                else
+                {
+                    names = hookArg is null ? [] : m.HookPoints.Select(hookArg);
+                    (logits, cache) = m.RunWithCache(tokens, names);
+                }
+                using (cache)
+                {
+                    var outputs = new List<KeyValuePair<string, Tensor>> { new("logits", logits!) };
+                    foreach (var n in names) outputs.Add(new(n, cache[n]));
+                    SafeTensors.Save(parse.GetValue(output)!, outputs);
+                }
+                logits!.Dispose();
             }
-            logits!.Dispose();
+            finally
+            {
+                foreach (var s in saes) s.Dispose();
+            }
             return 0;
         });
         return command;

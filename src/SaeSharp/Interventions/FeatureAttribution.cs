@@ -205,7 +205,7 @@ public static class FeatureAttribution
         var logits = model.Run(tokens, new RunOptions { Grad = true, Capture = capture }).Logits!;
         using var _ = enable_grad();
         var m = metric.Evaluate(logits, tokens);
-        double v = m.item<double>();
+        double v = m.to(ScalarType.Float64).item<double>();
         if (!double.IsFinite(v)) throw new SaeSharpException($"metric {metric} is {v} on this input");
         m.backward();
         return v;

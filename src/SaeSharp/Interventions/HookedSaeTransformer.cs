@@ -34,6 +34,20 @@ public sealed class HookedSaeTransformer(HookedTransformer model)
     /// <summary>Detaches every SAE (SAELens <c>reset_saes</c>).</summary>
     public void ResetSaes() => _saes.Clear();
 
+    /// <summary>
+    /// Parses a hook list as <c>sae model run --hooks</c> takes it: <c>all</c> (every model hook, then every attached SAE's
+    /// hook points), or names and aliases separated by commas, SAE hook points included. TransformerLens names, no duplicates.
+    /// </summary>
+    public IReadOnlyList<string> SelectHooks(string spec)
+    {
+        if (string.IsNullOrWhiteSpace(spec)) throw new SaeSharpException("empty hook list: give 'all' or hook names separated by commas");
+        if (spec.Trim() == "all")
+            return [.. Model.HookNames, .. _saes.SelectMany(a => SaeHookPoints.Suffixes
+                .Where(s => s != SaeHookPoints.Error || a.UseErrorTerm).Select(a.HookName))];
+        return spec.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            .Select(n => Model.ResolveHook(n, _saes, null)).Distinct().ToList();
+    }
+
     /// <summary>The hook functions of <paramref name="interventions"/> in this model with the attached SAEs.</summary>
     public List<(string Name, Func<Tensor, Tensor?> Fn)> HooksFor(IEnumerable<Intervention>? interventions) =>
         interventions?.Select(i => i.ToHook(Model, _saes)).ToList() ?? [];

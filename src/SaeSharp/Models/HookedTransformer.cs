@@ -136,6 +136,18 @@ public abstract class HookedTransformer : nn.Module
         return this;
     }
 
+    /// <summary>
+    /// The unembedding W_Uᵀ, [d_vocab, d_model] (HF <c>lm_head</c> / <c>embed_out</c>, or the tied input embedding), for
+    /// logit-lens readouts such as a feature's top tokens (W_dec[F]·W_U). A view of the weight, without gradient.
+    /// </summary>
+    public Tensor UnembedWeight()
+    {
+        var sd = state_dict();
+        foreach (var key in new[] { "lm_head.weight", "embed_out.weight", "transformer.wte.weight", "model.embed_tokens.weight" })
+            if (sd.TryGetValue(key, out var w)) return w.detach();
+        throw new SaeSharpException($"{Config.ModelName}: no unembedding weight found (looked for lm_head, embed_out and tied embeddings)");
+    }
+
     private int? NormalizeStop(int? stop)
     {
         if (stop is not int s) return null;

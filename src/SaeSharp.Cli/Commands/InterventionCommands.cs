@@ -1,0 +1,395 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text.Json.Nodes;
+using SaeSharp.Activations;
+using SaeSharp.Interop;
+using SaeSharp.Interventions;
+using SaeSharp.IO;
+using SaeSharp.Models;
+using SaeSharp.Saes;
+using SaeSharp.Tokenizers;
+using Spectre.Console;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Cli.Commands;
+
+/// <summary><c>sae steer</c>, <c>sae ablate</c>, <c>sae attribute</c> and the SAE options of <c>sae model run</c>: features used inside the model.</summary>
+internal static class InterventionCommands
+{
+    /// <summary>The SAE and intervention options of <c>sae model run</c>.</summary>
+    internal sealed class RunEdits
+    {
+        public readonly Option<string[]> Sae = new("--sae") { Description = "SAE folder or file to splice at its hook (repeatable)" };
+        public readonly Option<bool> ErrorTerm = new("--error-term") { Description = "Add each SAE's error term back (logits then equal the clean run's)" };
+        public readonly Option<string[]> Steer = new("--steer") { Description = "F:S adds S·W_dec[F] at the SAE's hook (repeatable)" };
+        public readonly Option<string[]> Clamp = new("--clamp") { Description = "F:V sets feature F to V (repeatable)" };
+        public readonly Option<string[]> Ablate = new("--ablate") { Description = "F1,F2,… ablates these features (repeatable)" };
+        public readonly Option<string> AblateMode = new("--ablate-mode") { Description = "zero, or mean (the feature's mean over the input's tokens)", DefaultValueFactory = _ => "zero" };
+        public readonly Option<int> SaeIndex = new("--sae-index") { Description = "Which --sae (0-based) the interventions apply to", DefaultValueFactory = _ => 0 };
+
+        public void AddTo(Command c)
+        {
+            foreach (var o in new Option[] { Sae, ErrorTerm, Steer, Clamp, Ablate, AblateMode, SaeIndex }) c.Options.Add(o);
+        }
+
+        public bool Given(ParseResult p) => (p.GetValue(Sae)?.Length ?? 0) > 0 || Any(p, Steer) || Any(p, Clamp) || Any(p, Ablate);
+
+        private static bool Any(ParseResult p, Option<string[]> o) => (p.GetValue(o)?.Length ?? 0) > 0;
+
+        /// <summary>
+        /// The hooked model and interventions of the command line. Every SAE is spliced, except one whose only
+        /// interventions are steering without <c>--error-term</c>: steering then adds to the raw activation.
+        /// </summary>
+        public (HookedSaeTransformer Hooked, List<Intervention> Edits) Build(ParseResult p, HookedTransformer model, Tensor tokens, List<Sae> owned)
+        {
+            var paths = p.GetValue(Sae) ?? [];
+            if (paths.Length == 0) throw new SaeSharpException("--steer, --clamp and --ablate need --sae");
+            foreach (var path in paths) owned.Add(LoadSae(path));
+            int index = p.GetValue(SaeIndex);
+            if (index < 0 || index >= owned.Count) throw new SaeSharpException($"--sae-index {index}: give 0..{owned.Count - 1} (there are {owned.Count} --sae)");
+            var target = owned[index];
+            var edits = new List<Intervention>();
+            foreach (var s in p.GetValue(Steer) ?? []) { var (f, v) = FeatureValue(s, "--steer", "F:S"); edits.Add(new Steering(target, f, v)); }
+            foreach (var s in p.GetValue(Clamp) ?? []) { var (f, v) = FeatureValue(s, "--clamp", "F:V"); edits.Add(new Clamp(target, f, v)); }
+            var ablated = (p.GetValue(Ablate) ?? []).SelectMany(a => FeatureList(a, "--ablate")).ToList();
+            var mode = p.GetValue(AblateMode);
+            if (mode is not ("zero" or "mean")) throw new SaeSharpException($"--ablate-mode {mode}: expected zero or mean");
+            if (ablated.Count > 0)
+            {
+                var means = mode == "mean" ? Ablation.FeatureMeans(model, target, [tokens]) : null;
+                edits.Add(new Ablation(target, ablated, means));
+            }
+            bool errorTerm = p.GetValue(ErrorTerm);
+            var hooked = new HookedSaeTransformer(model);
+            for (int i = 0; i < owned.Count; i++)
+            {
+                bool steerOnly = i == index && edits.Count > 0 && edits.All(e => e is Steering);
+                if (!steerOnly || errorTerm) hooked.AddSae(owned[i], useErrorTerm: errorTerm);
+            }
+            return (hooked, edits);
+        }
+    }
+
+    public static Sae LoadSae(string path)
+    {
+        var sae = SaeLoader.Load(path);
+        sae.eval();
+        return sae;
+    }
+
+    public static (int Feature, double Value) FeatureValue(string spec, string option, string form)
+    {
+        var parts = spec.Split(':');
+        if (parts.Length != 2 || !int.TryParse(parts[0], NumberStyles.None, CultureInfo.InvariantCulture, out int f)
+            || !double.TryParse(parts[1], NumberStyles.Float, CultureInfo.InvariantCulture, out double v) || !double.IsFinite(v))
+            throw new SaeSharpException($"{option} '{spec}': expected {form}, e.g. 12:4.5");
+        return (f, v);
+    }
+
+    public static IEnumerable<int> FeatureList(string spec, string option)
+    {
+        var list = new List<int>();
+        foreach (var part in spec.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            if (!int.TryParse(part, NumberStyles.None, CultureInfo.InvariantCulture, out int f))
+                throw new SaeSharpException($"{option} '{spec}': expected feature indices separated by commas, e.g. 3,17,250");
+            list.Add(f);
+        }
+        if (list.Count == 0) throw new SaeSharpException($"{option} '{spec}': no feature given");
+        return list;
+    }
+
+    /// <summary>Prompt text to [1, pos] ids, with BOS first when the tokenizer has one (SAELens's prepend_bos default).</summary>
+    public static Tensor PromptTokens(ITextTokenizer tok, string prompt, bool prependBos)
+    {
+        var ids = tok.Encode(prompt).Select(i => (long)i).ToList();
+        if (prependBos && tok.BosTokenId is int bos) ids.Insert(0, bos);
+        if (ids.Count == 0) throw new SaeSharpException("the prompt is empty");
+        return tensor(ids.ToArray()).unsqueeze(0);
+    }
+
+    private static Option<bool> NoBosOption() => new("--no-prepend-bos") { Description = "Do not start the prompt with BOS" };
+
+    public static Command Steer()
+    {
+        var model = ModelCommands.ModelOption();
+        var sae = SaeCommands.SaeOption();
+        var feature = new Option<int>("--feature") { Description = "Feature index", Required = true };
+        var scale = new Option<double>("--scale") { Description = "Steering coefficient S (adds S·W_dec[F] at every position)", Required = true };
+        var prompt = new Option<string>("--prompt") { Description = "Prompt text", Required = true };
+        var maxNew = new Option<int>("--max-new-tokens") { Description = "Tokens to generate", DefaultValueFactory = _ => 32 };
+        var temperature = new Option<double>("--temperature") { Description = "Sampling temperature (0 = greedy)", DefaultValueFactory = _ => 1.0 };
+        var topP = new Option<double?>("--top-p") { Description = "Nucleus sampling mass" };
+        var seed = new Option<ulong>("--seed") { Description = "Seed of the first run (run r uses seed + r, steered and unsteered alike)", DefaultValueFactory = _ => 0 };
+        var runs = new Option<int>("--runs") { Description = "Continuations of each kind", DefaultValueFactory = _ => 3 };
+        var hook = new Option<string?>("--hook") { Description = "Hook to steer at (default: the SAE's hook_name)" };
+        var noBos = NoBosOption();
+        var command = new Command("steer", "Continue a prompt with and without a feature's decoder direction added (same seeds), and show the feature's top logit tokens")
+        {
+            model, sae, feature, scale, prompt, maxNew, temperature, topP, seed, runs, hook, noBos,
+        };
+        Cli.SetAction(command, parse =>
+        {
+            var folder = ModelSource.Resolve(parse.GetValue(model)!);
+            using var m = ModelLoader.FromPretrained(folder);
+            var tok = Tokenizer.FromFolder(folder);
+            using var s = LoadSae(parse.GetValue(sae)!);
+            int r = parse.GetValue(runs);
+            if (r <= 0) throw new SaeSharpException($"--runs must be positive, got {r}");
+            var steering = new Steering(s, parse.GetValue(feature), parse.GetValue(scale), parse.GetValue(hook));
+            using var tokens = PromptTokens(tok, parse.GetValue(prompt)!, !parse.GetValue(noBos));
+            var hooked = new HookedSaeTransformer(m);
+            var table = new Table().Title($"feature {steering.Feature} × {steering.Scale.ToString(CultureInfo.InvariantCulture)} at {Markup.Escape(m.HookPoints.Resolve(steering.Hook))}")
+                .AddColumn("seed").AddColumn("unsteered").AddColumn("steered");
+            long promptLen = tokens.shape[1];
+            for (int i = 0; i < r; i++)
+            {
+                var o = new GenerationOptions
+                {
+                    Temperature = parse.GetValue(temperature), TopP = parse.GetValue(topP), Seed = parse.GetValue(seed) + (ulong)i, EosTokenId = tok.EosTokenId,
+                };
+                string Continue(IEnumerable<Intervention> edits)
+                {
+                    using var g = hooked.Generate(tokens, parse.GetValue(maxNew), o, edits);
+                    return tok.Decode(g.Tokens[0].narrow(0, promptLen, g.Tokens.shape[1] - promptLen).data<long>().Select(v => (int)v));
+                }
+                table.AddRow(o.Seed.ToString()!, Markup.Escape(Continue([])), Markup.Escape(Continue([steering])));
+            }
+            AnsiConsole.MarkupLine($"[bold]prompt:[/] {Markup.Escape(parse.GetValue(prompt)!)}");
+            AnsiConsole.Write(table);
+            var logits = new Table().Title(Markup.Escape($"feature {steering.Feature}: top logit tokens (W_dec[F]·W_U)")).AddColumn("token").AddColumn(new TableColumn("logit").RightAligned());
+            foreach (var (id, value) in FeatureLogits(m, s, steering.Feature, 10))
+                logits.AddRow(Markup.Escape(Quote(tok.Decode([(int)id]))), value.ToString("F3", CultureInfo.InvariantCulture));
+            AnsiConsole.Write(logits);
+            return 0;
+        });
+        return command;
+    }
+
+    /// <summary>The tokens whose logits the feature's decoder direction raises most (W_dec[F]·W_U).</summary>
+    public static IReadOnlyList<(long Token, double Logit)> FeatureLogits(HookedTransformer model, Sae sae, int feature, int n)
+    {
+        using var scope = NewDisposeScope();
+        var wu = model.UnembedWeight(); // [d_vocab, d_model]
+        if (sae.Cfg.DOutOrIn != wu.shape[1])
+            return [];
+        var l = matmul(wu.to(ScalarType.Float32), sae.WDec.detach()[feature].to(ScalarType.Float32));
+        var (v, i) = l.topk((int)Math.Min(n, l.shape[0]));
+        var vals = v.data<float>().ToArray();
+        return i.data<long>().Select((t, k) => (t, (double)vals[k])).ToList();
+    }
+
+    private static string Quote(string s) => "\"" + s.Replace("\n", "\\n") + "\"";
+
+    public static Command Ablate()
+    {
+        var model = ModelCommands.ModelOption();
+        var sae = SaeCommands.SaeOption();
+        var features = new Option<string>("--features") { Description = "Features to ablate, e.g. 3,17,250", Required = true };
+        var prompt = new Option<string?>("--prompt") { Description = "Prompt text" };
+        var dataset = new Option<string?>("--dataset") { Description = ".txt, .jsonl, .parquet (or a folder of them)" };
+        var tokensOpt = new Option<long>("--tokens") { Description = "Token budget over --dataset", DefaultValueFactory = _ => 4096 };
+        var contextSize = new Option<int>("--context-size") { Description = "Tokens per window over --dataset", DefaultValueFactory = _ => 128 };
+        var mode = new Option<string>("--mode") { Description = "zero, or mean (each feature's mean over the same tokens)", DefaultValueFactory = _ => "zero" };
+        var hook = new Option<string?>("--hook") { Description = "Hook of the SAE (default: its hook_name)" };
+        var top = new Option<int>("--top") { Description = "Most-changed predictions shown", DefaultValueFactory = _ => 10 };
+        var noBos = NoBosOption();
+        var command = new Command("ablate", "Ablate features (SAE spliced with its error term): change in next-token loss and KL per position and overall")
+        {
+            model, sae, features, prompt, dataset, tokensOpt, contextSize, mode, hook, top, noBos,
+        };
+        Cli.SetAction(command, parse =>
+        {
+            var folder = ModelSource.Resolve(parse.GetValue(model)!);
+            using var m = ModelLoader.FromPretrained(folder);
+            var tok = Tokenizer.FromFolder(folder);
+            using var s = LoadSae(parse.GetValue(sae)!);
+            var list = FeatureList(parse.GetValue(features)!, "--features").ToList();
+            string md = parse.GetValue(mode)!;
+            if (md is not ("zero" or "mean")) throw new SaeSharpException($"--mode {md}: expected zero or mean");
+            bool bos = !parse.GetValue(noBos);
+            List<Tensor> batches;
+            if (parse.GetValue(prompt) is string text)
+                batches = [PromptTokens(tok, text, bos)];
+            else if (parse.GetValue(dataset) is string ds)
+            {
+                if (!File.Exists(ds) && !Directory.Exists(ds)) throw new SaeSharpException($"--dataset {ds}: no such file or folder");
+                int ctx = parse.GetValue(contextSize);
+                long budget = parse.GetValue(tokensOpt);
+                var windows = ModelPipeline.Windows(tok, ds, ctx, bos).Take((int)Math.Max(1, (budget + ctx - 1) / ctx)).ToList();
+                if (windows.Count == 0) throw new SaeSharpException($"--dataset {ds}: no text");
+                batches = windows.Chunk(8).Select(c => tensor(c.SelectMany(w => w).ToArray(), c.Length, c[0].Length)).ToList();
+            }
+            else throw new SaeSharpException("give --prompt or --dataset");
+
+            var hooked = new HookedSaeTransformer(m);
+            hooked.AddSae(s, parse.GetValue(hook), useErrorTerm: true);
+            using var means = md == "mean" ? Ablation.FeatureMeans(m, s, batches, parse.GetValue(hook)) : null;
+            var ablation = new Ablation(s, list, means, parse.GetValue(hook));
+            double ceClean = 0, ceAbl = 0, kl = 0;
+            long nCe = 0, nKl = 0;
+            var changed = new List<(double Kl, string Context, string Clean, string Ablated)>();
+            string T(long id) => Quote(tok.Decode([(int)id]));
+            foreach (var batch in batches)
+            {
+                using var scope = NewDisposeScope();
+                var clean = m.Forward(batch);
+                var edited = hooked.RunWithHooks(batch, [ablation]);
+                using var effect = InterventionEffect.Compare(clean, edited, batch);
+                ceClean += effect.CleanLoss.sum().item<double>();
+                ceAbl += effect.EditedLoss.sum().item<double>();
+                kl += effect.Kl.sum().item<double>();
+                nCe += effect.CleanLoss.numel();
+                nKl += effect.Kl.numel();
+                if (batches.Count == 1 && batch.shape[0] == 1)
+                {
+                    var positions = new Table().Title("per position").AddColumn("pos").AddColumn("token").AddColumn("next")
+                        .AddColumn(new TableColumn("CE clean").RightAligned()).AddColumn(new TableColumn("CE ablated").RightAligned())
+                        .AddColumn(new TableColumn("ΔCE").RightAligned()).AddColumn(new TableColumn("KL").RightAligned());
+                    var ids = batch[0].data<long>().ToArray();
+                    for (int p = 0; p < ids.Length; p++)
+                    {
+                        bool hasNext = p + 1 < ids.Length;
+                        double c = hasNext ? effect.CleanLoss[0, p].item<double>() : double.NaN, a = hasNext ? effect.EditedLoss[0, p].item<double>() : double.NaN;
+                        positions.AddRow(p.ToString(CultureInfo.InvariantCulture), Markup.Escape(T(ids[p])), hasNext ? Markup.Escape(T(ids[p + 1])) : "",
+                            F(c), F(a), F(a - c), F(effect.Kl[0, p].item<double>()));
+                    }
+                    AnsiConsole.Write(positions);
+                }
+                foreach (var (b, p, k) in effect.MostChanged(parse.GetValue(top)))
+                {
+                    var ids = batch[b].data<long>().ToArray();
+                    string context = tok.Decode(ids.Skip(Math.Max(0, p - 8)).Take(Math.Min(p + 1, 9)).Select(v => (int)v));
+                    changed.Add((k, context,
+                        $"{T(effect.CleanTop[b, p].item<long>())} {effect.CleanTopProb[b, p].item<double>():P1}",
+                        $"{T(effect.EditedTop[b, p].item<long>())} {effect.EditedTopProb[b, p].item<double>():P1}"));
+                }
+            }
+            var most = new Table().Title("next-token predictions that change most").AddColumn("context").AddColumn("clean top").AddColumn("ablated top")
+                .AddColumn(new TableColumn("KL").RightAligned());
+            foreach (var c in changed.OrderByDescending(c => c.Kl).Take(parse.GetValue(top)))
+                most.AddRow(Markup.Escape(Quote(c.Context)), Markup.Escape(c.Clean), Markup.Escape(c.Ablated), F(c.Kl));
+            AnsiConsole.Write(most);
+            Cli.WriteTable($"{md}-ablation of {list.Count} feature(s) at {hooked.Saes[0].Hook}", new (string, string)[]
+            {
+                ("CE loss clean", F(ceClean / nCe)),
+                ("CE loss ablated", F(ceAbl / nCe)),
+                ("ΔCE loss", F((ceAbl - ceClean) / nCe)),
+                ("KL(clean ‖ ablated)", F(kl / nKl)),
+                ("positions", nKl.ToString("N0", CultureInfo.InvariantCulture)),
+            });
+            foreach (var b in batches) b.Dispose();
+            return 0;
+        });
+        return command;
+    }
+
+    private static string F(double v) => double.IsNaN(v) ? "" : v.ToString("F4", CultureInfo.InvariantCulture);
+
+    public static Command Attribute()
+    {
+        var model = ModelCommands.ModelOption();
+        var sae = new Option<string[]>("--sae") { Description = "SAE folder or file (repeatable; each spliced with its error term)", Required = true };
+        var prompt = new Option<string?>("--prompt") { Description = "Prompt text" };
+        var input = new Option<string?>("--input") { Description = "safetensors file holding an int64 tensor 'tokens' [batch, seq]" };
+        var metric = new Option<string>("--metric") { Description = "logit-diff:A,B | logit:A | loss (A, B: token ids or single-token strings)", Required = true };
+        var top = new Option<int>("--top") { Description = "Rows shown (largest |attribution|)", DefaultValueFactory = _ => 20 };
+        var output = new Option<string?>("--out") { Description = "Write attribution, error_attribution and metric to this safetensors file" };
+        var json = new Option<string?>("--json") { Description = "Write the top rows and error attributions as JSON" };
+        var html = new Option<string?>("--html") { Description = "Write the prompt with each top feature's attribution per token as HTML" };
+        var ig = new Option<int>("--ig-steps") { Description = "Integrated-gradient steps (0: attribution patching)", DefaultValueFactory = _ => 0 };
+        var noBos = NoBosOption();
+        var command = new Command("attribute", "Attribution patching of a metric to SAE features: f·∂m/∂f per token and feature, and each error node's share")
+        {
+            model, sae, prompt, input, metric, top, output, json, html, ig, noBos,
+        };
+        Cli.SetAction(command, parse =>
+        {
+            var folder = ModelSource.Resolve(parse.GetValue(model)!);
+            using var m = ModelLoader.FromPretrained(folder);
+            ITextTokenizer? tok = null;
+            try { tok = Tokenizer.FromFolder(folder); }
+            catch (SaeSharpException) when (parse.GetValue(prompt) is null) { }
+            Tensor tokens;
+            if (parse.GetValue(prompt) is string text) tokens = PromptTokens(tok!, text, !parse.GetValue(noBos));
+            else if (parse.GetValue(input) is string inPath) tokens = ReadTokens(inPath);
+            else throw new SaeSharpException("give --prompt or --input");
+            using var _t = tokens;
+            var spec = AttributionMetric.Parse(parse.GetValue(metric)!, tok is null ? null : s =>
+            {
+                var ids = tok.Encode(s, parseSpecialTokens: true);
+                return ids.Length == 1 ? ids[0] : throw new SaeSharpException($"--metric: '{s}' is {ids.Length} tokens, not one (give a token id)");
+            });
+            var saes = new List<Sae>();
+            try
+            {
+                var hooked = new HookedSaeTransformer(m);
+                foreach (var p in parse.GetValue(sae)!) { saes.Add(LoadSae(p)); hooked.AddSae(saes[^1], useErrorTerm: true); }
+                using var result = hooked.Attribute(tokens, spec, parse.GetValue(ig));
+                string Tok(long id) => tok is null ? id.ToString(CultureInfo.InvariantCulture) : tok.Decode([(int)id]);
+                string label = spec.Kind switch
+                {
+                    AttributionMetricKind.Logit => $"logit:{Quote(Tok(spec.A))}",
+                    AttributionMetricKind.LogitDiff => $"logit-diff:{Quote(Tok(spec.A))},{Quote(Tok(spec.B))}",
+                    _ => spec.ToString(),
+                };
+                var rows = result.Top(parse.GetValue(top));
+                var table = new Table().Title(Markup.Escape($"{label} = {result.Metric.ToString("G6", CultureInfo.InvariantCulture)}: top attributions"))
+                    .AddColumn("sae").AddColumn("batch").AddColumn("pos").AddColumn("token").AddColumn("feature")
+                    .AddColumn(new TableColumn("activation").RightAligned()).AddColumn(new TableColumn("attribution").RightAligned());
+                foreach (var e in rows)
+                    table.AddRow(e.Sae.ToString(CultureInfo.InvariantCulture), e.Batch.ToString(CultureInfo.InvariantCulture), e.Position.ToString(CultureInfo.InvariantCulture),
+                        Markup.Escape(Quote(Tok(tokens[e.Batch, e.Position].item<long>()))), e.Feature.ToString(CultureInfo.InvariantCulture),
+                        F(e.Activation), F(e.Attribution));
+                AnsiConsole.Write(table);
+                for (int i = 0; i < result.Hooks.Count; i++)
+                    Console.WriteLine($"SAE {i} at {result.Hooks[i]}: features {F(result.Attribution[i].sum().item<float>())}, error node {F(result.ErrorAttribution[i].sum().item<float>())} (sums over tokens)");
+                if (parse.GetValue(output) is string o) { result.Save(o); Console.WriteLine($"attributions: {o}"); }
+                var texts = Enumerable.Range(0, (int)tokens.shape[0])
+                    .Select(b => (IReadOnlyList<string>)tokens[b].data<long>().Select(Tok).ToList()).ToList();
+                if (parse.GetValue(json) is string j)
+                {
+                    var node = new JsonObject
+                    {
+                        ["metric"] = spec.ToString(),
+                        ["metric_value"] = result.Metric,
+                        ["integrated_gradient_steps"] = result.IntegratedGradientSteps,
+                        ["hooks"] = new JsonArray(result.Hooks.Select(h => (JsonNode)h).ToArray()),
+                        ["tokens"] = new JsonArray(texts.Select(t => (JsonNode)new JsonArray(t.Select(s => (JsonNode)s).ToArray())).ToArray()),
+                        ["top"] = new JsonArray(rows.Select(e => (JsonNode)new JsonObject
+                        {
+                            ["sae"] = e.Sae, ["hook"] = result.Hooks[e.Sae], ["batch"] = e.Batch, ["position"] = e.Position,
+                            ["token"] = texts[e.Batch][e.Position], ["feature"] = e.Feature, ["activation"] = e.Activation, ["attribution"] = e.Attribution,
+                        }).ToArray()),
+                        ["error_attribution"] = new JsonArray(result.ErrorAttribution.Select(t => (JsonNode)new JsonArray(
+                            Enumerable.Range(0, (int)t.shape[0]).Select(b => (JsonNode)new JsonArray(
+                                t[b].to(ScalarType.Float64).data<double>().Select(v => (JsonNode)v).ToArray())).ToArray())).ToArray()),
+                    };
+                    AtomicFile.WriteAllText(j, node.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
+                    Console.WriteLine($"json: {j}");
+                }
+                if (parse.GetValue(html) is string h)
+                {
+                    AttributionHtml.Write(h, result, texts, Math.Min(parse.GetValue(top), 20), label);
+                    Console.WriteLine($"html: {h}");
+                }
+            }
+            finally
+            {
+                foreach (var s in saes) s.Dispose();
+            }
+            return 0;
+        });
+        return command;
+    }
+
+    /// <summary>The int64 <c>tokens</c> [batch, seq] of a safetensors file.</summary>
+    public static Tensor ReadTokens(string path)
+    {
+        using var file = SafeTensorsFile.Open(path);
+        if (!file.Contains("tokens")) throw new SaeSharpException($"{path}: no tensor named 'tokens' (int64 [batch, seq])");
+        var tokens = file.Read("tokens", ScalarType.Int64);
+        if (tokens.dim() != 2) throw new SaeSharpException($"{path}: 'tokens' must be [batch, seq], got [{string.Join(", ", tokens.shape)}]");
+        return tokens;
+    }
+}

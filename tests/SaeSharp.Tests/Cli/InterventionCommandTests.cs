@@ -1,0 +1,140 @@
+using System.Text.Json.Nodes;
+using SaeSharp.Interop;
+using SaeSharp.Interventions;
+using SaeSharp.IO;
+using SaeSharp.Models;
+using SaeSharp.Tests.Analysis;
+using SaeSharp.Tests.Interventions;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Tests.Cli;
+
+/// <summary><c>sae model run --sae</c>, <c>sae steer</c>, <c>sae ablate</c>, <c>sae attribute</c> against the library and hand-written hooks.</summary>
+public class InterventionCommandTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("cli-interv-").FullName;
+    public void Dispose() => Directory.Delete(_dir, true);
+
+    private string P(string name) => Path.Combine(_dir, name);
+
+    private (string Model, string Sae, string Input, Tensor Tokens) Setup(string hook = "blocks.0.hook_resid_post")
+    {
+        var model = TinyModels.WriteGpt2(P("m"), seed: 3, nLayer: 2, nEmbd: 16, nHead: 4, vocab: 64);
+        using var sae = InterventionTests.RandomSae(hook, 16, 32, 9, encBias: 0.1);
+        SaeLensFormat.Save(sae, P("sae"));
+        var tokens = tensor(new long[] { 1, 5, 9, 2, 7, 7, 3, 0 }).reshape(2, 4);
+        SafeTensors.Save(P("in.safetensors"), new Dictionary<string, Tensor> { ["tokens"] = tokens });
+        return (model, P("sae"), P("in.safetensors"), tokens);
+    }
+
+    [Fact]
+    public void ModelRunSplicesSaesWithTheirHookPointsAndInterventions()
+    {
+        var (model, saeDir, input, tokens) = Setup();
+        using var m = ModelLoader.FromPretrained(model);
+        using var sae = SaeLoader.Load(saeDir);
+        string hook = "blocks.0.hook_resid_post";
+        var clean = m.Forward(tokens);
+
+        // --error-term: logits equal the clean run's, and SAE hook points are saved.
+        var (exit, _, err) = CliRunner.Run("model", "run", "--model", model, "--input", input, "--out", P("e.safetensors"), "--sae", saeDir,
+            "--error-term", "--hooks", $"{hook}.hook_sae_acts_post,{hook}.hook_sae_error,blocks.1.hook_resid_pre");
+        Assert.True(exit == 0, err);
+        var e = SafeTensors.Load(P("e.safetensors"));
+        Assert.True(e["logits"].allclose(clean, rtol: 1e-4, atol: 1e-4));
+        var (_, cache) = m.RunWithCache(tokens, [hook]);
+        using (cache)
+        {
+            var f = InterventionTests.HandFeatures(sae, cache[hook]);
+            Assert.True(e[$"{hook}.hook_sae_acts_post"].to(ScalarType.Float64).allclose(f, rtol: 1e-4, atol: 1e-5));
+            // --ablate with the error term: x − Σ f_F·W_dec[F].
+            var delta = (-(f[.., .., 3].unsqueeze(-1) * InterventionTests.DecoderRow(sae, 3)) - f[.., .., 8].unsqueeze(-1) * InterventionTests.DecoderRow(sae, 8)).to(ScalarType.Float32);
+            (exit, _, err) = CliRunner.Run("model", "run", "--model", model, "--input", input, "--out", P("a.safetensors"), "--sae", saeDir,
+                "--error-term", "--ablate", "3,8");
+            Assert.True(exit == 0, err);
+            Assert.True(SafeTensors.Load(P("a.safetensors"))["logits"].allclose(m.RunWithHooks(tokens, (hook, x => x + delta)), rtol: 1e-4, atol: 1e-4));
+        }
+
+        // No intervention and no --error-term: the reconstruction replaces the activation.
+        (exit, _, err) = CliRunner.Run("model", "run", "--model", model, "--input", input, "--out", P("r.safetensors"), "--sae", saeDir);
+        Assert.True(exit == 0, err);
+        Assert.True(SafeTensors.Load(P("r.safetensors"))["logits"].allclose(m.RunWithHooks(tokens, (hook, x => sae.forward(x))), rtol: 1e-4, atol: 1e-4));
+
+        // --steer without --error-term adds S·W_dec[F] to the raw activation.
+        var v = (InterventionTests.DecoderRow(sae, 4) * 2.5).to(ScalarType.Float32);
+        (exit, _, err) = CliRunner.Run("model", "run", "--model", model, "--input", input, "--out", P("s.safetensors"), "--sae", saeDir, "--steer", "4:2.5");
+        Assert.True(exit == 0, err);
+        Assert.True(SafeTensors.Load(P("s.safetensors"))["logits"].allclose(m.RunWithHooks(tokens, (hook, x => x + v)), rtol: 1e-4, atol: 1e-4));
+
+        (exit, _, err) = CliRunner.Run("model", "run", "--model", model, "--input", input, "--out", P("x.safetensors"), "--sae", saeDir, "--clamp", "4");
+        Assert.Equal(1, exit);
+        Assert.Contains("--clamp '4'", err);
+        (exit, _, err) = CliRunner.Run("model", "run", "--model", model, "--input", input, "--out", P("x.safetensors"), "--sae", saeDir, "--sae-index", "1", "--ablate", "1");
+        Assert.Equal(1, exit);
+        Assert.Contains("--sae-index 1", err);
+    }
+
+    [Fact]
+    public void AttributeWritesTheFilesTheIssueNamesAndMatchesTheLibrary()
+    {
+        var (model, saeDir, input, tokens) = Setup();
+        var (exit, output, err) = CliRunner.Run("attribute", "--model", model, "--sae", saeDir, "--input", input, "--metric", "logit-diff:5,9",
+            "--top", "5", "--out", P("attr.safetensors"), "--json", P("attr.json"), "--html", P("attr.html"));
+        Assert.True(exit == 0, err);
+        Assert.Contains("top attributions", output);
+        var o = SafeTensors.Load(P("attr.safetensors"));
+        Assert.Equal(new long[] { 2, 4, 32 }, o["attribution"].shape);
+        Assert.Equal(new long[] { 2, 4 }, o["error_attribution"].shape);
+        Assert.Equal(0, o["metric"].dim());
+        using var m = ModelLoader.FromPretrained(model);
+        var logits = m.Forward(tokens);
+        double metric = (logits[.., -1, 5] - logits[.., -1, 9]).sum().item<float>();
+        Assert.Equal(metric, o["metric"].item<float>(), 3);
+        using var sae = SaeLoader.Load(saeDir);
+        var hooked = new HookedSaeTransformer(m);
+        hooked.AddSae(sae);
+        using var r = hooked.Attribute(tokens, AttributionMetric.LogitDiff(5, 9));
+        Assert.True(o["attribution"].allclose(r.Attribution[0], rtol: 1e-5, atol: 1e-6));
+        var json = JsonNode.Parse(File.ReadAllText(P("attr.json")))!;
+        Assert.Equal(5, json["top"]!.AsArray().Count);
+        var best = r.Top(1)[0];
+        Assert.Equal(best.Feature, (int)json["top"]![0]!["feature"]!);
+        Assert.Contains("<table>", File.ReadAllText(P("attr.html")));
+
+        // Two SAEs: attribution.0 / attribution.1.
+        using (var second = InterventionTests.RandomSae("blocks.1.hook_resid_mid", 16, 24, 10))
+            SaeLensFormat.Save(second, P("sae2"));
+        (exit, _, err) = CliRunner.Run("attribute", "--model", model, "--sae", saeDir, "--sae", P("sae2"), "--input", input, "--metric", "loss",
+            "--out", P("attr2.safetensors"));
+        Assert.True(exit == 0, err);
+        var o2 = SafeTensors.Load(P("attr2.safetensors"));
+        Assert.Equal(new long[] { 2, 4, 24 }, o2["attribution.1"].shape);
+        Assert.Equal(new long[] { 2, 4 }, o2["error_attribution.0"].shape);
+        Assert.False(o2.ContainsKey("attribution"));
+    }
+
+    [Fact]
+    public void SteerAndAblateRunOnPromptsAndADataset()
+    {
+        using var fx = new AnalysisFixture();
+        var (exit, output, err) = CliRunner.Run("steer", "--model", fx.ModelDir, "--sae", fx.SaeDir, "--feature", "1", "--scale", "8",
+            "--prompt", "the cat sat", "--max-new-tokens", "4", "--runs", "2", "--seed", "5");
+        Assert.True(exit == 0, err);
+        Assert.Contains("unsteered", output);
+        Assert.Contains("logit", output);
+
+        (exit, output, err) = CliRunner.Run("ablate", "--model", fx.ModelDir, "--sae", fx.SaeDir, "--features", "0,1", "--prompt", "the cat sat on the mat");
+        Assert.True(exit == 0, err);
+        Assert.Contains("ΔCE loss", output);
+        Assert.Contains("per position", output);
+        (exit, output, err) = CliRunner.Run("ablate", "--model", fx.ModelDir, "--sae", fx.SaeDir, "--features", "2", "--dataset", fx.DataPath,
+            "--tokens", "64", "--context-size", "16", "--mode", "mean");
+        Assert.True(exit == 0, err);
+        Assert.Contains("mean-ablation", output);
+        (exit, _, err) = CliRunner.Run("attribute", "--model", fx.ModelDir, "--sae", fx.SaeDir, "--prompt", "the cat sat", "--metric", "logit-diff: dog, bird");
+        Assert.True(exit == 0, err);
+        (exit, _, err) = CliRunner.Run("attribute", "--model", fx.ModelDir, "--sae", fx.SaeDir, "--prompt", "the cat sat", "--metric", "logit: dog cat");
+        Assert.Equal(1, exit);
+        Assert.Contains("not one", err);
+    }
+}

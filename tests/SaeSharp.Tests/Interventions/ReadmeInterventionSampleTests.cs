@@ -1,0 +1,39 @@
+using SaeSharp.Hooks;
+using SaeSharp.Interventions;
+using SaeSharp.Models;
+using SaeSharp.Tests.Models;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Tests.Interventions;
+
+/// <summary>The README's interventions sample, verbatim at toy sizes: it must compile and do what the README says.</summary>
+public class ReadmeInterventionSampleTests : ModelTestBase
+{
+    [Fact]
+    public void InterventionsSampleRuns()
+    {
+        using var model = ModelLoader.FromPretrained(TinyModels.WriteGpt2(Sub("gpt2"), seed: 2, nLayer: 2, nEmbd: 16, nHead: 4, vocab: 3200));
+        using var loaded = InterventionTests.RandomSae("blocks.1.hook_resid_pre", 16, 64, 1, encBias: 0.1);
+        var tokens = tensor(new long[] { 3, 464, 3139, 286 }).unsqueeze(0);
+
+        // --- README sample start ---
+        var hooked = new HookedSaeTransformer(model);
+        var attached = hooked.AddSae(loaded, useErrorTerm: true);         // at loaded.Cfg.Metadata.HookName
+        var (same, saeCache) = hooked.RunWithCache(tokens, [attached.HookName(SaeHookPoints.ActsPost)]);
+        var ablated = hooked.RunWithHooks(tokens, [new Ablation(loaded, [12, 40]), new Clamp(loaded, feature: 7, value: 3.0)]);
+        using var steered = hooked.Generate(tokens, 20, new GenerationOptions { Temperature = 0.7, Seed = 1 },
+                                            [new Steering(loaded, feature: 7, scale: 20.0)]);
+        using var attribution = hooked.Attribute(tokens, AttributionMetric.LogitDiff(3139, 286));
+        var top = attribution.Top(10).Select(e => $"pos {e.Position} feature {e.Feature}: {e.Attribution:F3}").ToList();
+        // --- README sample end ---
+
+        using (saeCache)
+        {
+            Assert.Equal(new long[] { 1, 4, 64 }, saeCache[attached.HookName(SaeHookPoints.ActsPost)].shape);
+            Assert.True(same!.allclose(model.Forward(tokens), rtol: 1e-4, atol: 1e-4), "the error term keeps the clean logits");
+        }
+        Assert.Equal(same!.shape, ablated.shape);
+        Assert.Equal(new long[] { 1, 24 }, steered.Tokens.shape);
+        Assert.Equal(10, top.Count);
+    }
+}
