@@ -219,16 +219,26 @@ public static class DownstreamEvaluator
         var (logits, cache) = model.Run(tokens, new RunOptions { CacheNames = cacheHooks, Hooks = o.ModelHooks });
         using var c = cache!;
         var logpClean = logits!.log_softmax(-1);
-        var pClean = logpClean.exp();
+        logits.Dispose();
         var next = tokens.narrow(1, 1, s - 1).unsqueeze(-1);
 
+        // CE and KL one window at a time: the temporaries are [s, vocab], not [b, s, vocab] (the clean
+        // probabilities are not kept: exp(log p) per window).
         (double Ce, double Kl) Measure(Tensor variantLogits)
         {
-            using var inner = NewDisposeScope();
-            var logp = variantLogits.log_softmax(-1);
-            var ce = -logp.narrow(1, 0, s - 1).gather(-1, next).squeeze(-1).to(ScalarType.Float64);
-            var kl = (pClean * (logpClean - logp)).sum(-1).to(ScalarType.Float64);
-            return ((ce * ceKeep).sum().item<double>(), (kl * keepF).sum().item<double>());
+            double ceSum = 0, klSum = 0;
+            for (int i = 0; i < b; i++)
+            {
+                using var inner = NewDisposeScope();
+                var logp = variantLogits[i].log_softmax(-1);
+                var lc = logpClean[i];
+                var ce = -logp.narrow(0, 0, s - 1).gather(-1, next[i]).squeeze(-1).to(ScalarType.Float64);
+                var kl = (lc.exp() * (lc - logp)).sum(-1).to(ScalarType.Float64);
+                ceSum += (ce * ceKeep[i]).sum().item<double>();
+                klSum += (kl * keepF[i]).sum().item<double>();
+            }
+            variantLogits.Dispose();
+            return (ceSum, klSum);
         }
 
         long positions = (long)keepF.sum().item<double>();
