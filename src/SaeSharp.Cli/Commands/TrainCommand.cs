@@ -27,7 +27,8 @@ internal sealed class TrainSettings
     [JsonPropertyName("lr")] public double? Lr { get; set; }
     [JsonPropertyName("seed")] public long Seed { get; set; } = 42;
     [JsonPropertyName("out")] public string? Out { get; set; }
-    [JsonPropertyName("eval_rows")] public long EvalRows { get; set; } = 16384;
+    /// <summary>Held-out rows; null: <see cref="ActivationSplit.DefaultEvalRowsFor"/> (16384, or a tenth of a small file).</summary>
+    [JsonPropertyName("eval_rows")] public long? EvalRows { get; set; }
     [JsonPropertyName("checkpoint_every")] public long CheckpointEvery { get; set; }
     [JsonPropertyName("target_name")] public string? TargetName { get; set; }
     [JsonPropertyName("ground_truth")] public string? GroundTruth { get; set; }
@@ -57,7 +58,7 @@ internal static class TrainCommand
         var config = new Option<string?>("--config") { Description = "JSON file with the same fields (snake_case) and trainer fields; flags override it" };
         var resume = new Option<bool>("--resume") { Description = "Continue from the latest checkpoint in OUT/checkpoints" };
         var checkpointEvery = new Option<long?>("--checkpoint-every") { Description = "Checkpoint every N steps (default: steps/10)" };
-        var evalRows = new Option<long?>("--eval-rows") { Description = "Rows held out at the end of the data for metrics.json (default 16384)" };
+        var evalRows = new Option<long?>("--eval-rows") { Description = "Rows held out at the end of the data for metrics.json (default 16384, at most a tenth of the data)" };
         var autocast = new Option<bool>("--autocast") { Description = "bfloat16 matmuls in training, float32 weights and accumulation (fast with AVX512-BF16/AMX)" };
         var candidatePass = new Option<string?>("--candidate-pass") { Description = "TopK family: exact top-k from a bounded low-precision candidate pass: auto (where faster than float32 on this CPU), on, off (plain float32)" };
         var groundTruth = new Option<string?>("--ground-truth") { Description = "features.safetensors of synthetic data: adds mmcs and recovered_fraction" };
@@ -139,7 +140,8 @@ internal static class TrainCommand
             if (manifest.TargetHook is not null) s.TargetName ??= "targets";
         }
         var fileOptions = new ActivationFileSourceOptions { Seed = (ulong)s.Seed, Loop = true, TargetName = s.TargetName };
-        var (train, eval) = ActivationSplit.HoldOutLastRows([s.Activations!], s.EvalRows, fileOptions);
+        var (train, eval) = ActivationSplit.HoldOut([s.Activations!], s.EvalRows, fileOptions);
+        s.EvalRows = eval.Rows;
         using (train)
         using (eval)
             return TrainOn(s, trainer, resume, train, eval, metadata);
@@ -159,7 +161,7 @@ internal static class TrainCommand
         var trainData = data.Tokens is long budget ? data with { Tokens = budget + initRows } : data;
         using var train = ModelPipeline.OpenSource(trainData, hook, mode, targetHook, seed: (ulong)s.Seed);
         int ctx = data.ContextSize ?? 128;
-        using var eval = ModelPipeline.OpenSource(data with { Tokens = Math.Max(ctx, s.EvalRows) }, hook, mode, targetHook, seed: (ulong)s.Seed + 1);
+        using var eval = ModelPipeline.OpenSource(data with { Tokens = Math.Max(ctx, s.EvalRows ?? ActivationSplit.DefaultEvalRows) }, hook, mode, targetHook, seed: (ulong)s.Seed + 1);
         var metadata = new SaeMetadata
         {
             ModelName = Path.GetFileName(Path.TrimEndingDirectorySeparator(data.ModelPath)),
@@ -208,7 +210,7 @@ internal static class TrainCommand
             var options = new TrainingRunOptions
             {
                 OutDir = s.Out!, Trainer = trainer, Saes = slots, TrainSource = train, EvalSource = eval,
-                EvalRows = s.EvalRows, GroundTruthFeatures = features, Resume = resume,
+                EvalRows = s.EvalRows ?? ActivationSplit.DefaultEvalRows, GroundTruthFeatures = features, Resume = resume,
             };
             var result = TrainWithProgress(options);
             foreach (var slot in slots) slot.Sae.Dispose();

@@ -15,7 +15,7 @@ public static class ActivationSplit
         var files = ActivationFileSource.ExpandPaths(paths);
         long total = ActivationFileSource.CountRows(files, options);
         if (evalRows <= 0 || evalRows >= total)
-            throw new SaeSharpException($"held-out rows must be between 1 and {total - 1} (the files hold {total} rows), got {evalRows}");
+            throw new SaeSharpException($"--eval-rows must be between 1 and {total - 1} (the files hold {total} rows), got {evalRows}; leave it out to hold out a tenth of a small file");
         var train = new ActivationFileSource(files, options with { RowStart = 0, RowCount = total - evalRows });
         try
         {
@@ -27,6 +27,28 @@ public static class ActivationSplit
             train.Dispose();
             throw;
         }
+    }
+
+    /// <summary>The held-out rows used when none are asked for: 16,384 rows (SAELens-sized eval), but never more than a
+    /// tenth of the data, and at least one row when there are two or more, so a newcomer's small file still trains.</summary>
+    public const long DefaultEvalRows = 16384;
+
+    /// <summary>The held-out share for <paramref name="total"/> rows: min(<see cref="DefaultEvalRows"/>, total / 10), at least 1.</summary>
+    public static long DefaultEvalRowsFor(long total) => total < 2 ? 0 : Math.Max(1, Math.Min(DefaultEvalRows, total / 10));
+
+    /// <summary>
+    /// <see cref="HoldOutLastRows"/> with <paramref name="evalRows"/> given by the user, or, when null, a held-out share
+    /// that fits the data (<see cref="DefaultEvalRowsFor"/>). An explicit count that leaves no training rows is an error.
+    /// </summary>
+    public static (ActivationFileSource Train, ActivationFileSource Eval) HoldOut(
+        IEnumerable<string> paths, long? evalRows, ActivationFileSourceOptions? options = null)
+    {
+        options ??= new ActivationFileSourceOptions();
+        var files = ActivationFileSource.ExpandPaths(paths);
+        long total = ActivationFileSource.CountRows(files, options);
+        if (evalRows is null && total < 2)
+            throw new SaeSharpException($"the activation files hold {total} row(s); training needs at least 2 (one to train on, one held out)");
+        return HoldOutLastRows(files, evalRows ?? DefaultEvalRowsFor(total), options);
     }
 
     /// <summary>An evaluation source over separate files (every row, in order, no looping).</summary>

@@ -103,14 +103,18 @@ public static class TextDataset
             if (!isString || field.MaxRepetitionLevel != 0)
                 throw new SaeSharpException($"{path}: column '{column}' holds {field.ClrType.Name}{(field.MaxRepetitionLevel != 0 ? " lists" : "")}, expected strings");
             long row = 0;
+            long maxRows = MaxParquetRows(stream.Length);
             for (int g = 0; g < reader.RowGroupCount; g++)
             {
-                string?[] values;
-                using (var group = reader.OpenRowGroupReader(g))
+                var values = ParquetGroup(path, g, maxRows, () =>
                 {
-                    values = new string?[group.RowCount];
-                    Sync(group.ReadAsync(field, values.AsMemory(), null, default));
-                }
+                    using var group = reader.OpenRowGroupReader(g);
+                    if (group.RowCount < 0 || group.RowCount > maxRows)
+                        throw new SaeSharpException($"{path}: row group {g} declares {group.RowCount} rows, more than a {stream.Length}-byte file can plausibly hold ({maxRows})");
+                    var v = new string?[group.RowCount];
+                    Sync(group.ReadAsync(field, v.AsMemory(), null, default));
+                    return v;
+                });
                 foreach (var v in values)
                 {
                     if (v is null) throw new SaeSharpException($"{path}: column '{column}' is null in row {row}");
@@ -125,11 +129,30 @@ public static class TextDataset
         }
     }
 
+    /// <summary>The most rows one row group may declare: a thousand per byte of file, at least a million. Run-length
+    /// encoding lets a few bytes declare billions of rows; real text datasets are far below this.</summary>
+    private static long MaxParquetRows(long fileBytes) => Math.Max(1_000_000, fileBytes * 1000);
+
+    /// <summary>Reads one row group, turning the Parquet library's errors on a corrupt file into one-line SaeSharp errors.</summary>
+    private static T ParquetGroup<T>(string path, int group, long maxRows, Func<T> read)
+    {
+        try
+        {
+            return read();
+        }
+        catch (Exception e) when (e is not SaeSharpException and not OutOfMemoryException)
+        {
+            throw new SaeSharpException($"{path}: row group {group} cannot be read, the Parquet file is corrupt ({e.GetType().Name}: {e.Message})", e);
+        }
+    }
+
     private static ParquetReader OpenParquet(Stream stream, string path)
     {
         try
         {
-            return Sync(ParquetReader.CreateAsync(stream, null, false, default));
+            var reader = Sync(ParquetReader.CreateAsync(stream, null, false, default));
+            _ = reader.Schema.Fields; // the schema is built lazily: fail here, as one error, on a corrupt footer
+            return reader;
         }
         catch (Exception e) when (e is not SaeSharpException)
         {
@@ -153,13 +176,16 @@ public static class TextDataset
                 throw new SaeSharpException($"{path}: column '{column}' is not a list of int32/int64 token ids");
             for (int g = 0; g < reader.RowGroupCount; g++)
             {
-                List<long[]> rows;
-                using (var group = reader.OpenRowGroupReader(g))
+                long maxRows = MaxParquetRows(stream.Length);
+                var rows = ParquetGroup(path, g, maxRows, () =>
                 {
-                    rows = field.ClrType == typeof(long)
+                    using var group = reader.OpenRowGroupReader(g);
+                    if (group.RowCount < 0 || group.RowCount > maxRows)
+                        throw new SaeSharpException($"{path}: row group {g} declares {group.RowCount} rows, more than a {stream.Length}-byte file can plausibly hold ({maxRows})");
+                    return field.ClrType == typeof(long)
                         ? ListRows<long>(group, field, x => x)
                         : ListRows<int>(group, field, x => x);
-                }
+                });
                 foreach (var r in rows) yield return r;
             }
         }
@@ -281,13 +307,22 @@ public static class TextDataset
 
     private static DataField FindColumn(ParquetReader reader, string column, string path)
     {
-        var top = reader.Schema.Fields.FirstOrDefault(f => f.Name == column);
+        ParquetSchema schema;
+        try
+        {
+            schema = reader.Schema;
+        }
+        catch (Exception e) when (e is not SaeSharpException and not OutOfMemoryException)
+        {
+            throw new SaeSharpException($"{path}: the Parquet schema cannot be read, the file is corrupt ({e.GetType().Name}: {e.Message})", e);
+        }
+        var top = schema.Fields.FirstOrDefault(f => f.Name == column);
         return top switch
         {
             DataField d => d,
             ListField { Item: DataField item } => item,
             null => throw new SaeSharpException(
-                $"{path}: no column '{column}' (columns: {string.Join(", ", reader.Schema.Fields.Select(f => f.Name))})"),
+                $"{path}: no column '{column}' (columns: {string.Join(", ", schema.Fields.Select(f => f.Name))})"),
             _ => throw new SaeSharpException($"{path}: column '{column}' is a {top.SchemaType}, expected strings or a list of ints"),
         };
     }

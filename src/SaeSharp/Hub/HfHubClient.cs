@@ -96,17 +96,29 @@ public sealed class HfHubClient : IDisposable
         return dir;
     }
 
+    private static JsonDocument ParseJson(string path)
+    {
+        try
+        {
+            return JsonDocument.Parse(File.ReadAllText(path));
+        }
+        catch (JsonException e)
+        {
+            throw new SaeSharpException($"{path}: invalid JSON ({e.Message})", e);
+        }
+    }
+
     /// <summary>The distinct shard file names in a <c>model.safetensors.index.json</c> weight_map, in first-seen order.</summary>
     internal static List<string> ShardsOf(string indexPath)
     {
-        using var doc = JsonDocument.Parse(File.ReadAllText(indexPath));
+        using var doc = ParseJson(indexPath);
         if (!doc.RootElement.TryGetProperty("weight_map", out var map) || map.ValueKind != JsonValueKind.Object)
             throw new SaeSharpException($"{indexPath}: missing object 'weight_map'");
         var shards = new List<string>();
         foreach (var p in map.EnumerateObject())
         {
-            string shard = p.Value.GetString() ?? throw new SaeSharpException($"{indexPath}: weight_map['{p.Name}'] is not a file name");
-            if (shard.Contains("..") || Path.IsPathRooted(shard))
+            string shard = (p.Value.ValueKind == JsonValueKind.String ? p.Value.GetString() : null) ?? throw new SaeSharpException($"{indexPath}: weight_map['{p.Name}'] is not a file name");
+            if (!HubPaths.IsRelativePath(shard))
                 throw new SaeSharpException($"{indexPath}: weight_map['{p.Name}'] = '{shard}' is not a file inside the repo");
             if (!shards.Contains(shard)) shards.Add(shard);
         }

@@ -5,7 +5,7 @@ namespace SaeSharp.Tests.Tokenizers;
 public class TokenizerJsonTests
 {
     // Vocabulary a b c Ġ(space) and four merges, ranked: Ġ+a, a+b, Ġa+b, ab+c (mixed "a b" / ["a","b"] forms).
-    private const string TinyTokenizerJson = """
+    internal const string TinyTokenizerJson = """
     {
       "version": "1.0",
       "added_tokens": [
