@@ -94,7 +94,8 @@ internal static class ModelCommands
             var folder = ModelSource.Resolve(parse.GetValue(model)!);
             using var m = ModelLoader.FromPretrained(folder, ModelLoader.ParseDtype(parse.GetValue(dtype)!, folder));
             var tok = Tokenizer.FromFolder(folder);
-            var ids = tok.EncodeWithSpecialTokens(parse.GetValue(prompt)!);
+            var text = parse.GetValue(prompt)!;
+            var ids = tok is BpeTokenizer bpe ? bpe.EncodeWithSpecialTokens(text) : tok.Encode(text);
             using var tokens = tensor(ids.Select(i => (long)i).ToArray()).unsqueeze(0);
             using var result = m.Generate(tokens, parse.GetValue(maxNew), new GenerationOptions
             {

@@ -55,7 +55,7 @@ public class SentencePieceTokenizerTests : ModelTestBase
     public void MetaspaceByteFallbackAndMergesByRank()
     {
         WriteTokenizer(Dir);
-        var tok = SaeSharp.Tokenizers.Tokenizer.FromFolder(Dir);
+        var tok = (SaeSharp.Tokenizers.BpeTokenizer)SaeSharp.Tokenizers.Tokenizer.FromFolder(Dir);
         Assert.False(tok.IsByteLevel);
         // "ab\nab" → "▁ab\nab": ▁+a (rank 0), a+b (rank 1), ▁a+b (rank 2); "\n" → <0x0A> by byte fallback.
         Assert.Equal(new[] { 8, 9, 7 }, tok.Encode("ab\nab"));
@@ -77,7 +77,7 @@ public class SentencePieceTokenizerTests : ModelTestBase
         var folder = TinyDecoders.Write(Sub("gemma-2-2b"), LlamaFamilyTests.Spec("gemma2") with { Dtype = ScalarType.BFloat16 });
         WriteTokenizer(folder);
         using var model = ModelLoader.FromPretrained(folder, ModelLoader.ParseDtype("bf16"));
-        var tok = SaeSharp.Tokenizers.Tokenizer.FromFolder(folder);
+        var tok = (SaeSharp.Tokenizers.BpeTokenizer)SaeSharp.Tokenizers.Tokenizer.FromFolder(folder);
         using var tokens = tensor(tok.EncodeWithSpecialTokens("ab ab\na").Select(i => (long)i).ToArray()).unsqueeze(0);
         var (logits, cache) = model.RunWithCache(tokens, ["blocks.1.hook_resid_post"]);
         using (cache)
