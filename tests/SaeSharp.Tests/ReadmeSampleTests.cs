@@ -1,3 +1,4 @@
+using SaeSharp.Tests.Cli;
 using SaeSharp.Activations;
 using SaeSharp.Evaluation;
 using SaeSharp.Interop;
@@ -36,6 +37,8 @@ public class ReadmeSampleTests : IDisposable
         SafeTensors.Save(acts, new Dictionary<string, Tensor> { ["activations"] = randn(3000, 8, generator: new Generator(1)) });
         string modelDir = TinyModels.WriteGpt2(Path.Combine(_dir, "gpt2"), seed: 2, nLayer: 4, nEmbd: 8, nHead: 2, vocab: 64);
         var output = new StringWriter();
+        // Console.Out is process-wide: hold the CLI runner's gate so that no CLI test writes into this capture.
+        Monitor.Enter(CliRunner.Gate);
         var console = Console.Out;
         Console.SetOut(output);
         try
@@ -84,6 +87,7 @@ public class ReadmeSampleTests : IDisposable
         finally
         {
             Console.SetOut(console);
+            Monitor.Exit(CliRunner.Gate);
         }
     }
 

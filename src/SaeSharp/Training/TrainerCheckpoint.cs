@@ -112,7 +112,7 @@ public sealed class TrainerCheckpoint : IDisposable
             };
             // The state file is written last: a step folder is complete exactly when it holds one.
             AtomicFile.WriteAllText(Path.Combine(tmp, StateFileName), state.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
-            if (Directory.Exists(final)) Directory.Delete(final, recursive: true);
+            if (Directory.Exists(final)) Retire(root, final);
             Directory.Move(tmp, final);
         }
         catch (Exception e)
@@ -129,11 +129,20 @@ public sealed class TrainerCheckpoint : IDisposable
 
     private static void Prune(string root, int keep)
     {
-        var old = CompleteCheckpoints(root).OrderByDescending(d => d, StringComparer.Ordinal).Skip(keep);
-        foreach (var d in old.Concat(Directory.EnumerateDirectories(root, TempPrefix + "*")).ToList())
+        // An old checkpoint is first renamed to a temporary name (atomic), so that a kill during the recursive delete
+        // never leaves a step folder that still looks complete but lacks some of its files.
+        foreach (var d in CompleteCheckpoints(root).OrderByDescending(d => d, StringComparer.Ordinal).Skip(keep).ToList())
+            Retire(root, d);
+        foreach (var d in Directory.EnumerateDirectories(root, TempPrefix + "*").ToList())
         {
             try { Directory.Delete(d, recursive: true); } catch (IOException) { }
         }
+    }
+
+    private static void Retire(string root, string dir)
+    {
+        try { Directory.Move(dir, Path.Combine(root, TempPrefix + "old_" + Path.GetFileName(dir) + "_" + Guid.NewGuid().ToString("N"))); }
+        catch (IOException) { }
     }
 
     private static IEnumerable<string> CompleteCheckpoints(string root) =>

@@ -5,7 +5,8 @@ namespace SaeSharp.Tests.Cli;
 /// <summary>Runs the <c>sae</c> command line in-process, capturing stdout and stderr.</summary>
 internal static class CliRunner
 {
-    private static readonly object Gate = new();
+    /// <summary>Held while Console.Out/Error are redirected; other tests that capture the console take it too.</summary>
+    internal static readonly object Gate = new();
 
     public static (int Exit, string Out, string Err) Run(params string[] args)
     {
