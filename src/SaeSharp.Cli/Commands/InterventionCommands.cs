@@ -25,11 +25,12 @@ internal static class InterventionCommands
         public readonly Option<string[]> Clamp = new("--clamp") { Description = "F:V sets feature F to V (repeatable)" };
         public readonly Option<string[]> Ablate = new("--ablate") { Description = "F1,F2,… ablates these features (repeatable)" };
         public readonly Option<string> AblateMode = new("--ablate-mode") { Description = "zero, or mean (the feature's mean over the input's tokens)", DefaultValueFactory = _ => "zero" };
+        public readonly Option<string?> Positions = new("--positions") { Description = "Comma-separated token positions that --steer applies at (default: every position)" };
         public readonly Option<int> SaeIndex = new("--sae-index") { Description = "Which --sae (0-based) the interventions apply to", DefaultValueFactory = _ => 0 };
 
         public void AddTo(Command c)
         {
-            foreach (var o in new Option[] { Sae, ErrorTerm, Steer, Clamp, Ablate, AblateMode, SaeIndex }) c.Options.Add(o);
+            foreach (var o in new Option[] { Sae, ErrorTerm, Steer, Clamp, Ablate, AblateMode, Positions, SaeIndex }) c.Options.Add(o);
         }
 
         public bool Given(ParseResult p) => (p.GetValue(Sae)?.Length ?? 0) > 0 || Any(p, Steer) || Any(p, Clamp) || Any(p, Ablate);
@@ -49,7 +50,8 @@ internal static class InterventionCommands
             if (index < 0 || index >= owned.Count) throw new SaeSharpException($"--sae-index {index}: give 0..{owned.Count - 1} (there are {owned.Count} --sae)");
             var target = owned[index];
             var edits = new List<Intervention>();
-            foreach (var s in p.GetValue(Steer) ?? []) { var (f, v) = FeatureValue(s, "--steer", "F:S"); edits.Add(new Steering(target, f, v)); }
+            var positions = ParsePositions(p.GetValue(Positions));
+            foreach (var s in p.GetValue(Steer) ?? []) { var (f, v) = FeatureValue(s, "--steer", "F:S"); edits.Add(new Steering(target, f, v) { Positions = positions }); }
             foreach (var s in p.GetValue(Clamp) ?? []) { var (f, v) = FeatureValue(s, "--clamp", "F:V"); edits.Add(new Clamp(target, f, v)); }
             var ablated = (p.GetValue(Ablate) ?? []).SelectMany(a => FeatureList(a, "--ablate")).ToList();
             var mode = p.GetValue(AblateMode);
@@ -123,10 +125,11 @@ internal static class InterventionCommands
         var seed = new Option<ulong>("--seed") { Description = "Seed of the first run (run r uses seed + r, steered and unsteered alike)", DefaultValueFactory = _ => 0 };
         var runs = new Option<int>("--runs") { Description = "Continuations of each kind", DefaultValueFactory = _ => 3 };
         var hook = new Option<string?>("--hook") { Description = "Hook to steer at (default: the SAE's hook_name)" };
+        var positionsOption = new Option<string?>("--positions") { Description = "Comma-separated token positions to steer at (default: every position, generated ones included)" };
         var noBos = NoBosOption();
         var command = new Command("steer", "Continue a prompt with and without a feature's decoder direction added (same seeds), and show the feature's top logit tokens")
         {
-            model, sae, feature, scale, prompt, maxNew, temperature, topP, seed, runs, hook, noBos,
+            model, sae, feature, scale, prompt, maxNew, temperature, topP, seed, runs, hook, positionsOption, noBos,
         };
         Cli.SetAction(command, parse =>
         {
@@ -136,7 +139,7 @@ internal static class InterventionCommands
             using var s = LoadSae(parse.GetValue(sae)!);
             int r = parse.GetValue(runs);
             if (r <= 0) throw new SaeSharpException($"--runs must be positive, got {r}");
-            var steering = new Steering(s, parse.GetValue(feature), parse.GetValue(scale), parse.GetValue(hook));
+            var steering = new Steering(s, parse.GetValue(feature), parse.GetValue(scale), parse.GetValue(hook)) { Positions = ParsePositions(parse.GetValue(positionsOption)) };
             using var tokens = PromptTokens(tok, parse.GetValue(prompt)!, !parse.GetValue(noBos));
             var hooked = new HookedSaeTransformer(m);
             var table = new Table().Title($"feature {steering.Feature} × {steering.Scale.ToString(CultureInfo.InvariantCulture)} at {Markup.Escape(m.HookPoints.Resolve(steering.Hook))}")
@@ -391,5 +394,19 @@ internal static class InterventionCommands
         var tokens = file.Read("tokens", ScalarType.Int64);
         if (tokens.dim() != 2) throw new SaeSharpException($"{path}: 'tokens' must be [batch, seq], got [{string.Join(", ", tokens.shape)}]");
         return tokens;
+    }
+
+    /// <summary>"0,3,5" as positions; null (every position) when not given.</summary>
+    private static long[]? ParsePositions(string? text)
+    {
+        if (string.IsNullOrWhiteSpace(text)) return null;
+        var positions = new List<long>();
+        foreach (var part in text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
+        {
+            if (!long.TryParse(part, NumberStyles.None, CultureInfo.InvariantCulture, out long q))
+                throw new SaeSharpException($"--positions '{text}': expected comma-separated non-negative integers");
+            positions.Add(q);
+        }
+        return positions.ToArray();
     }
 }

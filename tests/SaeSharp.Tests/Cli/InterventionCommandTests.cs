@@ -66,6 +66,19 @@ public class InterventionCommandTests : IDisposable
         Assert.True(exit == 0, err);
         Assert.True(SafeTensors.Load(P("s.safetensors"))["logits"].allclose(m.RunWithHooks(tokens, (hook, x => x + v)), rtol: 1e-4, atol: 1e-4));
 
+        // --positions 1: the vector is added at position 1 only (the same as a raw hook adding it there).
+        (exit, _, err) = CliRunner.Run("model", "run", "--model", model, "--input", input, "--out", P("sp.safetensors"), "--sae", saeDir, "--steer", "4:2.5", "--positions", "1");
+        Assert.True(exit == 0, err);
+        var atOne = zeros_like(clean[.., .., 0]).unsqueeze(-1).expand(-1, -1, v.shape[^1]).clone();
+        atOne[.., 1] = v.expand(atOne.shape[0], -1);
+        var stepped = SafeTensors.Load(P("sp.safetensors"))["logits"];
+        Assert.True(stepped.allclose(m.RunWithHooks(tokens, (hook, x => x + atOne)), rtol: 1e-4, atol: 1e-4));
+        Assert.True(stepped[.., 0].allclose(clean[.., 0], rtol: 1e-5, atol: 1e-5), "a causal model's position 0 is untouched by steering at 1");
+        Assert.False(stepped[.., 1].allclose(clean[.., 1], rtol: 1e-4, atol: 1e-4));
+        (exit, _, err) = CliRunner.Run("model", "run", "--model", model, "--input", input, "--out", P("bad.safetensors"), "--sae", saeDir, "--steer", "4:2.5", "--positions", "x");
+        Assert.Equal(1, exit);
+        Assert.Contains("--positions 'x'", err);
+
         (exit, _, err) = CliRunner.Run("model", "run", "--model", model, "--input", input, "--out", P("x.safetensors"), "--sae", saeDir, "--clamp", "4");
         Assert.Equal(1, exit);
         Assert.Contains("--clamp '4'", err);
