@@ -2,6 +2,7 @@ using System.Text.Json.Nodes;
 using SaeSharp.Activations;
 using SaeSharp.Hooks;
 using SaeSharp.Interventions;
+using SaeSharp.Kernels;
 using SaeSharp.Models;
 using SaeSharp.Saes;
 using TorchSharp;
@@ -310,17 +311,32 @@ public static class DownstreamEvaluator
             using var inner = NewDisposeScope();
             long r = Math.Min(chunk, n - r0);
             var nx = next.narrow(0, r0, r).unsqueeze(1);
-            var pr = predicts.narrow(0, r0, r);
-            var logpClean = LogProbs(model, cleanRows.narrow(0, r0, r));
-            var pClean = logpClean.exp();
-            cleanCe -= logpClean.gather(1, nx).squeeze(1).masked_select(pr).to(ScalarType.Float64).sum().item<double>();
+            var pr = predicts.narrow(0, r0, r).to(ScalarType.Float64);
+            // Per row: CE = lse − l[next]; KL = Σ p_c·(l_c − l_v) + (lse_v − lse_c)·Σ p_c.
+            var lc = model.LogitsOf(cleanRows.narrow(0, r0, r));
+            Tensor lseC, pC, pSum;
+            bool kernels = LogitKernels.Applies(lc);
+            if (kernels)
+            {
+                pC = empty_like(lc);
+                var (lse, ps) = LogitKernels.Clean(lc, pC);
+                (lseC, pSum) = (tensor(lse), tensor(ps));
+            }
+            else (lseC, pC, pSum) = LogitKernels.TorchClean(lc);
+            cleanCe += ((lseC - lc.gather(1, nx).squeeze(1).to(ScalarType.Float64)) * pr).sum().item<double>();
             for (int v = 0; v < variants.Count; v++)
             {
                 using var vs = NewDisposeScope();
-                var logp = LogProbs(model, variantRows[v].narrow(0, r0, r));
-                ce[v] -= logp.gather(1, nx).squeeze(1).masked_select(pr).to(ScalarType.Float64).sum().item<double>();
-                var diff = logp.neg_().add_(logpClean);                      // log p_clean − log p_variant, in place
-                kl[v] += pClean.unsqueeze(1).bmm(diff.unsqueeze(2)).to(ScalarType.Float64).sum().item<double>();
+                var lv = model.LogitsOf(variantRows[v].narrow(0, r0, r));
+                Tensor lseV, dot;
+                if (kernels)
+                {
+                    var (lse, dt) = LogitKernels.Variant(lv, lc, pC);
+                    (lseV, dot) = (tensor(lse), tensor(dt));
+                }
+                else (lseV, dot) = LogitKernels.TorchVariant(lv, lc, pC);
+                ce[v] += ((lseV - lv.gather(1, nx).squeeze(1).to(ScalarType.Float64)) * pr).sum().item<double>();
+                kl[v] += (dot + (lseV - lseC) * pSum).sum().item<double>();
             }
         }
         clean.Add(cleanCe, 0, n, cePositions);
@@ -329,12 +345,6 @@ public static class DownstreamEvaluator
 
     /// <summary>Elements of one [positions, vocab] logit chunk (32 MB in float32).</summary>
     private const long LogitChunkElements = 1L << 23;
-
-    private static Tensor LogProbs(HookedTransformer model, Tensor normalizedRows)
-    {
-        var logits = model.LogitsOf(normalizedRows);
-        return logits.sub_(logits.logsumexp(1, keepdim: true));
-    }
 
     private static List<(string Name, Func<Tensor, Tensor?> Fn)> With(DownstreamEvalOptions o, (string Name, Func<Tensor, Tensor?> Fn) hook) =>
         [.. o.ModelHooks ?? [], hook];

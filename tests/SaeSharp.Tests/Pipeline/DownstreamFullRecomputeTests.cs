@@ -1,4 +1,6 @@
 using SaeSharp.Evaluation;
+using SaeSharp.Kernels;
+using SaeSharp.Tests.Kernels;
 using SaeSharp.Models;
 using SaeSharp.Saes;
 using SaeSharp.Tests.Models;
@@ -11,6 +13,7 @@ namespace SaeSharp.Tests.Pipeline;
 /// The evaluator (clean pass shared, variant runs starting at the SAE's block, CE and KL from chunked logits) against a
 /// reference written here: every variant is a full model run with hooks, CE and KL from the whole float64 logits.
 /// </summary>
+[Collection(KernelPathCollection.Name)]
 public class DownstreamFullRecomputeTests : ModelTestBase
 {
     private static Sae RandomSae(string hook, int d, int seed)
@@ -129,11 +132,18 @@ public class DownstreamFullRecomputeTests : ModelTestBase
         foreach (var s in saes) s.Dispose();
     }
 
-    [Fact]
-    public void Gpt2_equals_full_recompute()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Gpt2_equals_full_recompute(bool torchOps)
     {
         using var model = Gpt2(nLayer: 3);
-        Check(model, ["blocks.1.hook_resid_pre", "blocks.2.hook_mlp_out", "blocks.0.hook_attn_out", "blocks.2.hook_resid_post"], 11);
+        try
+        {
+            if (torchOps) CpuKernels.Path = KernelPath.Torch;    // the row kernels' torch fallback (non-CPU devices)
+            Check(model, ["blocks.1.hook_resid_pre", "blocks.2.hook_mlp_out", "blocks.0.hook_attn_out", "blocks.2.hook_resid_post"], 11);
+        }
+        finally { CpuKernels.ResetPath(); }
     }
 
     [Fact]
