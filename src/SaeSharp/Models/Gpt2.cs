@@ -144,9 +144,8 @@ public sealed class Gpt2Model : HookedTransformer
 
     private protected override Tensor RunBlock(int layer, Tensor resid, ForwardContext ctx) => transformer.h[layer].forward(resid, ctx);
 
-    private protected override Tensor Unembed(Tensor resid, ForwardContext ctx)
-    {
-        var x = ctx.Hooks.Fire(HookPoints.LnFinal, transformer.ln_f.forward(resid));
-        return matmul(x, transformer.wte.Weight.t());
-    }
+    private protected override Tensor FinalNorm(Tensor resid, ForwardContext ctx) =>
+        ctx.Hooks.Fire(HookPoints.LnFinal, transformer.ln_f.forward(resid));
+
+    private protected override Tensor UnembedNormalized(Tensor x) => matmul(x, transformer.wte.Weight.t());
 }

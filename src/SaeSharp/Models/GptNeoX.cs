@@ -169,9 +169,8 @@ public sealed class GptNeoXModel : HookedTransformer
 
     private protected override Tensor RunBlock(int layer, Tensor resid, ForwardContext ctx) => gpt_neox.layers[layer].forward(resid, ctx);
 
-    private protected override Tensor Unembed(Tensor resid, ForwardContext ctx)
-    {
-        var x = ctx.Hooks.Fire(HookPoints.LnFinal, gpt_neox.final_layer_norm.forward(resid));
-        return embed_out.forward(x);
-    }
+    private protected override Tensor FinalNorm(Tensor resid, ForwardContext ctx) =>
+        ctx.Hooks.Fire(HookPoints.LnFinal, gpt_neox.final_layer_norm.forward(resid));
+
+    private protected override Tensor UnembedNormalized(Tensor x) => embed_out.forward(x);
 }
