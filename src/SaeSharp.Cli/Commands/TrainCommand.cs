@@ -134,7 +134,7 @@ internal static class TrainCommand
             metadata = new SaeMetadata
             {
                 ModelName = manifest.Model, HookName = manifest.Hook, ContextSize = manifest.ContextSize, PrependBos = manifest.PrependBos,
-                DatasetPath = manifest.DatasetPath, ExcludeSpecialTokens = manifest.ExcludeTokenIds.Length > 0,
+                DatasetPath = manifest.DatasetPath is null ? null : Data.HubDataset.RecordedPath(manifest.DatasetPath), ExcludeSpecialTokens = manifest.ExcludeTokenIds.Length > 0,
                 ModelFromPretrainedKwargs = KwargsOf(manifest.ModelFromPretrainedKwargs),
             };
             if (manifest.TargetHook is not null) s.TargetName ??= "targets";
@@ -168,7 +168,7 @@ internal static class TrainCommand
             HookName = train.Spec.InputHook,
             ContextSize = ctx,
             PrependBos = data.PrependBos ?? true,
-            DatasetPath = data.DatasetPath,
+            DatasetPath = Data.HubDataset.RecordedPath(data.DatasetPath),
             ExcludeSpecialTokens = data.ExcludeSpecialTokens ?? false,
             ModelFromPretrainedKwargs = KwargsOf(data.Processing.ToKwargs()),
         };

@@ -242,7 +242,7 @@ public static class DictionaryLearning
             case "BatchTopKSAE":
             {
                 known = ["b_dec", "k", "threshold", "encoder.weight", "encoder.bias", "decoder.weight"];
-                int k = Get("k").ToInt32();
+                int k = IntScalar(Get("k"));
                 int? configK = trainer is null ? null : Int(trainer, "k", configPath);
                 if (configK is not null && configK != k)
                     throw new SaeSharpException($"{weightsPath}: buffer k = {k} disagrees with trainer.k = {configK} in {configPath}.");
@@ -266,7 +266,7 @@ public static class DictionaryLearning
             {
                 known = ["W_enc", "b_enc", "W_dec", "b_dec", "k", "threshold", "group_sizes"];
                 cfg.Architecture = SaeArchitectures.MatryoshkaBatchTopK;
-                cfg.K = Get("k").ToInt32();
+                cfg.K = IntScalar(Get("k"));
                 var groups = sd.GetValueOrDefault("group_sizes") as Tensor
                     ?? throw new SaeSharpException($"{weightsPath}: MatryoshkaBatchTopKSAE checkpoint has no 'group_sizes' tensor.");
                 if (groups.Dimensions != 1)
@@ -275,7 +275,7 @@ public static class DictionaryLearning
                 long sum = 0;
                 for (int i = 0; i < widths.Length; i++)
                 {
-                    long g = groups[i].ToInt64();
+                    long g = groups[i].to_type(ScalarType.Int64).item<long>();
                     if (g <= 0) throw new SaeSharpException($"{weightsPath}: group_sizes[{i}] = {g} is not positive.");
                     sum += g;
                     widths[i] = checked((int)sum);
@@ -298,6 +298,13 @@ public static class DictionaryLearning
         cfg.Validate(source);
         foreach (var t in w.Values) t.MoveToOuterDisposeScope();
         return new DictionaryLearningCheckpoint(dictClass, cfg, w);
+    }
+
+    /// <summary>An integer buffer such as <c>k</c> (saved as int32 or int64) as an int.</summary>
+    private static int IntScalar(Tensor t)
+    {
+        using var l = t.to_type(ScalarType.Int64);
+        return checked((int)l.item<long>());
     }
 
     /// <summary>TransformerLens hook name for dictionary_learning's submodule names such as
