@@ -73,7 +73,9 @@ public static class DictionaryLearning
     public static bool IsDictionaryLearningPath(string path)
     {
         if (!Directory.Exists(path) && !string.Equals(Path.GetFileName(path), WeightsFile, StringComparison.Ordinal)) return false;
-        return File.Exists(Files(path).Weights);
+        var (weights, config) = Files(path);
+        // OpenAI's sparse_autoencoder checkpoints are also saved as ae.pt, without a config.json.
+        return File.Exists(weights) && (File.Exists(config) || !OpenAiSae.IsOpenAiCheckpoint(weights));
     }
 
     /// <summary>Loads the checkpoint at <paramref name="path"/> (folder or <c>ae.pt</c>) into the matching SaeSharp SAE.
