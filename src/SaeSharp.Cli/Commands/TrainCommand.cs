@@ -3,6 +3,7 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using SaeSharp.Kernels;
 using SaeSharp.Activations;
+using SaeSharp.Evaluation;
 using SaeSharp.Models;
 using SaeSharp.Saes;
 using SaeSharp.Synthetic;
@@ -173,10 +174,13 @@ internal static class TrainCommand
             ModelFromPretrainedKwargs = KwargsOf(data.Processing.ToKwargs()),
         };
         if (train.Spec.TargetHook is not null) (metadata.Extra ??= new())["hook_name_out"] = JsonSerializer.SerializeToElement(train.Spec.TargetHook);
-        return TrainOn(s, trainer, resume, train, eval, metadata);
+        // The held-out evaluation inside the model: % CE loss recovered over as many tokens as the held-out rows.
+        return TrainOn(s, trainer, resume, train, eval, metadata,
+            saes => TrainingRun.EvaluateInModel(saes, data, Math.Max(ctx, s.EvalRows ?? ActivationSplit.DefaultEvalRows)));
     }
 
-    private static int TrainOn(TrainSettings s, TrainerConfig trainer, bool resume, IActivationSource train, IActivationSource eval, SaeMetadata metadata)
+    private static int TrainOn(TrainSettings s, TrainerConfig trainer, bool resume, IActivationSource train, IActivationSource eval, SaeMetadata metadata,
+        Func<IReadOnlyList<TrainedSaeOutput>, IReadOnlyList<DownstreamMetrics>>? evaluateInModel = null)
     {
         var recipes = s.Arch.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
         {
@@ -214,7 +218,7 @@ internal static class TrainCommand
             };
             var result = TrainWithProgress(options);
             foreach (var slot in slots) slot.Sae.Dispose();
-            return Report(result);
+            return Report(result, evaluateInModel);
         }
     }
 
@@ -280,7 +284,7 @@ internal static class TrainCommand
         }
     }
 
-    private static int Report(TrainingRunResult result)
+    private static int Report(TrainingRunResult result, Func<IReadOnlyList<TrainedSaeOutput>, IReadOnlyList<DownstreamMetrics>>? evaluateInModel)
     {
         if (result.Status is TrainingStatus.Cancelled or TrainingStatus.Stopped)
         {
@@ -289,14 +293,18 @@ internal static class TrainCommand
         }
         if (result.Status == TrainingStatus.SourceExhausted)
             Console.Error.WriteLine($"warning: the activations ran out after {result.Steps} steps");
-        foreach (var sae in result.Saes)
+        var downstream = evaluateInModel is null || result.Saes.Count == 0 ? null : evaluateInModel(result.Saes);
+        for (int i = 0; i < result.Saes.Count; i++)
         {
+            var sae = result.Saes[i];
             Console.WriteLine($"{sae.Name}: wrote {sae.Directory}");
+            double? ce = downstream?[i].CeLossScore;
             if (sae.Metrics is { } m)
             {
                 Console.WriteLine($"  mse {m.Mse:G4}  fvu {m.Fvu:G4}  l0 {m.L0:F1}  dead {m.DeadFraction:P1}" +
-                                  (m.Mmcs is double mm ? $"  mmcs {mm:F3}" : ""));
-                foreach (var w in TrainingWarnings.For(m, sae.Config, result.Steps))
+                                  (m.Mmcs is double mm ? $"  mmcs {mm:F3}" : "") +
+                                  (ce is double c ? $"  ce loss recovered {c:P1} (kl {downstream![i].KlDivWithSae:G3})" : ""));
+                foreach (var w in TrainingWarnings.For(m, sae.Config, result.Steps, ce))
                     Console.Error.WriteLine($"warning: {sae.Name}: {w}");
             }
         }
