@@ -42,34 +42,6 @@ public static class TrainingRun
     public const string CheckpointFolder = "checkpoints";
     public const string MetricsFile = "metrics.json";
 
-    /// <summary>
-    /// The end-of-training evaluation inside the model the SAEs were trained on (<c>sae train --model</c>): % CE loss
-    /// recovered and KL over <paramref name="tokens"/> tokens of <paramref name="data"/> with each SAE spliced in at its
-    /// hook (<see cref="ModelPipeline.Evaluate"/>), added to each SAE's metrics.json as <c>ce_loss_score</c>,
-    /// <c>ce_loss_with_sae</c>, <c>ce_loss_without_sae</c>, <c>ce_loss_with_ablation</c>, <c>kl_div_with_sae</c> and
-    /// <c>ce_eval_tokens</c> (SAELens's names). Returns the metrics in the order of <paramref name="saes"/>.
-    /// </summary>
-    public static IReadOnlyList<DownstreamMetrics> EvaluateInModel(IReadOnlyList<TrainedSaeOutput> saes, ModelDataOptions data, long tokens)
-    {
-        ArgumentNullException.ThrowIfNull(saes);
-        ArgumentNullException.ThrowIfNull(data);
-        var metrics = ModelPipeline.Evaluate(saes.Select(s => s.Directory).ToList(), data with { Tokens = tokens }, meanAblation: false);
-        for (int i = 0; i < saes.Count; i++)
-        {
-            var path = Path.Combine(saes[i].Directory, MetricsFile);
-            var json = File.Exists(path) ? System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(path))!.AsObject() : new System.Text.Json.Nodes.JsonObject();
-            var m = metrics[i];
-            json["ce_loss_score"] = m.CeLossScore;
-            json["ce_loss_with_sae"] = m.CeLossWithSae;
-            json["ce_loss_without_sae"] = m.CeLossWithoutSae;
-            json["ce_loss_with_ablation"] = m.CeLossWithAblation;
-            json["kl_div_with_sae"] = m.KlDivWithSae;
-            json["ce_eval_tokens"] = m.CeTokens;
-            AtomicFile.WriteAllText(path, json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
-        }
-        return metrics;
-    }
-
     public static TrainingRunResult Run(TrainingRunOptions o, CancellationToken cancellationToken = default, IProgress<TrainingProgress>? progress = null)
     {
         Directory.CreateDirectory(o.OutDir);
