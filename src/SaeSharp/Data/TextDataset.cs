@@ -2,6 +2,7 @@ using System.IO.Compression;
 using System.Text.Json;
 using Parquet;
 using Parquet.Schema;
+using SaeSharp.IO;
 
 namespace SaeSharp.Data;
 
@@ -152,6 +153,7 @@ public static class TextDataset
 
     private static ParquetReader OpenParquet(Stream stream, string path)
     {
+        ParquetFooter.Check(stream, path);
         try
         {
             var reader = Sync(ParquetReader.CreateAsync(stream, null, false, default));
