@@ -1,0 +1,25 @@
+using SaeSharp.Analysis;
+
+namespace SaeSharp.Demo;
+
+/// <summary>The generated stories: a training file (activations are harvested from it) and a held-out file (another seed)
+/// for evaluation, label scores and the dashboard.</summary>
+public sealed record DemoCorpus(string TrainPath, long TrainTokens, string HeldOutPath, long HeldOutTokens);
+
+/// <summary>Activation rows harvested at <paramref name="Hook"/>: <paramref name="Rows"/> training rows of width
+/// <paramref name="DIn"/> and <paramref name="EvalRows"/> held-out rows.</summary>
+public sealed record DemoHarvest(string Hook, long Rows, int DIn, long EvalRows, TimeSpan Elapsed);
+
+/// <summary>The dashboard site: its index page, the best-scoring features and the random ones it shows.</summary>
+public sealed record DemoDashboard(string IndexPath, IReadOnlyList<int> TopFeatures, IReadOnlyList<int> RandomFeatures, FeatureReport Report);
+
+/// <summary>The prompt view of one sentence: top features (with their best labels) next to top neurons.</summary>
+public sealed record DemoPromptView(PromptView View, IReadOnlyDictionary<int, FeatureNote> Notes, string Hook);
+
+/// <summary>
+/// A steering example: the greedy continuation of <paramref name="Prompt"/> without and with
+/// <paramref name="Scale"/>·W_dec[<paramref name="Feature"/>] added at the SAE's hook on every position, and how many
+/// words carrying <paramref name="Label"/> (the feature's best label) each continuation has.
+/// </summary>
+public sealed record DemoSteering(int Feature, string Label, double F1, double Scale, double ScaleInMaxActivations, string Prompt,
+    string Before, string After, int LabelWordsBefore, int LabelWordsAfter);

@@ -1,0 +1,368 @@
+using System.Diagnostics;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using SaeSharp.Activations;
+using SaeSharp.Analysis;
+using SaeSharp.Corpus;
+using SaeSharp.Evaluation;
+using SaeSharp.Interventions;
+using SaeSharp.IO;
+using SaeSharp.LanguageModels;
+using SaeSharp.Models;
+using SaeSharp.Saes;
+using SaeSharp.Tokenizers;
+using SaeSharp.Training;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Demo;
+
+/// <summary>
+/// <c>sae demo</c> as a library: the seeds' flow on the built-in model, one stage per method, each built on the API of the
+/// command that does the same job alone. Call the stages in order (each needs the previous ones), or <see cref="RunAll"/>:
+/// <list type="number">
+/// <item><see cref="GenerateCorpus"/> and <see cref="Harvest"/>: labelled stories, and the hook's activations on them
+/// (<see cref="ModelPipeline.OpenSource"/>, as <c>sae train --model</c>);</item>
+/// <item><see cref="Train"/>: a TopK SAE (<see cref="TrainingRun"/>, as <c>sae train</c>), written in SAELens layout;</item>
+/// <item><see cref="Evaluate"/>: FVU, L0, dead share, CE loss recovered and KL on held-out stories (<c>sae eval --model</c>);</item>
+/// <item><see cref="ScoreLabels"/>: features and neurons against the token labels (<c>sae score-labels</c>);</item>
+/// <item><see cref="WriteDashboard"/>: the dashboard site of the best-scoring and a few random features (<c>sae features --html</c>);</item>
+/// <item><see cref="InspectPrompt"/> and <see cref="Steer"/>: the prompt view (<c>sae inspect --neurons</c>) and a
+/// steering example (<c>sae steer</c>) with a feature whose label makes the change visible.</item>
+/// </list>
+/// Everything is written under <see cref="DemoOptions.OutDir"/>; <see cref="WriteSummary"/> adds demo.json.
+/// </summary>
+public sealed class DemoRun : IDisposable
+{
+    public const string SummaryFile = "demo.json";
+
+    private readonly DemoOptions _o;
+    private Tensor? _trainRows, _evalRows;
+
+    public DemoRun(DemoOptions options)
+    {
+        _o = options ?? throw new ArgumentNullException(nameof(options));
+        if (_o.TrainTokens < _o.BatchSize) throw new SaeSharpException($"the demo needs at least one batch of tokens ({_o.BatchSize}), got {_o.TrainTokens}");
+        if (_o.DSae <= 0 || _o.K <= 0 || _o.K > _o.DSae) throw new SaeSharpException($"d_sae {_o.DSae} and k {_o.K}: expected 0 < k <= d_sae");
+        ModelPath = _o.ModelPath ?? BuiltinModel.Folder;
+    }
+
+    public DemoOptions Options => _o;
+    public string ModelPath { get; }
+    /// <summary>The trained SAE's folder (SAELens layout).</summary>
+    public string SaePath => Path.Combine(_o.OutDir, "sae");
+    public string LabelScoresPath => Path.Combine(_o.OutDir, "label_scores.json");
+    public string DashboardPath => Path.Combine(_o.OutDir, "dashboard");
+
+    public DemoCorpus? Corpus { get; private set; }
+    public DemoHarvest? Harvested { get; private set; }
+    public TrainingRunResult? Training { get; private set; }
+    public DownstreamMetrics? Evaluation { get; private set; }
+    public LabelScoringReport? LabelScores { get; private set; }
+    public DemoDashboard? Dashboard { get; private set; }
+    public DemoPromptView? PromptView { get; private set; }
+    public DemoSteering? Steering { get; private set; }
+
+    /// <summary>Writes the training stories (enough for <see cref="DemoOptions.TrainTokens"/>) and the held-out stories.</summary>
+    public DemoCorpus GenerateCorpus()
+    {
+        var dir = Path.Combine(_o.OutDir, "corpus");
+        Directory.CreateDirectory(dir);
+        long heldOutTokens = Math.Max(Math.Max(_o.EvalTokens, _o.ScoreTokens), _o.DashboardTokens);
+        string train = Path.Combine(dir, "train.jsonl"), heldOut = Path.Combine(dir, "heldout.jsonl");
+        long trainTokens = WriteStories(train, _o.Seed + 1000, _o.TrainTokens);
+        long heldTokens = WriteStories(heldOut, _o.Seed + 2000, heldOutTokens);
+        return Corpus = new DemoCorpus(train, trainTokens, heldOut, heldTokens);
+    }
+
+    /// <summary>Stories until <paramref name="tokens"/> tokens plus their document separators are covered (a story has
+    /// about 78 tokens; a few more stories than that are written, so the windows never run short).</summary>
+    private static long WriteStories(string path, ulong seed, long tokens)
+    {
+        int docs = (int)Math.Min(int.MaxValue, tokens / 70 + 16);
+        return LabelledCorpus.Write(path, seed, docs);
+    }
+
+    private ModelDataOptions Data(string dataset, long tokens) => new()
+    {
+        ModelPath = ModelPath, DatasetPath = dataset, Tokens = tokens, ContextSize = _o.ContextSize, PrependBos = true, ExcludeSpecialTokens = true,
+    };
+
+    /// <summary>Runs the model on the training stories and keeps <see cref="DemoOptions.TrainTokens"/> rows of the hook's
+    /// activation in memory (shuffled across 64 contexts, BOS positions left out), plus held-out rows for the trainer's
+    /// metrics. <paramref name="progress"/> gets the rows read so far.</summary>
+    public DemoHarvest Harvest(IProgress<long>? progress = null)
+    {
+        var corpus = Corpus ?? throw new InvalidOperationException("generate the corpus first");
+        var clock = Stopwatch.StartNew();
+        DisposeRows();
+        _trainRows = ReadRows(Data(corpus.TrainPath, _o.TrainTokens), _o.TrainTokens, progress);
+        _evalRows = ReadRows(Data(corpus.HeldOutPath, _o.EvalTokens), _o.EvalTokens, null);
+        return Harvested = new DemoHarvest(_o.Hook, _trainRows.shape[0], (int)_trainRows.shape[1], _evalRows.shape[0], clock.Elapsed);
+    }
+
+    private Tensor ReadRows(ModelDataOptions data, long rows, IProgress<long>? progress)
+    {
+        using var source = ModelPipeline.OpenSource(data, _o.Hook, seed: _o.Seed);
+        var parts = new List<Tensor>();
+        try
+        {
+            long read = 0;
+            while (read < rows && source.Next((int)Math.Min(4096, rows - read)) is { } batch)
+            {
+                parts.Add(batch.Input);
+                read += batch.Rows;
+                progress?.Report(read);
+            }
+            if (read == 0) throw new SaeSharpException($"{data.DatasetPath}: no activation rows");
+            return cat(parts, 0);
+        }
+        finally
+        {
+            foreach (var p in parts) p.Dispose();
+        }
+    }
+
+    /// <summary>Trains the TopK SAE on the harvested rows (each row seen about once) with the <c>topk</c> recipe's
+    /// defaults, and writes it to <see cref="SaePath"/> with metrics.json on the held-out rows.</summary>
+    public TrainingRunResult Train(IProgress<TrainingProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        if (_trainRows is null || _evalRows is null || Corpus is null) throw new InvalidOperationException("harvest the activations first");
+        long steps = _o.Steps ?? Math.Max(1, _trainRows.shape[0] / _o.BatchSize);
+        int dIn = (int)_trainRows.shape[1];
+        var metadata = new SaeMetadata
+        {
+            ModelName = Path.GetFileName(Path.TrimEndingDirectorySeparator(ModelPath)), HookName = _o.Hook, ContextSize = _o.ContextSize,
+            PrependBos = true, DatasetPath = Corpus.TrainPath, ExcludeSpecialTokens = true,
+        };
+        var trainer = new TrainerConfig
+        {
+            TotalTrainingSteps = steps, TrainBatchSizeTokens = _o.BatchSize, Seed = (long)_o.Seed, NormalizeActivations = "expected_average_only_in",
+            CheckpointEverySteps = steps, LogEverySteps = (int)Math.Clamp(steps / 100, 1, 100),
+            NBatchesForNormEstimate = Math.Clamp(16384 / _o.BatchSize, 1, 100), BDecInitRows = Math.Min(8192, 4 * _o.BatchSize),
+        };
+        using var sae = SaeRecipes.Create("topk", dIn, _o.DSae, _o.K, metadata: metadata, totalSteps: steps);
+        using var train = new TensorActivationSource(_trainRows, shuffle: true, loop: true, seed: _o.Seed, name: "harvested activations");
+        using var eval = new TensorActivationSource(_evalRows, shuffle: false, name: "held-out activations");
+        long evalRows = _evalRows.shape[0];
+        DisposeRows(); // the sources hold their own copies
+        var result = TrainingRun.Run(new TrainingRunOptions
+        {
+            OutDir = SaePath, Trainer = trainer, Saes = [new SaeSlot("topk", sae, SaeRecipes.RunConfig("topk", trainer, _o.DSae))],
+            TrainSource = train, EvalSource = eval, EvalRows = evalRows,
+        }, cancellationToken, progress);
+        return Training = result;
+    }
+
+    /// <summary>The SAE spliced into the model on held-out stories: reconstruction (FVU, L0, dead share) and downstream
+    /// (% CE loss recovered, KL) metrics over <see cref="DemoOptions.EvalTokens"/> tokens.</summary>
+    public DownstreamMetrics Evaluate()
+    {
+        var corpus = Corpus ?? throw new InvalidOperationException("generate the corpus first");
+        return Evaluation = ModelPipeline.Evaluate([SaePath], Data(corpus.HeldOutPath, _o.EvalTokens))[0];
+    }
+
+    /// <summary>Label scores of the SAE's features and of the hook's dimensions on <see cref="DemoOptions.ScoreTokens"/>
+    /// held-out tokens (exactly <c>sae score-labels</c>), written to <see cref="LabelScoresPath"/>.</summary>
+    public LabelScoringReport ScoreLabels()
+    {
+        var corpus = Corpus ?? throw new InvalidOperationException("generate the corpus first");
+        var report = LabelScoring.Run(SaePath, ModelPath, corpus.HeldOutPath, new LabelScoringOptions { Tokens = _o.ScoreTokens });
+        report.WriteJson(LabelScoresPath);
+        return LabelScores = report;
+    }
+
+    /// <summary>The feature statistics over held-out stories and the dashboard site of the best feature of each of the
+    /// <see cref="DemoOptions.DashboardTopFeatures"/> best-captured labels and <see cref="DemoOptions.DashboardRandomFeatures"/>
+    /// random alive features.</summary>
+    public DemoDashboard WriteDashboard()
+    {
+        var corpus = Corpus ?? throw new InvalidOperationException("generate the corpus first");
+        var scores = LabelScores ?? throw new InvalidOperationException("score the labels first");
+        var top = scores.BestFeaturePerLabel().Take(_o.DashboardTopFeatures).Select(f => f.Index).ToList();
+        var rest = scores.Features.Where(f => f.Alive && !top.Contains(f.Index)).Select(f => f.Index).ToArray();
+        new Random((int)(_o.Seed % int.MaxValue)).Shuffle(rest);
+        var random = rest.Take(_o.DashboardRandomFeatures).Order().ToList();
+        var report = FeatureAnalysis.Run(SaePath, Data(corpus.HeldOutPath, _o.DashboardTokens),
+            new FeatureAnalysisOptions { Features = [.. top, .. random] });
+        report.Save(Path.Combine(_o.OutDir, "features"));
+        var index = DashboardWriter.Write(report, DashboardPath);
+        return Dashboard = new DemoDashboard(index, top, random, report);
+    }
+
+    /// <summary>The prompt view of <see cref="DemoOptions.Prompt"/>: its top features and top neurons (hook dimensions).</summary>
+    public DemoPromptView InspectPrompt()
+    {
+        var (sae, pm) = ModelForSae.LoadWithSae(SaePath, ModelPath);
+        using (sae)
+        using (pm)
+        {
+            var inspector = new PromptInspector(pm.Model, sae, Tokenizer.FromFolder(ModelPath), pm.Hooks);
+            var view = inspector.Inspect(_o.Prompt, _o.PromptTop, neurons: true);
+            return PromptView = new DemoPromptView(view, inspector.Notes(view.Features.Select(u => u.Index)), inspector.Hook);
+        }
+    }
+
+    /// <summary>
+    /// The steering example: greedy continuations of <see cref="DemoOptions.SteeringPrompt"/> without and with a feature's
+    /// decoder direction added at the prompt's last position and every generated one. The features tried are the best
+    /// feature of each of <see cref="DemoOptions.SteeringLabels"/> that some feature captures with F1 ≥ 0.5, in that order,
+    /// each at <see cref="DemoOptions.SteeringScales"/> (× the feature's largest activation on the held-out tokens); the
+    /// first that puts more words of its label in the continuation is shown (a word of a label: one that carries it in at
+    /// least half of its held-out occurrences). When none does, the first candidate at the largest scale is shown.
+    /// </summary>
+    public DemoSteering Steer()
+    {
+        var corpus = Corpus ?? throw new InvalidOperationException("generate the corpus first");
+        var candidates = SteeringCandidates();
+        var (sae, pm) = ModelForSae.LoadWithSae(SaePath, ModelPath);
+        using (sae)
+        using (pm)
+        {
+            var tokenizer = Tokenizer.FromFolder(ModelPath);
+            var wordLabels = WordLabels(corpus.HeldOutPath, tokenizer);
+            var maxActs = MaxActivations(pm, sae, candidates.Select(c => c.Index).ToList());
+            var hooked = new HookedSaeTransformer(pm.Model);
+            var ids = new[] { (long)(tokenizer.BosTokenId ?? throw new SaeSharpException("the tokenizer has no BOS token")) }
+                .Concat(tokenizer.Encode(_o.SteeringPrompt).Select(i => (long)i)).ToArray();
+            using var prompt = tensor(ids).unsqueeze(0);
+            var options = new GenerationOptions { Temperature = 0, EosTokenId = tokenizer.EosTokenId, Hooks = pm.Hooks };
+            var positions = Enumerable.Range(ids.Length - 1, _o.SteeringTokens + 1).Select(p => (long)p).ToArray();
+            (string Text, int LabelWords) Continue(string label, IEnumerable<Intervention> edits)
+            {
+                using var scope = NewDisposeScope();
+                using var g = hooked.Generate(prompt, _o.SteeringTokens, options, edits);
+                var generated = g.Tokens[0].narrow(0, ids.Length, g.Tokens.shape[1] - ids.Length).data<long>().Select(v => (int)v).ToArray();
+                return (tokenizer.Decode(generated, skipSpecialTokens: true), generated.Count(t => wordLabels.TryGetValue(t, out var ls) && ls.Contains(label)));
+            }
+            DemoSteering? fallback = null;
+            foreach (var c in candidates)
+            {
+                string label = c.Best!.Label;
+                var before = Continue(label, []);
+                foreach (var m in _o.SteeringScales)
+                {
+                    double scale = m * maxActs[c.Index];
+                    var after = Continue(label, [new Interventions.Steering(sae, c.Index, scale) { Positions = positions }]);
+                    var example = new DemoSteering(c.Index, label, c.Best.F1, scale, m, _o.SteeringPrompt, before.Text, after.Text, before.LabelWords, after.LabelWords);
+                    if (after.LabelWords > before.LabelWords) return Steering = example;
+                    if (fallback is null && m == _o.SteeringScales[^1]) fallback = example;
+                }
+            }
+            return Steering = fallback!;
+        }
+    }
+
+    /// <summary>The features <see cref="Steer"/> tries: the best feature of each of <see cref="DemoOptions.SteeringLabels"/>
+    /// captured with F1 ≥ 0.5, in that order; the best-scoring feature when there is none.</summary>
+    public IReadOnlyList<UnitLabelScore> SteeringCandidates()
+    {
+        var scores = LabelScores ?? throw new InvalidOperationException("score the labels first");
+        var best = scores.BestFeaturePerLabel().ToList();
+        var picks = _o.SteeringLabels.Select(l => best.FirstOrDefault(f => f.Best!.Label == l && f.Best.F1 >= 0.5)).OfType<UnitLabelScore>().ToList();
+        if (picks.Count == 0) picks.Add(best.FirstOrDefault() ?? throw new SaeSharpException("no feature has a best label to steer with"));
+        return picks;
+    }
+
+    /// <summary>Each feature's largest activation over the held-out dashboard tokens (1 for a feature that never fired).</summary>
+    private Dictionary<int, double> MaxActivations(ProcessedModel pm, Sae sae, IReadOnlyList<int> features)
+    {
+        var tokenizer = Tokenizer.FromFolder(ModelPath);
+        var report = FeatureAnalysis.Run(pm.Model, sae, ModelPipeline.Windows(tokenizer, Corpus!.HeldOutPath, _o.ContextSize, prependBos: true),
+            new FeatureAnalysisOptions
+            {
+                Features = features, ModelHooks = pm.Hooks, MaxContexts = ModelPipeline.ContextsFor(_o.DashboardTokens, _o.ContextSize),
+                ExcludeTokenIds = ModelPipeline.SpecialTokenIds(tokenizer),
+            });
+        return report.Features.ToDictionary(f => f.Feature, f => f.MaxActivation > 0 ? (double)f.MaxActivation : 1.0);
+    }
+
+    /// <summary>For each token id, the labels it carries in at least half of its occurrences in a labelled corpus.</summary>
+    private static Dictionary<int, HashSet<string>> WordLabels(string datasetPath, ITextTokenizer tokenizer)
+    {
+        var seen = new Dictionary<int, int>();
+        var counts = new Dictionary<(int, string), int>();
+        foreach (var row in LabelledCorpus.Read(datasetPath))
+        {
+            var tokens = tokenizer.Encode(row.Text);
+            for (int i = 0; i < Math.Min(tokens.Length, row.Labels.Count); i++)
+            {
+                seen[tokens[i]] = seen.GetValueOrDefault(tokens[i]) + 1;
+                foreach (var l in row.Labels[i]) counts[(tokens[i], l)] = counts.GetValueOrDefault((tokens[i], l)) + 1;
+            }
+        }
+        var result = new Dictionary<int, HashSet<string>>();
+        foreach (var ((token, label), n) in counts)
+            if (2 * n >= seen[token]) (result.TryGetValue(token, out var set) ? set : result[token] = []).Add(label);
+        return result;
+    }
+
+    /// <summary>Every stage in order; <paramref name="progress"/> gets the training progress.</summary>
+    public void RunAll(IProgress<TrainingProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        GenerateCorpus();
+        Harvest();
+        var trained = Train(progress, cancellationToken);
+        if (trained.Saes.Count == 0) throw new OperationCanceledException("training stopped before the end");
+        Evaluate();
+        ScoreLabels();
+        WriteDashboard();
+        InspectPrompt();
+        Steer();
+        WriteSummary();
+    }
+
+    /// <summary>Writes demo.json: the figures of every stage that ran.</summary>
+    public string WriteSummary()
+    {
+        var root = new JsonObject
+        {
+            ["model"] = ModelPath, ["hook"] = _o.Hook, ["sae"] = SaePath, ["d_sae"] = _o.DSae, ["k"] = _o.K,
+            ["train_tokens"] = Harvested?.Rows, ["steps"] = Training?.Steps,
+        };
+        if (Evaluation is { } e)
+            root["eval"] = new JsonObject
+            {
+                ["tokens"] = e.Tokens, ["fvu"] = e.Reconstruction.Fvu, ["l0"] = e.L0, ["dead_fraction"] = e.Reconstruction.DeadFraction,
+                ["ce_loss_score"] = e.CeLossScore, ["kl_div_with_sae"] = e.KlDivWithSae,
+                ["ce_loss_without_sae"] = e.CeLossWithoutSae, ["ce_loss_with_sae"] = e.CeLossWithSae, ["ce_loss_with_ablation"] = e.CeLossWithAblation,
+            };
+        if (LabelScores is { } s)
+        {
+            static JsonObject Summary(LabelScoreSummary x) => new()
+            {
+                ["alive"] = x.Alive, ["units"] = x.Units, ["share_f1_at_least_0_8"] = x.ShareF1AtLeast08, ["share_f1_at_least_0_5"] = x.ShareF1AtLeast05,
+                ["mean_best_f1"] = x.MeanBestF1, ["labels_covered_f1_0_8"] = x.LabelsCovered, ["labels_scored"] = x.LabelsScored,
+            };
+            root["label_scores"] = new JsonObject
+            {
+                ["file"] = LabelScoresPath, ["tokens"] = s.Tokens, ["features"] = Summary(s.FeatureSummary), ["neurons"] = Summary(s.NeuronSummary),
+            };
+        }
+        if (Dashboard is { } d)
+            root["dashboard"] = new JsonObject
+            {
+                ["index"] = d.IndexPath,
+                ["top_features"] = new JsonArray(d.TopFeatures.Select(i => (JsonNode)i).ToArray()),
+                ["random_features"] = new JsonArray(d.RandomFeatures.Select(i => (JsonNode)i).ToArray()),
+            };
+        if (Steering is { } st)
+            root["steering"] = new JsonObject
+            {
+                ["feature"] = st.Feature, ["label"] = st.Label, ["f1"] = st.F1, ["scale"] = st.Scale, ["scale_in_max_activations"] = st.ScaleInMaxActivations,
+                ["prompt"] = st.Prompt, ["before"] = st.Before, ["after"] = st.After,
+                ["label_words_before"] = st.LabelWordsBefore, ["label_words_after"] = st.LabelWordsAfter,
+            };
+        var path = Path.Combine(_o.OutDir, SummaryFile);
+        AtomicFile.WriteAllText(path, root.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        return path;
+    }
+
+    private void DisposeRows()
+    {
+        _trainRows?.Dispose();
+        _evalRows?.Dispose();
+        _trainRows = _evalRows = null;
+    }
+
+    public void Dispose() => DisposeRows();
+}
