@@ -141,8 +141,10 @@ internal static class DemoCommand
 
     private static void PrintSteering(DemoSteering s)
     {
-        AnsiConsole.MarkupLine($"  [bold]steering[/] with feature {s.Feature} ({Markup.Escape(s.Label)}, F1 {s.F1:F2}): " +
-            Markup.Escape($"{s.Scale:G3}·W_dec[{s.Feature}] ({s.ScaleInMaxActivations:G3}× its largest activation) added from the prompt's last token on, greedy decoding"));
+        string fires = s.FiresOn is { } b ? $"it fires on {b.Label} (F1 {b.F1:F2})" : "no label of its own";
+        AnsiConsole.MarkupLine("  [bold]steering[/] " + Markup.Escape($"with feature {s.Feature}, whose decoder direction raises the logits of {s.Label} words most " +
+            $"({string.Join(", ", s.TopWords)}; {fires}): {s.Scale:G3}·W_dec[{s.Feature}] ({s.ScaleInMaxActivations:G3}× its largest activation) " +
+            "added from the prompt's last token on, greedy decoding"));
         var t = new Table().AddColumns("", "continuation", $"{Markup.Escape(s.Label)} words");
         t.AddRow("prompt", Markup.Escape(s.Prompt), "");
         t.AddRow("unsteered", Markup.Escape(s.Before), s.LabelWordsBefore.ToString());

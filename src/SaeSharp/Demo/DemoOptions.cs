@@ -39,12 +39,12 @@ public sealed record DemoOptions
     public string SteeringPrompt { get; init; } = "Once there was a boy named Tom. Tom went to the";
     /// <summary>Tokens generated (greedily) with and without steering.</summary>
     public int SteeringTokens { get; init; } = 16;
-    /// <summary>Labels tried for the steering example, in order: the first with a feature of F1 ≥ 0.5 is steered.</summary>
+    /// <summary>Labels whose words the steering example tries to bring into the continuation, in order (see <see cref="DemoRun.Steer"/>).</summary>
     public IReadOnlyList<string> SteeringLabels { get; init; } =
         ["cat:colour", "cat:animal", "cat:food", "cat:place", "cat:feeling", "cat:number_word", "cat:object", "cat:weekday", "cat:month"];
     /// <summary>Steering coefficients tried, in multiples of the feature's largest activation on the dashboard tokens; the
-    /// smallest that puts more words of the label in the continuation is shown.</summary>
-    public IReadOnlyList<double> SteeringScales { get; init; } = [2, 4, 8, 16];
+    /// smallest that puts more words of the label into the continuation is shown.</summary>
+    public IReadOnlyList<double> SteeringScales { get; init; } = [1, 2, 4, 8];
     /// <summary>Seed of the corpus (the training stories use seed + 1000, the held-out ones seed + 2000), the SAE and the random features.</summary>
     public ulong Seed { get; init; }
 

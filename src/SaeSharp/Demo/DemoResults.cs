@@ -18,8 +18,10 @@ public sealed record DemoPromptView(PromptView View, IReadOnlyDictionary<int, Fe
 
 /// <summary>
 /// A steering example: the greedy continuation of <paramref name="Prompt"/> without and with
-/// <paramref name="Scale"/>·W_dec[<paramref name="Feature"/>] added at the SAE's hook on every position, and how many
-/// words carrying <paramref name="Label"/> (the feature's best label) each continuation has.
+/// <paramref name="Scale"/>·W_dec[<paramref name="Feature"/>] added at the SAE's hook from the prompt's last token on, and
+/// how many words of <paramref name="Label"/> each has. The feature is the one whose decoder direction raises the logits of
+/// the label's words most (<paramref name="TopWords"/>: the three it raises most); <paramref name="FiresOn"/> is its own best
+/// label from the label scores.
 /// </summary>
-public sealed record DemoSteering(int Feature, string Label, double F1, double Scale, double ScaleInMaxActivations, string Prompt,
-    string Before, string After, int LabelWordsBefore, int LabelWordsAfter);
+public sealed record DemoSteering(int Feature, string Label, IReadOnlyList<string> TopWords, LabelMatch? FiresOn, double Scale,
+    double ScaleInMaxActivations, string Prompt, string Before, string After, int LabelWordsBefore, int LabelWordsAfter);

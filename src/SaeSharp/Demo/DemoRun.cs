@@ -203,24 +203,39 @@ public sealed class DemoRun : IDisposable
     }
 
     /// <summary>
-    /// The steering example: greedy continuations of <see cref="DemoOptions.SteeringPrompt"/> without and with a feature's
-    /// decoder direction added at the prompt's last position and every generated one. The features tried are the best
-    /// feature of each of <see cref="DemoOptions.SteeringLabels"/> that some feature captures with F1 ≥ 0.5, in that order,
-    /// each at <see cref="DemoOptions.SteeringScales"/> (× the feature's largest activation on the held-out tokens); the
-    /// first that puts more words of its label in the continuation is shown (a word of a label: one that carries it in at
-    /// least half of its held-out occurrences). When none does, the first candidate at the largest scale is shown.
+    /// The steering example. For each of <see cref="DemoOptions.SteeringLabels"/> in turn, the alive feature whose decoder
+    /// direction raises the logits of the label's words most (W_dec·W_U, each feature's logits standardised over the
+    /// vocabulary; a word of a label carries it in at least half of its held-out occurrences) is added, from the prompt's
+    /// last token on, at each of <see cref="DemoOptions.SteeringScales"/> (× the feature's largest activation on held-out
+    /// tokens); the first that puts more words of the label into the greedy continuation of
+    /// <see cref="DemoOptions.SteeringPrompt"/> is shown. When none does, the first label's feature at the largest scale is.
     /// </summary>
     public DemoSteering Steer()
     {
         var corpus = Corpus ?? throw new InvalidOperationException("generate the corpus first");
-        var candidates = SteeringCandidates();
+        var scores = LabelScores ?? throw new InvalidOperationException("score the labels first");
         var (sae, pm) = ModelForSae.LoadWithSae(SaePath, ModelPath);
         using (sae)
         using (pm)
         {
             var tokenizer = Tokenizer.FromFolder(ModelPath);
             var wordLabels = WordLabels(corpus.HeldOutPath, tokenizer);
-            var maxActs = MaxActivations(pm, sae, candidates.Select(c => c.Index).ToList());
+            var alive = scores.Features.Where(f => f.Alive).Select(f => f.Index).ToList();
+            var candidates = new List<(string Label, int Feature, IReadOnlyList<string> Words)>();
+            using (var logits = LogitEffects(pm.Model, sae, alive, Math.Min(tokenizer.VocabSize, pm.Model.Config.DVocab)))
+                foreach (var label in _o.SteeringLabels)
+                {
+                    var words = wordLabels.Where(kv => kv.Value.Contains(label)).Select(kv => (long)kv.Key).Order().ToArray();
+                    if (words.Length == 0) continue;
+                    using var scope = NewDisposeScope();
+                    var mean = logits.index_select(1, tensor(words)).mean([1]);                     // [alive]
+                    int best = (int)mean.argmax().item<long>();
+                    var top = logits[best].index_select(0, tensor(words)).topk(Math.Min(3, words.Length)).indexes.data<long>()
+                        .Select(i => tokenizer.Decode([(int)words[i]])).ToList();
+                    candidates.Add((label, alive[best], top));
+                }
+            if (candidates.Count == 0) throw new SaeSharpException($"no word of the labels {string.Join(", ", _o.SteeringLabels)} occurs in {corpus.HeldOutPath}");
+            var maxActs = MaxActivations(pm, sae, candidates.Select(c => c.Feature).Distinct().ToList());
             var hooked = new HookedSaeTransformer(pm.Model);
             var ids = new[] { (long)(tokenizer.BosTokenId ?? throw new SaeSharpException("the tokenizer has no BOS token")) }
                 .Concat(tokenizer.Encode(_o.SteeringPrompt).Select(i => (long)i)).ToArray();
@@ -235,15 +250,15 @@ public sealed class DemoRun : IDisposable
                 return (tokenizer.Decode(generated, skipSpecialTokens: true), generated.Count(t => wordLabels.TryGetValue(t, out var ls) && ls.Contains(label)));
             }
             DemoSteering? fallback = null;
-            foreach (var c in candidates)
+            foreach (var (label, feature, words) in candidates)
             {
-                string label = c.Best!.Label;
                 var before = Continue(label, []);
                 foreach (var m in _o.SteeringScales)
                 {
-                    double scale = m * maxActs[c.Index];
-                    var after = Continue(label, [new Interventions.Steering(sae, c.Index, scale) { Positions = positions }]);
-                    var example = new DemoSteering(c.Index, label, c.Best.F1, scale, m, _o.SteeringPrompt, before.Text, after.Text, before.LabelWords, after.LabelWords);
+                    double scale = m * maxActs[feature];
+                    var after = Continue(label, [new Interventions.Steering(sae, feature, scale) { Positions = positions }]);
+                    var example = new DemoSteering(feature, label, words, scores.Features[feature].Best, scale, m, _o.SteeringPrompt,
+                        before.Text, after.Text, before.LabelWords, after.LabelWords);
                     if (after.LabelWords > before.LabelWords) return Steering = example;
                     if (fallback is null && m == _o.SteeringScales[^1]) fallback = example;
                 }
@@ -252,15 +267,14 @@ public sealed class DemoRun : IDisposable
         }
     }
 
-    /// <summary>The features <see cref="Steer"/> tries: the best feature of each of <see cref="DemoOptions.SteeringLabels"/>
-    /// captured with F1 ≥ 0.5, in that order; the best-scoring feature when there is none.</summary>
-    public IReadOnlyList<UnitLabelScore> SteeringCandidates()
+    /// <summary>W_dec·W_U of <paramref name="features"/> over the first <paramref name="vocab"/> tokens, each row standardised
+    /// (zero mean, unit variance over the vocabulary), [features, vocab].</summary>
+    private Tensor LogitEffects(HookedTransformer model, Sae sae, IReadOnlyList<int> features, int vocab)
     {
-        var scores = LabelScores ?? throw new InvalidOperationException("score the labels first");
-        var best = scores.BestFeaturePerLabel().ToList();
-        var picks = _o.SteeringLabels.Select(l => best.FirstOrDefault(f => f.Best!.Label == l && f.Best.F1 >= 0.5)).OfType<UnitLabelScore>().ToList();
-        if (picks.Count == 0) picks.Add(best.FirstOrDefault() ?? throw new SaeSharpException("no feature has a best label to steer with"));
-        return picks;
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var l = FeatureWeights.ResidualDirections(model, sae, _o.Hook, features).matmul(FeatureWeights.FoldedUnembed(model)).narrow(1, 0, vocab);
+        return ((l - l.mean([1], keepdim: true)) / l.std(1, keepdim: true)).MoveToOuterDisposeScope();
     }
 
     /// <summary>Each feature's largest activation over the held-out dashboard tokens (1 for a feature that never fired).</summary>
@@ -348,7 +362,8 @@ public sealed class DemoRun : IDisposable
         if (Steering is { } st)
             root["steering"] = new JsonObject
             {
-                ["feature"] = st.Feature, ["label"] = st.Label, ["f1"] = st.F1, ["scale"] = st.Scale, ["scale_in_max_activations"] = st.ScaleInMaxActivations,
+                ["feature"] = st.Feature, ["label"] = st.Label, ["top_words"] = new JsonArray(st.TopWords.Select(w => (JsonNode)w).ToArray()),
+                ["fires_on"] = st.FiresOn?.Label, ["fires_on_f1"] = st.FiresOn?.F1, ["scale"] = st.Scale, ["scale_in_max_activations"] = st.ScaleInMaxActivations,
                 ["prompt"] = st.Prompt, ["before"] = st.Before, ["after"] = st.After,
                 ["label_words_before"] = st.LabelWordsBefore, ["label_words_after"] = st.LabelWordsAfter,
             };
