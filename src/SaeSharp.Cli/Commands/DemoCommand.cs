@@ -24,8 +24,8 @@ internal static class DemoCommand
         var synthetic = new Option<bool>("--synthetic") { Description = "The synthetic-vector demo: TopK, BatchTopK and ReLU SAEs on data with known features" };
         var quick = new Option<bool>("--quick") { Description = "A shortened run (seconds): 40k tokens, d_sae 256, smaller evaluation" };
         var tokens = new Option<long?>("--tokens") { Description = "Training tokens harvested from the model (default 600,000; --quick 40,960)" };
-        var dSae = new Option<int?>("--d-sae") { Description = "SAE latents (default 512)" };
-        var k = new Option<int?>("--k") { Description = "TopK active latents (default 8)" };
+        var dSae = new Option<int?>("--d-sae") { Description = "SAE latents (default 256)" };
+        var k = new Option<int?>("--k") { Description = "TopK active latents (default 16; --quick 8)" };
         var steps = new Option<long?>("--steps") { Description = "Training steps (default: one pass over the tokens; --synthetic 2000)" };
         var seed = new Option<ulong>("--seed") { Description = "Seed", DefaultValueFactory = _ => 0UL };
         var command = new Command("demo", "Train a TopK SAE on the built-in language model and show what its features mean (--synthetic: SAEs on synthetic vectors)")
@@ -58,12 +58,12 @@ internal static class DemoCommand
         Stage(1, $"harvesting activations at {o.Hook} from generated labelled stories");
         var corpus = demo.GenerateCorpus();
         Line($"stories with token labels: {corpus.TrainTokens:N0} tokens for training ({corpus.TrainPath}), {corpus.HeldOutTokens:N0} held out ({corpus.HeldOutPath})");
-        var harvest = WithBar("harvesting", o.TrainTokens, demo.Harvest);
-        Line($"{harvest.Rows:N0} training rows and {harvest.EvalRows:N0} held-out rows of d = {harvest.DIn} (BOS positions left out) in {harvest.Elapsed.TotalSeconds:F1} s");
+        var harvest = demo.Harvest();
+        Line($"the model runs on {harvest.Tokens:N0} training tokens in windows of {o.ContextSize}; the activations at {harvest.Hook} (d = {harvest.DIn}, " +
+             "BOS positions left out) stream through a shuffling buffer of 64 contexts into the trainer");
 
-        long steps = o.Steps ?? Math.Max(1, harvest.Rows / o.BatchSize);
-        Stage(2, $"training a TopK SAE: d_sae {o.DSae}, k {o.K}, {steps:N0} steps of {o.BatchSize:N0} tokens");
-        var trained = TrainCommand.TrainWithProgress(steps, demo.Train);
+        Stage(2, $"training a TopK SAE: d_sae {o.DSae}, k {o.K}, {harvest.Steps:N0} steps of {o.BatchSize:N0} tokens");
+        var trained = TrainCommand.TrainWithProgress(harvest.Steps, demo.Train);
         if (trained.Saes.Count == 0)
         {
             Console.WriteLine($"stopped at step {trained.Steps}");
@@ -99,22 +99,6 @@ internal static class DemoCommand
     private static void Stage(int n, string title) => AnsiConsole.MarkupLine($"\n[bold blue][[{n}/6]][/] [bold]{Markup.Escape(title)}[/]");
 
     private static void Line(string text) => AnsiConsole.MarkupLine("  " + Markup.Escape(text));
-
-    /// <summary>Runs <paramref name="work"/> with a progress bar over <paramref name="total"/> (nothing shown in pipes).</summary>
-    private static T WithBar<T>(string title, long total, Func<IProgress<long>?, T> work)
-    {
-        if (Console.IsOutputRedirected || !AnsiConsole.Profile.Capabilities.Interactive) return work(null);
-        T result = default!;
-        AnsiConsole.Progress()
-            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn())
-            .Start(ctx =>
-            {
-                var task = ctx.AddTask(title, maxValue: total);
-                result = work(new Progress<long>(v => task.Value = Math.Min(v, total)));
-                task.Value = total;
-            });
-        return result;
-    }
 
     private static string LabelOf(UnitLabelScore? u) =>
         u?.Best is { } b ? $"≈ {b.Label}{(b.Negated ? " (negative)" : "")} F1 {b.F1:F2}" : "no label";

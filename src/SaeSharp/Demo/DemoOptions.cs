@@ -17,9 +17,9 @@ public sealed record DemoOptions
     public long? Steps { get; init; }
     public int BatchSize { get; init; } = 2048;
     /// <summary>Latents (d_sae).</summary>
-    public int DSae { get; init; } = 512;
+    public int DSae { get; init; } = 256;
     /// <summary>Active latents per token (TopK k).</summary>
-    public int K { get; init; } = 8;
+    public int K { get; init; } = 16;
     public int ContextSize { get; init; } = 128;
     /// <summary>Held-out tokens (another seed of the generator) for the CE/KL evaluation.</summary>
     public long EvalTokens { get; init; } = 16_384;
@@ -35,8 +35,9 @@ public sealed record DemoOptions
     public string Prompt { get; init; } = "Mia had a brown dog called Rex. \"Where is Rex?\" asked Mia.";
     /// <summary>Units (features and neurons) shown in the prompt view.</summary>
     public int PromptTop { get; init; } = 5;
-    /// <summary>The prompt the steering example continues.</summary>
-    public string SteeringPrompt { get; init; } = "Once there was a boy named Tom. Tom went to the";
+    /// <summary>The prompts the steering example may continue, in the order tried.</summary>
+    public IReadOnlyList<string> SteeringPrompts { get; init; } =
+        ["Once there was a boy named Tom. Tom had a", "Once there was a boy named Tom. Tom went to the", "Once there was a girl named Mia. Mia saw"];
     /// <summary>Tokens generated (greedily) with and without steering.</summary>
     public int SteeringTokens { get; init; } = 16;
     /// <summary>Labels whose words the steering example tries to bring into the continuation, in order (see <see cref="DemoRun.Steer"/>).</summary>

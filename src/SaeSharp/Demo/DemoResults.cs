@@ -6,9 +6,9 @@ namespace SaeSharp.Demo;
 /// for evaluation, label scores and the dashboard.</summary>
 public sealed record DemoCorpus(string TrainPath, long TrainTokens, string HeldOutPath, long HeldOutTokens);
 
-/// <summary>Activation rows harvested at <paramref name="Hook"/>: <paramref name="Rows"/> training rows of width
-/// <paramref name="DIn"/> and <paramref name="EvalRows"/> held-out rows.</summary>
-public sealed record DemoHarvest(string Hook, long Rows, int DIn, long EvalRows, TimeSpan Elapsed);
+/// <summary>The harvest feeding the trainer: <paramref name="Tokens"/> tokens of the training stories run through the model,
+/// the activation at <paramref name="Hook"/> (width <paramref name="DIn"/>) read for <paramref name="Steps"/> training steps.</summary>
+public sealed record DemoHarvest(string Hook, long Tokens, int DIn, long Steps);
 
 /// <summary>The dashboard site: its index page, the best-scoring features and the random ones it shows.</summary>
 public sealed record DemoDashboard(string IndexPath, IReadOnlyList<int> TopFeatures, IReadOnlyList<int> RandomFeatures, FeatureReport Report);
@@ -19,7 +19,7 @@ public sealed record DemoPromptView(PromptView View, IReadOnlyDictionary<int, Fe
 /// <summary>
 /// A steering example: the greedy continuation of <paramref name="Prompt"/> without and with
 /// <paramref name="Scale"/>·W_dec[<paramref name="Feature"/>] added at the SAE's hook from the prompt's last token on, and
-/// how many words of <paramref name="Label"/> each has. The feature is the one whose decoder direction raises the logits of
+/// how many distinct words of <paramref name="Label"/> each has. The feature is the one whose decoder direction raises the logits of
 /// the label's words most (<paramref name="TopWords"/>: the three it raises most); <paramref name="FiresOn"/> is its own best
 /// label from the label scores.
 /// </summary>

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using SaeSharp.Activations;
@@ -21,8 +20,8 @@ namespace SaeSharp.Demo;
 /// command that does the same job alone. Call the stages in order (each needs the previous ones), or <see cref="RunAll"/>:
 /// <list type="number">
 /// <item><see cref="GenerateCorpus"/> and <see cref="Harvest"/>: labelled stories, and the hook's activations on them
-/// (<see cref="ModelPipeline.OpenSource"/>, as <c>sae train --model</c>);</item>
-/// <item><see cref="Train"/>: a TopK SAE (<see cref="TrainingRun"/>, as <c>sae train</c>), written in SAELens layout;</item>
+/// streamed to the trainer (<see cref="TrainingPlan.ForModel"/>, as <c>sae train --model</c>);</item>
+/// <item><see cref="Train"/>: a TopK SAE (<see cref="TrainingPlan.Run"/>), written in SAELens layout;</item>
 /// <item><see cref="Evaluate"/>: FVU, L0, dead share, CE loss recovered and KL on held-out stories (<c>sae eval --model</c>);</item>
 /// <item><see cref="ScoreLabels"/>: features and neurons against the token labels (<c>sae score-labels</c>);</item>
 /// <item><see cref="WriteDashboard"/>: the dashboard site of the best-scoring and a few random features (<c>sae features --html</c>);</item>
@@ -36,7 +35,7 @@ public sealed class DemoRun : IDisposable
     public const string SummaryFile = "demo.json";
 
     private readonly DemoOptions _o;
-    private Tensor? _trainRows, _evalRows;
+    private TrainingPlan? _plan;
 
     public DemoRun(DemoOptions options)
     {
@@ -87,70 +86,40 @@ public sealed class DemoRun : IDisposable
         ModelPath = ModelPath, DatasetPath = dataset, Tokens = tokens, ContextSize = _o.ContextSize, PrependBos = true, ExcludeSpecialTokens = true,
     };
 
-    /// <summary>Runs the model on the training stories and keeps <see cref="DemoOptions.TrainTokens"/> rows of the hook's
-    /// activation in memory (shuffled across 64 contexts, BOS positions left out), plus held-out rows for the trainer's
-    /// metrics. <paramref name="progress"/> gets the rows read so far.</summary>
-    public DemoHarvest Harvest(IProgress<long>? progress = null)
+    /// <summary>
+    /// Prepares the training run exactly as <c>sae train --model M --hook H --dataset train.jsonl --tokens N --arch topk
+    /// --k K --dict-size D --exclude-special-tokens</c> does (<see cref="TrainingPlan.ForModel"/>): the model is run on the
+    /// training stories and the hook's activations (BOS positions left out) stream through a shuffling buffer of 64 contexts
+    /// into the trainer (the rows of metrics.json come from a second pass over the first contexts, as in <c>sae train</c>;
+    /// <see cref="Evaluate"/> measures on held-out stories).
+    /// </summary>
+    public DemoHarvest Harvest()
     {
         var corpus = Corpus ?? throw new InvalidOperationException("generate the corpus first");
-        var clock = Stopwatch.StartNew();
-        DisposeRows();
-        _trainRows = ReadRows(Data(corpus.TrainPath, _o.TrainTokens), _o.TrainTokens, progress);
-        _evalRows = ReadRows(Data(corpus.HeldOutPath, _o.EvalTokens), _o.EvalTokens, null);
-        return Harvested = new DemoHarvest(_o.Hook, _trainRows.shape[0], (int)_trainRows.shape[1], _evalRows.shape[0], clock.Elapsed);
+        _plan?.Dispose();
+        var settings = new TrainingSettings
+        {
+            Architecture = "topk", K = _o.K, DSae = _o.DSae, BatchSize = _o.BatchSize, Steps = _o.Steps, Seed = (long)_o.Seed,
+            Out = SaePath, EvalRows = _o.EvalTokens,
+        };
+        _plan = TrainingPlan.ForModel(settings, Data(corpus.TrainPath, _o.TrainTokens), _o.Hook);
+        return Harvested = new DemoHarvest(_o.Hook, _o.TrainTokens, _plan.Options.TrainSource.DIn, _plan.Options.Trainer.Steps);
     }
 
-    private Tensor ReadRows(ModelDataOptions data, long rows, IProgress<long>? progress)
+    /// <summary>Trains the TopK SAE (each training token seen once) and writes it to <see cref="SaePath"/> in SAELens
+    /// layout.</summary>
+    public TrainingRunResult Train(IProgress<TrainingProgress>? progress = null, CancellationToken cancellationToken = default)
     {
-        using var source = ModelPipeline.OpenSource(data, _o.Hook, seed: _o.Seed);
-        var parts = new List<Tensor>();
+        var plan = _plan ?? throw new InvalidOperationException("prepare the harvest first");
         try
         {
-            long read = 0;
-            while (read < rows && source.Next((int)Math.Min(4096, rows - read)) is { } batch)
-            {
-                parts.Add(batch.Input);
-                read += batch.Rows;
-                progress?.Report(read);
-            }
-            if (read == 0) throw new SaeSharpException($"{data.DatasetPath}: no activation rows");
-            return cat(parts, 0);
+            return Training = plan.Run(cancellationToken, progress);
         }
         finally
         {
-            foreach (var p in parts) p.Dispose();
+            plan.Dispose();
+            _plan = null;
         }
-    }
-
-    /// <summary>Trains the TopK SAE on the harvested rows (each row seen about once) with the <c>topk</c> recipe's
-    /// defaults, and writes it to <see cref="SaePath"/> with metrics.json on the held-out rows.</summary>
-    public TrainingRunResult Train(IProgress<TrainingProgress>? progress = null, CancellationToken cancellationToken = default)
-    {
-        if (_trainRows is null || _evalRows is null || Corpus is null) throw new InvalidOperationException("harvest the activations first");
-        long steps = _o.Steps ?? Math.Max(1, _trainRows.shape[0] / _o.BatchSize);
-        int dIn = (int)_trainRows.shape[1];
-        var metadata = new SaeMetadata
-        {
-            ModelName = Path.GetFileName(Path.TrimEndingDirectorySeparator(ModelPath)), HookName = _o.Hook, ContextSize = _o.ContextSize,
-            PrependBos = true, DatasetPath = Corpus.TrainPath, ExcludeSpecialTokens = true,
-        };
-        var trainer = new TrainerConfig
-        {
-            TotalTrainingSteps = steps, TrainBatchSizeTokens = _o.BatchSize, Seed = (long)_o.Seed, NormalizeActivations = "expected_average_only_in",
-            CheckpointEverySteps = steps, LogEverySteps = (int)Math.Clamp(steps / 100, 1, 100),
-            NBatchesForNormEstimate = Math.Clamp(16384 / _o.BatchSize, 1, 100), BDecInitRows = Math.Min(8192, 4 * _o.BatchSize),
-        };
-        using var sae = SaeRecipes.Create("topk", dIn, _o.DSae, _o.K, metadata: metadata, totalSteps: steps);
-        using var train = new TensorActivationSource(_trainRows, shuffle: true, loop: true, seed: _o.Seed, name: "harvested activations");
-        using var eval = new TensorActivationSource(_evalRows, shuffle: false, name: "held-out activations");
-        long evalRows = _evalRows.shape[0];
-        DisposeRows(); // the sources hold their own copies
-        var result = TrainingRun.Run(new TrainingRunOptions
-        {
-            OutDir = SaePath, Trainer = trainer, Saes = [new SaeSlot("topk", sae, SaeRecipes.RunConfig("topk", trainer, _o.DSae))],
-            TrainSource = train, EvalSource = eval, EvalRows = evalRows,
-        }, cancellationToken, progress);
-        return Training = result;
     }
 
     /// <summary>The SAE spliced into the model on held-out stories: reconstruction (FVU, L0, dead share) and downstream
@@ -207,8 +176,9 @@ public sealed class DemoRun : IDisposable
     /// direction raises the logits of the label's words most (W_dec·W_U, each feature's logits standardised over the
     /// vocabulary; a word of a label carries it in at least half of its held-out occurrences) is added, from the prompt's
     /// last token on, at each of <see cref="DemoOptions.SteeringScales"/> (× the feature's largest activation on held-out
-    /// tokens); the first that puts more words of the label into the greedy continuation of
-    /// <see cref="DemoOptions.SteeringPrompt"/> is shown. When none does, the first label's feature at the largest scale is.
+    /// tokens), on each of <see cref="DemoOptions.SteeringPrompts"/>; the first that puts more distinct words of the label
+    /// into the greedy continuation, without one token making up half of it, is shown. When none does, the first steering
+    /// that changed the continuation is shown.
     /// </summary>
     public DemoSteering Steer()
     {
@@ -237,33 +207,37 @@ public sealed class DemoRun : IDisposable
             if (candidates.Count == 0) throw new SaeSharpException($"no word of the labels {string.Join(", ", _o.SteeringLabels)} occurs in {corpus.HeldOutPath}");
             var maxActs = MaxActivations(pm, sae, candidates.Select(c => c.Feature).Distinct().ToList());
             var hooked = new HookedSaeTransformer(pm.Model);
-            var ids = new[] { (long)(tokenizer.BosTokenId ?? throw new SaeSharpException("the tokenizer has no BOS token")) }
-                .Concat(tokenizer.Encode(_o.SteeringPrompt).Select(i => (long)i)).ToArray();
-            using var prompt = tensor(ids).unsqueeze(0);
             var options = new GenerationOptions { Temperature = 0, EosTokenId = tokenizer.EosTokenId, Hooks = pm.Hooks };
-            var positions = Enumerable.Range(ids.Length - 1, _o.SteeringTokens + 1).Select(p => (long)p).ToArray();
-            (string Text, int LabelWords) Continue(string label, IEnumerable<Intervention> edits)
+            long bos = tokenizer.BosTokenId ?? throw new SaeSharpException("the tokenizer has no BOS token");
+            // (text, distinct words of the label, fluent: no token makes up more than half of the continuation)
+            (string Text, int LabelWords, bool Fluent) Continue(long[] ids, string label, IEnumerable<Intervention> edits)
             {
                 using var scope = NewDisposeScope();
+                using var prompt = tensor(ids).unsqueeze(0);
                 using var g = hooked.Generate(prompt, _o.SteeringTokens, options, edits);
                 var generated = g.Tokens[0].narrow(0, ids.Length, g.Tokens.shape[1] - ids.Length).data<long>().Select(v => (int)v).ToArray();
-                return (tokenizer.Decode(generated, skipSpecialTokens: true), generated.Count(t => wordLabels.TryGetValue(t, out var ls) && ls.Contains(label)));
+                int labelWords = generated.Where(t => wordLabels.TryGetValue(t, out var ls) && ls.Contains(label)).Distinct().Count();
+                bool fluent = generated.Length == 0 || generated.GroupBy(t => t).Max(g => g.Count()) * 2 <= generated.Length;
+                return (tokenizer.Decode(generated, skipSpecialTokens: true), labelWords, fluent);
             }
             DemoSteering? fallback = null;
             foreach (var (label, feature, words) in candidates)
-            {
-                var before = Continue(label, []);
-                foreach (var m in _o.SteeringScales)
+                foreach (var text in _o.SteeringPrompts)
                 {
-                    double scale = m * maxActs[feature];
-                    var after = Continue(label, [new Interventions.Steering(sae, feature, scale) { Positions = positions }]);
-                    var example = new DemoSteering(feature, label, words, scores.Features[feature].Best, scale, m, _o.SteeringPrompt,
-                        before.Text, after.Text, before.LabelWords, after.LabelWords);
-                    if (after.LabelWords > before.LabelWords) return Steering = example;
-                    if (fallback is null && m == _o.SteeringScales[^1]) fallback = example;
+                    var ids = new[] { bos }.Concat(tokenizer.Encode(text).Select(i => (long)i)).ToArray();
+                    var positions = Enumerable.Range(ids.Length - 1, _o.SteeringTokens + 1).Select(p => (long)p).ToArray();
+                    var before = Continue(ids, label, []);
+                    foreach (var m in _o.SteeringScales)
+                    {
+                        double scale = m * maxActs[feature];
+                        var after = Continue(ids, label, [new Interventions.Steering(sae, feature, scale) { Positions = positions }]);
+                        var example = new DemoSteering(feature, label, words, scores.Features[feature].Best, scale, m, text,
+                            before.Text, after.Text, before.LabelWords, after.LabelWords);
+                        if (after.LabelWords > before.LabelWords && after.Fluent) return Steering = example;
+                        fallback ??= after.Text != before.Text ? example : null;
+                    }
                 }
-            }
-            return Steering = fallback!;
+            return Steering = fallback ?? throw new SaeSharpException("no steering changed the continuation");
         }
     }
 
@@ -331,7 +305,7 @@ public sealed class DemoRun : IDisposable
         var root = new JsonObject
         {
             ["model"] = ModelPath, ["hook"] = _o.Hook, ["sae"] = SaePath, ["d_sae"] = _o.DSae, ["k"] = _o.K,
-            ["train_tokens"] = Harvested?.Rows, ["steps"] = Training?.Steps,
+            ["train_tokens"] = Training?.Tokens, ["steps"] = Training?.Steps,
         };
         if (Evaluation is { } e)
             root["eval"] = new JsonObject
@@ -372,12 +346,9 @@ public sealed class DemoRun : IDisposable
         return path;
     }
 
-    private void DisposeRows()
+    public void Dispose()
     {
-        _trainRows?.Dispose();
-        _evalRows?.Dispose();
-        _trainRows = _evalRows = null;
+        _plan?.Dispose();
+        _plan = null;
     }
-
-    public void Dispose() => DisposeRows();
 }
