@@ -2,7 +2,7 @@ using System.CommandLine;
 using System.Diagnostics;
 using SaeSharp.Activations;
 using SaeSharp.Analysis;
-using SaeSharp.Demo;
+using SaeSharp.Pipelines;
 using SaeSharp.Models;
 using SaeSharp.Synthetic;
 using SaeSharp.Training;

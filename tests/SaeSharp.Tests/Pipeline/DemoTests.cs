@@ -4,7 +4,7 @@ using PuppeteerSharp;
 using SaeSharp.Tests.Analysis;
 using SaeSharp.Tests.Cli;
 
-namespace SaeSharp.Tests.Demo;
+namespace SaeSharp.Tests.Pipeline;
 
 /// <summary>Runs <c>sae demo --quick</c> once (the whole flow on the built-in model, shortened) for the tests below.</summary>
 public sealed class QuickDemoFixture : IDisposable

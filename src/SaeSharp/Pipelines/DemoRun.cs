@@ -13,7 +13,7 @@ using SaeSharp.Tokenizers;
 using SaeSharp.Training;
 using static TorchSharp.torch;
 
-namespace SaeSharp.Demo;
+namespace SaeSharp.Pipelines;
 
 /// <summary>
 /// <c>sae demo</c> as a library: the seeds' flow on the built-in model, one stage per method, each built on the API of the

@@ -1,6 +1,6 @@
 using SaeSharp.LanguageModels;
 
-namespace SaeSharp.Demo;
+namespace SaeSharp.Pipelines;
 
 /// <summary>Settings of <see cref="DemoRun"/>: the built-in model's middle layer, a TopK SAE and the sizes of each stage.</summary>
 public sealed record DemoOptions

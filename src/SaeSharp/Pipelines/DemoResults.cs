@@ -1,6 +1,6 @@
 using SaeSharp.Analysis;
 
-namespace SaeSharp.Demo;
+namespace SaeSharp.Pipelines;
 
 /// <summary>The generated stories: a training file (activations are harvested from it) and a held-out file (another seed)
 /// for evaluation, label scores and the dashboard.</summary>
