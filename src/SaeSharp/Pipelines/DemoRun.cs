@@ -176,9 +176,10 @@ public sealed class DemoRun : IDisposable
     /// direction raises the logits of the label's words most (W_dec·W_U, each feature's logits standardised over the
     /// vocabulary; a word of a label carries it in at least half of its held-out occurrences) is added, from the prompt's
     /// last token on, at each of <see cref="DemoOptions.SteeringScales"/> (× the feature's largest activation on held-out
-    /// tokens), on each of <see cref="DemoOptions.SteeringPrompts"/>; the first that puts more distinct words of the label
-    /// into the greedy continuation, without one token making up half of it, is shown. When none does, the first steering
-    /// that changed the continuation is shown.
+    /// tokens), on each of <see cref="DemoOptions.SteeringPrompts"/>. Shown: for the first label where some steering puts
+    /// more distinct words of the label into the greedy continuation without one token making up half of it, the one that
+    /// adds most (the first prompt and smallest scale among equals); when none does, the first steering that changed the
+    /// continuation.
     /// </summary>
     public DemoSteering Steer()
     {
@@ -222,6 +223,8 @@ public sealed class DemoRun : IDisposable
             }
             DemoSteering? fallback = null;
             foreach (var (label, feature, words) in candidates)
+            {
+                DemoSteering? best = null;
                 foreach (var text in _o.SteeringPrompts)
                 {
                     var ids = new[] { bos }.Concat(tokenizer.Encode(text).Select(i => (long)i)).ToArray();
@@ -233,10 +236,13 @@ public sealed class DemoRun : IDisposable
                         var after = Continue(ids, label, [new Interventions.Steering(sae, feature, scale) { Positions = positions }]);
                         var example = new DemoSteering(feature, label, words, scores.Features[feature].Best, scale, m, text,
                             before.Text, after.Text, before.LabelWords, after.LabelWords);
-                        if (after.LabelWords > before.LabelWords && after.Fluent) return Steering = example;
+                        int gain = after.LabelWords - before.LabelWords;
+                        if (gain > 0 && after.Fluent && (best is null || gain > best.LabelWordsAfter - best.LabelWordsBefore)) best = example;
                         fallback ??= after.Text != before.Text ? example : null;
                     }
                 }
+                if (best is not null) return Steering = best;
+            }
             return Steering = fallback ?? throw new SaeSharpException("no steering changed the continuation");
         }
     }
