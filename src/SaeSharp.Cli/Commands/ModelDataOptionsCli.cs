@@ -21,10 +21,14 @@ internal sealed class ModelDataOptionsCli
     public readonly Option<bool> CenterWriting = new("--center-writing-weights") { Description = "TransformerLens center_writing_weights" };
     public readonly Option<string?> TextField = new("--text-field") { Description = "jsonl field / parquet column holding the text (default text)" };
     public readonly Option<string> Dtype = ModelSource.DtypeOption();
+    public readonly Option<string> Device = new("--device")
+    {
+        Description = "cpu (default) or cuda[:N] (needs a build with -p:TorchBackend=cuda; sae eval --model only)", DefaultValueFactory = _ => "cpu",
+    };
 
     public void AddTo(Command command)
     {
-        foreach (var o in new Option[] { Model, Hook, Dataset, Tokens, ContextSize, NoBos, ExcludeSpecial, Mode, TargetHook, FoldLn, CenterWriting, TextField, Dtype })
+        foreach (var o in new Option[] { Model, Hook, Dataset, Tokens, ContextSize, NoBos, ExcludeSpecial, Mode, TargetHook, FoldLn, CenterWriting, TextField, Dtype, Device })
             command.Options.Add(o);
     }
 
@@ -41,6 +45,7 @@ internal sealed class ModelDataOptionsCli
         {
             ModelPath = folder,
             ModelDtype = ModelLoader.ParseDtype(parse.GetValue(Dtype)!, folder),
+            Device = ComputeDevice.Parse(parse.GetValue(Device)),
             DatasetPath = dataset,
             Tokens = parse.GetValue(Tokens),
             ContextSize = parse.GetValue(ContextSize),

@@ -61,8 +61,8 @@ internal static class AttentionCore
         if (slidingWindow is int w)
         {
             long nq = allowed.shape[^2], nk = allowed.shape[^1];
-            var qi = (arange(nq) + (nk - nq)).unsqueeze(1);
-            allowed = allowed.logical_and((qi - arange(nk).unsqueeze(0)).lt(w));
+            var qi = (arange(nq, device: allowed.device) + (nk - nq)).unsqueeze(1);
+            allowed = allowed.logical_and((qi - arange(nk, device: allowed.device).unsqueeze(0)).lt(w));
         }
         s32 = s32.masked_fill(allowed.logical_not(), float.MinValue);
         var pattern = s32.softmax(-1).to(dtype);

@@ -165,7 +165,7 @@ public sealed class LlamaFamilyModel : HookedTransformer
 
     private protected override Tensor Embed(Tensor tokens, ForwardContext ctx)
     {
-        (ctx.RotaryCos, ctx.RotarySin) = Rotary.CosSin(ctx.Positions, tensor(_invFreq), Config.Dtype);
+        (ctx.RotaryCos, ctx.RotarySin) = Rotary.CosSin(ctx.Positions, tensor(_invFreq, device: ctx.Positions.device), Config.Dtype);
         var e = model.embed_tokens.forward(tokens);
         // HF Gemma: the normaliser √hidden_size is a tensor of the hidden states' dtype.
         if (_s.Gemma) e = e * tensor(Math.Sqrt(_s.Hidden), dtype: Config.Dtype);

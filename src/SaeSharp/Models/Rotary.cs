@@ -16,7 +16,7 @@ internal static class Rotary
     /// <summary>cos, sin: [batch, pos, 1, 2·len(invFreq)] for positions [batch, pos] and float32 frequencies.</summary>
     public static (Tensor Cos, Tensor Sin) CosSin(Tensor positions, Tensor invFreq, ScalarType dtype)
     {
-        var freqs = positions.to(ScalarType.Float32).unsqueeze(-1) * invFreq; // [b, pos, rot/2]
+        var freqs = positions.to(ScalarType.Float32).unsqueeze(-1) * invFreq.to(positions.device); // [b, pos, rot/2]
         var emb = cat([freqs, freqs], -1).unsqueeze(2);                      // [b, pos, 1, rot]
         return (emb.cos().to(dtype), emb.sin().to(dtype));
     }
