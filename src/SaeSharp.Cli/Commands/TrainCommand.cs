@@ -63,7 +63,7 @@ internal static class TrainCommand
                 : TrainingPlan.ForActivations(s, parse.GetValue(resume));
             if (s.Autocast && !CpuFeatures.Bf16MatMul)
                 AnsiConsole.MarkupLine("[yellow]warning:[/] --autocast: this CPU has no AVX512-BF16/AMX; bfloat16 matmuls will be slower than float32");
-            return Report(TrainWithProgress(plan.Options));
+            return Report(TrainWithProgress(plan.Options), plan);
         });
         return command;
     }
@@ -127,7 +127,7 @@ internal static class TrainCommand
         }
     }
 
-    private static int Report(TrainingRunResult result)
+    private static int Report(TrainingRunResult result, TrainingPlan plan)
     {
         if (result.Status is TrainingStatus.Cancelled or TrainingStatus.Stopped)
         {
@@ -136,14 +136,19 @@ internal static class TrainCommand
         }
         if (result.Status == TrainingStatus.SourceExhausted)
             Console.Error.WriteLine($"warning: the activations ran out after {result.Steps} steps");
-        foreach (var sae in result.Saes)
+        // Trained from a model: the held-out evaluation adds % CE loss recovered inside it.
+        var downstream = plan.EvaluateInModel(result.Saes);
+        for (int i = 0; i < result.Saes.Count; i++)
         {
+            var sae = result.Saes[i];
             Console.WriteLine($"{sae.Name}: wrote {sae.Directory}");
+            double? ce = downstream?[i].CeLossScore;
             if (sae.Metrics is { } m)
             {
                 Console.WriteLine($"  mse {m.Mse:G4}  fvu {m.Fvu:G4}  l0 {m.L0:F1}  dead {m.DeadFraction:P1}" +
-                                  (m.Mmcs is double mm ? $"  mmcs {mm:F3}" : ""));
-                foreach (var w in TrainingWarnings.For(m, sae.Config, result.Steps))
+                                  (m.Mmcs is double mm ? $"  mmcs {mm:F3}" : "") +
+                                  (ce is double c ? $"  ce loss recovered {c:P1} (kl {downstream![i].KlDivWithSae:G3})" : ""));
+                foreach (var w in TrainingWarnings.For(m, sae.Config, result.Steps, ce))
                     Console.Error.WriteLine($"warning: {sae.Name}: {w}");
             }
         }
