@@ -4,7 +4,7 @@ using PuppeteerSharp;
 using SaeSharp.Tests.Analysis;
 using SaeSharp.Tests.Cli;
 
-namespace SaeSharp.Tests.Pipeline;
+namespace SaeSharp.Tests.Pipelines;
 
 /// <summary>Runs <c>sae demo --quick</c> once (the whole flow on the built-in model, shortened) for the tests below.</summary>
 public sealed class QuickDemoFixture : IDisposable
