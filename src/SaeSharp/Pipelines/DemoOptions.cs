@@ -15,11 +15,13 @@ public sealed record DemoOptions
     public long TrainTokens { get; init; } = 600_000;
     /// <summary>Training steps; null: every harvested row seen once (<see cref="TrainTokens"/> / <see cref="BatchSize"/>).</summary>
     public long? Steps { get; init; }
+    /// <summary>Training rows per step.</summary>
     public int BatchSize { get; init; } = 2048;
     /// <summary>Latents (d_sae).</summary>
     public int DSae { get; init; } = 256;
     /// <summary>Active latents per token (TopK k).</summary>
     public int K { get; init; } = 16;
+    /// <summary>Tokens per context window (each starts with BOS).</summary>
     public int ContextSize { get; init; } = 128;
     /// <summary>Held-out tokens (another seed of the generator) for the CE/KL evaluation.</summary>
     public long EvalTokens { get; init; } = 16_384;

@@ -32,11 +32,13 @@ namespace SaeSharp.Pipelines;
 /// </summary>
 public sealed class DemoRun : IDisposable
 {
+    /// <summary>The file of every figure, in <see cref="DemoOptions.OutDir"/>.</summary>
     public const string SummaryFile = "demo.json";
 
     private readonly DemoOptions _o;
     private TrainingPlan? _plan;
 
+    /// <summary>Checks the sizes and finds the model (the built-in one unless <see cref="DemoOptions.ModelPath"/> is given).</summary>
     public DemoRun(DemoOptions options)
     {
         _o = options ?? throw new ArgumentNullException(nameof(options));
@@ -45,20 +47,32 @@ public sealed class DemoRun : IDisposable
         ModelPath = _o.ModelPath ?? BuiltinModel.Folder;
     }
 
+    /// <summary>The settings of this run.</summary>
     public DemoOptions Options => _o;
+    /// <summary>The model folder.</summary>
     public string ModelPath { get; }
     /// <summary>The trained SAE's folder (SAELens layout).</summary>
     public string SaePath => Path.Combine(_o.OutDir, "sae");
+    /// <summary>Every unit's label scores (<c>sae score-labels --json</c>).</summary>
     public string LabelScoresPath => Path.Combine(_o.OutDir, "label_scores.json");
+    /// <summary>The dashboard site's folder.</summary>
     public string DashboardPath => Path.Combine(_o.OutDir, "dashboard");
 
+    /// <summary>Result of <see cref="GenerateCorpus"/>, once run.</summary>
     public DemoCorpus? Corpus { get; private set; }
+    /// <summary>Result of <see cref="Harvest"/>, once run.</summary>
     public DemoHarvest? Harvested { get; private set; }
+    /// <summary>Result of <see cref="Train"/>, once run.</summary>
     public TrainingRunResult? Training { get; private set; }
+    /// <summary>Result of <see cref="Evaluate"/>, once run.</summary>
     public DownstreamMetrics? Evaluation { get; private set; }
+    /// <summary>Result of <see cref="ScoreLabels"/>, once run.</summary>
     public LabelScoringReport? LabelScores { get; private set; }
+    /// <summary>Result of <see cref="WriteDashboard"/>, once run.</summary>
     public DemoDashboard? Dashboard { get; private set; }
+    /// <summary>Result of <see cref="InspectPrompt"/>, once run.</summary>
     public DemoPromptView? PromptView { get; private set; }
+    /// <summary>Result of <see cref="Steer"/>, once run.</summary>
     public DemoSteering? Steering { get; private set; }
 
     /// <summary>Writes the training stories (enough for <see cref="DemoOptions.TrainTokens"/>) and the held-out stories.</summary>
@@ -352,6 +366,7 @@ public sealed class DemoRun : IDisposable
         return path;
     }
 
+    /// <summary>Closes a prepared training run that was not run.</summary>
     public void Dispose()
     {
         _plan?.Dispose();
