@@ -10,7 +10,7 @@ internal static class ConvertCommand
 {
     public static Command Create()
     {
-        var input = new Argument<string>("in") { Description = "SAE folder or file (SAELens, dictionary_learning, Gemma Scope, sparsify, OpenAI), RELEASE/SAE_ID or hf:ORG/REPO[/PATH]" };
+        var input = new Argument<string>("in") { Description = "SAE folder or file (SAELens, dictionary_learning, Gemma Scope, Llama Scope, sparsify, OpenAI), RELEASE/SAE_ID or hf:ORG/REPO[/PATH]" };
         var output = new Argument<string>("out") { Description = "Output folder" };
         var to = new Option<string>("--to") { Description = "Output format", DefaultValueFactory = _ => "saelens" };
         to.AcceptOnlyFromAmong("saelens");

@@ -9,7 +9,7 @@ internal static class InfoCommand
 {
     public static Command Create()
     {
-        var path = new Argument<string>("sae") { Description = "SAE folder or file (SAELens, dictionary_learning, Gemma Scope, sparsify, OpenAI), RELEASE/SAE_ID (sae releases) or hf:ORG/REPO[/PATH]" };
+        var path = new Argument<string>("sae") { Description = "SAE folder or file (SAELens, dictionary_learning, Gemma Scope, Llama Scope, sparsify, OpenAI), RELEASE/SAE_ID (sae releases) or hf:ORG/REPO[/PATH]" };
         var arch = SaeCommands.ArchOption();
         var command = new Command("info", "Print an SAE's architecture, sizes, hook and provenance") { path, arch };
         Cli.SetAction(command, parse =>

@@ -14,7 +14,7 @@ internal static class SaeCommands
 {
     public static Option<string> SaeOption() => new("--sae")
     {
-        Description = "SAE folder or file (SAELens, dictionary_learning ae.pt, Gemma Scope params.npz, sparsify, OpenAI), RELEASE/SAE_ID (sae releases) or hf:ORG/REPO[/PATH]",
+        Description = "SAE folder or file (SAELens, dictionary_learning ae.pt, Gemma Scope params.npz, Llama Scope, sparsify, OpenAI), RELEASE/SAE_ID (sae releases) or hf:ORG/REPO[/PATH]",
         Required = true,
     };
 

@@ -69,7 +69,11 @@ internal static class TrainCommand
     }
 
     /// <summary>Runs training with a live progress bar (or plain lines when output is redirected); Ctrl-C checkpoints and stops.</summary>
-    internal static TrainingRunResult TrainWithProgress(TrainingRunOptions options)
+    internal static TrainingRunResult TrainWithProgress(TrainingRunOptions options) =>
+        TrainWithProgress(options.Trainer.Steps, (progress, ct) => TrainingRun.Run(options, ct, progress));
+
+    /// <summary>Runs <paramref name="train"/> (a run of <paramref name="steps"/> steps) with the progress bar and Ctrl-C handling of <c>sae train</c>.</summary>
+    internal static TrainingRunResult TrainWithProgress(long steps, Func<IProgress<TrainingProgress>, CancellationToken, TrainingRunResult> train)
     {
         // The training loop allocates the same large tensors every step: reuse them instead of page-faulting them in.
         NativeRuntime.KeepLargeBlocks();
@@ -84,14 +88,14 @@ internal static class TrainCommand
         try
         {
             if (Console.IsOutputRedirected || !AnsiConsole.Profile.Capabilities.Interactive)
-                return TrainingRun.Run(options, cts.Token, new LineProgress());
+                return train(new LineProgress(), cts.Token);
             TrainingRunResult? result = null;
             AnsiConsole.Progress()
                 .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn(), new SpinnerColumn())
                 .Start(ctx =>
                 {
-                    var task = ctx.AddTask("training", maxValue: options.Trainer.Steps);
-                    result = TrainingRun.Run(options, cts.Token, new BarProgress(task));
+                    var task = ctx.AddTask("training", maxValue: steps);
+                    result = train(new BarProgress(task), cts.Token);
                 });
             return result!;
         }

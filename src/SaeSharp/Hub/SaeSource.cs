@@ -16,7 +16,7 @@ public sealed record ResolvedSae(string Path, SaeRelease? Release = null, Pretra
 /// listing (SAELens <c>cfg.json</c> + <c>sae_weights.safetensors</c>, Gemma Scope <c>params.npz</c>, dictionary_learning
 /// <c>ae.pt</c>, sparsify <c>sae.safetensors</c>);</item>
 /// <item><c>RELEASE/SAE_ID</c> of <see cref="SaeReleases"/> (as <c>SAE.from_pretrained(release, sae_id)</c>): the files
-/// SAELens's loader for the release's format downloads.</item>
+/// SAELens's loader for the release's format downloads (SAELens, gemma_2, dictionary_learning_1, llama_scope).</item>
 /// </list>
 /// </summary>
 public static class SaeSource
@@ -98,12 +98,14 @@ public static class SaeSource
         return System.IO.Path.GetDirectoryName(local!)!;
     }
 
-    /// <summary>The files SAELens's loader for each <c>conversion_func</c> downloads, relative to the SAE's path.</summary>
+    /// <summary>The files SAELens's loader for each <c>conversion_func</c> downloads, relative to the SAE's path; the
+    /// last required one lies directly in the SAE's folder (its folder is what is loaded).</summary>
     private static (string[] Required, string[] Optional)? FilesOf(string? conversion) => conversion switch
     {
         null => (["cfg.json", "sae_weights.safetensors"], ["sparsity.safetensors"]),
         "gemma_2" => (["params.npz"], []),
         "dictionary_learning_1" => (["ae.pt", "config.json"], []),
+        "llama_scope" => ([Interop.LlamaScope.WeightsFile, Interop.LlamaScope.HyperparamsFile], []),
         _ => null,
     };
 
@@ -111,7 +113,7 @@ public static class SaeSource
     {
         var files = FilesOf(release.Conversion) ?? throw new SaeSharpException(
             $"{release.Release}/{sae.Id}: the release is in SAELens's '{release.Conversion}' format, which SaeSharp does not load yet "
-            + "(it loads releases in the SAELens, Gemma Scope (gemma_2) and dictionary_learning (dictionary_learning_1) formats)");
+            + "(it loads releases in the SAELens, Gemma Scope (gemma_2), dictionary_learning (dictionary_learning_1) and Llama Scope (llama_scope) formats)");
         string? local = null;
         foreach (var f in files.Required) local = client.DownloadFile(release.RepoId, sae.Path + "/" + f);
         foreach (var f in files.Optional) client.DownloadFile(release.RepoId, sae.Path + "/" + f, optional: true);

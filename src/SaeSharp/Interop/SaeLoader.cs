@@ -24,6 +24,7 @@ public static class SaeLoader
         ("SAELens", SaeLensFormat.IsSaeLensFolder, (p, _) => SaeLensFormat.Load(p)),
         ("dictionary_learning", DictionaryLearning.IsDictionaryLearningPath, (p, o) => DictionaryLearning.Load(p, o.Architecture)),
         ("Gemma Scope", GemmaScope.IsGemmaScopePath, (p, _) => GemmaScope.Load(p)),
+        ("Llama Scope", LlamaScope.IsLlamaScopeFolder, (p, _) => LlamaScope.Load(p)),
         ("sparsify", Sparsify.IsSparsifyPath, (p, _) => Sparsify.Load(p)),
         ("OpenAI sparse_autoencoder", OpenAiSae.IsOpenAiCheckpoint, (p, _) => OpenAiSae.Load(p)),
     ];

@@ -160,6 +160,107 @@ public sealed class PretrainedSaeTests : IDisposable
         AssertWeights(expected, sae);
     }
 
+    /// <summary>A Llama Scope folder's files as the hub serves them: <c>hyperparams.json</c> (the keys of the real
+    /// files) and <c>checkpoints/final.safetensors</c> with PyTorch Linear weights; returns the raw arrays.</summary>
+    private static (byte[] Hyperparams, byte[] Weights, float[] EncW, float[] EncB, float[] DecW, float[] DecB) LlamaScopeFiles(
+        string dir, int dIn, int dSae, double threshold, double normIn, string hook, string? extraJson = null)
+    {
+        var rng = new Random(13);
+        float[] Rand(int n) => Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+        float[] encW = Rand(dSae * dIn), encB = Rand(dSae), decW = Rand(dIn * dSae), decB = Rand(dIn);
+        Directory.CreateDirectory(Path.Combine(dir, "checkpoints"));
+        string w = Path.Combine(dir, "checkpoints", "final.safetensors");
+        using (var a = torch.tensor(encW, [dSae, dIn])) using (var b = torch.tensor(encB, [dSae]))
+        using (var c = torch.tensor(decW, [dIn, dSae])) using (var d = torch.tensor(decB, [dIn]))
+            SaeSharp.IO.SafeTensors.Save(w, new Dictionary<string, Tensor> { ["encoder.weight"] = a, ["encoder.bias"] = b, ["decoder.weight"] = c, ["decoder.bias"] = d });
+        string hp = $$"""
+            {"d_model": {{dIn}}, "expansion_factor": {{dSae / dIn}}, "d_sae": {{dSae}}, "hook_point_in": "{{hook}}", "hook_point_out": "{{hook}}",
+             "use_decoder_bias": true, "apply_decoder_bias_to_pre_encoder": false, "norm_activation": "dataset-wise",
+             "sparsity_include_decoder_norm": true, "act_fn": "jumprelu", "jump_relu_threshold": {{threshold.ToString(System.Globalization.CultureInfo.InvariantCulture)}},
+             "dataset_average_activation_norm": {"in": {{normIn.ToString(System.Globalization.CultureInfo.InvariantCulture)}}, "out": {{normIn.ToString(System.Globalization.CultureInfo.InvariantCulture)}}}{{extraJson}}}
+            """;
+        File.WriteAllText(Path.Combine(dir, "hyperparams.json"), hp);
+        return (Encoding.UTF8.GetBytes(hp), File.ReadAllBytes(w), encW, encB, decW, decB);
+    }
+
+    [Fact]
+    public void Llama_Scope_release_loads_as_JumpReLU_with_the_SAELens_scaled_scalar_threshold()
+    {
+        const int dIn = 8, dSae = 32, n = 6;
+        const double jrt = 0.3, normIn = 2.0;
+        var (hp, weightsFile, encW, encB, decW, decB) = LlamaScopeFiles(Path.Combine(_work, "ls"), dIn, dSae, jrt, normIn, "blocks.15.hook_resid_post");
+        _server.Repos["fnlp/Llama3_1-8B-Base-LXR-8x"] = new()
+        {
+            ["Llama3_1-8B-Base-L15R-8x/hyperparams.json"] = new(hp),
+            ["Llama3_1-8B-Base-L15R-8x/checkpoints/final.safetensors"] = new(weightsFile, Lfs: true),
+        };
+        using var sae = SaeLoader.Load("llama_scope_lxr_8x/l15r_8x", Options);
+        var jr = Assert.IsType<JumpReluSae>(sae);
+        Assert.Equal((dIn, dSae, false, "none"), (sae.Cfg.DIn, sae.Cfg.DSae, sae.Cfg.ApplyBDecToInput, sae.Cfg.NormalizeActivations));
+        Assert.Equal("blocks.15.hook_resid_post", sae.Cfg.Metadata.HookName);
+        Assert.Equal("meta-llama/Llama-3.1-8B", sae.Cfg.Metadata.ModelName);
+        Assert.Equal("llama3.1-8b/15-llamascope-res-32k", sae.Cfg.Metadata.Extra!["neuronpedia_id"].GetString());
+        Assert.Equal(2.0, sae.Cfg.Metadata.Extra!["dataset_average_activation_norm"].GetProperty("in").GetDouble());
+        Assert.Equal("Llama Scope", SaeLoader.DetectFormat("llama_scope_lxr_8x/l15r_8x", Options));
+
+        // SAELens: threshold = jump_relu_threshold · √d_model / dataset_average_activation_norm.in, for every latent.
+        float theta = (float)(0.3 * Math.Sqrt(8) / 2.0);
+        Assert.All(jr.Threshold.detach().data<float>().ToArray(), t => Assert.Equal(theta, t, 6));
+
+        // Independent expectation: pre = x·encoder.weightᵀ + encoder.bias; f = pre·[pre > θ]; x̂ = f·decoder.weightᵀ + decoder.bias.
+        var rng = new Random(5);
+        float[] x = Enumerable.Range(0, n * dIn).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+        var f = new float[n * dSae];
+        int fired = 0, belowThreshold = 0;
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < dSae; j++)
+            {
+                double pre = encB[j];
+                for (int k = 0; k < dIn; k++) pre += x[i * dIn + k] * encW[j * dIn + k];
+                if (pre > theta) { f[i * dSae + j] = (float)pre; fired++; }
+                else if (pre > 0) belowThreshold++;
+            }
+        Assert.True(fired > 0 && belowThreshold > 0, "the threshold matters for this input");
+        var xhat = new float[n * dIn];
+        for (int i = 0; i < n; i++)
+            for (int k = 0; k < dIn; k++)
+            {
+                double v = decB[k];
+                for (int j = 0; j < dSae; j++) v += f[i * dSae + j] * decW[k * dSae + j];
+                xhat[i * dIn + k] = (float)v;
+            }
+        using var input = torch.tensor(x, [n, dIn]);
+        using var acts = sae.Encode(input);
+        using var recon = sae.Decode(acts);
+        var got = acts.data<float>().ToArray();
+        for (int i = 0; i < got.Length; i++) Assert.Equal(f[i], got[i], 4);
+        var gotRecon = recon.data<float>().ToArray();
+        for (int i = 0; i < gotRecon.Length; i++) Assert.Equal(xhat[i], gotRecon[i], 4);
+    }
+
+    [Fact]
+    public void Llama_Scope_folder_with_bad_hyperparams_or_weights_fails_naming_the_problem()
+    {
+        string dir = Path.Combine(_work, "bad");
+        LlamaScopeFiles(dir, 4, 8, 0.1, 1.0, "blocks.0.hook_mlp_out", ", \"unused\": 1");
+        using (var ok = SaeLoader.Load(dir)) Assert.Equal("blocks.0.hook_mlp_out", ok.Cfg.Metadata.HookName);
+
+        string hpPath = Path.Combine(dir, "hyperparams.json");
+        File.WriteAllText(hpPath, File.ReadAllText(hpPath).Replace("\"act_fn\": \"jumprelu\"", "\"act_fn\": \"topk\""));
+        var act = Assert.Throws<SaeSharpException>(() => SaeLoader.Load(dir));
+        Assert.Contains("act_fn 'topk' is not supported", act.Message);
+
+        LlamaScopeFiles(dir, 4, 8, 0.1, 1.0, "blocks.0.hook_mlp_out");
+        File.WriteAllText(hpPath, File.ReadAllText(hpPath).Replace("\"d_sae\": 8", "\"d_sae\": 9"));
+        var shape = Assert.Throws<SaeSharpException>(() => SaeLoader.Load(dir));
+        Assert.Contains("'encoder.weight' has shape [8, 4], expected [9, 4]", shape.Message);
+
+        LlamaScopeFiles(dir, 4, 8, 0.1, 1.0, "blocks.0.hook_mlp_out");
+        File.WriteAllText(hpPath, File.ReadAllText(hpPath).Replace("\"jump_relu_threshold\"", "\"threshold\""));
+        var missing = Assert.Throws<SaeSharpException>(() => SaeLoader.Load(dir));
+        Assert.Contains("missing key 'jump_relu_threshold'", missing.Message);
+    }
+
     [Fact]
     public void Hf_folder_path_picks_the_SAE_files_from_the_listing_across_pages()
     {
