@@ -6,7 +6,6 @@ set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 export SAESHARP_FUZZ_ITER="${1:-2000}"
-export SAESHARP_FUZZ_MODELS=1
 [ -n "${2:-}" ] && export SAESHARP_FUZZ_SEED="$2"
 exec dotnet test tests/SaeSharp.Tests/SaeSharp.Tests.csproj -c Release -nologo \
   --filter "FullyQualifiedName~SaeSharp.Tests.Fuzzing" --logger "console;verbosity=normal"
