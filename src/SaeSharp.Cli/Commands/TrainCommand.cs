@@ -34,6 +34,8 @@ internal sealed class TrainSettings
     [JsonPropertyName("ground_truth")] public string? GroundTruth { get; set; }
     [JsonPropertyName("autocast")] public bool Autocast { get; set; }
     [JsonPropertyName("candidate_pass")] public string CandidatePass { get; set; } = "auto";
+    /// <summary>Passes over the data (0: no limit); null: 1 for text (--model), no limit for activation files.</summary>
+    [JsonPropertyName("epochs")] public int? Epochs { get; set; }
     /// <summary>Trainer fields (snake_case) the --config file gives: the recipe's run-length rules leave them alone.</summary>
     [JsonIgnore] public HashSet<string> GivenTrainerFields { get; } = new(StringComparer.Ordinal);
 }
@@ -61,10 +63,11 @@ internal static class TrainCommand
         var evalRows = new Option<long?>("--eval-rows") { Description = "Rows held out at the end of the data for metrics.json (default 16384, at most a tenth of the data)" };
         var autocast = new Option<bool>("--autocast") { Description = "bfloat16 matmuls in training, float32 weights and accumulation (fast with AVX512-BF16/AMX)" };
         var candidatePass = new Option<string?>("--candidate-pass") { Description = "TopK family: exact top-k from a bounded low-precision candidate pass: auto (where faster than float32 on this CPU), on, off (plain float32)" };
+        var epochs = new Option<int?>("--epochs") { Description = "Passes over the data before it runs out: N, or 0 for as many as --steps/--tokens need (default: 1 with --model, no limit with --activations)" };
         var groundTruth = new Option<string?>("--ground-truth") { Description = "features.safetensors of synthetic data: adds mmcs and recovered_fraction" };
         var command = new Command("train", "Train sparse autoencoders and write them in SAELens layout")
         {
-            activations, arch, k, l1, targetL0, dictSize, expansion, batchSize, steps, lr, seed, output, config, resume, checkpointEvery, evalRows, groundTruth, autocast, candidatePass,
+            activations, arch, k, l1, targetL0, dictSize, expansion, batchSize, steps, lr, seed, output, config, resume, checkpointEvery, evalRows, groundTruth, autocast, candidatePass, epochs,
         };
         var data = new ModelDataOptionsCli();
         data.AddTo(command);
@@ -88,11 +91,12 @@ internal static class TrainCommand
             s.GroundTruth = parse.GetValue(groundTruth) ?? s.GroundTruth;
             s.Autocast |= parse.GetValue(autocast);
             s.CandidatePass = parse.GetValue(candidatePass) ?? s.CandidatePass;
+            s.Epochs = parse.GetValue(epochs) ?? s.Epochs;
             if (s.Out is null) throw new SaeSharpException("give --out (or 'out' in --config)");
             if (data.Given(parse))
             {
                 if (s.Activations is not null) throw new SaeSharpException("give either --activations or --model, not both");
-                var options = data.Read(parse);
+                var options = data.Read(parse) with { Epochs = s.Epochs ?? 1 };
                 if (parse.GetValue(steps) is null && options.Tokens is long tokens) s.Steps = Math.Max(1, tokens / s.BatchSize);
                 return TrainOnModel(s, trainer, parse.GetValue(resume), options, parse.GetValue(data.Hook)!, data.ReadMode(parse), parse.GetValue(data.TargetHook));
             }
@@ -139,7 +143,7 @@ internal static class TrainCommand
             };
             if (manifest.TargetHook is not null) s.TargetName ??= "targets";
         }
-        var fileOptions = new ActivationFileSourceOptions { Seed = (ulong)s.Seed, Loop = true, TargetName = s.TargetName };
+        var fileOptions = new ActivationFileSourceOptions { Seed = (ulong)s.Seed, Epochs = s.Epochs ?? 0, TargetName = s.TargetName };
         var (train, eval) = ActivationSplit.HoldOut([s.Activations!], s.EvalRows, fileOptions);
         s.EvalRows = eval.Rows;
         using (train)
@@ -161,7 +165,7 @@ internal static class TrainCommand
         var trainData = data.Tokens is long budget ? data with { Tokens = budget + initRows } : data;
         using var train = ModelPipeline.OpenSource(trainData, hook, mode, targetHook, seed: (ulong)s.Seed);
         int ctx = data.ContextSize ?? 128;
-        using var eval = ModelPipeline.OpenSource(data with { Tokens = Math.Max(ctx, s.EvalRows ?? ActivationSplit.DefaultEvalRows) }, hook, mode, targetHook, seed: (ulong)s.Seed + 1);
+        using var eval = ModelPipeline.OpenSource(data with { Tokens = Math.Max(ctx, s.EvalRows ?? ActivationSplit.DefaultEvalRows), Epochs = 1 }, hook, mode, targetHook, seed: (ulong)s.Seed + 1);
         var metadata = new SaeMetadata
         {
             ModelName = Path.GetFileName(Path.TrimEndingDirectorySeparator(data.ModelPath)),
@@ -287,8 +291,12 @@ internal static class TrainCommand
             Console.WriteLine($"stopped at step {result.Steps}; checkpoint: {result.LastCheckpoint} (continue with --resume)");
             return 130;
         }
+        string passes = (result.Epochs is double e ? $"{e:F2} epochs of the data" : "less than one pass over the data") +
+                        (result.MaxDataPasses == 0 ? "" : $", --epochs {result.MaxDataPasses}");
         if (result.Status == TrainingStatus.SourceExhausted)
-            Console.Error.WriteLine($"warning: the activations ran out after {result.Steps} steps");
+            Console.Error.WriteLine($"warning: the data ran out after {result.Steps} steps ({result.Tokens:N0} tokens, {passes}); " +
+                                    "repeat it with --epochs N (or --epochs 0: as many passes as --steps/--tokens need), or ask for fewer steps");
+        Console.WriteLine($"trained on {result.Tokens:N0} tokens ({passes})");
         foreach (var sae in result.Saes)
         {
             Console.WriteLine($"{sae.Name}: wrote {sae.Directory}");

@@ -132,6 +132,8 @@ public sealed class ActivationCacheFolder : IActivationSource
     public int DIn => _source.DIn;
     public int DOut => _source.DOut;
     public long? Rows => _source.Rows;
+    public long RowsDelivered => _source.RowsDelivered;
+    public int MaxDataPasses => _source.MaxDataPasses;
     public ActivationBatch? Next(int batchSize) => _source.Next(batchSize);
     public JsonNode SaveState() => _source.SaveState();
     public void LoadState(JsonNode state) => _source.LoadState(state);

@@ -22,8 +22,11 @@ public sealed record ModelDataOptions
     /// <summary>Start each window with BOS and separate documents with it (SAELens <c>prepend_bos</c>); null: the SAE's setting or true.</summary>
     public bool? PrependBos { get; init; }
     public string TextField { get; init; } = "text";
-    /// <summary>Token budget N (⌈N / context size⌉ windows); null: the whole dataset.</summary>
+    /// <summary>Token budget N (⌈N / context size⌉ windows); null: the whole dataset (times <see cref="Epochs"/>).</summary>
     public long? Tokens { get; init; }
+    /// <summary>Passes over the dataset a training source makes (<see cref="ModelActivationSourceOptions.Epochs"/>):
+    /// 1 reads it once, 0 repeats it until the token budget is reached.</summary>
+    public int Epochs { get; init; } = 1;
     /// <summary>Leave out BOS/EOS/PAD and other special-token positions; null: the SAE's <c>exclude_special_tokens</c> or false.</summary>
     public bool? ExcludeSpecialTokens { get; init; }
     /// <summary>Weight processing of the model (training and caching; evaluation takes it from the SAEs' cfg).</summary>
@@ -74,7 +77,7 @@ public static class ModelPipeline
                 {
                     ContextSize = ctx, BatchSizePrompts = data.BatchSizePrompts, BufferContexts = Math.Max(bufferContexts, data.BatchSizePrompts),
                     ExcludeTokenIds = data.ExcludeSpecialTokens == true ? SpecialTokenIds(tokenizer) : null,
-                    Seed = seed, MaxContexts = ContextsFor(data.Tokens, ctx), ModelHooks = pm.Hooks,
+                    Seed = seed, MaxContexts = ContextsFor(data.Tokens, ctx), ModelHooks = pm.Hooks, Epochs = data.Epochs,
                 });
             src.Owned = pm;
             return src;
