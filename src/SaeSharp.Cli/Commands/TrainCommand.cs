@@ -1,44 +1,9 @@
 using System.CommandLine;
-using System.Text.Json;
-using System.Text.Json.Serialization;
 using SaeSharp.Kernels;
-using SaeSharp.Activations;
-using SaeSharp.Models;
-using SaeSharp.Saes;
-using SaeSharp.Synthetic;
 using SaeSharp.Training;
 using Spectre.Console;
 
 namespace SaeSharp.Cli.Commands;
-
-/// <summary>Settings of <c>sae train</c>: the flags, or the same fields (snake_case) in a <c>--config</c> JSON file, which
-/// may also hold any trainer field (lr_scheduler_name, lr_warm_up_steps, l1_warm_up_steps, …).</summary>
-internal sealed class TrainSettings
-{
-    [JsonPropertyName("activations")] public string? Activations { get; set; }
-    [JsonPropertyName("arch")] public string Arch { get; set; } = "topk";
-    [JsonPropertyName("k")] public int? K { get; set; }
-    [JsonPropertyName("l1")] public double? L1 { get; set; }
-    [JsonPropertyName("target_l0")] public double? TargetL0 { get; set; }
-    [JsonPropertyName("dict_size")] public int? DictSize { get; set; }
-    [JsonPropertyName("expansion")] public int? Expansion { get; set; }
-    [JsonPropertyName("batch_size")] public int BatchSize { get; set; } = 4096;
-    [JsonPropertyName("steps")] public long Steps { get; set; } = 1000;
-    [JsonPropertyName("lr")] public double? Lr { get; set; }
-    [JsonPropertyName("seed")] public long Seed { get; set; } = 42;
-    [JsonPropertyName("out")] public string? Out { get; set; }
-    /// <summary>Held-out rows; null: <see cref="ActivationSplit.DefaultEvalRowsFor"/> (16384, or a tenth of a small file).</summary>
-    [JsonPropertyName("eval_rows")] public long? EvalRows { get; set; }
-    [JsonPropertyName("checkpoint_every")] public long CheckpointEvery { get; set; }
-    [JsonPropertyName("target_name")] public string? TargetName { get; set; }
-    [JsonPropertyName("ground_truth")] public string? GroundTruth { get; set; }
-    [JsonPropertyName("autocast")] public bool Autocast { get; set; }
-    [JsonPropertyName("candidate_pass")] public string CandidatePass { get; set; } = "auto";
-    /// <summary>Passes over the data (0: no limit); null: 1 for text (--model), no limit for activation files.</summary>
-    [JsonPropertyName("epochs")] public int? Epochs { get; set; }
-    /// <summary>Trainer fields (snake_case) the --config file gives: the recipe's run-length rules leave them alone.</summary>
-    [JsonIgnore] public HashSet<string> GivenTrainerFields { get; } = new(StringComparer.Ordinal);
-}
 
 /// <summary><c>sae train</c>: trains SAEs on activation files and writes them in SAELens layout.</summary>
 internal static class TrainCommand
@@ -57,7 +22,7 @@ internal static class TrainCommand
         var lr = new Option<double?>("--lr") { Description = "Learning rate (default: the architecture's)" };
         var seed = new Option<long?>("--seed") { Description = "Seed of initialisation and shuffling (default 42)" };
         var output = new Option<string?>("--out") { Description = "Output folder" };
-        var config = new Option<string?>("--config") { Description = "JSON file with the same fields (snake_case) and trainer fields; flags override it" };
+        var config = new Option<string?>("--config") { Description = "JSON file with the same fields under SAELens names (architecture, d_sae, expansion_factor, l1_coefficient, k, steps, ...) and trainer fields; flags override it" };
         var resume = new Option<bool>("--resume") { Description = "Continue from the latest checkpoint in OUT/checkpoints" };
         var checkpointEvery = new Option<long?>("--checkpoint-every") { Description = "Checkpoint every N steps (default: steps/10)" };
         var evalRows = new Option<long?>("--eval-rows") { Description = "Rows held out at the end of the data for metrics.json (default 16384, at most a tenth of the data)" };
@@ -73,14 +38,15 @@ internal static class TrainCommand
         data.AddTo(command);
         Cli.SetAction(command, parse =>
         {
-            var (s, trainer) = ReadConfig(parse.GetValue(config));
+            var path = parse.GetValue(config);
+            var s = path is null ? new TrainingSettings() : TrainingSettings.ReadFile(path);
             s.Activations = parse.GetValue(activations) ?? s.Activations;
-            s.Arch = parse.GetValue(arch) ?? s.Arch;
+            s.Architecture = parse.GetValue(arch) ?? s.Architecture;
             s.K = parse.GetValue(k) ?? s.K;
-            s.L1 = parse.GetValue(l1) ?? s.L1;
+            s.L1Coefficient = parse.GetValue(l1) ?? s.L1Coefficient;
             s.TargetL0 = parse.GetValue(targetL0) ?? s.TargetL0;
-            s.DictSize = parse.GetValue(dictSize) ?? s.DictSize;
-            s.Expansion = parse.GetValue(expansion) ?? s.Expansion;
+            s.DSae = parse.GetValue(dictSize) ?? s.DSae;
+            s.ExpansionFactor = parse.GetValue(expansion) ?? s.ExpansionFactor;
             s.BatchSize = parse.GetValue(batchSize) ?? s.BatchSize;
             s.Steps = parse.GetValue(steps) ?? s.Steps;
             s.Lr = parse.GetValue(lr) ?? s.Lr;
@@ -93,140 +59,14 @@ internal static class TrainCommand
             s.CandidatePass = parse.GetValue(candidatePass) ?? s.CandidatePass;
             s.Epochs = parse.GetValue(epochs) ?? s.Epochs;
             if (s.Out is null) throw new SaeSharpException("give --out (or 'out' in --config)");
-            if (data.Given(parse))
-            {
-                if (s.Activations is not null) throw new SaeSharpException("give either --activations or --model, not both");
-                var options = data.Read(parse) with { Epochs = s.Epochs ?? 1 };
-                if (parse.GetValue(steps) is null && options.Tokens is long tokens) s.Steps = Math.Max(1, tokens / s.BatchSize);
-                return TrainOnModel(s, trainer, parse.GetValue(resume), options, parse.GetValue(data.Hook)!, data.ReadMode(parse), parse.GetValue(data.TargetHook));
-            }
-            if (s.Activations is null) throw new SaeSharpException("give --activations (or 'activations' in --config), or --model/--hook/--dataset");
-            return Train(s, trainer, parse.GetValue(resume));
-        });
-        return command;
-    }
-
-    private static (TrainSettings, TrainerConfig) ReadConfig(string? path)
-    {
-        if (path is null) return (new TrainSettings(), new TrainerConfig { NormalizeActivations = "expected_average_only_in" });
-        if (!File.Exists(path)) throw new SaeSharpException($"{path}: config file not found");
-        var json = File.ReadAllText(path);
-        try
-        {
-            var settings = JsonSerializer.Deserialize<TrainSettings>(json) ?? new TrainSettings();
-            var trainer = TrainerConfig.FromJson(json, path);
-            if (System.Text.Json.Nodes.JsonNode.Parse(json) is System.Text.Json.Nodes.JsonObject fields)
-                foreach (var (key, _) in fields) settings.GivenTrainerFields.Add(key);
-            if (!json.Contains("\"normalize_activations\"")) trainer.NormalizeActivations = "expected_average_only_in";
-            return (settings, trainer);
-        }
-        catch (JsonException e)
-        {
-            throw new SaeSharpException($"{path}: {e.Message}");
-        }
-    }
-
-    internal static int Train(TrainSettings s, TrainerConfig trainer, bool resume)
-    {
-        var recipes = s.Arch.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
-        foreach (var r in recipes) SaeRecipes.Architecture(r);
-        var metadata = new SaeMetadata { DatasetPath = s.Activations };
-        var manifestPath = Path.Combine(s.Activations!, ActivationCacheFolder.ManifestName);
-        if (File.Exists(manifestPath))
-        {
-            var manifest = ActivationCacheManifest.Read(s.Activations!);
-            metadata = new SaeMetadata
-            {
-                ModelName = manifest.Model, HookName = manifest.Hook, ContextSize = manifest.ContextSize, PrependBos = manifest.PrependBos,
-                DatasetPath = manifest.DatasetPath, ExcludeSpecialTokens = manifest.ExcludeTokenIds.Length > 0,
-                ModelFromPretrainedKwargs = KwargsOf(manifest.ModelFromPretrainedKwargs),
-            };
-            if (manifest.TargetHook is not null) s.TargetName ??= "targets";
-        }
-        var fileOptions = new ActivationFileSourceOptions { Seed = (ulong)s.Seed, Epochs = s.Epochs ?? 0, TargetName = s.TargetName };
-        var (train, eval) = ActivationSplit.HoldOut([s.Activations!], s.EvalRows, fileOptions);
-        s.EvalRows = eval.Rows;
-        using (train)
-        using (eval)
-            return TrainOn(s, trainer, resume, train, eval, metadata);
-    }
-
-    private static Dictionary<string, System.Text.Json.JsonElement>? KwargsOf(Dictionary<string, bool> kwargs) =>
-        kwargs.Count == 0 ? null : kwargs.ToDictionary(kv => kv.Key, kv => JsonSerializer.SerializeToElement(kv.Value));
-
-    /// <summary>Training on a language model's activations: rows harvested from text through a shuffling buffer; the
-    /// held-out metrics come from a second pass over the first contexts of the dataset with another shuffle seed.</summary>
-    private static int TrainOnModel(TrainSettings s, TrainerConfig trainer, bool resume, ModelDataOptions data, string hook, HarvestMode mode, string? targetHook)
-    {
-        // The token budget is for optimiser steps; the normalisation estimate and b_dec sample read their own rows first.
-        trainer.NBatchesForNormEstimate = Math.Clamp(16384 / s.BatchSize, 1, trainer.NBatchesForNormEstimate);
-        trainer.BDecInitRows = Math.Min(trainer.BDecInitRows, 4 * s.BatchSize);
-        long initRows = (trainer.NormalizeActivations == "none" ? 0 : (long)trainer.NBatchesForNormEstimate * s.BatchSize) + trainer.BDecInitRows;
-        var trainData = data.Tokens is long budget ? data with { Tokens = budget + initRows } : data;
-        using var train = ModelPipeline.OpenSource(trainData, hook, mode, targetHook, seed: (ulong)s.Seed);
-        int ctx = data.ContextSize ?? 128;
-        using var eval = ModelPipeline.OpenSource(data with { Tokens = Math.Max(ctx, s.EvalRows ?? ActivationSplit.DefaultEvalRows), Epochs = 1 }, hook, mode, targetHook, seed: (ulong)s.Seed + 1);
-        var metadata = new SaeMetadata
-        {
-            ModelName = Path.GetFileName(Path.TrimEndingDirectorySeparator(data.ModelPath)),
-            HookName = train.Spec.InputHook,
-            ContextSize = ctx,
-            PrependBos = data.PrependBos ?? true,
-            DatasetPath = data.DatasetPath,
-            ExcludeSpecialTokens = data.ExcludeSpecialTokens ?? false,
-            ModelFromPretrainedKwargs = KwargsOf(data.Processing.ToKwargs()),
-        };
-        if (train.Spec.TargetHook is not null) (metadata.Extra ??= new())["hook_name_out"] = JsonSerializer.SerializeToElement(train.Spec.TargetHook);
-        return TrainOn(s, trainer, resume, train, eval, metadata);
-    }
-
-    private static int TrainOn(TrainSettings s, TrainerConfig trainer, bool resume, IActivationSource train, IActivationSource eval, SaeMetadata metadata)
-    {
-        var recipes = s.Arch.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
-        {
-            int dIn = train.DIn, dOut = train.DOut;
-            int dSae = s.DictSize ?? dIn * (s.Expansion ?? 8);
-            trainer.TotalTrainingSteps = s.Steps;
-            trainer.TrainBatchSizeTokens = s.BatchSize;
-            trainer.Seed = s.Seed;
-            trainer.Lr = s.Lr ?? trainer.Lr;
-            if (s.Lr is not null) s.GivenTrainerFields.Add("lr");
-            if (s.TargetL0 is double target)
-            {
-                if (!(target > 0)) throw new SaeSharpException($"--target-l0 {target}: expected a positive number of active latents");
-                foreach (var r in recipes.Where(r => !SaeRecipes.HasSparsityCoefficient(r)))
-                    throw new SaeSharpException($"--target-l0 applies to relu, relu-april, gated and jumprelu; '{r}' sets its L0 with --k");
-            }
-            trainer.CheckpointEverySteps = s.CheckpointEvery > 0 ? s.CheckpointEvery : Math.Max(1, s.Steps / 10);
-            trainer.LogEverySteps = (int)Math.Clamp(s.Steps / 100, 1, trainer.LogEverySteps);
-            var slots = recipes.Select(r => new SaeSlot(r, CreateSae(r, s, dIn, dSae, dOut, metadata), SaeRecipes.RunConfig(r, trainer, dSae, s.GivenTrainerFields))).ToList();
-            var pass = s.CandidatePass.Trim().ToLowerInvariant() switch
-            {
-                "auto" => CandidatePass.Auto,
-                "on" => CandidatePass.On,
-                "off" => CandidatePass.Off,
-                _ => throw new SaeSharpException($"--candidate-pass {s.CandidatePass}: expected auto, on or off"),
-            };
-            foreach (var slot in slots) { slot.Sae.Training.Autocast = s.Autocast; slot.Sae.Training.CandidatePass = pass; }
+            using var plan = data.Given(parse)
+                ? TrainingPlan.ForModel(s, data.Read(parse), parse.GetValue(data.Hook)!, data.ReadMode(parse), parse.GetValue(data.TargetHook), parse.GetValue(resume))
+                : TrainingPlan.ForActivations(s, parse.GetValue(resume));
             if (s.Autocast && !CpuFeatures.Bf16MatMul)
                 AnsiConsole.MarkupLine("[yellow]warning:[/] --autocast: this CPU has no AVX512-BF16/AMX; bfloat16 matmuls will be slower than float32");
-            using var features = s.GroundTruth is null ? null : SyntheticDataset.ReadFeatures(s.GroundTruth);
-            var options = new TrainingRunOptions
-            {
-                OutDir = s.Out!, Trainer = trainer, Saes = slots, TrainSource = train, EvalSource = eval,
-                EvalRows = s.EvalRows ?? ActivationSplit.DefaultEvalRows, GroundTruthFeatures = features, Resume = resume,
-            };
-            var result = TrainWithProgress(options);
-            foreach (var slot in slots) slot.Sae.Dispose();
-            return Report(result);
-        }
-    }
-
-    private static Sae CreateSae(string recipe, TrainSettings s, int dIn, int dSae, int dOut, SaeMetadata metadata)
-    {
-        var sae = SaeRecipes.Create(recipe, dIn, dSae, s.K, s.L1, dOut, metadata, s.Steps);
-        if (s.TargetL0 is double target) SaeRecipes.AdaptToTargetL0(sae, target, s.L1);
-        return sae;
+            return Report(TrainWithProgress(plan.Options));
+        });
+        return command;
     }
 
     /// <summary>Runs training with a live progress bar (or plain lines when output is redirected); Ctrl-C checkpoints and stops.</summary>

@@ -69,69 +69,38 @@ public sealed class GatedSae : Sae
         return (active * nn.functional.relu(pre)).MoveToOuterDisposeScope();
     }
 
+    /// <summary>The loss of the class comment, written once: the activations f and ReLU(π_gate) come from the execution
+    /// path (<see cref="TrainingLatentsOf"/>).</summary>
     public override SaeTrainOutput TrainingForward(Tensor x, Tensor target, SaeTrainContext ctx)
     {
         using var scope = NewDisposeScope();
-        if (Training.Autocast) return AutocastTrainingForward(x, target, ctx);
-        var piGate = GatePre(x);
-        var f = nn.functional.relu(HiddenPre(x)) * piGate.gt(0);
-        var y = Decode(f);
-        var mse = (y - target).pow(2).sum(-1).mean();
-        var gateAct = nn.functional.relu(piGate);
-        var l1 = gateAct.matmul(W_dec.norm(1)).mean();
+        var (f, gateAct) = TrainingLatentsOf(x);
+        var y = f.Decode(W_dec, b_dec);
+        var mse = MseLoss(y, target);
         var wDec = Training.GatedAuxDetachDecoder ? W_dec.detach() : (Tensor)W_dec;
         var bDec = Training.GatedAuxDetachDecoder ? b_dec.detach() : (Tensor)b_dec;
-        var viaGate = addmm(bDec, gateAct, wDec, 1, 1);
-        var aux = (viaGate - target).pow(2).sum(-1).mean();
-        var loss = mse + l1 * (Training.SparsityCoefficient * ctx.SparsityScale) + aux;
-        return new SaeTrainOutput
-        {
-            Loss = loss.MoveToOuterDisposeScope(),
-            SaeOut = y.MoveToOuterDisposeScope(),
-            FeatureActs = f.MoveToOuterDisposeScope(),
-            Losses =
-            {
-                ["mse_loss"] = mse.detach().MoveToOuterDisposeScope(),
-                ["l1_loss"] = l1.detach().MoveToOuterDisposeScope(),
-                ["auxiliary_reconstruction_loss"] = aux.detach().MoveToOuterDisposeScope(),
-            },
-        };
+        var (viaGate, l1) = gateAct.DecodeWithL1(wDec, bDec, W_dec.norm(1));
+        var aux = MseLoss(viaGate, target);
+        var loss = mse + WeightedSparsity(l1, ctx) + aux;
+        return f.ToOutput(loss, y, new() { ["mse_loss"] = mse, ["l1_loss"] = l1, ["auxiliary_reconstruction_loss"] = aux });
     }
 
-    /// <summary>The training pass with <see cref="SaeTrainingOptions.Autocast"/>: one bfloat16 encoder product for both
-    /// paths, fused affine ReLUs, gate and decoders (<see cref="Bf16Autograd"/>); the L1 term is the auxiliary decoder's extra
-    /// output column ReLU(π_gate)·‖W_dec‖.
-    /// Called inside <see cref="TrainingForward"/>'s dispose scope.</summary>
-    private SaeTrainOutput AutocastTrainingForward(Tensor x, Tensor target, SaeTrainContext ctx)
+    /// <summary>The execution path (see <see cref="TrainingLatents"/>): the feature activations f and the gate's ReLU(π_gate),
+    /// dense float32, or with <see cref="SaeTrainingOptions.Autocast"/> from one bfloat16 encoder product for both paths
+    /// with fused affine ReLUs and gate (<see cref="Bf16Autograd"/>).</summary>
+    private (TrainingLatents F, TrainingLatents GateAct) TrainingLatentsOf(Tensor x)
     {
+        if (!Training.Autocast)
+        {
+            var piGate = GatePre(x);
+            var f = nn.functional.relu(HiddenPre(x)) * piGate.gt(0);
+            return (new DenseTrainingLatents(f), new DenseTrainingLatents(nn.functional.relu(piGate)));
+        }
         // One encoder product P = x̃·W_enc serves both paths: π_mag = x̃·(W_enc ⊙ exp(r_mag)) + b_mag = P·exp(r_mag) + b_mag.
         var p = EncoderMatmulBf16(x, zeros(Cfg.DSae, dtype: W_enc.dtype), W_enc);
         var gateAct = Bf16Autograd.AffineRelu(p, ones(Cfg.DSae, dtype: W_enc.dtype), b_gate);
         var magAct = Bf16Autograd.AffineRelu(p, r_mag.exp(), b_mag);
-        var f = Bf16Autograd.Gate(magAct, gateAct);
-        var y = Bf16Autograd.Decoder(f, W_dec, b_dec);
-        var mse = (y - target).pow(2).sum(-1).mean();
-        var wDec = Training.GatedAuxDetachDecoder ? W_dec.detach() : (Tensor)W_dec;
-        var bDec = Training.GatedAuxDetachDecoder ? b_dec.detach() : (Tensor)b_dec;
-        long dOut = Cfg.DOutOrIn;
-        var ext = Bf16Autograd.Decoder(gateAct, cat([wDec, W_dec.norm(1).unsqueeze(1)], 1), cat([bDec, zeros(1, dtype: bDec.dtype)], 0));
-        var l1 = ext.select(1, dOut).mean();
-        var aux = (ext.narrow(1, 0, dOut) - target).pow(2).sum(-1).mean();
-        var loss = mse + l1 * (Training.SparsityCoefficient * ctx.SparsityScale) + aux;
-        var fd = f.detach().MoveToOuterDisposeScope();
-        return new SaeTrainOutput
-        {
-            Loss = loss.MoveToOuterDisposeScope(),
-            SaeOut = y.MoveToOuterDisposeScope(),
-            FeatureActsFactory = () => fd.to(ScalarType.Float32),
-            ActiveCounts = Bf16Kernels.PositiveCounts(fd).MoveToOuterDisposeScope(),
-            Losses =
-            {
-                ["mse_loss"] = mse.detach().MoveToOuterDisposeScope(),
-                ["l1_loss"] = l1.detach().MoveToOuterDisposeScope(),
-                ["auxiliary_reconstruction_loss"] = aux.detach().MoveToOuterDisposeScope(),
-            },
-        };
+        return (new Bf16TrainingLatents(Bf16Autograd.Gate(magAct, gateAct)), new Bf16TrainingLatents(gateAct));
     }
 
     /// <summary>Base initialisation (decoder rows of norm <paramref name="decoderNorm"/>, W_enc = W_decᵀ) with b_gate, r_mag, b_mag zero.</summary>

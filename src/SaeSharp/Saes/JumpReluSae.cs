@@ -100,50 +100,40 @@ public sealed class JumpReluSae : Sae
 
     private static Tensor Rectangle(Tensor u) => u.gt(-0.5).logical_and_(u.lt(0.5)).to(u.dtype);
 
+    /// <summary>The loss of the class comment, written once over the activations of the execution path: dense float32
+    /// (<see cref="JumpReluAndL0"/>), or with <see cref="SaeTrainingOptions.Autocast"/> a bfloat16 encoder, JumpReLU and
+    /// decoder with the L0's straight-through threshold gradient formed on [d_sae].</summary>
     public override SaeTrainOutput TrainingForward(Tensor x, Tensor target, SaeTrainContext ctx)
     {
         using var scope = NewDisposeScope();
-        Tensor f, l0, y;
-        Tensor? activeCounts = null;
-        if (Training.Autocast)
-        {
-            // bfloat16 encoder, JumpReLU and decoder; L0's straight-through threshold gradient formed on [d_sae].
-            var pre16 = EncoderMatmulBf16(x, BEnc, W_enc);
-            double n = pre16.shape[0];
-            (f, activeCounts, var kernelCounts) = Bf16Autograd.JumpRelu(pre16, threshold, Training.Bandwidth);
-            var kernelMean = kernelCounts.to(threshold.dtype).mul_(-1.0 / (Training.Bandwidth * n));
-            l0 = activeCounts.sum().to(threshold.dtype).div_(n) + ((threshold - threshold.detach()) * kernelMean).sum();
-            y = Bf16Autograd.Decoder(f, W_dec, b_dec);
-        }
-        else
-        {
-            (f, l0) = JumpReluAndL0(HiddenPre(x), threshold, Training.Bandwidth);
-            y = Decode(f);
-        }
-        var mse = (y - target).pow(2).sum(-1).mean();
+        var (f, l0) = TrainingLatentsOf(x);
+        var y = f.Decode(W_dec, b_dec);
+        var mse = MseLoss(y, target);
         var penalty = Training.JumpReluPenalty switch
         {
             JumpReluPenalty.L0 => l0,
             JumpReluPenalty.TargetL0 => (l0 / Training.TargetL0 - 1).pow(2),
             _ => throw new SaeSharpException($"unknown JumpReLU penalty {Training.JumpReluPenalty}"),
         };
-        var loss = mse + penalty * (Training.SparsityCoefficient * ctx.SparsityScale);
-        var losses = new Dictionary<string, Tensor>
+        var loss = mse + WeightedSparsity(penalty, ctx);
+        return f.ToOutput(loss, y, new() { ["mse_loss"] = mse, ["l0_loss"] = penalty });
+    }
+
+    /// <summary>The execution path (see <see cref="TrainingLatents"/>): the activations and L0 = mean_n Σ_j [pre_j &gt; θ_j]
+    /// with its straight-through threshold gradient.</summary>
+    private (TrainingLatents F, Tensor L0) TrainingLatentsOf(Tensor x)
+    {
+        if (!Training.Autocast)
         {
-            ["mse_loss"] = mse.detach().MoveToOuterDisposeScope(),
-            ["l0_loss"] = penalty.detach().MoveToOuterDisposeScope(),
-        };
-        if (activeCounts is null)
-            return new SaeTrainOutput { Loss = loss.MoveToOuterDisposeScope(), SaeOut = y.MoveToOuterDisposeScope(), FeatureActs = f.MoveToOuterDisposeScope(), Losses = losses };
-        var fd = f.detach().MoveToOuterDisposeScope();
-        return new SaeTrainOutput
-        {
-            Loss = loss.MoveToOuterDisposeScope(),
-            SaeOut = y.MoveToOuterDisposeScope(),
-            FeatureActsFactory = () => fd.to(ScalarType.Float32),
-            ActiveCounts = activeCounts.MoveToOuterDisposeScope(),
-            Losses = losses,
-        };
+            var (f, l0) = JumpReluAndL0(HiddenPre(x), threshold, Training.Bandwidth);
+            return (new DenseTrainingLatents(f), l0);
+        }
+        var pre16 = EncoderMatmulBf16(x, BEnc, W_enc);
+        double n = pre16.shape[0];
+        var (fb, activeCounts, kernelCounts) = Bf16Autograd.JumpRelu(pre16, threshold, Training.Bandwidth);
+        var kernelMean = kernelCounts.to(threshold.dtype).mul_(-1.0 / (Training.Bandwidth * n));
+        var l0b = activeCounts.sum().to(threshold.dtype).div_(n) + ((threshold - threshold.detach()) * kernelMean).sum();
+        return (new Bf16TrainingLatents(fb, activeCounts), l0b);
     }
 
     /// <summary>Base initialisation with unit-norm decoder rows (W_enc = W_decᵀ) and θ = <see cref="SaeTrainingOptions.InitialThreshold"/>.</summary>

@@ -60,7 +60,7 @@ public sealed class MatryoshkaBatchTopKSae : BatchTopKSae
             var sel = code.Cols.ge(lo).logical_and_(code.Cols.lt(hi)).nonzero().squeeze(1);
             var group = new SparseCode(code.Rows.index_select(0, sel), code.Cols.index_select(0, sel), code.RowCount);
             y = y + SparseLatents.Decode(vals.index_select(0, sel), group, W_dec);
-            var mse = (y - target).pow(2).sum(-1).mean();
+            var mse = MseLoss(y, target);
             losses[i == widths.Count - 1 ? "mse_loss" : $"inner_mse_loss_{hi}"] = mse;
             var term = mse * (weights?[i] ?? 1.0);
             loss = loss is null ? term : loss + term;

@@ -195,8 +195,17 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
 
     private static long[] LeadingShape(Tensor x, long last) => [.. x.shape[..^1], last];
 
-    /// <summary>Training form: loss (with its named parts), reconstruction and feature activations.</summary>
+    /// <summary>Training form: loss (with its named parts), reconstruction and feature activations. Architectures build
+    /// their latents on an execution path (dense float32, sparse, bfloat16: <see cref="TrainingLatents"/>) and write their
+    /// loss once over them with <see cref="MseLoss"/> and <see cref="WeightedSparsity"/>.</summary>
     public abstract SaeTrainOutput TrainingForward(Tensor x, Tensor target, SaeTrainContext ctx);
+
+    /// <summary>SAELens's <c>mse_loss</c>: ‖ŷ − y‖² summed over d_out, averaged over rows.</summary>
+    private protected static Tensor MseLoss(Tensor saeOut, Tensor target) => (saeOut - target).pow(2).sum(-1).mean();
+
+    /// <summary>A sparsity penalty as it enters the loss: penalty·(λ·s), with λ = <see cref="SaeTrainingOptions.SparsityCoefficient"/>
+    /// and s = <see cref="SaeTrainContext.SparsityScale"/> (the trainer's λ warm-up).</summary>
+    private protected Tensor WeightedSparsity(Tensor penalty, SaeTrainContext ctx) => penalty * (Training.SparsityCoefficient * ctx.SparsityScale);
 
     /// <summary>Called after backward, before the optimizer step (e.g. removing the gradient parallel to decoder rows).</summary>
     public virtual void BeforeOptimizerStep(SaeTrainContext ctx) { }

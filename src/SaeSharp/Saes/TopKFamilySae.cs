@@ -167,17 +167,7 @@ public abstract class TopKFamilySae : Sae
             losses["auxiliary_reconstruction_loss"] = aux.detach();
         }
         AfterSelection(code, vals, ctx);
-        var outCode = new SparseCode(code.Rows.MoveToOuterDisposeScope(), code.Cols.MoveToOuterDisposeScope(), code.RowCount);
-        var outVals = vals.detach().MoveToOuterDisposeScope();
-        long width = Cfg.DSae;
-        return new SaeTrainOutput
-        {
-            Loss = loss.MoveToOuterDisposeScope(),
-            SaeOut = y.MoveToOuterDisposeScope(),
-            FeatureActsFactory = () => SparseLatents.ToDense(outCode, outVals, width),
-            ActiveCounts = SparseLatents.ActiveCounts(code, vals, Cfg.DSae).MoveToOuterDisposeScope(),
-            Losses = losses.ToDictionary(kv => kv.Key, kv => kv.Value.detach().MoveToOuterDisposeScope()),
-        };
+        return new SparseTrainingLatents(code, vals, Cfg.DSae).ToOutput(loss, y, losses);
     }
 
     /// <summary>Indices of the dead latents when AuxK applies (a dead mask with at least one dead latent and a positive
@@ -201,7 +191,7 @@ public abstract class TopKFamilySae : Sae
     internal virtual (Tensor SaeOut, Tensor Loss) ReconstructionLoss(SparseCode code, Tensor vals, Tensor target, Dictionary<string, Tensor> losses)
     {
         var y = SparseLatents.Decode(vals, code, W_dec) + b_dec;
-        var mse = (y - target).pow(2).sum(-1).mean();
+        var mse = MseLoss(y, target);
         losses["mse_loss"] = mse;
         return (y, mse);
     }

@@ -1,0 +1,180 @@
+using System.Text.Json;
+using SaeSharp.Activations;
+using SaeSharp.Saes;
+using SaeSharp.Synthetic;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Training;
+
+/// <summary>
+/// A training run prepared from <see cref="TrainingSettings"/> exactly as <c>sae train</c> prepares it: the sources opened
+/// (activation files with a held-out tail, or a model harvested on text with a second pass for the metrics), the SAEs
+/// created by their recipes, and the run's policies applied: the token budget (<see cref="InitializationRows"/>), the
+/// checkpoint and log cadence (<see cref="ApplyCadence"/>), the provenance written into cfg.json
+/// (<see cref="MetadataOf(ActivationCacheManifest)"/>), the recipes' schedules, resampling and normalisation
+/// (<see cref="SaeRecipes.RunConfig"/>). <see cref="Run"/> trains and writes the SAEs; disposing closes the sources and SAEs.
+/// </summary>
+public sealed class TrainingPlan : IDisposable
+{
+    private readonly List<IDisposable> _owned = [];
+
+    /// <summary>What <see cref="TrainingRun.Run"/> is given.</summary>
+    public TrainingRunOptions Options { get; }
+
+    private TrainingPlan(TrainingSettings s, TrainerConfig trainer, bool resume, IActivationSource train, IActivationSource eval, long? evalRows,
+        SaeMetadata metadata, long steps)
+    {
+        _owned.Add(train);
+        _owned.Add(eval);
+        try
+        {
+            var recipes = s.Recipes;
+            int dIn = train.DIn, dOut = train.DOut, dSae = s.DSaeFor(dIn);
+            trainer.TotalTrainingSteps = steps;
+            trainer.TrainBatchSizeTokens = s.BatchSize;
+            trainer.Seed = s.Seed;
+            trainer.Lr = s.Lr ?? trainer.Lr;
+            var given = new HashSet<string>(s.GivenTrainerFields, StringComparer.Ordinal);
+            if (s.Lr is not null) given.Add("lr");
+            if (s.TargetL0 is double target)
+            {
+                if (!(target > 0)) throw new SaeSharpException($"--target-l0 {target}: expected a positive number of active latents");
+                foreach (var r in recipes.Where(r => !SaeRecipes.HasSparsityCoefficient(r)))
+                    throw new SaeSharpException($"--target-l0 applies to relu, relu-april, gated and jumprelu; '{r}' sets its L0 with --k");
+            }
+            ApplyCadence(trainer, steps, s.CheckpointEvery);
+            var pass = s.ParsedCandidatePass;
+            var slots = new List<SaeSlot>();
+            foreach (var r in recipes)
+            {
+                var sae = SaeRecipes.Create(r, dIn, dSae, s.K, s.L1Coefficient, dOut, metadata, steps);
+                _owned.Add(sae);
+                if (s.TargetL0 is double t) SaeRecipes.AdaptToTargetL0(sae, t, s.L1Coefficient);
+                sae.Training.Autocast = s.Autocast;
+                sae.Training.CandidatePass = pass;
+                slots.Add(new SaeSlot(r, sae, SaeRecipes.RunConfig(r, trainer, dSae, given)));
+            }
+            var features = s.GroundTruth is null ? null : SyntheticDataset.ReadFeatures(s.GroundTruth);
+            if (features is not null) _owned.Add(features);
+            Options = new TrainingRunOptions
+            {
+                OutDir = s.Out ?? throw new SaeSharpException("give --out (or 'out' in --config)"),
+                Trainer = trainer, Saes = slots, TrainSource = train, EvalSource = eval,
+                EvalRows = evalRows ?? ActivationSplit.DefaultEvalRows, GroundTruthFeatures = features, Resume = resume,
+            };
+        }
+        catch
+        {
+            Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Trains on activation files (<see cref="TrainingSettings.Activations"/>): the last
+    /// <see cref="TrainingSettings.EvalRows"/> rows are held out for metrics.json; a <c>sae cache</c> folder gives the SAEs
+    /// its model, hook and dataset as cfg.json metadata, and its targets (transcoders).</summary>
+    public static TrainingPlan ForActivations(TrainingSettings s, bool resume = false)
+    {
+        if (s.Activations is null) throw new SaeSharpException("give --activations (or 'activations' in --config), or --model/--hook/--dataset");
+        _ = s.Recipes;
+        var metadata = new SaeMetadata { DatasetPath = s.Activations };
+        string? targetName = s.TargetName;
+        if (File.Exists(Path.Combine(s.Activations, ActivationCacheFolder.ManifestName)))
+        {
+            var manifest = ActivationCacheManifest.Read(s.Activations);
+            metadata = MetadataOf(manifest);
+            if (manifest.TargetHook is not null) targetName ??= "targets";
+        }
+        var fileOptions = new ActivationFileSourceOptions { Seed = (ulong)s.Seed, Epochs = s.Epochs ?? 0, TargetName = targetName };
+        var (train, eval) = ActivationSplit.HoldOut([s.Activations], s.EvalRows, fileOptions);
+        return new TrainingPlan(s, s.Trainer.Clone(), resume, train, eval, eval.Rows, metadata, s.Steps ?? 1000);
+    }
+
+    /// <summary>Trains on a language model's activations at <paramref name="hook"/>, harvested from text through a shuffling
+    /// buffer; the metrics come from a second pass over the first contexts of the dataset with another shuffle seed.
+    /// Without <see cref="TrainingSettings.Steps"/> a token budget sets the steps (tokens / batch size); the budget is for
+    /// optimiser steps: the rows read first for the normalisation estimate and the b_dec sample are added to it.</summary>
+    public static TrainingPlan ForModel(TrainingSettings s, ModelDataOptions data, string hook, HarvestMode mode = HarvestMode.Out,
+        string? targetHook = null, bool resume = false)
+    {
+        if (s.Activations is not null) throw new SaeSharpException("give either --activations or --model, not both");
+        _ = s.Recipes;
+        long steps = s.Steps ?? (data.Tokens is long tokens ? Math.Max(1, tokens / s.BatchSize) : 1000);
+        var trainer = s.Trainer.Clone();
+        long initRows = InitializationRows(trainer, s.BatchSize);
+        var trainData = (data.Tokens is long budget ? data with { Tokens = budget + initRows } : data) with { Epochs = s.Epochs ?? data.Epochs };
+        var train = ModelPipeline.OpenSource(trainData, hook, mode, targetHook, seed: (ulong)s.Seed);
+        ModelActivationSource? eval = null;
+        try
+        {
+            int ctx = data.ContextSize ?? 128;
+            eval = ModelPipeline.OpenSource(data with { Tokens = Math.Max(ctx, s.EvalRows ?? ActivationSplit.DefaultEvalRows), Epochs = 1 }, hook, mode, targetHook, seed: (ulong)s.Seed + 1);
+            return new TrainingPlan(s, trainer, resume, train, eval, s.EvalRows, MetadataOf(data, train.Spec.InputHook, train.Spec.TargetHook), steps);
+        }
+        catch
+        {
+            eval?.Dispose();
+            train.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Trains and writes the SAEs (<see cref="TrainingRun.Run"/>).</summary>
+    public TrainingRunResult Run(CancellationToken cancellationToken = default, IProgress<TrainingProgress>? progress = null) =>
+        TrainingRun.Run(Options, cancellationToken, progress);
+
+    /// <summary>Checkpoints every <paramref name="checkpointEvery"/> steps (0: a tenth of the run, at least 1) and logs at
+    /// least 100 times per run (every min(log_every_steps, steps/100) steps, at least 1).</summary>
+    public static void ApplyCadence(TrainerConfig trainer, long steps, long checkpointEvery = 0)
+    {
+        trainer.CheckpointEverySteps = checkpointEvery > 0 ? checkpointEvery : Math.Max(1, steps / 10);
+        trainer.LogEverySteps = (int)Math.Clamp(steps / 100, 1, trainer.LogEverySteps);
+    }
+
+    /// <summary>Rows a run reads before its first step, for a model source whose token budget is for the steps: the
+    /// normalisation estimate (n_batches_for_norm_estimate batches, cut to 16384 rows) unless normalize_activations is
+    /// "none", and the b_dec sample (b_dec_init_rows, cut to 4 batches). Cuts <paramref name="trainer"/>'s two fields.</summary>
+    public static long InitializationRows(TrainerConfig trainer, int batchSize)
+    {
+        trainer.NBatchesForNormEstimate = Math.Clamp(16384 / batchSize, 1, trainer.NBatchesForNormEstimate);
+        trainer.BDecInitRows = Math.Min(trainer.BDecInitRows, 4 * batchSize);
+        return (trainer.NormalizeActivations == "none" ? 0 : (long)trainer.NBatchesForNormEstimate * batchSize) + trainer.BDecInitRows;
+    }
+
+    /// <summary>cfg.json metadata of SAEs trained on a <c>sae cache</c> folder: its model, hook, context size, BOS,
+    /// dataset, special-token exclusion and weight processing.</summary>
+    public static SaeMetadata MetadataOf(ActivationCacheManifest manifest) => new()
+    {
+        ModelName = manifest.Model, HookName = manifest.Hook, ContextSize = manifest.ContextSize, PrependBos = manifest.PrependBos,
+        DatasetPath = manifest.DatasetPath, ExcludeSpecialTokens = manifest.ExcludeTokenIds.Length > 0,
+        ModelFromPretrainedKwargs = KwargsOf(manifest.ModelFromPretrainedKwargs),
+    };
+
+    /// <summary>cfg.json metadata of SAEs trained on a model's activations at <paramref name="inputHook"/> (and, for
+    /// transcoders, <c>hook_name_out</c> = <paramref name="targetHook"/>).</summary>
+    public static SaeMetadata MetadataOf(ModelDataOptions data, string inputHook, string? targetHook = null)
+    {
+        var metadata = new SaeMetadata
+        {
+            ModelName = Path.GetFileName(Path.TrimEndingDirectorySeparator(data.ModelPath)),
+            HookName = inputHook,
+            ContextSize = data.ContextSize ?? 128,
+            PrependBos = data.PrependBos ?? true,
+            DatasetPath = data.DatasetPath,
+            ExcludeSpecialTokens = data.ExcludeSpecialTokens ?? false,
+            ModelFromPretrainedKwargs = KwargsOf(data.Processing.ToKwargs()),
+        };
+        if (targetHook is not null) (metadata.Extra ??= new())["hook_name_out"] = JsonSerializer.SerializeToElement(targetHook);
+        return metadata;
+    }
+
+    private static Dictionary<string, JsonElement>? KwargsOf(Dictionary<string, bool> kwargs) =>
+        kwargs.Count == 0 ? null : kwargs.ToDictionary(kv => kv.Key, kv => JsonSerializer.SerializeToElement(kv.Value));
+
+    /// <summary>Closes the sources, the SAEs and the ground-truth features.</summary>
+    public void Dispose()
+    {
+        for (int i = _owned.Count - 1; i >= 0; i--) _owned[i].Dispose();
+        _owned.Clear();
+    }
+}

@@ -1,0 +1,138 @@
+using System.Text.Json.Nodes;
+using SaeSharp.Activations;
+using SaeSharp.IO;
+using SaeSharp.Kernels;
+using SaeSharp.Models;
+using SaeSharp.Training;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Tests.Training;
+
+/// <summary>The policies of <c>sae train</c>, reached from the library: settings under SAELens's names, the default
+/// normalisation, the cadence, the token budget and the provenance in cfg.json.</summary>
+public class TrainingPlanTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("plan-").FullName;
+    public void Dispose() => Directory.Delete(_dir, true);
+
+    private string P(params string[] parts) => Path.Combine([_dir, .. parts]);
+
+    [Fact]
+    public void SaeLensNamesAndTheOlderNamesReadTheSameSettings()
+    {
+        var saeLens = TrainingSettings.FromJson("""{"architecture": "relu,topk", "d_sae": 96, "expansion_factor": 4, "l1_coefficient": 2.5, "k": 3}""");
+        var old = TrainingSettings.FromJson("""{"arch": "relu,topk", "dict_size": 96, "expansion": 4, "l1": 2.5, "k": 3}""");
+        foreach (var s in new[] { saeLens, old })
+        {
+            Assert.Equal(["relu", "topk"], s.Recipes);
+            Assert.Equal(96, s.DSae);
+            Assert.Equal(4, s.ExpansionFactor);
+            Assert.Equal(2.5, s.L1Coefficient);
+            Assert.Equal(3, s.K);
+        }
+        var e = Assert.Throws<SaeSharpException>(() => TrainingSettings.FromJson("""{"d_sae": 8, "dict_size": 16}""", "run.json"));
+        Assert.Contains("run.json", e.Message);
+        Assert.Contains("dict_size", e.Message);
+        Assert.Equal(16 * 4, TrainingSettings.FromJson("""{"expansion_factor": 4}""").DSaeFor(16));
+        Assert.Equal(8 * 16, new TrainingSettings().DSaeFor(16));
+        Assert.Throws<SaeSharpException>(() => TrainingSettings.FromJson("""{"architecture": "relu,nope"}""").Recipes);
+    }
+
+    [Fact]
+    public void RunsNormaliseUnlessTheConfigNamesANormalisation()
+    {
+        Assert.Equal("expected_average_only_in", new TrainingSettings().Trainer.NormalizeActivations);
+        var s = TrainingSettings.FromJson("""{"k": 2, "lr_warm_up_steps": 7}""");
+        Assert.Equal("expected_average_only_in", s.Trainer.NormalizeActivations);
+        Assert.Equal(7, s.Trainer.LrWarmUpSteps);
+        Assert.Contains("lr_warm_up_steps", s.GivenTrainerFields);
+        Assert.Equal("none", TrainingSettings.FromJson("""{"normalize_activations": "none"}""").Trainer.NormalizeActivations);
+        Assert.Throws<SaeSharpException>(() => TrainingSettings.FromJson("""[1, 2]"""));
+        Assert.Throws<SaeSharpException>(() => TrainingSettings.FromJson("""{"k": "two"}"""));
+        Assert.Throws<SaeSharpException>(() => new TrainingSettings { CandidatePass = "maybe" }.ParsedCandidatePass);
+        Assert.Equal(CandidatePass.Off, new TrainingSettings { CandidatePass = " OFF " }.ParsedCandidatePass);
+    }
+
+    [Theory]
+    [InlineData(1000L, 0L, 100L, 10)]   // a tenth of the run; 100 log lines
+    [InlineData(50L, 0L, 5L, 1)]        // short runs log every step
+    [InlineData(5L, 0L, 1L, 1)]         // at least every step
+    [InlineData(1000L, 7L, 7L, 10)]     // a given cadence is kept
+    [InlineData(1_000_000L, 0L, 100_000L, 100)] // never rarer than log_every_steps
+    public void CheckpointAndLogCadenceFollowTheRunLength(long steps, long every, long checkpointEvery, int logEvery)
+    {
+        var trainer = new TrainerConfig();
+        TrainingPlan.ApplyCadence(trainer, steps, every);
+        Assert.Equal(checkpointEvery, trainer.CheckpointEverySteps);
+        Assert.Equal(logEvery, trainer.LogEverySteps);
+    }
+
+    [Fact]
+    public void ATokenBudgetIsForStepsTheInitialisationRowsComeOnTop()
+    {
+        // batch 4096: the norm estimate is cut to 16384 rows (4 batches), the b_dec sample stays 8192 rows.
+        var t = new TrainerConfig { NormalizeActivations = "expected_average_only_in" };
+        Assert.Equal(4 * 4096 + 8192, TrainingPlan.InitializationRows(t, 4096));
+        Assert.Equal(4, t.NBatchesForNormEstimate);
+        // batch 64: 100 batches for the estimate (the default), b_dec sample cut to 4 batches.
+        Assert.Equal(100 * 64 + 4 * 64, TrainingPlan.InitializationRows(new TrainerConfig { NormalizeActivations = "expected_average_only_in" }, 64));
+        // No normalisation: only the b_dec sample.
+        Assert.Equal(8192, TrainingPlan.InitializationRows(new TrainerConfig { NormalizeActivations = "none" }, 4096));
+    }
+
+    [Fact]
+    public void ACacheManifestBecomesTheSaesProvenance()
+    {
+        var m = new ActivationCacheManifest
+        {
+            Model = "gpt2", Hook = "blocks.3.hook_resid_pre", ContextSize = 64, PrependBos = false, DatasetPath = "data.jsonl",
+            ExcludeTokenIds = [50256], ModelFromPretrainedKwargs = new() { ["fold_ln"] = true },
+        };
+        var md = TrainingPlan.MetadataOf(m);
+        Assert.Equal(("gpt2", "blocks.3.hook_resid_pre", 64, false, "data.jsonl", true), (md.ModelName, md.HookName, md.ContextSize, md.PrependBos, md.DatasetPath, md.ExcludeSpecialTokens));
+        Assert.True(md.ModelFromPretrainedKwargs!["fold_ln"].GetBoolean());
+        var none = TrainingPlan.MetadataOf(new ActivationCacheManifest());
+        Assert.Null(none.ModelFromPretrainedKwargs);
+        Assert.False(none.ExcludeSpecialTokens);
+
+        var fromModel = TrainingPlan.MetadataOf(new ModelDataOptions { ModelPath = "/models/tiny-gpt2/", DatasetPath = "d.txt" }, "blocks.0.ln2.hook_normalized", "blocks.0.hook_mlp_out");
+        Assert.Equal(("tiny-gpt2", "blocks.0.ln2.hook_normalized", 128, true, false), (fromModel.ModelName, fromModel.HookName, fromModel.ContextSize, fromModel.PrependBos, fromModel.ExcludeSpecialTokens));
+        Assert.Equal("blocks.0.hook_mlp_out", fromModel.Extra!["hook_name_out"].GetString());
+    }
+
+    [Fact]
+    public void APlanOnActivationFilesTrainsWithTheRecipesAndWritesTheSaes()
+    {
+        SafeTensors.Save(P("a.safetensors"), new Dictionary<string, Tensor> { ["activations"] = randn(1200, 8, generator: new Generator(5)) });
+        var s = TrainingSettings.FromJson($$"""
+            {"activations": "{{P("a.safetensors").Replace("\\", "/")}}", "architecture": "relu,topk", "k": 2, "expansion_factor": 2,
+             "steps": 1000, "batch_size": 32, "eval_rows": 200, "out": "{{P("run").Replace("\\", "/")}}", "l1_warm_up_steps": 3}
+            """);
+        using (var plan = TrainingPlan.ForActivations(s))
+        {
+            var o = plan.Options;
+            Assert.Equal(200, o.EvalRows);
+            Assert.Equal(1000, o.Trainer.TotalTrainingSteps);
+            Assert.Equal(100, o.Trainer.CheckpointEverySteps);
+            Assert.Equal("expected_average_only_in", o.Trainer.NormalizeActivations);
+            Assert.Equal(["relu", "topk"], o.Saes.Select(x => x.Name));
+            Assert.All(o.Saes, x => Assert.Equal(16, x.Sae.Cfg.DSae));
+            var relu = o.Saes[0].Config!;
+            // Towards Monosemanticity's resampling at T/4, T/2, 3T/4 for relu runs of 1000 steps or more.
+            Assert.Equal([250L, 500L, 750L], relu.ResampleSteps!);
+            Assert.Equal(3, relu.L1WarmUpSteps); // given in the config: the recipe leaves it alone
+            Assert.Null(o.Saes[1].Config!.ResampleSteps);
+            Assert.Equal(P("a.safetensors").Replace("\\", "/"), o.Saes[0].Sae.Cfg.Metadata.DatasetPath);
+        }
+        s.Steps = 20;
+        s.Architecture = "topk";
+        using (var plan = TrainingPlan.ForActivations(s))
+        {
+            var result = plan.Run();
+            Assert.Equal(20, result.Steps);
+            var cfg = JsonNode.Parse(File.ReadAllText(P("run", "cfg.json")))!;
+            Assert.Equal(16, cfg["d_sae"]!.GetValue<int>());
+            Assert.True(File.Exists(P("run", TrainingRun.MetricsFile)));
+        }
+    }
+}
