@@ -38,6 +38,10 @@ public sealed class FuzzTests : IDisposable
 
     static long Iterations => long.TryParse(Environment.GetEnvironmentVariable("SAESHARP_FUZZ_ITER"), out long n) && n > 0 ? n : DefaultIterations;
 
+    /// <summary>SAESHARP_FUZZ_SECONDS: run each reader for this long instead of a number of iterations (scripts/fuzz.sh
+    /// on a shared machine); -1: off.</summary>
+    static int Seconds => int.TryParse(Environment.GetEnvironmentVariable("SAESHARP_FUZZ_SECONDS"), out int s) && s > 0 ? s : -1;
+
     readonly string _dir = Directory.CreateTempSubdirectory("saesharp-fuzz-").FullName;
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
@@ -104,6 +108,7 @@ public sealed class FuzzTests : IDisposable
         read(seedFile); // the unmutated sample must load
 
         int counter = 0;
+        var total = Stopwatch.StartNew();
         Mutations.Sample(ms =>
         {
             string caseDir = Path.Combine(_dir, $"{name}-{counter++}");
@@ -132,9 +137,15 @@ public sealed class FuzzTests : IDisposable
             if (clock.Elapsed > MaxCaseTime) throw new Exception($"{name}: one input took {clock.Elapsed.TotalSeconds:F1} s");
             long used = GC.GetAllocatedBytesForCurrentThread() - allocated;
             if (used > MaxManagedBytes) throw new Exception($"{name}: one input allocated {used >> 20} MiB");
-        }, iter: Iterations, threads: 1, seed: Environment.GetEnvironmentVariable("SAESHARP_FUZZ_SEED") ?? (Iterations == DefaultIterations ? SuiteSeed : null),
+        }, iter: Iterations, time: Seconds, threads: 1,
+        seed: Environment.GetEnvironmentVariable("SAESHARP_FUZZ_SEED") ?? (Iterations == DefaultIterations && Seconds < 0 ? SuiteSeed : null),
         print: ms => string.Join(" ", ms));
+        // scripts/fuzz.sh collects the iterations each reader ran (SAESHARP_FUZZ_REPORT names the file).
+        if (Environment.GetEnvironmentVariable("SAESHARP_FUZZ_REPORT") is { Length: > 0 } report)
+            lock (ReportLock) File.AppendAllText(report, $"{name}\t{counter}\t{total.Elapsed.TotalSeconds:F0}\n");
     }
+
+    static readonly object ReportLock = new();
 
     static void CopyFolder(string from, string to)
     {
