@@ -5,6 +5,7 @@ using SaeSharp.Analysis;
 using SaeSharp.Interop;
 using SaeSharp.IO;
 using SaeSharp.Models;
+using SaeSharp.Pipelines;
 using SaeSharp.Tokenizers;
 using Spectre.Console;
 

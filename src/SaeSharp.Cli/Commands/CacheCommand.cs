@@ -1,5 +1,6 @@
 using System.CommandLine;
 using SaeSharp.Activations;
+using SaeSharp.Pipelines;
 
 namespace SaeSharp.Cli.Commands;
 

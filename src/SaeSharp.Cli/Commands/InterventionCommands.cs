@@ -6,6 +6,7 @@ using SaeSharp.Interop;
 using SaeSharp.Interventions;
 using SaeSharp.IO;
 using SaeSharp.Models;
+using SaeSharp.Pipelines;
 using SaeSharp.Saes;
 using SaeSharp.Tokenizers;
 using Spectre.Console;

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using SaeSharp.Activations;
 using SaeSharp.Models;
+using SaeSharp.Pipelines;
 
 namespace SaeSharp.Cli.Commands;
 

@@ -3,6 +3,7 @@ using SaeSharp.Activations;
 using SaeSharp.Evaluation;
 using SaeSharp.Interop;
 using SaeSharp.IO;
+using SaeSharp.Pipelines;
 using SaeSharp.Synthetic;
 using static TorchSharp.torch;
 

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using SaeSharp.Kernels;
+using SaeSharp.Pipelines;
 using SaeSharp.Training;
 using Spectre.Console;
 

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using SaeSharp.Activations;
 using SaeSharp.Interop;
 using SaeSharp.Models;
+using SaeSharp.Pipelines;
 using SaeSharp.Saes;
 using SaeSharp.Tokenizers;
 using TorchSharp;

@@ -3,6 +3,7 @@ using System.Text.Json.Nodes;
 using SaeSharp.Corpus;
 using SaeSharp.Interop;
 using SaeSharp.Models;
+using SaeSharp.Pipelines;
 using SaeSharp.Saes;
 using SaeSharp.Tokenizers;
 using static TorchSharp.torch;

@@ -1,5 +1,6 @@
 using System.Text.Json.Nodes;
 using SaeSharp.Models;
+using SaeSharp.Pipelines;
 using SaeSharp.Saes;
 using SaeSharp.Tokenizers;
 using TorchSharp;

@@ -1,5 +1,8 @@
 using System.Text.Json.Nodes;
 using SaeSharp.Activations;
+using SaeSharp.Hooks;
+using SaeSharp.Interventions;
+using SaeSharp.Kernels;
 using SaeSharp.Models;
 using SaeSharp.Saes;
 using TorchSharp;
@@ -23,6 +26,8 @@ public sealed record DownstreamEvalOptions
     public bool ErrorTerm { get; init; } = true;
     /// <summary>Hooks applied on every model run (<see cref="SaeSharp.Models.ProcessedModel.Hooks"/>), before the harvest reads.</summary>
     public IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? ModelHooks { get; init; }
+    /// <summary>Positions unembedded at a time when computing CE and KL; null: as many as fit 2²³ logits (32 MB in float32).</summary>
+    public int? LogitChunkPositions { get; init; }
 }
 
 /// <summary>
@@ -168,6 +173,7 @@ public static class DownstreamEvaluator
         ArgumentNullException.ThrowIfNull(windows);
         var o = options ?? new DownstreamEvalOptions();
         if (targets.Count == 0) throw new SaeSharpException("no SAE to evaluate");
+        if (o.LogitChunkPositions is <= 0) throw new SaeSharpException($"logit chunk must be positive, got {o.LogitChunkPositions}");
         if (o.BatchSizePrompts <= 0) throw new SaeSharpException($"batch size in prompts must be positive, got {o.BatchSizePrompts}");
         var exclude = (o.ExcludeTokenIds ?? []).Distinct().ToArray();
 
@@ -213,76 +219,132 @@ public static class DownstreamEvaluator
         using var _ = no_grad();
         var tokens = tensor(flat).view(b, s);
         var keep = ModelActivationHarvester.KeepMask(tokens, exclude);   // [b, s]
-        var keepF = keep.to(ScalarType.Float64);
-        var ceKeep = keepF.narrow(1, 0, s - 1);                               // predicting positions
 
-        var (logits, cache) = model.Run(tokens, new RunOptions { CacheNames = cacheHooks, Hooks = o.ModelHooks });
-        using var c = cache!;
-        var logpClean = logits!.log_softmax(-1);
-        logits.Dispose();
-        var next = tokens.narrow(1, 1, s - 1).unsqueeze(-1);
-
-        // CE and KL one window at a time: the temporaries are [s, vocab], not [b, s, vocab] (the clean
-        // probabilities are not kept: exp(log p) per window).
-        (double Ce, double Kl) Measure(Tensor variantLogits)
+        // The clean pass caches every hook an SAE reads or replaces and the residual stream entering each site's block,
+        // and returns the final-normalised residual: no logits yet.
+        var starts = siteHooks.ToDictionary(h => h, h => StartLayer(model, h), StringComparer.Ordinal);
+        var residualHooks = starts.Values.OfType<int>().Select(model.ResidualHookEntering);
+        var (cleanOut, cache) = model.Run(tokens, new RunOptions
         {
-            double ceSum = 0, klSum = 0;
-            for (int i = 0; i < b; i++)
-            {
-                using var inner = NewDisposeScope();
-                var logp = variantLogits[i].log_softmax(-1);
-                var lc = logpClean[i];
-                var ce = -logp.narrow(0, 0, s - 1).gather(-1, next[i]).squeeze(-1).to(ScalarType.Float64);
-                var kl = (lc.exp() * (lc - logp)).sum(-1).to(ScalarType.Float64);
-                ceSum += (ce * ceKeep[i]).sum().item<double>();
-                klSum += (kl * keepF[i]).sum().item<double>();
-            }
-            variantLogits.Dispose();
-            return (ceSum, klSum);
-        }
+            CacheNames = cacheHooks.Concat(residualHooks).Distinct().ToList(), Hooks = o.ModelHooks, ReturnNormalized = true,
+        });
+        using var c = cache!;
 
-        long positions = (long)keepF.sum().item<double>();
-        long cePositions = (long)ceKeep.sum().item<double>();
-        var cleanCe = -logpClean.narrow(1, 0, s - 1).gather(-1, next).squeeze(-1).to(ScalarType.Float64);
-        clean.Add((cleanCe * ceKeep).sum().item<double>(), 0, positions, cePositions);
+        // Each variant runs from the block of the hook it changes, on the residual stream the clean pass cached there.
+        var variants = new List<(Sums Sums, Tensor Normalized)>();
+        Tensor RunVariant(string site, Func<Tensor, Tensor?> fn)
+        {
+            int? start = starts[site];
+            // Model hooks before the start already shaped the cached residual (and those on it, which the block fires again).
+            var hooks = (o.ModelHooks ?? []).Where(h => start is not int l ||
+                (model.HookPoints.LayerOf(h.Name) >= l && model.HookPoints.Resolve(h.Name) != model.ResidualHookEntering(l))).ToList();
+            hooks.Add((site, fn));
+            return model.Run(tokens, new RunOptions
+            {
+                StartAtLayer = start, Residual = start is int l ? c[model.ResidualHookEntering(l)] : null,
+                Hooks = hooks, ReturnNormalized = true,
+            }).Logits!;
+        }
 
         foreach (var hook in siteHooks)
         {
-            using var hs = NewDisposeScope();
-            var zero = model.Run(tokens, new RunOptions { Hooks = With(o, (hook, x => Where(keep, zeros_like(x), x))) }).Logits!;
-            var (zc, zk) = Measure(zero);
-            ablation[hook].Add(zc, zk, positions, cePositions);
+            variants.Add((ablation[hook], RunVariant(hook, x => Where(keep, zeros_like(x), x))));
             if (o.MeanAblation)
             {
                 var act = c[hook];
                 var k = keep.to(act.dtype).view(new long[] { b, s }.Concat(Enumerable.Repeat(1L, (int)act.dim() - 2)).ToArray());
                 var mean = (act * k).sum([0, 1]) / k.sum();
-                var meanLogits = model.Run(tokens, new RunOptions { Hooks = With(o, (hook, x => Where(keep, mean.expand_as(x), x))) }).Logits!;
-                var (mc, mk) = Measure(meanLogits);
-                meanAblation[hook].Add(mc, mk, positions, cePositions);
+                variants.Add((meanAblation[hook], RunVariant(hook, x => Where(keep, mean.expand_as(x), x))));
             }
         }
 
         foreach (var p in plans)
         {
-            using var ps = NewDisposeScope();
             var input = c[p.InputHook];
             var site = c[p.SiteHook];
             var (recon, feats) = p.Reconstruct(input);                  // recon shaped as the site activation
             p.AddReconstruction(site, recon, feats, keep);
             var spliced = Where(keep, recon, site);
-            var splicedLogits = model.Run(tokens, new RunOptions { Hooks = With(o, (p.SiteHook, _ => spliced)) }).Logits!;
-            var (sc, sk) = Measure(splicedLogits);
-            p.Spliced.Add(sc, sk, positions, cePositions);
+            variants.Add((p.Spliced, RunVariant(p.SiteHook, _ => spliced)));
             if (o.ErrorTerm)
             {
                 var withError = Where(keep, recon + (site - recon), site);
-                var errLogits = model.Run(tokens, new RunOptions { Hooks = With(o, (p.SiteHook, _ => withError)) }).Logits!;
-                var (ec, ek) = Measure(errLogits);
-                p.ErrorTerm.Add(ec, ek, positions, cePositions);
+                variants.Add((p.ErrorTerm, RunVariant(p.SiteHook, _ => withError)));
             }
         }
+
+        Measure(model, tokens, keep, cleanOut!, clean, variants, o.LogitChunkPositions);
     }
+
+    /// <summary>The block a run that changes <paramref name="site"/> can start at (null: the embeddings, a full run).</summary>
+    private static int? StartLayer(HookedTransformer model, string site)
+    {
+        int l = model.HookPoints.LayerOf(site);
+        return l <= 0 ? null : l;
+    }
+
+    /// <summary>
+    /// Adds the next-token CE of the clean pass and each variant's CE and KL(clean ‖ variant) over the counted positions.
+    /// The logits are computed a chunk of positions at a time from the final-normalised residuals, so that no
+    /// [tokens, vocab] matrix exists, and the clean chunk's log-probabilities are shared by every variant.
+    /// </summary>
+    private static void Measure(HookedTransformer model, Tensor tokens, Tensor keep, Tensor cleanNormalized, Sums clean,
+        List<(Sums Sums, Tensor Normalized)> variants, int? chunkPositions)
+    {
+        long b = tokens.shape[0], s = tokens.shape[1], d = cleanNormalized.shape[^1];
+        var rows = keep.reshape(-1).nonzero().squeeze(1);               // counted positions
+        long n = rows.shape[0];
+        if (n == 0) return;
+        // Next token of each position, and whether that position counts for CE (the last one predicts nothing).
+        var next = cat([tokens.narrow(1, 1, s - 1), zeros(b, 1, dtype: ScalarType.Int64)], 1).reshape(-1).index_select(0, rows);
+        var predicts = arange(s).lt(s - 1).unsqueeze(0).expand(b, s).reshape(-1).index_select(0, rows);
+        long cePositions = predicts.sum().item<long>();
+
+        var cleanRows = cleanNormalized.reshape(-1, d).index_select(0, rows);
+        var variantRows = variants.Select(v => v.Normalized.reshape(-1, d).index_select(0, rows)).ToList();
+        long chunk = chunkPositions ?? Math.Max(1, LogitChunkElements / model.Config.DVocab);
+        double cleanCe = 0;
+        var ce = new double[variants.Count];
+        var kl = new double[variants.Count];
+        for (long r0 = 0; r0 < n; r0 += chunk)
+        {
+            using var inner = NewDisposeScope();
+            long r = Math.Min(chunk, n - r0);
+            var nx = next.narrow(0, r0, r).unsqueeze(1);
+            var pr = predicts.narrow(0, r0, r).to(ScalarType.Float64);
+            // Per row: CE = lse − l[next]; KL = Σ p_c·(l_c − l_v) + (lse_v − lse_c)·Σ p_c.
+            var lc = model.LogitsOf(cleanRows.narrow(0, r0, r));
+            Tensor lseC, pC, pSum;
+            bool kernels = LogitKernels.Applies(lc);
+            if (kernels)
+            {
+                pC = empty_like(lc);
+                var (lse, ps) = LogitKernels.Clean(lc, pC);
+                (lseC, pSum) = (tensor(lse), tensor(ps));
+            }
+            else (lseC, pC, pSum) = LogitKernels.TorchClean(lc);
+            cleanCe += ((lseC - lc.gather(1, nx).squeeze(1).to(ScalarType.Float64)) * pr).sum().item<double>();
+            for (int v = 0; v < variants.Count; v++)
+            {
+                using var vs = NewDisposeScope();
+                var lv = model.LogitsOf(variantRows[v].narrow(0, r0, r));
+                Tensor lseV, dot;
+                if (kernels)
+                {
+                    var (lse, dt) = LogitKernels.Variant(lv, lc, pC);
+                    (lseV, dot) = (tensor(lse), tensor(dt));
+                }
+                else (lseV, dot) = LogitKernels.TorchVariant(lv, lc, pC);
+                ce[v] += ((lseV - lv.gather(1, nx).squeeze(1).to(ScalarType.Float64)) * pr).sum().item<double>();
+                kl[v] += (dot + (lseV - lseC) * pSum).sum().item<double>();
+            }
+        }
+        clean.Add(cleanCe, 0, n, cePositions);
+        for (int v = 0; v < variants.Count; v++) variants[v].Sums.Add(ce[v], kl[v], n, cePositions);
+    }
+
+    /// <summary>Elements of one [positions, vocab] logit chunk (32 MB in float32).</summary>
+    private const long LogitChunkElements = 1L << 23;
 
     private static List<(string Name, Func<Tensor, Tensor?> Fn)> With(DownstreamEvalOptions o, (string Name, Func<Tensor, Tensor?> Fn) hook) =>
         [.. o.ModelHooks ?? [], hook];
@@ -335,23 +397,18 @@ public static class DownstreamEvaluator
             _head = t.Sae.Cfg.Metadata.HookHeadIndex;
         }
 
-        /// <summary>SAE reconstruction of the input activation, shaped as the site activation; and the latents [rows, d_sae].</summary>
+        /// <summary>SAE reconstruction of the input activation, shaped as the site activation; and the latents [rows, d_sae].
+        /// An SAE is spliced as <see cref="HookedSaeTransformer"/> splices it; a transcoder writes its output to the site.</summary>
         public (Tensor Recon, Tensor Feats) Reconstruct(Tensor input)
         {
+            if (SiteHook == InputHook) return SaeSplice.Splice(new AttachedSae(_t.Sae, InputHook), input, HookRunner.None);
             long b = input.shape[0], s = input.shape[1];
             Tensor rows = input.dim() == 4 && _head is int h ? input.select(2, h) : input;
-            var x = rows.reshape(b * s, -1).to(ScalarType.Float32);
+            var x = rows.reshape(b * s, -1).to(_t.Sae.WDec.dtype);
             if (x.shape[1] != _t.Sae.Cfg.DIn)
                 throw new SaeSharpException($"SAE {Name}: d_in = {_t.Sae.Cfg.DIn} but hook '{InputHook}' gives {x.shape[1]} values per token");
             var (y, f) = _t.Sae.Run(x);
-            if (SiteHook != InputHook) return (y.view(b, s, -1).to(input.dtype), f);
-            if (input.dim() == 4 && _head is int hh)
-            {
-                var full = input.clone();
-                full.select(2, hh).copy_(y.view(b, s, -1));
-                return (full, f);
-            }
-            return (y.view(input.shape).to(input.dtype), f);
+            return (y.view(b, s, -1).to(input.dtype), f);
         }
 
         public void AddReconstruction(Tensor site, Tensor recon, Tensor feats, Tensor keep)

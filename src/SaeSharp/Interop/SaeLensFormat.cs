@@ -122,8 +122,13 @@ public static class SaeLensFormat
         try
         {
             root = JsonNode.Parse(File.ReadAllText(cfgPath)) as JsonObject ?? throw new SaeSharpException($"{cfgPath}: not a JSON object");
+            _ = root.ContainsKey("metadata");       // builds the key index: a repeated key throws here
         }
         catch (JsonException e)
+        {
+            throw new SaeSharpException($"{cfgPath}: invalid JSON ({e.Message})");
+        }
+        catch (ArgumentException e)
         {
             throw new SaeSharpException($"{cfgPath}: invalid JSON ({e.Message})");
         }

@@ -8,6 +8,17 @@ internal static class SaeSplice
 {
     public static Tensor Run(AttachedSae a, Tensor x, HookRunner runner)
     {
+        var (y, features) = Splice(a, x, runner);
+        features.Dispose();
+        return y;
+    }
+
+    /// <summary>
+    /// The activation that replaces <paramref name="x"/> (shaped as x) and the SAE's unedited latents [batch·pos, d_sae]
+    /// (what <c>hook_sae_acts_post</c> receives).
+    /// </summary>
+    public static (Tensor Output, Tensor Features) Splice(AttachedSae a, Tensor x, HookRunner runner)
+    {
         using var scope = NewDisposeScope();
         var sae = a.Sae;
         int dIn = sae.Cfg.DIn, dSae = sae.Cfg.DSae;
@@ -56,6 +67,6 @@ internal static class SaeSplice
             heads[hh] = y;
             y = stack(heads, 2);
         }
-        return y.MoveToOuterDisposeScope();
+        return (y.MoveToOuterDisposeScope(), clean.reshape(b * s, dSae).MoveToOuterDisposeScope());
     }
 }

@@ -45,7 +45,7 @@ internal sealed unsafe class CandidateEncoder : IDisposable
     /// <summary>Whether a candidate pass exists on <paramref name="path"/> for <paramref name="dSae"/> latents (int8
     /// panels need a multiple of 16).</summary>
     public static bool Applies(KernelPath path, long dSae) =>
-        path == KernelPath.Avx512Bf16 || path != KernelPath.Scalar && dSae % Int8Gemm.Panel == 0;
+        path == KernelPath.Avx512Bf16 || path > KernelPath.Scalar && dSae % Int8Gemm.Panel == 0;
 
     /// <summary>Whether the candidate pass beats a float32 encoder on <paramref name="path"/>, as measured (BENCHMARKS.md):
     /// on no path yet. On the AVX-512/AMX machine it was measured on (heavily shared), the selection alone ran faster

@@ -6,6 +6,8 @@ namespace SaeSharp.Kernels;
 /// so forcing a lower one on a bigger CPU runs the code a smaller CPU would (not at its speed).</summary>
 public enum KernelPath
 {
+    /// <summary>No custom kernel at all: plain torch operations, as on a non-CPU device (forcing it tests that fallback on CPU).</summary>
+    Torch,
     /// <summary>Plain loops; no candidate pass (the TopK family selects on float32 pre-activations).</summary>
     Scalar,
     /// <summary>AVX2 + FMA (e.g. AMD Zen 2): int8 candidate products with <c>vpmaddubsw</c>/<c>vpmaddwd</c> on 256-bit vectors.</summary>
@@ -21,7 +23,7 @@ public enum KernelPath
 /// <summary>
 /// Runtime kernel dispatch: the CPU's features are read once, the best <see cref="KernelPath"/> they allow is chosen,
 /// and the environment variable <c>SAESHARP_KERNELS</c> (<c>avx512bf16</c>, <c>avx512</c>, <c>avxvnni</c>, <c>avx2</c>,
-/// <c>scalar</c>) or <see cref="Path"/> forces a lower one (a path the CPU lacks is refused). ARM NEON has no path of
+/// <c>scalar</c>, <c>torch</c>) or <see cref="Path"/> forces a lower one (a path the CPU lacks is refused). ARM NEON has no path of
 /// its own yet: such CPUs run <see cref="KernelPath.Scalar"/> (the float32 selection) and the <see cref="System.Numerics.Vector{T}"/>
 /// kernels, which the .NET JIT maps to NEON.
 /// </summary>

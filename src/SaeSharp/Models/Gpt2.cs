@@ -166,9 +166,8 @@ public sealed class Gpt2Model : HookedTransformer
         return transformer.h[layer].Forward(resid, layer, _s, scale, _act, ctx, HookPoints.Blocks[layer]);
     }
 
-    private protected override Tensor Unembed(Tensor resid, ForwardContext ctx)
-    {
-        var x = ctx.Hooks.Fire(HookPoints.LnFinal, transformer.ln_f.Forward(resid));
-        return matmul(x, transformer.wte.Weight.t());
-    }
+    private protected override Tensor FinalNorm(Tensor resid, ForwardContext ctx) =>
+        ctx.Hooks.Fire(HookPoints.LnFinal, transformer.ln_f.Forward(resid));
+
+    private protected override Tensor UnembedNormalized(Tensor x) => matmul(x, transformer.wte.Weight.t());
 }

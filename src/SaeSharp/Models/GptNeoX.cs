@@ -221,9 +221,8 @@ public sealed class GptNeoXModel : HookedTransformer
     private protected override Tensor RunBlock(int layer, Tensor resid, ForwardContext ctx) =>
         gpt_neox.layers[layer].Forward(resid, layer, _s, ctx.RotaryCos, ctx.RotarySin, _act, ctx, HookPoints.Blocks[layer]);
 
-    private protected override Tensor Unembed(Tensor resid, ForwardContext ctx)
-    {
-        var x = ctx.Hooks.Fire(HookPoints.LnFinal, gpt_neox.final_layer_norm.Forward(resid));
-        return embed_out.Forward(x);
-    }
+    private protected override Tensor FinalNorm(Tensor resid, ForwardContext ctx) =>
+        ctx.Hooks.Fire(HookPoints.LnFinal, gpt_neox.final_layer_norm.Forward(resid));
+
+    private protected override Tensor UnembedNormalized(Tensor x) => embed_out.Forward(x);
 }

@@ -15,6 +15,19 @@ public sealed class RunOptions
     public Tensor? AttentionMask { get; init; }
     /// <summary>TransformerLens <c>stop_at_layer</c>: run only blocks &lt; L (negative counts from the end) and return no logits.</summary>
     public int? StopAtLayer { get; init; }
+    /// <summary>
+    /// TransformerLens <c>start_at_layer</c>: run only blocks ≥ L, starting from <see cref="Residual"/>, the residual stream
+    /// entering block L (<c>blocks.L.hook_resid_pre</c>, or the last block's <c>hook_resid_post</c> for L = n_layers) of
+    /// an earlier run on the same tokens. Hooks before block L do not fire; the tokens still give positions and attention.
+    /// </summary>
+    public int? StartAtLayer { get; init; }
+    /// <summary>The residual stream [batch, pos, d_model] that block <see cref="StartAtLayer"/> starts from.</summary>
+    public Tensor? Residual { get; init; }
+    /// <summary>
+    /// Return the final-normalised residual (<c>ln_final.hook_normalized</c>, [batch, pos, d_model]) instead of the logits:
+    /// <see cref="HookedTransformer.LogitsOf"/> unembeds it, a few rows at a time when the vocabulary is large.
+    /// </summary>
+    public bool ReturnNormalized { get; init; }
     /// <summary>Hook functions (name or alias, fn): fn reads the activation and returns a replacement of the same shape, or null.</summary>
     public IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? Hooks { get; init; }
     /// <summary>Hooks whose activations are cached (names or aliases). Ignored when <see cref="CacheFilter"/> is set.</summary>
@@ -66,20 +79,23 @@ public abstract class HookedTransformer : nn.Module
     public (Tensor? Logits, ActivationCache? Cache) Run(Tensor tokens, RunOptions options)
     {
         int? stop = NormalizeStop(options.StopAtLayer);
+        var start = NormalizeStart(options.StartAtLayer, options.Residual, stop);
         var saes = ResolveSaes(options.Saes);
-        var hooks = options.Hooks?.Select(h => (ResolveHook(h.Name, saes, stop), h.Fn)).ToList();
+        var hooks = options.Hooks?.Select(h => (ResolveHook(h.Name, saes, stop, start?.Layer), h.Fn)).ToList();
         Func<string, bool>? filter = options.CacheFilter;
         if (filter is null && options.CacheNames is not null)
         {
-            var set = options.CacheNames.Select(n => ResolveHook(n, saes, stop)).ToHashSet(StringComparer.Ordinal);
+            var set = options.CacheNames.Select(n => ResolveHook(n, saes, stop, start?.Layer)).ToHashSet(StringComparer.Ordinal);
             filter = set.Contains;
         }
+        if (start is not null && saes is not null)
+            foreach (var a in saes) CheckFires(a.Hook, stop, start.Value.Layer);
         var cache = filter is null ? null : new ActivationCache(HookPoints);
         try
         {
             using var _ = options.Grad ? enable_grad() : no_grad();
             var runner = new HookRunner(hooks, filter, cache, saes, options.Capture);
-            var logits = ForwardCore(tokens, options.AttentionMask, runner, stop, null);
+            var logits = ForwardCore(tokens, options.AttentionMask, runner, stop, null, start, options.ReturnNormalized);
             return (logits, cache);
         }
         catch
@@ -148,6 +164,44 @@ public abstract class HookedTransformer : nn.Module
         throw new SaeSharpException($"{Config.ModelName}: no unembedding weight found (looked for lm_head, embed_out and tied embeddings)");
     }
 
+    /// <summary>
+    /// Logits of final-normalised rows (<see cref="RunOptions.ReturnNormalized"/>), [..., d_model] → [..., d_vocab] float32
+    /// (float64 for a float64 model): the unembedding with its bias and soft cap, as the last step of a full run.
+    /// </summary>
+    public Tensor LogitsOf(Tensor normalized)
+    {
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        if (normalized.shape[^1] != Config.DModel)
+            throw new SaeSharpException($"LogitsOf: rows have {normalized.shape[^1]} values, but d_model is {Config.DModel}");
+        return UnembedNormalized(normalized).to(LogitType).MoveToOuterDisposeScope();
+    }
+
+    private ScalarType LogitType => Config.Dtype == ScalarType.Float64 ? ScalarType.Float64 : ScalarType.Float32;
+
+    /// <summary>The residual stream that block <paramref name="layer"/> starts from: its hook_resid_pre, or the last block's hook_resid_post.</summary>
+    public string ResidualHookEntering(int layer)
+    {
+        if (layer < 0 || layer > Config.NLayers)
+            throw new SaeSharpException($"layer {layer} is out of range for a model with {Config.NLayers} layers");
+        return layer < Config.NLayers ? HookPoints.Blocks[layer].ResidPre : HookPoints.Blocks[layer - 1].ResidPost;
+    }
+
+    private (int Layer, Tensor Residual)? NormalizeStart(int? start, Tensor? residual, int? stop)
+    {
+        if (start is not int s)
+        {
+            if (residual is not null) throw new SaeSharpException("a residual to start from was given without StartAtLayer");
+            return null;
+        }
+        int l = s < 0 ? Config.NLayers + s : s;
+        if (l < 0 || l > Config.NLayers)
+            throw new SaeSharpException($"startAtLayer {s} is out of range for a model with {Config.NLayers} layers (use -{Config.NLayers}..{Config.NLayers})");
+        if (stop is int st && st < l) throw new SaeSharpException($"startAtLayer {l} is after stopAtLayer {st}");
+        if (residual is null) throw new SaeSharpException($"startAtLayer {l} needs the residual stream entering block {l} ({ResidualHookEntering(l)})");
+        return (l, residual);
+    }
+
     private int? NormalizeStop(int? stop)
     {
         if (stop is not int s) return null;
@@ -162,7 +216,7 @@ public abstract class HookedTransformer : nn.Module
         saes?.Select(a => a.ResolvedFor(HookPoints)).ToList();
 
     /// <summary>A hook name or alias as a TransformerLens name; SAE hook points (<c>&lt;hook&gt;.hook_sae_*</c>) need an SAE at that hook.</summary>
-    internal string ResolveHook(string name, IReadOnlyList<AttachedSae>? saes, int? stop)
+    internal string ResolveHook(string name, IReadOnlyList<AttachedSae>? saes, int? stop, int? start = null)
     {
         if (name is not null && SaeHookPoints.TrySplit(name.Trim(), out var site, out var suffix))
         {
@@ -170,20 +224,23 @@ public abstract class HookedTransformer : nn.Module
             if (saes?.Any(a => a.Hook == hook) != true)
                 throw new SaeSharpException($"hook '{name}': no SAE is attached at '{hook}'" +
                     (saes is { Count: > 0 } ? $" (SAEs are attached at: {string.Join(", ", saes.Select(a => a.Hook))})" : ""));
-            CheckFires(hook, stop);
+            CheckFires(hook, stop, start);
             return SaeHookPoints.Name(hook, suffix);
         }
-        return CheckFires(HookPoints.Resolve(name!), stop);
+        return CheckFires(HookPoints.Resolve(name!), stop, start);
     }
 
-    private string CheckFires(string hook, int? stop)
+    private string CheckFires(string hook, int? stop, int? start)
     {
         if (stop is int s && HookPoints.LayerOf(hook) >= s)
             throw new SaeSharpException($"hook '{hook}' never fires with stopAtLayer {s} (only blocks < {s} run; use stopAtLayer {HookPoints.LayerOf(hook) + 1} or more, or none for ln_final)");
+        if (start is int st && HookPoints.LayerOf(hook) < st)
+            throw new SaeSharpException($"hook '{hook}' never fires with startAtLayer {st} (only blocks ≥ {st} run)");
         return hook;
     }
 
-    internal Tensor? ForwardCore(Tensor tokens, Tensor? attentionMask, HookRunner hooks, int? stopAtLayer, KvCache? kv)
+    internal Tensor? ForwardCore(Tensor tokens, Tensor? attentionMask, HookRunner hooks, int? stopAtLayer, KvCache? kv,
+        (int Layer, Tensor Residual)? start = null, bool returnNormalized = false)
     {
         if (tokens.dim() != 2)
             throw new SaeSharpException($"tokens must be [batch, pos], got shape [{string.Join(", ", tokens.shape)}]");
@@ -222,17 +279,33 @@ public abstract class HookedTransformer : nn.Module
         HookRunner.CurrentPositions = positions;
         try
         {
-            var resid = Embed(ids, ctx);
+            Tensor resid;
+            int first = 0;
+            if (start is var (layer, r))
+            {
+                if (kv is not null) throw new SaeSharpException("startAtLayer cannot be used with a KV cache");
+                if (r.dim() != 3 || r.shape[0] != b || r.shape[1] != s || r.shape[2] != Config.DModel)
+                    throw new SaeSharpException($"the residual to start from has shape [{string.Join(", ", r.shape)}], expected [{b}, {s}, {Config.DModel}]");
+                // The embedding step also sets the rotary tables: run it without hooks and drop its output.
+                var embedCtx = new ForwardContext { Hooks = HookRunner.None, Allowed = allowed, Positions = positions };
+                Embed(ids, embedCtx);
+                ctx.RotaryCos = embedCtx.RotaryCos;
+                ctx.RotarySin = embedCtx.RotarySin;
+                resid = r.to(Config.Dtype).alias();
+                first = layer;
+            }
+            else resid = Embed(ids, ctx);
             int n = stopAtLayer ?? Config.NLayers;
-            for (int i = 0; i < n; i++)
+            for (int i = first; i < n; i++)
             {
                 using var blockScope = NewDisposeScope();
                 resid = RunBlock(i, resid, ctx).MoveToOuterDisposeScope();
             }
             kv?.Advance(s);
             if (stopAtLayer is not null) return null;
-            var logitType = Config.Dtype == ScalarType.Float64 ? ScalarType.Float64 : ScalarType.Float32;
-            return Unembed(resid, ctx).to(logitType).MoveToOuterDisposeScope();
+            var normalized = FinalNorm(resid, ctx);
+            if (returnNormalized) return normalized.MoveToOuterDisposeScope();
+            return UnembedNormalized(normalized).to(LogitType).MoveToOuterDisposeScope();
         }
         finally
         {
@@ -246,6 +319,9 @@ public abstract class HookedTransformer : nn.Module
     /// <summary>Block <paramref name="layer"/> with its hooks, resid_pre in, resid_post out.</summary>
     private protected abstract Tensor RunBlock(int layer, Tensor resid, ForwardContext ctx);
 
-    /// <summary>Final layer norm (ln_final.hook_normalized) and unembedding.</summary>
-    private protected abstract Tensor Unembed(Tensor resid, ForwardContext ctx);
+    /// <summary>Final layer norm, firing ln_final.hook_normalized.</summary>
+    private protected abstract Tensor FinalNorm(Tensor resid, ForwardContext ctx);
+
+    /// <summary>Unembedding of final-normalised rows (bias and soft cap included), in the model's dtype or float32.</summary>
+    private protected abstract Tensor UnembedNormalized(Tensor x);
 }

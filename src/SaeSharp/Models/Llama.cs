@@ -374,9 +374,11 @@ public sealed class LlamaFamilyModel : HookedTransformer
     private protected override Tensor RunBlock(int layer, Tensor resid, ForwardContext ctx) =>
         model.layers[layer].Forward(resid, layer, _s, _act, ctx, HookPoints.Blocks[layer]);
 
-    private protected override Tensor Unembed(Tensor resid, ForwardContext ctx)
+    private protected override Tensor FinalNorm(Tensor resid, ForwardContext ctx) =>
+        ctx.Hooks.Fire(HookPoints.LnFinal, model.norm.Forward(resid));
+
+    private protected override Tensor UnembedNormalized(Tensor x)
     {
-        var x = ctx.Hooks.Fire(HookPoints.LnFinal, model.norm.Forward(resid));
         var logits = lm_head is not null ? lm_head.Forward(x) : nn.functional.linear(x, model.embed_tokens.Weight);
         if (_s.FinalSoftCap is double cap) logits = (logits.to(ScalarType.Float32) / cap).tanh() * cap;
         return logits;

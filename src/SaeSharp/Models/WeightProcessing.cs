@@ -1,7 +1,5 @@
 using System.Text.Json;
 using SaeSharp.Hooks;
-using SaeSharp.Interop;
-using SaeSharp.Saes;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -240,61 +238,5 @@ public static class WeightProcessing
                 bv.zero_();
             }
         }
-    }
-}
-
-/// <summary>Loads a model the way an SAE expects it: with the weight processing of its <c>model_from_pretrained_kwargs</c>.</summary>
-public static class ModelForSae
-{
-    /// <summary>Loads <paramref name="modelFolder"/> processed as <paramref name="cfg"/>'s metadata asks
-    /// (SAELens: <c>from_pretrained_no_processing(model_name, **model_from_pretrained_kwargs)</c>).</summary>
-    public static ProcessedModel Load(string modelFolder, SaeConfig cfg, ScalarType dtype = ScalarType.Float32)
-    {
-        ArgumentNullException.ThrowIfNull(cfg);
-        return Load(modelFolder, WeightProcessingOptions.FromKwargs(cfg.Metadata.ModelFromPretrainedKwargs, out _), dtype);
-    }
-
-    /// <summary>Loads the SAE at <paramref name="saePath"/> and its model.</summary>
-    public static (Sae Sae, ProcessedModel Model) LoadWithSae(string saePath, string modelFolder, ScalarType dtype = ScalarType.Float32)
-    {
-        var sae = SaeLoader.Load(saePath);
-        try
-        {
-            return (sae, Load(modelFolder, sae.Cfg, dtype));
-        }
-        catch
-        {
-            sae.Dispose();
-            throw;
-        }
-    }
-
-    /// <summary>Loads <paramref name="modelFolder"/> and applies <paramref name="options"/>.</summary>
-    public static ProcessedModel Load(string modelFolder, WeightProcessingOptions options, ScalarType dtype = ScalarType.Float32)
-    {
-        var model = ModelLoader.FromPretrained(modelFolder, dtype);
-        try
-        {
-            return WeightProcessing.Apply(model, options);
-        }
-        catch
-        {
-            model.Dispose();
-            throw;
-        }
-    }
-
-    /// <summary>The processing shared by several SAEs (one model for all of them); differing kwargs are an error.</summary>
-    public static WeightProcessingOptions SharedOptions(IEnumerable<SaeConfig> cfgs)
-    {
-        WeightProcessingOptions? shared = null;
-        foreach (var c in cfgs)
-        {
-            var o = WeightProcessingOptions.FromKwargs(c.Metadata.ModelFromPretrainedKwargs, out _);
-            if (shared is not null && shared != o)
-                throw new SaeSharpException($"SAEs need different model processing ({string.Join(", ", shared.ToKwargs().Keys)} vs {string.Join(", ", o.ToKwargs().Keys)}); evaluate them separately");
-            shared = o;
-        }
-        return shared ?? new WeightProcessingOptions();
     }
 }

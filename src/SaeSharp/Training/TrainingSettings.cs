@@ -10,7 +10,7 @@ namespace SaeSharp.Training;
 /// SAELens's names (<c>architecture</c>, <c>d_sae</c>, <c>expansion_factor</c>, <c>l1_coefficient</c>; the older
 /// <c>arch</c>, <c>dict_size</c>, <c>expansion</c>, <c>l1</c> are still read), which may also hold any
 /// <see cref="TrainerConfig"/> field (lr_scheduler_name, l1_warm_up_steps, resample_steps, …).
-/// <see cref="TrainingPlan"/> turns the settings into a run with the defaults the command uses.
+/// <see cref="Pipelines.TrainingPlan"/> turns the settings into a run with the defaults the command uses.
 /// <code>
 /// var s = new TrainingSettings { Activations = "acts.safetensors", Architecture = "topk", K = 32, ExpansionFactor = 8, Out = "runs/topk" };
 /// using var plan = TrainingPlan.ForActivations(s);
@@ -58,7 +58,7 @@ public sealed class TrainingSettings
     /// <summary>TopK family: auto, on or off (<see cref="Saes.SaeTrainingOptions.CandidatePass"/>).</summary>
     [JsonPropertyName("candidate_pass")] public string CandidatePass { get; set; } = "auto";
     /// <summary>Passes over the data before it runs out (<c>--epochs</c>); 0: as many as the run needs. Null: 1 for text
-    /// (<see cref="TrainingPlan.ForModel"/>), no limit for activation files (<see cref="TrainingPlan.ForActivations"/>).</summary>
+    /// (<see cref="Pipelines.TrainingPlan.ForModel"/>), no limit for activation files (<see cref="Pipelines.TrainingPlan.ForActivations"/>).</summary>
     [JsonPropertyName("epochs")] public int? Epochs { get; set; }
 
     /// <summary>The trainer fields of the run (schedules, normalisation, resampling, …). The plan sets the run length,

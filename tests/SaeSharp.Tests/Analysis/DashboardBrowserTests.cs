@@ -2,6 +2,7 @@ using PuppeteerSharp;
 using SaeSharp.Activations;
 using SaeSharp.Analysis;
 using SaeSharp.Models;
+using SaeSharp.Pipelines;
 using SaeSharp.Tokenizers;
 
 namespace SaeSharp.Tests.Analysis;

@@ -3,6 +3,7 @@ using SaeSharp.Analysis;
 using SaeSharp.Interop;
 using SaeSharp.IO;
 using SaeSharp.Models;
+using SaeSharp.Pipelines;
 using SaeSharp.Tokenizers;
 using static TorchSharp.torch;
 

@@ -1,6 +1,7 @@
 using SaeSharp.Activations;
 using SaeSharp.Analysis;
 using SaeSharp.Models;
+using SaeSharp.Pipelines;
 using SaeSharp.Tokenizers;
 
 namespace SaeSharp.Tests.Analysis;

@@ -1,6 +1,7 @@
 using SaeSharp.Activations;
 using SaeSharp.Interop;
 using SaeSharp.Models;
+using SaeSharp.Pipelines;
 using SaeSharp.Saes;
 using SaeSharp.Tests.Models;
 using SaeSharp.Tests.Tokenizers;

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using SaeSharp.Models;
+using SaeSharp.Pipelines;
 using SaeSharp.Saes;
 using SaeSharp.Tests.Models;
 using static TorchSharp.torch;

@@ -3,6 +3,7 @@ using SaeSharp.Activations;
 using SaeSharp.IO;
 using SaeSharp.Kernels;
 using SaeSharp.Models;
+using SaeSharp.Pipelines;
 using SaeSharp.Training;
 using static TorchSharp.torch;
 

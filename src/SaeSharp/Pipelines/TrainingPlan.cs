@@ -2,9 +2,10 @@ using System.Text.Json;
 using SaeSharp.Activations;
 using SaeSharp.Saes;
 using SaeSharp.Synthetic;
+using SaeSharp.Training;
 using static TorchSharp.torch;
 
-namespace SaeSharp.Training;
+namespace SaeSharp.Pipelines;
 
 /// <summary>
 /// A training run prepared from <see cref="TrainingSettings"/> exactly as <c>sae train</c> prepares it: the sources opened

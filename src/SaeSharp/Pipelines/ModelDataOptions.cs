@@ -1,0 +1,32 @@
+using SaeSharp.Models;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Pipelines;
+
+/// <summary>Model and text options shared by <c>sae cache</c>, <c>sae train --model</c> and <c>sae eval</c>.</summary>
+public sealed record ModelDataOptions
+{
+    /// <summary>Hugging Face model folder (config.json + safetensors).</summary>
+    public required string ModelPath { get; init; }
+    /// <summary>Dataset file or folder (.txt, .jsonl, .parquet; text or pre-tokenized).</summary>
+    public required string DatasetPath { get; init; }
+    /// <summary>Tokenizer folder; null: the model folder.</summary>
+    public string? TokenizerPath { get; init; }
+    /// <summary>Tokens per context window; null: the SAE's <c>context_size</c> (eval) or 128.</summary>
+    public int? ContextSize { get; init; }
+    /// <summary>Start each window with BOS and separate documents with it (SAELens <c>prepend_bos</c>); null: the SAE's setting or true.</summary>
+    public bool? PrependBos { get; init; }
+    public string TextField { get; init; } = "text";
+    /// <summary>Token budget N (⌈N / context size⌉ windows); null: the whole dataset (times <see cref="Epochs"/>).</summary>
+    public long? Tokens { get; init; }
+    /// <summary>Passes over the dataset a training source makes (<see cref="Activations.ModelActivationSourceOptions.Epochs"/>):
+    /// 1 reads it once, 0 repeats it until the token budget is reached.</summary>
+    public int Epochs { get; init; } = 1;
+    /// <summary>Leave out BOS/EOS/PAD and other special-token positions; null: the SAE's <c>exclude_special_tokens</c> or false.</summary>
+    public bool? ExcludeSpecialTokens { get; init; }
+    /// <summary>Weight processing of the model (training and caching; evaluation takes it from the SAEs' cfg).</summary>
+    public WeightProcessingOptions Processing { get; init; } = new();
+    public ScalarType ModelDtype { get; init; } = ScalarType.Float32;
+    /// <summary>Windows per model run.</summary>
+    public int BatchSizePrompts { get; init; } = 8;
+}
