@@ -85,17 +85,9 @@ internal static class TrainCommand
         Console.CancelKeyPress += onCancel;
         try
         {
-            if (Console.IsOutputRedirected || !AnsiConsole.Profile.Capabilities.Interactive)
-                return TrainingRun.Run(options, cts.Token, new LineProgress());
-            TrainingRunResult? result = null;
-            AnsiConsole.Progress()
-                .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn(), new SpinnerColumn())
-                .Start(ctx =>
-                {
-                    var task = ctx.AddTask("training", maxValue: options.Trainer.Steps);
-                    result = TrainingRun.Run(options, cts.Token, new BarProgress(task));
-                });
-            return result!;
+            // A live bar on a terminal; in a pipe or file, one log line per report.
+            return CliProgress.Run<TrainingProgress, TrainingRunResult>("training", options.Trainer.Steps,
+                progress => TrainingRun.Run(options, cts.Token, progress), p => (p.Step, p.TotalSteps, Describe(p)), Describe);
         }
         finally
         {
@@ -111,20 +103,6 @@ internal static class TrainCommand
         return $"step {p.Step}/{p.TotalSteps} {p.RowsPerSecond:N0} rows/s{eta} | {string.Join(" | ", parts)}";
     }
 
-    private sealed class LineProgress : IProgress<TrainingProgress>
-    {
-        public void Report(TrainingProgress p) => Console.WriteLine(Describe(p));
-    }
-
-    private sealed class BarProgress(ProgressTask task) : IProgress<TrainingProgress>
-    {
-        public void Report(TrainingProgress p)
-        {
-            task.Value = p.Step;
-            task.Description = Markup.Escape(Describe(p));
-        }
-    }
-
     private static int Report(TrainingRunResult result)
     {
         if (result.Status is TrainingStatus.Cancelled or TrainingStatus.Stopped)
@@ -133,7 +111,7 @@ internal static class TrainCommand
             return 130;
         }
         string passes = (result.Epochs is double e ? $"{e:F2} epochs of the data" : "less than one pass over the data") +
-                        (result.MaxDataPasses == 0 ? "" : $", --epochs {result.MaxDataPasses}");
+                        (result.MaxDataPasses > 1 ? $", --epochs {result.MaxDataPasses}" : "");
         if (result.Status == TrainingStatus.SourceExhausted)
             Console.Error.WriteLine($"warning: the data ran out after {result.Steps} steps ({result.Tokens:N0} tokens, {passes}); " +
                                     "repeat it with --epochs N (or --epochs 0: as many passes as --steps/--tokens need), or ask for fewer steps");

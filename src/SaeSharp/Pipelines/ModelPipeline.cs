@@ -64,7 +64,8 @@ public static class ModelPipeline
 
     /// <summary><c>sae cache --model M --hook H --dataset D --tokens N --out DIR</c>: writes (or resumes) an activation cache.</summary>
     public static ActivationCacheManifest WriteCache(ModelDataOptions data, string hook, string outDir, HarvestMode mode = HarvestMode.Out,
-        string? targetHook = null, int contextsPerShard = 64, ScalarType? dtype = null, Action<ActivationCacheManifest>? onShard = null)
+        string? targetHook = null, int contextsPerShard = 64, ScalarType? dtype = null, Action<ActivationCacheManifest>? onShard = null,
+        IProgress<WorkProgress>? progress = null)
     {
         ArgumentNullException.ThrowIfNull(data);
         var tokenizer = Tokenizer.FromFolder(data.TokenizerPath ?? data.ModelPath);
@@ -78,7 +79,7 @@ public static class ModelPipeline
                 ContextSize = ctx, BatchSizePrompts = data.BatchSizePrompts, ContextsPerShard = contextsPerShard, MaxTokens = data.Tokens,
                 ExcludeTokenIds = data.ExcludeSpecialTokens == true ? SpecialTokenIds(tokenizer) : null,
                 Dtype = dtype ?? ScalarType.Float32, DatasetPath = data.DatasetPath, PrependBos = bos,
-                ModelFromPretrainedKwargs = data.Processing.ToKwargs(), ModelHooks = pm.Hooks,
+                ModelFromPretrainedKwargs = data.Processing.ToKwargs(), ModelHooks = pm.Hooks, Progress = progress,
             }, onShard);
     }
 
@@ -87,7 +88,8 @@ public static class ModelPipeline
     /// as the SAEs' <c>model_from_pretrained_kwargs</c> ask; they must agree), and evaluates all of them in one pass.
     /// Context size, prepend_bos and exclude_special_tokens default to the first SAE's metadata.
     /// </summary>
-    public static IReadOnlyList<DownstreamMetrics> Evaluate(IReadOnlyList<string> saePaths, ModelDataOptions data, bool meanAblation = true)
+    public static IReadOnlyList<DownstreamMetrics> Evaluate(IReadOnlyList<string> saePaths, ModelDataOptions data, bool meanAblation = true,
+        IProgress<WorkProgress>? progress = null)
     {
         ArgumentNullException.ThrowIfNull(saePaths);
         ArgumentNullException.ThrowIfNull(data);
@@ -109,6 +111,7 @@ public static class ModelPipeline
                 {
                     BatchSizePrompts = data.BatchSizePrompts, MaxContexts = ContextsFor(data.Tokens, ctx),
                     ExcludeTokenIds = exclude ? SpecialTokenIds(tokenizer) : null, MeanAblation = meanAblation, ModelHooks = pm.Hooks,
+                    Progress = progress,
                 });
         }
         finally

@@ -236,7 +236,7 @@ public class ModelTrainCommandTests : IDisposable
         Assert.Equal(0, perPass % 32);
         Assert.Equal(1, cfg1["epochs"]!.GetValue<int>());
         Assert.Equal(1.0, cfg1["epochs_seen"]!.GetValue<double>());
-        Assert.Contains($"trained on {seen1:N0} tokens (1.00 epochs of the data, --epochs 1)", once.Out);
+        Assert.Contains($"trained on {seen1:N0} tokens (1.00 epochs of the data)", once.Out);
 
         var loop = CliRunner.Run([.. common, "--epochs", "0", "--out", P("loop")]);
         Ok(loop);
@@ -248,5 +248,34 @@ public class ModelTrainCommandTests : IDisposable
         Assert.Equal(Math.Round(epochs, 4), cfg["epochs_seen"]!.GetValue<double>(), 6);
         Assert.True(epochs > 2);
         Assert.Contains($"trained on 2,560 tokens ({epochs:F2} epochs of the data)", loop.Out);
+    }
+
+    [Fact]
+    public void Long_commands_print_no_progress_into_a_pipe()
+    {
+        var model = Model();
+        var data = Dataset();
+        var cfg = new SaeSharp.Saes.SaeConfig { DIn = 16, DSae = 32, Architecture = SaeSharp.Saes.SaeArchitectures.TopK, K = 4 };
+        cfg.Metadata.HookName = "blocks.0.hook_mlp_out";
+        cfg.Metadata.ContextSize = 32;
+        using (var sae = SaeSharp.Saes.SaeFactory.Create(cfg))
+        {
+            sae.InitializeWeights(new Generator(3));
+            SaeLensFormat.Save(sae, P("sae"));
+        }
+        foreach (var args in new[]
+                 {
+                     new[] { "eval", "--sae", P("sae"), "--model", model, "--dataset", data, "--tokens", "512", "--context-size", "32" },
+                     new[] { "cache", "--model", model, "--hook", "blocks.0.hook_mlp_out", "--dataset", data, "--tokens", "512", "--context-size", "32", "--out", P("cache") },
+                 })
+        {
+            using var p = new CliProcess(args);
+            Assert.Equal(0, p.WaitForExit(TimeSpan.FromMinutes(3)));
+            string all = string.Join("\n", p.Lines);
+            Assert.DoesNotContain('\u001b', all);        // no ANSI escapes
+            Assert.DoesNotContain("tokens/s", all);      // no progress lines
+            Assert.DoesNotContain("ETA", all);
+            Assert.NotEmpty(p.Lines);                    // the results themselves are printed
+        }
     }
 }
