@@ -33,6 +33,7 @@ internal static class Cli
                      CorpusCommand.Create(),
                      LmCommand.Create(),
                      ScoreLabelsCommand.Create(),
+                     ReleasesCommand.Create(),
                  })
             root.Subcommands.Add(command);
         return root;

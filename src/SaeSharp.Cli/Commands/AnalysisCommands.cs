@@ -18,7 +18,7 @@ internal static class AnalysisCommands
     {
         var sae = SaeCommands.SaeOption();
         var model = new Option<string>("--model") { Description = "Hugging Face model id or local model folder", Required = true };
-        var dataset = new Option<string>("--dataset") { Description = ".txt, .jsonl, .parquet (or a folder of them); pre-tokenized jsonl/parquet detected", Required = true };
+        var dataset = new Option<string>("--dataset") { Description = ".txt, .jsonl, .parquet (or a folder of them), or a hub dataset hf:ORG/NAME[:SPLIT]; pre-tokenized jsonl/parquet detected", Required = true };
         var tokens = new Option<long?>("--tokens") { Description = "Token budget (default: the whole dataset)" };
         var output = new Option<string>("--out") { Description = "Output folder: features.jsonl, summary.json, tokens.json", Required = true };
         var features = new Option<string>("--features") { Description = "Features to analyse: all, or a list such as 0-99,123", DefaultValueFactory = _ => "all" };
@@ -40,7 +40,7 @@ internal static class AnalysisCommands
         Cli.SetAction(command, parse =>
         {
             string saePath = parse.GetValue(sae)!, ds = parse.GetValue(dataset)!;
-            if (!File.Exists(ds) && !Directory.Exists(ds)) throw new SaeSharpException($"--dataset {ds}: no such file or folder");
+            if (!Data.TextDataset.Exists(ds)) throw new SaeSharpException($"--dataset {ds}: no such file or folder");
             int dSae;
             using (var probe = SaeLoader.Load(saePath)) dSae = probe.Cfg.DSae;
             var data = new ModelDataOptions

@@ -191,7 +191,7 @@ internal static class InterventionCommands
         var sae = SaeCommands.SaeOption();
         var features = new Option<string>("--features") { Description = "Features to ablate, e.g. 3,17,250", Required = true };
         var prompt = new Option<string?>("--prompt") { Description = "Prompt text" };
-        var dataset = new Option<string?>("--dataset") { Description = ".txt, .jsonl, .parquet (or a folder of them)" };
+        var dataset = new Option<string?>("--dataset") { Description = ".txt, .jsonl, .parquet (or a folder of them), or a hub dataset hf:ORG/NAME[:SPLIT]" };
         var tokensOpt = new Option<long>("--tokens") { Description = "Token budget over --dataset", DefaultValueFactory = _ => 4096 };
         var contextSize = new Option<int>("--context-size") { Description = "Tokens per window over --dataset", DefaultValueFactory = _ => 128 };
         var mode = new Option<string>("--mode") { Description = "zero, or mean (each feature's mean over the same tokens)", DefaultValueFactory = _ => "zero" };
@@ -217,7 +217,7 @@ internal static class InterventionCommands
                 batches = [PromptTokens(tok, text, bos)];
             else if (parse.GetValue(dataset) is string ds)
             {
-                if (!File.Exists(ds) && !Directory.Exists(ds)) throw new SaeSharpException($"--dataset {ds}: no such file or folder");
+                if (!Data.TextDataset.Exists(ds)) throw new SaeSharpException($"--dataset {ds}: no such file or folder");
                 int ctx = parse.GetValue(contextSize);
                 long budget = parse.GetValue(tokensOpt);
                 var windows = ModelPipeline.Windows(tok, ds, ctx, bos).Take((int)Math.Max(1, (budget + ctx - 1) / ctx)).ToList();

@@ -10,7 +10,7 @@ internal sealed class ModelDataOptionsCli
 {
     public readonly Option<string?> Model = new("--model") { Description = "builtin (the shipped model), Hugging Face model id or local model folder (activations from text)" };
     public readonly Option<string?> Hook = new("--hook") { Description = "TransformerLens hook name or module path, e.g. blocks.3.hook_mlp_out" };
-    public readonly Option<string?> Dataset = new("--dataset") { Description = ".txt, .jsonl, .parquet (or a folder of them); pre-tokenized jsonl/parquet detected" };
+    public readonly Option<string?> Dataset = new("--dataset") { Description = ".txt, .jsonl, .parquet (or a folder of them), or a hub dataset hf:ORG/NAME[:SPLIT]; pre-tokenized jsonl/parquet detected" };
     public readonly Option<long?> Tokens = new("--tokens") { Description = "Token budget" };
     public readonly Option<int?> ContextSize = new("--context-size") { Description = "Tokens per context window (default 128)" };
     public readonly Option<bool> NoBos = new("--no-prepend-bos") { Description = "Do not start every window with BOS" };
@@ -21,10 +21,14 @@ internal sealed class ModelDataOptionsCli
     public readonly Option<bool> CenterWriting = new("--center-writing-weights") { Description = "TransformerLens center_writing_weights" };
     public readonly Option<string?> TextField = new("--text-field") { Description = "jsonl field / parquet column holding the text (default text)" };
     public readonly Option<string> Dtype = ModelSource.DtypeOption();
+    public readonly Option<string> Device = new("--device")
+    {
+        Description = "cpu (default) or cuda[:N] (needs a build with -p:TorchBackend=cuda; sae eval --model only)", DefaultValueFactory = _ => "cpu",
+    };
 
     public void AddTo(Command command)
     {
-        foreach (var o in new Option[] { Model, Hook, Dataset, Tokens, ContextSize, NoBos, ExcludeSpecial, Mode, TargetHook, FoldLn, CenterWriting, TextField, Dtype })
+        foreach (var o in new Option[] { Model, Hook, Dataset, Tokens, ContextSize, NoBos, ExcludeSpecial, Mode, TargetHook, FoldLn, CenterWriting, TextField, Dtype, Device })
             command.Options.Add(o);
     }
 
@@ -35,12 +39,13 @@ internal sealed class ModelDataOptionsCli
         var model = parse.GetValue(Model) ?? throw new SaeSharpException("give --model");
         var dataset = parse.GetValue(Dataset) ?? throw new SaeSharpException("give --dataset with --model");
         if (hookRequired && parse.GetValue(Hook) is null) throw new SaeSharpException("give --hook with --model");
-        if (!File.Exists(dataset) && !Directory.Exists(dataset)) throw new SaeSharpException($"--dataset {dataset}: no such file or folder");
+        if (!Data.TextDataset.Exists(dataset)) throw new SaeSharpException($"--dataset {dataset}: no such file or folder");
         var folder = ModelSource.Resolve(model);
         return new ModelDataOptions
         {
             ModelPath = folder,
             ModelDtype = ModelLoader.ParseDtype(parse.GetValue(Dtype)!, folder),
+            Device = ComputeDevice.Parse(parse.GetValue(Device)),
             DatasetPath = dataset,
             Tokens = parse.GetValue(Tokens),
             ContextSize = parse.GetValue(ContextSize),

@@ -23,9 +23,13 @@ public static class TextDataset
 {
     /// <summary>Documents of a file or folder, chosen by extension: <c>.txt</c> (see <paramref name="txtMode"/>),
     /// <c>.jsonl</c> (string field <paramref name="field"/>), <c>.parquet</c> (string column <paramref name="field"/>).</summary>
-    public static IEnumerable<string> Read(string path, string field = "text", TxtMode txtMode = TxtMode.LinePerDocument)
+    public static IEnumerable<string> Read(string path, string field = "text", TxtMode txtMode = TxtMode.LinePerDocument) =>
+        ReadFiles(ExpandFiles(path), field, txtMode);
+
+    /// <summary>Documents of the given files in order, each read as <see cref="Read"/> reads it.</summary>
+    internal static IEnumerable<string> ReadFiles(IEnumerable<string> files, string field = "text", TxtMode txtMode = TxtMode.LinePerDocument)
     {
-        foreach (string file in ExpandFiles(path))
+        foreach (string file in files)
         {
             var docs = KindOf(file) switch
             {
@@ -237,6 +241,9 @@ public static class TextDataset
         }
     }
 
+    /// <summary>True when <paramref name="path"/> is an existing file or folder, or names a hub dataset (<c>hf:ORG/NAME[:SPLIT]</c>).</summary>
+    public static bool Exists(string path) => File.Exists(path) || Directory.Exists(path) || HubDataset.IsHubDataset(path);
+
     internal enum FileKind { Txt, Jsonl, Parquet, Unknown }
 
     internal static FileKind KindOf(string file)
@@ -252,10 +259,12 @@ public static class TextDataset
         };
     }
 
-    /// <summary>A file as itself; a folder as its supported files (recursively) in ordinal path order.</summary>
+    /// <summary>A file as itself; a folder as its supported files (recursively) in ordinal path order; a hub dataset
+    /// (<c>hf:ORG/NAME[:SPLIT]</c>, <see cref="HubDataset"/>) as its split's files, each downloaded when reached.</summary>
     internal static IEnumerable<string> ExpandFiles(string path)
     {
         if (File.Exists(path)) return [path];
+        if (HubDataset.IsHubDataset(path)) return new HubDataset(path).LocalFiles();
         if (!Directory.Exists(path)) throw new SaeSharpException($"dataset '{path}' does not exist");
         var files = Directory.EnumerateFiles(path, "*", SearchOption.AllDirectories)
             .Where(f => KindOf(f) != FileKind.Unknown)

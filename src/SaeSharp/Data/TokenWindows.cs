@@ -168,11 +168,13 @@ public static class TokenWindows
         string textField = "text",
         TxtMode txtMode = TxtMode.LinePerDocument)
     {
-        var files = TextDataset.ExpandFiles(path).ToList();
-        bool tokenized = TextDataset.KindOf(files[0]) switch
+        // A hub dataset's files download as the reader reaches them: list once, look at the first to choose the reader.
+        var files = TextDataset.ExpandFiles(path);
+        string first = files.First();
+        bool tokenized = TextDataset.KindOf(first) switch
         {
-            TextDataset.FileKind.Jsonl => TextDataset.IsTokenizedJsonl(files[0]),
-            TextDataset.FileKind.Parquet => TextDataset.IsTokenizedParquet(files[0]),
+            TextDataset.FileKind.Jsonl => TextDataset.IsTokenizedJsonl(first),
+            TextDataset.FileKind.Parquet => TextDataset.IsTokenizedParquet(first),
             _ => false,
         };
         if (tokenized)
@@ -181,10 +183,10 @@ public static class TokenWindows
             {
                 TextDataset.FileKind.Jsonl => TextDataset.ReadTokenizedJsonl(f),
                 TextDataset.FileKind.Parquet => TextDataset.ReadTokenizedParquet(f),
-                _ => throw new SaeSharpException($"dataset file '{f}' is text, but '{files[0]}' is pre-tokenized; do not mix them"),
+                _ => throw new SaeSharpException($"dataset file '{f}' is text, but '{first}' is pre-tokenized; do not mix them"),
             });
             return FromPretokenized(rows, contextSize);
         }
-        return TokenizeAndConcatenate(TextDataset.Read(path, textField, txtMode), tokenizer, contextSize, prependBos);
+        return TokenizeAndConcatenate(TextDataset.ReadFiles(files, textField, txtMode), tokenizer, contextSize, prependBos);
     }
 }

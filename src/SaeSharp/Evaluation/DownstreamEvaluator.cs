@@ -223,7 +223,7 @@ public static class DownstreamEvaluator
         }
         using var scope = NewDisposeScope();
         using var _ = no_grad();
-        var tokens = tensor(flat).view(b, s);
+        var tokens = tensor(flat).view(b, s).to(model.Device);
         var keep = ModelActivationHarvester.KeepMask(tokens, exclude);   // [b, s]
 
         // The clean pass caches every hook an SAE reads or replaces and the residual stream entering each site's block,
@@ -302,8 +302,8 @@ public static class DownstreamEvaluator
         long n = rows.shape[0];
         if (n == 0) return;
         // Next token of each position, and whether that position counts for CE (the last one predicts nothing).
-        var next = cat([tokens.narrow(1, 1, s - 1), zeros(b, 1, dtype: ScalarType.Int64)], 1).reshape(-1).index_select(0, rows);
-        var predicts = arange(s).lt(s - 1).unsqueeze(0).expand(b, s).reshape(-1).index_select(0, rows);
+        var next = cat([tokens.narrow(1, 1, s - 1), zeros(b, 1, dtype: ScalarType.Int64, device: tokens.device)], 1).reshape(-1).index_select(0, rows);
+        var predicts = arange(s, device: tokens.device).lt(s - 1).unsqueeze(0).expand(b, s).reshape(-1).index_select(0, rows);
         long cePositions = predicts.sum().item<long>();
 
         var cleanRows = cleanNormalized.reshape(-1, d).index_select(0, rows);
@@ -326,7 +326,7 @@ public static class DownstreamEvaluator
             {
                 pC = empty_like(lc);
                 var (lse, ps) = LogitKernels.Clean(lc, pC);
-                (lseC, pSum) = (tensor(lse), tensor(ps));
+                (lseC, pSum) = (tensor(lse, device: lc.device), tensor(ps, device: lc.device));
             }
             else (lseC, pC, pSum) = LogitKernels.TorchClean(lc);
             cleanCe += ((lseC - lc.gather(1, nx).squeeze(1).to(ScalarType.Float64)) * pr).sum().item<double>();
@@ -338,7 +338,7 @@ public static class DownstreamEvaluator
                 if (kernels)
                 {
                     var (lse, dt) = LogitKernels.Variant(lv, lc, pC);
-                    (lseV, dot) = (tensor(lse), tensor(dt));
+                    (lseV, dot) = (tensor(lse, device: lv.device), tensor(dt, device: lv.device));
                 }
                 else (lseV, dot) = LogitKernels.TorchVariant(lv, lc, pC);
                 ce[v] += ((lseV - lv.gather(1, nx).squeeze(1).to(ScalarType.Float64)) * pr).sum().item<double>();

@@ -132,9 +132,19 @@ public sealed class HfHubClient : IDisposable
     public string? DownloadFile(string repoId, string filename, string revision = "main", bool optional = false) =>
         DownloadFileAsync(repoId, filename, revision, optional).GetAwaiter().GetResult();
 
-    /// <inheritdoc cref="DownloadFile"/>
-    public async Task<string?> DownloadFileAsync(string repoId, string filename, string revision = "main",
-        bool optional = false, CancellationToken cancellationToken = default)
+    /// <summary>As <see cref="DownloadFile(string, string, string, bool)"/>, for a model or a dataset repo.</summary>
+    public string? DownloadFile(string repoId, string filename, string revision, bool optional, HfRepoType repoType) =>
+        DownloadFileAsync(repoId, filename, revision, optional, repoType).GetAwaiter().GetResult();
+
+    /// <inheritdoc cref="DownloadFile(string, string, string, bool)"/>
+    public Task<string?> DownloadFileAsync(string repoId, string filename, string revision = "main",
+        bool optional = false, CancellationToken cancellationToken = default) =>
+        DownloadFileAsync(repoId, filename, revision, optional, HfRepoType.Model, cancellationToken);
+
+    /// <summary>As <see cref="DownloadFile(string, string, string, bool)"/>, for a model or a dataset repo (cached under
+    /// <c>datasets--{org}--{name}</c>, fetched from <c>/datasets/{repo}/resolve/...</c>).</summary>
+    public async Task<string?> DownloadFileAsync(string repoId, string filename, string revision, bool optional,
+        HfRepoType repoType, CancellationToken cancellationToken = default)
     {
         if (!HubPaths.IsRelativePath(filename))
             throw new SaeSharpException($"'{filename}' is not a file path inside a repo");
@@ -142,7 +152,7 @@ public sealed class HfHubClient : IDisposable
             throw new SaeSharpException($"'{repoId}' is not a Hugging Face repo id like 'org/name'");
         if (!HubPaths.IsRevision(revision))
             throw new SaeSharpException($"'{revision}' is not a usable revision (a branch, tag or commit: no '..', empty parts, backslashes or control characters)");
-        string storage = HubPaths.Inside(_options.CacheDir, Path.Combine(_options.CacheDir, "models--" + repoId.Replace("/", "--")));
+        string storage = Storage(repoId, repoType);
         string relative = Path.Combine(filename.Split('/'));
 
         // 1. Cache only: the commit the ref points to, its snapshot file or a recorded absence.
@@ -159,7 +169,7 @@ public sealed class HfHubClient : IDisposable
                 $"{repoId}/{filename} (revision {revision}) is not in the cache {_options.CacheDir} and offline mode is on (HF_HUB_OFFLINE)");
 
         // 2. Metadata: commit, etag, size, final URL.
-        string url = $"{_options.Endpoint.TrimEnd('/')}/{repoId}/resolve/{Uri.EscapeDataString(revision)}/"
+        string url = $"{_options.Endpoint.TrimEnd('/')}/{UrlPrefix(repoType)}{repoId}/resolve/{Uri.EscapeDataString(revision)}/"
                      + string.Join('/', filename.Split('/').Select(Uri.EscapeDataString));
         var meta = await HeadAsync(url, repoId, filename, revision, storage, relative, cancellationToken).ConfigureAwait(false);
         if (meta is null) return optional ? null : throw NotFound(repoId, filename, revision, "EntryNotFound");
@@ -174,6 +184,150 @@ public sealed class HfHubClient : IDisposable
             await DownloadBlobAsync(meta, blob, repoId, filename, revision, cancellationToken).ConfigureAwait(false);
         LinkPointer(blob, pointerPath);
         return pointerPath;
+    }
+
+    /// <summary>The cache folder of a repo: <c>{cache}/models--org--name</c> or <c>{cache}/datasets--org--name</c>.</summary>
+    private string Storage(string repoId, HfRepoType repoType) =>
+        HubPaths.Inside(_options.CacheDir, Path.Combine(_options.CacheDir,
+            (repoType == HfRepoType.Dataset ? "datasets--" : "models--") + repoId.Replace("/", "--")));
+
+    private static string UrlPrefix(HfRepoType repoType) => repoType == HfRepoType.Dataset ? "datasets/" : "";
+
+    /// <summary>
+    /// The files of <paramref name="repoId"/> at <paramref name="revision"/> under <paramref name="folder"/> (the whole
+    /// repo when null), recursively, from the hub's tree API (<c>/api/models|datasets/{repo}/tree/{revision}/{folder}</c>,
+    /// following its <c>Link: rel="next"</c> pages). Offline, or when the hub cannot be reached, the files of the cached
+    /// snapshot of the revision are listed instead (when there is one).
+    /// </summary>
+    public IReadOnlyList<HfRepoFile> ListFiles(string repoId, string revision = "main", string? folder = null,
+        HfRepoType repoType = HfRepoType.Model) =>
+        ListFilesAsync(repoId, revision, folder, repoType).GetAwaiter().GetResult();
+
+    /// <inheritdoc cref="ListFiles"/>
+    public async Task<IReadOnlyList<HfRepoFile>> ListFilesAsync(string repoId, string revision = "main", string? folder = null,
+        HfRepoType repoType = HfRepoType.Model, CancellationToken cancellationToken = default)
+    {
+        if (!HubPaths.IsRepoId(repoId))
+            throw new SaeSharpException($"'{repoId}' is not a Hugging Face repo id like 'org/name'");
+        if (!HubPaths.IsRevision(revision))
+            throw new SaeSharpException($"'{revision}' is not a usable revision (a branch, tag or commit: no '..', empty parts, backslashes or control characters)");
+        folder = string.IsNullOrEmpty(folder) ? null : folder.Trim('/');
+        if (folder is not null && !HubPaths.IsRelativePath(folder))
+            throw new SaeSharpException($"'{folder}' is not a folder path inside a repo");
+        string what = $"{(repoType == HfRepoType.Dataset ? "dataset " : "")}{repoId}{(folder is null ? "" : "/" + folder)} (revision {revision})";
+        if (_options.Offline)
+            return CachedListing(repoId, revision, folder, repoType)
+                   ?? throw new SaeSharpException($"cannot list {what}: offline mode is on (HF_HUB_OFFLINE) and no snapshot of it is cached in {_options.CacheDir}");
+
+        var files = new List<HfRepoFile>();
+        var uri = new Uri($"{_options.Endpoint.TrimEnd('/')}/api/{(repoType == HfRepoType.Dataset ? "datasets" : "models")}/{repoId}/tree/"
+                          + Uri.EscapeDataString(revision)
+                          + (folder is null ? "" : "/" + string.Join('/', folder.Split('/').Select(Uri.EscapeDataString)))
+                          + "?recursive=true&expand=false");
+        var origin = uri;
+        for (int page = 0; ; page++)
+        {
+            if (page >= 10_000) throw new SaeSharpException($"listing {what}: the hub sent more than 10000 pages");
+            using var request = new HttpRequestMessage(HttpMethod.Get, uri);
+            AddAuth(request);
+            using var cts = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            cts.CancelAfter(_options.MetadataTimeout);
+            HttpResponseMessage response;
+            try
+            {
+                response = await _http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cts.Token).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is HttpRequestException or TaskCanceledException && !cancellationToken.IsCancellationRequested)
+            {
+                return CachedListing(repoId, revision, folder, repoType)
+                       ?? throw new SaeSharpException($"cannot reach {uri} to list {what}: {e.Message}", e);
+            }
+            using (response)
+            {
+                int status = (int)response.StatusCode;
+                if (status is 401 or 403 or 404)
+                {
+                    string code = Header(response, "X-Error-Code") ?? (status == 404 ? "EntryNotFound" : "RepoNotFound");
+                    throw code switch
+                    {
+                        "RepoNotFound" or "GatedRepo" => new SaeSharpException(
+                            $"{(repoType == HfRepoType.Dataset ? "dataset" : "repository")} '{repoId}' not found or not accessible (HTTP {status}); check the name, or set HF_TOKEN for private/gated repos"),
+                        "RevisionNotFound" => new SaeSharpException($"revision '{revision}' not found in '{repoId}'"),
+                        _ => new SaeSharpException($"folder '{folder}' not found in '{repoId}' at revision '{revision}'"),
+                    };
+                }
+                if (!response.IsSuccessStatusCode)
+                    throw new SaeSharpException($"listing {what}: GET {uri} returned {status} {response.ReasonPhrase}");
+                string body = await response.Content.ReadAsStringAsync(cancellationToken).ConfigureAwait(false);
+                ParseTree(body, files, what);
+                var next = NextPage(response, uri);
+                if (next is null) break;
+                if (!HubPaths.SameOrigin(origin, next))
+                    throw new SaeSharpException($"listing {what}: the hub's next page {HubPaths.Printable(next.ToString())} leaves {origin.GetLeftPart(UriPartial.Authority)}");
+                uri = next;
+            }
+        }
+        return files;
+    }
+
+    private static void ParseTree(string body, List<HfRepoFile> files, string what)
+    {
+        JsonDocument doc;
+        try
+        {
+            doc = JsonDocument.Parse(body);
+        }
+        catch (JsonException e)
+        {
+            throw new SaeSharpException($"listing {what}: the hub sent invalid JSON ({e.Message})", e);
+        }
+        using (doc)
+        {
+            if (doc.RootElement.ValueKind != JsonValueKind.Array)
+                throw new SaeSharpException($"listing {what}: expected a JSON array of entries, got {doc.RootElement.ValueKind}");
+            foreach (var e in doc.RootElement.EnumerateArray())
+            {
+                if (e.ValueKind != JsonValueKind.Object
+                    || !e.TryGetProperty("type", out var type) || type.ValueKind != JsonValueKind.String
+                    || !e.TryGetProperty("path", out var p) || p.ValueKind != JsonValueKind.String)
+                    throw new SaeSharpException($"listing {what}: an entry has no string 'type' and 'path'");
+                if (type.GetString() != "file") continue;
+                string path = p.GetString()!;
+                if (!HubPaths.IsRelativePath(path))
+                    throw new SaeSharpException($"listing {what}: '{HubPaths.Printable(path)}' is not a file path inside the repo");
+                long size = e.TryGetProperty("size", out var sz) && sz.TryGetInt64(out long n) ? n : -1;
+                files.Add(new HfRepoFile(path, size));
+            }
+        }
+    }
+
+    /// <summary>The <c>rel="next"</c> target of a <c>Link</c> header, or null.</summary>
+    private static Uri? NextPage(HttpResponseMessage response, Uri current)
+    {
+        if (!response.Headers.TryGetValues("Link", out var links)) return null;
+        foreach (var link in links.SelectMany(l => l.Split(',')))
+        {
+            var m = Regex.Match(link, @"<([^>]*)>\s*;\s*rel=""?next""?", RegexOptions.CultureInvariant);
+            if (m.Success) return new Uri(current, m.Groups[1].Value);
+        }
+        return null;
+    }
+
+    /// <summary>The files of the cached snapshot of <paramref name="revision"/> under <paramref name="folder"/>, or null
+    /// when the revision has no cached snapshot.</summary>
+    private List<HfRepoFile>? CachedListing(string repoId, string revision, string? folder, HfRepoType repoType)
+    {
+        string storage = Storage(repoId, repoType);
+        string? commit = CommitHash.IsMatch(revision) ? revision : ReadRef(storage, revision);
+        if (commit is null) return null;
+        string snapshot = Path.Combine(storage, "snapshots", commit);
+        string root = folder is null ? snapshot : Path.Combine(snapshot, Path.Combine(folder.Split('/')));
+        if (!Directory.Exists(root)) return null;
+        return Directory.EnumerateFiles(root, "*", SearchOption.AllDirectories)
+            .Where(IsUsableFile)
+            .Select(f => new HfRepoFile(Path.GetRelativePath(snapshot, f).Replace(Path.DirectorySeparatorChar, '/'), new FileInfo(f).Length))
+            .OrderBy(f => f.Path, StringComparer.Ordinal)
+            .ToList();
     }
 
     private sealed record FileMetadata(string Commit, string Etag, long Size, Uri DownloadUrl, bool KeepAuth);
@@ -410,6 +564,18 @@ public sealed class HfHubClient : IDisposable
         if (_ownsHttp) _http.Dispose();
     }
 }
+
+/// <summary>The kind of a Hugging Face repo: models and datasets live in separate namespaces and cache folders.</summary>
+public enum HfRepoType
+{
+    /// <summary>A model repo (<c>/{org}/{name}</c>, cached as <c>models--org--name</c>).</summary>
+    Model,
+    /// <summary>A dataset repo (<c>/datasets/{org}/{name}</c>, cached as <c>datasets--org--name</c>).</summary>
+    Dataset,
+}
+
+/// <summary>A file of a hub repo: its path from the repo root and its size in bytes (-1 when the hub did not say).</summary>
+public sealed record HfRepoFile(string Path, long Size);
 
 /// <summary>One-call access to the Hugging Face Hub with options from the environment
 /// (HF_ENDPOINT, HF_HOME, HF_HUB_CACHE, HF_TOKEN, HF_HUB_OFFLINE).</summary>

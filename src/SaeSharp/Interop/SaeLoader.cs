@@ -1,29 +1,54 @@
+using SaeSharp.Hub;
 using SaeSharp.Saes;
 
 namespace SaeSharp.Interop;
 
-/// <summary>Loads an SAE from any supported on-disk format, detected from the files present.</summary>
+/// <summary>How <see cref="SaeLoader"/> finds and reads an SAE.</summary>
+public sealed record SaeLoadOptions
+{
+    /// <summary>The architecture of a bare dictionary_learning <c>ae.pt</c> (a SAELens architecture name such as
+    /// <c>batchtopk</c>, or a class name); null: from its config.json, else inferred from its keys.</summary>
+    public string? Architecture { get; init; }
+
+    /// <summary>Hub endpoint, cache and token for <c>RELEASE/SAE_ID</c> and <c>hf:</c> paths; null: from the environment.</summary>
+    public HfHubOptions? Hub { get; init; }
+}
+
+/// <summary>Loads an SAE from any supported on-disk format, detected from the files present, after resolving a
+/// pretrained release or hub path to local files (<see cref="SaeSource"/>). Every command's <c>--sae</c> goes through here.</summary>
 public static class SaeLoader
 {
-    /// <summary>The formats tried, in order: a name and a probe of the path.</summary>
-    private static readonly List<(string Name, Func<string, bool> Detect, Func<string, Sae> Load)> Formats =
+    /// <summary>The formats tried, in order: a name, a probe of the path and the loader.</summary>
+    private static readonly List<(string Name, Func<string, bool> Detect, Func<string, SaeLoadOptions, Sae> Load)> Formats =
     [
-        ("SAELens", SaeLensFormat.IsSaeLensFolder, SaeLensFormat.Load),
-        ("dictionary_learning", DictionaryLearning.IsDictionaryLearningPath, DictionaryLearning.Load),
-        ("Gemma Scope", GemmaScope.IsGemmaScopePath, GemmaScope.Load),
-        ("sparsify", Sparsify.IsSparsifyPath, Sparsify.Load),
-        ("OpenAI sparse_autoencoder", OpenAiSae.IsOpenAiCheckpoint, OpenAiSae.Load),
+        ("SAELens", SaeLensFormat.IsSaeLensFolder, (p, _) => SaeLensFormat.Load(p)),
+        ("dictionary_learning", DictionaryLearning.IsDictionaryLearningPath, (p, o) => DictionaryLearning.Load(p, o.Architecture)),
+        ("Gemma Scope", GemmaScope.IsGemmaScopePath, (p, _) => GemmaScope.Load(p)),
+        ("sparsify", Sparsify.IsSparsifyPath, (p, _) => Sparsify.Load(p)),
+        ("OpenAI sparse_autoencoder", OpenAiSae.IsOpenAiCheckpoint, (p, _) => OpenAiSae.Load(p)),
     ];
 
-    public static Sae Load(string path)
+    /// <summary>Loads the SAE that <paramref name="path"/> names: a local file or folder, <c>RELEASE/SAE_ID</c> or
+    /// <c>hf:ORG/REPO[/PATH]</c> (downloaded into the Hugging Face cache first).</summary>
+    public static Sae Load(string path, SaeLoadOptions? options = null)
     {
-        if (!Directory.Exists(path) && !File.Exists(path))
-            throw new SaeSharpException($"{path}: no such SAE file or folder");
+        options ??= new SaeLoadOptions();
+        var resolved = SaeSource.Resolve(path, options.Hub);
+        string local = resolved.Path;
         foreach (var (_, detect, load) in Formats)
-            if (detect(path)) return load(path);
-        throw new SaeSharpException($"{path}: not a recognised SAE (looked for: {string.Join(", ", Formats.Select(f => f.Name))})");
+        {
+            if (!detect(local)) continue;
+            var sae = load(local, options);
+            SaeSource.ApplyReleaseFacts(sae.Cfg, resolved);
+            return sae;
+        }
+        throw new SaeSharpException($"{local}: not a recognised SAE (looked for: {string.Join(", ", Formats.Select(f => f.Name))})");
     }
 
-    /// <summary>The name of the format <see cref="Load"/> would use, or null.</summary>
-    public static string? DetectFormat(string path) => Formats.FirstOrDefault(f => f.Detect(path)).Name;
+    /// <summary>The name of the format <see cref="Load"/> would use, or null (a release or hub path is resolved first).</summary>
+    public static string? DetectFormat(string path, SaeLoadOptions? options = null)
+    {
+        string local = SaeSource.IsRemote(path) ? SaeSource.Resolve(path, options?.Hub).Path : path;
+        return Formats.FirstOrDefault(f => f.Detect(local)).Name;
+    }
 }

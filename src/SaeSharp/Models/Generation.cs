@@ -60,11 +60,11 @@ internal static class Generation
         using var _ = no_grad();
         using var scope = NewDisposeScope();
         using var kv = o.UseKvCache ? new KvCache(model.Config.NLayers) : null;
-        var seq = tokens.to(ScalarType.Int64);
-        var mask = o.AttentionMask is { } m ? m.ne(0) : ones(b, tokens.shape[1], dtype: ScalarType.Bool);
+        var seq = tokens.to(ScalarType.Int64).to(model.Device);
+        var mask = o.AttentionMask is { } m ? m.ne(0).to(seq.device) : ones(b, tokens.shape[1], dtype: ScalarType.Bool, device: seq.device);
         var input = seq;
         var inputMask = mask;
-        var finished = zeros(b, dtype: ScalarType.Bool);
+        var finished = zeros(b, dtype: ScalarType.Bool, device: seq.device);
         var stepLogits = new List<Tensor>();
         for (int step = 0; step < maxNewTokens; step++)
         {
@@ -80,11 +80,11 @@ internal static class Generation
             if (o.ReturnLogits) stepLogits.Add(last.MoveToOuterDisposeScope());
             var col = next.unsqueeze(1);
             seq = cat([seq, col], 1).MoveToOuterDisposeScope();
-            mask = cat([mask, ones(b, 1, dtype: ScalarType.Bool)], 1).MoveToOuterDisposeScope();
+            mask = cat([mask, ones(b, 1, dtype: ScalarType.Bool, device: seq.device)], 1).MoveToOuterDisposeScope();
             if (kv is not null)
             {
                 input = col.MoveToOuterDisposeScope();
-                inputMask = ones(b, 1, dtype: ScalarType.Bool).MoveToOuterDisposeScope();
+                inputMask = ones(b, 1, dtype: ScalarType.Bool, device: seq.device).MoveToOuterDisposeScope();
             }
             else
             {

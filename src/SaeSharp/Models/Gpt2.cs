@@ -37,78 +37,75 @@ internal sealed record Gpt2Settings(int NEmbd, int NLayer, int NHead, int NInner
     }
 }
 
-internal sealed class Gpt2Attention : nn.Module
+/// <summary>HF <c>GPT2Attention</c> of one layer: fused <c>c_attn</c> (q, k, v), <c>c_proj</c>.</summary>
+internal sealed class Gpt2Attention : nn.Module<Tensor, ForwardContext, Tensor>
 {
     private readonly Conv1D c_attn;
     private readonly Conv1D c_proj;
+    private readonly int _layer, _nHead;
+    private readonly double _scale;
+    private readonly BlockHookNames _names;
 
-    public Gpt2Attention(int d, ScalarType dtype) : base("attn")
+    public Gpt2Attention(Gpt2Settings s, int layer, BlockHookNames names, ScalarType dtype) : base("attn")
     {
-        c_attn = new Conv1D(d, 3 * d, dtype);
-        c_proj = new Conv1D(d, d, dtype);
+        (_layer, _nHead, _names) = (layer, s.NHead, names);
+        _scale = s.ScaleAttnWeights ? 1.0 / Math.Sqrt(s.NEmbd / s.NHead) : 1.0;
+        if (s.ScaleByInverseLayerIdx) _scale /= layer + 1;
+        c_attn = new Conv1D(s.NEmbd, 3 * s.NEmbd, dtype);
+        c_proj = new Conv1D(s.NEmbd, s.NEmbd, dtype);
         RegisterComponents();
     }
 
-    public Tensor Forward(Tensor x, int layer, int nHead, double scale, ForwardContext ctx, BlockHookNames names)
+    public override Tensor forward(Tensor x, ForwardContext ctx)
     {
         long b = x.shape[0], s = x.shape[1], d = x.shape[2];
-        var qkv = c_attn.Forward(x).split(d, 2);
-        var h = ctx.Hooks;
-        var q = h.Fire(names.Q, qkv[0].view(b, s, nHead, -1));
-        var k = h.Fire(names.K, qkv[1].view(b, s, nHead, -1));
-        var v = h.Fire(names.V, qkv[2].view(b, s, nHead, -1));
-        var z = AttentionCore.Attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), layer, scale, ctx, names);
-        return c_proj.Forward(z);
+        var qkv = c_attn.forward(x).split(d, 2);
+        var z = AttentionCore.AttendHeads(qkv[0].view(b, s, _nHead, -1), qkv[1].view(b, s, _nHead, -1), qkv[2].view(b, s, _nHead, -1),
+            _layer, _scale, ctx, _names);
+        return c_proj.forward(z);
     }
 }
 
-internal sealed class Gpt2Mlp : nn.Module
+/// <summary>HF <c>GPT2MLP</c>: <c>c_fc</c>, the activation, <c>c_proj</c>.</summary>
+internal sealed class Gpt2Mlp : nn.Module<Tensor, ForwardContext, Tensor>
 {
     private readonly Conv1D c_fc;
     private readonly Conv1D c_proj;
+    private readonly Func<Tensor, Tensor> _act;
+    private readonly BlockHookNames _names;
 
-    public Gpt2Mlp(int d, int inner, ScalarType dtype) : base("mlp")
+    public Gpt2Mlp(Gpt2Settings s, Func<Tensor, Tensor> act, BlockHookNames names, ScalarType dtype) : base("mlp")
     {
-        c_fc = new Conv1D(d, inner, dtype);
-        c_proj = new Conv1D(inner, d, dtype);
+        (_act, _names) = (act, names);
+        c_fc = new Conv1D(s.NEmbd, s.NInner, dtype);
+        c_proj = new Conv1D(s.NInner, s.NEmbd, dtype);
         RegisterComponents();
     }
 
-    public Tensor Forward(Tensor x, Func<Tensor, Tensor> act, ForwardContext ctx, BlockHookNames names)
-    {
-        var pre = ctx.Hooks.Fire(names.MlpPre, c_fc.Forward(x));
-        var post = ctx.Hooks.Fire(names.MlpPost, act(pre));
-        return c_proj.Forward(post);
-    }
+    public override Tensor forward(Tensor x, ForwardContext ctx) => ResidualBlock.Mlp(x, ctx, _names, c_fc, _act, c_proj);
 }
 
-internal sealed class Gpt2Block : nn.Module
+/// <summary>HF <c>GPT2Block</c> <c>h.{layer}</c>: ln_1, attn, ln_2, mlp in sequence.</summary>
+internal sealed class Gpt2Block : nn.Module<Tensor, ForwardContext, Tensor>
 {
     private readonly LayerNorm ln_1;
     private readonly Gpt2Attention attn;
     private readonly LayerNorm ln_2;
     private readonly Gpt2Mlp mlp;
+    private readonly BlockHookNames _names;
 
-    public Gpt2Block(Gpt2Settings s, ScalarType dtype) : base("block")
+    public Gpt2Block(Gpt2Settings s, int layer, Func<Tensor, Tensor> act, BlockHookNames names, ScalarType dtype) : base("block")
     {
+        _names = names;
         ln_1 = new LayerNorm(s.NEmbd, s.Eps, dtype);
-        attn = new Gpt2Attention(s.NEmbd, dtype);
+        attn = new Gpt2Attention(s, layer, names, dtype);
         ln_2 = new LayerNorm(s.NEmbd, s.Eps, dtype);
-        mlp = new Gpt2Mlp(s.NEmbd, s.NInner, dtype);
+        mlp = new Gpt2Mlp(s, act, names, dtype);
         RegisterComponents();
     }
 
-    public Tensor Forward(Tensor resid, int layer, Gpt2Settings s, double scale, Func<Tensor, Tensor> act, ForwardContext ctx, BlockHookNames n)
-    {
-        var h = ctx.Hooks;
-        resid = h.Fire(n.ResidPre, resid);
-        var x1 = h.Fire(n.Ln1, ln_1.Forward(resid));
-        var attnOut = h.Fire(n.AttnOut, attn.Forward(x1, layer, s.NHead, scale, ctx, n));
-        var mid = h.Fire(n.ResidMid, resid + attnOut);
-        var x2 = h.Fire(n.Ln2, ln_2.Forward(mid));
-        var mlpOut = h.Fire(n.MlpOut, mlp.Forward(x2, act, ctx, n));
-        return h.Fire(n.ResidPost, mid + mlpOut);
-    }
+    public override Tensor forward(Tensor resid, ForwardContext ctx) =>
+        ResidualBlock.Sequential(resid, ctx, _names, ln_1.forward, x => attn.forward(x, ctx), ln_2.forward, x => mlp.forward(x, ctx));
 }
 
 /// <summary>The <c>transformer</c> submodule of HF GPT2LMHeadModel: wte, wpe, h.{i}, ln_f.</summary>
@@ -119,11 +116,11 @@ internal sealed class Gpt2Core : nn.Module
     public readonly ModuleList<Gpt2Block> h;
     public readonly LayerNorm ln_f;
 
-    public Gpt2Core(Gpt2Settings s, ScalarType dtype) : base("transformer")
+    public Gpt2Core(Gpt2Settings s, Func<Tensor, Tensor> act, HookPoints hooks, ScalarType dtype) : base("transformer")
     {
         wte = new Embedding(s.VocabSize, s.NEmbd, dtype);
         wpe = new Embedding(s.NPositions, s.NEmbd, dtype);
-        h = new ModuleList<Gpt2Block>(Enumerable.Range(0, s.NLayer).Select(_ => new Gpt2Block(s, dtype)).ToArray());
+        h = new ModuleList<Gpt2Block>(Enumerable.Range(0, s.NLayer).Select(i => new Gpt2Block(s, i, act, hooks.Blocks[i], dtype)).ToArray());
         ln_f = new LayerNorm(s.NEmbd, s.Eps, dtype);
         RegisterComponents();
     }
@@ -136,8 +133,6 @@ internal sealed class Gpt2Core : nn.Module
 public sealed class Gpt2Model : HookedTransformer
 {
     private readonly Gpt2Core transformer;
-    private readonly Gpt2Settings _s;
-    private readonly Func<Tensor, Tensor> _act;
 
     internal Gpt2Model(Gpt2Settings s, string modelName, string configPath, ScalarType dtype)
         : base("GPT2LMHeadModel", new TransformerConfig
@@ -146,28 +141,21 @@ public sealed class Gpt2Model : HookedTransformer
             DMlp = s.NInner, DVocab = s.VocabSize, NCtx = s.NPositions, Activation = s.Activation, LayerNormEps = s.Eps, Dtype = dtype,
         }, new HookPoints(s.NLayer, hasPosEmbed: true, parallelAttnMlp: false, rotary: false, HfModuleNames.Gpt2))
     {
-        _s = s;
-        _act = ActivationFunctions.Get(s.Activation, configPath);
-        transformer = new Gpt2Core(s, dtype);
+        transformer = new Gpt2Core(s, ActivationFunctions.Get(s.Activation, configPath), HookPoints, dtype);
         RegisterComponents();
     }
 
     private protected override Tensor Embed(Tensor tokens, ForwardContext ctx)
     {
-        var e = ctx.Hooks.Fire(HookPoints.Embed, transformer.wte.Forward(tokens));
-        var p = ctx.Hooks.Fire(HookPoints.PosEmbed, transformer.wpe.Forward(ctx.Positions));
+        var e = ctx.Hooks.Fire(HookPoints.Embed, transformer.wte.forward(tokens));
+        var p = ctx.Hooks.Fire(HookPoints.PosEmbed, transformer.wpe.forward(ctx.Positions));
         return e + p;
     }
 
-    private protected override Tensor RunBlock(int layer, Tensor resid, ForwardContext ctx)
-    {
-        double scale = _s.ScaleAttnWeights ? 1.0 / Math.Sqrt(_s.NEmbd / _s.NHead) : 1.0;
-        if (_s.ScaleByInverseLayerIdx) scale /= layer + 1;
-        return transformer.h[layer].Forward(resid, layer, _s, scale, _act, ctx, HookPoints.Blocks[layer]);
-    }
+    private protected override Tensor RunBlock(int layer, Tensor resid, ForwardContext ctx) => transformer.h[layer].forward(resid, ctx);
 
     private protected override Tensor FinalNorm(Tensor resid, ForwardContext ctx) =>
-        ctx.Hooks.Fire(HookPoints.LnFinal, transformer.ln_f.Forward(resid));
+        ctx.Hooks.Fire(HookPoints.LnFinal, transformer.ln_f.forward(resid));
 
     private protected override Tensor UnembedNormalized(Tensor x) => matmul(x, transformer.wte.Weight.t());
 }

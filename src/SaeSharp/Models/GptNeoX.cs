@@ -47,125 +47,88 @@ internal sealed record NeoXSettings(int Hidden, int NLayer, int NHead, int Inter
     }
 }
 
-internal sealed class NeoXAttention : nn.Module
+/// <summary>HF <c>GPTNeoXAttention</c> of one layer: fused <c>query_key_value</c> (per head q, k, v), rotary on the first
+/// rotary_dim dims, <c>dense</c>.</summary>
+internal sealed class NeoXAttention : nn.Module<Tensor, ForwardContext, Tensor>
 {
     private readonly Linear query_key_value;
     private readonly Linear dense;
+    private readonly NeoXSettings _s;
+    private readonly int _layer;
+    private readonly BlockHookNames _names;
 
-    public NeoXAttention(NeoXSettings s, ScalarType dtype) : base("attention")
+    public NeoXAttention(NeoXSettings s, int layer, BlockHookNames names, ScalarType dtype) : base("attention")
     {
+        (_s, _layer, _names) = (s, layer, names);
         query_key_value = new Linear(s.Hidden, 3 * s.Hidden, s.AttentionBias, dtype);
         dense = new Linear(s.Hidden, s.Hidden, s.AttentionBias, dtype);
         RegisterComponents();
     }
 
-    public Tensor Forward(Tensor x, int layer, NeoXSettings st, Tensor? cos, Tensor? sin, ForwardContext ctx, BlockHookNames names)
+    public override Tensor forward(Tensor x, ForwardContext ctx)
     {
         long b = x.shape[0], s = x.shape[1];
-        int hd = st.HeadSize;
+        int hd = _s.HeadSize;
         // HF GPTNeoXAttention: per head, q, k, v are consecutive blocks of head_size in the fused output.
-        var qkv = query_key_value.Forward(x).view(b, s, st.NHead, 3 * hd);
-        var h = ctx.Hooks;
-        var q = h.Fire(names.Q, qkv.narrow(3, 0, hd));
-        var k = h.Fire(names.K, qkv.narrow(3, hd, hd));
-        var v = h.Fire(names.V, qkv.narrow(3, 2 * hd, hd));
-        if (cos is not null && sin is not null)
-        {
-            q = h.Fire(names.RotQ, Rotary.Apply(q, cos, sin, st.RotaryDim));
-            k = h.Fire(names.RotK, Rotary.Apply(k, cos, sin, st.RotaryDim));
-        }
-        var z = AttentionCore.Attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), layer, 1.0 / Math.Sqrt(hd), ctx, names);
-        return dense.Forward(z);
+        var qkv = query_key_value.forward(x).view(b, s, _s.NHead, 3 * hd);
+        var z = AttentionCore.AttendHeads(qkv.narrow(3, 0, hd), qkv.narrow(3, hd, hd), qkv.narrow(3, 2 * hd, hd), _layer, 1.0 / Math.Sqrt(hd),
+            ctx, _names, _s.RotaryDim);
+        return dense.forward(z);
     }
 }
 
-/// <summary>NeoX rotary embeddings on the first rotary_dim dims of each head, with the rotate_half convention.</summary>
-internal static class Rotary
-{
-    /// <summary>cos, sin: [batch, pos, 1, rotary_dim] for positions [batch, pos].</summary>
-    public static (Tensor Cos, Tensor Sin) CosSin(Tensor positions, int rotaryDim, double theta, ScalarType dtype) =>
-        CosSin(positions, InvFreq(rotaryDim, theta), dtype);
-
-    /// <summary>HF default rotary frequencies 1 / theta^(2i / rotary_dim), float32 [rotary_dim / 2].</summary>
-    public static Tensor InvFreq(int rotaryDim, double theta) =>
-        1.0 / pow(theta, arange(0, rotaryDim, 2, dtype: ScalarType.Int64).to(ScalarType.Float32) / rotaryDim);
-
-    /// <summary>cos, sin: [batch, pos, 1, 2·len(invFreq)] for positions [batch, pos] and float32 frequencies.</summary>
-    public static (Tensor Cos, Tensor Sin) CosSin(Tensor positions, Tensor invFreq, ScalarType dtype)
-    {
-        var freqs = positions.to(ScalarType.Float32).unsqueeze(-1) * invFreq; // [b, pos, rot/2]
-        var emb = cat([freqs, freqs], -1).unsqueeze(2);                      // [b, pos, 1, rot]
-        return (emb.cos().to(dtype), emb.sin().to(dtype));
-    }
-
-    /// <summary>x: [batch, pos, head, d_head]; rotates x[..., :rot] as x·cos + rotate_half(x)·sin.</summary>
-    public static Tensor Apply(Tensor x, Tensor cos, Tensor sin, int rot)
-    {
-        long d = x.shape[^1];
-        var xr = rot == d ? x : x.narrow(3, 0, rot);
-        var x1 = xr.narrow(3, 0, rot / 2);
-        var x2 = xr.narrow(3, rot / 2, rot / 2);
-        var rotated = xr * cos + cat([x2.neg(), x1], -1) * sin;
-        return rot == d ? rotated : cat([rotated, x.narrow(3, rot, d - rot)], -1);
-    }
-}
-
-internal sealed class NeoXMlp : nn.Module
+/// <summary>HF <c>GPTNeoXMLP</c>: <c>dense_h_to_4h</c>, the activation, <c>dense_4h_to_h</c>.</summary>
+internal sealed class NeoXMlp : nn.Module<Tensor, ForwardContext, Tensor>
 {
     private readonly Linear dense_h_to_4h;
     private readonly Linear dense_4h_to_h;
+    private readonly Func<Tensor, Tensor> _act;
+    private readonly BlockHookNames _names;
 
-    public NeoXMlp(NeoXSettings s, ScalarType dtype) : base("mlp")
+    public NeoXMlp(NeoXSettings s, Func<Tensor, Tensor> act, BlockHookNames names, ScalarType dtype) : base("mlp")
     {
+        (_act, _names) = (act, names);
         dense_h_to_4h = new Linear(s.Hidden, s.Intermediate, true, dtype);
         dense_4h_to_h = new Linear(s.Intermediate, s.Hidden, true, dtype);
         RegisterComponents();
     }
 
-    public Tensor Forward(Tensor x, Func<Tensor, Tensor> act, ForwardContext ctx, BlockHookNames names)
-    {
-        var pre = ctx.Hooks.Fire(names.MlpPre, dense_h_to_4h.Forward(x));
-        var post = ctx.Hooks.Fire(names.MlpPost, act(pre));
-        return dense_4h_to_h.Forward(post);
-    }
+    public override Tensor forward(Tensor x, ForwardContext ctx) => ResidualBlock.Mlp(x, ctx, _names, dense_h_to_4h, _act, dense_4h_to_h);
 }
 
-internal sealed class NeoXLayer : nn.Module
+/// <summary>HF <c>GPTNeoXLayer</c> <c>layers.{layer}</c>: attention and MLP in parallel (use_parallel_residual) or in sequence.</summary>
+internal sealed class NeoXLayer : nn.Module<Tensor, ForwardContext, Tensor>
 {
     private readonly LayerNorm input_layernorm;
     private readonly LayerNorm post_attention_layernorm;
     private readonly NeoXAttention attention;
     private readonly NeoXMlp mlp;
+    private readonly bool _parallel;
+    private readonly BlockHookNames _names;
 
-    public NeoXLayer(NeoXSettings s, ScalarType dtype) : base("layer")
+    public NeoXLayer(NeoXSettings s, int layer, Func<Tensor, Tensor> act, BlockHookNames names, ScalarType dtype) : base("layer")
     {
+        (_parallel, _names) = (s.ParallelResidual, names);
         input_layernorm = new LayerNorm(s.Hidden, s.Eps, dtype);
         post_attention_layernorm = new LayerNorm(s.Hidden, s.Eps, dtype);
-        attention = new NeoXAttention(s, dtype);
-        mlp = new NeoXMlp(s, dtype);
+        attention = new NeoXAttention(s, layer, names, dtype);
+        mlp = new NeoXMlp(s, act, names, dtype);
         RegisterComponents();
     }
 
-    public Tensor Forward(Tensor resid, int layer, NeoXSettings s, Tensor? cos, Tensor? sin, Func<Tensor, Tensor> act, ForwardContext ctx, BlockHookNames n)
+    public override Tensor forward(Tensor resid, ForwardContext ctx)
     {
+        var n = _names;
+        if (!_parallel)
+            return ResidualBlock.Sequential(resid, ctx, n, input_layernorm.forward, x => attention.forward(x, ctx), post_attention_layernorm.forward, x => mlp.forward(x, ctx));
+        // x + attn(ln1(x)) + mlp(ln2(x))
         var h = ctx.Hooks;
         resid = h.Fire(n.ResidPre, resid);
-        var x1 = h.Fire(n.Ln1, input_layernorm.Forward(resid));
-        var attnOut = h.Fire(n.AttnOut, attention.Forward(x1, layer, s, cos, sin, ctx, n));
-        if (s.ParallelResidual)
-        {
-            // x + attn(ln1(x)) + mlp(ln2(x))
-            var x2 = h.Fire(n.Ln2, post_attention_layernorm.Forward(resid));
-            var mlpOut = h.Fire(n.MlpOut, mlp.Forward(x2, act, ctx, n));
-            return h.Fire(n.ResidPost, resid + attnOut + mlpOut);
-        }
-        else
-        {
-            var mid = h.Fire(n.ResidMid, resid + attnOut);
-            var x2 = h.Fire(n.Ln2, post_attention_layernorm.Forward(mid));
-            var mlpOut = h.Fire(n.MlpOut, mlp.Forward(x2, act, ctx, n));
-            return h.Fire(n.ResidPost, mid + mlpOut);
-        }
+        var x1 = h.Fire(n.Ln1, input_layernorm.forward(resid));
+        var attnOut = h.Fire(n.AttnOut, attention.forward(x1, ctx));
+        var x2 = h.Fire(n.Ln2, post_attention_layernorm.forward(resid));
+        var mlpOut = h.Fire(n.MlpOut, mlp.forward(x2, ctx));
+        return h.Fire(n.ResidPost, resid + attnOut + mlpOut);
     }
 }
 
@@ -176,10 +139,10 @@ internal sealed class NeoXCore : nn.Module
     public readonly ModuleList<NeoXLayer> layers;
     public readonly LayerNorm final_layer_norm;
 
-    public NeoXCore(NeoXSettings s, ScalarType dtype) : base("gpt_neox")
+    public NeoXCore(NeoXSettings s, Func<Tensor, Tensor> act, HookPoints hooks, ScalarType dtype) : base("gpt_neox")
     {
         embed_in = new Embedding(s.VocabSize, s.Hidden, dtype);
-        layers = new ModuleList<NeoXLayer>(Enumerable.Range(0, s.NLayer).Select(_ => new NeoXLayer(s, dtype)).ToArray());
+        layers = new ModuleList<NeoXLayer>(Enumerable.Range(0, s.NLayer).Select(i => new NeoXLayer(s, i, act, hooks.Blocks[i], dtype)).ToArray());
         final_layer_norm = new LayerNorm(s.Hidden, s.Eps, dtype);
         RegisterComponents();
     }
@@ -194,7 +157,6 @@ public sealed class GptNeoXModel : HookedTransformer
     private readonly NeoXCore gpt_neox;
     private readonly Linear embed_out;
     private readonly NeoXSettings _s;
-    private readonly Func<Tensor, Tensor> _act;
 
     internal GptNeoXModel(NeoXSettings s, string modelName, string configPath, ScalarType dtype)
         : base("GPTNeoXForCausalLM", new TransformerConfig
@@ -205,8 +167,7 @@ public sealed class GptNeoXModel : HookedTransformer
         }, new HookPoints(s.NLayer, hasPosEmbed: false, parallelAttnMlp: s.ParallelResidual, rotary: s.RotaryDim > 0, HfModuleNames.NeoX))
     {
         _s = s;
-        _act = ActivationFunctions.Get(s.Activation, configPath);
-        gpt_neox = new NeoXCore(s, dtype);
+        gpt_neox = new NeoXCore(s, ActivationFunctions.Get(s.Activation, configPath), HookPoints, dtype);
         embed_out = new Linear(s.Hidden, s.VocabSize, false, dtype);
         RegisterComponents();
     }
@@ -215,14 +176,13 @@ public sealed class GptNeoXModel : HookedTransformer
     {
         if (_s.RotaryDim > 0)
             (ctx.RotaryCos, ctx.RotarySin) = Rotary.CosSin(ctx.Positions, _s.RotaryDim, _s.RotaryBase, Config.Dtype);
-        return ctx.Hooks.Fire(HookPoints.Embed, gpt_neox.embed_in.Forward(tokens));
+        return ctx.Hooks.Fire(HookPoints.Embed, gpt_neox.embed_in.forward(tokens));
     }
 
-    private protected override Tensor RunBlock(int layer, Tensor resid, ForwardContext ctx) =>
-        gpt_neox.layers[layer].Forward(resid, layer, _s, ctx.RotaryCos, ctx.RotarySin, _act, ctx, HookPoints.Blocks[layer]);
+    private protected override Tensor RunBlock(int layer, Tensor resid, ForwardContext ctx) => gpt_neox.layers[layer].forward(resid, ctx);
 
     private protected override Tensor FinalNorm(Tensor resid, ForwardContext ctx) =>
-        ctx.Hooks.Fire(HookPoints.LnFinal, gpt_neox.final_layer_norm.Forward(resid));
+        ctx.Hooks.Fire(HookPoints.LnFinal, gpt_neox.final_layer_norm.forward(resid));
 
-    private protected override Tensor UnembedNormalized(Tensor x) => embed_out.Forward(x);
+    private protected override Tensor UnembedNormalized(Tensor x) => embed_out.forward(x);
 }

@@ -68,6 +68,9 @@ public abstract class HookedTransformer : nn.Module
         HookPoints = hookPoints;
     }
 
+    /// <summary>The device the weights are on (<c>model.to(device)</c> moves them); runs take their tokens there.</summary>
+    public Device Device => parameters().FirstOrDefault()?.device ?? CPU;
+
     /// <summary>Logits [batch, pos, d_vocab] float32.</summary>
     public Tensor Forward(Tensor tokens, Tensor? attentionMask = null)
     {
@@ -251,18 +254,19 @@ public abstract class HookedTransformer : nn.Module
         long past = kv?.Length ?? 0;
 
         using var scope = NewDisposeScope();
-        var ids = tokens.to(ScalarType.Int64);
+        var dev = Device;
+        var ids = tokens.to(ScalarType.Int64).to(dev);
         long min = ids.min().item<long>(), max = ids.max().item<long>();
         if (min < 0 || max >= Config.DVocab)
             throw new SaeSharpException($"token id {(min < 0 ? min : max)} is outside the vocabulary 0..{Config.DVocab - 1} of {Config.ModelName}");
 
         Tensor newMask;
-        if (attentionMask is null) newMask = ones(b, s, dtype: ScalarType.Bool);
+        if (attentionMask is null) newMask = ones(b, s, dtype: ScalarType.Bool, device: dev);
         else
         {
             if (attentionMask.dim() != 2 || attentionMask.shape[0] != b || attentionMask.shape[1] != s)
                 throw new SaeSharpException($"attention mask has shape [{string.Join(", ", attentionMask.shape)}] but tokens are [{b}, {s}]");
-            newMask = attentionMask.ne(0);
+            newMask = attentionMask.ne(0).to(dev);
         }
         var full = kv?.Mask is { } pm ? cat([pm, newMask], 1) : newMask;
         long total = past + s;
@@ -270,7 +274,7 @@ public abstract class HookedTransformer : nn.Module
         var positions = (full.to(ScalarType.Int64).cumsum(1) - 1).clamp_min(0).narrow(1, past, s);
         if (Config.RotaryDim == 0 && positions.max().item<long>() >= Config.NCtx)
             throw new SaeSharpException($"sequence of {positions.max().item<long>() + 1} tokens exceeds the context length n_ctx={Config.NCtx} of {Config.ModelName}");
-        var causal = arange(total).unsqueeze(0).le((arange(s) + past).unsqueeze(1)); // [s, total]
+        var causal = arange(total, device: dev).unsqueeze(0).le((arange(s, device: dev) + past).unsqueeze(1)); // [s, total]
         var allowed = causal.unsqueeze(0).unsqueeze(0).logical_and(full.unsqueeze(1).unsqueeze(1)); // [b, 1, s, total]
         kv?.SetMask(full);
 

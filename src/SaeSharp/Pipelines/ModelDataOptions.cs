@@ -27,6 +27,8 @@ public sealed record ModelDataOptions
     /// <summary>Weight processing of the model (training and caching; evaluation takes it from the SAEs' cfg).</summary>
     public WeightProcessingOptions Processing { get; init; } = new();
     public ScalarType ModelDtype { get; init; } = ScalarType.Float32;
+    /// <summary>Where the model and SAEs run (<see cref="ComputeDevice.Parse"/>); only evaluation takes a non-CPU device so far.</summary>
+    public Device Device { get; init; } = CPU;
     /// <summary>Windows per model run.</summary>
     public int BatchSizePrompts { get; init; } = 8;
 }

@@ -5,6 +5,7 @@ using SaeSharp.Interop;
 using SaeSharp.Models;
 using SaeSharp.Saes;
 using SaeSharp.Tokenizers;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace SaeSharp.Pipelines;
@@ -38,6 +39,7 @@ public static class ModelPipeline
         string? targetHook = null, int bufferContexts = 64, ulong seed = 0)
     {
         ArgumentNullException.ThrowIfNull(data);
+        ComputeDevice.RequireCpu(data.Device, "training on a model's activations");
         var tokenizer = Tokenizer.FromFolder(data.TokenizerPath ?? data.ModelPath);
         var pm = ModelForSae.Load(data.ModelPath, data.Processing, data.ModelDtype);
         try
@@ -68,6 +70,7 @@ public static class ModelPipeline
         IProgress<WorkProgress>? progress = null)
     {
         ArgumentNullException.ThrowIfNull(data);
+        ComputeDevice.RequireCpu(data.Device, "caching activations");
         var tokenizer = Tokenizer.FromFolder(data.TokenizerPath ?? data.ModelPath);
         using var pm = ModelForSae.Load(data.ModelPath, data.Processing, data.ModelDtype);
         int ctx = data.ContextSize ?? 128;
@@ -102,6 +105,11 @@ public static class ModelPipeline
             var processing = ModelForSae.SharedOptions(saes.Select(s => s.Cfg));
             var tokenizer = Tokenizer.FromFolder(data.TokenizerPath ?? data.ModelPath);
             using var pm = ModelForSae.Load(data.ModelPath, processing, data.ModelDtype);
+            if (data.Device.type != DeviceType.CPU)
+            {
+                pm.Model.to(data.Device);
+                foreach (var s in saes) s.to(data.Device);
+            }
             int ctx = data.ContextSize ?? meta.ContextSize ?? 128;
             bool bos = data.PrependBos ?? meta.PrependBos;
             bool exclude = data.ExcludeSpecialTokens ?? meta.ExcludeSpecialTokens ?? false;

@@ -147,7 +147,7 @@ public sealed class TrainingPlan : IDisposable
     public static SaeMetadata MetadataOf(ActivationCacheManifest manifest) => new()
     {
         ModelName = manifest.Model, HookName = manifest.Hook, ContextSize = manifest.ContextSize, PrependBos = manifest.PrependBos,
-        DatasetPath = manifest.DatasetPath, ExcludeSpecialTokens = manifest.ExcludeTokenIds.Length > 0,
+        DatasetPath = manifest.DatasetPath is null ? null : Data.HubDataset.RecordedPath(manifest.DatasetPath), ExcludeSpecialTokens = manifest.ExcludeTokenIds.Length > 0,
         ModelFromPretrainedKwargs = KwargsOf(manifest.ModelFromPretrainedKwargs),
     };
 
@@ -161,7 +161,7 @@ public sealed class TrainingPlan : IDisposable
             HookName = inputHook,
             ContextSize = data.ContextSize ?? 128,
             PrependBos = data.PrependBos ?? true,
-            DatasetPath = data.DatasetPath,
+            DatasetPath = Data.HubDataset.RecordedPath(data.DatasetPath),
             ExcludeSpecialTokens = data.ExcludeSpecialTokens ?? false,
             ModelFromPretrainedKwargs = KwargsOf(data.Processing.ToKwargs()),
         };

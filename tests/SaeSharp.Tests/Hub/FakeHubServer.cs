@@ -34,6 +34,12 @@ internal sealed class FakeHubServer : IDisposable
     /// <summary>Repo id -> file path -> file.</summary>
     public ConcurrentDictionary<string, Dictionary<string, FakeFile>> Repos { get; } = new();
 
+    /// <summary>Dataset repo id -> file path -> file (served under <c>/datasets/</c> and <c>/api/datasets/</c>).</summary>
+    public ConcurrentDictionary<string, Dictionary<string, FakeFile>> DatasetRepos { get; } = new();
+
+    /// <summary>Entries per page of the tree API (<c>Link: rel="next"</c> beyond).</summary>
+    public int TreePageSize { get; set; } = 1000;
+
     public ConcurrentQueue<Request> Requests { get; } = new();
 
     /// <summary>A hostile or broken server: when it returns a response for (method, path), that is sent instead of the normal one.</summary>
@@ -98,15 +104,21 @@ internal sealed class FakeHubServer : IDisposable
         if (path.StartsWith("/cdn/"))
         {
             string sha = path["/cdn/".Length..];
-            var file = Repos.Values.SelectMany(r => r.Values).FirstOrDefault(f => f.Lfs && Sha256(f.Content) == sha);
+            var file = Repos.Values.Concat(DatasetRepos.Values).SelectMany(r => r.Values).FirstOrDefault(f => f.Lfs && Sha256(f.Content) == sha);
             if (file is null) return (404, h, []);
             return Serve(file.Content, range, h);
         }
+        string query = "";
+        int q = path.IndexOf('?');
+        if (q >= 0) (path, query) = (path[..q], path[(q + 1)..]);
+        if (path.StartsWith("/api/")) return Tree(path, query, h);
+        var repos = Repos;
+        if (path.StartsWith("/datasets/")) (path, repos) = (path["/datasets".Length..], DatasetRepos);
         // /{org}/{name}/resolve/{revision}/{file...}
         var seg = path.TrimStart('/').Split('/');
         if (seg.Length < 5 || seg[2] != "resolve") return (404, h, []);
         string repo = seg[0] + "/" + seg[1], revision = seg[3], filename = string.Join('/', seg[4..]);
-        if (!Repos.TryGetValue(repo, out var files))
+        if (!repos.TryGetValue(repo, out var files))
         {
             h["X-Error-Code"] = "RepoNotFound";
             return (404, h, Encoding.UTF8.GetBytes("Repository not found"));
@@ -133,6 +145,50 @@ internal sealed class FakeHubServer : IDisposable
         }
         h["ETag"] = "\"" + GitEtag(f.Content) + "\"";
         return Serve(f.Content, range, h);
+    }
+
+    /// <summary><c>/api/{models|datasets}/{org}/{name}/tree/{revision}[/{folder}]?recursive=true[&amp;cursor=N]</c>: the
+    /// files under the folder (and its sub-folders' directory entries) as the hub's JSON list, paged by <see cref="TreePageSize"/>.</summary>
+    private (int, Dictionary<string, string>, byte[]) Tree(string path, string query, Dictionary<string, string> h)
+    {
+        var seg = path.TrimStart('/').Split('/');
+        if (seg.Length < 6 || seg[4] != "tree" || seg[1] is not ("models" or "datasets")) return (404, h, []);
+        var repos = seg[1] == "datasets" ? DatasetRepos : Repos;
+        string repo = seg[2] + "/" + seg[3], revision = seg[5], folder = string.Join('/', seg[6..]);
+        if (!repos.TryGetValue(repo, out var files))
+        {
+            h["X-Error-Code"] = "RepoNotFound";
+            return (404, h, Encoding.UTF8.GetBytes("{\"error\":\"Repository not found\"}"));
+        }
+        if (revision != "main" && revision != Commit)
+        {
+            h["X-Error-Code"] = "RevisionNotFound";
+            return (404, h, []);
+        }
+        string prefix = folder.Length == 0 ? "" : folder + "/";
+        var entries = new List<string>();
+        var dirs = new SortedSet<string>(StringComparer.Ordinal);
+        foreach (var (name, f) in files.OrderBy(kv => kv.Key, StringComparer.Ordinal))
+        {
+            if (!name.StartsWith(prefix, StringComparison.Ordinal)) continue;
+            var parts = name.Split('/');
+            for (int i = prefix.Count(c => c == '/') + 1; i < parts.Length; i++) dirs.Add(string.Join('/', parts[..i]));
+            entries.Add($"{{\"type\":\"file\",\"oid\":\"{GitEtag(f.Content)}\",\"size\":{f.Content.Length},\"path\":{System.Text.Json.JsonSerializer.Serialize(name)}}}");
+        }
+        if (entries.Count == 0 && folder.Length > 0)
+        {
+            h["X-Error-Code"] = "EntryNotFound";
+            return (404, h, []);
+        }
+        entries.InsertRange(0, dirs.Select(d => $"{{\"type\":\"directory\",\"oid\":\"0\",\"size\":0,\"path\":{System.Text.Json.JsonSerializer.Serialize(d)}}}"));
+        int start = 0;
+        foreach (var kv in query.Split('&'))
+            if (kv.StartsWith("cursor=")) start = int.Parse(kv["cursor=".Length..]);
+        var page = entries.Skip(start).Take(TreePageSize).ToList();
+        if (start + TreePageSize < entries.Count)
+            h["Link"] = $"<{Endpoint}{path}?recursive=true&expand=false&cursor={start + TreePageSize}>; rel=\"next\"";
+        h["Content-Type"] = "application/json";
+        return (200, h, Encoding.UTF8.GetBytes("[" + string.Join(",", page) + "]"));
     }
 
     private (int, Dictionary<string, string>, byte[]) Serve(byte[] content, string? range, Dictionary<string, string> h)

@@ -135,14 +135,128 @@ public sealed class DictionaryLearningTests : IDisposable
         Assert.Equal(expected, DictionaryLearning.HookName(submodule, io));
 
     [Fact]
-    public void Folder_detection_needs_both_files()
+    public void Folder_or_ae_pt_is_detected_with_or_without_config()
     {
         Assert.True(DictionaryLearning.IsDictionaryLearningPath(Path.Combine(Fixtures, "AutoEncoder")));
         Assert.True(DictionaryLearning.IsDictionaryLearningPath(Path.Combine(Fixtures, "AutoEncoder", "ae.pt")));
-        File.Copy(Path.Combine(Fixtures, "AutoEncoder", "ae.pt"), Path.Combine(_dir, "ae.pt"));
         Assert.False(DictionaryLearning.IsDictionaryLearningPath(_dir));
-        var e = Assert.Throws<SaeSharpException>(() => DictionaryLearning.ReadCheckpoint(_dir));
-        Assert.Contains("config.json", e.Message);
+        File.Copy(Path.Combine(Fixtures, "AutoEncoder", "ae.pt"), Path.Combine(_dir, "ae.pt"));
+        Assert.True(DictionaryLearning.IsDictionaryLearningPath(_dir));
+        File.Copy(Path.Combine(Fixtures, "AutoEncoder", "ae.pt"), Path.Combine(_dir, "other.pt"));
+        Assert.False(DictionaryLearning.IsDictionaryLearningPath(Path.Combine(_dir, "other.pt")));
+    }
+
+    /// <summary>A published zip's folder (<c>10_32768/ae.pt</c>, no config.json) holding the fixture's state_dict.</summary>
+    string Bare(string dictClass)
+    {
+        string folder = Path.Combine(_dir, dictClass, "10_32768");
+        Directory.CreateDirectory(folder);
+        File.Copy(Path.Combine(Fixtures, dictClass, "ae.pt"), Path.Combine(folder, "ae.pt"));
+        return folder;
+    }
+
+    [Theory]
+    [InlineData("AutoEncoder", null, typeof(StandardSae))]
+    [InlineData("GatedAutoEncoder", null, typeof(GatedSae))]
+    [InlineData("JumpReluAutoEncoder", null, typeof(JumpReluSae))]
+    [InlineData("AutoEncoderTopK", null, typeof(TopKSae))]
+    [InlineData("BatchTopKSAE", "batchtopk", typeof(BatchTopKSae))]
+    [InlineData("AutoEncoderTopK", "topk", typeof(TopKSae))]
+    public void Bare_ae_pt_loads_with_sizes_from_the_tensors_and_class_from_the_keys_or_arch(string dictClass, string? arch, Type saeType)
+    {
+        using var scope = torch.NewDisposeScope();
+        string folder = Bare(dictClass);
+        using var sae = SaeLoader.Load(folder, new SaeLoadOptions { Architecture = arch });
+        Assert.IsType(saeType, sae);
+        Assert.Equal((32, 128), (sae.Cfg.DIn, sae.Cfg.DSae));
+        Assert.Null(sae.Cfg.Metadata.HookName);
+        var reference = Reference(dictClass);
+        using var _ = torch.no_grad();
+        var (xHat, f) = sae.Run(reference["x"]);
+        AssertClose(reference["f"], f);
+        AssertClose(reference["x_hat"], xHat);
+    }
+
+    [Fact]
+    public void Bare_BatchTopK_state_dict_reads_as_TopK_unless_named()
+    {
+        // AutoEncoderTopK and BatchTopKSAE save the same keys (k, threshold, encoder.*, decoder.weight, b_dec).
+        using var ckpt = DictionaryLearning.ReadCheckpoint(Bare("BatchTopKSAE"));
+        Assert.Equal("AutoEncoderTopK", ckpt.DictClass);
+        Assert.Equal(SaeArchitectures.TopK, ckpt.Cfg.Architecture);
+        var e = Assert.Throws<SaeSharpException>(() => DictionaryLearning.ReadCheckpoint(Path.Combine(_dir, "BatchTopKSAE", "10_32768"), "crosscoder"));
+        Assert.Contains("--arch crosscoder", e.Message);
+        var wrong = Assert.Throws<SaeSharpException>(() => DictionaryLearning.ReadCheckpoint(Path.Combine(_dir, "BatchTopKSAE", "10_32768"), "gated"));
+        Assert.Contains("GatedAutoEncoder checkpoint has no", wrong.Message);
+    }
+
+    [Theory]
+    [InlineData(new[] { "encoder.weight", "encoder.bias", "decoder.weight", "bias" }, "AutoEncoder")]
+    [InlineData(new[] { "encoder.weight", "encoder.bias", "decoder.weight", "decoder.bias" }, "AutoEncoderNew")]
+    [InlineData(new[] { "encoder.weight", "decoder.weight", "decoder_bias", "r_mag", "gate_bias", "mag_bias" }, "GatedAutoEncoder")]
+    [InlineData(new[] { "W_enc", "b_enc", "W_dec", "b_dec", "threshold" }, "JumpReluAutoEncoder")]
+    [InlineData(new[] { "encoder.weight", "encoder.bias", "decoder.weight", "b_dec", "k", "threshold" }, "AutoEncoderTopK")]
+    [InlineData(new[] { "W_enc", "b_enc", "W_dec", "b_dec", "k", "threshold", "group_sizes" }, "MatryoshkaBatchTopKSAE")]
+    [InlineData(new[] { "W", "b" }, null)]
+    public void Class_is_inferred_from_the_state_dict_keys(string[] keys, string? expected) =>
+        Assert.Equal(expected, DictionaryLearning.InferClass(keys));
+
+    [Fact]
+    public void Bare_matryoshka_ae_pt_loads_with_widths_from_group_sizes_and_encodes_like_dictionary_learning()
+    {
+        using var scope = torch.NewDisposeScope();
+        var g = new Generator(7);
+        var wEnc = randn(6, 10, generator: g);
+        var bEnc = randn(10, generator: g) * 0.1;
+        var wDec = randn(10, 6, generator: g);
+        var bDec = randn(6, generator: g) * 0.1;
+        string path = Path.Combine(_dir, "mat", "ae.pt");
+        OpenAiSaeTests.WriteCheckpoint(path, new Dictionary<string, Tensor>
+        {
+            ["W_enc"] = wEnc, ["b_enc"] = bEnc, ["W_dec"] = wDec, ["b_dec"] = bDec,
+            ["k"] = tensor(3L), ["threshold"] = tensor(0.2f), ["group_sizes"] = tensor(new long[] { 2, 3, 5 }),
+        }, activation: null, postact: null);
+        using var sae = SaeLoader.Load(path);
+        Assert.IsType<MatryoshkaBatchTopKSae>(sae);
+        Assert.Equal(new[] { 2, 5, 10 }, sae.Cfg.MatryoshkaWidths);
+        Assert.Equal(3, sae.Cfg.K);
+
+        // dictionary_learning's MatryoshkaBatchTopKSAE.encode(use_threshold=True), decode, elementwise in double.
+        var x = randn(5, 6, generator: g);
+        var xd = x.to_type(ScalarType.Float64);
+        var pre = nn.functional.relu((xd - bDec.to_type(ScalarType.Float64)).matmul(wEnc.to_type(ScalarType.Float64)) + bEnc.to_type(ScalarType.Float64));
+        var f = pre * pre.gt(0.2).to_type(ScalarType.Float64);
+        var y = f.matmul(wDec.to_type(ScalarType.Float64)) + bDec.to_type(ScalarType.Float64);
+        using var _ = torch.no_grad();
+        var (xHat, feats) = sae.Run(x);
+        AssertClose(f.to_type(ScalarType.Float32), feats);
+        AssertClose(y.to_type(ScalarType.Float32), xHat, 1e-4);
+    }
+
+    [Fact]
+    public void Bare_AutoEncoderNew_ae_pt_keeps_the_decoder_bias_out_of_the_encoder()
+    {
+        using var scope = torch.NewDisposeScope();
+        var g = new Generator(3);
+        var encW = randn(12, 4, generator: g);
+        var encB = randn(12, generator: g) * 0.1;
+        var decW = randn(4, 12, generator: g);
+        var decB = randn(4, generator: g);
+        string folder = Path.Combine(_dir, "new");
+        OpenAiSaeTests.WriteCheckpoint(Path.Combine(folder, "ae.pt"), new Dictionary<string, Tensor>
+        {
+            ["encoder.weight"] = encW, ["encoder.bias"] = encB, ["decoder.weight"] = decW, ["decoder.bias"] = decB,
+        }, activation: null, postact: null);
+        using var sae = SaeLoader.Load(folder);
+        Assert.IsType<StandardSae>(sae);
+        Assert.False(sae.Cfg.ApplyBDecToInput);
+        // AutoEncoderNew: f = ReLU(encoder(x)), x̂ = decoder(f) (nn.Linear: y = x·Wᵀ + b).
+        var x = randn(7, 4, generator: g);
+        var f = nn.functional.relu(x.matmul(encW.t()) + encB);
+        using var _ = torch.no_grad();
+        var (xHat, feats) = sae.Run(x);
+        AssertClose(f, feats);
+        AssertClose(f.matmul(decW.t()) + decB, xHat, 1e-4);
     }
 
     string CopyWithConfig(string arch, Action<JsonObject> edit)

@@ -1,0 +1,64 @@
+using System.CommandLine;
+using SaeSharp.Hub;
+using Spectre.Console;
+
+namespace SaeSharp.Cli.Commands;
+
+/// <summary><c>sae releases [RELEASE] [--model M] [--search TEXT]</c>: the pretrained SAE releases that <c>--sae RELEASE/SAE_ID</c>
+/// accepts, or one release's SAEs. A Spectre table on a terminal; tab-separated lines with a header in a pipe.</summary>
+internal static class ReleasesCommand
+{
+    public static Command Create()
+    {
+        var release = new Argument<string?>("release") { Description = "List this release's SAEs (ids, hooks, paths, Neuronpedia ids)", Arity = ArgumentArity.ZeroOrOne };
+        var model = new Option<string?>("--model") { Description = "Only releases whose model contains this (e.g. gpt2-small, gemma-2-2b)" };
+        var search = new Option<string?>("--search") { Description = "Only releases (or, with RELEASE, SAEs) whose name, repo, model, id or hook contains this" };
+        var command = new Command("releases", "List the pretrained SAE releases that --sae RELEASE/SAE_ID accepts (SAELens's table)") { release, model, search };
+        Cli.SetAction(command, parse =>
+        {
+            string? name = parse.GetValue(release), text = parse.GetValue(search);
+            if (name is not null)
+            {
+                var r = SaeReleases.Find(name) ?? throw new SaeSharpException(
+                    $"no release '{name}'{Suggest(name)}; `sae releases` lists them");
+                var saes = r.Saes.Where(s => text is null
+                    || s.Id.Contains(text, StringComparison.OrdinalIgnoreCase)
+                    || (s.Hook ?? "").Contains(text, StringComparison.OrdinalIgnoreCase)
+                    || (s.Neuronpedia ?? "").Contains(text, StringComparison.OrdinalIgnoreCase)).ToList();
+                Write($"{r.Release}: {r.RepoId} ({r.Model}, {Format(r)} format)",
+                    ["sae_id", "hook", "path", "neuronpedia", "l0"],
+                    saes.Select(s => new[] { s.Id, s.Hook ?? "-", s.Path, s.Neuronpedia ?? "-", s.L0?.ToString("0.#") ?? "-" }));
+                return 0;
+            }
+            var rows = SaeReleases.Filter(parse.GetValue(model), text).ToList();
+            Write($"{rows.Count} releases (from {SaeReleases.Source})",
+                ["release", "repo", "model", "format", "saes", "example --sae"],
+                rows.Select(r => new[] { r.Release, r.RepoId, r.Model, Format(r), r.Saes.Count.ToString(), r.Saes.Count > 0 ? $"{r.Release}/{r.Saes[0].Id}" : "-" }));
+            return 0;
+        });
+        return command;
+    }
+
+    private static string Format(SaeRelease r) => r.Conversion ?? "saelens";
+
+    private static string Suggest(string name)
+    {
+        var close = SaeReleases.All.Where(r => r.Release.Contains(name, StringComparison.OrdinalIgnoreCase)
+                                               || name.Contains(r.Release, StringComparison.OrdinalIgnoreCase)).Take(5).ToList();
+        return close.Count == 0 ? "" : $" (did you mean {string.Join(", ", close.Select(r => r.Release))}?)";
+    }
+
+    private static void Write(string title, string[] columns, IEnumerable<string[]> rows)
+    {
+        if (Console.IsOutputRedirected)
+        {
+            Console.WriteLine(string.Join('\t', columns));
+            foreach (var row in rows) Console.WriteLine(string.Join('\t', row));
+            return;
+        }
+        var table = new Table().Title(Markup.Escape(title));
+        foreach (var c in columns) table.AddColumn(c);
+        foreach (var row in rows) table.AddRow(row.Select(Markup.Escape).ToArray());
+        AnsiConsole.Write(table);
+    }
+}

@@ -1,0 +1,146 @@
+using System.Text.Json;
+using SaeSharp.Saes;
+
+namespace SaeSharp.Hub;
+
+/// <summary>An SAE argument resolved to local files: the path to load, and the release facts when it named one.</summary>
+public sealed record ResolvedSae(string Path, SaeRelease? Release = null, PretrainedSae? Sae = null);
+
+/// <summary>
+/// Turns what a user passes as an SAE (<c>--sae</c>) into local files, downloading through <see cref="HfHubClient"/>
+/// into the Hugging Face cache:
+/// <list type="bullet">
+/// <item>an existing file or folder: as it is;</item>
+/// <item><c>hf:ORG/REPO[@REVISION][/PATH]</c>: a file (<c>.pt</c>, <c>.npz</c>, <c>.safetensors</c>, with its
+/// <c>config.json</c>/<c>cfg.json</c> beside it when there is one) or a folder, whose SAE files are picked from the hub's
+/// listing (SAELens <c>cfg.json</c> + <c>sae_weights.safetensors</c>, Gemma Scope <c>params.npz</c>, dictionary_learning
+/// <c>ae.pt</c>, sparsify <c>sae.safetensors</c>);</item>
+/// <item><c>RELEASE/SAE_ID</c> of <see cref="SaeReleases"/> (as <c>SAE.from_pretrained(release, sae_id)</c>): the files
+/// SAELens's loader for the release's format downloads.</item>
+/// </list>
+/// </summary>
+public static class SaeSource
+{
+    /// <summary>The prefix of a hub path.</summary>
+    public const string HubPrefix = "hf:";
+
+    /// <summary>Files a folder given as <c>hf:</c> may hold, by format; the ones present are downloaded.</summary>
+    private static readonly string[] SaeFiles =
+        ["cfg.json", "sae_weights.safetensors", "sparsity.safetensors", "params.npz", "ae.pt", "config.json", "sae.safetensors"];
+
+    /// <summary>True when <paramref name="spec"/> is not a local path but names a hub file or a release.</summary>
+    public static bool IsRemote(string spec) =>
+        !File.Exists(spec) && !Directory.Exists(spec)
+        && (spec.StartsWith(HubPrefix, StringComparison.Ordinal) || SaeReleases.Find(spec.Split('/')[0]) is not null);
+
+    /// <summary>Resolves <paramref name="spec"/> (see the class summary) to a local file or folder, downloading what is
+    /// missing from the cache. <paramref name="hub"/> defaults to <see cref="HfHubOptions.FromEnvironment()"/>.</summary>
+    public static ResolvedSae Resolve(string spec, HfHubOptions? hub = null)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(spec);
+        if (File.Exists(spec) || Directory.Exists(spec)) return new ResolvedSae(spec);
+        if (spec.StartsWith(HubPrefix, StringComparison.Ordinal))
+        {
+            using var client = new HfHubClient(hub ?? HfHubOptions.FromEnvironment());
+            return new ResolvedSae(ResolveHub(client, spec));
+        }
+        if (SaeReleases.Lookup(spec) is { } found)
+        {
+            using var client = new HfHubClient(hub ?? HfHubOptions.FromEnvironment());
+            return new ResolvedSae(ResolveRelease(client, found.Release, found.Sae), found.Release, found.Sae);
+        }
+        throw new SaeSharpException(
+            $"{spec}: no such SAE file or folder, nor RELEASE/SAE_ID of a known release (`sae releases` lists them), nor hf:ORG/REPO[/PATH]");
+    }
+
+    /// <summary>Parses <c>hf:ORG/REPO[@REVISION][/PATH]</c>.</summary>
+    public static (string Repo, string Revision, string? Path) ParseHub(string spec)
+    {
+        string rest = spec.StartsWith(HubPrefix, StringComparison.Ordinal) ? spec[HubPrefix.Length..] : spec;
+        var parts = rest.Split('/', 3);
+        if (parts.Length < 2 || parts[0].Length == 0 || parts[1].Length == 0)
+            throw new SaeSharpException($"{spec}: expected hf:ORG/REPO[@REVISION][/PATH]");
+        string name = parts[1], revision = "main";
+        int at = name.IndexOf('@');
+        if (at >= 0) (name, revision) = (name[..at], name[(at + 1)..]);
+        string repo = parts[0] + "/" + name;
+        string? path = parts.Length == 3 && parts[2].Trim('/').Length > 0 ? parts[2].Trim('/') : null;
+        if (!HubPaths.IsRepoId(repo)) throw new SaeSharpException($"{spec}: '{repo}' is not a Hugging Face repo id like 'org/name'");
+        if (path is not null && !HubPaths.IsRelativePath(path)) throw new SaeSharpException($"{spec}: '{path}' is not a path inside the repo");
+        return (repo, revision, path);
+    }
+
+    private static string ResolveHub(HfHubClient client, string spec)
+    {
+        var (repo, revision, path) = ParseHub(spec);
+        string ext = System.IO.Path.GetExtension(path ?? "").ToLowerInvariant();
+        if (path is not null && ext is ".pt" or ".pth" or ".npz" or ".safetensors")
+        {
+            string file = client.DownloadFile(repo, path, revision)!;
+            string? folder = path.Contains('/') ? path[..path.LastIndexOf('/')] + "/" : "";
+            string? sidecar = ext is ".pt" or ".pth" ? "config.json" : ext == ".safetensors" ? "cfg.json" : null;
+            if (sidecar is not null) client.DownloadFile(repo, folder + sidecar, revision, optional: true);
+            return file;
+        }
+        var files = client.ListFiles(repo, revision, path);
+        string prefix = path is null ? "" : path + "/";
+        var direct = files.Where(f => f.Path.StartsWith(prefix, StringComparison.Ordinal) && SaeFiles.Contains(f.Path[prefix.Length..])).ToList();
+        if (direct.Count == 0)
+        {
+            var folders = files.Select(f => f.Path[prefix.Length..]).Where(p => p.Contains('/')).Select(p => p[..p.IndexOf('/')])
+                .Distinct().Take(10).ToList();
+            throw new SaeSharpException(
+                $"{spec}: no SAE files ({string.Join(", ", SaeFiles)}) in {(path ?? "the repo root")}"
+                + (folders.Count > 0 ? $"; its folders include {string.Join(", ", folders)}" : ""));
+        }
+        string? local = null;
+        foreach (var f in direct) local = client.DownloadFile(repo, f.Path, revision);
+        return System.IO.Path.GetDirectoryName(local!)!;
+    }
+
+    /// <summary>The files SAELens's loader for each <c>conversion_func</c> downloads, relative to the SAE's path.</summary>
+    private static (string[] Required, string[] Optional)? FilesOf(string? conversion) => conversion switch
+    {
+        null => (["cfg.json", "sae_weights.safetensors"], ["sparsity.safetensors"]),
+        "gemma_2" => (["params.npz"], []),
+        "dictionary_learning_1" => (["ae.pt", "config.json"], []),
+        _ => null,
+    };
+
+    private static string ResolveRelease(HfHubClient client, SaeRelease release, PretrainedSae sae)
+    {
+        var files = FilesOf(release.Conversion) ?? throw new SaeSharpException(
+            $"{release.Release}/{sae.Id}: the release is in SAELens's '{release.Conversion}' format, which SaeSharp does not load yet "
+            + "(it loads releases in the SAELens, Gemma Scope (gemma_2) and dictionary_learning (dictionary_learning_1) formats)");
+        string? local = null;
+        foreach (var f in files.Required) local = client.DownloadFile(release.RepoId, sae.Path + "/" + f);
+        foreach (var f in files.Optional) client.DownloadFile(release.RepoId, sae.Path + "/" + f, optional: true);
+        return System.IO.Path.GetDirectoryName(local!)!;
+    }
+
+    /// <summary>
+    /// Completes a loaded SAE's metadata with what the release table says, as SAELens's <c>from_pretrained</c> does:
+    /// the release's <c>config_overrides</c> (<c>model_from_pretrained_kwargs</c>, <c>dataset_path</c>), the Neuronpedia
+    /// id (<c>metadata.neuronpedia_id</c>), and the hook and model name where the files did not give them.
+    /// </summary>
+    public static void ApplyReleaseFacts(SaeConfig cfg, ResolvedSae resolved)
+    {
+        ArgumentNullException.ThrowIfNull(cfg);
+        ArgumentNullException.ThrowIfNull(resolved);
+        if (resolved.Release is not { } release || resolved.Sae is not { } sae) return;
+        var meta = cfg.Metadata;
+        if (release.ConfigOverrides is { } overrides)
+        {
+            if (overrides["model_from_pretrained_kwargs"] is { } kwargs)
+                meta.ModelFromPretrainedKwargs = JsonSerializer.Deserialize<Dictionary<string, JsonElement>>(kwargs.ToJsonString());
+            if (overrides["dataset_path"]?.GetValue<string>() is { } dataset) meta.DatasetPath = dataset;
+        }
+        meta.HookName ??= sae.Hook;
+        meta.ModelName ??= release.Model;
+        if (sae.Neuronpedia is { } np)
+        {
+            meta.Extra ??= [];
+            meta.Extra["neuronpedia_id"] = JsonSerializer.SerializeToElement(np);
+        }
+    }
+}

@@ -1,0 +1,74 @@
+using SaeSharp.Hooks;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Models;
+
+/// <summary>Scaled dot-product attention shared by the architectures, with the pattern and z hooks.</summary>
+internal static class AttentionCore
+{
+    /// <summary>
+    /// The attention of every family after its projections: q, k, v [batch, pos, head, d_head] at hook_q, hook_k, hook_v;
+    /// per-head norms of q and k (Qwen3 <c>q_norm</c>, <c>k_norm</c>) when given; rotary on the first
+    /// <paramref name="rotaryDim"/> dims of q and k (hook_rot_q, hook_rot_k) when the pass has rotary cos/sin; then
+    /// <see cref="Attend"/>. Returns z [batch, pos, head·d_head] for the output projection.
+    /// </summary>
+    public static Tensor AttendHeads(Tensor q, Tensor k, Tensor v, int layer, double scale, ForwardContext ctx, BlockHookNames names,
+        int rotaryDim = 0, nn.Module<Tensor, Tensor>? qNorm = null, nn.Module<Tensor, Tensor>? kNorm = null,
+        double? softCap = null, int? slidingWindow = null)
+    {
+        var h = ctx.Hooks;
+        q = h.Fire(names.Q, q);
+        k = h.Fire(names.K, k);
+        v = h.Fire(names.V, v);
+        if (qNorm is not null && kNorm is not null)
+        {
+            q = qNorm.forward(q);
+            k = kNorm.forward(k);
+        }
+        if (rotaryDim > 0 && ctx.RotaryCos is { } cos && ctx.RotarySin is { } sin)
+        {
+            q = h.Fire(names.RotQ, Rotary.Apply(q, cos, sin, rotaryDim));
+            k = h.Fire(names.RotK, Rotary.Apply(k, cos, sin, rotaryDim));
+        }
+        return Attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), layer, scale, ctx, names, softCap, slidingWindow);
+    }
+
+    /// <summary>
+    /// q, k, v: [batch, head, pos, d_head] (k, v for the new tokens only). Returns z flattened to [batch, pos, head·d_head].
+    /// <para>Grouped-query attention: k and v may have fewer heads than q (a divisor); each kv head serves
+    /// n_heads / n_kv_heads consecutive query heads (HF <c>repeat_kv</c>). The cache keeps the unrepeated heads.
+    /// <paramref name="softCap"/>: scores become cap·tanh(scores/cap) before masking (Gemma 2).
+    /// <paramref name="slidingWindow"/>: a query sees only the keys less than that many positions back (Gemma 2 local layers).</para>
+    /// </summary>
+    public static Tensor Attend(Tensor q, Tensor k, Tensor v, int layer, double scale, ForwardContext ctx, BlockHookNames names,
+        double? softCap = null, int? slidingWindow = null)
+    {
+        if (ctx.Kv is { } kv) (k, v) = kv.Append(layer, k, v);
+        long groups = q.shape[1] / k.shape[1];
+        if (groups > 1)
+        {
+            k = k.repeat_interleave(groups, 1);
+            v = v.repeat_interleave(groups, 1);
+        }
+        var scores = matmul(q, k.transpose(-1, -2)) * scale;
+        var dtype = q.dtype;
+        // Softmax in float32 (float64 models keep float64); masked scores get float32's minimum (as HF), so a fully
+        // masked row stays finite.
+        var s32 = dtype == ScalarType.Float64 ? scores : scores.to(ScalarType.Float32);
+        if (softCap is double cap) s32 = (s32 / cap).tanh() * cap;
+        var allowed = ctx.Allowed;
+        if (slidingWindow is int w)
+        {
+            long nq = allowed.shape[^2], nk = allowed.shape[^1];
+            var qi = (arange(nq, device: allowed.device) + (nk - nq)).unsqueeze(1);
+            allowed = allowed.logical_and((qi - arange(nk, device: allowed.device).unsqueeze(0)).lt(w));
+        }
+        s32 = s32.masked_fill(allowed.logical_not(), float.MinValue);
+        var pattern = s32.softmax(-1).to(dtype);
+        pattern = ctx.Hooks.Fire(names.Pattern, pattern);
+        var z = matmul(pattern, v).transpose(1, 2); // [batch, pos, head, d_head]
+        z = ctx.Hooks.Fire(names.Z, z);
+        return z.reshape(z.shape[0], z.shape[1], -1);
+    }
+}

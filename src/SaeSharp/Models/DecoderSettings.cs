@@ -1,0 +1,189 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Models;
+
+/// <summary>
+/// Settings of the Llama-layout decoders (HF <c>LlamaForCausalLM</c>, <c>Qwen2ForCausalLM</c>, <c>Qwen3ForCausalLM</c>,
+/// <c>Gemma2ForCausalLM</c>) read from config.json, with the defaults of each family's HF config class.
+/// </summary>
+internal sealed record DecoderSettings
+{
+    public required string ModelType { get; init; }
+    public required int Hidden { get; init; }
+    public required int NLayer { get; init; }
+    public required int NHead { get; init; }
+    public required int NKvHead { get; init; }
+    public required int HeadDim { get; init; }
+    public required int Intermediate { get; init; }
+    public required int VocabSize { get; init; }
+    public required int MaxPositions { get; init; }
+    public required double Eps { get; init; }
+    public required string Activation { get; init; }
+    public required double RopeTheta { get; init; }
+    /// <summary>Rotary frequencies [rotary_dim / 2] after rope_scaling (llama3, linear).</summary>
+    public required double[] InvFreq { get; init; }
+    public int RotaryDim => 2 * InvFreq.Length;
+    public required bool TieEmbeddings { get; init; }
+    /// <summary>Bias on q_proj, k_proj, v_proj (Qwen2, or Llama/Qwen3 <c>attention_bias</c>).</summary>
+    public bool QkvBias { get; init; }
+    /// <summary>Bias on o_proj (Llama/Qwen3 <c>attention_bias</c>).</summary>
+    public bool OBias { get; init; }
+    /// <summary>Bias on gate/up/down (Llama <c>mlp_bias</c>).</summary>
+    public bool MlpBias { get; init; }
+    /// <summary>Per-head RMSNorm of q and k before rotary (Qwen3 <c>q_norm</c>, <c>k_norm</c>).</summary>
+    public bool QkNorm { get; init; }
+    /// <summary>Gemma: embeddings × √hidden_size, RMSNorm with (1 + w), post-norms around attention and MLP.</summary>
+    public bool Gemma { get; init; }
+    /// <summary>Attention scores are q·k × this (1/√head_dim, Gemma 2 query_pre_attn_scalar^-½).</summary>
+    public required double AttnScale { get; init; }
+    public double? AttnSoftCap { get; init; }
+    public double? FinalSoftCap { get; init; }
+    public int? SlidingWindow { get; init; }
+    /// <summary>Per layer: true where attention is restricted to <see cref="SlidingWindow"/>.</summary>
+    public required bool[] SlidingLayers { get; init; }
+
+    /// <summary>Reads config.json of a <c>llama</c>, <c>qwen2</c>, <c>qwen3</c> or <c>gemma2</c> model; with
+    /// <paramref name="weights"/>, checks every declared size against the tensors present before anything is allocated.</summary>
+    public static DecoderSettings From(JsonConfig c, string modelType, Checkpoint? weights = null)
+    {
+        bool gemma = modelType == "gemma2";
+        int hidden = c.Int("hidden_size"), nHead = c.Int("num_attention_heads"), nLayer = c.Int("num_hidden_layers");
+        if (hidden <= 0 || nHead <= 0 || nLayer <= 0)
+            throw new SaeSharpException($"{c.Path}: hidden_size, num_attention_heads and num_hidden_layers must be positive");
+        int nKv = c.Root["num_key_value_heads"] is { } kvn && kvn.GetValueKind() != JsonValueKind.Null ? c.Int("num_key_value_heads") : nHead;
+        if (nKv <= 0 || nHead % nKv != 0)
+            throw new SaeSharpException($"{c.Path}: num_attention_heads={nHead} must be a multiple of num_key_value_heads={nKv}");
+        int headDim = c.Root["head_dim"] is { } hd && hd.GetValueKind() != JsonValueKind.Null ? c.Int("head_dim")
+            : hidden % nHead == 0 ? hidden / nHead
+            : throw new SaeSharpException($"{c.Path}: hidden_size={hidden} is not a multiple of num_attention_heads={nHead} and there is no head_dim");
+        if (headDim <= 0 || headDim % 2 != 0) throw new SaeSharpException($"{c.Path}: head_dim={headDim} must be positive and even");
+        int vocab = c.Int("vocab_size"), intermediate = c.Int("intermediate_size");
+        if (weights is not null)
+        {
+            weights.ExpectLayers(c.Path, "num_hidden_layers", nLayer);
+            weights.ExpectShape(c.Path, "model", "embed_tokens.weight", [vocab, hidden], $"vocab_size={vocab}, hidden_size={hidden}");
+            weights.ExpectShape(c.Path, "model", "layers.0.self_attn.q_proj.weight", [(long)nHead * headDim, hidden],
+                $"num_attention_heads={nHead}, head_dim={headDim}, hidden_size={hidden}");
+            weights.ExpectShape(c.Path, "model", "layers.0.self_attn.k_proj.weight", [(long)nKv * headDim, hidden],
+                $"num_key_value_heads={nKv}, head_dim={headDim}, hidden_size={hidden}");
+            weights.ExpectShape(c.Path, "model", "layers.0.mlp.gate_proj.weight", [intermediate, hidden],
+                $"intermediate_size={intermediate}, hidden_size={hidden}");
+        }
+        var rope = RopeParameters(c);
+        double theta = rope?["rope_theta"] is { } rt ? rt.GetValue<double>() : c.Double("rope_theta", 10000);
+        double partial = c.Double("partial_rotary_factor", 1.0);
+        int rotDim = (int)(headDim * partial);
+        if (rotDim <= 0 || rotDim % 2 != 0) throw new SaeSharpException($"{c.Path}: partial_rotary_factor={partial} gives {rotDim} rotary dims of {headDim}; need a positive even number");
+        double[] invFreq = ScaledInvFreq(c, rope, rotDim, theta);
+
+        string act = gemma
+            ? c.String("hidden_activation") ?? c.String("hidden_act") ?? "gelu_pytorch_tanh"
+            : c.String("hidden_act") ?? "silu";
+        bool attnBias = c.Bool("attention_bias", false);
+        int layers = nLayer;
+        int? window = null;
+        var sliding = new bool[layers];
+        int? configWindow = c.Root["sliding_window"] is { } swn && swn.GetValueKind() == JsonValueKind.Number ? c.Int("sliding_window") : null;
+        if (c.Root["layer_types"] is JsonArray types)
+        {
+            if (types.Count != layers) throw new SaeSharpException($"{c.Path}: layer_types has {types.Count} entries for {layers} layers");
+            for (int i = 0; i < layers; i++)
+            {
+                string t = types[i]?.GetValue<string>() ?? "";
+                sliding[i] = t switch
+                {
+                    "sliding_attention" => true,
+                    "full_attention" => false,
+                    _ => throw new SaeSharpException($"{c.Path}: layer_types[{i}] '{t}' is not supported (sliding_attention, full_attention are)"),
+                };
+            }
+        }
+        else if (gemma)
+            for (int i = 0; i < layers; i++) sliding[i] = i % 2 == 0; // HF Gemma 2: even layers are local
+        else if (modelType is "qwen2" or "qwen3" && c.Bool("use_sliding_window", false))
+        {
+            int from = c.Int("max_window_layers", 28);
+            for (int i = from; i < layers; i++) sliding[i] = true;
+        }
+        if (sliding.Any(x => x))
+        {
+            window = configWindow ?? (gemma ? 4096 : throw new SaeSharpException($"{c.Path}: sliding-window layers but no sliding_window"));
+            if (window <= 0) throw new SaeSharpException($"{c.Path}: sliding_window={window} must be positive");
+        }
+
+        double? Cap(string key, double? fallback)
+        {
+            var n = c.Root[key];
+            if (n is null) return fallback;
+            if (n.GetValueKind() == JsonValueKind.Null) return null;
+            double v = c.Double(key);
+            return v > 0 ? v : throw new SaeSharpException($"{c.Path}: {key}={v} must be positive or null");
+        }
+
+        return new DecoderSettings
+        {
+            ModelType = modelType, Hidden = hidden, NLayer = nLayer, NHead = nHead, NKvHead = nKv, HeadDim = headDim,
+            Intermediate = intermediate, VocabSize = vocab,
+            MaxPositions = c.Int("max_position_embeddings", gemma ? 8192 : modelType == "llama" ? 2048 : 32768),
+            Eps = c.Double("rms_norm_eps", 1e-6), Activation = act, RopeTheta = theta, InvFreq = invFreq,
+            TieEmbeddings = c.Bool("tie_word_embeddings", gemma),
+            QkvBias = modelType == "qwen2" || attnBias, OBias = modelType != "qwen2" && attnBias,
+            MlpBias = c.Bool("mlp_bias", false), QkNorm = modelType == "qwen3", Gemma = gemma,
+            AttnScale = gemma ? Math.Pow(c.Double("query_pre_attn_scalar", 256), -0.5) : 1.0 / Math.Sqrt(headDim),
+            AttnSoftCap = gemma ? Cap("attn_logit_softcapping", 50.0) : null,
+            FinalSoftCap = gemma ? Cap("final_logit_softcapping", 30.0) : null,
+            SlidingWindow = window, SlidingLayers = sliding,
+        };
+    }
+
+    /// <summary>rope_scaling (transformers ≤ 4.x) or rope_parameters (5.x), null when absent.</summary>
+    private static JsonObject? RopeParameters(JsonConfig c)
+    {
+        foreach (var key in new[] { "rope_parameters", "rope_scaling" })
+        {
+            var n = c.Root[key];
+            if (n is null || n.GetValueKind() == JsonValueKind.Null) continue;
+            return n as JsonObject ?? throw new SaeSharpException($"{c.Path}: {key} must be an object, got {n.ToJsonString()}");
+        }
+        return null;
+    }
+
+    /// <summary>HF <c>ROPE_INIT_FUNCTIONS</c> for rope types default, linear and llama3.</summary>
+    private static double[] ScaledInvFreq(JsonConfig c, JsonObject? rope, int dim, double theta)
+    {
+        // Float32 as HF computes them, then widened.
+        using var scope = NewDisposeScope();
+        double[] inv = Rotary.InvFreq(dim, theta).to(ScalarType.Float64).data<double>().ToArray();
+        string type = rope?["rope_type"]?.GetValue<string>() ?? rope?["type"]?.GetValue<string>() ?? "default";
+        double Num(string key) => rope![key] is { } v && v.GetValueKind() == JsonValueKind.Number
+            ? v.GetValue<double>() : throw new SaeSharpException($"{c.Path}: rope_scaling of type {type} needs a number '{key}'");
+        switch (type)
+        {
+            case "default":
+                return inv;
+            case "linear":
+                {
+                    double f = Num("factor");
+                    return inv.Select(x => x / f).ToArray();
+                }
+            case "llama3":
+                {
+                    double factor = Num("factor"), low = Num("low_freq_factor"), high = Num("high_freq_factor");
+                    double oldCtx = Num("original_max_position_embeddings");
+                    double lowWavelen = oldCtx / low, highWavelen = oldCtx / high;
+                    return inv.Select(f =>
+                    {
+                        double wavelen = 2 * Math.PI / f;
+                        if (wavelen < highWavelen) return f;            // high frequencies kept
+                        if (wavelen > lowWavelen) return f / factor;    // low frequencies scaled
+                        double smooth = (oldCtx / wavelen - low) / (high - low);
+                        return (1 - smooth) * f / factor + smooth * f;
+                    }).ToArray();
+                }
+            default:
+                throw new SaeSharpException($"{c.Path}: rope_scaling type '{type}' is not supported (default, linear, llama3 are)");
+        }
+    }
+}

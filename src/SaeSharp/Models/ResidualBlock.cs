@@ -1,0 +1,34 @@
+using SaeSharp.Hooks;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Models;
+
+/// <summary>The residual wiring shared by the families' blocks, with TransformerLens's hooks at every step.</summary>
+internal static class ResidualBlock
+{
+    /// <summary>
+    /// A block in sequence: hook_resid_pre → ln1 (ln1.hook_normalized) → attention (hook_attn_out) →
+    /// hook_resid_mid = resid_pre + attn_out → ln2 (ln2.hook_normalized) → MLP (hook_mlp_out) →
+    /// hook_resid_post = resid_mid + mlp_out. Gemma's post-norms are part of its <paramref name="attn"/> and <paramref name="mlp"/>.
+    /// </summary>
+    public static Tensor Sequential(Tensor resid, ForwardContext ctx, BlockHookNames n,
+        Func<Tensor, Tensor> ln1, Func<Tensor, Tensor> attn, Func<Tensor, Tensor> ln2, Func<Tensor, Tensor> mlp)
+    {
+        var h = ctx.Hooks;
+        resid = h.Fire(n.ResidPre, resid);
+        var x1 = h.Fire(n.Ln1, ln1(resid));
+        var attnOut = h.Fire(n.AttnOut, attn(x1));
+        var mid = h.Fire(n.ResidMid, resid + attnOut);
+        var x2 = h.Fire(n.Ln2, ln2(mid));
+        var mlpOut = h.Fire(n.MlpOut, mlp(x2));
+        return h.Fire(n.ResidPost, mid + mlpOut);
+    }
+
+    /// <summary>A two-layer MLP: <paramref name="fcIn"/> (hook_pre) → <paramref name="act"/> (hook_post) → <paramref name="fcOut"/>.</summary>
+    public static Tensor Mlp(Tensor x, ForwardContext ctx, BlockHookNames n, nn.Module<Tensor, Tensor> fcIn, Func<Tensor, Tensor> act, nn.Module<Tensor, Tensor> fcOut)
+    {
+        var pre = ctx.Hooks.Fire(n.MlpPre, fcIn.forward(x));
+        var post = ctx.Hooks.Fire(n.MlpPost, act(pre));
+        return fcOut.forward(post);
+    }
+}

@@ -1,0 +1,34 @@
+using static TorchSharp.torch;
+
+namespace SaeSharp.Models;
+
+/// <summary>NeoX rotary embeddings on the first rotary_dim dims of each head, with the rotate_half convention.</summary>
+internal static class Rotary
+{
+    /// <summary>cos, sin: [batch, pos, 1, rotary_dim] for positions [batch, pos].</summary>
+    public static (Tensor Cos, Tensor Sin) CosSin(Tensor positions, int rotaryDim, double theta, ScalarType dtype) =>
+        CosSin(positions, InvFreq(rotaryDim, theta), dtype);
+
+    /// <summary>HF default rotary frequencies 1 / theta^(2i / rotary_dim), float32 [rotary_dim / 2].</summary>
+    public static Tensor InvFreq(int rotaryDim, double theta) =>
+        1.0 / pow(theta, arange(0, rotaryDim, 2, dtype: ScalarType.Int64).to(ScalarType.Float32) / rotaryDim);
+
+    /// <summary>cos, sin: [batch, pos, 1, 2·len(invFreq)] for positions [batch, pos] and float32 frequencies.</summary>
+    public static (Tensor Cos, Tensor Sin) CosSin(Tensor positions, Tensor invFreq, ScalarType dtype)
+    {
+        var freqs = positions.to(ScalarType.Float32).unsqueeze(-1) * invFreq.to(positions.device); // [b, pos, rot/2]
+        var emb = cat([freqs, freqs], -1).unsqueeze(2);                      // [b, pos, 1, rot]
+        return (emb.cos().to(dtype), emb.sin().to(dtype));
+    }
+
+    /// <summary>x: [batch, pos, head, d_head]; rotates x[..., :rot] as x·cos + rotate_half(x)·sin.</summary>
+    public static Tensor Apply(Tensor x, Tensor cos, Tensor sin, int rot)
+    {
+        long d = x.shape[^1];
+        var xr = rot == d ? x : x.narrow(3, 0, rot);
+        var x1 = xr.narrow(3, 0, rot / 2);
+        var x2 = xr.narrow(3, rot / 2, rot / 2);
+        var rotated = xr * cos + cat([x2.neg(), x1], -1) * sin;
+        return rot == d ? rotated : cat([rotated, x.narrow(3, rot, d - rot)], -1);
+    }
+}

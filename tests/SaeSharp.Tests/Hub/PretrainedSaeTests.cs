@@ -1,0 +1,242 @@
+using System.Text;
+using SaeSharp.Hub;
+using SaeSharp.Interop;
+using SaeSharp.Saes;
+using SaeSharp.Tests.Interop;
+using SaeSharp.Tests.Tokenizers;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Tests.Hub;
+
+/// <summary><c>--sae RELEASE/SAE_ID</c> and <c>hf:ORG/REPO[/PATH]</c> against the local fake hub: the release table's
+/// facts, files downloaded into the Hugging Face cache and loaded by the right loader, 404s and a resumed download.</summary>
+public sealed class PretrainedSaeTests : IDisposable
+{
+    private readonly FakeHubServer _server = new();
+    private readonly string _cache = TestPaths.TempDir();
+    private readonly string _work = TestPaths.TempDir();
+
+    public void Dispose()
+    {
+        _server.Dispose();
+        foreach (var d in new[] { _cache, _work })
+            try { Directory.Delete(d, recursive: true); } catch (IOException) { /* best effort */ }
+    }
+
+    private HfHubOptions Hub => new() { Endpoint = _server.Endpoint, CacheDir = _cache };
+    private SaeLoadOptions Options => new() { Hub = Hub };
+
+    /// <summary>A random standard SAE saved in the SAELens layout; returns its files' bytes and its weights.</summary>
+    private (Dictionary<string, byte[]> Files, Dictionary<string, float[]> Weights) SaeLensFiles(string hook, int dIn = 8, int dSae = 24)
+    {
+        var cfg = new SaeConfig { Architecture = SaeArchitectures.Standard, DIn = dIn, DSae = dSae, Metadata = new SaeMetadata { HookName = hook, ModelName = "gpt2-small" } };
+        using var sae = SaeFactory.Create(cfg);
+        using (torch.no_grad())
+            foreach (var (_, p) in sae.named_parameters()) p.uniform_(-1, 1);
+        string dir = Path.Combine(_work, "src-" + Guid.NewGuid().ToString("N"));
+        SaeLensFormat.Save(sae, dir);
+        var files = Directory.GetFiles(dir).ToDictionary(f => Path.GetFileName(f), File.ReadAllBytes);
+        var weights = sae.named_parameters().ToDictionary(p => p.name, p => p.parameter.detach().reshape(-1).data<float>().ToArray());
+        return (files, weights);
+    }
+
+    private static void AssertWeights(Dictionary<string, float[]> expected, Sae sae)
+    {
+        foreach (var (name, p) in sae.named_parameters())
+            Assert.Equal(expected[name], p.detach().reshape(-1).data<float>().ToArray());
+    }
+
+    [Fact]
+    public void Release_table_holds_SAELens_facts_for_the_main_releases()
+    {
+        foreach (var name in new[]
+                 {
+                     "gpt2-small-res-jb", "gpt2-small-attn-out-v5-32k", "gpt2-small-mlp-out-v5-32k", "gpt2-small-resid-post-v5-32k",
+                     "pythia-70m-deduped-res-sm", "pythia-70m-deduped-mlp-sm", "pythia-70m-deduped-att-sm",
+                     "gemma-scope-2b-pt-res", "gemma-scope-2b-pt-mlp", "gemma-scope-2b-pt-att",
+                     "gemma-scope-2b-pt-res-canonical", "gemma-scope-2b-pt-mlp-canonical", "gemma-scope-2b-pt-att-canonical",
+                     "llama_scope_lxr_8x", "llama_scope_lxa_32x", "llama_scope_lxm_8x",
+                 })
+            Assert.True(SaeReleases.Find(name) is { Saes.Count: > 0 }, name);
+
+        // Facts read by hand from SAELens's pretrained_saes.yaml at the commit the table names.
+        Assert.Equal("91ca16ccd0684e4dd6323cd4f23ded734339ec54", SaeReleases.Commit);
+        var jb = SaeReleases.Find("gpt2-small-res-jb")!;
+        Assert.Equal(("jbloom/GPT2-Small-SAEs-Reformatted", "gpt2-small", (string?)null), (jb.RepoId, jb.Model, jb.Conversion));
+        Assert.Equal(13, jb.Saes.Count);
+        Assert.Equal(new PretrainedSae("blocks.7.hook_resid_pre", "blocks.7.hook_resid_pre", "blocks.7.hook_resid_pre", "gpt2-small/7-res-jb", 54.0),
+            jb.Find("blocks.7.hook_resid_pre"));
+        Assert.True(jb.ConfigOverrides!["model_from_pretrained_kwargs"]!["center_writing_weights"]!.GetValue<bool>());
+
+        var canonical = SaeReleases.Lookup("gemma-scope-2b-pt-res-canonical/layer_12/width_16k/canonical")!.Value;
+        Assert.Equal("google/gemma-scope-2b-pt-res", canonical.Release.RepoId);
+        Assert.Equal("gemma_2", canonical.Release.Conversion);
+        Assert.Equal("layer_12/width_16k/average_l0_82", canonical.Sae.Path);
+        Assert.Equal("blocks.12.hook_resid_post", canonical.Sae.Hook);
+        Assert.Equal("gemma-2-2b/12-gemmascope-res-16k", canonical.Sae.Neuronpedia);
+        Assert.Equal("blocks.5.attn.hook_z", SaeReleases.Lookup("gemma-scope-2b-pt-att-canonical/layer_5/width_16k/canonical")!.Value.Sae.Hook);
+        Assert.Equal(316, SaeReleases.Find("gemma-scope-2b-pt-res")!.Saes.Count);
+
+        var llama = SaeReleases.Lookup("llama_scope_lxr_8x/l15r_8x")!.Value;
+        Assert.Equal(("fnlp/Llama3_1-8B-Base-LXR-8x", "Llama3_1-8B-Base-L15R-8x", "blocks.15.hook_resid_post", "llama3.1-8b/15-llamascope-res-32k"),
+            (llama.Release.RepoId, llama.Sae.Path, llama.Sae.Hook, llama.Sae.Neuronpedia));
+        Assert.Equal("blocks.3.hook_mlp_out", SaeReleases.Lookup("llama_scope_lxm_32x/l3m_32x")!.Value.Sae.Hook);
+
+        var pythia = SaeReleases.Lookup("pythia-70m-deduped-mlp-sm/blocks.4.hook_mlp_out")!.Value;
+        Assert.Equal(("ctigges/pythia-70m-deduped__mlp-sm_processed", "4-mlp-sm", "pythia-70m-deduped/4-mlp-sm"),
+            (pythia.Release.RepoId, pythia.Sae.Path, pythia.Sae.Neuronpedia));
+
+        Assert.Null(SaeReleases.Lookup("no-such-release/blocks.0.hook_resid_pre"));
+        var e = Assert.Throws<SaeSharpException>(() => SaeReleases.Lookup("gpt2-small-res-jb/blocks.99.hook_resid_pre"));
+        Assert.Contains("release 'gpt2-small-res-jb' has no SAE 'blocks.99.hook_resid_pre'", e.Message);
+        Assert.All(SaeReleases.Filter(model: "pythia"), r => Assert.Contains("pythia", r.Model));
+    }
+
+    [Fact]
+    public void Release_sae_is_downloaded_into_the_hub_cache_and_loaded_with_the_release_facts()
+    {
+        var (files, weights) = SaeLensFiles("blocks.7.hook_resid_pre", dIn: 8, dSae: 24);
+        _server.Repos["jbloom/GPT2-Small-SAEs-Reformatted"] = new()
+        {
+            ["blocks.7.hook_resid_pre/cfg.json"] = new(files["cfg.json"]),
+            ["blocks.7.hook_resid_pre/sae_weights.safetensors"] = new(files["sae_weights.safetensors"], Lfs: true),
+        };
+        using var sae = SaeLoader.Load("gpt2-small-res-jb/blocks.7.hook_resid_pre", Options);
+
+        AssertWeights(weights, sae);
+        string snapshot = Path.Combine(_cache, "models--jbloom--GPT2-Small-SAEs-Reformatted", "snapshots", _server.Commit, "blocks.7.hook_resid_pre");
+        Assert.True(File.Exists(Path.Combine(snapshot, "sae_weights.safetensors")));
+        // sparsity.safetensors is optional: its absence is remembered
+        Assert.True(File.Exists(Path.Combine(_cache, "models--jbloom--GPT2-Small-SAEs-Reformatted", ".no_exist", _server.Commit, "blocks.7.hook_resid_pre", "sparsity.safetensors")));
+        // SAELens's config_overrides and the table's Neuronpedia id
+        Assert.True(sae.Cfg.Metadata.ModelFromPretrainedKwargs!["center_writing_weights"].GetBoolean());
+        Assert.Equal("gpt2-small/7-res-jb", sae.Cfg.Metadata.Extra!["neuronpedia_id"].GetString());
+        Assert.Equal("blocks.7.hook_resid_pre", sae.Cfg.Metadata.HookName);
+
+        // A second load is served from the cache without any request.
+        int before = _server.Requests.Count;
+        using var again = SaeLoader.Load("gpt2-small-res-jb/blocks.7.hook_resid_pre", Options);
+        AssertWeights(weights, again);
+        Assert.Equal(before, _server.Requests.Count);
+    }
+
+    [Fact]
+    public void Gemma_Scope_canonical_release_loads_params_npz_with_the_hook_from_its_path()
+    {
+        string src = Path.Combine(_work, "gs");
+        var p = GemmaScopeTests.WriteParams(src, dIn: 4, dSae: 16384, seed: 2);
+        _server.Repos["google/gemma-scope-2b-pt-res"] = new()
+        {
+            ["layer_12/width_16k/average_l0_82/params.npz"] = new(File.ReadAllBytes(Path.Combine(src, "params.npz")), Lfs: true),
+        };
+        using var sae = SaeLoader.Load("gemma-scope-2b-pt-res-canonical/layer_12/width_16k/canonical", Options);
+        Assert.IsType<JumpReluSae>(sae);
+        Assert.Equal((4, 16384), (sae.Cfg.DIn, sae.Cfg.DSae));
+        Assert.Equal("blocks.12.hook_resid_post", sae.Cfg.Metadata.HookName);
+        Assert.Equal("gemma-2-2b", sae.Cfg.Metadata.ModelName);
+        Assert.Equal("gemma-2-2b/12-gemmascope-res-16k", sae.Cfg.Metadata.Extra!["neuronpedia_id"].GetString());
+        var named = sae.named_parameters().ToDictionary(x => x.name, x => x.parameter);
+        Assert.Equal(p["W_enc"].data<float>().ToArray(), named["W_enc"].detach().data<float>().ToArray());
+        Assert.Equal(p["threshold"].data<float>().ToArray(), sae.named_buffers().Concat(sae.named_parameters().Select(x => (x.name, (Tensor)x.parameter)))
+            .First(x => x.name == "threshold").Item2.detach().data<float>().ToArray());
+    }
+
+    [Fact]
+    public void Dictionary_learning_release_loads_ae_pt_with_its_config()
+    {
+        string fixture = TestPaths.Data("dictionary_learning", "AutoEncoderTopK");
+        const string path = "pythia70m_sweep_topk_ctx128_0730/resid_post_layer_3/trainer_0";
+        _server.Repos["canrager/lm_sae"] = new()
+        {
+            [path + "/ae.pt"] = new(File.ReadAllBytes(Path.Combine(fixture, "ae.pt")), Lfs: true),
+            [path + "/config.json"] = new(File.ReadAllBytes(Path.Combine(fixture, "config.json"))),
+        };
+        using var sae = SaeLoader.Load("sae_bench_pythia70m_sweep_topk_ctx128_0730/blocks.3.hook_resid_post__trainer_0", Options);
+        Assert.IsType<TopKSae>(sae);
+        Assert.Equal(8, sae.Cfg.K);
+        using var direct = DictionaryLearning.Load(Path.Combine(fixture, "ae.pt"));
+        var expected = direct.named_parameters().ToDictionary(x => x.name, x => x.parameter.detach().reshape(-1).data<float>().ToArray());
+        AssertWeights(expected, sae);
+    }
+
+    [Fact]
+    public void Hf_folder_path_picks_the_SAE_files_from_the_listing_across_pages()
+    {
+        var (files, weights) = SaeLensFiles("blocks.2.hook_mlp_out");
+        _server.TreePageSize = 2;
+        _server.Repos["someone/my-saes"] = new()
+        {
+            ["README.md"] = new("# saes"u8.ToArray()),
+            ["runs/a/cfg.json"] = new(files["cfg.json"]),
+            ["runs/a/sae_weights.safetensors"] = new(files["sae_weights.safetensors"], Lfs: true),
+            ["runs/a/notes.txt"] = new("not needed"u8.ToArray()),
+            ["runs/b/cfg.json"] = new(files["cfg.json"]),
+        };
+        using var sae = SaeLoader.Load("hf:someone/my-saes/runs/a", Options);
+        AssertWeights(weights, sae);
+        Assert.Equal("blocks.2.hook_mlp_out", sae.Cfg.Metadata.HookName);
+        var requests = _server.Requests.ToList();
+        Assert.True(requests.Count(r => r.Path.StartsWith("/api/models/someone/my-saes/tree/main/runs/a")) >= 2, "the listing was paged");
+        Assert.DoesNotContain(requests, r => r.Path.Contains("notes.txt"));
+        Assert.Equal("SAELens", SaeLoader.DetectFormat("hf:someone/my-saes/runs/a", Options));
+
+        var e = Assert.Throws<SaeSharpException>(() => SaeLoader.Load("hf:someone/my-saes/runs", Options));
+        Assert.Contains("no SAE files", e.Message);
+        Assert.Contains("a, b", e.Message);
+    }
+
+    [Fact]
+    public void Hf_file_path_loads_a_bare_dictionary_learning_ae_pt()
+    {
+        string fixture = TestPaths.Data("dictionary_learning", "GatedAutoEncoder");
+        _server.Repos["someone/dl-zips"] = new()
+        {
+            ["gated/10_32768/ae.pt"] = new(File.ReadAllBytes(Path.Combine(fixture, "ae.pt")), Lfs: true),
+        };
+        using var sae = SaeLoader.Load("hf:someone/dl-zips/gated/10_32768/ae.pt", Options);
+        Assert.IsType<GatedSae>(sae);
+        Assert.Equal((32, 128), (sae.Cfg.DIn, sae.Cfg.DSae));
+    }
+
+    [Fact]
+    public void Missing_repo_file_or_release_fails_with_a_clear_message()
+    {
+        var repo = Assert.Throws<SaeSharpException>(() => SaeLoader.Load("hf:nobody/nothing/x", Options));
+        Assert.Contains("repository 'nobody/nothing' not found", repo.Message);
+
+        _server.Repos["jbloom/GPT2-Small-SAEs-Reformatted"] = new();
+        var file = Assert.Throws<SaeSharpException>(() => SaeLoader.Load("gpt2-small-res-jb/blocks.0.hook_resid_pre", Options));
+        Assert.Equal("file 'blocks.0.hook_resid_pre/cfg.json' not found in repository 'jbloom/GPT2-Small-SAEs-Reformatted' at revision 'main'", file.Message);
+
+        var unknown = Assert.Throws<SaeSharpException>(() => SaeLoader.Load("not-a-release/blocks.0", Options));
+        Assert.Contains("no such SAE file or folder", unknown.Message);
+
+        var unsupported = Assert.Throws<SaeSharpException>(() => SaeLoader.Load("gpt2-small-hook-z-kk/blocks.0.hook_z", Options));
+        Assert.Contains("'connor_rob_hook_z' format, which SaeSharp does not load yet", unsupported.Message);
+    }
+
+    [Fact]
+    public void Interrupted_release_download_resumes_from_the_partial_blob()
+    {
+        var (files, weights) = SaeLensFiles("blocks.7.hook_resid_pre", dIn: 16, dSae: 64);
+        byte[] blobBytes = files["sae_weights.safetensors"];
+        _server.Repos["jbloom/GPT2-Small-SAEs-Reformatted"] = new()
+        {
+            ["blocks.7.hook_resid_pre/cfg.json"] = new(files["cfg.json"]),
+            ["blocks.7.hook_resid_pre/sae_weights.safetensors"] = new(blobBytes, Lfs: true),
+        };
+        _server.CutBodyAfter = blobBytes.Length / 3;
+        var e = Assert.Throws<SaeSharpException>(() => SaeLoader.Load("gpt2-small-res-jb/blocks.7.hook_resid_pre", Options));
+        Assert.Contains("run again to resume", e.Message);
+        string partial = Path.Combine(_cache, "models--jbloom--GPT2-Small-SAEs-Reformatted", "blobs", FakeHubServer.Sha256(blobBytes) + ".incomplete");
+        Assert.Equal(blobBytes.Length / 3, new FileInfo(partial).Length);
+
+        _server.CutBodyAfter = null;
+        using var sae = SaeLoader.Load("gpt2-small-res-jb/blocks.7.hook_resid_pre", Options);
+        AssertWeights(weights, sae);
+        var resumed = _server.Requests.Last(r => r.Method == "GET" && r.Path.StartsWith("/cdn/"));
+        Assert.Equal($"bytes={blobBytes.Length / 3}-", resumed.Range);
+        Assert.Equal(blobBytes.Length - blobBytes.Length / 3, resumed.BodyBytesSent);
+    }
+}
