@@ -107,6 +107,7 @@ def main():
     p.add_argument("--log", type=int, default=100)
     p.add_argument("--save", default=None)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--submodule", default=None, help="config.json submodule_name, e.g. resid_post_layer_1 (sae eval reads the hook from it)")
     a = p.parse_args()
     t.set_num_threads(a.threads)
     tr, _ = import_dictionary_learning(a.dl)
@@ -145,7 +146,10 @@ def main():
                 trainer.ae.scale_biases(1 / scale)
             t.save(trainer.ae.state_dict(), os.path.join(out, "ae.pt"))
             with open(os.path.join(out, "config.json"), "w") as f:
-                json.dump({"trainer": trainer.config, "buffer": {"d_submodule": d}}, f, indent=1, default=str)
+                config = dict(trainer.config)
+                if a.submodule:
+                    config["submodule_name"] = a.submodule
+                json.dump({"trainer": config, "buffer": {"d_submodule": d}}, f, indent=1, default=str)
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ internal static class TrainCommand
                 : TrainingPlan.ForActivations(s, parse.GetValue(resume));
             if (s.Autocast && !CpuFeatures.Bf16MatMul)
                 AnsiConsole.MarkupLine("[yellow]warning:[/] --autocast: this CPU has no AVX512-BF16/AMX; bfloat16 matmuls will be slower than float32");
-            return Report(TrainWithProgress(plan.Options));
+            return Report(TrainWithProgress(plan.Options), plan);
         });
         return command;
     }
@@ -103,7 +103,7 @@ internal static class TrainCommand
         return $"step {p.Step}/{p.TotalSteps} {p.RowsPerSecond:N0} rows/s{eta} | {string.Join(" | ", parts)}";
     }
 
-    private static int Report(TrainingRunResult result)
+    private static int Report(TrainingRunResult result, TrainingPlan plan)
     {
         if (result.Status is TrainingStatus.Cancelled or TrainingStatus.Stopped)
         {
@@ -116,14 +116,19 @@ internal static class TrainCommand
             Console.Error.WriteLine($"warning: the data ran out after {result.Steps} steps ({result.Tokens:N0} tokens, {passes}); " +
                                     "repeat it with --epochs N (or --epochs 0: as many passes as --steps/--tokens need), or ask for fewer steps");
         Console.WriteLine($"trained on {result.Tokens:N0} tokens ({passes})");
-        foreach (var sae in result.Saes)
+        // Trained from a model: the held-out evaluation adds % CE loss recovered inside it.
+        var downstream = plan.EvaluateInModel(result.Saes);
+        for (int i = 0; i < result.Saes.Count; i++)
         {
+            var sae = result.Saes[i];
             Console.WriteLine($"{sae.Name}: wrote {sae.Directory}");
+            double? ce = downstream?[i].CeLossScore;
             if (sae.Metrics is { } m)
             {
                 Console.WriteLine($"  mse {m.Mse:G4}  fvu {m.Fvu:G4}  l0 {m.L0:F1}  dead {m.DeadFraction:P1}" +
-                                  (m.Mmcs is double mm ? $"  mmcs {mm:F3}" : ""));
-                foreach (var w in TrainingWarnings.For(m, sae.Config, result.Steps))
+                                  (m.Mmcs is double mm ? $"  mmcs {mm:F3}" : "") +
+                                  (ce is double c ? $"  ce loss recovered {c:P1} (kl {downstream![i].KlDivWithSae:G3})" : ""));
+                foreach (var w in TrainingWarnings.For(m, sae.Config, result.Steps, ce))
                     Console.Error.WriteLine($"warning: {sae.Name}: {w}");
             }
         }

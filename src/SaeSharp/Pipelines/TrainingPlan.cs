@@ -22,6 +22,12 @@ public sealed class TrainingPlan : IDisposable
     /// <summary>What <see cref="TrainingRun.Run"/> is given.</summary>
     public TrainingRunOptions Options { get; }
 
+    /// <summary>The model and text the SAEs are trained from (<see cref="ForModel"/>), else null.</summary>
+    public ModelDataOptions? ModelData { get; private init; }
+
+    /// <summary>Tokens of the end-of-training evaluation inside the model: as many as the held-out rows.</summary>
+    public long ModelEvalTokens { get; private init; }
+
     private TrainingPlan(TrainingSettings s, TrainerConfig trainer, bool resume, IActivationSource train, IActivationSource eval, long? evalRows,
         SaeMetadata metadata, long steps)
     {
@@ -110,7 +116,10 @@ public sealed class TrainingPlan : IDisposable
         {
             int ctx = data.ContextSize ?? 128;
             eval = ModelPipeline.OpenSource(data with { Tokens = Math.Max(ctx, s.EvalRows ?? ActivationSplit.DefaultEvalRows), Epochs = 1 }, hook, mode, targetHook, seed: (ulong)s.Seed + 1);
-            return new TrainingPlan(s, trainer, resume, train, eval, s.EvalRows, MetadataOf(data, train.Spec.InputHook, train.Spec.TargetHook), steps);
+            return new TrainingPlan(s, trainer, resume, train, eval, s.EvalRows, MetadataOf(data, train.Spec.InputHook, train.Spec.TargetHook), steps)
+            {
+                ModelData = data, ModelEvalTokens = Math.Max(ctx, s.EvalRows ?? ActivationSplit.DefaultEvalRows),
+            };
         }
         catch
         {
@@ -119,6 +128,40 @@ public sealed class TrainingPlan : IDisposable
             throw;
         }
     }
+
+    /// <summary>For a plan trained from a model, the held-out evaluation inside it (<see cref="EvaluateInModel(IReadOnlyList{TrainedSaeOutput}, ModelDataOptions, long)"/>
+    /// over <see cref="ModelEvalTokens"/> tokens); null otherwise or when no SAE was written.</summary>
+    public IReadOnlyList<Evaluation.DownstreamMetrics>? EvaluateInModel(IReadOnlyList<TrainedSaeOutput> saes) =>
+        ModelData is null || saes.Count == 0 ? null : EvaluateInModel(saes, ModelData, ModelEvalTokens);
+
+    /// <summary>
+    /// The end-of-training evaluation inside the model the SAEs were trained on (<c>sae train --model</c>): % CE loss
+    /// recovered and KL over <paramref name="tokens"/> tokens of <paramref name="data"/> with each SAE spliced in at its
+    /// hook (<see cref="ModelPipeline.Evaluate"/>), added to each SAE's metrics.json as <c>ce_loss_score</c>,
+    /// <c>ce_loss_with_sae</c>, <c>ce_loss_without_sae</c>, <c>ce_loss_with_ablation</c>, <c>kl_div_with_sae</c> and
+    /// <c>ce_eval_tokens</c> (SAELens's names). Returns the metrics in the order of <paramref name="saes"/>.
+    /// </summary>
+    public static IReadOnlyList<Evaluation.DownstreamMetrics> EvaluateInModel(IReadOnlyList<TrainedSaeOutput> saes, ModelDataOptions data, long tokens)
+    {
+        ArgumentNullException.ThrowIfNull(saes);
+        ArgumentNullException.ThrowIfNull(data);
+        var metrics = ModelPipeline.Evaluate(saes.Select(s => s.Directory).ToList(), data with { Tokens = tokens }, meanAblation: false);
+        for (int i = 0; i < saes.Count; i++)
+        {
+            var path = Path.Combine(saes[i].Directory, TrainingRun.MetricsFile);
+            var json = File.Exists(path) ? System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(path))!.AsObject() : new System.Text.Json.Nodes.JsonObject();
+            var m = metrics[i];
+            json["ce_loss_score"] = m.CeLossScore;
+            json["ce_loss_with_sae"] = m.CeLossWithSae;
+            json["ce_loss_without_sae"] = m.CeLossWithoutSae;
+            json["ce_loss_with_ablation"] = m.CeLossWithAblation;
+            json["kl_div_with_sae"] = m.KlDivWithSae;
+            json["ce_eval_tokens"] = m.CeTokens;
+            IO.AtomicFile.WriteAllText(path, json.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
+        }
+        return metrics;
+    }
+
 
     /// <summary>Trains and writes the SAEs (<see cref="TrainingRun.Run"/>).</summary>
     public TrainingRunResult Run(CancellationToken cancellationToken = default, IProgress<TrainingProgress>? progress = null) =>

@@ -197,6 +197,29 @@ public class ModelTrainCommandTests : IDisposable
     }
 
     [Fact]
+    public void TrainFromAModelReportsCeLossRecoveredAndWarnsWhenItIsLow()
+    {
+        // Two steps leave an SAE near its initialisation: spliced into the built-in model at the residual stream it
+        // recovers far less than half the CE loss (a constant b_dec recovers only what mean ablation does, ~6 % there).
+        Ok(CliRunner.Run("corpus", "--out", P("c.jsonl"), "--docs", "300", "--seed", "4"));
+        var r = CliRunner.Run("train", "--model", "builtin", "--hook", "blocks.1.hook_resid_post", "--dataset", P("c.jsonl"), "--tokens", "2048",
+            "--context-size", "64", "--arch", "relu", "--dict-size", "64", "--batch-size", "256", "--steps", "2", "--eval-rows", "256", "--out", P("bad"));
+        Ok(r);
+        var m = JsonNode.Parse(File.ReadAllText(P("bad", "metrics.json")))!;
+        double score = m["ce_loss_score"]!.GetValue<double>();
+        Assert.True(score < 0.5, $"ce_loss_score {score}");
+        Assert.Contains("ce loss recovered", r.Out);
+        Assert.Contains("CE loss recovered", r.Err);
+        Assert.Contains("--steps", r.Err[r.Err.IndexOf("CE loss recovered", StringComparison.Ordinal)..]);
+
+        // The same figure as `sae eval --model` over the same held-out tokens.
+        Ok(CliRunner.Run("eval", "--sae", P("bad"), "--model", "builtin", "--dataset", P("c.jsonl"), "--tokens", "256", "--json", P("e.json")));
+        var e = JsonNode.Parse(File.ReadAllText(P("e.json")))!;
+        Assert.Equal(e["model_performance_preservation"]!["ce_loss_score"]!.GetValue<double>(), score, 9);
+        Assert.Equal(e["model_performance_preservation"]!["ce_loss_without_sae"]!.GetValue<double>(), m["ce_loss_without_sae"]!.GetValue<double>(), 9);
+    }
+
+    [Fact]
     public void CacheThenTrainFromTheCacheFolder()
     {
         var model = Model();

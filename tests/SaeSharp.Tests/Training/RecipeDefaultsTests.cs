@@ -60,14 +60,15 @@ public class RecipeDefaultsTests
         Assert.Equal(50, c.L1WarmUpSteps);                // 5 % of the run
         Assert.Equal(1.0, c.MaxGradNorm);
         Assert.Equal("geometric_median", c.BDecInitMethod);
-        Assert.Equal(1e-3, c.Lr);                         // max(5e-5, min(1e-3, 1/1000))
+        Assert.Equal(1e-3, c.Lr);                         // dictionary_learning's StandardTrainerAprilUpdate
         Assert.Null(c.ResampleSteps);
 
         var longRun = new TrainerConfig { TotalTrainingSteps = 200_000, TrainBatchSizeTokens = 4096 };
-        var l = SaeRecipes.RunConfig("relu-april", longRun, dSae: 1024);
+        var l = SaeRecipes.RunConfig("gated", longRun, dSae: 1024);
         Assert.Equal(1000, l.LrWarmUpSteps);
         Assert.Equal(5e-5, l.Lr);                         // the paper's rate once 1/T is below it
-        Assert.Equal(2e-4, SaeRecipes.RunConfig("relu-april", new TrainerConfig { TotalTrainingSteps = 5000 }, 1024).Lr!.Value, 12);
+        Assert.Equal(2e-4, SaeRecipes.RunConfig("gated", new TrainerConfig { TotalTrainingSteps = 5000 }, 1024).Lr!.Value, 12);
+        Assert.Equal(1e-3, SaeRecipes.RunConfig("relu-april", longRun, 1024).Lr);
         Assert.Equal(2e-4 / Math.Sqrt(1024 / 16384.0), SaeRecipes.RunConfig("topk", run, 1024).Lr!.Value, 12);
         Assert.Equal(0, SaeRecipes.RunConfig("topk", run, 1024).L1WarmUpSteps);
         Assert.Equal(new long[] { 250, 500, 750 }, SaeRecipes.RunConfig("relu", run, 1024).ResampleSteps);

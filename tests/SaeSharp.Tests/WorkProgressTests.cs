@@ -3,10 +3,10 @@ using SaeSharp.Evaluation;
 using SaeSharp.Saes;
 using SaeSharp.Tests.Models;
 
-namespace SaeSharp.Tests.Pipeline;
+namespace SaeSharp.Tests;
 
 /// <summary>Library progress (<see cref="WorkProgress"/> through IProgress): counts only grow and reach the total.</summary>
-public class ProgressTests : ModelTestBase
+public class WorkProgressTests : ModelTestBase
 {
     private sealed class Recorder : IProgress<WorkProgress>
     {
@@ -42,7 +42,7 @@ public class ProgressTests : ModelTestBase
     public void Downstream_eval_reports_tokens_up_to_the_budget()
     {
         using var model = Gpt2();
-        var windows = ModelActivationSourceTests.Windows(11, 8);
+        var windows = SaeSharp.Tests.Activations.ModelActivationSourceTests.Windows(11, 8);
         var cfg = new SaeConfig { DIn = 16, DSae = 32 };
         cfg.Metadata.HookName = "blocks.0.hook_resid_post";
         using var sae = SaeFactory.Create(cfg);
@@ -58,7 +58,7 @@ public class ProgressTests : ModelTestBase
     public void Cache_reports_tokens_harvested_up_to_the_budget()
     {
         using var model = Gpt2();
-        var windows = ModelActivationSourceTests.Windows(20, 8);
+        var windows = SaeSharp.Tests.Activations.ModelActivationSourceTests.Windows(20, 8);
         var rec = new Recorder();
         ActivationCacheFolder.Write(Sub("cache"), model, new HarvestSpec("blocks.1.hook_resid_pre"), windows,
             new ActivationCacheOptions { ContextSize = 8, BatchSizePrompts = 2, ContextsPerShard = 5, MaxTokens = 12 * 8, Progress = rec });
