@@ -28,6 +28,7 @@ public sealed class ProgressCounter(IProgress<WorkProgress>? sink, string unit, 
 {
     private readonly Stopwatch _clock = Stopwatch.StartNew();
 
+    /// <summary>Units done so far.</summary>
     public long Done { get; private set; }
     /// <summary>The expected total; may be set once it becomes known.</summary>
     public long? Total { get; set; } = total;
