@@ -92,7 +92,7 @@ public static class ModelPipeline
     /// Context size, prepend_bos and exclude_special_tokens default to the first SAE's metadata.
     /// </summary>
     public static IReadOnlyList<DownstreamMetrics> Evaluate(IReadOnlyList<string> saePaths, ModelDataOptions data, bool meanAblation = true,
-        IProgress<WorkProgress>? progress = null)
+        SaeLoadOptions? saeOptions = null, IProgress<WorkProgress>? progress = null)
     {
         ArgumentNullException.ThrowIfNull(saePaths);
         ArgumentNullException.ThrowIfNull(data);
@@ -100,7 +100,7 @@ public static class ModelPipeline
         var saes = new List<Sae>();
         try
         {
-            foreach (var p in saePaths) saes.Add(SaeLoader.Load(p));
+            foreach (var p in saePaths) saes.Add(SaeLoader.Load(p, saeOptions));
             var meta = saes[0].Cfg.Metadata;
             var processing = ModelForSae.SharedOptions(saes.Select(s => s.Cfg));
             var tokenizer = Tokenizer.FromFolder(data.TokenizerPath ?? data.ModelPath);
