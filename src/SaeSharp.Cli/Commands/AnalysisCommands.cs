@@ -179,15 +179,21 @@ internal static class AnalysisCommands
         }
     }
 
-    private static string Shaded(IReadOnlyList<string> tokens, IReadOnlyList<float> acts)
+    /// <summary>Tokens as Spectre markup, each on an orange background scaled by its activation, joined by
+    /// <paramref name="separator"/>. Without colours (output in a pipe) and with <paramref name="plainValues"/>, each
+    /// active token is followed by its activation in parentheses instead.</summary>
+    internal static string Shaded(IReadOnlyList<string> tokens, IReadOnlyList<float> acts, string separator = "", bool plainValues = false)
     {
         double max = acts.Select(Math.Abs).DefaultIfEmpty(0).Max();
+        bool plain = plainValues && (!AnsiConsole.Profile.Capabilities.Ansi || AnsiConsole.Profile.Capabilities.ColorSystem == ColorSystem.NoColors);
         var sb = new System.Text.StringBuilder();
         for (int i = 0; i < tokens.Count; i++)
         {
+            if (i > 0) sb.Append(separator);
             string text = Markup.Escape(DashboardWriter.Display(tokens[i]));
             double a = max > 0 ? Math.Clamp(acts[i] / max, 0, 1) : 0;
             if (a <= 0) { sb.Append(text); continue; }
+            if (plain) { sb.Append(text).Append(Markup.Escape(FormattableString.Invariant($"({acts[i]:0.#})"))); continue; }
             // Blend white → orange (255, 140 − 60a, 0) by a.
             int g = (int)(255 - a * (255 - (140 - 60 * a))), b = (int)(255 * (1 - a));
             sb.Append($"[black on #FF{g:X2}{b:X2}]{text}[/]");

@@ -1,5 +1,9 @@
 using System.CommandLine;
+using System.Diagnostics;
 using SaeSharp.Activations;
+using SaeSharp.Analysis;
+using SaeSharp.Pipelines;
+using SaeSharp.Models;
 using SaeSharp.Synthetic;
 using SaeSharp.Training;
 using Spectre.Console;
@@ -7,19 +11,129 @@ using Spectre.Console;
 namespace SaeSharp.Cli.Commands;
 
 /// <summary>
-/// <c>sae demo</c>: the built-in default job. Synthesises superposition data with known features, trains three
-/// architectures on the same batches in one pass, and compares them (MSE, FVU, L0, dead %, MMCS, recovered features).
+/// <c>sae demo</c>: the seeds' flow on the built-in language model (<see cref="DemoRun"/>), printed as it goes: harvest,
+/// TopK training, evaluation, label scores of features against neurons, dashboard, prompt view and steering.
+/// <c>sae demo --synthetic</c>: synthesises superposition data with known features, trains three architectures on the
+/// same batches in one pass, and compares them (MSE, FVU, L0, dead %, MMCS, recovered features).
 /// </summary>
 internal static class DemoCommand
 {
     public static Command Create()
     {
         var output = new Option<string>("--out") { Description = "Output folder", DefaultValueFactory = _ => "runs/demo" };
-        var steps = new Option<long>("--steps") { Description = "Training steps", DefaultValueFactory = _ => 2000 };
+        var synthetic = new Option<bool>("--synthetic") { Description = "The synthetic-vector demo: TopK, BatchTopK and ReLU SAEs on data with known features" };
+        var quick = new Option<bool>("--quick") { Description = "A shortened run (seconds): 40k tokens, d_sae 256, smaller evaluation" };
+        var tokens = new Option<long?>("--tokens") { Description = "Training tokens harvested from the model (default 600,000; --quick 40,960)" };
+        var dSae = new Option<int?>("--d-sae") { Description = "SAE latents (default 256)" };
+        var k = new Option<int?>("--k") { Description = "TopK active latents (default 16; --quick 8)" };
+        var steps = new Option<long?>("--steps") { Description = "Training steps (default: one pass over the tokens; --synthetic 2000)" };
         var seed = new Option<ulong>("--seed") { Description = "Seed", DefaultValueFactory = _ => 0UL };
-        var command = new Command("demo", "Synthesise data with known features, train TopK, BatchTopK and ReLU SAEs, compare them") { output, steps, seed };
-        Cli.SetAction(command, parse => Run(parse.GetValue(output)!, parse.GetValue(steps), parse.GetValue(seed)));
+        var command = new Command("demo", "Train a TopK SAE on the built-in language model and show what its features mean (--synthetic: SAEs on synthetic vectors)")
+            { output, synthetic, quick, tokens, dSae, k, steps, seed };
+        Cli.SetAction(command, parse =>
+        {
+            if (parse.GetValue(synthetic)) return Run(parse.GetValue(output)!, parse.GetValue(steps) ?? 2000, parse.GetValue(seed));
+            var o = parse.GetValue(quick) ? DemoOptions.Quick(parse.GetValue(output)!) : new DemoOptions { OutDir = parse.GetValue(output)! };
+            o = o with
+            {
+                TrainTokens = parse.GetValue(tokens) ?? o.TrainTokens, DSae = parse.GetValue(dSae) ?? o.DSae, K = parse.GetValue(k) ?? o.K,
+                Steps = parse.GetValue(steps) ?? o.Steps, Seed = parse.GetValue(seed),
+            };
+            return RunOnModel(o);
+        });
         return command;
+    }
+
+    /// <summary>The demo on the built-in model, stage by stage.</summary>
+    internal static int RunOnModel(DemoOptions options)
+    {
+        var clock = Stopwatch.StartNew();
+        using var demo = new DemoRun(options);
+        var o = demo.Options;
+        TransformerConfig cfg;
+        using (var model = ModelLoader.FromPretrained(demo.ModelPath)) cfg = model.Config;
+        AnsiConsole.MarkupLine($"[bold]SaeSharp demo[/]: a TopK SAE on the built-in language model " +
+            $"[grey]({Markup.Escape(demo.ModelPath)}: {cfg.NLayers} layers, d_model {cfg.DModel}, vocabulary {cfg.DVocab})[/]");
+
+        Stage(1, $"harvesting activations at {o.Hook} from generated labelled stories");
+        var corpus = demo.GenerateCorpus();
+        Line($"stories with token labels: {corpus.TrainTokens:N0} tokens for training ({corpus.TrainPath}), {corpus.HeldOutTokens:N0} held out ({corpus.HeldOutPath})");
+        var harvest = demo.Harvest();
+        Line($"the model runs on {harvest.Tokens:N0} training tokens in windows of {o.ContextSize}; the activations at {harvest.Hook} (d = {harvest.DIn}, " +
+             "BOS positions left out) stream through a shuffling buffer of 64 contexts into the trainer");
+
+        Stage(2, $"training a TopK SAE: d_sae {o.DSae}, k {o.K}, {harvest.Steps:N0} steps of {o.BatchSize:N0} tokens");
+        var trained = TrainCommand.TrainWithProgress(harvest.Steps, demo.Train);
+        if (trained.Saes.Count == 0)
+        {
+            Console.WriteLine($"stopped at step {trained.Steps}");
+            return 130;
+        }
+        Line($"wrote {demo.SaePath} (SAELens layout: cfg.json, sae_weights.safetensors, metrics.json)");
+
+        Stage(3, $"evaluating on {o.EvalTokens:N0} held-out tokens (the SAE spliced into the model)");
+        var m = demo.Evaluate();
+        var table = new Table().AddColumns("FVU", "L0", "dead", "CE loss recovered", "KL (nats)", "CE clean / with SAE / zero-ablated");
+        table.AddRow(m.Reconstruction.Fvu.ToString("F3"), m.L0.ToString("F1"), m.Reconstruction.DeadFraction.ToString("P1"), m.CeLossScore.ToString("P1"),
+            m.KlDivWithSae.ToString("F3"), $"{m.CeLossWithoutSae:F3} / {m.CeLossWithSae:F3} / {m.CeLossWithAblation:F3}");
+        AnsiConsole.Write(table);
+
+        Stage(4, $"scoring features and neurons against the token labels ({o.ScoreTokens:N0} held-out tokens)");
+        var scores = demo.ScoreLabels();
+        ScoreLabelsCommand.Print(scores, examples: 6);
+        Line($"every unit's scores: {demo.LabelScoresPath}");
+
+        Stage(5, "writing the dashboard");
+        var site = demo.WriteDashboard();
+        Line($"{site.TopFeatures.Count} best-scoring features ({string.Join(", ", site.TopFeatures)}) and {site.RandomFeatures.Count} random ones ({string.Join(", ", site.RandomFeatures)})");
+        AnsiConsole.MarkupLine($"  dashboard: [link]{Markup.Escape(Path.GetFullPath(site.IndexPath))}[/]");
+
+        Stage(6, "prompt view and steering");
+        PrintPromptView(demo.InspectPrompt(), scores);
+        PrintSteering(demo.Steer());
+        Line($"figures: {demo.WriteSummary()}");
+        AnsiConsole.MarkupLine($"[bold]done[/] in {clock.Elapsed.TotalSeconds:F0} s");
+        return 0;
+    }
+
+    private static void Stage(int n, string title) => AnsiConsole.MarkupLine($"\n[bold blue][[{n}/6]][/] [bold]{Markup.Escape(title)}[/]");
+
+    private static void Line(string text) => AnsiConsole.MarkupLine("  " + Markup.Escape(text));
+
+    private static string LabelOf(UnitLabelScore? u) =>
+        u?.Best is { } b ? $"≈ {b.Label}{(b.Negated ? " (negative)" : "")} F1 {b.F1:F2}" : "no label";
+
+    private static void PrintPromptView(DemoPromptView p, LabelScoringReport scores)
+    {
+        var view = p.View;
+        AnsiConsole.MarkupLine($"  [bold]prompt[/] {Markup.Escape(view.Prompt)} [grey]({Markup.Escape(p.Hook)}, {view.Tokens.Length} tokens)[/]");
+        AnsiConsole.MarkupLine($"  [bold]top features[/] [grey](best label on the held-out tokens; top logit tokens)[/]");
+        foreach (var u in view.Features)
+        {
+            p.Notes.TryGetValue(u.Index, out var note);
+            string logits = note is null ? "" : "logits " + string.Join(" ", note.TopLogits);
+            AnsiConsole.MarkupLine($"    feature {u.Index,-5} {Markup.Escape(LabelOf(scores.Features[u.Index])),-34} [grey]{Markup.Escape(logits)}[/]");
+            AnsiConsole.MarkupLine("      " + AnalysisCommands.Shaded(view.TokenStrings.Skip(view.SkippedPrefix).ToList(), u.Acts.Skip(view.SkippedPrefix).ToList(), " ", plainValues: true));
+        }
+        AnsiConsole.MarkupLine($"  [bold]top neurons[/] [grey](dimensions of {Markup.Escape(p.Hook)})[/]");
+        foreach (var u in view.Neurons)
+        {
+            AnsiConsole.MarkupLine($"    neuron {u.Index,-6} {Markup.Escape(LabelOf(scores.Neurons[u.Index]))}");
+            AnsiConsole.MarkupLine("      " + AnalysisCommands.Shaded(view.TokenStrings.Skip(view.SkippedPrefix).ToList(), u.Acts.Skip(view.SkippedPrefix).ToList(), " ", plainValues: true));
+        }
+    }
+
+    private static void PrintSteering(DemoSteering s)
+    {
+        string fires = s.FiresOn is { } b ? $"it fires on {b.Label} (F1 {b.F1:F2})" : "no label of its own";
+        AnsiConsole.MarkupLine("  [bold]steering[/] " + Markup.Escape($"with feature {s.Feature}, whose decoder direction raises the logits of {s.Label} words most " +
+            $"({string.Join(", ", s.TopWords)}; {fires}): {s.Scale:G3}·W_dec[{s.Feature}] ({s.ScaleInMaxActivations:G3}× its largest activation) " +
+            "added from the prompt's last token on, greedy decoding"));
+        var t = new Table().AddColumns("", "continuation", $"{Markup.Escape(s.Label)} words");
+        t.AddRow("prompt", Markup.Escape(s.Prompt), "");
+        t.AddRow("unsteered", Markup.Escape(s.Before), s.LabelWordsBefore.ToString());
+        t.AddRow("steered", Markup.Escape(s.After), s.LabelWordsAfter.ToString());
+        AnsiConsole.Write(t);
     }
 
     internal static int Run(string outDir, long steps, ulong seed)

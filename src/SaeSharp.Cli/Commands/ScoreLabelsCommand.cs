@@ -51,9 +51,7 @@ internal static class ScoreLabelsCommand
     /// <summary>"feature 117 ≈ cat:colour (F1 0.97, P 0.98, R 0.96)" for the best feature of each of the best-captured labels.</summary>
     internal static IEnumerable<string> Examples(LabelScoringReport r, int count)
     {
-        var best = r.Features.Where(f => f.Best is not null).GroupBy(f => f.Best!.Label)
-            .Select(g => g.MaxBy(f => f.Best!.F1)!).OrderByDescending(f => f.Best!.F1).Take(count);
-        foreach (var f in best)
+        foreach (var f in r.BestFeaturePerLabel().Take(count))
         {
             var neuron = r.Neurons.Where(n => n.Best?.Label == f.Best!.Label).MaxBy(n => n.Best!.F1);
             yield return $"  feature {f.Index} ≈ {f.Best!.Label} (F1 {f.Best.F1:F2}, P {f.Best.Precision:F2}, R {f.Best.Recall:F2})" +

@@ -71,7 +71,11 @@ internal static class TrainCommand
     }
 
     /// <summary>Runs training with a live progress bar (or plain lines when output is redirected); Ctrl-C checkpoints and stops.</summary>
-    internal static TrainingRunResult TrainWithProgress(TrainingRunOptions options)
+    internal static TrainingRunResult TrainWithProgress(TrainingRunOptions options) =>
+        TrainWithProgress(options.Trainer.Steps, (progress, ct) => TrainingRun.Run(options, ct, progress));
+
+    /// <summary>Runs <paramref name="train"/> (a run of <paramref name="steps"/> steps) with the progress bar and Ctrl-C handling of <c>sae train</c>.</summary>
+    internal static TrainingRunResult TrainWithProgress(long steps, Func<IProgress<TrainingProgress>, CancellationToken, TrainingRunResult> train)
     {
         // The training loop allocates the same large tensors every step: reuse them instead of page-faulting them in.
         NativeRuntime.KeepLargeBlocks();
@@ -85,9 +89,9 @@ internal static class TrainCommand
         Console.CancelKeyPress += onCancel;
         try
         {
-            // A live bar on a terminal; in a pipe or file, one log line per report.
-            return CliProgress.Run<TrainingProgress, TrainingRunResult>("training", options.Trainer.Steps,
-                progress => TrainingRun.Run(options, cts.Token, progress), p => (p.Step, p.TotalSteps, Describe(p)), Describe);
+            // A live bar on a terminal; in a pipe or file, one log line per report (so the sink is never null).
+            return CliProgress.Run<TrainingProgress, TrainingRunResult>("training", steps,
+                progress => train(progress!, cts.Token), p => (p.Step, p.TotalSteps, Describe(p)), Describe);
         }
         finally
         {

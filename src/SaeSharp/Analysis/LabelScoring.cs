@@ -32,6 +32,10 @@ public sealed record LabelScoringReport(string Hook, string NeuronHook, long Tok
     IReadOnlyDictionary<string, long> LabelCounts, IReadOnlyList<UnitLabelScore> Features, IReadOnlyList<UnitLabelScore> Neurons,
     LabelScoreSummary FeatureSummary, LabelScoreSummary NeuronSummary)
 {
+    /// <summary>The best feature of each label that is some feature's best label, best F1 first ("feature 117 ≈ cat:colour").</summary>
+    public IEnumerable<UnitLabelScore> BestFeaturePerLabel() =>
+        Features.Where(f => f.Best is not null).GroupBy(f => f.Best!.Label).Select(g => g.MaxBy(f => f.Best!.F1)!).OrderByDescending(f => f.Best!.F1);
+
     /// <summary>Writes the report as JSON (summary, then every unit's best label).</summary>
     public void WriteJson(string path)
     {

@@ -1,0 +1,158 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using PuppeteerSharp;
+using SaeSharp.Tests.Analysis;
+using SaeSharp.Tests.Cli;
+
+namespace SaeSharp.Tests.Pipelines;
+
+/// <summary>Runs <c>sae demo --quick</c> once (the whole flow on the built-in model, shortened) for the tests below.</summary>
+public sealed class QuickDemoFixture : IDisposable
+{
+    public QuickDemoFixture()
+    {
+        Dir = Directory.CreateTempSubdirectory("sae-demo-").FullName;
+        (Exit, Out, Err) = CliRunner.Run("demo", "--quick", "--out", Dir);
+        Summary = File.Exists(Path.Combine(Dir, "demo.json")) ? JsonNode.Parse(File.ReadAllText(Path.Combine(Dir, "demo.json")))!.AsObject() : new JsonObject();
+    }
+
+    public string Dir { get; }
+    public int Exit { get; }
+    public string Out { get; }
+    public string Err { get; }
+    public JsonObject Summary { get; }
+
+    public void Dispose()
+    {
+        try { Directory.Delete(Dir, recursive: true); } catch (IOException) { }
+    }
+}
+
+/// <summary>
+/// <c>sae demo</c> end to end in its CI mode: every stage ran and printed, the label table agrees with <c>sae score-labels</c>
+/// run separately on the same SAE and with shares recomputed here from every unit's scores, the dashboard renders, the
+/// steered continuation differs from the plain one.
+/// </summary>
+public class DemoTests(QuickDemoFixture fx) : IClassFixture<QuickDemoFixture>
+{
+    [Fact]
+    public void Quick_demo_runs_every_stage_and_its_evaluation_is_consistent()
+    {
+        Assert.True(fx.Exit == 0, fx.Err + fx.Out);
+        for (int stage = 1; stage <= 6; stage++) Assert.Contains($"[{stage}/6]", fx.Out);
+        foreach (var text in new[] { "label scores at blocks.1.hook_resid_post", "SAE features", "top features", "top neurons", "unsteered", "steered", "dashboard:" })
+            Assert.Contains(text, fx.Out);
+        Assert.True(File.Exists(Path.Combine(fx.Dir, "sae", "cfg.json")));
+        Assert.True(File.Exists(Path.Combine(fx.Dir, "sae", "sae_weights.safetensors")));
+
+        var eval = fx.Summary["eval"]!;
+        double fvu = eval["fvu"]!.GetValue<double>(), l0 = eval["l0"]!.GetValue<double>(), dead = eval["dead_fraction"]!.GetValue<double>();
+        Assert.InRange(fvu, 0.0, 1.0);
+        Assert.InRange(l0, 1.0, 8.0);                                   // TopK k = 8: at most k latents per token
+        Assert.InRange(dead, 0.0, 1.0);
+        // Splicing the SAE costs less than zero-ablating the layer: CE with the SAE lies between clean and ablated.
+        double clean = eval["ce_loss_without_sae"]!.GetValue<double>(), with = eval["ce_loss_with_sae"]!.GetValue<double>(),
+            ablated = eval["ce_loss_with_ablation"]!.GetValue<double>();
+        Assert.True(clean < with && with < ablated, $"CE clean {clean}, with SAE {with}, ablated {ablated}");
+        Assert.Equal((ablated - with) / (ablated - clean), eval["ce_loss_score"]!.GetValue<double>(), 9);
+    }
+
+    [Fact]
+    public void Label_table_agrees_with_score_labels_run_separately_and_with_the_unit_scores()
+    {
+        Assert.True(fx.Exit == 0, fx.Err + fx.Out);
+        var scores = fx.Summary["label_scores"]!;
+        long tokens = scores["tokens"]!.GetValue<long>();
+        string json = Path.Combine(fx.Dir, "separate.json");
+        var (exit, output, err) = CliRunner.Run("score-labels", "--sae", Path.Combine(fx.Dir, "sae"), "--model", "builtin",
+            "--dataset", Path.Combine(fx.Dir, "corpus", "heldout.jsonl"), "--tokens", "8192", "--json", json);
+        Assert.True(exit == 0, err + output);
+        var separate = JsonNode.Parse(File.ReadAllText(json))!;
+        Assert.Equal(tokens, separate["tokens"]!.GetValue<long>());
+        foreach (var (kind, units) in new[] { ("features", "features"), ("neurons", "neurons") })
+        {
+            var demo = scores[kind]!;
+            var other = separate[$"{kind}_summary"]!;
+            foreach (var key in new[] { "share_f1_at_least_0_8", "share_f1_at_least_0_5", "mean_best_f1" })
+            {
+                double v = demo[key]!.GetValue<double>();
+                Assert.InRange(v, 0.0, 1.0);
+                Assert.Equal(other[key]!.GetValue<double>(), v, 12);
+            }
+            Assert.Equal(other["labels_covered_f1_0_8"]!.GetValue<int>(), demo["labels_covered_f1_0_8"]!.GetValue<int>());
+            Assert.True(demo["share_f1_at_least_0_8"]!.GetValue<double>() <= demo["share_f1_at_least_0_5"]!.GetValue<double>());
+
+            // Recomputed from every unit's best F1: the share of alive units at or above 0.8 and 0.5, and the labels covered.
+            var all = separate[units]!.AsArray().Where(u => u!["alive"]!.GetValue<bool>()).ToList();
+            double F1(JsonNode? u) => u!["f1"] is { } f ? f.GetValue<double>() : 0;
+            Assert.Equal(demo["alive"]!.GetValue<int>(), all.Count);
+            Assert.Equal((double)all.Count(u => F1(u) >= 0.8) / all.Count, demo["share_f1_at_least_0_8"]!.GetValue<double>(), 12);
+            Assert.Equal((double)all.Count(u => F1(u) >= 0.5) / all.Count, demo["share_f1_at_least_0_5"]!.GetValue<double>(), 12);
+            Assert.Equal(all.Where(u => F1(u) >= 0.8).Select(u => u!["best_label"]!.GetValue<string>()).Distinct().Count(),
+                demo["labels_covered_f1_0_8"]!.GetValue<int>());
+        }
+        // The table printed by the demo shows the same shares.
+        var f = scores["features"]!;
+        Assert.Contains($"{f["alive"]}/{f["units"]}", fx.Out);
+        Assert.Contains(f["share_f1_at_least_0_8"]!.GetValue<double>().ToString("P1"), fx.Out);
+    }
+
+    [Fact]
+    public void Steering_changes_the_continuation()
+    {
+        Assert.True(fx.Exit == 0, fx.Err + fx.Out);
+        var s = fx.Summary["steering"]!;
+        Assert.NotEqual(s["before"]!.GetValue<string>(), s["after"]!.GetValue<string>());
+        Assert.True(s["scale"]!.GetValue<double>() > 0);
+        Assert.StartsWith("cat:", s["label"]!.GetValue<string>());
+        Assert.Contains(s["after"]!.GetValue<string>().Split(' ')[0], fx.Out);
+    }
+
+    [Fact]
+    public async Task Dashboard_files_exist_and_render_in_chromium()
+    {
+        Assert.True(fx.Exit == 0, fx.Err + fx.Out);
+        var d = fx.Summary["dashboard"]!;
+        var features = d["top_features"]!.AsArray().Concat(d["random_features"]!.AsArray()).Select(n => n!.GetValue<int>()).ToList();
+        Assert.Equal(4 + 2, features.Count);
+        Assert.Equal(features.Count, features.Distinct().Count());
+        string site = Path.Combine(fx.Dir, "dashboard");
+        Assert.Equal(Path.GetFullPath(Path.Combine(site, "index.html")), Path.GetFullPath(d["index"]!.GetValue<string>()));
+        foreach (var i in features) Assert.True(File.Exists(Path.Combine(site, "features", $"{i}.html")), $"page of feature {i}");
+
+        await using var browser = await DashboardBrowserTests.Launch(Path.Combine(fx.Dir, "profile"));
+        await using var page = await browser.NewPageAsync();
+        var errors = new List<string>();
+        page.PageError += (_, e) => errors.Add(e.Message);
+        await page.GoToAsync(new Uri(Path.Combine(site, "index.html")).AbsoluteUri);
+        await page.WaitForSelectorAsync("#features tbody tr");
+        var rows = await page.EvaluateExpressionAsync<int[]>("[...document.querySelectorAll('#features tbody tr')].map(r => +r.dataset.feature)");
+        Assert.Equal(features.Order(), rows.Order());
+        string shots = DashboardBrowserTests.ScreenshotDir();
+        await page.ScreenshotAsync(Path.Combine(shots, "demo-dashboard-index.png"), new ScreenshotOptions { FullPage = true });
+        int top = features[0];
+        await page.GoToAsync(new Uri(Path.Combine(site, "features", $"{top}.html")).AbsoluteUri);
+        Assert.Equal($"Feature {top}", await page.EvaluateExpressionAsync<string>("document.querySelector('h1').textContent"));
+        Assert.True(await page.EvaluateExpressionAsync<int>("document.querySelectorAll('.top-examples .example').length") > 0);
+        await page.ScreenshotAsync(Path.Combine(shots, "demo-dashboard-feature.png"), new ScreenshotOptions { FullPage = true });
+        Assert.Empty(errors);
+    }
+
+    [Fact]
+    public void Synthetic_demo_still_trains_and_compares_three_architectures()
+    {
+        string dir = Directory.CreateTempSubdirectory("sae-demo-synth-").FullName;
+        try
+        {
+            var (exit, output, err) = CliRunner.Run("demo", "--synthetic", "--steps", "20", "--out", dir);
+            Assert.True(exit == 0, err + output);
+            Assert.Contains("SAEs on synthetic data (20 steps", output);
+            foreach (var arch in new[] { "topk", "batchtopk", "relu" })
+                Assert.True(File.Exists(Path.Combine(dir, "saes", arch, "cfg.json")), arch);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+}
