@@ -66,36 +66,16 @@ internal static class AnalysisCommands
             if (parse.GetValue(png))
                 Console.WriteLine($"{HistogramPlot.SaveFeatureHistograms(report, Path.Combine(outDir, "histograms")):N0} histogram PNGs: {Path.Combine(outDir, "histograms")}");
             if (parse.GetValue(html) is { } site)
-                Console.WriteLine($"dashboard: {DashboardWriter.Write(report, site)}");
+                Console.WriteLine($"dashboard: {CliProgress.Run("dashboard", progress => DashboardWriter.Write(report, site, progress))}");
             return 0;
         });
         return command;
     }
 
-    private static FeatureReport RunWithProgress(string saePath, ModelDataOptions data, FeatureAnalysisOptions options)
-    {
-        if (Console.IsOutputRedirected)
-            return FeatureAnalysis.Run(saePath, data, options);
-        FeatureReport? report = null;
-        AnsiConsole.Progress().AutoClear(false)
-            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
-            .Start(ctx =>
-            {
-                var task = ctx.AddTask("features", maxValue: 1);
-                report = FeatureAnalysis.Run(saePath, data, options with
-                {
-                    Progress = p =>
-                    {
-                        task.Description = $"features: {p.Tokens:N0} tokens, {p.TokensPerSecond:N0} tok/s";
-                        if (p.TotalTokens is long t) { task.MaxValue = t; task.Value = Math.Min(p.Tokens, t); }
-                        else task.IsIndeterminate = true;
-                    },
-                });
-                task.Value = task.MaxValue;
-                task.StopTask();
-            });
-        return report!;
-    }
+    private static FeatureReport RunWithProgress(string saePath, ModelDataOptions data, FeatureAnalysisOptions options) =>
+        CliProgress.Run<FeatureProgress, FeatureReport>("features", null,
+            progress => FeatureAnalysis.Run(saePath, data, progress is null ? options : options with { Progress = progress.Report }),
+            p => (p.Tokens, p.TotalTokens, CliProgress.Describe("features", new WorkProgress("tokens", p.Tokens, p.TotalTokens, p.Elapsed))), null);
 
     public static Command Dashboard()
     {
@@ -108,7 +88,8 @@ internal static class AnalysisCommands
         Cli.SetAction(command, parse =>
         {
             var report = FeatureReport.Load(parse.GetValue(features)!);
-            Console.WriteLine($"dashboard of {report.Features.Count:N0} features: {DashboardWriter.Write(report, parse.GetValue(output)!)}");
+            string index = CliProgress.Run("dashboard", progress => DashboardWriter.Write(report, parse.GetValue(output)!, progress));
+            Console.WriteLine($"dashboard of {report.Features.Count:N0} features: {index}");
             return 0;
         });
         return command;

@@ -17,9 +17,9 @@ internal static class CacheCommand
         Cli.SetAction(command, parse =>
         {
             var options = data.Read(parse);
-            var manifest = ModelPipeline.WriteCache(options, parse.GetValue(data.Hook)!, parse.GetValue(output)!, data.ReadMode(parse),
-                parse.GetValue(data.TargetHook), parse.GetValue(contextsPerShard),
-                onShard: m => Console.WriteLine($"shard {m.Shards.Count}: {m.TotalRows:N0} rows"));
+            var manifest = CliProgress.Run("cache", progress => ModelPipeline.WriteCache(options, parse.GetValue(data.Hook)!, parse.GetValue(output)!,
+                data.ReadMode(parse), parse.GetValue(data.TargetHook), parse.GetValue(contextsPerShard), progress: progress,
+                onShard: m => { if (!CliProgress.Live) Console.WriteLine($"shard {m.Shards.Count}: {m.TotalRows:N0} rows"); }));
             Console.WriteLine($"wrote {manifest.TotalRows:N0} rows of {manifest.Hook} (d_in {manifest.DIn}) to {parse.GetValue(output)}");
             return 0;
         });

@@ -27,7 +27,8 @@ internal static class LmCommand
             string folder = ModelSource.Resolve(parse.GetValue(model)!);
             using var m = Models.ModelLoader.FromPretrained(folder);
             var tok = Tokenizers.Tokenizer.FromFolder(folder);
-            var (loss, floor) = LmTrainer.Validate(m, tok, parse.GetValue(corpus)!, parse.GetValue(docs), parse.GetValue(ctx) ?? m.Config.NCtx);
+            var (loss, floor) = CliProgress.Run("lm eval", progress =>
+                LmTrainer.Validate(m, tok, parse.GetValue(corpus)!, parse.GetValue(docs), parse.GetValue(ctx) ?? m.Config.NCtx, progress));
             Console.WriteLine(Summary(new LmTrainingResult(folder, 0, 0, 0, loss, floor, double.NaN, double.NaN)));
             return 0;
         });
@@ -80,26 +81,7 @@ internal static class LmCommand
     {
         static string Line(LmProgress p) =>
             $"step {p.Step}/{p.TotalSteps} loss {p.Loss:F4} lr {p.Lr:G3} {p.TokensPerSecond:N0} tok/s" + (p.Eta is TimeSpan t ? $" ETA {t:hh\\:mm\\:ss}" : "");
-        if (Console.IsOutputRedirected || !AnsiConsole.Profile.Capabilities.Interactive)
-            return LmTrainer.Train(o, default, new Progress(p => { if (p.Step % 100 == 0 || p.Step == p.TotalSteps) Console.WriteLine(Line(p)); }));
-        LmTrainingResult? result = null;
-        AnsiConsole.Progress()
-            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn(), new SpinnerColumn())
-            .Start(ctx =>
-            {
-                var task = ctx.AddTask("training", maxValue: o.Steps);
-                result = LmTrainer.Train(o, default, new Progress(p =>
-                {
-                    task.Value = p.Step;
-                    task.Description = Markup.Escape(Line(p));
-                }));
-            });
-        return result!;
-    }
-
-    /// <summary>Reports synchronously on the training thread (System.Progress would post to the thread pool).</summary>
-    private sealed class Progress(Action<LmProgress> report) : IProgress<LmProgress>
-    {
-        public void Report(LmProgress value) => report(value);
+        return CliProgress.Run<LmProgress, LmTrainingResult>("training", o.Steps, progress => LmTrainer.Train(o, default, progress),
+            p => (p.Step, p.TotalSteps, Line(p)), p => p.Step % 100 == 0 || p.Step == p.TotalSteps ? Line(p) : null);
     }
 }

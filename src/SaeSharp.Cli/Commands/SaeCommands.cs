@@ -80,7 +80,7 @@ internal static class SaeCommands
     {
         var options = data.Read(parse, hookRequired: false);
         if (options.Tokens is null) options = options with { Tokens = 16384 };
-        var results = ModelPipeline.Evaluate(saes, options, saeOptions: saeOptions);
+        var results = CliProgress.Run("eval", progress => ModelPipeline.Evaluate(saes, options, saeOptions: saeOptions, progress: progress));
         var all = new System.Text.Json.Nodes.JsonArray();
         for (int i = 0; i < results.Count; i++)
         {

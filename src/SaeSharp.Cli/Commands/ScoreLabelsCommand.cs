@@ -20,8 +20,9 @@ internal static class ScoreLabelsCommand
             { sae, model, dataset, tokens, neuronHook, ctx, json };
         Cli.SetAction(command, parse =>
         {
-            var report = LabelScoring.Run(parse.GetValue(sae)!, ModelSource.Resolve(parse.GetValue(model)!), parse.GetValue(dataset)!,
-                new LabelScoringOptions { Tokens = parse.GetValue(tokens), NeuronHook = parse.GetValue(neuronHook), ContextSize = parse.GetValue(ctx) });
+            var report = CliProgress.Run("score-labels", progress => LabelScoring.Run(parse.GetValue(sae)!, ModelSource.Resolve(parse.GetValue(model)!),
+                parse.GetValue(dataset)!,
+                new LabelScoringOptions { Tokens = parse.GetValue(tokens), NeuronHook = parse.GetValue(neuronHook), ContextSize = parse.GetValue(ctx), Progress = progress }));
             Print(report);
             if (parse.GetValue(json) is { } path)
             {

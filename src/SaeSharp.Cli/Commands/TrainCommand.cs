@@ -29,10 +29,11 @@ internal static class TrainCommand
         var evalRows = new Option<long?>("--eval-rows") { Description = "Rows held out at the end of the data for metrics.json (default 16384, at most a tenth of the data)" };
         var autocast = new Option<bool>("--autocast") { Description = "bfloat16 matmuls in training, float32 weights and accumulation (fast with AVX512-BF16/AMX)" };
         var candidatePass = new Option<string?>("--candidate-pass") { Description = "TopK family: exact top-k from a bounded low-precision candidate pass: auto (where faster than float32 on this CPU), on, off (plain float32)" };
+        var epochs = new Option<int?>("--epochs") { Description = "Passes over the data before it runs out: N, or 0 for as many as --steps/--tokens need (default: 1 with --model, no limit with --activations)" };
         var groundTruth = new Option<string?>("--ground-truth") { Description = "features.safetensors of synthetic data: adds mmcs and recovered_fraction" };
         var command = new Command("train", "Train sparse autoencoders and write them in SAELens layout")
         {
-            activations, arch, k, l1, targetL0, dictSize, expansion, batchSize, steps, lr, seed, output, config, resume, checkpointEvery, evalRows, groundTruth, autocast, candidatePass,
+            activations, arch, k, l1, targetL0, dictSize, expansion, batchSize, steps, lr, seed, output, config, resume, checkpointEvery, evalRows, groundTruth, autocast, candidatePass, epochs,
         };
         var data = new ModelDataOptionsCli();
         data.AddTo(command);
@@ -57,6 +58,7 @@ internal static class TrainCommand
             s.GroundTruth = parse.GetValue(groundTruth) ?? s.GroundTruth;
             s.Autocast |= parse.GetValue(autocast);
             s.CandidatePass = parse.GetValue(candidatePass) ?? s.CandidatePass;
+            s.Epochs = parse.GetValue(epochs) ?? s.Epochs;
             if (s.Out is null) throw new SaeSharpException("give --out (or 'out' in --config)");
             using var plan = data.Given(parse)
                 ? TrainingPlan.ForModel(s, data.Read(parse), parse.GetValue(data.Hook)!, data.ReadMode(parse), parse.GetValue(data.TargetHook), parse.GetValue(resume))
@@ -87,17 +89,9 @@ internal static class TrainCommand
         Console.CancelKeyPress += onCancel;
         try
         {
-            if (Console.IsOutputRedirected || !AnsiConsole.Profile.Capabilities.Interactive)
-                return train(new LineProgress(), cts.Token);
-            TrainingRunResult? result = null;
-            AnsiConsole.Progress()
-                .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn(), new SpinnerColumn())
-                .Start(ctx =>
-                {
-                    var task = ctx.AddTask("training", maxValue: steps);
-                    result = train(new BarProgress(task), cts.Token);
-                });
-            return result!;
+            // A live bar on a terminal; in a pipe or file, one log line per report (so the sink is never null).
+            return CliProgress.Run<TrainingProgress, TrainingRunResult>("training", steps,
+                progress => train(progress!, cts.Token), p => (p.Step, p.TotalSteps, Describe(p)), Describe);
         }
         finally
         {
@@ -113,20 +107,6 @@ internal static class TrainCommand
         return $"step {p.Step}/{p.TotalSteps} {p.RowsPerSecond:N0} rows/s{eta} | {string.Join(" | ", parts)}";
     }
 
-    private sealed class LineProgress : IProgress<TrainingProgress>
-    {
-        public void Report(TrainingProgress p) => Console.WriteLine(Describe(p));
-    }
-
-    private sealed class BarProgress(ProgressTask task) : IProgress<TrainingProgress>
-    {
-        public void Report(TrainingProgress p)
-        {
-            task.Value = p.Step;
-            task.Description = Markup.Escape(Describe(p));
-        }
-    }
-
     private static int Report(TrainingRunResult result, TrainingPlan plan)
     {
         if (result.Status is TrainingStatus.Cancelled or TrainingStatus.Stopped)
@@ -134,8 +114,12 @@ internal static class TrainCommand
             Console.WriteLine($"stopped at step {result.Steps}; checkpoint: {result.LastCheckpoint} (continue with --resume)");
             return 130;
         }
+        string passes = (result.Epochs is double e ? $"{e:F2} epochs of the data" : "less than one pass over the data") +
+                        (result.MaxDataPasses > 1 ? $", --epochs {result.MaxDataPasses}" : "");
         if (result.Status == TrainingStatus.SourceExhausted)
-            Console.Error.WriteLine($"warning: the activations ran out after {result.Steps} steps");
+            Console.Error.WriteLine($"warning: the data ran out after {result.Steps} steps ({result.Tokens:N0} tokens, {passes}); " +
+                                    "repeat it with --epochs N (or --epochs 0: as many passes as --steps/--tokens need), or ask for fewer steps");
+        Console.WriteLine($"trained on {result.Tokens:N0} tokens ({passes})");
         // Trained from a model: the held-out evaluation adds % CE loss recovered inside it.
         var downstream = plan.EvaluateInModel(result.Saes);
         for (int i = 0; i < result.Saes.Count; i++)

@@ -31,6 +31,8 @@ public sealed record ActivationCacheOptions
     public IReadOnlyDictionary<string, bool>? ModelFromPretrainedKwargs { get; init; }
     /// <summary>Hooks applied on every model run (<see cref="SaeSharp.Models.ProcessedModel.Hooks"/>), before the harvest reads.</summary>
     public IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? ModelHooks { get; init; }
+    /// <summary>Tokens harvested, after each model batch (the total is the budget when there is one).</summary>
+    public IProgress<WorkProgress>? Progress { get; init; }
 }
 
 /// <summary>One shard of an activation cache.</summary>
@@ -132,6 +134,8 @@ public sealed class ActivationCacheFolder : IActivationSource
     public int DIn => _source.DIn;
     public int DOut => _source.DOut;
     public long? Rows => _source.Rows;
+    public long RowsDelivered => _source.RowsDelivered;
+    public int MaxDataPasses => _source.MaxDataPasses;
     public ActivationBatch? Next(int batchSize) => _source.Next(batchSize);
     public JsonNode SaveState() => _source.SaveState();
     public void LoadState(JsonNode state) => _source.LoadState(state);
@@ -196,6 +200,7 @@ public sealed class ActivationCacheFolder : IActivationSource
                 throw new SaeSharpException($"{dir}: the manifest records {m.TotalContexts} contexts but the dataset yields only {i}; it is not the dataset the cache was started with");
 
         bool ended = false;
+        var progress = new ProgressCounter(o.Progress, "tokens", maxContexts * o.ContextSize);
         while (!ended && (maxContexts is null || m.TotalContexts < maxContexts))
         {
             long want = o.ContextsPerShard;
@@ -215,6 +220,7 @@ public sealed class ActivationCacheFolder : IActivationSource
                     if (group.Count == 0) break;
                     parts.Add(harvester.Harvest(group, m.TotalContexts + contexts));
                     contexts += group.Count;
+                    progress.Add((long)group.Count * o.ContextSize);
                 }
                 if (contexts == 0) break;
                 WriteShard(dir, m, parts, contexts, o.Dtype);

@@ -45,6 +45,8 @@ public sealed class ActivationFileSource : IActivationSource
     public long? Rows { get; }
     /// <summary>Number of completed passes over the data (passes start at 0).</summary>
     public long Epoch => _epoch;
+    public long RowsDelivered => _epoch * Rows!.Value + _chunkOrder.Take(_chunkCursor).Sum(i => (long)_chunks[i].Count) - Available;
+    public int MaxDataPasses => _options.Epochs;
 
     /// <summary>Opens the files (headers only) and checks their shapes, dtypes and widths.</summary>
     /// <param name="paths">Files and/or folders; a folder contributes its <c>.safetensors</c> and <c>.npy</c> files sorted by name.</param>
@@ -256,7 +258,7 @@ public sealed class ActivationFileSource : IActivationSource
                 if (Available == 0)
                 {
                     if (_chunkCursor < _chunkOrder.Length) continue;
-                    if (!_options.Loop) break;
+                    if (_options.Epochs != 0 && _epoch + 1 >= _options.Epochs) break;
                     _epoch++;
                     _chunkOrder = NewChunkOrder();
                     _chunkCursor = 0;

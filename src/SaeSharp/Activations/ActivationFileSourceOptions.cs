@@ -19,8 +19,16 @@ public sealed record ActivationFileSourceOptions
     public int BufferRows { get; init; } = 32768;
     /// <summary>Shuffle rows (random chunk order + random draws from the buffer); false reads rows in file order.</summary>
     public bool Shuffle { get; init; } = true;
-    /// <summary>Start a new pass (a new shuffle) when the data are used up instead of returning null.</summary>
-    public bool Loop { get; init; }
+    /// <summary>Passes over the data before <see cref="ActivationFileSource.Next"/> returns null; each new pass is a
+    /// new shuffle. 1 (default): the data once; 0: no limit.</summary>
+    public int Epochs
+    {
+        get => _epochs;
+        init => _epochs = value >= 0 ? value : throw new SaeSharpException($"epochs must be 0 (no limit) or positive, got {value}");
+    }
+    private readonly int _epochs = 1;
+    /// <summary>True: start a new pass whenever the data are used up, without limit (<see cref="Epochs"/> = 0).</summary>
+    public bool Loop { get => _epochs == 0; init => _epochs = value ? 0 : 1; }
     public ulong Seed { get; init; }
 
     /// <summary>First row, in the concatenation of all files, that this source uses.</summary>

@@ -40,8 +40,16 @@ public interface IActivationSource : IDisposable
     /// <summary>Total rows per pass if known.</summary>
     long? Rows { get; }
 
+    /// <summary>Rows handed out by <see cref="Next"/> so far (over all passes; restored with the state).</summary>
+    long RowsDelivered => 0;
+    /// <summary>Rows in one pass over the data; null while unknown (a streamed dataset whose first pass has not ended).
+    /// <see cref="RowsDelivered"/> / this is the number of epochs seen.</summary>
+    long? RowsPerPass => Rows;
+    /// <summary>Passes over the data the source makes before it is exhausted (its <c>epochs</c> setting); 0: no limit.</summary>
+    int MaxDataPasses => 1;
+
     /// <summary>The next <paramref name="batchSize"/> rows, or null when the source is exhausted. Finite sources
-    /// start another shuffled pass when <c>loop</c> was requested at construction.</summary>
+    /// start another (shuffled) pass until they have made <see cref="MaxDataPasses"/> passes.</summary>
     ActivationBatch? Next(int batchSize);
 
     /// <summary>A JSON snapshot of the position (cursor, shuffle RNG, buffer) such that a new source constructed with the same

@@ -22,6 +22,15 @@ public sealed record ModelActivationSourceOptions
     /// <summary>Shuffle the buffer after each refill; false keeps harvest order (window, position).</summary>
     public bool Shuffle { get; init; } = true;
     public ulong Seed { get; init; }
+    /// <summary>Passes over the dataset's windows (the dataset is read again from its start after the last window):
+    /// 1 (default) reads it once, 0 repeats it until the budget is reached (SAELens restarts its dataset silently).
+    /// The budget <see cref="MaxContexts"/> counts windows over all passes.</summary>
+    public int Epochs
+    {
+        get => _epochs;
+        init => _epochs = value >= 0 ? value : throw new SaeSharpException($"epochs must be 0 (no limit) or positive, got {value}");
+    }
+    private readonly int _epochs = 1;
     /// <summary>Use at most this many context windows (a token budget N is ⌈N / context size⌉ windows); null: all.</summary>
     public long? MaxContexts { get; init; }
     /// <summary>Hooks applied on every model run (<see cref="SaeSharp.Models.ProcessedModel.Hooks"/>), before the harvest reads.</summary>
@@ -44,7 +53,11 @@ public sealed class ModelActivationSource : IActivationSource
     private readonly ModelActivationSourceOptions _o;
     private readonly ModelActivationHarvester _harvester;
     private IEnumerator<long[]>? _enum;
-    private long _consumed;      // windows taken from the stream
+    private long _consumed;      // windows taken from the stream (over all passes)
+    private long _pass;          // passes over the windows begun
+    private long _delivered;     // rows handed out
+    private long _firstPassRows; // rows harvested from the windows of the first pass
+    private bool _firstPassDone; // the first pass has ended (so _firstPassRows is the rows of one pass)
     private bool _exhausted;
     private SeededRandom _rng;
     private Tensor? _bufIn, _bufOut;
@@ -79,7 +92,12 @@ public sealed class ModelActivationSource : IActivationSource
     public int DOut => _harvester.DOut;
     /// <summary>Unknown in advance (streamed text).</summary>
     public long? Rows => null;
-    /// <summary>Context windows taken from the stream so far.</summary>
+    /// <summary>The pass over the dataset the source is reading (1 in the first; the buffer reads ahead of the rows handed out).</summary>
+    public long DataPass => Math.Max(_pass, 1);
+    public long RowsDelivered => _delivered;
+    public long? RowsPerPass => _firstPassDone ? _firstPassRows : null;
+    public int MaxDataPasses => _o.Epochs;
+    /// <summary>Context windows taken from the stream so far (over all passes).</summary>
     public long ContextsConsumed => _consumed;
     /// <summary>Rows in the buffer not yet handed out.</summary>
     public int Buffered => _ids.Length - _head;
@@ -99,6 +117,7 @@ public sealed class ModelActivationSource : IActivationSource
         if (_bufOut is not null)
             using (var view = _bufOut.narrow(0, _head, n)) targetOrNull = view.clone();
         _head += n;
+        _delivered += n;
         return new ActivationBatch(input, targetOrNull);
     }
 
@@ -115,6 +134,8 @@ public sealed class ModelActivationSource : IActivationSource
                 if (group.Count == 0) break;
                 var h = _harvester.Harvest(group, first);
                 parts.Add(h);
+                if (!_firstPassDone) _firstPassRows += h.Ids.Length;
+                else if (first < _firstPassWindows) _firstPassRows += FirstPassRows(h.Ids); // a group straddling the first pass's end
                 rows += h.Rows;
             }
             if (parts.Count == 0 && Buffered == _ids.Length) return;
@@ -131,7 +152,7 @@ public sealed class ModelActivationSource : IActivationSource
     {
         first = _consumed;
         var group = new List<long[]>(_o.BatchSizePrompts);
-        _enum ??= _windows().GetEnumerator();
+        _enum ??= Passes().GetEnumerator();
         while (group.Count < _o.BatchSizePrompts && !_exhausted)
         {
             if (_o.MaxContexts is long max && _consumed >= max) { _exhausted = true; break; }
@@ -140,6 +161,39 @@ public sealed class ModelActivationSource : IActivationSource
             _consumed++;
         }
         return group;
+    }
+
+    /// <summary>The windows of <see cref="ModelActivationSourceOptions.Epochs"/> passes over the dataset, one after
+    /// the other (a dataset without windows ends the stream).</summary>
+    private IEnumerable<long[]> Passes()
+    {
+        for (long p = 1; _o.Epochs == 0 || p <= _o.Epochs; p++)
+        {
+            _pass = p;
+            bool any = false;
+            foreach (var w in _windows())
+            {
+                any = true;
+                yield return w;
+            }
+            if (!any) yield break;
+            if (p == 1)
+            {
+                _firstPassDone = true;
+                _firstPassWindows = _consumed;
+            }
+        }
+    }
+
+    private long _firstPassWindows = long.MaxValue; // windows in the first pass, once it has ended
+
+    /// <summary>How many of the harvested row ids (window · context size + position) come from first-pass windows.</summary>
+    private long FirstPassRows(long[] ids)
+    {
+        long limit = _firstPassWindows * _o.ContextSize;
+        long n = 0;
+        foreach (var id in ids) if (id < limit) n++;
+        return n;
     }
 
     /// <summary>Unread rows + new rows, shuffled (one permutation per refill from the saved generator).</summary>
@@ -202,6 +256,9 @@ public sealed class ModelActivationSource : IActivationSource
             ["batch_size_prompts"] = _o.BatchSizePrompts,
             ["contexts_consumed"] = _consumed,
             ["exhausted"] = _exhausted,
+            ["rows_delivered"] = _delivered,
+            ["first_pass_rows"] = _firstPassRows,
+            ["first_pass_done"] = _firstPassDone,
             ["rng"] = new JsonArray(_rng.GetState().Select(s => (JsonNode)JsonValue.Create(s.ToString(System.Globalization.CultureInfo.InvariantCulture))).ToArray()),
             ["buffer_row_ids"] = Convert.ToBase64String(bytes),
         };
@@ -224,6 +281,10 @@ public sealed class ModelActivationSource : IActivationSource
             var ids = new long[bytes.Length / sizeof(long)];
             Buffer.BlockCopy(bytes, 0, ids, 0, bytes.Length);
             Restore(consumed, exhausted, SeededRandom.FromState(rng), ids);
+            // States written before these counters existed restore them as zero.
+            _delivered = (long?)state["rows_delivered"] ?? 0;
+            _firstPassRows = (long?)state["first_pass_rows"] ?? 0;
+            _firstPassDone = (bool?)state["first_pass_done"] ?? false;
         }
         catch (Exception e) when (e is NullReferenceException or InvalidCastException or FormatException or InvalidOperationException)
         {
@@ -249,7 +310,8 @@ public sealed class ModelActivationSource : IActivationSource
         long gathered = 0;
         using var scope = NewDisposeScope();
         _enum?.Dispose();
-        _enum = _windows().GetEnumerator();
+        _pass = 0;
+        _enum = Passes().GetEnumerator();
         long w = 0;
         var group = new List<long[]>(g);
         while (w < consumed)

@@ -15,8 +15,9 @@ namespace SaeSharp.Analysis;
 /// </summary>
 public static class DashboardWriter
 {
-    /// <summary>Writes the site into <paramref name="dir"/>; returns the path of index.html.</summary>
-    public static string Write(FeatureReport report, string dir)
+    /// <summary>Writes the site into <paramref name="dir"/>; returns the path of index.html. <paramref name="progress"/>
+    /// counts the feature pages written.</summary>
+    public static string Write(FeatureReport report, string dir, IProgress<WorkProgress>? progress = null)
     {
         ArgumentNullException.ThrowIfNull(report);
         Directory.CreateDirectory(Path.Combine(dir, "features"));
@@ -24,11 +25,13 @@ public static class DashboardWriter
         AtomicFile.WriteAllText(Path.Combine(dir, "assets", "dashboard.css"), DashboardAssets.Css);
         AtomicFile.WriteAllText(Path.Combine(dir, "assets", "dashboard.js"), DashboardAssets.Js);
         var order = report.Features.Select(f => f.Feature).ToList();
+        var pages = new ProgressCounter(progress, "pages", report.Features.Count);
         for (int i = 0; i < report.Features.Count; i++)
         {
             var f = report.Features[i];
             int? prev = i > 0 ? order[i - 1] : null, next = i + 1 < order.Count ? order[i + 1] : null;
             AtomicFile.WriteAllText(Path.Combine(dir, "features", $"{f.Feature}.html"), FeaturePage(report, f, prev, next));
+            pages.Add(1);
         }
         string index = Path.Combine(dir, "index.html");
         AtomicFile.WriteAllText(index, IndexPage(report));

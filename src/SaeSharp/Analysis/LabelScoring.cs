@@ -23,6 +23,8 @@ public sealed record LabelScoringOptions
     public string? TokenizerPath { get; init; }
     public int BatchSize { get; init; } = 8;
     public LabelScorerOptions Scorer { get; init; } = new();
+    /// <summary>Tokens run through the model, after each batch.</summary>
+    public IProgress<WorkProgress>? Progress { get; init; }
 }
 
 /// <summary>Label scores of an SAE's features and of the model's neurons at a hook, on the same tokens.</summary>
@@ -92,6 +94,7 @@ public static class LabelScoring
         var neuronRows = new List<Tensor>();
         var tokenLabels = new List<int[]>();
         var fit = new List<bool>();
+        var progress = new ProgressCounter(options.Progress, "tokens", windows.Sum(w => (long)w.Length));
         try
         {
             using var _ = no_grad();
@@ -125,6 +128,7 @@ public static class LabelScoring
                         featRows.Add(f.reshape(-1, f.shape[^1]).index_select(0, sel).to(ScalarType.Float32).DetachFromDisposeScope());
                         neuronRows.Add(n.reshape(-1, n.shape[^1]).index_select(0, sel).to(ScalarType.Float32).DetachFromDisposeScope());
                     }
+                    progress.Add(idx.Sum(w => (long)windows[w].Length));
                 }
             }
             int nTok = tokenLabels.Count;

@@ -28,6 +28,8 @@ public sealed record DownstreamEvalOptions
     public IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? ModelHooks { get; init; }
     /// <summary>Positions unembedded at a time when computing CE and KL; null: as many as fit 2²³ logits (32 MB in float32).</summary>
     public int? LogitChunkPositions { get; init; }
+    /// <summary>Tokens evaluated, after each batch (the total is <see cref="MaxContexts"/> × context length when set).</summary>
+    public IProgress<WorkProgress>? Progress { get; init; }
 }
 
 /// <summary>
@@ -186,18 +188,22 @@ public static class DownstreamEvaluator
 
         long taken = 0;
         var batch = new List<long[]>();
+        var progress = new ProgressCounter(o.Progress, "tokens");
+        void Run()
+        {
+            progress.Total ??= o.MaxContexts * batch[0].Length;
+            RunBatch(model, batch, exclude, plans, cacheHooks, siteHooks, clean, ablation, meanAblation, o);
+            progress.Add((long)batch.Count * batch[0].Length);
+            batch.Clear();
+        }
         foreach (var w in windows)
         {
             if (o.MaxContexts is long max && taken >= max) break;
             batch.Add(w);
             taken++;
-            if (batch.Count == o.BatchSizePrompts)
-            {
-                RunBatch(model, batch, exclude, plans, cacheHooks, siteHooks, clean, ablation, meanAblation, o);
-                batch.Clear();
-            }
+            if (batch.Count == o.BatchSizePrompts) Run();
         }
-        if (batch.Count > 0) RunBatch(model, batch, exclude, plans, cacheHooks, siteHooks, clean, ablation, meanAblation, o);
+        if (batch.Count > 0) Run();
         if (clean.Positions == 0) throw new SaeSharpException("no tokens were evaluated (empty dataset, or every position excluded)");
 
         return plans.Select(p => p.Finish(clean, ablation[p.SiteHook], o.MeanAblation ? meanAblation[p.SiteHook] : null)).ToList();

@@ -58,12 +58,24 @@ public static class SaeLensFormat
     {
         var cfgPath = Path.Combine(dir, CfgFile);
         var cfg = ReadConfig(cfgPath);
-        var sae = SaeFactory.Create(cfg);
         var weightsPath = Path.Combine(dir, WeightsFile);
         var weights = SafeTensors.Load(weightsPath);
+        Sae sae;
         try
         {
-            SaeWeights.Load(sae, weights, weightsPath);
+            // d_in and d_sae are checked against the tensors present before the SAE is allocated (a cfg.json
+            // declaring d_sae 10^9 is refused in one line).
+            SaeWeights.CheckDeclaredSizes(cfg, weights, cfgPath, weightsPath);
+            sae = SaeFactory.Create(cfg);
+            try
+            {
+                SaeWeights.Load(sae, weights, weightsPath);
+            }
+            catch
+            {
+                sae.Dispose();
+                throw;
+            }
         }
         finally
         {

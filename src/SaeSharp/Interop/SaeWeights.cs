@@ -8,6 +8,23 @@ namespace SaeSharp.Interop;
 public static class SaeWeights
 {
     /// <summary>
+    /// Refuses a config whose sizes do not match the weights before the SAE is built: <c>W_enc</c> must be
+    /// [d_in, d_sae] and <c>W_dec</c> [d_sae, d_out], as every architecture stores them.
+    /// </summary>
+    public static void CheckDeclaredSizes(SaeConfig cfg, IReadOnlyDictionary<string, Tensor> weights, string cfgPath, string source)
+    {
+        void Expect(string name, long[] shape)
+        {
+            if (!weights.TryGetValue(name, out var w))
+                throw new SaeSharpException($"{source}: missing tensor '{name}' (expected shape [{string.Join(", ", shape)}] for architecture '{cfg.Architecture}')");
+            if (!w.shape.SequenceEqual(shape))
+                throw new SaeSharpException($"{cfgPath}: d_in={cfg.DIn}, d_sae={cfg.DSae} imply '{name}' of shape [{string.Join(", ", shape)}] but {source} holds [{string.Join(", ", w.shape)}]");
+        }
+        Expect("W_enc", [cfg.DIn, cfg.DSae]);
+        Expect("W_dec", [cfg.DSae, cfg.DOutOrIn]);
+    }
+
+    /// <summary>
     /// Loads <paramref name="weights"/> (SAELens names) into <paramref name="sae"/>. Every parameter and buffer of the
     /// SAE must be present with its exact shape; tensors the SAE does not have are an error unless listed in
     /// <paramref name="ignore"/>. Dtypes are converted. Nothing is copied unless everything checks out.

@@ -159,11 +159,11 @@ public static class LmTrainer
     /// (the last <paramref name="documents"/> stories, or all of them when it is 0, packed into windows of <paramref name="contextSize"/>).
     /// </summary>
     public static (double Loss, double? Floor) Validate(HookedTransformer model, ITextTokenizer tokenizer,
-        string corpusPath, int documents, int contextSize)
+        string corpusPath, int documents, int contextSize, IProgress<WorkProgress>? progress = null)
     {
         var docs = ReadDocuments(corpusPath, tokenizer).ToList();
         var val = Pack(documents > 0 ? docs.Skip(Math.Max(0, docs.Count - documents)) : docs, contextSize, tokenizer.BosTokenId ?? 0);
-        return Validate(model, val, 16);
+        return Validate(model, val, 16, progress);
     }
 
     /// <summary>Validation loss of a model on generated documents (their text re-tokenized), with their entropy floor.</summary>
@@ -182,8 +182,9 @@ public static class LmTrainer
             return (ids, d.ChoiceNats.ToArray());
         });
 
-    private static (double, double?) Validate(HookedTransformer model, Packed val, int batch)
+    private static (double, double?) Validate(HookedTransformer model, Packed val, int batch, IProgress<WorkProgress>? progress = null)
     {
+        var counter = new ProgressCounter(progress, "tokens", val.Ids.Sum(w => (long)w.Length));
         double sum = 0, floor = 0;
         long n = 0;
         bool hasNats = true;
@@ -206,6 +207,7 @@ public static class LmTrainer
                 if (double.IsNaN(nats[i])) hasNats = false;
                 else floor += nats[i];
             }
+            counter.Add(ids.numel());
         }
         if (n == 0) throw new SaeSharpException("no validation tokens");
         return (sum / n, hasNats ? floor / n : null);

@@ -44,8 +44,9 @@ internal sealed record DecoderSettings
     /// <summary>Per layer: true where attention is restricted to <see cref="SlidingWindow"/>.</summary>
     public required bool[] SlidingLayers { get; init; }
 
-    /// <summary>Reads config.json of a <c>llama</c>, <c>qwen2</c>, <c>qwen3</c> or <c>gemma2</c> model.</summary>
-    public static DecoderSettings From(JsonConfig c, string modelType)
+    /// <summary>Reads config.json of a <c>llama</c>, <c>qwen2</c>, <c>qwen3</c> or <c>gemma2</c> model; with
+    /// <paramref name="weights"/>, checks every declared size against the tensors present before anything is allocated.</summary>
+    public static DecoderSettings From(JsonConfig c, string modelType, Checkpoint? weights = null)
     {
         bool gemma = modelType == "gemma2";
         int hidden = c.Int("hidden_size"), nHead = c.Int("num_attention_heads"), nLayer = c.Int("num_hidden_layers");
@@ -58,6 +59,18 @@ internal sealed record DecoderSettings
             : hidden % nHead == 0 ? hidden / nHead
             : throw new SaeSharpException($"{c.Path}: hidden_size={hidden} is not a multiple of num_attention_heads={nHead} and there is no head_dim");
         if (headDim <= 0 || headDim % 2 != 0) throw new SaeSharpException($"{c.Path}: head_dim={headDim} must be positive and even");
+        int vocab = c.Int("vocab_size"), intermediate = c.Int("intermediate_size");
+        if (weights is not null)
+        {
+            weights.ExpectLayers(c.Path, "num_hidden_layers", nLayer);
+            weights.ExpectShape(c.Path, "model", "embed_tokens.weight", [vocab, hidden], $"vocab_size={vocab}, hidden_size={hidden}");
+            weights.ExpectShape(c.Path, "model", "layers.0.self_attn.q_proj.weight", [(long)nHead * headDim, hidden],
+                $"num_attention_heads={nHead}, head_dim={headDim}, hidden_size={hidden}");
+            weights.ExpectShape(c.Path, "model", "layers.0.self_attn.k_proj.weight", [(long)nKv * headDim, hidden],
+                $"num_key_value_heads={nKv}, head_dim={headDim}, hidden_size={hidden}");
+            weights.ExpectShape(c.Path, "model", "layers.0.mlp.gate_proj.weight", [intermediate, hidden],
+                $"intermediate_size={intermediate}, hidden_size={hidden}");
+        }
         var rope = RopeParameters(c);
         double theta = rope?["rope_theta"] is { } rt ? rt.GetValue<double>() : c.Double("rope_theta", 10000);
         double partial = c.Double("partial_rotary_factor", 1.0);
@@ -112,7 +125,7 @@ internal sealed record DecoderSettings
         return new DecoderSettings
         {
             ModelType = modelType, Hidden = hidden, NLayer = nLayer, NHead = nHead, NKvHead = nKv, HeadDim = headDim,
-            Intermediate = c.Int("intermediate_size"), VocabSize = c.Int("vocab_size"),
+            Intermediate = intermediate, VocabSize = vocab,
             MaxPositions = c.Int("max_position_embeddings", gemma ? 8192 : modelType == "llama" ? 2048 : 32768),
             Eps = c.Double("rms_norm_eps", 1e-6), Activation = act, RopeTheta = theta, InvFreq = invFreq,
             TieEmbeddings = c.Bool("tie_word_embeddings", gemma),

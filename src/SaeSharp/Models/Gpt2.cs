@@ -9,7 +9,9 @@ namespace SaeSharp.Models;
 internal sealed record Gpt2Settings(int NEmbd, int NLayer, int NHead, int NInner, int NPositions, int VocabSize,
     string Activation, double Eps, bool ScaleAttnWeights, bool ScaleByInverseLayerIdx)
 {
-    public static Gpt2Settings From(JsonConfig c)
+    /// <summary>Reads the settings; with <paramref name="weights"/>, checks every declared size against the tensors
+    /// present before anything is allocated.</summary>
+    public static Gpt2Settings From(JsonConfig c, Checkpoint? weights = null)
     {
         int nEmbd = c.Int("n_embd", 768);
         var s = new Gpt2Settings(
@@ -23,6 +25,14 @@ internal sealed record Gpt2Settings(int NEmbd, int NLayer, int NHead, int NInner
             c.Bool("scale_attn_by_inverse_layer_idx", false));
         if (s.NEmbd <= 0 || s.NLayer < 0 || s.NHead <= 0 || s.NEmbd % s.NHead != 0)
             throw new SaeSharpException($"{c.Path}: n_embd={s.NEmbd} must be a positive multiple of n_head={s.NHead}");
+        if (weights is not null)
+        {
+            weights.ExpectLayers(c.Path, "n_layer", s.NLayer);
+            weights.ExpectShape(c.Path, "transformer", "wte.weight", [s.VocabSize, s.NEmbd], $"vocab_size={s.VocabSize}, n_embd={s.NEmbd}");
+            weights.ExpectShape(c.Path, "transformer", "wpe.weight", [s.NPositions, s.NEmbd], $"n_positions={s.NPositions}, n_embd={s.NEmbd}");
+            if (s.NLayer > 0)
+                weights.ExpectShape(c.Path, "transformer", "h.0.mlp.c_fc.weight", [s.NEmbd, s.NInner], $"n_embd={s.NEmbd}, n_inner={s.NInner}");
+        }
         return s;
     }
 }

@@ -12,7 +12,9 @@ internal sealed record NeoXSettings(int Hidden, int NLayer, int NHead, int Inter
     public int HeadSize => Hidden / NHead;
     public int RotaryDim => (int)(HeadSize * RotaryPct);
 
-    public static NeoXSettings From(JsonConfig c)
+    /// <summary>Reads the settings; with <paramref name="weights"/>, checks every declared size against the tensors
+    /// present before anything is allocated.</summary>
+    public static NeoXSettings From(JsonConfig c, Checkpoint? weights = null)
     {
         int hidden = c.Int("hidden_size", 6144);
         double pct = c.Has("rotary_pct") ? c.Double("rotary_pct") : c.Double("partial_rotary_factor", 0.25);
@@ -31,6 +33,16 @@ internal sealed record NeoXSettings(int Hidden, int NLayer, int NHead, int Inter
             throw new SaeSharpException($"{c.Path}: hidden_size={s.Hidden} must be a positive multiple of num_attention_heads={s.NHead}");
         if (s.RotaryPct is < 0 or > 1 || s.RotaryDim % 2 != 0)
             throw new SaeSharpException($"{c.Path}: rotary_pct={s.RotaryPct} gives {s.RotaryDim} rotary dims of {s.HeadSize}; need an even number");
+        if (weights is not null)
+        {
+            weights.ExpectLayers(c.Path, "num_hidden_layers", s.NLayer);
+            string dims = $"vocab_size={s.VocabSize}, hidden_size={s.Hidden}";
+            weights.ExpectShape(c.Path, "gpt_neox", "embed_in.weight", [s.VocabSize, s.Hidden], dims);
+            weights.ExpectShape(c.Path, "", "embed_out.weight", [s.VocabSize, s.Hidden], dims);
+            if (s.NLayer > 0)
+                weights.ExpectShape(c.Path, "gpt_neox", "layers.0.mlp.dense_h_to_4h.weight", [s.Intermediate, s.Hidden],
+                    $"intermediate_size={s.Intermediate}, hidden_size={s.Hidden}");
+        }
         return s;
     }
 }

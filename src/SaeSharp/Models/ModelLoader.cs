@@ -25,41 +25,48 @@ public static class ModelLoader
         string type = ModelType(cfg);
         string name = cfg.String("_name_or_path") is { Length: > 0 } n ? n : Path.GetFileName(Path.GetFullPath(folder).TrimEnd('/', '\\'));
 
-        HookedTransformer model;
-        string prefix;
-        string[] ignorableSuffixes;
-        switch (type)
-        {
-            case "gpt2":
-                model = new Gpt2Model(Gpt2Settings.From(cfg), name, cfg.Path, dtype);
-                prefix = "transformer";
-                ignorableSuffixes = [".attn.bias", ".attn.masked_bias"];
-                break;
-            case "llama" or "qwen2" or "qwen3" or "gemma2":
-                {
-                    var s = DecoderSettings.From(cfg, type);
-                    model = new LlamaFamilyModel(s, name, cfg.Path, dtype);
-                    prefix = "model";
-                    // Tied checkpoints may still carry lm_head.weight (a copy of embed_tokens); old Llama files carry inv_freq.
-                    ignorableSuffixes = s.TieEmbeddings ? [".rotary_emb.inv_freq", "lm_head.weight"] : [".rotary_emb.inv_freq"];
-                    break;
-                }
-            default:
-                model = new GptNeoXModel(NeoXSettings.From(cfg), name, cfg.Path, dtype);
-                prefix = "gpt_neox";
-                ignorableSuffixes = [".attention.bias", ".attention.masked_bias", ".attention.rotary_emb.inv_freq"];
-                break;
-        }
+        // The weights are opened first (headers only for safetensors) so that every size config.json declares is
+        // checked against the tensors actually present before the model is allocated: a config declaring a huge
+        // model (vocab_size 10^9, n_layer 10^6) is refused in one line instead of allocating gigabytes.
+        var ckpt = Checkpoint.Open(folder);
+        HookedTransformer? model = null;
         try
         {
-            using var ckpt = Checkpoint.Open(folder);
+            string prefix;
+            string[] ignorableSuffixes;
+            switch (type)
+            {
+                case "gpt2":
+                    model = new Gpt2Model(Gpt2Settings.From(cfg, ckpt), name, cfg.Path, dtype);
+                    prefix = "transformer";
+                    ignorableSuffixes = [".attn.bias", ".attn.masked_bias"];
+                    break;
+                case "llama" or "qwen2" or "qwen3" or "gemma2":
+                    {
+                        var s = DecoderSettings.From(cfg, type, ckpt);
+                        model = new LlamaFamilyModel(s, name, cfg.Path, dtype);
+                        prefix = "model";
+                        // Tied checkpoints may still carry lm_head.weight (a copy of embed_tokens); old Llama files carry inv_freq.
+                        ignorableSuffixes = s.TieEmbeddings ? [".rotary_emb.inv_freq", "lm_head.weight"] : [".rotary_emb.inv_freq"];
+                        break;
+                    }
+                default:
+                    model = new GptNeoXModel(NeoXSettings.From(cfg, ckpt), name, cfg.Path, dtype);
+                    prefix = "gpt_neox";
+                    ignorableSuffixes = [".attention.bias", ".attention.masked_bias", ".attention.rotary_emb.inv_freq"];
+                    break;
+            }
             LoadWeights(model, ckpt, prefix, key =>
                 ignorableSuffixes.Any(s => key.EndsWith(s, StringComparison.Ordinal)) || (type == "gpt2" && key == "lm_head.weight"));
         }
         catch
         {
-            model.Dispose();
+            model?.Dispose();
             throw;
+        }
+        finally
+        {
+            ckpt.Dispose();
         }
         model.eval();
         return model;
@@ -173,6 +180,36 @@ internal sealed class Checkpoint : IDisposable
     }
 
     public bool Contains(string key) => _byKey.ContainsKey(key);
+
+    /// <summary>Blocks the weights hold: one more than the largest integer part of any key (<c>h.11.…</c>,
+    /// <c>model.layers.11.…</c>); 0 when no key has one.</summary>
+    public int LayerCount => _byKey.Keys.Select(k => k.Split('.').Select(p => int.TryParse(p, System.Globalization.NumberStyles.None,
+        System.Globalization.CultureInfo.InvariantCulture, out int i) ? i : -1).FirstOrDefault(i => i >= 0, -1)).DefaultIfEmpty(-1).Max() + 1;
+
+    /// <summary>Refuses a layer count declared by config.json (<paramref name="configKey"/>) that differs from the
+    /// weights', before any layer is built.</summary>
+    public void ExpectLayers(string configPath, string configKey, int declared)
+    {
+        int present = LayerCount;
+        if (declared != present)
+            throw new SaeSharpException($"{configPath}: {configKey}={declared} but the weights in {Folder} hold {present} layer(s)");
+    }
+
+    /// <summary>
+    /// Refuses sizes declared by config.json that do not match a tensor of the weights, before the model is built:
+    /// <paramref name="key"/> (looked up with and without <paramref name="prefix"/>) must have <paramref name="shape"/>,
+    /// which the config keys named in <paramref name="declaredBy"/> imply.
+    /// </summary>
+    public void ExpectShape(string configPath, string prefix, string key, long[] shape, string declaredBy)
+    {
+        string full = prefix.Length == 0 ? key : prefix + "." + key;
+        string found = Contains(full) ? full : Contains(key) ? key
+            : throw new SaeSharpException($"{Folder}: checkpoint has no weight '{full}'{(full == key ? "" : $" (nor '{key}')")}");
+        var (file, actual) = Info(found);
+        if (!actual.SequenceEqual(shape))
+            throw new SaeSharpException($"{configPath}: {declaredBy} imply '{found}' of shape [{string.Join(", ", shape)}] " +
+                                        $"but {file} holds [{string.Join(", ", actual)}]");
+    }
 
     /// <summary>The file holding <paramref name="key"/> and the tensor's shape.</summary>
     public (string Path, long[] Shape) Info(string key) => (_byKey[key].Path, _byKey[key].Shape);

@@ -68,10 +68,11 @@ internal sealed class JsonConfig(string path, JsonObject root)
         if (!File.Exists(path)) throw new SaeSharpException($"{path}: file not found (a Hugging Face model folder needs config.json)");
         try
         {
-            return new JsonConfig(path, JsonNode.Parse(File.ReadAllText(path)) as JsonObject
-                ?? throw new SaeSharpException($"{path}: not a JSON object"));
+            var root = JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new SaeSharpException($"{path}: not a JSON object");
+            _ = root.ContainsKey("model_type"); // builds the key index: a repeated key throws here, not at a later read
+            return new JsonConfig(path, root);
         }
-        catch (System.Text.Json.JsonException e)
+        catch (Exception e) when (e is System.Text.Json.JsonException or ArgumentException)
         {
             throw new SaeSharpException($"{path}: invalid JSON ({e.Message})");
         }

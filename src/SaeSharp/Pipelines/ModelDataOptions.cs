@@ -18,8 +18,11 @@ public sealed record ModelDataOptions
     public bool? PrependBos { get; init; }
     /// <summary>JSONL/parquet field holding the text (SAELens <c>dataset</c> column); default "text".</summary>
     public string TextField { get; init; } = "text";
-    /// <summary>Token budget N (⌈N / context size⌉ windows); null: the whole dataset.</summary>
+    /// <summary>Token budget N (⌈N / context size⌉ windows); null: the whole dataset (times <see cref="Epochs"/>).</summary>
     public long? Tokens { get; init; }
+    /// <summary>Passes over the dataset a training source makes (<see cref="Activations.ModelActivationSourceOptions.Epochs"/>):
+    /// 1 reads it once, 0 repeats it until the token budget is reached.</summary>
+    public int Epochs { get; init; } = 1;
     /// <summary>Leave out BOS/EOS/PAD and other special-token positions; null: the SAE's <c>exclude_special_tokens</c> or false.</summary>
     public bool? ExcludeSpecialTokens { get; init; }
     /// <summary>Weight processing of the model (training and caching; evaluation takes it from the SAEs' cfg).</summary>

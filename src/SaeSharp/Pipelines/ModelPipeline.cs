@@ -52,7 +52,7 @@ public static class ModelPipeline
                 {
                     ContextSize = ctx, BatchSizePrompts = data.BatchSizePrompts, BufferContexts = Math.Max(bufferContexts, data.BatchSizePrompts),
                     ExcludeTokenIds = data.ExcludeSpecialTokens == true ? SpecialTokenIds(tokenizer) : null,
-                    Seed = seed, MaxContexts = ContextsFor(data.Tokens, ctx), ModelHooks = pm.Hooks,
+                    Seed = seed, MaxContexts = ContextsFor(data.Tokens, ctx), ModelHooks = pm.Hooks, Epochs = data.Epochs,
                 });
             src.Owned = pm;
             return src;
@@ -66,7 +66,8 @@ public static class ModelPipeline
 
     /// <summary><c>sae cache --model M --hook H --dataset D --tokens N --out DIR</c>: writes (or resumes) an activation cache.</summary>
     public static ActivationCacheManifest WriteCache(ModelDataOptions data, string hook, string outDir, HarvestMode mode = HarvestMode.Out,
-        string? targetHook = null, int contextsPerShard = 64, ScalarType? dtype = null, Action<ActivationCacheManifest>? onShard = null)
+        string? targetHook = null, int contextsPerShard = 64, ScalarType? dtype = null, Action<ActivationCacheManifest>? onShard = null,
+        IProgress<WorkProgress>? progress = null)
     {
         ArgumentNullException.ThrowIfNull(data);
         ComputeDevice.RequireCpu(data.Device, "caching activations");
@@ -81,7 +82,7 @@ public static class ModelPipeline
                 ContextSize = ctx, BatchSizePrompts = data.BatchSizePrompts, ContextsPerShard = contextsPerShard, MaxTokens = data.Tokens,
                 ExcludeTokenIds = data.ExcludeSpecialTokens == true ? SpecialTokenIds(tokenizer) : null,
                 Dtype = dtype ?? ScalarType.Float32, DatasetPath = data.DatasetPath, PrependBos = bos,
-                ModelFromPretrainedKwargs = data.Processing.ToKwargs(), ModelHooks = pm.Hooks,
+                ModelFromPretrainedKwargs = data.Processing.ToKwargs(), ModelHooks = pm.Hooks, Progress = progress,
             }, onShard);
     }
 
@@ -91,7 +92,7 @@ public static class ModelPipeline
     /// Context size, prepend_bos and exclude_special_tokens default to the first SAE's metadata.
     /// </summary>
     public static IReadOnlyList<DownstreamMetrics> Evaluate(IReadOnlyList<string> saePaths, ModelDataOptions data, bool meanAblation = true,
-        SaeLoadOptions? saeOptions = null)
+        SaeLoadOptions? saeOptions = null, IProgress<WorkProgress>? progress = null)
     {
         ArgumentNullException.ThrowIfNull(saePaths);
         ArgumentNullException.ThrowIfNull(data);
@@ -118,6 +119,7 @@ public static class ModelPipeline
                 {
                     BatchSizePrompts = data.BatchSizePrompts, MaxContexts = ContextsFor(data.Tokens, ctx),
                     ExcludeTokenIds = exclude ? SpecialTokenIds(tokenizer) : null, MeanAblation = meanAblation, ModelHooks = pm.Hooks,
+                    Progress = progress,
                 });
         }
         finally

@@ -92,7 +92,7 @@ public sealed class TrainingPlan : IDisposable
             metadata = MetadataOf(manifest);
             if (manifest.TargetHook is not null) targetName ??= "targets";
         }
-        var fileOptions = new ActivationFileSourceOptions { Seed = (ulong)s.Seed, Loop = true, TargetName = targetName };
+        var fileOptions = new ActivationFileSourceOptions { Seed = (ulong)s.Seed, Epochs = s.Epochs ?? 0, TargetName = targetName };
         var (train, eval) = ActivationSplit.HoldOut([s.Activations], s.EvalRows, fileOptions);
         return new TrainingPlan(s, s.Trainer.Clone(), resume, train, eval, eval.Rows, metadata, s.Steps ?? 1000);
     }
@@ -109,13 +109,13 @@ public sealed class TrainingPlan : IDisposable
         long steps = s.Steps ?? (data.Tokens is long tokens ? Math.Max(1, tokens / s.BatchSize) : 1000);
         var trainer = s.Trainer.Clone();
         long initRows = InitializationRows(trainer, s.BatchSize);
-        var trainData = data.Tokens is long budget ? data with { Tokens = budget + initRows } : data;
+        var trainData = (data.Tokens is long budget ? data with { Tokens = budget + initRows } : data) with { Epochs = s.Epochs ?? data.Epochs };
         var train = ModelPipeline.OpenSource(trainData, hook, mode, targetHook, seed: (ulong)s.Seed);
         ModelActivationSource? eval = null;
         try
         {
             int ctx = data.ContextSize ?? 128;
-            eval = ModelPipeline.OpenSource(data with { Tokens = Math.Max(ctx, s.EvalRows ?? ActivationSplit.DefaultEvalRows) }, hook, mode, targetHook, seed: (ulong)s.Seed + 1);
+            eval = ModelPipeline.OpenSource(data with { Tokens = Math.Max(ctx, s.EvalRows ?? ActivationSplit.DefaultEvalRows), Epochs = 1 }, hook, mode, targetHook, seed: (ulong)s.Seed + 1);
             return new TrainingPlan(s, trainer, resume, train, eval, s.EvalRows, MetadataOf(data, train.Spec.InputHook, train.Spec.TargetHook), steps)
             {
                 ModelData = data, ModelEvalTokens = Math.Max(ctx, s.EvalRows ?? ActivationSplit.DefaultEvalRows),

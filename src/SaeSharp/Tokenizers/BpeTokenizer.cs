@@ -52,16 +52,7 @@ public sealed class BpeTokenizer : ITextTokenizer
         foreach (var t in _added) _addedById[t.Id] = t;
         _addedFirstChars = _added.Where(t => t.Content.Length > 0).Select(t => t.Content[0]).ToHashSet();
 
-        int maxId = -1;
-        foreach (var id in vocab.Values) maxId = Math.Max(maxId, id);
-        foreach (var t in _added) maxId = Math.Max(maxId, t.Id);
-        _idToToken = new string?[maxId + 1];
-        foreach (var (tok, id) in vocab)
-        {
-            if (id < 0) throw new SaeSharpException($"{source}: token '{tok}' has negative id {id}");
-            _idToToken[id] = tok;
-        }
-        foreach (var t in _added) _idToToken[t.Id] ??= t.Content;
+        _idToToken = Tokenizer.IdTable(vocab, _added, source);
 
         _merges = new Dictionary<long, (int, int)>(merges.Count, PairKeyComparer.Instance);
         for (int rank = 0; rank < merges.Count; rank++)

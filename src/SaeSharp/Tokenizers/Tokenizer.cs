@@ -426,4 +426,29 @@ public static class Tokenizer
             throw new SaeSharpException($"{path}: {key} {v} is not a non-negative integer");
         return id;
     }
+
+    /// <summary>Ids beyond the tokens a file defines that an id table may span (HF vocabularies are dense; a few
+    /// reserved gaps are allowed, a declared id of 10^9 is not).</summary>
+    internal const int MaxIdGap = 1 << 20;
+
+    /// <summary>
+    /// The id → token table of a vocabulary and its added tokens (added tokens fill only ids the vocabulary leaves
+    /// empty). Ids must be non-negative and below the number of tokens plus <see cref="MaxIdGap"/>, checked before
+    /// the table is allocated.
+    /// </summary>
+    internal static string?[] IdTable(IReadOnlyDictionary<string, int> vocab, IReadOnlyCollection<AddedToken> added, string source)
+    {
+        long bound = (long)vocab.Count + added.Count + MaxIdGap;
+        foreach (var (tok, id) in vocab.Select(kv => (kv.Key, kv.Value)).Concat(added.Select(a => (a.Content, a.Id))))
+        {
+            if (id < 0) throw new SaeSharpException($"{source}: token '{tok}' has negative id {id}");
+            if (id >= bound)
+                throw new SaeSharpException($"{source}: token '{tok}' has id {id}, far beyond the {vocab.Count + added.Count} tokens the file defines");
+        }
+        int maxId = Math.Max(vocab.Count == 0 ? -1 : vocab.Values.Max(), added.Count == 0 ? -1 : added.Max(a => a.Id));
+        var table = new string?[maxId + 1];
+        foreach (var (tok, id) in vocab) table[id] = tok;
+        foreach (var a in added) table[a.Id] ??= a.Content;
+        return table;
+    }
 }

@@ -28,14 +28,7 @@ public sealed class WordLevelTokenizer : ITextTokenizer
         _added = added.OrderByDescending(a => a.Content.Length).ToArray();
         _specialIds = added.Where(a => a.Special).Select(a => a.Id).ToHashSet();
         _pre = preTokenizer;
-        int maxId = Math.Max(vocab.Count == 0 ? -1 : vocab.Values.Max(), added.Count == 0 ? -1 : added.Max(a => a.Id));
-        _idToToken = new string?[maxId + 1];
-        foreach (var (tok, id) in vocab)
-        {
-            if (id < 0) throw new SaeSharpException($"{source}: token '{tok}' has negative id {id}");
-            _idToToken[id] = tok;
-        }
-        foreach (var a in added) _idToToken[a.Id] ??= a.Content;
+        _idToToken = Tokenizer.IdTable(vocab, added, source);
         if (unkToken is not null)
             _unkId = vocab.TryGetValue(unkToken, out int u) ? u
                 : throw new SaeSharpException($"{source}: unk_token '{unkToken}' is not in model.vocab");

@@ -34,7 +34,9 @@ internal static class TrainingInitialization
             {
                 using var scope = NewDisposeScope();
                 using var batch = source.Next(cfg.TrainBatchSizeTokens)
-                    ?? throw new SaeSharpException($"the activation source ran out after {normRows + sampleRows} rows while reading the initialisation sample");
+                    ?? throw new SaeSharpException($"the activation source ran out after {(long)b * cfg.TrainBatchSizeTokens} rows while reading the initialisation sample " +
+                                                   $"({(long)normBatches * cfg.TrainBatchSizeTokens} rows for the normalisation estimate, {(needSample ? cfg.BDecInitRows : 0)} for b_dec); " +
+                                                   "give more data or let the source repeat it (sae train --epochs)");
                 SaeTrainer.CheckBatch(source, batch);
                 separateTarget |= batch.HasSeparateTarget;
                 if (b < normBatches)

@@ -32,7 +32,20 @@ public sealed class TrainingRunOptions
 public sealed record TrainedSaeOutput(string Name, string Directory, SaeEvalResult? Metrics, Saes.SaeConfig Config);
 
 /// <summary>Outcome of <see cref="TrainingRun.Run"/>.</summary>
-public sealed record TrainingRunResult(TrainingStatus Status, long Steps, long Tokens, IReadOnlyList<TrainedSaeOutput> Saes, string? LastCheckpoint);
+/// <param name="Status">How the run ended.</param>
+/// <param name="Steps">Optimiser steps taken.</param>
+/// <param name="Tokens">Training rows (tokens) the optimiser steps consumed.</param>
+/// <param name="Saes">The SAEs written (none when cancelled or stopped).</param>
+/// <param name="LastCheckpoint">The newest checkpoint folder, if any.</param>
+/// <param name="RowsDelivered">Rows the training source handed out (training rows and the initialisation sample).</param>
+/// <param name="RowsPerPass">Rows in one pass over the data; null while unknown (a streamed dataset's first pass not ended).</param>
+/// <param name="MaxDataPasses">The source's limit on passes (its epochs setting; 0: none).</param>
+public sealed record TrainingRunResult(TrainingStatus Status, long Steps, long Tokens, IReadOnlyList<TrainedSaeOutput> Saes, string? LastCheckpoint,
+    long RowsDelivered = 0, long? RowsPerPass = null, int MaxDataPasses = 1)
+{
+    /// <summary>Epochs of the data the source delivered (<see cref="RowsDelivered"/> / <see cref="RowsPerPass"/>); null while unknown.</summary>
+    public double? Epochs => RowsPerPass is long p && p > 0 ? (double)RowsDelivered / p : null;
+}
 
 /// <summary>
 /// A whole training run as <c>sae train</c> does it: train (or resume) with checkpoints in <c>OUT/checkpoints</c> and the
@@ -72,8 +85,11 @@ public static class TrainingRun
         {
             trainer.Progress = progress;
             using var result = trainer.Run(cancellationToken);
-            if (result.Status is TrainingStatus.Cancelled or TrainingStatus.Stopped)
-                return new TrainingRunResult(result.Status, result.Steps, result.Tokens, [], result.LastCheckpoint);
+            var src = o.TrainSource;
+            TrainingRunResult Result(IReadOnlyList<TrainedSaeOutput> saes) =>
+                new(result.Status, result.Steps, result.Tokens, saes, result.LastCheckpoint, src.RowsDelivered, src.RowsPerPass, src.MaxDataPasses);
+            if (result.Status is TrainingStatus.Cancelled or TrainingStatus.Stopped) return Result([]);
+            double? epochs = Result([]).Epochs;
 
             var evalBatches = o.EvalSource is null ? null : ReadAll(o.EvalSource, o.EvalRows);
             try
@@ -86,6 +102,7 @@ public static class TrainingRun
                 {
                     var dir = result.Saes.Count == 1 ? o.OutDir : Path.Combine(o.OutDir, trained.Name);
                     RecordSparsityCoefficient(trained.Sae);
+                    RecordData(trained.Sae, result.Tokens, epochs, src.MaxDataPasses);
                     SaeLensFormat.Save(trained.Sae, dir, trained.Sparsity, files);
                     SaeEvalResult? metrics = null;
                     if (evalBatches is not null)
@@ -99,7 +116,7 @@ public static class TrainingRun
                     outputs.Add(new TrainedSaeOutput(trained.Name, dir, metrics, trained.Sae.Cfg.Clone()));
                 }
                 files.Commit();
-                return new TrainingRunResult(result.Status, result.Steps, result.Tokens, outputs, result.LastCheckpoint);
+                return Result(outputs);
             }
             finally
             {
@@ -118,6 +135,19 @@ public static class TrainingRun
         extra[arch == Saes.SaeArchitectures.JumpReLU ? "l0_coefficient" : "l1_coefficient"] = JsonSerializer.SerializeToElement(sae.Training.SparsityCoefficient);
         if (sae.Training.AdaptToTargetL0 || (arch == Saes.SaeArchitectures.JumpReLU && sae.Training.JumpReluPenalty == Saes.JumpReluPenalty.TargetL0))
             extra["target_l0"] = JsonSerializer.SerializeToElement(sae.Training.TargetL0);
+    }
+
+    /// <summary>cfg.json records how much data the SAE saw: <c>training_tokens</c> (rows the optimiser steps
+    /// consumed, as SAELens's runner names its budget), <c>epochs</c> (the passes the data source was allowed, 0 for no
+    /// limit) and <c>epochs_seen</c> (rows the source delivered, initialisation sample included, over rows per pass;
+    /// absent when the first pass did not end).</summary>
+    private static void RecordData(Saes.Sae sae, long tokens, double? epochsSeen, int maxPasses)
+    {
+        var extra = sae.Cfg.Extra ??= new();
+        extra["training_tokens"] = JsonSerializer.SerializeToElement(tokens);
+        extra["epochs"] = JsonSerializer.SerializeToElement(maxPasses);
+        if (epochsSeen is double e) extra["epochs_seen"] = JsonSerializer.SerializeToElement(Math.Round(e, 4));
+        else extra.Remove("epochs_seen");
     }
 
     private static TrainerConfig WithFolders(TrainerConfig slot, TrainerConfig run)

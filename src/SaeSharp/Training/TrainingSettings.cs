@@ -59,6 +59,9 @@ public sealed class TrainingSettings
     [JsonPropertyName("autocast")] public bool Autocast { get; set; }
     /// <summary>TopK family: auto, on or off (<see cref="Saes.SaeTrainingOptions.CandidatePass"/>).</summary>
     [JsonPropertyName("candidate_pass")] public string CandidatePass { get; set; } = "auto";
+    /// <summary>Passes over the data before it runs out (<c>--epochs</c>); 0: as many as the run needs. Null: 1 for text
+    /// (<see cref="Pipelines.TrainingPlan.ForModel"/>), no limit for activation files (<see cref="Pipelines.TrainingPlan.ForActivations"/>).</summary>
+    [JsonPropertyName("epochs")] public int? Epochs { get; set; }
 
     /// <summary>The trainer fields of the run (schedules, normalisation, resampling, …). The plan sets the run length,
     /// batch size, seed and cadence; the recipes fill every field not in <see cref="GivenTrainerFields"/>.</summary>

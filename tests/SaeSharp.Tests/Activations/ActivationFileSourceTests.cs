@@ -85,6 +85,23 @@ public class ActivationFileSourceTests : IDisposable
     }
 
     [Fact]
+    public void EpochsCapThePassesEachAPermutation()
+    {
+        var dir = ThreeShards();
+        using var src = new ActivationFileSource([dir], new() { ChunkRows = 4, BufferRows = 9, Seed = 2, Epochs = 2 });
+        Assert.Equal(2, ((IActivationSource)src).MaxDataPasses);
+        var ids = new List<long>();
+        while (src.Next(16) is { } b) { ids.AddRange(RowIds(b.Input)); b.Dispose(); }
+        Assert.Equal(100, ids.Count); // two passes of 50 rows, then the source is exhausted
+        Assert.Equal(Enumerable.Range(0, 50).Select(i => (long)i), ids.Take(50).Order());
+        Assert.Equal(Enumerable.Range(0, 50).Select(i => (long)i), ids.Skip(50).Order());
+        Assert.NotEqual(ids.Take(50), ids.Skip(50)); // each pass its own shuffle
+        Assert.Equal(100, ((IActivationSource)src).RowsDelivered);
+        Assert.Equal(50, ((IActivationSource)src).RowsPerPass);
+        Assert.Null(src.Next(16));
+    }
+
+    [Fact]
     public void WithoutLoopAShuffledPassEndsWithAShortBatchThenNull()
     {
         var dir = ThreeShards();

@@ -131,6 +131,76 @@ public class ModelActivationSourceTests : ModelTestBase
         Assert.Equal(2, enumerations); // one pass for a, one for the restore (which then continues on it)
     }
 
+    [Fact]
+    public void Epochs_repeat_the_dataset_and_the_budget_counts_windows_over_all_passes()
+    {
+        using var model = Gpt2();
+        var windows = Windows(4, 8);
+        const string hook = "blocks.0.hook_resid_post";
+        var once = Expected(model, windows, hook, dropBos: false); // 32 rows in harvest order
+        ModelActivationSource Open(int epochs, long? maxContexts, Func<IEnumerable<long[]>>? stream = null) =>
+            new(model, new HarvestSpec(hook), stream ?? (() => windows),
+                new ModelActivationSourceOptions { ContextSize = 8, BatchSizePrompts = 2, BufferContexts = 2, Shuffle = false, Epochs = epochs, MaxContexts = maxContexts });
+
+        using (var three = Open(3, null))
+        {
+            var got = cat(Drain(three, 5).Select(b => b.Input).ToList(), 0);
+            AssertAllClose(cat([once, once, once], 0), got, 1e-6, "three passes");
+            Assert.Equal(3, three.DataPass);
+            Assert.Equal(12, three.ContextsConsumed);
+            Assert.Equal(96, three.RowsDelivered);
+            Assert.Equal(32, three.RowsPerPass);
+        }
+        using (var once1 = Open(1, null))
+        {
+            Assert.Equal(32, Drain(once1, 5).Sum(b => b.Rows)); // the default reads the dataset once
+            Assert.Equal(1, once1.DataPass);
+        }
+        using (var budget = Open(0, 10))
+        {
+            var got = cat(Drain(budget, 7).Select(b => b.Input).ToList(), 0);
+            // 10 windows: two whole passes and the first two windows of a third.
+            AssertAllClose(cat([once, once, once.narrow(0, 0, 16)], 0), got, 1e-6, "budget of 10 windows");
+            Assert.Equal(3, budget.DataPass);
+            Assert.Equal(80, budget.RowsDelivered);
+            Assert.Equal(32, budget.RowsPerPass);
+        }
+        using (var empty = Open(0, null, () => []))
+            Assert.Null(empty.Next(4)); // no windows: no endless loop
+    }
+
+    [Fact]
+    public void Restore_across_a_pass_boundary_yields_the_same_next_batches()
+    {
+        using var model = Gpt2();
+        var windows = Windows(5, 8);
+        var spec = new HarvestSpec("blocks.1.hook_resid_pre");
+        var opts = new ModelActivationSourceOptions { ContextSize = 8, BatchSizePrompts = 2, BufferContexts = 4, Seed = 5, Epochs = 0, MaxContexts = 17 };
+        using var a = new ModelActivationSource(model, spec, () => windows, opts);
+        while (a.ContextsConsumed <= 6) a.Next(9)!.Dispose(); // into the second pass
+        Assert.Equal(2, a.DataPass);
+        var json = JsonNode.Parse(a.SaveState().ToJsonString())!;
+        using var b = new ModelActivationSource(model, spec, () => windows, opts);
+        b.LoadState(json);
+        Assert.Equal(2, b.DataPass);
+        Assert.Equal(a.RowsDelivered, b.RowsDelivered);
+        Assert.Equal(a.RowsPerPass, b.RowsPerPass);
+        long rows = 0;
+        while (true)
+        {
+            using var x = a.Next(9);
+            using var y = b.Next(9);
+            if (x is null) { Assert.Null(y); break; }
+            Assert.True(SameBits(x.Input, y!.Input));
+            rows += x.Rows;
+        }
+        Assert.Equal(4, a.DataPass); // 17 windows of 5 per pass
+        Assert.True(rows > 0);
+        Assert.Equal(17 * 8, a.RowsDelivered);
+        Assert.Equal(17 * 8, b.RowsDelivered);
+        Assert.Equal(5 * 8, b.RowsPerPass);
+    }
+
     internal static bool SameBits(Tensor a, Tensor b) => a.shape.SequenceEqual(b.shape) && a.eq(b).all().item<bool>();
 
     [Fact]

@@ -235,4 +235,70 @@ public class ModelTrainCommandTests : IDisposable
         Assert.Equal("blocks.1.hook_resid_pre", cfg["metadata"]!["hook_name"]!.GetValue<string>());
         Assert.Equal(32, cfg["metadata"]!["context_size"]!.GetValue<int>());
     }
+
+    [Fact]
+    public void Short_dataset_stops_naming_epochs_then_loops_with_epochs_and_records_them()
+    {
+        var model = Model();
+        // About 1,000 tokens: 32 windows of 32, fewer than the 40 steps × 64 rows asked for (plus the 256-row b_dec
+        // sample; no normalisation estimate, which would read 16,384 rows first).
+        File.WriteAllLines(P("short.txt"), Enumerable.Range(0, 80).Select(i => $"the cat {i} sat on a mat and the dog ran."));
+        File.WriteAllText(P("cfg.json"), """{"normalize_activations": "none"}""");
+        string[] common = ["train", "--model", model, "--hook", "blocks.0.hook_mlp_out", "--dataset", P("short.txt"), "--context-size", "32",
+            "--arch", "topk", "--k", "2", "--dict-size", "32", "--batch-size", "64", "--steps", "40", "--eval-rows", "64", "--checkpoint-every", "1000", "--config", P("cfg.json")];
+
+        var once = CliRunner.Run([.. common, "--out", P("once")]);
+        Ok(once);
+        Assert.Contains("ran out", once.Err);
+        Assert.Contains("--epochs", once.Err);
+        var cfg1 = JsonNode.Parse(File.ReadAllText(P("once", "cfg.json")))!;
+        long seen1 = cfg1["training_tokens"]!.GetValue<long>();
+        Assert.True(seen1 is > 0 and < 40 * 64, $"{seen1} tokens");
+        // Every harvested row is used: the b_dec sample plus the training rows are whole windows of 32.
+        long perPass = seen1 + 256;
+        Assert.Equal(0, perPass % 32);
+        Assert.Equal(1, cfg1["epochs"]!.GetValue<int>());
+        Assert.Equal(1.0, cfg1["epochs_seen"]!.GetValue<double>());
+        Assert.Contains($"trained on {seen1:N0} tokens (1.00 epochs of the data)", once.Out);
+
+        var loop = CliRunner.Run([.. common, "--epochs", "0", "--out", P("loop")]);
+        Ok(loop);
+        Assert.DoesNotContain("ran out", loop.Err);
+        var cfg = JsonNode.Parse(File.ReadAllText(P("loop", "cfg.json")))!;
+        Assert.Equal(40 * 64, cfg["training_tokens"]!.GetValue<long>());
+        Assert.Equal(0, cfg["epochs"]!.GetValue<int>());
+        double epochs = (40 * 64 + 256) / (double)perPass; // the sample and the training rows over the rows of one pass
+        Assert.Equal(Math.Round(epochs, 4), cfg["epochs_seen"]!.GetValue<double>(), 6);
+        Assert.True(epochs > 2);
+        Assert.Contains($"trained on 2,560 tokens ({epochs:F2} epochs of the data)", loop.Out);
+    }
+
+    [Fact]
+    public void Long_commands_print_no_progress_into_a_pipe()
+    {
+        var model = Model();
+        var data = Dataset();
+        var cfg = new SaeSharp.Saes.SaeConfig { DIn = 16, DSae = 32, Architecture = SaeSharp.Saes.SaeArchitectures.TopK, K = 4 };
+        cfg.Metadata.HookName = "blocks.0.hook_mlp_out";
+        cfg.Metadata.ContextSize = 32;
+        using (var sae = SaeSharp.Saes.SaeFactory.Create(cfg))
+        {
+            sae.InitializeWeights(new Generator(3));
+            SaeLensFormat.Save(sae, P("sae"));
+        }
+        foreach (var args in new[]
+                 {
+                     new[] { "eval", "--sae", P("sae"), "--model", model, "--dataset", data, "--tokens", "512", "--context-size", "32" },
+                     new[] { "cache", "--model", model, "--hook", "blocks.0.hook_mlp_out", "--dataset", data, "--tokens", "512", "--context-size", "32", "--out", P("cache") },
+                 })
+        {
+            using var p = new CliProcess(args);
+            Assert.Equal(0, p.WaitForExit(TimeSpan.FromMinutes(3)));
+            string all = string.Join("\n", p.Lines);
+            Assert.DoesNotContain('\u001b', all);        // no ANSI escapes
+            Assert.DoesNotContain("tokens/s", all);      // no progress lines
+            Assert.DoesNotContain("ETA", all);
+            Assert.NotEmpty(p.Lines);                    // the results themselves are printed
+        }
+    }
 }

@@ -1,0 +1,64 @@
+using Spectre.Console;
+
+namespace SaeSharp.Cli;
+
+/// <summary>
+/// The one progress display of the CLI: a live Spectre.Console bar (done / total, rate, ETA) on an interactive terminal,
+/// nothing when output goes to a pipe or a file (or a caller-given plain line, as <c>sae train</c> logs). Library code
+/// reports through <see cref="IProgress{T}"/>; reports arrive synchronously on the working thread.
+/// </summary>
+internal static class CliProgress
+{
+    /// <summary>True when a live bar is drawn: standard output is an interactive terminal.</summary>
+    public static bool Live => !Console.IsOutputRedirected && AnsiConsole.Profile.Capabilities.Interactive;
+
+    /// <summary>Runs <paramref name="work"/> with a bar titled <paramref name="title"/> fed by <see cref="WorkProgress"/>
+    /// reports (null when not <see cref="Live"/>, so nothing is drawn in pipes).</summary>
+    public static T Run<T>(string title, Func<IProgress<WorkProgress>?, T> work) =>
+        Run<WorkProgress, T>(title, null, work, p => (p.Done, p.Total, Describe(title, p)), null);
+
+    /// <summary>
+    /// The general form: <paramref name="view"/> turns a report into the bar's value, maximum (null: unknown) and text;
+    /// when not live, <paramref name="plainLine"/> (if given) turns a report into a line for standard output.
+    /// </summary>
+    public static T Run<TReport, T>(string title, long? total, Func<IProgress<TReport>?, T> work,
+        Func<TReport, (long Done, long? Total, string Text)> view, Func<TReport, string?>? plainLine)
+    {
+        if (!Live)
+            return work(plainLine is null ? null : new Sink<TReport>(p => { if (plainLine(p) is { } line) Console.WriteLine(line); }));
+        T result = default!;
+        AnsiConsole.Progress()
+            // The ETA is in the description (from the average rate); Spectre's own remaining-time column would repeat it.
+            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new SpinnerColumn())
+            .Start(ctx =>
+            {
+                var task = ctx.AddTask(Markup.Escape(title), maxValue: total ?? 1);
+                task.IsIndeterminate = total is null;
+                result = work(new Sink<TReport>(p =>
+                {
+                    var (done, max, text) = view(p);
+                    if (max is long m && m > 0)
+                    {
+                        task.IsIndeterminate = false;
+                        task.MaxValue = m;
+                    }
+                    task.Value = Math.Min(done, (long)task.MaxValue);
+                    task.Description = Markup.Escape(text);
+                }));
+                task.Value = task.MaxValue;
+                task.StopTask();
+            });
+        return result;
+    }
+
+    /// <summary>"eval: 12,288 / 50,000 tokens, 1,830 tokens/s, ETA 00:00:20".</summary>
+    public static string Describe(string title, WorkProgress p) =>
+        $"{title}: {p.Done:N0}{(p.Total is long t ? $" / {t:N0}" : "")} {p.Unit}, {p.PerSecond:N0} {p.Unit}/s" +
+        (p.Eta is TimeSpan eta ? $", ETA {eta:hh\\:mm\\:ss}" : "");
+
+    /// <summary>Reports synchronously on the working thread (System.Progress would post to the thread pool).</summary>
+    private sealed class Sink<TReport>(Action<TReport> report) : IProgress<TReport>
+    {
+        public void Report(TReport value) => report(value);
+    }
+}
