@@ -8,13 +8,16 @@ namespace SaeSharp.Tests.Kernels;
 public class SparseKernelsTests
 {
     [Theory]
-    [InlineData(1)]
-    [InlineData(5)]
-    [InlineData(37)]
-    public void RowTopKSelectsTheLargestValuesOfEachRow(int k)
+    [InlineData(1, 37)]
+    [InlineData(5, 37)]
+    [InlineData(37, 37)]
+    [InlineData(5, 263)]
+    [InlineData(37, 263)]
+    [InlineData(263, 263)]
+    public void RowTopKSelectsTheLargestValuesOfEachRow(int k, int d)
     {
-        var m = randn(6, 37, generator: new Generator(1));
-        m[2] = full(37, 0.5f); // all ties
+        var m = randn(6, d, generator: new Generator(1));
+        m[2] = full(d, 0.5f); // all ties
         m[3, 4] = tensor(float.NaN);
         var (v, i) = TopKSelection.RowTopK(m, k);
         var data = F(m);
@@ -22,12 +25,12 @@ public class SparseKernelsTests
         var iv = i.data<long>().ToArray();
         for (int r = 0; r < 6; r++)
         {
-            var row = data.Skip(r * 37).Take(37).Where(x => !float.IsNaN(x)).OrderByDescending(x => x).Take(k).ToArray();
+            var row = data.Skip(r * d).Take(d).Where(x => !float.IsNaN(x)).OrderByDescending(x => x).Take(k).ToArray();
             var got = vs.Skip(r * k).Take(k).OrderByDescending(x => x).ToArray();
-            if (k == 37 && r == 3) { Assert.Contains(float.NaN, got); continue; } // fewer than k non-NaN values
+            if (k == d && r == 3) { Assert.Contains(float.NaN, got); continue; } // fewer than k non-NaN values
             Assert.Equal(row, got);
             Assert.Equal(k, iv.Skip(r * k).Take(k).Distinct().Count());
-            for (int e = 0; e < k; e++) Assert.Equal(data[r * 37 + iv[r * k + e]], vs[r * k + e]);
+            for (int e = 0; e < k; e++) Assert.Equal(data[r * d + iv[r * k + e]], vs[r * k + e]);
         }
     }
 
@@ -60,11 +63,14 @@ public class SparseKernelsTests
     }
 
     /// <summary>SumRows and its transposed form against a dense product (scaleᵀ-weighted one-hot matrix · src), with
-    /// 37 destination rows (not a multiple of the 16-row tile), empty rows and repeated entries.</summary>
-    [Fact]
-    public void SumRowsAndTransposedMatchDenseProduct()
+    /// 37 destination rows (not a multiple of the 16-row tile), empty rows and repeated entries; rows of 19 (a vector
+    /// and a tail) and 259 (the unrolled loops, then a tail).</summary>
+    [Theory]
+    [InlineData(19)]
+    [InlineData(259)]
+    public void SumRowsAndTransposedMatchDenseProduct(int d)
     {
-        var src = randn(11, 19, generator: new Generator(8));
+        var src = randn(11, d, generator: new Generator(8));
         var dr = randint(0, 30, [200], generator: new Generator(9));
         var sr = randint(0, 11, [200], generator: new Generator(10));
         var scale = randn(200, generator: new Generator(11));
@@ -72,15 +78,17 @@ public class SparseKernelsTests
         var expected = onehot.matmul(src);
         AssertClose(expected, SparseKernels.SumRows(37, dr, src, sr, scale), what: "sum rows");
         var t = SparseKernels.SumRowsTransposed(37, dr, src, sr, scale);
-        Assert.Equal(new long[] { 19, 37 }, t.shape);
+        Assert.Equal(new long[] { d, 37 }, t.shape);
         AssertClose(expected.t(), t, what: "transposed");
     }
 
-    [Fact]
-    public void ScatterAddRowsAndRowDotsMatchDenseFormulas()
+    [Theory]
+    [InlineData(19)]
+    [InlineData(259)]
+    public void ScatterAddRowsAndRowDotsMatchDenseFormulas(int d)
     {
-        var dst = randn(4, 19, generator: new Generator(2));
-        var src = randn(6, 19, generator: new Generator(3));
+        var dst = randn(4, d, generator: new Generator(2));
+        var src = randn(6, d, generator: new Generator(3));
         var dr = tensor(new long[] { 0, 3, 3, 1, 0 });
         var sr = tensor(new long[] { 5, 0, 2, 2, 5 });
         var scale = tensor(new[] { 0.5f, -1f, 2f, 3f, 0.25f });
@@ -93,24 +101,28 @@ public class SparseKernelsTests
         AssertClose(expectedDots, dots, what: "dots");
     }
 
-    [Fact]
-    public void PositiveEntriesListsThePositiveValuesInRowMajorOrder()
+    [Theory]
+    [InlineData(21)]
+    [InlineData(261)]
+    public void PositiveEntriesListsThePositiveValuesInRowMajorOrder(int d)
     {
-        var m = randn(5, 21, generator: new Generator(6));
+        var m = randn(5, d, generator: new Generator(6));
         var data = F(m);
         var expected = data.Select((v, i) => (v, i)).Where(p => p.v > 0).ToArray();
         var (rows, cols, vals) = SparseKernels.PositiveEntries(m, long.MaxValue)!.Value;
-        Assert.Equal(expected.Select(p => (long)(p.i / 21)), rows.data<long>().ToArray());
-        Assert.Equal(expected.Select(p => (long)(p.i % 21)), cols.data<long>().ToArray());
+        Assert.Equal(expected.Select(p => (long)(p.i / d)), rows.data<long>().ToArray());
+        Assert.Equal(expected.Select(p => (long)(p.i % d)), cols.data<long>().ToArray());
         Assert.Equal(expected.Select(p => p.v), F(vals!));
         Assert.Null(SparseKernels.PositiveEntries(m, expected.Length - 1));
     }
 
-    [Fact]
-    public void ParallelComponentRemovalLeavesRowsOrthogonal()
+    [Theory]
+    [InlineData(13)]
+    [InlineData(269)]
+    public void ParallelComponentRemovalLeavesRowsOrthogonal(int d)
     {
-        var g = randn(5, 13, generator: new Generator(4));
-        var w = randn(5, 13, generator: new Generator(5));
+        var g = randn(5, d, generator: new Generator(4));
+        var w = randn(5, d, generator: new Generator(5));
         var expected = g - (g * w).sum(1, keepdim: true) / (w * w).sum(1, keepdim: true) * w;
         Assert.True(SparseKernels.RemoveParallelRows(g, w));
         AssertClose(expected, g, what: "g");

@@ -13,10 +13,10 @@ public class DenseAutocastTests
     private const ScalarType F32 = ScalarType.Float32;
 
     /// <summary>Rounded to bfloat16 and back, as float32.</summary>
-    private static Tensor R(Tensor t) => t.detach().to(Bf16).to(F32);
+    internal static Tensor R(Tensor t) => t.detach().to(Bf16).to(F32);
 
     /// <summary>‖a − b‖ / ‖b‖ in float64.</summary>
-    private static double RelErr(Tensor a, Tensor b)
+    internal static double RelErr(Tensor a, Tensor b)
     {
         using var scope = NewDisposeScope();
         var a64 = a.detach().to(ScalarType.Float64);
@@ -24,167 +24,14 @@ public class DenseAutocastTests
         return (a64 - b64).norm().item<double>() / Math.Max(b64.norm().item<double>(), 1e-30);
     }
 
-    private static void AssertRel(Tensor actual, Tensor expected, double tol, string what)
+    internal static void AssertRel(Tensor actual, Tensor expected, double tol, string what)
     {
         Assert.Equal(expected.shape, actual.shape);
         double e = RelErr(actual, expected);
         Assert.True(e < tol, $"{what}: relative error {e:G3} ≥ {tol}");
     }
 
-    private static Tensor Leaf(Tensor t) => t.detach().clone().requires_grad_(true);
-
-    [Fact]
-    public void EncoderMatchesFloat32AutogradOnRoundedOperands()
-    {
-        var g = new Generator(11);
-        var x = randn(37, 24, generator: g);
-        var bDec = Leaf(randn(24, generator: g) * 0.1);
-        var w = Leaf(randn(24, 40, generator: g) * 0.2);
-        var bias = Leaf(randn(40, generator: g) * 0.1);
-        var up = randn(37, 40, generator: g);
-
-        var pre = Bf16Autograd.Encoder(x, bDec, w, bias);
-        Assert.Equal(Bf16, pre.dtype);
-        (pre.to(F32) * up).sum().backward();
-
-        // Reference: float32 autograd of (x − b_dec)·w + bias on bfloat16-rounded operands, with the upstream gradient
-        // rounded as it enters the bfloat16 output; b_dec's gradient through x − b_dec is −w·Σ_n ∂L/∂pre_n.
-        var xr = R(x - bDec);
-        var (wr, br) = (Leaf(R(w)), Leaf(R(bias)));
-        var refPre = xr.matmul(wr) + br;
-        (refPre * R(up)).sum().backward();
-        AssertRel(pre.to(F32), refPre, 6e-3, "pre vs rounded operands");
-        AssertRel(w.grad!, wr.grad!, 6e-3, "grad w");
-        AssertRel(bias.grad!, br.grad!, 6e-3, "grad bias");
-        AssertRel(bDec.grad!, -w.detach().matmul(br.grad!), 6e-3, "grad b_dec");
-
-        // And float32 on the raw operands, within bfloat16 accuracy.
-        var (w32, b32, d32) = (Leaf(w), Leaf(bias), Leaf(bDec));
-        var pre32 = (x - d32).matmul(w32) + b32;
-        (pre32 * up).sum().backward();
-        AssertRel(pre.to(F32), pre32, 2e-2, "pre vs float32");
-        AssertRel(w.grad!, w32.grad!, 2e-2, "grad w vs float32");
-        AssertRel(bias.grad!, b32.grad!, 2e-2, "grad bias vs float32");
-        AssertRel(bDec.grad!, d32.grad!, 2e-2, "grad b_dec vs float32");
-    }
-
-    [Fact]
-    public void ReluEncoderMatchesReluOfRoundedProductAndCountsPositives()
-    {
-        var g = new Generator(12);
-        var x = randn(33, 16, generator: g);
-        var w = Leaf(randn(16, 40, generator: g) * 0.3);
-        var bias = Leaf(randn(40, generator: g) * 0.1);
-        var up = randn(33, 40, generator: g);
-
-        var (f, counts) = Bf16Autograd.ReluEncoder(x, null, w, bias);
-        // Bf16Autograd.Decoder hands the ReLU's backward a fresh gradient; here the upstream product does.
-        (f.to(F32) * up).sum().backward();
-
-        // bf16(bf16(x·w) + bias): the product rounded, then the float32 bias added in the ReLU's pass and rounded again.
-        var refF = nn.functional.relu(R(x).matmul(R(w)) + bias.detach());
-        AssertRel(f.to(F32), refF, 6e-3, "f vs ReLU of the rounded operands' product");
-        var active = f.to(F32).gt(0);
-        var refActive = refF.gt(0);
-        Assert.True(active.ne(refActive).sum().item<long>() <= 3, "the same entries are active but for a few within rounding of 0");
-        Assert.True(counts.Same(active.sum(0L)), "counts of positive entries per latent");
-        var gPre = R(up) * active;
-        AssertRel(w.grad!, R(x).t().matmul(gPre), 6e-3, "grad w");
-        AssertRel(bias.grad!, gPre.sum(0L), 1e-5, "grad bias (float32 column sums of the masked gradient)");
-    }
-
-    [Fact]
-    public void DecoderMatchesFloat32AutogradOnRoundedOperands()
-    {
-        var g = new Generator(13);
-        var f = nn.functional.relu(randn(29, 40, generator: g)).to(Bf16).requires_grad_(true);
-        var w = Leaf(randn(40, 24, generator: g) * 0.2);
-        var bias = Leaf(randn(24, generator: g) * 0.1);
-        var up = randn(29, 24, generator: g);
-
-        var y = Bf16Autograd.Decoder(f, w, bias);
-        Assert.Equal(F32, y.dtype);
-        (y * up).sum().backward();
-
-        var (fr, wr, br) = (Leaf(f.to(F32)), Leaf(R(w)), Leaf(bias));
-        var refY = fr.matmul(wr) + br;
-        (refY * R(up)).sum().backward();
-        AssertRel(y, refY, 6e-3, "y");
-        Assert.Equal(Bf16, f.grad!.dtype);
-        AssertRel(f.grad!.to(F32), fr.grad!, 6e-3, "grad f");
-        AssertRel(w.grad!, wr.grad!, 6e-3, "grad w");
-        AssertRel(bias.grad!, up.sum(0L), 1e-6, "grad bias (float32)");
-    }
-
-    [Fact]
-    public void JumpReluMatchesStraightThroughReference()
-    {
-        var g = new Generator(14);
-        double eps = 0.2;
-        var pre = (randn(50, 40, generator: g) * 0.5).to(Bf16).requires_grad_(true);
-        var theta = Leaf(rand(40, generator: g) * 0.3 + 0.05);
-        var up = randn(50, 40, generator: g);
-
-        var (f, active, kernel) = Bf16Autograd.JumpRelu(pre, theta, eps);
-        (f.to(F32) * up).sum().backward();
-
-        // Reference: the float32 straight-through JumpReLU of the same (bf16-exact) pre-activations.
-        var pr = Leaf(pre.to(F32));
-        var th = Leaf(theta);
-        var refF = JumpReluSae.JumpReluSte(pr, th, eps);
-        (refF * R(up)).sum().backward();
-        Assert.True(f.to(F32).Same(refF.detach()), "f = pre·[pre > θ]");
-        Assert.True(pre.grad!.to(F32).Same(pr.grad!), "∂L/∂pre = bf16(up)·[pre > θ]");
-        AssertRel(theta.grad!, th.grad!, 1e-5, "∂L/∂θ");
-        var u = (pr.detach() - th.detach()).abs();
-        Assert.True(active.Same(pr.detach().gt(th.detach()).sum(0L)), "active counts");
-        Assert.True(kernel.Same(u.lt(eps / 2).sum(0L)), "kernel counts");
-        Assert.True(kernel.sum().item<long>() > 20, "the test exercises the kernel");
-    }
-
-    [Fact]
-    public void AffineReluMatchesFloat32AutogradOnTheRoundedInput()
-    {
-        var g = new Generator(16);
-        var p = randn(45, 40, generator: g).to(Bf16).requires_grad_(true);
-        var scale = Leaf(rand(40, generator: g) + 0.5);
-        var shift = Leaf(randn(40, generator: g) * 0.3);
-        var up = randn(45, 40, generator: g);
-
-        var f = Bf16Autograd.AffineRelu(p, scale, shift);
-        (f.to(F32) * up).sum().backward();
-
-        var pr = Leaf(p.to(F32));
-        var (sr, hr) = (Leaf(scale), Leaf(shift));
-        var refF = nn.functional.relu(pr * sr + hr);
-        (refF * R(up)).sum().backward();
-        AssertRel(f.to(F32), refF, 4e-3, "f");
-        Assert.True(f.to(F32).gt(0).ne(refF.gt(0)).sum().item<long>() <= 2, "same active entries but within rounding of 0");
-        AssertRel(p.grad!.to(F32), pr.grad!, 4e-3, "∂/∂p");
-        AssertRel(scale.grad!, sr.grad!, 2e-2, "∂/∂scale");
-        AssertRel(shift.grad!, hr.grad!, 2e-2, "∂/∂shift");
-    }
-
-    [Fact]
-    public void KernelsHandleSignsZerosAndTails()
-    {
-        // 19 columns: one vector of 16 and a scalar tail of 3 (8 and 11 with 512-bit vectors).
-        var v = tensor(new float[] { 1, -1, 0, -0f, float.PositiveInfinity, float.NegativeInfinity, float.NaN, 2.5f, -3, 1e-30f,
-            -1e-30f, 7, -7, 0.5f, -0.5f, 3, 4, -2, 1 }).reshape(1, 19).to(Bf16);
-        var m = cat([v, v.neg(), v.flip(1)], 0);
-        var expectedCounts = m.to(F32).gt(0).sum(0L);
-        Assert.True(Bf16Kernels.PositiveCounts(m).Same(expectedCounts));
-        var copy = m.clone();
-        var counts = Bf16Kernels.ReluInPlace(copy);
-        Assert.True(counts.Same(expectedCounts));
-        var relu = nn.functional.relu(m.to(F32)).nan_to_num(0);
-        Assert.True(copy.to(F32).nan_to_num(0).Same(relu), "in-place ReLU");
-        var src = randn(3, 19, generator: new Generator(2)).to(Bf16);
-        Assert.True(Bf16Kernels.WherePositive(m, src).to(F32).Same(src.to(F32) * m.to(F32).gt(0)), "masking by positive entries");
-        var (rows, cols, _) = SparseKernels.PositiveEntries(m, values: false)!.Value;
-        var idx = m.to(F32).gt(0).nonzero();
-        Assert.True(rows.Same(idx[.., 0]) && cols.Same(idx[.., 1]), "positive entries in row-major order");
-    }
+    internal static Tensor Leaf(Tensor t) => t.detach().clone().requires_grad_(true);
 
     private static (Tensor Loss, Dictionary<string, Tensor> Grads, SaeTrainOutput Out) LossAndGrads(Sae sae, Tensor x, bool autocast)
     {

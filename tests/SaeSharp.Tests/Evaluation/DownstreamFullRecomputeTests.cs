@@ -7,7 +7,7 @@ using SaeSharp.Tests.Models;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace SaeSharp.Tests.Pipeline;
+namespace SaeSharp.Tests.Evaluation;
 
 /// <summary>
 /// The evaluator (clean pass shared, variant runs starting at the SAE's block, CE and KL from chunked logits) against a

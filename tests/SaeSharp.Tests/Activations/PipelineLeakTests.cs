@@ -5,7 +5,7 @@ using SaeSharp.Tests.Models;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace SaeSharp.Tests.Pipeline;
+namespace SaeSharp.Tests.Activations;
 
 public class PipelineLeakTests : ModelTestBase
 {

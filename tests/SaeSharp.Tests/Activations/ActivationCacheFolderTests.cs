@@ -4,7 +4,7 @@ using SaeSharp.IO;
 using SaeSharp.Tests.Models;
 using static TorchSharp.torch;
 
-namespace SaeSharp.Tests.Pipeline;
+namespace SaeSharp.Tests.Activations;
 
 public class ActivationCacheFolderTests : ModelTestBase
 {

@@ -1,9 +1,10 @@
 using SaeSharp.Evaluation;
 using SaeSharp.Saes;
+using SaeSharp.Tests.Activations;
 using SaeSharp.Tests.Models;
 using static TorchSharp.torch;
 
-namespace SaeSharp.Tests.Pipeline;
+namespace SaeSharp.Tests.Evaluation;
 
 public class DownstreamEvaluatorTests : ModelTestBase
 {

@@ -5,7 +5,7 @@ using SaeSharp.Saes;
 using SaeSharp.Tests.Models;
 using static TorchSharp.torch;
 
-namespace SaeSharp.Tests.Pipeline;
+namespace SaeSharp.Tests.Models;
 
 public class WeightProcessingTests : ModelTestBase
 {

@@ -8,7 +8,7 @@ using SaeSharp.Tests.Tokenizers;
 using SaeSharp.Tokenizers;
 using static TorchSharp.torch;
 
-namespace SaeSharp.Tests.Pipeline;
+namespace SaeSharp.Tests.Pipelines;
 
 /// <summary>The CLI entry points end to end: a tiny GPT-2 with the real GPT-2 tokenizer on a small text file.</summary>
 public class ModelPipelineTests : ModelTestBase

@@ -7,7 +7,7 @@ using SaeSharp.Pipelines;
 using SaeSharp.Training;
 using static TorchSharp.torch;
 
-namespace SaeSharp.Tests.Training;
+namespace SaeSharp.Tests.Pipelines;
 
 /// <summary>The policies of <c>sae train</c>, reached from the library: settings under SAELens's names, the default
 /// normalisation, the cadence, the token budget and the provenance in cfg.json.</summary>
