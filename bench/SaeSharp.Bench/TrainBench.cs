@@ -11,14 +11,14 @@ namespace SaeSharp.Bench;
 /// d_in 512, d_sae 8192, batch 4096, k 32, next to the fp32 matmul ceiling measured in the same run. "topk+auxk" has a
 /// tenth of the latents dead; "standard@1%" is a ReLU SAE whose b_enc is shifted so 1% of pre-activations are positive
 /// (a trained SAE's sparsity, where the sparse training pass applies). Adam is the trainer's <see cref="SaeSharp.Training.AdamOptimizer"/>.
-/// Usage: <c>train [--steps N] [--arch topk,batchtopk,...] [--d-in 512] [--d-sae 8192] [--batch 4096] [--k 32] [--profile] [--autocast]</c>; <c>--autocast</c> trains with
+/// Usage: <c>train [--steps N] [--arch topk,batchtopk,...] [--d-in 512] [--d-sae 8192] [--batch 4096] [--k 32] [--profile] [--autocast] [--peer topk=ROWS,...]</c>; <c>--autocast</c> trains with
 /// <see cref="SaeTrainingOptions.Autocast"/> and also measures the bfloat16 matmul ceiling.
 /// </summary>
 internal static class TrainBench
 {
     public static int Run(string[] args)
     {
-        var a = new BenchArgs(args, ["--steps", "--d-in", "--d-sae", "--batch", "--k", "--arch", "--candidate-pass"], ["--profile", "--autocast"]);
+        var a = new BenchArgs(args, ["--steps", "--d-in", "--d-sae", "--batch", "--k", "--arch", "--candidate-pass", "--peer"], ["--profile", "--autocast"]);
         int steps = a.Int("--steps", 3), dIn = a.Int("--d-in", 512), dSae = a.Int("--d-sae", 8192), batch = a.Int("--batch", 4096), k = a.Int("--k", 32);
         bool profile = a.Flag("--profile"), autocast = a.Flag("--autocast");
         var archs = a.List("--arch", ["topk", "topk+auxk", "batchtopk", "matryoshka_batchtopk", "jumprelu", "gated", "standard", "standard@1%"]);
@@ -31,7 +31,9 @@ internal static class TrainBench
         };
         Machine.Print(batch, dIn, dSae);
         Console.WriteLine($"train bench: d_in {dIn}, d_sae {dSae}, batch {batch}, k {k}, {steps} timed steps after 1 warm-up, torch threads {get_num_threads()}, autocast {autocast}, candidate pass {BenchSae.CandidatePass}");
-        Console.WriteLine($"{"architecture",-22} {"ms/step",9} {"rows/s",9} {"GFLOP/step",11} {"GFLOP/s",8}  share of step: forward/backward/hooks+Adam");
+        // --peer topk=6900,standard=2760: a peer's rows/s per architecture (bench/reference/peer_step_speed.py), for the ratio column.
+        var peers = a.List("--peer", []).Select(p => p.Split('=')).ToDictionary(p => p[0], p => double.Parse(p[1]));
+        Console.WriteLine($"{"architecture",-22} {"ms/step",9} {"rows/s",9} {"GFLOP/step",11} {"GFLOP/s",8}  share of step: forward/backward/hooks+Adam{(peers.Count > 0 ? "   peer rows/s, ratio" : "")}");
         foreach (var arch in archs)
         {
             if (profile && arch.Contains("topk", StringComparison.Ordinal))
@@ -44,7 +46,8 @@ internal static class TrainBench
             var (msPerStep, flops, phases) = TimeArchitecture(arch, dIn, dSae, batch, k, steps, autocast);
             double rows = batch / (msPerStep / 1000);
             string share = $"{phases[0] / msPerStep:P0}/{(phases[1] - phases[0]) / msPerStep:P0}/{(msPerStep - phases[1]) / msPerStep:P0}";
-            Console.WriteLine($"{arch,-22} {msPerStep,9:F0} {rows,9:F0} {flops / 1e9,11:F1} {flops / 1e9 / (msPerStep / 1000),8:F1}  {share}");
+            string peer = peers.TryGetValue(arch, out var pr) ? $"   {pr,8:F0}, {rows / pr:F2}×" : "";
+            Console.WriteLine($"{arch,-22} {msPerStep,9:F0} {rows,9:F0} {flops / 1e9,11:F1} {flops / 1e9 / (msPerStep / 1000),8:F1}  {share,-30}{peer}");
         }
         return 0;
     }

@@ -9,7 +9,9 @@ public class SaeSharpException : Exception
     /// <summary>The longest message kept; a quoted file fragment cannot make an error fill the terminal.</summary>
     public const int MaxLength = 2000;
 
+    /// <summary>An error naming the problem (file, field, value).</summary>
     public SaeSharpException(string message) : base(OneLine(message)) { }
+    /// <summary>An error naming the problem, wrapping the exception that revealed it.</summary>
     public SaeSharpException(string message, Exception inner) : base(OneLine(message), inner) { }
 
     private static string OneLine(string message)

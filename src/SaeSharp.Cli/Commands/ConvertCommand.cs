@@ -1,4 +1,5 @@
 using System.CommandLine;
+using SaeSharp.Hub;
 using SaeSharp.Interop;
 
 namespace SaeSharp.Cli.Commands;
@@ -9,12 +10,13 @@ internal static class ConvertCommand
 {
     public static Command Create()
     {
-        var input = new Argument<string>("in") { Description = "SAE folder or file (SAELens, dictionary_learning, Gemma Scope, sparsify, OpenAI)" };
+        var input = new Argument<string>("in") { Description = "SAE folder or file (SAELens, dictionary_learning, Gemma Scope, sparsify, OpenAI), RELEASE/SAE_ID or hf:ORG/REPO[/PATH]" };
         var output = new Argument<string>("out") { Description = "Output folder" };
         var to = new Option<string>("--to") { Description = "Output format", DefaultValueFactory = _ => "saelens" };
         to.AcceptOnlyFromAmong("saelens");
         var force = new Option<bool>("--force") { Description = "Write into an output folder that already holds files" };
-        var command = new Command("convert", "Convert an SAE to SAELens's layout") { input, output, to, force };
+        var arch = SaeCommands.ArchOption();
+        var command = new Command("convert", "Convert an SAE to SAELens's layout") { input, output, to, force, arch };
         Cli.SetAction(command, parse =>
         {
             var src = parse.GetValue(input)!;
@@ -25,8 +27,9 @@ internal static class ConvertCommand
                 throw new SaeSharpException($"{dst}: output is the input folder.");
             if (Directory.Exists(dst) && Directory.EnumerateFileSystemEntries(dst).Any() && !parse.GetValue(force))
                 throw new SaeSharpException($"{dst}: output folder is not empty (use --force to write into it).");
-            var format = SaeLoader.DetectFormat(src);
-            using var sae = SaeLoader.Load(src);
+            var resolved = SaeSource.Resolve(src);
+            var format = SaeLoader.DetectFormat(resolved.Path);
+            using var sae = SaeLoader.Load(resolved, SaeCommands.LoadOptions(parse, arch));
             var inference = sae.ToInferenceSae();
             try
             {

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using SaeSharp.Hub;
 using SaeSharp.Interop;
 
 namespace SaeSharp.Cli.Commands;
@@ -8,17 +9,20 @@ internal static class InfoCommand
 {
     public static Command Create()
     {
-        var path = new Argument<string>("sae") { Description = "SAE folder or file (SAELens, dictionary_learning, Gemma Scope, sparsify, OpenAI)" };
-        var command = new Command("info", "Print an SAE's architecture, sizes, hook and provenance") { path };
+        var path = new Argument<string>("sae") { Description = "SAE folder or file (SAELens, dictionary_learning, Gemma Scope, sparsify, OpenAI), RELEASE/SAE_ID (sae releases) or hf:ORG/REPO[/PATH]" };
+        var arch = SaeCommands.ArchOption();
+        var command = new Command("info", "Print an SAE's architecture, sizes, hook and provenance") { path, arch };
         Cli.SetAction(command, parse =>
         {
             var p = parse.GetValue(path)!;
-            var format = SaeLoader.DetectFormat(p);
-            using var sae = SaeLoader.Load(p);
+            var resolved = SaeSource.Resolve(p);
+            var format = SaeLoader.DetectFormat(resolved.Path);
+            using var sae = SaeLoader.Load(resolved, SaeCommands.LoadOptions(parse, arch));
             var cfg = sae.Cfg;
             Cli.WriteTable(p, new (string, string)[]
             {
                 ("format", format ?? "?"),
+                ("files", resolved.Path),
                 ("architecture", cfg.Architecture),
                 ("d_in", cfg.DIn.ToString()),
                 ("d_sae", cfg.DSae.ToString()),
@@ -31,6 +35,7 @@ internal static class InfoCommand
                 ("hook_name", cfg.Metadata.HookName ?? "-"),
                 ("context_size", cfg.Metadata.ContextSize?.ToString() ?? "-"),
                 ("dataset_path", cfg.Metadata.DatasetPath ?? "-"),
+                ("neuronpedia_id", cfg.Metadata.Extra?.GetValueOrDefault("neuronpedia_id").ToString() is { Length: > 0 } np ? np : "-"),
                 ("parameters", sae.parameters().Sum(t => t.numel()).ToString("N0")),
             });
             return 0;

@@ -32,8 +32,8 @@ internal static class ReleasesCommand
             }
             var rows = SaeReleases.Filter(parse.GetValue(model), text).ToList();
             Write($"{rows.Count} releases (from {SaeReleases.Source})",
-                ["release", "repo", "model", "format", "saes", "example --sae"],
-                rows.Select(r => new[] { r.Release, r.RepoId, r.Model, Format(r), r.Saes.Count.ToString(), r.Saes.Count > 0 ? $"{r.Release}/{r.Saes[0].Id}" : "-" }));
+                ["release", "repo", "model", "format", "saes"],
+                rows.Select(r => new[] { r.Release, r.RepoId, r.Model, Format(r), r.Saes.Count.ToString() }));
             return 0;
         });
         return command;
@@ -57,7 +57,8 @@ internal static class ReleasesCommand
             return;
         }
         var table = new Table().Title(Markup.Escape(title));
-        foreach (var c in columns) table.AddColumn(c);
+        // The first two columns are names a user copies (release, sae_id / repo, hook): never broken across lines.
+        for (int i = 0; i < columns.Length; i++) table.AddColumn(i < 2 ? new TableColumn(columns[i]).NoWrap() : new TableColumn(columns[i]));
         foreach (var row in rows) table.AddRow(row.Select(Markup.Escape).ToArray());
         AnsiConsole.Write(table);
     }

@@ -14,15 +14,23 @@ internal static class SaeCommands
 {
     public static Option<string> SaeOption() => new("--sae")
     {
-        Description = "SAE folder or file (SAELens, dictionary_learning ae.pt, Gemma Scope params.npz, sparsify, OpenAI)",
+        Description = "SAE folder or file (SAELens, dictionary_learning ae.pt, Gemma Scope params.npz, sparsify, OpenAI), RELEASE/SAE_ID (sae releases) or hf:ORG/REPO[/PATH]",
         Required = true,
     };
+
+    /// <summary><c>--arch</c> of the commands that load an SAE: the architecture of a bare dictionary_learning ae.pt.</summary>
+    public static Option<string?> ArchOption() => new("--arch")
+    {
+        Description = "Architecture of a bare dictionary_learning ae.pt (standard, gated, jumprelu, topk, batchtopk, matryoshka_batchtopk); default: from its config.json or its keys",
+    };
+
+    public static SaeLoadOptions LoadOptions(ParseResult parse, Option<string?> arch) => new() { Architecture = parse.GetValue(arch) };
 
     public static Command Eval()
     {
         var sae = new Option<string[]>("--sae")
         {
-            Description = "SAE folder or file (any supported format); repeat it to evaluate several SAEs in one pass over a model",
+            Description = "SAE folder or file (any supported format), RELEASE/SAE_ID or hf:ORG/REPO[/PATH]; repeat it to evaluate several SAEs in one pass over a model",
             Required = true,
         };
         var activations = new Option<string?>("--activations") { Description = "Activation file or folder [N, d_in]" };
@@ -30,19 +38,20 @@ internal static class SaeCommands
         var json = new Option<string?>("--json") { Description = "Write the metrics as JSON here" };
         var histogram = new Option<string?>("--histogram") { Description = "Write the log10 feature-density histogram PNG here (default: beside --json)" };
         var maxRows = new Option<long?>("--max-rows") { Description = "Evaluate at most this many rows" };
+        var arch = ArchOption();
         var command = new Command("eval", "Evaluate SAEs on activations (MSE, L0, FVU, dead features) or inside a model (% CE loss recovered, KL)")
         {
-            sae, activations, groundTruth, json, histogram, maxRows,
+            sae, activations, groundTruth, json, histogram, maxRows, arch,
         };
         var data = new ModelDataOptionsCli();
         data.AddTo(command);
         Cli.SetAction(command, parse =>
         {
             var saes = parse.GetValue(sae)!;
-            if (data.Given(parse)) return EvalInModel(parse, data, saes, parse.GetValue(json), parse.GetValue(histogram));
+            if (data.Given(parse)) return EvalInModel(parse, data, saes, parse.GetValue(json), parse.GetValue(histogram), LoadOptions(parse, arch));
             var activationPath = parse.GetValue(activations) ?? throw new SaeSharpException("give --activations, or --model and --dataset");
             if (saes.Length != 1) throw new SaeSharpException("evaluation on an activation file takes one --sae");
-            using var model = SaeLoader.Load(saes[0]);
+            using var model = SaeLoader.Load(saes[0], LoadOptions(parse, arch));
             model.eval();
             using var source = ActivationSplit.EvalFiles([activationPath], new ActivationFileSourceOptions { ExpectedDIn = model.Cfg.DIn });
             using var features = parse.GetValue(groundTruth) is string gt ? SyntheticDataset.ReadFeatures(gt) : null;
@@ -67,11 +76,11 @@ internal static class SaeCommands
     }
 
     /// <summary>The dictionary_learning README's statistics table plus FVU, KL, L2 ratio and dead fraction, per SAE.</summary>
-    private static int EvalInModel(ParseResult parse, ModelDataOptionsCli data, string[] saes, string? jsonPath, string? histogram)
+    private static int EvalInModel(ParseResult parse, ModelDataOptionsCli data, string[] saes, string? jsonPath, string? histogram, SaeLoadOptions saeOptions)
     {
         var options = data.Read(parse, hookRequired: false);
         if (options.Tokens is null) options = options with { Tokens = 16384 };
-        var results = ModelPipeline.Evaluate(saes, options);
+        var results = ModelPipeline.Evaluate(saes, options, saeOptions: saeOptions);
         var all = new System.Text.Json.Nodes.JsonArray();
         for (int i = 0; i < results.Count; i++)
         {
@@ -128,10 +137,11 @@ internal static class SaeCommands
         var activations = new Option<string>("--activations") { Description = "Activation file or folder [N, d_in]", Required = true };
         var output = new Option<string>("--out") { Description = "Output .safetensors with feature_acts [N, d_sae] and sae_out [N, d_out]", Required = true };
         var batchSize = new Option<int>("--batch-size") { Description = "Rows per batch", DefaultValueFactory = _ => 4096 };
-        var command = new Command("encode", "Encode every row of an activation file: feature activations and reconstructions") { sae, activations, output, batchSize };
+        var arch = ArchOption();
+        var command = new Command("encode", "Encode every row of an activation file: feature activations and reconstructions") { sae, activations, output, batchSize, arch };
         Cli.SetAction(command, parse =>
         {
-            using var model = SaeLoader.Load(parse.GetValue(sae)!);
+            using var model = SaeLoader.Load(parse.GetValue(sae)!, LoadOptions(parse, arch));
             model.eval();
             var inputs = parse.GetValue(activations)!;
             using var source = ActivationSplit.EvalFiles([inputs], new ActivationFileSourceOptions { ExpectedDIn = model.Cfg.DIn });

@@ -286,7 +286,7 @@ public static class DownstreamEvaluator
     /// <summary>
     /// Adds the next-token CE of the clean pass and each variant's CE and KL(clean ‖ variant) over the counted positions.
     /// The logits are computed a chunk of positions at a time from the final-normalised residuals, so that no
-    /// [tokens, vocab] matrix exists, and the clean chunk's log-probabilities are shared by every variant.
+    /// [tokens, vocab] matrix exists, and the clean chunk's logits and probabilities are shared by every variant.
     /// </summary>
     private static void Measure(HookedTransformer model, Tensor tokens, Tensor keep, Tensor cleanNormalized, Sums clean,
         List<(Sums Sums, Tensor Normalized)> variants, int? chunkPositions)

@@ -30,10 +30,15 @@ public static class SaeLoader
 
     /// <summary>Loads the SAE that <paramref name="path"/> names: a local file or folder, <c>RELEASE/SAE_ID</c> or
     /// <c>hf:ORG/REPO[/PATH]</c> (downloaded into the Hugging Face cache first).</summary>
-    public static Sae Load(string path, SaeLoadOptions? options = null)
+    public static Sae Load(string path, SaeLoadOptions? options = null) =>
+        Load(SaeSource.Resolve(path, options?.Hub), options);
+
+    /// <summary>Loads an SAE already resolved to local files by <see cref="SaeSource.Resolve"/>, completing its metadata
+    /// with the release's facts.</summary>
+    public static Sae Load(ResolvedSae resolved, SaeLoadOptions? options = null)
     {
+        ArgumentNullException.ThrowIfNull(resolved);
         options ??= new SaeLoadOptions();
-        var resolved = SaeSource.Resolve(path, options.Hub);
         string local = resolved.Path;
         foreach (var (_, detect, load) in Formats)
         {
@@ -45,7 +50,7 @@ public static class SaeLoader
         throw new SaeSharpException($"{local}: not a recognised SAE (looked for: {string.Join(", ", Formats.Select(f => f.Name))})");
     }
 
-    /// <summary>The name of the format <see cref="Load"/> would use, or null (a release or hub path is resolved first).</summary>
+    /// <summary>The name of the format <see cref="Load(string, SaeLoadOptions?)"/> would use, or null (a release or hub path is resolved first).</summary>
     public static string? DetectFormat(string path, SaeLoadOptions? options = null)
     {
         string local = SaeSource.IsRemote(path) ? SaeSource.Resolve(path, options?.Hub).Path : path;

@@ -16,6 +16,7 @@ public sealed record ModelDataOptions
     public int? ContextSize { get; init; }
     /// <summary>Start each window with BOS and separate documents with it (SAELens <c>prepend_bos</c>); null: the SAE's setting or true.</summary>
     public bool? PrependBos { get; init; }
+    /// <summary>JSONL/parquet field holding the text (SAELens <c>dataset</c> column); default "text".</summary>
     public string TextField { get; init; } = "text";
     /// <summary>Token budget N (⌈N / context size⌉ windows); null: the whole dataset.</summary>
     public long? Tokens { get; init; }
@@ -23,6 +24,7 @@ public sealed record ModelDataOptions
     public bool? ExcludeSpecialTokens { get; init; }
     /// <summary>Weight processing of the model (training and caching; evaluation takes it from the SAEs' cfg).</summary>
     public WeightProcessingOptions Processing { get; init; } = new();
+    /// <summary>dtype the model runs in (float32 default; bfloat16 or float16 halve its memory).</summary>
     public ScalarType ModelDtype { get; init; } = ScalarType.Float32;
     /// <summary>Where the model and SAEs run (<see cref="ComputeDevice.Parse"/>); only evaluation takes a non-CPU device so far.</summary>
     public Device Device { get; init; } = CPU;

@@ -90,7 +90,8 @@ public static class ModelPipeline
     /// as the SAEs' <c>model_from_pretrained_kwargs</c> ask; they must agree), and evaluates all of them in one pass.
     /// Context size, prepend_bos and exclude_special_tokens default to the first SAE's metadata.
     /// </summary>
-    public static IReadOnlyList<DownstreamMetrics> Evaluate(IReadOnlyList<string> saePaths, ModelDataOptions data, bool meanAblation = true)
+    public static IReadOnlyList<DownstreamMetrics> Evaluate(IReadOnlyList<string> saePaths, ModelDataOptions data, bool meanAblation = true,
+        SaeLoadOptions? saeOptions = null)
     {
         ArgumentNullException.ThrowIfNull(saePaths);
         ArgumentNullException.ThrowIfNull(data);
@@ -98,7 +99,7 @@ public static class ModelPipeline
         var saes = new List<Sae>();
         try
         {
-            foreach (var p in saePaths) saes.Add(SaeLoader.Load(p));
+            foreach (var p in saePaths) saes.Add(SaeLoader.Load(p, saeOptions));
             var meta = saes[0].Cfg.Metadata;
             var processing = ModelForSae.SharedOptions(saes.Select(s => s.Cfg));
             var tokenizer = Tokenizer.FromFolder(data.TokenizerPath ?? data.ModelPath);

@@ -25,6 +25,7 @@ public class BatchTopKSae : TopKFamilySae
     private readonly Tensor threshold;
 #pragma warning restore IDE1006
 
+    /// <summary>A BatchTopK SAE of shape <paramref name="cfg"/> (zero weights; <c>k</c> required).</summary>
     public BatchTopKSae(SaeConfig cfg) : base(cfg)
     {
         threshold = full(cfg.DSae, -1f);
@@ -34,6 +35,7 @@ public class BatchTopKSae : TopKFamilySae
     /// <summary>The inference threshold θ (−1 until estimated).</summary>
     public Tensor Threshold => threshold;
 
+    /// <inheritdoc/>
     public override Tensor Encode(Tensor x)
     {
         using var scope = NewDisposeScope();
@@ -90,6 +92,7 @@ public class BatchTopKSae : TopKFamilySae
         threshold.fill_(next);
     }
 
+    /// <inheritdoc/>
     public override Sae ToInferenceSae()
     {
         var cfg = Cfg.Clone();

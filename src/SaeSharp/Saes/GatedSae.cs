@@ -25,6 +25,7 @@ public sealed class GatedSae : Sae
     private readonly Parameter b_mag;
 #pragma warning restore IDE1006
 
+    /// <summary>A gated SAE of shape <paramref name="cfg"/> (zero weights).</summary>
     public GatedSae(SaeConfig cfg) : base(cfg, hasEncoderBias: false)
     {
         b_gate = nn.Parameter(zeros(cfg.DSae));
@@ -33,12 +34,17 @@ public sealed class GatedSae : Sae
         RegisterComponents();
     }
 
+    /// <summary><c>b_gate</c> [d_sae]: the gate path's bias.</summary>
     public Parameter BGate => b_gate;
+    /// <summary><c>r_mag</c> [d_sae]: log-scale of the magnitude path's encoder columns (W_enc ⊙ exp(r_mag)).</summary>
     public Parameter RMag => r_mag;
+    /// <summary><c>b_mag</c> [d_sae]: the magnitude path's bias.</summary>
     public Parameter BMag => b_mag;
 
+    /// <inheritdoc/>
     public override (double Beta1, double Beta2) DefaultAdamBetas => (0.0, 0.999);
 
+    /// <inheritdoc/>
     public override double DefaultLearningRate() => 5e-5;
 
     /// <summary>Gate pre-activations π_gate [N, d_sae].</summary>
@@ -55,6 +61,7 @@ public sealed class GatedSae : Sae
         return EncoderMatmul(x, b_mag, W_enc * r_mag.exp()).MoveToOuterDisposeScope();
     }
 
+    /// <inheritdoc/>
     public override Tensor Encode(Tensor x)
     {
         using var scope = NewDisposeScope();

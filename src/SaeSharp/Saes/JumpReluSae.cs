@@ -26,21 +26,26 @@ public sealed class JumpReluSae : Sae
     private readonly Parameter threshold;
 #pragma warning restore IDE1006
 
+    /// <summary>A JumpReLU SAE of shape <paramref name="cfg"/> (zero weights and threshold).</summary>
     public JumpReluSae(SaeConfig cfg) : base(cfg)
     {
         threshold = nn.Parameter(zeros(cfg.DSae));
         RegisterComponents();
     }
 
+    /// <summary><c>threshold</c> θ [d_sae]: a latent fires where its pre-activation exceeds it.</summary>
     public Parameter Threshold => threshold;
 
+    /// <inheritdoc/>
     public override (double Beta1, double Beta2) DefaultAdamBetas => (0.0, 0.999);
 
+    /// <inheritdoc/>
     public override double DefaultLearningRate() => 7e-5;
 
     /// <inheritdoc/>
     public override Tensor HiddenPre(Tensor x) => EncoderMatmul(x, BEnc, W_enc);
 
+    /// <inheritdoc/>
     public override Tensor Encode(Tensor x)
     {
         using var scope = NewDisposeScope();
@@ -144,7 +149,9 @@ public sealed class JumpReluSae : Sae
         threshold.fill_(Training.InitialThreshold);
     }
 
+    /// <inheritdoc/>
     public override void BeforeOptimizerStep(SaeTrainContext ctx) => RemoveGradientParallelToDecoderRows();
 
+    /// <inheritdoc/>
     public override void AfterOptimizerStep(SaeTrainContext ctx) => NormalizeDecoderRows();
 }

@@ -39,10 +39,12 @@ public sealed class MatryoshkaBatchTopKSae : BatchTopKSae
             throw new SaeSharpException($"{source}: the last matryoshka width must equal d_sae={cfg.DSae}, got {widths[^1]}");
     }
 
+    /// <summary>A Matryoshka BatchTopK SAE of shape <paramref name="cfg"/> (zero weights; <c>k</c> and <c>matryoshka_widths</c> required).</summary>
     public MatryoshkaBatchTopKSae(SaeConfig cfg) : base(cfg)
     {
     }
 
+    /// <summary>Cumulative prefix widths (cfg.json <c>matryoshka_widths</c>); the last is d_sae.</summary>
     public IReadOnlyList<int> Widths => Cfg.MatryoshkaWidths!;
 
     internal override (Tensor SaeOut, Tensor Loss) ReconstructionLoss(SparseCode code, Tensor vals, Tensor target, Dictionary<string, Tensor> losses)

@@ -15,12 +15,17 @@ namespace SaeSharp.Saes;
 public abstract class Sae : nn.Module<Tensor, Tensor>
 {
 #pragma warning disable IDE1006 // field names are the state_dict keys
+    /// <summary>Encoder weights <c>W_enc</c> [d_in, d_sae].</summary>
     protected readonly Parameter W_enc;
+    /// <summary>Encoder bias <c>b_enc</c> [d_sae] (null for gated SAEs).</summary>
     protected readonly Parameter? b_enc;
+    /// <summary>Decoder weights <c>W_dec</c> [d_sae, d_out]; row j is latent j's direction.</summary>
     protected readonly Parameter W_dec;
+    /// <summary>Decoder bias <c>b_dec</c> [d_out] (subtracted from the input too when <c>apply_b_dec_to_input</c>).</summary>
     protected readonly Parameter b_dec;
 #pragma warning restore IDE1006
 
+    /// <summary>Shape and inference behaviour (cfg.json).</summary>
     public SaeConfig Cfg { get; }
 
     /// <summary>Training hyperparameters used by <see cref="TrainingForward"/>; ignored at inference.</summary>
@@ -38,11 +43,15 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
         b_dec = nn.Parameter(zeros(cfg.DOutOrIn));
     }
 
+    /// <summary><c>W_enc</c> [d_in, d_sae].</summary>
     public Parameter WEnc => W_enc;
     /// <summary>The encoder bias; throws for architectures that have none (gated: see <c>b_gate</c>, <c>b_mag</c>).</summary>
     public Parameter BEnc => b_enc ?? throw new SaeSharpException($"architecture '{Cfg.Architecture}' has no b_enc");
+    /// <summary>Whether the architecture has <c>b_enc</c> (all but gated).</summary>
     public bool HasEncoderBias => b_enc is not null;
+    /// <summary><c>W_dec</c> [d_sae, d_out].</summary>
     public Parameter WDec => W_dec;
+    /// <summary><c>b_dec</c> [d_out].</summary>
     public Parameter BDec => b_dec;
 
     /// <summary>The input to the encoder matmul: x (layer-normed when <c>normalize_activations</c> is "layer_norm"),
@@ -166,6 +175,7 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
     /// <summary>Reconstruction f·W_dec + b_dec, [N, d_out].</summary>
     public virtual Tensor Decode(Tensor featureActs) => torch.addmm(b_dec, featureActs, W_dec, 1, 1);
 
+    /// <summary>The reconstruction of <paramref name="x"/> [..., d_in] as [..., d_out] (in x's scale for layer-norm SAEs).</summary>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();

@@ -3,11 +3,17 @@ namespace SaeSharp.Saes;
 /// <summary>The architecture registry: cfg.json <c>architecture</c> names (SAELens's) to <see cref="SaeArchitecture"/>s.</summary>
 public static class SaeArchitectures
 {
+    /// <summary>"standard": ReLU encoder (alias "relu").</summary>
     public const string Standard = "standard";
+    /// <summary>"topk".</summary>
     public const string TopK = "topk";
+    /// <summary>"batchtopk".</summary>
     public const string BatchTopK = "batchtopk";
+    /// <summary>"gated".</summary>
     public const string Gated = "gated";
+    /// <summary>"jumprelu".</summary>
     public const string JumpReLU = "jumprelu";
+    /// <summary>"matryoshka_batchtopk" (alias "matryoshka").</summary>
     public const string MatryoshkaBatchTopK = "matryoshka_batchtopk";
 
     private static readonly List<SaeArchitecture> Registered =

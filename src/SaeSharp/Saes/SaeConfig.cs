@@ -7,16 +7,27 @@ namespace SaeSharp.Saes;
 /// <summary>Where an SAE's activations come from: SAELens <c>cfg.json</c> "metadata".</summary>
 public sealed class SaeMetadata
 {
+    /// <summary>Model the activations came from (SAELens <c>model_name</c>).</summary>
     [JsonPropertyName("model_name")] public string? ModelName { get; set; }
+    /// <summary>TransformerLens hook the SAE reads, e.g. <c>blocks.8.hook_resid_pre</c>.</summary>
     [JsonPropertyName("hook_name")] public string? HookName { get; set; }
+    /// <summary>Attention head of a per-head hook, or null.</summary>
     [JsonPropertyName("hook_head_index")] public int? HookHeadIndex { get; set; }
+    /// <summary>Tokens per context window in training.</summary>
     [JsonPropertyName("context_size")] public int? ContextSize { get; set; }
+    /// <summary>Whether windows started with BOS in training.</summary>
     [JsonPropertyName("prepend_bos")] public bool PrependBos { get; set; } = true;
+    /// <summary>Dataset the activations were harvested from.</summary>
     [JsonPropertyName("dataset_path")] public string? DatasetPath { get; set; }
+    /// <summary>SAELens model class; "HookedTransformer".</summary>
     [JsonPropertyName("model_class_name")] public string? ModelClassName { get; set; } = "HookedTransformer";
+    /// <summary>TransformerLens weight processing the model was loaded with (fold_ln, center_writing_weights, ...).</summary>
     [JsonPropertyName("model_from_pretrained_kwargs")] public Dictionary<string, JsonElement>? ModelFromPretrainedKwargs { get; set; }
+    /// <summary>Whether BOS/EOS/PAD positions were left out in training.</summary>
     [JsonPropertyName("exclude_special_tokens")] public bool? ExcludeSpecialTokens { get; set; }
+    /// <summary>SAELens version that wrote the file, when it did.</summary>
     [JsonPropertyName("sae_lens_version")] public string? SaeLensVersion { get; set; }
+    /// <summary>SAELens version that trained the SAE, when it did.</summary>
     [JsonPropertyName("sae_lens_training_version")] public string? SaeLensTrainingVersion { get; set; }
     /// <summary>Keys this class does not model, kept so a round trip loses nothing.</summary>
     [JsonExtensionData] public Dictionary<string, JsonElement>? Extra { get; set; }
@@ -33,33 +44,46 @@ public sealed class SaeConfig
     /// <summary>The architecture's registered name (<see cref="SaeArchitectures"/>); an alias is read as its name.</summary>
     [JsonPropertyName("architecture")]
     public string Architecture { get => _architecture; set => _architecture = SaeArchitectures.Find(value)?.Name ?? value; }
+    /// <summary>Input width d_in.</summary>
     [JsonPropertyName("d_in")] public int DIn { get; set; }
+    /// <summary>Number of latents d_sae.</summary>
     [JsonPropertyName("d_sae")] public int DSae { get; set; }
     /// <summary>Width of the reconstruction target; null means <see cref="DIn"/>.</summary>
     [JsonPropertyName("d_out")] [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public int? DOut { get; set; }
+    /// <summary>dtype of the weights ("float32", "bfloat16", ...).</summary>
     [JsonPropertyName("dtype")] public string Dtype { get; set; } = "float32";
+    /// <summary>Device of the weights ("cpu").</summary>
     [JsonPropertyName("device")] public string Device { get; set; } = "cpu";
+    /// <summary>Subtract b_dec from the input before encoding (SAELens default true; false for transcoders).</summary>
     [JsonPropertyName("apply_b_dec_to_input")] public bool ApplyBDecToInput { get; set; } = true;
     /// <summary>"none", "expected_average_only_in" (scaling factor kept in the cfg) or "layer_norm".</summary>
     [JsonPropertyName("normalize_activations")] public string NormalizeActivations { get; set; } = "none";
+    /// <summary>SAELens <c>reshape_activations</c> ("none"; "hook_z" flattens attention heads).</summary>
     [JsonPropertyName("reshape_activations")] public string ReshapeActivations { get; set; } = "none";
     /// <summary>Active latents per row for TopK and BatchTopK.</summary>
     [JsonPropertyName("k")] [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public int? K { get; set; }
     /// <summary>Matryoshka prefix sizes (cumulative widths of the nested groups).</summary>
     [JsonPropertyName("matryoshka_widths")] [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public int[]? MatryoshkaWidths { get; set; }
+    /// <summary>Where the activations came from.</summary>
     [JsonPropertyName("metadata")] public SaeMetadata Metadata { get; set; } = new();
+    /// <summary>Keys this class does not model, kept so a round trip loses nothing.</summary>
     [JsonExtensionData] public Dictionary<string, JsonElement>? Extra { get; set; }
 
+    /// <summary><see cref="DOut"/> or, for an autoencoder, <see cref="DIn"/>.</summary>
     [JsonIgnore] public int DOutOrIn => DOut ?? DIn;
 
+    /// <summary>Indented JSON, as cfg.json is written.</summary>
     public static readonly JsonSerializerOptions JsonOptions = new() { WriteIndented = true };
 
+    /// <summary>cfg.json text.</summary>
     public string ToJson() => JsonSerializer.Serialize(this, JsonOptions);
 
+    /// <summary>Reads cfg.json text; <paramref name="source"/> names it in errors.</summary>
     public static SaeConfig FromJson(string json, string source = "cfg.json") =>
         JsonSerializer.Deserialize<SaeConfig>(json, JsonOptions)
         ?? throw new SaeSharpException($"{source}: empty SAE config");
 
+    /// <summary>A deep copy.</summary>
     public SaeConfig Clone() => FromJson(ToJson());
 
     /// <summary>Checks the fields every architecture needs, then the architecture's own

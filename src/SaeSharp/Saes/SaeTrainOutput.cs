@@ -5,6 +5,7 @@ namespace SaeSharp.Saes;
 /// <summary>Per-step information the trainer hands to an SAE's training form.</summary>
 public sealed class SaeTrainContext
 {
+    /// <summary>0-based optimiser step.</summary>
     public long Step { get; init; }
     /// <summary>Multiplier of the sparsity coefficient (warm-up ramps it from 0 to 1).</summary>
     public double SparsityScale { get; init; } = 1.0;
@@ -19,7 +20,9 @@ public sealed class SaeTrainOutput
     private Tensor? _featureActs;
     private Func<Tensor>? _featureActsFactory;
 
+    /// <summary>The scalar loss to back-propagate.</summary>
     public required Tensor Loss { get; init; }
+    /// <summary>The reconstruction ŷ [N, d_out].</summary>
     public required Tensor SaeOut { get; init; }
 
     /// <summary>[N, d_sae] feature activations. TopK-family SAEs train on a sparse code and build this dense matrix only
@@ -33,6 +36,7 @@ public sealed class SaeTrainOutput
     /// <summary>Builds <see cref="FeatureActs"/> on first access (for architectures that do not need it densely).</summary>
     public Func<Tensor>? FeatureActsFactory { init => _featureActsFactory = value; }
 
+    /// <summary>The named parts of <see cref="Loss"/>, detached.</summary>
     public Dictionary<string, Tensor> Losses { get; init; } = new();
     /// <summary>[d_sae] int64: in how many rows of the batch each latent is nonzero — what a trainer's firing statistics
     /// need — when the architecture has it cheaply (the sparse training passes); null otherwise: derive it from

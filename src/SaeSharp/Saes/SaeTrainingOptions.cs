@@ -36,6 +36,7 @@ public sealed class SaeTrainingOptions
 
     /// <summary>Sparsity coefficient λ (L1, L0 or entropy, by architecture).</summary>
     [JsonPropertyName("l1_coefficient")] public double SparsityCoefficient { get; set; } = 5.0;
+    /// <summary>Sparsity penalty of the ReLU SAE (relu: L1; relu-april: L1 weighted by decoder norms).</summary>
     public SparsityPenalty Penalty { get; set; } = SparsityPenalty.L1;
     /// <summary>AuxK coefficient for TopK-family SAEs (Gao et al.: 1/32).</summary>
     [JsonPropertyName("aux_loss_coefficient")] public double AuxKCoefficient { get; set; } = 1.0 / 32;
@@ -45,6 +46,7 @@ public sealed class SaeTrainingOptions
     [JsonPropertyName("jumprelu_bandwidth")] public double Bandwidth { get; set; } = 0.001;
     /// <summary>JumpReLU initial threshold.</summary>
     [JsonPropertyName("jumprelu_init_threshold")] public double InitialThreshold { get; set; } = 0.001;
+    /// <summary>JumpReLU sparsity loss (L0, or dictionary_learning's target-L0 form).</summary>
     public JumpReluPenalty JumpReluPenalty { get; set; } = JumpReluPenalty.L0;
     /// <summary>Target L0 for <see cref="JumpReluPenalty.TargetL0"/> and for <see cref="AdaptToTargetL0"/>.</summary>
     public double TargetL0 { get; set; } = 20;

@@ -18,6 +18,7 @@ public sealed class StandardSae : Sae
     /// <summary>The registry entry of "standard" (ReLU; <c>sae train --arch relu</c> and <c>relu-april</c> are its recipes).</summary>
     public static SaeArchitecture Descriptor { get; } = new() { Name = SaeArchitectures.Standard, Create = c => new StandardSae(c) };
 
+    /// <summary>A ReLU SAE of shape <paramref name="cfg"/> (zero weights).</summary>
     public StandardSae(SaeConfig cfg) : base(cfg)
     {
         RegisterComponents();
@@ -29,6 +30,7 @@ public sealed class StandardSae : Sae
     /// <inheritdoc/>
     public override bool SupportsResampling => true;
 
+    /// <inheritdoc/>
     public override Tensor Encode(Tensor x)
     {
         using var scope = NewDisposeScope();
@@ -144,11 +146,13 @@ public sealed class StandardSae : Sae
         return SparseKernels.RowDots(xc, code.Rows, wT, code.Cols).add_(BEnc.detach().index_select(0, code.Cols)).MoveToOuterDisposeScope();
     }
 
+    /// <inheritdoc/>
     public override void BeforeOptimizerStep(SaeTrainContext ctx)
     {
         if (ConstrainsDecoderNorm) RemoveGradientParallelToDecoderRows();
     }
 
+    /// <inheritdoc/>
     public override void AfterOptimizerStep(SaeTrainContext ctx)
     {
         if (ConstrainsDecoderNorm) NormalizeDecoderRows();

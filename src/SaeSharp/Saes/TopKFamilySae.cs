@@ -27,6 +27,7 @@ namespace SaeSharp.Saes;
 /// </summary>
 public abstract class TopKFamilySae : Sae
 {
+    /// <summary>An SAE of the TopK family of shape <paramref name="cfg"/> (zero weights).</summary>
     protected TopKFamilySae(SaeConfig cfg) : base(cfg)
     {
     }
@@ -34,6 +35,7 @@ public abstract class TopKFamilySae : Sae
     /// <summary>Active latents per row (per row on average for BatchTopK).</summary>
     public int K => Cfg.K ?? throw new SaeSharpException($"architecture '{Cfg.Architecture}' needs k in cfg.json");
 
+    /// <inheritdoc/>
     public override double DefaultLearningRate() => ScaledTopKLearningRate(Cfg.DSae);
 
     /// <summary>Elements of the pre-activation matrix computed at once in the training pass (32 MB of float32): the dense
@@ -83,6 +85,7 @@ public abstract class TopKFamilySae : Sae
         return SelectFromCandidates(v, i, () => pre.alias());
     }
 
+    /// <inheritdoc/>
     public override SaeTrainOutput TrainingForward(Tensor x, Tensor target, SaeTrainContext ctx)
     {
         using var scope = NewDisposeScope();
@@ -248,10 +251,13 @@ public abstract class TopKFamilySae : Sae
         return (l2 / denom).nan_to_num(0.0).MoveToOuterDisposeScope();
     }
 
+    /// <summary>Unit-norm decoder rows, W_enc = W_decᵀ, zero biases (<paramref name="decoderNorm"/> is ignored).</summary>
     public override void InitializeWeights(Generator? generator = null, double decoderNorm = 0.1) =>
         base.InitializeWeights(generator, 1.0);
 
+    /// <inheritdoc/>
     public override void BeforeOptimizerStep(SaeTrainContext ctx) => RemoveGradientParallelToDecoderRows();
 
+    /// <inheritdoc/>
     public override void AfterOptimizerStep(SaeTrainContext ctx) => NormalizeDecoderRows();
 }

@@ -13,11 +13,13 @@ public sealed class TopKSae : TopKFamilySae
     /// <summary>The registry entry of "topk".</summary>
     public static SaeArchitecture Descriptor { get; } = new() { Name = SaeArchitectures.TopK, Create = c => new TopKSae(c), NeedsK = true };
 
+    /// <summary>A TopK SAE of shape <paramref name="cfg"/> (zero weights; <c>k</c> required).</summary>
     public TopKSae(SaeConfig cfg) : base(cfg)
     {
         RegisterComponents();
     }
 
+    /// <inheritdoc/>
     public override Tensor Encode(Tensor x)
     {
         using var scope = NewDisposeScope();

@@ -13,6 +13,7 @@ namespace SaeSharp.Training;
 /// </summary>
 public static class SaeRecipes
 {
+    /// <summary>The recipe names <c>sae train --arch</c> accepts.</summary>
     public static readonly IReadOnlyList<string> Names = ["relu", "relu-april", "standard", "topk", "batchtopk", "gated", "jumprelu", "matryoshka"];
 
     /// <summary>The cfg.json architecture of a recipe.</summary>

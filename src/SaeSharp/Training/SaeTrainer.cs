@@ -22,6 +22,7 @@ public sealed class SaeTrainer : IDisposable
     private TrainLog? _log;
     private bool _resumed;
 
+    /// <summary>A trainer of <paramref name="saes"/> on batches of <paramref name="source"/>, run as <paramref name="config"/> says.</summary>
     public SaeTrainer(TrainerConfig config, IActivationSource source, IEnumerable<SaeSlot> saes)
     {
         config.Validate();
@@ -55,7 +56,9 @@ public sealed class SaeTrainer : IDisposable
     /// <summary>Receives a report every log_every_steps steps, synchronously on the training thread.</summary>
     public IProgress<TrainingProgress>? Progress { get; set; }
 
+    /// <summary>The run's configuration.</summary>
     public TrainerConfig Config => _cfg;
+    /// <summary>Optimiser steps of the run.</summary>
     public long TotalSteps => _cfg.Steps;
     /// <summary>Optimiser steps completed.</summary>
     public long Step { get; private set; }
@@ -424,6 +427,7 @@ public sealed class SaeTrainer : IDisposable
     private SlotState Slot(string name) =>
         _slots.FirstOrDefault(s => s.Name == name) ?? throw new SaeSharpException($"no SAE named '{name}' in this run");
 
+    /// <summary>Releases the optimiser state and the trainer's tensors (not the SAEs or the source).</summary>
     public void Dispose()
     {
         _log?.Dispose();

@@ -12,12 +12,15 @@ public sealed class TrainingRunOptions
 {
     /// <summary>Output folder: one SAE is written into it directly, several into a sub-folder each (named after the slot).</summary>
     public required string OutDir { get; init; }
+    /// <summary>The run's trainer configuration (steps, batch size, schedules, normalisation, checkpoints).</summary>
     public required TrainerConfig Trainer { get; init; }
     /// <summary>The SAEs to train; ignored when resuming (the checkpoint names them).</summary>
     public IReadOnlyList<SaeSlot> Saes { get; init; } = [];
+    /// <summary>Training rows (shuffled, resumable).</summary>
     public required IActivationSource TrainSource { get; init; }
     /// <summary>Held-out rows for metrics.json; null skips the evaluation.</summary>
     public IActivationSource? EvalSource { get; init; }
+    /// <summary>Held-out rows read from <see cref="EvalSource"/> for metrics.json.</summary>
     public long EvalRows { get; init; } = 65536;
     /// <summary>True feature directions [n_features, d_in] of synthetic data: adds mmcs and recovered_fraction to the metrics.</summary>
     public Tensor? GroundTruthFeatures { get; init; }
@@ -39,9 +42,12 @@ public sealed record TrainingRunResult(TrainingStatus Status, long Steps, long T
 /// </summary>
 public static class TrainingRun
 {
+    /// <summary>Sub-folder of the output folder holding the checkpoints.</summary>
     public const string CheckpointFolder = "checkpoints";
+    /// <summary>File of the held-out metrics next to each SAE's cfg.json.</summary>
     public const string MetricsFile = "metrics.json";
 
+    /// <summary>Trains (or resumes) as <paramref name="o"/> says and writes the SAEs; a cancelled run leaves its checkpoint.</summary>
     public static TrainingRunResult Run(TrainingRunOptions o, CancellationToken cancellationToken = default, IProgress<TrainingProgress>? progress = null)
     {
         Directory.CreateDirectory(o.OutDir);

@@ -37,11 +37,13 @@ public sealed class TrainingSettings
     [JsonPropertyName("d_sae")] public int? DSae { get; set; }
     /// <summary>d_sae = expansion_factor × d_in when <see cref="DSae"/> is not given (<c>--expansion</c>; default 8).</summary>
     [JsonPropertyName("expansion_factor")] public int? ExpansionFactor { get; set; }
+    /// <summary>Rows per optimiser step (default 4096).</summary>
     [JsonPropertyName("batch_size")] public int BatchSize { get; set; } = 4096;
     /// <summary>Training steps; null: the token budget / batch size when training on a model with one, else 1000.</summary>
     [JsonPropertyName("steps")] public long? Steps { get; set; }
     /// <summary>Learning rate; null: the recipe's (<see cref="SaeRecipes.DefaultLearningRate"/>).</summary>
     [JsonPropertyName("lr")] public double? Lr { get; set; }
+    /// <summary>Seed of initialisation and shuffling (default 42).</summary>
     [JsonPropertyName("seed")] public long Seed { get; set; } = 42;
     /// <summary>Output folder.</summary>
     [JsonPropertyName("out")] public string? Out { get; set; }

@@ -8,6 +8,7 @@ namespace SaeSharp.Training;
 /// <see cref="TrainerConfig.SharedFields"/>). A null config means the run's config.</summary>
 public sealed class SaeSlot
 {
+    /// <summary>An SAE to train under <paramref name="name"/>, with its own trainer settings or (null) the run's.</summary>
     public SaeSlot(string name, Sae sae, TrainerConfig? config = null)
     {
         if (string.IsNullOrWhiteSpace(name)) throw new SaeSharpException("an SAE slot needs a non-empty name");
@@ -16,8 +17,11 @@ public sealed class SaeSlot
         Config = config;
     }
 
+    /// <summary>Name of the slot (its sub-folder when a run trains several SAEs).</summary>
     public string Name { get; }
+    /// <summary>The SAE, trained in place.</summary>
     public Sae Sae { get; }
+    /// <summary>This SAE's trainer settings (lr, schedules, resampling); null: the run's.</summary>
     public TrainerConfig? Config { get; }
 }
 
@@ -37,8 +41,11 @@ public enum TrainingStatus
 /// <summary>Metrics of one SAE at a logged step.</summary>
 public sealed class SaeProgress
 {
+    /// <summary>Slot name.</summary>
     public required string Name { get; init; }
+    /// <summary>Learning rate at this step.</summary>
     public double Lr { get; init; }
+    /// <summary>Sparsity-coefficient warm-up factor at this step (0 to 1).</summary>
     public double SparsityScale { get; init; }
     /// <summary>The total loss and its named parts ("overall_loss", "mse_loss", "l1_loss", …).</summary>
     public required IReadOnlyDictionary<string, double> Losses { get; init; }
@@ -55,6 +62,7 @@ public sealed class TrainingProgress
 {
     /// <summary>Steps completed.</summary>
     public long Step { get; init; }
+    /// <summary>Steps of the whole run.</summary>
     public long TotalSteps { get; init; }
     /// <summary>Training rows (tokens) consumed by optimiser steps.</summary>
     public long Tokens { get; init; }
@@ -62,6 +70,7 @@ public sealed class TrainingProgress
     public double RowsPerSecond { get; init; }
     /// <summary>Estimated time to the last step, from the average step time of this run; null before it is known.</summary>
     public TimeSpan? Eta { get; init; }
+    /// <summary>Per-SAE figures of this step.</summary>
     public required IReadOnlyList<SaeProgress> Saes { get; init; }
 }
 
@@ -69,13 +78,16 @@ public sealed class TrainingProgress
 /// "none" in its config), and its SAELens <c>sparsity</c> tensor (log10 of the firing fraction + 1e-10).</summary>
 public sealed class TrainedSae : IDisposable
 {
+    /// <summary>Slot name.</summary>
     public required string Name { get; init; }
+    /// <summary>The trained SAE, normalisation folded into its weights.</summary>
     public required Sae Sae { get; init; }
     /// <summary>[d_sae] float32, the SAELens sparsity.safetensors key <c>sparsity</c>.</summary>
     public required Tensor Sparsity { get; init; }
     /// <summary>The effective config this SAE was trained with (resolved lr and betas).</summary>
     public required TrainerConfig Config { get; init; }
 
+    /// <summary>Disposes the SAE's statistics.</summary>
     public void Dispose()
     {
         Sparsity.Dispose();
@@ -86,13 +98,17 @@ public sealed class TrainedSae : IDisposable
 /// <summary>Outcome of <see cref="SaeTrainer.Run"/>.</summary>
 public sealed class TrainingResult : IDisposable
 {
+    /// <summary>How the run ended.</summary>
     public TrainingStatus Status { get; init; }
+    /// <summary>Optimiser steps done.</summary>
     public long Steps { get; init; }
+    /// <summary>Rows trained on.</summary>
     public long Tokens { get; init; }
     /// <summary>Input scale used in training (1 without normalisation); already folded into <see cref="Saes"/>.</summary>
     public double ScaleIn { get; init; }
     /// <summary>Target scale used in training (1 without normalisation); already folded into <see cref="Saes"/>.</summary>
     public double ScaleOut { get; init; }
+    /// <summary>The trained SAEs, in slot order.</summary>
     public required IReadOnlyList<TrainedSae> Saes { get; init; }
     /// <summary>train_log.jsonl, if written.</summary>
     public string? LogFile { get; init; }
@@ -101,6 +117,7 @@ public sealed class TrainingResult : IDisposable
     /// <summary>Metrics of the last logged step of this call (the last step is always logged), for a summary.</summary>
     public TrainingProgress? LastProgress { get; init; }
 
+    /// <summary>Disposes the trained SAEs and their statistics.</summary>
     public void Dispose()
     {
         foreach (var s in Saes) s.Dispose();

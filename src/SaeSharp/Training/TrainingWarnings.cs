@@ -10,8 +10,11 @@ namespace SaeSharp.Training;
 /// </summary>
 public static class TrainingWarnings
 {
+    /// <summary>Fraction of variance unexplained above which a run is flagged.</summary>
     public const double MaxFvu = 0.5;
+    /// <summary>Share of dead latents above which a run is flagged.</summary>
     public const double MaxDeadFraction = 0.5;
+    /// <summary>CE loss recovered below which a run on a model is flagged.</summary>
     public const double MinCeLossRecovered = 0.5;
 
     /// <summary>The warnings for one trained SAE (empty when none applies).</summary>

@@ -1,0 +1,83 @@
+using System.Text.Json.Nodes;
+using SaeSharp.Interop;
+using SaeSharp.Saes;
+using SaeSharp.Tests.Hub;
+using SaeSharp.Tests.Tokenizers;
+
+namespace SaeSharp.Tests.Cli;
+
+/// <summary><c>sae releases</c>, and <c>--sae RELEASE/SAE_ID</c> / bare ae.pt with <c>--arch</c> on the command line.</summary>
+public sealed class HubCommandTests : IDisposable
+{
+    private readonly FakeHubServer _server = new();
+    private readonly string _dir = TestPaths.TempDir();
+
+    public void Dispose()
+    {
+        _server.Dispose();
+        try { Directory.Delete(_dir, recursive: true); } catch (IOException) { /* best effort */ }
+    }
+
+    private string P(params string[] parts) => Path.Combine([_dir, .. parts]);
+
+    private Dictionary<string, string> HubEnvironment => new() { ["HF_ENDPOINT"] = _server.Endpoint, ["HF_HUB_CACHE"] = P("cache") };
+
+    [Fact]
+    public void Releases_lists_and_filters_the_table()
+    {
+        var (exit, output, err) = CliRunner.Run("releases", "--model", "pythia-70m", "--search", "sm");
+        Assert.True(exit == 0, err);
+        foreach (var r in new[] { "pythia-70m-deduped-res-sm", "pythia-70m-deduped-mlp-sm", "pythia-70m-deduped-att-sm" })
+            Assert.Contains(r, output);
+        Assert.DoesNotContain("gpt2-small-res-jb", output);
+
+        (exit, output, err) = CliRunner.Run("releases", "gpt2-small-res-jb", "--search", "blocks.7");
+        Assert.True(exit == 0, err);
+        Assert.Contains("gpt2-small/7-res-jb", output);
+        Assert.DoesNotContain("gpt2-small/8-res-jb", output);
+        if (Console.IsOutputRedirected)
+            Assert.Contains("blocks.7.hook_resid_pre\tblocks.7.hook_resid_pre\tblocks.7.hook_resid_pre\tgpt2-small/7-res-jb\t54", output);
+
+        (exit, _, err) = CliRunner.Run("releases", "gpt2-small-res");
+        Assert.Equal(1, exit);
+        Assert.Contains("no release 'gpt2-small-res' (did you mean gpt2-small-res-jb", err);
+    }
+
+    [Fact]
+    public void Info_downloads_a_release_SAE_and_shows_its_Neuronpedia_id()
+    {
+        var cfg = new SaeConfig { Architecture = SaeArchitectures.Standard, DIn = 8, DSae = 16, Metadata = new SaeMetadata { HookName = "blocks.4.hook_mlp_out" } };
+        using (var sae = SaeFactory.Create(cfg)) SaeLensFormat.Save(sae, P("src"));
+        _server.Repos["ctigges/pythia-70m-deduped__mlp-sm_processed"] = new()
+        {
+            ["4-mlp-sm/cfg.json"] = new(File.ReadAllBytes(P("src", "cfg.json"))),
+            ["4-mlp-sm/sae_weights.safetensors"] = new(File.ReadAllBytes(P("src", "sae_weights.safetensors")), Lfs: true),
+        };
+        var (exit, output, err) = CliRunner.RunWithEnvironment(HubEnvironment, "info", "pythia-70m-deduped-mlp-sm/blocks.4.hook_mlp_out");
+        Assert.True(exit == 0, err);
+        Assert.Contains("pythia-70m-deduped/4-mlp-sm", output);
+        Assert.Contains("blocks.4.hook_mlp_out", output);
+        Assert.True(File.Exists(P("cache", "models--ctigges--pythia-70m-deduped__mlp-sm_processed", "snapshots", _server.Commit, "4-mlp-sm", "cfg.json")));
+
+        (exit, _, err) = CliRunner.RunWithEnvironment(HubEnvironment, "info", "pythia-70m-deduped-mlp-sm/blocks.9.hook_mlp_out");
+        Assert.Equal(1, exit);
+        Assert.Contains("release 'pythia-70m-deduped-mlp-sm' has no SAE 'blocks.9.hook_mlp_out'", err);
+    }
+
+    [Fact]
+    public void Convert_names_the_architecture_of_a_bare_ae_pt_with_arch()
+    {
+        Directory.CreateDirectory(P("zip", "10_32768"));
+        File.Copy(TestPaths.Data("dictionary_learning", "BatchTopKSAE", "ae.pt"), P("zip", "10_32768", "ae.pt"));
+        var (exit, output, err) = CliRunner.Run("convert", P("zip", "10_32768"), P("out"), "--arch", "batchtopk");
+        Assert.True(exit == 0, err);
+        Assert.Contains("converted dictionary_learning SAE", output);
+        // SAELens v6 saves BatchTopK in its inference form, JumpReLU with the stored threshold (0.15 in the fixture).
+        var written = JsonNode.Parse(File.ReadAllText(P("out", "cfg.json")))!;
+        Assert.Equal("jumprelu", written["architecture"]!.GetValue<string>());
+
+        (exit, output, err) = CliRunner.Run("convert", P("zip", "10_32768"), P("out2"));
+        Assert.True(exit == 0, err);
+        Assert.Equal("topk", JsonNode.Parse(File.ReadAllText(P("out2", "cfg.json")))!["architecture"]!.GetValue<string>());
+    }
+}

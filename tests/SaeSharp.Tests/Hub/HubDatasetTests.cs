@@ -1,0 +1,132 @@
+using System.Text;
+using System.Text.Json.Nodes;
+using Parquet;
+using Parquet.Schema;
+using SaeSharp.Data;
+using SaeSharp.Hub;
+using SaeSharp.Tests.Cli;
+using SaeSharp.Tests.Tokenizers;
+using SaeSharp.Models;
+
+namespace SaeSharp.Tests.Hub;
+
+/// <summary><c>--dataset hf:ORG/NAME[:SPLIT]</c> against the local fake hub: split selection, files downloaded one at a
+/// time into the dataset cache, errors, and the repo id in cfg.json's dataset_path.</summary>
+public sealed class HubDatasetTests : IDisposable
+{
+    private readonly FakeHubServer _server = new();
+    private readonly string _cache = TestPaths.TempDir();
+    private readonly string _work = TestPaths.TempDir();
+
+    public void Dispose()
+    {
+        _server.Dispose();
+        foreach (var d in new[] { _cache, _work })
+            try { Directory.Delete(d, recursive: true); } catch (IOException) { /* best effort */ }
+    }
+
+    private HfHubOptions Hub => new() { Endpoint = _server.Endpoint, CacheDir = _cache };
+
+    private byte[] Parquet(params string[] texts)
+    {
+        string path = Path.Combine(_work, Guid.NewGuid().ToString("N") + ".parquet");
+        var text = new DataField<string>("text");
+        var meta = new DataField<int>("meta");
+        Task.Run(async () =>
+        {
+            await using var stream = File.Create(path);
+            await using var writer = await ParquetWriter.CreateAsync(new ParquetSchema(meta, text), stream);
+            using var g = writer.CreateRowGroup();
+            await g.WriteAsync(meta, new ReadOnlyMemory<int>(Enumerable.Range(0, texts.Length).ToArray()));
+            await g.WriteAsync(text, texts);
+        }).GetAwaiter().GetResult();
+        return File.ReadAllBytes(path);
+    }
+
+    [Theory]
+    [InlineData("data/train-00000-of-00001-4746b8785c874cc7.parquet", "train")]
+    [InlineData("data/validation-00000-of-00001.parquet", "validation")]
+    [InlineData("train/00.jsonl", "train")]
+    [InlineData("default/test/0000.parquet", "test")]
+    [InlineData("wiki_dev.jsonl.gz", "validation")]
+    [InlineData("shards/contest.parquet", null)]
+    [InlineData("latest.jsonl", null)]
+    public void Split_is_read_off_the_file_path(string path, string? split) => Assert.Equal(split, HubDataset.SplitOf(path));
+
+    [Fact]
+    public void Parquet_split_streams_file_by_file_from_the_dataset_cache()
+    {
+        _server.DatasetRepos["NeelNanda/pile-10k"] = new()
+        {
+            [".gitattributes"] = new("*.parquet filter=lfs"u8.ToArray()),
+            ["README.md"] = new("# pile-10k"u8.ToArray()),
+            ["data/train-00000-of-00002.parquet"] = new(Parquet("first doc", "second doc"), Lfs: true),
+            ["data/train-00001-of-00002.parquet"] = new(Parquet("third doc"), Lfs: true),
+            ["data/test-00000-of-00001.parquet"] = new(Parquet("held out")),
+        };
+        var ds = new HubDataset("hf:NeelNanda/pile-10k", Hub);
+        Assert.Equal(("NeelNanda/pile-10k", "train"), (ds.Repo, ds.Split));
+        Assert.Equal(new[] { "data/train-00000-of-00002.parquet", "data/train-00001-of-00002.parquet" }, ds.Files());
+
+        // Reading the first document fetches only the first file.
+        Assert.Equal("first doc", TextDataset.ReadFiles(ds.LocalFiles()).First());
+        Assert.DoesNotContain(_server.Requests, r => r.Path.Contains("train-00001"));
+        Assert.Equal(new[] { "first doc", "second doc", "third doc" }, TextDataset.ReadFiles(ds.LocalFiles()).ToList());
+
+        string snapshot = Path.Combine(_cache, "datasets--NeelNanda--pile-10k", "snapshots", _server.Commit);
+        Assert.True(File.Exists(Path.Combine(snapshot, "data", "train-00001-of-00002.parquet")));
+        Assert.Equal(_server.Commit, File.ReadAllText(Path.Combine(_cache, "datasets--NeelNanda--pile-10k", "refs", "main")));
+        Assert.All(_server.Requests.Where(r => r.Path.Contains("/resolve/")), r => Assert.StartsWith("/datasets/NeelNanda/pile-10k/resolve/main/", r.Path));
+
+        Assert.Equal(new[] { "held out" }, TextDataset.ReadFiles(new HubDataset("hf:NeelNanda/pile-10k:test", Hub).LocalFiles()).ToList());
+        var e = Assert.Throws<SaeSharpException>(() => new HubDataset("hf:NeelNanda/pile-10k:validation", Hub).Files());
+        Assert.Equal("dataset NeelNanda/pile-10k has no split 'validation' (splits: test, train)", e.Message);
+    }
+
+    [Fact]
+    public void Jsonl_files_without_split_names_are_the_train_split()
+    {
+        _server.DatasetRepos["org/notes"] = new()
+        {
+            ["part-b.jsonl"] = new(Encoding.UTF8.GetBytes("{\"body\": \"b1\"}\n")),
+            ["part-a.jsonl"] = new(Encoding.UTF8.GetBytes("{\"body\": \"a1\"}\n{\"body\": \"a2\"}\n")),
+        };
+        var ds = new HubDataset("hf:org/notes", Hub);
+        Assert.Equal(new[] { "a1", "a2", "b1" }, TextDataset.ReadFiles(ds.LocalFiles(), "body").ToList());
+    }
+
+    [Fact]
+    public void Missing_dataset_and_bad_names_fail_with_a_clear_message()
+    {
+        var e = Assert.Throws<SaeSharpException>(() => new HubDataset("hf:nobody/nothing", Hub).Files());
+        Assert.Contains("dataset 'nobody/nothing' not found", e.Message);
+        _server.DatasetRepos["org/readme-only"] = new() { ["README.md"] = new("# x"u8.ToArray()) };
+        var none = Assert.Throws<SaeSharpException>(() => new HubDataset("hf:org/readme-only", Hub).Files());
+        Assert.Contains("has no .parquet, .jsonl or .txt files", none.Message);
+        Assert.Throws<SaeSharpException>(() => new HubDataset("hf:pile-10k", Hub));
+        Assert.Equal("NeelNanda/pile-10k", HubDataset.RecordedPath("hf:NeelNanda/pile-10k:train"));
+        Assert.Equal("local/data.txt", HubDataset.RecordedPath("local/data.txt"));
+    }
+
+    [Fact]
+    public void Train_on_a_hub_dataset_records_its_repo_id_as_dataset_path()
+    {
+        var rng = new Random(2);
+        string[] words = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far"];
+        var docs = Enumerable.Range(0, 3000).Select(_ => string.Join(' ', Enumerable.Range(0, 12).Select(_ => words[rng.Next(words.Length)])) + ".").ToArray();
+        _server.DatasetRepos["NeelNanda/pile-10k"] = new() { ["data/train-00000-of-00001.parquet"] = new(Parquet(docs), Lfs: true) };
+        string model = TinyModels.WriteGpt2(Path.Combine(_work, "gpt2"), seed: 9, nLayer: 1, nEmbd: 16, nHead: 2, vocab: 50257, nPositions: 64);
+        foreach (var f in new[] { "vocab.json", "merges.txt" })
+            File.Copy(TestPaths.Data("gpt2-tokenizer", f), Path.Combine(model, f));
+        string run = Path.Combine(_work, "run");
+
+        var result = CliRunner.RunWithEnvironment(new Dictionary<string, string> { ["HF_ENDPOINT"] = _server.Endpoint, ["HF_HUB_CACHE"] = _cache },
+            "train", "--model", model, "--hook", "blocks.0.hook_resid_post", "--dataset", "hf:NeelNanda/pile-10k",
+            "--tokens", "1024", "--context-size", "32", "--arch", "topk", "--k", "4", "--dict-size", "32", "--batch-size", "128",
+            "--eval-rows", "128", "--out", run);
+        Assert.True(result.Exit == 0, result.Err + result.Out);
+        var cfg = JsonNode.Parse(File.ReadAllText(Path.Combine(run, "cfg.json")))!;
+        Assert.Equal("NeelNanda/pile-10k", cfg["metadata"]!["dataset_path"]!.GetValue<string>());
+        Assert.Contains(_server.Requests, r => r.Path.StartsWith("/api/datasets/NeelNanda/pile-10k/tree/main"));
+    }
+}
