@@ -53,6 +53,11 @@ public sealed class SaeTrainingOptions
     /// <summary>Adapt <see cref="SparsityCoefficient"/> during training so that the L0 ends near <see cref="TargetL0"/>
     /// (<c>--target-l0</c>; the trainer's controller, see SaeSharp.Training.TargetL0Control).</summary>
     public bool AdaptToTargetL0 { get; set; }
+    /// <summary>State of the <c>--target-l0</c> controller: the smoothed log(L0 + ½) (null before its first step) and
+    /// its smoothed per-step change (SaeSharp.Training.TargetL0Control).</summary>
+    public double? TargetL0LogL0 { get; set; }
+    /// <summary>See <see cref="TargetL0LogL0"/>.</summary>
+    public double TargetL0LogL0Change { get; set; }
     /// <summary>Momentum β of the running BatchTopK inference-threshold estimate (dictionary_learning: 0.999).</summary>
     public double ThresholdMomentum { get; set; } = 0.999;
     /// <summary>Steps before the BatchTopK threshold starts being estimated.</summary>

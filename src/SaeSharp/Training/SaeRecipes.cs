@@ -104,8 +104,7 @@ public static class SaeRecipes
 
     /// <summary>
     /// Makes the trainer adapt λ so that the run ends near <paramref name="targetL0"/> (<see cref="TargetL0Control"/>),
-    /// starting from <paramref name="coefficient"/> or a tenth of the recipe's default: λ rises faster than it can fall
-    /// (a latent killed by too large a λ gets no gradient to come back), so the controller starts low. JumpReLU instead
+    /// starting from <paramref name="coefficient"/> or the recipe's default λ. JumpReLU instead
     /// trains with dictionary_learning's target-L0 penalty λ·(L0/target − 1)² (its default λ 1), without the controller.
     /// </summary>
     public static void AdaptToTargetL0(Sae sae, double targetL0, double? coefficient = null)
@@ -121,7 +120,7 @@ public static class SaeRecipes
             return;
         }
         sae.Training.AdaptToTargetL0 = true;
-        sae.Training.SparsityCoefficient = coefficient ?? sae.Training.SparsityCoefficient / 10;
+        sae.Training.SparsityCoefficient = coefficient ?? sae.Training.SparsityCoefficient;
     }
 
     /// <summary>Matryoshka prefix widths: d_sae/16, d_sae/8, d_sae/4, d_sae/2, d_sae (cumulative).</summary>

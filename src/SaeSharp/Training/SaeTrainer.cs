@@ -218,7 +218,7 @@ public sealed class SaeTrainer : IDisposable
         var counts = o.ActiveCounts ?? FeatureStatistics.ActiveCounts(o.FeatureActs);
         slot.Stats.UpdateCounts(counts, x.shape[0]);
         if (sae.Training.AdaptToTargetL0)
-            TargetL0Control.Update(sae.Training, counts.sum().item<long>() / (double)x.shape[0], sparsityScale);
+            TargetL0Control.Update(sae.Training, sae.Cfg, counts.sum().item<long>() / (double)x.shape[0], Step, c.Steps);
 
         using (no_grad())
         {

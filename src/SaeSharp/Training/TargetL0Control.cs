@@ -3,23 +3,61 @@ using SaeSharp.Saes;
 namespace SaeSharp.Training;
 
 /// <summary>
-/// The <c>--target-l0</c> controller: after the sparsity warm-up, every step multiplies the sparsity coefficient λ by
-/// ((L0 + ½)/(target + ½))^<see cref="Gain"/>, with L0 the batch's mean active latents per row (an integral controller
-/// on log λ: λ grows while the SAE is denser than the target and shrinks while it is sparser). The ratio is clamped to
-/// [¼, 4], so λ changes by at most 2^(2·gain) per step. Its only state is λ itself, which checkpoints hold.
+/// The <c>--target-l0</c> controller on the sparsity coefficient λ. Every step, with ℓ = log(L0 + ½) of the batch
+/// (L0 = mean active latents per row) and s the step's set-point:
+/// <list type="bullet">
+/// <item>m ← smoothed ℓ (EMA, β = <see cref="Smoothing"/>), v ← smoothed per-step change of m (same β);</item>
+/// <item>e = (m − log(s + ½)) + H·v, the error predicted H = <see cref="Horizon"/> steps ahead, clamped to ±log 4;</item>
+/// <item>λ ← λ·exp(<see cref="Gain"/>·e).</item>
+/// </list>
+/// The set-point moves geometrically from d_sae/2 (a random ReLU encoder's L0) to the target over the first
+/// <see cref="RampFraction"/> of the run. Both guard against the same failure: L0 answers λ only after tens of steps
+/// (the encoder biases move about lr per step), so a controller on the current error alone (the first version, from a
+/// tenth of the default λ at gain 0.02) kept raising λ while L0 was already falling, overshot, and killed latents that
+/// no gradient revives (relu-april ended at L0 4.0 for a target of 6). The predicted error stops λ's rise as soon as L0
+/// falls fast enough; starting from the default λ at half the gain leaves less distance to overshoot.
+/// State: λ and the two averages, all in <see cref="SaeTrainingOptions"/> (checkpointed), so <c>--resume</c> continues
+/// exactly.
 /// </summary>
 public static class TargetL0Control
 {
-    /// <summary>Exponent of the per-step correction: a run 2× off target changes λ by 2^0.02 ≈ 1.4 % per step, a factor
-    /// 4 in 100 steps.</summary>
-    public const double Gain = 0.02;
+    /// <summary>Largest per-step change of log λ per unit of predicted log error.</summary>
+    public const double Gain = 0.01;
 
-    /// <summary>Updates <paramref name="training"/>'s sparsity coefficient from one batch's L0; no change while a
-    /// sparsity warm-up is ramping (<paramref name="sparsityScale"/> &lt; 1).</summary>
-    public static void Update(SaeTrainingOptions training, double l0, double sparsityScale)
+    /// <summary>EMA coefficient of the smoothed log L0 and of its per-step change.</summary>
+    public const double Smoothing = 0.9;
+
+    /// <summary>Share of the run over which the set-point moves from d_sae/2 to the target.</summary>
+    public const double RampFraction = 0.4;
+
+    /// <summary>Steps ahead the error is predicted: a tenth of the run, at least 20.</summary>
+    public static double Horizon(long totalSteps) => Math.Max(20, totalSteps / 10.0);
+
+    /// <summary>The set-point at <paramref name="step"/>: geometric from <paramref name="start"/> to
+    /// <paramref name="target"/> over the first <see cref="RampFraction"/> of <paramref name="totalSteps"/>.</summary>
+    public static double SetPoint(double start, double target, long step, long totalSteps)
     {
-        if (sparsityScale < 1) return;
-        double ratio = Math.Clamp((l0 + 0.5) / (training.TargetL0 + 0.5), 0.25, 4);
-        training.SparsityCoefficient *= Math.Pow(ratio, Gain);
+        double ramp = Math.Max(1, RampFraction * totalSteps);
+        double p = Math.Min(1, step / ramp);
+        return Math.Exp((1 - p) * Math.Log(Math.Max(start, target)) + p * Math.Log(target));
+    }
+
+    /// <summary>Updates <paramref name="training"/>'s λ (and the controller's averages) from one batch's L0.</summary>
+    public static void Update(SaeTrainingOptions training, SaeConfig cfg, double l0, long step, long totalSteps)
+    {
+        double log = Math.Log(l0 + 0.5);
+        if (training.TargetL0LogL0 is not double m)
+        {
+            training.TargetL0LogL0 = log;
+            training.TargetL0LogL0Change = 0;
+            return;
+        }
+        double next = Smoothing * m + (1 - Smoothing) * log;
+        double change = Smoothing * training.TargetL0LogL0Change + (1 - Smoothing) * (next - m);
+        training.TargetL0LogL0 = next;
+        training.TargetL0LogL0Change = change;
+        double set = SetPoint(cfg.DSae / 2.0, training.TargetL0, step, totalSteps);
+        double e = next - Math.Log(set + 0.5) + Horizon(totalSteps) * change;
+        training.SparsityCoefficient *= Math.Exp(Gain * Math.Clamp(e, -Math.Log(4), Math.Log(4)));
     }
 }
