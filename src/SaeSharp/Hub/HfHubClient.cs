@@ -112,7 +112,8 @@ public sealed class HfHubClient : IDisposable
     internal static List<string> ShardsOf(string indexPath)
     {
         using var doc = ParseJson(indexPath);
-        if (!doc.RootElement.TryGetProperty("weight_map", out var map) || map.ValueKind != JsonValueKind.Object)
+        if (doc.RootElement.ValueKind != JsonValueKind.Object
+            || !doc.RootElement.TryGetProperty("weight_map", out var map) || map.ValueKind != JsonValueKind.Object)
             throw new SaeSharpException($"{indexPath}: missing object 'weight_map'");
         var shards = new List<string>();
         foreach (var p in map.EnumerateObject())

@@ -332,17 +332,26 @@ public static class Tokenizer
     private static string RequireFile(string path) =>
         File.Exists(path) ? path : throw new SaeSharpException($"tokenizer file '{path}' does not exist");
 
+    private static readonly System.Text.UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
+
     private static JsonDocument ParseJson(string path)
     {
         RequireFile(path);
         try
         {
-            using var stream = File.OpenRead(path);
-            return JsonDocument.Parse(stream);
+            byte[] bytes = File.ReadAllBytes(path);
+            // JsonDocument checks string contents only when a string is read: check the UTF-8 up front, once.
+            _ = StrictUtf8.GetCharCount(bytes);
+            int bom = bytes.AsSpan().StartsWith("\uFEFF"u8) ? 3 : 0;
+            return JsonDocument.Parse(bytes.AsMemory(bom));
         }
         catch (JsonException e)
         {
             throw new SaeSharpException($"{path}: invalid JSON ({e.Message})", e);
+        }
+        catch (System.Text.DecoderFallbackException e)
+        {
+            throw new SaeSharpException($"{path}: not valid UTF-8 ({e.Message})", e);
         }
     }
 
