@@ -12,7 +12,7 @@ namespace SaeSharp.Tests.Hub;
 /// a 302 to <c>/cdn/{sha256}</c> with X-Linked-Etag / X-Linked-Size for "LFS" files; 404 with X-Error-Code;
 /// Range requests (206) on downloads. Records every request.
 /// </summary>
-internal sealed class FakeHubServer : IDisposable
+public sealed class FakeHubServer : IDisposable
 {
     public sealed record FakeFile(byte[] Content, bool Lfs = false, long? AnnouncedSize = null);
     public sealed record Request(string Method, string Path, string? Range, string? Authorization, long BodyBytesSent);

@@ -12,21 +12,8 @@ namespace SaeSharp.Tests.Hub;
 
 /// <summary><c>--dataset hf:ORG/NAME[:SPLIT]</c> against the local fake hub: split selection, files downloaded one at a
 /// time into the dataset cache, errors, and the repo id in cfg.json's dataset_path.</summary>
-public sealed class HubDatasetTests : IDisposable
+public sealed class HubDatasetTests : FakeHubTestBase
 {
-    private readonly FakeHubServer _server = new();
-    private readonly string _cache = TestPaths.TempDir();
-    private readonly string _work = TestPaths.TempDir();
-
-    public void Dispose()
-    {
-        _server.Dispose();
-        foreach (var d in new[] { _cache, _work })
-            try { Directory.Delete(d, recursive: true); } catch (IOException) { /* best effort */ }
-    }
-
-    private HfHubOptions Hub => new() { Endpoint = _server.Endpoint, CacheDir = _cache };
-
     private byte[] Parquet(params string[] texts)
     {
         string path = Path.Combine(_work, Guid.NewGuid().ToString("N") + ".parquet");

@@ -11,20 +11,8 @@ namespace SaeSharp.Tests.Hub;
 
 /// <summary><c>--sae RELEASE/SAE_ID</c> and <c>hf:ORG/REPO[/PATH]</c> against the local fake hub: the release table's
 /// facts, files downloaded into the Hugging Face cache and loaded by the right loader, 404s and a resumed download.</summary>
-public sealed class PretrainedSaeTests : IDisposable
+public sealed class PretrainedSaeTests : FakeHubTestBase
 {
-    private readonly FakeHubServer _server = new();
-    private readonly string _cache = TestPaths.TempDir();
-    private readonly string _work = TestPaths.TempDir();
-
-    public void Dispose()
-    {
-        _server.Dispose();
-        foreach (var d in new[] { _cache, _work })
-            try { Directory.Delete(d, recursive: true); } catch (IOException) { /* best effort */ }
-    }
-
-    private HfHubOptions Hub => new() { Endpoint = _server.Endpoint, CacheDir = _cache };
     private SaeLoadOptions Options => new() { Hub = Hub };
 
     /// <summary>A random standard SAE saved in the SAELens layout; returns its files' bytes and its weights.</summary>
