@@ -150,17 +150,20 @@ public sealed class AttributionResult : IDisposable
 /// attribution[b, pos, i] = f_i·∂m/∂f_i at each SAE, and the error node's attribution is Σ_d ε_d·∂m/∂ε_d. Gradients
 /// reach upstream nodes as through the clean model. With N integrated-gradient steps, an SAE's feature attribution is
 /// f_i times the mean of ∂m/∂f_i at α·f (α = (k − ½)/N, k = 1..N: from the zero-ablated features to the clean ones,
-/// the other SAEs running normally); the error attribution stays first-order.
+/// the other SAEs running normally); the error attribution stays first-order. <c>progress</c> counts the tokens of
+/// every forward and backward pass (one, plus one per integrated-gradient step and SAE).
 /// </summary>
 public static class FeatureAttribution
 {
-    public static AttributionResult Run(HookedSaeTransformer model, Tensor tokens, AttributionMetric metric, int integratedGradientSteps = 0)
+    public static AttributionResult Run(HookedSaeTransformer model, Tensor tokens, AttributionMetric metric, int integratedGradientSteps = 0,
+        IProgress<WorkProgress>? progress = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(metric);
         if (model.Saes.Count == 0) throw new SaeSharpException("attribution needs at least one attached SAE");
         if (integratedGradientSteps < 0) throw new SaeSharpException($"integrated-gradient steps must be >= 0, got {integratedGradientSteps}");
         var hooks = model.Saes.Select(a => a.Hook).ToList();
+        var counter = new ProgressCounter(progress, "tokens", tokens.numel() * (1 + (long)hooks.Count * integratedGradientSteps));
         var attr = new List<Tensor>();
         var errAttr = new List<Tensor>();
         var acts = new List<Tensor>();
@@ -169,6 +172,7 @@ public static class FeatureAttribution
         {
             using var capture = new AttributionCapture();
             value = Backward(model, tokens, metric, capture);
+            counter.Add(tokens.numel());
             foreach (var h in hooks)
             {
                 var f = capture.FeatureLeaf(h);
@@ -187,6 +191,7 @@ public static class FeatureAttribution
                 using var step = NewDisposeScope();
                 using var capture = new AttributionCapture { ScaledHook = hooks[i], Alpha = (k - 0.5) / integratedGradientSteps };
                 Backward(model, tokens, metric, capture);
+                counter.Add(tokens.numel());
                 sum.add_(GradOf(capture.FeatureLeaf(hooks[i])));
             }
             attr[i].Dispose();
