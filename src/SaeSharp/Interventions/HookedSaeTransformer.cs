@@ -18,6 +18,7 @@ public sealed class HookedSaeTransformer(HookedTransformer model)
 {
     private readonly List<AttachedSae> _saes = [];
 
+    /// <summary>The wrapped model (not owned).</summary>
     public HookedTransformer Model { get; } = model ?? throw new ArgumentNullException(nameof(model));
     /// <summary>The attached SAEs, in the order added.</summary>
     public IReadOnlyList<AttachedSae> Saes => _saes;
