@@ -28,6 +28,18 @@ public class TextDatasetTests
     }
 
     [Fact]
+    public void Gzipped_parquet_is_refused_as_the_readme_says()
+    {
+        // README: .txt.gz and .jsonl.gz are read; Parquet compresses internally, so .parquet.gz is refused.
+        string dir = TestPaths.TempDir();
+        string p = Path.Combine(dir, "d.parquet.gz");
+        File.WriteAllBytes(p, [0x1F, 0x8B]);
+        var e = Assert.Throws<SaeSharpException>(() => TextDataset.Read(p).ToList());
+        Assert.Contains("unsupported extension", e.Message);
+        Directory.Delete(dir, recursive: true);
+    }
+
+    [Fact]
     public void A_corrupt_gzip_file_is_one_clear_error()
     {
         // found by the fuzzer (Gzipped_jsonl_text): GZipStream's InvalidDataException surfaced as it was
