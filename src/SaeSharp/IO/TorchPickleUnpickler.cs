@@ -468,8 +468,13 @@ internal sealed class TorchPickleUnpickler(
     };
 
     /// <summary>A Python int as the unpickler pushes it: a long when it fits in 64 bits, else a BigInteger.</summary>
+    /// <remarks>Not a conditional expression: <c>c ? (long)v : v</c> has type BigInteger and would never give a long.</remarks>
     [System.Diagnostics.CodeAnalysis.SuppressMessage("Performance", "CA1859", Justification = "a boxed long or a BigInteger by design; the analyzer sees only the BigInteger")]
-    static object Int(BigInteger value) => value >= long.MinValue && value <= long.MaxValue ? (long)value : value;
+    static object Int(BigInteger value)
+    {
+        if (value >= long.MinValue && value <= long.MaxValue) return (long)value;
+        return value;
+    }
 
     object ParseTextLong(string line)
     {
