@@ -171,14 +171,16 @@ public sealed class AttributionResult : IDisposable
 /// </summary>
 public static class FeatureAttribution
 {
-    /// <summary>Attributes <paramref name="metric"/> of a run on <paramref name="tokens"/> [batch, pos] to the features of every SAE attached to <paramref name="model"/> (each spliced with its error term); <paramref name="integratedGradientSteps"/> 0 is attribution patching, N &gt; 0 integrated gradients with N steps.</summary>
-    public static AttributionResult Run(HookedSaeTransformer model, Tensor tokens, AttributionMetric metric, int integratedGradientSteps = 0)
+    /// <summary>Attributes <paramref name="metric"/> of a run on <paramref name="tokens"/> [batch, pos] to the features of every SAE attached to <paramref name="model"/> (each spliced with its error term); <paramref name="integratedGradientSteps"/> 0 is attribution patching, N &gt; 0 integrated gradients with N steps; <paramref name="progress"/> counts the tokens of every pass.</summary>
+    public static AttributionResult Run(HookedSaeTransformer model, Tensor tokens, AttributionMetric metric, int integratedGradientSteps = 0,
+        IProgress<WorkProgress>? progress = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(metric);
         if (model.Saes.Count == 0) throw new SaeSharpException("attribution needs at least one attached SAE");
         if (integratedGradientSteps < 0) throw new SaeSharpException($"integrated-gradient steps must be >= 0, got {integratedGradientSteps}");
         var hooks = model.Saes.Select(a => a.Hook).ToList();
+        var counter = new ProgressCounter(progress, "tokens", tokens.numel() * (1 + (long)hooks.Count * integratedGradientSteps));
         var attr = new List<Tensor>();
         var errAttr = new List<Tensor>();
         var acts = new List<Tensor>();
@@ -187,6 +189,7 @@ public static class FeatureAttribution
         {
             using var capture = new AttributionCapture();
             value = Backward(model, tokens, metric, capture);
+            counter.Add(tokens.numel());
             foreach (var h in hooks)
             {
                 var f = capture.FeatureLeaf(h);
@@ -205,6 +208,7 @@ public static class FeatureAttribution
                 using var step = NewDisposeScope();
                 using var capture = new AttributionCapture { ScaledHook = hooks[i], Alpha = (k - 0.5) / integratedGradientSteps };
                 Backward(model, tokens, metric, capture);
+                counter.Add(tokens.numel());
                 sum.add_(GradOf(capture.FeatureLeaf(hooks[i])));
             }
             attr[i].Dispose();

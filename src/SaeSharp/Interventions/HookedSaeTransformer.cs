@@ -91,6 +91,7 @@ public sealed class HookedSaeTransformer(HookedTransformer model)
     }
 
     /// <summary>Attribution patching to the features of every attached SAE (<see cref="FeatureAttribution"/>).</summary>
-    public AttributionResult Attribute(Tensor tokens, AttributionMetric metric, int integratedGradientSteps = 0) =>
-        FeatureAttribution.Run(this, tokens, metric, integratedGradientSteps);
+    public AttributionResult Attribute(Tensor tokens, AttributionMetric metric, int integratedGradientSteps = 0,
+        IProgress<WorkProgress>? progress = null) =>
+        FeatureAttribution.Run(this, tokens, metric, integratedGradientSteps, progress);
 }
