@@ -50,6 +50,9 @@ public sealed class StandardSae : Sae
     /// </summary>
     public double SparseTrainingDensity { get; set; } = 0.05;
 
+    /// <summary>Whether the last training pass ran on the sparse code (for the benches' per-phase timing).</summary>
+    internal bool LastTrainingPassSparse { get; private set; }
+
     /// <summary>The loss, written once for every execution path: mean_n‖y − ŷ‖² + λ·s·P with P the L1 term
     /// (<see cref="SparsityPenalty.L1"/>: mean_n Σ_j f_j; <see cref="SparsityPenalty.L1DecoderNorm"/>: mean_n Σ_j f_j·‖W_dec[j]‖)
     /// or the entropy of the normalised activations. The path is chosen by <see cref="TrainingLatentsOf"/>.</summary>
@@ -57,6 +60,7 @@ public sealed class StandardSae : Sae
     {
         using var scope = NewDisposeScope();
         var f = TrainingLatentsOf(x);
+        LastTrainingPassSparse = f is SparseTrainingLatents;
         var (y, sparsity) = Training.Penalty switch
         {
             SparsityPenalty.L1 => f.DecodeWithL1(W_dec, b_dec, null),
@@ -100,6 +104,17 @@ public sealed class StandardSae : Sae
                 if (code is not null) return SparseLatentsOf(x, code, preValues!);
             }
             return new Bf16TrainingLatents(fb, counts);
+        }
+        if (!x.requires_grad && Training.Penalty != SparsityPenalty.Entropy && DenseRelu.Applies(x, W_enc))
+        {
+            DenseReluCode code;
+            using (no_grad()) code = DenseRelu.Encode(EncoderInput(x), W_enc, BEnc);
+            if (SparseTrainingDensity > 0 && code.Positive <= (long)(SparseTrainingDensity * code.F.numel()))
+            {
+                var (rows, cols, values) = SparseKernels.PositiveEntries(code.F)!.Value;
+                return SparseLatentsOf(x, new SparseCode(rows, cols, code.F.shape[0]), values!);
+            }
+            return new FusedReluTrainingLatents(code, W_enc, BEnc, Cfg.ApplyBDecToInput);
         }
         var pre = HiddenPre(x);
         if (SparseTrainingDensity > 0)
