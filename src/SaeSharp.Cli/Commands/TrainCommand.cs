@@ -121,7 +121,8 @@ internal static class TrainCommand
                                     "repeat it with --epochs N (or --epochs 0: as many passes as --steps/--tokens need), or ask for fewer steps");
         Console.WriteLine($"trained on {result.Tokens:N0} tokens ({passes})");
         // Trained from a model: the held-out evaluation adds % CE loss recovered inside it.
-        var downstream = plan.EvaluateInModel(result.Saes);
+        var downstream = plan.ModelData is null || result.Saes.Count == 0 ? null
+            : CliProgress.Run("eval in model", progress => plan.EvaluateInModel(result.Saes, progress));
         for (int i = 0; i < result.Saes.Count; i++)
         {
             var sae = result.Saes[i];

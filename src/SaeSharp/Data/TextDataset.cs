@@ -99,8 +99,8 @@ public static class TextDataset
     public static IEnumerable<string> ReadParquet(string path, string column = "text")
     {
         RequireFile(path);
-        using var stream = File.OpenRead(path);
-        var reader = OpenParquet(stream, path);
+        using var stream = ParquetFooter.Open(path);
+        var (reader, footer) = OpenParquet(stream, path);
         try
         {
             var field = FindColumn(reader, column, path);
@@ -113,6 +113,7 @@ public static class TextDataset
             {
                 var values = ParquetGroup(path, g, maxRows, () =>
                 {
+                    footer.CheckPages(stream, g);
                     using var group = reader.OpenRowGroupReader(g);
                     if (group.RowCount < 0 || group.RowCount > maxRows)
                         throw new SaeSharpException($"{path}: row group {g} declares {group.RowCount} rows, more than a {stream.Length}-byte file can plausibly hold ({maxRows})");
@@ -151,14 +152,15 @@ public static class TextDataset
         }
     }
 
-    private static ParquetReader OpenParquet(Stream stream, string path)
+    /// <summary>Checks the footer (<see cref="ParquetFooter"/>), then opens the file with Parquet.Net.</summary>
+    private static (ParquetReader Reader, ParquetFooter Footer) OpenParquet(Stream stream, string path)
     {
-        ParquetFooter.Check(stream, path);
+        var footer = ParquetFooter.Check(stream, path);
         try
         {
             var reader = Sync(ParquetReader.CreateAsync(stream, null, false, default));
             _ = reader.Schema.Fields; // the schema is built lazily: fail here, as one error, on a corrupt footer
-            return reader;
+            return (reader, footer);
         }
         catch (Exception e) when (e is not SaeSharpException)
         {
@@ -171,8 +173,8 @@ public static class TextDataset
     public static IEnumerable<long[]> ReadTokenizedParquet(string path, string? column = null)
     {
         RequireFile(path);
-        using var stream = File.OpenRead(path);
-        var reader = OpenParquet(stream, path);
+        using var stream = ParquetFooter.Open(path);
+        var (reader, footer) = OpenParquet(stream, path);
         try
         {
             column ??= new[] { "tokens", "input_ids" }.FirstOrDefault(c => reader.Schema.Fields.Any(f => f.Name == c))
@@ -185,6 +187,7 @@ public static class TextDataset
                 long maxRows = MaxParquetRows(stream.Length);
                 var rows = ParquetGroup(path, g, maxRows, () =>
                 {
+                    footer.CheckPages(stream, g);
                     using var group = reader.OpenRowGroupReader(g);
                     if (group.RowCount < 0 || group.RowCount > maxRows)
                         throw new SaeSharpException($"{path}: row group {g} declares {group.RowCount} rows, more than a {stream.Length}-byte file can plausibly hold ({maxRows})");
@@ -231,8 +234,8 @@ public static class TextDataset
     public static bool IsTokenizedParquet(string path)
     {
         RequireFile(path);
-        using var stream = File.OpenRead(path);
-        var reader = OpenParquet(stream, path);
+        using var stream = ParquetFooter.Open(path);
+        var (reader, _) = OpenParquet(stream, path);
         try
         {
             return reader.Schema.Fields.Any(f => f.Name is "tokens" or "input_ids");

@@ -23,6 +23,7 @@ namespace SaeSharp.Interop;
 /// </summary>
 public static class GemmaScope
 {
+    /// <summary>File name of the weights (<c>params.npz</c>: W_enc, b_enc, W_dec, b_dec, threshold).</summary>
     public const string WeightsFile = "params.npz";
 
     /// <summary>True for an <c>.npz</c> file or a folder containing <c>params.npz</c>.</summary>
