@@ -100,7 +100,7 @@ public sealed class StandardSae : Sae
     /// </summary>
     private TrainingLatents TrainingLatentsOf(Tensor x)
     {
-        if (Training.Autocast)
+        if (AutocastKernels)
         {
             var (fb, counts) = ReluEncoderBf16(x, BEnc, W_enc);
             if (SparseTrainingDensity is not 0)
