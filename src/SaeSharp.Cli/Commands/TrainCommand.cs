@@ -72,7 +72,7 @@ internal static class TrainCommand
 
     /// <summary>Runs training with a live progress bar (or plain lines when output is redirected); Ctrl-C checkpoints and stops.</summary>
     internal static TrainingRunResult TrainWithProgress(TrainingRunOptions options) =>
-        TrainWithProgress(options.Trainer.Steps, (progress, ct) => TrainingRun.Run(options, ct, progress));
+        TrainWithProgress(options.Trainer.Steps, (progress, ct) => TrainingRun.Run(options, progress, ct));
 
     /// <summary>Runs <paramref name="train"/> (a run of <paramref name="steps"/> steps) with the progress bar and Ctrl-C handling of <c>sae train</c>.</summary>
     internal static TrainingRunResult TrainWithProgress(long steps, Func<IProgress<TrainingProgress>, CancellationToken, TrainingRunResult> train)

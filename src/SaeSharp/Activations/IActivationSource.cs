@@ -54,6 +54,7 @@ public interface IActivationSource : IDisposable
 
     /// <summary>The next <paramref name="batchSize"/> rows, or null when the source is exhausted. Finite sources
     /// start another (shuffled) pass until they have made <see cref="MaxDataPasses"/> passes.</summary>
+    [System.Diagnostics.CodeAnalysis.SuppressMessage("Naming", "CA1716", Justification = "Next clashes only with a Visual Basic keyword; every source and caller uses this name")]
     ActivationBatch? Next(int batchSize);
 
     /// <summary>A JSON snapshot of the position (cursor, shuffle RNG, buffer) such that a new source constructed with the same

@@ -137,6 +137,9 @@ public static class TextDataset
 
     /// <summary>The most rows one row group may declare: a thousand per byte of file, at least a million. Run-length
     /// encoding lets a few bytes declare billions of rows; real text datasets are far below this.</summary>
+    /// <summary>Column names read as pre-tokenised ids when none is given, in order of preference.</summary>
+    private static readonly string[] TokenColumns = ["tokens", "input_ids"];
+
     private static long MaxParquetRows(long fileBytes) => Math.Max(1_000_000, fileBytes * 1000);
 
     /// <summary>Reads one row group, turning the Parquet library's errors on a corrupt file into one-line SaeSharp errors.</summary>
@@ -177,7 +180,7 @@ public static class TextDataset
         var (reader, footer) = OpenParquet(stream, path);
         try
         {
-            column ??= new[] { "tokens", "input_ids" }.FirstOrDefault(c => reader.Schema.Fields.Any(f => f.Name == c))
+            column ??= TokenColumns.FirstOrDefault(c => reader.Schema.Fields.Any(f => f.Name == c))
                        ?? throw new SaeSharpException($"{path}: no 'tokens' or 'input_ids' column");
             var field = FindColumn(reader, column, path);
             if (field.MaxRepetitionLevel != 1 || (field.ClrType != typeof(long) && field.ClrType != typeof(int)))
@@ -280,7 +283,7 @@ public static class TextDataset
         return files;
     }
 
-    private static Exception Unsupported(string file) =>
+    private static SaeSharpException Unsupported(string file) =>
         new SaeSharpException($"dataset file '{file}': unsupported extension (expected .txt, .jsonl, .parquet, .txt.gz or .jsonl.gz)");
 
     private static string? DetectTokensField(JsonElement row) =>

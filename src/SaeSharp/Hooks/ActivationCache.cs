@@ -9,6 +9,7 @@ namespace SaeSharp.Hooks;
 /// <c>ActivationCache</c>). The cache owns its tensors (views of the forward's activations, no copies):
 /// dispose it to free them. Lookups also accept aliases (<c>gpt_neox.layers.1.mlp</c>).
 /// </summary>
+[System.Diagnostics.CodeAnalysis.SuppressMessage("Naming", "CA1710", Justification = "TransformerLens's name (ActivationCache), which its users look for")]
 public sealed class ActivationCache : IReadOnlyDictionary<string, Tensor>, IDisposable
 {
     private readonly Dictionary<string, Tensor> _tensors = new(StringComparer.Ordinal);

@@ -79,7 +79,7 @@ public static class LmTrainer
     internal sealed record Packed(long[][] Ids, long[][] Targets, double[][] Nats);
 
     /// <summary>Trains the model described by <paramref name="o"/>, writes its folder to <see cref="LmTrainingOptions.OutDir"/> (checkpoints on the way), and reports <paramref name="progress"/> after each step; cancelling <paramref name="cancel"/> throws <see cref="OperationCanceledException"/> before the next step.</summary>
-    public static LmTrainingResult Train(LmTrainingOptions o, CancellationToken cancel = default, IProgress<LmProgress>? progress = null)
+    public static LmTrainingResult Train(LmTrainingOptions o, IProgress<LmProgress>? progress = null, CancellationToken cancel = default)
     {
         ArgumentNullException.ThrowIfNull(o);
         if (o.DModel % o.NHeads != 0) throw new SaeSharpException($"d_model {o.DModel} must be a multiple of n_heads {o.NHeads}");

@@ -166,8 +166,8 @@ public sealed class TrainingPlan : IDisposable
 
 
     /// <summary>Trains and writes the SAEs (<see cref="TrainingRun.Run"/>).</summary>
-    public TrainingRunResult Run(CancellationToken cancellationToken = default, IProgress<TrainingProgress>? progress = null) =>
-        TrainingRun.Run(Options, cancellationToken, progress);
+    public TrainingRunResult Run(IProgress<TrainingProgress>? progress = null, CancellationToken cancellationToken = default) =>
+        TrainingRun.Run(Options, progress, cancellationToken);
 
     /// <summary>Checkpoints every <paramref name="checkpointEvery"/> steps (0: a tenth of the run, at least 1) and logs at
     /// least 100 times per run (every min(log_every_steps, steps/100) steps, at least 1).</summary>
