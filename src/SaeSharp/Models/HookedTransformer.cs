@@ -1,5 +1,4 @@
 using SaeSharp.Hooks;
-using SaeSharp.Interventions;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -46,8 +45,8 @@ public sealed class RunOptions
     /// (<see cref="SaeHookPoints"/>) can be hooked and cached. The hook's own name keeps the activation entering the SAE.
     /// </summary>
     public IReadOnlyList<AttachedSae>? Saes { get; init; }
-    /// <summary>Set by the attribution pass (<see cref="FeatureAttribution"/>).</summary>
-    internal AttributionCapture? Capture { get; init; }
+    /// <summary>Set by the attribution pass (<c>Interventions/FeatureAttribution</c>).</summary>
+    internal ISaeSpliceCapture? Capture { get; init; }
 }
 
 /// <summary>
