@@ -64,7 +64,7 @@ internal static class AnalysisCommands
             int dead = report.Features.Count(f => f.Firings == 0);
             Console.WriteLine($"{report.Features.Count:N0} features over {report.Tokens:N0} tokens ({dead:N0} never fired): {Path.Combine(outDir, FeatureReport.FeaturesFile)}");
             if (parse.GetValue(png))
-                Console.WriteLine($"{HistogramPlot.SaveFeatureHistograms(report, Path.Combine(outDir, "histograms")):N0} histogram PNGs: {Path.Combine(outDir, "histograms")}");
+                Console.WriteLine($"{FeatureHistograms.Save(report, Path.Combine(outDir, "histograms")):N0} histogram PNGs: {Path.Combine(outDir, "histograms")}");
             if (parse.GetValue(html) is { } site)
                 Console.WriteLine($"dashboard: {CliProgress.Run("dashboard", progress => DashboardWriter.Write(report, site, progress))}");
             return 0;
@@ -74,7 +74,7 @@ internal static class AnalysisCommands
 
     private static FeatureReport RunWithProgress(string saePath, ModelDataOptions data, FeatureAnalysisOptions options) =>
         CliProgress.Run<FeatureProgress, FeatureReport>("features", null,
-            progress => FeatureAnalysis.Run(saePath, data, progress is null ? options : options with { Progress = progress.Report }),
+            progress => AnalysisPipeline.Features(saePath, data, progress is null ? options : options with { Progress = progress.Report }),
             p => (p.Tokens, p.TotalTokens, CliProgress.Describe("features", new WorkProgress("tokens", p.Tokens, p.TotalTokens, p.Elapsed))), null);
 
     public static Command Dashboard()
