@@ -149,6 +149,17 @@ public sealed class JumpReluSae : Sae
         threshold.fill_(Training.InitialThreshold);
     }
 
+    /// <summary>Sets each θ_j to the (1 − l0/d_sae) quantile of latent j's pre-activations on <paramref name="sample"/>
+    /// rows, so that the code starts at L0 ≈ <paramref name="l0"/>.</summary>
+    public void InitializeThresholdsForL0(Tensor sample, double l0)
+    {
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        var pre = HiddenPre(sample);
+        double q = Math.Clamp(1 - l0 / Cfg.DSae, 0, 1);
+        threshold.copy_(pre.quantile(tensor(q, dtype: pre.dtype), 0L).clamp_min(Training.InitialThreshold));
+    }
+
     /// <inheritdoc/>
     public override void BeforeOptimizerStep(SaeTrainContext ctx) => RemoveGradientParallelToDecoderRows();
 
