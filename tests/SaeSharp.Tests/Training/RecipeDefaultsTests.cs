@@ -97,12 +97,14 @@ public class RecipeDefaultsTests
         Assert.Equal(4, w.Count);
         Assert.Contains("FVU 0.700", w[0]);
         Assert.Contains("--steps", w[0]);
+        Assert.Contains("--arch gated or jumprelu", w[0]); // L1 shrinkage at low L0 (docs/recipes.md, issue #15 §2)
         Assert.Contains("L0 20.0 is above d_in 16", w[1]);
         Assert.Contains("--target-l0", w[1]);
         Assert.Contains("60%", w[2].Replace(" ", ""));
         Assert.Contains("CE loss recovered", w[3]);
         var topk = new SaeConfig { Architecture = SaeArchitectures.TopK, DIn = 16, DSae = 64, K = 4 };
         Assert.Contains("--k", TrainingWarnings.For(bad, topk, 1000)[0]);
+        Assert.DoesNotContain("shrinks", TrainingWarnings.For(bad, topk, 1000)[0]);
     }
 
     // ---- the recipes on synthetic data: 64 unit directions in 32 dims, about 3 active per row, plus an offset ----
