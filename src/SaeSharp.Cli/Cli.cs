@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.Globalization;
 using SaeSharp.Cli.Commands;
 using Spectre.Console;
 
@@ -39,7 +40,12 @@ internal static class Cli
         return root;
     }
 
-    public static int Run(string[] args) => Build().Parse(args).Invoke();
+    public static int Run(string[] args)
+    {
+        // Numbers on the terminal and in the files the commands write read the same on every machine ("0.5", never "0,5").
+        CultureInfo.DefaultThreadCurrentCulture = CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
+        return Build().Parse(args).Invoke();
+    }
 
     /// <summary>Runs a command body: a <see cref="SaeSharpException"/> (or other error) becomes one line on stderr and exit code 1.</summary>
     public static void SetAction(Command command, Func<ParseResult, int> body)

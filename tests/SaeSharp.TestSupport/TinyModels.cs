@@ -43,7 +43,7 @@ public static class TinyModels
             ["torch_dtype"] = TorchDtypeName(o.Dtype),
         };
         using var scope = NewDisposeScope();
-        var r = new Rng(seed);
+        using var r = new Rng(seed);
         var w = new List<KeyValuePair<string, Tensor>>();
         string p = o.Prefixed ? "transformer." : "";
         int d = nEmbd, inner = 4 * nEmbd;
@@ -97,7 +97,7 @@ public static class TinyModels
             ["bos_token_id"] = 0, ["eos_token_id"] = 0, ["torch_dtype"] = TorchDtypeName(o.Dtype),
         };
         using var scope = NewDisposeScope();
-        var r = new Rng(seed);
+        using var r = new Rng(seed);
         var w = new List<KeyValuePair<string, Tensor>>();
         string p = o.Prefixed ? "gpt_neox." : "";
         w.Add(new(p + "embed_in.weight", r.Normal(0.5, vocab, d)));
@@ -131,10 +131,11 @@ public static class TinyModels
         return dir;
     }
 
-    private sealed class Rng(int seed)
+    private sealed class Rng(int seed) : IDisposable
     {
         private readonly Generator _g = new((ulong)seed);
         public Tensor Normal(double std, params long[] shape) => randn(shape, generator: _g) * std;
+        public void Dispose() => _g.Dispose();
     }
 
     private static string TorchDtypeName(ScalarType t) => t switch

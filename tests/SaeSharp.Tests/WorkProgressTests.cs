@@ -64,4 +64,33 @@ public class WorkProgressTests : ModelTestBase
             new ActivationCacheOptions { ContextSize = 8, BatchSizePrompts = 2, ContextsPerShard = 5, MaxTokens = 12 * 8, Progress = rec });
         AssertMonotoneToTotal(rec.Reports, "tokens", 12 * 8);
     }
+
+    [Fact]
+    public void Attribution_reports_the_tokens_of_every_pass()
+    {
+        // One attribution pass plus 3 integrated-gradient passes for each of the 2 SAEs: 7 passes over 2 x 5 tokens.
+        using var model = Gpt2();
+        var saes = new List<Sae>();
+        foreach (var hook in new[] { "blocks.0.hook_resid_post", "blocks.1.hook_resid_post" })
+        {
+            var cfg = new SaeConfig { DIn = 16, DSae = 32 };
+            cfg.Metadata.HookName = hook;
+            saes.Add(SaeFactory.Create(cfg));
+            saes[^1].InitializeWeights(new TorchSharp.torch.Generator(2));
+        }
+        try
+        {
+            var hooked = new SaeSharp.Interventions.HookedSaeTransformer(model);
+            foreach (var s in saes) hooked.AddSae(s, useErrorTerm: true);
+            using var tokens = TorchSharp.torch.tensor(new long[] { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 }).reshape(2, 5);
+            var rec = new Recorder();
+            using var result = hooked.Attribute(tokens, SaeSharp.Interventions.AttributionMetric.Parse("loss", null), 3, rec);
+            Assert.Equal(7, rec.Reports.Count);
+            AssertMonotoneToTotal(rec.Reports, "tokens", 7 * 10);
+        }
+        finally
+        {
+            foreach (var s in saes) s.Dispose();
+        }
+    }
 }

@@ -147,7 +147,7 @@ internal static class AnalysisCommands
     }
 
     /// <summary>The prompt view on the terminal: each unit's line of tokens with an orange background scaled by activation.</summary>
-    private static void Print(IReadOnlyList<PromptView> views, IReadOnlyDictionary<int, FeatureNote> notes, PromptComparison? cmp, string hook)
+    private static void Print(List<PromptView> views, IReadOnlyDictionary<int, FeatureNote> notes, PromptComparison? cmp, string hook)
     {
         for (int v = 0; v < views.Count; v++)
         {

@@ -329,7 +329,7 @@ internal static class InterventionCommands
             {
                 var hooked = new HookedSaeTransformer(m);
                 foreach (var p in parse.GetValue(sae)!) { saes.Add(LoadSae(p)); hooked.AddSae(saes[^1], useErrorTerm: true); }
-                using var result = hooked.Attribute(tokens, spec, parse.GetValue(ig));
+                using var result = CliProgress.Run("attribute", progress => hooked.Attribute(tokens, spec, parse.GetValue(ig), progress));
                 string Tok(long id) => tok is null ? id.ToString(CultureInfo.InvariantCulture) : tok.Decode([(int)id]);
                 string label = spec.Kind switch
                 {

@@ -81,7 +81,7 @@ internal static class LmCommand
     {
         static string Line(LmProgress p) =>
             $"step {p.Step}/{p.TotalSteps} loss {p.Loss:F4} lr {p.Lr:G3} {p.TokensPerSecond:N0} tok/s" + (p.Eta is TimeSpan t ? $" ETA {t:hh\\:mm\\:ss}" : "");
-        return CliProgress.Run<LmProgress, LmTrainingResult>("training", o.Steps, progress => LmTrainer.Train(o, default, progress),
+        return CliProgress.Run<LmProgress, LmTrainingResult>("training", o.Steps, progress => LmTrainer.Train(o, progress),
             p => (p.Step, p.TotalSteps, Line(p)), p => p.Step % 100 == 0 || p.Step == p.TotalSteps ? Line(p) : null);
     }
 }

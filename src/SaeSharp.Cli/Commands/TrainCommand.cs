@@ -72,7 +72,7 @@ internal static class TrainCommand
 
     /// <summary>Runs training with a live progress bar (or plain lines when output is redirected); Ctrl-C checkpoints and stops.</summary>
     internal static TrainingRunResult TrainWithProgress(TrainingRunOptions options) =>
-        TrainWithProgress(options.Trainer.Steps, (progress, ct) => TrainingRun.Run(options, ct, progress));
+        TrainWithProgress(options.Trainer.Steps, (progress, ct) => TrainingRun.Run(options, progress, ct));
 
     /// <summary>Runs <paramref name="train"/> (a run of <paramref name="steps"/> steps) with the progress bar and Ctrl-C handling of <c>sae train</c>.</summary>
     internal static TrainingRunResult TrainWithProgress(long steps, Func<IProgress<TrainingProgress>, CancellationToken, TrainingRunResult> train)
@@ -121,7 +121,8 @@ internal static class TrainCommand
                                     "repeat it with --epochs N (or --epochs 0: as many passes as --steps/--tokens need), or ask for fewer steps");
         Console.WriteLine($"trained on {result.Tokens:N0} tokens ({passes})");
         // Trained from a model: the held-out evaluation adds % CE loss recovered inside it.
-        var downstream = plan.EvaluateInModel(result.Saes);
+        var downstream = plan.ModelData is null || result.Saes.Count == 0 ? null
+            : CliProgress.Run("eval in model", progress => plan.EvaluateInModel(result.Saes, progress));
         for (int i = 0; i < result.Saes.Count; i++)
         {
             var sae = result.Saes[i];

@@ -38,33 +38,52 @@ public sealed record ActivationCacheOptions
 /// <summary>One shard of an activation cache.</summary>
 public sealed class ActivationCacheShard
 {
+    /// <summary>Shard file name inside the cache folder (<c>shard_00000.safetensors</c>).</summary>
     [JsonPropertyName("file")] public string File { get; set; } = "";
+    /// <summary>Activation rows stored in the shard (excluded token positions are not stored).</summary>
     [JsonPropertyName("rows")] public long Rows { get; set; }
+    /// <summary>Context windows the shard's rows came from.</summary>
     [JsonPropertyName("contexts")] public long Contexts { get; set; }
 }
 
 /// <summary>The <c>manifest.json</c> of an activation cache folder.</summary>
 public sealed class ActivationCacheManifest
 {
+    /// <summary>Always <c>saesharp-activation-cache</c>; another value is rejected on read.</summary>
     [JsonPropertyName("format")] public string Format { get; set; } = "saesharp-activation-cache";
+    /// <summary>Version of this manifest layout (1).</summary>
     [JsonPropertyName("format_version")] public int FormatVersion { get; set; } = 1;
+    /// <summary>The model the activations were harvested from (name or folder).</summary>
     [JsonPropertyName("model")] public string Model { get; set; } = "";
+    /// <summary>TransformerLens hook name of the <c>activations</c> tensor, e.g. <c>blocks.3.hook_resid_post</c>.</summary>
     [JsonPropertyName("hook")] public string Hook { get; set; } = "";
     /// <summary>Hook of the <c>targets</c> tensor (in_to_out caches), else null.</summary>
     [JsonPropertyName("target_hook")] public string? TargetHook { get; set; }
+    /// <summary>Stored dtype of the shards' tensors: float32, float16 or bfloat16.</summary>
     [JsonPropertyName("dtype")] public string Dtype { get; set; } = "float32";
+    /// <summary>Width of the <c>activations</c> tensor.</summary>
     [JsonPropertyName("d_in")] public int DIn { get; set; }
+    /// <summary>Width of the <c>targets</c> tensor (equal to <see cref="DIn"/> without targets).</summary>
     [JsonPropertyName("d_out")] public int DOut { get; set; }
     /// <summary>Nominal rows per shard (contexts per shard · context size); shards with excluded tokens hold fewer.</summary>
     [JsonPropertyName("rows_per_shard")] public long RowsPerShard { get; set; }
+    /// <summary>Context windows per shard.</summary>
     [JsonPropertyName("contexts_per_shard")] public int ContextsPerShard { get; set; }
+    /// <summary>Rows over all shards.</summary>
     [JsonPropertyName("total_rows")] public long TotalRows { get; set; }
+    /// <summary>Context windows over all shards.</summary>
     [JsonPropertyName("total_contexts")] public long TotalContexts { get; set; }
+    /// <summary>Tokens per context window (SAELens <c>context_size</c>).</summary>
     [JsonPropertyName("context_size")] public int ContextSize { get; set; }
+    /// <summary>Windows per model run (SAELens <c>store_batch_size_prompts</c>).</summary>
     [JsonPropertyName("batch_size_prompts")] public int BatchSizePrompts { get; set; }
+    /// <summary>Whether the windows start with BOS (SAELens <c>prepend_bos</c>).</summary>
     [JsonPropertyName("prepend_bos")] public bool PrependBos { get; set; }
+    /// <summary>The dataset the windows came from (SAELens <c>dataset_path</c>), if known.</summary>
     [JsonPropertyName("dataset_path")] public string? DatasetPath { get; set; }
+    /// <summary>Token ids whose positions were not stored (BOS, EOS, padding).</summary>
     [JsonPropertyName("exclude_token_ids")] public long[] ExcludeTokenIds { get; set; } = [];
+    /// <summary>TransformerLens weight processing applied to the model (<c>fold_ln</c>, <c>center_writing_weights</c>, ...).</summary>
     [JsonPropertyName("model_from_pretrained_kwargs")] public Dictionary<string, bool> ModelFromPretrainedKwargs { get; set; } = new();
     /// <summary>Context budget the writer was asked for (null: whole dataset).</summary>
     [JsonPropertyName("max_contexts")] public long? MaxContexts { get; set; }
@@ -72,10 +91,12 @@ public sealed class ActivationCacheManifest
     [JsonPropertyName("complete")] public bool Complete { get; set; }
     /// <summary>True when the dataset ended before the budget (nothing more can be appended).</summary>
     [JsonPropertyName("dataset_exhausted")] public bool DatasetExhausted { get; set; }
+    /// <summary>The shards in row order.</summary>
     [JsonPropertyName("shards")] public List<ActivationCacheShard> Shards { get; set; } = new();
 
     internal static readonly JsonSerializerOptions Json = new() { WriteIndented = true };
 
+    /// <summary>Reads <c>manifest.json</c> of the cache folder <paramref name="dir"/>; a missing or invalid manifest is a <see cref="SaeSharpException"/>.</summary>
     public static ActivationCacheManifest Read(string dir)
     {
         string path = Path.Combine(dir, ActivationCacheFolder.ManifestName);
@@ -106,6 +127,7 @@ public sealed class ActivationCacheManifest
 /// </summary>
 public sealed class ActivationCacheFolder : IActivationSource
 {
+    /// <summary>File name of the manifest inside a cache folder.</summary>
     public const string ManifestName = "manifest.json";
     private readonly ActivationFileSource _source;
 
@@ -129,16 +151,27 @@ public sealed class ActivationCacheFolder : IActivationSource
         _source = new ActivationFileSource(files, o);
     }
 
+    /// <summary>The cache folder.</summary>
     public string Directory { get; }
+    /// <summary>The cache's manifest as read when the folder was opened.</summary>
     public ActivationCacheManifest Manifest { get; }
+    /// <inheritdoc/>
     public int DIn => _source.DIn;
+    /// <inheritdoc/>
     public int DOut => _source.DOut;
+    /// <inheritdoc/>
     public long? Rows => _source.Rows;
+    /// <inheritdoc/>
     public long RowsDelivered => _source.RowsDelivered;
+    /// <inheritdoc/>
     public int MaxDataPasses => _source.MaxDataPasses;
+    /// <inheritdoc/>
     public ActivationBatch? Next(int batchSize) => _source.Next(batchSize);
+    /// <inheritdoc/>
     public JsonNode SaveState() => _source.SaveState();
+    /// <inheritdoc/>
     public void LoadState(JsonNode state) => _source.LoadState(state);
+    /// <summary>Closes the shard files.</summary>
     public void Dispose() => _source.Dispose();
 
     /// <summary>Shard file name of shard <paramref name="index"/>.</summary>

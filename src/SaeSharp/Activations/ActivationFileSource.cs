@@ -40,12 +40,17 @@ public sealed class ActivationFileSource : IActivationSource
 
     /// <summary>The files, in dataset order (folders expanded).</summary>
     public IReadOnlyList<string> Files { get; }
+    /// <inheritdoc/>
     public int DIn { get; }
+    /// <inheritdoc/>
     public int DOut { get; }
+    /// <inheritdoc/>
     public long? Rows { get; }
     /// <summary>Number of completed passes over the data (passes start at 0).</summary>
     public long Epoch => _epoch;
+    /// <inheritdoc/>
     public long RowsDelivered => _epoch * Rows!.Value + _chunkOrder.Take(_chunkCursor).Sum(i => (long)_chunks[i].Count) - Available;
+    /// <inheritdoc/>
     public int MaxDataPasses => _options.Epochs;
 
     /// <summary>Opens the files (headers only) and checks their shapes, dtypes and widths.</summary>
@@ -99,6 +104,7 @@ public sealed class ActivationFileSource : IActivationSource
         _chunkOrder = NewChunkOrder();
     }
 
+    /// <summary>Opens one file or folder; see the constructor over several paths.</summary>
     public ActivationFileSource(string path, ActivationFileSourceOptions? options = null) : this([path], options) { }
 
     /// <summary>Files in dataset order: each file as given, each folder's <c>.safetensors</c> and <c>.npy</c> files sorted by name.</summary>
@@ -243,6 +249,7 @@ public sealed class ActivationFileSource : IActivationSource
         }
     }
 
+    /// <inheritdoc/>
     public ActivationBatch? Next(int batchSize)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
@@ -333,6 +340,7 @@ public sealed class ActivationFileSource : IActivationSource
     /// <summary>Global row numbers (within the selected rows) currently in the buffer, in buffer order.</summary>
     internal long[] BufferedRowIds() => _ids[_head.._count];
 
+    /// <inheritdoc/>
     public JsonNode SaveState()
     {
         var state = new JsonObject
@@ -349,6 +357,7 @@ public sealed class ActivationFileSource : IActivationSource
         return state;
     }
 
+    /// <inheritdoc/>
     public void LoadState(JsonNode state)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
@@ -418,6 +427,7 @@ public sealed class ActivationFileSource : IActivationSource
         return lo;
     }
 
+    /// <summary>Closes the open files and frees the shuffle buffer.</summary>
     public void Dispose()
     {
         if (_disposed) return;

@@ -29,6 +29,7 @@ public sealed record ActivationFileSourceOptions
     private readonly int _epochs = 1;
     /// <summary>True: start a new pass whenever the data are used up, without limit (<see cref="Epochs"/> = 0).</summary>
     public bool Loop { get => _epochs == 0; init => _epochs = value ? 0 : 1; }
+    /// <summary>Seed of the chunk order and of the draws from the buffer; the same seed gives the same batches.</summary>
     public ulong Seed { get; init; }
 
     /// <summary>First row, in the concatenation of all files, that this source uses.</summary>

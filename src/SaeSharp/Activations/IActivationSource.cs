@@ -7,6 +7,7 @@ namespace SaeSharp.Activations;
 /// ordinary SAE, another activation for a transcoder).</summary>
 public sealed class ActivationBatch : IDisposable
 {
+    /// <summary>Wraps <paramref name="input"/> [B, d_in] and <paramref name="target"/> [B, d_out] (null: the input is the target); the batch owns both.</summary>
     public ActivationBatch(Tensor input, Tensor? target = null)
     {
         Input = input;
@@ -17,9 +18,12 @@ public sealed class ActivationBatch : IDisposable
     public Tensor Input { get; }
     /// <summary>[B, d_out], float32; the same object as <see cref="Input"/> when there is no separate target.</summary>
     public Tensor Target { get; }
+    /// <summary>True when <see cref="Target"/> is a tensor of its own (a transcoder's output activation).</summary>
     public bool HasSeparateTarget => !ReferenceEquals(Input, Target);
+    /// <summary>Rows in the batch (B).</summary>
     public long Rows => Input.shape[0];
 
+    /// <summary>Disposes the input and, when separate, the target.</summary>
     public void Dispose()
     {
         if (HasSeparateTarget) Target.Dispose();
@@ -50,10 +54,12 @@ public interface IActivationSource : IDisposable
 
     /// <summary>The next <paramref name="batchSize"/> rows, or null when the source is exhausted. Finite sources
     /// start another (shuffled) pass until they have made <see cref="MaxDataPasses"/> passes.</summary>
+    [System.Diagnostics.CodeAnalysis.SuppressMessage("Naming", "CA1716", Justification = "Next clashes only with a Visual Basic keyword; every source and caller uses this name")]
     ActivationBatch? Next(int batchSize);
 
     /// <summary>A JSON snapshot of the position (cursor, shuffle RNG, buffer) such that a new source constructed with the same
     /// arguments and given this state via <see cref="LoadState"/> yields exactly the batches this one would yield next.</summary>
     JsonNode SaveState();
+    /// <summary>Restores a position saved by <see cref="SaveState"/> on a source constructed with the same arguments.</summary>
     void LoadState(JsonNode state);
 }

@@ -21,6 +21,7 @@ public sealed record ModelActivationSourceOptions
     public IReadOnlyCollection<long>? ExcludeTokenIds { get; init; }
     /// <summary>Shuffle the buffer after each refill; false keeps harvest order (window, position).</summary>
     public bool Shuffle { get; init; } = true;
+    /// <summary>Seed of the buffer shuffle; the same seed gives the same batches.</summary>
     public ulong Seed { get; init; }
     /// <summary>Passes over the dataset's windows (the dataset is read again from its start after the last window):
     /// 1 (default) reads it once, 0 repeats it until the budget is reached (SAELens restarts its dataset silently).
@@ -87,15 +88,21 @@ public sealed class ModelActivationSource : IActivationSource
         _rng = new SeededRandom(_o.Seed);
     }
 
+    /// <summary>The hooks read (input and, for transcoders, target) and their widths.</summary>
     public HarvestSpec Spec => _harvester.Spec;
+    /// <inheritdoc/>
     public int DIn => _harvester.DIn;
+    /// <inheritdoc/>
     public int DOut => _harvester.DOut;
     /// <summary>Unknown in advance (streamed text).</summary>
     public long? Rows => null;
     /// <summary>The pass over the dataset the source is reading (1 in the first; the buffer reads ahead of the rows handed out).</summary>
     public long DataPass => Math.Max(_pass, 1);
+    /// <inheritdoc/>
     public long RowsDelivered => _delivered;
+    /// <inheritdoc/>
     public long? RowsPerPass => _firstPassDone ? _firstPassRows : null;
+    /// <inheritdoc/>
     public int MaxDataPasses => _o.Epochs;
     /// <summary>Context windows taken from the stream so far (over all passes).</summary>
     public long ContextsConsumed => _consumed;
@@ -104,6 +111,7 @@ public sealed class ModelActivationSource : IActivationSource
 
     private long CapacityRows => (long)_o.BufferContexts * _o.ContextSize;
 
+    /// <inheritdoc/>
     public ActivationBatch? Next(int batchSize)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
@@ -241,6 +249,7 @@ public sealed class ModelActivationSource : IActivationSource
         _head = 0;
     }
 
+    /// <inheritdoc/>
     public JsonNode SaveState()
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
@@ -264,6 +273,7 @@ public sealed class ModelActivationSource : IActivationSource
         };
     }
 
+    /// <inheritdoc/>
     public void LoadState(JsonNode state)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
@@ -354,6 +364,7 @@ public sealed class ModelActivationSource : IActivationSource
         _rng = rng;
     }
 
+    /// <summary>Frees the buffer (and the model when the source loaded it).</summary>
     public void Dispose()
     {
         if (_disposed) return;

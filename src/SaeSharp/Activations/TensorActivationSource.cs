@@ -52,8 +52,11 @@ public sealed class TensorActivationSource : IActivationSource
         _order = NewOrder();
     }
 
+    /// <inheritdoc/>
     public int DIn => (int)_input.shape[1];
+    /// <inheritdoc/>
     public int DOut => _target is null ? DIn : (int)_target.shape[1];
+    /// <inheritdoc/>
     public long? Rows => _input.shape[0];
     /// <summary>Number of completed passes.</summary>
     public long Epoch => _epoch;
@@ -70,6 +73,7 @@ public sealed class TensorActivationSource : IActivationSource
         return _rng.Permutation(n);
     }
 
+    /// <inheritdoc/>
     public ActivationBatch? Next(int batchSize)
     {
         if (batchSize <= 0) throw new ArgumentOutOfRangeException(nameof(batchSize), batchSize, "must be positive");
@@ -93,6 +97,7 @@ public sealed class TensorActivationSource : IActivationSource
         return new ActivationBatch(_input.index_select(0, rows), _target?.index_select(0, rows));
     }
 
+    /// <inheritdoc/>
     public JsonNode SaveState() => new JsonObject
     {
         ["kind"] = nameof(TensorActivationSource),
@@ -102,6 +107,7 @@ public sealed class TensorActivationSource : IActivationSource
         ["rng"] = new JsonArray(_epochStartRng.Select(s => (JsonNode)JsonValue.Create(s.ToString(System.Globalization.CultureInfo.InvariantCulture))).ToArray()),
     };
 
+    /// <inheritdoc/>
     public void LoadState(JsonNode state)
     {
         try
@@ -125,6 +131,7 @@ public sealed class TensorActivationSource : IActivationSource
         }
     }
 
+    /// <summary>Frees the source's copies of the input and target.</summary>
     public void Dispose()
     {
         _input.Dispose();

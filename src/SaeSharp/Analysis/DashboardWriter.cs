@@ -250,11 +250,11 @@ public static class DashboardWriter
         sb.Append("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Prompt view</title><style>")
           .Append(DashboardAssets.Css).Append("</style></head><body class=\"prompt-view\">");
         sb.Append("<header class=\"top\"><div class=\"brand\">SaeSharp <span>prompt view</span></div></header><main>");
-        if (hook is not null) sb.Append($"<section class=\"source\"><span><b>hook</b> {Esc(hook)}</span></section>");
+        if (hook is not null) sb.Append("<section class=\"source\"><span><b>hook</b> ").Append(Esc(hook)).Append("</span></section>");
         for (int v = 0; v < views.Count; v++)
         {
             var view = views[v];
-            sb.Append($"<div class=\"panel prompt\"><h2>Prompt {v + 1} <small>{Esc(view.Prompt)}</small></h2><div class=\"cols\"><div><h3>Top SAE features</h3>");
+            sb.Append(Inv($"<div class=\"panel prompt\"><h2>Prompt {v + 1} <small>{Esc(view.Prompt)}</small></h2><div class=\"cols\"><div><h3>Top SAE features</h3>"));
             foreach (var u in view.Features)
             {
                 notes.TryGetValue(u.Index, out var note);
@@ -276,9 +276,9 @@ public static class DashboardWriter
         if (comparison is not null && views.Count > 1)
         {
             sb.Append("<div class=\"panel compare\"><h2>Across prompts</h2>");
-            sb.Append($"<p><b>Shared by all prompts:</b> {(comparison.Shared.Count == 0 ? "none" : string.Join(", ", comparison.Shared))}</p>");
+            sb.Append(Inv($"<p><b>Shared by all prompts:</b> {(comparison.Shared.Count == 0 ? "none" : string.Join(", ", comparison.Shared))}</p>"));
             for (int v = 0; v < views.Count; v++)
-                sb.Append($"<p><b>Only prompt {v + 1}:</b> {(comparison.Specific[v].Count == 0 ? "none" : string.Join(", ", comparison.Specific[v]))}</p>");
+                sb.Append(Inv($"<p><b>Only prompt {v + 1}:</b> {(comparison.Specific[v].Count == 0 ? "none" : string.Join(", ", comparison.Specific[v]))}</p>"));
             sb.Append("</div>");
         }
         sb.Append("</main><div id=\"tip\" class=\"tip\"></div><script>").Append(DashboardAssets.Js).Append("</script></body></html>");

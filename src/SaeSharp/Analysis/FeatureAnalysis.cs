@@ -15,6 +15,7 @@ public sealed record FeatureAnalysisOptions
 {
     /// <summary>Features to analyse, in output order (null: all). See <see cref="FeatureSelection.Parse"/>.</summary>
     public IReadOnlyList<int>? Features { get; init; }
+    /// <summary>What the collector keeps per feature (top examples, their context, activation intervals).</summary>
     public FeatureStatisticsOptions Statistics { get; init; } = new();
     /// <summary>Context windows per model run.</summary>
     public int BatchSizePrompts { get; init; } = 8;
@@ -26,8 +27,11 @@ public sealed record FeatureAnalysisOptions
     public IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? ModelHooks { get; init; }
     /// <summary>Hook the SAE reads; null: <c>cfg.metadata.hook_name</c>.</summary>
     public string? Hook { get; init; }
+    /// <summary>Tokens listed at each end of a feature's logit effect W_dec[i]·W_U (top and bottom).</summary>
     public int TopLogits { get; init; } = 10;
+    /// <summary>Features listed with the most similar decoder rows (cosine).</summary>
     public int SimilarFeatures { get; init; } = 5;
+    /// <summary>Neurons listed with the most aligned output weights (MLP hooks only).</summary>
     public int AlignedNeurons { get; init; } = 5;
     /// <summary>Logit columns that are real tokens (the tokenizer's vocabulary size); null: all of W_U.</summary>
     public int? VocabSize { get; init; }
@@ -38,19 +42,28 @@ public sealed record FeatureAnalysisOptions
 /// <summary>Progress of a feature pass: tokens so far, the expected total when known, and elapsed time.</summary>
 public sealed record FeatureProgress(long Tokens, long? TotalTokens, TimeSpan Elapsed)
 {
+    /// <summary>Throughput so far (0 before any time has elapsed).</summary>
     public double TokensPerSecond => Elapsed.TotalSeconds > 0 ? Tokens / Elapsed.TotalSeconds : 0;
 }
 
 /// <summary>Where a feature report's activations came from (written to <c>summary.json</c>).</summary>
 public sealed record FeatureSource
 {
+    /// <summary>The SAE's path or release id.</summary>
     public string? Sae { get; init; }
+    /// <summary>The SAE's architecture name as in its cfg.json (<c>standard</c>, <c>topk</c>, <c>jumprelu</c>, ...).</summary>
     public string? Architecture { get; init; }
+    /// <summary>Number of SAE features (SAELens <c>d_sae</c>).</summary>
     public int DSae { get; init; }
+    /// <summary>The model's name or folder.</summary>
     public string? Model { get; init; }
+    /// <summary>TransformerLens hook name the SAE reads.</summary>
     public string? Hook { get; init; }
+    /// <summary>The dataset the context windows came from.</summary>
     public string? Dataset { get; init; }
+    /// <summary>Tokens per context window.</summary>
     public int ContextSize { get; init; }
+    /// <summary>Whether the windows start with BOS.</summary>
     public bool PrependBos { get; init; }
     /// <summary>SAELens / Neuronpedia id of the SAE (<c>neuronpedia_id</c> in its cfg), for links to neuronpedia.org.</summary>
     public string? NeuronpediaId { get; init; }

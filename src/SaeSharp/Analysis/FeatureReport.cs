@@ -14,14 +14,20 @@ namespace SaeSharp.Analysis;
 /// </summary>
 public sealed class FeatureReport
 {
+    /// <summary>File name of the per-feature statistics, one JSON line per feature.</summary>
     public const string FeaturesFile = "features.jsonl";
+    /// <summary>File name of the source, token count and density table.</summary>
     public const string SummaryFile = "summary.json";
+    /// <summary>File name of the display strings of the token ids the report mentions.</summary>
     public const string TokensFile = "tokens.json";
 
+    /// <summary>Where the activations came from (SAE, model, hook, dataset).</summary>
     public FeatureSource Source { get; set; } = new();
     /// <summary>Counted tokens (excluded positions left out).</summary>
     public long Tokens { get; init; }
+    /// <summary>Context windows run through the model.</summary>
     public long Windows { get; init; }
+    /// <summary>Statistics of the analysed features, in feature order.</summary>
     public required IReadOnlyList<FeatureStatistics> Features { get; init; }
     /// <summary>Display string of each token id that appears in the report.</summary>
     public Dictionary<int, string> TokenStrings { get; init; } = new();

@@ -49,18 +49,25 @@ public sealed record Similarity(int Index, float Cosine);
 /// </summary>
 public sealed class FeatureStatistics
 {
+    /// <summary>Feature index (0 ≤ index &lt; d_sae).</summary>
     public required int Feature { get; init; }
+    /// <summary>Share of counted tokens on which the feature's activation is &gt; 0.</summary>
     public required double Density { get; init; }
+    /// <summary>Largest activation seen (0 when the feature never fired).</summary>
     public required float MaxActivation { get; init; }
     /// <summary>Mean of the non-zero activations (0 when the feature never fired).</summary>
     public required double MeanNonzero { get; init; }
+    /// <summary>Counted tokens on which the feature fired.</summary>
     public required long Firings { get; init; }
     /// <summary>Sorted by activation, descending (ties: earlier in the corpus first).</summary>
     public required IReadOnlyList<ActivationExample> TopExamples { get; init; }
+    /// <summary>SAEDashboard-style equal-width activation intervals from 0 upwards, each with its count and sampled examples.</summary>
     public required IReadOnlyList<ActivationInterval> Intervals { get; init; }
     /// <summary>Histogram of the non-zero activations (equal-width bins from 0).</summary>
     public required Histogram Histogram { get; init; }
+    /// <summary>Tokens with the largest entries of W_dec[i]·W_U (the feature's promoted tokens), largest first.</summary>
     public IReadOnlyList<TokenValue> TopLogits { get; set; } = [];
+    /// <summary>Tokens with the smallest entries of W_dec[i]·W_U (the feature's suppressed tokens), smallest first.</summary>
     public IReadOnlyList<TokenValue> BottomLogits { get; set; } = [];
     /// <summary>Histogram of W_dec[i]·W_U over the vocabulary.</summary>
     public Histogram? LogitHistogram { get; set; }

@@ -21,7 +21,9 @@ public sealed record LabelScoringOptions
     public string? NeuronHook { get; init; }
     /// <summary>Tokenizer folder; null: the model folder.</summary>
     public string? TokenizerPath { get; init; }
+    /// <summary>Context windows per model run.</summary>
     public int BatchSize { get; init; } = 8;
+    /// <summary>How each unit is scored against a label (minimum support, candidate thresholds, signs).</summary>
     public LabelScorerOptions Scorer { get; init; } = new();
     /// <summary>Tokens run through the model, after each batch.</summary>
     public IProgress<WorkProgress>? Progress { get; init; }
@@ -71,6 +73,7 @@ public sealed record LabelScoringReport(string Hook, string NeuronHook, long Tok
 /// </summary>
 public static class LabelScoring
 {
+    /// <summary>Loads the SAE (folder or release id), the model it was trained on and its tokenizer, and scores both on the labelled corpus at <paramref name="datasetPath"/>.</summary>
     public static LabelScoringReport Run(string saePath, string modelFolder, string datasetPath, LabelScoringOptions options)
     {
         var (sae, pm) = ModelForSae.LoadWithSae(saePath, modelFolder);

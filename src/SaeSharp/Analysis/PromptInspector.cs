@@ -17,12 +17,17 @@ public sealed record UnitActivations(int Index, double Sum, float[] Acts);
 /// </summary>
 public sealed class PromptView
 {
+    /// <summary>The prompt text.</summary>
     public required string Prompt { get; init; }
+    /// <summary>Token ids of the prompt as the model saw them (BOS first when prepended).</summary>
     public required int[] Tokens { get; init; }
+    /// <summary>Display string of each token.</summary>
     public required string[] TokenStrings { get; init; }
     /// <summary>Positions left out of the sums (the BOS the window starts with).</summary>
     public int SkippedPrefix { get; init; }
+    /// <summary>Top features by activation summed over the prompt's tokens, highest first.</summary>
     public required IReadOnlyList<UnitActivations> Features { get; init; }
+    /// <summary>Top raw dimensions of the hooked activation (for an MLP hook, its neurons), when asked for.</summary>
     public IReadOnlyList<UnitActivations> Neurons { get; init; } = [];
 
     /// <summary><c>{"tokens", "token_strs", "features": [{"feature", "sum", "acts"}], "neurons": [{"neuron", "sum", "acts"}]}</c>.</summary>
@@ -80,6 +85,7 @@ public sealed class PromptInspector
         _prependBos = prependBos ?? sae.Cfg.Metadata.PrependBos;
     }
 
+    /// <summary>TransformerLens hook name the SAE reads.</summary>
     public string Hook => _encoder.Hook;
 
     /// <summary>The prompt's token ids as the model sees them (BOS first when prepended).</summary>

@@ -162,10 +162,13 @@ public static class CorpusGenerator
             else Name(c, "role:subject");
         }
 
+        private static readonly string[] NumberWordLabels = ["pos:NUM", "cat:number", "cat:number_word"];
+        private static readonly string[] NumberDigitLabels = ["pos:NUM", "cat:number", "cat:number_digit"];
+
         private void Number(int n, params string[] extra)
         {
-            if (Chance(0.5)) W(NumberWords[n], [.. new[] { "pos:NUM", "cat:number", "cat:number_word" }, .. extra]);
-            else W(n.ToString(System.Globalization.CultureInfo.InvariantCulture), [.. new[] { "pos:NUM", "cat:number", "cat:number_digit" }, .. extra]);
+            if (Chance(0.5)) W(NumberWords[n], [.. NumberWordLabels, .. extra]);
+            else W(n.ToString(System.Globalization.CultureInfo.InvariantCulture), [.. NumberDigitLabels, .. extra]);
         }
 
         private static string NounCat((string, string)[] cls) => cls == Animals ? "cat:animal" : cls == Foods ? "cat:food" : "cat:object";

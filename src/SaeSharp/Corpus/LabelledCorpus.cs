@@ -15,6 +15,8 @@ public static class LabelledCorpus
     /// <summary>Special tokens of the built-in tokenizer: id 0 is BOS/EOS/padding, id 1 unknown.</summary>
     public const string EndOfText = "<|endoftext|>", Unknown = "<unk>";
 
+    private static readonly JsonSerializerOptions IndentedJson = new() { WriteIndented = true };
+
     /// <summary>The built-in tokenizer's vocabulary in id order: the two special tokens, then <see cref="Lexicon.AllWords"/>.</summary>
     public static IReadOnlyList<string> Vocabulary { get; } = [EndOfText, Unknown, .. Lexicon.AllWords];
 
@@ -27,7 +29,7 @@ public static class LabelledCorpus
         {
             ["bos_token"] = EndOfText, ["eos_token"] = EndOfText, ["pad_token"] = EndOfText, ["unk_token"] = Unknown,
             ["model_max_length"] = 1_000_000, ["tokenizer_class"] = "PreTrainedTokenizerFast",
-        }, new JsonSerializerOptions { WriteIndented = true }));
+        }, IndentedJson));
     }
 
     /// <summary>Generates <paramref name="documents"/> documents from <paramref name="seed"/> and writes them as .jsonl; returns the token count.</summary>

@@ -1,7 +1,7 @@
 namespace SaeSharp.Corpus;
 
 /// <summary>The closed vocabulary of <see cref="CorpusGenerator"/>: every word it can write, grouped by category.</summary>
-public static class Lexicon
+internal static class Lexicon
 {
     public static readonly string[] GirlNames = ["Anna", "Mia", "Lily", "Emma", "Sara", "Lucy", "Rosa", "Nora"];
     public static readonly string[] BoyNames = ["Tom", "Sam", "Ben", "Leo", "Jack", "Omar", "Paul", "Hugo"];

@@ -99,8 +99,8 @@ public static class TextDataset
     public static IEnumerable<string> ReadParquet(string path, string column = "text")
     {
         RequireFile(path);
-        using var stream = File.OpenRead(path);
-        var reader = OpenParquet(stream, path);
+        using var stream = ParquetFooter.Open(path);
+        var (reader, footer) = OpenParquet(stream, path);
         try
         {
             var field = FindColumn(reader, column, path);
@@ -113,6 +113,7 @@ public static class TextDataset
             {
                 var values = ParquetGroup(path, g, maxRows, () =>
                 {
+                    footer.CheckPages(stream, g);
                     using var group = reader.OpenRowGroupReader(g);
                     if (group.RowCount < 0 || group.RowCount > maxRows)
                         throw new SaeSharpException($"{path}: row group {g} declares {group.RowCount} rows, more than a {stream.Length}-byte file can plausibly hold ({maxRows})");
@@ -136,6 +137,9 @@ public static class TextDataset
 
     /// <summary>The most rows one row group may declare: a thousand per byte of file, at least a million. Run-length
     /// encoding lets a few bytes declare billions of rows; real text datasets are far below this.</summary>
+    /// <summary>Column names read as pre-tokenised ids when none is given, in order of preference.</summary>
+    private static readonly string[] TokenColumns = ["tokens", "input_ids"];
+
     private static long MaxParquetRows(long fileBytes) => Math.Max(1_000_000, fileBytes * 1000);
 
     /// <summary>Reads one row group, turning the Parquet library's errors on a corrupt file into one-line SaeSharp errors.</summary>
@@ -151,14 +155,15 @@ public static class TextDataset
         }
     }
 
-    private static ParquetReader OpenParquet(Stream stream, string path)
+    /// <summary>Checks the footer (<see cref="ParquetFooter"/>), then opens the file with Parquet.Net.</summary>
+    private static (ParquetReader Reader, ParquetFooter Footer) OpenParquet(Stream stream, string path)
     {
-        ParquetFooter.Check(stream, path);
+        var footer = ParquetFooter.Check(stream, path);
         try
         {
             var reader = Sync(ParquetReader.CreateAsync(stream, null, false, default));
             _ = reader.Schema.Fields; // the schema is built lazily: fail here, as one error, on a corrupt footer
-            return reader;
+            return (reader, footer);
         }
         catch (Exception e) when (e is not SaeSharpException)
         {
@@ -171,11 +176,11 @@ public static class TextDataset
     public static IEnumerable<long[]> ReadTokenizedParquet(string path, string? column = null)
     {
         RequireFile(path);
-        using var stream = File.OpenRead(path);
-        var reader = OpenParquet(stream, path);
+        using var stream = ParquetFooter.Open(path);
+        var (reader, footer) = OpenParquet(stream, path);
         try
         {
-            column ??= new[] { "tokens", "input_ids" }.FirstOrDefault(c => reader.Schema.Fields.Any(f => f.Name == c))
+            column ??= TokenColumns.FirstOrDefault(c => reader.Schema.Fields.Any(f => f.Name == c))
                        ?? throw new SaeSharpException($"{path}: no 'tokens' or 'input_ids' column");
             var field = FindColumn(reader, column, path);
             if (field.MaxRepetitionLevel != 1 || (field.ClrType != typeof(long) && field.ClrType != typeof(int)))
@@ -185,6 +190,7 @@ public static class TextDataset
                 long maxRows = MaxParquetRows(stream.Length);
                 var rows = ParquetGroup(path, g, maxRows, () =>
                 {
+                    footer.CheckPages(stream, g);
                     using var group = reader.OpenRowGroupReader(g);
                     if (group.RowCount < 0 || group.RowCount > maxRows)
                         throw new SaeSharpException($"{path}: row group {g} declares {group.RowCount} rows, more than a {stream.Length}-byte file can plausibly hold ({maxRows})");
@@ -231,8 +237,8 @@ public static class TextDataset
     public static bool IsTokenizedParquet(string path)
     {
         RequireFile(path);
-        using var stream = File.OpenRead(path);
-        var reader = OpenParquet(stream, path);
+        using var stream = ParquetFooter.Open(path);
+        var (reader, _) = OpenParquet(stream, path);
         try
         {
             return reader.Schema.Fields.Any(f => f.Name is "tokens" or "input_ids");
@@ -277,7 +283,7 @@ public static class TextDataset
         return files;
     }
 
-    private static Exception Unsupported(string file) =>
+    private static SaeSharpException Unsupported(string file) =>
         new SaeSharpException($"dataset file '{file}': unsupported extension (expected .txt, .jsonl, .parquet, .txt.gz or .jsonl.gz)");
 
     private static string? DetectTokensField(JsonElement row) =>

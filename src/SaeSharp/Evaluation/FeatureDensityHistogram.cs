@@ -10,7 +10,9 @@ namespace SaeSharp.Evaluation;
 /// </summary>
 public static class FeatureDensityHistogram
 {
+    /// <summary>Width of the PNG in pixels.</summary>
     public const int Width = 640;
+    /// <summary>Height of the PNG in pixels.</summary>
     public const int Height = 360;
     /// <summary>Bins per decade of frequency.</summary>
     public const int BinsPerDecade = 10;

@@ -19,6 +19,7 @@ public sealed class SaeMetricsAccumulator
     private readonly double[] _mean; // per-dimension mean of x so far
     private readonly long[] _fired;  // per feature: rows with f ≠ 0
 
+    /// <summary>An empty accumulator for targets of width <paramref name="dOut"/> and <paramref name="dSae"/> latents.</summary>
     public SaeMetricsAccumulator(int dOut, int dSae)
     {
         if (dOut <= 0 || dSae <= 0) throw new ArgumentOutOfRangeException(nameof(dOut), "widths must be positive");
@@ -28,6 +29,7 @@ public sealed class SaeMetricsAccumulator
         _fired = new long[dSae];
     }
 
+    /// <summary>Rows added so far.</summary>
     public long Rows => _n;
 
     /// <summary>Adds a batch: <paramref name="x"/> the target [B, d_out], <paramref name="xHat"/> the reconstruction

@@ -9,6 +9,7 @@ namespace SaeSharp.Hooks;
 /// <c>ActivationCache</c>). The cache owns its tensors (views of the forward's activations, no copies):
 /// dispose it to free them. Lookups also accept aliases (<c>gpt_neox.layers.1.mlp</c>).
 /// </summary>
+[System.Diagnostics.CodeAnalysis.SuppressMessage("Naming", "CA1710", Justification = "TransformerLens's name (ActivationCache), which its users look for")]
 public sealed class ActivationCache : IReadOnlyDictionary<string, Tensor>, IDisposable
 {
     private readonly Dictionary<string, Tensor> _tensors = new(StringComparer.Ordinal);
@@ -22,16 +23,22 @@ public sealed class ActivationCache : IReadOnlyDictionary<string, Tensor>, IDisp
         _tensors[name] = t;
     }
 
+    /// <summary>The activation at hook <paramref name="key"/> (a hook name or an alias); a missing hook is a <see cref="SaeSharpException"/> listing the cached ones.</summary>
     public Tensor this[string key] =>
         TryGetValue(key, out var t) ? t
         : throw new SaeSharpException($"activation cache has no '{key}' (has: {string.Join(", ", _tensors.Keys)})");
 
+    /// <summary>The cached hook names, in the order they were recorded.</summary>
     public IEnumerable<string> Keys => _tensors.Keys;
+    /// <summary>The cached activations, in the order of <see cref="Keys"/>.</summary>
     public IEnumerable<Tensor> Values => _tensors.Values;
+    /// <summary>Number of cached hooks.</summary>
     public int Count => _tensors.Count;
 
+    /// <summary>True when the hook (or the hook an alias resolves to) was cached.</summary>
     public bool ContainsKey(string key) => TryGetValue(key, out _);
 
+    /// <summary>The activation at hook <paramref name="key"/> (a hook name or an alias), if cached.</summary>
     public bool TryGetValue(string key, [MaybeNullWhen(false)] out Tensor value)
     {
         if (_tensors.TryGetValue(key, out value)) return true;
@@ -46,9 +53,11 @@ public sealed class ActivationCache : IReadOnlyDictionary<string, Tensor>, IDisp
         }
     }
 
+    /// <summary>The (hook name, activation) pairs in recording order.</summary>
     public IEnumerator<KeyValuePair<string, Tensor>> GetEnumerator() => _tensors.GetEnumerator();
     IEnumerator IEnumerable.GetEnumerator() => GetEnumerator();
 
+    /// <summary>Disposes every cached tensor.</summary>
     public void Dispose()
     {
         foreach (var t in _tensors.Values) t.Dispose();

@@ -100,19 +100,27 @@ public sealed class HookPoints
 
     /// <summary>Every hook name, in the order the hooks fire.</summary>
     public IReadOnlyList<string> Names { get; }
+    /// <summary>Number of transformer blocks (<c>blocks.0</c> … <c>blocks.{n-1}</c>).</summary>
     public int NLayers { get; }
+    /// <summary>The model adds learned position embeddings (has <c>hook_pos_embed</c>).</summary>
     public bool HasPosEmbed { get; }
+    /// <summary>Attention and MLP read the same residual (GPT-NeoX <c>use_parallel_residual</c>): no <c>hook_resid_mid</c>.</summary>
     public bool ParallelAttnMlp { get; }
+    /// <summary>The model uses rotary position embeddings (has <c>attn.hook_rot_q</c>/<c>hook_rot_k</c>).</summary>
     public bool Rotary { get; }
+    /// <summary>The family's Hugging Face module names, accepted as hook aliases.</summary>
     public HfModuleNames Hf { get; }
     /// <summary>Gated MLP: has <c>mlp.hook_pre_linear</c>.</summary>
     public bool GatedMlp { get; }
 
+    /// <summary>Token embedding output [batch, pos, d_model].</summary>
     public const string Embed = "hook_embed";
+    /// <summary>Position embedding output [batch, pos, d_model] (models with learned positions only).</summary>
     public const string PosEmbed = "hook_pos_embed";
+    /// <summary>Final layer norm output [batch, pos, d_model], the unembedding's input.</summary>
     public const string LnFinal = "ln_final.hook_normalized";
 
-    public HookPoints(int nLayers, bool hasPosEmbed, bool parallelAttnMlp, bool rotary, HfModuleNames hf, bool gatedMlp = false)
+    internal HookPoints(int nLayers, bool hasPosEmbed, bool parallelAttnMlp, bool rotary, HfModuleNames hf, bool gatedMlp = false)
     {
         GatedMlp = gatedMlp;
         NLayers = nLayers;

@@ -9,11 +9,17 @@ namespace SaeSharp.Hooks;
 /// </summary>
 public static class SaeHookPoints
 {
+    /// <summary>Suffix of the SAE's input [batch, pos, d_in].</summary>
     public const string Input = "hook_sae_input";
+    /// <summary>Suffix of the latents before the activation function [batch, pos, d_sae].</summary>
     public const string ActsPre = "hook_sae_acts_pre";
+    /// <summary>Suffix of the latents after the activation function [batch, pos, d_sae].</summary>
     public const string ActsPost = "hook_sae_acts_post";
+    /// <summary>Suffix of the reconstruction [batch, pos, d_in].</summary>
     public const string Recons = "hook_sae_recons";
+    /// <summary>Suffix of the error term, input − reconstruction (only when the error term is used).</summary>
     public const string Error = "hook_sae_error";
+    /// <summary>Suffix of what replaces the hooked activation: the reconstruction, plus the error term when used.</summary>
     public const string Output = "hook_sae_output";
 
     /// <summary>The suffixes in firing order.</summary>

@@ -17,6 +17,7 @@ public static class AtomicFile
         group.Commit();
     }
 
+    /// <summary>Writes <paramref name="text"/> as UTF-8 (no BOM) to <paramref name="path"/> atomically.</summary>
     public static void WriteAllText(string path, string text) =>
         Write(path, s => { var bytes = System.Text.Encoding.UTF8.GetBytes(text); s.Write(bytes); });
 
@@ -69,6 +70,7 @@ public sealed class AtomicFileGroup : IDisposable
         _pending.Clear();
     }
 
+    /// <summary>Deletes the temporaries of files written but not committed (the targets stay as they were).</summary>
     public void Dispose()
     {
         foreach (var (tmp, _) in _pending)

@@ -75,10 +75,11 @@ public static class SafeTensors
         }
     }
 
+    /// <summary>Writes <paramref name="tensors"/> and string <paramref name="metadata"/> to <paramref name="path"/> atomically, in the dictionary's order.</summary>
     public static void Save(string path, IReadOnlyDictionary<string, Tensor> tensors, IReadOnlyDictionary<string, string>? metadata = null) =>
         Save(path, (IEnumerable<KeyValuePair<string, Tensor>>)tensors, metadata);
 
-    public static ScalarType ToScalarType(string dtype) => dtype switch
+    internal static ScalarType ToScalarType(string dtype) => dtype switch
     {
         "F64" => ScalarType.Float64,
         "F32" => ScalarType.Float32,
@@ -93,7 +94,7 @@ public static class SafeTensors
         _ => throw new SaeSharpException($"safetensors dtype '{dtype}' is not supported"),
     };
 
-    public static string ToDtypeString(ScalarType t) => t switch
+    internal static string ToDtypeString(ScalarType t) => t switch
     {
         ScalarType.Float64 => "F64",
         ScalarType.Float32 => "F32",

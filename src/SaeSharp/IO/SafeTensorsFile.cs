@@ -9,7 +9,9 @@ namespace SaeSharp.IO;
 /// <summary>One tensor's entry in a safetensors header: dtype, shape and byte range within the data section.</summary>
 public sealed record SafeTensorInfo(string Name, string Dtype, long[] Shape, long Begin, long End)
 {
+    /// <summary>Number of elements (the product of the shape; 1 for a scalar).</summary>
     public long NumElements => Shape.Aggregate(1L, (a, b) => a * b);
+    /// <summary>The TorchSharp dtype of <see cref="Dtype"/> (F32 → Float32, BF16 → BFloat16, ...).</summary>
     public ScalarType ScalarType => SafeTensors.ToScalarType(Dtype);
 }
 
@@ -26,10 +28,13 @@ public sealed class SafeTensorsFile : IDisposable
     private readonly FileStream _stream;
     private readonly long _dataStart;
 
+    /// <summary>The file's path as given to <see cref="Open"/>.</summary>
     public string Path { get; }
+    /// <summary>Every tensor's header entry, by name.</summary>
     public IReadOnlyDictionary<string, SafeTensorInfo> Tensors { get; }
     /// <summary>Names in the order of their data offsets.</summary>
     public IReadOnlyList<string> Names { get; }
+    /// <summary>The header's <c>__metadata__</c> strings (empty when there are none).</summary>
     public IReadOnlyDictionary<string, string> Metadata { get; }
 
     private SafeTensorsFile(string path, FileStream stream, long dataStart,
@@ -43,6 +48,7 @@ public sealed class SafeTensorsFile : IDisposable
         Metadata = metadata;
     }
 
+    /// <summary>Opens <paramref name="path"/> and validates its header against the file size; a missing file or a bad header is a <see cref="SaeSharpException"/> naming the file and the field.</summary>
     public static SafeTensorsFile Open(string path)
     {
         if (!File.Exists(path)) throw new SaeSharpException($"{path}: file not found");
@@ -140,11 +146,13 @@ public sealed class SafeTensorsFile : IDisposable
         return (tensors, metadata);
     }
 
+    /// <summary>The header entry of tensor <paramref name="name"/>; a missing name is a <see cref="SaeSharpException"/> listing the file's tensors.</summary>
     public SafeTensorInfo Info(string name) =>
         Tensors.TryGetValue(name, out var info)
             ? info
             : throw new SaeSharpException($"{Path}: no tensor named '{name}' (has: {string.Join(", ", Names)})");
 
+    /// <summary>True when the file holds a tensor named <paramref name="name"/>.</summary>
     public bool Contains(string name) => Tensors.ContainsKey(name);
 
     /// <summary>Reads a whole tensor in its stored dtype, or converted to <paramref name="dtype"/>.</summary>
@@ -197,6 +205,7 @@ public sealed class SafeTensorsFile : IDisposable
         return t;
     }
 
+    /// <summary>Closes the file.</summary>
     public void Dispose() => _stream.Dispose();
 
     internal static int? ElementSize(string dtype) => dtype switch

@@ -20,6 +20,7 @@ public sealed class SafeTensorsStreamWriter : IDisposable
     private readonly Dictionary<string, (ScalarType Dtype, long[] Shape, long Begin, long RowBytes)> _entries = new(StringComparer.Ordinal);
     private bool _committed;
 
+    /// <summary>Creates the temporary file and writes the header for <paramref name="tensors"/> (name, dtype, shape [rows, ...]) in the given order; their rows are then written with <see cref="WriteRows"/>.</summary>
     public SafeTensorsStreamWriter(string path, IEnumerable<(string Name, ScalarType Dtype, long[] Shape)> tensors)
     {
         _path = Path.GetFullPath(path);
@@ -73,6 +74,7 @@ public sealed class SafeTensorsStreamWriter : IDisposable
         _committed = true;
     }
 
+    /// <summary>Closes the file and, unless <see cref="Commit"/> ran, deletes the temporary.</summary>
     public void Dispose()
     {
         _stream.Dispose();

@@ -63,6 +63,7 @@ public static class TorchPickle
 internal sealed record TorchStorageRef(string Key, ScalarType DType, long Numel, string Location);
 
 /// <summary>The zip container and the torch-specific allow-list around <see cref="TorchPickleUnpickler"/>.</summary>
+[System.Diagnostics.CodeAnalysis.SuppressMessage("Reliability", "CA1001", Justification = "_zip lives only inside Load, which disposes it")]
 internal sealed class TorchPickleLoader(string path, long maxBytes)
 {
     static readonly Dictionary<string, ScalarType> StorageTypes = new()
@@ -238,7 +239,7 @@ internal sealed class TorchPickleLoader(string path, long maxBytes)
         return null;
     }
 
-    object? PersistentLoad(object? pid)
+    TorchStorageRef PersistentLoad(object? pid)
     {
         // ('storage', storage_type, key, location, numel)
         if (pid is not object?[] { Length: 5 } t || t[0] is not "storage")
@@ -250,7 +251,7 @@ internal sealed class TorchPickleLoader(string path, long maxBytes)
         return new TorchStorageRef(key, dtype, numel, location);
     }
 
-    object? RebuildTensor(string q, object?[] a, int minArgs, ScalarType? dtype)
+    Tensor RebuildTensor(string q, object?[] a, int minArgs, ScalarType? dtype)
     {
         if (a.Length < minArgs) throw Bad(q, $"expected at least {minArgs} arguments, got {a.Length}");
         if (a[0] is not TorchStorageRef storage) throw Bad(q, $"first argument is {Describe(a[0])}, expected a storage");
@@ -316,7 +317,7 @@ internal sealed class TorchPickleLoader(string path, long maxBytes)
         return probe.element_size();
     }
 
-    object MakeOrderedDict(object?[] a)
+    OrderedDictionary<object, object?> MakeOrderedDict(object?[] a)
     {
         var dict = new OrderedDictionary<object, object?>(PickleKeyComparer.Instance);
         if (a.Length == 0) return dict;
@@ -331,7 +332,7 @@ internal sealed class TorchPickleLoader(string path, long maxBytes)
         return dict;
     }
 
-    object MakeSet(object?[] a)
+    HashSet<object> MakeSet(object?[] a)
     {
         var set = new HashSet<object>(PickleKeyComparer.Instance);
         if (a.Length == 0) return set;
@@ -340,7 +341,7 @@ internal sealed class TorchPickleLoader(string path, long maxBytes)
         return set;
     }
 
-    object Encode(object?[] a)
+    byte[] Encode(object?[] a)
     {
         // protocol-2 pickles store bytes as _codecs.encode(text, 'latin1')
         if (a.Length != 2 || a[0] is not string text || a[1] is not string encoding)

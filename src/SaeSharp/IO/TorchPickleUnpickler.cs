@@ -457,7 +457,7 @@ internal sealed class TorchPickleUnpickler(
     object ReadLong(int n)
     {
         var value = new BigInteger(Take(n), isUnsigned: false, isBigEndian: false);
-        return value >= long.MinValue && value <= long.MaxValue ? (long)value : value;
+        return Int(value);
     }
 
     object ParseTextInt(string line) => line switch
@@ -467,13 +467,22 @@ internal sealed class TorchPickleUnpickler(
         _ => ParseTextLong(line),
     };
 
+    /// <summary>A Python int as the unpickler pushes it: a long when it fits in 64 bits, else a BigInteger.</summary>
+    /// <remarks>Not a conditional expression: <c>c ? (long)v : v</c> has type BigInteger and would never give a long.</remarks>
+    [System.Diagnostics.CodeAnalysis.SuppressMessage("Performance", "CA1859", Justification = "a boxed long or a BigInteger by design; the analyzer sees only the BigInteger")]
+    static object Int(BigInteger value)
+    {
+        if (value >= long.MinValue && value <= long.MaxValue) return (long)value;
+        return value;
+    }
+
     object ParseTextLong(string line)
     {
         string digits = line.EndsWith('L') ? line[..^1] : line;
         if (digits.Length > MaxIntDigits) throw Fail($"text integer of {digits.Length} digits exceeds the limit of {MaxIntDigits}");
         if (!BigInteger.TryParse(digits, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var value))
             throw Fail($"integer opcode with unparsable text '{line}'");
-        return value >= long.MinValue && value <= long.MaxValue ? (long)value : value;
+        return Int(value);
     }
 
     long ParseMemoKey(string line) =>

@@ -23,6 +23,7 @@ public sealed class DictionaryLearningCheckpoint(string dictClass, SaeConfig cfg
     /// <summary>Weights under SAELens names (<c>W_enc</c> [d_in, d_sae], <c>W_dec</c> [d_sae, d_in], ...).</summary>
     public IReadOnlyDictionary<string, Tensor> Weights { get; } = weights;
 
+    /// <summary>Disposes the weight tensors.</summary>
     public void Dispose()
     {
         foreach (var w in Weights.Values) w.Dispose();
@@ -51,7 +52,9 @@ public sealed class DictionaryLearningCheckpoint(string dictClass, SaeConfig cfg
 /// </summary>
 public static class DictionaryLearning
 {
+    /// <summary>File name of the pickled state_dict (<c>ae.pt</c>).</summary>
     public const string WeightsFile = "ae.pt";
+    /// <summary>File name of the training config beside it (<c>config.json</c>), optional.</summary>
     public const string ConfigFile = "config.json";
 
     /// <summary>The dictionary_learning class for each SAELens architecture name accepted as an override.</summary>

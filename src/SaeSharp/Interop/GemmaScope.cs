@@ -23,6 +23,7 @@ namespace SaeSharp.Interop;
 /// </summary>
 public static class GemmaScope
 {
+    /// <summary>File name of the weights (<c>params.npz</c>: W_enc, b_enc, W_dec, b_dec, threshold).</summary>
     public const string WeightsFile = "params.npz";
 
     /// <summary>True for an <c>.npz</c> file or a folder containing <c>params.npz</c>.</summary>
@@ -107,14 +108,14 @@ public static class GemmaScope
         foreach (var part in parts)
         {
             var m = Regex.Match(part, @"^layer_(\d+)$");
-            if (m.Success) layer = int.Parse(m.Groups[1].Value);
+            if (m.Success) layer = int.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
             if (part == "embedding") embedding = true;
             var r = Regex.Match(part, @"gemma-scope-(\d+b)-(pt|it)-(res|mlp|att)(?![a-z])");
             if (r.Success) repo = r;
             var width = Regex.Match(part, @"^width_(\d+)([km])$");
             if (width.Success)
             {
-                long claimed = long.Parse(width.Groups[1].Value) * (width.Groups[2].Value == "k" ? 1024 : 1024 * 1024);
+                long claimed = long.Parse(width.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture) * (width.Groups[2].Value == "k" ? 1024 : 1024 * 1024);
                 if (claimed != cfg.DSae)
                     throw new SaeSharpException($"{source}: folder '{part}' claims {claimed} latents but W_enc holds d_sae = {cfg.DSae}.");
             }

@@ -14,11 +14,16 @@ namespace SaeSharp.Interop;
 /// </summary>
 public static class SaeLensFormat
 {
+    /// <summary>File name of the SAE's configuration (<c>cfg.json</c>).</summary>
     public const string CfgFile = "cfg.json";
+    /// <summary>File name of the weights (<c>sae_weights.safetensors</c>: W_enc, b_enc, W_dec, b_dec, ...).</summary>
     public const string WeightsFile = "sae_weights.safetensors";
+    /// <summary>File name of the per-latent log10 firing frequencies (<c>sparsity.safetensors</c>, tensor <c>sparsity</c>).</summary>
     public const string SparsityFile = "sparsity.safetensors";
+    /// <summary>File name of SAELens's activation scaler (<c>activation_scaler.json</c>, <c>scaling_factor</c>).</summary>
     public const string ActivationScalerFile = "activation_scaler.json";
 
+    /// <summary>True when <paramref name="dir"/> holds both <c>cfg.json</c> and <c>sae_weights.safetensors</c>.</summary>
     public static bool IsSaeLensFolder(string dir) =>
         File.Exists(Path.Combine(dir, CfgFile)) && File.Exists(Path.Combine(dir, WeightsFile));
 

@@ -30,7 +30,9 @@ namespace SaeSharp.Interop;
 /// </summary>
 public static class Sparsify
 {
+    /// <summary>File name of a hookpoint's configuration (<c>cfg.json</c>: d_in, num_latents, k, ...).</summary>
     public const string ConfigFile = "cfg.json";
+    /// <summary>File name of a hookpoint's weights (<c>sae.safetensors</c>: encoder.weight, encoder.bias, W_dec, b_dec).</summary>
     public const string WeightsFile = "sae.safetensors";
 
     /// <summary>Options whose true value changes the SAE's function and cannot be represented.</summary>

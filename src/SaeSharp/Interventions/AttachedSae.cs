@@ -24,9 +24,11 @@ public sealed record AttachedSae
         UseErrorTerm = useErrorTerm;
     }
 
+    /// <summary>The spliced SAE (not owned).</summary>
     public Sae Sae { get; }
     /// <summary>The model hook (a TransformerLens name once attached to a model).</summary>
     public string Hook { get; init; }
+    /// <summary>True: the run adds the error term x − x̂ back, so the model's output equals the clean run (SAELens <c>use_error_term</c>).</summary>
     public bool UseErrorTerm { get; init; }
     /// <summary>The head this SAE reads and writes (<c>hook_head_index</c>), or null for the whole activation.</summary>
     public int? HeadIndex => Sae.Cfg.Metadata.HookHeadIndex;

@@ -11,8 +11,11 @@ namespace SaeSharp.Interventions;
 /// </summary>
 public sealed record AttributionMetric(AttributionMetricKind Kind, long A = 0, long B = 0)
 {
+    /// <summary>The logit of token <paramref name="a"/> at the last position, summed over the batch.</summary>
     public static AttributionMetric Logit(long a) => new(AttributionMetricKind.Logit, a);
+    /// <summary>Logit of <paramref name="a"/> minus logit of <paramref name="b"/> at the last position, summed over the batch.</summary>
     public static AttributionMetric LogitDiff(long a, long b) => new(AttributionMetricKind.LogitDiff, a, b);
+    /// <summary>Mean next-token cross-entropy over all positions.</summary>
     public static AttributionMetric Loss { get; } = new(AttributionMetricKind.Loss);
 
     /// <summary>Parses <c>logit:A</c>, <c>logit-diff:A,B</c> or <c>loss</c>; A and B are token ids, or strings that
@@ -64,6 +67,7 @@ public sealed record AttributionMetric(AttributionMetricKind Kind, long A = 0, l
         }
     }
 
+    /// <summary>The metric in the form <see cref="Parse"/> reads: <c>logit:A</c>, <c>logit-diff:A,B</c> or <c>loss</c>.</summary>
     public override string ToString() => Kind switch
     {
         AttributionMetricKind.Logit => $"logit:{A}",
@@ -72,7 +76,16 @@ public sealed record AttributionMetric(AttributionMetricKind Kind, long A = 0, l
     };
 }
 
-public enum AttributionMetricKind { Logit, LogitDiff, Loss }
+/// <summary>Which scalar an <see cref="AttributionMetric"/> takes of the logits.</summary>
+public enum AttributionMetricKind
+{
+    /// <summary><c>logit:A</c>: one token's logit at the last position.</summary>
+    Logit,
+    /// <summary><c>logit-diff:A,B</c>: the difference of two tokens' logits at the last position.</summary>
+    LogitDiff,
+    /// <summary><c>loss</c>: mean next-token cross-entropy.</summary>
+    Loss,
+}
 
 /// <summary>One (SAE, batch row, position, feature) attribution.</summary>
 public readonly record struct AttributionEntry(int Sae, int Batch, int Position, int Feature, double Attribution, double Activation);
@@ -83,12 +96,15 @@ public readonly record struct AttributionEntry(int Sae, int Batch, int Position,
 /// </summary>
 public sealed class AttributionResult : IDisposable
 {
+    /// <summary>The attributed metric.</summary>
     public required AttributionMetric MetricSpec { get; init; }
     /// <summary>The metric's value on the clean run (equal to the spliced run with error terms).</summary>
     public required double Metric { get; init; }
     /// <summary>The hooks of the attached SAEs, in attachment order.</summary>
     public required IReadOnlyList<string> Hooks { get; init; }
+    /// <summary>Per SAE, f_i·∂m/∂f_i [batch, pos, d_sae].</summary>
     public required IReadOnlyList<Tensor> Attribution { get; init; }
+    /// <summary>Per SAE, the error node's attribution Σ_d ε_d·∂m/∂ε_d [batch, pos].</summary>
     public required IReadOnlyList<Tensor> ErrorAttribution { get; init; }
     /// <summary>Feature activations [batch, pos, d_sae] of each SAE on the clean run.</summary>
     public required IReadOnlyList<Tensor> FeatureActs { get; init; }
@@ -138,6 +154,7 @@ public sealed class AttributionResult : IDisposable
         SafeTensors.Save(path, tensors, meta);
     }
 
+    /// <summary>Disposes the attribution and activation tensors.</summary>
     public void Dispose()
     {
         foreach (var t in Attribution.Concat(ErrorAttribution).Concat(FeatureActs)) t.Dispose();
@@ -154,13 +171,16 @@ public sealed class AttributionResult : IDisposable
 /// </summary>
 public static class FeatureAttribution
 {
-    public static AttributionResult Run(HookedSaeTransformer model, Tensor tokens, AttributionMetric metric, int integratedGradientSteps = 0)
+    /// <summary>Attributes <paramref name="metric"/> of a run on <paramref name="tokens"/> [batch, pos] to the features of every SAE attached to <paramref name="model"/> (each spliced with its error term); <paramref name="integratedGradientSteps"/> 0 is attribution patching, N &gt; 0 integrated gradients with N steps; <paramref name="progress"/> counts the tokens of every pass.</summary>
+    public static AttributionResult Run(HookedSaeTransformer model, Tensor tokens, AttributionMetric metric, int integratedGradientSteps = 0,
+        IProgress<WorkProgress>? progress = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(metric);
         if (model.Saes.Count == 0) throw new SaeSharpException("attribution needs at least one attached SAE");
         if (integratedGradientSteps < 0) throw new SaeSharpException($"integrated-gradient steps must be >= 0, got {integratedGradientSteps}");
         var hooks = model.Saes.Select(a => a.Hook).ToList();
+        var counter = new ProgressCounter(progress, "tokens", tokens.numel() * (1 + (long)hooks.Count * integratedGradientSteps));
         var attr = new List<Tensor>();
         var errAttr = new List<Tensor>();
         var acts = new List<Tensor>();
@@ -169,6 +189,7 @@ public static class FeatureAttribution
         {
             using var capture = new AttributionCapture();
             value = Backward(model, tokens, metric, capture);
+            counter.Add(tokens.numel());
             foreach (var h in hooks)
             {
                 var f = capture.FeatureLeaf(h);
@@ -187,6 +208,7 @@ public static class FeatureAttribution
                 using var step = NewDisposeScope();
                 using var capture = new AttributionCapture { ScaledHook = hooks[i], Alpha = (k - 0.5) / integratedGradientSteps };
                 Backward(model, tokens, metric, capture);
+                counter.Add(tokens.numel());
                 sum.add_(GradOf(capture.FeatureLeaf(hooks[i])));
             }
             attr[i].Dispose();

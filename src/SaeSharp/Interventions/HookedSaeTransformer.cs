@@ -18,6 +18,7 @@ public sealed class HookedSaeTransformer(HookedTransformer model)
 {
     private readonly List<AttachedSae> _saes = [];
 
+    /// <summary>The wrapped model (not owned).</summary>
     public HookedTransformer Model { get; } = model ?? throw new ArgumentNullException(nameof(model));
     /// <summary>The attached SAEs, in the order added.</summary>
     public IReadOnlyList<AttachedSae> Saes => _saes;
@@ -90,6 +91,7 @@ public sealed class HookedSaeTransformer(HookedTransformer model)
     }
 
     /// <summary>Attribution patching to the features of every attached SAE (<see cref="FeatureAttribution"/>).</summary>
-    public AttributionResult Attribute(Tensor tokens, AttributionMetric metric, int integratedGradientSteps = 0) =>
-        FeatureAttribution.Run(this, tokens, metric, integratedGradientSteps);
+    public AttributionResult Attribute(Tensor tokens, AttributionMetric metric, int integratedGradientSteps = 0,
+        IProgress<WorkProgress>? progress = null) =>
+        FeatureAttribution.Run(this, tokens, metric, integratedGradientSteps, progress);
 }

@@ -23,7 +23,9 @@ public abstract class Intervention
             ?? throw new SaeSharpException("the SAE has no metadata.hook_name: give the hook the intervention acts at");
     }
 
+    /// <summary>The SAE whose features define the edit (not owned).</summary>
     public Sae Sae { get; }
+    /// <summary>The hook the edit acts at, as given (a hook name or an alias).</summary>
     public string Hook { get; }
 
     /// <summary>The hook function of this intervention on <paramref name="model"/> in a run where <paramref name="saes"/>
@@ -61,13 +63,16 @@ public abstract class Intervention
 /// </summary>
 public sealed class Steering : Intervention
 {
+    /// <summary>Steers by <paramref name="scale"/> times the decoder row of <paramref name="feature"/>; an index outside 0..d_sae − 1 is a <see cref="SaeSharpException"/>.</summary>
     public Steering(Sae sae, int feature, double scale, string? hook = null) : base(sae, hook)
     {
         Feature = CheckFeature(feature);
         Scale = scale;
     }
 
+    /// <summary>The feature F whose decoder row W_dec[F] is added.</summary>
     public int Feature { get; }
+    /// <summary>The multiple S of W_dec[F] added (in the activation's units; W_dec rows are usually unit norm).</summary>
     public double Scale { get; }
     /// <summary>Token positions to steer (0-based, counting real tokens; during generation the prompt and the new
     /// tokens continue one numbering); null: every position.</summary>
@@ -80,6 +85,7 @@ public sealed class Steering : Intervention
         return (Sae.WDec[Feature] * Scale).detach();
     }
 
+    /// <inheritdoc/>
     public override (string Name, Func<Tensor, Tensor?> Fn) ToHook(HookedTransformer model, IReadOnlyList<AttachedSae>? saes = null)
     {
         var spliced = SplicedAt(model, saes, out var hook);
@@ -119,15 +125,19 @@ public sealed class Steering : Intervention
 /// </summary>
 public sealed class Clamp : Intervention
 {
+    /// <summary>Clamps <paramref name="feature"/> to <paramref name="value"/>; an index outside 0..d_sae − 1 is a <see cref="SaeSharpException"/>.</summary>
     public Clamp(Sae sae, int feature, double value, string? hook = null) : base(sae, hook)
     {
         Feature = CheckFeature(feature);
         Value = value;
     }
 
+    /// <summary>The clamped feature F.</summary>
     public int Feature { get; }
+    /// <summary>The value V the feature's activation is set to.</summary>
     public double Value { get; }
 
+    /// <inheritdoc/>
     public override (string Name, Func<Tensor, Tensor?> Fn) ToHook(HookedTransformer model, IReadOnlyList<AttachedSae>? saes = null)
     {
         var spliced = RequireSpliced(model, saes, out _);
@@ -160,10 +170,12 @@ public sealed class Ablation : Intervention
         Means = means;
     }
 
+    /// <summary>The ablated feature indices, without repeats.</summary>
     public IReadOnlyList<int> Features { get; }
     /// <summary>[d_sae] means for mean ablation (not owned), or null for zero ablation.</summary>
     public Tensor? Means { get; }
 
+    /// <inheritdoc/>
     public override (string Name, Func<Tensor, Tensor?> Fn) ToHook(HookedTransformer model, IReadOnlyList<AttachedSae>? saes = null)
     {
         var spliced = RequireSpliced(model, saes, out _);

@@ -10,17 +10,24 @@ public sealed class InterventionEffect : IDisposable
 {
     /// <summary>[batch, pos − 1] next-token CE (nats) of the clean and the edited run.</summary>
     public required Tensor CleanLoss { get; init; }
+    /// <summary>[batch, pos − 1] next-token CE (nats) of the edited run.</summary>
     public required Tensor EditedLoss { get; init; }
     /// <summary>[batch, pos] KL(clean ‖ edited) of the next-token distributions.</summary>
     public required Tensor Kl { get; init; }
     /// <summary>[batch, pos] most likely next token of the clean and of the edited run, with its probability.</summary>
     public required Tensor CleanTop { get; init; }
+    /// <summary>[batch, pos] most likely next token of the edited run.</summary>
     public required Tensor EditedTop { get; init; }
+    /// <summary>[batch, pos] probability of <see cref="CleanTop"/> on the clean run.</summary>
     public required Tensor CleanTopProb { get; init; }
+    /// <summary>[batch, pos] probability of <see cref="EditedTop"/> on the edited run.</summary>
     public required Tensor EditedTopProb { get; init; }
 
+    /// <summary>Mean of <see cref="CleanLoss"/> (nats).</summary>
     public double MeanCleanLoss => CleanLoss.mean().item<double>();
+    /// <summary>Mean of <see cref="EditedLoss"/> (nats).</summary>
     public double MeanEditedLoss => EditedLoss.mean().item<double>();
+    /// <summary>Mean of <see cref="Kl"/> (nats).</summary>
     public double MeanKl => Kl.mean().item<double>();
 
     /// <summary>Compares the logits [batch, pos, d_vocab] of a clean and an edited run on <paramref name="tokens"/>.</summary>
@@ -62,6 +69,7 @@ public sealed class InterventionEffect : IDisposable
         return idx.data<long>().Select((j, i) => ((int)(j / s), (int)(j % s), v[i])).ToList();
     }
 
+    /// <summary>Disposes the tensors.</summary>
     public void Dispose()
     {
         foreach (var t in new[] { CleanLoss, EditedLoss, Kl, CleanTop, EditedTop, CleanTopProb, EditedTopProb }) t.Dispose();

@@ -64,7 +64,7 @@ public static class CpuKernels
 
     /// <summary>Parses a <c>SAESHARP_KERNELS</c> value.</summary>
     public static KernelPath Parse(string name) =>
-        Enum.GetValues<KernelPath>().FirstOrDefault(p => Name(p) == name.Trim().ToLowerInvariant(), (KernelPath)(-1)) is var p && p >= 0
+        Enum.GetValues<KernelPath>().FirstOrDefault(p => string.Equals(Name(p), name.Trim(), StringComparison.OrdinalIgnoreCase), (KernelPath)(-1)) is var p && p >= 0
             ? p
             : throw new SaeSharpException($"{EnvironmentVariable}={name}: expected one of {string.Join(", ", Enum.GetValues<KernelPath>().Select(Name))}");
 

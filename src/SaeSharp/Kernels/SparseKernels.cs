@@ -62,7 +62,7 @@ internal static unsafe class SparseKernels
         for (long e = 0; e < nnz; e++)
         {
             long r = pDr[e], s = pSr[e];
-            if ((ulong)r >= (ulong)dstRows || (ulong)s >= (ulong)srcRows) throw new IndexOutOfRangeException($"sparse entry {e}: row {r} or {s} out of range");
+            if ((ulong)r >= (ulong)dstRows || (ulong)s >= (ulong)srcRows) throw new SaeSharpException($"sparse entry {e}: row {r} or {s} out of range");
             offsets[r + 1]++;
         }
         for (long r = 0; r < dstRows; r++) offsets[r + 1] += offsets[r];
@@ -148,7 +148,7 @@ internal static unsafe class SparseKernels
             for (long e = start; e < end; e++)
             {
                 long r = pAr[e], s = pBr[e];
-                if ((ulong)r >= (ulong)aRows || (ulong)s >= (ulong)bRows) throw new IndexOutOfRangeException($"sparse entry {e}: row {r} or {s} out of range");
+                if ((ulong)r >= (ulong)aRows || (ulong)s >= (ulong)bRows) throw new SaeSharpException($"sparse entry {e}: row {r} or {s} out of range");
                 pOut[e] = Dot(pa + r * d, pb + s * d, d);
             }
         });

@@ -19,17 +19,23 @@ public sealed record LmTrainingOptions
     public required string CorpusPath { get; init; }
     /// <summary>Output folder: a Hugging Face GPT-NeoX model folder (config.json, model.safetensors, tokenizer.json).</summary>
     public required string OutDir { get; init; }
+    /// <summary>Residual stream width (GPT-NeoX <c>hidden_size</c>).</summary>
     public int DModel { get; init; } = 128;
+    /// <summary>Transformer blocks (<c>num_hidden_layers</c>).</summary>
     public int NLayers { get; init; } = 4;
+    /// <summary>Attention heads (<c>num_attention_heads</c>); must divide <see cref="DModel"/>.</summary>
     public int NHeads { get; init; } = 4;
+    /// <summary>MLP hidden width (<c>intermediate_size</c>).</summary>
     public int DMlp { get; init; } = 512;
     /// <summary>Tokens per training window; whole stories are packed into windows (never split).</summary>
     public int ContextSize { get; init; } = 256;
     /// <summary>Windows per step.</summary>
     public int BatchSize { get; init; } = 16;
+    /// <summary>Optimiser steps.</summary>
     public long Steps { get; init; } = 2000;
     /// <summary>Peak learning rate of AdamW (β = 0.9, 0.95), reached after <see cref="WarmUpSteps"/> of linear warm-up, then cosine decay to 10%.</summary>
     public double Lr { get; init; } = 3e-3;
+    /// <summary>Steps of linear warm-up from 0 to <see cref="Lr"/>.</summary>
     public long WarmUpSteps { get; init; } = 100;
     /// <summary>Decoupled weight decay on the matrices (not on biases, norms or embeddings).</summary>
     public double WeightDecay { get; init; } = 0.1;
@@ -43,6 +49,7 @@ public sealed record LmTrainingOptions
     public ulong? ValidationSeed { get; init; }
     /// <summary>Save the model folder every this many steps (0: only at the end).</summary>
     public long CheckpointEverySteps { get; init; } = 500;
+    /// <summary>Seed of the weight initialisation and the window order.</summary>
     public ulong Seed { get; init; }
 }
 
@@ -71,7 +78,8 @@ public static class LmTrainer
     /// <summary>Packed windows of whole documents: ids [n, ctx], targets [n, ctx] (-100 where not scored), per-target nats.</summary>
     internal sealed record Packed(long[][] Ids, long[][] Targets, double[][] Nats);
 
-    public static LmTrainingResult Train(LmTrainingOptions o, CancellationToken cancel = default, IProgress<LmProgress>? progress = null)
+    /// <summary>Trains the model described by <paramref name="o"/>, writes its folder to <see cref="LmTrainingOptions.OutDir"/> (checkpoints on the way), and reports <paramref name="progress"/> after each step; cancelling <paramref name="cancel"/> throws <see cref="OperationCanceledException"/> before the next step.</summary>
+    public static LmTrainingResult Train(LmTrainingOptions o, IProgress<LmProgress>? progress = null, CancellationToken cancel = default)
     {
         ArgumentNullException.ThrowIfNull(o);
         if (o.DModel % o.NHeads != 0) throw new SaeSharpException($"d_model {o.DModel} must be a multiple of n_heads {o.NHeads}");

@@ -32,9 +32,12 @@ public sealed record GenerationOptions
 /// <summary>Output of generation: prompt plus new tokens [batch, prompt + new], and optionally the step logits [batch, new, d_vocab].</summary>
 public sealed class GenerationResult(Tensor tokens, Tensor? logits) : IDisposable
 {
+    /// <summary>Prompt plus generated tokens [batch, prompt + new], int64.</summary>
     public Tensor Tokens { get; } = tokens;
+    /// <summary>Logits each new token was chosen from [batch, new, d_vocab], when asked for (<see cref="GenerationOptions.ReturnLogits"/>); else null.</summary>
     public Tensor? Logits { get; } = logits;
 
+    /// <summary>Disposes the tensors.</summary>
     public void Dispose()
     {
         Tokens.Dispose();

@@ -57,7 +57,9 @@ public sealed class RunOptions
 /// </summary>
 public abstract class HookedTransformer : nn.Module
 {
+    /// <summary>The model's shape in TransformerLens terms (n_layers, d_model, d_vocab, ...).</summary>
     public TransformerConfig Config { get; }
+    /// <summary>The model's hook names and their aliases (Hugging Face module paths).</summary>
     public HookPoints HookPoints { get; }
     /// <summary>Every hook name of this model in firing order (for <c>sae model info</c>).</summary>
     public IReadOnlyList<string> HookNames => HookPoints.Names;

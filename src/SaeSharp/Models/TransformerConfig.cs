@@ -13,8 +13,11 @@ public sealed record TransformerConfig
     public required string ModelName { get; init; }
     /// <summary>Hugging Face <c>model_type</c>: <c>gpt2</c>, <c>gpt_neox</c>, <c>llama</c>, <c>qwen2</c>, <c>qwen3</c> or <c>gemma2</c>.</summary>
     public required string Architecture { get; init; }
+    /// <summary>Transformer blocks (TransformerLens <c>n_layers</c>).</summary>
     public required int NLayers { get; init; }
+    /// <summary>Residual stream width (<c>d_model</c>).</summary>
     public required int DModel { get; init; }
+    /// <summary>Attention (query) heads (<c>n_heads</c>).</summary>
     public required int NHeads { get; init; }
     private readonly int _dHead;
     /// <summary>Width of one attention head: config.json <c>head_dim</c> where given (Gemma 2, Qwen3), else d_model / n_heads.</summary>
@@ -32,6 +35,7 @@ public sealed record TransformerConfig
     public double? OutputLogitsSoftCap { get; init; }
     /// <summary>Sliding-window length of the local-attention layers (Gemma 2), null when every layer is global.</summary>
     public int? SlidingWindow { get; init; }
+    /// <summary>MLP hidden width (<c>d_mlp</c>).</summary>
     public required int DMlp { get; init; }
     /// <summary>Rows of the unembedding (may exceed the tokenizer's vocabulary, as in Pythia).</summary>
     public required int DVocab { get; init; }
@@ -39,14 +43,18 @@ public sealed record TransformerConfig
     public required int NCtx { get; init; }
     /// <summary>Activation function name as written in config.json.</summary>
     public required string Activation { get; init; }
+    /// <summary>Epsilon of the layer norms (<c>layer_norm_epsilon</c> / <c>rms_norm_eps</c>).</summary>
     public required double LayerNormEps { get; init; }
     /// <summary>Attention and MLP read the same residual (GPT-J / NeoX <c>use_parallel_residual</c>).</summary>
     public bool ParallelAttnMlp { get; init; }
     /// <summary>Dimensions of each head rotated by rotary embeddings (0 = learned absolute positions).</summary>
     public int RotaryDim { get; init; }
+    /// <summary>Base θ of the rotary frequencies (<c>rope_theta</c> / <c>rotary_emb_base</c>).</summary>
     public double RotaryBase { get; init; } = 10000;
+    /// <summary>Dtype of the loaded weights.</summary>
     public ScalarType Dtype { get; init; } = ScalarType.Float32;
 
+    /// <summary>One line with the TransformerLens names and values, as <c>sae model info</c> prints it.</summary>
     public override string ToString() =>
         $"{ModelName} ({Architecture}): n_layers={NLayers} d_model={DModel} n_heads={NHeads} d_head={DHead} d_mlp={DMlp} " +
         (NKvHeads != NHeads ? $"n_key_value_heads={NKvHeads} " : "") +

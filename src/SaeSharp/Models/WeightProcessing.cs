@@ -68,6 +68,7 @@ public sealed record WeightProcessingOptions
         return d;
     }
 
+    /// <summary>True when any processing step is on.</summary>
     public bool Any => FoldLn || CenterWritingWeights || CenterUnembed || FoldValueBiases;
 }
 
@@ -85,14 +86,18 @@ public sealed class ProcessedModel : IDisposable
         Hooks = hooks;
     }
 
+    /// <summary>The processed model (owned: disposed with this object).</summary>
     public HookedTransformer Model { get; }
+    /// <summary>The processing that was applied.</summary>
     public WeightProcessingOptions Options { get; }
+    /// <summary>Hook functions completing the processing; pass them with every run.</summary>
     public IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)> Hooks { get; }
 
     /// <summary>Logits of a plain forward pass with <see cref="Hooks"/> applied.</summary>
     public Tensor Forward(Tensor tokens, Tensor? attentionMask = null) =>
         Model.Run(tokens, new RunOptions { AttentionMask = attentionMask, Hooks = Hooks }).Logits!;
 
+    /// <summary>Disposes the model.</summary>
     public void Dispose() => Model.Dispose();
 }
 

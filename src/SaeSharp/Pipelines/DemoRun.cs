@@ -127,7 +127,7 @@ public sealed class DemoRun : IDisposable
         var plan = _plan ?? throw new InvalidOperationException("prepare the harvest first");
         try
         {
-            return Training = plan.Run(cancellationToken, progress);
+            return Training = plan.Run(progress, cancellationToken);
         }
         finally
         {

@@ -129,23 +129,25 @@ public sealed class TrainingPlan : IDisposable
         }
     }
 
-    /// <summary>For a plan trained from a model, the held-out evaluation inside it (<see cref="EvaluateInModel(IReadOnlyList{TrainedSaeOutput}, ModelDataOptions, long)"/>
+    /// <summary>For a plan trained from a model, the held-out evaluation inside it (<see cref="EvaluateInModel(IReadOnlyList{TrainedSaeOutput}, ModelDataOptions, long, IProgress{WorkProgress})"/>
     /// over <see cref="ModelEvalTokens"/> tokens); null otherwise or when no SAE was written.</summary>
-    public IReadOnlyList<Evaluation.DownstreamMetrics>? EvaluateInModel(IReadOnlyList<TrainedSaeOutput> saes) =>
-        ModelData is null || saes.Count == 0 ? null : EvaluateInModel(saes, ModelData, ModelEvalTokens);
+    public IReadOnlyList<Evaluation.DownstreamMetrics>? EvaluateInModel(IReadOnlyList<TrainedSaeOutput> saes, IProgress<WorkProgress>? progress = null) =>
+        ModelData is null || saes.Count == 0 ? null : EvaluateInModel(saes, ModelData, ModelEvalTokens, progress);
 
     /// <summary>
     /// The end-of-training evaluation inside the model the SAEs were trained on (<c>sae train --model</c>): % CE loss
     /// recovered and KL over <paramref name="tokens"/> tokens of <paramref name="data"/> with each SAE spliced in at its
     /// hook (<see cref="ModelPipeline.Evaluate"/>), added to each SAE's metrics.json as <c>ce_loss_score</c>,
     /// <c>ce_loss_with_sae</c>, <c>ce_loss_without_sae</c>, <c>ce_loss_with_ablation</c>, <c>kl_div_with_sae</c> and
-    /// <c>ce_eval_tokens</c> (SAELens's names). Returns the metrics in the order of <paramref name="saes"/>.
+    /// <c>ce_eval_tokens</c> (SAELens's names). Returns the metrics in the order of <paramref name="saes"/>;
+    /// <paramref name="progress"/> counts the tokens evaluated.
     /// </summary>
-    public static IReadOnlyList<Evaluation.DownstreamMetrics> EvaluateInModel(IReadOnlyList<TrainedSaeOutput> saes, ModelDataOptions data, long tokens)
+    public static IReadOnlyList<Evaluation.DownstreamMetrics> EvaluateInModel(IReadOnlyList<TrainedSaeOutput> saes, ModelDataOptions data, long tokens,
+        IProgress<WorkProgress>? progress = null)
     {
         ArgumentNullException.ThrowIfNull(saes);
         ArgumentNullException.ThrowIfNull(data);
-        var metrics = ModelPipeline.Evaluate(saes.Select(s => s.Directory).ToList(), data with { Tokens = tokens }, meanAblation: false);
+        var metrics = ModelPipeline.Evaluate(saes.Select(s => s.Directory).ToList(), data with { Tokens = tokens }, meanAblation: false, progress: progress);
         for (int i = 0; i < saes.Count; i++)
         {
             var path = Path.Combine(saes[i].Directory, TrainingRun.MetricsFile);
@@ -164,8 +166,8 @@ public sealed class TrainingPlan : IDisposable
 
 
     /// <summary>Trains and writes the SAEs (<see cref="TrainingRun.Run"/>).</summary>
-    public TrainingRunResult Run(CancellationToken cancellationToken = default, IProgress<TrainingProgress>? progress = null) =>
-        TrainingRun.Run(Options, cancellationToken, progress);
+    public TrainingRunResult Run(IProgress<TrainingProgress>? progress = null, CancellationToken cancellationToken = default) =>
+        TrainingRun.Run(Options, progress, cancellationToken);
 
     /// <summary>Checkpoints every <paramref name="checkpointEvery"/> steps (0: a tenth of the run, at least 1) and logs at
     /// least 100 times per run (every min(log_every_steps, steps/100) steps, at least 1).</summary>

@@ -14,7 +14,7 @@ namespace SaeSharp.Saes;
 /// </summary>
 public abstract class Sae : nn.Module<Tensor, Tensor>
 {
-#pragma warning disable IDE1006 // field names are the state_dict keys
+#pragma warning disable IDE1006, CA1051 // fields named after the state_dict keys: TorchSharp registers fields, not properties
     /// <summary>Encoder weights <c>W_enc</c> [d_in, d_sae].</summary>
     protected readonly Parameter W_enc;
     /// <summary>Encoder bias <c>b_enc</c> [d_sae] (null for gated SAEs).</summary>
@@ -23,7 +23,7 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
     protected readonly Parameter W_dec;
     /// <summary>Decoder bias <c>b_dec</c> [d_out] (subtracted from the input too when <c>apply_b_dec_to_input</c>).</summary>
     protected readonly Parameter b_dec;
-#pragma warning restore IDE1006
+#pragma warning restore IDE1006, CA1051
 
     /// <summary>Shape and inference behaviour (cfg.json).</summary>
     public SaeConfig Cfg { get; }

@@ -96,7 +96,7 @@ public sealed class SaeConfig
         if (DSae <= 0) throw new SaeSharpException($"{source}: d_sae must be positive, got {DSae}");
         if (DOut is <= 0) throw new SaeSharpException($"{source}: d_out must be positive, got {DOut}");
         if (arch.NeedsK && K is not > 0)
-            throw new SaeSharpException($"{source}: architecture '{Architecture}' needs a positive k, got {K?.ToString() ?? "none"}");
+            throw new SaeSharpException($"{source}: architecture '{Architecture}' needs a positive k, got {K?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "none"}");
         if (K is > 0 && K > DSae) throw new SaeSharpException($"{source}: k={K} exceeds d_sae={DSae}");
         if (DOut is not null && DOut != DIn && ApplyBDecToInput)
             throw new SaeSharpException($"{source}: apply_b_dec_to_input needs d_out == d_in (a transcoder has d_in={DIn}, d_out={DOut})");

@@ -15,12 +15,19 @@ public sealed record SyntheticDatasetFiles(string TrainPath, string? EvalPath, s
 /// </summary>
 public static class SyntheticDataset
 {
+    /// <summary>File name of the training rows.</summary>
     public const string TrainFile = "train.safetensors";
+    /// <summary>File name of the evaluation rows.</summary>
     public const string EvalFile = "eval.safetensors";
+    /// <summary>File name of the true feature directions and their frequencies.</summary>
     public const string FeaturesFile = "features.safetensors";
+    /// <summary>Tensor name of the rows [rows, d_in] in the train and eval files.</summary>
     public const string ActivationsTensor = "activations";
+    /// <summary>Tensor name of the unit-norm true directions [n_features, d_in].</summary>
     public const string FeaturesTensor = "features";
+    /// <summary>Tensor name of the firing probabilities [n_features].</summary>
     public const string FrequenciesTensor = "frequencies";
+    /// <summary>Metadata key under which each file stores the <see cref="SyntheticOptions"/> as JSON.</summary>
     public const string OptionsMetadataKey = "synthetic_options";
 
     /// <summary>Generates the dataset into <paramref name="dir"/> (created if needed). The eval rows are drawn after the

@@ -15,6 +15,7 @@ public sealed class SyntheticGenerator : IDisposable
     private readonly Tensor _isGrouped;   // [n_features] bool
     private readonly Tensor _groupProb;   // [groups] float32
 
+    /// <summary>The (validated) options the generator was built from.</summary>
     public SyntheticOptions Options { get; }
     /// <summary>Unit-norm feature directions [n_features, d_in], float32.</summary>
     public Tensor Features { get; }
@@ -23,6 +24,7 @@ public sealed class SyntheticGenerator : IDisposable
     /// <summary>The groups of co-firing features (empty without groups).</summary>
     public IReadOnlyList<int[]> Groups { get; }
 
+    /// <summary>Validates <paramref name="options"/> and draws the feature directions, frequencies and groups from its seed.</summary>
     public SyntheticGenerator(SyntheticOptions options)
     {
         options.Validate();
@@ -101,6 +103,7 @@ public sealed class SyntheticGenerator : IDisposable
         return x;
     }
 
+    /// <summary>Disposes the feature tensors and the generator.</summary>
     public void Dispose()
     {
         Features.Dispose();

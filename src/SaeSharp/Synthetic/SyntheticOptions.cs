@@ -20,24 +20,34 @@ public enum MagnitudeDistribution
 /// </summary>
 public sealed record SyntheticOptions
 {
+    /// <summary>Dimension of the activations (the SAE's d_in).</summary>
     [JsonPropertyName("d_in")] public int DIn { get; init; } = 64;
+    /// <summary>Number of true features (directions); more than <see cref="DIn"/> puts them in superposition.</summary>
     [JsonPropertyName("n_features")] public int NFeatures { get; init; } = 256;
+    /// <summary>Rows written to the training file.</summary>
     [JsonPropertyName("train_rows")] public long TrainRows { get; init; } = 100_000;
+    /// <summary>Rows written to the evaluation file.</summary>
     [JsonPropertyName("eval_rows")] public long EvalRows { get; init; } = 10_000;
     /// <summary>Firing probability of the most frequent feature (rank 0).</summary>
     [JsonPropertyName("max_frequency")] public double MaxFrequency { get; init; } = 0.1;
     /// <summary>Power-law exponent α of the frequencies p_i = MaxFrequency · (i+1)^−α (0 makes all equal).</summary>
     [JsonPropertyName("frequency_exponent")] public double FrequencyExponent { get; init; } = 0.5;
+    /// <summary>Distribution of a firing feature's magnitude.</summary>
     [JsonPropertyName("magnitude")] public MagnitudeDistribution Magnitude { get; init; } = MagnitudeDistribution.Uniform;
+    /// <summary>Lower bound of the uniform magnitude.</summary>
     [JsonPropertyName("magnitude_low")] public double MagnitudeLow { get; init; }
+    /// <summary>Upper bound of the uniform magnitude.</summary>
     [JsonPropertyName("magnitude_high")] public double MagnitudeHigh { get; init; } = 1.0;
+    /// <summary>Mean of the exponential magnitude.</summary>
     [JsonPropertyName("magnitude_mean")] public double MagnitudeMean { get; init; } = 1.0;
     /// <summary>Standard deviation of isotropic Gaussian noise added to every row (0 for none).</summary>
     [JsonPropertyName("noise_std")] public double NoiseStd { get; init; }
     /// <summary>Number of groups of co-firing features (disjoint, members chosen at random). A group fires with the mean
     /// probability of its members, and then all its members fire (each with its own magnitude).</summary>
     [JsonPropertyName("correlated_groups")] public int CorrelatedGroups { get; init; }
+    /// <summary>Features per co-firing group.</summary>
     [JsonPropertyName("group_size")] public int GroupSize { get; init; } = 2;
+    /// <summary>Seed of every random draw (directions, frequencies, groups, rows); the same options give the same files.</summary>
     [JsonPropertyName("seed")] public ulong Seed { get; init; }
 
     /// <summary>Throws a <see cref="SaeSharpException"/> naming the first invalid option.</summary>

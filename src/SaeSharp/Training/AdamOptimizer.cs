@@ -16,6 +16,7 @@ public sealed class AdamOptimizer : IDisposable
 {
     private readonly List<(string Name, Parameter Param, Tensor ExpAvg, Tensor ExpAvgSq)> _state = new();
 
+    /// <summary>Adam over <paramref name="parameters"/> (name, parameter) with zero moments; defaults are <c>torch.optim.Adam</c>'s.</summary>
     public AdamOptimizer(IEnumerable<(string Name, Parameter Param)> parameters, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8)
     {
         Beta1 = beta1;
@@ -29,8 +30,11 @@ public sealed class AdamOptimizer : IDisposable
         }
     }
 
+    /// <summary>Decay of the first-moment estimate (β1).</summary>
     public double Beta1 { get; }
+    /// <summary>Decay of the second-moment estimate (β2).</summary>
     public double Beta2 { get; }
+    /// <summary>Added to √v̂ in the update's denominator (ε).</summary>
     public double Eps { get; }
     /// <summary>Number of updates taken (the t of the bias corrections).</summary>
     public long StepCount { get; set; }
@@ -151,6 +155,7 @@ public sealed class AdamOptimizer : IDisposable
         throw new SaeSharpException($"optimizer has no parameter '{name}'");
     }
 
+    /// <summary>Disposes the moment tensors.</summary>
     public void Dispose()
     {
         foreach (var (_, _, m, v) in _state) { m.Dispose(); v.Dispose(); }

@@ -88,7 +88,7 @@ public sealed class SaeTrainer : IDisposable
     /// Throws <see cref="SaeSharpException"/> naming the step and SAE if a loss becomes NaN or infinite (no checkpoint is
     /// written after that step).
     /// </summary>
-    public TrainingResult Run(CancellationToken cancellationToken = default, long? stopAtStep = null)
+    public TrainingResult Run(long? stopAtStep = null, CancellationToken cancellationToken = default)
     {
         var logFolder = _cfg.LogPath ?? _cfg.CheckpointPath;
         if (logFolder is not null && _log is null) _log = new TrainLog(logFolder, _cfg.TensorBoard, _resumed ? Step : null);

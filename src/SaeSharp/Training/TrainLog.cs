@@ -66,7 +66,7 @@ internal sealed class TrainLog : IDisposable
         _writer.Flush();
     }
 
-    private static JsonNode? Finite(double v) => double.IsFinite(v) ? JsonValue.Create(v) : JsonValue.Create(v.ToString(System.Globalization.CultureInfo.InvariantCulture));
+    private static JsonValue Finite(double v) => double.IsFinite(v) ? JsonValue.Create(v) : JsonValue.Create(v.ToString(System.Globalization.CultureInfo.InvariantCulture));
 
     private static void DropLinesAfter(string path, long step)
     {

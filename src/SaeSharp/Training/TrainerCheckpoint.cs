@@ -31,10 +31,13 @@ public sealed class TrainerCheckpoint : IDisposable
     public required long Step { get; init; }
     /// <summary>Training rows consumed.</summary>
     public required long Tokens { get; init; }
+    /// <summary>Input normalisation scale in effect (1 without normalisation).</summary>
     public required double ScaleIn { get; init; }
+    /// <summary>Target normalisation scale in effect (1 without normalisation).</summary>
     public required double ScaleOut { get; init; }
     /// <summary>The run's trainer config.</summary>
     public required TrainerConfig Config { get; init; }
+    /// <summary>One entry per SAE of the run, in slot order.</summary>
     public required IReadOnlyList<SaeEntry> Saes { get; init; }
     /// <summary>The activation source's position (<see cref="Activations.IActivationSource.SaveState"/>).</summary>
     public required JsonNode SourceState { get; init; }
@@ -44,13 +47,19 @@ public sealed class TrainerCheckpoint : IDisposable
     /// <summary>One SAE's part of a checkpoint.</summary>
     public sealed class SaeEntry
     {
+        /// <summary>The SAE's slot name.</summary>
         public required string Name { get; init; }
+        /// <summary>The SAE's SAELens configuration (cfg.json).</summary>
         public required SaeConfig SaeConfig { get; init; }
+        /// <summary>The SAE's training options (coefficients, k, bandwidth, ...).</summary>
         public required SaeTrainingOptions Training { get; init; }
         /// <summary>The SAE's own trainer config.</summary>
         public required TrainerConfig Config { get; init; }
+        /// <summary>Adam's step count t.</summary>
         public required long AdamStep { get; init; }
+        /// <summary>Training rows counted in the current feature-sampling window.</summary>
         public required long WindowRows { get; init; }
+        /// <summary>Steps counted in the current feature-sampling window.</summary>
         public required int WindowSteps { get; init; }
         /// <summary>state_dict keys, <c>adam.*</c> and <c>stats.*</c> tensors.</summary>
         public required IReadOnlyDictionary<string, Tensor> Tensors { get; init; }

@@ -16,6 +16,7 @@ public static class LrSchedulers
     /// <summary>SaeSharp: half-cosine decay from lr to lr_end over the last lr_decay_steps (all after warm-up when 0).</summary>
     public const string Cosine = "cosine";
 
+    /// <summary>Every schedule name, in the order above.</summary>
     public static readonly IReadOnlyList<string> All = [Constant, CosineAnnealing, Linear, Cosine];
 }
 
@@ -43,6 +44,7 @@ public sealed class TrainerConfig
     [JsonPropertyName("adam_beta1")] public double? AdamBeta1 { get; set; }
     /// <summary>Adam β2 (per SAE); null means the architecture default.</summary>
     [JsonPropertyName("adam_beta2")] public double? AdamBeta2 { get; set; }
+    /// <summary>Adam ε (per SAE).</summary>
     [JsonPropertyName("adam_epsilon")] public double AdamEpsilon { get; set; } = 1e-8;
     /// <summary>Sparsity warm-up: step s &lt; N uses SparsityScale s/N (per SAE; SAELens's L1 scheduler).</summary>
     [JsonPropertyName("l1_warm_up_steps")] public long L1WarmUpSteps { get; set; }
@@ -71,9 +73,11 @@ public sealed class TrainerConfig
 
     /// <summary>Number of optimiser steps; with null, training_tokens / train_batch_size_tokens.</summary>
     [JsonPropertyName("total_training_steps")] public long? TotalTrainingSteps { get; set; }
+    /// <summary>Token budget of the run (SAELens <c>training_tokens</c>); gives the steps when <see cref="TotalTrainingSteps"/> is null.</summary>
     [JsonPropertyName("training_tokens")] public long? TrainingTokens { get; set; }
     /// <summary>Rows per batch.</summary>
     [JsonPropertyName("train_batch_size_tokens")] public int TrainBatchSizeTokens { get; set; } = 4096;
+    /// <summary>Seed of the weight initialisation and the resampling draws, mixed with the SAE's slot index (SAELens <c>seed</c>); the activation source has its own.</summary>
     [JsonPropertyName("seed")] public long Seed { get; set; } = 42;
     /// <summary>"none" or "expected_average_only_in" (scale so E‖x‖ = √d_in during training; folded into the weights of the result).</summary>
     [JsonPropertyName("normalize_activations")] public string NormalizeActivations { get; set; } = "none";
@@ -107,14 +111,17 @@ public sealed class TrainerConfig
         "checkpoint_path", "checkpoint_every_steps", "keep_checkpoints", "log_every_steps", "log_path", "tensorboard",
     ];
 
-    public static readonly JsonSerializerOptions JsonOptions = new() { WriteIndented = true };
+    internal static readonly JsonSerializerOptions JsonOptions = new() { WriteIndented = true };
 
+    /// <summary>The config as indented JSON with the SAELens field names.</summary>
     public string ToJson() => JsonSerializer.Serialize(this, JsonOptions);
 
+    /// <summary>Reads a config written by <see cref="ToJson"/>; <paramref name="source"/> names it in errors.</summary>
     public static TrainerConfig FromJson(string json, string source = "trainer config") =>
         JsonSerializer.Deserialize<TrainerConfig>(json, JsonOptions)
         ?? throw new SaeSharpException($"{source}: empty trainer config");
 
+    /// <summary>A deep copy (through JSON).</summary>
     public TrainerConfig Clone() => FromJson(ToJson());
 
     /// <summary>Steps of the run.</summary>

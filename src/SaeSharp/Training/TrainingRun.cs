@@ -61,7 +61,7 @@ public static class TrainingRun
     public const string MetricsFile = "metrics.json";
 
     /// <summary>Trains (or resumes) as <paramref name="o"/> says and writes the SAEs; a cancelled run leaves its checkpoint.</summary>
-    public static TrainingRunResult Run(TrainingRunOptions o, CancellationToken cancellationToken = default, IProgress<TrainingProgress>? progress = null)
+    public static TrainingRunResult Run(TrainingRunOptions o, IProgress<TrainingProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         Directory.CreateDirectory(o.OutDir);
         var checkpoints = Path.Combine(o.OutDir, CheckpointFolder);
@@ -84,7 +84,7 @@ public static class TrainingRun
         using (trainer)
         {
             trainer.Progress = progress;
-            using var result = trainer.Run(cancellationToken);
+            using var result = trainer.Run(cancellationToken: cancellationToken);
             var src = o.TrainSource;
             TrainingRunResult Result(IReadOnlyList<TrainedSaeOutput> saes) =>
                 new(result.Status, result.Steps, result.Tokens, saes, result.LastCheckpoint, src.RowsDelivered, src.RowsPerPass, src.MaxDataPasses);

@@ -290,6 +290,11 @@ public class ModelTrainCommandTests : IDisposable
                  {
                      new[] { "eval", "--sae", P("sae"), "--model", model, "--dataset", data, "--tokens", "512", "--context-size", "32" },
                      new[] { "cache", "--model", model, "--hook", "blocks.0.hook_mlp_out", "--dataset", data, "--tokens", "512", "--context-size", "32", "--out", P("cache") },
+                     new[] { "attribute", "--model", model, "--sae", P("sae"), "--prompt", "the cat sat on the mat", "--metric", "loss", "--ig-steps", "2" },
+                     // Training logs one plain line per report in a pipe ("step ... rows/s ETA ..."); the in-model evaluation
+                     // after it must print no progress of its own (its bar counts tokens/s).
+                     new[] { "train", "--model", model, "--hook", "blocks.0.hook_mlp_out", "--dataset", data, "--tokens", "1024", "--context-size", "32",
+                             "--arch", "topk", "--k", "4", "--dict-size", "32", "--batch-size", "256", "--eval-rows", "256", "--out", P("run") },
                  })
         {
             using var p = new CliProcess(args);
@@ -297,8 +302,10 @@ public class ModelTrainCommandTests : IDisposable
             string all = string.Join("\n", p.Lines);
             Assert.DoesNotContain('\u001b', all);        // no ANSI escapes
             Assert.DoesNotContain("tokens/s", all);      // no progress lines
-            Assert.DoesNotContain("ETA", all);
+            if (args[0] != "train") Assert.DoesNotContain("ETA", all);
             Assert.NotEmpty(p.Lines);                    // the results themselves are printed
+            if (args[0] == "attribute") Assert.Contains("top attributions", all);
+            if (args[0] == "train") Assert.Contains("ce loss recovered", all);
         }
     }
 }

@@ -101,9 +101,11 @@ public sealed class FuzzTests : IDisposable
     }
 
     /// <summary>Runs the property for one reader: <paramref name="setup"/> writes a valid sample into a fresh folder and
-    /// returns the file to mutate; <paramref name="read"/> reads the folder or file.</summary>
-    void Fuzz(string name, Func<string, string> setup, Action<string> read)
+    /// returns the file to mutate; <paramref name="read"/> reads the folder or file;
+    /// <paramref name="mutate"/> (default: the mutations over the whole file) makes a case from the sample's bytes.</summary>
+    void Fuzz(string name, Func<string, string> setup, Action<string> read, Func<byte[], Mutation[], byte[]>? mutate = null)
     {
+        mutate ??= Apply;
         string seedDir = Path.Combine(_dir, name + "-seed");
         Directory.CreateDirectory(seedDir);
         string seedFile = setup(seedDir);
@@ -118,7 +120,7 @@ public sealed class FuzzTests : IDisposable
             string caseDir = Path.Combine(_dir, $"{name}-{counter++}");
             CopyFolder(seedDir, caseDir);
             string file = Path.Combine(caseDir, relative);
-            File.WriteAllBytes(file, Apply(seed, ms));
+            File.WriteAllBytes(file, mutate(seed, ms));
             var clock = Stopwatch.StartNew();
             Exception? failure = null;
             long used = 0;
@@ -263,8 +265,7 @@ public sealed class FuzzTests : IDisposable
         return p;
     }, p => Tokenizer.FromTokenizerJson(p).Encode("ab abc<|endoftext|> cc<m>"));
 
-    [Fact]
-    public void Parquet_text() => Fuzz("parquet", dir =>
+    static string WriteTextParquet(string dir)
     {
         string p = Path.Combine(dir, "d.parquet");
         var text = new DataField<string>("text");
@@ -276,7 +277,32 @@ public sealed class FuzzTests : IDisposable
             await g.WriteAsync(text, new[] { "Hello world", "héllo 日本", "third" });
         }).GetAwaiter().GetResult();
         return p;
-    }, p => _ = TextDataset.Read(p).ToList());
+    }
+
+    [Fact]
+    public void Parquet_text() => Fuzz("parquet", WriteTextParquet, p => _ = TextDataset.Read(p).ToList());
+
+    /// <summary>Mutations of the footer's Thrift bytes only, with the footer length rewritten to match, so that cases
+    /// reach the metadata walk (ParquetFooter) instead of stopping at the footer-length check.</summary>
+    [Fact]
+    public void Parquet_footer() => Fuzz("parquet-footer", WriteTextParquet, p => _ = TextDataset.Read(p).ToList(), (file, ms) =>
+    {
+        int length = BitConverter.ToInt32(file, file.Length - 8), start = file.Length - 8 - length;
+        byte[] footer = Apply(file[start..(start + length)], ms);
+        return [.. file.AsSpan(0, start), .. footer, .. BitConverter.GetBytes(footer.Length), .. "PAR1"u8];
+    });
+
+    /// <summary>Mutations of the data pages only (the bytes between the leading magic and the footer), keeping the file's
+    /// length and footer, so that cases reach the page-header walk and Parquet.Net's page reader.</summary>
+    [Fact]
+    public void Parquet_pages() => Fuzz("parquet-pages", WriteTextParquet, p => _ = TextDataset.Read(p).ToList(), (file, ms) =>
+    {
+        int length = BitConverter.ToInt32(file, file.Length - 8), start = file.Length - 8 - length;
+        byte[] pages = Apply(file[4..start], ms);
+        byte[] fitted = new byte[start - 4];
+        pages.AsSpan(0, Math.Min(pages.Length, fitted.Length)).CopyTo(fitted);
+        return [.. file.AsSpan(0, 4), .. fitted, .. file.AsSpan(start)];
+    });
 
     [Fact]
     public void Jsonl_text() => Fuzz("jsonl", dir =>

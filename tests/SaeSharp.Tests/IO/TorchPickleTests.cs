@@ -301,6 +301,27 @@ public sealed class TorchPickleTests : IDisposable
         Assert.Equal(300L, list[7]);
     }
 
+    [Fact]
+    public void Integers_that_fit_in_64_bits_decode_as_long_from_every_integer_opcode()
+    {
+        // [2**40 (LONG1), -7 (text LONG "-7L"), 5 (text INT), -2**63 (LONG1), 2**63 (LONG1: too wide, stays a BigInteger)]
+        PickleWriter Long1(PickleWriter w, BigInteger v) { var b = v.ToByteArray(); return w.Op(0x8a, (byte)b.Length).Op(b); }
+        var w = new PickleWriter().Proto(2).Op((byte)']').Mark();
+        Long1(w, BigInteger.One << 40);
+        w.Op((byte)'L').Op("-7L\n"u8.ToArray());
+        w.Op((byte)'I').Op("5\n"u8.ToArray());
+        Long1(w, BigInteger.MinusOne << 63);
+        Long1(w, BigInteger.One << 63);
+        w.Op((byte)'e').Stop();
+        using var ckpt = TorchPickle.Load(Write(w.ToArray()));
+        var list = Assert.IsType<List<object?>>(ckpt.Root);
+        Assert.Equal(1L << 40, Assert.IsType<long>(list[0]));
+        Assert.Equal(-7L, Assert.IsType<long>(list[1]));
+        Assert.Equal(5L, Assert.IsType<long>(list[2]));
+        Assert.Equal(long.MinValue, Assert.IsType<long>(list[3]));
+        Assert.Equal(BigInteger.One << 63, Assert.IsType<BigInteger>(list[4]));
+    }
+
     // ---- hostile and broken files
 
     [Fact]

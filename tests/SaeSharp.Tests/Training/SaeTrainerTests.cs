@@ -308,7 +308,7 @@ public class SaeTrainerTests
             {
                 Progress = new ListProgress(p => { if (p.Step == 6) cts.Cancel(); }),
             };
-            using var result = trainer.Run(cts.Token);
+            using var result = trainer.Run(cancellationToken: cts.Token);
             Assert.Equal(TrainingStatus.Cancelled, result.Status);
             Assert.Equal(6, result.Steps);
             Assert.True(File.Exists(Path.Combine(dir, "step_000000006", TrainerCheckpoint.StateFileName)));

@@ -1,0 +1,126 @@
+using System.Text.Json.Nodes;
+
+namespace SaeSharp.Evaluation;
+
+/// <summary>
+/// Downstream and reconstruction metrics of one SAE over the evaluated tokens. Names follow SAELens
+/// <c>evals.py</c> (<c>ce_loss_score</c>, <c>kl_div_score</c>, ... with zero ablation); the mean-ablation and
+/// error-term variants carry suffixes.
+/// </summary>
+public sealed class DownstreamMetrics
+{
+    /// <summary>Display name: the target's <see cref="DownstreamTarget.Name"/>, else the cfg's <c>hook_name</c>, else <c>sae_i</c>.</summary>
+    public required string Name { get; init; }
+    /// <summary>TransformerLens hook the SAE reads (SAELens <c>hook_name</c>).</summary>
+    public required string HookName { get; init; }
+    /// <summary>For a transcoder, the hook whose activation its output replaces (<c>hook_name_out</c>); else null.</summary>
+    public string? OutputHookName { get; init; }
+
+    /// <summary>Mean next-token cross-entropy (nats) of the clean model, with the SAE spliced in, with the hook zero-ablated,
+    /// mean-ablated, and with the SAE plus its error term.</summary>
+    public double CeLossWithoutSae { get; internal set; }
+    /// <summary>Mean CE (nats) with the SAE's reconstruction spliced in at the hook.</summary>
+    public double CeLossWithSae { get; internal set; }
+    /// <summary>Mean CE (nats) with the hook's activation replaced by zeros.</summary>
+    public double CeLossWithAblation { get; internal set; }
+    /// <summary>Mean CE (nats) with the hook's activation replaced by its mean (NaN when not run).</summary>
+    public double CeLossWithMeanAblation { get; internal set; } = double.NaN;
+    /// <summary>Mean CE (nats) with the reconstruction plus the SAE's error term (equals the clean CE; NaN when not run).</summary>
+    public double CeLossWithErrorTerm { get; internal set; } = double.NaN;
+    /// <summary>Mean KL(clean ‖ variant) of the next-token distributions over counted positions.</summary>
+    public double KlDivWithSae { get; internal set; }
+    /// <summary>Mean KL(clean ‖ zero-ablated).</summary>
+    public double KlDivWithAblation { get; internal set; }
+    /// <summary>Mean KL(clean ‖ mean-ablated) (NaN when not run).</summary>
+    public double KlDivWithMeanAblation { get; internal set; } = double.NaN;
+    /// <summary>Mean KL(clean ‖ SAE + error term) (≈ 0; NaN when not run).</summary>
+    public double KlDivWithErrorTerm { get; internal set; } = double.NaN;
+
+    /// <summary>Fraction of CE loss recovered against zero ablation: (CE_abl − CE_sae) / (CE_abl − CE_clean).</summary>
+    public double CeLossScore => (CeLossWithAblation - CeLossWithSae) / (CeLossWithAblation - CeLossWithoutSae);
+    /// <summary>As <see cref="CeLossScore"/> against mean ablation.</summary>
+    public double CeLossScoreMeanAblation => (CeLossWithMeanAblation - CeLossWithSae) / (CeLossWithMeanAblation - CeLossWithoutSae);
+    /// <summary>(KL_abl − KL_sae) / KL_abl with zero ablation.</summary>
+    public double KlDivScore => (KlDivWithAblation - KlDivWithSae) / KlDivWithAblation;
+    /// <summary>As <see cref="KlDivScore"/> against mean ablation.</summary>
+    public double KlDivScoreMeanAblation => (KlDivWithMeanAblation - KlDivWithSae) / KlDivWithMeanAblation;
+
+    /// <summary>Reconstruction and sparsity metrics over the counted positions (the acts helper's accumulator:
+    /// FVU about the mean, cosine, L0/L1, alive fraction, ...).</summary>
+    public required SaeEvalResult Reconstruction { get; init; }
+    /// <summary>Mean squared error per element (SAELens <c>mse</c>).</summary>
+    public double Mse => Reconstruction.Mse;
+    /// <summary>1 − FVU, with the variance taken about the mean (SAELens <c>explained_variance</c>).</summary>
+    public double ExplainedVariance => Reconstruction.ExplainedVariance;
+    /// <summary>Mean cosine similarity of input and reconstruction (SAELens <c>cossim</c>).</summary>
+    public double CosSim => Reconstruction.Cosine;
+    /// <summary>Mean number of non-zero latents per token (SAELens <c>l0</c>).</summary>
+    public double L0 => Reconstruction.L0;
+    /// <summary>Mean L1 norm of the latents per token (SAELens <c>l1</c>).</summary>
+    public double L1 => Reconstruction.L1;
+    /// <summary>Share of latents that fired at least once on the evaluated tokens.</summary>
+    public double AliveFraction => Reconstruction.AliveFraction;
+    /// <summary>Latents that never fired on the evaluated tokens.</summary>
+    public long DeadLatents => Reconstruction.FeatureFrequency.LongCount(f => f == 0);
+
+    /// <summary>Positions counted in the KL and reconstruction metrics, and in the CE means.</summary>
+    public long Tokens { get; internal set; }
+    /// <summary>Positions counted in the CE means (positions predicting from an excluded token are left out).</summary>
+    public long CeTokens { get; internal set; }
+
+    /// <summary>The metrics grouped as SAELens <c>run_evals</c> groups them.</summary>
+    public JsonObject ToJson()
+    {
+        static JsonNode? N(double v) => double.IsFinite(v) ? JsonValue.Create(v) : null;
+        return new JsonObject
+        {
+            ["name"] = Name,
+            ["hook_name"] = HookName,
+            ["hook_name_out"] = OutputHookName,
+            ["model_behavior_preservation"] = new JsonObject
+            {
+                ["kl_div_score"] = N(KlDivScore),
+                ["kl_div_with_ablation"] = N(KlDivWithAblation),
+                ["kl_div_with_sae"] = N(KlDivWithSae),
+                ["kl_div_score_mean_ablation"] = N(KlDivScoreMeanAblation),
+                ["kl_div_with_mean_ablation"] = N(KlDivWithMeanAblation),
+                ["kl_div_with_error_term"] = N(KlDivWithErrorTerm),
+            },
+            ["model_performance_preservation"] = new JsonObject
+            {
+                ["ce_loss_score"] = N(CeLossScore),
+                ["ce_loss_with_ablation"] = N(CeLossWithAblation),
+                ["ce_loss_with_sae"] = N(CeLossWithSae),
+                ["ce_loss_without_sae"] = N(CeLossWithoutSae),
+                ["ce_loss_score_mean_ablation"] = N(CeLossScoreMeanAblation),
+                ["ce_loss_with_mean_ablation"] = N(CeLossWithMeanAblation),
+                ["ce_loss_with_error_term"] = N(CeLossWithErrorTerm),
+            },
+            ["reconstruction_quality"] = new JsonObject
+            {
+                ["explained_variance"] = N(Reconstruction.ExplainedVariance),
+                ["fvu"] = N(Reconstruction.Fvu),
+                ["mse"] = N(Reconstruction.Mse),
+                ["mse_loss"] = N(Reconstruction.MseLoss),
+                ["cossim"] = N(Reconstruction.Cosine),
+            },
+            ["shrinkage"] = new JsonObject
+            {
+                ["l2_ratio"] = N(Reconstruction.L2Ratio),
+                ["relative_reconstruction_bias"] = N(Reconstruction.RelativeReconstructionBias),
+            },
+            ["sparsity"] = new JsonObject
+            {
+                ["l0"] = N(Reconstruction.L0),
+                ["l1"] = N(Reconstruction.L1),
+                ["dead_latents"] = DeadLatents,
+                ["alive_fraction"] = N(Reconstruction.AliveFraction),
+            },
+            ["token_stats"] = new JsonObject
+            {
+                ["total_tokens_eval_reconstruction"] = Tokens,
+                ["total_tokens_eval_ce_loss"] = CeTokens,
+            },
+        };
+    }
+}
