@@ -75,7 +75,7 @@ internal static class TrainingInitialization
                 if (c.BDecInitMethod == "geometric_median") sae.BDec.copy_(GeometricMedian.Compute(points!));
                 else if (c.BDecInitMethod == "mean") sae.BDec.copy_(points!.mean([0]));
                 if (ThresholdsFromData(sae))
-                    ((JumpReluSae)sae).InitializeThresholdsForL0(inputPoints!, TargetL0Control.StartL0(sae.Training, sae.Cfg));
+                    ((JumpReluSae)sae).InitializeForTargetL0(inputPoints!, TargetL0Control.StartL0(sae.Training, sae.Cfg));
             }
         }
         finally
