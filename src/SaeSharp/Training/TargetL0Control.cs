@@ -19,7 +19,7 @@ namespace SaeSharp.Training;
 /// <para>JumpReLU's target-L0 penalty λ·(L0/target − 1)² (dictionary_learning) pulls L0 towards the target from both
 /// sides, so there λ grows while L0 is off by more than <see cref="TwoSidedBand"/> either way (e = |e| − log band) and
 /// relaxes inside the band; its thresholds start at L0 = <see cref="StartL0"/> = min(d_sae/2, 4·target)
-/// (<c>JumpReluSae.InitializeThresholdsForL0</c>), where the set-point starts.</para>
+/// (<c>JumpReluSae.InitializeForTargetL0</c>, which also halves the encoder), where the set-point starts.</para>
 /// State: λ and the two averages, all in <see cref="SaeTrainingOptions"/> (checkpointed), so <c>--resume</c> continues
 /// exactly.
 /// </summary>
