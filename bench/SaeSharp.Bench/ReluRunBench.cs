@@ -1,4 +1,8 @@
 using System.Diagnostics;
+using System.Text.Json.Nodes;
+using SaeSharp.Activations;
+using SaeSharp.Evaluation;
+using SaeSharp.IO;
 using SaeSharp.Kernels;
 using SaeSharp.Saes;
 using SaeSharp.Synthetic;
@@ -9,73 +13,147 @@ using static TorchSharp.torch;
 namespace SaeSharp.Bench;
 
 /// <summary>
-/// A ReLU SAE (April 2024 recipe: L1 weighted by decoder norms) over a whole run on synthetic superposition data, where
-/// the first steps are dense and the sparse training pass takes over once few pre-activations are positive: time per
-/// phase (dense vs sparse steps) and rows/s over the run. <c>--crossover</c> instead times one dense and one sparse step
-/// at fixed densities (b_enc shifted), to place <see cref="StandardSae.SparseTrainingDensity"/>.
+/// <c>relu-run</c>: a ReLU SAE over a whole run at <c>sae train</c>'s defaults (<see cref="SaeRecipes"/>: the <c>relu</c>
+/// recipe, or <c>--arch relu-april</c>) through <see cref="SaeTrainer"/>, where the first steps are dense and the sparse
+/// training pass takes over once few pre-activations are positive: ms/step per window of <c>--report</c> steps with the
+/// number of dense and sparse steps in it, the time of each phase, rows/s over the whole run, then FVU, L0 and dead share on
+/// held-out rows. The rows come from <c>--activations train.npy --eval eval.npy</c>, the files that
+/// bench/reference/peer_relu_run.py trains dictionary_learning's StandardTrainer on; <c>--write DIR</c> writes such a pair
+/// of synthetic superposition data. <c>--crossover</c> instead times one dense and one sparse step at fixed densities.
 /// </summary>
 internal static class ReluRunBench
 {
     public static int Run(string[] argv)
     {
-        var a = new BenchArgs(argv, ["--steps", "--d-in", "--d-sae", "--batch", "--l1", "--lr", "--switch", "--pool", "--report"], ["--autocast", "--crossover"]);
-        int steps = a.Int("--steps", 1000), dIn = a.Int("--d-in", 512), dSae = a.Int("--d-sae", 8192), batch = a.Int("--batch", 4096);
-        int pool = a.Int("--pool", 8), report = a.Int("--report", 100);
-        double l1 = double.Parse(a.Value("--l1", "5")), lr = double.Parse(a.Value("--lr", "5e-4"));
+        var a = new BenchArgs(argv, ["--steps", "--d-in", "--d-sae", "--batch", "--l1", "--lr", "--switch", "--report", "--activations", "--eval",
+            "--write", "--rows", "--eval-rows", "--features", "--max-frequency", "--arch", "--seed"], ["--autocast", "--crossover"]);
+        int steps = a.Int("--steps", 1000), dIn = a.Int("--d-in", 256), dSae = a.Int("--d-sae", 4096), batch = a.Int("--batch", 2048);
+        int report = a.Int("--report", 100), evalRows = a.Int("--eval-rows", 16384);
+        string recipe = a.Value("--arch", "relu");
         bool autocast = a.Flag("--autocast");
         Console.WriteLine(CpuKernels.Describe());
-        using var gen = new SyntheticGenerator(new SyntheticOptions { DIn = dIn, NFeatures = dSae / 2, MaxFrequency = 0.05, Seed = 1 });
-        var (_, data) = gen.Sample((long)pool * batch);
-        var sae = (StandardSae)SaeFactory.Create(new SaeConfig { Architecture = SaeArchitectures.Standard, DIn = dIn, DSae = dSae });
-        sae.InitializeWeights(new Generator(0));
-        sae.Training.Autocast = autocast;
-        sae.Training.Penalty = SparsityPenalty.L1DecoderNorm;
-        sae.Training.SparsityCoefficient = l1;
-        if (a.Value("--switch", "") is { Length: > 0 } sw) sae.SparseTrainingDensity = double.Parse(sw);
-        if (a.Flag("--crossover")) return Crossover(sae, data.narrow(0, 0, batch), autocast);
-
-        var adam = new AdamOptimizer(sae.named_parameters().Select(p => (p.name, p.parameter)).ToList(), 0.9, 0.999);
-        Console.WriteLine($"relu run: d_in {dIn}, d_sae {dSae}, batch {batch}, {steps} steps, λ {l1} (warm-up 5 %), lr {lr}, autocast {autocast}, " +
-            $"sparse pass at density ≤ {sae.SparseTrainingDensity:P1}, threads {get_num_threads()}");
-        Console.WriteLine($"{"step",6} {"density",8} {"path",6} {"ms",7} {"mse",9}");
-        double[] ms = new double[2];
-        int[] count = new int[2];
-        int firstSparse = -1;
-        var total = Stopwatch.StartNew();
-        for (int step = 0; step < steps; step++)
+        if (a.Value("--write", "") is { Length: > 0 } dir)
         {
-            using var scope = NewDisposeScope();
-            var x = data.narrow(0, (long)(step % pool) * batch, batch);
-            var ctx = new SaeTrainContext { Step = step, SparsityScale = Math.Min(1.0, step / (0.05 * steps)) };
-            var t = Stopwatch.StartNew();
-            sae.zero_grad(false);
-            var o = sae.TrainingForward(x, x, ctx);
-            o.Loss.backward();
-            sae.BeforeOptimizerStep(ctx);
-            adam.Step(lr);
-            sae.AfterOptimizerStep(ctx);
-            double elapsed = t.Elapsed.TotalMilliseconds;
-            // The path the step took: the sparse pass hands back per-latent counts without a dense matrix.
-            bool sparse = autocast ? IsSparse(o, batch, dSae, sae.SparseTrainingDensity) : o.ActiveCounts is not null;
-            double density = (o.ActiveCounts is { } c ? c.sum().item<long>() : o.FeatureActs.gt(0).sum().item<long>()) / ((double)batch * dSae);
-            int phase = sparse ? 1 : 0;
-            if (step > 0) { ms[phase] += elapsed; count[phase]++; }
-            if (sparse && firstSparse < 0) firstSparse = step;
-            if (step % report == 0 || step == steps - 1)
-                Console.WriteLine($"{step,6} {density,8:P2} {(sparse ? "sparse" : "dense"),6} {elapsed,7:F0} {o.Losses["mse_loss"].item<float>(),9:F5}");
+            Write(dir, dIn, a.Int("--features", dSae), double.Parse(a.Value("--max-frequency", "0.1")), a.Int("--rows", 262_144), evalRows, a.Int("--seed", 1));
+            return 0;
         }
+        if (a.Flag("--crossover"))
+        {
+            using var gen = new SyntheticGenerator(new SyntheticOptions { DIn = dIn, NFeatures = dSae / 2, MaxFrequency = 0.05, Seed = 1 });
+            var (_, data) = gen.Sample(batch);
+            using var fresh = (StandardSae)SaeFactory.Create(new SaeConfig { Architecture = SaeArchitectures.Standard, DIn = dIn, DSae = dSae });
+            fresh.InitializeWeights(new Generator(0));
+            fresh.Training.Autocast = autocast;
+            return Crossover(fresh, data, autocast);
+        }
+
+        string trainPath = a.Value("--activations", ""), evalPath = a.Value("--eval", "");
+        if (trainPath.Length == 0 || evalPath.Length == 0)
+            throw new ArgumentException("relu-run needs --activations train.npy --eval eval.npy (write a pair with --write DIR)");
+        using var train = new ActivationFileSource(trainPath, new ActivationFileSourceOptions { Seed = 42, Loop = true });
+        using var eval = ActivationSplit.EvalFiles([evalPath]);
+        dIn = train.DIn;
+        var run = new TrainerConfig
+        {
+            TotalTrainingSteps = steps, TrainBatchSizeTokens = batch, Seed = 42, NormalizeActivations = "expected_average_only_in",
+            NBatchesForNormEstimate = Math.Max(1, 16384 / batch), BDecInitRows = 4 * batch, LogEverySteps = report,
+        };
+        double? l1 = a.Value("--l1", "") is { Length: > 0 } l ? double.Parse(l) : null;
+        using var sae0 = SaeRecipes.Create(recipe, dIn, dSae, sparsityCoefficient: l1, totalSteps: steps);
+        var sae = (StandardSae)sae0;
+        sae.Training.Autocast = autocast;
+        if (a.Value("--switch", "") is { Length: > 0 } sw) sae.SparseTrainingDensity = double.Parse(sw);
+        var config = SaeRecipes.RunConfig(recipe, run, dSae);
+        if (a.Value("--lr", "") is { Length: > 0 } lr) config.Lr = double.Parse(lr);
+        var clock = new StepClock(train, sae);
+        using var trainer = new SaeTrainer(run, clock, [new SaeSlot(recipe, sae, config)]);
+        clock.Trainer = trainer;
+        Console.WriteLine($"relu run ({recipe} at sae train's defaults): {trainPath}, d_in {dIn}, d_sae {dSae}, batch {batch}, {steps} steps, " +
+            $"λ {sae.Training.SparsityCoefficient:G3}, lr {config.Lr:G3}, autocast {autocast}, switch {sae.SparseTrainingDensity:G3}, threads {get_num_threads()}");
+        Console.WriteLine($"{"steps",13} {"ms/step",8} {"dense",6} {"sparse",6} {"L0",7} {"FVU (batch)",11}");
+        int shown = 0;
+        trainer.Progress = new SyncProgress(p =>
+        {
+            // A step is closed at the next step's batch request, so each window ends one step before the logged step.
+            var win = clock.Steps.Skip(shown).ToList();
+            if (win.Count == 0) return;
+            Console.WriteLine($"{shown,6}-{shown + win.Count - 1,6} {win.Average(s => s.Ms),8:F1} {win.Count(s => !s.Sparse),6} {win.Count(s => s.Sparse),6} " +
+                $"{p.Saes[0].L0,7:F1} {1 - p.Saes[0].ExplainedVariance,11:F4}");
+            shown += win.Count;
+        });
+        var total = Stopwatch.StartNew();
+        using var result = trainer.Run();
         double secs = total.Elapsed.TotalSeconds;
-        Console.WriteLine($"dense phase: {count[0]} steps, {ms[0] / Math.Max(1, count[0]):F0} ms/step ({batch / (ms[0] / Math.Max(1, count[0]) / 1000):F0} rows/s), {ms[0] / 1000:F1} s = {ms[0] / (ms[0] + ms[1]):P0} of the run");
-        Console.WriteLine($"sparse phase: {count[1]} steps from step {firstSparse}, {ms[1] / Math.Max(1, count[1]):F0} ms/step ({batch / (ms[1] / Math.Max(1, count[1]) / 1000):F0} rows/s), {ms[1] / 1000:F1} s");
+        clock.Close();
+        var steps_ = clock.Steps;
+        var timed = steps_.Skip(1).ToList();
+        foreach (bool sparse in new[] { false, true })
+        {
+            var ph = timed.Where(s => s.Sparse == sparse).ToList();
+            double ms = ph.Sum(s => s.Ms);
+            int first = steps_.FindIndex(s => s.Sparse == sparse);
+            Console.WriteLine($"{(sparse ? "sparse" : "dense"),6} phase: {ph.Count} steps (first at step {first}), {ms / Math.Max(1, ph.Count):F1} ms/step " +
+                $"({batch / (ms / Math.Max(1, ph.Count) / 1000):F0} rows/s), {ms / 1000:F1} s = {ms / Math.Max(1e-9, timed.Sum(s => s.Ms)):P0} of steps 1..{steps - 1}");
+        }
+        Console.WriteLine($"step 0 with the initialisation (norm estimate, b_dec geometric median): {steps_[0].Ms:F0} ms");
         Console.WriteLine($"whole run: {secs:F1} s, {(double)batch * steps / secs:F0} rows/s");
-        adam.Dispose();
-        sae.Dispose();
+        var trained = result.Saes[0].Sae;
+        var m = SaeEvaluator.Evaluate(trained, eval, evalRows);
+        Console.WriteLine($"eval: fvu {m.Fvu:F4}  l0 {m.L0:F1}  dead {m.DeadFraction * 100:F1} %");
         return 0;
     }
 
-    /// <summary>With autocast both paths return counts; the sparse one has no dense activations until asked.</summary>
-    private static bool IsSparse(SaeTrainOutput o, int batch, int dSae, double threshold) =>
-        o.ActiveCounts is { } c && c.sum().item<long>() <= (long)(threshold * batch * dSae);
+    /// <summary>Writes DIR/train.npy and DIR/eval.npy: synthetic superposition rows (<paramref name="features"/> unit
+    /// directions in d_in, feature i firing with probability maxFrequency·(i+1)^-½, magnitudes uniform in [0, 1]).</summary>
+    private static void Write(string dir, int dIn, int features, double maxFrequency, int rows, int evalRows, int seed)
+    {
+        Directory.CreateDirectory(dir);
+        using var gen = new SyntheticGenerator(new SyntheticOptions { DIn = dIn, NFeatures = features, MaxFrequency = maxFrequency, Seed = (ulong)seed });
+        using (var x = gen.SampleActivations(rows)) Npy.Save(Path.Combine(dir, "train.npy"), x);
+        using (var x = gen.SampleActivations(evalRows)) Npy.Save(Path.Combine(dir, "eval.npy"), x);
+        Console.WriteLine($"wrote {dir}/train.npy ({rows:N0} × {dIn}) and {dir}/eval.npy ({evalRows:N0} × {dIn}): {features} features, " +
+            $"expected L0 {Enumerable.Range(1, features).Sum(i => maxFrequency * Math.Pow(i, -0.5)):F1}");
+    }
+
+    /// <summary>Times each training step as the interval between the trainer's first batch requests of consecutive
+    /// steps (so a step's resampling and data loading count in it) and records which path its training pass took.</summary>
+    private sealed class StepClock(IActivationSource inner, StandardSae sae) : IActivationSource
+    {
+        private readonly Stopwatch _clock = Stopwatch.StartNew();
+        private long _step = -1;
+        private double _start;
+
+        public SaeTrainer? Trainer { get; set; }
+        public List<(double Ms, bool Sparse)> Steps { get; } = [];
+        public int DIn => inner.DIn;
+        public int DOut => inner.DOut;
+        public long? Rows => inner.Rows;
+        public long RowsDelivered => inner.RowsDelivered;
+        public long? RowsPerPass => inner.RowsPerPass;
+        public int MaxDataPasses => inner.MaxDataPasses;
+
+        public ActivationBatch? Next(int batchSize)
+        {
+            long step = Trainer?.Step ?? 0;
+            if (step != _step)
+            {
+                double now = _clock.Elapsed.TotalMilliseconds;
+                if (_step >= 0) Steps.Add((now - _start, sae.LastTrainingPassSparse));
+                (_step, _start) = (step, now);
+            }
+            return inner.Next(batchSize);
+        }
+
+        public void Close() => Steps.Add((_clock.Elapsed.TotalMilliseconds - _start, sae.LastTrainingPassSparse));
+        public JsonNode SaveState() => inner.SaveState();
+        public void LoadState(JsonNode state) => inner.LoadState(state);
+        public void Dispose() { }
+    }
+
+    private sealed class SyncProgress(Action<TrainingProgress> report) : IProgress<TrainingProgress>
+    {
+        public void Report(TrainingProgress value) => report(value);
+    }
 
     /// <summary>ms of a dense and of a sparse training step (forward + backward + Adam) at fixed densities.</summary>
     private static int Crossover(StandardSae sae, Tensor x, bool autocast)

@@ -22,11 +22,4 @@ public static class ComputeDevice
         }
         throw new SaeSharpException($"--device {name}: expected cpu, cuda or cuda:N");
     }
-
-    /// <summary>Throws unless <paramref name="device"/> is the CPU: for the paths not yet device-generic.</summary>
-    internal static void RequireCpu(Device device, string what)
-    {
-        if (device.type != TorchSharp.DeviceType.CPU)
-            throw new SaeSharpException($"--device {device}: {what} runs on cpu only so far (sae eval --model takes --device)");
-    }
 }

@@ -137,16 +137,18 @@ internal sealed class ModelActivationHarvester
         }
         using var scope = NewDisposeScope();
         using var _ = no_grad();
+        // The model runs on its device; the harvested rows come back to the CPU (caches, shuffle buffers).
         var tokens = tensor(flat).view(b, s);
-        var (logits, cache) = _model.Run(tokens, new RunOptions { StopAtLayer = StopAtLayer, Hooks = _hooks, CacheNames = Spec.Hooks.ToList() });
+        var onDevice = tokens.to(_model.Device);
+        var (logits, cache) = _model.Run(onDevice, new RunOptions { StopAtLayer = StopAtLayer, Hooks = _hooks, CacheNames = Spec.Hooks.ToList() });
         logits?.Dispose();
         var c = cache!;
         using (c)
         {
             var keep = KeepMask(tokens).reshape(-1);
             var idx = keep.nonzero().squeeze(1);
-            var input = Rows(c[Spec.InputHook], b, s).index_select(0, idx);
-            var target = Spec.TargetHook is { } th ? Rows(c[th], b, s).index_select(0, idx) : null;
+            var input = Rows(c[Spec.InputHook], b, s).cpu().index_select(0, idx);
+            var target = Spec.TargetHook is { } th ? Rows(c[th], b, s).cpu().index_select(0, idx) : null;
             var tok = tokens.reshape(-1).index_select(0, idx);
             var kept = idx.data<long>().ToArray();
             var ids = new long[kept.Length];

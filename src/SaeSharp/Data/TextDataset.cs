@@ -50,11 +50,10 @@ public static class TextDataset
         using var reader = OpenText(path);
         if (mode == TxtMode.WholeFile)
         {
-            yield return reader.ReadToEnd();
+            foreach (var whole in Lines(reader, path, MaxWholeFileChars, splitLines: false)) yield return whole;
             yield break;
         }
-        string? line;
-        while ((line = reader.ReadLine()) is not null)
+        foreach (var line in Lines(reader, path, MaxLineChars))
             if (line.Length > 0) yield return line;
     }
 
@@ -293,9 +292,8 @@ public static class TextDataset
     {
         RequireFile(path);
         using var reader = OpenText(path);
-        string? line;
         long lineNo = 0;
-        while ((line = reader.ReadLine()) is not null)
+        foreach (var line in Lines(reader, path, MaxLineChars))
         {
             lineNo++;
             if (string.IsNullOrWhiteSpace(line)) continue;
@@ -314,6 +312,68 @@ public static class TextDataset
             yield return (element, lineNo);
         }
     }
+
+    /// <summary>The longest line (document) read from a .txt or .jsonl file, in characters: a compressed file can
+    /// hold a line of gigabytes in a few kilobytes.</summary>
+    internal const int MaxLineChars = 64 << 20;
+
+    /// <summary>The longest .txt file read as one document (<see cref="TxtMode.WholeFile"/>), in characters.</summary>
+    internal const int MaxWholeFileChars = 512 << 20;
+
+    /// <summary>The lines of <paramref name="reader"/> as <see cref="TextReader.ReadLine"/> splits them (at \n, \r or
+    /// \r\n), or the whole text as one when <paramref name="splitLines"/> is false, refusing one longer than
+    /// <paramref name="maxChars"/> before it is all in memory.</summary>
+    internal static IEnumerable<string> Lines(TextReader reader, string path, int maxChars, bool splitLines = true)
+    {
+        var line = new System.Text.StringBuilder();
+        var buffer = new char[1 << 16];
+        bool afterCr = false;
+        long lineNo = 1;
+        int n;
+        while ((n = ReadChunk(reader, buffer, path)) > 0)
+        {
+            int start = 0;
+            for (int i = 0; i < n && splitLines; i++)
+            {
+                char c = buffer[i];
+                if (c == '\n' && afterCr)
+                {
+                    afterCr = false;
+                    start = i + 1;
+                    continue;
+                }
+                afterCr = c == '\r';
+                if (c is not ('\n' or '\r')) continue;
+                line.Append(buffer, start, i - start);
+                if (line.Length > maxChars) throw TooLong(path, lineNo, maxChars, splitLines);
+                yield return line.ToString();
+                line.Clear();
+                lineNo++;
+                start = i + 1;
+            }
+            line.Append(buffer, start, n - start);
+            if (line.Length > maxChars) throw TooLong(path, lineNo, maxChars, splitLines);
+        }
+        if (line.Length > 0 || !splitLines) yield return line.ToString();
+    }
+
+    /// <summary>One block of characters; a corrupt .gz file is one clear error (GZipStream's InvalidDataException).</summary>
+    private static int ReadChunk(TextReader reader, char[] buffer, string path)
+    {
+        try
+        {
+            return reader.Read(buffer, 0, buffer.Length);
+        }
+        catch (InvalidDataException e)
+        {
+            throw new SaeSharpException($"{path}: the compressed data is corrupt ({e.Message})", e);
+        }
+    }
+
+    private static SaeSharpException TooLong(string path, long lineNo, int maxChars, bool splitLines) =>
+        new(splitLines
+            ? $"{path} line {lineNo}: longer than {maxChars:N0} characters (a corrupt or hostile file, or one document too large for a line)"
+            : $"{path}: longer than {maxChars:N0} characters, too large to read as one document");
 
     private static StreamReader OpenText(string path)
     {

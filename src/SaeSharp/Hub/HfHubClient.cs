@@ -259,7 +259,7 @@ public sealed class HfHubClient : IDisposable
                 }
                 if (!response.IsSuccessStatusCode)
                     throw new SaeSharpException($"listing {what}: GET {uri} returned {status} {response.ReasonPhrase}");
-                string body = await response.Content.ReadAsStringAsync(cancellationToken).ConfigureAwait(false);
+                string body = await ReadListingPage(response, what, cancellationToken).ConfigureAwait(false);
                 ParseTree(body, files, what);
                 var next = NextPage(response, uri);
                 if (next is null) break;
@@ -271,7 +271,29 @@ public sealed class HfHubClient : IDisposable
         return files;
     }
 
-    private static void ParseTree(string body, List<HfRepoFile> files, string what)
+    /// <summary>The most bytes one page of a tree listing may hold (the hub's pages of 1,000 entries take about 200 KB).</summary>
+    internal const int MaxListingPageBytes = 16 << 20;
+
+    /// <summary>A listing page's body as text, refusing one longer than <see cref="MaxListingPageBytes"/> (whatever its
+    /// Content-Length says) before it is all in memory.</summary>
+    private static async Task<string> ReadListingPage(HttpResponseMessage response, string what, CancellationToken cancellationToken)
+    {
+        await using var stream = await response.Content.ReadAsStreamAsync(cancellationToken).ConfigureAwait(false);
+        var buffer = new MemoryStream();
+        var chunk = new byte[81920];
+        int n;
+        while ((n = await stream.ReadAsync(chunk, cancellationToken).ConfigureAwait(false)) > 0)
+        {
+            if (buffer.Length + n > MaxListingPageBytes)
+                throw new SaeSharpException($"listing {what}: one page of the hub's answer is larger than {MaxListingPageBytes >> 20} MiB");
+            buffer.Write(chunk, 0, n);
+        }
+        return System.Text.Encoding.UTF8.GetString(buffer.GetBuffer(), 0, (int)buffer.Length);
+    }
+
+    /// <summary>Adds the files of one page of the hub's tree listing (a JSON array of entries) to <paramref name="files"/>;
+    /// every path must be a relative path inside the repo.</summary>
+    internal static void ParseTree(string body, List<HfRepoFile> files, string what)
     {
         JsonDocument doc;
         try
@@ -309,7 +331,9 @@ public sealed class HfHubClient : IDisposable
         foreach (var link in links.SelectMany(l => l.Split(',')))
         {
             var m = Regex.Match(link, @"<([^>]*)>\s*;\s*rel=""?next""?", RegexOptions.CultureInvariant);
-            if (m.Success) return new Uri(current, m.Groups[1].Value);
+            if (m.Success)
+                return Uri.TryCreate(current, m.Groups[1].Value, out var next) ? next
+                    : throw new SaeSharpException($"the hub's next page '{HubPaths.Printable(m.Groups[1].Value)}' is not a URL");
         }
         return null;
     }

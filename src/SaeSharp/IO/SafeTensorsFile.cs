@@ -83,7 +83,7 @@ public sealed class SafeTensorsFile : IDisposable
         JsonObject root;
         try
         {
-            root = JsonNode.Parse(Encoding.UTF8.GetString(headerBytes).TrimEnd(' ')) as JsonObject
+            root = StrictJson.Parse(Encoding.UTF8.GetString(headerBytes).TrimEnd(' ')) as JsonObject
                    ?? throw new SaeSharpException($"{path}: safetensors header is not a JSON object");
         }
         catch (JsonException e)

@@ -333,7 +333,7 @@ public static class DictionaryLearning
         JsonNode? root;
         try
         {
-            root = JsonNode.Parse(File.ReadAllText(configPath));
+            root = IO.StrictJson.Parse(File.ReadAllText(configPath));
         }
         catch (JsonException e)
         {

@@ -38,7 +38,7 @@ public static class LlamaScope
         JsonObject hp;
         try
         {
-            hp = JsonNode.Parse(File.ReadAllText(hpPath)) as JsonObject ?? throw new SaeSharpException($"{hpPath}: expected a JSON object.");
+            hp = IO.StrictJson.Parse(File.ReadAllText(hpPath)) as JsonObject ?? throw new SaeSharpException($"{hpPath}: expected a JSON object.");
         }
         catch (JsonException e)
         {

@@ -111,8 +111,16 @@ public static class SaeLensFormat
         var scalerPath = Path.Combine(dir, ActivationScalerFile);
         if (File.Exists(scalerPath))
         {
-            var node = JsonNode.Parse(File.ReadAllText(scalerPath));
-            if (node?["scaling_factor"] is JsonValue v && v.TryGetValue(out double d)) return d;
+            JsonNode? node;
+            try
+            {
+                node = IO.StrictJson.Parse(File.ReadAllText(scalerPath));
+            }
+            catch (JsonException e)
+            {
+                throw new SaeSharpException($"{scalerPath}: invalid JSON ({e.Message})", e);
+            }
+            if (node is JsonObject o && o["scaling_factor"] is JsonValue v && v.TryGetValue(out double d)) return d;
         }
         foreach (var key in new[] { "scaling_factor", "norm_scaling_factor", "activation_norm_scaling_factor" })
             if (cfg.Extra?.TryGetValue(key, out var e) == true && e.ValueKind == JsonValueKind.Number) return e.GetDouble();
@@ -126,7 +134,7 @@ public static class SaeLensFormat
         JsonObject root;
         try
         {
-            root = JsonNode.Parse(File.ReadAllText(cfgPath)) as JsonObject ?? throw new SaeSharpException($"{cfgPath}: not a JSON object");
+            root = IO.StrictJson.Parse(File.ReadAllText(cfgPath)) as JsonObject ?? throw new SaeSharpException($"{cfgPath}: not a JSON object");
             _ = root.ContainsKey("metadata");       // builds the key index: a repeated key throws here
         }
         catch (JsonException e)

@@ -180,7 +180,7 @@ public static class Sparsify
         if (!File.Exists(path)) return null;
         try
         {
-            return JsonNode.Parse(File.ReadAllText(path)) is JsonObject o && o["model"] is JsonValue v && v.TryGetValue(out string? s) ? s : null;
+            return IO.StrictJson.Parse(File.ReadAllText(path)) is JsonObject o && o["model"] is JsonValue v && v.TryGetValue(out string? s) ? s : null;
         }
         catch (JsonException)
         {
@@ -192,7 +192,7 @@ public static class Sparsify
     {
         try
         {
-            return JsonNode.Parse(File.ReadAllText(path)) as JsonObject
+            return IO.StrictJson.Parse(File.ReadAllText(path)) as JsonObject
                 ?? throw new SaeSharpException($"{path}: expected a JSON object (sparsify's cfg.json).");
         }
         catch (JsonException e)

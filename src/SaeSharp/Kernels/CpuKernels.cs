@@ -1,4 +1,5 @@
 using System.Runtime.Intrinsics.X86;
+using static TorchSharp.torch;
 
 namespace SaeSharp.Kernels;
 
@@ -47,6 +48,11 @@ public static class CpuKernels
         get => _forced ?? FromEnvironment() ?? Best;
         set => _forced = Check(value);
     }
+
+    /// <summary>Whether the custom CPU kernels run for <paramref name="t"/>: it lives on the CPU and the path is not forced
+    /// to <see cref="KernelPath.Torch"/>. Every caller of a kernel in this folder checks it and otherwise runs torch operations
+    /// (the device-generic path, e.g. CUDA).</summary>
+    public static bool On(Tensor t) => t.device_type == TorchSharp.DeviceType.CPU && Path != KernelPath.Torch;
 
     /// <summary>Resets <see cref="Path"/> to the environment's or the CPU's choice.</summary>
     public static void ResetPath() => _forced = null;

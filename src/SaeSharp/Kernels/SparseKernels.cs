@@ -9,14 +9,35 @@ namespace SaeSharp.Kernels;
 /// <summary>
 /// CPU kernels over row-indexed float32 matrices for <see cref="SparseLatents"/>: libtorch's sparse·dense product runs
 /// its nnz loop on one thread, and a gather-then-reduce formulation materialises nnz·d floats. These work in place,
-/// vectorised (<see cref="Vector{T}"/>) and split over torch's thread count.
+/// vectorised (<see cref="Vector{T}"/>) and split over torch's thread count. Where <see cref="CpuKernels.On"/> is false
+/// (another device, or <c>SAESHARP_KERNELS=torch</c>) each entry point computes the same result with torch operations,
+/// in chunks of <see cref="TorchChunk"/> entries.
 /// </summary>
 internal static unsafe class SparseKernels
 {
     /// <summary>dst[dstRow[e]] += scale[e] · src[srcRow[e]] for every entry e (dst, src: contiguous float32 [·, d];
     /// indices int64). See <see cref="SumRows"/>.</summary>
-    public static void ScatterAddRows(Tensor dst, Tensor dstRow, Tensor src, Tensor srcRow, Tensor scale) =>
-        Scatter(dst, dstRow, src, srcRow, scale, accumulate: true);
+    public static void ScatterAddRows(Tensor dst, Tensor dstRow, Tensor src, Tensor srcRow, Tensor scale)
+    {
+        if (!CpuKernels.On(dst) || !CpuKernels.On(src)) TorchScatterAdd(dst, dstRow, src, srcRow, scale);
+        else Scatter(dst, dstRow, src, srcRow, scale, accumulate: true);
+    }
+
+    /// <summary>Entries per chunk of the torch fallbacks (bounds their nnz·d temporaries).</summary>
+    internal const long TorchChunk = 1 << 16;
+
+    /// <summary>dst[dstRow[e]] += scale[e]·src[srcRow[e]] with index_add_, chunk by chunk.</summary>
+    private static void TorchScatterAdd(Tensor dst, Tensor dstRow, Tensor src, Tensor srcRow, Tensor scale)
+    {
+        long nnz = dstRow.shape[0];
+        for (long s = 0; s < nnz; s += TorchChunk)
+        {
+            using var scope = NewDisposeScope();
+            long len = Math.Min(TorchChunk, nnz - s);
+            var rows = src.index_select(0, srcRow.narrow(0, s, len)).mul_(scale.narrow(0, s, len).unsqueeze(1));
+            dst.index_add_(0, dstRow.narrow(0, s, len), rows, 1);
+        }
+    }
 
     /// <summary>A new [rows, d] matrix whose row r is Σ_{e: dstRow[e] = r} scale[e] · src[srcRow[e]] (zero for rows
     /// without entries). The entries are grouped by destination row (a counting sort), and each thread owns a range of
@@ -24,6 +45,12 @@ internal static unsafe class SparseKernels
     /// the source rows are read whole.</summary>
     public static Tensor SumRows(long rows, Tensor dstRow, Tensor src, Tensor srcRow, Tensor scale)
     {
+        if (!CpuKernels.On(src))
+        {
+            var sum = zeros(rows, src.shape[1], dtype: src.dtype, device: src.device);
+            TorchScatterAdd(sum, dstRow, src, srcRow, scale);
+            return sum;
+        }
         var dst = empty(rows, src.shape[1], dtype: ScalarType.Float32);
         Scatter(dst, dstRow, src, srcRow, scale, accumulate: false);
         return dst;
@@ -34,6 +61,11 @@ internal static unsafe class SparseKernels
     /// W_enc [d_in, d_sae] from latent rows).</summary>
     public static Tensor SumRowsTransposed(long rows, Tensor dstRow, Tensor src, Tensor srcRow, Tensor scale)
     {
+        if (!CpuKernels.On(src))
+        {
+            using var sum = SumRows(rows, dstRow, src, srcRow, scale);
+            return sum.t().contiguous();
+        }
         var dst = empty(src.shape[1], rows, dtype: ScalarType.Float32);
         Scatter(dst, dstRow, src, srcRow, scale, accumulate: false, transposed: true);
         return dst;
@@ -133,6 +165,18 @@ internal static unsafe class SparseKernels
     /// <summary>out[e] = ⟨a[aRow[e]], b[bRow[e]]⟩ (a, b: contiguous float32 [·, d]); returns [nnz].</summary>
     public static Tensor RowDots(Tensor a, Tensor aRow, Tensor b, Tensor bRow)
     {
+        if (!CpuKernels.On(a) || !CpuKernels.On(b))
+        {
+            long count = aRow.shape[0];
+            var dots = empty(count, dtype: a.dtype, device: a.device);
+            for (long s = 0; s < count; s += TorchChunk)
+            {
+                using var scope = NewDisposeScope();
+                long len = Math.Min(TorchChunk, count - s);
+                dots.narrow(0, s, len).copy_((a.index_select(0, aRow.narrow(0, s, len)) * b.index_select(0, bRow.narrow(0, s, len))).sum(1L));
+            }
+            return dots;
+        }
         long d = a.shape[1];
         Check(a, d); Check(b, d);
         long nnz = aRow.shape[0];
@@ -163,6 +207,15 @@ internal static unsafe class SparseKernels
     /// </summary>
     public static (Tensor Rows, Tensor Cols, Tensor? Values)? PositiveEntries(Tensor m, long maxCount = long.MaxValue, bool values = true)
     {
+        if (!CpuKernels.On(m))
+        {
+            using var scope = NewDisposeScope();
+            var active = m.gt(0);
+            if (active.sum().item<long>() > maxCount) return null;
+            var idx = active.nonzero();
+            var v = values ? m.masked_select(active).to(ScalarType.Float32).MoveToOuterDisposeScope() : null;
+            return (idx[.., 0].contiguous().MoveToOuterDisposeScope(), idx[.., 1].contiguous().MoveToOuterDisposeScope(), v);
+        }
         bool bf16 = m.dtype == ScalarType.BFloat16;
         long d = m.shape[1];
         if (bf16) Bf16Kernels.CheckMatrix(m, "PositiveEntries");
@@ -246,7 +299,7 @@ internal static unsafe class SparseKernels
     public static bool RemoveParallelRows(Tensor g, Tensor w)
     {
         if (g.dtype != ScalarType.Float32 || w.dtype != ScalarType.Float32 || !g.is_contiguous() || !w.is_contiguous()
-            || g.device_type != DeviceType.CPU || w.device_type != DeviceType.CPU || g.dim() != 2 || !g.shape.SequenceEqual(w.shape))
+            || !CpuKernels.On(g) || !CpuKernels.On(w) || g.dim() != 2 || !g.shape.SequenceEqual(w.shape))
             return false;
         long rows = g.shape[0], d = g.shape[1];
         if (rows == 0 || d == 0) return true;

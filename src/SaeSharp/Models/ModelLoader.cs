@@ -291,7 +291,7 @@ internal sealed class Checkpoint : IDisposable
         JsonObject map;
         try
         {
-            map = (JsonNode.Parse(File.ReadAllText(index)) as JsonObject)?["weight_map"] as JsonObject
+            map = (IO.StrictJson.Parse(File.ReadAllText(index)) as JsonObject)?["weight_map"] as JsonObject
                   ?? throw new SaeSharpException($"{index}: missing object 'weight_map'");
         }
         catch (System.Text.Json.JsonException e)

@@ -76,7 +76,7 @@ internal sealed class JsonConfig(string path, JsonObject root)
         if (!File.Exists(path)) throw new SaeSharpException($"{path}: file not found (a Hugging Face model folder needs config.json)");
         try
         {
-            var root = JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new SaeSharpException($"{path}: not a JSON object");
+            var root = IO.StrictJson.Parse(File.ReadAllText(path)) as JsonObject ?? throw new SaeSharpException($"{path}: not a JSON object");
             _ = root.ContainsKey("model_type"); // builds the key index: a repeated key throws here, not at a later read
             return new JsonConfig(path, root);
         }

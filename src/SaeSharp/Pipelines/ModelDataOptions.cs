@@ -29,7 +29,8 @@ public sealed record ModelDataOptions
     public WeightProcessingOptions Processing { get; init; } = new();
     /// <summary>dtype the model runs in (float32 default; bfloat16 or float16 halve its memory).</summary>
     public ScalarType ModelDtype { get; init; } = ScalarType.Float32;
-    /// <summary>Where the model and SAEs run (<see cref="ComputeDevice.Parse"/>); only evaluation takes a non-CPU device so far.</summary>
+    /// <summary>Where the model runs (<see cref="ComputeDevice.Parse"/>): harvesting (<c>sae cache</c>, <c>sae train --model</c>) and
+    /// evaluation run the model there; evaluation runs the SAEs there too, while <c>SaeTrainer</c> trains on the CPU.</summary>
     public Device Device { get; init; } = CPU;
     /// <summary>Windows per model run.</summary>
     public int BatchSizePrompts { get; init; } = 8;

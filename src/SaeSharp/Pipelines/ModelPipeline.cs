@@ -39,11 +39,12 @@ public static class ModelPipeline
         string? targetHook = null, int bufferContexts = 64, ulong seed = 0)
     {
         ArgumentNullException.ThrowIfNull(data);
-        ComputeDevice.RequireCpu(data.Device, "training on a model's activations");
         var tokenizer = Tokenizer.FromFolder(data.TokenizerPath ?? data.ModelPath);
         var pm = ModelForSae.Load(data.ModelPath, data.Processing, data.ModelDtype);
         try
         {
+            // The model harvests on the device; the rows come back to the CPU, where SaeTrainer trains.
+            if (data.Device.type != DeviceType.CPU) pm.Model.to(data.Device);
             int ctx = data.ContextSize ?? 128;
             bool bos = data.PrependBos ?? true;
             var spec = HarvestSpec.Resolve(pm.Model.HookPoints, hook, mode, targetHook);
@@ -70,9 +71,9 @@ public static class ModelPipeline
         IProgress<WorkProgress>? progress = null)
     {
         ArgumentNullException.ThrowIfNull(data);
-        ComputeDevice.RequireCpu(data.Device, "caching activations");
         var tokenizer = Tokenizer.FromFolder(data.TokenizerPath ?? data.ModelPath);
         using var pm = ModelForSae.Load(data.ModelPath, data.Processing, data.ModelDtype);
+        if (data.Device.type != DeviceType.CPU) pm.Model.to(data.Device);
         int ctx = data.ContextSize ?? 128;
         bool bos = data.PrependBos ?? true;
         var spec = HarvestSpec.Resolve(pm.Model.HookPoints, hook, mode, targetHook);

@@ -97,7 +97,7 @@ public sealed class GatedSae : Sae
     /// with fused affine ReLUs and gate (<see cref="Bf16Autograd"/>).</summary>
     private (TrainingLatents F, TrainingLatents GateAct) TrainingLatentsOf(Tensor x)
     {
-        if (!Training.Autocast)
+        if (!AutocastKernels)
         {
             var piGate = GatePre(x);
             var f = nn.functional.relu(HiddenPre(x)) * piGate.gt(0);

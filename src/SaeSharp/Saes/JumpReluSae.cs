@@ -128,7 +128,7 @@ public sealed class JumpReluSae : Sae
     /// with its straight-through threshold gradient.</summary>
     private (TrainingLatents F, Tensor L0) TrainingLatentsOf(Tensor x)
     {
-        if (!Training.Autocast)
+        if (!AutocastKernels)
         {
             var (f, l0) = JumpReluAndL0(HiddenPre(x), threshold, Training.Bandwidth);
             return (new DenseTrainingLatents(f), l0);

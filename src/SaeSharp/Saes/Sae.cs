@@ -117,6 +117,11 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
         return torch.addmm(bias + (a.detach() - a), xc, w, 1, 1).MoveToOuterDisposeScope();
     }
 
+    /// <summary>Whether a training pass runs the bfloat16 kernels of <see cref="SaeTrainingOptions.Autocast"/>: autocast is on
+    /// and the weights are where the custom CPU kernels run (<see cref="CpuKernels.On"/>); elsewhere the pass runs in float32
+    /// with torch operations.</summary>
+    private protected bool AutocastKernels => Training.Autocast && W_enc.dtype == ScalarType.Float32 && CpuKernels.On(W_enc);
+
     /// <summary>
     /// <see cref="EncoderMatmul"/> in bfloat16 for <see cref="SaeTrainingOptions.Autocast"/> training passes
     /// (<see cref="Bf16Autograd.Encoder"/>): [N, d_sae] bfloat16 with float32 gradients to <paramref name="w"/>,

@@ -44,11 +44,25 @@ public sealed class StandardSae : Sae
     public bool ConstrainsDecoderNorm => Training.Penalty != SparsityPenalty.L1DecoderNorm;
 
     /// <summary>
-    /// Largest fraction of positive pre-activations at which the training pass switches to the sparse code: past it,
-    /// decoding and the backward pass run over the active entries only (<see cref="SparseLatents"/>), which is exact and
-    /// cheaper than the dense products once features are sparse. 0 always trains densely.
+    /// When the training pass switches to the sparse code (past which decoding and the backward pass run over the active
+    /// entries only, <see cref="SparseLatents"/>: exact, and cheaper than the dense products once features are sparse).
+    /// NaN (the default): per step, from the measured cost of both passes at the run's shape (<see cref="SparsePassSwitch"/>).
+    /// A number: the largest fraction of positive pre-activations at which the sparse pass runs (0: always dense, 1: always sparse).
     /// </summary>
-    public double SparseTrainingDensity { get; set; } = 0.05;
+    public double SparseTrainingDensity { get; set; } = double.NaN;
+
+    private readonly SparsePassSwitch _switch = new();
+
+    /// <summary>Whether a step with <paramref name="positive"/> of <paramref name="entries"/> pre-activations positive takes
+    /// the sparse pass (<see cref="SparseTrainingDensity"/>).</summary>
+    private bool UseSparsePass(long positive, long entries)
+    {
+        if (!double.IsNaN(SparseTrainingDensity)) return SparseTrainingDensity > 0 && positive <= (long)(SparseTrainingDensity * entries);
+        return _switch.Choose(positive, entries);
+    }
+
+    /// <summary>Whether the last training pass ran on the sparse code (for the benches' per-phase timing).</summary>
+    internal bool LastTrainingPassSparse { get; private set; }
 
     /// <summary>The loss, written once for every execution path: mean_n‖y − ŷ‖² + λ·s·P with P the L1 term
     /// (<see cref="SparsityPenalty.L1"/>: mean_n Σ_j f_j; <see cref="SparsityPenalty.L1DecoderNorm"/>: mean_n Σ_j f_j·‖W_dec[j]‖)
@@ -57,6 +71,7 @@ public sealed class StandardSae : Sae
     {
         using var scope = NewDisposeScope();
         var f = TrainingLatentsOf(x);
+        LastTrainingPassSparse = f is SparseTrainingLatents;
         var (y, sparsity) = Training.Penalty switch
         {
             SparsityPenalty.L1 => f.DecodeWithL1(W_dec, b_dec, null),
@@ -72,8 +87,12 @@ public sealed class StandardSae : Sae
     /// <summary>
     /// The execution path of a training pass (the seam where a new path plugs in, see <see cref="TrainingLatents"/>):
     /// <list type="bullet">
-    /// <item>float32: the dense pre-activations; at most <see cref="SparseTrainingDensity"/> of them positive, the sparse
-    /// code of their positive entries (<see cref="SparseTrainingLatents"/>), else dense ReLU output.</item>
+    /// <item>float32 on the CPU with the custom kernels on (<see cref="DenseRelu.Applies"/>): the fused encoder pass
+    /// (GEMM, then ReLU + bias + per-latent sums and counts in one pass); when the sparse pass is chosen
+    /// (<see cref="SparseTrainingDensity"/>), the sparse code of its positive entries (<see cref="SparseTrainingLatents"/>),
+    /// else the fused dense decoder and L1 (<see cref="FusedReluTrainingLatents"/>).</item>
+    /// <item>float32 elsewhere (other devices, <c>SAESHARP_KERNELS=torch</c>, the entropy penalty): the same choice with
+    /// torch operations (<see cref="DenseTrainingLatents"/>).</item>
     /// <item><see cref="SaeTrainingOptions.Autocast"/>: the fused bfloat16 ReLU encoder (<see cref="Bf16Autograd.ReluEncoder"/>);
     /// past the same density the sparse code of its positive entries with the values recomputed exactly in float32, else
     /// the bfloat16 activations (<see cref="Bf16TrainingLatents"/>).</item>
@@ -81,16 +100,16 @@ public sealed class StandardSae : Sae
     /// </summary>
     private TrainingLatents TrainingLatentsOf(Tensor x)
     {
-        if (Training.Autocast)
+        if (AutocastKernels)
         {
             var (fb, counts) = ReluEncoderBf16(x, BEnc, W_enc);
-            if (SparseTrainingDensity > 0)
+            if (SparseTrainingDensity is not 0)
             {
                 SparseCode? code = null;
                 Tensor? preValues = null;
                 using (no_grad())
                 {
-                    if (counts.sum().item<long>() <= (long)(SparseTrainingDensity * fb.numel()))
+                    if (UseSparsePass(counts.sum().item<long>(), fb.numel()))
                     {
                         var (rows, cols, _) = SparseKernels.PositiveEntries(fb.detach(), values: false)!.Value;
                         code = new SparseCode(rows, cols, fb.shape[0]);
@@ -101,8 +120,20 @@ public sealed class StandardSae : Sae
             }
             return new Bf16TrainingLatents(fb, counts);
         }
+        if (!x.requires_grad && Training.Penalty != SparsityPenalty.Entropy && DenseRelu.Applies(x, W_enc))
+        {
+            DenseReluCode code;
+            using (no_grad()) code = DenseRelu.Encode(EncoderInput(x), W_enc, BEnc);
+            if (UseSparsePass(code.Positive, code.F.numel()))
+            {
+                var (rows, cols, values) = SparseKernels.PositiveEntries(code.F)!.Value;
+                return SparseLatentsOf(x, new SparseCode(rows, cols, code.F.shape[0]), values!);
+            }
+            return new FusedReluTrainingLatents(code, W_enc, BEnc, Cfg.ApplyBDecToInput);
+        }
+        // Torch operations (other devices, SAESHARP_KERNELS=torch, an input that needs a gradient, the entropy penalty).
         var pre = HiddenPre(x);
-        if (SparseTrainingDensity > 0)
+        if (SparseTrainingDensity is not 0)
         {
             long n = pre.shape[0];
             SparseCode? code = null;
@@ -110,20 +141,11 @@ public sealed class StandardSae : Sae
             using (no_grad())
             {
                 var detached = pre.detach();
-                long maxCount = (long)(SparseTrainingDensity * pre.numel());
-                if (detached.dtype == ScalarType.Float32 && detached.is_contiguous() && detached.dim() == 2)
+                var active = detached.gt(0);
+                if (UseSparsePass(active.sum().item<long>(), pre.numel()))
                 {
-                    if (SparseKernels.PositiveEntries(detached, maxCount) is { } entries)
-                        (code, preValues) = (new SparseCode(entries.Rows, entries.Cols, n), entries.Values);
-                }
-                else
-                {
-                    var active = detached.gt(0);
-                    if (active.sum().item<long>() <= maxCount)
-                    {
-                        var idx = active.nonzero();
-                        (code, preValues) = (new SparseCode(idx[.., 0], idx[.., 1], n), detached.masked_select(active));
-                    }
+                    var idx = active.nonzero();
+                    (code, preValues) = (new SparseCode(idx[.., 0], idx[.., 1], n), detached.masked_select(active));
                 }
             }
             if (code is not null) return SparseLatentsOf(x, code, preValues!);
@@ -149,6 +171,7 @@ public sealed class StandardSae : Sae
     /// <inheritdoc/>
     public override void BeforeOptimizerStep(SaeTrainContext ctx)
     {
+        _switch.Stop();
         if (ConstrainsDecoderNorm) RemoveGradientParallelToDecoderRows();
     }
 

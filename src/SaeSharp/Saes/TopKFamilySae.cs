@@ -50,7 +50,7 @@ public abstract class TopKFamilySae : Sae
     /// output) plus the float32 b_enc, and the pre-activations at the chosen entries are then recomputed exactly in
     /// float32 (<see cref="ExactPre"/>), so only near-ties can be selected differently from float32.</summary>
     private bool UseBf16Encoder =>
-        Training.Autocast && W_enc.dtype == ScalarType.Float32 && W_enc.device_type == TorchSharp.DeviceType.CPU;
+        AutocastKernels;
 
     /// <summary>float32 pre-activations ⟨x̃[row], W_enc[:, col]⟩ + b_enc[col] at the code's entries (x̃ the encoder input,
     /// [N, d_in]; <paramref name="encT"/> a contiguous float32 copy of W_encᵀ), no gradient.</summary>
@@ -73,7 +73,7 @@ public abstract class TopKFamilySae : Sae
     /// twice as fast as torch.topk here), torch.topk otherwise.</summary>
     internal static (Tensor Values, Tensor Indices) RowTopK(Tensor m, int k)
     {
-        if (m.dtype == ScalarType.Float32 && m.is_contiguous() && m.device_type == TorchSharp.DeviceType.CPU && m.dim() == 2)
+        if (m.dtype == ScalarType.Float32 && m.is_contiguous() && CpuKernels.On(m) && m.dim() == 2)
             return TopKSelection.RowTopK(m, k);
         return m.topk(k, dim: -1, largest: true, sorted: false);
     }
@@ -102,7 +102,7 @@ public abstract class TopKFamilySae : Sae
             long n = xin.shape[0], dSae = Cfg.DSae;
             long m = Math.Min(CandidatesPerRow, dSae);
             long chunkRows = Math.Max(1, ChunkElements / dSae);
-            bool exact = W_enc.dtype == ScalarType.Float32 && W_enc.device_type == TorchSharp.DeviceType.CPU
+            bool exact = W_enc.dtype == ScalarType.Float32 && CpuKernels.On(W_enc)
                 && CandidateEncoder.Use(Training.CandidatePass, dSae);
             if (exact) bf16 = false;
             var xb = bf16 ? Bf16Autograd.ToBf16(xin) : null;

@@ -77,6 +77,30 @@ internal sealed class DenseTrainingLatents(Tensor f) : TrainingLatents
     };
 }
 
+/// <summary>Dense float32 ReLU activations from <see cref="DenseRelu.Encode"/> (CPU, custom kernels on): decoding and the L1
+/// term run in one autograd function whose backward makes one pass over [N, d_sae] (<see cref="DenseRelu"/>). The
+/// encoder's parameters enter here because that backward also produces their gradients. L1 penalties only.</summary>
+internal sealed class FusedReluTrainingLatents(DenseReluCode code, Tensor wEnc, Tensor bEnc, bool centred) : TrainingLatents
+{
+    public override long Rows => code.F.shape[0];
+
+    public override Tensor Decode(Tensor wDec, Tensor bDec) => DecodeWithL1(wDec, bDec, null).Y;
+
+    public override (Tensor Y, Tensor L1) DecodeWithL1(Tensor wDec, Tensor bDec, Tensor? l1Weights) =>
+        DenseRelu.DecodeWithL1(code, bDec, wEnc, bEnc, wDec, l1Weights, centred);
+
+    public override Tensor Entropy() => throw new InvalidOperationException("the fused ReLU pass has the L1 penalties only");
+
+    public override SaeTrainOutput ToOutput(Tensor loss, Tensor saeOut, Dictionary<string, Tensor> losses) => new()
+    {
+        Loss = loss.MoveToOuterDisposeScope(),
+        SaeOut = saeOut.MoveToOuterDisposeScope(),
+        FeatureActs = code.F.MoveToOuterDisposeScope(),
+        ActiveCounts = code.Counts.MoveToOuterDisposeScope(),
+        Losses = Detached(losses),
+    };
+}
+
 /// <summary>bfloat16 activations [N, d_sae] from the <see cref="Bf16Autograd"/> encoders (<see cref="SaeTrainingOptions.Autocast"/>):
 /// decoding runs in <see cref="Bf16Autograd.Decoder"/> (bfloat16 operands, float32 accumulation and output).
 /// <paramref name="activeCounts"/>: [d_sae] int64 positive entries per latent when the encoder counted them, else counted here.</summary>

@@ -86,9 +86,7 @@ public class ActivationSourceLeakTests : IDisposable
         using var src = new ActivationFileSource(path, new() { TargetName = "targets", ChunkRows = 6, BufferRows = 13, Loop = true });
         NoLeak(src, 7);
         var state = src.SaveState();
-        var before = TorchSharp.DisposeScopeManager.Statistics.ThreadTotalLiveCount;
-        src.LoadState(state);
-        Assert.Equal(before, TorchSharp.DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+        Assert.Equal(0, LiveTensors.Leaked(() => src.LoadState(state)));
     }
 
     [Fact]

@@ -10,6 +10,72 @@ namespace SaeSharp.Tests.Data;
 
 public class TextDatasetTests
 {
+    static List<string> ReadLines(string text)
+    {
+        var lines = new List<string>();
+        using var r = new StringReader(text);
+        for (string? l; (l = r.ReadLine()) is not null;) lines.Add(l);
+        return lines;
+    }
+
+    [Fact]
+    public void Bounded_lines_split_exactly_as_ReadLine_including_across_buffer_ends()
+    {
+        // The reader's buffer holds 65,536 characters: put a \r\n, a lone \r and a \n across and at its end.
+        string a = new('a', 65535), b = new('b', 65536);
+        foreach (string text in new[] { "", "x", "x\n", "\n\n", "a\rb\r\nc\n\rd", "\r\n\r", a + "\r\n" + b + "\r" + "\n", a + "\r" + b, b + "\n" + a + "\r\n\r\n" })
+            Assert.Equal(ReadLines(text), TextDataset.Lines(new StringReader(text), "t", int.MaxValue).ToList());
+    }
+
+    [Fact]
+    public void Gzipped_parquet_is_refused_as_the_readme_says()
+    {
+        // README: .txt.gz and .jsonl.gz are read; Parquet compresses internally, so .parquet.gz is refused.
+        string dir = TestPaths.TempDir();
+        string p = Path.Combine(dir, "d.parquet.gz");
+        File.WriteAllBytes(p, [0x1F, 0x8B]);
+        var e = Assert.Throws<SaeSharpException>(() => TextDataset.Read(p).ToList());
+        Assert.Contains("unsupported extension", e.Message);
+        Directory.Delete(dir, recursive: true);
+    }
+
+    [Fact]
+    public void A_corrupt_gzip_file_is_one_clear_error()
+    {
+        // found by the fuzzer (Gzipped_jsonl_text): GZipStream's InvalidDataException surfaced as it was
+        string dir = TestPaths.TempDir();
+        string gz = Path.Combine(dir, "d.jsonl.gz");
+        using (var f = new System.IO.Compression.GZipStream(File.Create(gz), System.IO.Compression.CompressionLevel.Optimal))
+            f.Write("{\"text\": \"hi\"}\n"u8);
+        var bytes = File.ReadAllBytes(gz);
+        bytes[2] = 7; // the header's compression method: 8 is deflate, the only one defined
+        File.WriteAllBytes(gz, bytes);
+        var e = Assert.Throws<SaeSharpException>(() => TextDataset.Read(gz).ToList());
+        Assert.StartsWith($"{gz}: the compressed data is corrupt", e.Message);
+        Directory.Delete(dir, recursive: true);
+    }
+
+    [Fact]
+    public void A_line_longer_than_the_bound_is_refused_naming_the_line()
+    {
+        var e = Assert.Throws<SaeSharpException>(() => TextDataset.Lines(new StringReader("ok\n" + new string('x', 200_000)), "f.jsonl", 100_000).ToList());
+        Assert.Equal("f.jsonl line 2: longer than 100,000 characters (a corrupt or hostile file, or one document too large for a line)", e.Message);
+        // a gzip bomb: 8 MiB of one line in a few kilobytes, read through the dataset reader with the real bound
+        string dir = TestPaths.TempDir();
+        string gz = Path.Combine(dir, "bomb.jsonl.gz");
+        using (var f = new System.IO.Compression.GZipStream(File.Create(gz), System.IO.Compression.CompressionLevel.SmallestSize))
+        {
+            f.Write("{\"text\": \""u8);
+            var zeros = new byte[1 << 20];
+            Array.Fill(zeros, (byte)'a');
+            for (int i = 0; i < (TextDataset.MaxLineChars >> 20) + 1; i++) f.Write(zeros);
+        }
+        Assert.True(new FileInfo(gz).Length < 1 << 20);
+        var bomb = Assert.Throws<SaeSharpException>(() => TextDataset.Read(gz).ToList());
+        Assert.Contains("line 1: longer than", bomb.Message);
+        Directory.Delete(dir, recursive: true);
+    }
+
     [Fact]
     public void Txt_is_one_document_per_line_or_one_per_file()
     {

@@ -327,4 +327,29 @@ public sealed class FuzzTests : IDisposable
         File.WriteAllText(p, """{"metadata": {"total_size": 10}, "weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}""");
         return p;
     }, p => _ = HfHubClient.ShardsOf(p));
+
+    [Fact]
+    public void Hub_tree_listing_json() => Fuzz("hub-tree", dir =>
+    {
+        string p = Path.Combine(dir, "tree.json");
+        File.WriteAllText(p, """[{"type":"directory","oid":"0","size":0,"path":"sub"},{"type":"file","oid":"ab","size":12,"path":"sub/cfg.json"},{"type":"file","oid":"cd","size":3,"path":"config.json"}]""");
+        return p;
+    }, p => HfHubClient.ParseTree(File.ReadAllText(p), [], "org/x (revision main)"));
+
+    [Fact]
+    public void Gzipped_jsonl_text() => Fuzz("jsonl-gz", dir =>
+    {
+        string p = Path.Combine(dir, "d.jsonl.gz");
+        using (var gz = new System.IO.Compression.GZipStream(File.Create(p), System.IO.Compression.CompressionLevel.Optimal))
+            gz.Write("{\"text\": \"Hello world\"}\n{\"text\": \"héllo\", \"id\": 3}\n"u8);
+        return p;
+    }, p => _ = TextDataset.Read(p).ToList());
+
+    [Fact]
+    public void Txt_text() => Fuzz("txt", dir =>
+    {
+        string p = Path.Combine(dir, "d.txt");
+        File.WriteAllText(p, "Hello world\r\nhéllo 日本\n\nthird");
+        return p;
+    }, p => { _ = TextDataset.Read(p).ToList(); _ = TextDataset.ReadTxt(p, TxtMode.WholeFile).ToList(); });
 }

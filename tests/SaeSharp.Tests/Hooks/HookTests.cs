@@ -249,7 +249,7 @@ public class HookTests : ModelTestBase
     }
 
     [Fact]
-    public void CachedTensorsOutliveTheForwardAndForwardDoesNotLeak()
+    public void CachedTensorsOutliveTheForwardAndForwardDoesNotLeak() => LiveTensors.OnOwnThread(() =>
     {
         using var m = Gpt2();
         using var steer = ones(16);
@@ -268,5 +268,5 @@ public class HookTests : ModelTestBase
         m.Generate(Toks, 3, new GenerationOptions { Hooks = [("blocks.0.hook_resid_post", x => x + steer)], ReturnLogits = true, Temperature = 1, TopP = 0.9, Seed = 1 }).Dispose();
         Assert.Equal(before, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
         Assert.Equal(1f, steer[0].item<float>()); // the caller's tensor is never disposed or modified
-    }
+    });
 }

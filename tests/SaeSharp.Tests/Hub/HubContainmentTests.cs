@@ -216,4 +216,58 @@ public sealed class HubContainmentTests : IDisposable
         Assert.Contains("more than the 100 bytes", e.Message);
         Assert.Empty(Directory.GetFiles(Path.Combine(Cache, "models--org--tiny", "blobs")));
     }
+
+    private void TreeAnswer(string json, Dictionary<string, string>? headers = null) =>
+        _server.Intercept = (method, path) => path.StartsWith("/api/models/org/tiny/tree/", StringComparison.Ordinal)
+            ? (200, headers ?? new Dictionary<string, string> { ["Content-Type"] = "application/json" }, Encoding.UTF8.GetBytes(json))
+            : null;
+
+    [Theory]
+    [InlineData("../../../escaped.json")]
+    [InlineData("/etc/passwd")]
+    [InlineData("a/../../b")]
+    [InlineData("a\\..\\b")]
+    public void A_listing_naming_a_path_outside_the_repo_is_refused(string hostile)
+    {
+        TreeAnswer($$"""[{"type":"file","oid":"0","size":2,"path":{{System.Text.Json.JsonSerializer.Serialize(hostile)}}}]""");
+        using var client = Client();
+        var e = Assert.Throws<SaeSharpException>(() => client.ListFiles("org/tiny"));
+        Assert.Contains("is not a file path inside the repo", e.Message);
+        Assert.Empty(OutsideCache());
+    }
+
+    [Fact]
+    public void A_listing_whose_next_page_is_on_another_host_is_not_followed()
+    {
+        using var other = new FakeHubServer();
+        TreeAnswer("""[{"type":"file","oid":"0","size":2,"path":"config.json"}]""", new Dictionary<string, string>
+        {
+            ["Content-Type"] = "application/json",
+            ["Link"] = $"<{other.Endpoint}/api/models/org/tiny/tree/main?cursor=1>; rel=\"next\"",
+        });
+        using var client = Client();
+        var e = Assert.Throws<SaeSharpException>(() => client.ListFiles("org/tiny"));
+        Assert.Contains("leaves", e.Message);
+        Assert.Empty(other.Requests);
+    }
+
+    [Fact]
+    public void A_listing_with_a_next_link_that_is_not_a_url_is_a_clear_error()
+    {
+        TreeAnswer("[]", new Dictionary<string, string> { ["Link"] = "<http://[::1>; rel=\"next\"" });
+        using var client = Client();
+        var e = Assert.Throws<SaeSharpException>(() => client.ListFiles("org/tiny"));
+        Assert.Contains("is not a URL", e.Message);
+    }
+
+    [Fact]
+    public void A_listing_page_larger_than_the_bound_is_refused_whatever_it_announces()
+    {
+        // 17 MiB of one JSON string, announced as such: over the 16 MiB page bound
+        string big = "[\"" + new string('x', 17 << 20) + "\"]";
+        TreeAnswer(big);
+        using var client = Client();
+        var e = Assert.Throws<SaeSharpException>(() => client.ListFiles("org/tiny"));
+        Assert.Contains("larger than 16 MiB", e.Message);
+    }
 }

@@ -28,6 +28,19 @@ public class SafeTensorsTests : IDisposable
         Assert.Equal("pt", f.Metadata["format"]);
     }
 
+    [Theory]
+    [InlineData("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"shape\":[1],\"data_offsets\":[0,4]}}")] // fuzz seed cv6wruXgB071
+    [InlineData("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}")]
+    public void A_header_with_a_repeated_key_is_one_clear_error(string header)
+    {
+        // JsonNode accepts repeated keys and throws ArgumentException at the first read of the object; found by scripts/fuzz.sh.
+        var path = Path.Combine(_dir, "dup.safetensors");
+        File.WriteAllBytes(path, Build(header, BitConverter.GetBytes(1f)));
+        var e = Assert.Throws<SaeSharpException>(() => SafeTensorsFile.Open(path).Dispose());
+        Assert.Contains("safetensors header is not valid JSON", e.Message);
+        Assert.Contains("Duplicate", e.Message, StringComparison.OrdinalIgnoreCase);
+    }
+
     [Fact]
     public void RoundTripsDtypesAndRows()
     {

@@ -342,7 +342,7 @@ public class SaeTrainerTests
     }
 
     [Fact]
-    public void StepsLeaveNoLiveTensorsBehind()
+    public void StepsLeaveNoLiveTensorsBehind() => LiveTensors.OnOwnThread(() =>
     {
         using var source = new InMemorySource(SparseData(256, 8, 12, 0.1, seed: 9));
         var cfg = Config(30);
@@ -356,7 +356,7 @@ public class SaeTrainerTests
         trainer.Run(stopAtStep: 9).Dispose();
         long after = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
         Assert.Equal(before, after);
-    }
+    });
 
     [Fact]
     public void SeveralSaesTrainOnOnePassWithTheirOwnSchedules()

@@ -1,0 +1,95 @@
+using System.Diagnostics;
+
+namespace SaeSharp.Saes;
+
+/// <summary>
+/// The per-step choice of a ReLU SAE between its dense and its sparse training pass, from their measured cost at the run's
+/// shape (docs/relu-training.md). Both passes start with the same encoder product and ReLU; what follows costs, for
+/// the dense pass, four GEMMs of N·d_sae·d whatever the sparsity (a time D), and for the sparse pass a scan of the
+/// [N, d_sae] matrix plus work proportional to the nnz positive entries (a time s·nnz). The switch times that remainder of
+/// every step (from the choice until <see cref="Stop"/>, which the SAE calls before the optimizer step, so the backward
+/// pass is included), keeps exponential averages of D and s, and takes the sparse pass when s·nnz &lt; D.
+/// Until a sparse step has been timed, s is the prior κ·D/(N·d_sae) with κ = <see cref="PriorCostRatio"/>: the sparse pass
+/// is first tried at density 1/κ. A sparse time measured long ago is re-measured (one sparse step) every
+/// <see cref="RecheckSteps"/> steps while the estimate is within a factor two of D, so one slow measurement (a busy
+/// machine) does not keep the run dense. The first step of each pass is not counted (JIT compilation).
+/// </summary>
+internal sealed class SparsePassSwitch
+{
+    /// <summary>The prior ratio of the sparse pass's cost per positive entry to the dense pass's cost per matrix entry.
+    /// Measured on the AVX-512 machine (BENCHMARKS.md, crossover table): 16 at 1 % density, 17 at 5 %, 31 at 10 %.</summary>
+    public const double PriorCostRatio = 20;
+
+    /// <summary>Steps after which a sparse time is measured again.</summary>
+    public const int RecheckSteps = 50;
+
+    private const double Keep = 0.7;
+
+    private readonly Stopwatch _clock = new();
+    private bool _timing, _timingSparse;
+    private long _timingEntries;
+    private long _stepsSinceSparseMeasured;
+    private bool _denseWarm, _sparseWarm;
+
+    /// <summary>Exponential average of the dense remainder in ms (NaN before the first dense step was timed).</summary>
+    public double DenseMs { get; private set; } = double.NaN;
+
+    /// <summary>Exponential average of the sparse remainder per positive entry in ms (NaN before the first sparse step was timed).</summary>
+    public double SparseMsPerEntry { get; private set; } = double.NaN;
+
+    /// <summary>Whether a step with <paramref name="positive"/> positive entries of <paramref name="entries"/> = N·d_sae
+    /// should take the sparse pass; starts timing the chosen pass.</summary>
+    public bool Choose(long positive, long entries)
+    {
+        bool sparse = PredictSparse(positive, entries);
+        _timing = true;
+        _timingSparse = sparse;
+        _timingEntries = Math.Max(1, positive);
+        _clock.Restart();
+        return sparse;
+    }
+
+    /// <summary>The choice for these counts from the current estimates, without timing anything.</summary>
+    public bool PredictSparse(long positive, long entries)
+    {
+        if (positive == 0) return true;
+        if (double.IsNaN(DenseMs)) return positive * PriorCostRatio <= entries;
+        double perEntry = double.IsNaN(SparseMsPerEntry) ? PriorCostRatio * DenseMs / entries : SparseMsPerEntry;
+        double sparseMs = perEntry * positive;
+        if (sparseMs < DenseMs) return true;
+        // Re-measure an old sparse estimate that is not far off.
+        return !double.IsNaN(SparseMsPerEntry) && _stepsSinceSparseMeasured >= RecheckSteps && sparseMs < 2 * DenseMs;
+    }
+
+    /// <summary>Ends the timing started by <see cref="Choose"/> (the step's backward pass is done); a no-op when nothing is timed.</summary>
+    public void Stop()
+    {
+        if (!_timing) return;
+        _timing = false;
+        double ms = _clock.Elapsed.TotalMilliseconds;
+        Record(_timingSparse, ms, _timingEntries);
+    }
+
+    /// <summary>Adds one measured remainder: <paramref name="ms"/> of a dense or sparse pass with <paramref name="positive"/> entries.</summary>
+    public void Record(bool sparse, double ms, long positive)
+    {
+        // The first step of each pass pays for JIT compilation and first allocations: not counted.
+        if (sparse ? !_sparseWarm : !_denseWarm)
+        {
+            if (sparse) _sparseWarm = true;
+            else _denseWarm = true;
+            return;
+        }
+        if (sparse)
+        {
+            double perEntry = ms / Math.Max(1, positive);
+            SparseMsPerEntry = double.IsNaN(SparseMsPerEntry) ? perEntry : Keep * SparseMsPerEntry + (1 - Keep) * perEntry;
+            _stepsSinceSparseMeasured = 0;
+        }
+        else
+        {
+            DenseMs = double.IsNaN(DenseMs) ? ms : Keep * DenseMs + (1 - Keep) * ms;
+            _stepsSinceSparseMeasured++;
+        }
+    }
+}

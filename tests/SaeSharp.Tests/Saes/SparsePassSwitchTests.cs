@@ -1,0 +1,83 @@
+using SaeSharp.Saes;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Tests.Saes;
+
+/// <summary>The per-step choice between the dense and the sparse ReLU training pass (<see cref="SparsePassSwitch"/>).</summary>
+public class SparsePassSwitchTests
+{
+    [Fact]
+    public void Before_any_timing_the_prior_switches_at_density_one_over_kappa()
+    {
+        var s = new SparsePassSwitch();
+        long entries = 1_000_000;
+        Assert.True(s.PredictSparse(0, entries));
+        Assert.True(s.PredictSparse(1_000, entries));                        // 0.1 %
+        Assert.True(s.PredictSparse((long)(entries / SparsePassSwitch.PriorCostRatio), entries));
+        Assert.False(s.PredictSparse((long)(entries / SparsePassSwitch.PriorCostRatio) + 10, entries));
+        Assert.False(s.PredictSparse(500_000, entries));                     // 50 %
+    }
+
+    [Fact]
+    public void Measured_costs_decide_where_the_passes_break_even()
+    {
+        var s = new SparsePassSwitch();
+        long entries = 1_000_000;
+        s.Record(sparse: false, 500, 300_000);   // warm-up step: not counted
+        s.Record(sparse: false, 100, 300_000);
+        Assert.Equal(100, s.DenseMs);
+        s.Record(sparse: true, 1_000, 20_000);   // warm-up step: not counted
+        s.Record(sparse: true, 20, 20_000);      // 1 µs per entry: breaks even at 100,000 entries (10 %)
+        Assert.Equal(0.001, s.SparseMsPerEntry, 12);
+        Assert.True(s.PredictSparse(1_000, entries));
+        Assert.True(s.PredictSparse(99_000, entries));
+        Assert.False(s.PredictSparse(101_000, entries));
+        Assert.False(s.PredictSparse(500_000, entries));
+        // The averages follow the machine: the sparse pass gets 4× dearer, the break-even moves down.
+        for (int i = 0; i < 30; i++) s.Record(sparse: true, 80, 20_000);
+        Assert.True(s.PredictSparse(20_000, entries));
+        Assert.False(s.PredictSparse(30_000, entries));
+    }
+
+    [Fact]
+    public void An_old_sparse_estimate_within_a_factor_two_is_measured_again()
+    {
+        var s = new SparsePassSwitch();
+        s.Record(false, 1, 1); s.Record(false, 100, 1);
+        s.Record(true, 1, 1); s.Record(true, 30, 10_000);       // 3 µs per entry
+        long entries = 1_000_000, nnz = 50_000;                  // predicted 150 ms against 100 ms dense
+        Assert.False(s.PredictSparse(nnz, entries));
+        for (int i = 0; i < SparsePassSwitch.RecheckSteps; i++) s.Record(false, 100, nnz);
+        Assert.True(s.PredictSparse(nnz, entries));              // one step to re-measure
+        Assert.False(s.PredictSparse(200_000, entries));         // 600 ms: not worth a look
+    }
+
+    /// <summary>At the extremes a ReLU SAE at its default (measured) switch takes the right pass, step after step:
+    /// 1 % positive pre-activations sparse, half of them dense.</summary>
+    [Theory]
+    [InlineData(0.01, true)]
+    [InlineData(0.5, false)]
+    public void A_standard_sae_takes_the_right_pass_at_the_extremes(double density, bool sparse)
+    {
+        using var scope = NewDisposeScope();
+        const int n = 256, dIn = 32, dSae = 512;
+        var sae = new StandardSae(new SaeConfig { DIn = dIn, DSae = dSae });
+        Assert.True(double.IsNaN(sae.SparseTrainingDensity));
+        sae.InitializeWeights(new Generator(1));
+        var x = randn(n, dIn, generator: new Generator(2));
+        using (no_grad())
+        {
+            var pre = sae.HiddenPre(x);
+            sae.BEnc.sub_(pre.kthvalue((long)Math.Round(n * (1 - density)), 0).values); // each latent positive on `density` of the rows
+        }
+        for (int step = 0; step < 4; step++)
+        {
+            using var stepScope = NewDisposeScope();
+            sae.zero_grad();
+            var ctx = new SaeTrainContext { Step = step };
+            sae.TrainingForward(x, x, ctx).Loss.backward();
+            sae.BeforeOptimizerStep(ctx);
+            Assert.Equal(sparse, sae.LastTrainingPassSparse);
+        }
+    }
+}
