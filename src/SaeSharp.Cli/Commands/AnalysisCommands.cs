@@ -64,7 +64,7 @@ internal static class AnalysisCommands
             int dead = report.Features.Count(f => f.Firings == 0);
             Console.WriteLine($"{report.Features.Count:N0} features over {report.Tokens:N0} tokens ({dead:N0} never fired): {Path.Combine(outDir, FeatureReport.FeaturesFile)}");
             if (parse.GetValue(png))
-                Console.WriteLine($"{HistogramPlot.SaveFeatureHistograms(report, Path.Combine(outDir, "histograms")):N0} histogram PNGs: {Path.Combine(outDir, "histograms")}");
+                Console.WriteLine($"{FeatureHistograms.Save(report, Path.Combine(outDir, "histograms")):N0} histogram PNGs: {Path.Combine(outDir, "histograms")}");
             if (parse.GetValue(html) is { } site)
                 Console.WriteLine($"dashboard: {CliProgress.Run("dashboard", progress => DashboardWriter.Write(report, site, progress))}");
             return 0;

@@ -1,6 +1,5 @@
 using SaeSharp.Activations;
 using SaeSharp.Hooks;
-using SaeSharp.Interventions;
 using SaeSharp.Kernels;
 using SaeSharp.Models;
 using SaeSharp.Saes;
@@ -298,7 +297,7 @@ public static class DownstreamEvaluator
         }
 
         /// <summary>SAE reconstruction of the input activation, shaped as the site activation; and the latents [rows, d_sae].
-        /// An SAE is spliced as <see cref="HookedSaeTransformer"/> splices it; a transcoder writes its output to the site.</summary>
+        /// An SAE is spliced as every model run splices it (<see cref="SaeSplice"/>); a transcoder writes its output to the site.</summary>
         public (Tensor Recon, Tensor Feats) Reconstruct(Tensor input)
         {
             if (SiteHook == InputHook) return SaeSplice.Splice(new AttachedSae(_t.Sae, InputHook), input, HookRunner.None);

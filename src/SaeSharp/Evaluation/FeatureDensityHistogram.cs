@@ -1,4 +1,4 @@
-using SaeSharp.Analysis;
+using SaeSharp.Plots;
 using SaeSharp.IO;
 
 namespace SaeSharp.Evaluation;

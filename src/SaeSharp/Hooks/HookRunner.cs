@@ -1,4 +1,3 @@
-using SaeSharp.Interventions;
 using static TorchSharp.torch;
 
 namespace SaeSharp.Hooks;
@@ -17,7 +16,7 @@ internal sealed class HookRunner
     private readonly Dictionary<string, AttachedSae>? _saes;
 
     public HookRunner(IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? hooks, Func<string, bool>? cacheFilter, ActivationCache? cache,
-        IReadOnlyList<AttachedSae>? saes = null, AttributionCapture? capture = null)
+        IReadOnlyList<AttachedSae>? saes = null, ISaeSpliceCapture? capture = null)
     {
         if (hooks is { Count: > 0 })
         {
@@ -40,7 +39,7 @@ internal sealed class HookRunner
     }
 
     /// <summary>Set during an attribution pass: the SAE splices hand their features and errors to it.</summary>
-    public AttributionCapture? Capture { get; }
+    public ISaeSpliceCapture? Capture { get; }
 
     public bool IsEmpty => _fns is null && _cache is null && _saes is null;
 

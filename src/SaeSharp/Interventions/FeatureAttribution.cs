@@ -1,3 +1,4 @@
+using SaeSharp.Hooks;
 using SaeSharp.IO;
 using SaeSharp.Models;
 using static TorchSharp.torch;
@@ -237,7 +238,7 @@ public static class FeatureAttribution
 }
 
 /// <summary>The feature and error nodes of an attribution pass: the SAE splices make them leaves and hand them here.</summary>
-internal sealed class AttributionCapture : IDisposable
+internal sealed class AttributionCapture : ISaeSpliceCapture, IDisposable
 {
     private readonly Dictionary<string, Tensor> _features = new(StringComparer.Ordinal);
     private readonly Dictionary<string, Tensor> _errors = new(StringComparer.Ordinal);

@@ -22,7 +22,7 @@ public sealed record GenerationOptions
     /// <summary>Hooks active on every forward step (e.g. steering vectors added to a residual hook).</summary>
     public IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? Hooks { get; init; }
     /// <summary>SAEs spliced into every forward step (<see cref="RunOptions.Saes"/>); their hook points can be hooked.</summary>
-    public IReadOnlyList<SaeSharp.Interventions.AttachedSae>? Saes { get; init; }
+    public IReadOnlyList<AttachedSae>? Saes { get; init; }
     /// <summary>Reuse keys and values of earlier tokens (default). False recomputes the whole sequence at each step.</summary>
     public bool UseKvCache { get; init; } = true;
     /// <summary>Also return the logits from which each new token was chosen.</summary>

@@ -1,5 +1,4 @@
 using SaeSharp.Hooks;
-using SaeSharp.Interventions;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -46,8 +45,8 @@ public sealed class RunOptions
     /// (<see cref="SaeHookPoints"/>) can be hooked and cached. The hook's own name keeps the activation entering the SAE.
     /// </summary>
     public IReadOnlyList<AttachedSae>? Saes { get; init; }
-    /// <summary>Set by the attribution pass (<see cref="FeatureAttribution"/>).</summary>
-    internal AttributionCapture? Capture { get; init; }
+    /// <summary>Set by the attribution pass (<c>Interventions/FeatureAttribution</c>).</summary>
+    internal ISaeSpliceCapture? Capture { get; init; }
 }
 
 /// <summary>
@@ -55,7 +54,8 @@ public sealed class RunOptions
 /// (<see cref="ModelLoader.FromPretrained"/>). Inputs are token ids [batch, pos] int64; logits are float32
 /// [batch, pos, d_vocab] (float64 for a float64 model). Runs are inference runs (no gradients) unless <see cref="RunOptions.Grad"/> asks for autograd.
 /// </summary>
-public abstract class HookedTransformer : nn.Module
+[System.Diagnostics.CodeAnalysis.SuppressMessage("Naming", "CA1708", Justification = "forward is TorchSharp's override (lower case by its convention); Forward(tokens, mask) is the SaeSharp entry point callers use")]
+public abstract class HookedTransformer : nn.Module<Tensor, Tensor>
 {
     /// <summary>The model's shape in TransformerLens terms (n_layers, d_model, d_vocab, ...).</summary>
     public TransformerConfig Config { get; }
@@ -73,7 +73,15 @@ public abstract class HookedTransformer : nn.Module
     /// <summary>The device the weights are on (<c>model.to(device)</c> moves them); runs take their tokens there.</summary>
     public Device Device => parameters().FirstOrDefault()?.device ?? CPU;
 
-    /// <summary>Logits [batch, pos, d_vocab] float32.</summary>
+    /// <summary>
+    /// TorchSharp's <c>forward</c>, run by <c>model.call(tokens)</c> (which also fires TorchSharp module hooks): the logits
+    /// [batch, pos, d_vocab] of <paramref name="tokens"/> [batch, pos] int64, an inference run without hooks or mask, as
+    /// <see cref="Forward"/>. <see cref="Run"/> takes every option (<see cref="RunOptions"/>: hooks, cache, SAEs, ...).
+    /// </summary>
+    public override Tensor forward(Tensor tokens) => Forward(tokens);
+
+    /// <summary>Logits [batch, pos, d_vocab] float32 of <paramref name="tokens"/> [batch, pos] int64 (an inference run
+    /// without hooks); <paramref name="attentionMask"/> [batch, pos] marks real tokens 1 and padding 0.</summary>
     public Tensor Forward(Tensor tokens, Tensor? attentionMask = null)
     {
         using var _ = no_grad();

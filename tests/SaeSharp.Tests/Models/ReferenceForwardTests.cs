@@ -31,6 +31,28 @@ public class ReferenceForwardTests : ModelTestBase
         Reference.AssertClose(Reference.Gpt2(w, 2, 2, toks, Reference.GeluNew), model.Forward(tensor(toks).unsqueeze(0))[0], 1e-4);
     }
 
+    [Fact]
+    public void ModuleCallRunsTheTorchSharpForwardAndFiresModuleHooks()
+    {
+        var dir = TinyModels.WriteNeoX(Sub("call"), seed: 4, nLayer: 2);
+        var w = SafeTensors.Load(Path.Combine(dir, "model.safetensors"));
+        long[] toks = [2, 7, 1, 8];
+        using var model = ModelLoader.FromPretrained(dir);
+        int fired = 0;
+        long[]? seenShape = null;
+        var handle = model.register_forward_hook((_, input, output) =>
+        {
+            fired++;
+            seenShape = output.shape;
+            return output;
+        });
+        var logits = model.call(tensor(toks).unsqueeze(0));
+        handle.remove();
+        Assert.Equal(1, fired);
+        Assert.Equal(logits.shape, seenShape);
+        Reference.AssertClose(Reference.NeoX(w, 2, 2, 0.25, true, toks, Reference.GeluErf), logits[0], 2e-4);
+    }
+
     [Theory]
     [InlineData(true, 0.5)]
     [InlineData(false, 0.5)]

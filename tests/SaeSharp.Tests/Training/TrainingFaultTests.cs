@@ -1,5 +1,6 @@
 using System.Text.RegularExpressions;
 using SaeSharp.IO;
+using SaeSharp.Pipelines;
 using SaeSharp.Tests.Cli;
 using SaeSharp.Training;
 using static TorchSharp.torch;

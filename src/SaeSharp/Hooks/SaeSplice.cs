@@ -1,9 +1,9 @@
-using SaeSharp.Hooks;
 using static TorchSharp.torch;
 
-namespace SaeSharp.Interventions;
+namespace SaeSharp.Hooks;
 
-/// <summary>The forward of an attached SAE inside a model run, firing its SAELens hook points.</summary>
+/// <summary>The forward of an attached SAE inside a model run, firing its SAELens hook points (used by every model run
+/// with <c>RunOptions.Saes</c>, and by the downstream evaluator).</summary>
 internal static class SaeSplice
 {
     public static Tensor Run(AttachedSae a, Tensor x, HookRunner runner)

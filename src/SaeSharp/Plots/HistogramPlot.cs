@@ -1,7 +1,7 @@
 using SaeSharp.IO;
 using ScottPlot;
 
-namespace SaeSharp.Analysis;
+namespace SaeSharp.Plots;
 
 /// <summary>A bar of a <see cref="HistogramPlot"/>: [<paramref name="Lower"/>, <paramref name="Upper"/>) with a count and a colour (#rrggbb).</summary>
 public sealed record HistogramBar(double Lower, double Upper, long Count, string Color, string? Label = null);
@@ -76,29 +76,5 @@ public static class HistogramPlot
     {
         var bytes = Render(bars, title, xLabel, yLabel, logY, width, height);
         AtomicFile.Write(path, s => s.Write(bytes));
-    }
-
-    /// <summary>A feature's activation histogram (log-density y axis) as PNG bytes.</summary>
-    public static byte[] FeatureActivations(FeatureStatistics f, int width = 640, int height = 360)
-    {
-        ArgumentNullException.ThrowIfNull(f);
-        var h = f.Histogram;
-        var bars = Enumerable.Range(0, h.Counts.Length).Select(i => new HistogramBar(h.Edges[i], h.Edges[i + 1], h.Counts[i], "#e0720b")).ToList();
-        return Render(bars, $"Feature {f.Feature}: activations (density {DashboardWriter.Percent(f.Density)})", "activation", "tokens (log scale)", logY: true, width, height);
-    }
-
-    /// <summary>Writes <c>&lt;feature&gt;.png</c> (<see cref="FeatureActivations"/>) for every feature of the report that fired.</summary>
-    public static int SaveFeatureHistograms(FeatureReport report, string dir)
-    {
-        ArgumentNullException.ThrowIfNull(report);
-        Directory.CreateDirectory(dir);
-        int n = 0;
-        foreach (var f in report.Features.Where(f => f.Firings > 0))
-        {
-            var bytes = FeatureActivations(f);
-            AtomicFile.Write(Path.Combine(dir, $"{f.Feature}.png"), s => s.Write(bytes));
-            n++;
-        }
-        return n;
     }
 }

@@ -1,7 +1,6 @@
-using SaeSharp.Hooks;
 using SaeSharp.Saes;
 
-namespace SaeSharp.Interventions;
+namespace SaeSharp.Hooks;
 
 /// <summary>
 /// An SAE spliced into a model at a hook (SAELens <c>HookedSAETransformer.add_sae</c>). The run replaces the hook's

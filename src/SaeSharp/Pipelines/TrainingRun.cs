@@ -3,9 +3,10 @@ using SaeSharp.Activations;
 using SaeSharp.Evaluation;
 using SaeSharp.Interop;
 using SaeSharp.IO;
+using SaeSharp.Training;
 using static TorchSharp.torch;
 
-namespace SaeSharp.Training;
+namespace SaeSharp.Pipelines;
 
 /// <summary>What <see cref="TrainingRun.Run"/> trains and where it writes.</summary>
 public sealed class TrainingRunOptions
