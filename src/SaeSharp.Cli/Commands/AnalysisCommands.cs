@@ -74,7 +74,7 @@ internal static class AnalysisCommands
 
     private static FeatureReport RunWithProgress(string saePath, ModelDataOptions data, FeatureAnalysisOptions options) =>
         CliProgress.Run<FeatureProgress, FeatureReport>("features", null,
-            progress => FeatureAnalysis.Run(saePath, data, progress is null ? options : options with { Progress = progress.Report }),
+            progress => AnalysisPipeline.Features(saePath, data, progress is null ? options : options with { Progress = progress.Report }),
             p => (p.Tokens, p.TotalTokens, CliProgress.Describe("features", new WorkProgress("tokens", p.Tokens, p.TotalTokens, p.Elapsed))), null);
 
     public static Command Dashboard()

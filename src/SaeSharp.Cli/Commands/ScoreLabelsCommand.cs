@@ -1,5 +1,6 @@
 using System.CommandLine;
 using SaeSharp.Analysis;
+using SaeSharp.Pipelines;
 using Spectre.Console;
 
 namespace SaeSharp.Cli.Commands;
@@ -20,7 +21,7 @@ internal static class ScoreLabelsCommand
             { sae, model, dataset, tokens, neuronHook, ctx, json };
         Cli.SetAction(command, parse =>
         {
-            var report = CliProgress.Run("score-labels", progress => LabelScoring.Run(parse.GetValue(sae)!, ModelSource.Resolve(parse.GetValue(model)!),
+            var report = CliProgress.Run("score-labels", progress => AnalysisPipeline.ScoreLabels(parse.GetValue(sae)!, ModelSource.Resolve(parse.GetValue(model)!),
                 parse.GetValue(dataset)!,
                 new LabelScoringOptions { Tokens = parse.GetValue(tokens), NeuronHook = parse.GetValue(neuronHook), ContextSize = parse.GetValue(ctx), Progress = progress }));
             Print(report);

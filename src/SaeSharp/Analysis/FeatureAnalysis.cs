@@ -2,7 +2,6 @@ using System.Diagnostics;
 using SaeSharp.Activations;
 using SaeSharp.Interop;
 using SaeSharp.Models;
-using SaeSharp.Pipelines;
 using SaeSharp.Saes;
 using SaeSharp.Tokenizers;
 using TorchSharp;
@@ -122,37 +121,6 @@ public static class FeatureAnalysis
             Windows = collector.Windows,
             Features = stats,
         };
-    }
-
-    /// <summary>
-    /// <c>sae features --sae DIR --model M --dataset D</c>: loads the SAE (any format) and its model (processed as its cfg
-    /// asks), makes the windows as training did (the SAE's context size and prepend_bos unless <paramref name="data"/> says
-    /// otherwise), runs the pass and decodes the token strings.
-    /// </summary>
-    public static FeatureReport Run(string saePath, ModelDataOptions data, FeatureAnalysisOptions options)
-    {
-        ArgumentNullException.ThrowIfNull(data);
-        var (sae, pm) = ModelForSae.LoadWithSae(saePath, data.ModelPath, data.ModelDtype);
-        using (sae)
-        using (pm)
-        {
-            var meta = sae.Cfg.Metadata;
-            var tokenizer = Tokenizer.FromFolder(data.TokenizerPath ?? data.ModelPath);
-            int ctx = data.ContextSize ?? meta.ContextSize ?? 128;
-            bool bos = data.PrependBos ?? meta.PrependBos;
-            bool exclude = data.ExcludeSpecialTokens ?? meta.ExcludeSpecialTokens ?? false;
-            var report = Run(pm.Model, sae, ModelPipeline.Windows(tokenizer, data.DatasetPath, ctx, bos, data.TextField), options with
-            {
-                BatchSizePrompts = data.BatchSizePrompts,
-                MaxContexts = options.MaxContexts ?? ModelPipeline.ContextsFor(data.Tokens, ctx),
-                ExcludeTokenIds = options.ExcludeTokenIds ?? (exclude ? ModelPipeline.SpecialTokenIds(tokenizer) : null),
-                ModelHooks = pm.Hooks,
-                VocabSize = options.VocabSize ?? Math.Min(tokenizer.VocabSize, pm.Model.Config.DVocab),
-            });
-            report.Source = report.Source with { Sae = saePath, Dataset = data.DatasetPath, PrependBos = bos };
-            report.DecodeTokens(tokenizer);
-            return report;
-        }
     }
 
     /// <summary>The cfg's <c>neuronpedia_id</c> (top level or in metadata), or null.</summary>

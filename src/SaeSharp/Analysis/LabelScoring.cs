@@ -3,14 +3,13 @@ using System.Text.Json.Nodes;
 using SaeSharp.Corpus;
 using SaeSharp.Interop;
 using SaeSharp.Models;
-using SaeSharp.Pipelines;
 using SaeSharp.Saes;
 using SaeSharp.Tokenizers;
 using static TorchSharp.torch;
 
 namespace SaeSharp.Analysis;
 
-/// <summary>Options of <see cref="LabelScoring.Run(string, string, string, LabelScoringOptions)"/>.</summary>
+/// <summary>Options of <see cref="LabelScoring.Run(Sae, HookedTransformer, IReadOnlyList{ValueTuple{string, Func{Tensor, Tensor}}}, ITextTokenizer, string, LabelScoringOptions)"/> (<c>sae score-labels</c>).</summary>
 public sealed record LabelScoringOptions
 {
     /// <summary>Labelled tokens to score (BOS positions are not counted).</summary>
@@ -73,15 +72,6 @@ public sealed record LabelScoringReport(string Hook, string NeuronHook, long Tok
 /// </summary>
 public static class LabelScoring
 {
-    /// <summary>Loads the SAE (folder or release id), the model it was trained on and its tokenizer, and scores both on the labelled corpus at <paramref name="datasetPath"/>.</summary>
-    public static LabelScoringReport Run(string saePath, string modelFolder, string datasetPath, LabelScoringOptions options)
-    {
-        var (sae, pm) = ModelForSae.LoadWithSae(saePath, modelFolder);
-        using (sae)
-        using (pm)
-            return Run(sae, pm.Model, pm.Hooks, Tokenizer.FromFolder(options.TokenizerPath ?? modelFolder), datasetPath, options);
-    }
-
     /// <summary>Scores an SAE attached at its cfg's hook of <paramref name="model"/> (with the model's processing hooks).</summary>
     public static LabelScoringReport Run(Sae sae, HookedTransformer model, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks,
         ITextTokenizer tokenizer, string datasetPath, LabelScoringOptions options)

@@ -1,6 +1,5 @@
 using System.Text.Json.Nodes;
 using SaeSharp.Models;
-using SaeSharp.Pipelines;
 using SaeSharp.Saes;
 using SaeSharp.Tokenizers;
 using TorchSharp;
@@ -68,7 +67,7 @@ public sealed class PromptInspector
     private readonly SaeEncoder _encoder;
     private readonly bool _prependBos;
 
-    /// <param name="model">The model the SAE was trained on (processed as its cfg asks: <see cref="ModelForSae"/>).</param>
+    /// <param name="model">The model the SAE was trained on (processed as its cfg asks: <c>Pipelines/ModelForSae</c>).</param>
     /// <param name="sae">The SAE.</param>
     /// <param name="tokenizer">The model's tokenizer.</param>
     /// <param name="modelHooks">Hooks completing the model's weight processing (<see cref="ProcessedModel.Hooks"/>).</param>

@@ -149,7 +149,7 @@ public sealed class DemoRun : IDisposable
     public LabelScoringReport ScoreLabels()
     {
         var corpus = Corpus ?? throw new InvalidOperationException("generate the corpus first");
-        var report = LabelScoring.Run(SaePath, ModelPath, corpus.HeldOutPath, new LabelScoringOptions { Tokens = _o.ScoreTokens });
+        var report = AnalysisPipeline.ScoreLabels(SaePath, ModelPath, corpus.HeldOutPath, new LabelScoringOptions { Tokens = _o.ScoreTokens });
         report.WriteJson(LabelScoresPath);
         return LabelScores = report;
     }
@@ -165,7 +165,7 @@ public sealed class DemoRun : IDisposable
         var rest = scores.Features.Where(f => f.Alive && !top.Contains(f.Index)).Select(f => f.Index).ToArray();
         new Random((int)(_o.Seed % int.MaxValue)).Shuffle(rest);
         var random = rest.Take(_o.DashboardRandomFeatures).Order().ToList();
-        var report = FeatureAnalysis.Run(SaePath, Data(corpus.HeldOutPath, _o.DashboardTokens),
+        var report = AnalysisPipeline.Features(SaePath, Data(corpus.HeldOutPath, _o.DashboardTokens),
             new FeatureAnalysisOptions { Features = [.. top, .. random] });
         report.Save(Path.Combine(_o.OutDir, "features"));
         var index = DashboardWriter.Write(report, DashboardPath);

@@ -52,7 +52,7 @@ public class DashboardBrowserTests : IDisposable
     private FeatureReport Report()
     {
         var data = new ModelDataOptions { ModelPath = _fx.ModelDir, DatasetPath = _fx.DataPath, BatchSizePrompts = 4 };
-        return FeatureAnalysis.Run(_fx.SaeDir, data, new FeatureAnalysisOptions { Statistics = new FeatureStatisticsOptions { TopExamples = 10, Context = 6, Intervals = 6, SamplesPerInterval = 3 } });
+        return AnalysisPipeline.Features(_fx.SaeDir, data, new FeatureAnalysisOptions { Statistics = new FeatureStatisticsOptions { TopExamples = 10, Context = 6, Intervals = 6, SamplesPerInterval = 3 } });
     }
 
     [Fact]

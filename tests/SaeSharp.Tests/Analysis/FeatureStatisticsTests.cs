@@ -18,7 +18,7 @@ public class FeatureStatisticsTests : IDisposable
     private (FeatureReport Report, List<long[]> Windows, double[,] Expected) Analyse(FeatureStatisticsOptions stats, bool excludeBos = false, string features = "all")
     {
         var data = new ModelDataOptions { ModelPath = _fx.ModelDir, DatasetPath = _fx.DataPath, BatchSizePrompts = 3, ExcludeSpecialTokens = excludeBos };
-        var report = FeatureAnalysis.Run(_fx.SaeDir, data, new FeatureAnalysisOptions
+        var report = AnalysisPipeline.Features(_fx.SaeDir, data, new FeatureAnalysisOptions
         {
             Statistics = stats, Features = FeatureSelection.Parse(features, AnalysisFixture.DSae),
         });

@@ -18,7 +18,7 @@ public class ReadmeAnalysisSampleTests : IDisposable
         string features = Path.Combine(_fx.Dir, "features"), site = Path.Combine(_fx.Dir, "site");
 
         var data = new ModelDataOptions { ModelPath = _fx.ModelDir, DatasetPath = _fx.DataPath, Tokens = 300 };
-        var report = FeatureAnalysis.Run(_fx.SaeDir, data, new FeatureAnalysisOptions
+        var report = AnalysisPipeline.Features(_fx.SaeDir, data, new FeatureAnalysisOptions
         {
             Features = FeatureSelection.Parse("0-9", dSae: AnalysisFixture.DSae),
             Statistics = new FeatureStatisticsOptions { TopExamples = 20, Context = 8 },

@@ -1,0 +1,52 @@
+using SaeSharp.Analysis;
+using SaeSharp.Tokenizers;
+
+namespace SaeSharp.Pipelines;
+
+/// <summary>
+/// The analysis commands over files and folders: load the SAE (any format, or a release id) and the model it was trained
+/// on, processed as its cfg asks (<see cref="ModelForSae"/>), then run <c>Analysis/</c> on the model. Analysis/ itself
+/// works on loaded models and SAEs.
+/// </summary>
+public static class AnalysisPipeline
+{
+    /// <summary>
+    /// <c>sae features --sae DIR --model M --dataset D</c>: loads the SAE (any format) and its model (processed as its cfg
+    /// asks), makes the windows as training did (the SAE's context size and prepend_bos unless <paramref name="data"/> says
+    /// otherwise), runs the pass and decodes the token strings.
+    /// </summary>
+    public static FeatureReport Features(string saePath, ModelDataOptions data, FeatureAnalysisOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(data);
+        var (sae, pm) = ModelForSae.LoadWithSae(saePath, data.ModelPath, data.ModelDtype);
+        using (sae)
+        using (pm)
+        {
+            var meta = sae.Cfg.Metadata;
+            var tokenizer = Tokenizer.FromFolder(data.TokenizerPath ?? data.ModelPath);
+            int ctx = data.ContextSize ?? meta.ContextSize ?? 128;
+            bool bos = data.PrependBos ?? meta.PrependBos;
+            bool exclude = data.ExcludeSpecialTokens ?? meta.ExcludeSpecialTokens ?? false;
+            var report = FeatureAnalysis.Run(pm.Model, sae, ModelPipeline.Windows(tokenizer, data.DatasetPath, ctx, bos, data.TextField), options with
+            {
+                BatchSizePrompts = data.BatchSizePrompts,
+                MaxContexts = options.MaxContexts ?? ModelPipeline.ContextsFor(data.Tokens, ctx),
+                ExcludeTokenIds = options.ExcludeTokenIds ?? (exclude ? ModelPipeline.SpecialTokenIds(tokenizer) : null),
+                ModelHooks = pm.Hooks,
+                VocabSize = options.VocabSize ?? Math.Min(tokenizer.VocabSize, pm.Model.Config.DVocab),
+            });
+            report.Source = report.Source with { Sae = saePath, Dataset = data.DatasetPath, PrependBos = bos };
+            report.DecodeTokens(tokenizer);
+            return report;
+        }
+    }
+
+    /// <summary>Loads the SAE (folder or release id), the model it was trained on and its tokenizer, and scores both on the labelled corpus at <paramref name="datasetPath"/>.</summary>
+    public static LabelScoringReport ScoreLabels(string saePath, string modelFolder, string datasetPath, LabelScoringOptions options)
+    {
+        var (sae, pm) = ModelForSae.LoadWithSae(saePath, modelFolder);
+        using (sae)
+        using (pm)
+            return LabelScoring.Run(sae, pm.Model, pm.Hooks, Tokenizer.FromFolder(options.TokenizerPath ?? modelFolder), datasetPath, options);
+    }
+}
