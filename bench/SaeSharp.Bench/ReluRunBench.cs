@@ -26,7 +26,7 @@ internal static class ReluRunBench
     public static int Run(string[] argv)
     {
         var a = new BenchArgs(argv, ["--steps", "--d-in", "--d-sae", "--batch", "--l1", "--lr", "--switch", "--report", "--activations", "--eval",
-            "--write", "--rows", "--eval-rows", "--features", "--max-frequency", "--arch", "--seed"], ["--autocast", "--crossover"]);
+            "--write", "--from", "--rows", "--eval-rows", "--features", "--max-frequency", "--arch", "--seed"], ["--autocast", "--crossover"]);
         int steps = a.Int("--steps", 1000), dIn = a.Int("--d-in", 256), dSae = a.Int("--d-sae", 4096), batch = a.Int("--batch", 2048);
         int report = a.Int("--report", 100), evalRows = a.Int("--eval-rows", 16384);
         string recipe = a.Value("--arch", "relu");
@@ -34,6 +34,11 @@ internal static class ReluRunBench
         Console.WriteLine(CpuKernels.Describe());
         if (a.Value("--write", "") is { Length: > 0 } dir)
         {
+            if (a.Value("--from", "") is { Length: > 0 } from)
+            {
+                WriteFrom(dir, from, evalRows);
+                return 0;
+            }
             Write(dir, dIn, a.Int("--features", dSae), double.Parse(a.Value("--max-frequency", "0.1")), a.Int("--rows", 262_144), evalRows, a.Int("--seed", 1));
             return 0;
         }
@@ -113,6 +118,24 @@ internal static class ReluRunBench
         using (var x = gen.SampleActivations(evalRows)) Npy.Save(Path.Combine(dir, "eval.npy"), x);
         Console.WriteLine($"wrote {dir}/train.npy ({rows:N0} × {dIn}) and {dir}/eval.npy ({evalRows:N0} × {dIn}): {features} features, " +
             $"expected L0 {Enumerable.Range(1, features).Sum(i => maxFrequency * Math.Pow(i, -0.5)):F1}");
+    }
+
+    /// <summary>Writes DIR/train.npy (every row of <paramref name="from"/>, a file or an activation cache folder, but the last
+    /// <paramref name="evalRows"/>, in order) and DIR/eval.npy (those last rows).</summary>
+    private static void WriteFrom(string dir, string from, int evalRows)
+    {
+        Directory.CreateDirectory(dir);
+        var (train, eval) = ActivationSplit.HoldOutLastRows([from], evalRows, new ActivationFileSourceOptions { Shuffle = false });
+        foreach (var (source, name) in new[] { (train, "train.npy"), (eval, "eval.npy") })
+            using (source)
+            {
+                var parts = new List<Tensor>();
+                while (source.Next(65536) is { } b) { parts.Add(b.Input.clone()); b.Dispose(); }
+                using var all = cat(parts, 0);
+                Npy.Save(Path.Combine(dir, name), all);
+                Console.WriteLine($"wrote {dir}/{name} ({all.shape[0]:N0} × {all.shape[1]})");
+                foreach (var t in parts) t.Dispose();
+            }
     }
 
     /// <summary>Times each training step as the interval between the trainer's first batch requests of consecutive
