@@ -40,6 +40,8 @@ def import_dictionary_learning(root):
     import dictionary_learning.trainers as trainers  # noqa: E402
     import dictionary_learning.trainers.standard as standard  # noqa: E402
     trainers.StandardTrainerAprilUpdate = standard.StandardTrainerAprilUpdate
+    import dictionary_learning.trainers.matryoshka_batch_top_k as matryoshka  # noqa: E402
+    trainers.MatryoshkaBatchTopKTrainer = matryoshka.MatryoshkaBatchTopKTrainer
     import dictionary_learning.dictionary as dictionary  # noqa: E402
     return trainers, dictionary
 
@@ -62,6 +64,10 @@ def make_trainer(tr, name, a, d, steps):
         return tr.TopKTrainer(k=a.k, lr=a.lr, decay_start=decay, threshold_start_step=min(1000, steps // 4), **common)
     if name == "batchtopk":
         return tr.BatchTopKTrainer(k=a.k, lr=a.lr, decay_start=decay, threshold_start_step=min(1000, steps // 4), **common)
+    if name == "matryoshka":
+        # SaeSharp's default prefixes d_sae/16, /8, /4, /2, 1 as dictionary_learning's group fractions.
+        return tr.MatryoshkaBatchTopKTrainer(k=a.k, lr=a.lr, decay_start=decay, threshold_start_step=min(1000, steps // 4),
+                                             group_fractions=[1 / 16, 1 / 16, 1 / 8, 1 / 4, 1 / 2], **common)
     raise SystemExit(f"unknown trainer {name}")
 
 
@@ -73,8 +79,8 @@ def evaluate(ae, x, name):
     fired = t.zeros(ae.dict_size, dtype=t.bool)
     for i in range(0, x.shape[0], 4096):
         xb = x[i:i + 4096]
-        if name in ("topk", "batchtopk"):
-            f = ae.encode(xb, use_threshold=True) if name == "batchtopk" else ae.encode(xb)
+        if name in ("topk", "batchtopk", "matryoshka"):
+            f = ae.encode(xb, use_threshold=True) if name != "topk" else ae.encode(xb)
         else:
             f = ae.encode(xb)
         xh = ae.decode(f)
@@ -90,7 +96,7 @@ def main():
     p.add_argument("--dl", required=True)
     p.add_argument("--train", required=True)
     p.add_argument("--eval", required=True)
-    p.add_argument("--trainer", default="april", help="comma-separated: standard, april, gated, jumprelu, topk, batchtopk")
+    p.add_argument("--trainer", default="april", help="comma-separated: standard, april, gated, jumprelu, topk, batchtopk, matryoshka")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--batch", type=int, default=512)
     p.add_argument("--dict-size", type=int, default=1024)
@@ -137,7 +143,7 @@ def main():
             trainer.update(step, xb)
         fvu, l0, dead = evaluate(trainer.ae, xe * scale, name)
         print(f"dictionary_learning {name:10s} steps {a.steps} batch {a.batch} d_sae {a.dict_size} "
-              f"{'k ' + str(a.k) if name in ('topk', 'batchtopk') else 'l1 ' + str(a.l1)}: "
+              f"{'k ' + str(a.k) if name in ('topk', 'batchtopk', 'matryoshka') else 'l1 ' + str(a.l1)}: "
               f"fvu {fvu:.4f}  l0 {l0:.1f}  dead {dead * 100:.1f} %  ({time.time() - start:.0f} s)", flush=True)
         if a.save:
             out = os.path.join(a.save, name)

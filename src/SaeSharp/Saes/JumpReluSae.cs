@@ -149,6 +149,27 @@ public sealed class JumpReluSae : Sae
         threshold.fill_(Training.InitialThreshold);
     }
 
+    /// <summary>Scale of the encoder at the start of a <c>--target-l0</c> run, relative to its initialisation.</summary>
+    public const double TargetL0EncoderScale = 0.5;
+
+    /// <summary>
+    /// The start of a <c>--target-l0</c> run (docs/recipes.md "JumpReLU"): W_enc scaled by
+    /// <see cref="TargetL0EncoderScale"/>, then each θ_j set to the (1 − l0/d_sae) quantile of latent j's
+    /// pre-activations on the <paramref name="sample"/> rows, so that every latent fires on a share l0/d_sae of them and
+    /// the code starts at L0 ≈ <paramref name="l0"/>. With the full encoder the latents that start firing (at values ≥ θ,
+    /// on random decoder rows) overshoot the reconstruction so far that the encoder silences most of them within the
+    /// lr warm-up, and those never come back.
+    /// </summary>
+    public void InitializeForTargetL0(Tensor sample, double l0)
+    {
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        W_enc.mul_(TargetL0EncoderScale);
+        var pre = HiddenPre(sample);
+        double q = Math.Clamp(1 - l0 / Cfg.DSae, 0, 1);
+        threshold.copy_(pre.quantile(tensor(q, dtype: pre.dtype), 0L).clamp_min(Training.InitialThreshold));
+    }
+
     /// <inheritdoc/>
     public override void BeforeOptimizerStep(SaeTrainContext ctx) => RemoveGradientParallelToDecoderRows();
 

@@ -104,24 +104,30 @@ public static class SaeRecipes
 
     /// <summary>
     /// Makes the trainer adapt λ so that the run ends near <paramref name="targetL0"/> (<see cref="TargetL0Control"/>),
-    /// starting from <paramref name="coefficient"/> or the recipe's default λ. JumpReLU instead
-    /// trains with dictionary_learning's target-L0 penalty λ·(L0/target − 1)² (its default λ 1), without the controller.
+    /// starting from <paramref name="coefficient"/> or the recipe's default λ. JumpReLU trains with dictionary_learning's
+    /// target-L0 penalty λ·(L0/target − 1)², λ from d_in/4 (its λ 1 is negligible against the reconstruction loss of
+    /// inputs normalised to E‖x‖ = √d_in), under the two-sided controller, with SAELens's bandwidth 0.05 and thresholds
+    /// initialised from the data at L0 = min(d_sae/2, 4·target) (see docs/recipes.md for why each is needed).
     /// </summary>
     public static void AdaptToTargetL0(Sae sae, double targetL0, double? coefficient = null)
     {
         if (sae.Cfg.Architecture is not (SaeArchitectures.Standard or SaeArchitectures.Gated or SaeArchitectures.JumpReLU))
             throw new SaeSharpException($"a target L0 applies to the architectures with a sparsity coefficient, not to '{sae.Cfg.Architecture}'");
         sae.Training.TargetL0 = targetL0;
+        sae.Training.AdaptToTargetL0 = true;
         if (sae.Cfg.Architecture == SaeArchitectures.JumpReLU)
         {
-            // dictionary_learning's penalty; a controller on its λ drove λ without bound while θ moved at lr per step.
             sae.Training.JumpReluPenalty = JumpReluPenalty.TargetL0;
-            sae.Training.SparsityCoefficient = coefficient ?? 1.0;
+            sae.Training.SparsityCoefficient = coefficient ?? sae.Cfg.DIn / 4.0;
+            sae.Training.Bandwidth = TargetL0Bandwidth;
             return;
         }
-        sae.Training.AdaptToTargetL0 = true;
         sae.Training.SparsityCoefficient = coefficient ?? sae.Training.SparsityCoefficient;
     }
+
+    /// <summary>JumpReLU bandwidth ε under <c>--target-l0</c>: SAELens's current default (dictionary_learning's 0.001 lets
+    /// too few pre-activations into the kernel for the thresholds to travel within a short run).</summary>
+    public const double TargetL0Bandwidth = 0.05;
 
     /// <summary>Matryoshka prefix widths: d_sae/16, d_sae/8, d_sae/4, d_sae/2, d_sae (cumulative).</summary>
     public static int[] DefaultMatryoshkaWidths(int dSae)

@@ -10,12 +10,16 @@ namespace SaeSharp.Training;
 /// <item>e = (m − log(s + ½)) + H·v, the error predicted H = <see cref="Horizon"/> steps ahead, clamped to ±log 4;</item>
 /// <item>λ ← λ·exp(<see cref="Gain"/>·e).</item>
 /// </list>
-/// The set-point moves geometrically from d_sae/2 (a random ReLU encoder's L0) to the target over the first
-/// <see cref="RampFraction"/> of the run. Both guard against the same failure: L0 answers λ only after tens of steps
-/// (the encoder biases move about lr per step), so a controller on the current error alone (the first version, from a
+/// The set-point moves geometrically from <see cref="StartL0"/> (d_sae/2, a random ReLU encoder's L0) to the target over
+/// the first <see cref="RampFraction"/> of the run. Both guard against the same failure: L0 answers λ only after tens of
+/// steps (the encoder biases move about lr per step), so a controller on the current error alone (the first version, from a
 /// tenth of the default λ at gain 0.02) kept raising λ while L0 was already falling, overshot, and killed latents that
 /// no gradient revives (relu-april ended at L0 4.0 for a target of 6). The predicted error stops λ's rise as soon as L0
 /// falls fast enough; starting from the default λ at half the gain leaves less distance to overshoot.
+/// <para>JumpReLU's target-L0 penalty λ·(L0/target − 1)² (dictionary_learning) pulls L0 towards the target from both
+/// sides, so there λ grows while L0 is off by more than <see cref="TwoSidedBand"/> either way (e = |e| − log band) and
+/// relaxes inside the band; its thresholds start at L0 = <see cref="StartL0"/> = min(d_sae/2, 4·target)
+/// (<c>JumpReluSae.InitializeForTargetL0</c>, which also halves the encoder), where the set-point starts.</para>
 /// State: λ and the two averages, all in <see cref="SaeTrainingOptions"/> (checkpointed), so <c>--resume</c> continues
 /// exactly.
 /// </summary>
@@ -29,6 +33,18 @@ public static class TargetL0Control
 
     /// <summary>Share of the run over which the set-point moves from d_sae/2 to the target.</summary>
     public const double RampFraction = 0.4;
+
+    /// <summary>Relative L0 error within which the two-sided (JumpReLU target-L0) controller lets λ relax.</summary>
+    public const double TwoSidedBand = 1.1;
+
+    /// <summary>Where the set-point starts: d_sae/2 (a random ReLU encoder's L0); for JumpReLU's two-sided target-L0
+    /// penalty min(d_sae/2, 4·target), where its thresholds are initialised.</summary>
+    public static double StartL0(SaeTrainingOptions training, SaeConfig cfg) =>
+        IsTwoSided(training, cfg) ? Math.Min(cfg.DSae / 2.0, 4 * training.TargetL0) : cfg.DSae / 2.0;
+
+    /// <summary>Whether the penalty pulls L0 towards the target from both sides (JumpReLU's target-L0 penalty).</summary>
+    public static bool IsTwoSided(SaeTrainingOptions training, SaeConfig cfg) =>
+        cfg.Architecture == SaeArchitectures.JumpReLU && training.JumpReluPenalty == JumpReluPenalty.TargetL0;
 
     /// <summary>Steps ahead the error is predicted: a tenth of the run, at least 20.</summary>
     public static double Horizon(long totalSteps) => Math.Max(20, totalSteps / 10.0);
@@ -56,8 +72,9 @@ public static class TargetL0Control
         double change = Smoothing * training.TargetL0LogL0Change + (1 - Smoothing) * (next - m);
         training.TargetL0LogL0 = next;
         training.TargetL0LogL0Change = change;
-        double set = SetPoint(cfg.DSae / 2.0, training.TargetL0, step, totalSteps);
+        double set = SetPoint(StartL0(training, cfg), training.TargetL0, step, totalSteps);
         double e = next - Math.Log(set + 0.5) + Horizon(totalSteps) * change;
+        if (IsTwoSided(training, cfg)) e = Math.Abs(e) - Math.Log(TwoSidedBand);
         training.SparsityCoefficient *= Math.Exp(Gain * Math.Clamp(e, -Math.Log(4), Math.Log(4)));
     }
 }

@@ -22,9 +22,10 @@ internal static class TrainingInitialization
     {
         double scaleIn = 1, scaleOut = 1;
         bool normalize = cfg.NormalizeActivations == "expected_average_only_in";
-        bool needSample = saes.Any(s => s.Config.InitializeWeights && s.Config.BDecInitMethod != "zeros");
+        bool needSample = saes.Any(s => s.Config.InitializeWeights && (s.Config.BDecInitMethod != "zeros" || ThresholdsFromData(s.Sae)));
         int normBatches = normalize ? cfg.NBatchesForNormEstimate : 0;
         var sample = new List<Tensor>();
+        var inputs = new List<Tensor>();
         long sampleRows = 0, normRows = 0;
         double sumNormIn = 0, sumNormOut = 0;
         bool separateTarget = false;
@@ -49,6 +50,7 @@ internal static class TrainingInitialization
                 {
                     long take = Math.Min(batch.Rows, cfg.BDecInitRows - sampleRows);
                     sample.Add(batch.Target.narrow(0, 0, take).to(ScalarType.Float32, copy: true).DetachFromDisposeScope());
+                    if (batch.HasSeparateTarget) inputs.Add(batch.Input.narrow(0, 0, take).to(ScalarType.Float32, copy: true).DetachFromDisposeScope());
                     sampleRows += take;
                 }
             }
@@ -63,6 +65,7 @@ internal static class TrainingInitialization
             using var _ = no_grad();
             using var initScope = NewDisposeScope();
             Tensor? points = sample.Count > 0 ? cat(sample, 0) * scaleOut : null;
+            Tensor? inputPoints = inputs.Count > 0 ? cat(inputs, 0) * scaleIn : points is null ? null : points * (scaleIn / scaleOut);
             foreach (var (index, sae, c) in saes)
             {
                 if (!c.InitializeWeights) continue;
@@ -71,14 +74,20 @@ internal static class TrainingInitialization
                 if (!c.InitEncoderAsDecoderTranspose) sae.InitializeEncoderIndependently(gen, c.DecoderInitNorm);
                 if (c.BDecInitMethod == "geometric_median") sae.BDec.copy_(GeometricMedian.Compute(points!));
                 else if (c.BDecInitMethod == "mean") sae.BDec.copy_(points!.mean([0]));
+                if (ThresholdsFromData(sae))
+                    ((JumpReluSae)sae).InitializeForTargetL0(inputPoints!, TargetL0Control.StartL0(sae.Training, sae.Cfg));
             }
         }
         finally
         {
             foreach (var t in sample) t.Dispose();
+            foreach (var t in inputs) t.Dispose();
         }
         return (scaleIn, scaleOut);
     }
+
+    /// <summary>JumpReLU under <c>--target-l0</c> starts its thresholds from the data (<see cref="TargetL0Control"/>).</summary>
+    private static bool ThresholdsFromData(Sae sae) => sae is JumpReluSae && TargetL0Control.IsTwoSided(sae.Training, sae.Cfg) && sae.Training.AdaptToTargetL0;
 
     /// <summary>A generator seed for SAE <paramref name="slot"/> at <paramref name="step"/> of a run seeded
     /// <paramref name="seed"/> (a splitmix-style hash, non-negative).</summary>

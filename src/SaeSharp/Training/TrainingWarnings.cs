@@ -30,7 +30,10 @@ public static class TrainingWarnings
         string denser = topK ? "raise --k" : "lower --l1, or give --target-l0";
         if (metrics.Fvu > MaxFvu)
             warnings.Add($"FVU {metrics.Fvu:F3} on held-out rows (above {MaxFvu}): the SAE explains less than half the variance. " +
-                         $"Likely too few steps ({steps}) or too strong a sparsity: raise --steps, or {denser}.");
+                         $"Likely too few steps ({steps}) or too strong a sparsity: raise --steps, or {denser}." +
+                         (cfg.Architecture == SaeArchitectures.Standard
+                             ? " At a low L0 the L1 penalty also shrinks every active latent by about λ/2: --arch gated or jumprelu keep the magnitudes."
+                             : ""));
         if (metrics.L0 > cfg.DIn)
             warnings.Add($"L0 {metrics.L0:F1} is above d_in {cfg.DIn}: the code is not sparse. " +
                          $"Likely too weak a sparsity for these activations or too few steps for it to take hold: {sparser}, or raise --steps.");

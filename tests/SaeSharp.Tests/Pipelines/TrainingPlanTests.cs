@@ -136,4 +136,26 @@ public class TrainingPlanTests : IDisposable
             Assert.True(File.Exists(P("run", TrainingRun.MetricsFile)));
         }
     }
+    /// <summary>issue #15 §2: cfg.json records the target and the coefficient the controller ended with (SAELens's
+    /// l1_coefficient; l0_coefficient for JumpReLU), which differs from the one it started from.</summary>
+    [Theory]
+    [InlineData("relu", "l1_coefficient")]
+    [InlineData("jumprelu", "l0_coefficient")]
+    public void TargetL0RunsRecordTheTargetAndTheFinalCoefficient(string arch, string key)
+    {
+        SafeTensors.Save(P("t.safetensors"), new Dictionary<string, Tensor> { ["activations"] = randn(1200, 8, generator: new Generator(6)) });
+        var s = TrainingSettings.FromJson($$"""
+            {"activations": "{{P("t.safetensors").Replace("\\", "/")}}", "architecture": "{{arch}}", "expansion_factor": 2,
+             "steps": 30, "batch_size": 32, "eval_rows": 200, "target_l0": 3, "out": "{{P("t" + arch).Replace("\\", "/")}}"}
+            """);
+        using var plan = TrainingPlan.ForActivations(s);
+        var sae = plan.Options.Saes[0].Sae;
+        double start = sae.Training.SparsityCoefficient;
+        plan.Run();
+        var cfg = JsonNode.Parse(File.ReadAllText(P("t" + arch, "cfg.json")))!;
+        Assert.Equal(3, cfg["target_l0"]!.GetValue<double>());
+        double recorded = cfg[key]!.GetValue<double>();
+        Assert.Equal(sae.Training.SparsityCoefficient, recorded, 12);
+        Assert.NotEqual(start, recorded);
+    }
 }
