@@ -105,7 +105,7 @@ internal sealed class ParquetFooter
                 throw Corrupt(_path, where, $"the page at byte {offset} declares {stored} stored bytes, past the data");
             if (size < 0 || size > Math.Max(MinPageBudget, stored * MaxPageRatio))
                 throw Corrupt(_path, where, $"the page at byte {offset} declares {size} uncompressed bytes from {stored} stored");
-            if (meta.Long(4) == SnappyCodec) CheckSnappyLength(stream, header, offset, end, stored, size, where);
+            CheckDeclaredLength(stream, meta.Long(4), header, offset, end, stored, size, where);
             switch (header.Long(1))
             {
                 case 2: break; // DICTIONARY_PAGE: no values
@@ -120,14 +120,16 @@ internal sealed class ParquetFooter
         }
     }
 
-    /// <summary>Parquet's codec id of Snappy (CompressionCodec.SNAPPY).</summary>
-    const long SnappyCodec = 1;
+    /// <summary>Parquet's codec ids of Snappy and ZSTD (CompressionCodec.SNAPPY, ZSTD).</summary>
+    const long SnappyCodec = 1, ZstdCodec = 6;
 
-    /// <summary>Snappy data starts with its own uncompressed length (a varint), which Snappier allocates as given,
-    /// ignoring the page header's: it must not exceed the page's declared uncompressed size (already bounded). For a
-    /// DATA_PAGE_V2 the compressed part follows the uncompressed level bytes, and may be stored uncompressed.</summary>
-    void CheckSnappyLength(Stream stream, Node header, long offset, long end, long stored, long size, string where)
+    /// <summary>Snappy data starts with its own uncompressed length (a varint) and a zstd frame may carry its content
+    /// size; Parquet.Net's decoders allocate those as given, ignoring the page header's size. They must not exceed the
+    /// page's declared uncompressed size (already bounded). For a DATA_PAGE_V2 the compressed part follows the
+    /// uncompressed level bytes, and may be stored uncompressed.</summary>
+    void CheckDeclaredLength(Stream stream, long codec, Node header, long offset, long end, long stored, long size, string where)
     {
+        if (codec is not (SnappyCodec or ZstdCodec)) return;
         long at = end, limit = size;
         if (header.Long(1) == 3 && header.Get(8) is Node v2)
         {
@@ -138,17 +140,37 @@ internal sealed class ParquetFooter
             limit = size - levels;
         }
         if (at >= end + stored) return;
-        var bytes = new byte[Math.Min(5, end + stored - at)];
+        var bytes = new byte[Math.Min(18, end + stored - at)];
         stream.Seek(at, SeekOrigin.Begin);
         stream.ReadExactly(bytes);
+        ulong? declared = codec == SnappyCodec ? SnappyLength(bytes) : ZstdContentSize(bytes);
+        if (declared > (ulong)Math.Max(0, limit))
+            throw Corrupt(_path, where, $"the {(codec == SnappyCodec ? "snappy" : "zstd")} data of the page at byte {offset} declares {declared} bytes, more than the page's {limit} uncompressed");
+    }
+
+    static ulong SnappyLength(byte[] bytes)
+    {
         ulong declared = 0;
-        for (int i = 0; i < bytes.Length; i++)
+        for (int i = 0; i < Math.Min(5, bytes.Length); i++)
         {
             declared |= (ulong)(bytes[i] & 0x7F) << (7 * i);
             if ((bytes[i] & 0x80) == 0) break;
         }
-        if (declared > (ulong)Math.Max(0, limit))
-            throw Corrupt(_path, where, $"the snappy data of the page at byte {offset} declares {declared} bytes, more than the page's {limit} uncompressed");
+        return declared;
+    }
+
+    /// <summary>The Frame_Content_Size of a zstd frame header (RFC 8878 §3.1.1.1), or null when absent or not a frame.</summary>
+    static ulong? ZstdContentSize(byte[] b)
+    {
+        if (b.Length < 5 || BitConverter.ToUInt32(b, 0) != 0xFD2FB528) return null;
+        int descriptor = b[4], fcsFlag = descriptor >> 6;
+        bool singleSegment = (descriptor & 0x20) != 0;
+        int pos = 5 + (singleSegment ? 0 : 1) + (descriptor & 3) switch { 0 => 0, 1 => 1, 2 => 2, _ => 4 };
+        int fieldSize = fcsFlag == 0 ? (singleSegment ? 1 : 0) : 1 << fcsFlag;
+        if (fieldSize == 0 || pos + fieldSize > b.Length) return null;
+        ulong value = 0;
+        for (int i = 0; i < fieldSize; i++) value |= (ulong)b[pos + i] << (8 * i);
+        return fieldSize == 2 ? value + 256 : value;
     }
 
     /// <summary>Reads the page header at <paramref name="offset"/> through a window that grows until the header fits

@@ -229,4 +229,36 @@ public sealed class ParquetFooterTests : IDisposable
         Assert.Contains("more than the page's 47 uncompressed", e.Message);
         Assert.True(GC.GetAllocatedBytesForCurrentThread() - before < 16 << 20);
     }
+
+    [Fact]
+    public async Task Zstd_frame_declaring_more_than_its_page_is_refused()
+    {
+        // A ZSTD-compressed file written by Parquet.Net; the first zstd frame's content size (RFC 8878: magic
+        // 28 B5 2F FD, descriptor, then the size) is raised above the page's uncompressed size without moving a byte.
+        var text = new DataField<string>("text");
+        using var ms = new MemoryStream();
+        await using (var writer = await ParquetWriter.CreateAsync(new ParquetSchema(text), ms,
+                         new ParquetOptions { CompressionMethod = CompressionMethod.Zstd }))
+        {
+            using var g = writer.CreateRowGroup();
+            await g.WriteAsync(text, new[] { "Hello world", "héllo 日本", "third" });
+        }
+        byte[] file = ms.ToArray();
+        string ok = Path.Combine(_dir, "zstd.parquet");
+        File.WriteAllBytes(ok, file);
+        Assert.Equal(["Hello world", "héllo 日本", "third"], TextDataset.Read(ok).ToList());
+
+        int frame = file.AsSpan().IndexOf(new byte[] { 0x28, 0xB5, 0x2F, 0xFD });
+        Assert.True(frame > 0, "no zstd frame");
+        int descriptor = file[frame + 4], fcsFlag = descriptor >> 6;
+        bool single = (descriptor & 0x20) != 0;
+        int pos = frame + 5 + (single ? 0 : 1) + (descriptor & 3) switch { 0 => 0, 1 => 1, 2 => 2, _ => 4 };
+        int fieldSize = fcsFlag == 0 ? (single ? 1 : 0) : 1 << fcsFlag;
+        Assert.True(fieldSize > 0, "the frame carries no content size");
+        for (int i = 0; i < fieldSize; i++) file[pos + i] = 0xFF;
+        string bad = Path.Combine(_dir, "zstd-big.parquet");
+        File.WriteAllBytes(bad, file);
+        var e = Assert.Throws<SaeSharpException>(() => TextDataset.Read(bad).ToList());
+        Assert.Contains("zstd data of the page", e.Message);
+    }
 }
