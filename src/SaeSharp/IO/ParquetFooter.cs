@@ -105,6 +105,7 @@ internal sealed class ParquetFooter
                 throw Corrupt(_path, where, $"the page at byte {offset} declares {stored} stored bytes, past the data");
             if (size < 0 || size > Math.Max(MinPageBudget, stored * MaxPageRatio))
                 throw Corrupt(_path, where, $"the page at byte {offset} declares {size} uncompressed bytes from {stored} stored");
+            if (meta.Long(4) == SnappyCodec) CheckSnappyLength(stream, header, offset, end, stored, size, where);
             switch (header.Long(1))
             {
                 case 2: break; // DICTIONARY_PAGE: no values
@@ -117,6 +118,37 @@ internal sealed class ParquetFooter
             }
             offset = end + stored;
         }
+    }
+
+    /// <summary>Parquet's codec id of Snappy (CompressionCodec.SNAPPY).</summary>
+    const long SnappyCodec = 1;
+
+    /// <summary>Snappy data starts with its own uncompressed length (a varint), which Snappier allocates as given,
+    /// ignoring the page header's: it must not exceed the page's declared uncompressed size (already bounded). For a
+    /// DATA_PAGE_V2 the compressed part follows the uncompressed level bytes, and may be stored uncompressed.</summary>
+    void CheckSnappyLength(Stream stream, Node header, long offset, long end, long stored, long size, string where)
+    {
+        long at = end, limit = size;
+        if (header.Long(1) == 3 && header.Get(8) is Node v2)
+        {
+            if (v2.Get(7) is long compressed && compressed == 0) return;
+            long levels = v2.Long(5) + v2.Long(6);
+            if (levels < 0 || levels > stored) throw Corrupt(_path, where, $"the page at byte {offset} declares {levels} level bytes of {stored} stored");
+            at += levels;
+            limit = size - levels;
+        }
+        if (at >= end + stored) return;
+        var bytes = new byte[Math.Min(5, end + stored - at)];
+        stream.Seek(at, SeekOrigin.Begin);
+        stream.ReadExactly(bytes);
+        ulong declared = 0;
+        for (int i = 0; i < bytes.Length; i++)
+        {
+            declared |= (ulong)(bytes[i] & 0x7F) << (7 * i);
+            if ((bytes[i] & 0x80) == 0) break;
+        }
+        if (declared > (ulong)Math.Max(0, limit))
+            throw Corrupt(_path, where, $"the snappy data of the page at byte {offset} declares {declared} bytes, more than the page's {limit} uncompressed");
     }
 
     /// <summary>Reads the page header at <paramref name="offset"/> through a window that grows until the header fits

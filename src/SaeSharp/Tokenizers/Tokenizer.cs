@@ -57,6 +57,19 @@ public static class Tokenizer
     /// already NFC can then tokenize differently from Hugging Face.</summary>
     public static BpeTokenizer FromTokenizerJson(string tokenizerJsonPath)
     {
+        try
+        {
+            return ReadTokenizerJson(tokenizerJsonPath);
+        }
+        catch (Exception e) when (e is InvalidOperationException or KeyNotFoundException or ArgumentException && e is not SaeSharpException)
+        {
+            // a value of another JSON type than the format's (e.g. "type": false), or an invalid regex pattern
+            throw new SaeSharpException($"{tokenizerJsonPath}: not a usable tokenizer.json ({e.Message})", e);
+        }
+    }
+
+    private static BpeTokenizer ReadTokenizerJson(string tokenizerJsonPath)
+    {
         using var doc = ParseJson(tokenizerJsonPath);
         var root = doc.RootElement;
         string src = tokenizerJsonPath;
@@ -170,7 +183,7 @@ public static class Tokenizer
     private static bool HasType(JsonElement e, string type)
     {
         if (e.ValueKind != JsonValueKind.Object) return false;
-        if (e.TryGetProperty("type", out var t) && t.GetString() == type) return true;
+        if (e.TryGetProperty("type", out var t) && t.ValueKind == JsonValueKind.String && t.GetString() == type) return true;
         foreach (var listName in new[] { "decoders", "pretokenizers" })
             if (e.TryGetProperty(listName, out var list) && list.ValueKind == JsonValueKind.Array)
                 foreach (var sub in list.EnumerateArray()) if (HasType(sub, type)) return true;

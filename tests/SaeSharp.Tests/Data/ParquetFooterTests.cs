@@ -216,4 +216,17 @@ public sealed class ParquetFooterTests : IDisposable
         var e = Assert.Throws<SaeSharpException>(() => TextDataset.Read(p).ToList());
         Assert.Contains("runs into the footer", e.Message);
     }
+
+    [Fact]
+    public void Snappy_data_declaring_more_than_its_page_is_refused_before_allocation()
+    {
+        // tests/data/fuzz/parquet-snappy-length.parquet (fuzz property Parquet_pages, seed 57YjMULWPXM1): a sane page
+        // header (47 bytes uncompressed) whose snappy data begins with a length varint of hundreds of MiB, which the
+        // snappy decoder allocated as given (256 MiB for a 317-byte file).
+        string p = TestPaths.Data("fuzz", "parquet-snappy-length.parquet");
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        var e = Assert.Throws<SaeSharpException>(() => TextDataset.Read(p).ToList());
+        Assert.Contains("more than the page's 47 uncompressed", e.Message);
+        Assert.True(GC.GetAllocatedBytesForCurrentThread() - before < 16 << 20);
+    }
 }

@@ -7,6 +7,22 @@ namespace SaeSharp.Tests.Tokenizers;
 /// UTF-8 byte-order mark is still accepted.</summary>
 public sealed class TokenizerJsonUtf8Tests
 {
+    [Theory]
+    [InlineData("\"pre_tokenizer\": {\"type\": \"ByteLevel\"", "\"pre_tokenizer\": {\"type\": false")] // fuzz seed 10PpSmN1RD01
+    [InlineData("\"normalizer\": {\"type\": \"NFC\"}", "\"normalizer\": {\"type\": 7}")]
+    [InlineData("\"type\": \"BPE\"", "\"type\": [1]")]
+    public void A_value_of_another_json_type_is_one_clear_error(string from, string to)
+    {
+        string dir = TestPaths.TempDir();
+        string p = Path.Combine(dir, "tokenizer.json");
+        Assert.Contains(from, TokenizerJsonTests.TinyTokenizerJson);
+        File.WriteAllText(p, TokenizerJsonTests.TinyTokenizerJson.Replace(from, to));
+        var e = Assert.Throws<SaeSharpException>(() => Tokenizer.FromTokenizerJson(p));
+        Assert.StartsWith(p, e.Message);
+        Assert.DoesNotContain('\n', e.Message);
+        Directory.Delete(dir, recursive: true);
+    }
+
     [Fact]
     public void Invalid_utf8_inside_a_string_fails_naming_utf8()
     {
