@@ -12,7 +12,7 @@ internal static class TrainCommand
     public static Command Create()
     {
         var activations = new Option<string?>("--activations") { Description = ".safetensors/.npy file or folder of shards, [N, d_in] (tensor 'activations' or the only tensor)" };
-        var arch = new Option<string?>("--arch") { Description = $"Architecture(s), comma-separated: {string.Join("|", SaeRecipes.Names)}" };
+        var arch = new Option<string?>("--arch") { Description = $"Architecture(s), comma-separated: {string.Join("|", SaeRecipes.AcceptedNames)}" };
         var k = new Option<int?>("--k") { Description = "Active latents per row (topk, batchtopk, matryoshka)" };
         var l1 = new Option<double?>("--l1") { Description = "Sparsity coefficient (L1, or L0 for jumprelu); default: the recipe's (docs/recipes.md)" };
         var targetL0 = new Option<double?>("--target-l0") { Description = "relu, relu-april, gated, jumprelu: adapt the sparsity coefficient during training to end near this L0" };

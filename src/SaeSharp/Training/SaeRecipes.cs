@@ -13,37 +13,77 @@ namespace SaeSharp.Training;
 /// </summary>
 public static class SaeRecipes
 {
-    /// <summary>The recipe names <c>sae train --arch</c> accepts.</summary>
-    public static readonly IReadOnlyList<string> Names = ["relu", "relu-april", "standard", "topk", "batchtopk", "gated", "jumprelu", "matryoshka"];
+    // Anthropic's April 2024 λ = 5 at d_in 4096, scaled by √(d_in/4096) (see DefaultSparsityCoefficient).
+    private static double AprilLambda(int dIn) => 5.0 * Math.Sqrt(dIn / 4096.0);
+
+    private static readonly List<SaeRecipe> Registered =
+    [
+        // dictionary_learning's StandardTrainer and StandardTrainerAprilUpdate both default to lr 1e-3. relu-april used
+        // Anthropic's 5e-5 (and 1/T in short runs) before: at 1,953 steps on the built-in model's activations that left it
+        // 41 % behind StandardTrainerAprilUpdate's FVU at equal L0 (BENCHMARKS.md "Recipes"); at 1e-3 it matches it.
+        new("relu", SaeArchitectures.Standard)
+        {
+            Aliases = ["standard"], SparsityCoefficient = AprilLambda, PaperLearningRate = 1e-3, ResamplesDeadLatents = true,
+        },
+        new("relu-april", SaeArchitectures.Standard)
+        {
+            Penalty = SparsityPenalty.L1DecoderNorm, SparsityCoefficient = AprilLambda, PaperLearningRate = 1e-3,
+        },
+        new("topk", SaeArchitectures.TopK),
+        new("batchtopk", SaeArchitectures.BatchTopK),
+        new("gated", SaeArchitectures.Gated) { SparsityCoefficient = AprilLambda, PaperLearningRate = 5e-5 },
+        new("jumprelu", SaeArchitectures.JumpReLU) { SparsityCoefficient = _ => 0.5, PaperLearningRate = 7e-5 },
+        new("matryoshka", SaeArchitectures.MatryoshkaBatchTopK) { Aliases = ["matryoshka_batchtopk"] },
+    ];
+
+    /// <summary>The recipe names, in registration order (aliases not included).</summary>
+    public static IReadOnlyList<string> Names
+    {
+        get { lock (Registered) return Registered.Select(r => r.Name).ToList(); }
+    }
+
+    /// <summary>Every name <c>sae train --arch</c> accepts: the recipe names and their aliases.</summary>
+    public static IReadOnlyList<string> AcceptedNames
+    {
+        get { lock (Registered) return Registered.SelectMany(r => r.Aliases.Prepend(r.Name)).ToList(); }
+    }
+
+    /// <summary>The recipe named <paramref name="name"/> or one of its aliases, or a <see cref="SaeSharpException"/>
+    /// listing the accepted names.</summary>
+    public static SaeRecipe Get(string name)
+    {
+        lock (Registered)
+            return Registered.FirstOrDefault(r => r.Name == name) ?? Registered.FirstOrDefault(r => r.Aliases.Contains(name))
+                ?? throw new SaeSharpException($"unknown architecture '{name}' (choose from {string.Join(", ", AcceptedNames)})");
+    }
+
+    /// <summary>Registers a recipe of one's own, e.g. for an architecture added with <see cref="SaeArchitectures.Register"/>
+    /// (its name and aliases must be new; its architecture must be registered).</summary>
+    public static void Register(SaeRecipe recipe)
+    {
+        SaeArchitectures.Get(recipe.Architecture, "recipe");
+        lock (Registered)
+        {
+            foreach (var n in recipe.Aliases.Prepend(recipe.Name))
+                if (Registered.Any(r => r.Name == n || r.Aliases.Contains(n)))
+                    throw new SaeSharpException($"recipe name '{n}' is already registered");
+            Registered.Add(recipe);
+        }
+    }
 
     /// <summary>The cfg.json architecture of a recipe.</summary>
-    public static string Architecture(string recipe) => recipe switch
-    {
-        "relu" or "relu-april" or "standard" => SaeArchitectures.Standard,
-        "topk" => SaeArchitectures.TopK,
-        "batchtopk" => SaeArchitectures.BatchTopK,
-        "gated" => SaeArchitectures.Gated,
-        "jumprelu" => SaeArchitectures.JumpReLU,
-        "matryoshka" or "matryoshka_batchtopk" => SaeArchitectures.MatryoshkaBatchTopK,
-        _ => throw new SaeSharpException($"unknown architecture '{recipe}' (choose from {string.Join(", ", Names)})"),
-    };
+    public static string Architecture(string recipe) => Get(recipe).Architecture;
 
     /// <summary>
-    /// Default sparsity coefficient λ of a recipe for inputs normalised to E‖x‖ = √d_in. The L1 recipes take Anthropic's
-    /// April 2024 λ = 5 at d_in 4096 and scale it by √(d_in/4096): under that normalisation a latent's magnitude grows as
-    /// √d_in while the L1 soft threshold is λ/2, so a fixed λ kills every latent of a narrow model (λ 5 at d_in 32 leaves
-    /// L0 ≈ 0 on synthetic data). JumpReLU keeps λ 0.5 on its L0 penalty.
+    /// Default sparsity coefficient λ of a recipe for inputs normalised to E‖x‖ = √d_in (0 for the k-sparse recipes). The
+    /// L1 recipes take Anthropic's April 2024 λ = 5 at d_in 4096 and scale it by √(d_in/4096): under that normalisation a
+    /// latent's magnitude grows as √d_in while the L1 soft threshold is λ/2, so a fixed λ kills every latent of a narrow
+    /// model (λ 5 at d_in 32 leaves L0 ≈ 0 on synthetic data). JumpReLU keeps λ 0.5 on its L0 penalty.
     /// </summary>
-    public static double DefaultSparsityCoefficient(string recipe, int dIn = 4096) => recipe switch
-    {
-        "relu" or "standard" or "relu-april" or "gated" => 5.0 * Math.Sqrt(dIn / 4096.0),
-        "jumprelu" => 0.5,
-        _ => 0.0,
-    };
+    public static double DefaultSparsityCoefficient(string recipe, int dIn = 4096) => Get(recipe).SparsityCoefficient?.Invoke(dIn) ?? 0.0;
 
     /// <summary>Whether the recipe has a sparsity coefficient λ (and so <c>--target-l0</c> adapts it).</summary>
-    public static bool HasSparsityCoefficient(string recipe) =>
-        Architecture(recipe) is SaeArchitectures.Standard or SaeArchitectures.Gated or SaeArchitectures.JumpReLU;
+    public static bool HasSparsityCoefficient(string recipe) => Get(recipe).SparsityCoefficient is not null;
 
     /// <summary>
     /// Default learning rate of a recipe for a run of <paramref name="steps"/> steps. TopK family: Gao et al. (2024),
@@ -54,18 +94,7 @@ public static class SaeRecipes
     /// </summary>
     public static double DefaultLearningRate(string recipe, int dSae, long steps)
     {
-        string arch = Architecture(recipe);
-        if (arch is SaeArchitectures.TopK or SaeArchitectures.BatchTopK or SaeArchitectures.MatryoshkaBatchTopK)
-            return Sae.ScaledTopKLearningRate(dSae);
-        double paper = recipe switch
-        {
-            // dictionary_learning's StandardTrainer and StandardTrainerAprilUpdate both default to 1e-3. relu-april used
-            // Anthropic's 5e-5 (and 1/T in short runs) before: at 1,953 steps on the built-in model's activations that left
-            // it 41 % behind StandardTrainerAprilUpdate's FVU at equal L0 (BENCHMARKS.md "Recipes"); at 1e-3 it matches it.
-            "relu" or "standard" or "relu-april" => 1e-3,
-            "jumprelu" => 7e-5,
-            _ => 5e-5,
-        };
+        if (Get(recipe).PaperLearningRate is not double paper) return Sae.ScaledTopKLearningRate(dSae);
         return Math.Max(paper, Math.Min(1e-3, 1.0 / Math.Max(1, steps)));
     }
 
@@ -97,7 +126,7 @@ public static class SaeRecipes
         if (!given.Contains("l1_warm_up_steps") && HasSparsityCoefficient(recipe)) c.L1WarmUpSteps = steps / 20;
         if (!given.Contains("max_grad_norm")) c.MaxGradNorm = 1.0;
         if (!given.Contains("b_dec_init_method")) c.BDecInitMethod = "geometric_median";
-        if (!given.Contains("resample_steps") && recipe == "relu" && steps >= 1000)
+        if (!given.Contains("resample_steps") && Get(recipe).ResamplesDeadLatents && steps >= 1000)
             c.ResampleSteps = [steps / 4, steps / 2, 3 * steps / 4];
         return c;
     }
@@ -142,8 +171,9 @@ public static class SaeRecipes
     public static Sae Create(string recipe, int dIn, int dSae, int? k = null, double? sparsityCoefficient = null,
         int? dOut = null, SaeMetadata? metadata = null, long? totalSteps = null)
     {
-        string arch = Architecture(recipe);
-        bool topKFamily = arch is SaeArchitectures.TopK or SaeArchitectures.BatchTopK or SaeArchitectures.MatryoshkaBatchTopK;
+        var r = Get(recipe);
+        string arch = r.Architecture;
+        bool topKFamily = r.IsKSparse;
         if (topKFamily && k is null) throw new SaeSharpException($"architecture '{recipe}' needs --k");
         bool transcoder = dOut is not null && dOut != dIn;
         var cfg = new SaeConfig
@@ -159,7 +189,7 @@ public static class SaeRecipes
         };
         var sae = SaeFactory.Create(cfg);
         sae.Training.SparsityCoefficient = sparsityCoefficient ?? DefaultSparsityCoefficient(recipe, dIn);
-        sae.Training.Penalty = recipe == "relu-april" ? SparsityPenalty.L1DecoderNorm : SparsityPenalty.L1;
+        sae.Training.Penalty = r.Penalty;
         // BatchTopK estimates its inference threshold from step 1000 with momentum 0.999 (dictionary_learning), an average
         // over about 1000 steps. Short runs start at a quarter and average over a fifth of the remaining steps, so that the
         // estimate follows the activations of the end of training rather than of the step where it started.

@@ -80,8 +80,8 @@ public sealed class TrainingSettings
         get
         {
             var recipes = Architecture.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
-            if (recipes.Length == 0) throw new SaeSharpException("architecture: give at least one of " + string.Join(", ", SaeRecipes.Names));
-            foreach (var r in recipes) SaeRecipes.Architecture(r);
+            if (recipes.Length == 0) throw new SaeSharpException("architecture: give at least one of " + string.Join(", ", SaeRecipes.AcceptedNames));
+            foreach (var r in recipes) SaeRecipes.Get(r);
             return recipes;
         }
     }

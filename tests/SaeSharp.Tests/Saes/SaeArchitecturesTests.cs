@@ -51,10 +51,36 @@ public class SaeArchitecturesTests
     [Fact]
     public void StandardIsARecipeNameNextToRelu()
     {
-        Assert.Contains("standard", SaeRecipes.Names);
+        Assert.Contains("standard", SaeRecipes.AcceptedNames);
+        Assert.DoesNotContain("standard", SaeRecipes.Names);
         using var sae = SaeRecipes.Create("standard", 4, 8);
         Assert.IsType<StandardSae>(sae);
         Assert.Equal(SparsityPenalty.L1, sae.Training.Penalty);
+        // An alias is the same recipe: relu's resampling at T/4, T/2, 3T/4 and its λ, not a variant without them.
+        var run = new TrainerConfig { TotalTrainingSteps = 2000 };
+        Assert.Equal(new long[] { 500, 1000, 1500 }, SaeRecipes.RunConfig("standard", run, 8).ResampleSteps!);
+        Assert.Equal(SaeRecipes.RunConfig("relu", run, 8).ResampleSteps, SaeRecipes.RunConfig("standard", run, 8).ResampleSteps);
+        Assert.Null(SaeRecipes.RunConfig("relu-april", run, 8).ResampleSteps);
+        Assert.Equal(5.0 * Math.Sqrt(256 / 4096.0), SaeRecipes.DefaultSparsityCoefficient("standard", 256), 12);
+    }
+
+    [Fact]
+    public void ARegisteredRecipeIsTrainedWithItsOwnDefaults()
+    {
+        SaeRecipes.Register(new SaeRecipe("test-relu-l1norm", SaeArchitectures.Standard)
+        {
+            Aliases = ["test-relu-l1norm-alias"], Penalty = SparsityPenalty.L1DecoderNorm, SparsityCoefficient = d => d / 100.0,
+            PaperLearningRate = 3e-4,
+        });
+        using var sae = SaeRecipes.Create("test-relu-l1norm-alias", 16, 32);
+        Assert.Equal(SparsityPenalty.L1DecoderNorm, sae.Training.Penalty);
+        Assert.Equal(0.16, sae.Training.SparsityCoefficient, 12);
+        Assert.True(SaeRecipes.HasSparsityCoefficient("test-relu-l1norm"));
+        Assert.Equal(3e-4, SaeRecipes.DefaultLearningRate("test-relu-l1norm", 32, 1_000_000), 12);
+        Assert.Throws<SaeSharpException>(() => SaeRecipes.Register(new SaeRecipe("test-relu-l1norm-alias", SaeArchitectures.TopK)));
+        Assert.Throws<SaeSharpException>(() => SaeRecipes.Register(new SaeRecipe("test-unknown-arch", "no-such-architecture")));
+        var unknown = Assert.Throws<SaeSharpException>(() => SaeRecipes.Get("reluu"));
+        Assert.Contains("standard", unknown.Message);
     }
 
     [Fact]
