@@ -3,6 +3,11 @@ column of `bench train --peer NAME=ROWS` (BENCHMARKS.md). Random Gaussian rows a
 step, then the best and the median of --steps timed `trainer.update` calls (forward, backward, Adam, decoder hooks).
 
   /usr/bin/python3 bench/reference/peer_step_speed.py --dl /work/ref/dictionary_learning --trainer standard,topk --steps 3
+
+The peer is only as fast as the BLAS under Debian's python3-torch (BLAS_INFO=generic: the system libblas.so.3). On
+Debian 12 that is OpenBLAS 0.3.21, which ran this shape's sgemm at 44 GFLOP/s on an AVX-512 Xeon; Debian 13's 0.3.29
+ran it at 167 (`apt-get install -t trixie libopenblas0-pthread`, the trixie source that scripts/setup-native.sh adds).
+Check which OpenBLAS is installed (`dpkg -l libopenblas0-pthread`) before a comparison.
 """
 import argparse, os, statistics, sys, time
 import torch as t
