@@ -382,6 +382,7 @@ public sealed class SaeTrainer : IDisposable
     public static SaeTrainer Resume(string checkpoint, IActivationSource source)
     {
         using var state = TrainerCheckpoint.Load(checkpoint);
+        if (Path.GetDirectoryName(state.Folder) is { } root) TrainerCheckpoint.RemoveInterruptedWrites(root);
         var slots = new List<SaeSlot>();
         foreach (var e in state.Saes)
         {

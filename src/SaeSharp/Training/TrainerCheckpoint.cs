@@ -142,6 +142,15 @@ public sealed class TrainerCheckpoint : IDisposable
         // never leaves a step folder that still looks complete but lacks some of its files.
         foreach (var d in CompleteCheckpoints(root).OrderByDescending(d => d, StringComparer.Ordinal).Skip(keep).ToList())
             Retire(root, d);
+        RemoveInterruptedWrites(root);
+    }
+
+    /// <summary>Deletes the temporary folders that interrupted writes (a kill during <see cref="Save"/> or its pruning)
+    /// left under the checkpoint root <paramref name="root"/>. <see cref="Save"/> does it after each write; a resume
+    /// does it first, since a run resumed at its last step writes nothing new.</summary>
+    public static void RemoveInterruptedWrites(string root)
+    {
+        if (!Directory.Exists(root)) return;
         foreach (var d in Directory.EnumerateDirectories(root, TempPrefix + "*").ToList())
         {
             try { Directory.Delete(d, recursive: true); } catch (IOException) { }

@@ -58,6 +58,26 @@ public class TrainerCheckpointTests
     }
 
     [Fact]
+    public void ResumingAtTheLastStepRemovesWhatAnInterruptedWriteLeft()
+    {
+        // A kill during a checkpoint write leaves a .tmp_step_* folder; a run killed after its final checkpoint and then
+        // resumed has no step left to train, so no new write prunes it: the resume itself must.
+        var (dir, checkpoint) = TrainAndCheckpoint(Unusual());
+        try
+        {
+            var stale = Path.Combine(dir, ".tmp_step_000000004_0123");
+            Directory.CreateDirectory(stale);
+            File.WriteAllBytes(Path.Combine(stale, "sae_0.safetensors"), [1, 2, 3]);
+            using var resumed = SaeTrainer.Resume(dir, new InMemorySource(SparseData(128, 8, 12, 0.1, seed: 3)));
+            Assert.False(Directory.Exists(stale));
+            Assert.True(Directory.Exists(checkpoint), "the complete checkpoint stays");
+            using var result = resumed.Run();
+            Assert.Equal(checkpoint, TrainerCheckpoint.Resolve(dir));
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    [Fact]
     public void ACheckpointWithTheOldPascalCaseNamesStillResumes()
     {
         var (dir, checkpoint) = TrainAndCheckpoint(Unusual());
