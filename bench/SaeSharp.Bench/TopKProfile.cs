@@ -131,6 +131,12 @@ internal static class TopKProfile
             sae.zero_grad();
             loss.backward();
             note("[backward]", sw.Elapsed.TotalMilliseconds);
+            sw.Restart();
+            var o = sae.TrainingForward(x, x, new SaeTrainContext { Step = rep });
+            note("[TrainingForward]", sw.Elapsed.TotalMilliseconds);
+            sw.Restart();
+            o.Loss.backward();
+            note("[its backward]", sw.Elapsed.TotalMilliseconds);
         }
     }
 
