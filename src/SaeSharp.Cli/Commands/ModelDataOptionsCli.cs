@@ -21,9 +21,9 @@ internal sealed class ModelDataOptionsCli
     public readonly Option<bool> CenterWriting = new("--center-writing-weights") { Description = "TransformerLens center_writing_weights" };
     public readonly Option<string?> TextField = new("--text-field") { Description = "jsonl field / parquet column holding the text (default text)" };
     public readonly Option<string> Dtype = ModelSource.DtypeOption();
-    public readonly Option<string> Device = new("--device")
+    public readonly Option<string?> Device = new("--device")
     {
-        Description = "cpu (default) or cuda[:N] (needs a build with -p:TorchBackend=cuda; sae eval --model only)", DefaultValueFactory = _ => "cpu",
+        Description = "cpu (default) or cuda[:N] (needs a build with -p:TorchBackend=cuda): where the model runs, and for sae train where the SAEs train",
     };
 
     public void AddTo(Command command)

@@ -59,6 +59,8 @@ internal static class TrainCommand
             s.Autocast |= parse.GetValue(autocast);
             s.CandidatePass = parse.GetValue(candidatePass) ?? s.CandidatePass;
             s.Epochs = parse.GetValue(epochs) ?? s.Epochs;
+            s.Trainer.Device = parse.GetValue(data.Device) ?? s.Trainer.Device;
+            if (s.Trainer.Device is not null) ComputeDevice.Parse(s.Trainer.Device, parse.GetValue(data.Device) is null ? "device" : "--device");
             if (s.Out is null) throw new SaeSharpException("give --out (or 'out' in --config)");
             using var plan = data.Given(parse)
                 ? TrainingPlan.ForModel(s, data.Read(parse), parse.GetValue(data.Hook)!, data.ReadMode(parse), parse.GetValue(data.TargetHook), parse.GetValue(resume))

@@ -71,7 +71,7 @@ public static class TrainingRun
         {
             if (!Directory.Exists(checkpoints))
                 throw new SaeSharpException($"--resume: no checkpoints in {checkpoints}");
-            trainer = SaeTrainer.Resume(checkpoints, o.TrainSource);
+            trainer = SaeTrainer.Resume(checkpoints, o.TrainSource, o.Trainer.Device);
         }
         else
         {

@@ -104,8 +104,8 @@ public sealed class GatedSae : Sae
             return (new DenseTrainingLatents(f), new DenseTrainingLatents(nn.functional.relu(piGate)));
         }
         // One encoder product P = x̃·W_enc serves both paths: π_mag = x̃·(W_enc ⊙ exp(r_mag)) + b_mag = P·exp(r_mag) + b_mag.
-        var p = EncoderMatmulBf16(x, zeros(Cfg.DSae, dtype: W_enc.dtype), W_enc);
-        var gateAct = Bf16Autograd.AffineRelu(p, ones(Cfg.DSae, dtype: W_enc.dtype), b_gate);
+        var p = EncoderMatmulBf16(x, zeros(Cfg.DSae, dtype: W_enc.dtype, device: W_enc.device), W_enc);
+        var gateAct = Bf16Autograd.AffineRelu(p, ones(Cfg.DSae, dtype: W_enc.dtype, device: W_enc.device), b_gate);
         var magAct = Bf16Autograd.AffineRelu(p, r_mag.exp(), b_mag);
         return (new Bf16TrainingLatents(Bf16Autograd.Gate(magAct, gateAct)), new Bf16TrainingLatents(gateAct));
     }

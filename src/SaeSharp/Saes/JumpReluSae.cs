@@ -167,7 +167,7 @@ public sealed class JumpReluSae : Sae
         W_enc.mul_(TargetL0EncoderScale);
         var pre = HiddenPre(sample);
         double q = Math.Clamp(1 - l0 / Cfg.DSae, 0, 1);
-        threshold.copy_(pre.quantile(tensor(q, dtype: pre.dtype), 0L).clamp_min(Training.InitialThreshold));
+        threshold.copy_(pre.quantile(tensor(q, dtype: pre.dtype, device: pre.device), 0L).clamp_min(Training.InitialThreshold));
     }
 
     /// <inheritdoc/>

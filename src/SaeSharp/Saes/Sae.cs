@@ -230,13 +230,14 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
 
     /// <summary>
     /// Random initialisation: decoder rows in random directions with norm <paramref name="decoderNorm"/>,
-    /// <c>W_enc = W_decᵀ</c>, biases zero. Architectures with more parameters extend it.
+    /// <c>W_enc = W_decᵀ</c>, biases zero. Architectures with more parameters extend it. The draws are made on the CPU
+    /// (where <paramref name="generator"/> lives) and copied to the SAE's device, so a seed gives the same SAE on every device.
     /// </summary>
     public virtual void InitializeWeights(Generator? generator = null, double decoderNorm = 0.1)
     {
         using var _ = no_grad();
         using var scope = NewDisposeScope();
-        var w = randn(Cfg.DSae, Cfg.DOutOrIn, generator: generator);
+        var w = randn(Cfg.DSae, Cfg.DOutOrIn, generator: generator, device: CPU);
         w = w / w.norm(1, keepdim: true) * decoderNorm;
         W_dec.copy_(w);
         if (Cfg.DOutOrIn == Cfg.DIn) W_enc.copy_(w.t());
@@ -251,7 +252,7 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
     {
         using var _ = no_grad();
         using var scope = NewDisposeScope();
-        var e = randn(Cfg.DIn, Cfg.DSae, generator: generator);
+        var e = randn(Cfg.DIn, Cfg.DSae, generator: generator, device: CPU);
         W_enc.copy_(e / e.norm(0, keepdim: true) * norm);
     }
 

@@ -224,7 +224,7 @@ public abstract class TopKFamilySae : Sae
             using (no_grad())
             {
                 var local = chosen?.Local ?? RowTopK(nn.functional.relu(deadPre!), (int)kAux).Indices;
-                mask = zeros(x.shape[0], nDead, dtype: x.dtype).scatter_(1, local, ones(local.shape, dtype: x.dtype));
+                mask = zeros(x.shape[0], nDead, dtype: x.dtype, device: x.device).scatter_(1, local, ones(local.shape, dtype: x.dtype, device: x.device));
             }
             var xin = Cfg.ApplyBDecToInput ? x - b_dec : x;
             var pre = addmm(BEnc.index_select(0, deadIdx), xin, W_enc.index_select(1, deadIdx), 1, 1);

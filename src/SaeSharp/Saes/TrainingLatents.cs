@@ -113,8 +113,8 @@ internal sealed class Bf16TrainingLatents(Tensor f, Tensor? activeCounts = null)
     public override (Tensor Y, Tensor L1) DecodeWithL1(Tensor wDec, Tensor bDec, Tensor? l1Weights)
     {
         long dOut = wDec.shape[1];
-        var column = l1Weights ?? ones(f.shape[1], dtype: wDec.dtype);
-        var yExt = Bf16Autograd.Decoder(f, cat([wDec, column.unsqueeze(1)], 1), cat([bDec, zeros(1, dtype: bDec.dtype)], 0));
+        var column = l1Weights ?? ones(f.shape[1], dtype: wDec.dtype, device: wDec.device);
+        var yExt = Bf16Autograd.Decoder(f, cat([wDec, column.unsqueeze(1)], 1), cat([bDec, zeros(1, dtype: bDec.dtype, device: bDec.device)], 0));
         return (yExt.narrow(1, 0, dOut), yExt.select(1, dOut).mean());
     }
 
@@ -154,7 +154,7 @@ internal sealed class SparseTrainingLatents(SparseCode code, Tensor values, long
     public override Tensor Entropy()
     {
         var a = values.abs();
-        var rowSums = zeros(code.RowCount, dtype: a.dtype).index_add(0, code.Rows, a, 1);
+        var rowSums = zeros(code.RowCount, dtype: a.dtype, device: a.device).index_add(0, code.Rows, a, 1);
         var p = a / rowSums.index_select(0, code.Rows).clamp_min(1e-12);
         return -(p * (p + 1e-12).log()).sum() / code.RowCount;
     }

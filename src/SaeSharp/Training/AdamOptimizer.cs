@@ -63,13 +63,14 @@ public sealed class AdamOptimizer : IDisposable
     /// <summary>
     /// The update of <see cref="Step"/> in one pass over contiguous float32 CPU tensors (instead of eight tensor ops and a
     /// temporary): m ← β1·m + (1−β1)·g, v ← β2·v + (1−β2)·g², p ← p − stepSize·m / (√v / √(1−β2ᵗ) + ε), in float32,
-    /// split over torch's thread count. Returns false (doing nothing) for any other layout.
+    /// split over torch's thread count. Returns false (doing nothing) for any other layout, on other devices and with
+    /// <c>SAESHARP_KERNELS=torch</c> (<see cref="Kernels.CpuKernels.On"/>): the torch operations then run.
     /// </summary>
     private unsafe bool FusedStep(Tensor p, Tensor g, Tensor m, Tensor v, double stepSize, double bc2Sqrt)
     {
         Tensor[] all = [p, g, m, v];
         foreach (var t in all)
-            if (t.dtype != ScalarType.Float32 || t.device_type != DeviceType.CPU || !t.is_contiguous() || t.numel() != p.numel())
+            if (t.dtype != ScalarType.Float32 || !Kernels.CpuKernels.On(t) || !t.is_contiguous() || t.numel() != p.numel())
                 return false;
         long n = p.numel();
         if (n == 0) return true;

@@ -29,7 +29,8 @@ public static class DeadLatentResampler
         var weights = sqErr.pow(2);
         if (!(weights.sum().item<double>() > 0) || !weights.isfinite().all().item<bool>()) weights = ones_like(weights);
         bool replacement = nDead > input.shape[0];
-        var picks = multinomial(weights, nDead, replacement, generator);
+        // Drawn on the CPU (the generator's device), so a seed picks the same rows on every device.
+        var picks = multinomial(weights.cpu(), nDead, replacement, generator).to(input.device);
 
         var bDec = sae.BDec.detach();
         var decDir = target.index_select(0, picks) - bDec;

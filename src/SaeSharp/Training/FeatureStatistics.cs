@@ -8,12 +8,13 @@ namespace SaeSharp.Training;
 /// </summary>
 internal sealed class FeatureStatistics : IDisposable
 {
-    public FeatureStatistics(int dSae, long deadWindowTokens, int samplingWindowSteps)
+    /// <summary>Zero counters for <paramref name="dSae"/> latents on <paramref name="device"/> (the SAE's; null: CPU).</summary>
+    public FeatureStatistics(int dSae, long deadWindowTokens, int samplingWindowSteps, Device? device = null)
     {
         DeadWindowTokens = deadWindowTokens;
         SamplingWindowSteps = samplingWindowSteps;
-        TokensSinceFired = zeros(dSae, dtype: ScalarType.Int64).DetachFromDisposeScope();
-        ActCounts = zeros(dSae, dtype: ScalarType.Int64).DetachFromDisposeScope();
+        TokensSinceFired = zeros(dSae, dtype: ScalarType.Int64, device: device ?? CPU).DetachFromDisposeScope();
+        ActCounts = zeros(dSae, dtype: ScalarType.Int64, device: device ?? CPU).DetachFromDisposeScope();
     }
 
     public long DeadWindowTokens { get; }

@@ -13,6 +13,10 @@ namespace SaeSharp.Training;
 /// Checkpoints (weights, Adam moments, counters, the source's position) are written atomically and
 /// <see cref="Resume"/> continues bit-exactly. The result holds copies of the SAEs with the activation
 /// normalisation folded into their weights.
+/// Everything trains on one <see cref="Device"/> (<see cref="TrainerConfig.Device"/>): the SAEs are moved there, the
+/// optimiser state, statistics and every tensor of a step are created there, and each batch of the CPU activation source
+/// is copied there; checkpoints and results are written from CPU copies. Off the CPU (or with
+/// <c>SAESHARP_KERNELS=torch</c>) the custom CPU kernels give way to torch operations (<see cref="Kernels.CpuKernels.On"/>).
 /// </summary>
 public sealed class SaeTrainer : IDisposable
 {
@@ -29,13 +33,17 @@ public sealed class SaeTrainer : IDisposable
         _cfg = config.Clone();
         _cfg.DeadFeatureWindow ??= _cfg.ResolvedDeadFeatureWindow;
         _source = source;
+        var list = saes.ToList();
+        Device = ResolveDevice(_cfg, list);
+        _cfg.Device = ComputeDevice.Name(Device);
         var names = new HashSet<string>(StringComparer.Ordinal);
         int index = 0;
-        foreach (var slot in saes)
+        foreach (var slot in list)
         {
             if (!names.Add(slot.Name)) throw new SaeSharpException($"two SAEs are named '{slot.Name}'; names must be unique in a run");
             var own = slot.Config?.Clone() ?? _cfg.Clone();
             own.DeadFeatureWindow ??= _cfg.DeadFeatureWindow;
+            own.Device ??= _cfg.Device;
             if (slot.Config is not null)
             {
                 own.Validate($"SAE '{slot.Name}' config");
@@ -48,10 +56,28 @@ public sealed class SaeTrainer : IDisposable
                 throw new SaeSharpException($"SAE '{slot.Name}' has d_in={sae.Cfg.DIn} but the activation source gives rows of width {source.DIn}");
             if (sae.Cfg.DOutOrIn != source.DOut)
                 throw new SaeSharpException($"SAE '{slot.Name}' reconstructs width {sae.Cfg.DOutOrIn} but the activation source's targets have width {source.DOut}");
-            _slots.Add(new SlotState(index++, slot.Name, sae, own, _cfg));
+            // Before the optimiser takes the parameters: moving a module replaces its Parameter objects.
+            if (sae.parameters().Concat(sae.buffers()).Any(t => !ComputeDevice.Holds(Device, t.device))) sae.to(Device);
+            sae.Cfg.Device = _cfg.Device;
+            _slots.Add(new SlotState(index++, slot.Name, sae, own, _cfg, Device));
         }
         if (_slots.Count == 0) throw new SaeSharpException("the trainer needs at least one SAE");
     }
+
+    /// <summary>The device named by <paramref name="cfg"/>, or when it names none the one device every SAE is on.</summary>
+    private static Device ResolveDevice(TrainerConfig cfg, IReadOnlyList<SaeSlot> saes)
+    {
+        if (cfg.Device is not null) return ComputeDevice.Parse(cfg.Device, "device");
+        var on = saes.Select(s => s.Sae.WDec.device).ToList();
+        if (on.Count == 0) return CPU;
+        if (on.Any(d => !ComputeDevice.Holds(on[0], d) || !ComputeDevice.Holds(d, on[0])))
+            throw new SaeSharpException($"the SAEs are on different devices ({string.Join(", ", on.Select(ComputeDevice.Name).Distinct())}); " +
+                                        "set the trainer config's device to train them all on one");
+        return on[0];
+    }
+
+    /// <summary>Where the SAEs train (<see cref="TrainerConfig.Device"/>).</summary>
+    public Device Device { get; }
 
     /// <summary>Receives a report every log_every_steps steps, synchronously on the training thread.</summary>
     public IProgress<TrainingProgress>? Progress { get; set; }
@@ -154,7 +180,7 @@ public sealed class SaeTrainer : IDisposable
     private void Initialize()
     {
         (ScaleIn, ScaleOut) = TrainingInitialization.Run(_cfg, _source,
-            _slots.Select(s => new TrainingInitialization.Target(s.Index, s.Sae, s.Config)).ToList());
+            _slots.Select(s => new TrainingInitialization.Target(s.Index, s.Sae, s.Config)).ToList(), Device);
         Initialized = true;
     }
 
@@ -167,11 +193,14 @@ public sealed class SaeTrainer : IDisposable
             throw new SaeSharpException($"the activation source gave a target batch of shape [{string.Join(", ", batch.Target.shape)}], expected [{batch.Input.shape[0]}, {source.DOut}]");
     }
 
+    /// <summary>The batch on the training device, scaled.</summary>
     private (Tensor X, Tensor Y) Scaled(ActivationBatch batch)
     {
-        var x = ScaleIn == 1 ? batch.Input.alias() : batch.Input * ScaleIn;
-        var y = !batch.HasSeparateTarget ? x.alias() : ScaleOut == 1 ? batch.Target.alias() : batch.Target * ScaleOut;
-        return (x, y);
+        var input = ComputeDevice.To(batch.Input, Device);
+        var x = ScaleIn == 1 ? input : input * ScaleIn;
+        if (!batch.HasSeparateTarget) return (x, x.alias());
+        var target = ComputeDevice.To(batch.Target, Device);
+        return (x, ScaleOut == 1 ? target : target * ScaleOut);
     }
 
     // ---------------------------------------------------------------- one step
@@ -223,7 +252,7 @@ public sealed class SaeTrainer : IDisposable
         using (no_grad())
         {
             var bad = o.Loss.detach().isfinite().logical_not().logical_and(slot.FirstBadStep.lt(0));
-            slot.FirstBadStep.copy_(where(bad, tensor(Step), slot.FirstBadStep));
+            slot.FirstBadStep.masked_fill_(bad, Step);
         }
         if (!log) return null;
 
@@ -310,10 +339,13 @@ public sealed class SaeTrainer : IDisposable
 
     // ---------------------------------------------------------------- results
 
+    /// <summary>A copy of the slot's SAE with the normalisation folded in, built on the CPU and then moved to the training
+    /// device (where <see cref="TrainingResult"/>'s SAEs live; writers copy them to the CPU).</summary>
     private TrainedSae FoldedResult(SlotState slot)
     {
         var cfg = slot.Sae.Cfg.Clone();
         cfg.NormalizeActivations = "none";
+        cfg.Device = _cfg.Device!;
         var copy = SaeFactory.Create(cfg);
         copy.Training = slot.Sae.Training;
         using (no_grad())
@@ -324,6 +356,8 @@ public sealed class SaeTrainer : IDisposable
         if (ScaleIn != 1 || ScaleOut != 1) copy.FoldActivationScale(ScaleIn, ScaleOut);
         var inference = copy.ToInferenceSae();
         if (!ReferenceEquals(inference, copy)) copy.Dispose();
+        inference.Cfg.Device = _cfg.Device!;
+        if (Device.type != DeviceType.CPU) inference.to(Device);
         inference.eval();
         var config = slot.Config.Clone();
         config.Lr = slot.Lr;
@@ -377,20 +411,25 @@ public sealed class SaeTrainer : IDisposable
     /// <summary>
     /// Rebuilds a trainer from a checkpoint (a step folder or the checkpoint_path holding them) so that <see cref="Run"/>
     /// continues exactly where it stopped. <paramref name="source"/> must be constructed with the same arguments as the
-    /// original; its position is restored with <see cref="IActivationSource.LoadState"/>.
+    /// original; its position is restored with <see cref="IActivationSource.LoadState"/>. The run continues on
+    /// <paramref name="device"/> (<see cref="TrainerConfig.Device"/>'s names), or with null on the device the checkpoint recorded.
     /// </summary>
-    public static SaeTrainer Resume(string checkpoint, IActivationSource source)
+    public static SaeTrainer Resume(string checkpoint, IActivationSource source, string? device = null)
     {
         using var state = TrainerCheckpoint.Load(checkpoint);
         if (Path.GetDirectoryName(state.Folder) is { } root) TrainerCheckpoint.RemoveInterruptedWrites(root);
+        var config = state.Config.Clone();
+        if (device is not null) config.Device = device;
         var slots = new List<SaeSlot>();
         foreach (var e in state.Saes)
         {
             var sae = SaeFactory.Create(e.SaeConfig);
             sae.Training = e.Training;
-            slots.Add(new SaeSlot(e.Name, sae, e.Config));
+            var own = e.Config.Clone();
+            own.Device = config.Device;
+            slots.Add(new SaeSlot(e.Name, sae, own));
         }
-        var trainer = new SaeTrainer(state.Config, source, slots);
+        var trainer = new SaeTrainer(config, source, slots);
         trainer.Restore(state);
         return trainer;
     }
@@ -438,7 +477,7 @@ public sealed class SaeTrainer : IDisposable
     /// <summary>Per-SAE training state.</summary>
     private sealed class SlotState : IDisposable
     {
-        public SlotState(int index, string name, Sae sae, TrainerConfig config, TrainerConfig run)
+        public SlotState(int index, string name, Sae sae, TrainerConfig config, TrainerConfig run, Device device)
         {
             Index = index;
             Name = name;
@@ -448,8 +487,8 @@ public sealed class SaeTrainer : IDisposable
             var (beta1, beta2) = sae.DefaultAdamBetas;
             var parameters = sae.named_parameters().Select(p => (p.name, p.parameter)).ToList();
             Adam = new AdamOptimizer(parameters, config.AdamBeta1 ?? beta1, config.AdamBeta2 ?? beta2, config.AdamEpsilon);
-            Stats = new FeatureStatistics(sae.Cfg.DSae, run.ResolvedDeadFeatureWindow, run.FeatureSamplingWindow);
-            FirstBadStep = tensor(-1L).DetachFromDisposeScope();
+            Stats = new FeatureStatistics(sae.Cfg.DSae, run.ResolvedDeadFeatureWindow, run.FeatureSamplingWindow, device);
+            FirstBadStep = tensor(-1L, device: device).DetachFromDisposeScope();
             ResampleSteps = new HashSet<long>(config.ResampleSteps ?? []);
         }
 

@@ -102,13 +102,18 @@ public sealed class TrainerConfig
     [JsonPropertyName("log_path")] public string? LogPath { get; set; }
     /// <summary>Also write TensorBoard event files under log_path/tensorboard.</summary>
     [JsonPropertyName("tensorboard")] public bool TensorBoard { get; set; }
+    /// <summary>Where the SAEs train (SAELens <c>device</c>): <c>cpu</c>, <c>cuda</c> or <c>cuda:N</c> (<see cref="ComputeDevice.Parse"/>;
+    /// CUDA needs a build with <c>-p:TorchBackend=cuda</c>). The trainer moves the SAEs there, creates its optimiser state
+    /// and statistics there and moves each batch of the (CPU) activation source there. Null: the device the SAEs are on
+    /// (new SAEs are on the CPU); the trainer records the device it used.</summary>
+    [JsonPropertyName("device")] public string? Device { get; set; }
 
     /// <summary>Names of the fields that must be equal for every SAE of one run.</summary>
     public static readonly IReadOnlyList<string> SharedFields =
     [
         "total_training_steps", "training_tokens", "train_batch_size_tokens", "seed", "normalize_activations",
         "n_batches_for_norm_estimate", "b_dec_init_rows", "dead_feature_window", "feature_sampling_window",
-        "checkpoint_path", "checkpoint_every_steps", "keep_checkpoints", "log_every_steps", "log_path", "tensorboard",
+        "checkpoint_path", "checkpoint_every_steps", "keep_checkpoints", "log_every_steps", "log_path", "tensorboard", "device",
     ];
 
     internal static readonly JsonSerializerOptions JsonOptions = new() { WriteIndented = true };

@@ -17,8 +17,10 @@ internal static class TrainingInitialization
     public readonly record struct Target(int Index, Sae Sae, TrainerConfig Config);
 
     /// <summary>Reads the batches the estimate and the b_dec sample need from <paramref name="source"/>, initialises the
-    /// SAEs whose config asks for it, and returns the input and target scales (1 without normalisation).</summary>
-    public static (double ScaleIn, double ScaleOut) Run(TrainerConfig cfg, IActivationSource source, IReadOnlyList<Target> saes)
+    /// SAEs whose config asks for it, and returns the input and target scales (1 without normalisation). The estimate, the
+    /// sample statistics and the initial weights are computed on <paramref name="device"/>, where the SAEs are (null: CPU);
+    /// the random draws are made on the CPU, so every device starts from the same weights.</summary>
+    public static (double ScaleIn, double ScaleOut) Run(TrainerConfig cfg, IActivationSource source, IReadOnlyList<Target> saes, Device? device = null)
     {
         double scaleIn = 1, scaleOut = 1;
         bool normalize = cfg.NormalizeActivations == "expected_average_only_in";
@@ -42,8 +44,8 @@ internal static class TrainingInitialization
                 separateTarget |= batch.HasSeparateTarget;
                 if (b < normBatches)
                 {
-                    sumNormIn += batch.Input.to(ScalarType.Float64).norm(1).sum().item<double>();
-                    sumNormOut += batch.Target.to(ScalarType.Float64).norm(1).sum().item<double>();
+                    sumNormIn += ComputeDevice.To(batch.Input, device ?? CPU).to(ScalarType.Float64).norm(1).sum().item<double>();
+                    sumNormOut += ComputeDevice.To(batch.Target, device ?? CPU).to(ScalarType.Float64).norm(1).sum().item<double>();
                     normRows += batch.Rows;
                 }
                 if (needSample && sampleRows < cfg.BDecInitRows)
@@ -64,8 +66,8 @@ internal static class TrainingInitialization
 
             using var _ = no_grad();
             using var initScope = NewDisposeScope();
-            Tensor? points = sample.Count > 0 ? cat(sample, 0) * scaleOut : null;
-            Tensor? inputPoints = inputs.Count > 0 ? cat(inputs, 0) * scaleIn : points is null ? null : points * (scaleIn / scaleOut);
+            Tensor? points = sample.Count > 0 ? ComputeDevice.To(cat(sample, 0), device ?? CPU) * scaleOut : null;
+            Tensor? inputPoints = inputs.Count > 0 ? ComputeDevice.To(cat(inputs, 0), device ?? CPU) * scaleIn : points is null ? null : points * (scaleIn / scaleOut);
             foreach (var (index, sae, c) in saes)
             {
                 if (!c.InitializeWeights) continue;
