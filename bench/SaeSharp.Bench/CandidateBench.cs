@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 using SaeSharp.Kernels;
@@ -89,7 +90,8 @@ internal static class Machine
     public static void Print(int n = 4096, int dIn = 512, int dSae = 8192)
     {
         Console.WriteLine(CpuKernels.Describe());
-        Console.WriteLine($"torch threads {get_num_threads()}; float32 FMA peak {FmaPeak():F0} GFLOP/s (register loop, {get_num_threads()} threads)");
+        Console.WriteLine($"libtorch: ATen CPU capability {AtenCapability()}");
+        Console.WriteLine($"torch threads {get_num_threads()}; float32 FMA peak {FmaPeak():F0} GFLOP/s (register loop, {get_num_threads()} threads, {(Wide ? 512 : 256)}-bit)");
         Console.WriteLine($"matmul ceiling {n}x{dIn}·{dIn}x{dSae}: float32 {Ceiling(n, dIn, dSae, ScalarType.Float32):F0} GFLOP/s, bfloat16 {Ceiling(n, dIn, dSae, ScalarType.BFloat16):F0} GFLOP/s (bf16 hardware: {CpuKernels.HasBf16})");
     }
 
@@ -129,9 +131,39 @@ internal static class Machine
         return best;
     }
 
+    /// <summary>libtorch's <c>at::get_cpu_capability()</c> ("AVX512", "AVX2", "DEFAULT": the vector kernels ATen dispatches to,
+    /// which <c>ATEN_CPU_CAPABILITY</c> caps), called through its C++ symbol; "unknown" where that fails.</summary>
+    public static string AtenCapability()
+    {
+        // A std::string (libstdc++'s C++11 ABI) comes back through a hidden result pointer: { char* data; size_t size; char buf[16] }.
+        var s = Marshal.AllocHGlobal(32);
+        try
+        {
+            GetCpuCapability(s);
+            long size = Marshal.ReadInt64(s, 8);
+            string r = Marshal.PtrToStringAnsi(Marshal.ReadIntPtr(s), (int)size);
+            return size <= 15 ? r : r + " (string not freed)";
+        }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
+        {
+            return "unknown";
+        }
+        finally
+        {
+            Marshal.FreeHGlobal(s);
+        }
+    }
+
+    [DllImport("libtorch_cpu", EntryPoint = "_ZN2at18get_cpu_capabilityB5cxx11Ev")]
+    private static extern IntPtr GetCpuCapability(IntPtr result);
+
+    /// <summary>Whether the FMA loop uses 512-bit vectors: the CPU and the JIT have them and the kernel path is not capped
+    /// below AVX-512 (the AVX2 proxy measures the 256-bit peak).</summary>
+    private static bool Wide => Vector512.IsHardwareAccelerated && Avx512F.IsSupported && CpuKernels.Path >= KernelPath.Avx512;
+
     private static long Chains(int iters)
     {
-        if (Vector512.IsHardwareAccelerated && Avx512F.IsSupported)
+        if (Wide)
         {
             var m = Vector512.Create(0.999999f); var c = Vector512.Create(1e-7f);
             Vector512<float> a0 = c, a1 = c, a2 = c, a3 = c, a4 = c, a5 = c, a6 = c, a7 = c, a8 = c, a9 = c;

@@ -72,10 +72,18 @@ internal static class TrainBench
         if (auxk) flops += 4 * 2.0 * batch * (dIn / 2) * dIn;
         double ms = 0;
         var phases = new double[2];
-        for (int step = 0; step <= steps; step++)
+        long stepNo = 0;
+        // --candidate-pass auto: the trial steps of the measured choice are the warm-up (and it prints its decision).
+        if (b.Sae is TopKFamilySae tk && b.Sae.Training.CandidatePass == CandidatePass.Auto && CandidateEncoder.Applies(CpuKernels.Path, dSae))
         {
-            var t = b.Step(step);
-            if (step == 0) continue;
+            while (!tk.CandidateSwitch.Decided) b.Step(stepNo++);
+            Console.WriteLine($"  {name}: {stepNo} trial steps, candidate pass ({CpuKernels.Name(CpuKernels.Path)}) {tk.CandidateSwitch.CandidateMs:F0} ms/step, "
+                + $"plain encoder {tk.CandidateSwitch.PlainMs:F0} ms/step: the timed steps take the {(tk.CandidateSwitch.PredictCandidate() ? "candidate pass" : "plain encoder")}");
+        }
+        else b.Step(stepNo++);
+        for (int i = 0; i < steps; i++)
+        {
+            var t = b.Step(stepNo++);
             ms += t[^1];
             phases[0] += t[0] / steps;
             phases[1] += t[1] / steps;

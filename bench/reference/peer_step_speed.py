@@ -14,6 +14,7 @@ import torch as t
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from dictionary_learning_trainers import import_dictionary_learning, make_trainer  # noqa: E402
+import peer_machine  # noqa: E402
 
 
 def main():
@@ -31,6 +32,7 @@ def main():
     tr, _ = import_dictionary_learning(a.dl)
     cfg = argparse.Namespace(dict_size=a.dict_size, seed=0, warmup=0.0, decay_start=None, sparsity_warmup=0.0,
                              lr=None, l1=1.0, k=a.k, target_l0=20.0)
+    print(peer_machine.describe(a.batch, a.d_in, a.dict_size), flush=True)
     x = t.randn(a.batch, a.d_in, generator=t.Generator().manual_seed(1))
     print(f"torch {t.__version__}, threads {t.get_num_threads()}, d_in {a.d_in}, d_sae {a.dict_size}, batch {a.batch}", flush=True)
     for name in a.trainer.split(","):

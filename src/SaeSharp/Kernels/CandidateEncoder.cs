@@ -11,7 +11,8 @@ namespace SaeSharp.Kernels;
 /// <summary>When the TopK family selects through <see cref="CandidateEncoder"/> (<see cref="Saes.SaeTrainingOptions.CandidatePass"/>).</summary>
 public enum CandidatePass
 {
-    /// <summary>Where <see cref="CandidateEncoder.PaysOff"/>: faster than the float32 encoder on the kernel path.</summary>
+    /// <summary>Where a path exists, whichever of the candidate pass and the plain encoder ran the faster training steps on
+    /// this machine, timed during the first steps of the run (<see cref="Saes.CandidatePassSwitch"/>).</summary>
     Auto,
     /// <summary>Wherever a candidate path exists (<see cref="CandidateEncoder.Applies"/>).</summary>
     On,
@@ -46,22 +47,6 @@ internal sealed unsafe class CandidateEncoder : IDisposable
     /// panels need a multiple of 16).</summary>
     public static bool Applies(KernelPath path, long dSae) =>
         path == KernelPath.Avx512Bf16 || path > KernelPath.Scalar && dSae % Int8Gemm.Panel == 0;
-
-    /// <summary>Whether the candidate pass beats a float32 encoder on <paramref name="path"/>, as measured (BENCHMARKS.md):
-    /// on no path yet. On the AVX-512/AMX machine it was measured on (heavily shared), the selection alone ran faster
-    /// on the bfloat16 path than float32's addmm + top-k, but whole TopK training steps were not faster, and the int8
-    /// paths were slower than MKL's float32 product; on AVX2-only CPUs it is unmeasured. So
-    /// <see cref="CandidatePass.Auto"/> selects on float32 (or, with autocast, bfloat16) pre-activations everywhere, and
-    /// <see cref="CandidatePass.On"/> turns the exact candidate pass on.</summary>
-    public static bool PaysOff(KernelPath path) => false;
-
-    /// <summary>Whether <paramref name="mode"/> selects through the candidate pass on the current path.</summary>
-    public static bool Use(CandidatePass mode, long dSae) => mode switch
-    {
-        CandidatePass.Off => false,
-        CandidatePass.On => Applies(CpuKernels.Path, dSae),
-        _ => PaysOff(CpuKernels.Path) && Applies(CpuKernels.Path, dSae),
-    };
 
     /// <param name="encT">W_encᵀ, contiguous float32 [d_sae, d_in] (kept, not copied: keep it alive and unchanged).</param>
     /// <param name="bEnc">b_enc [d_sae].</param>

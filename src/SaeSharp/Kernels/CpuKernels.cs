@@ -61,9 +61,38 @@ public static class CpuKernels
     public static IReadOnlyList<KernelPath> Supported =>
         Enum.GetValues<KernelPath>().Where(p => p <= Best && (p != KernelPath.AvxVnni || AvxVnni.IsSupported)).ToList();
 
-    /// <summary>Whether the CPU has bfloat16 dot products (AVX512-BF16 or AMX-BF16), where oneDNN's bfloat16 matmul runs
-    /// at two to three times the float32 rate; without them bfloat16 matmuls are emulated and slower than float32.</summary>
-    public static bool HasBf16 => CpuFlags.Value.Contains("avx512_bf16") || CpuFlags.Value.Contains("amx_bf16");
+    /// <summary>Whether the CPU has bfloat16 dot products (AVX512-BF16 or AMX-BF16) and oneDNN may use them
+    /// (<c>ONEDNN_MAX_CPU_ISA</c> does not cap it below AVX512_CORE_BF16): oneDNN's bfloat16 matmul then runs at two to three
+    /// times the float32 rate; without them bfloat16 matmuls are emulated and slower than float32.</summary>
+    public static bool HasBf16 =>
+        (CpuFlags.Value.Contains("avx512_bf16") || CpuFlags.Value.Contains("amx_bf16")) && OneDnnAllowsBf16();
+
+    /// <summary>Environment variables that cap the instruction sets of SaeSharp's kernels, the .NET JIT, MKL, oneDNN and
+    /// ATen (to run what an AVX2-only CPU would run on a bigger one: BENCHMARKS.md, "AVX2-only proxy").</summary>
+    public static readonly string[] IsaLimitVariables =
+    [
+        EnvironmentVariable, "DOTNET_EnableAVX512", "DOTNET_EnableAVX512F", "DOTNET_EnableAVXVNNI", "MKL_ENABLE_INSTRUCTIONS",
+        "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY",
+    ];
+
+    /// <summary>The instruction-set caps in force (<see cref="IsaLimitVariables"/> that are set), as <c>NAME=value</c>
+    /// pairs, or "none".</summary>
+    public static string IsaLimits()
+    {
+        var set = IsaLimitVariables.Select(v => (v, Environment.GetEnvironmentVariable(v)))
+            .Where(p => !string.IsNullOrWhiteSpace(p.Item2)).Select(p => $"{p.v}={p.Item2}").ToList();
+        return set.Count == 0 ? "none" : string.Join(" ", set);
+    }
+
+    private static bool OneDnnAllowsBf16()
+    {
+        var cap = Environment.GetEnvironmentVariable("ONEDNN_MAX_CPU_ISA") ?? Environment.GetEnvironmentVariable("DNNL_MAX_CPU_ISA");
+        if (string.IsNullOrWhiteSpace(cap)) return true;
+        cap = cap.Trim().ToUpperInvariant();
+        return cap is "ALL" or "DEFAULT" || cap.StartsWith("AVX512_CORE_BF16", StringComparison.Ordinal)
+            || cap.StartsWith("AVX512_CORE_FP16", StringComparison.Ordinal) || cap.StartsWith("AVX512_CORE_AMX", StringComparison.Ordinal)
+            || cap.StartsWith("AVX10", StringComparison.Ordinal);
+    }
 
     /// <summary>The name <c>SAESHARP_KERNELS</c> takes for a path.</summary>
     public static string Name(KernelPath p) => p.ToString().ToLowerInvariant();
@@ -81,14 +110,20 @@ public static class CpuKernels
         string[] shown = ["avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "asimd"];
         var have = shown.Where(f.Contains).ToList();
         string forced = Path != Best ? $" (forced; best {Name(Best)})" : "";
-        return $"CPU {CpuModel()}; features {(have.Count == 0 ? "none of interest" : string.Join(" ", have))}; kernels {Name(Path)}{forced}";
+        return $"CPU {CpuModel()}; features {(have.Count == 0 ? "none of interest" : string.Join(" ", have))}; kernels {Name(Path)}{forced}; ISA limits {IsaLimits()}";
     }
 
-    /// <summary>Writes <see cref="Describe"/> once per process to <paramref name="write"/> (the CLI's <c>--verbose</c>).</summary>
+    /// <summary>Writes <see cref="Describe"/> once per process to <paramref name="write"/> (the CLI's <c>--verbose</c>), and
+    /// makes <paramref name="write"/> the <see cref="VerboseLog"/>.</summary>
     public static void LogOnce(Action<string> write)
     {
+        VerboseLog = write;
         if (Interlocked.Exchange(ref _logged, 1) == 0) write(Describe());
     }
+
+    /// <summary>Where the kernels' run-time choices are written (the measured choice of <see cref="CandidatePass.Auto"/>);
+    /// null (the default) writes nothing.</summary>
+    public static Action<string>? VerboseLog { get; set; }
 
     private static KernelPath? FromEnvironment()
     {

@@ -74,8 +74,9 @@ public sealed class SaeTrainingOptions
     public bool Autocast { get; set; }
     /// <summary>TopK family: how the active latents are chosen. <see cref="Kernels.CandidatePass.Auto"/> (default) ranks
     /// them with the exact candidate pass (<see cref="Kernels.CandidateEncoder"/>: low-precision products with a proven
-    /// error bound, the candidates recomputed in float32, the float32 selection) where that was measured faster than a float32
-    /// encoder on the kernel path (nowhere yet: <see cref="Kernels.CandidateEncoder.PaysOff"/>); <see cref="Kernels.CandidatePass.On"/> always where a path exists;
+    /// error bound, the candidates recomputed in float32, the float32 selection) where it runs faster training steps than
+    /// the plain encoder, as timed on this machine during the first steps of the run (<see cref="CandidatePassSwitch"/>);
+    /// <see cref="Kernels.CandidatePass.On"/> always where a path exists;
     /// <see cref="Kernels.CandidatePass.Off"/> selects on plain float32 pre-activations (or, with <see cref="Autocast"/>,
     /// on bfloat16 ones, where near-ties can be chosen differently).</summary>
     public Kernels.CandidatePass CandidatePass { get; set; } = Kernels.CandidatePass.Auto;

@@ -1,5 +1,3 @@
-using System.Diagnostics;
-
 namespace SaeSharp.Saes;
 
 /// <summary>
@@ -12,7 +10,7 @@ namespace SaeSharp.Saes;
 /// Until a sparse step has been timed, s is the prior κ·D/(N·d_sae) with κ = <see cref="PriorCostRatio"/>: the sparse pass
 /// is first tried at density 1/κ. A sparse time measured long ago is re-measured (one sparse step) every
 /// <see cref="RecheckSteps"/> steps while the estimate is within a factor two of D, so one slow measurement (a busy
-/// machine) does not keep the run dense. The first step of each pass is not counted (JIT compilation).
+/// machine) does not keep the run dense. The first step of each pass is not counted (JIT compilation): <see cref="PassClock"/>.
 /// </summary>
 internal sealed class SparsePassSwitch
 {
@@ -23,13 +21,8 @@ internal sealed class SparsePassSwitch
     /// <summary>Steps after which a sparse time is measured again.</summary>
     public const int RecheckSteps = 50;
 
-    private const double Keep = 0.7;
-
-    private readonly Stopwatch _clock = new();
-    private bool _timing, _timingSparse;
-    private long _timingEntries;
+    private readonly PassClock _clock = new(2);
     private long _stepsSinceSparseMeasured;
-    private bool _denseWarm, _sparseWarm;
 
     /// <summary>Exponential average of the dense remainder in ms (NaN before the first dense step was timed).</summary>
     public double DenseMs { get; private set; } = double.NaN;
@@ -42,10 +35,7 @@ internal sealed class SparsePassSwitch
     public bool Choose(long positive, long entries)
     {
         bool sparse = PredictSparse(positive, entries);
-        _timing = true;
-        _timingSparse = sparse;
-        _timingEntries = Math.Max(1, positive);
-        _clock.Restart();
+        _clock.Start(sparse ? 1 : 0, Math.Max(1, positive));
         return sparse;
     }
 
@@ -64,31 +54,21 @@ internal sealed class SparsePassSwitch
     /// <summary>Ends the timing started by <see cref="Choose"/> (the step's backward pass is done); a no-op when nothing is timed.</summary>
     public void Stop()
     {
-        if (!_timing) return;
-        _timing = false;
-        double ms = _clock.Elapsed.TotalMilliseconds;
-        Record(_timingSparse, ms, _timingEntries);
+        if (_clock.Stop() is { } t) Record(t.Pass == 1, t.Ms, t.Work);
     }
 
     /// <summary>Adds one measured remainder: <paramref name="ms"/> of a dense or sparse pass with <paramref name="positive"/> entries.</summary>
     public void Record(bool sparse, double ms, long positive)
     {
-        // The first step of each pass pays for JIT compilation and first allocations: not counted.
-        if (sparse ? !_sparseWarm : !_denseWarm)
-        {
-            if (sparse) _sparseWarm = true;
-            else _denseWarm = true;
-            return;
-        }
+        if (!_clock.Counts(sparse ? 1 : 0)) return;
         if (sparse)
         {
-            double perEntry = ms / Math.Max(1, positive);
-            SparseMsPerEntry = double.IsNaN(SparseMsPerEntry) ? perEntry : Keep * SparseMsPerEntry + (1 - Keep) * perEntry;
+            SparseMsPerEntry = PassClock.Average(SparseMsPerEntry, ms / Math.Max(1, positive));
             _stepsSinceSparseMeasured = 0;
         }
         else
         {
-            DenseMs = double.IsNaN(DenseMs) ? ms : Keep * DenseMs + (1 - Keep) * ms;
+            DenseMs = PassClock.Average(DenseMs, ms);
             _stepsSinceSparseMeasured++;
         }
     }

@@ -61,6 +61,23 @@ public abstract class TopKFamilySae : Sae
         return SparseKernels.RowDots(xc, code.Rows, encT, code.Cols).add_(BEnc.detach().index_select(0, code.Cols)).MoveToOuterDisposeScope();
     }
 
+    private readonly CandidatePassSwitch _candidateSwitch = new();
+
+    /// <summary>The measured choice of <see cref="CandidatePass.Auto"/> (the train bench reads its timings).</summary>
+    internal CandidatePassSwitch CandidateSwitch => _candidateSwitch;
+
+    /// <summary>Whether this training step selects through the exact candidate pass (<see cref="SaeTrainingOptions.CandidatePass"/>):
+    /// never with <see cref="CandidatePass.Off"/>, wherever a path exists with <see cref="CandidatePass.On"/>, and with
+    /// <see cref="CandidatePass.Auto"/> as the measured <see cref="CandidatePassSwitch"/> says.</summary>
+    private bool UseCandidatePass(long dSae)
+    {
+        var path = CpuKernels.Path;
+        if (Training.CandidatePass == CandidatePass.Off || !CandidateEncoder.Applies(path, dSae)) return false;
+        if (Training.CandidatePass == CandidatePass.On) return true;
+        _candidateSwitch.Path = path;
+        return _candidateSwitch.Choose();
+    }
+
     /// <summary>Per-row candidates the selection needs (k for TopK; more for BatchTopK).</summary>
     internal abstract long CandidatesPerRow { get; }
 
@@ -102,8 +119,7 @@ public abstract class TopKFamilySae : Sae
             long n = xin.shape[0], dSae = Cfg.DSae;
             long m = Math.Min(CandidatesPerRow, dSae);
             long chunkRows = Math.Max(1, ChunkElements / dSae);
-            bool exact = W_enc.dtype == ScalarType.Float32 && CpuKernels.On(W_enc)
-                && CandidateEncoder.Use(Training.CandidatePass, dSae);
+            bool exact = W_enc.dtype == ScalarType.Float32 && CpuKernels.On(W_enc) && UseCandidatePass(dSae);
             if (exact) bf16 = false;
             var xb = bf16 ? Bf16Autograd.ToBf16(xin) : null;
             encT = bf16 || exact ? W_enc.detach().t().contiguous() : null;
@@ -256,7 +272,11 @@ public abstract class TopKFamilySae : Sae
         base.InitializeWeights(generator, 1.0);
 
     /// <inheritdoc/>
-    public override void BeforeOptimizerStep(SaeTrainContext ctx) => RemoveGradientParallelToDecoderRows();
+    public override void BeforeOptimizerStep(SaeTrainContext ctx)
+    {
+        _candidateSwitch.Stop();
+        RemoveGradientParallelToDecoderRows();
+    }
 
     /// <inheritdoc/>
     public override void AfterOptimizerStep(SaeTrainContext ctx) => NormalizeDecoderRows();

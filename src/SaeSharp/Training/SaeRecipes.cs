@@ -28,6 +28,9 @@ public static class SaeRecipes
         new("relu-april", SaeArchitectures.Standard)
         {
             Penalty = SparsityPenalty.L1DecoderNorm, SparsityCoefficient = AprilLambda, PaperLearningRate = 1e-3,
+            // dictionary_learning's AutoEncoder starts b_dec at zero; the geometric median left relu-april 12 % denser at
+            // the same FVU than StandardTrainerAprilUpdate at the same λ (BENCHMARKS.md "Recipes").
+            BDecInitMethod = "zeros",
         },
         new("topk", SaeArchitectures.TopK),
         new("batchtopk", SaeArchitectures.BatchTopK),
@@ -106,7 +109,8 @@ public static class SaeRecipes
     /// linear decay to 0 over the last T/5 steps (Anthropic April 2024; SAELens "constant" with lr_decay_steps);
     /// sparsity warm-up over the first T/20 steps for the λ recipes (Anthropic April 2024: 5 %); gradient norm clipped to 1
     /// (Anthropic April 2024, dictionary_learning's April, TopK, BatchTopK and JumpReLU trainers); b_dec initialised to the
-    /// geometric median of a sample (dictionary_learning's TopK/BatchTopK trainers, SAELens's original default); dead-latent
+    /// geometric median of a sample (dictionary_learning's TopK/BatchTopK trainers, SAELens's original default), zeros for
+    /// relu-april (dictionary_learning's AutoEncoder; <see cref="SaeRecipe.BDecInitMethod"/>); dead-latent
     /// resampling at T/4, T/2 and 3T/4 for <c>relu</c> runs of at least 1000 steps (Towards Monosemanticity resamples 4
     /// times in 10⁵ steps).
     /// </summary>
@@ -125,7 +129,7 @@ public static class SaeRecipes
         }
         if (!given.Contains("l1_warm_up_steps") && HasSparsityCoefficient(recipe)) c.L1WarmUpSteps = steps / 20;
         if (!given.Contains("max_grad_norm")) c.MaxGradNorm = 1.0;
-        if (!given.Contains("b_dec_init_method")) c.BDecInitMethod = "geometric_median";
+        if (!given.Contains("b_dec_init_method")) c.BDecInitMethod = Get(recipe).BDecInitMethod;
         if (!given.Contains("resample_steps") && Get(recipe).ResamplesDeadLatents && steps >= 1000)
             c.ResampleSteps = [steps / 4, steps / 2, 3 * steps / 4];
         return c;

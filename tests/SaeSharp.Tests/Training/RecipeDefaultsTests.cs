@@ -59,7 +59,8 @@ public class RecipeDefaultsTests
         Assert.Equal(200, c.LrDecaySteps);                // ... over the last fifth
         Assert.Equal(50, c.L1WarmUpSteps);                // 5 % of the run
         Assert.Equal(1.0, c.MaxGradNorm);
-        Assert.Equal("geometric_median", c.BDecInitMethod);
+        Assert.Equal("zeros", c.BDecInitMethod);           // dictionary_learning's AutoEncoder (BENCHMARKS.md "Recipes")
+        Assert.Equal("geometric_median", SaeRecipes.RunConfig("relu", run, 1024).BDecInitMethod);
         Assert.Equal(1e-3, c.Lr);                         // dictionary_learning's StandardTrainerAprilUpdate
         Assert.Null(c.ResampleSteps);
 
@@ -110,16 +111,18 @@ public class RecipeDefaultsTests
     // ---- the recipes on synthetic data: 64 unit directions in 32 dims, about 3 active per row, plus an offset ----
 
     /// <summary>docs/recipes.md: at defaults (λ = 5·√(32/4096) ≈ 0.44) and 400 steps of 128 rows, the L1 recipes reach
-    /// FVU 0.04–0.12 at L0 30–38 of 128 latents (measured); the bounds leave room for other seeds and CPUs.</summary>
+    /// FVU 0.04–0.12 at L0 30–38 of 128 latents (measured); the bounds leave room for other seeds and CPUs. relu-april
+    /// starts b_dec at zero (dictionary_learning's AutoEncoder, measured better on the built-in model's activations), and
+    /// this data's constant offset (0.5 per coordinate) is then covered by latents for most of the 400 steps: L0 66.</summary>
     [Theory]
-    [InlineData("relu")]
-    [InlineData("relu-april")]
-    [InlineData("gated")]
-    public void L1RecipesAtDefaultsReachTheDocumentedFvuAndL0(string recipe)
+    [InlineData("relu", 48)]
+    [InlineData("relu-april", 80)]
+    [InlineData("gated", 48)]
+    public void L1RecipesAtDefaultsReachTheDocumentedFvuAndL0(string recipe, double maxL0)
     {
         var (fvu, l0, _) = TrainRecipe(recipe, 400);
         Assert.True(fvu < 0.2, $"{recipe}: FVU {fvu}");
-        Assert.InRange(l0, 2, 48);
+        Assert.InRange(l0, 2, maxL0);
     }
 
     [Theory]
@@ -202,5 +205,37 @@ public class RecipeDefaultsTests
         double lambda = result.Saes[0].Sae.Training.SparsityCoefficient;
         sae.Dispose();
         return (fvu, l0, lambda);
+    }
+}
+
+public class TargetL0ControlDynamicsTests
+{
+    /// <summary>The controller against a model of the L1 recipes' response: the equilibrium L0 falls as λ^−0.6
+    /// (relu-april on the built-in model's activations: L0 46 at λ 0.88, about 15 at λ 5.9) and the batch L0 follows it in
+    /// log space with a time constant of 20 steps, from a random encoder's d_sae/2; the lr decay of the last fifth freezes
+    /// it. In 488 steps from the default λ 0.88 the run must end within a fifth of targets 12 and 32 without dipping below
+    /// half the target on the way. Gain 0.01 ends at 18.6 and 40.8 here (on the real activations it ended at 15.2 for 12).</summary>
+    [Theory]
+    [InlineData(12)]
+    [InlineData(32)]
+    public void ControllerReachesALowTargetOnAModelOfTheL1Response(double target)
+    {
+        var cfg = new SaeSharp.Saes.SaeConfig { Architecture = SaeSharp.Saes.SaeArchitectures.Standard, DIn = 128, DSae = 1024 };
+        var training = new SaeSharp.Saes.SaeTrainingOptions { SparsityCoefficient = 0.88, TargetL0 = target, AdaptToTargetL0 = true };
+        const long steps = 488;
+        double logL0 = Math.Log(512);
+        double lowest = double.MaxValue;
+        for (long s = 0; s < steps; s++)
+        {
+            double equilibrium = 46 * Math.Pow(training.SparsityCoefficient / 0.88, -0.6);
+            // The lr decays over the last fifth: L0 stops following λ there.
+            double rate = s < 0.8 * steps ? 1.0 / 20 : 1.0 / 20 * (steps - s) / (0.2 * steps);
+            logL0 += rate * (Math.Log(equilibrium) - logL0);
+            TargetL0Control.Update(training, cfg, Math.Exp(logL0), s, steps);
+            if (s > steps / 2) lowest = Math.Min(lowest, Math.Exp(logL0));
+        }
+        double l0 = Math.Exp(logL0);
+        Assert.InRange(l0, 0.8 * target, 1.2 * target);
+        Assert.True(lowest > 0.5 * target, $"dipped to {lowest}");
     }
 }

@@ -1,0 +1,85 @@
+using SaeSharp.Kernels;
+
+namespace SaeSharp.Saes;
+
+/// <summary>
+/// <see cref="CandidatePass.Auto"/> for the TopK family: whether a training step selects its latents through the exact
+/// candidate pass (<see cref="CandidateEncoder"/>) or through the plain encoder (float32, or bfloat16 with autocast),
+/// from their measured cost on this machine at the run's shape. The first steps alternate between the two, starting with
+/// the plain encoder, until each has <see cref="TimedTrials"/> timed steps after its warm-up step (<see cref="PassClock"/>:
+/// from the choice until the optimizer step, backward included, as <see cref="SparsePassSwitch"/> times the ReLU passes);
+/// then the one with the lower average runs, and the other is timed again for one step every <see cref="RecheckSteps"/>
+/// steps, so a slow minute during the trials does not decide the whole run. Both choose the same latents (the candidate
+/// pass is exact), so the switch changes only the speed. The decision, and any later change, goes to
+/// <see cref="CpuKernels.VerboseLog"/> (the CLI's <c>--verbose</c>).
+/// </summary>
+internal sealed class CandidatePassSwitch
+{
+    /// <summary>Timed steps of each pass before the first decision (after one warm-up step each).</summary>
+    public const int TimedTrials = 2;
+
+    /// <summary>Steps of the chosen pass after which the other one is timed again for a step.</summary>
+    public const int RecheckSteps = 250;
+
+    private const int Plain = 0, Candidate = 1;
+    private readonly PassClock _clock = new(2);
+    private readonly int[] _timed = new int[2];
+    private int _trialSteps;
+    private long _sinceOther;
+    private bool? _logged;
+
+    /// <summary>Average time of a step through the plain encoder in ms (NaN before one was timed).</summary>
+    public double PlainMs { get; private set; } = double.NaN;
+
+    /// <summary>Average time of a step through the candidate pass in ms (NaN before one was timed).</summary>
+    public double CandidateMs { get; private set; } = double.NaN;
+
+    /// <summary>The kernel path named in the log line.</summary>
+    public KernelPath Path { get; set; } = CpuKernels.Path;
+
+    /// <summary>Whether the trials are over (<see cref="TimedTrials"/> timed steps of each pass).</summary>
+    public bool Decided => _timed[Plain] >= TimedTrials && _timed[Candidate] >= TimedTrials;
+
+    /// <summary>Whether this step should take the candidate pass; starts timing the chosen pass.</summary>
+    public bool Choose()
+    {
+        bool candidate = PredictCandidate();
+        if (!Decided) _trialSteps++;
+        _clock.Start(candidate ? Candidate : Plain);
+        return candidate;
+    }
+
+    /// <summary>The choice for the next step from the measurements so far, without timing anything.</summary>
+    public bool PredictCandidate()
+    {
+        if (!Decided) return _trialSteps % 2 == 1;
+        bool faster = CandidateMs < PlainMs;
+        return _sinceOther >= RecheckSteps ? !faster : faster;
+    }
+
+    /// <summary>Ends the timing started by <see cref="Choose"/> (called before the optimizer step); a no-op when nothing is timed.</summary>
+    public void Stop()
+    {
+        if (_clock.Stop() is { } t) Record(t.Pass == Candidate, t.Ms);
+    }
+
+    /// <summary>Adds one measured step: <paramref name="ms"/> through the candidate pass or the plain encoder.</summary>
+    public void Record(bool candidate, double ms)
+    {
+        int pass = candidate ? Candidate : Plain;
+        if (!_clock.Counts(pass)) return;
+        bool wasDecided = Decided;
+        bool chosenBefore = wasDecided && CandidateMs < PlainMs;
+        if (candidate) CandidateMs = PassClock.Average(CandidateMs, ms);
+        else PlainMs = PassClock.Average(PlainMs, ms);
+        _timed[pass]++;
+        if (wasDecided) _sinceOther = candidate == chosenBefore ? _sinceOther + 1 : 0;
+        if (!Decided) return;
+        bool chosen = CandidateMs < PlainMs;
+        if (_logged == chosen) return;
+        _logged = chosen;
+        CpuKernels.VerboseLog?.Invoke(
+            $"TopK selection: candidate pass ({CpuKernels.Name(Path)}) {CandidateMs:F0} ms/step, plain encoder {PlainMs:F0} ms/step "
+            + $"(averages of timed steps after a warm-up each): {(chosen ? "candidate pass" : "plain encoder")}");
+    }
+}
