@@ -191,6 +191,24 @@ public class DeviceTrainingTests
         }
     }
 
+    /// <summary>The torch-path comparison above would pass even if a kernel ran there unguarded (on the CPU it computes the
+    /// same); the kernels' pointer access refuses such a tensor, so such a kernel fails instead, as it must on a GPU.</summary>
+    [Fact]
+    public void A_kernel_reached_without_the_device_check_refuses_the_tensor()
+    {
+        using var m = randn(4, 8).to(ScalarType.BFloat16);
+        using var counts = Bf16Kernels.PositiveCounts(m);   // allowed: a CPU tensor on a kernel path
+        Assert.Equal(m.to(ScalarType.Float32).gt(0).sum(0L).to(ScalarType.Int64).data<long>().ToArray(), counts.data<long>().ToArray());
+        try
+        {
+            CpuKernels.Path = KernelPath.Torch;
+            var e = Assert.Throws<InvalidOperationException>(() => Bf16Kernels.PositiveCounts(m));
+            Assert.Contains("kernel path torch", e.Message);
+            Assert.Contains("must check CpuKernels.On", e.Message);
+        }
+        finally { CpuKernels.ResetPath(); }
+    }
+
     [Fact]
     public void The_device_is_recorded_and_resume_loads_onto_the_requested_one()
     {
