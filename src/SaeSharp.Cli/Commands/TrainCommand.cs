@@ -66,7 +66,9 @@ internal static class TrainCommand
             using var plan = data.Given(parse)
                 ? TrainingPlan.ForModel(s, data.Read(parse) with { Device = device }, parse.GetValue(data.Hook)!, data.ReadMode(parse), parse.GetValue(data.TargetHook), parse.GetValue(resume))
                 : TrainingPlan.ForActivations(s, parse.GetValue(resume));
-            if (s.Autocast && !CpuFeatures.Bf16MatMul)
+            if (device.type != TorchSharp.DeviceType.CPU && (s.Autocast || s.ParsedCandidatePass == CandidatePass.On))
+                AnsiConsole.MarkupLine($"[yellow]warning:[/] --autocast and --candidate-pass are CPU kernels; on {ComputeDevice.Name(device)} training runs in float32");
+            else if (s.Autocast && !CpuFeatures.Bf16MatMul)
                 AnsiConsole.MarkupLine("[yellow]warning:[/] --autocast: this CPU has no AVX512-BF16/AMX; bfloat16 matmuls will be slower than float32");
             return Report(TrainWithProgress(plan.Options), plan);
         });
