@@ -100,7 +100,7 @@ internal static class ReluRunBench
             Console.WriteLine($"{(sparse ? "sparse" : "dense"),6} phase: {ph.Count} steps (first at step {first}), {ms / Math.Max(1, ph.Count):F1} ms/step " +
                 $"({batch / (ms / Math.Max(1, ph.Count) / 1000):F0} rows/s), {ms / 1000:F1} s = {ms / Math.Max(1e-9, timed.Sum(s => s.Ms)):P0} of steps 1..{steps - 1}");
         }
-        Console.WriteLine($"step 0 with the initialisation (norm estimate, b_dec geometric median): {steps_[0].Ms:F0} ms");
+        Console.WriteLine($"step 0 with the initialisation (norm estimate, b_dec {config.BDecInitMethod}): {steps_[0].Ms:F0} ms");
         Console.WriteLine($"whole run: {secs:F1} s, {(double)batch * steps / secs:F0} rows/s");
         var trained = result.Saes[0].Sae;
         var m = SaeEvaluator.Evaluate(trained, eval, evalRows);

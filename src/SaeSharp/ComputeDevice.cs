@@ -34,6 +34,7 @@ public static class ComputeDevice
         wanted.type == actual.type && (wanted.index < 0 || actual.index < 0 || wanted.index == actual.index || wanted.type == TorchSharp.DeviceType.CPU);
 
     /// <summary><paramref name="t"/> on <paramref name="device"/>: an alias when it is there already, else a copy (non-blocking,
-    /// which overlaps a host-to-GPU copy with the work queued before it).</summary>
+    /// which overlaps a host-to-GPU copy with the work queued before it; from ordinary, unpinned host memory CUDA has read
+    /// the source when the call returns, so the caller may dispose it at once).</summary>
     public static Tensor To(Tensor t, Device device) => Holds(device, t.device) ? t.alias() : t.to(device, non_blocking: true);
 }

@@ -59,13 +59,16 @@ internal static class TrainCommand
             s.Autocast |= parse.GetValue(autocast);
             s.CandidatePass = parse.GetValue(candidatePass) ?? s.CandidatePass;
             s.Epochs = parse.GetValue(epochs) ?? s.Epochs;
+            // One device for the SAEs and, with --model, the harvest: --device, else the config's "device", else the CPU.
             s.Trainer.Device = parse.GetValue(data.Device) ?? s.Trainer.Device;
-            if (s.Trainer.Device is not null) ComputeDevice.Parse(s.Trainer.Device, parse.GetValue(data.Device) is null ? "device" : "--device");
+            var device = ComputeDevice.Parse(s.Trainer.Device, parse.GetValue(data.Device) is null ? "device" : "--device");
             if (s.Out is null) throw new SaeSharpException("give --out (or 'out' in --config)");
             using var plan = data.Given(parse)
-                ? TrainingPlan.ForModel(s, data.Read(parse), parse.GetValue(data.Hook)!, data.ReadMode(parse), parse.GetValue(data.TargetHook), parse.GetValue(resume))
+                ? TrainingPlan.ForModel(s, data.Read(parse) with { Device = device }, parse.GetValue(data.Hook)!, data.ReadMode(parse), parse.GetValue(data.TargetHook), parse.GetValue(resume))
                 : TrainingPlan.ForActivations(s, parse.GetValue(resume));
-            if (s.Autocast && !CpuFeatures.Bf16MatMul)
+            if (device.type != TorchSharp.DeviceType.CPU && (s.Autocast || s.ParsedCandidatePass == CandidatePass.On))
+                AnsiConsole.MarkupLine($"[yellow]warning:[/] --autocast and --candidate-pass are CPU kernels; on {ComputeDevice.Name(device)} training runs in float32");
+            else if (s.Autocast && !CpuFeatures.Bf16MatMul)
                 AnsiConsole.MarkupLine("[yellow]warning:[/] --autocast: this CPU has no AVX512-BF16/AMX; bfloat16 matmuls will be slower than float32");
             return Report(TrainWithProgress(plan.Options), plan);
         });

@@ -111,7 +111,7 @@ public sealed class JumpReluSae : Sae
     public override SaeTrainOutput TrainingForward(Tensor x, Tensor target, SaeTrainContext ctx)
     {
         using var scope = NewDisposeScope();
-        var (f, l0) = TrainingLatentsOf(x);
+        var (f, l0, pre) = TrainingLatentsOf(x);
         var y = f.Decode(W_dec, b_dec);
         var mse = MseLoss(y, target);
         var penalty = Training.JumpReluPenalty switch
@@ -121,24 +121,47 @@ public sealed class JumpReluSae : Sae
             _ => throw new SaeSharpException($"unknown JumpReLU penalty {Training.JumpReluPenalty}"),
         };
         var loss = mse + WeightedSparsity(penalty, ctx);
-        return f.ToOutput(loss, y, new() { ["mse_loss"] = mse, ["l0_loss"] = penalty });
+        var losses = new Dictionary<string, Tensor> { ["mse_loss"] = mse, ["l0_loss"] = penalty };
+        if (PreActLoss(pre, ctx.DeadMask) is { } preAct)
+        {
+            loss = loss + preAct;
+            losses["pre_act_loss"] = preAct;
+        }
+        return f.ToOutput(loss, y, losses);
     }
 
-    /// <summary>The execution path (see <see cref="TrainingLatents"/>): the activations and L0 = mean_n Σ_j [pre_j &gt; θ_j]
-    /// with its straight-through threshold gradient.</summary>
-    private (TrainingLatents F, Tensor L0) TrainingLatentsOf(Tensor x)
+    /// <summary>
+    /// Anthropic's pre-activation loss on dead latents as SAELens computes it (<c>calculate_pre_act_loss</c>):
+    /// c·mean_n Σ_{j dead} ReLU(θ_j − pre_nj)·‖W_dec[j]‖, c = <see cref="SaeTrainingOptions.PreActLossCoefficient"/>. A dead
+    /// latent gets no other gradient (the JumpReLU passes none below θ); this one raises its pre-activations towards θ
+    /// (and lowers θ) until it fires again. Null when off or when no latent is dead.
+    /// </summary>
+    private Tensor? PreActLoss(Tensor pre, Tensor? deadMask)
+    {
+        if (Training.PreActLossCoefficient is not double c || c <= 0 || deadMask is null) return null;
+        Tensor idx;
+        using (no_grad()) idx = deadMask.nonzero().squeeze(1);
+        if (idx.shape[0] == 0) return null;
+        var gap = (threshold.index_select(0, idx) - pre.index_select(1, idx).to(threshold.dtype)).relu();
+        return (gap * W_dec.index_select(0, idx).norm(1)).sum(-1).mean() * c;
+    }
+
+    /// <summary>The execution path (see <see cref="TrainingLatents"/>): the activations, L0 = mean_n Σ_j [pre_j &gt; θ_j]
+    /// with its straight-through threshold gradient, and the pre-activations.</summary>
+    private (TrainingLatents F, Tensor L0, Tensor Pre) TrainingLatentsOf(Tensor x)
     {
         if (!AutocastKernels)
         {
-            var (f, l0) = JumpReluAndL0(HiddenPre(x), threshold, Training.Bandwidth);
-            return (new DenseTrainingLatents(f), l0);
+            var pre = HiddenPre(x);
+            var (f, l0) = JumpReluAndL0(pre, threshold, Training.Bandwidth);
+            return (new DenseTrainingLatents(f), l0, pre);
         }
         var pre16 = EncoderMatmulBf16(x, BEnc, W_enc);
         double n = pre16.shape[0];
         var (fb, activeCounts, kernelCounts) = Bf16Autograd.JumpRelu(pre16, threshold, Training.Bandwidth);
         var kernelMean = kernelCounts.to(threshold.dtype).mul_(-1.0 / (Training.Bandwidth * n));
         var l0b = activeCounts.sum().to(threshold.dtype).div_(n) + ((threshold - threshold.detach()) * kernelMean).sum();
-        return (new Bf16TrainingLatents(fb, activeCounts), l0b);
+        return (new Bf16TrainingLatents(fb, activeCounts), l0b, pre16);
     }
 
     /// <summary>Base initialisation with unit-norm decoder rows (W_enc = W_decᵀ) and θ = <see cref="SaeTrainingOptions.InitialThreshold"/>.</summary>

@@ -46,6 +46,9 @@ public sealed class SaeTrainingOptions
     [JsonPropertyName("jumprelu_bandwidth")] public double Bandwidth { get; set; } = 0.001;
     /// <summary>JumpReLU initial threshold.</summary>
     [JsonPropertyName("jumprelu_init_threshold")] public double InitialThreshold { get; set; } = 0.001;
+    /// <summary>JumpReLU: coefficient of Anthropic's pre-activation loss on dead latents (SAELens's
+    /// <c>pre_act_loss_coefficient</c>; null: off, as SAELens's default).</summary>
+    public double? PreActLossCoefficient { get; set; }
     /// <summary>JumpReLU sparsity loss (L0, or dictionary_learning's target-L0 form).</summary>
     public JumpReluPenalty JumpReluPenalty { get; set; } = JumpReluPenalty.L0;
     /// <summary>Target L0 for <see cref="JumpReluPenalty.TargetL0"/> and for <see cref="AdaptToTargetL0"/>.</summary>

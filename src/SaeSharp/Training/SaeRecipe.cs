@@ -26,6 +26,10 @@ public sealed record SaeRecipe(string Name, string Architecture)
     /// (<see cref="Sae.ScaledTopKLearningRate"/>).</summary>
     public double? PaperLearningRate { get; init; }
 
+    /// <summary>How b_dec starts (<c>b_dec_init_method</c>): the geometric median of a sample, or zeros where that was
+    /// measured to match the reference trainer better (relu-april: docs/recipes.md).</summary>
+    public string BDecInitMethod { get; init; } = "geometric_median";
+
     /// <summary>Whether runs of at least 1,000 steps resample dead latents at T/4, T/2 and 3T/4 (Towards Monosemanticity).</summary>
     public bool ResamplesDeadLatents { get; init; }
 

@@ -24,10 +24,16 @@ public static class SaeRecipes
         new("relu", SaeArchitectures.Standard)
         {
             Aliases = ["standard"], SparsityCoefficient = AprilLambda, PaperLearningRate = 1e-3, ResamplesDeadLatents = true,
+            // dictionary_learning's StandardTrainer (AutoEncoder) starts b_dec at zero; from the geometric median relu
+            // left 2-3× the dead latents at the same FVU and L0 on the built-in model's activations (BENCHMARKS.md "Recipes").
+            BDecInitMethod = "zeros",
         },
         new("relu-april", SaeArchitectures.Standard)
         {
             Penalty = SparsityPenalty.L1DecoderNorm, SparsityCoefficient = AprilLambda, PaperLearningRate = 1e-3,
+            // dictionary_learning's AutoEncoder starts b_dec at zero; the geometric median left relu-april 12 % denser at
+            // the same FVU than StandardTrainerAprilUpdate at the same λ (BENCHMARKS.md "Recipes").
+            BDecInitMethod = "zeros",
         },
         new("topk", SaeArchitectures.TopK),
         new("batchtopk", SaeArchitectures.BatchTopK),
@@ -106,7 +112,8 @@ public static class SaeRecipes
     /// linear decay to 0 over the last T/5 steps (Anthropic April 2024; SAELens "constant" with lr_decay_steps);
     /// sparsity warm-up over the first T/20 steps for the λ recipes (Anthropic April 2024: 5 %); gradient norm clipped to 1
     /// (Anthropic April 2024, dictionary_learning's April, TopK, BatchTopK and JumpReLU trainers); b_dec initialised to the
-    /// geometric median of a sample (dictionary_learning's TopK/BatchTopK trainers, SAELens's original default); dead-latent
+    /// geometric median of a sample (dictionary_learning's TopK/BatchTopK trainers, SAELens's original default), zeros for
+    /// relu and relu-april (dictionary_learning's AutoEncoder; <see cref="SaeRecipe.BDecInitMethod"/>); dead-latent
     /// resampling at T/4, T/2 and 3T/4 for <c>relu</c> runs of at least 1000 steps (Towards Monosemanticity resamples 4
     /// times in 10⁵ steps).
     /// </summary>
@@ -125,7 +132,7 @@ public static class SaeRecipes
         }
         if (!given.Contains("l1_warm_up_steps") && HasSparsityCoefficient(recipe)) c.L1WarmUpSteps = steps / 20;
         if (!given.Contains("max_grad_norm")) c.MaxGradNorm = 1.0;
-        if (!given.Contains("b_dec_init_method")) c.BDecInitMethod = "geometric_median";
+        if (!given.Contains("b_dec_init_method")) c.BDecInitMethod = Get(recipe).BDecInitMethod;
         if (!given.Contains("resample_steps") && Get(recipe).ResamplesDeadLatents && steps >= 1000)
             c.ResampleSteps = [steps / 4, steps / 2, 3 * steps / 4];
         return c;
@@ -136,7 +143,8 @@ public static class SaeRecipes
     /// starting from <paramref name="coefficient"/> or the recipe's default λ. JumpReLU trains with dictionary_learning's
     /// target-L0 penalty λ·(L0/target − 1)², λ from d_in/4 (its λ 1 is negligible against the reconstruction loss of
     /// inputs normalised to E‖x‖ = √d_in), under the two-sided controller, with SAELens's bandwidth 0.05 and thresholds
-    /// initialised from the data at L0 = min(d_sae/2, 4·target) (see docs/recipes.md for why each is needed).
+    /// initialised from the data at L0 = min(d_sae/2, 4·target), and the pre-activation loss on dead latents
+    /// (<see cref="TargetL0PreActLossCoefficient"/>; see docs/recipes.md for why each is needed).
     /// </summary>
     public static void AdaptToTargetL0(Sae sae, double targetL0, double? coefficient = null)
     {
@@ -149,10 +157,17 @@ public static class SaeRecipes
             sae.Training.JumpReluPenalty = JumpReluPenalty.TargetL0;
             sae.Training.SparsityCoefficient = coefficient ?? sae.Cfg.DIn / 4.0;
             sae.Training.Bandwidth = TargetL0Bandwidth;
+            sae.Training.PreActLossCoefficient ??= TargetL0PreActLossCoefficient;
             return;
         }
         sae.Training.SparsityCoefficient = coefficient ?? sae.Training.SparsityCoefficient;
     }
+
+    /// <summary>JumpReLU under <c>--target-l0</c>: coefficient of the pre-activation loss on dead latents (Anthropic's, as
+    /// SAELens computes it), on inputs normalised to E‖x‖ = √d_in. Anthropic's 3e-6 did nothing in a 488-step run (Adam's
+    /// second moment still holds the gradients a latent had while alive); 1e-2 halved the latents that never fire at
+    /// targets 12 and 32 at the same FVU, larger values cut more at a higher FVU (docs/recipes.md).</summary>
+    public const double TargetL0PreActLossCoefficient = 1e-2;
 
     /// <summary>JumpReLU bandwidth ε under <c>--target-l0</c>: SAELens's current default (dictionary_learning's 0.001 lets
     /// too few pre-activations into the kernel for the thresholds to travel within a short run).</summary>

@@ -356,7 +356,6 @@ public sealed class SaeTrainer : IDisposable
         if (ScaleIn != 1 || ScaleOut != 1) copy.FoldActivationScale(ScaleIn, ScaleOut);
         var inference = copy.ToInferenceSae();
         if (!ReferenceEquals(inference, copy)) copy.Dispose();
-        inference.Cfg.Device = _cfg.Device!;
         if (Device.type != DeviceType.CPU) inference.to(Device);
         inference.eval();
         var config = slot.Config.Clone();

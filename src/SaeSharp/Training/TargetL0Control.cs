@@ -8,7 +8,7 @@ namespace SaeSharp.Training;
 /// <list type="bullet">
 /// <item>m ← smoothed ℓ (EMA, β = <see cref="Smoothing"/>), v ← smoothed per-step change of m (same β);</item>
 /// <item>e = (m − log(s + ½)) + H·v, the error predicted H = <see cref="Horizon"/> steps ahead, clamped to ±log 4;</item>
-/// <item>λ ← λ·exp(<see cref="Gain"/>·e).</item>
+/// <item>λ ← λ·exp(g·e), g = <see cref="Gain"/> (<see cref="TwoSidedGain"/> for JumpReLU's target-L0 penalty).</item>
 /// </list>
 /// The set-point moves geometrically from <see cref="StartL0"/> (d_sae/2, a random ReLU encoder's L0) to the target over
 /// the first <see cref="RampFraction"/> of the run. Both guard against the same failure: L0 answers λ only after tens of
@@ -25,8 +25,13 @@ namespace SaeSharp.Training;
 /// </summary>
 public static class TargetL0Control
 {
-    /// <summary>Largest per-step change of log λ per unit of predicted log error.</summary>
-    public const double Gain = 0.01;
+    /// <summary>Change of log λ per step per unit of predicted log error (L1 penalties). On the built-in model's
+    /// activations relu-april's L0 falls slowly with λ (46 at 0.88, about 15 at 5.9), so 0.01 moved it too slowly for a low target: at N = 12 in 488 steps
+    /// it ended at 15.2 (+27 %); 0.02 ends at 13.0 (docs/recipes.md).</summary>
+    public const double Gain = 0.02;
+
+    /// <summary>The gain for JumpReLU's two-sided target-L0 penalty (measured with it: docs/recipes.md).</summary>
+    public const double TwoSidedGain = 0.01;
 
     /// <summary>EMA coefficient of the smoothed log L0 and of its per-step change.</summary>
     public const double Smoothing = 0.9;
@@ -74,7 +79,8 @@ public static class TargetL0Control
         training.TargetL0LogL0Change = change;
         double set = SetPoint(StartL0(training, cfg), training.TargetL0, step, totalSteps);
         double e = next - Math.Log(set + 0.5) + Horizon(totalSteps) * change;
-        if (IsTwoSided(training, cfg)) e = Math.Abs(e) - Math.Log(TwoSidedBand);
-        training.SparsityCoefficient *= Math.Exp(Gain * Math.Clamp(e, -Math.Log(4), Math.Log(4)));
+        bool twoSided = IsTwoSided(training, cfg);
+        if (twoSided) e = Math.Abs(e) - Math.Log(TwoSidedBand);
+        training.SparsityCoefficient *= Math.Exp((twoSided ? TwoSidedGain : Gain) * Math.Clamp(e, -Math.Log(4), Math.Log(4)));
     }
 }

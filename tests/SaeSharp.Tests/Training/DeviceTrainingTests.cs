@@ -1,5 +1,6 @@
 using System.Text.Json.Nodes;
 using SaeSharp.Activations;
+using SaeSharp.Evaluation;
 using SaeSharp.IO;
 using SaeSharp.Kernels;
 using SaeSharp.Saes;
@@ -22,7 +23,9 @@ namespace SaeSharp.Tests.Training;
 /// device set to <c>meta</c> while the SAEs and batches are on the CPU. A tensor the trainer, a loss or an initialisation
 /// creates without naming the SAE's device is then a meta tensor, and the first operation mixing it with the SAE's raises
 /// (or the first read of it: a meta tensor has no data); the run must instead end with exactly the weights of the same
-/// run without the meta default. The activation source runs with the CPU default (sources are CPU code by design).</item>
+/// run without the meta default, and the held-out evaluation of the trained SAEs must give the same metrics. The
+/// activation source runs with the CPU default (sources are CPU code by design); so does the folding of the results into
+/// new SAEs (their constructors create parameters on the default device, which is the CPU in any real run).</item>
 /// </list>
 /// </summary>
 [Collection(KernelPathCollection.Name)]
@@ -86,9 +89,10 @@ public class DeviceTrainingTests
         return cfg;
     }
 
-    private sealed record Run(List<Dictionary<string, Tensor>> States, List<double> SparsityCoefficients);
+    private sealed record Run(List<Dictionary<string, Tensor>> States, List<double> SparsityCoefficients, List<string> Metrics);
 
-    /// <summary>Trains <see cref="Slots"/> for <see cref="Steps"/> steps; returns each SAE's weights and Adam moments (CPU copies).</summary>
+    /// <summary>Trains <see cref="Slots"/> for <see cref="Steps"/> steps; returns each SAE's weights and Adam moments (CPU copies),
+    /// and the held-out metrics of each trained (folded) SAE, evaluated with the same default device as the training.</summary>
     private static Run Train(bool torchOps, bool metaDefault, string? checkpoints = null)
     {
         try
@@ -106,6 +110,9 @@ public class DeviceTrainingTests
             if (metaDefault) set_default_device(new Device(DeviceType.META));
             using var result = trainer.Run();
             Assert.Equal(Steps, result.Steps);
+            if (metaDefault) set_default_device(new Device(DeviceType.META));
+            var metrics = result.Saes.Select(t => SaeEvaluator.Evaluate(t.Sae, src, maxRows: 2 * Batch, batchSize: Batch).ToJson()).ToList();
+            set_default_device(CPU);
             var states = trainer.Saes.Select((s, i) =>
             {
                 var all = s.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value.detach().cpu().clone());
@@ -115,7 +122,7 @@ public class DeviceTrainingTests
             }).ToList();
             var coefficients = trainer.Saes.Select(s => s.Training.SparsityCoefficient).ToList();
             foreach (var slot in slots) slot.Sae.Dispose();
-            return new Run(states, coefficients);
+            return new Run(states, coefficients, metrics);
         }
         finally
         {
@@ -155,6 +162,7 @@ public class DeviceTrainingTests
                 foreach (var (key, t) in cpu.States[s])
                     Assert.True(t.eq(meta.States[s][key]).all().item<bool>(), $"{Names[s]}.{key} differs with the meta default device");
             Assert.Equal(cpu.SparsityCoefficients, meta.SparsityCoefficients);
+            Assert.Equal(cpu.Metrics, meta.Metrics);
         }
         finally { Directory.Delete(folder, recursive: true); }
     }
@@ -181,6 +189,24 @@ public class DeviceTrainingTests
             set_default_device(CPU);
             CpuKernels.ResetPath();
         }
+    }
+
+    /// <summary>The torch-path comparison above would pass even if a kernel ran there unguarded (on the CPU it computes the
+    /// same); the kernels' pointer access refuses such a tensor, so such a kernel fails instead, as it must on a GPU.</summary>
+    [Fact]
+    public void A_kernel_reached_without_the_device_check_refuses_the_tensor()
+    {
+        using var m = randn(4, 8).to(ScalarType.BFloat16);
+        using var counts = Bf16Kernels.PositiveCounts(m);   // allowed: a CPU tensor on a kernel path
+        Assert.Equal(m.to(ScalarType.Float32).gt(0).sum(0L).to(ScalarType.Int64).data<long>().ToArray(), counts.data<long>().ToArray());
+        try
+        {
+            CpuKernels.Path = KernelPath.Torch;
+            var e = Assert.Throws<InvalidOperationException>(() => Bf16Kernels.PositiveCounts(m));
+            Assert.Contains("kernel path torch", e.Message);
+            Assert.Contains("must check CpuKernels.On", e.Message);
+        }
+        finally { CpuKernels.ResetPath(); }
     }
 
     [Fact]

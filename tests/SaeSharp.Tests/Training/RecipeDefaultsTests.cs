@@ -59,7 +59,9 @@ public class RecipeDefaultsTests
         Assert.Equal(200, c.LrDecaySteps);                // ... over the last fifth
         Assert.Equal(50, c.L1WarmUpSteps);                // 5 % of the run
         Assert.Equal(1.0, c.MaxGradNorm);
-        Assert.Equal("geometric_median", c.BDecInitMethod);
+        Assert.Equal("zeros", c.BDecInitMethod);           // dictionary_learning's AutoEncoder (BENCHMARKS.md "Recipes")
+        Assert.Equal("zeros", SaeRecipes.RunConfig("relu", run, 1024).BDecInitMethod);
+        Assert.Equal("geometric_median", SaeRecipes.RunConfig("gated", run, 1024).BDecInitMethod);
         Assert.Equal(1e-3, c.Lr);                         // dictionary_learning's StandardTrainerAprilUpdate
         Assert.Null(c.ResampleSteps);
 
@@ -110,16 +112,18 @@ public class RecipeDefaultsTests
     // ---- the recipes on synthetic data: 64 unit directions in 32 dims, about 3 active per row, plus an offset ----
 
     /// <summary>docs/recipes.md: at defaults (λ = 5·√(32/4096) ≈ 0.44) and 400 steps of 128 rows, the L1 recipes reach
-    /// FVU 0.04–0.12 at L0 30–38 of 128 latents (measured); the bounds leave room for other seeds and CPUs.</summary>
+    /// FVU 0.04–0.12 at L0 30–38 of 128 latents (measured); the bounds leave room for other seeds and CPUs. relu-april
+    /// starts b_dec at zero (dictionary_learning's AutoEncoder, measured better on the built-in model's activations), and
+    /// this data's constant offset (0.5 per coordinate) is then covered by latents for most of the 400 steps: L0 66.</summary>
     [Theory]
-    [InlineData("relu")]
-    [InlineData("relu-april")]
-    [InlineData("gated")]
-    public void L1RecipesAtDefaultsReachTheDocumentedFvuAndL0(string recipe)
+    [InlineData("relu", 48)]
+    [InlineData("relu-april", 80)]
+    [InlineData("gated", 48)]
+    public void L1RecipesAtDefaultsReachTheDocumentedFvuAndL0(string recipe, double maxL0)
     {
         var (fvu, l0, _) = TrainRecipe(recipe, 400);
         Assert.True(fvu < 0.2, $"{recipe}: FVU {fvu}");
-        Assert.InRange(l0, 2, 48);
+        Assert.InRange(l0, 2, maxL0);
     }
 
     [Theory]
@@ -179,7 +183,78 @@ public class RecipeDefaultsTests
     }
 
 
-    internal static (double Fvu, double L0, double Lambda) TrainRecipe(string recipe, int steps, double? targetL0 = null)
+    /// <summary>The pre-activation loss (SAELens's <c>calculate_pre_act_loss</c>) computed by hand: c·mean_n Σ over dead
+    /// latents of ReLU(θ_j − pre_nj)·‖W_dec[j]‖, and its gradient on b_enc: −c·‖W_dec[j]‖·(share of rows below θ_j).</summary>
+    [Fact]
+    public void JumpReluPreActLossIsSaeLensFormulaOnDeadLatentsOnly()
+    {
+        using var scope = NewDisposeScope();
+        var sae = new JumpReluSae(new SaeConfig { Architecture = SaeArchitectures.JumpReLU, DIn = 3, DSae = 4 });
+        sae.Training.PreActLossCoefficient = 0.5;
+        using (no_grad())
+        {
+            sae.WEnc.copy_(tensor(new float[] { 1, 0, 0, 1, 0, 1, 0, 0, 0, 0, 1, 0 }).reshape(3, 4));
+            sae.BEnc.copy_(tensor(new float[] { 0, -1, 0, 0 }));
+            sae.WDec.copy_(tensor(new float[] { 1, 0, 0, 0, 2, 0, 0, 0, 3, 1, 0, 0 }).reshape(4, 3));
+            sae.Threshold.copy_(tensor(new float[] { 0.1f, 0.5f, 0.2f, 2 }));
+        }
+        // Rows: pre = x·W_enc + b_enc. Latents 1 and 3 are dead.
+        var x = tensor(new float[] { 1, 0.2f, 0, 0, 1, 0 }).reshape(2, 3);
+        var dead = tensor(new[] { false, true, false, true });
+        var o = sae.TrainingForward(x, x, new SaeTrainContext { DeadMask = dead });
+        // pre[:,1] = x0·0 + x1·1 − 1 = {−0.8, 0}; pre[:,3] = x0 = {1, 0}. θ1 = 0.5, θ3 = 2; ‖W_dec[1]‖ = 2, ‖W_dec[3]‖ = 1.
+        // Row 0: (0.5 + 0.8)·2 + (2 − 1)·1 = 3.6; row 1: (0.5 − 0)·2 + 2·1 = 3. Mean 3.3, times 0.5.
+        Assert.Equal(1.65, o.Losses["pre_act_loss"].item<float>(), 5);
+        sae.zero_grad();
+        var only = sae.TrainingForward(x, x, new SaeTrainContext { DeadMask = dead, SparsityScale = 0 });
+        (only.Loss - only.Losses["mse_loss"]).backward();
+        var g = sae.BEnc.grad!;
+        Assert.Equal(-0.5 * 2, g[1].item<float>(), 5);   // both rows below θ1
+        Assert.Equal(-0.5 * 1, g[3].item<float>(), 5);   // both rows below θ3
+        Assert.Equal(0, g[0].item<float>(), 6);          // alive: no pre-activation loss
+        var none = sae.TrainingForward(x, x, new SaeTrainContext { DeadMask = zeros(4, dtype: ScalarType.Bool) });
+        Assert.False(none.Losses.ContainsKey("pre_act_loss"));
+    }
+
+    /// <summary>Latents made dead at the start (b_enc −5: no row reaches θ) get no gradient from the reconstruction or
+    /// the L0 penalty; with the pre-activation loss they fire again within 150 steps, without it they stay dead.</summary>
+    [Fact]
+    public void JumpReluPreActLossRevivesDeadLatents()
+    {
+        double with = DeadAfterTraining(0.01), without = DeadAfterTraining(null);
+        Assert.True(with < 0.1, $"dead {with} with the pre-activation loss");
+        Assert.True(without > 0.45, $"dead {without} without it");
+    }
+
+    private static double DeadAfterTraining(double? coefficient)
+    {
+        using var scope = NewDisposeScope();
+        var data = SparseData(2048, 16, 32, 0.1, seed: 4, offset: 0);
+        var sae = (JumpReluSae)SaeRecipes.Create("jumprelu", 16, 32);
+        sae.Training.PreActLossCoefficient = coefficient;
+        sae.InitializeWeights(new Generator(9));
+        using (no_grad())
+        {
+            sae.Threshold.fill_(0.05);
+            sae.BEnc.narrow(0, 0, 16).fill_(-5);
+        }
+        var cfg = Config(150, batch: 64);
+        cfg.InitializeWeights = false;
+        cfg.Lr = 3e-3;
+        cfg.DeadFeatureWindow = 128;
+        using var source = new InMemorySource(data.narrow(0, 0, 1536).clone(), seed: 2);
+        using var trainer = new SaeTrainer(cfg, source, [new SaeSlot("a", sae)]);
+        using var result = trainer.Run();
+        using var _ = no_grad();
+        var f = result.Saes[0].Sae.Encode(data.narrow(0, 1536, 512));
+        return f.ne(0).any(0).logical_not().to(ScalarType.Float32).mean().item<float>();
+    }
+
+    internal static (double Fvu, double L0, double Lambda) TrainRecipe(string recipe, int steps, double? targetL0 = null) =>
+        TrainRecipe(recipe, steps, targetL0, out _);
+
+    internal static (double Fvu, double L0, double Lambda) TrainRecipe(string recipe, int steps, double? targetL0, out double dead,
+        Action<Sae>? configure = null)
     {
         using var scope = NewDisposeScope();
         var all = SparseData(6144, 32, 64, 0.05, seed: 11);
@@ -187,6 +262,7 @@ public class RecipeDefaultsTests
         var eval = all.narrow(0, 4096, 2048);
         var sae = SaeRecipes.Create(recipe, 32, 128, k: null, totalSteps: steps);
         if (targetL0 is double t) SaeRecipes.AdaptToTargetL0(sae, t);
+        configure?.Invoke(sae);
         var run = new TrainerConfig
         {
             TotalTrainingSteps = steps, TrainBatchSizeTokens = 128, NormalizeActivations = "expected_average_only_in",
@@ -199,8 +275,41 @@ public class RecipeDefaultsTests
         var (y, f) = result.Saes[0].Sae.Run(eval);
         double fvu = ((y - eval).pow(2).sum() / (eval - eval.mean([0], keepdim: true)).pow(2).sum()).item<float>();
         double l0 = f.ne(0).sum(1).to(ScalarType.Float32).mean().item<float>();
+        dead = f.ne(0).any(0).logical_not().to(ScalarType.Float32).mean().item<float>();
         double lambda = result.Saes[0].Sae.Training.SparsityCoefficient;
         sae.Dispose();
         return (fvu, l0, lambda);
+    }
+}
+
+public class TargetL0ControlDynamicsTests
+{
+    /// <summary>The controller against a model of the L1 recipes' response: the equilibrium L0 falls as λ^−0.6
+    /// (relu-april on the built-in model's activations: L0 46 at λ 0.88, about 15 at λ 5.9) and the batch L0 follows it in
+    /// log space with a time constant of 20 steps, from a random encoder's d_sae/2; the lr decay of the last fifth freezes
+    /// it. In 488 steps from the default λ 0.88 the run must end within a fifth of targets 12 and 32 without dipping below
+    /// half the target on the way. Gain 0.01 ends at 18.6 and 40.8 here (on the real activations it ended at 15.2 for 12).</summary>
+    [Theory]
+    [InlineData(12)]
+    [InlineData(32)]
+    public void ControllerReachesALowTargetOnAModelOfTheL1Response(double target)
+    {
+        var cfg = new SaeSharp.Saes.SaeConfig { Architecture = SaeSharp.Saes.SaeArchitectures.Standard, DIn = 128, DSae = 1024 };
+        var training = new SaeSharp.Saes.SaeTrainingOptions { SparsityCoefficient = 0.88, TargetL0 = target, AdaptToTargetL0 = true };
+        const long steps = 488;
+        double logL0 = Math.Log(512);
+        double lowest = double.MaxValue;
+        for (long s = 0; s < steps; s++)
+        {
+            double equilibrium = 46 * Math.Pow(training.SparsityCoefficient / 0.88, -0.6);
+            // The lr decays over the last fifth: L0 stops following λ there.
+            double rate = s < 0.8 * steps ? 1.0 / 20 : 1.0 / 20 * (steps - s) / (0.2 * steps);
+            logL0 += rate * (Math.Log(equilibrium) - logL0);
+            TargetL0Control.Update(training, cfg, Math.Exp(logL0), s, steps);
+            if (s > steps / 2) lowest = Math.Min(lowest, Math.Exp(logL0));
+        }
+        double l0 = Math.Exp(logL0);
+        Assert.InRange(l0, 0.8 * target, 1.2 * target);
+        Assert.True(lowest > 0.5 * target, $"dipped to {lowest}");
     }
 }
