@@ -20,6 +20,7 @@ internal static class TopKProfile
         var best = new Dictionary<string, double>();
         void Note(string key, double ms) => best[key] = best.TryGetValue(key, out var b) ? Math.Min(b, ms) : ms;
         bench.Profile(steps, best);
+        ForwardBlocks(sae, x, k, steps, Note);
         using (no_grad())
         {
             for (int rep = 0; rep < steps; rep++)
@@ -83,6 +84,60 @@ internal static class TopKProfile
             }
         }
         foreach (var (key, ms) in best) Console.WriteLine($"  {key,-24} {ms,8:F1} ms");
+    }
+
+    /// <summary>The float32 forward of a training step in its parts, as <see cref="TopKFamilySae.TrainingForward"/> runs them:
+    /// the encoder input x − b_dec, the chunked addmm with each chunk's per-row top-k, the selection from the candidates,
+    /// the differentiable values at the chosen entries, and decoding with the loss.</summary>
+    private static void ForwardBlocks(TopKFamilySae sae, Tensor x, int k, int steps, Action<string, double> note)
+    {
+        long batch = x.shape[0], dSae = sae.Cfg.DSae;
+        long chunkRows = Math.Max(1, sae.ChunkElements / dSae);
+        for (int rep = 0; rep < steps; rep++)
+        {
+            using var scope = NewDisposeScope();
+            var sw = Stopwatch.StartNew();
+            Tensor xin;
+            using (no_grad()) xin = sae.Cfg.ApplyBDecToInput ? x - sae.BDec : x.alias();
+            note("[fwd x - b_dec]", sw.Elapsed.TotalMilliseconds);
+            sw.Restart();
+            var candV = new List<Tensor>();
+            var candI = new List<Tensor>();
+            using (no_grad())
+            {
+                for (long r = 0; r < batch; r += chunkRows)
+                {
+                    using var cs = NewDisposeScope();
+                    var pre = addmm(sae.BEnc, xin.narrow(0, r, Math.Min(chunkRows, batch - r)), sae.WEnc, 1, 1);
+                    var (v, i) = TopKFamilySae.RowTopK(pre, (int)Math.Min(sae.CandidatesPerRow, dSae));
+                    candV.Add(v.MoveToOuterDisposeScope());
+                    candI.Add(i.MoveToOuterDisposeScope());
+                }
+            }
+            note("[fwd chunked addmm+top-k]", sw.Elapsed.TotalMilliseconds);
+            sw.Restart();
+            SparseCode code;
+            Tensor preValues;
+            using (no_grad()) (code, preValues) = sae.SelectFromCandidates(cat(candV, 0), cat(candI, 0), () => sae.HiddenPre(x));
+            note("[fwd select]", sw.Elapsed.TotalMilliseconds);
+            sw.Restart();
+            var vals = nn.functional.relu(sae.EncodeCode(x, code, preValues));
+            note("[fwd values (autograd)]", sw.Elapsed.TotalMilliseconds);
+            sw.Restart();
+            var (y, loss) = sae.ReconstructionLoss(code, vals, x, new Dictionary<string, Tensor>());
+            loss.item<float>();
+            note("[fwd decode + loss]", sw.Elapsed.TotalMilliseconds);
+            sw.Restart();
+            sae.zero_grad();
+            loss.backward();
+            note("[backward]", sw.Elapsed.TotalMilliseconds);
+            sw.Restart();
+            var o = sae.TrainingForward(x, x, new SaeTrainContext { Step = rep });
+            note("[TrainingForward]", sw.Elapsed.TotalMilliseconds);
+            sw.Restart();
+            o.Loss.backward();
+            note("[its backward]", sw.Elapsed.TotalMilliseconds);
+        }
     }
 
     /// <summary>The bfloat16 building blocks of an autocast step: conversions, the chunked bf16 encoder matmul (both
