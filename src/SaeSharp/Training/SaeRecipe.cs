@@ -30,6 +30,11 @@ public sealed record SaeRecipe(string Name, string Architecture)
     /// measured to match the reference trainer better (relu-april: docs/recipes.md).</summary>
     public string BDecInitMethod { get; init; } = "geometric_median";
 
+    /// <summary>Norm of the decoder rows at initialisation (<c>decoder_init_norm</c>, W_enc = W_decᵀ); null: the run's
+    /// (0.1, dictionary_learning's <c>AutoEncoder</c> and Anthropic's April 2024 recipe). Gated: 1, as dictionary_learning's
+    /// <c>GatedAutoEncoder</c> (measured: docs/recipes.md).</summary>
+    public double? DecoderInitNorm { get; init; }
+
     /// <summary>Whether runs of at least 1,000 steps resample dead latents at T/4, T/2 and 3T/4 (Towards Monosemanticity).</summary>
     public bool ResamplesDeadLatents { get; init; }
 

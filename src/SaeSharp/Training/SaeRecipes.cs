@@ -37,7 +37,9 @@ public static class SaeRecipes
         },
         new("topk", SaeArchitectures.TopK),
         new("batchtopk", SaeArchitectures.BatchTopK),
-        new("gated", SaeArchitectures.Gated) { SparsityCoefficient = AprilLambda, PaperLearningRate = 5e-5 },
+        // Unit-norm decoder rows at the start, as dictionary_learning's GatedAutoEncoder: from 0.1 the same λ left gated 3×
+        // denser and, at a chosen L0, twice the FVU (BENCHMARKS.md "Recipes").
+        new("gated", SaeArchitectures.Gated) { SparsityCoefficient = AprilLambda, PaperLearningRate = 5e-5, DecoderInitNorm = 1.0 },
         new("jumprelu", SaeArchitectures.JumpReLU) { SparsityCoefficient = _ => 0.5, PaperLearningRate = 7e-5 },
         new("matryoshka", SaeArchitectures.MatryoshkaBatchTopK) { Aliases = ["matryoshka_batchtopk"] },
     ];
@@ -133,6 +135,7 @@ public static class SaeRecipes
         if (!given.Contains("l1_warm_up_steps") && HasSparsityCoefficient(recipe)) c.L1WarmUpSteps = steps / 20;
         if (!given.Contains("max_grad_norm")) c.MaxGradNorm = 1.0;
         if (!given.Contains("b_dec_init_method")) c.BDecInitMethod = Get(recipe).BDecInitMethod;
+        if (!given.Contains("decoder_init_norm") && Get(recipe).DecoderInitNorm is double norm) c.DecoderInitNorm = norm;
         if (!given.Contains("resample_steps") && Get(recipe).ResamplesDeadLatents && steps >= 1000)
             c.ResampleSteps = [steps / 4, steps / 2, 3 * steps / 4];
         return c;

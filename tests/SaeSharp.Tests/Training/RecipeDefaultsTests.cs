@@ -62,6 +62,8 @@ public class RecipeDefaultsTests
         Assert.Equal("zeros", c.BDecInitMethod);           // dictionary_learning's AutoEncoder (BENCHMARKS.md "Recipes")
         Assert.Equal("zeros", SaeRecipes.RunConfig("relu", run, 1024).BDecInitMethod);
         Assert.Equal("geometric_median", SaeRecipes.RunConfig("gated", run, 1024).BDecInitMethod);
+        Assert.Equal(1.0, SaeRecipes.RunConfig("gated", run, 1024).DecoderInitNorm);   // dictionary_learning's GatedAutoEncoder
+        Assert.Equal(0.1, c.DecoderInitNorm);
         Assert.Equal(1e-3, c.Lr);                         // dictionary_learning's StandardTrainerAprilUpdate
         Assert.Null(c.ResampleSteps);
 
