@@ -24,6 +24,17 @@ def _openblas():
     return "no OpenBLAS loaded"
 
 
+def add_step_shape(parser):
+    """The arguments every single-step peer script shares: the issue's bench shape (d_in 512, d_sae 8192, batch 4096,
+    k 32) and its steps and threads, with the names `bench train` uses."""
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--d-in", type=int, default=512)
+    parser.add_argument("--dict-size", type=int, default=8192)
+    parser.add_argument("--batch", type=int, default=4096)
+    parser.add_argument("--k", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+
+
 def sgemm_ceiling(n=4096, d_in=512, d_sae=8192):
     x, w, b = torch.randn(n, d_in), torch.randn(d_in, d_sae), torch.randn(d_sae)
     best = float("inf")
