@@ -7,6 +7,7 @@ set -euo pipefail
 
 # Headless Chromium for the dashboard browser tests (a no-op when /usr/bin/chromium exists; never fatal).
 bash "$(dirname "${BASH_SOURCE[0]}")/setup-browser.sh"
+bash "$(dirname "${BASH_SOURCE[0]}")/setup-openblas.sh" # system OpenBLAS for the dense ReLU GEMMs (optional; never fatal)
 
 need=GLIBCXX_3.4.32
 
