@@ -92,7 +92,10 @@ internal static class Machine
         Console.WriteLine(CpuKernels.Describe());
         Console.WriteLine($"libtorch: ATen CPU capability {AtenCapability()}");
         Console.WriteLine($"torch threads {get_num_threads()}; float32 FMA peak {FmaPeak():F0} GFLOP/s (register loop, {get_num_threads()} threads, {(Wide ? 512 : 256)}-bit)");
-        Console.WriteLine($"matmul ceiling {n}x{dIn}·{dIn}x{dSae}: float32 {Ceiling(n, dIn, dSae, ScalarType.Float32):F0} GFLOP/s, bfloat16 {Ceiling(n, dIn, dSae, ScalarType.BFloat16):F0} GFLOP/s (bf16 hardware: {CpuKernels.HasBf16})");
+        // Without bf16 hardware (or with oneDNN capped below it) ATen's bfloat16 mm is a single-threaded scalar loop: minutes
+        // at the full shape, so its rate is read on 1/16 of the rows.
+        int bf16Rows = CpuKernels.HasBf16 ? n : Math.Max(1, n / 16);
+        Console.WriteLine($"matmul ceiling {n}x{dIn}·{dIn}x{dSae}: float32 {Ceiling(n, dIn, dSae, ScalarType.Float32):F0} GFLOP/s, bfloat16 {Ceiling(bf16Rows, dIn, dSae, ScalarType.BFloat16):F0} GFLOP/s{(bf16Rows < n ? $" (on {bf16Rows} rows)" : "")} (bf16 hardware: {CpuKernels.HasBf16})");
         Console.WriteLine($"{Blas.Describe()}{(Blas.Available ? $"; float32 ceiling through OpenBLAS {Ceiling(n, dIn, dSae, ScalarType.Float32, GemmProvider.OpenBlas):F0} GFLOP/s" : "")}");
     }
 
