@@ -7,6 +7,9 @@ set -euo pipefail
 
 # Headless Chromium for the dashboard browser tests (a no-op when /usr/bin/chromium exists; never fatal).
 bash "$(dirname "${BASH_SOURCE[0]}")/setup-browser.sh"
+# qemu-aarch64 and the arm64 C runtime for the arm64 kernel check (a no-op when present; never fatal).
+bash "$(dirname "${BASH_SOURCE[0]}")/setup-arm64.sh"
+bash "$(dirname "${BASH_SOURCE[0]}")/setup-openblas.sh" # system OpenBLAS for the dense ReLU GEMMs (optional; never fatal)
 
 need=GLIBCXX_3.4.32
 

@@ -6,6 +6,13 @@ cd "$root"
 bash scripts/setup-native.sh || exit 1
 results="$root/.build/test-results"
 rm -rf "$results"
+# The arm64 kernel check, published self-contained for linux-arm64 before the suite (ArmCheckTests runs it under qemu).
+# A failed publish leaves no program, and ArmCheckTests fails naming it.
+armcheck="$root/.build/armcheck"
+rm -rf "$armcheck"
+dotnet publish tests/SaeSharp.ArmCheck/SaeSharp.ArmCheck.csproj -c Release -r linux-arm64 --self-contained -nologo -v q -o "$armcheck" >/dev/null \
+  || echo "test.sh: dotnet publish of tests/SaeSharp.ArmCheck for linux-arm64 failed" >&2
+export SAESHARP_ARMCHECK="$armcheck"
 dotnet test tests/SaeSharp.Tests/SaeSharp.Tests.csproj -c Release -nologo \
   --logger "trx;LogFileName=results.trx" --logger "console;verbosity=minimal" --results-directory "$results" "$@"
 status=$?

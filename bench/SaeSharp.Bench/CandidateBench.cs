@@ -92,11 +92,16 @@ internal static class Machine
         Console.WriteLine(CpuKernels.Describe());
         Console.WriteLine($"libtorch: ATen CPU capability {AtenCapability()}");
         Console.WriteLine($"torch threads {get_num_threads()}; float32 FMA peak {FmaPeak():F0} GFLOP/s (register loop, {get_num_threads()} threads, {(Wide ? 512 : 256)}-bit)");
-        Console.WriteLine($"matmul ceiling {n}x{dIn}·{dIn}x{dSae}: float32 {Ceiling(n, dIn, dSae, ScalarType.Float32):F0} GFLOP/s, bfloat16 {Ceiling(n, dIn, dSae, ScalarType.BFloat16):F0} GFLOP/s (bf16 hardware: {CpuKernels.HasBf16})");
+        // Without bf16 hardware (or with oneDNN capped below it) ATen's bfloat16 mm is a single-threaded scalar loop: minutes
+        // at the full shape, so its rate is read on 1/16 of the rows.
+        int bf16Rows = CpuKernels.HasBf16 ? n : Math.Max(1, n / 16);
+        Console.WriteLine($"matmul ceiling {n}x{dIn}·{dIn}x{dSae}: float32 {Ceiling(n, dIn, dSae, ScalarType.Float32):F0} GFLOP/s, bfloat16 {Ceiling(bf16Rows, dIn, dSae, ScalarType.BFloat16):F0} GFLOP/s{(bf16Rows < n ? $" (on {bf16Rows} rows)" : "")} (bf16 hardware: {CpuKernels.HasBf16})");
+        Console.WriteLine($"{Blas.Describe()}{(Blas.Available ? $"; float32 ceiling through OpenBLAS {Ceiling(n, dIn, dSae, ScalarType.Float32, GemmProvider.OpenBlas):F0} GFLOP/s" : "")}");
     }
 
-    /// <summary>GFLOP/s of the encoder-shaped matmul (addmm in float32, mm in bfloat16), best of 3.</summary>
-    public static double Ceiling(int n, int dIn, int dSae, ScalarType dtype)
+    /// <summary>GFLOP/s of the encoder-shaped matmul (addmm in float32, mm in bfloat16), best of 3; float32 through
+    /// <see cref="Blas"/> when <paramref name="gemm"/> is given.</summary>
+    public static double Ceiling(int n, int dIn, int dSae, ScalarType dtype, GemmProvider? gemm = null)
     {
         using var scope = NewDisposeScope();
         using var _ = no_grad();
@@ -108,11 +113,22 @@ internal static class Machine
         {
             using var s = NewDisposeScope();
             var sw = Stopwatch.StartNew();
-            if (dtype == ScalarType.Float32) addmm(b, x, w, 1, 1);
+            if (gemm is { } provider) WithGemm(provider, () => Blas.AddMm(b, x, w));
+            else if (dtype == ScalarType.Float32) addmm(b, x, w, 1, 1);
             else x.mm(w);
             if (i > 0) best = Math.Min(best, sw.Elapsed.TotalSeconds);
         }
         return 2.0 * n * dIn * dSae / best / 1e9;
+    }
+
+    private static void WithGemm(GemmProvider provider, Func<Tensor> gemm)
+    {
+        try
+        {
+            Blas.Provider = provider;
+            gemm().Dispose();
+        }
+        finally { Blas.ResetProvider(); }
     }
 
     /// <summary>Float32 FMA rate of 10 independent accumulator chains per thread (widest vectors the CPU has), best of 3.</summary>

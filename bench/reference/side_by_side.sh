@@ -6,6 +6,10 @@
 #
 #   bash bench/reference/side_by_side.sh [OUT] [ROUNDS]      (defaults: /tmp/side_by_side, 1)
 #
+# With LM=DIR (a folder with train.npy and eval.npy, made by `relu-run --write DIR --from CACHE`: BENCHMARKS.md "Whole
+# runs side by side") each round also runs the whole 1,000-step ReLU pair: SaeSharp `relu-run` (batch 1,024, d_sae 2,048)
+# and dictionary_learning's StandardTrainer (peer_relu_run.py) on those rows.
+#
 # Needs: a Release build (dotnet build SaeSharp.sln -c Release); /usr/bin/python3 with Debian's python3-torch and
 # OpenBLAS 0.3.29 (trixie: see peer_step_speed.py); dictionary_learning at $DL (default /work/ref/dictionary_learning);
 # checkouts of sparsify and schedule_free at $SPARSIFY and $SCHEDULEFREE (default /tmp/sparsify, /tmp/schedule_free;
@@ -41,7 +45,7 @@ run() { # isa what command...
   { echo "# $(date -u +%FT%TZ) $(uptime)"; echo "# $*"; } > "$log"
   nice -n "$NICE" env "$@" >> "$log" 2>&1 || echo "# exit $?" >> "$log"
   echo "# $(date -u +%FT%TZ) $(uptime)" >> "$log"
-  echo "$log"; grep -E "^(topk|standard|sparsify|dictionary_learning|  topk)|ceiling|peer machine|ISA limits" "$log" | sed 's/^/    /'
+  echo "$log"; grep -E "^(topk|standard|sparsify|dictionary_learning|  topk)|ceiling|peer machine|ISA limits|rows/s|FVU" "$log" | sed 's/^/    /'
 }
 lscpu | grep -E "Model name|^Flags" > "$OUT/lscpu.txt"
 for r in $(seq "$ROUNDS"); do
@@ -52,5 +56,11 @@ for r in $(seq "$ROUNDS"); do
       --sparsify "$SPARSIFY" --schedulefree "$SCHEDULEFREE" --steps 3
     run $isa dictionary_learning "${P[@]}" OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 bench/reference/peer_step_speed.py \
       --dl "$DL" --trainer topk,standard --steps 3
+    if [ -n "${LM:-}" ]; then
+      run $isa relu-run "${D[@]}" X=1 dotnet "$BENCH" relu-run --activations "$LM/train.npy" --eval "$LM/eval.npy" \
+        --steps 1000 --batch 1024 --d-sae 2048
+      run $isa peer-relu-run "${P[@]}" OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 bench/reference/peer_relu_run.py --dl "$DL" \
+        --train "$LM/train.npy" --eval "$LM/eval.npy" --steps 1000 --batch 1024 --dict-size 2048
+    fi
   done
 done

@@ -46,7 +46,8 @@ internal sealed unsafe class CandidateEncoder : IDisposable
     /// <summary>Whether a candidate pass exists on <paramref name="path"/> for <paramref name="dSae"/> latents (int8
     /// panels need a multiple of 16).</summary>
     public static bool Applies(KernelPath path, long dSae) =>
-        path == KernelPath.Avx512Bf16 || path > KernelPath.Scalar && dSae % Int8Gemm.Panel == 0;
+        path == KernelPath.Avx512Bf16
+        || (path is KernelPath.Avx2 or KernelPath.AvxVnni or KernelPath.Avx512 or KernelPath.Neon) && dSae % Int8Gemm.Panel == 0;
 
     /// <param name="encT">W_encᵀ, contiguous float32 [d_sae, d_in] (kept, not copied: keep it alive and unchanged).</param>
     /// <param name="bEnc">b_enc [d_sae].</param>

@@ -1,10 +1,13 @@
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics.Arm;
 using System.Runtime.Intrinsics.X86;
 using static TorchSharp.torch;
 
 namespace SaeSharp.Kernels;
 
-/// <summary>The instruction-set paths of SaeSharp's CPU kernels, lowest first. Each path uses only what its name says,
-/// so forcing a lower one on a bigger CPU runs the code a smaller CPU would (not at its speed).</summary>
+/// <summary>The instruction-set paths of SaeSharp's CPU kernels: <see cref="Torch"/> and <see cref="Scalar"/> on every CPU,
+/// then the x86 chain, lowest first, and the Arm path. Each path uses only what its name says, so forcing a lower one on a
+/// bigger CPU runs the code a smaller CPU would (not at its speed).</summary>
 public enum KernelPath
 {
     /// <summary>No custom kernel at all: plain torch operations, as on a non-CPU device (forcing it tests that fallback on CPU).</summary>
@@ -19,14 +22,17 @@ public enum KernelPath
     Avx512,
     /// <summary>AVX-512 with AVX512-BF16 or AMX-BF16: bfloat16 candidate products through libtorch/oneDNN.</summary>
     Avx512Bf16,
+    /// <summary>Arm64 Advanced SIMD (NEON): int8 candidate products with <c>sdot</c> where the CPU has the dot-product
+    /// extension (<c>asimddp</c>), else with widening multiplies.</summary>
+    Neon,
 }
 
 /// <summary>
 /// Runtime kernel dispatch: the CPU's features are read once, the best <see cref="KernelPath"/> they allow is chosen,
 /// and the environment variable <c>SAESHARP_KERNELS</c> (<c>avx512bf16</c>, <c>avx512</c>, <c>avxvnni</c>, <c>avx2</c>,
-/// <c>scalar</c>, <c>torch</c>) or <see cref="Path"/> forces a lower one (a path the CPU lacks is refused). ARM NEON has no path of
-/// its own yet: such CPUs run <see cref="KernelPath.Scalar"/> (the float32 selection) and the <see cref="System.Numerics.Vector{T}"/>
-/// kernels, which the .NET JIT maps to NEON.
+/// <c>scalar</c>, <c>torch</c>; <c>neon</c> on Arm64) or <see cref="Path"/> forces a lower one (a path the CPU lacks, or one of
+/// the other architecture, is refused). On Arm64 the best path is <see cref="KernelPath.Neon"/>; the
+/// <see cref="System.Numerics.Vector{T}"/> kernels, shared by every path, are mapped to NEON by the .NET JIT.
 /// </summary>
 public static class CpuKernels
 {
@@ -57,14 +63,25 @@ public static class CpuKernels
     /// <summary>Resets <see cref="Path"/> to the environment's or the CPU's choice.</summary>
     public static void ResetPath() => _forced = null;
 
-    /// <summary>Every path this CPU can run, lowest first (the paths the tests compare with the reference).</summary>
-    public static IReadOnlyList<KernelPath> Supported =>
-        Enum.GetValues<KernelPath>().Where(p => p <= Best && (p != KernelPath.AvxVnni || AvxVnni.IsSupported)).ToList();
+    /// <summary>Every path this CPU can run, lowest first (the paths the tests compare with the reference): torch and
+    /// scalar, then on x86 the chain up to <see cref="Best"/> (AVX-VNNI only where present), on Arm64 NEON.</summary>
+    public static IReadOnlyList<KernelPath> Supported => SupportedPaths.Value;
+
+    private static readonly Lazy<IReadOnlyList<KernelPath>> SupportedPaths = new(() =>
+        Enum.GetValues<KernelPath>().Where(p => p switch
+        {
+            KernelPath.Torch or KernelPath.Scalar => true,
+            KernelPath.Neon => Best == KernelPath.Neon,
+            KernelPath.AvxVnni => IsX86 && p <= Best && AvxVnni.IsSupported,
+            _ => IsX86 && p <= Best,
+        }).ToList());
+
+    private static bool IsX86 => RuntimeInformation.ProcessArchitecture is Architecture.X64 or Architecture.X86;
 
     /// <summary>Whether the CPU has bfloat16 dot products (AVX512-BF16 or AMX-BF16) and oneDNN may use them
     /// (<c>ONEDNN_MAX_CPU_ISA</c> does not cap it below AVX512_CORE_BF16): oneDNN's bfloat16 matmul then runs at two to three
     /// times the float32 rate; without them bfloat16 matmuls are emulated and slower than float32.</summary>
-    public static bool HasBf16 =>
+    public static bool HasBf16 => IsX86 &&
         (CpuFlags.Value.Contains("avx512_bf16") || CpuFlags.Value.Contains("amx_bf16")) && OneDnnAllowsBf16();
 
     /// <summary>Environment variables that cap the instruction sets of SaeSharp's kernels, the .NET JIT, MKL, oneDNN and
@@ -107,8 +124,10 @@ public static class CpuKernels
     public static string Describe()
     {
         var f = CpuFlags.Value;
-        string[] shown = ["avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "asimd"];
-        var have = shown.Where(f.Contains).ToList();
+        string[] shown = ["avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8"];
+        // On Arm64 the features are the runtime's own view (under user-mode emulation /proc/cpuinfo is the host's).
+        var have = IsX86 ? shown.Where(f.Contains).ToList()
+            : new[] { ("asimd", AdvSimd.IsSupported), ("asimddp", Dp.IsSupported) }.Where(p => p.Item2).Select(p => p.Item1).ToList();
         string forced = Path != Best ? $" (forced; best {Name(Best)})" : "";
         return $"CPU {CpuModel()}; features {(have.Count == 0 ? "none of interest" : string.Join(" ", have))}; kernels {Name(Path)}{forced}; ISA limits {IsaLimits()}";
     }
@@ -133,13 +152,15 @@ public static class CpuKernels
 
     private static KernelPath Check(KernelPath p)
     {
-        if (p > Best || p == KernelPath.AvxVnni && !AvxVnni.IsSupported)
-            throw new SaeSharpException($"kernel path {Name(p)} needs instructions this CPU lacks (best: {Name(Best)})");
+        if (!Supported.Contains(p))
+            throw new SaeSharpException($"kernel path {Name(p)} needs instructions this CPU lacks ({RuntimeInformation.ProcessArchitecture}; " +
+                $"supported: {string.Join(", ", Supported.Select(Name))}; best: {Name(Best)})");
         return p;
     }
 
     private static KernelPath DetectBest()
     {
+        if (AdvSimd.Arm64.IsSupported) return KernelPath.Neon;
         if (Avx512F.IsSupported && Avx512BW.IsSupported && Avx512F.VL.IsSupported && Avx512BW.VL.IsSupported)
             return HasBf16 ? KernelPath.Avx512Bf16 : KernelPath.Avx512;
         if (Avx2.IsSupported && Fma.IsSupported) return AvxVnni.IsSupported ? KernelPath.AvxVnni : KernelPath.Avx2;
@@ -168,12 +189,12 @@ public static class CpuKernels
     {
         try
         {
-            if (OperatingSystem.IsLinux() && File.Exists("/proc/cpuinfo"))
+            if (IsX86 && OperatingSystem.IsLinux() && File.Exists("/proc/cpuinfo"))
                 foreach (var line in File.ReadLines("/proc/cpuinfo"))
                     if (line.StartsWith("model name", StringComparison.Ordinal)) return line[(line.IndexOf(':') + 1)..].Trim();
         }
         catch (IOException) { }
         catch (UnauthorizedAccessException) { }
-        return System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture.ToString();
+        return RuntimeInformation.ProcessArchitecture.ToString();
     }
 }

@@ -20,7 +20,8 @@ internal sealed record DenseReluCode(Tensor F, Tensor Input, Tensor ColumnSums, 
 /// ∂L/∂b_dec = Σ_n ∂L/∂ŷ_n − W_enc·∂L/∂b_enc (the centring), ∂L/∂w = g_L1·s/N.</item>
 /// </list>
 /// Used for float32 CPU tensors when the custom kernels are on (<see cref="Applies"/>); elsewhere the SAE runs the same
-/// loss through torch's operations.
+/// loss through torch's operations. The five GEMMs go through <see cref="Blas"/> (torch's MKL or OpenBLAS, whichever is
+/// faster here).
 /// </summary>
 internal static class DenseRelu
 {
@@ -35,7 +36,7 @@ internal static class DenseRelu
         using var _ = no_grad();
         using var scope = NewDisposeScope();
         var xc = input.contiguous();
-        var f = xc.mm(wEnc.detach());
+        var f = Blas.Mm(xc, wEnc.detach());
         var (sums, counts) = DenseReluKernels.ReluBias(f, bEnc.detach());
         return new DenseReluCode(f.MoveToOuterDisposeScope(), xc.MoveToOuterDisposeScope(), tensor(sums).MoveToOuterDisposeScope(),
             tensor(counts).MoveToOuterDisposeScope(), counts.Sum());
@@ -68,7 +69,7 @@ internal static class DenseRelu
             ctx.save_data("centred", centred);
             using var scope = NewDisposeScope();
             long n = f.shape[0];
-            var y = addmm(bDec.detach(), f, wDec.detach(), 1, 1);
+            var y = Blas.AddMm(bDec.detach(), f, wDec.detach());
             var l1 = (w is null ? sums.sum() : sums.dot(w.detach().to(ScalarType.Float64))) / n;
             return [y.MoveToOuterDisposeScope(), l1.to(ScalarType.Float32).MoveToOuterDisposeScope()];
         }
@@ -83,7 +84,7 @@ internal static class DenseRelu
             long n = f.shape[0], dSae = f.shape[1];
             var gy = grads[0] is { IsInvalid: false } g0 ? g0.contiguous() : zeros(n, wDec.shape[1], dtype: f.dtype);
             double gl1 = grads[1] is { IsInvalid: false } g1 ? g1.to(ScalarType.Float64).item<double>() : 0;
-            var gf = gy.mm(wDec.t());
+            var gf = Blas.Mm(gy, wDec.t());
             var c = new float[dSae];
             if (weighted)
             {
@@ -93,8 +94,8 @@ internal static class DenseRelu
             }
             else Array.Fill(c, (float)(gl1 / n));
             var gBEnc = tensor(DenseReluKernels.MaskedGradient(gf, f, c)).to(ScalarType.Float32);
-            var gWEnc = xc.t().mm(gf);
-            var gWDec = f.t().mm(gy);
+            var gWEnc = Blas.Mm(xc.t(), gf);
+            var gWDec = Blas.Mm(f.t(), gy);
             var gBDec = gy.sum(0L);
             if (centred) gBDec = gBDec - wEnc.detach().mv(gBEnc);
             var gW = weighted ? (sums * (gl1 / n)).to(ScalarType.Float32) : null;

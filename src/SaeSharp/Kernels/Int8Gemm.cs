@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.Arm;
 using System.Runtime.Intrinsics.X86;
 
 namespace SaeSharp.Kernels;
@@ -8,7 +9,9 @@ namespace SaeSharp.Kernels;
 /// <summary>
 /// int8 products for the candidate pass of <see cref="CandidateEncoder"/>: x ≈ s_n·q_n (per-row scale, q ∈ [−127, 127],
 /// stored as q + 128 in unsigned bytes) times w ≈ t_j·p_j (per-column scale, p ∈ [−P, P]), accumulated exactly in int32,
-/// written as float32 s_n·t_j·(Σ_i (q_ni + 128)·p_ij − 128·Σ_i p_ij) + bias_j. P is 63 on the <c>vpmaddubsw</c> paths
+/// written as float32 s_n·t_j·Σ_i q_ni·p_ij + bias_j. The x86 kernels multiply the unsigned bytes and subtract
+/// 128·Σ_i p_ij; the NEON kernel flips the bytes back to q (XOR 0x80) and multiplies signed (<c>sdot</c>, or widening
+/// multiplies without the dot-product extension), so it needs no correction. P is 63 on the <c>vpmaddubsw</c> paths
 /// (AVX2, AVX-512: a pair of products must fit an int16) and 127 on the others. The weights are packed in panels of 16
 /// columns, 4 consecutive inputs per column adjacent: [panel][i/4][16 columns][4 bytes].
 /// </summary>
@@ -18,6 +21,10 @@ internal static unsafe class Int8Gemm
 
     /// <summary>The largest weight level |p| on <paramref name="path"/>.</summary>
     public static int WeightLevels(KernelPath path) => path is KernelPath.Avx2 or KernelPath.Avx512 ? 63 : 127;
+
+    /// <summary>Whether the micro-kernel of <paramref name="path"/> multiplies the signed q (the NEON kernel on an Arm64
+    /// CPU) rather than the stored unsigned q + 128.</summary>
+    private static bool SignedKernel(KernelPath path) => path == KernelPath.Neon && AdvSimd.Arm64.IsSupported;
 
     /// <summary>Packed int8 weights of a float32 [cols, k] matrix (one row per output column), with the per-column
     /// scale t_j, Σ_i p_ij, and the norms the error bound needs: ‖ŵ_j‖ (ŵ = t_j·p_j) and ‖ŵ_j − w_j‖, in float64.</summary>
@@ -125,38 +132,62 @@ internal static unsafe class Int8Gemm
     /// <summary><see cref="Multiply"/> through <see cref="MicroKernel"/>, 4 rows × 16 columns per call, on any path.</summary>
     internal static void MultiplyTiles(byte* xq, float[] xScale, int rows, Weights w, float* bias, float* output, int threads)
     {
+        var scales = w.Scale;
+        ForPanels(xq, rows, w, threads, (p, r, tile, acc) =>
+        {
+            for (int l = 0; l < tile; l++)
+            {
+                float s = xScale[r + l];
+                float* o = output + (long)(r + l) * w.Cols + p * Panel;
+                for (int c = 0; c < Panel; c++)
+                    o[c] = (float)acc[l * Panel + c] * (s * scales[p * Panel + c]) + bias[p * Panel + c];
+            }
+        });
+    }
+
+    /// <summary>The exact integer products Σ_i q_ni·p_ij into <paramref name="output"/> [rows, Cols], on the weights'
+    /// path (the kernels' check against <see cref="KernelPath.Scalar"/>).</summary>
+    internal static void Products(byte* xq, int rows, Weights w, int* output, int threads) =>
+        ForPanels(xq, rows, w, threads, (p, r, tile, acc) =>
+        {
+            for (int l = 0; l < tile; l++)
+                for (int c = 0; c < Panel; c++) output[(long)(r + l) * w.Cols + p * Panel + c] = acc[l * Panel + c];
+        });
+
+    private delegate void TileSink(int panel, int row, int tile, int* acc);
+
+    /// <summary>Runs the micro-kernel over every (panel, tile of ≤ 4 rows), panels split over the threads, and hands
+    /// <paramref name="sink"/> acc[l·16 + c] = Σ_i q·p for the tile's rows l and the panel's columns c.</summary>
+    private static void ForPanels(byte* xq, int rows, Weights w, int threads, TileSink sink)
+    {
         int panels = w.Cols / Panel;
         threads = Math.Max(1, Math.Min(threads, panels));
-        var scales = w.Scale;
         var sums = w.Sum;
+        bool signed = SignedKernel(w.Path);
         Parallel.For(0, threads, t =>
         {
             int p0 = (int)((long)panels * t / threads), p1 = (int)((long)panels * (t + 1) / threads);
             var corr = stackalloc int[Panel];
-            var colScale = stackalloc float[Panel];
             var acc = stackalloc int[4 * Panel];
             for (int p = p0; p < p1; p++)
             {
-                for (int c = 0; c < Panel; c++) { corr[c] = 128 * sums[p * Panel + c]; colScale[c] = scales[p * Panel + c]; }
+                for (int c = 0; c < Panel; c++) corr[c] = signed ? 0 : 128 * sums[p * Panel + c];
                 sbyte* panel = w.Data + (long)p * w.PanelBytes;
                 for (int r = 0; r < rows; r += 4)
                 {
                     int tile = Math.Min(4, rows - r);
                     MicroKernel(w.Path, xq + (long)r * w.Kp, w.Kp, tile, panel, acc);
                     for (int l = 0; l < tile; l++)
-                    {
-                        float s = xScale[r + l];
-                        float* o = output + (long)(r + l) * w.Cols + p * Panel;
-                        for (int c = 0; c < Panel; c++)
-                            o[c] = (float)(acc[l * Panel + c] - corr[c]) * (s * colScale[c]) + bias[p * Panel + c];
-                    }
+                        for (int c = 0; c < Panel; c++) acc[l * Panel + c] -= corr[c];
+                    sink(p, r, tile, acc);
                 }
             }
         });
     }
 
     /// <summary>acc[l·16 + c] = Σ_i xq[l, i]·panel[i, c] for the <paramref name="tile"/> (≤ 4) rows of x at
-    /// <paramref name="x"/> (stride <paramref name="kp"/>) and one packed panel.</summary>
+    /// <paramref name="x"/> (stride <paramref name="kp"/>) and one packed panel; with xq − 128 = q in place of xq where
+    /// <see cref="SignedKernel"/>.</summary>
     private static void MicroKernel(KernelPath path, byte* x, int kp, int tile, sbyte* panel, int* acc)
     {
         switch (path)
@@ -164,6 +195,8 @@ internal static unsafe class Int8Gemm
             case KernelPath.Avx512 when Avx512BW.IsSupported: Kernel512(x, kp, tile, panel, acc); return;
             case KernelPath.AvxVnni when AvxVnni.IsSupported: Kernel256(x, kp, tile, panel, acc, vnni: true); return;
             case KernelPath.Avx2 when Avx2.IsSupported: Kernel256(x, kp, tile, panel, acc, vnni: false); return;
+            case KernelPath.Neon when Dp.IsSupported && AdvSimd.Arm64.IsSupported: KernelNeonDot(x, kp, tile, panel, acc); return;
+            case KernelPath.Neon when AdvSimd.Arm64.IsSupported: KernelNeon(x, kp, tile, panel, acc); return;
             default: KernelScalar(x, kp, tile, panel, acc); return;
         }
     }
@@ -230,5 +263,72 @@ internal static unsafe class Int8Gemm
             d += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(Vector512.Create(*(int*)(x3 + i)).AsByte(), w), ones);
         }
         a.Store(acc); b.Store(acc + 16); c.Store(acc + 32); d.Store(acc + 48);
+    }
+    /// <summary>Arm64 with the dot-product extension: per 4 inputs, one <c>sdot</c> per (row, 4 columns) adds the four
+    /// products q·p of each column to its int32 lane; q = the stored byte XOR 0x80, so no correction.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void KernelNeonDot(byte* x, int kp, int tile, sbyte* panel, int* acc)
+    {
+        const int Flip = unchecked((int)0x80808080);
+        Vector128<int> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
+        Vector128<int> c0 = default, c1 = default, c2 = default, c3 = default, d0 = default, d1 = default, d2 = default, d3 = default;
+        byte* x0 = x, x1 = x + (tile > 1 ? kp : 0), x2 = x + (tile > 2 ? 2 * kp : 0), x3 = x + (tile > 3 ? 3 * kp : 0);
+        for (int i = 0; i < kp; i += 4)
+        {
+            var w0 = AdvSimd.LoadVector128(panel);
+            var w1 = AdvSimd.LoadVector128(panel + 16);
+            var w2 = AdvSimd.LoadVector128(panel + 32);
+            var w3 = AdvSimd.LoadVector128(panel + 48);
+            panel += 64;
+            var v = Vector128.Create(*(int*)(x0 + i) ^ Flip).AsSByte();
+            a0 = Dp.DotProduct(a0, v, w0); a1 = Dp.DotProduct(a1, v, w1); a2 = Dp.DotProduct(a2, v, w2); a3 = Dp.DotProduct(a3, v, w3);
+            v = Vector128.Create(*(int*)(x1 + i) ^ Flip).AsSByte();
+            b0 = Dp.DotProduct(b0, v, w0); b1 = Dp.DotProduct(b1, v, w1); b2 = Dp.DotProduct(b2, v, w2); b3 = Dp.DotProduct(b3, v, w3);
+            v = Vector128.Create(*(int*)(x2 + i) ^ Flip).AsSByte();
+            c0 = Dp.DotProduct(c0, v, w0); c1 = Dp.DotProduct(c1, v, w1); c2 = Dp.DotProduct(c2, v, w2); c3 = Dp.DotProduct(c3, v, w3);
+            v = Vector128.Create(*(int*)(x3 + i) ^ Flip).AsSByte();
+            d0 = Dp.DotProduct(d0, v, w0); d1 = Dp.DotProduct(d1, v, w1); d2 = Dp.DotProduct(d2, v, w2); d3 = Dp.DotProduct(d3, v, w3);
+        }
+        a0.Store(acc); a1.Store(acc + 4); a2.Store(acc + 8); a3.Store(acc + 12);
+        b0.Store(acc + 16); b1.Store(acc + 20); b2.Store(acc + 24); b3.Store(acc + 28);
+        c0.Store(acc + 32); c1.Store(acc + 36); c2.Store(acc + 40); c3.Store(acc + 44);
+        d0.Store(acc + 48); d1.Store(acc + 52); d2.Store(acc + 56); d3.Store(acc + 60);
+    }
+
+    /// <summary>Arm64 without the dot-product extension, one row at a time: <c>smull</c>/<c>smull2</c> multiply q·p into
+    /// int16 (|q·p| ≤ 127²), <c>sadalp</c> adds adjacent pairs into int32 lanes (two per column), and <c>addp</c> joins
+    /// each column's two lanes at the end.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void KernelNeon(byte* x, int kp, int tile, sbyte* panel, int* acc)
+    {
+        const int Flip = unchecked((int)0x80808080);
+        for (int l = 0; l < tile; l++)
+        {
+            byte* xr = x + (long)l * kp;
+            sbyte* pw = panel;
+            Vector128<int> s0 = default, s1 = default, s2 = default, s3 = default, s4 = default, s5 = default, s6 = default, s7 = default;
+            for (int i = 0; i < kp; i += 4)
+            {
+                var v = Vector64.Create(*(int*)(xr + i) ^ Flip).AsSByte();
+                var w0 = AdvSimd.LoadVector128(pw);
+                var w1 = AdvSimd.LoadVector128(pw + 16);
+                var w2 = AdvSimd.LoadVector128(pw + 32);
+                var w3 = AdvSimd.LoadVector128(pw + 48);
+                pw += 64;
+                s0 = AdvSimd.AddPairwiseWideningAndAdd(s0, AdvSimd.MultiplyWideningLower(v, w0.GetLower()));
+                s1 = AdvSimd.AddPairwiseWideningAndAdd(s1, AdvSimd.MultiplyWideningLower(v, w0.GetUpper()));
+                s2 = AdvSimd.AddPairwiseWideningAndAdd(s2, AdvSimd.MultiplyWideningLower(v, w1.GetLower()));
+                s3 = AdvSimd.AddPairwiseWideningAndAdd(s3, AdvSimd.MultiplyWideningLower(v, w1.GetUpper()));
+                s4 = AdvSimd.AddPairwiseWideningAndAdd(s4, AdvSimd.MultiplyWideningLower(v, w2.GetLower()));
+                s5 = AdvSimd.AddPairwiseWideningAndAdd(s5, AdvSimd.MultiplyWideningLower(v, w2.GetUpper()));
+                s6 = AdvSimd.AddPairwiseWideningAndAdd(s6, AdvSimd.MultiplyWideningLower(v, w3.GetLower()));
+                s7 = AdvSimd.AddPairwiseWideningAndAdd(s7, AdvSimd.MultiplyWideningLower(v, w3.GetUpper()));
+            }
+            int* o = acc + l * Panel;
+            AdvSimd.Arm64.AddPairwise(s0, s1).Store(o);
+            AdvSimd.Arm64.AddPairwise(s2, s3).Store(o + 4);
+            AdvSimd.Arm64.AddPairwise(s4, s5).Store(o + 8);
+            AdvSimd.Arm64.AddPairwise(s6, s7).Store(o + 12);
+        }
     }
 }

@@ -1,3 +1,6 @@
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics.Arm;
+using System.Runtime.Intrinsics.X86;
 using SaeSharp.Kernels;
 
 namespace SaeSharp.Tests.Kernels;
@@ -11,6 +14,7 @@ public class CpuKernelsTests
     {
         foreach (var p in Enum.GetValues<KernelPath>()) Assert.Equal(p, CpuKernels.Parse(CpuKernels.Name(p)));
         Assert.Equal(KernelPath.Avx512Bf16, CpuKernels.Parse(" AVX512BF16 "));
+        Assert.Equal(KernelPath.Neon, CpuKernels.Parse("NEON"));
         var e = Assert.Throws<SaeSharpException>(() => CpuKernels.Parse("neon9"));
         Assert.Contains("SAESHARP_KERNELS=neon9", e.Message);
     }
@@ -38,6 +42,49 @@ public class CpuKernelsTests
     {
         if (CpuKernels.Best == KernelPath.Avx512Bf16) return; // nothing above it to refuse
         Assert.Throws<SaeSharpException>(() => CpuKernels.Path = KernelPath.Avx512Bf16);
+    }
+}
+
+/// <summary><see cref="CpuKernels.Supported"/> and forcing per architecture, against the CPU's features read here (the
+/// Arm64 side runs under qemu: <see cref="ArmCheckTests"/>).</summary>
+[Collection(KernelPathCollection.Name)]
+public class CpuKernelsArchitectureTests
+{
+    private static bool X86 => RuntimeInformation.ProcessArchitecture is Architecture.X64 or Architecture.X86;
+
+    [Fact]
+    public void Supported_lists_the_paths_of_this_architecture_and_features()
+    {
+        var expected = new List<KernelPath> { KernelPath.Torch, KernelPath.Scalar };
+        if (X86)
+        {
+            bool avx2 = Avx2.IsSupported && Fma.IsSupported;
+            bool avx512 = Avx512F.IsSupported && Avx512BW.IsSupported && Avx512F.VL.IsSupported && Avx512BW.VL.IsSupported;
+            if (avx2 || avx512) expected.Add(KernelPath.Avx2);
+            if (AvxVnni.IsSupported && (avx2 || avx512)) expected.Add(KernelPath.AvxVnni);
+            if (avx512) expected.Add(KernelPath.Avx512);
+            if (avx512 && CpuKernels.HasBf16) expected.Add(KernelPath.Avx512Bf16);
+        }
+        else if (AdvSimd.Arm64.IsSupported) expected.Add(KernelPath.Neon);
+        Assert.Equal(expected, CpuKernels.Supported);
+        Assert.Equal(expected[^1], CpuKernels.Best);
+    }
+
+    [Fact]
+    public void The_other_architectures_paths_are_refused()
+    {
+        if (!X86) return; // the Arm64 side: ArmCheckTests (forcing avx2 refused under qemu)
+        Assert.DoesNotContain(KernelPath.Neon, CpuKernels.Supported);
+        var e = Assert.Throws<SaeSharpException>(() => CpuKernels.Path = KernelPath.Neon);
+        Assert.Contains("neon needs instructions this CPU lacks", e.Message);
+        var before = Environment.GetEnvironmentVariable(CpuKernels.EnvironmentVariable);
+        try
+        {
+            Environment.SetEnvironmentVariable(CpuKernels.EnvironmentVariable, "neon");
+            Assert.Throws<SaeSharpException>(() => CpuKernels.Path);
+        }
+        finally { Environment.SetEnvironmentVariable(CpuKernels.EnvironmentVariable, before); }
+        Assert.DoesNotContain("asimd", CpuKernels.Describe());
     }
 }
 

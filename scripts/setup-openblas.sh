@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs the system OpenBLAS (libopenblas.so.0) that SaeSharp's dense ReLU training pass uses for its float32 GEMMs
+# where it is faster than libtorch's MKL (AMD CPUs; see SAESHARP_GEMM in README.md). Optional: without it every GEMM runs
+# through torch, so this script never fails the set-up. Debian/Ubuntu only; prefers trixie's package when
+# setup-native.sh has added the pinned trixie source, else the distribution's. Idempotent; silent when present.
+set -uo pipefail
+
+have_openblas() {
+  local cache
+  cache=$(ldconfig -p 2>/dev/null || /sbin/ldconfig -p 2>/dev/null)
+  [[ "$cache" == *libopenblas.so.0* ]]
+}
+note() { echo "setup-openblas: $*" >&2; }
+
+have_openblas && exit 0
+command -v apt-get >/dev/null || { note "libopenblas.so.0 not found and apt-get is missing; GEMMs run through torch (install OpenBLAS to use it)."; exit 0; }
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { note "libopenblas.so.0 not found; run as root to install libopenblas0-pthread (GEMMs run through torch meanwhile)."; exit 0; }
+  SUDO=sudo
+fi
+target=()
+if ls /etc/apt/sources.list.d/saesharp-trixie.* >/dev/null 2>&1; then target=(-t trixie); fi
+export DEBIAN_FRONTEND=noninteractive
+note "installing libopenblas0-pthread ${target[*]} ..."
+if ! $SUDO apt-get install -y -qq "${target[@]}" libopenblas0-pthread >/dev/null 2>&1; then
+  $SUDO apt-get update -qq >/dev/null 2>&1
+  $SUDO apt-get install -y -qq "${target[@]}" libopenblas0-pthread >/dev/null 2>&1 || { note "could not install libopenblas0-pthread; GEMMs run through torch."; exit 0; }
+fi
+have_openblas && note "libopenblas.so.0 installed." || note "libopenblas0-pthread installed but libopenblas.so.0 is not in the loader cache."
+exit 0
