@@ -12,16 +12,17 @@ namespace SaeSharp.Bench;
 /// <c>topk-paths</c>: the TopK encoder selection (4096 rows, d_in 512, d_sae 8192, k 32 by default) per kernel path: the
 /// float32 reference (addmm + row top-k), and the exact candidate pass (<see cref="CandidateEncoder"/>) on every path this
 /// CPU can run, with the candidates recomputed per row. Forcing a lower path here runs that path's code, not at the
-/// speed of a CPU that has only it. Usage: <c>topk-paths [--repeats 3] [--rows 4096] [--d-in 512] [--d-sae 8192] [--k 32]</c>.
+/// speed of a CPU that has only it. Usage: <c>topk-paths [--repeats 3] [--rows 4096] [--d-in 512] [--d-sae 8192] [--k 32] [--chunk 1024]</c>.
 /// </summary>
 internal static class CandidateBench
 {
     public static int Run(string[] args)
     {
-        var a = new BenchArgs(args, ["--repeats", "--rows", "--d-in", "--d-sae", "--k"]);
+        var a = new BenchArgs(args, ["--repeats", "--rows", "--d-in", "--d-sae", "--k", "--chunk"]);
         int repeats = a.Int("--repeats", 3), rows = a.Int("--rows", 4096), dIn = a.Int("--d-in", 512), dSae = a.Int("--d-sae", 8192), k = a.Int("--k", 32);
         Machine.Print();
-        Console.WriteLine($"top-k selection: {rows} rows, d_in {dIn}, d_sae {dSae}, k {k}, chunks of 1024 rows; ms best/median of {repeats}");
+        int chunk = a.Int("--chunk", 1024);
+        Console.WriteLine($"top-k selection: {rows} rows, d_in {dIn}, d_sae {dSae}, k {k}, chunks of {chunk} rows; ms best/median of {repeats}");
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         var gen = new Generator(1);
@@ -29,7 +30,6 @@ internal static class CandidateBench
         var w = randn(dIn, dSae, generator: gen) / Math.Sqrt(dIn);
         var b = randn(dSae, generator: gen) * 0.1;
         var encT = w.t().contiguous();
-        const int chunk = 1024;
         Report("fp32 addmm + top-k", repeats, () =>
         {
             for (int r = 0; r < rows; r += chunk)

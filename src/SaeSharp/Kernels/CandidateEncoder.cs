@@ -1,6 +1,7 @@
 using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics.X86;
 using TorchSharp;
 using static SaeSharp.Kernels.TensorPointers;
 using static SaeSharp.Kernels.TopKSelection;
@@ -248,6 +249,9 @@ internal sealed unsafe class CandidateEncoder : IDisposable
         float rho = approx.Rho;
         var rowA = approx.RowA;
         var rowB = approx.RowB;
+        // Block maxima of the upper bounds (blocks of 16 strided latents) need c a multiple of 16 vectors and at least
+        // 2k blocks; otherwise the heap scans the whole row.
+        bool blockwise = c % (Block * Vector<float>.Count) == 0 && c / Block >= 2 * k;
         Parallel.For(0, threads, t =>
         {
             int start = (int)((long)rows * t / threads), end = (int)((long)rows * (t + 1) / threads);
@@ -258,8 +262,9 @@ internal sealed unsafe class CandidateEncoder : IDisposable
             var exactV = new float[k];
             var exactJ = new long[k];
             var mark = new byte[c];
+            var maxima = new float[blockwise ? c / Block : 0];
             long count = 0;
-            fixed (float* pu = upper, pc = colC, pd = colD, hv = heapV)
+            fixed (float* pu = upper, pc = colC, pd = colD, hv = heapV, pMax = maxima)
             fixed (int* pCand = cand)
             fixed (long* hi = heapI, pMap = map, pEj = exactJ)
             fixed (float* pEv = exactV)
@@ -275,12 +280,15 @@ internal sealed unsafe class CandidateEncoder : IDisposable
                     {
                         // Any k latents' exact values bound the k-th largest from below; the k largest upper bounds
                         // give a bound close to it (tighter than the k-th largest lower bound, about E higher).
-                        LargestWithIndices(pu, c, k, hv, hi);
+                        if (blockwise) LargestBlockMaxima(pu, c, k, pMax, hv, hi);
+                        else LargestWithIndices(pu, c, k, hv, hi);
                         filled = k;
                         float tau = float.PositiveInfinity;
+                        for (int l = 0; l < Math.Min(k, Ahead); l++) Prefetch(pW + (pMap is null ? hi[l] : pMap[hi[l]]) * dIn, dIn);
                         for (int l = 0; l < k; l++)
                         {
                             int j = (int)hi[l];
+                            if (l + Ahead < k) Prefetch(pW + (pMap is null ? hi[l + Ahead] : pMap[hi[l + Ahead]]) * dIn, dIn);
                             pMark[j] = 1;
                             float v = SparseKernels.Dot(xr, pW + (pMap is null ? j : pMap[j]) * dIn, dIn) + pBias[j];
                             pEv[l] = v;
@@ -288,7 +296,7 @@ internal sealed unsafe class CandidateEncoder : IDisposable
                             tau = MathF.Min(tau, v);
                         }
                         if (float.IsNaN(tau)) tau = float.NegativeInfinity;
-                        n = Above(pu, c, tau, pCand);
+                        n = blockwise ? AboveInBlocks(pu, c, pMax, tau, pCand) : Above(pu, c, tau, pCand);
                         filled = 0;
                         for (int l = 0; l < k; l++)
                         {
@@ -303,10 +311,15 @@ internal sealed unsafe class CandidateEncoder : IDisposable
                         n = c;
                         for (int j = 0; j < c; j++) pCand[j] = j;
                     }
+                    for (int e = 0; e < Math.Min(n, Ahead); e++) Prefetch(pW + (pMap is null ? pCand[e] : pMap[pCand[e]]) * dIn, dIn);
                     for (int e = 0; e < n; e++)
                     {
                         int j = pCand[e];
+                        if (e + Ahead < n && pMark[pCand[e + Ahead]] == 0) Prefetch(pW + (pMap is null ? pCand[e + Ahead] : pMap[pCand[e + Ahead]]) * dIn, dIn);
                         if (pMark[j] != 0) continue;
+                        // The heap's minimum only rises and bounds the row's k-th largest value from below: a latent
+                        // whose upper bound is below it cannot enter the top k.
+                        if (finite && filled == k && pu[j] < hv[0]) continue;
                         long latent = pMap is null ? j : pMap[j];
                         float v = SparseKernels.Dot(xr, pW + latent * dIn, dIn) + pBias[j];
                         count++;
@@ -392,6 +405,60 @@ internal sealed unsafe class CandidateEncoder : IDisposable
             for (int l = i; l < i + w; l++) Offer(v[l], l, hv, hi, k);
         }
         for (; i < c; i++) Offer(v[i], i, hv, hi, k);
+    }
+
+    /// <summary>Rows of W_encᵀ fetched ahead of the dot products (they are scattered over a matrix larger than L2).</summary>
+    private const int Ahead = 2;
+
+    /// <summary>Asks for the cache lines of a float32 row of length <paramref name="d"/> (a hint; no effect on values).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Prefetch(float* row, int d)
+    {
+        if (!Sse.IsSupported) return;
+        for (int o = 0; o < d; o += 16) Sse.Prefetch0(row + o);
+    }
+
+    /// <summary>Latents per block of <see cref="LargestBlockMaxima"/>.</summary>
+    private const int Block = 16;
+
+    /// <summary>k latents with large values among c finite values (c a multiple of 16 vectors, c/16 ≥ k), positions in a
+    /// min-heap: the maxima of the S = c/16 blocks {b, b + S, …, b + 15·S} (vector maxima of 16 slices, kept in
+    /// <paramref name="maxima"/> for <see cref="AboveInBlocks"/>), the k largest of them, and each one's latent. Any k
+    /// distinct latents serve the selection's lower bound; these are the top k unless a block holds two of them.</summary>
+    private static void LargestBlockMaxima(float* v, int c, int k, float* maxima, float* hv, long* hi)
+    {
+        int w = Vector<float>.Count, width = c / Block;
+        for (int b = 0; b < width; b += w)
+        {
+            var acc = Unsafe.ReadUnaligned<Vector<float>>(v + b);
+            for (int o = width + b; o < c; o += width) acc = Vector.Max(acc, Unsafe.ReadUnaligned<Vector<float>>(v + o));
+            Unsafe.WriteUnaligned(maxima + b, acc);
+        }
+        LargestWithIndices(maxima, width, k, hv, hi);
+        for (int l = 0; l < k; l++)
+        {
+            long b = hi[l];
+            for (long j = b; j < c; j += width)
+                if (v[j] == hv[l]) { hi[l] = j; break; }
+        }
+    }
+
+    /// <summary><see cref="Above"/> through the block maxima of <see cref="LargestBlockMaxima"/>: only blocks whose
+    /// maximum reaches τ are read (positions in block order).</summary>
+    private static int AboveInBlocks(float* v, int c, float* maxima, float tau, int* dst)
+    {
+        int n = 0, w = Vector<float>.Count, width = c / Block;
+        var t = new Vector<float>(tau);
+        for (int b0 = 0; b0 < width; b0 += w)
+        {
+            if (!Vector.GreaterThanOrEqualAny(Unsafe.ReadUnaligned<Vector<float>>(maxima + b0), t)) continue;
+            for (int b = b0; b < b0 + w; b++)
+            {
+                if (!(maxima[b] >= tau)) continue;
+                for (int j = b; j < c; j += width) if (v[j] >= tau) dst[n++] = j;
+            }
+        }
+        return n;
     }
 
     /// <summary>The positions j with v[j] ≥ τ, in increasing order; returns their count.</summary>

@@ -13,7 +13,7 @@ public class CandidateEncoderTests
     {
         var data = new TheoryData<KernelPath, string>();
         foreach (var p in CpuKernels.Supported)
-            foreach (var c in new[] { "random", "near-ties", "large-norms", "all-negative", "outlier" })
+            foreach (var c in new[] { "random", "near-ties", "large-norms", "all-negative", "outlier", "exact-ties" })
                 data.Add(p, c);
         return data;
     }
@@ -44,6 +44,12 @@ public class CandidateEncoderTests
                 break;
             case "all-negative":
                 b = -50 - randn(DSae, generator: g).abs();
+                break;
+            case "exact-ties":
+                // 16 copies of 64 latents, the copies of one latent 64 apart (so they share the selection's blocks of
+                // strided latents and tie exactly in every product): only the tie-breaking may differ.
+                w = w[.., ..64].repeat(1, DSae / 64);
+                b = b[..64].repeat(DSae / 64);
                 break;
             case "outlier":
                 x[.., 7] = 1000; // one input dominates every row's int8 scale
@@ -89,7 +95,7 @@ public class CandidateEncoderTests
     {
         var data = new TheoryData<KernelPath, string>();
         foreach (var p in CpuKernels.Supported)
-            foreach (var c in new[] { "near-ties", "all-negative" })
+            foreach (var c in new[] { "near-ties", "all-negative", "exact-ties" })
                 data.Add(p, c);
         return data;
     }
