@@ -125,6 +125,13 @@ internal static unsafe class Int8Gemm
     /// weights' path; the panels are split over the threads.</summary>
     public static void Multiply(byte* xq, float[] xScale, int rows, Weights w, float* bias, float* output, int threads)
     {
+        if (Int8GemmAvx2.Applies(w.Path)) Int8GemmAvx2.Multiply(xq, xScale, rows, w, bias, output);
+        else MultiplyTiles(xq, xScale, rows, w, bias, output, threads);
+    }
+
+    /// <summary><see cref="Multiply"/> through <see cref="MicroKernel"/>, 4 rows × 16 columns per call, on any path.</summary>
+    internal static void MultiplyTiles(byte* xq, float[] xScale, int rows, Weights w, float* bias, float* output, int threads)
+    {
         var scales = w.Scale;
         ForPanels(xq, rows, w, threads, (p, r, tile, acc) =>
         {

@@ -1,0 +1,103 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace SaeSharp.Kernels;
+
+/// <summary>
+/// <see cref="Int8Gemm.Multiply"/> on the AVX2 path, blocked for its 16 ymm registers: each thread takes a contiguous
+/// range of rows and walks it in blocks of <see cref="BlockRows"/> rows (their bytes stay in L1) against every weight
+/// panel, five rows × 16 columns per tile (10 accumulators, both weight vectors loaded once for the five rows), and
+/// dequantises each tile in vectors straight into the output. The int32 sums are exact and the same as the tile kernel's
+/// (<c>vpmaddubsw</c> pairs below 2¹⁵ with |p| ≤ 63, <c>vpmaddwd</c> by ones, <c>vpaddd</c>); the dequantisation is the
+/// same float32 operations in the same order, so the output is bit for bit the tile kernel's.
+/// </summary>
+internal static unsafe class Int8GemmAvx2
+{
+    /// <summary>Rows per register tile.</summary>
+    public const int TileRows = 5;
+
+    /// <summary>Rows per cache block: 30 rows of 512 bytes (d_in 512) and one 8 KB panel fill about 23 KB of L1.</summary>
+    private const int BlockRows = 6 * TileRows;
+
+    /// <summary>Whether this kernel runs the products of weights packed for <paramref name="path"/>.</summary>
+    public static bool Applies(KernelPath path) => path == KernelPath.Avx2 && Avx2.IsSupported;
+
+    /// <inheritdoc cref="Int8Gemm.Multiply"/>
+    public static void Multiply(byte* xq, float[] xScale, int rows, Int8Gemm.Weights w, float* bias, float* output)
+    {
+        int cols = w.Cols, kp = w.Kp, panels = cols / Int8Gemm.Panel;
+        var corr = new int[cols];
+        for (int j = 0; j < cols; j++) corr[j] = 128 * w.Sum[j];
+        var scale = w.Scale;
+        RowRanges.For(rows, (start, end) =>
+        {
+            fixed (int* pCorr = corr)
+            fixed (float* pScale = scale, pX = xScale)
+            {
+                for (long b0 = start; b0 < end; b0 += BlockRows)
+                {
+                    long b1 = Math.Min(end, b0 + BlockRows);
+                    for (int p = 0; p < panels; p++)
+                    {
+                        sbyte* panel = w.Data + (long)p * w.PanelBytes;
+                        int c0 = p * Int8Gemm.Panel;
+                        for (long r = b0; r < b1; r += TileRows)
+                            Tile(xq + r * kp, kp, (int)Math.Min(TileRows, b1 - r), panel, pCorr + c0, pScale + c0, bias + c0,
+                                pX + r, output + r * cols + c0, cols);
+                    }
+                }
+            }
+        });
+    }
+
+    /// <summary>out[l, c] = (Σ_i x[l, i]·panel[i, c] − corr[c])·(xScale[l]·colScale[c]) + bias[c] for the
+    /// <paramref name="tile"/> (≤ 5) rows at <paramref name="x"/> (stride <paramref name="kp"/>) and one packed panel;
+    /// output rows <paramref name="ldo"/> floats apart.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Tile(byte* x, int kp, int tile, sbyte* panel, int* corr, float* colScale, float* bias, float* xScale, float* o, int ldo)
+    {
+        var ones = Vector256.Create((short)1);
+        Vector256<int> a0 = default, a1 = default, b0 = default, b1 = default, c0 = default, c1 = default;
+        Vector256<int> d0 = default, d1 = default, e0 = default, e1 = default;
+        // Rows past the tile repeat row 0 (computed, never stored).
+        byte* x1 = x + (tile > 1 ? kp : 0), x2 = x + (tile > 2 ? 2 * kp : 0), x3 = x + (tile > 3 ? 3 * kp : 0), x4 = x + (tile > 4 ? 4 * kp : 0);
+        for (int i = 0; i < kp; i += 4)
+        {
+            var w0 = Avx.LoadVector256(panel).AsSByte();
+            var w1 = Avx.LoadVector256(panel + 32).AsSByte();
+            panel += 64;
+            var v = Vector256.Create(*(int*)(x + i)).AsByte();
+            a0 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(v, w0), ones);
+            a1 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(v, w1), ones);
+            v = Vector256.Create(*(int*)(x1 + i)).AsByte();
+            b0 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(v, w0), ones);
+            b1 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(v, w1), ones);
+            v = Vector256.Create(*(int*)(x2 + i)).AsByte();
+            c0 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(v, w0), ones);
+            c1 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(v, w1), ones);
+            v = Vector256.Create(*(int*)(x3 + i)).AsByte();
+            d0 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(v, w0), ones);
+            d1 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(v, w1), ones);
+            v = Vector256.Create(*(int*)(x4 + i)).AsByte();
+            e0 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(v, w0), ones);
+            e1 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(v, w1), ones);
+        }
+        Store(o, a0, a1, xScale[0], corr, colScale, bias);
+        if (tile > 1) Store(o + ldo, b0, b1, xScale[1], corr, colScale, bias);
+        if (tile > 2) Store(o + 2 * ldo, c0, c1, xScale[2], corr, colScale, bias);
+        if (tile > 3) Store(o + 3 * ldo, d0, d1, xScale[3], corr, colScale, bias);
+        if (tile > 4) Store(o + 4 * ldo, e0, e1, xScale[4], corr, colScale, bias);
+    }
+
+    /// <summary>16 outputs of one row: (float)(acc − corr)·(s·colScale) + bias, in <see cref="Int8Gemm"/>'s order.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Store(float* o, Vector256<int> lo, Vector256<int> hi, float s, int* corr, float* colScale, float* bias)
+    {
+        var vs = Vector256.Create(s);
+        var f0 = Avx.ConvertToVector256Single(lo - Avx.LoadVector256(corr)) * (vs * Avx.LoadVector256(colScale)) + Avx.LoadVector256(bias);
+        var f1 = Avx.ConvertToVector256Single(hi - Avx.LoadVector256(corr + 8)) * (vs * Avx.LoadVector256(colScale + 8)) + Avx.LoadVector256(bias + 8);
+        Avx.Store(o, f0);
+        Avx.Store(o + 8, f1);
+    }
+}
