@@ -9,7 +9,7 @@ namespace SaeSharp.Bench;
 /// ∂f = ∂ŷ·W_decᵀ, ∂W_enc = x̃ᵀ·∂p, ∂W_dec = fᵀ·∂ŷ) through torch (MKL), OpenBLAS split over .NET threads (what
 /// <see cref="Blas"/> runs) and OpenBLAS on its own thread pool, rotated round by round in one process; after the first
 /// GEMM the .NET-parallel ReLU pass (<see cref="DenseReluKernels.ReluBias"/>) is timed too, to show a spinning thread pool.
-/// Prints median [min–max] ms per GEMM and for the five together.
+/// Prints <c>auto</c>'s trial of each GEMM first, then median [min–max] ms per GEMM and for the five together.
 /// </summary>
 internal static class GemmBench
 {
@@ -34,6 +34,13 @@ internal static class GemmBench
         Func<Tensor>[] gemms = [() => Blas.Mm(x, wEnc), () => Blas.AddMm(bDec, f, wDec), () => Blas.Mm(gy, wDec.t()), () => Blas.Mm(x.t(), gp), () => Blas.Mm(f.t(), gy)];
         (string Name, GemmProvider Provider, bool Own)[] providers =
             [("torch (MKL)", GemmProvider.Torch, false), ("OpenBLAS split", GemmProvider.OpenBlas, false), ("OpenBLAS own pool", GemmProvider.OpenBlas, true)];
+        var log = CpuKernels.VerboseLog;
+        try
+        {
+            CpuKernels.VerboseLog = line => Console.WriteLine($"auto's trial: {line}");
+            foreach (var g in gemms) g().Dispose();
+        }
+        finally { CpuKernels.VerboseLog = log; }
         var times = new List<double>[providers.Length, gemms.Length + 2];
         for (int p = 0; p < providers.Length; p++)
             for (int g = 0; g < gemms.Length + 2; g++) times[p, g] = [];

@@ -42,26 +42,38 @@ internal static unsafe class Blas
         public readonly string Core = core;
     }
 
-    private static readonly string[] LibraryNames = ["libopenblas.so.0", "libopenblas.0.dylib", "libopenblas.dll"];
-    private static Lazy<Library?> _library = new(() => Load(LibraryNames));
-    private static readonly Dictionary<(bool, bool, int, int, int), bool> Choices = [];
-    private static GemmProvider? _forced;
+    /// <summary>A loaded (or missing) library with the choices measured on it.</summary>
+    private sealed class State(string[] names)
+    {
+        public readonly Lazy<Library?> Library = new(() => Load(names));
+        public readonly Dictionary<(bool, bool, int, int, int), bool> Choices = [];
+    }
 
-    /// <summary>The provider in force: the one set here, else <c>SAESHARP_GEMM</c>'s, else <see cref="GemmProvider.Auto"/>.</summary>
+    private static readonly string[] LibraryNames = ["libopenblas.so.0", "libopenblas.0.dylib", "libopenblas.dll"];
+    private static readonly State Shared = new(LibraryNames);
+    // Overrides for the calling flow only (tests and benches), so that forcing a provider or hiding the library does not
+    // change what code running in parallel computes.
+    private static readonly AsyncLocal<State?> StateOverride = new();
+    private static readonly AsyncLocal<GemmProvider?> Forced = new();
+
+    private static State Current => StateOverride.Value ?? Shared;
+
+    /// <summary>The provider in force: the one set here (for this thread and the tasks it starts), else
+    /// <c>SAESHARP_GEMM</c>'s, else <see cref="GemmProvider.Auto"/>.</summary>
     public static GemmProvider Provider
     {
-        get => _forced ?? FromEnvironment() ?? GemmProvider.Auto;
-        set => _forced = value;
+        get => Forced.Value ?? FromEnvironment() ?? GemmProvider.Auto;
+        set => Forced.Value = value;
     }
 
     /// <summary>Resets <see cref="Provider"/> to the environment's or the default choice.</summary>
-    public static void ResetProvider() => _forced = null;
+    public static void ResetProvider() => Forced.Value = null;
 
     /// <summary>Whether OpenBLAS was loaded.</summary>
-    public static bool Available => _library.Value is not null;
+    public static bool Available => Current.Library.Value is not null;
 
     /// <summary>OpenBLAS's core name (the kernels it chose for this CPU), or null when it is missing.</summary>
-    public static string? Core => _library.Value?.Core;
+    public static string? Core => Current.Library.Value?.Core;
 
     /// <summary>When set, OpenBLAS runs each call on its own thread pool (as many threads as torch) instead of the split
     /// (the bench compares both).</summary>
@@ -72,14 +84,12 @@ internal static unsafe class Blas
 
     [ThreadStatic] private static long _openBlasCalls;
 
-    /// <summary>Test hook: loads OpenBLAS from <paramref name="names"/> instead (a name that does not exist makes it missing);
-    /// null restores the default names. Forgets the measured choices.</summary>
-    internal static void ReloadFrom(string[]? names)
-    {
-        var list = names ?? LibraryNames;
-        _library = new(() => Load(list));
-        lock (Choices) Choices.Clear();
-    }
+    /// <summary>Test hook, for this thread and the tasks it starts: OpenBLAS loaded from <paramref name="names"/> (a name that
+    /// does not exist makes it missing) with no measured choices yet; null returns to the process's library and choices.</summary>
+    internal static void ReloadFrom(string[]? names) => StateOverride.Value = names is null ? null : new State(names);
+
+    /// <summary><see cref="ReloadFrom"/> with the default library names: a fresh set of choices.</summary>
+    internal static void Remeasure() => ReloadFrom(LibraryNames);
 
     /// <summary>One line for logs: the provider and OpenBLAS's core.</summary>
     public static string Describe() =>
@@ -107,17 +117,19 @@ internal static unsafe class Blas
     private static Tensor Gemm(Tensor? bias, Tensor a, Tensor b)
     {
         var provider = Provider;
-        if (provider == GemmProvider.Torch || !Fits(bias, a, b) || _library.Value is not { } lib) return TorchGemm(bias, a, b);
+        var state = Current;
+        if (provider == GemmProvider.Torch || !Fits(bias, a, b) || state.Library.Value is not { } lib) return TorchGemm(bias, a, b);
         if (provider == GemmProvider.OpenBlas) return OpenBlasGemm(lib, bias, a, b);
         var key = (a.is_contiguous(), b.is_contiguous(), Bucket(a.shape[0]), Bucket(b.shape[1]), Bucket(a.shape[1]));
         bool? useBlas;
-        lock (Choices) useBlas = Choices.TryGetValue(key, out var c) ? c : null;
+        lock (state.Choices) useBlas = state.Choices.TryGetValue(key, out var c) ? c : null;
         if (useBlas is { } known) return known ? OpenBlasGemm(lib, bias, a, b) : TorchGemm(bias, a, b);
-        return Measure(lib, key, bias, a, b);
+        return Measure(state, lib, key, bias, a, b);
     }
 
-    /// <summary>Times both libraries twice, alternated, on this GEMM and keeps the faster for its shape class.</summary>
-    private static Tensor Measure(Library lib, (bool, bool, int, int, int) key, Tensor? bias, Tensor a, Tensor b)
+    /// <summary>Times both libraries twice, alternated, on this GEMM and keeps the faster for its shape class (the first
+    /// measurement of a class wins if two threads race).</summary>
+    private static Tensor Measure(State state, Library lib, (bool, bool, int, int, int) key, Tensor? bias, Tensor a, Tensor b)
     {
         double torchMs = double.MaxValue, blasMs = double.MaxValue;
         Tensor? result = null;
@@ -133,7 +145,7 @@ internal static unsafe class Blas
             result = r;
         }
         bool useBlas = blasMs < torchMs;
-        lock (Choices) Choices[key] = useBlas;
+        lock (state.Choices) state.Choices.TryAdd(key, useBlas);
         CpuKernels.VerboseLog?.Invoke($"GEMM [{a.shape[0]}, {a.shape[1]}]·[{b.shape[0]}, {b.shape[1]}]{(bias is null ? "" : " + bias")}: " +
                                       $"OpenBLAS ({lib.Core}) {blasMs:F1} ms, torch {torchMs:F1} ms: {(useBlas ? "OpenBLAS" : "torch")}");
         return result!;
