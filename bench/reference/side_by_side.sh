@@ -16,7 +16,7 @@
 # made from the mirrors with `git archive` when missing). NICE (default 5) is the niceness of every process.
 # The AVX2 proxy caps: .NET's JIT (DOTNET_EnableAVX512=0 DOTNET_EnableAVXVNNI=0: SaeSharp's kernels then take the
 # avx2 path), MKL (MKL_ENABLE_INSTRUCTIONS=AVX2), oneDNN (ONEDNN_MAX_CPU_ISA=AVX2), ATen (ATEN_CPU_CAPABILITY=avx2),
-# and for the peers OpenBLAS (OPENBLAS_CORETYPE=Haswell) and ATen. Each log's first lines show the caps in force and
+# OpenBLAS (OPENBLAS_CORETYPE=Haswell: SaeSharp's Blas GEMMs and the peers' BLAS). Each log's first lines show the caps in force and
 # the float32 matmul ceiling they give.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -35,7 +35,7 @@ done
 [ -f "$BENCH" ] || { echo "build first: dotnet build SaeSharp.sln -c Release" >&2; exit 1; }
 
 FULL=()
-AVX2_DOTNET=(DOTNET_EnableAVX512=0 DOTNET_EnableAVXVNNI=0 SAESHARP_KERNELS=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2)
+AVX2_DOTNET=(DOTNET_EnableAVX512=0 DOTNET_EnableAVXVNNI=0 SAESHARP_KERNELS=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 OPENBLAS_CORETYPE=Haswell)
 AVX2_PEER=(OPENBLAS_CORETYPE=Haswell ATEN_CPU_CAPABILITY=avx2)
 n=0
 run() { # isa what command...

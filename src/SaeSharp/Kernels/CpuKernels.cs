@@ -84,12 +84,12 @@ public static class CpuKernels
     public static bool HasBf16 => IsX86 &&
         (CpuFlags.Value.Contains("avx512_bf16") || CpuFlags.Value.Contains("amx_bf16")) && OneDnnAllowsBf16();
 
-    /// <summary>Environment variables that cap the instruction sets of SaeSharp's kernels, the .NET JIT, MKL, oneDNN and
-    /// ATen (to run what an AVX2-only CPU would run on a bigger one: BENCHMARKS.md, "AVX2-only proxy").</summary>
+    /// <summary>Environment variables that cap the instruction sets of SaeSharp's kernels, the .NET JIT, MKL, oneDNN,
+    /// ATen and OpenBLAS (<see cref="Blas"/>) (to run what an AVX2-only CPU would run on a bigger one: BENCHMARKS.md, "AVX2-only proxy").</summary>
     public static readonly string[] IsaLimitVariables =
     [
         EnvironmentVariable, "DOTNET_EnableAVX512", "DOTNET_EnableAVX512F", "DOTNET_EnableAVXVNNI", "MKL_ENABLE_INSTRUCTIONS",
-        "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY",
+        "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "OPENBLAS_CORETYPE",
     ];
 
     /// <summary>The instruction-set caps in force (<see cref="IsaLimitVariables"/> that are set), as <c>NAME=value</c>

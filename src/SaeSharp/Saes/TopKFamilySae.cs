@@ -155,7 +155,7 @@ public abstract class TopKFamilySae : Sae
                 }
                 else
                 {
-                    pre = addmm(BEnc, xin.narrow(0, r, rows), W_enc, 1, 1);
+                    pre = Blas.AddMm(BEnc, xin.narrow(0, r, rows), W_enc);
                     (v, i) = RowTopK(pre, (int)m);
                 }
                 candV.Add(v.MoveToOuterDisposeScope());
