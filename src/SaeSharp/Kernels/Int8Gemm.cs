@@ -126,6 +126,7 @@ internal static unsafe class Int8Gemm
     public static void Multiply(byte* xq, float[] xScale, int rows, Weights w, float* bias, float* output, int threads)
     {
         if (Int8GemmAvx2.Applies(w.Path)) Int8GemmAvx2.Multiply(xq, xScale, rows, w, bias, output);
+        else if (Int8GemmAvx512.Applies(w.Path)) Int8GemmAvx512.Multiply(xq, xScale, rows, w, bias, output);
         else MultiplyTiles(xq, xScale, rows, w, bias, output, threads);
     }
 
