@@ -258,6 +258,40 @@ internal static unsafe class Int8Gemm
         });
     }
 
+    /// <summary>The blocked drivers' shared loop (<see cref="Int8GemmAvx2"/>, <see cref="Int8GemmAvx512"/>): each thread takes
+    /// a contiguous range of rows and walks it in blocks of <paramref name="blockRows"/> rows against every weight panel,
+    /// <paramref name="tileRows"/> rows per call of <paramref name="tile"/> (x, kp, rows in the tile, panel, 128·Σp, column
+    /// scales, bias, row scales, output, output stride), which writes the dequantised tile.</summary>
+    internal static void MultiplyBlocked(byte* xq, float[] xScale, int rows, Weights w, float* bias, float* output, int tileRows, int blockRows,
+        delegate*<byte*, int, int, sbyte*, int*, float*, float*, float*, float*, int, void> tile)
+    {
+        int cols = w.Cols, kp = w.Kp, panels = cols / Panel;
+        var corr = new int[cols];
+        for (int j = 0; j < cols; j++) corr[j] = 128 * w.Sum[j];
+        var scale = w.Scale;
+        nint tilePtr = (nint)tile;
+        RowRanges.For(rows, (start, end) =>
+        {
+            var run = (delegate*<byte*, int, int, sbyte*, int*, float*, float*, float*, float*, int, void>)tilePtr;
+            fixed (int* pCorr = corr)
+            fixed (float* pScale = scale, pX = xScale)
+            {
+                for (long b0 = start; b0 < end; b0 += blockRows)
+                {
+                    long b1 = Math.Min(end, b0 + blockRows);
+                    for (int p = 0; p < panels; p++)
+                    {
+                        sbyte* panel = w.Data + (long)p * w.PanelBytes;
+                        int c0 = p * Panel;
+                        for (long r = b0; r < b1; r += tileRows)
+                            run(xq + r * kp, kp, (int)Math.Min(tileRows, b1 - r), panel, pCorr + c0, pScale + c0, bias + c0,
+                                pX + r, output + r * cols + c0, cols);
+                    }
+                }
+            }
+        });
+    }
+
     /// <summary>acc[l·16 + c] = Σ_i xq[l, i]·panel[i, c] for the <paramref name="tile"/> (≤ 4) rows of x at
     /// <paramref name="x"/> (stride <paramref name="kp"/>) and one packed panel; with xq − 128 = q in place of xq where
     /// <see cref="SignedKernel"/>.</summary>

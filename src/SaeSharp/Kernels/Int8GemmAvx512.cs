@@ -23,32 +23,8 @@ internal static unsafe class Int8GemmAvx512
     public static bool Applies(KernelPath path) => path == KernelPath.Avx512 && Avx512BW.IsSupported;
 
     /// <inheritdoc cref="Int8Gemm.Multiply"/>
-    public static void Multiply(byte* xq, float[] xScale, int rows, Int8Gemm.Weights w, float* bias, float* output)
-    {
-        int cols = w.Cols, kp = w.Kp, panels = cols / Int8Gemm.Panel;
-        var corr = new int[cols];
-        for (int j = 0; j < cols; j++) corr[j] = 128 * w.Sum[j];
-        var scale = w.Scale;
-        RowRanges.For(rows, (start, end) =>
-        {
-            fixed (int* pCorr = corr)
-            fixed (float* pScale = scale, pX = xScale)
-            {
-                for (long b0 = start; b0 < end; b0 += BlockRows)
-                {
-                    long b1 = Math.Min(end, b0 + BlockRows);
-                    for (int p = 0; p < panels; p++)
-                    {
-                        sbyte* panel = w.Data + (long)p * w.PanelBytes;
-                        int c0 = p * Int8Gemm.Panel;
-                        for (long r = b0; r < b1; r += TileRows)
-                            Tile(xq + r * kp, kp, (int)Math.Min(TileRows, b1 - r), panel, pCorr + c0, pScale + c0, bias + c0,
-                                pX + r, output + r * cols + c0, cols);
-                    }
-                }
-            }
-        });
-    }
+    public static void Multiply(byte* xq, float[] xScale, int rows, Int8Gemm.Weights w, float* bias, float* output) =>
+        Int8Gemm.MultiplyBlocked(xq, xScale, rows, w, bias, output, TileRows, BlockRows, &Tile);
 
     /// <summary>out[l, c] = (Σ_i x[l, i]·panel[i, c] − corr[c])·(xScale[l]·colScale[c]) + bias[c] for the
     /// <paramref name="tile"/> (≤ 8) rows at <paramref name="x"/> (stride <paramref name="kp"/>) and one packed panel.</summary>
