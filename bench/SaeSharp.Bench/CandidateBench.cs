@@ -25,11 +25,7 @@ internal static class CandidateBench
         Console.WriteLine($"top-k selection: {rows} rows, d_in {dIn}, d_sae {dSae}, k {k}, chunks of {chunk} rows; ms best/median of {repeats}");
         using var scope = NewDisposeScope();
         using var _ = no_grad();
-        var gen = new Generator(1);
-        var x = randn(rows, dIn, generator: gen);
-        var w = randn(dIn, dSae, generator: gen) / Math.Sqrt(dIn);
-        var b = randn(dSae, generator: gen) * 0.1;
-        var encT = w.t().contiguous();
+        var (x, w, b, encT) = Machine.RandomEncoder(rows, dIn, dSae);
         Report("fp32 addmm + top-k", repeats, () =>
         {
             for (int r = 0; r < rows; r += chunk)
@@ -97,6 +93,17 @@ internal static class Machine
         int bf16Rows = CpuKernels.HasBf16 ? n : Math.Max(1, n / 16);
         Console.WriteLine($"matmul ceiling {n}x{dIn}·{dIn}x{dSae}: float32 {Ceiling(n, dIn, dSae, ScalarType.Float32):F0} GFLOP/s, bfloat16 {Ceiling(bf16Rows, dIn, dSae, ScalarType.BFloat16):F0} GFLOP/s{(bf16Rows < n ? $" (on {bf16Rows} rows)" : "")} (bf16 hardware: {CpuKernels.HasBf16})");
         Console.WriteLine($"{Blas.Describe()}{(Blas.Available ? $"; float32 ceiling through OpenBLAS {Ceiling(n, dIn, dSae, ScalarType.Float32, GemmProvider.OpenBlas):F0} GFLOP/s" : "")}");
+    }
+
+    /// <summary>The benches' encoder problem (seed 1): x [rows, d_in], W_enc [d_in, d_sae] scaled by 1/√d_in, b_enc
+    /// [d_sae] and W_encᵀ (contiguous), in the caller's dispose scope.</summary>
+    public static (Tensor X, Tensor W, Tensor B, Tensor EncT) RandomEncoder(int rows, int dIn, int dSae)
+    {
+        var gen = new Generator(1);
+        var x = randn(rows, dIn, generator: gen);
+        var w = randn(dIn, dSae, generator: gen) / Math.Sqrt(dIn);
+        var b = randn(dSae, generator: gen) * 0.1;
+        return (x, w, b, w.t().contiguous());
     }
 
     /// <summary>GFLOP/s of the encoder-shaped matmul (addmm in float32, mm in bfloat16), best of 3; float32 through

@@ -25,11 +25,7 @@ internal static unsafe class Int8Bench
         }
         using var scope = NewDisposeScope();
         using var _ = no_grad();
-        var gen = new Generator(1);
-        var x = randn(rows, dIn, generator: gen);
-        var w = randn(dIn, dSae, generator: gen) / Math.Sqrt(dIn);
-        var b = randn(dSae, generator: gen) * 0.1;
-        var encT = w.t().contiguous();
+        var (x, w, b, encT) = Machine.RandomEncoder(rows, dIn, dSae);
         using var packed = Int8Gemm.Pack(TensorPointers.FloatPtr(encT), dSae, dIn, path);
         int kp = packed.Kp;
         var q = new byte[(long)rows * kp];
