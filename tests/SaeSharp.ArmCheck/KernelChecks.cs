@@ -188,7 +188,7 @@ internal static unsafe class VectorChecks
         }
 
         var axpy = typeof(SparseKernels).GetMethod("Axpy", Private, [typeof(float), typeof(float*), typeof(float*), typeof(long), typeof(long)]);
-        if (axpy == null) checks.Skip("SparseKernels.Axpy", "private method not found (renamed?)");
+        if (axpy == null) checks.Fail("SparseKernels.Axpy", "private method not found (renamed? update this check)");
         else
         {
             var f = (delegate*<float, float*, float*, long, long, void>)axpy.MethodHandle.GetFunctionPointer();
@@ -211,7 +211,7 @@ internal static unsafe class VectorChecks
         }
 
         var count = typeof(SparseKernels).GetMethod("CountPositive", Private, [typeof(float*), typeof(long)]);
-        if (count == null) checks.Skip("SparseKernels.CountPositive", "private method not found (renamed?)");
+        if (count == null) checks.Fail("SparseKernels.CountPositive", "private method not found (renamed? update this check)");
         else
         {
             var f = (delegate*<float*, long, long>)count.MethodHandle.GetFunctionPointer();
@@ -228,7 +228,7 @@ internal static unsafe class VectorChecks
         }
 
         var blockMaxima = typeof(TopKSelection).GetMethod("BlockMaxima", Private, [typeof(float*), typeof(long), typeof(float*)]);
-        if (blockMaxima == null) checks.Skip("TopKSelection.BlockMaxima", "private method not found (renamed?)");
+        if (blockMaxima == null) checks.Fail("TopKSelection.BlockMaxima", "private method not found (renamed? update this check)");
         else
         {
             var f = (delegate*<float*, long, float*, bool>)blockMaxima.MethodHandle.GetFunctionPointer();
@@ -254,7 +254,7 @@ internal static unsafe class VectorChecks
         }
 
         var heap = typeof(TopKSelection).GetMethod("HeapTopK", Private, [typeof(float*), typeof(long), typeof(int), typeof(float*), typeof(long*)]);
-        if (heap == null) checks.Skip("TopKSelection.HeapTopK", "private method not found (renamed?)");
+        if (heap == null) checks.Fail("TopKSelection.HeapTopK", "private method not found (renamed? update this check)");
         else
         {
             var f = (delegate*<float*, long, int, float*, long*, void>)heap.MethodHandle.GetFunctionPointer();
@@ -273,7 +273,7 @@ internal static unsafe class VectorChecks
         }
 
         var widen = typeof(TopKSelection).GetMethod("WidenBf16", Private, [typeof(ushort*), typeof(float*), typeof(float*), typeof(long)]);
-        if (widen == null) checks.Skip("TopKSelection.WidenBf16", "private method not found (renamed?)");
+        if (widen == null) checks.Fail("TopKSelection.WidenBf16", "private method not found (renamed? update this check)");
         else
         {
             var f = (delegate*<ushort*, float*, float*, long, void>)widen.MethodHandle.GetFunctionPointer();
