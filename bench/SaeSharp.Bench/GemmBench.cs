@@ -9,7 +9,8 @@ namespace SaeSharp.Bench;
 /// ∂f = ∂ŷ·W_decᵀ, ∂W_enc = x̃ᵀ·∂p, ∂W_dec = fᵀ·∂ŷ) through torch (MKL), OpenBLAS split over .NET threads (what
 /// <see cref="Blas"/> runs) and OpenBLAS on its own thread pool, rotated round by round in one process; after the first
 /// GEMM the .NET-parallel ReLU pass (<see cref="DenseReluKernels.ReluBias"/>) is timed too, to show a spinning thread pool.
-/// Prints <c>auto</c>'s trial of each GEMM first, then median [min–max] ms per GEMM and for the five together.
+/// Prints <c>measure</c>'s trial of each GEMM first (what <c>SAESHARP_GEMM=measure</c> would keep; <c>auto</c>'s rule is in
+/// the second line), then median [min–max] ms per GEMM and for the five together.
 /// </summary>
 internal static class GemmBench
 {
@@ -37,10 +38,15 @@ internal static class GemmBench
         var log = CpuKernels.VerboseLog;
         try
         {
-            CpuKernels.VerboseLog = line => Console.WriteLine($"auto's trial: {line}");
+            CpuKernels.VerboseLog = line => Console.WriteLine($"measure's trial: {line}");
+            Blas.Provider = GemmProvider.Measure;
             foreach (var g in gemms) g().Dispose();
         }
-        finally { CpuKernels.VerboseLog = log; }
+        finally
+        {
+            CpuKernels.VerboseLog = log;
+            Blas.ResetProvider();
+        }
         var times = new List<double>[providers.Length, gemms.Length + 2];
         for (int p = 0; p < providers.Length; p++)
             for (int g = 0; g < gemms.Length + 2; g++) times[p, g] = [];

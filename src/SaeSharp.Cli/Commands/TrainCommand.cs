@@ -29,11 +29,12 @@ internal static class TrainCommand
         var evalRows = new Option<long?>("--eval-rows") { Description = "Rows held out at the end of the data for metrics.json (default 16384, at most a tenth of the data)" };
         var autocast = new Option<bool>("--autocast") { Description = "bfloat16 matmuls in training, float32 weights and accumulation (fast with AVX512-BF16/AMX)" };
         var candidatePass = new Option<string?>("--candidate-pass") { Description = "TopK family: exact top-k from a bounded low-precision candidate pass: auto (where faster than float32 on this CPU), on, off (plain float32)" };
+        var deterministic = new Option<bool>("--deterministic") { Description = "No choice made from timings (candidate pass auto runs as off; ReLU's sparse pass from 5 % density): same seed, same weights bit for bit, resumes included" };
         var epochs = new Option<int?>("--epochs") { Description = "Passes over the data before it runs out: N, or 0 for as many as --steps/--tokens need (default: 1 with --model, no limit with --activations)" };
         var groundTruth = new Option<string?>("--ground-truth") { Description = "features.safetensors of synthetic data: adds mmcs and recovered_fraction" };
         var command = new Command("train", "Train sparse autoencoders and write them in SAELens layout")
         {
-            activations, arch, k, l1, targetL0, dictSize, expansion, batchSize, steps, lr, seed, output, config, resume, checkpointEvery, evalRows, groundTruth, autocast, candidatePass, epochs,
+            activations, arch, k, l1, targetL0, dictSize, expansion, batchSize, steps, lr, seed, output, config, resume, checkpointEvery, evalRows, groundTruth, autocast, candidatePass, deterministic, epochs,
         };
         var data = new ModelDataOptionsCli();
         data.AddTo(command);
@@ -58,6 +59,7 @@ internal static class TrainCommand
             s.GroundTruth = parse.GetValue(groundTruth) ?? s.GroundTruth;
             s.Autocast |= parse.GetValue(autocast);
             s.CandidatePass = parse.GetValue(candidatePass) ?? s.CandidatePass;
+            s.Deterministic |= parse.GetValue(deterministic);
             s.Epochs = parse.GetValue(epochs) ?? s.Epochs;
             // One device for the SAEs and, with --model, the harvest: --device, else the config's "device", else the CPU.
             s.Trainer.Device = parse.GetValue(data.Device) ?? s.Trainer.Device;

@@ -8,8 +8,12 @@ namespace SaeSharp.Kernels;
 /// <summary>Which library runs the float32 GEMMs of the dense ReLU training pass (<see cref="Blas"/>).</summary>
 internal enum GemmProvider
 {
-    /// <summary>Each GEMM shape is timed once on both libraries at its first use and the faster one kept.</summary>
+    /// <summary>A fixed rule, so that runs and resumes are reproducible bit for bit: OpenBLAS on AMD CPUs when its kernels for
+    /// this CPU use AVX2 or AVX-512 (libtorch's MKL takes no AVX-512 kernels there), torch everywhere else.</summary>
     Auto,
+    /// <summary>Each GEMM shape class is timed once on both libraries at its first use and the faster one kept. The choice
+    /// depends on timings, so two runs (or a run and its resume) can differ in the last bits.</summary>
+    Measure,
     /// <summary>torch's mm/addmm (libtorch's bundled MKL on x86-64).</summary>
     Torch,
     /// <summary>The system OpenBLAS (libopenblas.so.0), single-threaded per call, the output split over torch's thread count.</summary>
@@ -19,9 +23,10 @@ internal enum GemmProvider
 /// <summary>
 /// Float32 GEMMs for <see cref="DenseRelu"/> through torch (MKL) or the system OpenBLAS, chosen at run time. libtorch's MKL
 /// does not take its AVX-512 kernels on AMD CPUs, where OpenBLAS's are faster (BENCHMARKS.md, "float32 GEMM: MKL vs
-/// OpenBLAS"); on Intel CPUs MKL is usually the faster one. OpenBLAS is loaded with <see cref="NativeLibrary.TryLoad(string, out IntPtr)"/>:
-/// when it is missing every GEMM runs through torch. <c>SAESHARP_GEMM</c> (<c>auto</c>, the default; <c>torch</c>;
-/// <c>openblas</c>) or <see cref="Provider"/> forces a choice. OpenBLAS runs with one thread per call and the output's
+/// OpenBLAS"); on Intel CPUs MKL is the faster one (there it ran at 5× an OpenBLAS that did not know the CPU). OpenBLAS
+/// is loaded with <see cref="NativeLibrary.TryLoad(string, out IntPtr)"/>: when it is missing every GEMM runs through
+/// torch. <c>SAESHARP_GEMM</c> (<c>auto</c>, the default; <c>measure</c>; <c>torch</c>; <c>openblas</c>) or
+/// <see cref="Provider"/> forces a choice. OpenBLAS runs with one thread per call and the output's
 /// longer side is split over <see cref="RowRanges.Count"/> .NET threads: OpenBLAS's own thread pool spins after each call
 /// and slows the .NET-parallel kernels that follow. No autograd: the callers run under no_grad or inside their own
 /// autograd function. Tensors the custom kernels do not take (<see cref="CpuKernels.On"/>), non-float32 ones and empty
@@ -93,7 +98,8 @@ internal static unsafe class Blas
 
     /// <summary>One line for logs: the provider and OpenBLAS's core.</summary>
     public static string Describe() =>
-        $"GEMM {Name(Provider)}; OpenBLAS {(Available ? $"core {Core}" : "not found")}";
+        $"GEMM {Name(Provider)}{(Provider == GemmProvider.Auto ? $" ({(AutoChoice == GemmProvider.OpenBlas ? "OpenBLAS" : "torch")} on {CpuKernels.Vendor})" : "")}; " +
+        $"OpenBLAS {(Available ? $"core {Core}" : "not found")}";
 
     /// <summary>The name <c>SAESHARP_GEMM</c> takes for a provider.</summary>
     public static string Name(GemmProvider p) => p.ToString().ToLowerInvariant();
@@ -120,6 +126,7 @@ internal static unsafe class Blas
         var state = Current;
         if (provider == GemmProvider.Torch || !Fits(bias, a, b) || state.Library.Value is not { } lib) return TorchGemm(bias, a, b);
         if (provider == GemmProvider.OpenBlas) return OpenBlasGemm(lib, bias, a, b);
+        if (provider == GemmProvider.Auto) return AutoPicksOpenBlas(lib) ? OpenBlasGemm(lib, bias, a, b) : TorchGemm(bias, a, b);
         var key = (a.is_contiguous(), b.is_contiguous(), Bucket(a.shape[0]), Bucket(b.shape[1]), Bucket(a.shape[1]));
         bool? useBlas;
         lock (state.Choices) useBlas = state.Choices.TryGetValue(key, out var c) ? c : null;
@@ -127,28 +134,42 @@ internal static unsafe class Blas
         return Measure(state, lib, key, bias, a, b);
     }
 
-    /// <summary>Times both libraries twice, alternated, on this GEMM and keeps the faster for its shape class (the first
-    /// measurement of a class wins if two threads race).</summary>
+    /// <summary>OpenBLAS's cores whose float32 GEMM kernels use AVX2 or AVX-512 (an older OpenBLAS that does not know the
+    /// CPU falls back to a generic core such as Prescott, at a fraction of MKL's rate).</summary>
+    private static readonly string[] VectorCores = ["Haswell", "Zen", "SkylakeX", "Cooperlake", "SapphireRapids"];
+
+    /// <summary>The rule of <see cref="GemmProvider.Auto"/>.</summary>
+    internal static bool AutoPicksOpenBlas(string vendor, string? core) =>
+        vendor == "AuthenticAMD" && core is not null && VectorCores.Contains(core, StringComparer.OrdinalIgnoreCase);
+
+    private static bool AutoPicksOpenBlas(Library lib) => AutoPicksOpenBlas(CpuKernels.Vendor, lib.Core);
+
+    /// <summary>The library <see cref="GemmProvider.Auto"/> runs on this machine.</summary>
+    public static GemmProvider AutoChoice => Current.Library.Value is { } lib && AutoPicksOpenBlas(lib) ? GemmProvider.OpenBlas : GemmProvider.Torch;
+
+    /// <summary>Times both libraries twice, alternated, on this GEMM, keeps the faster for its shape class (the first
+    /// measurement of a class wins if two threads race) and returns the kept library's product.</summary>
     private static Tensor Measure(State state, Library lib, (bool, bool, int, int, int) key, Tensor? bias, Tensor a, Tensor b)
     {
         double torchMs = double.MaxValue, blasMs = double.MaxValue;
-        Tensor? result = null;
+        Tensor? fromTorch = null, fromBlas = null;
         for (int round = 0; round < 2; round++)
         {
+            fromTorch?.Dispose();
+            fromBlas?.Dispose();
             var sw = Stopwatch.StartNew();
-            TorchGemm(bias, a, b).Dispose();
+            fromTorch = TorchGemm(bias, a, b);
             torchMs = Math.Min(torchMs, sw.Elapsed.TotalMilliseconds);
             sw.Restart();
-            var r = OpenBlasGemm(lib, bias, a, b);
+            fromBlas = OpenBlasGemm(lib, bias, a, b);
             blasMs = Math.Min(blasMs, sw.Elapsed.TotalMilliseconds);
-            result?.Dispose();
-            result = r;
         }
         bool useBlas = blasMs < torchMs;
-        lock (state.Choices) state.Choices.TryAdd(key, useBlas);
+        lock (state.Choices) useBlas = state.Choices.TryAdd(key, useBlas) ? useBlas : state.Choices[key];
         CpuKernels.VerboseLog?.Invoke($"GEMM [{a.shape[0]}, {a.shape[1]}]·[{b.shape[0]}, {b.shape[1]}]{(bias is null ? "" : " + bias")}: " +
                                       $"OpenBLAS ({lib.Core}) {blasMs:F1} ms, torch {torchMs:F1} ms: {(useBlas ? "OpenBLAS" : "torch")}");
-        return result!;
+        (useBlas ? fromTorch : fromBlas)!.Dispose();
+        return useBlas ? fromBlas! : fromTorch!;
     }
 
     /// <summary>Shapes within a factor of two share a choice.</summary>

@@ -76,6 +76,23 @@ public static class CpuKernels
             _ => IsX86 && p <= Best,
         }).ToList());
 
+    private static readonly Lazy<string> VendorId = new(ReadVendor);
+
+    /// <summary>The x86 CPU vendor string from <c>cpuid</c> (<c>GenuineIntel</c>, <c>AuthenticAMD</c>, …), or the process
+    /// architecture elsewhere.</summary>
+    public static string Vendor => VendorId.Value;
+
+    private static string ReadVendor()
+    {
+        if (!X86Base.IsSupported) return RuntimeInformation.ProcessArchitecture.ToString();
+        var (_, ebx, ecx, edx) = X86Base.CpuId(0, 0);
+        Span<byte> id = stackalloc byte[12];
+        BitConverter.TryWriteBytes(id, ebx);
+        BitConverter.TryWriteBytes(id[4..], edx);
+        BitConverter.TryWriteBytes(id[8..], ecx);
+        return System.Text.Encoding.ASCII.GetString(id);
+    }
+
     private static bool IsX86 => RuntimeInformation.ProcessArchitecture is Architecture.X64 or Architecture.X86;
 
     /// <summary>Whether the CPU has bfloat16 dot products (AVX512-BF16 or AMX-BF16) and oneDNN may use them

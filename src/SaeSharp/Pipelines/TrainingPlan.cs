@@ -51,6 +51,7 @@ public sealed class TrainingPlan : IDisposable
             }
             ApplyCadence(trainer, steps, s.CheckpointEvery);
             var pass = s.ParsedCandidatePass;
+            if (s.Deterministic && pass == Kernels.CandidatePass.Auto) pass = Kernels.CandidatePass.Off;
             var slots = new List<SaeSlot>();
             foreach (var r in recipes)
             {
@@ -59,6 +60,7 @@ public sealed class TrainingPlan : IDisposable
                 if (s.TargetL0 is double t) SaeRecipes.AdaptToTargetL0(sae, t, s.L1Coefficient);
                 sae.Training.Autocast = s.Autocast;
                 sae.Training.CandidatePass = pass;
+                if (s.Deterministic && sae is StandardSae relu && double.IsNaN(relu.SparseTrainingDensity)) relu.SparseTrainingDensity = SparsePassSwitch.PriorDensity;
                 slots.Add(new SaeSlot(r, sae, SaeRecipes.RunConfig(r, trainer, dSae, given)));
             }
             var features = s.GroundTruth is null ? null : SyntheticDataset.ReadFeatures(s.GroundTruth);

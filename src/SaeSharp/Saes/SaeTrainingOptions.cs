@@ -83,4 +83,8 @@ public sealed class SaeTrainingOptions
     /// <see cref="Kernels.CandidatePass.Off"/> selects on plain float32 pre-activations (or, with <see cref="Autocast"/>,
     /// on bfloat16 ones, where near-ties can be chosen differently).</summary>
     public Kernels.CandidatePass CandidatePass { get; set; } = Kernels.CandidatePass.Auto;
+    /// <summary>ReLU SAEs: the largest fraction of positive pre-activations at which a training step takes the sparse pass
+    /// (0: always dense, 1: always sparse); null (default): chosen per step from measured costs
+    /// (<see cref="StandardSae.SparseTrainingDensity"/>). Saved with checkpoints, so a resumed run keeps it.</summary>
+    public double? SparsePassDensity { get; set; }
 }

@@ -18,6 +18,9 @@ internal sealed class SparsePassSwitch
     /// Measured on the AVX-512 machine (BENCHMARKS.md, crossover table): 16 at 1 % density, 17 at 5 %, 31 at 10 %.</summary>
     public const double PriorCostRatio = 20;
 
+    /// <summary>The density at which the prior tries the sparse pass first (1/κ): the fixed threshold of deterministic runs.</summary>
+    public const double PriorDensity = 1 / PriorCostRatio;
+
     /// <summary>Steps after which a sparse time is measured again.</summary>
     public const int RecheckSteps = 50;
 

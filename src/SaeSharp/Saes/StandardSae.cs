@@ -49,7 +49,11 @@ public sealed class StandardSae : Sae
     /// NaN (the default): per step, from the measured cost of both passes at the run's shape (<see cref="SparsePassSwitch"/>).
     /// A number: the largest fraction of positive pre-activations at which the sparse pass runs (0: always dense, 1: always sparse).
     /// </summary>
-    public double SparseTrainingDensity { get; set; } = double.NaN;
+    public double SparseTrainingDensity
+    {
+        get => Training.SparsePassDensity ?? double.NaN;
+        set => Training.SparsePassDensity = double.IsNaN(value) ? null : value;
+    }
 
     private readonly SparsePassSwitch _switch = new();
 

@@ -59,6 +59,10 @@ public sealed class TrainingSettings
     [JsonPropertyName("autocast")] public bool Autocast { get; set; }
     /// <summary>TopK family: auto, on or off (<see cref="Saes.SaeTrainingOptions.CandidatePass"/>).</summary>
     [JsonPropertyName("candidate_pass")] public string CandidatePass { get; set; } = "auto";
+    /// <summary>No choice made from timings (<c>--deterministic</c>): the candidate pass's <c>auto</c> runs as <c>off</c>, and
+    /// ReLU SAEs switch to their sparse pass at a fixed density (<see cref="Saes.SparsePassSwitch.PriorDensity"/>), so that
+    /// two runs with the same seed, and a run and its resume, give the same weights bit for bit.</summary>
+    [JsonPropertyName("deterministic")] public bool Deterministic { get; set; }
     /// <summary>Passes over the data before it runs out (<c>--epochs</c>); 0: as many as the run needs. Null: 1 for text
     /// (<see cref="Pipelines.TrainingPlan.ForModel"/>), no limit for activation files (<see cref="Pipelines.TrainingPlan.ForActivations"/>).</summary>
     [JsonPropertyName("epochs")] public int? Epochs { get; set; }

@@ -138,10 +138,10 @@ public class BlasTests
         });
     }
 
-    /// <summary>Auto times both libraries once per shape class, logs the choice, and returns a correct product either way;
-    /// forcing a provider or hiding the library holds for the calling thread only.</summary>
+    /// <summary>Measure times both libraries once per shape class, logs the choice, and returns the kept library's product
+    /// from the timed call on: the first call and the later ones of a class agree bit for bit.</summary>
     [SkippableFact]
-    public void Auto_measures_each_shape_class_once_and_logs_it()
+    public void Measure_times_each_shape_class_once_logs_it_and_returns_the_kept_librarys_product()
     {
         Skip.If(!Blas.Available, "OpenBLAS (libopenblas.so.0) is not installed");
         using var scope = NewDisposeScope();
@@ -154,15 +154,21 @@ public class BlasTests
             {
                 lock (lines) lines.Add(line);
             };
-            WithProvider(GemmProvider.Auto, () =>
+            WithProvider(GemmProvider.Measure, () =>
             {
-                var a = randn(100, 60, generator: new Generator(3));
-                var b = randn(60, 90, generator: new Generator(4));
-                AssertProduct(null, a, b, Blas.Mm(a, b), "first (measured) call");
-                AssertProduct(null, a, b, Blas.Mm(a, b), "second call");
-                var a2 = randn(110, 60, generator: new Generator(5)); // same power-of-two class
+                // Large enough that the two libraries' products differ in the last bits (checked below).
+                var a = randn(100, 300, generator: new Generator(3));
+                var b = randn(300, 90, generator: new Generator(4));
+                var first = Blas.Mm(a, b);
+                AssertProduct(null, a, b, first, "first (measured) call");
+                var second = Blas.Mm(a, b);
+                Assert.True(first.eq(second).all().item<bool>(), "the timed call returns what the kept library computes afterwards");
+                var a2 = randn(110, 300, generator: new Generator(5)); // same power-of-two class
                 AssertProduct(null, a2, b, Blas.Mm(a2, b), "same class");
                 AssertProduct(null, a.t(), a, Blas.Mm(a.t(), a), "another form");
+                bool keptBlas = lines.Any(l => l.Contains("[100, 300]·[300, 90]") && l.EndsWith(": OpenBLAS", StringComparison.Ordinal));
+                Blas.Provider = keptBlas ? GemmProvider.Torch : GemmProvider.OpenBlas;
+                Assert.False(first.eq(Blas.Mm(a, b)).all().item<bool>(), "the other library rounds differently at this size (else the check above proves nothing)");
             });
         }
         finally
@@ -171,11 +177,53 @@ public class BlasTests
             Blas.ReloadFrom(null);
         }
         // Tests in other collections may log their own trials meanwhile: only these shapes count.
-        var mine = lines.Where(l => l.Contains("[100, 60]·[60, 90]") || l.Contains("[110, 60]") || l.Contains("[60, 100]·[100, 60]")).ToList();
+        var mine = lines.Where(l => l.Contains("[100, 300]·[300, 90]") || l.Contains("[110, 300]") || l.Contains("[300, 100]·[100, 300]")).ToList();
         Assert.Equal(2, mine.Count);
-        Assert.Contains("GEMM [100, 60]·[60, 90]: OpenBLAS (", mine[0]);
+        Assert.Contains("GEMM [100, 300]·[300, 90]: OpenBLAS (", mine[0]);
         Assert.Matches(@"torch [0-9.]+ ms: (OpenBLAS|torch)$", mine[0]);
-        Assert.Contains("GEMM [60, 100]·[100, 60]", mine[1]);
+        Assert.Contains("GEMM [300, 100]·[100, 300]", mine[1]);
+    }
+
+    /// <summary>Auto's rule: OpenBLAS only on AMD CPUs, and only with kernels that use AVX2 or AVX-512.</summary>
+    [Theory]
+    [InlineData("AuthenticAMD", "Zen", true)]
+    [InlineData("AuthenticAMD", "SKYLAKEX", true)]
+    [InlineData("AuthenticAMD", "Cooperlake", true)]
+    [InlineData("AuthenticAMD", "Haswell", true)]
+    [InlineData("AuthenticAMD", "Prescott", false)]
+    [InlineData("AuthenticAMD", null, false)]
+    [InlineData("GenuineIntel", "SapphireRapids", false)]
+    [InlineData("GenuineIntel", "Prescott", false)]
+    [InlineData("Arm64", "NEOVERSEN1", false)]
+    public void Auto_picks_openblas_on_amd_with_vector_kernels_only(string vendor, string? core, bool openBlas) =>
+        Assert.Equal(openBlas, Blas.AutoPicksOpenBlas(vendor, core));
+
+    /// <summary>Auto gives, bit for bit, the product of the library its rule names, call after call (no timing involved).</summary>
+    [SkippableFact]
+    public void Auto_runs_the_library_its_rule_names()
+    {
+        Skip.If(!Blas.Available, "OpenBLAS (libopenblas.so.0) is not installed");
+        using var scope = NewDisposeScope();
+        var a = randn(100, 300, generator: new Generator(3));
+        var b = randn(300, 90, generator: new Generator(4));
+        Tensor? expected = null;
+        WithProvider(Blas.AutoChoice, () => expected = Blas.Mm(a, b));
+        WithProvider(GemmProvider.Auto, () =>
+        {
+            long before = Blas.OpenBlasCalls;
+            for (int i = 0; i < 3; i++) Assert.True(expected!.eq(Blas.Mm(a, b)).all().item<bool>(), $"call {i}");
+            Assert.Equal(Blas.AutoChoice == GemmProvider.OpenBlas ? 3 : 0, Blas.OpenBlasCalls - before);
+        });
+        Assert.Contains($"({(Blas.AutoChoice == GemmProvider.OpenBlas ? "OpenBLAS" : "torch")} on {CpuKernels.Vendor})", Blas.Describe());
+    }
+
+    /// <summary>The vendor string comes from cpuid; on Linux it is the kernel's <c>vendor_id</c>.</summary>
+    [SkippableFact]
+    public void Vendor_is_the_kernels_vendor_id()
+    {
+        Skip.IfNot(OperatingSystem.IsLinux() && System.Runtime.Intrinsics.X86.X86Base.IsSupported, "x86 Linux only");
+        var line = File.ReadLines("/proc/cpuinfo").First(l => l.StartsWith("vendor_id", StringComparison.Ordinal));
+        Assert.Equal(line[(line.IndexOf(':') + 1)..].Trim(), CpuKernels.Vendor);
     }
 
     [Fact]

@@ -136,6 +136,32 @@ public class TrainingPlanTests : IDisposable
             Assert.True(File.Exists(P("run", TrainingRun.MetricsFile)));
         }
     }
+    /// <summary><c>deterministic</c> fixes the two choices made from timings (the candidate pass's <c>auto</c> runs as
+    /// <c>off</c>, ReLU's sparse pass from 5 % density) and keeps a candidate pass the settings name; without it both stay
+    /// measured.</summary>
+    [Theory]
+    [InlineData(false, "auto", CandidatePass.Auto, double.NaN)]
+    [InlineData(true, "auto", CandidatePass.Off, 0.05)]
+    [InlineData(true, "on", CandidatePass.On, 0.05)]
+    public void DeterministicRunsFixTheTimedChoices(bool deterministic, string candidatePass, CandidatePass expectedPass, double expectedDensity)
+    {
+        SafeTensors.Save(P("d.safetensors"), new Dictionary<string, Tensor> { ["activations"] = randn(600, 8, generator: new Generator(7)) });
+        var s = TrainingSettings.FromJson($$"""
+            {"activations": "{{P("d.safetensors").Replace("\\", "/")}}", "architecture": "relu,topk,relu-april", "k": 2, "expansion_factor": 2,
+             "steps": 10, "batch_size": 32, "eval_rows": 100, "out": "{{P("d").Replace("\\", "/")}}",
+             "candidate_pass": "{{candidatePass}}", "deterministic": {{(deterministic ? "true" : "false")}} }
+            """);
+        Assert.Equal(deterministic, s.Deterministic);
+        using var plan = TrainingPlan.ForActivations(s);
+        var saes = plan.Options.Saes.Select(x => x.Sae).ToList();
+        Assert.Equal(expectedPass, saes[1].Training.CandidatePass);
+        foreach (var relu in new[] { saes[0], saes[2] }.Cast<SaeSharp.Saes.StandardSae>())
+        {
+            Assert.Equal(expectedDensity, relu.SparseTrainingDensity);
+            Assert.Equal(double.IsNaN(expectedDensity) ? null : expectedDensity, relu.Training.SparsePassDensity);
+        }
+    }
+
     /// <summary>issue #15 §2: cfg.json records the target and the coefficient the controller ended with (SAELens's
     /// l1_coefficient; l0_coefficient for JumpReLU), which differs from the one it started from.</summary>
     [Theory]

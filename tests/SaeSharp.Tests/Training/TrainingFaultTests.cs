@@ -26,12 +26,14 @@ public class TrainingFaultTests : IDisposable
         return path;
     }
 
-    // --candidate-pass off: `auto` picks the faster of two selections by timing, and their float32 values differ in the
-    // last bits (docs/exact-topk.md), so only a fixed selection resumes bit for bit.
-    private static string[] TrainArgs(string acts, string outDir, long steps, long every, params string[] more) =>
+    // --deterministic: without it, TopK's candidate pass (`auto`) and ReLU's dense/sparse switch choose by timing, and the
+    // two choices' float32 values differ in the last bits, so only fixed choices resume bit for bit. relu at λ 10 reaches
+    // L0 < 5 % of d_sae within the run, where the fixed switch takes the sparse pass.
+    private static string[] TrainArgs(string arch, string acts, string outDir, long steps, long every, params string[] more) =>
     [
-        "train", "--activations", acts, "--arch", "topk", "--k", "4", "--dict-size", "64", "--steps", steps.ToString(),
-        "--candidate-pass", "off", "--batch-size", "32", "--checkpoint-every", every.ToString(), "--eval-rows", "256", "--out", outDir, .. more,
+        "train", "--activations", acts, "--arch", arch, .. arch == "relu" ? ["--l1", "10"] : new[] { "--k", "4" }, "--dict-size", "64",
+        "--steps", steps.ToString(), "--deterministic", "--batch-size", "32", "--checkpoint-every", every.ToString(), "--eval-rows", "256",
+        "--out", outDir, .. more,
     ];
 
     private static long StepOf(string folder) => long.Parse(Path.GetFileName(folder)["step_".Length..]);
@@ -42,22 +44,25 @@ public class TrainingFaultTests : IDisposable
     private static long LastPrintedStep(IEnumerable<string> lines) =>
         lines.Select(l => Regex.Match(l, @"^step (\d+)/")).Where(m => m.Success).Select(m => long.Parse(m.Groups[1].Value)).DefaultIfEmpty(0).Max();
 
-    [Fact]
-    public void KillNineAtRandomPointsThenResumeEndsWithTheUninterruptedWeights()
+    [Theory]
+    [InlineData("topk")]
+    [InlineData("relu")]
+    public void KillNineAtRandomPointsThenResumeEndsWithTheUninterruptedWeights(string arch)
     {
         const long steps = 90, every = 3;
         var acts = WriteActivations(3000, 16, seed: 1);
         // The uninterrupted run, alongside the interrupted ones.
-        using var reference = new CliProcess(TrainArgs(acts, P("reference"), steps, every));
+        using var reference = new CliProcess(TrainArgs(arch, acts, P("reference"), steps, every));
 
         var run = P("killed");
         var checkpoints = Path.Combine(run, TrainingRun.CheckpointFolder);
         var random = new Random(7);
         int kills = 0;
+        var killedAt = new List<long>();
         for (int attempt = 0; attempt < 8 && kills < 2; attempt++)
         {
             bool resume = CompleteCheckpoints(checkpoints).Count > 0;
-            using var p = new CliProcess(TrainArgs(acts, run, steps, every, resume ? ["--resume"] : []));
+            using var p = new CliProcess(TrainArgs(arch, acts, run, steps, every, resume ? ["--resume"] : []));
             // Kill at a random moment after a random step (checkpoints every 3 steps, so a good share of the kills
             // land inside a checkpoint write).
             long at = random.Next(4, (int)steps - 20);
@@ -76,6 +81,7 @@ public class TrainingFaultTests : IDisposable
             Thread.Sleep(random.Next(0, 30));
             p.Kill();
             kills++;
+            killedAt.Add(LastPrintedStep(p.Lines));
             long printed = LastPrintedStep(p.Lines);
             var complete = CompleteCheckpoints(checkpoints);
             // Every checkpoint that looks complete loads; the latest is at most one interval behind the last step seen.
@@ -98,14 +104,25 @@ public class TrainingFaultTests : IDisposable
         File.WriteAllBytes(Path.Combine(checkpoints, "step_999999998", "sae_0.safetensors"), [1, 2, 3]);
         Assert.Equal(latest, TrainerCheckpoint.Resolve(checkpoints));
 
-        using (var final = new CliProcess(TrainArgs(acts, run, steps, every, "--resume")))
+        using (var final = new CliProcess(TrainArgs(arch, acts, run, steps, every, "--resume")))
             Assert.True(final.WaitForExit(TimeSpan.FromMinutes(2)) == 0, string.Join("\n", final.Lines));
         Assert.False(Directory.Exists(tmp), "the interrupted write's temporary folder is cleaned up");
         Assert.True(reference.WaitForExit(TimeSpan.FromMinutes(2)) == 0, string.Join("\n", reference.Lines));
         var expected = SafeTensors.Load(P("reference", "sae_weights.safetensors"));
         var actual = SafeTensors.Load(Path.Combine(run, "sae_weights.safetensors"));
         Assert.Equal(expected.Keys.Order(), actual.Keys.Order());
-        foreach (var (k, t) in expected) Assert.True(t.bytes.SequenceEqual(actual[k].bytes), $"{k} differs from the uninterrupted run's");
+        string Losses(string l) => System.Text.Json.Nodes.JsonNode.Parse(l)!["losses"]?.ToJsonString() ?? "";
+        var refLog = File.ReadAllLines(P("reference", "train_log.jsonl")).Select(l => (System.Text.Json.Nodes.JsonNode.Parse(l)!["step"]?.ToString(), Losses(l))).ToList();
+        var runLog = File.ReadAllLines(Path.Combine(run, "train_log.jsonl")).Select(l => (System.Text.Json.Nodes.JsonNode.Parse(l)!["step"]?.ToString(), Losses(l))).ToList();
+        var firstDiff = refLog.Zip(runLog).FirstOrDefault(p => p.First != p.Second);
+        foreach (var (k, t) in expected) Assert.True(t.bytes.SequenceEqual(actual[k].bytes), $"{k} differs from the uninterrupted run's; first differing log line: {firstDiff}; kills {string.Join(",", killedAt)}");
+        if (arch == "relu")
+        {
+            // The comparison covers the sparse pass: some logged steps ran below the fixed switch's density.
+            var l0 = File.ReadLines(P("reference", "train_log.jsonl")).Select(l => System.Text.Json.Nodes.JsonNode.Parse(l)!)
+                .Where(n => n["l0"] is not null).Select(n => n["l0"]!.GetValue<double>()).ToList();
+            Assert.Contains(l0, v => v < SaeSharp.Saes.SparsePassSwitch.PriorDensity * 64);
+        }
     }
 
     [Fact]
@@ -117,7 +134,7 @@ public class TrainingFaultTests : IDisposable
         var config = P("config.json");
         File.WriteAllText(config, """{ "normalize_activations": "none" }""");
         // A checkpoint every step: whenever the bad row is drawn (after the first step), a good checkpoint precedes it.
-        var r = CliRunner.Run(TrainArgs(acts, P("run"), 200, 1, "--config", config));
+        var r = CliRunner.Run(TrainArgs("topk", acts, P("run"), 200, 1, "--config", config));
         Assert.Equal(1, r.Exit);
         var m = Regex.Match(r.Err, @"training step (\d+) of 200: the loss of SAE 'topk' is NaN or infinite; the last good checkpoint is (\S+)");
         Assert.True(m.Success, r.Err + r.Out);
@@ -137,14 +154,14 @@ public class TrainingFaultTests : IDisposable
     {
         var acts = WriteActivations(2000, 16, seed: 3);
         var run = P("run");
-        Assert.Equal(0, CliRunner.Run(TrainArgs(acts, run, 20, 10)).Exit);
+        Assert.Equal(0, CliRunner.Run(TrainArgs("topk", acts, run, 20, 10)).Exit);
         var files = new[] { "cfg.json", "sae_weights.safetensors", "sparsity.safetensors", "metrics.json" };
         var before = files.ToDictionary(f => f, f => File.ReadAllBytes(Path.Combine(run, f)));
 
         // The disk fills while sparsity.safetensors is written: after sae_weights.safetensors, before cfg.json.
         AtomicFile.StreamWrapper.Value = (path, s) => path.EndsWith("sparsity.safetensors", StringComparison.Ordinal) ? new FullDisk() : s;
         (int Exit, string Out, string Err) r;
-        try { r = CliRunner.Run(TrainArgs(acts, run, 20, 10, "--seed", "5")); }
+        try { r = CliRunner.Run(TrainArgs("topk", acts, run, 20, 10, "--seed", "5")); }
         finally { AtomicFile.StreamWrapper.Value = null; }
 
         Assert.Equal(1, r.Exit);
