@@ -10,22 +10,32 @@ namespace SaeSharp.Kernels;
 /// panel, five rows × 16 columns per tile (10 accumulators, both weight vectors loaded once for the five rows), and
 /// dequantises each tile in vectors straight into the output. The int32 sums are exact and the same as the tile kernel's
 /// (<c>vpmaddubsw</c> pairs below 2¹⁵ with |p| ≤ 63, <c>vpmaddwd</c> by ones, <c>vpaddd</c>); the dequantisation is the
-/// same float32 operations in the same order, so the output is bit for bit the tile kernel's.
+/// same float32 operations in the same order, so the output is bit for bit the tile kernel's. On the AVX-VNNI path
+/// <see cref="TileVnni"/> takes six rows per tile: one <c>vpdpbusd</c> per row and weight vector leaves the registers for
+/// twelve accumulators, and its sums (|p| ≤ 127, no 16-bit intermediate) are exact too.
 /// </summary>
 internal static unsafe class Int8GemmAvx2
 {
     /// <summary>Rows per register tile.</summary>
     public const int TileRows = 5;
 
-    /// <summary>Rows per cache block: 30 rows of 512 bytes (d_in 512) and one 8 KB panel fill about 23 KB of L1.</summary>
+    /// <summary>Rows per register tile on the AVX-VNNI path.</summary>
+    public const int VnniTileRows = 6;
+
+    /// <summary>Rows per cache block: 30 rows of 512 bytes (d_in 512) and one 8 KB panel fill about 23 KB of L1 (a
+    /// multiple of both tiles).</summary>
     private const int BlockRows = 6 * TileRows;
 
     /// <summary>Whether this kernel runs the products of weights packed for <paramref name="path"/>.</summary>
-    public static bool Applies(KernelPath path) => path == KernelPath.Avx2 && Avx2.IsSupported;
+    public static bool Applies(KernelPath path) =>
+        (path == KernelPath.Avx2 && Avx2.IsSupported) || (path == KernelPath.AvxVnni && AvxVnni.IsSupported);
 
     /// <inheritdoc cref="Int8Gemm.Multiply"/>
-    public static void Multiply(byte* xq, float[] xScale, int rows, Int8Gemm.Weights w, float* bias, float* output) =>
-        Int8Gemm.MultiplyBlocked(xq, xScale, rows, w, bias, output, TileRows, BlockRows, &Tile);
+    public static void Multiply(byte* xq, float[] xScale, int rows, Int8Gemm.Weights w, float* bias, float* output)
+    {
+        if (w.Path == KernelPath.AvxVnni) Int8Gemm.MultiplyBlocked(xq, xScale, rows, w, bias, output, VnniTileRows, BlockRows, &TileVnni);
+        else Int8Gemm.MultiplyBlocked(xq, xScale, rows, w, bias, output, TileRows, BlockRows, &Tile);
+    }
 
     /// <summary>out[l, c] = (Σ_i x[l, i]·panel[i, c] − corr[c])·(xScale[l]·colScale[c]) + bias[c] for the
     /// <paramref name="tile"/> (≤ 5) rows at <paramref name="x"/> (stride <paramref name="kp"/>) and one packed panel;
@@ -64,6 +74,47 @@ internal static unsafe class Int8GemmAvx2
         if (tile > 2) Store(o + 2 * ldo, c0, c1, xScale[2], corr, colScale, bias);
         if (tile > 3) Store(o + 3 * ldo, d0, d1, xScale[3], corr, colScale, bias);
         if (tile > 4) Store(o + 4 * ldo, e0, e1, xScale[4], corr, colScale, bias);
+    }
+
+    /// <summary><see cref="Tile"/> with <c>vpdpbusd</c>, for ≤ 6 rows.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void TileVnni(byte* x, int kp, int tile, sbyte* panel, int* corr, float* colScale, float* bias, float* xScale, float* o, int ldo)
+    {
+        Vector256<int> a0 = default, a1 = default, b0 = default, b1 = default, c0 = default, c1 = default;
+        Vector256<int> d0 = default, d1 = default, e0 = default, e1 = default, f0 = default, f1 = default;
+        // Rows past the tile repeat row 0 (computed, never stored).
+        byte* x1 = x + (tile > 1 ? kp : 0), x2 = x + (tile > 2 ? 2 * kp : 0), x3 = x + (tile > 3 ? 3 * kp : 0);
+        byte* x4 = x + (tile > 4 ? 4 * kp : 0), x5 = x + (tile > 5 ? 5 * kp : 0);
+        for (int i = 0; i < kp; i += 4)
+        {
+            var w0 = Avx.LoadVector256(panel).AsSByte();
+            var w1 = Avx.LoadVector256(panel + 32).AsSByte();
+            panel += 64;
+            var v = Vector256.Create(*(int*)(x + i)).AsByte();
+            a0 = AvxVnni.MultiplyWideningAndAdd(a0, v, w0);
+            a1 = AvxVnni.MultiplyWideningAndAdd(a1, v, w1);
+            v = Vector256.Create(*(int*)(x1 + i)).AsByte();
+            b0 = AvxVnni.MultiplyWideningAndAdd(b0, v, w0);
+            b1 = AvxVnni.MultiplyWideningAndAdd(b1, v, w1);
+            v = Vector256.Create(*(int*)(x2 + i)).AsByte();
+            c0 = AvxVnni.MultiplyWideningAndAdd(c0, v, w0);
+            c1 = AvxVnni.MultiplyWideningAndAdd(c1, v, w1);
+            v = Vector256.Create(*(int*)(x3 + i)).AsByte();
+            d0 = AvxVnni.MultiplyWideningAndAdd(d0, v, w0);
+            d1 = AvxVnni.MultiplyWideningAndAdd(d1, v, w1);
+            v = Vector256.Create(*(int*)(x4 + i)).AsByte();
+            e0 = AvxVnni.MultiplyWideningAndAdd(e0, v, w0);
+            e1 = AvxVnni.MultiplyWideningAndAdd(e1, v, w1);
+            v = Vector256.Create(*(int*)(x5 + i)).AsByte();
+            f0 = AvxVnni.MultiplyWideningAndAdd(f0, v, w0);
+            f1 = AvxVnni.MultiplyWideningAndAdd(f1, v, w1);
+        }
+        Store(o, a0, a1, xScale[0], corr, colScale, bias);
+        if (tile > 1) Store(o + ldo, b0, b1, xScale[1], corr, colScale, bias);
+        if (tile > 2) Store(o + 2 * ldo, c0, c1, xScale[2], corr, colScale, bias);
+        if (tile > 3) Store(o + 3 * ldo, d0, d1, xScale[3], corr, colScale, bias);
+        if (tile > 4) Store(o + 4 * ldo, e0, e1, xScale[4], corr, colScale, bias);
+        if (tile > 5) Store(o + 5 * ldo, f0, f1, xScale[5], corr, colScale, bias);
     }
 
     /// <summary>16 outputs of one row: (float)(acc − corr)·(s·colScale) + bias, in <see cref="Int8Gemm"/>'s order.</summary>
