@@ -110,6 +110,7 @@ internal static class Machine
     /// <see cref="Blas"/> when <paramref name="gemm"/> is given.</summary>
     public static double Ceiling(int n, int dIn, int dSae, ScalarType dtype, GemmProvider? gemm = null)
     {
+        if (gemm is null) return CpuFeatures.MatMulGflops(n, dIn, dSae, dtype);
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         var x = randn(n, dIn).to(dtype);
@@ -120,9 +121,7 @@ internal static class Machine
         {
             using var s = NewDisposeScope();
             var sw = Stopwatch.StartNew();
-            if (gemm is { } provider) WithGemm(provider, () => Blas.AddMm(b, x, w));
-            else if (dtype == ScalarType.Float32) addmm(b, x, w, 1, 1);
-            else x.mm(w);
+            WithGemm(gemm.Value, () => Blas.AddMm(b, x, w));
             if (i > 0) best = Math.Min(best, sw.Elapsed.TotalSeconds);
         }
         return 2.0 * n * dIn * dSae / best / 1e9;

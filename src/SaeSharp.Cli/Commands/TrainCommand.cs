@@ -70,8 +70,8 @@ internal static class TrainCommand
                 : TrainingPlan.ForActivations(s, parse.GetValue(resume));
             if (device.type != TorchSharp.DeviceType.CPU && (s.Autocast || s.ParsedCandidatePass == CandidatePass.On))
                 AnsiConsole.MarkupLine($"[yellow]warning:[/] --autocast and --candidate-pass are CPU kernels; on {ComputeDevice.Name(device)} training runs in float32");
-            else if (s.Autocast && !CpuFeatures.Bf16MatMul)
-                AnsiConsole.MarkupLine("[yellow]warning:[/] --autocast: this CPU has no AVX512-BF16/AMX; bfloat16 matmuls will be slower than float32");
+            else if (s.Autocast && plan.Options.Saes.Count > 0 && CpuFeatures.AutocastAdvice(plan.Options.Saes[0].Sae.Cfg.DIn, plan.Options.Saes[0].Sae.Cfg.DSae) is { } advice)
+                AnsiConsole.MarkupLine($"[yellow]warning:[/] {Markup.Escape(advice)}");
             return Report(TrainWithProgress(plan.Options), plan);
         });
         return command;

@@ -89,6 +89,39 @@ public class CpuKernelsArchitectureTests
 }
 
 /// <summary>Tests that set the process-wide <see cref="CpuKernels.Path"/> run one at a time.</summary>
+/// <summary><see cref="CpuFeatures"/>: the matmul-rate probe and the advice <c>sae train --autocast</c> prints from it.</summary>
+public class CpuFeaturesTests
+{
+    /// <summary>The probe's rate is the product's FLOPs over its time: positive and finite in both dtypes, and for float32
+    /// below what two cores could do at all (2 × 64 FLOP per cycle × 6 GHz).</summary>
+    [Fact]
+    public void Matmul_rates_are_positive_and_physically_possible()
+    {
+        double f32 = CpuFeatures.MatMulGflops(256, 128, 512, TorchSharp.torch.ScalarType.Float32);
+        double bf16 = CpuFeatures.MatMulGflops(256, 128, 512, TorchSharp.torch.ScalarType.BFloat16, repeats: 1);
+        Assert.InRange(f32, 1e-3, 2 * 64 * 6.0 * Environment.ProcessorCount / 2);
+        Assert.True(double.IsFinite(bf16) && bf16 > 0);
+    }
+
+    [Theory]
+    [InlineData(false, 3.0, "no AVX512-BF16/AMX")]
+    [InlineData(true, 0.67, "0.67× float32's rate")]
+    [InlineData(true, 0.999, "1.00× float32's rate")]
+    [InlineData(true, 1.0, null)]
+    [InlineData(true, 2.5, null)]
+    public void Autocast_is_advised_against_where_bfloat16_is_not_faster(bool instructions, double speedup, string? expected)
+    {
+        var advice = CpuFeatures.AutocastAdvice(instructions, speedup, 512, 8192);
+        if (expected is null) Assert.Null(advice);
+        else
+        {
+            Assert.NotNull(advice);
+            Assert.Contains(expected, advice);
+            if (instructions) Assert.Contains("d_in 512, d_sae 8192", advice);
+        }
+    }
+}
+
 [CollectionDefinition(Name, DisableParallelization = true)]
 public sealed class KernelPathCollection
 {
