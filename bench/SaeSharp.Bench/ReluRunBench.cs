@@ -102,6 +102,8 @@ internal static class ReluRunBench
         }
         Console.WriteLine($"step 0 with the initialisation (norm estimate, b_dec {config.BDecInitMethod}): {steps_[0].Ms:F0} ms");
         Console.WriteLine($"whole run: {secs:F1} s, {(double)batch * steps / secs:F0} rows/s");
+        Console.WriteLine($"GC: {GC.CollectionCount(0)} gen0, {GC.CollectionCount(1)} gen1, {GC.CollectionCount(2)} gen2 collections, " +
+                          $"{GC.GetTotalPauseDuration().TotalMilliseconds:F0} ms paused; peak working set {Environment.WorkingSet / 1048576} MB now");
         var trained = result.Saes[0].Sae;
         var m = SaeEvaluator.Evaluate(trained, eval, evalRows);
         Console.WriteLine($"eval: fvu {m.Fvu:F4}  l0 {m.L0:F1}  dead {m.DeadFraction * 100:F1} %");
