@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using SaeSharp.Activations;
+using SaeSharp.Kernels;
 using SaeSharp.Saes;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -285,6 +286,14 @@ public sealed class SaeTrainer : IDisposable
         using var scope = NewDisposeScope();
         var grads = slot.Sae.parameters().Select(p => p.grad).Where(g => g is not null).Select(g => g!).ToList();
         if (grads.Count == 0) return;
+        if (grads.All(NormKernels.Applies))
+        {
+            double squares = grads.Sum(NormKernels.SumOfSquares);
+            double scale = maxNorm / (Math.Sqrt(squares) + 1e-6);
+            if (scale < 1)
+                foreach (var g in grads) g.mul_(scale);
+            return;
+        }
         var norm = stack(grads.Select(g => g.to(ScalarType.Float64).pow(2).sum())).sum().sqrt();
         var coef = (maxNorm / (norm + 1e-6)).clamp_max(1.0).to(grads[0].dtype);
         foreach (var g in grads) g.mul_(coef);
