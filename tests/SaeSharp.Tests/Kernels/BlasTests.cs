@@ -166,9 +166,10 @@ public class BlasTests
                 var a2 = randn(110, 300, generator: new Generator(5)); // same power-of-two class
                 AssertProduct(null, a2, b, Blas.Mm(a2, b), "same class");
                 AssertProduct(null, a.t(), a, Blas.Mm(a.t(), a), "another form");
+                // The timed call returned the kept library's own product (the two libraries often round differently here).
                 bool keptBlas = lines.Any(l => l.Contains("[100, 300]·[300, 90]") && l.EndsWith(": OpenBLAS", StringComparison.Ordinal));
-                Blas.Provider = keptBlas ? GemmProvider.Torch : GemmProvider.OpenBlas;
-                Assert.False(first.eq(Blas.Mm(a, b)).all().item<bool>(), "the other library rounds differently at this size (else the check above proves nothing)");
+                Blas.Provider = keptBlas ? GemmProvider.OpenBlas : GemmProvider.Torch;
+                Assert.True(first.eq(Blas.Mm(a, b)).all().item<bool>(), "the first call's product is the kept library's");
             });
         }
         finally
