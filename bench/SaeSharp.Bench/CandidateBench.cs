@@ -108,34 +108,18 @@ internal static class Machine
 
     /// <summary>GFLOP/s of the encoder-shaped matmul (addmm in float32, mm in bfloat16), best of 3; float32 through
     /// <see cref="Blas"/> when <paramref name="gemm"/> is given.</summary>
-    public static double Ceiling(int n, int dIn, int dSae, ScalarType dtype, GemmProvider? gemm = null)
-    {
-        if (gemm is null) return CpuFeatures.MatMulGflops(n, dIn, dSae, dtype);
-        using var scope = NewDisposeScope();
-        using var _ = no_grad();
-        var x = randn(n, dIn).to(dtype);
-        var w = randn(dIn, dSae).to(dtype);
-        var b = randn(dSae).to(dtype);
-        double best = double.MaxValue;
-        for (int i = 0; i < 4; i++)
-        {
-            using var s = NewDisposeScope();
-            var sw = Stopwatch.StartNew();
-            WithGemm(gemm.Value, () => Blas.AddMm(b, x, w));
-            if (i > 0) best = Math.Min(best, sw.Elapsed.TotalSeconds);
-        }
-        return 2.0 * n * dIn * dSae / best / 1e9;
-    }
-
-    private static void WithGemm(GemmProvider provider, Func<Tensor> gemm)
-    {
-        try
-        {
-            Blas.Provider = provider;
-            gemm().Dispose();
-        }
-        finally { Blas.ResetProvider(); }
-    }
+    public static double Ceiling(int n, int dIn, int dSae, ScalarType dtype, GemmProvider? gemm = null) =>
+        gemm is not { } provider
+            ? CpuFeatures.MatMulGflops(n, dIn, dSae, dtype)
+            : CpuFeatures.MatMulGflops(n, dIn, dSae, dtype, product: (bias, x, w) =>
+            {
+                try
+                {
+                    Blas.Provider = provider;
+                    return Blas.AddMm(bias, x, w);
+                }
+                finally { Blas.ResetProvider(); }
+            });
 
     /// <summary>Float32 FMA rate of 10 independent accumulator chains per thread (widest vectors the CPU has), best of 3.</summary>
     public static double FmaPeak()

@@ -14,8 +14,9 @@ public static class CpuFeatures
 
     /// <summary>GFLOP/s of [<paramref name="rows"/>, <paramref name="dIn"/>]·[<paramref name="dIn"/>, <paramref name="dSae"/>]
     /// on the CPU in <paramref name="dtype"/> (addmm with a bias in float32, mm otherwise, as training runs them): the
-    /// best of <paramref name="repeats"/> timed products after a warm-up.</summary>
-    public static double MatMulGflops(int rows, int dIn, int dSae, ScalarType dtype, int repeats = 3)
+    /// best of <paramref name="repeats"/> timed products after a warm-up. <paramref name="product"/> (bias, x, w) replaces
+    /// torch's product (the bench times the GEMM libraries with it).</summary>
+    public static double MatMulGflops(int rows, int dIn, int dSae, ScalarType dtype, int repeats = 3, Func<Tensor, Tensor, Tensor, Tensor>? product = null)
     {
         using var scope = NewDisposeScope();
         using var _ = no_grad();
@@ -27,7 +28,8 @@ public static class CpuFeatures
         {
             using var s = NewDisposeScope();
             var sw = Stopwatch.StartNew();
-            if (dtype == ScalarType.Float32) addmm(b, x, w, 1, 1);
+            if (product is not null) product(b, x, w);
+            else if (dtype == ScalarType.Float32) addmm(b, x, w, 1, 1);
             else x.mm(w);
             if (i > 0) best = Math.Min(best, sw.Elapsed.TotalSeconds);
         }
