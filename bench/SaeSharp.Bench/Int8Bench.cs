@@ -7,7 +7,8 @@ namespace SaeSharp.Bench;
 /// <summary>
 /// <c>int8-products</c>: the int8 candidate products of <see cref="CandidateEncoder"/> alone (4096 rows in 1024-row chunks,
 /// d_in 512, d_sae 8192), the path's own kernel (<see cref="Int8Gemm.Multiply"/>) alternated with the 4 × 16 tile kernel
-/// (<see cref="Int8Gemm.MultiplyTiles"/>) and the float32 addmm, round by round (the machine is shared). Usage:
+/// (<see cref="Int8Gemm.MultiplyTiles"/>) and the float32 addmm, round by round (the machine is shared), then the packing
+/// of W_enc (vector columns and the scalar loop; GOP/s there is meaningless). Usage:
 /// <c>int8-products [--rounds 5] [--rows 4096] [--d-in 512] [--d-sae 8192]</c>.
 /// </summary>
 internal static unsafe class Int8Bench
@@ -63,6 +64,14 @@ internal static unsafe class Int8Bench
                     using var s = NewDisposeScope();
                     addmm(b, x.narrow(0, r, n), w, 1, 1);
                 });
+                // Packing W_enc, which the candidate pass does every training step: vector columns and the scalar loop.
+                foreach (var vectors in new[] { true, false })
+                {
+                    var sw = Stopwatch.StartNew();
+                    Int8Gemm.Pack(TensorPointers.FloatPtr(encT), dSae, dIn, path, vectors).Dispose();
+                    string name = vectors ? "pack W_enc (vectors)" : "pack W_enc (scalar)";
+                    (times.TryGetValue(name, out var l) ? l : times[name] = []).Add(sw.Elapsed.TotalMilliseconds);
+                }
                 if (round == 0) foreach (var l in times.Values) l.Clear(); // warm-up
             }
             bool same = outA.eq(outB).all().item<bool>();

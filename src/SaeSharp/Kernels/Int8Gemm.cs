@@ -47,7 +47,11 @@ internal static unsafe class Int8Gemm
     }
 
     /// <summary>Quantises and packs <paramref name="w"/> (float32 [cols, k], contiguous rows; cols a multiple of 16).</summary>
-    public static Weights Pack(float* w, int cols, int k, KernelPath path)
+    public static Weights Pack(float* w, int cols, int k, KernelPath path) => Pack(w, cols, k, path, vectors: true);
+
+    /// <summary><see cref="Pack(float*, int, int, KernelPath)"/>; <paramref name="vectors"/> false packs every column with the
+    /// scalar loop (the tests' reference for the vector one).</summary>
+    internal static Weights Pack(float* w, int cols, int k, KernelPath path, bool vectors)
     {
         if (cols % Panel != 0) throw new ArgumentException($"int8 products need a multiple of {Panel} columns, got {cols}");
         int levels = WeightLevels(path), kp = (k + 3) & ~3;
@@ -57,40 +61,102 @@ internal static unsafe class Int8Gemm
             K = k, Cols = cols, Path = path, Data = data, Scale = new float[cols], Sum = new int[cols],
             QuantNorm = new double[cols], ErrorNorm = new double[cols],
         };
-        Parallel.For(0, cols / Panel, panel =>
+        Parallel.For(0, cols / Panel, () => new sbyte[kp], (panel, _, column) =>
         {
             sbyte* dst = data + (long)panel * kp * Panel;
-            for (int c = 0; c < Panel; c++)
-            {
-                int j = panel * Panel + c;
-                float* row = w + (long)j * k;
-                float max = 0;
-                for (int i = 0; i < k; i++) max = MathF.Max(max, MathF.Abs(row[i]));
-                float scale = max > 0 && float.IsFinite(max) ? max / levels : 1f;
-                float inv = 1f / scale;
-                double qn = 0, en = 0;
-                int sum = 0;
-                for (int i = 0; i < kp; i++)
+            fixed (sbyte* q = column)
+                for (int c = 0; c < Panel; c++)
                 {
-                    int q = 0;
-                    if (i < k)
-                    {
-                        q = (int)MathF.Round(row[i] * inv);
-                        q = Math.Clamp(q, -levels, levels);
-                        double deq = (double)scale * q;
-                        qn += deq * deq;
-                        en += (deq - row[i]) * (deq - row[i]);
-                    }
-                    dst[(i >> 2) * Panel * 4 + c * 4 + (i & 3)] = (sbyte)q;
-                    sum += q;
+                    int j = panel * Panel + c;
+                    float* row = w + (long)j * k;
+                    if (!vectors || !PackColumnVectors(row, k, levels, q, out result.Scale[j], out result.Sum[j], out result.QuantNorm[j], out result.ErrorNorm[j]))
+                        PackColumnScalar(row, k, levels, q, out result.Scale[j], out result.Sum[j], out result.QuantNorm[j], out result.ErrorNorm[j]);
+                    // Panel layout: groups of four inputs, 16 columns × 4 bytes per group; zeros past k.
+                    for (int i = 0; i < kp; i += 4) *(int*)(dst + (i >> 2) * Panel * 4 + c * 4) = *(int*)(q + i);
                 }
-                result.Scale[j] = scale;
-                result.Sum[j] = sum;
-                result.QuantNorm[j] = Math.Sqrt(qn);
-                result.ErrorNorm[j] = Math.Sqrt(en);
-            }
-        });
+            return column;
+        }, _ => { });
         return result;
+    }
+
+    /// <summary>One weight column: q = clamp(round(w/t), ±levels) into <paramref name="q"/> (Kp bytes, zeros past k), its
+    /// scale t, Σq, ‖t·q‖ and ‖t·q − w‖ in float64.</summary>
+    private static void PackColumnScalar(float* row, int k, int levels, sbyte* q, out float scale, out int sum, out double quantNorm, out double errorNorm)
+    {
+        int kp = (k + 3) & ~3;
+        float max = 0;
+        for (int i = 0; i < k; i++) max = MathF.Max(max, MathF.Abs(row[i]));
+        scale = max > 0 && float.IsFinite(max) ? max / levels : 1f;
+        float inv = 1f / scale;
+        double qn = 0, en = 0;
+        sum = 0;
+        for (int i = 0; i < kp; i++)
+        {
+            int v = 0;
+            if (i < k)
+            {
+                v = Math.Clamp((int)MathF.Round(row[i] * inv), -levels, levels);
+                double deq = (double)scale * v;
+                qn += deq * deq;
+                en += (deq - row[i]) * (deq - row[i]);
+            }
+            q[i] = (sbyte)v;
+            sum += v;
+        }
+        quantNorm = Math.Sqrt(qn);
+        errorNorm = Math.Sqrt(en);
+    }
+
+    /// <summary><see cref="PackColumnScalar"/> in vectors for columns whose values are all finite (false, nothing promised,
+    /// otherwise): the same scale, bytes and Σq (the same float32 products rounded to nearest even); ‖t·q‖ as t·√Σq²
+    /// and ‖t·q − w‖ summed in float64 in another order.</summary>
+    private static bool PackColumnVectors(float* row, int k, int levels, sbyte* q, out float scale, out int sum, out double quantNorm, out double errorNorm)
+    {
+        int w = Vector<float>.Count, kp = (k + 3) & ~3;
+        (scale, sum, quantNorm, errorNorm) = (0, 0, 0, 0);
+        if (k < 4 * w) return false;
+        var vmax = Vector<float>.Zero;
+        int i = 0;
+        for (; i + w <= k; i += w) vmax = Vector.Max(vmax, Vector.Abs(Unsafe.ReadUnaligned<Vector<float>>(row + i)));
+        float max = 0;
+        for (int l = 0; l < w; l++) max = MathF.Max(max, vmax[l]);
+        for (; i < k; i++) max = MathF.Max(max, MathF.Abs(row[i]));
+        // Vector.Max may drop a NaN: a non-finite maximum goes to the scalar loop.
+        if (!float.IsFinite(max)) return false;
+        float s = max > 0 ? max / levels : 1f;
+        float inv = 1f / s;
+        var vinv = new Vector<float>(inv);
+        var lim = new Vector<float>(levels);
+        var vs = new Vector<double>(s);
+        Vector<double> n0 = default, n1 = default, e0 = default, e1 = default;
+        Vector<int> vsum = default, vsq = default;
+        i = 0;
+        for (; i + 4 * w <= k; i += 4 * w)
+        {
+            var b0 = Quantize(row + i, vinv, lim, vs, ref n0, ref n1, ref e0, ref e1);
+            var b1 = Quantize(row + i + w, vinv, lim, vs, ref n0, ref n1, ref e0, ref e1);
+            var b2 = Quantize(row + i + 2 * w, vinv, lim, vs, ref n0, ref n1, ref e0, ref e1);
+            var b3 = Quantize(row + i + 3 * w, vinv, lim, vs, ref n0, ref n1, ref e0, ref e1);
+            vsum += (b0 + b1) + (b2 + b3);
+            vsq += (b0 * b0 + b1 * b1) + (b2 * b2 + b3 * b3);
+            Unsafe.WriteUnaligned(q + i, Vector.Narrow(Vector.Narrow(b0, b1), Vector.Narrow(b2, b3)));
+        }
+        long sq = 0;
+        for (int l = 0; l < w; l++) sq += vsq[l];
+        double e = Vector.Sum(e0 + e1);
+        int total = Vector.Sum(vsum);
+        for (; i < k; i++)
+        {
+            int v = Math.Clamp((int)MathF.Round(row[i] * inv), -levels, levels);
+            q[i] = (sbyte)v;
+            total += v;
+            sq += (long)v * v;
+            double deq = (double)s * v;
+            e += (deq - row[i]) * (deq - row[i]);
+        }
+        for (i = k; i < kp; i++) q[i] = 0;
+        (scale, sum, quantNorm, errorNorm) = (s, total, s * Math.Sqrt(sq), Math.Sqrt(e));
+        return true;
     }
 
     /// <summary>Per-row quantisation of float32 [rows, k] x into bytes q + 128 ([rows, Kp], padding 128), the scales s_n,

@@ -102,6 +102,45 @@ public unsafe class Int8GemmTests
     }
 }
 
+/// <summary><see cref="Int8Gemm.Pack(float*, int, int, KernelPath)"/>'s vector columns against its scalar loop: the same
+/// packed bytes, scales and Σq, and the norms to 1e-12 relative, on widths with and without a vector tail, for both level
+/// counts, with an all-zero, a non-finite and a half-way (w/t on .5) column.</summary>
+public unsafe class Int8PackTests
+{
+    [Theory]
+    [InlineData(KernelPath.Avx2, 45)]
+    [InlineData(KernelPath.Avx2, 512)]
+    [InlineData(KernelPath.AvxVnni, 515)]
+    [InlineData(KernelPath.Scalar, 64)]
+    public void Vector_columns_pack_as_the_scalar_loop(KernelPath path, int k)
+    {
+        const int cols = 48;
+        int levels = Int8Gemm.WeightLevels(path);
+        var rng = new Random(k);
+        var w = Enumerable.Range(0, cols * k).Select(_ => (float)(rng.NextDouble() * 2 - 1) * 0.2f).ToArray();
+        for (int i = 0; i < k; i++) w[3 * k + i] = 0;                 // all zero
+        w[5 * k + k / 2] = float.PositiveInfinity;                     // non-finite: the scalar loop either way
+        w[7 * k] = levels;                                             // scale 1 ...
+        for (int i = 1; i < k; i++) w[7 * k + i] = (i % 5) - 2 + 0.5f; // ... and values on .5
+        int kp = (k + 3) & ~3;
+        fixed (float* pw = w)
+        {
+            using var vec = Int8Gemm.Pack(pw, cols, k, path, vectors: true);
+            using var sca = Int8Gemm.Pack(pw, cols, k, path, vectors: false);
+            Assert.Equal(sca.Scale, vec.Scale);
+            Assert.Equal(sca.Sum, vec.Sum);
+            Assert.True(new ReadOnlySpan<sbyte>(sca.Data, cols * kp).SequenceEqual(new ReadOnlySpan<sbyte>(vec.Data, cols * kp)), "packed bytes differ");
+            for (int j = 0; j < cols; j++)
+            {
+                Assert.True(Close(vec.QuantNorm[j], sca.QuantNorm[j]), $"column {j}: ‖t·q‖ {vec.QuantNorm[j]} vs {sca.QuantNorm[j]}");
+                Assert.True(Close(vec.ErrorNorm[j], sca.ErrorNorm[j]), $"column {j}: ‖t·q − w‖ {vec.ErrorNorm[j]} vs {sca.ErrorNorm[j]}");
+            }
+        }
+    }
+
+    private static bool Close(double a, double b) => a.Equals(b) || Math.Abs(a - b) <= 1e-12 * Math.Abs(b);
+}
+
 /// <summary><see cref="Int8Gemm.QuantizeRows"/> against the scalar quantisation written here: the same bytes and scales,
 /// the norms in float64 to 1e-12 relative, on widths with and without a vector tail, with NaN, infinite, all-zero and
 /// half-way (x·inv on .5) rows.</summary>
