@@ -149,12 +149,14 @@ public static class CpuKernels
         return $"CPU {CpuModel()}; features {(have.Count == 0 ? "none of interest" : string.Join(" ", have))}; kernels {Name(Path)}{forced}; ISA limits {IsaLimits()}";
     }
 
-    /// <summary>Writes <see cref="Describe"/> once per process to <paramref name="write"/> (the CLI's <c>--verbose</c>), and
-    /// makes <paramref name="write"/> the <see cref="VerboseLog"/>.</summary>
+    /// <summary>Writes <see cref="Describe"/> and the GEMM library in force (<see cref="Blas.Describe"/>) once per process to
+    /// <paramref name="write"/> (the CLI's <c>--verbose</c>), and makes <paramref name="write"/> the <see cref="VerboseLog"/>.</summary>
     public static void LogOnce(Action<string> write)
     {
         VerboseLog = write;
-        if (Interlocked.Exchange(ref _logged, 1) == 0) write(Describe());
+        if (Interlocked.Exchange(ref _logged, 1) != 0) return;
+        write(Describe());
+        write(Blas.Describe());
     }
 
     /// <summary>Where the kernels' run-time choices are written (the measured choice of <see cref="CandidatePass.Auto"/>);

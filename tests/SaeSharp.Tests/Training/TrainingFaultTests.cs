@@ -125,6 +125,26 @@ public class TrainingFaultTests : IDisposable
         }
     }
 
+    /// <summary><c>--verbose</c> names the CPU's kernel path and the GEMM library in force, with the vendor the kernel reports.</summary>
+    [Fact]
+    public void VerboseNamesTheKernelsAndTheGemmLibrary()
+    {
+        var acts = WriteActivations(600, 16, seed: 4);
+        using var p = new CliProcess("train", "--activations", acts, "--arch", "relu", "--dict-size", "64", "--steps", "2",
+            "--batch-size", "32", "--eval-rows", "100", "--out", P("verbose"), "--verbose");
+        Assert.True(p.WaitForExit(TimeSpan.FromMinutes(2)) == 0, string.Join("\n", p.Lines));
+        Assert.Contains(p.Lines, l => Regex.IsMatch(l, @"^CPU .*; kernels \w+"));
+        var gemm = Assert.Single(p.Lines, l => l.StartsWith("GEMM ", StringComparison.Ordinal));
+        if (Environment.GetEnvironmentVariable(SaeSharp.Kernels.Blas.EnvironmentVariable) is { Length: > 0 }) return;
+        var m = Regex.Match(gemm, @"^GEMM auto \((torch|OpenBLAS) on (\S+)\); OpenBLAS (core \S+|not found)$");
+        Assert.True(m.Success, gemm);
+        if (OperatingSystem.IsLinux() && System.Runtime.Intrinsics.X86.X86Base.IsSupported)
+        {
+            var vendor = File.ReadLines("/proc/cpuinfo").First(l => l.StartsWith("vendor_id", StringComparison.Ordinal));
+            Assert.Equal(vendor[(vendor.IndexOf(':') + 1)..].Trim(), m.Groups[2].Value);
+        }
+    }
+
     [Fact]
     public void InfiniteLossMidTrainingStopsNamingTheStepAndKeepsTheLastGoodCheckpoint()
     {
