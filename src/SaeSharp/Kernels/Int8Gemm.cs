@@ -115,12 +115,7 @@ internal static unsafe class Int8Gemm
         int w = Vector<float>.Count, kp = (k + 3) & ~3;
         (scale, sum, quantNorm, errorNorm) = (0, 0, 0, 0);
         if (k < 4 * w) return false;
-        var vmax = Vector<float>.Zero;
-        int i = 0;
-        for (; i + w <= k; i += w) vmax = Vector.Max(vmax, Vector.Abs(Unsafe.ReadUnaligned<Vector<float>>(row + i)));
-        float max = 0;
-        for (int l = 0; l < w; l++) max = MathF.Max(max, vmax[l]);
-        for (; i < k; i++) max = MathF.Max(max, MathF.Abs(row[i]));
+        float max = AbsMax(row, k);
         // Vector.Max may drop a NaN: a non-finite maximum goes to the scalar loop.
         if (!float.IsFinite(max)) return false;
         float s = max > 0 ? max / levels : 1f;
@@ -130,7 +125,7 @@ internal static unsafe class Int8Gemm
         var vs = new Vector<double>(s);
         Vector<double> n0 = default, n1 = default, e0 = default, e1 = default;
         Vector<int> vsum = default, vsq = default;
-        i = 0;
+        int i = 0;
         for (; i + 4 * w <= k; i += 4 * w)
         {
             var b0 = Quantize(row + i, vinv, lim, vs, ref n0, ref n1, ref e0, ref e1);
@@ -197,12 +192,7 @@ internal static unsafe class Int8Gemm
         int w = Vector<float>.Count;
         (scale, norm, errorNorm) = (0, 0, 0);
         if (k < 4 * w) return false;
-        var vmax = Vector<float>.Zero;
-        int i = 0;
-        for (; i + w <= k; i += w) vmax = Vector.Max(vmax, Vector.Abs(Unsafe.ReadUnaligned<Vector<float>>(row + i)));
-        float max = 0;
-        for (int l = 0; l < w; l++) max = MathF.Max(max, vmax[l]);
-        for (; i < k; i++) max = MathF.Max(max, MathF.Abs(row[i]));
+        float max = AbsMax(row, k);
         // Vector.Max may drop a NaN: a non-finite maximum or sum sends the row to the scalar loop.
         if (!float.IsFinite(max)) return false;
         float s = max > 0 ? max / 127f : 1f;
@@ -215,7 +205,7 @@ internal static unsafe class Int8Gemm
         var e0 = Vector<double>.Zero;
         var e1 = Vector<double>.Zero;
         var vs = new Vector<double>(s);
-        i = 0;
+        int i = 0;
         for (; i + 4 * w <= k; i += 4 * w)
         {
             var b0 = Quantize(row + i, vinv, lim, vs, ref n0, ref n1, ref e0, ref e1) + off;
@@ -239,6 +229,19 @@ internal static unsafe class Int8Gemm
         for (i = k; i < kp; i++) o[i] = 128;
         (scale, norm, errorNorm) = (s, Math.Sqrt(n), Math.Sqrt(e));
         return true;
+    }
+
+    /// <summary>max |x_i| over k floats in vectors (Vector.Max may drop a NaN: callers check the result is finite and
+    /// send non-finite rows to their scalar loop).</summary>
+    private static float AbsMax(float* row, int k)
+    {
+        int w = Vector<float>.Count, i = 0;
+        var vmax = Vector<float>.Zero;
+        for (; i + w <= k; i += w) vmax = Vector.Max(vmax, Vector.Abs(Unsafe.ReadUnaligned<Vector<float>>(row + i)));
+        float max = 0;
+        for (int l = 0; l < w; l++) max = MathF.Max(max, vmax[l]);
+        for (; i < k; i++) max = MathF.Max(max, MathF.Abs(row[i]));
+        return max;
     }
 
     /// <summary>q = clamp(round(x·inv), ±127) of one vector of finite x, with Σx² and Σ(s·q − x)² added in float64.</summary>
