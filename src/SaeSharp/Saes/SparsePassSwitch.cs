@@ -6,11 +6,13 @@ namespace SaeSharp.Saes;
 /// the dense pass, four GEMMs of N·d_sae·d whatever the sparsity (a time D), and for the sparse pass a scan of the
 /// [N, d_sae] matrix plus work proportional to the nnz positive entries (a time s·nnz). The switch times that remainder of
 /// every step (from the choice until <see cref="Stop"/>, which the SAE calls before the optimizer step, so the backward
-/// pass is included), keeps exponential averages of D and s, and takes the sparse pass when s·nnz &lt; D.
-/// Until a sparse step has been timed, s is the prior κ·D/(N·d_sae) with κ = <see cref="PriorCostRatio"/>: the sparse pass
-/// is first tried at density 1/κ. A sparse time measured long ago is re-measured (one sparse step) every
-/// <see cref="RecheckSteps"/> steps while the estimate is within a factor two of D, so one slow measurement (a busy
-/// machine) does not keep the run dense. The first step of each pass is not counted (JIT compilation): <see cref="PassClock"/>.
+/// pass is included) and takes the sparse pass when s·nnz &lt; D. D and s are medians of each pass's last
+/// <see cref="Window"/> times, none older than <see cref="RecheckSteps"/> steps before the newest: one slow step (a
+/// garbage collection, another process on the machine) moves neither, and a pass measured again after a pause is judged
+/// by its new time alone. Until a sparse step has been timed, s is the prior κ·D/(N·d_sae) with
+/// κ = <see cref="PriorCostRatio"/>: the sparse pass is first tried at density 1/κ. A sparse time measured long ago is
+/// re-measured (one sparse step) every <see cref="RecheckSteps"/> steps while the estimate is within a factor two of D.
+/// The first step of each pass is not counted (JIT compilation): <see cref="PassClock"/>.
 /// </summary>
 internal sealed class SparsePassSwitch
 {
@@ -24,13 +26,18 @@ internal sealed class SparsePassSwitch
     /// <summary>Steps after which a sparse time is measured again.</summary>
     public const int RecheckSteps = 50;
 
+    /// <summary>Times per pass the estimates are the median of.</summary>
+    public const int Window = 5;
+
     private readonly PassClock _clock = new(2);
+    private readonly Queue<(long Step, double Value)> _dense = new(), _sparse = new();
+    private long _recorded;
     private long _stepsSinceSparseMeasured;
 
-    /// <summary>Exponential average of the dense remainder in ms (NaN before the first dense step was timed).</summary>
+    /// <summary>Median dense remainder in ms (NaN before the first dense step was timed).</summary>
     public double DenseMs { get; private set; } = double.NaN;
 
-    /// <summary>Exponential average of the sparse remainder per positive entry in ms (NaN before the first sparse step was timed).</summary>
+    /// <summary>Median sparse remainder per positive entry in ms (NaN before the first sparse step was timed).</summary>
     public double SparseMsPerEntry { get; private set; } = double.NaN;
 
     /// <summary>Whether a step with <paramref name="positive"/> positive entries of <paramref name="entries"/> = N·d_sae
@@ -64,15 +71,27 @@ internal sealed class SparsePassSwitch
     public void Record(bool sparse, double ms, long positive)
     {
         if (!_clock.Counts(sparse ? 1 : 0)) return;
+        long step = ++_recorded;
         if (sparse)
         {
-            SparseMsPerEntry = PassClock.Average(SparseMsPerEntry, ms / Math.Max(1, positive));
+            SparseMsPerEntry = Add(_sparse, step, ms / Math.Max(1, positive));
             _stepsSinceSparseMeasured = 0;
         }
         else
         {
-            DenseMs = PassClock.Average(DenseMs, ms);
+            DenseMs = Add(_dense, step, ms);
             _stepsSinceSparseMeasured++;
         }
+    }
+
+    /// <summary>Appends a time, drops those more than <see cref="RecheckSteps"/> steps older or beyond
+    /// <see cref="Window"/>, and returns the median of what is left.</summary>
+    private static double Add(Queue<(long Step, double Value)> times, long step, double value)
+    {
+        while (times.Count > 0 && (times.Count >= Window || times.Peek().Step < step - RecheckSteps)) times.Dequeue();
+        times.Enqueue((step, value));
+        var sorted = times.Select(t => t.Value).Order().ToArray();
+        int m = sorted.Length / 2;
+        return sorted.Length % 2 == 1 ? sorted[m] : (sorted[m - 1] + sorted[m]) / 2;
     }
 }

@@ -52,6 +52,38 @@ public class SparsePassSwitchTests
         Assert.False(s.PredictSparse(200_000, entries));         // 600 ms: not worth a look
     }
 
+    [Fact]
+    public void One_slow_sparse_step_does_not_send_the_run_dense()
+    {
+        var s = new SparsePassSwitch();
+        long entries = 1_000_000, nnz = 10_000;
+        s.Record(false, 1, nnz); s.Record(false, 100, nnz);     // D = 100 ms
+        s.Record(true, 1, nnz);                                  // warm-up
+        for (int i = 0; i < 4; i++) s.Record(true, 10, nnz);     // 10 ms a sparse step
+        s.Record(true, 500, nnz);                                // a garbage collection or a busy neighbour
+        Assert.Equal(0.001, s.SparseMsPerEntry, 12);
+        Assert.True(s.PredictSparse(nnz, entries));
+        // An exponential average (weight 0.3) would have put the sparse step at 157 ms, above D, and the run dense.
+        s.Record(true, 500, nnz);
+        Assert.True(s.PredictSparse(nnz, entries));              // two of five slow: the median is still 10 ms
+    }
+
+    [Fact]
+    public void A_sparse_pass_measured_again_after_a_pause_is_judged_by_its_new_time()
+    {
+        var s = new SparsePassSwitch();
+        long entries = 1_000_000, nnz = 10_000;
+        s.Record(false, 1, nnz); s.Record(false, 100, nnz);
+        s.Record(true, 1, nnz);
+        for (int i = 0; i < 3; i++) s.Record(true, 150, nnz);    // a slow spell: 150 ms against D = 100
+        Assert.False(s.PredictSparse(nnz, entries));
+        for (int i = 0; i < SparsePassSwitch.RecheckSteps; i++) s.Record(false, 100, nnz);
+        Assert.True(s.PredictSparse(nnz, entries));              // the re-measurement
+        s.Record(true, 10, nnz);                                 // the machine is quiet again
+        Assert.Equal(0.001, s.SparseMsPerEntry, 12);             // the slow spell's times are too old to count
+        Assert.True(s.PredictSparse(nnz, entries));
+    }
+
     /// <summary>At the extremes a ReLU SAE at its default (measured) switch takes the right pass, step after step:
     /// 1 % positive pre-activations sparse, half of them dense.</summary>
     [Theory]
