@@ -81,6 +81,7 @@ internal static class TopKProfile
                 zeros(dSae, dIn);
                 Note("[zeros d_sae x d_in]", sw.Elapsed.TotalMilliseconds);
                 if (autocast) AutocastBlocks(sae, x, k, chunkRows, code, Note);
+                else if (CandidateEncoder.Applies(CpuKernels.Path, dSae)) CandidateBlocks(sae, x, k, chunkRows, Note);
             }
         }
         foreach (var (key, ms) in best) Console.WriteLine($"  {key,-24} {ms,8:F1} ms");
@@ -138,6 +139,33 @@ internal static class TopKProfile
             o.Loss.backward();
             note("[its backward]", sw.Elapsed.TotalMilliseconds);
         }
+    }
+
+    /// <summary>The candidate pass's building blocks as a training step runs them (<see cref="TopKFamilySae.TrainingForward"/>):
+    /// W_encᵀ, the encoder (weight quantisation and norms), and per chunk the low-precision products and the exact top-k.</summary>
+    private static void CandidateBlocks(TopKFamilySae sae, Tensor x, int k, long chunkRows, Action<string, double> note)
+    {
+        using var scope = NewDisposeScope();
+        long batch = x.shape[0];
+        var sw = Stopwatch.StartNew();
+        var encT = sae.WEnc.detach().t().contiguous();
+        note("[cand W_enc^T]", sw.Elapsed.TotalMilliseconds);
+        sw.Restart();
+        using var candidates = new CandidateEncoder(encT, sae.BEnc, CpuKernels.Path);
+        note($"[cand encoder ({CpuKernels.Path})]", sw.Elapsed.TotalMilliseconds);
+        double products = 0, selection = 0;
+        for (long r = 0; r < batch; r += chunkRows)
+        {
+            using var cs = NewDisposeScope();
+            sw.Restart();
+            using var approx = candidates.Approximate(x.narrow(0, r, Math.Min(chunkRows, batch - r)));
+            products += sw.Elapsed.TotalMilliseconds;
+            sw.Restart();
+            candidates.TopK(approx, k);
+            selection += sw.Elapsed.TotalMilliseconds;
+        }
+        note("[cand products, chunks]", products);
+        note("[cand exact top-k, chunks]", selection);
     }
 
     /// <summary>The bfloat16 building blocks of an autocast step: conversions, the chunked bf16 encoder matmul (both

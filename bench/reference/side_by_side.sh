@@ -34,7 +34,9 @@ for pair in "$SPARSIFY:EleutherAI+sparsify" "$SCHEDULEFREE:facebookresearch+sche
 done
 [ -f "$BENCH" ] || { echo "build first: dotnet build SaeSharp.sln -c Release" >&2; exit 1; }
 
-FULL=()
+# A machine's environment may preset OpenBLAS (some of these set OPENBLAS_CORETYPE=Haswell and OPENBLAS_L2_SIZE=512):
+# the full instruction set runs without them, so that every BLAS detects the CPU itself.
+FULL=(-u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE)
 AVX2_DOTNET=(DOTNET_EnableAVX512=0 DOTNET_EnableAVXVNNI=0 SAESHARP_KERNELS=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 OPENBLAS_CORETYPE=Haswell)
 AVX2_PEER=(OPENBLAS_CORETYPE=Haswell ATEN_CPU_CAPABILITY=avx2)
 n=0
