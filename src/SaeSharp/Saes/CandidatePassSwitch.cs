@@ -8,15 +8,19 @@ namespace SaeSharp.Saes;
 /// from their measured cost on this machine at the run's shape. The first steps alternate between the two, starting with
 /// the plain encoder, until each has <see cref="TimedTrials"/> timed steps after its warm-up step (<see cref="PassClock"/>:
 /// from the choice until the optimizer step, backward included, as <see cref="SparsePassSwitch"/> times the ReLU passes);
-/// then the one with the lower average runs, and the other is timed again for one step every <see cref="RecheckSteps"/>
-/// steps, so a slow minute during the trials does not decide the whole run. Both choose the same latents (the candidate
+/// then the one with the lower median of its last <see cref="Window"/> times runs (<see cref="RecentTimes"/>: one slow trial
+/// step does not decide), and the other is timed again for one step every <see cref="RecheckSteps"/> steps, so a slow
+/// minute during the trials does not decide the whole run. Both choose the same latents (the candidate
 /// pass is exact), so the switch changes only the speed. The decision, and any later change, goes to
 /// <see cref="CpuKernels.VerboseLog"/> (the CLI's <c>--verbose</c>).
 /// </summary>
 internal sealed class CandidatePassSwitch
 {
     /// <summary>Timed steps of each pass before the first decision (after one warm-up step each).</summary>
-    public const int TimedTrials = 2;
+    public const int TimedTrials = 3;
+
+    /// <summary>Times per pass the choice compares the medians of.</summary>
+    public const int Window = 5;
 
     /// <summary>Steps of the chosen pass after which the other one is timed again for a step.</summary>
     public const int RecheckSteps = 250;
@@ -24,15 +28,17 @@ internal sealed class CandidatePassSwitch
     private const int Plain = 0, Candidate = 1;
     private readonly PassClock _clock = new(2);
     private readonly int[] _timed = new int[2];
+    private readonly RecentTimes _plain = new(Window, RecheckSteps), _candidate = new(Window, RecheckSteps);
     private int _trialSteps;
+    private long _recorded;
     private long _sinceOther;
     private bool? _logged;
 
-    /// <summary>Average time of a step through the plain encoder in ms (NaN before one was timed).</summary>
-    public double PlainMs { get; private set; } = double.NaN;
+    /// <summary>Median time of a step through the plain encoder in ms (NaN before one was timed).</summary>
+    public double PlainMs => _plain.Median;
 
-    /// <summary>Average time of a step through the candidate pass in ms (NaN before one was timed).</summary>
-    public double CandidateMs { get; private set; } = double.NaN;
+    /// <summary>Median time of a step through the candidate pass in ms (NaN before one was timed).</summary>
+    public double CandidateMs => _candidate.Median;
 
     /// <summary>The kernel path named in the log line.</summary>
     public KernelPath Path { get; set; } = CpuKernels.Path;
@@ -70,8 +76,7 @@ internal sealed class CandidatePassSwitch
         if (!_clock.Counts(pass)) return;
         bool wasDecided = Decided;
         bool chosenBefore = wasDecided && CandidateMs < PlainMs;
-        if (candidate) CandidateMs = PassClock.Average(CandidateMs, ms);
-        else PlainMs = PassClock.Average(PlainMs, ms);
+        (candidate ? _candidate : _plain).Add(++_recorded, ms);
         _timed[pass]++;
         if (wasDecided) _sinceOther = candidate == chosenBefore ? _sinceOther + 1 : 0;
         if (!Decided) return;
@@ -80,6 +85,6 @@ internal sealed class CandidatePassSwitch
         _logged = chosen;
         CpuKernels.VerboseLog?.Invoke(
             $"TopK selection: candidate pass ({CpuKernels.Name(Path)}) {CandidateMs:F0} ms/step, plain encoder {PlainMs:F0} ms/step "
-            + $"(averages of timed steps after a warm-up each): {(chosen ? "candidate pass" : "plain encoder")}");
+            + $"(medians of timed steps after a warm-up each): {(chosen ? "candidate pass" : "plain encoder")}");
     }
 }

@@ -6,13 +6,10 @@ namespace SaeSharp.Saes;
 /// What the per-step pass switches (<see cref="SparsePassSwitch"/>, <see cref="CandidatePassSwitch"/>) measure: the time of
 /// the pass a training step took, from the choice in the forward until the SAE's <see cref="Sae.BeforeOptimizerStep"/>
 /// (so the backward pass is included), with the first step of each pass not counted (JIT compilation, first
-/// allocations), folded into exponential averages that follow the machine's speed.
+/// allocations), kept per pass in <see cref="RecentTimes"/>.
 /// </summary>
 internal sealed class PassClock(int passes)
 {
-    /// <summary>Weight of the old average when a new time comes in.</summary>
-    public const double Keep = 0.7;
-
     private readonly Stopwatch _clock = new();
     private readonly bool[] _warm = new bool[passes];
     private int _timing = -1;
@@ -42,8 +39,27 @@ internal sealed class PassClock(int passes)
         _warm[pass] = true;
         return false;
     }
+}
 
-    /// <summary>The exponential average <paramref name="average"/> (NaN before the first value) with <paramref name="value"/> added.</summary>
-    public static double Average(double average, double value) =>
-        double.IsNaN(average) ? value : Keep * average + (1 - Keep) * value;
+/// <summary>
+/// One pass's recent times for the pass switches: the median of the last <paramref name="window"/> values, none recorded
+/// more than <paramref name="maxAge"/> steps before the newest. One or two slow steps (a garbage collection, another process
+/// on the machine) do not move it, and a pass timed again after a pause is judged by its new times alone.
+/// </summary>
+internal sealed class RecentTimes(int window, long maxAge)
+{
+    private readonly Queue<(long Step, double Value)> _times = new();
+
+    /// <summary>The median (NaN before the first value).</summary>
+    public double Median { get; private set; } = double.NaN;
+
+    /// <summary>Adds <paramref name="value"/> recorded at <paramref name="step"/> (non-decreasing) and returns the new median.</summary>
+    public double Add(long step, double value)
+    {
+        while (_times.Count > 0 && (_times.Count >= window || _times.Peek().Step < step - maxAge)) _times.Dequeue();
+        _times.Enqueue((step, value));
+        var sorted = _times.Select(t => t.Value).Order().ToArray();
+        int m = sorted.Length / 2;
+        return Median = sorted.Length % 2 == 1 ? sorted[m] : (sorted[m - 1] + sorted[m]) / 2;
+    }
 }

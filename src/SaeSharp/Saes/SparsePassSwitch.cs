@@ -7,9 +7,7 @@ namespace SaeSharp.Saes;
 /// [N, d_sae] matrix plus work proportional to the nnz positive entries (a time s·nnz). The switch times that remainder of
 /// every step (from the choice until <see cref="Stop"/>, which the SAE calls before the optimizer step, so the backward
 /// pass is included) and takes the sparse pass when s·nnz &lt; D. D and s are medians of each pass's last
-/// <see cref="Window"/> times, none older than <see cref="RecheckSteps"/> steps before the newest: one slow step (a
-/// garbage collection, another process on the machine) moves neither, and a pass measured again after a pause is judged
-/// by its new time alone. Until a sparse step has been timed, s is the prior κ·D/(N·d_sae) with
+/// <see cref="Window"/> times, none older than <see cref="RecheckSteps"/> steps before the newest (<see cref="RecentTimes"/>). Until a sparse step has been timed, s is the prior κ·D/(N·d_sae) with
 /// κ = <see cref="PriorCostRatio"/>: the sparse pass is first tried at density 1/κ. A sparse time measured long ago is
 /// re-measured (one sparse step) every <see cref="RecheckSteps"/> steps while the estimate is within a factor two of D.
 /// The first step of each pass is not counted (JIT compilation): <see cref="PassClock"/>.
@@ -30,7 +28,7 @@ internal sealed class SparsePassSwitch
     public const int Window = 5;
 
     private readonly PassClock _clock = new(2);
-    private readonly Queue<(long Step, double Value)> _dense = new(), _sparse = new();
+    private readonly RecentTimes _dense = new(Window, RecheckSteps), _sparse = new(Window, RecheckSteps);
     private long _recorded;
     private long _stepsSinceSparseMeasured;
 
@@ -74,24 +72,13 @@ internal sealed class SparsePassSwitch
         long step = ++_recorded;
         if (sparse)
         {
-            SparseMsPerEntry = Add(_sparse, step, ms / Math.Max(1, positive));
+            SparseMsPerEntry = _sparse.Add(step, ms / Math.Max(1, positive));
             _stepsSinceSparseMeasured = 0;
         }
         else
         {
-            DenseMs = Add(_dense, step, ms);
+            DenseMs = _dense.Add(step, ms);
             _stepsSinceSparseMeasured++;
         }
-    }
-
-    /// <summary>Appends a time, drops those more than <see cref="RecheckSteps"/> steps older or beyond
-    /// <see cref="Window"/>, and returns the median of what is left.</summary>
-    private static double Add(Queue<(long Step, double Value)> times, long step, double value)
-    {
-        while (times.Count > 0 && (times.Count >= Window || times.Peek().Step < step - RecheckSteps)) times.Dequeue();
-        times.Enqueue((step, value));
-        var sorted = times.Select(t => t.Value).Order().ToArray();
-        int m = sorted.Length / 2;
-        return sorted.Length % 2 == 1 ? sorted[m] : (sorted[m - 1] + sorted[m]) / 2;
     }
 }
