@@ -53,13 +53,13 @@ internal sealed class RecentTimes(int window, long maxAge)
     /// <summary>The median (NaN before the first value).</summary>
     public double Median { get; private set; } = double.NaN;
 
-    /// <summary>Adds <paramref name="value"/> recorded at <paramref name="step"/> (non-decreasing) and returns the new median.</summary>
-    public double Add(long step, double value)
+    /// <summary>Adds <paramref name="value"/> recorded at <paramref name="step"/> (non-decreasing).</summary>
+    public void Add(long step, double value)
     {
         while (_times.Count > 0 && (_times.Count >= window || _times.Peek().Step < step - maxAge)) _times.Dequeue();
         _times.Enqueue((step, value));
         var sorted = _times.Select(t => t.Value).Order().ToArray();
         int m = sorted.Length / 2;
-        return Median = sorted.Length % 2 == 1 ? sorted[m] : (sorted[m - 1] + sorted[m]) / 2;
+        Median = sorted.Length % 2 == 1 ? sorted[m] : (sorted[m - 1] + sorted[m]) / 2;
     }
 }

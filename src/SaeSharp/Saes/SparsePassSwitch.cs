@@ -7,8 +7,9 @@ namespace SaeSharp.Saes;
 /// [N, d_sae] matrix plus work proportional to the nnz positive entries (a time s·nnz). The switch times that remainder of
 /// every step (from the choice until <see cref="Stop"/>, which the SAE calls before the optimizer step, so the backward
 /// pass is included) and takes the sparse pass when s·nnz &lt; D. D and s are medians of each pass's last
-/// <see cref="Window"/> times, none older than <see cref="RecheckSteps"/> steps before the newest (<see cref="RecentTimes"/>). Until a sparse step has been timed, s is the prior κ·D/(N·d_sae) with
-/// κ = <see cref="PriorCostRatio"/>: the sparse pass is first tried at density 1/κ. A sparse time measured long ago is
+/// <see cref="Window"/> times, none older than <see cref="RecheckSteps"/> steps before the newest (<see cref="RecentTimes"/>).
+/// Until a sparse step has been timed, s is the prior κ·D/(N·d_sae) with κ = <see cref="PriorCostRatio"/>: the sparse
+/// pass is first tried at density 1/κ. A sparse time measured long ago is
 /// re-measured (one sparse step) every <see cref="RecheckSteps"/> steps while the estimate is within a factor two of D.
 /// The first step of each pass is not counted (JIT compilation): <see cref="PassClock"/>.
 /// </summary>
@@ -33,10 +34,10 @@ internal sealed class SparsePassSwitch
     private long _stepsSinceSparseMeasured;
 
     /// <summary>Median dense remainder in ms (NaN before the first dense step was timed).</summary>
-    public double DenseMs { get; private set; } = double.NaN;
+    public double DenseMs => _dense.Median;
 
     /// <summary>Median sparse remainder per positive entry in ms (NaN before the first sparse step was timed).</summary>
-    public double SparseMsPerEntry { get; private set; } = double.NaN;
+    public double SparseMsPerEntry => _sparse.Median;
 
     /// <summary>Whether a step with <paramref name="positive"/> positive entries of <paramref name="entries"/> = N·d_sae
     /// should take the sparse pass; starts timing the chosen pass.</summary>
@@ -72,12 +73,12 @@ internal sealed class SparsePassSwitch
         long step = ++_recorded;
         if (sparse)
         {
-            SparseMsPerEntry = _sparse.Add(step, ms / Math.Max(1, positive));
+            _sparse.Add(step, ms / Math.Max(1, positive));
             _stepsSinceSparseMeasured = 0;
         }
         else
         {
-            DenseMs = _dense.Add(step, ms);
+            _dense.Add(step, ms);
             _stepsSinceSparseMeasured++;
         }
     }
