@@ -7,10 +7,10 @@ namespace SaeSharp.ArmCheck;
 // Kernel checks shared by the arm64 check program (NEON, under qemu) and SaeSharp.Tests (the x86 paths, KernelChecksTests):
 // exact int8 products of a path against the scalar path and a plain loop, and the Vector<T> kernels against plain loops.
 
-/// <summary>Counts and prints check results ("PASS name", "FAIL name: why", "SKIP name: why").</summary>
+/// <summary>Counts and prints check results ("PASS name", "FAIL name: why").</summary>
 internal sealed class Checks(Action<string>? write = null)
 {
-    public int Passed, Failed, Skipped;
+    public int Passed, Failed;
     public List<string> Failures { get; } = [];
 
     private void Write(string line) => (write ?? Console.WriteLine)(line);
@@ -38,7 +38,6 @@ internal sealed class Checks(Action<string>? write = null)
 
     public void Pass(string name) { Passed++; Write($"PASS {name}"); }
     public void Fail(string name, string why) { Failed++; Failures.Add($"{name}: {why}"); Write($"FAIL {name}: {why}"); }
-    public void Skip(string name, string why) { Skipped++; Write($"SKIP {name}: {why}"); }
 }
 
 internal static unsafe class Int8Checks
