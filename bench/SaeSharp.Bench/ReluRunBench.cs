@@ -17,8 +17,10 @@ namespace SaeSharp.Bench;
 /// recipe, or <c>--arch relu-april</c>) through <see cref="SaeTrainer"/>, where the first steps are dense and the sparse
 /// training pass takes over once few pre-activations are positive: ms/step per window of <c>--report</c> steps with the
 /// number of dense and sparse steps in it, the time of each phase, rows/s over the whole run, then FVU, L0 and dead share on
-/// held-out rows. The rows come from <c>--activations train.npy --eval eval.npy</c>, the files that
-/// bench/reference/peer_relu_run.py trains dictionary_learning's StandardTrainer on; <c>--write DIR</c> writes such a pair
+/// held-out rows. <c>--arch topk --k 32</c> (or another k-sparse recipe) runs that recipe the same way, without the phases.
+/// The rows come from <c>--activations train.npy --eval eval.npy</c>, the files that
+/// bench/reference/peer_relu_run.py trains dictionary_learning's StandardTrainer on (and peer_sparsify_run.py sparsify's
+/// SparseCoder); <c>--write DIR</c> writes such a pair
 /// of synthetic superposition data. <c>--crossover</c> instead times one dense and one sparse step at fixed densities.
 /// </summary>
 internal static class ReluRunBench
@@ -26,7 +28,7 @@ internal static class ReluRunBench
     public static int Run(string[] argv)
     {
         var a = new BenchArgs(argv, ["--steps", "--d-in", "--d-sae", "--batch", "--l1", "--lr", "--switch", "--report", "--activations", "--eval",
-            "--write", "--from", "--rows", "--eval-rows", "--features", "--max-frequency", "--arch", "--seed"], ["--autocast", "--crossover"]);
+            "--write", "--from", "--rows", "--eval-rows", "--features", "--max-frequency", "--arch", "--seed", "--k"], ["--autocast", "--crossover"]);
         int steps = a.Int("--steps", 1000), dIn = a.Int("--d-in", 256), dSae = a.Int("--d-sae", 4096), batch = a.Int("--batch", 2048);
         int report = a.Int("--report", 100), evalRows = a.Int("--eval-rows", 16384);
         string recipe = a.Value("--arch", "relu");
@@ -64,17 +66,19 @@ internal static class ReluRunBench
             NBatchesForNormEstimate = Math.Max(1, 16384 / batch), BDecInitRows = 4 * batch, LogEverySteps = report,
         };
         double? l1 = a.Value("--l1", "") is { Length: > 0 } l ? double.Parse(l) : null;
-        using var sae0 = SaeRecipes.Create(recipe, dIn, dSae, sparsityCoefficient: l1, totalSteps: steps);
-        var sae = (StandardSae)sae0;
+        int? k = a.Value("--k", "") is { Length: > 0 } ks ? int.Parse(ks) : null;
+        using var sae = SaeRecipes.Create(recipe, dIn, dSae, k: k, sparsityCoefficient: l1, totalSteps: steps);
+        var relu = sae as StandardSae;
         sae.Training.Autocast = autocast;
-        if (a.Value("--switch", "") is { Length: > 0 } sw) sae.SparseTrainingDensity = double.Parse(sw);
+        if (a.Value("--switch", "") is { Length: > 0 } sw && relu is not null) relu.SparseTrainingDensity = double.Parse(sw);
         var config = SaeRecipes.RunConfig(recipe, run, dSae);
         if (a.Value("--lr", "") is { Length: > 0 } lr) config.Lr = double.Parse(lr);
-        var clock = new StepClock(train, sae);
+        var clock = new StepClock(train, relu);
         using var trainer = new SaeTrainer(run, clock, [new SaeSlot(recipe, sae, config)]);
         clock.Trainer = trainer;
-        Console.WriteLine($"relu run ({recipe} at sae train's defaults): {trainPath}, d_in {dIn}, d_sae {dSae}, batch {batch}, {steps} steps, " +
-            $"λ {sae.Training.SparsityCoefficient:G3}, lr {config.Lr:G3}, autocast {autocast}, switch {sae.SparseTrainingDensity:G3}, threads {get_num_threads()}");
+        Console.WriteLine($"{recipe} run (at sae train's defaults): {trainPath}, d_in {dIn}, d_sae {dSae}, batch {batch}, {steps} steps, " +
+            (relu is null ? $"k {k}" : $"λ {sae.Training.SparsityCoefficient:G3}") + $", lr {config.Lr:G3}, autocast {autocast}, " +
+            (relu is null ? "" : $"switch {relu.SparseTrainingDensity:G3}, ") + $"threads {get_num_threads()}");
         Console.WriteLine($"{"steps",13} {"ms/step",8} {"dense",6} {"sparse",6} {"L0",7} {"FVU (batch)",11}");
         int shown = 0;
         trainer.Progress = new SyncProgress(p =>
@@ -82,7 +86,8 @@ internal static class ReluRunBench
             // A step is closed at the next step's batch request, so each window ends one step before the logged step.
             var win = clock.Steps.Skip(shown).ToList();
             if (win.Count == 0) return;
-            Console.WriteLine($"{shown,6}-{shown + win.Count - 1,6} {win.Average(s => s.Ms),8:F1} {win.Count(s => !s.Sparse),6} {win.Count(s => s.Sparse),6} " +
+            string dense = relu is null ? "-" : $"{win.Count(s => !s.Sparse)}", sparse = relu is null ? "-" : $"{win.Count(s => s.Sparse)}";
+            Console.WriteLine($"{shown,6}-{shown + win.Count - 1,6} {win.Average(s => s.Ms),8:F1} {dense,6} {sparse,6} " +
                 $"{p.Saes[0].L0,7:F1} {1 - p.Saes[0].ExplainedVariance,11:F4}");
             shown += win.Count;
         });
@@ -92,7 +97,7 @@ internal static class ReluRunBench
         clock.Close();
         var steps_ = clock.Steps;
         var timed = steps_.Skip(1).ToList();
-        foreach (bool sparse in new[] { false, true })
+        foreach (bool sparse in relu is null ? [] : new[] { false, true })
         {
             var ph = timed.Where(s => s.Sparse == sparse).ToList();
             double ms = ph.Sum(s => s.Ms);
@@ -142,7 +147,7 @@ internal static class ReluRunBench
 
     /// <summary>Times each training step as the interval between the trainer's first batch requests of consecutive
     /// steps (so a step's resampling and data loading count in it) and records which path its training pass took.</summary>
-    private sealed class StepClock(IActivationSource inner, StandardSae sae) : IActivationSource
+    private sealed class StepClock(IActivationSource inner, StandardSae? relu) : IActivationSource
     {
         private readonly Stopwatch _clock = Stopwatch.StartNew();
         private long _step = -1;
@@ -163,13 +168,13 @@ internal static class ReluRunBench
             if (step != _step)
             {
                 double now = _clock.Elapsed.TotalMilliseconds;
-                if (_step >= 0) Steps.Add((now - _start, sae.LastTrainingPassSparse));
+                if (_step >= 0) Steps.Add((now - _start, relu?.LastTrainingPassSparse ?? false));
                 (_step, _start) = (step, now);
             }
             return inner.Next(batchSize);
         }
 
-        public void Close() => Steps.Add((_clock.Elapsed.TotalMilliseconds - _start, sae.LastTrainingPassSparse));
+        public void Close() => Steps.Add((_clock.Elapsed.TotalMilliseconds - _start, relu?.LastTrainingPassSparse ?? false));
         public JsonNode SaveState() => inner.SaveState();
         public void LoadState(JsonNode state) => inner.LoadState(state);
         public void Dispose() { }
