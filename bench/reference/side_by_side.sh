@@ -8,7 +8,8 @@
 #
 # With LM=DIR (a folder with train.npy and eval.npy, made by `relu-run --write DIR --from CACHE`: BENCHMARKS.md "Whole
 # runs side by side") each round also runs the whole 1,000-step ReLU pair: SaeSharp `relu-run` (batch 1,024, d_sae 2,048)
-# and dictionary_learning's StandardTrainer (peer_relu_run.py) on those rows.
+# and dictionary_learning's StandardTrainer (peer_relu_run.py) on those rows, and the TopK pair: `relu-run --arch topk
+# --k 32` and sparsify's SparseCoder (peer_sparsify_run.py), each with its held-out FVU.
 #
 # Needs: a Release build (dotnet build SaeSharp.sln -c Release); /usr/bin/python3 with Debian's python3-torch and
 # OpenBLAS 0.3.29 (trixie: see peer_step_speed.py); dictionary_learning at $DL (default /work/ref/dictionary_learning);
@@ -47,7 +48,7 @@ run() { # isa what command...
   { echo "# $(date -u +%FT%TZ) $(uptime)"; echo "# $*"; } > "$log"
   nice -n "$NICE" env "$@" >> "$log" 2>&1 || echo "# exit $?" >> "$log"
   echo "# $(date -u +%FT%TZ) $(uptime)" >> "$log"
-  echo "$log"; grep -E "^(topk|standard|sparsify|dictionary_learning|  topk)|ceiling|peer machine|ISA limits|rows/s|FVU" "$log" | sed 's/^/    /'
+  echo "$log"; grep -E "^(topk|standard|sparsify|dictionary_learning|  topk)|ceiling|peer machine|ISA limits|rows/s|FVU|^eval:" "$log" | sed 's/^/    /'
 }
 lscpu | grep -E "Model name|^Flags" > "$OUT/lscpu.txt"
 for r in $(seq "$ROUNDS"); do
@@ -63,6 +64,11 @@ for r in $(seq "$ROUNDS"); do
         --steps 1000 --batch 1024 --d-sae 2048
       run $isa peer-relu-run "${P[@]}" OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 bench/reference/peer_relu_run.py --dl "$DL" \
         --train "$LM/train.npy" --eval "$LM/eval.npy" --steps 1000 --batch 1024 --dict-size 2048
+      run $isa topk-run "${D[@]}" X=1 dotnet "$BENCH" relu-run --activations "$LM/train.npy" --eval "$LM/eval.npy" \
+        --steps 1000 --batch 1024 --d-sae 2048 --arch topk --k 32
+      run $isa peer-topk-run "${P[@]}" OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 bench/reference/peer_sparsify_run.py \
+        --sparsify "$SPARSIFY" --schedulefree "$SCHEDULEFREE" --train "$LM/train.npy" --eval "$LM/eval.npy" --steps 1000 \
+        --batch 1024 --dict-size 2048
     fi
   done
 done
