@@ -31,6 +31,18 @@ def load_rows(path):
         return np.frombuffer(f.read(end - start), dtype=np.float32).reshape(info["shape"]).copy()
 
 
+def batches(x, batch, steps, seed):
+    """Yields (step, rows) for `steps` batches of `batch` rows of x: a random permutation per pass (torch generator
+    seeded with `seed`), a new one when the rest of a pass is shorter than a batch. The whole-run peers' row order."""
+    g = t.Generator().manual_seed(seed)
+    order, pos = t.randperm(x.shape[0], generator=g), 0
+    for step in range(steps):
+        if pos + batch > x.shape[0]:
+            order, pos = t.randperm(x.shape[0], generator=g), 0
+        yield step, x[order[pos:pos + batch]]
+        pos += batch
+
+
 def import_dictionary_learning(root):
     """Imports dictionary_learning.trainers without the package __init__ (which needs nnsight for its buffer)."""
     pkg_dir = os.path.join(root, "dictionary_learning")

@@ -16,7 +16,7 @@ import argparse, math, os, sys, time
 import torch as t
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from dictionary_learning_trainers import evaluate, import_dictionary_learning, load_rows, make_trainer  # noqa: E402
+from dictionary_learning_trainers import batches, evaluate, import_dictionary_learning, load_rows, make_trainer  # noqa: E402
 
 
 def main():
@@ -47,15 +47,10 @@ def main():
     trainer = make_trainer(tr, a.trainer, cfg, d, a.steps)
     print(f"dictionary_learning {a.trainer}: torch {t.__version__}, threads {t.get_num_threads()}, d_in {d}, "
           f"d_sae {a.dict_size}, batch {a.batch}, {a.steps} steps, lambda {l1:.3f}, lr {a.lr}, scale {scale:.4f}", flush=True)
-    g = t.Generator().manual_seed(a.seed)
-    order, pos = t.randperm(x.shape[0], generator=g), 0
     start = window = time.perf_counter()
     logging = 0.0
-    for step in range(a.steps):
-        if pos + a.batch > x.shape[0]:
-            order, pos = t.randperm(x.shape[0], generator=g), 0
-        xb = x[order[pos:pos + a.batch]] * scale
-        pos += a.batch
+    for step, rows in batches(x, a.batch, a.steps, a.seed):
+        xb = rows * scale
         trainer.update(step, xb)
         if (step + 1) % a.report == 0 or step + 1 == a.steps:
             now = time.perf_counter()

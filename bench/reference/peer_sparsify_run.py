@@ -20,7 +20,7 @@ import argparse, os, sys, time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from dictionary_learning_trainers import load_rows  # noqa: E402
+from dictionary_learning_trainers import batches, load_rows  # noqa: E402
 from peer_sparsify_step import load_schedulefree_wrapper, load_sparsify  # noqa: E402
 
 
@@ -67,15 +67,9 @@ def main():
     opt.train()
     print(f"sparsify topk: torch {torch.__version__}, threads {torch.get_num_threads()}, d_in {d}, d_sae {n}, "
           f"batch {a.batch}, {a.steps} steps, k {a.k}, signum lr {lr:.2e}", flush=True)
-    g = torch.Generator().manual_seed(a.seed)
-    order, pos = torch.randperm(x.shape[0], generator=g), 0
     start = window = time.perf_counter()
     logging = 0.0
-    for step in range(a.steps):
-        if pos + a.batch > x.shape[0]:
-            order, pos = torch.randperm(x.shape[0], generator=g), 0
-        xb = x[order[pos:pos + a.batch]]
-        pos += a.batch
+    for step, xb in batches(x, a.batch, a.steps, a.seed):
         if step == 0:
             sae.b_dec.data = xb.mean(0).to(sae.dtype)
         sae.set_decoder_norm_to_unit_norm()
