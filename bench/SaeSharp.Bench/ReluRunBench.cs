@@ -36,6 +36,10 @@ internal static class ReluRunBench
         Console.WriteLine(CpuKernels.Describe());
         if (a.Value("--write", "") is { Length: > 0 } dir)
         {
+            // Program.cs raised glibc's mmap threshold for the training benches; generating data interleaves a long-lived
+            // output with large temporaries, and with the raised threshold 614,400 rows at d_in 512 grew past 24 GB and
+            // were killed. glibc's static default (128 KB) keeps it near the output's size.
+            NativeRuntime.KeepLargeBlocks(128 * 1024);
             if (a.Value("--from", "") is { Length: > 0 } from)
             {
                 WriteFrom(dir, from, evalRows);
