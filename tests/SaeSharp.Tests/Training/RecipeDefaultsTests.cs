@@ -73,7 +73,11 @@ public class RecipeDefaultsTests
         Assert.Equal(5e-5, l.Lr);                         // the paper's rate once 1/T is below it
         Assert.Equal(2e-4, SaeRecipes.RunConfig("gated", new TrainerConfig { TotalTrainingSteps = 5000 }, 1024).Lr!.Value, 12);
         Assert.Equal(1e-3, SaeRecipes.RunConfig("relu-april", longRun, 1024).Lr);
-        Assert.Equal(2e-4 / Math.Sqrt(1024 / 16384.0), SaeRecipes.RunConfig("topk", run, 1024).Lr!.Value, 12);
+        // k-sparse recipes: min(3e-3, 2/T) in short runs, Gao et al.'s 2e-4/√(d_sae/2¹⁴) once that is larger.
+        Assert.Equal(2e-3, SaeRecipes.RunConfig("topk", run, 1024).Lr!.Value, 12);
+        Assert.Equal(3e-3, SaeRecipes.RunConfig("batchtopk", new TrainerConfig { TotalTrainingSteps = 300 }, 8192).Lr!.Value, 12);
+        Assert.Equal(1e-4, SaeRecipes.RunConfig("matryoshka", new TrainerConfig { TotalTrainingSteps = 50_000 }, 65536).Lr!.Value, 12);
+        Assert.Equal(8e-4, SaeRecipes.RunConfig("topk", longRun, 1024).Lr!.Value, 12);
         Assert.Equal(0, SaeRecipes.RunConfig("topk", run, 1024).L1WarmUpSteps);
         Assert.Equal(new long[] { 250, 500, 750 }, SaeRecipes.RunConfig("relu", run, 1024).ResampleSteps);
     }
