@@ -28,7 +28,7 @@ internal static class ReluRunBench
     public static int Run(string[] argv)
     {
         var a = new BenchArgs(argv, ["--steps", "--d-in", "--d-sae", "--batch", "--l1", "--lr", "--switch", "--report", "--activations", "--eval",
-            "--write", "--from", "--rows", "--eval-rows", "--features", "--max-frequency", "--arch", "--seed", "--k"], ["--autocast", "--crossover"]);
+            "--write", "--from", "--rows", "--eval-rows", "--features", "--max-frequency", "--arch", "--seed", "--k", "--auxk-coefficient", "--candidate-pass"], ["--autocast", "--crossover"]);
         int steps = a.Int("--steps", 1000), dIn = a.Int("--d-in", 256), dSae = a.Int("--d-sae", 4096), batch = a.Int("--batch", 2048);
         int report = a.Int("--report", 100), evalRows = a.Int("--eval-rows", 16384);
         string recipe = a.Value("--arch", "relu");
@@ -74,6 +74,9 @@ internal static class ReluRunBench
         using var sae = SaeRecipes.Create(recipe, dIn, dSae, k: k, sparsityCoefficient: l1, totalSteps: steps);
         var relu = sae as StandardSae;
         sae.Training.Autocast = autocast;
+        if (a.Value("--candidate-pass", "") is { Length: > 0 } cp) sae.Training.CandidatePass = Enum.Parse<CandidatePass>(cp, ignoreCase: true);
+        CpuKernels.VerboseLog = Console.WriteLine;
+        if (a.Value("--auxk-coefficient", "") is { Length: > 0 } ac) sae.Training.AuxKCoefficient = double.Parse(ac);
         if (a.Value("--switch", "") is { Length: > 0 } sw && relu is not null) relu.SparseTrainingDensity = double.Parse(sw);
         var config = SaeRecipes.RunConfig(recipe, run, dSae);
         if (a.Value("--lr", "") is { Length: > 0 } lr) config.Lr = double.Parse(lr);
@@ -83,7 +86,7 @@ internal static class ReluRunBench
         Console.WriteLine($"{recipe} run (at sae train's defaults): {trainPath}, d_in {dIn}, d_sae {dSae}, batch {batch}, {steps} steps, " +
             (relu is null ? $"k {k}" : $"λ {sae.Training.SparsityCoefficient:G3}") + $", lr {config.Lr:G3}, autocast {autocast}, " +
             (relu is null ? "" : $"switch {relu.SparseTrainingDensity:G3}, ") + $"threads {get_num_threads()}");
-        Console.WriteLine($"{"steps",13} {"ms/step",8} {"dense",6} {"sparse",6} {"L0",7} {"FVU (batch)",11}");
+        Console.WriteLine($"{"steps",13} {"ms/step",8} {"dense",6} {"sparse",6} {"L0",7} {"FVU (batch)",11} {"dead %",7}");
         int shown = 0;
         trainer.Progress = new SyncProgress(p =>
         {
@@ -92,7 +95,7 @@ internal static class ReluRunBench
             if (win.Count == 0) return;
             string dense = relu is null ? "-" : $"{win.Count(s => !s.Sparse)}", sparse = relu is null ? "-" : $"{win.Count(s => s.Sparse)}";
             Console.WriteLine($"{shown,6}-{shown + win.Count - 1,6} {win.Average(s => s.Ms),8:F1} {dense,6} {sparse,6} " +
-                $"{p.Saes[0].L0,7:F1} {1 - p.Saes[0].ExplainedVariance,11:F4}");
+                $"{p.Saes[0].L0,7:F1} {1 - p.Saes[0].ExplainedVariance,11:F4} {p.Saes[0].DeadFraction * 100,7:F1}");
             shown += win.Count;
         });
         var total = Stopwatch.StartNew();
@@ -110,7 +113,8 @@ internal static class ReluRunBench
                 $"({batch / (ms / Math.Max(1, ph.Count) / 1000):F0} rows/s), {ms / 1000:F1} s = {ms / Math.Max(1e-9, timed.Sum(s => s.Ms)):P0} of steps 1..{steps - 1}");
         }
         Console.WriteLine($"step 0 with the initialisation (norm estimate, b_dec {config.BDecInitMethod}): {steps_[0].Ms:F0} ms");
-        Console.WriteLine($"whole run: {secs:F1} s, {(double)batch * steps / secs:F0} rows/s");
+        Console.WriteLine($"whole run: {secs:F1} s, {(double)batch * steps / secs:F0} rows/s; of it in the data source {clock.SourceMs / 1000:F1} s " +
+                          $"({clock.SourceMs / steps:F2} ms/step)");
         Console.WriteLine($"GC: {GC.CollectionCount(0)} gen0, {GC.CollectionCount(1)} gen1, {GC.CollectionCount(2)} gen2 collections, " +
                           $"{GC.GetTotalPauseDuration().TotalMilliseconds:F0} ms paused; peak working set {Environment.WorkingSet / 1048576} MB now");
         var trained = result.Saes[0].Sae;
@@ -175,8 +179,14 @@ internal static class ReluRunBench
                 if (_step >= 0) Steps.Add((now - _start, relu?.LastTrainingPassSparse ?? false));
                 (_step, _start) = (step, now);
             }
-            return inner.Next(batchSize);
+            double t0 = _clock.Elapsed.TotalMilliseconds;
+            var batch = inner.Next(batchSize);
+            SourceMs += _clock.Elapsed.TotalMilliseconds - t0;
+            return batch;
         }
+
+        /// <summary>Milliseconds spent in the wrapped source's <see cref="Next"/> (reading and shuffling rows).</summary>
+        public double SourceMs { get; private set; }
 
         public void Close() => Steps.Add((_clock.Elapsed.TotalMilliseconds - _start, relu?.LastTrainingPassSparse ?? false));
         public JsonNode SaveState() => inner.SaveState();

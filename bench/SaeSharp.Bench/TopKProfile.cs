@@ -21,6 +21,21 @@ internal static class TopKProfile
         void Note(string key, double ms) => best[key] = best.TryGetValue(key, out var b) ? Math.Min(b, ms) : ms;
         bench.Profile(steps, best);
         ForwardBlocks(sae, x, k, steps, Note);
+        if (bench.DeadMask is not null)
+        {
+            // AuxK's dense and sparse forms (TopKFamilySae.AuxKDenseMaxRatio) at 10 %, 20 % and 45 % of the latents dead.
+            long ratio = sae.AuxKDenseMaxRatio;
+            foreach (int twentieths in new[] { 2, 4, 9 })
+            {
+                using var mask = arange(dSae).remainder(20).lt(twentieths);
+                foreach (bool dense in new[] { true, false })
+                {
+                    sae.AuxKDenseMaxRatio = dense ? long.MaxValue / 4 : 0;
+                    AuxKBlocks(sae, x, mask, steps, Note, dense ? "dense" : "sparse");
+                }
+            }
+            sae.AuxKDenseMaxRatio = ratio;
+        }
         using (no_grad())
         {
             for (int rep = 0; rep < steps; rep++)
@@ -138,6 +153,40 @@ internal static class TopKProfile
             sw.Restart();
             o.Loss.backward();
             note("[its backward]", sw.Elapsed.TotalMilliseconds);
+        }
+    }
+
+    /// <summary>AuxK's parts as <see cref="TopKFamilySae.TrainingForward"/> runs them without the candidate pass: the dead
+    /// latents' indices, their pre-activation columns, the per-row top-k_aux among them, the loss and its backward.</summary>
+    private static void AuxKBlocks(TopKFamilySae sae, Tensor x, Tensor deadMask, int steps, Action<string, double> note, string form)
+    {
+        int kAux = sae.Cfg.DIn / 2;
+        for (int rep = 0; rep < steps; rep++)
+        {
+            using var scope = NewDisposeScope();
+            var sw = Stopwatch.StartNew();
+            var deadIdx = deadMask.nonzero().squeeze(1);
+            note("[auxk dead indices]", sw.Elapsed.TotalMilliseconds);
+            Tensor deadPre;
+            using (no_grad())
+            {
+                var pre = addmm(sae.BEnc, x, sae.WEnc, 1, 1);
+                sw.Restart();
+                deadPre = pre.index_select(1, deadIdx);
+                note($"[auxk dead columns {deadIdx.shape[0]}]", sw.Elapsed.TotalMilliseconds);
+                sw.Restart();
+                TopKFamilySae.RowTopK(nn.functional.relu(deadPre), kAux);
+                note($"[auxk top-{kAux} of {deadIdx.shape[0]}]", sw.Elapsed.TotalMilliseconds);
+            }
+            var y = x.detach().mul(0.9);
+            sw.Restart();
+            var aux = sae.AuxKLoss(x, x, y, deadIdx, deadPre);
+            aux.item<float>();
+            note($"[auxk {form} loss {deadIdx.shape[0]}]", sw.Elapsed.TotalMilliseconds);
+            sae.zero_grad();
+            sw.Restart();
+            aux.backward();
+            note($"[auxk {form} backward {deadIdx.shape[0]}]", sw.Elapsed.TotalMilliseconds);
         }
     }
 

@@ -9,7 +9,8 @@ namespace SaeSharp.Kernels;
 /// <summary>
 /// Per-row top-k selection over float32 matrices, or bfloat16 matrices plus a float32 bias, vectorised and split over
 /// threads by <see cref="RowRanges"/>: a block-maximum bound with a radix select when k is small against the row, a
-/// size-k min-heap otherwise. NaNs are never selected.
+/// radix select over the whole row when the row has at least 2k elements, a size-k min-heap otherwise. NaNs are never
+/// selected.
 /// </summary>
 internal static unsafe class TopKSelection
 {
@@ -19,7 +20,8 @@ internal static unsafe class TopKSelection
     /// When k ≤ d/64 and d is a multiple of 16 vectors (rows without NaN), the maxima of d/16 blocks of 16 elements give
     /// a lower bound τ on the row's k-th largest value (the k-th largest block maximum: k distinct elements reach it), and
     /// only the blocks whose maximum reaches τ are read again, their elements ≥ τ entering a size-k min-heap; otherwise
-    /// the heap scans the whole row, skipping vectors that cannot enter it.
+    /// rows of at least 2k elements take a radix select (<see cref="RadixTopK"/>) and shorter rows (or rows with a NaN)
+    /// a heap that scans the whole row, skipping vectors that cannot enter it.
     /// </summary>
     public static (Tensor Values, Tensor Indices) RowTopK(Tensor m, int k)
     {
@@ -56,13 +58,17 @@ internal static unsafe class TopKSelection
         // The bfloat16 block maxima are taken 16 columns (one ushort vector) at a time.
         long blockVector = TopKBlock * (pm == null ? Vector<ushort>.Count : Vector<float>.Count);
         bool blockwise = (long)k * 64 <= d && d % blockVector == 0;
+        bool radix = UsesRadix(d, k);
         RowRanges.For(rows, (start, end) =>
         {
             var maxima = new float[blockwise ? d / TopKBlock : 0];
             var buffer = new float[pm == null ? d : 0];
             var hist = new int[2 * 257];
+            var keys = new uint[radix ? d : 0];
+            var boundary = new int[radix ? d : 0];
             fixed (float* pMax = maxima, pBuf = buffer)
-            fixed (int* pHist = hist)
+            fixed (int* pHist = hist, pBoundary = boundary)
+            fixed (uint* pKeys = keys)
             {
                 for (long r = start; r < end; r++)
                 {
@@ -71,8 +77,8 @@ internal static unsafe class TopKSelection
                     if (pm != null)
                     {
                         float* row = pm + r * d;
-                        if (!blockwise || !BlockMaxima(row, d, pMax)) HeapTopK(row, d, k, hv, hi);
-                        else TopKFromBlocks(row, null, null, d, k, pMax, pHist, hv, hi);
+                        if (blockwise && BlockMaxima(row, d, pMax)) TopKFromBlocks(row, null, null, d, k, pMax, pHist, hv, hi);
+                        else if (!radix || !RadixTopK(row, d, k, pKeys, pHist, pBoundary, hv, hi)) HeapTopK(row, d, k, hv, hi);
                         continue;
                     }
                     ushort* src = pb + r * d;
@@ -82,7 +88,7 @@ internal static unsafe class TopKSelection
                         continue;
                     }
                     WidenBf16(src, bias, pBuf, d);
-                    HeapTopK(pBuf, d, k, hv, hi);
+                    if (!radix || !RadixTopK(pBuf, d, k, pKeys, pHist, pBoundary, hv, hi)) HeapTopK(pBuf, d, k, hv, hi);
                 }
             }
         });
@@ -197,6 +203,68 @@ internal static unsafe class TopKSelection
                 else Offer(v, e, hv, hi, k);
             }
         }
+    }
+
+    /// <summary>Rows of at least this many times k elements go through <see cref="RadixTopK"/> when the block path does
+    /// not apply; shorter rows through the heap, which then replaces its minimum rarely.</summary>
+    internal const int RadixMinRatio = 2;
+
+    /// <summary>Whether a row of <paramref name="d"/> elements takes <see cref="RadixTopK"/> off the block path.</summary>
+    internal static bool UsesRadix(long d, int k) => d >= (long)RadixMinRatio * k;
+
+    /// <summary>
+    /// The top-k of a row by a two-byte radix select on the order-preserving keys (<see cref="SortKey"/>): a histogram of
+    /// the keys' top byte finds the bucket holding the k-th largest, a histogram of the second byte within it the 16-bit
+    /// prefix P of the k-th largest. Every element whose key prefix exceeds P is selected; the rest come from the elements
+    /// with prefix P (usually a handful) through a min-heap. Three passes over the row, no data-dependent heap work for
+    /// most elements. False, with nothing written, when the row holds a NaN (the heap path handles it).
+    /// <paramref name="keys"/> and <paramref name="boundary"/>: d entries of scratch; <paramref name="hist"/>: 2 × 257.
+    /// </summary>
+    internal static bool RadixTopK(float* row, long d, int k, uint* keys, int* hist, int* boundary, float* hv, long* hi)
+    {
+        new Span<int>(hist, 2 * 257).Clear();
+        for (long j = 0; j < d; j++)
+        {
+            float v = row[j];
+            if (float.IsNaN(v)) return false;
+            uint key = SortKey(v);
+            keys[j] = key;
+            hist[key >> 24]++;
+        }
+        int need = k, top = 255;
+        while (hist[top] < need) need -= hist[top--];
+        int* hist2 = hist + 257;
+        for (long j = 0; j < d; j++)
+        {
+            uint key = keys[j];
+            if ((key >> 24) == (uint)top) hist2[(key >> 16) & 0xFF]++;
+        }
+        int second = 255;
+        while (hist2[second] < need) need -= hist2[second--];
+        uint prefix = ((uint)top << 8) | (uint)second;
+        // need elements of prefix P complete the k; the k − need above it are all taken.
+        int filled = 0, nb = 0;
+        for (long j = 0; j < d; j++)
+        {
+            uint p = keys[j] >> 16;
+            if (p > prefix) { hv[filled] = row[j]; hi[filled++] = j; }
+            else if (p == prefix) boundary[nb++] = (int)j;
+        }
+        float* bv = hv + filled;
+        long* bi = hi + filled;
+        if (nb == need)
+        {
+            for (int b = 0; b < nb; b++) { bv[b] = row[boundary[b]]; bi[b] = boundary[b]; }
+            return true;
+        }
+        int c = 0;
+        for (int b = 0; b < nb; b++)
+        {
+            long j = boundary[b];
+            if (c < need) Push(row[j], j, bv, bi, c++);
+            else Offer(row[j], j, bv, bi, need);
+        }
+        return true;
     }
 
     /// <summary>An unsigned key ordered as the (non-NaN) floats are: the sign bit set for positives, all bits flipped for

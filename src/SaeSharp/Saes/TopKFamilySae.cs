@@ -218,53 +218,83 @@ public abstract class TopKFamilySae : Sae
     /// <summary>Hook after the active latents are chosen (BatchTopK updates its threshold estimate here).</summary>
     internal virtual void AfterSelection(SparseCode code, Tensor vals, SaeTrainContext ctx) { }
 
-    /// <summary>AuxK runs densely over the dead latents (an [N, n_dead] masked code and three dense matmuls) while
-    /// n_dead ≤ this × k_aux, else through the sparse code. At d_in 512, k_aux 256 the dense form is about 3× faster with
-    /// 10% of 8192 latents dead: the code is then 30% dense, where matmuls beat per-entry row kernels.</summary>
+    /// <summary>AuxK runs densely over the dead latents (an [N, n_dead] masked code and three dense matmuls) while its
+    /// positive entries number at least N·n_dead / this, else through the sparse code. At d_in 512, k_aux 256 the dense
+    /// form is about 3× faster with 10% of 8192 latents dead and every chosen entry positive: the code is then 30% dense,
+    /// where matmuls beat per-entry row kernels.</summary>
     internal long AuxKDenseMaxRatio { get; set; } = 8;
 
-    /// <summary>The normalised AuxK loss (see the class comment) from the pre-activations of the dead latents
+    /// <summary>
+    /// The normalised AuxK loss (see the class comment) from the pre-activations of the dead latents
     /// <paramref name="deadIdx"/> ([N, n_dead], no gradient). With <paramref name="encT"/> (W_encᵀ, contiguous float32) the
-    /// sparse form recomputes the chosen pre-activations exactly (<see cref="ExactPre"/>): deadPre came from the
-    /// bfloat16 encoder and serves only the selection. With <paramref name="chosen"/>, the exact per-row top-k_aux among
-    /// the dead latents from the candidate pass (positions in deadIdx, float32 pre-activations), deadPre is not needed.</summary>
+    /// chosen pre-activations are recomputed exactly (<see cref="ExactPre"/>): deadPre came from the bfloat16 encoder and
+    /// serves only the selection. With <paramref name="chosen"/>, the exact per-row top-k_aux among the dead latents from
+    /// the candidate pass (positions in deadIdx, float32 pre-activations), deadPre is not needed.
+    /// Only the chosen entries with a positive pre-activation are decoded: the ReLU makes the others zero, with zero
+    /// gradient, so the loss and the gradients are those of the whole top-k_aux. In training most chosen entries are not
+    /// positive (2–8 % were, on the built-in model's activations), so this is a small part of the k_aux·N entries. When no
+    /// row has more than k_aux positive dead pre-activations (float32 deadPre), they are taken without a top-k.
+    /// </summary>
     internal Tensor AuxKLoss(Tensor x, Tensor target, Tensor y, Tensor deadIdx, Tensor? deadPre, Tensor? encT = null, (Tensor Local, Tensor Values)? chosen = null)
     {
         using var scope = NewDisposeScope();
-        long nDead = deadIdx.shape[0];
+        long n = x.shape[0], nDead = deadIdx.shape[0];
         long kAux = Math.Min(Training.KAux ?? Cfg.DIn / 2, nDead);
+        Tensor rows, local, preValues;
+        using (no_grad())
+        {
+            var positive = chosen is null && encT is null ? PositiveWithinKAux(deadPre!, kAux) : null;
+            if (positive is { } p)
+                (rows, local, preValues) = p;
+            else
+            {
+                var li = chosen?.Local ?? RowTopK(nn.functional.relu(deadPre!), (int)kAux).Indices;
+                var top = SparseLatents.FromRowIndices(li);
+                rows = top.Rows;
+                local = top.Cols;
+                preValues = chosen is { } c ? c.Values.reshape(-1)
+                    : encT is null ? deadPre!.gather(1, li).reshape(-1)
+                    : ExactPre(EncoderInput(x), encT, new SparseCode(rows, deadIdx.index_select(0, local), n));
+                var keep = preValues.gt(0).nonzero().squeeze(1);
+                if (keep.shape[0] < preValues.shape[0])
+                    (rows, local, preValues) = (rows.index_select(0, keep), local.index_select(0, keep), preValues.index_select(0, keep));
+            }
+        }
+        var e = (target - y).detach();
+        long nnz = preValues.shape[0];
         Tensor eHat;
-        if (nDead <= AuxKDenseMaxRatio * kAux)
+        if (nnz == 0)
+            eHat = zeros_like(e);
+        else if (nnz * AuxKDenseMaxRatio >= n * nDead)
         {
             Tensor mask;
             using (no_grad())
-            {
-                var local = chosen?.Local ?? RowTopK(nn.functional.relu(deadPre!), (int)kAux).Indices;
-                mask = zeros(x.shape[0], nDead, dtype: x.dtype, device: x.device).scatter_(1, local, ones(local.shape, dtype: x.dtype, device: x.device));
-            }
+                mask = zeros(n, nDead, dtype: x.dtype, device: x.device).index_put_(ones(nnz, dtype: x.dtype, device: x.device), rows, local);
             var xin = Cfg.ApplyBDecToInput ? x - b_dec : x;
             var pre = addmm(BEnc.index_select(0, deadIdx), xin, W_enc.index_select(1, deadIdx), 1, 1);
             eHat = (nn.functional.relu(pre) * mask).mm(W_dec.index_select(0, deadIdx));
         }
         else
         {
-            SparseCode code;
-            Tensor preValues;
-            using (no_grad())
-            {
-                var local = chosen?.Local ?? RowTopK(nn.functional.relu(deadPre!), (int)kAux).Indices;
-                var latent = deadIdx.index_select(0, local.reshape(-1)).reshape(local.shape);
-                code = SparseLatents.FromRowIndices(latent);
-                preValues = chosen is { } c ? c.Values.reshape(-1)
-                    : encT is null ? deadPre!.gather(1, local).reshape(-1) : ExactPre(EncoderInput(x), encT, code);
-            }
+            var code = new SparseCode(rows, deadIdx.index_select(0, local), n);
             var auxVals = nn.functional.relu(EncodeCode(x, code, preValues));
             eHat = SparseLatents.Decode(auxVals, code, W_dec);
         }
-        var e = (target - y).detach();
         var l2 = (e - eHat).pow(2).sum(-1).mean();
         var denom = (e - e.mean([0], keepdim: true)).pow(2).sum(-1).mean();
         return (l2 / denom).nan_to_num(0.0).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The positive entries of <paramref name="deadPre"/> (rows, positions in the dead set, values), or null when a
+    /// row has more than <paramref name="kAux"/> of them (the top-k_aux then decides).</summary>
+    private static (Tensor Rows, Tensor Local, Tensor Values)? PositiveWithinKAux(Tensor deadPre, long kAux)
+    {
+        using var scope = NewDisposeScope();
+        if (deadPre.dtype != ScalarType.Float32) return null;
+        var entries = SparseKernels.PositiveEntries(deadPre.contiguous(), long.MaxValue);
+        if (entries is not { } p || p.Values is null) return null;
+        if (p.Rows.shape[0] > 0 && p.Rows.bincount(null, 0).max().item<long>() > kAux) return null;
+        return (p.Rows.MoveToOuterDisposeScope(), p.Cols.MoveToOuterDisposeScope(), p.Values.MoveToOuterDisposeScope());
     }
 
     /// <summary>Unit-norm decoder rows, W_enc = W_decᵀ, zero biases (<paramref name="decoderNorm"/> is ignored).</summary>

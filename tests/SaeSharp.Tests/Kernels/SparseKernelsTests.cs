@@ -62,6 +62,43 @@ public class SparseKernelsTests
         }
     }
 
+    /// <summary>Rows for the radix path (not the block path: d = 926, not a multiple of 16 vectors; d ≥ 2k), against a
+    /// sort: near-ties that share the 16-bit key prefix of the k-th largest (so the boundary bucket decides), all ties,
+    /// all negative, ±0 and ±∞, the k-th largest on a top-byte boundary, and a NaN (heap fallback).</summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(64)]
+    [InlineData(463)]
+    public void RowTopKRadixPathSelectsTheLargestValuesOfEachRow(int k)
+    {
+        const int d = 926;
+        Assert.True(TopKSelection.UsesRadix(d, k));
+        var m = randn(8, d, generator: new Generator(12));
+        // Row 0: every value 1 + j·2⁻²³ (one ulp apart): all share their top 16 key bits.
+        m[0] = 1f + arange(d, dtype: ScalarType.Float32) * (float)Math.Pow(2, -23);
+        m[1] = full(d, -0.25f);
+        m[2] = -(m[2].abs() + 1);
+        m[3, TensorIndex.Slice(0, 300)] = tensor(-0f);
+        m[3, TensorIndex.Slice(300, 600)] = tensor(0f);
+        m[3, 5] = tensor(float.PositiveInfinity);
+        m[3, 700] = tensor(float.NegativeInfinity);
+        // Row 4: half the values just below 2, half at 2 and above (a change of the key's top byte).
+        m[4] = where(arange(d).remainder(2).eq(0), full(d, 1.9999999f), 2f + rand(d, generator: new Generator(13)));
+        m[5, 17] = tensor(float.NaN);
+        m[6] = (randn(d, generator: new Generator(14)) * 1e-30f);
+        var (v, i) = TopKSelection.RowTopK(m, k);
+        var data = F(m);
+        var vs = F(v);
+        var iv = i.data<long>().ToArray();
+        for (int r = 0; r < 8; r++)
+        {
+            var row = data.Skip(r * d).Take(d).Where(x => !float.IsNaN(x)).OrderByDescending(x => x).Take(k).ToArray();
+            Assert.Equal(row, vs.Skip(r * k).Take(k).OrderByDescending(x => x).ToArray());
+            Assert.Equal(k, iv.Skip(r * k).Take(k).Distinct().Count());
+            for (int e = 0; e < k; e++) Assert.Equal(data[r * d + iv[r * k + e]], vs[r * k + e]);
+        }
+    }
+
     /// <summary>SumRows and its transposed form against a dense product (scaleᵀ-weighted one-hot matrix · src), with
     /// 37 destination rows (not a multiple of the 16-row tile), empty rows and repeated entries; rows of 19 (a vector
     /// and a tail) and 259 (the unrolled loops, then a tail).</summary>

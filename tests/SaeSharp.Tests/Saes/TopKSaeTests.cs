@@ -44,12 +44,19 @@ public class TopKSaeTests
 
     /// <summary>The sparse backward equals autograd through the dense formulas (SAELens/dictionary_learning code paths),
     /// for the MSE and for dictionary_learning's normalised AuxK.</summary>
+    /// <remarks><paramref name="deadShift"/> is added to b_enc of the dead latents: −1.5 leaves every row at most k_aux
+    /// positive dead pre-activations (AuxK takes them without a top-k; asserted), +3 makes them all positive (top-k_aux,
+    /// every chosen entry decoded), 0 mixes rows of both kinds.</remarks>
     [Theory]
-    [InlineData(false, false, false)]
-    [InlineData(true, false, false)]
-    [InlineData(true, true, false)]
-    [InlineData(true, false, true)]
-    public void SparseGradientsEqualDenseAutograd(bool withAux, bool chunked, bool sparseAux)
+    [InlineData(false, false, false, 0)]
+    [InlineData(true, false, false, 0)]
+    [InlineData(true, true, false, 0)]
+    [InlineData(true, false, true, 0)]
+    [InlineData(true, false, false, -1.5)]
+    [InlineData(true, false, true, -1.5)]
+    [InlineData(true, false, false, 3)]
+    [InlineData(true, false, true, 3)]
+    public void SparseGradientsEqualDenseAutograd(bool withAux, bool chunked, bool sparseAux, double deadShift)
     {
         var sae = MakeTopK(seed: 4);
         if (chunked) sae.ChunkElements = 24; // two rows per encoder chunk
@@ -60,6 +67,13 @@ public class TopKSaeTests
         var target = randn(9, 6, generator: new Generator(6));
         var dead = zeros(12, dtype: ScalarType.Bool);
         dead[tensor(new long[] { 1, 4, 5, 9 })] = tensor(true);
+        using (no_grad()) sae.BEnc.add_(dead.to(ScalarType.Float32) * deadShift);
+        if (deadShift < 0)
+        {
+            using var _ = no_grad();
+            var positive = ((x - sae.BDec).matmul(sae.WEnc) + sae.BEnc).gt(0).logical_and(dead.unsqueeze(0)).sum(1);
+            Assert.True(positive.max().item<long>() <= 2 && positive.sum().item<long>() > 0);
+        }
         var o = sae.TrainingForward(x, target, new SaeTrainContext { DeadMask = withAux ? dead : null });
         o.Loss.backward();
 
