@@ -346,6 +346,70 @@ internal sealed unsafe class CandidateEncoder : IDisposable
         return (values.MoveToOuterDisposeScope(), indices.MoveToOuterDisposeScope());
     }
 
+    /// <summary>
+    /// The entries of the columns <paramref name="columns"/> (int64 latent indices) whose exact float32 pre-activation is
+    /// positive, in row-major order: rows, positions in <paramref name="columns"/> and values (the same dot products as
+    /// <see cref="TopK"/>). Only entries whose upper bound A + E is positive are recomputed. Null when a row has more than
+    /// <paramref name="maxPerRow"/> of them or a bound that is not finite (the caller then ranks with <see cref="TopK"/>).
+    /// </summary>
+    public (Tensor Rows, Tensor Local, Tensor Values)? PositiveAmong(Approximation approx, Tensor columns, int maxPerRow)
+    {
+        using var scope = NewDisposeScope();
+        int c = checked((int)columns.shape[0]);
+        var map = columns.to(ScalarType.Int64).data<long>().ToArray();
+        var pre = approx.Values.index_select(1, columns).contiguous();
+        var bias = _bias.index_select(0, columns).contiguous();
+        var colC = new float[c];
+        var colD = new float[c];
+        for (int j = 0; j < c; j++) { colC[j] = _colC[map[j]]; colD[j] = _colD[map[j]]; }
+        int rows = checked((int)pre.shape[0]);
+        bool bf16 = pre.dtype == ScalarType.BFloat16;
+        float* pf = bf16 ? null : FloatPtr(pre);
+        ushort* pb = bf16 ? UShortPtr(pre) : null;
+        float* pBias = FloatPtr(bias), pX = FloatPtr(approx.X), pW = FloatPtr(_encT);
+        int threads = Math.Max(1, Math.Min(get_num_threads(), rows));
+        var found = new List<(int Row, int Local, float Value)>[threads];
+        int failed = 0, dIn = _dIn;
+        float rho = approx.Rho;
+        var rowA = approx.RowA;
+        var rowB = approx.RowB;
+        Parallel.For(0, threads, t =>
+        {
+            int start = (int)((long)rows * t / threads), end = (int)((long)rows * (t + 1) / threads);
+            var list = found[t] = [];
+            var upper = new float[c];
+            fixed (float* pu = upper, pc = colC, pd = colD)
+            fixed (long* pMap = map)
+            {
+                for (int r = start; r < end && Volatile.Read(ref failed) == 0; r++)
+                {
+                    if (!Bounds(pf is null ? null : pf + (long)r * c, pb is null ? null : pb + (long)r * c, pBias, pc, pd,
+                            rowA[r], rowB[r], rho, c, pu))
+                    {
+                        Volatile.Write(ref failed, 1);
+                        break;
+                    }
+                    float* xr = pX + (long)r * dIn;
+                    int inRow = 0;
+                    for (int j = 0; j < c; j++)
+                    {
+                        if (!(pu[j] > 0)) continue;
+                        float v = SparseKernels.Dot(xr, pW + pMap[j] * dIn, dIn) + pBias[j];
+                        if (!(v > 0)) continue;
+                        if (++inRow > maxPerRow) { Volatile.Write(ref failed, 1); break; }
+                        list.Add((r, j, v));
+                    }
+                }
+            }
+        });
+        if (failed != 0) return null;
+        var all = found.SelectMany(l => l).ToArray();
+        var outRows = tensor(all.Select(e => (long)e.Row).ToArray(), dtype: ScalarType.Int64);
+        var outLocal = tensor(all.Select(e => (long)e.Local).ToArray(), dtype: ScalarType.Int64);
+        var outValues = tensor(all.Select(e => e.Value).ToArray(), dtype: ScalarType.Float32);
+        return (outRows.MoveToOuterDisposeScope(), outLocal.MoveToOuterDisposeScope(), outValues.MoveToOuterDisposeScope());
+    }
+
     /// <summary>upper = A + E for one row, A the float32 value (<paramref name="f"/>, b_enc included) or the bfloat16
     /// product plus b_enc (<paramref name="b"/>, widened into <paramref name="upper"/> first); false when a value or a
     /// bound is not finite (the row is then recomputed whole).</summary>

@@ -110,7 +110,7 @@ public abstract class TopKFamilySae : Sae
         SparseCode code;
         Tensor preValues;
         Tensor? deadPre = null;
-        (Tensor Local, Tensor Values)? deadChosen = null;
+        (Tensor Rows, Tensor Local, Tensor Values)? deadChosen = null;
         bool bf16 = UseBf16Encoder;
         Tensor? encT = null;
         using (no_grad())
@@ -125,6 +125,7 @@ public abstract class TopKFamilySae : Sae
             encT = bf16 || exact ? W_enc.detach().t().contiguous() : null;
             using var candidates = exact ? new CandidateEncoder(encT!, BEnc, CpuKernels.Path) : null;
             long kAux = deadIdx is null ? 0 : Math.Min(Training.KAux ?? Cfg.DIn / 2, deadIdx.shape[0]);
+            var deadR = new List<Tensor>();
             var deadV = new List<Tensor>();
             var deadI = new List<Tensor>();
             var wb = bf16 ? Bf16Autograd.ToBf16(encT!).t() : null;
@@ -143,9 +144,19 @@ public abstract class TopKFamilySae : Sae
                     candV.Add(v.MoveToOuterDisposeScope());
                     candI.Add(i.MoveToOuterDisposeScope());
                     if (deadIdx is null) continue;
+                    // AuxK decodes only positive entries: when no row has more than k_aux, they need no ranking.
+                    if (candidates.PositiveAmong(approx, deadIdx, (int)kAux) is { } pos)
+                    {
+                        deadR.Add(pos.Rows.add_(r).MoveToOuterDisposeScope());
+                        deadI.Add(pos.Local.MoveToOuterDisposeScope());
+                        deadV.Add(pos.Values.MoveToOuterDisposeScope());
+                        continue;
+                    }
                     var (dv, di) = candidates.TopK(approx, (int)kAux, deadIdx);
-                    deadV.Add(dv.MoveToOuterDisposeScope());
-                    deadI.Add(di.MoveToOuterDisposeScope());
+                    var top = SparseLatents.FromRowIndices(di);
+                    deadR.Add(top.Rows.add(r).MoveToOuterDisposeScope());
+                    deadI.Add(top.Cols.MoveToOuterDisposeScope());
+                    deadV.Add(dv.reshape(-1).MoveToOuterDisposeScope());
                     continue;
                 }
                 if (bf16)
@@ -173,7 +184,7 @@ public abstract class TopKFamilySae : Sae
             if (bf16) preValues = ExactPre(xin, encT!, code);
             if (deadIdx is not null && candidates is null) deadPre = deadParts.Count == 1 ? deadParts[0] : cat(deadParts, 0);
             if (deadIdx is not null && candidates is not null)
-                deadChosen = (deadI.Count == 1 ? deadI[0] : cat(deadI, 0), deadV.Count == 1 ? deadV[0] : cat(deadV, 0));
+                deadChosen = (deadR.Count == 1 ? deadR[0] : cat(deadR, 0), deadI.Count == 1 ? deadI[0] : cat(deadI, 0), deadV.Count == 1 ? deadV[0] : cat(deadV, 0));
         }
         var vals = nn.functional.relu(EncodeCode(x, code, preValues));
         var losses = new Dictionary<string, Tensor>();
@@ -228,14 +239,15 @@ public abstract class TopKFamilySae : Sae
     /// The normalised AuxK loss (see the class comment) from the pre-activations of the dead latents
     /// <paramref name="deadIdx"/> ([N, n_dead], no gradient). With <paramref name="encT"/> (W_encᵀ, contiguous float32) the
     /// chosen pre-activations are recomputed exactly (<see cref="ExactPre"/>): deadPre came from the bfloat16 encoder and
-    /// serves only the selection. With <paramref name="chosen"/>, the exact per-row top-k_aux among the dead latents from
-    /// the candidate pass (positions in deadIdx, float32 pre-activations), deadPre is not needed.
+    /// serves only the selection. With <paramref name="chosen"/>, the candidate pass's choice among the dead latents
+    /// (entries as rows, positions in deadIdx and float32 pre-activations: the exact per-row top-k_aux, or every positive
+    /// entry when no row has more than k_aux), deadPre is not needed.
     /// Only the chosen entries with a positive pre-activation are decoded: the ReLU makes the others zero, with zero
     /// gradient, so the loss and the gradients are those of the whole top-k_aux. In training most chosen entries are not
     /// positive (2–8 % were, on the built-in model's activations), so this is a small part of the k_aux·N entries. When no
     /// row has more than k_aux positive dead pre-activations (float32 deadPre), they are taken without a top-k.
     /// </summary>
-    internal Tensor AuxKLoss(Tensor x, Tensor target, Tensor y, Tensor deadIdx, Tensor? deadPre, Tensor? encT = null, (Tensor Local, Tensor Values)? chosen = null)
+    internal Tensor AuxKLoss(Tensor x, Tensor target, Tensor y, Tensor deadIdx, Tensor? deadPre, Tensor? encT = null, (Tensor Rows, Tensor Local, Tensor Values)? chosen = null)
     {
         using var scope = NewDisposeScope();
         long n = x.shape[0], nDead = deadIdx.shape[0];
@@ -246,19 +258,19 @@ public abstract class TopKFamilySae : Sae
             var positive = chosen is null && encT is null ? PositiveWithinKAux(deadPre!, kAux) : null;
             if (positive is { } p)
                 (rows, local, preValues) = p;
+            else if (chosen is { } c)
+                (rows, local, preValues) = c;
             else
             {
-                var li = chosen?.Local ?? RowTopK(nn.functional.relu(deadPre!), (int)kAux).Indices;
+                var li = RowTopK(nn.functional.relu(deadPre!), (int)kAux).Indices;
                 var top = SparseLatents.FromRowIndices(li);
-                rows = top.Rows;
-                local = top.Cols;
-                preValues = chosen is { } c ? c.Values.reshape(-1)
-                    : encT is null ? deadPre!.gather(1, li).reshape(-1)
+                (rows, local) = (top.Rows, top.Cols);
+                preValues = encT is null ? deadPre!.gather(1, li).reshape(-1)
                     : ExactPre(EncoderInput(x), encT, new SparseCode(rows, deadIdx.index_select(0, local), n));
-                var keep = preValues.gt(0).nonzero().squeeze(1);
-                if (keep.shape[0] < preValues.shape[0])
-                    (rows, local, preValues) = (rows.index_select(0, keep), local.index_select(0, keep), preValues.index_select(0, keep));
             }
+            var keep = preValues.gt(0).nonzero().squeeze(1);
+            if (keep.shape[0] < preValues.shape[0])
+                (rows, local, preValues) = (rows.index_select(0, keep), local.index_select(0, keep), preValues.index_select(0, keep));
         }
         var e = (target - y).detach();
         long nnz = preValues.shape[0];
