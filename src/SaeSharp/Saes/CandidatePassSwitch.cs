@@ -9,8 +9,8 @@ namespace SaeSharp.Saes;
 /// the plain encoder, until each has <see cref="TimedTrials"/> timed steps after its warm-up step (<see cref="PassClock"/>:
 /// from the choice until the optimizer step, backward included, as <see cref="SparsePassSwitch"/> times the ReLU passes);
 /// then the one with the lower median of its last <see cref="Window"/> times runs (<see cref="RecentTimes"/>: one slow trial
-/// step does not decide), and the other is timed again for one step every <see cref="RecheckSteps"/> steps, so a slow
-/// minute during the trials does not decide the whole run. Both choose the same latents (the candidate
+/// step does not decide), and the other is timed again for <see cref="RecheckTrials"/> steps every
+/// <see cref="RecheckSteps"/> steps, so a slow minute during the trials does not decide the whole run. Both choose the same latents (the candidate
 /// pass is exact), so the switch changes only the speed. The decision, and any later change, goes to
 /// <see cref="CpuKernels.VerboseLog"/> (the CLI's <c>--verbose</c>).
 /// </summary>
@@ -22,8 +22,13 @@ internal sealed class CandidatePassSwitch
     /// <summary>Times per pass the choice compares the medians of.</summary>
     public const int Window = 5;
 
-    /// <summary>Steps of the chosen pass after which the other one is timed again for a step.</summary>
+    /// <summary>Steps of the chosen pass after which the other one is timed again.</summary>
     public const int RecheckSteps = 250;
+
+    /// <summary>Consecutive steps of the other pass at a recheck, after which the medians decide again. Its older times
+    /// have expired by then, so with one step its median was that step's time alone, and the choice flipped at most
+    /// rechecks of a run whose two passes were within the host's noise (BENCHMARKS.md, "TopK at d_in 128").</summary>
+    public const int RecheckTrials = 3;
 
     private const int Plain = 0, Candidate = 1;
     private readonly PassClock _clock = new(2);
@@ -32,6 +37,8 @@ internal sealed class CandidatePassSwitch
     private int _trialSteps;
     private long _recorded;
     private long _sinceOther;
+    private int _recheckLeft;
+    private bool _choice;
     private bool? _logged;
 
     /// <summary>Median time of a step through the plain encoder in ms (NaN before one was timed).</summary>
@@ -59,8 +66,7 @@ internal sealed class CandidatePassSwitch
     public bool PredictCandidate()
     {
         if (!Decided) return _trialSteps % 2 == 1;
-        bool faster = CandidateMs < PlainMs;
-        return _sinceOther >= RecheckSteps ? !faster : faster;
+        return _recheckLeft > 0 ? !_choice : _choice;
     }
 
     /// <summary>Ends the timing started by <see cref="Choose"/> (called before the optimizer step); a no-op when nothing is timed.</summary>
@@ -69,18 +75,33 @@ internal sealed class CandidatePassSwitch
         if (_clock.Stop() is { } t) Record(t.Pass == Candidate, t.Ms);
     }
 
+    /// <summary>The choice after <paramref name="current"/>: the other pass once its median is <see cref="Margin"/> below
+    /// the current one's (equal passes within the host's noise do not swap at every step).</summary>
+    private bool Keep(bool current)
+    {
+        double mine = current ? CandidateMs : PlainMs, other = current ? PlainMs : CandidateMs;
+        return other < mine * (1 - Margin) ? !current : current;
+    }
+
+    /// <summary>How much faster (relative median) the other pass must be to take over after the first decision.</summary>
+    public const double Margin = 0.05;
+
     /// <summary>Adds one measured step: <paramref name="ms"/> through the candidate pass or the plain encoder.</summary>
     public void Record(bool candidate, double ms)
     {
         int pass = candidate ? Candidate : Plain;
         if (!_clock.Counts(pass)) return;
         bool wasDecided = Decided;
-        bool chosenBefore = wasDecided && CandidateMs < PlainMs;
         (candidate ? _candidate : _plain).Add(++_recorded, ms);
         _timed[pass]++;
-        if (wasDecided) _sinceOther = candidate == chosenBefore ? _sinceOther + 1 : 0;
         if (!Decided) return;
-        bool chosen = CandidateMs < PlainMs;
+        if (wasDecided && candidate == _choice && ++_sinceOther >= RecheckSteps)
+        {
+            (_recheckLeft, _sinceOther) = (RecheckTrials, 0);
+            return;
+        }
+        if (wasDecided && candidate != _choice && _recheckLeft > 0 && --_recheckLeft > 0) return;
+        bool chosen = _choice = wasDecided ? Keep(_choice) : CandidateMs < PlainMs;
         if (_logged == chosen) return;
         _logged = chosen;
         CpuKernels.VerboseLog?.Invoke(

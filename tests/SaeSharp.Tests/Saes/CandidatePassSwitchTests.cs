@@ -38,9 +38,43 @@ public class CandidatePassSwitchTests
         Assert.Equal(plainMs, s.PlainMs, 9);
         Assert.Equal(candidateMs, s.CandidateMs, 9);
         for (int i = 0; i < CandidatePassSwitch.RecheckSteps; i++) Assert.Equal(candidateWins, Step(s, plainMs, candidateMs));
-        // Then one step of the other pass, to follow the machine.
-        Assert.Equal(!candidateWins, Step(s, plainMs, candidateMs));
+        // Then RecheckTrials steps of the other pass, to follow the machine, and the faster one again.
+        for (int i = 0; i < CandidatePassSwitch.RecheckTrials; i++) Assert.Equal(!candidateWins, Step(s, plainMs, candidateMs));
         Assert.Equal(candidateWins, Step(s, plainMs, candidateMs));
+        Assert.Equal(candidateWins, Step(s, plainMs, candidateMs));
+    }
+
+    /// <summary>A recheck that finds the other pass faster on all its steps switches to it; one fast step among slow
+    /// ones (the host's noise) does not.</summary>
+    [Fact]
+    public void A_recheck_decides_on_the_median_of_its_steps()
+    {
+        var s = new CandidatePassSwitch();
+        while (!s.Decided) Step(s, 100, 80);
+        Assert.True(s.PredictCandidate());
+        for (int i = 1; i < CandidatePassSwitch.RecheckSteps; i++) Step(s, 100, 80);
+        Assert.True(Step(s, 100, 80));
+        // The recheck: the plain encoder once fast (a quiet moment), then at its usual time: the candidate pass stays.
+        var recheck = new[] { 50.0, 100, 100 };
+        foreach (double ms in recheck) Assert.False(Step(s, ms, 80));
+        Assert.True(s.PredictCandidate());
+        // The next recheck finds the plain encoder faster on every step: it takes over.
+        for (int i = 0; i < CandidatePassSwitch.RecheckSteps; i++) Assert.True(Step(s, 60, 80));
+        for (int i = 0; i < CandidatePassSwitch.RecheckTrials; i++) Assert.False(Step(s, 60, 80));
+        Assert.False(s.PredictCandidate());
+    }
+
+    /// <summary>After the first decision the other pass takes over only when its median is 5 % lower.</summary>
+    [Fact]
+    public void Passes_within_the_margin_do_not_swap()
+    {
+        var s = new CandidatePassSwitch();
+        while (!s.Decided) Step(s, 100, 80);
+        for (int i = 0; i < 5; i++) Assert.True(Step(s, 100, 98));  // 2 % faster than the plain encoder's 100
+        for (int i = 0; i < 3; i++) Step(s, 100, 103);              // 3 % slower: the median 103 is within the margin
+        Assert.True(s.PredictCandidate());
+        for (int i = 0; i < 3; i++) Step(s, 100, 110);              // 10 % slower: the plain encoder takes over
+        Assert.False(s.PredictCandidate());
     }
 
     [Fact]
