@@ -282,8 +282,11 @@ public abstract class TopKFamilySae : Sae
             Tensor mask;
             using (no_grad())
                 mask = zeros(n, nDead, dtype: x.dtype, device: x.device).index_put_(ones(nnz, dtype: x.dtype, device: x.device), rows, local);
-            var xin = Cfg.ApplyBDecToInput ? x - b_dec : x;
-            var pre = addmm(BEnc.index_select(0, deadIdx), xin, W_enc.index_select(1, deadIdx), 1, 1);
+            // (x − b_dec)·W + b as x·W + (b − b_dec·W): b_dec's gradient is then a product with the summed rows, not
+            // a fourth [N, n_dead]·[n_dead, d_in] product summed afterwards.
+            var wSel = W_enc.index_select(1, deadIdx);
+            var bias = Cfg.ApplyBDecToInput ? BEnc.index_select(0, deadIdx) - b_dec.matmul(wSel) : BEnc.index_select(0, deadIdx);
+            var pre = addmm(bias, x, wSel, 1, 1);
             eHat = (nn.functional.relu(pre) * mask).mm(W_dec.index_select(0, deadIdx));
         }
         else
