@@ -179,17 +179,8 @@ internal static unsafe class TopKSelection
             keys[b] = key;
             hist[key >> 24]++;
         }
-        int need = k, top = 255;
-        while (hist[top] < need) need -= hist[top--];
-        int* hist2 = hist + 257;
-        for (long b = 0; b < width; b++)
-        {
-            uint key = keys[b];
-            hist2[(key >> 24) == (uint)top ? (int)((key >> 16) & 0xFF) : 256]++;
-        }
-        int second = 255;
-        while (hist2[second] < need) need -= hist2[second--];
-        uint tauKey = ((uint)top << 24) | ((uint)second << 16);
+        var (prefix, _) = KthPrefix(keys, width, k, hist);
+        uint tauKey = prefix << 16;
         float t = FromSortKey(tauKey);
         int filled = 0;
         for (long c = 0; c < width; c++)
@@ -203,6 +194,24 @@ internal static unsafe class TopKSelection
                 else Offer(v, e, hv, hi, k);
             }
         }
+    }
+
+    /// <summary>The 16-bit prefix of the k-th largest of <paramref name="n"/> keys, and how many of the k largest have
+    /// that prefix (the others' prefixes are larger): <paramref name="hist"/>[0..256) holds the keys' top-byte histogram
+    /// on entry; a histogram of the second byte within the top byte's bucket goes to hist[257..514).</summary>
+    private static (uint Prefix, int Need) KthPrefix(uint* keys, long n, int k, int* hist)
+    {
+        int need = k, top = 255;
+        while (hist[top] < need) need -= hist[top--];
+        int* hist2 = hist + 257;
+        for (long j = 0; j < n; j++)
+        {
+            uint key = keys[j];
+            if ((key >> 24) == (uint)top) hist2[(key >> 16) & 0xFF]++;
+        }
+        int second = 255;
+        while (hist2[second] < need) need -= hist2[second--];
+        return (((uint)top << 8) | (uint)second, need);
     }
 
     /// <summary>Rows of at least this many times k elements go through <see cref="RadixTopK"/> when the block path does
@@ -231,17 +240,7 @@ internal static unsafe class TopKSelection
             keys[j] = key;
             hist[key >> 24]++;
         }
-        int need = k, top = 255;
-        while (hist[top] < need) need -= hist[top--];
-        int* hist2 = hist + 257;
-        for (long j = 0; j < d; j++)
-        {
-            uint key = keys[j];
-            if ((key >> 24) == (uint)top) hist2[(key >> 16) & 0xFF]++;
-        }
-        int second = 255;
-        while (hist2[second] < need) need -= hist2[second--];
-        uint prefix = ((uint)top << 8) | (uint)second;
+        var (prefix, need) = KthPrefix(keys, d, k, hist);
         // need elements of prefix P complete the k; the k − need above it are all taken.
         int filled = 0, nb = 0;
         for (long j = 0; j < d; j++)
