@@ -305,7 +305,7 @@ public sealed class ActivationFileSource : IActivationSource
         }
 
         int n = _count;
-        var moved = new Dictionary<int, int>();
+        var moved = new Dictionary<int, int>(m);
         int Get(int i) => moved.TryGetValue(i, out int v) ? v : i;
         var chosen = new long[m];
         for (int j = 0; j < m; j++)
