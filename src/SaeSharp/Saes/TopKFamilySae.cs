@@ -16,7 +16,8 @@ namespace SaeSharp.Saes;
 /// min(n_dead/k_aux, 1); dictionary_learning does not). Its gradient reaches W_enc, b_enc, b_dec and W_dec.</item>
 /// <item>Decoder rows held at unit norm, with the gradient component parallel to each row removed before the step.</item>
 /// <item>Initialisation: unit-norm random decoder rows, W_enc = W_decᵀ, zero biases.</item>
-/// <item>Adam (0.9, 0.999) with lr 2e-4/sqrt(d_sae/2^14).</item>
+/// <item>Adam (0.9, 0.999) with lr 2e-4/sqrt(d_sae/2^14) (<see cref="DefaultLearningRate"/>; <c>sae train</c>'s recipes
+/// raise it in short runs: <see cref="Training.SaeRecipes.DefaultLearningRate"/>).</item>
 /// <item><see cref="SaeTrainingOptions.Autocast"/>: the dense encoder pass, which only selects, runs in bfloat16; the
 /// pre-activations at the selected entries (and so the loss, the gradients, the BatchTopK threshold and the sparse AuxK
 /// values) are recomputed exactly in float32. Only the choice between near-tied latents can differ from float32.</item>
