@@ -225,15 +225,7 @@ internal sealed unsafe class CandidateEncoder : IDisposable
         long[]? map = null;
         float[] colC = _colC, colD = _colD;
         Tensor bias = _bias;
-        if (columns is not null)
-        {
-            map = columns.to(ScalarType.Int64).data<long>().ToArray();
-            pre = pre.index_select(1, columns).contiguous();
-            bias = _bias.index_select(0, columns).contiguous();
-            colC = new float[c];
-            colD = new float[c];
-            for (int j = 0; j < c; j++) { colC[j] = _colC[map[j]]; colD[j] = _colD[map[j]]; }
-        }
+        if (columns is not null) (map, pre, bias, colC, colD) = Subset(approx, columns);
         int rows = checked((int)pre.shape[0]);
         var values = empty(rows, k, dtype: ScalarType.Float32);
         var indices = empty(rows, k, dtype: ScalarType.Int64);
@@ -356,12 +348,7 @@ internal sealed unsafe class CandidateEncoder : IDisposable
     {
         using var scope = NewDisposeScope();
         int c = checked((int)columns.shape[0]);
-        var map = columns.to(ScalarType.Int64).data<long>().ToArray();
-        var pre = approx.Values.index_select(1, columns).contiguous();
-        var bias = _bias.index_select(0, columns).contiguous();
-        var colC = new float[c];
-        var colD = new float[c];
-        for (int j = 0; j < c; j++) { colC[j] = _colC[map[j]]; colD[j] = _colD[map[j]]; }
+        var (map, pre, bias, colC, colD) = Subset(approx, columns);
         int rows = checked((int)pre.shape[0]);
         bool bf16 = pre.dtype == ScalarType.BFloat16;
         float* pf = bf16 ? null : FloatPtr(pre);
@@ -408,6 +395,17 @@ internal sealed unsafe class CandidateEncoder : IDisposable
         var outLocal = tensor(all.Select(e => (long)e.Local).ToArray(), dtype: ScalarType.Int64);
         var outValues = tensor(all.Select(e => e.Value).ToArray(), dtype: ScalarType.Float32);
         return (outRows.MoveToOuterDisposeScope(), outLocal.MoveToOuterDisposeScope(), outValues.MoveToOuterDisposeScope());
+    }
+
+    /// <summary>The candidate products, b_enc and the per-column bound factors restricted to <paramref name="columns"/>
+    /// (int64 latent indices), with the latent index of each position (tensors in the caller's dispose scope).</summary>
+    private (long[] Map, Tensor Pre, Tensor Bias, float[] ColC, float[] ColD) Subset(Approximation approx, Tensor columns)
+    {
+        var map = columns.to(ScalarType.Int64).data<long>().ToArray();
+        var colC = new float[map.Length];
+        var colD = new float[map.Length];
+        for (int j = 0; j < map.Length; j++) { colC[j] = _colC[map[j]]; colD[j] = _colD[map[j]]; }
+        return (map, approx.Values.index_select(1, columns).contiguous(), _bias.index_select(0, columns).contiguous(), colC, colD);
     }
 
     /// <summary>upper = A + E for one row, A the float32 value (<paramref name="f"/>, b_enc included) or the bfloat16
