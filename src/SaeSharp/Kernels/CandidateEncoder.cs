@@ -242,8 +242,8 @@ internal sealed unsafe class CandidateEncoder : IDisposable
         var rowA = approx.RowA;
         var rowB = approx.RowB;
         // Block maxima of the upper bounds (blocks of 16 strided latents) need c a multiple of 16 vectors and at least
-        // 2k blocks; otherwise the heap scans the whole row.
-        bool blockwise = c % (Block * Vector<float>.Count) == 0 && c / Block >= 2 * k;
+        // 2k blocks; otherwise the threshold comes from the keys of the whole row.
+        bool blockwise = c % (TopKBlock * Vector<float>.Count) == 0 && c / TopKBlock >= 2 * k;
         Parallel.For(0, threads, t =>
         {
             int start = (int)((long)rows * t / threads), end = (int)((long)rows * (t + 1) / threads);
@@ -251,75 +251,38 @@ internal sealed unsafe class CandidateEncoder : IDisposable
             var cand = new int[c];
             var heapV = new float[k];
             var heapI = new long[k];
-            var exactV = new float[k];
-            var exactJ = new long[k];
-            var mark = new byte[c];
-            var maxima = new float[blockwise ? c / Block : 0];
+            var scratch = new float[c];
+            var hist = new int[2 * 257];
             long count = 0;
-            fixed (float* pu = upper, pc = colC, pd = colD, hv = heapV, pMax = maxima)
-            fixed (int* pCand = cand)
-            fixed (long* hi = heapI, pMap = map, pEj = exactJ)
-            fixed (float* pEv = exactV)
-            fixed (byte* pMark = mark)
+            fixed (float* pu = upper, pc = colC, pd = colD, hv = heapV, pScratch = scratch)
+            fixed (int* pCand = cand, pHist = hist)
+            fixed (long* hi = heapI, pMap = map)
             {
+                var rank = new ExactRanking { X = null, W = pW, Map = pMap, Bias = pBias, DIn = dIn, K = k, Upper = pu, HeapV = hv, HeapI = hi };
                 for (int r = start; r < end; r++)
                 {
                     bool finite = Bounds(pf is null ? null : pf + (long)r * c, pb is null ? null : pb + (long)r * c, pBias, pc, pd,
                         rowA[r], rowB[r], rho, c, pu);
-                    float* xr = pX + (long)r * dIn;
-                    int filled = 0, n;
+                    rank.X = pX + (long)r * dIn;
+                    rank.Filled = 0;
                     if (finite)
                     {
-                        // Any k latents' exact values bound the k-th largest from below; the k largest upper bounds
-                        // give a bound close to it (tighter than the k-th largest lower bound, about E higher).
-                        if (blockwise) LargestBlockMaxima(pu, c, k, pMax, hv, hi);
-                        else LargestWithIndices(pu, c, k, hv, hi);
-                        filled = k;
-                        float tau = float.PositiveInfinity;
-                        for (int l = 0; l < Math.Min(k, Ahead); l++) Prefetch(pW + (pMap is null ? hi[l] : pMap[hi[l]]) * dIn, dIn);
-                        for (int l = 0; l < k; l++)
-                        {
-                            int j = (int)hi[l];
-                            if (l + Ahead < k) Prefetch(pW + (pMap is null ? hi[l + Ahead] : pMap[hi[l + Ahead]]) * dIn, dIn);
-                            pMark[j] = 1;
-                            float v = SparseKernels.Dot(xr, pW + (pMap is null ? j : pMap[j]) * dIn, dIn) + pBias[j];
-                            pEv[l] = v;
-                            pEj[l] = j;
-                            tau = MathF.Min(tau, v);
-                        }
-                        if (float.IsNaN(tau)) tau = float.NegativeInfinity;
-                        n = blockwise ? AboveInBlocks(pu, c, pMax, tau, pCand) : Above(pu, c, tau, pCand);
-                        filled = 0;
-                        for (int l = 0; l < k; l++)
-                        {
-                            if (float.IsNaN(pEv[l])) continue;
-                            if (filled < k) Push(pEv[l], pEj[l], hv, hi, filled++);
-                            else Offer(pEv[l], pEj[l], hv, hi, k);
-                        }
-                        count += k;
+                        // At least k latents have an upper bound ≥ t1; their exact values give τ, the k-th largest of
+                        // them, a lower bound on the row's k-th largest value. A latent of the top k then has an upper
+                        // bound ≥ τ: those not yet ranked (upper bound < t1) are the remaining candidates.
+                        float t1 = blockwise && BlockMaxima(pu, c, pScratch)
+                            ? KthLowerBound(pScratch, c / TopKBlock, k, (uint*)pScratch, pHist)
+                            : KthLowerBound(pu, c, k, (uint*)pScratch, pHist);
+                        count += rank.Rank(pCand, Above(pu, c, t1, pCand), float.PositiveInfinity, prune: true);
+                        float tau = rank.Filled == k ? hv[0] : float.NegativeInfinity;
+                        count += rank.Rank(pCand, Above(pu, c, tau, pCand), t1, prune: true);
                     }
                     else
                     {
-                        n = c;
                         for (int j = 0; j < c; j++) pCand[j] = j;
+                        count += rank.Rank(pCand, c, float.PositiveInfinity, prune: false);
                     }
-                    for (int e = 0; e < Math.Min(n, Ahead); e++) Prefetch(pW + (pMap is null ? pCand[e] : pMap[pCand[e]]) * dIn, dIn);
-                    for (int e = 0; e < n; e++)
-                    {
-                        int j = pCand[e];
-                        if (e + Ahead < n && pMark[pCand[e + Ahead]] == 0) Prefetch(pW + (pMap is null ? pCand[e + Ahead] : pMap[pCand[e + Ahead]]) * dIn, dIn);
-                        if (pMark[j] != 0) continue;
-                        // The heap's minimum only rises and bounds the row's k-th largest value from below: a latent
-                        // whose upper bound is below it cannot enter the top k.
-                        if (finite && filled == k && pu[j] < hv[0]) continue;
-                        long latent = pMap is null ? j : pMap[j];
-                        float v = SparseKernels.Dot(xr, pW + latent * dIn, dIn) + pBias[j];
-                        count++;
-                        if (float.IsNaN(v)) continue;
-                        if (filled < k) Push(v, j, hv, hi, filled++);
-                        else Offer(v, j, hv, hi, k);
-                    }
-                    if (finite) for (int l = 0; l < k; l++) pMark[pEj[l]] = 0;
+                    int filled = rank.Filled;
                     for (int j = 0; filled < k && j < c; j++)
                     {
                         // Fewer than k non-NaN values (a NaN row): pad with positions not yet taken.
@@ -365,7 +328,9 @@ internal sealed unsafe class CandidateEncoder : IDisposable
             int start = (int)((long)rows * t / threads), end = (int)((long)rows * (t + 1) / threads);
             var list = found[t] = [];
             var upper = new float[c];
+            var cand = new int[c];
             fixed (float* pu = upper, pc = colC, pd = colD)
+            fixed (int* pCand = cand)
             fixed (long* pMap = map)
             {
                 for (int r = start; r < end && Volatile.Read(ref failed) == 0; r++)
@@ -377,10 +342,10 @@ internal sealed unsafe class CandidateEncoder : IDisposable
                         break;
                     }
                     float* xr = pX + (long)r * dIn;
-                    int inRow = 0;
-                    for (int j = 0; j < c; j++)
+                    int inRow = 0, n = Above(pu, c, float.Epsilon, pCand);
+                    for (int e = 0; e < n; e++)
                     {
-                        if (!(pu[j] > 0)) continue;
+                        int j = pCand[e];
                         float v = SparseKernels.Dot(xr, pW + pMap[j] * dIn, dIn) + pBias[j];
                         if (!(v > 0)) continue;
                         if (++inRow > maxPerRow) { Volatile.Write(ref failed, 1); break; }
@@ -454,19 +419,45 @@ internal sealed unsafe class CandidateEncoder : IDisposable
         return ok;
     }
 
-    /// <summary>The k largest of c finite values with their positions, in a min-heap (vectors below its minimum are
-    /// skipped).</summary>
-    private static void LargestWithIndices(float* v, int c, int k, float* hv, long* hi)
+    /// <summary>One row's exact ranking: float32 dot products of x with rows of W_encᵀ (plus b_enc) entering a size-k
+    /// min-heap, the rows fetched <see cref="Ahead"/> candidates in advance.</summary>
+    private struct ExactRanking
     {
-        for (int j = 0; j < k; j++) Push(v[j], j, hv, hi, j);
-        int w = Vector<float>.Count, i = k;
-        for (; i < c && (i % w) != 0; i++) Offer(v[i], i, hv, hi, k);
-        for (; i + w <= c; i += w)
+        public float* X;
+        public float* W;
+        public long* Map;
+        public float* Bias;
+        public float* Upper;
+        public float* HeapV;
+        public long* HeapI;
+        public int DIn;
+        public int K;
+        public int Filled;
+
+        /// <summary>Ranks the positions <paramref name="cand"/>[0..n) whose upper bound is below <paramref name="skipFrom"/>
+        /// (the others were ranked before); with <paramref name="prune"/>, skips those whose upper bound is below the full
+        /// heap's minimum, which only rises and bounds the row's k-th largest value from below. Returns the number of dot
+        /// products taken.</summary>
+        public int Rank(int* cand, int n, float skipFrom, bool prune)
         {
-            if (!Vector.GreaterThanAny(Unsafe.ReadUnaligned<Vector<float>>(v + i), new Vector<float>(hv[0]))) continue;
-            for (int l = i; l < i + w; l++) Offer(v[l], l, hv, hi, k);
+            int taken = 0;
+            for (int e = 0; e < Math.Min(n, Ahead); e++) Prefetch(Row(cand[e]), DIn);
+            for (int e = 0; e < n; e++)
+            {
+                int j = cand[e];
+                if (e + Ahead < n) Prefetch(Row(cand[e + Ahead]), DIn);
+                float u = Upper[j];
+                if (u >= skipFrom || (prune && Filled == K && u < HeapV[0])) continue;
+                float v = SparseKernels.Dot(X, Row(j), DIn) + Bias[j];
+                taken++;
+                if (float.IsNaN(v)) continue;
+                if (Filled < K) Push(v, j, HeapV, HeapI, Filled++);
+                else Offer(v, j, HeapV, HeapI, K);
+            }
+            return taken;
         }
-        for (; i < c; i++) Offer(v[i], i, hv, hi, k);
+
+        private readonly float* Row(int j) => W + (Map == null ? j : Map[j]) * DIn;
     }
 
     /// <summary>Rows of W_encᵀ fetched ahead of the dot products (they are scattered over a matrix larger than L2).</summary>
@@ -479,65 +470,6 @@ internal sealed unsafe class CandidateEncoder : IDisposable
         if (!Sse.IsSupported) return;
         for (int o = 0; o < d; o += 16) Sse.Prefetch0(row + o);
     }
-
-    /// <summary>Latents per block of <see cref="LargestBlockMaxima"/>.</summary>
-    private const int Block = 16;
-
-    /// <summary>k latents with large values among c finite values (c a multiple of 16 vectors, c/16 ≥ k), positions in a
-    /// min-heap: the maxima of the S = c/16 blocks {b, b + S, …, b + 15·S} (vector maxima of 16 slices, kept in
-    /// <paramref name="maxima"/> for <see cref="AboveInBlocks"/>), the k largest of them, and each one's latent. Any k
-    /// distinct latents serve the selection's lower bound; these are the top k unless a block holds two of them.</summary>
-    private static void LargestBlockMaxima(float* v, int c, int k, float* maxima, float* hv, long* hi)
-    {
-        int w = Vector<float>.Count, width = c / Block;
-        for (int b = 0; b < width; b += w)
-        {
-            var acc = Unsafe.ReadUnaligned<Vector<float>>(v + b);
-            for (int o = width + b; o < c; o += width) acc = Vector.Max(acc, Unsafe.ReadUnaligned<Vector<float>>(v + o));
-            Unsafe.WriteUnaligned(maxima + b, acc);
-        }
-        LargestWithIndices(maxima, width, k, hv, hi);
-        for (int l = 0; l < k; l++)
-        {
-            long b = hi[l];
-            for (long j = b; j < c; j += width)
-                if (v[j] == hv[l]) { hi[l] = j; break; }
-        }
-    }
-
-    /// <summary><see cref="Above"/> through the block maxima of <see cref="LargestBlockMaxima"/>: only blocks whose
-    /// maximum reaches τ are read (positions in block order).</summary>
-    private static int AboveInBlocks(float* v, int c, float* maxima, float tau, int* dst)
-    {
-        int n = 0, w = Vector<float>.Count, width = c / Block;
-        var t = new Vector<float>(tau);
-        for (int b0 = 0; b0 < width; b0 += w)
-        {
-            if (!Vector.GreaterThanOrEqualAny(Unsafe.ReadUnaligned<Vector<float>>(maxima + b0), t)) continue;
-            for (int b = b0; b < b0 + w; b++)
-            {
-                if (!(maxima[b] >= tau)) continue;
-                for (int j = b; j < c; j += width) if (v[j] >= tau) dst[n++] = j;
-            }
-        }
-        return n;
-    }
-
-    /// <summary>The positions j with v[j] ≥ τ, in increasing order; returns their count.</summary>
-    private static int Above(float* v, int c, float tau, int* dst)
-    {
-        int n = 0, w = Vector<float>.Count, j = 0;
-        var t = new Vector<float>(tau);
-        for (; j + w <= c; j += w)
-        {
-            if (!Vector.GreaterThanOrEqualAny(Unsafe.ReadUnaligned<Vector<float>>(v + j), t)) continue;
-            for (int l = j; l < j + w; l++) if (v[l] >= tau) dst[n++] = l;
-        }
-        for (; j < c; j++) if (v[j] >= tau) dst[n++] = j;
-        return n;
-    }
-
-
 
     /// <summary><paramref name="v"/> rounded up to the next float above (a bound computed in float64 stays a bound).</summary>
     private static float RoundUp(float v) => float.IsFinite(v) ? MathF.BitIncrement(MathF.Abs(v)) : float.PositiveInfinity;

@@ -1,5 +1,6 @@
 using System.Numerics;
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
 using TorchSharp;
 using static SaeSharp.Kernels.TensorPointers;
 using static TorchSharp.torch;
@@ -19,7 +20,7 @@ internal static unsafe class TopKSelection
     /// NaNs are never selected (torch.topk would rank them first); ties are broken arbitrarily, as by torch.topk.
     /// When k ≤ d/64 and d is a multiple of 16 vectors (rows without NaN), the maxima of d/16 blocks of 16 elements give
     /// a lower bound τ on the row's k-th largest value (the k-th largest block maximum: k distinct elements reach it), and
-    /// only the blocks whose maximum reaches τ are read again, their elements ≥ τ entering a size-k min-heap; otherwise
+    /// the row's elements ≥ τ, found by a vector scan, enter a size-k min-heap; otherwise
     /// rows of at least 2k elements take a radix select (<see cref="RadixTopK"/>) and shorter rows (or rows with a NaN)
     /// a heap that scans the whole row, skipping vectors that cannot enter it.
     /// </summary>
@@ -32,8 +33,8 @@ internal static unsafe class TopKSelection
 
     /// <summary>
     /// <see cref="RowTopK"/> of m + bias for a contiguous bfloat16 [rows, d] matrix m and a float32 [d] bias, in float32
-    /// (bfloat16 → float32 is a 16-bit left shift): the block maxima and the re-read blocks widen and add the bias on the
-    /// fly (the heap fallback widens the row into a per-thread buffer); the values returned are those float32 sums.
+    /// (bfloat16 → float32 is a 16-bit left shift): each row is widened and the bias added into a per-thread buffer,
+    /// which is then ranked as a float32 row; the values returned are those float32 sums.
     /// </summary>
     public static (Tensor Values, Tensor Indices) RowTopKBf16(Tensor m, Tensor bias, int k)
     {
@@ -55,9 +56,7 @@ internal static unsafe class TopKSelection
         if (rows == 0) return (values, indices);
         float* pv = FloatPtr(values);
         long* pi = LongPtr(indices);
-        // The bfloat16 block maxima are taken 16 columns (one ushort vector) at a time.
-        long blockVector = TopKBlock * (pm == null ? Vector<ushort>.Count : Vector<float>.Count);
-        bool blockwise = (long)k * 64 <= d && d % blockVector == 0;
+        bool blockwise = (long)k * 64 <= d && d % (TopKBlock * Vector<float>.Count) == 0;
         bool radix = UsesRadix(d, k);
         RowRanges.For(rows, (start, end) =>
         {
@@ -65,30 +64,23 @@ internal static unsafe class TopKSelection
             var buffer = new float[pm == null ? d : 0];
             var hist = new int[2 * 257];
             var keys = new uint[radix ? d : 0];
-            var boundary = new int[radix ? d : 0];
+            var positions = new int[radix || blockwise ? d : 0];
             fixed (float* pMax = maxima, pBuf = buffer)
-            fixed (int* pHist = hist, pBoundary = boundary)
+            fixed (int* pHist = hist, pPositions = positions)
             fixed (uint* pKeys = keys)
             {
                 for (long r = start; r < end; r++)
                 {
                     float* hv = pv + r * k;
                     long* hi = pi + r * k;
-                    if (pm != null)
+                    float* row = pm + r * d;
+                    if (pm == null)
                     {
-                        float* row = pm + r * d;
-                        if (blockwise && BlockMaxima(row, d, pMax)) TopKFromBlocks(row, null, null, d, k, pMax, pHist, hv, hi);
-                        else if (!radix || !RadixTopK(row, d, k, pKeys, pHist, pBoundary, hv, hi)) HeapTopK(row, d, k, hv, hi);
-                        continue;
+                        WidenBf16(pb + r * d, bias, pBuf, d);
+                        row = pBuf;
                     }
-                    ushort* src = pb + r * d;
-                    if (blockwise && BlockMaximaBf16(src, bias, d, pMax))
-                    {
-                        TopKFromBlocks(null, src, bias, d, k, pMax, pHist, hv, hi);
-                        continue;
-                    }
-                    WidenBf16(src, bias, pBuf, d);
-                    if (!radix || !RadixTopK(pBuf, d, k, pKeys, pHist, pBoundary, hv, hi)) HeapTopK(pBuf, d, k, hv, hi);
+                    if (blockwise && BlockMaxima(row, d, pMax)) TopKFromBlocks(row, d, k, pMax, pHist, pPositions, hv, hi);
+                    else if (!radix || !RadixTopK(row, d, k, pKeys, pHist, pPositions, hv, hi)) HeapTopK(row, d, k, hv, hi);
                 }
             }
         });
@@ -109,12 +101,12 @@ internal static unsafe class TopKSelection
         for (; j < d; j++) dst[j] = Bf16Bits.ToFloat(src[j]) + bias[j];
     }
 
-    private const int TopKBlock = 16;
+    internal const int TopKBlock = 16;
 
     /// <summary>The maxima of the S = d/16 blocks of <see cref="RowTopK"/>'s block path (d a multiple of 16 vectors); false
     /// when the row holds a NaN. The row is read as 16 slices of width S; block c is {c, c + S, …, c + 15·S}, so the
     /// block maxima are 15 vector maxima of the slices, without horizontal reductions.</summary>
-    private static bool BlockMaxima(float* row, long d, float* maxima)
+    internal static bool BlockMaxima(float* row, long d, float* maxima)
     {
         int w = Vector<float>.Count;
         long width = d / TopKBlock;
@@ -134,66 +126,79 @@ internal static unsafe class TopKSelection
         return Vector.EqualsAll(nan, Vector<int>.Zero);
     }
 
-    /// <summary><see cref="BlockMaxima"/> of the bfloat16 row plus the bias (d a multiple of 16 ushort vectors), widening
-    /// on the fly.</summary>
-    private static bool BlockMaximaBf16(ushort* row, float* bias, long d, float* maxima)
+    /// <summary>The top-k of a NaN-free row from its block maxima: a lower bound τ on the k-th largest block maximum is a
+    /// lower bound on the row's k-th largest value (k distinct elements reach it), so only the row's elements ≥ τ (found
+    /// by one vector scan, <see cref="Above"/>) enter a size-k min-heap. τ is found by a radix select on the maxima's
+    /// order-preserving 32-bit keys: their top byte, then their second byte within the bucket that holds the k-th
+    /// largest, τ being the smallest value of that 16-bit bucket (bfloat16 resolution: a few elements more enter the heap
+    /// than with the exact k-th maximum, without a branchy heap over all maxima). <paramref name="hist"/>: 2 × 257 ints,
+    /// <paramref name="positions"/>: d ints of scratch.</summary>
+    private static void TopKFromBlocks(float* row, long d, int k, float* maxima, int* hist, int* positions, float* hv, long* hi)
     {
-        int w = Vector<ushort>.Count, half = Vector<float>.Count;
         long width = d / TopKBlock;
-        var nan = Vector<int>.Zero;
-        for (long c = 0; c < width; c += w)
+        // The maxima are replaced by their keys.
+        float t = KthLowerBound(maxima, width, k, (uint*)maxima, hist);
+        int n = Above(row, d, t, positions), filled = 0;
+        for (int e = 0; e < n; e++)
         {
-            var acc0 = new Vector<float>(float.NegativeInfinity);
-            var acc1 = acc0;
-            for (long o = c; o < d; o += width)
-            {
-                Vector.Widen(Unsafe.ReadUnaligned<Vector<ushort>>(row + o), out var lo, out var hi);
-                var v0 = Vector.AsVectorSingle(Vector.ShiftLeft(lo, 16)) + Unsafe.ReadUnaligned<Vector<float>>(bias + o);
-                var v1 = Vector.AsVectorSingle(Vector.ShiftLeft(hi, 16)) + Unsafe.ReadUnaligned<Vector<float>>(bias + o + half);
-                nan |= ~Vector.Equals(v0, v0) | ~Vector.Equals(v1, v1);
-                acc0 = Vector.Max(acc0, v0);
-                acc1 = Vector.Max(acc1, v1);
-            }
-            Unsafe.WriteUnaligned(maxima + c, acc0);
-            Unsafe.WriteUnaligned(maxima + c + half, acc1);
+            long j = positions[e];
+            if (filled < k) Push(row[j], j, hv, hi, filled++);
+            else Offer(row[j], j, hv, hi, k);
         }
-        return Vector.EqualsAll(nan, Vector<int>.Zero);
     }
 
-    /// <summary>The top-k of a NaN-free row from its block maxima: a lower bound τ on the k-th largest block maximum is a
-    /// lower bound on the row's k-th largest value (k distinct elements reach it), so only the blocks whose maximum
-    /// reaches τ are read, and their elements ≥ τ enter a size-k min-heap. τ is found by a radix select on the maxima's
-    /// order-preserving 32-bit keys: their top byte, then their second byte within the bucket that holds the k-th
-    /// largest, τ being the smallest value of that 16-bit bucket (bfloat16 resolution: a few blocks more are read than
-    /// with the exact k-th maximum, without a branchy heap over all maxima). <paramref name="hist"/>: 2 × 257 ints of
-    /// scratch. The row is float32 <paramref name="row"/> or, when that is null, the bfloat16 <paramref name="bf"/> plus
-    /// <paramref name="bias"/>.</summary>
-    private static void TopKFromBlocks(float* row, ushort* bf, float* bias, long d, int k, float* maxima, int* hist, float* hv, long* hi)
+    /// <summary>A value t at or below the k-th largest of the non-NaN <paramref name="v"/>[0..n) (so at least k of them
+    /// reach it), at bfloat16 resolution: the smallest value with the 16-bit key prefix of the k-th largest (a radix
+    /// select on the order-preserving keys, <see cref="KthPrefix"/>). <paramref name="keys"/>: n entries of scratch (may
+    /// be <paramref name="v"/> itself); <paramref name="hist"/>: 2 × 257 ints.</summary>
+    internal static float KthLowerBound(float* v, long n, int k, uint* keys, int* hist)
     {
-        long width = d / TopKBlock;
-        var keys = (uint*)maxima; // the maxima are replaced by their keys
         new Span<int>(hist, 2 * 257).Clear();
-        for (long b = 0; b < width; b++)
+        for (long j = 0; j < n; j++)
         {
-            uint key = SortKey(maxima[b]);
-            keys[b] = key;
+            uint key = SortKey(v[j]);
+            keys[j] = key;
             hist[key >> 24]++;
         }
-        var (prefix, _) = KthPrefix(keys, width, k, hist);
-        uint tauKey = prefix << 16;
-        float t = FromSortKey(tauKey);
-        int filled = 0;
-        for (long c = 0; c < width; c++)
+        var (prefix, _) = KthPrefix(keys, n, k, hist);
+        float t = FromSortKey(prefix << 16);
+        // −∞ as the k-th largest maps to a NaN bit pattern; every non-NaN value reaches −∞.
+        return float.IsNaN(t) ? float.NegativeInfinity : t;
+    }
+
+    /// <summary>The positions j &lt; <paramref name="n"/> with v[j] ≥ <paramref name="t"/>, in increasing order, into
+    /// <paramref name="dst"/> (room for n); returns their count. Vector comparisons, four vectors per branch, and the
+    /// positions taken from the comparison masks bit by bit.</summary>
+    internal static int Above(float* v, long n, float t, int* dst)
+    {
+        int count = 0;
+        long j = 0;
+        if (Vector256.IsHardwareAccelerated)
         {
-            if (keys[c] < tauKey) continue;
-            for (long e = c; e < d; e += width)
+            var vt = Vector256.Create(t);
+            for (; j + 32 <= n; j += 32)
             {
-                float v = row != null ? row[e] : Bf16Bits.ToFloat(bf[e]) + bias[e];
-                if (!(v >= t)) continue;
-                if (filled < k) Push(v, e, hv, hi, filled++);
-                else Offer(v, e, hv, hi, k);
+                ulong mask = Vector256.GreaterThanOrEqual(Vector256.Load(v + j), vt).ExtractMostSignificantBits()
+                    | (ulong)Vector256.GreaterThanOrEqual(Vector256.Load(v + j + 8), vt).ExtractMostSignificantBits() << 8
+                    | (ulong)Vector256.GreaterThanOrEqual(Vector256.Load(v + j + 16), vt).ExtractMostSignificantBits() << 16
+                    | (ulong)Vector256.GreaterThanOrEqual(Vector256.Load(v + j + 24), vt).ExtractMostSignificantBits() << 24;
+                for (; mask != 0; mask &= mask - 1) dst[count++] = (int)(j + BitOperations.TrailingZeroCount(mask));
             }
         }
+        else if (Vector128.IsHardwareAccelerated)
+        {
+            var vt = Vector128.Create(t);
+            for (; j + 16 <= n; j += 16)
+            {
+                ulong mask = Vector128.GreaterThanOrEqual(Vector128.Load(v + j), vt).ExtractMostSignificantBits()
+                    | (ulong)Vector128.GreaterThanOrEqual(Vector128.Load(v + j + 4), vt).ExtractMostSignificantBits() << 4
+                    | (ulong)Vector128.GreaterThanOrEqual(Vector128.Load(v + j + 8), vt).ExtractMostSignificantBits() << 8
+                    | (ulong)Vector128.GreaterThanOrEqual(Vector128.Load(v + j + 12), vt).ExtractMostSignificantBits() << 12;
+                for (; mask != 0; mask &= mask - 1) dst[count++] = (int)(j + BitOperations.TrailingZeroCount(mask));
+            }
+        }
+        for (; j < n; j++) if (v[j] >= t) dst[count++] = (int)j;
+        return count;
     }
 
     /// <summary>The 16-bit prefix of the k-th largest of <paramref name="n"/> keys, and how many of the k largest have

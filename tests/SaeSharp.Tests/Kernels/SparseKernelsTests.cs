@@ -49,7 +49,34 @@ public class SparseKernelsTests
         m[3, 17] = tensor(float.NaN);
         m[4, TensorIndex.Slice(0, 100)] = tensor(float.NegativeInfinity);
         m[5, 255] = tensor(100f);
+        // Row 6: two finite values, the rest −∞, so for k ≥ 3 the k-th largest block maximum is −∞ itself.
+        m[6] = full(d, float.NegativeInfinity);
+        m[6, 10] = tensor(1f);
+        m[6, 200] = tensor(2f);
         AssertRowTopK(m, k);
+    }
+
+    /// <summary>TopKSelection.Above against a scalar filter: lengths around the 32-element step and its vectors,
+    /// thresholds inside the data, ±0, ±∞ and ε (the smallest positive float: v ≥ ε exactly when v &gt; 0).</summary>
+    [Fact]
+    public unsafe void AboveFindsEveryPositionAtOrOverTheThreshold()
+    {
+        var rng = new Random(5);
+        foreach (int n in new[] { 0, 1, 7, 8, 31, 32, 33, 63, 64, 100, 2048 })
+        {
+            var v = new float[n];
+            for (int j = 0; j < n; j++) v[j] = rng.Next(8) switch { 0 => 0f, 1 => -0f, 2 => float.NegativeInfinity, 3 => float.Epsilon, _ => (float)(rng.NextDouble() * 2 - 1) };
+            foreach (float t in new[] { 0.3f, -0.5f, 0f, -0f, float.NegativeInfinity, float.PositiveInfinity, float.Epsilon })
+            {
+                var dst = new int[n];
+                int count;
+                fixed (float* pv = v)
+                fixed (int* pd = dst)
+                    count = TopKSelection.Above(pv, n, t, pd);
+                var expected = Enumerable.Range(0, n).Where(j => v[j] >= t).ToArray();
+                Assert.Equal(expected, dst.Take(count).ToArray());
+            }
+        }
     }
 
     /// <summary>Rows for the radix path (not the block path: d = 926, not a multiple of 16 vectors; d ≥ 2k), against a
