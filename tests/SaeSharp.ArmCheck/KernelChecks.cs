@@ -252,6 +252,29 @@ internal static unsafe class VectorChecks
                 });
         }
 
+        var above = typeof(TopKSelection).GetMethod("Above", Private, [typeof(float*), typeof(long), typeof(float), typeof(int*)]);
+        if (above == null) checks.Fail("TopKSelection.Above", "internal method not found (renamed? update this check)");
+        else
+        {
+            var f = (delegate*<float*, long, float, int*, int>)above.MethodHandle.GetFunctionPointer();
+            foreach (int d in new[] { 3, 16, 33, 100 })
+                checks.Expect($"TopKSelection.Above d {d} == plain filter", () =>
+                {
+                    var x = Random(rng, d);
+                    x[1] = 0; x[2] = -0f; x[d - 1] = float.Epsilon;
+                    foreach (float t in new[] { 0.25f, 0f, float.Epsilon, float.NegativeInfinity })
+                    {
+                        var dst = new int[d];
+                        int n;
+                        fixed (float* px = x)
+                        fixed (int* pd = dst) n = f(px, d, t, pd);
+                        var expect = Enumerable.Range(0, d).Where(j => x[j] >= t);
+                        if (!dst.Take(n).SequenceEqual(expect)) return $"threshold {t}: positions differ";
+                    }
+                    return null;
+                });
+        }
+
         var heap = typeof(TopKSelection).GetMethod("HeapTopK", Private, [typeof(float*), typeof(long), typeof(int), typeof(float*), typeof(long*)]);
         if (heap == null) checks.Fail("TopKSelection.HeapTopK", "private method not found (renamed? update this check)");
         else
