@@ -154,13 +154,15 @@ internal static unsafe class TopKSelection
     internal static float KthLowerBound(float* v, long n, int k, uint* keys, int* hist)
     {
         new Span<int>(hist, 2 * 257).Clear();
+        uint max = 0;
         for (long j = 0; j < n; j++)
         {
             uint key = SortKey(v[j]);
             keys[j] = key;
             hist[key >> 24]++;
+            max = Math.Max(max, key);
         }
-        var (prefix, _) = KthPrefix(keys, n, k, hist);
+        var (prefix, _) = KthPrefix(keys, n, k, hist, max);
         float t = FromSortKey(prefix << 16);
         // −∞ as the k-th largest maps to a NaN bit pattern; every non-NaN value reaches −∞.
         return float.IsNaN(t) ? float.NegativeInfinity : t;
@@ -203,18 +205,22 @@ internal static unsafe class TopKSelection
 
     /// <summary>The 16-bit prefix of the k-th largest of <paramref name="n"/> keys, and how many of the k largest have
     /// that prefix (the others' prefixes are larger): <paramref name="hist"/>[0..256) holds the keys' top-byte histogram
-    /// on entry; a histogram of the second byte within the top byte's bucket goes to hist[257..514).</summary>
-    private static (uint Prefix, int Need) KthPrefix(uint* keys, long n, int k, int* hist)
+    /// on entry, <paramref name="max"/> the largest key (the searches of both bytes start at the largest present, not
+    /// at 255); a histogram of the second byte within the top byte's bucket goes to hist[257..514).</summary>
+    private static (uint Prefix, int Need) KthPrefix(uint* keys, long n, int k, int* hist, uint max)
     {
-        int need = k, top = 255;
+        int need = k, top = (int)(max >> 24);
         while (hist[top] < need) need -= hist[top--];
         int* hist2 = hist + 257;
+        uint second = 0;
         for (long j = 0; j < n; j++)
         {
             uint key = keys[j];
-            if ((key >> 24) == (uint)top) hist2[(key >> 16) & 0xFF]++;
+            if ((key >> 24) != (uint)top) continue;
+            uint b = (key >> 16) & 0xFF;
+            hist2[b]++;
+            second = Math.Max(second, b);
         }
-        int second = 255;
         while (hist2[second] < need) need -= hist2[second--];
         return (((uint)top << 8) | (uint)second, need);
     }
@@ -237,6 +243,7 @@ internal static unsafe class TopKSelection
     internal static bool RadixTopK(float* row, long d, int k, uint* keys, int* hist, int* boundary, float* hv, long* hi)
     {
         new Span<int>(hist, 2 * 257).Clear();
+        uint max = 0;
         for (long j = 0; j < d; j++)
         {
             float v = row[j];
@@ -244,8 +251,9 @@ internal static unsafe class TopKSelection
             uint key = SortKey(v);
             keys[j] = key;
             hist[key >> 24]++;
+            max = Math.Max(max, key);
         }
-        var (prefix, need) = KthPrefix(keys, d, k, hist);
+        var (prefix, need) = KthPrefix(keys, d, k, hist, max);
         // need elements of prefix P complete the k; the k − need above it are all taken.
         int filled = 0, nb = 0;
         for (long j = 0; j < d; j++)
