@@ -27,7 +27,8 @@ internal enum GemmProvider
 /// is loaded with <see cref="NativeLibrary.TryLoad(string, out IntPtr)"/>: when it is missing every GEMM runs through
 /// torch. <c>SAESHARP_GEMM</c> (<c>auto</c>, the default; <c>measure</c>; <c>torch</c>; <c>openblas</c>) or
 /// <see cref="Provider"/> forces a choice. OpenBLAS runs with one thread per call and the output's
-/// longer side is split over <see cref="RowRanges.Count"/> .NET threads: OpenBLAS's own thread pool spins after each call
+/// longer side is split over <see cref="RowRanges.Threads"/> .NET threads (one part each: every part packs the other
+/// operand again): OpenBLAS's own thread pool spins after each call
 /// and slows the .NET-parallel kernels that follow. No autograd: the callers run under no_grad or inside their own
 /// autograd function. Tensors the custom kernels do not take (<see cref="CpuKernels.On"/>), non-float32 ones and empty
 /// shapes always go to torch.
@@ -212,7 +213,7 @@ internal static unsafe class Blas
         float* pa = FloatPtr(ab), pb = FloatPtr(bb), pc = FloatPtr(c);
         int lda = ta ? m : k, ldb = tb ? k : n, opA = ta ? Trans : NoTrans, opB = tb ? Trans : NoTrans;
         bool rows = m >= n;
-        int parts = OwnThreads || (long)m * n * k < 1 << 21 ? 1 : (int)Math.Min(RowRanges.Count(rows ? m : n), Math.Max(1, (rows ? m : n) / 32));
+        int parts = OwnThreads || (long)m * n * k < 1 << 21 ? 1 : (int)Math.Min(Math.Min(RowRanges.Threads, rows ? m : n), Math.Max(1, (rows ? m : n) / 32));
         lock (lib)
             lib.SetThreads(OwnThreads ? get_num_threads() : 1);
         if (parts == 1) lib.Sgemm(RowMajor, opA, opB, m, n, k, 1, pa, lda, pb, ldb, beta, pc, n);

@@ -235,8 +235,7 @@ internal sealed unsafe class CandidateEncoder : IDisposable
         ushort* pb = bf16 ? UShortPtr(pre) : null;
         float* pBias = FloatPtr(bias), pv = FloatPtr(values), pX = FloatPtr(approx.X), pW = FloatPtr(_encT);
         long* pi = LongPtr(indices);
-        int threads = Math.Max(1, Math.Min(get_num_threads(), rows));
-        var counts = new long[threads];
+        var counts = new long[RowRanges.Count(rows)];
         int dIn = _dIn;
         float rho = approx.Rho;
         var rowA = approx.RowA;
@@ -244,9 +243,8 @@ internal sealed unsafe class CandidateEncoder : IDisposable
         // Block maxima of the upper bounds (blocks of 16 strided latents) need c a multiple of 16 vectors and at least
         // 2k blocks; otherwise the threshold comes from the keys of the whole row.
         bool blockwise = c % (TopKBlock * Vector<float>.Count) == 0 && c / TopKBlock >= 2 * k;
-        Parallel.For(0, threads, t =>
+        RowRanges.For(rows, (t, start, end) =>
         {
-            int start = (int)((long)rows * t / threads), end = (int)((long)rows * (t + 1) / threads);
             var upper = new float[c];
             var cand = new int[c];
             var heapV = new float[k];
@@ -259,7 +257,7 @@ internal sealed unsafe class CandidateEncoder : IDisposable
             fixed (long* hi = heapI, pMap = map)
             {
                 var rank = new ExactRanking { X = null, W = pW, Map = pMap, Bias = pBias, DIn = dIn, K = k, Upper = pu, HeapV = hv, HeapI = hi };
-                for (int r = start; r < end; r++)
+                for (int r = (int)start; r < end; r++)
                 {
                     bool finite = Bounds(pf is null ? null : pf + (long)r * c, pb is null ? null : pb + (long)r * c, pBias, pc, pd,
                         rowA[r], rowB[r], rho, c, pu);
@@ -317,15 +315,13 @@ internal sealed unsafe class CandidateEncoder : IDisposable
         float* pf = bf16 ? null : FloatPtr(pre);
         ushort* pb = bf16 ? UShortPtr(pre) : null;
         float* pBias = FloatPtr(bias), pX = FloatPtr(approx.X), pW = FloatPtr(_encT);
-        int threads = Math.Max(1, Math.Min(get_num_threads(), rows));
-        var found = new List<(int Row, int Local, float Value)>[threads];
+        var found = new List<(int Row, int Local, float Value)>[RowRanges.Count(rows)];
         int failed = 0, dIn = _dIn;
         float rho = approx.Rho;
         var rowA = approx.RowA;
         var rowB = approx.RowB;
-        Parallel.For(0, threads, t =>
+        RowRanges.For(rows, (t, start, end) =>
         {
-            int start = (int)((long)rows * t / threads), end = (int)((long)rows * (t + 1) / threads);
             var list = found[t] = [];
             var upper = new float[c];
             var cand = new int[c];
@@ -333,7 +329,7 @@ internal sealed unsafe class CandidateEncoder : IDisposable
             fixed (int* pCand = cand)
             fixed (long* pMap = map)
             {
-                for (int r = start; r < end && Volatile.Read(ref failed) == 0; r++)
+                for (int r = (int)start; r < end && Volatile.Read(ref failed) == 0; r++)
                 {
                     if (!Bounds(pf is null ? null : pf + (long)r * c, pb is null ? null : pb + (long)r * c, pBias, pc, pd,
                             rowA[r], rowB[r], rho, c, pu))

@@ -2,20 +2,35 @@ using static TorchSharp.torch;
 
 namespace SaeSharp.Kernels;
 
-/// <summary>The one way the kernels split rows over threads: one contiguous range of rows per torch thread (at most one
-/// range per row). Range t is [t·per, min(rows, (t+1)·per)); per-range partial results are stored at index t and
-/// reduced in range order, so a reduction does not depend on thread timing.</summary>
+/// <summary>The one way the kernels split rows over threads: with several torch threads, <see cref="PerThread"/> contiguous
+/// ranges of rows per thread (at most one range per row), taken by the threads as they come free. Range t is
+/// [t·rows/R, (t+1)·rows/R) for R = <see cref="Count"/>; per-range partial results are stored at index t and reduced in
+/// range order, so a reduction does not depend on thread timing.</summary>
 internal static class RowRanges
 {
-    /// <summary>The number of ranges <see cref="For(long, Action{int, long, long})"/> runs for <paramref name="rows"/> rows.</summary>
-    public static int Count(long rows) => (int)Math.Max(1, Math.Min(get_num_threads(), rows));
+    /// <summary>Ranges per thread. With one range per thread a call waited for the slowest thread's half of the rows;
+    /// on a host that deschedules a core (a busy or virtualised machine: the 2-core VMs of BENCHMARKS.md lost one core
+    /// for milliseconds at a time) that cost up to the whole of the other half. With four, the free threads take the
+    /// ranges the late one has not started.</summary>
+    public const int PerThread = 4;
 
-    /// <summary>Runs <paramref name="body"/>(t, start, end) for each of the <see cref="Count"/> ranges, in parallel.</summary>
+    /// <summary>The torch thread count (at least 1): the kernels' degree of parallelism.</summary>
+    public static int Threads => Math.Max(1, get_num_threads());
+
+    /// <summary>The number of ranges <see cref="For(long, Action{int, long, long})"/> runs for <paramref name="rows"/> rows.</summary>
+    public static int Count(long rows) => (int)Math.Max(1, Math.Min(Threads == 1 ? 1 : (long)Threads * PerThread, rows));
+
+    /// <summary>The first row of range <paramref name="t"/> of <paramref name="ranges"/> over <paramref name="rows"/> rows
+    /// (range t ends where range t + 1 starts).</summary>
+    public static long Start(long rows, int ranges, int t) => rows * t / ranges;
+
+    /// <summary>Runs <paramref name="body"/>(t, start, end) for each of the <see cref="Count"/> ranges, in parallel (on the
+    /// calling thread alone when there is one range).</summary>
     public static void For(long rows, Action<int, long, long> body)
     {
-        int threads = Count(rows);
-        long per = (rows + threads - 1) / threads;
-        Parallel.For(0, threads, t => body(t, Math.Min(rows, t * per), Math.Min(rows, (t + 1) * per)));
+        int ranges = Count(rows);
+        if (ranges == 1) { body(0, 0, rows); return; }
+        Parallel.For(0, ranges, t => body(t, Start(rows, ranges, t), Start(rows, ranges, t + 1)));
     }
 
     /// <summary><see cref="For(long, Action{int, long, long})"/> without the range index.</summary>

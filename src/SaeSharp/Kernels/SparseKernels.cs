@@ -124,8 +124,8 @@ internal static unsafe class SparseKernels
         for (long r = 0; r < dstRows; r++) offsets[r + 1] += offsets[r];
         Array.Copy(offsets, next, dstRows);
         for (long e = 0; e < nnz; e++) order[next[pDr[e]]++] = e;
-        int threads = (int)Math.Max(1, Math.Min(get_num_threads(), dstRows));
-        // Thread t owns the rows whose entries start in [t·nnz/threads, (t+1)·nnz/threads).
+        int threads = RowRanges.Count(dstRows);
+        // Part t owns the rows whose entries start in [t·nnz/parts, (t+1)·nnz/parts).
         var bounds = new long[threads + 1];
         bounds[threads] = dstRows;
         for (int t = 1; t < threads; t++)

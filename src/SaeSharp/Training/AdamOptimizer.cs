@@ -78,7 +78,7 @@ public sealed class AdamOptimizer : IDisposable
         float* pp = Ptr(p), pg = Ptr(g), pm = Ptr(m), pv = Ptr(v);
         float b1 = (float)Beta1, c1 = (float)(1 - Beta1), b2 = (float)Beta2, c2 = (float)(1 - Beta2);
         float bc2 = (float)bc2Sqrt, eps = (float)Eps, step = (float)stepSize;
-        int threads = (int)Math.Clamp(n / 65536, 1, Math.Max(1, get_num_threads()));
+        int threads = (int)Math.Clamp(n / 65536, 1, Kernels.RowRanges.Count(n));
         long per = (n + threads - 1) / threads;
         int w = Vector<float>.Count;
         Parallel.For(0, threads, t =>
