@@ -1,4 +1,5 @@
 using System.Text.Json.Nodes;
+using SaeSharp.Kernels;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -322,15 +323,15 @@ public sealed class ActivationFileSource : IActivationSource
             if (slot < n - m && slot != from) { dst.Add(slot); src.Add(from); }
 
         using var scope = NewDisposeScope();
-        var chosenT = torch.tensor(chosen);
-        var outIn = _bufIn.index_select(0, chosenT);
-        var outOut = _bufOut?.index_select(0, chosenT);
+        var outIn = torch.empty(m, DIn, ScalarType.Float32);
+        var outOut = _bufOut is null ? null : torch.empty(m, DOut, ScalarType.Float32);
+        SparseKernels.CopyRows(_bufIn, chosen, outIn, null);
+        if (outOut is not null) SparseKernels.CopyRows(_bufOut!, chosen, outOut, null);
         if (dst.Count > 0)
         {
-            var dstT = torch.tensor(dst.ToArray());
-            var srcT = torch.tensor(src.ToArray());
-            _bufIn.index_copy_(0, dstT, _bufIn.index_select(0, srcT));
-            _bufOut?.index_copy_(0, dstT, _bufOut.index_select(0, srcT));
+            long[] dstRows = dst.ToArray(), srcRows = src.ToArray();
+            SparseKernels.CopyRows(_bufIn, srcRows, _bufIn, dstRows);
+            if (_bufOut is not null) SparseKernels.CopyRows(_bufOut, srcRows, _bufOut, dstRows);
             for (int i = 0; i < dst.Count; i++) _ids[dst[i]] = _ids[src[i]];
         }
         _count = n - m;

@@ -24,6 +24,37 @@ internal static unsafe class SparseKernels
         else Scatter(dst, dstRow, src, srcRow, scale, accumulate: true);
     }
 
+    /// <summary>dst[dstRows[i]] = src[srcRows[i]] for every i (rows of float32 [·, d] matrices; <paramref name="dstRows"/>
+    /// null: dst[i]), by plain row copies on the calling thread: no temporary and no threads to wake for a few hundred
+    /// kilobytes (torch's index_select/index_copy_ where <see cref="CpuKernels.On"/> is false or a matrix is not
+    /// contiguous float32). Within one matrix the source and destination rows must be disjoint.</summary>
+    public static void CopyRows(Tensor src, long[] srcRows, Tensor dst, long[]? dstRows)
+    {
+        long d = src.shape[1];
+        if (dstRows is not null && dstRows.Length != srcRows.Length)
+            throw new ArgumentException($"row copy needs as many destination rows as source rows, got {dstRows.Length} and {srcRows.Length}");
+        if (srcRows.Length == 0) return;
+        bool plain = CpuKernels.On(src) && CpuKernels.On(dst) && src.dtype == ScalarType.Float32 && dst.dtype == ScalarType.Float32
+                     && src.is_contiguous() && dst.is_contiguous() && dst.dim() == 2 && dst.shape[1] == d;
+        if (!plain)
+        {
+            using var scope = NewDisposeScope();
+            var rows = src.index_select(0, tensor(srcRows, device: src.device));
+            if (dstRows is null) dst.narrow(0, 0, srcRows.Length).copy_(rows);
+            else dst.index_copy_(0, tensor(dstRows, device: dst.device), rows);
+            return;
+        }
+        long srcCount = src.shape[0], dstCount = dst.shape[0];
+        float* ps = FloatPtr(src), pd = FloatPtr(dst);
+        long bytes = d * sizeof(float);
+        for (int i = 0; i < srcRows.Length; i++)
+        {
+            long r = srcRows[i], t = dstRows is null ? i : dstRows[i];
+            if ((ulong)r >= (ulong)srcCount || (ulong)t >= (ulong)dstCount) throw new SaeSharpException($"row copy {i}: row {r} → {t} out of range");
+            Buffer.MemoryCopy(ps + r * d, pd + t * d, bytes, bytes);
+        }
+    }
+
     /// <summary>Entries per chunk of the torch fallbacks (bounds their nnz·d temporaries).</summary>
     internal const long TorchChunk = 1 << 16;
 

@@ -56,6 +56,32 @@ public class SparseKernelsTests
         AssertRowTopK(m, k);
     }
 
+    /// <summary>CopyRows against index_select/index_copy_: a gather into a new matrix, rows moved within one matrix, the
+    /// torch path for a non-contiguous source, and an out-of-range row named in the error.</summary>
+    [Fact]
+    public void CopyRowsMovesTheNamedRows()
+    {
+        var src = randn(20, 37, generator: new Generator(21));
+        long[] rows = [19, 0, 7, 7, 3];
+        var gathered = empty(5, 37);
+        SparseKernels.CopyRows(src, rows, gathered, null);
+        Assert.Equal(F(src.index_select(0, tensor(rows))), F(gathered));
+
+        var buffer = src.clone();
+        long[] from = [15, 16, 17], to = [2, 9, 4];
+        SparseKernels.CopyRows(buffer, from, buffer, to);
+        var expected = src.clone().index_copy_(0, tensor(to), src.index_select(0, tensor(from)));
+        Assert.Equal(F(expected), F(buffer));
+
+        var strided = src.t().contiguous().t(); // same values, not contiguous: the torch path
+        var viaTorch = empty(5, 37);
+        SparseKernels.CopyRows(strided, rows, viaTorch, null);
+        Assert.Equal(F(gathered), F(viaTorch));
+
+        var e = Assert.Throws<SaeSharpException>(() => SparseKernels.CopyRows(src, [3, 20], empty(2, 37), null));
+        Assert.Contains("20", e.Message);
+    }
+
     /// <summary>TopKSelection.Above against a scalar filter: lengths around the 32-element step and its vectors,
     /// thresholds inside the data, ±0, ±∞ and ε (the smallest positive float: v ≥ ε exactly when v &gt; 0).</summary>
     [Fact]
