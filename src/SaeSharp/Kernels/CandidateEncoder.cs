@@ -271,14 +271,14 @@ internal sealed unsafe class CandidateEncoder : IDisposable
                         float t1 = blockwise && BlockMaxima(pu, c, pScratch)
                             ? KthLowerBound(pScratch, c / TopKBlock, k, (uint*)pScratch, pHist)
                             : KthLowerBound(pu, c, k, (uint*)pScratch, pHist);
-                        count += rank.Rank(pCand, Above(pu, c, t1, pCand), float.PositiveInfinity, prune: true);
+                        count += rank.Rank(pCand, Above(pu, c, t1, pCand), float.NaN, prune: true);
                         float tau = rank.Filled == k ? hv[0] : float.NegativeInfinity;
                         count += rank.Rank(pCand, Above(pu, c, tau, pCand), t1, prune: true);
                     }
                     else
                     {
                         for (int j = 0; j < c; j++) pCand[j] = j;
-                        count += rank.Rank(pCand, c, float.PositiveInfinity, prune: false);
+                        count += rank.Rank(pCand, c, float.NaN, prune: false);
                     }
                     int filled = rank.Filled;
                     for (int j = 0; filled < k && j < c; j++)
@@ -430,10 +430,11 @@ internal sealed unsafe class CandidateEncoder : IDisposable
         public int K;
         public int Filled;
 
-        /// <summary>Ranks the positions <paramref name="cand"/>[0..n) whose upper bound is below <paramref name="skipFrom"/>
-        /// (the others were ranked before); with <paramref name="prune"/>, skips those whose upper bound is below the full
-        /// heap's minimum, which only rises and bounds the row's k-th largest value from below. Returns the number of dot
-        /// products taken.</summary>
+        /// <summary>Ranks the positions <paramref name="cand"/>[0..n) except those whose upper bound reaches
+        /// <paramref name="skipFrom"/> (ranked before; NaN skips none); with <paramref name="prune"/>, skips those whose
+        /// upper bound is below the full heap's minimum, which only rises and bounds the row's k-th largest value from
+        /// below. A row whose bounds are not finite ranks every position with NaN and no pruning: its upper bounds say
+        /// nothing. Returns the number of dot products taken.</summary>
         public int Rank(int* cand, int n, float skipFrom, bool prune)
         {
             int taken = 0;

@@ -91,6 +91,29 @@ public class CandidateEncoderTests
         if (kind == "random") Assert.True(enc.Candidates < Rows * (long)DSae / 4, $"{enc.Candidates / (double)Rows:F0} candidates per row");
     }
 
+    public static TheoryData<KernelPath> Paths()
+    {
+        var data = new TheoryData<KernelPath>();
+        foreach (var p in CpuKernels.Supported) data.Add(p);
+        return data;
+    }
+
+    /// <summary>A row whose bound is not finite (‖x‖ overflows float32, its products do not) is ranked whole, every latent
+    /// recomputed: its upper bounds (+∞) must neither skip nor prune a latent.</summary>
+    [Theory]
+    [MemberData(nameof(Paths))]
+    public void A_row_whose_bound_overflows_is_ranked_whole(KernelPath path)
+    {
+        using var scope = NewDisposeScope();
+        var (x, w, b) = Case("random");
+        x[0] = x[0] * (1e38 / x[0].abs().max().item<float>());
+        using var enc = new CandidateEncoder(w.t().contiguous(), b, path);
+        using var approx = enc.Approximate(x);
+        Assert.False(float.IsFinite(enc.Entry(approx, 0, 0).Bound), "the test needs a row whose bound overflows");
+        var (v, i) = enc.TopK(approx, K);
+        AssertExactTopK(x, w, b, null, v, i, K);
+    }
+
     public static TheoryData<KernelPath, string> PathsAndTwoCases()
     {
         var data = new TheoryData<KernelPath, string>();
