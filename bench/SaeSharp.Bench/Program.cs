@@ -3,6 +3,7 @@ using SaeSharp.Bench;
 
 // SAESHARP_NO_TUNE=1 measures with libgomp's and glibc's defaults (see NativeRuntime).
 NativeRuntime.Tune();
+NativeRuntime.SerialTorchInKernelSteps();
 
 switch (args.Length > 0 ? args[0] : "")
 {

@@ -4,9 +4,10 @@ namespace SaeSharp;
 
 /// <summary>
 /// Process set-up for training with libtorch on the CPU (Linux; a no-op elsewhere). The benches call <see cref="Tune"/>
-/// first thing; the <c>sae</c> CLI sets passive OpenMP waits at start and keeps large blocks when it trains. A training
-/// program of your own calls <see cref="Tune"/> once at start, before its first TorchSharp call. Setting
-/// SAESHARP_NO_TUNE turns both off. BENCHMARKS.md has the measurements.
+/// and <see cref="SerialTorchInKernelSteps"/> first thing; the <c>sae</c> CLI sets passive OpenMP waits and serial torch
+/// steps at start and keeps large blocks when it trains. A training program of your own calls <see cref="Tune"/> once at
+/// start, before its first TorchSharp call. Setting SAESHARP_NO_TUNE turns all three off. BENCHMARKS.md has the
+/// measurements.
 /// </summary>
 public static partial class NativeRuntime
 {
@@ -22,6 +23,17 @@ public static partial class NativeRuntime
         UsePassiveOpenMpWaits();
         KeepLargeBlocks();
     }
+
+    /// <summary>
+    /// Lets <see cref="Training.SaeTrainer"/> run the TopK family's CPU training steps with torch's own operations on one
+    /// thread while the kernels keep their threads (<see cref="Kernels.RowRanges.SerialTorch"/>). torch's thread count is
+    /// process-wide: call it only in a process whose torch work is that training (the <c>sae</c> CLI and the benches do),
+    /// not where other threads run torch operations meanwhile; <see cref="Tune"/> does not call it. Off with
+    /// SAESHARP_SERIAL_TORCH=0 or SAESHARP_NO_TUNE.
+    /// </summary>
+    public static void SerialTorchInKernelSteps() =>
+        Kernels.RowRanges.SerialTorchEnabled = Environment.GetEnvironmentVariable(NoTuneVariable) is null
+                                                && Environment.GetEnvironmentVariable("SAESHARP_SERIAL_TORCH") != "0";
 
     private static bool Applies => OperatingSystem.IsLinux() && Environment.GetEnvironmentVariable(NoTuneVariable) is null;
 

@@ -172,7 +172,7 @@ internal sealed unsafe class CandidateEncoder : IDisposable
         if (_wbT is not null)
         {
             var xb = xc.to(ScalarType.BFloat16);
-            values = xb.mm(_wbT);
+            using (RowRanges.ParallelTorch()) values = xb.mm(_wbT);
             var (q, e, n) = (new double[rows], new double[rows], new double[rows]);
             Bf16Norms(FloatPtr(xc), UShortPtr(xb), rows, _dIn, q, e, n);
             for (int r = 0; r < rows; r++) { rowA[r] = RoundUp((float)(e[r] + _gamma * q[r])); rowB[r] = RoundUp((float)n[r]); }

@@ -14,8 +14,54 @@ internal static class RowRanges
     /// ranges the late one has not started.</summary>
     public const int PerThread = 4;
 
-    /// <summary>The torch thread count (at least 1): the kernels' degree of parallelism.</summary>
-    public static int Threads => Math.Max(1, get_num_threads());
+    private static int _kernelThreads;
+
+    /// <summary>The kernels' degree of parallelism: torch's intra-op thread count, or inside <see cref="SerialTorch"/> the
+    /// count in force when it lowered torch's to one.</summary>
+    public static int Threads => _kernelThreads > 0 ? _kernelThreads : Math.Max(1, get_num_threads());
+
+    /// <summary>Whether <see cref="SerialTorch"/> acts (off by default: torch's thread count is process-wide, so a process
+    /// that trains beside other torch work must not lower it; <see cref="NativeRuntime.SerialTorchInKernelSteps"/> turns it
+    /// on for a process that trains alone, as the <c>sae</c> CLI and the benches do).</summary>
+    internal static bool SerialTorchEnabled { get; set; }
+
+    /// <summary>
+    /// Until disposed, torch's own operations run on one thread while the kernels keep <see cref="Threads"/> (ranges on
+    /// .NET threads); null (nothing to dispose) when not enabled, when torch already runs one thread, or when nested.
+    /// For training steps whose large work is the kernels' (the TopK family on the CPU): their torch operations are small
+    /// (about 30 a step, 17 in the backward pass), and each parallel one woke libgomp's second thread and waited for its
+    /// static half, which on a busy or virtualised 2-core host cost more than the operation (BENCHMARKS.md, "Torch's own
+    /// threads"). Large torch operations inside the scope run under <see cref="ParallelTorch"/>.
+    /// </summary>
+    public static IDisposable? SerialTorch()
+    {
+        if (!SerialTorchEnabled || _kernelThreads > 0) return null;
+        int threads = get_num_threads();
+        if (threads <= 1) return null;
+        _kernelThreads = threads;
+        set_num_threads(1);
+        return new Restore(() => { set_num_threads(threads); _kernelThreads = 0; });
+    }
+
+    /// <summary>Inside <see cref="SerialTorch"/>, gives torch back the kernels' threads until disposed (a large torch
+    /// operation: a bfloat16 product, AuxK's dense form); null outside it.</summary>
+    public static IDisposable? ParallelTorch()
+    {
+        if (_kernelThreads <= 0 || get_num_threads() == _kernelThreads) return null;
+        set_num_threads(_kernelThreads);
+        return new Restore(() => set_num_threads(1));
+    }
+
+    private sealed class Restore(Action undo) : IDisposable
+    {
+        private Action? _undo = undo;
+
+        public void Dispose()
+        {
+            _undo?.Invoke();
+            _undo = null;
+        }
+    }
 
     /// <summary>The number of ranges <see cref="For(long, Action{int, long, long})"/> runs for <paramref name="rows"/> rows.</summary>
     public static int Count(long rows) => (int)Math.Max(1, Math.Min(Threads == 1 ? 1 : (long)Threads * PerThread, rows));

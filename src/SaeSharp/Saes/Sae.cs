@@ -215,6 +215,10 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
     /// loss once over them with <see cref="MseLoss"/> and <see cref="WeightedSparsity"/>.</summary>
     public abstract SaeTrainOutput TrainingForward(Tensor x, Tensor target, SaeTrainContext ctx);
 
+    /// <summary>Whether the last <see cref="TrainingForward"/> built large torch operations into the loss's graph, whose
+    /// backward the trainer then runs with torch's full thread count (<see cref="Kernels.RowRanges.ParallelTorch"/>).</summary>
+    internal virtual bool TorchHeavyBackward => false;
+
     /// <summary>SAELens's <c>mse_loss</c>: ‖ŷ − y‖² summed over d_out, averaged over rows.</summary>
     private protected static Tensor MseLoss(Tensor saeOut, Tensor target) => (saeOut - target).pow(2).sum(-1).mean();
 

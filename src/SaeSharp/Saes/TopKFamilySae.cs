@@ -103,10 +103,16 @@ public abstract class TopKFamilySae : Sae
         return SelectFromCandidates(v, i, () => pre.alias());
     }
 
+    private bool _torchHeavyBackward;
+
+    /// <inheritdoc/>
+    internal override bool TorchHeavyBackward => _torchHeavyBackward;
+
     /// <inheritdoc/>
     public override SaeTrainOutput TrainingForward(Tensor x, Tensor target, SaeTrainContext ctx)
     {
         using var scope = NewDisposeScope();
+        _torchHeavyBackward = false;
         var deadIdx = DeadLatents(ctx);
         SparseCode code;
         Tensor preValues;
@@ -162,7 +168,7 @@ public abstract class TopKFamilySae : Sae
                 }
                 if (bf16)
                 {
-                    pre = xb!.narrow(0, r, rows).mm(wb!);
+                    using (RowRanges.ParallelTorch()) pre = xb!.narrow(0, r, rows).mm(wb!);
                     (v, i) = TopKSelection.RowTopKBf16(pre, BEnc, (int)m);
                 }
                 else
@@ -285,6 +291,9 @@ public abstract class TopKFamilySae : Sae
                 mask = zeros(n, nDead, dtype: x.dtype, device: x.device).index_put_(ones(nnz, dtype: x.dtype, device: x.device), rows, local);
             // (x − b_dec)·W + b as x·W + (b − b_dec·W): b_dec's gradient is then a product with the summed rows, not
             // a fourth [N, n_dead]·[n_dead, d_in] product summed afterwards.
+            // [N, n_dead] torch products: with torch's full thread count, forward here and backward in the trainer.
+            _torchHeavyBackward = true;
+            using var parallel = RowRanges.ParallelTorch();
             var wSel = W_enc.index_select(1, deadIdx);
             var bias = Cfg.ApplyBDecToInput ? BEnc.index_select(0, deadIdx) - b_dec.matmul(wSel) : BEnc.index_select(0, deadIdx);
             var pre = addmm(bias, x, wSel, 1, 1);

@@ -24,6 +24,10 @@ public sealed class SaeTrainer : IDisposable
     private readonly TrainerConfig _cfg;
     private readonly IActivationSource _source;
     private readonly List<SlotState> _slots = new();
+
+    /// <summary>Whether every SAE trains through the CPU kernels with small torch operations only (the TopK family
+    /// without autocast): its steps then run under <see cref="RowRanges.SerialTorch"/>.</summary>
+    private readonly bool _kernelSteps;
     private TrainLog? _log;
     private bool _resumed;
 
@@ -63,6 +67,7 @@ public sealed class SaeTrainer : IDisposable
             _slots.Add(new SlotState(index++, slot.Name, sae, own, _cfg, Device));
         }
         if (_slots.Count == 0) throw new SaeSharpException("the trainer needs at least one SAE");
+        _kernelSteps = _slots.All(s => s.Sae is TopKFamilySae && !s.Sae.Training.Autocast && CpuKernels.On(s.Sae.WDec));
     }
 
     /// <summary>The device named by <paramref name="cfg"/>, or when it names none the one device every SAE is on.</summary>
@@ -217,11 +222,12 @@ public sealed class SaeTrainer : IDisposable
         rows = batch.Rows;
         var (x, y) = Scaled(batch);
         var metrics = log ? new List<SaeProgress>(_slots.Count) : null;
-        foreach (var slot in _slots)
-        {
-            var m = TrainSlot(slot, x, y, log);
-            if (m is not null) metrics!.Add(m);
-        }
+        using (_kernelSteps ? RowRanges.SerialTorch() : null)
+            foreach (var slot in _slots)
+            {
+                var m = TrainSlot(slot, x, y, log);
+                if (m is not null) metrics!.Add(m);
+            }
         Step++;
         Tokens += rows;
         return metrics ?? new List<SaeProgress>();
@@ -240,7 +246,8 @@ public sealed class SaeTrainer : IDisposable
 
         sae.zero_grad(false);
         var o = sae.TrainingForward(x, y, ctx);
-        o.Loss.backward();
+        using (sae.TorchHeavyBackward ? RowRanges.ParallelTorch() : null)
+            o.Loss.backward();
         sae.BeforeOptimizerStep(ctx);
         if (c.MaxGradNorm is > 0) ClipGradNorm(slot, c.MaxGradNorm.Value);
         slot.Adam.Step(lr);
