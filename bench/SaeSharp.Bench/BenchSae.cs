@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using SaeSharp.Kernels;
 using SaeSharp.Saes;
 using SaeSharp.Training;
 using TorchSharp;
@@ -59,12 +60,15 @@ internal sealed class BenchSae : IDisposable
     {
         using var scope = NewDisposeScope();
         var ctx = new SaeTrainContext { Step = step, DeadMask = DeadMask };
+        // As SaeTrainer steps.
+        using var serial = Sae.SmallTorchSteps ? RowRanges.SerialTorch() : null;
         var sw = Stopwatch.StartNew();
         var t = new double[5];
         Sae.zero_grad(false);
         var o = Sae.TrainingForward(X, X, ctx);
         t[0] = sw.Elapsed.TotalMilliseconds;
-        o.Loss.backward();
+        using (Sae.TorchHeavyBackward ? RowRanges.ParallelTorch() : null)
+            o.Loss.backward();
         t[1] = sw.Elapsed.TotalMilliseconds;
         Sae.BeforeOptimizerStep(ctx);
         t[2] = sw.Elapsed.TotalMilliseconds;

@@ -219,6 +219,11 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
     /// backward the trainer then runs with torch's full thread count (<see cref="Kernels.RowRanges.ParallelTorch"/>).</summary>
     internal virtual bool TorchHeavyBackward => false;
 
+    /// <summary>Whether a training step's large work runs in SaeSharp's CPU kernels and its own torch operations are
+    /// small, so that the step can run under <see cref="Kernels.RowRanges.SerialTorch"/> (the TopK family without
+    /// autocast, on the CPU).</summary>
+    internal virtual bool SmallTorchSteps => false;
+
     /// <summary>SAELens's <c>mse_loss</c>: ‖ŷ − y‖² summed over d_out, averaged over rows.</summary>
     private protected static Tensor MseLoss(Tensor saeOut, Tensor target) => (saeOut - target).pow(2).sum(-1).mean();
 

@@ -109,6 +109,9 @@ public abstract class TopKFamilySae : Sae
     internal override bool TorchHeavyBackward => _torchHeavyBackward;
 
     /// <inheritdoc/>
+    internal override bool SmallTorchSteps => !Training.Autocast && CpuKernels.On(W_enc);
+
+    /// <inheritdoc/>
     public override SaeTrainOutput TrainingForward(Tensor x, Tensor target, SaeTrainContext ctx)
     {
         using var scope = NewDisposeScope();

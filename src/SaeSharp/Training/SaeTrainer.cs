@@ -24,10 +24,6 @@ public sealed class SaeTrainer : IDisposable
     private readonly TrainerConfig _cfg;
     private readonly IActivationSource _source;
     private readonly List<SlotState> _slots = new();
-
-    /// <summary>Whether every SAE trains through the CPU kernels with small torch operations only (the TopK family
-    /// without autocast): its steps then run under <see cref="RowRanges.SerialTorch"/>.</summary>
-    private readonly bool _kernelSteps;
     private TrainLog? _log;
     private bool _resumed;
 
@@ -67,7 +63,6 @@ public sealed class SaeTrainer : IDisposable
             _slots.Add(new SlotState(index++, slot.Name, sae, own, _cfg, Device));
         }
         if (_slots.Count == 0) throw new SaeSharpException("the trainer needs at least one SAE");
-        _kernelSteps = _slots.All(s => s.Sae is TopKFamilySae && !s.Sae.Training.Autocast && CpuKernels.On(s.Sae.WDec));
     }
 
     /// <summary>The device named by <paramref name="cfg"/>, or when it names none the one device every SAE is on.</summary>
@@ -222,7 +217,7 @@ public sealed class SaeTrainer : IDisposable
         rows = batch.Rows;
         var (x, y) = Scaled(batch);
         var metrics = log ? new List<SaeProgress>(_slots.Count) : null;
-        using (_kernelSteps ? RowRanges.SerialTorch() : null)
+        using (_slots.All(s => s.Sae.SmallTorchSteps) ? RowRanges.SerialTorch() : null)
             foreach (var slot in _slots)
             {
                 var m = TrainSlot(slot, x, y, log);
