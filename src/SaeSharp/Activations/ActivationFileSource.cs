@@ -324,9 +324,13 @@ public sealed class ActivationFileSource : IActivationSource
 
         using var scope = NewDisposeScope();
         var outIn = torch.empty(m, DIn, ScalarType.Float32);
-        var outOut = _bufOut is null ? null : torch.empty(m, DOut, ScalarType.Float32);
         SparseKernels.CopyRows(_bufIn, chosen, outIn, null);
-        if (outOut is not null) SparseKernels.CopyRows(_bufOut!, chosen, outOut, null);
+        Tensor? outOut = null;
+        if (_bufOut is not null)
+        {
+            outOut = torch.empty(m, DOut, ScalarType.Float32);
+            SparseKernels.CopyRows(_bufOut, chosen, outOut, null);
+        }
         if (dst.Count > 0)
         {
             long[] dstRows = dst.ToArray(), srcRows = src.ToArray();
