@@ -2,13 +2,16 @@ using SaeSharp.Tokenizers;
 
 namespace SaeSharp.Tests.Tokenizers;
 
-public class WordLevelTokenizerTests
+public sealed class WordLevelTokenizerTests : IDisposable
 {
-    private static ITextTokenizer Load(string json)
+    private readonly string _dir = Directory.CreateTempSubdirectory("wordlevel").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private ITextTokenizer Load(string json)
     {
-        var dir = Directory.CreateTempSubdirectory("wordlevel").FullName;
-        File.WriteAllText(Path.Combine(dir, "tokenizer.json"), json);
-        return Tokenizer.FromFolder(dir);
+        File.WriteAllText(Path.Combine(_dir, "tokenizer.json"), json);
+        return Tokenizer.FromFolder(_dir);
     }
 
     // As Hugging Face tokenizers serialises WordLevel(vocab, unk_token="[UNK]") with pre_tokenizer Whitespace().
