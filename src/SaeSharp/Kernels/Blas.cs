@@ -119,7 +119,11 @@ internal static unsafe class Blas
     /// with α = β = 1).</summary>
     public static Tensor AddMm(Tensor bias, Tensor a, Tensor b) => Gemm(bias, a, b);
 
-    private static Tensor TorchGemm(Tensor? bias, Tensor a, Tensor b) => bias is null ? a.mm(b) : addmm(bias, a, b, 1, 1);
+    private static Tensor TorchGemm(Tensor? bias, Tensor a, Tensor b)
+    {
+        using var parallel = RowRanges.ParallelTorch();
+        return bias is null ? a.mm(b) : addmm(bias, a, b, 1, 1);
+    }
 
     private static Tensor Gemm(Tensor? bias, Tensor a, Tensor b)
     {

@@ -68,6 +68,10 @@ public sealed class StandardSae : Sae
     /// <summary>Whether the last training pass ran on the sparse code (for the benches' per-phase timing).</summary>
     internal bool LastTrainingPassSparse { get; private set; }
 
+    /// <inheritdoc/>
+    /// <remarks>Once the last pass was sparse: the step's products then run in <see cref="Blas"/> and the sparse kernels.</remarks>
+    internal override bool SmallTorchSteps => LastTrainingPassSparse && !Training.Autocast && CpuKernels.On(W_enc);
+
     /// <summary>The loss, written once for every execution path: mean_n‖y − ŷ‖² + λ·s·P with P the L1 term
     /// (<see cref="SparsityPenalty.L1"/>: mean_n Σ_j f_j; <see cref="SparsityPenalty.L1DecoderNorm"/>: mean_n Σ_j f_j·‖W_dec[j]‖)
     /// or the entropy of the normalised activations. The path is chosen by <see cref="TrainingLatentsOf"/>.</summary>

@@ -55,7 +55,36 @@ public class SerialTorchTests
     [Theory]
     [InlineData(CandidatePass.Off)]
     [InlineData(CandidatePass.On)]
-    public void A_topk_run_under_serial_torch_equals_one_without(CandidatePass pass)
+    public void A_topk_run_under_serial_torch_equals_one_without(CandidatePass pass) =>
+        RunsEqualWithAndWithoutSerialTorch(() =>
+        {
+            var sae = SaeFactory.Create(new SaeConfig { Architecture = SaeArchitectures.TopK, DIn = 32, DSae = 256, K = 4 });
+            sae.Training.CandidatePass = pass;
+            return sae;
+        });
+
+    /// <summary>A ReLU SAE's steps run under the serial scope once its last pass was sparse (the sparse pass forced here
+    /// from the first step, which itself runs without it); the run's weights are bit-equal to one without the scope.</summary>
+    [Fact]
+    public void A_relu_run_in_its_sparse_phase_under_serial_torch_equals_one_without()
+    {
+        using var fresh = (StandardSae)SaeFactory.Create(new SaeConfig { Architecture = SaeArchitectures.Standard, DIn = 32, DSae = 256 });
+        Assert.False(fresh.SmallTorchSteps);
+        RunsEqualWithAndWithoutSerialTorch(() =>
+        {
+            var s = SaeFactory.Create(new SaeConfig { Architecture = SaeArchitectures.Standard, DIn = 32, DSae = 256 });
+            ((StandardSae)s).SparseTrainingDensity = 1;
+            return s;
+        }, trained => Assert.True(((StandardSae)trained).SmallTorchSteps));
+        RunsEqualWithAndWithoutSerialTorch(() =>
+        {
+            var s = SaeFactory.Create(new SaeConfig { Architecture = SaeArchitectures.Standard, DIn = 32, DSae = 256 });
+            ((StandardSae)s).SparseTrainingDensity = 0;
+            return s;
+        }, trained => Assert.False(((StandardSae)trained).SmallTorchSteps));
+    }
+
+    private static void RunsEqualWithAndWithoutSerialTorch(Func<Sae> create, Action<Sae>? afterRun = null)
     {
         int threads = get_num_threads();
         bool enabled = RowRanges.SerialTorchEnabled;
@@ -69,12 +98,11 @@ public class SerialTorchTests
                 var cfg = Config(24, batch: 256);
                 cfg.Seed = 2;
                 cfg.DeadFeatureWindow = 512;
-                var sae = SaeFactory.Create(new SaeConfig { Architecture = SaeArchitectures.TopK, DIn = 32, DSae = 256, K = 4 });
-                sae.Training.CandidatePass = pass;
                 using var source = new InMemorySource(data.clone(), seed: 3);
-                using var trainer = new SaeTrainer(cfg, source, [new("topk", sae)]);
+                using var trainer = new SaeTrainer(cfg, source, [new("sae", create())]);
                 using var result = trainer.Run();
                 Assert.Equal(2, get_num_threads());
+                afterRun?.Invoke(trainer.Saes[0]);
                 return trainer.Saes[0].state_dict().ToDictionary(p => p.Key, p => p.Value.detach().clone());
             }
             var plain = Train(serial: false);
