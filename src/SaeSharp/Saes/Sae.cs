@@ -221,7 +221,7 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
 
     /// <summary>Whether a training step's large work runs in SaeSharp's CPU kernels and its own torch operations are
     /// small, so that the step can run under <see cref="Kernels.RowRanges.SerialTorch"/> (the TopK family without
-    /// autocast, on the CPU).</summary>
+    /// autocast, on the CPU; a ReLU SAE once its sparse pass has taken over).</summary>
     internal virtual bool SmallTorchSteps => false;
 
     /// <summary>SAELens's <c>mse_loss</c>: ‖ŷ − y‖² summed over d_out, averaged over rows.</summary>
