@@ -224,7 +224,7 @@ internal static unsafe class Blas
         else
         {
             int per = ((rows ? m : n) + parts - 1) / parts;
-            Parallel.For(0, parts, t =>
+            KernelThreads.Run(parts, t =>
             {
                 int s0 = t * per, len = Math.Min(rows ? m : n, s0 + per) - s0;
                 if (len <= 0) return;

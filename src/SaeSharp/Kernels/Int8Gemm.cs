@@ -306,7 +306,7 @@ internal static unsafe class Int8Gemm
         threads = Math.Max(1, Math.Min(threads, panels));
         var sums = w.Sum;
         bool signed = SignedKernel(w.Path);
-        Parallel.For(0, threads, t =>
+        KernelThreads.Run(threads, threads, t =>
         {
             int p0 = (int)((long)panels * t / threads), p1 = (int)((long)panels * (t + 1) / threads);
             var corr = stackalloc int[Panel];

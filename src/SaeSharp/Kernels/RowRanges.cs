@@ -76,7 +76,7 @@ internal static class RowRanges
     {
         int ranges = Count(rows);
         if (ranges == 1) { body(0, 0, rows); return; }
-        Parallel.For(0, ranges, t => body(t, Start(rows, ranges, t), Start(rows, ranges, t + 1)));
+        KernelThreads.Run(ranges, t => body(t, Start(rows, ranges, t), Start(rows, ranges, t + 1)));
     }
 
     /// <summary><see cref="For(long, Action{int, long, long})"/> without the range index.</summary>

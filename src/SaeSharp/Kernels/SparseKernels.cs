@@ -168,7 +168,7 @@ internal static unsafe class SparseKernels
         }
         if (transposed)
         {
-            Parallel.For(0, threads, t =>
+            KernelThreads.Run(threads, t =>
             {
                 var scratch = new float[TransposeTile * d];
                 fixed (long* pOff = offsets, pOrder = order)
@@ -197,7 +197,7 @@ internal static unsafe class SparseKernels
             });
             return;
         }
-        Parallel.For(0, threads, t =>
+        KernelThreads.Run(threads, t =>
         {
             fixed (long* pOff = offsets, pOrder = order)
             {

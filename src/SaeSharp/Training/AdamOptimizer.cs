@@ -81,7 +81,7 @@ public sealed class AdamOptimizer : IDisposable
         int threads = (int)Math.Clamp(n / 65536, 1, Kernels.RowRanges.Count(n));
         long per = (n + threads - 1) / threads;
         int w = Vector<float>.Count;
-        Parallel.For(0, threads, t =>
+        Kernels.KernelThreads.Run(threads, t =>
         {
             long i = t * per, end = Math.Min(n, i + per);
             var vb1 = new Vector<float>(b1); var vc1 = new Vector<float>(c1);
