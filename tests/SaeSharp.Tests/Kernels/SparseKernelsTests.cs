@@ -170,6 +170,48 @@ public class SparseKernelsTests
         AssertClose(expected.t(), t, what: "transposed");
     }
 
+    /// <summary>The row sums add each row's entries in their input order, y ← y + s·x in float32, bit for bit like a plain
+    /// loop (the kernel holds eight vectors of a row in registers across the entries): row lengths around the
+    /// 8-vector block (64 and 72 floats at 256 bits, 128 at 512) and with tails; starting from zero (SumRows, its
+    /// transpose) and from the destination (ScatterAddRows).</summary>
+    [Theory]
+    [InlineData(5)]
+    [InlineData(64)]
+    [InlineData(72)]
+    [InlineData(128)]
+    [InlineData(259)]
+    public void Row_sums_add_entries_in_input_order_bit_for_bit(int d)
+    {
+        const int rows = 23, srcRows = 9, nnz = 300;
+        var src = randn(srcRows, d, generator: new Generator(21)) * 3;
+        var dr = randint(0, rows - 3, [nnz], generator: new Generator(22)); // the last rows stay empty
+        var sr = randint(0, srcRows, [nnz], generator: new Generator(23));
+        var scale = randn(nnz, generator: new Generator(24));
+        var start = randn(rows, d, generator: new Generator(25));
+        float[] x = F(src), sc = F(scale), st = F(start);
+        long[] dri = dr.data<long>().ToArray(), sri = sr.data<long>().ToArray();
+        float[] Reference(bool fromStart)
+        {
+            var y = fromStart ? (float[])st.Clone() : new float[rows * d];
+            for (int e = 0; e < nnz; e++)
+                for (int j = 0; j < d; j++)
+                {
+                    float term = sc[e] * x[sri[e] * d + j];
+                    y[dri[e] * d + j] = y[dri[e] * d + j] + term;
+                }
+            return y;
+        }
+        var zero = Reference(fromStart: false);
+        Assert.Equal(zero, F(SparseKernels.SumRows(rows, dr, src, sr, scale)));
+        var transposed = F(SparseKernels.SumRowsTransposed(rows, dr, src, sr, scale));
+        for (int r = 0; r < rows; r++)
+            for (int j = 0; j < d; j++)
+                Assert.Equal(zero[r * d + j], transposed[j * rows + r]);
+        var dst = start.clone();
+        SparseKernels.ScatterAddRows(dst, dr, src, sr, scale);
+        Assert.Equal(Reference(fromStart: true), F(dst));
+    }
+
     [Theory]
     [InlineData(19)]
     [InlineData(259)]
