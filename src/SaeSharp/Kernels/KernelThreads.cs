@@ -130,8 +130,9 @@ internal static class KernelThreads
                     Thread.SpinWait(20);
                     continue;
                 }
-                Volatile.Write(ref self.Sleeping, 1);
-                // A call that bumped the generation before it saw Sleeping = 1 released nothing: look again first.
+                // A full fence (not a plain store, which x86 may let pass the load below): a call that bumped the
+                // generation before it saw Sleeping = 1 released nothing, so look again first.
+                Interlocked.Exchange(ref self.Sleeping, 1);
                 if (Volatile.Read(ref _generation) == seen) self.Wake.Wait();
                 else if (Interlocked.CompareExchange(ref self.Sleeping, 0, 1) == 0) self.Wake.Wait(); // a release is on its way
                 Volatile.Write(ref self.Sleeping, 0);
