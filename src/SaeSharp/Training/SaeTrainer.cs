@@ -239,7 +239,7 @@ public sealed class SaeTrainer : IDisposable
         var dead = slot.Stats.DeadMask();
         var ctx = new SaeTrainContext { Step = Step, SparsityScale = sparsityScale, DeadMask = dead };
 
-        sae.zero_grad(false);
+        sae.zero_grad(set_to_none: true);
         var o = sae.TrainingForward(x, y, ctx);
         using (sae.TorchHeavyBackward ? RowRanges.ParallelTorch() : null)
             o.Loss.backward();
