@@ -14,8 +14,8 @@ internal sealed class BenchArgs
         {
             if (isFlag.Contains(args[i])) _values[args[i]] = null;
             else if (takesValue.Contains(args[i]))
-                _values[args[i]] = i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
-            else throw new ArgumentException($"unknown option {args[i]}");
+                _values[args[i]] = i + 1 < args.Length ? args[++i] : throw new BenchUsageException($"{args[i]} needs a value");
+            else throw new BenchUsageException($"unknown option {args[i]}");
         }
     }
 
@@ -28,3 +28,6 @@ internal sealed class BenchArgs
     public List<string> List(string name, IEnumerable<string> fallback) =>
         _values.TryGetValue(name, out var v) && v is not null ? v.Split(',', StringSplitOptions.RemoveEmptyEntries).ToList() : fallback.ToList();
 }
+
+/// <summary>A bench invoked with options it does not take: Program prints the message, not a stack trace.</summary>
+internal sealed class BenchUsageException(string message) : Exception(message);

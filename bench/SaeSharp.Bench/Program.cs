@@ -5,21 +5,34 @@ using SaeSharp.Bench;
 NativeRuntime.Tune();
 NativeRuntime.SerialTorchInKernelSteps();
 
-switch (args.Length > 0 ? args[0] : "")
+try
 {
-    case "train": return TrainBench.Run(args[1..]);
-    case "harvest": HarvestBench.Run(); return 0;
-    case "features": return FeaturesBench.Run(args[1..]);
-    case "accuracy": return AccuracyBench.Run(args[1..]);
-    case "recipes": return RecipesBench.Run(args[1..]);
-    case "topk-paths": return CandidateBench.Run(args[1..]);
-    case "int8-products": return Int8Bench.Run(args[1..]);
-    case "relu-run": return ReluRunBench.Run(args[1..]);
-    case "downstream": return DownstreamBench.Run(args[1..]);
-    case "gemm": return GemmBench.Run(args[1..]);
-    case "fork-join": return ForkJoinBench.Run(args[1..]);
-    case "machine": Machine.Print(); return 0;
-    default:
-        Console.WriteLine("usage: bench train [--steps N] [--arch a,b] [--autocast] [--profile] [--peer topk=ROWS,standard=ROWS] | bench accuracy [--steps N] [--arch a,b] | bench topk-paths [--repeats N] | bench int8-products [--rounds N] | bench machine | bench harvest | bench relu-run [--steps 1000] [--crossover] [--autocast] | bench downstream [--windows 16] [--ctx 128] [--batch 8] [--repeats 2] | bench features [--batches N] | bench fork-join [--calls N] [--gaps 0,100,500] | bench recipes [--activations FILE [--eval FILE]] [--tokens 250000,1000000] [--arch a,b]   (results: BENCHMARKS.md)");
-        return 2;
+    return Dispatch(args);
+}
+catch (BenchUsageException e)
+{
+    Console.Error.WriteLine($"bench: {e.Message} (bench without arguments lists the commands)");
+    return 2;
+}
+
+static int Dispatch(string[] args)
+{
+    switch (args.Length > 0 ? args[0] : "")
+    {
+        case "train": return TrainBench.Run(args[1..]);
+        case "harvest": HarvestBench.Run(); return 0;
+        case "features": return FeaturesBench.Run(args[1..]);
+        case "accuracy": return AccuracyBench.Run(args[1..]);
+        case "recipes": return RecipesBench.Run(args[1..]);
+        case "topk-paths": return CandidateBench.Run(args[1..]);
+        case "int8-products": return Int8Bench.Run(args[1..]);
+        case "relu-run": return ReluRunBench.Run(args[1..]);
+        case "downstream": return DownstreamBench.Run(args[1..]);
+        case "gemm": return GemmBench.Run(args[1..]);
+        case "fork-join": return ForkJoinBench.Run(args[1..]);
+        case "machine": Machine.Print(); return 0;
+        default:
+            Console.WriteLine("usage: bench train [--steps N] [--arch a,b] [--autocast] [--profile] [--peer topk=ROWS,standard=ROWS] | bench accuracy [--steps N] [--arch a,b] | bench topk-paths [--repeats N] | bench int8-products [--rounds N] | bench machine | bench harvest | bench relu-run [--steps 1000] [--crossover] [--autocast] | bench downstream [--windows 16] [--ctx 128] [--batch 8] [--repeats 2] | bench features [--batches N] | bench fork-join [--calls N] [--gaps 0,100,500] | bench recipes [--activations FILE [--eval FILE]] [--tokens 250000,1000000] [--arch a,b]   (results: BENCHMARKS.md)");
+            return 2;
+    }
 }

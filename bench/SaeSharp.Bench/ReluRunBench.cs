@@ -60,7 +60,7 @@ internal static class ReluRunBench
 
         string trainPath = a.Value("--activations", ""), evalPath = a.Value("--eval", "");
         if (trainPath.Length == 0 || evalPath.Length == 0)
-            throw new ArgumentException("relu-run needs --activations train.npy --eval eval.npy (write a pair with --write DIR)");
+            throw new BenchUsageException("relu-run needs --activations train.npy --eval eval.npy (write a pair with --write DIR)");
         using var train = new ActivationFileSource(trainPath, new ActivationFileSourceOptions { Seed = 42, Loop = true });
         using var eval = ActivationSplit.EvalFiles([evalPath]);
         dIn = train.DIn;

@@ -27,7 +27,7 @@ internal static class TrainBench
             "auto" => SaeSharp.Kernels.CandidatePass.Auto,
             "on" => SaeSharp.Kernels.CandidatePass.On,
             "off" => SaeSharp.Kernels.CandidatePass.Off,
-            var v => throw new ArgumentException($"--candidate-pass {v}: auto, on or off"),
+            var v => throw new BenchUsageException($"--candidate-pass {v}: auto, on or off"),
         };
         Machine.Print(batch, dIn, dSae);
         Console.WriteLine($"train bench: d_in {dIn}, d_sae {dSae}, batch {batch}, k {k}, {steps} timed steps after 1 warm-up, torch threads {get_num_threads()}, autocast {autocast}, candidate pass {BenchSae.CandidatePass}");
