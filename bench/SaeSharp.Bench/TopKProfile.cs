@@ -90,6 +90,9 @@ internal static class TopKProfile
                 SparseKernels.ScatterAddRows(gW, code.Cols, dst, code.Rows, vals);
                 Note("[gW scatter]", sw.Elapsed.TotalMilliseconds);
                 sw.Restart();
+                SparseKernels.SumRowsTransposed(dSae, code.Cols, dst, code.Rows, vals).Dispose();
+                Note("[gW_enc scatter, transposed]", sw.Elapsed.TotalMilliseconds);
+                sw.Restart();
                 SparseKernels.RowDots(dst, code.Rows, sae.WDec, code.Cols);
                 Note("[row dots]", sw.Elapsed.TotalMilliseconds);
                 sw.Restart();
