@@ -135,7 +135,7 @@ internal static class KernelThreads
                 Interlocked.Exchange(ref self.Sleeping, 1);
                 if (Volatile.Read(ref _generation) == seen) self.Wake.Wait();
                 else if (Interlocked.CompareExchange(ref self.Sleeping, 0, 1) == 0) self.Wake.Wait(); // a release is on its way
-                Volatile.Write(ref self.Sleeping, 0);
+                // Sleeping is 0 again here: the call that released this worker reset it, or the exchange above did.
                 start = Stopwatch.GetTimestamp();
             }
             seen = Volatile.Read(ref _generation);
