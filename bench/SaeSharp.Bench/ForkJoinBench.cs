@@ -47,7 +47,8 @@ internal static class ForkJoinBench
                 for (int i = 0; i < n; i++) Busy(gap);
                 baseline = sw.Elapsed.TotalMicroseconds / n;
             }
-            Time((p, b) => Parallel.For(0, p, b)); // warm-up
+            Time((p, b) => Parallel.For(0, p, b)); // warm-up of both (the pool's first call starts its worker)
+            Time((p, b) => KernelThreads.Run(p, 2, b));
             double pf = Time((p, b) => Parallel.For(0, p, b)) - baseline;
             double pool = Time((p, b) => KernelThreads.Run(p, 2, b)) - baseline;
             Console.WriteLine($"{gap,9:F0} {pf,22:F1} {pool,23:F1}");
