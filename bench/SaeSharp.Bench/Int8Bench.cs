@@ -27,7 +27,7 @@ internal static unsafe class Int8Bench
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         var (x, w, b, encT) = Machine.RandomEncoder(rows, dIn, dSae);
-        using var packed = Int8Gemm.Pack(TensorPointers.FloatPtr(encT), dSae, dIn, path);
+        using var packed = Int8Gemm.Pack(TensorPointers.FloatPtr(encT), dSae, dIn, path, get_num_threads());
         int kp = packed.Kp;
         var q = new byte[(long)rows * kp];
         var scale = new float[rows];
@@ -36,7 +36,7 @@ internal static unsafe class Int8Bench
         var outB = empty(chunk, dSae);
         fixed (byte* pq = q)
         {
-            Int8Gemm.QuantizeRows(TensorPointers.FloatPtr(x), rows, dIn, pq, scale, new double[rows], new double[rows]);
+            Int8Gemm.QuantizeRows(TensorPointers.FloatPtr(x), rows, dIn, pq, scale, new double[rows], new double[rows], get_num_threads());
             byte* pqc = pq;
             float* bias = TensorPointers.FloatPtr(b);
             var times = new Dictionary<string, List<double>>();
@@ -68,7 +68,7 @@ internal static unsafe class Int8Bench
                 foreach (var vectors in new[] { true, false })
                 {
                     var sw = Stopwatch.StartNew();
-                    Int8Gemm.Pack(TensorPointers.FloatPtr(encT), dSae, dIn, path, vectors).Dispose();
+                    Int8Gemm.Pack(TensorPointers.FloatPtr(encT), dSae, dIn, path, get_num_threads(), vectors).Dispose();
                     string name = vectors ? "pack W_enc (vectors)" : "pack W_enc (scalar)";
                     (times.TryGetValue(name, out var l) ? l : times[name] = []).Add(sw.Elapsed.TotalMilliseconds);
                 }

@@ -125,8 +125,8 @@ internal static unsafe class Int8Checks
         fixed (byte* pq = xq)
         fixed (int* pp = prod)
         {
-            Int8Gemm.QuantizeRows(px, rows, k, pq, scale, new double[rows], new double[rows]);
-            using var packed = Int8Gemm.Pack(pw, cols, k, path);
+            Int8Gemm.QuantizeRows(px, rows, k, pq, scale, new double[rows], new double[rows], threads);
+            using var packed = Int8Gemm.Pack(pw, cols, k, path, threads);
             // The same packed bytes under another kernel (an alias of packed.Data: not disposed).
             var run = kernel is not { } other || other == path ? packed : new Int8Gemm.Weights
             {
@@ -148,8 +148,8 @@ internal static unsafe class Int8Checks
         fixed (float* px = x, pw = w)
         fixed (byte* pq = xq)
         {
-            Int8Gemm.QuantizeRows(px, rows, k, pq, new float[rows], new double[rows], new double[rows]);
-            using var packed = Int8Gemm.Pack(pw, cols, k, path);
+            Int8Gemm.QuantizeRows(px, rows, k, pq, new float[rows], new double[rows], new double[rows], threads: 1);
+            using var packed = Int8Gemm.Pack(pw, cols, k, path, threads: 1);
             for (int r = 0; r < rows; r++)
                 for (int j = 0; j < cols; j++)
                 {

@@ -76,7 +76,7 @@ internal sealed unsafe class CandidateEncoder : IDisposable
         }
         else
         {
-            _packed = Int8Gemm.Pack(FloatPtr(encT), _dSae, _dIn, path);
+            _packed = Int8Gemm.Pack(FloatPtr(encT), _dSae, _dIn, path, RowRanges.Threads);
             (quantNorm, errorNorm) = (_packed.QuantNorm, _packed.ErrorNorm);
             Bf16Norms(FloatPtr(encT), null, _dSae, _dIn, null, null, wNorm);
         }
@@ -189,7 +189,7 @@ internal sealed unsafe class CandidateEncoder : IDisposable
             values = empty(rows, _dSae, dtype: ScalarType.Float32);
             fixed (byte* pq = q)
             {
-                Int8Gemm.QuantizeRows(FloatPtr(xc), rows, _dIn, pq, scale, norm, err);
+                Int8Gemm.QuantizeRows(FloatPtr(xc), rows, _dIn, pq, scale, norm, err, RowRanges.Threads);
                 Int8Gemm.Multiply(pq, scale, rows, _packed!, FloatPtr(_bias), FloatPtr(values), get_num_threads());
             }
             for (int r = 0; r < rows; r++) { rowA[r] = RoundUp((float)err[r]); rowB[r] = RoundUp((float)norm[r]); }

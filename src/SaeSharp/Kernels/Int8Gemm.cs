@@ -46,12 +46,13 @@ internal static unsafe class Int8Gemm
         public void Dispose() => NativeMemory.AlignedFree(Data);
     }
 
-    /// <summary>Quantises and packs <paramref name="w"/> (float32 [cols, k], contiguous rows; cols a multiple of 16).</summary>
-    public static Weights Pack(float* w, int cols, int k, KernelPath path) => Pack(w, cols, k, path, vectors: true);
+    /// <summary>Quantises and packs <paramref name="w"/> (float32 [cols, k], contiguous rows; cols a multiple of 16), the
+    /// panels split over <paramref name="threads"/> threads.</summary>
+    public static Weights Pack(float* w, int cols, int k, KernelPath path, int threads) => Pack(w, cols, k, path, threads, vectors: true);
 
-    /// <summary><see cref="Pack(float*, int, int, KernelPath)"/>; <paramref name="vectors"/> false packs every column with the
-    /// scalar loop (the tests' reference for the vector one).</summary>
-    internal static Weights Pack(float* w, int cols, int k, KernelPath path, bool vectors)
+    /// <summary><see cref="Pack(float*, int, int, KernelPath, int)"/>; <paramref name="vectors"/> false packs every column
+    /// with the scalar loop (the tests' reference for the vector one).</summary>
+    internal static Weights Pack(float* w, int cols, int k, KernelPath path, int threads, bool vectors)
     {
         if (cols % Panel != 0) throw new ArgumentException($"int8 products need a multiple of {Panel} columns, got {cols}");
         int levels = WeightLevels(path), kp = (k + 3) & ~3;
@@ -61,21 +62,26 @@ internal static unsafe class Int8Gemm
             K = k, Cols = cols, Path = path, Data = data, Scale = new float[cols], Sum = new int[cols],
             QuantNorm = new double[cols], ErrorNorm = new double[cols],
         };
-        Parallel.For(0, cols / Panel, () => new sbyte[kp], (panel, _, column) =>
+        int panels = cols / Panel;
+        threads = Math.Max(1, Math.Min(threads, panels));
+        KernelThreads.Run(threads, threads, t =>
         {
-            sbyte* dst = data + (long)panel * kp * Panel;
+            var column = new sbyte[kp];
             fixed (sbyte* q = column)
-                for (int c = 0; c < Panel; c++)
+                for (int panel = (int)((long)panels * t / threads), end = (int)((long)panels * (t + 1) / threads); panel < end; panel++)
                 {
-                    int j = panel * Panel + c;
-                    float* row = w + (long)j * k;
-                    if (!vectors || !PackColumnVectors(row, k, levels, q, out result.Scale[j], out result.Sum[j], out result.QuantNorm[j], out result.ErrorNorm[j]))
-                        PackColumnScalar(row, k, levels, q, out result.Scale[j], out result.Sum[j], out result.QuantNorm[j], out result.ErrorNorm[j]);
-                    // Panel layout: groups of four inputs, 16 columns × 4 bytes per group; zeros past k.
-                    for (int i = 0; i < kp; i += 4) *(int*)(dst + (i >> 2) * Panel * 4 + c * 4) = *(int*)(q + i);
+                    sbyte* dst = data + (long)panel * kp * Panel;
+                    for (int c = 0; c < Panel; c++)
+                    {
+                        int j = panel * Panel + c;
+                        float* row = w + (long)j * k;
+                        if (!vectors || !PackColumnVectors(row, k, levels, q, out result.Scale[j], out result.Sum[j], out result.QuantNorm[j], out result.ErrorNorm[j]))
+                            PackColumnScalar(row, k, levels, q, out result.Scale[j], out result.Sum[j], out result.QuantNorm[j], out result.ErrorNorm[j]);
+                        // Panel layout: groups of four inputs, 16 columns × 4 bytes per group; zeros past k.
+                        for (int i = 0; i < kp; i += 4) *(int*)(dst + (i >> 2) * Panel * 4 + c * 4) = *(int*)(q + i);
+                    }
                 }
-            return column;
-        }, _ => { });
+        });
         return result;
     }
 
@@ -155,33 +161,39 @@ internal static unsafe class Int8Gemm
     }
 
     /// <summary>Per-row quantisation of float32 [rows, k] x into bytes q + 128 ([rows, Kp], padding 128), the scales s_n,
-    /// and, in float64, ‖x_n‖ and ‖x̂_n − x_n‖.</summary>
-    public static void QuantizeRows(float* x, int rows, int k, byte* dst, float[] scale, double[] norm, double[] errorNorm)
+    /// and, in float64, ‖x_n‖ and ‖x̂_n − x_n‖; the rows split over <paramref name="threads"/> threads.</summary>
+    public static void QuantizeRows(float* x, int rows, int k, byte* dst, float[] scale, double[] norm, double[] errorNorm, int threads)
     {
         int kp = (k + 3) & ~3;
-        Parallel.For(0, rows, r =>
+        threads = Math.Max(1, Math.Min(threads, rows));
+        KernelThreads.Run(threads, threads, t =>
         {
-            float* row = x + (long)r * k;
-            byte* o = dst + (long)r * kp;
-            if (QuantizeRowVectors(row, k, kp, o, out scale[r], out norm[r], out errorNorm[r])) return;
-            float max = 0;
-            for (int i = 0; i < k; i++) max = MathF.Max(max, MathF.Abs(row[i]));
-            float s = max > 0 && float.IsFinite(max) ? max / 127f : 1f;
-            float inv = 1f / s;
-            double n = 0, e = 0;
-            for (int i = 0; i < k; i++)
-            {
-                int q = Math.Clamp((int)MathF.Round(row[i] * inv), -127, 127);
-                o[i] = (byte)(q + 128);
-                double deq = (double)s * q;
-                n += (double)row[i] * row[i];
-                e += (deq - row[i]) * (deq - row[i]);
-            }
-            for (int i = k; i < kp; i++) o[i] = 128;
-            scale[r] = s;
-            norm[r] = Math.Sqrt(n);
-            errorNorm[r] = float.IsFinite(max) ? Math.Sqrt(e) : double.PositiveInfinity;
+            for (int r = (int)((long)rows * t / threads), end = (int)((long)rows * (t + 1) / threads); r < end; r++)
+                QuantizeRow(x + (long)r * k, k, kp, dst + (long)r * kp, out scale[r], out norm[r], out errorNorm[r]);
         });
+    }
+
+    /// <summary>One row of <see cref="QuantizeRows"/>.</summary>
+    private static void QuantizeRow(float* row, int k, int kp, byte* o, out float scale, out double norm, out double errorNorm)
+    {
+        if (QuantizeRowVectors(row, k, kp, o, out scale, out norm, out errorNorm)) return;
+        float max = 0;
+        for (int i = 0; i < k; i++) max = MathF.Max(max, MathF.Abs(row[i]));
+        float s = max > 0 && float.IsFinite(max) ? max / 127f : 1f;
+        float inv = 1f / s;
+        double n = 0, e = 0;
+        for (int i = 0; i < k; i++)
+        {
+            int q = Math.Clamp((int)MathF.Round(row[i] * inv), -127, 127);
+            o[i] = (byte)(q + 128);
+            double deq = (double)s * q;
+            n += (double)row[i] * row[i];
+            e += (deq - row[i]) * (deq - row[i]);
+        }
+        for (int i = k; i < kp; i++) o[i] = 128;
+        scale = s;
+        norm = Math.Sqrt(n);
+        errorNorm = float.IsFinite(max) ? Math.Sqrt(e) : double.PositiveInfinity;
     }
 
     /// <summary><see cref="QuantizeRows"/> of one row in vectors, for rows whose values are all finite (false, nothing

@@ -53,8 +53,8 @@ public unsafe class Int8GemmTests
         fixed (float* px = x, pw = w, pb = bias, po = output, pt = tiles)
         fixed (byte* pq = q)
         {
-            using var packed = Int8Gemm.Pack(pw, cols, k, path);
-            Int8Gemm.QuantizeRows(px, rows, k, pq, scale, new double[rows], new double[rows]);
+            using var packed = Int8Gemm.Pack(pw, cols, k, path, threads: 2);
+            Int8Gemm.QuantizeRows(px, rows, k, pq, scale, new double[rows], new double[rows], threads: 2);
             Assert.All(scale, s => Assert.Equal(1f, s));
             Assert.All(packed.Scale, s => Assert.Equal(1f, s));
             Int8Gemm.Multiply(pq, scale, rows, packed, pb, po, 2);
@@ -91,8 +91,8 @@ public unsafe class Int8GemmTests
             fixed (float* px = x, pw = w, pb = bias, pa = a, pbb = b)
             fixed (byte* pq = q)
             {
-                using var packed = Int8Gemm.Pack(pw, cols, k, path);
-                Int8Gemm.QuantizeRows(px, rows, k, pq, scale, new double[rows], new double[rows]);
+                using var packed = Int8Gemm.Pack(pw, cols, k, path, threads: 2);
+                Int8Gemm.QuantizeRows(px, rows, k, pq, scale, new double[rows], new double[rows], threads: 2);
                 Int8Gemm.Multiply(pq, scale, rows, packed, pb, pa, 2);
                 Int8Gemm.MultiplyTiles(pq, scale, rows, packed, pb, pbb, 2);
             }
@@ -102,9 +102,10 @@ public unsafe class Int8GemmTests
     }
 }
 
-/// <summary><see cref="Int8Gemm.Pack(float*, int, int, KernelPath)"/>'s vector columns against its scalar loop: the same
-/// packed bytes, scales and Σq, and the norms to 1e-12 relative, on widths with and without a vector tail, for both level
-/// counts, with an all-zero, a non-finite and a half-way (w/t on .5) column.</summary>
+/// <summary><see cref="Int8Gemm.Pack(float*, int, int, KernelPath, int)"/>'s vector columns against its scalar loop: the
+/// same packed bytes, scales and Σq, and the norms to 1e-12 relative, on widths with and without a vector tail, for both
+/// level counts, with an all-zero, a non-finite and a half-way (w/t on .5) column; the vector columns packed on three
+/// threads (panels split unevenly), the scalar ones on one.</summary>
 public unsafe class Int8PackTests
 {
     [Theory]
@@ -125,8 +126,8 @@ public unsafe class Int8PackTests
         int kp = (k + 3) & ~3;
         fixed (float* pw = w)
         {
-            using var vec = Int8Gemm.Pack(pw, cols, k, path, vectors: true);
-            using var sca = Int8Gemm.Pack(pw, cols, k, path, vectors: false);
+            using var vec = Int8Gemm.Pack(pw, cols, k, path, threads: 3, vectors: true);
+            using var sca = Int8Gemm.Pack(pw, cols, k, path, threads: 1, vectors: false);
             Assert.Equal(sca.Scale, vec.Scale);
             Assert.Equal(sca.Sum, vec.Sum);
             Assert.True(new ReadOnlySpan<sbyte>(sca.Data, cols * kp).SequenceEqual(new ReadOnlySpan<sbyte>(vec.Data, cols * kp)), "packed bytes differ");
@@ -143,16 +144,16 @@ public unsafe class Int8PackTests
 
 /// <summary><see cref="Int8Gemm.QuantizeRows"/> against the scalar quantisation written here: the same bytes and scales,
 /// the norms in float64 to 1e-12 relative, on widths with and without a vector tail, with NaN, infinite, all-zero and
-/// half-way (x·inv on .5) rows.</summary>
+/// half-way (x·inv on .5) rows, the rows split over one to four threads.</summary>
 public unsafe class Int8QuantizeTests
 {
     [Theory]
-    [InlineData(7)]
-    [InlineData(32)]
-    [InlineData(45)]
-    [InlineData(512)]
-    [InlineData(515)]
-    public void Rows_match_the_scalar_quantisation(int k)
+    [InlineData(7, 1)]
+    [InlineData(32, 2)]
+    [InlineData(45, 3)]
+    [InlineData(512, 2)]
+    [InlineData(515, 4)]
+    public void Rows_match_the_scalar_quantisation(int k, int threads)
     {
         const int rows = 9;
         var rng = new Random(k);
@@ -170,7 +171,7 @@ public unsafe class Int8QuantizeTests
         var err = new double[rows];
         fixed (float* px = x)
         fixed (byte* pq = q)
-            Int8Gemm.QuantizeRows(px, rows, k, pq, scale, norm, err);
+            Int8Gemm.QuantizeRows(px, rows, k, pq, scale, norm, err, threads);
         for (int r = 0; r < rows; r++)
         {
             float max = 0;
