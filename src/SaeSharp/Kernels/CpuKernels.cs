@@ -95,6 +95,32 @@ public static class CpuKernels
 
     private static bool IsX86 => RuntimeInformation.ProcessArchitecture is Architecture.X64 or Architecture.X86;
 
+    private static readonly Lazy<long> L2 = new(ReadL2Bytes);
+
+    /// <summary>The level-2 data cache of one core in bytes (Linux's <c>/sys/devices/system/cpu/cpu0/cache</c>; 512 KiB
+    /// where it cannot be read): the sparse kernels size their source blocks by it.</summary>
+    public static long L2Bytes => L2.Value;
+
+    private static long ReadL2Bytes()
+    {
+        const long fallback = 512 * 1024;
+        try
+        {
+            foreach (var dir in Directory.EnumerateDirectories("/sys/devices/system/cpu/cpu0/cache", "index*"))
+            {
+                if (File.ReadAllText(System.IO.Path.Combine(dir, "level")).Trim() != "2") continue;
+                if (File.ReadAllText(System.IO.Path.Combine(dir, "type")).Trim() is not ("Data" or "Unified")) continue;
+                var size = File.ReadAllText(System.IO.Path.Combine(dir, "size")).Trim();
+                long unit = size.EndsWith('K') ? 1024 : size.EndsWith('M') ? 1024 * 1024 : 1;
+                if (long.TryParse(size.TrimEnd('K', 'M'), out var n) && n > 0) return n * unit;
+            }
+        }
+        catch (IOException) { }
+        catch (UnauthorizedAccessException) { }
+        return fallback;
+    }
+
+
     /// <summary>Whether the CPU has bfloat16 dot products (AVX512-BF16 or AMX-BF16) and oneDNN may use them
     /// (<c>ONEDNN_MAX_CPU_ISA</c> does not cap it below AVX512_CORE_BF16): oneDNN's bfloat16 matmul then runs at two to three
     /// times the float32 rate; without them bfloat16 matmuls are emulated and slower than float32.</summary>

@@ -166,26 +166,37 @@ internal static unsafe class SparseKernels
             while (lo < hi) { long mid = (lo + hi) >> 1; if (offsets[mid] < target) lo = mid + 1; else hi = mid; }
             bounds[t] = transposed ? Math.Max(bounds[t - 1], lo / TransposeTile * TransposeTile) : lo;
         }
+        long block = SourceBlock(d, srcRows, nnz, dstRows);
         if (transposed)
         {
             KernelThreads.Run(threads, t =>
             {
-                var scratch = new float[TransposeTile * d];
-                fixed (long* pOff = offsets, pOrder = order)
-                fixed (float* pTile = scratch)
+                long r0 = bounds[t], r1 = bounds[t + 1];
+                // Blocked: the part's rows summed first (untransposed), then written out tile by tile.
+                long scratchRows = block > 0 ? r1 - r0 : TransposeTile;
+                var scratch = ArrayPool<float>.Shared.Rent(checked((int)Math.Max(1, scratchRows * d)));
+                try
                 {
-                    for (long r0 = bounds[t]; r0 < bounds[t + 1]; r0 += TransposeTile)
+                    fixed (long* pOff = offsets, pOrder = order)
+                    fixed (float* pScratch = scratch)
                     {
-                        int tile = (int)Math.Min(TransposeTile, bounds[t + 1] - r0);
-                        for (int l = 0; l < tile; l++)
-                            AccumulateRow(pTile + l * d, d, pOrder, pOff[r0 + l], pOff[r0 + l + 1], pScale, pSrc, pSr, accumulate: false);
-                        for (long j = 0; j < d; j++)
+                        if (block > 0) AccumulateBlocked(pScratch - r0 * d, d, r0, r1, srcRows, block, pOff, pOrder, pScale, pSrc, pSr, accumulate: false);
+                        for (long t0 = r0; t0 < r1; t0 += TransposeTile)
                         {
-                            float* outRun = pDst + j * dstRows + r0;
-                            for (int l = 0; l < tile; l++) outRun[l] = pTile[l * d + j];
+                            int tile = (int)Math.Min(TransposeTile, r1 - t0);
+                            float* pTile = block > 0 ? pScratch + (t0 - r0) * d : pScratch;
+                            if (block == 0)
+                                for (int l = 0; l < tile; l++)
+                                    AccumulateRow(pTile + l * d, d, pOrder, pOff[t0 + l], pOff[t0 + l + 1], pScale, pSrc, pSr, accumulate: false);
+                            for (long j = 0; j < d; j++)
+                            {
+                                float* outRun = pDst + j * dstRows + t0;
+                                for (int l = 0; l < tile; l++) outRun[l] = pTile[l * d + j];
+                            }
                         }
                     }
                 }
+                finally { ArrayPool<float>.Shared.Return(scratch); }
             });
             return;
         }
@@ -193,10 +204,73 @@ internal static unsafe class SparseKernels
         {
             fixed (long* pOff = offsets, pOrder = order)
             {
-                for (long r = bounds[t]; r < bounds[t + 1]; r++)
-                    AccumulateRow(pDst + r * d, d, pOrder, pOff[r], pOff[r + 1], pScale, pSrc, pSr, accumulate);
+                if (block > 0)
+                    AccumulateBlocked(pDst, d, bounds[t], bounds[t + 1], srcRows, block, pOff, pOrder, pScale, pSrc, pSr, accumulate);
+                else
+                    for (long r = bounds[t]; r < bounds[t + 1]; r++)
+                        AccumulateRow(pDst + r * d, d, pOrder, pOff[r], pOff[r + 1], pScale, pSrc, pSr, accumulate);
             }
         });
+    }
+
+
+
+    /// <summary>Blocks of source rows for the scatters and <see cref="RowDots"/> (off: <c>SAESHARP_SPARSE_BLOCKS=0</c>).</summary>
+    internal static bool SourceBlocking { get; set; } = Environment.GetEnvironmentVariable("SAESHARP_SPARSE_BLOCKS") != "0";
+
+    /// <summary>A destination's run of entries within one source block averages at least this many entries before the
+    /// blocked order pays for re-reading and re-writing the destination row once per block.</summary>
+    internal const long MinBlockRun = 4;
+
+    /// <summary>Bytes of source rows per block: half of the core's L2 (<see cref="CpuKernels.L2Bytes"/>; the tests set
+    /// it smaller).</summary>
+    internal static long BlockBytes { get; set; } = CpuKernels.L2Bytes / 2;
+
+    /// <summary>Fewer blocks than this (sources within about twice L2) gain nothing: one pass then reads them from L2 or
+    /// near it (d_in 128, d_sae 2,048: two blocks, and the blocked dot products were slower).</summary>
+    internal const long MinBlocks = 4;
+
+    /// <summary>Source rows per block (as many rows of d floats as fill <see cref="BlockBytes"/>, so that a block stays in L2 while
+    /// every destination takes its entries from it), or 0 for one pass over each destination's entries: when the
+    /// sources span fewer than <see cref="MinBlocks"/> blocks, or when runs would average fewer than
+    /// <see cref="MinBlockRun"/> entries (a k-sparse code of 32 latents in 8,192).</summary>
+    internal static long SourceBlock(long d, long srcRows, long nnz, long dstRows)
+    {
+        if (!SourceBlocking || d == 0) return 0;
+        long block = Math.Max(1, BlockBytes / (d * sizeof(float)));
+        long blocks = (srcRows + block - 1) / block;
+        if (blocks < MinBlocks) return 0;
+        return nnz >= MinBlockRun * Math.Max(1, dstRows) * blocks ? block : 0;
+    }
+
+    /// <summary>Rows [r0, r1) of <paramref name="dst"/> as <see cref="AccumulateRow"/> over all their entries, the sources
+    /// taken a block of <paramref name="block"/> rows at a time: each row consumes its entries in their order (a cursor
+    /// per row advances while the source lies below the block's end), so every row receives the same float32 additions
+    /// in the same order as in one pass, through memory between blocks. With sources ascending within each row (row-major
+    /// codes) a block's rows are read from L2 by every destination in turn instead of from L3 by one.</summary>
+    private static void AccumulateBlocked(float* dst, long d, long r0, long r1, long srcRows, long block, long* pOff, long* pOrder,
+        float* pScale, float* pSrc, long* pSr, bool accumulate)
+    {
+        var cursor = ArrayPool<long>.Shared.Rent(checked((int)Math.Max(1, r1 - r0)));
+        try
+        {
+            for (long r = r0; r < r1; r++) cursor[r - r0] = pOff[r];
+            for (long end = block; ; end += block)
+            {
+                bool first = end == block, last = end >= srcRows;
+                for (long r = r0; r < r1; r++)
+                {
+                    long o0 = cursor[r - r0], stop = pOff[r + 1], o1 = o0;
+                    if (last) o1 = stop;
+                    else while (o1 < stop && pSr[pOrder[o1]] < end) o1++;
+                    if (o1 > o0 || (first && !accumulate))
+                        AccumulateRow(dst + r * d, d, pOrder, o0, o1, pScale, pSrc, pSr, accumulate || !first);
+                    cursor[r - r0] = o1;
+                }
+                if (last) break;
+            }
+        }
+        finally { ArrayPool<long>.Shared.Return(cursor); }
     }
 
     /// <summary>out[e] = ⟨a[aRow[e]], b[bRow[e]]⟩ (a, b: contiguous float32 [·, d]); returns [nnz].</summary>
@@ -224,16 +298,48 @@ internal static unsafe class SparseKernels
         float* pa = FloatPtr(a), pb = FloatPtr(b), pOut = FloatPtr(result);
         long* pAr = LongPtr(ar), pBr = LongPtr(br);
         long aRows = a.shape[0], bRows = b.shape[0];
+        long block = SourceBlock(d, bRows, nnz, aRows);
         RowRanges.For(nnz, (start, end) =>
         {
             for (long e = start; e < end; e++)
             {
                 long r = pAr[e], s = pBr[e];
                 if ((ulong)r >= (ulong)aRows || (ulong)s >= (ulong)bRows) throw new SaeSharpException($"sparse entry {e}: row {r} or {s} out of range");
-                pOut[e] = Dot(pa + r * d, pb + s * d, d);
+                if (block == 0) pOut[e] = Dot(pa + r * d, pb + s * d, d);
             }
+            if (block > 0) DotsBlocked(pa, pb, d, pAr, pBr, pOut, start, end, (bRows + block - 1) / block, block);
         });
         return result;
+    }
+
+    /// <summary><see cref="RowDots"/> of entries [start, end) taken a block of b's rows at a time (a counting sort of
+    /// the entries by block, stable): a block stays in L2 while the entries that read it run, and entries of one a-row
+    /// follow each other within a block (row-major codes), so that row stays in L1. Each dot product is the same.</summary>
+    private static void DotsBlocked(float* pa, float* pb, long d, long* pAr, long* pBr, float* pOut, long start, long end, long blocks, long block)
+    {
+        var pool = ArrayPool<long>.Shared;
+        var offsets = pool.Rent(checked((int)blocks + 1));
+        var order = pool.Rent(checked((int)(end - start)));
+        try
+        {
+            Array.Clear(offsets, 0, (int)blocks + 1);
+            for (long e = start; e < end; e++) offsets[pBr[e] / block + 1]++;
+            for (long k = 0; k < blocks; k++) offsets[k + 1] += offsets[k];
+            for (long e = start; e < end; e++) order[offsets[pBr[e] / block]++] = e;
+            // offsets[k] is now the end of block k's entries.
+            long o = 0;
+            for (long k = 0; k < blocks; k++)
+                for (; o < offsets[k]; o++)
+                {
+                    long e = order[o];
+                    pOut[e] = Dot(pa + pAr[e] * d, pb + pBr[e] * d, d);
+                }
+        }
+        finally
+        {
+            pool.Return(offsets);
+            pool.Return(order);
+        }
     }
 
 

@@ -9,8 +9,9 @@ namespace SaeSharp.Saes;
 /// pass is included) and takes the sparse pass when s·nnz &lt; D. D and s are medians of each pass's last
 /// <see cref="Window"/> times, none older than <see cref="RecheckSteps"/> steps before the newest (<see cref="RecentTimes"/>).
 /// Until a sparse step has been timed, s is the prior κ·D/(N·d_sae) with κ = <see cref="PriorCostRatio"/>: the sparse
-/// pass is first tried at density 1/κ. A sparse time measured long ago is
-/// re-measured (one sparse step) every <see cref="RecheckSteps"/> steps while the estimate is within a factor two of D.
+/// pass is first tried at density 1/κ, or after <see cref="RecheckSteps"/> dense steps below density 2/κ (the prior is
+/// a guess: with the source-blocked kernels the crossover at d_in 512 lies near 13 %). A sparse time measured long ago
+/// is re-measured (one sparse step) every <see cref="RecheckSteps"/> steps while the estimate is within a factor two of D.
 /// The first step of each pass is not counted (JIT compilation): <see cref="PassClock"/>.
 /// </summary>
 internal sealed class SparsePassSwitch
@@ -56,8 +57,8 @@ internal sealed class SparsePassSwitch
         double perEntry = double.IsNaN(SparseMsPerEntry) ? PriorCostRatio * DenseMs / entries : SparseMsPerEntry;
         double sparseMs = perEntry * positive;
         if (sparseMs < DenseMs) return true;
-        // Re-measure an old sparse estimate that is not far off.
-        return !double.IsNaN(SparseMsPerEntry) && _stepsSinceSparseMeasured >= RecheckSteps && sparseMs < 2 * DenseMs;
+        // Measure an old sparse estimate, or the untried prior, that is not far off.
+        return _stepsSinceSparseMeasured >= RecheckSteps && sparseMs < 2 * DenseMs;
     }
 
     /// <summary>Ends the timing started by <see cref="Choose"/> (the step's backward pass is done); a no-op when nothing is timed.</summary>

@@ -53,6 +53,26 @@ public class SparsePassSwitchTests
     }
 
     [Fact]
+    public void An_untried_sparse_pass_below_twice_the_prior_density_is_tried_after_a_while()
+    {
+        var s = new SparsePassSwitch();
+        long entries = 1_000_000;
+        long near = (long)(1.6 / SparsePassSwitch.PriorCostRatio * entries);  // prior: 1.6·D
+        long far = (long)(2.4 / SparsePassSwitch.PriorCostRatio * entries);   // prior: 2.4·D
+        s.Record(false, 1, near); s.Record(false, 100, near);                 // D = 100 ms
+        for (int i = 1; i < SparsePassSwitch.RecheckSteps; i++)
+        {
+            Assert.False(s.PredictSparse(near, entries));
+            s.Record(false, 100, near);
+        }
+        Assert.True(s.PredictSparse(near, entries));   // one look at the sparse pass
+        Assert.False(s.PredictSparse(far, entries));   // too far off to be worth one
+        // Its measured time then decides: 1.5 µs per entry at 80,000 entries is 120 ms, dearer than D.
+        s.Record(true, 1, near); s.Record(true, 1.5 * near / 1000, near);
+        Assert.False(s.PredictSparse(near, entries));
+    }
+
+    [Fact]
     public void One_slow_sparse_step_does_not_send_the_run_dense()
     {
         var s = new SparsePassSwitch();
