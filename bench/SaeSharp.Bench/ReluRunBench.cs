@@ -28,7 +28,7 @@ internal static class ReluRunBench
     public static int Run(string[] argv)
     {
         var a = new BenchArgs(argv, ["--steps", "--d-in", "--d-sae", "--batch", "--l1", "--lr", "--switch", "--report", "--activations", "--eval",
-            "--write", "--from", "--rows", "--eval-rows", "--features", "--max-frequency", "--arch", "--seed", "--k", "--auxk-coefficient", "--candidate-pass"], ["--autocast", "--crossover"]);
+            "--write", "--from", "--rows", "--eval-rows", "--features", "--max-frequency", "--arch", "--seed", "--k", "--auxk-coefficient", "--candidate-pass", "--densities"], ["--autocast", "--crossover"]);
         int steps = a.Int("--steps", 1000), dIn = a.Int("--d-in", 256), dSae = a.Int("--d-sae", 4096), batch = a.Int("--batch", 2048);
         int report = a.Int("--report", 100), evalRows = a.Int("--eval-rows", 16384);
         string recipe = a.Value("--arch", "relu");
@@ -55,7 +55,7 @@ internal static class ReluRunBench
             using var fresh = (StandardSae)SaeFactory.Create(new SaeConfig { Architecture = SaeArchitectures.Standard, DIn = dIn, DSae = dSae });
             fresh.InitializeWeights(new Generator(0));
             fresh.Training.Autocast = autocast;
-            return Crossover(fresh, data, autocast);
+            return Crossover(fresh, data, autocast, a.List("--densities", ["0.005", "0.01", "0.02", "0.05", "0.1", "0.2"]).Select(double.Parse).ToList());
         }
 
         string trainPath = a.Value("--activations", ""), evalPath = a.Value("--eval", "");
@@ -200,14 +200,14 @@ internal static class ReluRunBench
     }
 
     /// <summary>ms of a dense and of a sparse training step (forward + backward + Adam) at fixed densities.</summary>
-    private static int Crossover(StandardSae sae, Tensor x, bool autocast)
+    private static int Crossover(StandardSae sae, Tensor x, bool autocast, List<double> densities)
     {
         long n = x.shape[0];
         var adam = new AdamOptimizer(sae.named_parameters().Select(p => (p.name, p.parameter)).ToList(), 0.9, 0.999);
         var b0 = sae.BEnc.detach().clone();
         Console.WriteLine($"crossover: batch {n}, autocast {autocast}; ms per step (best of 3 after a warm-up)");
         Console.WriteLine($"{"density",8} {"dense",8} {"sparse",8} {"sparse/dense",13}");
-        foreach (double target in new[] { 0.005, 0.01, 0.02, 0.05, 0.1, 0.2 })
+        foreach (double target in densities)
         {
             using (no_grad())
             using (NewDisposeScope())
