@@ -213,8 +213,6 @@ internal static unsafe class SparseKernels
         });
     }
 
-
-
     /// <summary>Blocks of source rows for the scatters and <see cref="RowDots"/> (off: <c>SAESHARP_SPARSE_BLOCKS=0</c>).</summary>
     internal static bool SourceBlocking { get; set; } = Environment.GetEnvironmentVariable("SAESHARP_SPARSE_BLOCKS") != "0";
 
@@ -341,7 +339,6 @@ internal static unsafe class SparseKernels
             pool.Return(order);
         }
     }
-
 
     /// <summary>
     /// The positive (non-NaN) entries of a contiguous float32 or bfloat16 [rows, d] CPU matrix in row-major order: row and
