@@ -236,7 +236,17 @@ public class SparseKernelsTests
     [InlineData(261)]
     public void PositiveEntriesListsThePositiveValuesInRowMajorOrder(int d)
     {
-        var m = randn(5, d, generator: new Generator(6));
+        var m = randn(7, d, generator: new Generator(6));
+        m[5] = m[5] - 2.5f; // a sparse row (under 1 % positive): most vectors hold none
+        m[6] = full(d, -1f);
+        // Special values inside vector blocks and in the tail: NaN, ±∞, ±0 and the smallest subnormals are positive only
+        // when strictly above zero.
+        float[] special = [float.NaN, float.PositiveInfinity, float.NegativeInfinity, -0f, 0f, float.Epsilon, -float.Epsilon];
+        for (int i = 0; i < special.Length; i++)
+        {
+            m[6, (i * 3) % d] = tensor(special[i]);
+            m[6, d - 1 - i % 3] = tensor(special[(i + 2) % special.Length]);
+        }
         var data = F(m);
         var expected = data.Select((v, i) => (v, i)).Where(p => p.v > 0).ToArray();
         var (rows, cols, vals) = SparseKernels.PositiveEntries(m, long.MaxValue)!.Value;
