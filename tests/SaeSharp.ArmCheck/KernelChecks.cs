@@ -209,20 +209,44 @@ internal static unsafe class VectorChecks
                 });
         }
 
-        var count = typeof(SparseKernels).GetMethod("CountPositive", Private, [typeof(float*), typeof(long)]);
+        var count = typeof(SparseKernels).GetMethod("CountPositive", Private, [typeof(float*), typeof(float*), typeof(long)]);
         if (count == null) checks.Fail("SparseKernels.CountPositive", "private method not found (renamed? update this check)");
         else
         {
-            var f = (delegate*<float*, long, long>)count.MethodHandle.GetFunctionPointer();
+            var f = (delegate*<float*, float*, long, long>)count.MethodHandle.GetFunctionPointer();
             foreach (int d in new[] { 1, 5, 16, 41, 128 })
-                checks.Expect($"SparseKernels.CountPositive d {d} == plain count", () =>
+                foreach (bool withBias in new[] { false, true })
+                    checks.Expect($"SparseKernels.CountPositive d {d}{(withBias ? " with a bias" : "")} == plain count", () =>
+                    {
+                        var x = Random(rng, d);
+                        var b = Random(rng, d);
+                        if (d > 4) { x[1] = 0; x[2] = -0f; x[3] = float.NaN; b[4] = -x[4]; }
+                        long got;
+                        fixed (float* px = x, pb = b) got = f(px, withBias ? pb : null, d);
+                        long expect = Enumerable.Range(0, d).Count(i => (withBias ? x[i] + b[i] : x[i]) > 0);
+                        return got == expect ? null : $"{got} vs {expect}";
+                    });
+        }
+
+        var mask = typeof(SparseKernels).GetMethod("PositiveMask", Private, [typeof(float*), typeof(float*)]);
+        var maskWidth = typeof(SparseKernels).GetField("PositiveMaskWidth", Private);
+        if (mask == null || maskWidth == null) checks.Fail("SparseKernels.PositiveMask", "private method or width not found (renamed? update this check)");
+        else
+        {
+            var f = (delegate*<float*, float*, uint>)mask.MethodHandle.GetFunctionPointer();
+            int w = (int)maskWidth.GetValue(null)!;
+            foreach (bool withBias in new[] { false, true })
+                checks.Expect($"SparseKernels.PositiveMask ({w} lanes{(withBias ? ", with a bias" : "")}) == plain mask", () =>
                 {
-                    var x = Random(rng, d);
-                    if (d > 4) { x[1] = 0; x[2] = -0f; x[3] = float.NaN; }
-                    long got;
-                    fixed (float* px = x) got = f(px, d);
-                    long expect = x.Count(v => v > 0);
-                    return got == expect ? null : $"{got} vs {expect}";
+                    var x = Random(rng, w);
+                    var b = Random(rng, w);
+                    x[0] = float.NaN; x[1] = -0f; x[2] = float.Epsilon; b[3] = -x[3];
+                    if (!withBias) b[2] = 0;
+                    uint got;
+                    fixed (float* px = x, pb = b) got = f(px, withBias ? pb : null);
+                    uint expect = 0;
+                    for (int l = 0; l < w; l++) if ((withBias ? x[l] + b[l] : x[l]) > 0) expect |= 1u << l;
+                    return got == expect ? null : $"{got:x} vs {expect:x}";
                 });
         }
 

@@ -34,12 +34,17 @@ internal static class DenseRelu
     public static DenseReluCode Encode(Tensor input, Tensor wEnc, Tensor bEnc)
     {
         using var _ = no_grad();
-        using var scope = NewDisposeScope();
         var xc = input.contiguous();
-        var f = Blas.Mm(xc, wEnc.detach());
-        var (sums, counts) = DenseReluKernels.ReluBias(f, bEnc.detach());
-        return new DenseReluCode(f.MoveToOuterDisposeScope(), xc.MoveToOuterDisposeScope(), tensor(sums).MoveToOuterDisposeScope(),
-            tensor(counts).MoveToOuterDisposeScope(), counts.Sum());
+        return FromProducts(xc, Blas.Mm(xc, wEnc.detach()), bEnc);
+    }
+
+    /// <summary><see cref="Encode"/> from the products <paramref name="p"/> = <paramref name="xc"/>·W_enc (contiguous
+    /// float32 [N, d_sae], overwritten with f); the code holds both tensors.</summary>
+    public static DenseReluCode FromProducts(Tensor xc, Tensor p, Tensor bEnc)
+    {
+        using var _ = no_grad();
+        var (sums, counts) = DenseReluKernels.ReluBias(p, bEnc.detach());
+        return new DenseReluCode(p, xc, tensor(sums), tensor(counts), counts.Sum());
     }
 
     /// <summary>(ŷ, L1) of the code with gradients to <paramref name="bDec"/> (output bias and, when

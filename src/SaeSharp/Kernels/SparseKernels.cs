@@ -357,24 +357,47 @@ internal static unsafe class SparseKernels
             var v = values ? m.masked_select(active).to(ScalarType.Float32).MoveToOuterDisposeScope() : null;
             return (idx[.., 0].contiguous().MoveToOuterDisposeScope(), idx[.., 1].contiguous().MoveToOuterDisposeScope(), v);
         }
-        bool bf16 = m.dtype == ScalarType.BFloat16;
-        long d = m.shape[1];
-        if (bf16) Bf16Kernels.CheckMatrix(m, "PositiveEntries");
-        else Check(m, d);
+        if (m.dtype == ScalarType.BFloat16) Bf16Kernels.CheckMatrix(m, "PositiveEntries");
         using var c = m.contiguous();
-        long rows = c.shape[0];
-        float* pm = bf16 ? null : FloatPtr(c);
-        short* pb = bf16 ? ShortPtr(c) : null;
+        var counts = PositiveCounts(c);
+        return counts.Sum() > maxCount ? null : ListPositive(c, counts, values: values);
+    }
+
+    /// <summary>Per row of the contiguous float32 or bfloat16 CPU matrix <paramref name="m"/> [rows, d], how many entries
+    /// are positive; with <paramref name="bias"/> (float32 [d], float32 m only), how many of m + bias are (the products
+    /// of a ReLU encoder before its bias: no pass writes the activations).</summary>
+    public static long[] PositiveCounts(Tensor m, Tensor? bias = null)
+    {
+        bool bf16 = m.dtype == ScalarType.BFloat16;
+        long rows = m.shape[0], d = m.shape[1];
+        if (!bf16) Check(m, d);
+        using var bc = PositiveBias(bias, bf16, d);
+        float* pm = bf16 ? null : FloatPtr(m), pBias = bc is null ? null : FloatPtr(bc);
+        short* pb = bf16 ? ShortPtr(m) : null;
         var counts = new long[rows];
         RowRanges.For(rows, (start, end) =>
         {
             for (long r = start; r < end; r++)
-                counts[r] = bf16 ? CountPositive(pb + r * d, d) : CountPositive(pm + r * d, d);
+                counts[r] = bf16 ? CountPositive(pb + r * d, d) : CountPositive(pm + r * d, pBias, d);
         });
+        return counts;
+    }
+
+    /// <summary>The positive entries of <paramref name="m"/> (+ <paramref name="bias"/>) whose per-row counts are
+    /// <paramref name="counts"/> (<see cref="PositiveCounts"/> of the same matrix and bias), as
+    /// <see cref="PositiveEntries"/> lists them; the values are m + bias, the float32 sums a ReLU would keep.</summary>
+    public static (Tensor Rows, Tensor Cols, Tensor? Values) ListPositive(Tensor m, long[] counts, Tensor? bias = null, bool values = true)
+    {
+        bool bf16 = m.dtype == ScalarType.BFloat16;
+        long rows = m.shape[0], d = m.shape[1];
+        if (!bf16) Check(m, d);
+        if (counts.Length != rows) throw new ArgumentException($"ListPositive: {counts.Length} row counts for {rows} rows");
+        using var bc = PositiveBias(bias, bf16, d);
+        float* pm = bf16 ? null : FloatPtr(m), pBias = bc is null ? null : FloatPtr(bc);
+        short* pb = bf16 ? ShortPtr(m) : null;
         var offsets = new long[rows + 1];
         for (long r = 0; r < rows; r++) offsets[r + 1] = offsets[r] + counts[r];
         long total = offsets[rows];
-        if (total > maxCount) return null;
         var rowIdx = empty(total, dtype: ScalarType.Int64);
         var colIdx = empty(total, dtype: ScalarType.Int64);
         var vals = values ? empty(total, dtype: ScalarType.Float32) : null;
@@ -386,13 +409,14 @@ internal static unsafe class SparseKernels
             for (long r = start; r < end; r++)
             {
                 if (counts[r] == 0) continue;
-                long o = offsets[r];
+                long o = offsets[r], stop = offsets[r + 1];
                 if (bf16)
                 {
                     short* row = pb + r * d;
                     for (long j = 0; j < d; j++)
                     {
                         if (!Bf16Bits.IsPositive(row[j])) continue;
+                        if (o == stop) throw CountMismatch(r, counts[r]);
                         pr[o] = r; pc[o] = j;
                         if (pv != null) pv[o] = Bf16Bits.ToFloat(row[j]);
                         o++;
@@ -406,47 +430,79 @@ internal static unsafe class SparseKernels
                     // than testing each element at 0.5–20 % density).
                     for (int w = PositiveMaskWidth; j + w <= d; j += w)
                     {
-                        for (uint bits = PositiveMask(row + j); bits != 0; bits &= bits - 1)
+                        for (uint bits = PositiveMask(row + j, pBias == null ? null : pBias + j); bits != 0; bits &= bits - 1)
                         {
                             long jj = j + BitOperations.TrailingZeroCount(bits);
+                            if (o == stop) throw CountMismatch(r, counts[r]);
                             pr[o] = r; pc[o] = jj;
-                            if (pv != null) pv[o] = row[jj];
+                            if (pv != null) pv[o] = pBias == null ? row[jj] : row[jj] + pBias[jj];
                             o++;
                         }
                     }
                     for (; j < d; j++)
                     {
-                        float v = row[j];
+                        float v = pBias == null ? row[j] : row[j] + pBias[j];
                         if (!(v > 0)) continue;
+                        if (o == stop) throw CountMismatch(r, counts[r]);
                         pr[o] = r; pc[o] = j;
                         if (pv != null) pv[o] = v;
                         o++;
                     }
                 }
+                if (o != stop) throw CountMismatch(r, counts[r]);
             }
         });
         return (rowIdx, colIdx, vals);
     }
 
+    private static ArgumentException CountMismatch(long row, long count) =>
+        new($"ListPositive: row {row}'s positive entries differ from its count {count} (counts of another matrix or bias?)");
+
+    /// <summary>The bias of <see cref="PositiveCounts"/> and <see cref="ListPositive"/> as a contiguous float32 [d] tensor
+    /// (null without one).</summary>
+    private static Tensor? PositiveBias(Tensor? bias, bool bf16, long d)
+    {
+        if (bias is null) return null;
+        if (bf16 || bias.dtype != ScalarType.Float32 || bias.numel() != d)
+            throw new ArgumentException($"the positive entries' bias must be float32 [{d}] over a float32 matrix, got {bias.dtype} [{bias.numel()}]");
+        return bias.detach().contiguous();
+    }
+
     /// <summary>Floats per <see cref="PositiveMask"/>: the widest hardware vector (16, 8 or 4).</summary>
     private static readonly int PositiveMaskWidth = Vector512.IsHardwareAccelerated ? 16 : Vector256.IsHardwareAccelerated ? 8 : 4;
 
-    /// <summary>Bit l set when p[l] &gt; 0 (NaN not), for l below <see cref="PositiveMaskWidth"/>.</summary>
+    /// <summary>Bit l set when p[l] (+ bias[l]) &gt; 0 (NaN not), for l below <see cref="PositiveMaskWidth"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static uint PositiveMask(float* p)
+    private static uint PositiveMask(float* p, float* bias)
     {
-        if (Vector512.IsHardwareAccelerated) return (uint)Vector512.ExtractMostSignificantBits(Vector512.GreaterThan(Vector512.Load(p), Vector512<float>.Zero));
-        if (Vector256.IsHardwareAccelerated) return Vector256.ExtractMostSignificantBits(Vector256.GreaterThan(Vector256.Load(p), Vector256<float>.Zero));
-        return Vector128.ExtractMostSignificantBits(Vector128.GreaterThan(Vector128.Load(p), Vector128<float>.Zero));
+        if (Vector512.IsHardwareAccelerated)
+        {
+            var v = bias == null ? Vector512.Load(p) : Vector512.Load(p) + Vector512.Load(bias);
+            return (uint)Vector512.ExtractMostSignificantBits(Vector512.GreaterThan(v, Vector512<float>.Zero));
+        }
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var v = bias == null ? Vector256.Load(p) : Vector256.Load(p) + Vector256.Load(bias);
+            return Vector256.ExtractMostSignificantBits(Vector256.GreaterThan(v, Vector256<float>.Zero));
+        }
+        var u = bias == null ? Vector128.Load(p) : Vector128.Load(p) + Vector128.Load(bias);
+        return Vector128.ExtractMostSignificantBits(Vector128.GreaterThan(u, Vector128<float>.Zero));
     }
 
-    private static long CountPositive(float* row, long d)
+    private static long CountPositive(float* row, float* bias, long d)
     {
         long c = 0, j = 0;
         int w = Vector<float>.Count;
+        if (bias == null)
+        {
+            for (; j + w <= d; j += w)
+                c -= Vector.Sum(Vector.GreaterThan(Unsafe.ReadUnaligned<Vector<float>>(row + j), Vector<float>.Zero));
+            for (; j < d; j++) if (row[j] > 0) c++;
+            return c;
+        }
         for (; j + w <= d; j += w)
-            c -= Vector.Sum(Vector.GreaterThan(Unsafe.ReadUnaligned<Vector<float>>(row + j), Vector<float>.Zero));
-        for (; j < d; j++) if (row[j] > 0) c++;
+            c -= Vector.Sum(Vector.GreaterThan(Unsafe.ReadUnaligned<Vector<float>>(row + j) + Unsafe.ReadUnaligned<Vector<float>>(bias + j), Vector<float>.Zero));
+        for (; j < d; j++) if (row[j] + bias[j] > 0) c++;
         return c;
     }
 

@@ -213,6 +213,29 @@ public class SparseKernelsTests
     }
 
     [Theory]
+    [InlineData(21)]
+    [InlineData(261)]
+    public void Positive_entries_of_products_plus_a_bias_are_those_of_their_sum(int d)
+    {
+        var m = randn(9, d, generator: new Generator(16));
+        var b = randn(d, generator: new Generator(17)) - 1.5f; // mostly negative: sparse rows
+        m[7, 3] = tensor(float.NaN);
+        m[8, d - 2] = tensor(float.PositiveInfinity);
+        m[8, 0] = -b[0];                                        // p + b = 0 exactly: not positive
+        var sum = m + b;                                        // the activations a ReLU would write, before clamping
+        var counts = SparseKernels.PositiveCounts(m, b);
+        var expected = SparseKernels.PositiveEntries(sum)!.Value;
+        Assert.Equal(expected.Rows.shape[0], counts.Sum());
+        var (rows, cols, vals) = SparseKernels.ListPositive(m, counts, b);
+        Assert.Equal(expected.Rows.data<long>().ToArray(), rows.data<long>().ToArray());
+        Assert.Equal(expected.Cols.data<long>().ToArray(), cols.data<long>().ToArray());
+        Assert.Equal(F(expected.Values!), F(vals!));
+        // Counts of another bias: a clear error, not entries written past the row's slots.
+        var other = SparseKernels.PositiveCounts(m, b + 0.5f);
+        Assert.Throws<ArgumentException>(() => SparseKernels.ListPositive(m, other, b));
+    }
+
+    [Theory]
     [InlineData(19)]
     [InlineData(259)]
     public void ScatterAddRowsAndRowDotsMatchDenseFormulas(int d)

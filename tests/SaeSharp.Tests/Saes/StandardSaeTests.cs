@@ -150,6 +150,58 @@ public class StandardSaeSparsePathTests
     }
 }
 
+/// <summary>After a sparse step the next one lists the positive entries from the encoder products plus b_enc
+/// (<see cref="StandardSae.ListFromProducts"/>) instead of from written activations: the same entries and values, so
+/// the same losses, gradients and weights bit for bit over sparse steps and a switch back to the dense pass. In the
+/// serial collection: the setting is process-wide.</summary>
+[Collection(SaeSharp.Tests.Training.SerialTorchCollection.Name)]
+public class StandardSaeListFromProductsTests
+{
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void Listing_from_the_products_changes_no_bit(bool centred)
+    {
+        var x = randn(64, 24, generator: new Generator(7)) * 2;
+        (List<float> Losses, Dictionary<string, Tensor> Weights, List<bool> Sparse) Run(bool fromProducts)
+        {
+            bool saved = StandardSae.ListFromProducts;
+            StandardSae.ListFromProducts = fromProducts;
+            try
+            {
+                var sae = new StandardSae(new SaeConfig { DIn = 24, DSae = 96, ApplyBDecToInput = centred });
+                sae.InitializeWeights(new Generator(3));
+                using (no_grad()) { sae.BEnc.copy_(randn(96, generator: new Generator(4)) * 0.3 - 0.9); sae.BDec.copy_(randn(24, generator: new Generator(5)) * 0.1); }
+                sae.Training.SparsityCoefficient = 0.3;
+                var opt = optim.Adam(sae.parameters(), 1e-2);
+                var losses = new List<float>();
+                var sparse = new List<bool>();
+                for (int step = 0; step < 6; step++)
+                {
+                    // Sparse for four steps, then dense (the threshold 0), then sparse again.
+                    sae.SparseTrainingDensity = step == 4 ? 0 : 1;
+                    opt.zero_grad();
+                    var o = sae.TrainingForward(x, x, new SaeTrainContext { Step = step });
+                    o.Loss.backward();
+                    sae.BeforeOptimizerStep(new SaeTrainContext());
+                    opt.step();
+                    sae.AfterOptimizerStep(new SaeTrainContext());
+                    losses.Add(o.Loss.item<float>());
+                    sparse.Add(sae.LastTrainingPassSparse);
+                }
+                return (losses, sae.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value.clone()), sparse);
+            }
+            finally { StandardSae.ListFromProducts = saved; }
+        }
+        var listed = Run(fromProducts: true);
+        var written = Run(fromProducts: false);
+        Assert.Equal([true, true, true, true, false, true], listed.Sparse);
+        Assert.Equal(written.Losses, listed.Losses);
+        foreach (var (name, w) in written.Weights)
+            Assert.True(w.equal(listed.Weights[name]).all().item<bool>(), $"{name} differs");
+    }
+}
+
 public class SaeShapeTests
 {
     [Fact]
