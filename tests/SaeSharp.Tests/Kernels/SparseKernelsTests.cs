@@ -180,14 +180,24 @@ public class SparseKernelsTests
     [InlineData(72)]
     [InlineData(128)]
     [InlineData(259)]
-    public void Row_sums_add_entries_in_input_order_bit_for_bit(int d)
+    public void Row_sums_add_entries_in_input_order_bit_for_bit(int d) =>
+        AssertRowSumsMatchAPlainLoop(d, rows: 23, srcRows: 9, nnz: 300, rowMajor: false, seed: 21);
+
+    /// <summary>SumRows, its transpose and ScatterAddRows on random entries (seeds <paramref name="seed"/> to seed + 4;
+    /// <paramref name="rowMajor"/>: sorted by destination, then source, as a code is listed), each bit for bit a plain
+    /// loop over the entries in input order; the last three destination rows get no entry.</summary>
+    internal static void AssertRowSumsMatchAPlainLoop(int d, int rows, int srcRows, int nnz, bool rowMajor, int seed)
     {
-        const int rows = 23, srcRows = 9, nnz = 300;
-        var src = randn(srcRows, d, generator: new Generator(21)) * 3;
-        var dr = randint(0, rows - 3, [nnz], generator: new Generator(22)); // the last rows stay empty
-        var sr = randint(0, srcRows, [nnz], generator: new Generator(23));
-        var scale = randn(nnz, generator: new Generator(24));
-        var start = randn(rows, d, generator: new Generator(25));
+        var src = randn(srcRows, d, generator: new Generator((ulong)seed)) * 3;
+        var dr = randint(0, rows - 3, [nnz], generator: new Generator((ulong)seed + 1));
+        var sr = randint(0, srcRows, [nnz], generator: new Generator((ulong)seed + 2));
+        if (rowMajor)
+        {
+            var key = (dr * srcRows + sr).argsort();
+            (dr, sr) = (dr.index_select(0, key), sr.index_select(0, key));
+        }
+        var scale = randn(nnz, generator: new Generator((ulong)seed + 3));
+        var start = randn(rows, d, generator: new Generator((ulong)seed + 4));
         float[] x = F(src), sc = F(scale), st = F(start);
         long[] dri = dr.data<long>().ToArray(), sri = sr.data<long>().ToArray();
         float[] Reference(bool fromStart)

@@ -21,49 +21,23 @@ public class SparseSourceBlockTests
     public void Blocked_kernels_give_the_bits_of_a_plain_loop(int d, bool rowMajor)
     {
         const int rows = 23, srcRows = 200, nnz = 3000;
-        var src = randn(srcRows, d, generator: new Generator(31)) * 3;
-        var dr = randint(0, rows - 3, [nnz], generator: new Generator(32)); // the last rows stay empty
-        var sr = randint(0, srcRows, [nnz], generator: new Generator(33));
-        if (rowMajor)
-        {
-            // Sorted by (destination, source), as PositiveEntries lists a code.
-            var key = (dr * srcRows + sr).argsort();
-            (dr, sr) = (dr.index_select(0, key), sr.index_select(0, key));
-        }
-        var scale = randn(nnz, generator: new Generator(34));
-        var start = randn(rows, d, generator: new Generator(35));
-        var other = randn(rows, d, generator: new Generator(36));
-        float[] x = F(src), sc = F(scale), st = F(start);
-        long[] dri = dr.data<long>().ToArray(), sri = sr.data<long>().ToArray();
-        float[] Reference(bool fromStart)
-        {
-            var y = fromStart ? (float[])st.Clone() : new float[rows * d];
-            for (int e = 0; e < nnz; e++)
-                for (int j = 0; j < d; j++)
-                    y[dri[e] * d + j] = y[dri[e] * d + j] + sc[e] * x[sri[e] * d + j];
-            return y;
-        }
+        var a = randn(rows, d, generator: new Generator(36));
+        var b = randn(srcRows, d, generator: new Generator(37));
+        var ar = randint(0, rows, [nnz], generator: new Generator(38));
+        var br = randint(0, srcRows, [nnz], generator: new Generator(39));
         long savedBytes = SparseKernels.BlockBytes;
         bool savedOn = SparseKernels.SourceBlocking;
         try
         {
             SparseKernels.SourceBlocking = false;
-            var dotsOnePass = F(SparseKernels.RowDots(other, dr, src, sr));
+            var dotsOnePass = F(SparseKernels.RowDots(a, ar, b, br));
             SparseKernels.SourceBlocking = true;
             SparseKernels.BlockBytes = 16L * d * sizeof(float); // 16 source rows a block: 13 blocks, runs of ~10 entries
             Assert.Equal(16, SparseKernels.SourceBlock(d, srcRows, nnz, rows));
-            var zero = Reference(fromStart: false);
-            Assert.Equal(zero, F(SparseKernels.SumRows(rows, dr, src, sr, scale)));
-            var transposed = F(SparseKernels.SumRowsTransposed(rows, dr, src, sr, scale));
-            for (int r = 0; r < rows; r++)
-                for (int j = 0; j < d; j++)
-                    Assert.Equal(zero[r * d + j], transposed[j * rows + r]);
-            var dst = start.clone();
-            SparseKernels.ScatterAddRows(dst, dr, src, sr, scale);
-            Assert.Equal(Reference(fromStart: true), F(dst));
-            Assert.Equal(dotsOnePass, F(SparseKernels.RowDots(other, dr, src, sr)));
+            SparseKernelsTests.AssertRowSumsMatchAPlainLoop(d, rows, srcRows, nnz, rowMajor, seed: 31);
+            Assert.Equal(dotsOnePass, F(SparseKernels.RowDots(a, ar, b, br)));
             // And against the dense formula (another summation order: close, not equal).
-            AssertClose((other.index_select(0, dr) * src.index_select(0, sr)).sum(1), SparseKernels.RowDots(other, dr, src, sr), what: "dots");
+            AssertClose((a.index_select(0, ar) * b.index_select(0, br)).sum(1), SparseKernels.RowDots(a, ar, b, br), what: "dots");
         }
         finally
         {
