@@ -120,7 +120,6 @@ public static class CpuKernels
         return fallback;
     }
 
-
     /// <summary>Whether the CPU has bfloat16 dot products (AVX512-BF16 or AMX-BF16) and oneDNN may use them
     /// (<c>ONEDNN_MAX_CPU_ISA</c> does not cap it below AVX512_CORE_BF16): oneDNN's bfloat16 matmul then runs at two to three
     /// times the float32 rate; without them bfloat16 matmuls are emulated and slower than float32.</summary>

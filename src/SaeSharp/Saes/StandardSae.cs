@@ -102,7 +102,8 @@ public sealed class StandardSae : Sae
     /// <list type="bullet">
     /// <item>float32 on the CPU with the custom kernels on (<see cref="DenseRelu.Applies"/>): the fused encoder pass
     /// (GEMM, then ReLU + bias + per-latent sums and counts in one pass); when the sparse pass is chosen
-    /// (<see cref="SparseTrainingDensity"/>), the sparse code of its positive entries (<see cref="SparseTrainingLatents"/>),
+    /// (<see cref="SparseTrainingDensity"/>), the sparse code of its positive entries (<see cref="SparseTrainingLatents"/>;
+    /// after a sparse step counted and listed from the GEMM's products plus b_enc, <see cref="ListFromProducts"/>),
     /// else the fused dense decoder and L1 (<see cref="FusedReluTrainingLatents"/>).</item>
     /// <item>float32 elsewhere (other devices, <c>SAESHARP_KERNELS=torch</c>, the entropy penalty): the same choice with
     /// torch operations (<see cref="DenseTrainingLatents"/>).</item>
