@@ -413,7 +413,19 @@ internal static unsafe class SparseKernels
                 if (bf16)
                 {
                     short* row = pb + r * d;
-                    for (long j = 0; j < d; j++)
+                    long j = 0;
+                    for (int w = Vector<short>.Count; j + w <= d; j += w)
+                    {
+                        for (ulong bits = MostSignificantBits(Bf16Bits.IsPositive(Unsafe.ReadUnaligned<Vector<short>>(row + j))); bits != 0; bits &= bits - 1)
+                        {
+                            long jj = j + BitOperations.TrailingZeroCount(bits);
+                            if (o == stop) throw CountMismatch(r, counts[r]);
+                            pr[o] = r; pc[o] = jj;
+                            if (pv != null) pv[o] = Bf16Bits.ToFloat(row[jj]);
+                            o++;
+                        }
+                    }
+                    for (; j < d; j++)
                     {
                         if (!Bf16Bits.IsPositive(row[j])) continue;
                         if (o == stop) throw CountMismatch(r, counts[r]);
@@ -470,6 +482,15 @@ internal static unsafe class SparseKernels
 
     /// <summary>Floats per <see cref="PositiveMask"/>: the widest hardware vector (16, 8 or 4).</summary>
     private static readonly int PositiveMaskWidth = Vector512.IsHardwareAccelerated ? 16 : Vector256.IsHardwareAccelerated ? 8 : 4;
+
+    /// <summary>Bit l set when lane l of the all-ones-or-zero mask <paramref name="m"/> is set.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static ulong MostSignificantBits(Vector<short> m) => Vector<short>.Count switch
+    {
+        32 => Vector512.ExtractMostSignificantBits(m.AsVector512()),
+        16 => Vector256.ExtractMostSignificantBits(m.AsVector256()),
+        _ => Vector128.ExtractMostSignificantBits(m.AsVector128()),
+    };
 
     /// <summary>Bit l set when p[l] (+ bias[l]) &gt; 0 (NaN not), for l below <see cref="PositiveMaskWidth"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -67,8 +67,9 @@ public sealed class StandardSae : Sae
 
     /// <summary>After a sparse step, the next one lists the positive entries straight from the encoder products plus
     /// b_enc (<see cref="SparseKernels.PositiveCounts"/>, <see cref="SparseKernels.ListPositive"/>) instead of writing
-    /// the activations first: the same entries and values, one pass over [N, d_sae] fewer (off: the tests' comparison).</summary>
-    internal static bool ListFromProducts { get; set; } = true;
+    /// the activations first: the same entries and values, one pass over [N, d_sae] fewer (off:
+    /// <c>SAESHARP_LIST_FROM_PRODUCTS=0</c>, and the tests' comparison).</summary>
+    internal static bool ListFromProducts { get; set; } = Environment.GetEnvironmentVariable("SAESHARP_LIST_FROM_PRODUCTS") != "0";
 
     /// <summary>Whether the last training pass ran on the sparse code (for the benches' per-phase timing).</summary>
     internal bool LastTrainingPassSparse { get; private set; }
