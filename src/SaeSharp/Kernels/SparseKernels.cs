@@ -385,7 +385,9 @@ internal static unsafe class SparseKernels
 
     /// <summary>The positive entries of <paramref name="m"/> (+ <paramref name="bias"/>) whose per-row counts are
     /// <paramref name="counts"/> (<see cref="PositiveCounts"/> of the same matrix and bias), as
-    /// <see cref="PositiveEntries"/> lists them; the values are m + bias, the float32 sums a ReLU would keep.</summary>
+    /// <see cref="PositiveEntries"/> lists them; the values are m + bias, the float32 sums a ReLU would keep. A row with
+    /// more or fewer positive entries than its count is an ArgumentException raised before anything is written past the
+    /// row's slots (a row counted 0 is skipped unread).</summary>
     public static (Tensor Rows, Tensor Cols, Tensor? Values) ListPositive(Tensor m, long[] counts, Tensor? bias = null, bool values = true)
     {
         bool bf16 = m.dtype == ScalarType.BFloat16;
