@@ -162,7 +162,7 @@ public static class CpuKernels
             ? p
             : throw new SaeSharpException($"{EnvironmentVariable}={name}: expected one of {string.Join(", ", Enum.GetValues<KernelPath>().Select(Name))}");
 
-    /// <summary>One line: the CPU model, its vector features and the chosen path (logged once by <see cref="LogOnce"/>).</summary>
+    /// <summary>One line: the CPU model, its vector features, its L2 and the chosen path (logged once by <see cref="LogOnce"/>).</summary>
     public static string Describe()
     {
         var f = CpuFlags.Value;
@@ -171,7 +171,7 @@ public static class CpuKernels
         var have = IsX86 ? shown.Where(f.Contains).ToList()
             : new[] { ("asimd", AdvSimd.IsSupported), ("asimddp", Dp.IsSupported) }.Where(p => p.Item2).Select(p => p.Item1).ToList();
         string forced = Path != Best ? $" (forced; best {Name(Best)})" : "";
-        return $"CPU {CpuModel()}; features {(have.Count == 0 ? "none of interest" : string.Join(" ", have))}; kernels {Name(Path)}{forced}; ISA limits {IsaLimits()}";
+        return $"CPU {CpuModel()}; features {(have.Count == 0 ? "none of interest" : string.Join(" ", have))}; L2 {L2Bytes / 1024} KiB per core; kernels {Name(Path)}{forced}; ISA limits {IsaLimits()}";
     }
 
     /// <summary>Writes <see cref="Describe"/> and the GEMM library in force (<see cref="Blas.Describe"/>) once per process to
