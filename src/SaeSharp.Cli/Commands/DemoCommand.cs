@@ -168,7 +168,7 @@ internal static class DemoCommand
         var result = TrainCommand.TrainWithProgress(new TrainingRunOptions
         {
             OutDir = Path.Combine(outDir, "saes"), Trainer = trainer, Saes = slots, TrainSource = train, EvalSource = eval,
-            EvalRows = 10_000, GroundTruthFeatures = truth,
+            EvalRows = 10_000, GroundTruthFeatures = truth, Overwrite = true,
         });
         foreach (var slot in slots) slot.Sae.Dispose();
         if (result.Saes.Count == 0)

@@ -24,7 +24,8 @@ internal static class TrainCommand
         var seed = new Option<long?>("--seed") { Description = "Seed of initialisation and shuffling (default 42)" };
         var output = new Option<string?>("--out") { Description = "Output folder" };
         var config = new Option<string?>("--config") { Description = "JSON file with the same fields under SAELens names (architecture, d_sae, expansion_factor, l1_coefficient, k, steps, ...) and trainer fields; flags override it" };
-        var resume = new Option<bool>("--resume") { Description = "Continue from the latest checkpoint in OUT/checkpoints" };
+        var resume = new Option<bool>("--resume") { Description = "Continue from the latest checkpoint in OUT/checkpoints (flags given with it must match the checkpoint's run)" };
+        var force = new Option<bool>("--force") { Description = "Replace a previous run's outputs in --out (its checkpoints are deleted); without it such a folder is an error" };
         var checkpointEvery = new Option<long?>("--checkpoint-every") { Description = "Checkpoint every N steps (default: steps/10)" };
         var evalRows = new Option<long?>("--eval-rows") { Description = "Rows held out at the end of the data for metrics.json (default 16384, at most a tenth of the data)" };
         var autocast = new Option<bool>("--autocast") { Description = "bfloat16 matmuls in training, float32 weights and accumulation (fast with AVX512-BF16/AMX)" };
@@ -34,7 +35,7 @@ internal static class TrainCommand
         var groundTruth = new Option<string?>("--ground-truth") { Description = "features.safetensors of synthetic data: adds mmcs and recovered_fraction" };
         var command = new Command("train", "Train sparse autoencoders and write them in SAELens layout")
         {
-            activations, arch, k, l1, targetL0, dictSize, expansion, batchSize, steps, lr, seed, output, config, resume, checkpointEvery, evalRows, groundTruth, autocast, candidatePass, deterministic, epochs,
+            activations, arch, k, l1, targetL0, dictSize, expansion, batchSize, steps, lr, seed, output, config, resume, force, checkpointEvery, evalRows, groundTruth, autocast, candidatePass, deterministic, epochs,
         };
         var data = new ModelDataOptionsCli();
         data.AddTo(command);
@@ -65,6 +66,13 @@ internal static class TrainCommand
             s.Trainer.Device = parse.GetValue(data.Device) ?? s.Trainer.Device;
             var device = ComputeDevice.Parse(s.Trainer.Device, parse.GetValue(data.Device) is null ? "device" : "--device");
             if (s.Out is null) throw new SaeSharpException("give --out (or 'out' in --config)");
+            s.Overwrite = parse.GetValue(force);
+            if (parse.GetValue(resume))
+            {
+                if (s.Overwrite) throw new SaeSharpException("give --resume or --force, not both");
+                CheckResumeFlags(s.Out, parse.GetValue(arch), parse.GetValue(steps), parse.GetValue(batchSize), parse.GetValue(lr), parse.GetValue(seed),
+                    parse.GetValue(dictSize), parse.GetValue(k));
+            }
             using var plan = data.Given(parse)
                 ? TrainingPlan.ForModel(s, data.Read(parse) with { Device = device }, parse.GetValue(data.Hook)!, data.ReadMode(parse), parse.GetValue(data.TargetHook), parse.GetValue(resume))
                 : TrainingPlan.ForActivations(s, parse.GetValue(resume));
@@ -75,6 +83,37 @@ internal static class TrainCommand
             return Report(TrainWithProgress(plan.Options), plan);
         });
         return command;
+    }
+
+    /// <summary>With <c>--resume</c>: the flags that shape a run, where given, must match the run of the latest checkpoint
+    /// in OUT/checkpoints (a resume continues that run as it was configured; a differing flag would be ignored).</summary>
+    private static void CheckResumeFlags(string outDir, string? arch, long? steps, int? batchSize, double? lr, long? seed, int? dSae, int? k)
+    {
+        var root = Path.Combine(outDir, TrainingRun.CheckpointFolder);
+        if (!Directory.Exists(root)) throw new SaeSharpException($"--resume: no checkpoints in {root}");
+        using var state = TrainerCheckpoint.Load(root);
+        var differ = new List<string>();
+        void Check<T>(string flag, T? given, IEnumerable<T> had) where T : struct
+        {
+            var values = had.Distinct().ToList();
+            if (given is T g && (values.Count != 1 || !values[0].Equals(g)))
+                differ.Add($"{flag} {g} (the checkpoint's run: {string.Join(", ", values)})");
+        }
+        if (arch is not null)
+        {
+            var given = string.Join(",", arch.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+            var had = string.Join(",", state.Saes.Select(e => e.Name));
+            if (given != had) differ.Add($"--arch {given} (the checkpoint's run: {had})");
+        }
+        Check("--steps", steps, [state.Config.Steps]);
+        Check("--batch-size", batchSize, [state.Config.TrainBatchSizeTokens]);
+        Check("--seed", seed, [state.Config.Seed]);
+        Check("--lr", lr, state.Saes.Select(e => e.Config.Lr ?? state.Config.Lr ?? double.NaN));
+        Check("--dict-size", dSae, state.Saes.Select(e => e.SaeConfig.DSae));
+        if (k is not null) Check("--k", k, state.Saes.Where(e => e.SaeConfig.K is not null).Select(e => e.SaeConfig.K!.Value));
+        if (differ.Count > 0)
+            throw new SaeSharpException($"--resume continues the run of {state.Folder} as it was configured; these flags differ from it: " +
+                                        string.Join("; ", differ) + ". Drop them, or start a new run with --force or another --out");
     }
 
     /// <summary>Runs training with a live progress bar (or plain lines when output is redirected); Ctrl-C checkpoints and stops.</summary>

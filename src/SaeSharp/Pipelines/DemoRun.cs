@@ -114,7 +114,7 @@ public sealed class DemoRun : IDisposable
         var settings = new TrainingSettings
         {
             Architecture = "topk", K = _o.K, DSae = _o.DSae, BatchSize = _o.BatchSize, Steps = _o.Steps, Seed = (long)_o.Seed,
-            Out = SaePath, EvalRows = _o.EvalTokens,
+            Out = SaePath, EvalRows = _o.EvalTokens, Overwrite = true,
         };
         _plan = TrainingPlan.ForModel(settings, Data(corpus.TrainPath, _o.TrainTokens), _o.Hook);
         return Harvested = new DemoHarvest(_o.Hook, _o.TrainTokens, _plan.Options.TrainSource.DIn, _plan.Options.Trainer.Steps);

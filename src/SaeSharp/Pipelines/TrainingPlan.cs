@@ -36,6 +36,9 @@ public sealed class TrainingPlan : IDisposable
         try
         {
             var recipes = s.Recipes;
+            if (s.Lr is double lr && !(lr > 0 && double.IsFinite(lr))) throw new SaeSharpException($"--lr {lr}: expected a positive, finite learning rate");
+            if (s.L1Coefficient is double l1 && !(l1 >= 0 && double.IsFinite(l1)))
+                throw new SaeSharpException($"--l1 {l1}: expected a non-negative, finite sparsity coefficient");
             int dIn = train.DIn, dOut = train.DOut, dSae = s.DSaeFor(dIn);
             trainer.TotalTrainingSteps = steps;
             trainer.TrainBatchSizeTokens = s.BatchSize;
@@ -70,6 +73,7 @@ public sealed class TrainingPlan : IDisposable
                 OutDir = s.Out ?? throw new SaeSharpException("give --out (or 'out' in --config)"),
                 Trainer = trainer, Saes = slots, TrainSource = train, EvalSource = eval,
                 EvalRows = evalRows ?? ActivationSplit.DefaultEvalRows, GroundTruthFeatures = features, Resume = resume,
+                Overwrite = s.Overwrite,
             };
         }
         catch
@@ -96,7 +100,7 @@ public sealed class TrainingPlan : IDisposable
         }
         var fileOptions = new ActivationFileSourceOptions { Seed = (ulong)s.Seed, Epochs = s.Epochs ?? 0, TargetName = targetName };
         var (train, eval) = ActivationSplit.HoldOut([s.Activations], s.EvalRows, fileOptions);
-        return new TrainingPlan(s, s.Trainer.Clone(), resume, train, eval, eval.Rows, metadata, s.Steps ?? 1000);
+        return new TrainingPlan(s, s.Trainer.Clone(), resume, train, eval, eval.Rows, metadata, s.RunSteps ?? 1000);
     }
 
     /// <summary>Trains on a language model's activations at <paramref name="hook"/>, harvested from text through a shuffling
@@ -108,7 +112,7 @@ public sealed class TrainingPlan : IDisposable
     {
         if (s.Activations is not null) throw new SaeSharpException("give either --activations or --model, not both");
         _ = s.Recipes;
-        long steps = s.Steps ?? (data.Tokens is long tokens ? Math.Max(1, tokens / s.BatchSize) : 1000);
+        long steps = s.RunSteps ?? (data.Tokens is long tokens ? Math.Max(1, tokens / s.BatchSize) : 1000);
         var trainer = s.Trainer.Clone();
         long initRows = InitializationRows(trainer, s.BatchSize);
         var trainData = (data.Tokens is long budget ? data with { Tokens = budget + initRows } : data) with { Epochs = s.Epochs ?? data.Epochs };

@@ -27,6 +27,9 @@ public sealed class TrainingRunOptions
     public Tensor? GroundTruthFeatures { get; init; }
     /// <summary>Continue from the latest checkpoint in OutDir/checkpoints.</summary>
     public bool Resume { get; init; }
+    /// <summary>A new run may replace a previous run's outputs in <see cref="OutDir"/> (its checkpoints are deleted
+    /// first, so that no later resume takes them for the new run's); without it such a folder is an error.</summary>
+    public bool Overwrite { get; init; }
 }
 
 /// <summary>One trained SAE as written to disk, with its cfg.json config.</summary>
@@ -64,8 +67,15 @@ public static class TrainingRun
     /// <summary>Trains (or resumes) as <paramref name="o"/> says and writes the SAEs; a cancelled run leaves its checkpoint.</summary>
     public static TrainingRunResult Run(TrainingRunOptions o, IProgress<TrainingProgress>? progress = null, CancellationToken cancellationToken = default)
     {
-        Directory.CreateDirectory(o.OutDir);
         var checkpoints = Path.Combine(o.OutDir, CheckpointFolder);
+        if (!o.Resume && PreviousRunFiles(o.OutDir) is { Count: > 0 } previous)
+        {
+            if (!o.Overwrite)
+                throw new SaeSharpException($"{o.OutDir} holds a previous training run ({string.Join(", ", previous)}): continue it with --resume, " +
+                                            "replace it with --force, or choose another --out");
+            if (Directory.Exists(checkpoints)) Directory.Delete(checkpoints, recursive: true);
+        }
+        Directory.CreateDirectory(o.OutDir);
         SaeTrainer trainer;
         if (o.Resume)
         {
@@ -124,6 +134,21 @@ public static class TrainingRun
                 if (evalBatches is not null) foreach (var b in evalBatches) b.Dispose();
             }
         }
+    }
+
+    /// <summary>What a training run writes that <paramref name="dir"/> already holds (paths relative to it): checkpoints,
+    /// the log, an SAE's cfg.json or weights, or a sub-folder's cfg.json (a run of several SAEs).</summary>
+    public static List<string> PreviousRunFiles(string dir)
+    {
+        var found = new List<string>();
+        if (!Directory.Exists(dir)) return found;
+        var checkpoints = Path.Combine(dir, CheckpointFolder);
+        if (Directory.Exists(checkpoints) && Directory.EnumerateFileSystemEntries(checkpoints).Any()) found.Add(CheckpointFolder + "/");
+        foreach (var file in new[] { TrainLog.FileName, SaeLensFormat.CfgFile, SaeLensFormat.WeightsFile })
+            if (File.Exists(Path.Combine(dir, file))) found.Add(file);
+        foreach (var sub in Directory.EnumerateDirectories(dir).Order(StringComparer.Ordinal))
+            if (File.Exists(Path.Combine(sub, SaeLensFormat.CfgFile))) found.Add($"{Path.GetFileName(sub)}/{SaeLensFormat.CfgFile}");
+        return found;
     }
 
     /// <summary>cfg.json records the sparsity coefficient the SAE ended with (SAELens's <c>l1_coefficient</c>, or

@@ -39,8 +39,12 @@ public sealed class TrainingSettings
     [JsonPropertyName("expansion_factor")] public int? ExpansionFactor { get; set; }
     /// <summary>Rows per optimiser step (default 4096).</summary>
     [JsonPropertyName("batch_size")] public int BatchSize { get; set; } = 4096;
-    /// <summary>Training steps; null: the token budget / batch size when training on a model with one, else 1000.</summary>
+    /// <summary>Training steps (SAELens: <c>total_training_steps</c>); null: <see cref="TrainingTokens"/> / batch size, else
+    /// the token budget / batch size when training on a model with one, else 1000.</summary>
     [JsonPropertyName("steps")] public long? Steps { get; set; }
+    /// <summary>SAELens's run length in tokens (rows): <see cref="Steps"/> = training_tokens / batch size when no step
+    /// count is given.</summary>
+    [JsonPropertyName("training_tokens")] public long? TrainingTokens { get; set; }
     /// <summary>Learning rate; null: the recipe's (<see cref="SaeRecipes.DefaultLearningRate"/>).</summary>
     [JsonPropertyName("lr")] public double? Lr { get; set; }
     /// <summary>Seed of initialisation and shuffling (default 42).</summary>
@@ -67,6 +71,10 @@ public sealed class TrainingSettings
     /// (<see cref="Pipelines.TrainingPlan.ForModel"/>), no limit for activation files (<see cref="Pipelines.TrainingPlan.ForActivations"/>).</summary>
     [JsonPropertyName("epochs")] public int? Epochs { get; set; }
 
+    /// <summary>The run may replace a previous run's outputs in <see cref="Out"/> (<c>--force</c>;
+    /// <see cref="Pipelines.TrainingRunOptions.Overwrite"/>).</summary>
+    [JsonIgnore] public bool Overwrite { get; set; }
+
     /// <summary>The trainer fields of the run (schedules, normalisation, resampling, …). The plan sets the run length,
     /// batch size, seed and cadence; the recipes fill every field not in <see cref="GivenTrainerFields"/>.</summary>
     [JsonIgnore] public TrainerConfig Trainer { get; set; } = new() { NormalizeActivations = DefaultNormalizeActivations };
@@ -90,6 +98,10 @@ public sealed class TrainingSettings
         }
     }
 
+    /// <summary>The run's steps when given: <see cref="Steps"/>, else <see cref="TrainingTokens"/> / <see cref="BatchSize"/>
+    /// (at least 1), else null.</summary>
+    [JsonIgnore] public long? RunSteps => Steps ?? (TrainingTokens is long t ? Math.Max(1, t / BatchSize) : null);
+
     /// <summary>d_sae for inputs of width <paramref name="dIn"/>: <see cref="DSae"/>, else <see cref="ExpansionFactor"/> (8) × d_in.</summary>
     public int DSaeFor(int dIn) => DSae ?? dIn * (ExpansionFactor ?? 8);
 
@@ -103,7 +115,9 @@ public sealed class TrainingSettings
     };
 
     /// <summary>Settings from a JSON object (<paramref name="source"/> names it in errors): the fields above under their
-    /// SAELens or older names, and the trainer fields, which are recorded in <see cref="GivenTrainerFields"/>.
+    /// SAELens or older names, and the trainer fields, which are recorded in <see cref="GivenTrainerFields"/>. SAELens's
+    /// <c>train_batch_size_tokens</c> and <c>total_training_steps</c> set <see cref="BatchSize"/> and <see cref="Steps"/>.
+    /// A field of neither kind is an error (a misspelt name would otherwise leave its default in force).
     /// Without <c>normalize_activations</c> the run normalises (<see cref="DefaultNormalizeActivations"/>).</summary>
     public static TrainingSettings FromJson(string json, string source = "training settings")
     {
@@ -118,6 +132,20 @@ public sealed class TrainingSettings
                 fields.Remove(old);
                 fields[name] = value;
             }
+            var unknown = fields.Select(f => f.Key).Where(key => !KnownFields.Value.Contains(key)).ToList();
+            if (unknown.Count > 0)
+                throw new SaeSharpException($"{source}: unknown field{(unknown.Count > 1 ? "s" : "")} " +
+                                            string.Join(", ", unknown.Select(key => $"'{key}'{Suggestion(key)}")));
+            // SAELens's names for the batch and the run length.
+            foreach (var (saeLens, name) in new[] { ("train_batch_size_tokens", "batch_size"), ("total_training_steps", "steps") })
+            {
+                if (!fields.ContainsKey(saeLens)) continue;
+                if (fields.ContainsKey(name) && fields[name]?.ToJsonString() != fields[saeLens]?.ToJsonString())
+                    throw new SaeSharpException($"{source}: '{name}' and '{saeLens}' differ ({fields[name]} and {fields[saeLens]}); give one");
+                fields[name] = fields[saeLens]?.DeepClone();
+            }
+            if (fields.ContainsKey("training_tokens") && fields.ContainsKey("steps"))
+                throw new SaeSharpException($"{source}: give the run's length as steps ('steps' or 'total_training_steps') or as 'training_tokens', not both");
             var normalized = fields.ToJsonString();
             var settings = JsonSerializer.Deserialize<TrainingSettings>(normalized) ?? new TrainingSettings();
             settings.Trainer = TrainerConfig.FromJson(normalized, source);
@@ -129,6 +157,40 @@ public sealed class TrainingSettings
         {
             throw new SaeSharpException($"{source}: {e.Message}");
         }
+    }
+
+    /// <summary>The field names <see cref="FromJson"/> reads: these settings', the older aliases and <see cref="TrainerConfig"/>'s.</summary>
+    private static readonly Lazy<HashSet<string>> KnownFields = new(() =>
+    {
+        var names = new HashSet<string>(Aliases.Select(a => a.Old), StringComparer.Ordinal);
+        foreach (var type in new[] { typeof(TrainingSettings), typeof(TrainerConfig) })
+            foreach (var property in type.GetProperties())
+                if (property.GetCustomAttributes(typeof(JsonPropertyNameAttribute), false) is [JsonPropertyNameAttribute a, ..]) names.Add(a.Name);
+        return names;
+    });
+
+    /// <summary>" (did you mean 'x'?)" for the known field nearest <paramref name="key"/> within two edits, else "".</summary>
+    private static string Suggestion(string key)
+    {
+        var best = KnownFields.Value.Select(name => (name, d: EditDistance(key, name))).OrderBy(p => p.d).ThenBy(p => p.name, StringComparer.Ordinal).First();
+        return best.d <= 2 ? $" (did you mean '{best.name}'?)" : "";
+    }
+
+    private static int EditDistance(string a, string b)
+    {
+        var row = Enumerable.Range(0, b.Length + 1).ToArray();
+        for (int i = 1; i <= a.Length; i++)
+        {
+            int diagonal = row[0];
+            row[0] = i;
+            for (int j = 1; j <= b.Length; j++)
+            {
+                int above = row[j];
+                row[j] = Math.Min(Math.Min(row[j] + 1, row[j - 1] + 1), diagonal + (a[i - 1] == b[j - 1] ? 0 : 1));
+                diagonal = above;
+            }
+        }
+        return row[b.Length];
     }
 
     /// <summary><see cref="FromJson"/> of a file.</summary>

@@ -63,6 +63,62 @@ public class TrainCommandTests : IDisposable
     }
 
     [Fact]
+    public void APreviousRunsFolderIsKeptUnlessForcedAndAResumeMustMatchItsRun()
+    {
+        SafeTensors.Save(P("a.safetensors"), new Dictionary<string, Tensor> { ["activations"] = randn(600, 8) });
+        string[] Train(string arch, params string[] more) =>
+            ["train", "--activations", P("a.safetensors"), "--arch", arch, "--dict-size", "16", "--batch-size", "32", "--checkpoint-every", "5",
+             "--out", P("run"), "--eval-rows", "50", .. more];
+        Ok(CliRunner.Run(Train("topk", "--k", "2", "--steps", "20")));
+        var cfg = File.ReadAllText(P("run", "cfg.json"));
+        var log = File.ReadAllText(P("run", "train_log.jsonl"));
+
+        // A new run into the folder is refused before anything is written.
+        var r = CliRunner.Run(Train("relu", "--steps", "10"));
+        Assert.Equal(1, r.Exit);
+        Assert.Contains("previous training run", r.Err);
+        Assert.Contains("--force", r.Err);
+        Assert.Equal(cfg, File.ReadAllText(P("run", "cfg.json")));
+        Assert.Equal(log, File.ReadAllText(P("run", "train_log.jsonl")));
+
+        // A resume whose flags differ from the checkpoint's run names each difference.
+        r = CliRunner.Run(Train("relu", "--steps", "40", "--resume"));
+        Assert.Equal(1, r.Exit);
+        Assert.Contains("--arch relu (the checkpoint's run: topk)", r.Err);
+        Assert.Contains("--steps 40 (the checkpoint's run: 20)", r.Err);
+        Assert.Equal(cfg, File.ReadAllText(P("run", "cfg.json")));
+
+        // --force replaces the run, and its checkpoints are the new run's only: a later resume continues relu.
+        Ok(CliRunner.Run(Train("relu", "--steps", "10", "--force")));
+        Assert.Equal("standard", JsonNode.Parse(File.ReadAllText(P("run", "cfg.json")))!["architecture"]!.GetValue<string>());
+        foreach (var step in Directory.GetDirectories(P("run", "checkpoints")))
+        {
+            using var state = SaeSharp.Training.TrainerCheckpoint.Load(step);
+            Assert.Equal(["relu"], state.Saes.Select(e => e.Name));
+            Assert.True(state.Step <= 10, step);
+        }
+        r = CliRunner.Run(Train("relu", "--steps", "10", "--resume"));
+        Ok(r);
+        Assert.Contains("relu: wrote", r.Out);
+        Assert.Equal("standard", JsonNode.Parse(File.ReadAllText(P("run", "cfg.json")))!["architecture"]!.GetValue<string>());
+    }
+
+    [Fact]
+    public void ALearningRateOrCoefficientThatIsNotFiniteIsRefusedBeforeTheOutputFolderIsMade()
+    {
+        SafeTensors.Save(P("a.safetensors"), new Dictionary<string, Tensor> { ["activations"] = randn(300, 8) });
+        foreach (var (flag, value) in new[] { ("--lr", "nan"), ("--lr", "-1"), ("--l1", "nan"), ("--l1", "-1") })
+        {
+            var r = CliRunner.Run("train", "--activations", P("a.safetensors"), "--arch", "relu", "--dict-size", "16", "--steps", "3",
+                "--batch-size", "32", "--out", P("bad"), "--eval-rows", "30", flag, value);
+            Assert.Equal(1, r.Exit);
+            Assert.Contains($"{flag} ", r.Err);
+            Assert.DoesNotContain("JSON", r.Err);
+            Assert.False(Directory.Exists(P("bad")), $"{flag} {value}");
+        }
+    }
+
+    [Fact]
     public void WrongWidthAndMissingFileAreOneLineErrors()
     {
         SafeTensors.Save(P("a.safetensors"), new Dictionary<string, Tensor> { ["activations"] = randn(100, 8) });

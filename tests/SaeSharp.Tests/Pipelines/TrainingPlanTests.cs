@@ -40,6 +40,31 @@ public class TrainingPlanTests : IDisposable
     }
 
     [Fact]
+    public void SaeLensRunLengthNamesSetTheStepsAndAMisspeltFieldIsAnError()
+    {
+        // SAELens: total_training_steps = training_tokens // train_batch_size_tokens.
+        var s = TrainingSettings.FromJson("""{"architecture": "topk", "k": 4, "training_tokens": 5120, "train_batch_size_tokens": 256}""");
+        Assert.Equal(256, s.BatchSize);
+        Assert.Equal(20, s.RunSteps);
+        s.Steps = 7;   // a flag overrides the file's budget
+        Assert.Equal(7, s.RunSteps);
+        Assert.Equal(33, TrainingSettings.FromJson("""{"total_training_steps": 33}""").RunSteps);
+        Assert.Equal(1000 / 100, TrainingSettings.FromJson("""{"training_tokens": 1000, "batch_size": 100}""").RunSteps);
+        Assert.Null(new TrainingSettings().RunSteps);
+
+        var e = Assert.Throws<SaeSharpException>(() => TrainingSettings.FromJson("""{"l1_coeficient": 3, "k": 2}""", "run.json"));
+        Assert.Contains("run.json", e.Message);
+        Assert.Contains("'l1_coeficient' (did you mean 'l1_coefficient'?)", e.Message);
+        e = Assert.Throws<SaeSharpException>(() => TrainingSettings.FromJson("""{"wandb_project": "x"}"""));
+        Assert.Contains("'wandb_project'", e.Message);
+        Assert.DoesNotContain("did you mean", e.Message);
+        e = Assert.Throws<SaeSharpException>(() => TrainingSettings.FromJson("""{"batch_size": 128, "train_batch_size_tokens": 256}"""));
+        Assert.Contains("differ", e.Message);
+        Assert.Equal(128, TrainingSettings.FromJson("""{"batch_size": 128, "train_batch_size_tokens": 128}""").BatchSize);
+        Assert.Throws<SaeSharpException>(() => TrainingSettings.FromJson("""{"steps": 10, "training_tokens": 5120}"""));
+    }
+
+    [Fact]
     public void RunsNormaliseUnlessTheConfigNamesANormalisation()
     {
         Assert.Equal("expected_average_only_in", new TrainingSettings().Trainer.NormalizeActivations);

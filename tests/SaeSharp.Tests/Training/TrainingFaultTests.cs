@@ -178,10 +178,10 @@ public class TrainingFaultTests : IDisposable
         var files = new[] { "cfg.json", "sae_weights.safetensors", "sparsity.safetensors", "metrics.json" };
         var before = files.ToDictionary(f => f, f => File.ReadAllBytes(Path.Combine(run, f)));
 
-        // The disk fills while sparsity.safetensors is written: after sae_weights.safetensors, before cfg.json.
+        // A forced second run; the disk fills while sparsity.safetensors is written: after sae_weights.safetensors, before cfg.json.
         AtomicFile.StreamWrapper.Value = (path, s) => path.EndsWith("sparsity.safetensors", StringComparison.Ordinal) ? new FullDisk() : s;
         (int Exit, string Out, string Err) r;
-        try { r = CliRunner.Run(TrainArgs("topk", acts, run, 20, 10, "--seed", "5")); }
+        try { r = CliRunner.Run(TrainArgs("topk", acts, run, 20, 10, "--seed", "5", "--force")); }
         finally { AtomicFile.StreamWrapper.Value = null; }
 
         Assert.Equal(1, r.Exit);
