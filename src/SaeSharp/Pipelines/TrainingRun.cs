@@ -75,7 +75,23 @@ public static class TrainingRun
                                             "replace it with --force, or choose another --out");
             if (Directory.Exists(checkpoints)) Directory.Delete(checkpoints, recursive: true);
         }
+        bool created = !Directory.Exists(o.OutDir);
         Directory.CreateDirectory(o.OutDir);
+        try
+        {
+            return Train(o, checkpoints, progress, cancellationToken);
+        }
+        catch
+        {
+            // A run that failed before writing anything (bad data, bad settings) leaves no folder it made itself.
+            if (created && Directory.EnumerateFiles(o.OutDir, "*", SearchOption.AllDirectories).All(f => new FileInfo(f).Length == 0))
+                Directory.Delete(o.OutDir, recursive: true);
+            throw;
+        }
+    }
+
+    private static TrainingRunResult Train(TrainingRunOptions o, string checkpoints, IProgress<TrainingProgress>? progress, CancellationToken cancellationToken)
+    {
         SaeTrainer trainer;
         if (o.Resume)
         {
@@ -137,7 +153,8 @@ public static class TrainingRun
     }
 
     /// <summary>What a training run writes that <paramref name="dir"/> already holds (paths relative to it): checkpoints,
-    /// the log, an SAE's cfg.json or weights, or a sub-folder's cfg.json (a run of several SAEs).</summary>
+    /// the log, an SAE's cfg.json or weights (empty files not counted), or a sub-folder's cfg.json (a run of several
+    /// SAEs).</summary>
     public static List<string> PreviousRunFiles(string dir)
     {
         var found = new List<string>();
@@ -145,7 +162,7 @@ public static class TrainingRun
         var checkpoints = Path.Combine(dir, CheckpointFolder);
         if (Directory.Exists(checkpoints) && Directory.EnumerateFileSystemEntries(checkpoints).Any()) found.Add(CheckpointFolder + "/");
         foreach (var file in new[] { TrainLog.FileName, SaeLensFormat.CfgFile, SaeLensFormat.WeightsFile })
-            if (File.Exists(Path.Combine(dir, file))) found.Add(file);
+            if (new FileInfo(Path.Combine(dir, file)) is { Exists: true, Length: > 0 }) found.Add(file);
         foreach (var sub in Directory.EnumerateDirectories(dir).Order(StringComparer.Ordinal))
             if (File.Exists(Path.Combine(sub, SaeLensFormat.CfgFile))) found.Add($"{Path.GetFileName(sub)}/{SaeLensFormat.CfgFile}");
         return found;

@@ -104,6 +104,30 @@ public class TrainCommandTests : IDisposable
     }
 
     [Fact]
+    public void ARunThatFailsBeforeWritingAnythingLeavesNoFolderAndDoesNotBlockTheNextRun()
+    {
+        var rows = randn(600, 8);
+        rows[17, 3] = float.NaN;
+        SafeTensors.Save(P("nan.safetensors"), new Dictionary<string, Tensor> { ["activations"] = rows });
+        var r = CliRunner.Run("train", "--activations", P("nan.safetensors"), "--arch", "relu", "--dict-size", "16", "--steps", "5",
+            "--batch-size", "32", "--out", P("run"), "--eval-rows", "50");
+        Assert.Equal(1, r.Exit);
+        Assert.Contains("NaN", r.Err);
+        Assert.False(Directory.Exists(P("run")));
+        // A folder the user made is left in place, and a failed run's empty log does not count as a previous run.
+        Directory.CreateDirectory(P("mine"));
+        File.WriteAllText(P("mine", "notes.txt"), "keep");
+        r = CliRunner.Run("train", "--activations", P("nan.safetensors"), "--arch", "relu", "--dict-size", "16", "--steps", "5",
+            "--batch-size", "32", "--out", P("mine"), "--eval-rows", "50");
+        Assert.Equal(1, r.Exit);
+        Assert.Equal("keep", File.ReadAllText(P("mine", "notes.txt")));
+        rows[17, 3] = 0f;
+        SafeTensors.Save(P("ok.safetensors"), new Dictionary<string, Tensor> { ["activations"] = rows });
+        Ok(CliRunner.Run("train", "--activations", P("ok.safetensors"), "--arch", "relu", "--dict-size", "16", "--steps", "5",
+            "--batch-size", "32", "--out", P("mine"), "--eval-rows", "50"));
+    }
+
+    [Fact]
     public void ALearningRateOrCoefficientThatIsNotFiniteIsRefusedBeforeTheOutputFolderIsMade()
     {
         SafeTensors.Save(P("a.safetensors"), new Dictionary<string, Tensor> { ["activations"] = randn(300, 8) });
