@@ -107,7 +107,7 @@ internal sealed class SafeTensorsRowFile : ActivationRowFile
             else if (_file.Contains(DefaultInputName)) input = DefaultInputName;
             else if (_file.Names.Count == 1 && targetName is null) input = _file.Names[0];
             else
-                throw new SaeSharpException($"{path}: cannot tell which tensor holds the activations: no tensor named '{DefaultInputName}' (has: {string.Join(", ", _file.Names)}); name it explicitly");
+                throw new SaeSharpException($"{path}: cannot tell which tensor holds the activations: no tensor named '{DefaultInputName}' (has: {string.Join(", ", _file.Names)}); save it as '{DefaultInputName}' (from C#: ActivationFileSourceOptions.InputName names it)");
             InputName = input;
             var inInfo = CheckMatrix(_file.Info(input));
             Rows = inInfo.Shape[0];

@@ -40,6 +40,11 @@ public sealed class TrainingPlan : IDisposable
             if (s.L1Coefficient is double l1 && !(l1 >= 0 && double.IsFinite(l1)))
                 throw new SaeSharpException($"--l1 {l1}: expected a non-negative, finite sparsity coefficient");
             int dIn = train.DIn, dOut = train.DOut, dSae = s.DSaeFor(dIn);
+            if (s.DSae is int asked && s.ExpansionFactor is int factor && asked != factor * dIn)
+                throw new SaeSharpException($"--dict-size {asked} and --expansion {factor} disagree at d_in {dIn} ({factor} × {dIn} = {factor * dIn}): give one");
+            if (s.K is int k && recipes.All(SaeRecipes.HasSparsityCoefficient))
+                throw new SaeSharpException($"--k {k} applies to topk, batchtopk and matryoshka; {string.Join(", ", recipes)} set{(recipes.Count == 1 ? "s" : "")} " +
+                                            "its sparsity with --l1 or --target-l0");
             trainer.TotalTrainingSteps = steps;
             trainer.TrainBatchSizeTokens = s.BatchSize;
             trainer.Seed = s.Seed;

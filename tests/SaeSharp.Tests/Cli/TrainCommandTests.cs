@@ -143,6 +143,23 @@ public class TrainCommandTests : IDisposable
     }
 
     [Fact]
+    public void FlagsThatTheRunWouldIgnoreOrThatContradictEachOtherAreErrors()
+    {
+        SafeTensors.Save(P("a.safetensors"), new Dictionary<string, Tensor> { ["activations"] = randn(300, 8) });
+        (int Exit, string Out, string Err) Train(params string[] more) => CliRunner.Run(
+            ["train", "--activations", P("a.safetensors"), "--steps", "3", "--batch-size", "32", "--out", P("run"), "--eval-rows", "30", .. more]);
+        var r = Train("--arch", "relu", "--k", "4");
+        Assert.Equal(1, r.Exit);
+        Assert.Contains("--k 4 applies to topk", r.Err);
+        r = Train("--arch", "topk", "--k", "2", "--dict-size", "24", "--expansion", "4");
+        Assert.Equal(1, r.Exit);
+        Assert.Contains("--dict-size 24 and --expansion 4 disagree at d_in 8 (4 × 8 = 32)", r.Err);
+        Assert.False(Directory.Exists(P("run")));
+        // --k beside a k-sparse recipe, and agreeing sizes, are fine.
+        Ok(Train("--arch", "relu,topk", "--k", "2", "--dict-size", "32", "--expansion", "4"));
+    }
+
+    [Fact]
     public void WrongWidthAndMissingFileAreOneLineErrors()
     {
         SafeTensors.Save(P("a.safetensors"), new Dictionary<string, Tensor> { ["activations"] = randn(100, 8) });
