@@ -44,7 +44,9 @@ internal static class SaeCommands
             sae, activations, groundTruth, json, histogram, maxRows, arch,
         };
         var data = new ModelDataOptionsCli();
-        data.AddTo(command);
+        data.Hook.Description = "With --model: the hook to evaluate at, for an SAE whose cfg has no hook_name (default: each SAE's cfg hook_name, "
+            + "which a different hook may not override)";
+        data.AddTo(command, harvestModes: false);
         Cli.SetAction(command, parse =>
         {
             var saes = parse.GetValue(sae)!;
@@ -80,7 +82,7 @@ internal static class SaeCommands
     {
         var options = data.Read(parse, hookRequired: false);
         if (options.Tokens is null) options = options with { Tokens = 16384 };
-        var results = CliProgress.Run("eval", progress => ModelPipeline.Evaluate(saes, options, saeOptions: saeOptions, progress: progress));
+        var results = CliProgress.Run("eval", progress => ModelPipeline.Evaluate(saes, options, saeOptions: saeOptions, progress: progress, hook: parse.GetValue(data.Hook)));
         var all = new System.Text.Json.Nodes.JsonArray();
         for (int i = 0; i < results.Count; i++)
         {
