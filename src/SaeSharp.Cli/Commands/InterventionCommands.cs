@@ -27,7 +27,7 @@ internal static class InterventionCommands
         public readonly Option<string[]> Ablate = new("--ablate") { Description = "F1,F2,… ablates these features (repeatable)" };
         public readonly Option<string> AblateMode = new("--ablate-mode") { Description = "zero, or mean (the feature's mean over the input's tokens)", DefaultValueFactory = _ => "zero" };
         public readonly Option<string?> Positions = new("--positions") { Description = "Comma-separated token positions that --steer applies at (default: every position)" };
-        public readonly Option<int> SaeIndex = new("--sae-index") { Description = "Which --sae (0-based) the interventions apply to", DefaultValueFactory = _ => 0 };
+        public readonly Option<int> SaeIndex = new Option<int>("--sae-index") { Description = "Which --sae (0-based) the interventions apply to", DefaultValueFactory = _ => 0 };
 
         public void AddTo(Command c)
         {
@@ -51,7 +51,7 @@ internal static class InterventionCommands
             if (index < 0 || index >= owned.Count) throw new SaeSharpException($"--sae-index {index}: give 0..{owned.Count - 1} (there are {owned.Count} --sae)");
             var target = owned[index];
             var edits = new List<Intervention>();
-            var positions = ParsePositions(p.GetValue(Positions));
+            var positions = ParsePositions(p.GetValue(Positions), tokens.shape[1], $"the input has {tokens.shape[1]} tokens");
             foreach (var s in p.GetValue(Steer) ?? []) { var (f, v) = FeatureValue(s, "--steer", "F:S"); edits.Add(new Steering(target, f, v) { Positions = positions }); }
             foreach (var s in p.GetValue(Clamp) ?? []) { var (f, v) = FeatureValue(s, "--clamp", "F:V"); edits.Add(new Clamp(target, f, v)); }
             var ablated = (p.GetValue(Ablate) ?? []).SelectMany(a => FeatureList(a, "--ablate")).ToList();
@@ -140,10 +140,15 @@ internal static class InterventionCommands
             using var s = LoadSae(parse.GetValue(sae)!);
             int r = parse.GetValue(runs);
             if (r <= 0) throw new SaeSharpException($"--runs must be positive, got {r}");
-            var steering = new Steering(s, parse.GetValue(feature), parse.GetValue(scale), parse.GetValue(hook)) { Positions = ParsePositions(parse.GetValue(positionsOption)) };
             using var tokens = PromptTokens(tok, parse.GetValue(prompt)!, !parse.GetValue(noBos));
+            long steps = tokens.shape[1] + parse.GetValue(maxNew);
+            var steering = new Steering(s, parse.GetValue(feature), parse.GetValue(scale), parse.GetValue(hook))
+            {
+                Positions = ParsePositions(parse.GetValue(positionsOption), steps, $"the prompt ({tokens.shape[1]} tokens) and its continuation have {steps} tokens"),
+            };
+            string at = m.CheckSaeFits(s, steering.Hook);
             var hooked = new HookedSaeTransformer(m);
-            var table = new Table().Title($"feature {steering.Feature} × {steering.Scale.ToString(CultureInfo.InvariantCulture)} at {Markup.Escape(m.HookPoints.Resolve(steering.Hook))}")
+            var table = new Table().Title($"feature {steering.Feature} × {steering.Scale.ToString(CultureInfo.InvariantCulture)} at {Markup.Escape(at)}")
                 .AddColumn("seed").AddColumn("unsteered").AddColumn("steered");
             long promptLen = tokens.shape[1];
             for (int i = 0; i < r; i++)
@@ -181,6 +186,16 @@ internal static class InterventionCommands
         var (v, i) = l.topk((int)Math.Min(n, l.shape[0]));
         var vals = v.data<float>().ToArray();
         return i.data<long>().Select((t, k) => (t, (double)vals[k])).ToList();
+    }
+
+    /// <summary>The id of <paramref name="text"/> when the tokenizer makes exactly one token of it, and not the unknown
+    /// token (unless the text is that token); otherwise an error naming <paramref name="option"/> and what the text tokenizes to.</summary>
+    internal static int SingleToken(ITextTokenizer tok, string text, string option)
+    {
+        var ids = tok.Encode(text, parseSpecialTokens: true);
+        if (ids.Length == 1 && (ids[0] != tok.UnkTokenId || tok.IdToToken(ids[0]) == text.Trim())) return ids[0];
+        string pieces = string.Join(", ", ids.Select(i => $"{i} {Quote(tok.Decode([i]))}" + (i == tok.UnkTokenId ? " (unknown)" : "")));
+        throw new SaeSharpException($"{option}: '{text}' is not a single token of this tokenizer: it tokenizes to [{pieces}] (give a single-token string or a token id)");
     }
 
     private static string Quote(string s) => "\"" + s.Replace("\n", "\\n") + "\"";
@@ -319,11 +334,7 @@ internal static class InterventionCommands
             else if (parse.GetValue(input) is string inPath) tokens = ReadTokens(inPath);
             else throw new SaeSharpException("give --prompt or --input");
             using var _t = tokens;
-            var spec = AttributionMetric.Parse(parse.GetValue(metric)!, tok is null ? null : s =>
-            {
-                var ids = tok.Encode(s, parseSpecialTokens: true);
-                return ids.Length == 1 ? ids[0] : throw new SaeSharpException($"--metric: '{s}' is {ids.Length} tokens, not one (give a token id)");
-            });
+            var spec = AttributionMetric.Parse(parse.GetValue(metric)!, tok is null ? null : s => SingleToken(tok, s, "--metric"));
             var saes = new List<Sae>();
             try
             {
@@ -397,8 +408,9 @@ internal static class InterventionCommands
         return tokens;
     }
 
-    /// <summary>"0,3,5" as positions; null (every position) when not given.</summary>
-    private static long[]? ParsePositions(string? text)
+    /// <summary>"0,3,5" as positions below <paramref name="length"/> (<paramref name="what"/> says what has that many
+    /// tokens); null (every position) when not given.</summary>
+    private static long[]? ParsePositions(string? text, long length, string what)
     {
         if (string.IsNullOrWhiteSpace(text)) return null;
         var positions = new List<long>();
@@ -406,6 +418,7 @@ internal static class InterventionCommands
         {
             if (!long.TryParse(part, NumberStyles.None, CultureInfo.InvariantCulture, out long q))
                 throw new SaeSharpException($"--positions '{text}': expected comma-separated non-negative integers");
+            if (q >= length) throw new SaeSharpException($"--positions {q}: {what}, so positions run 0..{length - 1}");
             positions.Add(q);
         }
         return positions.ToArray();

@@ -129,6 +129,9 @@ internal static class ModelCommands
                 int[] ids;
                 try { ids = JsonSerializer.Deserialize<int[]>(input) ?? []; }
                 catch (JsonException) { throw new SaeSharpException("--decode expects a JSON array of token ids, e.g. [464, 3290]"); }
+                foreach (int id in ids)
+                    if (tok.IdToToken(id) is null)
+                        throw new SaeSharpException($"--decode: id {id} is not in the vocabulary (vocabulary size {tok.VocabSize}: ids 0..{tok.VocabSize - 1})");
                 Console.WriteLine(tok.Decode(ids));
             }
             else Console.WriteLine(JsonSerializer.Serialize(tok.Encode(input)));
