@@ -27,7 +27,7 @@ internal static class InterventionCommands
         public readonly Option<string[]> Ablate = new("--ablate") { Description = "F1,F2,… ablates these features (repeatable)" };
         public readonly Option<string> AblateMode = new("--ablate-mode") { Description = "zero, or mean (the feature's mean over the input's tokens)", DefaultValueFactory = _ => "zero" };
         public readonly Option<string?> Positions = new("--positions") { Description = "Comma-separated token positions that --steer applies at (default: every position)" };
-        public readonly Option<int> SaeIndex = new Option<int>("--sae-index") { Description = "Which --sae (0-based) the interventions apply to", DefaultValueFactory = _ => 0 };
+        public readonly Option<int> SaeIndex = new Option<int>("--sae-index") { Description = "Which --sae (0-based) the interventions apply to", DefaultValueFactory = _ => 0 }.NonNegative();
 
         public void AddTo(Command c)
         {
@@ -120,11 +120,11 @@ internal static class InterventionCommands
         var feature = new Option<int>("--feature") { Description = "Feature index", Required = true };
         var scale = new Option<double>("--scale") { Description = "Steering coefficient S (adds S·W_dec[F] at every position)", Required = true };
         var prompt = new Option<string>("--prompt") { Description = "Prompt text", Required = true };
-        var maxNew = new Option<int>("--max-new-tokens") { Description = "Tokens to generate", DefaultValueFactory = _ => 32 };
+        var maxNew = new Option<int>("--max-new-tokens") { Description = "Tokens to generate", DefaultValueFactory = _ => 32 }.NonNegative();
         var temperature = new Option<double>("--temperature") { Description = "Sampling temperature (0 = greedy)", DefaultValueFactory = _ => 1.0 };
         var topP = new Option<double?>("--top-p") { Description = "Nucleus sampling mass" };
         var seed = new Option<ulong>("--seed") { Description = "Seed of the first run (run r uses seed + r, steered and unsteered alike)", DefaultValueFactory = _ => 0 };
-        var runs = new Option<int>("--runs") { Description = "Continuations of each kind", DefaultValueFactory = _ => 3 };
+        var runs = new Option<int>("--runs") { Description = "Continuations of each kind", DefaultValueFactory = _ => 3 }.Positive();
         var hook = new Option<string?>("--hook") { Description = "Hook to steer at (default: the SAE's hook_name)" };
         var positionsOption = new Option<string?>("--positions") { Description = "Comma-separated token positions to steer at (default: every position, generated ones included)" };
         var noBos = NoBosOption();
@@ -139,7 +139,6 @@ internal static class InterventionCommands
             var tok = Tokenizer.FromFolder(folder);
             using var s = LoadSae(parse.GetValue(sae)!);
             int r = parse.GetValue(runs);
-            if (r <= 0) throw new SaeSharpException($"--runs must be positive, got {r}");
             using var tokens = PromptTokens(tok, parse.GetValue(prompt)!, !parse.GetValue(noBos));
             long steps = tokens.shape[1] + parse.GetValue(maxNew);
             var steering = new Steering(s, parse.GetValue(feature), parse.GetValue(scale), parse.GetValue(hook))
@@ -207,11 +206,11 @@ internal static class InterventionCommands
         var features = new Option<string>("--features") { Description = "Features to ablate, e.g. 3,17,250", Required = true };
         var prompt = new Option<string?>("--prompt") { Description = "Prompt text" };
         var dataset = new Option<string?>("--dataset") { Description = ".txt, .jsonl, .parquet (or a folder of them), or a hub dataset hf:ORG/NAME[:SPLIT]" };
-        var tokensOpt = new Option<long>("--tokens") { Description = "Token budget over --dataset", DefaultValueFactory = _ => 4096 };
-        var contextSize = new Option<int>("--context-size") { Description = "Tokens per window over --dataset", DefaultValueFactory = _ => 128 };
+        var tokensOpt = new Option<long>("--tokens") { Description = "Token budget over --dataset", DefaultValueFactory = _ => 4096 }.Positive();
+        var contextSize = new Option<int>("--context-size") { Description = "Tokens per window over --dataset", DefaultValueFactory = _ => 128 }.Positive();
         var mode = new Option<string>("--mode") { Description = "zero, or mean (each feature's mean over the same tokens)", DefaultValueFactory = _ => "zero" };
         var hook = new Option<string?>("--hook") { Description = "Hook of the SAE (default: its hook_name)" };
-        var top = new Option<int>("--top") { Description = "Most-changed predictions shown", DefaultValueFactory = _ => 10 };
+        var top = new Option<int>("--top") { Description = "Most-changed predictions shown", DefaultValueFactory = _ => 10 }.Positive();
         var noBos = NoBosOption();
         var command = new Command("ablate", "Ablate features (SAE spliced with its error term): change in next-token loss and KL per position and overall")
         {
@@ -312,11 +311,11 @@ internal static class InterventionCommands
         var prompt = new Option<string?>("--prompt") { Description = "Prompt text" };
         var input = new Option<string?>("--input") { Description = "safetensors file holding an int64 tensor 'tokens' [batch, seq]" };
         var metric = new Option<string>("--metric") { Description = "logit-diff:A,B | logit:A | loss (A, B: token ids or single-token strings)", Required = true };
-        var top = new Option<int>("--top") { Description = "Rows shown (largest |attribution|)", DefaultValueFactory = _ => 20 };
+        var top = new Option<int>("--top") { Description = "Rows shown (largest |attribution|)", DefaultValueFactory = _ => 20 }.Positive();
         var output = new Option<string?>("--out") { Description = "Write attribution, error_attribution and metric to this safetensors file" };
         var json = new Option<string?>("--json") { Description = "Write the top rows and error attributions as JSON" };
         var html = new Option<string?>("--html") { Description = "Write the prompt with each top feature's attribution per token as HTML" };
-        var ig = new Option<int>("--ig-steps") { Description = "Integrated-gradient steps (0: attribution patching)", DefaultValueFactory = _ => 0 };
+        var ig = new Option<int>("--ig-steps") { Description = "Integrated-gradient steps (0: attribution patching)", DefaultValueFactory = _ => 0 }.NonNegative();
         var noBos = NoBosOption();
         var command = new Command("attribute", "Attribution patching of a metric to SAE features: f·∂m/∂f per token and feature, and each error node's share")
         {

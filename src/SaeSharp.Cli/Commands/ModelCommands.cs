@@ -82,9 +82,9 @@ internal static class ModelCommands
     {
         var model = ModelOption();
         var prompt = new Option<string>("--prompt") { Description = "Prompt text", Required = true };
-        var maxNew = new Option<int>("--max-new-tokens") { Description = "Tokens to generate", DefaultValueFactory = _ => 32 };
+        var maxNew = new Option<int>("--max-new-tokens") { Description = "Tokens to generate", DefaultValueFactory = _ => 32 }.NonNegative();
         var temperature = new Option<double>("--temperature") { Description = "0 = greedy", DefaultValueFactory = _ => 0.0 };
-        var topK = new Option<int?>("--top-k") { Description = "Sample from the k most likely tokens" };
+        var topK = new Option<int?>("--top-k") { Description = "Sample from the k most likely tokens" }.Positive();
         var topP = new Option<double?>("--top-p") { Description = "Nucleus sampling mass" };
         var seed = new Option<ulong?>("--seed") { Description = "Sampling seed" };
         var dtype = ModelSource.DtypeOption();
