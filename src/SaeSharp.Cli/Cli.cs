@@ -1,5 +1,7 @@
 using System.CommandLine;
+using System.CommandLine.Parsing;
 using System.Globalization;
+using System.Numerics;
 using SaeSharp.Cli.Commands;
 using Spectre.Console;
 
@@ -75,6 +77,33 @@ internal static class Cli
         var inner = e is not SaeSharpException && e.InnerException is SaeSharpException s ? s : e;
         Console.Error.WriteLine($"error: {inner.Message}");
         if (parse.GetValue(Verbose)) Console.Error.WriteLine(e.ToString());
+    }
+
+    /// <summary>Refuses zero and negative values of <paramref name="option"/> when the command line is parsed, before the
+    /// command runs: <c>--batch-size 0: expected a positive number</c>.</summary>
+    public static Option<T> Positive<T>(this Option<T> option) where T : struct, INumber<T> =>
+        Check(option, v => v is T x && x <= T.Zero, "a positive number");
+
+    /// <inheritdoc cref="Positive{T}(Option{T})"/>
+    public static Option<T?> Positive<T>(this Option<T?> option) where T : struct, INumber<T> =>
+        Check(option, v => v is T x && x <= T.Zero, "a positive number");
+
+    /// <summary>Refuses negative values of <paramref name="option"/> when the command line is parsed: <c>--ig-steps -1: expected 0 or more</c>.</summary>
+    public static Option<T> NonNegative<T>(this Option<T> option) where T : struct, INumber<T> =>
+        Check(option, v => v is T x && x < T.Zero, "0 or more");
+
+    private static Option<TValue> Check<TValue>(Option<TValue> option, Func<TValue?, bool> bad, string expected)
+    {
+        option.Validators.Add(result =>
+        {
+            if (result.Implicit || result.Tokens.Count == 0) return; // the default value
+            TValue? value;
+            try { value = result.GetValueOrDefault<TValue>(); }
+            catch (InvalidOperationException) { return; } // not a number: the parser reports it
+            if (bad(value))
+                result.AddError($"{option.Name} {string.Format(CultureInfo.InvariantCulture, "{0}", value)}: expected {expected}");
+        });
+        return option;
     }
 
     public static void WriteTable(string title, IEnumerable<(string Name, string Value)> rows)

@@ -11,7 +11,7 @@ internal static class CacheCommand
     {
         var data = new ModelDataOptionsCli();
         var output = new Option<string>("--out") { Description = "Cache folder (shard_NNNNN.safetensors + manifest.json); rerun to resume", Required = true };
-        var contextsPerShard = new Option<int>("--contexts-per-shard") { Description = "Context windows per shard", DefaultValueFactory = _ => 64 };
+        var contextsPerShard = new Option<int>("--contexts-per-shard") { Description = "Context windows per shard", DefaultValueFactory = _ => 64 }.Positive();
         var command = new Command("cache", "Harvest activations from text and write them as sharded safetensors with a manifest") { output, contextsPerShard };
         data.AddTo(command);
         Cli.SetAction(command, parse =>

@@ -27,7 +27,7 @@ internal static class InterventionCommands
         public readonly Option<string[]> Ablate = new("--ablate") { Description = "F1,F2,… ablates these features (repeatable)" };
         public readonly Option<string> AblateMode = new("--ablate-mode") { Description = "zero, or mean (the feature's mean over the input's tokens)", DefaultValueFactory = _ => "zero" };
         public readonly Option<string?> Positions = new("--positions") { Description = "Comma-separated token positions that --steer applies at (default: every position)" };
-        public readonly Option<int> SaeIndex = new("--sae-index") { Description = "Which --sae (0-based) the interventions apply to", DefaultValueFactory = _ => 0 };
+        public readonly Option<int> SaeIndex = new Option<int>("--sae-index") { Description = "Which --sae (0-based) the interventions apply to", DefaultValueFactory = _ => 0 }.NonNegative();
 
         public void AddTo(Command c)
         {
@@ -51,7 +51,7 @@ internal static class InterventionCommands
             if (index < 0 || index >= owned.Count) throw new SaeSharpException($"--sae-index {index}: give 0..{owned.Count - 1} (there are {owned.Count} --sae)");
             var target = owned[index];
             var edits = new List<Intervention>();
-            var positions = ParsePositions(p.GetValue(Positions));
+            var positions = ParsePositions(p.GetValue(Positions), tokens.shape[1], $"the input has {tokens.shape[1]} tokens");
             foreach (var s in p.GetValue(Steer) ?? []) { var (f, v) = FeatureValue(s, "--steer", "F:S"); edits.Add(new Steering(target, f, v) { Positions = positions }); }
             foreach (var s in p.GetValue(Clamp) ?? []) { var (f, v) = FeatureValue(s, "--clamp", "F:V"); edits.Add(new Clamp(target, f, v)); }
             var ablated = (p.GetValue(Ablate) ?? []).SelectMany(a => FeatureList(a, "--ablate")).ToList();
@@ -120,11 +120,11 @@ internal static class InterventionCommands
         var feature = new Option<int>("--feature") { Description = "Feature index", Required = true };
         var scale = new Option<double>("--scale") { Description = "Steering coefficient S (adds S·W_dec[F] at every position)", Required = true };
         var prompt = new Option<string>("--prompt") { Description = "Prompt text", Required = true };
-        var maxNew = new Option<int>("--max-new-tokens") { Description = "Tokens to generate", DefaultValueFactory = _ => 32 };
+        var maxNew = new Option<int>("--max-new-tokens") { Description = "Tokens to generate", DefaultValueFactory = _ => 32 }.NonNegative();
         var temperature = new Option<double>("--temperature") { Description = "Sampling temperature (0 = greedy)", DefaultValueFactory = _ => 1.0 };
         var topP = new Option<double?>("--top-p") { Description = "Nucleus sampling mass" };
         var seed = new Option<ulong>("--seed") { Description = "Seed of the first run (run r uses seed + r, steered and unsteered alike)", DefaultValueFactory = _ => 0 };
-        var runs = new Option<int>("--runs") { Description = "Continuations of each kind", DefaultValueFactory = _ => 3 };
+        var runs = new Option<int>("--runs") { Description = "Continuations of each kind", DefaultValueFactory = _ => 3 }.Positive();
         var hook = new Option<string?>("--hook") { Description = "Hook to steer at (default: the SAE's hook_name)" };
         var positionsOption = new Option<string?>("--positions") { Description = "Comma-separated token positions to steer at (default: every position, generated ones included)" };
         var noBos = NoBosOption();
@@ -139,11 +139,15 @@ internal static class InterventionCommands
             var tok = Tokenizer.FromFolder(folder);
             using var s = LoadSae(parse.GetValue(sae)!);
             int r = parse.GetValue(runs);
-            if (r <= 0) throw new SaeSharpException($"--runs must be positive, got {r}");
-            var steering = new Steering(s, parse.GetValue(feature), parse.GetValue(scale), parse.GetValue(hook)) { Positions = ParsePositions(parse.GetValue(positionsOption)) };
             using var tokens = PromptTokens(tok, parse.GetValue(prompt)!, !parse.GetValue(noBos));
+            long steps = tokens.shape[1] + parse.GetValue(maxNew);
+            var steering = new Steering(s, parse.GetValue(feature), parse.GetValue(scale), parse.GetValue(hook))
+            {
+                Positions = ParsePositions(parse.GetValue(positionsOption), steps, $"the prompt ({tokens.shape[1]} tokens) and its continuation have {steps} tokens"),
+            };
+            string at = m.CheckSaeFits(s, steering.Hook);
             var hooked = new HookedSaeTransformer(m);
-            var table = new Table().Title($"feature {steering.Feature} × {steering.Scale.ToString(CultureInfo.InvariantCulture)} at {Markup.Escape(m.HookPoints.Resolve(steering.Hook))}")
+            var table = new Table().Title($"feature {steering.Feature} × {steering.Scale.ToString(CultureInfo.InvariantCulture)} at {Markup.Escape(at)}")
                 .AddColumn("seed").AddColumn("unsteered").AddColumn("steered");
             long promptLen = tokens.shape[1];
             for (int i = 0; i < r; i++)
@@ -183,6 +187,16 @@ internal static class InterventionCommands
         return i.data<long>().Select((t, k) => (t, (double)vals[k])).ToList();
     }
 
+    /// <summary>The id of <paramref name="text"/> when the tokenizer makes exactly one token of it, and not the unknown
+    /// token (unless the text is that token); otherwise an error naming <paramref name="option"/> and what the text tokenizes to.</summary>
+    internal static int SingleToken(ITextTokenizer tok, string text, string option)
+    {
+        var ids = tok.Encode(text, parseSpecialTokens: true);
+        if (ids.Length == 1 && (ids[0] != tok.UnkTokenId || tok.IdToToken(ids[0]) == text.Trim())) return ids[0];
+        string pieces = string.Join(", ", ids.Select(i => $"{i} {Quote(tok.Decode([i]))}" + (i == tok.UnkTokenId ? " (unknown)" : "")));
+        throw new SaeSharpException($"{option}: '{text}' is not a single token of this tokenizer: it tokenizes to [{pieces}] (give a single-token string or a token id)");
+    }
+
     private static string Quote(string s) => "\"" + s.Replace("\n", "\\n") + "\"";
 
     public static Command Ablate()
@@ -192,11 +206,11 @@ internal static class InterventionCommands
         var features = new Option<string>("--features") { Description = "Features to ablate, e.g. 3,17,250", Required = true };
         var prompt = new Option<string?>("--prompt") { Description = "Prompt text" };
         var dataset = new Option<string?>("--dataset") { Description = ".txt, .jsonl, .parquet (or a folder of them), or a hub dataset hf:ORG/NAME[:SPLIT]" };
-        var tokensOpt = new Option<long>("--tokens") { Description = "Token budget over --dataset", DefaultValueFactory = _ => 4096 };
-        var contextSize = new Option<int>("--context-size") { Description = "Tokens per window over --dataset", DefaultValueFactory = _ => 128 };
+        var tokensOpt = new Option<long>("--tokens") { Description = "Token budget over --dataset", DefaultValueFactory = _ => 4096 }.Positive();
+        var contextSize = new Option<int>("--context-size") { Description = "Tokens per window over --dataset", DefaultValueFactory = _ => 128 }.Positive();
         var mode = new Option<string>("--mode") { Description = "zero, or mean (each feature's mean over the same tokens)", DefaultValueFactory = _ => "zero" };
         var hook = new Option<string?>("--hook") { Description = "Hook of the SAE (default: its hook_name)" };
-        var top = new Option<int>("--top") { Description = "Most-changed predictions shown", DefaultValueFactory = _ => 10 };
+        var top = new Option<int>("--top") { Description = "Most-changed predictions shown", DefaultValueFactory = _ => 10 }.Positive();
         var noBos = NoBosOption();
         var command = new Command("ablate", "Ablate features (SAE spliced with its error term): change in next-token loss and KL per position and overall")
         {
@@ -297,11 +311,11 @@ internal static class InterventionCommands
         var prompt = new Option<string?>("--prompt") { Description = "Prompt text" };
         var input = new Option<string?>("--input") { Description = "safetensors file holding an int64 tensor 'tokens' [batch, seq]" };
         var metric = new Option<string>("--metric") { Description = "logit-diff:A,B | logit:A | loss (A, B: token ids or single-token strings)", Required = true };
-        var top = new Option<int>("--top") { Description = "Rows shown (largest |attribution|)", DefaultValueFactory = _ => 20 };
+        var top = new Option<int>("--top") { Description = "Rows shown (largest |attribution|)", DefaultValueFactory = _ => 20 }.Positive();
         var output = new Option<string?>("--out") { Description = "Write attribution, error_attribution and metric to this safetensors file" };
         var json = new Option<string?>("--json") { Description = "Write the top rows and error attributions as JSON" };
         var html = new Option<string?>("--html") { Description = "Write the prompt with each top feature's attribution per token as HTML" };
-        var ig = new Option<int>("--ig-steps") { Description = "Integrated-gradient steps (0: attribution patching)", DefaultValueFactory = _ => 0 };
+        var ig = new Option<int>("--ig-steps") { Description = "Integrated-gradient steps (0: attribution patching)", DefaultValueFactory = _ => 0 }.NonNegative();
         var noBos = NoBosOption();
         var command = new Command("attribute", "Attribution patching of a metric to SAE features: f·∂m/∂f per token and feature, and each error node's share")
         {
@@ -319,11 +333,7 @@ internal static class InterventionCommands
             else if (parse.GetValue(input) is string inPath) tokens = ReadTokens(inPath);
             else throw new SaeSharpException("give --prompt or --input");
             using var _t = tokens;
-            var spec = AttributionMetric.Parse(parse.GetValue(metric)!, tok is null ? null : s =>
-            {
-                var ids = tok.Encode(s, parseSpecialTokens: true);
-                return ids.Length == 1 ? ids[0] : throw new SaeSharpException($"--metric: '{s}' is {ids.Length} tokens, not one (give a token id)");
-            });
+            var spec = AttributionMetric.Parse(parse.GetValue(metric)!, tok is null ? null : s => SingleToken(tok, s, "--metric"));
             var saes = new List<Sae>();
             try
             {
@@ -397,8 +407,9 @@ internal static class InterventionCommands
         return tokens;
     }
 
-    /// <summary>"0,3,5" as positions; null (every position) when not given.</summary>
-    private static long[]? ParsePositions(string? text)
+    /// <summary>"0,3,5" as positions below <paramref name="length"/> (<paramref name="what"/> says what has that many
+    /// tokens); null (every position) when not given.</summary>
+    private static long[]? ParsePositions(string? text, long length, string what)
     {
         if (string.IsNullOrWhiteSpace(text)) return null;
         var positions = new List<long>();
@@ -406,6 +417,7 @@ internal static class InterventionCommands
         {
             if (!long.TryParse(part, NumberStyles.None, CultureInfo.InvariantCulture, out long q))
                 throw new SaeSharpException($"--positions '{text}': expected comma-separated non-negative integers");
+            if (q >= length) throw new SaeSharpException($"--positions {q}: {what}, so positions run 0..{length - 1}");
             positions.Add(q);
         }
         return positions.ToArray();

@@ -19,8 +19,8 @@ internal static class LmCommand
     {
         var model = ModelCommands.ModelOption();
         var corpus = new Option<string>("--corpus") { Description = "Corpus .jsonl (choice_nats gives the entropy floor)", Required = true };
-        var docs = new Option<int>("--docs") { Description = "Score only the corpus's last N stories (0: all)", DefaultValueFactory = _ => 0 };
-        var ctx = new Option<int?>("--context-size") { Description = "Window length (default: the model's n_ctx)" };
+        var docs = new Option<int>("--docs") { Description = "Score only the corpus's last N stories (0: all)", DefaultValueFactory = _ => 0 }.NonNegative();
+        var ctx = new Option<int?>("--context-size") { Description = "Window length (default: the model's n_ctx)" }.Positive();
         var command = new Command("eval", "Validation loss of a language model on a corpus, against the corpus's entropy floor") { model, corpus, docs, ctx };
         Cli.SetAction(command, parse =>
         {
@@ -40,19 +40,19 @@ internal static class LmCommand
         var corpus = new Option<string>("--corpus") { Description = "Corpus .jsonl (field text; choice_nats gives the entropy floor), e.g. from `sae corpus`", Required = true };
         var output = new Option<string>("--out") { Description = "Output model folder (Hugging Face GPT-NeoX layout)", Required = true };
         var d = new LmTrainingOptions { CorpusPath = "", OutDir = "" };
-        var steps = new Option<long>("--steps") { DefaultValueFactory = _ => d.Steps };
-        var batch = new Option<int>("--batch-size") { Description = "Windows per step", DefaultValueFactory = _ => d.BatchSize };
-        var ctx = new Option<int>("--context-size") { DefaultValueFactory = _ => d.ContextSize };
-        var lr = new Option<double>("--lr") { Description = "Peak AdamW learning rate (warm-up, then cosine to 10%)", DefaultValueFactory = _ => d.Lr };
-        var warm = new Option<long>("--warm-up-steps") { DefaultValueFactory = _ => d.WarmUpSteps };
-        var dModel = new Option<int>("--d-model") { DefaultValueFactory = _ => d.DModel };
-        var layers = new Option<int>("--n-layers") { DefaultValueFactory = _ => d.NLayers };
-        var heads = new Option<int>("--n-heads") { DefaultValueFactory = _ => d.NHeads };
-        var dMlp = new Option<int>("--d-mlp") { DefaultValueFactory = _ => d.DMlp };
-        var val = new Option<int>("--val-docs") { Description = "Stories held out (the corpus's last) for the validation loss", DefaultValueFactory = _ => d.ValidationDocuments };
+        var steps = new Option<long>("--steps") { DefaultValueFactory = _ => d.Steps }.Positive();
+        var batch = new Option<int>("--batch-size") { Description = "Windows per step", DefaultValueFactory = _ => d.BatchSize }.Positive();
+        var ctx = new Option<int>("--context-size") { DefaultValueFactory = _ => d.ContextSize }.Positive();
+        var lr = new Option<double>("--lr") { Description = "Peak AdamW learning rate (warm-up, then cosine to 10%)", DefaultValueFactory = _ => d.Lr }.Positive();
+        var warm = new Option<long>("--warm-up-steps") { DefaultValueFactory = _ => d.WarmUpSteps }.NonNegative();
+        var dModel = new Option<int>("--d-model") { DefaultValueFactory = _ => d.DModel }.Positive();
+        var layers = new Option<int>("--n-layers") { DefaultValueFactory = _ => d.NLayers }.Positive();
+        var heads = new Option<int>("--n-heads") { DefaultValueFactory = _ => d.NHeads }.Positive();
+        var dMlp = new Option<int>("--d-mlp") { DefaultValueFactory = _ => d.DMlp }.Positive();
+        var val = new Option<int>("--val-docs") { Description = "Stories held out (the corpus's last) for the validation loss", DefaultValueFactory = _ => d.ValidationDocuments }.NonNegative();
         var valCorpus = new Option<string?>("--val-corpus") { Description = "Separate validation corpus .jsonl (then nothing is held out)" };
         var valSeed = new Option<ulong?>("--val-seed") { Description = "Validate on --val-docs stories generated from this seed (then nothing is held out)" };
-        var ckpt = new Option<long>("--checkpoint-every") { Description = "Save the model folder every N steps", DefaultValueFactory = _ => d.CheckpointEverySteps };
+        var ckpt = new Option<long>("--checkpoint-every") { Description = "Save the model folder every N steps", DefaultValueFactory = _ => d.CheckpointEverySteps }.NonNegative();
         var seed = new Option<ulong>("--seed") { DefaultValueFactory = _ => 0UL };
         var command = new Command("train", "Train a small GPT-NeoX-layout causal LM (AdamW, cosine schedule) on a .jsonl corpus")
             { corpus, output, steps, batch, ctx, lr, warm, dModel, layers, heads, dMlp, val, valCorpus, valSeed, ckpt, seed };

@@ -82,9 +82,9 @@ internal static class ModelCommands
     {
         var model = ModelOption();
         var prompt = new Option<string>("--prompt") { Description = "Prompt text", Required = true };
-        var maxNew = new Option<int>("--max-new-tokens") { Description = "Tokens to generate", DefaultValueFactory = _ => 32 };
+        var maxNew = new Option<int>("--max-new-tokens") { Description = "Tokens to generate", DefaultValueFactory = _ => 32 }.NonNegative();
         var temperature = new Option<double>("--temperature") { Description = "0 = greedy", DefaultValueFactory = _ => 0.0 };
-        var topK = new Option<int?>("--top-k") { Description = "Sample from the k most likely tokens" };
+        var topK = new Option<int?>("--top-k") { Description = "Sample from the k most likely tokens" }.Positive();
         var topP = new Option<double?>("--top-p") { Description = "Nucleus sampling mass" };
         var seed = new Option<ulong?>("--seed") { Description = "Sampling seed" };
         var dtype = ModelSource.DtypeOption();
@@ -129,6 +129,9 @@ internal static class ModelCommands
                 int[] ids;
                 try { ids = JsonSerializer.Deserialize<int[]>(input) ?? []; }
                 catch (JsonException) { throw new SaeSharpException("--decode expects a JSON array of token ids, e.g. [464, 3290]"); }
+                foreach (int id in ids)
+                    if (tok.IdToToken(id) is null)
+                        throw new SaeSharpException($"--decode: id {id} is not in the vocabulary (vocabulary size {tok.VocabSize}: ids 0..{tok.VocabSize - 1})");
                 Console.WriteLine(tok.Decode(ids));
             }
             else Console.WriteLine(JsonSerializer.Serialize(tok.Encode(input)));

@@ -11,8 +11,8 @@ internal sealed class ModelDataOptionsCli
     public readonly Option<string?> Model = new("--model") { Description = "builtin (the shipped model), Hugging Face model id or local model folder (activations from text)" };
     public readonly Option<string?> Hook = new("--hook") { Description = "TransformerLens hook name or module path, e.g. blocks.3.hook_mlp_out" };
     public readonly Option<string?> Dataset = new("--dataset") { Description = ".txt, .jsonl, .parquet (or a folder of them), or a hub dataset hf:ORG/NAME[:SPLIT]; pre-tokenized jsonl/parquet detected" };
-    public readonly Option<long?> Tokens = new("--tokens") { Description = "Token budget" };
-    public readonly Option<int?> ContextSize = new("--context-size") { Description = "Tokens per context window (default 128)" };
+    public readonly Option<long?> Tokens = new Option<long?>("--tokens") { Description = "Token budget" }.Positive();
+    public readonly Option<int?> ContextSize = new Option<int?>("--context-size") { Description = "Tokens per context window (default 128)" }.Positive();
     public readonly Option<bool> NoBos = new("--no-prepend-bos") { Description = "Do not start every window with BOS" };
     public readonly Option<bool> ExcludeSpecial = new("--exclude-special-tokens") { Description = "Leave BOS/EOS/pad positions out of the activations" };
     public readonly Option<string> Mode = new("--mode") { Description = "out | in | in_to_out (transcoders: module input → output)", DefaultValueFactory = _ => "out" };
@@ -26,10 +26,12 @@ internal sealed class ModelDataOptionsCli
         Description = "cpu (default) or cuda[:N] (needs a build with -p:TorchBackend=cuda): where the model runs, and for sae train where the SAEs train",
     };
 
-    public void AddTo(Command command)
+    /// <summary>Adds the options to <paramref name="command"/>; without <paramref name="harvestModes"/> (<c>sae eval</c>, which
+    /// reads each SAE's hooks from its cfg) <c>--mode</c> and <c>--target-hook</c> are left out.</summary>
+    public void AddTo(Command command, bool harvestModes = true)
     {
         foreach (var o in new Option[] { Model, Hook, Dataset, Tokens, ContextSize, NoBos, ExcludeSpecial, Mode, TargetHook, FoldLn, CenterWriting, TextField, Dtype, Device })
-            command.Options.Add(o);
+            if (harvestModes || (o != Mode && o != TargetHook)) command.Options.Add(o);
     }
 
     public bool Given(ParseResult parse) => parse.GetValue(Model) is not null;

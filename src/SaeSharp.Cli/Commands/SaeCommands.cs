@@ -37,14 +37,16 @@ internal static class SaeCommands
         var groundTruth = new Option<string?>("--ground-truth") { Description = "features.safetensors of synthetic data (adds mmcs, recovered_fraction)" };
         var json = new Option<string?>("--json") { Description = "Write the metrics as JSON here" };
         var histogram = new Option<string?>("--histogram") { Description = "Write the log10 feature-density histogram PNG here (default: beside --json)" };
-        var maxRows = new Option<long?>("--max-rows") { Description = "Evaluate at most this many rows" };
+        var maxRows = new Option<long?>("--max-rows") { Description = "Evaluate at most this many rows" }.Positive();
         var arch = ArchOption();
         var command = new Command("eval", "Evaluate SAEs on activations (MSE, L0, FVU, dead features) or inside a model (% CE loss recovered, KL)")
         {
             sae, activations, groundTruth, json, histogram, maxRows, arch,
         };
         var data = new ModelDataOptionsCli();
-        data.AddTo(command);
+        data.Hook.Description = "With --model: the hook to evaluate at, for an SAE whose cfg has no hook_name (default: each SAE's cfg hook_name, "
+            + "which a different hook may not override)";
+        data.AddTo(command, harvestModes: false);
         Cli.SetAction(command, parse =>
         {
             var saes = parse.GetValue(sae)!;
@@ -80,7 +82,7 @@ internal static class SaeCommands
     {
         var options = data.Read(parse, hookRequired: false);
         if (options.Tokens is null) options = options with { Tokens = 16384 };
-        var results = CliProgress.Run("eval", progress => ModelPipeline.Evaluate(saes, options, saeOptions: saeOptions, progress: progress));
+        var results = CliProgress.Run("eval", progress => ModelPipeline.Evaluate(saes, options, saeOptions: saeOptions, progress: progress, hook: parse.GetValue(data.Hook)));
         var all = new System.Text.Json.Nodes.JsonArray();
         for (int i = 0; i < results.Count; i++)
         {
@@ -136,7 +138,7 @@ internal static class SaeCommands
         var sae = SaeOption();
         var activations = new Option<string>("--activations") { Description = "Activation file or folder [N, d_in]", Required = true };
         var output = new Option<string>("--out") { Description = "Output .safetensors with feature_acts [N, d_sae] and sae_out [N, d_out]", Required = true };
-        var batchSize = new Option<int>("--batch-size") { Description = "Rows per batch", DefaultValueFactory = _ => 4096 };
+        var batchSize = new Option<int>("--batch-size") { Description = "Rows per batch", DefaultValueFactory = _ => 4096 }.Positive();
         var arch = ArchOption();
         var command = new Command("encode", "Encode every row of an activation file: feature activations and reconstructions") { sae, activations, output, batchSize, arch };
         Cli.SetAction(command, parse =>
@@ -175,10 +177,10 @@ internal static class SaeCommands
     public static Command Synth()
     {
         var output = new Option<string>("--out") { Description = "Output folder", Required = true };
-        var dIn = new Option<int>("--d-in") { Description = "Activation width", DefaultValueFactory = _ => 64 };
-        var features = new Option<int>("--features") { Description = "Number of true features (more than d_in: superposition)", DefaultValueFactory = _ => 256 };
-        var rows = new Option<long>("--rows") { Description = "Training rows", DefaultValueFactory = _ => 100_000 };
-        var evalRows = new Option<long>("--eval-rows") { Description = "Evaluation rows", DefaultValueFactory = _ => 10_000 };
+        var dIn = new Option<int>("--d-in") { Description = "Activation width", DefaultValueFactory = _ => 64 }.Positive();
+        var features = new Option<int>("--features") { Description = "Number of true features (more than d_in: superposition)", DefaultValueFactory = _ => 256 }.Positive();
+        var rows = new Option<long>("--rows") { Description = "Training rows", DefaultValueFactory = _ => 100_000 }.Positive();
+        var evalRows = new Option<long>("--eval-rows") { Description = "Evaluation rows", DefaultValueFactory = _ => 10_000 }.NonNegative();
         var seed = new Option<ulong>("--seed") { Description = "Seed", DefaultValueFactory = _ => 0UL };
         var noise = new Option<double>("--noise") { Description = "Gaussian noise std", DefaultValueFactory = _ => 0.0 };
         var command = new Command("synth", "Write synthetic superposition data with known features") { output, dIn, features, rows, evalRows, seed, noise };

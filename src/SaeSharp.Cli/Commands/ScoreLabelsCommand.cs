@@ -13,9 +13,9 @@ internal static class ScoreLabelsCommand
         var sae = new Option<string>("--sae") { Description = "SAE folder (SAELens layout)", Required = true };
         var model = ModelCommands.ModelOption();
         var dataset = new Option<string>("--dataset") { Description = "Labelled .jsonl (text + token-aligned labels), e.g. from `sae corpus`", Required = true };
-        var tokens = new Option<long>("--tokens") { Description = "Labelled tokens to score", DefaultValueFactory = _ => 20_000 };
+        var tokens = new Option<long>("--tokens") { Description = "Labelled tokens to score", DefaultValueFactory = _ => 20_000 }.Positive();
         var neuronHook = new Option<string?>("--neuron-hook") { Description = "Hook whose dimensions are compared (default: the SAE's hook)" };
-        var ctx = new Option<int?>("--context-size") { Description = "Tokens per window (default: the SAE's context_size)" };
+        var ctx = new Option<int?>("--context-size") { Description = "Tokens per window (default: the SAE's context_size)" }.Positive();
         var json = new Option<string?>("--json") { Description = "Write every unit's scores to this JSON file" };
         var command = new Command("score-labels", "Score SAE features and model neurons against token labels (precision, recall, F1 per best label)")
             { sae, model, dataset, tokens, neuronHook, ctx, json };

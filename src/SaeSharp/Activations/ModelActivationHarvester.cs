@@ -107,21 +107,8 @@ internal sealed class ModelActivationHarvester
         ContextSize = contextSize;
         _exclude = excludeTokenIds?.Distinct().ToArray() ?? [];
         StopAtLayer = model.HookPoints.StopAtLayerFor(spec.Hooks);
-        DIn = WidthOf(spec.InputHook);
-        DOut = spec.TargetHook is { } t ? WidthOf(t) : DIn;
-    }
-
-    private int WidthOf(string hook)
-    {
-        var c = _model.Config;
-        if (hook.EndsWith("attn.hook_pattern", StringComparison.Ordinal))
-            throw new SaeSharpException($"hook '{hook}' holds attention patterns [batch, head, query, key], not per-token activations");
-        if (hook.EndsWith("mlp.hook_pre", StringComparison.Ordinal) || hook.EndsWith("mlp.hook_post", StringComparison.Ordinal)
-            || hook.EndsWith("mlp.hook_pre_linear", StringComparison.Ordinal)) return c.DMlp;
-        if (hook.EndsWith(".attn.hook_k", StringComparison.Ordinal) || hook.EndsWith(".attn.hook_v", StringComparison.Ordinal)
-            || hook.EndsWith(".attn.hook_rot_k", StringComparison.Ordinal)) return c.NKvHeads * c.DHead;
-        if (hook.Contains(".attn.hook_", StringComparison.Ordinal)) return c.NHeads * c.DHead;
-        return c.DModel;
+        DIn = model.HookWidth(spec.InputHook);
+        DOut = spec.TargetHook is { } t ? model.HookWidth(t) : DIn;
     }
 
     /// <summary>Harvests <paramref name="windows"/> (equal lengths) whose first window has global index <paramref name="firstWindow"/>.</summary>

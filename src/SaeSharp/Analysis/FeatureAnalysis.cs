@@ -175,7 +175,7 @@ internal sealed class SaeEncoder
     {
         _model = model;
         _sae = sae;
-        Hook = model.HookPoints.Resolve(hook);
+        Hook = model.CheckSaeFits(sae, hook);
         _hooks = modelHooks;
         _stop = model.HookPoints.StopAtLayerFor([Hook]);
     }

@@ -291,7 +291,7 @@ public static class DownstreamEvaluator
         {
             _t = t;
             Name = t.Name ?? t.Sae.Cfg.Metadata.HookName ?? $"sae_{index}";
-            InputHook = model.HookPoints.Resolve(t.InputHook);
+            InputHook = model.CheckSaeFits(t.Sae, t.InputHook);
             SiteHook = t.TranscoderOutHook is { } oh ? model.HookPoints.Resolve(oh) : InputHook;
             _head = t.Sae.Cfg.Metadata.HookHeadIndex;
         }

@@ -23,10 +23,11 @@ public sealed class HookedSaeTransformer(HookedTransformer model)
     /// <summary>The attached SAEs, in the order added.</summary>
     public IReadOnlyList<AttachedSae> Saes => _saes;
 
-    /// <summary>Splices <paramref name="sae"/> at <paramref name="hook"/> (default: its <c>metadata.hook_name</c>).</summary>
+    /// <summary>Splices <paramref name="sae"/> at <paramref name="hook"/> (default: its <c>metadata.hook_name</c>); an SAE whose
+    /// d_in does not fit the hook is a <see cref="SaeSharpException"/> (<see cref="HookedTransformer.CheckSaeFits"/>).</summary>
     public AttachedSae AddSae(Sae sae, string? hook = null, bool useErrorTerm = false)
     {
-        var a = new AttachedSae(sae, hook, useErrorTerm).ResolvedFor(Model.HookPoints);
+        var a = new AttachedSae(sae, hook, useErrorTerm) { Hook = Model.CheckSaeFits(sae, hook) };
         if (_saes.Any(s => s.Hook == a.Hook)) throw new SaeSharpException($"an SAE is already attached at '{a.Hook}'");
         _saes.Add(a);
         return a;

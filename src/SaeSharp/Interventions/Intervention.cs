@@ -35,7 +35,7 @@ public abstract class Intervention
     /// <summary>The SAE spliced at this intervention's hook, or null when none is.</summary>
     private protected AttachedSae? SplicedAt(HookedTransformer model, IReadOnlyList<AttachedSae>? saes, out string hook)
     {
-        hook = model.HookPoints.Resolve(Hook);
+        hook = model.CheckSaeFits(Sae, Hook);
         string h = hook;
         var at = model.ResolveSaes(saes)?.FirstOrDefault(a => a.Hook == h);
         if (at is not null && !ReferenceEquals(at.Sae, Sae))
@@ -197,7 +197,7 @@ public sealed class Ablation : Intervention
     /// </summary>
     public static Tensor FeatureMeans(HookedTransformer model, Sae sae, IEnumerable<Tensor> batches, string? hook = null)
     {
-        var attached = new AttachedSae(sae, hook).ResolvedFor(model.HookPoints);
+        var attached = new AttachedSae(sae, hook) { Hook = model.CheckSaeFits(sae, hook) };
         string post = attached.HookName(SaeHookPoints.ActsPost);
         int? stop = model.HookPoints.StopAtLayerFor([attached.Hook]);
         using var _ = no_grad();

@@ -1,4 +1,5 @@
 using SaeSharp.Hooks;
+using SaeSharp.Saes;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -222,6 +223,59 @@ public abstract class HookedTransformer : nn.Module<Tensor, Tensor>
         if (l < 0 || l > Config.NLayers)
             throw new SaeSharpException($"stopAtLayer {s} is out of range for a model with {Config.NLayers} layers (use -{Config.NLayers}..{Config.NLayers})");
         return l;
+    }
+
+    /// <summary>
+    /// Values per token at <paramref name="hook"/> (a hook name or alias), heads flattened: d_mlp for <c>mlp.hook_pre/post</c>,
+    /// heads·d_head for the attention's q/k/v/z (key-value heads for k and v), d_model for the rest. An attention pattern
+    /// has no per-token width (a <see cref="SaeSharpException"/>).
+    /// </summary>
+    public int HookWidth(string hook)
+    {
+        string name = HookPoints.Resolve(hook);
+        var c = Config;
+        if (name.EndsWith("attn.hook_pattern", StringComparison.Ordinal))
+            throw new SaeSharpException($"hook '{name}' holds attention patterns [batch, head, query, key], not per-token activations");
+        if (name.EndsWith("mlp.hook_pre", StringComparison.Ordinal) || name.EndsWith("mlp.hook_post", StringComparison.Ordinal)
+            || name.EndsWith("mlp.hook_pre_linear", StringComparison.Ordinal)) return c.DMlp;
+        return HeadsAt(name) is int heads ? heads * c.DHead : c.DModel;
+    }
+
+    /// <summary>The number of heads of an attention hook [batch, pos, head, d_head], or null for any other hook.</summary>
+    private int? HeadsAt(string name)
+    {
+        if (name.EndsWith(".attn.hook_k", StringComparison.Ordinal) || name.EndsWith(".attn.hook_v", StringComparison.Ordinal)
+            || name.EndsWith(".attn.hook_rot_k", StringComparison.Ordinal)) return Config.NKvHeads;
+        return name.Contains(".attn.hook_", StringComparison.Ordinal) && !name.EndsWith("attn.hook_pattern", StringComparison.Ordinal) ? Config.NHeads : null;
+    }
+
+    /// <summary>
+    /// Checks, before any run, that <paramref name="sae"/> can read <paramref name="hook"/> (null: its <c>metadata.hook_name</c>):
+    /// the hook exists and gives d_in values per token (d_head of the SAE's <c>hook_head_index</c> head on an attention hook).
+    /// Returns the hook's TransformerLens name; a misfit is a <see cref="SaeSharpException"/> naming both widths.
+    /// Every splice, intervention and encoder of an SAE in a model checks through this.
+    /// </summary>
+    public string CheckSaeFits(Sae sae, string? hook = null)
+    {
+        ArgumentNullException.ThrowIfNull(sae);
+        string given = hook ?? sae.Cfg.Metadata.HookName
+            ?? throw new SaeSharpException("the SAE has no metadata.hook_name: give the hook it reads");
+        string name = HookPoints.Resolve(given);
+        int width = HookWidth(name);
+        string what = "";
+        if (sae.Cfg.Metadata.HookHeadIndex is int h && HeadsAt(name) is int heads)
+        {
+            if (h < 0 || h >= heads)
+                throw new SaeSharpException($"SAE at '{name}' reads head {h} (hook_head_index), but the hook has {heads} heads (0..{heads - 1})");
+            width = Config.DHead;
+            what = $" (head {h}, d_head)";
+        }
+        if (width != sae.Cfg.DIn)
+        {
+            string trained = sae.Cfg.Metadata.HookName is { } t && t != given && t != name ? $"; the SAE's cfg hook_name is '{t}'" : "";
+            throw new SaeSharpException($"SAE at '{name}' has d_in={sae.Cfg.DIn} but the hook gives {width} values per token{what}{trained}");
+        }
+        return name;
     }
 
     /// <summary>The attached SAEs with their hooks as TransformerLens names of this model.</summary>

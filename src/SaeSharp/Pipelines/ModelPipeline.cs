@@ -90,10 +90,12 @@ public static class ModelPipeline
     /// <summary>
     /// <c>sae eval --sae DIR [--sae DIR2 ...] --model M --dataset D [--tokens N]</c>: loads the SAEs and the model (processed
     /// as the SAEs' <c>model_from_pretrained_kwargs</c> ask; they must agree), and evaluates all of them in one pass.
-    /// Context size, prepend_bos and exclude_special_tokens default to the first SAE's metadata.
+    /// Context size, prepend_bos and exclude_special_tokens default to the first SAE's metadata. Each SAE is evaluated at its
+    /// cfg <c>hook_name</c> (as SAELens does); <paramref name="hook"/> gives the hook of an SAE without one, and naming a
+    /// different hook from an SAE's <c>hook_name</c> is a <see cref="SaeSharpException"/> naming both.
     /// </summary>
     public static IReadOnlyList<DownstreamMetrics> Evaluate(IReadOnlyList<string> saePaths, ModelDataOptions data, bool meanAblation = true,
-        SaeLoadOptions? saeOptions = null, IProgress<WorkProgress>? progress = null)
+        SaeLoadOptions? saeOptions = null, IProgress<WorkProgress>? progress = null, string? hook = null)
     {
         ArgumentNullException.ThrowIfNull(saePaths);
         ArgumentNullException.ThrowIfNull(data);
@@ -114,7 +116,12 @@ public static class ModelPipeline
             int ctx = data.ContextSize ?? meta.ContextSize ?? 128;
             bool bos = data.PrependBos ?? meta.PrependBos;
             bool exclude = data.ExcludeSpecialTokens ?? meta.ExcludeSpecialTokens ?? false;
-            var targets = saes.Select((s, i) => new DownstreamTarget(s, Name: saePaths[i])).ToList();
+            string? at = hook is null ? null : pm.Model.HookPoints.Resolve(hook);
+            for (int i = 0; i < saes.Count; i++)
+                if (at is not null && saes[i].Cfg.Metadata.HookName is { } own && pm.Model.HookPoints.Resolve(own) != at)
+                    throw new SaeSharpException($"hook '{hook}' is not the hook SAE {saePaths[i]} was trained at ('{own}', its cfg hook_name): "
+                        + "an SAE is evaluated at its own hook; leave the hook out");
+            var targets = saes.Select((s, i) => new DownstreamTarget(s, Hook: at, Name: saePaths[i])).ToList();
             return DownstreamEvaluator.Evaluate(pm.Model, targets, Windows(tokenizer, data.DatasetPath, ctx, bos, data.TextField),
                 new DownstreamEvalOptions
                 {

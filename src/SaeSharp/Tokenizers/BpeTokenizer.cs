@@ -108,6 +108,8 @@ public sealed class BpeTokenizer : ITextTokenizer
 
     /// <inheritdoc/>
     public int? PadTokenId { get; internal set; }
+    /// <inheritdoc/>
+    public int? UnkTokenId => _unkId;
 
     /// <inheritdoc/>
     public IReadOnlyList<AddedToken> AddedTokens => _added;

@@ -15,6 +15,9 @@ public interface ITextTokenizer
     /// <summary>Padding token id, or null when the tokenizer has none (GPT-2 has none).</summary>
     int? PadTokenId { get; }
 
+    /// <summary>The id that text outside the vocabulary becomes (<c>unk_token</c>), or null when the tokenizer has none.</summary>
+    int? UnkTokenId { get; }
+
     /// <summary>Tokens added on top of the BPE vocabulary (special or not), in id order.</summary>
     IReadOnlyList<AddedToken> AddedTokens { get; }
 

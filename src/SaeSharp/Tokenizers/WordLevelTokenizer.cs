@@ -44,6 +44,8 @@ public sealed class WordLevelTokenizer : ITextTokenizer
     /// <inheritdoc/>
     public int? PadTokenId { get; internal set; }
     /// <inheritdoc/>
+    public int? UnkTokenId => _unkId;
+    /// <inheritdoc/>
     public IReadOnlyList<AddedToken> AddedTokens { get; }
 
     /// <summary>The words of <paramref name="text"/> as the pre-tokenizer splits them (before the vocabulary lookup).</summary>

@@ -148,6 +148,6 @@ public class InterventionCommandTests : IDisposable
         Assert.True(exit == 0, err);
         (exit, _, err) = CliRunner.Run("attribute", "--model", fx.ModelDir, "--sae", fx.SaeDir, "--prompt", "the cat sat", "--metric", "logit: dog cat");
         Assert.Equal(1, exit);
-        Assert.Contains("not one", err);
+        Assert.Contains("is not a single token", err);
     }
 }

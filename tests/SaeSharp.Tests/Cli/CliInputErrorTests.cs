@@ -1,0 +1,165 @@
+using SaeSharp.Interop;
+using SaeSharp.IO;
+using SaeSharp.LanguageModels;
+using SaeSharp.Tests.Analysis;
+using SaeSharp.Tests.Interventions;
+using SaeSharp.Tokenizers;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Tests.Cli;
+
+/// <summary>
+/// Bad input on the command line is one line on stderr naming the flag and the value (exit code 1), found before the
+/// model runs: an SAE that does not fit a hook, a hook <c>sae eval</c> does not evaluate at, counts that are not
+/// positive, token strings outside the vocabulary, ids and positions out of range.
+/// </summary>
+public class CliInputErrorTests : IDisposable
+{
+    private readonly AnalysisFixture _fx = new();
+    public void Dispose() => _fx.Dispose();
+
+    private string P(string name) => Path.Combine(_fx.Dir, name);
+
+    /// <summary>Exit code 1 and one line "error: ..." (no libtorch frames, no .NET stack), returned.</summary>
+    private static string OneLineError((int Exit, string Out, string Err) r)
+    {
+        Assert.True(r.Exit == 1, $"exit {r.Exit}; stdout: {r.Out}; stderr: {r.Err}");
+        string err = r.Err.Trim();
+        Assert.StartsWith("error: ", err);
+        Assert.DoesNotContain('\n', err);
+        Assert.DoesNotContain("frame #", err);
+        return err;
+    }
+
+    /// <summary>The fixture's SAE (d_in 16, trained at hook_embed) with its cfg hook_name changed to <paramref name="hook"/>.</summary>
+    private string SaeClaimingHook(string name, string? hook)
+    {
+        using var sae = SaeLoader.Load(_fx.SaeDir);
+        sae.Cfg.Metadata.HookName = hook;
+        SaeLensFormat.Save(sae, P(name));
+        return P(name);
+    }
+
+    [Fact]
+    public void InterventionCommandsRefuseAnSaeThatDoesNotFitTheHookBeforeRunning()
+    {
+        // steer at an MLP hook (d_mlp 64) with an SAE of d_in 16 trained at hook_embed: was a libtorch view error and stack.
+        string steer = OneLineError(CliRunner.Run("steer", "--model", _fx.ModelDir, "--sae", _fx.SaeDir, "--feature", "3", "--scale", "5",
+            "--prompt", "the cat", "--hook", "blocks.0.mlp.hook_post", "--max-new-tokens", "2", "--runs", "1"));
+        Assert.Contains("'blocks.0.mlp.hook_post'", steer);
+        Assert.Contains("d_in=16", steer);
+        Assert.Contains("64 values per token", steer);
+        Assert.Contains("'hook_embed'", steer);
+        // ablate says the same through the same check.
+        string ablate = OneLineError(CliRunner.Run("ablate", "--model", _fx.ModelDir, "--sae", _fx.SaeDir, "--features", "3",
+            "--prompt", "the cat", "--hook", "blocks.0.mlp.hook_post"));
+        Assert.Equal(steer, ablate);
+
+        // An SAE whose cfg names a hook it does not fit: model run (steering the raw activation, and clamping), attribute, inspect.
+        string misfit = SaeClaimingHook("misfit", "blocks.0.mlp.hook_post");
+        var input = P("in.safetensors");
+        SafeTensors.Save(input, new Dictionary<string, Tensor> { ["tokens"] = tensor(new long[] { 0, 5, 9, 2 }).reshape(1, 4) });
+        foreach (var args in new[]
+                 {
+                     new[] { "model", "run", "--model", _fx.ModelDir, "--input", input, "--out", P("o.safetensors"), "--sae", misfit, "--steer", "1:2" },
+                     new[] { "model", "run", "--model", _fx.ModelDir, "--input", input, "--out", P("o.safetensors"), "--sae", misfit, "--clamp", "1:2" },
+                     new[] { "attribute", "--model", _fx.ModelDir, "--sae", misfit, "--input", input, "--metric", "loss" },
+                     new[] { "inspect", "--model", _fx.ModelDir, "--sae", misfit, "--prompt", "the cat" },
+                 })
+        {
+            string err = OneLineError(CliRunner.Run(args));
+            Assert.Contains("SAE at 'blocks.0.mlp.hook_post' has d_in=16 but the hook gives 64 values per token", err);
+        }
+        Assert.False(File.Exists(P("o.safetensors")));
+    }
+
+    [Fact]
+    public void EvalInAModelEvaluatesEachSaeAtItsCfgHookAndRefusesAnotherHook()
+    {
+        string[] Eval(string sae, params string[] extra) =>
+            ["eval", "--sae", sae, "--model", _fx.ModelDir, "--dataset", _fx.DataPath, "--tokens", "64", "--context-size", "16", .. extra];
+
+        string typo = OneLineError(CliRunner.Run(Eval(_fx.SaeDir, "--hook", "blocks.0.hook_mlp_outt")));
+        Assert.Contains("unknown hook 'blocks.0.hook_mlp_outt'", typo);
+        Assert.Contains("Valid hooks:", typo);
+        string other = OneLineError(CliRunner.Run(Eval(_fx.SaeDir, "--hook", "blocks.0.hook_mlp_out")));
+        Assert.Contains("'blocks.0.hook_mlp_out'", other);
+        Assert.Contains("'hook_embed'", other);
+        // The SAE's own hook, here by its module alias, is accepted and evaluated.
+        var (exit, output, err) = CliRunner.Run(Eval(_fx.SaeDir, "--hook", "embed", "--json", P("e.json")));
+        Assert.True(exit == 0, err);
+        Assert.Contains("hook_embed", output);
+        Assert.Equal("hook_embed", (string?)System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(P("e.json")))!["hook_name"]);
+        // Without a cfg hook_name, --hook says where the SAE reads, with the same width check as everywhere.
+        string bare = SaeClaimingHook("bare", null);
+        string width = OneLineError(CliRunner.Run(Eval(bare, "--hook", "blocks.0.mlp.hook_post")));
+        Assert.Contains("SAE at 'blocks.0.mlp.hook_post' has d_in=16 but the hook gives 64 values per token", width);
+
+        // --mode and --target-hook belong to harvesting (cache, train): eval neither lists nor accepts them.
+        var help = CliRunner.Run("eval", "--help");
+        Assert.DoesNotContain("--mode ", help.Out);
+        Assert.DoesNotContain("--target-hook", help.Out);
+        var mode = CliRunner.Run(Eval(_fx.SaeDir, "--mode", "in_to_out"));
+        Assert.NotEqual(0, mode.Exit);
+        Assert.Contains("'--mode'", mode.Err);
+    }
+
+    [Fact]
+    public void CountsThatAreNotPositiveNameTheFlagBeforeTheCommandRuns()
+    {
+        foreach (var (args, message) in new (string[], string)[]
+                 {
+                     (["encode", "--sae", _fx.SaeDir, "--activations", P("none.safetensors"), "--out", P("o.safetensors"), "--batch-size", "0"],
+                         "--batch-size 0: expected a positive number"),
+                     (["eval", "--sae", _fx.SaeDir, "--activations", P("none.safetensors"), "--max-rows", "0"], "--max-rows 0: expected a positive number"),
+                     (["eval", "--sae", _fx.SaeDir, "--model", _fx.ModelDir, "--dataset", _fx.DataPath, "--context-size", "-3"],
+                         "--context-size -3: expected a positive number"),
+                     (["attribute", "--model", _fx.ModelDir, "--sae", _fx.SaeDir, "--prompt", "the", "--metric", "loss", "--ig-steps", "-1"],
+                         "--ig-steps -1: expected 0 or more"),
+                     (["steer", "--model", _fx.ModelDir, "--sae", _fx.SaeDir, "--feature", "1", "--scale", "1", "--prompt", "the", "--runs", "0"],
+                         "--runs 0: expected a positive number"),
+                 })
+        {
+            var (exit, _, err) = CliRunner.Run(args);
+            Assert.Equal(1, exit);
+            Assert.Equal(message, err.Trim());
+        }
+        // A value that is not a number is still the parser's own error.
+        var notNumber = CliRunner.Run("encode", "--sae", _fx.SaeDir, "--activations", P("none.safetensors"), "--out", P("o.safetensors"), "--batch-size", "abc");
+        Assert.Equal(1, notNumber.Exit);
+        Assert.Contains("'abc'", notNumber.Err);
+        Assert.Contains("--batch-size", notNumber.Err);
+    }
+
+    [Fact]
+    public void TokensIdsAndPositionsOutsideTheInputAreErrors()
+    {
+        // The built-in model's word-level tokenizer maps unknown words to <unk>: 'zebra' is not a token.
+        string metric = OneLineError(CliRunner.Run("attribute", "--model", "builtin", "--sae", _fx.SaeDir, "--prompt", "Tom had", "--metric", "logit:zebra"));
+        Assert.Contains("--metric: 'zebra' is not a single token of this tokenizer", metric);
+        Assert.Contains("\"<unk>\" (unknown)", metric);
+        string two = OneLineError(CliRunner.Run("attribute", "--model", _fx.ModelDir, "--sae", _fx.SaeDir, "--prompt", "the cat", "--metric", "logit: dog cat"));
+        Assert.Contains("' dog cat' is not a single token", two);
+        Assert.Contains($"{_fx.Vocab["Ġdog"]} \" dog\", {_fx.Vocab["Ġcat"]} \" cat\"", two);
+
+        int vocab = Tokenizer.FromFolder(BuiltinModel.Folder).VocabSize;
+        string decode = OneLineError(CliRunner.Run("model", "tokenize", "--model", "builtin", "--decode", "--text", "[76,99999]"));
+        Assert.Contains("id 99999", decode);
+        Assert.Contains($"vocabulary size {vocab}", decode);
+
+        var input = P("six.safetensors");
+        SafeTensors.Save(input, new Dictionary<string, Tensor> { ["tokens"] = tensor(new long[] { 0, 5, 9, 2, 7, 3 }).reshape(1, 6) });
+        string run = OneLineError(CliRunner.Run("model", "run", "--model", _fx.ModelDir, "--input", input, "--out", P("o.safetensors"),
+            "--sae", _fx.SaeDir, "--steer", "1:2", "--positions", "2,50"));
+        Assert.Contains("--positions 50", run);
+        Assert.Contains("6 tokens", run);
+        // steer counts the prompt (BOS + 2 words) and the new tokens.
+        string steer = OneLineError(CliRunner.Run("steer", "--model", _fx.ModelDir, "--sae", _fx.SaeDir, "--feature", "1", "--scale", "1",
+            "--prompt", "the cat", "--max-new-tokens", "2", "--positions", "5"));
+        Assert.Contains("--positions 5", steer);
+        Assert.Contains("5 tokens", steer);
+        var (exit, _, err) = CliRunner.Run("steer", "--model", _fx.ModelDir, "--sae", _fx.SaeDir, "--feature", "1", "--scale", "1",
+            "--prompt", "the cat", "--max-new-tokens", "2", "--runs", "1", "--positions", "4");
+        Assert.True(exit == 0, err);
+    }
+}
