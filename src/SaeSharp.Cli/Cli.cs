@@ -92,6 +92,10 @@ internal static class Cli
     public static Option<T> NonNegative<T>(this Option<T> option) where T : struct, INumber<T> =>
         Check(option, v => v is T x && x < T.Zero, "0 or more");
 
+    /// <inheritdoc cref="NonNegative{T}(Option{T})"/>
+    public static Option<T?> NonNegative<T>(this Option<T?> option) where T : struct, INumber<T> =>
+        Check(option, v => v is T x && x < T.Zero, "0 or more");
+
     private static Option<TValue> Check<TValue>(Option<TValue> option, Func<TValue?, bool> bad, string expected)
     {
         option.Validators.Add(result =>

@@ -13,25 +13,25 @@ internal static class TrainCommand
     {
         var activations = new Option<string?>("--activations") { Description = ".safetensors/.npy file or folder of shards, [N, d_in] (tensor 'activations' or the only tensor)" };
         var arch = new Option<string?>("--arch") { Description = $"Architecture(s), comma-separated: {string.Join("|", SaeRecipes.AcceptedNames)}" };
-        var k = new Option<int?>("--k") { Description = "Active latents per row (topk, batchtopk, matryoshka)" };
+        var k = new Option<int?>("--k") { Description = "Active latents per row (topk, batchtopk, matryoshka)" }.Positive();
         var l1 = new Option<double?>("--l1") { Description = "Sparsity coefficient (L1, or L0 for jumprelu); default: the recipe's (docs/recipes.md)" };
         var targetL0 = new Option<double?>("--target-l0") { Description = "relu, relu-april, gated, jumprelu: adapt the sparsity coefficient during training to end near this L0" };
-        var dictSize = new Option<int?>("--dict-size") { Description = "Number of latents d_sae" };
-        var expansion = new Option<int?>("--expansion") { Description = "d_sae = expansion × d_in (default 8)" };
-        var batchSize = new Option<int?>("--batch-size") { Description = "Rows per step (default 4096)" };
-        var steps = new Option<long?>("--steps") { Description = "Training steps (default 1000)" };
+        var dictSize = new Option<int?>("--dict-size") { Description = "Number of latents d_sae" }.Positive();
+        var expansion = new Option<int?>("--expansion") { Description = "d_sae = expansion × d_in (default 8)" }.Positive();
+        var batchSize = new Option<int?>("--batch-size") { Description = "Rows per step (default 4096)" }.Positive();
+        var steps = new Option<long?>("--steps") { Description = "Training steps (default 1000)" }.Positive();
         var lr = new Option<double?>("--lr") { Description = "Learning rate (default: the architecture's)" };
         var seed = new Option<long?>("--seed") { Description = "Seed of initialisation and shuffling (default 42)" };
         var output = new Option<string?>("--out") { Description = "Output folder" };
         var config = new Option<string?>("--config") { Description = "JSON file with the same fields under SAELens names (architecture, d_sae, expansion_factor, l1_coefficient, k, steps, ...) and trainer fields; flags override it" };
         var resume = new Option<bool>("--resume") { Description = "Continue from the latest checkpoint in OUT/checkpoints (flags given with it must match the checkpoint's run)" };
         var force = new Option<bool>("--force") { Description = "Replace a previous run's outputs in --out (its checkpoints are deleted); without it such a folder is an error" };
-        var checkpointEvery = new Option<long?>("--checkpoint-every") { Description = "Checkpoint every N steps (default: steps/10)" };
-        var evalRows = new Option<long?>("--eval-rows") { Description = "Rows held out at the end of the data for metrics.json (default 16384, at most a tenth of the data)" };
+        var checkpointEvery = new Option<long?>("--checkpoint-every") { Description = "Checkpoint every N steps (default: steps/10)" }.Positive();
+        var evalRows = new Option<long?>("--eval-rows") { Description = "Rows held out at the end of the data for metrics.json (default 16384, at most a tenth of the data)" }.Positive();
         var autocast = new Option<bool>("--autocast") { Description = "bfloat16 matmuls in training, float32 weights and accumulation (fast with AVX512-BF16/AMX)" };
         var candidatePass = new Option<string?>("--candidate-pass") { Description = "TopK family: exact top-k from a bounded low-precision candidate pass: auto (where faster than float32 on this CPU), on, off (plain float32)" };
         var deterministic = new Option<bool>("--deterministic") { Description = "No choice made from timings (candidate pass auto runs as off; ReLU's sparse pass from 5 % density): same seed, same weights bit for bit, resumes included" };
-        var epochs = new Option<int?>("--epochs") { Description = "Passes over the data before it runs out: N, or 0 for as many as --steps/--tokens need (default: 1 with --model, no limit with --activations)" };
+        var epochs = new Option<int?>("--epochs") { Description = "Passes over the data before it runs out: N, or 0 for as many as --steps/--tokens need (default: 1 with --model, no limit with --activations)" }.NonNegative();
         var groundTruth = new Option<string?>("--ground-truth") { Description = "features.safetensors of synthetic data: adds mmcs and recovered_fraction" };
         var command = new Command("train", "Train sparse autoencoders and write them in SAELens layout")
         {

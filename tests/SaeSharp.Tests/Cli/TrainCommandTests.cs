@@ -155,6 +155,13 @@ public class TrainCommandTests : IDisposable
         Assert.Equal(1, r.Exit);
         Assert.Contains("--dict-size 24 and --expansion 4 disagree at d_in 8 (4 × 8 = 32)", r.Err);
         Assert.False(Directory.Exists(P("run")));
+        foreach (var (flag, value, expected) in new[] { ("--k", "0", "a positive number"), ("--dict-size", "-2", "a positive number"),
+                     ("--checkpoint-every", "0", "a positive number"), ("--epochs", "-1", "0 or more") })
+        {
+            r = Train("--arch", "topk", flag, value);
+            Assert.NotEqual(0, r.Exit);
+            Assert.Contains($"{flag} {value}: expected {expected}", r.Err + r.Out);
+        }
         // --k beside a k-sparse recipe, and agreeing sizes, are fine.
         Ok(Train("--arch", "relu,topk", "--k", "2", "--dict-size", "32", "--expansion", "4"));
     }
