@@ -146,20 +146,26 @@ internal static class AnalysisCommands
         return command;
     }
 
+    /// <summary>Token strings quoted as JSON strings, with only what JSON must escape escaped (<c>"\""</c>, not <c>"\u0022"</c>).</summary>
+    private static readonly JsonSerializerOptions Quoted = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
     /// <summary>The prompt view on the terminal: each unit's line of tokens with an orange background scaled by activation.</summary>
     private static void Print(List<PromptView> views, IReadOnlyDictionary<int, FeatureNote> notes, PromptComparison? cmp, string hook)
     {
         for (int v = 0; v < views.Count; v++)
         {
             var view = views[v];
+            // Tokens that carry their own spaces (byte-level BPE) are joined as they are; words (a WordLevel
+            // tokenizer, the built-in model's) with a space between them.
+            string separator = view.TokenStrings.Skip(1).Any(t => t.Length > 0 && char.IsWhiteSpace(t[0])) ? "" : " ";
             AnsiConsole.MarkupLine($"[bold]prompt {v + 1}[/] [grey]({Markup.Escape(hook)}, {view.Tokens.Length} tokens)[/]");
             foreach (var u in view.Features)
             {
                 notes.TryGetValue(u.Index, out var note);
                 string extra = note is null ? "" : (note.Density is double d ? $"density {DashboardWriter.Percent(d)}  " : "") +
-                    "logits " + string.Join(" ", note.TopLogits.Select(t => JsonSerializer.Serialize(t)));
+                    "logits " + string.Join(" ", note.TopLogits.Select(t => JsonSerializer.Serialize(t, Quoted)));
                 AnsiConsole.MarkupLine($"  [bold]feature {u.Index}[/] sum {u.Sum:0.###}  [grey]{Markup.Escape(extra)}[/]");
-                AnsiConsole.MarkupLine("    " + Shaded(view.TokenStrings, u.Acts));
+                AnsiConsole.MarkupLine("    " + Shaded(view.TokenStrings, u.Acts, separator, plainValues: true));
             }
             if (view.Neurons.Count > 0)
             {
@@ -167,7 +173,7 @@ internal static class AnalysisCommands
                 foreach (var u in view.Neurons)
                 {
                     AnsiConsole.MarkupLine($"  [bold]neuron {u.Index}[/] sum {u.Sum:0.###}");
-                    AnsiConsole.MarkupLine("    " + Shaded(view.TokenStrings, u.Acts));
+                    AnsiConsole.MarkupLine("    " + Shaded(view.TokenStrings, u.Acts, separator, plainValues: true));
                 }
             }
         }
