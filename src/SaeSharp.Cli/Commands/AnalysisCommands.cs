@@ -17,7 +17,7 @@ internal static class AnalysisCommands
     public static Command Features()
     {
         var sae = SaeCommands.SaeOption();
-        var model = new Option<string>("--model") { Description = "Hugging Face model id or local model folder", Required = true };
+        var model = ModelCommands.ModelOption();
         var dataset = new Option<string>("--dataset") { Description = ".txt, .jsonl, .parquet (or a folder of them), or a hub dataset hf:ORG/NAME[:SPLIT]; pre-tokenized jsonl/parquet detected", Required = true };
         var tokens = new Option<long?>("--tokens") { Description = "Token budget (default: the whole dataset)" }.Positive();
         var output = new Option<string>("--out") { Description = "Output folder: features.jsonl, summary.json, tokens.json", Required = true };
@@ -98,7 +98,7 @@ internal static class AnalysisCommands
     public static Command Inspect()
     {
         var sae = SaeCommands.SaeOption();
-        var model = new Option<string>("--model") { Description = "Hugging Face model id or local model folder", Required = true };
+        var model = ModelCommands.ModelOption();
         var prompt = new Option<string[]>("--prompt") { Description = "Prompt text; repeat it to compare prompts", Required = true, AllowMultipleArgumentsPerToken = false };
         var top = new Option<int>("--top") { Description = "Top features (and neurons) shown", DefaultValueFactory = _ => 10 }.Positive();
         var neurons = new Option<bool>("--neurons") { Description = "Also show the top raw dimensions of the hooked activation (an MLP hook's neurons)" };

@@ -10,7 +10,7 @@ internal static class ScoreLabelsCommand
 {
     public static Command Create()
     {
-        var sae = new Option<string>("--sae") { Description = "SAE folder (SAELens layout)", Required = true };
+        var sae = SaeCommands.SaeOption();
         var model = ModelCommands.ModelOption();
         var dataset = new Option<string>("--dataset") { Description = "Labelled .jsonl (text + token-aligned labels), e.g. from `sae corpus`", Required = true };
         var tokens = new Option<long>("--tokens") { Description = "Labelled tokens to score", DefaultValueFactory = _ => 20_000 }.Positive();

@@ -15,7 +15,8 @@ namespace SaeSharp.Analysis;
 /// </summary>
 public static class DashboardWriter
 {
-    /// <summary>Writes the site into <paramref name="dir"/>; returns the path of index.html. <paramref name="progress"/>
+    /// <summary>Writes the site into <paramref name="dir"/>; returns the path of index.html. Feature pages of an earlier
+    /// site in the folder that this report does not have are deleted; other files are left alone. <paramref name="progress"/>
     /// counts the feature pages written.</summary>
     public static string Write(FeatureReport report, string dir, IProgress<WorkProgress>? progress = null)
     {
@@ -33,6 +34,7 @@ public static class DashboardWriter
             AtomicFile.WriteAllText(Path.Combine(dir, "features", $"{f.Feature}.html"), FeaturePage(report, f, prev, next));
             pages.Add(1);
         }
+        FeatureFiles.RemoveStale(Path.Combine(dir, "features"), ".html", order);
         string index = Path.Combine(dir, "index.html");
         AtomicFile.WriteAllText(index, IndexPage(report));
         return index;

@@ -15,18 +15,19 @@ public static class FeatureHistograms
         return HistogramPlot.Render(bars, $"Feature {f.Feature}: activations (density {DashboardWriter.Percent(f.Density)})", "activation", "tokens (log scale)", logY: true, width, height);
     }
 
-    /// <summary>Writes <c>&lt;feature&gt;.png</c> (<see cref="Render"/>) for every feature of the report that fired.</summary>
+    /// <summary>Writes <c>&lt;feature&gt;.png</c> (<see cref="Render"/>) for every feature of the report that fired, and
+    /// deletes the <c>&lt;feature&gt;.png</c> of other features left by an earlier run.</summary>
     public static int Save(FeatureReport report, string dir)
     {
         ArgumentNullException.ThrowIfNull(report);
         Directory.CreateDirectory(dir);
-        int n = 0;
-        foreach (var f in report.Features.Where(f => f.Firings > 0))
+        var fired = report.Features.Where(f => f.Firings > 0).ToList();
+        foreach (var f in fired)
         {
             var bytes = Render(f);
             AtomicFile.Write(Path.Combine(dir, $"{f.Feature}.png"), s => s.Write(bytes));
-            n++;
         }
-        return n;
+        FeatureFiles.RemoveStale(dir, ".png", fired.Select(f => f.Feature));
+        return fired.Count;
     }
 }

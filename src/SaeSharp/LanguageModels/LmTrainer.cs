@@ -297,11 +297,12 @@ public static class LmTrainer
         return new Packed(ids.ToArray(), targets.ToArray(), nats.ToArray());
     }
 
+    /// <summary>config.json without <c>_name_or_path</c>: the loader names the model after its folder, so the shipped
+    /// <c>models/builtin</c> is <c>builtin</c>, the name <c>--model</c> takes (and caches and cfg.json record).</summary>
     private static void WriteConfig(LmTrainingOptions o, int vocab)
     {
         var config = new JsonObject
         {
-            ["_name_or_path"] = "saesharp-builtin",
             ["architectures"] = new JsonArray("GPTNeoXForCausalLM"),
             ["model_type"] = "gpt_neox",
             ["hidden_act"] = "gelu",

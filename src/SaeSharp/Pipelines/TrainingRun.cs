@@ -125,10 +125,12 @@ public static class TrainingRun
                 // previous outputs as they were.
                 using var files = new AtomicFileGroup();
                 var outputs = new List<TrainedSaeOutput>();
-                foreach (var trained in result.Saes)
+                var trainingForms = trainer.Saes;
+                for (int i = 0; i < result.Saes.Count; i++)
                 {
+                    var trained = result.Saes[i];
                     var dir = result.Saes.Count == 1 ? o.OutDir : Path.Combine(o.OutDir, trained.Name);
-                    RecordSparsityCoefficient(trained.Sae);
+                    RecordSparsityCoefficient(trained.Sae, trainingForms[i]);
                     RecordData(trained.Sae, result.Tokens, epochs, src.MaxDataPasses);
                     SaeLensFormat.Save(trained.Sae, dir, trained.Sparsity, files);
                     SaeEvalResult? metrics = null;
@@ -168,16 +170,19 @@ public static class TrainingRun
         return found;
     }
 
-    /// <summary>cfg.json records the sparsity coefficient the SAE ended with (SAELens's <c>l1_coefficient</c>, or
-    /// <c>l0_coefficient</c> for JumpReLU) and, with <c>--target-l0</c>, the target it adapted to.</summary>
-    private static void RecordSparsityCoefficient(Saes.Sae sae)
+    /// <summary>cfg.json of <paramref name="saved"/> records the sparsity coefficient its training form
+    /// <paramref name="trained"/> ended with (SAELens's <c>l1_coefficient</c>, or <c>l0_coefficient</c> for JumpReLU) and,
+    /// with <c>--target-l0</c>, the target it adapted to. The architecture is the one trained: a BatchTopK or Matryoshka SAE
+    /// is saved as JumpReLU but trained with no coefficient, so it records none.</summary>
+    private static void RecordSparsityCoefficient(Saes.Sae saved, Saes.Sae trained)
     {
-        var arch = sae.Cfg.Architecture;
+        var arch = trained.Cfg.Architecture;
         if (arch is not (Saes.SaeArchitectures.Standard or Saes.SaeArchitectures.Gated or Saes.SaeArchitectures.JumpReLU)) return;
-        var extra = sae.Cfg.Extra ??= new();
-        extra[arch == Saes.SaeArchitectures.JumpReLU ? "l0_coefficient" : "l1_coefficient"] = JsonSerializer.SerializeToElement(sae.Training.SparsityCoefficient);
-        if (sae.Training.AdaptToTargetL0 || (arch == Saes.SaeArchitectures.JumpReLU && sae.Training.JumpReluPenalty == Saes.JumpReluPenalty.TargetL0))
-            extra["target_l0"] = JsonSerializer.SerializeToElement(sae.Training.TargetL0);
+        var t = trained.Training;
+        var extra = saved.Cfg.Extra ??= new();
+        extra[arch == Saes.SaeArchitectures.JumpReLU ? "l0_coefficient" : "l1_coefficient"] = JsonSerializer.SerializeToElement(t.SparsityCoefficient);
+        if (t.AdaptToTargetL0 || (arch == Saes.SaeArchitectures.JumpReLU && t.JumpReluPenalty == Saes.JumpReluPenalty.TargetL0))
+            extra["target_l0"] = JsonSerializer.SerializeToElement(t.TargetL0);
     }
 
     /// <summary>cfg.json records how much data the SAE saw: <c>training_tokens</c> (rows the optimiser steps

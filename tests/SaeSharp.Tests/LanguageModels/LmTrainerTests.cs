@@ -52,6 +52,7 @@ public class LmTrainerTests
             // The folder is a Hugging Face GPT-NeoX model; loaded through the ordinary loader it gives the same loss.
             using var m = ModelLoader.FromPretrained(outDir);
             Assert.Equal("gpt_neox", m.Config.Architecture);
+            Assert.Equal("model", m.Config.ModelName);                      // named after its folder, as --model names it
             var tok = Tokenizer.FromFolder(outDir);
             var (loss, floor) = LmTrainer.Validate(m, tok, val, 0, 48);
             Assert.Equal(r.ValidationLoss, loss, 5);
@@ -69,6 +70,7 @@ public class LmTrainerTests
     public void The_shipped_builtin_model_reaches_its_recorded_validation_loss()
     {
         using var m = BuiltinModel.Load();
+        Assert.Equal(BuiltinModel.Name, m.Config.ModelName);
         var tok = Tokenizer.FromFolder(BuiltinModel.Folder);
         Assert.IsType<WordLevelTokenizer>(tok);
         var report = JsonNode.Parse(File.ReadAllText(Path.Combine(BuiltinModel.Folder, "training.json")))!;

@@ -88,4 +88,19 @@ public class ModelPipelineTests : ModelTestBase
         Assert.Equal(1, r.ExplainedVariance, 4);
         Assert.Equal(expectedRows, r.Tokens);
     }
+
+    /// <summary>A cache of the built-in model records the name <c>--model</c> takes, which SAEs trained on it carry as
+    /// cfg.json <c>model_name</c>, and which loads that model again.</summary>
+    [Fact]
+    public void A_cache_of_the_builtin_model_records_builtin()
+    {
+        string data = Path.Combine(Dir, "stories.jsonl"), dir = Path.Combine(Dir, "builtin-cache");
+        SaeSharp.Corpus.LabelledCorpus.Write(data, 2, 4);
+        var opts = new ModelDataOptions { ModelPath = SaeSharp.LanguageModels.BuiltinModel.Folder, DatasetPath = data, ContextSize = 32, Tokens = 32 };
+        var m = ModelPipeline.WriteCache(opts, "blocks.0.hook_resid_post", dir);
+        Assert.Equal("builtin", m.Model);
+        Assert.Equal("builtin", TrainingPlan.MetadataOf(m).ModelName);
+        Assert.Equal("builtin", TrainingPlan.MetadataOf(opts, "blocks.0.hook_resid_post").ModelName); // as training on the model directly
+        Assert.Equal(SaeSharp.LanguageModels.BuiltinModel.Folder, SaeSharp.LanguageModels.BuiltinModel.Resolve(m.Model));
+    }
 }

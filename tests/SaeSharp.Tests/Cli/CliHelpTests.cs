@@ -1,0 +1,43 @@
+using System.CommandLine;
+using SaeSharp.Cli.Commands;
+
+namespace SaeSharp.Tests.Cli;
+
+/// <summary>What the commands' help says, against the README's command table and each other.</summary>
+public class CliHelpTests
+{
+    private static readonly RootCommand Root = SaeSharp.Cli.Cli.Build();
+
+    private static IEnumerable<Command> All(Command c) => c.Subcommands.SelectMany(All).Prepend(c);
+
+    [Fact]
+    public void Every_command_has_a_row_in_the_readme_command_table()
+    {
+        var rows = File.ReadAllLines(Path.Combine(AppContext.BaseDirectory, "readme", "README.md"))
+            .SkipWhile(l => l != "| command | what it does |").Skip(2).TakeWhile(l => l.StartsWith('|')).ToList();
+        Assert.NotEmpty(rows);
+        foreach (var c in Root.Subcommands)
+            Assert.True(rows.Any(r => r.StartsWith($"| `sae {c.Name}", StringComparison.Ordinal)), $"no README row for sae {c.Name}");
+    }
+
+    /// <summary>Every <c>--model</c> that names a model to load says <c>builtin</c> works (<c>sae releases --model</c> is a
+    /// filter over release names, not a model).</summary>
+    [Fact]
+    public void Every_model_option_mentions_builtin()
+    {
+        var options = All(Root).Where(c => c.Name != "releases")
+            .SelectMany(c => c.Options.Where(o => o.Name == "--model").Select(o => (c.Name, o.Description ?? ""))).ToList();
+        Assert.Contains(options, o => o.Item1 == "features");
+        Assert.Contains(options, o => o.Item1 == "inspect");
+        foreach (var (command, description) in options) Assert.True(description.Contains("builtin", StringComparison.Ordinal), $"sae {command} --model: {description}");
+    }
+
+    /// <summary>score-labels loads its SAE with the loader every command uses, so its help is the shared one.</summary>
+    [Fact]
+    public void Score_labels_sae_help_is_the_shared_one()
+    {
+        var scoreLabels = Root.Subcommands.Single(c => c.Name == "score-labels");
+        Assert.Equal(SaeCommands.SaeOption().Description, scoreLabels.Options.Single(o => o.Name == "--sae").Description);
+        Assert.Contains("ae.pt", SaeCommands.SaeOption().Description);
+    }
+}
