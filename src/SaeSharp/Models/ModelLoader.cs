@@ -23,7 +23,7 @@ public static class ModelLoader
             throw new SaeSharpException($"model dtype must be float32, float16, bfloat16 or float64, got {dtype}");
         var cfg = JsonConfig.Read(Path.Combine(folder, "config.json"));
         string type = ModelType(cfg);
-        string name = cfg.String("_name_or_path") is { Length: > 0 } n ? n : Path.GetFileName(Path.GetFullPath(folder).TrimEnd('/', '\\'));
+        string name = NameOf(folder, cfg);
 
         // The weights are opened first (headers only for safetensors) so that every size config.json declares is
         // checked against the tensors actually present before the model is allocated: a config declaring a huge
@@ -72,11 +72,31 @@ public static class ModelLoader
         return model;
     }
 
+    /// <summary>The name of the model in <paramref name="folder"/>: config.json's <c>_name_or_path</c>; else, for a snapshot
+    /// of the Hugging Face cache (<c>models--org--name/snapshots/COMMIT</c>), the repo id <c>org/name</c>; else the folder's
+    /// name.</summary>
+    public static string NameOf(string folder)
+    {
+        var config = Path.Combine(folder, "config.json");
+        return NameOf(folder, File.Exists(config) ? JsonConfig.Read(config) : null);
+    }
+
+    private static string NameOf(string folder, JsonConfig? cfg)
+    {
+        if (cfg?.String("_name_or_path") is { Length: > 0 } n) return n;
+        var full = Path.GetFullPath(folder).TrimEnd('/', '\\');
+        var parent = Path.GetDirectoryName(full);
+        var repo = parent is null ? null : Path.GetFileName(Path.GetDirectoryName(parent));
+        if (parent is not null && Path.GetFileName(parent) == "snapshots" && repo is not null && repo.StartsWith("models--", StringComparison.Ordinal))
+            return repo["models--".Length..].Replace("--", "/", StringComparison.Ordinal);
+        return Path.GetFileName(full);
+    }
+
     /// <summary>Builds the model config.json describes without loading weights (parameters uninitialised), for training from scratch.</summary>
     internal static HookedTransformer Create(string folder, ScalarType dtype = ScalarType.Float32)
     {
         var cfg = JsonConfig.Read(Path.Combine(folder, "config.json"));
-        string name = cfg.String("_name_or_path") is { Length: > 0 } n ? n : Path.GetFileName(Path.GetFullPath(folder).TrimEnd('/', '\\'));
+        string name = NameOf(folder, cfg);
         return ModelType(cfg) switch
         {
             "gpt2" => new Gpt2Model(Gpt2Settings.From(cfg), name, cfg.Path, dtype),

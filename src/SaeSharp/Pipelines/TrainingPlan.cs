@@ -1,5 +1,6 @@
 using System.Text.Json;
 using SaeSharp.Activations;
+using SaeSharp.Models;
 using SaeSharp.Saes;
 using SaeSharp.Synthetic;
 using SaeSharp.Training;
@@ -213,7 +214,7 @@ public sealed class TrainingPlan : IDisposable
     {
         var metadata = new SaeMetadata
         {
-            ModelName = Path.GetFileName(Path.TrimEndingDirectorySeparator(data.ModelPath)),
+            ModelName = ModelLoader.NameOf(data.ModelPath),
             HookName = inputHook,
             ContextSize = data.ContextSize ?? 128,
             PrependBos = data.PrependBos ?? true,

@@ -124,6 +124,14 @@ public class TrainingPlanTests : IDisposable
         var fromModel = TrainingPlan.MetadataOf(new ModelDataOptions { ModelPath = "/models/tiny-gpt2/", DatasetPath = "d.txt" }, "blocks.0.ln2.hook_normalized", "blocks.0.hook_mlp_out");
         Assert.Equal(("tiny-gpt2", "blocks.0.ln2.hook_normalized", 128, true, false), (fromModel.ModelName, fromModel.HookName, fromModel.ContextSize, fromModel.PrependBos, fromModel.ExcludeSpecialTokens));
         Assert.Equal("blocks.0.hook_mlp_out", fromModel.Extra!["hook_name_out"].GetString());
+
+        // A model downloaded from the hub sits in a snapshot folder named by its commit: its name is the repo id.
+        var snapshot = Directory.CreateDirectory(P("hub", "models--EleutherAI--pythia-tiny", "snapshots", "0123abcd")).FullName;
+        File.WriteAllText(Path.Combine(snapshot, "config.json"), """{"model_type": "gpt_neox"}""");
+        var hub = TrainingPlan.MetadataOf(new ModelDataOptions { ModelPath = snapshot, DatasetPath = "d.txt" }, "blocks.0.hook_resid_post");
+        Assert.Equal("EleutherAI/pythia-tiny", hub.ModelName);
+        File.WriteAllText(Path.Combine(snapshot, "config.json"), """{"model_type": "gpt_neox", "_name_or_path": "pythia-tiny-local"}""");
+        Assert.Equal("pythia-tiny-local", SaeSharp.Models.ModelLoader.NameOf(snapshot));
     }
 
     [Fact]
