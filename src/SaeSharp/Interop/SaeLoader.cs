@@ -7,7 +7,8 @@ namespace SaeSharp.Interop;
 public sealed record SaeLoadOptions
 {
     /// <summary>The architecture of a bare dictionary_learning <c>ae.pt</c> (a SAELens architecture name such as
-    /// <c>batchtopk</c>, or a class name); null: from its config.json, else inferred from its keys.</summary>
+    /// <c>batchtopk</c>, or a class name); null: from its config.json, else inferred from its keys. Given for an SAE of
+    /// another format (whose files name its architecture) it is an error.</summary>
     public string? Architecture { get; init; }
 
     /// <summary>Hub endpoint, cache and token for <c>RELEASE/SAE_ID</c> and <c>hf:</c> paths; null: from the environment.</summary>
@@ -41,9 +42,11 @@ public static class SaeLoader
         ArgumentNullException.ThrowIfNull(resolved);
         options ??= new SaeLoadOptions();
         string local = resolved.Path;
-        foreach (var (_, detect, load) in Formats)
+        foreach (var (name, detect, load) in Formats)
         {
             if (!detect(local)) continue;
+            if (options.Architecture is { } arch && name != "dictionary_learning")
+                throw new SaeSharpException($"--arch {arch} is for a dictionary_learning ae.pt; {local} is a {name} SAE, whose files name its architecture");
             var sae = load(local, options);
             SaeSource.ApplyReleaseFacts(sae.Cfg, resolved);
             return sae;

@@ -40,6 +40,17 @@ public class SaeLensFormatTests : IDisposable
     }
 
     [Fact]
+    public void AnArchitectureGivenForASaeLensFolderIsAnErrorNotIgnored()
+    {
+        SaeLensFormat.Save(RandomSae(), _dir);
+        var e = Assert.Throws<SaeSharpException>(() => SaeLoader.Load(_dir, new SaeLoadOptions { Architecture = "topk" }));
+        Assert.Contains("--arch topk is for a dictionary_learning ae.pt", e.Message);
+        Assert.Contains("SAELens", e.Message);
+        using var loaded = SaeLoader.Load(_dir);
+        Assert.Equal("standard", loaded.Cfg.Architecture);
+    }
+
+    [Fact]
     public void CfgJsonHasSaeLensV6Keys()
     {
         SaeLensFormat.Save(RandomSae(), _dir);
