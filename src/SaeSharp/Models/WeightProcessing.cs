@@ -108,7 +108,8 @@ public sealed class ProcessedModel : IDisposable
 /// </summary>
 public static class WeightProcessing
 {
-    /// <summary>Processes <paramref name="model"/> in place; returns the hooks that complete it (see <see cref="ProcessedModel"/>).</summary>
+    /// <summary>Processes <paramref name="model"/> in place; returns the hooks that complete it (see <see cref="ProcessedModel"/>).
+    /// Options that ask for nothing leave any model as it is; any processing is for GPT-2 and GPT-NeoX only.</summary>
     public static ProcessedModel Apply(HookedTransformer model, WeightProcessingOptions options)
     {
         ArgumentNullException.ThrowIfNull(model);
@@ -116,8 +117,10 @@ public static class WeightProcessing
         var hooks = new List<(string, Func<Tensor, Tensor?>)>();
         var p = model.named_parameters().ToDictionary(kv => kv.name, kv => kv.parameter, StringComparer.Ordinal);
         bool gpt2 = model.Config.Architecture == "gpt2";
+        if (!options.Any) return new ProcessedModel(model, options, hooks);
         if (!gpt2 && model.Config.Architecture != "gpt_neox")
-            throw new SaeSharpException($"weight processing supports gpt2 and gpt_neox, not {model.Config.Architecture}");
+            throw new SaeSharpException($"weight processing ({string.Join(", ", options.ToKwargs().Where(kv => kv.Value).Select(kv => kv.Key))}) " +
+                                        $"supports gpt2 and gpt_neox, not {model.Config.Architecture}: load it unprocessed (no --fold-ln, --center-writing-weights)");
         using var _ = no_grad();
         using var scope = NewDisposeScope();
         // Order as TransformerLens process_weights_: fold_ln, center_writing_weights, center_unembed, fold_value_biases.

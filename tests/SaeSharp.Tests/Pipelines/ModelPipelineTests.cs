@@ -89,6 +89,50 @@ public class ModelPipelineTests : ModelTestBase
         Assert.Equal(expectedRows, r.Tokens);
     }
 
+    /// <summary>The Llama-layout families (no weight processing asked for) go through the same entry points: a cache, and
+    /// an identity SAE spliced in at a residual hook recovers all of the loss; processing them is a clear error.</summary>
+    [Theory]
+    [InlineData("llama")]
+    [InlineData("qwen3")]
+    [InlineData("gemma2")]
+    public void Llama_layout_models_cache_and_evaluate_unprocessed(string family)
+    {
+        string model = TinyDecoders.Write(Sub(family), new DecoderSpec { ModelType = family, Vocab = 50257, Tied = family == "gemma2" });
+        File.Copy(TestPaths.Data("gpt2-tokenizer", "vocab.json"), Path.Combine(model, "vocab.json"));
+        File.Copy(TestPaths.Data("gpt2-tokenizer", "merges.txt"), Path.Combine(model, "merges.txt"));
+        File.WriteAllText(Path.Combine(model, "tokenizer_config.json"), """{"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}""");
+        string data = Path.Combine(Dir, "data.txt");
+        File.WriteAllLines(data, Enumerable.Range(0, 20).Select(i => $"Line {i}: the quick brown fox jumps over the lazy dog number {i * 7}."));
+        var opts = new ModelDataOptions { ModelPath = model, DatasetPath = data, ContextSize = 16, Tokens = 64, BatchSizePrompts = 2 };
+
+        var m = ModelPipeline.WriteCache(opts, "blocks.1.hook_resid_pre", Path.Combine(Dir, family + "-cache"), contextsPerShard: 2);
+        Assert.Equal(4 * 16, m.TotalRows);
+        Assert.Equal("tiny-" + family, m.Model);
+
+        var cfg = new SaeConfig { DIn = 16, DSae = 32, ApplyBDecToInput = false };
+        cfg.Metadata.HookName = "blocks.1.hook_resid_pre";
+        cfg.Metadata.ContextSize = 16;
+        string saeDir = Path.Combine(Dir, family + "-sae");
+        using (var sae = SaeFactory.Create(cfg))
+        {
+            using (no_grad())
+            {
+                var id = eye(16);
+                sae.WEnc.copy_(cat([id, -id], 1));
+                sae.WDec.copy_(cat([id, -id], 0));
+            }
+            SaeLensFormat.Save(sae, saeDir);
+        }
+        var r = ModelPipeline.Evaluate([saeDir], opts)[0];
+        Assert.Equal(1, r.CeLossScore, 4);
+        Assert.Equal(1, r.ExplainedVariance, 4);
+
+        var e = Assert.Throws<SaeSharpException>(() => ModelPipeline.WriteCache(opts with { Processing = new WeightProcessingOptions { FoldLn = true } },
+            "blocks.1.hook_resid_pre", Path.Combine(Dir, family + "-folded"), contextsPerShard: 2));
+        Assert.Contains("fold_ln", e.Message);
+        Assert.Contains(family, e.Message);
+    }
+
     /// <summary>A cache of the built-in model records the name <c>--model</c> takes, which SAEs trained on it carry as
     /// cfg.json <c>model_name</c>, and which loads that model again.</summary>
     [Fact]
