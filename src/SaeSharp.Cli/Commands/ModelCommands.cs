@@ -78,6 +78,21 @@ internal static class ModelCommands
         return command;
     }
 
+    /// <summary>The text of <paramref name="ids"/>, an id beyond the tokenizer's vocabulary written <c>&lt;id N&gt;</c> (a model's
+    /// embedding is often padded past its tokenizer's vocabulary, and an untrained model can sample those rows).</summary>
+    internal static string DecodeShowingUnknownIds(ITextTokenizer tok, IReadOnlyList<int> ids)
+    {
+        var text = new System.Text.StringBuilder();
+        var run = new List<int>();
+        foreach (int id in ids)
+        {
+            if (id >= 0 && id < tok.VocabSize) { run.Add(id); continue; }
+            text.Append(tok.Decode(run)).Append($"<id {id}>");
+            run.Clear();
+        }
+        return text.Append(tok.Decode(run)).ToString();
+    }
+
     private static Command Generate()
     {
         var model = ModelOption();
@@ -96,8 +111,12 @@ internal static class ModelCommands
             var tok = Tokenizer.FromFolder(folder);
             var text = parse.GetValue(prompt)!;
             var ids = tok is BpeTokenizer bpe ? bpe.EncodeWithSpecialTokens(text) : tok.Encode(text);
+            int newTokens = parse.GetValue(maxNew), promptTokens = ids.Length;
+            if (promptTokens + newTokens > m.Config.NCtx)
+                throw new SaeSharpException($"--max-new-tokens {newTokens}: the prompt's {promptTokens} tokens and {newTokens} new ones exceed " +
+                                            $"the context of {m.Config.NCtx} tokens of {m.Config.ModelName}; ask for at most {Math.Max(0, m.Config.NCtx - promptTokens)}");
             using var tokens = tensor(ids.Select(i => (long)i).ToArray()).unsqueeze(0);
-            using var result = m.Generate(tokens, parse.GetValue(maxNew), new GenerationOptions
+            using var result = m.Generate(tokens, newTokens, new GenerationOptions
             {
                 Temperature = parse.GetValue(temperature),
                 TopK = parse.GetValue(topK),
@@ -106,7 +125,7 @@ internal static class ModelCommands
                 EosTokenId = tok.EosTokenId,
             });
             var all = result.Tokens[0].data<long>().Select(v => (int)v).ToArray();
-            Console.WriteLine(tok.Decode(all));
+            Console.WriteLine(DecodeShowingUnknownIds(tok, all));
             return 0;
         });
         return command;

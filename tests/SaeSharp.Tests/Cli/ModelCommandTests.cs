@@ -122,4 +122,22 @@ public class ModelTextCommandTests : IDisposable
         var tok = SaeSharp.Tokenizers.Tokenizer.FromFolder(model);
         Assert.Equal(tok.Decode(ids.Select(i => (int)i)), output.TrimEnd('\n'));
     }
+
+    [Fact]
+    public void GenerationPastTheContextIsRefusedBeforeItStartsAndIdsPastTheTokenizerAreShown()
+    {
+        var model = Gpt2WithRealTokenizer();
+        using (var m = ModelLoader.FromPretrained(model))
+        {
+            int ctx = m.Config.NCtx;
+            var (exit, _, err) = CliRunner.Run("model", "generate", "--model", model, "--prompt", "Hello there", "--max-new-tokens", $"{ctx}");
+            Assert.Equal(1, exit);
+            Assert.Contains($"--max-new-tokens {ctx}: the prompt's 2 tokens and {ctx} new ones exceed the context of {ctx} tokens", err);
+            Assert.Contains($"ask for at most {ctx - 2}", err);
+        }
+        // A padded embedding row (id ≥ the tokenizer's vocabulary) is written as <id N> between the decoded runs.
+        var tok = SaeSharp.Tokenizers.Tokenizer.FromFolder(model);
+        int beyond = tok.VocabSize + 3;
+        Assert.Equal("Hello<id " + beyond + "> there", SaeSharp.Cli.Commands.ModelCommands.DecodeShowingUnknownIds(tok, [15496, beyond, 612]));
+    }
 }
