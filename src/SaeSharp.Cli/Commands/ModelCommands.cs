@@ -137,7 +137,9 @@ internal static class ModelCommands
         var text = new Option<string?>("--text") { Description = "Text to tokenize (or ids as a JSON array with --decode)" };
         var file = new Option<string?>("--file") { Description = "Read the text from a file" };
         var decode = new Option<bool>("--decode") { Description = "Decode a JSON array of ids to text" };
-        var command = new Command("tokenize", "Print token ids as a JSON array, or decode ids with --decode") { model, text, file, decode };
+        var raw = new Option<bool>("--no-special-tokens") { Description = "Leave out the BOS/EOS the tokenizer adds (Hugging Face add_special_tokens=False)" };
+        var command = new Command("tokenize", "Print token ids as a JSON array, as Hugging Face tokenizer(text) gives them (with the BOS a Llama-style tokenizer adds), or decode ids with --decode")
+            { model, text, file, decode, raw };
         Cli.SetAction(command, parse =>
         {
             var tok = Tokenizer.FromFolder(ModelSource.Resolve(parse.GetValue(model)!));
@@ -153,7 +155,7 @@ internal static class ModelCommands
                         throw new SaeSharpException($"--decode: id {id} is not in the vocabulary (vocabulary size {tok.VocabSize}: ids 0..{tok.VocabSize - 1})");
                 Console.WriteLine(tok.Decode(ids));
             }
-            else Console.WriteLine(JsonSerializer.Serialize(tok.Encode(input)));
+            else Console.WriteLine(JsonSerializer.Serialize(!parse.GetValue(raw) && tok is BpeTokenizer bpe ? bpe.EncodeWithSpecialTokens(input) : tok.Encode(input)));
             return 0;
         });
         return command;

@@ -140,4 +140,24 @@ public class ModelTextCommandTests : IDisposable
         int beyond = tok.VocabSize + 3;
         Assert.Equal("Hello<id " + beyond + "> there", SaeSharp.Cli.Commands.ModelCommands.DecodeShowingUnknownIds(tok, [15496, beyond, 612]));
     }
+
+    [Fact]
+    public void TokenizeAddsTheBosALlamaStyleTokenizerAddsUnlessAskedNotTo()
+    {
+        string dir = Directory.CreateTempSubdirectory("tok-bos-").FullName;
+        try
+        {
+            SaeSharp.Tests.Tokenizers.SentencePieceTokenizerTests.WriteTokenizer(dir);
+            var tok = (SaeSharp.Tokenizers.BpeTokenizer)SaeSharp.Tokenizers.Tokenizer.FromFolder(dir);
+            int bos = tok.BosTokenId!.Value;
+            var raw = tok.Encode("hello");
+            var (exit, output, err) = CliRunner.Run("model", "tokenize", "--model", dir, "--text", "hello");
+            Assert.True(exit == 0, err);
+            Assert.Equal(System.Text.Json.JsonSerializer.Serialize(new[] { bos }.Concat(raw)), output.Trim());
+            (exit, output, err) = CliRunner.Run("model", "tokenize", "--model", dir, "--text", "hello", "--no-special-tokens");
+            Assert.True(exit == 0, err);
+            Assert.Equal(System.Text.Json.JsonSerializer.Serialize(raw), output.Trim());
+        }
+        finally { Directory.Delete(dir, true); }
+    }
 }
