@@ -6,8 +6,10 @@ namespace SaeSharp.Tokenizers;
 /// <summary>
 /// Loads tokenizers from Hugging Face model folders: <c>tokenizer.json</c> (byte-level BPEs: GPT-NeoX/Pythia, Llama 3,
 /// Qwen; SentencePiece-style BPEs: Llama 2, Mistral, TinyLlama, Gemma) or GPT-2's <c>vocab.json</c> + <c>merges.txt</c>. BOS/EOS/PAD come from
-/// <c>tokenizer_config.json</c>, then <c>special_tokens_map.json</c>, then <c>config.json</c>
-/// (<c>bos_token_id</c>...); without any of them, <c>&lt;|endoftext|&gt;</c> (if present) is both BOS and EOS, as in GPT-2.
+/// <c>tokenizer_config.json</c>, then <c>special_tokens_map.json</c>; <c>config.json</c>'s <c>bos_token_id</c> and
+/// <c>eos_token_id</c> count only when those files name neither (a tokenizer that names an EOS and no BOS, as Qwen's,
+/// has no BOS), its <c>pad_token_id</c> when they name no PAD; without any of them, <c>&lt;|endoftext|&gt;</c> (if
+/// present) is both BOS and EOS, as in GPT-2.
 /// </summary>
 public static class Tokenizer
 {
@@ -411,8 +413,13 @@ public static class Tokenizer
             using var doc = ParseJson(configPath);
             if (doc.RootElement.ValueKind == JsonValueKind.Object)
             {
-                bos ??= IdFromConfig(doc.RootElement, "bos_token_id", configPath);
-                eos ??= IdFromConfig(doc.RootElement, "eos_token_id", configPath);
+                // config.json's ids are the model's generation settings: a tokenizer whose files name an EOS but no BOS
+                // (Qwen: bos_token null) has no BOS, whatever bos_token_id says.
+                if (bos is null && eos is null)
+                {
+                    bos = IdFromConfig(doc.RootElement, "bos_token_id", configPath);
+                    eos = IdFromConfig(doc.RootElement, "eos_token_id", configPath);
+                }
                 pad ??= IdFromConfig(doc.RootElement, "pad_token_id", configPath);
             }
         }

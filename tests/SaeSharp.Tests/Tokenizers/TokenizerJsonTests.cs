@@ -83,6 +83,22 @@ public class TokenizerJsonTests
     }
 
     [Fact]
+    public void A_tokenizer_naming_an_eos_and_no_bos_has_no_bos_whatever_config_json_says()
+    {
+        // Qwen's layout: tokenizer_config.json "bos_token": null, config.json "bos_token_id" a model setting.
+        var tok = Tokenizer.FromFolder(WriteTiny(
+            tokenizerConfig: """{"bos_token": null, "eos_token": "<|endoftext|>"}""",
+            configJson: """{"bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 9}"""));
+        Assert.Null(tok.BosTokenId);
+        Assert.Equal(8, tok.EosTokenId);
+        Assert.Equal(9, tok.PadTokenId);
+        // A bare vocabulary with no special tokens named takes config.json's.
+        tok = Tokenizer.FromFolder(WriteTiny(configJson: """{"bos_token_id": 3, "eos_token_id": 4}"""));
+        Assert.Equal(3, tok.BosTokenId);
+        Assert.Equal(4, tok.EosTokenId);
+    }
+
+    [Fact]
     public void Without_config_endoftext_is_bos_and_eos()
     {
         var tok = Tokenizer.FromFolder(WriteTiny());
