@@ -89,8 +89,9 @@ public static class ModelPipeline
 
     /// <summary>
     /// <c>sae eval --sae DIR [--sae DIR2 ...] --model M --dataset D [--tokens N]</c>: loads the SAEs and the model (processed
-    /// as the SAEs' <c>model_from_pretrained_kwargs</c> ask; they must agree), and evaluates all of them in one pass.
-    /// Context size, prepend_bos and exclude_special_tokens default to the first SAE's metadata. Each SAE is evaluated at its
+    /// as the SAEs' <c>model_from_pretrained_kwargs</c> ask; they must agree), and evaluates them, one pass over the data
+    /// for the SAEs that share a context size, prepend_bos and exclude_special_tokens (each SAE's metadata unless
+    /// <paramref name="data"/> sets them; results in the order of <paramref name="saePaths"/>). Each SAE is evaluated at its
     /// cfg <c>hook_name</c> (as SAELens does); <paramref name="hook"/> gives the hook of an SAE without one, and naming a
     /// different hook from an SAE's <c>hook_name</c> is a <see cref="SaeSharpException"/> naming both.
     /// </summary>
@@ -104,7 +105,6 @@ public static class ModelPipeline
         try
         {
             foreach (var p in saePaths) saes.Add(SaeLoader.Load(p, saeOptions));
-            var meta = saes[0].Cfg.Metadata;
             var processing = ModelForSae.SharedOptions(saes.Select(s => s.Cfg));
             var tokenizer = Tokenizer.FromFolder(data.TokenizerPath ?? data.ModelPath);
             using var pm = ModelForSae.Load(data.ModelPath, processing, data.ModelDtype);
@@ -113,22 +113,34 @@ public static class ModelPipeline
                 pm.Model.to(data.Device);
                 foreach (var s in saes) s.to(data.Device);
             }
-            int ctx = data.ContextSize ?? meta.ContextSize ?? 128;
-            bool bos = data.PrependBos ?? meta.PrependBos;
-            bool exclude = data.ExcludeSpecialTokens ?? meta.ExcludeSpecialTokens ?? false;
             string? at = hook is null ? null : pm.Model.HookPoints.Resolve(hook);
             for (int i = 0; i < saes.Count; i++)
                 if (at is not null && saes[i].Cfg.Metadata.HookName is { } own && pm.Model.HookPoints.Resolve(own) != at)
                     throw new SaeSharpException($"hook '{hook}' is not the hook SAE {saePaths[i]} was trained at ('{own}', its cfg hook_name): "
                         + "an SAE is evaluated at its own hook; leave the hook out");
-            var targets = saes.Select((s, i) => new DownstreamTarget(s, Hook: at, Name: saePaths[i])).ToList();
-            return DownstreamEvaluator.Evaluate(pm.Model, targets, Windows(tokenizer, data.DatasetPath, ctx, bos, data.TextField),
-                new DownstreamEvalOptions
-                {
-                    BatchSizePrompts = data.BatchSizePrompts, MaxContexts = ContextsFor(data.Tokens, ctx),
-                    ExcludeTokenIds = exclude ? SpecialTokenIds(tokenizer) : null, MeanAblation = meanAblation, ModelHooks = pm.Hooks,
-                    Progress = progress,
-                });
+            // Each SAE on the windows it was trained on (its context_size, prepend_bos, exclude_special_tokens, unless
+            // given): SAEs that agree share one pass over the data, as SAELens evaluates each at its own settings.
+            var results = new DownstreamMetrics[saes.Count];
+            var groups = Enumerable.Range(0, saes.Count).GroupBy(i =>
+            {
+                var m = saes[i].Cfg.Metadata;
+                return (Ctx: data.ContextSize ?? m.ContextSize ?? 128, Bos: data.PrependBos ?? m.PrependBos,
+                        Exclude: data.ExcludeSpecialTokens ?? m.ExcludeSpecialTokens ?? false);
+            });
+            foreach (var g in groups)
+            {
+                var (ctx, bos, exclude) = g.Key;
+                var targets = g.Select(i => new DownstreamTarget(saes[i], Hook: at, Name: saePaths[i])).ToList();
+                var metrics = DownstreamEvaluator.Evaluate(pm.Model, targets, Windows(tokenizer, data.DatasetPath, ctx, bos, data.TextField),
+                    new DownstreamEvalOptions
+                    {
+                        BatchSizePrompts = data.BatchSizePrompts, MaxContexts = ContextsFor(data.Tokens, ctx),
+                        ExcludeTokenIds = exclude ? SpecialTokenIds(tokenizer) : null, MeanAblation = meanAblation, ModelHooks = pm.Hooks,
+                        Progress = progress,
+                    });
+                foreach (var (i, m) in g.Zip(metrics)) results[i] = m;
+            }
+            return results;
         }
         finally
         {

@@ -89,6 +89,35 @@ public class ModelPipelineTests : ModelTestBase
         Assert.Equal(expectedRows, r.Tokens);
     }
 
+    /// <summary>SAEs with different context sizes evaluated together get the figures each gets alone (its own windows).</summary>
+    [Fact]
+    public void Saes_evaluated_together_each_use_their_own_context_size()
+    {
+        var (model, data) = Setup();
+        var opts = new ModelDataOptions { ModelPath = model, DatasetPath = data, Tokens = 64, BatchSizePrompts = 2 };
+        var paths = new List<string>();
+        foreach (var (ctx, seed) in new[] { (16, 1), (8, 2) })
+        {
+            var cfg = new SaeConfig { DIn = 16, DSae = 32 };
+            cfg.Metadata.HookName = "blocks.1.hook_resid_pre";
+            cfg.Metadata.ContextSize = ctx;
+            using var sae = SaeFactory.Create(cfg);
+            sae.InitializeWeights(new TorchSharp.torch.Generator((ulong)seed));
+            string dir = Path.Combine(Dir, $"sae-ctx{ctx}");
+            SaeLensFormat.Save(sae, dir);
+            paths.Add(dir);
+        }
+        var together = ModelPipeline.Evaluate(paths, opts, meanAblation: false);
+        for (int i = 0; i < paths.Count; i++)
+        {
+            var alone = ModelPipeline.Evaluate([paths[i]], opts, meanAblation: false)[0];
+            Assert.Equal(alone.Tokens, together[i].Tokens);
+            Assert.Equal(alone.CeLossWithSae, together[i].CeLossWithSae, 6);
+            Assert.Equal(alone.CeLossWithoutSae, together[i].CeLossWithoutSae, 6);
+        }
+        Assert.NotEqual(together[0].CeLossWithoutSae, together[1].CeLossWithoutSae);   // windows of 16 and of 8 tokens
+    }
+
     /// <summary>The Llama-layout families (no weight processing asked for) go through the same entry points: a cache, and
     /// an identity SAE spliced in at a residual hook recovers all of the loss; processing them is a clear error.</summary>
     [Theory]
