@@ -146,9 +146,6 @@ internal static class AnalysisCommands
         return command;
     }
 
-    /// <summary>Token strings quoted as JSON strings, with only what JSON must escape escaped (<c>"\""</c>, not <c>"\u0022"</c>).</summary>
-    private static readonly JsonSerializerOptions Quoted = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
-
     /// <summary>The prompt view on the terminal: each unit's line of tokens with an orange background scaled by activation.</summary>
     private static void Print(List<PromptView> views, IReadOnlyDictionary<int, FeatureNote> notes, PromptComparison? cmp, string hook)
     {
@@ -163,7 +160,7 @@ internal static class AnalysisCommands
             {
                 notes.TryGetValue(u.Index, out var note);
                 string extra = note is null ? "" : (note.Density is double d ? $"density {DashboardWriter.Percent(d)}  " : "") +
-                    "logits " + string.Join(" ", note.TopLogits.Select(t => JsonSerializer.Serialize(t, Quoted)));
+                    "logits " + string.Join(" ", note.TopLogits.Select(DashboardWriter.Quote));
                 AnsiConsole.MarkupLine($"  [bold]feature {u.Index}[/] sum {u.Sum:0.###}  [grey]{Markup.Escape(extra)}[/]");
                 AnsiConsole.MarkupLine("    " + Shaded(view.TokenStrings, u.Acts, separator, plainValues: true));
             }

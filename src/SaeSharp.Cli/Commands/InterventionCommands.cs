@@ -167,7 +167,7 @@ internal static class InterventionCommands
             AnsiConsole.Write(table);
             var logits = new Table().Title(Markup.Escape($"feature {steering.Feature}: top logit tokens (W_dec[F]·W_U)")).AddColumn("token").AddColumn(new TableColumn("logit").RightAligned());
             foreach (var (id, value) in FeatureLogits(m, s, steering.Feature, 10))
-                logits.AddRow(Markup.Escape(Quote(tok.Decode([(int)id]))), value.ToString("F3", CultureInfo.InvariantCulture));
+                logits.AddRow(Markup.Escape(Analysis.DashboardWriter.Quote(tok.TokenText((int)id))), value.ToString("F3", CultureInfo.InvariantCulture));
             AnsiConsole.Write(logits);
             return 0;
         });
@@ -193,11 +193,10 @@ internal static class InterventionCommands
     {
         var ids = tok.Encode(text, parseSpecialTokens: true);
         if (ids.Length == 1 && (ids[0] != tok.UnkTokenId || tok.IdToToken(ids[0]) == text.Trim())) return ids[0];
-        string pieces = string.Join(", ", ids.Select(i => $"{i} {Quote(tok.Decode([i]))}" + (i == tok.UnkTokenId ? " (unknown)" : "")));
+        string pieces = string.Join(", ", ids.Select(i => $"{i} {Analysis.DashboardWriter.Quote(tok.Decode([i]))}" + (i == tok.UnkTokenId ? " (unknown)" : "")));
         throw new SaeSharpException($"{option}: '{text}' is not a single token of this tokenizer: it tokenizes to [{pieces}] (give a single-token string or a token id)");
     }
 
-    private static string Quote(string s) => "\"" + s.Replace("\n", "\\n") + "\"";
 
     public static Command Ablate()
     {
@@ -247,7 +246,7 @@ internal static class InterventionCommands
             double ceClean = 0, ceAbl = 0, kl = 0;
             long nCe = 0, nKl = 0;
             var changed = new List<(double Kl, string Context, string Clean, string Ablated)>();
-            string T(long id) => Quote(tok.Decode([(int)id]));
+            string T(long id) => Analysis.DashboardWriter.Quote(tok.TokenText((int)id));
             foreach (var batch in batches)
             {
                 using var scope = NewDisposeScope();
@@ -286,7 +285,7 @@ internal static class InterventionCommands
             var most = new Table().Title("next-token predictions that change most").AddColumn("context").AddColumn("clean top").AddColumn("ablated top")
                 .AddColumn(new TableColumn("KL").RightAligned());
             foreach (var c in changed.OrderByDescending(c => c.Kl).Take(parse.GetValue(top)))
-                most.AddRow(Markup.Escape(Quote(c.Context)), Markup.Escape(c.Clean), Markup.Escape(c.Ablated), F(c.Kl));
+                most.AddRow(Markup.Escape(Analysis.DashboardWriter.Quote(c.Context)), Markup.Escape(c.Clean), Markup.Escape(c.Ablated), F(c.Kl));
             AnsiConsole.Write(most);
             Cli.WriteTable($"{md}-ablation of {list.Count} feature(s) at {hooked.Saes[0].Hook}", new (string, string)[]
             {
@@ -340,11 +339,11 @@ internal static class InterventionCommands
                 var hooked = new HookedSaeTransformer(m);
                 foreach (var p in parse.GetValue(sae)!) { saes.Add(LoadSae(p)); hooked.AddSae(saes[^1], useErrorTerm: true); }
                 using var result = CliProgress.Run("attribute", progress => hooked.Attribute(tokens, spec, parse.GetValue(ig), progress));
-                string Tok(long id) => tok is null ? id.ToString(CultureInfo.InvariantCulture) : tok.Decode([(int)id]);
+                string Tok(long id) => tok is null ? id.ToString(CultureInfo.InvariantCulture) : tok.TokenText((int)id);
                 string label = spec.Kind switch
                 {
-                    AttributionMetricKind.Logit => $"logit:{Quote(Tok(spec.A))}",
-                    AttributionMetricKind.LogitDiff => $"logit-diff:{Quote(Tok(spec.A))},{Quote(Tok(spec.B))}",
+                    AttributionMetricKind.Logit => $"logit:{Analysis.DashboardWriter.Quote(Tok(spec.A))}",
+                    AttributionMetricKind.LogitDiff => $"logit-diff:{Analysis.DashboardWriter.Quote(Tok(spec.A))},{Analysis.DashboardWriter.Quote(Tok(spec.B))}",
                     _ => spec.ToString(),
                 };
                 var rows = result.Top(parse.GetValue(top));
@@ -353,7 +352,7 @@ internal static class InterventionCommands
                     .AddColumn(new TableColumn("activation").RightAligned()).AddColumn(new TableColumn("attribution").RightAligned());
                 foreach (var e in rows)
                     table.AddRow(e.Sae.ToString(CultureInfo.InvariantCulture), e.Batch.ToString(CultureInfo.InvariantCulture), e.Position.ToString(CultureInfo.InvariantCulture),
-                        Markup.Escape(Quote(Tok(tokens[e.Batch, e.Position].item<long>()))), e.Feature.ToString(CultureInfo.InvariantCulture),
+                        Markup.Escape(Analysis.DashboardWriter.Quote(Tok(tokens[e.Batch, e.Position].item<long>()))), e.Feature.ToString(CultureInfo.InvariantCulture),
                         F(e.Activation), F(e.Attribution));
                 AnsiConsole.Write(table);
                 for (int i = 0; i < result.Hooks.Count; i++)

@@ -43,9 +43,20 @@ public static class DashboardWriter
     private static string Esc(string s) => System.Net.WebUtility.HtmlEncode(s);
     private static string Inv(FormattableString s) => s.ToString(CultureInfo.InvariantCulture);
 
-    /// <summary>A token as shown: newlines and tabs made visible, an empty string as ∅.</summary>
-    public static string Display(string token) =>
-        token.Length == 0 ? "∅" : token.Replace("\r", "⏎").Replace("\n", "↵").Replace("\t", "⇥");
+    /// <summary>A token as shown: newlines, tabs and other control characters made visible, an empty string as ∅.</summary>
+    public static string Display(string token)
+    {
+        if (token.Length == 0) return "∅";
+        token = token.Replace("\r", "⏎").Replace("\n", "↵").Replace("\t", "⇥");
+        // Other control characters as their Unicode control pictures (U+2400 + c, ␡ for DEL): a raw one breaks a line
+        // or a table's columns.
+        return token.Any(char.IsControl)
+            ? string.Concat(token.Select(c => c < 0x20 ? (char)(0x2400 + c) : c == 0x7F ? '␡' : c))
+            : token;
+    }
+
+    /// <summary><see cref="Display"/> of a token in double quotes, for a list or table of tokens on the terminal.</summary>
+    public static string Quote(string token) => "\"" + Display(token) + "\"";
 
     /// <summary>Density as a percentage or, below 0.01 %, in scientific notation.</summary>
     public static string Percent(double density) =>

@@ -44,17 +44,12 @@ public sealed class FeatureReport
         return ids.Order();
     }
 
-    /// <summary>Fills <see cref="TokenStrings"/> by decoding each id alone. A tokenizer that joins tokens with a space
-    /// (word-level: "a b" from two ids) gets that space in front of each token, as BPE tokens carry theirs, so that a line
-    /// of tokens reads as text.</summary>
+    /// <summary>Fills <see cref="TokenStrings"/> with each token's <see cref="TokenDisplay.TokenText"/>, so that a line of
+    /// tokens reads as text.</summary>
     public void DecodeTokens(ITextTokenizer tokenizer)
     {
         ArgumentNullException.ThrowIfNull(tokenizer);
-        foreach (var id in TokenIds())
-        {
-            string alone = tokenizer.Decode([id]);
-            TokenStrings[id] = alone.Length > 0 && tokenizer.Decode([id, id]) == alone + " " + alone ? " " + alone : alone;
-        }
+        foreach (var id in TokenIds()) TokenStrings[id] = tokenizer.TokenText(id);
     }
 
     /// <summary>A token's display string: the decoded text, or <c>&lt;id&gt;</c> when unknown.</summary>

@@ -120,7 +120,7 @@ public sealed class PromptInspector
         {
             Prompt = prompt,
             Tokens = tokens.Select(t => (int)t).ToArray(),
-            TokenStrings = tokens.Select(t => _tokenizer.Decode([(int)t])).ToArray(),
+            TokenStrings = tokens.Select(t => _tokenizer.TokenText((int)t)).ToArray(),
             SkippedPrefix = skip,
             Features = TopUnits(feats, skip, top),
             Neurons = neurons ? TopUnits(input, skip, top) : [],
@@ -154,7 +154,7 @@ public sealed class PromptInspector
         var density = stats?.Features.ToDictionary(f => f.Feature, f => f.Density);
         return fs.ToDictionary(f => f.Feature, f => new FeatureNote(
             density is not null && density.TryGetValue(f.Feature, out var d) ? d : null,
-            f.TopLogits.Select(t => _tokenizer.Decode([t.Token])).ToList()));
+            f.TopLogits.Select(t => _tokenizer.TokenText(t.Token)).ToList()));
     }
 
     /// <summary>SAELens's "comparing features across related prompts": the firing features (sum &gt; 0) in the top list of

@@ -47,3 +47,22 @@ public interface ITextTokenizer
 /// <param name="Normalized">Match against normalised text (true) or raw text (false).</param>
 public sealed record AddedToken(int Id, string Content, bool Special = true, bool SingleWord = false,
     bool LStrip = false, bool RStrip = false, bool Normalized = false);
+
+/// <summary>How single tokens read where a person looks at them (dashboards, prompt views, tables).</summary>
+public static class TokenDisplay
+{
+    /// <summary>
+    /// The text of token <paramref name="id"/> as it reads inside running text: decoded alone, with the space in front
+    /// that a tokenizer joining tokens with spaces (word-level) or dropping a word's leading space when decoding it alone
+    /// (SentencePiece's ▁, stripped by its decoder) puts there; a token that is a fragment of a multi-byte character
+    /// (it decodes to U+FFFD alone) is shown by its vocabulary string (<c>&lt;0x0E&gt;</c>), as Hugging Face's
+    /// <c>convert_ids_to_tokens</c> shows it.
+    /// </summary>
+    public static string TokenText(this ITextTokenizer tokenizer, int id)
+    {
+        ArgumentNullException.ThrowIfNull(tokenizer);
+        string alone = tokenizer.Decode([id]);
+        if (alone.Contains('\uFFFD', StringComparison.Ordinal) && tokenizer.IdToToken(id) is { } raw) return raw;
+        return alone.Length > 0 && tokenizer.Decode([id, id]) == alone + " " + alone ? " " + alone : alone;
+    }
+}

@@ -1,3 +1,4 @@
+using SaeSharp.Tokenizers;
 using System.Text.Json.Nodes;
 using SaeSharp.Models;
 using SaeSharp.Tests.Models;
@@ -85,5 +86,21 @@ public class SentencePieceTokenizerTests : ModelTestBase
             Assert.Equal(ScalarType.BFloat16, cache["blocks.1.hook_resid_post"].dtype);
             Assert.Equal(new long[] { 1, tokens.shape[1], 19 }, logits!.shape);
         }
+    }
+
+    [Fact]
+    public void A_token_alone_reads_as_in_running_text()
+    {
+        string dir = Path.Combine(Dir, "sp-display");
+        WriteTokenizer(dir);
+        var tok = SaeSharp.Tokenizers.Tokenizer.FromFolder(dir);
+        // "▁ab" decoded alone loses its ▁ to the Strip decoder; in running text it begins a word: " ab".
+        Assert.Equal("ab", tok.Decode([8]));
+        Assert.Equal(" ab", tok.TokenText(8));
+        Assert.Equal("b", tok.TokenText(5));                        // inside a word: no space
+        Assert.Equal("<0xC3>", tok.TokenText(10));                  // half of "é": its vocabulary string, not U+FFFD
+        Assert.Equal("ab ab", string.Concat(new[] { 8, 8 }.Select(tok.TokenText)).Trim());
+        // Control characters are drawn as control pictures, so a table's columns stay in place.
+        Assert.Equal("␎x␡↵", SaeSharp.Analysis.DashboardWriter.Display("\u000Ex\u007F\n"));
     }
 }
