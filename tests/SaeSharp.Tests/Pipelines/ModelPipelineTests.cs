@@ -13,12 +13,18 @@ namespace SaeSharp.Tests.Pipelines;
 /// <summary>The CLI entry points end to end: a tiny GPT-2 with the real GPT-2 tokenizer on a small text file.</summary>
 public class ModelPipelineTests : ModelTestBase
 {
-    private (string Model, string Data) Setup()
+    /// <summary>GPT-2's real tokenizer files in <paramref name="model"/>, with <c>&lt;|endoftext|&gt;</c> as BOS and EOS.</summary>
+    private static void AddGpt2Tokenizer(string model)
     {
-        string model = TinyModels.WriteGpt2(Sub("m"), seed: 4, nLayer: 2, nEmbd: 16, nHead: 4, vocab: 50257, nPositions: 64);
         File.Copy(TestPaths.Data("gpt2-tokenizer", "vocab.json"), Path.Combine(model, "vocab.json"));
         File.Copy(TestPaths.Data("gpt2-tokenizer", "merges.txt"), Path.Combine(model, "merges.txt"));
         File.WriteAllText(Path.Combine(model, "tokenizer_config.json"), """{"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}""");
+    }
+
+    private (string Model, string Data) Setup()
+    {
+        string model = TinyModels.WriteGpt2(Sub("m"), seed: 4, nLayer: 2, nEmbd: 16, nHead: 4, vocab: 50257, nPositions: 64);
+        AddGpt2Tokenizer(model);
         string data = Path.Combine(Dir, "data.txt");
         File.WriteAllLines(data, Enumerable.Range(0, 40).Select(i => $"Line {i}: the quick brown fox jumps over the lazy dog number {i * 7}."));
         return (model, data);
@@ -127,9 +133,7 @@ public class ModelPipelineTests : ModelTestBase
     public void Llama_layout_models_cache_and_evaluate_unprocessed(string family)
     {
         string model = TinyDecoders.Write(Sub(family), new DecoderSpec { ModelType = family, Vocab = 50257, Tied = family == "gemma2" });
-        File.Copy(TestPaths.Data("gpt2-tokenizer", "vocab.json"), Path.Combine(model, "vocab.json"));
-        File.Copy(TestPaths.Data("gpt2-tokenizer", "merges.txt"), Path.Combine(model, "merges.txt"));
-        File.WriteAllText(Path.Combine(model, "tokenizer_config.json"), """{"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}""");
+        AddGpt2Tokenizer(model);
         string data = Path.Combine(Dir, "data.txt");
         File.WriteAllLines(data, Enumerable.Range(0, 20).Select(i => $"Line {i}: the quick brown fox jumps over the lazy dog number {i * 7}."));
         var opts = new ModelDataOptions { ModelPath = model, DatasetPath = data, ContextSize = 16, Tokens = 64, BatchSizePrompts = 2 };
