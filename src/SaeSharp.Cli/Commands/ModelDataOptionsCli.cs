@@ -46,7 +46,7 @@ internal sealed class ModelDataOptionsCli
         return new ModelDataOptions
         {
             ModelPath = folder,
-            ModelDtype = ModelLoader.ParseDtype(parse.GetValue(Dtype)!, folder),
+            ModelDtype = parse.GetResult(Dtype) is { Implicit: false } ? ModelLoader.ParseDtype(parse.GetValue(Dtype)!, folder) : null,
             Device = ComputeDevice.Parse(parse.GetValue(Device)),
             DatasetPath = dataset,
             Tokens = parse.GetValue(Tokens),

@@ -85,6 +85,8 @@ public sealed class ActivationCacheManifest
     [JsonPropertyName("exclude_token_ids")] public long[] ExcludeTokenIds { get; set; } = [];
     /// <summary>TransformerLens weight processing applied to the model (<c>fold_ln</c>, <c>center_writing_weights</c>, ...).</summary>
     [JsonPropertyName("model_from_pretrained_kwargs")] public Dictionary<string, bool> ModelFromPretrainedKwargs { get; set; } = new();
+    /// <summary>The dtype the model ran in (<c>--dtype</c>), when not float32; null: float32.</summary>
+    [JsonPropertyName("model_dtype")] public string? ModelDtype { get; set; }
     /// <summary>Context budget the writer was asked for (null: whole dataset).</summary>
     [JsonPropertyName("max_contexts")] public long? MaxContexts { get; set; }
     /// <summary>True when the budget was reached or the dataset ended.</summary>
@@ -204,6 +206,7 @@ public sealed class ActivationCacheFolder : IActivationSource
             ContextSize = o.ContextSize, BatchSizePrompts = o.BatchSizePrompts, PrependBos = o.PrependBos, DatasetPath = o.DatasetPath,
             ExcludeTokenIds = (o.ExcludeTokenIds ?? []).Distinct().Order().ToArray(),
             ModelFromPretrainedKwargs = o.ModelFromPretrainedKwargs?.ToDictionary(kv => kv.Key, kv => kv.Value) ?? new(),
+            ModelDtype = model.Config.Dtype == ScalarType.Float32 ? null : Interop.SaeLensFormat.DtypeName(model.Config.Dtype),
             MaxContexts = maxContexts,
         };
         var m = fresh;
@@ -307,5 +310,6 @@ public sealed class ActivationCacheFolder : IActivationSource
         Same("dataset_path", old.DatasetPath, now.DatasetPath);
         Same("exclude_token_ids", string.Join(",", old.ExcludeTokenIds), string.Join(",", now.ExcludeTokenIds));
         Same("model_from_pretrained_kwargs", string.Join(",", old.ModelFromPretrainedKwargs.OrderBy(k => k.Key)), string.Join(",", now.ModelFromPretrainedKwargs.OrderBy(k => k.Key)));
+        Same("model_dtype", old.ModelDtype ?? "float32", now.ModelDtype ?? "float32");
     }
 }

@@ -74,7 +74,7 @@ public static class GemmaScope
                 Architecture = SaeArchitectures.JumpReLU,
                 DIn = dIn,
                 DSae = dSae,
-                Dtype = DtypeName(wEnc.dtype),
+                Dtype = SaeLensFormat.DtypeName(wEnc.dtype),
                 ApplyBDecToInput = false,
                 Metadata = new SaeMetadata { ModelClassName = "HookedTransformer" },
             };
@@ -141,13 +141,4 @@ public static class GemmaScope
                 break;
         }
     }
-
-    /// <summary>The SAELens dtype name of a floating-point tensor dtype.</summary>
-    internal static string DtypeName(ScalarType dtype) => dtype switch
-    {
-        ScalarType.Float16 => "float16",
-        ScalarType.BFloat16 => "bfloat16",
-        ScalarType.Float64 => "float64",
-        _ => "float32",
-    };
 }

@@ -74,7 +74,7 @@ public static class LlamaScope
                 Architecture = SaeArchitectures.JumpReLU,
                 DIn = dIn,
                 DSae = dSae,
-                Dtype = GemmaScope.DtypeName(encW.dtype),
+                Dtype = SaeLensFormat.DtypeName(encW.dtype),
                 ApplyBDecToInput = false,
                 NormalizeActivations = "none",
                 Metadata = new SaeMetadata

@@ -88,7 +88,7 @@ public static class OpenAiSae
         {
             DIn = d,
             DSae = n,
-            Dtype = GemmaScope.DtypeName(encoderWeight.dtype),
+            Dtype = SaeLensFormat.DtypeName(encoderWeight.dtype),
             ApplyBDecToInput = true,
             NormalizeActivations = normalize ? "layer_norm" : "none",
             Metadata = new SaeMetadata { ModelClassName = "HookedTransformer" },

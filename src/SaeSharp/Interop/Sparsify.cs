@@ -124,7 +124,7 @@ public static class Sparsify
                 DIn = dIn,
                 DSae = dSae,
                 K = k,
-                Dtype = GemmaScope.DtypeName(encoderWeight.dtype),
+                Dtype = SaeLensFormat.DtypeName(encoderWeight.dtype),
                 ApplyBDecToInput = !transcode,
                 Metadata = new SaeMetadata
                 {

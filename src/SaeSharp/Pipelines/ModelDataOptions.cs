@@ -27,8 +27,9 @@ public sealed record ModelDataOptions
     public bool? ExcludeSpecialTokens { get; init; }
     /// <summary>Weight processing of the model (training and caching; evaluation takes it from the SAEs' cfg).</summary>
     public WeightProcessingOptions Processing { get; init; } = new();
-    /// <summary>dtype the model runs in (float32 default; bfloat16 or float16 halve its memory).</summary>
-    public ScalarType ModelDtype { get; init; } = ScalarType.Float32;
+    /// <summary>dtype the model runs in (bfloat16 or float16 halve its memory); null: float32, and for evaluation the
+    /// dtype the SAEs were trained with (their <c>model_from_pretrained_kwargs</c> <c>dtype</c>).</summary>
+    public ScalarType? ModelDtype { get; init; }
     /// <summary>Where the model runs (<see cref="ComputeDevice.Parse"/>): harvesting (<c>sae cache</c>, <c>sae train --model</c>) and
     /// evaluation run the model there; evaluation runs the SAEs there too, while <c>SaeTrainer</c> trains on the CPU.</summary>
     public Device Device { get; init; } = CPU;

@@ -9,15 +9,25 @@ namespace SaeSharp.Pipelines;
 public static class ModelForSae
 {
     /// <summary>Loads <paramref name="modelFolder"/> processed as <paramref name="cfg"/>'s metadata asks
-    /// (SAELens: <c>from_pretrained_no_processing(model_name, **model_from_pretrained_kwargs)</c>).</summary>
-    public static ProcessedModel Load(string modelFolder, SaeConfig cfg, ScalarType dtype = ScalarType.Float32)
+    /// (SAELens: <c>from_pretrained_no_processing(model_name, **model_from_pretrained_kwargs)</c>), in
+    /// <paramref name="dtype"/> or, when null, the dtype the SAE was trained with (<see cref="RecordedDtype"/>).</summary>
+    public static ProcessedModel Load(string modelFolder, SaeConfig cfg, ScalarType? dtype = null)
     {
         ArgumentNullException.ThrowIfNull(cfg);
-        return Load(modelFolder, WeightProcessingOptions.FromKwargs(cfg.Metadata.ModelFromPretrainedKwargs, out _), dtype);
+        return Load(modelFolder, WeightProcessingOptions.FromKwargs(cfg.Metadata.ModelFromPretrainedKwargs, out _), dtype ?? RecordedDtype(cfg));
+    }
+
+    /// <summary>The model dtype <paramref name="cfg"/> records: TransformerLens's <c>dtype</c> keyword in
+    /// <c>model_from_pretrained_kwargs</c> (written by a run on a model in another dtype than float32), else float32.</summary>
+    public static ScalarType RecordedDtype(SaeConfig cfg)
+    {
+        ArgumentNullException.ThrowIfNull(cfg);
+        return cfg.Metadata.ModelFromPretrainedKwargs is { } kw && kw.TryGetValue("dtype", out var d) && d.ValueKind == System.Text.Json.JsonValueKind.String
+            ? ModelLoader.ParseDtype(d.GetString()!) : ScalarType.Float32;
     }
 
     /// <summary>Loads the SAE at <paramref name="saePath"/> and its model.</summary>
-    public static (Sae Sae, ProcessedModel Model) LoadWithSae(string saePath, string modelFolder, ScalarType dtype = ScalarType.Float32)
+    public static (Sae Sae, ProcessedModel Model) LoadWithSae(string saePath, string modelFolder, ScalarType? dtype = null)
     {
         var sae = SaeLoader.Load(saePath);
         try

@@ -40,7 +40,7 @@ public static class ModelPipeline
     {
         ArgumentNullException.ThrowIfNull(data);
         var tokenizer = Tokenizer.FromFolder(data.TokenizerPath ?? data.ModelPath);
-        var pm = ModelForSae.Load(data.ModelPath, data.Processing, data.ModelDtype);
+        var pm = ModelForSae.Load(data.ModelPath, data.Processing, data.ModelDtype ?? ScalarType.Float32);
         try
         {
             // The model harvests on the device; the rows come back to the CPU, where SaeTrainer trains.
@@ -72,7 +72,7 @@ public static class ModelPipeline
     {
         ArgumentNullException.ThrowIfNull(data);
         var tokenizer = Tokenizer.FromFolder(data.TokenizerPath ?? data.ModelPath);
-        using var pm = ModelForSae.Load(data.ModelPath, data.Processing, data.ModelDtype);
+        using var pm = ModelForSae.Load(data.ModelPath, data.Processing, data.ModelDtype ?? ScalarType.Float32);
         if (data.Device.type != DeviceType.CPU) pm.Model.to(data.Device);
         int ctx = data.ContextSize ?? 128;
         bool bos = data.PrependBos ?? true;
@@ -107,7 +107,7 @@ public static class ModelPipeline
             foreach (var p in saePaths) saes.Add(SaeLoader.Load(p, saeOptions));
             var processing = ModelForSae.SharedOptions(saes.Select(s => s.Cfg));
             var tokenizer = Tokenizer.FromFolder(data.TokenizerPath ?? data.ModelPath);
-            using var pm = ModelForSae.Load(data.ModelPath, processing, data.ModelDtype);
+            using var pm = ModelForSae.Load(data.ModelPath, processing, data.ModelDtype ?? RecordedDtype(saes, saePaths));
             if (data.Device.type != DeviceType.CPU)
             {
                 pm.Model.to(data.Device);
@@ -146,5 +146,16 @@ public static class ModelPipeline
         {
             foreach (var s in saes) s.Dispose();
         }
+    }
+
+    /// <summary>The model dtype the SAEs were trained with (<see cref="ModelForSae.RecordedDtype"/>); SAEs that disagree
+    /// need an explicit dtype.</summary>
+    private static ScalarType RecordedDtype(IReadOnlyList<Sae> saes, IReadOnlyList<string> paths)
+    {
+        var recorded = saes.Select(s => ModelForSae.RecordedDtype(s.Cfg)).ToList();
+        if (recorded.Distinct().Count() > 1)
+            throw new SaeSharpException("the SAEs were trained on the model in different dtypes (" +
+                string.Join(", ", recorded.Select((d, i) => $"{paths[i]}: {Interop.SaeLensFormat.DtypeName(d)}")) + "): give --dtype");
+        return recorded[0];
     }
 }

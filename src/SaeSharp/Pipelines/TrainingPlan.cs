@@ -205,7 +205,7 @@ public sealed class TrainingPlan : IDisposable
     {
         ModelName = manifest.Model, HookName = manifest.Hook, ContextSize = manifest.ContextSize, PrependBos = manifest.PrependBos,
         DatasetPath = manifest.DatasetPath is null ? null : Data.HubDataset.RecordedPath(manifest.DatasetPath), ExcludeSpecialTokens = manifest.ExcludeTokenIds.Length > 0,
-        ModelFromPretrainedKwargs = KwargsOf(manifest.ModelFromPretrainedKwargs),
+        ModelFromPretrainedKwargs = KwargsOf(manifest.ModelFromPretrainedKwargs, manifest.ModelDtype),
     };
 
     /// <summary>cfg.json metadata of SAEs trained on a model's activations at <paramref name="inputHook"/> (and, for
@@ -220,14 +220,21 @@ public sealed class TrainingPlan : IDisposable
             PrependBos = data.PrependBos ?? true,
             DatasetPath = Data.HubDataset.RecordedPath(data.DatasetPath),
             ExcludeSpecialTokens = data.ExcludeSpecialTokens ?? false,
-            ModelFromPretrainedKwargs = KwargsOf(data.Processing.ToKwargs()),
+            ModelFromPretrainedKwargs = KwargsOf(data.Processing.ToKwargs(),
+                data.ModelDtype is { } dtype && dtype != ScalarType.Float32 ? Interop.SaeLensFormat.DtypeName(dtype) : null),
         };
         if (targetHook is not null) (metadata.Extra ??= new())["hook_name_out"] = JsonSerializer.SerializeToElement(targetHook);
         return metadata;
     }
 
-    private static Dictionary<string, JsonElement>? KwargsOf(Dictionary<string, bool> kwargs) =>
-        kwargs.Count == 0 ? null : kwargs.ToDictionary(kv => kv.Key, kv => JsonSerializer.SerializeToElement(kv.Value));
+    /// <summary>cfg.json's <c>model_from_pretrained_kwargs</c>: the weight processing flags and, for a model run in another
+    /// dtype than float32, TransformerLens's <c>dtype</c> keyword; null when there is neither.</summary>
+    private static Dictionary<string, JsonElement>? KwargsOf(Dictionary<string, bool> flags, string? dtype)
+    {
+        var kwargs = flags.ToDictionary(kv => kv.Key, kv => JsonSerializer.SerializeToElement(kv.Value));
+        if (dtype is not null) kwargs["dtype"] = JsonSerializer.SerializeToElement(dtype);
+        return kwargs.Count == 0 ? null : kwargs;
+    }
 
     /// <summary>Closes the sources, the SAEs and the ground-truth features.</summary>
     public void Dispose()

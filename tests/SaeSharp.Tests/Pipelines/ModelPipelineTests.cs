@@ -95,6 +95,44 @@ public class ModelPipelineTests : ModelTestBase
         Assert.Equal(expectedRows, r.Tokens);
     }
 
+    /// <summary>A model run in bfloat16 is recorded: in the cache manifest, and as TransformerLens's <c>dtype</c> keyword in
+    /// the SAEs' <c>model_from_pretrained_kwargs</c> (from the cache or from the model directly); float32 records nothing.</summary>
+    [Fact]
+    public void The_model_dtype_is_recorded_with_the_cache_and_the_saes()
+    {
+        var (model, data) = Setup();
+        var opts = new ModelDataOptions { ModelPath = model, DatasetPath = data, ContextSize = 16, Tokens = 32, ModelDtype = ScalarType.BFloat16 };
+        var m = ModelPipeline.WriteCache(opts, "blocks.0.hook_resid_post", Path.Combine(Dir, "bf16-cache"), contextsPerShard: 2);
+        Assert.Equal("bfloat16", m.ModelDtype);
+        Assert.Equal("bfloat16", ActivationCacheManifest.Read(Path.Combine(Dir, "bf16-cache")).ModelDtype);
+        Assert.Equal("bfloat16", TrainingPlan.MetadataOf(m).ModelFromPretrainedKwargs!["dtype"].GetString());
+        var direct = TrainingPlan.MetadataOf(opts with { Processing = new WeightProcessingOptions { FoldLn = true } }, "blocks.0.hook_resid_post");
+        Assert.Equal("bfloat16", direct.ModelFromPretrainedKwargs!["dtype"].GetString());
+        Assert.True(direct.ModelFromPretrainedKwargs["fold_ln"].GetBoolean());
+        // The processing flags read back unchanged with the dtype beside them.
+        Assert.True(WeightProcessingOptions.FromKwargs(direct.ModelFromPretrainedKwargs, out var ignored).FoldLn);
+        Assert.Equal(["dtype"], ignored);
+        Assert.Null(TrainingPlan.MetadataOf(opts with { ModelDtype = ScalarType.Float32 }, "blocks.0.hook_resid_post").ModelFromPretrainedKwargs);
+        var f32 = ModelPipeline.WriteCache(opts with { ModelDtype = ScalarType.Float32 }, "blocks.0.hook_resid_post", Path.Combine(Dir, "f32-cache"), contextsPerShard: 2);
+        Assert.Null(f32.ModelDtype);
+
+        // Evaluation without a dtype runs the model in the one the SAE recorded.
+        var cfg = new SaeConfig { DIn = 16, DSae = 32 };
+        cfg.Metadata.HookName = "blocks.1.hook_resid_pre";
+        cfg.Metadata.ContextSize = 16;
+        cfg.Metadata.ModelFromPretrainedKwargs = direct.ModelFromPretrainedKwargs.Where(kv => kv.Key == "dtype").ToDictionary();
+        string saeDir = Path.Combine(Dir, "bf16-sae");
+        using (var sae = SaeFactory.Create(cfg))
+        {
+            sae.InitializeWeights(new Generator(4));
+            SaeLensFormat.Save(sae, saeDir);
+        }
+        double Clean(ScalarType? dtype) => ModelPipeline.Evaluate([saeDir], opts with { ModelDtype = dtype }, meanAblation: false)[0].CeLossWithoutSae;
+        double implicitDtype = Clean(null), bf16 = Clean(ScalarType.BFloat16), f32Clean = Clean(ScalarType.Float32);
+        Assert.Equal(bf16, implicitDtype);
+        Assert.NotEqual(f32Clean, implicitDtype);
+    }
+
     /// <summary>SAEs with different context sizes evaluated together get the figures each gets alone (its own windows).</summary>
     [Fact]
     public void Saes_evaluated_together_each_use_their_own_context_size()
