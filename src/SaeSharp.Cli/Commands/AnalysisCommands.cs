@@ -152,9 +152,6 @@ internal static class AnalysisCommands
         for (int v = 0; v < views.Count; v++)
         {
             var view = views[v];
-            // Tokens that carry their own spaces (byte-level BPE) are joined as they are; words (a WordLevel
-            // tokenizer, the built-in model's) with a space between them.
-            string separator = view.TokenStrings.Skip(1).Any(t => t.Length > 0 && char.IsWhiteSpace(t[0])) ? "" : " ";
             AnsiConsole.MarkupLine($"[bold]prompt {v + 1}[/] [grey]({Markup.Escape(hook)}, {view.Tokens.Length} tokens)[/]");
             foreach (var u in view.Features)
             {
@@ -162,7 +159,7 @@ internal static class AnalysisCommands
                 string extra = note is null ? "" : (note.Density is double d ? $"density {DashboardWriter.Percent(d)}  " : "") +
                     "logits " + string.Join(" ", note.TopLogits.Select(DashboardWriter.Quote));
                 AnsiConsole.MarkupLine($"  [bold]feature {u.Index}[/] sum {u.Sum:0.###}  [grey]{Markup.Escape(extra)}[/]");
-                AnsiConsole.MarkupLine("    " + Shaded(view.TokenStrings, u.Acts, separator, plainValues: true));
+                AnsiConsole.MarkupLine("    " + Shaded(view.TokenStrings, u.Acts));
             }
             if (view.Neurons.Count > 0)
             {
@@ -170,7 +167,7 @@ internal static class AnalysisCommands
                 foreach (var u in view.Neurons)
                 {
                     AnsiConsole.MarkupLine($"  [bold]neuron {u.Index}[/] sum {u.Sum:0.###}");
-                    AnsiConsole.MarkupLine("    " + Shaded(view.TokenStrings, u.Acts, separator, plainValues: true));
+                    AnsiConsole.MarkupLine("    " + Shaded(view.TokenStrings, u.Acts));
                 }
             }
         }
@@ -182,17 +179,16 @@ internal static class AnalysisCommands
         }
     }
 
-    /// <summary>Tokens as Spectre markup, each on an orange background scaled by its activation, joined by
-    /// <paramref name="separator"/>. Without colours (output in a pipe) and with <paramref name="plainValues"/>, each
-    /// active token is followed by its activation in parentheses instead.</summary>
-    internal static string Shaded(IReadOnlyList<string> tokens, IReadOnlyList<float> acts, string separator = "", bool plainValues = false)
+    /// <summary>Tokens (as they read in running text, <see cref="Tokenizers.TokenDisplay.TokenText"/>) as Spectre markup,
+    /// each on an orange background scaled by its activation; without colours (output in a pipe) each active token is
+    /// followed by its activation in parentheses instead.</summary>
+    internal static string Shaded(IReadOnlyList<string> tokens, IReadOnlyList<float> acts)
     {
         double max = acts.Select(Math.Abs).DefaultIfEmpty(0).Max();
-        bool plain = plainValues && (!AnsiConsole.Profile.Capabilities.Ansi || AnsiConsole.Profile.Capabilities.ColorSystem == ColorSystem.NoColors);
+        bool plain = !AnsiConsole.Profile.Capabilities.Ansi || AnsiConsole.Profile.Capabilities.ColorSystem == ColorSystem.NoColors;
         var sb = new System.Text.StringBuilder();
         for (int i = 0; i < tokens.Count; i++)
         {
-            if (i > 0) sb.Append(separator);
             string text = Markup.Escape(DashboardWriter.Display(tokens[i]));
             double a = max > 0 ? Math.Clamp(acts[i] / max, 0, 1) : 0;
             if (a <= 0) { sb.Append(text); continue; }

@@ -111,15 +111,15 @@ internal static class DemoCommand
         foreach (var u in view.Features)
         {
             p.Notes.TryGetValue(u.Index, out var note);
-            string logits = note is null ? "" : "logits " + string.Join(" ", note.TopLogits);
+            string logits = note is null ? "" : "logits " + string.Join(" ", note.TopLogits.Select(t => t.Trim()));
             AnsiConsole.MarkupLine($"    feature {u.Index,-5} {Markup.Escape(LabelOf(scores.Features[u.Index])),-34} [grey]{Markup.Escape(logits)}[/]");
-            AnsiConsole.MarkupLine("      " + AnalysisCommands.Shaded(view.TokenStrings.Skip(view.SkippedPrefix).ToList(), u.Acts.Skip(view.SkippedPrefix).ToList(), " ", plainValues: true));
+            AnsiConsole.MarkupLine("      " + AnalysisCommands.Shaded(view.TokenStrings.Skip(view.SkippedPrefix).ToList(), u.Acts.Skip(view.SkippedPrefix).ToList()));
         }
         AnsiConsole.MarkupLine($"  [bold]top neurons[/] [grey](dimensions of {Markup.Escape(p.Hook)})[/]");
         foreach (var u in view.Neurons)
         {
             AnsiConsole.MarkupLine($"    neuron {u.Index,-6} {Markup.Escape(LabelOf(scores.Neurons[u.Index]))}");
-            AnsiConsole.MarkupLine("      " + AnalysisCommands.Shaded(view.TokenStrings.Skip(view.SkippedPrefix).ToList(), u.Acts.Skip(view.SkippedPrefix).ToList(), " ", plainValues: true));
+            AnsiConsole.MarkupLine("      " + AnalysisCommands.Shaded(view.TokenStrings.Skip(view.SkippedPrefix).ToList(), u.Acts.Skip(view.SkippedPrefix).ToList()));
         }
     }
 
