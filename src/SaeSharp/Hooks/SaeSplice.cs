@@ -39,9 +39,11 @@ internal static class SaeSplice
         var dtype = sae.WDec.dtype;
         var capture = runner.Capture;
         bool errorTerm = a.UseErrorTerm || capture is not null;
-        var input = runner.Fire(a.HookName(SaeHookPoints.Input), site.reshape(b, s, dIn).to(dtype));
+        var x0 = site.reshape(b, s, dIn).to(dtype);
+        var input = runner.Fire(a.HookName(SaeHookPoints.Input), x0);
         var rows = input.reshape(b * s, dIn);
-        var pre = runner.Fire(a.HookName(SaeHookPoints.ActsPre), sae.HiddenPre(rows).view(b, s, dSae));
+        var preRaw = sae.HiddenPre(rows).view(b, s, dSae);
+        var pre = runner.Fire(a.HookName(SaeHookPoints.ActsPre), preRaw);
         var clean = sae.Activate(pre.reshape(b * s, dSae), rows).view(b, s, dSae);
         var feats = runner.Fire(a.HookName(SaeHookPoints.ActsPost), clean);
         if (capture is not null) feats = capture.Features(a, feats);
@@ -50,9 +52,17 @@ internal static class SaeSplice
         var output = recons;
         if (errorTerm)
         {
-            // The error of the unedited features (SAELens: the clean reconstruction with hooks disabled).
-            var cleanRecons = ReferenceEquals(feats, clean) ? reconsRaw : sae.Reconstruct(clean.reshape(b * s, dSae), rows).view(b, s, dIn);
-            var error = runner.Fire(a.HookName(SaeHookPoints.Error), input - cleanRecons);
+            // The error of the unedited SAE (SAELens: x − decode(encode(x)) with the SAE's hooks disabled), so edits of
+            // hook_sae_input and hook_sae_acts_pre reach the output too.
+            Tensor cleanRecons;
+            if (ReferenceEquals(input, x0) && ReferenceEquals(pre, preRaw))
+                cleanRecons = ReferenceEquals(feats, clean) ? reconsRaw : sae.Reconstruct(clean.reshape(b * s, dSae), rows).view(b, s, dIn);
+            else
+            {
+                var xRows = x0.reshape(b * s, dIn);
+                cleanRecons = sae.Reconstruct(sae.Activate(sae.HiddenPre(xRows), xRows), xRows).view(b, s, dIn);
+            }
+            var error = runner.Fire(a.HookName(SaeHookPoints.Error), x0 - cleanRecons);
             if (capture is not null) error = capture.Error(a, error);
             output = recons + error;
         }

@@ -129,6 +129,43 @@ public class InterventionTests : ModelTestBase
     }
 
     [Fact]
+    public void WithTheErrorTermEditsOfInputAndActsPreChangeTheOutputAsInSaeLens()
+    {
+        // SAELens SAE.forward with use_error_term: sae_error = x − decode(encode(x)) computed with the SAE's hooks
+        // disabled, so an edit at hook_sae_input or hook_sae_acts_pre reaches the output: x̂(edited) + x − x̂(x).
+        using var model = Gpt2();
+        string hook = "blocks.0.hook_resid_post";
+        using var sae = RandomSae(hook, 16, 32, 3);
+        var (_, clean) = model.RunWithCache(Toks, [hook]);
+        using var cleanCache = clean;
+        var x = cleanCache[hook].to(ScalarType.Float64);
+        var wDec = sae.WDec.detach().to(ScalarType.Float64);
+        var bDec = sae.BDec.detach().to(ScalarType.Float64);
+        Tensor Recons(Tensor input) => matmul(HandFeatures(sae, input), wDec) + bDec;
+        var error = x - Recons(x);
+
+        foreach (var (point, edit, expected) in new (string, Func<Tensor, Tensor?>, Tensor)[]
+        {
+            (SaeHookPoints.ActsPre, p => zeros_like(p), bDec.expand(2, 6, 16) + error),   // f = ReLU(0) = 0
+            (SaeHookPoints.Input, v => v * 2, Recons(x * 2) + error),
+        })
+        {
+            var hooked = new HookedSaeTransformer(model);
+            var at = hooked.AddSae(sae, useErrorTerm: true);
+            var (_, cache) = hooked.Run(Toks, new RunOptions
+            {
+                Hooks = [(at.HookName(point), edit)],
+                CacheNames = [at.HookName(SaeHookPoints.Error), at.HookName(SaeHookPoints.Output)],
+            });
+            using (cache)
+            {
+                AssertAllClose(error, cache![at.HookName(SaeHookPoints.Error)], 1e-5, $"{point}: error");
+                AssertAllClose(expected, cache[at.HookName(SaeHookPoints.Output)], 1e-5, $"{point}: output");
+            }
+        }
+    }
+
+    [Fact]
     public void SteeringAddsTheScaledDecoderRowAsARawHookWould()
     {
         foreach (var model in AllKinds())
