@@ -165,8 +165,8 @@ internal static class InterventionCommands
             }
             AnsiConsole.MarkupLine($"[bold]prompt:[/] {Markup.Escape(parse.GetValue(prompt)!)}");
             AnsiConsole.Write(table);
-            var logits = new Table().Title(Markup.Escape($"feature {steering.Feature}: top logit tokens (W_dec[F]·W_U)")).AddColumn("token").AddColumn(new TableColumn("logit").RightAligned());
-            foreach (var (id, value) in FeatureLogits(m, s, steering.Feature, 10))
+            var logits = new Table().Title(Markup.Escape($"feature {steering.Feature}: top logit tokens (W_dec[F]·W_U, final norm scale folded)")).AddColumn("token").AddColumn(new TableColumn("logit").RightAligned());
+            foreach (var (id, value) in FeatureLogits(m, s, at, steering.Feature, 10, Math.Min(tok.VocabSize, m.Config.DVocab)))
                 logits.AddRow(Markup.Escape(Analysis.DashboardWriter.Quote(tok.TokenText((int)id))), value.ToString("F3", CultureInfo.InvariantCulture));
             AnsiConsole.Write(logits);
             return 0;
@@ -174,14 +174,17 @@ internal static class InterventionCommands
         return command;
     }
 
-    /// <summary>The tokens whose logits the feature's decoder direction raises most (W_dec[F]·W_U).</summary>
-    public static IReadOnlyList<(long Token, double Logit)> FeatureLogits(HookedTransformer model, Sae sae, int feature, int n)
+    /// <summary>The tokens whose logits the feature's decoder direction raises most: its logit effect as <c>sae features</c>
+    /// reports it (<see cref="Analysis.FeatureWeights"/>: W_dec[F] written into the residual stream, times W_U with the final
+    /// norm's scale folded in), over the first <paramref name="vocab"/> tokens; empty when the hook's rows cannot be mapped.</summary>
+    public static IReadOnlyList<(long Token, double Logit)> FeatureLogits(HookedTransformer model, Sae sae, string hook, int feature, int n, int vocab)
     {
         using var scope = NewDisposeScope();
-        var wu = model.UnembedWeight(); // [d_vocab, d_model]
-        if (sae.Cfg.DOutOrIn != wu.shape[1])
-            return [];
-        var l = matmul(wu.to(ScalarType.Float32), sae.WDec.detach()[feature].to(ScalarType.Float32));
+        Tensor dir;
+        try { dir = Analysis.FeatureWeights.ResidualDirections(model, sae, hook, [feature]); }
+        catch (SaeSharpException) { return []; }
+        var l = dir.matmul(Analysis.FeatureWeights.FoldedUnembed(model))[0];
+        if (vocab < l.shape[0]) l = l.narrow(0, 0, vocab);
         var (v, i) = l.topk((int)Math.Min(n, l.shape[0]));
         var vals = v.data<float>().ToArray();
         return i.data<long>().Select((t, k) => (t, (double)vals[k])).ToList();

@@ -5,6 +5,7 @@ using SaeSharp.IO;
 using SaeSharp.Models;
 using SaeSharp.Tests.Analysis;
 using SaeSharp.Tests.Interventions;
+using SaeSharp.Cli.Commands;
 using static TorchSharp.torch;
 
 namespace SaeSharp.Tests.Cli;
@@ -124,6 +125,28 @@ public class InterventionCommandTests : IDisposable
         Assert.Equal(new long[] { 2, 4, 24 }, o2["attribution.1"].shape);
         Assert.Equal(new long[] { 2, 4 }, o2["error_attribution.0"].shape);
         Assert.False(o2.ContainsKey("attribution"));
+    }
+
+    [Fact]
+    public void SteerTopLogitsAreTheDashboardsLogitEffectWithTheFinalNormScaleFolded()
+    {
+        // W_dec[F]·diag(γ)·W_U (γ: ln_f's scale, TransformerLens fold_ln, as `sae features` reports it); an mlp.hook_post
+        // decoder row first goes through W_out. Written out here from the checkpoint's parameters.
+        foreach (var (hook, dIn) in new[] { ("blocks.0.hook_resid_post", 16), ("blocks.0.mlp.hook_post", 64) })
+        {
+            var model = TinyModels.WriteGpt2(P("m"), seed: 3, nLayer: 2, nEmbd: 16, nHead: 4, vocab: 64);
+            using var m = ModelLoader.FromPretrained(model);
+            using var sae = InterventionTests.RandomSae(hook, dIn, 32, 9);
+            var w = m.named_parameters().ToDictionary(kv => kv.name, kv => kv.parameter.detach().to(ScalarType.Float64));
+            var row = sae.WDec.detach()[4].to(ScalarType.Float64);
+            if (dIn == 64) row = matmul(row, w["transformer.h.0.mlp.c_proj.weight"]);
+            var expected = matmul(w["transformer.wte.weight"], row * w["transformer.ln_f.weight"]);
+            var (values, ids) = expected.topk(5);
+            var got = InterventionCommands.FeatureLogits(m, sae, hook, 4, 5, 64);
+            Assert.Equal(ids.data<long>().ToArray(), got.Select(g => g.Token).ToArray());
+            var v = values.data<double>().ToArray();
+            for (int i = 0; i < 5; i++) Assert.True(Math.Abs(v[i] - got[i].Logit) < 1e-4, $"{hook}: logit {i}: {got[i].Logit} vs {v[i]}");
+        }
     }
 
     [Fact]
