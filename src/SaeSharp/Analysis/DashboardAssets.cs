@@ -67,7 +67,8 @@ internal static class DashboardAssets
         tr.dead td { color: #a8aebb; }
         .chips .chip { margin-right: 4px; }
         .prompt-view .unit { display:flex; gap: 14px; align-items: baseline; padding: 6px 0; border-bottom: 1px solid #f1f2f5; }
-        .prompt-view .unit .name { flex: 0 0 180px; font-size: 12.5px; } .prompt-view .unit .name small { display:block; color: var(--muted); }
+        .prompt-view .unit .name { flex: 0 0 180px; min-width: 0; font-size: 12.5px; }
+        .prompt-view .unit .name .chip { display: inline-block; max-width: 100%; overflow: hidden; vertical-align: bottom; } .prompt-view .unit .name small { display:block; color: var(--muted); }
         .cols { display:grid; grid-template-columns: 1fr 1fr; gap: 16px; }
         """;
 

@@ -118,7 +118,9 @@ public class DashboardBrowserTests : IDisposable
             var tok = Tokenizer.FromFolder(_fx.ModelDir);
             var inspector = new PromptInspector(pm.Model, sae, tok, pm.Hooks);
             var views = new[] { "the cat sat on the mat", "a dog ran to the park" }.Select(p => inspector.Inspect(p, top: 4, neurons: true)).ToList();
-            var notes = inspector.Notes(views.SelectMany(v => v.Features.Select(u => u.Index)));
+            // Notes with top-logit tokens as GPT-2 spells them (a leading space each), wider together than the name column.
+            var notes = inspector.Notes(views.SelectMany(v => v.Features.Select(u => u.Index)))
+                .ToDictionary(kv => kv.Key, kv => kv.Value with { TopLogits = [" showcased", " Discover", " misdemeanor", " Historical", " medication"] });
             string html = Path.Combine(_fx.Dir, "prompt.html");
             DashboardWriter.WritePromptView(html, views, notes, PromptInspector.Compare(views), inspector.Hook);
             await using var browser = await Launch(Path.Combine(_fx.Dir, "profile2"));
@@ -130,6 +132,11 @@ public class DashboardBrowserTests : IDisposable
             Assert.Equal("0", await page.EvaluateExpressionAsync<string>("document.querySelector('.feature-unit').dataset.feature"));
             Assert.True(await page.EvaluateExpressionAsync<bool>(
                 "[...document.querySelector('.feature-unit').querySelectorAll('.tok')].some(t => t.textContent === ' cat' && getComputedStyle(t).backgroundColor !== 'rgba(0, 0, 0, 0)')"));
+            // The name column keeps its width (logit chips wrap inside it), so every row's tokens start at the same place.
+            var widths = await page.EvaluateExpressionAsync<double[]>("[...document.querySelectorAll('.unit .name')].map(n => n.getBoundingClientRect().width)");
+            Assert.All(widths, w => Assert.Equal(180, w, 0.5));
+            var lefts = await page.EvaluateExpressionAsync<double[]>("[...document.querySelectorAll('.feature-unit .toks')].map(t => t.getBoundingClientRect().left)");
+            Assert.All(lefts, l => Assert.Equal(lefts[0], l, 0.5));
             await page.ScreenshotAsync(Path.Combine(ScreenshotDir(), "prompt-view.png"), new ScreenshotOptions { FullPage = true });
         }
     }
