@@ -17,10 +17,20 @@ internal static class CacheCommand
         Cli.SetAction(command, parse =>
         {
             var options = data.Read(parse);
+            string outDir = parse.GetValue(output)!;
+            long before = 0;
+            if (File.Exists(Path.Combine(outDir, ActivationCacheFolder.ManifestName)))
+            {
+                var earlier = ActivationCacheManifest.Read(outDir);
+                before = earlier.TotalRows;
+                Console.WriteLine($"resuming the cache in {outDir}: {earlier.Shards.Count:N0} shards ({earlier.TotalRows:N0} rows, {earlier.TotalContexts:N0} contexts) already written");
+            }
             var manifest = CliProgress.Run("cache", progress => ModelPipeline.WriteCache(options, parse.GetValue(data.Hook)!, parse.GetValue(output)!,
                 data.ReadMode(parse), parse.GetValue(data.TargetHook), parse.GetValue(contextsPerShard), progress: progress,
                 onShard: m => { if (!CliProgress.Live) Console.WriteLine($"shard {m.Shards.Count}: {m.TotalRows:N0} rows"); }));
-            Console.WriteLine($"wrote {manifest.TotalRows:N0} rows of {manifest.Hook} (d_in {manifest.DIn}) to {parse.GetValue(output)}");
+            Console.WriteLine(before > 0 && manifest.TotalRows == before
+                ? $"nothing to add: {outDir} already holds the {manifest.TotalRows:N0} rows of {manifest.Hook} (d_in {manifest.DIn}) asked for"
+                : $"wrote {manifest.TotalRows - before:N0} rows of {manifest.Hook} (d_in {manifest.DIn}) to {outDir}{(before > 0 ? $", {manifest.TotalRows:N0} in all" : "")}");
             return 0;
         });
         return command;

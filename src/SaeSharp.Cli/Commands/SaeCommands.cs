@@ -104,6 +104,7 @@ internal static class SaeCommands
                 ("l2_ratio", m.Reconstruction.L2Ratio.ToString("F4")),
                 ("dead_fraction", m.Reconstruction.DeadFraction.ToString("P2")),
             });
+            foreach (var note in m.NonFiniteNotes()) Console.Error.WriteLine($"warning: {saes[i]}: {note}");
             all.Add(m.ToJson());
             SaveHistogram(histogram is not null && results.Count == 1 ? histogram : DefaultHistogramPath(jsonPath ?? histogram, results.Count == 1 ? null : $"sae{i}"), m.Reconstruction);
         }

@@ -139,10 +139,7 @@ public sealed class ActivationCacheFolder : IActivationSource
     {
         Directory = dir;
         Manifest = ActivationCacheManifest.Read(dir);
-        if (Manifest.Shards.Count == 0) throw new SaeSharpException($"{dir}: the cache has no shards yet");
-        var files = Manifest.Shards.Select(s => Path.Combine(dir, s.File)).ToList();
-        foreach (var f in files)
-            if (!File.Exists(f)) throw new SaeSharpException($"{f}: shard listed in {ManifestName} is missing");
+        var files = ShardFiles(dir, Manifest);
         var o = (options ?? new ActivationFileSourceOptions()) with
         {
             InputName = "activations",
@@ -175,6 +172,30 @@ public sealed class ActivationCacheFolder : IActivationSource
     public void LoadState(JsonNode state) => _source.LoadState(state);
     /// <summary>Closes the shard files.</summary>
     public void Dispose() => _source.Dispose();
+
+    /// <summary>The shards <paramref name="manifest"/> lists in the cache folder <paramref name="dir"/>, in row order, each
+    /// checked against it: present, with the rows and width it records (a shard truncated, replaced or lost since the
+    /// cache was written is an error naming it). Files the manifest does not list are not part of the cache.</summary>
+    public static IReadOnlyList<string> ShardFiles(string dir, ActivationCacheManifest manifest)
+    {
+        ArgumentNullException.ThrowIfNull(manifest);
+        if (manifest.Shards.Count == 0) throw new SaeSharpException($"{dir}: the cache has no shards yet");
+        var files = new List<string>();
+        foreach (var shard in manifest.Shards)
+        {
+            var f = Path.Combine(dir, shard.File);
+            if (!File.Exists(f)) throw new SaeSharpException($"{f}: shard listed in {ManifestName} is missing");
+            using (var rows = ActivationRowFile.Open(f, "activations", null))
+            {
+                if (rows.Rows != shard.Rows)
+                    throw new SaeSharpException($"{f}: holds {rows.Rows} rows, but {ManifestName} records {shard.Rows}; the shard was changed after the cache was written");
+                if (rows.InputWidth != manifest.DIn)
+                    throw new SaeSharpException($"{f}: activations have width {rows.InputWidth}, but {ManifestName} records d_in {manifest.DIn}");
+            }
+            files.Add(f);
+        }
+        return files;
+    }
 
     /// <summary>Shard file name of shard <paramref name="index"/>.</summary>
     public static string ShardName(int index) => $"shard_{index:D5}.safetensors";
@@ -210,6 +231,8 @@ public sealed class ActivationCacheFolder : IActivationSource
             MaxContexts = maxContexts,
         };
         var m = fresh;
+        // A run killed while writing a shard leaves its temporary file: not a reason to refuse the folder, nor to keep it.
+        AtomicFile.RemoveAbandonedTemporaries(dir);
         if (File.Exists(Path.Combine(dir, ManifestName)))
         {
             m = ActivationCacheManifest.Read(dir);
@@ -267,6 +290,9 @@ public sealed class ActivationCacheFolder : IActivationSource
             }
             onShard?.Invoke(m);
         }
+        if (m.Shards.Count == 0)
+            throw new SaeSharpException($"{dir}: the dataset gave no context window of {o.ContextSize} tokens (it is empty, " +
+                                        "holds only whitespace, or has fewer tokens than one window); nothing was written");
         m.Complete = true;
         m.DatasetExhausted = ended;
         m.Save(dir);

@@ -108,13 +108,17 @@ public sealed class ActivationFileSource : IActivationSource
     /// <summary>Opens one file or folder; see the constructor over several paths.</summary>
     public ActivationFileSource(string path, ActivationFileSourceOptions? options = null) : this([path], options) { }
 
-    /// <summary>Files in dataset order: each file as given, each folder's <c>.safetensors</c> and <c>.npy</c> files sorted by name.</summary>
+    /// <summary>Files in dataset order: each file as given, an activation cache folder's shards as its manifest lists them
+    /// (<see cref="ActivationCacheFolder.ShardFiles"/>), each other folder's <c>.safetensors</c> and <c>.npy</c> files
+    /// sorted by name.</summary>
     public static IReadOnlyList<string> ExpandPaths(IEnumerable<string> paths)
     {
         var result = new List<string>();
         foreach (var p in paths)
         {
-            if (Directory.Exists(p))
+            if (File.Exists(Path.Combine(p, ActivationCacheFolder.ManifestName)))
+                result.AddRange(ActivationCacheFolder.ShardFiles(p, ActivationCacheManifest.Read(p)));
+            else if (Directory.Exists(p))
             {
                 var inDir = Directory.GetFiles(p)
                     .Where(f => f.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase) || f.EndsWith(".npy", StringComparison.OrdinalIgnoreCase))

@@ -58,19 +58,29 @@ internal abstract class ActivationRowFile : IDisposable
     /// Inf; <paramref name="firstRow"/> is the row number of t[0] in the file.</summary>
     internal static void CheckFinite(Tensor t, string what, long firstRow)
     {
+        if (FirstNonFinite(t) is var (row, col, v))
+            throw new SaeSharpException($"{what}: row {firstRow + row} holds {Describe(v)} (column {col}); activations must be finite");
+    }
+
+    /// <summary>The first row of <paramref name="t"/> [rows, ...] holding NaN or ±Inf, its first such column (flattened)
+    /// and that value; null when every value is finite.</summary>
+    internal static (long Row, long Column, float Value)? FirstNonFinite(Tensor t)
+    {
         using var scope = NewDisposeScope();
         // Fast path: a finite sum means no NaN and no ±Inf (a sum that overflows falls through to the exact check).
-        if (double.IsFinite(t.sum(type: ScalarType.Float64).item<double>())) return;
+        if (double.IsFinite(t.sum(type: ScalarType.Float64).item<double>())) return null;
         var bad = t.isfinite().logical_not();
-        if (!bad.any().item<bool>()) return;
+        if (!bad.any().item<bool>()) return null;
         var rows = bad.reshape(t.shape[0], -1).any(1).nonzero();
         long row = rows[0, 0].item<long>();
         var values = t[row].reshape(-1);
         var badInRow = bad[row].reshape(-1).nonzero();
         long col = badInRow[0, 0].item<long>();
-        float v = values[col].item<float>();
-        throw new SaeSharpException($"{what}: row {firstRow + row} holds {(float.IsNaN(v) ? "NaN" : v > 0 ? "+Inf" : "-Inf")} (column {col}); activations must be finite");
+        return (row, col, values[col].to(ScalarType.Float32).item<float>());
     }
+
+    /// <summary>"NaN", "+Inf" or "-Inf".</summary>
+    internal static string Describe(float v) => float.IsNaN(v) ? "NaN" : v > 0 ? "+Inf" : "-Inf";
 
     public abstract void Dispose();
 

@@ -140,6 +140,8 @@ internal sealed class ModelActivationHarvester
             var kept = idx.data<long>().ToArray();
             var ids = new long[kept.Length];
             for (int i = 0; i < kept.Length; i++) ids[i] = firstWindow * s + kept[i];
+            CheckFinite(input, Spec.InputHook, ids, s);
+            if (target is not null) CheckFinite(target, Spec.TargetHook!, ids, s);
             return new HarvestedRows
             {
                 Input = input.MoveToOuterDisposeScope(),
@@ -148,6 +150,16 @@ internal sealed class ModelActivationHarvester
                 TokenIds = tok.MoveToOuterDisposeScope(),
             };
         }
+    }
+
+    /// <summary>NaN or Inf in the rows of <paramref name="hook"/> (row i from window·ctx + pos = <paramref name="ids"/>[i]) is
+    /// an error naming the hook, the window and the position: the model, not the data, produced it.</summary>
+    private void CheckFinite(Tensor rows, string hook, long[] ids, int contextSize)
+    {
+        if (ActivationRowFile.FirstNonFinite(rows) is not var (row, col, v)) return;
+        throw new SaeSharpException($"{hook} of {_model.Config.ModelName}: context window {ids[row] / contextSize}, position {ids[row] % contextSize} " +
+                                    $"holds {ActivationRowFile.Describe(v)} (dimension {col}); the model's activations must be finite " +
+                                    "(NaN or Inf in its weights, or an overflow in its dtype)");
     }
 
     /// <summary>[batch, pos] bool: true where the token is not excluded.</summary>

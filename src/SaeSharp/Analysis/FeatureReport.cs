@@ -55,11 +55,13 @@ public sealed class FeatureReport
     /// <summary>A token's display string: the decoded text, or <c>&lt;id&gt;</c> when unknown.</summary>
     public string TokenString(int id) => TokenStrings.TryGetValue(id, out var s) ? s : $"<{id}>";
 
-    /// <summary>Writes features.jsonl, summary.json and tokens.json into <paramref name="dir"/> (each atomically).</summary>
+    /// <summary>Writes features.jsonl, summary.json and tokens.json into <paramref name="dir"/>, replaced together: a
+    /// failure part-way (a full disk) leaves the previous three as they were.</summary>
     public void Save(string dir)
     {
         Directory.CreateDirectory(dir);
-        AtomicFile.Write(Path.Combine(dir, FeaturesFile), s =>
+        using var files = new AtomicFileGroup();
+        files.Write(Path.Combine(dir, FeaturesFile), s =>
         {
             foreach (var f in Features)
             {
@@ -67,9 +69,10 @@ public sealed class FeatureReport
                 s.WriteByte((byte)'\n');
             }
         });
-        AtomicFile.WriteAllText(Path.Combine(dir, TokensFile), new JsonObject(TokenStrings.OrderBy(kv => kv.Key)
+        files.WriteAllText(Path.Combine(dir, TokensFile), new JsonObject(TokenStrings.OrderBy(kv => kv.Key)
             .Select(kv => KeyValuePair.Create(kv.Key.ToString(CultureInfo.InvariantCulture), (JsonNode?)JsonValue.Create(kv.Value)))).ToJsonString(Indented));
-        AtomicFile.WriteAllText(Path.Combine(dir, SummaryFile), SummaryJson().ToJsonString(Indented));
+        files.WriteAllText(Path.Combine(dir, SummaryFile), SummaryJson().ToJsonString(Indented));
+        files.Commit();
     }
 
     private static readonly JsonSerializerOptions Indented = new() { WriteIndented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };

@@ -68,6 +68,32 @@ public sealed class DownstreamMetrics
     /// <summary>Positions counted in the CE means (positions predicting from an excluded token are left out).</summary>
     public long CeTokens { get; internal set; }
 
+    /// <summary>One line per NaN or infinite headline metric (CE losses, MSE/FVU, the CE and KL scores), naming it and its
+    /// cause: the model's own logits, the SAE's reconstruction, or a zero denominator. Empty when they are all finite.</summary>
+    public IReadOnlyList<string> NonFiniteNotes()
+    {
+        var notes = new List<string>();
+        static string V(double v) => v.ToString("G4", System.Globalization.CultureInfo.InvariantCulture);
+        if (!double.IsFinite(CeLossWithoutSae))
+        {
+            notes.Add($"ce loss clean is {V(CeLossWithoutSae)}: the model's own logits are not finite on the evaluated tokens (NaN or Inf in its " +
+                      $"weights, or an overflow in its dtype), so every CE and KL metric is NaN with it" +
+                      (double.IsFinite(Mse) ? "" : $", and mse too if the activations at {HookName} are not finite"));
+            return notes;
+        }
+        if (!double.IsFinite(Mse))
+            notes.Add($"mse and fvu are {V(Mse)}: the SAE's reconstruction of the activations at {HookName} is not finite " +
+                      "(weights too large for float32, as after a diverged training run)");
+        if (!double.IsFinite(CeLossWithSae))
+            notes.Add($"ce loss with SAE is {V(CeLossWithSae)}: the model's logits with the reconstruction spliced in at {HookName} are not finite");
+        else if (!double.IsFinite(CeLossScore) && double.IsFinite(CeLossWithAblation))
+            notes.Add($"ce loss score is {V(CeLossScore)}: zero-ablating {HookName} leaves the loss unchanged " +
+                      $"(CE clean {V(CeLossWithoutSae)} = zero-ablated {V(CeLossWithAblation)}), so there is no loss to recover");
+        if (double.IsFinite(KlDivWithSae) && !double.IsFinite(KlDivScore) && KlDivWithAblation == 0)
+            notes.Add($"kl div score is {V(KlDivScore)}: zero-ablating {HookName} leaves the next-token distributions unchanged (KL 0)");
+        return notes;
+    }
+
     /// <summary>The metrics grouped as SAELens <c>run_evals</c> groups them.</summary>
     public JsonObject ToJson()
     {

@@ -21,6 +21,36 @@ public static class AtomicFile
     public static void WriteAllText(string path, string text) =>
         Write(path, s => { var bytes = System.Text.Encoding.UTF8.GetBytes(text); s.Write(bytes); });
 
+    /// <summary>Deletes the temporary siblings (<c>.NAME.PID.GUID.tmp</c>) in <paramref name="dir"/> whose writing process
+    /// is no longer running: a kill -9 or Ctrl-C during a write leaves them, and a big one (a cache shard, SAE weights)
+    /// would otherwise stay on disk for good. Those of running processes, this one included, are kept. Returns how many
+    /// were deleted.</summary>
+    public static int RemoveAbandonedTemporaries(string dir)
+    {
+        if (!Directory.Exists(dir)) return 0;
+        int removed = 0;
+        foreach (var path in Directory.EnumerateFiles(dir, ".*.tmp"))
+        {
+            var parts = Path.GetFileName(path).Split('.');
+            // "", NAME..., PID, GUID, "tmp"
+            if (parts.Length < 5 || parts[^2].Length != 32 || !int.TryParse(parts[^3], out int pid)) continue;
+            if (pid == Environment.ProcessId || IsRunning(pid)) continue;
+            try { File.Delete(path); removed++; } catch (IOException) { }
+        }
+        return removed;
+    }
+
+    private static bool IsRunning(int pid)
+    {
+        try
+        {
+            using var p = System.Diagnostics.Process.GetProcessById(pid);
+            return !p.HasExited;
+        }
+        catch (ArgumentException) { return false; }
+        catch (InvalidOperationException) { return false; }
+    }
+
     /// <summary>Writes the temporary sibling of <paramref name="path"/> and returns its name (flushed to disk).</summary>
     internal static string WriteTemporary(string path, Action<Stream> write)
     {

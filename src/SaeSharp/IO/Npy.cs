@@ -32,12 +32,9 @@ public static class Npy
     }
 
     /// <summary>Writes <paramref name="tensor"/> as a version-1 .npy file, byte-identical to <c>numpy.save</c>
-    /// (float32 and the other supported dtypes; bfloat16 has no NumPy dtype and is refused).</summary>
-    public static void Save(string path, Tensor tensor)
-    {
-        using var stream = File.Create(path);
-        Write(stream, tensor);
-    }
+    /// (float32 and the other supported dtypes; bfloat16 has no NumPy dtype and is refused), atomically: a failure
+    /// leaves a previous file unchanged.</summary>
+    public static void Save(string path, Tensor tensor) => AtomicFile.Write(path, stream => Write(stream, tensor));
 
     /// <summary>Writes <paramref name="tensor"/> in .npy format to <paramref name="stream"/>.</summary>
     internal static void Write(Stream stream, Tensor tensor)

@@ -68,6 +68,10 @@ public static class TrainingRun
     public static TrainingRunResult Run(TrainingRunOptions o, IProgress<TrainingProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         var checkpoints = Path.Combine(o.OutDir, CheckpointFolder);
+        // Temporaries that a run killed while writing its outputs left (SAE weights can be large) are removed first.
+        AtomicFile.RemoveAbandonedTemporaries(o.OutDir);
+        if (Directory.Exists(o.OutDir))
+            foreach (var sub in Directory.EnumerateDirectories(o.OutDir)) AtomicFile.RemoveAbandonedTemporaries(sub);
         if (!o.Resume && PreviousRunFiles(o.OutDir) is { Count: > 0 } previous)
         {
             if (!o.Overwrite)

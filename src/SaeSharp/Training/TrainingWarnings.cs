@@ -6,12 +6,15 @@ namespace SaeSharp.Training;
 /// <summary>
 /// End-of-training checks of the held-out metrics: each result far from usable gets one line with its likely cause and
 /// the flag to change (printed by <c>sae train</c>). The thresholds: FVU above 0.5, L0 above d_in, more than half the
-/// latents dead, and, when trained from a model, less than half the CE loss recovered.
+/// latents dead, and, when trained from a model, less than half the CE loss recovered; an FVU above 1 (or not finite)
+/// is reported as a diverged run instead.
 /// </summary>
 public static class TrainingWarnings
 {
     /// <summary>Fraction of variance unexplained above which a run is flagged.</summary>
     public const double MaxFvu = 0.5;
+    /// <summary>FVU above which a run is flagged as diverged: the reconstruction is worse than the data's mean.</summary>
+    public const double MaxDivergedFvu = 1;
     /// <summary>Share of dead latents above which a run is flagged.</summary>
     public const double MaxDeadFraction = 0.5;
     /// <summary>CE loss recovered below which a run on a model is flagged.</summary>
@@ -28,7 +31,10 @@ public static class TrainingWarnings
         bool topK = cfg.Architecture is SaeArchitectures.TopK or SaeArchitectures.BatchTopK or SaeArchitectures.MatryoshkaBatchTopK;
         string sparser = topK ? "lower --k" : "raise --l1, or give --target-l0";
         string denser = topK ? "raise --k" : "lower --l1, or give --target-l0";
-        if (metrics.Fvu > MaxFvu)
+        if (!(metrics.Fvu <= MaxDivergedFvu))
+            warnings.Add($"FVU {metrics.Fvu:G4} on held-out rows (above {MaxDivergedFvu}): the SAE reconstructs worse than the data's mean does, " +
+                         "so the training diverged. Likely too high a learning rate: lower --lr (or leave it out for the recipe's).");
+        else if (metrics.Fvu > MaxFvu)
             warnings.Add($"FVU {metrics.Fvu:F3} on held-out rows (above {MaxFvu}): the SAE explains less than half the variance. " +
                          $"Likely too few steps ({steps}) or too strong a sparsity: raise --steps, or {denser}." +
                          (cfg.Architecture == SaeArchitectures.Standard

@@ -127,4 +127,100 @@ public class ActivationCacheFolderTests : ModelTestBase
             Assert.True(ModelActivationSourceTests.SameBits(x.Input, y.Input), $"batch {i} differs after restore");
         }
     }
+
+    /// <summary>The pid of a process that has ended (a killed run's pid, as its temporaries carry it).</summary>
+    private static int DeadPid()
+    {
+        using var p = System.Diagnostics.Process.Start("true")!;
+        p.WaitForExit();
+        return p.Id;
+    }
+
+    [Fact]
+    public void A_run_killed_while_writing_its_first_shard_leaves_a_folder_the_rerun_resumes_and_cleans()
+    {
+        using var model = Gpt2();
+        var windows = ModelActivationSourceTests.Windows(4, 8);
+        var spec = new HarvestSpec("blocks.0.hook_resid_post");
+        var opts = new ActivationCacheOptions { ContextSize = 8, ContextsPerShard = 2 };
+        // What kill -9 (or Ctrl-C) during the first shard's write leaves: the folder holding only that shard's temporary.
+        string dir = Sub("killed");
+        Directory.CreateDirectory(dir);
+        string abandoned = Path.Combine(dir, $".shard_00000.safetensors.{DeadPid()}.{Guid.NewGuid():N}.tmp");
+        File.WriteAllBytes(abandoned, new byte[4096]);
+        // A temporary of a writer still running (this process) is not touched.
+        string live = Path.Combine(Sub("other"), $".x.safetensors.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
+        Directory.CreateDirectory(Sub("other"));
+        File.WriteAllBytes(live, [1]);
+        Assert.Equal(0, AtomicFile.RemoveAbandonedTemporaries(Sub("other")));
+        Assert.True(File.Exists(live));
+
+        var m = ActivationCacheFolder.Write(dir, model, spec, windows, opts);
+
+        Assert.True(m.Complete);
+        Assert.Equal(2, m.Shards.Count);
+        Assert.False(File.Exists(abandoned), "the killed run's temporary shard is still there");
+        Assert.Equal(["manifest.json", "shard_00000.safetensors", "shard_00001.safetensors"],
+            Directory.GetFiles(dir).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+    }
+
+    [Fact]
+    public void A_dataset_without_one_context_window_is_an_error_and_writes_no_manifest()
+    {
+        using var model = Gpt2();
+        string dir = Sub("empty");
+        var e = Assert.Throws<SaeSharpException>(() => ActivationCacheFolder.Write(dir, model, new HarvestSpec("blocks.0.hook_resid_post"),
+            [], new ActivationCacheOptions { ContextSize = 8 }));
+        Assert.Contains(dir, e.Message);
+        Assert.Contains("no context window of 8 tokens", e.Message);
+        Assert.False(File.Exists(Path.Combine(dir, ActivationCacheFolder.ManifestName)));
+    }
+
+    [Fact]
+    public void Activations_that_are_not_finite_stop_the_harvest_naming_the_hook_window_and_position()
+    {
+        using var model = Gpt2();
+        using (no_grad())
+        {
+            foreach (var (_, w) in model.named_parameters()) w.fill_(float.NaN);
+        }
+        string dir = Sub("nan");
+        var e = Assert.Throws<SaeSharpException>(() => ActivationCacheFolder.Write(dir, model, new HarvestSpec("blocks.1.hook_resid_post"),
+            ModelActivationSourceTests.Windows(4, 8), new ActivationCacheOptions { ContextSize = 8, ContextsPerShard = 2 }));
+        Assert.Contains("blocks.1.hook_resid_post", e.Message);
+        Assert.Contains("context window 0, position 0 holds NaN", e.Message);
+        Assert.Empty(Directory.GetFiles(dir, "*", SearchOption.AllDirectories));
+    }
+
+    [Fact]
+    public void Training_files_of_a_cache_are_its_manifest_s_shards_and_a_shard_that_disagrees_with_it_is_an_error()
+    {
+        using var model = Gpt2();
+        string dir = Sub("c");
+        ActivationCacheFolder.Write(dir, model, new HarvestSpec("blocks.0.hook_resid_pre"), ModelActivationSourceTests.Windows(6, 8),
+            new ActivationCacheOptions { ContextSize = 8, ContextsPerShard = 2 });
+        // A stray file beside the shards is not part of the cache.
+        File.Copy(Path.Combine(dir, "shard_00000.safetensors"), Path.Combine(dir, "shard_00009.safetensors"));
+        Assert.Equal(Enumerable.Range(0, 3).Select(i => Path.Combine(dir, ActivationCacheFolder.ShardName(i))), ActivationFileSource.ExpandPaths([dir]));
+        File.Delete(Path.Combine(dir, "shard_00009.safetensors"));
+
+        string manifest = Path.Combine(dir, ActivationCacheFolder.ManifestName);
+        string original = File.ReadAllText(manifest);
+        var node = JsonNode.Parse(original)!;
+        node["shards"]![1]!["rows"] = 999;
+        File.WriteAllText(manifest, node.ToJsonString());
+        var e = Assert.Throws<SaeSharpException>(() => ActivationSplit.HoldOut([dir], null));
+        Assert.Contains("shard_00001.safetensors: holds 16 rows, but manifest.json records 999", e.Message);
+
+        node = JsonNode.Parse(original)!;
+        node["d_in"] = 64;
+        File.WriteAllText(manifest, node.ToJsonString());
+        e = Assert.Throws<SaeSharpException>(() => ActivationSplit.HoldOut([dir], null));
+        Assert.Contains("shard_00000.safetensors: activations have width 16, but manifest.json records d_in 64", e.Message);
+
+        File.WriteAllText(manifest, original);
+        File.Delete(Path.Combine(dir, "shard_00002.safetensors"));
+        e = Assert.Throws<SaeSharpException>(() => ActivationSplit.HoldOut([dir], null));
+        Assert.Contains("shard_00002.safetensors: shard listed in manifest.json is missing", e.Message);
+    }
 }

@@ -224,6 +224,34 @@ public class FeatureStatisticsTests : IDisposable
     }
 
     [Fact]
+    public void A_full_disk_while_saving_a_report_leaves_the_previous_report_whole()
+    {
+        var (report, _, _) = Analyse(new FeatureStatisticsOptions { TopExamples = 3 }, features: "0-3");
+        string dir = Path.Combine(_fx.Dir, "out-full-disk");
+        report.Save(dir);
+        var names = new[] { FeatureReport.FeaturesFile, FeatureReport.SummaryFile, FeatureReport.TokensFile };
+        var before = names.ToDictionary(n => n, n => File.ReadAllBytes(Path.Combine(dir, n)));
+
+        // Another report; the disk fills while summary.json is written, after features.jsonl and tokens.json.
+        var (other, _, _) = Analyse(new FeatureStatisticsOptions { TopExamples = 2 }, features: "0-1");
+        SaeSharp.IO.AtomicFile.StreamWrapper.Value = (path, s) => path.EndsWith(FeatureReport.SummaryFile, StringComparison.Ordinal) ? new FullDisk() : s;
+        SaeSharpException e;
+        try { e = Assert.Throws<SaeSharpException>(() => other.Save(dir)); }
+        finally { SaeSharp.IO.AtomicFile.StreamWrapper.Value = null; }
+
+        Assert.Contains(FeatureReport.SummaryFile, e.Message);
+        foreach (var n in names) Assert.True(before[n].SequenceEqual(File.ReadAllBytes(Path.Combine(dir, n))), $"{n} was changed");
+        Assert.Empty(Directory.GetFiles(dir, ".*.tmp"));
+    }
+
+    /// <summary>A stream on a full disk: every write fails as ENOSPC does.</summary>
+    private sealed class FullDisk : MemoryStream
+    {
+        public override void Write(byte[] buffer, int offset, int count) => throw new IOException("No space left on device");
+        public override void Write(ReadOnlySpan<byte> buffer) => throw new IOException("No space left on device");
+    }
+
+    [Fact]
     public void Nan_activations_and_wrong_shapes_are_named_errors()
     {
         var c = new FeatureStatisticsCollector(3, [2, 0]);

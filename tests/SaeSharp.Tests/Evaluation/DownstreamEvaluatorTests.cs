@@ -85,6 +85,33 @@ public class DownstreamEvaluatorTests : ModelTestBase
     }
 
     [Fact]
+    public void Metrics_that_come_out_NaN_are_named_with_their_cause()
+    {
+        var windows = ModelActivationSourceTests.Windows(4, 8);
+        using (var model = NeoX(parallel: true))
+        {
+            var fine = DownstreamEvaluator.Evaluate(model, [new DownstreamTarget(Random("blocks.1.hook_resid_post", 16, 3))], windows)[0];
+            Assert.Empty(fine.NonFiniteNotes());
+            // The model's own weights hold NaN: its logits, and with them every CE and KL metric, are NaN.
+            using (no_grad()) foreach (var (_, w) in model.named_parameters()) w.fill_(float.NaN);
+            var r = DownstreamEvaluator.Evaluate(model, [new DownstreamTarget(Random("blocks.1.hook_resid_post", 16, 3))], windows)[0];
+            Assert.True(double.IsNaN(r.CeLossWithoutSae));
+            var note = Assert.Single(r.NonFiniteNotes());
+            Assert.StartsWith("ce loss clean is NaN: the model's own logits are not finite", note);
+            Assert.Contains("mse too if the activations at blocks.1.hook_resid_post are not finite", note);
+        }
+        using (var model = NeoX(parallel: true))
+        {
+            // An SAE whose weights overflow float32 (as after a diverged run): its reconstruction is not finite.
+            var huge = MakeSae("blocks.1.hook_resid_post", 16, 24, s => { s.WEnc.fill_(1e30f); s.WDec.fill_(1e30f); });
+            var r = DownstreamEvaluator.Evaluate(model, [new DownstreamTarget(huge)], windows)[0];
+            var notes = r.NonFiniteNotes();
+            Assert.Contains(notes, n => n.StartsWith("mse and fvu are ", StringComparison.Ordinal) && n.Contains("reconstruction of the activations at blocks.1.hook_resid_post is not finite"));
+            Assert.Contains(notes, n => n.StartsWith("ce loss with SAE is NaN", StringComparison.Ordinal));
+        }
+    }
+
+    [Fact]
     public void Zero_dictionary_recovers_nothing_against_zero_ablation()
     {
         using var model = NeoX(parallel: true);

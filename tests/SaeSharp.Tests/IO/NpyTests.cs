@@ -53,6 +53,18 @@ public sealed class NpyTests : IDisposable
         Assert.Equal(Floats(0, 1, 2, 3, 4, 5), bytes[128..]);
     }
 
+    [Fact]
+    public void A_save_that_fails_leaves_the_previous_file_unchanged()
+    {
+        var path = PathOf("keep.npy");
+        using (var t = torch.arange(6, dtype: ScalarType.Float32).reshape(2, 3)) Npy.Save(path, t);
+        var before = File.ReadAllBytes(path);
+        using var bf16 = torch.ones(4, 4, dtype: ScalarType.BFloat16);
+        Assert.ThrowsAny<Exception>(() => Npy.Save(path, bf16));
+        Assert.Equal(before, File.ReadAllBytes(path));
+        Assert.Equal(["keep.npy"], Directory.GetFiles(_dir).Select(Path.GetFileName));
+    }
+
     [Theory]
     [InlineData(ScalarType.Float32)]
     [InlineData(ScalarType.Float16)]

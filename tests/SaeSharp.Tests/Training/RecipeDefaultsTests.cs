@@ -113,6 +113,15 @@ public class RecipeDefaultsTests
         var topk = new SaeConfig { Architecture = SaeArchitectures.TopK, DIn = 16, DSae = 64, K = 4 };
         Assert.Contains("--k", TrainingWarnings.For(bad, topk, 1000)[0]);
         Assert.DoesNotContain("shrinks", TrainingWarnings.For(bad, topk, 1000)[0]);
+        // What `--lr 1e3` left (FVU 2e13, measured): the cause named is the learning rate, not the steps or sparsity.
+        foreach (double fvu in new[] { 2.19e13, double.PositiveInfinity, double.NaN })
+        {
+            var diverged = TrainingWarnings.For(new SaeEvalResult { Fvu = fvu, L0 = 8, DeadFraction = 0.1 }, topk, 100);
+            var only = Assert.Single(diverged);
+            Assert.Contains("training diverged", only);
+            Assert.Contains("lower --lr", only);
+            Assert.DoesNotContain("raise --steps", only);
+        }
     }
 
     // ---- the recipes on synthetic data: 64 unit directions in 32 dims, about 3 active per row, plus an offset ----
