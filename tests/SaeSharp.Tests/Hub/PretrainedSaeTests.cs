@@ -110,6 +110,33 @@ public sealed class PretrainedSaeTests : FakeHubTestBase
     }
 
     [Fact]
+    public void Release_in_a_hand_made_cache_without_sparsity_loads_offline_and_with_the_hub_unreachable()
+    {
+        // What huggingface_hub leaves after snapshot_download(allow_patterns=[cfg.json, sae_weights.safetensors]):
+        // refs/main and the snapshot files, no sparsity.safetensors and no .no_exist marker for it.
+        var (files, weights) = SaeLensFiles("blocks.7.hook_resid_pre", dIn: 8, dSae: 24);
+        const string commit = "0123456789abcdef0123456789abcdef01234567";
+        string storage = Path.Combine(_cache, "models--jbloom--GPT2-Small-SAEs-Reformatted");
+        string snapshot = Path.Combine(storage, "snapshots", commit, "blocks.7.hook_resid_pre");
+        Directory.CreateDirectory(snapshot);
+        Directory.CreateDirectory(Path.Combine(storage, "refs"));
+        File.WriteAllText(Path.Combine(storage, "refs", "main"), commit);
+        File.WriteAllBytes(Path.Combine(snapshot, "cfg.json"), files["cfg.json"]);
+        File.WriteAllBytes(Path.Combine(snapshot, "sae_weights.safetensors"), files["sae_weights.safetensors"]);
+
+        // SAELens catches EntryNotFoundError around the sparsity download; LocalEntryNotFoundError is one.
+        using (var offline = SaeLoader.Load("gpt2-small-res-jb/blocks.7.hook_resid_pre", new SaeLoadOptions { Hub = new HfHubOptions { Endpoint = _server.Endpoint, CacheDir = _cache, Offline = true } }))
+            AssertWeights(weights, offline);
+        var unreachable = new SaeLoadOptions { Hub = new HfHubOptions { Endpoint = "http://127.0.0.1:9", CacheDir = _cache } };
+        using (var noNetwork = SaeLoader.Load("gpt2-small-res-jb/blocks.7.hook_resid_pre", unreachable))
+            AssertWeights(weights, noNetwork);
+
+        // A required file that is not cached is still an error naming it.
+        var e = Assert.Throws<SaeSharpException>(() => SaeLoader.Load("gpt2-small-res-jb/blocks.8.hook_resid_pre", new SaeLoadOptions { Hub = new HfHubOptions { Endpoint = _server.Endpoint, CacheDir = _cache, Offline = true } }));
+        Assert.Contains("blocks.8.hook_resid_pre/cfg.json (revision main) is not in the cache", e.Message);
+    }
+
+    [Fact]
     public void Release_norm_scaling_factor_is_folded_into_an_expected_average_only_in_SAE()
     {
         // pretrained_saes.yaml at the table's commit: gpt2-small-mlp-tm blocks.0.hook_mlp_out, norm_scaling_factor 1.049317316132615.
