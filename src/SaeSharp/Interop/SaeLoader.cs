@@ -43,9 +43,12 @@ public static class SaeLoader
         ArgumentNullException.ThrowIfNull(resolved);
         options ??= new SaeLoadOptions();
         string local = resolved.Path;
+        var found = Formats.Where(f => f.Detect(local)).Select(f => f.Name).ToList();
+        if (found.Count > 1)
+            throw new SaeSharpException($"{local}: holds the files of several SAE formats ({string.Join(", ", found)}); point at one SAE's files (a folder with one format, or the file itself)");
         foreach (var (name, detect, load) in Formats)
         {
-            if (!detect(local)) continue;
+            if (!found.Contains(name)) continue;
             if (options.Architecture is { } arch && name != "dictionary_learning")
                 throw new SaeSharpException($"--arch {arch} is for a dictionary_learning ae.pt; {local} is a {name} SAE, whose files name its architecture");
             var sae = load(local, options, resolved.Sae);

@@ -107,6 +107,17 @@ public class SaeLensFormatTests : IDisposable
     }
 
     [Fact]
+    public void AFolderWithTwoFormatsIsRefusedNamingBoth()
+    {
+        SaeLensFormat.Save(RandomSae(4, 8), _dir);
+        GemmaScopeTests.WriteParams(_dir, dIn: 4, dSae: 8, seed: 1);
+        var e = Assert.Throws<SaeSharpException>(() => SaeLoader.Load(_dir));
+        Assert.Contains($"{_dir}: holds the files of several SAE formats (SAELens, Gemma Scope)", e.Message);
+        using var single = SaeLoader.Load(Path.Combine(_dir, "params.npz"));
+        Assert.Equal("jumprelu", single.Cfg.Architecture);
+    }
+
+    [Fact]
     public void UnknownArchitectureIsAClearError()
     {
         SaeLensFormat.Save(RandomSae(), _dir);
