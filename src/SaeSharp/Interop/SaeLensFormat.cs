@@ -12,7 +12,8 @@ namespace SaeSharp.Interop;
 /// <c>activation_fn_str</c>, boolean <c>normalize_activations</c>); an "expected_average_only_in" scaling factor (the
 /// release table's <c>norm_scaling_factor</c>, else <c>activation_scaler.json</c> or the cfg) is folded into the weights on
 /// load. A <c>scaling_factor</c> tensor (SAELens before 6.0) is dropped when all ones, as SAELens does, and otherwise,
-/// with <c>finetuning_scaling_factor</c> true, folded into the rows of W_dec (the old decode was (f·s)·W_dec).
+/// with <c>finetuning_scaling_factor</c> true, folded into the rows of W_dec (the old decode was (f·s)·W_dec). A TopK
+/// SAE's <c>rescale_acts_by_decoder_norm</c> is folded into the weights as SAELens folds it.
 /// </summary>
 public static class SaeLensFormat
 {
@@ -92,6 +93,7 @@ public static class SaeLensFormat
             try
             {
                 SaeWeights.Load(sae, weights, weightsPath);
+                FoldDecoderNormRescale(sae);
             }
             catch
             {
@@ -115,6 +117,16 @@ public static class SaeLensFormat
             cfg.NormalizeActivations = "none";
         }
         return sae;
+    }
+
+    /// <summary>A SAELens 6 TopK SAE with <c>rescale_acts_by_decoder_norm</c> multiplies the pre-activations by
+    /// ‖W_dec[j]‖ before the top-k and divides the features by it before decoding; SAELens's <c>_fold_norm_topk</c>
+    /// (b_enc·n, W_enc·n, W_dec/n) gives the same features and output with plain TopK.</summary>
+    private static void FoldDecoderNormRescale(Sae sae)
+    {
+        if (sae.Cfg.Architecture != SaeArchitectures.TopK) return;
+        if (sae.Cfg.Extra?.Remove("rescale_acts_by_decoder_norm", out var flag) == true && flag.ValueKind == JsonValueKind.True)
+            sae.NormalizeDecoderRows(compensateEncoder: true);
     }
 
     /// <summary>SAELens before 6.0 stored a per-latent <c>scaling_factor</c> [d_sae] multiplying the features before the

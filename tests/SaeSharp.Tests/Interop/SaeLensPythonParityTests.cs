@@ -31,6 +31,10 @@ public sealed class SaeLensPythonParityTests : IDisposable
     private static readonly float[] FCnr = [0.328839391f, 1.18481338f, 0f, 0.919185102f, 0f, 0f, 0f, 0f, 0f, 2.61001229f, 0f, 1.40742719f, 0f, 0.631887317f, 0f, 1.02637219f, 0f, 0f];
     private static readonly float[] YCnr = [-1.57608712f, -0.748523831f, -0.0266639423f, -1.82324493f, 1.67305207f, -2.79246163f, -12.5995255f, -4.04573298f, -0.924812019f, -0.668595791f, -0.972624779f, -1.75041699f];
 
+    /// <summary>TopK (k 2) with rescale_acts_by_decoder_norm: f = TopK(pre·‖W_dec‖), x̂ = (f/‖W_dec‖)·W_dec + b_dec.</summary>
+    private static readonly float[] FRescale = [0f, 2.22916293f, 0f, 1.31595731f, 0f, 0f, 0f, 0f, 0f, 8.19514656f, 0f, 5.00166416f, 0f, 0.933977962f, 0f, 1.50068748f, 0f, 0f];
+    private static readonly float[] YRescale = [-1.03771091f, -1.04042006f, 0.251311988f, -1.025635f, 2.37753606f, -3.25809193f, -11.2225637f, -1.8848114f, -0.546198964f, -0.543264925f, -0.980648875f, -1.19569492f];
+
     private void WriteWeights(float[]? scalingFactor = null)
     {
         var w = new Dictionary<string, Tensor>
@@ -120,6 +124,28 @@ public sealed class SaeLensPythonParityTests : IDisposable
         SaeLensFormat.Save(sae, saved);
         using var again = SaeLoader.Load(saved);
         Assert.Equal("constant_norm_rescale", again.Cfg.NormalizeActivations);
+        var (y2, f2) = again.Run(x);
+        Assert.True(y2.equal(y).all().item<bool>() && f2.equal(f).all().item<bool>());
+    }
+
+    [Fact]
+    public void TopKWithRescaleActsByDecoderNormMatchesSaeLensAndRoundTrips()
+    {
+        File.WriteAllText(Path.Combine(_dir, "cfg.json"), """
+            {"architecture": "topk", "d_in": 4, "d_sae": 6, "k": 2, "rescale_acts_by_decoder_norm": true, "dtype": "float32",
+             "device": "cpu", "apply_b_dec_to_input": true, "normalize_activations": "none", "reshape_activations": "none",
+             "metadata": {"sae_lens_version": "6.12.0", "hook_name": "blocks.3.hook_resid_pre", "model_name": "gpt2"}}
+            """);
+        WriteWeights();
+        using var sae = SaeLoader.Load(_dir);
+        using var x = tensor(X, [3, 4]);
+        var (y, f) = sae.Run(x);
+        AssertClose(FRescale, f);
+        AssertClose(YRescale, y);
+
+        string saved = Path.Combine(_dir, "saved");
+        SaeLensFormat.Save(sae, saved);
+        using var again = SaeLoader.Load(saved);
         var (y2, f2) = again.Run(x);
         Assert.True(y2.equal(y).all().item<bool>() && f2.equal(f).all().item<bool>());
     }
