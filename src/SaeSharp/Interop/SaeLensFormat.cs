@@ -75,11 +75,17 @@ public static class SaeLensFormat
 
     /// <summary>Loads an SAE from a SAELens folder; <paramref name="normScalingFactor"/> is the release table's
     /// <c>norm_scaling_factor</c>, folded in (as <c>SAE.from_pretrained</c> does) when the cfg says
-    /// "expected_average_only_in".</summary>
-    public static Sae Load(string dir, double? normScalingFactor)
+    /// "expected_average_only_in", and <paramref name="normalizeActivations"/> the release's
+    /// <c>config_overrides</c> value replacing the cfg's.</summary>
+    public static Sae Load(string dir, double? normScalingFactor, string? normalizeActivations = null)
     {
         var cfgPath = Path.Combine(dir, CfgFile);
         var cfg = ReadConfig(cfgPath);
+        if (normalizeActivations is not null)
+        {
+            cfg.NormalizeActivations = normalizeActivations;
+            cfg.Validate($"{cfgPath} (with the release's config_overrides)");
+        }
         var weightsPath = Path.Combine(dir, WeightsFile);
         var weights = SafeTensors.Load(weightsPath);
         Sae sae;

@@ -21,9 +21,10 @@ public static class SaeLoader
 {
     /// <summary>The formats tried, in order: a name, a probe of the path and the loader (given the options and the
     /// release's facts, when the SAE was named by release).</summary>
-    private static readonly List<(string Name, Func<string, bool> Detect, Func<string, SaeLoadOptions, PretrainedSae?, Sae> Load)> Formats =
+    private static readonly List<(string Name, Func<string, bool> Detect, Func<string, SaeLoadOptions, ResolvedSae, Sae> Load)> Formats =
     [
-        ("SAELens", SaeLensFormat.IsSaeLensFolder, (p, _, r) => SaeLensFormat.Load(p, r?.NormScalingFactor)),
+        ("SAELens", SaeLensFormat.IsSaeLensFolder, (p, _, r) => SaeLensFormat.Load(p, r.Sae?.NormScalingFactor,
+            r.Release?.ConfigOverrides?["normalize_activations"]?.GetValue<string>())),
         ("dictionary_learning", DictionaryLearning.IsDictionaryLearningPath, (p, o, _) => DictionaryLearning.Load(p, o.Architecture)),
         ("Gemma Scope", GemmaScope.IsGemmaScopePath, (p, _, _) => GemmaScope.Load(p)),
         ("Llama Scope", LlamaScope.IsLlamaScopeFolder, (p, _, _) => LlamaScope.Load(p)),
@@ -51,7 +52,7 @@ public static class SaeLoader
             if (!found.Contains(name)) continue;
             if (options.Architecture is { } arch && name != "dictionary_learning")
                 throw new SaeSharpException($"--arch {arch} is for a dictionary_learning ae.pt; {local} is a {name} SAE, whose files name its architecture");
-            var sae = load(local, options, resolved.Sae);
+            var sae = load(local, options, resolved);
             SaeSource.ApplyReleaseFacts(sae.Cfg, resolved);
             return sae;
         }

@@ -137,6 +137,31 @@ public sealed class PretrainedSaeTests : FakeHubTestBase
     }
 
     [Fact]
+    public void Release_config_override_of_normalize_activations_is_applied()
+    {
+        // pretrained_saes.yaml: mistral-7b-res-wg has config_overrides {normalize_activations: constant_norm_rescale}.
+        var (files, _) = SaeLensFiles("blocks.8.hook_resid_pre", dIn: 8, dSae: 24);
+        string dir = Path.Combine(_work, "wg");
+        Directory.CreateDirectory(dir);
+        foreach (var (name, bytes) in files) File.WriteAllBytes(Path.Combine(dir, name), bytes);
+        using var original = SaeLensFormat.Load(dir);
+        _server.Repos["JoshEngels/Mistral-7B-Residual-Stream-SAEs"] = new()
+        {
+            ["mistral_7b_layer_8/cfg.json"] = new(files["cfg.json"]),
+            ["mistral_7b_layer_8/sae_weights.safetensors"] = new(files["sae_weights.safetensors"], Lfs: true),
+        };
+        using var sae = SaeLoader.Load("mistral-7b-res-wg/blocks.8.hook_resid_pre", Options);
+        Assert.Equal("constant_norm_rescale", sae.Cfg.NormalizeActivations);
+        // SAELens: c = √d_in/‖x‖; the SAE runs on c·x and its output is divided by c.
+        using var x = torch.randn(5, 8, generator: new Generator(4)) * 3;
+        using var c = Math.Sqrt(8) / x.norm(1, keepdim: true);
+        var (yScaled, fScaled) = original.Run(x * c);
+        var (y, f) = sae.Run(x);
+        Assert.True(f.allclose(fScaled, rtol: 1e-4, atol: 1e-5));
+        Assert.True(y.allclose(yScaled / c, rtol: 1e-4, atol: 1e-4));
+    }
+
+    [Fact]
     public void Release_norm_scaling_factor_is_folded_into_an_expected_average_only_in_SAE()
     {
         // pretrained_saes.yaml at the table's commit: gpt2-small-mlp-tm blocks.0.hook_mlp_out, norm_scaling_factor 1.049317316132615.
