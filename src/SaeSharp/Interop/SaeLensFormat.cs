@@ -35,9 +35,18 @@ public static class SaeLensFormat
     /// <summary>File name of SAELens's activation scaler (<c>activation_scaler.json</c>, <c>scaling_factor</c>).</summary>
     public const string ActivationScalerFile = "activation_scaler.json";
 
-    /// <summary>True when <paramref name="dir"/> holds both <c>cfg.json</c> and <c>sae_weights.safetensors</c>.</summary>
-    public static bool IsSaeLensFolder(string dir) =>
-        File.Exists(Path.Combine(dir, CfgFile)) && File.Exists(Path.Combine(dir, WeightsFile));
+    /// <summary>True when <paramref name="dir"/> holds both <c>cfg.json</c> and <c>sae_weights.safetensors</c>, or is
+    /// such a folder's <c>sae_weights.safetensors</c>.</summary>
+    public static bool IsSaeLensFolder(string dir)
+    {
+        dir = FolderOf(dir);
+        return File.Exists(Path.Combine(dir, CfgFile)) && File.Exists(Path.Combine(dir, WeightsFile));
+    }
+
+    /// <summary>The folder of a path naming its <c>sae_weights.safetensors</c> (as <c>hf:ORG/REPO/.../sae_weights.safetensors</c>
+    /// resolves), else the path itself.</summary>
+    private static string FolderOf(string path) =>
+        File.Exists(path) && Path.GetFileName(path) == WeightsFile ? Path.GetDirectoryName(Path.GetFullPath(path))! : path;
 
     /// <summary>Writes cfg.json, sae_weights.safetensors and, when given, sparsity.safetensors, all replaced together
     /// (a failure part-way leaves the previous files as they were).</summary>
@@ -79,6 +88,7 @@ public static class SaeLensFormat
     /// <c>config_overrides</c> value replacing the cfg's.</summary>
     public static Sae Load(string dir, double? normScalingFactor, string? normalizeActivations = null)
     {
+        dir = FolderOf(dir);
         var cfgPath = Path.Combine(dir, CfgFile);
         var cfg = ReadConfig(cfgPath);
         if (normalizeActivations is not null)

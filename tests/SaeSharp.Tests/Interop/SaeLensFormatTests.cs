@@ -118,6 +118,19 @@ public class SaeLensFormatTests : IDisposable
     }
 
     [Fact]
+    public void TheWeightsFileItselfLoadsItsFolder()
+    {
+        // hf:ORG/REPO/FOLDER/sae_weights.safetensors resolves to the file (with cfg.json fetched beside it).
+        var sae = RandomSae();
+        SaeLensFormat.Save(sae, _dir);
+        string file = Path.Combine(_dir, "sae_weights.safetensors");
+        Assert.Equal("SAELens", SaeLoader.DetectFormat(file));
+        using var loaded = SaeLoader.Load(file);
+        var x = randn(5, 6, generator: new Generator(10));
+        Assert.True(sae.forward(x).equal(loaded.forward(x)).all().item<bool>());
+    }
+
+    [Fact]
     public void UnknownArchitectureIsAClearError()
     {
         SaeLensFormat.Save(RandomSae(), _dir);
