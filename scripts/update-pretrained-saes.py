@@ -6,7 +6,7 @@ Usage: scripts/update-pretrained-saes.py PRETRAINED_SAES_YAML COMMIT [REPO]
        scripts/update-pretrained-saes.py /tmp/p.yaml $(git -C SAELens rev-parse HEAD)
 
 Needs PyYAML. Keeps, per release: repo_id, model, conversion_func (which loader reads the files), config_overrides,
-and per SAE: id, path, neuronpedia, l0, plus the TransformerLens hook, which the yaml does not hold: it is derived
+and per SAE: id, path, neuronpedia, l0, norm_scaling_factor, plus the TransformerLens hook, which the yaml does not hold: it is derived
 here from the SAE id or path the way SAELens's config getters derive it (see docs/hub.md).
 """
 import json
@@ -62,6 +62,8 @@ def main():
                 e["neuronpedia"] = str(s["neuronpedia"])
             if s.get("l0") is not None:
                 e["l0"] = s["l0"]
+            if s.get("norm_scaling_factor") is not None:
+                e["norm_scaling_factor"] = s["norm_scaling_factor"]
             saes.append(e)
         rel["saes"] = saes
         releases.append(rel)

@@ -137,6 +137,31 @@ public sealed class HfHubClient : IDisposable
     public string? DownloadFile(string repoId, string filename, string revision, bool optional, HfRepoType repoType) =>
         DownloadFileAsync(repoId, filename, revision, optional, repoType).GetAwaiter().GetResult();
 
+    /// <summary>A file that may be missing, looked up as SAELens looks up <c>sparsity.safetensors</c> (catching
+    /// huggingface_hub's EntryNotFoundError, of which LocalEntryNotFoundError is a kind): null when the repo lacks it, and
+    /// also when it is not cached and cannot be looked up (offline mode, or the hub unreachable).</summary>
+    public string? TryDownloadFile(string repoId, string filename, string revision = "main")
+    {
+        try
+        {
+            return DownloadFile(repoId, filename, revision, optional: true);
+        }
+        catch (SaeSharpException e) when (e.Data.Contains(UnavailableKey))
+        {
+            return null;
+        }
+    }
+
+    /// <summary>Marks (in <see cref="Exception.Data"/>) the errors of a file that is not cached and cannot be fetched.</summary>
+    private const string UnavailableKey = "SaeSharp.Hub.Unavailable";
+
+    private static SaeSharpException Unavailable(string message, Exception? inner = null)
+    {
+        var e = inner is null ? new SaeSharpException(message) : new SaeSharpException(message, inner);
+        e.Data[UnavailableKey] = true;
+        return e;
+    }
+
     /// <inheritdoc cref="DownloadFile(string, string, string, bool)"/>
     public Task<string?> DownloadFileAsync(string repoId, string filename, string revision = "main",
         bool optional = false, CancellationToken cancellationToken = default) =>
@@ -166,7 +191,7 @@ public sealed class HfHubClient : IDisposable
                 return optional ? null : throw NotFound(repoId, filename, revision, "EntryNotFound");
         }
         if (_options.Offline)
-            throw new SaeSharpException(
+            throw Unavailable(
                 $"{repoId}/{filename} (revision {revision}) is not in the cache {_options.CacheDir} and offline mode is on (HF_HUB_OFFLINE)");
 
         // 2. Metadata: commit, etag, size, final URL.
@@ -375,7 +400,7 @@ public sealed class HfHubClient : IDisposable
             }
             catch (Exception e) when (e is HttpRequestException or TaskCanceledException && !ct.IsCancellationRequested)
             {
-                throw new SaeSharpException($"cannot reach {uri} for {repo}/{filename} (revision {revision}): {e.Message}", e);
+                throw Unavailable($"cannot reach {uri} for {repo}/{filename} (revision {revision}): {e.Message}", e);
             }
             using (response)
             {

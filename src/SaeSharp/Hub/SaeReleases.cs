@@ -4,8 +4,9 @@ using System.Text.Json.Nodes;
 namespace SaeSharp.Hub;
 
 /// <summary>One SAE of a pretrained release: SAELens's <c>sae_id</c>, its folder (or file) in the release's repo, the
-/// TransformerLens hook it reads, its Neuronpedia id and the L0 the release table quotes.</summary>
-public sealed record PretrainedSae(string Id, string Path, string? Hook, string? Neuronpedia, double? L0);
+/// TransformerLens hook it reads, its Neuronpedia id, the L0 the release table quotes and its <c>norm_scaling_factor</c>
+/// (folded into the weights of an "expected_average_only_in" SAE on load, as <c>SAE.from_pretrained</c> does).</summary>
+public sealed record PretrainedSae(string Id, string Path, string? Hook, string? Neuronpedia, double? L0, double? NormScalingFactor = null);
 
 /// <summary>A pretrained SAE release as SAELens names it (<c>SAE.from_pretrained(release, sae_id)</c>): the Hugging Face
 /// repo holding its files, the model it was trained on, SAELens's <c>conversion_func</c> (which on-disk format the files
@@ -80,7 +81,8 @@ public static class SaeReleases
         {
             var o = r!.AsObject();
             var saes = o["saes"]!.AsArray().Select(s => new PretrainedSae(
-                (string)s!["id"]!, (string)s["path"]!, (string?)s["hook"], (string?)s["neuronpedia"], (double?)s["l0"])).ToList();
+                (string)s!["id"]!, (string)s["path"]!, (string?)s["hook"], (string?)s["neuronpedia"], (double?)s["l0"],
+                (double?)s["norm_scaling_factor"])).ToList();
             releases.Add(new SaeRelease((string)o["release"]!, (string)o["repo_id"]!, (string)o["model"]!,
                 (string?)o["conversion"], o["config_overrides"]?.DeepClone().AsObject(), saes));
         }

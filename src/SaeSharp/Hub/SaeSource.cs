@@ -116,7 +116,7 @@ public static class SaeSource
             + "(it loads releases in the SAELens, Gemma Scope (gemma_2), dictionary_learning (dictionary_learning_1) and Llama Scope (llama_scope) formats)");
         string? local = null;
         foreach (var f in files.Required) local = client.DownloadFile(release.RepoId, sae.Path + "/" + f);
-        foreach (var f in files.Optional) client.DownloadFile(release.RepoId, sae.Path + "/" + f, optional: true);
+        foreach (var f in files.Optional) client.TryDownloadFile(release.RepoId, sae.Path + "/" + f);
         return System.IO.Path.GetDirectoryName(local!)!;
     }
 

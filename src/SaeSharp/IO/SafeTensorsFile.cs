@@ -104,7 +104,8 @@ public sealed class SafeTensorsFile : IDisposable
             }
             if (node is not JsonObject entry)
                 throw new SaeSharpException($"{path}: tensor '{name}': header entry is not an object");
-            string dtype = entry["dtype"]?.GetValue<string>() ?? throw new SaeSharpException($"{path}: tensor '{name}': missing dtype");
+            string dtype = entry["dtype"] is JsonValue dv && dv.TryGetValue(out string? ds) ? ds
+                : throw new SaeSharpException($"{path}: tensor '{name}': missing dtype, or not a string");
             int elementSize = ElementSize(dtype) ?? throw new SaeSharpException($"{path}: tensor '{name}': unsupported dtype '{dtype}'");
             var shapeNode = entry["shape"] as JsonArray ?? throw new SaeSharpException($"{path}: tensor '{name}': missing shape");
             var offsetsNode = entry["data_offsets"] as JsonArray ?? throw new SaeSharpException($"{path}: tensor '{name}': missing data_offsets");
@@ -123,9 +124,16 @@ public sealed class SafeTensorsFile : IDisposable
             }
             if (shape.Any(d => d < 0) || begin < 0 || end < begin)
                 throw new SaeSharpException($"{path}: tensor '{name}': negative dimension or inverted data_offsets [{begin}, {end}]");
-            long numel = 1;
-            foreach (var d in shape) numel = checked(numel * d);
-            long expectedBytes = checked(numel * elementSize);
+            long numel = 1, expectedBytes;
+            try
+            {
+                foreach (var d in shape) numel = checked(numel * d);
+                expectedBytes = checked(numel * elementSize);
+            }
+            catch (OverflowException)
+            {
+                throw new SaeSharpException($"{path}: tensor '{name}': shape [{string.Join(", ", shape)}] is too large");
+            }
             if (end - begin != expectedBytes)
                 throw new SaeSharpException($"{path}: tensor '{name}': shape [{string.Join(", ", shape)}] of {dtype} needs {expectedBytes} bytes but data_offsets [{begin}, {end}] hold {end - begin}");
             if (end > dataLength)

@@ -115,9 +115,12 @@ public static class GemmaScope
             var width = Regex.Match(part, @"^width_(\d+)([km])$");
             if (width.Success)
             {
-                long claimed = long.Parse(width.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture) * (width.Groups[2].Value == "k" ? 1024 : 1024 * 1024);
-                if (claimed != cfg.DSae)
-                    throw new SaeSharpException($"{source}: folder '{part}' claims {claimed} latents but W_enc holds d_sae = {cfg.DSae}.");
+                // Gemma Scope names powers of two by their leading digits: width_16k = 16384, width_65k = 65536,
+                // width_131k = 131072, width_1m = 1048576.
+                long claimed = long.Parse(width.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
+                long unit = width.Groups[2].Value == "k" ? 1000 : 1_000_000;
+                if (cfg.DSae / unit != claimed)
+                    throw new SaeSharpException($"{source}: folder '{part}' claims {claimed}{width.Groups[2].Value} latents ({claimed * unit} to {claimed * unit + unit - 1}) but W_enc holds d_sae = {cfg.DSae}.");
             }
         }
         if (repo is null) return;

@@ -13,8 +13,10 @@ namespace SaeSharp.Interop;
 /// transposed to W_enc [d_in, d_sae] and W_dec [d_sae, d_in]). As SAELens's <c>llama_scope_sae_huggingface_loader</c>:
 /// a JumpReLU SAE without b_dec subtraction whose per-latent threshold is the scalar <c>jump_relu_threshold</c> times
 /// √d_model / <c>dataset_average_activation_norm.in</c>; hook <c>hook_point_in</c>, model meta-llama/Llama-3.1-8B,
-/// dataset cerebras/SlimPajama-627B, context 1024. No normalisation is applied at run time (SAELens's
-/// <c>expected_average_only_in</c> carries no factor here); the dataset norms are kept in the metadata as
+/// dataset cerebras/SlimPajama-627B, context 1024. SAELens marks them "expected_average_only_in" and
+/// <c>SAE.from_pretrained</c> folds the release table's <c>norm_scaling_factor</c> (the same s = √d_model /
+/// <c>dataset_average_activation_norm.in</c>) into the weights: W_enc·s, W_dec/s, b_dec/s, so that the SAE takes raw
+/// activations. That fold is made here too, with s from hyperparams.json; the dataset norms are kept in the metadata as
 /// <c>dataset_average_activation_norm</c>.
 /// </summary>
 public static class LlamaScope
@@ -54,8 +56,9 @@ public static class LlamaScope
         var norms = hp["dataset_average_activation_norm"] as JsonObject ?? throw Missing(hpPath, "dataset_average_activation_norm");
         double normIn = Number(norms, "in", hpPath + " dataset_average_activation_norm");
         if (!(normIn > 0)) throw new SaeSharpException($"{hpPath}: dataset_average_activation_norm.in is {normIn}, expected a positive number.");
-        // SAELens: threshold · √d_in / dataset_average_activation_norm["in"].
-        double scaledThreshold = threshold * Math.Sqrt(dIn) / normIn;
+        // SAELens: threshold · s with s = √d_in / dataset_average_activation_norm["in"], the norm_scaling_factor folded below.
+        double normScalingFactor = Math.Sqrt(dIn) / normIn;
+        double scaledThreshold = threshold * normScalingFactor;
 
         var raw = SafeTensors.Load(wPath);
         try
@@ -104,6 +107,7 @@ public static class LlamaScope
                     ["threshold"] = full(dSae, scaledThreshold, ScalarType.Float64),
                 };
                 SaeWeights.Load(sae, weights, wPath);
+                sae.FoldActivationScale(normScalingFactor, normScalingFactor);
             }
             catch
             {

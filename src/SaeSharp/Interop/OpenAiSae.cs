@@ -30,10 +30,11 @@ public static class OpenAiSae
     static readonly string[] Buffers = ["stats_last_nonzero", "latents_activation_frequency", "latents_mean_square"];
     static readonly string[] PlainValues = ["activation", "activation_state_dict", "normalize"];
 
-    /// <summary>True for a <c>torch.save</c> zip whose pickle mentions both <c>pre_bias</c> and <c>latent_bias</c>
-    /// (only the small pickle entry is read).</summary>
+    /// <summary>True for a <c>torch.save</c> zip (or a folder's <c>ae.pt</c>) whose pickle mentions both <c>pre_bias</c>
+    /// and <c>latent_bias</c> (only the small pickle entry is read).</summary>
     public static bool IsOpenAiCheckpoint(string path)
     {
+        path = CheckpointFile(path);
         if (!File.Exists(path)) return false;
         try
         {
@@ -52,9 +53,16 @@ public static class OpenAiSae
         }
     }
 
-    /// <summary>Loads the OpenAI checkpoint at <paramref name="path"/> into a TopK or standard SAE.</summary>
+    /// <summary>The checkpoint a path names: the file itself, or a folder's <c>ae.pt</c> (the name dictionary_learning
+    /// also uses; a folder fetched with <c>hf:ORG/REPO/PATH</c> holds it so).</summary>
+    private static string CheckpointFile(string path) =>
+        Directory.Exists(path) ? Path.Combine(path, DictionaryLearning.WeightsFile) : path;
+
+    /// <summary>Loads the OpenAI checkpoint at <paramref name="path"/> (a file, or a folder holding it as <c>ae.pt</c>)
+    /// into a TopK or standard SAE.</summary>
     public static Sae Load(string path)
     {
+        path = CheckpointFile(path);
         using var ckpt = TorchPickle.Load(path);
         var entries = ckpt.Entries;
         string activation = entries.TryGetValue("activation", out var a)

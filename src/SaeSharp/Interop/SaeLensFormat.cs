@@ -9,8 +9,11 @@ namespace SaeSharp.Interop;
 /// <summary>
 /// SAELens's on-disk layout: <c>cfg.json</c> + <c>sae_weights.safetensors</c> (+ <c>sparsity.safetensors</c>, key
 /// <c>sparsity</c>, log10 of firing fraction + 1e-10). Reads v6 configs and the pre-6.0 flat ones (<c>hook_point</c>,
-/// <c>activation_fn_str</c>, boolean <c>normalize_activations</c>); an "expected_average_only_in" scaling factor found in
-/// <c>activation_scaler.json</c> or the cfg is folded into the weights on load.
+/// <c>activation_fn_str</c>, boolean <c>normalize_activations</c>); an "expected_average_only_in" scaling factor (the
+/// release table's <c>norm_scaling_factor</c>, else <c>activation_scaler.json</c> or the cfg) is folded into the weights on
+/// load. A <c>scaling_factor</c> tensor (SAELens before 6.0) is dropped when all ones, as SAELens does, and otherwise,
+/// with <c>finetuning_scaling_factor</c> true, folded into the rows of W_dec (the old decode was (f·s)·W_dec). A TopK
+/// SAE's <c>rescale_acts_by_decoder_norm</c> is folded into the weights as SAELens folds it.
 /// </summary>
 public static class SaeLensFormat
 {
@@ -32,9 +35,18 @@ public static class SaeLensFormat
     /// <summary>File name of SAELens's activation scaler (<c>activation_scaler.json</c>, <c>scaling_factor</c>).</summary>
     public const string ActivationScalerFile = "activation_scaler.json";
 
-    /// <summary>True when <paramref name="dir"/> holds both <c>cfg.json</c> and <c>sae_weights.safetensors</c>.</summary>
-    public static bool IsSaeLensFolder(string dir) =>
-        File.Exists(Path.Combine(dir, CfgFile)) && File.Exists(Path.Combine(dir, WeightsFile));
+    /// <summary>True when <paramref name="dir"/> holds both <c>cfg.json</c> and <c>sae_weights.safetensors</c>, or is
+    /// such a folder's <c>sae_weights.safetensors</c>.</summary>
+    public static bool IsSaeLensFolder(string dir)
+    {
+        dir = FolderOf(dir);
+        return File.Exists(Path.Combine(dir, CfgFile)) && File.Exists(Path.Combine(dir, WeightsFile));
+    }
+
+    /// <summary>The folder of a path naming its <c>sae_weights.safetensors</c> (as <c>hf:ORG/REPO/.../sae_weights.safetensors</c>
+    /// resolves), else the path itself.</summary>
+    private static string FolderOf(string path) =>
+        File.Exists(path) && Path.GetFileName(path) == WeightsFile ? Path.GetDirectoryName(Path.GetFullPath(path))! : path;
 
     /// <summary>Writes cfg.json, sae_weights.safetensors and, when given, sparsity.safetensors, all replaced together
     /// (a failure part-way leaves the previous files as they were).</summary>
@@ -68,15 +80,28 @@ public static class SaeLensFormat
     }
 
     /// <summary>Loads an SAE from a SAELens folder.</summary>
-    public static Sae Load(string dir)
+    public static Sae Load(string dir) => Load(dir, null);
+
+    /// <summary>Loads an SAE from a SAELens folder; <paramref name="normScalingFactor"/> is the release table's
+    /// <c>norm_scaling_factor</c>, folded in (as <c>SAE.from_pretrained</c> does) when the cfg says
+    /// "expected_average_only_in", and <paramref name="normalizeActivations"/> the release's
+    /// <c>config_overrides</c> value replacing the cfg's.</summary>
+    public static Sae Load(string dir, double? normScalingFactor, string? normalizeActivations = null)
     {
+        dir = FolderOf(dir);
         var cfgPath = Path.Combine(dir, CfgFile);
         var cfg = ReadConfig(cfgPath);
+        if (normalizeActivations is not null)
+        {
+            cfg.NormalizeActivations = normalizeActivations;
+            cfg.Validate($"{cfgPath} (with the release's config_overrides)");
+        }
         var weightsPath = Path.Combine(dir, WeightsFile);
         var weights = SafeTensors.Load(weightsPath);
         Sae sae;
         try
         {
+            FoldFinetuningScalingFactor(cfg, weights, cfgPath, weightsPath);
             // d_in and d_sae are checked against the tensors present before the SAE is allocated (a cfg.json
             // declaring d_sae 10^9 is refused in one line).
             SaeWeights.CheckDeclaredSizes(cfg, weights, cfgPath, weightsPath);
@@ -84,6 +109,7 @@ public static class SaeLensFormat
             try
             {
                 SaeWeights.Load(sae, weights, weightsPath);
+                FoldDecoderNormRescale(sae);
             }
             catch
             {
@@ -97,13 +123,46 @@ public static class SaeLensFormat
         }
         if (cfg.NormalizeActivations == "expected_average_only_in")
         {
-            double? factor = ReadScalingFactor(dir, cfg);
+            double? factor = normScalingFactor ?? ReadScalingFactor(dir, cfg);
             if (factor is null)
-                throw new SaeSharpException($"{cfgPath}: normalize_activations is 'expected_average_only_in' but no scaling factor was found in {ActivationScalerFile} or the cfg");
+            {
+                sae.Dispose();
+                throw new SaeSharpException($"{cfgPath}: normalize_activations is 'expected_average_only_in' but no scaling factor was found in {ActivationScalerFile}, the cfg or the release table");
+            }
             sae.FoldActivationScale(factor.Value, factor.Value);
             cfg.NormalizeActivations = "none";
         }
         return sae;
+    }
+
+    /// <summary>A SAELens 6 TopK SAE with <c>rescale_acts_by_decoder_norm</c> multiplies the pre-activations by
+    /// ‖W_dec[j]‖ before the top-k and divides the features by it before decoding; SAELens's <c>_fold_norm_topk</c>
+    /// (b_enc·n, W_enc·n, W_dec/n) gives the same features and output with plain TopK.</summary>
+    private static void FoldDecoderNormRescale(Sae sae)
+    {
+        if (sae.Cfg.Architecture != SaeArchitectures.TopK) return;
+        if (sae.Cfg.Extra?.Remove("rescale_acts_by_decoder_norm", out var flag) == true && flag.ValueKind == JsonValueKind.True)
+            sae.NormalizeDecoderRows(compensateEncoder: true);
+    }
+
+    /// <summary>SAELens before 6.0 stored a per-latent <c>scaling_factor</c> [d_sae] multiplying the features before the
+    /// decoder. All ones, it is dropped (SAELens's <c>read_sae_components_from_disk</c>); otherwise it needs
+    /// <c>finetuning_scaling_factor</c> true and is folded into W_dec's rows.</summary>
+    private static void FoldFinetuningScalingFactor(SaeConfig cfg, Dictionary<string, Tensor> weights, string cfgPath, string weightsPath)
+    {
+        bool finetuning = cfg.Extra?.Remove("finetuning_scaling_factor", out var flag) == true && flag.ValueKind == JsonValueKind.True;
+        if (!weights.Remove("scaling_factor", out var scale)) return;
+        using var _ = scale;
+        if (!scale.shape.SequenceEqual([(long)cfg.DSae]))
+            throw new SaeSharpException($"{weightsPath}: tensor 'scaling_factor' has shape [{string.Join(", ", scale.shape)}], expected [{cfg.DSae}] (d_sae)");
+        using var ones = scale.eq(1).all();
+        if (ones.item<bool>()) return;
+        if (!finetuning)
+            throw new SaeSharpException($"{weightsPath}: 'scaling_factor' is not all ones but {cfgPath} does not set finetuning_scaling_factor");
+        if (!weights.TryGetValue("W_dec", out var wDec) || wDec.dim() != 2 || wDec.shape[0] != cfg.DSae)
+            return;     // CheckDeclaredSizes names the problem
+        weights["W_dec"] = wDec.to(ScalarType.Float32) * scale.to(ScalarType.Float32).unsqueeze(1);
+        wDec.Dispose();
     }
 
     /// <summary>The <c>sparsity</c> tensor of a SAELens folder, or null when the folder has none.</summary>
@@ -154,8 +213,12 @@ public static class SaeLensFormat
         {
             throw new SaeSharpException($"{cfgPath}: invalid JSON ({e.Message})");
         }
+        if (root["metadata"] is { } m && m is not JsonObject)
+            throw new SaeSharpException($"{cfgPath}: 'metadata' should be an object");
         var cfg = root.ContainsKey("metadata") ? ParseV6(root, cfgPath) : ParsePre6(root, cfgPath);
+        cfg.Metadata ??= new SaeMetadata();
         cfg.Validate(cfgPath);
+        _ = DtypeFromString(cfg.Dtype, cfgPath);
         return cfg;
     }
 
@@ -196,12 +259,13 @@ public static class SaeLensFormat
             Device = Str("device") ?? "cpu",
             ApplyBDecToInput = root["apply_b_dec_to_input"]?.GetValue<bool>() ?? true,
             NormalizeActivations = Str("normalize_activations") ?? "none",
+            ReshapeActivations = Str("reshape_activations") ?? ((Str("hook_name") ?? Str("hook_point"))?.Contains("hook_z", StringComparison.Ordinal) == true ? "hook_z" : "none"),
             K = k,
             Metadata = new SaeMetadata
             {
                 ModelName = Str("model_name"),
                 HookName = Str("hook_name") ?? Str("hook_point"),
-                HookHeadIndex = root["hook_head_index"] is JsonValue h && h.TryGetValue(out int hi) ? hi : null,
+                HookHeadIndex = (root["hook_head_index"] ?? root["hook_point_head_index"]) is JsonValue h && h.TryGetValue(out int hi) ? hi : null,
                 ContextSize = root["context_size"] is JsonValue c && c.TryGetValue(out int ci) ? ci : null,
                 PrependBos = root["prepend_bos"]?.GetValue<bool>() ?? true,
                 DatasetPath = Str("dataset_path"),
@@ -214,22 +278,26 @@ public static class SaeLensFormat
         foreach (var key in new[] { "scaling_factor", "norm_scaling_factor", "activation_norm_scaling_factor" })
             if (root[key] is JsonValue v && v.TryGetValue(out double d))
                 (cfg.Extra ??= new())[key] = JsonSerializer.SerializeToElement(d);
+        if (root["finetuning_scaling_factor"] is JsonValue f && f.TryGetValue(out bool ft))
+            (cfg.Extra ??= new())["finetuning_scaling_factor"] = JsonSerializer.SerializeToElement(ft);
         return cfg;
     }
 
-    /// <summary>Old SAELens wrote normalize_activations as a boolean (true meaning the expected-average scaling).</summary>
+    /// <summary>Old SAELens wrote normalize_activations as a boolean (true meaning the expected-average scaling), or null for none.</summary>
     private static void NormalizeBoolean(JsonObject root)
     {
         if (root["normalize_activations"] is JsonValue v && v.TryGetValue(out bool b))
             root["normalize_activations"] = b ? "expected_average_only_in" : "none";
+        else if (root.ContainsKey("normalize_activations") && root["normalize_activations"] is null)
+            root["normalize_activations"] = "none";
     }
 
-    internal static ScalarType DtypeFromString(string dtype) => dtype.Replace("torch.", "") switch
+    internal static ScalarType DtypeFromString(string dtype, string? source = null) => dtype.Replace("torch.", "", StringComparison.Ordinal) switch
     {
         "float32" or "float" => ScalarType.Float32,
         "float16" or "half" => ScalarType.Float16,
         "bfloat16" => ScalarType.BFloat16,
         "float64" or "double" => ScalarType.Float64,
-        _ => throw new SaeSharpException($"unsupported SAE dtype '{dtype}'"),
+        _ => throw new SaeSharpException($"{(source is null ? "" : source + ": ")}unsupported SAE dtype '{dtype}' (float32, float16, bfloat16 or float64)"),
     };
 }

@@ -19,15 +19,17 @@ public sealed record SaeLoadOptions
 /// pretrained release or hub path to local files (<see cref="SaeSource"/>). Every command's <c>--sae</c> goes through here.</summary>
 public static class SaeLoader
 {
-    /// <summary>The formats tried, in order: a name, a probe of the path and the loader.</summary>
-    private static readonly List<(string Name, Func<string, bool> Detect, Func<string, SaeLoadOptions, Sae> Load)> Formats =
+    /// <summary>The formats tried, in order: a name, a probe of the path and the loader (given the options and the
+    /// release's facts, when the SAE was named by release).</summary>
+    private static readonly List<(string Name, Func<string, bool> Detect, Func<string, SaeLoadOptions, ResolvedSae, Sae> Load)> Formats =
     [
-        ("SAELens", SaeLensFormat.IsSaeLensFolder, (p, _) => SaeLensFormat.Load(p)),
-        ("dictionary_learning", DictionaryLearning.IsDictionaryLearningPath, (p, o) => DictionaryLearning.Load(p, o.Architecture)),
-        ("Gemma Scope", GemmaScope.IsGemmaScopePath, (p, _) => GemmaScope.Load(p)),
-        ("Llama Scope", LlamaScope.IsLlamaScopeFolder, (p, _) => LlamaScope.Load(p)),
-        ("sparsify", Sparsify.IsSparsifyPath, (p, _) => Sparsify.Load(p)),
-        ("OpenAI sparse_autoencoder", OpenAiSae.IsOpenAiCheckpoint, (p, _) => OpenAiSae.Load(p)),
+        ("SAELens", SaeLensFormat.IsSaeLensFolder, (p, _, r) => SaeLensFormat.Load(p, r.Sae?.NormScalingFactor,
+            r.Release?.ConfigOverrides?["normalize_activations"]?.GetValue<string>())),
+        ("dictionary_learning", DictionaryLearning.IsDictionaryLearningPath, (p, o, _) => DictionaryLearning.Load(p, o.Architecture)),
+        ("Gemma Scope", GemmaScope.IsGemmaScopePath, (p, _, _) => GemmaScope.Load(p)),
+        ("Llama Scope", LlamaScope.IsLlamaScopeFolder, (p, _, _) => LlamaScope.Load(p)),
+        ("sparsify", Sparsify.IsSparsifyPath, (p, _, _) => Sparsify.Load(p)),
+        ("OpenAI sparse_autoencoder", OpenAiSae.IsOpenAiCheckpoint, (p, _, _) => OpenAiSae.Load(p)),
     ];
 
     /// <summary>Loads the SAE that <paramref name="path"/> names: a local file or folder, <c>RELEASE/SAE_ID</c> or
@@ -42,12 +44,15 @@ public static class SaeLoader
         ArgumentNullException.ThrowIfNull(resolved);
         options ??= new SaeLoadOptions();
         string local = resolved.Path;
+        var found = Formats.Where(f => f.Detect(local)).Select(f => f.Name).ToList();
+        if (found.Count > 1)
+            throw new SaeSharpException($"{local}: holds the files of several SAE formats ({string.Join(", ", found)}); point at one SAE's files (a folder with one format, or the file itself)");
         foreach (var (name, detect, load) in Formats)
         {
-            if (!detect(local)) continue;
+            if (!found.Contains(name)) continue;
             if (options.Architecture is { } arch && name != "dictionary_learning")
                 throw new SaeSharpException($"--arch {arch} is for a dictionary_learning ae.pt; {local} is a {name} SAE, whose files name its architecture");
-            var sae = load(local, options);
+            var sae = load(local, options, resolved);
             SaeSource.ApplyReleaseFacts(sae.Cfg, resolved);
             return sae;
         }

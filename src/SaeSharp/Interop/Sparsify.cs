@@ -89,7 +89,9 @@ public static class Sparsify
         int dIn = Int(json, "d_in", cfgPath) ?? throw new SaeSharpException($"{cfgPath}: 'd_in' is missing.");
         int numLatents = Int(json, "num_latents", cfgPath) ?? 0;
         int expansion = Int(json, "expansion_factor", cfgPath) ?? 32;
-        int dSae = numLatents > 0 ? numLatents : checked(dIn * expansion);
+        if (dIn <= 0 || expansion <= 0 || numLatents < 0 || (numLatents == 0 && (long)dIn * expansion > int.MaxValue))
+            throw new SaeSharpException($"{cfgPath}: d_in={dIn}, num_latents={numLatents}, expansion_factor={expansion} give no usable latent count.");
+        int dSae = numLatents > 0 ? numLatents : dIn * expansion;
         int k = Int(json, "k", cfgPath) ?? 32;
 
         var weights = SafeTensors.Load(weightsPath);

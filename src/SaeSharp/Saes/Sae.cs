@@ -10,7 +10,7 @@ namespace SaeSharp.Saes;
 /// <c>W_dec</c> [d_sae, d_out], <c>b_dec</c> [d_out]. Subclasses (one file per architecture) add their own
 /// parameters (<c>threshold</c>, <c>b_gate</c>, <c>r_mag</c>, <c>b_mag</c>), define <see cref="Encode"/> and the
 /// training loss, and call <c>RegisterComponents()</c> at the end of their constructor.
-/// <c>forward(x)</c> returns the reconstruction (un-normalised when <see cref="UsesLayerNorm"/>). Gated SAEs have no <c>b_enc</c> (SAELens: <c>b_gate</c>/<c>b_mag</c>).
+/// <c>forward(x)</c> returns the reconstruction (un-normalised when <see cref="UsesRunTimeNormalization"/>). Gated SAEs have no <c>b_enc</c> (SAELens: <c>b_gate</c>/<c>b_mag</c>).
 /// </summary>
 public abstract class Sae : nn.Module<Tensor, Tensor>
 {
@@ -54,16 +54,44 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
     /// <summary><c>b_dec</c> [d_out].</summary>
     public Parameter BDec => b_dec;
 
-    /// <summary>The input to the encoder matmul: x (layer-normed when <c>normalize_activations</c> is "layer_norm"),
-    /// minus b_dec when <c>apply_b_dec_to_input</c>.</summary>
+    /// <summary>The input to the encoder matmul: x (layer-normed when <c>normalize_activations</c> is "layer_norm",
+    /// rescaled when "constant_norm_rescale"), minus b_dec when <c>apply_b_dec_to_input</c>.</summary>
     protected Tensor EncoderInput(Tensor x)
     {
-        if (!UsesLayerNorm) return Cfg.ApplyBDecToInput ? x - b_dec : x.alias();
+        if (!UsesRunTimeNormalization) return Cfg.ApplyBDecToInput ? x - b_dec : x.alias();
         using var scope = NewDisposeScope();
-        var (mu, std) = LayerNormStats(x);
-        var xn = (x - mu) / (std + LayerNormEps);
+        var xn = NormalizeRows(x);
         return (Cfg.ApplyBDecToInput ? xn - b_dec : xn).MoveToOuterDisposeScope();
     }
+
+    /// <summary>x in the SAE's input space: layer-normed (<see cref="UsesLayerNorm"/>) or each row scaled to norm √d_in
+    /// (<see cref="UsesConstantNormRescale"/>), else x itself (an alias).</summary>
+    private Tensor NormalizeRows(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        if (UsesLayerNorm)
+        {
+            var (mu, std) = LayerNormStats(x);
+            return ((x - mu) / (std + LayerNormEps)).MoveToOuterDisposeScope();
+        }
+        if (UsesConstantNormRescale) return (x * ConstantNormCoefficient(x)).MoveToOuterDisposeScope();
+        return x.alias().MoveToOuterDisposeScope();
+    }
+
+    /// <summary>SAELens's <c>x_norm_coeff</c> of "constant_norm_rescale": √d_in / ‖x‖ per row, [N, 1].</summary>
+    private Tensor ConstantNormCoefficient(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        return (Math.Sqrt(Cfg.DIn) / x.norm(-1, keepdim: true)).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>True when <c>normalize_activations</c> is "constant_norm_rescale" (SAELens, Anthropic's February update):
+    /// each input row is scaled by c = √d_in / ‖x‖ before encoding and the reconstruction divided by c.</summary>
+    public bool UsesConstantNormRescale => Cfg.NormalizeActivations == "constant_norm_rescale";
+
+    /// <summary>True when the input is normalised per row at run time: <see cref="UsesLayerNorm"/> or
+    /// <see cref="UsesConstantNormRescale"/>.</summary>
+    public bool UsesRunTimeNormalization => UsesLayerNorm || UsesConstantNormRescale;
 
     /// <summary>ε of SAELens's (and OpenAI sparse_autoencoder's) per-row layer norm.</summary>
     public const double LayerNormEps = 1e-5;
@@ -83,12 +111,13 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
         return (mu.MoveToOuterDisposeScope(), std.MoveToOuterDisposeScope());
     }
 
-    /// <summary>Maps a reconstruction made from layer-normed input back to the scale of <paramref name="x"/> (ŷ·σ + μ);
-    /// a no-op (alias) unless <see cref="UsesLayerNorm"/>.</summary>
+    /// <summary>Maps a reconstruction made from normalised input back to the scale of <paramref name="x"/> (ŷ·σ + μ after
+    /// a layer norm, ŷ / c after a constant-norm rescale); a no-op (alias) unless <see cref="UsesRunTimeNormalization"/>.</summary>
     protected Tensor UndoInputNormalization(Tensor y, Tensor x)
     {
-        if (!UsesLayerNorm) return y.alias();
+        if (!UsesRunTimeNormalization) return y.alias();
         using var scope = NewDisposeScope();
+        if (UsesConstantNormRescale) return (y / ConstantNormCoefficient(x)).MoveToOuterDisposeScope();
         var (mu, std) = LayerNormStats(x);
         return (y * std + mu).MoveToOuterDisposeScope();
     }
@@ -148,14 +177,12 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
         return (fb.MoveToOuterDisposeScope(), counts.MoveToOuterDisposeScope());
     }
 
-    /// <summary>x, layer-normed when <see cref="UsesLayerNorm"/> (no gradient).</summary>
+    /// <summary>x, normalised when <see cref="UsesRunTimeNormalization"/> (no gradient).</summary>
     private Tensor NormalizedInput(Tensor x)
     {
-        if (!UsesLayerNorm) return x.alias();
+        if (!UsesRunTimeNormalization) return x.alias();
         using var _ = no_grad();
-        using var scope = NewDisposeScope();
-        var (mu, std) = LayerNormStats(x);
-        return ((x - mu) / (std + LayerNormEps)).MoveToOuterDisposeScope();
+        return NormalizeRows(x);
     }
 
     /// <summary>Feature activations [N, d_sae] of the inference form.</summary>

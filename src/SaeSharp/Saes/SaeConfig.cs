@@ -56,7 +56,7 @@ public sealed class SaeConfig
     [JsonPropertyName("device")] public string Device { get; set; } = "cpu";
     /// <summary>Subtract b_dec from the input before encoding (SAELens default true; false for transcoders).</summary>
     [JsonPropertyName("apply_b_dec_to_input")] public bool ApplyBDecToInput { get; set; } = true;
-    /// <summary>"none", "expected_average_only_in" (scaling factor kept in the cfg) or "layer_norm".</summary>
+    /// <summary>"none", "expected_average_only_in" (scaling factor kept in the cfg), "constant_norm_rescale" or "layer_norm".</summary>
     [JsonPropertyName("normalize_activations")] public string NormalizeActivations { get; set; } = "none";
     /// <summary>SAELens <c>reshape_activations</c> ("none"; "hook_z" flattens attention heads).</summary>
     [JsonPropertyName("reshape_activations")] public string ReshapeActivations { get; set; } = "none";
@@ -95,6 +95,8 @@ public sealed class SaeConfig
         if (DIn <= 0) throw new SaeSharpException($"{source}: d_in must be positive, got {DIn}");
         if (DSae <= 0) throw new SaeSharpException($"{source}: d_sae must be positive, got {DSae}");
         if (DOut is <= 0) throw new SaeSharpException($"{source}: d_out must be positive, got {DOut}");
+        if (NormalizeActivations is not ("none" or "expected_average_only_in" or "constant_norm_rescale" or "layer_norm"))
+            throw new SaeSharpException($"{source}: normalize_activations must be none, expected_average_only_in, constant_norm_rescale or layer_norm, got '{NormalizeActivations}'");
         if (arch.NeedsK && K is not > 0)
             throw new SaeSharpException($"{source}: architecture '{Architecture}' needs a positive k, got {K?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "none"}");
         if (K is > 0 && K > DSae) throw new SaeSharpException($"{source}: k={K} exceeds d_sae={DSae}");

@@ -110,6 +110,97 @@ public sealed class PretrainedSaeTests : FakeHubTestBase
     }
 
     [Fact]
+    public void Release_in_a_hand_made_cache_without_sparsity_loads_offline_and_with_the_hub_unreachable()
+    {
+        // What huggingface_hub leaves after snapshot_download(allow_patterns=[cfg.json, sae_weights.safetensors]):
+        // refs/main and the snapshot files, no sparsity.safetensors and no .no_exist marker for it.
+        var (files, weights) = SaeLensFiles("blocks.7.hook_resid_pre", dIn: 8, dSae: 24);
+        const string commit = "0123456789abcdef0123456789abcdef01234567";
+        string storage = Path.Combine(_cache, "models--jbloom--GPT2-Small-SAEs-Reformatted");
+        string snapshot = Path.Combine(storage, "snapshots", commit, "blocks.7.hook_resid_pre");
+        Directory.CreateDirectory(snapshot);
+        Directory.CreateDirectory(Path.Combine(storage, "refs"));
+        File.WriteAllText(Path.Combine(storage, "refs", "main"), commit);
+        File.WriteAllBytes(Path.Combine(snapshot, "cfg.json"), files["cfg.json"]);
+        File.WriteAllBytes(Path.Combine(snapshot, "sae_weights.safetensors"), files["sae_weights.safetensors"]);
+
+        // SAELens catches EntryNotFoundError around the sparsity download; LocalEntryNotFoundError is one.
+        using (var offline = SaeLoader.Load("gpt2-small-res-jb/blocks.7.hook_resid_pre", new SaeLoadOptions { Hub = new HfHubOptions { Endpoint = _server.Endpoint, CacheDir = _cache, Offline = true } }))
+            AssertWeights(weights, offline);
+        var unreachable = new SaeLoadOptions { Hub = new HfHubOptions { Endpoint = "http://127.0.0.1:9", CacheDir = _cache } };
+        using (var noNetwork = SaeLoader.Load("gpt2-small-res-jb/blocks.7.hook_resid_pre", unreachable))
+            AssertWeights(weights, noNetwork);
+
+        // A required file that is not cached is still an error naming it.
+        var e = Assert.Throws<SaeSharpException>(() => SaeLoader.Load("gpt2-small-res-jb/blocks.8.hook_resid_pre", new SaeLoadOptions { Hub = new HfHubOptions { Endpoint = _server.Endpoint, CacheDir = _cache, Offline = true } }));
+        Assert.Contains("blocks.8.hook_resid_pre/cfg.json (revision main) is not in the cache", e.Message);
+    }
+
+    [Fact]
+    public void Release_config_override_of_normalize_activations_is_applied()
+    {
+        // pretrained_saes.yaml: mistral-7b-res-wg has config_overrides {normalize_activations: constant_norm_rescale}.
+        var (files, _) = SaeLensFiles("blocks.8.hook_resid_pre", dIn: 8, dSae: 24);
+        string dir = Path.Combine(_work, "wg");
+        Directory.CreateDirectory(dir);
+        foreach (var (name, bytes) in files) File.WriteAllBytes(Path.Combine(dir, name), bytes);
+        using var original = SaeLensFormat.Load(dir);
+        _server.Repos["JoshEngels/Mistral-7B-Residual-Stream-SAEs"] = new()
+        {
+            ["mistral_7b_layer_8/cfg.json"] = new(files["cfg.json"]),
+            ["mistral_7b_layer_8/sae_weights.safetensors"] = new(files["sae_weights.safetensors"], Lfs: true),
+        };
+        using var sae = SaeLoader.Load("mistral-7b-res-wg/blocks.8.hook_resid_pre", Options);
+        Assert.Equal("constant_norm_rescale", sae.Cfg.NormalizeActivations);
+        // SAELens: c = √d_in/‖x‖; the SAE runs on c·x and its output is divided by c.
+        using var x = torch.randn(5, 8, generator: new Generator(4)) * 3;
+        using var c = Math.Sqrt(8) / x.norm(1, keepdim: true);
+        var (yScaled, fScaled) = original.Run(x * c);
+        var (y, f) = sae.Run(x);
+        Assert.True(f.allclose(fScaled, rtol: 1e-4, atol: 1e-5));
+        Assert.True(y.allclose(yScaled / c, rtol: 1e-4, atol: 1e-4));
+    }
+
+    [Fact]
+    public void Release_norm_scaling_factor_is_folded_into_an_expected_average_only_in_SAE()
+    {
+        // pretrained_saes.yaml at the table's commit: gpt2-small-mlp-tm blocks.0.hook_mlp_out, norm_scaling_factor 1.049317316132615.
+        const double s = 1.049317316132615;
+        Assert.Equal(s, SaeReleases.Lookup("gpt2-small-mlp-tm/blocks.0.hook_mlp_out")!.Value.Sae.NormScalingFactor);
+        Assert.Null(SaeReleases.Lookup("gpt2-small-res-jb/blocks.7.hook_resid_pre")!.Value.Sae.NormScalingFactor);
+
+        var (files, _) = SaeLensFiles("blocks.0.hook_mlp_out", dIn: 8, dSae: 24);
+        string dir = Path.Combine(_work, "tm");
+        Directory.CreateDirectory(dir);
+        File.WriteAllBytes(Path.Combine(dir, "sae_weights.safetensors"), files["sae_weights.safetensors"]);
+        File.WriteAllBytes(Path.Combine(dir, "cfg.json"), files["cfg.json"]);
+        using var original = SaeLensFormat.Load(dir);
+        // The files as SAELens trained them: a pre-6.0 flat cfg with the boolean normalisation and no factor of its own.
+        var cfg = Encoding.UTF8.GetBytes("""
+            {"d_in": 8, "d_sae": 24, "dtype": "float32", "device": "cpu", "model_name": "gpt2-small", "hook_point": "blocks.0.hook_mlp_out",
+             "hook_point_layer": 0, "activation_fn_str": "relu", "apply_b_dec_to_input": true, "normalize_activations": true}
+            """);
+        _server.Repos["tommmcgrath/gpt2-small-mlp-out-saes"] = new()
+        {
+            ["sae_group_gpt2_blocks.0.hook_mlp_out_24576:v1/cfg.json"] = new(cfg),
+            ["sae_group_gpt2_blocks.0.hook_mlp_out_24576:v1/sae_weights.safetensors"] = new(files["sae_weights.safetensors"], Lfs: true),
+        };
+        using var sae = SaeLoader.Load("gpt2-small-mlp-tm/blocks.0.hook_mlp_out", Options);
+        Assert.Equal("none", sae.Cfg.NormalizeActivations);
+        // SAE.from_pretrained's fold_activation_norm_scaling_factor: the SAE on raw x is the trained one on s·x, rescaled.
+        using var x = torch.randn(5, 8, generator: new Generator(3)) * 4;
+        var (yScaled, fScaled) = original.Run(x * s);
+        var (yRaw, fRaw) = sae.Run(x);
+        Assert.True(fRaw.allclose(fScaled, rtol: 1e-4, atol: 1e-5));
+        Assert.True(yRaw.allclose(yScaled / s, rtol: 1e-4, atol: 1e-4));
+
+        // The same folder loaded as a plain folder has no factor and says where it looked.
+        File.WriteAllBytes(Path.Combine(dir, "cfg.json"), cfg);
+        var e = Assert.Throws<SaeSharpException>(() => SaeLoader.Load(dir));
+        Assert.Contains("no scaling factor was found", e.Message);
+    }
+
+    [Fact]
     public void Gemma_Scope_canonical_release_loads_params_npz_with_the_hook_from_its_path()
     {
         string src = Path.Combine(_work, "gs");
@@ -195,7 +286,10 @@ public sealed class PretrainedSaeTests : FakeHubTestBase
         float theta = (float)(0.3 * Math.Sqrt(8) / 2.0);
         Assert.All(jr.Threshold.detach().data<float>().ToArray(), t => Assert.Equal(theta, t, 6));
 
-        // Independent expectation: pre = x·encoder.weightᵀ + encoder.bias; f = pre·[pre > θ]; x̂ = f·decoder.weightᵀ + decoder.bias.
+        // Independent expectation: SAE.from_pretrained folds norm_scaling_factor s = √d_model / norm_in (the release table's
+        // value) into W_enc, W_dec and b_dec: pre = s·x·encoder.weightᵀ + encoder.bias; f = pre·[pre > θ];
+        // x̂ = (f·decoder.weightᵀ + decoder.bias)/s.
+        double s = Math.Sqrt(8) / 2.0;
         var rng = new Random(5);
         float[] x = Enumerable.Range(0, n * dIn).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
         var f = new float[n * dSae];
@@ -204,7 +298,7 @@ public sealed class PretrainedSaeTests : FakeHubTestBase
             for (int j = 0; j < dSae; j++)
             {
                 double pre = encB[j];
-                for (int k = 0; k < dIn; k++) pre += x[i * dIn + k] * encW[j * dIn + k];
+                for (int k = 0; k < dIn; k++) pre += s * x[i * dIn + k] * encW[j * dIn + k];
                 if (pre > theta) { f[i * dSae + j] = (float)pre; fired++; }
                 else if (pre > 0) belowThreshold++;
             }
@@ -215,7 +309,7 @@ public sealed class PretrainedSaeTests : FakeHubTestBase
             {
                 double v = decB[k];
                 for (int j = 0; j < dSae; j++) v += f[i * dSae + j] * decW[k * dSae + j];
-                xhat[i * dIn + k] = (float)v;
+                xhat[i * dIn + k] = (float)(v / s);
             }
         using var input = torch.tensor(x, [n, dIn]);
         using var acts = sae.Encode(input);

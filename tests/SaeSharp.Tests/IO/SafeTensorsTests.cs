@@ -103,6 +103,8 @@ public class SafeTensorsTests : IDisposable
     [InlineData("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", "overlapping")]
     [InlineData("{not json", "not valid JSON")]
     [InlineData("{\"a\":{\"dtype\":\"F32\",\"shape\":[-2],\"data_offsets\":[0,8]}}", "negative")]
+    [InlineData("{\"a\":{\"dtype\":5,\"shape\":[2],\"data_offsets\":[0,8]}}", "missing dtype, or not a string")]
+    [InlineData("{\"a\":{\"dtype\":\"F32\",\"shape\":[1099511627776,1099511627776],\"data_offsets\":[0,8]}}", "tensor 'a': shape [1099511627776, 1099511627776] is too large")]
     public void CorruptHeadersAreClearErrors(string header, string expected)
     {
         var path = Path.Combine(_dir, "c.safetensors");

@@ -175,14 +175,27 @@ public sealed class GemmaScopeTests : IDisposable
         Assert.Null(sae.Cfg.Metadata.ModelName);
     }
 
+    [Theory]
+    [InlineData("width_4k", 4096)]
+    [InlineData("width_16k", 16384)]
+    [InlineData("width_65k", 65536)]
+    [InlineData("width_262k", 262144)]
+    public void Width_folders_name_powers_of_two_by_their_leading_digits(string width, int dSae)
+    {
+        // gemma-scope-2b-pt-res/layer_12/width_65k/average_l0_72 holds 65536 latents (was refused: 65·1024 ≠ 65536).
+        var folder = Path.Combine(_dir, "gemma-scope-2b-pt-res", "layer_12", width, "average_l0_72");
+        WriteParams(folder, dIn: 1, dSae: dSae, seed: 3);
+        using var sae = SaeLoader.Load(folder);
+        Assert.Equal(dSae, sae.Cfg.DSae);
+    }
+
     [Fact]
     public void A_width_folder_that_disagrees_with_the_arrays_is_refused()
     {
         var folder = Path.Combine(_dir, "gemma-scope-2b-pt-res", "layer_1", "width_16k", "average_l0_10");
         WriteParams(folder, dIn: 3, dSae: 8, seed: 8);
         var e = Assert.Throws<SaeSharpException>(() => GemmaScope.Load(folder));
-        Assert.Contains("width_16k", e.Message);
-        Assert.Contains("16384", e.Message);
+        Assert.Contains("folder 'width_16k' claims 16k latents (16000 to 16999) but W_enc holds d_sae = 8", e.Message);
         Assert.Contains("params.npz", e.Message);
     }
 

@@ -169,6 +169,21 @@ public sealed class OpenAiSaeTests : IDisposable
     }
 
     [Fact]
+    public void A_folder_holding_the_checkpoint_as_ae_pt_loads()
+    {
+        // hf:ORG/REPO/PATH downloads a folder's ae.pt; an OpenAI checkpoint saved under that name was "not a recognised SAE".
+        var folder = Path.Combine(_dir, "sae");
+        var sd = RandomStateDict(d: 4, n: 9, seed: 5);
+        WriteCheckpoint(Path.Combine(folder, "ae.pt"), sd, activation: null);
+        Assert.Equal("OpenAI sparse_autoencoder", SaeLoader.DetectFormat(folder));
+        using var sae = SaeLoader.Load(folder);
+        var x = RandomRows(6, 4, seed: 6, scale: 2.0);
+        var (fRef, yRef) = Reference(sd, x, k: null, normalize: false);
+        AssertClose(fRef, sae.Encode(ToTensor(x)), 1e-4, "latents");
+        AssertClose(yRef, sae.forward(ToTensor(x)), 1e-4, "reconstruction");
+    }
+
+    [Fact]
     public void A_normalize_entry_overrides_the_TopK_default()
     {
         var path = Path.Combine(_dir, "ae.pt");

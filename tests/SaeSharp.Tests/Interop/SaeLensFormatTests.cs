@@ -107,6 +107,30 @@ public class SaeLensFormatTests : IDisposable
     }
 
     [Fact]
+    public void AFolderWithTwoFormatsIsRefusedNamingBoth()
+    {
+        SaeLensFormat.Save(RandomSae(4, 8), _dir);
+        GemmaScopeTests.WriteParams(_dir, dIn: 4, dSae: 8, seed: 1);
+        var e = Assert.Throws<SaeSharpException>(() => SaeLoader.Load(_dir));
+        Assert.Contains($"{_dir}: holds the files of several SAE formats (SAELens, Gemma Scope)", e.Message);
+        using var single = SaeLoader.Load(Path.Combine(_dir, "params.npz"));
+        Assert.Equal("jumprelu", single.Cfg.Architecture);
+    }
+
+    [Fact]
+    public void TheWeightsFileItselfLoadsItsFolder()
+    {
+        // hf:ORG/REPO/FOLDER/sae_weights.safetensors resolves to the file (with cfg.json fetched beside it).
+        var sae = RandomSae();
+        SaeLensFormat.Save(sae, _dir);
+        string file = Path.Combine(_dir, "sae_weights.safetensors");
+        Assert.Equal("SAELens", SaeLoader.DetectFormat(file));
+        using var loaded = SaeLoader.Load(file);
+        var x = randn(5, 6, generator: new Generator(10));
+        Assert.True(sae.forward(x).equal(loaded.forward(x)).all().item<bool>());
+    }
+
+    [Fact]
     public void UnknownArchitectureIsAClearError()
     {
         SaeLensFormat.Save(RandomSae(), _dir);

@@ -204,4 +204,17 @@ public sealed class SparsifyTests : IDisposable
         var e = Assert.Throws<SaeSharpException>(() => Sparsify.Load(folder));
         Assert.Contains("k=5", e.Message);
     }
+
+    [Theory]
+    [InlineData(5, 1073741824, "d_in=5, num_latents=0, expansion_factor=1073741824 give no usable latent count")]
+    [InlineData(-5, 32, "d_in=-5, num_latents=0, expansion_factor=32 give no usable latent count")]
+    public void Sizes_that_give_no_latent_count_are_refused_naming_the_cfg(int dIn, int expansion, string expected)
+    {
+        var folder = Path.Combine(_dir, "layers.0");
+        WriteSae(folder, numLatents: 4, k: 3);
+        File.WriteAllText(Path.Combine(folder, "cfg.json"),
+            $$"""{"activation": "topk", "expansion_factor": {{expansion}}, "num_latents": 0, "k": 3, "d_in": {{dIn}}}""");
+        var e = Assert.Throws<SaeSharpException>(() => Sparsify.Load(folder));
+        Assert.Contains(Path.Combine(folder, "cfg.json") + ": " + expected, e.Message);
+    }
 }
