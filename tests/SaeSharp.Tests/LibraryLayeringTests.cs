@@ -24,7 +24,7 @@ public class LibraryLayeringTests
 
     static readonly Regex Reference = new(@"\bSaeSharp\.([A-Z][A-Za-z]+)\b(?=\s*;|\.)", RegexOptions.CultureInvariant);
 
-    static string RepositoryRoot()
+    internal static string RepositoryRoot()
     {
         for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
             if (File.Exists(Path.Combine(dir.FullName, "SaeSharp.sln"))) return dir.FullName;
