@@ -170,7 +170,11 @@ internal sealed class ModelActivationHarvester
         if (exclude.Count == 0) return ones_like(tokens, ScalarType.Bool);
         using var scope = NewDisposeScope();
         var drop = zeros_like(tokens, ScalarType.Bool);
-        foreach (var t in exclude) drop = drop.logical_or(tokens.eq(t));
+        foreach (var t in exclude)
+        {
+            using var id = t.ToScalar();
+            drop = drop.logical_or(tokens.eq(id));
+        }
         return drop.logical_not().MoveToOuterDisposeScope();
     }
 

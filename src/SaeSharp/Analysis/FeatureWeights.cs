@@ -32,7 +32,7 @@ public static class FeatureWeights
             .to(ScalarType.Float32);                                                              // [vocab, d]
         var gamma = Find("final layer norm", "gpt_neox.final_layer_norm.weight", "transformer.ln_f.weight", "model.norm.weight")
             .to(ScalarType.Float32);
-        if (model.Config.Architecture.StartsWith("gemma", StringComparison.Ordinal)) gamma = gamma + 1; // Gemma's RMSNorm scales by 1 + w
+        if (model.Config.Architecture.StartsWith("gemma", StringComparison.Ordinal)) gamma = gamma + TorchScalars.Of(1); // Gemma's RMSNorm scales by 1 + w
         return (wu * gamma.unsqueeze(0)).t().contiguous().MoveToOuterDisposeScope();
     }
 
@@ -120,7 +120,8 @@ public static class FeatureWeights
             if (ks > 0)
             {
                 var cos = rows.matmul(decNorm.t());                                               // [n, d_sae]
-                cos.index_put_(tensor(float.NegativeInfinity), arange(ids.Count), idx);          // not itself
+                using var n = ids.Count.ToScalar();
+                cos.index_put_(tensor(float.NegativeInfinity), arange(n), idx);                  // not itself
                 var (sv, si) = cos.topk(ks, 1);
                 (svA, siA) = (sv.data<float>().ToArray(), si.data<long>().ToArray());
             }
@@ -150,6 +151,6 @@ public static class FeatureWeights
     private static Tensor NormalizedRows(Tensor w)
     {
         using var scope = NewDisposeScope();
-        return (w / w.norm(1, keepdim: true).clamp_min(1e-12)).MoveToOuterDisposeScope();
+        return (w / w.norm(1, keepdim: true).clamp_min(TorchScalars.Of(1e-12))).MoveToOuterDisposeScope();
     }
 }

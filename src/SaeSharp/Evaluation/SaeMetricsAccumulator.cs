@@ -49,26 +49,26 @@ public sealed class SaeMetricsAccumulator
         var yd = xHat.detach().to(ScalarType.Float64, torch.CPU);
         var fd = f.detach().to(torch.CPU);
 
-        var err = (xd - yd).pow(2).sum(1);
+        var err = (xd - yd).pow(TorchScalars.Of(2)).sum(1);
         var xNorm = xd.norm(1);
         var yNorm = yd.norm(1);
         var dot = (xd * yd).sum(1);
         // Cosine: ⟨x, x̂⟩ / max(‖x‖‖x̂‖, 1e-8), so a zero row counts as 0 (torch's cosine_similarity convention).
-        var cos = dot / (xNorm * yNorm).clamp_min(1e-8);
+        var cos = dot / (xNorm * yNorm).clamp_min(TorchScalars.Of(1e-8));
         // l2_ratio: ‖x̂‖/‖x‖ with ‖x‖ < 1e-4 replaced by 1, as SAELens does.
-        var ratio = yNorm / torch.where(xNorm < 1e-4, torch.ones_like(xNorm), xNorm);
-        var nonzero = fd.ne(0);
+        var ratio = yNorm / torch.where(xNorm < TorchScalars.Of(1e-4), torch.ones_like(xNorm), xNorm);
+        var nonzero = fd.ne(TorchScalars.Of(0));
 
         _sse += err.sum().item<double>();
         _l1 += fd.abs().to(ScalarType.Float64).sum().item<double>();
         _l0 += nonzero.sum().to(ScalarType.Float64).item<double>();
         _cos += cos.sum().item<double>();
         _l2Ratio += ratio.sum().item<double>();
-        _xHatSq += yNorm.pow(2).sum().item<double>();
+        _xHatSq += yNorm.pow(TorchScalars.Of(2)).sum().item<double>();
         _dot += dot.sum().item<double>();
 
         var batchMean = xd.mean([0]);
-        var batchM2 = (xd - batchMean).pow(2).sum().item<double>();
+        var batchM2 = (xd - batchMean).pow(TorchScalars.Of(2)).sum().item<double>();
         var bm = batchMean.data<double>().ToArray();
         long n = _n + b;
         double deltaSq = 0;

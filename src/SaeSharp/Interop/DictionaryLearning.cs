@@ -263,7 +263,8 @@ public static class DictionaryLearning
                 else
                 {
                     cfg.Architecture = SaeArchitectures.BatchTopK;
-                    w["threshold"] = torch.full(dSae, Get("threshold").ToSingle(), dtype: w["W_enc"].dtype);
+                    using var threshold = Get("threshold").ToSingle().ToScalar();
+                    w["threshold"] = torch.full(dSae, threshold, dtype: w["W_enc"].dtype);
                 }
                 break;
             }
@@ -291,7 +292,8 @@ public static class DictionaryLearning
                 w["b_enc"] = Get("b_enc", dSae).clone();
                 w["W_dec"] = Get("W_dec", dSae, dIn).clone();
                 w["b_dec"] = Get("b_dec", dIn).clone();
-                w["threshold"] = torch.full(dSae, Get("threshold").ToSingle(), dtype: w["W_enc"].dtype);
+                using var threshold = Get("threshold").ToSingle().ToScalar();
+                w["threshold"] = torch.full(dSae, threshold, dtype: w["W_enc"].dtype);
                 break;
             }
             default:

@@ -49,7 +49,7 @@ public static class GemmaScope
                 if (!torch.is_floating_point(t))
                     throw new SaeSharpException($"{file}: '{key}' has dtype {t.dtype}, expected a floating-point array.");
             }
-            if (w.Remove("scaling_factor", out var scaling) && !scaling.eq(1).all().item<bool>())
+            if (w.Remove("scaling_factor", out var scaling) && !scaling.eq(TorchScalars.Of(1)).all().item<bool>())
                 throw new SaeSharpException($"{file}: 'scaling_factor' is not all ones; a fine-tuning scaling factor is not supported.");
 
             if (!w.TryGetValue("W_enc", out var wEnc))

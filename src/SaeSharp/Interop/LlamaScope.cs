@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using TorchSharp;
 using SaeSharp.IO;
 using SaeSharp.Saes;
 using static TorchSharp.torch;
@@ -98,13 +99,14 @@ public static class LlamaScope
             try
             {
                 using var scope = NewDisposeScope();
+                using var thresholdValue = scaledThreshold.ToScalar();
                 var weights = new Dictionary<string, Tensor>(StringComparer.Ordinal)
                 {
                     ["W_enc"] = encW.t(),
                     ["b_enc"] = bEnc,
                     ["W_dec"] = decW.t(),
                     ["b_dec"] = bDec,
-                    ["threshold"] = full(dSae, scaledThreshold, ScalarType.Float64),
+                    ["threshold"] = full(dSae, thresholdValue, ScalarType.Float64),
                 };
                 SaeWeights.Load(sae, weights, wPath);
                 sae.FoldActivationScale(normScalingFactor, normScalingFactor);

@@ -155,7 +155,7 @@ public static class SaeLensFormat
         using var _ = scale;
         if (!scale.shape.SequenceEqual([(long)cfg.DSae]))
             throw new SaeSharpException($"{weightsPath}: tensor 'scaling_factor' has shape [{string.Join(", ", scale.shape)}], expected [{cfg.DSae}] (d_sae)");
-        using var ones = scale.eq(1).all();
+        using var ones = scale.eq(TorchScalars.Of(1)).all();
         if (ones.item<bool>()) return;
         if (!finetuning)
             throw new SaeSharpException($"{weightsPath}: 'scaling_factor' is not all ones but {cfgPath} does not set finetuning_scaling_factor");

@@ -1,3 +1,4 @@
+using TorchSharp;
 using SaeSharp.Hooks;
 using SaeSharp.IO;
 using SaeSharp.Models;
@@ -213,7 +214,8 @@ public static class FeatureAttribution
                 sum.add_(GradOf(capture.FeatureLeaf(hooks[i])));
             }
             attr[i].Dispose();
-            attr[i] = (acts[i] * sum / integratedGradientSteps).DetachFromDisposeScope();
+            using var steps = integratedGradientSteps.ToScalar();
+            attr[i] = (acts[i] * sum / steps).DetachFromDisposeScope();
         }
         return new AttributionResult
         {
@@ -247,7 +249,9 @@ internal sealed class AttributionCapture : ISaeSpliceCapture, IDisposable
     public string? ScaledHook { get; init; }
     public double Alpha { get; init; } = 1;
 
-    public Tensor Features(AttachedSae a, Tensor f) => Leaf(_features, a.Hook, a.Hook == ScaledHook ? f * Alpha : f);
+    private Scalar? _alpha;
+
+    public Tensor Features(AttachedSae a, Tensor f) => Leaf(_features, a.Hook, a.Hook == ScaledHook ? f * (_alpha ??= Alpha.ToScalar()) : f);
 
     public Tensor Error(AttachedSae a, Tensor e) => Leaf(_errors, a.Hook, e);
 
@@ -267,6 +271,7 @@ internal sealed class AttributionCapture : ISaeSpliceCapture, IDisposable
     public void Dispose()
     {
         foreach (var t in _features.Values.Concat(_errors.Values)) t.Dispose();
+        _alpha?.Dispose();
         _features.Clear();
         _errors.Clear();
     }

@@ -1,3 +1,4 @@
+using TorchSharp;
 using SaeSharp.Hooks;
 using SaeSharp.Models;
 using SaeSharp.Saes;
@@ -82,7 +83,8 @@ public sealed class Steering : Intervention
     public Tensor Vector()
     {
         using var _ = no_grad();
-        return (Sae.WDec[Feature] * Scale).detach();
+        using var scale = Scale.ToScalar();
+        return (Sae.WDec[Feature] * scale).detach();
     }
 
     /// <inheritdoc/>
@@ -146,7 +148,8 @@ public sealed class Clamp : Intervention
         return (spliced.HookName(SaeHookPoints.ActsPost), f =>
         {
             using var scope = NewDisposeScope();
-            return f.index_fill(-1, tensor(new long[] { feature }, device: f.device), value).MoveToOuterDisposeScope();
+            using var v = value.ToScalar();
+            return f.index_fill(-1, tensor(new long[] { feature }, device: f.device), v).MoveToOuterDisposeScope();
         });
     }
 }
@@ -185,7 +188,7 @@ public sealed class Ablation : Intervention
         {
             using var scope = NewDisposeScope();
             var i = idx.to(f.device);
-            if (means is null) return f.index_fill(-1, i, 0.0).MoveToOuterDisposeScope();
+            if (means is null) return f.index_fill(-1, i, TorchScalars.Of(0.0)).MoveToOuterDisposeScope();
             var m = means.to(f.dtype, f.device).index_select(0, i).expand([.. f.shape.SkipLast(1), i.shape[0]]);
             return f.index_copy(-1, i, m.contiguous()).MoveToOuterDisposeScope();
         });
@@ -215,7 +218,8 @@ public sealed class Ablation : Intervention
             }
         }
         if (n == 0) throw new SaeSharpException("no tokens to take feature means over");
-        var mean = (sum / n).to(sae.WDec.dtype);
+        using var count = n.ToScalar();
+        var mean = (sum / count).to(sae.WDec.dtype);
         sum.Dispose();
         return mean;
     }

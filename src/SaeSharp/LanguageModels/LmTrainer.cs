@@ -322,7 +322,7 @@ public static class LmTrainer
         foreach (var (name, p) in model.named_parameters())
         {
             if (name.EndsWith(".bias", StringComparison.Ordinal)) p.zero_();
-            else if (name.Contains("layernorm") || name.Contains("layer_norm")) p.fill_(1.0);
+            else if (name.Contains("layernorm") || name.Contains("layer_norm")) p.fill_(TorchScalars.Of(1.0));
             else
             {
                 double std = 0.02 * (name.Contains("attention.dense") || name.Contains("dense_4h_to_h") ? 1 / Math.Sqrt(2 * nLayers) : 1);
