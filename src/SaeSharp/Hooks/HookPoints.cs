@@ -209,7 +209,7 @@ public sealed class HookPoints
         if (_set.Contains(name)) return name;
         var r = TryResolveAlias(name, kind, out string? why);
         if (r is not null) return r;
-        throw new SaeSharpException(why ?? $"unknown hook '{name}'. Valid hooks: {ValidNamesSummary()}; " +
+        throw new SaeSharpException(why ?? $"unknown hook '{name}'{NameSuggestion.For(name, Names)}. Valid hooks: {ValidNamesSummary()}; " +
             $"aliases: module paths such as blocks.0.mlp, {Hf.Prefix}.{Hf.Blocks}.0.{Hf.Mlp} (output, or input with kind In / ':in')");
     }
 

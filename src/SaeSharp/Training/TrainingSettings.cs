@@ -170,28 +170,7 @@ public sealed class TrainingSettings
     });
 
     /// <summary>" (did you mean 'x'?)" for the known field nearest <paramref name="key"/> within two edits, else "".</summary>
-    private static string Suggestion(string key)
-    {
-        var best = KnownFields.Value.Select(name => (name, d: EditDistance(key, name))).OrderBy(p => p.d).ThenBy(p => p.name, StringComparer.Ordinal).First();
-        return best.d <= 2 ? $" (did you mean '{best.name}'?)" : "";
-    }
-
-    private static int EditDistance(string a, string b)
-    {
-        var row = Enumerable.Range(0, b.Length + 1).ToArray();
-        for (int i = 1; i <= a.Length; i++)
-        {
-            int diagonal = row[0];
-            row[0] = i;
-            for (int j = 1; j <= b.Length; j++)
-            {
-                int above = row[j];
-                row[j] = Math.Min(Math.Min(row[j] + 1, row[j - 1] + 1), diagonal + (a[i - 1] == b[j - 1] ? 0 : 1));
-                diagonal = above;
-            }
-        }
-        return row[b.Length];
-    }
+    private static string Suggestion(string key) => NameSuggestion.For(key, KnownFields.Value);
 
     /// <summary><see cref="FromJson"/> of a file.</summary>
     public static TrainingSettings ReadFile(string path)

@@ -80,7 +80,7 @@ public class CliInputErrorTests : IDisposable
             ["eval", "--sae", sae, "--model", _fx.ModelDir, "--dataset", _fx.DataPath, "--tokens", "64", "--context-size", "16", .. extra];
 
         string typo = OneLineError(CliRunner.Run(Eval(_fx.SaeDir, "--hook", "blocks.0.hook_mlp_outt")));
-        Assert.Contains("unknown hook 'blocks.0.hook_mlp_outt'", typo);
+        Assert.Contains("unknown hook 'blocks.0.hook_mlp_outt' (did you mean 'blocks.0.hook_mlp_out'?)", typo);
         Assert.Contains("Valid hooks:", typo);
         string other = OneLineError(CliRunner.Run(Eval(_fx.SaeDir, "--hook", "blocks.0.hook_mlp_out")));
         Assert.Contains("'blocks.0.hook_mlp_out'", other);

@@ -1,0 +1,32 @@
+namespace SaeSharp;
+
+/// <summary>"Did you mean" for a mistyped name: the known name nearest by edit distance (Levenshtein), within two edits.</summary>
+internal static class NameSuggestion
+{
+    /// <summary><c> (did you mean 'x'?)</c> for the name among <paramref name="known"/> nearest <paramref name="name"/>
+    /// within two edits (ties: the ordinal first), else "".</summary>
+    public static string For(string name, IEnumerable<string> known)
+    {
+        var best = known.Select(k => (k, d: EditDistance(name, k))).Where(p => p.d <= 2)
+            .OrderBy(p => p.d).ThenBy(p => p.k, StringComparer.Ordinal).FirstOrDefault();
+        return best.k is null ? "" : $" (did you mean '{best.k}'?)";
+    }
+
+    /// <summary>The Levenshtein distance: insertions, deletions and substitutions of single characters.</summary>
+    public static int EditDistance(string a, string b)
+    {
+        var row = Enumerable.Range(0, b.Length + 1).ToArray();
+        for (int i = 1; i <= a.Length; i++)
+        {
+            int diagonal = row[0];
+            row[0] = i;
+            for (int j = 1; j <= b.Length; j++)
+            {
+                int above = row[j];
+                row[j] = Math.Min(Math.Min(row[j] + 1, row[j - 1] + 1), diagonal + (a[i - 1] == b[j - 1] ? 0 : 1));
+                diagonal = above;
+            }
+        }
+        return row[b.Length];
+    }
+}
