@@ -51,20 +51,26 @@ internal static class AttentionCore
             k = k.repeat_interleave(groups, 1);
             v = v.repeat_interleave(groups, 1);
         }
-        var scores = matmul(q, k.transpose(-1, -2)) * scale;
+        using var scaleScalar = scale.ToScalar();
+        var scores = matmul(q, k.transpose(-1, -2)) * scaleScalar;
         var dtype = q.dtype;
         // Softmax in float32 (float64 models keep float64); masked scores get float32's minimum (as HF), so a fully
         // masked row stays finite.
         var s32 = dtype == ScalarType.Float64 ? scores : scores.to(ScalarType.Float32);
-        if (softCap is double cap) s32 = (s32 / cap).tanh() * cap;
+        if (softCap is double cap)
+        {
+            using var capScalar = cap.ToScalar();
+            s32 = (s32 / capScalar).tanh() * capScalar;
+        }
         var allowed = ctx.Allowed;
         if (slidingWindow is int w)
         {
             long nq = allowed.shape[^2], nk = allowed.shape[^1];
-            var qi = (arange(nq, device: allowed.device) + (nk - nq)).unsqueeze(1);
-            allowed = allowed.logical_and((qi - arange(nk, device: allowed.device).unsqueeze(0)).lt(w));
+            using Scalar nqScalar = nq.ToScalar(), nkScalar = nk.ToScalar(), offset = (nk - nq).ToScalar(), window = w.ToScalar();
+            var qi = (arange(nqScalar, device: allowed.device) + offset).unsqueeze(1);
+            allowed = allowed.logical_and((qi - arange(nkScalar, device: allowed.device).unsqueeze(0)).lt(window));
         }
-        s32 = s32.masked_fill(allowed.logical_not(), float.MinValue);
+        s32 = s32.masked_fill(allowed.logical_not(), TorchScalars.Of(float.MinValue));
         var pattern = s32.softmax(-1).to(dtype);
         pattern = ctx.Hooks.Fire(names.Pattern, pattern);
         var z = matmul(pattern, v).transpose(1, 2); // [batch, pos, head, d_head]

@@ -64,7 +64,7 @@ internal static class Generation
         using var scope = NewDisposeScope();
         using var kv = o.UseKvCache ? new KvCache(model.Config.NLayers) : null;
         var seq = tokens.to(ScalarType.Int64).to(model.Device);
-        var mask = o.AttentionMask is { } m ? m.ne(0).to(seq.device) : ones(b, tokens.shape[1], dtype: ScalarType.Bool, device: seq.device);
+        var mask = o.AttentionMask is { } m ? m.ne(TorchScalars.Of(0)).to(seq.device) : ones(b, tokens.shape[1], dtype: ScalarType.Bool, device: seq.device);
         var input = seq;
         var inputMask = mask;
         var finished = zeros(b, dtype: ScalarType.Bool, device: seq.device);
@@ -77,8 +77,9 @@ internal static class Generation
             var next = Sample(last, o, gen);
             if (o.EosTokenId is long eos)
             {
-                next = where(finished, full_like(next, eos), next);
-                finished = finished.logical_or(next.eq(eos)).MoveToOuterDisposeScope();
+                using var eosScalar = eos.ToScalar();
+                next = where(finished, full_like(next, eosScalar), next);
+                finished = finished.logical_or(next.eq(eosScalar)).MoveToOuterDisposeScope();
             }
             if (o.ReturnLogits) stepLogits.Add(last.MoveToOuterDisposeScope());
             var col = next.unsqueeze(1);
@@ -107,22 +108,24 @@ internal static class Generation
     {
         if (o.Temperature == 0) return logits.argmax(-1);
         using var scope = NewDisposeScope();
-        var l = logits / o.Temperature;
+        using var temperature = o.Temperature.ToScalar();
+        var l = logits / temperature;
         long v = l.shape[^1];
         if (o.TopK is int k && k > 0 && k < v)
         {
             var kth = l.topk(k, -1).values.narrow(-1, k - 1, 1);
-            l = l.masked_fill(l.lt(kth), float.NegativeInfinity);
+            l = l.masked_fill(l.lt(kth), TorchScalars.Of(float.NegativeInfinity));
         }
         if (o.TopP is double p && p < 1)
         {
             var (sorted, idx) = l.sort(-1, descending: true);
             var probs = sorted.softmax(-1);
             // Drop a token when the tokens more likely than it already reach p (HF TopPLogitsWarper); keep the first.
-            var remove = (probs.cumsum(-1) - probs).ge(p);
-            remove.select(-1, 0).fill_(false);
-            sorted = sorted.masked_fill(remove, float.NegativeInfinity);
-            l = full_like(l, float.NegativeInfinity).scatter(-1, idx, sorted);
+            using var pScalar = p.ToScalar();
+            var remove = (probs.cumsum(-1) - probs).ge(pScalar);
+            using (var no = false.ToScalar()) remove.select(-1, 0).fill_(no);
+            sorted = sorted.masked_fill(remove, TorchScalars.Of(float.NegativeInfinity));
+            l = full_like(l, TorchScalars.Of(float.NegativeInfinity)).scatter(-1, idx, sorted);
         }
         var choice = multinomial(l.softmax(-1), 1, generator: gen).squeeze(-1);
         return choice.MoveToOuterDisposeScope();

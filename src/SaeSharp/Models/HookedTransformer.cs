@@ -330,15 +330,16 @@ public abstract class HookedTransformer : nn.Module<Tensor, Tensor>
         {
             if (attentionMask.dim() != 2 || attentionMask.shape[0] != b || attentionMask.shape[1] != s)
                 throw new SaeSharpException($"attention mask has shape [{string.Join(", ", attentionMask.shape)}] but tokens are [{b}, {s}]");
-            newMask = attentionMask.ne(0).to(dev);
+            newMask = attentionMask.ne(TorchScalars.Of(0)).to(dev);
         }
         var full = kv?.Mask is { } pm ? cat([pm, newMask], 1) : newMask;
         long total = past + s;
         // Positions as HF computes them for padded batches: cumulative count of real tokens, minus one.
-        var positions = (full.to(ScalarType.Int64).cumsum(1) - 1).clamp_min(0).narrow(1, past, s);
+        var positions = (full.to(ScalarType.Int64).cumsum(1) - TorchScalars.Of(1)).clamp_min(TorchScalars.Of(0)).narrow(1, past, s);
         if (Config.RotaryDim == 0 && positions.max().item<long>() >= Config.NCtx)
             throw new SaeSharpException($"sequence of {positions.max().item<long>() + 1} tokens exceeds the context length n_ctx={Config.NCtx} of {Config.ModelName}");
-        var causal = arange(total, device: dev).unsqueeze(0).le((arange(s, device: dev) + past).unsqueeze(1)); // [s, total]
+        using Scalar totalScalar = total.ToScalar(), sScalar = s.ToScalar(), pastScalar = past.ToScalar();
+        var causal = arange(totalScalar, device: dev).unsqueeze(0).le((arange(sScalar, device: dev) + pastScalar).unsqueeze(1)); // [s, total]
         var allowed = causal.unsqueeze(0).unsqueeze(0).logical_and(full.unsqueeze(1).unsqueeze(1)); // [b, 1, s, total]
         kv?.SetMask(full);
 

@@ -92,9 +92,10 @@ internal sealed class RmsNorm : nn.Module<Tensor, Tensor>
         using var scope = NewDisposeScope();
         var dtype = x.dtype;
         var x32 = x.to(ScalarType.Float32);
-        var normed = x32 * (x32.pow(2).mean([-1L], keepdim: true) + _eps).rsqrt();
+        using var eps = _eps.ToScalar();
+        var normed = x32 * (x32.pow(TorchScalars.Of(2)).mean([-1L], keepdim: true) + eps).rsqrt();
         var y = _plusOne
-            ? (normed * (weight.to(ScalarType.Float32) + 1.0)).to(dtype)
+            ? (normed * (weight.to(ScalarType.Float32) + TorchScalars.Of(1.0))).to(dtype)
             : weight * normed.to(dtype);
         return y.MoveToOuterDisposeScope();
     }

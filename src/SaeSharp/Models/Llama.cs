@@ -180,7 +180,11 @@ public sealed class LlamaFamilyModel : HookedTransformer
     private protected override Tensor UnembedNormalized(Tensor x)
     {
         var logits = lm_head is not null ? lm_head.forward(x) : nn.functional.linear(x, model.embed_tokens.Weight);
-        if (_s.FinalSoftCap is double cap) logits = (logits.to(ScalarType.Float32) / cap).tanh() * cap;
+        if (_s.FinalSoftCap is double cap)
+        {
+            using var capScalar = cap.ToScalar();
+            logits = (logits.to(ScalarType.Float32) / capScalar).tanh() * capScalar;
+        }
         return logits;
     }
 }

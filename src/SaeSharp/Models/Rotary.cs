@@ -1,3 +1,4 @@
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace SaeSharp.Models;
@@ -10,8 +11,11 @@ internal static class Rotary
         CosSin(positions, InvFreq(rotaryDim, theta), dtype);
 
     /// <summary>HF default rotary frequencies 1 / theta^(2i / rotary_dim), float32 [rotary_dim / 2].</summary>
-    public static Tensor InvFreq(int rotaryDim, double theta) =>
-        1.0 / pow(theta, arange(0, rotaryDim, 2, dtype: ScalarType.Int64).to(ScalarType.Float32) / rotaryDim);
+    public static Tensor InvFreq(int rotaryDim, double theta)
+    {
+        using var dim = rotaryDim.ToScalar();
+        return TorchScalars.Of(1.0) / pow(theta, arange(TorchScalars.Of(0), dim, TorchScalars.Of(2), dtype: ScalarType.Int64).to(ScalarType.Float32) / dim);
+    }
 
     /// <summary>cos, sin: [batch, pos, 1, 2·len(invFreq)] for positions [batch, pos] and float32 frequencies.</summary>
     public static (Tensor Cos, Tensor Sin) CosSin(Tensor positions, Tensor invFreq, ScalarType dtype)

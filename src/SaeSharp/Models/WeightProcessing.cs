@@ -169,7 +169,7 @@ public static class WeightProcessing
         bias.add_(matmul(b.unsqueeze(0), W).squeeze(0));
         W.mul_(w.unsqueeze(1));
         W.sub_(W.mean([0], keepdim: true));
-        w.fill_(1);
+        w.fill_(TorchScalars.Of(1));
         b.zero_();
     }
 
@@ -183,7 +183,7 @@ public static class WeightProcessing
             throw new SaeSharpException($"fold_ln: '{layer}' has no bias to absorb the bias of '{ln}' (attention_bias=false)");
         W.mul_(w.unsqueeze(0));
         W.sub_(W.mean([1], keepdim: true));
-        w.fill_(1);
+        w.fill_(TorchScalars.Of(1));
         b.zero_();
     }
 

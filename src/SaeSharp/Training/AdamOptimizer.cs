@@ -15,6 +15,8 @@ namespace SaeSharp.Training;
 public sealed class AdamOptimizer : IDisposable
 {
     private readonly List<(string Name, Parameter Param, Tensor ExpAvg, Tensor ExpAvgSq)> _state = new();
+    // β1, 1 − β1, β2, 1 − β2 and ε as Scalars held for the optimizer's lifetime (TorchScalars: none made on the fly).
+    private readonly Scalar _beta1, _oneMinusBeta1, _beta2, _oneMinusBeta2, _eps;
 
     /// <summary>Adam over <paramref name="parameters"/> (name, parameter) with zero moments; defaults are <c>torch.optim.Adam</c>'s.</summary>
     public AdamOptimizer(IEnumerable<(string Name, Parameter Param)> parameters, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8)
@@ -22,6 +24,11 @@ public sealed class AdamOptimizer : IDisposable
         Beta1 = beta1;
         Beta2 = beta2;
         Eps = eps;
+        _beta1 = Beta1.ToScalar();
+        _oneMinusBeta1 = (1 - Beta1).ToScalar();
+        _beta2 = Beta2.ToScalar();
+        _oneMinusBeta2 = (1 - Beta2).ToScalar();
+        _eps = Eps.ToScalar();
         foreach (var (name, p) in parameters)
         {
             var m = zeros_like(p).DetachFromDisposeScope();
@@ -48,15 +55,16 @@ public sealed class AdamOptimizer : IDisposable
         double stepSize = lr / bc1;
         using var _ = no_grad();
         using var scope = NewDisposeScope();
+        using Scalar bc2SqrtScalar = bc2Sqrt.ToScalar(), negStepSize = (-stepSize).ToScalar();
         foreach (var (_, p, m, v) in _state)
         {
             var g = p.grad;
             if (g is null) continue;
             if (FusedStep(p, g, m, v, stepSize, bc2Sqrt)) continue;
-            m.mul_(Beta1).add_(g, alpha: 1 - Beta1);
-            v.mul_(Beta2).addcmul_(g, g, value: 1 - Beta2);
-            var denom = (v.sqrt() / bc2Sqrt).add_(Eps);
-            p.addcdiv_(m, denom, value: -stepSize);
+            m.mul_(_beta1).add_(g, alpha: _oneMinusBeta1);
+            v.mul_(_beta2).addcmul_(g, g, value: _oneMinusBeta2);
+            var denom = (v.sqrt() / bc2SqrtScalar).add_(_eps);
+            p.addcdiv_(m, denom, value: negStepSize);
         }
     }
 
@@ -117,8 +125,8 @@ public sealed class AdamOptimizer : IDisposable
     {
         var (_, _, m, v) = Find(name);
         using var _ = no_grad();
-        m.index_fill_(dim, index, 0);
-        v.index_fill_(dim, index, 0);
+        m.index_fill_(dim, index, TorchScalars.Of(0));
+        v.index_fill_(dim, index, TorchScalars.Of(0));
     }
 
     /// <summary>First moment (exp_avg) of a parameter.</summary>
@@ -156,10 +164,11 @@ public sealed class AdamOptimizer : IDisposable
         throw new SaeSharpException($"optimizer has no parameter '{name}'");
     }
 
-    /// <summary>Disposes the moment tensors.</summary>
+    /// <summary>Disposes the moment tensors (and the held Scalars).</summary>
     public void Dispose()
     {
         foreach (var (_, _, m, v) in _state) { m.Dispose(); v.Dispose(); }
         _state.Clear();
+        _beta1.Dispose(); _oneMinusBeta1.Dispose(); _beta2.Dispose(); _oneMinusBeta2.Dispose(); _eps.Dispose();
     }
 }

@@ -1,4 +1,5 @@
 using SaeSharp.Saes;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace SaeSharp.Training;
@@ -25,8 +26,8 @@ public static class DeadLatentResampler
         if (nDead == 0) return 0;
 
         var recon = sae.forward(input);
-        var sqErr = (recon - target).pow(2).sum(-1).to(ScalarType.Float64);
-        var weights = sqErr.pow(2);
+        var sqErr = (recon - target).pow(TorchScalars.Of(2)).sum(-1).to(ScalarType.Float64);
+        var weights = sqErr.pow(TorchScalars.Of(2));
         if (!(weights.sum().item<double>() > 0) || !weights.isfinite().all().item<bool>()) weights = ones_like(weights);
         bool replacement = nDead > input.shape[0];
         // Drawn on the CPU (the generator's device), so a seed picks the same rows on every device.
@@ -34,17 +35,18 @@ public static class DeadLatentResampler
 
         var bDec = sae.BDec.detach();
         var decDir = target.index_select(0, picks) - bDec;
-        decDir = decDir / decDir.norm(1, keepdim: true).clamp_min(1e-8);
+        decDir = decDir / decDir.norm(1, keepdim: true).clamp_min(TorchScalars.Of(1e-8));
         var encIn = sae.Cfg.ApplyBDecToInput ? input.index_select(0, picks) - bDec : input.index_select(0, picks);
-        encIn = encIn / encIn.norm(1, keepdim: true).clamp_min(1e-8);
+        encIn = encIn / encIn.norm(1, keepdim: true).clamp_min(TorchScalars.Of(1e-8));
 
         var alive = deadMask.logical_not();
         var encNorms = sae.WEnc.detach().norm(0);
         double aliveMean = alive.any().item<bool>() ? encNorms.masked_select(alive).to(ScalarType.Float64).mean().item<double>() : 1.0;
 
         sae.WDec.index_copy_(0, deadIdx, decDir.to(sae.WDec.dtype));
-        sae.WEnc.index_copy_(1, deadIdx, (encIn * (EncoderNormFactor * aliveMean)).t().to(sae.WEnc.dtype));
-        sae.BEnc.index_fill_(0, deadIdx, 0);
+        using (var encScale = (EncoderNormFactor * aliveMean).ToScalar())
+            sae.WEnc.index_copy_(1, deadIdx, (encIn * encScale).t().to(sae.WEnc.dtype));
+        sae.BEnc.index_fill_(0, deadIdx, TorchScalars.Of(0));
 
         if (optimizer is not null)
         {

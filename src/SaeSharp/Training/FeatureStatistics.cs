@@ -1,3 +1,4 @@
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace SaeSharp.Training;
@@ -32,14 +33,14 @@ internal sealed class FeatureStatistics : IDisposable
     {
         using var _ = no_grad();
         using var scope = NewDisposeScope();
-        UpdateCounts(featureActs.detach().ne(0).sum(0L), featureActs.shape[0]);
+        UpdateCounts(featureActs.detach().ne(TorchScalars.Of(0)).sum(0L), featureActs.shape[0]);
     }
 
     /// <summary>[d_sae] int64: in how many rows of [N, d_sae] feature activations each latent is nonzero.</summary>
     public static Tensor ActiveCounts(Tensor featureActs)
     {
         using var _ = no_grad();
-        return featureActs.detach().ne(0).sum(0L);
+        return featureActs.detach().ne(TorchScalars.Of(0)).sum(0L);
     }
 
     /// <summary>Share of latents that have not fired in the last <paramref name="rows"/> training rows (with rows = the
@@ -48,7 +49,8 @@ internal sealed class FeatureStatistics : IDisposable
     {
         using var _ = no_grad();
         using var scope = NewDisposeScope();
-        return TokensSinceFired.ge(Math.Max(1, rows)).to(ScalarType.Float64).mean().item<double>();
+        using var minRows = Math.Max(1, rows).ToScalar();
+        return TokensSinceFired.ge(minRows).to(ScalarType.Float64).mean().item<double>();
     }
 
     /// <summary>Adds one batch given as per-latent counts of rows on which each latent fired ([d_sae] int64) and the
@@ -64,21 +66,26 @@ internal sealed class FeatureStatistics : IDisposable
             WindowSteps = 0;
         }
         ActCounts.add_(activeCounts);
-        TokensSinceFired.add_(rows);
-        TokensSinceFired.masked_fill_(activeCounts.gt(0), 0);
+        using (var rowsScalar = rows.ToScalar()) TokensSinceFired.add_(rowsScalar);
+        TokensSinceFired.masked_fill_(activeCounts.gt(TorchScalars.Of(0)), TorchScalars.Of(0));
         WindowRows += rows;
         WindowSteps++;
     }
 
     /// <summary>[d_sae] bool: latents that have not fired for the dead window.</summary>
-    public Tensor DeadMask() => TokensSinceFired.ge(DeadWindowTokens);
+    public Tensor DeadMask()
+    {
+        using var window = DeadWindowTokens.ToScalar();
+        return TokensSinceFired.ge(window);
+    }
 
     /// <summary>[d_sae] float32 log10(firing fraction + 1e-10) over the current window (SAELens <c>sparsity</c>).</summary>
     public Tensor LogSparsity()
     {
         using var scope = NewDisposeScope();
-        var frac = ActCounts.to(ScalarType.Float64) / Math.Max(1, WindowRows);
-        return (frac + 1e-10).log10().to(ScalarType.Float32).MoveToOuterDisposeScope();
+        using var windowRows = Math.Max(1, WindowRows).ToScalar();
+        var frac = ActCounts.to(ScalarType.Float64) / windowRows;
+        return (frac + TorchScalars.Of(1e-10)).log10().to(ScalarType.Float32).MoveToOuterDisposeScope();
     }
 
     public void Dispose()

@@ -1,3 +1,4 @@
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace SaeSharp.Training;
@@ -17,11 +18,12 @@ public static class GeometricMedian
         var p = points.to(ScalarType.Float32);
         var median = p.mean([0]);
         double objective = Objective(p, median);
+        using var epsScalar = eps.ToScalar();
         for (int i = 0; i < maxIter; i++)
         {
             using var iter = NewDisposeScope();
             double prev = objective;
-            var w = 1.0 / (p - median).norm(1).clamp_min(eps);
+            var w = TorchScalars.Of(1.0) / (p - median).norm(1).clamp_min(epsScalar);
             var next = (p * w.unsqueeze(1)).sum(0L) / w.sum();
             median.copy_(next);
             objective = Objective(p, median);

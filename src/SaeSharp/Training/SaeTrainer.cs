@@ -198,10 +198,12 @@ public sealed class SaeTrainer : IDisposable
     private (Tensor X, Tensor Y) Scaled(ActivationBatch batch)
     {
         var input = ComputeDevice.To(batch.Input, Device);
-        var x = ScaleIn == 1 ? input : input * ScaleIn;
+        using var scaleIn = ScaleIn.ToScalar();
+        var x = ScaleIn == 1 ? input : input * scaleIn;
         if (!batch.HasSeparateTarget) return (x, x.alias());
         var target = ComputeDevice.To(batch.Target, Device);
-        return (x, ScaleOut == 1 ? target : target * ScaleOut);
+        using var scaleOut = ScaleOut.ToScalar();
+        return (x, ScaleOut == 1 ? target : target * scaleOut);
     }
 
     // ---------------------------------------------------------------- one step
@@ -254,8 +256,9 @@ public sealed class SaeTrainer : IDisposable
 
         using (no_grad())
         {
-            var bad = o.Loss.detach().isfinite().logical_not().logical_and(slot.FirstBadStep.lt(0));
-            slot.FirstBadStep.masked_fill_(bad, Step);
+            var bad = o.Loss.detach().isfinite().logical_not().logical_and(slot.FirstBadStep.lt(TorchScalars.Of(0)));
+            using var step = Step.ToScalar();
+            slot.FirstBadStep.masked_fill_(bad, step);
         }
         if (!log) return null;
 
@@ -264,10 +267,10 @@ public sealed class SaeTrainer : IDisposable
         foreach (var (k, v) in o.Losses) losses[k] = v.to(ScalarType.Float64).item<double>();
         double l0 = o.ActiveCounts is { } active
             ? active.to(ScalarType.Float64).sum().item<double>() / x.shape[0]
-            : o.FeatureActs.detach().ne(0).sum(1).to(ScalarType.Float64).mean().item<double>();
+            : o.FeatureActs.detach().ne(TorchScalars.Of(0)).sum(1).to(ScalarType.Float64).mean().item<double>();
         var yd = y.to(ScalarType.Float64);
-        var resid = (o.SaeOut.detach().to(ScalarType.Float64) - yd).pow(2).sum();
-        var total = (yd - yd.mean([0], keepdim: true)).pow(2).sum();
+        var resid = (o.SaeOut.detach().to(ScalarType.Float64) - yd).pow(TorchScalars.Of(2)).sum();
+        var total = (yd - yd.mean([0], keepdim: true)).pow(TorchScalars.Of(2)).sum();
         double ev = 1 - (resid / total).item<double>();
         double deadFraction = slot.Stats.NotFiredWithin(Math.Min(slot.Stats.DeadWindowTokens, Tokens + x.shape[0]));
         return new SaeProgress
@@ -293,11 +296,15 @@ public sealed class SaeTrainer : IDisposable
             double squares = grads.Sum(NormKernels.SumOfSquares);
             double scale = maxNorm / (Math.Sqrt(squares) + 1e-6);
             if (scale < 1)
-                foreach (var g in grads) g.mul_(scale);
+            {
+                using var scaleScalar = scale.ToScalar();
+                foreach (var g in grads) g.mul_(scaleScalar);
+            }
             return;
         }
-        var norm = stack(grads.Select(g => g.to(ScalarType.Float64).pow(2).sum())).sum().sqrt();
-        var coef = (maxNorm / (norm + 1e-6)).clamp_max(1.0).to(grads[0].dtype);
+        var norm = stack(grads.Select(g => g.to(ScalarType.Float64).pow(TorchScalars.Of(2)).sum())).sum().sqrt();
+        using var maxNormScalar = maxNorm.ToScalar();
+        var coef = (maxNormScalar / (norm + TorchScalars.Of(1e-6))).clamp_max(TorchScalars.Of(1.0)).to(grads[0].dtype);
         foreach (var g in grads) g.mul_(coef);
     }
 
@@ -343,7 +350,7 @@ public sealed class SaeTrainer : IDisposable
             using var gen = new Generator(TrainingInitialization.MixSeed(_cfg.Seed, slot.Index, Step + 1));
             var dead = slot.Stats.DeadMask();
             int count = DeadLatentResampler.Resample(slot.Sae, slot.Adam, dead, xAll.narrow(0, 0, n), yAll.narrow(0, 0, n), gen);
-            slot.Stats.TokensSinceFired.masked_fill_(dead, 0);
+            slot.Stats.TokensSinceFired.masked_fill_(dead, TorchScalars.Of(0));
             _log?.Event(Step, slot.Name, "resampled_dead_latents", count);
         }
     }

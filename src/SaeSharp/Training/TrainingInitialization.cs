@@ -66,8 +66,9 @@ internal static class TrainingInitialization
 
             using var _ = no_grad();
             using var initScope = NewDisposeScope();
-            Tensor? points = sample.Count > 0 ? ComputeDevice.To(cat(sample, 0), device ?? CPU) * scaleOut : null;
-            Tensor? inputPoints = inputs.Count > 0 ? ComputeDevice.To(cat(inputs, 0), device ?? CPU) * scaleIn : points is null ? null : points * (scaleIn / scaleOut);
+            using Scalar scaleOutScalar = scaleOut.ToScalar(), scaleInScalar = scaleIn.ToScalar(), ratio = (scaleIn / scaleOut).ToScalar();
+            Tensor? points = sample.Count > 0 ? ComputeDevice.To(cat(sample, 0), device ?? CPU) * scaleOutScalar : null;
+            Tensor? inputPoints = inputs.Count > 0 ? ComputeDevice.To(cat(inputs, 0), device ?? CPU) * scaleInScalar : points is null ? null : points * ratio;
             foreach (var (index, sae, c) in saes)
             {
                 if (!c.InitializeWeights) continue;
