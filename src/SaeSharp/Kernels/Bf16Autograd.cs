@@ -240,7 +240,8 @@ internal static class Bf16Autograd
             var g = ToBf16(grad).contiguous();
             var th = theta.detach().to(ScalarType.Float32).contiguous();
             Bf16Kernels.JumpRelu(pre, th, bandwidth / 2, g, g, out var kernelSums);
-            var gTheta = kernelSums!.to(theta.dtype).mul_(theta.detach()).mul_(-1.0 / bandwidth);
+            using var negInvBandwidth = (-1.0 / bandwidth).ToScalar();
+            var gTheta = kernelSums!.to(theta.dtype).mul_(theta.detach()).mul_(negInvBandwidth);
             return [g.MoveToOuterDisposeScope(), gTheta.MoveToOuterDisposeScope(), null!, null!];
         }
     }

@@ -75,7 +75,8 @@ internal static class DenseRelu
             using var scope = NewDisposeScope();
             long n = f.shape[0];
             var y = Blas.AddMm(bDec.detach(), f, wDec.detach());
-            var l1 = (w is null ? sums.sum() : sums.dot(w.detach().to(ScalarType.Float64))) / n;
+            using var nScalar = n.ToScalar();
+            var l1 = (w is null ? sums.sum() : sums.dot(w.detach().to(ScalarType.Float64))) / nScalar;
             return [y.MoveToOuterDisposeScope(), l1.to(ScalarType.Float32).MoveToOuterDisposeScope()];
         }
 
@@ -103,7 +104,8 @@ internal static class DenseRelu
             var gWDec = Blas.Mm(f.t(), gy);
             var gBDec = gy.sum(0L);
             if (centred) gBDec = gBDec - wEnc.detach().mv(gBEnc);
-            var gW = weighted ? (sums * (gl1 / n)).to(ScalarType.Float32) : null;
+            using var gl1PerRow = (gl1 / n).ToScalar();
+            var gW = weighted ? (sums * gl1PerRow).to(ScalarType.Float32) : null;
             return [null!, null!, null!, gBDec.MoveToOuterDisposeScope(), gWEnc.MoveToOuterDisposeScope(), gBEnc.MoveToOuterDisposeScope(),
                 gWDec.MoveToOuterDisposeScope(), gW?.MoveToOuterDisposeScope()!, null!];
         }

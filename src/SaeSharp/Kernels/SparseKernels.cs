@@ -68,7 +68,7 @@ internal static unsafe class SparseKernels
             using var scope = NewDisposeScope();
             long len = Math.Min(TorchChunk, nnz - s);
             var rows = src.index_select(0, srcRow.narrow(0, s, len)).mul_(scale.narrow(0, s, len).unsqueeze(1));
-            dst.index_add_(0, dstRow.narrow(0, s, len), rows, 1);
+            dst.index_add_(0, dstRow.narrow(0, s, len), rows, TorchScalars.Of(1));
         }
     }
 
@@ -351,7 +351,7 @@ internal static unsafe class SparseKernels
         if (!CpuKernels.On(m))
         {
             using var scope = NewDisposeScope();
-            var active = m.gt(0);
+            var active = m.gt(TorchScalars.Of(0));
             if (active.sum().item<long>() > maxCount) return null;
             var idx = active.nonzero();
             var v = values ? m.masked_select(active).to(ScalarType.Float32).MoveToOuterDisposeScope() : null;

@@ -1,3 +1,4 @@
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace SaeSharp.Kernels;
@@ -42,14 +43,15 @@ internal static class SparseLatents
     {
         using var _ = no_grad();
         using var scope = NewDisposeScope();
-        return zeros(dSae, dtype: ScalarType.Int64, device: vals.device).index_add_(0, code.Cols, vals.detach().ne(0).to(ScalarType.Int64), 1).MoveToOuterDisposeScope();
+        return zeros(dSae, dtype: ScalarType.Int64, device: vals.device).index_add_(0, code.Cols, vals.detach().ne(TorchScalars.Of(0)).to(ScalarType.Int64), TorchScalars.Of(1)).MoveToOuterDisposeScope();
     }
 
     /// <summary>The code of a per-row top-k selection ([N, k] indices).</summary>
     public static SparseCode FromRowIndices(Tensor indices)
     {
         long n = indices.shape[0], k = indices.shape[1];
-        var rows = arange(n, dtype: ScalarType.Int64, device: indices.device).unsqueeze(1).expand(n, k).reshape(-1);
+        using var nScalar = n.ToScalar();
+        var rows = arange(nScalar, dtype: ScalarType.Int64, device: indices.device).unsqueeze(1).expand(n, k).reshape(-1);
         return new SparseCode(rows, indices.reshape(-1), n);
     }
 
@@ -85,7 +87,7 @@ internal static class SparseLatents
             var (x, bDec, wEnc, rows, cols) = (saved[0], saved[1], saved[2], saved[3], saved[4]);
             long dSae = wEnc.shape[1];
             var xin = bDec is null || bDec.IsInvalid ? x : x - bDec;
-            var gBEnc = zeros(dSae, dtype: grad.dtype, device: grad.device).index_add_(0, cols, grad, 1);
+            var gBEnc = zeros(dSae, dtype: grad.dtype, device: grad.device).index_add_(0, cols, grad, TorchScalars.Of(1));
             using var xc = xin.contiguous();
             var gWEnc = SparseKernels.SumRowsTransposed(dSae, cols, xc, rows, grad);
             Tensor? gBDec = bDec is null || bDec.IsInvalid ? null : wEnc.mv(gBEnc).neg_();

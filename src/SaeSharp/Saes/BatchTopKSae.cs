@@ -1,4 +1,5 @@
 using SaeSharp.Kernels;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace SaeSharp.Saes;
@@ -28,7 +29,7 @@ public class BatchTopKSae : TopKFamilySae
     /// <summary>A BatchTopK SAE of shape <paramref name="cfg"/> (zero weights; <c>k</c> required).</summary>
     public BatchTopKSae(SaeConfig cfg) : base(cfg)
     {
-        threshold = full(cfg.DSae, -1f);
+        threshold = full(cfg.DSae, TorchScalars.Of(-1f));
         RegisterComponents();
     }
 
@@ -66,7 +67,8 @@ public class BatchTopKSae : TopKFamilySae
         long total = K * n;
         {
             var (sv, flat) = candValues.reshape(-1).topk((int)total, dim: 0, largest: true, sorted: false);
-            var rows = flat.div(m, rounding_mode: RoundingMode.floor);
+            using var mScalar = m.ToScalar();
+            var rows = flat.div(mScalar, rounding_mode: RoundingMode.floor);
             // Exact when the candidates are whole rows; otherwise a row whose every candidate was kept might hold more of
             // the batch's top entries: recompute densely then.
             if (m >= Cfg.DSae || bincount(rows, minlength: n).max().item<long>() < m)
@@ -75,7 +77,8 @@ public class BatchTopKSae : TopKFamilySae
         using var pre = densePre();
         long dSae = pre.shape[1];
         var (v, f) = pre.reshape(-1).topk((int)total, dim: 0, largest: true, sorted: false);
-        return (new SparseCode(f.div(dSae, rounding_mode: RoundingMode.floor), f.remainder(dSae), n), v);
+        using var dSaeScalar = dSae.ToScalar();
+        return (new SparseCode(f.div(dSaeScalar, rounding_mode: RoundingMode.floor), f.remainder(dSaeScalar), n), v);
     }
 
     internal override void AfterSelection(SparseCode code, Tensor vals, SaeTrainContext ctx)
@@ -84,12 +87,13 @@ public class BatchTopKSae : TopKFamilySae
         using var _ = no_grad();
         using var scope = NewDisposeScope();
         var v = vals.detach();
-        var positive = v.masked_select(v.gt(0));
+        var positive = v.masked_select(v.gt(TorchScalars.Of(0)));
         double m = positive.numel() == 0 ? 0.0 : positive.min().item<float>();
         double current = threshold[0].item<float>();
         double beta = Training.ThresholdMomentum;
         double next = current < 0 ? m : beta * current + (1 - beta) * m;
-        threshold.fill_(next);
+        using var nextScalar = next.ToScalar();
+        threshold.fill_(nextScalar);
     }
 
     /// <inheritdoc/>
@@ -107,7 +111,7 @@ public class BatchTopKSae : TopKFamilySae
         sae.BDec.copy_(b_dec);
         // Inference is ReLU(pre)·1[pre > θ] (dictionary_learning); as JumpReLU, pre·1[pre > max(θ, 0)] is the same function,
         // also before θ was first estimated (θ = −1).
-        sae.Threshold.copy_(threshold.clamp_min(0));
+        sae.Threshold.copy_(threshold.clamp_min(TorchScalars.Of(0)));
         return sae;
     }
 }

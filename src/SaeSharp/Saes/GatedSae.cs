@@ -72,7 +72,7 @@ public sealed class GatedSae : Sae
     public override Tensor Activate(Tensor pre, Tensor x)
     {
         using var scope = NewDisposeScope();
-        var active = GatePre(x).gt(0).to(pre.dtype);
+        var active = GatePre(x).gt(TorchScalars.Of(0)).to(pre.dtype);
         return (active * nn.functional.relu(pre)).MoveToOuterDisposeScope();
     }
 
@@ -100,7 +100,7 @@ public sealed class GatedSae : Sae
         if (!AutocastKernels)
         {
             var piGate = GatePre(x);
-            var f = nn.functional.relu(HiddenPre(x)) * piGate.gt(0);
+            var f = nn.functional.relu(HiddenPre(x)) * piGate.gt(TorchScalars.Of(0));
             return (new DenseTrainingLatents(f), new DenseTrainingLatents(nn.functional.relu(piGate)));
         }
         // One encoder product P = x̃·W_enc serves both paths: π_mag = x̃·(W_enc ⊙ exp(r_mag)) + b_mag = P·exp(r_mag) + b_mag.

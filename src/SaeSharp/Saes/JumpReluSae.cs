@@ -1,4 +1,5 @@
 using SaeSharp.Kernels;
+using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
@@ -64,7 +65,9 @@ public sealed class JumpReluSae : Sae
     {
         using var scope = NewDisposeScope();
         var mask = pre.gt(theta).to(pre.dtype);
-        var pseudo = (Rectangle((pre - theta) / bandwidth) * theta * (-1.0 / bandwidth)).detach();
+        using var bandwidthScalar = bandwidth.ToScalar();
+        using var negInvBandwidth = (-1.0 / bandwidth).ToScalar();
+        var pseudo = (Rectangle((pre - theta) / bandwidthScalar) * theta * negInvBandwidth).detach();
         var value = pre * mask.detach();
         return (value + (theta - theta.detach()) * pseudo).MoveToOuterDisposeScope();
     }
@@ -74,7 +77,9 @@ public sealed class JumpReluSae : Sae
     {
         using var scope = NewDisposeScope();
         var step = pre.gt(theta).to(pre.dtype).detach();
-        var pseudo = (Rectangle((pre - theta) / bandwidth) * (-1.0 / bandwidth)).detach();
+        using var bandwidthScalar = bandwidth.ToScalar();
+        using var negInvBandwidth = (-1.0 / bandwidth).ToScalar();
+        var pseudo = (Rectangle((pre - theta) / bandwidthScalar) * negInvBandwidth).detach();
         return (step + (theta - theta.detach()) * pseudo).MoveToOuterDisposeScope();
     }
 
@@ -88,22 +93,25 @@ public sealed class JumpReluSae : Sae
         using var scope = NewDisposeScope();
         long n = pre.shape[0];
         Tensor mask, kernel, count, kernelMean;
+        using var bandwidthScalar = bandwidth.ToScalar();
+        using var negInvBandwidth = (-1.0 / bandwidth).ToScalar();
+        using var kernelMeanScale = (-1.0 / (bandwidth * n)).ToScalar();
         using (no_grad())
         {
             var u = pre.detach() - theta.detach();
-            mask = u.gt(0);                                              // [pre > θ], bool
-            kernel = u.div_(bandwidth).abs_().lt(0.5);                   // K((pre − θ)/ε), bool
-            kernelMean = kernel.sum(0L).to(pre.dtype).mul_(-1.0 / (bandwidth * n));
+            mask = u.gt(TorchScalars.Of(0));                             // [pre > θ], bool
+            kernel = u.div_(bandwidthScalar).abs_().lt(TorchScalars.Of(0.5)); // K((pre − θ)/ε), bool
+            kernelMean = kernel.sum(0L).to(pre.dtype).mul_(kernelMeanScale);
             count = mask.sum(-1).to(pre.dtype).mean();
         }
         // (θ − sg(θ)) is zero in value and carries θ's gradient; scaled by −θ/ε it is the JumpReLU's pseudo-derivative.
         var dTheta = theta - theta.detach();
-        var f = pre * mask + (dTheta * (theta.detach() * (-1.0 / bandwidth))) * kernel;
+        var f = pre * mask + (dTheta * (theta.detach() * negInvBandwidth)) * kernel;
         var l0 = count + (dTheta * kernelMean).sum();
         return (f.MoveToOuterDisposeScope(), l0.MoveToOuterDisposeScope());
     }
 
-    private static Tensor Rectangle(Tensor u) => u.gt(-0.5).logical_and_(u.lt(0.5)).to(u.dtype);
+    private static Tensor Rectangle(Tensor u) => u.gt(TorchScalars.Of(-0.5)).logical_and_(u.lt(TorchScalars.Of(0.5))).to(u.dtype);
 
     /// <summary>The loss of the class comment, written once over the activations of the execution path: dense float32
     /// (<see cref="JumpReluAndL0"/>), or with <see cref="SaeTrainingOptions.Autocast"/> a bfloat16 encoder, JumpReLU and
@@ -114,10 +122,11 @@ public sealed class JumpReluSae : Sae
         var (f, l0, pre) = TrainingLatentsOf(x);
         var y = f.Decode(W_dec, b_dec);
         var mse = MseLoss(y, target);
+        using var targetL0 = Training.TargetL0.ToScalar();
         var penalty = Training.JumpReluPenalty switch
         {
             JumpReluPenalty.L0 => l0,
-            JumpReluPenalty.TargetL0 => (l0 / Training.TargetL0 - 1).pow(2),
+            JumpReluPenalty.TargetL0 => (l0 / targetL0 - TorchScalars.Of(1)).pow(TorchScalars.Of(2)),
             _ => throw new SaeSharpException($"unknown JumpReLU penalty {Training.JumpReluPenalty}"),
         };
         var loss = mse + WeightedSparsity(penalty, ctx);
@@ -143,7 +152,8 @@ public sealed class JumpReluSae : Sae
         using (no_grad()) idx = deadMask.nonzero().squeeze(1);
         if (idx.shape[0] == 0) return null;
         var gap = (threshold.index_select(0, idx) - pre.index_select(1, idx).to(threshold.dtype)).relu();
-        return (gap * W_dec.index_select(0, idx).norm(1)).sum(-1).mean() * c;
+        using var cScalar = c.ToScalar();
+        return (gap * W_dec.index_select(0, idx).norm(1)).sum(-1).mean() * cScalar;
     }
 
     /// <summary>The execution path (see <see cref="TrainingLatents"/>): the activations, L0 = mean_n Σ_j [pre_j &gt; θ_j]
@@ -159,8 +169,10 @@ public sealed class JumpReluSae : Sae
         var pre16 = EncoderMatmulBf16(x, BEnc, W_enc);
         double n = pre16.shape[0];
         var (fb, activeCounts, kernelCounts) = Bf16Autograd.JumpRelu(pre16, threshold, Training.Bandwidth);
-        var kernelMean = kernelCounts.to(threshold.dtype).mul_(-1.0 / (Training.Bandwidth * n));
-        var l0b = activeCounts.sum().to(threshold.dtype).div_(n) + ((threshold - threshold.detach()) * kernelMean).sum();
+        using var kernelMeanScale = (-1.0 / (Training.Bandwidth * n)).ToScalar();
+        using var nScalar = n.ToScalar();
+        var kernelMean = kernelCounts.to(threshold.dtype).mul_(kernelMeanScale);
+        var l0b = activeCounts.sum().to(threshold.dtype).div_(nScalar) + ((threshold - threshold.detach()) * kernelMean).sum();
         return (new Bf16TrainingLatents(fb, activeCounts), l0b, pre16);
     }
 
@@ -169,7 +181,8 @@ public sealed class JumpReluSae : Sae
     {
         base.InitializeWeights(generator, 1.0);
         using var _ = no_grad();
-        threshold.fill_(Training.InitialThreshold);
+        using var initialThreshold = Training.InitialThreshold.ToScalar();
+        threshold.fill_(initialThreshold);
     }
 
     /// <summary>Scale of the encoder at the start of a <c>--target-l0</c> run, relative to its initialisation.</summary>
@@ -187,10 +200,11 @@ public sealed class JumpReluSae : Sae
     {
         using var _ = no_grad();
         using var scope = NewDisposeScope();
-        W_enc.mul_(TargetL0EncoderScale);
+        W_enc.mul_(TorchScalars.Of(TargetL0EncoderScale));
         var pre = HiddenPre(sample);
         double q = Math.Clamp(1 - l0 / Cfg.DSae, 0, 1);
-        threshold.copy_(pre.quantile(tensor(q, dtype: pre.dtype, device: pre.device), 0L).clamp_min(Training.InitialThreshold));
+        using var initialThreshold = Training.InitialThreshold.ToScalar();
+        threshold.copy_(pre.quantile(tensor(q, dtype: pre.dtype, device: pre.device), 0L).clamp_min(initialThreshold));
     }
 
     /// <inheritdoc/>

@@ -1,4 +1,5 @@
 using SaeSharp.Kernels;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace SaeSharp.Saes;
@@ -59,12 +60,15 @@ public sealed class MatryoshkaBatchTopKSae : BatchTopKSae
         for (int i = 0; i < widths.Count; i++)
         {
             long hi = widths[i];
-            var sel = code.Cols.ge(lo).logical_and_(code.Cols.lt(hi)).nonzero().squeeze(1);
+            using var loScalar = lo.ToScalar();
+            using var hiScalar = hi.ToScalar();
+            var sel = code.Cols.ge(loScalar).logical_and_(code.Cols.lt(hiScalar)).nonzero().squeeze(1);
             var group = new SparseCode(code.Rows.index_select(0, sel), code.Cols.index_select(0, sel), code.RowCount);
             y = y + SparseLatents.Decode(vals.index_select(0, sel), group, W_dec);
             var mse = MseLoss(y, target);
             losses[i == widths.Count - 1 ? "mse_loss" : $"inner_mse_loss_{hi}"] = mse;
-            var term = mse * (weights?[i] ?? 1.0);
+            using var weight = (weights?[i] ?? 1.0).ToScalar();
+            var term = mse * weight;
             loss = loss is null ? term : loss + term;
             lo = hi;
         }

@@ -72,7 +72,7 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
         if (UsesLayerNorm)
         {
             var (mu, std) = LayerNormStats(x);
-            return ((x - mu) / (std + LayerNormEps)).MoveToOuterDisposeScope();
+            return ((x - mu) / (std + TorchScalars.Of(LayerNormEps))).MoveToOuterDisposeScope();
         }
         if (UsesConstantNormRescale) return (x * ConstantNormCoefficient(x)).MoveToOuterDisposeScope();
         return x.alias().MoveToOuterDisposeScope();
@@ -82,7 +82,8 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
     private Tensor ConstantNormCoefficient(Tensor x)
     {
         using var scope = NewDisposeScope();
-        return (Math.Sqrt(Cfg.DIn) / x.norm(-1, keepdim: true)).MoveToOuterDisposeScope();
+        using var sqrtDIn = Math.Sqrt(Cfg.DIn).ToScalar();
+        return (sqrtDIn / x.norm(-1, keepdim: true)).MoveToOuterDisposeScope();
     }
 
     /// <summary>True when <c>normalize_activations</c> is "constant_norm_rescale" (SAELens, Anthropic's February update):
@@ -252,11 +253,15 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
     internal virtual bool SmallTorchSteps => false;
 
     /// <summary>SAELens's <c>mse_loss</c>: ‖ŷ − y‖² summed over d_out, averaged over rows.</summary>
-    private protected static Tensor MseLoss(Tensor saeOut, Tensor target) => (saeOut - target).pow(2).sum(-1).mean();
+    private protected static Tensor MseLoss(Tensor saeOut, Tensor target) => (saeOut - target).pow(TorchScalars.Of(2)).sum(-1).mean();
 
     /// <summary>A sparsity penalty as it enters the loss: penalty·(λ·s), with λ = <see cref="SaeTrainingOptions.SparsityCoefficient"/>
     /// and s = <see cref="SaeTrainContext.SparsityScale"/> (the trainer's λ warm-up).</summary>
-    private protected Tensor WeightedSparsity(Tensor penalty, SaeTrainContext ctx) => penalty * (Training.SparsityCoefficient * ctx.SparsityScale);
+    private protected Tensor WeightedSparsity(Tensor penalty, SaeTrainContext ctx)
+    {
+        using var weight = (Training.SparsityCoefficient * ctx.SparsityScale).ToScalar();
+        return penalty * weight;
+    }
 
     /// <summary>Called after backward, before the optimizer step (e.g. removing the gradient parallel to decoder rows).</summary>
     public virtual void BeforeOptimizerStep(SaeTrainContext ctx) { }
@@ -274,7 +279,8 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
         using var _ = no_grad();
         using var scope = NewDisposeScope();
         var w = randn(Cfg.DSae, Cfg.DOutOrIn, generator: generator, device: CPU);
-        w = w / w.norm(1, keepdim: true) * decoderNorm;
+        using var decoderNormScalar = decoderNorm.ToScalar();
+        w = w / w.norm(1, keepdim: true) * decoderNormScalar;
         W_dec.copy_(w);
         if (Cfg.DOutOrIn == Cfg.DIn) W_enc.copy_(w.t());
         else InitializeEncoderIndependently(generator, decoderNorm);
@@ -289,7 +295,8 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
         using var _ = no_grad();
         using var scope = NewDisposeScope();
         var e = randn(Cfg.DIn, Cfg.DSae, generator: generator, device: CPU);
-        W_enc.copy_(e / e.norm(0, keepdim: true) * norm);
+        using var normScalar = norm.ToScalar();
+        W_enc.copy_(e / e.norm(0, keepdim: true) * normScalar);
     }
 
     /// <summary>
@@ -303,9 +310,11 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
         if (Cfg.ApplyBDecToInput && Math.Abs(scaleIn - scaleOut) > 1e-12 * Math.Abs(scaleIn))
             throw new SaeSharpException("apply_b_dec_to_input needs the same scale for input and target");
         using var _ = no_grad();
-        W_enc.mul_(scaleIn);
-        W_dec.div_(scaleOut);
-        b_dec.div_(scaleOut);
+        using var scaleInScalar = scaleIn.ToScalar();
+        using var scaleOutScalar = scaleOut.ToScalar();
+        W_enc.mul_(scaleInScalar);
+        W_dec.div_(scaleOutScalar);
+        b_dec.div_(scaleOutScalar);
     }
 
     /// <summary>Scales decoder rows to unit norm, scaling encoder columns by the inverse so the SAE's function is unchanged
@@ -314,7 +323,7 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
     {
         using var _ = no_grad();
         using var scope = NewDisposeScope();
-        var norms = W_dec.norm(1, keepdim: true).clamp_min(1e-8);
+        var norms = W_dec.norm(1, keepdim: true).clamp_min(TorchScalars.Of(1e-8));
         W_dec.div_(norms);
         if (compensateEncoder)
         {
@@ -331,7 +340,7 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
         using var _ = no_grad();
         if (SparseKernels.RemoveParallelRows(g, W_dec)) return;
         using var scope = NewDisposeScope();
-        var unit = W_dec / W_dec.norm(1, keepdim: true).clamp_min(1e-8);
+        var unit = W_dec / W_dec.norm(1, keepdim: true).clamp_min(TorchScalars.Of(1e-8));
         var parallel = (g * unit).sum(1, keepdim: true) * unit;
         g.sub_(parallel);
     }

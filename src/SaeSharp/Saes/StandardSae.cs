@@ -171,7 +171,7 @@ public sealed class StandardSae : Sae
             using (no_grad())
             {
                 var detached = pre.detach();
-                var active = detached.gt(0);
+                var active = detached.gt(TorchScalars.Of(0));
                 if (UseSparsePass(active.sum().item<long>(), pre.numel()))
                 {
                     var idx = active.nonzero();

@@ -1,4 +1,5 @@
 using SaeSharp.Kernels;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace SaeSharp.Saes;
@@ -154,17 +155,18 @@ public abstract class TopKFamilySae : Sae
                     candV.Add(v.MoveToOuterDisposeScope());
                     candI.Add(i.MoveToOuterDisposeScope());
                     if (deadIdx is null) continue;
+                    using var rScalar = r.ToScalar();
                     // AuxK decodes only positive entries: when no row has more than k_aux, they need no ranking.
                     if (candidates.PositiveAmong(approx, deadIdx, (int)kAux) is { } pos)
                     {
-                        deadR.Add(pos.Rows.add_(r).MoveToOuterDisposeScope());
+                        deadR.Add(pos.Rows.add_(rScalar).MoveToOuterDisposeScope());
                         deadI.Add(pos.Local.MoveToOuterDisposeScope());
                         deadV.Add(pos.Values.MoveToOuterDisposeScope());
                         continue;
                     }
                     var (dv, di) = candidates.TopK(approx, (int)kAux, deadIdx);
                     var top = SparseLatents.FromRowIndices(di);
-                    deadR.Add(top.Rows.add(r).MoveToOuterDisposeScope());
+                    deadR.Add(top.Rows.add(rScalar).MoveToOuterDisposeScope());
                     deadI.Add(top.Cols.MoveToOuterDisposeScope());
                     deadV.Add(dv.reshape(-1).MoveToOuterDisposeScope());
                     continue;
@@ -203,7 +205,8 @@ public abstract class TopKFamilySae : Sae
         if (deadIdx is not null)
         {
             var aux = AuxKLoss(x, target, y, deadIdx, deadPre, encT, deadChosen);
-            loss = loss + aux * Training.AuxKCoefficient;
+            using var auxKCoefficient = Training.AuxKCoefficient.ToScalar();
+            loss = loss + aux * auxKCoefficient;
             losses["auxiliary_reconstruction_loss"] = aux.detach();
         }
         AfterSelection(code, vals, ctx);
@@ -278,7 +281,7 @@ public abstract class TopKFamilySae : Sae
                 preValues = encT is null ? deadPre!.gather(1, li).reshape(-1)
                     : ExactPre(EncoderInput(x), encT, new SparseCode(rows, deadIdx.index_select(0, local), n));
             }
-            var keep = preValues.gt(0).nonzero().squeeze(1);
+            var keep = preValues.gt(TorchScalars.Of(0)).nonzero().squeeze(1);
             if (keep.shape[0] < preValues.shape[0])
                 (rows, local, preValues) = (rows.index_select(0, keep), local.index_select(0, keep), preValues.index_select(0, keep));
         }
@@ -308,8 +311,8 @@ public abstract class TopKFamilySae : Sae
             var auxVals = nn.functional.relu(EncodeCode(x, code, preValues));
             eHat = SparseLatents.Decode(auxVals, code, W_dec);
         }
-        var l2 = (e - eHat).pow(2).sum(-1).mean();
-        var denom = (e - e.mean([0], keepdim: true)).pow(2).sum(-1).mean();
+        var l2 = (e - eHat).pow(TorchScalars.Of(2)).sum(-1).mean();
+        var denom = (e - e.mean([0], keepdim: true)).pow(TorchScalars.Of(2)).sum(-1).mean();
         return (l2 / denom).nan_to_num(0.0).MoveToOuterDisposeScope();
     }
 

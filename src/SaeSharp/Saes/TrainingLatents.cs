@@ -1,4 +1,5 @@
 using SaeSharp.Kernels;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace SaeSharp.Saes;
@@ -43,8 +44,8 @@ internal abstract class TrainingLatents
     protected static Tensor DenseEntropy(Tensor f)
     {
         var a = f.abs();
-        var p = a / a.sum(-1, keepdim: true).clamp_min(1e-12);
-        return -(p * (p + 1e-12).log()).sum(-1).mean();
+        var p = a / a.sum(-1, keepdim: true).clamp_min(TorchScalars.Of(1e-12));
+        return -(p * (p + TorchScalars.Of(1e-12)).log()).sum(-1).mean();
     }
 
     /// <summary>The loss parts detached and moved out of the training pass's dispose scope.</summary>
@@ -62,7 +63,8 @@ internal sealed class DenseTrainingLatents(Tensor f) : TrainingLatents
     public override (Tensor Y, Tensor L1) DecodeWithL1(Tensor wDec, Tensor bDec, Tensor? l1Weights)
     {
         // f ≥ 0, so |f| = f and the [N, d_sae] abs and its backward are skipped.
-        var l1 = l1Weights is null ? f.sum() / f.shape[0] : f.matmul(l1Weights).mean();
+        using var rows = f.shape[0].ToScalar();
+        var l1 = l1Weights is null ? f.sum() / rows : f.matmul(l1Weights).mean();
         return (Decode(wDec, bDec), l1);
     }
 
@@ -147,16 +149,18 @@ internal sealed class SparseTrainingLatents(SparseCode code, Tensor values, long
     {
         var y = Decode(wDec, bDec);
         var a = values.abs();
-        var l1 = l1Weights is null ? a.sum() / code.RowCount : (a * l1Weights.index_select(0, code.Cols)).sum() / code.RowCount;
+        using var rowCount = code.RowCount.ToScalar();
+        var l1 = l1Weights is null ? a.sum() / rowCount : (a * l1Weights.index_select(0, code.Cols)).sum() / rowCount;
         return (y, l1);
     }
 
     public override Tensor Entropy()
     {
         var a = values.abs();
-        var rowSums = zeros(code.RowCount, dtype: a.dtype, device: a.device).index_add(0, code.Rows, a, 1);
-        var p = a / rowSums.index_select(0, code.Rows).clamp_min(1e-12);
-        return -(p * (p + 1e-12).log()).sum() / code.RowCount;
+        var rowSums = zeros(code.RowCount, dtype: a.dtype, device: a.device).index_add(0, code.Rows, a, TorchScalars.Of(1));
+        var p = a / rowSums.index_select(0, code.Rows).clamp_min(TorchScalars.Of(1e-12));
+        using var rowCount = code.RowCount.ToScalar();
+        return -(p * (p + TorchScalars.Of(1e-12)).log()).sum() / rowCount;
     }
 
     public override SaeTrainOutput ToOutput(Tensor loss, Tensor saeOut, Dictionary<string, Tensor> losses)

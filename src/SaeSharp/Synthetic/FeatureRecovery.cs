@@ -27,8 +27,8 @@ public static class FeatureRecovery
         using var _ = no_grad();
         var t = trueFeatures.detach().to(ScalarType.Float64, torch.CPU);
         var d = decoderRows.detach().to(ScalarType.Float64, torch.CPU);
-        t = t / t.norm(1, keepdim: true).clamp_min(1e-12);
-        d = d / d.norm(1, keepdim: true).clamp_min(1e-12);
+        t = t / t.norm(1, keepdim: true).clamp_min(TorchScalars.Of(1e-12));
+        d = d / d.norm(1, keepdim: true).clamp_min(TorchScalars.Of(1e-12));
         var cos = t.matmul(d.t());
         if (absolute) cos = cos.abs();
         var max = cos.max(1).values.data<double>().ToArray();

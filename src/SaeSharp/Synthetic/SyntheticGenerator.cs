@@ -58,7 +58,7 @@ public sealed class SyntheticGenerator : IDisposable
         Groups = groups;
         Frequencies = tensor(p).DetachFromDisposeScope();
         _groupOf = tensor(groupOf).DetachFromDisposeScope();
-        _isGrouped = _groupOf.ge(0).DetachFromDisposeScope();
+        _isGrouped = _groupOf.ge(TorchScalars.Of(0)).DetachFromDisposeScope();
         _groupProb = tensor(groupProb).DetachFromDisposeScope();
     }
 
@@ -72,18 +72,25 @@ public sealed class SyntheticGenerator : IDisposable
         if (o.CorrelatedGroups > 0)
         {
             var groupFire = rand(rows, o.CorrelatedGroups, generator: _gen).lt(_groupProb);
-            var fromGroup = groupFire.index_select(1, _groupOf.clamp_min(0));
+            var fromGroup = groupFire.index_select(1, _groupOf.clamp_min(TorchScalars.Of(0)));
             fire = where(_isGrouped, fromGroup, fire);
         }
         var u = rand(rows, o.NFeatures, generator: _gen);
+        using var magnitudeRange = ((float)(o.MagnitudeHigh - o.MagnitudeLow)).ToScalar();
+        using var magnitudeLow = ((float)o.MagnitudeLow).ToScalar();
+        using var magnitudeMean = ((float)o.MagnitudeMean).ToScalar();
         var mag = o.Magnitude switch
         {
-            MagnitudeDistribution.Uniform => u * (float)(o.MagnitudeHigh - o.MagnitudeLow) + (float)o.MagnitudeLow,
-            _ => (1 - u).log().neg() * (float)o.MagnitudeMean,
+            MagnitudeDistribution.Uniform => u * magnitudeRange + magnitudeLow,
+            _ => (TorchScalars.Of(1) - u).log().neg() * magnitudeMean,
         };
         var acts = mag * fire.to(ScalarType.Float32);
         var x = acts.matmul(Features);
-        if (o.NoiseStd > 0) x = x + randn(rows, o.DIn, generator: _gen) * (float)o.NoiseStd;
+        if (o.NoiseStd > 0)
+        {
+            using var noiseStd = ((float)o.NoiseStd).ToScalar();
+            x = x + randn(rows, o.DIn, generator: _gen) * noiseStd;
+        }
         return (acts.MoveToOuterDisposeScope(), x.MoveToOuterDisposeScope());
     }
 
