@@ -36,7 +36,8 @@ public class ScalarLifetimeTests
     }
 
     /// <summary>"file:line: code" for each Scalar made on the fly: an implicit conversion to Scalar, or a Tensor operator
-    /// taking a number (TorchSharp converts it inside).</summary>
+    /// taking a number (TorchSharp converts it inside); and each number converted implicitly to a 0-dim Tensor (the same
+    /// hazard wherever no dispose scope holds it).</summary>
     static IEnumerable<string> TemporaryScalars(CSharpCompilation compilation, string root)
     {
         var unresolved = compilation.GetDiagnostics().Where(d => d.Id is "CS0246" or "CS0103" or "CS0234").Take(3).ToList();
@@ -47,7 +48,7 @@ public class ScalarLifetimeTests
             string Where(SyntaxNode n) => $"{Path.GetRelativePath(root, tree.FilePath)}:{tree.GetLineSpan(n.Span).StartLinePosition.Line + 1}: {n}";
             foreach (var node in tree.GetRoot().DescendantNodes())
             {
-                if (node is ExpressionSyntax e && model.GetConversion(e) is { IsUserDefined: true, MethodSymbol.ContainingType.Name: "Scalar" })
+                if (node is ExpressionSyntax e && model.GetConversion(e) is { IsUserDefined: true, MethodSymbol.ContainingType.Name: "Scalar" or "Tensor" })
                     yield return Where(e);
                 else if (node is BinaryExpressionSyntax or PrefixUnaryExpressionSyntax or AssignmentExpressionSyntax
                          && model.GetSymbolInfo(node).Symbol is IMethodSymbol { MethodKind: MethodKind.UserDefinedOperator } op

@@ -14,7 +14,8 @@ internal static class Rotary
     public static Tensor InvFreq(int rotaryDim, double theta)
     {
         using var dim = rotaryDim.ToScalar();
-        return TorchScalars.Of(1.0) / pow(theta, arange(TorchScalars.Of(0), dim, TorchScalars.Of(2), dtype: ScalarType.Int64).to(ScalarType.Float32) / dim);
+        using var thetaTensor = tensor(theta);   // a 0-dim float64 tensor, as the implicit conversion made
+        return TorchScalars.Of(1.0) / pow(thetaTensor, arange(TorchScalars.Of(0), dim, TorchScalars.Of(2), dtype: ScalarType.Int64).to(ScalarType.Float32) / dim);
     }
 
     /// <summary>cos, sin: [batch, pos, 1, 2·len(invFreq)] for positions [batch, pos] and float32 frequencies.</summary>
