@@ -51,13 +51,24 @@ public static class AtomicFile
         catch (InvalidOperationException) { return false; }
     }
 
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, bool> Swept = new(StringComparer.Ordinal);
+
+    /// <summary>The name of a new temporary sibling of <paramref name="fullPath"/> (<c>.NAME.PID.GUID.tmp</c>), its folder
+    /// created; the first one in a folder in this process first removes the temporaries dead processes left there
+    /// (<see cref="RemoveAbandonedTemporaries"/>), so every command that writes a folder again cleans it.</summary>
+    internal static string TemporaryFor(string fullPath)
+    {
+        var dir = Path.GetDirectoryName(fullPath)!;
+        Directory.CreateDirectory(dir);
+        if (Swept.TryAdd(dir, true)) RemoveAbandonedTemporaries(dir);
+        return Path.Combine(dir, $".{Path.GetFileName(fullPath)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
+    }
+
     /// <summary>Writes the temporary sibling of <paramref name="path"/> and returns its name (flushed to disk).</summary>
     internal static string WriteTemporary(string path, Action<Stream> write)
     {
         var full = Path.GetFullPath(path);
-        var dir = Path.GetDirectoryName(full)!;
-        Directory.CreateDirectory(dir);
-        var tmp = Path.Combine(dir, $".{Path.GetFileName(full)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
+        var tmp = TemporaryFor(full);
         try
         {
             using (var file = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))

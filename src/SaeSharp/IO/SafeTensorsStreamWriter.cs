@@ -24,9 +24,7 @@ public sealed class SafeTensorsStreamWriter : IDisposable
     public SafeTensorsStreamWriter(string path, IEnumerable<(string Name, ScalarType Dtype, long[] Shape)> tensors)
     {
         _path = Path.GetFullPath(path);
-        var dir = Path.GetDirectoryName(_path)!;
-        Directory.CreateDirectory(dir);
-        _tmp = Path.Combine(dir, $".{Path.GetFileName(_path)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
+        _tmp = AtomicFile.TemporaryFor(_path);
         var header = new JsonObject();
         long offset = 0;
         foreach (var (name, dtype, shape) in tensors)

@@ -129,7 +129,7 @@ public class ActivationCacheFolderTests : ModelTestBase
     }
 
     /// <summary>The pid of a process that has ended (a killed run's pid, as its temporaries carry it).</summary>
-    private static int DeadPid()
+    internal static int DeadPid()
     {
         using var p = System.Diagnostics.Process.Start("true")!;
         p.WaitForExit();
