@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using TorchSharp;
+using static TorchSharp.torch;
 
 namespace SaeSharp;
 
@@ -24,4 +25,16 @@ internal static class TorchScalars
     /// <summary>The integral Scalar <paramref name="value"/> (integer type promotion: <c>long</c> tensors stay <c>long</c>),
     /// made once and kept for the process; for constants written in the code.</summary>
     public static Scalar Of(long value) => Longs.GetOrAdd(value, v => v.ToScalar());
+
+    /// <summary>1, integral: the alpha of <c>a.add(b, TorchScalars.One)</c>, written instead of <c>a + b</c> or
+    /// <c>a.add(b)</c>, which pass an alpha of 1 that TorchSharp made and dropped itself.</summary>
+    public static Scalar One => Of(1);
+
+    /// <summary>The value of a one-element tensor as float (TorchSharp's <c>ToSingle()</c> reads it through a Scalar it
+    /// drops before reading).</summary>
+    public static float SingleOf(Tensor t)
+    {
+        using var s = t.ToScalar();
+        return s.ToSingle();
+    }
 }

@@ -52,11 +52,27 @@ public class ScalarLifetimeTests
                     yield return Where(e);
                 else if (node is BinaryExpressionSyntax or PrefixUnaryExpressionSyntax or AssignmentExpressionSyntax
                          && model.GetSymbolInfo(node).Symbol is IMethodSymbol { MethodKind: MethodKind.UserDefinedOperator } op
-                         && op.ContainingType.Name == "Tensor" && op.Parameters.Any(p => p.Type.IsValueType))
+                         && op.ContainingType.Name == "Tensor" && (op.Parameters.Any(p => p.Type.IsValueType) || op.Name == "op_Addition"))
                     yield return Where(node);
+                else if (node is InvocationExpressionSyntax call && model.GetSymbolInfo(call).Symbol is IMethodSymbol m
+                         && m.ContainingNamespace?.ToDisplayString().StartsWith("TorchSharp", StringComparison.Ordinal) == true
+                         && MakesItsOwnScalar(m))
+                    yield return Where(call);
             }
         }
     }
+
+    /// <summary>TorchSharp 0.107 methods that make a Scalar of their own and drop it before libtorch reads it:
+    /// <c>add</c>/<c>add_</c> without alpha (alpha 1), <c>addcdiv</c>/<c>addcdiv_</c> without value, and the Tensor→number
+    /// conversions (<c>ToSingle</c>, <c>ToDouble</c>, … go through a temporary Scalar). <c>+</c> on Tensors is <c>add</c>.</summary>
+    static bool MakesItsOwnScalar(IMethodSymbol m) => m.Name switch
+    {
+        "add" or "add_" => m.Parameters.Length == (m.IsStatic ? 2 : 1),
+        "addcdiv" or "addcdiv_" => m.Parameters.Length == 2,
+        "ToSingle" or "ToDouble" or "ToInt64" or "ToInt32" or "ToInt16" or "ToByte" or "ToSByte" or "ToBoolean" or "ToHalf" or "ToBFloat16"
+            => m.ContainingType.Name == "TensorExtensionMethods",
+        _ => false,
+    };
 
     [Fact]
     public void The_library_and_the_CLI_pass_no_Scalar_made_on_the_fly()

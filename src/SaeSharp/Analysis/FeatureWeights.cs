@@ -32,7 +32,7 @@ public static class FeatureWeights
             .to(ScalarType.Float32);                                                              // [vocab, d]
         var gamma = Find("final layer norm", "gpt_neox.final_layer_norm.weight", "transformer.ln_f.weight", "model.norm.weight")
             .to(ScalarType.Float32);
-        if (model.Config.Architecture.StartsWith("gemma", StringComparison.Ordinal)) gamma = gamma + TorchScalars.Of(1); // Gemma's RMSNorm scales by 1 + w
+        if (model.Config.Architecture.StartsWith("gemma", StringComparison.Ordinal)) gamma = gamma.add(TorchScalars.Of(1), TorchScalars.One); // Gemma's RMSNorm scales by 1 + w
         return (wu * gamma.unsqueeze(0)).t().contiguous().MoveToOuterDisposeScope();
     }
 

@@ -167,7 +167,7 @@ public static class DownstreamEvaluator
             variants.Add((p.Spliced, RunVariant(p.SiteHook, _ => spliced)));
             if (o.ErrorTerm)
             {
-                var withError = Where(keep, recon + (site - recon), site);
+                var withError = Where(keep, recon.add(site - recon, TorchScalars.One), site);
                 variants.Add((p.ErrorTerm, RunVariant(p.SiteHook, _ => withError)));
             }
         }
@@ -237,7 +237,7 @@ public static class DownstreamEvaluator
                 }
                 else (lseV, dot) = LogitKernels.TorchVariant(lv, lc, pC);
                 ce[v] += ((lseV - lv.gather(1, nx).squeeze(1).to(ScalarType.Float64)) * pr).sum().item<double>();
-                kl[v] += (dot + (lseV - lseC) * pSum).sum().item<double>();
+                kl[v] += dot.add((lseV - lseC) * pSum, TorchScalars.One).sum().item<double>();
             }
         }
         clean.Add(cleanCe, 0, n, cePositions);

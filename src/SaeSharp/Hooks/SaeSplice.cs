@@ -64,13 +64,13 @@ internal static class SaeSplice
             }
             var error = runner.Fire(a.HookName(SaeHookPoints.Error), x0 - cleanRecons);
             if (capture is not null) error = capture.Error(a, error);
-            output = recons + error;
+            output = recons.add(error, TorchScalars.One);
         }
         output = runner.Fire(a.HookName(SaeHookPoints.Output), output);
 
         var y = output.to(x.dtype).view(site.shape);
         // Attribution: the gradient reaches upstream nodes as through the clean model (x̂ + ε = x).
-        if (capture is not null && site.requires_grad) y = y + (site - site.detach());
+        if (capture is not null && site.requires_grad) y = y.add(site - site.detach(), TorchScalars.One);
         if (a.HeadIndex is int hh)
         {
             var heads = x.unbind(2).ToArray();

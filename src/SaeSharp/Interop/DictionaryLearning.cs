@@ -263,7 +263,7 @@ public static class DictionaryLearning
                 else
                 {
                     cfg.Architecture = SaeArchitectures.BatchTopK;
-                    using var threshold = Get("threshold").ToSingle().ToScalar();
+                    using var threshold = TorchScalars.SingleOf(Get("threshold")).ToScalar();
                     w["threshold"] = torch.full(dSae, threshold, dtype: w["W_enc"].dtype);
                 }
                 break;
@@ -292,7 +292,7 @@ public static class DictionaryLearning
                 w["b_enc"] = Get("b_enc", dSae).clone();
                 w["W_dec"] = Get("W_dec", dSae, dIn).clone();
                 w["b_dec"] = Get("b_dec", dIn).clone();
-                using var threshold = Get("threshold").ToSingle().ToScalar();
+                using var threshold = TorchScalars.SingleOf(Get("threshold")).ToScalar();
                 w["threshold"] = torch.full(dSae, threshold, dtype: w["W_enc"].dtype);
                 break;
             }

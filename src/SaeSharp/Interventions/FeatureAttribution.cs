@@ -211,7 +211,7 @@ public static class FeatureAttribution
                 using var capture = new AttributionCapture { ScaledHook = hooks[i], Alpha = (k - 0.5) / integratedGradientSteps };
                 Backward(model, tokens, metric, capture);
                 counter.Add(tokens.numel());
-                sum.add_(GradOf(capture.FeatureLeaf(hooks[i])));
+                sum.add_(GradOf(capture.FeatureLeaf(hooks[i])), TorchScalars.One);
             }
             attr[i].Dispose();
             using var steps = integratedGradientSteps.ToScalar();

@@ -105,7 +105,7 @@ public sealed class Steering : Intervention
             {
                 var shape = x.shape.ToArray();
                 var zero = zeros(shape, x.dtype, x.device);
-                zero.select(2, head.Value).add_(vec.view(1, 1, -1));
+                zero.select(2, head.Value).add_(vec.view(1, 1, -1), TorchScalars.One);
                 delta = zero;
             }
             if (positions is not null)
@@ -115,7 +115,7 @@ public sealed class Steering : Intervention
                 var mask = isin(pos, tensor(positions)).to(x.dtype);
                 delta = delta * mask.view([.. mask.shape, .. Enumerable.Repeat(1L, (int)x.dim() - 2)]);
             }
-            return (x + delta).MoveToOuterDisposeScope();
+            return x.add(delta, TorchScalars.One).MoveToOuterDisposeScope();
         }
         return (spliced is not null ? spliced.HookName(SaeHookPoints.Output) : hook, Add);
     }
@@ -213,7 +213,7 @@ public sealed class Ablation : Intervention
             using (cache)
             {
                 var f = cache![post].to(ScalarType.Float64);
-                sum.add_(f.sum([0, 1]));
+                sum.add_(f.sum([0, 1]), TorchScalars.One);
                 n += f.shape[0] * f.shape[1];
             }
         }

@@ -133,7 +133,7 @@ internal static class Bf16Autograd
             using var scope = NewDisposeScope();
             var f16 = ToBf16(f);
             var w16 = w.to(Bf16);
-            var y = f16.mm(w16).to(w.dtype).add_(bias);
+            var y = f16.mm(w16).to(w.dtype).add_(bias, TorchScalars.One);
             ctx.set_materialize_grads(false);
             ctx.save_for_backward([f16.MoveToOuterDisposeScope(), w16.MoveToOuterDisposeScope()]);
             return y.MoveToOuterDisposeScope();

@@ -207,8 +207,8 @@ internal sealed unsafe class CandidateEncoder : IDisposable
     /// its error bound E: the float32 pre-activation lies in [A − E, A + E] (docs/exact-topk.md).</summary>
     internal (float Value, float Bound) Entry(Approximation approx, int row, int latent)
     {
-        float b = _bias[latent].ToSingle();
-        float v = approx.IncludesBias ? approx.Values[row, latent].ToSingle() : approx.Values[row, latent].ToSingle() + b;
+        float b = TorchScalars.SingleOf(_bias[latent]);
+        float v = approx.IncludesBias ? TorchScalars.SingleOf(approx.Values[row, latent]) : TorchScalars.SingleOf(approx.Values[row, latent]) + b;
         float e = (approx.RowA[row] * _colC[latent] + approx.RowB[row] * _colD[latent] + approx.Rho * (MathF.Abs(v) + MathF.Abs(b))) * Safety + 1e-30f;
         return (v, e);
     }

@@ -22,7 +22,7 @@ internal static class ActivationFunctions
     public static Tensor GeluTanh(Tensor x)
     {
         using var scope = NewDisposeScope();
-        var inner = (x + x.pow(TorchScalars.Of(3)) * TorchScalars.Of(0.044715)) * TorchScalars.Of(Sqrt2OverPi);
-        return (x * TorchScalars.Of(0.5) * (inner.tanh() + TorchScalars.Of(1.0))).MoveToOuterDisposeScope();
+        var inner = x.add(x.pow(TorchScalars.Of(3)) * TorchScalars.Of(0.044715), TorchScalars.One) * TorchScalars.Of(Sqrt2OverPi);
+        return (x * TorchScalars.Of(0.5) * inner.tanh().add(TorchScalars.Of(1.0), TorchScalars.One)).MoveToOuterDisposeScope();
     }
 }

@@ -67,7 +67,7 @@ internal static class AttentionCore
         {
             long nq = allowed.shape[^2], nk = allowed.shape[^1];
             using Scalar nqScalar = nq.ToScalar(), nkScalar = nk.ToScalar(), offset = (nk - nq).ToScalar(), window = w.ToScalar();
-            var qi = (arange(nqScalar, device: allowed.device) + offset).unsqueeze(1);
+            var qi = arange(nqScalar, device: allowed.device).add(offset, TorchScalars.One).unsqueeze(1);
             allowed = allowed.logical_and((qi - arange(nkScalar, device: allowed.device).unsqueeze(0)).lt(window));
         }
         s32 = s32.masked_fill(allowed.logical_not(), TorchScalars.Of(float.MinValue));

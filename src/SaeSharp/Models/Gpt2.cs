@@ -149,7 +149,7 @@ public sealed class Gpt2Model : HookedTransformer
     {
         var e = ctx.Hooks.Fire(HookPoints.Embed, transformer.wte.forward(tokens));
         var p = ctx.Hooks.Fire(HookPoints.PosEmbed, transformer.wpe.forward(ctx.Positions));
-        return e + p;
+        return e.add(p, TorchScalars.One);
     }
 
     private protected override Tensor RunBlock(int layer, Tensor resid, ForwardContext ctx) => transformer.h[layer].forward(resid, ctx);

@@ -128,7 +128,7 @@ internal sealed class NeoXLayer : nn.Module<Tensor, ForwardContext, Tensor>
         var attnOut = h.Fire(n.AttnOut, attention.forward(x1, ctx));
         var x2 = h.Fire(n.Ln2, post_attention_layernorm.forward(resid));
         var mlpOut = h.Fire(n.MlpOut, mlp.forward(x2, ctx));
-        return h.Fire(n.ResidPost, resid + attnOut + mlpOut);
+        return h.Fire(n.ResidPost, resid.add(attnOut, TorchScalars.One).add(mlpOut, TorchScalars.One));
     }
 }
 

@@ -93,9 +93,9 @@ internal sealed class RmsNorm : nn.Module<Tensor, Tensor>
         var dtype = x.dtype;
         var x32 = x.to(ScalarType.Float32);
         using var eps = _eps.ToScalar();
-        var normed = x32 * (x32.pow(TorchScalars.Of(2)).mean([-1L], keepdim: true) + eps).rsqrt();
+        var normed = x32 * x32.pow(TorchScalars.Of(2)).mean([-1L], keepdim: true).add(eps, TorchScalars.One).rsqrt();
         var y = _plusOne
-            ? (normed * (weight.to(ScalarType.Float32) + TorchScalars.Of(1.0))).to(dtype)
+            ? (normed * weight.to(ScalarType.Float32).add(TorchScalars.Of(1.0), TorchScalars.One)).to(dtype)
             : weight * normed.to(dtype);
         return y.MoveToOuterDisposeScope();
     }

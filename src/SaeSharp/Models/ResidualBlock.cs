@@ -18,10 +18,10 @@ internal static class ResidualBlock
         resid = h.Fire(n.ResidPre, resid);
         var x1 = h.Fire(n.Ln1, ln1(resid));
         var attnOut = h.Fire(n.AttnOut, attn(x1));
-        var mid = h.Fire(n.ResidMid, resid + attnOut);
+        var mid = h.Fire(n.ResidMid, resid.add(attnOut, TorchScalars.One));
         var x2 = h.Fire(n.Ln2, ln2(mid));
         var mlpOut = h.Fire(n.MlpOut, mlp(x2));
-        return h.Fire(n.ResidPost, mid + mlpOut);
+        return h.Fire(n.ResidPost, mid.add(mlpOut, TorchScalars.One));
     }
 
     /// <summary>A two-layer MLP: <paramref name="fcIn"/> (hook_pre) → <paramref name="act"/> (hook_post) → <paramref name="fcOut"/>.</summary>

@@ -33,7 +33,7 @@ internal static class Rotary
         var xr = rot == d ? x : x.narrow(3, 0, rot);
         var x1 = xr.narrow(3, 0, rot / 2);
         var x2 = xr.narrow(3, rot / 2, rot / 2);
-        var rotated = xr * cos + cat([x2.neg(), x1], -1) * sin;
+        var rotated = (xr * cos).add(cat([x2.neg(), x1], -1) * sin, TorchScalars.One);
         return rot == d ? rotated : cat([rotated, x.narrow(3, rot, d - rot)], -1);
     }
 }

@@ -166,7 +166,7 @@ public static class WeightProcessing
     {
         var (w, b) = (Get(p, ln + ".weight"), Get(p, ln + ".bias"));
         var (W, bias) = (Get(p, layer + ".weight"), Get(p, layer + ".bias"));
-        bias.add_(matmul(b.unsqueeze(0), W).squeeze(0));
+        bias.add_(matmul(b.unsqueeze(0), W).squeeze(0), TorchScalars.One);
         W.mul_(w.unsqueeze(1));
         W.sub_(W.mean([0], keepdim: true));
         w.fill_(TorchScalars.Of(1));
@@ -178,7 +178,7 @@ public static class WeightProcessing
     {
         var (w, b) = (Get(p, ln + ".weight"), Get(p, ln + ".bias"));
         var W = Get(p, layer + ".weight");
-        if (p.TryGetValue(layer + ".bias", out var bias)) bias.add_(matmul(W, b));
+        if (p.TryGetValue(layer + ".bias", out var bias)) bias.add_(matmul(W, b), TorchScalars.One);
         else if (b.abs().max().item<float>() != 0)
             throw new SaeSharpException($"fold_ln: '{layer}' has no bias to absorb the bias of '{ln}' (attention_bias=false)");
         W.mul_(w.unsqueeze(0));
@@ -231,7 +231,7 @@ public static class WeightProcessing
                 var qkvBias = Get(p, b + "c_attn.bias");               // [3d]: q, k, v
                 var bv = qkvBias.narrow(0, 2 * d, d);
                 var W = Get(p, b + "c_proj.weight");                   // [d, d_model]
-                Get(p, b + "c_proj.bias").add_(matmul(bv.unsqueeze(0), W).squeeze(0));
+                Get(p, b + "c_proj.bias").add_(matmul(bv.unsqueeze(0), W).squeeze(0), TorchScalars.One);
                 bv.zero_();
             }
             else
@@ -242,7 +242,7 @@ public static class WeightProcessing
                 var W = Get(p, b + "dense.weight");                    // [d_model, h·hd]
                 var outBias = p.TryGetValue(b + "dense.bias", out var ob) ? ob
                     : throw new SaeSharpException($"fold_value_biases: '{b}dense' has no bias to absorb b_V");
-                outBias.add_(matmul(W, bv.reshape(-1)));
+                outBias.add_(matmul(W, bv.reshape(-1)), TorchScalars.One);
                 bv.zero_();
             }
         }

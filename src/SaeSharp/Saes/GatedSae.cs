@@ -88,7 +88,7 @@ public sealed class GatedSae : Sae
         var bDec = Training.GatedAuxDetachDecoder ? b_dec.detach() : (Tensor)b_dec;
         var (viaGate, l1) = gateAct.DecodeWithL1(wDec, bDec, W_dec.norm(1));
         var aux = MseLoss(viaGate, target);
-        var loss = mse + WeightedSparsity(l1, ctx) + aux;
+        var loss = mse.add(WeightedSparsity(l1, ctx), TorchScalars.One).add(aux, TorchScalars.One);
         return f.ToOutput(loss, y, new() { ["mse_loss"] = mse, ["l1_loss"] = l1, ["auxiliary_reconstruction_loss"] = aux });
     }
 

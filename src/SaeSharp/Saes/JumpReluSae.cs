@@ -69,7 +69,7 @@ public sealed class JumpReluSae : Sae
         using var negInvBandwidth = (-1.0 / bandwidth).ToScalar();
         var pseudo = (Rectangle((pre - theta) / bandwidthScalar) * theta * negInvBandwidth).detach();
         var value = pre * mask.detach();
-        return (value + (theta - theta.detach()) * pseudo).MoveToOuterDisposeScope();
+        return value.add((theta - theta.detach()) * pseudo, TorchScalars.One).MoveToOuterDisposeScope();
     }
 
     /// <summary>Heaviside step [pre &gt; θ] with the straight-through threshold gradient −(1/ε)·K((pre−θ)/ε) and no gradient to pre.</summary>
@@ -80,7 +80,7 @@ public sealed class JumpReluSae : Sae
         using var bandwidthScalar = bandwidth.ToScalar();
         using var negInvBandwidth = (-1.0 / bandwidth).ToScalar();
         var pseudo = (Rectangle((pre - theta) / bandwidthScalar) * negInvBandwidth).detach();
-        return (step + (theta - theta.detach()) * pseudo).MoveToOuterDisposeScope();
+        return step.add((theta - theta.detach()) * pseudo, TorchScalars.One).MoveToOuterDisposeScope();
     }
 
     /// <summary>
@@ -106,8 +106,8 @@ public sealed class JumpReluSae : Sae
         }
         // (θ − sg(θ)) is zero in value and carries θ's gradient; scaled by −θ/ε it is the JumpReLU's pseudo-derivative.
         var dTheta = theta - theta.detach();
-        var f = pre * mask + (dTheta * (theta.detach() * negInvBandwidth)) * kernel;
-        var l0 = count + (dTheta * kernelMean).sum();
+        var f = (pre * mask).add(dTheta * (theta.detach() * negInvBandwidth) * kernel, TorchScalars.One);
+        var l0 = count.add((dTheta * kernelMean).sum(), TorchScalars.One);
         return (f.MoveToOuterDisposeScope(), l0.MoveToOuterDisposeScope());
     }
 
@@ -129,11 +129,11 @@ public sealed class JumpReluSae : Sae
             JumpReluPenalty.TargetL0 => (l0 / targetL0 - TorchScalars.Of(1)).pow(TorchScalars.Of(2)),
             _ => throw new SaeSharpException($"unknown JumpReLU penalty {Training.JumpReluPenalty}"),
         };
-        var loss = mse + WeightedSparsity(penalty, ctx);
+        var loss = mse.add(WeightedSparsity(penalty, ctx), TorchScalars.One);
         var losses = new Dictionary<string, Tensor> { ["mse_loss"] = mse, ["l0_loss"] = penalty };
         if (PreActLoss(pre, ctx.DeadMask) is { } preAct)
         {
-            loss = loss + preAct;
+            loss = loss.add(preAct, TorchScalars.One);
             losses["pre_act_loss"] = preAct;
         }
         return f.ToOutput(loss, y, losses);
@@ -172,7 +172,7 @@ public sealed class JumpReluSae : Sae
         using var kernelMeanScale = (-1.0 / (Training.Bandwidth * n)).ToScalar();
         using var nScalar = n.ToScalar();
         var kernelMean = kernelCounts.to(threshold.dtype).mul_(kernelMeanScale);
-        var l0b = activeCounts.sum().to(threshold.dtype).div_(nScalar) + ((threshold - threshold.detach()) * kernelMean).sum();
+        var l0b = activeCounts.sum().to(threshold.dtype).div_(nScalar).add(((threshold - threshold.detach()) * kernelMean).sum(), TorchScalars.One);
         return (new Bf16TrainingLatents(fb, activeCounts), l0b, pre16);
     }
 

@@ -64,12 +64,12 @@ public sealed class MatryoshkaBatchTopKSae : BatchTopKSae
             using var hiScalar = hi.ToScalar();
             var sel = code.Cols.ge(loScalar).logical_and_(code.Cols.lt(hiScalar)).nonzero().squeeze(1);
             var group = new SparseCode(code.Rows.index_select(0, sel), code.Cols.index_select(0, sel), code.RowCount);
-            y = y + SparseLatents.Decode(vals.index_select(0, sel), group, W_dec);
+            y = y.add(SparseLatents.Decode(vals.index_select(0, sel), group, W_dec), TorchScalars.One);
             var mse = MseLoss(y, target);
             losses[i == widths.Count - 1 ? "mse_loss" : $"inner_mse_loss_{hi}"] = mse;
             using var weight = (weights?[i] ?? 1.0).ToScalar();
             var term = mse * weight;
-            loss = loss is null ? term : loss + term;
+            loss = loss is null ? term : loss.add(term, TorchScalars.One);
             lo = hi;
         }
         return (y, loss!);

@@ -72,7 +72,7 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
         if (UsesLayerNorm)
         {
             var (mu, std) = LayerNormStats(x);
-            return ((x - mu) / (std + TorchScalars.Of(LayerNormEps))).MoveToOuterDisposeScope();
+            return ((x - mu) / std.add(TorchScalars.Of(LayerNormEps), TorchScalars.One)).MoveToOuterDisposeScope();
         }
         if (UsesConstantNormRescale) return (x * ConstantNormCoefficient(x)).MoveToOuterDisposeScope();
         return x.alias().MoveToOuterDisposeScope();
@@ -120,7 +120,7 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
         using var scope = NewDisposeScope();
         if (UsesConstantNormRescale) return (y / ConstantNormCoefficient(x)).MoveToOuterDisposeScope();
         var (mu, std) = LayerNormStats(x);
-        return (y * std + mu).MoveToOuterDisposeScope();
+        return (y * std).add(mu, TorchScalars.One).MoveToOuterDisposeScope();
     }
 
     /// <summary>Pre-activations (x − b_dec?)·W_enc + b_enc, [N, d_sae].</summary>
@@ -144,7 +144,7 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
         Tensor xc;
         using (torch.no_grad()) xc = EncoderInput(x);
         var a = b_dec.matmul(w.detach());
-        return torch.addmm(bias + (a.detach() - a), xc, w, 1, 1).MoveToOuterDisposeScope();
+        return torch.addmm(bias.add(a.detach() - a, TorchScalars.One), xc, w, 1, 1).MoveToOuterDisposeScope();
     }
 
     /// <summary>Whether a training pass runs the bfloat16 kernels of <see cref="SaeTrainingOptions.Autocast"/>: autocast is on

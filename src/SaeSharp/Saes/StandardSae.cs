@@ -94,7 +94,7 @@ public sealed class StandardSae : Sae
             _ => throw new SaeSharpException($"unknown sparsity penalty {Training.Penalty}"),
         };
         var mse = MseLoss(y, target);
-        var loss = mse + WeightedSparsity(sparsity, ctx);
+        var loss = mse.add(WeightedSparsity(sparsity, ctx), TorchScalars.One);
         return f.ToOutput(loss, y, new() { ["mse_loss"] = mse, ["l1_loss"] = sparsity });
     }
 
@@ -195,7 +195,7 @@ public sealed class StandardSae : Sae
         using var scope = NewDisposeScope();
         var xc = EncoderInput(x).contiguous();
         var wT = W_enc.detach().t().contiguous();
-        return SparseKernels.RowDots(xc, code.Rows, wT, code.Cols).add_(BEnc.detach().index_select(0, code.Cols)).MoveToOuterDisposeScope();
+        return SparseKernels.RowDots(xc, code.Rows, wT, code.Cols).add_(BEnc.detach().index_select(0, code.Cols), TorchScalars.One).MoveToOuterDisposeScope();
     }
 
     /// <inheritdoc/>

@@ -60,7 +60,7 @@ public abstract class TopKFamilySae : Sae
     {
         using var scope = NewDisposeScope();
         using var xc = xin.contiguous();
-        return SparseKernels.RowDots(xc, code.Rows, encT, code.Cols).add_(BEnc.detach().index_select(0, code.Cols)).MoveToOuterDisposeScope();
+        return SparseKernels.RowDots(xc, code.Rows, encT, code.Cols).add_(BEnc.detach().index_select(0, code.Cols), TorchScalars.One).MoveToOuterDisposeScope();
     }
 
     private readonly CandidatePassSwitch _candidateSwitch = new();
@@ -159,14 +159,14 @@ public abstract class TopKFamilySae : Sae
                     // AuxK decodes only positive entries: when no row has more than k_aux, they need no ranking.
                     if (candidates.PositiveAmong(approx, deadIdx, (int)kAux) is { } pos)
                     {
-                        deadR.Add(pos.Rows.add_(rScalar).MoveToOuterDisposeScope());
+                        deadR.Add(pos.Rows.add_(rScalar, TorchScalars.One).MoveToOuterDisposeScope());
                         deadI.Add(pos.Local.MoveToOuterDisposeScope());
                         deadV.Add(pos.Values.MoveToOuterDisposeScope());
                         continue;
                     }
                     var (dv, di) = candidates.TopK(approx, (int)kAux, deadIdx);
                     var top = SparseLatents.FromRowIndices(di);
-                    deadR.Add(top.Rows.add(rScalar).MoveToOuterDisposeScope());
+                    deadR.Add(top.Rows.add(rScalar, TorchScalars.One).MoveToOuterDisposeScope());
                     deadI.Add(top.Cols.MoveToOuterDisposeScope());
                     deadV.Add(dv.reshape(-1).MoveToOuterDisposeScope());
                     continue;
@@ -186,7 +186,7 @@ public abstract class TopKFamilySae : Sae
                 if (deadIdx is not null)
                 {
                     var dp = pre.index_select(1, deadIdx);
-                    if (bf16) dp = dp.to(ScalarType.Float32).add_(BEnc.index_select(0, deadIdx));
+                    if (bf16) dp = dp.to(ScalarType.Float32).add_(BEnc.index_select(0, deadIdx), TorchScalars.One);
                     deadParts.Add(dp.MoveToOuterDisposeScope());
                 }
             }
@@ -206,7 +206,7 @@ public abstract class TopKFamilySae : Sae
         {
             var aux = AuxKLoss(x, target, y, deadIdx, deadPre, encT, deadChosen);
             using var auxKCoefficient = Training.AuxKCoefficient.ToScalar();
-            loss = loss + aux * auxKCoefficient;
+            loss = loss.add(aux * auxKCoefficient, TorchScalars.One);
             losses["auxiliary_reconstruction_loss"] = aux.detach();
         }
         AfterSelection(code, vals, ctx);
@@ -233,7 +233,7 @@ public abstract class TopKFamilySae : Sae
     /// Matryoshka overrides it with the nested prefix losses.</summary>
     internal virtual (Tensor SaeOut, Tensor Loss) ReconstructionLoss(SparseCode code, Tensor vals, Tensor target, Dictionary<string, Tensor> losses)
     {
-        var y = SparseLatents.Decode(vals, code, W_dec) + b_dec;
+        var y = SparseLatents.Decode(vals, code, W_dec).add(b_dec, TorchScalars.One);
         var mse = MseLoss(y, target);
         losses["mse_loss"] = mse;
         return (y, mse);

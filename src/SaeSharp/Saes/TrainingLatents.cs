@@ -45,7 +45,7 @@ internal abstract class TrainingLatents
     {
         var a = f.abs();
         var p = a / a.sum(-1, keepdim: true).clamp_min(TorchScalars.Of(1e-12));
-        return -(p * (p + TorchScalars.Of(1e-12)).log()).sum(-1).mean();
+        return -(p * p.add(TorchScalars.Of(1e-12), TorchScalars.One).log()).sum(-1).mean();
     }
 
     /// <summary>The loss parts detached and moved out of the training pass's dispose scope.</summary>
@@ -143,7 +143,7 @@ internal sealed class SparseTrainingLatents(SparseCode code, Tensor values, long
 {
     public override long Rows => code.RowCount;
 
-    public override Tensor Decode(Tensor wDec, Tensor bDec) => SparseLatents.Decode(values, code, wDec) + bDec;
+    public override Tensor Decode(Tensor wDec, Tensor bDec) => SparseLatents.Decode(values, code, wDec).add(bDec, TorchScalars.One);
 
     public override (Tensor Y, Tensor L1) DecodeWithL1(Tensor wDec, Tensor bDec, Tensor? l1Weights)
     {
@@ -160,7 +160,7 @@ internal sealed class SparseTrainingLatents(SparseCode code, Tensor values, long
         var rowSums = zeros(code.RowCount, dtype: a.dtype, device: a.device).index_add(0, code.Rows, a, TorchScalars.Of(1));
         var p = a / rowSums.index_select(0, code.Rows).clamp_min(TorchScalars.Of(1e-12));
         using var rowCount = code.RowCount.ToScalar();
-        return -(p * (p + TorchScalars.Of(1e-12)).log()).sum() / rowCount;
+        return -(p * p.add(TorchScalars.Of(1e-12), TorchScalars.One).log()).sum() / rowCount;
     }
 
     public override SaeTrainOutput ToOutput(Tensor loss, Tensor saeOut, Dictionary<string, Tensor> losses)

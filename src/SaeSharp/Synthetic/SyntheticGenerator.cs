@@ -81,7 +81,7 @@ public sealed class SyntheticGenerator : IDisposable
         using var magnitudeMean = ((float)o.MagnitudeMean).ToScalar();
         var mag = o.Magnitude switch
         {
-            MagnitudeDistribution.Uniform => u * magnitudeRange + magnitudeLow,
+            MagnitudeDistribution.Uniform => (u * magnitudeRange).add(magnitudeLow, TorchScalars.One),
             _ => (TorchScalars.Of(1) - u).log().neg() * magnitudeMean,
         };
         var acts = mag * fire.to(ScalarType.Float32);
@@ -89,7 +89,7 @@ public sealed class SyntheticGenerator : IDisposable
         if (o.NoiseStd > 0)
         {
             using var noiseStd = ((float)o.NoiseStd).ToScalar();
-            x = x + randn(rows, o.DIn, generator: _gen) * noiseStd;
+            x = x.add(randn(rows, o.DIn, generator: _gen) * noiseStd, TorchScalars.One);
         }
         return (acts.MoveToOuterDisposeScope(), x.MoveToOuterDisposeScope());
     }

@@ -63,7 +63,7 @@ public sealed class AdamOptimizer : IDisposable
             if (FusedStep(p, g, m, v, stepSize, bc2Sqrt)) continue;
             m.mul_(_beta1).add_(g, alpha: _oneMinusBeta1);
             v.mul_(_beta2).addcmul_(g, g, value: _oneMinusBeta2);
-            var denom = (v.sqrt() / bc2SqrtScalar).add_(_eps);
+            var denom = (v.sqrt() / bc2SqrtScalar).add_(_eps, TorchScalars.One);
             p.addcdiv_(m, denom, value: negStepSize);
         }
     }

@@ -65,8 +65,8 @@ internal sealed class FeatureStatistics : IDisposable
             WindowRows = 0;
             WindowSteps = 0;
         }
-        ActCounts.add_(activeCounts);
-        using (var rowsScalar = rows.ToScalar()) TokensSinceFired.add_(rowsScalar);
+        ActCounts.add_(activeCounts, TorchScalars.One);
+        using (var rowsScalar = rows.ToScalar()) TokensSinceFired.add_(rowsScalar, TorchScalars.One);
         TokensSinceFired.masked_fill_(activeCounts.gt(TorchScalars.Of(0)), TorchScalars.Of(0));
         WindowRows += rows;
         WindowSteps++;
@@ -85,7 +85,7 @@ internal sealed class FeatureStatistics : IDisposable
         using var scope = NewDisposeScope();
         using var windowRows = Math.Max(1, WindowRows).ToScalar();
         var frac = ActCounts.to(ScalarType.Float64) / windowRows;
-        return (frac + TorchScalars.Of(1e-10)).log10().to(ScalarType.Float32).MoveToOuterDisposeScope();
+        return frac.add(TorchScalars.Of(1e-10), TorchScalars.One).log10().to(ScalarType.Float32).MoveToOuterDisposeScope();
     }
 
     public void Dispose()

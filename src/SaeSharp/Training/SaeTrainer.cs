@@ -304,7 +304,7 @@ public sealed class SaeTrainer : IDisposable
         }
         var norm = stack(grads.Select(g => g.to(ScalarType.Float64).pow(TorchScalars.Of(2)).sum())).sum().sqrt();
         using var maxNormScalar = maxNorm.ToScalar();
-        var coef = (maxNormScalar / (norm + TorchScalars.Of(1e-6))).clamp_max(TorchScalars.Of(1.0)).to(grads[0].dtype);
+        var coef = (maxNormScalar / norm.add(TorchScalars.Of(1e-6), TorchScalars.One)).clamp_max(TorchScalars.Of(1.0)).to(grads[0].dtype);
         foreach (var g in grads) g.mul_(coef);
     }
 
