@@ -63,12 +63,13 @@ public class ScalarLifetimeTests
     }
 
     /// <summary>TorchSharp 0.107 methods that make a Scalar of their own and drop it before libtorch reads it:
-    /// <c>add</c>/<c>add_</c> without alpha (alpha 1), <c>addcdiv</c>/<c>addcdiv_</c> without value, and the Tensor→number
+    /// <c>add</c>/<c>add_</c> without alpha (alpha 1), <c>addcdiv</c>/<c>addcdiv_</c> without value, <c>square</c>, and the Tensor→number
     /// conversions (<c>ToSingle</c>, <c>ToDouble</c>, … go through a temporary Scalar). <c>+</c> on Tensors is <c>add</c>.</summary>
     static bool MakesItsOwnScalar(IMethodSymbol m) => m.Name switch
     {
         "add" or "add_" => m.Parameters.Length == (m.IsStatic ? 2 : 1),
         "addcdiv" or "addcdiv_" => m.Parameters.Length == 2,
+        "square" => true,                                                   // pow(2)
         "ToSingle" or "ToDouble" or "ToInt64" or "ToInt32" or "ToInt16" or "ToByte" or "ToSByte" or "ToBoolean" or "ToHalf" or "ToBFloat16"
             => m.ContainingType.Name == "TensorExtensionMethods",
         _ => false,
