@@ -18,6 +18,8 @@ public static class TokenWindows
     /// <item><paramref name="beginSequenceTokenId"/>: put before each document, unless it starts with it.</item>
     /// <item><paramref name="sequenceSeparatorTokenId"/>: put between documents that share a window, unless
     /// the next document starts with it. It is written even when it is the last token that fits.</item>
+    /// <item>A window the begin-batch/begin-sequence tokens fill alone (context size 1 with a BOS) is an error; SAELens
+    /// would yield such windows for ever without reading on.</item>
     /// <item><paramref name="disableConcatSequences"/>: one window per document (BOS-prefixed when given, documents
     /// shorter than the window are skipped). Unlike SAELens, a BOS id of 0 is honoured here
     /// (SAELens tests the id for truthiness and so skips Pythia's BOS 0 in this mode).</item>
@@ -84,6 +86,10 @@ public static class TokenWindows
                         first = bb;
                     }
                     needed = Math.Max(contextSize - prefix.Count, 0);
+                    // SAELens loops here for ever, yielding windows of the prefix alone without consuming a token.
+                    if (needed == 0)
+                        throw new SaeSharpException(
+                            $"context size {contextSize} leaves no room for text after the {prefix.Count} token(s) put at the start of every window (BOS); use a context size of at least {prefix.Count + 1}");
                     batch = new List<long>(contextSize);
                     batch.AddRange(prefix.Take(contextSize));
                 }

@@ -76,6 +76,23 @@ public class TokenWindowsTests
     }
 
     [Fact]
+    public void A_window_with_no_room_after_its_bos_is_an_error_not_endless_bos_only_windows()
+    {
+        // Context 1 with a BOS: the BOS fills every window and no document token ever fits, so SAELens's loop (and
+        // ours was the same) yields [BOS] forever without moving through the data: sae cache --context-size 1 wrote
+        // a cache of BOS activations only. It is an error; without a BOS, context 1 is simply one token per window.
+        long[][] docs = [[5, 6, 7]];
+        var e = Assert.Throws<SaeSharpException>(() => TokenWindows.ConcatAndBatch(docs, 1, beginBatchTokenId: 0).Take(10).ToList());
+        Assert.Contains("context size 1", e.Message);
+        Assert.Throws<SaeSharpException>(() => TokenWindows.TokenizeAndConcatenate(["Hello world"], TestPaths.Gpt2, 1).Take(10).ToList());
+        // begin-batch 0 and begin-sequence 1 leave no room in a window of 2 either
+        Assert.Throws<SaeSharpException>(() => TokenWindows.ConcatAndBatch(docs, 2, 0, 1).Take(10).ToList());
+        Assert.Equal(new long[][] { [5], [6], [7] }, TokenWindows.ConcatAndBatch(docs, 1).ToList());
+        // a document that starts with the BOS needs no prefix and fits: [0] | [5] ... as SAELens gives
+        Assert.Equal(new long[][] { [0, 5], [0, 6] }, TokenWindows.ConcatAndBatch([[0, 5, 6]], 2, beginBatchTokenId: 0).ToList());
+    }
+
+    [Fact]
     public void Pretokenized_rows_are_cut_to_the_context()
     {
         long[][] rows = [[1, 2, 3, 4, 5], [6, 7, 8]];
