@@ -6,9 +6,9 @@ namespace SaeSharp.Data;
 /// <summary>
 /// A Hugging Face dataset named as <c>hf:ORG/NAME[@REVISION][:SPLIT]</c> (split default <c>train</c>), read as
 /// <c>datasets.load_dataset("ORG/NAME", split=SPLIT)</c> reads a repo of data files: its <c>.parquet</c>, <c>.jsonl</c>
-/// (<c>.jsonl.gz</c>, <c>.ndjson</c>) and <c>.txt</c> files whose path names the split (a folder named after it, or a file
-/// name with it between <c>-</c>, <c>_</c> or <c>.</c>, as in <c>data/train-00000-of-00001.parquet</c>); when no file names
-/// any split, all of them are the train split. A repo with no such files (a loading script, <c>.jsonl.zst</c>) is read
+/// (<c>.jsonl.gz</c>, <c>.ndjson</c>) and <c>.txt</c> files whose path names the split as <c>datasets</c> infers it
+/// (<see cref="SplitFiles"/>: <c>data/train-00000-of-00001.parquet</c>, a folder <c>test/</c>, a file <c>val.jsonl</c>); when no
+/// file names any split, all of them are the train split. A repo with no such files (a loading script, <c>.jsonl.zst</c>) is read
 /// from the hub's Parquet conversion (revision <c>refs/convert/parquet</c>, <c>{config}/{split}/0000.parquet</c>).
 /// Files are downloaded one at a time, when the reader reaches them, through <see cref="HfHubClient"/> into the
 /// Hugging Face cache (<c>datasets--org--name</c>), with its revision, offline and resume handling.
@@ -18,7 +18,6 @@ public sealed class HubDataset
     /// <summary>The prefix of a hub dataset name.</summary>
     public const string Prefix = "hf:";
 
-    private static readonly string[] SplitNames = ["train", "test", "validation", "valid", "dev", "eval"];
 
     private readonly HfHubOptions? _hub;
     private List<string>? _files;
@@ -93,30 +92,60 @@ public sealed class HubDataset
         var data = all.Select(f => f.Path).Where(p => TextDataset.KindOf(p) != TextDataset.FileKind.Unknown)
             .Where(p => !p.Split('/').Any(part => part.StartsWith('.'))).OrderBy(p => p, StringComparer.Ordinal).ToList();
         if (data.Count == 0) return null;
-        var named = data.Select(p => (Path: p, Split: SplitOf(p))).ToList();
-        _splits = named.Select(n => n.Split ?? "train").Distinct().ToList();
-        if (named.All(n => n.Split is null)) return Split == "train" ? data : [];
-        return named.Where(n => n.Split == Split || (n.Split is null && Split == "train")).Select(n => n.Path).ToList();
+        var splits = SplitFiles(data);
+        _splits = splits.Select(s => s.Split).ToList();
+        return splits.FirstOrDefault(s => s.Split == Split).Files ?? [];
     }
 
-    /// <summary>The split a data file's path names (a folder equal to a split name, or the name between separators in
-    /// the file name), or null.</summary>
-    internal static string? SplitOf(string path)
+    /// <summary>The split keywords of <c>datasets</c> (<c>data_files.py: SPLIT_KEYWORDS</c>).</summary>
+    private static readonly (string Split, string[] Keywords)[] SplitKeywords =
+    [
+        ("train", ["train", "training"]),
+        ("validation", ["validation", "valid", "dev", "val"]),
+        ("test", ["test", "testing", "eval", "evaluation"]),
+    ];
+
+    /// <summary>What may stand next to a split keyword in a name (<c>NON_WORDS_CHARS</c>).</summary>
+    private const string NonWord = "[-._ 0-9]";
+
+    private static readonly Regex Sharded = new(@"^data/(?<split>\w+(\.\w+)*)-[0-9]{5}-of-[0-9]{5}[^/]*\.[^/]*$", RegexOptions.CultureInvariant);
+
+    /// <summary>
+    /// The splits of a repo's data files and each split's files (in the order given), as <c>datasets</c> infers them
+    /// (<c>data_files.py: _get_data_files_patterns</c>): sharded names <c>data/{split}-NNNNN-of-NNNNN.*</c> (any split
+    /// name) if there are any; else folders named after a split keyword (the keyword alone, or set off by one of
+    /// <c>-._ 0-9</c>); else file names with a keyword followed by one of those (and preceded by one, unless it starts the
+    /// name); else all files are <c>train</c>. The first of these that matches any file decides; files it does not match
+    /// are in no split. Keywords: train/training, validation/valid/dev/val, test/testing/eval/evaluation; case matters.
+    /// </summary>
+    internal static List<(string Split, List<string> Files)> SplitFiles(IReadOnlyList<string> paths)
+    {
+        var sharded = paths.Select(p => (Path: p, Match: Sharded.Match(p))).Where(x => x.Match.Success).ToList();
+        if (sharded.Count > 0)
+        {
+            var names = sharded.Select(x => x.Match.Groups["split"].Value).Distinct().ToList();
+            var ordered = SplitKeywords.Select(k => k.Split).Where(names.Contains)
+                .Concat(names.Except(SplitKeywords.Select(k => k.Split)).OrderBy(n => n, StringComparer.Ordinal));
+            return ordered.Select(n => (n, sharded.Where(x => x.Match.Groups["split"].Value == n).Select(x => x.Path).ToList())).ToList();
+        }
+        foreach (bool inFolder in new[] { true, false })
+        {
+            var found = SplitKeywords
+                .Select(k => (k.Split, Files: paths.Where(p => k.Keywords.Any(kw => NamesSplit(p, kw, inFolder))).ToList()))
+                .Where(s => s.Files.Count > 0).ToList();
+            if (found.Count > 0) return found;
+        }
+        return [("train", paths.ToList())];
+    }
+
+    /// <summary>Does a folder of <paramref name="path"/> (or its file name) name the split keyword <paramref name="keyword"/>?</summary>
+    private static bool NamesSplit(string path, string keyword, bool inFolder)
     {
         var parts = path.Split('/');
-        foreach (var folder in parts[..^1].Reverse())
-            if (SplitNames.Contains(folder, StringComparer.OrdinalIgnoreCase)) return Canonical(folder);
-        string name = parts[^1];
-        foreach (var s in SplitNames)
-            if (Regex.IsMatch(name, $@"(^|[-_.]){s}([-_.]|$)", RegexOptions.IgnoreCase | RegexOptions.CultureInvariant)) return Canonical(s);
-        return null;
+        return inFolder
+            ? parts[..^1].Any(f => Regex.IsMatch(f, $"^(.*{NonWord})?{keyword}({NonWord}.*)?$", RegexOptions.CultureInvariant))
+            : Regex.IsMatch(parts[^1], $"^(.*{NonWord})?{keyword}{NonWord}.*$", RegexOptions.CultureInvariant);
     }
-
-    private static string Canonical(string split) => split.ToLowerInvariant() switch
-    {
-        "valid" or "dev" or "eval" => "validation",
-        var s => s,
-    };
 
     /// <summary>The split's files as local paths, each downloaded (or found in the cache) only when the enumeration
     /// reaches it.</summary>

@@ -38,7 +38,38 @@ public sealed class HubDatasetTests : FakeHubTestBase
     [InlineData("wiki_dev.jsonl.gz", "validation")]
     [InlineData("shards/contest.parquet", null)]
     [InlineData("latest.jsonl", null)]
-    public void Split_is_read_off_the_file_path(string path, string? split) => Assert.Equal(split, HubDataset.SplitOf(path));
+    // datasets' SPLIT_KEYWORDS (data_files.py): train/training, validation/valid/dev/val, test/testing/eval/evaluation,
+    // with one of "-._ 0-9" after the keyword in a file name (and before it, unless it starts the name)
+    [InlineData("data/val.jsonl", "validation")]
+    [InlineData("eval.jsonl", "test")]
+    [InlineData("evaluation/part.parquet", "test")]
+    [InlineData("training/part.parquet", "train")]
+    [InlineData("data/testing-1.txt", "test")]
+    [InlineData("train0.jsonl", "train")]
+    [InlineData("data/en train.jsonl", "train")]
+    [InlineData("en_val_set/a.jsonl", "validation")]
+    [InlineData("data/interval.jsonl", null)]
+    [InlineData("data/mysplit-00000-of-00001.parquet", "mysplit")]
+    public void Split_is_read_off_the_file_path(string path, string? split) =>
+        Assert.Equal(split ?? "train", Assert.Single(HubDataset.SplitFiles([path])).Split);
+
+    [Fact]
+    public void Splits_are_chosen_over_all_files_as_datasets_load_dataset_chooses_them()
+    {
+        // "val" names the validation split: it is not train data (it was read as train, beside train.jsonl).
+        Assert.Equal(new[] { ("train", "data/train.jsonl"), ("validation", "data/val.jsonl") },
+            HubDataset.SplitFiles(["data/train.jsonl", "data/val.jsonl"]).Select(s => (s.Split, string.Join(",", s.Files))));
+        // Sharded names data/{split}-NNNNN-of-NNNNN.* come first and may name any split; other files are not data then.
+        Assert.Equal(new[] { ("train", "data/train-00000-of-00001.parquet"), ("extra", "data/extra-00000-of-00002.parquet,data/extra-00001-of-00002.parquet") },
+            HubDataset.SplitFiles(["data/extra-00000-of-00002.parquet", "data/extra-00001-of-00002.parquet", "data/notes.jsonl",
+                "data/train-00000-of-00001.parquet"]).Select(s => (s.Split, string.Join(",", s.Files))));
+        // Split names in folders win over split names in file names: the file outside a split folder is not read.
+        Assert.Equal(new[] { ("train", "train/a.jsonl") },
+            HubDataset.SplitFiles(["extra_test.jsonl", "train/a.jsonl"]).Select(s => (s.Split, string.Join(",", s.Files))));
+        // A file whose name holds two split names is in both.
+        Assert.Equal(new[] { ("train", "train_test.jsonl"), ("test", "test.jsonl,train_test.jsonl") },
+            HubDataset.SplitFiles(["test.jsonl", "train_test.jsonl"]).Select(s => (s.Split, string.Join(",", s.Files))));
+    }
 
     [Fact]
     public void Parquet_split_streams_file_by_file_from_the_dataset_cache()
@@ -67,7 +98,7 @@ public sealed class HubDatasetTests : FakeHubTestBase
 
         Assert.Equal(new[] { "held out" }, TextDataset.ReadFiles(new HubDataset("hf:NeelNanda/pile-10k:test", Hub).LocalFiles()).ToList());
         var e = Assert.Throws<SaeSharpException>(() => new HubDataset("hf:NeelNanda/pile-10k:validation", Hub).Files());
-        Assert.Equal("dataset NeelNanda/pile-10k has no split 'validation' (splits: test, train)", e.Message);
+        Assert.Equal("dataset NeelNanda/pile-10k has no split 'validation' (splits: train, test)", e.Message);
     }
 
     [Fact]
