@@ -118,9 +118,10 @@ public static class TokenWindows
 
     /// <summary>
     /// Tokenizes documents and concatenates them into windows as SAELens' ActivationsStore does for a text
-    /// dataset: each document is encoded without BOS; with <paramref name="prependBos"/> the tokenizer's BOS both
-    /// starts every window and separates documents (<c>begin_batch_token_id = sequence_separator_token_id = bos</c>,
-    /// no begin-sequence token); without it the documents are simply concatenated.
+    /// dataset (SAELens v6, default <c>sequence_separator_token="bos"</c>): each document is encoded without BOS; the
+    /// tokenizer's BOS separates documents, and with <paramref name="prependBos"/> also starts every window
+    /// (<c>begin_batch_token_id = bos if prepend_bos</c>, <c>sequence_separator_token_id = bos</c>, no begin-sequence
+    /// token). A tokenizer without BOS concatenates documents plainly (prepend_bos then is an error).
     /// </summary>
     public static IEnumerable<long[]> TokenizeAndConcatenate(
         IEnumerable<string> documents,
@@ -131,12 +132,12 @@ public static class TokenWindows
     {
         ArgumentNullException.ThrowIfNull(documents);
         ArgumentNullException.ThrowIfNull(tokenizer);
-        long? bos = null;
-        if (prependBos)
-            bos = tokenizer.BosTokenId ?? throw new SaeSharpException(
+        long? bos = tokenizer.BosTokenId;
+        if (prependBos && bos is null)
+            throw new SaeSharpException(
                 "prepend_bos is set but the tokenizer has no BOS token (set bos_token in tokenizer_config.json or turn prepend_bos off)");
         var sequences = documents.Select(d => Array.ConvertAll(tokenizer.Encode(d), x => (long)x));
-        return ConcatAndBatch(sequences, contextSize, beginBatchTokenId: bos, beginSequenceTokenId: null,
+        return ConcatAndBatch(sequences, contextSize, beginBatchTokenId: prependBos ? bos : null, beginSequenceTokenId: null,
             sequenceSeparatorTokenId: bos, disableConcatSequences: disableConcatSequences);
     }
 

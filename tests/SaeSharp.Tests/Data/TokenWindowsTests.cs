@@ -71,8 +71,10 @@ public class TokenWindowsTests
         // [B H W] + sep -> [B H W B] | [B H W] + sep -> [B H W B] | [B H W] dropped
         var windows = TokenWindows.TokenizeAndConcatenate(["Hello world", "Hello world", "Hello world"], gpt2, 4).ToList();
         Assert.Equal(new long[][] { [50256, 15496, 995, 50256], [50256, 15496, 995, 50256] }, windows);
+        // Without prepend_bos SAELens v6 still separates documents with BOS (sequence_separator_token defaults to "bos",
+        // whatever prepend_bos says): [H W] + [B H] | [W] dropped
         var plain = TokenWindows.TokenizeAndConcatenate(["Hello world", "Hello world"], gpt2, 4, prependBos: false).ToList();
-        Assert.Equal(new long[][] { [15496, 995, 15496, 995] }, plain);
+        Assert.Equal(new long[][] { [15496, 995, 50256, 15496] }, plain);
     }
 
     [Fact]
