@@ -194,8 +194,8 @@ public static class TextDataset
                     if (group.RowCount < 0 || group.RowCount > maxRows)
                         throw new SaeSharpException($"{path}: row group {g} declares {group.RowCount} rows, more than a {stream.Length}-byte file can plausibly hold ({maxRows})");
                     return field.ClrType == typeof(long)
-                        ? ListRows<long>(group, field, x => x)
-                        : ListRows<int>(group, field, x => x);
+                        ? ListRows<long>(group, field, x => x, path, g)
+                        : ListRows<int>(group, field, x => x, path, g);
                 });
                 foreach (var r in rows) yield return r;
             }
@@ -206,7 +206,9 @@ public static class TextDataset
         }
     }
 
-    private static List<long[]> ListRows<T>(ParquetRowGroupReader group, DataField field, Func<T, long> toLong) where T : struct
+    /// <summary>The token lists of one row group. A null id inside a list is an error (dropping it would shift the
+    /// tokens after it); a null or empty list is an empty row.</summary>
+    private static List<long[]> ListRows<T>(ParquetRowGroupReader group, DataField field, Func<T, long> toLong, string path, int groupIndex) where T : struct
     {
         using var raw = (Parquet.Data.RawColumnData<T>)Sync(group.ReadRawColumnDataBaseAsync(field, default));
         var values = raw.Values;
@@ -220,6 +222,8 @@ public static class TextDataset
         {
             if (rep[i] == 0 && i > 0) { rows.Add(current.ToArray()); current.Clear(); }
             if (!hasDef || def[i] == field.MaxDefinitionLevel) current.Add(toLong(values[v++]));
+            else if (field.IsNullable && def[i] == field.MaxDefinitionLevel - 1)
+                throw new SaeSharpException($"{path}: row group {groupIndex}, row {rows.Count}: token {current.Count} of column '{field.Name}' is null");
         }
         if (rep.Length > 0) rows.Add(current.ToArray());
         return rows;

@@ -169,6 +169,27 @@ public class TextDatasetTests
     }
 
     [Fact]
+    public void A_null_token_inside_a_parquet_token_list_is_an_error_not_dropped()
+    {
+        string path = Path.Combine(TestPaths.TempDir(), "n.parquet");
+        var item = new DataField<long?>("element");
+        var list = new ListField("input_ids", item);
+        WriteParquet(path, new ParquetSchema(list), async writer =>
+        {
+            using var g = writer.CreateRowGroup();
+            // rows [1 2 3], [4 null 6]: the null element has definition level max - 1
+            int md = item.MaxDefinitionLevel;
+            await g.WriteAllPartsAsync(item, new ReadOnlyMemory<long>([1, 2, 3, 4, 6]),
+                new ReadOnlyMemory<int>([md, md, md, md, md - 1, md]), new ReadOnlyMemory<int>([0, 1, 1, 0, 1, 1]), default);
+        });
+        // was read as [4 6]: the tokens after the null moved one position left
+        var e = Assert.Throws<SaeSharpException>(() => TextDataset.ReadTokenizedParquet(path).ToList());
+        Assert.Contains("row 1", e.Message);
+        Assert.Contains("token 1", e.Message);
+        Assert.Contains("null", e.Message);
+    }
+
+    [Fact]
     public void Folder_is_read_file_by_file_in_name_order()
     {
         string dir = TestPaths.TempDir();
