@@ -56,6 +56,14 @@ public static class SaeLoader
             SaeSource.ApplyReleaseFacts(sae.Cfg, resolved);
             return sae;
         }
+        var inside = Directory.Exists(local)
+            ? Directory.EnumerateDirectories(local).Where(d => Formats.Any(f => f.Detect(d))).Select(Path.GetFileName).Order(StringComparer.Ordinal).ToList()
+            : [];
+        if (inside.Count > 0)
+            throw new SaeSharpException(inside.Count == 1
+                ? $"{local}: not an SAE itself, but its folder {inside[0]} holds one: point at {Path.Combine(local, inside[0]!)}"
+                : $"{local}: not an SAE itself, but its folders {string.Join(", ", inside.Take(8))}{(inside.Count > 8 ? ", …" : "")} " +
+                  $"hold SAEs (a run of several SAEs, or a sparsify run with one per hookpoint): point at one, e.g. {Path.Combine(local, inside[0]!)}");
         throw new SaeSharpException($"{local}: not a recognised SAE (looked for: {string.Join(", ", Formats.Select(f => f.Name))})");
     }
 

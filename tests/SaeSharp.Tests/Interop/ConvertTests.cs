@@ -14,6 +14,34 @@ public sealed class ConvertTests : IDisposable
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
 
+    [Fact]
+    public void A_folder_whose_sub_folders_hold_SAEs_names_them_instead_of_not_recognised()
+    {
+        // What `sae train --arch topk,relu --out run` writes (run/topk, run/relu), or a sparsify run's per-hookpoint
+        // folders: loading the parent says where the SAEs are.
+        string run = Path.Combine(_dir, "run");
+        foreach (var arch in new[] { "topk", "relu" })
+        {
+            var cfg = new SaeConfig { Architecture = arch == "topk" ? SaeArchitectures.TopK : SaeArchitectures.Standard, DIn = 4, DSae = 8, K = 2 };
+            using var sae = SaeFactory.Create(cfg);
+            SaeLensFormat.Save(sae, Path.Combine(run, arch));
+        }
+        Directory.CreateDirectory(Path.Combine(run, "checkpoints"));
+        var e = Assert.Throws<SaeSharpException>(() => SaeLoader.Load(run));
+        Assert.Contains("its folders relu, topk hold SAEs", e.Message);
+        Assert.Contains(Path.Combine(run, "relu"), e.Message);
+        Assert.DoesNotContain("checkpoints", e.Message);
+        // One SAE below (the demo's output folder holds `sae/`): the message names it.
+        string single = Path.Combine(_dir, "single");
+        using (var sae = SaeFactory.Create(new SaeConfig { Architecture = SaeArchitectures.Standard, DIn = 4, DSae = 8 }))
+            SaeLensFormat.Save(sae, Path.Combine(single, "sae"));
+        var one = Assert.Throws<SaeSharpException>(() => SaeLoader.Load(single));
+        Assert.Contains("its folder sae holds one: point at " + Path.Combine(single, "sae"), one.Message);
+        // A folder with nothing of the kind keeps the plain message.
+        var empty = Assert.Throws<SaeSharpException>(() => SaeLoader.Load(Path.Combine(run, "checkpoints")));
+        Assert.Contains("not a recognised SAE", empty.Message);
+    }
+
     /// <summary>Writes an SAE in <paramref name="format"/> under the test folder and returns its path.</summary>
     string WriteSource(string format)
     {
