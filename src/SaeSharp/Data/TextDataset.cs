@@ -194,8 +194,8 @@ public static class TextDataset
                     if (group.RowCount < 0 || group.RowCount > maxRows)
                         throw new SaeSharpException($"{path}: row group {g} declares {group.RowCount} rows, more than a {stream.Length}-byte file can plausibly hold ({maxRows})");
                     return field.ClrType == typeof(long)
-                        ? ListRows<long>(group, field, x => x, path, g)
-                        : ListRows<int>(group, field, x => x, path, g);
+                        ? ListRows<long>(group, field, column, x => x, path, g)
+                        : ListRows<int>(group, field, column, x => x, path, g);
                 });
                 foreach (var r in rows) yield return r;
             }
@@ -206,15 +206,19 @@ public static class TextDataset
         }
     }
 
-    /// <summary>The token lists of one row group. A null id inside a list is an error (dropping it would shift the
-    /// tokens after it); a null or empty list is an empty row.</summary>
-    private static List<long[]> ListRows<T>(ParquetRowGroupReader group, DataField field, Func<T, long> toLong, string path, int groupIndex) where T : struct
+    /// <summary>The token lists of one row group (<paramref name="field"/>, the ids of list column
+    /// <paramref name="column"/>). A null id inside a list is an error (dropping it would shift the tokens after it), and
+    /// so is a null list (the whole cell: it would read as an empty row, or vanish); an empty list is an empty row.</summary>
+    private static List<long[]> ListRows<T>(ParquetRowGroupReader group, DataField field, string column, Func<T, long> toLong, string path, int groupIndex) where T : struct
     {
         using var raw = (Parquet.Data.RawColumnData<T>)Sync(group.ReadRawColumnDataBaseAsync(field, default));
         var values = raw.Values;
         var rep = raw.RepetitionLevels;
         bool hasDef = field.MaxDefinitionLevel > 0;
         Span<int> def = hasDef ? raw.DefinitionLevels : default;
+        // Definition levels of a top-level list: MaxDefinitionLevel is an id; one less, a null id (when ids are nullable);
+        // then an empty list; below that, a null list (when the list is optional).
+        int emptyList = field.MaxDefinitionLevel - 1 - (field.IsNullable ? 1 : 0);
         var rows = new List<long[]>();
         var current = new List<long>();
         int v = 0;
@@ -223,7 +227,9 @@ public static class TextDataset
             if (rep[i] == 0 && i > 0) { rows.Add(current.ToArray()); current.Clear(); }
             if (!hasDef || def[i] == field.MaxDefinitionLevel) current.Add(toLong(values[v++]));
             else if (field.IsNullable && def[i] == field.MaxDefinitionLevel - 1)
-                throw new SaeSharpException($"{path}: row group {groupIndex}, row {rows.Count}: token {current.Count} of column '{field.Name}' is null");
+                throw new SaeSharpException($"{path}: row group {groupIndex}, row {rows.Count}: token {current.Count} of column '{column}' is null");
+            else if (rep[i] == 0 && def[i] < emptyList)
+                throw new SaeSharpException($"{path}: row group {groupIndex}, row {rows.Count}: column '{column}' is null (no token list)");
         }
         if (rep.Length > 0) rows.Add(current.ToArray());
         return rows;

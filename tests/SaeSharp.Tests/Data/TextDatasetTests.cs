@@ -189,6 +189,37 @@ public class TextDatasetTests
         Assert.Contains("null", e.Message);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void A_null_parquet_token_list_is_an_error_naming_file_and_row_and_an_empty_one_an_empty_row(bool nullableIds)
+    {
+        string path = Path.Combine(TestPaths.TempDir(), "nl.parquet");
+        DataField item = nullableIds ? new DataField<long?>("element") : new DataField<long>("element");
+        var list = new ListField("tokens", item);
+        var schema = new ParquetSchema(list); // sets the levels
+        // Definition levels of an optional list: max = the id is there; one less (two with nullable ids) = an empty list;
+        // one less again = the whole cell is null.
+        int md = item.MaxDefinitionLevel, empty = md - 1 - (nullableIds ? 1 : 0), nul = empty - 1;
+        Assert.True(nul >= 0);
+        void Write(int[] defs, long[] values, int[] reps) => WriteParquet(path, schema, async writer =>
+        {
+            using var g = writer.CreateRowGroup();
+            await g.WriteAllPartsAsync(item, new ReadOnlyMemory<long>(values), new ReadOnlyMemory<int>(defs), new ReadOnlyMemory<int>(reps), default);
+        });
+        // rows [1 2 3], [], [4 5]
+        Write([md, md, md, empty, md, md], [1, 2, 3, 4, 5], [0, 1, 1, 0, 0, 1]);
+        Assert.Equal(new long[][] { [1, 2, 3], [], [4, 5] }, TextDataset.ReadTokenizedParquet(path).ToList());
+        // rows [1 2 3], null, [4 5]
+        Write([md, md, md, nul, md, md], [1, 2, 3, 4, 5], [0, 1, 1, 0, 0, 1]);
+        var e = Assert.Throws<SaeSharpException>(() => TextDataset.ReadTokenizedParquet(path).ToList());
+        Assert.Contains(path, e.Message);
+        Assert.Contains("row 1", e.Message);
+        Assert.Contains("'tokens' is null", e.Message);
+        var windows = Assert.Throws<SaeSharpException>(() => TokenWindows.FromPath(path, Gpt2(), 3).ToList());
+        Assert.Contains(path, windows.Message);
+    }
+
     [Fact]
     public void Folder_is_read_file_by_file_in_name_order()
     {
