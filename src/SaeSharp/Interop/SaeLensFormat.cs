@@ -222,8 +222,14 @@ public static class SaeLensFormat
         return cfg;
     }
 
+    /// <summary>Keys a SAELens 6 cfg.json must have: SAELens reads them without a default.</summary>
+    private static readonly string[] RequiredV6 = ["architecture", "d_in", "d_sae"];
+
     private static SaeConfig ParseV6(JsonObject root, string cfgPath)
     {
+        foreach (var key in RequiredV6)
+            if (root[key] is null)
+                throw new SaeSharpException($"{cfgPath}: missing '{key}' (a SAELens 6 cfg.json, with 'metadata', has no default for it)");
         NormalizeBoolean(root);
         try
         {

@@ -139,4 +139,22 @@ public class SaeLensFormatTests : IDisposable
         var e = Assert.Throws<SaeSharpException>(() => SaeLensFormat.Load(_dir));
         Assert.Contains("mystery", e.Message);
     }
+
+    [Theory]
+    [InlineData("architecture")]
+    [InlineData("d_in")]
+    [InlineData("d_sae")]
+    public void A_SAELens_6_cfg_without_a_required_key_is_an_error_naming_it_not_a_default(string key)
+    {
+        // SAELens 6 reads cfg_dict["architecture"], d_in and d_sae without defaults (KeyError); a TopK SAE whose cfg lost
+        // its architecture loaded as a ReLU "standard" SAE, and a lost d_in read as "d_in must be positive, got 0".
+        using (var topk = SaeFactory.Create(new SaeConfig { Architecture = SaeArchitectures.TopK, DIn = 6, DSae = 10, K = 2 }))
+            SaeLensFormat.Save(topk, _dir);
+        var cfgPath = Path.Combine(_dir, "cfg.json");
+        var cfg = (System.Text.Json.Nodes.JsonObject)System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(cfgPath))!;
+        Assert.True(cfg.Remove(key));
+        File.WriteAllText(cfgPath, cfg.ToJsonString());
+        var e = Assert.Throws<SaeSharpException>(() => SaeLensFormat.Load(_dir));
+        Assert.Contains($"cfg.json: missing '{key}'", e.Message);
+    }
 }
