@@ -144,9 +144,12 @@ internal static class SaeCommands
         var command = new Command("encode", "Encode every row of an activation file: feature activations and reconstructions") { sae, activations, output, batchSize, arch };
         Cli.SetAction(command, parse =>
         {
+            var inputs = parse.GetValue(activations)!;
+            string outFull = Path.GetFullPath(parse.GetValue(output)!), inFull = Path.GetFullPath(inputs).TrimEnd(Path.DirectorySeparatorChar);
+            if (outFull == inFull || (Directory.Exists(inputs) && outFull.StartsWith(inFull + Path.DirectorySeparatorChar, StringComparison.Ordinal)))
+                throw new SaeSharpException($"--out {parse.GetValue(output)}: would replace the --activations {inputs} it encodes (or write into its folder); give another file");
             using var model = SaeLoader.Load(parse.GetValue(sae)!, LoadOptions(parse, arch));
             model.eval();
-            var inputs = parse.GetValue(activations)!;
             using var source = ActivationSplit.EvalFiles([inputs], new ActivationFileSourceOptions { ExpectedDIn = model.Cfg.DIn });
             long n = source.Rows ?? throw new SaeSharpException($"{inputs}: row count unknown");
             using var writer = new SafeTensorsStreamWriter(parse.GetValue(output)!,
