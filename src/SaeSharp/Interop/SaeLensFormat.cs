@@ -237,7 +237,13 @@ public static class SaeLensFormat
         }
         catch (JsonException e)
         {
-            throw new SaeSharpException($"{cfgPath}: {e.Message}");
+            // e.Path is "$.k" or "$.metadata.context_size": name the key and its value, not the .NET type.
+            string key = (e.Path ?? "$").TrimStart('$').TrimStart('.');
+            JsonNode? value = root;
+            foreach (var part in key.Split('.', StringSplitOptions.RemoveEmptyEntries)) value = (value as JsonObject)?[part];
+            throw new SaeSharpException(key.Length > 0
+                ? $"{cfgPath}: '{key}' is {value?.ToJsonString() ?? "null"}, a value of the wrong type for that key"
+                : $"{cfgPath}: {e.Message}");
         }
     }
 
