@@ -326,6 +326,9 @@ public sealed class PretrainedSaeTests : FakeHubTestBase
         string dir = Path.Combine(_work, "bad");
         LlamaScopeFiles(dir, 4, 8, 0.1, 1.0, "blocks.0.hook_mlp_out", ", \"unused\": 1");
         using (var ok = SaeLoader.Load(dir)) Assert.Equal("blocks.0.hook_mlp_out", ok.Cfg.Metadata.HookName);
+        // The weights file names its folder, as hf:…/checkpoints/final.safetensors does.
+        using (var byFile = SaeLoader.Load(Path.Combine(dir, "checkpoints", "final.safetensors")))
+            Assert.Equal("blocks.0.hook_mlp_out", byFile.Cfg.Metadata.HookName);
 
         string hpPath = Path.Combine(dir, "hyperparams.json");
         File.WriteAllText(hpPath, File.ReadAllText(hpPath).Replace("\"act_fn\": \"jumprelu\"", "\"act_fn\": \"topk\""));
