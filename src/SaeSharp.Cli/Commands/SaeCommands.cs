@@ -145,9 +145,7 @@ internal static class SaeCommands
         Cli.SetAction(command, parse =>
         {
             var inputs = parse.GetValue(activations)!;
-            string outFull = Path.GetFullPath(parse.GetValue(output)!), inFull = Path.GetFullPath(inputs).TrimEnd(Path.DirectorySeparatorChar);
-            if (outFull == inFull || (Directory.Exists(inputs) && outFull.StartsWith(inFull + Path.DirectorySeparatorChar, StringComparison.Ordinal)))
-                throw new SaeSharpException($"--out {parse.GetValue(output)}: would replace the --activations {inputs} it encodes (or write into its folder); give another file");
+            RefuseReplacingInput("--out", parse.GetValue(output)!, ("--activations", inputs), ("--sae", parse.GetValue(sae)!));
             using var model = SaeLoader.Load(parse.GetValue(sae)!, LoadOptions(parse, arch));
             model.eval();
             using var source = ActivationSplit.EvalFiles([inputs], new ActivationFileSourceOptions { ExpectedDIn = model.Cfg.DIn });
@@ -176,6 +174,20 @@ internal static class SaeCommands
             return 0;
         });
         return command;
+    }
+
+    /// <summary>Refuses an output path that is one of the command's local inputs (a file, or a file inside an input
+    /// folder): writing it would replace what is being read.</summary>
+    private static void RefuseReplacingInput(string flag, string output, params (string Flag, string Path)[] inputs)
+    {
+        string outFull = Path.GetFullPath(output);
+        foreach (var (inFlag, input) in inputs)
+        {
+            if (!File.Exists(input) && !Directory.Exists(input)) continue; // a release or hf: name: files in the hub cache
+            string inFull = Path.GetFullPath(input).TrimEnd(Path.DirectorySeparatorChar);
+            if (outFull == inFull || (Directory.Exists(input) && outFull.StartsWith(inFull + Path.DirectorySeparatorChar, StringComparison.Ordinal)))
+                throw new SaeSharpException($"{flag} {output}: would replace {inFlag} {input} (or write into its folder), which this command reads; give another file");
+        }
     }
 
     public static Command Synth()

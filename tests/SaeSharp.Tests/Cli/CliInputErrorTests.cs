@@ -132,7 +132,7 @@ public class CliInputErrorTests : IDisposable
     }
 
     [Fact]
-    public void Encode_refuses_an_output_that_would_replace_its_activations()
+    public void Encode_refuses_an_output_that_would_replace_its_activations_or_its_sae()
     {
         // --out naming the --activations file replaced the activations with feature_acts/sae_out once encoded.
         string acts = P("acts.safetensors");
@@ -148,6 +148,14 @@ public class CliInputErrorTests : IDisposable
         File.Copy(acts, Path.Combine(shards, "shard_00000.safetensors"));
         OneLineError(CliRunner.Run("encode", "--sae", _fx.SaeDir, "--activations", shards, "--out", Path.Combine(shards, "shard_00000.safetensors")));
         Assert.Equal(before, File.ReadAllBytes(Path.Combine(shards, "shard_00000.safetensors")));
+        // Nor the SAE's own files.
+        string saeCopy = P("sae-copy");
+        Directory.CreateDirectory(saeCopy);
+        foreach (var f in Directory.GetFiles(_fx.SaeDir)) File.Copy(f, Path.Combine(saeCopy, Path.GetFileName(f)));
+        byte[] weights = File.ReadAllBytes(Path.Combine(saeCopy, "sae_weights.safetensors"));
+        string sae = OneLineError(CliRunner.Run("encode", "--sae", saeCopy, "--activations", acts, "--out", Path.Combine(saeCopy, "sae_weights.safetensors")));
+        Assert.Contains("--sae", sae);
+        Assert.Equal(weights, File.ReadAllBytes(Path.Combine(saeCopy, "sae_weights.safetensors")));
         Assert.Equal(0, CliRunner.Run("encode", "--sae", _fx.SaeDir, "--activations", acts, "--out", P("enc.safetensors")).Exit);
     }
 
