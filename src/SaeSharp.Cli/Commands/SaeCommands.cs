@@ -145,7 +145,7 @@ internal static class SaeCommands
         Cli.SetAction(command, parse =>
         {
             var inputs = parse.GetValue(activations)!;
-            RefuseReplacingInput("--out", parse.GetValue(output)!, ("--activations", inputs), ("--sae", parse.GetValue(sae)!));
+            RefuseReplacingInput("--out", parse.GetValue(output)!, ("--activations", inputs, true), ("--sae", parse.GetValue(sae)!, false));
             using var model = SaeLoader.Load(parse.GetValue(sae)!, LoadOptions(parse, arch));
             model.eval();
             using var source = ActivationSplit.EvalFiles([inputs], new ActivationFileSourceOptions { ExpectedDIn = model.Cfg.DIn });
@@ -176,17 +176,20 @@ internal static class SaeCommands
         return command;
     }
 
-    /// <summary>Refuses an output path that is one of the command's local inputs (a file, or a file inside an input
-    /// folder): writing it would replace what is being read.</summary>
-    private static void RefuseReplacingInput(string flag, string output, params (string Flag, string Path)[] inputs)
+    /// <summary>Refuses an output path that is one of the command's local inputs: the input file, or inside an input
+    /// folder any file (<c>AnyInside</c>: a folder of activation shards, where a new file would be read as one) or an
+    /// existing one (an SAE's folder). Writing it would replace what is being read.</summary>
+    private static void RefuseReplacingInput(string flag, string output, params (string Flag, string Path, bool AnyInside)[] inputs)
     {
         string outFull = Path.GetFullPath(output);
-        foreach (var (inFlag, input) in inputs)
+        foreach (var (inFlag, input, anyInside) in inputs)
         {
             if (!File.Exists(input) && !Directory.Exists(input)) continue; // a release or hf: name: files in the hub cache
             string inFull = Path.GetFullPath(input).TrimEnd(Path.DirectorySeparatorChar);
-            if (outFull == inFull || (Directory.Exists(input) && outFull.StartsWith(inFull + Path.DirectorySeparatorChar, StringComparison.Ordinal)))
-                throw new SaeSharpException($"{flag} {output}: would replace {inFlag} {input} (or write into its folder), which this command reads; give another file");
+            bool inside = Directory.Exists(input) && outFull.StartsWith(inFull + Path.DirectorySeparatorChar, StringComparison.Ordinal)
+                          && (anyInside || File.Exists(outFull));
+            if (outFull == inFull || inside)
+                throw new SaeSharpException($"{flag} {output}: would replace {inFlag} {input}{(anyInside ? " (or write into its folder)" : "")}, which this command reads; give another file");
         }
     }
 

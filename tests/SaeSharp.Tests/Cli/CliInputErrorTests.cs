@@ -156,6 +156,8 @@ public class CliInputErrorTests : IDisposable
         string sae = OneLineError(CliRunner.Run("encode", "--sae", saeCopy, "--activations", acts, "--out", Path.Combine(saeCopy, "sae_weights.safetensors")));
         Assert.Contains("--sae", sae);
         Assert.Equal(weights, File.ReadAllBytes(Path.Combine(saeCopy, "sae_weights.safetensors")));
+        // A new file beside the SAE's is fine.
+        Assert.Equal(0, CliRunner.Run("encode", "--sae", saeCopy, "--activations", acts, "--out", Path.Combine(saeCopy, "enc.safetensors")).Exit);
         Assert.Equal(0, CliRunner.Run("encode", "--sae", _fx.SaeDir, "--activations", acts, "--out", P("enc.safetensors")).Exit);
     }
 
