@@ -243,7 +243,7 @@ public static class TextDataset
 
     /// <summary>The token lists of one row group (<paramref name="field"/>, the ids of list column
     /// <paramref name="column"/>). A null id inside a list is an error (dropping it would shift the tokens after it), and
-    /// so is a null list (the whole cell: it would read as an empty row, or vanish); an empty list is an empty row.</summary>
+    /// so is a null list (the whole cell, which read as an empty row); an empty list is an empty row.</summary>
     private static List<long[]> ListRows<T>(ParquetRowGroupReader group, DataField field, string column, Func<T, long> toLong, string path, int groupIndex) where T : struct
     {
         using var raw = (Parquet.Data.RawColumnData<T>)Sync(group.ReadRawColumnDataBaseAsync(field, default));
