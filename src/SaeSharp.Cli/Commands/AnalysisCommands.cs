@@ -32,7 +32,7 @@ internal static class AnalysisCommands
         var png = new Option<bool>("--png") { Description = "Also write each feature's activation histogram as OUT/histograms/<i>.png" };
         var noBos = new Option<bool>("--no-prepend-bos") { Description = "Do not start every window with BOS (default: the SAE's prepend_bos)" };
         var exclude = new Option<bool>("--exclude-special-tokens") { Description = "Do not count BOS/EOS/pad positions (default: the SAE's setting)" };
-        var textField = new Option<string>("--text-field") { Description = "jsonl field / parquet column holding the text", DefaultValueFactory = _ => "text" };
+        var textField = new Option<string?>("--text-field") { Description = "jsonl field / parquet column holding the text (default: as SAELens, tokens/input_ids, else text, else problem)" };
         var command = new Command("features", "Feature statistics over a corpus: density, max, top examples, interval samples, histograms, logit effects")
         {
             sae, model, dataset, tokens, output, features, top, context, contextSize, batch, intervals, seed, html, png, noBos, exclude, textField,
@@ -47,7 +47,7 @@ internal static class AnalysisCommands
             {
                 ModelPath = ModelSource.Resolve(parse.GetValue(model)!), DatasetPath = ds, Tokens = parse.GetValue(tokens),
                 ContextSize = parse.GetValue(contextSize), PrependBos = parse.GetValue(noBos) ? false : null,
-                ExcludeSpecialTokens = parse.GetValue(exclude) ? true : null, TextField = parse.GetValue(textField)!,
+                ExcludeSpecialTokens = parse.GetValue(exclude) ? true : null, TextField = parse.GetValue(textField),
                 BatchSizePrompts = parse.GetValue(batch),
             };
             var options = new FeatureAnalysisOptions

@@ -19,7 +19,7 @@ internal sealed class ModelDataOptionsCli
     public readonly Option<string?> TargetHook = new("--target-hook") { Description = "Reconstruction target hook for --mode in_to_out" };
     public readonly Option<bool> FoldLn = new("--fold-ln") { Description = "TransformerLens fold_ln" };
     public readonly Option<bool> CenterWriting = new("--center-writing-weights") { Description = "TransformerLens center_writing_weights" };
-    public readonly Option<string?> TextField = new("--text-field") { Description = "jsonl field / parquet column holding the text (default text)" };
+    public readonly Option<string?> TextField = new("--text-field") { Description = "jsonl field / parquet column holding the text (default: as SAELens, tokens/input_ids, else text, else problem)" };
     public readonly Option<string> Dtype = ModelSource.DtypeOption();
     public readonly Option<string?> Device = new("--device")
     {
@@ -53,7 +53,7 @@ internal sealed class ModelDataOptionsCli
             ContextSize = parse.GetValue(ContextSize),
             PrependBos = parse.GetValue(NoBos) ? false : null,
             ExcludeSpecialTokens = parse.GetValue(ExcludeSpecial) ? true : null,
-            TextField = parse.GetValue(TextField) ?? "text",
+            TextField = parse.GetValue(TextField),
             Processing = new WeightProcessingOptions { FoldLn = parse.GetValue(FoldLn), CenterWritingWeights = parse.GetValue(CenterWriting) },
         };
     }

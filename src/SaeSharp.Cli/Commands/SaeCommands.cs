@@ -144,9 +144,10 @@ internal static class SaeCommands
         var command = new Command("encode", "Encode every row of an activation file: feature activations and reconstructions") { sae, activations, output, batchSize, arch };
         Cli.SetAction(command, parse =>
         {
+            var inputs = parse.GetValue(activations)!;
+            RefuseReplacingInput("--out", parse.GetValue(output)!, ("--activations", inputs, true), ("--sae", parse.GetValue(sae)!, false));
             using var model = SaeLoader.Load(parse.GetValue(sae)!, LoadOptions(parse, arch));
             model.eval();
-            var inputs = parse.GetValue(activations)!;
             using var source = ActivationSplit.EvalFiles([inputs], new ActivationFileSourceOptions { ExpectedDIn = model.Cfg.DIn });
             long n = source.Rows ?? throw new SaeSharpException($"{inputs}: row count unknown");
             using var writer = new SafeTensorsStreamWriter(parse.GetValue(output)!,
@@ -173,6 +174,23 @@ internal static class SaeCommands
             return 0;
         });
         return command;
+    }
+
+    /// <summary>Refuses an output path that is one of the command's local inputs: the input file, or inside an input
+    /// folder any file (<c>AnyInside</c>: a folder of activation shards, where a new file would be read as one) or an
+    /// existing one (an SAE's folder). Writing it would replace what is being read.</summary>
+    private static void RefuseReplacingInput(string flag, string output, params (string Flag, string Path, bool AnyInside)[] inputs)
+    {
+        string outFull = Path.GetFullPath(output);
+        foreach (var (inFlag, input, anyInside) in inputs)
+        {
+            if (!File.Exists(input) && !Directory.Exists(input)) continue; // a release or hf: name: files in the hub cache
+            string inFull = Path.GetFullPath(input).TrimEnd(Path.DirectorySeparatorChar);
+            bool inside = Directory.Exists(input) && outFull.StartsWith(inFull + Path.DirectorySeparatorChar, StringComparison.Ordinal)
+                          && (anyInside || File.Exists(outFull));
+            if (outFull == inFull || inside)
+                throw new SaeSharpException($"{flag} {output}: would replace {inFlag} {input}{(anyInside ? " (or write into its folder)" : "")}, which this command reads; give another file");
+        }
     }
 
     public static Command Synth()

@@ -76,7 +76,7 @@ public static class TextDataset
     {
         foreach (var (element, lineNo) in JsonLines(path))
         {
-            field ??= DetectTokensField(element) ?? throw new SaeSharpException(
+            field ??= Choose(Names(element), tokenized: true) ?? throw new SaeSharpException(
                 $"{path} line {lineNo}: no 'tokens' or 'input_ids' field");
             if (!element.TryGetProperty(field, out var v))
                 throw new SaeSharpException($"{path} line {lineNo}: no field '{field}'");
@@ -134,11 +134,46 @@ public static class TextDataset
         }
     }
 
+    /// <summary>The columns SAELens's <c>ActivationsStore</c> reads when none is named, in its order of preference
+    /// (<c>sae_lens/training/activations_store.py</c>): pre-tokenized ids in "tokens" or "input_ids", else text in
+    /// "text" or "problem".</summary>
+    public static readonly IReadOnlyList<(string Name, bool Tokenized)> DatasetColumns =
+        [("tokens", true), ("input_ids", true), ("text", false), ("problem", false)];
+
+    /// <summary>The first of <see cref="DatasetColumns"/> (of the pre-tokenized or the text ones) in <paramref name="names"/>.</summary>
+    private static string? Choose(IEnumerable<string> names, bool tokenized)
+    {
+        var present = names.ToHashSet(StringComparer.Ordinal);
+        return DatasetColumns.Where(c => c.Tokenized == tokenized).Select(c => c.Name).FirstOrDefault(present.Contains);
+    }
+
+    /// <summary>
+    /// The column a dataset file is read from, chosen as SAELens's <c>ActivationsStore</c> chooses it from the first
+    /// row: "tokens", else "input_ids" (pre-tokenized); else the text column <paramref name="textField"/> when it is
+    /// given; else "text", else "problem". A file with none of them is an error listing its columns. A <c>.txt</c>
+    /// file (null: its lines are the text) and a JSONL file with no rows take <paramref name="textField"/> or "text".
+    /// </summary>
+    public static (string? Column, bool Tokenized) ChooseColumn(string file, string? textField = null)
+    {
+        var kind = KindOf(file);
+        if (kind == FileKind.Txt) return (null, false);
+        List<string>? names = kind switch
+        {
+            FileKind.Jsonl => JsonLines(file).Select(x => Names(x.Element)).FirstOrDefault(),
+            FileKind.Parquet => ParquetColumns(file),
+            _ => throw Unsupported(file),
+        };
+        if (names is null) return (textField ?? "text", false);
+        if (Choose(names, tokenized: true) is { } tokens) return (tokens, true);
+        if (textField is not null) return (textField, false);
+        return (Choose(names, tokenized: false) ?? throw new SaeSharpException(
+            $"{file}: no {string.Join(", ", DatasetColumns.Select(c => $"'{c.Name}'").SkipLast(1))} or '{DatasetColumns[^1].Name}' " +
+            $"{(kind == FileKind.Jsonl ? "field in its first row" : "column")} (it has: {string.Join(", ", names.Take(20))}" +
+            $"{(names.Count > 20 ? ", …" : "")}); name the text column with --text-field"), false);
+    }
+
     /// <summary>The most rows one row group may declare: a thousand per byte of file, at least a million. Run-length
     /// encoding lets a few bytes declare billions of rows; real text datasets are far below this.</summary>
-    /// <summary>Column names read as pre-tokenised ids when none is given, in order of preference.</summary>
-    private static readonly string[] TokenColumns = ["tokens", "input_ids"];
-
     private static long MaxParquetRows(long fileBytes) => Math.Max(1_000_000, fileBytes * 1000);
 
     /// <summary>Reads one row group, turning the Parquet library's errors on a corrupt file into one-line SaeSharp errors.</summary>
@@ -179,7 +214,7 @@ public static class TextDataset
         var (reader, footer) = OpenParquet(stream, path);
         try
         {
-            column ??= TokenColumns.FirstOrDefault(c => reader.Schema.Fields.Any(f => f.Name == c))
+            column ??= Choose(reader.Schema.Fields.Select(f => f.Name), tokenized: true)
                        ?? throw new SaeSharpException($"{path}: no 'tokens' or 'input_ids' column");
             var field = FindColumn(reader, column, path);
             if (field.MaxRepetitionLevel != 1 || (field.ClrType != typeof(long) && field.ClrType != typeof(int)))
@@ -194,8 +229,8 @@ public static class TextDataset
                     if (group.RowCount < 0 || group.RowCount > maxRows)
                         throw new SaeSharpException($"{path}: row group {g} declares {group.RowCount} rows, more than a {stream.Length}-byte file can plausibly hold ({maxRows})");
                     return field.ClrType == typeof(long)
-                        ? ListRows<long>(group, field, x => x, path, g)
-                        : ListRows<int>(group, field, x => x, path, g);
+                        ? ListRows<long>(group, field, column, x => x, path, g)
+                        : ListRows<int>(group, field, column, x => x, path, g);
                 });
                 foreach (var r in rows) yield return r;
             }
@@ -206,15 +241,19 @@ public static class TextDataset
         }
     }
 
-    /// <summary>The token lists of one row group. A null id inside a list is an error (dropping it would shift the
-    /// tokens after it); a null or empty list is an empty row.</summary>
-    private static List<long[]> ListRows<T>(ParquetRowGroupReader group, DataField field, Func<T, long> toLong, string path, int groupIndex) where T : struct
+    /// <summary>The token lists of one row group (<paramref name="field"/>, the ids of list column
+    /// <paramref name="column"/>). A null id inside a list is an error (dropping it would shift the tokens after it), and
+    /// so is a null list (the whole cell, which read as an empty row); an empty list is an empty row.</summary>
+    private static List<long[]> ListRows<T>(ParquetRowGroupReader group, DataField field, string column, Func<T, long> toLong, string path, int groupIndex) where T : struct
     {
         using var raw = (Parquet.Data.RawColumnData<T>)Sync(group.ReadRawColumnDataBaseAsync(field, default));
         var values = raw.Values;
         var rep = raw.RepetitionLevels;
         bool hasDef = field.MaxDefinitionLevel > 0;
         Span<int> def = hasDef ? raw.DefinitionLevels : default;
+        // Definition levels of a top-level list: MaxDefinitionLevel is an id; one less, a null id (when ids are nullable);
+        // then an empty list; below that, a null list (when the list is optional).
+        int emptyList = field.MaxDefinitionLevel - 1 - (field.IsNullable ? 1 : 0);
         var rows = new List<long[]>();
         var current = new List<long>();
         int v = 0;
@@ -223,7 +262,9 @@ public static class TextDataset
             if (rep[i] == 0 && i > 0) { rows.Add(current.ToArray()); current.Clear(); }
             if (!hasDef || def[i] == field.MaxDefinitionLevel) current.Add(toLong(values[v++]));
             else if (field.IsNullable && def[i] == field.MaxDefinitionLevel - 1)
-                throw new SaeSharpException($"{path}: row group {groupIndex}, row {rows.Count}: token {current.Count} of column '{field.Name}' is null");
+                throw new SaeSharpException($"{path}: row group {groupIndex}, row {rows.Count}: token {current.Count} of column '{column}' is null");
+            else if (rep[i] == 0 && def[i] < emptyList)
+                throw new SaeSharpException($"{path}: row group {groupIndex}, row {rows.Count}: column '{column}' is null (no token list)");
         }
         if (rep.Length > 0) rows.Add(current.ToArray());
         return rows;
@@ -232,25 +273,30 @@ public static class TextDataset
     /// <summary>Is this JSONL file pre-tokenized? True when its first row has "tokens" or "input_ids".</summary>
     public static bool IsTokenizedJsonl(string path)
     {
-        foreach (var (element, _) in JsonLines(path)) return DetectTokensField(element) is not null;
+        foreach (var (element, _) in JsonLines(path)) return Choose(Names(element), tokenized: true) is not null;
         return false;
     }
 
     /// <summary>Is this Parquet file pre-tokenized? True when it has a "tokens" or "input_ids" column.</summary>
-    public static bool IsTokenizedParquet(string path)
+    public static bool IsTokenizedParquet(string path) => Choose(ParquetColumns(path), tokenized: true) is not null;
+
+    /// <summary>The top-level column names of a Parquet file.</summary>
+    private static List<string> ParquetColumns(string path)
     {
         RequireFile(path);
         using var stream = ParquetFooter.Open(path);
         var (reader, _) = OpenParquet(stream, path);
         try
         {
-            return reader.Schema.Fields.Any(f => f.Name is "tokens" or "input_ids");
+            return reader.Schema.Fields.Select(f => f.Name).ToList();
         }
         finally
         {
             Sync(reader.DisposeAsync());
         }
     }
+
+    private static List<string> Names(JsonElement row) => row.EnumerateObject().Select(p => p.Name).ToList();
 
     /// <summary>True when <paramref name="path"/> is an existing file or folder, or names a hub dataset (<c>hf:ORG/NAME[:SPLIT]</c>).</summary>
     public static bool Exists(string path) => File.Exists(path) || Directory.Exists(path) || HubDataset.IsHubDataset(path);
@@ -288,9 +334,6 @@ public static class TextDataset
 
     private static SaeSharpException Unsupported(string file) =>
         new SaeSharpException($"dataset file '{file}': unsupported extension (expected .txt, .jsonl, .parquet, .txt.gz or .jsonl.gz)");
-
-    private static string? DetectTokensField(JsonElement row) =>
-        row.TryGetProperty("tokens", out _) ? "tokens" : row.TryGetProperty("input_ids", out _) ? "input_ids" : null;
 
     internal static IEnumerable<(JsonElement Element, long LineNo)> JsonLines(string path)
     {

@@ -162,38 +162,33 @@ public static class TokenWindows
     }
 
     /// <summary>
-    /// Windows from a dataset file or folder, choosing like SAELens: a JSONL whose first row has "tokens" or
-    /// "input_ids", or a Parquet file with such a column, is pre-tokenized (<see cref="FromPretokenized"/>);
-    /// otherwise text from <paramref name="textField"/> (or .txt lines) is tokenized and concatenated
-    /// (<see cref="TokenizeAndConcatenate"/>).
+    /// Windows from a dataset file or folder, reading the column SAELens's ActivationsStore reads
+    /// (<see cref="TextDataset.ChooseColumn"/>, decided by the first file and used for all): pre-tokenized "tokens" or
+    /// "input_ids" rows (<see cref="FromPretokenized"/>); else text from <paramref name="textField"/> when given, else
+    /// from "text" or "problem" (or .txt lines), tokenized and concatenated (<see cref="TokenizeAndConcatenate"/>).
     /// </summary>
     public static IEnumerable<long[]> FromPath(
         string path,
         ITextTokenizer tokenizer,
         int contextSize,
         bool prependBos = true,
-        string textField = "text",
+        string? textField = null,
         TxtMode txtMode = TxtMode.LinePerDocument)
     {
-        // A hub dataset's files download as the reader reaches them: list once, look at the first to choose the reader.
+        // A hub dataset's files download as the reader reaches them: list once, look at the first to choose the column.
         var files = TextDataset.ExpandFiles(path);
         string first = files.First();
-        bool tokenized = TextDataset.KindOf(first) switch
-        {
-            TextDataset.FileKind.Jsonl => TextDataset.IsTokenizedJsonl(first),
-            TextDataset.FileKind.Parquet => TextDataset.IsTokenizedParquet(first),
-            _ => false,
-        };
+        var (column, tokenized) = TextDataset.ChooseColumn(first, textField);
         if (tokenized)
         {
             var rows = files.SelectMany(f => TextDataset.KindOf(f) switch
             {
-                TextDataset.FileKind.Jsonl => TextDataset.ReadTokenizedJsonl(f),
-                TextDataset.FileKind.Parquet => TextDataset.ReadTokenizedParquet(f),
+                TextDataset.FileKind.Jsonl => TextDataset.ReadTokenizedJsonl(f, column),
+                TextDataset.FileKind.Parquet => TextDataset.ReadTokenizedParquet(f, column),
                 _ => throw new SaeSharpException($"dataset file '{f}' is text, but '{first}' is pre-tokenized; do not mix them"),
             });
             return FromPretokenized(rows, contextSize);
         }
-        return TokenizeAndConcatenate(TextDataset.ReadFiles(files, textField, txtMode), tokenizer, contextSize, prependBos);
+        return TokenizeAndConcatenate(TextDataset.ReadFiles(files, column ?? textField ?? "text", txtMode), tokenizer, contextSize, prependBos);
     }
 }

@@ -14,7 +14,8 @@ public sealed record ResolvedSae(string Path, SaeRelease? Release = null, Pretra
 /// <item><c>hf:ORG/REPO[@REVISION][/PATH]</c>: a file (<c>.pt</c>, <c>.npz</c>, <c>.safetensors</c>, with its
 /// <c>config.json</c>/<c>cfg.json</c> beside it when there is one) or a folder, whose SAE files are picked from the hub's
 /// listing (SAELens <c>cfg.json</c> + <c>sae_weights.safetensors</c>, Gemma Scope <c>params.npz</c>, dictionary_learning
-/// <c>ae.pt</c>, sparsify <c>sae.safetensors</c>);</item>
+/// <c>ae.pt</c>, Llama Scope <c>hyperparams.json</c> + <c>checkpoints/final.safetensors</c>, sparsify <c>cfg.json</c> +
+/// <c>sae.safetensors</c>); a folder that holds none but whose sub-folders do (a sparsify run) is an error naming them;</item>
 /// <item><c>RELEASE/SAE_ID</c> of <see cref="SaeReleases"/> (as <c>SAE.from_pretrained(release, sae_id)</c>): the files
 /// SAELens's loader for the release's format downloads (SAELens, gemma_2, dictionary_learning_1, llama_scope).</item>
 /// </list>
@@ -24,9 +25,17 @@ public static class SaeSource
     /// <summary>The prefix of a hub path.</summary>
     public const string HubPrefix = "hf:";
 
-    /// <summary>Files a folder given as <c>hf:</c> may hold, by format; the ones present are downloaded.</summary>
-    private static readonly string[] SaeFiles =
-        ["cfg.json", "sae_weights.safetensors", "sparsity.safetensors", "params.npz", "ae.pt", "config.json", "sae.safetensors"];
+    /// <summary>The files that make one SAE in a folder given as <c>hf:</c>, by format, relative to the folder: all of
+    /// the required ones must be listed; the optional ones are downloaded when listed. The release formats' files are
+    /// <see cref="FilesOf"/>'s.</summary>
+    private static readonly (string[] Required, string[] Optional)[] FolderLayouts =
+    [
+        FilesOf(null)!.Value,                               // SAELens
+        FilesOf("gemma_2")!.Value,                          // Gemma Scope
+        (["ae.pt"], ["config.json"]),                       // dictionary_learning (bare ae.pt too), OpenAI sparse_autoencoder
+        FilesOf("llama_scope")!.Value,                      // Llama Scope: weights nested in checkpoints/
+        ([Interop.Sparsify.ConfigFile, Interop.Sparsify.WeightsFile], []), // sparsify hookpoint folder
+    ];
 
     /// <summary>True when <paramref name="spec"/> is not a local path but names a hub file or a release.</summary>
     public static bool IsRemote(string spec) =>
@@ -73,6 +82,9 @@ public static class SaeSource
     private static string ResolveHub(HfHubClient client, string spec)
     {
         var (repo, revision, path) = ParseHub(spec);
+        // A Llama Scope weights file names its SAE's folder, two levels up (hyperparams.json lies there).
+        if (path is not null && (path == Interop.LlamaScope.WeightsFile || path.EndsWith("/" + Interop.LlamaScope.WeightsFile, StringComparison.Ordinal)))
+            path = path[..^Interop.LlamaScope.WeightsFile.Length].TrimEnd('/') is { Length: > 0 } folder ? folder : null;
         string ext = System.IO.Path.GetExtension(path ?? "").ToLowerInvariant();
         if (path is not null && ext is ".pt" or ".pth" or ".npz" or ".safetensors")
         {
@@ -84,18 +96,38 @@ public static class SaeSource
         }
         var files = client.ListFiles(repo, revision, path);
         string prefix = path is null ? "" : path + "/";
-        var direct = files.Where(f => f.Path.StartsWith(prefix, StringComparison.Ordinal) && SaeFiles.Contains(f.Path[prefix.Length..])).ToList();
-        if (direct.Count == 0)
+        var inFolder = files.Where(f => f.Path.StartsWith(prefix, StringComparison.Ordinal)).Select(f => f.Path[prefix.Length..])
+            .ToHashSet(StringComparer.Ordinal);
+        var layouts = FolderLayouts.Where(l => l.Required.All(inFolder.Contains)).ToList();
+        if (layouts.Count == 0)
         {
-            var folders = files.Select(f => f.Path[prefix.Length..]).Where(p => p.Contains('/')).Select(p => p[..p.IndexOf('/')])
-                .Distinct().Take(10).ToList();
+            // Not an SAE itself: name the sub-folders that hold one (a run of several SAEs, a sparsify run), as a local folder does.
+            var subs = inFolder.Where(p => p.Contains('/')).Select(p => p[..p.IndexOf('/')]).Distinct().Order(StringComparer.Ordinal).ToList();
+            var holding = subs.Where(d => FolderLayouts.Any(l => l.Required.All(r => inFolder.Contains(d + "/" + r)))).ToList();
+            if (holding.Count > 0)
+                throw Interop.SaeLoader.HoldsSaes(spec, holding, d => $"{HubPrefix}{repo}{(revision == "main" ? "" : "@" + revision)}/{prefix}{d}");
             throw new SaeSharpException(
-                $"{spec}: no SAE files ({string.Join(", ", SaeFiles)}) in {(path ?? "the repo root")}"
-                + (folders.Count > 0 ? $"; its folders include {string.Join(", ", folders)}" : ""));
+                $"{spec}: no SAE files ({string.Join(", ", FolderLayouts.Select(l => string.Join(" + ", l.Required)))}) in {(path ?? "the repo root")}"
+                + (subs.Count > 0 ? $"; its folders include {string.Join(", ", subs.Take(10))}" : ""));
         }
-        string? local = null;
-        foreach (var f in direct) local = client.DownloadFile(repo, f.Path, revision);
-        return System.IO.Path.GetDirectoryName(local!)!;
+        string? saeFolder = null;
+        foreach (var name in layouts.SelectMany(l => l.Required.Concat(l.Optional.Where(inFolder.Contains))).Distinct())
+        {
+            string file = client.DownloadFile(repo, prefix + name, revision)!;
+            saeFolder ??= SaeFolderOf(file, name);
+        }
+        // The sparsify trainer's config.json beside the hookpoint folders names the model.
+        if (layouts.Any(l => l.Required.Contains(Interop.Sparsify.WeightsFile)) && path is not null)
+            client.TryDownloadFile(repo, (path.Contains('/') ? path[..path.LastIndexOf('/')] + "/" : "") + "config.json", revision);
+        return saeFolder!;
+    }
+
+    /// <summary>The SAE folder of <paramref name="local"/>, the downloaded file at <paramref name="relative"/> inside it.</summary>
+    private static string SaeFolderOf(string local, string relative)
+    {
+        string folder = local;
+        for (int i = 0; i <= relative.Count(c => c == '/'); i++) folder = System.IO.Path.GetDirectoryName(folder)!;
+        return folder;
     }
 
     /// <summary>The files SAELens's loader for each <c>conversion_func</c> downloads, relative to the SAE's path; the

@@ -28,13 +28,27 @@ public static class LlamaScope
     /// <summary>The weights file, relative to the SAE's folder.</summary>
     public const string WeightsFile = "checkpoints/final.safetensors";
 
-    /// <summary>True for a folder holding <c>hyperparams.json</c> and <c>checkpoints/final.safetensors</c>.</summary>
-    public static bool IsLlamaScopeFolder(string dir) =>
-        Directory.Exists(dir) && File.Exists(Path.Combine(dir, HyperparamsFile)) && File.Exists(Path.Combine(dir, WeightsFile));
+    /// <summary>True for a folder holding <c>hyperparams.json</c> and <c>checkpoints/final.safetensors</c>, or for that
+    /// weights file itself.</summary>
+    public static bool IsLlamaScopeFolder(string dir)
+    {
+        dir = FolderOf(dir);
+        return Directory.Exists(dir) && File.Exists(Path.Combine(dir, HyperparamsFile)) && File.Exists(Path.Combine(dir, WeightsFile));
+    }
 
-    /// <summary>Loads the Llama Scope SAE in folder <paramref name="dir"/>.</summary>
+    /// <summary>The SAE folder of a path naming its <c>checkpoints/final.safetensors</c>, else the path itself.</summary>
+    private static string FolderOf(string path)
+    {
+        if (!File.Exists(path)) return path;
+        string full = Path.GetFullPath(path);
+        string suffix = Path.DirectorySeparatorChar + WeightsFile.Replace('/', Path.DirectorySeparatorChar);
+        return full.EndsWith(suffix, StringComparison.Ordinal) ? full[..^suffix.Length] : path;
+    }
+
+    /// <summary>Loads the Llama Scope SAE in folder <paramref name="dir"/> (or named by its weights file).</summary>
     public static Sae Load(string dir)
     {
+        dir = FolderOf(dir);
         string hpPath = Path.Combine(dir, HyperparamsFile), wPath = Path.Combine(dir, WeightsFile);
         if (!File.Exists(hpPath)) throw new SaeSharpException($"{hpPath}: Llama Scope hyperparams.json not found.");
         if (!File.Exists(wPath)) throw new SaeSharpException($"{wPath}: Llama Scope weights file not found.");

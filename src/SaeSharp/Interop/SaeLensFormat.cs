@@ -222,8 +222,14 @@ public static class SaeLensFormat
         return cfg;
     }
 
+    /// <summary>Keys a SAELens 6 cfg.json must have: SAELens reads them without a default.</summary>
+    private static readonly string[] RequiredV6 = ["architecture", "d_in", "d_sae"];
+
     private static SaeConfig ParseV6(JsonObject root, string cfgPath)
     {
+        foreach (var key in RequiredV6)
+            if (root[key] is null)
+                throw new SaeSharpException($"{cfgPath}: missing '{key}' (a SAELens 6 cfg.json, with 'metadata', has no default for it)");
         NormalizeBoolean(root);
         try
         {
@@ -231,7 +237,13 @@ public static class SaeLensFormat
         }
         catch (JsonException e)
         {
-            throw new SaeSharpException($"{cfgPath}: {e.Message}");
+            // e.Path is "$.k" or "$.metadata.context_size": name the key and its value, not the .NET type.
+            string key = (e.Path ?? "$").TrimStart('$').TrimStart('.');
+            JsonNode? value = root;
+            foreach (var part in key.Split('.', StringSplitOptions.RemoveEmptyEntries)) value = (value as JsonObject)?[part];
+            throw new SaeSharpException(key.Length > 0
+                ? $"{cfgPath}: '{key}' is {value?.ToJsonString() ?? "null"}, a value of the wrong type for that key"
+                : $"{cfgPath}: {e.Message}");
         }
     }
 

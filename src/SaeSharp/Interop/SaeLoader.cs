@@ -57,15 +57,20 @@ public static class SaeLoader
             return sae;
         }
         var inside = Directory.Exists(local)
-            ? Directory.EnumerateDirectories(local).Where(d => Formats.Any(f => f.Detect(d))).Select(Path.GetFileName).Order(StringComparer.Ordinal).ToList()
+            ? Directory.EnumerateDirectories(local).Where(d => Formats.Any(f => f.Detect(d))).Select(d => Path.GetFileName(d)).Order(StringComparer.Ordinal).ToList()
             : [];
-        if (inside.Count > 0)
-            throw new SaeSharpException(inside.Count == 1
-                ? $"{local}: not an SAE itself, but its folder {inside[0]} holds one: point at {Path.Combine(local, inside[0]!)}"
-                : $"{local}: not an SAE itself, but its folders {string.Join(", ", inside.Take(8))}{(inside.Count > 8 ? ", …" : "")} " +
-                  $"hold SAEs (a run of several SAEs, or a sparsify run with one per hookpoint): point at one, e.g. {Path.Combine(local, inside[0]!)}");
+        if (inside.Count > 0) throw HoldsSaes(local, inside, d => Path.Combine(local, d));
         throw new SaeSharpException($"{local}: not a recognised SAE (looked for: {string.Join(", ", Formats.Select(f => f.Name))})");
     }
+
+    /// <summary>The error for a folder <paramref name="where"/> that is not an SAE but whose sub-folders
+    /// <paramref name="inside"/> hold SAEs (local, or <c>hf:</c> from the hub's listing); <paramref name="pathOf"/> gives
+    /// the path to pass for one of them.</summary>
+    internal static SaeSharpException HoldsSaes(string where, IReadOnlyList<string> inside, Func<string, string> pathOf) =>
+        new(inside.Count == 1
+            ? $"{where}: not an SAE itself, but its folder {inside[0]} holds one: point at {pathOf(inside[0])}"
+            : $"{where}: not an SAE itself, but its folders {string.Join(", ", inside.Take(8))}{(inside.Count > 8 ? ", …" : "")} " +
+              $"hold SAEs (a run of several SAEs, or a sparsify run with one per hookpoint): point at one, e.g. {pathOf(inside[0])}");
 
     /// <summary>The name of the format <see cref="Load(string, SaeLoadOptions?)"/> would use, or null (a release or hub path is resolved first).</summary>
     public static string? DetectFormat(string path, SaeLoadOptions? options = null)

@@ -27,7 +27,7 @@ public static class SaeWeights
     /// <summary>
     /// Loads <paramref name="weights"/> (SAELens names) into <paramref name="sae"/>. Every parameter and buffer of the
     /// SAE must be present with its exact shape; tensors the SAE does not have are an error unless listed in
-    /// <paramref name="ignore"/>. Dtypes are converted. Nothing is copied unless everything checks out.
+    /// <paramref name="ignore"/>. Floating dtypes are converted; an integer tensor for a floating weight is an error. Nothing is copied unless everything checks out.
     /// </summary>
     public static void Load(Sae sae, IReadOnlyDictionary<string, Tensor> weights, string source, IEnumerable<string>? ignore = null)
     {
@@ -39,6 +39,9 @@ public static class SaeWeights
                 throw new SaeSharpException($"{source}: missing tensor '{name}' (expected shape [{string.Join(", ", target.shape)}] for architecture '{sae.Cfg.Architecture}')");
             if (!w.shape.SequenceEqual(target.shape))
                 throw new SaeSharpException($"{source}: tensor '{name}' has shape [{string.Join(", ", w.shape)}] but the cfg (d_in={sae.Cfg.DIn}, d_sae={sae.Cfg.DSae}) needs [{string.Join(", ", target.shape)}]");
+            // An integer or bool tensor where a weight belongs is not an SAE's weight: converting it would load garbage.
+            if (target.is_floating_point() && !w.is_floating_point())
+                throw new SaeSharpException($"{source}: tensor '{name}' is {w.dtype}, expected floating point (float32, float16, bfloat16 or float64)");
         }
         foreach (var name in weights.Keys)
             if (!targets.ContainsKey(name) && !ignored.Contains(name))

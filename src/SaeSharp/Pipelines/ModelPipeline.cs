@@ -24,7 +24,7 @@ public static class ModelPipeline
     }
 
     /// <summary>Context windows of the dataset (SAELens tokenize-and-concatenate, or pre-tokenized rows); re-enumerable.</summary>
-    public static IEnumerable<long[]> Windows(ITextTokenizer tokenizer, string datasetPath, int contextSize, bool prependBos, string textField = "text") =>
+    public static IEnumerable<long[]> Windows(ITextTokenizer tokenizer, string datasetPath, int contextSize, bool prependBos, string? textField = null) =>
         TokenWindows.FromPath(datasetPath, tokenizer, contextSize, prependBos, textField);
 
     /// <summary>Contexts for a token budget: ⌈tokens / context size⌉.</summary>

@@ -132,6 +132,36 @@ public class CliInputErrorTests : IDisposable
     }
 
     [Fact]
+    public void Encode_refuses_an_output_that_would_replace_its_activations_or_its_sae()
+    {
+        // --out naming the --activations file replaced the activations with feature_acts/sae_out once encoded.
+        string acts = P("acts.safetensors");
+        using (var x = randn(20, 16)) SafeTensors.Save(acts, new Dictionary<string, TorchSharp.torch.Tensor> { ["activations"] = x });
+        byte[] before = File.ReadAllBytes(acts);
+        string same = OneLineError(CliRunner.Run("encode", "--sae", _fx.SaeDir, "--activations", acts, "--out", Path.Combine(_fx.Dir, ".", "acts.safetensors")));
+        Assert.Contains("--out", same);
+        Assert.Contains("--activations", same);
+        Assert.Equal(before, File.ReadAllBytes(acts));
+        // Nor inside a folder of activation shards (it would replace a shard, or be read as one next time).
+        string shards = P("shards");
+        Directory.CreateDirectory(shards);
+        File.Copy(acts, Path.Combine(shards, "shard_00000.safetensors"));
+        OneLineError(CliRunner.Run("encode", "--sae", _fx.SaeDir, "--activations", shards, "--out", Path.Combine(shards, "shard_00000.safetensors")));
+        Assert.Equal(before, File.ReadAllBytes(Path.Combine(shards, "shard_00000.safetensors")));
+        // Nor the SAE's own files.
+        string saeCopy = P("sae-copy");
+        Directory.CreateDirectory(saeCopy);
+        foreach (var f in Directory.GetFiles(_fx.SaeDir)) File.Copy(f, Path.Combine(saeCopy, Path.GetFileName(f)));
+        byte[] weights = File.ReadAllBytes(Path.Combine(saeCopy, "sae_weights.safetensors"));
+        string sae = OneLineError(CliRunner.Run("encode", "--sae", saeCopy, "--activations", acts, "--out", Path.Combine(saeCopy, "sae_weights.safetensors")));
+        Assert.Contains("--sae", sae);
+        Assert.Equal(weights, File.ReadAllBytes(Path.Combine(saeCopy, "sae_weights.safetensors")));
+        // A new file beside the SAE's is fine.
+        Assert.Equal(0, CliRunner.Run("encode", "--sae", saeCopy, "--activations", acts, "--out", Path.Combine(saeCopy, "enc.safetensors")).Exit);
+        Assert.Equal(0, CliRunner.Run("encode", "--sae", _fx.SaeDir, "--activations", acts, "--out", P("enc.safetensors")).Exit);
+    }
+
+    [Fact]
     public void TokensIdsAndPositionsOutsideTheInputAreErrors()
     {
         // The built-in model's word-level tokenizer maps unknown words to <unk>: 'zebra' is not a token.

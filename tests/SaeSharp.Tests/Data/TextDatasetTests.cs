@@ -189,6 +189,95 @@ public class TextDatasetTests
         Assert.Contains("null", e.Message);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void A_null_parquet_token_list_is_an_error_naming_file_and_row_and_an_empty_one_an_empty_row(bool nullableIds)
+    {
+        string path = Path.Combine(TestPaths.TempDir(), "nl.parquet");
+        DataField item = nullableIds ? new DataField<long?>("element") : new DataField<long>("element");
+        var list = new ListField("tokens", item);
+        var schema = new ParquetSchema(list); // sets the levels
+        // Definition levels of an optional list: max = the id is there; one less (two with nullable ids) = an empty list;
+        // one less again = the whole cell is null.
+        int md = item.MaxDefinitionLevel, empty = md - 1 - (nullableIds ? 1 : 0), nul = empty - 1;
+        Assert.True(nul >= 0);
+        void Write(int[] defs, long[] values, int[] reps) => WriteParquet(path, schema, async writer =>
+        {
+            using var g = writer.CreateRowGroup();
+            await g.WriteAllPartsAsync(item, new ReadOnlyMemory<long>(values), new ReadOnlyMemory<int>(defs), new ReadOnlyMemory<int>(reps), default);
+        });
+        // rows [1 2 3], [], [4 5]
+        Write([md, md, md, empty, md, md], [1, 2, 3, 4, 5], [0, 1, 1, 0, 0, 1]);
+        Assert.Equal(new long[][] { [1, 2, 3], [], [4, 5] }, TextDataset.ReadTokenizedParquet(path).ToList());
+        // rows [1 2 3], null, [4 5]
+        Write([md, md, md, nul, md, md], [1, 2, 3, 4, 5], [0, 1, 1, 0, 0, 1]);
+        var e = Assert.Throws<SaeSharpException>(() => TextDataset.ReadTokenizedParquet(path).ToList());
+        Assert.Contains(path, e.Message);
+        Assert.Contains("row 1", e.Message);
+        Assert.Contains("'tokens' is null", e.Message);
+        var windows = Assert.Throws<SaeSharpException>(() => TokenWindows.FromPath(path, Gpt2(), 3).ToList());
+        Assert.Contains(path, windows.Message);
+    }
+
+    [Fact]
+    public void Column_is_chosen_as_SAELens_ActivationsStore_does_tokens_input_ids_text_problem()
+    {
+        string dir = TestPaths.TempDir();
+        var tok = Gpt2();
+        long[] Encoded(string text) => Array.ConvertAll(tok.Encode(text), x => (long)x);
+        // "Hello world" = [15496, 995]; windows of 3 start with BOS 50256
+        long[] helloWindow = [50256, .. Encoded("Hello world")];
+
+        // A math dataset (e.g. OpenR1-Math) has "problem" and no "text": SAELens reads "problem".
+        string problem = Path.Combine(dir, "math.jsonl");
+        File.WriteAllText(problem, "{\"problem\": \"Hello world\", \"solution\": \"42\"}\n");
+        Assert.Equal(("problem", false), TextDataset.ChooseColumn(problem));
+        Assert.Equal(helloWindow, TokenWindows.FromPath(problem, tok, 3).Single());
+
+        string problemParquet = Path.Combine(dir, "math.parquet");
+        var p = new DataField<string>("problem");
+        var a = new DataField<string>("answer");
+        WriteParquet(problemParquet, new ParquetSchema(a, p), async writer =>
+        {
+            using var g = writer.CreateRowGroup();
+            await g.WriteAsync(a, new[] { "42" });
+            await g.WriteAsync(p, new[] { "Hello world" });
+        });
+        Assert.Equal(("problem", false), TextDataset.ChooseColumn(problemParquet));
+        Assert.Equal(helloWindow, TokenWindows.FromPath(problemParquet, tok, 3).Single());
+
+        // "text" before "problem"; "tokens" and "input_ids" before both, "tokens" first.
+        string both = Path.Combine(dir, "both.jsonl");
+        File.WriteAllText(both, "{\"problem\": \"no\", \"text\": \"Hello world\"}\n");
+        Assert.Equal(("text", false), TextDataset.ChooseColumn(both));
+        Assert.Equal(helloWindow, TokenWindows.FromPath(both, tok, 3).Single());
+        string ids = Path.Combine(dir, "ids.jsonl");
+        File.WriteAllText(ids, "{\"text\": \"x\", \"input_ids\": [1, 2, 3], \"tokens\": [4, 5, 6]}\n");
+        Assert.Equal(("tokens", true), TextDataset.ChooseColumn(ids, "text"));
+        Assert.Equal(new long[] { 4, 5, 6 }, TokenWindows.FromPath(ids, tok, 3).Single());
+
+        // None of them: one error listing the columns there are; a named column is read.
+        string other = Path.Combine(dir, "other.jsonl");
+        File.WriteAllText(other, "{\"body\": \"Hello world\", \"id\": 7}\n");
+        var e = Assert.Throws<SaeSharpException>(() => TokenWindows.FromPath(other, tok, 3).ToList());
+        Assert.Contains(other, e.Message);
+        Assert.Contains("no 'tokens', 'input_ids', 'text' or 'problem' field", e.Message);
+        Assert.Contains("it has: body, id", e.Message);
+        Assert.Contains("--text-field", e.Message);
+        Assert.Equal(helloWindow, TokenWindows.FromPath(other, tok, 3, textField: "body").Single());
+        var pe = Assert.Throws<SaeSharpException>(() => TextDataset.ChooseColumn(problemParquet.Replace("math", "none")));
+        Assert.Contains("does not exist", pe.Message);
+        string otherParquet = Path.Combine(dir, "other.parquet");
+        WriteParquet(otherParquet, new ParquetSchema(a), async writer =>
+        {
+            using var g = writer.CreateRowGroup();
+            await g.WriteAsync(a, new[] { "42" });
+        });
+        var pq = Assert.Throws<SaeSharpException>(() => TokenWindows.FromPath(otherParquet, tok, 3).ToList());
+        Assert.Contains("no 'tokens', 'input_ids', 'text' or 'problem' column (it has: answer)", pq.Message);
+    }
+
     [Fact]
     public void Folder_is_read_file_by_file_in_name_order()
     {

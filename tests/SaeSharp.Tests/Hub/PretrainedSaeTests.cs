@@ -326,6 +326,9 @@ public sealed class PretrainedSaeTests : FakeHubTestBase
         string dir = Path.Combine(_work, "bad");
         LlamaScopeFiles(dir, 4, 8, 0.1, 1.0, "blocks.0.hook_mlp_out", ", \"unused\": 1");
         using (var ok = SaeLoader.Load(dir)) Assert.Equal("blocks.0.hook_mlp_out", ok.Cfg.Metadata.HookName);
+        // The weights file names its folder, as hf:…/checkpoints/final.safetensors does.
+        using (var byFile = SaeLoader.Load(Path.Combine(dir, "checkpoints", "final.safetensors")))
+            Assert.Equal("blocks.0.hook_mlp_out", byFile.Cfg.Metadata.HookName);
 
         string hpPath = Path.Combine(dir, "hyperparams.json");
         File.WriteAllText(hpPath, File.ReadAllText(hpPath).Replace("\"act_fn\": \"jumprelu\"", "\"act_fn\": \"topk\""));
@@ -364,9 +367,69 @@ public sealed class PretrainedSaeTests : FakeHubTestBase
         Assert.DoesNotContain(requests, r => r.Path.Contains("notes.txt"));
         Assert.Equal("SAELens", SaeLoader.DetectFormat("hf:someone/my-saes/runs/a", Options));
 
+        // runs/ holds no SAE itself; of its folders only a/ holds a whole one (b/ has a cfg.json alone).
         var e = Assert.Throws<SaeSharpException>(() => SaeLoader.Load("hf:someone/my-saes/runs", Options));
-        Assert.Contains("no SAE files", e.Message);
-        Assert.Contains("a, b", e.Message);
+        Assert.Contains("not an SAE itself, but its folder a holds one: point at hf:someone/my-saes/runs/a", e.Message);
+        var partial = Assert.Throws<SaeSharpException>(() => SaeLoader.Load("hf:someone/my-saes/runs/b", Options));
+        Assert.Contains("no SAE files", partial.Message);
+    }
+
+    [Fact]
+    public void Hf_folder_of_a_Llama_Scope_SAE_loads_as_its_release_name_does()
+    {
+        // fnlp/Llama-Scope's layout: L15R-8x/hyperparams.json and L15R-8x/checkpoints/final.safetensors.
+        var (hp, weightsFile, _, _, _, _) = LlamaScopeFiles(Path.Combine(_work, "ls"), 8, 32, 0.3, 2.0, "blocks.15.hook_resid_post");
+        _server.Repos["fnlp/Llama-Scope"] = new()
+        {
+            ["README.md"] = new("# Llama Scope"u8.ToArray()),
+            ["L15R-8x/hyperparams.json"] = new(hp),
+            ["L15R-8x/checkpoints/final.safetensors"] = new(weightsFile, Lfs: true),
+        };
+        _server.Repos["fnlp/Llama3_1-8B-Base-LXR-8x"] = new()
+        {
+            ["Llama3_1-8B-Base-L15R-8x/hyperparams.json"] = new(hp),
+            ["Llama3_1-8B-Base-L15R-8x/checkpoints/final.safetensors"] = new(weightsFile, Lfs: true),
+        };
+        using var byRelease = SaeLoader.Load("llama_scope_lxr_8x/l15r_8x", Options);
+        var expected = byRelease.named_parameters().ToDictionary(x => x.name, x => x.parameter.detach().reshape(-1).data<float>().ToArray());
+        foreach (var spec in new[] { "hf:fnlp/Llama-Scope/L15R-8x", "hf:fnlp/Llama-Scope/L15R-8x/checkpoints/final.safetensors" })
+        {
+            Assert.Equal("Llama Scope", SaeLoader.DetectFormat(spec, Options));
+            using var sae = SaeLoader.Load(spec, Options);
+            Assert.IsType<JumpReluSae>(sae);
+            AssertWeights(expected, sae);
+            Assert.Equal(("blocks.15.hook_resid_post", false, "none"), (sae.Cfg.Metadata.HookName, sae.Cfg.ApplyBDecToInput, sae.Cfg.NormalizeActivations));
+        }
+        // The repo root holds one Llama Scope SAE below it: named, as a local folder's are.
+        var root = Assert.Throws<SaeSharpException>(() => SaeLoader.Load("hf:fnlp/Llama-Scope", Options));
+        Assert.Contains("its folder L15R-8x holds one: point at hf:fnlp/Llama-Scope/L15R-8x", root.Message);
+    }
+
+    [Fact]
+    public void Hf_sparsify_run_root_names_its_hookpoint_folders_and_one_of_them_loads_with_the_run_model()
+    {
+        // A sparsify training run pushed as is: the trainer's config.json and one folder per hookpoint.
+        string run = Path.Combine(_work, "run");
+        SparsifyTests.WriteSae(Path.Combine(run, "layers.3"), dIn: 5, numLatents: 12, k: 3, seed: 1);
+        SparsifyTests.WriteSae(Path.Combine(run, "layers.4.mlp"), dIn: 5, numLatents: 12, k: 3, seed: 2);
+        File.WriteAllText(Path.Combine(run, "config.json"), """{"model": "EleutherAI/pythia-70m", "batch_size": 8, "hookpoints": ["layers.3", "layers.4.mlp"]}""");
+        var repo = new Dictionary<string, FakeHubServer.FakeFile>();
+        foreach (var f in Directory.GetFiles(run, "*", SearchOption.AllDirectories))
+            repo[Path.GetRelativePath(run, f).Replace('\\', '/')] = new(File.ReadAllBytes(f), Lfs: f.EndsWith(".safetensors"));
+        _server.Repos["EleutherAI/sae-run"] = repo;
+
+        foreach (var spec in new[] { "hf:EleutherAI/sae-run", run })
+        {
+            var e = Assert.Throws<SaeSharpException>(() => SaeLoader.Load(spec, Options));
+            Assert.Contains("layers.3, layers.4.mlp", e.Message);
+        }
+        var hub = Assert.Throws<SaeSharpException>(() => SaeLoader.Load("hf:EleutherAI/sae-run", Options));
+        Assert.Contains("point at one, e.g. hf:EleutherAI/sae-run/layers.3", hub.Message);
+
+        using var sae = SaeLoader.Load("hf:EleutherAI/sae-run/layers.4.mlp", Options);
+        using var local = SaeLoader.Load(Path.Combine(run, "layers.4.mlp"));
+        AssertWeights(local.named_parameters().ToDictionary(x => x.name, x => x.parameter.detach().reshape(-1).data<float>().ToArray()), sae);
+        Assert.Equal(("blocks.4.hook_mlp_out", "EleutherAI/pythia-70m"), (sae.Cfg.Metadata.HookName, sae.Cfg.Metadata.ModelName));
     }
 
     [Fact]

@@ -139,4 +139,53 @@ public class SaeLensFormatTests : IDisposable
         var e = Assert.Throws<SaeSharpException>(() => SaeLensFormat.Load(_dir));
         Assert.Contains("mystery", e.Message);
     }
+
+    [Theory]
+    [InlineData("architecture")]
+    [InlineData("d_in")]
+    [InlineData("d_sae")]
+    public void A_SAELens_6_cfg_without_a_required_key_is_an_error_naming_it_not_a_default(string key)
+    {
+        // SAELens 6 reads cfg_dict["architecture"], d_in and d_sae without defaults (KeyError); a TopK SAE whose cfg lost
+        // its architecture loaded as a ReLU "standard" SAE, and a lost d_in read as "d_in must be positive, got 0".
+        using (var topk = SaeFactory.Create(new SaeConfig { Architecture = SaeArchitectures.TopK, DIn = 6, DSae = 10, K = 2 }))
+            SaeLensFormat.Save(topk, _dir);
+        var cfgPath = Path.Combine(_dir, "cfg.json");
+        var cfg = (System.Text.Json.Nodes.JsonObject)System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(cfgPath))!;
+        Assert.True(cfg.Remove(key));
+        File.WriteAllText(cfgPath, cfg.ToJsonString());
+        var e = Assert.Throws<SaeSharpException>(() => SaeLensFormat.Load(_dir));
+        Assert.Contains($"cfg.json: missing '{key}'", e.Message);
+    }
+
+    [Theory]
+    [InlineData("k", "\"4\"", "'k' is \"4\", a value of the wrong type")]
+    [InlineData("d_in", "16.5", "'d_in' is 16.5, a value of the wrong type")]
+    public void A_cfg_value_of_the_wrong_type_names_the_key_and_value(string key, string json, string expected)
+    {
+        using (var topk = SaeFactory.Create(new SaeConfig { Architecture = SaeArchitectures.TopK, DIn = 6, DSae = 10, K = 2 }))
+            SaeLensFormat.Save(topk, _dir);
+        var cfgPath = Path.Combine(_dir, "cfg.json");
+        var cfg = (System.Text.Json.Nodes.JsonObject)System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(cfgPath))!;
+        cfg[key] = System.Text.Json.Nodes.JsonNode.Parse(json);
+        File.WriteAllText(cfgPath, cfg.ToJsonString());
+        var e = Assert.Throws<SaeSharpException>(() => SaeLensFormat.Load(_dir));
+        Assert.Contains(expected, e.Message);
+        Assert.DoesNotContain("System.", e.Message);
+    }
+
+    [Fact]
+    public void An_integer_tensor_where_a_weight_belongs_is_an_error_not_converted()
+    {
+        using (var sae = RandomSae()) SaeLensFormat.Save(sae, _dir);
+        string weightsPath = Path.Combine(_dir, "sae_weights.safetensors");
+        var weights = SaeSharp.IO.SafeTensors.Load(weightsPath);
+        var asInt = weights["W_enc"].to(ScalarType.Int32);
+        weights["W_enc"].Dispose();
+        weights["W_enc"] = asInt;
+        SaeSharp.IO.SafeTensors.Save(weightsPath, weights);
+        foreach (var t in weights.Values) t.Dispose();
+        var e = Assert.Throws<SaeSharpException>(() => SaeLensFormat.Load(_dir));
+        Assert.Contains("tensor 'W_enc' is Int32, expected floating point", e.Message);
+    }
 }
