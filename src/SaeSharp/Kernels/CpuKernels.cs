@@ -187,6 +187,7 @@ public static class CpuKernels
         var have = IsX86 ? shown.Where(f.Contains).ToList()
             : new[] { ("asimd", AdvSimd.IsSupported), ("asimddp", Dp.IsSupported) }.Where(p => p.Item2).Select(p => p.Item1).ToList();
         string forced = Path != Best ? $" (forced; best {Name(Best)})" : "";
+        if (Path == KernelPath.Avx2) forced += Int8GemmAvx2.ShiftWidening ? ", int8 widening shift" : ", int8 widening madd";
         return $"CPU {CpuModel()}; features {(have.Count == 0 ? "none of interest" : string.Join(" ", have))}; L2 {L2Bytes / 1024} KiB per core; kernels {Name(Path)}{forced}; ISA limits {IsaLimits()}";
     }
 

@@ -33,7 +33,7 @@ internal static unsafe class Int8GemmAvx2
     public const string WideningVariable = "SAESHARP_INT8_WIDEN";
 
     /// <summary>Whether the AVX2 path runs <see cref="TileShift"/>: <c>SAESHARP_INT8_WIDEN</c>, else on AMD family 23 (Zen,
-    /// Zen+, Zen 2) and Hygon family 24, whose vector integer multiplies issue on one pipe (llvm-mca's znver2 model: 26
+    /// Zen+, Zen 2) and Hygon family 24, whose vector integer multiplies issue on one pipe (llvm-mca's znver2 model: 26.9
     /// int8 products a cycle against 16 for <see cref="Tile"/> and for float32 FMAs). Elsewhere multiplies issue two a
     /// cycle and <see cref="Tile"/>, with fewer other instructions, is the faster one.</summary>
     public static bool ShiftWidening => Widening.Value;
