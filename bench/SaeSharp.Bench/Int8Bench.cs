@@ -8,7 +8,9 @@ namespace SaeSharp.Bench;
 /// <c>int8-products</c>: the int8 candidate products of <see cref="CandidateEncoder"/> alone (4096 rows in 1024-row chunks,
 /// d_in 512, d_sae 8192), the path's own kernel (<see cref="Int8Gemm.Multiply"/>) alternated with the 4 × 16 tile kernel
 /// (<see cref="Int8Gemm.MultiplyTiles"/>) and the float32 addmm, round by round (the machine is shared), then the packing
-/// of W_enc (vector columns and the scalar loop; GOP/s there is meaningless). Usage:
+/// of W_enc (vector columns and the scalar loop; GOP/s there is meaningless). On the AVX2 path both widenings of
+/// <see cref="Int8GemmAvx2"/> run (the one <see cref="Int8GemmAvx2.ShiftWidening"/> chooses first, rows quantised at
+/// its levels). Usage:
 /// <c>int8-products [--rounds 5] [--rows 4096] [--d-in 512] [--d-sae 8192]</c>.
 /// </summary>
 internal static unsafe class Int8Bench
@@ -34,9 +36,18 @@ internal static unsafe class Int8Bench
         const int chunk = 1024;
         var outA = empty(chunk, dSae);
         var outB = empty(chunk, dSae);
-        fixed (byte* pq = q)
+        // The other AVX2 widening: weights tagged with the other row levels, rows quantised at them.
+        using var other = path == KernelPath.Avx2
+            ? Int8Gemm.Pack(TensorPointers.FloatPtr(encT), dSae, dIn, path, get_num_threads(), vectors: true, xLevels: packed.XLevels == 63 ? 127 : 63)
+            : null;
+        var q2 = new byte[(long)rows * kp];
+        var scale2 = new float[rows];
+        fixed (byte* pq = q, pq2 = q2)
         {
-            Int8Gemm.QuantizeRows(TensorPointers.FloatPtr(x), rows, dIn, pq, scale, new double[rows], new double[rows], get_num_threads());
+            Int8Gemm.QuantizeRows(TensorPointers.FloatPtr(x), rows, dIn, pq, scale, new double[rows], new double[rows], get_num_threads(), packed.XLevels);
+            if (other is not null)
+                Int8Gemm.QuantizeRows(TensorPointers.FloatPtr(x), rows, dIn, pq2, scale2, new double[rows], new double[rows], get_num_threads(), other.XLevels);
+            byte* pqc2 = pq2;
             byte* pqc = pq;
             float* bias = TensorPointers.FloatPtr(b);
             var times = new Dictionary<string, List<double>>();
@@ -49,11 +60,17 @@ internal static unsafe class Int8Bench
             var chunkScale = new float[chunk];
             for (int round = 0; round <= rounds; round++)
             {
-                Time($"{CpuKernels.Name(path)} Multiply", (r, n) =>
+                Time($"{CpuKernels.Name(path)} Multiply{(path == KernelPath.Avx2 ? packed.XLevels == 63 ? " (shift)" : " (madd)" : "")}", (r, n) =>
                 {
                     Array.Copy(scale, r, chunkScale, 0, n);
                     Int8Gemm.Multiply(pqc + (long)r * kp, chunkScale, n, packed, bias, TensorPointers.FloatPtr(outA), get_num_threads());
                 });
+                if (other is not null)
+                    Time($"avx2 Multiply ({(other.XLevels == 63 ? "shift" : "madd")})", (r, n) =>
+                    {
+                        Array.Copy(scale2, r, chunkScale, 0, n);
+                        Int8Gemm.Multiply(pqc2 + (long)r * kp, chunkScale, n, other, bias, TensorPointers.FloatPtr(outB), get_num_threads());
+                    });
                 Time("4x16 tile kernel", (r, n) =>
                 {
                     Array.Copy(scale, r, chunkScale, 0, n);

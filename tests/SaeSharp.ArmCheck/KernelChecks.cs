@@ -126,7 +126,9 @@ internal static unsafe class Int8Checks
         fixed (int* pp = prod)
         {
             Int8Gemm.QuantizeRows(px, rows, k, pq, scale, new double[rows], new double[rows], threads);
-            using var packed = Int8Gemm.Pack(pw, cols, k, path, threads);
+            // Rows at 127 levels on every path, so all paths multiply the same bytes (the AVX2 shift widening's 63-level
+            // rows are checked in Int8GemmTests).
+            using var packed = Int8Gemm.Pack(pw, cols, k, path, threads, vectors: true, xLevels: 127);
             // The same packed bytes under another kernel (an alias of packed.Data: not disposed).
             var run = kernel is not { } other || other == path ? packed : new Int8Gemm.Weights
             {
@@ -149,7 +151,7 @@ internal static unsafe class Int8Checks
         fixed (byte* pq = xq)
         {
             Int8Gemm.QuantizeRows(px, rows, k, pq, new float[rows], new double[rows], new double[rows], threads: 1);
-            using var packed = Int8Gemm.Pack(pw, cols, k, path, threads: 1);
+            using var packed = Int8Gemm.Pack(pw, cols, k, path, threads: 1, vectors: true, xLevels: 127);
             for (int r = 0; r < rows; r++)
                 for (int j = 0; j < cols; j++)
                 {

@@ -53,7 +53,9 @@ internal sealed unsafe class CandidateEncoder : IDisposable
     /// <param name="encT">W_encᵀ, contiguous float32 [d_sae, d_in] (kept, not copied: keep it alive and unchanged).</param>
     /// <param name="bEnc">b_enc [d_sae].</param>
     /// <param name="path">The kernel path; <see cref="KernelPath.Scalar"/> runs the int8 products in plain loops (tests).</param>
-    public CandidateEncoder(Tensor encT, Tensor bEnc, KernelPath path)
+    /// <param name="rowLevels">The int8 row levels (<see cref="Int8Gemm.RowLevels"/> when null; 63 runs
+    /// <see cref="Int8GemmAvx2"/>'s shift-widened kernel on <see cref="KernelPath.Avx2"/>).</param>
+    public CandidateEncoder(Tensor encT, Tensor bEnc, KernelPath path, int? rowLevels = null)
     {
         if (encT.dtype != ScalarType.Float32 || !encT.is_contiguous() || encT.dim() != 2 || encT.device_type != DeviceType.CPU)
             throw new ArgumentException("the candidate pass needs W_encᵀ as a contiguous float32 CPU matrix");
@@ -76,7 +78,7 @@ internal sealed unsafe class CandidateEncoder : IDisposable
         }
         else
         {
-            _packed = Int8Gemm.Pack(FloatPtr(encT), _dSae, _dIn, path, RowRanges.Threads);
+            _packed = Int8Gemm.Pack(FloatPtr(encT), _dSae, _dIn, path, RowRanges.Threads, vectors: true, rowLevels);
             (quantNorm, errorNorm) = (_packed.QuantNorm, _packed.ErrorNorm);
             Bf16Norms(FloatPtr(encT), null, _dSae, _dIn, null, null, wNorm);
         }
@@ -189,7 +191,7 @@ internal sealed unsafe class CandidateEncoder : IDisposable
             values = empty(rows, _dSae, dtype: ScalarType.Float32);
             fixed (byte* pq = q)
             {
-                Int8Gemm.QuantizeRows(FloatPtr(xc), rows, _dIn, pq, scale, norm, err, RowRanges.Threads);
+                Int8Gemm.QuantizeRows(FloatPtr(xc), rows, _dIn, pq, scale, norm, err, RowRanges.Threads, _packed!.XLevels);
                 Int8Gemm.Multiply(pq, scale, rows, _packed!, FloatPtr(_bias), FloatPtr(values), get_num_threads());
             }
             for (int r = 0; r < rows; r++) { rowA[r] = RoundUp((float)err[r]); rowB[r] = RoundUp((float)norm[r]); }

@@ -95,6 +95,22 @@ public static class CpuKernels
 
     private static bool IsX86 => RuntimeInformation.ProcessArchitecture is Architecture.X64 or Architecture.X86;
 
+    private static readonly Lazy<(int, int)> FamilyModelId = new(ReadFamilyModel);
+
+    /// <summary>The x86 display family and model from <c>cpuid</c> leaf 1 (e.g. 23 and 49 for an AMD EPYC Zen 2), or
+    /// (0, 0) elsewhere.</summary>
+    public static (int Family, int Model) FamilyModel => FamilyModelId.Value;
+
+    private static (int, int) ReadFamilyModel()
+    {
+        if (!X86Base.IsSupported) return (0, 0);
+        int eax = X86Base.CpuId(1, 0).Eax;
+        int family = (eax >> 8) & 0xF, model = (eax >> 4) & 0xF;
+        if (family == 0xF) family += (eax >> 20) & 0xFF;
+        if (family is 0x6 or >= 0xF) model |= ((eax >> 16) & 0xF) << 4;
+        return (family, model);
+    }
+
     private static readonly Lazy<long> L2 = new(ReadL2Bytes);
 
     /// <summary>The level-2 data cache of one core in bytes (Linux's <c>/sys/devices/system/cpu/cpu0/cache</c>; 512 KiB
@@ -171,6 +187,7 @@ public static class CpuKernels
         var have = IsX86 ? shown.Where(f.Contains).ToList()
             : new[] { ("asimd", AdvSimd.IsSupported), ("asimddp", Dp.IsSupported) }.Where(p => p.Item2).Select(p => p.Item1).ToList();
         string forced = Path != Best ? $" (forced; best {Name(Best)})" : "";
+        if (Path == KernelPath.Avx2) forced += Int8GemmAvx2.ShiftWidening ? ", int8 widening shift" : ", int8 widening madd";
         return $"CPU {CpuModel()}; features {(have.Count == 0 ? "none of interest" : string.Join(" ", have))}; L2 {L2Bytes / 1024} KiB per core; kernels {Name(Path)}{forced}; ISA limits {IsaLimits()}";
     }
 

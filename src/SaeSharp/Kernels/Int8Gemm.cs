@@ -23,6 +23,10 @@ internal static unsafe class Int8Gemm
     /// <summary>The largest weight level |p| on <paramref name="path"/>.</summary>
     public static int WeightLevels(KernelPath path) => path is KernelPath.Avx2 or KernelPath.Avx512 ? 63 : 127;
 
+    /// <summary>The largest row level |q| on <paramref name="path"/>: 63 where <see cref="Int8GemmAvx2.ShiftWidening"/>
+    /// runs the AVX2 products, 127 elsewhere.</summary>
+    public static int RowLevels(KernelPath path) => path == KernelPath.Avx2 && Int8GemmAvx2.ShiftWidening ? 63 : 127;
+
     /// <summary>Whether the micro-kernel of <paramref name="path"/> multiplies the signed q (the NEON kernel on an Arm64
     /// CPU) rather than the stored unsigned q + 128.</summary>
     private static bool SignedKernel(KernelPath path) => path == KernelPath.Neon && AdvSimd.Arm64.IsSupported;
@@ -39,6 +43,9 @@ internal static unsafe class Int8Gemm
         public required int[] Sum { get; init; }
         public required double[] QuantNorm { get; init; }
         public required double[] ErrorNorm { get; init; }
+        /// <summary>The largest level |q| of the x rows these weights multiply (<see cref="QuantizeRows"/>' levels): 127,
+        /// stored as q + 128, or 63, stored as q + 64, for <see cref="Int8GemmAvx2"/>'s shift-widened kernel.</summary>
+        public int XLevels { get; init; } = 127;
         /// <summary>Packed bytes per panel: Kp·16 (Kp = K rounded up to 4).</summary>
         public int PanelBytes => Kp * Panel;
         public int Kp => (K + 3) & ~3;
@@ -51,15 +58,19 @@ internal static unsafe class Int8Gemm
     public static Weights Pack(float* w, int cols, int k, KernelPath path, int threads) => Pack(w, cols, k, path, threads, vectors: true);
 
     /// <summary><see cref="Pack(float*, int, int, KernelPath, int)"/>; <paramref name="vectors"/> false packs every column
-    /// with the scalar loop (the tests' reference for the vector one).</summary>
-    internal static Weights Pack(float* w, int cols, int k, KernelPath path, int threads, bool vectors)
+    /// with the scalar loop (the tests' reference for the vector one); <paramref name="xLevels"/> (63 only on
+    /// <see cref="KernelPath.Avx2"/>) replaces <see cref="RowLevels"/>.</summary>
+    internal static Weights Pack(float* w, int cols, int k, KernelPath path, int threads, bool vectors, int? xLevels = null)
     {
         if (cols % Panel != 0) throw new ArgumentException($"int8 products need a multiple of {Panel} columns, got {cols}");
+        int rowLevels = xLevels ?? RowLevels(path);
+        if (rowLevels != 127 && (rowLevels != 63 || path != KernelPath.Avx2))
+            throw new ArgumentException($"{rowLevels} row levels on path {CpuKernels.Name(path)}: only avx2 runs 63");
         int levels = WeightLevels(path), kp = (k + 3) & ~3;
         var data = (sbyte*)NativeMemory.AlignedAlloc((nuint)((long)cols * kp), 64);
         var result = new Weights
         {
-            K = k, Cols = cols, Path = path, Data = data, Scale = new float[cols], Sum = new int[cols],
+            K = k, Cols = cols, Path = path, XLevels = rowLevels, Data = data, Scale = new float[cols], Sum = new int[cols],
             QuantNorm = new double[cols], ErrorNorm = new double[cols],
         };
         int panels = cols / Panel;
@@ -160,37 +171,39 @@ internal static unsafe class Int8Gemm
         return true;
     }
 
-    /// <summary>Per-row quantisation of float32 [rows, k] x into bytes q + 128 ([rows, Kp], padding 128), the scales s_n,
-    /// and, in float64, ‖x_n‖ and ‖x̂_n − x_n‖; the rows split over <paramref name="threads"/> threads.</summary>
-    public static void QuantizeRows(float* x, int rows, int k, byte* dst, float[] scale, double[] norm, double[] errorNorm, int threads)
+    /// <summary>Per-row quantisation of float32 [rows, k] x into bytes q + L + 1 ([rows, Kp], padding L + 1), q ∈ [−L, L]
+    /// with L = <paramref name="levels"/> (127, or 63 for weights whose <see cref="Weights.XLevels"/> is 63), the scales
+    /// s_n = max|x_n|/L, and, in float64, ‖x_n‖ and ‖x̂_n − x_n‖; the rows split over <paramref name="threads"/> threads.</summary>
+    public static void QuantizeRows(float* x, int rows, int k, byte* dst, float[] scale, double[] norm, double[] errorNorm, int threads, int levels = 127)
     {
+        if (levels is not (127 or 63)) throw new ArgumentException($"row levels are 127 or 63, got {levels}");
         int kp = (k + 3) & ~3;
         threads = Math.Max(1, Math.Min(threads, rows));
         KernelThreads.Run(threads, threads, t =>
         {
             for (int r = (int)((long)rows * t / threads), end = (int)((long)rows * (t + 1) / threads); r < end; r++)
-                QuantizeRow(x + (long)r * k, k, kp, dst + (long)r * kp, out scale[r], out norm[r], out errorNorm[r]);
+                QuantizeRow(x + (long)r * k, k, kp, levels, dst + (long)r * kp, out scale[r], out norm[r], out errorNorm[r]);
         });
     }
 
     /// <summary>One row of <see cref="QuantizeRows"/>.</summary>
-    private static void QuantizeRow(float* row, int k, int kp, byte* o, out float scale, out double norm, out double errorNorm)
+    private static void QuantizeRow(float* row, int k, int kp, int levels, byte* o, out float scale, out double norm, out double errorNorm)
     {
-        if (QuantizeRowVectors(row, k, kp, o, out scale, out norm, out errorNorm)) return;
+        if (QuantizeRowVectors(row, k, kp, levels, o, out scale, out norm, out errorNorm)) return;
         float max = 0;
         for (int i = 0; i < k; i++) max = MathF.Max(max, MathF.Abs(row[i]));
-        float s = max > 0 && float.IsFinite(max) ? max / 127f : 1f;
+        float s = max > 0 && float.IsFinite(max) ? max / levels : 1f;
         float inv = 1f / s;
         double n = 0, e = 0;
         for (int i = 0; i < k; i++)
         {
-            int q = Math.Clamp((int)MathF.Round(row[i] * inv), -127, 127);
-            o[i] = (byte)(q + 128);
+            int q = Math.Clamp((int)MathF.Round(row[i] * inv), -levels, levels);
+            o[i] = (byte)(q + levels + 1);
             double deq = (double)s * q;
             n += (double)row[i] * row[i];
             e += (deq - row[i]) * (deq - row[i]);
         }
-        for (int i = k; i < kp; i++) o[i] = 128;
+        for (int i = k; i < kp; i++) o[i] = (byte)(levels + 1);
         scale = s;
         norm = Math.Sqrt(n);
         errorNorm = float.IsFinite(max) ? Math.Sqrt(e) : double.PositiveInfinity;
@@ -199,7 +212,7 @@ internal static unsafe class Int8Gemm
     /// <summary><see cref="QuantizeRows"/> of one row in vectors, for rows whose values are all finite (false, nothing
     /// written, otherwise): the same scale and bytes as the scalar loop (the same float32 products rounded to nearest
     /// even), the norms summed in float64 in another order.</summary>
-    private static bool QuantizeRowVectors(float* row, int k, int kp, byte* o, out float scale, out double norm, out double errorNorm)
+    private static bool QuantizeRowVectors(float* row, int k, int kp, int levels, byte* o, out float scale, out double norm, out double errorNorm)
     {
         int w = Vector<float>.Count;
         (scale, norm, errorNorm) = (0, 0, 0);
@@ -207,11 +220,11 @@ internal static unsafe class Int8Gemm
         float max = AbsMax(row, k);
         // Vector.Max may drop a NaN: a non-finite maximum or sum sends the row to the scalar loop.
         if (!float.IsFinite(max)) return false;
-        float s = max > 0 ? max / 127f : 1f;
+        float s = max > 0 ? max / levels : 1f;
         float inv = 1f / s;
         var vinv = new Vector<float>(inv);
-        var lim = new Vector<float>(127f);
-        var off = new Vector<int>(128);
+        var lim = new Vector<float>(levels);
+        var off = new Vector<int>(levels + 1);
         var n0 = Vector<double>.Zero;
         var n1 = Vector<double>.Zero;
         var e0 = Vector<double>.Zero;
@@ -231,14 +244,14 @@ internal static unsafe class Int8Gemm
         double n = Vector.Sum(n0 + n1), e = Vector.Sum(e0 + e1);
         for (; i < k; i++)
         {
-            int q = Math.Clamp((int)MathF.Round(row[i] * inv), -127, 127);
-            o[i] = (byte)(q + 128);
+            int q = Math.Clamp((int)MathF.Round(row[i] * inv), -levels, levels);
+            o[i] = (byte)(q + levels + 1);
             double deq = (double)s * q;
             n += (double)row[i] * row[i];
             e += (deq - row[i]) * (deq - row[i]);
         }
         if (!double.IsFinite(n)) return false;
-        for (i = k; i < kp; i++) o[i] = 128;
+        for (i = k; i < kp; i++) o[i] = (byte)(levels + 1);
         (scale, norm, errorNorm) = (s, Math.Sqrt(n), Math.Sqrt(e));
         return true;
     }
@@ -256,7 +269,7 @@ internal static unsafe class Int8Gemm
         return max;
     }
 
-    /// <summary>q = clamp(round(x·inv), ±127) of one vector of finite x, with Σx² and Σ(s·q − x)² added in float64.</summary>
+    /// <summary>q = clamp(round(x·inv), ±lim) of one vector of finite x, with Σx² and Σ(s·q − x)² added in float64.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector<int> Quantize(float* p, Vector<float> inv, Vector<float> lim, Vector<double> s,
         ref Vector<double> n0, ref Vector<double> n1, ref Vector<double> e0, ref Vector<double> e1)
@@ -325,7 +338,7 @@ internal static unsafe class Int8Gemm
             var acc = stackalloc int[4 * Panel];
             for (int p = p0; p < p1; p++)
             {
-                for (int c = 0; c < Panel; c++) corr[c] = signed ? 0 : 128 * sums[p * Panel + c];
+                for (int c = 0; c < Panel; c++) corr[c] = signed ? 0 : (w.XLevels + 1) * sums[p * Panel + c];
                 sbyte* panel = w.Data + (long)p * w.PanelBytes;
                 for (int r = 0; r < rows; r += 4)
                 {
@@ -341,14 +354,14 @@ internal static unsafe class Int8Gemm
 
     /// <summary>The blocked drivers' shared loop (<see cref="Int8GemmAvx2"/>, <see cref="Int8GemmAvx512"/>): each thread takes
     /// a contiguous range of rows and walks it in blocks of <paramref name="blockRows"/> rows against every weight panel,
-    /// <paramref name="tileRows"/> rows per call of <paramref name="tile"/> (x, kp, rows in the tile, panel, 128·Σp, column
+    /// <paramref name="tileRows"/> rows per call of <paramref name="tile"/> (x, kp, rows in the tile, panel, (L + 1)·Σp, column
     /// scales, bias, row scales, output, output stride), which writes the dequantised tile.</summary>
     internal static void MultiplyBlocked(byte* xq, float[] xScale, int rows, Weights w, float* bias, float* output, int tileRows, int blockRows,
         delegate*<byte*, int, int, sbyte*, int*, float*, float*, float*, float*, int, void> tile)
     {
         int cols = w.Cols, kp = w.Kp, panels = cols / Panel;
         var corr = new int[cols];
-        for (int j = 0; j < cols; j++) corr[j] = 128 * w.Sum[j];
+        for (int j = 0; j < cols; j++) corr[j] = (w.XLevels + 1) * w.Sum[j];
         var scale = w.Scale;
         nint tilePtr = (nint)tile;
         RowRanges.For(rows, (start, end) =>

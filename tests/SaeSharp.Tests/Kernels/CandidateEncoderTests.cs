@@ -91,6 +91,35 @@ public class CandidateEncoderTests
         if (kind == "random") Assert.True(enc.Candidates < Rows * (long)DSae / 4, $"{enc.Candidates / (double)Rows:F0} candidates per row");
     }
 
+    public static TheoryData<string> Cases() => new() { "random", "near-ties", "large-norms", "all-negative", "outlier", "exact-ties" };
+
+    /// <summary>The AVX2 path's shift-widened kernel (rows at 63 levels, <c>Int8GemmAvx2.TileShift</c>), forced whatever
+    /// the CPU: every sampled entry within its bound, and the selected sets float32's, among all latents and among given
+    /// columns.</summary>
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void Shift_widened_avx2_products_keep_the_bound_and_the_sets(string kind)
+    {
+        if (!CpuKernels.Supported.Contains(KernelPath.Avx2)) return;
+        using var scope = NewDisposeScope();
+        var (x, w, b) = Case(kind);
+        var exact = F(x.to(ScalarType.Float64).mm(w.to(ScalarType.Float64)) + b.to(ScalarType.Float64));
+        using var enc = new CandidateEncoder(w.t().contiguous(), b, KernelPath.Avx2, rowLevels: 63);
+        using var approx = enc.Approximate(x);
+        for (int r = 0; r < Rows; r += 5)
+            for (int j = r % 5; j < DSae; j += 9)
+            {
+                var (v, e) = enc.Entry(approx, r, j);
+                Assert.True(Math.Abs(v - exact[r * DSae + j]) <= e, $"shift {kind} ({r}, {j}): |{v} − {exact[r * DSae + j]}| > {e}");
+            }
+        var (values, indices) = enc.TopK(approx, K);
+        AssertExactTopK(x, w, b, null, values, indices, K);
+        if (kind == "random") Assert.True(enc.Candidates < Rows * (long)DSae / 4, $"{enc.Candidates / (double)Rows:F0} candidates per row");
+        var columns = arange(0, DSae, 7, dtype: ScalarType.Int64);
+        var (cv, ci) = enc.TopK(approx, 20, columns);
+        AssertExactTopK(x, w, b, columns, cv, ci, 20);
+    }
+
     public static TheoryData<KernelPath> Paths()
     {
         var data = new TheoryData<KernelPath>();

@@ -9,6 +9,21 @@ namespace SaeSharp.Tests.Kernels;
 [Collection(KernelPathCollection.Name)]
 public class CpuKernelsTests
 {
+    /// <summary>The family and model read from <c>cpuid</c> (which choose the AVX2 int8 widening) are the ones Linux
+    /// reports in /proc/cpuinfo.</summary>
+    [Fact]
+    public void Family_and_model_match_proc_cpuinfo()
+    {
+        if (!System.Runtime.Intrinsics.X86.X86Base.IsSupported || !File.Exists("/proc/cpuinfo")) return;
+        var lines = File.ReadLines("/proc/cpuinfo").TakeWhile(l => l.Length > 0).ToList();
+        int Field(string name) => int.Parse(lines.First(l => l.Split(':')[0].Trim() == name).Split(':')[1].Trim());
+        Assert.Equal((Field("cpu family"), Field("model")), CpuKernels.FamilyModel);
+        var forced = Environment.GetEnvironmentVariable(Int8GemmAvx2.WideningVariable);
+        if (string.IsNullOrWhiteSpace(forced))
+            Assert.Equal(CpuKernels.Vendor == "AuthenticAMD" && Field("cpu family") == 23 || CpuKernels.Vendor == "HygonGenuine" && Field("cpu family") == 24,
+                Int8GemmAvx2.ShiftWidening);
+    }
+
     [Fact]
     public void Every_path_name_parses_back()
     {

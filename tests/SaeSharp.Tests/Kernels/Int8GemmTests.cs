@@ -2,36 +2,43 @@ using SaeSharp.Kernels;
 
 namespace SaeSharp.Tests.Kernels;
 
-/// <summary><see cref="Int8Gemm.Multiply"/> on every int8 path this CPU runs (the blocked AVX2 kernel included) against
-/// integer dot products computed here: inputs are integers whose largest magnitude per row is the level count, so the
-/// quantisation reproduces them exactly (scales 1) and the output must equal Σ q·p + bias exactly.</summary>
+/// <summary><see cref="Int8Gemm.Multiply"/> on every int8 path this CPU runs (the blocked AVX2 kernel included, and on
+/// AVX2 its shift-widened kernel with rows at 63 levels) against integer dot products computed here: inputs are integers
+/// whose largest magnitude per row is the level count, so the quantisation reproduces them exactly (scales 1) and the
+/// output must equal Σ q·p + bias exactly.</summary>
 public unsafe class Int8GemmTests
 {
-    public static TheoryData<KernelPath, int, int, int> PathsAndShapes()
+    /// <summary>Each int8 path with its row levels (127), and AVX2 with 63 as well.</summary>
+    public static IEnumerable<(KernelPath Path, int RowLevels)> Variants() =>
+        CpuKernels.Supported.Where(p => p >= KernelPath.Scalar && p != KernelPath.Avx512Bf16)
+            .SelectMany(p => p == KernelPath.Avx2 ? new[] { (p, 127), (p, 63) } : new[] { (p, 127) });
+
+    public static TheoryData<KernelPath, int, int, int, int> PathsAndShapes()
     {
-        var data = new TheoryData<KernelPath, int, int, int>();
-        foreach (var p in CpuKernels.Supported.Where(p => p >= KernelPath.Scalar && p != KernelPath.Avx512Bf16))
-            foreach (var (rows, k, cols) in new[] { (1, 1, 16), (4, 3, 16), (5, 5, 32), (7, 17, 48), (31, 130, 16), (33, 64, 64), (61, 259, 32) })
-                data.Add(p, rows, k, cols);
+        var data = new TheoryData<KernelPath, int, int, int, int>();
+        foreach (var (p, xl) in Variants())
+            foreach (var (rows, k, cols) in new[] { (1, 1, 16), (4, 3, 16), (5, 5, 32), (7, 17, 48), (31, 130, 16), (33, 64, 64), (61, 259, 32), (8, 96, 16) })
+                data.Add(p, xl, rows, k, cols);
         return data;
     }
 
-    /// <summary>Random integers in [−127, 127] (x) and [−P, P] (w), each row's first entry ±(the maximum), and two
-    /// adversarial rows: x all +127 against w all +P and all −P (every <c>vpmaddubsw</c> pair at its extreme, 2·255·P).</summary>
-    private static (float[] X, float[] W) Integers(int rows, int k, int cols, int levels, int seed)
+    /// <summary>Random integers in [−L, L] (x, L the row levels) and [−P, P] (w), each row's first entry ±L, and two
+    /// adversarial rows: x all +L against w all +P and all −P (every <c>vpmaddubsw</c> pair at its extreme, 2·(2L + 1)·P;
+    /// with L = 63 every int16 sum of two pairs at 4·127·63 = 32,004).</summary>
+    private static (float[] X, float[] W) Integers(int rows, int k, int cols, int levels, int seed, int xLevels = 127)
     {
         var rng = new Random(seed);
         var x = new float[rows * k];
         var w = new float[cols * k];
         for (int r = 0; r < rows; r++)
             for (int i = 0; i < k; i++)
-                x[r * k + i] = i == 0 ? (rng.Next(2) == 0 ? 127 : -127) : rng.Next(-127, 128);
+                x[r * k + i] = i == 0 ? (rng.Next(2) == 0 ? xLevels : -xLevels) : rng.Next(-xLevels, xLevels + 1);
         for (int j = 0; j < cols; j++)
             for (int i = 0; i < k; i++)
                 w[j * k + i] = i == 0 ? (rng.Next(2) == 0 ? levels : -levels) : rng.Next(-levels, levels + 1);
         for (int i = 0; i < k; i++)
         {
-            x[i] = 127;
+            x[i] = xLevels;
             w[i] = levels;
             w[k + i] = -levels;
         }
@@ -40,10 +47,10 @@ public unsafe class Int8GemmTests
 
     [Theory]
     [MemberData(nameof(PathsAndShapes))]
-    public void Products_equal_integer_dot_products(KernelPath path, int rows, int k, int cols)
+    public void Products_equal_integer_dot_products(KernelPath path, int xLevels, int rows, int k, int cols)
     {
         int levels = Int8Gemm.WeightLevels(path);
-        var (x, w) = Integers(rows, k, cols, levels, seed: rows * 1000 + k);
+        var (x, w) = Integers(rows, k, cols, levels, seed: rows * 1000 + k, xLevels);
         var bias = Enumerable.Range(0, cols).Select(j => 0.25f * (j % 7) - 0.5f).ToArray();
         var output = new float[rows * cols];
         var tiles = new float[rows * cols];
@@ -53,8 +60,8 @@ public unsafe class Int8GemmTests
         fixed (float* px = x, pw = w, pb = bias, po = output, pt = tiles)
         fixed (byte* pq = q)
         {
-            using var packed = Int8Gemm.Pack(pw, cols, k, path, threads: 2);
-            Int8Gemm.QuantizeRows(px, rows, k, pq, scale, new double[rows], new double[rows], threads: 2);
+            using var packed = Int8Gemm.Pack(pw, cols, k, path, threads: 2, vectors: true, xLevels);
+            Int8Gemm.QuantizeRows(px, rows, k, pq, scale, new double[rows], new double[rows], threads: 2, xLevels);
             Assert.All(scale, s => Assert.Equal(1f, s));
             Assert.All(packed.Scale, s => Assert.Equal(1f, s));
             Int8Gemm.Multiply(pq, scale, rows, packed, pb, po, 2);
@@ -81,7 +88,7 @@ public unsafe class Int8GemmTests
         var x = Enumerable.Range(0, rows * k).Select(_ => (float)(rng.NextDouble() * 2 - 1) * 3).ToArray();
         var w = Enumerable.Range(0, cols * k).Select(_ => (float)(rng.NextDouble() * 2 - 1) * 0.1f).ToArray();
         var bias = Enumerable.Range(0, cols).Select(_ => (float)rng.NextDouble()).ToArray();
-        foreach (var path in CpuKernels.Supported.Where(p => p > KernelPath.Scalar && p != KernelPath.Avx512Bf16))
+        foreach (var (path, xLevels) in Variants().Where(v => v.Path > KernelPath.Scalar))
         {
             int kp = (k + 3) & ~3;
             var q = new byte[rows * kp];
@@ -91,13 +98,13 @@ public unsafe class Int8GemmTests
             fixed (float* px = x, pw = w, pb = bias, pa = a, pbb = b)
             fixed (byte* pq = q)
             {
-                using var packed = Int8Gemm.Pack(pw, cols, k, path, threads: 2);
-                Int8Gemm.QuantizeRows(px, rows, k, pq, scale, new double[rows], new double[rows], threads: 2);
+                using var packed = Int8Gemm.Pack(pw, cols, k, path, threads: 2, vectors: true, xLevels);
+                Int8Gemm.QuantizeRows(px, rows, k, pq, scale, new double[rows], new double[rows], threads: 2, xLevels);
                 Int8Gemm.Multiply(pq, scale, rows, packed, pb, pa, 2);
                 Int8Gemm.MultiplyTiles(pq, scale, rows, packed, pb, pbb, 2);
             }
             for (int e = 0; e < a.Length; e++)
-                Assert.True(BitConverter.SingleToInt32Bits(a[e]) == BitConverter.SingleToInt32Bits(b[e]), $"{path} entry {e}: {a[e]} vs {b[e]}");
+                Assert.True(BitConverter.SingleToInt32Bits(a[e]) == BitConverter.SingleToInt32Bits(b[e]), $"{path}/{xLevels} entry {e}: {a[e]} vs {b[e]}");
         }
     }
 }
@@ -153,7 +160,9 @@ public unsafe class Int8QuantizeTests
     [InlineData(45, 3)]
     [InlineData(512, 2)]
     [InlineData(515, 4)]
-    public void Rows_match_the_scalar_quantisation(int k, int threads)
+    [InlineData(45, 3, 63)]
+    [InlineData(512, 2, 63)]
+    public void Rows_match_the_scalar_quantisation(int k, int threads, int levels = 127)
     {
         const int rows = 9;
         var rng = new Random(k);
@@ -171,18 +180,18 @@ public unsafe class Int8QuantizeTests
         var err = new double[rows];
         fixed (float* px = x)
         fixed (byte* pq = q)
-            Int8Gemm.QuantizeRows(px, rows, k, pq, scale, norm, err, threads);
+            Int8Gemm.QuantizeRows(px, rows, k, pq, scale, norm, err, threads, levels);
         for (int r = 0; r < rows; r++)
         {
             float max = 0;
             for (int i = 0; i < k; i++) max = MathF.Max(max, MathF.Abs(x[r * k + i]));
-            float s = max > 0 && float.IsFinite(max) ? max / 127f : 1f;
+            float s = max > 0 && float.IsFinite(max) ? max / levels : 1f;
             float inv = 1f / s;
             double n = 0, e = 0;
             for (int i = 0; i < kp; i++)
             {
-                int qi = i < k ? Math.Clamp((int)MathF.Round(x[r * k + i] * inv), -127, 127) : 0;
-                Assert.Equal((byte)(qi + 128), q[r * kp + i]);
+                int qi = i < k ? Math.Clamp((int)MathF.Round(x[r * k + i] * inv), -levels, levels) : 0;
+                Assert.Equal((byte)(qi + levels + 1), q[r * kp + i]);
                 if (i >= k) continue;
                 n += (double)x[r * k + i] * x[r * k + i];
                 e += ((double)s * qi - x[r * k + i]) * ((double)s * qi - x[r * k + i]);
