@@ -19,6 +19,11 @@ internal static unsafe class Int8Bench
     {
         var a = new BenchArgs(args, ["--rounds", "--rows", "--d-in", "--d-sae"]);
         int rounds = a.Int("--rounds", 5), rows = a.Int("--rows", 4096), dIn = a.Int("--d-in", 512), dSae = a.Int("--d-sae", 8192);
+        if (rounds < 1 || rows < 1 || dIn < 1 || dSae < 1)
+        {
+            Console.Error.WriteLine("int8-products: --rounds, --rows, --d-in and --d-sae must be at least 1");
+            return 2;
+        }
         Machine.Print(rows, dIn, dSae);
         var path = CpuKernels.Path;
         if (!CandidateEncoder.Applies(path, dSae) || path == KernelPath.Avx512Bf16)
