@@ -321,7 +321,7 @@ public static class LmTrainer
         using var _ = no_grad();
         foreach (var (name, p) in model.named_parameters())
         {
-            if (name.EndsWith(".bias", StringComparison.Ordinal)) p.zero_();
+            if (name.EndsWith(".bias", StringComparison.Ordinal)) p.fill_(TorchScalars.Of(0));
             else if (name.Contains("layernorm") || name.Contains("layer_norm")) p.fill_(TorchScalars.Of(1.0));
             else
             {

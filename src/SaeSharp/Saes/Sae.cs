@@ -284,8 +284,8 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
         W_dec.copy_(w);
         if (Cfg.DOutOrIn == Cfg.DIn) W_enc.copy_(w.t());
         else InitializeEncoderIndependently(generator, decoderNorm);
-        b_enc?.zero_();
-        b_dec.zero_();
+        b_enc?.fill_(TorchScalars.Of(0));
+        b_dec.fill_(TorchScalars.Of(0));
     }
 
     /// <summary>W_enc columns in random directions with norm <paramref name="norm"/>, drawn from
