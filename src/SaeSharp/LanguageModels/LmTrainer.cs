@@ -333,6 +333,7 @@ public static class LmTrainer
 
     private static void SaveWeights(nn.Module model, string dir)
     {
+        using var scope = NewDisposeScope();
         var weights = model.state_dict().Select(kv => new KeyValuePair<string, Tensor>(kv.Key, kv.Value.detach().contiguous())).ToList();
         SafeTensors.Save(Path.Combine(dir, "model.safetensors"), weights, new Dictionary<string, string> { ["format"] = "pt" });
     }
