@@ -335,11 +335,11 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
     /// <summary>Removes from W_dec's gradient the component parallel to each decoder row (Towards Monosemanticity).</summary>
     public void RemoveGradientParallelToDecoderRows()
     {
+        using var scope = NewDisposeScope();  // grad is a new wrapper at each read
         var g = W_dec.grad;
         if (g is null) return;
         using var _ = no_grad();
         if (SparseKernels.RemoveParallelRows(g, W_dec)) return;
-        using var scope = NewDisposeScope();
         var unit = W_dec / W_dec.norm(1, keepdim: true).clamp_min(TorchScalars.Of(1e-8));
         var parallel = (g * unit).sum(1, keepdim: true) * unit;
         g.sub_(parallel);
