@@ -19,7 +19,7 @@ public class ScalarLifetimeTests
     static readonly string[] ImplicitUsings =
         ["System", "System.Collections.Generic", "System.IO", "System.Linq", "System.Net.Http", "System.Threading", "System.Threading.Tasks"];
 
-    static CSharpCompilation Compile(string name, string folder, IEnumerable<MetadataReference> extra)
+    internal static CSharpCompilation Compile(string name, string folder, IEnumerable<MetadataReference> extra)
     {
         var options = new CSharpParseOptions(LanguageVersion.Preview);
         var trees = Directory.EnumerateFiles(folder, "*.cs", SearchOption.AllDirectories)

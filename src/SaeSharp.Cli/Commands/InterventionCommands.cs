@@ -108,7 +108,8 @@ internal static class InterventionCommands
         var ids = tok.Encode(prompt).Select(i => (long)i).ToList();
         if (prependBos && tok.BosTokenId is int bos) ids.Insert(0, bos);
         if (ids.Count == 0) throw new SaeSharpException("the prompt is empty");
-        return tensor(ids.ToArray()).unsqueeze(0);
+        using var scope = NewDisposeScope();
+        return tensor(ids.ToArray()).unsqueeze(0).MoveToOuterDisposeScope();
     }
 
     private static Option<bool> NoBosOption() => new("--no-prepend-bos") { Description = "Do not start the prompt with BOS" };
@@ -138,6 +139,7 @@ internal static class InterventionCommands
             using var m = ModelLoader.FromPretrained(folder);
             var tok = Tokenizer.FromFolder(folder);
             using var s = LoadSae(parse.GetValue(sae)!);
+            using var scope = NewDisposeScope();   // the tensors shown below (Conventions: no temporary outside a scope)
             int r = parse.GetValue(runs);
             using var tokens = PromptTokens(tok, parse.GetValue(prompt)!, !parse.GetValue(noBos));
             long steps = tokens.shape[1] + parse.GetValue(maxNew);
@@ -224,6 +226,7 @@ internal static class InterventionCommands
             using var m = ModelLoader.FromPretrained(folder);
             var tok = Tokenizer.FromFolder(folder);
             using var s = LoadSae(parse.GetValue(sae)!);
+            using var outer = NewDisposeScope();   // the token batches and the ablation's tensors
             var list = FeatureList(parse.GetValue(features)!, "--features").ToList();
             string md = parse.GetValue(mode)!;
             if (md is not ("zero" or "mean")) throw new SaeSharpException($"--mode {md}: expected zero or mean");
@@ -330,6 +333,7 @@ internal static class InterventionCommands
             ITextTokenizer? tok = null;
             try { tok = Tokenizer.FromFolder(folder); }
             catch (SaeSharpException) when (parse.GetValue(prompt) is null) { }
+            using var scope = NewDisposeScope();   // the tensors shown below
             Tensor tokens;
             if (parse.GetValue(prompt) is string text) tokens = PromptTokens(tok!, text, !parse.GetValue(noBos));
             else if (parse.GetValue(input) is string inPath) tokens = ReadTokens(inPath);

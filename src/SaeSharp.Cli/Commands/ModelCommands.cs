@@ -42,6 +42,7 @@ internal static class ModelCommands
         Cli.SetAction(command, parse =>
         {
             using var m = ModelSource.LoadModel(parse.GetValue(model)!, parse.GetValue(dtype)!);
+            using var scope = NewDisposeScope();   // the cache, logits and SAE hooks' tensors (Conventions: no temporary outside a scope)
             using var tokens = InterventionCommands.ReadTokens(parse.GetValue(input)!);
             var hookArg = parse.GetValue(hooks);
             var saes = new List<SaeSharp.Saes.Sae>();
@@ -115,6 +116,7 @@ internal static class ModelCommands
             if (promptTokens + newTokens > m.Config.NCtx)
                 throw new SaeSharpException($"--max-new-tokens {newTokens}: the prompt's {promptTokens} tokens and {newTokens} new ones exceed " +
                                             $"the context of {m.Config.NCtx} tokens of {m.Config.ModelName}; ask for at most {Math.Max(0, m.Config.NCtx - promptTokens)}");
+            using var scope = NewDisposeScope();
             using var tokens = tensor(ids.Select(i => (long)i).ToArray()).unsqueeze(0);
             using var result = m.Generate(tokens, newTokens, new GenerationOptions
             {

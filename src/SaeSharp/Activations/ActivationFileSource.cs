@@ -303,10 +303,11 @@ public sealed class ActivationFileSource : IActivationSource
     {
         if (!_options.Shuffle)
         {
+            using var seqScope = NewDisposeScope();
             var seqIn = _bufIn.narrow(0, _head, m).clone();
             var seqOut = _bufOut?.narrow(0, _head, m).clone();
             _head += m;
-            return (seqIn, seqOut);
+            return (seqIn.MoveToOuterDisposeScope(), seqOut?.MoveToOuterDisposeScope());
         }
 
         int n = _count;

@@ -77,8 +77,9 @@ public static class FeatureWeights
     {
         var p = model.named_parameters().FirstOrDefault(kv => kv.name == w.Name).parameter
             ?? throw new SaeSharpException($"{model.Config.ModelName}: no parameter '{w.Name}'");
+        using var scope = NewDisposeScope();
         var t = p.detach().to(ScalarType.Float32);
-        return w.Linear ? t.t() : t;
+        return (w.Linear ? t.t() : t).MoveToOuterDisposeScope();
     }
 
     /// <summary>
@@ -93,13 +94,14 @@ public static class FeatureWeights
     {
         ArgumentNullException.ThrowIfNull(stats);
         using var _ = no_grad();
+        using var outer = NewDisposeScope();
         hook = model.HookPoints.Resolve(hook);
-        using var wu = FoldedUnembed(model);
+        var wu = FoldedUnembed(model);
         int vocab = Math.Min(vocabSize ?? (int)wu.shape[1], (int)wu.shape[1]);
-        using var decNorm = NormalizedRows(sae.WDec.detach().to(ScalarType.Float32));
+        var decNorm = NormalizedRows(sae.WDec.detach().to(ScalarType.Float32));
         bool mlpOut = hook.EndsWith("hook_mlp_out", StringComparison.Ordinal);
         bool mlpPost = hook.EndsWith("mlp.hook_post", StringComparison.Ordinal);
-        using var neuronDirs = mlpOut ? NormalizedRows(MlpOut(model, model.HookPoints.LayerOf(hook))) : null;
+        var neuronDirs = mlpOut ? NormalizedRows(MlpOut(model, model.HookPoints.LayerOf(hook))) : null;
         for (int start = 0; start < stats.Count; start += Chunk)
         {
             using var scope = NewDisposeScope();

@@ -27,6 +27,8 @@ public static class SafeTensors
     /// as part of <paramref name="group"/> (renamed into place by its commit), or on its own when null.</summary>
     public static void Save(string path, IEnumerable<KeyValuePair<string, Tensor>> tensors, IReadOnlyDictionary<string, string>? metadata, AtomicFileGroup? group)
     {
+        // Holds the detached, CPU and contiguous wrappers (and whatever a lazy sequence makes) until the file is written.
+        using var scope = NewDisposeScope();
         var list = tensors.ToList();
         var header = new JsonObject();
         if (metadata is { Count: > 0 })
@@ -37,42 +39,35 @@ public static class SafeTensors
         }
         long offset = 0;
         var contiguous = new List<Tensor>(list.Count);
-        try
+        foreach (var (name, tensor) in list)
         {
-            foreach (var (name, tensor) in list)
+            var c = tensor.detach().cpu().contiguous();
+            contiguous.Add(c);
+            long n = c.numel() * c.element_size();
+            var entry = new JsonObject
             {
-                var c = tensor.detach().cpu().contiguous();
-                contiguous.Add(c);
-                long n = c.numel() * c.element_size();
-                var entry = new JsonObject
-                {
-                    ["dtype"] = ToDtypeString(c.dtype),
-                    ["shape"] = new JsonArray(c.shape.Select(d => (JsonNode)JsonValue.Create(d)!).ToArray()),
-                    ["data_offsets"] = new JsonArray(JsonValue.Create(offset), JsonValue.Create(offset + n)),
-                };
-                header[name] = entry;
-                offset += n;
-            }
-            var headerBytes = Encoding.UTF8.GetBytes(header.ToJsonString());
-            int pad = (8 - headerBytes.Length % 8) % 8;
-            var padded = new byte[headerBytes.Length + pad];
-            headerBytes.CopyTo(padded, 0);
-            for (int i = headerBytes.Length; i < padded.Length; i++) padded[i] = (byte)' ';
-
-            Action<Stream> write = stream =>
-            {
-                stream.Write(BitConverter.GetBytes((ulong)padded.Length));
-                stream.Write(padded);
-                foreach (var c in contiguous)
-                    NativeBytes.Visit(c, span => stream.Write(span));
+                ["dtype"] = ToDtypeString(c.dtype),
+                ["shape"] = new JsonArray(c.shape.Select(d => (JsonNode)JsonValue.Create(d)!).ToArray()),
+                ["data_offsets"] = new JsonArray(JsonValue.Create(offset), JsonValue.Create(offset + n)),
             };
-            if (group is null) AtomicFile.Write(path, write);
-            else group.Write(path, write);
+            header[name] = entry;
+            offset += n;
         }
-        finally
+        var headerBytes = Encoding.UTF8.GetBytes(header.ToJsonString());
+        int pad = (8 - headerBytes.Length % 8) % 8;
+        var padded = new byte[headerBytes.Length + pad];
+        headerBytes.CopyTo(padded, 0);
+        for (int i = headerBytes.Length; i < padded.Length; i++) padded[i] = (byte)' ';
+
+        Action<Stream> write = stream =>
         {
-            foreach (var c in contiguous) c.Dispose();
-        }
+            stream.Write(BitConverter.GetBytes((ulong)padded.Length));
+            stream.Write(padded);
+            foreach (var c in contiguous)
+                NativeBytes.Visit(c, span => stream.Write(span));
+        };
+        if (group is null) AtomicFile.Write(path, write);
+        else group.Write(path, write);
     }
 
     /// <summary>Writes <paramref name="tensors"/> and string <paramref name="metadata"/> to <paramref name="path"/> atomically, in the dictionary's order.</summary>

@@ -32,6 +32,12 @@ public static class GemmaScope
             ? File.Exists(Path.Combine(path, WeightsFile))
             : File.Exists(path) && path.EndsWith(".npz", StringComparison.OrdinalIgnoreCase);
 
+    private static bool AllOnes(Tensor t)
+    {
+        using var scope = NewDisposeScope();
+        return t.eq(TorchScalars.Of(1)).all().item<bool>();
+    }
+
     /// <summary>Loads the SAE at <paramref name="path"/> (a folder holding <c>params.npz</c>, or the file itself).</summary>
     public static Sae Load(string path)
     {
@@ -49,7 +55,7 @@ public static class GemmaScope
                 if (!torch.is_floating_point(t))
                     throw new SaeSharpException($"{file}: '{key}' has dtype {t.dtype}, expected a floating-point array.");
             }
-            if (w.Remove("scaling_factor", out var scaling) && !scaling.eq(TorchScalars.Of(1)).all().item<bool>())
+            if (w.Remove("scaling_factor", out var scaling) && !AllOnes(scaling))
                 throw new SaeSharpException($"{file}: 'scaling_factor' is not all ones; a fine-tuning scaling factor is not supported.");
 
             if (!w.TryGetValue("W_enc", out var wEnc))

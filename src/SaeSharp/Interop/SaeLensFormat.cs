@@ -65,15 +65,8 @@ public static class SaeLensFormat
         var cfg = sae.Cfg.Clone();
         cfg.Metadata.SaeLensVersion ??= "6.0.0";
         var dtype = DtypeFromString(cfg.Dtype);
-        var weights = sae.state_dict().Select(kv => new KeyValuePair<string, Tensor>(kv.Key, kv.Value.detach().to(dtype))).ToList();
-        try
-        {
-            SafeTensors.Save(Path.Combine(dir, WeightsFile), weights, null, group);
-        }
-        finally
-        {
-            foreach (var kv in weights) kv.Value.Dispose();
-        }
+        using (NewDisposeScope())
+            SafeTensors.Save(Path.Combine(dir, WeightsFile), sae.state_dict().Select(kv => KeyValuePair.Create(kv.Key, kv.Value.detach().to(dtype))).ToList(), null, group);
         if (sparsity is not null)
             SafeTensors.Save(Path.Combine(dir, SparsityFile), new Dictionary<string, Tensor> { ["sparsity"] = sparsity }, null, group);
         group.WriteAllText(Path.Combine(dir, CfgFile), cfg.ToJson());
@@ -155,13 +148,13 @@ public static class SaeLensFormat
         using var _ = scale;
         if (!scale.shape.SequenceEqual([(long)cfg.DSae]))
             throw new SaeSharpException($"{weightsPath}: tensor 'scaling_factor' has shape [{string.Join(", ", scale.shape)}], expected [{cfg.DSae}] (d_sae)");
-        using var ones = scale.eq(TorchScalars.Of(1)).all();
-        if (ones.item<bool>()) return;
+        using var scope = NewDisposeScope();
+        if (scale.eq(TorchScalars.Of(1)).all().item<bool>()) return;
         if (!finetuning)
             throw new SaeSharpException($"{weightsPath}: 'scaling_factor' is not all ones but {cfgPath} does not set finetuning_scaling_factor");
         if (!weights.TryGetValue("W_dec", out var wDec) || wDec.dim() != 2 || wDec.shape[0] != cfg.DSae)
             return;     // CheckDeclaredSizes names the problem
-        weights["W_dec"] = wDec.to(ScalarType.Float32) * scale.to(ScalarType.Float32).unsqueeze(1);
+        weights["W_dec"] = (wDec.to(ScalarType.Float32) * scale.to(ScalarType.Float32).unsqueeze(1)).MoveToOuterDisposeScope();
         wDec.Dispose();
     }
 

@@ -83,21 +83,21 @@ public sealed class Steering : Intervention
     public Tensor Vector()
     {
         using var _ = no_grad();
+        using var scope = NewDisposeScope();
         using var scale = Scale.ToScalar();
-        return (Sae.WDec[Feature] * scale).detach();
+        return (Sae.WDec[Feature] * scale).detach().MoveToOuterDisposeScope();
     }
 
     /// <inheritdoc/>
     public override (string Name, Func<Tensor, Tensor?> Fn) ToHook(HookedTransformer model, IReadOnlyList<AttachedSae>? saes = null)
     {
         var spliced = SplicedAt(model, saes, out var hook);
-        var v = Vector().DetachFromDisposeScope();
         int? head = Sae.Cfg.Metadata.HookHeadIndex;
         var positions = Positions?.ToArray();
         Tensor Add(Tensor x)
         {
             using var scope = NewDisposeScope();
-            var vec = v.to(x.dtype, x.device);
+            var vec = Vector().to(x.dtype, x.device);    // made per call, in the scope: a tensor the hook kept would be left to the finalizer
             Tensor delta;
             if (spliced is not null || head is null)
                 delta = vec.view([.. Enumerable.Repeat(1L, 2), .. x.shape.Skip(2)]).expand(x.shape); // [.., d_in] over the trailing dims
@@ -182,12 +182,12 @@ public sealed class Ablation : Intervention
     public override (string Name, Func<Tensor, Tensor?> Fn) ToHook(HookedTransformer model, IReadOnlyList<AttachedSae>? saes = null)
     {
         var spliced = RequireSpliced(model, saes, out _);
-        var idx = tensor(Features.Select(i => (long)i).ToArray()).DetachFromDisposeScope();
+        var features = Features.Select(i => (long)i).ToArray();
         var means = Means;
         return (spliced.HookName(SaeHookPoints.ActsPost), f =>
         {
             using var scope = NewDisposeScope();
-            var i = idx.to(f.device);
+            var i = tensor(features, device: f.device);
             if (means is null) return f.index_fill(-1, i, TorchScalars.Of(0.0)).MoveToOuterDisposeScope();
             var m = means.to(f.dtype, f.device).index_select(0, i).expand([.. f.shape.SkipLast(1), i.shape[0]]);
             return f.index_copy(-1, i, m.contiguous()).MoveToOuterDisposeScope();
@@ -204,6 +204,7 @@ public sealed class Ablation : Intervention
         string post = attached.HookName(SaeHookPoints.ActsPost);
         int? stop = model.HookPoints.StopAtLayerFor([attached.Hook]);
         using var _ = no_grad();
+        using var outer = NewDisposeScope();
         var sum = zeros(sae.Cfg.DSae, ScalarType.Float64);
         long n = 0;
         foreach (var tokens in batches)
@@ -219,8 +220,6 @@ public sealed class Ablation : Intervention
         }
         if (n == 0) throw new SaeSharpException("no tokens to take feature means over");
         using var count = n.ToScalar();
-        var mean = (sum / count).to(sae.WDec.dtype);
-        sum.Dispose();
-        return mean;
+        return (sum / count).to(sae.WDec.dtype).MoveToOuterDisposeScope();
     }
 }

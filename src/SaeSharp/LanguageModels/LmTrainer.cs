@@ -321,7 +321,7 @@ public static class LmTrainer
         using var _ = no_grad();
         foreach (var (name, p) in model.named_parameters())
         {
-            if (name.EndsWith(".bias", StringComparison.Ordinal)) p.zero_();
+            if (name.EndsWith(".bias", StringComparison.Ordinal)) p.fill_(TorchScalars.Of(0));
             else if (name.Contains("layernorm") || name.Contains("layer_norm")) p.fill_(TorchScalars.Of(1.0));
             else
             {
@@ -333,6 +333,7 @@ public static class LmTrainer
 
     private static void SaveWeights(nn.Module model, string dir)
     {
+        using var scope = NewDisposeScope();
         var weights = model.state_dict().Select(kv => new KeyValuePair<string, Tensor>(kv.Key, kv.Value.detach().contiguous())).ToList();
         SafeTensors.Save(Path.Combine(dir, "model.safetensors"), weights, new Dictionary<string, string> { ["format"] = "pt" });
     }

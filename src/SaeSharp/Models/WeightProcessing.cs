@@ -170,7 +170,7 @@ public static class WeightProcessing
         W.mul_(w.unsqueeze(1));
         W.sub_(W.mean([0], keepdim: true));
         w.fill_(TorchScalars.Of(1));
-        b.zero_();
+        b.fill_(TorchScalars.Of(0));
     }
 
     /// <summary>Linear y = x·Wᵀ + b, W [out, d]: b += W·b_ln, W ← W·diag(w_ln), then W's rows centred over d.</summary>
@@ -184,7 +184,7 @@ public static class WeightProcessing
         W.mul_(w.unsqueeze(0));
         W.sub_(W.mean([1], keepdim: true));
         w.fill_(TorchScalars.Of(1));
-        b.zero_();
+        b.fill_(TorchScalars.Of(0));
     }
 
     private static void CenterWriting(HookedTransformer model, Dictionary<string, Parameter> p, bool gpt2)
@@ -232,7 +232,7 @@ public static class WeightProcessing
                 var bv = qkvBias.narrow(0, 2 * d, d);
                 var W = Get(p, b + "c_proj.weight");                   // [d, d_model]
                 Get(p, b + "c_proj.bias").add_(matmul(bv.unsqueeze(0), W).squeeze(0), TorchScalars.One);
-                bv.zero_();
+                bv.fill_(TorchScalars.Of(0));
             }
             else
             {
@@ -243,7 +243,7 @@ public static class WeightProcessing
                 var outBias = p.TryGetValue(b + "dense.bias", out var ob) ? ob
                     : throw new SaeSharpException($"fold_value_biases: '{b}dense' has no bias to absorb b_V");
                 outBias.add_(matmul(W, bv.reshape(-1)), TorchScalars.One);
-                bv.zero_();
+                bv.fill_(TorchScalars.Of(0));
             }
         }
     }

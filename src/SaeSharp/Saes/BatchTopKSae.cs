@@ -111,7 +111,8 @@ public class BatchTopKSae : TopKFamilySae
         sae.BDec.copy_(b_dec);
         // Inference is ReLU(pre)·1[pre > θ] (dictionary_learning); as JumpReLU, pre·1[pre > max(θ, 0)] is the same function,
         // also before θ was first estimated (θ = −1).
-        sae.Threshold.copy_(threshold.clamp_min(TorchScalars.Of(0)));
+        using var positive = threshold.clamp_min(TorchScalars.Of(0));
+        sae.Threshold.copy_(positive);
         return sae;
     }
 }

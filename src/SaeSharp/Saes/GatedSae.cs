@@ -115,8 +115,8 @@ public sealed class GatedSae : Sae
     {
         base.InitializeWeights(generator, decoderNorm);
         using var _ = no_grad();
-        b_gate.zero_();
-        r_mag.zero_();
-        b_mag.zero_();
+        b_gate.fill_(TorchScalars.Of(0));
+        r_mag.fill_(TorchScalars.Of(0));
+        b_mag.fill_(TorchScalars.Of(0));
     }
 }

@@ -284,8 +284,8 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
         W_dec.copy_(w);
         if (Cfg.DOutOrIn == Cfg.DIn) W_enc.copy_(w.t());
         else InitializeEncoderIndependently(generator, decoderNorm);
-        b_enc?.zero_();
-        b_dec.zero_();
+        b_enc?.fill_(TorchScalars.Of(0));
+        b_dec.fill_(TorchScalars.Of(0));
     }
 
     /// <summary>W_enc columns in random directions with norm <paramref name="norm"/>, drawn from
@@ -335,11 +335,11 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
     /// <summary>Removes from W_dec's gradient the component parallel to each decoder row (Towards Monosemanticity).</summary>
     public void RemoveGradientParallelToDecoderRows()
     {
+        using var scope = NewDisposeScope();  // grad is a new wrapper at each read
         var g = W_dec.grad;
         if (g is null) return;
         using var _ = no_grad();
         if (SparseKernels.RemoveParallelRows(g, W_dec)) return;
-        using var scope = NewDisposeScope();
         var unit = W_dec / W_dec.norm(1, keepdim: true).clamp_min(TorchScalars.Of(1e-8));
         var parallel = (g * unit).sum(1, keepdim: true) * unit;
         g.sub_(parallel);

@@ -105,7 +105,8 @@ public sealed class SyntheticGenerator : IDisposable
             var (acts, chunk) = Sample(n);
             using (acts)
             using (chunk)
-                x.narrow(0, start, n).copy_(chunk);
+            using (var slice = x.narrow(0, start, n))
+                slice.copy_(chunk);
         }
         return x;
     }

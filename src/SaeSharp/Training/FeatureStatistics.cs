@@ -61,7 +61,7 @@ internal sealed class FeatureStatistics : IDisposable
         using var scope = NewDisposeScope();
         if (WindowSteps >= SamplingWindowSteps)
         {
-            ActCounts.zero_();
+            ActCounts.fill_(TorchScalars.Of(0));
             WindowRows = 0;
             WindowSteps = 0;
         }
