@@ -11,7 +11,7 @@ internal static class CorpusCommand
         var output = new Option<string>("--out") { Description = "Output .jsonl file", Required = true };
         var docs = new Option<int>("--docs") { Description = "Number of stories", DefaultValueFactory = _ => 10_000 }.Positive();
         var seed = new Option<ulong>("--seed") { Description = "Seed (the same seed gives the same corpus)", DefaultValueFactory = _ => 0UL };
-        var command = new Command("corpus", "Write the labelled story corpus (text, tokens, per-token labels) as .jsonl") { output, docs, seed };
+        var command = new Command("corpus", "Write the labelled story corpus (text, words, per-token labels) as .jsonl") { output, docs, seed };
         Cli.SetAction(command, parse =>
         {
             string path = parse.GetValue(output)!;

@@ -111,7 +111,7 @@ internal static class ModelCommands
             using var m = ModelLoader.FromPretrained(folder, ModelLoader.ParseDtype(parse.GetValue(dtype)!, folder));
             var tok = Tokenizer.FromFolder(folder);
             var text = parse.GetValue(prompt)!;
-            var ids = tok is BpeTokenizer bpe ? bpe.EncodeWithSpecialTokens(text) : tok.Encode(text);
+            var ids = tok.EncodeWithSpecialTokens(text);
             int newTokens = parse.GetValue(maxNew), promptTokens = ids.Length;
             if (promptTokens + newTokens > m.Config.NCtx)
                 throw new SaeSharpException($"--max-new-tokens {newTokens}: the prompt's {promptTokens} tokens and {newTokens} new ones exceed " +
@@ -157,7 +157,7 @@ internal static class ModelCommands
                         throw new SaeSharpException($"--decode: id {id} is not in the vocabulary (vocabulary size {tok.VocabSize}: ids 0..{tok.VocabSize - 1})");
                 Console.WriteLine(tok.Decode(ids));
             }
-            else Console.WriteLine(JsonSerializer.Serialize(!parse.GetValue(raw) && tok is BpeTokenizer bpe ? bpe.EncodeWithSpecialTokens(input) : tok.Encode(input)));
+            else Console.WriteLine(JsonSerializer.Serialize(parse.GetValue(raw) ? tok.Encode(input) : tok.EncodeWithSpecialTokens(input)));
             return 0;
         });
         return command;

@@ -26,6 +26,10 @@ public interface ITextTokenizer
     /// tokenized as ordinary text. Never prepends BOS.</summary>
     int[] Encode(string text, bool parseSpecialTokens = true);
 
+    /// <summary>Encodes as Hugging Face's <c>tokenizer(text)</c>: with the BOS / EOS the tokenizer adds
+    /// (<see cref="BpeTokenizer.EncodeWithSpecialTokens"/>); a tokenizer that adds none returns <see cref="Encode"/>'s ids.</summary>
+    int[] EncodeWithSpecialTokens(string text) => Encode(text);
+
     /// <summary>Decodes ids to text; invalid UTF-8 becomes U+FFFD. Special tokens are dropped when
     /// <paramref name="skipSpecialTokens"/> is true.</summary>
     string Decode(IEnumerable<int> ids, bool skipSpecialTokens = false);

@@ -32,6 +32,22 @@ public class CliHelpTests
         foreach (var (command, description) in options) Assert.True(description.Contains("builtin", StringComparison.Ordinal), $"sae {command} --model: {description}");
     }
 
+    /// <summary><c>sae corpus</c>'s help names fields its lines have (<c>words</c>, not <c>tokens</c>).</summary>
+    [Fact]
+    public void Corpus_help_names_the_fields_it_writes()
+    {
+        string path = Path.Combine(Directory.CreateTempSubdirectory("corpus-help-").FullName, "c.jsonl");
+        try
+        {
+            SaeSharp.Corpus.LabelledCorpus.Write(path, seed: 1, documents: 1);
+            var fields = System.Text.Json.Nodes.JsonNode.Parse(File.ReadLines(path).First())!.AsObject().Select(f => f.Key).ToList();
+            string help = Root.Subcommands.Single(c => c.Name == "corpus").Description!;
+            var named = help[(help.IndexOf('(') + 1)..help.IndexOf(')')].Split(", ").Select(f => f.Replace("per-token ", "")).ToList();
+            Assert.All(named, f => Assert.Contains(f, fields));
+        }
+        finally { Directory.Delete(Path.GetDirectoryName(path)!, true); }
+    }
+
     /// <summary>score-labels loads its SAE with the loader every command uses, so its help is the shared one.</summary>
     [Fact]
     public void Score_labels_sae_help_is_the_shared_one()

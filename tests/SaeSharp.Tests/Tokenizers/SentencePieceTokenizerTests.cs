@@ -78,7 +78,7 @@ public class SentencePieceTokenizerTests : ModelTestBase
         var folder = TinyDecoders.Write(Sub("gemma-2-2b"), LlamaFamilyTests.Spec("gemma2") with { Dtype = ScalarType.BFloat16 });
         WriteTokenizer(folder);
         using var model = ModelLoader.FromPretrained(folder, ModelLoader.ParseDtype("bf16"));
-        var tok = (SaeSharp.Tokenizers.BpeTokenizer)SaeSharp.Tokenizers.Tokenizer.FromFolder(folder);
+        var tok = SaeSharp.Tokenizers.Tokenizer.FromFolder(folder);   // the README's line: ITextTokenizer, no cast
         using var tokens = tensor(tok.EncodeWithSpecialTokens("ab ab\na").Select(i => (long)i).ToArray()).unsqueeze(0);
         var (logits, cache) = model.RunWithCache(tokens, ["blocks.1.hook_resid_post"]);
         using (cache)

@@ -35,6 +35,14 @@ public sealed class WordLevelTokenizerTests : IDisposable
     }
 
     [Fact]
+    public void Encoding_with_special_tokens_adds_none()
+    {
+        // ITextTokenizer's tokenizer(text): a word-level tokenizer adds no BOS/EOS, so the ids are Encode's.
+        ITextTokenizer tok = Load(WhitespaceJson);
+        Assert.Equal(tok.Encode("hello world!"), tok.EncodeWithSpecialTokens("hello world!"));
+    }
+
+    [Fact]
     public void WhitespaceSplit_then_Punctuation_isolates_each_mark()
     {
         var tok = Load("""
