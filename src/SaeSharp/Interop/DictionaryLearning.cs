@@ -145,6 +145,10 @@ public static class DictionaryLearning
                 : Classes.FirstOrDefault(k => k.Equals(architecture, StringComparison.OrdinalIgnoreCase))
                   ?? throw new SaeSharpException($"--arch {architecture}: not a dictionary_learning architecture (expected one of {string.Join(", ", ClassOfArchitecture.Keys)} or a class name: {string.Join(", ", Classes)})");
             if (dictClass == "AutoEncoder" && !sd.ContainsKey("bias") && sd.ContainsKey("decoder.bias")) dictClass = "AutoEncoderNew";
+            if (trainer is not null && Str(trainer, "dict_class", configPath) is { } named && named != dictClass
+                && !(named == "AutoEncoder" && dictClass == "AutoEncoderNew"))
+                throw new SaeSharpException(
+                    $"--arch {architecture} names {dictClass}, but {configPath} says trainer.dict_class is {named}; leave out --arch (it is for an ae.pt without config.json)");
         }
         else if (trainer is not null)
         {

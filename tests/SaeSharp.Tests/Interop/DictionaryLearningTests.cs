@@ -292,6 +292,19 @@ public sealed class DictionaryLearningTests : IDisposable
         Assert.Contains("GatedAutoEncoder checkpoint has no", e.Message);
     }
 
+    /// <summary><c>--arch</c> names the class of an ae.pt without config.json; against a config.json that names another
+    /// class it is an error naming both (a BatchTopK read as TopK loses its threshold), and the same class is accepted.</summary>
+    [Fact]
+    public void Arch_disagreeing_with_config_dict_class_is_refused()
+    {
+        var dir = Path.Combine(Fixtures, "BatchTopKSAE");
+        var e = Assert.Throws<SaeSharpException>(() => DictionaryLearning.ReadCheckpoint(dir, "topk"));
+        Assert.Contains("--arch topk names AutoEncoderTopK", e.Message);
+        Assert.Contains("trainer.dict_class is BatchTopKSAE", e.Message);
+        using var same = DictionaryLearning.ReadCheckpoint(dir, "batchtopk");
+        Assert.Equal("BatchTopKSAE", same.DictClass);
+    }
+
     [Fact]
     public void TopK_k_disagreeing_with_the_config_is_refused()
     {
