@@ -16,7 +16,8 @@ public sealed record DownstreamEvalOptions
     /// <summary>Evaluate at most this many windows (a token budget N is ⌈N / context length⌉ windows); null: all given.</summary>
     public long? MaxContexts { get; init; }
     /// <summary>Token ids whose positions are left out (SAELens <c>exclude_special_tokens</c> / <c>ignore_tokens</c>):
-    /// the SAE is not spliced there and they do not count in any metric; for CE the position that predicts from them is dropped.</summary>
+    /// the SAE is not spliced there (the zero and mean ablations still replace them, as SAELens's) and they do not count in
+    /// any metric; for CE the position that predicts from them is dropped.</summary>
     public IReadOnlyCollection<long>? ExcludeTokenIds { get; init; }
     /// <summary>Also run with the hook mean-ablated: every position replaced by the mean over the batch's counted positions.</summary>
     public bool MeanAblation { get; init; } = true;
