@@ -7,6 +7,11 @@ Run with Debian's python3-torch (PyTorch 1.13) from the repository root:
         --saelens /work/.mirror/jbloomAus+SAELens/repo --dictionary-learning /work/ref/dictionary_learning
 SAELens is read at the mirror's HEAD (v6.18.0, sae_lens/evals.py); dictionary_learning from its checkout
 (dictionary_learning/evaluation.py).
+
+With --downstream DIR it instead runs SAELens's get_downstream_reconstruction_metrics (and so get_recons_loss and _kl)
+on the dump that PeerDownstreamTests writes into DIR when SAESHARP_PEER_DOWNSTREAM_OUT=DIR is set: tokens, the clean
+activation at ln_final.hook_normalized, W_U, b_U and the SAE. The stand-in model computes logits = hook(activation)
+@ W_U + b_U (all of GPT-2 after that hook) and TransformerLens's per-token loss; it writes DIR/expected.json.
 """
 import argparse
 import json
@@ -22,6 +27,7 @@ p = argparse.ArgumentParser()
 p.add_argument("--saelens", required=True)
 p.add_argument("--dictionary-learning", required=True)
 p.add_argument("--out", default="tests/data/peer_eval")
+p.add_argument("--downstream")
 a = p.parse_args()
 
 # --- data: 3 batches of 4 windows of 16 tokens, d = 8, a residual-like mean; token 0 is "BOS" and is excluded ---
@@ -112,6 +118,50 @@ def saelens(n_batches):
         model_kwargs={}, ignore_tokens=[BOS])
     return {**m, "feature_density": fm["feature_density"]}
 
+
+if a.downstream:
+    dd = Path(a.downstream)
+    L = {n: torch.from_numpy(np.load(dd / f"{n}.npy")) for n in
+         ["tokens", "normalized", "w_u", "b_u", "w_enc", "b_enc", "w_dec", "b_dec"]}
+    T.update(w_enc=L["w_enc"], b_enc=L["b_enc"], w_dec=L["w_dec"], b_dec=L["b_dec"])
+    WINDOWS_PER_BATCH, DS_BOS = 3, 49
+    Sae.cfg = types.SimpleNamespace(metadata=types.SimpleNamespace(hook_name="ln_final.hook_normalized", hook_head_index=None), d_sae=L["w_enc"].shape[1])
+
+    class DsStore:
+        def __init__(self):
+            self.i = 0
+
+        def get_batch_tokens(self, n):
+            t = L["tokens"][self.i:self.i + n]
+            self.i += n
+            return t
+
+    class DsModel:
+        """GPT-2 after ln_final.hook_normalized: the unembedding; TransformerLens's per-token loss."""
+
+        def _rows(self, toks):
+            i = next(j for j in range(0, len(L["tokens"]), WINDOWS_PER_BATCH) if torch.equal(L["tokens"][j:j + len(toks)], toks))
+            return L["normalized"][i:i + len(toks)].clone()
+
+        def _out(self, act, toks):
+            logits = act @ L["w_u"] + L["b_u"]
+            lp = torch.nn.functional.log_softmax(logits, dim=-1)
+            return logits, -lp[..., :-1, :].gather(dim=-1, index=toks[..., 1:, None])[..., 0]
+
+        def __call__(self, toks, return_type, loss_per_token, **k):
+            return self._out(self._rows(toks), toks)
+
+        def run_with_hooks(self, toks, return_type, fwd_hooks, loss_per_token, **k):
+            (name, fn), = fwd_hooks
+            assert name == "ln_final.hook_normalized"
+            return self._out(fn(self._rows(toks), hook=None), toks)
+
+    n_batches = len(L["tokens"]) // WINDOWS_PER_BATCH
+    m = evals.get_downstream_reconstruction_metrics(Sae(), DsModel(), DsStore(), Scaler(), compute_kl=True, compute_ce_loss=True,
+                                                    n_batches=n_batches, eval_batch_size_prompts=WINDOWS_PER_BATCH, ignore_tokens=[DS_BOS])
+    (dd / "expected.json").write_text(json.dumps({"saelens_version": "6.18.0", **m}, indent=1))
+    print(json.dumps(m, indent=1))
+    sys.exit(0)
 
 # --- dictionary_learning's evaluate() on the kept rows as one batch ---
 dl_root = Path(a.dictionary_learning) / "dictionary_learning"
