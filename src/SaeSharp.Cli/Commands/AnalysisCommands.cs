@@ -41,6 +41,13 @@ internal static class AnalysisCommands
         {
             string saePath = parse.GetValue(sae)!, ds = parse.GetValue(dataset)!;
             if (!Data.TextDataset.Exists(ds)) throw new SaeSharpException($"--dataset {ds}: no such file or folder");
+            CommandInput[] inputs =
+            [
+                new("--sae", saePath, InputKind.Sae), new("--model", parse.GetValue(model)!, InputKind.Folder), new("--dataset", ds, InputKind.Whole),
+            ];
+            OutputGuard.RefuseReplacingInput("--out", parse.GetValue(output)!,
+                [FeatureReport.FeaturesFile, FeatureReport.SummaryFile, FeatureReport.TokensFile, "histograms"], inputs);
+            if (parse.GetValue(html) is { } htmlDir) OutputGuard.RefuseReplacingInput("--html", htmlDir, DashboardWriter.Entries, inputs);
             int dSae;
             using (var probe = SaeLoader.Load(saePath)) dSae = probe.Cfg.DSae;
             var data = new ModelDataOptions
@@ -87,6 +94,8 @@ internal static class AnalysisCommands
         };
         Cli.SetAction(command, parse =>
         {
+            OutputGuard.RefuseReplacingInput("--out", parse.GetValue(output)!, DashboardWriter.Entries,
+                new CommandInput("--features", parse.GetValue(features)!, InputKind.Folder, FeatureReport.Files));
             var report = FeatureReport.Load(parse.GetValue(features)!);
             string index = CliProgress.Run("dashboard", progress => DashboardWriter.Write(report, parse.GetValue(output)!, progress));
             Console.WriteLine($"dashboard of {report.Features.Count:N0} features: {index}");

@@ -18,6 +18,8 @@ internal static class CacheCommand
         {
             var options = data.Read(parse);
             string outDir = parse.GetValue(output)!;
+            OutputGuard.RefuseReplacingInput("--out", outDir, [ActivationCacheFolder.ManifestName],
+                new CommandInput("--model", parse.GetValue(data.Model)!, InputKind.Folder), new CommandInput("--dataset", parse.GetValue(data.Dataset)!, InputKind.Whole));
             long before = 0;
             if (File.Exists(Path.Combine(outDir, ActivationCacheFolder.ManifestName)))
             {

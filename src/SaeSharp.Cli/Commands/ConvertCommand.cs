@@ -23,8 +23,8 @@ internal static class ConvertCommand
             var dst = parse.GetValue(output)!;
             if (File.Exists(dst))
                 throw new SaeSharpException($"{dst}: output exists and is a file; give a folder.");
-            if (Path.GetFullPath(src).TrimEnd(Path.DirectorySeparatorChar) == Path.GetFullPath(dst).TrimEnd(Path.DirectorySeparatorChar))
-                throw new SaeSharpException($"{dst}: output is the input folder.");
+            OutputGuard.RefuseReplacingInput("OUT", dst, [SaeLensFormat.CfgFile, SaeLensFormat.WeightsFile, SaeLensFormat.SparsityFile],
+                new CommandInput("IN", src, InputKind.Sae));
             if (Directory.Exists(dst) && Directory.EnumerateFileSystemEntries(dst).Any() && !parse.GetValue(force))
                 throw new SaeSharpException($"{dst}: output folder is not empty (use --force to write into it).");
             var resolved = SaeSource.Resolve(src);

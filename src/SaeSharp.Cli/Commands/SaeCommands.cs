@@ -50,6 +50,7 @@ internal static class SaeCommands
         Cli.SetAction(command, parse =>
         {
             var saes = parse.GetValue(sae)!;
+            RefuseReplacingInputs(parse, saes, data, parse.GetValue(activations), parse.GetValue(groundTruth), parse.GetValue(json), parse.GetValue(histogram));
             if (data.Given(parse)) return EvalInModel(parse, data, saes, parse.GetValue(json), parse.GetValue(histogram), LoadOptions(parse, arch));
             var activationPath = parse.GetValue(activations) ?? throw new SaeSharpException("give --activations, or --model and --dataset");
             if (saes.Length != 1) throw new SaeSharpException("evaluation on an activation file takes one --sae");
@@ -61,10 +62,30 @@ internal static class SaeCommands
             PrintMetrics(saes[0], result);
             var jsonPath = parse.GetValue(json);
             if (jsonPath is not null) AtomicFile.WriteAllText(jsonPath, result.ToJson());
-            SaveHistogram(parse.GetValue(histogram) ?? DefaultHistogramPath(jsonPath, null), result);
+            SaveHistogram(HistogramPath(0, 1, jsonPath, parse.GetValue(histogram)), result);
             return 0;
         });
         return command;
+    }
+
+    /// <summary>Where SAE <paramref name="i"/> of <paramref name="count"/> gets its density histogram: --histogram for one SAE,
+    /// else beside --json (or --histogram) with a _sae<i>i</i> suffix when there are several; null: none.</summary>
+    private static string? HistogramPath(int i, int count, string? json, string? histogram) =>
+        histogram is not null && count == 1 ? histogram : DefaultHistogramPath(json ?? histogram, count == 1 ? null : $"sae{i}");
+
+    /// <summary><c>sae eval</c>'s --json and histogram files may not replace its inputs.</summary>
+    private static void RefuseReplacingInputs(ParseResult parse, string[] saes, ModelDataOptionsCli data, string? activations, string? groundTruth,
+        string? json, string? histogram)
+    {
+        var inputs = saes.Select(s => new CommandInput("--sae", s, InputKind.Sae)).ToList();
+        if (activations is not null) inputs.Add(new("--activations", activations, InputKind.Whole));
+        if (groundTruth is not null) inputs.Add(new("--ground-truth", groundTruth, InputKind.Whole));
+        if (parse.GetValue(data.Model) is { } modelPath) inputs.Add(new("--model", modelPath, InputKind.Folder));
+        if (parse.GetValue(data.Dataset) is { } dataset) inputs.Add(new("--dataset", dataset, InputKind.Whole));
+        if (json is not null) OutputGuard.RefuseReplacingInput("--json", json, [.. inputs]);
+        for (int i = 0; i < saes.Length; i++)
+            if (HistogramPath(i, saes.Length, json, histogram) is { } png)
+                OutputGuard.RefuseReplacingInput(histogram is null ? "--json" : "--histogram", png, [.. inputs]);
     }
 
     private static string? DefaultHistogramPath(string? jsonPath, string? suffix) =>
@@ -106,7 +127,7 @@ internal static class SaeCommands
             });
             foreach (var note in m.NonFiniteNotes()) Console.Error.WriteLine($"warning: {saes[i]}: {note}");
             all.Add(m.ToJson());
-            SaveHistogram(histogram is not null && results.Count == 1 ? histogram : DefaultHistogramPath(jsonPath ?? histogram, results.Count == 1 ? null : $"sae{i}"), m.Reconstruction);
+            SaveHistogram(HistogramPath(i, results.Count, jsonPath, histogram), m.Reconstruction);
         }
         if (jsonPath is not null)
             AtomicFile.WriteAllText(jsonPath, (results.Count == 1 ? all[0]!.DeepClone() : all).ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
@@ -145,7 +166,8 @@ internal static class SaeCommands
         Cli.SetAction(command, parse =>
         {
             var inputs = parse.GetValue(activations)!;
-            RefuseReplacingInput("--out", parse.GetValue(output)!, ("--activations", inputs, true), ("--sae", parse.GetValue(sae)!, false));
+            OutputGuard.RefuseReplacingInput("--out", parse.GetValue(output)!,
+                new CommandInput("--activations", inputs, InputKind.Whole), new CommandInput("--sae", parse.GetValue(sae)!, InputKind.Sae));
             using var model = SaeLoader.Load(parse.GetValue(sae)!, LoadOptions(parse, arch));
             model.eval();
             using var source = ActivationSplit.EvalFiles([inputs], new ActivationFileSourceOptions { ExpectedDIn = model.Cfg.DIn });
@@ -174,23 +196,6 @@ internal static class SaeCommands
             return 0;
         });
         return command;
-    }
-
-    /// <summary>Refuses an output path that is one of the command's local inputs: the input file, or inside an input
-    /// folder any file (<c>AnyInside</c>: a folder of activation shards, where a new file would be read as one) or an
-    /// existing one (an SAE's folder). Writing it would replace what is being read.</summary>
-    private static void RefuseReplacingInput(string flag, string output, params (string Flag, string Path, bool AnyInside)[] inputs)
-    {
-        string outFull = Path.GetFullPath(output);
-        foreach (var (inFlag, input, anyInside) in inputs)
-        {
-            if (!File.Exists(input) && !Directory.Exists(input)) continue; // a release or hf: name: files in the hub cache
-            string inFull = Path.GetFullPath(input).TrimEnd(Path.DirectorySeparatorChar);
-            bool inside = Directory.Exists(input) && outFull.StartsWith(inFull + Path.DirectorySeparatorChar, StringComparison.Ordinal)
-                          && (anyInside || File.Exists(outFull));
-            if (outFull == inFull || inside)
-                throw new SaeSharpException($"{flag} {output}: would replace {inFlag} {input}{(anyInside ? " (or write into its folder)" : "")}, which this command reads; give another file");
-        }
     }
 
     public static Command Synth()

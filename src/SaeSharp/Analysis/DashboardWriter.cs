@@ -15,6 +15,9 @@ namespace SaeSharp.Analysis;
 /// </summary>
 public static class DashboardWriter
 {
+    /// <summary>What <see cref="Write"/> creates in its folder: index.html, the features/ pages and assets/.</summary>
+    public static IReadOnlyList<string> Entries { get; } = ["index.html", "features", "assets"];
+
     /// <summary>Writes the site into <paramref name="dir"/>; returns the path of index.html. Feature pages of an earlier
     /// site in the folder that this report does not have are deleted; other files are left alone. <paramref name="progress"/>
     /// counts the feature pages written.</summary>

@@ -20,6 +20,8 @@ public sealed class FeatureReport
     public const string SummaryFile = "summary.json";
     /// <summary>File name of the display strings of the token ids the report mentions.</summary>
     public const string TokensFile = "tokens.json";
+    /// <summary>The files <see cref="Load"/> reads from a report folder.</summary>
+    public static IReadOnlyList<string> Files { get; } = [FeaturesFile, SummaryFile, TokensFile];
 
     /// <summary>Where the activations came from (SAE, model, hook, dataset).</summary>
     public FeatureSource Source { get; set; } = new();

@@ -16,9 +16,10 @@ public sealed record DownstreamEvalOptions
     /// <summary>Evaluate at most this many windows (a token budget N is ⌈N / context length⌉ windows); null: all given.</summary>
     public long? MaxContexts { get; init; }
     /// <summary>Token ids whose positions are left out (SAELens <c>exclude_special_tokens</c> / <c>ignore_tokens</c>):
-    /// the SAE is not spliced there and they do not count in any metric; for CE the position that predicts from them is dropped.</summary>
+    /// the SAE is not spliced there (the zero and mean ablations still replace them, as SAELens's) and they do not count in
+    /// any metric; for CE the position that predicts from them is dropped.</summary>
     public IReadOnlyCollection<long>? ExcludeTokenIds { get; init; }
-    /// <summary>Also run with the hook mean-ablated (mean over the batch's counted positions).</summary>
+    /// <summary>Also run with the hook mean-ablated: every position replaced by the mean over the batch's counted positions.</summary>
     public bool MeanAblation { get; init; } = true;
     /// <summary>Also run with the SAE's error term added back (a check: it must match the clean run).</summary>
     public bool ErrorTerm { get; init; } = true;
@@ -73,10 +74,10 @@ public static class DownstreamEvaluator
         var exclude = (o.ExcludeTokenIds ?? []).Distinct().ToArray();
 
         var plans = targets.Select((t, i) => new Plan(model, t, i)).ToList();
-        var siteHooks = plans.Select(p => p.SiteHook).Distinct().ToList();
+        var sites = plans.Select(p => p.Ablated).Distinct().ToList();
         var cacheHooks = plans.SelectMany(p => new[] { p.InputHook, p.SiteHook }).Distinct().ToList();
-        var ablation = siteHooks.ToDictionary(h => h, _ => new Sums(), StringComparer.Ordinal);
-        var meanAblation = siteHooks.ToDictionary(h => h, _ => new Sums(), StringComparer.Ordinal);
+        var ablation = sites.ToDictionary(h => h, _ => new Sums());
+        var meanAblation = sites.ToDictionary(h => h, _ => new Sums());
         var clean = new Sums();
 
         long taken = 0;
@@ -85,7 +86,7 @@ public static class DownstreamEvaluator
         void Run()
         {
             progress.Total ??= o.MaxContexts * batch[0].Length;
-            RunBatch(model, batch, exclude, plans, cacheHooks, siteHooks, clean, ablation, meanAblation, o);
+            RunBatch(model, batch, exclude, plans, cacheHooks, sites, clean, ablation, meanAblation, o);
             progress.Add((long)batch.Count * batch[0].Length);
             batch.Clear();
         }
@@ -99,11 +100,11 @@ public static class DownstreamEvaluator
         if (batch.Count > 0) Run();
         if (clean.Positions == 0) throw new SaeSharpException("no tokens were evaluated (empty dataset, or every position excluded)");
 
-        return plans.Select(p => p.Finish(clean, ablation[p.SiteHook], o.MeanAblation ? meanAblation[p.SiteHook] : null)).ToList();
+        return plans.Select(p => p.Finish(clean, ablation[p.Ablated], o.MeanAblation ? meanAblation[p.Ablated] : null)).ToList();
     }
 
     private static void RunBatch(HookedTransformer model, List<long[]> windows, long[] exclude, List<Plan> plans,
-        List<string> cacheHooks, List<string> siteHooks, Sums clean, Dictionary<string, Sums> ablation, Dictionary<string, Sums> meanAblation,
+        List<string> cacheHooks, List<AblatedSite> sites, Sums clean, Dictionary<AblatedSite, Sums> ablation, Dictionary<AblatedSite, Sums> meanAblation,
         DownstreamEvalOptions o)
     {
         int b = windows.Count, s = windows[0].Length;
@@ -121,7 +122,7 @@ public static class DownstreamEvaluator
 
         // The clean pass caches every hook an SAE reads or replaces and the residual stream entering each site's block,
         // and returns the final-normalised residual: no logits yet.
-        var starts = siteHooks.ToDictionary(h => h, h => StartLayer(model, h), StringComparer.Ordinal);
+        var starts = sites.Select(a => a.Hook).Distinct().ToDictionary(h => h, h => StartLayer(model, h), StringComparer.Ordinal);
         var residualHooks = starts.Values.OfType<int>().Select(model.ResidualHookEntering);
         var (cleanOut, cache) = model.Run(tokens, new RunOptions
         {
@@ -145,15 +146,17 @@ public static class DownstreamEvaluator
             }).Logits!;
         }
 
-        foreach (var hook in siteHooks)
+        // Ablation replaces every position, excluded ones too (SAELens's zero-ablation hook); an SAE on one head
+        // (hook_head_index) has only that head ablated. The mean is over the counted positions.
+        foreach (var site in sites)
         {
-            variants.Add((ablation[hook], RunVariant(hook, x => Where(keep, zeros_like(x), x))));
+            variants.Add((ablation[site], RunVariant(site.Hook, x => site.Replace(x, zeros_like(site.Part(x))))));
             if (o.MeanAblation)
             {
-                var act = c[hook];
+                var act = site.Part(c[site.Hook]);
                 var k = keep.to(act.dtype).view(new long[] { b, s }.Concat(Enumerable.Repeat(1L, (int)act.dim() - 2)).ToArray());
                 var mean = (act * k).sum([0, 1]) / k.sum();
-                variants.Add((meanAblation[hook], RunVariant(hook, x => Where(keep, mean.expand_as(x), x))));
+                variants.Add((meanAblation[site], RunVariant(site.Hook, x => site.Replace(x, mean.expand_as(site.Part(x))))));
             }
         }
 
@@ -257,6 +260,22 @@ public static class DownstreamEvaluator
         return torch.where(k, a, x);
     }
 
+    /// <summary>What an ablation run replaces: a hook, or one head of it (<paramref name="Head"/>, an SAE's hook_head_index).</summary>
+    private readonly record struct AblatedSite(string Hook, int? Head)
+    {
+        /// <summary>The ablated part of the hook's activation: the head's slice, else all of it.</summary>
+        public Tensor Part(Tensor x) => Head is int h && x.dim() == 4 ? x.select(2, h) : x;
+
+        /// <summary>The activation with its ablated part replaced by <paramref name="part"/>.</summary>
+        public Tensor Replace(Tensor x, Tensor part)
+        {
+            if (Head is not int h || x.dim() != 4) return part;
+            var heads = x.unbind(2).ToArray();
+            heads[h] = part;
+            return stack(heads, 2);
+        }
+    }
+
     /// <summary>Sums of CE and KL over counted positions.</summary>
     private sealed class Sums
     {
@@ -286,6 +305,8 @@ public static class DownstreamEvaluator
         public string InputHook { get; }
         /// <summary>The hook whose activation is replaced: the input hook, or a transcoder's output hook.</summary>
         public string SiteHook { get; }
+        /// <summary>What the zero and mean ablations replace: the site hook, or the SAE's head of it.</summary>
+        public AblatedSite Ablated => new(SiteHook, SiteHook == InputHook ? _head : null);
         public Sums Spliced { get; } = new();
         public Sums ErrorTerm { get; } = new();
 

@@ -21,9 +21,9 @@ public sealed class DownstreamMetrics
     public double CeLossWithoutSae { get; internal set; }
     /// <summary>Mean CE (nats) with the SAE's reconstruction spliced in at the hook.</summary>
     public double CeLossWithSae { get; internal set; }
-    /// <summary>Mean CE (nats) with the hook's activation replaced by zeros.</summary>
+    /// <summary>Mean CE (nats) with the hook's activation (an SAE's head of it) replaced by zeros at every position.</summary>
     public double CeLossWithAblation { get; internal set; }
-    /// <summary>Mean CE (nats) with the hook's activation replaced by its mean (NaN when not run).</summary>
+    /// <summary>Mean CE (nats) with the hook's activation replaced at every position by its mean over the counted positions (NaN when not run).</summary>
     public double CeLossWithMeanAblation { get; internal set; } = double.NaN;
     /// <summary>Mean CE (nats) with the reconstruction plus the SAE's error term (equals the clean CE; NaN when not run).</summary>
     public double CeLossWithErrorTerm { get; internal set; } = double.NaN;
@@ -48,9 +48,9 @@ public sealed class DownstreamMetrics
     /// <summary>Reconstruction and sparsity metrics over the counted positions (the acts helper's accumulator:
     /// FVU about the mean, cosine, L0/L1, alive fraction, ...).</summary>
     public required SaeEvalResult Reconstruction { get; init; }
-    /// <summary>Mean squared error per element (SAELens <c>mse</c>).</summary>
+    /// <summary>Mean squared error per element (not SAELens's <c>mse</c>, which divides by the batch's token count: docs/metrics.md).</summary>
     public double Mse => Reconstruction.Mse;
-    /// <summary>1 − FVU, with the variance taken about the mean (SAELens <c>explained_variance</c>).</summary>
+    /// <summary>1 − FVU, with the variance taken about the mean (SAELens's key; its 6.18 value is another formula: docs/metrics.md).</summary>
     public double ExplainedVariance => Reconstruction.ExplainedVariance;
     /// <summary>Mean cosine similarity of input and reconstruction (SAELens <c>cossim</c>).</summary>
     public double CosSim => Reconstruction.Cosine;

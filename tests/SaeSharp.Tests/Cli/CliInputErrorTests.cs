@@ -3,6 +3,7 @@ using SaeSharp.IO;
 using SaeSharp.LanguageModels;
 using SaeSharp.Tests.Analysis;
 using SaeSharp.Tests.Interventions;
+using SaeSharp.Tests.Tokenizers;
 using SaeSharp.Tokenizers;
 using static TorchSharp.torch;
 
@@ -159,6 +160,64 @@ public class CliInputErrorTests : IDisposable
         // A new file beside the SAE's is fine.
         Assert.Equal(0, CliRunner.Run("encode", "--sae", saeCopy, "--activations", acts, "--out", Path.Combine(saeCopy, "enc.safetensors")).Exit);
         Assert.Equal(0, CliRunner.Run("encode", "--sae", _fx.SaeDir, "--activations", acts, "--out", P("enc.safetensors")).Exit);
+    }
+
+    [Fact]
+    public void Writing_commands_refuse_an_output_that_would_replace_one_of_their_inputs()
+    {
+        string acts = P("acts.safetensors");
+        using (var x = randn(20, 16)) SafeTensors.Save(acts, new Dictionary<string, TorchSharp.torch.Tensor> { ["activations"] = x });
+        string saeCopy = P("sae-copy");
+        Directory.CreateDirectory(saeCopy);
+        foreach (var f in Directory.GetFiles(_fx.SaeDir)) File.Copy(f, Path.Combine(saeCopy, Path.GetFileName(f)));
+        string shards = P("shards");
+        Directory.CreateDirectory(shards);
+        File.Copy(acts, Path.Combine(shards, "shard_00000.safetensors"));
+        var watched = new[] { acts, Path.Combine(saeCopy, "cfg.json"), Path.Combine(saeCopy, "sae_weights.safetensors"), _fx.DataPath,
+            Path.Combine(_fx.ModelDir, "config.json") }.ToDictionary(f => f, File.ReadAllBytes);
+
+        void Refused(string flag, string input, params string[] args)
+        {
+            string err = OneLineError(CliRunner.Run(args));
+            Assert.Contains(flag + " ", err);
+            Assert.Contains(" " + input + " ", err);
+            Assert.Contains("which this command reads", err);
+        }
+
+        // sae eval: --json / --histogram (given, or the default beside --json) onto the SAE's files, the activations, a shard folder.
+        Refused("--json", "--sae", "eval", "--sae", saeCopy, "--activations", acts, "--json", Path.Combine(saeCopy, "cfg.json"));
+        Refused("--histogram", "--sae", "eval", "--sae", saeCopy, "--activations", acts, "--histogram", Path.Combine(saeCopy, "sae_weights.safetensors"));
+        Refused("--json", "--activations", "eval", "--sae", saeCopy, "--activations", acts, "--json", acts);
+        Refused("--json", "--activations", "eval", "--sae", saeCopy, "--activations", shards, "--json", Path.Combine(shards, "metrics.json"));
+        Refused("--json", "--dataset", "eval", "--sae", _fx.SaeDir, "--model", _fx.ModelDir, "--dataset", _fx.DataPath, "--json", _fx.DataPath);
+        Refused("--json", "--model", "eval", "--sae", _fx.SaeDir, "--model", _fx.ModelDir, "--dataset", _fx.DataPath, "--json", Path.Combine(_fx.ModelDir, "config.json"));
+        // sae features: --out (or --html) onto the dataset, the model or SAE folder.
+        Refused("--out", "--dataset", "features", "--sae", _fx.SaeDir, "--model", _fx.ModelDir, "--dataset", _fx.DataPath, "--out", _fx.DataPath);
+        Refused("--out", "--model", "features", "--sae", _fx.SaeDir, "--model", _fx.ModelDir, "--dataset", _fx.DataPath, "--out", _fx.ModelDir);
+        Refused("--html", "--sae", "features", "--sae", saeCopy, "--model", _fx.ModelDir, "--dataset", _fx.DataPath, "--out", P("f"), "--html", saeCopy);
+        // sae cache: --out onto the dataset or the model folder.
+        Refused("--out", "--dataset", "cache", "--model", _fx.ModelDir, "--hook", "hook_embed", "--dataset", _fx.DataPath, "--out", _fx.DataPath);
+        Refused("--out", "--model", "cache", "--model", _fx.ModelDir, "--hook", "hook_embed", "--dataset", _fx.DataPath, "--out", _fx.ModelDir);
+        // sae dashboard: --out onto the features folder it reads, or writing its features/ pages into it.
+        string site = P("site"), feats = Path.Combine(site, "features");
+        Directory.CreateDirectory(feats);
+        File.WriteAllText(Path.Combine(feats, "features.jsonl"), "");
+        Refused("--out", "--features", "dashboard", "--features", feats, "--out", feats);
+        Refused("--out", "--features", "dashboard", "--features", feats, "--out", site);
+        // sae convert: OUT onto IN, or writing cfg.json beside a dictionary_learning ae.pt it reads.
+        Refused("OUT", "IN", "convert", saeCopy, saeCopy, "--force");
+        string dl = P("dl");
+        Directory.CreateDirectory(dl);
+        foreach (var f in Directory.GetFiles(TestPaths.Data("dictionary_learning", "AutoEncoder"))) File.Copy(f, Path.Combine(dl, Path.GetFileName(f)));
+        Refused("OUT", "IN", "convert", Path.Combine(dl, "ae.pt"), dl, "--force");
+        Assert.False(File.Exists(Path.Combine(dl, "cfg.json")));
+
+        foreach (var (file, bytes) in watched) Assert.Equal(bytes, File.ReadAllBytes(file));
+        // metrics.json (and its histogram) beside the SAE is a normal use, also when it is already there.
+        for (int run = 0; run < 2; run++)
+            Assert.Equal(0, CliRunner.Run("eval", "--sae", saeCopy, "--activations", acts, "--json", Path.Combine(saeCopy, "metrics.json")).Exit);
+        Assert.True(File.Exists(Path.Combine(saeCopy, "metrics_feature_density.png")));
+        Assert.Equal(watched[Path.Combine(saeCopy, "sae_weights.safetensors")], File.ReadAllBytes(Path.Combine(saeCopy, "sae_weights.safetensors")));
     }
 
     [Fact]

@@ -148,6 +148,38 @@ public class DownstreamEvaluatorTests : ModelTestBase
     }
 
     [Fact]
+    public void Zero_ablation_replaces_excluded_positions_too_and_only_the_saes_head()
+    {
+        // SAELens's zero-ablation hook zeroes the whole activation (BOS included, whatever exclude_special_tokens says)
+        // and, for an SAE on one head, only that head: ce_loss_with_ablation must be that run's CE.
+        using var model = Gpt2();
+        var windows = ModelActivationSourceTests.Windows(4, 8);
+        var tokens = Tokens([.. windows]);
+        var o = new DownstreamEvalOptions { BatchSizePrompts = 4, ExcludeTokenIds = [Bos] };
+        const string resid = "blocks.1.hook_resid_pre";
+        var r = DownstreamEvaluator.Evaluate(model, [new DownstreamTarget(Random(resid, 16, 3))], windows, o)[0];
+        var zeroed = model.RunWithHooks(tokens, (resid, x => zeros_like(x)));
+        Assert.Equal(HandCe(zeroed, windows, Bos), r.CeLossWithAblation, 5);
+
+        const string z = "blocks.1.attn.hook_z";
+        var (_, cache) = model.RunWithCache(tokens, [z]);
+        long dHead = cache[z].shape[3];
+        cache.Dispose();
+        var onHead = Random(z, (int)dHead, 4);
+        onHead.Cfg.Metadata.HookHeadIndex = 1;
+        var h = DownstreamEvaluator.Evaluate(model, [new DownstreamTarget(onHead)], windows, o)[0];
+        var headZeroed = model.RunWithHooks(tokens, (z, x =>
+        {
+            var heads = x.unbind(2).ToArray();
+            heads[1] = zeros_like(heads[1]);
+            return stack(heads, 2);
+        }));
+        Assert.Equal(HandCe(headZeroed, windows, Bos), h.CeLossWithAblation, 5);
+        var allZeroed = model.RunWithHooks(tokens, (z, x => zeros_like(x)));
+        Assert.NotEqual(HandCe(allZeroed, windows, Bos), h.CeLossWithAblation, 5);
+    }
+
+    [Fact]
     public void Several_saes_in_one_pass_match_separate_evaluations()
     {
         using var model = Gpt2(nLayer: 3);

@@ -100,7 +100,8 @@ public class DownstreamFullRecomputeTests : ModelTestBase
                 var mean = (act * k).sum([0, 1]) / k.sum();
                 var variants = new Func<Tensor, Tensor>?[]
                 {
-                    null, x => Where(keep, recon, x), x => Where(keep, zeros_like(x), x), x => Where(keep, mean.expand_as(x), x),
+                    // Ablations replace every position, the excluded BOS too (SAELens's zero-ablation hook); the SAE only counted ones.
+                    null, x => Where(keep, recon, x), x => zeros_like(x), x => mean.expand_as(x),
                     x => Where(keep, recon + (act - recon), x),
                 };
                 for (int v = 0; v < variants.Length; v++)

@@ -1,0 +1,78 @@
+using SaeSharp.Interop;
+
+namespace SaeSharp.Cli;
+
+/// <summary>How a command reads one of its input paths, for <see cref="OutputGuard"/>.</summary>
+internal enum InputKind
+{
+    /// <summary>A file, or a folder every file of which is part of the input (activation shards, a text dataset):
+    /// nothing may be written inside it (a new file there would be read as part of it next time).</summary>
+    Whole,
+    /// <summary>An SAE folder or file: the files an SAE loader reads there may not be replaced; other files beside them
+    /// (metrics.json, an encoding) may.</summary>
+    Sae,
+    /// <summary>A folder whose existing files the command reads (a model), or only the files
+    /// <see cref="CommandInput.Files"/> when given (a <c>sae features</c> folder): they may not be replaced; a new file
+    /// beside them may be written.</summary>
+    Folder,
+}
+
+/// <summary>One input path of a command, named by its flag for the error message; <paramref name="Files"/>: for a
+/// <see cref="InputKind.Folder"/>, the only files in it that are read.</summary>
+internal readonly record struct CommandInput(string Flag, string Path, InputKind Kind, IReadOnlyList<string>? Files = null);
+
+/// <summary>Refuses, before a command runs, an output path that would replace one of the command's own inputs.</summary>
+internal static class OutputGuard
+{
+    /// <summary>The files an SAE at <paramref name="path"/> (folder or file) is read from, by any supported format.</summary>
+    private static IEnumerable<string> SaeFiles(string path)
+    {
+        string dir = Directory.Exists(path) ? path : Path.GetDirectoryName(Path.GetFullPath(path))!;
+        if (!Directory.Exists(path)) yield return path;
+        foreach (var name in new[]
+                 {
+                     SaeLensFormat.CfgFile, SaeLensFormat.WeightsFile, SaeLensFormat.SparsityFile, SaeLensFormat.ActivationScalerFile,
+                     DictionaryLearning.WeightsFile, DictionaryLearning.ConfigFile, GemmaScope.WeightsFile,
+                     LlamaScope.HyperparamsFile, LlamaScope.WeightsFile, Sparsify.ConfigFile, Sparsify.WeightsFile,
+                 })
+            yield return Path.Combine(dir, name);
+    }
+
+    /// <summary>Throws when <paramref name="output"/> (given as <paramref name="flag"/>), or one of the files
+    /// <paramref name="written"/> into it when it is a folder, is or would replace one of <paramref name="inputs"/>.
+    /// Inputs that are not local paths (a release or <c>hf:</c> name) are skipped.</summary>
+    public static void RefuseReplacingInput(string flag, string output, IEnumerable<string>? written, params CommandInput[] inputs)
+    {
+        var paths = new[] { output }.Concat((written ?? []).Select(f => Path.Combine(output, f))).Select(Full).ToList();
+        foreach (var (inFlag, input, kind, files) in inputs)
+        {
+            if (!File.Exists(input) && !Directory.Exists(input)) continue;
+            string inFull = Full(input);
+            bool folder = Directory.Exists(input);
+            var named = (kind == InputKind.Sae ? SaeFiles(input) : files?.Select(f => Path.Combine(input, f)))?.Select(Full).ToHashSet(StringComparer.Ordinal);
+            foreach (var o in paths)
+            {
+                bool inside = folder && o.StartsWith(inFull + Path.DirectorySeparatorChar, StringComparison.Ordinal);
+                bool clash = o == inFull || kind switch
+                {
+                    InputKind.Whole => inside,
+                    _ when named is not null => named.Contains(o),
+                    _ => inside && File.Exists(o),
+                };
+                if (!clash) continue;
+                string inDir = folder ? inFull : Path.GetDirectoryName(inFull)!;
+                string what = o == inFull ? $"replace {inFlag} {input}"
+                    : kind == InputKind.Whole ? $"write into the folder of {inFlag} {input}"
+                    : $"replace {Path.GetRelativePath(inDir, o)} of {inFlag} {input}";
+                string part = o == paths[0] ? "" : $" (its {Path.GetRelativePath(paths[0], o)})";
+                throw new SaeSharpException($"{flag} {output}{part}: would {what}, which this command reads; give another {(written is null ? "file" : "folder")}");
+            }
+        }
+    }
+
+    /// <summary><see cref="RefuseReplacingInput(string, string, IEnumerable{string}?, CommandInput[])"/> for an output file.</summary>
+    public static void RefuseReplacingInput(string flag, string output, params CommandInput[] inputs) =>
+        RefuseReplacingInput(flag, output, null, inputs);
+
+    private static string Full(string path) => Path.GetFullPath(path).TrimEnd(Path.DirectorySeparatorChar);
+}
