@@ -40,6 +40,7 @@ internal static unsafe class LogitKernels
             }
         });
         GC.KeepAlive(l);
+        GC.KeepAlive(probs);
         return (lse, psum);
     }
 
@@ -66,6 +67,7 @@ internal static unsafe class LogitKernels
         });
         GC.KeepAlive(l);
         GC.KeepAlive(lc);
+        GC.KeepAlive(cleanProbs);
         return (lse, dot);
     }
 
