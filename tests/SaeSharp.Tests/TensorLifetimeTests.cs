@@ -180,4 +180,41 @@ public class TensorLifetimeSourceTests
         })).ToList();
         Assert.True(found.Count == 0, "in-place calls that return a new tensor (write fill_(TorchScalars.Of(0)) for zero_):\n" + string.Join("\n", found));
     }
+
+    /// <summary>A kernel reads a tensor's storage through a raw pointer (<c>TensorPointers</c>) for a long time, and the JIT
+    /// ends a parameter's or local's life at its last read: a tensor passed in as a temporary (<c>Kernel(x.contiguous())</c>,
+    /// no scope on the thread) could be finalized, and its storage freed, while the kernel runs. So each tensor whose pointer
+    /// a method takes is read again after the work: a <c>using</c> local, a local the method returns, or named in a
+    /// <c>GC.KeepAlive</c> after the pointer is taken.</summary>
+    [Fact]
+    public void A_tensor_whose_raw_pointer_a_method_takes_stays_reachable_until_the_method_is_done()
+    {
+        var (root, compilations) = Source.Value;
+        var found = new List<string>();
+        foreach (var c in compilations)
+            foreach (var tree in c.SyntaxTrees.Where(t => t.FilePath.Length > 0))
+            {
+                var model = c.GetSemanticModel(tree);
+                foreach (var call in tree.GetRoot().DescendantNodes().OfType<InvocationExpressionSyntax>())
+                {
+                    if (model.GetSymbolInfo(call).Symbol is not IMethodSymbol { ContainingType.Name: "TensorPointers" } m
+                        || call.ArgumentList.Arguments.Count != 1 || !m.Name.EndsWith("Ptr", StringComparison.Ordinal)) continue;
+                    var arg = call.ArgumentList.Arguments[0].Expression;
+                    var body = call.Ancestors().First(a => a is BaseMethodDeclarationSyntax or LocalFunctionStatementSyntax or AnonymousFunctionExpressionSyntax
+                                                                or AccessorDeclarationSyntax or PropertyDeclarationSyntax);
+                    var symbol = model.GetSymbolInfo(arg).Symbol;
+                    bool Same(ExpressionSyntax e) => arg is IdentifierNameSyntax ? SymbolEqualityComparer.Default.Equals(model.GetSymbolInfo(e).Symbol, symbol)
+                                                                                 : e.IsEquivalentTo(arg, topLevel: false);
+                    bool usingLocal = symbol is ILocalSymbol { IsUsing: true };
+                    bool returned = symbol is ILocalSymbol && body.DescendantNodes().OfType<ReturnStatementSyntax>()
+                        .Any(r => r.SpanStart > call.SpanStart && r.DescendantNodes().OfType<IdentifierNameSyntax>().Any(Same));
+                    bool keptAlive = body.DescendantNodes().OfType<InvocationExpressionSyntax>()
+                        .Any(k => k.SpanStart > call.SpanStart && model.GetSymbolInfo(k).Symbol is IMethodSymbol { Name: "KeepAlive", ContainingType.Name: "GC" }
+                                  && Same(k.ArgumentList.Arguments[0].Expression));
+                    if (!usingLocal && !returned && !keptAlive)
+                        found.Add($"{Path.GetRelativePath(root, tree.FilePath)}:{tree.GetLineSpan(call.Span).StartLinePosition.Line + 1}: {call}");
+                }
+            }
+        Assert.True(found.Count == 0, "raw pointers of tensors nothing holds until the kernel is done (use a using local, or GC.KeepAlive after the work):\n" + string.Join("\n", found));
+    }
 }
