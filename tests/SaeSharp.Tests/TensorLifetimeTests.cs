@@ -2,10 +2,13 @@ using Microsoft.CodeAnalysis;
 using Microsoft.CodeAnalysis.CSharp;
 using Microsoft.CodeAnalysis.CSharp.Syntax;
 using SaeSharp.Interop;
+using SaeSharp.IO;
+using SaeSharp.LanguageModels;
 using SaeSharp.Saes;
 using SaeSharp.Tests.Cli;
 using SaeSharp.Tests.Hub;
 using SaeSharp.Tests.Tokenizers;
+using TorchSharp;
 using SaeSharp.Tests.Training;
 
 namespace SaeSharp.Tests;
@@ -80,6 +83,16 @@ public class TensorLifetimeTests
         r.With(hub, "info", "pythia-70m-deduped-mlp-sm/blocks.4.hook_mlp_out");
         r.With(hub, "eval", "--sae", "pythia-70m-deduped-mlp-sm/blocks.4.hook_mlp_out", "--activations", r.P("d8", "eval.safetensors"));
         r.With(hub, "encode", "--sae", "pythia-70m-deduped-mlp-sm/blocks.4.hook_mlp_out", "--activations", r.P("d8", "eval.safetensors"), "--out", r.P("enc8.safetensors"));
+        // The built-in model's files served as a hub model, loaded by id.
+        server.Repos["saesharp/tiny"] = Directory.GetFiles(BuiltinModel.Folder).ToDictionary(f => Path.GetFileName(f), f => new FakeHubServer.FakeFile(File.ReadAllBytes(f), Lfs: f.EndsWith(".safetensors", StringComparison.Ordinal)));
+        r.With(hub, "model", "generate", "--model", "saesharp/tiny", "--prompt", "the cat", "--max-new-tokens", "3");
+        r.With(hub, "model", "info", "--model", "saesharp/tiny");
+
+        using (var ids = torch.tensor(new long[] { 0, 5, 9, 17, 3, 8, 11, 2 }, [1, 8]))
+            SafeTensors.Save(r.P("ids.safetensors"), [new("tokens", ids)]);
+        r.Run("model", "run", "--model", "builtin", "--input", r.P("ids.safetensors"), "--out", r.P("run.safetensors"), "--hooks", "all",
+            "--sae", r.P("demo", "sae"), "--steer", "1:4", "--ablate", "2,3");
+        r.Run("info", r.P("demo", "sae"));
     });
 
     /// <summary>Runs CLI commands (through <see cref="CliRunner"/>) and counts, per command, the tensors the finalizer
