@@ -8,9 +8,11 @@ namespace SaeSharp.Bench;
 /// <c>tensor-lifetime</c>: a temporary tensor passed straight into a long native call with no dispose scope on the
 /// thread, <c>a.matmul(b.mul(two))</c>, while another thread forces collections (and allocates tensors of the same size,
 /// so freed memory is reused). <c>--mode temp</c> is that code; <c>using</c> holds the temporary in a <c>using</c> local,
-/// <c>scope</c> runs the call in a <c>NewDisposeScope</c>. Each product is checked against one computed in a scope.
+/// <c>scope</c> runs the call in a <c>NewDisposeScope</c>; <c>kernel</c> passes the temporary to a raw-pointer kernel
+/// instead (<c>NormKernels.SumOfSquares(y.mul(two))</c>, held by the kernel's own <c>GC.KeepAlive</c>). Each result is
+/// checked against one computed in a scope.
 /// The temporary's finalizer frees its storage while the product still reads it: the process dies (segfault, heap
-/// corruption) or reports wrong products. Usage: <c>tensor-lifetime [--mode temp|using|scope] [--seconds 10] [--n 512]</c>.
+/// corruption) or reports wrong products. Usage: <c>tensor-lifetime [--mode temp|using|scope|kernel] [--seconds 10] [--n 512]</c>.
 /// </summary>
 internal static class TensorLifetimeBench
 {
@@ -24,7 +26,8 @@ internal static class TensorLifetimeBench
             "temp" => Temporary,
             "using" => Held,
             "scope" => Scoped,
-            _ => throw new BenchUsageException($"--mode {mode}: expected temp, using or scope"),
+            "kernel" => Kernel,
+            _ => throw new BenchUsageException($"--mode {mode}: expected temp, using, scope or kernel"),
         };
         set_num_threads(1);
         manual_seed(1);
@@ -32,7 +35,8 @@ internal static class TensorLifetimeBench
         using var y = randn(n, n);
         using var two = full(1, TorchScalars.Of(2.0));
         Tensor expected;
-        using (NewDisposeScope()) expected = x.matmul(y.mul(two)).MoveToOuterDisposeScope();
+        using (NewDisposeScope())
+            expected = (mode == "kernel" ? y.mul(two).to(ScalarType.Float64).square().sum() : x.matmul(y.mul(two))).MoveToOuterDisposeScope();
         using var _ = expected;
 
         bool stop = false;
@@ -64,6 +68,9 @@ internal static class TensorLifetimeBench
 
     [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static Tensor Temporary(Tensor x, Tensor y, Tensor two) => x.matmul(y.mul(two));
+
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static Tensor Kernel(Tensor x, Tensor y, Tensor two) => tensor(Kernels.NormKernels.SumOfSquares(y.mul(two)));
 
     [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static Tensor Held(Tensor x, Tensor y, Tensor two)

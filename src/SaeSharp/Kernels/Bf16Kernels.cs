@@ -221,6 +221,11 @@ internal static unsafe class Bf16Kernels
             partialScale[t] = accScale;
             partialShift[t] = accShift;
         });
+        GC.KeepAlive(p);
+        GC.KeepAlive(into);
+        GC.KeepAlive(grad);
+        GC.KeepAlive(scale);
+        GC.KeepAlive(shift);
         gScale = gShift = null;
         if (!backward) return;
         gScale = tensor(RowRanges.Sum(partialScale, d));
@@ -316,6 +321,10 @@ internal static unsafe class Bf16Kernels
             partialKernel[t] = kernel;
             partialSums[t] = sums;
         });
+        GC.KeepAlive(pre);
+        GC.KeepAlive(into);
+        GC.KeepAlive(grad);
+        GC.KeepAlive(theta);
         kernelSums = null;
         if (backward)
         {

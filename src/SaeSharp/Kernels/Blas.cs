@@ -232,6 +232,8 @@ internal static unsafe class Blas
                 else lib.Sgemm(RowMajor, opA, opB, m, len, k, 1, pa, lda, tb ? pb + (long)s0 * ldb : pb + s0, ldb, beta, pc + s0, n);
             });
         }
+        GC.KeepAlive(ab);
+        GC.KeepAlive(bb);
         return c.MoveToOuterDisposeScope();
     }
 

@@ -75,6 +75,7 @@ internal sealed unsafe class CandidateEncoder : IDisposable
             _wbT = wb.t().DetachFromDisposeScope();
             (quantNorm, errorNorm) = (new double[_dSae], new double[_dSae]);
             Bf16Norms(FloatPtr(encT), UShortPtr(wb), _dSae, _dIn, quantNorm, errorNorm, wNorm);
+            GC.KeepAlive(wb);
         }
         else
         {
@@ -82,6 +83,7 @@ internal sealed unsafe class CandidateEncoder : IDisposable
             (quantNorm, errorNorm) = (_packed.QuantNorm, _packed.ErrorNorm);
             Bf16Norms(FloatPtr(encT), null, _dSae, _dIn, null, null, wNorm);
         }
+        GC.KeepAlive(encT);
         _colC = new float[_dSae];
         _colD = new float[_dSae];
         for (int j = 0; j < _dSae; j++) { _colC[j] = RoundUp((float)quantNorm[j]); _colD[j] = RoundUp((float)(errorNorm[j] + _gamma * wNorm[j])); }
@@ -177,6 +179,7 @@ internal sealed unsafe class CandidateEncoder : IDisposable
             using (RowRanges.ParallelTorch()) values = xb.mm(_wbT);
             var (q, e, n) = (new double[rows], new double[rows], new double[rows]);
             Bf16Norms(FloatPtr(xc), UShortPtr(xb), rows, _dIn, q, e, n);
+            GC.KeepAlive(xb);
             for (int r = 0; r < rows; r++) { rowA[r] = RoundUp((float)(e[r] + _gamma * q[r])); rowB[r] = RoundUp((float)n[r]); }
             // The product rounded to bfloat16 (8 significant bits): |r − t| ≤ 2⁻⁸/(1 − 2⁻⁸)·|r|; b_enc added in float32.
             rho = (float)(Math.Pow(2, -8) / (1 - Math.Pow(2, -8)) + Math.Pow(2, -22));
@@ -194,6 +197,7 @@ internal sealed unsafe class CandidateEncoder : IDisposable
                 Int8Gemm.QuantizeRows(FloatPtr(xc), rows, _dIn, pq, scale, norm, err, RowRanges.Threads, _packed!.XLevels);
                 Int8Gemm.Multiply(pq, scale, rows, _packed!, FloatPtr(_bias), FloatPtr(values), get_num_threads());
             }
+            GC.KeepAlive(_bias);
             for (int r = 0; r < rows; r++) { rowA[r] = RoundUp((float)err[r]); rowB[r] = RoundUp((float)norm[r]); }
             // int32 sums are exact; the dequantisation and the bias add are a few float32 roundings.
             rho = (float)Math.Pow(2, -20);
@@ -296,6 +300,10 @@ internal sealed unsafe class CandidateEncoder : IDisposable
             }
             counts[t] = count;
         });
+        GC.KeepAlive(pre);
+        GC.KeepAlive(bias);
+        GC.KeepAlive(approx.X);
+        GC.KeepAlive(_encT);
         Interlocked.Add(ref _candidates, counts.Sum());
         Interlocked.Add(ref _rows, rows);
         return (values.MoveToOuterDisposeScope(), indices.MoveToOuterDisposeScope());
@@ -352,6 +360,10 @@ internal sealed unsafe class CandidateEncoder : IDisposable
                 }
             }
         });
+        GC.KeepAlive(pre);
+        GC.KeepAlive(bias);
+        GC.KeepAlive(approx.X);
+        GC.KeepAlive(_encT);
         if (failed != 0) return null;
         var all = found.SelectMany(l => l).ToArray();
         var outRows = tensor(all.Select(e => (long)e.Row).ToArray(), dtype: ScalarType.Int64);

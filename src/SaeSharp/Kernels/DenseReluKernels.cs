@@ -47,6 +47,7 @@ internal static unsafe class DenseReluKernels
             sums[t] = sum;
             counts[t] = count;
         });
+        GC.KeepAlive(p);
         return (SumParts(sums, d), SumParts(counts, d));
     }
 
@@ -76,6 +77,8 @@ internal static unsafe class DenseReluKernels
             }
             sums[t] = sum;
         });
+        GC.KeepAlive(g);
+        GC.KeepAlive(f);
         return SumParts(sums, d);
     }
 

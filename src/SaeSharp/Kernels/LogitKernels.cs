@@ -24,7 +24,7 @@ internal static unsafe class LogitKernels
         int v = (int)logits.shape[1];
         var lse = new double[rows];
         var psum = new double[rows];
-        var l = logits.contiguous();
+        using var l = logits.contiguous();
         float* lp = TensorPointers.FloatPtr(l), pp = TensorPointers.FloatPtr(probs);
         RowRanges.For(rows, (start, end) =>
         {
@@ -39,7 +39,7 @@ internal static unsafe class LogitKernels
                 psum[r] = Scale(p, inv);
             }
         });
-        GC.KeepAlive(l);
+        GC.KeepAlive(probs);
         return (lse, psum);
     }
 
@@ -50,8 +50,8 @@ internal static unsafe class LogitKernels
         int v = (int)logits.shape[1];
         var lse = new double[rows];
         var dot = new double[rows];
-        var l = logits.contiguous();
-        var lc = cleanLogits.contiguous();
+        using var l = logits.contiguous();
+        using var lc = cleanLogits.contiguous();
         float* lp = TensorPointers.FloatPtr(l), cp = TensorPointers.FloatPtr(lc), pp = TensorPointers.FloatPtr(cleanProbs);
         RowRanges.For(rows, (start, end) =>
         {
@@ -64,8 +64,7 @@ internal static unsafe class LogitKernels
                 dot[r] = d;
             }
         });
-        GC.KeepAlive(l);
-        GC.KeepAlive(lc);
+        GC.KeepAlive(cleanProbs);
         return (lse, dot);
     }
 

@@ -24,11 +24,13 @@ internal static unsafe class NormKernels
         if (n == 0) return 0;
         // A transposed contiguous matrix: its transpose is the same block of memory, read as a contiguous tensor.
         using var block = t.is_contiguous() ? null : t.t();
-        float* p = FloatPtr(block ?? t);
+        var whole = block ?? t;
+        float* p = FloatPtr(whole);
         var partial = new double[RowRanges.Count(n)];
         if (n < 1 << 16) partial[0] = Sum(p, n);
         else RowRanges.For(n, (r, start, end) => partial[r] = Sum(p + start, end - start));
         double total = 0;
+        GC.KeepAlive(whole);
         foreach (var s in partial) total += s;
         return total;
     }

@@ -54,6 +54,8 @@ internal static unsafe class SparseKernels
             if ((ulong)r >= (ulong)srcCount || (ulong)t >= (ulong)dstCount) throw new SaeSharpException($"row copy {i}: row {r} → {t} out of range");
             Buffer.MemoryCopy(ps + r * d, pd + t * d, bytes, bytes);
         }
+        GC.KeepAlive(src);
+        GC.KeepAlive(dst);
     }
 
     /// <summary>Entries per chunk of the torch fallbacks (bounds their nnz·d temporaries).</summary>
@@ -139,6 +141,8 @@ internal static unsafe class SparseKernels
             pool.Return(order);
             pool.Return(next);
         }
+        GC.KeepAlive(dst);
+        GC.KeepAlive(src);
     }
 
     /// <summary><see cref="Scatter"/> with its counting-sort scratch: <paramref name="offsets"/> (dstRows + 1),
@@ -308,6 +312,8 @@ internal static unsafe class SparseKernels
             }
             if (block > 0) DotsBlocked(pa, pb, d, pAr, pBr, pOut, start, end, (bRows + block - 1) / block, block);
         });
+        GC.KeepAlive(a);
+        GC.KeepAlive(b);
         return result;
     }
 
@@ -380,6 +386,7 @@ internal static unsafe class SparseKernels
             for (long r = start; r < end; r++)
                 counts[r] = bf16 ? CountPositive(pb + r * d, d) : CountPositive(pm + r * d, pBias, d);
         });
+        GC.KeepAlive(m);
         return counts;
     }
 
@@ -466,6 +473,7 @@ internal static unsafe class SparseKernels
                 if (o != stop) throw CountMismatch(r, counts[r]);
             }
         });
+        GC.KeepAlive(m);
         return (rowIdx, colIdx, vals);
     }
 
@@ -559,6 +567,8 @@ internal static unsafe class SparseKernels
                 Axpy(-Dot(gj, wj, d) / ww, wj, gj, 0, d);
             }
         });
+        GC.KeepAlive(g);
+        GC.KeepAlive(w);
         return true;
     }
 

@@ -28,7 +28,9 @@ internal static unsafe class TopKSelection
     {
         long d = m.shape[1];
         SparseKernels.Check(m, d);
-        return TopKRows(FloatPtr(m), null, null, m.shape[0], d, k);
+        var top = TopKRows(FloatPtr(m), null, null, m.shape[0], d, k);
+        GC.KeepAlive(m);
+        return top;
     }
 
     /// <summary>
@@ -43,7 +45,10 @@ internal static unsafe class TopKSelection
             throw new ArgumentException($"bfloat16 top-k needs a contiguous bfloat16 CPU matrix, got {m.dtype} [{string.Join(", ", m.shape)}]");
         if (bias.dtype != ScalarType.Float32 || !bias.is_contiguous() || bias.device_type != DeviceType.CPU || bias.dim() != 1 || bias.shape[0] != d)
             throw new ArgumentException($"bfloat16 top-k needs a contiguous float32 [{d}] bias, got {bias.dtype} [{string.Join(", ", bias.shape)}]");
-        return TopKRows(null, UShortPtr(m), FloatPtr(bias), m.shape[0], d, k);
+        var top = TopKRows(null, UShortPtr(m), FloatPtr(bias), m.shape[0], d, k);
+        GC.KeepAlive(m);
+        GC.KeepAlive(bias);
+        return top;
     }
 
     /// <summary>Top-k of every row of a float32 matrix <paramref name="pm"/>, or, when it is null, of the bfloat16 matrix

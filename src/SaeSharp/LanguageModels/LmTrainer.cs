@@ -108,7 +108,7 @@ public static class LmTrainer
         {
             (name.EndsWith(".weight", StringComparison.Ordinal) && p.dim() == 2 && !name.Contains("embed_in") ? decay : noDecay).Add(p);
         }
-        var opt = optim.AdamW([
+        using var opt = optim.AdamW([
             new AdamW.ParamGroup(decay, new AdamW.Options { LearningRate = o.Lr, weight_decay = o.WeightDecay, beta1 = 0.9, beta2 = 0.95 }),
             new AdamW.ParamGroup(noDecay, new AdamW.Options { LearningRate = o.Lr, weight_decay = 0, beta1 = 0.9, beta2 = 0.95 }),
         ], o.Lr);

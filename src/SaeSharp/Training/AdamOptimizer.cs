@@ -1,6 +1,5 @@
 using System.Numerics;
 using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -83,7 +82,8 @@ public sealed class AdamOptimizer : IDisposable
         long n = p.numel();
         if (n == 0) return true;
         if (n > int.MaxValue / sizeof(float)) return false;
-        float* pp = Ptr(p), pg = Ptr(g), pm = Ptr(m), pv = Ptr(v);
+        float* pp = Kernels.TensorPointers.FloatPtr(p), pg = Kernels.TensorPointers.FloatPtr(g),
+               pm = Kernels.TensorPointers.FloatPtr(m), pv = Kernels.TensorPointers.FloatPtr(v);
         float b1 = (float)Beta1, c1 = (float)(1 - Beta1), b2 = (float)Beta2, c2 = (float)(1 - Beta2);
         float bc2 = (float)bc2Sqrt, eps = (float)Eps, step = (float)stepSize;
         int threads = (int)Math.Clamp(n / 65536, 1, Kernels.RowRanges.Count(n));
@@ -115,10 +115,12 @@ public sealed class AdamOptimizer : IDisposable
                 pp[i] -= step * (mi / (MathF.Sqrt(vi) / bc2 + eps));
             }
         });
+        GC.KeepAlive(p);
+        GC.KeepAlive(g);
+        GC.KeepAlive(m);
+        GC.KeepAlive(v);
         return true;
     }
-
-    private static unsafe float* Ptr(Tensor t) => (float*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(t.bytes));
 
     /// <summary>Zeroes both moments of the slices <paramref name="index"/> along <paramref name="dim"/> of parameter <paramref name="name"/>.</summary>
     public void ResetMoments(string name, long dim, Tensor index)
