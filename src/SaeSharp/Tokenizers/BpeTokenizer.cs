@@ -110,6 +110,8 @@ public sealed class BpeTokenizer : ITextTokenizer
     public int? PadTokenId { get; internal set; }
     /// <inheritdoc/>
     public int? UnkTokenId => _unkId;
+    /// <inheritdoc/>
+    public IReadOnlyList<int> NamedSpecialTokenIds { get; internal set; } = [];
 
     /// <inheritdoc/>
     public IReadOnlyList<AddedToken> AddedTokens => _added;

@@ -21,6 +21,12 @@ public interface ITextTokenizer
     /// <summary>Tokens added on top of the BPE vocabulary (special or not), in id order.</summary>
     IReadOnlyList<AddedToken> AddedTokens { get; }
 
+    /// <summary>Ids of the other special tokens tokenizer_config.json / special_tokens_map.json name (Hugging Face's
+    /// <c>special_tokens_map</c> beyond BOS/EOS/PAD): <c>unk_token</c>, <c>sep_token</c>, <c>cls_token</c>,
+    /// <c>mask_token</c>, <c>additional_special_tokens</c> and <c>extra_special_tokens</c>; names outside the
+    /// vocabulary are left out. Special added tokens the files do not name (Llama 3's reserved tokens) are not here.</summary>
+    IReadOnlyList<int> NamedSpecialTokenIds { get; }
+
     /// <summary>Encodes text. Added tokens are matched as whole tokens (as Hugging Face tokenizers do);
     /// special ones only when <paramref name="parseSpecialTokens"/> is true, otherwise their text is
     /// tokenized as ordinary text. Never prepends BOS.</summary>

@@ -175,7 +175,7 @@ public static class Tokenizer
             throw new SaeSharpException($"{tokenizerJsonPath}: missing object 'model'");
         var tok = WordLevelTokenizer.FromJson(root, tokenizerJsonPath, ParseAddedTokens(root, tokenizerJsonPath));
         var c = SpecialTokenConfig(tok, Path.GetDirectoryName(Path.GetFullPath(tokenizerJsonPath))!, null);
-        (tok.BosTokenId, tok.EosTokenId, tok.PadTokenId) = (c.Bos, c.Eos, c.Pad);
+        (tok.BosTokenId, tok.EosTokenId, tok.PadTokenId, tok.NamedSpecialTokenIds) = (c.Bos, c.Eos, c.Pad, c.Named);
         return tok;
     }
 
@@ -375,19 +375,21 @@ public static class Tokenizer
     /// <paramref name="template"/>.</summary>
     internal static void ApplySpecialTokenConfig(BpeTokenizer tok, string dir, (int? Bos, int? Eos)? template = null)
     {
-        var (bos, eos, pad, addBos, addEos, cleanUp) = SpecialTokenConfig(tok, dir, template);
+        var (bos, eos, pad, named, addBos, addEos, cleanUp) = SpecialTokenConfig(tok, dir, template);
         if (cleanUp) tok.CleanUpTokenizationSpaces = true;
         tok.BosTokenId = bos;
         tok.EosTokenId = eos;
         tok.PadTokenId = pad;
+        tok.NamedSpecialTokenIds = named;
         tok.AddBosToken = (addBos ?? template?.Bos is not null) && bos is not null;
         tok.AddEosToken = (addEos ?? template?.Eos is not null) && eos is not null;
     }
 
-    private static (int? Bos, int? Eos, int? Pad, bool? AddBos, bool? AddEos, bool CleanUp) SpecialTokenConfig(ITextTokenizer tok, string dir,
+    private static (int? Bos, int? Eos, int? Pad, int[] Named, bool? AddBos, bool? AddEos, bool CleanUp) SpecialTokenConfig(ITextTokenizer tok, string dir,
         (int? Bos, int? Eos)? template)
     {
         int? bos = null, eos = null, pad = null;
+        var named = new Dictionary<string, JsonElement>();
         bool cleanUp = false;
         bool? addBos = null, addEos = null;
         foreach (var name in new[] { "tokenizer_config.json", "special_tokens_map.json" })
@@ -406,6 +408,9 @@ public static class Tokenizer
             bos ??= TokenFromConfig(tok, doc.RootElement, "bos_token", path);
             eos ??= TokenFromConfig(tok, doc.RootElement, "eos_token", path);
             pad ??= TokenFromConfig(tok, doc.RootElement, "pad_token", path);
+            // The first file naming a key wins, as for BOS/EOS/PAD.
+            foreach (var key in NamedSpecialKeys)
+                if (!named.ContainsKey(key) && doc.RootElement.TryGetProperty(key, out var v)) named[key] = v.Clone();
         }
         string configPath = Path.Combine(dir, "config.json");
         if (File.Exists(configPath))
@@ -429,7 +434,33 @@ public static class Tokenizer
             bos = eot;
             eos = eot;
         }
-        return (bos, eos, pad, addBos, addEos, cleanUp);
+        var namedIds = new SortedSet<int>();
+        foreach (var v in named.Values) AddNamedIds(tok, v, namedIds);
+        return (bos, eos, pad, [.. namedIds], addBos, addEos, cleanUp);
+    }
+
+    /// <summary>The config keys besides bos/eos/pad_token that Hugging Face's <c>special_tokens_map</c> holds.</summary>
+    private static readonly string[] NamedSpecialKeys =
+        ["unk_token", "sep_token", "cls_token", "mask_token", "additional_special_tokens", "extra_special_tokens"];
+
+    /// <summary>Adds the ids of a config value: a token (string or <c>{"content": ...}</c>), or an array / object of them.</summary>
+    private static void AddNamedIds(ITextTokenizer tok, JsonElement v, SortedSet<int> ids)
+    {
+        switch (v.ValueKind)
+        {
+            case JsonValueKind.String when tok.TokenToId(v.GetString()!) is int id:
+                ids.Add(id);
+                break;
+            case JsonValueKind.Object when v.TryGetProperty("content", out var c):
+                AddNamedIds(tok, c, ids);
+                break;
+            case JsonValueKind.Object:
+                foreach (var p in v.EnumerateObject()) AddNamedIds(tok, p.Value, ids);
+                break;
+            case JsonValueKind.Array:
+                foreach (var e in v.EnumerateArray()) AddNamedIds(tok, e, ids);
+                break;
+        }
     }
 
     private static int? TokenFromConfig(ITextTokenizer tok, JsonElement root, string key, string path)
