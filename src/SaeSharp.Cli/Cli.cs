@@ -110,9 +110,17 @@ internal static class Cli
         return option;
     }
 
+    /// <summary>Name/value rows under a title: a Spectre table on a terminal; in a pipe, the title line, then one
+    /// <c>name&lt;TAB&gt;value</c> line per row (for grep and cut).</summary>
     public static void WriteTable(string title, IEnumerable<(string Name, string Value)> rows)
     {
-        var table = new Table().Title(title).AddColumn("metric").AddColumn(new TableColumn("value").RightAligned());
+        if (Console.IsOutputRedirected)
+        {
+            Console.WriteLine(title);
+            foreach (var (name, value) in rows) Console.WriteLine($"{name}\t{value}");
+            return;
+        }
+        var table = new Table().Title(Markup.Escape(title)).AddColumn("metric").AddColumn(new TableColumn("value").RightAligned());
         foreach (var (name, value) in rows) table.AddRow(Markup.Escape(name), Markup.Escape(value));
         AnsiConsole.Write(table);
     }

@@ -95,6 +95,19 @@ public class TensorLifetimeTests
         r.Run("info", r.P("demo", "sae"));
     });
 
+    /// <summary>The commands that run no model or SAE (release listing, the corpus, tokenizing, synthetic data), each on its own.</summary>
+    [Fact]
+    public void The_data_and_listing_CLI_commands_leave_no_tensor_to_the_finalizer() => WithLeakCheck(r =>
+    {
+        r.Run("releases");
+        r.Run("releases", "--model", "gpt2", "--search", "res");
+        r.Run("releases", "gpt2-small-res-jb");
+        r.Run("corpus", "--out", r.P("c.jsonl"), "--docs", "20", "--seed", "1");
+        r.Run("model", "tokenize", "--model", "builtin", "--text", "the cat sat");
+        r.Run("model", "tokenize", "--model", "builtin", "--text", "[5, 9]", "--decode");
+        r.Run("synth", "--out", r.P("s"), "--d-in", "8", "--features", "16", "--rows", "500", "--eval-rows", "100", "--noise", "0.01");
+    });
+
     /// <summary>Runs CLI commands (through <see cref="CliRunner"/>) and counts, per command, the tensors the finalizer
     /// freed meanwhile; fails listing each command that left any.</summary>
     private static void WithLeakCheck(Action<Runner> flows)

@@ -5,7 +5,7 @@ using Spectre.Console;
 namespace SaeSharp.Cli.Commands;
 
 /// <summary><c>sae releases [RELEASE] [--model M] [--search TEXT]</c>: the pretrained SAE releases that <c>--sae RELEASE/SAE_ID</c>
-/// accepts, or one release's SAEs. A Spectre table on a terminal; tab-separated lines with a header in a pipe.</summary>
+/// accepts, or one release's SAEs. A Spectre table on a terminal; in a pipe, tab-separated lines with a header (the title on stderr).</summary>
 internal static class ReleasesCommand
 {
     public static Command Create()
@@ -52,6 +52,8 @@ internal static class ReleasesCommand
     {
         if (Console.IsOutputRedirected)
         {
+            // The title (a release's repo, model and format; the count) goes to the terminal, the rows to the pipe.
+            Console.Error.WriteLine(title);
             Console.WriteLine(string.Join('\t', columns));
             foreach (var row in rows) Console.WriteLine(string.Join('\t', row));
             return;

@@ -151,25 +151,39 @@ public static class TextDataset
     /// The column a dataset file is read from, chosen as SAELens's <c>ActivationsStore</c> chooses it from the first
     /// row: "tokens", else "input_ids" (pre-tokenized); else the text column <paramref name="textField"/> when it is
     /// given; else "text", else "problem". A file with none of them is an error listing its columns. A <c>.txt</c>
-    /// file (null: its lines are the text) and a JSONL file with no rows take <paramref name="textField"/> or "text".
+    /// file (null: its lines are the text) and a file with no rows take <paramref name="textField"/> or "text".
     /// </summary>
     public static (string? Column, bool Tokenized) ChooseColumn(string file, string? textField = null)
     {
-        var kind = KindOf(file);
-        if (kind == FileKind.Txt) return (null, false);
-        List<string>? names = kind switch
+        var (column, tokenized, _) = ChooseColumn([file], textField);
+        return (column, tokenized);
+    }
+
+    /// <summary>The column of a dataset's files (<see cref="ChooseColumn(string, string?)"/>), chosen by the first file
+    /// that has a row (as SAELens looks at the dataset's first row): empty files before it are passed over.
+    /// <c>File</c> is that file, or null when no file has a row (then <paramref name="textField"/> or "text").</summary>
+    public static (string? Column, bool Tokenized, string? File) ChooseColumn(IEnumerable<string> files, string? textField)
+    {
+        foreach (string file in files)
         {
-            FileKind.Jsonl => JsonLines(file).Select(x => Names(x.Element)).FirstOrDefault(),
-            FileKind.Parquet => ParquetColumns(file),
-            _ => throw Unsupported(file),
-        };
-        if (names is null) return (textField ?? "text", false);
-        if (Choose(names, tokenized: true) is { } tokens) return (tokens, true);
-        if (textField is not null) return (textField, false);
-        return (Choose(names, tokenized: false) ?? throw new SaeSharpException(
-            $"{file}: no {string.Join(", ", DatasetColumns.Select(c => $"'{c.Name}'").SkipLast(1))} or '{DatasetColumns[^1].Name}' " +
-            $"{(kind == FileKind.Jsonl ? "field in its first row" : "column")} (it has: {string.Join(", ", names.Take(20))}" +
-            $"{(names.Count > 20 ? ", …" : "")}); name the text column with --text-field"), false);
+            var kind = KindOf(file);
+            List<string>? names = kind switch
+            {
+                FileKind.Txt => ReadTxt(file).Any() ? [] : null,
+                FileKind.Jsonl => JsonLines(file).Select(x => Names(x.Element)).FirstOrDefault(),
+                FileKind.Parquet => ParquetColumns(file, withRows: true),
+                _ => throw Unsupported(file),
+            };
+            if (names is null) continue;
+            if (kind == FileKind.Txt) return (null, false, file);
+            if (Choose(names, tokenized: true) is { } tokens) return (tokens, true, file);
+            if (textField is not null) return (textField, false, file);
+            return (Choose(names, tokenized: false) ?? throw new SaeSharpException(
+                $"{file}: no {string.Join(", ", DatasetColumns.Select(c => $"'{c.Name}'").SkipLast(1))} or '{DatasetColumns[^1].Name}' " +
+                $"{(kind == FileKind.Jsonl ? "field in its first row" : "column")} (it has: {string.Join(", ", names.Take(20))}" +
+                $"{(names.Count > 20 ? ", …" : "")}); name the text column with --text-field"), false, file);
+        }
+        return (textField ?? "text", false, null);
     }
 
     /// <summary>The most rows one row group may declare: a thousand per byte of file, at least a million. Run-length
@@ -278,16 +292,17 @@ public static class TextDataset
     }
 
     /// <summary>Is this Parquet file pre-tokenized? True when it has a "tokens" or "input_ids" column.</summary>
-    public static bool IsTokenizedParquet(string path) => Choose(ParquetColumns(path), tokenized: true) is not null;
+    public static bool IsTokenizedParquet(string path) => Choose(ParquetColumns(path)!, tokenized: true) is not null;
 
-    /// <summary>The top-level column names of a Parquet file.</summary>
-    private static List<string> ParquetColumns(string path)
+    /// <summary>The top-level column names of a Parquet file; with <paramref name="withRows"/>, null when it has no rows.</summary>
+    private static List<string>? ParquetColumns(string path, bool withRows = false)
     {
         RequireFile(path);
         using var stream = ParquetFooter.Open(path);
         var (reader, _) = OpenParquet(stream, path);
         try
         {
+            if (withRows && (reader.Metadata?.NumRows ?? 0) <= 0) return null;
             return reader.Schema.Fields.Select(f => f.Name).ToList();
         }
         finally

@@ -163,7 +163,7 @@ public static class TokenWindows
 
     /// <summary>
     /// Windows from a dataset file or folder, reading the column SAELens's ActivationsStore reads
-    /// (<see cref="TextDataset.ChooseColumn"/>, decided by the first file and used for all): pre-tokenized "tokens" or
+    /// (<see cref="TextDataset.ChooseColumn(IEnumerable{string}, string?)"/>, decided by the first file with a row and used for all): pre-tokenized "tokens" or
     /// "input_ids" rows (<see cref="FromPretokenized"/>); else text from <paramref name="textField"/> when given, else
     /// from "text" or "problem" (or .txt lines), tokenized and concatenated (<see cref="TokenizeAndConcatenate"/>).
     /// </summary>
@@ -175,10 +175,9 @@ public static class TokenWindows
         string? textField = null,
         TxtMode txtMode = TxtMode.LinePerDocument)
     {
-        // A hub dataset's files download as the reader reaches them: list once, look at the first to choose the column.
+        // A hub dataset's files download as the reader reaches them: list once, look at the first with a row to choose the column.
         var files = TextDataset.ExpandFiles(path);
-        string first = files.First();
-        var (column, tokenized) = TextDataset.ChooseColumn(first, textField);
+        var (column, tokenized, first) = TextDataset.ChooseColumn(files, textField);
         if (tokenized)
         {
             var rows = files.SelectMany(f => TextDataset.KindOf(f) switch

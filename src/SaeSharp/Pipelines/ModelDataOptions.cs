@@ -17,7 +17,7 @@ public sealed record ModelDataOptions
     /// <summary>Start each window with BOS and separate documents with it (SAELens <c>prepend_bos</c>); null: the SAE's setting or true.</summary>
     public bool? PrependBos { get; init; }
     /// <summary>JSONL/parquet field holding the text; null: as SAELens, "tokens"/"input_ids" (pre-tokenized), else
-    /// "text", else "problem" (<see cref="Data.TextDataset.ChooseColumn"/>).</summary>
+    /// "text", else "problem" (<see cref="Data.TextDataset.ChooseColumn(IEnumerable{string}, string?)"/>).</summary>
     public string? TextField { get; init; }
     /// <summary>Token budget N (⌈N / context size⌉ windows); null: the whole dataset (times <see cref="Epochs"/>).</summary>
     public long? Tokens { get; init; }

@@ -279,6 +279,43 @@ public class TextDatasetTests
     }
 
     [Fact]
+    public void Column_is_chosen_by_the_first_file_with_a_row_passing_over_empty_ones()
+    {
+        string dir = TestPaths.TempDir();
+        var tok = Gpt2();
+        // Empty files first: a JSONL with only blank lines, a .txt with no line.
+        File.WriteAllText(Path.Combine(dir, "a.jsonl"), "\n\n");
+        File.WriteAllText(Path.Combine(dir, "b.txt"), "");
+        string math = Path.Combine(dir, "d.jsonl");
+        File.WriteAllText(math, "{\"problem\": \"Hello world\"}\n");
+        Assert.Equal(("problem", false, math), TextDataset.ChooseColumn(TextDataset.ExpandFiles(dir), null));
+        Assert.Equal([50256, 15496, 995], TokenWindows.FromPath(dir, tok, 3).Single());
+        // A Parquet file with no rows is passed over too (its only column, "answer", would be an error if it decided).
+        string noRows = Path.Combine(TestPaths.TempDir(), "c.parquet");
+        var a = new DataField<string>("answer");
+        WriteParquet(noRows, new ParquetSchema(a), async writer =>
+        {
+            using var g = writer.CreateRowGroup();
+            await g.WriteAsync(a, Array.Empty<string>());
+        });
+        Assert.Equal(("problem", false, math), TextDataset.ChooseColumn([noRows, math], null));
+
+        // A pre-tokenized file after an empty one is read as pre-tokenized.
+        File.Delete(math);
+        string ids = Path.Combine(dir, "d.jsonl");
+        File.WriteAllText(ids, "{\"text\": \"x\", \"input_ids\": [1, 2, 3]}\n");
+        File.Delete(Path.Combine(dir, "b.txt"));
+        Assert.Equal(("input_ids", true, ids), TextDataset.ChooseColumn(TextDataset.ExpandFiles(dir), "text"));
+        Assert.Equal(new long[] { 1, 2, 3 }, TokenWindows.FromPath(dir, tok, 3).Single());
+
+        // No file with a row: "text" (or the named field), and no windows, as before.
+        File.Delete(ids);
+        Assert.Equal(("text", false, null), TextDataset.ChooseColumn(TextDataset.ExpandFiles(dir), null));
+        Assert.Equal(("body", false, null), TextDataset.ChooseColumn(TextDataset.ExpandFiles(dir), "body"));
+        Assert.Empty(TokenWindows.FromPath(dir, tok, 3));
+    }
+
+    [Fact]
     public void Folder_is_read_file_by_file_in_name_order()
     {
         string dir = TestPaths.TempDir();
