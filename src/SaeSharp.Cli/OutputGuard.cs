@@ -29,12 +29,7 @@ internal static class OutputGuard
     {
         string dir = Directory.Exists(path) ? path : Path.GetDirectoryName(Path.GetFullPath(path))!;
         if (!Directory.Exists(path)) yield return path;
-        foreach (var name in new[]
-                 {
-                     SaeLensFormat.CfgFile, SaeLensFormat.WeightsFile, SaeLensFormat.SparsityFile, SaeLensFormat.ActivationScalerFile,
-                     DictionaryLearning.WeightsFile, DictionaryLearning.ConfigFile, GemmaScope.WeightsFile,
-                     LlamaScope.HyperparamsFile, LlamaScope.WeightsFile, Sparsify.ConfigFile, Sparsify.WeightsFile,
-                 })
+        foreach (var name in SaeLoader.FileNames)
             yield return Path.Combine(dir, name);
     }
 

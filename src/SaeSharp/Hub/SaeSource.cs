@@ -32,7 +32,7 @@ public static class SaeSource
     [
         FilesOf(null)!.Value,                               // SAELens
         FilesOf("gemma_2")!.Value,                          // Gemma Scope
-        (["ae.pt"], ["config.json"]),                       // dictionary_learning (bare ae.pt too), OpenAI sparse_autoencoder
+        ([Interop.DictionaryLearning.WeightsFile], [Interop.DictionaryLearning.ConfigFile]), // dictionary_learning (bare ae.pt too), OpenAI sparse_autoencoder
         FilesOf("llama_scope")!.Value,                      // Llama Scope: weights nested in checkpoints/
         ([Interop.Sparsify.ConfigFile, Interop.Sparsify.WeightsFile], []), // sparsify hookpoint folder
     ];
@@ -134,9 +134,9 @@ public static class SaeSource
     /// last required one lies directly in the SAE's folder (its folder is what is loaded).</summary>
     private static (string[] Required, string[] Optional)? FilesOf(string? conversion) => conversion switch
     {
-        null => (["cfg.json", "sae_weights.safetensors"], ["sparsity.safetensors"]),
-        "gemma_2" => (["params.npz"], []),
-        "dictionary_learning_1" => (["ae.pt", "config.json"], []),
+        null => ([Interop.SaeLensFormat.CfgFile, Interop.SaeLensFormat.WeightsFile], [Interop.SaeLensFormat.SparsityFile]),
+        "gemma_2" => ([Interop.GemmaScope.WeightsFile], []),
+        "dictionary_learning_1" => ([Interop.DictionaryLearning.WeightsFile, Interop.DictionaryLearning.ConfigFile], []),
         "llama_scope" => ([Interop.LlamaScope.WeightsFile, Interop.LlamaScope.HyperparamsFile], []),
         _ => null,
     };

@@ -19,6 +19,15 @@ public sealed record SaeLoadOptions
 /// pretrained release or hub path to local files (<see cref="SaeSource"/>). Every command's <c>--sae</c> goes through here.</summary>
 public static class SaeLoader
 {
+    /// <summary>Every file name, relative to an SAE's folder, that one of the loaders reads there (SAELens, dictionary_learning
+    /// and OpenAI's ae.pt, Gemma Scope, Llama Scope, sparsify).</summary>
+    public static IReadOnlyList<string> FileNames { get; } =
+    [
+        SaeLensFormat.CfgFile, SaeLensFormat.WeightsFile, SaeLensFormat.SparsityFile, SaeLensFormat.ActivationScalerFile,
+        DictionaryLearning.WeightsFile, DictionaryLearning.ConfigFile, GemmaScope.WeightsFile,
+        LlamaScope.HyperparamsFile, LlamaScope.WeightsFile, Sparsify.WeightsFile,
+    ];
+
     /// <summary>The formats tried, in order: a name, a probe of the path and the loader (given the options and the
     /// release's facts, when the SAE was named by release).</summary>
     private static readonly List<(string Name, Func<string, bool> Detect, Func<string, SaeLoadOptions, ResolvedSae, Sae> Load)> Formats =
