@@ -74,8 +74,9 @@ public class PeerDownstreamTests : ModelTestBase
                 Npy.Save(Path.Combine(dir, name + ".npy"), t.detach());
             return;
         }
-        // The model and SAE are the ones the fixture was written from.
-        using (var saved = Npy.Load(Path.Combine(dir, "normalized.npy"))) AssertAllClose(saved, normalized, 1e-6, "ln_final.hook_normalized");
+        // The model and SAE are the ones the fixture was written from (float32 sums differ by ~1e-6 between CPUs' kernels;
+        // another model would differ by O(1)).
+        using (var saved = Npy.Load(Path.Combine(dir, "normalized.npy"))) AssertAllClose(saved, normalized, 1e-5, "ln_final.hook_normalized");
         using (var saved = Npy.Load(Path.Combine(dir, "w_dec.npy"))) AssertAllClose(saved, sae.WDec, 0, "W_dec");
 
         var r = DownstreamEvaluator.Evaluate(model, [new DownstreamTarget(sae)], windows,
