@@ -125,6 +125,7 @@ public sealed class DownstreamMetrics
             ["reconstruction_quality"] = new JsonObject
             {
                 ["explained_variance"] = N(Reconstruction.ExplainedVariance),
+                ["explained_variance_legacy"] = N(Reconstruction.ExplainedVarianceLegacy),
                 ["fvu"] = N(Reconstruction.Fvu),
                 ["mse"] = N(Reconstruction.Mse),
                 ["mse_loss"] = N(Reconstruction.MseLoss),
@@ -132,6 +133,8 @@ public sealed class DownstreamMetrics
             },
             ["shrinkage"] = new JsonObject
             {
+                ["l2_norm_in"] = N(Reconstruction.L2NormIn),
+                ["l2_norm_out"] = N(Reconstruction.L2NormOut),
                 ["l2_ratio"] = N(Reconstruction.L2Ratio),
                 ["relative_reconstruction_bias"] = N(Reconstruction.RelativeReconstructionBias),
             },

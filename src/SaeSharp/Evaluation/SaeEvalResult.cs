@@ -6,7 +6,8 @@ namespace SaeSharp.Evaluation;
 /// <summary>
 /// Reconstruction and sparsity metrics of an SAE over a set of rows; formulas and the peer library each matches are in
 /// docs/metrics.md. <see cref="ToJson"/> writes the keys mse, mse_loss, l1, l0, fvu, explained_variance, cosine,
-/// l2_ratio, relative_reconstruction_bias, alive_fraction, dead_fraction, n_rows (and mmcs, recovered_fraction when
+/// l2_ratio, relative_reconstruction_bias, l2_norm_in, l2_norm_out, explained_variance_legacy, alive_fraction,
+/// dead_fraction, n_rows (and mmcs, recovered_fraction when
 /// ground-truth features were given).
 /// </summary>
 public sealed record SaeEvalResult
@@ -29,6 +30,13 @@ public sealed record SaeEvalResult
     [JsonPropertyName("l2_ratio")] public double L2Ratio { get; init; }
     /// <summary>E[‖x̂‖²] / E[⟨x, x̂⟩] (Rajamanoharan et al. 2024, eq. 10): below 1 means shrinkage.</summary>
     [JsonPropertyName("relative_reconstruction_bias")] public double RelativeReconstructionBias { get; init; }
+    /// <summary>Mean over rows of ‖x‖ (SAELens's <c>l2_norm_in</c>).</summary>
+    [JsonPropertyName("l2_norm_in")] public double L2NormIn { get; init; }
+    /// <summary>Mean over rows of ‖x̂‖ (SAELens's <c>l2_norm_out</c>).</summary>
+    [JsonPropertyName("l2_norm_out")] public double L2NormOut { get; init; }
+    /// <summary>SAELens's <c>explained_variance_legacy</c>: mean over rows of 1 − ‖x−x̂‖² / ‖x − x̄_b‖², x̄_b the per-dimension
+    /// mean of the row's evaluation batch. A mean of per-row ratios, which depends on the batching; not 1 − fvu.</summary>
+    [JsonPropertyName("explained_variance_legacy")] public double ExplainedVarianceLegacy { get; init; }
     /// <summary>Fraction of features that fired (≠ 0) on at least one evaluated row.</summary>
     [JsonPropertyName("alive_fraction")] public double AliveFraction { get; init; }
     /// <summary>1 − alive_fraction.</summary>

@@ -7,14 +7,16 @@ namespace SaeSharp.Evaluation;
 /// Streaming sums for <see cref="SaeEvalResult"/>: batches of (x, x̂, f) are added one at a time and nothing but
 /// running totals (in float64) is kept, so any number of rows can be evaluated. The per-dimension mean needed by the
 /// FVU is merged across batches with Chan et al.'s pairwise update of the centred sum of squares, which stays exact
-/// for data with a large mean (where Σx² − N·x̄² would cancel).
+/// for data with a large mean (where Σx² − N·x̄² would cancel). One metric, SAELens's
+/// <c>explained_variance_legacy</c>, is per batch by definition (each row's variance is taken about its batch's mean), so
+/// it depends on how rows are split into the batches given to <see cref="Add"/>.
 /// </summary>
 public sealed class SaeMetricsAccumulator
 {
     private readonly int _dOut;
     private readonly int _dSae;
     private long _n;
-    private double _sse, _l1, _l0, _cos, _l2Ratio, _xHatSq, _dot;
+    private double _sse, _l1, _l0, _cos, _l2Ratio, _xHatSq, _dot, _l2In, _l2Out, _evLegacy;
     private double _m2;             // Σ over rows and dims of (x − mean)²
     private readonly double[] _mean; // per-dimension mean of x so far
     private readonly long[] _fired;  // per feature: rows with f ≠ 0
@@ -66,9 +68,15 @@ public sealed class SaeMetricsAccumulator
         _l2Ratio += ratio.sum().item<double>();
         _xHatSq += yNorm.pow(TorchScalars.Of(2)).sum().item<double>();
         _dot += dot.sum().item<double>();
+        _l2In += xNorm.sum().item<double>();
+        _l2Out += yNorm.sum().item<double>();
 
         var batchMean = xd.mean([0]);
-        var batchM2 = (xd - batchMean).pow(TorchScalars.Of(2)).sum().item<double>();
+        var centredSq = (xd - batchMean).pow(TorchScalars.Of(2)).sum(1);
+        var batchM2 = centredSq.sum().item<double>();
+        // SAELens's explained_variance_legacy: per row 1 − ‖x−x̂‖² / ‖x − x̄_batch‖², summed (IEEE division, as SAELens:
+        // a row equal to its batch's mean gives ±∞ or NaN).
+        _evLegacy += b - (err / centredSq).sum().item<double>();
         var bm = batchMean.data<double>().ToArray();
         long n = _n + b;
         double deltaSq = 0;
@@ -103,6 +111,9 @@ public sealed class SaeMetricsAccumulator
             Cosine = _cos / n,
             L2Ratio = _l2Ratio / n,
             RelativeReconstructionBias = _dot != 0 ? _xHatSq / _dot : double.NaN,
+            L2NormIn = _l2In / n,
+            L2NormOut = _l2Out / n,
+            ExplainedVarianceLegacy = _evLegacy / n,
             AliveFraction = alive / (double)_dSae,
             DeadFraction = (_dSae - alive) / (double)_dSae,
             Rows = _n,

@@ -42,7 +42,8 @@ public class TrainCommandTests : IDisposable
         Ok(CliRunner.Run("encode", "--sae", P("run"), "--activations", P("data", "eval.safetensors"), "--out", P("enc.safetensors"), "--batch-size", "700"));
 
         var json = JsonNode.Parse(File.ReadAllText(P("eval.json")))!.AsObject();
-        foreach (var key in new[] { "mse", "l1", "l0", "fvu", "explained_variance", "cosine", "l2_ratio", "relative_reconstruction_bias", "alive_fraction", "dead_fraction" })
+        foreach (var key in new[] { "mse", "l1", "l0", "fvu", "explained_variance", "cosine", "l2_ratio", "relative_reconstruction_bias", "alive_fraction", "dead_fraction",
+                     "l2_norm_in", "l2_norm_out", "explained_variance_legacy" })
             Assert.True(json.ContainsKey(key), key);
         Assert.True(File.Exists(P("eval_feature_density.png")));
 
@@ -56,6 +57,12 @@ public class TrainCommandTests : IDisposable
         double l0 = f.ne(0).sum(1).to(ScalarType.Float64).mean().item<double>();
         Assert.Equal(fvu, json["fvu"]!.GetValue<double>(), 4);
         Assert.Equal(l0, json["l0"]!.GetValue<double>(), 4);
+        // SAELens's l2_norm_in / l2_norm_out (mean row norms) and explained_variance_legacy (mean over rows of
+        // 1 − ‖x−x̂‖² / ‖x−x̄‖², x̄ the batch's mean: the 3000 rows are one evaluation batch of the default 4096).
+        Assert.Equal(x.norm(1).mean().item<double>(), json["l2_norm_in"]!.GetValue<double>(), 4);
+        Assert.Equal(y.norm(1).mean().item<double>(), json["l2_norm_out"]!.GetValue<double>(), 4);
+        double legacy = (1 - (x - y).pow(2).sum(1) / (x - x.mean([0], keepdim: true)).pow(2).sum(1)).mean().item<double>();
+        Assert.Equal(legacy, json["explained_variance_legacy"]!.GetValue<double>(), 4);
         // The encoded rows are exactly the loaded SAE's outputs.
         using var sae = SaeLoader.Load(P("run"));
         var (y2, _) = sae.Run(x.to(ScalarType.Float32));

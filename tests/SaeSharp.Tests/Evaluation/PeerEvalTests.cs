@@ -85,6 +85,10 @@ public class PeerEvalTests
         Near(E(sl, "l2_ratio"), r.L2Ratio, 1e-5, "l2_ratio (SAELens)");
         Near(E(dl, "l2_ratio"), r.L2Ratio, 1e-5, "l2_ratio (dictionary_learning)");
         Near(E(dl, "frac_alive"), r.AliveFraction, 0, "frac_alive (dictionary_learning)");
+        Near(E(sl, "l2_norm_in"), r.L2NormIn, 1e-5, "l2_norm_in (SAELens)");
+        Near(E(sl, "l2_norm_out"), r.L2NormOut, 1e-5, "l2_norm_out (SAELens)");
+        // A mean of per-row ratios about each batch's own mean: it matches SAELens when the batches are SAELens's.
+        Near(E(sl, "explained_variance_legacy"), r.ExplainedVarianceLegacy, 1e-5, "explained_variance_legacy (SAELens, 3 batches)");
         var density = Expected[sl]!["feature_density"]!.AsArray().Select(v => v!.GetValue<double>()).ToArray();
         for (int i = 0; i < density.Length; i++) Near(density[i], r.FeatureFrequency[i], 1e-6, $"feature_density[{i}] (SAELens)");
 
@@ -118,7 +122,8 @@ public class PeerEvalTests
         var r = Evaluate(sae, x, perBatch, 1);
         const string sl = "saelens_1_batch", dl = "dictionary_learning_batch0";
         Assert.Equal(perBatch[0], r.Rows);
-        foreach (var (key, got) in new[] { ("l0", r.L0), ("l1", r.L1), ("cossim", r.Cosine), ("l2_ratio", r.L2Ratio), ("relative_reconstruction_bias", r.RelativeReconstructionBias) })
+        foreach (var (key, got) in new[] { ("l0", r.L0), ("l1", r.L1), ("cossim", r.Cosine), ("l2_ratio", r.L2Ratio), ("relative_reconstruction_bias", r.RelativeReconstructionBias),
+                     ("l2_norm_in", r.L2NormIn), ("l2_norm_out", r.L2NormOut), ("explained_variance_legacy", r.ExplainedVarianceLegacy) })
             Near(E(sl, key), got, 1e-5, key + " (SAELens, one batch)");
         Near(E(dl, "relative_reconstruction_bias"), r.RelativeReconstructionBias, 2e-6, "relative_reconstruction_bias (dictionary_learning, one batch)");
         // SAELens's `mse` is the mean over rows of Σ_d (x−x̂)² divided by the batch's token count: mse_loss / N here.

@@ -41,6 +41,35 @@ public class SaeMetricsTests
     }
 
     [Fact]
+    public void SaelensNormsAndLegacyExplainedVarianceByHand()
+    {
+        // Batch A: x = [[0,0],[2,0]], x̂ = [[0,1],[2,0]]; batch B: x = [[0,0],[0,4]], x̂ = [[0,0],[0,2]].
+        var xa = T(new float[,] { { 0, 0 }, { 2, 0 } });
+        var ya = T(new float[,] { { 0, 1 }, { 2, 0 } });
+        var xb = T(new float[,] { { 0, 0 }, { 0, 4 } });
+        var yb = T(new float[,] { { 0, 0 }, { 0, 2 } });
+        var acc = new SaeMetricsAccumulator(2, 1);
+        acc.Add(xa, ya, zeros(2, 1));
+        acc.Add(xb, yb, zeros(2, 1));
+        var r = acc.Result();
+        // ‖x‖: 0, 2, 0, 4; ‖x̂‖: 1, 2, 0, 2.
+        Assert.Equal(1.5, r.L2NormIn, 12);
+        Assert.Equal(1.25, r.L2NormOut, 12);
+        // Batch means [1,0] and [0,2]: ‖x − x̄_b‖² = 1, 1, 4, 4; squared errors 1, 0, 0, 4 → per row 0, 1, 1, 0.
+        Assert.Equal(0.5, r.ExplainedVarianceLegacy, 12);
+
+        // The same rows as one batch: mean [0.5, 1], ‖x − x̄‖² = 1.25, 3.25, 1.25, 9.25 → per row 0.2, 1, 1, 1 − 4/9.25.
+        var one = new SaeMetricsAccumulator(2, 1);
+        one.Add(cat([xa, xb]), cat([ya, yb]), zeros(4, 1));
+        var r1 = one.Result();
+        Assert.Equal((0.2 + 1 + 1 + (1 - 4 / 9.25)) / 4, r1.ExplainedVarianceLegacy, 12);
+        Assert.Equal(r.L2NormIn, r1.L2NormIn, 12);
+        Assert.Equal(r.L2NormOut, r1.L2NormOut, 12);
+        // Not 1 − fvu: Σ err = 5 over Σ‖x − x̄‖² = 15.
+        Assert.Equal(1 - 5 / 15.0, r1.ExplainedVariance, 12);
+    }
+
+    [Fact]
     public void FvuUsesThePerDimensionMeanNotZero()
     {
         // Large offsets (1000, 2000): variance about the mean is 10, about zero ~2e7 (SAELens #659).
@@ -111,7 +140,7 @@ public class SaeMetricsTests
         var acc = new SaeMetricsAccumulator(2, 2);
         acc.Add(T(new float[,] { { 1, 2 } }), T(new float[,] { { 1, 2 } }), T(new float[,] { { 1, 0 } }));
         var obj = JsonNode.Parse(acc.Result().ToJson())!.AsObject();
-        Assert.Equal(new[] { "alive_fraction", "cosine", "dead_fraction", "explained_variance", "fvu", "l0", "l1", "l2_ratio", "mse", "mse_loss", "n_rows", "relative_reconstruction_bias" },
+        Assert.Equal(new[] { "alive_fraction", "cosine", "dead_fraction", "explained_variance", "explained_variance_legacy", "fvu", "l0", "l1", "l2_norm_in", "l2_norm_out", "l2_ratio", "mse", "mse_loss", "n_rows", "relative_reconstruction_bias" },
             obj.Select(kv => kv.Key).Order(StringComparer.Ordinal));
         // One row: variance about the mean is zero, so fvu is undefined and written as NaN.
         Assert.Equal("NaN", obj["fvu"]!.GetValue<string>());
@@ -119,6 +148,17 @@ public class SaeMetricsTests
         var obj2 = JsonNode.Parse(withTruth.ToJson())!.AsObject();
         Assert.Equal(0.5, obj2["mmcs"]!.GetValue<double>());
         Assert.Equal(0.25, obj2["recovered_fraction"]!.GetValue<double>());
+    }
+
+    [Fact]
+    public void InModelJsonGroupsTheSaelensNormsAndLegacyAsSaelensRunEvals()
+    {
+        var r = new SaeEvalResult { L2NormIn = 1.5, L2NormOut = 1.25, ExplainedVarianceLegacy = 0.5 };
+        var json = new DownstreamMetrics { Name = "s", HookName = "h", Reconstruction = r }.ToJson();
+        // SAELens run_evals: l2_norm_in/out under shrinkage, explained_variance_legacy under reconstruction_quality.
+        Assert.Equal(1.5, json["shrinkage"]!["l2_norm_in"]!.GetValue<double>());
+        Assert.Equal(1.25, json["shrinkage"]!["l2_norm_out"]!.GetValue<double>());
+        Assert.Equal(0.5, json["reconstruction_quality"]!["explained_variance_legacy"]!.GetValue<double>());
     }
 
     /// <summary>An SAE that reconstructs exactly: features relu(x_i) and relu(−x_i), decoder rows ±e_i.</summary>
