@@ -94,7 +94,8 @@ public static class TextDataset
         }
     }
 
-    /// <summary>The string column <paramref name="column"/> of a Parquet file, one row group at a time.</summary>
+    /// <summary>The string column <paramref name="column"/> of a Parquet file, one row group at a time. A file with no
+    /// rows gives none, whatever its columns (<see cref="ChooseColumn(IEnumerable{string}, string?)"/> passes it over).</summary>
     public static IEnumerable<string> ReadParquet(string path, string column = "text")
     {
         RequireFile(path);
@@ -102,6 +103,7 @@ public static class TextDataset
         var (reader, footer) = OpenParquet(stream, path);
         try
         {
+            if (NoRows(reader)) yield break;
             var field = FindColumn(reader, column, path);
             bool isString = field.ClrType == typeof(string) || field.ClrType == typeof(ReadOnlyMemory<char>);
             if (!isString || field.MaxRepetitionLevel != 0)
@@ -220,7 +222,8 @@ public static class TextDataset
     }
 
     /// <summary>Token id arrays from an integer list column of a Parquet file (as written by SAELens'
-    /// pretokenize runner or HF datasets). With <paramref name="column"/> null, "tokens" or "input_ids".</summary>
+    /// pretokenize runner or HF datasets). With <paramref name="column"/> null, "tokens" or "input_ids". A file with no rows
+    /// gives none, whatever its columns.</summary>
     public static IEnumerable<long[]> ReadTokenizedParquet(string path, string? column = null)
     {
         RequireFile(path);
@@ -228,6 +231,7 @@ public static class TextDataset
         var (reader, footer) = OpenParquet(stream, path);
         try
         {
+            if (NoRows(reader)) yield break;
             column ??= Choose(reader.Schema.Fields.Select(f => f.Name), tokenized: true)
                        ?? throw new SaeSharpException($"{path}: no 'tokens' or 'input_ids' column");
             var field = FindColumn(reader, column, path);
@@ -302,7 +306,7 @@ public static class TextDataset
         var (reader, _) = OpenParquet(stream, path);
         try
         {
-            if (withRows && (reader.Metadata?.NumRows ?? 0) <= 0) return null;
+            if (withRows && NoRows(reader)) return null;
             return reader.Schema.Fields.Select(f => f.Name).ToList();
         }
         finally
@@ -310,6 +314,9 @@ public static class TextDataset
             Sync(reader.DisposeAsync());
         }
     }
+
+    /// <summary>The footer declares no rows (num_rows ≤ 0): the file is passed over when choosing the column and when reading.</summary>
+    private static bool NoRows(ParquetReader reader) => (reader.Metadata?.NumRows ?? 0) <= 0;
 
     private static List<string> Names(JsonElement row) => row.EnumerateObject().Select(p => p.Name).ToList();
 

@@ -166,6 +166,7 @@ public static class TokenWindows
     /// (<see cref="TextDataset.ChooseColumn(IEnumerable{string}, string?)"/>, decided by the first file with a row and used for all): pre-tokenized "tokens" or
     /// "input_ids" rows (<see cref="FromPretokenized"/>); else text from <paramref name="textField"/> when given, else
     /// from "text" or "problem" (or .txt lines), tokenized and concatenated (<see cref="TokenizeAndConcatenate"/>).
+    /// Files with no rows are skipped; a dataset with no file that has a row is an error naming it.
     /// </summary>
     public static IEnumerable<long[]> FromPath(
         string path,
@@ -178,12 +179,17 @@ public static class TokenWindows
         // A hub dataset's files download as the reader reaches them: list once, look at the first with a row to choose the column.
         var files = TextDataset.ExpandFiles(path);
         var (column, tokenized, first) = TextDataset.ChooseColumn(files, textField);
+        if (first is null)
+            throw new SaeSharpException(File.Exists(path)
+                ? $"dataset file '{path}' has no rows (no document or token row)"
+                : $"dataset '{path}': no rows in any of its files (no document or token row)");
         if (tokenized)
         {
             var rows = files.SelectMany(f => TextDataset.KindOf(f) switch
             {
                 TextDataset.FileKind.Jsonl => TextDataset.ReadTokenizedJsonl(f, column),
                 TextDataset.FileKind.Parquet => TextDataset.ReadTokenizedParquet(f, column),
+                TextDataset.FileKind.Txt when !TextDataset.ReadTxt(f).Any() => [], // no rows: skipped as other empty files
                 _ => throw new SaeSharpException($"dataset file '{f}' is text, but '{first}' is pre-tokenized; do not mix them"),
             });
             return FromPretokenized(rows, contextSize);

@@ -308,11 +308,78 @@ public class TextDatasetTests
         Assert.Equal(("input_ids", true, ids), TextDataset.ChooseColumn(TextDataset.ExpandFiles(dir), "text"));
         Assert.Equal(new long[] { 1, 2, 3 }, TokenWindows.FromPath(dir, tok, 3).Single());
 
-        // No file with a row: "text" (or the named field), and no windows, as before.
+        // No file with a row: "text" (or the named field); reading windows from it is an error naming the dataset.
         File.Delete(ids);
         Assert.Equal(("text", false, null), TextDataset.ChooseColumn(TextDataset.ExpandFiles(dir), null));
         Assert.Equal(("body", false, null), TextDataset.ChooseColumn(TextDataset.ExpandFiles(dir), "body"));
-        Assert.Empty(TokenWindows.FromPath(dir, tok, 3));
+        Assert.Contains(dir, Assert.Throws<SaeSharpException>(() => TokenWindows.FromPath(dir, tok, 3).ToList()).Message);
+    }
+
+    /// <summary>A Parquet file with no rows, written by Parquet.Net: with one empty row group, or with none.</summary>
+    private static void WriteEmptyParquet(string path, DataField column, bool rowGroup) => WriteParquet(path, new ParquetSchema(column), async writer =>
+    {
+        if (!rowGroup) return;
+        using var g = writer.CreateRowGroup();
+        await g.WriteAsync(column, Array.Empty<string>());
+    });
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void A_parquet_file_with_no_rows_among_others_is_skipped_when_reading(bool rowGroup)
+    {
+        var tok = Gpt2();
+        // Text: an empty file whose only column is "answer" (no "text" column), before one with text.
+        string dir = TestPaths.TempDir();
+        WriteEmptyParquet(Path.Combine(dir, "a.parquet"), new DataField<string>("answer"), rowGroup);
+        var text = new DataField<string>("text");
+        WriteParquet(Path.Combine(dir, "b.parquet"), new ParquetSchema(text), async writer =>
+        {
+            using var g = writer.CreateRowGroup();
+            await g.WriteAsync(text, new[] { "Hello world" });
+        });
+        WriteEmptyParquet(Path.Combine(dir, "c.parquet"), new DataField<string>("answer"), rowGroup);
+        Assert.Equal(new long[][] { [50256, 15496, 995] }, TokenWindows.FromPath(dir, tok, 3).ToList());
+        Assert.Equal(new[] { "Hello world" }, TextDataset.Read(dir).ToList());
+
+        // Pre-tokenized: an empty file with only a text column before and after one with "tokens".
+        string tdir = TestPaths.TempDir();
+        WriteEmptyParquet(Path.Combine(tdir, "a.parquet"), new DataField<string>("text"), rowGroup);
+        var item = new DataField<long>("element");
+        var list = new ListField("tokens", item);
+        WriteParquet(Path.Combine(tdir, "b.parquet"), new ParquetSchema(list), async writer =>
+        {
+            using var g = writer.CreateRowGroup();
+            await g.WriteAllPartsAsync(item, new ReadOnlyMemory<long>([7, 8, 9]),
+                new ReadOnlyMemory<int>(Enumerable.Repeat(item.MaxDefinitionLevel, 3).ToArray()), new ReadOnlyMemory<int>([0, 1, 1]), default);
+        });
+        WriteEmptyParquet(Path.Combine(tdir, "c.parquet"), new DataField<string>("text"), rowGroup);
+        File.WriteAllText(Path.Combine(tdir, "d.txt"), "\n"); // an empty .txt is skipped too, not "text mixed with pre-tokenized"
+        Assert.Equal(new long[][] { [7, 8, 9] }, TokenWindows.FromPath(tdir, tok, 3).ToList());
+        File.WriteAllText(Path.Combine(tdir, "d.txt"), "words");
+        Assert.Contains("do not mix", Assert.Throws<SaeSharpException>(() => TokenWindows.FromPath(tdir, tok, 3).ToList()).Message);
+        Directory.Delete(dir, recursive: true);
+        Directory.Delete(tdir, recursive: true);
+    }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void A_dataset_whose_every_file_has_no_rows_is_an_error_naming_it(bool rowGroup)
+    {
+        var tok = Gpt2();
+        string dir = TestPaths.TempDir();
+        string only = Path.Combine(dir, "only.parquet");
+        WriteEmptyParquet(only, new DataField<string>("text"), rowGroup);
+        var e = Assert.Throws<SaeSharpException>(() => TokenWindows.FromPath(only, tok, 3).ToList());
+        Assert.Contains(only, e.Message);
+        Assert.Contains("no rows", e.Message);
+
+        WriteEmptyParquet(Path.Combine(dir, "second.parquet"), new DataField<string>("answer"), rowGroup);
+        var all = Assert.Throws<SaeSharpException>(() => TokenWindows.FromPath(dir, tok, 3).ToList());
+        Assert.Contains(dir, all.Message);
+        Assert.Contains("no rows", all.Message);
+        Directory.Delete(dir, recursive: true);
     }
 
     [Fact]
