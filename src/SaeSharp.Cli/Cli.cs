@@ -110,8 +110,13 @@ internal static class Cli
         return option;
     }
 
+    /// <summary>An integer for a <see cref="WriteTable"/> row: digit-grouped on a terminal (<c>1,234,567</c>); in a pipe,
+    /// where the value is read by programs, plain digits (<c>1234567</c>).</summary>
+    public static string Integer(long value) =>
+        value.ToString(Console.IsOutputRedirected ? "D" : "N0", CultureInfo.InvariantCulture);
+
     /// <summary>Name/value rows under a title: a Spectre table on a terminal; in a pipe, the title line, then one
-    /// <c>name&lt;TAB&gt;value</c> line per row (for grep and cut).</summary>
+    /// <c>name&lt;TAB&gt;value</c> line per row (for grep and cut). Integers in either go through <see cref="Integer"/>.</summary>
     public static void WriteTable(string title, IEnumerable<(string Name, string Value)> rows)
     {
         if (Console.IsOutputRedirected)

@@ -36,7 +36,7 @@ internal static class InfoCommand
                 ("context_size", cfg.Metadata.ContextSize?.ToString() ?? "-"),
                 ("dataset_path", cfg.Metadata.DatasetPath ?? "-"),
                 ("neuronpedia_id", cfg.Metadata.Extra?.GetValueOrDefault("neuronpedia_id").ToString() is { Length: > 0 } np ? np : "-"),
-                ("parameters", sae.parameters().Sum(t => t.numel()).ToString("N0")),
+                ("parameters", Cli.Integer(sae.parameters().Sum(t => t.numel()))),
             });
             return 0;
         });

@@ -299,7 +299,7 @@ internal static class InterventionCommands
                 ("CE loss ablated", F(ceAbl / nCe)),
                 ("ΔCE loss", F((ceAbl - ceClean) / nCe)),
                 ("KL(clean ‖ ablated)", F(kl / nKl)),
-                ("positions", nKl.ToString("N0", CultureInfo.InvariantCulture)),
+                ("positions", Cli.Integer(nKl)),
             });
             foreach (var b in batches) b.Dispose();
             return 0;

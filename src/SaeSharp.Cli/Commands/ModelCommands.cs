@@ -172,7 +172,7 @@ internal static class ModelCommands
         {
             using var m = ModelSource.LoadModel(parse.GetValue(model)!, parse.GetValue(dtype)!);
             Console.WriteLine(m.Config.ToString());
-            Console.WriteLine($"parameters: {m.parameters().Sum(p => p.numel()):N0}");
+            Console.WriteLine($"parameters: {Cli.Integer(m.parameters().Sum(p => p.numel()))}");
             Console.WriteLine("hook points:");
             foreach (var h in m.HookNames) Console.WriteLine($"  {h}");
             return 0;

@@ -114,7 +114,7 @@ internal static class SaeCommands
                 ("mse", m.Mse.ToString("G5")),
                 ("l1", m.L1.ToString("G5")),
                 ("l0", m.L0.ToString("F2")),
-                ($"% alive over {m.Tokens:N0} tokens", m.AliveFraction.ToString("P2")),
+                ($"% alive over {Cli.Integer(m.Tokens)} tokens", m.AliveFraction.ToString("P2")),
                 ("% loss recovered (zero ablation)", m.CeLossScore.ToString("P2")),
                 ("% loss recovered (mean ablation)", m.CeLossScoreMeanAblation.ToString("P2")),
                 ("ce loss clean / with SAE / zero-ablated", $"{m.CeLossWithoutSae:F4} / {m.CeLossWithSae:F4} / {m.CeLossWithAblation:F4}"),
@@ -148,7 +148,7 @@ internal static class SaeCommands
             ("relative_reconstruction_bias", r.RelativeReconstructionBias.ToString("F4")),
             ("alive_fraction", r.AliveFraction.ToString("P2")),
             ("dead_fraction", r.DeadFraction.ToString("P2")),
-            ("rows", r.Rows.ToString("N0")),
+            ("rows", Cli.Integer(r.Rows)),
         };
         if (r.Mmcs is double mmcs) rows.Add(("mmcs", mmcs.ToString("F4")));
         if (r.RecoveredFraction is double rec) rows.Add(("recovered_fraction", rec.ToString("P1")));

@@ -1,8 +1,12 @@
+using SaeSharp.IO;
+using SaeSharp.Tests.Analysis;
 using SaeSharp.Tests.Tokenizers;
+using static TorchSharp.torch;
 
 namespace SaeSharp.Tests.Cli;
 
-/// <summary>What <c>sae info</c> and <c>sae releases</c> print in a pipe: plain lines, no box drawing.</summary>
+/// <summary>What <c>sae info</c>, <c>sae releases</c>, <c>sae eval</c>, <c>sae ablate</c> and <c>sae model info</c> print in a
+/// pipe: plain lines, no box drawing, integers without digit grouping.</summary>
 public sealed class PlainOutputTests : IDisposable
 {
     private readonly string _dir = TestPaths.TempDir();
@@ -30,6 +34,53 @@ public sealed class PlainOutputTests : IDisposable
         Assert.Contains("d_sae\t128", lines);
         Assert.Contains("hook_name\tblocks.3.hook_mlp_out", lines);
         Assert.DoesNotContain(lines, l => l.Contains('│') || l.Contains('─'));
+    }
+
+    private static List<string> RunInAPipe(params string[] args)
+    {
+        using var process = new CliProcess(args);
+        int exit = process.WaitForExit(TimeSpan.FromMinutes(3));
+        var lines = process.Lines.ToList();
+        Assert.True(exit == 0, string.Join("\n", lines));
+        return lines;
+    }
+
+    private static readonly string BatchTopK = TestPaths.Data("dictionary_learning", "BatchTopKSAE");
+
+    /// <summary>In a pipe, integers in name/value lines are plain digits (a program reads them), not "8,352".
+    /// A BatchTopKSAE with d_in 32, d_sae 128 has W_enc, W_dec (32·128 each), b_enc (128), b_dec (32).</summary>
+    [Fact]
+    public void Info_in_a_pipe_prints_the_parameter_count_without_grouping() =>
+        Assert.Contains($"parameters\t{2 * 32 * 128 + 128 + 32}", RunInAPipe("info", BatchTopK));
+
+    [Fact]
+    public void Eval_in_a_pipe_prints_the_row_count_without_grouping()
+    {
+        string acts = Path.Combine(_dir, "acts.safetensors");
+        SafeTensors.Save(acts, new Dictionary<string, Tensor> { ["activations"] = randn(1500, 32, generator: new Generator(3)) });
+        Assert.Contains("rows\t1500", RunInAPipe("eval", "--sae", BatchTopK, "--activations", acts));
+    }
+
+    /// <summary>sae eval in a model and sae ablate over 2048 tokens (128 windows of 16): the token and position counts;
+    /// sae model info's "parameters: N".</summary>
+    [Fact]
+    public void Model_eval_ablate_and_model_info_in_a_pipe_print_counts_without_grouping()
+    {
+        using var fx = new AnalysisFixture();
+        string corpus = Path.Combine(_dir, "corpus.txt");
+        var rng = new Random(4);
+        File.WriteAllLines(corpus, Enumerable.Range(0, 800).Select(_ =>
+            string.Join(" ", Enumerable.Range(0, 10).Select(_ => AnalysisFixture.Words[rng.Next(AnalysisFixture.Words.Length)]))));
+        var failures = new List<string>();
+        var inModel = RunInAPipe("eval", "--sae", fx.SaeDir, "--model", fx.ModelDir, "--dataset", corpus, "--tokens", "2048", "--context-size", "16");
+        if (!inModel.Any(l => l.StartsWith("% alive over 2048 tokens\t", StringComparison.Ordinal))) failures.Add("eval: " + string.Join(" | ", inModel));
+        var ablate = RunInAPipe("ablate", "--model", fx.ModelDir, "--sae", fx.SaeDir, "--features", "2", "--dataset", corpus,
+            "--tokens", "2048", "--context-size", "16");
+        if (!ablate.Contains("positions\t2048")) failures.Add("ablate: " + string.Join(" | ", ablate.Where(l => l.Contains("positions"))));
+        var model = RunInAPipe("model", "info", "--model", fx.ModelDir);
+        if (!model.Any(l => System.Text.RegularExpressions.Regex.IsMatch(l, @"^parameters: [0-9]{4,}$")))
+            failures.Add("model info: " + string.Join(" | ", model.Where(l => l.StartsWith("parameters"))));
+        Assert.True(failures.Count == 0, string.Join("\n", failures));
     }
 
     /// <summary>In a pipe, the rows of <c>sae releases</c> go to stdout and its title (a release's repo, model and format;
