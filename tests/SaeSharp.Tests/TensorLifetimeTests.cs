@@ -207,47 +207,213 @@ public class TensorLifetimeSourceTests
         Assert.True(found.Count == 0, "in-place calls that return a new tensor (write fill_(TorchScalars.Of(0)) for zero_):\n" + string.Join("\n", found));
     }
 
-    /// <summary>A kernel reads a tensor's storage through a raw pointer (<c>TensorPointers</c>) for a long time, and the JIT
-    /// ends a parameter's or local's life at its last read: a tensor passed in as a temporary (<c>Kernel(x.contiguous())</c>,
-    /// no scope on the thread) could be finalized, and its storage freed, while the kernel runs. So each tensor whose pointer
-    /// a method takes is read again after the work: a <c>using</c> local, a local the method returns, or named in a
-    /// <c>GC.KeepAlive</c> after the pointer is taken. Only <c>TensorPointers</c> makes a pointer of a tensor's <c>bytes</c>.</summary>
+    /// <summary>A kernel reads a tensor's storage through a raw pointer (<c>TensorPointers</c>), and a few methods through a
+    /// span of its bytes (<c>Tensor.bytes</c>), for a long time; the JIT ends a parameter's or local's life at its last read
+    /// on the path taken, so a tensor passed in as a temporary (<c>Kernel(x.contiguous())</c>, no scope on the thread) could
+    /// be finalized, and its storage freed, while the kernel runs. So on every path out of the method after the pointer (or
+    /// span) is taken, the tensor is read again after the pointer's last use (<see cref="UnheldTensorMemory"/>): it is a
+    /// <c>using</c> local; or a <c>GC.KeepAlive</c> of it is in the <c>finally</c> of a <c>try</c> holding the pointer's
+    /// uses; or a <c>GC.KeepAlive</c> of it (or a <c>return</c> of the local) is a statement of a block enclosing the
+    /// pointer, after its last use, with no <c>return</c>, <c>throw</c>, <c>yield break</c>, <c>goto</c>, or <c>break</c> /
+    /// <c>continue</c> leaving that stretch in between. Only <c>TensorPointers</c> makes a pointer of a tensor's <c>bytes</c>.</summary>
     [Fact]
     public void A_tensor_whose_raw_pointer_a_method_takes_stays_reachable_until_the_method_is_done()
     {
         var (root, compilations) = Source.Value;
-        var found = new List<string>();
-        foreach (var c in compilations)
-            foreach (var tree in c.SyntaxTrees.Where(t => t.FilePath.Length > 0))
+        var found = compilations.SelectMany(c => c.SyntaxTrees.Where(t => t.FilePath.Length > 0).SelectMany(tree => UnheldTensorMemory(c, tree, root))).ToList();
+        Assert.True(found.Count == 0, "raw pointers (or byte spans) of tensors nothing holds on every path until their last use " +
+            "(use a using local, or GC.KeepAlive after the work with no exit in between, or in a finally):\n" + string.Join("\n", found));
+    }
+
+    /// <summary>Methods that take a pointer or span of a tensor: the Bad ones do not hold it on every path.</summary>
+    private const string Planted = """
+        using SaeSharp.Kernels;
+        using static TorchSharp.torch;
+        namespace Planted;
+        internal static unsafe class P
+        {
+            static void Work(float* p) { }
+            static void Read(System.ReadOnlySpan<byte> b) { }
+            static void BadReturnInABranch(Tensor x, bool small)
             {
-                var model = c.GetSemanticModel(tree);
-                // A pointer into a tensor's bytes is taken only by TensorPointers, which the rest of this test follows.
-                if (Path.GetFileName(tree.FilePath) != "TensorPointers.cs")
-                    foreach (var bytes in tree.GetRoot().DescendantNodes().OfType<MemberAccessExpressionSyntax>())
-                        if (bytes.Name.Identifier.Text == "bytes" && model.GetSymbolInfo(bytes).Symbol is IPropertySymbol { ContainingType.Name: "Tensor" }
-                            && bytes.Ancestors().Any(a => a is FixedStatementSyntax
-                                || a is InvocationExpressionSyntax i && model.GetSymbolInfo(i).Symbol is IMethodSymbol { Name: "AsPointer" }))
-                            found.Add($"{Path.GetRelativePath(root, tree.FilePath)}:{tree.GetLineSpan(bytes.Span).StartLinePosition.Line + 1}: pointer into {bytes} outside TensorPointers");
-                foreach (var call in tree.GetRoot().DescendantNodes().OfType<InvocationExpressionSyntax>())
+                float* p = TensorPointers.FloatPtr(x);
+                if (small) { Work(p); return; }
+                Work(p);
+                System.GC.KeepAlive(x);
+            }
+            static void BadKeepAliveInABranch(Tensor x, bool c)
+            {
+                float* p = TensorPointers.FloatPtr(x);
+                Work(p);
+                if (c) System.GC.KeepAlive(x);
+            }
+            static void BadKeepAliveBeforeTheLastUse(Tensor x)
+            {
+                float* p = TensorPointers.FloatPtr(x);
+                System.GC.KeepAlive(x);
+                Work(p);
+            }
+            static void BadBreakPastTheKeepAlive(Tensor x, int n)
+            {
+                for (int i = 0; i < n; i++)
                 {
-                    if (model.GetSymbolInfo(call).Symbol is not IMethodSymbol { ContainingType.Name: "TensorPointers" } m
-                        || call.ArgumentList.Arguments.Count != 1 || !m.Name.EndsWith("Ptr", StringComparison.Ordinal)) continue;
-                    var arg = call.ArgumentList.Arguments[0].Expression;
-                    var body = call.Ancestors().First(a => a is BaseMethodDeclarationSyntax or LocalFunctionStatementSyntax or AnonymousFunctionExpressionSyntax
-                                                                or AccessorDeclarationSyntax or PropertyDeclarationSyntax);
-                    var symbol = model.GetSymbolInfo(arg).Symbol;
-                    bool Same(ExpressionSyntax e) => arg is IdentifierNameSyntax ? SymbolEqualityComparer.Default.Equals(model.GetSymbolInfo(e).Symbol, symbol)
-                                                                                 : e.IsEquivalentTo(arg, topLevel: false);
-                    bool usingLocal = symbol is ILocalSymbol { IsUsing: true };
-                    bool returned = symbol is ILocalSymbol && body.DescendantNodes().OfType<ReturnStatementSyntax>()
-                        .Any(r => r.SpanStart > call.SpanStart && r.DescendantNodes().OfType<IdentifierNameSyntax>().Any(Same));
-                    bool keptAlive = body.DescendantNodes().OfType<InvocationExpressionSyntax>()
-                        .Any(k => k.SpanStart > call.SpanStart && model.GetSymbolInfo(k).Symbol is IMethodSymbol { Name: "KeepAlive", ContainingType.Name: "GC" }
-                                  && Same(k.ArgumentList.Arguments[0].Expression));
-                    if (!usingLocal && !returned && !keptAlive)
-                        found.Add($"{Path.GetRelativePath(root, tree.FilePath)}:{tree.GetLineSpan(call.Span).StartLinePosition.Line + 1}: {call}");
+                    float* p = TensorPointers.FloatPtr(x);
+                    if (i == 3) { Work(p); break; }
+                    System.GC.KeepAlive(x);
                 }
             }
-        Assert.True(found.Count == 0, "raw pointers of tensors nothing holds until the kernel is done (use a using local, or GC.KeepAlive after the work):\n" + string.Join("\n", found));
+            static void BadSpanOfAParameter(Tensor x) => Read(x.bytes);
+            static void BadSpanWithoutKeepAlive(Tensor x)
+            {
+                var a = x.contiguous();
+                System.ReadOnlySpan<float> s = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(a.bytes);
+                Work(null);
+                if (s.Length > 0) Read(System.Runtime.InteropServices.MemoryMarshal.AsBytes(s));
+            }
+            static void GoodFinally(Tensor x, bool small)
+            {
+                try
+                {
+                    float* p = TensorPointers.FloatPtr(x);
+                    if (small) { Work(p); return; }
+                    Work(p);
+                }
+                finally { System.GC.KeepAlive(x); }
+            }
+            static void GoodUsing(Tensor y)
+            {
+                using var x = y.contiguous();
+                float* p = TensorPointers.FloatPtr(x);
+                if (p == null) return;
+                Work(p);
+            }
+            static void GoodKeepAliveAfterALoop(Tensor x, int n)
+            {
+                float* p = TensorPointers.FloatPtr(x);
+                for (int i = 0; i < n; i++) { if (i == 3) break; Work(p); }
+                System.GC.KeepAlive(x);
+            }
+            static Tensor GoodReturned(Tensor y)
+            {
+                var x = y.contiguous();
+                Work(TensorPointers.FloatPtr(x));
+                return x;
+            }
+            static void GoodSpan(Tensor x)
+            {
+                var a = x.contiguous();
+                System.ReadOnlySpan<float> s = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(a.bytes);
+                Read(System.Runtime.InteropServices.MemoryMarshal.AsBytes(s));
+                System.GC.KeepAlive(a);
+            }
+        }
+        """;
+
+    /// <summary>The check above on planted code: each bad method is reported, each good one is not. None of the bad ones was
+    /// reported by this check's previous form, which looked for a <c>GC.KeepAlive</c> (or a <c>return</c>) anywhere after the
+    /// pointer in the text, and did not look at <c>Tensor.bytes</c> spans.</summary>
+    [Fact]
+    public void The_pointer_lifetime_check_reports_planted_unheld_tensors()
+    {
+        var (root, compilations) = Source.Value;
+        var tree = CSharpSyntaxTree.ParseText(Planted, (CSharpParseOptions)compilations[0].SyntaxTrees[0].Options, Path.Combine(root, "Planted.cs"));
+        var c = compilations[0].AddSyntaxTrees(tree);
+        var errors = c.GetDiagnostics().Where(d => d.Severity == DiagnosticSeverity.Error && d.Location.SourceTree == tree).ToList();
+        Assert.True(errors.Count == 0, string.Join("\n", errors));
+        var reported = UnheldTensorMemoryNodes(c, tree).Select(f => f.Node.Ancestors().OfType<MethodDeclarationSyntax>().First().Identifier.Text)
+            .Distinct().Order(StringComparer.Ordinal).ToList();
+        Assert.Equal(["BadBreakPastTheKeepAlive", "BadKeepAliveBeforeTheLastUse", "BadKeepAliveInABranch", "BadReturnInABranch",
+                      "BadSpanOfAParameter", "BadSpanWithoutKeepAlive"], reported);
+    }
+
+    /// <summary>"file:line: code" for each raw pointer (<c>TensorPointers.*Ptr</c>) or byte span (<c>Tensor.bytes</c>) of a
+    /// tensor not held on every path until the pointer's last use (the rule: the test above).</summary>
+    internal static IEnumerable<string> UnheldTensorMemory(CSharpCompilation c, SyntaxTree tree, string root) =>
+        UnheldTensorMemoryNodes(c, tree).Select(f =>
+            $"{Path.GetRelativePath(root, tree.FilePath)}:{tree.GetLineSpan(f.Node.Span).StartLinePosition.Line + 1}: {f.What}");
+
+    private static IEnumerable<(SyntaxNode Node, string What)> UnheldTensorMemoryNodes(CSharpCompilation c, SyntaxTree tree)
+    {
+        var model = c.GetSemanticModel(tree);
+        bool inTensorPointers = Path.GetFileName(tree.FilePath) == "TensorPointers.cs";
+        foreach (var node in tree.GetRoot().DescendantNodes())
+        {
+            ExpressionSyntax tensor;
+            if (node is InvocationExpressionSyntax call && model.GetSymbolInfo(call).Symbol is IMethodSymbol { ContainingType.Name: "TensorPointers" } m
+                && call.ArgumentList.Arguments.Count == 1 && m.Name.EndsWith("Ptr", StringComparison.Ordinal))
+                tensor = call.ArgumentList.Arguments[0].Expression;
+            else if (!inTensorPointers && node is MemberAccessExpressionSyntax { Name.Identifier.Text: "bytes" } bytes
+                     && model.GetSymbolInfo(bytes).Symbol is IPropertySymbol { ContainingType.Name: "Tensor" })
+            {
+                // A pointer into a tensor's bytes is taken only by TensorPointers, whose callers this check follows.
+                if (bytes.Ancestors().Any(a => a is FixedStatementSyntax
+                        || a is InvocationExpressionSyntax i && model.GetSymbolInfo(i).Symbol is IMethodSymbol { Name: "AsPointer" }))
+                    yield return (bytes, $"pointer into {bytes} outside TensorPointers");
+                tensor = bytes.Expression;
+            }
+            else continue;
+            if (!Held(model, node, tensor)) yield return (node, node.ToString());
+        }
+    }
+
+    private static bool Held(SemanticModel model, SyntaxNode use, ExpressionSyntax tensor)
+    {
+        var body = use.Ancestors().First(a => a is BaseMethodDeclarationSyntax or LocalFunctionStatementSyntax or AnonymousFunctionExpressionSyntax
+                                              or AccessorDeclarationSyntax or PropertyDeclarationSyntax);
+        var symbol = model.GetSymbolInfo(tensor).Symbol;
+        if (symbol is ILocalSymbol { IsUsing: true }) return true;
+        bool Same(ExpressionSyntax e) => tensor is IdentifierNameSyntax ? SymbolEqualityComparer.Default.Equals(model.GetSymbolInfo(e).Symbol, symbol)
+                                                                        : e.IsEquivalentTo(tensor, topLevel: false);
+        // This function's own statements: not those of lambdas or local functions inside it (other functions, other exits).
+        var own = body.DescendantNodes(n => n == body || n is not (AnonymousFunctionExpressionSyntax or LocalFunctionStatementSyntax)).ToList();
+
+        // Where the pointer's use ends: its statement, or the last read of the local it is stored in (through ?: and casts, and
+        // for a span through calls returning a span, such as MemoryMarshal.Cast).
+        int End(SyntaxNode n) => n.AncestorsAndSelf().OfType<StatementSyntax>().FirstOrDefault()?.Span.End ?? body.Span.End;
+        int useEnd = End(use);
+        SyntaxNode up = use;
+        while (up.Parent is ConditionalExpressionSyntax or ParenthesizedExpressionSyntax or CastExpressionSyntax
+               || up.Parent is ArgumentSyntax { Parent.Parent: InvocationExpressionSyntax span } && model.GetTypeInfo(span).Type is { IsRefLikeType: true })
+            up = up.Parent is ArgumentSyntax a ? a.Parent!.Parent! : up.Parent!;
+        ISymbol? stored = up.Parent switch
+        {
+            EqualsValueClauseSyntax { Parent: VariableDeclaratorSyntax d } => model.GetDeclaredSymbol(d),
+            AssignmentExpressionSyntax asg when asg.Right == up => model.GetSymbolInfo(asg.Left).Symbol,
+            _ => null,
+        };
+        if (stored is ILocalSymbol)
+            foreach (var read in body.DescendantNodes().OfType<IdentifierNameSyntax>())
+                if (SymbolEqualityComparer.Default.Equals(model.GetSymbolInfo(read).Symbol, stored))
+                    useEnd = Math.Max(useEnd, End(read));
+
+        bool KeepAlive(StatementSyntax s) => s is ExpressionStatementSyntax { Expression: InvocationExpressionSyntax k }
+            && model.GetSymbolInfo(k).Symbol is IMethodSymbol { Name: "KeepAlive", ContainingType.Name: "GC" } && Same(k.ArgumentList.Arguments[0].Expression);
+        bool Hold(StatementSyntax s) => KeepAlive(s)
+            || symbol is ILocalSymbol && s is ReturnStatementSyntax { Expression: { } r } && r.DescendantNodesAndSelf().OfType<IdentifierNameSyntax>().Any(Same);
+
+        // A GC.KeepAlive in the finally of a try that holds the pointer and all its uses.
+        foreach (var t in use.Ancestors().TakeWhile(a => a != body).OfType<TryStatementSyntax>())
+            if (t.Finally is { } fin && t.Block.Span.Contains(use.Span) && useEnd <= t.Block.Span.End
+                && fin.Block.DescendantNodes().OfType<StatementSyntax>().Any(KeepAlive))
+                return true;
+
+        // Leaves the stretch [from, to) of this function: an exit statement, or a break/continue whose loop (switch) encloses `from`.
+        bool Leaves(int from, int to) => own.Any(n => n.SpanStart >= from && n.SpanStart < to && n switch
+        {
+            ReturnStatementSyntax or ThrowStatementSyntax or ThrowExpressionSyntax or GotoStatementSyntax => true,
+            YieldStatementSyntax y => y.IsKind(SyntaxKind.YieldBreakStatement),
+            BreakStatementSyntax => n.Ancestors().First(a => a is ForStatementSyntax or CommonForEachStatementSyntax or WhileStatementSyntax
+                                                              or DoStatementSyntax or SwitchStatementSyntax).SpanStart < from,
+            ContinueStatementSyntax => n.Ancestors().First(a => a is ForStatementSyntax or CommonForEachStatementSyntax or WhileStatementSyntax
+                                                                 or DoStatementSyntax).SpanStart < from,
+            _ => false,
+        });
+
+        // A hold statement of a block enclosing the pointer, after its last use, with no way out in between.
+        foreach (var block in use.Ancestors().TakeWhile(a => a != body).OfType<BlockSyntax>())
+            foreach (var h in block.Statements)
+                if (h.SpanStart >= useEnd && Hold(h) && !Leaves(use.SpanStart, h.SpanStart))
+                    return true;
+        return false;
     }
 }

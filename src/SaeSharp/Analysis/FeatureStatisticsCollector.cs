@@ -114,53 +114,61 @@ public sealed class FeatureStatisticsCollector
             keepRows = keep.to(ScalarType.Bool).cpu().contiguous().data<bool>().ToArray();
         }
         long n = (long)b * s * _f;
-        ReadOnlySpan<float> span = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(a.bytes);
-        if (span.Length != n) throw new InvalidOperationException("feature activations are not contiguous");
-        int hb = _o.HistogramBins, ib = _o.Intervals;
-        for (int w = 0; w < b; w++)
+        // The span reads a's memory: a is held (read again) until the span is done with, on every way out.
+        try
         {
-            if (windows[w].Length != s) throw new SaeSharpException($"context window {_windows + w} has {windows[w].Length} tokens, expected {s}");
-            for (int p = 0; p < s; p++)
+            ReadOnlySpan<float> span = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(a.bytes);
+            if (span.Length != n) throw new InvalidOperationException("feature activations are not contiguous");
+            int hb = _o.HistogramBins, ib = _o.Intervals;
+            for (int w = 0; w < b; w++)
             {
-                int row = w * s + p;
-                if (keepRows is not null && !keepRows[row]) continue;
-                _tokens++;
-                var r = span.Slice(row * _f, _f);
-                for (int j = 0; j < r.Length; j++)
+                if (windows[w].Length != s) throw new SaeSharpException($"context window {_windows + w} has {windows[w].Length} tokens, expected {s}");
+                for (int p = 0; p < s; p++)
                 {
-                    float v = r[j];
-                    if (!(v > 0))
+                    int row = w * s + p;
+                    if (keepRows is not null && !keepRows[row]) continue;
+                    _tokens++;
+                    var r = span.Slice(row * _f, _f);
+                    for (int j = 0; j < r.Length; j++)
                     {
-                        if (float.IsNaN(v)) throw new SaeSharpException($"feature {_features[j]} has a NaN activation in window {_windows + w}, position {p}");
-                        continue;
+                        float v = r[j];
+                        if (!(v > 0))
+                        {
+                            if (float.IsNaN(v)) throw new SaeSharpException($"feature {_features[j]} has a NaN activation in window {_windows + w}, position {p}");
+                            continue;
+                        }
+                        if (float.IsInfinity(v)) throw new SaeSharpException($"feature {_features[j]} has an infinite activation in window {_windows + w}, position {p}");
+                        _count[j]++;
+                        _sum[j] += v;
+                        if (v > _max[j]) _max[j] = v;
+                        if (_exp[j] == int.MinValue) _exp[j] = Math.ILogB(v) + 1;
+                        else if (v >= Math.ScaleB(1.0, _exp[j])) Grow(j, Math.ILogB(v) + 1);
+                        double unit = Math.ScaleB(v, -_exp[j]);
+                        _hist[(long)j * hb + Math.Min((int)(unit * hb), hb - 1)]++;
+                        int bin = Math.Min((int)(unit * ib), ib - 1);
+                        long slot = (long)j * ib + bin;
+                        long c = ++_ivCount[slot];
+                        int k = _o.SamplesPerInterval;
+                        if (c <= k)
+                        {
+                            (_reservoir[slot] ??= new List<Slot>(k)).Add(new Slot(v, _windows + w, p, null));
+                        }
+                        else
+                        {
+                            long pick = _rng.NextLong(c);
+                            if (pick < k) _reservoir[slot]![(int)pick] = new Slot(v, _windows + w, p, null);
+                        }
+                        if (_o.TopExamples > 0 && (_top[j].Count < _o.TopExamples || v > _topMin[j]))
+                            PushTop(j, new Slot(v, _windows + w, p, null));
                     }
-                    if (float.IsInfinity(v)) throw new SaeSharpException($"feature {_features[j]} has an infinite activation in window {_windows + w}, position {p}");
-                    _count[j]++;
-                    _sum[j] += v;
-                    if (v > _max[j]) _max[j] = v;
-                    if (_exp[j] == int.MinValue) _exp[j] = Math.ILogB(v) + 1;
-                    else if (v >= Math.ScaleB(1.0, _exp[j])) Grow(j, Math.ILogB(v) + 1);
-                    double unit = Math.ScaleB(v, -_exp[j]);
-                    _hist[(long)j * hb + Math.Min((int)(unit * hb), hb - 1)]++;
-                    int bin = Math.Min((int)(unit * ib), ib - 1);
-                    long slot = (long)j * ib + bin;
-                    long c = ++_ivCount[slot];
-                    int k = _o.SamplesPerInterval;
-                    if (c <= k)
-                    {
-                        (_reservoir[slot] ??= new List<Slot>(k)).Add(new Slot(v, _windows + w, p, null));
-                    }
-                    else
-                    {
-                        long pick = _rng.NextLong(c);
-                        if (pick < k) _reservoir[slot]![(int)pick] = new Slot(v, _windows + w, p, null);
-                    }
-                    if (_o.TopExamples > 0 && (_top[j].Count < _o.TopExamples || v > _topMin[j]))
-                        PushTop(j, new Slot(v, _windows + w, p, null));
                 }
             }
+            Materialize(windows, span, s);
         }
-        Materialize(windows, span, s);
+        finally
+        {
+            GC.KeepAlive(a);
+        }
         _windows += b;
     }
 

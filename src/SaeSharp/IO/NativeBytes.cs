@@ -9,12 +9,14 @@ internal static class NativeBytes
     private const long ChunkBytes = 1L << 28;
 
     /// <summary>Fills <paramref name="t"/> (contiguous, CPU) from <paramref name="read"/>, chunk by chunk.</summary>
-    public static void Fill(Tensor t, Action<Span<byte>> read) => ForEachChunk(t, chunk => read(chunk.bytes));
+    public static void Fill(Tensor t, Action<Span<byte>> read) => ForEachChunk(t, read);
 
     /// <summary>Hands the bytes of <paramref name="t"/> (contiguous, CPU) to <paramref name="write"/>, chunk by chunk.</summary>
-    public static void Visit(Tensor t, Action<ReadOnlySpan<byte>> write) => ForEachChunk(t, chunk => write(chunk.bytes));
+    public static void Visit(Tensor t, Action<ReadOnlySpan<byte>> write) => ForEachChunk(t, span => write(span));
 
-    private static void ForEachChunk(Tensor t, Action<Tensor> action)
+    /// <summary>Hands each chunk's bytes to <paramref name="action"/>; the chunk (a view holding the storage) is a
+    /// <c>using</c> local, so it stays reachable while the span is used (TensorLifetimeSourceTests).</summary>
+    private static void ForEachChunk(Tensor t, Action<Span<byte>> action)
     {
         long numel = t.numel();
         if (numel == 0) return;
@@ -23,7 +25,7 @@ internal static class NativeBytes
         for (long start = 0; start < numel; start += chunkElements)
         {
             using var chunk = flat.narrow(0, start, Math.Min(chunkElements, numel - start));
-            action(chunk);
+            action(chunk.bytes);
         }
     }
 }

@@ -46,16 +46,22 @@ internal static unsafe class SparseKernels
             return;
         }
         long srcCount = src.shape[0], dstCount = dst.shape[0];
-        float* ps = FloatPtr(src), pd = FloatPtr(dst);
-        long bytes = d * sizeof(float);
-        for (int i = 0; i < srcRows.Length; i++)
+        try
         {
-            long r = srcRows[i], t = dstRows is null ? i : dstRows[i];
-            if ((ulong)r >= (ulong)srcCount || (ulong)t >= (ulong)dstCount) throw new SaeSharpException($"row copy {i}: row {r} → {t} out of range");
-            Buffer.MemoryCopy(ps + r * d, pd + t * d, bytes, bytes);
+            float* ps = FloatPtr(src), pd = FloatPtr(dst);
+            long bytes = d * sizeof(float);
+            for (int i = 0; i < srcRows.Length; i++)
+            {
+                long r = srcRows[i], t = dstRows is null ? i : dstRows[i];
+                if ((ulong)r >= (ulong)srcCount || (ulong)t >= (ulong)dstCount) throw new SaeSharpException($"row copy {i}: row {r} → {t} out of range");
+                Buffer.MemoryCopy(ps + r * d, pd + t * d, bytes, bytes);
+            }
         }
-        GC.KeepAlive(src);
-        GC.KeepAlive(dst);
+        finally
+        {
+            GC.KeepAlive(src);
+            GC.KeepAlive(dst);
+        }
     }
 
     /// <summary>Entries per chunk of the torch fallbacks (bounds their nnz·d temporaries).</summary>
@@ -402,8 +408,6 @@ internal static unsafe class SparseKernels
         if (!bf16) Check(m, d);
         if (counts.Length != rows) throw new ArgumentException($"ListPositive: {counts.Length} row counts for {rows} rows");
         using var bc = PositiveBias(bias, bf16, d);
-        float* pm = bf16 ? null : FloatPtr(m), pBias = bc is null ? null : FloatPtr(bc);
-        short* pb = bf16 ? ShortPtr(m) : null;
         var offsets = new long[rows + 1];
         for (long r = 0; r < rows; r++) offsets[r + 1] = offsets[r] + counts[r];
         long total = offsets[rows];
@@ -411,6 +415,9 @@ internal static unsafe class SparseKernels
         var colIdx = empty(total, dtype: ScalarType.Int64);
         var vals = values ? empty(total, dtype: ScalarType.Float32) : null;
         if (total == 0) return (rowIdx, colIdx, vals);
+        // The pointers are taken after the early return: from here every way out reads m again (GC.KeepAlive below).
+        float* pm = bf16 ? null : FloatPtr(m), pBias = bc is null ? null : FloatPtr(bc);
+        short* pb = bf16 ? ShortPtr(m) : null;
         long* pr = LongPtr(rowIdx), pc = LongPtr(colIdx);
         float* pv = vals is null ? null : FloatPtr(vals);
         RowRanges.For(rows, (start, end) =>

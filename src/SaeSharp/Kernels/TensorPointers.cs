@@ -5,8 +5,9 @@ using static TorchSharp.torch;
 namespace SaeSharp.Kernels;
 
 /// <summary>Raw pointers to the storage of contiguous CPU tensors, for the kernels in this folder. The method that takes a
-/// pointer holds the tensor until it is done with it (a <c>using</c> local, a local it returns, or <c>GC.KeepAlive</c>
-/// after the work; TensorLifetimeSourceTests), whatever dispose scope its caller has. A tensor for which <see cref="CpuKernels.On"/> is false (another
+/// pointer holds the tensor until it is done with it on every way out (a <c>using</c> local; a <c>GC.KeepAlive</c> in a
+/// <c>finally</c>; or a <c>GC.KeepAlive</c> of it, or a <c>return</c> of the local, after the work with no return, throw or
+/// jump out in between; TensorLifetimeSourceTests), whatever dispose scope its caller has. A tensor for which <see cref="CpuKernels.On"/> is false (another
 /// device, or <c>SAESHARP_KERNELS=torch</c>) is refused: a kernel reached without that check would otherwise read device
 /// memory from the host, and the torch-path tests would not notice a kernel that runs where only torch operations should.</summary>
 internal static unsafe class TensorPointers
