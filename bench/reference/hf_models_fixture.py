@@ -13,18 +13,25 @@ How it was run (2026-12-04; no PyPI on the machine, so transformers and huggingf
   done
   export PYTHONDONTWRITEBYTECODE=1
   /usr/bin/python3 bench/reference/hf_models_fixture.py --site /tmp/hf/site447 --out tests/data/hf_models \
-      --only gpt2 gpt_neox-parallel gpt_neox-sequential llama3 llama-bias-tied qwen2 gemma2
+      --only gpt2 gpt_neox-parallel gpt_neox-sequential llama3 llama-bias-tied qwen2
+  /usr/bin/python3 bench/reference/hf_models_fixture.py --site /tmp/hf/site447 --out tests/data/hf_models \
+      --only gemma2 --torch2-stand-ins
   /usr/bin/python3 bench/reference/hf_models_fixture.py --site /tmp/hf/site451 --out tests/data/hf_models \
       --only qwen3 --torch2-stand-ins
 
 Two transformers commits, both on main (no release tags in the clone used):
 - 66ab300aaff9ef509f8736cf186ab9b6a0ef4f3b (2024-12-05, "Dev version" to 4.48.0.dev0): the tree the v4.47.0
-  release was cut from. It runs on torch 1.13 as is. Every family but Qwen3 (which it predates).
+  release was cut from. Every family but Qwen3 (which it predates). It runs on torch 1.13 as is, except that
+  Gemma 2's generate() (HybridCache) calls torch._dynamo.mark_static_address, a torch-2 tag for CUDA graphs: that
+  run takes `--torch2-stand-ins` (below).
 - d1b92369ca193da49f9f7ecd01b08ece45c2c9aa (2025-04-05, "v4.52.0.dev0"): right after v4.51.0, the first release with
-  Qwen3. It imports a few torch-2 names at module level, so `--torch2-stand-ins` adds them before the import: an
-  empty `torch.distributed.tensor` module (with a `DTensor` class), `torch.compiler` (`disable` as a no-op decorator,
-  `is_compiling`/`is_exporting` returning False) and `torch.float8_e4m3fn`/`float8_e5m2` names (aliases of uint8 in
-  a dtype table). None of them is on the eager forward path; transformers' own files are unchanged.
+  Qwen3. It imports a few torch-2 names at module level, so `--torch2-stand-ins` adds them before the import.
+`--torch2-stand-ins` adds, only where torch lacks them: an empty `torch.distributed.tensor` module (with a `DTensor`
+class), `torch.compiler` (`disable` as a no-op decorator, `is_compiling`/`is_exporting` returning False),
+`torch._dynamo` (`mark_static_address` doing nothing, `is_compiling` False) and `torch.float8_e4m3fn`/`float8_e5m2`
+names (aliases of uint8 in a dtype table). None of them computes anything on the eager CPU path; transformers' own
+files are unchanged. generate() gets `synced_gpus=False`: deciding it itself imports torch.distributed.fsdp, which
+does not import on torch 1.13 under Python 3.11.
 huggingface_hub v0.30.2 = 9255af95b4feeffc217a255cbd108c76b574e380 for both.
 Each config.json's `transformers_version` says which tree wrote it.
 
@@ -44,7 +51,13 @@ Each folder holds config.json (+ generation_config.json), the weights, and refer
   hidden_{i} < n_layers is the residual stream entering layer i, TransformerLens blocks.i.hook_resid_pre; the last is
   after the final norm, ln_final.hook_normalized -- checked in this transformers version for every family here);
   padded_mask [2, 12] (row 0 left-padded by 3, row 1 right-padded by 2), padded_logits and padded_hidden_{i}: the same
-  tokens run with that attention_mask and position_ids = max(cumsum(mask) - 1, 0), as generate() passes them.
+  tokens run with that attention_mask and position_ids = max(cumsum(mask) - 1, 0), as generate() passes them;
+  gen_mask [2, 8] (row 0 left-padded by 3), gen_tokens [2, 14] and gen_logits [2, 6, vocab]: greedy generate() (KV
+  cache on; Gemma 2's HybridCache) from tokens[:, :8] with that mask, 6 new tokens, no EOS, and the unprocessed
+  logits of each step; gen_forward_logits [2, 6, vocab]: the same step logits from one uncached forward over
+  gen_tokens (mask extended with ones, generate()'s position ids). They agree for every family but gemma2's padded
+  row 0 from step 2 on: transformers 4.47's HybridCache sliced the sliding layers' mask wrongly once a padded
+  sequence outgrew the window (fixed by transformers PR #35681, January 2025).
 Weights are re-drawn after HF's init (which leaves most of them near 0 and norms at 1): matrices N(0, 0.2²),
 biases N(0, 0.1²), norm weights 1 + N(0, 0.2²) (Gemma's (1 + w) norms: N(0, 0.2²)), embeddings N(0, 1).
 """
@@ -165,12 +178,19 @@ def torch2_stand_ins(torch):
         c.is_exporting = lambda: False
         sys.modules["torch.compiler"] = c
         torch.compiler = c
+    if not hasattr(torch, "_dynamo"):
+        d = types.ModuleType("torch._dynamo")
+        d.mark_static_address = lambda t, guard=True: None
+        d.is_compiling = lambda: False
+        sys.modules["torch._dynamo"] = d
+        torch._dynamo = d
     for name in ("float8_e4m3fn", "float8_e5m2"):
         if not hasattr(torch, name):
             setattr(torch, name, torch.uint8)
 
 
 SEQ = 12
+GEN_PROMPT, GEN_NEW = 8, 6
 
 
 def families(tf):
@@ -281,10 +301,34 @@ def main():
             arrays[f"hidden_{j}"] = h.float().numpy()
         for j, h in enumerate(padded.hidden_states):
             arrays[f"padded_hidden_{j}"] = h.float().numpy()
+        # Greedy generate() with its KV cache (Gemma 2: HybridCache) from the first 8 tokens, row 0 left-padded by 3:
+        # 6 new tokens and the unprocessed logits each was chosen from. No EOS, so every row runs 6 steps.
+        model.generation_config.eos_token_id = None
+        model.generation_config.pad_token_id = 0
+        gen_mask = torch.ones(2, GEN_PROMPT, dtype=torch.long)
+        gen_mask[0, :3] = 0
+        with torch.no_grad():
+            gen = model.generate(tokens[:, :GEN_PROMPT], attention_mask=gen_mask, max_new_tokens=GEN_NEW, do_sample=False,
+                                 output_logits=True, return_dict_in_generate=True,
+                                 synced_gpus=False)  # else it imports torch.distributed.fsdp, broken on torch 1.13 + Python 3.11
+        gen_logits = torch.stack(gen.logits, 1).float()
+        top2 = gen_logits.topk(2, dim=-1).values
+        # The same steps without a cache: one forward over the generated sequence, with the mask extended over the new
+        # tokens and generate()'s position ids, read at the positions that chose each new token.
+        full_mask = torch.cat([gen_mask, torch.ones(2, GEN_NEW, dtype=torch.long)], 1)
+        with torch.no_grad():
+            whole = model(gen.sequences, attention_mask=full_mask, position_ids=(full_mask.cumsum(-1) - 1).clamp(min=0),
+                          use_cache=False, return_dict=True)
+        gen_forward = whole.logits[:, GEN_PROMPT - 1:-1].float()
+        arrays.update({"gen_mask": gen_mask.numpy(), "gen_tokens": gen.sequences.numpy(), "gen_logits": gen_logits.numpy(),
+                       "gen_forward_logits": gen_forward.numpy()})
+        consistent = (gen_logits - gen_forward).abs().amax(-1) / gen_forward.abs().max()
         np.savez(os.path.join(folder, "reference.npz"), **arrays)
         files = sorted(os.listdir(folder))
         print(f"{name}: {type(model).__name__}, {len(out.hidden_states)} hidden states, logits |max| "
-              f"{out.logits.abs().max().item():.3f}, files {files}")
+              f"{out.logits.abs().max().item():.3f}, generate's smallest top-2 logit gap "
+              f"{(top2[..., 0] - top2[..., 1]).min().item():.4f}, generate vs uncached forward per row and step (relative) "
+              f"{consistent.numpy().round(7).tolist()}, files {files}")
 
 
 if __name__ == "__main__":
