@@ -57,7 +57,9 @@ Each folder holds config.json (+ generation_config.json), the weights, and refer
   logits of each step; gen_forward_logits [2, 6, vocab]: the same step logits from one uncached forward over
   gen_tokens (mask extended with ones, generate()'s position ids). They agree for every family but gemma2's padded
   row 0 from step 2 on: transformers 4.47's HybridCache sliced the sliding layers' mask wrongly once a padded
-  sequence outgrew the window (fixed by transformers PR #35681, January 2025).
+  sequence outgrew the window (fixed by transformers PR #35681, January 2025: run on the 4.51 tree with
+  `--only gemma2 --torch2-stand-ins --out <scratch>`, generate() gives the same weights, tokens and uncached logits, and
+  its step logits agree with this gen_forward_logits to 4.5e-6).
 Weights are re-drawn after HF's init (which leaves most of them near 0 and norms at 1): matrices N(0, 0.2²),
 biases N(0, 0.1²), norm weights 1 + N(0, 0.2²) (Gemma's (1 + w) norms: N(0, 0.2²)), embeddings N(0, 1).
 """
