@@ -18,35 +18,47 @@ How it was run (2026-12-04; no PyPI on the machine, so transformers and huggingf
       --only gemma2 --torch2-stand-ins
   /usr/bin/python3 bench/reference/hf_models_fixture.py --site /tmp/hf/site451 --out tests/data/hf_models \
       --only qwen3 --torch2-stand-ins
+  # config_transformers5.json: transformers 5's config classes only (on torch < 2.2 it disables its PyTorch part,
+  # configs still work); its huggingface_hub 1.x needs Debian's python3-httpx.
+  apt-get install python3-httpx; mkdir -p /tmp/hf/site5
+  git --git-dir=$TF archive 70179949f7899e0ca235210f7188c6c9e0add77b src/transformers | tar -x -C /tmp/hf/site5 --strip-components=1
+  git --git-dir=$HUB archive v1.2.1 src/huggingface_hub | tar -x -C /tmp/hf/site5 --strip-components=1
+  /usr/bin/python3 bench/reference/hf_models_fixture.py --site /tmp/hf/site5 --out tests/data/hf_models \
+      --config-only config_transformers5.json
 
-Two transformers commits, both on main (no release tags in the clone used):
+Three transformers commits, all on main (no release tags in the clone used):
 - 66ab300aaff9ef509f8736cf186ab9b6a0ef4f3b (2024-12-05, "Dev version" to 4.48.0.dev0): the tree the v4.47.0
   release was cut from. Every family but Qwen3 (which it predates). It runs on torch 1.13 as is, except that
   Gemma 2's generate() (HybridCache) calls torch._dynamo.mark_static_address, a torch-2 tag for CUDA graphs: that
   run takes `--torch2-stand-ins` (below).
 - d1b92369ca193da49f9f7ecd01b08ece45c2c9aa (2025-04-05, "v4.52.0.dev0"): right after v4.51.0, the first release with
   Qwen3. It imports a few torch-2 names at module level, so `--torch2-stand-ins` adds them before the import.
+- 70179949f7899e0ca235210f7188c6c9e0add77b (2025-12-19, main at 5.0.0.dev0), with huggingface_hub v1.2.1: only
+  `--config-only`, the same constructor arguments saved by transformers 5's config classes (rope_parameters,
+  layer_types). Its GPTNeoXConfig then still lost rope_parameters' partial_rotary_factor on reload (reset to 0.25;
+  fixed by transformers PR #44985, 2026-03), which does not affect what it writes.
 `--torch2-stand-ins` adds, only where torch lacks them: an empty `torch.distributed.tensor` module (with a `DTensor`
 class), `torch.compiler` (`disable` as a no-op decorator, `is_compiling`/`is_exporting` returning False),
 `torch._dynamo` (`mark_static_address` doing nothing, `is_compiling` False) and `torch.float8_e4m3fn`/`float8_e5m2`
 names (aliases of uint8 in a dtype table). None of them computes anything on the eager CPU path; transformers' own
 files are unchanged. generate() gets `synced_gpus=False`: deciding it itself imports torch.distributed.fsdp, which
 does not import on torch 1.13 under Python 3.11.
-huggingface_hub v0.30.2 = 9255af95b4feeffc217a255cbd108c76b574e380 for both.
+huggingface_hub v0.30.2 = 9255af95b4feeffc217a255cbd108c76b574e380 for the first two.
 Each config.json's `transformers_version` says which tree wrote it.
 
 `--site` is prepared by this script (`prepare_site`): transformers checks the installed versions of huggingface-hub
-and safetensors at import, so it gets `.dist-info/METADATA` stubs for huggingface_hub 0.30.2 (the real source tree) and
-for a local `safetensors` stand-in. Debian bookworm has no python3-safetensors (trixie's is built for Python 3.13), so
-the stand-in implements only `safetensors.torch.save_file` (and `storage_ptr`/`storage_size`,
-which transformers' shared-tensor detection imports), in pure Python from the format's specification (8-byte
-little-endian header length, JSON header of dtype/shape/data_offsets plus `__metadata__`, padded with spaces to a
-multiple of 8, then the raw little-endian bytes, tensors ordered by alignment then name as the real writer does).
+and safetensors at import, so it gets `.dist-info/METADATA` stubs for huggingface_hub (the source tree's version), for
+a local `safetensors` stand-in, and for transformers 5, which requires tokenizers, one naming tokenizers 0.22.1 (the
+`tokenizers` stand-in only satisfies imports). Debian bookworm has no python3-safetensors (trixie's is built for
+Python 3.13), so the stand-in implements only `safetensors.torch.save_file` (and `storage_ptr`/`storage_size`, which
+transformers' shared-tensor detection imports), in pure Python from the format's specification (8-byte little-endian
+header length, JSON header of dtype/shape/data_offsets plus `__metadata__`, padded with spaces to a multiple of 8,
+then the raw little-endian bytes, tensors ordered by alignment then name as the real writer does).
 Everything else in `save_pretrained(safe_serialization=True)` (which tensors are written, shared-tensor removal,
 the `{"format": "pt"}` metadata) is transformers' own. Folders marked `bin` are written with
 `safe_serialization=False`: transformers' `torch.save` path, a real pytorch_model.bin (zip pickle).
 
-Each folder holds config.json (+ generation_config.json), the weights, and reference.npz:
+Each folder holds config.json (+ generation_config.json), config_transformers5.json, the weights, and reference.npz:
   tokens [2, 12] int64, logits [2, 12, vocab] float32, hidden_{i} for i in 0..n_layers (HF `output_hidden_states`:
   hidden_{i} < n_layers is the residual stream entering layer i, TransformerLens blocks.i.hook_resid_pre; the last is
   after the final norm, ln_final.hook_normalized -- checked in this transformers version for every family here);
@@ -153,7 +165,14 @@ def prepare_site(site):
             f.write(text)
     if not os.path.isdir(os.path.join(site, "transformers")) or not os.path.isdir(os.path.join(site, "huggingface_hub")):
         sys.exit(f"{site}: extract transformers and huggingface_hub there first (see the docstring)")
-    write("huggingface_hub-0.30.2.dist-info/METADATA", "Metadata-Version: 2.1\nName: huggingface_hub\nVersion: 0.30.2\n")
+    def version_of(package):
+        with open(os.path.join(site, package, "__init__.py")) as f:
+            return next(line.split('"')[1] for line in f if line.startswith("__version__"))
+    hub = version_of("huggingface_hub")
+    write(f"huggingface_hub-{hub}.dist-info/METADATA", f"Metadata-Version: 2.1\nName: huggingface_hub\nVersion: {hub}\n")
+    if int(version_of("transformers").split(".")[0]) >= 5:
+        # transformers 5 requires tokenizers at import; only its config classes are used from that tree.
+        write("tokenizers-0.22.1.dist-info/METADATA", "Metadata-Version: 2.1\nName: tokenizers\nVersion: 0.22.1\n")
     write("safetensors-0.4.5.dist-info/METADATA", "Metadata-Version: 2.1\nName: safetensors\nVersion: 0.4.5\n")
     write("safetensors/__init__.py", SAFETENSORS_SHIM)
     write("safetensors/torch.py", SAFETENSORS_TORCH_SHIM)
@@ -202,12 +221,13 @@ def families(tf):
     return {
         # GPT-2: learned positions, Conv1D, gelu_new, tied wte.
         "gpt2": (lambda: tf.GPT2Config(vocab_size=96, n_positions=32, n_embd=32, n_layer=2, n_head=4), "safetensors"),
-        # Pythia layout: rotary on a quarter of each head (16 · 0.25 = 4 dims), parallel attention + MLP.
+        # Pythia layout: rotary on a quarter of each head (16 · 0.25 = 4 dims), parallel attention + MLP; then the
+        # sequential layout with half of each head rotated (8 dims) and another base.
         "gpt_neox-parallel": (lambda: tf.GPTNeoXConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                                                intermediate_size=128, rotary_pct=0.25, max_position_embeddings=64,
                                                use_parallel_residual=True), "bin"),
         "gpt_neox-sequential": (lambda: tf.GPTNeoXConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                                 intermediate_size=128, rotary_pct=0.25, rotary_emb_base=500,
+                                                 intermediate_size=128, rotary_pct=0.5, rotary_emb_base=500,
                                                  max_position_embeddings=64, use_parallel_residual=False), "safetensors"),
         # Llama 3.x: GQA 4/2, head_dim 8, llama3 rope_scaling (wavelengths 2π kept, 20π smoothed, 200π, 2000π scaled).
         "llama3": (lambda: tf.LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
@@ -259,6 +279,8 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--only", nargs="*")
     ap.add_argument("--torch2-stand-ins", action="store_true", help="for transformers >= 4.51 on torch 1.13 (see above)")
+    ap.add_argument("--config-only", metavar="FILE",
+                    help="write only each family's config.json, from this tree's config classes, as <family>/FILE")
     a = ap.parse_args()
     prepare_site(a.site)
     sys.path.insert(0, a.site)
@@ -271,6 +293,16 @@ def main():
     torch.set_num_threads(1)
     print(f"transformers {tf.__version__} from {os.path.dirname(tf.__file__)}, torch {torch.__version__}, "
           f"python {sys.version.split()[0]}")
+    if a.config_only:
+        import tempfile
+        for name, (make_config, _) in families(tf).items():
+            if a.only and name not in a.only:
+                continue
+            with tempfile.TemporaryDirectory() as tmp:
+                make_config().save_pretrained(tmp)
+                os.replace(os.path.join(tmp, "config.json"), os.path.join(a.out, name, a.config_only))
+            print(f"{name}: {a.config_only}")
+        return
     for i, (name, (make_config, fmt)) in enumerate(families(tf).items()):
         if a.only and name not in a.only:
             continue

@@ -81,7 +81,9 @@ internal sealed record DecoderSettings
         }
         var rope = RopeParameters(c);
         double theta = rope?["rope_theta"] is { } rt ? rt.GetValue<double>() : c.Double("rope_theta", 10000);
-        double partial = c.Double("partial_rotary_factor", 1.0);
+        // transformers 5 keeps partial_rotary_factor in rope_parameters (a top-level one is only its default there).
+        double partial = rope?["partial_rotary_factor"] is { } prf && prf.GetValueKind() == JsonValueKind.Number
+            ? prf.GetValue<double>() : c.Double("partial_rotary_factor", 1.0);
         int rotDim = (int)(headDim * partial);
         if (rotDim <= 0 || rotDim % 2 != 0) throw new SaeSharpException($"{c.Path}: partial_rotary_factor={partial} gives {rotDim} rotary dims of {headDim}; need a positive even number");
         double[] invFreq = ScaledInvFreq(c, rope, rotDim, theta);
@@ -153,7 +155,17 @@ internal sealed record DecoderSettings
         {
             var n = c.Root[key];
             if (n is null || n.GetValueKind() == JsonValueKind.Null) continue;
-            return n as JsonObject ?? throw new SaeSharpException($"{c.Path}: {key} must be an object, got {n.ToJsonString()}");
+            var o = n as JsonObject ?? throw new SaeSharpException($"{c.Path}: {key} must be an object, got {n.ToJsonString()}");
+            // transformers 5 nests one set per layer type ({"full_attention": {...}, "sliding_attention": {...}}) when
+            // they differ (Gemma 3); the families here use one set for every layer.
+            if (o.Count > 0 && o.All(kv => kv.Key is "full_attention" or "sliding_attention"))
+            {
+                var sets = o.Select(kv => kv.Value?.ToJsonString()).Distinct().ToList();
+                if (sets.Count > 1)
+                    throw new SaeSharpException($"{c.Path}: {key} differ by layer type ({string.Join(", ", o.Select(kv => kv.Key))}); not supported");
+                return o.First().Value as JsonObject ?? throw new SaeSharpException($"{c.Path}: {key}.{o.First().Key} must be an object");
+            }
+            return o;
         }
         return null;
     }

@@ -139,6 +139,35 @@ public class HfTransformersParityTests(ITestOutputHelper output)
     }
 
     [Theory]
+    [MemberData(nameof(Families))]
+    public void Transformers5_config_json_reads_as_the_same_model(string family)
+    {
+        // config_transformers5.json: the same config written by transformers 5 (main 70179949, 2025-12-19) from the same
+        // constructor arguments: rope_theta, rope_scaling, rotary_pct and partial_rotary_factor move into
+        // rope_parameters, Qwen3 and Gemma 2 get layer_types. Loaded in place of config.json, it must give the same model.
+        using var scope = NewDisposeScope();
+        string dir = Path.Combine(TestPaths.TempDir(), family);
+        Directory.CreateDirectory(dir);
+        try
+        {
+            foreach (var f in Directory.GetFiles(Folder(family)))
+                File.Copy(f, Path.Combine(dir, Path.GetFileName(f)));
+            File.Copy(Path.Combine(dir, "config_transformers5.json"), Path.Combine(dir, "config.json"), overwrite: true);
+            var r = Reference(family);
+            using var v4 = ModelLoader.FromPretrained(Folder(family));
+            using var v5 = ModelLoader.FromPretrained(dir);
+            Assert.Equal(v4.Config.ToString(), v5.Config.ToString());
+            Assert.Equal(v4.Config.RotaryBase, v5.Config.RotaryBase);
+            double diff = RelativeMaxDifference(r["logits"], v5.Forward(r["tokens"]), $"{family} with transformers 5's config.json");
+            Assert.True(diff <= RelativeTolerance, $"{family}: with transformers 5's config.json the logits differ by {diff:G3} of their scale");
+        }
+        finally
+        {
+            Directory.Delete(Path.GetDirectoryName(dir)!, true);
+        }
+    }
+
+    [Theory]
     [InlineData("gemma2", "sliding_window", "64")]              // layers 0 and 2 become global
     [InlineData("gemma2", "attn_logit_softcapping", "null")]
     [InlineData("gemma2", "final_logit_softcapping", "null")]
@@ -188,7 +217,7 @@ public class HfTransformersParityTests(ITestOutputHelper output)
         {
             "gpt2" => "gpt2 (gpt2): n_layers=2 d_model=32 n_heads=4 d_head=8 d_mlp=128 d_vocab=96 n_ctx=32 act=gelu_new dtype=Float32",
             "gpt_neox-parallel" => "gpt_neox-parallel (gpt_neox): n_layers=2 d_model=32 n_heads=2 d_head=16 d_mlp=128 d_vocab=100 n_ctx=64 act=gelu parallel_attn_mlp rotary_dim=4 dtype=Float32",
-            "gpt_neox-sequential" => "gpt_neox-sequential (gpt_neox): n_layers=2 d_model=32 n_heads=2 d_head=16 d_mlp=128 d_vocab=100 n_ctx=64 act=gelu rotary_dim=4 dtype=Float32",
+            "gpt_neox-sequential" => "gpt_neox-sequential (gpt_neox): n_layers=2 d_model=32 n_heads=2 d_head=16 d_mlp=128 d_vocab=100 n_ctx=64 act=gelu rotary_dim=8 dtype=Float32",
             "llama3" => "llama3 (llama): n_layers=2 d_model=32 n_heads=4 d_head=8 d_mlp=64 n_key_value_heads=2 d_vocab=128 n_ctx=128 act=silu gated_mlp norm=RMS rotary_dim=8 dtype=Float32",
             "llama-bias-tied" => "llama-bias-tied (llama): n_layers=2 d_model=32 n_heads=2 d_head=12 d_mlp=64 d_vocab=128 n_ctx=64 act=silu gated_mlp norm=RMS rotary_dim=12 dtype=Float32",
             "qwen2" => "qwen2 (qwen2): n_layers=2 d_model=32 n_heads=4 d_head=8 d_mlp=64 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=silu gated_mlp norm=RMS rotary_dim=8 dtype=Float32",
