@@ -52,10 +52,18 @@ internal sealed record DecoderSettings
         int hidden = c.Int("hidden_size"), nHead = c.Int("num_attention_heads"), nLayer = c.Int("num_hidden_layers");
         if (hidden <= 0 || nHead <= 0 || nLayer <= 0)
             throw new SaeSharpException($"{c.Path}: hidden_size, num_attention_heads and num_hidden_layers must be positive");
-        int nKv = c.Root["num_key_value_heads"] is { } kvn && kvn.GetValueKind() != JsonValueKind.Null ? c.Int("num_key_value_heads") : nHead;
+        // Absent keys take the HF config class defaults: num_key_value_heads 32 for Qwen2/Qwen3 and 4 for Gemma 2,
+        // head_dim 128 for Qwen3 and 256 for Gemma 2 (fixed numbers there, not derived from the other sizes); null (or,
+        // for Llama and Qwen2, absent) means num_attention_heads and hidden_size / num_attention_heads.
+        int? kvDefault = modelType switch { "qwen2" or "qwen3" => 32, "gemma2" => 4, _ => null };
+        int nKv = c.Root["num_key_value_heads"] is { } kvn
+            ? kvn.GetValueKind() != JsonValueKind.Null ? c.Int("num_key_value_heads") : nHead
+            : kvDefault ?? nHead;
         if (nKv <= 0 || nHead % nKv != 0)
             throw new SaeSharpException($"{c.Path}: num_attention_heads={nHead} must be a multiple of num_key_value_heads={nKv}");
+        int? headDimDefault = modelType switch { "qwen3" => 128, "gemma2" => 256, _ => null };
         int headDim = c.Root["head_dim"] is { } hd && hd.GetValueKind() != JsonValueKind.Null ? c.Int("head_dim")
+            : c.Root["head_dim"] is null && headDimDefault is int fixedHeadDim ? fixedHeadDim
             : hidden % nHead == 0 ? hidden / nHead
             : throw new SaeSharpException($"{c.Path}: hidden_size={hidden} is not a multiple of num_attention_heads={nHead} and there is no head_dim");
         if (headDim <= 0 || headDim % 2 != 0) throw new SaeSharpException($"{c.Path}: head_dim={headDim} must be positive and even");
@@ -73,7 +81,9 @@ internal sealed record DecoderSettings
         }
         var rope = RopeParameters(c);
         double theta = rope?["rope_theta"] is { } rt ? rt.GetValue<double>() : c.Double("rope_theta", 10000);
-        double partial = c.Double("partial_rotary_factor", 1.0);
+        // transformers 5 keeps partial_rotary_factor in rope_parameters (a top-level one is only its default there).
+        double partial = rope?["partial_rotary_factor"] is { } prf && prf.GetValueKind() == JsonValueKind.Number
+            ? prf.GetValue<double>() : c.Double("partial_rotary_factor", 1.0);
         int rotDim = (int)(headDim * partial);
         if (rotDim <= 0 || rotDim % 2 != 0) throw new SaeSharpException($"{c.Path}: partial_rotary_factor={partial} gives {rotDim} rotary dims of {headDim}; need a positive even number");
         double[] invFreq = ScaledInvFreq(c, rope, rotDim, theta);
@@ -145,7 +155,17 @@ internal sealed record DecoderSettings
         {
             var n = c.Root[key];
             if (n is null || n.GetValueKind() == JsonValueKind.Null) continue;
-            return n as JsonObject ?? throw new SaeSharpException($"{c.Path}: {key} must be an object, got {n.ToJsonString()}");
+            var o = n as JsonObject ?? throw new SaeSharpException($"{c.Path}: {key} must be an object, got {n.ToJsonString()}");
+            // transformers 5 nests one set per layer type ({"full_attention": {...}, "sliding_attention": {...}}) when
+            // they differ (Gemma 3); the families here use one set for every layer.
+            if (o.Count > 0 && o.All(kv => kv.Key is "full_attention" or "sliding_attention"))
+            {
+                var sets = o.Select(kv => kv.Value?.ToJsonString()).Distinct().ToList();
+                if (sets.Count > 1)
+                    throw new SaeSharpException($"{c.Path}: {key} differ by layer type ({string.Join(", ", o.Select(kv => kv.Key))}); not supported");
+                return o.First().Value as JsonObject ?? throw new SaeSharpException($"{c.Path}: {key}.{o.First().Key} must be an object");
+            }
+            return o;
         }
         return null;
     }

@@ -17,12 +17,23 @@ internal sealed record NeoXSettings(int Hidden, int NLayer, int NHead, int Inter
     public static NeoXSettings From(JsonConfig c, Checkpoint? weights = null)
     {
         int hidden = c.Int("hidden_size", 6144);
-        double pct = c.Has("rotary_pct") ? c.Double("rotary_pct") : c.Double("partial_rotary_factor", 0.25);
+        // transformers 5 writes rope_parameters {rope_type, rope_theta, partial_rotary_factor} instead of rotary_pct,
+        // rotary_emb_base and rope_scaling (its GPTNeoXConfig, fixed by transformers PR #44985, keeps rope_parameters'
+        // partial_rotary_factor unless rotary_pct is given).
+        var rope = c.Root["rope_parameters"] is { } rpn && rpn.GetValueKind() != System.Text.Json.JsonValueKind.Null
+            ? rpn as System.Text.Json.Nodes.JsonObject ?? throw new SaeSharpException($"{c.Path}: rope_parameters must be an object, got {rpn.ToJsonString()}")
+            : null;
+        double? RopeNumber(string key) => rope?[key] is { } v && v.GetValueKind() == System.Text.Json.JsonValueKind.Number ? v.GetValue<double>() : null;
+        double pct = c.Has("rotary_pct") ? c.Double("rotary_pct")
+            : c.Has("partial_rotary_factor") ? c.Double("partial_rotary_factor")
+            : RopeNumber("partial_rotary_factor") ?? 0.25;
         double theta = c.Has("rotary_emb_base") ? c.Double("rotary_emb_base")
             : c.Has("rope_theta") ? c.Double("rope_theta")
-            : c.Root["rope_parameters"]?["rope_theta"] is { } rt ? rt.GetValue<double>() : 10000;
+            : RopeNumber("rope_theta") ?? 10000;
         if (c.Root["rope_scaling"] is { } rs && rs.GetValueKind() != System.Text.Json.JsonValueKind.Null)
             throw new SaeSharpException($"{c.Path}: rope_scaling {rs.ToJsonString()} is not supported");
+        if (rope?["rope_type"]?.ToString() is { } ropeType && ropeType != "default")
+            throw new SaeSharpException($"{c.Path}: rope_parameters of type '{ropeType}' are not supported for gpt_neox (default is)");
         if (c.Bool("tie_word_embeddings", false))
             throw new SaeSharpException($"{c.Path}: tie_word_embeddings=true is not supported for gpt_neox");
         var s = new NeoXSettings(hidden, c.Int("num_hidden_layers", 44), c.Int("num_attention_heads", 64),

@@ -203,6 +203,30 @@ public class LlamaFamilyTests : ModelTestBase
         Assert.True(diff > 0 && diff < 0.15, $"bf16 vs f32 logits differ by {diff}");
     }
 
+    [Theory]
+    [InlineData("qwen3", 16, 32, 32, 128)]   // transformers Qwen3Config: num_key_value_heads=32, head_dim=128
+    [InlineData("gemma2", 16, 4, 4, 256)]    // Gemma2Config: num_key_value_heads=4, head_dim=256
+    [InlineData("qwen2", 128, 64, 32, 2)]    // Qwen2Config: num_key_value_heads=32; head_dim is hidden / heads
+    [InlineData("llama", 32, 4, 4, 8)]       // LlamaConfig: num_key_value_heads and head_dim follow the heads
+    public void MissingHeadDimAndKvHeadsTakeTheHfConfigClassDefaults(string modelType, int hidden, int heads, int kvHeads, int headDim)
+    {
+        // transformers fills a key absent from config.json with its config class's default, which for Qwen3 and Gemma 2
+        // is a fixed number, not hidden_size / num_attention_heads (save_pretrained always writes both keys, so only a
+        // hand-written or trimmed config.json lacks them).
+        var p = new DecoderSpec { ModelType = modelType, Hidden = hidden, Heads = heads, KvHeads = kvHeads, HeadDim = headDim, Layers = 1 };
+        var dir = TinyDecoders.Write(Sub(modelType), p);
+        var path = Path.Combine(dir, "config.json");
+        var config = JsonNode.Parse(File.ReadAllText(path))!.AsObject();
+        config.Remove("head_dim");
+        config.Remove("num_key_value_heads");
+        File.WriteAllText(path, config.ToJsonString());
+        using var model = ModelLoader.FromPretrained(dir);
+        Assert.Equal(headDim, model.Config.DHead);
+        Assert.Equal(kvHeads, model.Config.NKvHeads);
+        using var logits = model.Forward(tensor(Toks).unsqueeze(0));
+        Assert.True(logits.isfinite().all().item<bool>());
+    }
+
     [Fact]
     public void UnsupportedRopeScalingIsAClearError()
     {

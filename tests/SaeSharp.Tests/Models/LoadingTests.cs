@@ -10,6 +10,50 @@ public class LoadingTests : ModelTestBase
 {
     private static readonly Tensor Toks = tensor(new long[] { 4, 8, 15, 16, 23, 42 }).unsqueeze(0);
 
+    private static void EditConfig(string dir, Action<JsonObject> edit)
+    {
+        var path = Path.Combine(dir, "config.json");
+        var o = JsonNode.Parse(File.ReadAllText(path))!.AsObject();
+        edit(o);
+        File.WriteAllText(path, o.ToJsonString());
+    }
+
+    [Fact]
+    public void Transformers5_rope_parameters_of_neox_and_decoders_are_read()
+    {
+        // transformers 5 moves rotary_pct / partial_rotary_factor and the rope base into rope_parameters.
+        var n = TinyModels.WriteNeoX(Sub("n"), hiddenSize: 16, nHead: 2, rotaryPct: 0.25);
+        EditConfig(n, o =>
+        {
+            o.Remove("rotary_pct");
+            o.Remove("rotary_emb_base");
+            o["rope_parameters"] = new JsonObject { ["rope_type"] = "default", ["rope_theta"] = 500.0, ["partial_rotary_factor"] = 1.0 };
+        });
+        using (var m = ModelLoader.FromPretrained(n))
+        {
+            Assert.Equal(8, m.Config.RotaryDim);
+            Assert.Equal(500.0, m.Config.RotaryBase);
+        }
+        EditConfig(n, o => o["rope_parameters"]!["rope_type"] = "linear");
+        Assert.Contains("rope_parameters of type 'linear' are not supported",
+            Assert.Throws<SaeSharpException>(() => ModelLoader.FromPretrained(n).Dispose()).Message);
+
+        // Decoders: rope_parameters' partial_rotary_factor wins over a top-level one (transformers 5 only fills it in
+        // from the top level when absent); one set per layer type is accepted when the sets agree.
+        var d = TinyDecoders.Write(Sub("d"), new DecoderSpec { ModelType = "llama", Hidden = 32, Heads = 2, KvHeads = 2 });
+        EditConfig(d, o =>
+        {
+            o["partial_rotary_factor"] = 1.0;
+            o["rope_parameters"] = new JsonObject { ["rope_type"] = "default", ["rope_theta"] = 10000.0, ["partial_rotary_factor"] = 0.5 };
+        });
+        using (var m = ModelLoader.FromPretrained(d)) Assert.Equal(8, m.Config.RotaryDim);
+        JsonObject Set(double theta) => new() { ["rope_type"] = "default", ["rope_theta"] = theta };
+        EditConfig(d, o => o["rope_parameters"] = new JsonObject { ["full_attention"] = Set(500), ["sliding_attention"] = Set(500) });
+        using (var m = ModelLoader.FromPretrained(d)) Assert.Equal(500.0, m.Config.RotaryBase);
+        EditConfig(d, o => o["rope_parameters"] = new JsonObject { ["full_attention"] = Set(1e6), ["sliding_attention"] = Set(1e4) });
+        Assert.Contains("differ by layer type", Assert.Throws<SaeSharpException>(() => ModelLoader.FromPretrained(d).Dispose()).Message);
+    }
+
     [Fact]
     public void StateDictKeysAreTheHfCheckpointKeys()
     {

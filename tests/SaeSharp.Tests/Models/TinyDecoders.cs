@@ -13,7 +13,7 @@ internal sealed record DecoderSpec
     public int Hidden { get; init; } = 16;
     public int Heads { get; init; } = 4;
     public int KvHeads { get; init; } = 2;
-    /// <summary>Written as head_dim when set (else hidden / heads).</summary>
+    /// <summary>Written as head_dim when set, and always for qwen3 and gemma2 (as save_pretrained does); else hidden / heads.</summary>
     public int? HeadDim { get; init; }
     public int Intermediate { get; init; } = 24;
     public int Vocab { get; init; } = 19;
@@ -62,7 +62,8 @@ internal static class TinyDecoders
             ["torch_dtype"] = p.Dtype == ScalarType.BFloat16 ? "bfloat16" : p.Dtype == ScalarType.Float16 ? "float16" : "float32",
             ["rope_scaling"] = p.RopeScaling?.DeepClone(),
         };
-        if (p.HeadDim is int hd) config["head_dim"] = hd;
+        // save_pretrained writes head_dim for Qwen3 and Gemma 2 always (their config classes have one, default 128 / 256).
+        if (p.HeadDim is not null || p.ModelType is "qwen3" or "gemma2") config["head_dim"] = p.Hd;
         switch (p.ModelType)
         {
             case "llama":

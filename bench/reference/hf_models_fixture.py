@@ -1,0 +1,369 @@
+"""Writes tests/data/hf_models/: tiny random checkpoints of every model family SaeSharp loads, saved by Hugging Face
+`transformers`' own `save_pretrained` (its config.json and weight files), plus the forward pass of that real
+modeling code (float32, eager attention, no cache) on fixed tokens, for HfTransformersParityTests.
+
+How it was run (2026-12-04; no PyPI on the machine, so transformers and huggingface_hub are plain source trees):
+  apt-get install python3-torch python3-numpy python3-regex python3-yaml python3-packaging python3-tqdm \
+      python3-filelock python3-requests python3-fsspec            # Debian bookworm: PyTorch 1.13.1, Python 3.11.2
+  TF=<clone of huggingface/transformers>; HUB=<clone of huggingface/huggingface_hub>
+  for c in 66ab300aaff9ef509f8736cf186ab9b6a0ef4f3b:/tmp/hf/site447 d1b92369ca193da49f9f7ecd01b08ece45c2c9aa:/tmp/hf/site451; do
+    mkdir -p ${c#*:}
+    git --git-dir=$TF archive ${c%:*} src/transformers | tar -x -C ${c#*:} --strip-components=1
+    git --git-dir=$HUB archive v0.30.2 src/huggingface_hub | tar -x -C ${c#*:} --strip-components=1
+  done
+  export PYTHONDONTWRITEBYTECODE=1
+  /usr/bin/python3 bench/reference/hf_models_fixture.py --site /tmp/hf/site447 --out tests/data/hf_models \
+      --only gpt2 gpt_neox-parallel gpt_neox-sequential llama3 llama-bias-tied qwen2
+  /usr/bin/python3 bench/reference/hf_models_fixture.py --site /tmp/hf/site447 --out tests/data/hf_models \
+      --only gemma2 --torch2-stand-ins
+  /usr/bin/python3 bench/reference/hf_models_fixture.py --site /tmp/hf/site451 --out tests/data/hf_models \
+      --only qwen3 --torch2-stand-ins
+  # config_transformers5.json: transformers 5's config classes only (on torch < 2.2 it disables its PyTorch part,
+  # configs still work); its huggingface_hub 1.x needs Debian's python3-httpx.
+  apt-get install python3-httpx; mkdir -p /tmp/hf/site5
+  git --git-dir=$TF archive 70179949f7899e0ca235210f7188c6c9e0add77b src/transformers | tar -x -C /tmp/hf/site5 --strip-components=1
+  git --git-dir=$HUB archive v1.2.1 src/huggingface_hub | tar -x -C /tmp/hf/site5 --strip-components=1
+  /usr/bin/python3 bench/reference/hf_models_fixture.py --site /tmp/hf/site5 --out tests/data/hf_models \
+      --config-only config_transformers5.json
+
+Three transformers commits, all on main (no release tags in the clone used):
+- 66ab300aaff9ef509f8736cf186ab9b6a0ef4f3b (2024-12-05, "Dev version" to 4.48.0.dev0): the tree the v4.47.0
+  release was cut from. Every family but Qwen3 (which it predates). It runs on torch 1.13 as is, except that
+  Gemma 2's generate() (HybridCache) calls torch._dynamo.mark_static_address, a torch-2 tag for CUDA graphs: that
+  run takes `--torch2-stand-ins` (below).
+- d1b92369ca193da49f9f7ecd01b08ece45c2c9aa (2025-04-05, "v4.52.0.dev0"): right after v4.51.0, the first release with
+  Qwen3. It imports a few torch-2 names at module level, so `--torch2-stand-ins` adds them before the import.
+- 70179949f7899e0ca235210f7188c6c9e0add77b (2025-12-19, main at 5.0.0.dev0), with huggingface_hub v1.2.1: only
+  `--config-only`, the same constructor arguments saved by transformers 5's config classes (rope_parameters,
+  layer_types). Its GPTNeoXConfig then still lost rope_parameters' partial_rotary_factor on reload (reset to 0.25;
+  fixed by transformers PR #44985, 2026-03), which does not affect what it writes.
+`--torch2-stand-ins` adds, only where torch lacks them: an empty `torch.distributed.tensor` module (with a `DTensor`
+class), `torch.compiler` (`disable` as a no-op decorator, `is_compiling`/`is_exporting` returning False),
+`torch._dynamo` (`mark_static_address` doing nothing, `is_compiling` False) and `torch.float8_e4m3fn`/`float8_e5m2`
+names (aliases of uint8 in a dtype table). None of them computes anything on the eager CPU path; transformers' own
+files are unchanged. generate() gets `synced_gpus=False`: deciding it itself imports torch.distributed.fsdp, which
+does not import on torch 1.13 under Python 3.11.
+huggingface_hub v0.30.2 = 9255af95b4feeffc217a255cbd108c76b574e380 for the first two.
+Each config.json's `transformers_version` says which tree wrote it.
+
+`--site` is prepared by this script (`prepare_site`): transformers checks the installed versions of huggingface-hub
+and safetensors at import, so it gets `.dist-info/METADATA` stubs for huggingface_hub (the source tree's version), for
+a local `safetensors` stand-in, and for transformers 5, which requires tokenizers, one naming tokenizers 0.22.1 (the
+`tokenizers` stand-in only satisfies imports). Debian bookworm has no python3-safetensors (trixie's is built for
+Python 3.13), so the stand-in implements only `safetensors.torch.save_file` (and `storage_ptr`/`storage_size`, which
+transformers' shared-tensor detection imports), in pure Python from the format's specification (8-byte little-endian
+header length, JSON header of dtype/shape/data_offsets plus `__metadata__`, padded with spaces to a multiple of 8,
+then the raw little-endian bytes, tensors ordered by alignment then name as the real writer does).
+Everything else in `save_pretrained(safe_serialization=True)` (which tensors are written, shared-tensor removal,
+the `{"format": "pt"}` metadata) is transformers' own. Folders marked `bin` are written with
+`safe_serialization=False`: transformers' `torch.save` path, a real pytorch_model.bin (zip pickle).
+
+Each folder holds config.json (+ generation_config.json), config_transformers5.json, the weights, and reference.npz:
+  tokens [2, 12] int64, logits [2, 12, vocab] float32, hidden_{i} for i in 0..n_layers (HF `output_hidden_states`:
+  hidden_{i} < n_layers is the residual stream entering layer i, TransformerLens blocks.i.hook_resid_pre; the last is
+  after the final norm, ln_final.hook_normalized -- checked in this transformers version for every family here);
+  padded_mask [2, 12] (row 0 left-padded by 3, row 1 right-padded by 2), padded_logits and padded_hidden_{i}: the same
+  tokens run with that attention_mask and position_ids = max(cumsum(mask) - 1, 0), as generate() passes them;
+  gen_mask [2, 8] (row 0 left-padded by 3), gen_tokens [2, 14] and gen_logits [2, 6, vocab]: greedy generate() (KV
+  cache on; Gemma 2's HybridCache) from tokens[:, :8] with that mask, 6 new tokens, no EOS, and the unprocessed
+  logits of each step; gen_forward_logits [2, 6, vocab]: the same step logits from one uncached forward over
+  gen_tokens (mask extended with ones, generate()'s position ids). They agree for every family but gemma2's padded
+  row 0 from step 2 on: transformers 4.47's HybridCache sliced the sliding layers' mask wrongly once a padded
+  sequence outgrew the window (fixed by transformers PR #35681, January 2025: run on the 4.51 tree with
+  `--only gemma2 --torch2-stand-ins --out <scratch>`, generate() gives the same weights, tokens and uncached logits, and
+  its step logits agree with this gen_forward_logits to 4.5e-6).
+Weights are re-drawn after HF's init (which leaves most of them near 0 and norms at 1): matrices N(0, 0.2²),
+biases N(0, 0.1²), norm weights 1 + N(0, 0.2²) (Gemma's (1 + w) norms: N(0, 0.2²)), embeddings N(0, 1).
+"""
+import argparse
+import os
+import sys
+
+SAFETENSORS_SHIM = r'''
+"""Stand-in for safetensors (fixture tooling only): save_file from the format's specification; nothing else."""
+__version__ = "0.4.5"
+
+
+def safe_open(*args, **kwargs):
+    raise NotImplementedError("safetensors stand-in: only safetensors.torch.save_file is implemented")
+'''
+
+SAFETENSORS_TORCH_SHIM = r'''
+import json, struct
+import torch
+
+_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+           torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+           torch.bool: "BOOL"}
+
+
+def save_file(tensors, filename, metadata=None):
+    items = sorted(tensors.items(), key=lambda kv: (-kv[1].element_size(), kv[0]))
+    header, blobs, offset = {}, [], 0
+    if metadata is not None:
+        header["__metadata__"] = metadata
+    for name, t in items:
+        t = t.detach().contiguous().cpu()
+        data = t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        header[name] = {"dtype": _DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    h = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    h += b" " * (-len(h) % 8)
+    with open(filename, "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        for b in blobs:
+            f.write(b)
+
+
+def storage_ptr(tensor):
+    """Address of the tensor's storage (transformers.pytorch_utils.id_tensor_storage finds shared tensors with it)."""
+    try:
+        return tensor.untyped_storage().data_ptr()
+    except AttributeError:  # torch < 2
+        return tensor.storage().data_ptr()
+
+
+def storage_size(tensor):
+    """Bytes of the tensor's storage."""
+    try:
+        return tensor.untyped_storage().nbytes()
+    except AttributeError:  # torch < 2
+        return tensor.storage().size() * tensor.element_size()
+
+
+def load_file(*args, **kwargs):
+    raise NotImplementedError("safetensors stand-in: only save_file is implemented")
+'''
+
+
+TOKENIZERS_STUB = r'''
+"""Stand-in for tokenizers (fixture tooling only): transformers.integrations.ggml imports names from it at import time
+(for GGUF tokenizer conversion, unused here); any name is a placeholder that fails when used. No .dist-info, so
+transformers' is_tokenizers_available() stays False."""
+
+
+class _Missing:
+    def __init__(self, *args, **kwargs):
+        raise NotImplementedError("tokenizers stand-in: not usable")
+
+
+def __getattr__(name):
+    if name.startswith("__"):
+        raise AttributeError(name)
+    return type(name, (_Missing,), {})
+'''
+
+
+def prepare_site(site):
+    """Version stubs transformers checks at import, and the safetensors stand-in (see the module docstring)."""
+    def write(rel, text):
+        path = os.path.join(site, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(text)
+    if not os.path.isdir(os.path.join(site, "transformers")) or not os.path.isdir(os.path.join(site, "huggingface_hub")):
+        sys.exit(f"{site}: extract transformers and huggingface_hub there first (see the docstring)")
+    def version_of(package):
+        with open(os.path.join(site, package, "__init__.py")) as f:
+            return next(line.split('"')[1] for line in f if line.startswith("__version__"))
+    hub = version_of("huggingface_hub")
+    write(f"huggingface_hub-{hub}.dist-info/METADATA", f"Metadata-Version: 2.1\nName: huggingface_hub\nVersion: {hub}\n")
+    if int(version_of("transformers").split(".")[0]) >= 5:
+        # transformers 5 requires tokenizers at import; only its config classes are used from that tree.
+        write("tokenizers-0.22.1.dist-info/METADATA", "Metadata-Version: 2.1\nName: tokenizers\nVersion: 0.22.1\n")
+    write("safetensors-0.4.5.dist-info/METADATA", "Metadata-Version: 2.1\nName: safetensors\nVersion: 0.4.5\n")
+    write("safetensors/__init__.py", SAFETENSORS_SHIM)
+    write("safetensors/torch.py", SAFETENSORS_TORCH_SHIM)
+    write("tokenizers/__init__.py", TOKENIZERS_STUB)
+    write("tokenizers/models.py", TOKENIZERS_STUB)
+
+
+def torch2_stand_ins(torch):
+    """Module-level torch-2 names transformers 4.51 imports (see the docstring); only added where torch lacks them."""
+    import types
+    import torch.distributed
+    if "torch.distributed.tensor" not in sys.modules:
+        try:
+            import torch.distributed.tensor  # noqa: F401
+        except ImportError:
+            m = types.ModuleType("torch.distributed.tensor")
+            m.DTensor = type("DTensor", (torch.Tensor,), {})
+            sys.modules["torch.distributed.tensor"] = m
+            torch.distributed.tensor = m
+    if not hasattr(torch, "compiler"):
+        c = types.ModuleType("torch.compiler")
+        c.disable = lambda fn=None, recursive=True: fn if fn is not None else (lambda f: f)
+        c.is_compiling = lambda: False
+        c.is_exporting = lambda: False
+        sys.modules["torch.compiler"] = c
+        torch.compiler = c
+    if not hasattr(torch, "_dynamo"):
+        d = types.ModuleType("torch._dynamo")
+        d.mark_static_address = lambda t, guard=True: None
+        d.is_compiling = lambda: False
+        sys.modules["torch._dynamo"] = d
+        torch._dynamo = d
+    for name in ("float8_e4m3fn", "float8_e5m2"):
+        if not hasattr(torch, name):
+            setattr(torch, name, torch.uint8)
+
+
+SEQ = 12
+GEN_PROMPT, GEN_NEW = 8, 6
+
+
+def families(tf):
+    """name -> (config factory, format). Small: d_model 32, 2-3 layers, vocab 96-128."""
+    llama3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+              "original_max_position_embeddings": 64}
+    return {
+        # GPT-2: learned positions, Conv1D, gelu_new, tied wte.
+        "gpt2": (lambda: tf.GPT2Config(vocab_size=96, n_positions=32, n_embd=32, n_layer=2, n_head=4), "safetensors"),
+        # Pythia layout: rotary on a quarter of each head (16 · 0.25 = 4 dims), parallel attention + MLP; then the
+        # sequential layout with half of each head rotated (8 dims) and another base.
+        "gpt_neox-parallel": (lambda: tf.GPTNeoXConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                               intermediate_size=128, rotary_pct=0.25, max_position_embeddings=64,
+                                               use_parallel_residual=True), "bin"),
+        "gpt_neox-sequential": (lambda: tf.GPTNeoXConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                                 intermediate_size=128, rotary_pct=0.5, rotary_emb_base=500,
+                                                 max_position_embeddings=64, use_parallel_residual=False), "safetensors"),
+        # Llama 3.x: GQA 4/2, head_dim 8, llama3 rope_scaling (wavelengths 2π kept, 20π smoothed, 200π, 2000π scaled).
+        "llama3": (lambda: tf.LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                                  rope_theta=10000.0, rope_scaling=llama3), "safetensors"),
+        # Llama with every optional bias, MHA, head_dim 12 ≠ 32/2, linear rope scaling under the legacy "type" key,
+        # tied embeddings, torch.save format.
+        "llama-bias-tied": (lambda: tf.LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                                   num_attention_heads=2, head_dim=12, max_position_embeddings=64,
+                                                   rope_scaling={"type": "linear", "factor": 2.0}, attention_bias=True,
+                                                   mlp_bias=True, tie_word_embeddings=True, rms_norm_eps=1e-5), "bin"),
+        # Qwen2: q/k/v biases (no o bias), GQA 4/2, rope_theta 1e6, tied (as the small Qwen2.5 models).
+        "qwen2": (lambda: tf.Qwen2Config(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                 rope_theta=1000000.0, tie_word_embeddings=True), "bin"),
+        # Qwen3: per-head q/k RMSNorm, head_dim 16 ≠ 32/4, GQA 4/2, untied.
+        "qwen3": (lambda: tf.Qwen3Config(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=64,
+                                 tie_word_embeddings=False), "safetensors"),
+        # Gemma 2: 3 layers (0 and 2 local), sliding window 4 < 12 tokens, soft caps that bite, query_pre_attn_scalar
+        # 24 ≠ head_dim 16, GQA 4/2, tied, (1 + w) norms, √d embedding scale.
+        "gemma2": (lambda: tf.Gemma2Config(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                                   num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=64,
+                                   sliding_window=4, query_pre_attn_scalar=24, attn_logit_softcapping=2.0,
+                                   final_logit_softcapping=10.0), "safetensors"),
+    }
+
+
+def redraw(model, torch, gemma):
+    """Re-draws every parameter (see the docstring); tied weights are one parameter and drawn once."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 1 and "norm" in name or name.split(".")[-2] in ("ln_1", "ln_2", "ln_f"):
+                if name.endswith("bias"):
+                    p.normal_(0.0, 0.1)
+                else:
+                    p.normal_(0.0 if gemma else 1.0, 0.2)
+            elif p.dim() == 1:
+                p.normal_(0.0, 0.1)
+            elif "embed" in name or name.endswith(("wte.weight", "wpe.weight")):
+                p.normal_(0.0, 1.0)
+            else:
+                p.normal_(0.0, 0.2)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--site", required=True, help="folder holding the transformers and huggingface_hub source trees")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--only", nargs="*")
+    ap.add_argument("--torch2-stand-ins", action="store_true", help="for transformers >= 4.51 on torch 1.13 (see above)")
+    ap.add_argument("--config-only", metavar="FILE",
+                    help="write only each family's config.json, from this tree's config classes, as <family>/FILE")
+    a = ap.parse_args()
+    prepare_site(a.site)
+    sys.path.insert(0, a.site)
+    import numpy as np
+    import torch
+    if a.torch2_stand_ins:
+        torch2_stand_ins(torch)
+    import transformers as tf
+
+    torch.set_num_threads(1)
+    print(f"transformers {tf.__version__} from {os.path.dirname(tf.__file__)}, torch {torch.__version__}, "
+          f"python {sys.version.split()[0]}")
+    if a.config_only:
+        import tempfile
+        for name, (make_config, _) in families(tf).items():
+            if a.only and name not in a.only:
+                continue
+            with tempfile.TemporaryDirectory() as tmp:
+                make_config().save_pretrained(tmp)
+                os.replace(os.path.join(tmp, "config.json"), os.path.join(a.out, name, a.config_only))
+            print(f"{name}: {a.config_only}")
+        return
+    for i, (name, (make_config, fmt)) in enumerate(families(tf).items()):
+        if a.only and name not in a.only:
+            continue
+        config = make_config()
+        config._attn_implementation = "eager"
+        torch.manual_seed(1000 + i)
+        model = tf.AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval()
+        redraw(model, torch, gemma=config.model_type == "gemma2")
+        folder = os.path.join(a.out, name)
+        os.makedirs(folder, exist_ok=True)
+        for f in os.listdir(folder):
+            os.remove(os.path.join(folder, f))
+        model.save_pretrained(folder, safe_serialization=(fmt == "safetensors"))
+        g = torch.Generator().manual_seed(7 + i)
+        tokens = torch.randint(0, config.vocab_size, (2, SEQ), generator=g)
+        with torch.no_grad():
+            out = model(tokens, output_hidden_states=True, use_cache=False, return_dict=True)
+        # The same tokens as a padded batch: row 0 left-padded by 3, row 1 right-padded by 2, with the position ids
+        # transformers' generate() passes for a padded batch (count of real tokens so far, minus one, at least 0).
+        mask = torch.ones(2, SEQ, dtype=torch.long)
+        mask[0, :3] = 0
+        mask[1, SEQ - 2:] = 0
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        with torch.no_grad():
+            padded = model(tokens, attention_mask=mask, position_ids=positions, output_hidden_states=True,
+                           use_cache=False, return_dict=True)
+        arrays = {"tokens": tokens.numpy(), "logits": out.logits.float().numpy(), "padded_mask": mask.numpy(),
+                  "padded_logits": padded.logits.float().numpy()}
+        for j, h in enumerate(out.hidden_states):
+            arrays[f"hidden_{j}"] = h.float().numpy()
+        for j, h in enumerate(padded.hidden_states):
+            arrays[f"padded_hidden_{j}"] = h.float().numpy()
+        # Greedy generate() with its KV cache (Gemma 2: HybridCache) from the first 8 tokens, row 0 left-padded by 3:
+        # 6 new tokens and the unprocessed logits each was chosen from. No EOS, so every row runs 6 steps.
+        model.generation_config.eos_token_id = None
+        model.generation_config.pad_token_id = 0
+        gen_mask = torch.ones(2, GEN_PROMPT, dtype=torch.long)
+        gen_mask[0, :3] = 0
+        with torch.no_grad():
+            gen = model.generate(tokens[:, :GEN_PROMPT], attention_mask=gen_mask, max_new_tokens=GEN_NEW, do_sample=False,
+                                 output_logits=True, return_dict_in_generate=True,
+                                 synced_gpus=False)  # else it imports torch.distributed.fsdp, broken on torch 1.13 + Python 3.11
+        gen_logits = torch.stack(gen.logits, 1).float()
+        top2 = gen_logits.topk(2, dim=-1).values
+        # The same steps without a cache: one forward over the generated sequence, with the mask extended over the new
+        # tokens and generate()'s position ids, read at the positions that chose each new token.
+        full_mask = torch.cat([gen_mask, torch.ones(2, GEN_NEW, dtype=torch.long)], 1)
+        with torch.no_grad():
+            whole = model(gen.sequences, attention_mask=full_mask, position_ids=(full_mask.cumsum(-1) - 1).clamp(min=0),
+                          use_cache=False, return_dict=True)
+        gen_forward = whole.logits[:, GEN_PROMPT - 1:-1].float()
+        arrays.update({"gen_mask": gen_mask.numpy(), "gen_tokens": gen.sequences.numpy(), "gen_logits": gen_logits.numpy(),
+                       "gen_forward_logits": gen_forward.numpy()})
+        consistent = (gen_logits - gen_forward).abs().amax(-1) / gen_forward.abs().max()
+        np.savez(os.path.join(folder, "reference.npz"), **arrays)
+        files = sorted(os.listdir(folder))
+        print(f"{name}: {type(model).__name__}, {len(out.hidden_states)} hidden states, logits |max| "
+              f"{out.logits.abs().max().item():.3f}, generate's smallest top-2 logit gap "
+              f"{(top2[..., 0] - top2[..., 1]).min().item():.4f}, generate vs uncached forward per row and step (relative) "
+              f"{consistent.numpy().round(7).tolist()}, files {files}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,232 @@
+using System.Text.Json.Nodes;
+using SaeSharp.IO;
+using SaeSharp.Models;
+using SaeSharp.Tests.Tokenizers;
+using Xunit.Abstractions;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Tests.Models;
+
+/// <summary>
+/// Every model family against the real Hugging Face <c>transformers</c> modeling code (independent of our own
+/// <see cref="DecoderReference"/>): tests/data/hf_models holds tiny random checkpoints written by transformers'
+/// <c>save_pretrained</c> (its config.json; model.safetensors or pytorch_model.bin) and that code's float32 forward on
+/// fixed tokens (logits and <c>output_hidden_states</c>, unpadded and padded) and its greedy <c>generate()</c>, made by
+/// bench/reference/hf_models_fixture.py with transformers 4.47 (main 66ab300a) and, for Qwen3, 4.51 (main d1b92369).
+/// Each folder is loaded by <see cref="ModelLoader.FromPretrained"/>, as a user's download is.
+/// </summary>
+public class HfTransformersParityTests(ITestOutputHelper output)
+{
+    public static TheoryData<string> Families =>
+        ["gpt2", "gpt_neox-parallel", "gpt_neox-sequential", "llama3", "llama-bias-tied", "qwen2", "qwen3", "gemma2"];
+
+    // Tolerance, relative to the tensor's largest |value|: both sides compute in float32, with different kernels
+    // (TorchSharp's libtorch vs Debian's torch 1.13.1) and operation orders (fused vs separate q/k/v, repeat_interleave
+    // vs HF repeat_kv, masked_fill vs additive mask), so each value may differ by a few float32 ulps of the magnitudes
+    // involved. Measured on this machine (2026-12): at most 7.6e-7 over every family, layer and the logits (qwen2's
+    // ln_final), 5.8e-7 for the padded batch and for generation (qwen3). 1e-5 leaves room for other CPUs' kernels and
+    // stays far below any modelling difference: Fixtures_see_each_config_detail shows single config.json changes
+    // moving the logits by 2.4e-3 (an eps) to 1.8 (a soft cap) of their scale.
+    private const double RelativeTolerance = 1e-5;
+
+    private static string Folder(string family) => TestPaths.Data("hf_models", family);
+
+    private static IReadOnlyDictionary<string, Tensor> Reference(string family) =>
+        Npy.LoadNpz(Path.Combine(Folder(family), "reference.npz"));
+
+    /// <summary>max |expected − actual| / max |expected|, after checking the shapes agree.</summary>
+    internal static double RelativeMaxDifference(Tensor expected, Tensor actual, string what)
+    {
+        Assert.True(expected.shape.SequenceEqual(actual.shape),
+            $"{what}: shape [{string.Join(", ", actual.shape)}], transformers gave [{string.Join(", ", expected.shape)}]");
+        using var scope = NewDisposeScope();
+        var e = expected.to(ScalarType.Float64);
+        double scale = e.abs().max().item<double>();
+        Assert.True(scale > 0.5, $"{what}: the reference is near zero (max |value| {scale}), the comparison would say nothing");
+        return (e - actual.to(ScalarType.Float64)).abs().max().item<double>() / scale;
+    }
+
+    [Theory]
+    [MemberData(nameof(Families))]
+    public void Logits_and_residual_stream_match_transformers(string family)
+    {
+        using var scope = NewDisposeScope();
+        var r = Reference(family);
+        using var model = ModelLoader.FromPretrained(Folder(family));
+        int n = model.Config.NLayers;
+        // HF hidden_states[i] for i < n_layers is the residual entering layer i; the last is after the final norm.
+        Assert.Equal(n + 1, r.Keys.Count(k => k.StartsWith("hidden_", StringComparison.Ordinal)));
+        var names = Enumerable.Range(0, n).Select(l => $"blocks.{l}.hook_resid_pre").Append("ln_final.hook_normalized").ToList();
+        var (logits, cache) = model.RunWithCache(r["tokens"], names);
+        using (cache)
+        {
+            var worst = new List<(string What, double Diff)>();
+            for (int i = 0; i <= n; i++)
+                worst.Add((names[i], RelativeMaxDifference(r[$"hidden_{i}"], cache[names[i]], $"{family} {names[i]}")));
+            worst.Add(("logits", RelativeMaxDifference(r["logits"], logits!, $"{family} logits")));
+            foreach (var (w, d) in worst) output.WriteLine($"{family} {w}: {d:G3}");
+            var (what, diff) = worst.MaxBy(w => w.Diff);
+            Assert.True(diff <= RelativeTolerance, $"{family}: {what} differs from transformers by {diff:G3} of its scale (> {RelativeTolerance})");
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Families))]
+    public void Padded_batch_matches_transformers_at_the_real_tokens(string family)
+    {
+        // Row 0 left-padded by 3, row 1 right-padded by 2; transformers was given the position ids its generate()
+        // passes for padded batches (real tokens so far − 1), which is what SaeSharp computes from the mask. Only real
+        // tokens are compared: values at padding positions mean nothing. (They match too, except GPT-2's left-pad
+        // rows, 5e-2 apart: HF's eager GPT-2 fills causally masked scores with finfo.min and then adds the padding
+        // mask's finfo.min, so a fully masked row gets -inf at the later pad keys and spreads over the rest, while the
+        // other HF families and SaeSharp spread it over every key.)
+        using var scope = NewDisposeScope();
+        var r = Reference(family);
+        using var model = ModelLoader.FromPretrained(Folder(family));
+        int n = model.Config.NLayers;
+        var mask = r["padded_mask"];
+        var names = Enumerable.Range(0, n).Select(l => $"blocks.{l}.hook_resid_pre").Append("ln_final.hook_normalized").ToList();
+        var (logits, cache) = model.RunWithCache(r["tokens"], names, attentionMask: mask);
+        using (cache)
+        {
+            var real = mask.to(ScalarType.Bool);
+            Tensor Real(Tensor t) => t[real];   // [real tokens, width]
+            var worst = new List<(string What, double Diff, double PadDiff)>();
+            for (int i = 0; i <= n; i++)
+                worst.Add((names[i], RelativeMaxDifference(Real(r[$"padded_hidden_{i}"]), Real(cache[names[i]]), $"{family} padded {names[i]}"),
+                    RelativeMaxDifference(r[$"padded_hidden_{i}"], cache[names[i]], $"{family} padded {names[i]}")));
+            worst.Add(("logits", RelativeMaxDifference(Real(r["padded_logits"]), Real(logits!), $"{family} padded logits"),
+                RelativeMaxDifference(r["padded_logits"], logits!, $"{family} padded logits")));
+            foreach (var (w, d, pd) in worst) output.WriteLine($"{family} padded {w}: {d:G3} (with pad positions {pd:G3})");
+            var (what, diff, _) = worst.MaxBy(w => w.Diff);
+            Assert.True(diff <= RelativeTolerance, $"{family}: padded {what} differs from transformers by {diff:G3} of its scale (> {RelativeTolerance})");
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Families))]
+    public void Greedy_generation_with_kv_cache_matches_transformers(string family)
+    {
+        // transformers' generate(): prompt = the first 8 tokens, row 0 left-padded by 3, 6 greedy steps with its KV
+        // cache, no EOS. The smallest top-2 logit gap over the steps is 1.2e-2 (qwen3), so the argmax is not decided by
+        // float32 noise. SaeSharp's step logits are compared with transformers' uncached forward over the generated
+        // sequence (gen_forward_logits) and with generate()'s own step logits (gen_logits) wherever the two agree.
+        using var scope = NewDisposeScope();
+        var r = Reference(family);
+        using var model = ModelLoader.FromPretrained(Folder(family));
+        var expectedTokens = r["gen_tokens"];
+        long prompt = r["gen_mask"].shape[1], steps = expectedTokens.shape[1] - prompt;
+        using var gen = model.Generate(r["tokens"].narrow(1, 0, prompt), (int)steps,
+            new GenerationOptions { AttentionMask = r["gen_mask"], ReturnLogits = true });
+        Assert.Equal(expectedTokens.data<long>().ToArray(), gen.Tokens.data<long>().ToArray());
+        var ours = gen.Logits!;
+        double vsForward = RelativeMaxDifference(r["gen_forward_logits"], ours, $"{family} generate vs forward");
+        var hfGenerate = r["gen_logits"];
+        if (family == "gemma2")
+        {
+            // transformers 4.47's Gemma 2 HybridCache mis-sliced the sliding layers' mask once a left-padded sequence
+            // outgrew the window (fixed by transformers PR #35681; 4.51's generate agrees with the uncached forward
+            // to 4.5e-7 of scale): its padded row 0 is off from the second step on. Pinned here, then left out.
+            double hfOff = RelativeMaxDifference(r["gen_forward_logits"][0].narrow(0, 1, steps - 1), hfGenerate[0].narrow(0, 1, steps - 1), "HF 4.47 gemma2 row 0");
+            Assert.True(hfOff > 1e-2, $"gemma2 fixture: HF 4.47 generate's padded row now agrees with its forward ({hfOff:G3})");
+            (hfGenerate, ours) = (hfGenerate.narrow(0, 1, 1), ours.narrow(0, 1, 1));
+        }
+        double vsGenerate = RelativeMaxDifference(hfGenerate, ours, $"{family} generate");
+        output.WriteLine($"{family} generate logits: vs uncached forward {vsForward:G3}, vs generate {vsGenerate:G3}");
+        Assert.True(vsForward <= RelativeTolerance, $"{family}: step logits differ from transformers' forward by {vsForward:G3} of their scale");
+        Assert.True(vsGenerate <= RelativeTolerance, $"{family}: step logits differ from transformers' generate by {vsGenerate:G3} of their scale");
+    }
+
+    [Theory]
+    [MemberData(nameof(Families))]
+    public void Transformers5_config_json_reads_as_the_same_model(string family)
+    {
+        // config_transformers5.json: the same config written by transformers 5 (main 70179949, 2025-12-19) from the same
+        // constructor arguments: rope_theta, rope_scaling, rotary_pct and partial_rotary_factor move into
+        // rope_parameters, Qwen3 and Gemma 2 get layer_types. Loaded in place of config.json, it must give the same model.
+        using var scope = NewDisposeScope();
+        string dir = Path.Combine(TestPaths.TempDir(), family);
+        Directory.CreateDirectory(dir);
+        try
+        {
+            foreach (var f in Directory.GetFiles(Folder(family)))
+                File.Copy(f, Path.Combine(dir, Path.GetFileName(f)));
+            File.Copy(Path.Combine(dir, "config_transformers5.json"), Path.Combine(dir, "config.json"), overwrite: true);
+            var r = Reference(family);
+            using var v4 = ModelLoader.FromPretrained(Folder(family));
+            using var v5 = ModelLoader.FromPretrained(dir);
+            Assert.Equal(v4.Config.ToString(), v5.Config.ToString());
+            Assert.Equal(v4.Config.RotaryBase, v5.Config.RotaryBase);
+            double diff = RelativeMaxDifference(r["logits"], v5.Forward(r["tokens"]), $"{family} with transformers 5's config.json");
+            Assert.True(diff <= RelativeTolerance, $"{family}: with transformers 5's config.json the logits differ by {diff:G3} of their scale");
+        }
+        finally
+        {
+            Directory.Delete(Path.GetDirectoryName(dir)!, true);
+        }
+    }
+
+    [Theory]
+    [InlineData("gemma2", "sliding_window", "64")]              // layers 0 and 2 become global
+    [InlineData("gemma2", "attn_logit_softcapping", "null")]
+    [InlineData("gemma2", "final_logit_softcapping", "null")]
+    [InlineData("gemma2", "query_pre_attn_scalar", "16")]       // = head_dim: the usual 1/√d_head
+    [InlineData("gemma2", "rms_norm_eps", "0.01")]
+    [InlineData("llama3", "rope_scaling", "null")]
+    [InlineData("llama-bias-tied", "rope_scaling", "null")]
+    [InlineData("gpt_neox-parallel", "use_parallel_residual", "false")]
+    [InlineData("gpt_neox-parallel", "rotary_pct", "0.5")]
+    [InlineData("gpt_neox-sequential", "rotary_emb_base", "10000")]
+    [InlineData("qwen2", "rope_theta", "10000.0")]
+    [InlineData("qwen3", "rms_norm_eps", "0.01")]
+    [InlineData("gpt2", "layer_norm_epsilon", "0.01")]
+    public void Fixtures_see_each_config_detail(string family, string key, string value)
+    {
+        // Guards against fixtures too small or too tame to tell: the same weights with one config.json value changed
+        // move the logits by far more than the tolerance.
+        using var scope = NewDisposeScope();
+        string dir = TestPaths.TempDir();
+        try
+        {
+            foreach (var f in Directory.GetFiles(Folder(family)))
+                File.Copy(f, Path.Combine(dir, Path.GetFileName(f)));
+            var config = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "config.json")))!.AsObject();
+            Assert.True(config.ContainsKey(key), $"{family}/config.json has no '{key}'");
+            config[key] = JsonNode.Parse(value);
+            File.WriteAllText(Path.Combine(dir, "config.json"), config.ToJsonString());
+            var r = Reference(family);
+            using var model = ModelLoader.FromPretrained(dir);
+            double diff = RelativeMaxDifference(r["logits"], model.Forward(r["tokens"]), $"{family} with {key}={value}");
+            output.WriteLine($"{family} {key}={value}: logits move by {diff:G3} of their scale");
+            Assert.True(diff > 100 * RelativeTolerance, $"{family}: {key}={value} moves the logits by only {diff:G3}");
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Families))]
+    public void Fixture_loads_through_the_real_files(string family)
+    {
+        // The config the loader read, as one line: every size and option came from the fixture's config.json (written
+        // by transformers), and the weights from its model.safetensors or pytorch_model.bin.
+        string expected = family switch
+        {
+            "gpt2" => "gpt2 (gpt2): n_layers=2 d_model=32 n_heads=4 d_head=8 d_mlp=128 d_vocab=96 n_ctx=32 act=gelu_new dtype=Float32",
+            "gpt_neox-parallel" => "gpt_neox-parallel (gpt_neox): n_layers=2 d_model=32 n_heads=2 d_head=16 d_mlp=128 d_vocab=100 n_ctx=64 act=gelu parallel_attn_mlp rotary_dim=4 dtype=Float32",
+            "gpt_neox-sequential" => "gpt_neox-sequential (gpt_neox): n_layers=2 d_model=32 n_heads=2 d_head=16 d_mlp=128 d_vocab=100 n_ctx=64 act=gelu rotary_dim=8 dtype=Float32",
+            "llama3" => "llama3 (llama): n_layers=2 d_model=32 n_heads=4 d_head=8 d_mlp=64 n_key_value_heads=2 d_vocab=128 n_ctx=128 act=silu gated_mlp norm=RMS rotary_dim=8 dtype=Float32",
+            "llama-bias-tied" => "llama-bias-tied (llama): n_layers=2 d_model=32 n_heads=2 d_head=12 d_mlp=64 d_vocab=128 n_ctx=64 act=silu gated_mlp norm=RMS rotary_dim=12 dtype=Float32",
+            "qwen2" => "qwen2 (qwen2): n_layers=2 d_model=32 n_heads=4 d_head=8 d_mlp=64 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=silu gated_mlp norm=RMS rotary_dim=8 dtype=Float32",
+            "qwen3" => "qwen3 (qwen3): n_layers=2 d_model=32 n_heads=4 d_head=16 d_mlp=64 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=silu gated_mlp norm=RMS rotary_dim=16 dtype=Float32",
+            "gemma2" => "gemma2 (gemma2): n_layers=3 d_model=32 n_heads=4 d_head=16 d_mlp=64 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=gelu_pytorch_tanh gated_mlp norm=RMS attn_softcap=2 logit_softcap=10 sliding_window=4 rotary_dim=16 dtype=Float32",
+            _ => throw new ArgumentException(family),
+        };
+        using var model = ModelLoader.FromPretrained(Folder(family));
+        Assert.Equal(expected, model.Config.ToString());
+        string weights = File.Exists(Path.Combine(Folder(family), "model.safetensors")) ? "model.safetensors" : "pytorch_model.bin";
+        Assert.Equal(family is "gpt_neox-parallel" or "llama-bias-tied" or "qwen2" ? "pytorch_model.bin" : "model.safetensors", weights);
+    }
+}
