@@ -16,9 +16,10 @@ attributes (the code runs unchanged):
   batchtopk   as topk.
   matryoshka  d_sae 64, k 3, group_fractions [1/16, 1/16, 1/8, 1/4, 1/2] (widths 4, 8, 16, 32, 64), default group
               weights (1/5 each), as topk otherwise.
-  jumprelu    d_sae 32, bandwidth 0.002, target_l0 8, sparsity_penalty 1, sparsity_warmup_steps 2, initial threshold
-              0.05 (default 0.001: with pre-activations O(1) almost none would fall in the kernel). The seed of the
-              data is the first from 0 on for which no pre-activation lies in [θ − ε/2, θ] at any step: there
+  jumprelu    d_sae 32, bandwidth 0.004, target_l0 8, sparsity_penalty 1, sparsity_warmup_steps 2, initial threshold
+              θ_j = ε/4 below the first batch's pre-activation of latent j nearest 0.3 (default 0.001: with
+              pre-activations O(1) almost none would fall in the kernel; so every latent has a kernel entry at step
+              0). The seed of the data is the first from 0 on for which no pre-activation lies in [θ − ε/2, θ] at any step: there
               dictionary_learning's L0 kernel, applied to f rather than to the pre-activations, differs from the paper's
               (and SaeSharp's); see docs/recipes.md.
   gated       d_sae 32, l1_penalty 0.5, sparsity_warmup_steps 2.
@@ -36,7 +37,7 @@ import torch as t
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from dictionary_learning_trainers import import_dictionary_learning  # noqa: E402
 
-D, BATCH, STEPS, LR = 8, 32, 4, 1e-3
+D, BATCH, STEPS, LR, BANDWIDTH = 8, 32, 4, 1e-3, 0.004
 
 
 def R(v):
@@ -69,10 +70,8 @@ def make(tr, kind):
         trainer = tr.MatryoshkaBatchTopKTrainer(dict_size=64, k=3, threshold_start_step=1,
                                                 group_fractions=[1 / 16, 1 / 16, 1 / 8, 1 / 4, 1 / 2], **common)
     elif kind == "jumprelu":
-        trainer = tr.JumpReluTrainer(dict_size=32, bandwidth=0.002, target_l0=8.0, sparsity_penalty=1.0,
+        trainer = tr.JumpReluTrainer(dict_size=32, bandwidth=BANDWIDTH, target_l0=8.0, sparsity_penalty=1.0,
                                      sparsity_warmup_steps=2, **common)
-        with t.no_grad():
-            trainer.ae.threshold.fill_(0.05)
     else:
         trainer = tr.GatedSAETrainer(dict_size=32, l1_penalty=0.5, sparsity_warmup_steps=2, **common)
     if kind in ("topk", "batchtopk", "matryoshka"):
@@ -94,6 +93,13 @@ def run(tr, kind, xs):
         median = trainer.geometric_median(xs[0]) if hasattr(trainer, "geometric_median") else \
             sys.modules[tr.TopKTrainer.__module__].geometric_median(xs[0])
         trainer.ae.b_dec.data = median.to(trainer.ae.b_dec.dtype)
+    if kind == "jumprelu":
+        # θ_j just below the first batch's pre-activation of latent j nearest 0.3 (θ_j − pre = −ε/4): every latent has an
+        # entry in the kernel's upper half at step 0, so the straight-through threshold gradients are exercised.
+        with t.no_grad():
+            pre = xs[0] @ trainer.ae.W_enc + trainer.ae.b_enc
+            nearest = (pre - 0.3).abs().argmin(dim=0)
+            trainer.ae.threshold.copy_(pre[nearest, t.arange(pre.shape[1])] - BANDWIDTH / 4)
     out = {"trainer": type(trainer).__name__, "initial": params(kind, trainer.ae), "steps": []}
     for step in range(STEPS):
         x = xs[step]

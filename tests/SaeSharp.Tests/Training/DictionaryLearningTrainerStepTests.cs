@@ -26,9 +26,10 @@ namespace SaeSharp.Tests.Training;
 /// <para>Tolerance: the weights are float32 and each side runs the same operations in another order (BLAS blocking,
 /// the sparse decode, the fused Adam), so the differences are rounding. Measured max |diff| relative to the quantity (loss
 /// terms) or to each tensor's largest entry (weights), over 4 steps (the ITestOutput lines): topk 4.7e-7 / 2.4e-7,
-/// batchtopk 2.9e-7 / 9.6e-7, matryoshka 4.0e-7 / 3.7e-7, jumprelu 4.0e-7 / 3.1e-7, gated 1.9e-7 / 2.9e-7. The bound
-/// 1e-5 leaves 10× for other BLAS builds and CPUs; a change of convention moves far more (k_aux 2 instead of 4, Adam β1
-/// 0.9 instead of 0, or ε 0.001 instead of 0.002 each fail here: see docs/recipes.md).</para>
+/// batchtopk 2.9e-7 / 9.6e-7, matryoshka 4.0e-7 / 3.7e-7, jumprelu 4.3e-7 / 5.1e-7, gated 1.9e-7 / 2.9e-7. The bound
+/// 1e-5 leaves 10× for other BLAS builds and CPUs; a change of convention moves far more (tried: k_aux 2 instead of 4
+/// moves topk's AuxK by 22 %, gated's Adam β1 0.9 instead of 0 its W_enc by 1e-3, JumpReLU's ε 0.002 instead of 0.004
+/// its thresholds by 1e-3 after the first step).</para>
 /// </summary>
 public class DictionaryLearningTrainerStepTests(ITestOutputHelper output)
 {
@@ -216,7 +217,7 @@ public class DictionaryLearningTrainerStepTests(ITestOutputHelper output)
         Assert.Contains(steps, st => st!["kernel_entries_below_and_above_threshold"]![1]!.GetValue<int>() > 0);
         var sae = new JumpReluSae(new SaeConfig { Architecture = SaeArchitectures.JumpReLU, DIn = 8, DSae = 32, ApplyBDecToInput = false })
         {
-            Training = { JumpReluPenalty = JumpReluPenalty.TargetL0, TargetL0 = 8, SparsityCoefficient = 1, Bandwidth = 0.002 },
+            Training = { JumpReluPenalty = JumpReluPenalty.TargetL0, TargetL0 = 8, SparsityCoefficient = 1, Bandwidth = 0.004 },
         };
         Load(sae, fx["initial"]!);
         var x = cat(fx["x"]!.AsArray().Select(n => T(n!)).ToList(), 0);
