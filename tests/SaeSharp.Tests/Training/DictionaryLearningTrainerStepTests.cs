@@ -148,10 +148,14 @@ public class DictionaryLearningTrainerStepTests(ITestOutputHelper output)
 
     private static SaeConfig TopKConfig(string arch) => new() { Architecture = arch, DIn = 8, DSae = 64, K = 3 };
 
-    [Fact]
-    public void TopKTrainerStepsAreReproduced()
+    /// <summary>Both ways AuxK is computed: through the sparse code of the chosen dead entries, and densely over the dead
+    /// latents (<see cref="TopKFamilySae.AuxKDenseMaxRatio"/>; the default picks by density).</summary>
+    [Theory]
+    [InlineData(0L)]
+    [InlineData(1L << 40)]
+    public void TopKTrainerStepsAreReproduced(long auxKDenseMaxRatio)
     {
-        using var sae = new TopKSae(TopKConfig(SaeArchitectures.TopK));
+        using var sae = new TopKSae(TopKConfig(SaeArchitectures.TopK)) { AuxKDenseMaxRatio = auxKDenseMaxRatio };
         TopKFamily("topk", sae);
     }
 
@@ -188,7 +192,7 @@ public class DictionaryLearningTrainerStepTests(ITestOutputHelper output)
     [Fact]
     public void BatchTopKTrainerStepsAreReproducedWithTheThresholdEma()
     {
-        using var sae = new BatchTopKSae(TopKConfig(SaeArchitectures.BatchTopK)) { Training = { ThresholdStartStep = 1 } };
+        using var sae = new BatchTopKSae(TopKConfig(SaeArchitectures.BatchTopK)) { Training = { ThresholdStartStep = 1 }, AuxKDenseMaxRatio = 0 };
         TopKFamily("batchtopk", sae);
     }
 
