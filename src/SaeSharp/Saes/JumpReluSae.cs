@@ -13,7 +13,8 @@ namespace SaeSharp.Saes;
 /// (<see cref="SaeTrainingOptions.Bandwidth"/>) gives ∂f/∂θ = −(θ/ε)·K((pre−θ)/ε) and ∂[pre&gt;θ]/∂θ = −(1/ε)·K((pre−θ)/ε),
 /// ∂f/∂pre = [pre &gt; θ]. It is built with the detach trick — value + (θ − sg(θ))·sg(pseudo-derivative) — so autograd
 /// produces exactly these gradients. Loss = mean_n‖y − ŷ‖² + λ·s·P with L0 = mean_n Σ_j [pre_j &gt; θ_j] (on the
-/// pre-activations, as the paper and SAELens) and P = L0 (paper) or (L0/target − 1)² (dictionary_learning), chosen by
+/// pre-activations, as the paper and SAELens; dictionary_learning applies its step to f, see docs/recipes.md) and
+/// P = L0 (paper) or (L0/target − 1)² (dictionary_learning), chosen by
 /// <see cref="SaeTrainingOptions.JumpReluPenalty"/>. Decoder rows unit norm with parallel-gradient removal
 /// (dictionary_learning). Adam β = (0, 0.999), lr 7e-5 (the paper; dictionary_learning).
 /// <see cref="SaeTrainingOptions.Autocast"/> trains with bfloat16 matmuls and JumpReLU (<see cref="Bf16Autograd.JumpRelu"/>).

@@ -14,7 +14,10 @@ namespace SaeSharp.Saes;
 /// top-k_aux ReLU'd pre-activations among dead latents (k_aux = min(<see cref="SaeTrainingOptions.KAux"/> ?? d_in/2, n_dead)),
 /// ê = their decoding without b_dec, aux = mean_n‖e − ê‖² / mean_n‖e − mean(e)‖² (OpenAI's normalisation), NaN → 0,
 /// added as <see cref="SaeTrainingOptions.AuxKCoefficient"/>·aux. No dead-fraction scale (sparsify and SAELens scale by
-/// min(n_dead/k_aux, 1); dictionary_learning does not). Its gradient reaches W_enc, b_enc, b_dec and W_dec.</item>
+/// min(n_dead/k_aux, 1); dictionary_learning does not). Its gradient reaches W_enc, b_enc, b_dec and W_dec. The dead
+/// latents are the trainer's (<see cref="SaeTrainContext.DeadMask"/>: not fired over the window before this step, as
+/// SAELens and sparsify; dictionary_learning also counts the step's own firing, docs/recipes.md "Differences from the
+/// reference trainers"); given its mask, four steps equal its trainers' (DictionaryLearningTrainerStepTests).</item>
 /// <item>Decoder rows held at unit norm, with the gradient component parallel to each row removed before the step.</item>
 /// <item>Initialisation: unit-norm random decoder rows, W_enc = W_decᵀ, zero biases.</item>
 /// <item>Adam (0.9, 0.999) with lr 2e-4/sqrt(d_sae/2^14) (<see cref="DefaultLearningRate"/>; <c>sae train</c>'s recipes
