@@ -186,8 +186,23 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
         return NormalizeRows(x);
     }
 
-    /// <summary>Feature activations [N, d_sae] of the inference form.</summary>
+    /// <summary>
+    /// Feature activations of the inference form (SAELens <c>sae.encode</c>): rows <paramref name="x"/> [N, d_in], or any
+    /// leading dimensions ([batch, pos, d_in] from a hook), give [..., d_sae] in the weights' dtype (x is converted, as
+    /// SAELens does). Another width, a non-floating dtype or another device is a <see cref="SaeSharpException"/>. The
+    /// result is a new tensor the caller disposes.
+    /// </summary>
     public abstract Tensor Encode(Tensor x);
+
+    /// <summary><see cref="Encode"/> of the built-in architectures: <see cref="Activate"/>(<see cref="HiddenPre"/>) over the
+    /// rows of <paramref name="x"/>, checked and flattened by <see cref="CheckedRows"/>, reshaped back to x's leading dimensions.</summary>
+    private protected Tensor EncodeRows(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        var rows = CheckedRows(x, nameof(Encode), Cfg.DIn, "d_in");
+        var f = Activate(HiddenPre(rows), rows);
+        return (x.dim() == 2 ? f : f.reshape(LeadingShape(x, Cfg.DSae))).MoveToOuterDisposeScope();
+    }
 
     /// <summary>
     /// The activation function of the inference form: feature activations from pre-activations <paramref name="pre"/>
@@ -205,8 +220,36 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
         return UndoInputNormalization(Decode(featureActs), x).MoveToOuterDisposeScope();
     }
 
-    /// <summary>Reconstruction f·W_dec + b_dec, [N, d_out].</summary>
-    public virtual Tensor Decode(Tensor featureActs) => torch.addmm(b_dec, featureActs, W_dec, 1, 1);
+    /// <summary>Reconstruction f·W_dec + b_dec (SAELens <c>sae.decode</c>): [N, d_sae], or any leading dimensions, give
+    /// [..., d_out], in the SAE's normalised input space (<see cref="Reconstruct"/> maps it back for layer-norm SAEs).
+    /// Another width, a non-floating dtype or another device is a <see cref="SaeSharpException"/>; the result is a new
+    /// tensor the caller disposes.</summary>
+    public virtual Tensor Decode(Tensor featureActs)
+    {
+        using var scope = NewDisposeScope();
+        var rows = CheckedRows(featureActs, nameof(Decode), Cfg.DSae, "d_sae");
+        var y = torch.addmm(b_dec, rows, W_dec, 1, 1);
+        return (featureActs.dim() == 2 ? y : y.reshape(LeadingShape(featureActs, Cfg.DOutOrIn))).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// <paramref name="x"/> [..., <paramref name="width"/>] as rows [N, width] in the weights' dtype (SAELens's
+    /// <c>process_sae_in</c> converts too; an alias when already 2-D in that dtype): a <see cref="SaeSharpException"/>
+    /// naming <paramref name="method"/> when its last dimension is not the SAE's <paramref name="widthName"/>, when it is
+    /// not floating-point, or when it is on another device than the weights.
+    /// </summary>
+    private protected Tensor CheckedRows(Tensor x, string method, int width, string widthName)
+    {
+        ArgumentNullException.ThrowIfNull(x);
+        if (x.dim() == 0 || x.shape[^1] != width)
+            throw new SaeSharpException($"{method}: input has shape [{string.Join(", ", x.shape)}]; its last dimension must be {widthName}={width}");
+        if (!x.is_floating_point())
+            throw new SaeSharpException($"{method}: input has dtype {x.dtype}; expected floating-point activations");
+        if (x.device_type != W_dec.device_type || x.device_index != W_dec.device_index)
+            throw new SaeSharpException($"{method}: input is on {x.device} but the SAE's weights are on {W_dec.device}");
+        var rows = x.dim() == 2 ? x.alias() : x.reshape(-1, width);
+        return rows.dtype == W_dec.dtype ? rows : rows.to(W_dec.dtype);
+    }
 
     /// <summary>The reconstruction of <paramref name="x"/> [..., d_in] as [..., d_out] (in x's scale for layer-norm SAEs).</summary>
     public override Tensor forward(Tensor x)

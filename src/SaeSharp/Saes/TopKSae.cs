@@ -20,11 +20,7 @@ public sealed class TopKSae : TopKFamilySae
     }
 
     /// <inheritdoc/>
-    public override Tensor Encode(Tensor x)
-    {
-        using var scope = NewDisposeScope();
-        return Activate(HiddenPre(x), x).MoveToOuterDisposeScope();
-    }
+    public override Tensor Encode(Tensor x) => EncodeRows(x);
 
     /// <summary>ReLU of the k largest pre-activations of each row, zero elsewhere.</summary>
     public override Tensor Activate(Tensor pre, Tensor x)
