@@ -14,7 +14,9 @@ public static class ModelLoader
     /// <summary>
     /// Builds the model named by config.json (<c>model_type</c>, else <c>architectures</c>) and loads its weights
     /// (safetensors, single or sharded; else <c>pytorch_model.bin</c>, single or sharded, via the restricted unpickler),
-    /// converted to <paramref name="dtype"/> (f16 / bf16 checkpoints load into float32 by default).
+    /// converted to <paramref name="dtype"/> (f16 / bf16 checkpoints load into float32 by default). The caller owns the
+    /// model and disposes it; its weights belong to no dispose scope, so a model loaded inside a
+    /// <c>torch.NewDisposeScope()</c> outlives it.
     /// </summary>
     public static HookedTransformer FromPretrained(string folder, ScalarType dtype = ScalarType.Float32)
     {
@@ -69,7 +71,7 @@ public static class ModelLoader
             ckpt.Dispose();
         }
         model.eval();
-        return model;
+        return OwnedModules.Detach(model);
     }
 
     /// <summary>The name of the model in <paramref name="folder"/>: config.json's <c>_name_or_path</c>; else, for a snapshot
