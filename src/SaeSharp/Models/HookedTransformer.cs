@@ -28,7 +28,13 @@ public sealed class RunOptions
     /// <see cref="HookedTransformer.LogitsOf"/> unembeds it, a few rows at a time when the vocabulary is large.
     /// </summary>
     public bool ReturnNormalized { get; init; }
-    /// <summary>Hook functions (name or alias, fn): fn reads the activation and returns a replacement of the same shape, or null.</summary>
+    /// <summary>
+    /// Hook functions (name or alias, fn): fn reads the activation and returns a replacement of the same shape, or null
+    /// (an in-place edit of the activation also counts). fn runs inside the forward pass's dispose scope: the activation it
+    /// is given, the replacement and every tensor fn makes are freed when the layer returns, so fn disposes nothing, and a
+    /// tensor it keeps for later must leave the scope, <c>store.Add(act.clone().DetachFromDisposeScope())</c> (then the
+    /// caller disposes it), or be cached instead (<see cref="CacheNames"/>).
+    /// </summary>
     public IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? Hooks { get; init; }
     /// <summary>Hooks whose activations are cached (names or aliases). Ignored when <see cref="CacheFilter"/> is set.</summary>
     public IEnumerable<string>? CacheNames { get; init; }
@@ -141,7 +147,9 @@ public abstract class HookedTransformer : nn.Module<Tensor, Tensor>
         return (logits, cache!);
     }
 
-    /// <summary>TransformerLens <c>run_with_hooks</c>: each fn reads or replaces its activation (null = unchanged).</summary>
+    /// <summary>TransformerLens <c>run_with_hooks</c>: each fn reads or replaces its activation (null = unchanged). The
+    /// tensors a hook sees and makes are freed when its layer returns (<see cref="RunOptions.Hooks"/> says how to keep one);
+    /// the logits are the caller's to dispose.</summary>
     public Tensor RunWithHooks(Tensor tokens, params (string Name, Func<Tensor, Tensor?> Fn)[] hooks) =>
         Run(tokens, new RunOptions { Hooks = hooks }).Logits!;
 

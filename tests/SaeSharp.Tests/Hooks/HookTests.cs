@@ -269,4 +269,25 @@ public class HookTests : ModelTestBase
         Assert.Equal(before, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
         Assert.Equal(1f, steer[0].item<float>()); // the caller's tensor is never disposed or modified
     });
+
+    /// <summary>What RunOptions.Hooks documents: a hook's tensors are freed with its layer, a detached clone is kept, and a
+    /// run whose hook returns a new tensor leaves nothing live.</summary>
+    [Fact]
+    public void A_hook_keeps_a_tensor_only_by_detaching_it_from_the_pass()
+    {
+        using var model = Gpt2();
+        Tensor? seen = null, kept = null;
+        using (model.RunWithHooks(Toks, ("blocks.0.hook_mlp_out", act => { seen = act; kept = act.clone().DetachFromDisposeScope(); return null; })))
+        {
+        }
+        Assert.Throws<InvalidOperationException>(() => seen!.sum());
+        using (kept)
+        {
+            var (logits, cache) = model.RunWithCache(Toks, ["blocks.0.hook_mlp_out"]);
+            using (logits)
+            using (cache)
+                Assert.True(kept!.allclose(cache["blocks.0.hook_mlp_out"], rtol: 0, atol: 0));
+        }
+        Assert.Equal(0, LiveTensors.Leaked(() => model.RunWithHooks(Toks, ("blocks.0.hook_mlp_out", act => zeros_like(act))).Dispose()));
+    }
 }
