@@ -132,6 +132,10 @@ public class LoadingTests : ModelTestBase
     public void BadFoldersGiveClearErrors()
     {
         Assert.Contains("not found", Assert.Throws<SaeSharpException>(() => ModelLoader.FromPretrained(Sub("none"))).Message);
+        // A name the CLI takes (a hub id, builtin) says what the library call needs instead.
+        var named = Assert.Throws<SaeSharpException>(() => ModelLoader.FromPretrained("builtin")).Message;
+        Assert.Contains("HfHub.Resolve", named);
+        Assert.Contains("BuiltinModel.Folder", named);
         var empty = Sub("empty");
         Directory.CreateDirectory(empty);
         Assert.Contains("config.json", Assert.Throws<SaeSharpException>(() => ModelLoader.FromPretrained(empty)).Message);
