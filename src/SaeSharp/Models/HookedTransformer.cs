@@ -281,7 +281,9 @@ public abstract class HookedTransformer : nn.Module<Tensor, Tensor>
         if (width != sae.Cfg.DIn)
         {
             string trained = sae.Cfg.Metadata.HookName is { } t && t != given && t != name ? $"; the SAE's cfg hook_name is '{t}'" : "";
-            throw new SaeSharpException($"SAE at '{name}' has d_in={sae.Cfg.DIn} but the hook gives {width} values per token{what}{trained}");
+            string perHead = sae.Cfg.Metadata.HookHeadIndex is null && HeadsAt(name) is not null && sae.Cfg.DIn == Config.DHead
+                ? $"; d_in is d_head={Config.DHead}: an SAE of one head gives it in metadata.hook_head_index" : "";
+            throw new SaeSharpException($"SAE at '{name}' has d_in={sae.Cfg.DIn} but the hook gives {width} values per token{what}{trained}{perHead}");
         }
         return name;
     }
