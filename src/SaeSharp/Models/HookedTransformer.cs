@@ -77,6 +77,15 @@ public abstract class HookedTransformer : nn.Module<Tensor, Tensor>
         HookPoints = hookPoints;
     }
 
+    private bool _disposed;
+
+    /// <summary>Frees the weights; a run after it is an <see cref="ObjectDisposedException"/>.</summary>
+    protected override void Dispose(bool disposing)
+    {
+        _disposed = true;
+        base.Dispose(disposing);
+    }
+
     /// <summary>The device the weights are on (<c>model.to(device)</c> moves them); runs take their tokens there.</summary>
     public Device Device => parameters().FirstOrDefault()?.device ?? CPU;
 
@@ -319,6 +328,9 @@ public abstract class HookedTransformer : nn.Module<Tensor, Tensor>
     internal Tensor? ForwardCore(Tensor tokens, Tensor? attentionMask, HookRunner hooks, int? stopAtLayer, KvCache? kv,
         (int Layer, Tensor Residual)? start = null, bool returnNormalized = false)
     {
+        ArgumentNullException.ThrowIfNull(tokens);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (tokens.IsInvalid) throw new SaeSharpException("tokens: the tensor has been disposed");
         if (tokens.dim() != 2)
             throw new SaeSharpException($"tokens must be [batch, pos], got shape [{string.Join(", ", tokens.shape)}]");
         if (tokens.dtype is not (ScalarType.Int64 or ScalarType.Int32 or ScalarType.Int16 or ScalarType.Byte))

@@ -241,6 +241,7 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
     private protected Tensor CheckedRows(Tensor x, string method, int width, string widthName)
     {
         ArgumentNullException.ThrowIfNull(x);
+        CheckLive(x, method);
         if (x.dim() == 0 || x.shape[^1] != width)
             throw new SaeSharpException($"{method}: input has shape [{string.Join(", ", x.shape)}]; its last dimension must be {widthName}={width}");
         if (!x.is_floating_point())
@@ -272,8 +273,17 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
                 f.reshape(LeadingShape(x, Cfg.DSae)).MoveToOuterDisposeScope());
     }
 
+    /// <summary>A disposed input or a disposed SAE named as such (TorchSharp says only "Tensor invalid -- empty handle").</summary>
+    private void CheckLive(Tensor x, string method)
+    {
+        ObjectDisposedException.ThrowIf(W_dec.IsInvalid, this);
+        if (x.IsInvalid) throw new SaeSharpException($"{method}: the input tensor has been disposed");
+    }
+
     private Tensor AsRows(Tensor x)
     {
+        ArgumentNullException.ThrowIfNull(x);
+        CheckLive(x, "SAE forward");
         if (x.dim() == 0 || x.shape[^1] != Cfg.DIn)
             throw new SaeSharpException($"SAE input has shape [{string.Join(", ", x.shape)}]; its last dimension must be d_in={Cfg.DIn}");
         return x.dim() == 2 ? x.alias() : x.reshape(-1, Cfg.DIn);

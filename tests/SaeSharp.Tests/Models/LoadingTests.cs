@@ -238,4 +238,17 @@ public class LoadingTests : ModelTestBase
         using (var m = ModelLoader.FromPretrained(sharded))
             Assert.True(reference.Forward(Toks).equal(m.Forward(Toks)).all().item<bool>());
     }
+
+    /// <summary>TorchSharp says only "Tensor invalid -- empty handle" for disposed tokens or a disposed model.</summary>
+    [Fact]
+    public void Disposed_tokens_or_a_disposed_model_are_named_as_such()
+    {
+        var model = Gpt2();
+        var tokens = tensor(new long[] { 1, 2, 3 }).unsqueeze(0);
+        tokens.Dispose();
+        Assert.Equal("tokens: the tensor has been disposed", Assert.Throws<SaeSharpException>(() => model.Forward(tokens)).Message);
+        model.Dispose();
+        Assert.Throws<ObjectDisposedException>(() => model.Forward(Toks));
+        Assert.Throws<ObjectDisposedException>(() => model.RunWithCache(Toks, ["blocks.0.hook_resid_post"]));
+    }
 }

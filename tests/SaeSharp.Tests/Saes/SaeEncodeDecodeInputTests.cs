@@ -82,4 +82,19 @@ public class SaeEncodeDecodeInputTests
             Assert.Throws<SaeSharpException>(() => sae.Encode(bad));
         }));
     }
+
+    /// <summary>TorchSharp says only "Tensor invalid -- empty handle" for a disposed tensor, of either side.</summary>
+    [Fact]
+    public void A_disposed_input_or_sae_is_named_as_such()
+    {
+        var sae = Make(SaeArchitectures.TopK);
+        var x = randn(2, 6);
+        x.Dispose();
+        Assert.Equal("Encode: the input tensor has been disposed", Assert.Throws<SaeSharpException>(() => sae.Encode(x)).Message);
+        Assert.Equal("SAE forward: the input tensor has been disposed", Assert.Throws<SaeSharpException>(() => sae.forward(x)).Message);
+        sae.Dispose();
+        using var y = randn(2, 6);
+        Assert.Throws<ObjectDisposedException>(() => sae.Encode(y));
+        Assert.Throws<ObjectDisposedException>(() => sae.Run(y));
+    }
 }
