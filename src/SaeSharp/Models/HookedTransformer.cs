@@ -185,7 +185,8 @@ public abstract class HookedTransformer : nn.Module<Tensor, Tensor>
 
     /// <summary>
     /// The unembedding W_Uᵀ, [d_vocab, d_model] (HF <c>lm_head</c> / <c>embed_out</c>, or the tied input embedding), for
-    /// logit-lens readouts such as a feature's top tokens (W_dec[F]·W_U). A view of the weight, without gradient.
+    /// logit-lens readouts such as a feature's top tokens (W_dec[F]·W_U). A view of the weight, without gradient: a new
+    /// handle the caller disposes (which leaves the weight alone).
     /// </summary>
     public Tensor UnembedWeight()
     {

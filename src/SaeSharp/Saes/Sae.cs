@@ -43,15 +43,16 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
         b_dec = nn.Parameter(zeros(cfg.DOutOrIn));
     }
 
-    /// <summary><c>W_enc</c> [d_in, d_sae].</summary>
+    /// <summary><c>W_enc</c> [d_in, d_sae] (SAELens <c>sae.W_enc</c>): the SAE's own parameter, not a copy; the SAE disposes it.</summary>
     public Parameter WEnc => W_enc;
     /// <summary>The encoder bias; throws for architectures that have none (gated: see <c>b_gate</c>, <c>b_mag</c>).</summary>
     public Parameter BEnc => b_enc ?? throw new SaeSharpException($"architecture '{Cfg.Architecture}' has no b_enc");
     /// <summary>Whether the architecture has <c>b_enc</c> (all but gated).</summary>
     public bool HasEncoderBias => b_enc is not null;
-    /// <summary><c>W_dec</c> [d_sae, d_out].</summary>
+    /// <summary><c>W_dec</c> [d_sae, d_out] (SAELens <c>sae.W_dec</c>; row j is latent j's direction): the SAE's own
+    /// parameter, not a copy; the SAE disposes it.</summary>
     public Parameter WDec => W_dec;
-    /// <summary><c>b_dec</c> [d_out].</summary>
+    /// <summary><c>b_dec</c> [d_out]: the SAE's own parameter; the SAE disposes it.</summary>
     public Parameter BDec => b_dec;
 
     /// <summary>The input to the encoder matmul: x (layer-normed when <c>normalize_activations</c> is "layer_norm",
