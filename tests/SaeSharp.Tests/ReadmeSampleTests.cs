@@ -66,6 +66,7 @@ public class ReadmeSampleTests : IDisposable
             using var model = ModelLoader.FromPretrained(modelDir);
             var tokens = tensor(new long[] { 5, 46, 31, 28 }).unsqueeze(0);
             var (logits, cache) = model.RunWithCache(tokens, ["blocks.3.hook_mlp_out"]);
+            using var feats = loaded.Encode(cache["blocks.3.hook_mlp_out"]);  // [batch, pos, d_sae], as SAELens's sae.encode
             var spliced = model.RunWithHooks(tokens, ("blocks.3.hook_mlp_out", act => loaded.forward(act)));
             // readme-sample end
 
@@ -73,6 +74,7 @@ public class ReadmeSampleTests : IDisposable
             Assert.Equal(300, eval.Rows);
             Assert.Contains("\"n_rows\": 300", output.ToString());
             Assert.Equal(logits!.shape, spliced.shape);
+            Assert.Equal(new long[] { 1, 4, loaded.Cfg.DSae }, feats.shape);
             using (cache)
             {
                 // Splicing the SAE's own reconstruction of the cached activation reproduces the spliced run.

@@ -98,8 +98,9 @@ public sealed class ActivationFileSource : IActivationSource
         _chunks = MakeChunks(start, count);
 
         _capacity = Math.Max(_options.BufferRows, _options.ChunkRows);
-        _bufIn = torch.empty(_capacity, DIn, ScalarType.Float32);
-        _bufOut = _hasTarget ? torch.empty(_capacity, DOut, ScalarType.Float32) : null;
+        // The buffers belong to the source (its Dispose frees them), not to a dispose scope the caller may have open.
+        _bufIn = torch.empty(_capacity, DIn, ScalarType.Float32).DetachFromDisposeScope();
+        _bufOut = _hasTarget ? torch.empty(_capacity, DOut, ScalarType.Float32).DetachFromDisposeScope() : null;
         _ids = new long[_capacity];
         _rng = new SeededRandom(_options.Seed);
         _chunkOrder = NewChunkOrder();

@@ -33,8 +33,12 @@ public sealed class TensorActivationSource : IActivationSource
         if (input.shape[0] == 0) throw new SaeSharpException($"{name}: no rows");
         if (target is not null && (target.dim() != 2 || target.shape[0] != input.shape[0]))
             throw new SaeSharpException($"{name}: target has shape [{string.Join(", ", target.shape)}]; expected [{input.shape[0]}, d_out]");
-        _input = input.detach().to(ScalarType.Float32, copy: true);
-        _target = target?.detach().to(ScalarType.Float32, copy: true);
+        // The copies belong to the source, not to a dispose scope the caller may have open; detach() is a temporary.
+        using (NewDisposeScope())
+        {
+            _input = input.detach().to(ScalarType.Float32, copy: true).DetachFromDisposeScope();
+            _target = target?.detach().to(ScalarType.Float32, copy: true).DetachFromDisposeScope();
+        }
         try
         {
             ActivationRowFile.CheckFinite(_input, $"{name}: input", 0);

@@ -38,7 +38,7 @@ public sealed record DownstreamEvalOptions
 public sealed record DownstreamTarget(Sae Sae, string? Hook = null, string? OutputHook = null, string? Name = null)
 {
     internal string InputHook => Hook ?? Sae.Cfg.Metadata.HookName
-        ?? throw new SaeSharpException($"SAE {Name ?? ""} has no metadata.hook_name; give the hook to evaluate it at");
+        ?? throw new SaeSharpException($"SAE {(Name is null ? "" : Name + " ")}has no metadata.hook_name; give the hook to evaluate it at");
 
     internal string? TranscoderOutHook
     {

@@ -33,7 +33,8 @@ public static class SaeEvaluator
         }
     }
 
-    /// <summary>Evaluates on the given batches (each disposed after use), stopping after <paramref name="maxRows"/> rows.</summary>
+    /// <summary>Evaluates on the given batches (each disposed after use), stopping after <paramref name="maxRows"/> rows; a
+    /// batch holding NaN or ±Inf is a <see cref="SaeSharpException"/> naming the row (counted over the batches).</summary>
     public static SaeEvalResult Evaluate(Sae sae, IEnumerable<ActivationBatch> batches, long maxRows = long.MaxValue, Tensor? groundTruthFeatures = null)
     {
         var acc = new SaeMetricsAccumulator(sae.Cfg.DOutOrIn, sae.Cfg.DSae);
@@ -49,8 +50,12 @@ public static class SaeEvaluator
                     if (batch.Input.dim() != 2 || batch.Input.shape[1] != sae.Cfg.DIn)
                         throw new SaeSharpException($"evaluation: a batch of shape [{string.Join(", ", batch.Input.shape)}] does not fit the SAE's d_in = {sae.Cfg.DIn}");
                     using var scope = NewDisposeScope();
-                    var x = batch.Input.narrow(0, 0, take).to(device);
+                    // Batches from the caller's own code are not checked by a source: a NaN would make every metric NaN.
+                    var input = batch.Input.narrow(0, 0, take);
                     var target = batch.Target.narrow(0, 0, take);
+                    ActivationRowFile.CheckFinite(input, "evaluation: input", acc.Rows);
+                    if (!ReferenceEquals(batch.Target, batch.Input)) ActivationRowFile.CheckFinite(target, "evaluation: target", acc.Rows);
+                    var x = input.to(device);
                     var (y, f) = sae.Run(x);
                     acc.Add(target, y, f);
                 }

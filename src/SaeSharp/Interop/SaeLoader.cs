@@ -42,7 +42,9 @@ public static class SaeLoader
     ];
 
     /// <summary>Loads the SAE that <paramref name="path"/> names: a local file or folder, <c>RELEASE/SAE_ID</c> or
-    /// <c>hf:ORG/REPO[/PATH]</c> (downloaded into the Hugging Face cache first).</summary>
+    /// <c>hf:ORG/REPO[/PATH]</c> (downloaded into the Hugging Face cache first); SAELens <c>SAE.from_pretrained</c> /
+    /// <c>load_from_disk</c>. The SAE is the caller's to dispose (<c>using var sae = SaeLoader.Load(...)</c>), also when
+    /// loaded inside a dispose scope, which does not free its weights.</summary>
     public static Sae Load(string path, SaeLoadOptions? options = null) =>
         Load(SaeSource.Resolve(path, options?.Hub), options);
 

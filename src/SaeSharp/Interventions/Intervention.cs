@@ -52,6 +52,10 @@ public abstract class Intervention
         return feature;
     }
 
+    /// <summary>Checks that <paramref name="value"/> is a finite number (a NaN would turn the whole run into NaN).</summary>
+    private protected static double CheckFinite(double value, string what) =>
+        double.IsFinite(value) ? value : throw new SaeSharpException($"{what} must be a finite number, got {value}");
+
     /// <summary>The spliced SAE this intervention needs (clamp and ablate act on f).</summary>
     private protected AttachedSae RequireSpliced(HookedTransformer model, IReadOnlyList<AttachedSae>? saes, out string hook) =>
         SplicedAt(model, saes, out hook)
@@ -64,11 +68,12 @@ public abstract class Intervention
 /// </summary>
 public sealed class Steering : Intervention
 {
-    /// <summary>Steers by <paramref name="scale"/> times the decoder row of <paramref name="feature"/>; an index outside 0..d_sae − 1 is a <see cref="SaeSharpException"/>.</summary>
+    /// <summary>Steers by <paramref name="scale"/> times the decoder row of <paramref name="feature"/>; an index outside
+    /// 0..d_sae − 1 or a scale that is NaN or infinite is a <see cref="SaeSharpException"/>.</summary>
     public Steering(Sae sae, int feature, double scale, string? hook = null) : base(sae, hook)
     {
         Feature = CheckFeature(feature);
-        Scale = scale;
+        Scale = CheckFinite(scale, "steering scale");
     }
 
     /// <summary>The feature F whose decoder row W_dec[F] is added.</summary>
@@ -127,11 +132,12 @@ public sealed class Steering : Intervention
 /// </summary>
 public sealed class Clamp : Intervention
 {
-    /// <summary>Clamps <paramref name="feature"/> to <paramref name="value"/>; an index outside 0..d_sae − 1 is a <see cref="SaeSharpException"/>.</summary>
+    /// <summary>Clamps <paramref name="feature"/> to <paramref name="value"/>; an index outside 0..d_sae − 1 or a value that
+    /// is NaN or infinite is a <see cref="SaeSharpException"/>.</summary>
     public Clamp(Sae sae, int feature, double value, string? hook = null) : base(sae, hook)
     {
         Feature = CheckFeature(feature);
-        Value = value;
+        Value = CheckFinite(value, "clamp value");
     }
 
     /// <summary>The clamped feature F.</summary>

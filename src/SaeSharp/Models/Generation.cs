@@ -19,7 +19,8 @@ public sealed record GenerationOptions
     public long? EosTokenId { get; init; }
     /// <summary>[batch, prompt] mask of a left-padded batch of prompts (1 = real token).</summary>
     public Tensor? AttentionMask { get; init; }
-    /// <summary>Hooks active on every forward step (e.g. steering vectors added to a residual hook).</summary>
+    /// <summary>Hooks active on every forward step (e.g. steering vectors added to a residual hook); as
+    /// <see cref="RunOptions.Hooks"/>, the tensors they see and make are freed when the step's layer returns.</summary>
     public IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? Hooks { get; init; }
     /// <summary>SAEs spliced into every forward step (<see cref="RunOptions.Saes"/>); their hook points can be hooked.</summary>
     public IReadOnlyList<AttachedSae>? Saes { get; init; }

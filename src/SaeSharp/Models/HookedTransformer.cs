@@ -28,7 +28,13 @@ public sealed class RunOptions
     /// <see cref="HookedTransformer.LogitsOf"/> unembeds it, a few rows at a time when the vocabulary is large.
     /// </summary>
     public bool ReturnNormalized { get; init; }
-    /// <summary>Hook functions (name or alias, fn): fn reads the activation and returns a replacement of the same shape, or null.</summary>
+    /// <summary>
+    /// Hook functions (name or alias, fn): fn reads the activation and returns a replacement of the same shape, or null
+    /// (an in-place edit of the activation also counts). fn runs inside the forward pass's dispose scope: the activation it
+    /// is given, the replacement and every tensor fn makes are freed when the layer returns, so fn disposes nothing, and a
+    /// tensor it keeps for later must leave the scope, <c>store.Add(act.clone().DetachFromDisposeScope())</c> (then the
+    /// caller disposes it), or be cached instead (<see cref="CacheNames"/>).
+    /// </summary>
     public IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? Hooks { get; init; }
     /// <summary>Hooks whose activations are cached (names or aliases). Ignored when <see cref="CacheFilter"/> is set.</summary>
     public IEnumerable<string>? CacheNames { get; init; }
@@ -69,6 +75,15 @@ public abstract class HookedTransformer : nn.Module<Tensor, Tensor>
     {
         Config = config;
         HookPoints = hookPoints;
+    }
+
+    private bool _disposed;
+
+    /// <summary>Frees the weights; a run after it is an <see cref="ObjectDisposedException"/>.</summary>
+    protected override void Dispose(bool disposing)
+    {
+        _disposed = true;
+        base.Dispose(disposing);
     }
 
     /// <summary>The device the weights are on (<c>model.to(device)</c> moves them); runs take their tokens there.</summary>
@@ -141,7 +156,9 @@ public abstract class HookedTransformer : nn.Module<Tensor, Tensor>
         return (logits, cache!);
     }
 
-    /// <summary>TransformerLens <c>run_with_hooks</c>: each fn reads or replaces its activation (null = unchanged).</summary>
+    /// <summary>TransformerLens <c>run_with_hooks</c>: each fn reads or replaces its activation (null = unchanged). The
+    /// tensors a hook sees and makes are freed when its layer returns (<see cref="RunOptions.Hooks"/> says how to keep one);
+    /// the logits are the caller's to dispose.</summary>
     public Tensor RunWithHooks(Tensor tokens, params (string Name, Func<Tensor, Tensor?> Fn)[] hooks) =>
         Run(tokens, new RunOptions { Hooks = hooks }).Logits!;
 
@@ -168,7 +185,8 @@ public abstract class HookedTransformer : nn.Module<Tensor, Tensor>
 
     /// <summary>
     /// The unembedding W_Uᵀ, [d_vocab, d_model] (HF <c>lm_head</c> / <c>embed_out</c>, or the tied input embedding), for
-    /// logit-lens readouts such as a feature's top tokens (W_dec[F]·W_U). A view of the weight, without gradient.
+    /// logit-lens readouts such as a feature's top tokens (W_dec[F]·W_U). A view of the weight, without gradient: a new
+    /// handle the caller disposes (which leaves the weight alone).
     /// </summary>
     public Tensor UnembedWeight()
     {
@@ -273,7 +291,9 @@ public abstract class HookedTransformer : nn.Module<Tensor, Tensor>
         if (width != sae.Cfg.DIn)
         {
             string trained = sae.Cfg.Metadata.HookName is { } t && t != given && t != name ? $"; the SAE's cfg hook_name is '{t}'" : "";
-            throw new SaeSharpException($"SAE at '{name}' has d_in={sae.Cfg.DIn} but the hook gives {width} values per token{what}{trained}");
+            string perHead = sae.Cfg.Metadata.HookHeadIndex is null && HeadsAt(name) is not null && sae.Cfg.DIn == Config.DHead
+                ? $"; d_in is d_head={Config.DHead}: an SAE of one head gives it in metadata.hook_head_index" : "";
+            throw new SaeSharpException($"SAE at '{name}' has d_in={sae.Cfg.DIn} but the hook gives {width} values per token{what}{trained}{perHead}");
         }
         return name;
     }
@@ -309,6 +329,9 @@ public abstract class HookedTransformer : nn.Module<Tensor, Tensor>
     internal Tensor? ForwardCore(Tensor tokens, Tensor? attentionMask, HookRunner hooks, int? stopAtLayer, KvCache? kv,
         (int Layer, Tensor Residual)? start = null, bool returnNormalized = false)
     {
+        ArgumentNullException.ThrowIfNull(tokens);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (tokens.IsInvalid) throw new SaeSharpException("tokens: the tensor has been disposed");
         if (tokens.dim() != 2)
             throw new SaeSharpException($"tokens must be [batch, pos], got shape [{string.Join(", ", tokens.shape)}]");
         if (tokens.dtype is not (ScalarType.Int64 or ScalarType.Int32 or ScalarType.Int16 or ScalarType.Byte))

@@ -12,13 +12,18 @@ public static class ModelLoader
     public static IReadOnlyList<string> SupportedModelTypes { get; } = ["gpt2", "gpt_neox", "llama", "qwen2", "qwen3", "gemma2"];
 
     /// <summary>
-    /// Builds the model named by config.json (<c>model_type</c>, else <c>architectures</c>) and loads its weights
-    /// (safetensors, single or sharded; else <c>pytorch_model.bin</c>, single or sharded, via the restricted unpickler),
-    /// converted to <paramref name="dtype"/> (f16 / bf16 checkpoints load into float32 by default).
+    /// Builds the model in the Hugging Face folder <paramref name="folder"/> (a local path: the CLI's hub ids and
+    /// <c>builtin</c> are <c>HfHub.Resolve(id)</c> and <c>BuiltinModel.Folder</c> here) named by config.json
+    /// (<c>model_type</c>, else <c>architectures</c>) and loads its weights (safetensors, single or sharded; else
+    /// <c>pytorch_model.bin</c>, single or sharded, via the restricted unpickler), converted to <paramref name="dtype"/>
+    /// (f16 / bf16 checkpoints load into float32 by default). The caller owns the model and disposes it; its weights
+    /// belong to no dispose scope, so a model loaded inside a <c>torch.NewDisposeScope()</c> outlives it.
     /// </summary>
     public static HookedTransformer FromPretrained(string folder, ScalarType dtype = ScalarType.Float32)
     {
-        if (!Directory.Exists(folder)) throw new SaeSharpException($"{folder}: model folder not found");
+        if (!Directory.Exists(folder))
+            throw new SaeSharpException($"{folder}: model folder not found (a Hugging Face model folder is expected: for a hub id " +
+                "such as gpt2 pass Hub.HfHub.Resolve(id), which downloads it; for the built-in model, LanguageModels.BuiltinModel.Folder)");
         if (dtype is not (ScalarType.Float32 or ScalarType.Float16 or ScalarType.BFloat16 or ScalarType.Float64))
             throw new SaeSharpException($"model dtype must be float32, float16, bfloat16 or float64, got {dtype}");
         var cfg = JsonConfig.Read(Path.Combine(folder, "config.json"));
@@ -69,7 +74,7 @@ public static class ModelLoader
             ckpt.Dispose();
         }
         model.eval();
-        return model;
+        return OwnedModules.Detach(model);
     }
 
     /// <summary>The name of the model in <paramref name="folder"/>: config.json's <c>_name_or_path</c>; else, for a snapshot

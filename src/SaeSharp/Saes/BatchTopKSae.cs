@@ -37,11 +37,7 @@ public class BatchTopKSae : TopKFamilySae
     public Tensor Threshold => threshold;
 
     /// <inheritdoc/>
-    public override Tensor Encode(Tensor x)
-    {
-        using var scope = NewDisposeScope();
-        return Activate(HiddenPre(x), x).MoveToOuterDisposeScope();
-    }
+    public override Tensor Encode(Tensor x) => EncodeRows(x);
 
     /// <summary>JumpReLU: ReLU(pre) where pre &gt; θ, else 0.</summary>
     public override Tensor Activate(Tensor pre, Tensor x)

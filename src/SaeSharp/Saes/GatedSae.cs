@@ -62,11 +62,7 @@ public sealed class GatedSae : Sae
     }
 
     /// <inheritdoc/>
-    public override Tensor Encode(Tensor x)
-    {
-        using var scope = NewDisposeScope();
-        return Activate(HiddenPre(x), x).MoveToOuterDisposeScope();
-    }
+    public override Tensor Encode(Tensor x) => EncodeRows(x);
 
     /// <summary>ReLU of the magnitude pre-activations where the gate pre-activation of x is positive.</summary>
     public override Tensor Activate(Tensor pre, Tensor x)

@@ -48,11 +48,7 @@ public sealed class JumpReluSae : Sae
     public override Tensor HiddenPre(Tensor x) => EncoderMatmul(x, BEnc, W_enc);
 
     /// <inheritdoc/>
-    public override Tensor Encode(Tensor x)
-    {
-        using var scope = NewDisposeScope();
-        return Activate(HiddenPre(x), x).MoveToOuterDisposeScope();
-    }
+    public override Tensor Encode(Tensor x) => EncodeRows(x);
 
     /// <summary>JumpReLU: ReLU(pre) where pre &gt; θ, else 0.</summary>
     public override Tensor Activate(Tensor pre, Tensor x)

@@ -43,15 +43,16 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
         b_dec = nn.Parameter(zeros(cfg.DOutOrIn));
     }
 
-    /// <summary><c>W_enc</c> [d_in, d_sae].</summary>
+    /// <summary><c>W_enc</c> [d_in, d_sae] (SAELens <c>sae.W_enc</c>): the SAE's own parameter, not a copy; the SAE disposes it.</summary>
     public Parameter WEnc => W_enc;
     /// <summary>The encoder bias; throws for architectures that have none (gated: see <c>b_gate</c>, <c>b_mag</c>).</summary>
     public Parameter BEnc => b_enc ?? throw new SaeSharpException($"architecture '{Cfg.Architecture}' has no b_enc");
     /// <summary>Whether the architecture has <c>b_enc</c> (all but gated).</summary>
     public bool HasEncoderBias => b_enc is not null;
-    /// <summary><c>W_dec</c> [d_sae, d_out].</summary>
+    /// <summary><c>W_dec</c> [d_sae, d_out] (SAELens <c>sae.W_dec</c>; row j is latent j's direction): the SAE's own
+    /// parameter, not a copy; the SAE disposes it.</summary>
     public Parameter WDec => W_dec;
-    /// <summary><c>b_dec</c> [d_out].</summary>
+    /// <summary><c>b_dec</c> [d_out]: the SAE's own parameter; the SAE disposes it.</summary>
     public Parameter BDec => b_dec;
 
     /// <summary>The input to the encoder matmul: x (layer-normed when <c>normalize_activations</c> is "layer_norm",
@@ -186,8 +187,23 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
         return NormalizeRows(x);
     }
 
-    /// <summary>Feature activations [N, d_sae] of the inference form.</summary>
+    /// <summary>
+    /// Feature activations of the inference form (SAELens <c>sae.encode</c>): rows <paramref name="x"/> [N, d_in], or any
+    /// leading dimensions ([batch, pos, d_in] from a hook), give [..., d_sae] in the weights' dtype (x is converted, as
+    /// SAELens does). Another width, a non-floating dtype or another device is a <see cref="SaeSharpException"/>. The
+    /// result is a new tensor the caller disposes.
+    /// </summary>
     public abstract Tensor Encode(Tensor x);
+
+    /// <summary><see cref="Encode"/> of the built-in architectures: <see cref="Activate"/>(<see cref="HiddenPre"/>) over the
+    /// rows of <paramref name="x"/>, checked and flattened by <see cref="CheckedRows"/>, reshaped back to x's leading dimensions.</summary>
+    private protected Tensor EncodeRows(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        var rows = CheckedRows(x, nameof(Encode), Cfg.DIn, "d_in");
+        var f = Activate(HiddenPre(rows), rows);
+        return (x.dim() == 2 ? f : f.reshape(LeadingShape(x, Cfg.DSae))).MoveToOuterDisposeScope();
+    }
 
     /// <summary>
     /// The activation function of the inference form: feature activations from pre-activations <paramref name="pre"/>
@@ -205,8 +221,37 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
         return UndoInputNormalization(Decode(featureActs), x).MoveToOuterDisposeScope();
     }
 
-    /// <summary>Reconstruction f·W_dec + b_dec, [N, d_out].</summary>
-    public virtual Tensor Decode(Tensor featureActs) => torch.addmm(b_dec, featureActs, W_dec, 1, 1);
+    /// <summary>Reconstruction f·W_dec + b_dec (SAELens <c>sae.decode</c>): [N, d_sae], or any leading dimensions, give
+    /// [..., d_out], in the SAE's normalised input space (<see cref="Reconstruct"/> maps it back for layer-norm SAEs).
+    /// Another width, a non-floating dtype or another device is a <see cref="SaeSharpException"/>; the result is a new
+    /// tensor the caller disposes.</summary>
+    public virtual Tensor Decode(Tensor featureActs)
+    {
+        using var scope = NewDisposeScope();
+        var rows = CheckedRows(featureActs, nameof(Decode), Cfg.DSae, "d_sae");
+        var y = torch.addmm(b_dec, rows, W_dec, 1, 1);
+        return (featureActs.dim() == 2 ? y : y.reshape(LeadingShape(featureActs, Cfg.DOutOrIn))).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// <paramref name="x"/> [..., <paramref name="width"/>] as rows [N, width] in the weights' dtype (SAELens's
+    /// <c>process_sae_in</c> converts too; an alias when already 2-D in that dtype): a <see cref="SaeSharpException"/>
+    /// naming <paramref name="method"/> when its last dimension is not the SAE's <paramref name="widthName"/>, when it is
+    /// not floating-point, or when it is on another device than the weights.
+    /// </summary>
+    private protected Tensor CheckedRows(Tensor x, string method, int width, string widthName)
+    {
+        ArgumentNullException.ThrowIfNull(x);
+        CheckLive(x, method);
+        if (x.dim() == 0 || x.shape[^1] != width)
+            throw new SaeSharpException($"{method}: input has shape [{string.Join(", ", x.shape)}]; its last dimension must be {widthName}={width}");
+        if (!x.is_floating_point())
+            throw new SaeSharpException($"{method}: input has dtype {x.dtype}; expected floating-point activations");
+        if (x.device_type != W_dec.device_type || x.device_index != W_dec.device_index)
+            throw new SaeSharpException($"{method}: input is on {x.device} but the SAE's weights are on {W_dec.device}");
+        var rows = x.dim() == 2 ? x.alias() : x.reshape(-1, width);
+        return rows.dtype == W_dec.dtype ? rows : rows.to(W_dec.dtype);
+    }
 
     /// <summary>The reconstruction of <paramref name="x"/> [..., d_in] as [..., d_out] (in x's scale for layer-norm SAEs).</summary>
     public override Tensor forward(Tensor x)
@@ -229,8 +274,17 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
                 f.reshape(LeadingShape(x, Cfg.DSae)).MoveToOuterDisposeScope());
     }
 
+    /// <summary>A disposed input or a disposed SAE named as such (TorchSharp says only "Tensor invalid -- empty handle").</summary>
+    private void CheckLive(Tensor x, string method)
+    {
+        ObjectDisposedException.ThrowIf(W_dec.IsInvalid, this);
+        if (x.IsInvalid) throw new SaeSharpException($"{method}: the input tensor has been disposed");
+    }
+
     private Tensor AsRows(Tensor x)
     {
+        ArgumentNullException.ThrowIfNull(x);
+        CheckLive(x, "SAE forward");
         if (x.dim() == 0 || x.shape[^1] != Cfg.DIn)
             throw new SaeSharpException($"SAE input has shape [{string.Join(", ", x.shape)}]; its last dimension must be d_in={Cfg.DIn}");
         return x.dim() == 2 ? x.alias() : x.reshape(-1, Cfg.DIn);

@@ -31,11 +31,7 @@ public sealed class StandardSae : Sae
     public override bool SupportsResampling => true;
 
     /// <inheritdoc/>
-    public override Tensor Encode(Tensor x)
-    {
-        using var scope = NewDisposeScope();
-        return Activate(HiddenPre(x), x).MoveToOuterDisposeScope();
-    }
+    public override Tensor Encode(Tensor x) => EncodeRows(x);
 
     /// <summary>ReLU(pre).</summary>
     public override Tensor Activate(Tensor pre, Tensor x) => nn.functional.relu(pre);

@@ -20,17 +20,16 @@ public sealed class TopKSae : TopKFamilySae
     }
 
     /// <inheritdoc/>
-    public override Tensor Encode(Tensor x)
-    {
-        using var scope = NewDisposeScope();
-        return Activate(HiddenPre(x), x).MoveToOuterDisposeScope();
-    }
+    public override Tensor Encode(Tensor x) => EncodeRows(x);
 
-    /// <summary>ReLU of the k largest pre-activations of each row, zero elsewhere.</summary>
+    /// <summary>ReLU of the k largest pre-activations of each row, zero elsewhere. Gradients flow to the selected
+    /// pre-activations (as through torch.topk) when <paramref name="pre"/> requires them.</summary>
     public override Tensor Activate(Tensor pre, Tensor x)
     {
         using var scope = NewDisposeScope();
         var (vals, idx) = pre.dim() == 2 ? RowTopK(pre, K) : pre.topk(K, dim: -1, largest: true, sorted: false);
+        // The row kernel's values carry no autograd graph: take them from pre when a gradient is wanted.
+        if (pre.requires_grad && is_grad_enabled()) vals = pre.gather(-1, idx);
         return zeros_like(pre).scatter_(-1, idx, nn.functional.relu(vals)).MoveToOuterDisposeScope();
     }
 

@@ -195,7 +195,7 @@ public static class SaeRecipes
         var r = Get(recipe);
         string arch = r.Architecture;
         bool topKFamily = r.IsKSparse;
-        if (topKFamily && k is null) throw new SaeSharpException($"architecture '{recipe}' needs --k");
+        if (topKFamily && k is null) throw new SaeSharpException($"architecture '{recipe}' needs k, the active latents per row (--k)");
         bool transcoder = dOut is not null && dOut != dIn;
         var cfg = new SaeConfig
         {

@@ -110,9 +110,11 @@ public sealed class SaeTrainer : IDisposable
     public Tensor Sparsity(string name) => Slot(name).Stats.LogSparsity();
 
     /// <summary>
-    /// Trains until the last step, until <paramref name="cancellationToken"/> fires, or until <paramref name="stopAtStep"/>
-    /// steps are done. Unless the run completed normally without checkpoint_path, a checkpoint is written before returning.
-    /// Throws <see cref="SaeSharpException"/> naming the step and SAE if a loss becomes NaN or infinite (no checkpoint is
+    /// Trains until the last step, until <paramref name="cancellationToken"/> fires, until <paramref name="stopAtStep"/>
+    /// steps are done, or until the source runs out (<see cref="TrainingStatus.SourceExhausted"/>, not an exception: a
+    /// <see cref="Activations.TensorActivationSource"/> made without <c>loop: true</c> ends after one pass over its rows;
+    /// check <see cref="TrainingResult.Status"/> and <see cref="TrainingResult.Steps"/>). Unless the run completed normally
+    /// without checkpoint_path, a checkpoint is written before returning. Throws <see cref="SaeSharpException"/> naming the step and SAE if a loss becomes NaN or infinite (no checkpoint is
     /// written after that step).
     /// </summary>
     public TrainingResult Run(long? stopAtStep = null, CancellationToken cancellationToken = default)

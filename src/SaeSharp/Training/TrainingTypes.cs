@@ -19,7 +19,10 @@ public sealed class SaeSlot
 
     /// <summary>Name of the slot (its sub-folder when a run trains several SAEs).</summary>
     public string Name { get; }
-    /// <summary>The SAE, trained in place.</summary>
+    /// <summary>The SAE, trained in place, in its training form: when the run normalises activations
+    /// (<see cref="TrainerConfig.NormalizeActivations"/>) its weights stay in the normalised units. The SAE to save and to run
+    /// on raw activations is the result's copy (<see cref="TrainingResult.Saes"/>: normalisation folded in, the BatchTopK
+    /// family as JumpReLU). The trainer does not dispose this SAE.</summary>
     public Sae Sae { get; }
     /// <summary>This SAE's trainer settings (lr, schedules, resampling); null: the run's.</summary>
     public TrainerConfig? Config { get; }
@@ -87,7 +90,7 @@ public sealed class TrainedSae : IDisposable
     /// <summary>The effective config this SAE was trained with (resolved lr and betas).</summary>
     public required TrainerConfig Config { get; init; }
 
-    /// <summary>Disposes the SAE's statistics.</summary>
+    /// <summary>Disposes the SAE and its sparsity tensor.</summary>
     public void Dispose()
     {
         Sparsity.Dispose();

@@ -10,6 +10,23 @@ public class ActivationFileSourceTests : IDisposable
     private readonly string _dir = Directory.CreateTempSubdirectory("acts-").FullName;
     public void Dispose() => Directory.Delete(_dir, true);
 
+    /// <summary>A source made inside a caller's dispose scope (as a setup helper would) keeps its buffers: they were
+    /// registered in that scope and freed with it ("Tensor invalid -- empty handle" on the next batch).</summary>
+    [Fact]
+    public void A_source_made_inside_a_dispose_scope_outlives_it()
+    {
+        var path = WriteShard("a.safetensors", 0, 50, withTarget: true);
+        ActivationFileSource src;
+        using (NewDisposeScope())
+        {
+            src = new ActivationFileSource(path, new ActivationFileSourceOptions { Shuffle = false, TargetName = "targets" });
+            src.Next(5)!.Dispose();
+        }
+        using (src)
+        using (var b = src.Next(5)!)
+            Assert.Equal(new float[] { 5, 6, 7, 8, 9 }, b.Input[.., 0].data<float>().ToArray());
+    }
+
     /// <summary>Rows whose column 0 is the global row number r and column j is r + j/10.</summary>
     private static Tensor Rows(long first, long count, int width) =>
         (arange(first, first + count, dtype: ScalarType.Float32).unsqueeze(1) + arange(0, width, dtype: ScalarType.Float32) / 10);

@@ -65,6 +65,28 @@ public class TensorActivationSourceTests
         var e = Assert.Throws<SaeSharpException>(() => new TensorActivationSource(x, name: "synthetic"));
         Assert.Contains("synthetic: input: row 4 holds NaN", e.Message);
     }
+
+    [Fact]
+    public void Construction_and_dispose_leave_no_live_tensor()
+    {
+        // detach() made a handle nobody disposed: it kept the caller's input alive until the finalizer ran.
+        using var x = randn(8, 3);
+        using var y = randn(8, 2);
+        Assert.Equal(0, LiveTensors.Leaked(() => new TensorActivationSource(x, y).Dispose()));
+    }
+
+    [Fact]
+    public void A_source_made_inside_a_dispose_scope_outlives_it()
+    {
+        using var x = Data(6, 2);
+        TensorActivationSource src;
+        using (NewDisposeScope()) src = new TensorActivationSource(x, shuffle: false);
+        using (src)
+        {
+            using var b = src.Next(4)!;
+            Assert.Equal(new long[] { 0, 1, 2, 3 }, Ids(b));
+        }
+    }
 }
 
 public class ActivationSourceLeakTests : IDisposable

@@ -217,4 +217,16 @@ public class DownstreamEvaluatorTests : ModelTestBase
         var zeroed = model.RunWithHooks(tokens, ("blocks.0.hook_mlp_out", x => zeros_like(x)));
         Assert.Equal(HandCe(zeroed, windows, null), r.CeLossWithSae, 5);
     }
+
+    [Fact]
+    public void An_sae_without_a_hook_name_is_named_in_the_error_without_a_stray_space()
+    {
+        var windows = ModelActivationSourceTests.Windows(2, 8);
+        using var model = NeoX(parallel: true);
+        using var sae = SaeFactory.Create(new SaeConfig { DIn = 16, DSae = 8 });
+        Assert.Equal("SAE has no metadata.hook_name; give the hook to evaluate it at",
+            Assert.Throws<SaeSharpException>(() => DownstreamEvaluator.Evaluate(model, [new DownstreamTarget(sae)], windows)).Message);
+        Assert.StartsWith("SAE mine has no",
+            Assert.Throws<SaeSharpException>(() => DownstreamEvaluator.Evaluate(model, [new DownstreamTarget(sae, Name: "mine")], windows)).Message);
+    }
 }

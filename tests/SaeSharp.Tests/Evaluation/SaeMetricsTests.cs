@@ -216,6 +216,21 @@ public class SaeMetricsTests
         Assert.Equal(4.0 / 2, r.Mse, 12); // reconstruction (1,2) vs target (1,4)
     }
 
+    /// <summary>Batches from the caller's own code: a NaN is named by its row (counted over the batches), as the
+    /// activation sources name it, instead of every metric coming out NaN.</summary>
+    [Fact]
+    public void A_nan_in_the_given_batches_is_named_by_its_row()
+    {
+        using var sae = SignSplittingSae();
+        var first = T(new float[,] { { 1, 2 }, { 3, 4 } });
+        var second = T(new float[,] { { 1, 2 }, { 3, float.NaN } });
+        var e = Assert.Throws<SaeSharpException>(() => SaeEvaluator.Evaluate(sae, new[] { new ActivationBatch(first), new ActivationBatch(second) }));
+        Assert.Equal("evaluation: input: row 3 holds NaN (column 1); activations must be finite", e.Message);
+        var target = T(new float[,] { { float.PositiveInfinity, 0 } });
+        e = Assert.Throws<SaeSharpException>(() => SaeEvaluator.Evaluate(sae, new[] { new ActivationBatch(T(new float[,] { { 1, 2 } }), target) }));
+        Assert.Contains("evaluation: target: row 0 holds +Inf", e.Message);
+    }
+
     [Fact]
     public void EvaluationLeavesNoLiveTensors()
     {

@@ -1,3 +1,4 @@
+using SaeSharp.Saes;
 using SaeSharp.Hooks;
 using SaeSharp.IO;
 using SaeSharp.Models;
@@ -269,4 +270,42 @@ public class HookTests : ModelTestBase
         Assert.Equal(before, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
         Assert.Equal(1f, steer[0].item<float>()); // the caller's tensor is never disposed or modified
     });
+
+    /// <summary>What RunOptions.Hooks documents: a hook's tensors are freed with its layer, a detached clone is kept, and a
+    /// run whose hook returns a new tensor leaves nothing live.</summary>
+    [Fact]
+    public void A_hook_keeps_a_tensor_only_by_detaching_it_from_the_pass()
+    {
+        using var model = Gpt2();
+        Tensor? seen = null, kept = null;
+        using (model.RunWithHooks(Toks, ("blocks.0.hook_mlp_out", act => { seen = act; kept = act.clone().DetachFromDisposeScope(); return null; })))
+        {
+        }
+        Assert.Throws<InvalidOperationException>(() => seen!.sum());
+        using (kept)
+        {
+            var (logits, cache) = model.RunWithCache(Toks, ["blocks.0.hook_mlp_out"]);
+            using (logits)
+            using (cache)
+                Assert.True(kept!.allclose(cache["blocks.0.hook_mlp_out"], rtol: 0, atol: 0));
+        }
+        Assert.Equal(0, LiveTensors.Leaked(() => model.RunWithHooks(Toks, ("blocks.0.hook_mlp_out", act => zeros_like(act))).Dispose()));
+    }
+
+    /// <summary>An SAE of one attention head attached without its head index: the error says what d_in matches.</summary>
+    [Fact]
+    public void A_per_head_sae_without_hook_head_index_is_told_what_its_width_matches()
+    {
+        using var model = Gpt2();
+        var cfg = new SaeConfig { DIn = 4, DSae = 8 };
+        cfg.Metadata.HookName = "blocks.0.attn.hook_z";
+        using var sae = SaeFactory.Create(cfg);
+        var e = Assert.Throws<SaeSharpException>(() => model.CheckSaeFits(sae));
+        Assert.Equal("SAE at 'blocks.0.attn.hook_z' has d_in=4 but the hook gives 16 values per token; d_in is d_head=4: " +
+                     "an SAE of one head gives it in metadata.hook_head_index", e.Message);
+        cfg.Metadata.HookHeadIndex = 2;
+        Assert.Equal("blocks.0.attn.hook_z", model.CheckSaeFits(sae));
+        // Elsewhere the message stays as it was.
+        Assert.DoesNotContain("hook_head_index", Assert.Throws<SaeSharpException>(() => model.CheckSaeFits(sae, "blocks.0.hook_resid_post")).Message);
+    }
 }

@@ -249,6 +249,9 @@ public class InterventionTests : ModelTestBase
         Assert.Contains("splice the SAE", Assert.Throws<SaeSharpException>(() =>
             new HookedSaeTransformer(model).RunWithHooks(Toks, [new Clamp(sae, 1, 1)])).Message);
         Assert.Contains("out of range", Assert.Throws<SaeSharpException>(() => new Steering(sae, 32, 1.0)).Message);
+        // A NaN or infinite scale or value used to turn every logit into NaN without a word.
+        Assert.Contains("steering scale must be a finite number", Assert.Throws<SaeSharpException>(() => new Steering(sae, 1, double.NaN)).Message);
+        Assert.Contains("clamp value must be a finite number", Assert.Throws<SaeSharpException>(() => new Clamp(sae, 1, double.PositiveInfinity)).Message);
     }
 
     [Fact]

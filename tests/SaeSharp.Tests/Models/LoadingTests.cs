@@ -176,6 +176,10 @@ public class LoadingTests : ModelTestBase
     public void BadFoldersGiveClearErrors()
     {
         Assert.Contains("not found", Assert.Throws<SaeSharpException>(() => ModelLoader.FromPretrained(Sub("none"))).Message);
+        // A name the CLI takes (a hub id, builtin) says what the library call needs instead.
+        var named = Assert.Throws<SaeSharpException>(() => ModelLoader.FromPretrained("builtin")).Message;
+        Assert.Contains("HfHub.Resolve", named);
+        Assert.Contains("BuiltinModel.Folder", named);
         var empty = Sub("empty");
         Directory.CreateDirectory(empty);
         Assert.Contains("config.json", Assert.Throws<SaeSharpException>(() => ModelLoader.FromPretrained(empty)).Message);
@@ -277,5 +281,18 @@ public class LoadingTests : ModelTestBase
         File.WriteAllText(Path.Combine(sharded, "pytorch_model.bin.index.json"), new JsonObject { ["weight_map"] = map }.ToJsonString());
         using (var m = ModelLoader.FromPretrained(sharded))
             Assert.True(reference.Forward(Toks).equal(m.Forward(Toks)).all().item<bool>());
+    }
+
+    /// <summary>TorchSharp says only "Tensor invalid -- empty handle" for disposed tokens or a disposed model.</summary>
+    [Fact]
+    public void Disposed_tokens_or_a_disposed_model_are_named_as_such()
+    {
+        var model = Gpt2();
+        var tokens = tensor(new long[] { 1, 2, 3 }).unsqueeze(0);
+        tokens.Dispose();
+        Assert.Equal("tokens: the tensor has been disposed", Assert.Throws<SaeSharpException>(() => model.Forward(tokens)).Message);
+        model.Dispose();
+        Assert.Throws<ObjectDisposedException>(() => model.Forward(Toks));
+        Assert.Throws<ObjectDisposedException>(() => model.RunWithCache(Toks, ["blocks.0.hook_resid_post"]));
     }
 }

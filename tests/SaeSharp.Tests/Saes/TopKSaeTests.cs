@@ -30,6 +30,34 @@ public class TopKSaeTests
         }
     }
 
+    /// <summary>Encode (and so forward, Run and a spliced SAE in a <c>Grad</c> run) is differentiable as SAELens's
+    /// topk + ReLU: the row kernel that selects the k latents returned values without an autograd graph, so the
+    /// features of [N, d_in] rows carried no gradient to x or W_enc.</summary>
+    [Fact]
+    public void EncodeGradientsEqualTorchTopKAutograd()
+    {
+        var sae = MakeTopK(dIn: 6, dSae: 40, k: 5);
+        using var x0 = randn(9, 6, generator: new Generator(4));
+        using var w = randn(9, 40, generator: new Generator(5));
+        using var x = x0.clone().requires_grad_();
+        using var f = sae.Encode(x);
+        Assert.True(f.requires_grad);
+        using (var loss = (f * w).sum()) loss.backward();
+        var gradX = x.grad!.clone();
+        var gradW = sae.WEnc.grad!.clone();
+        sae.zero_grad();
+
+        // Reference: the same function written with torch.topk.
+        using var xr = x0.clone().requires_grad_();
+        var pre = (xr - sae.BDec).matmul(sae.WEnc) + sae.BEnc;
+        var (vals, idx) = pre.topk(5, dim: -1);
+        var fr = zeros_like(pre).scatter(-1, idx, nn.functional.relu(vals));
+        AssertClose(fr, f.detach(), what: "features");
+        (fr * w).sum().backward();
+        AssertClose(xr.grad!, gradX, what: "dL/dx");
+        AssertClose(sae.WEnc.grad!, gradW, what: "dL/dW_enc");
+    }
+
     [Fact]
     public void TrainingFeatureActsMatchInferenceEncode()
     {

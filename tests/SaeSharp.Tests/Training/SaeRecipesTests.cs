@@ -23,4 +23,12 @@ public class SaeRecipesTests
         // An EMA with that β forgets the first estimate: after the 225 updates its weight is below 1%.
         Assert.True(Math.Pow(sae.Training.ThresholdMomentum, 225) < 0.01);
     }
+
+    /// <summary>From C# there is no --k flag: the message names the parameter (the flag in brackets for the CLI).</summary>
+    [Fact]
+    public void A_topk_recipe_without_k_names_the_parameter()
+    {
+        var e = Assert.Throws<SaeSharpException>(() => SaeRecipes.Create("batchtopk", dIn: 4, dSae: 8));
+        Assert.Equal("architecture 'batchtopk' needs k, the active latents per row (--k)", e.Message);
+    }
 }
