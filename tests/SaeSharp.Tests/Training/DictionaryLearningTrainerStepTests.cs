@@ -37,23 +37,12 @@ public class DictionaryLearningTrainerStepTests(ITestOutputHelper output)
 
     private static JsonNode Fixture(string kind) => JsonNode.Parse(File.ReadAllText(TestPaths.Data("recipes", $"dl_{kind}_steps.json")))!;
 
-    private static Tensor T(JsonNode node)
-    {
-        var arr = node.AsArray();
-        if (arr[0] is JsonArray)
-        {
-            var rows = arr.Select(r => r!.AsArray().Select(v => v!.GetValue<float>()).ToArray()).ToArray();
-            return tensor(rows.SelectMany(r => r).ToArray(), [rows.Length, rows[0].Length]);
-        }
-        return tensor(arr.Select(v => v!.GetValue<float>()).ToArray());
-    }
-
     private static void Load(Sae sae, JsonNode weights)
     {
         using var _ = no_grad();
         var ps = sae.named_parameters().ToDictionary(p => p.name, p => p.parameter);
         foreach (var (name, value) in weights.AsObject())
-            ps[name].copy_(T(value!));
+            ps[name].copy_(JsonTensor(value!));
     }
 
     private double _worstLoss, _worstWeight;
@@ -72,7 +61,7 @@ public class DictionaryLearningTrainerStepTests(ITestOutputHelper output)
         var ps = sae.named_parameters().ToDictionary(p => p.name, p => p.parameter);
         foreach (var (name, value) in expected.AsObject())
         {
-            using var e = T(value!);
+            using var e = JsonTensor(value!);
             double diff = MaxAbsDiff(e, ps[name].detach());
             double scale = Math.Max(1e-3, e.abs().max().item<float>());
             _worstWeight = Math.Max(_worstWeight, diff / scale);
@@ -121,9 +110,9 @@ public class DictionaryLearningTrainerStepTests(ITestOutputHelper output)
         {
             var st = steps[s]!;
             Assert.Equal(lr, st["lr"]!.GetValue<double>(), 12);
-            var dead = T(st["dead_mask"]!).to(ScalarType.Bool);
+            var dead = JsonTensor(st["dead_mask"]!).to(ScalarType.Bool);
             Assert.True(dead.sum().item<long>() > 0, "the fixture should exercise AuxK at every step");
-            var o = Step(sae, adam, T(xs[s]!), new SaeTrainContext { Step = s, DeadMask = dead }, lr, clip: 1.0);
+            var o = Step(sae, adam, JsonTensor(xs[s]!), new SaeTrainContext { Step = s, DeadMask = dead }, lr, clip: 1.0);
             var losses = st["losses"]!;
             double aux = losses["auxk_loss"]!.GetValue<double>();
             CloseLoss(aux, o.Losses["auxiliary_reconstruction_loss"], $"{kind} step {s} auxk_loss");
@@ -179,7 +168,7 @@ public class DictionaryLearningTrainerStepTests(ITestOutputHelper output)
             NormalizeActivations = "none", LogEverySteps = 1, DeadFeatureWindow = 32,
         };
         var progress = new ListProgress();
-        using var source = new TensorActivationSource(cat(fx["x"]!.AsArray().Select(n => T(n!)).ToList(), 0), shuffle: false, loop: false);
+        using var source = new TensorActivationSource(cat(fx["x"]!.AsArray().Select(n => JsonTensor(n!)).ToList(), 0), shuffle: false, loop: false);
         using var trainer = new SaeTrainer(cfg, source, [new SaeSlot("topk", sae)]) { Progress = progress };
         trainer.Run().Dispose();
         var first = progress.Reports[0].Saes[0].Losses;
@@ -224,7 +213,7 @@ public class DictionaryLearningTrainerStepTests(ITestOutputHelper output)
             Training = { JumpReluPenalty = JumpReluPenalty.TargetL0, TargetL0 = 8, SparsityCoefficient = 1, Bandwidth = 0.004 },
         };
         Load(sae, fx["initial"]!);
-        var x = cat(fx["x"]!.AsArray().Select(n => T(n!)).ToList(), 0);
+        var x = cat(fx["x"]!.AsArray().Select(n => JsonTensor(n!)).ToList(), 0);
         var cfg = new TrainerConfig
         {
             TotalTrainingSteps = steps.Count, TrainBatchSizeTokens = 32, Lr = fx["lr"]!.GetValue<double>(), LrWarmUpSteps = 0,
@@ -270,7 +259,7 @@ public class DictionaryLearningTrainerStepTests(ITestOutputHelper output)
             Assert.Equal(st["sparsity_scale"]!.GetValue<double>(), scale, 12);
             // ConstrainedAdam: the L1's decoder-norm weight then has no effect (its gradient is parallel to each row, and
             // the rows have unit norm), no gradient clipping.
-            var o = Step(sae, adam, T(xs[s]!), new SaeTrainContext { Step = s, SparsityScale = scale }, lr, clip: null,
+            var o = Step(sae, adam, JsonTensor(xs[s]!), new SaeTrainContext { Step = s, SparsityScale = scale }, lr, clip: null,
                 before: sae.RemoveGradientParallelToDecoderRows, after: () => sae.NormalizeDecoderRows());
             var losses = st["losses"]!;
             CloseLoss(losses["mse_loss"]!.GetValue<double>(), o.Losses["mse_loss"], $"gated step {s} mse_loss");

@@ -25,17 +25,6 @@ public class SaeLensTrainingForwardTests(ITestOutputHelper output)
     private static readonly JsonNode Fixture = JsonNode.Parse(File.ReadAllText(TestPaths.Data("recipes", "saelens_training_forward.json")))!;
     private double _worst;
 
-    private static Tensor T(JsonNode node)
-    {
-        var arr = node.AsArray();
-        if (arr[0] is JsonArray)
-        {
-            var rows = arr.Select(r => r!.AsArray().Select(v => v!.GetValue<float>()).ToArray()).ToArray();
-            return tensor(rows.SelectMany(r => r).ToArray(), [rows.Length, rows[0].Length]);
-        }
-        return tensor(arr.Select(v => v!.GetValue<float>()).ToArray());
-    }
-
     private static Dictionary<string, TorchSharp.Modules.Parameter> Params(Sae sae) => sae.named_parameters().ToDictionary(p => p.name, p => p.parameter);
 
     /// <summary>Loads SAELens's weights (log_threshold becomes our threshold = exp(log_threshold)).</summary>
@@ -45,8 +34,8 @@ public class SaeLensTrainingForwardTests(ITestOutputHelper output)
         var ps = Params(sae);
         foreach (var (name, value) in weights.AsObject())
         {
-            if (name == "log_threshold") ps["threshold"].copy_(T(value!).exp());
-            else ps[name].copy_(T(value!));
+            if (name == "log_threshold") ps["threshold"].copy_(JsonTensor(value!).exp());
+            else ps[name].copy_(JsonTensor(value!));
         }
     }
 
@@ -70,8 +59,8 @@ public class SaeLensTrainingForwardTests(ITestOutputHelper output)
     {
         var rec = Fixture["saes"]![name]!;
         Load(sae, rec["weights"]!);
-        var x = T(Fixture["x"]!);
-        var dead = T(Fixture["dead_mask"]!).to(ScalarType.Bool);
+        var x = JsonTensor(Fixture["x"]!);
+        var dead = JsonTensor(Fixture["dead_mask"]!).to(ScalarType.Bool);
         var o = sae.TrainingForward(x, x, new SaeTrainContext { Step = 0, SparsityScale = 1, DeadMask = dead });
         if (backward) o.Loss.backward();
         return (rec, o);
@@ -91,10 +80,10 @@ public class SaeLensTrainingForwardTests(ITestOutputHelper output)
             {
                 // ∂L/∂log θ = θ·∂L/∂θ.
                 var theta = ps["threshold"].detach();
-                CloseTensor(T(g!), ps["threshold"].grad! * theta, $"{name} dL/dlog_threshold");
+                CloseTensor(JsonTensor(g!), ps["threshold"].grad! * theta, $"{name} dL/dlog_threshold");
             }
             else
-                CloseTensor(T(g!), ps[p].grad!, $"{name} dL/d{p}");
+                CloseTensor(JsonTensor(g!), ps[p].grad!, $"{name} dL/d{p}");
         }
         output.WriteLine($"{name}: worst relative diff {_worst:G3}");
     }

@@ -18,17 +18,6 @@ public class StandardTrainerAprilUpdateStepTests
 {
     private static readonly JsonNode Fixture = JsonNode.Parse(File.ReadAllText(TestPaths.Data("recipes", "april_step.json")))!;
 
-    private static Tensor T(JsonNode node)
-    {
-        var arr = node.AsArray();
-        if (arr[0] is JsonArray)
-        {
-            var rows = arr.Select(r => r!.AsArray().Select(v => v!.GetValue<float>()).ToArray()).ToArray();
-            return tensor(rows.SelectMany(r => r).ToArray(), [rows.Length, rows[0].Length]);
-        }
-        return tensor(arr.Select(v => v!.GetValue<float>()).ToArray());
-    }
-
     private static StandardSae Sae(JsonNode weights)
     {
         var sae = new StandardSae(new SaeConfig { DIn = 8, DSae = 16 })
@@ -36,16 +25,16 @@ public class StandardTrainerAprilUpdateStepTests
             Training = { SparsityCoefficient = Fixture["l1_penalty"]!.GetValue<double>(), Penalty = SparsityPenalty.L1DecoderNorm },
         };
         using var _ = no_grad();
-        sae.WEnc.copy_(T(weights["W_enc"]!));
-        sae.BEnc.copy_(T(weights["b_enc"]!));
-        sae.WDec.copy_(T(weights["W_dec"]!));
-        sae.BDec.copy_(T(weights["b_dec"]!));
+        sae.WEnc.copy_(JsonTensor(weights["W_enc"]!));
+        sae.BEnc.copy_(JsonTensor(weights["b_enc"]!));
+        sae.WDec.copy_(JsonTensor(weights["W_dec"]!));
+        sae.BDec.copy_(JsonTensor(weights["b_dec"]!));
         return sae;
     }
 
     private static void Close(JsonNode expected, Tensor actual, double tol, string what)
     {
-        using var e = T(expected);
+        using var e = JsonTensor(expected);
         double diff = MaxAbsDiff(e, actual.detach());
         double scale = Math.Max(1e-3, e.abs().max().item<float>());
         Assert.True(diff <= tol * scale, $"{what}: max |diff| {diff:G3} (scale {scale:G3})");
@@ -55,7 +44,7 @@ public class StandardTrainerAprilUpdateStepTests
     public void LossTermsAndGradientsEqualTheReferenceAtEveryStep()
     {
         using var scope = NewDisposeScope();
-        var x = T(Fixture["x"]!);
+        var x = JsonTensor(Fixture["x"]!);
         var steps = Fixture["steps"]!.AsArray();
         for (int s = 0; s < steps.Count; s++)
         {
@@ -80,7 +69,7 @@ public class StandardTrainerAprilUpdateStepTests
     public void TrainerStepsEqualTheReferenceWeightsAfterEachStep()
     {
         using var scope = NewDisposeScope();
-        var x = T(Fixture["x"]!);
+        var x = JsonTensor(Fixture["x"]!);
         var steps = Fixture["steps"]!.AsArray();
         var sae = Sae(Fixture["initial"]!);
         // The reference run's schedule: constant lr without warm-up, λ warm-up over 2 steps (step/W in both), clip at 1.

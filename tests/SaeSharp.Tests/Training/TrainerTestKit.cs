@@ -6,6 +6,18 @@ namespace SaeSharp.Tests.Training;
 
 internal static class TrainerTestKit
 {
+    /// <summary>A float32 tensor from a JSON list (1-d) or list of lists (2-d), as the peers' fixture scripts write them.</summary>
+    public static Tensor JsonTensor(System.Text.Json.Nodes.JsonNode node)
+    {
+        var arr = node.AsArray();
+        if (arr[0] is System.Text.Json.Nodes.JsonArray)
+        {
+            var rows = arr.Select(r => r!.AsArray().Select(v => v!.GetValue<float>()).ToArray()).ToArray();
+            return tensor(rows.SelectMany(r => r).ToArray(), [rows.Length, rows[0].Length]);
+        }
+        return tensor(arr.Select(v => v!.GetValue<float>()).ToArray());
+    }
+
     /// <summary>Rows that are sparse non-negative combinations of <paramref name="nFeatures"/> random unit directions, plus an offset.</summary>
     public static Tensor SparseData(int rows, int d, int nFeatures, double p, long seed, double scale = 1, double offset = 0.5)
     {
