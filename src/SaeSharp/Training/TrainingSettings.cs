@@ -291,6 +291,9 @@ public sealed class TrainingSettings
     /// <summary>Settings from a JSON object (<paramref name="source"/> names it in errors): the fields above under their
     /// SAELens or older names, and the trainer fields, which are recorded in <see cref="GivenTrainerFields"/>. SAELens's
     /// <c>train_batch_size_tokens</c> and <c>total_training_steps</c> set <see cref="BatchSize"/> and <see cref="Steps"/>.
+    /// SAELens's architecture fields (<see cref="ArchitectureFields"/>) are read and checked (<see cref="ValidateArchitectureFields"/>;
+    /// the plan refuses one that no recipe of the run uses); a SAELens field SaeSharp does not implement
+    /// (<see cref="UnsupportedSaeLensFields"/>) is an error saying so.
     /// A field of neither kind is an error (a misspelt name would otherwise leave its default in force).
     /// Without <c>normalize_activations</c> the run normalises (<see cref="DefaultNormalizeActivations"/>).</summary>
     public static TrainingSettings FromJson(string json, string source = "training settings")
