@@ -62,6 +62,8 @@ public sealed class TrainingPlan : IDisposable
             var pass = s.ParsedCandidatePass;
             if (s.Deterministic && pass == Kernels.CandidatePass.Auto) pass = Kernels.CandidatePass.Off;
             s.CheckArchitectureFields(recipes);
+            if (s.MatryoshkaWidths is { Length: > 0 } widths && widths[^1] != dSae)
+                throw new SaeSharpException($"{s.Source ?? "training settings"}: matryoshka_widths [{string.Join(", ", widths)}] must end at d_sae {dSae}");
             var slots = new List<SaeSlot>();
             foreach (var r in recipes)
             {

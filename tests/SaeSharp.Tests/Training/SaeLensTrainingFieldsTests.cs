@@ -226,7 +226,7 @@ public class SaeLensTrainingFieldsTests : IDisposable
     public void MatryoshkaWidthsMustEndAtDSae()
     {
         var e = Assert.Throws<SaeSharpException>(() => TrainingPlan.ForActivations(Settings("matryoshka", "\"k\": 2, \"matryoshka_widths\": [4, 8]")));
-        Assert.Contains("d_sae=16", e.Message);
+        Assert.Contains("fields.json: matryoshka_widths [4, 8] must end at d_sae 16", e.Message);
     }
 
     [Fact]
