@@ -23,7 +23,7 @@ internal static class TrainCommand
         var lr = new Option<double?>("--lr") { Description = "Learning rate (default: the architecture's)" };
         var seed = new Option<long?>("--seed") { Description = "Seed of initialisation and shuffling (default 42)" };
         var output = new Option<string?>("--out") { Description = "Output folder" };
-        var config = new Option<string?>("--config") { Description = "JSON file with the same fields under SAELens names (architecture, d_sae, expansion_factor, l1_coefficient, k, steps, ...) and trainer fields; flags override it" };
+        var config = new Option<string?>("--config") { Description = "JSON file with the same fields under SAELens names (architecture, d_sae, expansion_factor, l1_coefficient, k, steps, ...), SAELens's architecture fields (l0_coefficient, jumprelu_bandwidth, aux_loss_coefficient, matryoshka_widths, ...: docs/recipes.md) and trainer fields; flags override it" };
         var resume = new Option<bool>("--resume") { Description = "Continue from the latest checkpoint in OUT/checkpoints (flags given with it must match the checkpoint's run)" };
         var force = new Option<bool>("--force") { Description = "Replace a previous run's outputs in --out (its checkpoints are deleted); without it such a folder is an error" };
         var checkpointEvery = new Option<long?>("--checkpoint-every") { Description = "Checkpoint every N steps (default: steps/10)" }.Positive();

@@ -61,17 +61,24 @@ public sealed class TrainingPlan : IDisposable
             ApplyCadence(trainer, steps, s.CheckpointEvery);
             var pass = s.ParsedCandidatePass;
             if (s.Deterministic && pass == Kernels.CandidatePass.Auto) pass = Kernels.CandidatePass.Off;
+            s.CheckArchitectureFields(recipes);
+            if (s.MatryoshkaWidths is { Length: > 0 } widths && widths[^1] != dSae)
+                throw new SaeSharpException($"{s.Source ?? "training settings"}: matryoshka_widths [{string.Join(", ", widths)}] must end at d_sae {dSae}");
             var slots = new List<SaeSlot>();
             foreach (var r in recipes)
             {
-                var sae = SaeRecipes.Create(r, dIn, dSae, s.K, s.L1Coefficient, dOut, metadata, steps);
+                bool matryoshka = SaeRecipes.Architecture(r) == SaeArchitectures.MatryoshkaBatchTopK;
+                var sae = SaeRecipes.Create(r, dIn, dSae, s.K, s.SparsityCoefficientFor(r), dOut, metadata, steps, matryoshka ? s.MatryoshkaWidths : null);
                 _owned.Add(sae);
-                if (s.TargetL0 is double t) SaeRecipes.AdaptToTargetL0(sae, t, s.L1Coefficient);
+                if (s.TargetL0 is double t) SaeRecipes.AdaptToTargetL0(sae, t, s.SparsityCoefficientFor(r));
                 sae.Training.Autocast = s.Autocast;
                 sae.Training.CandidatePass = pass;
                 if (s.Deterministic && sae is StandardSae relu && double.IsNaN(relu.SparseTrainingDensity)) relu.SparseTrainingDensity = SparsePassSwitch.PriorDensity;
-                slots.Add(new SaeSlot(r, sae, SaeRecipes.RunConfig(r, trainer, dSae, given)));
+                var config = SaeRecipes.RunConfig(r, trainer, dSae, given);
+                s.ApplyArchitectureFields(sae, config);
+                slots.Add(new SaeSlot(r, sae, config));
             }
+            if (resume) CheckResumedArchitectureFields(s, slots, Path.Combine(s.Out ?? "", TrainingRun.CheckpointFolder));
             var features = s.GroundTruth is null ? null : SyntheticDataset.ReadFeatures(s.GroundTruth);
             if (features is not null) _owned.Add(features);
             Options = new TrainingRunOptions
@@ -87,6 +94,49 @@ public sealed class TrainingPlan : IDisposable
             Dispose();
             throw;
         }
+    }
+
+    /// <summary>With <c>--resume</c>: the architecture fields the settings give (<see cref="TrainingSettings.ArchitectureFields"/>)
+    /// must hold the values the checkpoint's run trains with (a resume continues that run as configured; a differing value
+    /// would be ignored). A coefficient that <c>target_l0</c> adapts is not compared.</summary>
+    private static void CheckResumedArchitectureFields(TrainingSettings s, List<SaeSlot> slots, string checkpoints)
+    {
+        if (s.GivenArchitectureFields.Count == 0 || !Directory.Exists(checkpoints)) return;
+        using var state = TrainerCheckpoint.Load(checkpoints);
+        var differ = new List<string>();
+        foreach (var slot in slots)
+        {
+            var had = state.Saes.FirstOrDefault(e => e.Name == slot.Name);
+            if (had is null) continue;
+            var now = slot.Sae.Training;
+            void Check(string field, object? given, object? run)
+            {
+                if (given is null || !s.GivenArchitectureFields.Contains(field)) return;
+                if (!Equals(given, run)) differ.Add($"{field} {Format(given)} ({slot.Name} in the checkpoint's run: {Format(run)})");
+            }
+            switch (slot.Sae.Cfg.Architecture)
+            {
+                case SaeArchitectures.JumpReLU:
+                    if (!had.Training.AdaptToTargetL0) Check("l0_coefficient", s.L0Coefficient, had.Training.SparsityCoefficient);
+                    Check("l0_warm_up_steps", s.L0WarmUpSteps, had.Config.L1WarmUpSteps);
+                    Check("jumprelu_bandwidth", now.Bandwidth, had.Training.Bandwidth);
+                    Check("jumprelu_init_threshold", now.InitialThreshold, had.Training.InitialThreshold);
+                    Check("pre_act_loss_coefficient", now.PreActLossCoefficient, had.Training.PreActLossCoefficient ?? 0.0);
+                    break;
+                case SaeArchitectures.TopK or SaeArchitectures.BatchTopK or SaeArchitectures.MatryoshkaBatchTopK:
+                    Check("aux_loss_coefficient", now.AuxKCoefficient, had.Training.AuxKCoefficient);
+                    // Compared as the momentum the run keeps (1 − rate), shown as rates.
+                    if (slot.Sae.Cfg.Architecture != SaeArchitectures.TopK && s.TopKThresholdLr is double rate && now.ThresholdMomentum != had.Training.ThresholdMomentum)
+                        differ.Add($"topk_threshold_lr {Format(rate)} ({slot.Name} in the checkpoint's run: {Format(1 - had.Training.ThresholdMomentum)})");
+                    if (s.MatryoshkaWidths is { } widths && had.SaeConfig.MatryoshkaWidths is { } runWidths && !widths.SequenceEqual(runWidths))
+                        differ.Add($"matryoshka_widths [{string.Join(", ", widths)}] ({slot.Name} in the checkpoint's run: [{string.Join(", ", runWidths)}])");
+                    break;
+            }
+        }
+        if (differ.Count > 0)
+            throw new SaeSharpException($"{s.Source ?? "training settings"}: --resume continues the run of {state.Folder} as it was configured; these fields differ from it: " +
+                                        string.Join("; ", differ) + ". Drop them, or start a new run with --force or another --out");
+        static string Format(object? v) => v switch { double d => d.ToString("R", System.Globalization.CultureInfo.InvariantCulture), null => "off", _ => Convert.ToString(v, System.Globalization.CultureInfo.InvariantCulture)! };
     }
 
     /// <summary>Trains on activation files (<see cref="TrainingSettings.Activations"/>): the last

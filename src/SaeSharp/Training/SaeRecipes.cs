@@ -188,9 +188,11 @@ public static class SaeRecipes
         return widths.ToArray();
     }
 
-    /// <summary>Creates an SAE (zero weights; the trainer initialises them) with the recipe's training options.</summary>
+    /// <summary>Creates an SAE (zero weights; the trainer initialises them) with the recipe's training options.
+    /// <paramref name="matryoshkaWidths"/>: a Matryoshka recipe's cumulative prefix widths (null:
+    /// <see cref="DefaultMatryoshkaWidths"/>); an error for other recipes.</summary>
     public static Sae Create(string recipe, int dIn, int dSae, int? k = null, double? sparsityCoefficient = null,
-        int? dOut = null, SaeMetadata? metadata = null, long? totalSteps = null)
+        int? dOut = null, SaeMetadata? metadata = null, long? totalSteps = null, int[]? matryoshkaWidths = null)
     {
         var r = Get(recipe);
         string arch = r.Architecture;
@@ -205,7 +207,8 @@ public static class SaeRecipes
             DOut = transcoder ? dOut : null,
             K = topKFamily ? k : null,
             ApplyBDecToInput = !transcoder,
-            MatryoshkaWidths = arch == SaeArchitectures.MatryoshkaBatchTopK ? DefaultMatryoshkaWidths(dSae) : null,
+            MatryoshkaWidths = arch == SaeArchitectures.MatryoshkaBatchTopK ? (int[]?)matryoshkaWidths?.Clone() ?? DefaultMatryoshkaWidths(dSae)
+                : matryoshkaWidths is null ? null : throw new SaeSharpException($"matryoshka_widths apply to matryoshka, not to '{recipe}'"),
             Metadata = metadata ?? new SaeMetadata(),
         };
         var sae = SaeFactory.Create(cfg);

@@ -2,6 +2,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
 using SaeSharp.Kernels;
+using SaeSharp.Saes;
 
 namespace SaeSharp.Training;
 
@@ -71,6 +72,43 @@ public sealed class TrainingSettings
     /// (<see cref="Pipelines.TrainingPlan.ForModel"/>), no limit for activation files (<see cref="Pipelines.TrainingPlan.ForActivations"/>).</summary>
     [JsonPropertyName("epochs")] public int? Epochs { get; set; }
 
+    /// <summary>SAELens's <c>l0_coefficient</c>: the sparsity coefficient λ of the jumprelu recipe (its L0 penalty). In a run
+    /// of several architectures <see cref="L1Coefficient"/> then sets the others' λ only; without it
+    /// <see cref="L1Coefficient"/> sets jumprelu's too. Null: the recipe's (0.5).</summary>
+    [JsonPropertyName("l0_coefficient")] public double? L0Coefficient { get; set; }
+    /// <summary>SAELens's <c>l0_warm_up_steps</c>: jumprelu's λ warm-up in steps (the jumprelu SAE's
+    /// <see cref="TrainerConfig.L1WarmUpSteps"/>); null: the recipe's (T/20), or <c>l1_warm_up_steps</c> when given.</summary>
+    [JsonPropertyName("l0_warm_up_steps")] public long? L0WarmUpSteps { get; set; }
+    /// <summary>SAELens's <c>aux_loss_coefficient</c>: the coefficient of the TopK family's AuxK term
+    /// (<see cref="Saes.SaeTrainingOptions.AuxKCoefficient"/>; topk, batchtopk, matryoshka). SaeSharp's AuxK term is
+    /// normalised by the residual's variance (OpenAI, dictionary_learning), SAELens's is not, so the same number is not the
+    /// same weight. Null: 1/32.</summary>
+    [JsonPropertyName("aux_loss_coefficient")] public double? AuxLossCoefficient { get; set; }
+    /// <summary>SAELens's <c>topk_threshold_lr</c>: the rate of the running BatchTopK inference threshold
+    /// θ ← (1 − r)·θ + r·m (batchtopk, matryoshka; <see cref="Saes.SaeTrainingOptions.ThresholdMomentum"/> = 1 − r).
+    /// Null: the recipe's (1 − 0.999, raised in short runs).</summary>
+    [JsonPropertyName("topk_threshold_lr")] public double? TopKThresholdLr { get; set; }
+    /// <summary>SAELens's <c>matryoshka_widths</c>: cumulative prefix widths of the matryoshka recipe, strictly increasing,
+    /// the last equal to d_sae. Null: d_sae/16, /8, /4, /2, d_sae.</summary>
+    [JsonPropertyName("matryoshka_widths")] public int[]? MatryoshkaWidths { get; set; }
+    /// <summary>SAELens's <c>jumprelu_bandwidth</c>: the straight-through bandwidth ε of jumprelu
+    /// (<see cref="Saes.SaeTrainingOptions.Bandwidth"/>). Null: 0.001 (0.05 with <see cref="TargetL0"/>).</summary>
+    [JsonPropertyName("jumprelu_bandwidth")] public double? JumpReluBandwidth { get; set; }
+    /// <summary>SAELens's <c>jumprelu_init_threshold</c>: jumprelu's initial threshold θ (with <see cref="TargetL0"/>, the
+    /// floor of the thresholds set from the data; <see cref="Saes.SaeTrainingOptions.InitialThreshold"/>). Null: 0.001.</summary>
+    [JsonPropertyName("jumprelu_init_threshold")] public double? JumpReluInitThreshold { get; set; }
+    /// <summary>SAELens's <c>jumprelu_sparsity_loss_mode</c>: only <c>"step"</c> (the L0 penalty, which jumprelu uses) is
+    /// implemented; Anthropic's <c>"tanh"</c> is refused.</summary>
+    [JsonPropertyName("jumprelu_sparsity_loss_mode")] public string? JumpReluSparsityLossMode { get; set; }
+    /// <summary>SAELens's <c>pre_act_loss_coefficient</c>: jumprelu's pre-activation loss on dead latents
+    /// (<see cref="Saes.SaeTrainingOptions.PreActLossCoefficient"/>; 0 turns it off). Null: off (1e-2 with
+    /// <see cref="TargetL0"/>).</summary>
+    [JsonPropertyName("pre_act_loss_coefficient")] public double? PreActLossCoefficient { get; set; }
+
+    /// <summary>Where the settings were read from (<see cref="FromJson"/>'s source, e.g. the config file), for errors;
+    /// null for settings built in code.</summary>
+    [JsonIgnore] public string? Source { get; set; }
+
     /// <summary>The run may replace a previous run's outputs in <see cref="Out"/> (<c>--force</c>;
     /// <see cref="Pipelines.TrainingRunOptions.Overwrite"/>).</summary>
     [JsonIgnore] public bool Overwrite { get; set; }
@@ -85,6 +123,142 @@ public sealed class TrainingSettings
     /// <summary>Older field names and the SAELens names that replace them.</summary>
     public static readonly IReadOnlyList<(string Old, string Name)> Aliases =
         [("arch", "architecture"), ("dict_size", "d_sae"), ("expansion", "expansion_factor"), ("l1", "l1_coefficient")];
+
+    /// <summary>SAELens's architecture-specific training fields that the settings read, each with the cfg.json
+    /// architectures (<see cref="SaeArchitectures"/>) whose recipes use it. A run none of whose recipes uses a given field
+    /// is refused (<see cref="CheckArchitectureFields"/>).</summary>
+    public static readonly IReadOnlyList<(string Field, string[] Architectures)> ArchitectureFields =
+    [
+        ("l0_coefficient", [SaeArchitectures.JumpReLU]),
+        ("l0_warm_up_steps", [SaeArchitectures.JumpReLU]),
+        ("jumprelu_bandwidth", [SaeArchitectures.JumpReLU]),
+        ("jumprelu_init_threshold", [SaeArchitectures.JumpReLU]),
+        ("jumprelu_sparsity_loss_mode", [SaeArchitectures.JumpReLU]),
+        ("pre_act_loss_coefficient", [SaeArchitectures.JumpReLU]),
+        ("aux_loss_coefficient", [SaeArchitectures.TopK, SaeArchitectures.BatchTopK, SaeArchitectures.MatryoshkaBatchTopK]),
+        ("topk_threshold_lr", [SaeArchitectures.BatchTopK, SaeArchitectures.MatryoshkaBatchTopK]),
+        ("matryoshka_widths", [SaeArchitectures.MatryoshkaBatchTopK]),
+    ];
+
+    /// <summary>SAELens 6 training fields SaeSharp does not implement, with the reason given when a config names one.</summary>
+    public static readonly IReadOnlyDictionary<string, string> UnsupportedSaeLensFields = new Dictionary<string, string>(StringComparer.Ordinal)
+    {
+        ["jumprelu_tanh_scale"] = "it scales Anthropic's tanh sparsity loss (jumprelu_sparsity_loss_mode \"tanh\"), which SaeSharp does not implement",
+        ["lp_norm"] = "SaeSharp's relu penalty is the L1 norm (lp_norm 1) only; drop the field",
+        ["rescale_acts_by_decoder_norm"] = "SaeSharp's TopK family holds the decoder rows at unit norm, so the activations are always on the decoder-norm scale; drop the field",
+        ["use_sparse_activations"] = "a memory setting of SAELens's TopK; SaeSharp's TopK training always decodes the sparse code; drop the field",
+    };
+
+    /// <summary>The <see cref="ArchitectureFields"/> these settings give (non-null), in that order.</summary>
+    [JsonIgnore]
+    public IReadOnlyList<string> GivenArchitectureFields
+    {
+        get
+        {
+            var given = new List<string>();
+            void Add(string name, object? value) { if (value is not null) given.Add(name); }
+            Add("l0_coefficient", L0Coefficient);
+            Add("l0_warm_up_steps", L0WarmUpSteps);
+            Add("jumprelu_bandwidth", JumpReluBandwidth);
+            Add("jumprelu_init_threshold", JumpReluInitThreshold);
+            Add("jumprelu_sparsity_loss_mode", JumpReluSparsityLossMode);
+            Add("pre_act_loss_coefficient", PreActLossCoefficient);
+            Add("aux_loss_coefficient", AuxLossCoefficient);
+            Add("topk_threshold_lr", TopKThresholdLr);
+            Add("matryoshka_widths", MatryoshkaWidths);
+            return given;
+        }
+    }
+
+    private string SourceName => Source ?? "training settings";
+
+    /// <summary>Checks the ranges of the architecture fields (<see cref="ArchitectureFields"/>); throws naming the field and
+    /// <see cref="Source"/>.</summary>
+    public void ValidateArchitectureFields()
+    {
+        void Check(string field, double? value, bool ok, string expected)
+        {
+            if (value is double v && !(ok && double.IsFinite(v)))
+                throw new SaeSharpException($"{SourceName}: {field} {v}: expected {expected}");
+        }
+        Check("l0_coefficient", L0Coefficient, L0Coefficient >= 0, "a non-negative, finite sparsity coefficient");
+        Check("l0_warm_up_steps", L0WarmUpSteps, L0WarmUpSteps >= 0, "a non-negative step count");
+        Check("jumprelu_bandwidth", JumpReluBandwidth, JumpReluBandwidth > 0, "a positive, finite bandwidth");
+        Check("jumprelu_init_threshold", JumpReluInitThreshold, JumpReluInitThreshold > 0, "a positive, finite threshold");
+        Check("pre_act_loss_coefficient", PreActLossCoefficient, PreActLossCoefficient >= 0, "a non-negative, finite coefficient (0: off)");
+        Check("aux_loss_coefficient", AuxLossCoefficient, AuxLossCoefficient >= 0, "a non-negative, finite coefficient (0: no AuxK)");
+        Check("topk_threshold_lr", TopKThresholdLr, TopKThresholdLr is > 0 and <= 1, "a rate in (0, 1]");
+        if (JumpReluSparsityLossMode is { } mode && mode != "step")
+            throw new SaeSharpException(mode == "tanh"
+                ? $"{SourceName}: jumprelu_sparsity_loss_mode \"tanh\" (Anthropic's sparsity loss) is not supported: SaeSharp's jumprelu trains with the \"step\" L0 loss (or, with target_l0, dictionary_learning's target-L0 form)"
+                : $"{SourceName}: jumprelu_sparsity_loss_mode '{mode}': expected \"step\" (SAELens's \"tanh\" is not supported)");
+        if (MatryoshkaWidths is { } widths)
+        {
+            if (widths.Length == 0) throw new SaeSharpException($"{SourceName}: matryoshka_widths: give at least one width");
+            for (int i = 0; i < widths.Length; i++)
+                if (widths[i] <= 0 || (i > 0 && widths[i] <= widths[i - 1]))
+                    throw new SaeSharpException($"{SourceName}: matryoshka_widths [{string.Join(", ", widths)}]: expected positive, strictly increasing cumulative widths ending at d_sae");
+        }
+    }
+
+    /// <summary>
+    /// Refuses an architecture field (<see cref="ArchitectureFields"/>) that none of <paramref name="recipes"/> uses (it
+    /// would change nothing), naming the field and the architectures that take it, and a sparsity coefficient given twice:
+    /// <c>l0_coefficient</c> sets jumprelu's λ and <c>l1_coefficient</c> the other recipes', so a run whose only
+    /// λ recipes are jumprelu takes one of them. Likewise <c>l0_warm_up_steps</c> and <c>l1_warm_up_steps</c>.
+    /// </summary>
+    public void CheckArchitectureFields(IReadOnlyList<string> recipes)
+    {
+        ValidateArchitectureFields();
+        var archs = recipes.Select(SaeRecipes.Architecture).ToHashSet(StringComparer.Ordinal);
+        var unused = new List<string>();
+        foreach (var field in GivenArchitectureFields)
+        {
+            var takes = ArchitectureFields.First(f => f.Field == field).Architectures;
+            if (!takes.Any(archs.Contains))
+                unused.Add($"'{field}' applies to {string.Join(", ", takes.Select(RecipeNameOf))}");
+        }
+        if (unused.Count > 0)
+            throw new SaeSharpException($"{SourceName}: {string.Join("; ", unused)}; this run trains {string.Join(", ", recipes)}: drop the field or add the architecture");
+        bool othersHaveCoefficient = recipes.Any(r => SaeRecipes.HasSparsityCoefficient(r) && SaeRecipes.Architecture(r) != SaeArchitectures.JumpReLU);
+        if (L0Coefficient is not null && L1Coefficient is not null && !othersHaveCoefficient)
+            throw new SaeSharpException($"{SourceName}: l0_coefficient and l1_coefficient (--l1) both set jumprelu's sparsity coefficient in a run of {string.Join(", ", recipes)}: give one");
+        if (L0WarmUpSteps is not null && GivenTrainerFields.Contains("l1_warm_up_steps") && !othersHaveCoefficient)
+            throw new SaeSharpException($"{SourceName}: l0_warm_up_steps and l1_warm_up_steps both set jumprelu's sparsity warm-up in a run of {string.Join(", ", recipes)}: give one");
+    }
+
+    /// <summary>The recipe name of a cfg.json architecture (jumprelu_batchtopk → matryoshka), for messages.</summary>
+    private static string RecipeNameOf(string architecture) =>
+        SaeRecipes.Names.FirstOrDefault(r => SaeRecipes.Architecture(r) == architecture) ?? architecture;
+
+    /// <summary>The sparsity coefficient these settings give <paramref name="recipe"/>: <see cref="L0Coefficient"/> for
+    /// jumprelu when given, else <see cref="L1Coefficient"/>; null: the recipe's default.</summary>
+    public double? SparsityCoefficientFor(string recipe) =>
+        SaeRecipes.Architecture(recipe) == SaeArchitectures.JumpReLU ? L0Coefficient ?? L1Coefficient : L1Coefficient;
+
+    /// <summary>Applies the architecture fields that <paramref name="sae"/>'s architecture uses to its training options and
+    /// to its trainer config <paramref name="config"/> (jumprelu's <c>l0_warm_up_steps</c>). Call after the recipe and
+    /// <c>target_l0</c> have set their values: a given field wins. <c>matryoshka_widths</c> and the sparsity coefficient are
+    /// set when the SAE is created (<see cref="SaeRecipes.Create"/>).</summary>
+    public void ApplyArchitectureFields(Sae sae, TrainerConfig config)
+    {
+        ArgumentNullException.ThrowIfNull(sae);
+        ArgumentNullException.ThrowIfNull(config);
+        var t = sae.Training;
+        switch (sae.Cfg.Architecture)
+        {
+            case SaeArchitectures.JumpReLU:
+                if (JumpReluBandwidth is double bandwidth) t.Bandwidth = bandwidth;
+                if (JumpReluInitThreshold is double theta) t.InitialThreshold = theta;
+                if (PreActLossCoefficient is double preAct) t.PreActLossCoefficient = preAct;
+                if (L0WarmUpSteps is long warmUp) config.L1WarmUpSteps = warmUp;
+                break;
+            case SaeArchitectures.TopK or SaeArchitectures.BatchTopK or SaeArchitectures.MatryoshkaBatchTopK:
+                if (AuxLossCoefficient is double aux) t.AuxKCoefficient = aux;
+                if (TopKThresholdLr is double rate && sae.Cfg.Architecture != SaeArchitectures.TopK) t.ThresholdMomentum = 1 - rate;
+                break;
+        }
+    }
 
     /// <summary>The recipes of <see cref="Architecture"/>, each checked.</summary>
     public IReadOnlyList<string> Recipes
@@ -117,6 +291,9 @@ public sealed class TrainingSettings
     /// <summary>Settings from a JSON object (<paramref name="source"/> names it in errors): the fields above under their
     /// SAELens or older names, and the trainer fields, which are recorded in <see cref="GivenTrainerFields"/>. SAELens's
     /// <c>train_batch_size_tokens</c> and <c>total_training_steps</c> set <see cref="BatchSize"/> and <see cref="Steps"/>.
+    /// SAELens's architecture fields (<see cref="ArchitectureFields"/>) are read and checked (<see cref="ValidateArchitectureFields"/>;
+    /// the plan refuses one that no recipe of the run uses); a SAELens field SaeSharp does not implement
+    /// (<see cref="UnsupportedSaeLensFields"/>) is an error saying so.
     /// A field of neither kind is an error (a misspelt name would otherwise leave its default in force).
     /// Without <c>normalize_activations</c> the run normalises (<see cref="DefaultNormalizeActivations"/>).</summary>
     public static TrainingSettings FromJson(string json, string source = "training settings")
@@ -132,6 +309,9 @@ public sealed class TrainingSettings
                 fields.Remove(old);
                 fields[name] = value;
             }
+            var unsupported = fields.Select(f => f.Key).Where(UnsupportedSaeLensFields.ContainsKey).ToList();
+            if (unsupported.Count > 0)
+                throw new SaeSharpException($"{source}: " + string.Join("; ", unsupported.Select(key => $"SAELens's '{key}' is not supported: {UnsupportedSaeLensFields[key]}")));
             var unknown = fields.Select(f => f.Key).Where(key => !KnownFields.Value.Contains(key)).ToList();
             if (unknown.Count > 0)
                 throw new SaeSharpException($"{source}: unknown field{(unknown.Count > 1 ? "s" : "")} " +
@@ -146,8 +326,11 @@ public sealed class TrainingSettings
             }
             if (fields.ContainsKey("training_tokens") && fields.ContainsKey("steps"))
                 throw new SaeSharpException($"{source}: give the run's length as steps ('steps' or 'total_training_steps') or as 'training_tokens', not both");
+            CheckArchitectureFieldTypes(fields, source);
             var normalized = fields.ToJsonString();
             var settings = JsonSerializer.Deserialize<TrainingSettings>(normalized) ?? new TrainingSettings();
+            settings.Source = source;
+            settings.ValidateArchitectureFields();
             settings.Trainer = TrainerConfig.FromJson(normalized, source);
             foreach (var (key, _) in fields) settings.GivenTrainerFields.Add(key);
             if (!fields.ContainsKey("normalize_activations")) settings.Trainer.NormalizeActivations = DefaultNormalizeActivations;
@@ -157,6 +340,32 @@ public sealed class TrainingSettings
         {
             throw new SaeSharpException($"{source}: {e.Message}");
         }
+    }
+
+    /// <summary>The JSON types of the architecture fields: numbers (a whole one for the step count), a string, a list of
+    /// whole numbers; throws naming the field and <paramref name="source"/>.</summary>
+    private static void CheckArchitectureFieldTypes(JsonObject fields, string source)
+    {
+        foreach (var (field, _) in ArchitectureFields)
+        {
+            if (!fields.TryGetPropertyValue(field, out var node) || node is null) continue;
+            bool ok = field switch
+            {
+                "jumprelu_sparsity_loss_mode" => node.GetValueKind() == JsonValueKind.String,
+                "l0_warm_up_steps" => IsWhole(node),
+                "matryoshka_widths" => node is JsonArray a && a.All(w => w is not null && IsWhole(w)),
+                _ => node.GetValueKind() == JsonValueKind.Number,
+            };
+            if (!ok)
+                throw new SaeSharpException($"{source}: {field} {node.ToJsonString()}: expected " + field switch
+                {
+                    "jumprelu_sparsity_loss_mode" => "a string (\"step\")",
+                    "l0_warm_up_steps" => "a whole number of steps",
+                    "matryoshka_widths" => "a list of whole numbers",
+                    _ => "a number",
+                });
+        }
+        static bool IsWhole(JsonNode n) => n.GetValueKind() == JsonValueKind.Number && n.AsValue().TryGetValue<long>(out _);
     }
 
     /// <summary>The field names <see cref="FromJson"/> reads: these settings', the older aliases and <see cref="TrainerConfig"/>'s.</summary>

@@ -69,6 +69,38 @@ public class TrainCommandTests : IDisposable
         Assert.True(y2.allclose(enc["sae_out"], rtol: 1e-5, atol: 1e-6));
     }
 
+    /// <summary>A SAELens JumpReLU config (SAELens 6's <c>l0_coefficient</c>, <c>jumprelu_bandwidth</c>) trains with its values,
+    /// which the checkpoint and cfg.json keep; a resume given another bandwidth is refused; SAELens's tanh loss is refused
+    /// as not supported.</summary>
+    [Fact]
+    public void ASaeLensJumpReluConfigTrainsWithItsFields()
+    {
+        Npy.Save(P("acts.npy"), randn(600, 8, generator: new Generator(2)));
+        File.WriteAllText(P("jr.json"), """{"architecture":"jumprelu","l0_coefficient":2,"jumprelu_bandwidth":0.002}""");
+        string[] Train(params string[] more) =>
+            ["train", "--activations", P("acts.npy"), "--config", P("jr.json"), "--steps", "10", "--batch-size", "32", "--eval-rows", "50", "--out", P("o"), .. more];
+        Ok(CliRunner.Run(Train()));
+        Assert.Equal(2, JsonNode.Parse(File.ReadAllText(P("o", "cfg.json")))!["l0_coefficient"]!.GetValue<double>());
+        using (var state = SaeSharp.Training.TrainerCheckpoint.Load(P("o", "checkpoints")))
+        {
+            Assert.Equal(0.002, state.Saes[0].Training.Bandwidth);
+            Assert.Equal(2, state.Saes[0].Training.SparsityCoefficient);
+        }
+        File.WriteAllText(P("jr.json"), """{"architecture":"jumprelu","l0_coefficient":2,"jumprelu_bandwidth":0.003}""");
+        var r = CliRunner.Run(Train("--resume"));
+        Assert.Equal(1, r.Exit);
+        Assert.Contains("jumprelu_bandwidth 0.003 (jumprelu in the checkpoint's run: 0.002)", r.Err);
+        File.WriteAllText(P("jr.json"), """{"architecture":"jumprelu","l0_coefficient":2,"jumprelu_bandwidth":0.002}""");
+        Ok(CliRunner.Run(Train("--resume")));
+
+        File.WriteAllText(P("tanh.json"), """{"architecture":"jumprelu","jumprelu_sparsity_loss_mode":"tanh"}""");
+        r = CliRunner.Run("train", "--activations", P("acts.npy"), "--config", P("tanh.json"), "--steps", "10", "--out", P("t"));
+        Assert.Equal(1, r.Exit);
+        Assert.Contains("tanh.json", r.Err);
+        Assert.Contains("not supported", r.Err);
+        Assert.False(Directory.Exists(P("t")));
+    }
+
     [Fact]
     public void APreviousRunsFolderIsKeptUnlessForcedAndAResumeMustMatchItsRun()
     {
