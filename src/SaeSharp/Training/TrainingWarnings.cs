@@ -29,8 +29,10 @@ public static class TrainingWarnings
     {
         var warnings = new List<string>();
         bool topK = cfg.Architecture is SaeArchitectures.TopK or SaeArchitectures.BatchTopK or SaeArchitectures.MatryoshkaBatchTopK;
-        string sparser = topK ? "lower --k" : "raise --l1, or give --target-l0";
-        string denser = topK ? "raise --k" : "lower --l1, or give --target-l0";
+        // JumpReLU's coefficient is an L0 one: SAELens's config calls it l0_coefficient.
+        string l1 = cfg.Architecture == SaeArchitectures.JumpReLU ? "--l1 (l0_coefficient in --config)" : "--l1";
+        string sparser = topK ? "lower --k" : $"raise {l1}, or give --target-l0";
+        string denser = topK ? "raise --k" : $"lower {l1}, or give --target-l0";
         if (!(metrics.Fvu <= MaxDivergedFvu))
             warnings.Add($"FVU {metrics.Fvu:G4} on held-out rows (above {MaxDivergedFvu}): the SAE reconstructs worse than the data's mean does, " +
                          "so the training diverged. Likely too high a learning rate: lower --lr (or leave it out for the recipe's).");
@@ -47,7 +49,7 @@ public static class TrainingWarnings
             warnings.Add($"{metrics.DeadFraction:P0} of the {cfg.DSae} latents never fire on held-out rows. " +
                          (topK
                              ? "Likely a dead-latent window too long for the run (dead_feature_window in --config), or more latents than the data needs: lower --dict-size/--expansion, or raise --steps."
-                             : "Likely too strong a sparsity or too high a learning rate: lower --l1 (or give --target-l0) or --lr; for relu, resampling (resample_steps in --config) revives latents."));
+                             : $"Likely too strong a sparsity or too high a learning rate: lower {l1} (or give --target-l0) or --lr; for relu, resampling (resample_steps in --config) revives latents."));
         if (ceLossRecovered is double ce && ce < MinCeLossRecovered)
             warnings.Add($"CE loss recovered {ce:P0} (below {MinCeLossRecovered:P0}): splicing the SAE in breaks the model. " +
                          $"Likely too few steps or too sparse a code: raise --steps, or {denser}.");

@@ -113,6 +113,10 @@ public class RecipeDefaultsTests
         var topk = new SaeConfig { Architecture = SaeArchitectures.TopK, DIn = 16, DSae = 64, K = 4 };
         Assert.Contains("--k", TrainingWarnings.For(bad, topk, 1000)[0]);
         Assert.DoesNotContain("shrinks", TrainingWarnings.For(bad, topk, 1000)[0]);
+        // JumpReLU's coefficient is SAELens's l0_coefficient: the advice names it beside --l1, the others' does not.
+        var jumprelu = new SaeConfig { Architecture = SaeArchitectures.JumpReLU, DIn = 16, DSae = 64 };
+        Assert.All(TrainingWarnings.For(bad, jumprelu, 1000, ceLossRecovered: 0.3), line => Assert.Contains("l0_coefficient", line));
+        Assert.DoesNotContain("l0_coefficient", string.Join("\n", w));
         // What `--lr 1e3` left (FVU 2e13, measured): the cause named is the learning rate, not the steps or sparsity.
         foreach (double fvu in new[] { 2.19e13, double.PositiveInfinity, double.NaN })
         {
