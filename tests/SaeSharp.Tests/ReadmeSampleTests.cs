@@ -27,7 +27,6 @@ public class ReadmeSampleTests : IDisposable
     [
         ("\"cache/gpt2-l3\"", "acts"), ("\"runs/topk\"", "saved"), ("\"ckpt\"", "ckpt"), ("\"models/gpt2\"", "modelDir"),
         ("16 * train.DIn", "4 * train.DIn"), ("k: 32", "k: 4"), ("10_000", "20"), ("4096", "256"),
-        ("50256, 464, 3139, 286", "5, 46, 31, 28"),
     ];
 
     [Fact]
@@ -35,7 +34,9 @@ public class ReadmeSampleTests : IDisposable
     {
         string acts = Path.Combine(_dir, "acts.safetensors"), saved = Path.Combine(_dir, "runs", "topk"), ckpt = Path.Combine(_dir, "ckpt");
         SafeTensors.Save(acts, new Dictionary<string, Tensor> { ["activations"] = randn(3000, 8, generator: new Generator(1)) });
-        string modelDir = TinyModels.WriteGpt2(Path.Combine(_dir, "gpt2"), seed: 2, nLayer: 4, nEmbd: 8, nHead: 2, vocab: 64);
+        // GPT-2's vocabulary and its real tokenizer files, so that the sample's text tokenizes as with gpt2.
+        string modelDir = TinyModels.WriteGpt2(Path.Combine(_dir, "gpt2"), seed: 2, nLayer: 4, nEmbd: 8, nHead: 2, vocab: 50257);
+        foreach (var f in new[] { "vocab.json", "merges.txt" }) File.Copy(Tokenizers.TestPaths.Data("gpt2-tokenizer", f), Path.Combine(modelDir, f));
         var output = new StringWriter();
         // Console.Out is process-wide: hold the CLI runner's gate so that no CLI test writes into this capture.
         Monitor.Enter(CliRunner.Gate);
@@ -64,9 +65,10 @@ public class ReadmeSampleTests : IDisposable
             // Load the saved SAE (SaeLoader reads every supported format) and splice it into GPT-2 at the hook it was trained on.
             using var loaded = SaeLoader.Load(saved);
             using var model = ModelLoader.FromPretrained(modelDir);
-            var tokens = tensor(new long[] { 5, 46, 31, 28 }).unsqueeze(0);
+            using var tokens = model.ToTokens("The capital of");  // TransformerLens to_tokens: [1, 4], <|endoftext|> (BOS) first
+            Console.WriteLine(string.Join("|", model.ToStringTokens("The capital of")));  // <|endoftext|>|The| capital| of
             var (logits, cache) = model.RunWithCache(tokens, ["blocks.3.hook_mlp_out"]);
-            using var feats = loaded.Encode(cache["blocks.3.hook_mlp_out"]);  // [batch, pos, d_sae], as SAELens's sae.encode
+            using var feats = loaded.Encode(cache["mlp_out", 3]);  // cache["mlp_out", 3] = blocks.3.hook_mlp_out; as SAELens's sae.encode
             var spliced = model.RunWithHooks(tokens, ("blocks.3.hook_mlp_out", act => loaded.forward(act)));
             // readme-sample end
 
@@ -75,6 +77,8 @@ public class ReadmeSampleTests : IDisposable
             Assert.Contains("\"n_rows\": 300", output.ToString());
             Assert.Equal(logits!.shape, spliced.shape);
             Assert.Equal(new long[] { 1, 4, loaded.Cfg.DSae }, feats.shape);
+            Assert.Equal(new long[] { 50256, 464, 3139, 286 }, tokens.data<long>().ToArray()); // "The capital of" in GPT-2 ids
+            Assert.Contains("<|endoftext|>|The| capital| of", output.ToString());
             using (cache)
             {
                 // Splicing the SAE's own reconstruction of the cached activation reproduces the spliced run.

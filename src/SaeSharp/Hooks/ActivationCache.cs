@@ -23,10 +23,50 @@ public sealed class ActivationCache : IReadOnlyDictionary<string, Tensor>, IDisp
         _tensors[name] = t;
     }
 
-    /// <summary>The activation at hook <paramref name="key"/> (a hook name or an alias); a missing hook is a <see cref="SaeSharpException"/> listing the cached ones.</summary>
+    /// <summary>The activation at hook <paramref name="key"/>: a hook name, an alias, or TransformerLens's
+    /// <c>get_act_name</c> shorthand (<c>cache["embed"]</c>, <c>cache["normalized"]</c>, <c>cache["k6"]</c>;
+    /// <see cref="HookPoints.ActName"/>); a missing hook is a <see cref="SaeSharpException"/> listing the cached ones.</summary>
     public Tensor this[string key] =>
         TryGetValue(key, out var t) ? t
-        : throw new SaeSharpException($"activation cache has no '{key}' (has: {string.Join(", ", _tensors.Keys)})");
+        : TryGetValue(HookPoints.ActName(key), out t) ? t
+        : throw Missing(key, HookPoints.ActName(key));
+
+    /// <summary>
+    /// TransformerLens <c>cache["resid_post", 1]</c>: the activation at <see cref="HookPoints.ActName"/>(<paramref name="name"/>,
+    /// <paramref name="layer"/>): <c>cache["resid_post", 1]</c> is <c>blocks.1.hook_resid_post</c>, <c>cache["q", 0]</c>
+    /// <c>blocks.0.attn.hook_q</c>, <c>cache["pattern", 0]</c> <c>blocks.0.attn.hook_pattern</c>. A negative layer counts
+    /// from the end (-1: the last block), as in TransformerLens.
+    /// </summary>
+    public Tensor this[string name, int layer] => this[name, layer, null];
+
+    /// <summary>TransformerLens <c>cache["normalized", 3, "ln2"]</c>: the activation at <see cref="HookPoints.ActName"/>(name,
+    /// layer, layerType) (<c>blocks.3.ln2.hook_normalized</c>); a negative layer counts from the end.</summary>
+    public Tensor this[string name, int layer, string? layerType]
+    {
+        get
+        {
+            int l = layer < 0 ? _points.NLayers + layer : layer;
+            string full = HookPoints.ActName(name, l, layerType);
+            return _tensors.TryGetValue(full, out var t) ? t : throw Missing($"{name}, {layer}{(layerType is null ? "" : ", " + layerType)}", full);
+        }
+    }
+
+    /// <summary>
+    /// TransformerLens <c>cache.stack_activation(name)</c>: the activation <paramref name="name"/> of every block
+    /// (<c>cache["resid_post", l]</c> for l = 0 … <paramref name="layers"/> - 1; all blocks when null) stacked on a new
+    /// first dimension, [layers, ...]. A new tensor: the caller disposes it (the cache keeps its own).
+    /// </summary>
+    public Tensor Stack(string name, int? layers = null, string? layerType = null)
+    {
+        int n = layers ?? _points.NLayers;
+        if (n <= 0 || n > _points.NLayers) throw new SaeSharpException($"Stack: layers must be 1..{_points.NLayers}, got {n}");
+        var parts = Enumerable.Range(0, n).Select(l => this[name, l, layerType]).ToArray();
+        using var scope = NewDisposeScope();
+        return stack(parts, 0).MoveToOuterDisposeScope();
+    }
+
+    private SaeSharpException Missing(string asked, string resolved) =>
+        new($"activation cache has no '{asked}'{(asked == resolved ? "" : $" ({resolved})")} (has: {string.Join(", ", _tensors.Keys)})");
 
     /// <summary>The cached hook names, in the order they were recorded.</summary>
     public IEnumerable<string> Keys => _tensors.Keys;

@@ -213,6 +213,41 @@ public sealed class HookPoints
             $"aliases: module paths such as blocks.0.mlp, {Hf.Prefix}.{Hf.Blocks}.0.{Hf.Mlp} (output, or input with kind In / ':in')");
     }
 
+    /// <summary>
+    /// TransformerLens <c>utils.get_act_name(name, layer, layer_type)</c>, the same mapping: <c>("resid_post", 1)</c> →
+    /// <c>blocks.1.hook_resid_post</c>; <c>("q", 0)</c> → <c>blocks.0.attn.hook_q</c> (also k, v, z, rot_q, rot_k, result,
+    /// pattern, attn_scores); <c>("pre", 2)</c> → <c>blocks.2.mlp.hook_pre</c> (also post, mid, pre_linear);
+    /// <c>("normalized", 3, "ln2")</c> → <c>blocks.3.ln2.hook_normalized</c>; <c>"embed"</c> → <c>hook_embed</c>;
+    /// <c>"normalized"</c> / <c>"scale"</c> without a layer → <c>ln_final.hook_normalized</c> / <c>ln_final.hook_scale</c>.
+    /// Aliases: attn → pattern, attn_logits → attn_scores, key/query/value → k/q/v, mlp_pre/mlp_mid/mlp_post →
+    /// pre/mid/post; layer types a → attn, m → mlp, b/block/blocks → none, attention → attn. A compact name
+    /// <c>"k6"</c>, <c>"pre5"</c>, <c>"scale4ln1"</c> carries its layer (and layer type); a full name (with a dot, or
+    /// starting with <c>hook_</c>) without a layer is returned as is. The name is not checked against a model.
+    /// </summary>
+    public static string ActName(string name, int? layer = null, string? layerType = null) =>
+        ActNameCore(name, layer?.ToString(System.Globalization.CultureInfo.InvariantCulture), layerType);
+
+    private static readonly System.Text.RegularExpressions.Regex CompactActName = new("^([a-z]+)([0-9]+)([a-z]?.*)", System.Text.RegularExpressions.RegexOptions.Singleline);
+
+    private static string ActNameCore(string name, string? layer, string? layerType)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        if ((name.Contains('.', StringComparison.Ordinal) || name.StartsWith("hook_", StringComparison.Ordinal)) && layer is null && layerType is null)
+            return name;
+        var m = CompactActName.Match(name);
+        if (m.Success) (name, layer, layerType) = (m.Groups[1].Value, m.Groups[2].Value, m.Groups[3].Value);
+        name = name switch
+        {
+            "attn" => "pattern", "attn_logits" => "attn_scores", "key" => "k", "query" => "q", "value" => "v",
+            "mlp_pre" => "pre", "mlp_mid" => "mid", "mlp_post" => "post", _ => name,
+        };
+        if (name is "k" or "v" or "q" or "z" or "rot_k" or "rot_q" or "result" or "pattern" or "attn_scores") layerType = "attn";
+        else if (name is "pre" or "post" or "mid" or "pre_linear") layerType = "mlp";
+        else layerType = layerType switch { "a" or "attention" => "attn", "m" => "mlp", "b" or "block" or "blocks" => "", _ => layerType };
+        string full = (layer is null ? "" : $"blocks.{layer}.") + (string.IsNullOrEmpty(layerType) ? "" : layerType + ".") + "hook_" + name;
+        return name is "scale" or "normalized" && layer is null ? "ln_final." + full : full;
+    }
+
     /// <summary>The valid hook names in one line, per-block names written once with <c>{0..L-1}</c>.</summary>
     public string ValidNamesSummary()
     {

@@ -68,4 +68,8 @@ internal sealed class HookRunner
     /// <summary>[batch, pos] positions of the tokens in the forward pass running on this thread (padding-aware, and
     /// counting the tokens already in a KV cache), for hooks that act at given positions.</summary>
     [ThreadStatic] internal static Tensor? CurrentPositions;
+
+    /// <summary>During generation on this thread: the longest prompt's real tokens plus the new tokens asked for, the
+    /// positions the generated sequence can reach (for hooks that act at given positions); null outside generation.</summary>
+    [ThreadStatic] internal static long? GenerationLength;
 }

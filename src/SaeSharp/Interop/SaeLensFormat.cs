@@ -48,8 +48,9 @@ public static class SaeLensFormat
     private static string FolderOf(string path) =>
         File.Exists(path) && Path.GetFileName(path) == WeightsFile ? Path.GetDirectoryName(Path.GetFullPath(path))! : path;
 
-    /// <summary>Writes cfg.json, sae_weights.safetensors and, when given, sparsity.safetensors, all replaced together
-    /// (a failure part-way leaves the previous files as they were).</summary>
+    /// <summary>Writes cfg.json, sae_weights.safetensors and, when given, sparsity.safetensors into the folder
+    /// <paramref name="dir"/> (created if absent; an existing file there is a <see cref="SaeSharpException"/>), all
+    /// replaced together (a failure part-way leaves the previous files as they were).</summary>
     public static void Save(Sae sae, string dir, Tensor? sparsity = null)
     {
         using var group = new AtomicFileGroup();
@@ -61,7 +62,18 @@ public static class SaeLensFormat
     /// renamed into place with whatever else its commit replaces.</summary>
     public static void Save(Sae sae, string dir, Tensor? sparsity, AtomicFileGroup group)
     {
-        Directory.CreateDirectory(dir);
+        ArgumentNullException.ThrowIfNull(dir);
+        if (File.Exists(dir))
+            throw new SaeSharpException($"{dir}: is a file, but a folder is expected (SAELens format: cfg.json and sae_weights.safetensors in a folder); " +
+                "pass a folder path, or remove the file");
+        try
+        {
+            Directory.CreateDirectory(dir);
+        }
+        catch (IOException e)
+        {
+            throw new SaeSharpException($"{dir}: cannot create the SAE folder ({e.Message}); a folder path is expected", e);
+        }
         var cfg = sae.Cfg.Clone();
         cfg.Metadata.SaeLensVersion ??= "6.0.0";
         var dtype = DtypeFromString(cfg.Dtype);

@@ -80,9 +80,28 @@ public sealed class Steering : Intervention
     public int Feature { get; }
     /// <summary>The multiple S of W_dec[F] added (in the activation's units; W_dec rows are usually unit norm).</summary>
     public double Scale { get; }
-    /// <summary>Token positions to steer (0-based, counting real tokens; during generation the prompt and the new
-    /// tokens continue one numbering); null: every position.</summary>
-    public IReadOnlyCollection<long>? Positions { get; init; }
+    /// <summary>
+    /// Token positions to steer (0-based, counting real tokens; during generation the prompt and the new tokens continue
+    /// one numbering); null: every position. A negative position is a <see cref="SaeSharpException"/>: unlike Python's
+    /// <c>acts[:, -1]</c> in a TransformerLens hook, positions here are absolute (during generation the end moves with
+    /// every new token), so the last token of an n-token prompt is n − 1. A position the run does not reach (≥ the
+    /// longest row's real tokens, or during generation ≥ that plus the new tokens asked for) is a
+    /// <see cref="SaeSharpException"/> from the run naming the position and the sequence length; a row of a padded batch
+    /// shorter than the position is left as is.
+    /// </summary>
+    public IReadOnlyCollection<long>? Positions
+    {
+        get => _positions;
+        init
+        {
+            if (value?.FirstOrDefault(p => p < 0) is long neg && neg < 0)
+                throw new SaeSharpException($"steering position {neg} is negative: positions count from 0 at the first token " +
+                    "(Python-style counting from the end is not supported: during generation the end moves); for the last " +
+                    "token of an n-token prompt use n - 1");
+            _positions = value;
+        }
+    }
+    private readonly IReadOnlyCollection<long>? _positions;
 
     /// <summary>S·W_dec[F], [d_in] (caller disposes).</summary>
     public Tensor Vector()
@@ -117,6 +136,11 @@ public sealed class Steering : Intervention
             {
                 var pos = HookRunner.CurrentPositions
                     ?? throw new SaeSharpException("steering at positions needs the model's token positions (run it through the model)");
+                long length = pos.max().item<long>() + 1;
+                if (HookRunner.GenerationLength is long g && g > length) length = g;
+                if (positions.FirstOrDefault(p => p >= length, -1) is var outside && outside >= 0)
+                    throw new SaeSharpException($"steering position {outside} is outside the sequence: it has {length} token(s) " +
+                        $"(positions 0..{length - 1}{(HookRunner.GenerationLength is null ? "" : ", counting the new tokens")})");
                 var mask = isin(pos, tensor(positions)).to(x.dtype);
                 delta = delta * mask.view([.. mask.shape, .. Enumerable.Repeat(1L, (int)x.dim() - 2)]);
             }
@@ -168,7 +192,8 @@ public sealed class Ablation : Intervention
 {
     /// <param name="sae">The SAE whose features are ablated (not owned).</param>
     /// <param name="features">Feature indices.</param>
-    /// <param name="means">[d_sae] mean activation of each feature (mean ablation), or null for zero ablation.</param>
+    /// <param name="means">[d_sae] mean activation of each feature (mean ablation), or null for zero ablation; the mean of
+    /// an ablated feature that is NaN or infinite is a <see cref="SaeSharpException"/> naming the feature.</param>
     /// <param name="hook">Hook name or alias; null: the SAE's <c>metadata.hook_name</c>.</param>
     public Ablation(Sae sae, IReadOnlyList<int> features, Tensor? means = null, string? hook = null) : base(sae, hook)
     {
@@ -176,6 +201,14 @@ public sealed class Ablation : Intervention
         Features = features.Select(CheckFeature).Distinct().ToArray();
         if (means is not null && (means.dim() != 1 || means.shape[0] != sae.Cfg.DSae))
             throw new SaeSharpException($"feature means must be [d_sae={sae.Cfg.DSae}], got [{string.Join(", ", means.shape)}]");
+        if (means is not null)
+        {
+            using var scope = NewDisposeScope();
+            var values = means.to(ScalarType.Float64).cpu().data<double>();
+            foreach (int f in Features)
+                if (!double.IsFinite(values[f]))
+                    throw new SaeSharpException($"the mean of ablated feature {f} is {values[f]} (means must be finite: a NaN would turn the run into NaN)");
+        }
         Means = means;
     }
 

@@ -70,33 +70,42 @@ internal static class Generation
         var inputMask = mask;
         var finished = zeros(b, dtype: ScalarType.Bool, device: seq.device);
         var stepLogits = new List<Tensor>();
-        for (int step = 0; step < maxNewTokens; step++)
+        var outerLength = HookRunner.GenerationLength;
+        HookRunner.GenerationLength = mask.sum(1).max().item<long>() + maxNewTokens;
+        try
         {
-            using var stepScope = NewDisposeScope();
-            var logits = model.ForwardCore(input, inputMask, runner, null, kv)!;
-            var last = logits.select(1, -1);
-            var next = Sample(last, o, gen);
-            if (o.EosTokenId is long eos)
+            for (int step = 0; step < maxNewTokens; step++)
             {
-                using var eosScalar = eos.ToScalar();
-                next = where(finished, full_like(next, eosScalar), next);
-                finished = finished.logical_or(next.eq(eosScalar)).MoveToOuterDisposeScope();
+                using var stepScope = NewDisposeScope();
+                var logits = model.ForwardCore(input, inputMask, runner, null, kv)!;
+                var last = logits.select(1, -1);
+                var next = Sample(last, o, gen);
+                if (o.EosTokenId is long eos)
+                {
+                    using var eosScalar = eos.ToScalar();
+                    next = where(finished, full_like(next, eosScalar), next);
+                    finished = finished.logical_or(next.eq(eosScalar)).MoveToOuterDisposeScope();
+                }
+                if (o.ReturnLogits) stepLogits.Add(last.MoveToOuterDisposeScope());
+                var col = next.unsqueeze(1);
+                seq = cat([seq, col], 1).MoveToOuterDisposeScope();
+                mask = cat([mask, ones(b, 1, dtype: ScalarType.Bool, device: seq.device)], 1).MoveToOuterDisposeScope();
+                if (kv is not null)
+                {
+                    input = col.MoveToOuterDisposeScope();
+                    inputMask = ones(b, 1, dtype: ScalarType.Bool, device: seq.device).MoveToOuterDisposeScope();
+                }
+                else
+                {
+                    input = seq;
+                    inputMask = mask;
+                }
+                if (o.EosTokenId is not null && finished.all().item<bool>()) break;
             }
-            if (o.ReturnLogits) stepLogits.Add(last.MoveToOuterDisposeScope());
-            var col = next.unsqueeze(1);
-            seq = cat([seq, col], 1).MoveToOuterDisposeScope();
-            mask = cat([mask, ones(b, 1, dtype: ScalarType.Bool, device: seq.device)], 1).MoveToOuterDisposeScope();
-            if (kv is not null)
-            {
-                input = col.MoveToOuterDisposeScope();
-                inputMask = ones(b, 1, dtype: ScalarType.Bool, device: seq.device).MoveToOuterDisposeScope();
-            }
-            else
-            {
-                input = seq;
-                inputMask = mask;
-            }
-            if (o.EosTokenId is not null && finished.all().item<bool>()) break;
+        }
+        finally
+        {
+            HookRunner.GenerationLength = outerLength;
         }
         var outLogits = o.ReturnLogits
             ? (stepLogits.Count > 0 ? stack(stepLogits, 1) : empty(b, 0, model.Config.DVocab)).MoveToOuterDisposeScope()

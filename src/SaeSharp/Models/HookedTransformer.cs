@@ -62,7 +62,7 @@ public sealed class RunOptions
 /// [batch, pos, d_vocab] (float64 for a float64 model). Runs are inference runs (no gradients) unless <see cref="RunOptions.Grad"/> asks for autograd.
 /// </summary>
 [System.Diagnostics.CodeAnalysis.SuppressMessage("Naming", "CA1708", Justification = "forward is TorchSharp's override (lower case by its convention); Forward(tokens, mask) is the SaeSharp entry point callers use")]
-public abstract class HookedTransformer : nn.Module<Tensor, Tensor>
+public abstract partial class HookedTransformer : nn.Module<Tensor, Tensor>
 {
     /// <summary>The model's shape in TransformerLens terms (n_layers, d_model, d_vocab, ...).</summary>
     public TransformerConfig Config { get; }

@@ -74,6 +74,7 @@ public static class ModelLoader
             ckpt.Dispose();
         }
         model.eval();
+        model.Folder = Path.GetFullPath(folder);
         return OwnedModules.Detach(model);
     }
 

@@ -188,4 +188,18 @@ public class SaeLensFormatTests : IDisposable
         var e = Assert.Throws<SaeSharpException>(() => SaeLensFormat.Load(_dir));
         Assert.Contains("tensor 'W_enc' is Int32, expected floating point", e.Message);
     }
+    [Fact]
+    public void Save_to_a_path_that_is_a_file_says_a_folder_is_expected()
+    {
+        string file = Path.Combine(_dir, "not-a-folder.bin");
+        File.WriteAllText(file, "x");
+        using var sae = SaeFactory.Create(new SaeConfig { DIn = 4, DSae = 8 });
+        var e = Assert.Throws<SaeSharpException>(() => SaeLensFormat.Save(sae, file));
+        Assert.Contains(file, e.Message, StringComparison.Ordinal);
+        Assert.Contains("folder is expected", e.Message, StringComparison.Ordinal);
+        Assert.Equal("x", File.ReadAllText(file));
+        // A path under a file cannot be a folder either.
+        var under = Assert.Throws<SaeSharpException>(() => SaeLensFormat.Save(sae, Path.Combine(file, "sae")));
+        Assert.Contains("folder", under.Message, StringComparison.Ordinal);
+    }
 }

@@ -282,4 +282,37 @@ public class InterventionTests : ModelTestBase
             }
         }
     }
+    [Fact]
+    public void Steering_positions_outside_the_sequence_or_negative_are_errors_not_no_ops()
+    {
+        using var model = Gpt2();
+        string hook = "blocks.0.hook_resid_post";
+        using var sae = RandomSae(hook, 16, 32, 4);
+        var plain = new HookedSaeTransformer(model);
+        var neg = Assert.Throws<SaeSharpException>(() => new Steering(sae, 5, 2.0) { Positions = [1, -1] });
+        Assert.Contains("position -1", neg.Message, StringComparison.Ordinal);
+
+        using var last = plain.RunWithHooks(Toks, [new Steering(sae, 5, 2.0) { Positions = [5] }]); // Toks is [2, 6]: 5 is the last
+        var e = Assert.Throws<SaeSharpException>(() => plain.RunWithHooks(Toks, [new Steering(sae, 5, 2.0) { Positions = [1, 6] }]));
+        Assert.Contains("position 6", e.Message, StringComparison.Ordinal);
+        Assert.Contains("6 token(s)", e.Message, StringComparison.Ordinal);
+
+        // Generation: a 4-token prompt and 2 new tokens reach positions 0..5.
+        using var prompt = tensor(new long[] { 5, 11, 23, 42 }, 1, 4);
+        using var ok = plain.Generate(prompt, 2, new GenerationOptions(), [new Steering(sae, 5, 2.0) { Positions = [5] }]);
+        var g = Assert.Throws<SaeSharpException>(() => plain.Generate(prompt, 2, new GenerationOptions(), [new Steering(sae, 5, 2.0) { Positions = [6] }]));
+        Assert.Contains("position 6", g.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Ablation_with_a_nan_mean_for_an_ablated_feature_names_the_feature()
+    {
+        using var sae = RandomSae("blocks.0.hook_resid_post", 16, 32, 4);
+        using var means = ones(32);
+        means[3].fill_(TorchScalars.Of(double.NaN));
+        var e = Assert.Throws<SaeSharpException>(() => new Ablation(sae, [1, 3], means));
+        Assert.Contains("feature 3", e.Message, StringComparison.Ordinal);
+        Assert.Contains("NaN", e.Message, StringComparison.Ordinal);
+        _ = new Ablation(sae, [1, 2], means); // a NaN mean of a feature not ablated is never read
+    }
 }
