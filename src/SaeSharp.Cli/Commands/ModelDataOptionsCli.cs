@@ -60,7 +60,8 @@ internal sealed class ModelDataOptionsCli
             {
                 throw new SaeSharpException($"{src}: model_name '{name}' cannot be resolved ({e.Message}). Give model_name (or --model) a local " +
                                             "model folder (config.json, model.safetensors, tokenizer files), 'builtin', or a Hugging Face id whose files " +
-                                            "are in the hub cache (HF_HOME) or can be downloaded");
+                                            "are in the hub cache (HF_HOME) or can be downloaded (TransformerLens short names such as gpt2-small or " +
+                                            "pythia-70m are not mapped: give the Hugging Face id, gpt2 or EleutherAI/pythia-70m)");
             }
         }
         else folder = ModelSource.Resolve(modelFlag ?? throw new SaeSharpException("give --model"));

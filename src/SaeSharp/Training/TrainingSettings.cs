@@ -418,14 +418,15 @@ public sealed class TrainingSettings
     private static string Suggestion(string key) => NameSuggestion.For(key, KnownFields.Value);
 
     /// <summary>A <c>dataset_path</c> as <c>--dataset</c> takes it: an existing file or folder, or a <c>hf:</c> name, as is;
-    /// a Hugging Face dataset id <c>ORG/NAME</c> (SAELens's form) as <c>hf:ORG/NAME</c>; anything else as is (the reader
-    /// reports it missing).</summary>
+    /// a Hugging Face dataset id <c>ORG/NAME</c> (SAELens's form) as <c>hf:ORG/NAME</c>; anything else, and a missing file
+    /// named with a dataset extension (.jsonl, .txt, .parquet), as is (the reader reports it missing).</summary>
     public static string DatasetSpec(string datasetPath)
     {
         ArgumentException.ThrowIfNullOrEmpty(datasetPath);
         if (File.Exists(datasetPath) || Directory.Exists(datasetPath) || datasetPath.StartsWith(Data.HubDataset.Prefix, StringComparison.Ordinal))
             return datasetPath;
         return Hub.HubPaths.IsRepoId(datasetPath) && datasetPath.Contains('/') && !Path.IsPathRooted(datasetPath) && !datasetPath.StartsWith('.')
+               && Data.TextDataset.KindOf(datasetPath) == Data.TextDataset.FileKind.Unknown
             ? Data.HubDataset.Prefix + datasetPath : datasetPath;
     }
 

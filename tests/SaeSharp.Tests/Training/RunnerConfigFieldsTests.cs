@@ -42,6 +42,10 @@ public class RunnerConfigFieldsTests : IDisposable
         // A local path stays a path.
         File.WriteAllText(P("d.jsonl"), "{\"text\": \"a\"}\n");
         Assert.Equal(P("d.jsonl"), TrainingSettings.DatasetSpec(P("d.jsonl")));
+        // A missing local file is not taken for a hub id (the reader then reports it missing).
+        Assert.Equal("data/missing.jsonl", TrainingSettings.DatasetSpec("data/missing.jsonl"));
+        Assert.Equal("hf:roneneldan/TinyStories", TrainingSettings.DatasetSpec("roneneldan/TinyStories"));
+        Assert.Equal("hf:org/name:validation", TrainingSettings.DatasetSpec("hf:org/name:validation"));
     }
 
     [Theory]
