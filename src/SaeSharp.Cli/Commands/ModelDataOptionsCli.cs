@@ -2,6 +2,7 @@ using System.CommandLine;
 using SaeSharp.Activations;
 using SaeSharp.Models;
 using SaeSharp.Pipelines;
+using SaeSharp.Training;
 
 namespace SaeSharp.Cli.Commands;
 
@@ -36,27 +37,61 @@ internal sealed class ModelDataOptionsCli
 
     public bool Given(ParseResult parse) => parse.GetValue(Model) is not null;
 
-    public ModelDataOptions Read(ParseResult parse, bool hookRequired = true)
+    /// <summary><c>--model</c>, or the config's model_name.</summary>
+    public bool Given(ParseResult parse, TrainingSettings config) => Given(parse) || config.ModelName is not null;
+
+    public ModelDataOptions Read(ParseResult parse, bool hookRequired = true) => Read(parse, null, hookRequired);
+
+    /// <summary>The flags over the model and data fields of a <c>--config</c> file (<paramref name="config"/>; SAELens's
+    /// model_name, hook_name, dataset_path, context_size, prepend_bos, exclude_special_tokens, store_batch_size_prompts,
+    /// model_from_pretrained_kwargs): a flag given wins over its field.</summary>
+    public ModelDataOptions Read(ParseResult parse, TrainingSettings? config, bool hookRequired = true)
     {
-        var model = parse.GetValue(Model) ?? throw new SaeSharpException("give --model");
-        var dataset = parse.GetValue(Dataset) ?? throw new SaeSharpException("give --dataset with --model");
-        if (hookRequired && parse.GetValue(Hook) is null) throw new SaeSharpException("give --hook with --model");
-        if (!Data.TextDataset.Exists(dataset)) throw new SaeSharpException($"--dataset {dataset}: no such file or folder");
-        var folder = ModelSource.Resolve(model);
+        string src = config?.Source ?? "--config";
+        var modelFlag = parse.GetValue(Model);
+        string folder;
+        if (modelFlag is null && config?.ModelName is { } name)
+        {
+            try
+            {
+                folder = ModelSource.Resolve(name);
+            }
+            catch (SaeSharpException e)
+            {
+                throw new SaeSharpException($"{src}: model_name '{name}' cannot be resolved ({e.Message}). Give model_name (or --model) a local " +
+                                            "model folder (config.json, model.safetensors, tokenizer files), 'builtin', or a Hugging Face id whose files " +
+                                            "are in the hub cache (HF_HOME) or can be downloaded (TransformerLens short names such as gpt2-small or " +
+                                            "pythia-70m are not mapped: give the Hugging Face id, gpt2 or EleutherAI/pythia-70m)");
+            }
+        }
+        else folder = ModelSource.Resolve(modelFlag ?? throw new SaeSharpException("give --model"));
+        var dataset = parse.GetValue(Dataset) ?? (config?.DatasetPath is { } d ? TrainingSettings.DatasetSpec(d) : null)
+                      ?? throw new SaeSharpException(config is null ? "give --dataset with --model" : "give --dataset (or dataset_path in --config) with --model");
+        if (hookRequired && (parse.GetValue(Hook) ?? config?.HookName) is null)
+            throw new SaeSharpException(config is null ? "give --hook with --model" : "give --hook (or hook_name in --config) with --model");
+        if (!Data.TextDataset.Exists(dataset))
+            throw new SaeSharpException(parse.GetValue(Dataset) is null ? $"{src}: dataset_path {config!.DatasetPath}: no such file or folder (a Hugging Face dataset is named ORG/NAME)" : $"--dataset {dataset}: no such file or folder");
+        var kwargs = WeightProcessingOptions.FromKwargs(config?.ModelFromPretrainedKwargs, out _);
+        string? kwargsDtype = config?.ModelFromPretrainedKwargs is { } kw && kw.TryGetValue("dtype", out var dt) && dt.ValueKind == System.Text.Json.JsonValueKind.String ? dt.GetString() : null;
         return new ModelDataOptions
         {
             ModelPath = folder,
-            ModelDtype = parse.GetResult(Dtype) is { Implicit: false } ? ModelLoader.ParseDtype(parse.GetValue(Dtype)!, folder) : null,
+            ModelDtype = parse.GetResult(Dtype) is { Implicit: false } ? ModelLoader.ParseDtype(parse.GetValue(Dtype)!, folder)
+                : kwargsDtype is not null ? ModelLoader.ParseDtype(kwargsDtype, folder) : null,
             Device = ComputeDevice.Parse(parse.GetValue(Device)),
             DatasetPath = dataset,
             Tokens = parse.GetValue(Tokens),
-            ContextSize = parse.GetValue(ContextSize),
-            PrependBos = parse.GetValue(NoBos) ? false : null,
-            ExcludeSpecialTokens = parse.GetValue(ExcludeSpecial) ? true : null,
+            ContextSize = parse.GetValue(ContextSize) ?? config?.ContextSize,
+            PrependBos = parse.GetValue(NoBos) ? false : config?.PrependBos,
+            ExcludeSpecialTokens = parse.GetValue(ExcludeSpecial) ? true : config?.ExcludeSpecialTokens,
             TextField = parse.GetValue(TextField),
-            Processing = new WeightProcessingOptions { FoldLn = parse.GetValue(FoldLn), CenterWritingWeights = parse.GetValue(CenterWriting) },
+            BatchSizePrompts = config?.StoreBatchSizePrompts ?? new ModelDataOptions { ModelPath = "", DatasetPath = "" }.BatchSizePrompts,
+            Processing = kwargs with { FoldLn = parse.GetValue(FoldLn) || kwargs.FoldLn, CenterWritingWeights = parse.GetValue(CenterWriting) || kwargs.CenterWritingWeights },
         };
     }
+
+    /// <summary>The hook: <c>--hook</c>, else the config's hook_name.</summary>
+    public string? HookOf(ParseResult parse, TrainingSettings? config) => parse.GetValue(Hook) ?? config?.HookName;
 
     public HarvestMode ReadMode(ParseResult parse) => parse.GetValue(Mode) switch
     {

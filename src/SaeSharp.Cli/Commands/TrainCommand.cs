@@ -23,7 +23,7 @@ internal static class TrainCommand
         var lr = new Option<double?>("--lr") { Description = "Learning rate (default: the architecture's)" };
         var seed = new Option<long?>("--seed") { Description = "Seed of initialisation and shuffling (default 42)" };
         var output = new Option<string?>("--out") { Description = "Output folder" };
-        var config = new Option<string?>("--config") { Description = "JSON file with the same fields under SAELens names (architecture, d_sae, expansion_factor, l1_coefficient, k, steps, ...), SAELens's architecture fields (l0_coefficient, jumprelu_bandwidth, aux_loss_coefficient, matryoshka_widths, ...: docs/recipes.md) and trainer fields; flags override it" };
+        var config = new Option<string?>("--config") { Description = "JSON file with the same fields under SAELens names (architecture, d_sae, expansion_factor, l1_coefficient, k, steps, ...), SAELens's architecture fields (l0_coefficient, jumprelu_bandwidth, aux_loss_coefficient, matryoshka_widths, ...: docs/recipes.md), trainer fields and the runner config's model/data fields (model_name, hook_name, dataset_path, context_size, d_in, ...: README); flags override it" };
         var resume = new Option<bool>("--resume") { Description = "Continue from the latest checkpoint in OUT/checkpoints (flags given with it must match the checkpoint's run)" };
         var force = new Option<bool>("--force") { Description = "Replace a previous run's outputs in --out (its checkpoints are deleted); without it such a folder is an error" };
         var checkpointEvery = new Option<long?>("--checkpoint-every") { Description = "Checkpoint every N steps (default: steps/10)" }.Positive();
@@ -73,8 +73,10 @@ internal static class TrainCommand
                 CheckResumeFlags(s.Out, parse.GetValue(arch), parse.GetValue(steps), parse.GetValue(batchSize), parse.GetValue(lr), parse.GetValue(seed),
                     parse.GetValue(dictSize), parse.GetValue(k));
             }
-            using var plan = data.Given(parse)
-                ? TrainingPlan.ForModel(s, data.Read(parse) with { Device = device }, parse.GetValue(data.Hook)!, data.ReadMode(parse), parse.GetValue(data.TargetHook), parse.GetValue(resume))
+            foreach (var note in s.Notes) Console.Error.WriteLine($"note: {path}: {note}");
+            if (parse.GetValue(activations) is not null && parse.GetValue(data.Model) is null) s.ModelName = null;
+            using var plan = data.Given(parse, s)
+                ? TrainingPlan.ForModel(s, data.Read(parse, s) with { Device = device }, data.HookOf(parse, s)!, data.ReadMode(parse), parse.GetValue(data.TargetHook), parse.GetValue(resume))
                 : TrainingPlan.ForActivations(s, parse.GetValue(resume));
             if (device.type != TorchSharp.DeviceType.CPU && (s.Autocast || s.ParsedCandidatePass == CandidatePass.On))
                 AnsiConsole.MarkupLine($"[yellow]warning:[/] --autocast and --candidate-pass are CPU kernels; on {ComputeDevice.Name(device)} training runs in float32");

@@ -58,7 +58,7 @@ public sealed class TrainingPlan : IDisposable
                 foreach (var r in recipes.Where(r => !SaeRecipes.HasSparsityCoefficient(r)))
                     throw new SaeSharpException($"--target-l0 applies to relu, relu-april, gated and jumprelu; '{r}' sets its L0 with --k");
             }
-            ApplyCadence(trainer, steps, s.CheckpointEvery);
+            ApplyCadence(trainer, steps, s.CheckpointEvery > 0 ? s.CheckpointEvery : s.NCheckpoints is int n and > 0 ? Math.Max(1, steps / n) : 0);
             var pass = s.ParsedCandidatePass;
             if (s.Deterministic && pass == Kernels.CandidatePass.Auto) pass = Kernels.CandidatePass.Off;
             s.CheckArchitectureFields(recipes);
@@ -156,6 +156,16 @@ public sealed class TrainingPlan : IDisposable
         }
         var fileOptions = new ActivationFileSourceOptions { Seed = (ulong)s.Seed, Epochs = s.Epochs ?? 0, TargetName = targetName };
         var (train, eval) = ActivationSplit.HoldOut([s.Activations], s.EvalRows, fileOptions);
+        try
+        {
+            s.CheckDIn(train.DIn, metadata.HookName is { } h ? $"the activations at {h} in {s.Activations}" : $"the activations in {s.Activations}");
+        }
+        catch
+        {
+            train.Dispose();
+            eval.Dispose();
+            throw;
+        }
         return new TrainingPlan(s, s.Trainer.Clone(), resume, train, eval, eval.Rows, metadata, s.RunSteps ?? 1000);
     }
 
@@ -168,6 +178,8 @@ public sealed class TrainingPlan : IDisposable
     {
         if (s.Activations is not null) throw new SaeSharpException("give either --activations or --model, not both");
         _ = s.Recipes;
+        // SAELens's training_tokens is the harvest budget as --tokens is.
+        if (data.Tokens is null && s.Steps is null && s.TrainingTokens is long runTokens) data = data with { Tokens = runTokens };
         long steps = s.RunSteps ?? (data.Tokens is long tokens ? Math.Max(1, tokens / s.BatchSize) : 1000);
         var trainer = s.Trainer.Clone();
         long initRows = InitializationRows(trainer, s.BatchSize);
@@ -176,6 +188,7 @@ public sealed class TrainingPlan : IDisposable
         ModelActivationSource? eval = null;
         try
         {
+            s.CheckDIn(train.DIn, $"the model {ModelLoader.NameOf(data.ModelPath)} at {train.Spec.InputHook}");
             int ctx = data.ContextSize ?? 128;
             eval = ModelPipeline.OpenSource(data with { Tokens = Math.Max(ctx, s.EvalRows ?? ActivationSplit.DefaultEvalRows), Epochs = 1 }, hook, mode, targetHook, seed: (ulong)s.Seed + 1);
             return new TrainingPlan(s, trainer, resume, train, eval, s.EvalRows, MetadataOf(data, train.Spec.InputHook, train.Spec.TargetHook), steps)

@@ -10,7 +10,8 @@ namespace SaeSharp.Training;
 /// What to train, as <c>sae train</c> takes it: its flags, or the same fields in a JSON file (<c>--config</c>) under
 /// SAELens's names (<c>architecture</c>, <c>d_sae</c>, <c>expansion_factor</c>, <c>l1_coefficient</c>; the older
 /// <c>arch</c>, <c>dict_size</c>, <c>expansion</c>, <c>l1</c> are still read), which may also hold any
-/// <see cref="TrainerConfig"/> field (lr_scheduler_name, l1_warm_up_steps, resample_steps, …).
+/// <see cref="TrainerConfig"/> field (lr_scheduler_name, l1_warm_up_steps, resample_steps, …) and the model and data fields
+/// of SAELens's runner config (model_name, hook_name, dataset_path, context_size, d_in, …; <see cref="RunnerConfigFields"/>).
 /// <see cref="Pipelines.TrainingPlan"/> turns the settings into a run with the defaults the command uses.
 /// <code>
 /// var s = new TrainingSettings { Activations = "acts.safetensors", Architecture = "topk", K = 32, ExpansionFactor = 8, Out = "runs/topk" };
@@ -104,6 +105,38 @@ public sealed class TrainingSettings
     /// (<see cref="Saes.SaeTrainingOptions.PreActLossCoefficient"/>; 0 turns it off). Null: off (1e-2 with
     /// <see cref="TargetL0"/>).</summary>
     [JsonPropertyName("pre_act_loss_coefficient")] public double? PreActLossCoefficient { get; set; }
+
+    /// <summary>SAELens's <c>model_name</c>: the model to harvest from, as <c>--model</c> takes it (a model folder,
+    /// <c>builtin</c>, or a Hugging Face id such as <c>gpt2</c> or <c>EleutherAI/pythia-70m</c>, from the hub cache or
+    /// downloaded). Null: train on <see cref="Activations"/>.</summary>
+    [JsonPropertyName("model_name")] public string? ModelName { get; set; }
+    /// <summary>SAELens's <c>hook_name</c> (<c>--hook</c>).</summary>
+    [JsonPropertyName("hook_name")] public string? HookName { get; set; }
+    /// <summary>SAELens's <c>dataset_path</c> (<c>--dataset</c>): a local file or folder, or a Hugging Face dataset id
+    /// <c>ORG/NAME</c> read as <c>hf:ORG/NAME</c> (<see cref="DatasetSpec"/>).</summary>
+    [JsonPropertyName("dataset_path")] public string? DatasetPath { get; set; }
+    /// <summary>SAELens's <c>context_size</c> (<c>--context-size</c>).</summary>
+    [JsonPropertyName("context_size")] public int? ContextSize { get; set; }
+    /// <summary>SAELens's <c>prepend_bos</c> (false: <c>--no-prepend-bos</c>).</summary>
+    [JsonPropertyName("prepend_bos")] public bool? PrependBos { get; set; }
+    /// <summary>SAELens's <c>exclude_special_tokens</c> as a boolean (<c>--exclude-special-tokens</c>); a list of token ids
+    /// is refused.</summary>
+    [JsonPropertyName("exclude_special_tokens")] public bool? ExcludeSpecialTokens { get; set; }
+    /// <summary>SAELens's <c>d_in</c>: checked against the width of the activations at the hook.</summary>
+    [JsonPropertyName("d_in")] public int? DIn { get; set; }
+    /// <summary>SAELens's <c>store_batch_size_prompts</c>: context windows per model run
+    /// (<see cref="Pipelines.ModelDataOptions.BatchSizePrompts"/>).</summary>
+    [JsonPropertyName("store_batch_size_prompts")] public int? StoreBatchSizePrompts { get; set; }
+    /// <summary>SAELens's <c>model_from_pretrained_kwargs</c>: the weight processing flags (fold_ln,
+    /// center_writing_weights, center_unembed, fold_value_biases; <c>--fold-ln</c>, <c>--center-writing-weights</c>) and
+    /// <c>dtype</c>, the dtype the model runs in (<c>--dtype</c>). Other keys are refused.</summary>
+    [JsonPropertyName("model_from_pretrained_kwargs")] public Dictionary<string, JsonElement>? ModelFromPretrainedKwargs { get; set; }
+    /// <summary>SAELens's <c>n_checkpoints</c>: without <see cref="CheckpointEvery"/>, checkpoint every steps / n steps.</summary>
+    [JsonPropertyName("n_checkpoints")] public int? NCheckpoints { get; set; }
+
+    /// <summary>One line per group of runner-config fields that <see cref="FromJson"/> accepted but that have no effect in
+    /// SaeSharp (<see cref="RunnerConfigFields"/>, <see cref="RunnerFieldUse.Ignored"/>), for the command to print.</summary>
+    [JsonIgnore] public List<string> Notes { get; } = [];
 
     /// <summary>Where the settings were read from (<see cref="FromJson"/>'s source, e.g. the config file), for errors;
     /// null for settings built in code.</summary>
@@ -309,6 +342,8 @@ public sealed class TrainingSettings
                 fields.Remove(old);
                 fields[name] = value;
             }
+            var notes = new List<string>();
+            RunnerConfigFields.Apply(fields, source, notes);
             var unsupported = fields.Select(f => f.Key).Where(UnsupportedSaeLensFields.ContainsKey).ToList();
             if (unsupported.Count > 0)
                 throw new SaeSharpException($"{source}: " + string.Join("; ", unsupported.Select(key => $"SAELens's '{key}' is not supported: {UnsupportedSaeLensFields[key]}")));
@@ -330,6 +365,7 @@ public sealed class TrainingSettings
             var normalized = fields.ToJsonString();
             var settings = JsonSerializer.Deserialize<TrainingSettings>(normalized) ?? new TrainingSettings();
             settings.Source = source;
+            settings.Notes.AddRange(notes);
             settings.ValidateArchitectureFields();
             settings.Trainer = TrainerConfig.FromJson(normalized, source);
             foreach (var (key, _) in fields) settings.GivenTrainerFields.Add(key);
@@ -380,6 +416,27 @@ public sealed class TrainingSettings
 
     /// <summary>" (did you mean 'x'?)" for the known field nearest <paramref name="key"/> within two edits, else "".</summary>
     private static string Suggestion(string key) => NameSuggestion.For(key, KnownFields.Value);
+
+    /// <summary>A <c>dataset_path</c> as <c>--dataset</c> takes it: an existing file or folder, or a <c>hf:</c> name, as is;
+    /// a Hugging Face dataset id <c>ORG/NAME</c> (SAELens's form) as <c>hf:ORG/NAME</c>; anything else, and a missing file
+    /// named with a dataset extension (.jsonl, .txt, .parquet), as is (the reader reports it missing).</summary>
+    public static string DatasetSpec(string datasetPath)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(datasetPath);
+        if (File.Exists(datasetPath) || Directory.Exists(datasetPath) || datasetPath.StartsWith(Data.HubDataset.Prefix, StringComparison.Ordinal))
+            return datasetPath;
+        return Hub.HubPaths.IsRepoId(datasetPath) && datasetPath.Contains('/') && !Path.IsPathRooted(datasetPath) && !datasetPath.StartsWith('.')
+               && Data.TextDataset.KindOf(datasetPath) == Data.TextDataset.FileKind.Unknown
+            ? Data.HubDataset.Prefix + datasetPath : datasetPath;
+    }
+
+    /// <summary>Throws when <see cref="DIn"/> is given and differs from <paramref name="width"/>, the width of the
+    /// activations at <paramref name="where"/> (a hook, or the activation files).</summary>
+    public void CheckDIn(int width, string where)
+    {
+        if (DIn is int d && d != width)
+            throw new SaeSharpException($"{SourceName}: d_in {d} does not match {where}, whose width is {width}: give d_in {width} or drop the field");
+    }
 
     /// <summary><see cref="FromJson"/> of a file.</summary>
     public static TrainingSettings ReadFile(string path)

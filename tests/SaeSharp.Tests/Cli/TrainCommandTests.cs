@@ -314,6 +314,116 @@ public class ModelTrainCommandTests : IDisposable
         return P("data.txt");
     }
 
+    /// <summary>A small jsonl of {"text": ...} documents, as a local stand-in for an HF text dataset.</summary>
+    private string JsonlDataset()
+    {
+        var rng = new Random(2);
+        string[] words = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far", "away", "from", "home", "in", "rain"];
+        var lines = Enumerable.Range(0, 800).Select(_ => new JsonObject { ["text"] = string.Join(' ', Enumerable.Range(0, 20).Select(_ => words[rng.Next(words.Length)])) + "." }.ToJsonString());
+        File.WriteAllLines(P("data.jsonl"), lines);
+        return P("data.jsonl");
+    }
+
+    /// <summary>A flat LanguageModelSAERunnerConfig for a tiny run, with the model and data fields as SAELens writes them
+    /// (and its defaults for the fields SaeSharp accepts at one value or ignores), <paramref name="extra"/> merged in.</summary>
+    private string RunnerConfig(string model, string data, string name, string extra = "")
+    {
+        var j = (string p) => p.Replace("\\", "/");
+        File.WriteAllText(P(name), $$"""
+            {"model_name": "{{j(model)}}", "model_class_name": "HookedTransformer", "hook_name": "blocks.0.hook_mlp_out",
+             "hook_eval": "NOT_IN_USE", "hook_head_index": null, "dataset_path": "{{j(data)}}", "dataset_trust_remote_code": true,
+             "streaming": true, "is_dataset_tokenized": false, "context_size": 32, "use_cached_activations": false,
+             "cached_activations_path": null, "from_pretrained_path": null, "n_batches_in_buffer": 20, "training_tokens": 4096,
+             "store_batch_size_prompts": 8, "seqpos_slice": [null], "disable_concat_sequences": false,
+             "sequence_separator_token": "bos", "device": "cpu", "act_store_device": "with_model", "seed": 42, "dtype": "float32",
+             "prepend_bos": true, "autocast": false, "autocast_lm": false, "compile_llm": false, "llm_compilation_mode": null,
+             "compile_sae": false, "sae_compilation_mode": null, "train_batch_size_tokens": 256, "lr": 0.0003,
+             "n_eval_batches": 10, "eval_batch_size_prompts": null,
+             "logger": {"log_to_wandb": false, "wandb_project": "sae_lens_training", "wandb_id": null, "run_name": null,
+                        "wandb_entity": null, "wandb_log_frequency": 10, "eval_every_n_wandb_logs": 100},
+             "n_checkpoints": 0, "checkpoint_path": "checkpoints", "save_final_checkpoint": false,
+             "output_path": "{{j(P("cfgrun"))}}", "resume_from_checkpoint": null, "verbose": true, "model_kwargs": {},
+             "model_from_pretrained_kwargs": {"center_writing_weights": false}, "exclude_special_tokens": false,
+             "architecture": "topk", "d_in": 16, "d_sae": 64, "k": 4, "deterministic": true, "eval_rows": 256{{extra}}}
+            """);
+        return P(name);
+    }
+
+    [Fact]
+    public void SaeLensRunnerConfigTrainsTheSameSaeAsTheFlags()
+    {
+        var model = Model();
+        var data = JsonlDataset();
+        var r = CliRunner.Run("train", "--config", RunnerConfig(model, data, "runner.json"));
+        Ok(r);
+        // Logging to wandb and the other no-effect fields are named in a note, not silently dropped.
+        Assert.Contains("log_to_wandb", r.Err);
+        Assert.Contains("n_batches_in_buffer", r.Err);
+        Ok(CliRunner.Run("train", "--model", model, "--hook", "blocks.0.hook_mlp_out", "--dataset", data, "--tokens", "4096",
+            "--context-size", "32", "--arch", "topk", "--k", "4", "--dict-size", "64", "--batch-size", "256", "--lr", "0.0003",
+            "--eval-rows", "256", "--deterministic", "--out", P("flagrun")));
+
+        var a = JsonNode.Parse(File.ReadAllText(P("cfgrun", "cfg.json")))!.AsObject();
+        var b = JsonNode.Parse(File.ReadAllText(P("flagrun", "cfg.json")))!.AsObject();
+        Assert.Equal(b.ToJsonString(), a.ToJsonString());
+        Assert.Equal(data, a["metadata"]!["dataset_path"]!.GetValue<string>());
+        Assert.Equal("blocks.0.hook_mlp_out", a["metadata"]!["hook_name"]!.GetValue<string>());
+        using (NewDisposeScope())
+        {
+            var wa = SafeTensors.Load(P("cfgrun", "sae_weights.safetensors"));
+            var wb = SafeTensors.Load(P("flagrun", "sae_weights.safetensors"));
+            Assert.Equal(wb.Keys.Order(), wa.Keys.Order());
+            foreach (var (name, t) in wa) Assert.True(t.allclose(wb[name], rtol: 0, atol: 0), $"{name} differs");
+        }
+        Assert.Equal(File.ReadAllText(P("flagrun", "metrics.json")), File.ReadAllText(P("cfgrun", "metrics.json")));
+
+        // A flag overrides the file's field, as for the SAE fields.
+        Ok(CliRunner.Run("train", "--config", P("runner.json"), "--context-size", "16", "--out", P("ctx16")));
+        Assert.Equal(16, JsonNode.Parse(File.ReadAllText(P("ctx16", "cfg.json")))!["metadata"]!["context_size"]!.GetValue<int>());
+    }
+
+    [Fact]
+    public void SaeLensRunnerConfigErrorsNameTheField()
+    {
+        var model = Model();
+        var data = JsonlDataset();
+        string good = File.ReadAllText(RunnerConfig(model, data, "good.json"));
+        (int Exit, string Out, string Err) Train(string name, string from, string to)
+        {
+            Assert.Contains(from, good);
+            File.WriteAllText(P(name), good.Replace(from, to));
+            return CliRunner.Run("train", "--config", P(name), "--steps", "2", "--force");
+        }
+
+        // d_in that is not the model's width at the hook: the error names both.
+        var r = Train("din.json", "\"d_in\": 16", "\"d_in\": 768");
+        Assert.NotEqual(0, r.Exit);
+        Assert.Contains("d_in 768", r.Err);
+        Assert.Contains("blocks.0.hook_mlp_out", r.Err);
+        Assert.Contains("width is 16", r.Err);
+
+        // Fields that would change the result and are not implemented are refused, saying what to do instead.
+        r = Train("head.json", "\"hook_head_index\": null", "\"hook_head_index\": 3");
+        Assert.NotEqual(0, r.Exit);
+        Assert.Contains("'hook_head_index' 3 is not supported", r.Err);
+        r = Train("dtype.json", "\"dtype\": \"float32\"", "\"dtype\": \"bfloat16\"");
+        Assert.NotEqual(0, r.Exit);
+        Assert.Contains("'dtype' \"bfloat16\" is not supported", r.Err);
+        Assert.Contains("autocast", r.Err);
+        r = Train("special.json", "\"exclude_special_tokens\": false", "\"exclude_special_tokens\": [0, 1]");
+        Assert.NotEqual(0, r.Exit);
+        Assert.Contains("exclude_special_tokens", r.Err);
+
+        // A model name that cannot be resolved says what to give.
+        r = Train("name.json", $"\"model_name\": \"{model.Replace("\\", "/")}\"", "\"model_name\": \"no such model\"");
+        Assert.NotEqual(0, r.Exit);
+        Assert.Contains("model_name 'no such model'", r.Err);
+        Assert.Contains("local model folder", r.Err);
+
+        // The unchanged file trains.
+        Ok(CliRunner.Run("train", "--config", P("good.json"), "--steps", "2"));
+    }
+
     [Fact]
     public void TrainOnModelActivationsRecordsProvenanceAndEvaluatesInTheModel()
     {

@@ -1,0 +1,155 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+namespace SaeSharp.Training;
+
+/// <summary>What <see cref="TrainingSettings.FromJson"/> does with a field of SAELens's <c>LanguageModelSAERunnerConfig</c>.</summary>
+public enum RunnerFieldUse
+{
+    /// <summary>Read, with the meaning of the SaeSharp setting or flag it is mapped to.</summary>
+    Mapped,
+    /// <summary>Accepted and ignored: it cannot change the SAE SaeSharp trains (logging, compilation, memory placement);
+    /// the command prints a note naming it.</summary>
+    Ignored,
+    /// <summary>Accepted only at the value that describes what SaeSharp does (usually SAELens's default); any other value
+    /// would change the result in a way SaeSharp does not implement and is refused with the note.</summary>
+    Fixed,
+}
+
+/// <summary>One field of SAELens's runner config and how <c>sae train --config</c> treats it.</summary>
+/// <param name="Name">The field's SAELens name.</param>
+/// <param name="Use">Mapped, ignored or accepted at one value only.</param>
+/// <param name="Note">Mapped: what it sets; ignored: why it changes nothing; fixed: the value accepted and what to do instead.</param>
+/// <param name="Accepts">For <see cref="RunnerFieldUse.Fixed"/>: whether a value is the one SaeSharp implements.</param>
+public sealed record RunnerConfigField(string Name, RunnerFieldUse Use, string Note, Func<JsonNode?, bool>? Accepts = null);
+
+/// <summary>
+/// The model, data, logging and run fields of SAELens 6's <c>LanguageModelSAERunnerConfig</c> that a <c>--config</c> file
+/// may hold beside the SAE and trainer fields: one explicit table (<see cref="All"/>) of what each is mapped to, which are
+/// ignored and which are refused unless they hold the value SaeSharp implements. The SAE and trainer fields
+/// (architecture, d_sae, k, lr, training_tokens, train_batch_size_tokens, …) are <see cref="TrainingSettings"/>' and
+/// <see cref="TrainerConfig"/>'s own.
+/// </summary>
+public static class RunnerConfigFields
+{
+    private static bool IsNull(JsonNode? v) => v is null;
+    private static bool Is(JsonNode? v, bool value) => v is not null && v.GetValueKind() is JsonValueKind.True or JsonValueKind.False && v.GetValue<bool>() == value;
+    private static bool IsString(JsonNode? v, params string[] values) => v is not null && v.GetValueKind() == JsonValueKind.String && values.Contains(v.GetValue<string>());
+
+    /// <summary>Fields that only steer Weights &amp; Biases logging: ignored together with one note.</summary>
+    public static readonly IReadOnlySet<string> WandbFields = new HashSet<string>(StringComparer.Ordinal)
+    {
+        "logger", "log_to_wandb", "wandb_project", "wandb_entity", "wandb_id", "run_name", "wandb_log_frequency",
+        "eval_every_n_wandb_logs", "log_optimizer_state_to_wandb", "log_activations_store_to_wandb", "log_weights_to_wandb",
+    };
+
+    /// <summary>The table.</summary>
+    public static readonly IReadOnlyList<RunnerConfigField> All =
+    [
+        new("model_name", RunnerFieldUse.Mapped, "--model: a model folder, builtin, or a Hugging Face id (gpt2, EleutherAI/pythia-70m) from the hub cache or downloaded"),
+        new("hook_name", RunnerFieldUse.Mapped, "--hook"),
+        new("dataset_path", RunnerFieldUse.Mapped, "--dataset: a local file or folder as is; a Hugging Face id ORG/NAME as hf:ORG/NAME"),
+        new("context_size", RunnerFieldUse.Mapped, "--context-size"),
+        new("prepend_bos", RunnerFieldUse.Mapped, "false: --no-prepend-bos"),
+        new("exclude_special_tokens", RunnerFieldUse.Mapped, "true: --exclude-special-tokens (a list of token ids is not supported)"),
+        new("d_in", RunnerFieldUse.Mapped, "checked against the width of the activations at the hook"),
+        new("store_batch_size_prompts", RunnerFieldUse.Mapped, "context windows per model run"),
+        new("model_from_pretrained_kwargs", RunnerFieldUse.Mapped, "fold_ln, center_writing_weights, center_unembed, fold_value_biases (--fold-ln, --center-writing-weights) and dtype (--dtype); other keys are refused"),
+        new("device", RunnerFieldUse.Mapped, "--device"),
+        new("seed", RunnerFieldUse.Mapped, "--seed"),
+        new("autocast", RunnerFieldUse.Mapped, "--autocast (bfloat16 matmuls in SAE training)"),
+        new("n_checkpoints", RunnerFieldUse.Mapped, "without checkpoint_every: a checkpoint every steps / n_checkpoints steps (SaeSharp always keeps checkpoints)"),
+        new("output_path", RunnerFieldUse.Mapped, "--out (out wins when both are given)"),
+        new("use_cached_activations", RunnerFieldUse.Mapped, "true: train on cached_activations_path (--activations); the model and data fields then only describe the cache"),
+        new("cached_activations_path", RunnerFieldUse.Mapped, "--activations, with use_cached_activations true"),
+
+        new("dtype", RunnerFieldUse.Fixed, "SaeSharp trains SAEs in float32: give \"float32\" (bfloat16 matmuls: autocast; the model's dtype: model_from_pretrained_kwargs {\"dtype\": ...} or --dtype)",
+            v => IsString(v, "float32", "torch.float32")),
+        new("hook_head_index", RunnerFieldUse.Fixed, "null only: SaeSharp trains on the whole hook, not one attention head", IsNull),
+        new("model_class_name", RunnerFieldUse.Fixed, "\"HookedTransformer\" only (SaeSharp runs Hugging Face models with TransformerLens hook names)", v => IsString(v, "HookedTransformer")),
+        new("seqpos_slice", RunnerFieldUse.Fixed, "[null] or [null, null] only: SaeSharp trains on every position of the window",
+            v => v is null || v is JsonArray a && a.Count <= 2 && a.All(x => x is null)),
+        new("disable_concat_sequences", RunnerFieldUse.Fixed, "false only: SaeSharp packs documents into full windows", v => Is(v, false)),
+        new("sequence_separator_token", RunnerFieldUse.Fixed, "\"bos\" only: SaeSharp separates packed documents with BOS", v => IsString(v, "bos")),
+        new("autocast_lm", RunnerFieldUse.Fixed, "false only: give the model's dtype in model_from_pretrained_kwargs or --dtype", v => Is(v, false)),
+        new("from_pretrained_path", RunnerFieldUse.Fixed, "null only: SaeSharp does not start training from a saved SAE", IsNull),
+        new("resume_from_checkpoint", RunnerFieldUse.Fixed, "null only: continue a run with sae train --resume --out OUT", IsNull),
+        new("model_kwargs", RunnerFieldUse.Fixed, "{} only: SaeSharp passes no keyword arguments to the model's forward", v => v is null || v is JsonObject { Count: 0 }),
+        new("sae", RunnerFieldUse.Fixed, "a nested SAE config is not read: give its fields (architecture, d_sae, k, l1_coefficient, …) at the top level", _ => false),
+
+        new("is_dataset_tokenized", RunnerFieldUse.Ignored, "pre-tokenized data (tokens/input_ids) is detected"),
+        new("streaming", RunnerFieldUse.Ignored, "dataset files are read as the run reaches them either way"),
+        new("dataset_trust_remote_code", RunnerFieldUse.Ignored, "no dataset loading script is run"),
+        new("n_batches_in_buffer", RunnerFieldUse.Ignored, "SaeSharp's shuffle buffer has its own size"),
+        new("act_store_device", RunnerFieldUse.Ignored, "a memory placement"),
+        new("compile_llm", RunnerFieldUse.Ignored, "torch.compile speed setting"),
+        new("llm_compilation_mode", RunnerFieldUse.Ignored, "torch.compile speed setting"),
+        new("compile_sae", RunnerFieldUse.Ignored, "torch.compile speed setting"),
+        new("sae_compilation_mode", RunnerFieldUse.Ignored, "torch.compile speed setting"),
+        new("hook_eval", RunnerFieldUse.Ignored, "unused by SAELens too"),
+        new("n_eval_batches", RunnerFieldUse.Ignored, "SaeSharp's held-out metrics use eval_rows"),
+        new("eval_batch_size_prompts", RunnerFieldUse.Ignored, "an evaluation memory setting"),
+        new("checkpoint_path", RunnerFieldUse.Ignored, "sae train keeps its checkpoints in OUT/checkpoints"),
+        new("save_final_checkpoint", RunnerFieldUse.Ignored, "the final SAE is always written to out"),
+        new("verbose", RunnerFieldUse.Ignored, "output setting"),
+        new("sae_lens_version", RunnerFieldUse.Ignored, "provenance"),
+        new("sae_lens_training_version", RunnerFieldUse.Ignored, "provenance"),
+        .. WandbFields.Order(StringComparer.Ordinal).Select(f => new RunnerConfigField(f, RunnerFieldUse.Ignored, "SaeSharp does not log to Weights & Biases (its logs: train_log.jsonl, tensorboard)")),
+    ];
+
+    private static readonly Dictionary<string, RunnerConfigField> ByName = All.ToDictionary(f => f.Name, StringComparer.Ordinal);
+
+    /// <summary>The entry for <paramref name="name"/>, or null.</summary>
+    public static RunnerConfigField? Find(string name) => ByName.GetValueOrDefault(name);
+
+    /// <summary>
+    /// Applies the table to the fields of a config (<paramref name="source"/> names it in errors): removes the ignored fields
+    /// (their names go into <paramref name="notes"/>) and the fixed fields at their accepted value, refuses a fixed field at
+    /// another value, and rewrites <c>output_path</c> to <c>out</c> and <c>use_cached_activations</c> /
+    /// <c>cached_activations_path</c> to <c>activations</c>. The mapped fields are left for the settings to read.
+    /// </summary>
+    public static void Apply(JsonObject fields, string source, List<string> notes)
+    {
+        ArgumentNullException.ThrowIfNull(fields);
+        ArgumentNullException.ThrowIfNull(notes);
+        var refused = new List<string>();
+        var ignored = new List<string>();
+        var wandb = new List<string>();
+        foreach (var (key, value) in fields.ToList())
+        {
+            if (Find(key) is not { } f || f.Use == RunnerFieldUse.Mapped) continue;
+            if (f.Use == RunnerFieldUse.Fixed && !f.Accepts!(value))
+            {
+                refused.Add($"SAELens's '{key}' {value?.ToJsonString() ?? "null"} is not supported: {f.Note}");
+                continue;
+            }
+            if (f.Use == RunnerFieldUse.Ignored)
+                (WandbFields.Contains(key) ? wandb : ignored).Add(value is JsonObject { Count: > 0 } o ? $"{key} ({string.Join(", ", o.Select(kv => kv.Key))})" : key);
+            fields.Remove(key);
+        }
+        if (fields["exclude_special_tokens"] is JsonArray)
+            refused.Add("SAELens's 'exclude_special_tokens' as a list of token ids is not supported: give true (BOS, EOS, pad and the other special tokens) or false");
+        if (fields["model_from_pretrained_kwargs"] is JsonObject kwargs)
+        {
+            var other = kwargs.Select(kv => kv.Key).Where(k => k != "dtype" && !Models.WeightProcessingOptions.Keys.Contains(k)).ToList();
+            if (other.Count > 0)
+                refused.Add($"model_from_pretrained_kwargs {string.Join(", ", other.Select(k => $"'{k}'"))} not supported: SaeSharp reads dtype and " +
+                            string.Join(", ", Models.WeightProcessingOptions.Keys));
+        }
+        if (refused.Count > 0) throw new SaeSharpException($"{source}: {string.Join("; ", refused)}");
+
+        if (fields.Remove("output_path", out var output) && !fields.ContainsKey("out")) fields["out"] = output;
+        bool cached = fields.Remove("use_cached_activations", out var use) && Is(use, true);
+        fields.Remove("cached_activations_path", out var cachePath);
+        if (cached)
+        {
+            if (cachePath is null) throw new SaeSharpException($"{source}: use_cached_activations is true: give cached_activations_path");
+            if (fields.ContainsKey("activations")) throw new SaeSharpException($"{source}: give 'activations' or cached_activations_path, not both");
+            fields["activations"] = cachePath;
+            fields.Remove("model_name");
+            fields.Remove("dataset_path");
+        }
+        if (wandb.Count > 0) notes.Add($"ignored: {string.Join(", ", wandb)} (SaeSharp does not log to Weights & Biases; its logs are train_log.jsonl and tensorboard)");
+        if (ignored.Count > 0) notes.Add($"ignored (no effect on the SAE SaeSharp trains): {string.Join(", ", ignored)}");
+    }
+}

@@ -1,0 +1,87 @@
+using SaeSharp.IO;
+using SaeSharp.Pipelines;
+using SaeSharp.Training;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Tests.Training;
+
+/// <summary>
+/// The model/data fields of SAELens's LanguageModelSAERunnerConfig in <see cref="TrainingSettings.FromJson"/>: mapped to
+/// the settings (<see cref="RunnerConfigFields"/>), ignored with a note, or refused unless at the value SaeSharp implements.
+/// </summary>
+public class RunnerConfigFieldsTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("runner-fields-").FullName;
+    public void Dispose() => Directory.Delete(_dir, true);
+
+    private string P(params string[] parts) => Path.Combine([_dir, .. parts]);
+
+    [Fact]
+    public void ModelAndDataFieldsAreReadUnderSaeLensNames()
+    {
+        var s = TrainingSettings.FromJson("""
+            {"model_name": "EleutherAI/pythia-70m", "hook_name": "blocks.3.hook_resid_post", "dataset_path": "NeelNanda/pile-10k",
+             "context_size": 64, "prepend_bos": false, "exclude_special_tokens": true, "d_in": 512, "store_batch_size_prompts": 16,
+             "model_from_pretrained_kwargs": {"fold_ln": true, "dtype": "bfloat16"}, "n_checkpoints": 4, "device": "cpu",
+             "dtype": "float32", "hook_head_index": null, "seqpos_slice": [null, null], "streaming": false,
+             "log_to_wandb": true, "wandb_project": "p", "output_path": "out/run"}
+            """, "runner.json");
+        Assert.Equal("EleutherAI/pythia-70m", s.ModelName);
+        Assert.Equal("blocks.3.hook_resid_post", s.HookName);
+        Assert.Equal("hf:NeelNanda/pile-10k", TrainingSettings.DatasetSpec(s.DatasetPath!));
+        Assert.Equal(64, s.ContextSize);
+        Assert.False(s.PrependBos);
+        Assert.True(s.ExcludeSpecialTokens);
+        Assert.Equal(512, s.DIn);
+        Assert.Equal(16, s.StoreBatchSizePrompts);
+        Assert.True(s.ModelFromPretrainedKwargs!["fold_ln"].GetBoolean());
+        Assert.Equal(4, s.NCheckpoints);
+        Assert.Equal("out/run", s.Out);
+        Assert.Contains(s.Notes, n => n.Contains("log_to_wandb") && n.Contains("wandb_project") && n.Contains("Weights & Biases"));
+        Assert.Contains(s.Notes, n => n.Contains("streaming"));
+        // A local path stays a path.
+        File.WriteAllText(P("d.jsonl"), "{\"text\": \"a\"}\n");
+        Assert.Equal(P("d.jsonl"), TrainingSettings.DatasetSpec(P("d.jsonl")));
+        // A missing local file is not taken for a hub id (the reader then reports it missing).
+        Assert.Equal("data/missing.jsonl", TrainingSettings.DatasetSpec("data/missing.jsonl"));
+        Assert.Equal("hf:roneneldan/TinyStories", TrainingSettings.DatasetSpec("roneneldan/TinyStories"));
+        Assert.Equal("hf:org/name:validation", TrainingSettings.DatasetSpec("hf:org/name:validation"));
+    }
+
+    [Theory]
+    [InlineData("\"dtype\": \"float16\"", "'dtype'")]
+    [InlineData("\"hook_head_index\": 2", "'hook_head_index'")]
+    [InlineData("\"seqpos_slice\": [1, null]", "'seqpos_slice'")]
+    [InlineData("\"from_pretrained_path\": \"x\"", "'from_pretrained_path'")]
+    [InlineData("\"resume_from_checkpoint\": \"x\"", "sae train --resume")]
+    [InlineData("\"disable_concat_sequences\": true", "'disable_concat_sequences'")]
+    [InlineData("\"exclude_special_tokens\": [50256]", "list of token ids")]
+    [InlineData("\"model_from_pretrained_kwargs\": {\"n_devices\": 2}", "'n_devices'")]
+    [InlineData("\"sae\": {\"architecture\": \"topk\"}", "at the top level")]
+    public void FieldsThatWouldChangeTheResultAreRefused(string field, string expected)
+    {
+        var e = Assert.Throws<SaeSharpException>(() => TrainingSettings.FromJson($"{{\"model_name\": \"gpt2\", {field}}}", "runner.json"));
+        Assert.StartsWith("runner.json: ", e.Message);
+        Assert.Contains(expected, e.Message);
+    }
+
+    [Fact]
+    public void CachedActivationsAndCheckpointCountAndDInApplyToAnActivationRun()
+    {
+        SafeTensors.Save(P("a.safetensors"), new Dictionary<string, Tensor> { ["activations"] = randn(600, 8, generator: new Generator(3)) });
+        string Json(int dIn) => $$"""
+            {"model_name": "gpt2", "hook_name": "blocks.0.hook_resid_pre", "dataset_path": "NeelNanda/pile-10k",
+             "use_cached_activations": true, "cached_activations_path": "{{P("a.safetensors").Replace("\\", "/")}}",
+             "architecture": "relu", "d_in": {{dIn}}, "d_sae": 16, "total_training_steps": 8, "train_batch_size_tokens": 32,
+             "eval_rows": 64, "n_checkpoints": 2, "out": "{{P("run").Replace("\\", "/")}}"}
+            """;
+        var s = TrainingSettings.FromJson(Json(8), "runner.json");
+        Assert.Equal(P("a.safetensors").Replace("\\", "/"), s.Activations);
+        Assert.Null(s.ModelName);
+        using (var plan = TrainingPlan.ForActivations(s))
+            Assert.Equal(4, plan.Options.Trainer.CheckpointEverySteps);
+        var e = Assert.Throws<SaeSharpException>(() => TrainingPlan.ForActivations(TrainingSettings.FromJson(Json(12), "runner.json")).Dispose());
+        Assert.Contains("d_in 12", e.Message);
+        Assert.Contains("width is 8", e.Message);
+    }
+}
