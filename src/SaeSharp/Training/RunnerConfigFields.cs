@@ -75,7 +75,8 @@ public static class RunnerConfigFields
         new("from_pretrained_path", RunnerFieldUse.Fixed, "null only: SaeSharp does not start training from a saved SAE", IsNull),
         new("resume_from_checkpoint", RunnerFieldUse.Fixed, "null only: continue a run with sae train --resume --out OUT", IsNull),
         new("model_kwargs", RunnerFieldUse.Fixed, "{} only: SaeSharp passes no keyword arguments to the model's forward", v => v is null || v is JsonObject { Count: 0 }),
-        new("sae", RunnerFieldUse.Fixed, "a nested SAE config is not read: give its fields (architecture, d_sae, k, l1_coefficient, …) at the top level", _ => false),
+        new("apply_b_dec_to_input", RunnerFieldUse.Fixed, "true only: SaeSharp's SAEs subtract b_dec from their input", v => Is(v, true)),
+        new("reshape_activations", RunnerFieldUse.Fixed, "\"none\" only: SaeSharp trains on the hook's activations as they are", v => IsString(v, "none")),
 
         new("is_dataset_tokenized", RunnerFieldUse.Ignored, "pre-tokenized data (tokens/input_ids) is detected"),
         new("streaming", RunnerFieldUse.Ignored, "dataset files are read as the run reaches them either way"),
@@ -103,6 +104,32 @@ public static class RunnerConfigFields
     public static RunnerConfigField? Find(string name) => ByName.GetValueOrDefault(name);
 
     /// <summary>
+    /// SAELens's <c>LanguageModelSAERunnerConfig.to_dict()</c> nests the SAE's config under <c>sae</c> (architecture, d_in,
+    /// d_sae, k, l1_coefficient, dtype, device, normalize_activations, …, and <c>metadata</c>): its fields are read as if
+    /// given at the top level. <c>metadata</c> (provenance, filled in by SAELens when it trains) is dropped; a field given
+    /// both there and at the top level with another value is an error naming it.
+    /// </summary>
+    private static void FlattenSae(JsonObject fields, string source)
+    {
+        if (!fields.ContainsKey("sae")) return;
+        if (fields["sae"] is not JsonObject sae)
+            throw new SaeSharpException($"{source}: 'sae' should be SAELens's nested SAE config (an object with architecture, d_sae, …)");
+        fields.Remove("sae");
+        foreach (var (key, value) in sae.ToList())
+        {
+            if (key == "metadata") continue;
+            if (fields.TryGetPropertyValue(key, out var top))
+            {
+                if (!JsonNode.DeepEquals(top, value))
+                    throw new SaeSharpException($"{source}: '{key}' is {top?.ToJsonString() ?? "null"} at the top level and {value?.ToJsonString() ?? "null"} in 'sae'; give one");
+                continue;
+            }
+            sae.Remove(key);
+            fields[key] = value;
+        }
+    }
+
+    /// <summary>
     /// Applies the table to the fields of a config (<paramref name="source"/> names it in errors): removes the ignored fields
     /// (their names go into <paramref name="notes"/>) and the fixed fields at their accepted value, refuses a fixed field at
     /// another value, and rewrites <c>output_path</c> to <c>out</c> and <c>use_cached_activations</c> /
@@ -112,6 +139,7 @@ public static class RunnerConfigFields
     {
         ArgumentNullException.ThrowIfNull(fields);
         ArgumentNullException.ThrowIfNull(notes);
+        FlattenSae(fields, source);
         var refused = new List<string>();
         var ignored = new List<string>();
         var wandb = new List<string>();

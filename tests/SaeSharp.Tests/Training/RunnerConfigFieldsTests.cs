@@ -48,6 +48,38 @@ public class RunnerConfigFieldsTests : IDisposable
         Assert.Equal("hf:org/name:validation", TrainingSettings.DatasetSpec("hf:org/name:validation"));
     }
 
+    [Fact]
+    public void SaeLensNestedSaeConfigReadsAsItsFieldsAtTheTopLevel()
+    {
+        // The shape of LanguageModelSAERunnerConfig.to_dict() in SAELens 6.18 (sae_lens/config.py: d["sae"] = self.sae.to_dict(),
+        // SAEConfig.to_dict adds "architecture" and "metadata"; "logger" is its LoggingConfig).
+        const string nested = """
+            {"model_name": "gpt2", "hook_name": "blocks.0.hook_resid_post", "dataset_path": "NeelNanda/pile-10k", "context_size": 32,
+             "training_tokens": 40960, "train_batch_size_tokens": 4096, "lr": 0.0003, "dtype": "float32", "device": "cpu",
+             "sae": {"d_in": 768, "d_sae": 6144, "dtype": "float32", "device": "cpu", "apply_b_dec_to_input": true,
+                     "normalize_activations": "none", "reshape_activations": "none", "decoder_init_norm": 0.1,
+                     "k": 32, "aux_loss_coefficient": 0.5, "architecture": "topk",
+                     "metadata": {"model_name": null, "hook_name": null, "sae_lens_version": "6.18.0"}},
+             "logger": {"log_to_wandb": false, "wandb_project": "sae_lens_training"}}
+            """;
+        const string flat = """
+            {"model_name": "gpt2", "hook_name": "blocks.0.hook_resid_post", "dataset_path": "NeelNanda/pile-10k", "context_size": 32,
+             "training_tokens": 40960, "train_batch_size_tokens": 4096, "lr": 0.0003, "dtype": "float32", "device": "cpu",
+             "d_in": 768, "d_sae": 6144, "normalize_activations": "none", "decoder_init_norm": 0.1, "k": 32,
+             "aux_loss_coefficient": 0.5, "architecture": "topk"}
+            """;
+        var a = TrainingSettings.FromJson(nested, "runner.json");
+        var b = TrainingSettings.FromJson(flat, "flat.json");
+        Assert.Equal("topk", a.Architecture);
+        Assert.Equal(768, a.DIn);
+        Assert.Equal(6144, a.DSae);
+        Assert.Equal(32, a.K);
+        Assert.Equal(10, a.RunSteps);
+        Assert.Equal(System.Text.Json.JsonSerializer.Serialize(b), System.Text.Json.JsonSerializer.Serialize(a));
+        Assert.Equal(System.Text.Json.JsonSerializer.Serialize(b.Trainer), System.Text.Json.JsonSerializer.Serialize(a.Trainer));
+        Assert.Equal(b.GivenTrainerFields.Order(), a.GivenTrainerFields.Order());
+    }
+
     [Theory]
     [InlineData("\"dtype\": \"float16\"", "'dtype'")]
     [InlineData("\"hook_head_index\": 2", "'hook_head_index'")]
@@ -57,7 +89,10 @@ public class RunnerConfigFieldsTests : IDisposable
     [InlineData("\"disable_concat_sequences\": true", "'disable_concat_sequences'")]
     [InlineData("\"exclude_special_tokens\": [50256]", "list of token ids")]
     [InlineData("\"model_from_pretrained_kwargs\": {\"n_devices\": 2}", "'n_devices'")]
-    [InlineData("\"sae\": {\"architecture\": \"topk\"}", "at the top level")]
+    [InlineData("\"apply_b_dec_to_input\": false", "'apply_b_dec_to_input'")]
+    [InlineData("\"sae\": {\"reshape_activations\": \"hook_z\"}", "'reshape_activations'")]
+    [InlineData("\"sae\": {\"d_in\": 8}, \"d_in\": 16", "'d_in' is 16 at the top level and 8 in 'sae'")]
+    [InlineData("\"sae\": 3", "nested SAE config")]
     public void FieldsThatWouldChangeTheResultAreRefused(string field, string expected)
     {
         var e = Assert.Throws<SaeSharpException>(() => TrainingSettings.FromJson($"{{\"model_name\": \"gpt2\", {field}}}", "runner.json"));
