@@ -60,8 +60,8 @@ internal sealed class ModelDataOptionsCli
             {
                 throw new SaeSharpException($"{src}: model_name '{name}' cannot be resolved ({e.Message}). Give model_name (or --model) a local " +
                                             "model folder (config.json, model.safetensors, tokenizer files), 'builtin', or a Hugging Face id whose files " +
-                                            "are in the hub cache (HF_HOME) or can be downloaded (TransformerLens short names such as gpt2-small or " +
-                                            "pythia-70m are not mapped: give the Hugging Face id, gpt2 or EleutherAI/pythia-70m)");
+                                            "are in the hub cache (HF_HOME) or can be downloaded, or a TransformerLens name of a supported family (gpt2-small, " +
+                                            "pythia-70m, gemma-2-2b)");
             }
         }
         else folder = ModelSource.Resolve(modelFlag ?? throw new SaeSharpException("give --model"));

@@ -45,7 +45,8 @@ public sealed class HfHubClient : IDisposable
 
     /// <summary>
     /// A folder with the model's files. An existing local folder is returned as is. Otherwise
-    /// <paramref name="modelIdOrPath"/> is a repo id ("org/name"): with no <paramref name="files"/>, downloads
+    /// <paramref name="modelIdOrPath"/> is a repo id ("org/name"; a TransformerLens alias such as "gpt2-small" or
+    /// "pythia-70m" stands for its repo, <see cref="TransformerLensNames"/>): with no <paramref name="files"/>, downloads
     /// <c>config.json</c>, the weights (<c>model.safetensors</c>, or <c>model.safetensors.index.json</c> and its
     /// shards) and whichever tokenizer files exist (<see cref="TokenizerFiles"/>); with <paramref name="files"/>,
     /// exactly those (all required). Returns the snapshot folder <c>snapshots/{commit}</c>.
@@ -60,9 +61,9 @@ public sealed class HfHubClient : IDisposable
         ArgumentException.ThrowIfNullOrEmpty(modelIdOrPath);
         ArgumentException.ThrowIfNullOrEmpty(revision);
         if (Directory.Exists(modelIdOrPath)) return Path.GetFullPath(modelIdOrPath);
-        if (!HubPaths.IsRepoId(modelIdOrPath))
+        string repo = TransformerLensNames.OfficialName(modelIdOrPath) ?? modelIdOrPath;
+        if (!HubPaths.IsRepoId(repo))
             throw new SaeSharpException($"'{modelIdOrPath}' is neither an existing folder nor a Hugging Face repo id like 'org/name'");
-        string repo = modelIdOrPath;
 
         string? snapshot = null;
         if (files is { Count: > 0 })

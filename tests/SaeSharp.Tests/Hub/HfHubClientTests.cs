@@ -81,6 +81,29 @@ public sealed class HfHubClientTests : IDisposable
     }
 
     [Fact]
+    public void TransformerLens_aliases_resolve_to_their_hub_repo()
+    {
+        // TransformerLens's MODEL_ALIASES (supported_models.py): gpt2 ← gpt2-small, EleutherAI/pythia-70m ← pythia-70m /
+        // pythia / pythia-19m, google/gemma-2-2b ← gemma-2-2b, meta-llama/Llama-2-7b-hf ← Llama-2-7b; case-insensitive.
+        Assert.Equal("gpt2", TransformerLensNames.OfficialName("gpt2-small"));
+        Assert.Equal("EleutherAI/pythia-70m", TransformerLensNames.OfficialName("Pythia-70M"));
+        Assert.Equal("EleutherAI/pythia-70m", TransformerLensNames.OfficialName("pythia"));
+        Assert.Equal("EleutherAI/pythia-70m-deduped", TransformerLensNames.OfficialName("pythia-19m-deduped"));
+        Assert.Equal("google/gemma-2-2b", TransformerLensNames.OfficialName("gemma-2-2b"));
+        Assert.Equal("meta-llama/Llama-2-7b-hf", TransformerLensNames.OfficialName("Llama-2-7b"));
+        Assert.Equal("Qwen/Qwen2.5-0.5B", TransformerLensNames.OfficialName("qwen2.5-0.5b"));
+        Assert.Null(TransformerLensNames.OfficialName("gpt2"));
+        Assert.Null(TransformerLensNames.OfficialName("opt-125m")); // a family SaeSharp does not load
+
+        // Through the client: the alias downloads and caches the repo it stands for.
+        _server.Repos["EleutherAI/pythia-70m"] = _server.Repos["org/tiny"];
+        using var client = Client();
+        string dir = client.Resolve("pythia-70m");
+        Assert.Equal(Path.Combine(_cache, "models--EleutherAI--pythia-70m", "snapshots", _server.Commit), dir);
+        Assert.Equal(_config, File.ReadAllBytes(Path.Combine(dir, "config.json")));
+    }
+
+    [Fact]
     public void Cached_files_are_reused_without_requests()
     {
         using var client = Client();
