@@ -105,11 +105,10 @@ internal static class InterventionCommands
     /// <summary>Prompt text to [1, pos] ids, with BOS first when the tokenizer has one (SAELens's prepend_bos default).</summary>
     public static Tensor PromptTokens(ITextTokenizer tok, string prompt, bool prependBos)
     {
-        var ids = tok.Encode(prompt).Select(i => (long)i).ToList();
-        if (prependBos && tok.BosTokenId is int bos) ids.Insert(0, bos);
-        if (ids.Count == 0) throw new SaeSharpException("the prompt is empty");
+        var ids = tok.EncodePrompt(prompt, prependBos && tok.BosTokenId is not null);
+        if (ids.Length == 0) throw new SaeSharpException("the prompt is empty");
         using var scope = NewDisposeScope();
-        return tensor(ids.ToArray()).unsqueeze(0).MoveToOuterDisposeScope();
+        return tensor(ids).unsqueeze(0).MoveToOuterDisposeScope();
     }
 
     private static Option<bool> NoBosOption() => new("--no-prepend-bos") { Description = "Do not start the prompt with BOS" };

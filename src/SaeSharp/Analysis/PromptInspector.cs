@@ -90,13 +90,7 @@ public sealed class PromptInspector
     /// <summary>The prompt's token ids as the model sees them (BOS first when prepended).</summary>
     public long[] Tokenize(string prompt)
     {
-        var ids = _tokenizer.Encode(prompt).Select(i => (long)i);
-        if (_prependBos)
-        {
-            long bos = _tokenizer.BosTokenId ?? throw new SaeSharpException("prepend_bos is set but the tokenizer has no BOS token");
-            ids = ids.Prepend(bos);
-        }
-        var result = ids.ToArray();
+        var result = _tokenizer.EncodePrompt(prompt, _prependBos);
         if (result.Length == 0) throw new SaeSharpException("the prompt is empty");
         return result;
     }

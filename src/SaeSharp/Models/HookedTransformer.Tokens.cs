@@ -144,15 +144,14 @@ public abstract partial class HookedTransformer
 
     private long[] TokenIds(string text, bool prependBos)
     {
-        var tok = Tokenizer;
-        var ids = tok.Encode(text).Select(i => (long)i);
-        if (prependBos)
+        try
         {
-            long bos = tok.BosTokenId ?? throw new SaeSharpException(
-                $"model '{Config.ModelName}': prepend_bos is set but its tokenizer has no BOS token (pass prependBos: false)");
-            ids = ids.Prepend(bos);
+            return Tokenizer.EncodePrompt(text, prependBos);
         }
-        return ids.ToArray();
+        catch (SaeSharpException e)
+        {
+            throw new SaeSharpException($"model '{Config.ModelName}': {e.Message} (pass prependBos: false)", e);
+        }
     }
 
     private static int[] Ids(Tensor tokens)

@@ -58,6 +58,26 @@ public interface ITextTokenizer
 public sealed record AddedToken(int Id, string Content, bool Special = true, bool SingleWord = false,
     bool LStrip = false, bool RStrip = false, bool Normalized = false);
 
+/// <summary>Prompt text as the token ids a model runs on.</summary>
+public static class PromptEncoding
+{
+    /// <summary>
+    /// <paramref name="text"/>'s ids with the tokenizer's BOS first when <paramref name="prependBos"/> (TransformerLens's and
+    /// SAELens's <c>prepend_bos</c>, true by default there); a tokenizer without BOS is then an error.
+    /// </summary>
+    public static long[] EncodePrompt(this ITextTokenizer tokenizer, string text, bool prependBos)
+    {
+        ArgumentNullException.ThrowIfNull(tokenizer);
+        var ids = tokenizer.Encode(text).Select(i => (long)i);
+        if (prependBos)
+        {
+            long bos = tokenizer.BosTokenId ?? throw new SaeSharpException("prepend_bos is set but the tokenizer has no BOS token");
+            ids = ids.Prepend(bos);
+        }
+        return ids.ToArray();
+    }
+}
+
 /// <summary>How single tokens read where a person looks at them (dashboards, prompt views, tables).</summary>
 public static class TokenDisplay
 {
