@@ -6,7 +6,7 @@ using static TorchSharp.torch;
 
 namespace SaeSharp.Tests.Interventions;
 
-/// <summary>The README's interventions sample, verbatim at toy sizes: it must compile and do what the README says.</summary>
+/// <summary>The README's interventions sample, verbatim (<see cref="ReadmeSamples"/>) at toy sizes: it must compile and do what the README says.</summary>
 public class ReadmeInterventionSampleTests : ModelTestBase
 {
     [Fact]
@@ -16,7 +16,7 @@ public class ReadmeInterventionSampleTests : ModelTestBase
         using var loaded = InterventionTests.RandomSae("blocks.1.hook_resid_pre", 16, 64, 1, encBias: 0.1);
         var tokens = tensor(new long[] { 3, 464, 3139, 286 }).unsqueeze(0);
 
-        // --- README sample start ---
+        // readme-sample interventions begin
         var hooked = new HookedSaeTransformer(model);
         var attached = hooked.AddSae(loaded, useErrorTerm: true);         // at loaded.Cfg.Metadata.HookName
         var (same, saeCache) = hooked.RunWithCache(tokens, [attached.HookName(SaeHookPoints.ActsPost)]);
@@ -25,7 +25,9 @@ public class ReadmeInterventionSampleTests : ModelTestBase
                                             [new Steering(loaded, feature: 7, scale: 20.0)]);
         using var attribution = hooked.Attribute(tokens, AttributionMetric.LogitDiff(3139, 286));
         var top = attribution.Top(10).Select(e => $"pos {e.Position} feature {e.Feature}: {e.Attribution:F3}").ToList();
-        // --- README sample end ---
+        // A single intervention as a plain hook, e.g. for model.Generate: new Steering(loaded, 7, 20.0).ToHook(model)
+        // Gradients through the model when asked: model.Run(tokens, new RunOptions { Grad = true }); model.SetRequiresGrad(true) for weights.
+        // readme-sample interventions end
 
         using (saeCache)
         {
@@ -35,5 +37,16 @@ public class ReadmeInterventionSampleTests : ModelTestBase
         Assert.Equal(same!.shape, ablated.shape);
         Assert.Equal(new long[] { 1, 24 }, steered.Tokens.shape);
         Assert.Equal(10, top.Count);
+
+        // The two calls the sample's last comments name.
+        var (name, fn) = new Steering(loaded, 7, 20.0).ToHook(model);
+        Assert.Equal("blocks.1.hook_resid_pre", name);
+        Assert.NotNull(fn);
+        model.SetRequiresGrad(true);
+        var (gradLogits, _) = model.Run(tokens, new RunOptions { Grad = true });
+        Assert.True(gradLogits!.requires_grad);
     }
+
+    [Fact]
+    public void The_readme_block_is_this_sample() => ReadmeSamples.AssertBlockIsRegion("interventions");
 }
