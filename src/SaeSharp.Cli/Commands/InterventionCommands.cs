@@ -135,9 +135,10 @@ internal static class InterventionCommands
         Cli.SetAction(command, parse =>
         {
             var folder = ModelSource.Resolve(parse.GetValue(model)!);
-            using var m = ModelLoader.FromPretrained(folder);
-            var tok = Tokenizer.FromFolder(folder);
             using var s = LoadSae(parse.GetValue(sae)!);
+            using var pm = ModelForSae.Load(folder, s.Cfg);   // processed as the SAE's cfg records, in its dtype
+            var m = pm.Model;
+            var tok = Tokenizer.FromFolder(folder);
             using var scope = NewDisposeScope();   // the tensors shown below (Conventions: no temporary outside a scope)
             int r = parse.GetValue(runs);
             using var tokens = PromptTokens(tok, parse.GetValue(prompt)!, !parse.GetValue(noBos));
@@ -147,7 +148,7 @@ internal static class InterventionCommands
                 Positions = ParsePositions(parse.GetValue(positionsOption), steps, $"the prompt ({tokens.shape[1]} tokens) and its continuation have {steps} tokens"),
             };
             string at = m.CheckSaeFits(s, steering.Hook);
-            var hooked = new HookedSaeTransformer(m);
+            var hooked = new HookedSaeTransformer(m) { ModelHooks = pm.Hooks };
             var table = new Table().Title($"feature {steering.Feature} × {steering.Scale.ToString(CultureInfo.InvariantCulture)} at {Markup.Escape(at)}")
                 .AddColumn("seed").AddColumn("unsteered").AddColumn("steered");
             long promptLen = tokens.shape[1];
@@ -222,9 +223,10 @@ internal static class InterventionCommands
         Cli.SetAction(command, parse =>
         {
             var folder = ModelSource.Resolve(parse.GetValue(model)!);
-            using var m = ModelLoader.FromPretrained(folder);
-            var tok = Tokenizer.FromFolder(folder);
             using var s = LoadSae(parse.GetValue(sae)!);
+            using var pm = ModelForSae.Load(folder, s.Cfg);   // processed as the SAE's cfg records, in its dtype
+            var m = pm.Model;
+            var tok = Tokenizer.FromFolder(folder);
             using var outer = NewDisposeScope();   // the token batches and the ablation's tensors
             var list = FeatureList(parse.GetValue(features)!, "--features").ToList();
             string md = parse.GetValue(mode)!;
@@ -244,9 +246,9 @@ internal static class InterventionCommands
             }
             else throw new SaeSharpException("give --prompt or --dataset");
 
-            var hooked = new HookedSaeTransformer(m);
+            var hooked = new HookedSaeTransformer(m) { ModelHooks = pm.Hooks };
             hooked.AddSae(s, parse.GetValue(hook), useErrorTerm: true);
-            using var means = md == "mean" ? Ablation.FeatureMeans(m, s, batches, parse.GetValue(hook)) : null;
+            using var means = md == "mean" ? Ablation.FeatureMeans(m, s, batches, parse.GetValue(hook), pm.Hooks) : null;
             var ablation = new Ablation(s, list, means, parse.GetValue(hook));
             double ceClean = 0, ceAbl = 0, kl = 0;
             long nCe = 0, nKl = 0;
@@ -255,7 +257,7 @@ internal static class InterventionCommands
             foreach (var batch in batches)
             {
                 using var scope = NewDisposeScope();
-                var clean = m.Forward(batch);
+                var clean = pm.Forward(batch);
                 var edited = hooked.RunWithHooks(batch, [ablation]);
                 using var effect = InterventionEffect.Compare(clean, edited, batch);
                 ceClean += effect.CleanLoss.sum().item<double>();
@@ -328,7 +330,6 @@ internal static class InterventionCommands
         Cli.SetAction(command, parse =>
         {
             var folder = ModelSource.Resolve(parse.GetValue(model)!);
-            using var m = ModelLoader.FromPretrained(folder);
             ITextTokenizer? tok = null;
             try { tok = Tokenizer.FromFolder(folder); }
             catch (SaeSharpException) when (parse.GetValue(prompt) is null) { }
@@ -342,8 +343,10 @@ internal static class InterventionCommands
             var saes = new List<Sae>();
             try
             {
-                var hooked = new HookedSaeTransformer(m);
-                foreach (var p in parse.GetValue(sae)!) { saes.Add(LoadSae(p)); hooked.AddSae(saes[^1], useErrorTerm: true); }
+                foreach (var p in parse.GetValue(sae)!) saes.Add(LoadSae(p));
+                using var pm = ModelForSae.Load(folder, saes, parse.GetValue(sae)!);   // processed as the SAEs' cfgs record, in their dtype
+                var hooked = new HookedSaeTransformer(pm.Model) { ModelHooks = pm.Hooks };
+                foreach (var s in saes) hooked.AddSae(s, useErrorTerm: true);
                 using var result = CliProgress.Run("attribute", progress => hooked.Attribute(tokens, spec, parse.GetValue(ig), progress));
                 string Tok(long id) => tok is null ? id.ToString(CultureInfo.InvariantCulture) : tok.TokenText((int)id);
                 string label = spec.Kind switch
