@@ -41,12 +41,12 @@ internal static class InterventionCommands
         /// <summary>
         /// The hooked model and interventions of the command line. Every SAE is spliced, except one whose only
         /// interventions are steering without <c>--error-term</c>: steering then adds to the raw activation.
+        /// <paramref name="owned"/> are the loaded <c>--sae</c>s, <paramref name="modelHooks"/> the model's processing hooks.
         /// </summary>
-        public (HookedSaeTransformer Hooked, List<Intervention> Edits) Build(ParseResult p, HookedTransformer model, Tensor tokens, List<Sae> owned)
+        public (HookedSaeTransformer Hooked, List<Intervention> Edits) Build(ParseResult p, HookedTransformer model, Tensor tokens, List<Sae> owned,
+            IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)> modelHooks)
         {
-            var paths = p.GetValue(Sae) ?? [];
-            if (paths.Length == 0) throw new SaeSharpException("--steer, --clamp and --ablate need --sae");
-            foreach (var path in paths) owned.Add(LoadSae(path));
+            if (owned.Count == 0) throw new SaeSharpException("--steer, --clamp and --ablate need --sae");
             int index = p.GetValue(SaeIndex);
             if (index < 0 || index >= owned.Count) throw new SaeSharpException($"--sae-index {index}: give 0..{owned.Count - 1} (there are {owned.Count} --sae)");
             var target = owned[index];
@@ -59,11 +59,11 @@ internal static class InterventionCommands
             if (mode is not ("zero" or "mean")) throw new SaeSharpException($"--ablate-mode {mode}: expected zero or mean");
             if (ablated.Count > 0)
             {
-                var means = mode == "mean" ? Ablation.FeatureMeans(model, target, [tokens]) : null;
+                var means = mode == "mean" ? Ablation.FeatureMeans(model, target, [tokens], modelHooks: modelHooks) : null;
                 edits.Add(new Ablation(target, ablated, means));
             }
             bool errorTerm = p.GetValue(ErrorTerm);
-            var hooked = new HookedSaeTransformer(model);
+            var hooked = new HookedSaeTransformer(model) { ModelHooks = modelHooks };
             for (int i = 0; i < owned.Count; i++)
             {
                 bool steerOnly = i == index && edits.Count > 0 && edits.All(e => e is Steering);

@@ -89,7 +89,7 @@ public class InterventionCommandTests : IDisposable
     }
 
     [Fact]
-    public void AttributeAndAblateRunTheModelProcessedAsTheSaeRecords()
+    public void ModelRunAttributeAndAblateRunTheModelProcessedAsTheSaeRecords()
     {
         // An SAE trained on GPT-2 with center_writing_weights (its cfg's model_from_pretrained_kwargs, as sae train
         // --center-writing-weights writes it): its hook's activation is the processed model's, whose residual stream
@@ -113,8 +113,14 @@ public class InterventionCommandTests : IDisposable
                 Assert.False(InterventionTests.HandFeatures(sae, rawCache[hook]).allclose(f, rtol: 1e-3, atol: 1e-3), "the processing changes the features");
         }
 
+        // model run --sae: the SAE's features at its hook point are the processed model's.
+        var (exit, _, err) = CliRunner.Run("model", "run", "--model", model, "--input", input, "--out", P("cww.safetensors"), "--sae", P("cww"),
+            "--error-term", "--hooks", $"{hook}.hook_sae_acts_post");
+        Assert.True(exit == 0, err);
+        Assert.True(SafeTensors.Load(P("cww.safetensors"))[$"{hook}.hook_sae_acts_post"].to(ScalarType.Float64).allclose(f, rtol: 1e-4, atol: 1e-5));
+
         // attribute: the activations it reports are the processed model's features.
-        var (exit, _, err) = CliRunner.Run("attribute", "--model", model, "--sae", P("cww"), "--input", input, "--metric", "loss",
+        (exit, _, err) = CliRunner.Run("attribute", "--model", model, "--sae", P("cww"), "--input", input, "--metric", "loss",
             "--top", "10", "--json", P("cww.json"));
         Assert.True(exit == 0, err);
         var rows = JsonNode.Parse(File.ReadAllText(P("cww.json")))!["top"]!.AsArray();
