@@ -149,6 +149,7 @@ internal static class InterventionCommands
             var hooked = new HookedSaeTransformer(m);
             long promptLen = tokens.shape[1];
             var rows = new List<string[]>();
+            var notes = new List<string>();
             for (int i = 0; i < r; i++)
             {
                 var o = new GenerationOptions
@@ -158,12 +159,14 @@ internal static class InterventionCommands
                 string Continue(Steering? steer)
                 {
                     using var g = hooked.Generate(tokens, parse.GetValue(maxNew), o, steer is null ? [] : [steer]);
+                    if (GenerationNote(g, 0, steer?.Positions) is string note) notes.Add($"seed {o.Seed}, {(steer is null ? "unsteered" : "steered")}: {note}");
                     return tok.Decode(g.Tokens[0].narrow(0, promptLen, g.Tokens.shape[1] - promptLen).data<long>().Select(v => (int)v));
                 }
                 rows.Add([o.Seed.ToString()!, Continue(null), Continue(steering)]);
             }
             Console.WriteLine($"prompt: {parse.GetValue(prompt)}");
             Cli.WriteColumns($"feature {steering.Feature} × {steering.Scale.ToString(CultureInfo.InvariantCulture)} at {at}", ["seed", "unsteered", "steered"], rows);
+            foreach (var note in notes) Console.Error.WriteLine($"note: {note}");
             Cli.WriteColumns($"feature {steering.Feature}: top logit tokens (W_dec[F]·W_U, final norm scale folded)", ["token", new Column("logit", Right: true)],
                 FeatureLogits(m, s, at, steering.Feature, 10, Math.Min(tok.VocabSize, m.Config.DVocab))
                     .Select(e => new[] { Analysis.DashboardWriter.Quote(tok.TokenText((int)e.Token)), e.Logit.ToString("F3", CultureInfo.InvariantCulture) }));
@@ -300,6 +303,22 @@ internal static class InterventionCommands
             return 0;
         });
         return command;
+    }
+
+    /// <summary>What a user should know about row <paramref name="row"/> of a generation, or null: that it stopped at EOS
+    /// before the new tokens asked for, and which of <paramref name="positions"/> (steering positions) never took effect in
+    /// it (<see cref="GenerationRow.Affects"/>): "stopped at EOS after 5 of 20 new tokens; steering at position 12 never applied".</summary>
+    internal static string? GenerationNote(GenerationResult g, int row, IEnumerable<long>? positions)
+    {
+        var r = g.Rows[row];
+        var parts = new List<string>();
+        if (r.Stop == GenerationStop.Eos && r.NewTokens < g.MaxNewTokens)
+            parts.Add($"stopped at EOS after {r.NewTokens} of {g.MaxNewTokens} new tokens");
+        var missed = positions?.Where(p => !r.Affects(p)).Order().ToList() ?? [];
+        if (missed.Count > 0)
+            parts.Add($"steering at position{(missed.Count == 1 ? "" : "s")} {string.Join(", ", missed)} never applied " +
+                      $"(the row's {r.Length} tokens end at position {r.Length - 1}, and a position steers only the tokens after it)");
+        return parts.Count == 0 ? null : string.Join("; ", parts);
     }
 
     private static string F(double v) => double.IsNaN(v) ? "" : v.ToString("F4", CultureInfo.InvariantCulture);
