@@ -55,6 +55,20 @@ public class DemoTests(QuickDemoFixture fx) : IClassFixture<QuickDemoFixture>
             ablated = eval["ce_loss_with_ablation"]!.GetValue<double>();
         Assert.True(clean < with && with < ablated, $"CE clean {clean}, with SAE {with}, ablated {ablated}");
         Assert.Equal((ablated - with) / (ablated - clean), eval["ce_loss_score"]!.GetValue<double>(), 9);
+
+        // In a pipe (the test host's stdout): no box drawing, and the evaluation table is a header and a row of
+        // tab-separated fields whose "%" columns are demo.json's fractions times 100, exactly.
+        if (!Console.IsOutputRedirected) return;
+        Assert.DoesNotContain(fx.Out, c => c is >= '\u2500' and <= '\u257F');
+        var lines = fx.Out.Split('\n').Select(l => l.TrimEnd('\r')).ToList();
+        int header = lines.IndexOf("FVU\tL0\tdead %\t% CE loss recovered\tKL (nats)\tCE clean\tCE with SAE\tCE zero-ablated");
+        Assert.True(header >= 0, fx.Out);
+        var row = lines[header + 1].Split('\t').Select(v => double.Parse(v, System.Globalization.CultureInfo.InvariantCulture)).ToArray();
+        Assert.Equal(8, row.Length);
+        Assert.Equal(dead * 100, row[2]);
+        Assert.Equal(eval["ce_loss_score"]!.GetValue<double>() * 100, row[3]);
+        double[] ce = [clean, with, ablated];
+        for (int k = 0; k < 3; k++) Assert.True(Math.Abs(row[5 + k] - ce[k]) <= 5.0001e-4, $"CE column {5 + k}: {row[5 + k]} against {ce[k]}"); // printed F3
     }
 
     [Fact]
@@ -157,6 +171,21 @@ public class DemoTests(QuickDemoFixture fx) : IClassFixture<QuickDemoFixture>
             Assert.Contains("SAEs on synthetic data (20 steps", output);
             foreach (var arch in new[] { "topk", "batchtopk", "relu" })
                 Assert.True(File.Exists(Path.Combine(dir, "saes", arch, "cfg.json")), arch);
+            // In a pipe: a header, then a row per SAE whose "%" columns are its metrics.json fractions times 100.
+            if (!Console.IsOutputRedirected) return;
+            Assert.DoesNotContain(output, c => c is >= '\u2500' and <= '\u257F');
+            var lines = output.Split('\n').Select(l => l.TrimEnd('\r')).ToList();
+            int header = lines.IndexOf("architecture\tMSE\tFVU\tL0\tdead %\tMMCS\t% recovered > 0.9");
+            Assert.True(header >= 0, output);
+            foreach (var (arch, i) in new[] { "topk", "batchtopk", "relu" }.Select((a, i) => (a, i)))
+            {
+                var row = lines[header + 1 + i].Split('\t');
+                Assert.Equal(7, row.Length);
+                Assert.Equal(arch, row[0]);
+                var metrics = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "saes", arch, "metrics.json")))!;
+                Assert.Equal(metrics["dead_fraction"]!.GetValue<double>() * 100, double.Parse(row[4], System.Globalization.CultureInfo.InvariantCulture));
+                Assert.Equal(metrics["recovered_fraction"]!.GetValue<double>() * 100, double.Parse(row[6], System.Globalization.CultureInfo.InvariantCulture));
+            }
         }
         finally
         {
