@@ -173,15 +173,6 @@ public sealed class TrainingSettings
         ("matryoshka_widths", [SaeArchitectures.MatryoshkaBatchTopK]),
     ];
 
-    /// <summary>SAELens 6 training fields SaeSharp does not implement, with the reason given when a config names one.</summary>
-    public static readonly IReadOnlyDictionary<string, string> UnsupportedSaeLensFields = new Dictionary<string, string>(StringComparer.Ordinal)
-    {
-        ["jumprelu_tanh_scale"] = "it scales Anthropic's tanh sparsity loss (jumprelu_sparsity_loss_mode \"tanh\"), which SaeSharp does not implement",
-        ["lp_norm"] = "SaeSharp's relu penalty is the L1 norm (lp_norm 1) only; drop the field",
-        ["rescale_acts_by_decoder_norm"] = "SaeSharp's TopK family holds the decoder rows at unit norm, so the activations are always on the decoder-norm scale; drop the field",
-        ["use_sparse_activations"] = "a memory setting of SAELens's TopK; SaeSharp's TopK training always decodes the sparse code; drop the field",
-    };
-
     /// <summary>The <see cref="ArchitectureFields"/> these settings give (non-null), in that order.</summary>
     [JsonIgnore]
     public IReadOnlyList<string> GivenArchitectureFields
@@ -325,9 +316,9 @@ public sealed class TrainingSettings
     /// SAELens or older names, and the trainer fields, which are recorded in <see cref="GivenTrainerFields"/>. SAELens's
     /// <c>train_batch_size_tokens</c> and <c>total_training_steps</c> set <see cref="BatchSize"/> and <see cref="Steps"/>.
     /// SAELens's architecture fields (<see cref="ArchitectureFields"/>) are read and checked (<see cref="ValidateArchitectureFields"/>;
-    /// the plan refuses one that no recipe of the run uses); a SAELens field SaeSharp does not implement
-    /// (<see cref="UnsupportedSaeLensFields"/>) is an error saying so.
-    /// A field of neither kind is an error (a misspelt name would otherwise leave its default in force).
+    /// the plan refuses one that no recipe of the run uses); the other fields of SAELens's runner config are mapped,
+    /// ignored with a note or refused at values SaeSharp does not implement (<see cref="RunnerConfigFields"/>).
+    /// A field of none of these kinds is an error (a misspelt name would otherwise leave its default in force).
     /// Without <c>normalize_activations</c> the run normalises (<see cref="DefaultNormalizeActivations"/>).</summary>
     public static TrainingSettings FromJson(string json, string source = "training settings")
     {
@@ -344,9 +335,6 @@ public sealed class TrainingSettings
             }
             var notes = new List<string>();
             RunnerConfigFields.Apply(fields, source, notes);
-            var unsupported = fields.Select(f => f.Key).Where(UnsupportedSaeLensFields.ContainsKey).ToList();
-            if (unsupported.Count > 0)
-                throw new SaeSharpException($"{source}: " + string.Join("; ", unsupported.Select(key => $"SAELens's '{key}' is not supported: {UnsupportedSaeLensFields[key]}")));
             var unknown = fields.Select(f => f.Key).Where(key => !KnownFields.Value.Contains(key)).ToList();
             if (unknown.Count > 0)
                 throw new SaeSharpException($"{source}: unknown field{(unknown.Count > 1 ? "s" : "")} " +
