@@ -180,6 +180,8 @@ public sealed class TrainingPlan : IDisposable
         _ = s.Recipes;
         // SAELens's training_tokens is the harvest budget as --tokens is.
         if (data.Tokens is null && s.Steps is null && s.TrainingTokens is long runTokens) data = data with { Tokens = runTokens };
+        // SAELens's n_batches_in_buffer sizes the shuffle buffer as --buffer-batches does (the flag wins).
+        if (data.BufferBatches is null && s.NBatchesInBuffer is int bufferBatches) data = data with { BufferBatches = bufferBatches };
         long steps = s.RunSteps ?? (data.Tokens is long tokens ? Math.Max(1, tokens / s.BatchSize) : 1000);
         var trainer = s.Trainer.Clone();
         long initRows = InitializationRows(trainer, s.BatchSize);

@@ -131,6 +131,9 @@ public sealed class TrainingSettings
     /// center_writing_weights, center_unembed, fold_value_biases; <c>--fold-ln</c>, <c>--center-writing-weights</c>) and
     /// <c>dtype</c>, the dtype the model runs in (<c>--dtype</c>). Other keys are refused.</summary>
     [JsonPropertyName("model_from_pretrained_kwargs")] public Dictionary<string, JsonElement>? ModelFromPretrainedKwargs { get; set; }
+    /// <summary>SAELens's <c>n_batches_in_buffer</c>: in a run from a model, the shuffle buffer holds n_batches_in_buffer ×
+    /// store_batch_size_prompts context windows (<see cref="Pipelines.ModelDataOptions.BufferBatches"/>, <c>--buffer-batches</c>).</summary>
+    [JsonPropertyName("n_batches_in_buffer")] public int? NBatchesInBuffer { get; set; }
     /// <summary>SAELens's <c>n_checkpoints</c>: without <see cref="CheckpointEvery"/>, checkpoint every steps / n steps.</summary>
     [JsonPropertyName("n_checkpoints")] public int? NCheckpoints { get; set; }
 
@@ -355,6 +358,8 @@ public sealed class TrainingSettings
             settings.Source = source;
             settings.Notes.AddRange(notes);
             settings.ValidateArchitectureFields();
+            if (settings.NBatchesInBuffer is <= 0)
+                throw new SaeSharpException($"{source}: n_batches_in_buffer {settings.NBatchesInBuffer}: expected a positive number of model runs");
             settings.Trainer = TrainerConfig.FromJson(normalized, source);
             foreach (var (key, _) in fields) settings.GivenTrainerFields.Add(key);
             if (!fields.ContainsKey("normalize_activations")) settings.Trainer.NormalizeActivations = DefaultNormalizeActivations;
