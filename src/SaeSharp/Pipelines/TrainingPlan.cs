@@ -48,6 +48,9 @@ public sealed class TrainingPlan : IDisposable
                                             "its sparsity with --l1 or --target-l0");
             trainer.TotalTrainingSteps = steps;
             trainer.TrainBatchSizeTokens = s.BatchSize;
+            // SAELens's dead_feature_window W counts steps (dead when more than W steps without firing); the trainer counts
+            // rows (dead when at least R rows without firing): R = (W + 1) · batch size is the same test.
+            if (s.DeadFeatureWindowSteps is long deadSteps) trainer.DeadFeatureWindow = checked((deadSteps + 1) * s.BatchSize);
             trainer.Seed = s.Seed;
             trainer.Lr = s.Lr ?? trainer.Lr;
             var given = new HashSet<string>(s.GivenTrainerFields, StringComparer.Ordinal);

@@ -134,6 +134,12 @@ public sealed class TrainingSettings
     /// <summary>SAELens's <c>n_batches_in_buffer</c>: in a run from a model, the shuffle buffer holds n_batches_in_buffer ×
     /// store_batch_size_prompts context windows (<see cref="Pipelines.ModelDataOptions.BufferBatches"/>, <c>--buffer-batches</c>).</summary>
     [JsonPropertyName("n_batches_in_buffer")] public int? NBatchesInBuffer { get; set; }
+    /// <summary>SAELens's <c>dead_feature_window</c>, in training steps: a latent is dead once it has not fired for more than
+    /// this many steps (SAELens's <c>n_forward_passes_since_fired &gt; dead_feature_window</c>, the mask of its AuxK and
+    /// pre-activation losses). The plan sets the trainer's window, which counts rows
+    /// (<see cref="TrainerConfig.DeadFeatureWindow"/>), to (dead_feature_window + 1) × batch size: the same test at a fixed
+    /// batch size. Null: <see cref="TrainerConfig.DefaultDeadFeatureWindow"/>, or a window set on <see cref="Trainer"/> in code.</summary>
+    [JsonPropertyName("dead_feature_window")] public long? DeadFeatureWindowSteps { get; set; }
     /// <summary>SAELens's <c>n_checkpoints</c>: without <see cref="CheckpointEvery"/>, checkpoint every steps / n steps.</summary>
     [JsonPropertyName("n_checkpoints")] public int? NCheckpoints { get; set; }
 
@@ -361,6 +367,10 @@ public sealed class TrainingSettings
             if (settings.NBatchesInBuffer is <= 0)
                 throw new SaeSharpException($"{source}: n_batches_in_buffer {settings.NBatchesInBuffer}: expected a positive number of model runs");
             settings.Trainer = TrainerConfig.FromJson(normalized, source);
+            // dead_feature_window is SAELens's, in steps (DeadFeatureWindowSteps); the plan converts it to the trainer's rows.
+            settings.Trainer.DeadFeatureWindow = null;
+            if (settings.DeadFeatureWindowSteps is < 0)
+                throw new SaeSharpException($"{source}: dead_feature_window {settings.DeadFeatureWindowSteps}: expected a non-negative number of training steps (SAELens's)");
             foreach (var (key, _) in fields) settings.GivenTrainerFields.Add(key);
             if (!fields.ContainsKey("normalize_activations")) settings.Trainer.NormalizeActivations = DefaultNormalizeActivations;
             return settings;

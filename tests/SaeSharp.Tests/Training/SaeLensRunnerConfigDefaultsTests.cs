@@ -1,5 +1,8 @@
 using System.Text.Json.Nodes;
+using SaeSharp.IO;
+using SaeSharp.Pipelines;
 using SaeSharp.Training;
+using static TorchSharp.torch;
 
 namespace SaeSharp.Tests.Training;
 
@@ -97,6 +100,8 @@ public class SaeLensRunnerConfigDefaultsTests
         Assert.Equal("none", s.Trainer.NormalizeActivations);
         Assert.Equal(0.1, s.Trainer.DecoderInitNorm);
         Assert.Equal(20, s.NBatchesInBuffer);
+        Assert.Equal(1000, s.DeadFeatureWindowSteps);
+        Assert.Null(s.Trainer.DeadFeatureWindow); // in rows once the plan knows the batch size: 1001 × 4096
 
         // The fields with no effect are named in the notes.
         var notes = string.Join("\n", s.Notes);
@@ -145,5 +150,51 @@ public class SaeLensRunnerConfigDefaultsTests
         // 488 steps: 480 after warm-up, cycles of 120 with η_min = lr_end = 3e-5: back at lr 3e-4 at step 8 + 120.
         Assert.Equal(3e-4, Schedules.LearningRate(s.Trainer, s.Lr!.Value, 8 + 120), 12);
         Assert.Equal(3e-5 + (3e-4 - 3e-5) * (1 + Math.Cos(Math.PI * 60 / 120)) / 2, Schedules.LearningRate(s.Trainer, s.Lr!.Value, 8 + 120 + 60), 12);
+    }
+
+    [Fact]
+    public void DeadFeatureWindowIsSaeLensStepsAndBecomesTheTrainersRows()
+    {
+        var dir = Directory.CreateTempSubdirectory("dead-window-").FullName;
+        try
+        {
+            string acts = Path.Combine(dir, "a.safetensors").Replace("\\", "/");
+            SafeTensors.Save(acts, new Dictionary<string, Tensor> { ["activations"] = randn(600, 8, generator: new Generator(3)) });
+            var s = TrainingSettings.FromJson($$"""
+                {"activations": "{{acts}}", "architecture": "topk", "k": 2, "d_sae": 16, "total_training_steps": 8,
+                 "train_batch_size_tokens": 32, "eval_rows": 64, "dead_feature_window": 3, "out": "{{Path.Combine(dir, "run").Replace("\\", "/")}}"}
+                """, "runner.json");
+            Assert.Equal(3, s.DeadFeatureWindowSteps);
+            using (var plan = TrainingPlan.ForActivations(s))
+            {
+                Assert.Equal(4 * 32, plan.Options.Trainer.DeadFeatureWindow);
+                Assert.Equal(4 * 32, plan.Options.Saes[0].Config!.DeadFeatureWindow);
+            }
+            s.BatchSize = 16; // --batch-size over the config's batch: the window follows it
+            using (var plan = TrainingPlan.ForActivations(s))
+                Assert.Equal(4 * 16, plan.Options.Trainer.DeadFeatureWindow);
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+
+        // SAELens (sae_trainer.py): n_forward_passes_since_fired += 1 each step, dead when > dead_feature_window. With
+        // window 3, a latent silent for 3 steps is alive and for 4 steps dead; the trainer's rows test gives the same.
+        using var stats = new FeatureStatistics(1, (3 + 1) * 32, 2000);
+        using var silent = zeros(1, dtype: ScalarType.Int64);
+        for (int step = 1; step <= 4; step++)
+        {
+            stats.UpdateCounts(silent, 32);
+            using var dead = stats.DeadMask();
+            Assert.Equal(step > 3, dead.item<bool>());
+        }
+    }
+
+    [Fact]
+    public void ANegativeDeadFeatureWindowIsAnErrorNamingIt()
+    {
+        var e = Assert.Throws<SaeSharpException>(() => TrainingSettings.FromJson("""{"dead_feature_window": -1}""", "runner.json"));
+        Assert.Contains("runner.json: dead_feature_window -1", e.Message);
     }
 }
