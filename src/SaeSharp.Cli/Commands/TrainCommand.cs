@@ -39,6 +39,7 @@ internal static class TrainCommand
         };
         var data = new ModelDataOptionsCli();
         data.AddTo(command);
+        command.Options.Add(data.BufferBatches);
         Cli.SetAction(command, parse =>
         {
             var path = parse.GetValue(config);

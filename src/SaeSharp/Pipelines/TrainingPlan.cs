@@ -48,6 +48,9 @@ public sealed class TrainingPlan : IDisposable
                                             "its sparsity with --l1 or --target-l0");
             trainer.TotalTrainingSteps = steps;
             trainer.TrainBatchSizeTokens = s.BatchSize;
+            // SAELens's dead_feature_window W counts steps (dead when more than W steps without firing); the trainer counts
+            // rows (dead when at least R rows without firing): R = (W + 1) · batch size is the same test.
+            if (s.DeadFeatureWindowSteps is long deadSteps) trainer.DeadFeatureWindow = checked((deadSteps + 1) * s.BatchSize);
             trainer.Seed = s.Seed;
             trainer.Lr = s.Lr ?? trainer.Lr;
             var given = new HashSet<string>(s.GivenTrainerFields, StringComparer.Ordinal);
@@ -180,6 +183,8 @@ public sealed class TrainingPlan : IDisposable
         _ = s.Recipes;
         // SAELens's training_tokens is the harvest budget as --tokens is.
         if (data.Tokens is null && s.Steps is null && s.TrainingTokens is long runTokens) data = data with { Tokens = runTokens };
+        // SAELens's n_batches_in_buffer sizes the shuffle buffer as --buffer-batches does (the flag wins).
+        if (data.BufferBatches is null && s.NBatchesInBuffer is int bufferBatches) data = data with { BufferBatches = bufferBatches };
         long steps = s.RunSteps ?? (data.Tokens is long tokens ? Math.Max(1, tokens / s.BatchSize) : 1000);
         var trainer = s.Trainer.Clone();
         long initRows = InitializationRows(trainer, s.BatchSize);

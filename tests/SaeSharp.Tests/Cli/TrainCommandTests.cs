@@ -358,10 +358,11 @@ public class ModelTrainCommandTests : IDisposable
         Ok(r);
         // Logging to wandb and the other no-effect fields are named in a note, not silently dropped.
         Assert.Contains("log_to_wandb", r.Err);
-        Assert.Contains("n_batches_in_buffer", r.Err);
+        Assert.Contains("act_store_device", r.Err);
+        Assert.DoesNotContain("n_batches_in_buffer", r.Err); // read: 20 × store_batch_size_prompts 8 windows, as --buffer-batches 20
         Ok(CliRunner.Run("train", "--model", model, "--hook", "blocks.0.hook_mlp_out", "--dataset", data, "--tokens", "4096",
             "--context-size", "32", "--arch", "topk", "--k", "4", "--dict-size", "64", "--batch-size", "256", "--lr", "0.0003",
-            "--eval-rows", "256", "--deterministic", "--out", P("flagrun")));
+            "--eval-rows", "256", "--deterministic", "--buffer-batches", "20", "--out", P("flagrun")));
 
         var a = JsonNode.Parse(File.ReadAllText(P("cfgrun", "cfg.json")))!.AsObject();
         var b = JsonNode.Parse(File.ReadAllText(P("flagrun", "cfg.json")))!.AsObject();
