@@ -79,6 +79,7 @@ internal static class TrainCommand
             using var plan = data.Given(parse, s)
                 ? TrainingPlan.ForModel(s, data.Read(parse, s) with { Device = device }, data.HookOf(parse, s)!, data.ReadMode(parse), parse.GetValue(data.TargetHook), parse.GetValue(resume))
                 : TrainingPlan.ForActivations(s, parse.GetValue(resume));
+            foreach (var note in plan.Notes) Console.Error.WriteLine($"note: {note}");
             if (device.type != TorchSharp.DeviceType.CPU && (s.Autocast || s.ParsedCandidatePass == CandidatePass.On))
                 AnsiConsole.MarkupLine($"[yellow]warning:[/] --autocast and --candidate-pass are CPU kernels; on {ComputeDevice.Name(device)} training runs in float32");
             else if (s.Autocast && plan.Options.Saes.Count > 0 && CpuFeatures.AutocastAdvice(plan.Options.Saes[0].Sae.Cfg.DIn, plan.Options.Saes[0].Sae.Cfg.DSae) is { } advice)

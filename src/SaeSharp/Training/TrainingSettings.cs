@@ -359,6 +359,9 @@ public sealed class TrainingSettings
             if (fields.ContainsKey("training_tokens") && fields.ContainsKey("steps"))
                 throw new SaeSharpException($"{source}: give the run's length as steps ('steps' or 'total_training_steps') or as 'training_tokens', not both");
             CheckArchitectureFieldTypes(fields, source);
+            if (fields.TryGetPropertyValue("decoder_init_norm", out var decoderInitNorm) && decoderInitNorm is null)
+                throw new SaeSharpException($"{source}: decoder_init_norm null (in SAELens: W_dec and W_enc keep their own Kaiming-uniform " +
+                                            "initialisation, untied) is not supported: give a positive norm (SAELens's default 0.1)");
             var normalized = fields.ToJsonString();
             var settings = JsonSerializer.Deserialize<TrainingSettings>(normalized) ?? new TrainingSettings();
             settings.Source = source;
