@@ -115,18 +115,75 @@ internal static class Cli
     public static string Integer(long value) =>
         value.ToString(Console.IsOutputRedirected ? "D" : "N0", CultureInfo.InvariantCulture);
 
+    /// <summary>A fraction (0.995) for a table cell or a report line, named <paramref name="name"/> (the row's or column's
+    /// name): <c>99.50 %</c> on a terminal, with <paramref name="decimals"/> places. In a pipe, a plain number in the unit the
+    /// name says: the number of percent without the sign when the name has a "%" (<c>% alive over N tokens</c>, <c>dead %</c>),
+    /// otherwise the fraction itself (SAELens's names: alive_fraction, dead_fraction, ce_loss_score). Both are printed
+    /// round-trip ("R"): the double the library computed, or that double times 100, so a program reads back what the JSON
+    /// outputs hold.</summary>
+    public static string Percent(string name, double fraction, int decimals)
+    {
+        if (!Console.IsOutputRedirected) return fraction.ToString("P" + decimals.ToString(CultureInfo.InvariantCulture), CultureInfo.InvariantCulture);
+        return (name.Contains('%') ? fraction * 100 : fraction).ToString("R", CultureInfo.InvariantCulture);
+    }
+
+    /// <summary>A cell as one field of a tab-separated line: a tab, newline or carriage return in it (a token, a decoded
+    /// context) written <c>\t</c>, <c>\n</c>, <c>\r</c>, so every line keeps its fields.</summary>
+    private static string Field(string cell) => cell.Replace("\t", "\\t").Replace("\n", "\\n").Replace("\r", "\\r");
+
     /// <summary>Name/value rows under a title: a Spectre table on a terminal; in a pipe, the title line, then one
-    /// <c>name&lt;TAB&gt;value</c> line per row (for grep and cut). Integers in either go through <see cref="Integer"/>.</summary>
+    /// <c>name&lt;TAB&gt;value</c> line per row (for grep and cut). Integers in either go through <see cref="Integer"/>,
+    /// percentages through <see cref="Percent"/>.</summary>
     public static void WriteTable(string title, IEnumerable<(string Name, string Value)> rows)
     {
         if (Console.IsOutputRedirected)
         {
-            Console.WriteLine(title);
-            foreach (var (name, value) in rows) Console.WriteLine($"{name}\t{value}");
+            Console.WriteLine(Field(title));
+            foreach (var (name, value) in rows) Console.WriteLine($"{Field(name)}\t{Field(value)}");
             return;
         }
         var table = new Table().Title(Markup.Escape(title)).AddColumn("metric").AddColumn(new TableColumn("value").RightAligned());
         foreach (var (name, value) in rows) table.AddRow(Markup.Escape(name), Markup.Escape(value));
         AnsiConsole.Write(table);
     }
+
+    /// <summary>
+    /// A table of several columns (cells are plain text, never Spectre markup): a Spectre table on a terminal. In a pipe,
+    /// tab-separated lines for programs: the title line (when there is one; on stderr with <paramref name="titleOnStderr"/>,
+    /// for a command whose stdout is only this table, which then reads as a TSV file), a header line of the column names,
+    /// then one line per row, every line with as many fields as there are columns. Integers go through
+    /// <see cref="Integer"/>, percentages through <see cref="Percent"/>.
+    /// </summary>
+    public static void WriteColumns(string? title, IReadOnlyList<Column> columns, IEnumerable<IReadOnlyList<string>> rows, bool titleOnStderr = false)
+    {
+        if (Console.IsOutputRedirected)
+        {
+            if (title is not null) (titleOnStderr ? Console.Error : Console.Out).WriteLine(Field(title));
+            Console.WriteLine(string.Join('\t', columns.Select(c => Field(c.Name))));
+            foreach (var row in rows) Console.WriteLine(string.Join('\t', Cells(row).Select(Field)));
+            return;
+        }
+        var table = new Table();
+        if (title is not null) table.Title(Markup.Escape(title));
+        foreach (var c in columns)
+        {
+            var column = new TableColumn(Markup.Escape(c.Name));
+            if (c.Right) column.RightAligned();
+            if (c.NoWrap) column.NoWrap();
+            table.AddColumn(column);
+        }
+        foreach (var row in rows) table.AddRow(Cells(row).Select(Markup.Escape).ToArray());
+        AnsiConsole.Write(table);
+
+        IReadOnlyList<string> Cells(IReadOnlyList<string> row) => row.Count == columns.Count ? row
+            : throw new InvalidOperationException($"a row of {row.Count} cells in a table of {columns.Count} columns");
+    }
+}
+
+/// <summary>A column of <see cref="Cli.WriteColumns"/>: on a terminal, right-aligned (numbers) or never wrapped (names a
+/// user copies); a string converts to a plain column.</summary>
+internal readonly record struct Column(string Name, bool Right = false, bool NoWrap = false)
+{
+    /// <summary>A left-aligned column named <paramref name="name"/>.</summary>
+    public static implicit operator Column(string name) => new(name);
 }

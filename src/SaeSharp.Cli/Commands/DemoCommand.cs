@@ -73,10 +73,12 @@ internal static class DemoCommand
 
         Stage(3, $"evaluating on {o.EvalTokens:N0} held-out tokens (the SAE spliced into the model)");
         var m = demo.Evaluate();
-        var table = new Table().AddColumns("FVU", "L0", "dead", "CE loss recovered", "KL (nats)", "CE clean / with SAE / zero-ablated");
-        table.AddRow(m.Reconstruction.Fvu.ToString("F3"), m.L0.ToString("F1"), m.Reconstruction.DeadFraction.ToString("P1"), m.CeLossScore.ToString("P1"),
-            m.KlDivWithSae.ToString("F3"), $"{m.CeLossWithoutSae:F3} / {m.CeLossWithSae:F3} / {m.CeLossWithAblation:F3}");
-        AnsiConsole.Write(table);
+        Cli.WriteColumns(null, ["FVU", "L0", "dead %", "% CE loss recovered", "KL (nats)", "CE clean", "CE with SAE", "CE zero-ablated"],
+        [[
+            m.Reconstruction.Fvu.ToString("F3"), m.L0.ToString("F1"), Cli.Percent("dead %", m.Reconstruction.DeadFraction, 1),
+            Cli.Percent("% CE loss recovered", m.CeLossScore, 1), m.KlDivWithSae.ToString("F3"),
+            m.CeLossWithoutSae.ToString("F3"), m.CeLossWithSae.ToString("F3"), m.CeLossWithAblation.ToString("F3"),
+        ]]);
 
         Stage(4, $"scoring features and neurons against the token labels ({o.ScoreTokens:N0} held-out tokens)");
         var scores = demo.ScoreLabels();
@@ -129,11 +131,12 @@ internal static class DemoCommand
         AnsiConsole.MarkupLine("  [bold]steering[/] " + Markup.Escape($"with feature {s.Feature}, whose decoder direction raises the logits of {s.Label} words most " +
             $"({string.Join(", ", s.TopWords)}; {fires}): {s.Scale:G3}·W_dec[{s.Feature}] ({s.ScaleInMaxActivations:G3}× its largest activation) " +
             "added from the prompt's last token on, greedy decoding"));
-        var t = new Table().AddColumns("", "continuation", $"{Markup.Escape(s.Label)} words");
-        t.AddRow("prompt", Markup.Escape(s.Prompt), "");
-        t.AddRow("unsteered", Markup.Escape(s.Before), s.LabelWordsBefore.ToString());
-        t.AddRow("steered", Markup.Escape(s.After), s.LabelWordsAfter.ToString());
-        AnsiConsole.Write(t);
+        Cli.WriteColumns(null, ["run", "continuation", $"{s.Label} words"],
+        [
+            ["prompt", s.Prompt, ""],
+            ["unsteered", s.Before, s.LabelWordsBefore.ToString()],
+            ["steered", s.After, s.LabelWordsAfter.ToString()],
+        ]);
     }
 
     internal static int Run(string outDir, long steps, ulong seed)
@@ -176,15 +179,13 @@ internal static class DemoCommand
             Console.WriteLine($"stopped at step {result.Steps}; checkpoint {result.LastCheckpoint}");
             return 130;
         }
-        var table = new Table().Title($"SAEs on synthetic data ({result.Steps} steps, {result.Tokens:N0} rows)")
-            .AddColumns("architecture", "MSE", "FVU", "L0", "dead %", "MMCS", "recovered > 0.9");
-        foreach (var sae in result.Saes)
-        {
-            var m = sae.Metrics!;
-            table.AddRow(sae.Name, m.Mse.ToString("G3"), m.Fvu.ToString("F3"), m.L0.ToString("F1"), m.DeadFraction.ToString("P1"),
-                (m.Mmcs ?? double.NaN).ToString("F3"), (m.RecoveredFraction ?? double.NaN).ToString("P0"));
-        }
-        AnsiConsole.Write(table);
+        Cli.WriteColumns($"SAEs on synthetic data ({result.Steps} steps, {Cli.Integer(result.Tokens)} rows)",
+            ["architecture", "MSE", "FVU", "L0", "dead %", "MMCS", "% recovered > 0.9"],
+            result.Saes.Select(sae => sae.Metrics!).Select((m, i) => new[]
+            {
+                result.Saes[i].Name, m.Mse.ToString("G3"), m.Fvu.ToString("F3"), m.L0.ToString("F1"), Cli.Percent("dead %", m.DeadFraction, 1),
+                (m.Mmcs ?? double.NaN).ToString("F3"), Cli.Percent("% recovered > 0.9", m.RecoveredFraction ?? double.NaN, 0),
+            }));
         Console.WriteLine($"true L0 ≈ {SyntheticExpectedL0(features):F1}; artefacts (SAELens layout, metrics.json, train_log.jsonl): {Path.Combine(outDir, "saes")}");
         return 0;
     }

@@ -9,7 +9,6 @@ using SaeSharp.Models;
 using SaeSharp.Pipelines;
 using SaeSharp.Saes;
 using SaeSharp.Tokenizers;
-using Spectre.Console;
 using static TorchSharp.torch;
 
 namespace SaeSharp.Cli.Commands;
@@ -149,28 +148,29 @@ internal static class InterventionCommands
             };
             string at = m.CheckSaeFits(s, steering.Hook);
             var hooked = new HookedSaeTransformer(m) { ModelHooks = pm.Hooks };
-            var table = new Table().Title($"feature {steering.Feature} × {steering.Scale.ToString(CultureInfo.InvariantCulture)} at {Markup.Escape(at)}")
-                .AddColumn("seed").AddColumn("unsteered").AddColumn("steered");
             long promptLen = tokens.shape[1];
+            var rows = new List<string[]>();
+            var notes = new List<string>();
             for (int i = 0; i < r; i++)
             {
                 var o = new GenerationOptions
                 {
                     Temperature = parse.GetValue(temperature), TopP = parse.GetValue(topP), Seed = parse.GetValue(seed) + (ulong)i, EosTokenId = tok.EosTokenId,
                 };
-                string Continue(IEnumerable<Intervention> edits)
+                string Continue(Steering? steer)
                 {
-                    using var g = hooked.Generate(tokens, parse.GetValue(maxNew), o, edits);
+                    using var g = hooked.Generate(tokens, parse.GetValue(maxNew), o, steer is null ? [] : [steer]);
+                    if (GenerationNote(g, 0, steer?.Positions) is string note) notes.Add($"seed {o.Seed}, {(steer is null ? "unsteered" : "steered")}: {note}");
                     return tok.Decode(g.Tokens[0].narrow(0, promptLen, g.Tokens.shape[1] - promptLen).data<long>().Select(v => (int)v));
                 }
-                table.AddRow(o.Seed.ToString()!, Markup.Escape(Continue([])), Markup.Escape(Continue([steering])));
+                rows.Add([o.Seed.ToString()!, Continue(null), Continue(steering)]);
             }
-            AnsiConsole.MarkupLine($"[bold]prompt:[/] {Markup.Escape(parse.GetValue(prompt)!)}");
-            AnsiConsole.Write(table);
-            var logits = new Table().Title(Markup.Escape($"feature {steering.Feature}: top logit tokens (W_dec[F]·W_U, final norm scale folded)")).AddColumn("token").AddColumn(new TableColumn("logit").RightAligned());
-            foreach (var (id, value) in FeatureLogits(m, s, at, steering.Feature, 10, Math.Min(tok.VocabSize, m.Config.DVocab)))
-                logits.AddRow(Markup.Escape(Analysis.DashboardWriter.Quote(tok.TokenText((int)id))), value.ToString("F3", CultureInfo.InvariantCulture));
-            AnsiConsole.Write(logits);
+            Console.WriteLine($"prompt: {parse.GetValue(prompt)}");
+            Cli.WriteColumns($"feature {steering.Feature} × {steering.Scale.ToString(CultureInfo.InvariantCulture)} at {at}", ["seed", "unsteered", "steered"], rows);
+            foreach (var note in notes) Console.Error.WriteLine($"note: {note}");
+            Cli.WriteColumns($"feature {steering.Feature}: top logit tokens (W_dec[F]·W_U, final norm scale folded)", ["token", new Column("logit", Right: true)],
+                FeatureLogits(m, s, at, steering.Feature, 10, Math.Min(tok.VocabSize, m.Config.DVocab))
+                    .Select(e => new[] { Analysis.DashboardWriter.Quote(tok.TokenText((int)e.Token)), e.Logit.ToString("F3", CultureInfo.InvariantCulture) }));
             return 0;
         });
         return command;
@@ -252,7 +252,7 @@ internal static class InterventionCommands
             var ablation = new Ablation(s, list, means, parse.GetValue(hook));
             double ceClean = 0, ceAbl = 0, kl = 0;
             long nCe = 0, nKl = 0;
-            var changed = new List<(double Kl, string Context, string Clean, string Ablated)>();
+            var changed = new List<(double Kl, string Context, string Clean, double CleanProb, string Ablated, double AblatedProb)>();
             string T(long id) => Analysis.DashboardWriter.Quote(tok.TokenText((int)id));
             foreach (var batch in batches)
             {
@@ -267,33 +267,32 @@ internal static class InterventionCommands
                 nKl += effect.Kl.numel();
                 if (batches.Count == 1 && batch.shape[0] == 1)
                 {
-                    var positions = new Table().Title("per position").AddColumn("pos").AddColumn("token").AddColumn("next")
-                        .AddColumn(new TableColumn("CE clean").RightAligned()).AddColumn(new TableColumn("CE ablated").RightAligned())
-                        .AddColumn(new TableColumn("ΔCE").RightAligned()).AddColumn(new TableColumn("KL").RightAligned());
                     var ids = batch[0].data<long>().ToArray();
+                    var rows = new List<string[]>();
                     for (int p = 0; p < ids.Length; p++)
                     {
                         bool hasNext = p + 1 < ids.Length;
                         double c = hasNext ? effect.CleanLoss[0, p].item<double>() : double.NaN, a = hasNext ? effect.EditedLoss[0, p].item<double>() : double.NaN;
-                        positions.AddRow(p.ToString(CultureInfo.InvariantCulture), Markup.Escape(T(ids[p])), hasNext ? Markup.Escape(T(ids[p + 1])) : "",
-                            F(c), F(a), F(a - c), F(effect.Kl[0, p].item<double>()));
+                        rows.Add([p.ToString(CultureInfo.InvariantCulture), T(ids[p]), hasNext ? T(ids[p + 1]) : "",
+                            F(c), F(a), F(a - c), F(effect.Kl[0, p].item<double>())]);
                     }
-                    AnsiConsole.Write(positions);
+                    Cli.WriteColumns("per position", ["pos", "token", "next", new Column("CE clean", Right: true), new Column("CE ablated", Right: true),
+                        new Column("ΔCE", Right: true), new Column("KL", Right: true)], rows);
                 }
                 foreach (var (b, p, k) in effect.MostChanged(parse.GetValue(top)))
                 {
                     var ids = batch[b].data<long>().ToArray();
                     string context = tok.Decode(ids.Skip(Math.Max(0, p - 8)).Take(Math.Min(p + 1, 9)).Select(v => (int)v));
-                    changed.Add((k, context,
-                        $"{T(effect.CleanTop[b, p].item<long>())} {effect.CleanTopProb[b, p].item<double>():P1}",
-                        $"{T(effect.EditedTop[b, p].item<long>())} {effect.EditedTopProb[b, p].item<double>():P1}"));
+                    changed.Add((k, context, T(effect.CleanTop[b, p].item<long>()), effect.CleanTopProb[b, p].item<double>(),
+                        T(effect.EditedTop[b, p].item<long>()), effect.EditedTopProb[b, p].item<double>()));
                 }
             }
-            var most = new Table().Title("next-token predictions that change most").AddColumn("context").AddColumn("clean top").AddColumn("ablated top")
-                .AddColumn(new TableColumn("KL").RightAligned());
-            foreach (var c in changed.OrderByDescending(c => c.Kl).Take(parse.GetValue(top)))
-                most.AddRow(Markup.Escape(Analysis.DashboardWriter.Quote(c.Context)), Markup.Escape(c.Clean), Markup.Escape(c.Ablated), F(c.Kl));
-            AnsiConsole.Write(most);
+            Cli.WriteColumns("next-token predictions that change most",
+                ["context", "clean top", new Column("clean %", Right: true), "ablated top", new Column("ablated %", Right: true), new Column("KL", Right: true)],
+                changed.OrderByDescending(c => c.Kl).Take(parse.GetValue(top)).Select(c => new[]
+                {
+                    Analysis.DashboardWriter.Quote(c.Context), c.Clean, Cli.Percent("clean %", c.CleanProb, 1), c.Ablated, Cli.Percent("ablated %", c.AblatedProb, 1), F(c.Kl),
+                }));
             Cli.WriteTable($"{md}-ablation of {list.Count} feature(s) at {hooked.Saes[0].Hook}", new (string, string)[]
             {
                 ("CE loss clean", F(ceClean / nCe)),
@@ -306,6 +305,22 @@ internal static class InterventionCommands
             return 0;
         });
         return command;
+    }
+
+    /// <summary>What a user should know about row <paramref name="row"/> of a generation, or null: that it stopped at EOS
+    /// before the new tokens asked for, and which of <paramref name="positions"/> (steering positions) never took effect in
+    /// it (<see cref="GenerationRow.Affects"/>): "stopped at EOS after 5 of 20 new tokens; steering at position 12 never applied".</summary>
+    internal static string? GenerationNote(GenerationResult g, int row, IEnumerable<long>? positions)
+    {
+        var r = g.Rows[row];
+        var parts = new List<string>();
+        if (r.Stop == GenerationStop.Eos && r.NewTokens < g.MaxNewTokens)
+            parts.Add($"stopped at EOS after {r.NewTokens} of {g.MaxNewTokens} new tokens");
+        var missed = positions?.Where(p => !r.Affects(p)).Order().ToList() ?? [];
+        if (missed.Count > 0)
+            parts.Add($"steering at position{(missed.Count == 1 ? "" : "s")} {string.Join(", ", missed)} never applied " +
+                      $"(the row's {r.Length} tokens end at position {r.Length - 1}, and a position steers only the tokens after it)");
+        return parts.Count == 0 ? null : string.Join("; ", parts);
     }
 
     private static string F(double v) => double.IsNaN(v) ? "" : v.ToString("F4", CultureInfo.InvariantCulture);
@@ -356,14 +371,14 @@ internal static class InterventionCommands
                     _ => spec.ToString(),
                 };
                 var rows = result.Top(parse.GetValue(top));
-                var table = new Table().Title(Markup.Escape($"{label} = {result.Metric.ToString("G6", CultureInfo.InvariantCulture)}: top attributions"))
-                    .AddColumn("sae").AddColumn("batch").AddColumn("pos").AddColumn("token").AddColumn("feature")
-                    .AddColumn(new TableColumn("activation").RightAligned()).AddColumn(new TableColumn("attribution").RightAligned());
-                foreach (var e in rows)
-                    table.AddRow(e.Sae.ToString(CultureInfo.InvariantCulture), e.Batch.ToString(CultureInfo.InvariantCulture), e.Position.ToString(CultureInfo.InvariantCulture),
-                        Markup.Escape(Analysis.DashboardWriter.Quote(Tok(tokens[e.Batch, e.Position].item<long>()))), e.Feature.ToString(CultureInfo.InvariantCulture),
-                        F(e.Activation), F(e.Attribution));
-                AnsiConsole.Write(table);
+                Cli.WriteColumns($"{label} = {result.Metric.ToString("G6", CultureInfo.InvariantCulture)}: top attributions",
+                    ["sae", "batch", "pos", "token", "feature", new Column("activation", Right: true), new Column("attribution", Right: true)],
+                    rows.Select(e => new[]
+                    {
+                        e.Sae.ToString(CultureInfo.InvariantCulture), e.Batch.ToString(CultureInfo.InvariantCulture), e.Position.ToString(CultureInfo.InvariantCulture),
+                        Analysis.DashboardWriter.Quote(Tok(tokens[e.Batch, e.Position].item<long>())), e.Feature.ToString(CultureInfo.InvariantCulture),
+                        F(e.Activation), F(e.Attribution),
+                    }));
                 for (int i = 0; i < result.Hooks.Count; i++)
                     Console.WriteLine($"SAE {i} at {result.Hooks[i]}: features {F(result.Attribution[i].sum().item<float>())}, error node {F(result.ErrorAttribution[i].sum().item<float>())} (sums over tokens)");
                 if (parse.GetValue(output) is string o) { result.Save(o); Console.WriteLine($"attributions: {o}"); }

@@ -22,6 +22,11 @@ internal sealed class ModelDataOptionsCli
     public readonly Option<bool> CenterWriting = new("--center-writing-weights") { Description = "TransformerLens center_writing_weights" };
     public readonly Option<string?> TextField = new("--text-field") { Description = "jsonl field / parquet column holding the text (default: as SAELens, tokens/input_ids, else text, else problem)" };
     public readonly Option<string> Dtype = ModelSource.DtypeOption();
+    /// <summary><c>sae train</c> only (<see cref="AddTo"/> leaves it out): SAELens's n_batches_in_buffer.</summary>
+    public readonly Option<int?> BufferBatches = new Option<int?>("--buffer-batches")
+    {
+        Description = "Shuffle buffer of a run from a model, in model runs: it holds N × store_batch_size_prompts context windows (SAELens n_batches_in_buffer; default: 64 windows)",
+    }.Positive();
     public readonly Option<string?> Device = new("--device")
     {
         Description = "cpu (default) or cuda[:N] (needs a build with -p:TorchBackend=cuda): where the model runs, and for sae train where the SAEs train",
@@ -86,6 +91,7 @@ internal sealed class ModelDataOptionsCli
             ExcludeSpecialTokens = parse.GetValue(ExcludeSpecial) ? true : config?.ExcludeSpecialTokens,
             TextField = parse.GetValue(TextField),
             BatchSizePrompts = config?.StoreBatchSizePrompts ?? new ModelDataOptions { ModelPath = "", DatasetPath = "" }.BatchSizePrompts,
+            BufferBatches = parse.CommandResult.Command.Options.Contains(BufferBatches) ? parse.GetValue(BufferBatches) : null, // else the config's n_batches_in_buffer (TrainingPlan.ForModel)
             Processing = kwargs with { FoldLn = parse.GetValue(FoldLn) || kwargs.FoldLn, CenterWritingWeights = parse.GetValue(CenterWriting) || kwargs.CenterWritingWeights },
         };
     }

@@ -1,6 +1,5 @@
 using System.CommandLine;
 using SaeSharp.Hub;
-using Spectre.Console;
 
 namespace SaeSharp.Cli.Commands;
 
@@ -48,20 +47,8 @@ internal static class ReleasesCommand
         return close.Count == 0 ? "" : $" (did you mean {string.Join(", ", close.Select(r => r.Release))}?)";
     }
 
-    private static void Write(string title, string[] columns, IEnumerable<string[]> rows)
-    {
-        if (Console.IsOutputRedirected)
-        {
-            // The title (a release's repo, model and format; the count) goes to the terminal, the rows to the pipe.
-            Console.Error.WriteLine(title);
-            Console.WriteLine(string.Join('\t', columns));
-            foreach (var row in rows) Console.WriteLine(string.Join('\t', row));
-            return;
-        }
-        var table = new Table().Title(Markup.Escape(title));
-        // The first two columns are names a user copies (release, sae_id / repo, hook): never broken across lines.
-        for (int i = 0; i < columns.Length; i++) table.AddColumn(i < 2 ? new TableColumn(columns[i]).NoWrap() : new TableColumn(columns[i]));
-        foreach (var row in rows) table.AddRow(row.Select(Markup.Escape).ToArray());
-        AnsiConsole.Write(table);
-    }
+    /// <summary>The table: the first two columns are names a user copies (release, sae_id / repo, hook), never broken
+    /// across lines on a terminal; in a pipe the title goes to stderr and stdout is a TSV file.</summary>
+    private static void Write(string title, string[] columns, IEnumerable<string[]> rows) =>
+        Cli.WriteColumns(title, columns.Select((c, i) => new Column(c, NoWrap: i < 2)).ToList(), rows, titleOnStderr: true);
 }

@@ -114,16 +114,18 @@ internal static class SaeCommands
                 ("mse", m.Mse.ToString("G5")),
                 ("l1", m.L1.ToString("G5")),
                 ("l0", m.L0.ToString("F2")),
-                ($"% alive over {Cli.Integer(m.Tokens)} tokens", m.AliveFraction.ToString("P2")),
-                ("% loss recovered (zero ablation)", m.CeLossScore.ToString("P2")),
-                ("% loss recovered (mean ablation)", m.CeLossScoreMeanAblation.ToString("P2")),
-                ("ce loss clean / with SAE / zero-ablated", $"{m.CeLossWithoutSae:F4} / {m.CeLossWithSae:F4} / {m.CeLossWithAblation:F4}"),
+                Percent($"% alive over {Cli.Integer(m.Tokens)} tokens", m.AliveFraction, 2),
+                Percent("% loss recovered (zero ablation)", m.CeLossScore, 2),
+                Percent("% loss recovered (mean ablation)", m.CeLossScoreMeanAblation, 2),
+                ("ce loss clean", m.CeLossWithoutSae.ToString("F4")),
+                ("ce loss with SAE", m.CeLossWithSae.ToString("F4")),
+                ("ce loss zero-ablated", m.CeLossWithAblation.ToString("F4")),
                 ("ce loss with error term", m.CeLossWithErrorTerm.ToString("F4")),
                 ("fvu", m.Reconstruction.Fvu.ToString("G5")),
                 ("kl div with SAE", m.KlDivWithSae.ToString("G5")),
                 ("kl div score", m.KlDivScore.ToString("F4")),
                 ("l2_ratio", m.Reconstruction.L2Ratio.ToString("F4")),
-                ("dead_fraction", m.Reconstruction.DeadFraction.ToString("P2")),
+                Percent("dead_fraction", m.Reconstruction.DeadFraction, 2),
             });
             foreach (var note in m.NonFiniteNotes()) Console.Error.WriteLine($"warning: {saes[i]}: {note}");
             all.Add(m.ToJson());
@@ -134,6 +136,10 @@ internal static class SaeCommands
         return 0;
     }
 
+    /// <summary>A name/value row of a percentage (<see cref="Cli.Percent"/>).</summary>
+    private static (string, string) Percent(string name, double fraction, int decimals) => (name, Cli.Percent(name, fraction, decimals));
+
+    /// <summary>The metrics of an evaluation on activations as a name/value table (SAELens's metric names).</summary>
     public static void PrintMetrics(string title, SaeEvalResult r)
     {
         var rows = new List<(string, string)>
@@ -146,12 +152,12 @@ internal static class SaeCommands
             ("cosine", r.Cosine.ToString("F4")),
             ("l2_ratio", r.L2Ratio.ToString("F4")),
             ("relative_reconstruction_bias", r.RelativeReconstructionBias.ToString("F4")),
-            ("alive_fraction", r.AliveFraction.ToString("P2")),
-            ("dead_fraction", r.DeadFraction.ToString("P2")),
+            Percent("alive_fraction", r.AliveFraction, 2),
+            Percent("dead_fraction", r.DeadFraction, 2),
             ("rows", Cli.Integer(r.Rows)),
         };
         if (r.Mmcs is double mmcs) rows.Add(("mmcs", mmcs.ToString("F4")));
-        if (r.RecoveredFraction is double rec) rows.Add(("recovered_fraction", rec.ToString("P1")));
+        if (r.RecoveredFraction is double rec) rows.Add(Percent("recovered_fraction", rec, 1));
         Cli.WriteTable(title, rows);
     }
 

@@ -1,7 +1,6 @@
 using System.CommandLine;
 using SaeSharp.Analysis;
 using SaeSharp.Pipelines;
-using Spectre.Console;
 
 namespace SaeSharp.Cli.Commands;
 
@@ -38,13 +37,15 @@ internal static class ScoreLabelsCommand
     /// <summary>The summary table (features vs neurons) and the best-scoring features with their labels.</summary>
     internal static void Print(LabelScoringReport r, int examples = 8)
     {
-        var t = new Table().Title($"label scores at {r.Hook}: {r.Tokens:N0} tokens, {r.FeatureSummary.LabelsScored} labels, F1 on the held-out half")
-            .AddColumns("units", "alive", "F1 ≥ 0.8", "F1 ≥ 0.5", "mean F1", "labels covered");
-        void Row(string name, LabelScoreSummary s) => t.AddRow(Markup.Escape(name), $"{s.Alive}/{s.Units}", s.ShareF1AtLeast08.ToString("P1"),
-            s.ShareF1AtLeast05.ToString("P1"), s.MeanBestF1.ToString("F3"), $"{s.LabelsCovered}/{s.LabelsScored}");
-        Row("SAE features", r.FeatureSummary);
-        Row(r.NeuronHook == r.Hook ? "dimensions (±)" : $"{r.NeuronHook} (±)", r.NeuronSummary);
-        AnsiConsole.Write(t);
+        string[] Row(string name, LabelScoreSummary s) =>
+        [
+            name, Cli.Integer(s.Alive), Cli.Integer(s.Units), Cli.Percent("% F1 ≥ 0.8", s.ShareF1AtLeast08, 1),
+            Cli.Percent("% F1 ≥ 0.5", s.ShareF1AtLeast05, 1), s.MeanBestF1.ToString("F3"), Cli.Integer(s.LabelsCovered), Cli.Integer(s.LabelsScored),
+        ];
+        Cli.WriteColumns($"label scores at {r.Hook}: {Cli.Integer(r.Tokens)} tokens, {r.FeatureSummary.LabelsScored} labels, F1 on the held-out half",
+            ["units", new Column("alive", Right: true), new Column("of", Right: true), new Column("% F1 ≥ 0.8", Right: true), new Column("% F1 ≥ 0.5", Right: true),
+             new Column("mean F1", Right: true), new Column("labels covered", Right: true), new Column("of labels", Right: true)],
+            [Row("SAE features", r.FeatureSummary), Row(r.NeuronHook == r.Hook ? "dimensions (±)" : $"{r.NeuronHook} (±)", r.NeuronSummary)]);
         Console.WriteLine("  (F1 = best label's F1 of each alive unit; labels covered = labels some unit reaches with F1 ≥ 0.8; ± = both signs of a dimension)");
         foreach (var line in Examples(r, examples)) Console.WriteLine(line);
     }

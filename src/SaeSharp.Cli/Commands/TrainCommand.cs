@@ -39,6 +39,7 @@ internal static class TrainCommand
         };
         var data = new ModelDataOptionsCli();
         data.AddTo(command);
+        command.Options.Add(data.BufferBatches);
         Cli.SetAction(command, parse =>
         {
             var path = parse.GetValue(config);
@@ -78,6 +79,7 @@ internal static class TrainCommand
             using var plan = data.Given(parse, s)
                 ? TrainingPlan.ForModel(s, data.Read(parse, s) with { Device = device }, data.HookOf(parse, s)!, data.ReadMode(parse), parse.GetValue(data.TargetHook), parse.GetValue(resume))
                 : TrainingPlan.ForActivations(s, parse.GetValue(resume));
+            foreach (var note in plan.Notes) Console.Error.WriteLine($"note: {note}");
             if (device.type != TorchSharp.DeviceType.CPU && (s.Autocast || s.ParsedCandidatePass == CandidatePass.On))
                 AnsiConsole.MarkupLine($"[yellow]warning:[/] --autocast and --candidate-pass are CPU kernels; on {ComputeDevice.Name(device)} training runs in float32");
             else if (s.Autocast && plan.Options.Saes.Count > 0 && CpuFeatures.AutocastAdvice(plan.Options.Saes[0].Sae.Cfg.DIn, plan.Options.Saes[0].Sae.Cfg.DSae) is { } advice)
@@ -150,7 +152,7 @@ internal static class TrainCommand
     internal static string Describe(TrainingProgress p)
     {
         var parts = p.Saes.Select(sae =>
-            $"{sae.Name}: loss {sae.Losses.GetValueOrDefault("overall_loss"):G4} L0 {sae.L0:F1} dead {sae.DeadFraction:P0}");
+            $"{sae.Name}: loss {sae.Losses.GetValueOrDefault("overall_loss"):G4} L0 {sae.L0:F1} dead_fraction {Cli.Percent("dead_fraction", sae.DeadFraction, 0)}");
         var eta = p.Eta is TimeSpan t ? $" ETA {t:hh\\:mm\\:ss}" : "";
         return $"step {p.Step}/{p.TotalSteps} {p.RowsPerSecond:N0} rows/s{eta} | {string.Join(" | ", parts)}";
     }
@@ -178,9 +180,9 @@ internal static class TrainCommand
             double? ce = downstream?[i].CeLossScore;
             if (sae.Metrics is { } m)
             {
-                Console.WriteLine($"  mse {m.Mse:G4}  fvu {m.Fvu:G4}  l0 {m.L0:F1}  dead {m.DeadFraction:P1}" +
+                Console.WriteLine($"  mse {m.Mse:G4}  fvu {m.Fvu:G4}  l0 {m.L0:F1}  dead_fraction {Cli.Percent("dead_fraction", m.DeadFraction, 1)}" +
                                   (m.Mmcs is double mm ? $"  mmcs {mm:F3}" : "") +
-                                  (ce is double c ? $"  ce loss recovered {c:P1} (kl {downstream![i].KlDivWithSae:G3})" : ""));
+                                  (ce is double c ? $"  ce_loss_score {Cli.Percent("ce_loss_score", c, 1)} (kl {downstream![i].KlDivWithSae:G3})" : ""));
                 foreach (var w in TrainingWarnings.For(m, sae.Config, result.Steps, ce))
                     Console.Error.WriteLine($"warning: {sae.Name}: {w}");
             }

@@ -106,6 +106,8 @@ public sealed class ModelActivationSource : IActivationSource
     public int MaxDataPasses => _o.Epochs;
     /// <summary>Context windows taken from the stream so far (over all passes).</summary>
     public long ContextsConsumed => _consumed;
+    /// <summary>Capacity of the shuffle buffer in context windows (<see cref="ModelActivationSourceOptions.BufferContexts"/>).</summary>
+    public int BufferContexts => _o.BufferContexts;
     /// <summary>Rows in the buffer not yet handed out.</summary>
     public int Buffered => _ids.Length - _head;
 

@@ -87,7 +87,9 @@ public sealed class Steering : Intervention
     /// every new token), so the last token of an n-token prompt is n − 1. A position the run does not reach (≥ the
     /// longest row's real tokens, or during generation ≥ that plus the new tokens asked for) is a
     /// <see cref="SaeSharpException"/> from the run naming the position and the sequence length; a row of a padded batch
-    /// shorter than the position is left as is.
+    /// shorter than the position is left as is, with no error (the position is reached by a longer row). After generation,
+    /// <see cref="Models.GenerationRow.Affects"/> on <see cref="Models.GenerationResult.Rows"/> says per row which positions
+    /// took effect (a row that stopped at EOS, or had a shorter prompt, never reaches the later ones).
     /// </summary>
     public IReadOnlyCollection<long>? Positions
     {

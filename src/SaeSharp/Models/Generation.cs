@@ -30,13 +30,45 @@ public sealed record GenerationOptions
     public bool ReturnLogits { get; init; }
 }
 
-/// <summary>Output of generation: prompt plus new tokens [batch, prompt + new], and optionally the step logits [batch, new, d_vocab].</summary>
-public sealed class GenerationResult(Tensor tokens, Tensor? logits) : IDisposable
+/// <summary>Why a row of <see cref="HookedTransformer.Generate"/> stopped.</summary>
+public enum GenerationStop
+{
+    /// <summary>It generated every new token asked for.</summary>
+    MaxNewTokens,
+    /// <summary>It emitted <see cref="GenerationOptions.EosTokenId"/> as its last new token (perhaps before
+    /// <see cref="GenerationResult.MaxNewTokens"/>: <see cref="GenerationRow.NewTokens"/> says); the tokens after it, if the
+    /// batch went on for other rows, are that token repeated.</summary>
+    Eos,
+}
+
+/// <summary>How one row of a generation ended: its real prompt tokens (padding left out), the new tokens it generated (its
+/// EOS included) and why it stopped.</summary>
+public readonly record struct GenerationRow(long PromptTokens, int NewTokens, GenerationStop Stop)
+{
+    /// <summary>The row's real tokens: prompt plus new tokens, so its positions run 0..Length − 1 in the numbering of
+    /// <see cref="Interventions.Steering.Positions"/>.</summary>
+    public long Length => PromptTokens + NewTokens;
+
+    /// <summary>Whether an edit at <paramref name="position"/> (<see cref="Interventions.Steering.Positions"/>'s numbering) can
+    /// have changed this row's new tokens: the model ran on the row's token there before the row's last new token was
+    /// chosen, i.e. the row has new tokens and 0 ≤ position ≤ Length − 2. Positions past that (beyond an early EOS, beyond a
+    /// shorter prompt of a padded batch, or the last new token, which is never fed back) were never applied to this row.</summary>
+    public bool Affects(long position) => NewTokens > 0 && position >= 0 && position <= Length - 2;
+}
+
+/// <summary>Output of generation: prompt plus new tokens [batch, prompt + new], optionally the step logits [batch, new, d_vocab],
+/// and per row how far it got (<see cref="Rows"/>).</summary>
+public sealed class GenerationResult(Tensor tokens, Tensor? logits, IReadOnlyList<GenerationRow> rows, int maxNewTokens) : IDisposable
 {
     /// <summary>Prompt plus generated tokens [batch, prompt + new], int64.</summary>
     public Tensor Tokens { get; } = tokens;
     /// <summary>Logits each new token was chosen from [batch, new, d_vocab], when asked for (<see cref="GenerationOptions.ReturnLogits"/>); else null.</summary>
     public Tensor? Logits { get; } = logits;
+    /// <summary>Per row: its real prompt length, the new tokens it generated and whether it stopped at EOS before
+    /// <see cref="MaxNewTokens"/>.</summary>
+    public IReadOnlyList<GenerationRow> Rows { get; } = rows;
+    /// <summary>The new tokens asked for.</summary>
+    public int MaxNewTokens { get; } = maxNewTokens;
 
     /// <summary>Disposes the tensors.</summary>
     public void Dispose()
@@ -69,6 +101,8 @@ internal static class Generation
         var input = seq;
         var inputMask = mask;
         var finished = zeros(b, dtype: ScalarType.Bool, device: seq.device);
+        var eosStep = full(new[] { b }, TorchScalars.Of(-1L), dtype: ScalarType.Int64, device: seq.device); // the step at which each row emitted EOS
+        int steps = 0;
         var stepLogits = new List<Tensor>();
         var outerLength = HookRunner.GenerationLength;
         HookRunner.GenerationLength = mask.sum(1).max().item<long>() + maxNewTokens;
@@ -84,8 +118,11 @@ internal static class Generation
                 {
                     using var eosScalar = eos.ToScalar();
                     next = where(finished, full_like(next, eosScalar), next);
-                    finished = finished.logical_or(next.eq(eosScalar)).MoveToOuterDisposeScope();
+                    var now = finished.logical_or(next.eq(eosScalar));
+                    eosStep = where(now.logical_and(finished.logical_not()), full_like(eosStep, TorchScalars.Of((long)step)), eosStep).MoveToOuterDisposeScope();
+                    finished = now.MoveToOuterDisposeScope();
                 }
+                steps = step + 1;
                 if (o.ReturnLogits) stepLogits.Add(last.MoveToOuterDisposeScope());
                 var col = next.unsqueeze(1);
                 seq = cat([seq, col], 1).MoveToOuterDisposeScope();
@@ -110,7 +147,12 @@ internal static class Generation
         var outLogits = o.ReturnLogits
             ? (stepLogits.Count > 0 ? stack(stepLogits, 1) : empty(b, 0, model.Config.DVocab)).MoveToOuterDisposeScope()
             : null;
-        return new GenerationResult(seq.MoveToOuterDisposeScope(), outLogits);
+        var prompts = mask.narrow(1, 0, tokens.shape[1]).sum(1).cpu().data<long>().ToArray();
+        var stopped = eosStep.cpu().data<long>().ToArray();
+        var rows = Enumerable.Range(0, (int)b).Select(r => stopped[r] >= 0
+            ? new GenerationRow(prompts[r], (int)stopped[r] + 1, GenerationStop.Eos)
+            : new GenerationRow(prompts[r], steps, GenerationStop.MaxNewTokens)).ToList();
+        return new GenerationResult(seq.MoveToOuterDisposeScope(), outLogits, rows, maxNewTokens);
     }
 
     /// <summary>Next token ids [batch] from last-position logits [batch, vocab] (float32).</summary>

@@ -36,4 +36,19 @@ public sealed record ModelDataOptions
     public Device Device { get; init; } = CPU;
     /// <summary>Windows per model run.</summary>
     public int BatchSizePrompts { get; init; } = 8;
+    /// <summary>Capacity of a training source's shuffle buffer in model runs (SAELens <c>n_batches_in_buffer</c>,
+    /// <c>--buffer-batches</c>): it holds <see cref="BufferBatches"/> × <see cref="BatchSizePrompts"/> context windows, as
+    /// SAELens's holds n_batches_in_buffer × store_batch_size_prompts × context_size tokens. Null:
+    /// <see cref="DefaultBufferContexts"/> windows.</summary>
+    public int? BufferBatches
+    {
+        get => _bufferBatches;
+        init => _bufferBatches = value is null or > 0 ? value : throw new SaeSharpException($"n_batches_in_buffer (--buffer-batches) must be positive, got {value}");
+    }
+    private readonly int? _bufferBatches;
+    /// <summary>Shuffle-buffer capacity in context windows without <see cref="BufferBatches"/>.</summary>
+    public const int DefaultBufferContexts = 64;
+    /// <summary>Shuffle-buffer capacity in context windows: <see cref="BufferBatches"/> × <see cref="BatchSizePrompts"/>,
+    /// else <see cref="DefaultBufferContexts"/> (at least one model run).</summary>
+    public int BufferContexts => Math.Max(BatchSizePrompts, BufferBatches is int n ? checked(n * BatchSizePrompts) : DefaultBufferContexts);
 }

@@ -38,10 +38,11 @@ public static class ModelPipeline
 
     /// <summary>
     /// <c>sae train --model M --hook H --dataset D --tokens N</c>: loads the model (processed as <paramref name="data"/> says)
-    /// and tokenizer and returns a shuffling, resumable source of the hook's activations. The source owns the model.
+    /// and tokenizer and returns a shuffling, resumable source of the hook's activations. The source owns the model. Its
+    /// shuffle buffer holds <paramref name="bufferContexts"/> context windows, else <see cref="ModelDataOptions.BufferContexts"/>.
     /// </summary>
     public static ModelActivationSource OpenSource(ModelDataOptions data, string hook, HarvestMode mode = HarvestMode.Out,
-        string? targetHook = null, int bufferContexts = 64, ulong seed = 0)
+        string? targetHook = null, int? bufferContexts = null, ulong seed = 0)
     {
         ArgumentNullException.ThrowIfNull(data);
         var tokenizer = Tokenizer.FromFolder(data.TokenizerPath ?? data.ModelPath);
@@ -56,7 +57,7 @@ public static class ModelPipeline
             var src = new ModelActivationSource(pm.Model, spec, () => Windows(tokenizer, data.DatasetPath, ctx, bos, data.TextField),
                 new ModelActivationSourceOptions
                 {
-                    ContextSize = ctx, BatchSizePrompts = data.BatchSizePrompts, BufferContexts = Math.Max(bufferContexts, data.BatchSizePrompts),
+                    ContextSize = ctx, BatchSizePrompts = data.BatchSizePrompts, BufferContexts = Math.Max(bufferContexts ?? data.BufferContexts, data.BatchSizePrompts),
                     ExcludeTokenIds = data.ExcludeSpecialTokens == true ? SpecialTokenIds(tokenizer) : null,
                     Seed = seed, MaxContexts = ContextsFor(data.Tokens, ctx), ModelHooks = pm.Hooks, Epochs = data.Epochs,
                 });

@@ -23,6 +23,11 @@ public sealed class TrainingPlan : IDisposable
     /// <summary>What <see cref="TrainingRun.Run"/> is given.</summary>
     public TrainingRunOptions Options { get; }
 
+    private readonly List<string> _notes = [];
+
+    /// <summary>What the plan changed in the settings it was given, for the user to read (e.g. a matryoshka level added).</summary>
+    public IReadOnlyList<string> Notes => _notes;
+
     /// <summary>The model and text the SAEs are trained from (<see cref="ForModel"/>), else null.</summary>
     public ModelDataOptions? ModelData { get; private init; }
 
@@ -48,6 +53,9 @@ public sealed class TrainingPlan : IDisposable
                                             "its sparsity with --l1 or --target-l0");
             trainer.TotalTrainingSteps = steps;
             trainer.TrainBatchSizeTokens = s.BatchSize;
+            // SAELens's dead_feature_window W counts steps (dead when more than W steps without firing); the trainer counts
+            // rows (dead when at least R rows without firing): R = (W + 1) · batch size is the same test.
+            if (s.DeadFeatureWindowSteps is long deadSteps) trainer.DeadFeatureWindow = checked((deadSteps + 1) * s.BatchSize);
             trainer.Seed = s.Seed;
             trainer.Lr = s.Lr ?? trainer.Lr;
             var given = new HashSet<string>(s.GivenTrainerFields, StringComparer.Ordinal);
@@ -62,13 +70,20 @@ public sealed class TrainingPlan : IDisposable
             var pass = s.ParsedCandidatePass;
             if (s.Deterministic && pass == Kernels.CandidatePass.Auto) pass = Kernels.CandidatePass.Off;
             s.CheckArchitectureFields(recipes);
-            if (s.MatryoshkaWidths is { Length: > 0 } widths && widths[^1] != dSae)
-                throw new SaeSharpException($"{s.Source ?? "training settings"}: matryoshka_widths [{string.Join(", ", widths)}] must end at d_sae {dSae}");
+            var matryoshkaWidths = s.MatryoshkaWidths;
+            if (matryoshkaWidths is { Length: > 0 } widths && widths[^1] != dSae)
+            {
+                if (widths[^1] > dSae)
+                    throw new SaeSharpException($"{s.Source ?? "training settings"}: matryoshka_widths [{string.Join(", ", widths)}] go past d_sae {dSae}");
+                // SAELens's _validate_matryoshka_config: a last level narrower than d_sae gets d_sae added, with a warning.
+                matryoshkaWidths = [.. widths, dSae];
+                _notes.Add($"matryoshka_widths [{string.Join(", ", widths)}] do not end at d_sae {dSae}: a last level of {dSae} is added, as SAELens does");
+            }
             var slots = new List<SaeSlot>();
             foreach (var r in recipes)
             {
                 bool matryoshka = SaeRecipes.Architecture(r) == SaeArchitectures.MatryoshkaBatchTopK;
-                var sae = SaeRecipes.Create(r, dIn, dSae, s.K, s.SparsityCoefficientFor(r), dOut, metadata, steps, matryoshka ? s.MatryoshkaWidths : null);
+                var sae = SaeRecipes.Create(r, dIn, dSae, s.K, s.SparsityCoefficientFor(r), dOut, metadata, steps, matryoshka ? matryoshkaWidths : null);
                 _owned.Add(sae);
                 if (s.TargetL0 is double t) SaeRecipes.AdaptToTargetL0(sae, t, s.SparsityCoefficientFor(r));
                 sae.Training.Autocast = s.Autocast;
@@ -128,7 +143,7 @@ public sealed class TrainingPlan : IDisposable
                     // Compared as the momentum the run keeps (1 − rate), shown as rates.
                     if (slot.Sae.Cfg.Architecture != SaeArchitectures.TopK && s.TopKThresholdLr is double rate && now.ThresholdMomentum != had.Training.ThresholdMomentum)
                         differ.Add($"topk_threshold_lr {Format(rate)} ({slot.Name} in the checkpoint's run: {Format(1 - had.Training.ThresholdMomentum)})");
-                    if (s.MatryoshkaWidths is { } widths && had.SaeConfig.MatryoshkaWidths is { } runWidths && !widths.SequenceEqual(runWidths))
+                    if (s.MatryoshkaWidths is not null && slot.Sae.Cfg.MatryoshkaWidths is { } widths && had.SaeConfig.MatryoshkaWidths is { } runWidths && !widths.SequenceEqual(runWidths))
                         differ.Add($"matryoshka_widths [{string.Join(", ", widths)}] ({slot.Name} in the checkpoint's run: [{string.Join(", ", runWidths)}])");
                     break;
             }
@@ -180,6 +195,8 @@ public sealed class TrainingPlan : IDisposable
         _ = s.Recipes;
         // SAELens's training_tokens is the harvest budget as --tokens is.
         if (data.Tokens is null && s.Steps is null && s.TrainingTokens is long runTokens) data = data with { Tokens = runTokens };
+        // SAELens's n_batches_in_buffer sizes the shuffle buffer as --buffer-batches does (the flag wins).
+        if (data.BufferBatches is null && s.NBatchesInBuffer is int bufferBatches) data = data with { BufferBatches = bufferBatches };
         long steps = s.RunSteps ?? (data.Tokens is long tokens ? Math.Max(1, tokens / s.BatchSize) : 1000);
         var trainer = s.Trainer.Clone();
         long initRows = InitializationRows(trainer, s.BatchSize);

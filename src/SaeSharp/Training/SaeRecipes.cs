@@ -129,7 +129,7 @@ public static class SaeRecipes
         long steps = run.Steps;
         if (!given.Contains("lr") && c.Lr is null) c.Lr = DefaultLearningRate(recipe, dSae, steps);
         // A schedule field given by the user leaves the whole lr schedule to the user.
-        if (!given.Overlaps(["lr_scheduler_name", "lr_warm_up_steps", "lr_decay_steps", "lr_end"]))
+        if (!given.Overlaps(["lr_scheduler_name", "lr_warm_up_steps", "lr_decay_steps", "lr_end", "n_restart_cycles"]))
         {
             c.LrWarmUpSteps = Math.Min(1000, steps / 10);
             c.LrSchedulerName = LrSchedulers.Constant;

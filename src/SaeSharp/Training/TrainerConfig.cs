@@ -11,13 +11,19 @@ public static class LrSchedulers
     public const string Constant = "constant";
     /// <summary>SAELens: cosine from lr to lr_end between warm-up and decay, then linear from lr_end to 0 over lr_decay_steps.</summary>
     public const string CosineAnnealing = "cosineannealing";
+    /// <summary>SAELens: cosine from lr to lr_end restarting n_restart_cycles times between warm-up and decay (PyTorch's
+    /// CosineAnnealingWarmRestarts), then linear from lr_end to 0 over lr_decay_steps.</summary>
+    public const string CosineAnnealingWarmRestarts = "cosineannealingwarmrestarts";
     /// <summary>SaeSharp: linear decay from lr to lr_end over the last lr_decay_steps (all after warm-up when 0).</summary>
     public const string Linear = "linear";
     /// <summary>SaeSharp: half-cosine decay from lr to lr_end over the last lr_decay_steps (all after warm-up when 0).</summary>
     public const string Cosine = "cosine";
 
     /// <summary>Every schedule name, in the order above.</summary>
-    public static readonly IReadOnlyList<string> All = [Constant, CosineAnnealing, Linear, Cosine];
+    public static readonly IReadOnlyList<string> All = [Constant, CosineAnnealing, CosineAnnealingWarmRestarts, Linear, Cosine];
+
+    /// <summary>SAELens's schedules (<c>get_lr_scheduler</c> in sae_lens/training/optim.py), computed as SAELens does.</summary>
+    public static readonly IReadOnlyList<string> SaeLens = [Constant, CosineAnnealing, CosineAnnealingWarmRestarts];
 }
 
 /// <summary>
@@ -33,13 +39,17 @@ public sealed class TrainerConfig
     [JsonPropertyName("lr")] public double? Lr { get; set; }
     /// <summary>Learning rate at the end of the decay (per SAE); null means lr/10 (SAELens).</summary>
     [JsonPropertyName("lr_end")] public double? LrEnd { get; set; }
-    /// <summary>"constant" or "cosineannealing" (SAELens's schedules, exactly), or SaeSharp's "linear" or "cosine" (per SAE);
+    /// <summary>"constant", "cosineannealing" or "cosineannealingwarmrestarts" (SAELens's schedules, exactly), or SaeSharp's
+    /// "linear" or "cosine" (per SAE);
     /// see <see cref="Schedules.LearningRate(string, double, double, long, long, long, long)"/>.</summary>
     [JsonPropertyName("lr_scheduler_name")] public string LrSchedulerName { get; set; } = LrSchedulers.Constant;
     /// <summary>Linear warm-up: step s &lt; W uses lr·(s+1)/W (per SAE).</summary>
     [JsonPropertyName("lr_warm_up_steps")] public long LrWarmUpSteps { get; set; }
     /// <summary>Length of the final decay; for linear/cosine 0 means every step after warm-up (per SAE).</summary>
     [JsonPropertyName("lr_decay_steps")] public long LrDecaySteps { get; set; }
+    /// <summary>Cosine cycles of "cosineannealingwarmrestarts" between warm-up and decay (SAELens; per SAE): each lasts
+    /// (steps − lr_warm_up_steps − lr_decay_steps) // n_restart_cycles steps. Other schedules take only 1.</summary>
+    [JsonPropertyName("n_restart_cycles")] public int NRestartCycles { get; set; } = 1;
     /// <summary>Adam β1 (per SAE); null means the architecture default.</summary>
     [JsonPropertyName("adam_beta1")] public double? AdamBeta1 { get; set; }
     /// <summary>Adam β2 (per SAE); null means the architecture default.</summary>
@@ -160,10 +170,16 @@ public sealed class TrainerConfig
             throw Bad("lr_scheduler_name", LrSchedulerName, string.Join("|", LrSchedulers.All));
         if (LrWarmUpSteps < 0) throw Bad("lr_warm_up_steps", LrWarmUpSteps, "≥ 0");
         if (LrDecaySteps < 0) throw Bad("lr_decay_steps", LrDecaySteps, "≥ 0");
-        if (LrWarmUpSteps + LrDecaySteps > Steps || (NormalizedScheduler == LrSchedulers.CosineAnnealing && LrWarmUpSteps + LrDecaySteps >= Steps))
+        bool cosineAnnealing = NormalizedScheduler is LrSchedulers.CosineAnnealing or LrSchedulers.CosineAnnealingWarmRestarts;
+        if (LrWarmUpSteps + LrDecaySteps > Steps || (cosineAnnealing && LrWarmUpSteps + LrDecaySteps >= Steps))
             throw new SaeSharpException($"{source}: lr_warm_up_steps ({LrWarmUpSteps}) + lr_decay_steps ({LrDecaySteps}) leave no steps of the {Steps} training steps for the schedule");
-        if (NormalizedScheduler == LrSchedulers.CosineAnnealing && LrDecaySteps > 0 && LrEnd == 0)
-            throw new SaeSharpException($"{source}: cosineannealing with lr_decay_steps needs lr_end > 0 (the decay runs from lr_end to 0, as in SAELens)");
+        if (cosineAnnealing && LrDecaySteps > 0 && LrEnd == 0)
+            throw new SaeSharpException($"{source}: {NormalizedScheduler} with lr_decay_steps needs lr_end > 0 (the decay runs from lr_end to 0, as in SAELens)");
+        if (NRestartCycles <= 0) throw Bad("n_restart_cycles", NRestartCycles, "a positive number of cycles");
+        if (NormalizedScheduler == LrSchedulers.CosineAnnealingWarmRestarts && (Steps - LrWarmUpSteps - LrDecaySteps) / NRestartCycles <= 0)
+            throw new SaeSharpException($"{source}: n_restart_cycles {NRestartCycles} is more cycles than the {Steps - LrWarmUpSteps - LrDecaySteps} steps between warm-up and decay (each cycle lasts (steps − lr_warm_up_steps − lr_decay_steps) // n_restart_cycles steps, as in SAELens)");
+        if (NRestartCycles != 1 && NormalizedScheduler != LrSchedulers.CosineAnnealingWarmRestarts)
+            throw new SaeSharpException($"{source}: n_restart_cycles {NRestartCycles} applies to lr_scheduler_name \"cosineannealingwarmrestarts\" only, not \"{LrSchedulerName}\": drop the field (1) or use that schedule");
         if (AdamBeta1 is < 0 or >= 1) throw Bad("adam_beta1", AdamBeta1, "in [0, 1)");
         if (AdamBeta2 is < 0 or >= 1) throw Bad("adam_beta2", AdamBeta2, "in [0, 1)");
         if (AdamEpsilon <= 0) throw Bad("adam_epsilon", AdamEpsilon, "positive");

@@ -131,6 +131,15 @@ public sealed class TrainingSettings
     /// center_writing_weights, center_unembed, fold_value_biases; <c>--fold-ln</c>, <c>--center-writing-weights</c>) and
     /// <c>dtype</c>, the dtype the model runs in (<c>--dtype</c>). Other keys are refused.</summary>
     [JsonPropertyName("model_from_pretrained_kwargs")] public Dictionary<string, JsonElement>? ModelFromPretrainedKwargs { get; set; }
+    /// <summary>SAELens's <c>n_batches_in_buffer</c>: in a run from a model, the shuffle buffer holds n_batches_in_buffer ×
+    /// store_batch_size_prompts context windows (<see cref="Pipelines.ModelDataOptions.BufferBatches"/>, <c>--buffer-batches</c>).</summary>
+    [JsonPropertyName("n_batches_in_buffer")] public int? NBatchesInBuffer { get; set; }
+    /// <summary>SAELens's <c>dead_feature_window</c>, in training steps: a latent is dead once it has not fired for more than
+    /// this many steps (SAELens's <c>n_forward_passes_since_fired &gt; dead_feature_window</c>, the mask of its AuxK and
+    /// pre-activation losses). The plan sets the trainer's window, which counts rows
+    /// (<see cref="TrainerConfig.DeadFeatureWindow"/>), to (dead_feature_window + 1) × batch size: the same test at a fixed
+    /// batch size. Null: <see cref="TrainerConfig.DefaultDeadFeatureWindow"/>, or a window set on <see cref="Trainer"/> in code.</summary>
+    [JsonPropertyName("dead_feature_window")] public long? DeadFeatureWindowSteps { get; set; }
     /// <summary>SAELens's <c>n_checkpoints</c>: without <see cref="CheckpointEvery"/>, checkpoint every steps / n steps.</summary>
     [JsonPropertyName("n_checkpoints")] public int? NCheckpoints { get; set; }
 
@@ -172,15 +181,6 @@ public sealed class TrainingSettings
         ("topk_threshold_lr", [SaeArchitectures.BatchTopK, SaeArchitectures.MatryoshkaBatchTopK]),
         ("matryoshka_widths", [SaeArchitectures.MatryoshkaBatchTopK]),
     ];
-
-    /// <summary>SAELens 6 training fields SaeSharp does not implement, with the reason given when a config names one.</summary>
-    public static readonly IReadOnlyDictionary<string, string> UnsupportedSaeLensFields = new Dictionary<string, string>(StringComparer.Ordinal)
-    {
-        ["jumprelu_tanh_scale"] = "it scales Anthropic's tanh sparsity loss (jumprelu_sparsity_loss_mode \"tanh\"), which SaeSharp does not implement",
-        ["lp_norm"] = "SaeSharp's relu penalty is the L1 norm (lp_norm 1) only; drop the field",
-        ["rescale_acts_by_decoder_norm"] = "SaeSharp's TopK family holds the decoder rows at unit norm, so the activations are always on the decoder-norm scale; drop the field",
-        ["use_sparse_activations"] = "a memory setting of SAELens's TopK; SaeSharp's TopK training always decodes the sparse code; drop the field",
-    };
 
     /// <summary>The <see cref="ArchitectureFields"/> these settings give (non-null), in that order.</summary>
     [JsonIgnore]
@@ -325,9 +325,9 @@ public sealed class TrainingSettings
     /// SAELens or older names, and the trainer fields, which are recorded in <see cref="GivenTrainerFields"/>. SAELens's
     /// <c>train_batch_size_tokens</c> and <c>total_training_steps</c> set <see cref="BatchSize"/> and <see cref="Steps"/>.
     /// SAELens's architecture fields (<see cref="ArchitectureFields"/>) are read and checked (<see cref="ValidateArchitectureFields"/>;
-    /// the plan refuses one that no recipe of the run uses); a SAELens field SaeSharp does not implement
-    /// (<see cref="UnsupportedSaeLensFields"/>) is an error saying so.
-    /// A field of neither kind is an error (a misspelt name would otherwise leave its default in force).
+    /// the plan refuses one that no recipe of the run uses); the other fields of SAELens's runner config are mapped,
+    /// ignored with a note or refused at values SaeSharp does not implement (<see cref="RunnerConfigFields"/>).
+    /// A field of none of these kinds is an error (a misspelt name would otherwise leave its default in force).
     /// Without <c>normalize_activations</c> the run normalises (<see cref="DefaultNormalizeActivations"/>).</summary>
     public static TrainingSettings FromJson(string json, string source = "training settings")
     {
@@ -344,9 +344,6 @@ public sealed class TrainingSettings
             }
             var notes = new List<string>();
             RunnerConfigFields.Apply(fields, source, notes);
-            var unsupported = fields.Select(f => f.Key).Where(UnsupportedSaeLensFields.ContainsKey).ToList();
-            if (unsupported.Count > 0)
-                throw new SaeSharpException($"{source}: " + string.Join("; ", unsupported.Select(key => $"SAELens's '{key}' is not supported: {UnsupportedSaeLensFields[key]}")));
             var unknown = fields.Select(f => f.Key).Where(key => !KnownFields.Value.Contains(key)).ToList();
             if (unknown.Count > 0)
                 throw new SaeSharpException($"{source}: unknown field{(unknown.Count > 1 ? "s" : "")} " +
@@ -362,12 +359,21 @@ public sealed class TrainingSettings
             if (fields.ContainsKey("training_tokens") && fields.ContainsKey("steps"))
                 throw new SaeSharpException($"{source}: give the run's length as steps ('steps' or 'total_training_steps') or as 'training_tokens', not both");
             CheckArchitectureFieldTypes(fields, source);
+            if (fields.TryGetPropertyValue("decoder_init_norm", out var decoderInitNorm) && decoderInitNorm is null)
+                throw new SaeSharpException($"{source}: decoder_init_norm null (in SAELens: W_dec and W_enc keep their own Kaiming-uniform " +
+                                            "initialisation, untied) is not supported: give a positive norm (SAELens's default 0.1)");
             var normalized = fields.ToJsonString();
             var settings = JsonSerializer.Deserialize<TrainingSettings>(normalized) ?? new TrainingSettings();
             settings.Source = source;
             settings.Notes.AddRange(notes);
             settings.ValidateArchitectureFields();
+            if (settings.NBatchesInBuffer is <= 0)
+                throw new SaeSharpException($"{source}: n_batches_in_buffer {settings.NBatchesInBuffer}: expected a positive number of model runs");
             settings.Trainer = TrainerConfig.FromJson(normalized, source);
+            // dead_feature_window is SAELens's, in steps (DeadFeatureWindowSteps); the plan converts it to the trainer's rows.
+            settings.Trainer.DeadFeatureWindow = null;
+            if (settings.DeadFeatureWindowSteps is < 0)
+                throw new SaeSharpException($"{source}: dead_feature_window {settings.DeadFeatureWindowSteps}: expected a non-negative number of training steps (SAELens's)");
             foreach (var (key, _) in fields) settings.GivenTrainerFields.Add(key);
             if (!fields.ContainsKey("normalize_activations")) settings.Trainer.NormalizeActivations = DefaultNormalizeActivations;
             return settings;

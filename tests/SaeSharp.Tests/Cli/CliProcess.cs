@@ -9,6 +9,8 @@ internal sealed class CliProcess : IDisposable
 {
     private readonly Process _process;
     private readonly ConcurrentQueue<string> _lines = new();
+    private readonly ConcurrentQueue<string> _out = new();
+    private readonly ConcurrentQueue<string> _err = new();
 
     public CliProcess(params string[] args)
     {
@@ -16,8 +18,8 @@ internal sealed class CliProcess : IDisposable
         info.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "sae.dll"));
         foreach (var a in args) info.ArgumentList.Add(a);
         _process = new Process { StartInfo = info };
-        _process.OutputDataReceived += (_, e) => { if (e.Data is not null) _lines.Enqueue(e.Data); };
-        _process.ErrorDataReceived += (_, e) => { if (e.Data is not null) _lines.Enqueue(e.Data); };
+        _process.OutputDataReceived += (_, e) => { if (e.Data is not null) { _lines.Enqueue(e.Data); _out.Enqueue(e.Data); } };
+        _process.ErrorDataReceived += (_, e) => { if (e.Data is not null) { _lines.Enqueue(e.Data); _err.Enqueue(e.Data); } };
         _process.Start();
         _process.BeginOutputReadLine();
         _process.BeginErrorReadLine();
@@ -25,6 +27,12 @@ internal sealed class CliProcess : IDisposable
 
     /// <summary>Everything printed so far (stdout and stderr).</summary>
     public IReadOnlyList<string> Lines => _lines.ToList();
+
+    /// <summary>The lines printed on stdout so far.</summary>
+    public IReadOnlyList<string> Output => _out.ToList();
+
+    /// <summary>The lines printed on stderr so far.</summary>
+    public IReadOnlyList<string> Errors => _err.ToList();
 
     public bool HasExited => _process.HasExited;
 

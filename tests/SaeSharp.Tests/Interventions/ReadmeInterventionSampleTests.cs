@@ -23,6 +23,7 @@ public class ReadmeInterventionSampleTests : ModelTestBase
         var ablated = hooked.RunWithHooks(tokens, [new Ablation(loaded, [12, 40]), new Clamp(loaded, feature: 7, value: 3.0)]);
         using var steered = hooked.Generate(tokens, 20, new GenerationOptions { Temperature = 0.7, Seed = 1 },
                                             [new Steering(loaded, feature: 7, scale: 20.0)]);
+        // steered.Rows[r]: prompt tokens, new tokens (EOS included), Stop (MaxNewTokens or Eos); Rows[r].Affects(p): steering at p applied
         using var attribution = hooked.Attribute(tokens, AttributionMetric.LogitDiff(3139, 286));
         var top = attribution.Top(10).Select(e => $"pos {e.Position} feature {e.Feature}: {e.Attribution:F3}").ToList();
         // A single intervention as a plain hook, e.g. for model.Generate: new Steering(loaded, 7, 20.0).ToHook(model)
@@ -36,6 +37,9 @@ public class ReadmeInterventionSampleTests : ModelTestBase
         }
         Assert.Equal(same!.shape, ablated.shape);
         Assert.Equal(new long[] { 1, 24 }, steered.Tokens.shape);
+        // The comment's Rows: no EOS is set, so the row ran its 20 new tokens, and steering at the prompt's positions applied.
+        Assert.Equal((4L, 20, GenerationStop.MaxNewTokens), (steered.Rows[0].PromptTokens, steered.Rows[0].NewTokens, steered.Rows[0].Stop));
+        Assert.True(steered.Rows[0].Affects(3));
         Assert.Equal(10, top.Count);
 
         // The two calls the sample's last comments name.

@@ -55,6 +55,20 @@ public class DemoTests(QuickDemoFixture fx) : IClassFixture<QuickDemoFixture>
             ablated = eval["ce_loss_with_ablation"]!.GetValue<double>();
         Assert.True(clean < with && with < ablated, $"CE clean {clean}, with SAE {with}, ablated {ablated}");
         Assert.Equal((ablated - with) / (ablated - clean), eval["ce_loss_score"]!.GetValue<double>(), 9);
+
+        // In a pipe (the test host's stdout): no box drawing, and the evaluation table is a header and a row of
+        // tab-separated fields whose "%" columns are demo.json's fractions times 100, exactly.
+        if (!Console.IsOutputRedirected) return;
+        Assert.DoesNotContain(fx.Out, c => c is >= '\u2500' and <= '\u257F');
+        var lines = fx.Out.Split('\n').Select(l => l.TrimEnd('\r')).ToList();
+        int header = lines.IndexOf("FVU\tL0\tdead %\t% CE loss recovered\tKL (nats)\tCE clean\tCE with SAE\tCE zero-ablated");
+        Assert.True(header >= 0, fx.Out);
+        var row = lines[header + 1].Split('\t').Select(v => double.Parse(v, System.Globalization.CultureInfo.InvariantCulture)).ToArray();
+        Assert.Equal(8, row.Length);
+        Assert.Equal(dead * 100, row[2]);
+        Assert.Equal(eval["ce_loss_score"]!.GetValue<double>() * 100, row[3]);
+        double[] ce = [clean, with, ablated];
+        for (int k = 0; k < 3; k++) Assert.True(Math.Abs(row[5 + k] - ce[k]) <= 5.0001e-4, $"CE column {5 + k}: {row[5 + k]} against {ce[k]}"); // printed F3
     }
 
     [Fact]
@@ -91,10 +105,18 @@ public class DemoTests(QuickDemoFixture fx) : IClassFixture<QuickDemoFixture>
             Assert.Equal(all.Where(u => F1(u) >= 0.8).Select(u => u!["best_label"]!.GetValue<string>()).Distinct().Count(),
                 demo["labels_covered_f1_0_8"]!.GetValue<int>());
         }
-        // The table printed by the demo shows the same shares.
+        // The table printed by the demo shows the same shares: in a pipe (as the test host's stdout is) a tab-separated row
+        // whose "% F1" columns are the shares times 100, read back exactly.
         var f = scores["features"]!;
-        Assert.Contains($"{f["alive"]}/{f["units"]}", fx.Out);
-        Assert.Contains(f["share_f1_at_least_0_8"]!.GetValue<double>().ToString("P1"), fx.Out);
+        double share08 = f["share_f1_at_least_0_8"]!.GetValue<double>(), share05 = f["share_f1_at_least_0_5"]!.GetValue<double>();
+        if (Console.IsOutputRedirected)
+        {
+            var row = fx.Out.Split('\n').Single(l => l.StartsWith("SAE features\t", StringComparison.Ordinal)).Split('\t');
+            Assert.Equal([f["alive"]!.ToString(), f["units"]!.ToString()], row[1..3]);
+            Assert.Equal(share08 * 100, double.Parse(row[3], System.Globalization.CultureInfo.InvariantCulture));
+            Assert.Equal(share05 * 100, double.Parse(row[4], System.Globalization.CultureInfo.InvariantCulture));
+        }
+        else Assert.Contains(share08.ToString("P1"), fx.Out);
     }
 
     [Fact]
@@ -149,6 +171,21 @@ public class DemoTests(QuickDemoFixture fx) : IClassFixture<QuickDemoFixture>
             Assert.Contains("SAEs on synthetic data (20 steps", output);
             foreach (var arch in new[] { "topk", "batchtopk", "relu" })
                 Assert.True(File.Exists(Path.Combine(dir, "saes", arch, "cfg.json")), arch);
+            // In a pipe: a header, then a row per SAE whose "%" columns are its metrics.json fractions times 100.
+            if (!Console.IsOutputRedirected) return;
+            Assert.DoesNotContain(output, c => c is >= '\u2500' and <= '\u257F');
+            var lines = output.Split('\n').Select(l => l.TrimEnd('\r')).ToList();
+            int header = lines.IndexOf("architecture\tMSE\tFVU\tL0\tdead %\tMMCS\t% recovered > 0.9");
+            Assert.True(header >= 0, output);
+            foreach (var (arch, i) in new[] { "topk", "batchtopk", "relu" }.Select((a, i) => (a, i)))
+            {
+                var row = lines[header + 1 + i].Split('\t');
+                Assert.Equal(7, row.Length);
+                Assert.Equal(arch, row[0]);
+                var metrics = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "saes", arch, "metrics.json")))!;
+                Assert.Equal(metrics["dead_fraction"]!.GetValue<double>() * 100, double.Parse(row[4], System.Globalization.CultureInfo.InvariantCulture));
+                Assert.Equal(metrics["recovered_fraction"]!.GetValue<double>() * 100, double.Parse(row[6], System.Globalization.CultureInfo.InvariantCulture));
+            }
         }
         finally
         {

@@ -218,4 +218,60 @@ public class ModelPipelineTests : ModelTestBase
         Assert.Equal("builtin", TrainingPlan.MetadataOf(opts, "blocks.0.hook_resid_post").ModelName); // as training on the model directly
         Assert.Equal(SaeSharp.LanguageModels.BuiltinModel.Folder, SaeSharp.LanguageModels.BuiltinModel.Resolve(m.Model));
     }
+
+    /// <summary>The unread row ids (window · context size + position) of a source's buffer, in buffer order.</summary>
+    private static long[] BufferRowIds(ModelActivationSource src)
+    {
+        var bytes = Convert.FromBase64String((string)src.SaveState()["buffer_row_ids"]!);
+        var ids = new long[bytes.Length / sizeof(long)];
+        Buffer.BlockCopy(bytes, 0, ids, 0, bytes.Length);
+        return ids;
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(3)]
+    public void N_batches_in_buffer_sizes_the_shuffle_buffer_in_model_runs(int nBatches)
+    {
+        var (model, data) = Setup();
+        var s = SaeSharp.Training.TrainingSettings.FromJson($$"""
+            {"architecture": "topk", "k": 4, "d_sae": 32, "n_batches_in_buffer": {{nBatches}}, "total_training_steps": 2,
+             "train_batch_size_tokens": 16, "eval_rows": 16, "out": "{{Sub("run").Replace("\\", "/")}}"}
+            """, "runner.json");
+        Assert.Equal(nBatches, s.NBatchesInBuffer);
+        var opts = new ModelDataOptions { ModelPath = model, DatasetPath = data, ContextSize = 16, BatchSizePrompts = 2 };
+        using var plan = TrainingPlan.ForModel(s, opts, "blocks.0.hook_resid_post");
+        var src = Assert.IsType<ModelActivationSource>(plan.Options.TrainSource);
+        // SAELens's buffer: n_batches_in_buffer model runs of store_batch_size_prompts windows (sae_lens/config.py logs
+        // n_tokens_per_buffer = store_batch_size_prompts · context_size · n_batches_in_buffer).
+        Assert.Equal(2 * nBatches, src.BufferContexts);
+        Assert.Equal(0, src.ContextsConsumed);
+        src.Next(1)!.Dispose();
+        Assert.Equal(2 * nBatches, src.ContextsConsumed); // the first batch came after filling the buffer: nBatches runs of 2
+        // Still shuffled: the unread rows come from every window in the buffer, out of harvest order.
+        var ids = BufferRowIds(src);
+        Assert.Equal(2 * nBatches * 16 - 1, ids.Length);
+        Assert.Equal(2 * nBatches, ids.Select(id => id / 16).Distinct().Count());
+        Assert.NotEqual(ids.Order(), ids);
+        Assert.True(ids.Take(16).Select(id => id / 16).Distinct().Count() > 1, "the first rows should mix windows");
+    }
+
+    [Fact]
+    public void Buffer_batches_given_for_the_data_win_over_the_configs_n_batches_in_buffer()
+    {
+        var (model, data) = Setup();
+        var s = SaeSharp.Training.TrainingSettings.FromJson($$"""
+            {"architecture": "topk", "k": 4, "d_sae": 32, "n_batches_in_buffer": 3, "total_training_steps": 2,
+             "train_batch_size_tokens": 16, "eval_rows": 16, "out": "{{Sub("run").Replace("\\", "/")}}"}
+            """, "runner.json");
+        var opts = new ModelDataOptions { ModelPath = model, DatasetPath = data, ContextSize = 16, BatchSizePrompts = 2, BufferBatches = 5 };
+        using (var plan = TrainingPlan.ForModel(s, opts, "blocks.0.hook_resid_post"))
+            Assert.Equal(10, Assert.IsType<ModelActivationSource>(plan.Options.TrainSource).BufferContexts);
+        // Without either: SaeSharp's 64 windows.
+        s.NBatchesInBuffer = null;
+        using (var plan = TrainingPlan.ForModel(s, opts with { BufferBatches = null }, "blocks.0.hook_resid_post"))
+            Assert.Equal(ModelDataOptions.DefaultBufferContexts, Assert.IsType<ModelActivationSource>(plan.Options.TrainSource).BufferContexts);
+        var e = Assert.Throws<SaeSharpException>(() => SaeSharp.Training.TrainingSettings.FromJson("""{"n_batches_in_buffer": 0}""", "runner.json"));
+        Assert.Contains("runner.json: n_batches_in_buffer 0", e.Message);
+    }
 }

@@ -198,10 +198,8 @@ public class SaeLensTrainingFieldsTests : IDisposable
     [Theory]
     [InlineData("\"jumprelu_sparsity_loss_mode\": \"tanh\"", "jumprelu_sparsity_loss_mode \"tanh\"", "not supported")]
     [InlineData("\"jumprelu_sparsity_loss_mode\": \"l2\"", "jumprelu_sparsity_loss_mode 'l2'", "expected \"step\"")]
-    [InlineData("\"jumprelu_tanh_scale\": 4.0", "'jumprelu_tanh_scale'", "not supported")]
     [InlineData("\"lp_norm\": 2", "'lp_norm'", "not supported")]
-    [InlineData("\"rescale_acts_by_decoder_norm\": true", "'rescale_acts_by_decoder_norm'", "not supported")]
-    [InlineData("\"use_sparse_activations\": true", "'use_sparse_activations'", "not supported")]
+    [InlineData("\"rescale_acts_by_decoder_norm\": false", "'rescale_acts_by_decoder_norm'", "not supported")]
     [InlineData("\"jumprelu_bandwidth\": 0", "jumprelu_bandwidth 0", "positive")]
     [InlineData("\"jumprelu_bandwidth\": \"wide\"", "jumprelu_bandwidth \"wide\"", "a number")]
     [InlineData("\"jumprelu_init_threshold\": -1", "jumprelu_init_threshold -1", "positive")]
@@ -212,6 +210,7 @@ public class SaeLensTrainingFieldsTests : IDisposable
     [InlineData("\"topk_threshold_lr\": 0", "topk_threshold_lr 0", "(0, 1]")]
     [InlineData("\"topk_threshold_lr\": 1.5", "topk_threshold_lr 1.5", "(0, 1]")]
     [InlineData("\"matryoshka_widths\": [8, 4]", "matryoshka_widths [8, 4]", "strictly increasing")]
+    [InlineData("\"decoder_init_norm\": null", "decoder_init_norm null", "give a positive norm")]
     [InlineData("\"matryoshka_widths\": [4, \"x\"]", "matryoshka_widths", "list of whole numbers")]
     public void BadValuesAndUnsupportedFieldsAreErrorsNamingTheFieldAndTheFile(string fields, string field, string expected)
     {
@@ -223,10 +222,19 @@ public class SaeLensTrainingFieldsTests : IDisposable
     }
 
     [Fact]
-    public void MatryoshkaWidthsMustEndAtDSae()
+    public void MatryoshkaWidthsEndingBelowDSaeGetALastLevelOfDSaeAsInSaeLens()
     {
-        var e = Assert.Throws<SaeSharpException>(() => TrainingPlan.ForActivations(Settings("matryoshka", "\"k\": 2, \"matryoshka_widths\": [4, 8]")));
-        Assert.Contains("fields.json: matryoshka_widths [4, 8] must end at d_sae 16", e.Message);
+        // SAELens's _validate_matryoshka_config appends d_sae (16 here) with a warning; widths past d_sae are an error.
+        using (var plan = TrainingPlan.ForActivations(Settings("matryoshka", "\"k\": 2, \"matryoshka_widths\": [4, 8]")))
+        {
+            var sae = Assert.IsType<MatryoshkaBatchTopKSae>(plan.Options.Saes[0].Sae);
+            Assert.Equal([4, 8, 16], sae.Widths);
+            Assert.Equal("matryoshka_widths [4, 8] do not end at d_sae 16: a last level of 16 is added, as SAELens does", Assert.Single(plan.Notes));
+        }
+        using (var plan = TrainingPlan.ForActivations(Settings("matryoshka", "\"k\": 2, \"matryoshka_widths\": [4, 16]")))
+            Assert.Empty(plan.Notes);
+        var e = Assert.Throws<SaeSharpException>(() => TrainingPlan.ForActivations(Settings("matryoshka", "\"k\": 2, \"matryoshka_widths\": [4, 32]")));
+        Assert.Contains("fields.json: matryoshka_widths [4, 32] go past d_sae 16", e.Message);
     }
 
     [Fact]
