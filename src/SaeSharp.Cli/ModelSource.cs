@@ -22,7 +22,7 @@ internal static class ModelSource
     /// <summary><c>--dtype</c>: the dtype model weights are held and run in.</summary>
     public static System.CommandLine.Option<string> DtypeOption() => new("--dtype")
     {
-        Description = "Model weights' dtype: float32 (default; eval --model: the dtype the SAEs recorded), bfloat16/bf16, float16/f16, or auto (the checkpoint's torch_dtype)",
+        Description = "Model weights' dtype: float32 (default; eval --model and model run --sae: the dtype the SAEs recorded), bfloat16/bf16, float16/f16, or auto (the checkpoint's torch_dtype)",
         DefaultValueFactory = _ => "float32",
     };
 }

@@ -7,15 +7,18 @@ using SaeSharp.Kernels;
 using SaeSharp.Models;
 using SaeSharp.Saes;
 using SaeSharp.Training;
+using SaeSharp.Pipelines;
+using SaeSharp.Tokenizers;
+using System.Text.Json.Nodes;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace SaeSharp.Tests;
 
 /// <summary>
-/// The README's library sample runs here. The region between the "readme-sample" markers below is the README's code
-/// block line for line, after <see cref="ToyScale"/>'s substitutions (paths to temp files, a tiny model and toy sizes);
-/// <see cref="The_readme_block_is_this_sample"/> checks that, and <see cref="LibrarySampleTrainsSavesEvaluatesAndSplices"/>
-/// runs it and checks what the README says it does.
+/// The README's library samples run here (<see cref="ReadmeSamples"/>): each region between "readme-sample NAME" markers
+/// below is the README's code block of that name line for line, after the substitutions next to it (paths to temp
+/// files, a tiny model and toy sizes); the test beside it runs the region and checks what the README says it does.
 /// </summary>
 public class ReadmeSampleTests : IDisposable
 {
@@ -44,7 +47,7 @@ public class ReadmeSampleTests : IDisposable
         Console.SetOut(output);
         try
         {
-            // readme-sample begin
+            // readme-sample library begin
             NativeRuntime.Tune();  // first: passive OpenMP waits, freed tensor memory reused (Linux; see BENCHMARKS.md)
 
             // Train a TopK SAE on GPT-2 activations (`sae cache --model gpt2 --hook blocks.3.hook_mlp_out --out cache/gpt2-l3`)
@@ -70,7 +73,7 @@ public class ReadmeSampleTests : IDisposable
             var (logits, cache) = model.RunWithCache(tokens, ["blocks.3.hook_mlp_out"]);
             using var feats = loaded.Encode(cache["mlp_out", 3]);  // cache["mlp_out", 3] = blocks.3.hook_mlp_out; as SAELens's sae.encode
             var spliced = model.RunWithHooks(tokens, ("blocks.3.hook_mlp_out", act => loaded.forward(act)));
-            // readme-sample end
+            // readme-sample library end
 
             // The held-out share of a 3,000-row file is its last 300 rows; metrics.json-style output was printed.
             Assert.Equal(300, eval.Rows);
@@ -98,25 +101,93 @@ public class ReadmeSampleTests : IDisposable
     }
 
     [Fact]
-    public void The_readme_block_is_this_sample()
+    public void The_readme_block_is_this_sample() => ReadmeSamples.AssertBlockIsRegion("library", ToyScale);
+
+    [Fact]
+    public void TrainingPlanSampleWritesTheRunAsTheCommandDoes()
     {
-        string readme = File.ReadAllText(Path.Combine(AppContext.BaseDirectory, "readme", "README.md"));
-        string source = File.ReadAllText(Path.Combine(AppContext.BaseDirectory, "readme", "ReadmeSampleTests.cs"));
-        int marker = readme.IndexOf("ReadmeSampleTests.cs's sample", StringComparison.Ordinal);
-        Assert.True(marker >= 0, "README has no marked library sample");
-        int start = readme.IndexOf("```csharp\n", marker, StringComparison.Ordinal) + "```csharp\n".Length;
-        string block = readme[start..readme.IndexOf("```", start, StringComparison.Ordinal)];
-        var readmeLines = Lines(block).SkipWhile(l => l.StartsWith("using ", StringComparison.Ordinal)).Select(l =>
-        {
-            foreach (var (r, t) in ToyScale) l = l.Replace(r, t);
-            return l;
-        }).ToList();
-        string begin = "// readme-sample " + "begin", end = "// readme-sample " + "end";
-        int b = source.IndexOf(begin, StringComparison.Ordinal) + begin.Length;
-        var sampleLines = Lines(source[b..source.IndexOf(end, b, StringComparison.Ordinal)]).ToList();
-        Assert.Equal(sampleLines, readmeLines);
+        string acts = Path.Combine(_dir, "acts.safetensors"), saved = Path.Combine(_dir, "runs", "topk");
+        SafeTensors.Save(acts, new Dictionary<string, Tensor> { ["activations"] = randn(3000, 8, generator: new Generator(1)) });
+
+        // readme-sample training-plan begin
+        var settings = new TrainingSettings { Activations = acts, Architecture = "topk", K = 4, ExpansionFactor = 4, Out = saved, Steps = 20, BatchSize = 256 };
+        using var plan = TrainingPlan.ForActivations(settings);   // or TrainingPlan.ForModel(settings, data, hook)
+        var run = plan.Run();                                     // writes cfg.json, weights, metrics.json
+        // readme-sample training-plan end
+
+        Assert.Equal(20, run.Steps);
+        foreach (var f in new[] { "cfg.json", "sae_weights.safetensors", "metrics.json" }) Assert.True(File.Exists(Path.Combine(saved, f)), f);
+        var cfg = JsonNode.Parse(File.ReadAllText(Path.Combine(saved, "cfg.json")))!;
+        Assert.Equal("topk", cfg["architecture"]!.GetValue<string>());
+        Assert.Equal(32, cfg["d_sae"]!.GetValue<int>());   // expansion 4 × d_in 8
+        Assert.Equal(4, cfg["k"]!.GetValue<int>());
     }
 
-    private static IEnumerable<string> Lines(string text) =>
-        text.Split('\n').Select(l => l.Trim()).Where(l => l.Length > 0);
+    private static readonly (string Readme, string Test)[] TrainingPlanToyScale =
+    [
+        ("\"cache/gpt2-l3\"", "acts"), ("K = 32, ExpansionFactor = 16", "K = 4, ExpansionFactor = 4"),
+        ("Out = \"runs/topk\" }", "Out = saved, Steps = 20, BatchSize = 256 }"),
+    ];
+
+    [Fact]
+    public void The_training_plan_block_is_this_sample() => ReadmeSamples.AssertBlockIsRegion("training-plan", TrainingPlanToyScale);
+
+    [Fact]
+    public void ModelDtypeSampleHoldsWeightsInBf16AndReturnsFloat32Logits()
+    {
+        // GPT-2's vocabulary and its real tokenizer files in place of Gemma 2's: the sample is the same for every family.
+        string modelDir = TinyModels.WriteGpt2(Path.Combine(_dir, "gpt2"), seed: 2, nLayer: 2, nEmbd: 8, nHead: 2, vocab: 50257);
+        foreach (var f in new[] { "vocab.json", "merges.txt" }) File.Copy(Tokenizers.TestPaths.Data("gpt2-tokenizer", f), Path.Combine(modelDir, f));
+
+        // readme-sample model-dtype begin
+        using var model = ModelLoader.FromPretrained(modelDir, ModelLoader.ParseDtype("bf16"));
+        var tok = Tokenizer.FromFolder(modelDir);
+        using var tokens = torch.tensor(tok.EncodeWithSpecialTokens("The capital of France is").Select(i => (long)i).ToArray()).unsqueeze(0);
+        var (logits, cache) = model.RunWithCache(tokens, ["blocks.1.hook_resid_post"]);
+        // readme-sample model-dtype end
+
+        using (cache)
+        using (logits)
+        {
+            // GPT-2's tokenizer adds no BOS (Hugging Face tokenizer(text)): the five words' ids.
+            Assert.Equal(new long[] { 464, 3139, 286, 4881, 318 }, tokens.data<long>().ToArray());
+            Assert.All(model.parameters(), p => Assert.Equal(ScalarType.BFloat16, p.dtype));
+            Assert.Equal(ScalarType.Float32, logits!.dtype);
+            Assert.Equal(new long[] { 1, 5, 50257 }, logits.shape);
+            Assert.Equal(new long[] { 1, 5, 8 }, cache["blocks.1.hook_resid_post"].shape);
+        }
+    }
+
+    private static readonly (string Readme, string Test)[] ModelDtypeToyScale =
+        [("\"models/gemma-2-2b\"", "modelDir"), ("blocks.12.", "blocks.1.")];
+
+    [Fact]
+    public void The_model_dtype_block_is_this_sample() => ReadmeSamples.AssertBlockIsRegion("model-dtype", ModelDtypeToyScale);
+
+    [Fact]
+    public void DeviceSampleOnACpuBuildStopsWithTheBuildFlag()
+    {
+        if (torch.cuda.is_available()) return;   // on a CUDA build with a GPU the sample trains there (DeviceTrainingTests)
+        using var source = new ActivationFileSource([WriteActs("device.safetensors")], new ActivationFileSourceOptions { Seed = 1 });
+        using var sae = SaeRecipes.Create("topk", dIn: 8, dSae: 32, k: 4);
+        var error = Assert.Throws<SaeSharpException>(() =>
+        {
+            // readme-sample device begin
+            var cfg = new TrainerConfig { TotalTrainingSteps = 1000, Device = "cuda" };   // null: where the SAEs are (new ones: cpu)
+            using var trainer = new SaeTrainer(cfg, source, [new SaeSlot("topk", sae)]);
+            // readme-sample device end
+        });
+        Assert.Contains("device cuda", error.Message);
+        Assert.Contains("-p:TorchBackend=cuda", error.Message);
+    }
+
+    [Fact]
+    public void The_device_block_is_this_sample() => ReadmeSamples.AssertBlockIsRegion("device");
+
+    private string WriteActs(string name)
+    {
+        string path = Path.Combine(_dir, name);
+        SafeTensors.Save(path, new Dictionary<string, Tensor> { ["activations"] = randn(1000, 8, generator: new Generator(1)) });
+        return path;
+    }
 }

@@ -40,12 +40,12 @@ internal static class InterventionCommands
         /// <summary>
         /// The hooked model and interventions of the command line. Every SAE is spliced, except one whose only
         /// interventions are steering without <c>--error-term</c>: steering then adds to the raw activation.
+        /// <paramref name="owned"/> are the loaded <c>--sae</c>s, <paramref name="modelHooks"/> the model's processing hooks.
         /// </summary>
-        public (HookedSaeTransformer Hooked, List<Intervention> Edits) Build(ParseResult p, HookedTransformer model, Tensor tokens, List<Sae> owned)
+        public (HookedSaeTransformer Hooked, List<Intervention> Edits) Build(ParseResult p, HookedTransformer model, Tensor tokens, List<Sae> owned,
+            IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)> modelHooks)
         {
-            var paths = p.GetValue(Sae) ?? [];
-            if (paths.Length == 0) throw new SaeSharpException("--steer, --clamp and --ablate need --sae");
-            foreach (var path in paths) owned.Add(LoadSae(path));
+            if (owned.Count == 0) throw new SaeSharpException("--steer, --clamp and --ablate need --sae");
             int index = p.GetValue(SaeIndex);
             if (index < 0 || index >= owned.Count) throw new SaeSharpException($"--sae-index {index}: give 0..{owned.Count - 1} (there are {owned.Count} --sae)");
             var target = owned[index];
@@ -58,11 +58,11 @@ internal static class InterventionCommands
             if (mode is not ("zero" or "mean")) throw new SaeSharpException($"--ablate-mode {mode}: expected zero or mean");
             if (ablated.Count > 0)
             {
-                var means = mode == "mean" ? Ablation.FeatureMeans(model, target, [tokens]) : null;
+                var means = mode == "mean" ? Ablation.FeatureMeans(model, target, [tokens], modelHooks: modelHooks) : null;
                 edits.Add(new Ablation(target, ablated, means));
             }
             bool errorTerm = p.GetValue(ErrorTerm);
-            var hooked = new HookedSaeTransformer(model);
+            var hooked = new HookedSaeTransformer(model) { ModelHooks = modelHooks };
             for (int i = 0; i < owned.Count; i++)
             {
                 bool steerOnly = i == index && edits.Count > 0 && edits.All(e => e is Steering);
@@ -134,9 +134,10 @@ internal static class InterventionCommands
         Cli.SetAction(command, parse =>
         {
             var folder = ModelSource.Resolve(parse.GetValue(model)!);
-            using var m = ModelLoader.FromPretrained(folder);
-            var tok = Tokenizer.FromFolder(folder);
             using var s = LoadSae(parse.GetValue(sae)!);
+            using var pm = ModelForSae.Load(folder, s.Cfg);   // processed as the SAE's cfg records, in its dtype
+            var m = pm.Model;
+            var tok = Tokenizer.FromFolder(folder);
             using var scope = NewDisposeScope();   // the tensors shown below (Conventions: no temporary outside a scope)
             int r = parse.GetValue(runs);
             using var tokens = PromptTokens(tok, parse.GetValue(prompt)!, !parse.GetValue(noBos));
@@ -146,7 +147,7 @@ internal static class InterventionCommands
                 Positions = ParsePositions(parse.GetValue(positionsOption), steps, $"the prompt ({tokens.shape[1]} tokens) and its continuation have {steps} tokens"),
             };
             string at = m.CheckSaeFits(s, steering.Hook);
-            var hooked = new HookedSaeTransformer(m);
+            var hooked = new HookedSaeTransformer(m) { ModelHooks = pm.Hooks };
             long promptLen = tokens.shape[1];
             var rows = new List<string[]>();
             var notes = new List<string>();
@@ -222,9 +223,10 @@ internal static class InterventionCommands
         Cli.SetAction(command, parse =>
         {
             var folder = ModelSource.Resolve(parse.GetValue(model)!);
-            using var m = ModelLoader.FromPretrained(folder);
-            var tok = Tokenizer.FromFolder(folder);
             using var s = LoadSae(parse.GetValue(sae)!);
+            using var pm = ModelForSae.Load(folder, s.Cfg);   // processed as the SAE's cfg records, in its dtype
+            var m = pm.Model;
+            var tok = Tokenizer.FromFolder(folder);
             using var outer = NewDisposeScope();   // the token batches and the ablation's tensors
             var list = FeatureList(parse.GetValue(features)!, "--features").ToList();
             string md = parse.GetValue(mode)!;
@@ -244,9 +246,9 @@ internal static class InterventionCommands
             }
             else throw new SaeSharpException("give --prompt or --dataset");
 
-            var hooked = new HookedSaeTransformer(m);
+            var hooked = new HookedSaeTransformer(m) { ModelHooks = pm.Hooks };
             hooked.AddSae(s, parse.GetValue(hook), useErrorTerm: true);
-            using var means = md == "mean" ? Ablation.FeatureMeans(m, s, batches, parse.GetValue(hook)) : null;
+            using var means = md == "mean" ? Ablation.FeatureMeans(m, s, batches, parse.GetValue(hook), pm.Hooks) : null;
             var ablation = new Ablation(s, list, means, parse.GetValue(hook));
             double ceClean = 0, ceAbl = 0, kl = 0;
             long nCe = 0, nKl = 0;
@@ -255,7 +257,7 @@ internal static class InterventionCommands
             foreach (var batch in batches)
             {
                 using var scope = NewDisposeScope();
-                var clean = m.Forward(batch);
+                var clean = pm.Forward(batch);
                 var edited = hooked.RunWithHooks(batch, [ablation]);
                 using var effect = InterventionEffect.Compare(clean, edited, batch);
                 ceClean += effect.CleanLoss.sum().item<double>();
@@ -343,7 +345,6 @@ internal static class InterventionCommands
         Cli.SetAction(command, parse =>
         {
             var folder = ModelSource.Resolve(parse.GetValue(model)!);
-            using var m = ModelLoader.FromPretrained(folder);
             ITextTokenizer? tok = null;
             try { tok = Tokenizer.FromFolder(folder); }
             catch (SaeSharpException) when (parse.GetValue(prompt) is null) { }
@@ -357,8 +358,10 @@ internal static class InterventionCommands
             var saes = new List<Sae>();
             try
             {
-                var hooked = new HookedSaeTransformer(m);
-                foreach (var p in parse.GetValue(sae)!) { saes.Add(LoadSae(p)); hooked.AddSae(saes[^1], useErrorTerm: true); }
+                foreach (var p in parse.GetValue(sae)!) saes.Add(LoadSae(p));
+                using var pm = ModelForSae.Load(folder, saes, parse.GetValue(sae)!);   // processed as the SAEs' cfgs record, in their dtype
+                var hooked = new HookedSaeTransformer(pm.Model) { ModelHooks = pm.Hooks };
+                foreach (var s in saes) hooked.AddSae(s, useErrorTerm: true);
                 using var result = CliProgress.Run("attribute", progress => hooked.Attribute(tokens, spec, parse.GetValue(ig), progress));
                 string Tok(long id) => tok is null ? id.ToString(CultureInfo.InvariantCulture) : tok.TokenText((int)id);
                 string label = spec.Kind switch

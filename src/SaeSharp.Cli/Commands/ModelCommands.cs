@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Text.Json;
 using SaeSharp.IO;
 using SaeSharp.Models;
+using SaeSharp.Pipelines;
 using SaeSharp.Tokenizers;
 using static TorchSharp.torch;
 
@@ -41,19 +42,26 @@ internal static class ModelCommands
         edits.AddTo(command);
         Cli.SetAction(command, parse =>
         {
-            using var m = ModelSource.LoadModel(parse.GetValue(model)!, parse.GetValue(dtype)!);
             using var scope = NewDisposeScope();   // the cache, logits and SAE hooks' tensors (Conventions: no temporary outside a scope)
             using var tokens = InterventionCommands.ReadTokens(parse.GetValue(input)!);
             var hookArg = parse.GetValue(hooks);
             var saes = new List<SaeSharp.Saes.Sae>();
             try
             {
+                var paths = parse.GetValue(edits.Sae) ?? [];
+                foreach (var p in paths) saes.Add(InterventionCommands.LoadSae(p));
+                // With --sae, the model as the SAEs' cfgs record it (weight processing, and dtype unless --dtype is given), as sae eval --model runs it.
+                var folder = ModelSource.Resolve(parse.GetValue(model)!);
+                using var pm = ModelForSae.Load(folder, ModelForSae.SharedOptions(saes.Select(s => s.Cfg)),
+                    saes.Count == 0 || parse.GetResult(dtype) is { Implicit: false } ? ModelLoader.ParseDtype(parse.GetValue(dtype)!, folder)
+                        : ModelForSae.SharedDtype(saes, paths));
+                var m = pm.Model;
                 IReadOnlyList<string> names;
                 Tensor? logits;
                 SaeSharp.Hooks.ActivationCache cache;
                 if (edits.Given(parse))
                 {
-                    var (hooked, list) = edits.Build(parse, m, tokens, saes);
+                    var (hooked, list) = edits.Build(parse, m, tokens, saes, pm.Hooks);
                     names = hookArg is null ? [] : hooked.SelectHooks(hookArg);
                     (logits, cache) = hooked.RunWithCache(tokens, names, list);
                 }

@@ -22,6 +22,9 @@ public sealed class HookedSaeTransformer(HookedTransformer model)
     public HookedTransformer Model { get; } = model ?? throw new ArgumentNullException(nameof(model));
     /// <summary>The attached SAEs, in the order added.</summary>
     public IReadOnlyList<AttachedSae> Saes => _saes;
+    /// <summary>Hooks every run and generation applies before the interventions: the weight processing's
+    /// (<see cref="ProcessedModel.Hooks"/>, GPT-2's <c>center_writing_weights</c> at <c>hook_embed</c>).</summary>
+    public IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)> ModelHooks { get; init; } = [];
 
     /// <summary>Splices <paramref name="sae"/> at <paramref name="hook"/> (default: its <c>metadata.hook_name</c>); an SAE whose
     /// d_in does not fit the hook is a <see cref="SaeSharpException"/> (<see cref="HookedTransformer.CheckSaeFits"/>).</summary>
@@ -58,7 +61,8 @@ public sealed class HookedSaeTransformer(HookedTransformer model)
     public (Tensor? Logits, ActivationCache? Cache) Run(Tensor tokens, RunOptions? options = null, IEnumerable<Intervention>? interventions = null)
     {
         var o = options ?? new RunOptions();
-        var hooks = HooksFor(interventions);
+        var hooks = new List<(string Name, Func<Tensor, Tensor?> Fn)>(ModelHooks);
+        hooks.AddRange(HooksFor(interventions));
         if (o.Hooks is not null) hooks.AddRange(o.Hooks);
         return Model.Run(tokens, new RunOptions
         {
@@ -86,7 +90,8 @@ public sealed class HookedSaeTransformer(HookedTransformer model)
     public GenerationResult Generate(Tensor tokens, int maxNewTokens, GenerationOptions? options = null, IEnumerable<Intervention>? interventions = null)
     {
         var o = options ?? new GenerationOptions();
-        var hooks = HooksFor(interventions);
+        var hooks = new List<(string Name, Func<Tensor, Tensor?> Fn)>(ModelHooks);
+        hooks.AddRange(HooksFor(interventions));
         if (o.Hooks is not null) hooks.AddRange(o.Hooks);
         return Model.Generate(tokens, maxNewTokens, o with { Hooks = hooks, Saes = [.. _saes, .. o.Saes ?? []] });
     }

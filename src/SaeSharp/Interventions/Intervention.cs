@@ -237,9 +237,11 @@ public sealed class Ablation : Intervention
 
     /// <summary>
     /// Mean activation of every feature [d_sae] over the real tokens of <paramref name="batches"/> (token ids [batch, pos],
-    /// with an optional attention mask), for mean ablation.
+    /// with an optional attention mask), for mean ablation; <paramref name="modelHooks"/> are run with the model (the weight
+    /// processing's hooks, <see cref="ProcessedModel.Hooks"/>).
     /// </summary>
-    public static Tensor FeatureMeans(HookedTransformer model, Sae sae, IEnumerable<Tensor> batches, string? hook = null)
+    public static Tensor FeatureMeans(HookedTransformer model, Sae sae, IEnumerable<Tensor> batches, string? hook = null,
+        IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks = null)
     {
         var attached = new AttachedSae(sae, hook) { Hook = model.CheckSaeFits(sae, hook) };
         string post = attached.HookName(SaeHookPoints.ActsPost);
@@ -251,7 +253,7 @@ public sealed class Ablation : Intervention
         foreach (var tokens in batches)
         {
             using var scope = NewDisposeScope();
-            var (_, cache) = model.Run(tokens, new RunOptions { Saes = [attached], CacheNames = [post], StopAtLayer = stop });
+            var (_, cache) = model.Run(tokens, new RunOptions { Saes = [attached], CacheNames = [post], StopAtLayer = stop, Hooks = modelHooks });
             using (cache)
             {
                 var f = cache![post].to(ScalarType.Float64);

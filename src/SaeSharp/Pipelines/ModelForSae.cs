@@ -56,6 +56,28 @@ public static class ModelForSae
         }
     }
 
+    /// <summary>Loads <paramref name="modelFolder"/> once for several SAEs (<paramref name="names"/>: their paths, for
+    /// errors): with the processing they share (<see cref="SharedOptions"/>), in the dtype they record
+    /// (<see cref="SharedDtype"/>).</summary>
+    public static ProcessedModel Load(string modelFolder, IReadOnlyList<Sae> saes, IReadOnlyList<string> names)
+    {
+        ArgumentNullException.ThrowIfNull(saes);
+        return Load(modelFolder, SharedOptions(saes.Select(s => s.Cfg)), SharedDtype(saes, names));
+    }
+
+    /// <summary>The model dtype the SAEs were trained with (<see cref="RecordedDtype(SaeConfig)"/>); SAEs that disagree
+    /// need an explicit dtype.</summary>
+    public static ScalarType SharedDtype(IReadOnlyList<Sae> saes, IReadOnlyList<string> names)
+    {
+        ArgumentNullException.ThrowIfNull(saes);
+        ArgumentNullException.ThrowIfNull(names);
+        var recorded = saes.Select(s => RecordedDtype(s.Cfg)).ToList();
+        if (recorded.Distinct().Count() > 1)
+            throw new SaeSharpException("the SAEs were trained on the model in different dtypes (" +
+                string.Join(", ", recorded.Select((d, i) => $"{names[i]}: {SaeLensFormat.DtypeName(d)}")) + "): give --dtype");
+        return recorded.Count > 0 ? recorded[0] : ScalarType.Float32;
+    }
+
     /// <summary>The processing shared by several SAEs (one model for all of them); differing kwargs are an error.</summary>
     public static WeightProcessingOptions SharedOptions(IEnumerable<SaeConfig> cfgs)
     {

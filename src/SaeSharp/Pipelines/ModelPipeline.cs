@@ -113,7 +113,7 @@ public static class ModelPipeline
             foreach (var p in saePaths) saes.Add(SaeLoader.Load(p, saeOptions));
             var processing = ModelForSae.SharedOptions(saes.Select(s => s.Cfg));
             var tokenizer = Tokenizer.FromFolder(data.TokenizerPath ?? data.ModelPath);
-            using var pm = ModelForSae.Load(data.ModelPath, processing, data.ModelDtype ?? RecordedDtype(saes, saePaths));
+            using var pm = ModelForSae.Load(data.ModelPath, processing, data.ModelDtype ?? ModelForSae.SharedDtype(saes, saePaths));
             if (data.Device.type != DeviceType.CPU)
             {
                 pm.Model.to(data.Device);
@@ -154,14 +154,4 @@ public static class ModelPipeline
         }
     }
 
-    /// <summary>The model dtype the SAEs were trained with (<see cref="ModelForSae.RecordedDtype"/>); SAEs that disagree
-    /// need an explicit dtype.</summary>
-    private static ScalarType RecordedDtype(IReadOnlyList<Sae> saes, IReadOnlyList<string> paths)
-    {
-        var recorded = saes.Select(s => ModelForSae.RecordedDtype(s.Cfg)).ToList();
-        if (recorded.Distinct().Count() > 1)
-            throw new SaeSharpException("the SAEs were trained on the model in different dtypes (" +
-                string.Join(", ", recorded.Select((d, i) => $"{paths[i]}: {Interop.SaeLensFormat.DtypeName(d)}")) + "): give --dtype");
-        return recorded[0];
-    }
 }

@@ -280,13 +280,14 @@ public sealed class TrainingPlan : IDisposable
     }
 
     /// <summary>cfg.json metadata of SAEs trained on a <c>sae cache</c> folder: its model, hook, context size, BOS,
-    /// dataset, special-token exclusion and weight processing.</summary>
-    public static SaeMetadata MetadataOf(ActivationCacheManifest manifest) => new()
+    /// dataset, special-token exclusion and weight processing (and, for a transcoder cache, <c>hook_name_out</c> = its
+    /// target hook).</summary>
+    public static SaeMetadata MetadataOf(ActivationCacheManifest manifest) => WithOutputHook(new()
     {
         ModelName = manifest.Model, HookName = manifest.Hook, ContextSize = manifest.ContextSize, PrependBos = manifest.PrependBos,
         DatasetPath = manifest.DatasetPath is null ? null : Data.HubDataset.RecordedPath(manifest.DatasetPath), ExcludeSpecialTokens = manifest.ExcludeTokenIds.Length > 0,
         ModelFromPretrainedKwargs = KwargsOf(manifest.ModelFromPretrainedKwargs, manifest.ModelDtype),
-    };
+    }, manifest.TargetHook);
 
     /// <summary>cfg.json metadata of SAEs trained on a model's activations at <paramref name="inputHook"/> (and, for
     /// transcoders, <c>hook_name_out</c> = <paramref name="targetHook"/>).</summary>
@@ -303,6 +304,12 @@ public sealed class TrainingPlan : IDisposable
             ModelFromPretrainedKwargs = KwargsOf(data.Processing.ToKwargs(),
                 data.ModelDtype is { } dtype && dtype != ScalarType.Float32 ? Interop.SaeLensFormat.DtypeName(dtype) : null),
         };
+        return WithOutputHook(metadata, targetHook);
+    }
+
+    /// <summary>A transcoder's <c>hook_name_out</c> (the hook whose activation its output replaces), when it has one.</summary>
+    private static SaeMetadata WithOutputHook(SaeMetadata metadata, string? targetHook)
+    {
         if (targetHook is not null) (metadata.Extra ??= new())["hook_name_out"] = JsonSerializer.SerializeToElement(targetHook);
         return metadata;
     }

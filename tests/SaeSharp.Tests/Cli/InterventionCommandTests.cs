@@ -89,6 +89,51 @@ public class InterventionCommandTests : IDisposable
     }
 
     [Fact]
+    public void ModelRunAttributeAndAblateRunTheModelProcessedAsTheSaeRecords()
+    {
+        // An SAE trained on GPT-2 with center_writing_weights (its cfg's model_from_pretrained_kwargs, as sae train
+        // --center-writing-weights writes it): its hook's activation is the processed model's, whose residual stream
+        // has each write's mean removed (for GPT-2 partly by a hook_embed hook), as sae eval, features and inspect run it.
+        var (model, _, input, tokens) = Setup();
+        string hook = "blocks.0.hook_resid_post";
+        using (var s = InterventionTests.RandomSae(hook, 16, 32, 9, encBias: 0.1))
+        {
+            s.Cfg.Metadata.ModelFromPretrainedKwargs = new() { ["center_writing_weights"] = System.Text.Json.JsonSerializer.SerializeToElement(true) };
+            SaeLensFormat.Save(s, P("cww"));
+        }
+        using var sae = SaeLoader.Load(P("cww"));
+        using var pm = SaeSharp.Pipelines.ModelForSae.Load(model, new WeightProcessingOptions { CenterWritingWeights = true });
+        var (_, cache) = pm.Model.Run(tokens, new RunOptions { Hooks = pm.Hooks, CacheNames = [hook] });
+        Tensor f;
+        using (cache) f = InterventionTests.HandFeatures(sae, cache![hook]);
+        using (var raw = ModelLoader.FromPretrained(model))
+        {
+            var (_, rawCache) = raw.RunWithCache(tokens, [hook]);
+            using (rawCache)
+                Assert.False(InterventionTests.HandFeatures(sae, rawCache[hook]).allclose(f, rtol: 1e-3, atol: 1e-3), "the processing changes the features");
+        }
+
+        // model run --sae: the SAE's features at its hook point are the processed model's.
+        var (exit, _, err) = CliRunner.Run("model", "run", "--model", model, "--input", input, "--out", P("cww.safetensors"), "--sae", P("cww"),
+            "--error-term", "--hooks", $"{hook}.hook_sae_acts_post");
+        Assert.True(exit == 0, err);
+        Assert.True(SafeTensors.Load(P("cww.safetensors"))[$"{hook}.hook_sae_acts_post"].to(ScalarType.Float64).allclose(f, rtol: 1e-4, atol: 1e-5));
+
+        // attribute: the activations it reports are the processed model's features.
+        (exit, _, err) = CliRunner.Run("attribute", "--model", model, "--sae", P("cww"), "--input", input, "--metric", "loss",
+            "--top", "10", "--json", P("cww.json"));
+        Assert.True(exit == 0, err);
+        var rows = JsonNode.Parse(File.ReadAllText(P("cww.json")))!["top"]!.AsArray();
+        Assert.Equal(10, rows.Count);
+        foreach (var row in rows)
+            Assert.Equal(f[(int)row!["batch"]!, (int)row["position"]!, (int)row["feature"]!].item<double>(), (double)row["activation"]!, 4);
+
+        // ablate --mode mean: each feature's mean is taken over the processed model's features.
+        var means = f.mean([0, 1]);
+        Assert.Equal(means[3].item<double>(), Ablation.FeatureMeans(pm.Model, sae, [tokens], modelHooks: pm.Hooks)[3].item<float>(), 4);
+    }
+
+    [Fact]
     public void AttributeWritesTheFilesTheIssueNamesAndMatchesTheLibrary()
     {
         var (model, saeDir, input, tokens) = Setup();

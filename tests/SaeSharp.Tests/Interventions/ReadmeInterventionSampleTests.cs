@@ -6,7 +6,7 @@ using static TorchSharp.torch;
 
 namespace SaeSharp.Tests.Interventions;
 
-/// <summary>The README's interventions sample, verbatim at toy sizes: it must compile and do what the README says.</summary>
+/// <summary>The README's interventions sample, verbatim (<see cref="ReadmeSamples"/>) at toy sizes: it must compile and do what the README says.</summary>
 public class ReadmeInterventionSampleTests : ModelTestBase
 {
     [Fact]
@@ -16,16 +16,19 @@ public class ReadmeInterventionSampleTests : ModelTestBase
         using var loaded = InterventionTests.RandomSae("blocks.1.hook_resid_pre", 16, 64, 1, encBias: 0.1);
         var tokens = tensor(new long[] { 3, 464, 3139, 286 }).unsqueeze(0);
 
-        // --- README sample start ---
+        // readme-sample interventions begin
         var hooked = new HookedSaeTransformer(model);
         var attached = hooked.AddSae(loaded, useErrorTerm: true);         // at loaded.Cfg.Metadata.HookName
         var (same, saeCache) = hooked.RunWithCache(tokens, [attached.HookName(SaeHookPoints.ActsPost)]);
         var ablated = hooked.RunWithHooks(tokens, [new Ablation(loaded, [12, 40]), new Clamp(loaded, feature: 7, value: 3.0)]);
         using var steered = hooked.Generate(tokens, 20, new GenerationOptions { Temperature = 0.7, Seed = 1 },
                                             [new Steering(loaded, feature: 7, scale: 20.0)]);
+        // steered.Rows[r]: prompt tokens, new tokens (EOS included), Stop (MaxNewTokens or Eos); Rows[r].Affects(p): steering at p applied
         using var attribution = hooked.Attribute(tokens, AttributionMetric.LogitDiff(3139, 286));
         var top = attribution.Top(10).Select(e => $"pos {e.Position} feature {e.Feature}: {e.Attribution:F3}").ToList();
-        // --- README sample end ---
+        // A single intervention as a plain hook, e.g. for model.Generate: new Steering(loaded, 7, 20.0).ToHook(model)
+        // Gradients through the model when asked: model.Run(tokens, new RunOptions { Grad = true }); model.SetRequiresGrad(true) for weights.
+        // readme-sample interventions end
 
         using (saeCache)
         {
@@ -34,6 +37,20 @@ public class ReadmeInterventionSampleTests : ModelTestBase
         }
         Assert.Equal(same!.shape, ablated.shape);
         Assert.Equal(new long[] { 1, 24 }, steered.Tokens.shape);
+        // The comment's Rows: no EOS is set, so the row ran its 20 new tokens, and steering at the prompt's positions applied.
+        Assert.Equal((4L, 20, GenerationStop.MaxNewTokens), (steered.Rows[0].PromptTokens, steered.Rows[0].NewTokens, steered.Rows[0].Stop));
+        Assert.True(steered.Rows[0].Affects(3));
         Assert.Equal(10, top.Count);
+
+        // The two calls the sample's last comments name.
+        var (name, fn) = new Steering(loaded, 7, 20.0).ToHook(model);
+        Assert.Equal("blocks.1.hook_resid_pre", name);
+        Assert.NotNull(fn);
+        model.SetRequiresGrad(true);
+        var (gradLogits, _) = model.Run(tokens, new RunOptions { Grad = true });
+        Assert.True(gradLogits!.requires_grad);
     }
+
+    [Fact]
+    public void The_readme_block_is_this_sample() => ReadmeSamples.AssertBlockIsRegion("interventions");
 }

@@ -119,6 +119,11 @@ public class TrainingPlanTests : IDisposable
         var none = TrainingPlan.MetadataOf(new ActivationCacheManifest());
         Assert.Null(none.ModelFromPretrainedKwargs);
         Assert.False(none.ExcludeSpecialTokens);
+        Assert.False(md.Extra?.ContainsKey("hook_name_out") ?? false);
+        // A transcoder cache (sae cache --mode in_to_out): its target hook is the hook the transcoder's output replaces,
+        // as when it trains on the model directly (sae eval --model splices the output there).
+        var transcoder = TrainingPlan.MetadataOf(new ActivationCacheManifest { Model = "gpt2", Hook = "blocks.0.ln2.hook_normalized", TargetHook = "blocks.0.hook_mlp_out" });
+        Assert.Equal("blocks.0.hook_mlp_out", transcoder.Extra!["hook_name_out"].GetString());
 
         var fromModel = TrainingPlan.MetadataOf(new ModelDataOptions { ModelPath = "/models/tiny-gpt2/", DatasetPath = "d.txt" }, "blocks.0.ln2.hook_normalized", "blocks.0.hook_mlp_out");
         Assert.Equal(("tiny-gpt2", "blocks.0.ln2.hook_normalized", 128, true, false), (fromModel.ModelName, fromModel.HookName, fromModel.ContextSize, fromModel.PrependBos, fromModel.ExcludeSpecialTokens));
