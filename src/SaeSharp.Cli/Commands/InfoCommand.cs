@@ -33,6 +33,7 @@ internal static class InfoCommand
                 ("dtype", cfg.Dtype),
                 ("model_name", cfg.Metadata.ModelName ?? "-"),
                 ("hook_name", cfg.Metadata.HookName ?? "-"),
+                ("hook_name_out", cfg.Metadata.Extra?.GetValueOrDefault("hook_name_out") is { ValueKind: System.Text.Json.JsonValueKind.String } hookOut ? hookOut.GetString()! : "-"),
                 ("context_size", cfg.Metadata.ContextSize?.ToString() ?? "-"),
                 ("dataset_path", cfg.Metadata.DatasetPath ?? "-"),
                 ("neuronpedia_id", cfg.Metadata.Extra?.GetValueOrDefault("neuronpedia_id").ToString() is { Length: > 0 } np ? np : "-"),

@@ -74,7 +74,7 @@ public static class ModelForSae
         var recorded = saes.Select(s => RecordedDtype(s.Cfg)).ToList();
         if (recorded.Distinct().Count() > 1)
             throw new SaeSharpException("the SAEs were trained on the model in different dtypes (" +
-                string.Join(", ", recorded.Select((d, i) => $"{names[i]}: {SaeLensFormat.DtypeName(d)}")) + "): give --dtype");
+                string.Join(", ", recorded.Select((d, i) => $"{names[i]}: {SaeLensFormat.DtypeName(d)}")) + "): run them separately, or together with sae eval --model --dtype");
         return recorded.Count > 0 ? recorded[0] : ScalarType.Float32;
     }
 
@@ -86,7 +86,7 @@ public static class ModelForSae
         {
             var o = WeightProcessingOptions.FromKwargs(c.Metadata.ModelFromPretrainedKwargs, out _);
             if (shared is not null && shared != o)
-                throw new SaeSharpException($"SAEs need different model processing ({string.Join(", ", shared.ToKwargs().Keys)} vs {string.Join(", ", o.ToKwargs().Keys)}); evaluate them separately");
+                throw new SaeSharpException($"SAEs need different model processing ({string.Join(", ", shared.ToKwargs().Keys)} vs {string.Join(", ", o.ToKwargs().Keys)}); run them separately");
             shared = o;
         }
         return shared ?? new WeightProcessingOptions();
