@@ -154,7 +154,7 @@ internal static class TrainCommand
         var parts = p.Saes.Select(sae =>
             $"{sae.Name}: loss {sae.Losses.GetValueOrDefault("overall_loss"):G4} L0 {sae.L0:F1} dead_fraction {Cli.Percent("dead_fraction", sae.DeadFraction, 0)}");
         var eta = p.Eta is TimeSpan t ? $" ETA {t:hh\\:mm\\:ss}" : "";
-        return $"step {p.Step}/{p.TotalSteps} {p.RowsPerSecond:N0} rows/s{eta} | {string.Join(" | ", parts)}";
+        return $"step {p.Step}/{p.TotalSteps} {p.MeanRowsPerSecond:N0} rows/s{eta} | {string.Join(" | ", parts)}";
     }
 
     private static int Report(TrainingRunResult result, TrainingPlan plan)

@@ -128,7 +128,7 @@ public sealed class SaeTrainer : IDisposable
         TrainingProgress? last = null;
         var runClock = Stopwatch.StartNew();
         var reportClock = Stopwatch.StartNew();
-        long stepsThisRun = 0, rowsSinceReport = 0;
+        long stepsThisRun = 0, rowsSinceReport = 0, rowsThisRun = 0;
         while (Step < TotalSteps)
         {
             if (cancellationToken.IsCancellationRequested) { status = TrainingStatus.Cancelled; break; }
@@ -139,6 +139,7 @@ public sealed class SaeTrainer : IDisposable
             if (metrics is null) { status = TrainingStatus.SourceExhausted; break; }
             stepsThisRun++;
             rowsSinceReport += rows;
+            rowsThisRun += rows;
             if (log)
             {
                 ThrowIfNonFinite();
@@ -149,6 +150,7 @@ public sealed class SaeTrainer : IDisposable
                     TotalSteps = TotalSteps,
                     Tokens = Tokens,
                     RowsPerSecond = seconds > 0 ? rowsSinceReport / seconds : 0,
+                    MeanRowsPerSecond = runClock.Elapsed.TotalSeconds > 0 ? rowsThisRun / runClock.Elapsed.TotalSeconds : 0,
                     Eta = TimeSpan.FromSeconds(runClock.Elapsed.TotalSeconds / stepsThisRun * (TotalSteps - Step)),
                     Saes = metrics,
                 };

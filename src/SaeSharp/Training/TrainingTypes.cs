@@ -71,6 +71,9 @@ public sealed class TrainingProgress
     public long Tokens { get; init; }
     /// <summary>Training rows per second since the previous report.</summary>
     public double RowsPerSecond { get; init; }
+    /// <summary>Training rows per second since this run (or resume) started: steady where <see cref="RowsPerSecond"/>
+    /// swings between reports that include filling the activation buffer and reports that do not.</summary>
+    public double MeanRowsPerSecond { get; init; }
     /// <summary>Estimated time to the last step, from the average step time of this run; null before it is known.</summary>
     public TimeSpan? Eta { get; init; }
     /// <summary>Per-SAE figures of this step.</summary>

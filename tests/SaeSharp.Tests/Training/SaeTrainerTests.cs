@@ -37,6 +37,30 @@ public class SaeTrainerTests
     }
 
     [Fact]
+    public void TheMeanRateIsTheRowsOfTheRunOverItsTimeAndTheReportRateIsPerInterval()
+    {
+        // Bounds independent of the clocks inside: the run's time T_n up to report n covers the report intervals, so
+        // mean_n = R_n / T_n ≤ R_n / Σ(rows_i / rate_i); and T_n ends before Run returns, so mean_n ≥ R_n / (wall time of Run).
+        using var source = new InMemorySource(SparseData(512, 8, 12, 0.1, seed: 3));
+        var cfg = Config(12, batch: 32);
+        cfg.LogEverySteps = 3;
+        var progress = new ListProgress();
+        using var trainer = new SaeTrainer(cfg, source, [new SaeSlot("a", Standard(8, 16))]) { Progress = progress };
+        var wall = System.Diagnostics.Stopwatch.StartNew();
+        trainer.Run().Dispose();
+        double wallSeconds = wall.Elapsed.TotalSeconds;
+        Assert.Equal([3L, 6, 9, 12], progress.Reports.Select(r => r.Step));
+        double intervals = 0;
+        foreach (var r in progress.Reports)
+        {
+            double rows = 3 * 32, runRows = r.Step * 32;
+            Assert.True(r.RowsPerSecond > 0 && r.MeanRowsPerSecond > 0);
+            intervals += rows / r.RowsPerSecond;
+            Assert.InRange(r.MeanRowsPerSecond, runRows / wallSeconds, runRows / intervals * (1 + 1e-9));
+        }
+    }
+
+    [Fact]
     public void StandardRecipeKeepsDecoderRowsUnitNormAfterEveryStep()
     {
         using var source = new InMemorySource(SparseData(256, 8, 12, 0.1, seed: 2));
