@@ -36,6 +36,32 @@ public class SaeTrainerTests
         Assert.InRange(logged.ExplainedVariance, 0.8, 1.0);
     }
 
+    /// <summary>A step's logged L0 and explained variance are its batch's (both invariant to the row order): with the
+    /// whole data set as the batch and a learning rate too small to move a float32 weight, they equal those of the
+    /// trained SAE on the data, computed here directly (the test above only bounds them).</summary>
+    [Fact]
+    public void LoggedL0AndExplainedVarianceAreThoseOfTheStepsBatch()
+    {
+        using var data = SparseData(64, 8, 12, 0.2, seed: 3);
+        using var source = new InMemorySource(data.clone(), seed: 2);
+        var cfg = Config(1, batch: 64);
+        cfg.Lr = 1e-30;
+        // The April-update penalty: no decoder-norm constraint rescales the rows after the step.
+        using var trainer = new SaeTrainer(cfg, source, [new SaeSlot("a", Standard(8, 24, penalty: SparsityPenalty.L1DecoderNorm))]);
+        using var result = trainer.Run();
+        var logged = result.LastProgress!.Saes[0];
+
+        using var _ = no_grad();
+        var (y, f) = result.Saes[0].Sae.Run(data);
+        var x = data.to(ScalarType.Float64);
+        double sse = (y.to(ScalarType.Float64) - x).pow(2).sum().item<double>();
+        double aboutMean = (x - x.mean([0], keepdim: true)).pow(2).sum().item<double>();
+        double l0 = f.ne(0).sum().item<long>() / 64.0;
+        Assert.True(l0 > 0 && l0 < 24, $"L0 {l0}");
+        Assert.Equal(l0, logged.L0, 9);
+        Assert.Equal(1 - sse / aboutMean, logged.ExplainedVariance, 5);
+    }
+
     [Fact]
     public void StandardRecipeKeepsDecoderRowsUnitNormAfterEveryStep()
     {
