@@ -220,6 +220,29 @@ public class SaeTrainerTests
         Assert.True(fires.all().item<bool>(), "every resampled latent should fire on the data");
     }
 
+    /// <summary>Towards Monosemanticity's resampling draws inputs with probability proportional to the square of the
+    /// loss (the squared error) on them, and points both the decoder row and the encoder column of a revived latent along
+    /// the drawn input (minus b_dec). An SAE with zero weights reconstructs 0, so the rows e₁ and 2·e₂ have losses 1 and 4
+    /// and weights 1 and 16: of 400 dead latents about 400·16/17 ≈ 376 (σ ≈ 4.7) take e₂, against 320 if the loss itself
+    /// were the weight.</summary>
+    [Fact]
+    public void ResamplingDrawsInputsByTheirSquaredLossAndAlignsEncoderAndDecoder()
+    {
+        using var sae = new StandardSae(new SaeConfig { DIn = 2, DSae = 400 });
+        using var x = tensor(new float[,] { { 1, 0 }, { 0, 2 } });
+        using var dead = ones(400, dtype: ScalarType.Bool);
+        using var gen = new Generator(3);
+        Assert.Equal(400, DeadLatentResampler.Resample(sae, null, dead, x, x, gen));
+        using var _ = no_grad();
+        var wDec = sae.WDec.detach();
+        var alongE2 = wDec[.., 1].gt(0.5f).sum().item<long>();
+        Assert.InRange(alongE2, 355, 395);
+        // Every decoder row is e₁ or e₂; every encoder column is 0.2 (× a mean alive norm of 1: none alive) times it.
+        SaeSharp.Tests.Saes.SaeTestUtil.AssertClose(ones(400), wDec.abs().max(1).values, what: "unit decoder rows along an axis");
+        SaeSharp.Tests.Saes.SaeTestUtil.AssertClose(wDec.t() * 0.2f, sae.WEnc.detach(), what: "encoder columns along the decoder rows");
+        Assert.Equal(0f, sae.BEnc.detach().abs().max().item<float>());
+    }
+
     [Fact]
     public void ConfiguredResampleStepRevivesLatentsDuringTraining()
     {
