@@ -42,6 +42,11 @@ public sealed class ActivationSplitTests : IDisposable
             Assert.Equal(20, first.Rows);
             Assert.Equal(180 * 4f, first.Input[0, 0].item<float>()); // row 180 is the first held-out row
             Assert.Null(eval.Next(1));
+            // Training reads rows 0..179 (in some order) and none of the held-out ones: row r starts with the value 4r.
+            var seen = new List<float>();
+            while (train.Next(64) is { } batch)
+                using (batch) seen.AddRange(batch.Input[.., 0].data<float>().ToArray());
+            Assert.Equal(Enumerable.Range(0, 180).Select(r => r * 4f), seen.Order());
         }
     }
 

@@ -40,6 +40,13 @@ public class TokenWindowsTests
         // cut right before a BOS: [0 1 2] | the continuation starts with 0 = BOS, so no BOS is added: [0 3 4]
         long[][] docs2 = [[1, 2, 0, 3, 4]];
         Assert.Equal(new long[][] { [0, 1, 2], [0, 3, 4] }, TokenWindows.ConcatAndBatch(docs2, 3, beginBatchTokenId: 0).ToList());
+        // Above, a doubled separator would be cut off at the window's end; mid-window it shows. Separator 0, no BOS:
+        // [5 6] + [0 7 8] (starts with the separator: none added) + separator + [9].
+        long[][] docs3 = [[5, 6], [0, 7, 8], [9]];
+        Assert.Equal(new long[][] { [5, 6, 0, 7, 8, 0, 9] }, TokenWindows.ConcatAndBatch(docs3, 7, sequenceSeparatorTokenId: 0).ToList());
+        // Begin-sequence 1: doc [1 5] already starts with it, doc [6] gets it.
+        long[][] docs4 = [[1, 5], [6]];
+        Assert.Equal(new long[][] { [1, 5, 1, 6] }, TokenWindows.ConcatAndBatch(docs4, 4, beginSequenceTokenId: 1).ToList());
     }
 
     [Fact]

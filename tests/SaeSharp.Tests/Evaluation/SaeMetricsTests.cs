@@ -69,6 +69,44 @@ public class SaeMetricsTests
         Assert.Equal(1 - 5 / 15.0, r1.ExplainedVariance, 12);
     }
 
+    /// <summary>Rows whose target has (nearly) zero norm: SAELens divides ‖x̂‖ by 1 where ‖x‖ &lt; 1e-4, and torch's
+    /// cosine_similarity divides by max(‖x‖‖x̂‖, 1e-8), so a zero row has cosine 0 and neither metric becomes infinite.</summary>
+    [Fact]
+    public void L2RatioAndCosineOfNearZeroTargetRows()
+    {
+        var x = T(new float[,] { { 0, 0 }, { 3e-5f, 4e-5f }, { 3, 4 } });
+        var y = T(new float[,] { { 1, 0 }, { 0, 2 }, { 3, 0 } });
+        var acc = new SaeMetricsAccumulator(2, 1);
+        acc.Add(x, y, zeros(3, 1));
+        var r = acc.Result();
+        // ratios: 1/1 (zero row), 2/1 (‖x‖ = 5e-5 < 1e-4), 3/5.
+        Assert.Equal((1 + 2 + 0.6) / 3, r.L2Ratio, 6);
+        // cosines: 0 (‖x‖‖x̂‖ = 0 < 1e-8), 8e-5/(5e-5·2) = 0.8, 9/(5·3) = 0.6.
+        Assert.Equal((0 + 0.8 + 0.6) / 3, r.Cosine, 5);
+    }
+
+    /// <summary>The four scores from hand-picked losses, each against its own ablation (a perfect SAE scores 1 whatever
+    /// the denominator, so the evaluator tests cannot tell them apart).</summary>
+    [Fact]
+    public void DownstreamScoresUseTheirOwnAblation()
+    {
+        var m = new DownstreamMetrics
+        {
+            Name = "s", HookName = "h", Reconstruction = new SaeEvalResult(),
+            CeLossWithoutSae = 2.0, CeLossWithSae = 2.5, CeLossWithAblation = 4.0, CeLossWithMeanAblation = 3.0,
+            KlDivWithSae = 0.2, KlDivWithAblation = 1.0, KlDivWithMeanAblation = 0.5,
+        };
+        Assert.Equal((4.0 - 2.5) / (4.0 - 2.0), m.CeLossScore, 12);
+        Assert.Equal((3.0 - 2.5) / (3.0 - 2.0), m.CeLossScoreMeanAblation, 12);
+        Assert.Equal((1.0 - 0.2) / 1.0, m.KlDivScore, 12);
+        Assert.Equal((0.5 - 0.2) / 0.5, m.KlDivScoreMeanAblation, 12);
+        var json = m.ToJson();
+        Assert.Equal(0.75, json["model_performance_preservation"]!["ce_loss_score"]!.GetValue<double>(), 12);
+        Assert.Equal(0.5, json["model_performance_preservation"]!["ce_loss_score_mean_ablation"]!.GetValue<double>(), 12);
+        Assert.Equal(0.8, json["model_behavior_preservation"]!["kl_div_score"]!.GetValue<double>(), 12);
+        Assert.Equal(0.6, json["model_behavior_preservation"]!["kl_div_score_mean_ablation"]!.GetValue<double>(), 12);
+    }
+
     [Fact]
     public void FvuUsesThePerDimensionMeanNotZero()
     {

@@ -78,7 +78,12 @@ public sealed class PretrainedSaeTests : FakeHubTestBase
         Assert.Null(SaeReleases.Lookup("no-such-release/blocks.0.hook_resid_pre"));
         var e = Assert.Throws<SaeSharpException>(() => SaeReleases.Lookup("gpt2-small-res-jb/blocks.99.hook_resid_pre"));
         Assert.Contains("release 'gpt2-small-res-jb' has no SAE 'blocks.99.hook_resid_pre'", e.Message);
-        Assert.All(SaeReleases.Filter(model: "pythia"), r => Assert.Contains("pythia", r.Model));
+        var pythiaReleases = SaeReleases.Filter(model: "pythia").ToList();
+        Assert.Contains(pythiaReleases, r => r.Release == pythia.Release.Release);
+        Assert.All(pythiaReleases, r => Assert.Contains("pythia", r.Model));
+        Assert.Equal(SaeReleases.All.Count(r => r.Model.Contains("pythia")), pythiaReleases.Count);
+        Assert.True(pythiaReleases.Count < SaeReleases.All.Count);
+        Assert.Equal(pythiaReleases, SaeReleases.Filter(model: "PYTHIA")); // case-insensitive
     }
 
     [Fact]

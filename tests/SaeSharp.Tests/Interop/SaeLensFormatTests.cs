@@ -88,6 +88,27 @@ public class SaeLensFormatTests : IDisposable
         Assert.True(yRaw.allclose(yScaled / 0.25, rtol: 1e-4, atol: 1e-4));
     }
 
+    /// <summary>Keys a cfg.json leaves out take SAELens's defaults (<c>handle_config_defaulting</c> for pre-6 configs,
+    /// the <c>SAEConfig</c> fields for 6): apply_b_dec_to_input and prepend_bos true, a ReLU "standard" SAE.</summary>
+    [Theory]
+    [InlineData("""{"d_in": 2, "d_sae": 2, "dtype": "float32", "device": "cpu", "hook_point": "blocks.0.hook_resid_pre", "model_name": "gpt2"}""")]
+    [InlineData("""{"architecture": "standard", "d_in": 2, "d_sae": 2, "metadata": {"hook_name": "blocks.0.hook_resid_pre"}}""")]
+    public void Omitted_cfg_keys_take_the_SAELens_defaults(string cfgJson)
+    {
+        SafeTensors.Save(Path.Combine(_dir, "sae_weights.safetensors"), new Dictionary<string, Tensor>
+        {
+            ["W_enc"] = eye(2), ["b_enc"] = zeros(2), ["W_dec"] = eye(2), ["b_dec"] = tensor(new[] { 1f, -1f }),
+        });
+        File.WriteAllText(Path.Combine(_dir, "cfg.json"), cfgJson);
+        using var sae = SaeLensFormat.Load(_dir);
+        Assert.Equal(SaeArchitectures.Standard, sae.Cfg.Architecture);
+        Assert.True(sae.Cfg.ApplyBDecToInput);
+        Assert.True(sae.Cfg.Metadata.PrependBos);
+        Assert.Equal("none", sae.Cfg.NormalizeActivations);
+        // f = ReLU((x − b_dec)·I): (3, 0) − (1, −1) = (2, 1); without b_dec subtracted it would be (3, 0).
+        Assert.Equal(new[] { 2f, 1f }, SaeSharp.Tests.Saes.SaeTestUtil.F(sae.Encode(tensor(new[,] { { 3f, 0f } }))));
+    }
+
     [Fact]
     public void MissingAndMisshapedTensorsNameTheKey()
     {

@@ -110,6 +110,27 @@ public class JumpReluSaeTests
         AssertClose(expected, sae.Threshold.grad!, rtol: 1e-4, atol: 1e-5, what: "threshold grad");
     }
 
+    /// <summary>Inference JumpReLU is SAELens's (and Gemma Scope's) ReLU(pre)·[pre &gt; θ]: with a negative θ a
+    /// negative pre-activation above it stays zero rather than passing through. BatchTopK's thresholded inference
+    /// encoder is the same function (its θ is −1 until estimated).</summary>
+    [Theory]
+    [InlineData("jumprelu")]
+    [InlineData("batchtopk")]
+    public void InferenceEncodeWithANegativeThresholdIsReluTimesTheStep(string arch)
+    {
+        var sae = SaeFactory.Create(new SaeConfig { Architecture = arch, DIn = 3, DSae = 3, K = 1 });
+        using (no_grad())
+        {
+            sae.WEnc.copy_(eye(3));
+            var theta = tensor(new[] { -1f, 0.5f, -0.2f });
+            if (sae is JumpReluSae j) j.Threshold.copy_(theta);
+            else ((BatchTopKSae)sae).Threshold.copy_(theta);
+        }
+        var x = tensor(new float[,] { { -0.5f, 0.7f, -0.1f }, { 0.3f, 0.4f, -0.3f }, { -2, 0.6f, 0.1f } });
+        // pre = x; above θ: row 0 all three (ReLU keeps 0.7), row 1 only the first, row 2 the last two.
+        Assert.Equal(new[] { 0, 0.7f, 0, 0.3f, 0, 0, 0, 0.6f, 0.1f }, F(sae.Encode(x)));
+    }
+
     [Fact]
     public void AdamBetasFollowThePaper()
     {

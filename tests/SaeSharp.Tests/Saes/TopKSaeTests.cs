@@ -30,6 +30,29 @@ public class TopKSaeTests
         }
     }
 
+    /// <summary>SAELens and sparsify apply a ReLU to the k selected values: where a row's top k include negative
+    /// pre-activations they are zero, for inference and training alike (the test above keeps every pre-activation positive).</summary>
+    [Fact]
+    public void NegativePreActivationsAmongTheTopKAreZeroed()
+    {
+        var sae = new TopKSae(new SaeConfig { Architecture = "topk", DIn = 2, DSae = 4, K = 2 });
+        using (no_grad())
+        {
+            sae.WEnc.copy_(tensor(new float[,] { { 1, 0, 0, 0 }, { 0, 1, 0, 0 } }));
+            sae.BEnc.copy_(tensor(new float[] { -1, -3, 2, -0.5f }));
+            sae.WDec.copy_(tensor(new float[,] { { 1, 0 }, { 0, 1 }, { 0.6f, 0.8f }, { 0.8f, -0.6f } }));
+        }
+        var x = tensor(new float[,] { { 0, 0 }, { 4, 0 }, { -5, 4 }, { -5, -5 } });
+        // pre = x·W_enc + b_enc: [-1,-3,2,-0.5], [3,-3,2,-0.5], [-6,1,2,-0.5], [-6,-8,2,-0.5]; the top 2 of rows 0 and 3
+        // hold -0.5, which the ReLU zeroes.
+        float[] expected = [0, 0, 2, 0, 3, 0, 2, 0, 0, 1, 2, 0, 0, 0, 2, 0];
+        Assert.Equal(expected, F(sae.Encode(x)));
+        var o = sae.TrainingForward(x, x, new SaeTrainContext());
+        Assert.Equal(expected, F(o.FeatureActs));
+        // x̂ = f·W_dec: latent 2 alone decodes to (1.2, 1.6).
+        AssertClose(tensor(new float[,] { { 1.2f, 1.6f }, { 4.2f, 1.6f }, { 1.2f, 2.6f }, { 1.2f, 1.6f } }), o.SaeOut.detach(), what: "x̂");
+    }
+
     /// <summary>Encode (and so forward, Run and a spliced SAE in a <c>Grad</c> run) is differentiable as SAELens's
     /// topk + ReLU: the row kernel that selects the k latents returned values without an autograd graph, so the
     /// features of [N, d_in] rows carried no gradient to x or W_enc.</summary>

@@ -70,7 +70,11 @@ public class HubTokenizerTests
         {
             // SentencePiece-style: BOS from the post_processor template / tokenizer_config.
             Assert.True(tok.AddBosToken);
-            Assert.Equal(tok.TokenToId(name == "llama2" ? "<s>" : "<bos>"), tok.BosTokenId);
+            // Llama 2's <s> is id 1, Gemma 3's <bos> id 2 (their tokenizer.json vocabularies).
+            int bos = name == "llama2" ? 1 : 2;
+            Assert.Equal(bos, tok.TokenToId(name == "llama2" ? "<s>" : "<bos>"));
+            Assert.Equal(bos, tok.BosTokenId);
+            Assert.Equal(bos, tok.EncodeWithSpecialTokens("a")[0]);
         }
         if (name == "llama2")
         {

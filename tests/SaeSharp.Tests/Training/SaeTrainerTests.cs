@@ -36,6 +36,32 @@ public class SaeTrainerTests
         Assert.InRange(logged.ExplainedVariance, 0.8, 1.0);
     }
 
+    /// <summary>A step's logged L0 and explained variance are its batch's (both invariant to the row order): with the
+    /// whole data set as the batch and a learning rate too small to move a float32 weight, they equal those of the
+    /// trained SAE on the data, computed here directly (the test above only bounds them).</summary>
+    [Fact]
+    public void LoggedL0AndExplainedVarianceAreThoseOfTheStepsBatch()
+    {
+        using var data = SparseData(64, 8, 12, 0.2, seed: 3);
+        using var source = new InMemorySource(data.clone(), seed: 2);
+        var cfg = Config(1, batch: 64);
+        cfg.Lr = 1e-30;
+        // The April-update penalty: no decoder-norm constraint rescales the rows after the step.
+        using var trainer = new SaeTrainer(cfg, source, [new SaeSlot("a", Standard(8, 24, penalty: SparsityPenalty.L1DecoderNorm))]);
+        using var result = trainer.Run();
+        var logged = result.LastProgress!.Saes[0];
+
+        using var _ = no_grad();
+        var (y, f) = result.Saes[0].Sae.Run(data);
+        var x = data.to(ScalarType.Float64);
+        double sse = (y.to(ScalarType.Float64) - x).pow(2).sum().item<double>();
+        double aboutMean = (x - x.mean([0], keepdim: true)).pow(2).sum().item<double>();
+        double l0 = f.ne(0).sum().item<long>() / 64.0;
+        Assert.True(l0 > 0 && l0 < 24, $"L0 {l0}");
+        Assert.Equal(l0, logged.L0, 9);
+        Assert.Equal(1 - sse / aboutMean, logged.ExplainedVariance, 5);
+    }
+
     [Fact]
     public void TheMeanRateIsTheRowsOfTheRunOverItsTimeAndTheReportRateIsPerInterval()
     {
@@ -216,6 +242,29 @@ public class SaeTrainerTests
         // revived: each fires on some rows
         var fires = sae.Encode(data).index_select(1, deadIdx).gt(0).any(0);
         Assert.True(fires.all().item<bool>(), "every resampled latent should fire on the data");
+    }
+
+    /// <summary>Towards Monosemanticity's resampling draws inputs with probability proportional to the square of the
+    /// loss (the squared error) on them, and points both the decoder row and the encoder column of a revived latent along
+    /// the drawn input (minus b_dec). An SAE with zero weights reconstructs 0, so the rows e₁ and 2·e₂ have losses 1 and 4
+    /// and weights 1 and 16: of 400 dead latents about 400·16/17 ≈ 376 (σ ≈ 4.7) take e₂, against 320 if the loss itself
+    /// were the weight.</summary>
+    [Fact]
+    public void ResamplingDrawsInputsByTheirSquaredLossAndAlignsEncoderAndDecoder()
+    {
+        using var sae = new StandardSae(new SaeConfig { DIn = 2, DSae = 400 });
+        using var x = tensor(new float[,] { { 1, 0 }, { 0, 2 } });
+        using var dead = ones(400, dtype: ScalarType.Bool);
+        using var gen = new Generator(3);
+        Assert.Equal(400, DeadLatentResampler.Resample(sae, null, dead, x, x, gen));
+        using var _ = no_grad();
+        var wDec = sae.WDec.detach();
+        var alongE2 = wDec[.., 1].gt(0.5f).sum().item<long>();
+        Assert.InRange(alongE2, 355, 395);
+        // Every decoder row is e₁ or e₂; every encoder column is 0.2 (× a mean alive norm of 1: none alive) times it.
+        SaeSharp.Tests.Saes.SaeTestUtil.AssertClose(ones(400), wDec.abs().max(1).values, what: "unit decoder rows along an axis");
+        SaeSharp.Tests.Saes.SaeTestUtil.AssertClose(wDec.t() * 0.2f, sae.WEnc.detach(), what: "encoder columns along the decoder rows");
+        Assert.Equal(0f, sae.BEnc.detach().abs().max().item<float>());
     }
 
     [Fact]
