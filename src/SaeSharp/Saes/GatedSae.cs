@@ -42,6 +42,10 @@ public sealed class GatedSae : Sae
     public Parameter BMag => b_mag;
 
     /// <inheritdoc/>
+    /// <remarks>r_mag is not scaled: the magnitude path's W_enc·exp(r_mag) scales with W_enc (SAELens).</remarks>
+    protected override IEnumerable<Parameter> LatentScaledParameters() => [b_gate, b_mag];
+
+    /// <inheritdoc/>
     public override (double Beta1, double Beta2) DefaultAdamBetas => (0.0, 0.999);
 
     /// <inheritdoc/>

@@ -39,6 +39,9 @@ public sealed class JumpReluSae : Sae
     public Parameter Threshold => threshold;
 
     /// <inheritdoc/>
+    protected override IEnumerable<Parameter> LatentScaledParameters() => [.. base.LatentScaledParameters(), threshold];
+
+    /// <inheritdoc/>
     public override (double Beta1, double Beta2) DefaultAdamBetas => (0.0, 0.999);
 
     /// <inheritdoc/>

@@ -386,6 +386,28 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
         }
     }
 
+    /// <summary>
+    /// SAELens's <c>fold_W_dec_norm</c>: each decoder row is scaled to unit norm and its latent's encoder column and
+    /// per-latent encoder parameters (<see cref="LatentScaledParameters"/>: b_enc; also threshold for JumpReLU; b_gate and
+    /// b_mag for gated) are multiplied by the row's former norm. Reconstructions are unchanged and feature j's activation is
+    /// multiplied by ‖W_dec[j]‖, so activations compare across latents. TopK-family SAEs refuse it, as SAELens does: scaling
+    /// the pre-activations by different norms changes which latents are selected. A zero decoder row stays zero.
+    /// </summary>
+    public virtual void FoldWDecNorm()
+    {
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        var norms = W_dec.norm(1);
+        var safe = norms.clamp_min(TorchScalars.Of(1e-30));
+        W_dec.div_(safe.unsqueeze(1));
+        W_enc.mul_(norms.unsqueeze(0));
+        foreach (var p in LatentScaledParameters()) p.mul_(norms);
+    }
+
+    /// <summary>The [d_sae] parameters <see cref="FoldWDecNorm"/> scales with the encoder columns: those the pre-activation
+    /// or its comparison threshold carries per latent.</summary>
+    protected virtual IEnumerable<Parameter> LatentScaledParameters() => b_enc is null ? [] : [b_enc];
+
     /// <summary>Removes from W_dec's gradient the component parallel to each decoder row (Towards Monosemanticity).</summary>
     public void RemoveGradientParallelToDecoderRows()
     {

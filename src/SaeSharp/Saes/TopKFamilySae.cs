@@ -43,6 +43,12 @@ public abstract class TopKFamilySae : Sae
     /// <inheritdoc/>
     public override double DefaultLearningRate() => ScaledTopKLearningRate(Cfg.DSae);
 
+    /// <summary>Refused, as SAELens refuses it for TopK SAEs: multiplying each latent's pre-activation by its decoder norm
+    /// changes which latents are the top k.</summary>
+    public override void FoldWDecNorm() =>
+        throw new SaeSharpException($"fold_W_dec_norm is not safe for a {Cfg.Architecture} SAE: scaling each latent's pre-activation by its decoder norm changes which latents are selected" +
+                                   (this is BatchTopKSae ? "; its inference form ToInferenceSae() (a JumpReLU SAE, as SAELens saves it) can fold" : ""));
+
     /// <summary>Elements of the pre-activation matrix computed at once in the training pass (32 MB of float32): the dense
     /// encoder runs over row chunks, each reduced to its per-row candidates before the next, so the [N, d_sae] matrix is
     /// never materialised and the chunk buffer is reused by the allocator; 1024-row chunks at d_sae 8192 run the matmul
