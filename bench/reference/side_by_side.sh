@@ -11,7 +11,7 @@
 # and dictionary_learning's StandardTrainer (peer_relu_run.py) on those rows, and the TopK pair: `relu-run --arch topk
 # --k 32` and sparsify's SparseCoder (peer_sparsify_run.py), each with its held-out FVU.
 #
-# Needs: a Release build (dotnet build SaeSharp.sln -c Release); /usr/bin/python3 with Debian's python3-torch and
+# bench/reference/setup_peers.sh sets all of this up on a fresh machine and prints the command. Needs: a Release build (dotnet build SaeSharp.sln -c Release); /usr/bin/python3 with Debian's python3-torch and
 # OpenBLAS 0.3.29 (trixie: see peer_step_speed.py); dictionary_learning at $DL (default /work/ref/dictionary_learning);
 # checkouts of sparsify and schedule_free at $SPARSIFY and $SCHEDULEFREE (default /tmp/sparsify, /tmp/schedule_free;
 # made from the mirrors with `git archive` when missing). NICE (default 5) is the niceness of every process.
