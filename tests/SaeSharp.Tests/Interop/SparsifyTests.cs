@@ -217,4 +217,18 @@ public sealed class SparsifyTests : IDisposable
         var e = Assert.Throws<SaeSharpException>(() => Sparsify.Load(folder));
         Assert.Contains(Path.Combine(folder, "cfg.json") + ": " + expected, e.Message);
     }
+
+    /// <summary>sparsify's SparseCoderConfig defaults (sparsify/config.py): expansion_factor 32, num_latents 0 (use the
+    /// expansion factor) and k 32. A cfg.json written with only d_in gives d_sae = 32·d_in and k = 32.</summary>
+    [Fact]
+    public void Missing_expansion_factor_num_latents_and_k_take_sparsify_defaults()
+    {
+        string folder = Path.Combine(_dir, "layers.0");
+        var w = WriteSae(folder, dIn: 2, numLatents: 64, k: 3);
+        foreach (var t in w.Values) t.Dispose();
+        File.WriteAllText(Path.Combine(folder, "cfg.json"), """{"d_in": 2}""");
+        using var sae = Sparsify.Load(folder);
+        Assert.Equal((2, 64, 32), (sae.Cfg.DIn, sae.Cfg.DSae, sae.Cfg.K));
+        Assert.Equal(SaeArchitectures.TopK, sae.Cfg.Architecture);
+    }
 }
