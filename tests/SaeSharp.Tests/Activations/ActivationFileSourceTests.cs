@@ -101,6 +101,20 @@ public class ActivationFileSourceTests : IDisposable
         Assert.Equal(5, src.LargestRead);
     }
 
+    /// <summary>The options' contract: chunks are read in random order into the shuffle buffer whenever it is less than
+    /// half full, so the first batch is drawn from a full buffer of BufferRows rows (here 4 chunks of 5), not from the one
+    /// chunk a refill that stops after a chunk would hold, which would never mix rows across chunks in a batch.</summary>
+    [Fact]
+    public void The_shuffle_buffer_is_filled_with_several_chunks_before_rows_are_drawn()
+    {
+        WriteShard("one.safetensors", 0, 50);
+        using var src = new ActivationFileSource([_dir], new() { ChunkRows = 5, BufferRows = 20, Seed = 4 });
+        using (var b = src.Next(1)!) Assert.Equal(1, b.Rows);
+        var buffered = src.BufferedRowIds();
+        Assert.Equal(19, buffered.Length);
+        Assert.Equal(4, buffered.Select(r => r / 5).Distinct().Count());
+    }
+
     [Fact]
     public void EpochsCapThePassesEachAPermutation()
     {

@@ -25,4 +25,23 @@ public class SeededRandomTests
         Assert.Equal(Enumerable.Range(0, 50).Select(i => (long)i), p.Order());
         Assert.NotEqual(Enumerable.Range(0, 50).Select(i => (long)i), p);
     }
+
+    /// <summary>A Fisher–Yates shuffle draws j from 0..i inclusive, so each of the n! orders has probability 1/n!,
+    /// the identity included. Drawing j from 0..i-1 (Sattolo's algorithm, a classic off-by-one) only makes the
+    /// (n-1)! single cycles: for n = 3 it never leaves an element in place.</summary>
+    [Fact]
+    public void PermutationReachesEveryOrderIncludingTheIdentity()
+    {
+        var r = new SeededRandom(7);
+        var counts = new Dictionary<string, int>();
+        for (int i = 0; i < 6000; i++)
+        {
+            string key = string.Join(",", r.Permutation(3));
+            counts[key] = counts.GetValueOrDefault(key) + 1;
+        }
+        // 6 orders, each expected 1000 times (sd ≈ 29): allow 5 sd.
+        Assert.Equal(6, counts.Count);
+        Assert.All(counts.Values, c => Assert.InRange(c, 855, 1145));
+        Assert.True(counts.ContainsKey("0,1,2"));
+    }
 }

@@ -26,6 +26,16 @@ public class CorpusGeneratorTests
         Assert.NotEqual(Docs.Take(20).Select(d => d.Text), other);
     }
 
+    /// <summary>A range that starts past the beginning is documents first..first+count−1 of the same corpus (so a
+    /// held-out range or a resumed run sees the documents a run from 0 would), not a fresh run from document 0.</summary>
+    [Fact]
+    public void A_range_from_first_is_the_same_documents_as_in_the_whole_corpus()
+    {
+        var range = CorpusGenerator.Generate(11, 4, first: 250).ToList();
+        Assert.Equal(Docs.Skip(250).Take(4).Select(d => d.Text), range.Select(d => d.Text));
+        Assert.NotEqual(Docs.Take(4).Select(d => d.Text), range.Select(d => d.Text));
+    }
+
     [Fact]
     public void The_builtin_tokenizer_splits_each_text_into_exactly_its_labelled_tokens()
     {

@@ -86,6 +86,18 @@ public class TextDatasetTests
         Assert.Equal(new[] { "first line\n\nsecond line\r\nthird" }, TextDataset.ReadTxt(path, TxtMode.WholeFile).ToList());
     }
 
+    /// <summary>ReadJsonl's contract: blank lines are skipped, and a line of only spaces, tabs or a CR (a CRLF file,
+    /// an editor's indentation) is blank too, not a JSON error; line numbers in errors still count every line.</summary>
+    [Fact]
+    public void Jsonl_skips_lines_of_only_whitespace()
+    {
+        string path = Path.Combine(TestPaths.TempDir(), "w.jsonl");
+        File.WriteAllText(path, "{\"text\": \"a\"}\r\n   \n\t\n{\"text\": \"b\"}\r\n \r\n{\"x\": 1}\n");
+        Assert.Equal(new[] { "a", "b" }, TextDataset.ReadJsonl(path).Take(2).ToList());
+        var e = Assert.Throws<SaeSharpException>(() => TextDataset.ReadJsonl(path).ToList());
+        Assert.Contains("line 6", e.Message);
+    }
+
     [Fact]
     public void Jsonl_reads_the_named_field_and_streams()
     {

@@ -84,6 +84,19 @@ public class TokenWindowsTests
         Assert.Equal(new long[][] { [15496, 995, 50256, 15496] }, plain);
     }
 
+    /// <summary>FromPath passes prepend_bos on: a text file read with it off gives windows that do not start with BOS
+    /// (the same windows as TokenizeAndConcatenate above), with it on, windows that do.</summary>
+    [Fact]
+    public void FromPath_honours_prepend_bos_off()
+    {
+        string path = Path.Combine(TestPaths.TempDir(), "two.txt");
+        File.WriteAllText(path, "Hello world\nHello world\n");
+        // "Hello world" is [15496, 995]: [H W] + [B H] | [W] dropped
+        Assert.Equal(new long[][] { [15496, 995, 50256, 15496] }, TokenWindows.FromPath(path, TestPaths.Gpt2, 4, prependBos: false).ToList());
+        // [B H W] + sep → [B H W B] | [B H W] dropped
+        Assert.Equal(new long[][] { [50256, 15496, 995, 50256] }, TokenWindows.FromPath(path, TestPaths.Gpt2, 4, prependBos: true).ToList());
+    }
+
     [Fact]
     public void A_window_with_no_room_after_its_bos_is_an_error_not_endless_bos_only_windows()
     {

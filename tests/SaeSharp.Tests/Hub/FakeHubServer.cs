@@ -15,7 +15,7 @@ namespace SaeSharp.Tests.Hub;
 public sealed class FakeHubServer : IDisposable
 {
     public sealed record FakeFile(byte[] Content, bool Lfs = false, long? AnnouncedSize = null);
-    public sealed record Request(string Method, string Path, string? Range, string? Authorization, long BodyBytesSent);
+    public sealed record Request(string Method, string Path, string? Range, string? Authorization, long BodyBytesSent, string RawPath = "");
 
     private readonly TcpListener _listener;
     private readonly CancellationTokenSource _stop = new();
@@ -92,7 +92,7 @@ public sealed class FakeHubServer : IDisposable
         if (!responseHeaders.ContainsKey("Content-Length")) sb.Append($"Content-Length: {body.Length}\r\n");
         sb.Append("Connection: close\r\n\r\n");
         byte[] sent = !head && CutBodyAfter is int cut && cut < body.Length ? body[..cut] : body;
-        Requests.Enqueue(new Request(method, path, range, auth, head ? 0 : sent.Length));
+        Requests.Enqueue(new Request(method, path, range, auth, head ? 0 : sent.Length, parts[1]));
         await stream.WriteAsync(Encoding.ASCII.GetBytes(sb.ToString()));
         if (!head) await stream.WriteAsync(sent);
         await stream.FlushAsync();

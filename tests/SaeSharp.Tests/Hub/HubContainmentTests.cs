@@ -144,8 +144,10 @@ public sealed class HubContainmentTests : IDisposable
         string path = client.DownloadFile("org/tiny", "config.json", "refs/pr/1")!;
         Assert.StartsWith(Cache + Path.DirectorySeparatorChar, path);
         Assert.Equal(_server.Commit, File.ReadAllText(Path.Combine(Cache, "models--org--tiny", "refs", "refs", "pr", "1")));
-        // the revision travels as one escaped path segment
+        // the revision travels as one escaped path segment, as huggingface_hub's hf_hub_url sends it
+        // (quote(revision, safe="")): refs%2Fpr%2F1 on the wire, refs/pr/1 once the server unescapes it
         Assert.Contains(_server.Requests, r => r.Method == "HEAD" && r.Path == "/org/tiny/resolve/refs/pr/1/config.json");
+        Assert.Contains(_server.Requests, r => r.Method == "HEAD" && r.RawPath == "/org/tiny/resolve/refs%2Fpr%2F1/config.json");
     }
 
     [Fact]

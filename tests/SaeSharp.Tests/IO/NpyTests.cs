@@ -53,6 +53,25 @@ public sealed class NpyTests : IDisposable
         Assert.Equal(Floats(0, 1, 2, 3, 4, 5), bytes[128..]);
     }
 
+    /// <summary>numpy writes the shape as Python's repr of a tuple: a 1-tuple keeps its comma, "(3,)", and the empty
+    /// tuple is "()". numpy.load refuses "(3)", which Python reads as the int 3, not a tuple.</summary>
+    [Theory]
+    [InlineData(new long[] { 3 }, "(3,)")]
+    [InlineData(new long[0], "()")]
+    public void Save_writes_the_shape_as_numpy_writes_a_tuple(long[] shape, string shapeText)
+    {
+        // numpy.save(f, np.zeros(shape, dtype='<i8')): dict padded with spaces to a 128-byte v1.0 header, length 118 ('v').
+        using var t = torch.zeros(shape, dtype: ScalarType.Int64);
+        var path = PathOf("s.npy");
+        Npy.Save(path, t);
+        var bytes = File.ReadAllBytes(path);
+        string dict = "{'descr': '<i8', 'fortran_order': False, 'shape': " + shapeText + ", }";
+        var expectedHeader = new byte[] { 0x93, (byte)'N', (byte)'U', (byte)'M', (byte)'P', (byte)'Y', 1, 0, (byte)'v', 0 }
+            .Concat(Encoding.ASCII.GetBytes(dict.PadRight(117) + "\n")).ToArray();
+        Assert.Equal(expectedHeader, bytes[..128]);
+        Assert.Equal(128 + 8 * shape.Aggregate(1L, (a, b) => a * b), bytes.Length);
+    }
+
     [Fact]
     public void A_save_that_fails_leaves_the_previous_file_unchanged()
     {

@@ -39,6 +39,21 @@ public class SaeLensFormatTests : IDisposable
         Assert.True(SaeLensFormat.LoadSparsity(_dir)!.equal(sparsity).all().item<bool>());
     }
 
+    /// <summary>SAELens saves the state dict in the SAE's dtype, the one cfg.json names: a bfloat16 or float16 SAE gives
+    /// BF16 or F16 tensors in sae_weights.safetensors (the safetensors dtype codes), not float32 ones.</summary>
+    [Theory]
+    [InlineData("bfloat16", "BF16")]
+    [InlineData("float16", "F16")]
+    public void Save_writes_the_weights_in_the_dtype_the_cfg_names(string dtype, string code)
+    {
+        using (var sae = SaeFactory.Create(new SaeConfig { DIn = 4, DSae = 8, Dtype = dtype }))
+            SaeLensFormat.Save(sae, _dir);
+        Assert.Equal(dtype, JsonNode.Parse(File.ReadAllText(Path.Combine(_dir, "cfg.json")))!["dtype"]!.GetValue<string>());
+        using var f = SafeTensorsFile.Open(Path.Combine(_dir, "sae_weights.safetensors"));
+        Assert.Equal(["W_dec", "W_enc", "b_dec", "b_enc"], f.Names.Order(StringComparer.Ordinal));
+        Assert.All(f.Names, n => Assert.Equal(code, f.Info(n).Dtype));
+    }
+
     [Fact]
     public void AnArchitectureGivenForASaeLensFolderIsAnErrorNotIgnored()
     {

@@ -217,4 +217,32 @@ public sealed class SparsifyTests : IDisposable
         var e = Assert.Throws<SaeSharpException>(() => Sparsify.Load(folder));
         Assert.Contains(Path.Combine(folder, "cfg.json") + ": " + expected, e.Message);
     }
+
+    /// <summary>sparsify hooks a module: an SAE reads the module's output, a transcoder (transcode) its input. For a
+    /// whole layer that is the residual stream after it (hook_resid_post) or before it (hook_resid_pre); for the MLP or
+    /// attention, its output (hook_mlp_out, hook_attn_out) or its input, the layer norm before it (ln2 for the MLP, ln1
+    /// for attention).</summary>
+    [Theory]
+    [InlineData("layers.3", false, "blocks.3.hook_resid_post")]
+    [InlineData("layers.3", true, "blocks.3.hook_resid_pre")]
+    [InlineData("model.layers.3.mlp", false, "blocks.3.hook_mlp_out")]
+    [InlineData("model.layers.3.mlp", true, "blocks.3.ln2.hook_normalized")]
+    [InlineData("transformer.h.3.attn", false, "blocks.3.hook_attn_out")]
+    [InlineData("gpt_neox.layers.3.attention", true, "blocks.3.ln1.hook_normalized")]
+    public void Hookpoint_names_map_to_the_module_output_or_for_a_transcoder_its_input(string hookpoint, bool transcode, string hook) =>
+        Assert.Equal(hook, Sparsify.HookName(hookpoint, transcode));
+
+    /// <summary>sparsify's SparseCoderConfig defaults (sparsify/config.py): expansion_factor 32, num_latents 0 (use the
+    /// expansion factor) and k 32. A cfg.json written with only d_in gives d_sae = 32·d_in and k = 32.</summary>
+    [Fact]
+    public void Missing_expansion_factor_num_latents_and_k_take_sparsify_defaults()
+    {
+        string folder = Path.Combine(_dir, "layers.0");
+        var w = WriteSae(folder, dIn: 2, numLatents: 64, k: 3);
+        foreach (var t in w.Values) t.Dispose();
+        File.WriteAllText(Path.Combine(folder, "cfg.json"), """{"d_in": 2}""");
+        using var sae = Sparsify.Load(folder);
+        Assert.Equal((2, 64, 32), (sae.Cfg.DIn, sae.Cfg.DSae, sae.Cfg.K));
+        Assert.Equal(SaeArchitectures.TopK, sae.Cfg.Architecture);
+    }
 }

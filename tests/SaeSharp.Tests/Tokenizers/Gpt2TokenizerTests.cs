@@ -107,4 +107,34 @@ public class Gpt2TokenizerTests
         Assert.Contains("tokenizer.json", e.Message);
         Assert.Contains("merges.txt", e.Message);
     }
+
+    /// <summary>GPT-2's bytes_to_unicode keeps the printable bytes '!'..'~', 0xA1..0xAC and 0xAE..0xFF as themselves
+    /// and maps the other 68 (0x00..0x20, 0x7F..0xA0 and the soft hyphen 0xAD, the last of them) to U+0100 onwards,
+    /// so 0xAD becomes U+0143 'Ń': the last single-byte token, id 255 in GPT-2's own encoder.json. The soft hyphen
+    /// U+00AD is UTF-8 C2 AD, 'Â' + 'Ń', which GPT-2's merges join into "ÂŃ" (id 3907), and "ĠÂŃ" (id 22020).</summary>
+    [Fact]
+    public void Soft_hyphen_byte_is_mapped_as_in_gpt2_bytes_to_unicode()
+    {
+        var tok = Gpt2.Value;
+        Assert.Equal(255, tok.TokenToId("\u0143"));
+        Assert.Equal(new[] { 3907 }, tok.Encode("\u00AD"));
+        Assert.Equal(new[] { 22020 }, tok.Encode(" \u00AD"));
+        Assert.Equal("co\u00ADop", tok.Decode(tok.Encode("co\u00ADop")));
+    }
+
+    /// <summary>tokenizer_config.json clean_up_tokenization_spaces: decoding applies transformers'
+    /// clean_up_tokenization, which replaces " ." " ?" " !" " ," " ' " " n't" " 'm" " 's" " 've" " 're" by the text
+    /// without the leading space (tokenization_utils_base.py); without the flag the text comes back unchanged.</summary>
+    [Fact]
+    public void Clean_up_tokenization_spaces_removes_the_spaces_transformers_removes()
+    {
+        string dir = TestPaths.TempDir();
+        File.Copy(TestPaths.Data("gpt2-tokenizer", "vocab.json"), Path.Combine(dir, "vocab.json"));
+        File.Copy(TestPaths.Data("gpt2-tokenizer", "merges.txt"), Path.Combine(dir, "merges.txt"));
+        const string raw = "a . b ? c ! d , e ' f do n't I 'm he 's we 've they 're";
+        Assert.Equal(raw, Tokenizer.FromFolder(dir).Decode(Tokenizer.FromFolder(dir).Encode(raw)));
+        File.WriteAllText(Path.Combine(dir, "tokenizer_config.json"), """{"clean_up_tokenization_spaces": true}""");
+        var tok = Tokenizer.FromFolder(dir);
+        Assert.Equal("a. b? c! d, e'f don't I'm he's we've they're", tok.Decode(tok.Encode(raw)));
+    }
 }

@@ -71,6 +71,20 @@ public class TokenizerJsonTests
         Assert.Equal(3, tok.AddedTokens.Count);
     }
 
+    /// <summary>Hugging Face AddedToken rstrip: the token's match takes in the whitespace on its right, which then
+    /// belongs to no other piece (lstrip is the same on the left, tested above).</summary>
+    [Fact]
+    public void Added_token_with_rstrip_absorbs_the_space_after_it()
+    {
+        string dir = TestPaths.TempDir();
+        File.WriteAllText(Path.Combine(dir, "tokenizer.json"),
+            TinyTokenizerJson.Replace("\"lstrip\": true, \"rstrip\": false", "\"lstrip\": false, \"rstrip\": true", StringComparison.Ordinal));
+        var tok = Tokenizer.FromFolder(dir);
+        // "ab " before <m> keeps its space (GPT-2 split: "ab", " " → 4, Ġ 3); the space after <m> is taken by it,
+        // so "c" follows without a Ġ: 2, not Ġ c (3, 2).
+        Assert.Equal(new[] { 4, 3, 10, 2 }, tok.Encode("ab <m> c"));
+    }
+
     [Fact]
     public void Special_ids_come_from_config_files()
     {
