@@ -84,4 +84,36 @@ public class InterventionFormulaTests : ModelTestBase
         Assert.Equal(new AttributionEntry(0, 0, 0, 2, 2.0, 3.0), top[1]);
         Assert.Equal(new AttributionEntry(0, 0, 1, 2, 1.5, 6.0), top[2]);
     }
+
+    [Fact]
+    public void Integrated_gradients_of_each_of_two_saes_add_up_to_zeroing_that_sae_alone()
+    {
+        // Completeness per SAE: SAE i's integrated-gradient attributions sum to m(clean) − m(SAE i's features zeroed, the
+        // other SAE and both error terms as in the clean run), up to the midpoint rule's quadrature error. Scaling the
+        // other SAE's features along the path too would make them sum to the effect of zeroing both.
+        using var model = Gpt2(nLayer: 2, seed: 6);
+        using var sae0 = InterventionTests.RandomSae("blocks.0.hook_resid_post", 16, 32, 8, encBias: 0.0);
+        using var sae1 = InterventionTests.RandomSae("blocks.1.hook_resid_pre", 16, 32, 9, encBias: 0.0);
+        var hooked = new HookedSaeTransformer(model);
+        hooked.AddSae(sae0, useErrorTerm: true);
+        hooked.AddSae(sae1, useErrorTerm: true);
+        var metric = AttributionMetric.LogitDiff(3, 7);
+        using var ig = hooked.Attribute(Toks, metric, integratedGradientSteps: 24);
+        double Zeroed(params int[] saes)
+        {
+            var hooks = saes.Select(i => (hooked.Saes[i].HookName(SaeSharp.Hooks.SaeHookPoints.ActsPost), (Func<Tensor, Tensor?>)(a => zeros_like(a)))).ToArray();
+            return metric.Evaluate(hooked.RunWithHooks(Toks, null, hooks), Toks).item<float>();
+        }
+        double both = ig.Metric - Zeroed(0, 1);
+        for (int i = 0; i < 2; i++)
+        {
+            double effect = ig.Metric - Zeroed(i);
+            double sum = ig.Attribution[i].sum().item<float>();
+            Assert.True(Math.Abs(sum - effect) < 0.02 * Math.Abs(effect) + 1e-3, $"SAE {i}: integrated gradients sum to {sum}, its ablation effect {effect}");
+        }
+        // The check means something for the upstream SAE: zeroing both differs from zeroing SAE 0 alone. (Not for SAE 1,
+        // which replaces the whole residual stream entering block 1 by b_dec plus its clean error when zeroed.)
+        double effect0 = ig.Metric - Zeroed(0);
+        Assert.True(Math.Abs(both - effect0) > 0.1 * Math.Abs(effect0) + 1e-2, $"zeroing both SAEs ({both}) is not distinguishable from zeroing SAE 0 ({effect0})");
+    }
 }
