@@ -69,9 +69,9 @@ internal static class AnalysisCommands
             string outDir = parse.GetValue(output)!;
             report.Save(outDir);
             int dead = report.Features.Count(f => f.Firings == 0);
-            Console.WriteLine($"{report.Features.Count:N0} features over {report.Tokens:N0} tokens ({dead:N0} never fired): {Path.Combine(outDir, FeatureReport.FeaturesFile)}");
+            Console.WriteLine($"{Cli.Integer(report.Features.Count)} features over {Cli.Integer(report.Tokens)} tokens ({Cli.Integer(dead)} never fired): {Path.Combine(outDir, FeatureReport.FeaturesFile)}");
             if (parse.GetValue(png))
-                Console.WriteLine($"{FeatureHistograms.Save(report, Path.Combine(outDir, "histograms")):N0} histogram PNGs: {Path.Combine(outDir, "histograms")}");
+                Console.WriteLine($"{Cli.Integer(FeatureHistograms.Save(report, Path.Combine(outDir, "histograms")))} histogram PNGs: {Path.Combine(outDir, "histograms")}");
             if (parse.GetValue(html) is { } site)
                 Console.WriteLine($"dashboard: {CliProgress.Run("dashboard", progress => DashboardWriter.Write(report, site, progress))}");
             return 0;
@@ -98,7 +98,7 @@ internal static class AnalysisCommands
                 new CommandInput("--features", parse.GetValue(features)!, InputKind.Folder, FeatureReport.Files));
             var report = FeatureReport.Load(parse.GetValue(features)!);
             string index = CliProgress.Run("dashboard", progress => DashboardWriter.Write(report, parse.GetValue(output)!, progress));
-            Console.WriteLine($"dashboard of {report.Features.Count:N0} features: {index}");
+            Console.WriteLine($"dashboard of {Cli.Integer(report.Features.Count)} features: {index}");
             return 0;
         });
         return command;
@@ -165,7 +165,7 @@ internal static class AnalysisCommands
             foreach (var u in view.Features)
             {
                 notes.TryGetValue(u.Index, out var note);
-                string extra = note is null ? "" : (note.Density is double d ? $"density {DashboardWriter.Percent(d)}  " : "") +
+                string extra = note is null ? "" : (note.Density is double d ? $"density {(Console.IsOutputRedirected ? Cli.Percent("density", d, 2) : DashboardWriter.Percent(d))}  " : "") +
                     "logits " + string.Join(" ", note.TopLogits.Select(DashboardWriter.Quote));
                 AnsiConsole.MarkupLine($"  [bold]feature {u.Index}[/] sum {u.Sum:0.###}  [grey]{Markup.Escape(extra)}[/]");
                 AnsiConsole.MarkupLine("    " + Shaded(view.TokenStrings, u.Acts));

@@ -25,14 +25,14 @@ internal static class CacheCommand
             {
                 var earlier = ActivationCacheManifest.Read(outDir);
                 before = earlier.TotalRows;
-                Console.WriteLine($"resuming the cache in {outDir}: {earlier.Shards.Count:N0} shards ({earlier.TotalRows:N0} rows, {earlier.TotalContexts:N0} contexts) already written");
+                Console.WriteLine($"resuming the cache in {outDir}: {Cli.Integer(earlier.Shards.Count)} shards ({Cli.Integer(earlier.TotalRows)} rows, {Cli.Integer(earlier.TotalContexts)} contexts) already written");
             }
             var manifest = CliProgress.Run("cache", progress => ModelPipeline.WriteCache(options, parse.GetValue(data.Hook)!, parse.GetValue(output)!,
                 data.ReadMode(parse), parse.GetValue(data.TargetHook), parse.GetValue(contextsPerShard), progress: progress,
-                onShard: m => { if (!CliProgress.Live) Console.WriteLine($"shard {m.Shards.Count}: {m.TotalRows:N0} rows"); }));
+                onShard: m => { if (!CliProgress.Live) Console.WriteLine($"shard {m.Shards.Count}: {Cli.Integer(m.TotalRows)} rows"); }));
             Console.WriteLine(before > 0 && manifest.TotalRows == before
-                ? $"nothing to add: {outDir} already holds the {manifest.TotalRows:N0} rows of {manifest.Hook} (d_in {manifest.DIn}) asked for"
-                : $"wrote {manifest.TotalRows - before:N0} rows of {manifest.Hook} (d_in {manifest.DIn}) to {outDir}{(before > 0 ? $", {manifest.TotalRows:N0} in all" : "")}");
+                ? $"nothing to add: {outDir} already holds the {Cli.Integer(manifest.TotalRows)} rows of {manifest.Hook} (d_in {manifest.DIn}) asked for"
+                : $"wrote {Cli.Integer(manifest.TotalRows - before)} rows of {manifest.Hook} (d_in {manifest.DIn}) to {outDir}{(before > 0 ? $", {Cli.Integer(manifest.TotalRows)} in all" : "")}");
             return 0;
         });
         return command;

@@ -16,7 +16,7 @@ internal static class CorpusCommand
         {
             string path = parse.GetValue(output)!;
             long tokens = LabelledCorpus.Write(path, parse.GetValue(seed), parse.GetValue(docs));
-            Console.WriteLine($"wrote {parse.GetValue(docs):N0} stories, {tokens:N0} tokens: {path}");
+            Console.WriteLine($"wrote {Cli.Integer(parse.GetValue(docs))} stories, {Cli.Integer(tokens)} tokens: {path}");
             return 0;
         });
         return command;

@@ -57,12 +57,12 @@ internal static class DemoCommand
 
         Stage(1, $"harvesting activations at {o.Hook} from generated labelled stories");
         var corpus = demo.GenerateCorpus();
-        Line($"stories with token labels: {corpus.TrainTokens:N0} tokens for training ({corpus.TrainPath}), {corpus.HeldOutTokens:N0} held out ({corpus.HeldOutPath})");
+        Line($"stories with token labels: {Cli.Integer(corpus.TrainTokens)} tokens for training ({corpus.TrainPath}), {Cli.Integer(corpus.HeldOutTokens)} held out ({corpus.HeldOutPath})");
         var harvest = demo.Harvest();
-        Line($"the model runs on {harvest.Tokens:N0} training tokens in windows of {o.ContextSize}; the activations at {harvest.Hook} (d = {harvest.DIn}, " +
+        Line($"the model runs on {Cli.Integer(harvest.Tokens)} training tokens in windows of {o.ContextSize}; the activations at {harvest.Hook} (d = {harvest.DIn}, " +
              "BOS positions left out) stream through a shuffling buffer of 64 contexts into the trainer");
 
-        Stage(2, $"training a TopK SAE: d_sae {o.DSae}, k {o.K}, {harvest.Steps:N0} steps of {o.BatchSize:N0} tokens");
+        Stage(2, $"training a TopK SAE: d_sae {o.DSae}, k {o.K}, {Cli.Integer(harvest.Steps)} steps of {Cli.Integer(o.BatchSize)} tokens");
         var trained = TrainCommand.TrainWithProgress(harvest.Steps, demo.Train);
         if (trained.Saes.Count == 0)
         {
@@ -71,7 +71,7 @@ internal static class DemoCommand
         }
         Line($"wrote {demo.SaePath} (SAELens layout: cfg.json, sae_weights.safetensors, metrics.json)");
 
-        Stage(3, $"evaluating on {o.EvalTokens:N0} held-out tokens (the SAE spliced into the model)");
+        Stage(3, $"evaluating on {Cli.Integer(o.EvalTokens)} held-out tokens (the SAE spliced into the model)");
         var m = demo.Evaluate();
         Cli.WriteColumns(null, ["FVU", "L0", "dead %", "% CE loss recovered", "KL (nats)", "CE clean", "CE with SAE", "CE zero-ablated"],
         [[
@@ -80,7 +80,7 @@ internal static class DemoCommand
             m.CeLossWithoutSae.ToString("F3"), m.CeLossWithSae.ToString("F3"), m.CeLossWithAblation.ToString("F3"),
         ]]);
 
-        Stage(4, $"scoring features and neurons against the token labels ({o.ScoreTokens:N0} held-out tokens)");
+        Stage(4, $"scoring features and neurons against the token labels ({Cli.Integer(o.ScoreTokens)} held-out tokens)");
         var scores = demo.ScoreLabels();
         ScoreLabelsCommand.Print(scores, examples: 6);
         Line($"every unit's scores: {demo.LabelScoresPath}");

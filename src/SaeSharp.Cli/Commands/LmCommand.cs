@@ -66,7 +66,7 @@ internal static class LmCommand
                 ValidationDocuments = parse.GetValue(val), ValidationCorpusPath = parse.GetValue(valCorpus), ValidationSeed = parse.GetValue(valSeed), CheckpointEverySteps = parse.GetValue(ckpt), Seed = parse.GetValue(seed),
             };
             var r = TrainWithProgress(o);
-            Console.WriteLine($"wrote {r.OutDir} ({r.Steps} steps, {r.TrainTokens:N0} tokens, {r.Seconds:F0} s)");
+            Console.WriteLine($"wrote {r.OutDir} ({r.Steps} steps, {Cli.Integer(r.TrainTokens)} tokens, {r.Seconds:F0} s)");
             Console.WriteLine(Summary(r));
             return 0;
         });

@@ -198,7 +198,7 @@ internal static class SaeCommands
             }
             if (row != n) throw new SaeSharpException($"{inputs}: read {row} rows, expected {n}");
             writer.Commit();
-            Console.WriteLine($"encoded {n:N0} rows into {parse.GetValue(output)}");
+            Console.WriteLine($"encoded {Cli.Integer(n)} rows into {parse.GetValue(output)}");
             return 0;
         });
         return command;

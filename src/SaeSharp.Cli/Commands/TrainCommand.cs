@@ -167,9 +167,9 @@ internal static class TrainCommand
         string passes = (result.Epochs is double e ? $"{e:F2} epochs of the data" : "less than one pass over the data") +
                         (result.MaxDataPasses > 1 ? $", --epochs {result.MaxDataPasses}" : "");
         if (result.Status == TrainingStatus.SourceExhausted)
-            Console.Error.WriteLine($"warning: the data ran out after {result.Steps} steps ({result.Tokens:N0} tokens, {passes}); " +
+            Console.Error.WriteLine($"warning: the data ran out after {result.Steps} steps ({Cli.Integer(result.Tokens)} tokens, {passes}); " +
                                     "repeat it with --epochs N (or --epochs 0: as many passes as --steps/--tokens need), or ask for fewer steps");
-        Console.WriteLine($"trained on {result.Tokens:N0} tokens ({passes})");
+        Console.WriteLine($"trained on {Cli.Integer(result.Tokens)} tokens ({passes})");
         // Trained from a model: the held-out evaluation adds % CE loss recovered inside it.
         var downstream = plan.ModelData is null || result.Saes.Count == 0 ? null
             : CliProgress.Run("eval in model", progress => plan.EvaluateInModel(result.Saes, progress));

@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 
 namespace SaeSharp.Tests.Cli;
 
-/// <summary>What <c>sae info</c>, <c>sae releases</c>, <c>sae eval</c>, <c>sae ablate</c> and <c>sae model info</c> print in a
+/// <summary>What <c>sae info</c>, <c>sae releases</c>, <c>sae eval</c>, <c>sae ablate</c>, <c>sae features</c> and <c>sae model info</c> print in a
 /// pipe: plain lines, no box drawing, integers without digit grouping.</summary>
 public sealed class PlainOutputTests : IDisposable
 {
@@ -61,10 +61,10 @@ public sealed class PlainOutputTests : IDisposable
         Assert.Contains("rows\t1500", RunInAPipe("eval", "--sae", BatchTopK, "--activations", acts));
     }
 
-    /// <summary>sae eval in a model and sae ablate over 2048 tokens (128 windows of 16): the token and position counts;
-    /// sae model info's "parameters: N".</summary>
+    /// <summary>sae eval in a model, sae ablate and sae features over 2048 tokens (128 windows of 16): the token and position
+    /// counts; sae model info's "parameters: N".</summary>
     [Fact]
-    public void Model_eval_ablate_and_model_info_in_a_pipe_print_counts_without_grouping()
+    public void Model_eval_ablate_features_and_model_info_in_a_pipe_print_counts_without_grouping()
     {
         using var fx = new AnalysisFixture();
         string corpus = Path.Combine(_dir, "corpus.txt");
@@ -77,6 +77,10 @@ public sealed class PlainOutputTests : IDisposable
         var ablate = RunInAPipe("ablate", "--model", fx.ModelDir, "--sae", fx.SaeDir, "--features", "2", "--dataset", corpus,
             "--tokens", "2048", "--context-size", "16");
         if (!ablate.Contains("positions\t2048")) failures.Add("ablate: " + string.Join(" | ", ablate.Where(l => l.Contains("positions"))));
+        var features = RunInAPipe("features", "--sae", fx.SaeDir, "--model", fx.ModelDir, "--dataset", corpus, "--tokens", "2048",
+            "--context-size", "16", "--out", Path.Combine(_dir, "features"));
+        if (!features.Any(l => System.Text.RegularExpressions.Regex.IsMatch(l, @"^[0-9]+ features over 2048 tokens \([0-9]+ never fired\)")))
+            failures.Add("features: " + string.Join(" | ", features));
         var model = RunInAPipe("model", "info", "--model", fx.ModelDir);
         if (!model.Any(l => System.Text.RegularExpressions.Regex.IsMatch(l, @"^parameters: [0-9]{4,}$")))
             failures.Add("model info: " + string.Join(" | ", model.Where(l => l.StartsWith("parameters"))));

@@ -117,6 +117,25 @@ public class DemoTests(QuickDemoFixture fx) : IClassFixture<QuickDemoFixture>
             Assert.Equal(share05 * 100, double.Parse(row[4], System.Globalization.CultureInfo.InvariantCulture));
         }
         else Assert.Contains(share08.ToString("P1"), fx.Out);
+
+        // sae score-labels on its own prints the same table: in a pipe its title gives the token count in plain digits and
+        // each row's fields are the separate run's JSON summary (alive, units, shares times 100, labels covered).
+        if (!Console.IsOutputRedirected) return;
+        var lines = output.Split('\n').Select(l => l.TrimEnd('\r')).ToList();
+        Assert.Contains(lines, l => l.StartsWith("label scores at blocks.1.hook_resid_post: 8192 tokens, ", StringComparison.Ordinal));
+        foreach (var (name, kind) in new[] { ("SAE features", "features"), ("dimensions (±)", "neurons") })
+        {
+            var s = separate[$"{kind}_summary"]!;
+            var fields = lines.Single(l => l.StartsWith(name + "\t", StringComparison.Ordinal)).Split('\t');
+            Assert.Equal(8, fields.Length);
+            Assert.Equal(s["alive"]!.ToString(), fields[1]);
+            Assert.Equal(s["units"]!.ToString(), fields[2]);
+            Assert.Equal(s["share_f1_at_least_0_8"]!.GetValue<double>() * 100, double.Parse(fields[3], System.Globalization.CultureInfo.InvariantCulture));
+            Assert.Equal(s["share_f1_at_least_0_5"]!.GetValue<double>() * 100, double.Parse(fields[4], System.Globalization.CultureInfo.InvariantCulture));
+            double meanF1 = s["mean_best_f1"]!.GetValue<double>(), printed = double.Parse(fields[5], System.Globalization.CultureInfo.InvariantCulture);
+            Assert.True(Math.Abs(meanF1 - printed) <= 5.0001e-4, $"{name}: mean F1 {printed} against {meanF1}"); // printed F3
+            Assert.Equal(s["labels_covered_f1_0_8"]!.ToString(), fields[6]);
+        }
     }
 
     [Fact]
