@@ -363,6 +363,7 @@ public sealed class ActivationFileSource : IActivationSource
             ["chunk_cursor"] = _chunkCursor,
             ["chunk_order"] = new JsonArray(_chunkOrder.Select(i => (JsonNode)JsonValue.Create(i)).ToArray()),
             ["rng"] = new JsonArray(_rng.GetState().Select(s => (JsonNode)JsonValue.Create(s.ToString(System.Globalization.CultureInfo.InvariantCulture))).ToArray()),
+            ["buffer_rows"] = _capacity,
             ["buffer"] = new JsonArray(BufferedRowIds().Select(i => (JsonNode)JsonValue.Create(i)).ToArray()),
         };
         return state;
@@ -386,6 +387,8 @@ public sealed class ActivationFileSource : IActivationSource
             int cursor = state["chunk_cursor"]!.GetValue<int>();
             if (cursor < 0 || cursor > order.Length) throw new SaeSharpException($"activation source state has an invalid chunk cursor {cursor}");
             var rng = state["rng"]!.AsArray().Select(n => ulong.Parse(n!.GetValue<string>(), System.Globalization.CultureInfo.InvariantCulture)).ToArray();
+            if (state["buffer_rows"]?.GetValue<int>() is int saved && saved != _capacity)
+                throw new SaeSharpException($"activation source state has a shuffle buffer of {saved} rows but this source has {_capacity} (buffer_rows): resume with the run's buffer");
             var ids = state["buffer"]!.AsArray().Select(n => n!.GetValue<long>()).ToArray();
             if (ids.Length > _capacity) throw new SaeSharpException($"activation source state holds {ids.Length} buffered rows, more than this source's buffer of {_capacity}");
             if (ids.Any(i => i < 0 || i >= Rows)) throw new SaeSharpException("activation source state refers to rows outside the data");

@@ -265,6 +265,7 @@ public sealed class ModelActivationSource : IActivationSource
             ["target_hook"] = Spec.TargetHook,
             ["context_size"] = _o.ContextSize,
             ["batch_size_prompts"] = _o.BatchSizePrompts,
+            ["buffer_contexts"] = _o.BufferContexts,
             ["contexts_consumed"] = _consumed,
             ["exhausted"] = _exhausted,
             ["rows_delivered"] = _delivered,
@@ -286,6 +287,10 @@ public sealed class ModelActivationSource : IActivationSource
             Check("target_hook", (string?)state["target_hook"], Spec.TargetHook);
             Check("context_size", (int?)state["context_size"], _o.ContextSize);
             Check("batch_size_prompts", (int?)state["batch_size_prompts"], _o.BatchSizePrompts);
+            // Another buffer size would shuffle the rest of the run differently from the run that saved the state.
+            if ((int?)state["buffer_contexts"] is int saved && saved != _o.BufferContexts)
+                throw new SaeSharpException($"saved state has a shuffle buffer of {saved} context windows but this source has {_o.BufferContexts} " +
+                                            "(SAELens's n_batches_in_buffer × store_batch_size_prompts): resume with the run's --buffer-batches, or none if it had none");
             long consumed = (long)state["contexts_consumed"]!;
             bool exhausted = (bool)state["exhausted"]!;
             var rng = ((JsonArray)state["rng"]!).Select(n => ulong.Parse((string)n!, System.Globalization.CultureInfo.InvariantCulture)).ToArray();

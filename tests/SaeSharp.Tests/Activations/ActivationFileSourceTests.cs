@@ -192,6 +192,30 @@ public class ActivationFileSourceTests : IDisposable
         Assert.Contains("50 rows", e.Message);
     }
 
+    /// <summary>A state saved with one shuffle buffer is refused by a source with another, larger or smaller (a larger one
+    /// would take the saved rows and go on shuffling differently from the run that saved them), naming both sizes; the
+    /// same buffer is accepted. A state from before the size was recorded is still read.</summary>
+    [Fact]
+    public void StateFromAnotherBufferSizeIsRefused()
+    {
+        var dir = ThreeShards();
+        using var a = new ActivationFileSource([dir], new() { ChunkRows = 5, BufferRows = 10, Seed = 3 });
+        a.Next(4)!.Dispose();
+        var state = a.SaveState();
+        foreach (int other in new[] { 15, 5 })
+        {
+            using var b = new ActivationFileSource([dir], new() { ChunkRows = 5, BufferRows = other, Seed = 3 });
+            var e = Assert.Throws<SaeSharpException>(() => b.LoadState(JsonNode.Parse(state.ToJsonString())!));
+            Assert.Contains($"shuffle buffer of 10 rows but this source has {other}", e.Message);
+        }
+        using var same = new ActivationFileSource([dir], new() { ChunkRows = 5, BufferRows = 10, Seed = 3 });
+        same.LoadState(JsonNode.Parse(state.ToJsonString())!);
+        var old = JsonNode.Parse(state.ToJsonString())!.AsObject();
+        old.Remove("buffer_rows");
+        using var larger = new ActivationFileSource([dir], new() { ChunkRows = 5, BufferRows = 15, Seed = 3 });
+        larger.LoadState(old);
+    }
+
     [Fact]
     public void TargetRowsStayPairedWithInputRows()
     {

@@ -229,6 +229,11 @@ public class ModelActivationSourceTests : ModelTestBase
             new ModelActivationSourceOptions { ContextSize = 8, BatchSizePrompts = 2, BufferContexts = 2 });
         var e = Assert.Throws<SaeSharpException>(() => other.LoadState(state));
         Assert.Contains("hook", e.Message);
+        // Another shuffle buffer (--buffer-batches) would shuffle the rest of the run differently: refused, naming both.
+        using var otherBuffer = new ModelActivationSource(model, new HarvestSpec("blocks.0.hook_resid_pre"), () => windows,
+            new ModelActivationSourceOptions { ContextSize = 8, BatchSizePrompts = 2, BufferContexts = 4 });
+        e = Assert.Throws<SaeSharpException>(() => otherBuffer.LoadState(JsonNode.Parse(state.ToJsonString())!));
+        Assert.Contains("shuffle buffer of 2 context windows but this source has 4", e.Message);
         using var wrongLength = new ModelActivationSource(model, new HarvestSpec("blocks.0.hook_resid_pre"), () => windows,
             new ModelActivationSourceOptions { ContextSize = 6, BatchSizePrompts = 2, BufferContexts = 2 });
         Assert.Throws<SaeSharpException>(() => wrongLength.Next(3));
