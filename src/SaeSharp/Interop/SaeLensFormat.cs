@@ -291,9 +291,22 @@ public static class SaeLensFormat
     private static void AsSaeLensTranscoder(SaeConfig cfg)
     {
         if (cfg.Architecture == SaeArchitectures.SkipTranscoder) cfg.DOut ??= cfg.DIn;
-        if (cfg.DOut is null || cfg.ApplyBDecToInput || cfg.NormalizeActivations is "layer_norm" or "constant_norm_rescale") return;
-        if (cfg.Architecture == SaeArchitectures.Standard) cfg.Architecture = "transcoder";
-        else if (cfg.Architecture == SaeArchitectures.JumpReLU) cfg.Architecture = "jumprelu_transcoder";
+        cfg.Architecture = SaeLensArchitecture(cfg);
+    }
+
+    /// <summary>The <c>architecture</c> SAELens reads for <paramref name="cfg"/> once saved: <c>transcoder</c> /
+    /// <c>jumprelu_transcoder</c> for a standard / jumprelu SAE with <c>d_out</c>, no b_dec subtraction and no run-time
+    /// normalisation; else its own name.</summary>
+    public static string SaeLensArchitecture(SaeConfig cfg)
+    {
+        ArgumentNullException.ThrowIfNull(cfg);
+        if (cfg.DOut is null || cfg.ApplyBDecToInput || cfg.NormalizeActivations is "layer_norm" or "constant_norm_rescale") return cfg.Architecture;
+        return cfg.Architecture switch
+        {
+            SaeArchitectures.Standard => "transcoder",
+            SaeArchitectures.JumpReLU => "jumprelu_transcoder",
+            _ => cfg.Architecture,
+        };
     }
 
     /// <summary>Pre-6.0 SAELens configs are flat: metadata fields at top level, hook_point/activation_fn_str.</summary>
