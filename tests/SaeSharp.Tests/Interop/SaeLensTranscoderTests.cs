@@ -166,6 +166,31 @@ public sealed class SaeLensTranscoderTests : FakeHubTestBase
         Assert.StartsWith($"{dir}: not a recognised SAE (looked for: SAELens,", e.Message);
     }
 
+    /// <summary><c>sae eval --model</c> on a SAELens skip transcoder read at <c>mlp.hook_in</c>: spliced at its
+    /// <c>hook_name_out</c>, as SaeSharp's own transcoders are.</summary>
+    [Fact]
+    public void Sae_eval_with_a_model_splices_a_SAELens_skip_transcoder_at_its_output_hook()
+    {
+        var cfg = new SaeConfig { Architecture = SaeArchitectures.SkipTranscoder, DIn = 128, DSae = 64, DOut = 128, ApplyBDecToInput = false };
+        cfg.Metadata.HookName = "blocks.1.mlp.hook_in";
+        cfg.Metadata.Extra = new() { ["hook_name_out"] = System.Text.Json.JsonSerializer.SerializeToElement("blocks.1.hook_mlp_out") };
+        string dir = Path.Combine(_work, "skip");
+        using (var sae = SaeFactory.Create(cfg))
+        {
+            sae.InitializeWeights(new TorchSharp.torch.Generator(2));
+            using (no_grad()) ((SkipTranscoderSae)sae).WSkip.fill_(0.01);
+            SaeLensFormat.Save(sae, dir);
+        }
+        Assert.Equal("skip_transcoder", (string?)JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "cfg.json")))!["architecture"]);
+        string corpus = Path.Combine(_work, "c.jsonl"), json = Path.Combine(_work, "e.json");
+        var (exit, _, err) = CliRunner.Run("corpus", "--out", corpus, "--docs", "40", "--seed", "3");
+        Assert.True(exit == 0, err);
+        (exit, var output, err) = CliRunner.Run("eval", "--sae", dir, "--model", "builtin", "--dataset", corpus, "--tokens", "256", "--context-size", "32", "--json", json);
+        Assert.True(exit == 0, err + output);
+        var result = JsonNode.Parse(File.ReadAllText(json))!;
+        Assert.Contains("\"hook_name_out\": \"blocks.1.hook_mlp_out\"", result.ToJsonString(new() { WriteIndented = true }));
+    }
+
     [Fact]
     public void Sae_info_shows_the_transcoder_architectures()
     {
