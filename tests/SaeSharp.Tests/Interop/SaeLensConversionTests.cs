@@ -139,6 +139,10 @@ public sealed class SaeLensConversionTests : FakeHubTestBase
         SaeSharp.Tests.Saes.SaeTestUtil.AssertClose(f, sae.Encode(x), what: "features");
         SaeSharp.Tests.Saes.SaeTestUtil.AssertClose(f.matmul(p["W_dec"]) + p["b_dec"], sae.forward(x), what: "output");
         Assert.True(f.gt(0).any().item<bool>());
+
+        // The same folder as hf:ORG/REPO/PATH: the metadata is read off the cache path (models--google--gemma-scope-2b-pt-transcoders).
+        using var byPath = SaeLoader.Load("hf:google/gemma-scope-2b-pt-transcoders/layer_3/width_16k/average_l0_54", Options);
+        Assert.Equal((4, "blocks.3.ln2.hook_normalized", "blocks.3.hook_mlp_out"), (byPath.Cfg.DOut, byPath.Cfg.Metadata.HookName, Extra(byPath, "hook_name_out")));
     }
 
     [Fact]
@@ -192,6 +196,14 @@ public sealed class SaeLensConversionTests : FakeHubTestBase
         Assert.Equal("This loads the CLT layer as a single layer transcoder by summing all decoders together. " +
             "This should only be used to find feature activations, not for reconstruction", Extra(sae, SaeLensConversions.NoteKey));
         AssertMatchesReference(sae, Fixture("mntss"));
+
+        // sae info shows the note (and the format: SAELens's conversion_func).
+        var env = new Dictionary<string, string> { ["HF_ENDPOINT"] = _server.Endpoint, ["HF_HUB_CACHE"] = _cache };
+        var (exit, output, err) = SaeSharp.Tests.Cli.CliRunner.RunWithEnvironment(env, "info", "mntss-gemma-2-2b-2.5m-clt-as-per-layer/layer_2");
+        Assert.True(exit == 0, err);
+        Assert.Matches(@"format\W+mntss_clt_layer_transcoder", output);
+        Assert.Matches(@"architecture\W+standard \(SAELens: transcoder\)", output);
+        Assert.Matches(@"note\W+This loads the CLT layer as a single layer transcoder", output);
     }
 
     [Fact]
