@@ -85,6 +85,6 @@ public sealed class SkipTranscoderSae : Sae
     {
         base.InitializeWeights(generator, decoderNorm);
         using var _ = no_grad();
-        W_skip.zero_();
+        W_skip.fill_(TorchScalars.Of(0));
     }
 }
