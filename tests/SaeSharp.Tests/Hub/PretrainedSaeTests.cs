@@ -470,6 +470,20 @@ public sealed class PretrainedSaeTests : FakeHubTestBase
             "not found in repository 'ckkissane/attn-saes-gpt2-small-all-layers' at revision 'main'", converted.Message);
     }
 
+    /// <summary>Every release of the table is in a format SaeSharp loads: against empty repos, the first SAE of each fails
+    /// on a missing file of its format, never on the format.</summary>
+    [Fact]
+    public void Every_release_of_the_table_is_in_a_loadable_format()
+    {
+        foreach (var release in SaeReleases.All)
+        {
+            _server.Repos[release.RepoId] = new();
+            var e = Assert.Throws<SaeSharpException>(() => SaeLoader.Load($"{release.Release}/{release.Saes[0].Id}", Options));
+            Assert.DoesNotContain("does not load yet", e.Message);
+            Assert.Contains($"repository '{release.RepoId}'", e.Message);     // a file of its format not found in it
+        }
+    }
+
     [Fact]
     public void Interrupted_release_download_resumes_from_the_partial_blob()
     {
