@@ -83,6 +83,36 @@ public class TensorLifetimeTests
         r.With(hub, "info", "pythia-70m-deduped-mlp-sm/blocks.4.hook_mlp_out");
         r.With(hub, "eval", "--sae", "pythia-70m-deduped-mlp-sm/blocks.4.hook_mlp_out", "--activations", r.P("d8", "eval.safetensors"));
         r.With(hub, "encode", "--sae", "pythia-70m-deduped-mlp-sm/blocks.4.hook_mlp_out", "--activations", r.P("d8", "eval.safetensors"), "--out", r.P("enc8.safetensors"));
+        // Releases in other libraries' formats (SAELens's conversions), from the fixtures in their repos' layouts.
+        string Conv(params string[] parts) => TestPaths.Data(["saelens_conversions", .. parts]);
+        FakeHubServer.FakeFile Blob(string f) => new(File.ReadAllBytes(f), Lfs: true);
+        server.Repos["qresearch/DeepSeek-R1-Distill-Llama-8B-SAE-l19"] = new()
+        {
+            ["DeepSeek-R1-Distill-Llama-8B-SAE-l19.pt"] = Blob(Conv("deepseek_r1", "DeepSeek-R1-Distill-Llama-8B-SAE-l19.pt")),
+        };
+        server.Repos["fnlp/Llama-Scope-R1-Distill"] = new()
+        {
+            ["800M-Slimpajama-0-OpenR1-Math-220k/L0R/config.json"] = Blob(Conv("llama_scope_r1_distill", "800M-Slimpajama-0-OpenR1-Math-220k", "L0R", "config.json")),
+            ["800M-Slimpajama-0-OpenR1-Math-220k/L0R/sae_weights.safetensors"] = Blob(Conv("llama_scope_r1_distill", "800M-Slimpajama-0-OpenR1-Math-220k", "L0R", "sae_weights.safetensors")),
+        };
+        server.Repos["mwhanna/qwen3-0.6b-transcoders-lowl0"] = new()
+        {
+            ["layer_1.safetensors"] = Blob(Conv("mwhanna", "layer_1.safetensors")),
+            ["wandb-config.yaml"] = Blob(Conv("mwhanna", "wandb-config.yaml")),
+            ["config.yaml"] = Blob(Conv("mwhanna", "config.yaml")),
+        };
+        server.Repos["mntss/clt-gemma-2-2b-2.5M"] = new()
+        {
+            ["config.yaml"] = Blob(Conv("mntss", "config.yaml")),
+            ["W_enc_2.safetensors"] = Blob(Conv("mntss", "W_enc_2.safetensors")),
+            ["W_dec_2.safetensors"] = Blob(Conv("mntss", "W_dec_2.safetensors")),
+        };
+        r.With(hub, "info", "deepseek-r1-distill-llama-8b-qresearch/blocks.19.hook_resid_post");
+        r.With(hub, "info", "llama_scope_r1_distill/l0r_800m_slimpajama");
+        r.With(hub, "convert", "mwhanna-qwen3-0.6b-transcoders-lowl0/layer_1", r.P("conv-mwhanna"));
+        r.With(hub, "info", "mntss-gemma-2-2b-2.5m-clt-as-per-layer/layer_2");
+        r.Run("convert", Conv("saelens_skip_transcoder"), r.P("conv-skip"));
+        r.Run("info", Conv("saelens_jumprelu_transcoder"));
         // The built-in model's files served as a hub model, loaded by id.
         server.Repos["saesharp/tiny"] = Directory.GetFiles(BuiltinModel.Folder).ToDictionary(f => Path.GetFileName(f), f => new FakeHubServer.FakeFile(File.ReadAllBytes(f), Lfs: f.EndsWith(".safetensors", StringComparison.Ordinal)));
         r.With(hub, "model", "generate", "--model", "saesharp/tiny", "--prompt", "the cat", "--max-new-tokens", "3");

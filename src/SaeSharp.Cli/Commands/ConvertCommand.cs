@@ -28,7 +28,7 @@ internal static class ConvertCommand
             if (Directory.Exists(dst) && Directory.EnumerateFileSystemEntries(dst).Any() && !parse.GetValue(force))
                 throw new SaeSharpException($"{dst}: output folder is not empty (use --force to write into it).");
             var resolved = SaeSource.Resolve(src);
-            var format = SaeLoader.DetectFormat(resolved.Path);
+            var format = SaeLoader.DetectFormat(resolved);
             using var sae = SaeLoader.Load(resolved, SaeCommands.LoadOptions(parse, arch));
             var inference = sae.ToInferenceSae();
             try

@@ -16,14 +16,14 @@ internal static class InfoCommand
         {
             var p = parse.GetValue(path)!;
             var resolved = SaeSource.Resolve(p);
-            var format = SaeLoader.DetectFormat(resolved.Path);
+            var format = SaeLoader.DetectFormat(resolved);
             using var sae = SaeLoader.Load(resolved, SaeCommands.LoadOptions(parse, arch));
             var cfg = sae.Cfg;
             Cli.WriteTable(p, new (string, string)[]
             {
                 ("format", format ?? "?"),
                 ("files", resolved.Path),
-                ("architecture", cfg.Architecture),
+                ("architecture", SaeLensFormat.SaeLensArchitecture(cfg) is var saeLens && saeLens != cfg.Architecture ? $"{cfg.Architecture} (SAELens: {saeLens})" : cfg.Architecture),
                 ("d_in", cfg.DIn.ToString()),
                 ("d_sae", cfg.DSae.ToString()),
                 ("d_out", cfg.DOutOrIn.ToString()),
@@ -38,7 +38,8 @@ internal static class InfoCommand
                 ("dataset_path", cfg.Metadata.DatasetPath ?? "-"),
                 ("neuronpedia_id", cfg.Metadata.Extra?.GetValueOrDefault("neuronpedia_id").ToString() is { Length: > 0 } np ? np : "-"),
                 ("parameters", Cli.Integer(sae.parameters().Sum(t => t.numel()))),
-            });
+            }.Concat(cfg.Metadata.Extra?.GetValueOrDefault(SaeLensConversions.NoteKey) is { ValueKind: System.Text.Json.JsonValueKind.String } note
+                ? [("note", note.GetString()!)] : Array.Empty<(string, string)>()).ToArray());
             return 0;
         });
         return command;

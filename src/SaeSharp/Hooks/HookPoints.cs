@@ -197,7 +197,8 @@ public sealed class HookPoints
     /// (TransformerLens <c>blocks.1.mlp</c> or Hugging Face <c>gpt_neox.layers.1.mlp</c>, <c>transformer.h.1.attn</c>,
     /// <c>h.1</c>) is mapped to the hook holding that module's output or, with <see cref="HookKind.In"/>, its input
     /// (input of an MLP = <c>ln2.hook_normalized</c>; of a block = <c>hook_resid_pre</c>). A suffix <c>:in</c> or
-    /// <c>:out</c> on the name overrides <paramref name="kind"/>.
+    /// <c>:out</c> on the name overrides <paramref name="kind"/>. TransformerLens 3's bridge name
+    /// <c>blocks.{i}.mlp.hook_in</c> (the MLP's input) is <c>blocks.{i}.ln2.hook_normalized</c>, the same tensor in every family.
     /// </summary>
     public string Resolve(string name, HookKind kind = HookKind.Out)
     {
@@ -309,6 +310,8 @@ public sealed class HookPoints
                 "" => (b.ResidPre, b.ResidPost),
                 "attn" => (b.Ln1, b.AttnOut),
                 "mlp" => (b.Ln2, b.MlpOut),
+                // TransformerLens 3's TransformerBridge names the MLP's input (ln2's full output) mlp.hook_in.
+                "mlp.hook_in" => (b.Ln2, b.Ln2),
                 "ln1" => (b.ResidPre, b.Ln1),
                 "ln2" => (ln2In, b.Ln2),
                 _ => null,

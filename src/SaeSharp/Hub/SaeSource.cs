@@ -17,7 +17,8 @@ public sealed record ResolvedSae(string Path, SaeRelease? Release = null, Pretra
 /// <c>ae.pt</c>, Llama Scope <c>hyperparams.json</c> + <c>checkpoints/final.safetensors</c>, sparsify <c>cfg.json</c> +
 /// <c>sae.safetensors</c>); a folder that holds none but whose sub-folders do (a sparsify run) is an error naming them;</item>
 /// <item><c>RELEASE/SAE_ID</c> of <see cref="SaeReleases"/> (as <c>SAE.from_pretrained(release, sae_id)</c>): the files
-/// SAELens's loader for the release's format downloads (SAELens, gemma_2, dictionary_learning_1, llama_scope).</item>
+/// SAELens's loader for the release's format downloads (SAELens, gemma_2, dictionary_learning_1, llama_scope, and the
+/// conversions of <see cref="Interop.SaeLensConversions"/>).</item>
 /// </list>
 /// </summary>
 public static class SaeSource
@@ -143,9 +144,11 @@ public static class SaeSource
 
     private static string ResolveRelease(HfHubClient client, SaeRelease release, PretrainedSae sae)
     {
+        if (Interop.SaeLensConversions.Handles(release.Conversion)) return Interop.SaeLensConversions.Download(client, release, sae);
         var files = FilesOf(release.Conversion) ?? throw new SaeSharpException(
             $"{release.Release}/{sae.Id}: the release is in SAELens's '{release.Conversion}' format, which SaeSharp does not load yet "
-            + "(it loads releases in the SAELens, Gemma Scope (gemma_2), dictionary_learning (dictionary_learning_1) and Llama Scope (llama_scope) formats)");
+            + "(it loads releases in the SAELens, Gemma Scope (gemma_2), dictionary_learning (dictionary_learning_1) and Llama Scope (llama_scope) formats, "
+            + $"and SAELens's {string.Join(", ", Interop.SaeLensConversions.Names)})");
         string? local = null;
         foreach (var f in files.Required) local = client.DownloadFile(release.RepoId, sae.Path + "/" + f);
         foreach (var f in files.Optional) client.TryDownloadFile(release.RepoId, sae.Path + "/" + f);

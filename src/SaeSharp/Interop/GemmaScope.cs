@@ -16,7 +16,9 @@ namespace SaeSharp.Interop;
 /// component naming the repository (<c>gemma-scope-2b-pt-res</c>, also inside a Hugging Face cache folder such as
 /// <c>models--google--gemma-scope-9b-it-mlp</c>) gives the model (<c>gemma-2-2b</c>, <c>gemma-2-9b-it</c>), and with
 /// <c>layer_12</c> the hook: res → <c>blocks.12.hook_resid_post</c>, mlp → <c>blocks.12.hook_mlp_out</c>, att →
-/// <c>blocks.12.attn.hook_z</c> (reshape_activations "hook_z"); context 1024, dataset monology/pile-uncopyrighted.
+/// <c>blocks.12.attn.hook_z</c> (reshape_activations "hook_z"), transcoders (<c>gemma-scope-2b-pt-transcoders</c>, SAELens's
+/// <c>gemma_2_transcoder</c>) → a JumpReLU transcoder (d_out = d_in) from <c>blocks.12.ln2.hook_normalized</c> to
+/// <c>metadata.hook_name_out</c> <c>blocks.12.hook_mlp_out</c>; context 1024, dataset monology/pile-uncopyrighted.
 /// A <c>width_16k</c> component is checked against d_sae. Embedding SAEs (an <c>embedding</c> folder) load with the
 /// weights as stored and no hook name: SAELens rescales them for TransformerLens's unscaled <c>hook_embed</c>, which
 /// SaeSharp does not replicate.</para>
@@ -38,8 +40,10 @@ public static class GemmaScope
         return t.eq(TorchScalars.Of(1)).all().item<bool>();
     }
 
-    /// <summary>Loads the SAE at <paramref name="path"/> (a folder holding <c>params.npz</c>, or the file itself).</summary>
-    public static Sae Load(string path)
+    /// <summary>Loads the SAE at <paramref name="path"/> (a folder holding <c>params.npz</c>, or the file itself);
+    /// its metadata is read from <paramref name="metadataPath"/> (a release's <c>REPO_ID/PATH</c>) when given, else from
+    /// the file's folders.</summary>
+    public static Sae Load(string path, string? metadataPath = null)
     {
         string file = Directory.Exists(path) ? Path.Combine(path, WeightsFile) : path;
         if (!File.Exists(file)) throw new SaeSharpException($"{file}: Gemma Scope weights file not found.");
@@ -84,7 +88,7 @@ public static class GemmaScope
                 ApplyBDecToInput = false,
                 Metadata = new SaeMetadata { ModelClassName = "HookedTransformer" },
             };
-            ApplyPathMetadata(Path.GetDirectoryName(Path.GetFullPath(file))!, cfg, file);
+            ApplyPathMetadata(metadataPath ?? Path.GetDirectoryName(Path.GetFullPath(file))!, cfg, file);
             cfg.Validate(file);
             var sae = SaeFactory.Create(cfg);
             try
@@ -116,7 +120,7 @@ public static class GemmaScope
             var m = Regex.Match(part, @"^layer_(\d+)$");
             if (m.Success) layer = int.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
             if (part == "embedding") embedding = true;
-            var r = Regex.Match(part, @"gemma-scope-(\d+b)-(pt|it)-(res|mlp|att)(?![a-z])");
+            var r = Regex.Match(part, @"gemma-scope-(\d+b)-(pt|it)-(res|mlp|att|transcoders)(?![a-z])");
             if (r.Success) repo = r;
             var width = Regex.Match(part, @"^width_(\d+)([km])$");
             if (width.Success)
@@ -147,6 +151,12 @@ public static class GemmaScope
             case "att":
                 cfg.Metadata.HookName = $"blocks.{layer}.attn.hook_z";
                 cfg.ReshapeActivations = "hook_z";
+                break;
+            case "transcoders":
+                // SAELens's gemma_2_transcoder: a jumprelu_transcoder from the MLP's input to its output.
+                cfg.DOut = cfg.DIn;
+                cfg.Metadata.HookName = $"blocks.{layer}.ln2.hook_normalized";
+                (cfg.Metadata.Extra ??= [])["hook_name_out"] = System.Text.Json.JsonSerializer.SerializeToElement($"blocks.{layer}.hook_mlp_out");
                 break;
         }
     }

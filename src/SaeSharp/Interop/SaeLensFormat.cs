@@ -76,6 +76,7 @@ public static class SaeLensFormat
         }
         var cfg = sae.Cfg.Clone();
         cfg.Metadata.SaeLensVersion ??= "6.0.0";
+        AsSaeLensTranscoder(cfg);
         var dtype = DtypeFromString(cfg.Dtype);
         using (NewDisposeScope())
             SafeTensors.Save(Path.Combine(dir, WeightsFile), sae.state_dict().Select(kv => KeyValuePair.Create(kv.Key, kv.Value.detach().to(dtype))).ToList(), null, group);
@@ -236,6 +237,7 @@ public static class SaeLensFormat
             if (root[key] is null)
                 throw new SaeSharpException($"{cfgPath}: missing '{key}' (a SAELens 6 cfg.json, with 'metadata', has no default for it)");
         NormalizeBoolean(root);
+        FromSaeLensTranscoder(root, cfgPath);
         try
         {
             return SaeConfig.FromJson(root.ToJsonString(), cfgPath);
@@ -250,6 +252,61 @@ public static class SaeLensFormat
                 ? $"{cfgPath}: '{key}' is {value?.ToJsonString() ?? "null"}, a value of the wrong type for that key"
                 : $"{cfgPath}: {e.Message}");
         }
+    }
+
+    /// <summary>SAELens's transcoder architectures and the SaeSharp architecture each loads as: a SaeSharp SAE is a
+    /// transcoder when its cfg has <c>d_out</c>, so <c>transcoder</c> is <c>standard</c> and <c>jumprelu_transcoder</c> is
+    /// <c>jumprelu</c>; <c>skip_transcoder</c> has its own (<see cref="SkipTranscoderSae"/>, with <c>W_skip</c>).</summary>
+    public static IReadOnlyDictionary<string, string> SaeLensTranscoders { get; } = new Dictionary<string, string>(StringComparer.Ordinal)
+    {
+        ["transcoder"] = SaeArchitectures.Standard,
+        ["jumprelu_transcoder"] = SaeArchitectures.JumpReLU,
+        ["skip_transcoder"] = SaeArchitectures.SkipTranscoder,
+    };
+
+    /// <summary>SAELens's <c>TranscoderConfig</c> default of <c>d_out</c> when a cfg.json lacks it.</summary>
+    private const int SaeLensDefaultDOut = 768;
+
+    /// <summary>Reads a SAELens transcoder cfg as SAELens's <c>TranscoderConfig</c> does: <c>apply_b_dec_to_input</c> must be
+    /// false (SAELens raises otherwise, and its default is true), a missing <c>d_out</c> is 768; the architecture becomes
+    /// SaeSharp's (<see cref="SaeLensTranscoders"/>). SAELens's transcoders do not map a run-time normalisation back on
+    /// decode, unlike SaeSharp's SAEs, so "layer_norm" and "constant_norm_rescale" are refused.</summary>
+    private static void FromSaeLensTranscoder(JsonObject root, string cfgPath)
+    {
+        if (root["architecture"] is not JsonValue a || !a.TryGetValue(out string? arch) || !SaeLensTranscoders.TryGetValue(arch, out var mapped))
+            return;
+        if (root["apply_b_dec_to_input"] is not JsonValue v || !v.TryGetValue(out bool applyBDec) || applyBDec)
+            throw new SaeSharpException($"{cfgPath}: architecture '{arch}' needs apply_b_dec_to_input false (SAELens's TranscoderConfig " +
+                $"refuses true, its default), got {root["apply_b_dec_to_input"]?.ToJsonString() ?? "no value"}");
+        if (root["normalize_activations"] is JsonValue n && n.TryGetValue(out string? norm) && norm is "layer_norm" or "constant_norm_rescale")
+            throw new SaeSharpException($"{cfgPath}: architecture '{arch}' with normalize_activations '{norm}' is not supported " +
+                "(SAELens's transcoders leave the output in the normalised scale, SaeSharp's SAEs map it back)");
+        root["d_out"] ??= SaeLensDefaultDOut;
+        root["architecture"] = mapped;
+    }
+
+    /// <summary>The architecture name SAELens loads <paramref name="cfg"/> under, set on it: a transcoder (<c>d_out</c> set,
+    /// no b_dec subtraction, no run-time normalisation) of the standard or jumprelu architecture is SAELens's
+    /// <c>transcoder</c> / <c>jumprelu_transcoder</c>; a skip transcoder always writes <c>d_out</c> (SAELens's default is 768).</summary>
+    private static void AsSaeLensTranscoder(SaeConfig cfg)
+    {
+        if (cfg.Architecture == SaeArchitectures.SkipTranscoder) cfg.DOut ??= cfg.DIn;
+        cfg.Architecture = SaeLensArchitecture(cfg);
+    }
+
+    /// <summary>The <c>architecture</c> SAELens reads for <paramref name="cfg"/> once saved: <c>transcoder</c> /
+    /// <c>jumprelu_transcoder</c> for a standard / jumprelu SAE with <c>d_out</c>, no b_dec subtraction and no run-time
+    /// normalisation; else its own name.</summary>
+    public static string SaeLensArchitecture(SaeConfig cfg)
+    {
+        ArgumentNullException.ThrowIfNull(cfg);
+        if (cfg.DOut is null || cfg.ApplyBDecToInput || cfg.NormalizeActivations is "layer_norm" or "constant_norm_rescale") return cfg.Architecture;
+        return cfg.Architecture switch
+        {
+            SaeArchitectures.Standard => "transcoder",
+            SaeArchitectures.JumpReLU => "jumprelu_transcoder",
+            _ => cfg.Architecture,
+        };
     }
 
     /// <summary>Pre-6.0 SAELens configs are flat: metadata fields at top level, hook_point/activation_fn_str.</summary>

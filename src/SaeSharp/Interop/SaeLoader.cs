@@ -55,6 +55,14 @@ public static class SaeLoader
         ArgumentNullException.ThrowIfNull(resolved);
         options ??= new SaeLoadOptions();
         string local = resolved.Path;
+        if (resolved.Release is { } release && SaeLensConversions.Handles(release.Conversion))
+        {
+            if (options.Architecture is { } a)
+                throw new SaeSharpException($"--arch {a} is for a dictionary_learning ae.pt; {release.Release} is in SAELens's '{release.Conversion}' format, whose loader sets the architecture");
+            var converted = SaeLensConversions.Load(resolved);
+            SaeSource.ApplyReleaseFacts(converted.Cfg, resolved);
+            return converted;
+        }
         var found = Formats.Where(f => f.Detect(local)).Select(f => f.Name).ToList();
         if (found.Count > 1)
             throw new SaeSharpException($"{local}: holds the files of several SAE formats ({string.Join(", ", found)}); point at one SAE's files (a folder with one format, or the file itself)");
@@ -83,10 +91,18 @@ public static class SaeLoader
             : $"{where}: not an SAE itself, but its folders {string.Join(", ", inside.Take(8))}{(inside.Count > 8 ? ", …" : "")} " +
               $"hold SAEs (a run of several SAEs, or a sparsify run with one per hookpoint): point at one, e.g. {pathOf(inside[0])}");
 
+    /// <summary>The name of the format <see cref="Load(ResolvedSae, SaeLoadOptions?)"/> uses for <paramref name="resolved"/>:
+    /// SAELens's <c>conversion_func</c> for a release of <see cref="SaeLensConversions"/>, else what the files show (or null).</summary>
+    public static string? DetectFormat(ResolvedSae resolved)
+    {
+        ArgumentNullException.ThrowIfNull(resolved);
+        return resolved.Release is { } r && SaeLensConversions.Handles(r.Conversion) ? r.Conversion : DetectFormat(resolved.Path);
+    }
+
     /// <summary>The name of the format <see cref="Load(string, SaeLoadOptions?)"/> would use, or null (a release or hub path is resolved first).</summary>
     public static string? DetectFormat(string path, SaeLoadOptions? options = null)
     {
-        string local = SaeSource.IsRemote(path) ? SaeSource.Resolve(path, options?.Hub).Path : path;
-        return Formats.FirstOrDefault(f => f.Detect(local)).Name;
+        if (SaeSource.IsRemote(path)) return DetectFormat(SaeSource.Resolve(path, options?.Hub));
+        return Formats.FirstOrDefault(f => f.Detect(path)).Name;
     }
 }

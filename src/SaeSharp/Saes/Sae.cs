@@ -215,7 +215,7 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
 
     /// <summary>The reconstruction of rows <paramref name="x"/> from (possibly edited) features: <see cref="Decode"/>, mapped
     /// back to x's scale for layer-norm SAEs. <c>Reconstruct(Encode(x), x)</c> is <c>forward(x)</c>.</summary>
-    public Tensor Reconstruct(Tensor featureActs, Tensor x)
+    public virtual Tensor Reconstruct(Tensor featureActs, Tensor x)
     {
         using var scope = NewDisposeScope();
         return UndoInputNormalization(Decode(featureActs), x).MoveToOuterDisposeScope();

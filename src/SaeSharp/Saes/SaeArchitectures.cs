@@ -15,6 +15,8 @@ public static class SaeArchitectures
     public const string JumpReLU = "jumprelu";
     /// <summary>"matryoshka_batchtopk" (alias "matryoshka").</summary>
     public const string MatryoshkaBatchTopK = "matryoshka_batchtopk";
+    /// <summary>"skip_transcoder": a ReLU transcoder with a linear skip connection W_skip (SAELens).</summary>
+    public const string SkipTranscoder = "skip_transcoder";
 
     private static readonly List<SaeArchitecture> Registered =
     [
@@ -24,6 +26,7 @@ public static class SaeArchitectures
         GatedSae.Descriptor,
         JumpReluSae.Descriptor,
         MatryoshkaBatchTopKSae.Descriptor,
+        SkipTranscoderSae.Descriptor,
     ];
 
     /// <summary>The registered names, in registration order.</summary>

@@ -218,6 +218,38 @@ public class DownstreamEvaluatorTests : ModelTestBase
         Assert.Equal(HandCe(zeroed, windows, null), r.CeLossWithSae, 5);
     }
 
+    /// <summary>A SAELens skip transcoder read at TransformerLens 3's <c>mlp.hook_in</c> with its <c>hook_name_out</c> in
+    /// the metadata (as the mwhanna releases are): the spliced run replaces hook_mlp_out by f·W_dec + b_dec + x·W_skipᵀ of
+    /// the MLP's input x (ln2.hook_normalized).</summary>
+    [Fact]
+    public void Skip_transcoder_at_mlp_hook_in_replaces_hook_mlp_out_with_its_output_skip_term_included()
+    {
+        using var model = Gpt2();
+        var windows = ModelActivationSourceTests.Windows(3, 8);
+        var cfg = new SaeConfig { Architecture = SaeArchitectures.SkipTranscoder, DIn = 16, DSae = 24, DOut = 16, ApplyBDecToInput = false };
+        cfg.Metadata.HookName = "blocks.0.mlp.hook_in";
+        cfg.Metadata.Extra = new() { ["hook_name_out"] = System.Text.Json.JsonSerializer.SerializeToElement("blocks.0.hook_mlp_out") };
+        using var tc = (SkipTranscoderSae)SaeFactory.Create(cfg);
+        using (no_grad())
+        {
+            var g = new Generator(4);
+            tc.WEnc.copy_(randn(16, 24, generator: g) * 0.3);
+            tc.WDec.copy_(randn(24, 16, generator: g) * 0.3);
+            tc.BDec.copy_(randn(16, generator: g) * 0.1);
+            tc.WSkip.copy_(randn(16, 16, generator: g) * 0.3);
+        }
+        var r = DownstreamEvaluator.Evaluate(model, [new DownstreamTarget(tc)], windows)[0];
+        Assert.Equal("blocks.0.hook_mlp_out", r.OutputHookName);
+        using var scope = NewDisposeScope();
+        var tokens = Tokens([.. windows]);
+        Tensor? mlpIn = null;
+        var byHand = model.RunWithHooks(tokens,
+            ("blocks.0.ln2.hook_normalized", x => { mlpIn = x.detach().clone(); return (Tensor?)null; }),
+            ("blocks.0.hook_mlp_out", _ => (Tensor?)(matmul(nn.functional.relu(matmul(mlpIn!, tc.WEnc) + tc.BEnc), tc.WDec) + tc.BDec + matmul(mlpIn!, tc.WSkip.t()))));
+        Assert.Equal(HandCe(byHand, windows, null), r.CeLossWithSae, 5);
+        Assert.NotEqual(r.CeLossWithoutSae, r.CeLossWithSae, 3);
+    }
+
     [Fact]
     public void An_sae_without_a_hook_name_is_named_in_the_error_without_a_stray_space()
     {

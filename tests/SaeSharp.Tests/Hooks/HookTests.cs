@@ -176,6 +176,37 @@ public class HookTests : ModelTestBase
         Assert.Contains("returned shape", Assert.Throws<SaeSharpException>(() => m.RunWithHooks(Toks, ("hook_embed", x => x[0]))).Message);
     }
 
+    /// <summary>TransformerLens 3's bridge name <c>blocks.{i}.mlp.hook_in</c> (the MLP's input, after ln2) is
+    /// <c>ln2.hook_normalized</c>: in a parallel GPT-NeoX block, in Qwen3 and in Gemma 2 (whose MLP output goes through a
+    /// post-norm) the MLP's first projection of that tensor, with the checkpoint's own weights, is <c>mlp.hook_pre</c>.</summary>
+    [Theory]
+    [InlineData("gpt_neox-parallel", "gpt_neox.layers.1.mlp.dense_h_to_4h")]
+    [InlineData("qwen3", "model.layers.1.mlp.gate_proj")]
+    [InlineData("gemma2", "model.layers.1.mlp.gate_proj")]
+    public void Mlp_hook_in_is_ln2_hook_normalized_the_input_of_the_MLP(string family, string firstProjection)
+    {
+        string dir = SaeSharp.Tests.Tokenizers.TestPaths.Data("hf_models", family);
+        using var m = ModelLoader.FromPretrained(dir);
+        Assert.Equal("blocks.1.ln2.hook_normalized", m.HookPoints.Resolve("blocks.1.mlp.hook_in"));
+        Assert.Equal("blocks.0.ln2.hook_normalized", m.HookPoints.Resolve("blocks.0.mlp.hook_in", HookKind.In));
+        using var scope = NewDisposeScope();
+        var tokens = tensor(new long[] { 3, 14, 15, 9, 26, 5, 35 }).unsqueeze(0);
+        var (_, cache) = m.RunWithCache(tokens, ["blocks.1.mlp.hook_in", "blocks.1.mlp.hook_pre"]);
+        using var _ = cache;
+        string file = File.Exists(Path.Combine(dir, "model.safetensors")) ? Path.Combine(dir, "model.safetensors") : Path.Combine(dir, "pytorch_model.bin");
+        var w = file.EndsWith(".bin", StringComparison.Ordinal) ? TorchPickle.LoadStateDict(file) : SafeTensors.Load(file);
+        try
+        {
+            var expected = cache["blocks.1.mlp.hook_in"].matmul(w[firstProjection + ".weight"].t());
+            if (w.TryGetValue(firstProjection + ".bias", out var bias)) expected = expected + bias;
+            AssertAllClose(expected, cache["blocks.1.mlp.hook_pre"], 1e-4, family);
+        }
+        finally
+        {
+            foreach (var t in w.Values) t.Dispose();
+        }
+    }
+
     [Fact]
     public void AliasesResolveToTransformerLensNames()
     {

@@ -463,8 +463,25 @@ public sealed class PretrainedSaeTests : FakeHubTestBase
         var unknown = Assert.Throws<SaeSharpException>(() => SaeLoader.Load("not-a-release/blocks.0", Options));
         Assert.Contains("no such SAE file or folder", unknown.Message);
 
-        var unsupported = Assert.Throws<SaeSharpException>(() => SaeLoader.Load("gpt2-small-hook-z-kk/blocks.0.hook_z", Options));
-        Assert.Contains("'connor_rob_hook_z' format, which SaeSharp does not load yet", unsupported.Message);
+        // A release in another library's format names the file its SAELens loader reads first (connor_rob_hook_z: NAME_cfg.json).
+        _server.Repos["ckkissane/attn-saes-gpt2-small-all-layers"] = new();
+        var converted = Assert.Throws<SaeSharpException>(() => SaeLoader.Load("gpt2-small-hook-z-kk/blocks.0.hook_z", Options));
+        Assert.Equal("file 'gpt2-small_L0_Hcat_z_lr1.20e-03_l11.80e+00_ds24576_bs4096_dc1.00e-06_rsanthropic_rie25000_nr4_v9_cfg.json' " +
+            "not found in repository 'ckkissane/attn-saes-gpt2-small-all-layers' at revision 'main'", converted.Message);
+    }
+
+    /// <summary>Every release of the table is in a format SaeSharp loads: against empty repos, the first SAE of each fails
+    /// on a missing file of its format, never on the format.</summary>
+    [Fact]
+    public void Every_release_of_the_table_is_in_a_loadable_format()
+    {
+        foreach (var release in SaeReleases.All)
+        {
+            _server.Repos[release.RepoId] = new();
+            var e = Assert.Throws<SaeSharpException>(() => SaeLoader.Load($"{release.Release}/{release.Saes[0].Id}", Options));
+            Assert.DoesNotContain("does not load yet", e.Message);
+            Assert.Contains($"repository '{release.RepoId}'", e.Message);     // a file of its format not found in it
+        }
     }
 
     [Fact]

@@ -32,6 +32,7 @@ public class SaeArchitectureTests
         else expected["b_enc"] = [8];
         if (arch is SaeArchitectures.JumpReLU or SaeArchitectures.BatchTopK or SaeArchitectures.MatryoshkaBatchTopK)
             expected["threshold"] = [8];
+        if (arch == SaeArchitectures.SkipTranscoder) expected["W_skip"] = [4, 4];     // [d_out, d_in]
         var sd = SaeFactory.Create(Cfg(arch)).state_dict();
         Assert.Equal(expected.Keys.OrderBy(k => k, StringComparer.Ordinal), sd.Keys.OrderBy(k => k, StringComparer.Ordinal));
         foreach (var (key, shape) in expected) Assert.Equal(shape, sd[key].shape);

@@ -1,0 +1,444 @@
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
+using SaeSharp.Hub;
+using SaeSharp.IO;
+using SaeSharp.Saes;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Interop;
+
+/// <summary>
+/// SAELens's loaders for the releases whose <c>conversion_func</c> (in <c>pretrained_saes.yaml</c>) is one of
+/// <see cref="Names"/>, restated from <c>sae_lens/loading/pretrained_sae_loaders.py</c>: the same files, the same
+/// state-dict conversion and the same config values (model, hooks, dataset, context size, <c>apply_b_dec_to_input</c>,
+/// <c>normalize_activations</c>, <c>model_from_pretrained_kwargs</c>). Where SAELens hard-codes a size (deepseek_r1's
+/// 4096 × 65536, gemma_2_transcoder's d_model), it is read from the weights here (the same on the real files).
+/// SAELens's transcoders are SaeSharp SAEs with <c>d_out</c> and <c>metadata.hook_name_out</c>: <c>transcoder</c> →
+/// standard, <c>jumprelu_transcoder</c> → jumprelu (see <see cref="SaeLensFormat.SaeLensTranscoders"/>). These formats
+/// load by release name (<c>RELEASE/SAE_ID</c>), as in SAELens; the <c>Load*</c> methods read local copies of the files.
+/// </summary>
+public static class SaeLensConversions
+{
+    /// <summary>qresearch's DeepSeek-R1-Distill-Llama-8B SAE: a <c>.pt</c> state dict in PyTorch Linear layout.</summary>
+    public const string DeepSeekR1 = "deepseek_r1";
+    /// <summary>Kissane and Krzyzanowski's GPT-2 attention-output SAEs: <c>NAME.pt</c> + <c>NAME_cfg.json</c>, hook_z.</summary>
+    public const string ConnorRobHookZ = "connor_rob_hook_z";
+    /// <summary>OpenMOSS's Llama Scope R1 Distill: <c>config.json</c> + <c>sae_weights.safetensors</c>, JumpReLU.</summary>
+    public const string LlamaScopeR1Distill = "llama_scope_r1_distill";
+    /// <summary>Gemma Scope's transcoders: <c>params.npz</c> as Gemma Scope, a JumpReLU transcoder ln2 → hook_mlp_out.</summary>
+    public const string Gemma2Transcoder = "gemma_2_transcoder";
+    /// <summary>mwhanna's Qwen3 transcoders (circuit-tracer): <c>layer_N.safetensors</c> and the repo's YAML configs.</summary>
+    public const string MwhannaTranscoder = "mwhanna_transcoder";
+    /// <summary>mntss's cross-layer transcoders, one layer as a transcoder with its decoders summed.</summary>
+    public const string MntssCltLayerTranscoder = "mntss_clt_layer_transcoder";
+
+    /// <summary>The conversion funcs loaded here.</summary>
+    public static IReadOnlyList<string> Names { get; } =
+        [DeepSeekR1, ConnorRobHookZ, LlamaScopeR1Distill, Gemma2Transcoder, MwhannaTranscoder, MntssCltLayerTranscoder];
+
+    /// <summary>SAELens's warning on loading a CLT layer, kept in <c>metadata.loading_note</c> of such an SAE.</summary>
+    public const string CltLayerNote = "This loads the CLT layer as a single layer transcoder by summing all decoders together. " +
+        "This should only be used to find feature activations, not for reconstruction";
+
+    /// <summary>The metadata key of a note on how an SAE was loaded (<see cref="CltLayerNote"/>), shown by <c>sae info</c>.</summary>
+    public const string NoteKey = "loading_note";
+
+    /// <summary>Whether <paramref name="conversion"/> is loaded here.</summary>
+    public static bool Handles(string? conversion) => conversion is not null && Names.Contains(conversion);
+
+    /// <summary>Downloads the files SAELens's loader for the release's conversion reads; returns the path
+    /// <see cref="Load(ResolvedSae)"/> takes (the weights file, or the SAE's folder).</summary>
+    internal static string Download(HfHubClient client, SaeRelease release, PretrainedSae sae)
+    {
+        string repo = release.RepoId, p = sae.Path;
+        switch (release.Conversion)
+        {
+            case DeepSeekR1:
+                return client.DownloadFile(repo, p)!;
+            case ConnorRobHookZ:
+                client.DownloadFile(repo, ConnorCfgPath(p));
+                return client.DownloadFile(repo, p)!;
+            case LlamaScopeR1Distill:
+                client.DownloadFile(repo, p + "/" + R1DistillConfigFile);
+                return Path.GetDirectoryName(client.DownloadFile(repo, p + "/" + SaeLensFormat.WeightsFile)!)!;
+            case Gemma2Transcoder:
+                return Path.GetDirectoryName(client.DownloadFile(repo, p + "/" + GemmaScope.WeightsFile)!)!;
+            case MwhannaTranscoder:
+                // The typo'd name is SAELens's fallback too; the 14b repos have no config.yaml.
+                _ = client.DownloadFile(repo, WandbConfigFiles[0], optional: true)
+                    ?? client.DownloadFile(repo, WandbConfigFiles[1], optional: true)
+                    ?? throw new SaeSharpException($"{release.Release}/{sae.Id}: repository '{repo}' has neither {WandbConfigFiles[0]} nor {WandbConfigFiles[1]}");
+                client.DownloadFile(repo, CircuitTracerConfigFile, optional: true);
+                return client.DownloadFile(repo, p)!;
+            case MntssCltLayerTranscoder:
+                client.DownloadFile(repo, CircuitTracerConfigFile);
+                client.DownloadFile(repo, $"W_dec_{p}.safetensors");
+                return client.DownloadFile(repo, $"W_enc_{p}.safetensors")!;
+            default:
+                throw new SaeSharpException($"{release.Release}: conversion '{release.Conversion}' is not one of {string.Join(", ", Names)}");
+        }
+    }
+
+    /// <summary>Loads a release SAE downloaded by <see cref="Download"/> (<see cref="SaeSource.Resolve"/>).</summary>
+    internal static Sae Load(ResolvedSae resolved)
+    {
+        var release = resolved.Release ?? throw new ArgumentException("not a release SAE", nameof(resolved));
+        var sae = resolved.Sae!;
+        return release.Conversion switch
+        {
+            DeepSeekR1 => LoadDeepSeekR1(resolved.Path),
+            ConnorRobHookZ => LoadConnorRobHookZ(resolved.Path),
+            LlamaScopeR1Distill => LoadLlamaScopeR1Distill(resolved.Path, sae.NormScalingFactor),
+            Gemma2Transcoder => GemmaScope.Load(resolved.Path, metadataPath: release.RepoId + "/" + sae.Path),
+            MwhannaTranscoder => LoadMwhannaTranscoder(resolved.Path, release.RepoId),
+            MntssCltLayerTranscoder => LoadMntssCltLayer(resolved.Path),
+            _ => throw new SaeSharpException($"{release.Release}: conversion '{release.Conversion}' is not one of {string.Join(", ", Names)}"),
+        };
+    }
+
+    // ---- deepseek_r1 ----
+
+    /// <summary>
+    /// SAELens's <c>deepseek_r1</c>: a <c>torch.save</c>d state dict with <c>encoder.weight</c> [d_sae, d_in],
+    /// <c>encoder.bias</c>, <c>decoder.weight</c> [d_in, d_sae], <c>decoder.bias</c> (W_enc, W_dec transposed; other
+    /// entries ignored); standard, apply_b_dec_to_input false, hook <c>blocks.{l}.hook_resid_post</c> with l the first
+    /// <c>l(\d+)</c> of the file name, model deepseek-ai/DeepSeek-R1-Distill-Llama-8B, dataset lmsys/lmsys-chat-1m,
+    /// context 1024, dtype bfloat16 (the SAE computes in float32).
+    /// </summary>
+    public static Sae LoadDeepSeekR1(string file)
+    {
+        var m = Regex.Match(Path.GetFileName(file), @"l(\d+)");
+        if (!m.Success)
+            throw new SaeSharpException($"{file}: no layer number 'l<N>' in the file name (SAELens's deepseek_r1 loader reads the layer from it)");
+        int layer = int.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture);
+        var raw = TorchPickle.LoadStateDict(file);
+        try
+        {
+            using var scope = NewDisposeScope();
+            var encW = Need(raw, "encoder.weight", file, 2);
+            var cfg = new SaeConfig
+            {
+                Architecture = SaeArchitectures.Standard,
+                DIn = checked((int)encW.shape[1]),
+                DSae = checked((int)encW.shape[0]),
+                Dtype = "bfloat16",
+                ApplyBDecToInput = false,
+                Metadata = new SaeMetadata
+                {
+                    ModelName = "deepseek-ai/DeepSeek-R1-Distill-Llama-8B",
+                    HookName = $"blocks.{layer}.hook_resid_post",
+                    ContextSize = 1024,
+                    PrependBos = true,
+                    DatasetPath = "lmsys/lmsys-chat-1m",
+                },
+            };
+            return Build(cfg, new Dictionary<string, Tensor>
+            {
+                ["W_enc"] = encW.t(),
+                ["W_dec"] = Need(raw, "decoder.weight", file, 2).t(),
+                ["b_enc"] = Need(raw, "encoder.bias", file, 1),
+                ["b_dec"] = Need(raw, "decoder.bias", file, 1),
+            }, file, file);
+        }
+        finally
+        {
+            foreach (var t in raw.Values) t.Dispose();
+        }
+    }
+
+    // ---- connor_rob_hook_z ----
+
+    /// <summary>The config beside a connor_rob_hook_z <c>.pt</c>: its name up to the first <c>.pt</c>, plus <c>_cfg.json</c>
+    /// (SAELens: <c>folder_name.split(".pt")[0] + "_cfg.json"</c>).</summary>
+    private static string ConnorCfgPath(string pt)
+    {
+        int slash = Math.Max(pt.LastIndexOf('/'), pt.LastIndexOf(Path.DirectorySeparatorChar));
+        string dir = pt[..(slash + 1)], name = pt[(slash + 1)..];
+        int dot = name.IndexOf(".pt", StringComparison.Ordinal);
+        return dir + (dot < 0 ? name : name[..dot]) + "_cfg.json";
+    }
+
+    /// <summary>
+    /// SAELens's <c>connor_rob_hook_z</c>: <c>NAME.pt</c>, a state dict of W_enc [d_in, d_sae], W_dec, b_enc, b_dec (as
+    /// SAELens names them; nothing else), and <c>NAME_cfg.json</c> with <c>act_size</c> (d_in), <c>dict_size</c> (d_sae)
+    /// and <c>act_name</c> (the hook); standard with apply_b_dec_to_input, reshape_activations hook_z (the heads of
+    /// <c>attn.hook_z</c> flattened), model gpt2-small, dataset Skylion007/openwebtext, context 128.
+    /// </summary>
+    public static Sae LoadConnorRobHookZ(string ptFile)
+    {
+        string cfgPath = ConnorCfgPath(ptFile);
+        var json = ReadJson(cfgPath);
+        int dIn = JsonFields.Int(json, "act_size", cfgPath) ?? throw Missing(cfgPath, "act_size");
+        int dSae = JsonFields.Int(json, "dict_size", cfgPath) ?? throw Missing(cfgPath, "dict_size");
+        string hook = JsonFields.Str(json, "act_name", cfgPath) ?? throw Missing(cfgPath, "act_name");
+        var cfg = new SaeConfig
+        {
+            Architecture = SaeArchitectures.Standard,
+            DIn = dIn,
+            DSae = dSae,
+            ApplyBDecToInput = true,
+            ReshapeActivations = "hook_z",
+            Metadata = new SaeMetadata
+            {
+                ModelName = "gpt2-small",
+                HookName = hook,
+                ContextSize = 128,
+                PrependBos = true,
+                DatasetPath = "Skylion007/openwebtext",
+            },
+        };
+        var raw = TorchPickle.LoadStateDict(ptFile);
+        try
+        {
+            return Build(cfg, raw, cfgPath, ptFile);
+        }
+        finally
+        {
+            foreach (var t in raw.Values) t.Dispose();
+        }
+    }
+
+    // ---- llama_scope_r1_distill ----
+
+    /// <summary>The config file of a Llama Scope R1 Distill SAE's folder.</summary>
+    public const string R1DistillConfigFile = "config.json";
+
+    /// <summary>
+    /// SAELens's <c>llama_scope_r1_distill</c>: a folder holding <c>config.json</c> (<c>d_model</c>,
+    /// <c>expansion_factor</c>, <c>hook_point_in</c>) and <c>sae_weights.safetensors</c> with <c>encoder.weight</c>
+    /// [d_sae, d_in], <c>encoder.bias</c>, <c>decoder.weight</c> [d_in, d_sae], <c>decoder.bias</c> and
+    /// <c>log_jumprelu_threshold</c> (threshold = exp of it); JumpReLU, apply_b_dec_to_input false, d_sae = d_model ·
+    /// expansion_factor, model meta-llama/Llama-3.1-8B (SAELens's value), dataset cerebras/SlimPajama-627B, context 1024,
+    /// normalize_activations "expected_average_only_in": the release table's <paramref name="normScalingFactor"/> s is
+    /// folded in as <c>SAE.from_pretrained</c> does (W_enc·s, W_dec/s, b_dec/s), so the SAE takes raw activations.
+    /// </summary>
+    public static Sae LoadLlamaScopeR1Distill(string folder, double? normScalingFactor)
+    {
+        string cfgPath = Path.Combine(folder, R1DistillConfigFile), wPath = Path.Combine(folder, SaeLensFormat.WeightsFile);
+        var json = ReadJson(cfgPath);
+        int dIn = JsonFields.Int(json, "d_model", cfgPath) ?? throw Missing(cfgPath, "d_model");
+        int expansion = JsonFields.Int(json, "expansion_factor", cfgPath) ?? throw Missing(cfgPath, "expansion_factor");
+        string hook = JsonFields.Str(json, "hook_point_in", cfgPath) ?? throw Missing(cfgPath, "hook_point_in");
+        if (normScalingFactor is not { } s)
+            throw new SaeSharpException($"{cfgPath}: a Llama Scope R1 Distill SAE is 'expected_average_only_in' and needs the release table's norm_scaling_factor (load it by release name)");
+        var cfg = new SaeConfig
+        {
+            Architecture = SaeArchitectures.JumpReLU,
+            DIn = dIn,
+            DSae = checked(dIn * expansion),
+            ApplyBDecToInput = false,
+            Metadata = new SaeMetadata
+            {
+                ModelName = "meta-llama/Llama-3.1-8B",
+                HookName = hook,
+                ContextSize = 1024,
+                PrependBos = true,
+                DatasetPath = "cerebras/SlimPajama-627B",
+            },
+        };
+        if (!File.Exists(wPath)) throw new SaeSharpException($"{wPath}: file not found");
+        var raw = SafeTensors.Load(wPath);
+        try
+        {
+            using var scope = NewDisposeScope();
+            var sae = Build(cfg, new Dictionary<string, Tensor>
+            {
+                ["W_enc"] = Need(raw, "encoder.weight", wPath, 2).t(),
+                ["W_dec"] = Need(raw, "decoder.weight", wPath, 2).t(),
+                ["b_enc"] = Need(raw, "encoder.bias", wPath, 1),
+                ["b_dec"] = Need(raw, "decoder.bias", wPath, 1),
+                ["threshold"] = Need(raw, "log_jumprelu_threshold", wPath, 1).to(ScalarType.Float32).exp(),
+            }, cfgPath, wPath);
+            sae.FoldActivationScale(s, s);
+            return sae;
+        }
+        finally
+        {
+            foreach (var t in raw.Values) t.Dispose();
+        }
+    }
+
+    // ---- mwhanna_transcoder ----
+
+    /// <summary>The wandb run config of a circuit-tracer transcoder repo, and the misspelt name some repos use.</summary>
+    public static IReadOnlyList<string> WandbConfigFiles { get; } = ["wandb-config.yaml", "wanb-config.yaml"];
+
+    /// <summary>The repo-level config of circuit-tracer transcoder repos (<c>model_name</c>, for CLTs the hooks).</summary>
+    public const string CircuitTracerConfigFile = "config.yaml";
+
+    /// <summary>
+    /// SAELens's <c>mwhanna_transcoder</c>: <c>layer_N.safetensors</c> (layer N = the last <c>_</c>-separated part of the
+    /// name) with W_enc stored as [d_sae, d_in] (transposed on load), W_dec [d_sae, d_out], b_enc, b_dec; beside it the
+    /// repo's <c>wandb-config.yaml</c> (or <c>wanb-config.yaml</c>) giving <c>d_model.value</c> (d_in = d_out),
+    /// <c>d_feature.value</c> (d_sae) and <c>batch_size.value</c> (SAELens's context_size), and <c>config.yaml</c> giving
+    /// <c>model_name</c>; without it (the 14b repos) the model is Qwen/Qwen3-{size}B from <c>qwen3-{size}b</c> in
+    /// <paramref name="repoId"/> (or the path). A ReLU transcoder (SAELens <c>transcoder</c>) from
+    /// <c>blocks.N.mlp.hook_in</c> (= <c>ln2.hook_normalized</c>) to <c>blocks.N.hook_mlp_out</c>, apply_b_dec_to_input
+    /// false, dataset monology/pile-uncopyrighted, model_from_pretrained_kwargs {fold_ln: false}.
+    /// </summary>
+    public static Sae LoadMwhannaTranscoder(string file, string? repoId = null)
+    {
+        string dir = Path.GetDirectoryName(Path.GetFullPath(file))!;
+        string last = Path.GetFileName(file).Replace(".safetensors", "", StringComparison.Ordinal).Split('_')[^1];
+        if (!int.TryParse(last, NumberStyles.None, CultureInfo.InvariantCulture, out int layer))
+            throw new SaeSharpException($"{file}: the file name does not end in _<layer> (SAELens's mwhanna_transcoder loader reads the layer from it)");
+        string wandbPath = WandbConfigFiles.Select(f => Path.Combine(dir, f)).FirstOrDefault(File.Exists)
+            ?? throw new SaeSharpException($"{dir}: neither {WandbConfigFiles[0]} nor {WandbConfigFiles[1]} beside {Path.GetFileName(file)}");
+        string configPath = Path.Combine(dir, CircuitTracerConfigFile);
+        string model;
+        if (File.Exists(configPath)) model = YamlFields.RequiredStr(YamlFields.Load(configPath), configPath, "model_name");
+        else
+        {
+            string where = repoId ?? Path.GetFullPath(file);
+            var size = Regex.Match(where, @"qwen3-(\d+(?:\.\d+)?)b");
+            if (!size.Success)
+                throw new SaeSharpException($"{configPath}: not found, and '{where}' names no qwen3-<size>b to take the model from");
+            model = $"Qwen/Qwen3-{size.Groups[1].Value}B";
+        }
+        var wandb = YamlFields.Load(wandbPath);
+        int dModel = YamlFields.RequiredInt(wandb, wandbPath, "d_model", "value");
+        var cfg = new SaeConfig
+        {
+            Architecture = SaeArchitectures.Standard,
+            DIn = dModel,
+            DOut = dModel,
+            DSae = YamlFields.RequiredInt(wandb, wandbPath, "d_feature", "value"),
+            ApplyBDecToInput = false,
+            Metadata = new SaeMetadata
+            {
+                ModelName = model,
+                HookName = $"blocks.{layer}.mlp.hook_in",
+                ContextSize = YamlFields.RequiredInt(wandb, wandbPath, "batch_size", "value"),
+                PrependBos = true,
+                DatasetPath = "monology/pile-uncopyrighted",
+                ModelFromPretrainedKwargs = new() { ["fold_ln"] = JsonSerializer.SerializeToElement(false) },
+                Extra = new() { ["hook_name_out"] = JsonSerializer.SerializeToElement($"blocks.{layer}.hook_mlp_out") },
+            },
+        };
+        var raw = SafeTensors.Load(file);
+        try
+        {
+            using var scope = NewDisposeScope();
+            var weights = new Dictionary<string, Tensor>(raw, StringComparer.Ordinal) { ["W_enc"] = Need(raw, "W_enc", file, 2).t() };
+            return Build(cfg, weights, wandbPath, file);
+        }
+        finally
+        {
+            foreach (var t in raw.Values) t.Dispose();
+        }
+    }
+
+    // ---- mntss_clt_layer_transcoder ----
+
+    /// <summary>
+    /// SAELens's <c>mntss_clt_layer_transcoder</c>: layer L of a cross-layer transcoder as a single-layer transcoder.
+    /// <c>W_enc_L.safetensors</c> holds <c>W_enc_L</c> [d_sae, d_in] (transposed on load), <c>b_enc_L</c> [d_sae] and
+    /// <c>b_dec_L</c> [d_in]; <c>W_dec_L.safetensors</c> holds <c>W_dec_L</c> [d_sae, layers written, d_out], summed over
+    /// its second dimension — so, as SAELens warns (<see cref="CltLayerNote"/>, kept in <c>metadata.loading_note</c>), the
+    /// SAE is for feature activations, not reconstruction. The repo's <c>config.yaml</c> gives <c>model_name</c>,
+    /// <c>feature_input_hook</c> and <c>feature_output_hook</c> (hooks <c>blocks.L.{input}</c> → <c>blocks.L.{output}</c>);
+    /// d_in = d_out = |b_dec_L|, apply_b_dec_to_input false, model_from_pretrained_kwargs {fold_ln: false}.
+    /// </summary>
+    public static Sae LoadMntssCltLayer(string encoderFile)
+    {
+        var m = Regex.Match(Path.GetFileName(encoderFile), @"^W_enc_(.+)\.safetensors$");
+        if (!m.Success) throw new SaeSharpException($"{encoderFile}: expected a file named W_enc_<layer>.safetensors");
+        string layer = m.Groups[1].Value;
+        string dir = Path.GetDirectoryName(Path.GetFullPath(encoderFile))!;
+        string decoderFile = Path.Combine(dir, $"W_dec_{layer}.safetensors"), configPath = Path.Combine(dir, CircuitTracerConfigFile);
+        var yaml = YamlFields.Load(configPath);
+        string model = YamlFields.RequiredStr(yaml, configPath, "model_name");
+        string input = YamlFields.RequiredStr(yaml, configPath, "feature_input_hook");
+        string output = YamlFields.RequiredStr(yaml, configPath, "feature_output_hook");
+        if (!File.Exists(decoderFile)) throw new SaeSharpException($"{decoderFile}: file not found (the decoders of CLT layer {layer})");
+        var enc = SafeTensors.Load(encoderFile);
+        Dictionary<string, Tensor>? dec = null;
+        try
+        {
+            dec = SafeTensors.Load(decoderFile);
+            using var scope = NewDisposeScope();
+            var bEnc = Need(enc, $"b_enc_{layer}", encoderFile, 1);
+            var bDec = Need(enc, $"b_dec_{layer}", encoderFile, 1);
+            int dIn = checked((int)bDec.shape[0]);
+            var cfg = new SaeConfig
+            {
+                Architecture = SaeArchitectures.Standard,
+                DIn = dIn,
+                DOut = dIn,
+                DSae = checked((int)bEnc.shape[0]),
+                ApplyBDecToInput = false,
+                Metadata = new SaeMetadata
+                {
+                    ModelName = model,
+                    HookName = $"blocks.{layer}.{input}",
+                    ModelFromPretrainedKwargs = new() { ["fold_ln"] = JsonSerializer.SerializeToElement(false) },
+                    Extra = new()
+                    {
+                        ["hook_name_out"] = JsonSerializer.SerializeToElement($"blocks.{layer}.{output}"),
+                        [NoteKey] = JsonSerializer.SerializeToElement(CltLayerNote),
+                    },
+                },
+            };
+            return Build(cfg, new Dictionary<string, Tensor>
+            {
+                ["W_enc"] = Need(enc, $"W_enc_{layer}", encoderFile, 2).t(),
+                ["b_enc"] = bEnc,
+                ["b_dec"] = bDec,
+                ["W_dec"] = Need(dec, $"W_dec_{layer}", decoderFile, 3).sum(1),
+            }, encoderFile, $"{encoderFile} and {decoderFile}");
+        }
+        finally
+        {
+            foreach (var t in enc.Values) t.Dispose();
+            if (dec is not null) foreach (var t in dec.Values) t.Dispose();
+        }
+    }
+
+    // ---- shared ----
+
+    /// <summary>The SAE of <paramref name="cfg"/> holding <paramref name="weights"/> (SAELens names, exactly its
+    /// parameters); <paramref name="cfgSource"/> and <paramref name="weightsSource"/> name the files in errors.</summary>
+    private static Sae Build(SaeConfig cfg, IReadOnlyDictionary<string, Tensor> weights, string cfgSource, string weightsSource)
+    {
+        cfg.Validate(cfgSource);
+        SaeWeights.CheckDeclaredSizes(cfg, weights, cfgSource, weightsSource);
+        var sae = SaeFactory.Create(cfg);
+        try
+        {
+            SaeWeights.Load(sae, weights, weightsSource);
+        }
+        catch
+        {
+            sae.Dispose();
+            throw;
+        }
+        return sae;
+    }
+
+    /// <summary><paramref name="raw"/>[<paramref name="key"/>], which must have <paramref name="dims"/> dimensions.</summary>
+    private static Tensor Need(IReadOnlyDictionary<string, Tensor> raw, string key, string source, int dims)
+    {
+        if (!raw.TryGetValue(key, out var t))
+            throw new SaeSharpException($"{source}: missing tensor '{key}' (tensors: {string.Join(", ", raw.Keys)})");
+        if (t.dim() != dims)
+            throw new SaeSharpException($"{source}: tensor '{key}' has shape [{string.Join(", ", t.shape)}], expected {dims} dimensions");
+        return t;
+    }
+
+    private static JsonObject ReadJson(string path)
+    {
+        if (!File.Exists(path)) throw new SaeSharpException($"{path}: file not found");
+        try
+        {
+            return StrictJson.Parse(File.ReadAllText(path)) as JsonObject ?? throw new SaeSharpException($"{path}: expected a JSON object");
+        }
+        catch (JsonException e)
+        {
+            throw new SaeSharpException($"{path}: invalid JSON ({e.Message})", e);
+        }
+    }
+
+    private static SaeSharpException Missing(string source, string key) => new($"{source}: missing key '{key}'");
+}
