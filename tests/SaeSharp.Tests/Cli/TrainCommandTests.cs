@@ -273,6 +273,62 @@ public class TrainCommandTests : IDisposable
         Assert.True(lrs.Zip(lrs.Skip(1)).All(p => p.Second <= p.First + 1e-15));
     }
 
+    /// <summary>The flags that set the run's size and cadence reach the run: the checkpoint records the seed, batch size and
+    /// checkpoint interval given (a flag the command dropped would leave the default 42, 4096 or a tenth of the run there),
+    /// and metrics.json counts the held-out rows asked for.</summary>
+    [Fact]
+    public void SeedBatchSizeCheckpointIntervalAndEvalRowsFlagsReachTheRun()
+    {
+        SafeTensors.Save(P("a.safetensors"), new Dictionary<string, Tensor> { ["activations"] = randn(400, 8, generator: new Generator(8)) });
+        Ok(CliRunner.Run("train", "--activations", P("a.safetensors"), "--arch", "topk", "--k", "2", "--dict-size", "16", "--steps", "12",
+            "--batch-size", "16", "--checkpoint-every", "4", "--seed", "7", "--eval-rows", "37", "--out", P("run")));
+        using (var state = SaeSharp.Training.TrainerCheckpoint.Load(P("run", "checkpoints")))
+        {
+            Assert.Equal(7, state.Config.Seed);
+            Assert.Equal(16, state.Config.TrainBatchSizeTokens);
+            Assert.Equal(4, state.Config.CheckpointEverySteps);
+            Assert.Equal(12, state.Step);
+        }
+        // Checkpoints at steps 4, 8 and 12; the newest two are kept (keep_checkpoints 2).
+        Assert.Equal(["step_000000008", "step_000000012"], Directory.GetDirectories(P("run", "checkpoints")).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+        Assert.Equal(37, JsonNode.Parse(File.ReadAllText(P("run", "metrics.json")))!["n_rows"]!.GetValue<long>());
+    }
+
+    /// <summary><c>autocast</c> and <c>deterministic</c> set in a --config file hold when the flags are not given: a flag
+    /// left out does not switch the file's true off. Deterministic (README): the candidate pass's auto runs as off and ReLU
+    /// switches to its sparse pass at 5 % density.</summary>
+    [Fact]
+    public void AutocastAndDeterministicFromTheConfigFileHoldWithoutTheirFlags()
+    {
+        SafeTensors.Save(P("a.safetensors"), new Dictionary<string, Tensor> { ["activations"] = randn(400, 8, generator: new Generator(9)) });
+        File.WriteAllText(P("run.json"), """{"autocast": true, "deterministic": true}""");
+        Ok(CliRunner.Run("train", "--config", P("run.json"), "--activations", P("a.safetensors"), "--arch", "topk,relu", "--k", "2", "--dict-size", "16",
+            "--steps", "6", "--batch-size", "16", "--eval-rows", "40", "--out", P("run")));
+        using var state = SaeSharp.Training.TrainerCheckpoint.Load(P("run", "checkpoints"));
+        Assert.Equal(["topk", "relu"], state.Saes.Select(e => e.Name));
+        Assert.All(state.Saes, e => Assert.True(e.Training.Autocast, e.Name));
+        Assert.Equal(SaeSharp.Kernels.CandidatePass.Off, state.Saes[0].Training.CandidatePass);
+        Assert.Equal(0.05, state.Saes[1].Training.SparsePassDensity!.Value, 12);
+    }
+
+    /// <summary>--activations on the command line trains on the files even when the --config file is a SAELens runner
+    /// config naming a model (model_name, hook_name, dataset_path): the flag wins, as the other flags do.</summary>
+    [Fact]
+    public void ActivationsFlagWinsOverTheModelOfARunnerConfig()
+    {
+        SafeTensors.Save(P("a.safetensors"), new Dictionary<string, Tensor> { ["activations"] = randn(300, 8, generator: new Generator(12)) });
+        File.WriteAllText(P("runner.json"), """
+            {"model_name": "builtin", "hook_name": "blocks.1.hook_resid_post", "dataset_path": "stories.jsonl", "context_size": 64,
+             "architecture": "topk", "k": 2, "d_sae": 16}
+            """);
+        var r = CliRunner.Run("train", "--config", P("runner.json"), "--activations", P("a.safetensors"), "--steps", "3", "--batch-size", "16",
+            "--eval-rows", "30", "--out", P("run"));
+        Ok(r);
+        var cfg = JsonNode.Parse(File.ReadAllText(P("run", "cfg.json")))!;
+        Assert.Equal(8, cfg["d_in"]!.GetValue<int>());
+        Assert.Equal(P("a.safetensors"), cfg["metadata"]!["dataset_path"]!.GetValue<string>());
+    }
+
     [Fact]
     public void NanInActivationsIsAnErrorNamingTheFileAndRow()
     {
