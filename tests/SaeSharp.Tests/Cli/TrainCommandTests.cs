@@ -311,6 +311,33 @@ public class TrainCommandTests : IDisposable
         Assert.Equal(0.05, state.Saes[1].Training.SparsePassDensity!.Value, 12);
     }
 
+    /// <summary>--resume continues a run as it was configured: with --force it is refused (one of them), and a batch size
+    /// or seed other than the checkpoint's is named, as --steps and --arch are.</summary>
+    [Fact]
+    public void AResumeRefusesForceAndABatchSizeOrSeedOtherThanTheRuns()
+    {
+        SafeTensors.Save(P("a.safetensors"), new Dictionary<string, Tensor> { ["activations"] = randn(600, 8, generator: new Generator(10)) });
+        string[] Train(params string[] more) =>
+            ["train", "--activations", P("a.safetensors"), "--arch", "topk", "--k", "2", "--dict-size", "16", "--steps", "10", "--checkpoint-every", "5",
+             "--eval-rows", "50", "--out", P("run"), .. more];
+        Ok(CliRunner.Run(Train("--batch-size", "32", "--seed", "3")));
+        var cfg = File.ReadAllText(P("run", "cfg.json"));
+
+        var r = CliRunner.Run(Train("--resume", "--force"));
+        Assert.Equal(1, r.Exit);
+        Assert.Contains("give --resume or --force, not both", r.Err);
+        Assert.True(Directory.Exists(P("run", "checkpoints")));
+        r = CliRunner.Run(Train("--resume", "--batch-size", "64"));
+        Assert.Equal(1, r.Exit);
+        Assert.Contains("--batch-size 64 (the checkpoint's run: 32)", r.Err);
+        r = CliRunner.Run(Train("--resume", "--seed", "4"));
+        Assert.Equal(1, r.Exit);
+        Assert.Contains("--seed 4 (the checkpoint's run: 3)", r.Err);
+        Assert.Equal(cfg, File.ReadAllText(P("run", "cfg.json")));
+        // The checkpoint's own values are accepted.
+        Ok(CliRunner.Run(Train("--resume", "--batch-size", "32", "--seed", "3")));
+    }
+
     /// <summary>--activations on the command line trains on the files even when the --config file is a SAELens runner
     /// config naming a model (model_name, hook_name, dataset_path): the flag wins, as the other flags do.</summary>
     [Fact]
