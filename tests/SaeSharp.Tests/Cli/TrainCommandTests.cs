@@ -356,6 +356,26 @@ public class TrainCommandTests : IDisposable
         Assert.Equal(P("a.safetensors"), cfg["metadata"]!["dataset_path"]!.GetValue<string>());
     }
 
+    /// <summary>Ctrl-C (SIGINT) during training saves a checkpoint and exits with 130, the shell's code for a command
+    /// ended by SIGINT (128 + 2), so that a script does not take the run for finished; no SAE is written, and --resume
+    /// then finishes it.</summary>
+    [Fact]
+    public void CtrlCSavesACheckpointAndExitsWith130()
+    {
+        SafeTensors.Save(P("a.safetensors"), new Dictionary<string, Tensor> { ["activations"] = randn(2000, 8, generator: new Generator(17)) });
+        string[] train = ["train", "--activations", P("a.safetensors"), "--arch", "topk", "--k", "2", "--dict-size", "16", "--steps", "1000000",
+            "--batch-size", "32", "--eval-rows", "100", "--out", P("run")];
+        using (var p = new CliProcess(train))
+        {
+            Assert.True(p.WaitForLine(l => l.StartsWith("step ", StringComparison.Ordinal), TimeSpan.FromMinutes(2)), string.Join("\n", p.Lines));
+            p.Interrupt();
+            Assert.Equal(130, p.WaitForExit(TimeSpan.FromMinutes(1)));
+            Assert.Contains(p.Output, l => l.StartsWith("stopped at step ", StringComparison.Ordinal) && l.Contains("--resume"));
+        }
+        Assert.False(File.Exists(P("run", "cfg.json")));
+        Assert.NotEmpty(Directory.GetDirectories(P("run", "checkpoints")));
+    }
+
     [Fact]
     public void NanInActivationsIsAnErrorNamingTheFileAndRow()
     {
