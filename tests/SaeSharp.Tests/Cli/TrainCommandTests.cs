@@ -170,7 +170,7 @@ public class TrainCommandTests : IDisposable
     public void ALearningRateOrCoefficientThatIsNotFiniteIsRefusedBeforeTheOutputFolderIsMade()
     {
         SafeTensors.Save(P("a.safetensors"), new Dictionary<string, Tensor> { ["activations"] = randn(300, 8) });
-        foreach (var (flag, value) in new[] { ("--lr", "nan"), ("--lr", "-1"), ("--l1", "nan"), ("--l1", "-1") })
+        foreach (var (flag, value) in new[] { ("--lr", "nan"), ("--lr", "-1"), ("--lr", "0"), ("--l1", "nan"), ("--l1", "-1") })
         {
             var r = CliRunner.Run("train", "--activations", P("a.safetensors"), "--arch", "relu", "--dict-size", "16", "--steps", "3",
                 "--batch-size", "32", "--out", P("bad"), "--eval-rows", "30", flag, value);
@@ -354,6 +354,31 @@ public class TrainCommandTests : IDisposable
         var cfg = JsonNode.Parse(File.ReadAllText(P("run", "cfg.json")))!;
         Assert.Equal(8, cfg["d_in"]!.GetValue<int>());
         Assert.Equal(P("a.safetensors"), cfg["metadata"]!["dataset_path"]!.GetValue<string>());
+    }
+
+    /// <summary>A target L0 must be positive, and the run summary's dead_fraction is metrics.json's: in a pipe the fraction
+    /// itself (SAELens's name), on a terminal a percentage.</summary>
+    [Fact]
+    public void TargetL0MustBePositiveAndTheSummaryPrintsMetricsDeadFraction()
+    {
+        SafeTensors.Save(P("a.safetensors"), new Dictionary<string, Tensor> { ["activations"] = randn(400, 8, generator: new Generator(14)) });
+        foreach (var value in new[] { "0", "-3" })
+        {
+            var bad = CliRunner.Run("train", "--activations", P("a.safetensors"), "--arch", "relu", "--dict-size", "16", "--steps", "3",
+                "--batch-size", "16", "--eval-rows", "40", "--target-l0", value, "--out", P("bad"));
+            Assert.Equal(1, bad.Exit);
+            Assert.Contains($"--target-l0 {value}: expected a positive number", bad.Err);
+            Assert.False(Directory.Exists(P("bad")));
+        }
+        // TopK with k 1 and 64 latents on 40 held-out rows: at most 40 latents fire there, so at least 24 are dead.
+        var r = CliRunner.Run("train", "--activations", P("a.safetensors"), "--arch", "topk", "--k", "1", "--dict-size", "64", "--steps", "2",
+            "--batch-size", "16", "--eval-rows", "40", "--out", P("run"));
+        Ok(r);
+        double dead = JsonNode.Parse(File.ReadAllText(P("run", "metrics.json")))!["dead_fraction"]!.GetValue<double>();
+        Assert.True(dead >= 24.0 / 64, $"dead_fraction {dead}");
+        string expected = Console.IsOutputRedirected ? dead.ToString("R", System.Globalization.CultureInfo.InvariantCulture)
+            : dead.ToString("P1", System.Globalization.CultureInfo.InvariantCulture);
+        Assert.Contains($"dead_fraction {expected}", r.Out);
     }
 
     /// <summary>Ctrl-C (SIGINT) during training saves a checkpoint and exits with 130, the shell's code for a command
