@@ -381,6 +381,20 @@ public class TrainCommandTests : IDisposable
         Assert.Contains($"dead_fraction {expected}", r.Out);
     }
 
+    /// <summary>sae eval --max-rows evaluates that many rows of the file (metrics.json's n_rows), all of them without it.</summary>
+    [Fact]
+    public void EvalMaxRowsLimitsTheRowsEvaluated()
+    {
+        SafeTensors.Save(P("a.safetensors"), new Dictionary<string, Tensor> { ["activations"] = randn(300, 8, generator: new Generator(15)) });
+        SafeTensors.Save(P("e.safetensors"), new Dictionary<string, Tensor> { ["activations"] = randn(250, 8, generator: new Generator(16)) });
+        Ok(CliRunner.Run("train", "--activations", P("a.safetensors"), "--arch", "topk", "--k", "2", "--dict-size", "16", "--steps", "3",
+            "--batch-size", "16", "--eval-rows", "30", "--out", P("run")));
+        Ok(CliRunner.Run("eval", "--sae", P("run"), "--activations", P("e.safetensors"), "--max-rows", "100", "--json", P("some.json")));
+        Assert.Equal(100, JsonNode.Parse(File.ReadAllText(P("some.json")))!["n_rows"]!.GetValue<long>());
+        Ok(CliRunner.Run("eval", "--sae", P("run"), "--activations", P("e.safetensors"), "--json", P("all.json")));
+        Assert.Equal(250, JsonNode.Parse(File.ReadAllText(P("all.json")))!["n_rows"]!.GetValue<long>());
+    }
+
     /// <summary>Ctrl-C (SIGINT) during training saves a checkpoint and exits with 130, the shell's code for a command
     /// ended by SIGINT (128 + 2), so that a script does not take the run for finished; no SAE is written, and --resume
     /// then finishes it.</summary>
@@ -551,6 +565,32 @@ public class ModelTrainCommandTests : IDisposable
 
         // The unchanged file trains.
         Ok(CliRunner.Run("train", "--config", P("good.json"), "--steps", "2"));
+    }
+
+    /// <summary>The model and data flags over a runner config's fields (ModelDataOptionsCli.Read): a field holds when its
+    /// flag is not given (context_size, store_batch_size_prompts, prepend_bos, model_from_pretrained_kwargs), a flag given
+    /// wins (--no-prepend-bos over prepend_bos true, --fold-ln beside the file's center_writing_weights).</summary>
+    [Fact]
+    public void ModelAndDataFlagsOverARunnerConfigsFields()
+    {
+        var data = Dataset();
+        var config = SaeSharp.Training.TrainingSettings.FromJson("""
+            {"context_size": 48, "store_batch_size_prompts": 3, "prepend_bos": true, "exclude_special_tokens": true,
+             "model_from_pretrained_kwargs": {"center_writing_weights": true}}
+            """, "runner.json");
+        SaeSharp.Pipelines.ModelDataOptions Read(params string[] args)
+        {
+            var cli = new SaeSharp.Cli.Commands.ModelDataOptionsCli();
+            var command = new System.CommandLine.Command("t");
+            cli.AddTo(command);
+            return cli.Read(command.Parse(["--model", "builtin", "--dataset", data, "--hook", "blocks.0.hook_resid_post", .. args]), config);
+        }
+        var fields = Read();
+        Assert.Equal((48, 3, true, true), (fields.ContextSize, fields.BatchSizePrompts, fields.PrependBos, fields.ExcludeSpecialTokens));
+        Assert.Equal((false, true), (fields.Processing.FoldLn, fields.Processing.CenterWritingWeights));
+        var flags = Read("--no-prepend-bos", "--fold-ln", "--context-size", "16");
+        Assert.Equal((16, 3, false), (flags.ContextSize, flags.BatchSizePrompts, flags.PrependBos));
+        Assert.Equal((true, true), (flags.Processing.FoldLn, flags.Processing.CenterWritingWeights));
     }
 
     [Fact]
