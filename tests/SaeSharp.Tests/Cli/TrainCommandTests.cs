@@ -338,6 +338,26 @@ public class TrainCommandTests : IDisposable
         Ok(CliRunner.Run(Train("--resume", "--batch-size", "32", "--seed", "3")));
     }
 
+    /// <summary>An output folder that holds a previous run's cfg.json and weights but no checkpoints (deleted, or copied
+    /// elsewhere) is still a previous run: a new run is refused without --force.</summary>
+    [Fact]
+    public void AFolderWithAPreviousSaeButNoCheckpointsIsKeptUnlessForced()
+    {
+        SafeTensors.Save(P("a.safetensors"), new Dictionary<string, Tensor> { ["activations"] = randn(300, 8, generator: new Generator(11)) });
+        string[] Train(params string[] more) =>
+            ["train", "--activations", P("a.safetensors"), "--arch", "topk", "--k", "2", "--dict-size", "16", "--steps", "4", "--batch-size", "16",
+             "--eval-rows", "30", "--out", P("run"), .. more];
+        Ok(CliRunner.Run(Train()));
+        Directory.Delete(P("run", "checkpoints"), recursive: true);
+        File.Delete(P("run", "train_log.jsonl"));
+        var weights = File.ReadAllBytes(P("run", "sae_weights.safetensors"));
+        var r = CliRunner.Run(Train("--seed", "5"));
+        Assert.Equal(1, r.Exit);
+        Assert.Contains("previous training run (cfg.json, sae_weights.safetensors)", r.Err);
+        Assert.Equal(weights, File.ReadAllBytes(P("run", "sae_weights.safetensors")));
+        Ok(CliRunner.Run(Train("--seed", "5", "--force")));
+    }
+
     /// <summary>--activations on the command line trains on the files even when the --config file is a SAELens runner
     /// config naming a model (model_name, hook_name, dataset_path): the flag wins, as the other flags do.</summary>
     [Fact]
@@ -354,6 +374,23 @@ public class TrainCommandTests : IDisposable
         var cfg = JsonNode.Parse(File.ReadAllText(P("run", "cfg.json")))!;
         Assert.Equal(8, cfg["d_in"]!.GetValue<int>());
         Assert.Equal(P("a.safetensors"), cfg["metadata"]!["dataset_path"]!.GetValue<string>());
+    }
+
+    /// <summary>An activation file has no pass limit by default (README, --epochs help: "no limit with --activations"): a run
+    /// asking for more rows than the file holds reads it again and trains every step, without the "ran out" warning.</summary>
+    [Fact]
+    public void ActivationFilesRepeatWithoutEpochsUntilTheStepsAreDone()
+    {
+        SafeTensors.Save(P("a.safetensors"), new Dictionary<string, Tensor> { ["activations"] = randn(300, 8, generator: new Generator(13)) });
+        // 270 training rows; 20 steps of 32 rows need 640 (with the b_dec sample, more).
+        var r = CliRunner.Run("train", "--activations", P("a.safetensors"), "--arch", "topk", "--k", "2", "--dict-size", "16", "--steps", "20",
+            "--batch-size", "32", "--eval-rows", "30", "--out", P("run"));
+        Ok(r);
+        Assert.DoesNotContain("ran out", r.Err);
+        var cfg = JsonNode.Parse(File.ReadAllText(P("run", "cfg.json")))!;
+        Assert.Equal(20 * 32, cfg["training_tokens"]!.GetValue<long>());
+        Assert.Equal(0, cfg["epochs"]!.GetValue<int>());
+        Assert.True(cfg["epochs_seen"]!.GetValue<double>() > 2.0);
     }
 
     /// <summary>A target L0 must be positive, and the run summary's dead_fraction is metrics.json's: in a pipe the fraction
