@@ -53,6 +53,13 @@ internal sealed class CliProcess : IDisposable
         return false;
     }
 
+    /// <summary>SIGINT, as Ctrl-C in a terminal sends it: the command's cancel handler runs.</summary>
+    public void Interrupt()
+    {
+        using var kill = Process.Start("kill", ["-INT", _process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]);
+        kill.WaitForExit();
+    }
+
     /// <summary>SIGKILL (kill -9): no handler runs, nothing is flushed.</summary>
     public void Kill()
     {

@@ -36,6 +36,24 @@ public sealed class PlainOutputTests : IDisposable
         Assert.DoesNotContain(lines, l => l.Contains('│') || l.Contains('─'));
     }
 
+    /// <summary>In a pipe a tab or newline inside a cell is written <c>\t</c> / <c>\n</c> (README, "Output for people and
+    /// programs"), so every line keeps its fields: an SAE folder whose name holds a tab and a newline is printed escaped
+    /// on the title line, and every other line still has exactly one tab.</summary>
+    [Fact]
+    public void Info_in_a_pipe_escapes_a_tab_and_a_newline_in_a_cell()
+    {
+        string sae = Path.Combine(_dir, "tab\there\nrun");
+        Directory.CreateDirectory(sae);
+        foreach (var f in Directory.GetFiles(TestPaths.Data("dictionary_learning", "BatchTopKSAE")))
+            File.Copy(f, Path.Combine(sae, Path.GetFileName(f)));
+        using var process = new CliProcess("info", sae);
+        int exit = process.WaitForExit(TimeSpan.FromMinutes(2));
+        var lines = process.Output;
+        Assert.True(exit == 0, string.Join("\n", process.Lines));
+        Assert.Equal(sae.Replace("\t", "\\t").Replace("\n", "\\n"), lines[0]);
+        Assert.All(lines.Skip(1), l => Assert.Single(l, c => c == '\t'));
+    }
+
     private static List<string> RunInAPipe(params string[] args)
     {
         using var process = new CliProcess(args);

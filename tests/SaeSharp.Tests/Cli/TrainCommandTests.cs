@@ -170,7 +170,7 @@ public class TrainCommandTests : IDisposable
     public void ALearningRateOrCoefficientThatIsNotFiniteIsRefusedBeforeTheOutputFolderIsMade()
     {
         SafeTensors.Save(P("a.safetensors"), new Dictionary<string, Tensor> { ["activations"] = randn(300, 8) });
-        foreach (var (flag, value) in new[] { ("--lr", "nan"), ("--lr", "-1"), ("--l1", "nan"), ("--l1", "-1") })
+        foreach (var (flag, value) in new[] { ("--lr", "nan"), ("--lr", "-1"), ("--lr", "0"), ("--l1", "nan"), ("--l1", "-1") })
         {
             var r = CliRunner.Run("train", "--activations", P("a.safetensors"), "--arch", "relu", "--dict-size", "16", "--steps", "3",
                 "--batch-size", "32", "--out", P("bad"), "--eval-rows", "30", flag, value);
@@ -271,6 +271,185 @@ public class TrainCommandTests : IDisposable
         Assert.True(lrs[0] <= 1e-3 + 1e-12 && lrs[0] > 9e-4, $"first lr {lrs[0]}");
         Assert.True(lrs[^1] < 2e-4, $"last lr {lrs[^1]}");
         Assert.True(lrs.Zip(lrs.Skip(1)).All(p => p.Second <= p.First + 1e-15));
+    }
+
+    /// <summary>The flags that set the run's size and cadence reach the run: the checkpoint records the seed, batch size and
+    /// checkpoint interval given (a flag the command dropped would leave the default 42, 4096 or a tenth of the run there),
+    /// and metrics.json counts the held-out rows asked for.</summary>
+    [Fact]
+    public void SeedBatchSizeCheckpointIntervalAndEvalRowsFlagsReachTheRun()
+    {
+        SafeTensors.Save(P("a.safetensors"), new Dictionary<string, Tensor> { ["activations"] = randn(400, 8, generator: new Generator(8)) });
+        Ok(CliRunner.Run("train", "--activations", P("a.safetensors"), "--arch", "topk", "--k", "2", "--dict-size", "16", "--steps", "12",
+            "--batch-size", "16", "--checkpoint-every", "4", "--seed", "7", "--eval-rows", "37", "--out", P("run")));
+        using (var state = SaeSharp.Training.TrainerCheckpoint.Load(P("run", "checkpoints")))
+        {
+            Assert.Equal(7, state.Config.Seed);
+            Assert.Equal(16, state.Config.TrainBatchSizeTokens);
+            Assert.Equal(4, state.Config.CheckpointEverySteps);
+            Assert.Equal(12, state.Step);
+        }
+        // Checkpoints at steps 4, 8 and 12; the newest two are kept (keep_checkpoints 2).
+        Assert.Equal(["step_000000008", "step_000000012"], Directory.GetDirectories(P("run", "checkpoints")).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+        Assert.Equal(37, JsonNode.Parse(File.ReadAllText(P("run", "metrics.json")))!["n_rows"]!.GetValue<long>());
+    }
+
+    /// <summary><c>autocast</c> and <c>deterministic</c> set in a --config file hold when the flags are not given: a flag
+    /// left out does not switch the file's true off. Deterministic (README): the candidate pass's auto runs as off and ReLU
+    /// switches to its sparse pass at 5 % density.</summary>
+    [Fact]
+    public void AutocastAndDeterministicFromTheConfigFileHoldWithoutTheirFlags()
+    {
+        SafeTensors.Save(P("a.safetensors"), new Dictionary<string, Tensor> { ["activations"] = randn(400, 8, generator: new Generator(9)) });
+        File.WriteAllText(P("run.json"), """{"autocast": true, "deterministic": true}""");
+        Ok(CliRunner.Run("train", "--config", P("run.json"), "--activations", P("a.safetensors"), "--arch", "topk,relu", "--k", "2", "--dict-size", "16",
+            "--steps", "6", "--batch-size", "16", "--eval-rows", "40", "--out", P("run")));
+        using var state = SaeSharp.Training.TrainerCheckpoint.Load(P("run", "checkpoints"));
+        Assert.Equal(["topk", "relu"], state.Saes.Select(e => e.Name));
+        Assert.All(state.Saes, e => Assert.True(e.Training.Autocast, e.Name));
+        Assert.Equal(SaeSharp.Kernels.CandidatePass.Off, state.Saes[0].Training.CandidatePass);
+        Assert.Equal(0.05, state.Saes[1].Training.SparsePassDensity!.Value, 12);
+    }
+
+    /// <summary>--resume continues a run as it was configured: with --force it is refused (one of them), and a batch size
+    /// or seed other than the checkpoint's is named, as --steps and --arch are.</summary>
+    [Fact]
+    public void AResumeRefusesForceAndABatchSizeOrSeedOtherThanTheRuns()
+    {
+        SafeTensors.Save(P("a.safetensors"), new Dictionary<string, Tensor> { ["activations"] = randn(600, 8, generator: new Generator(10)) });
+        string[] Train(params string[] more) =>
+            ["train", "--activations", P("a.safetensors"), "--arch", "topk", "--k", "2", "--dict-size", "16", "--steps", "10", "--checkpoint-every", "5",
+             "--eval-rows", "50", "--out", P("run"), .. more];
+        Ok(CliRunner.Run(Train("--batch-size", "32", "--seed", "3")));
+        var cfg = File.ReadAllText(P("run", "cfg.json"));
+
+        var r = CliRunner.Run(Train("--resume", "--force"));
+        Assert.Equal(1, r.Exit);
+        Assert.Contains("give --resume or --force, not both", r.Err);
+        Assert.True(Directory.Exists(P("run", "checkpoints")));
+        r = CliRunner.Run(Train("--resume", "--batch-size", "64"));
+        Assert.Equal(1, r.Exit);
+        Assert.Contains("--batch-size 64 (the checkpoint's run: 32)", r.Err);
+        r = CliRunner.Run(Train("--resume", "--seed", "4"));
+        Assert.Equal(1, r.Exit);
+        Assert.Contains("--seed 4 (the checkpoint's run: 3)", r.Err);
+        Assert.Equal(cfg, File.ReadAllText(P("run", "cfg.json")));
+        // The checkpoint's own values are accepted.
+        Ok(CliRunner.Run(Train("--resume", "--batch-size", "32", "--seed", "3")));
+    }
+
+    /// <summary>An output folder that holds a previous run's cfg.json and weights but no checkpoints (deleted, or copied
+    /// elsewhere) is still a previous run: a new run is refused without --force.</summary>
+    [Fact]
+    public void AFolderWithAPreviousSaeButNoCheckpointsIsKeptUnlessForced()
+    {
+        SafeTensors.Save(P("a.safetensors"), new Dictionary<string, Tensor> { ["activations"] = randn(300, 8, generator: new Generator(11)) });
+        string[] Train(params string[] more) =>
+            ["train", "--activations", P("a.safetensors"), "--arch", "topk", "--k", "2", "--dict-size", "16", "--steps", "4", "--batch-size", "16",
+             "--eval-rows", "30", "--out", P("run"), .. more];
+        Ok(CliRunner.Run(Train()));
+        Directory.Delete(P("run", "checkpoints"), recursive: true);
+        File.Delete(P("run", "train_log.jsonl"));
+        var weights = File.ReadAllBytes(P("run", "sae_weights.safetensors"));
+        var r = CliRunner.Run(Train("--seed", "5"));
+        Assert.Equal(1, r.Exit);
+        Assert.Contains("previous training run (cfg.json, sae_weights.safetensors)", r.Err);
+        Assert.Equal(weights, File.ReadAllBytes(P("run", "sae_weights.safetensors")));
+        Ok(CliRunner.Run(Train("--seed", "5", "--force")));
+    }
+
+    /// <summary>--activations on the command line trains on the files even when the --config file is a SAELens runner
+    /// config naming a model (model_name, hook_name, dataset_path): the flag wins, as the other flags do.</summary>
+    [Fact]
+    public void ActivationsFlagWinsOverTheModelOfARunnerConfig()
+    {
+        SafeTensors.Save(P("a.safetensors"), new Dictionary<string, Tensor> { ["activations"] = randn(300, 8, generator: new Generator(12)) });
+        File.WriteAllText(P("runner.json"), """
+            {"model_name": "builtin", "hook_name": "blocks.1.hook_resid_post", "dataset_path": "stories.jsonl", "context_size": 64,
+             "architecture": "topk", "k": 2, "d_sae": 16}
+            """);
+        var r = CliRunner.Run("train", "--config", P("runner.json"), "--activations", P("a.safetensors"), "--steps", "3", "--batch-size", "16",
+            "--eval-rows", "30", "--out", P("run"));
+        Ok(r);
+        var cfg = JsonNode.Parse(File.ReadAllText(P("run", "cfg.json")))!;
+        Assert.Equal(8, cfg["d_in"]!.GetValue<int>());
+        Assert.Equal(P("a.safetensors"), cfg["metadata"]!["dataset_path"]!.GetValue<string>());
+    }
+
+    /// <summary>An activation file has no pass limit by default (README, --epochs help: "no limit with --activations"): a run
+    /// asking for more rows than the file holds reads it again and trains every step, without the "ran out" warning.</summary>
+    [Fact]
+    public void ActivationFilesRepeatWithoutEpochsUntilTheStepsAreDone()
+    {
+        SafeTensors.Save(P("a.safetensors"), new Dictionary<string, Tensor> { ["activations"] = randn(300, 8, generator: new Generator(13)) });
+        // 270 training rows; 20 steps of 32 rows need 640 (with the b_dec sample, more).
+        var r = CliRunner.Run("train", "--activations", P("a.safetensors"), "--arch", "topk", "--k", "2", "--dict-size", "16", "--steps", "20",
+            "--batch-size", "32", "--eval-rows", "30", "--out", P("run"));
+        Ok(r);
+        Assert.DoesNotContain("ran out", r.Err);
+        var cfg = JsonNode.Parse(File.ReadAllText(P("run", "cfg.json")))!;
+        Assert.Equal(20 * 32, cfg["training_tokens"]!.GetValue<long>());
+        Assert.Equal(0, cfg["epochs"]!.GetValue<int>());
+        Assert.True(cfg["epochs_seen"]!.GetValue<double>() > 2.0);
+    }
+
+    /// <summary>A target L0 must be positive, and the run summary's dead_fraction is metrics.json's: in a pipe the fraction
+    /// itself (SAELens's name), on a terminal a percentage.</summary>
+    [Fact]
+    public void TargetL0MustBePositiveAndTheSummaryPrintsMetricsDeadFraction()
+    {
+        SafeTensors.Save(P("a.safetensors"), new Dictionary<string, Tensor> { ["activations"] = randn(400, 8, generator: new Generator(14)) });
+        foreach (var value in new[] { "0", "-3" })
+        {
+            var bad = CliRunner.Run("train", "--activations", P("a.safetensors"), "--arch", "relu", "--dict-size", "16", "--steps", "3",
+                "--batch-size", "16", "--eval-rows", "40", "--target-l0", value, "--out", P("bad"));
+            Assert.Equal(1, bad.Exit);
+            Assert.Contains($"--target-l0 {value}: expected a positive number", bad.Err);
+            Assert.False(Directory.Exists(P("bad")));
+        }
+        // TopK with k 1 and 64 latents on 40 held-out rows: at most 40 latents fire there, so at least 24 are dead.
+        var r = CliRunner.Run("train", "--activations", P("a.safetensors"), "--arch", "topk", "--k", "1", "--dict-size", "64", "--steps", "2",
+            "--batch-size", "16", "--eval-rows", "40", "--out", P("run"));
+        Ok(r);
+        double dead = JsonNode.Parse(File.ReadAllText(P("run", "metrics.json")))!["dead_fraction"]!.GetValue<double>();
+        Assert.True(dead >= 24.0 / 64, $"dead_fraction {dead}");
+        string expected = Console.IsOutputRedirected ? dead.ToString("R", System.Globalization.CultureInfo.InvariantCulture)
+            : dead.ToString("P1", System.Globalization.CultureInfo.InvariantCulture);
+        Assert.Contains($"dead_fraction {expected}", r.Out);
+    }
+
+    /// <summary>sae eval --max-rows evaluates that many rows of the file (metrics.json's n_rows), all of them without it.</summary>
+    [Fact]
+    public void EvalMaxRowsLimitsTheRowsEvaluated()
+    {
+        SafeTensors.Save(P("a.safetensors"), new Dictionary<string, Tensor> { ["activations"] = randn(300, 8, generator: new Generator(15)) });
+        SafeTensors.Save(P("e.safetensors"), new Dictionary<string, Tensor> { ["activations"] = randn(250, 8, generator: new Generator(16)) });
+        Ok(CliRunner.Run("train", "--activations", P("a.safetensors"), "--arch", "topk", "--k", "2", "--dict-size", "16", "--steps", "3",
+            "--batch-size", "16", "--eval-rows", "30", "--out", P("run")));
+        Ok(CliRunner.Run("eval", "--sae", P("run"), "--activations", P("e.safetensors"), "--max-rows", "100", "--json", P("some.json")));
+        Assert.Equal(100, JsonNode.Parse(File.ReadAllText(P("some.json")))!["n_rows"]!.GetValue<long>());
+        Ok(CliRunner.Run("eval", "--sae", P("run"), "--activations", P("e.safetensors"), "--json", P("all.json")));
+        Assert.Equal(250, JsonNode.Parse(File.ReadAllText(P("all.json")))!["n_rows"]!.GetValue<long>());
+    }
+
+    /// <summary>Ctrl-C (SIGINT) during training saves a checkpoint and exits with 130, the shell's code for a command
+    /// ended by SIGINT (128 + 2), so that a script does not take the run for finished; no SAE is written, and --resume
+    /// then finishes it.</summary>
+    [Fact]
+    public void CtrlCSavesACheckpointAndExitsWith130()
+    {
+        SafeTensors.Save(P("a.safetensors"), new Dictionary<string, Tensor> { ["activations"] = randn(2000, 8, generator: new Generator(17)) });
+        string[] train = ["train", "--activations", P("a.safetensors"), "--arch", "topk", "--k", "2", "--dict-size", "16", "--steps", "1000000",
+            "--batch-size", "32", "--eval-rows", "100", "--out", P("run")];
+        using (var p = new CliProcess(train))
+        {
+            Assert.True(p.WaitForLine(l => l.StartsWith("step ", StringComparison.Ordinal), TimeSpan.FromMinutes(2)), string.Join("\n", p.Lines));
+            p.Interrupt();
+            Assert.Equal(130, p.WaitForExit(TimeSpan.FromMinutes(1)));
+            Assert.Contains(p.Output, l => l.StartsWith("stopped at step ", StringComparison.Ordinal) && l.Contains("--resume"));
+        }
+        Assert.False(File.Exists(P("run", "cfg.json")));
+        Assert.NotEmpty(Directory.GetDirectories(P("run", "checkpoints")));
     }
 
     [Fact]
@@ -423,6 +602,32 @@ public class ModelTrainCommandTests : IDisposable
 
         // The unchanged file trains.
         Ok(CliRunner.Run("train", "--config", P("good.json"), "--steps", "2"));
+    }
+
+    /// <summary>The model and data flags over a runner config's fields (ModelDataOptionsCli.Read): a field holds when its
+    /// flag is not given (context_size, store_batch_size_prompts, prepend_bos, model_from_pretrained_kwargs), a flag given
+    /// wins (--no-prepend-bos over prepend_bos true, --fold-ln beside the file's center_writing_weights).</summary>
+    [Fact]
+    public void ModelAndDataFlagsOverARunnerConfigsFields()
+    {
+        var data = Dataset();
+        var config = SaeSharp.Training.TrainingSettings.FromJson("""
+            {"context_size": 48, "store_batch_size_prompts": 3, "prepend_bos": true, "exclude_special_tokens": true,
+             "model_from_pretrained_kwargs": {"center_writing_weights": true}}
+            """, "runner.json");
+        SaeSharp.Pipelines.ModelDataOptions Read(params string[] args)
+        {
+            var cli = new SaeSharp.Cli.Commands.ModelDataOptionsCli();
+            var command = new System.CommandLine.Command("t");
+            cli.AddTo(command);
+            return cli.Read(command.Parse(["--model", "builtin", "--dataset", data, "--hook", "blocks.0.hook_resid_post", .. args]), config);
+        }
+        var fields = Read();
+        Assert.Equal((48, 3, true, true), (fields.ContextSize, fields.BatchSizePrompts, fields.PrependBos, fields.ExcludeSpecialTokens));
+        Assert.Equal((false, true), (fields.Processing.FoldLn, fields.Processing.CenterWritingWeights));
+        var flags = Read("--no-prepend-bos", "--fold-ln", "--context-size", "16");
+        Assert.Equal((16, 3, false), (flags.ContextSize, flags.BatchSizePrompts, flags.PrependBos));
+        Assert.Equal((true, true), (flags.Processing.FoldLn, flags.Processing.CenterWritingWeights));
     }
 
     [Fact]

@@ -212,3 +212,73 @@ public class DemoTests(QuickDemoFixture fx) : IClassFixture<QuickDemoFixture>
         }
     }
 }
+
+/// <summary><c>sae demo</c>'s sizes without running the whole flow: the defaults its help states, the flags reaching the
+/// run (a size the run refuses is named back at once), and the training stage on a few batches.</summary>
+public class DemoOptionsTests
+{
+    /// <summary>The help's defaults (600,000 tokens, d_sae 256, k 16; --quick 40,960 tokens and k 8) are the options'.</summary>
+    [Fact]
+    public void The_defaults_are_the_ones_the_help_states()
+    {
+        var help = System.Text.RegularExpressions.Regex.Replace(CliRunner.Run("demo", "--help").Out, @"\s+", " ");
+        foreach (var stated in new[] { "(default 600,000; --quick 40,960)", "SAE latents (default 256)", "TopK active latents (default 16; --quick 8)" })
+            Assert.Contains(stated, help);
+        var full = new SaeSharp.Pipelines.DemoOptions();
+        Assert.Equal((600_000L, 256, 16), (full.TrainTokens, full.DSae, full.K));
+        var quick = SaeSharp.Pipelines.DemoOptions.Quick("q");
+        Assert.Equal((40_960L, 256, 8), (quick.TrainTokens, quick.DSae, quick.K));
+    }
+
+    /// <summary>--k, --d-sae and --tokens reach the run: sizes it cannot use are refused naming the values given, before any
+    /// stage starts.</summary>
+    [Fact]
+    public void Size_flags_reach_the_run()
+    {
+        string dir = Directory.CreateTempSubdirectory("sae-demo-flags-").FullName;
+        try
+        {
+            var r = CliRunner.Run("demo", "--quick", "--k", "300", "--out", dir);
+            Assert.Equal(1, r.Exit);
+            Assert.Contains("d_sae 256 and k 300", r.Err);
+            r = CliRunner.Run("demo", "--quick", "--d-sae", "4", "--out", dir);
+            Assert.Equal(1, r.Exit);
+            Assert.Contains("d_sae 4 and k 8", r.Err);
+            r = CliRunner.Run("demo", "--quick", "--tokens", "100", "--out", dir);
+            Assert.Equal(1, r.Exit);
+            Assert.Contains("got 100", r.Err);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    /// <summary>The harvest and training stages on a few batches: --steps sets the steps (not one pass over the tokens),
+    /// and the SAE is trained with BOS and the other special-token positions left out, as the demo says (its cfg.json
+    /// records exclude_special_tokens).</summary>
+    [Fact]
+    public void Steps_set_the_training_steps_and_special_tokens_are_left_out()
+    {
+        string dir = Directory.CreateTempSubdirectory("sae-demo-steps-").FullName;
+        try
+        {
+            using var demo = new SaeSharp.Pipelines.DemoRun(new SaeSharp.Pipelines.DemoOptions
+            {
+                OutDir = dir, TrainTokens = 30_000, BatchSize = 1024, Steps = 3, DSae = 64, K = 4, EvalTokens = 1024, ScoreTokens = 1024, DashboardTokens = 1024,
+            });
+            demo.GenerateCorpus();
+            Assert.Equal(3, demo.Harvest().Steps);
+            var result = demo.Train();
+            Assert.Equal(3, result.Steps);
+            var cfg = JsonNode.Parse(File.ReadAllText(Path.Combine(demo.SaePath, "cfg.json")))!;
+            Assert.True(cfg["metadata"]!["exclude_special_tokens"]!.GetValue<bool>());
+            Assert.True(cfg["metadata"]!["prepend_bos"]!.GetValue<bool>());
+            Assert.Equal(4, cfg["k"]!.GetValue<int>());
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+}

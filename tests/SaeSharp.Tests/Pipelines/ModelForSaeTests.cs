@@ -27,4 +27,21 @@ public class ModelForSaeTests : ModelTestBase
         Assert.Throws<SaeSharpException>(() => ModelForSae.SharedOptions([cfg, cfg2]));
         Assert.Equal(WeightProcessingOptions.FromKwargs(kw, out _), ModelForSae.SharedOptions([cfg, cfg.Clone()]));
     }
+
+    /// <summary>An SAE trained on the model in bfloat16 records TransformerLens's dtype keyword in
+    /// model_from_pretrained_kwargs; the model loaded for it runs in that dtype unless the caller names one (SAELens:
+    /// from_pretrained_no_processing(model_name, **model_from_pretrained_kwargs)), and in float32 when none is recorded.</summary>
+    [Fact]
+    public void The_model_runs_in_the_dtype_the_sae_cfg_records_unless_one_is_given()
+    {
+        string folder = TinyModels.WriteGpt2(Sub("m"), 1, 2, 16, 4, 50, 32);
+        var cfg = new SaeConfig { DIn = 16, DSae = 32 };
+        cfg.Metadata.ModelFromPretrainedKwargs = JsonSerializer.Deserialize<Dictionary<string, JsonElement>>("""{"dtype": "bfloat16"}""")!;
+        using (var pm = ModelForSae.Load(folder, cfg))
+            Assert.All(pm.Model.parameters(), p => Assert.Equal(TorchSharp.torch.ScalarType.BFloat16, p.dtype));
+        using (var pm = ModelForSae.Load(folder, cfg, TorchSharp.torch.ScalarType.Float32))
+            Assert.All(pm.Model.parameters(), p => Assert.Equal(TorchSharp.torch.ScalarType.Float32, p.dtype));
+        using (var pm = ModelForSae.Load(folder, new SaeConfig { DIn = 16, DSae = 32 }))
+            Assert.All(pm.Model.parameters(), p => Assert.Equal(TorchSharp.torch.ScalarType.Float32, p.dtype));
+    }
 }

@@ -173,6 +173,65 @@ public class TrainingPlanTests : IDisposable
             Assert.True(File.Exists(P("run", TrainingRun.MetricsFile)));
         }
     }
+    /// <summary>A run given only its data, architecture and k takes the defaults that <c>sae train --help</c> states (the
+    /// test reads them there): 1000 steps of 4096 rows, seed 42, a checkpoint every tenth of the run, d_sae = 8 × d_in, and
+    /// held-out rows min(16384, a tenth of the data). SAELens's n_checkpoints sets the interval to steps / n.</summary>
+    [Fact]
+    public void APlanGivenNoSizesTakesTheDefaultsTheHelpStates()
+    {
+        // Help descriptions wrap at the console width: compare with runs of white space made one space.
+        var help = System.Text.RegularExpressions.Regex.Replace(SaeSharp.Tests.Cli.CliRunner.Run("train", "--help").Out, @"\s+", " ");
+        foreach (var stated in new[] { "Training steps (default 1000)", "Rows per step (default 4096)", "(default 42)", "d_sae = expansion × d_in (default 8)",
+                     "Checkpoint every N steps (default: steps/10)", "(default 16384, at most a tenth of the data)" })
+            Assert.Contains(stated, help);
+
+        SafeTensors.Save(P("a.safetensors"), new Dictionary<string, Tensor> { ["activations"] = randn(500, 8, generator: new Generator(3)) });
+        var s = new TrainingSettings { Activations = P("a.safetensors"), Architecture = "topk", K = 2, Out = P("run") };
+        using (var plan = TrainingPlan.ForActivations(s))
+        {
+            var t = plan.Options.Trainer;
+            Assert.Equal(1000, t.TotalTrainingSteps);
+            Assert.Equal(4096, t.TrainBatchSizeTokens);
+            Assert.Equal(42, t.Seed);
+            Assert.Equal(100, t.CheckpointEverySteps);
+            Assert.Equal(64, plan.Options.Saes[0].Sae.Cfg.DSae);
+            Assert.Equal(50, plan.Options.EvalRows);
+        }
+
+        var n = TrainingSettings.FromJson($$"""
+            {"activations": "{{P("a.safetensors").Replace("\\", "/")}}", "architecture": "topk", "k": 2, "total_training_steps": 100,
+             "n_checkpoints": 4, "out": "{{P("run").Replace("\\", "/")}}"}
+            """);
+        using (var plan = TrainingPlan.ForActivations(n))
+            Assert.Equal(25, plan.Options.Trainer.CheckpointEverySteps);
+    }
+
+    /// <summary>On a model, a token budget sets the steps as SAELens does (total_training_steps = training_tokens //
+    /// train_batch_size_tokens), whether it comes from --tokens or from the config's training_tokens, which is then also
+    /// the harvest budget; the end-of-training evaluation in the model covers at least one window of the default context
+    /// size 128.</summary>
+    [Fact]
+    public void AModelRunsStepsComeFromItsTokenBudget()
+    {
+        var corpus = P("c.jsonl");
+        SaeSharp.Corpus.LabelledCorpus.Write(corpus, 1, 40);
+        var data = new ModelDataOptions { ModelPath = SaeSharp.LanguageModels.BuiltinModel.Folder, DatasetPath = corpus, Tokens = 5000 };
+        var s = new TrainingSettings { Architecture = "topk", K = 2, BatchSize = 256, EvalRows = 64, Out = P("m") };
+        using (var plan = TrainingPlan.ForModel(s, data, SaeSharp.LanguageModels.BuiltinModel.MiddleHook))
+        {
+            Assert.Equal(5000 / 256, plan.Options.Trainer.TotalTrainingSteps);
+            Assert.Equal(19, plan.Options.Trainer.TotalTrainingSteps);
+            Assert.Equal(128, plan.ModelEvalTokens);
+        }
+        var fromConfig = TrainingSettings.FromJson("""{"architecture": "topk", "k": 2, "training_tokens": 5000, "train_batch_size_tokens": 256, "eval_rows": 64}""");
+        fromConfig.Out = P("m2");
+        using (var plan = TrainingPlan.ForModel(fromConfig, data with { Tokens = null }, SaeSharp.LanguageModels.BuiltinModel.MiddleHook))
+        {
+            Assert.Equal(19, plan.Options.Trainer.TotalTrainingSteps);
+            Assert.Equal(5000, plan.ModelData!.Tokens);
+        }
+    }
+
     /// <summary><c>deterministic</c> fixes the two choices made from timings (the candidate pass's <c>auto</c> runs as
     /// <c>off</c>, ReLU's sparse pass from 5 % density) and keeps a candidate pass the settings name; without it both stay
     /// measured.</summary>
