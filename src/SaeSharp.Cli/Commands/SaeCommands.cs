@@ -44,6 +44,7 @@ internal static class SaeCommands
             sae, activations, groundTruth, json, histogram, maxRows, arch,
         };
         var data = new ModelDataOptionsCli();
+        data.Tokens.Description = $"Token budget with --model (default {EvalInModelTokens})";
         data.Hook.Description = "With --model: the hook to evaluate at, for an SAE whose cfg has no hook_name (default: each SAE's cfg hook_name, "
             + "which a different hook may not override)";
         data.AddTo(command, harvestModes: false);
@@ -98,11 +99,14 @@ internal static class SaeCommands
         Console.WriteLine($"feature density histogram: {png}");
     }
 
+    /// <summary><c>sae eval --model</c>'s token budget when <c>--tokens</c> is not given.</summary>
+    private const long EvalInModelTokens = 16384;
+
     /// <summary>The dictionary_learning README's statistics table plus FVU, KL, L2 ratio and dead fraction, per SAE.</summary>
     private static int EvalInModel(ParseResult parse, ModelDataOptionsCli data, string[] saes, string? jsonPath, string? histogram, SaeLoadOptions saeOptions)
     {
         var options = data.Read(parse, hookRequired: false);
-        if (options.Tokens is null) options = options with { Tokens = 16384 };
+        if (options.Tokens is null) options = options with { Tokens = EvalInModelTokens };
         var results = CliProgress.Run("eval", progress => ModelPipeline.Evaluate(saes, options, saeOptions: saeOptions, progress: progress, hook: parse.GetValue(data.Hook)));
         var all = new System.Text.Json.Nodes.JsonArray();
         for (int i = 0; i < results.Count; i++)

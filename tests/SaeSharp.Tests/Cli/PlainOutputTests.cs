@@ -105,6 +105,22 @@ public sealed class PlainOutputTests : IDisposable
         Assert.True(failures.Count == 0, string.Join("\n", failures));
     }
 
+    /// <summary>sae eval --model without --tokens evaluates 16,384 tokens (as its help and the README say), on a dataset of
+    /// more: 1024 windows of 16.</summary>
+    [Fact]
+    public void Eval_in_a_model_defaults_to_16384_tokens()
+    {
+        using var fx = new AnalysisFixture();
+        string corpus = Path.Combine(_dir, "long.txt");
+        var rng = new Random(5);
+        File.WriteAllLines(corpus, Enumerable.Range(0, 2400).Select(_ =>
+            string.Join(" ", Enumerable.Range(0, 10).Select(_ => AnalysisFixture.Words[rng.Next(AnalysisFixture.Words.Length)]))));
+        string json = Path.Combine(_dir, "eval-default.json");
+        RunInAPipe("eval", "--sae", fx.SaeDir, "--model", fx.ModelDir, "--dataset", corpus, "--context-size", "16", "--json", json);
+        var stats = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(json))!["token_stats"]!;
+        Assert.Equal(16384, stats["total_tokens_eval_reconstruction"]!.GetValue<long>());
+    }
+
     /// <summary>In a pipe, the rows of <c>sae releases</c> go to stdout and its title (a release's repo, model and format;
     /// how many releases match, even none) to stderr.</summary>
     [Fact]
