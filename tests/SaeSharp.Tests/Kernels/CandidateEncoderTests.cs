@@ -181,6 +181,30 @@ public class CandidateEncoderTests
         }
     }
 
+    /// <summary>The bfloat16 path's bound covers the rounding of x to bfloat16 wherever it falls, in the vector body of the
+    /// norms or their tail: 1 + 3·2⁻¹⁰ rounds to 1, and against w = (1, −1) with a second input of 1 the bfloat16 product
+    /// is exactly 0 while the float32 one is 3·2⁻¹⁰ (so ρ·|A| adds nothing and ‖x̂ − x‖·‖ŵ‖ must cover it).</summary>
+    [Fact]
+    public void The_bfloat16_bound_covers_the_rounding_of_the_inputs()
+    {
+        if (!CpuKernels.Supported.Contains(KernelPath.Avx512Bf16)) return;
+        using var scope = NewDisposeScope();
+        const int d = 66; // two 32-wide vectors, then a tail of two
+        float off = 1 + 3f / 1024;
+        var x = zeros(2, d);
+        var encT = zeros(2, d);
+        x[0, 64] = off; x[0, 65] = 1; encT[0, 64] = 1; encT[0, 65] = -1; // in the tail
+        x[1, 0] = off; x[1, 1] = 1; encT[1, 0] = 1; encT[1, 1] = -1;     // in the vector body
+        using var enc = new CandidateEncoder(encT.contiguous(), zeros(2), KernelPath.Avx512Bf16);
+        using var approx = enc.Approximate(x.contiguous());
+        for (int r = 0; r < 2; r++)
+        {
+            var (v, e) = enc.Entry(approx, r, r);
+            Assert.Equal(0f, v);
+            Assert.True(3.0 / 1024 <= e, $"row {r}: |{v} − {3.0 / 1024}| > {e}");
+        }
+    }
+
     public static TheoryData<KernelPath> Paths()
     {
         var data = new TheoryData<KernelPath>();
