@@ -108,6 +108,34 @@ public class LmTrainerTests
         }
     }
 
+    /// <summary>Validating on the last N documents of a corpus file is validating on a file of just those N lines (and
+    /// not on its first N).</summary>
+    [Fact]
+    public void Validation_on_the_last_documents_of_a_file_reads_the_last_lines()
+    {
+        var dir = Directory.CreateTempSubdirectory("lm-val").FullName;
+        try
+        {
+            string all = Path.Combine(dir, "all.jsonl"), last = Path.Combine(dir, "last.jsonl"), first = Path.Combine(dir, "first.jsonl");
+            LabelledCorpus.Write(all, 4, 6);
+            var lines = File.ReadAllLines(all);
+            File.WriteAllLines(last, lines[^2..]);
+            File.WriteAllLines(first, lines[..2]);
+            using var m = BuiltinModel.Load();
+            var tok = Tokenizer.FromFolder(BuiltinModel.Folder);
+            var (loss, floor) = LmTrainer.Validate(m, tok, all, 2, 64);
+            var (lastLoss, lastFloor) = LmTrainer.Validate(m, tok, last, 0, 64);
+            var (firstLoss, _) = LmTrainer.Validate(m, tok, first, 0, 64);
+            Assert.Equal(lastLoss, loss, 9);
+            Assert.Equal(lastFloor!.Value, floor!.Value, 9);
+            Assert.NotEqual(firstLoss, loss, 6);
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
     [Fact]
     public void The_shipped_builtin_model_reaches_its_recorded_validation_loss()
     {
