@@ -205,6 +205,31 @@ public class CandidateEncoderTests
         }
     }
 
+    /// <summary>The bfloat16 selection's bounds cover the product's rounding when b_enc cancels it (ρ·|b_enc|): latent a
+    /// has the product 1 + 2⁻⁸ − 2⁻¹⁶, rounded to 1, and b_enc −1, so its candidate value is 0 but its float32 value
+    /// 2⁻⁸ − 2⁻¹⁶; latent b is 0.002 exactly in both; the rest far below. The top 1 is a, found only if a's upper bound
+    /// reaches 0.002 — with a and b in the vector part of the bounds and in their tail.</summary>
+    [Theory]
+    [InlineData(32, 0, 1)]
+    [InlineData(35, 33, 34)]
+    public void The_bfloat16_selection_covers_a_rounding_that_the_bias_cancels(int dSae, int a, int bLatent)
+    {
+        if (!CpuKernels.Supported.Contains(KernelPath.Avx512Bf16)) return;
+        using var scope = NewDisposeScope();
+        float small = (float)(Math.Pow(2, -8) - Math.Pow(2, -16));
+        var x = ones(1, 2);
+        var encT = zeros(dSae, 2);
+        var b = full(dSae, -100f);
+        encT[a, 0] = 1; encT[a, 1] = small; b[a] = -1;
+        encT[bLatent, 0] = 0.25f; encT[bLatent, 1] = -0.25f; b[bLatent] = 0.002f;
+        using var enc = new CandidateEncoder(encT.contiguous(), b, KernelPath.Avx512Bf16);
+        using var approx = enc.Approximate(x);
+        Assert.Equal(0f, enc.Entry(approx, 0, a).Value);
+        var (v, i) = enc.TopK(approx, 1);
+        Assert.Equal(a, i.item<long>());
+        Assert.Equal(small, v.item<float>());
+    }
+
     public static TheoryData<KernelPath> Paths()
     {
         var data = new TheoryData<KernelPath>();
