@@ -198,4 +198,91 @@ public class CorpusGeneratorTests
         Assert.False(SaeSharp.Data.TextDataset.IsTokenizedJsonl(path));
         Directory.Delete(Path.GetDirectoryName(path)!, true);
     }
+
+    private static readonly HashSet<string> SayVerbs = ["say", "says", "said", "shout", "shouts", "shouted", "whisper", "whispers", "whispered"];
+    private static readonly HashSet<string> GirlNames = ["Anna", "Mia", "Lily", "Emma", "Sara", "Lucy", "Rosa", "Nora"];
+    private static readonly HashSet<string> BoyNames = ["Tom", "Sam", "Ben", "Leo", "Jack", "Omar", "Paul", "Hugo"];
+    private static readonly HashSet<string> PluralNouns =
+    [
+        "cats", "dogs", "birds", "foxes", "horses", "rabbits", "mice", "cows", "ducks", "frogs", "balls", "boxes", "books", "hats",
+        "cups", "kites", "cars", "bags", "keys", "chairs", "apples", "cakes", "eggs", "bananas", "pears", "cookies", "plums", "carrots",
+    ];
+
+    /// <summary>The choice nats of a story's opening counted by hand from its grammar: the first token carries the tense
+    /// (½), the girl-or-boy coin (½) and the two names (1 of 8 each); the rest of the two opening sentences is forced (0);
+    /// a pet sentence (chance 0.7) puts on its first token −ln 0.7, the owner (1 of 2), the animal (1 of 10), its colour
+    /// (1 of 10) and its name (1 of 8), and the rest of that sentence is forced; a first body sentence of speech carries
+    /// its weighted choice among the sentence kinds.</summary>
+    [Fact]
+    public void Choice_nats_of_the_opening_are_counted_by_hand()
+    {
+        double first = 2 * Math.Log(2) + 2 * Math.Log(8);
+        double pet = -Math.Log(0.7) + Math.Log(2) + 2 * Math.Log(10) + Math.Log(8);
+        int pets = 0, speeches = 0;
+        foreach (var d in Docs)
+        {
+            Assert.Equal(first, d.ChoiceNats[0], 9);
+            int secondStop = Enumerable.Range(0, d.Tokens.Count).Where(i => d.Tokens[i] == ".").Skip(1).First();
+            for (int i = 1; i <= secondStop; i++) Assert.True(d.ChoiceNats[i] == 0, $"token {i} '{d.Tokens[i]}' of the opening: {d.ChoiceNats[i]} nats");
+            int thirdStop = Enumerable.Range(secondStop + 1, d.Tokens.Count - secondStop - 1).First(i => d.Tokens[i] == ".");
+            bool hasPet = d.Tokens.Skip(secondStop + 1).Take(thirdStop - secondStop).Contains("called");
+            if (hasPet)
+            {
+                pets++;
+                Assert.Equal(pet, d.ChoiceNats[secondStop + 1], 9);
+                for (int i = secondStop + 2; i <= thirdStop; i++) Assert.True(d.ChoiceNats[i] == 0, $"token {i} '{d.Tokens[i]}' of the pet sentence");
+            }
+            // The first sentence of the body: when it is speech (weight 2 of 3+3+2+2+2+2, plus 3 for a question once the
+            // pet's colour is known), its first token carries that choice, the speaker (1 of 2), the verb (1 of 3) and the
+            // quote-first-or-last coin (½); without a pet, also the no-pet outcome (−ln 0.3).
+            int s = hasPet ? thirdStop + 1 : secondStop + 1;
+            if (d.Tokens[s] != "\"" && !SayVerbs.Contains(d.Tokens[s + 1])) continue;
+            speeches++;
+            double body = -Math.Log(2.0 / (hasPet ? 17 : 14)) + Math.Log(2) + Math.Log(3) + Math.Log(2) + (hasPet ? 0 : -Math.Log(0.3));
+            Assert.Equal(body, d.ChoiceNats[s], 9);
+        }
+        Assert.InRange(pets, 150, 270); // chance 0.7 of 300
+        Assert.InRange(speeches, 15, 70); // chance about 0.12 of 300
+    }
+
+    /// <summary>Labels that the word lists above decide: a female name is a girl's name, a male one a boy's, a plural
+    /// noun is a plural form and a singular one not, and digits of a date are days 1–31, of a clock hours 1–12 (minutes
+    /// after ':' excepted).</summary>
+    [Fact]
+    public void Name_number_and_date_labels_match_the_words()
+    {
+        int female = 0, male = 0, plural = 0, days = 0, hours = 0;
+        foreach (var d in Docs)
+            for (int i = 0; i < d.Tokens.Count; i++)
+            {
+                string t = d.Tokens[i];
+                if (Has(d, i, "cat:female")) { Assert.Contains(t, GirlNames); female++; }
+                if (Has(d, i, "cat:male")) { Assert.Contains(t, BoyNames); male++; }
+                Assert.Equal(GirlNames.Contains(t), Has(d, i, "cat:female"));
+                if (Has(d, i, "num:plural")) { Assert.Contains(t, PluralNouns); plural++; }
+                if (Has(d, i, "num:singular")) Assert.DoesNotContain(t, PluralNouns);
+                if (Has(d, i, "cat:date") && Has(d, i, "cat:number_digit")) { Assert.InRange(int.Parse(t, System.Globalization.CultureInfo.InvariantCulture), 1, 31); days++; }
+                if (Has(d, i, "cat:time") && Has(d, i, "cat:number_digit") && d.Tokens[i - 1] != ":") { Assert.InRange(int.Parse(t, System.Globalization.CultureInfo.InvariantCulture), 1, 12); hours++; }
+            }
+        Assert.True(female > 0 && male > 0 && plural > 0 && days > 0 && hours > 0, $"{female} {male} {plural} {days} {hours}");
+    }
+
+    /// <summary>The text is written as English is: no space before . , ? ! or :, and every sentence (the first token, and
+    /// the first word after . ! or ?, quote marks skipped) starts with a capital letter.</summary>
+    [Fact]
+    public void Text_is_punctuated_and_capitalised_as_english()
+    {
+        foreach (var d in Docs)
+        {
+            Assert.DoesNotMatch(" [.,?!:]", d.Text);
+            bool start = true;
+            for (int i = 0; i < d.Tokens.Count; i++)
+            {
+                string t = d.Tokens[i];
+                if (t == "\"") continue;
+                if (start) Assert.True(char.IsUpper(t[0]), $"sentence starts with '{t}' (token {i}): {d.Text}");
+                start = t is "." or "!" or "?";
+            }
+        }
+    }
 }

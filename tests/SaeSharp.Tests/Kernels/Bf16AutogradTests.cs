@@ -179,4 +179,40 @@ public class Bf16AutogradTests
         var idx = m.to(F32).gt(0).nonzero();
         Assert.True(rows.Same(idx[.., 0]) && cols.Same(idx[.., 1]), "positive entries in row-major order");
     }
+
+    /// <summary>float32 → bfloat16 is rounded to nearest, ties to even, as torch converts: exact ties between two
+    /// bfloat16 values (low half-word 0x8000) go to the even one, by hand, and random floats match torch's conversion, in
+    /// the scalar rounding and in the vector narrowing (the kernels' tails and bodies).</summary>
+    [Fact]
+    public void RoundingIsToNearestEvenAsTorchConverts()
+    {
+        // (float32 bits, bfloat16 bits): ties go to the even neighbour, either side of them to the nearer one.
+        (uint F, ushort B)[] hand =
+        [
+            (0x3F808000, 0x3F80), (0x3F818000, 0x3F82), (0xBF808000, 0xBF80), (0xBF818000, 0xBF82),
+            (0x3F808001, 0x3F81), (0x3F817FFF, 0x3F81), (0x42288000, 0x4228), (0x42298000, 0x422A),
+        ];
+        foreach (var (f, bits) in hand)
+            Assert.True((ushort)Bf16Bits.Round(BitConverter.UInt32BitsToSingle(f)) == bits, $"{f:X8} -> {(ushort)Bf16Bits.Round(BitConverter.UInt32BitsToSingle(f)):X4}, expected {bits:X4}");
+
+        var rng = new Random(5);
+        var values = new float[4 * System.Numerics.Vector<float>.Count * 64];
+        for (int i = 0; i < values.Length; i++)
+            values[i] = i < hand.Length ? BitConverter.UInt32BitsToSingle(hand[i].F)
+                : i % 3 == 0 ? BitConverter.UInt32BitsToSingle((uint)rng.Next(0x3000, 0x4F00) << 16 | 0x8000u) // exact ties
+                : (float)(rng.NextDouble() * 200 - 100);
+        using var t = tensor(values);
+        using var b = t.to(Bf16);
+        using var back = b.to(F32);
+        var expected = back.data<float>().ToArray().Select(v => (ushort)(BitConverter.SingleToUInt32Bits(v) >> 16)).ToArray();
+        for (int i = 0; i < values.Length; i++)
+            Assert.True((ushort)Bf16Bits.Round(values[i]) == expected[i], $"scalar {values[i]:R}: {(ushort)Bf16Bits.Round(values[i]):X4} vs torch {expected[i]:X4}");
+        int w = System.Numerics.Vector<float>.Count;
+        for (int i = 0; i + 2 * w <= values.Length; i += 2 * w)
+        {
+            var n = Bf16Bits.Narrow(new System.Numerics.Vector<float>(values, i), new System.Numerics.Vector<float>(values, i + w));
+            for (int l = 0; l < 2 * w; l++)
+                Assert.True((ushort)n[l] == expected[i + l], $"vector {values[i + l]:R}: {(ushort)n[l]:X4} vs torch {expected[i + l]:X4}");
+        }
+    }
 }

@@ -120,6 +120,116 @@ public class CandidateEncoderTests
         AssertExactTopK(x, w, b, columns, cv, ci, 20);
     }
 
+    /// <summary>The int8 paths (the scalar one included).</summary>
+    public static TheoryData<KernelPath> Int8Paths()
+    {
+        var data = new TheoryData<KernelPath>();
+        foreach (var p in CpuKernels.Supported.Where(p => p == KernelPath.Scalar || CandidateEncoder.Applies(p, 16) && p != KernelPath.Avx512Bf16))
+            data.Add(p);
+        return data;
+    }
+
+    /// <summary>The bound covers the float32 rounding of the values the selection ranks by (docs/exact-topk.md, term 4,
+    /// γ_d·‖x‖·‖w‖), where quantisation costs nothing: x all 127·2⁻¹⁰ and w all L·2⁻⁶ (L the path's weight levels) are
+    /// their own int8 rounding, so the candidate value is the exact product d·127·L·2⁻¹⁶, but the float32 dot product
+    /// of 2¹⁷ or 2¹⁸ such terms (lane sums past 2²⁴ units, each addition of an odd product rounded to even) falls short
+    /// of it by far more than the output-rounding term ρ·|A| alone allows.</summary>
+    [Theory]
+    [MemberData(nameof(Int8Paths))]
+    public unsafe void The_bound_covers_the_float32_accumulation_error(KernelPath path)
+    {
+        using var scope = NewDisposeScope();
+        int levels = Int8Gemm.WeightLevels(path), d = levels == 127 ? 1 << 17 : 1 << 18;
+        var x = full(2, d, 127f / 1024);
+        var encT = full(16, d, levels / 64f);
+        var b = zeros(16);
+        using var enc = new CandidateEncoder(encT, b, path);
+        using var approx = enc.Approximate(x);
+        double exact = (double)d * 127 * levels / 65536;
+        float f;
+        fixed (float* px = x.data<float>().ToArray(), pw = encT[0].data<float>().ToArray()) f = SparseKernels.Dot(px, pw, d);
+        Assert.True(Math.Abs(f - exact) > 1e-5 * exact, $"the test needs a float32 dot product that is off: {f} vs {exact}");
+        for (int r = 0; r < 2; r++)
+            for (int j = 0; j < 16; j++)
+            {
+                var (v, e) = enc.Entry(approx, r, j);
+                Assert.True(Math.Abs(v - exact) <= e, $"{path} ({r}, {j}): candidate {v} off the exact {exact} by more than {e}");
+                Assert.True(Math.Abs(v - f) <= e, $"{path} ({r}, {j}): |{v} − float32 {f}| > {e}");
+            }
+    }
+
+    /// <summary>The bfloat16 path's bound covers the rounding of the product to bfloat16 (8 significant bits: up to
+    /// 2⁻⁸·|r|): x = (1, 1) and w = (1, 2⁻⁸ − 2⁻¹⁶), all bfloat16 values, give 1 + 2⁻⁸ − 2⁻¹⁶, which rounds to 1, off by
+    /// 0.99·2⁻⁸ (half of that would break a bound that allowed only 2⁻⁹).</summary>
+    [Fact]
+    public void The_bfloat16_bound_covers_the_rounding_of_the_product()
+    {
+        if (!CpuKernels.Supported.Contains(KernelPath.Avx512Bf16)) return;
+        using var scope = NewDisposeScope();
+        double small = Math.Pow(2, -8) - Math.Pow(2, -16), t = 1 + small;
+        var x = ones(3, 2);
+        var encT = tensor(new float[] { 1, (float)small, 1, 0, 0.5f, (float)small }).reshape(3, 2);
+        using var enc = new CandidateEncoder(encT, zeros(3), KernelPath.Avx512Bf16);
+        using var approx = enc.Approximate(x);
+        for (int r = 0; r < 3; r++)
+        {
+            var (v, e) = enc.Entry(approx, r, 0);
+            Assert.Equal(1f, v); // the bfloat16 product, rounded down
+            Assert.True(Math.Abs(v - t) <= e, $"row {r}: |{v} − {t}| > {e}");
+            var (v2, e2) = enc.Entry(approx, r, 2);
+            Assert.True(Math.Abs(v2 - (0.5 + small)) <= e2, $"row {r}: |{v2} − {0.5 + small}| > {e2}");
+        }
+    }
+
+    /// <summary>The bfloat16 path's bound covers the rounding of x to bfloat16 wherever it falls, in the vector body of the
+    /// norms or their tail: 1 + 3·2⁻¹⁰ rounds to 1, and against w = (1, −1) with a second input of 1 the bfloat16 product
+    /// is exactly 0 while the float32 one is 3·2⁻¹⁰ (so ρ·|A| adds nothing and ‖x̂ − x‖·‖ŵ‖ must cover it).</summary>
+    [Fact]
+    public void The_bfloat16_bound_covers_the_rounding_of_the_inputs()
+    {
+        if (!CpuKernels.Supported.Contains(KernelPath.Avx512Bf16)) return;
+        using var scope = NewDisposeScope();
+        const int d = 66; // two 32-wide vectors, then a tail of two
+        float off = 1 + 3f / 1024;
+        var x = zeros(2, d);
+        var encT = zeros(2, d);
+        x[0, 64] = off; x[0, 65] = 1; encT[0, 64] = 1; encT[0, 65] = -1; // in the tail
+        x[1, 0] = off; x[1, 1] = 1; encT[1, 0] = 1; encT[1, 1] = -1;     // in the vector body
+        using var enc = new CandidateEncoder(encT.contiguous(), zeros(2), KernelPath.Avx512Bf16);
+        using var approx = enc.Approximate(x.contiguous());
+        for (int r = 0; r < 2; r++)
+        {
+            var (v, e) = enc.Entry(approx, r, r);
+            Assert.Equal(0f, v);
+            Assert.True(3.0 / 1024 <= e, $"row {r}: |{v} − {3.0 / 1024}| > {e}");
+        }
+    }
+
+    /// <summary>The bfloat16 selection's bounds cover the product's rounding when b_enc cancels it (ρ·|b_enc|): latent a
+    /// has the product 1 + 2⁻⁸ − 2⁻¹⁶, rounded to 1, and b_enc −1, so its candidate value is 0 but its float32 value
+    /// 2⁻⁸ − 2⁻¹⁶; latent b is 0.002 exactly in both; the rest far below. The top 1 is a, found only if a's upper bound
+    /// reaches 0.002 — with a and b in the vector part of the bounds and in their tail.</summary>
+    [Theory]
+    [InlineData(32, 0, 1)]
+    [InlineData(35, 33, 34)]
+    public void The_bfloat16_selection_covers_a_rounding_that_the_bias_cancels(int dSae, int a, int bLatent)
+    {
+        if (!CpuKernels.Supported.Contains(KernelPath.Avx512Bf16)) return;
+        using var scope = NewDisposeScope();
+        float small = (float)(Math.Pow(2, -8) - Math.Pow(2, -16));
+        var x = ones(1, 2);
+        var encT = zeros(dSae, 2);
+        var b = full(dSae, -100f);
+        encT[a, 0] = 1; encT[a, 1] = small; b[a] = -1;
+        encT[bLatent, 0] = 0.25f; encT[bLatent, 1] = -0.25f; b[bLatent] = 0.002f;
+        using var enc = new CandidateEncoder(encT.contiguous(), b, KernelPath.Avx512Bf16);
+        using var approx = enc.Approximate(x);
+        Assert.Equal(0f, enc.Entry(approx, 0, a).Value);
+        var (v, i) = enc.TopK(approx, 1);
+        Assert.Equal(a, i.item<long>());
+        Assert.Equal(small, v.item<float>());
+    }
+
     public static TheoryData<KernelPath> Paths()
     {
         var data = new TheoryData<KernelPath>();

@@ -19,6 +19,48 @@ public class LmTrainerTests
         Assert.Equal(new double[][] { [1.0, 0.5, 0, 2.0, 0, 0], [0.0, 3.0, 0.25, 0, 0, 0] }, p.Nats);
     }
 
+    /// <summary>A document longer than the window is cut to fill it exactly: BOS and its first ctx − 1 tokens.</summary>
+    [Fact]
+    public void Packing_cuts_a_long_document_to_fill_the_window()
+    {
+        var docs = new (int[], double[])[] { ([5, 6, 7, 8, 9], [1, 2, 3, 4, 5]), ([3], [0.5]) };
+        var p = LmTrainer.Pack(docs, 4, 0);
+        Assert.Equal(new long[][] { [0, 5, 6, 7], [0, 3, 0, 0] }, p.Ids);
+        Assert.Equal(new long[][] { [5, 6, 7, -100], [3, -100, -100, -100] }, p.Targets);
+        Assert.Equal(new double[][] { [1, 2, 3, 0], [0.5, 0, 0, 0] }, p.Nats);
+    }
+
+    /// <summary>The trained-token count is every scored next token: a document of L tokens is L predictions (from its
+    /// BOS on), plus one for the BOS of a next document in the same window. Two steps of a batch of every window are two
+    /// epochs: 2·(Σ L + documents − windows).</summary>
+    [Fact]
+    public void Train_tokens_count_every_scored_next_token()
+    {
+        var dir = Directory.CreateTempSubdirectory("lm-tokens").FullName;
+        try
+        {
+            string corpus = Path.Combine(dir, "c.jsonl"), outDir = Path.Combine(dir, "model");
+            LabelledCorpus.Write(corpus, 9, 12);
+            LabelledCorpus.WriteTokenizer(dir);
+            var tok = Tokenizer.FromFolder(dir);
+            const int ctx = 160;
+            var docs = LabelledCorpus.Read(corpus).Select(r => tok.Encode(r.Text).Length).ToList();
+            Assert.All(docs, l => Assert.True(l < ctx, $"a document of {l} tokens would be cut"));
+            int windows = LmTrainer.Pack(docs.Select(l => (new int[l], new double[l])), ctx, 0).Ids.Length;
+            Assert.True(windows < docs.Count, "the test needs windows holding several documents");
+            var r = LmTrainer.Train(new LmTrainingOptions
+            {
+                CorpusPath = corpus, ValidationCorpusPath = corpus, OutDir = outDir, DModel = 16, NLayers = 1, NHeads = 2, DMlp = 32,
+                ContextSize = ctx, BatchSize = windows, Steps = 2, WarmUpSteps = 1, CheckpointEverySteps = 0, Seed = 1,
+            });
+            Assert.Equal(2L * (docs.Sum() + docs.Count - windows), r.TrainTokens);
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
     [Fact]
     public void Learning_rate_warms_up_linearly_then_decays_by_cosine_to_a_tenth()
     {
@@ -59,6 +101,34 @@ public class LmTrainerTests
             Assert.Equal(r.EntropyFloor!.Value, floor!.Value, 9);
             var report = JsonNode.Parse(File.ReadAllText(Path.Combine(outDir, "training.json")))!;
             Assert.Equal(r.ValidationLoss, report["validation_loss"]!.GetValue<double>(), 9);
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
+    /// <summary>Validating on the last N documents of a corpus file is validating on a file of just those N lines (and
+    /// not on its first N).</summary>
+    [Fact]
+    public void Validation_on_the_last_documents_of_a_file_reads_the_last_lines()
+    {
+        var dir = Directory.CreateTempSubdirectory("lm-val").FullName;
+        try
+        {
+            string all = Path.Combine(dir, "all.jsonl"), last = Path.Combine(dir, "last.jsonl"), first = Path.Combine(dir, "first.jsonl");
+            LabelledCorpus.Write(all, 4, 6);
+            var lines = File.ReadAllLines(all);
+            File.WriteAllLines(last, lines[^2..]);
+            File.WriteAllLines(first, lines[..2]);
+            using var m = BuiltinModel.Load();
+            var tok = Tokenizer.FromFolder(BuiltinModel.Folder);
+            var (loss, floor) = LmTrainer.Validate(m, tok, all, 2, 64);
+            var (lastLoss, lastFloor) = LmTrainer.Validate(m, tok, last, 0, 64);
+            var (firstLoss, _) = LmTrainer.Validate(m, tok, first, 0, 64);
+            Assert.Equal(lastLoss, loss, 9);
+            Assert.Equal(lastFloor!.Value, floor!.Value, 9);
+            Assert.NotEqual(firstLoss, loss, 6);
         }
         finally
         {

@@ -67,7 +67,7 @@ public class TopKCandidatePassTests
     }
 
     /// <summary>PositiveAmong lists exactly the entries of the chosen columns whose float32 pre-activation is positive
-    /// (against a dense float32 product), and gives up when a row has more than the limit.</summary>
+    /// (against a dense float32 product; exact zeros are not), and gives up when a row has more than the limit.</summary>
     [Theory]
     [MemberData(nameof(Paths))]
     public void PositiveAmong_lists_the_positive_float32_entries(KernelPath path)
@@ -78,6 +78,9 @@ public class TopKCandidatePassTests
         var encT = randn(dSae, dIn, generator: new Generator(22)) / Math.Sqrt(dIn);
         var bEnc = randn(dSae, generator: new Generator(23)) - 2.5;
         var columns = arange(3, dSae, 5, dtype: ScalarType.Int64);
+        // Row 0 is zero and eight chosen columns have no bias: those pre-activations are exactly 0, not positive.
+        x[0] = 0;
+        bEnc.index_fill_(0, columns[..8], 0);
         var exact = (x.matmul(encT.t()) + bEnc).index_select(1, columns);
         var expected = exact.gt(0);
         long most = expected.sum(1).max().item<long>();

@@ -39,6 +39,17 @@ public class FeatureRecoveryTests
         Assert.Equal(0.5, r.RecoveredFraction);
     }
 
+    /// <summary>A feature counts as recovered when its max cosine is above the threshold, not at it: truth e1 against
+    /// the decoder row (3, 4) has cosine 3/5 exactly (the same float64 0.6 as the threshold), truth e2 against it 4/5.</summary>
+    [Fact]
+    public void A_cosine_at_the_threshold_is_not_above_it()
+    {
+        var r = FeatureRecovery.Compute(tensor(new float[,] { { 1, 0 }, { 0, 1 } }), tensor(new float[,] { { 3, 4 } }), threshold: 0.6);
+        Assert.Equal(0.6, r.MaxCosine[0]);
+        Assert.Equal(0.8, r.MaxCosine[1], 15);
+        Assert.Equal(0.5, r.RecoveredFraction);
+    }
+
     [Fact]
     public void WidthMismatchIsReported()
     {

@@ -82,11 +82,14 @@ public class SyntheticTests : IDisposable
             foreach (var m in members.Skip(1)) Assert.True(fire[.., m].equal(first).all().item<bool>());
             double q = p[members[0]];
             Assert.All(members, m => Assert.Equal(q, p[m]));
+            // A group fires at the mean of its members' power-law frequencies 0.4·(rank)^−0.5 (the default exponent).
+            Assert.Equal(members.Average(m => 0.4 * Math.Pow(m + 1, -0.5)), q, 12);
             double observed = first.to(ScalarType.Float32).mean().item<float>();
             Assert.True(Math.Abs(observed - q) < 5 * Math.Sqrt(q * (1 - q) / 4000));
         }
         // An ungrouped pair fires together only at the rate of independent events.
         var free = Enumerable.Range(0, 20).Except(g.Groups.SelectMany(m => m)).Take(2).ToArray();
+        Assert.All(Enumerable.Range(0, 20).Except(g.Groups.SelectMany(m => m)), i => Assert.Equal(0.4 * Math.Pow(i + 1, -0.5), p[i], 12));
         double both = (fire[.., free[0]] & fire[.., free[1]]).to(ScalarType.Float32).mean().item<float>();
         Assert.True(Math.Abs(both - p[free[0]] * p[free[1]]) < 0.02);
     }
