@@ -40,16 +40,7 @@ public sealed record DownstreamTarget(Sae Sae, string? Hook = null, string? Outp
     internal string InputHook => Hook ?? Sae.Cfg.Metadata.HookName
         ?? throw new SaeSharpException($"SAE {(Name is null ? "" : Name + " ")}has no metadata.hook_name; give the hook to evaluate it at");
 
-    internal string? TranscoderOutHook
-    {
-        get
-        {
-            if (OutputHook is not null) return OutputHook;
-            if (Sae.Cfg.Metadata.Extra?.TryGetValue("hook_name_out", out var v) == true && v.ValueKind == System.Text.Json.JsonValueKind.String)
-                return v.GetString();
-            return null;
-        }
-    }
+    internal string? TranscoderOutHook => OutputHook ?? Sae.Cfg.Metadata.HookNameOut;
 }
 
 /// <summary>
@@ -323,7 +314,7 @@ public static class DownstreamEvaluator
         /// An SAE is spliced as every model run splices it (<see cref="SaeSplice"/>); a transcoder writes its output to the site.</summary>
         public (Tensor Recon, Tensor Feats) Reconstruct(Tensor input)
         {
-            if (SiteHook == InputHook) return SaeSplice.Splice(new AttachedSae(_t.Sae, InputHook), input, HookRunner.None);
+            if (SiteHook == InputHook) return SaeSplice.Splice(new AttachedSae(_t.Sae, InputHook, outputHook: InputHook), input, HookRunner.None);
             long b = input.shape[0], s = input.shape[1];
             Tensor rows = input.dim() == 4 && _head is int h ? input.select(2, h) : input;
             var x = rows.reshape(b * s, -1).to(_t.Sae.WDec.dtype);
