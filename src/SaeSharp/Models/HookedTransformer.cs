@@ -50,6 +50,7 @@ public sealed class RunOptions
     /// SAEs spliced into the run (SAELens <c>HookedSAETransformer</c>): each replaces its hook's activation by its
     /// reconstruction (plus the error term when asked), and its hook points <c>&lt;hook&gt;.hook_sae_*</c>
     /// (<see cref="SaeHookPoints"/>) can be hooked and cached. The hook's own name keeps the activation entering the SAE.
+    /// A transcoder (<see cref="AttachedSae.OutputHook"/>) reads its hook and replaces its output hook's activation.
     /// </summary>
     public IReadOnlyList<AttachedSae>? Saes { get; init; }
     /// <summary>Set by the attribution pass (<c>Interventions/FeatureAttribution</c>).</summary>
