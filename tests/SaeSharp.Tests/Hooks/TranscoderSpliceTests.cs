@@ -292,4 +292,46 @@ public class TranscoderSpliceTests : ModelTestBase
         Assert.Contains("d_out=16", ex.Message);
         Assert.Contains("blocks.0.mlp.hook_post", ex.Message);
     }
+    [Fact]
+    public void Generation_with_a_spliced_transcoder_matches_the_hook_pair_step_by_step()
+    {
+        using var model = Model64();
+        using var tc = RandomTranscoder(Ln2, MlpOut, 16, 16, 24, 13);
+        var hooked = new HookedSaeTransformer(model);
+        hooked.AddSae(tc);
+        using var prompt = tensor(new long[] { 5, 11, 23, 42 }, 1, 4);
+        Tensor? xin = null;
+        try
+        {
+            // With the KV cache each step fires both hooks on its new positions: the pair sees the same x_in.
+            using var expected = model.Generate(prompt, 5, new GenerationOptions
+            {
+                Hooks =
+                [
+                    (Ln2, x => { xin?.Dispose(); xin = x.detach().clone().DetachFromDisposeScope(); return null; }),
+                    (MlpOut, x => HandDecode(tc, HandFeatures(tc, xin!), xin!).to(x.dtype)),
+                ],
+            });
+            using var actual = hooked.Generate(prompt, 5);
+            using var plain = model.Generate(prompt, 5);
+            Assert.Equal(expected.Tokens.data<long>().ToArray(), actual.Tokens.data<long>().ToArray());
+            Assert.NotEqual(plain.Tokens.data<long>().ToArray(), actual.Tokens.data<long>().ToArray());
+        }
+        finally { xin?.Dispose(); }
+    }
+
+    [Fact]
+    public void Two_saes_replacing_the_same_hook_are_refused()
+    {
+        using var model = Model64();
+        using var tc = RandomTranscoder(Ln2, MlpOut, 16, 16, 8, 14);
+        using var sae = RandomTranscoder(MlpOut, MlpOut, 16, 16, 8, 15);   // hook_name_out = hook_name: an SAE at hook_mlp_out
+        Assert.False(model.Attach(sae).IsTranscoder);
+        var hooked = new HookedSaeTransformer(model);
+        hooked.AddSae(tc);
+        var ex = Assert.Throws<SaeSharpException>(() => hooked.AddSae(sae));
+        Assert.Contains(MlpOut, ex.Message);
+        ex = Assert.Throws<SaeSharpException>(() => model.Run(Toks, new RunOptions { Saes = [new AttachedSae(tc), new AttachedSae(sae)] }));
+        Assert.Contains("two SAEs replace", ex.Message);
+    }
 }
