@@ -123,6 +123,24 @@ public class TensorLifetimeTests
         r.Run("model", "run", "--model", "builtin", "--input", r.P("ids.safetensors"), "--out", r.P("run.safetensors"), "--hooks", "all",
             "--sae", r.P("demo", "sae"), "--steer", "1:4", "--ablate", "2,3");
         r.Run("info", r.P("demo", "sae"));
+
+        // A transcoder across blocks (its encoding held from blocks.0 to blocks.1; the mean ablation's runs stop before its
+        // output hook), spliced, steered unspliced, ablated and attributed.
+        var tcCfg = new SaeConfig { Architecture = SaeArchitectures.Standard, DIn = 128, DOut = 128, DSae = 64, ApplyBDecToInput = false };
+        tcCfg.Metadata.HookName = "blocks.0.ln2.hook_normalized";
+        tcCfg.Metadata.HookNameOut = "blocks.1.hook_mlp_out";
+        using (torch.NewDisposeScope())
+        using (var tc = SaeFactory.Create(tcCfg))
+        using (var g = new torch.Generator(1))
+        {
+            tc.InitializeWeights(g);
+            SaeLensFormat.Save(tc, r.P("tc"));
+        }
+        r.Run("model", "run", "--model", "builtin", "--input", r.P("ids.safetensors"), "--out", r.P("run-tc.safetensors"), "--hooks", "all",
+            "--sae", r.P("tc"), "--error-term", "--steer", "1:4", "--ablate", "2,3");
+        r.Run("steer", "--model", "builtin", "--sae", r.P("tc"), "--feature", "1", "--scale", "8", "--prompt", "the cat sat", "--max-new-tokens", "3", "--runs", "1");
+        r.Run("ablate", "--model", "builtin", "--sae", r.P("tc"), "--features", "2", "--prompt", "the cat sat on the mat", "--mode", "mean");
+        r.Run("attribute", "--model", "builtin", "--sae", r.P("tc"), "--prompt", "the cat sat", "--metric", "loss");
     });
 
     /// <summary>The commands that run no model or SAE (release listing, the corpus, tokenizing, synthetic data), each on its own.</summary>

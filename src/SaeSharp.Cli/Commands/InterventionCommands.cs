@@ -146,7 +146,8 @@ internal static class InterventionCommands
             {
                 Positions = ParsePositions(parse.GetValue(positionsOption), steps, $"the prompt ({tokens.shape[1]} tokens) and its continuation have {steps} tokens"),
             };
-            string at = m.CheckSaeFits(s, steering.Hook);
+            var site = m.Attach(s, steering.Hook);   // a transcoder steers (and writes) at its output hook
+            string at = site.IsTranscoder ? $"{site.OutputHook} (transcoder reading {site.Hook})" : site.Hook;
             var hooked = new HookedSaeTransformer(m) { ModelHooks = pm.Hooks };
             long promptLen = tokens.shape[1];
             var rows = new List<string[]>();
@@ -169,7 +170,7 @@ internal static class InterventionCommands
             Cli.WriteColumns($"feature {steering.Feature} × {steering.Scale.ToString(CultureInfo.InvariantCulture)} at {at}", ["seed", "unsteered", "steered"], rows);
             foreach (var note in notes) Console.Error.WriteLine($"note: {note}");
             Cli.WriteColumns($"feature {steering.Feature}: top logit tokens (W_dec[F]·W_U, final norm scale folded)", ["token", new Column("logit", Right: true)],
-                FeatureLogits(m, s, at, steering.Feature, 10, Math.Min(tok.VocabSize, m.Config.DVocab))
+                FeatureLogits(m, s, site.WriteHook, steering.Feature, 10, Math.Min(tok.VocabSize, m.Config.DVocab))
                     .Select(e => new[] { Analysis.DashboardWriter.Quote(tok.TokenText((int)e.Token)), e.Logit.ToString("F3", CultureInfo.InvariantCulture) }));
             return 0;
         });
@@ -293,7 +294,8 @@ internal static class InterventionCommands
                 {
                     Analysis.DashboardWriter.Quote(c.Context), c.Clean, Cli.Percent("clean %", c.CleanProb, 1), c.Ablated, Cli.Percent("ablated %", c.AblatedProb, 1), F(c.Kl),
                 }));
-            Cli.WriteTable($"{md}-ablation of {list.Count} feature(s) at {hooked.Saes[0].Hook}", new (string, string)[]
+            var spliced = hooked.Saes[0];
+            Cli.WriteTable($"{md}-ablation of {list.Count} feature(s) at {(spliced.IsTranscoder ? $"{spliced.OutputHook} (transcoder reading {spliced.Hook})" : spliced.Hook)}", new (string, string)[]
             {
                 ("CE loss clean", F(ceClean / nCe)),
                 ("CE loss ablated", F(ceAbl / nCe)),

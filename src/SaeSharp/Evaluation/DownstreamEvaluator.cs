@@ -40,16 +40,7 @@ public sealed record DownstreamTarget(Sae Sae, string? Hook = null, string? Outp
     internal string InputHook => Hook ?? Sae.Cfg.Metadata.HookName
         ?? throw new SaeSharpException($"SAE {(Name is null ? "" : Name + " ")}has no metadata.hook_name; give the hook to evaluate it at");
 
-    internal string? TranscoderOutHook
-    {
-        get
-        {
-            if (OutputHook is not null) return OutputHook;
-            if (Sae.Cfg.Metadata.Extra?.TryGetValue("hook_name_out", out var v) == true && v.ValueKind == System.Text.Json.JsonValueKind.String)
-                return v.GetString();
-            return null;
-        }
-    }
+    internal string? TranscoderOutHook => OutputHook ?? Sae.Cfg.Metadata.HookNameOut;
 }
 
 /// <summary>
@@ -164,7 +155,7 @@ public static class DownstreamEvaluator
         {
             var input = c[p.InputHook];
             var site = c[p.SiteHook];
-            var (recon, feats) = p.Reconstruct(input);                  // recon shaped as the site activation
+            var (recon, feats) = p.Reconstruct(input, site);            // recon shaped as the site activation
             p.AddReconstruction(site, recon, feats, keep);
             var spliced = Where(keep, recon, site);
             variants.Add((p.Spliced, RunVariant(p.SiteHook, _ => spliced)));
@@ -299,6 +290,8 @@ public static class DownstreamEvaluator
     {
         private readonly DownstreamTarget _t;
         private readonly int? _head;
+        /// <summary>The SAE as every model run attaches it (a transcoder from <see cref="InputHook"/> to <see cref="SiteHook"/>).</summary>
+        private readonly AttachedSae _attached;
         private SaeMetricsAccumulator? _acc;
 
         public string Name { get; }
@@ -317,20 +310,19 @@ public static class DownstreamEvaluator
             InputHook = model.CheckSaeFits(t.Sae, t.InputHook);
             SiteHook = t.TranscoderOutHook is { } oh ? model.HookPoints.Resolve(oh) : InputHook;
             _head = t.Sae.Cfg.Metadata.HookHeadIndex;
+            // Checks a transcoder's output hook as every run does (exists, fires after the input hook, gives d_out).
+            _attached = model.Attach(t.Sae, InputHook, outputHook: SiteHook);
         }
 
         /// <summary>SAE reconstruction of the input activation, shaped as the site activation; and the latents [rows, d_sae].
-        /// An SAE is spliced as every model run splices it (<see cref="SaeSplice"/>); a transcoder writes its output to the site.</summary>
-        public (Tensor Recon, Tensor Feats) Reconstruct(Tensor input)
+        /// Spliced as every model run splices it (<see cref="SaeSplice"/>): an SAE at its hook, a transcoder encoding
+        /// <paramref name="input"/> and replacing <paramref name="site"/> (its output hook's activation).</summary>
+        public (Tensor Recon, Tensor Feats) Reconstruct(Tensor input, Tensor site)
         {
-            if (SiteHook == InputHook) return SaeSplice.Splice(new AttachedSae(_t.Sae, InputHook), input, HookRunner.None);
-            long b = input.shape[0], s = input.shape[1];
-            Tensor rows = input.dim() == 4 && _head is int h ? input.select(2, h) : input;
-            var x = rows.reshape(b * s, -1).to(_t.Sae.WDec.dtype);
-            if (x.shape[1] != _t.Sae.Cfg.DIn)
-                throw new SaeSharpException($"SAE {Name}: d_in = {_t.Sae.Cfg.DIn} but hook '{InputHook}' gives {x.shape[1]} values per token");
-            var (y, f) = _t.Sae.Run(x);
-            return (y.view(b, s, -1).to(input.dtype), f);
+            if (!_attached.IsTranscoder) return SaeSplice.Splice(_attached, input, HookRunner.None);
+            using var e = SaeSplice.Begin(_attached, input, HookRunner.None);
+            var recon = SaeSplice.Finish(_attached, e, site, HookRunner.None);
+            return (recon, e.Clean.reshape(-1, _t.Sae.Cfg.DSae));
         }
 
         public void AddReconstruction(Tensor site, Tensor recon, Tensor feats, Tensor keep)
@@ -340,8 +332,8 @@ public static class DownstreamEvaluator
             var idx = keep.reshape(-1).nonzero().squeeze(1);
             Tensor target = site.dim() == 4 && _head is int h ? site.select(2, h) : site;
             Tensor rec = recon.dim() == 4 && _head is int h2 ? recon.select(2, h2) : recon;
-            if (SiteHook != InputHook && recon.shape[^1] != site.reshape(b, s, -1).shape[^1])
-                throw new SaeSharpException($"transcoder {Name}: d_out = {recon.shape[^1]} but hook '{SiteHook}' gives {site.reshape(b, s, -1).shape[^1]} values per token");
+            if (SiteHook != InputHook && recon.reshape(b, s, -1).shape[^1] != site.reshape(b, s, -1).shape[^1])
+                throw new SaeSharpException($"transcoder {Name}: d_out = {recon.reshape(b, s, -1).shape[^1]} but hook '{SiteHook}' gives {site.reshape(b, s, -1).shape[^1]} values per token");
             var x = target.reshape(b * s, -1).index_select(0, idx);
             var y = rec.reshape(b * s, -1).index_select(0, idx);
             var f = feats.index_select(0, idx);

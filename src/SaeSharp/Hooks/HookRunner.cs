@@ -3,10 +3,12 @@ using static TorchSharp.torch;
 namespace SaeSharp.Hooks;
 
 /// <summary>
-/// Fires the hooks of one forward pass: user functions first (in the order given), then caching, then the SAE attached
-/// at the hook (if any), whose own hook points fire through this runner.
+/// Fires the hooks of one forward pass: user functions first (in the order given), then caching, then the transcoder
+/// whose output hook it is (if any) replaces the activation, then the SAE attached at the hook (if any) reads it; their
+/// own hook points fire through this runner. A transcoder's encoding is held from its input hook to its output hook;
+/// <see cref="Dispose"/> frees any a pass left (one that stopped before the output hook).
 /// </summary>
-internal sealed class HookRunner
+internal sealed class HookRunner : IDisposable
 {
     public static readonly HookRunner None = new(null, null, null);
 
@@ -14,6 +16,10 @@ internal sealed class HookRunner
     private readonly Func<string, bool>? _cacheFilter;
     private readonly ActivationCache? _cache;
     private readonly Dictionary<string, AttachedSae>? _saes;
+    /// <summary>Transcoders by output hook.</summary>
+    private readonly Dictionary<string, AttachedSae>? _outputs;
+    /// <summary>Transcoders' encodings between their input and output hooks, by input hook.</summary>
+    private Dictionary<string, SaeSplice.Encoding>? _pending;
 
     public HookRunner(IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? hooks, Func<string, bool>? cacheFilter, ActivationCache? cache,
         IReadOnlyList<AttachedSae>? saes = null, ISaeSpliceCapture? capture = null)
@@ -34,6 +40,12 @@ internal sealed class HookRunner
             _saes = new Dictionary<string, AttachedSae>(StringComparer.Ordinal);
             foreach (var s in saes)
                 if (!_saes.TryAdd(s.Hook, s)) throw new SaeSharpException($"two SAEs are attached at '{s.Hook}'; attach one SAE per hook");
+            var writers = new Dictionary<string, AttachedSae>(StringComparer.Ordinal);
+            foreach (var s in saes)
+                if (!writers.TryAdd(s.WriteHook, s))
+                    throw new SaeSharpException($"two SAEs replace '{s.WriteHook}' (the SAEs reading '{writers[s.WriteHook].Hook}' and '{s.Hook}'); attach one SAE per hook");
+            if (saes.Any(s => s.IsTranscoder))
+                _outputs = saes.Where(s => s.IsTranscoder).ToDictionary(s => s.OutputHook!, StringComparer.Ordinal);
         }
         Capture = capture;
     }
@@ -60,9 +72,32 @@ internal sealed class HookRunner
         }
         if (_cache is not null && _cacheFilter!(name))
             _cache.Set(name, x.alias().DetachFromDisposeScope());
+        if (_outputs is not null && _outputs.TryGetValue(name, out var transcoder))
+        {
+            if (_pending?.Remove(transcoder.Hook, out var encoding) != true)
+                throw new SaeSharpException($"transcoder reading '{transcoder.Hook}' and replacing '{name}': '{name}' fired before '{transcoder.Hook}'");
+            using (encoding) x = SaeSplice.Finish(transcoder, encoding!, x, this);
+        }
         if (_saes is not null && _saes.TryGetValue(name, out var sae))
-            x = SaeSplice.Run(sae, x, this);
+        {
+            if (!sae.IsTranscoder) x = SaeSplice.Run(sae, x, this);
+            else
+            {
+                var begun = SaeSplice.Begin(sae, x, this);
+                _pending ??= new(StringComparer.Ordinal);
+                if (_pending.Remove(sae.Hook, out var stale)) stale.Dispose();
+                _pending[sae.Hook] = begun;
+            }
+        }
         return x;
+    }
+
+    /// <summary>Frees the encodings of transcoders whose output hook did not fire.</summary>
+    public void Dispose()
+    {
+        if (_pending is null) return;
+        foreach (var e in _pending.Values) e.Dispose();
+        _pending.Clear();
     }
 
     /// <summary>[batch, pos] positions of the tokens in the forward pass running on this thread (padding-aware, and

@@ -3,7 +3,10 @@ using static TorchSharp.torch;
 namespace SaeSharp.Hooks;
 
 /// <summary>The forward of an attached SAE inside a model run, firing its SAELens hook points (used by every model run
-/// with <c>RunOptions.Saes</c>, and by the downstream evaluator).</summary>
+/// with <c>RunOptions.Saes</c>, and by the downstream evaluator). One implementation in two halves: the encoder
+/// (<c>hook_sae_input</c> → <c>hook_sae_acts_post</c>) and the decoder (<c>hook_sae_recons</c>, <c>hook_sae_error</c>,
+/// <c>hook_sae_output</c>). An SAE runs both at its hook; a transcoder runs the encoder at its input hook
+/// (<see cref="Begin"/>, the state held by the <see cref="HookRunner"/>) and the decoder at its output hook (<see cref="Finish"/>).</summary>
 internal static class SaeSplice
 {
     public static Tensor Run(AttachedSae a, Tensor x, HookRunner runner)
@@ -21,9 +24,56 @@ internal static class SaeSplice
     {
         using var scope = NewDisposeScope();
         var sae = a.Sae;
+        if (sae.Cfg.DOutOrIn != sae.Cfg.DIn)
+            throw new SaeSharpException($"SAE at '{a.Hook}' has d_out={sae.Cfg.DOutOrIn} != d_in={sae.Cfg.DIn} but no output hook: " +
+                "a transcoder is spliced from its input hook to its output hook (metadata.hook_name_out, or AttachedSae's outputHook)");
+        var e = Encode(a, x, runner);
+        var output = Decode(a, e, e.X0, runner);
+        var site = e.Site!;
+        var y = output.to(x.dtype).view(site.shape);
+        // Attribution: the gradient reaches upstream nodes as through the clean model (x̂ + ε = x).
+        if (runner.Capture is not null && site.requires_grad) y = y.add(site - site.detach(), TorchScalars.One);
+        if (a.HeadIndex is int hh)
+        {
+            var heads = x.unbind(2).ToArray();
+            heads[hh] = y;
+            y = stack(heads, 2);
+        }
+        return (y.MoveToOuterDisposeScope(), e.Clean.reshape(e.B * e.S, sae.Cfg.DSae).MoveToOuterDisposeScope());
+    }
+
+    /// <summary>A transcoder at its input hook: fires the encoder's hook points on <paramref name="x"/> (x_in, left
+    /// unchanged in the run) and returns what the decoder needs at the output hook, owned by the caller.</summary>
+    public static Encoding Begin(AttachedSae a, Tensor x, HookRunner runner)
+    {
+        using var scope = NewDisposeScope();
+        return Encode(a, x, runner).Owned();
+    }
+
+    /// <summary>A transcoder at its output hook: the activation that replaces <paramref name="xOut"/> (shaped as it), the
+    /// reconstruction from <paramref name="e"/> (<see cref="Begin"/>), plus x_out − x̂ with the error term.</summary>
+    public static Tensor Finish(AttachedSae a, Encoding e, Tensor xOut, HookRunner runner)
+    {
+        using var scope = NewDisposeScope();
+        var sae = a.Sae;
+        int dOut = sae.Cfg.DOutOrIn;
+        if (xOut.dim() < 2 || xOut.shape[0] != e.B || xOut.shape[1] != e.S || xOut.numel() != e.B * e.S * dOut)
+            throw new SaeSharpException($"transcoder '{a.Hook}' → '{a.OutputHook}' has d_out={dOut}, but the output hook has shape " +
+                $"[{string.Join(", ", xOut.shape)}] ({e.B}×{e.S} tokens at the input hook)");
+        var target = xOut.reshape(e.B, e.S, dOut).to(sae.WDec.dtype);
+        var output = Decode(a, e, target, runner);
+        var y = output.to(xOut.dtype).view(xOut.shape);
+        // Attribution: the gradient reaches the MLP (or whatever wrote x_out) as through the clean model (x̂ + ε = x_out).
+        if (runner.Capture is not null && xOut.requires_grad) y = y.add(xOut - xOut.detach(), TorchScalars.One);
+        return y.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The encoder half: fires <c>hook_sae_input</c>, <c>hook_sae_acts_pre</c>, <c>hook_sae_acts_post</c>
+    /// (tensors in the caller's scope).</summary>
+    private static Encoding Encode(AttachedSae a, Tensor x, HookRunner runner)
+    {
+        var sae = a.Sae;
         int dIn = sae.Cfg.DIn, dSae = sae.Cfg.DSae;
-        if (sae.Cfg.DOutOrIn != dIn)
-            throw new SaeSharpException($"SAE at '{a.Hook}' has d_out={sae.Cfg.DOutOrIn} != d_in={dIn}: a transcoder cannot be spliced at one hook");
         long b = x.shape[0], s = x.shape[1];
         Tensor site = x;
         if (a.HeadIndex is int h)
@@ -38,7 +88,6 @@ internal static class SaeSplice
 
         var dtype = sae.WDec.dtype;
         var capture = runner.Capture;
-        bool errorTerm = a.UseErrorTerm || capture is not null;
         var x0 = site.reshape(b, s, dIn).to(dtype);
         var input = runner.Fire(a.HookName(SaeHookPoints.Input), x0);
         var rows = input.reshape(b * s, dIn);
@@ -46,8 +95,22 @@ internal static class SaeSplice
         var pre = runner.Fire(a.HookName(SaeHookPoints.ActsPre), preRaw);
         var clean = sae.Activate(pre.reshape(b * s, dSae), rows).view(b, s, dSae);
         var feats = runner.Fire(a.HookName(SaeHookPoints.ActsPost), clean);
+        bool featsEdited = !ReferenceEquals(feats, clean);
         if (capture is not null) feats = capture.Features(a, feats);
-        var reconsRaw = sae.Reconstruct(feats.reshape(b * s, dSae), rows).view(b, s, dIn);
+        return new Encoding(b, s, site, x0, rows, clean, feats,
+            InputEdited: !ReferenceEquals(input, x0) || !ReferenceEquals(pre, preRaw), FeaturesEdited: featsEdited || capture is not null);
+    }
+
+    /// <summary>The decoder half: fires <c>hook_sae_recons</c>, <c>hook_sae_error</c> (error term: <paramref name="target"/>
+    /// − the unedited SAE's reconstruction) and <c>hook_sae_output</c>; returns the output [batch, pos, d_out] in the SAE's dtype.</summary>
+    private static Tensor Decode(AttachedSae a, Encoding e, Tensor target, HookRunner runner)
+    {
+        var sae = a.Sae;
+        int dIn = sae.Cfg.DIn, dSae = sae.Cfg.DSae, dOut = sae.Cfg.DOutOrIn;
+        long b = e.B, s = e.S;
+        var capture = runner.Capture;
+        bool errorTerm = a.UseErrorTerm || capture is not null;
+        var reconsRaw = sae.Reconstruct(e.Features.reshape(b * s, dSae), e.Rows).view(b, s, dOut);
         var recons = runner.Fire(a.HookName(SaeHookPoints.Recons), reconsRaw);
         var output = recons;
         if (errorTerm)
@@ -55,28 +118,44 @@ internal static class SaeSplice
             // The error of the unedited SAE (SAELens: x − decode(encode(x)) with the SAE's hooks disabled), so edits of
             // hook_sae_input and hook_sae_acts_pre reach the output too.
             Tensor cleanRecons;
-            if (ReferenceEquals(input, x0) && ReferenceEquals(pre, preRaw))
-                cleanRecons = ReferenceEquals(feats, clean) ? reconsRaw : sae.Reconstruct(clean.reshape(b * s, dSae), rows).view(b, s, dIn);
+            if (!e.InputEdited)
+                cleanRecons = !e.FeaturesEdited ? reconsRaw : sae.Reconstruct(e.Clean.reshape(b * s, dSae), e.Rows).view(b, s, dOut);
             else
             {
-                var xRows = x0.reshape(b * s, dIn);
-                cleanRecons = sae.Reconstruct(sae.Activate(sae.HiddenPre(xRows), xRows), xRows).view(b, s, dIn);
+                var xRows = e.X0.reshape(b * s, dIn);
+                cleanRecons = sae.Reconstruct(sae.Activate(sae.HiddenPre(xRows), xRows), xRows).view(b, s, dOut);
             }
-            var error = runner.Fire(a.HookName(SaeHookPoints.Error), x0 - cleanRecons);
+            var error = runner.Fire(a.HookName(SaeHookPoints.Error), target - cleanRecons);
             if (capture is not null) error = capture.Error(a, error);
             output = recons.add(error, TorchScalars.One);
         }
-        output = runner.Fire(a.HookName(SaeHookPoints.Output), output);
+        return runner.Fire(a.HookName(SaeHookPoints.Output), output);
+    }
 
-        var y = output.to(x.dtype).view(site.shape);
-        // Attribution: the gradient reaches upstream nodes as through the clean model (x̂ + ε = x).
-        if (capture is not null && site.requires_grad) y = y.add(site - site.detach(), TorchScalars.One);
-        if (a.HeadIndex is int hh)
+    /// <summary>
+    /// The encoder half's results: x0 the SAE's input [batch, pos, d_in] before <c>hook_sae_input</c> (in the SAE's dtype),
+    /// the rows the SAE encoded (after it), the unedited latents and the latents it decodes [batch, pos, d_sae].
+    /// <see cref="Owned"/> makes a copy of handles that outlives the encoder's scope (a transcoder's, held until its
+    /// output hook); disposing it frees those handles.
+    /// </summary>
+    internal sealed record Encoding(long B, long S, Tensor? Site, Tensor X0, Tensor Rows, Tensor Clean, Tensor Features,
+        bool InputEdited, bool FeaturesEdited) : IDisposable
+    {
+        private bool _owned;
+
+        /// <summary>New handles of the tensors the decoder needs, out of every dispose scope (<see cref="Dispose"/> frees them).</summary>
+        public Encoding Owned() => new(B, S, null, Keep(X0), Keep(Rows), Keep(Clean), Keep(Features), InputEdited, FeaturesEdited) { _owned = true };
+
+        private static Tensor Keep(Tensor t) => t.alias().DetachFromDisposeScope();
+
+        public void Dispose()
         {
-            var heads = x.unbind(2).ToArray();
-            heads[hh] = y;
-            y = stack(heads, 2);
+            if (!_owned) return;
+            _owned = false;
+            X0.Dispose();
+            Rows.Dispose();
+            Clean.Dispose();
+            Features.Dispose();
         }
-        return (y.MoveToOuterDisposeScope(), clean.reshape(b * s, dSae).MoveToOuterDisposeScope());
     }
 }

@@ -169,7 +169,8 @@ public sealed class AttributionResult : IDisposable
 /// attribution[b, pos, i] = f_i·∂m/∂f_i at each SAE, and the error node's attribution is Σ_d ε_d·∂m/∂ε_d. Gradients
 /// reach upstream nodes as through the clean model. With N integrated-gradient steps, an SAE's feature attribution is
 /// f_i times the mean of ∂m/∂f_i at α·f (α = (k − ½)/N, k = 1..N: from the zero-ablated features to the clean ones,
-/// the other SAEs running normally); the error attribution stays first-order.
+/// the other SAEs running normally); the error attribution stays first-order. For a transcoder the feature node is f read
+/// at its input hook and the error node ε = x_out − x̂ at its output hook (<see cref="Hooks.AttachedSae.OutputHook"/>).
 /// </summary>
 public static class FeatureAttribution
 {

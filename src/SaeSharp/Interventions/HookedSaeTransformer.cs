@@ -26,12 +26,16 @@ public sealed class HookedSaeTransformer(HookedTransformer model)
     /// (<see cref="ProcessedModel.Hooks"/>, GPT-2's <c>center_writing_weights</c> at <c>hook_embed</c>).</summary>
     public IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)> ModelHooks { get; init; } = [];
 
-    /// <summary>Splices <paramref name="sae"/> at <paramref name="hook"/> (default: its <c>metadata.hook_name</c>); an SAE whose
-    /// d_in does not fit the hook is a <see cref="SaeSharpException"/> (<see cref="HookedTransformer.CheckSaeFits"/>).</summary>
-    public AttachedSae AddSae(Sae sae, string? hook = null, bool useErrorTerm = false)
+    /// <summary>Splices <paramref name="sae"/> at <paramref name="hook"/> (default: its <c>metadata.hook_name</c>); a transcoder
+    /// reads there and replaces <paramref name="outputHook"/> (default: its <c>metadata.hook_name_out</c>). An SAE whose
+    /// d_in (or a transcoder whose d_out) does not fit its hook, or a transcoder whose output hook fires first, is a
+    /// <see cref="SaeSharpException"/> (<see cref="HookedTransformer.Attach"/>).</summary>
+    public AttachedSae AddSae(Sae sae, string? hook = null, bool useErrorTerm = false, string? outputHook = null)
     {
-        var a = new AttachedSae(sae, hook, useErrorTerm) { Hook = Model.CheckSaeFits(sae, hook) };
+        var a = Model.Attach(sae, hook, useErrorTerm, outputHook);
         if (_saes.Any(s => s.Hook == a.Hook)) throw new SaeSharpException($"an SAE is already attached at '{a.Hook}'");
+        if (_saes.FirstOrDefault(s => s.WriteHook == a.WriteHook) is { } other)
+            throw new SaeSharpException($"the SAE reading '{other.Hook}' already replaces '{a.WriteHook}'");
         _saes.Add(a);
         return a;
     }

@@ -10,7 +10,9 @@ namespace SaeSharp.Interventions;
 /// An edit of a model run defined by an SAE's features, as a reusable hook object: <see cref="ToHook"/> gives the
 /// (hook name, function) pair for <see cref="RunOptions.Hooks"/> or <see cref="GenerationOptions.Hooks"/>, and
 /// <see cref="HookedSaeTransformer"/> applies lists of them. With x the activation at the SAE's hook, f = encode(x) and
-/// W_dec the decoder: <see cref="Steering"/>, <see cref="Clamp"/>, <see cref="Ablation"/>.
+/// W_dec the decoder: <see cref="Steering"/>, <see cref="Clamp"/>, <see cref="Ablation"/>. For a transcoder (reading its
+/// hook, replacing its output hook <c>hook_name_out</c>) f = encode(x_in) and the edits act where its output goes: the
+/// output hook's activation x_out.
 /// </summary>
 public abstract class Intervention
 {
@@ -64,7 +66,8 @@ public abstract class Intervention
 
 /// <summary>
 /// Steering (SAELens steering tutorial): x ← x + S·W_dec[F] at every position, or at <see cref="Positions"/>. With the SAE
-/// spliced at the hook the vector is added to its output (<c>hook_sae_output</c>); otherwise to the raw activation.
+/// spliced at the hook the vector is added to its output (<c>hook_sae_output</c>); otherwise to the raw activation. For a
+/// transcoder both are at its output hook (<c>hook_name_out</c>): W_dec[F] is a direction of x_out.
 /// </summary>
 public sealed class Steering : Intervention
 {
@@ -118,7 +121,9 @@ public sealed class Steering : Intervention
     public override (string Name, Func<Tensor, Tensor?> Fn) ToHook(HookedTransformer model, IReadOnlyList<AttachedSae>? saes = null)
     {
         var spliced = SplicedAt(model, saes, out var hook);
-        int? head = Sae.Cfg.Metadata.HookHeadIndex;
+        // Unspliced, the raw activation the decoder writes to: a transcoder's output hook (whole), else the hook (or its head).
+        var site = spliced ?? model.Attach(Sae, Hook);
+        int? head = site.IsTranscoder ? null : Sae.Cfg.Metadata.HookHeadIndex;
         var positions = Positions?.ToArray();
         Tensor Add(Tensor x)
         {
@@ -148,13 +153,14 @@ public sealed class Steering : Intervention
             }
             return x.add(delta, TorchScalars.One).MoveToOuterDisposeScope();
         }
-        return (spliced is not null ? spliced.HookName(SaeHookPoints.Output) : hook, Add);
+        return (spliced is not null ? spliced.HookName(SaeHookPoints.Output) : site.WriteHook, Add);
     }
 }
 
 /// <summary>
 /// Clamping: f_F ← V at every position (on <c>hook_sae_acts_post</c>); with the error term the activation becomes
-/// x + (V − f_F)·W_dec[F]. Needs the SAE spliced at its hook.
+/// x + (V − f_F)·W_dec[F]. Needs the SAE spliced at its hook. For a transcoder f is read at its input hook and x is its
+/// output hook's activation.
 /// </summary>
 public sealed class Clamp : Intervention
 {
@@ -188,7 +194,8 @@ public sealed class Clamp : Intervention
 
 /// <summary>
 /// Ablation: f_F ← 0 (or its mean m_F) for each listed feature at every position (on <c>hook_sae_acts_post</c>); with
-/// the error term the activation becomes x − Σ (f_F − m_F)·W_dec[F]. Needs the SAE spliced at its hook.
+/// the error term the activation becomes x − Σ (f_F − m_F)·W_dec[F]. Needs the SAE spliced at its hook. For a transcoder
+/// f is read at its input hook and x is its output hook's activation.
 /// </summary>
 public sealed class Ablation : Intervention
 {
@@ -243,7 +250,7 @@ public sealed class Ablation : Intervention
     public static Tensor FeatureMeans(HookedTransformer model, Sae sae, IEnumerable<Tensor> batches, string? hook = null,
         IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks = null)
     {
-        var attached = new AttachedSae(sae, hook) { Hook = model.CheckSaeFits(sae, hook) };
+        var attached = model.Attach(sae, hook);
         string post = attached.HookName(SaeHookPoints.ActsPost);
         int? stop = model.HookPoints.StopAtLayerFor([attached.Hook]);
         using var _ = no_grad();

@@ -89,7 +89,7 @@ internal static class Generation
         if (tokens.dim() != 2) throw new SaeSharpException($"tokens must be [batch, pos], got shape [{string.Join(", ", tokens.shape)}]");
         var saes = model.ResolveSaes(o.Saes);
         var hooks = o.Hooks?.Select(h => (model.ResolveHook(h.Name, saes, null), h.Fn)).ToList();
-        var runner = new HookRunner(hooks, null, null, saes);
+        using var runner = new HookRunner(hooks, null, null, saes);
         var gen = o.Seed is { } seed ? new Generator(seed) : null;
         long b = tokens.shape[0];
 

@@ -50,6 +50,7 @@ public sealed class RunOptions
     /// SAEs spliced into the run (SAELens <c>HookedSAETransformer</c>): each replaces its hook's activation by its
     /// reconstruction (plus the error term when asked), and its hook points <c>&lt;hook&gt;.hook_sae_*</c>
     /// (<see cref="SaeHookPoints"/>) can be hooked and cached. The hook's own name keeps the activation entering the SAE.
+    /// A transcoder (<see cref="AttachedSae.OutputHook"/>) reads its hook and replaces its output hook's activation.
     /// </summary>
     public IReadOnlyList<AttachedSae>? Saes { get; init; }
     /// <summary>Set by the attribution pass (<c>Interventions/FeatureAttribution</c>).</summary>
@@ -123,7 +124,7 @@ public abstract partial class HookedTransformer : nn.Module<Tensor, Tensor>
         try
         {
             using var _ = options.Grad ? enable_grad() : no_grad();
-            var runner = new HookRunner(hooks, filter, cache, saes, options.Capture);
+            using var runner = new HookRunner(hooks, filter, cache, saes, options.Capture);
             var logits = ForwardCore(tokens, options.AttentionMask, runner, stop, null, start, options.ReturnNormalized);
             return (logits, cache);
         }
@@ -298,9 +299,38 @@ public abstract partial class HookedTransformer : nn.Module<Tensor, Tensor>
         return name;
     }
 
-    /// <summary>The attached SAEs with their hooks as TransformerLens names of this model.</summary>
+    /// <summary>The attached SAEs with their hooks as TransformerLens names of this model (a transcoder's output hook
+    /// checked: <see cref="CheckOutputFits"/>).</summary>
     internal IReadOnlyList<AttachedSae>? ResolveSaes(IReadOnlyList<AttachedSae>? saes) =>
-        saes?.Select(a => a.ResolvedFor(HookPoints)).ToList();
+        saes?.Select(CheckOutputFits).ToList();
+
+    /// <summary>
+    /// <paramref name="sae"/> attached at <paramref name="hook"/> (null: its <c>metadata.hook_name</c>) and, for a transcoder,
+    /// replacing <paramref name="outputHook"/> (null: its <c>metadata.hook_name_out</c>), checked against this model before
+    /// any run: the input as <see cref="CheckSaeFits"/>; a transcoder's output hook exists, fires after the input hook and
+    /// gives d_out values per token. Hooks are returned as TransformerLens names; a misfit is a <see cref="SaeSharpException"/>.
+    /// </summary>
+    public AttachedSae Attach(Sae sae, string? hook = null, bool useErrorTerm = false, string? outputHook = null) =>
+        CheckOutputFits(new AttachedSae(sae, hook, useErrorTerm, outputHook) { Hook = CheckSaeFits(sae, hook) });
+
+    /// <summary><paramref name="a"/> with its hooks resolved; a transcoder's output hook checked (exists, fires after the
+    /// input hook, width d_out); an SAE with d_out ≠ d_in and no output hook refused.</summary>
+    private AttachedSae CheckOutputFits(AttachedSae a)
+    {
+        var r = a.ResolvedFor(HookPoints);
+        int dOut = r.Sae.Cfg.DOutOrIn;
+        if (!r.IsTranscoder)
+        {
+            if (dOut != r.Sae.Cfg.DIn)
+                throw new SaeSharpException($"SAE at '{r.Hook}' has d_out={dOut} != d_in={r.Sae.Cfg.DIn} but no output hook: a transcoder is " +
+                    "spliced from its input hook to its output hook (metadata.hook_name_out, or the output hook given when attaching it)");
+            return r;
+        }
+        int width = HookWidth(r.OutputHook!);
+        if (width != dOut)
+            throw new SaeSharpException($"transcoder reading '{r.Hook}' and replacing '{r.OutputHook}' has d_out={dOut} but '{r.OutputHook}' gives {width} values per token");
+        return r;
+    }
 
     /// <summary>A hook name or alias as a TransformerLens name; SAE hook points (<c>&lt;hook&gt;.hook_sae_*</c>) need an SAE at that hook.</summary>
     internal string ResolveHook(string name, IReadOnlyList<AttachedSae>? saes, int? stop, int? start = null)
@@ -308,10 +338,10 @@ public abstract partial class HookedTransformer : nn.Module<Tensor, Tensor>
         if (name is not null && SaeHookPoints.TrySplit(name.Trim(), out var site, out var suffix))
         {
             var hook = HookPoints.Resolve(site);
-            if (saes?.Any(a => a.Hook == hook) != true)
-                throw new SaeSharpException($"hook '{name}': no SAE is attached at '{hook}'" +
+            var at = saes?.FirstOrDefault(a => a.Hook == hook)
+                ?? throw new SaeSharpException($"hook '{name}': no SAE is attached at '{hook}'" +
                     (saes is { Count: > 0 } ? $" (SAEs are attached at: {string.Join(", ", saes.Select(a => a.Hook))})" : ""));
-            CheckFires(hook, stop, start);
+            CheckFires(at.FiresAt(suffix), stop, start);
             return SaeHookPoints.Name(hook, suffix);
         }
         return CheckFires(HookPoints.Resolve(name!), stop, start);

@@ -31,6 +31,19 @@ public sealed class SaeMetadata
     [JsonPropertyName("sae_lens_training_version")] public string? SaeLensTrainingVersion { get; set; }
     /// <summary>Keys this class does not model, kept so a round trip loses nothing.</summary>
     [JsonExtensionData] public Dictionary<string, JsonElement>? Extra { get; set; }
+
+    /// <summary>A transcoder's output hook (SAELens <c>hook_name_out</c>, e.g. <c>blocks.8.hook_mlp_out</c>): the hook whose
+    /// activation its output replaces. Kept in <see cref="Extra"/> (as cfg.json writes it); null when absent.</summary>
+    [JsonIgnore]
+    public string? HookNameOut
+    {
+        get => Extra?.TryGetValue("hook_name_out", out var v) == true && v.ValueKind == JsonValueKind.String ? v.GetString() : null;
+        set
+        {
+            if (value is null) Extra?.Remove("hook_name_out");
+            else (Extra ??= [])["hook_name_out"] = JsonSerializer.SerializeToElement(value);
+        }
+    }
 }
 
 /// <summary>

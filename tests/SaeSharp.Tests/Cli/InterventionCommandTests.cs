@@ -218,4 +218,49 @@ public class InterventionCommandTests : IDisposable
         Assert.Equal(1, exit);
         Assert.Contains("is not a single token", err);
     }
+    [Fact]
+    public void ModelRunSplicesATranscoderFolderFromItsInputHookToItsOutputHookAsTheLibraryDoes()
+    {
+        var (model, _, input, tokens) = Setup();
+        const string ln2 = "blocks.0.ln2.hook_normalized", mlpOut = "blocks.0.hook_mlp_out";
+        using (var tc = SaeSharp.Tests.Hooks.TranscoderSpliceTests.RandomTranscoder(ln2, mlpOut, 16, 16, 24, 5, dtype: ScalarType.Float32))
+            SaeLensFormat.Save(tc, P("tc"));
+        using var m = ModelLoader.FromPretrained(model);
+        using var sae = SaeLoader.Load(P("tc"));
+        Assert.Equal(mlpOut, sae.Cfg.Metadata.HookNameOut);
+        var hooked = new HookedSaeTransformer(m);
+        hooked.AddSae(sae);
+
+        // Spliced without the error term: the library's logits, and the hand-written hook pair's.
+        var (exit, _, err) = CliRunner.Run("model", "run", "--model", model, "--input", input, "--out", P("t.safetensors"), "--sae", P("tc"),
+            "--hooks", $"{ln2},{ln2}.hook_sae_acts_post");
+        Assert.True(exit == 0, err);
+        var t = SafeTensors.Load(P("t.safetensors"));
+        Assert.True(t["logits"].allclose(hooked.RunWithHooks(tokens), rtol: 1e-5, atol: 1e-5));
+        var hand = SaeSharp.Tests.Hooks.TranscoderSpliceTests.HookPair(m, tokens, ln2, mlpOut, (xin, _) =>
+            SaeSharp.Tests.Hooks.TranscoderSpliceTests.HandDecode(sae, SaeSharp.Tests.Hooks.TranscoderSpliceTests.HandFeatures(sae, xin), xin));
+        Assert.True(t["logits"].allclose(hand, rtol: 1e-4, atol: 1e-4));
+        var (_, cache) = m.RunWithCache(tokens, [ln2, mlpOut]);
+        using (cache)
+        {
+            Assert.True(t[ln2].allclose(cache[ln2]), "the input hook is left as the model computes it");
+            Assert.True(t[$"{ln2}.hook_sae_acts_post"].to(ScalarType.Float64).allclose(SaeSharp.Tests.Hooks.TranscoderSpliceTests.HandFeatures(sae, cache[ln2]), rtol: 1e-4, atol: 1e-5));
+
+            // --error-term: the clean logits, and hook_sae_error = x_out − x̂ at the output hook.
+            (exit, _, err) = CliRunner.Run("model", "run", "--model", model, "--input", input, "--out", P("te.safetensors"), "--sae", P("tc"),
+                "--error-term", "--hooks", $"{ln2}.hook_sae_error");
+            Assert.True(exit == 0, err);
+            var te = SafeTensors.Load(P("te.safetensors"));
+            Assert.True(te["logits"].allclose(m.Forward(tokens), rtol: 1e-4, atol: 1e-4));
+            var x = cache[ln2];
+            var recon = SaeSharp.Tests.Hooks.TranscoderSpliceTests.HandDecode(sae, SaeSharp.Tests.Hooks.TranscoderSpliceTests.HandFeatures(sae, x), x);
+            Assert.True(te[$"{ln2}.hook_sae_error"].to(ScalarType.Float64).allclose(cache[mlpOut].to(ScalarType.Float64) - recon, rtol: 1e-4, atol: 1e-5));
+        }
+
+        // --steer alone (not spliced): S·W_dec[F] is added to the raw output hook.
+        var v = (InterventionTests.DecoderRow(sae, 4) * 2.5).to(ScalarType.Float32);
+        (exit, _, err) = CliRunner.Run("model", "run", "--model", model, "--input", input, "--out", P("ts.safetensors"), "--sae", P("tc"), "--steer", "4:2.5");
+        Assert.True(exit == 0, err);
+        Assert.True(SafeTensors.Load(P("ts.safetensors"))["logits"].allclose(m.RunWithHooks(tokens, (mlpOut, a => a + v)), rtol: 1e-4, atol: 1e-4));
+    }
 }

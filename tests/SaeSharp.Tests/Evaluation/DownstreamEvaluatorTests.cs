@@ -261,4 +261,27 @@ public class DownstreamEvaluatorTests : ModelTestBase
         Assert.StartsWith("SAE mine has no",
             Assert.Throws<SaeSharpException>(() => DownstreamEvaluator.Evaluate(model, [new DownstreamTarget(sae, Name: "mine")], windows)).Message);
     }
+    /// <summary>The evaluator splices a transcoder as every model run attached through HookedSaeTransformer does (one
+    /// implementation, SaeSplice), and refuses one whose output hook fires before its input hook, naming both.</summary>
+    [Fact]
+    public void A_transcoder_is_spliced_as_model_runs_splice_it_and_a_backwards_one_is_refused()
+    {
+        using var model = Gpt2();
+        var windows = ModelActivationSourceTests.Windows(3, 8);
+        using var tc = SaeSharp.Tests.Hooks.TranscoderSpliceTests.RandomTranscoder("blocks.0.ln2.hook_normalized", "blocks.0.hook_mlp_out", 16, 16, 24, 3,
+            dtype: ScalarType.Float32);
+        var r = DownstreamEvaluator.Evaluate(model, [new DownstreamTarget(tc)], windows)[0];
+        var hooked = new SaeSharp.Interventions.HookedSaeTransformer(model);
+        hooked.AddSae(tc);
+        var tokens = Tokens([.. windows]);
+        Assert.Equal(HandCe(hooked.RunWithHooks(tokens), windows, null), r.CeLossWithSae, 5);
+        Assert.NotEqual(r.CeLossWithoutSae, r.CeLossWithSae, 3);
+        Assert.Equal(r.CeLossWithoutSae, r.CeLossWithErrorTerm, 5);
+
+        using var backwards = SaeSharp.Tests.Hooks.TranscoderSpliceTests.RandomTranscoder("blocks.0.hook_mlp_out", "blocks.0.ln2.hook_normalized", 16, 16, 8, 4,
+            dtype: ScalarType.Float32);
+        var ex = Assert.Throws<SaeSharpException>(() => DownstreamEvaluator.Evaluate(model, [new DownstreamTarget(backwards)], windows));
+        Assert.Contains("blocks.0.hook_mlp_out", ex.Message);
+        Assert.Contains("blocks.0.ln2.hook_normalized", ex.Message);
+    }
 }
