@@ -211,16 +211,8 @@ public class TranscoderSpliceTests : ModelTestBase
         AssertAllClose(expected, noError.RunWithHooks(Toks, [new Ablation(tc, [2, 9])]), 1e-9, "ablation, no error term");
     }
 
-    private static double MetricWithScaledEntry(HookedSaeTransformer hooked, AttributionMetric metric, string hookName, long[] index, double t)
-    {
-        var logits = hooked.RunWithHooks(Toks, null, (hookName, a =>
-        {
-            var scale = ones_like(a);
-            scale[index.Select(i => (TensorIndex)i).ToArray()] = 1 + t;
-            return a * scale;
-        }));
-        return metric.Evaluate(logits, Toks).item<double>();
-    }
+    private static double MetricWithScaledEntry(HookedSaeTransformer hooked, AttributionMetric metric, string hookName, long[] index, double t) =>
+        Interventions.AttributionTests.MetricWithScaledEntry(hooked, metric, Toks, hookName, index, t);
 
     [Fact]
     public void Attribution_to_a_transcoder_matches_finite_differences_of_its_features_and_output_error()

@@ -16,16 +16,19 @@ public class AttributionTests(ITestOutputHelper output) : ModelTestBase
     private static Sae Sae64(string hook, int seed, double encBias = 0.0) =>
         InterventionTests.RandomSae(hook, 16, 32, seed, ScalarType.Float64, encBias);
 
-    /// <summary>The metric with a hook multiplying one entry of an SAE hook point by (1 + t).</summary>
-    private static double MetricWithScaledEntry(HookedSaeTransformer hooked, AttributionMetric metric, string hookName, long[] index, double t)
+    private static double MetricWithScaledEntry(HookedSaeTransformer hooked, AttributionMetric metric, string hookName, long[] index, double t) =>
+        MetricWithScaledEntry(hooked, metric, Toks, hookName, index, t);
+
+    /// <summary>The metric on <paramref name="toks"/> with a hook multiplying one entry of an SAE hook point by (1 + t).</summary>
+    internal static double MetricWithScaledEntry(HookedSaeTransformer hooked, AttributionMetric metric, Tensor toks, string hookName, long[] index, double t)
     {
-        var logits = hooked.RunWithHooks(Toks, null, (hookName, a =>
+        var logits = hooked.RunWithHooks(toks, null, (hookName, a =>
         {
             var scale = ones_like(a);
             scale[index.Select(i => (TensorIndex)i).ToArray()] = 1 + t;
             return a * scale;
         }));
-        return metric.Evaluate(logits, Toks).item<double>();
+        return metric.Evaluate(logits, toks).item<double>();
     }
 
     [Fact]
