@@ -156,6 +156,23 @@ public class Bf16AutogradTests
         AssertRel(shift.grad!, hr.grad!, 2e-2, "∂/∂shift");
     }
 
+    /// <summary>JumpReLU is strictly above θ: pre-activations equal to θ (bfloat16-exact, θ_j = (j+1)/8) give 0 and are
+    /// not counted active, those 1 above give themselves, those 1/16 below 0, by hand; 19 columns (a scalar tail after
+    /// a vector of 16, or all tail with 32 lanes) and 266 (vectors, then a tail of 10).</summary>
+    [Theory]
+    [InlineData(19)]
+    [InlineData(266)]
+    public void JumpReluAtTheThresholdIsInactive(int d)
+    {
+        var th = (arange(d, dtype: F32) % 19 + 1) / 8;
+        var pre = stack([th, th + 1, th - 1f / 16]).to(Bf16);
+        Assert.True(pre.to(F32)[0].Same(th), "θ is bfloat16-exact");
+        var (f, active, _) = Bf16Autograd.JumpRelu(pre.requires_grad_(true), Leaf(th), 0.2);
+        var expected = stack([zeros(d), th + 1, zeros(d)]);
+        Assert.True(f.to(F32).Same(expected), "f = pre·[pre > θ], 0 at θ");
+        Assert.True(active.Same(ones(d, dtype: ScalarType.Int64)), "one active row per column");
+    }
+
     /// <summary>19 columns: one vector of 16 and a scalar tail of 3 (8 and 11 with 512-bit vectors); 14 × 19 = 266
     /// columns: the unrolled loops over several vectors, then a tail of 10.</summary>
     [Theory]
@@ -175,6 +192,10 @@ public class Bf16AutogradTests
         Assert.True(copy.to(F32).nan_to_num(0).Same(relu), "in-place ReLU");
         var src = randn(3, 19 * repeats, generator: new Generator(2)).to(Bf16);
         Assert.True(Bf16Kernels.WherePositive(m, src).to(F32).Same(src.to(F32) * m.to(F32).gt(0)), "masking by positive entries");
+        // The column sums of the masked result (a ReLU's bias gradient): the gated entries only, in the tail too.
+        Bf16Kernels.WherePositive(m, src, null, columnSums: true, out var sums);
+        var expectedSums = (src.to(ScalarType.Float64) * m.to(F32).gt(0)).sum(0L);
+        Assert.True((sums!.to(ScalarType.Float64) - expectedSums).abs().max().item<double>() <= 1e-5, "column sums of the masked entries");
         var (rows, cols, _) = SparseKernels.PositiveEntries(m, values: false)!.Value;
         var idx = m.to(F32).gt(0).nonzero();
         Assert.True(rows.Same(idx[.., 0]) && cols.Same(idx[.., 1]), "positive entries in row-major order");

@@ -47,6 +47,31 @@ public class LogitKernelsTests
         for (int r = 0; r < 6; r++) Assert.Equal(expectKl[r], tKl[r], 1e-6 * Math.Max(1, expectKl[r]));
     }
 
+    /// <summary>A row whose largest logit is its last element (in the scalar tail after the vectors: 1003 is not a
+    /// multiple of 4, 8 or 16) and 200 above the rest: the shift must be that maximum, or exp(200) overflows float32.
+    /// lse = 200 + log(1 + 1002·e^-200) = 200 in float64, and p puts all the mass on that element.</summary>
+    [Fact]
+    public void A_maximum_in_the_vector_tail_is_the_shift()
+    {
+        int v = 1003;
+        var clean = zeros(2, v);
+        clean[0, v - 1] = tensor(200f);
+        clean[1, v - 2] = tensor(200f);
+        var variant = clean.clone();
+        var p = empty_like(clean);
+        var (lseC, pSum) = LogitKernels.Clean(clean, p);
+        var (lseV, dot) = LogitKernels.Variant(variant, clean, p);
+        for (int r = 0; r < 2; r++)
+        {
+            Assert.Equal(200.0, lseC[r], 1e-9);
+            Assert.Equal(200.0, lseV[r], 1e-9);
+            Assert.Equal(1.0, pSum[r], 1e-9);
+            Assert.Equal(0.0, dot[r]);
+        }
+        Assert.Equal(1f, p[0, v - 1].item<float>(), 1e-6f);
+        Assert.Equal(1f, p[1, v - 2].item<float>(), 1e-6f);
+    }
+
     private static void AssertClose(Tensor a, Tensor b, double atol)
     {
         double d = (a.to(ScalarType.Float64) - b.to(ScalarType.Float64)).abs().max().item<double>();

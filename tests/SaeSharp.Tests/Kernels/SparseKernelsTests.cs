@@ -132,6 +132,19 @@ public class SparseKernelsTests
         AssertRowTopK(m, k);
     }
 
+    /// <summary>The radix path over many rows (RowRanges gives each thread range up to 4·threads ranges, so 200 rows put
+    /// several rows in one range, sharing its histogram scratch): every row's top-k against a sort, rows of different
+    /// scales so that their keys' top bytes differ from row to row.</summary>
+    [Fact]
+    public void RowTopKRadixPathKeepsNoStateBetweenRows()
+    {
+        const int d = 926, k = 40;
+        Assert.True(TopKSelection.UsesRadix(d, k));
+        var scales = pow(10f, arange(200, dtype: ScalarType.Float32).remainder(9) - 4).unsqueeze(1);
+        var m = randn(200, d, generator: new Generator(21)) * scales;
+        AssertRowTopK(m, k);
+    }
+
     /// <summary>RowTopK of every row of m against a sort of its non-NaN values: the same values, k distinct columns, and
     /// each value the one at its column.</summary>
     private static void AssertRowTopK(Tensor m, int k)
