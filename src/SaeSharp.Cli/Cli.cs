@@ -172,7 +172,11 @@ internal static class Cli
             if (c.NoWrap) column.NoWrap();
             table.AddColumn(column);
         }
-        foreach (var row in rows) table.AddRow(Cells(row).Select(Markup.Escape).ToArray());
+        var cells = rows.Select(Cells).ToList();
+        foreach (var row in cells) table.AddRow(row.Select(Markup.Escape).ToArray());
+        // Spectre wraps a title to the table's width: widen a narrow table to its title instead (up to the terminal's width).
+        int natural = columns.Select((c, i) => cells.Select(r => r[i].Length).Append(c.Name.Length).Max() + 3).Sum() + 1;
+        if (title is not null && title.Length + 2 > natural) table.Width = Math.Min(title.Length + 2, AnsiConsole.Profile.Width);
         AnsiConsole.Write(table);
 
         IReadOnlyList<string> Cells(IReadOnlyList<string> row) => row.Count == columns.Count ? row
