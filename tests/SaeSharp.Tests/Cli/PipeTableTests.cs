@@ -144,9 +144,17 @@ public sealed class PipeTableTests : IClassFixture<PipeTableTests.Fixture>
             Assert.InRange(ablated, 0, 100);
             Assert.True(Num(row[5]) >= 0);
         }
+        // The most-changed rows are the positions of largest KL, largest first: the first is the per-position table's largest KL.
+        var kls = most.Select(r => Num(r[5])).ToList();
+        Assert.Equal(kls.OrderByDescending(k => k), kls);
+        Assert.Equal(positions.Max(r => Num(r[6])), kls[0], 4);
         Assert.Equal(ids.Length.ToString(Inv), Value(lines, "positions"));
         double meanCe = Enumerable.Range(0, ids.Length - 1).Average(p => -(double)logProbs[p, ids[p + 1]].item<float>());
         Assert.Equal(meanCe, Num(Value(lines, "CE loss clean")), 3);
+        // ΔCE loss is the ablated loss minus the clean one (positive: the ablation hurts), as in the per-position rows.
+        double meanAblated = positions.Take(ids.Length - 1).Average(r => Num(r[4]));
+        Assert.Equal(meanAblated, Num(Value(lines, "CE loss ablated")), 3);
+        Assert.Equal(meanAblated - meanCe, Num(Value(lines, "ΔCE loss")), 3);
     }
 
     /// <summary>sae steer, greedy: a row per seed whose unsteered continuation is the library's greedy continuation of
