@@ -121,6 +121,12 @@ public class ModelTextCommandTests : IDisposable
         }
         var tok = SaeSharp.Tokenizers.Tokenizer.FromFolder(model);
         Assert.Equal(tok.Decode(ids.Select(i => (int)i)), output.TrimEnd('\n'));
+
+        // Sampling at temperature 1 from the single most likely token (--top-k 1) is greedy decoding.
+        (exit, output, err) = CliRunner.Run("model", "generate", "--model", model, "--prompt", "Hello there", "--max-new-tokens", "3",
+            "--temperature", "1", "--top-k", "1", "--seed", "2");
+        Assert.True(exit == 0, err);
+        Assert.Equal(tok.Decode(ids.Select(i => (int)i)), output.TrimEnd('\n'));
     }
 
     [Fact]
