@@ -57,6 +57,10 @@ public class AnalysisCliTests : IDisposable
         var top = JsonNode.Parse(lines[0])!["top_examples"]!.AsArray();
         Assert.Equal(5, top.Count);
         Assert.True(top.Select(t => (double)t!["activation"]!).Zip(top.Skip(1).Select(t => (double)t!["activation"]!)).All(p => p.First >= p.Second));
+        // --context 4: an example shows at most 4 tokens on each side of its own (windows of 16 allow more), all 4 when its
+        // position leaves room for them.
+        var examples = lines.SelectMany(l => JsonNode.Parse(l)!["top_examples"]!.AsArray()).ToList();
+        Assert.All(examples, e => Assert.Equal(Math.Min((int)e!["position"]!, 4) + 1 + Math.Min(15 - (int)e["position"]!, 4), e["context_tokens"]!.AsArray().Count));
         Assert.True(File.Exists(Path.Combine(outDir, "summary.json")) && File.Exists(Path.Combine(outDir, "tokens.json")));
         // One activation-histogram PNG per feature that fired (all six here).
         var pngs = Directory.GetFiles(Path.Combine(outDir, "histograms"), "*.png");
@@ -70,6 +74,16 @@ public class AnalysisCliTests : IDisposable
         Assert.True(File.Exists(Path.Combine(site, "index.html")));
         Assert.Equal(6, Directory.GetFiles(Path.Combine(site, "features"), "*.html").Length);
         Assert.DoesNotContain("http://", File.ReadAllText(Path.Combine(site, "index.html")));   // nothing fetched from a network
+
+        // --exclude-special-tokens leaves out the BOS/EOS/pad positions of the 13 windows (counted here from their ids).
+        var tok = SaeSharp.Tokenizers.Tokenizer.FromFolder(_fx.ModelDir);
+        int special = SaeSharp.Pipelines.ModelPipeline.Windows(tok, _fx.DataPath, 16, prependBos: true).Take(13)
+            .Sum(w => w.Count(id => id == tok.BosTokenId || id == tok.EosTokenId || id == tok.PadTokenId));
+        Assert.True(special >= 13, $"{special} special tokens");
+        (exit, stdout, err) = CliRunner.Run("features", "--sae", _fx.SaeDir, "--model", _fx.ModelDir, "--dataset", _fx.DataPath,
+            "--tokens", "200", "--out", Path.Combine(_fx.Dir, "feat-nobos"), "--features", "0", "--exclude-special-tokens");
+        Assert.True(exit == 0, err);
+        Assert.Contains($"1 features over {208 - special} tokens", stdout);
 
         (exit, _, err) = CliRunner.Run("features", "--sae", _fx.SaeDir, "--model", _fx.ModelDir, "--dataset", _fx.DataPath, "--out", outDir, "--features", "3-40");
         Assert.Equal(1, exit);
