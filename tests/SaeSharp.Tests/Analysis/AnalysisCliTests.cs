@@ -42,6 +42,23 @@ public class AnalysisCliTests : IDisposable
         var neurons = view["neurons"]!.AsArray();
         Assert.Equal(nsum.Select(x => x.K), neurons.Select(n => (int)n!["neuron"]!));
         Assert.Equal(e[tokens[2], nsum[0].K], (double)neurons[0]!["acts"]![2]!, 5);
+
+        // Two prompts without BOS: "prompts" holds each view (no BOS first), "shared" the features in the top lists of
+        // both, "specific" each prompt's features in no other prompt's top list.
+        string two = Path.Combine(_fx.Dir, "two.json");
+        (exit, _, err) = CliRunner.Run("inspect", "--sae", _fx.SaeDir, "--model", _fx.ModelDir, "--prompt", " cat sat on", "--prompt", " the mat",
+            "--top", "4", "--no-prepend-bos", "--json", two);
+        Assert.True(exit == 0, err);
+        var both = JsonNode.Parse(File.ReadAllText(two))!;
+        var prompts = both["prompts"]!.AsArray();
+        Assert.Equal(new[] { _fx.Vocab["Ġcat"], _fx.Vocab["Ġsat"], _fx.Vocab["Ġon"] }, prompts[0]!["tokens"]!.AsArray().Select(t => (int)t!));
+        Assert.Equal(new[] { _fx.Vocab["Ġthe"], _fx.Vocab["Ġmat"] }, prompts[1]!["tokens"]!.AsArray().Select(t => (int)t!));
+        var top = prompts.Select(v => v!["features"]!.AsArray().Select(f => (int)f!["feature"]!).ToHashSet()).ToList();
+        var shared = top[0].Intersect(top[1]).Order().ToList();
+        Assert.Equal(shared, both["shared"]!.AsArray().Select(i => (int)i!).Order());
+        for (int i = 0; i < 2; i++)
+            Assert.Equal(top[i].Except(top[1 - i]).Order(), both["specific"]![i]!.AsArray().Select(f => (int)f!).Order());
+        Assert.NotEmpty(top[0].Except(top[1]));
     }
 
     [Fact]
