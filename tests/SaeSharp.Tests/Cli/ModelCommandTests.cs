@@ -105,6 +105,22 @@ public class ModelTextCommandTests : IDisposable
         Assert.Equal("Call me Ishmael.", output.Trim());
     }
 
+    /// <summary>sae corpus: the same --seed writes the same stories, another seed other stories (its help: "the same seed
+    /// gives the same corpus"), as the library's LabelledCorpus.Write with that seed.</summary>
+    [Fact]
+    public void CorpusSeedChoosesTheStories()
+    {
+        string P(string n) => Path.Combine(_dir, n);
+        foreach (var (name, seed) in new[] { ("a.jsonl", "3"), ("b.jsonl", "4") })
+        {
+            var (exit, _, err) = CliRunner.Run("corpus", "--out", P(name), "--docs", "5", "--seed", seed);
+            Assert.True(exit == 0, err);
+        }
+        SaeSharp.Corpus.LabelledCorpus.Write(P("lib.jsonl"), 3UL, 5);
+        Assert.Equal(File.ReadAllText(P("lib.jsonl")), File.ReadAllText(P("a.jsonl")));
+        Assert.NotEqual(File.ReadAllText(P("a.jsonl")), File.ReadAllText(P("b.jsonl")));
+    }
+
     [Fact]
     public void GreedyGenerationAppendsTheArgmaxOfRecomputedLogits()
     {
