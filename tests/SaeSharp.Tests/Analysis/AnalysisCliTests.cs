@@ -42,6 +42,23 @@ public class AnalysisCliTests : IDisposable
         var neurons = view["neurons"]!.AsArray();
         Assert.Equal(nsum.Select(x => x.K), neurons.Select(n => (int)n!["neuron"]!));
         Assert.Equal(e[tokens[2], nsum[0].K], (double)neurons[0]!["acts"]![2]!, 5);
+
+        // Two prompts without BOS: "prompts" holds each view (no BOS first), "shared" the features in the top lists of
+        // both, "specific" each prompt's features in no other prompt's top list.
+        string two = Path.Combine(_fx.Dir, "two.json");
+        (exit, _, err) = CliRunner.Run("inspect", "--sae", _fx.SaeDir, "--model", _fx.ModelDir, "--prompt", " cat sat on", "--prompt", " the mat",
+            "--top", "4", "--no-prepend-bos", "--json", two);
+        Assert.True(exit == 0, err);
+        var both = JsonNode.Parse(File.ReadAllText(two))!;
+        var prompts = both["prompts"]!.AsArray();
+        Assert.Equal(new[] { _fx.Vocab["Ġcat"], _fx.Vocab["Ġsat"], _fx.Vocab["Ġon"] }, prompts[0]!["tokens"]!.AsArray().Select(t => (int)t!));
+        Assert.Equal(new[] { _fx.Vocab["Ġthe"], _fx.Vocab["Ġmat"] }, prompts[1]!["tokens"]!.AsArray().Select(t => (int)t!));
+        var top = prompts.Select(v => v!["features"]!.AsArray().Select(f => (int)f!["feature"]!).ToHashSet()).ToList();
+        var shared = top[0].Intersect(top[1]).Order().ToList();
+        Assert.Equal(shared, both["shared"]!.AsArray().Select(i => (int)i!).Order());
+        for (int i = 0; i < 2; i++)
+            Assert.Equal(top[i].Except(top[1 - i]).Order(), both["specific"]![i]!.AsArray().Select(f => (int)f!).Order());
+        Assert.NotEmpty(top[0].Except(top[1]));
     }
 
     [Fact]
@@ -57,6 +74,10 @@ public class AnalysisCliTests : IDisposable
         var top = JsonNode.Parse(lines[0])!["top_examples"]!.AsArray();
         Assert.Equal(5, top.Count);
         Assert.True(top.Select(t => (double)t!["activation"]!).Zip(top.Skip(1).Select(t => (double)t!["activation"]!)).All(p => p.First >= p.Second));
+        // --context 4: an example shows at most 4 tokens on each side of its own (windows of 16 allow more), all 4 when its
+        // position leaves room for them.
+        var examples = lines.SelectMany(l => JsonNode.Parse(l)!["top_examples"]!.AsArray()).ToList();
+        Assert.All(examples, e => Assert.Equal(Math.Min((int)e!["position"]!, 4) + 1 + Math.Min(15 - (int)e["position"]!, 4), e["context_tokens"]!.AsArray().Count));
         Assert.True(File.Exists(Path.Combine(outDir, "summary.json")) && File.Exists(Path.Combine(outDir, "tokens.json")));
         // One activation-histogram PNG per feature that fired (all six here).
         var pngs = Directory.GetFiles(Path.Combine(outDir, "histograms"), "*.png");
@@ -70,6 +91,16 @@ public class AnalysisCliTests : IDisposable
         Assert.True(File.Exists(Path.Combine(site, "index.html")));
         Assert.Equal(6, Directory.GetFiles(Path.Combine(site, "features"), "*.html").Length);
         Assert.DoesNotContain("http://", File.ReadAllText(Path.Combine(site, "index.html")));   // nothing fetched from a network
+
+        // --exclude-special-tokens leaves out the BOS/EOS/pad positions of the 13 windows (counted here from their ids).
+        var tok = SaeSharp.Tokenizers.Tokenizer.FromFolder(_fx.ModelDir);
+        int special = SaeSharp.Pipelines.ModelPipeline.Windows(tok, _fx.DataPath, 16, prependBos: true).Take(13)
+            .Sum(w => w.Count(id => id == tok.BosTokenId || id == tok.EosTokenId || id == tok.PadTokenId));
+        Assert.True(special >= 13, $"{special} special tokens");
+        (exit, stdout, err) = CliRunner.Run("features", "--sae", _fx.SaeDir, "--model", _fx.ModelDir, "--dataset", _fx.DataPath,
+            "--tokens", "200", "--out", Path.Combine(_fx.Dir, "feat-nobos"), "--features", "0", "--exclude-special-tokens");
+        Assert.True(exit == 0, err);
+        Assert.Contains($"1 features over {208 - special} tokens", stdout);
 
         (exit, _, err) = CliRunner.Run("features", "--sae", _fx.SaeDir, "--model", _fx.ModelDir, "--dataset", _fx.DataPath, "--out", outDir, "--features", "3-40");
         Assert.Equal(1, exit);

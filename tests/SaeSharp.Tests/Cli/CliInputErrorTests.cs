@@ -251,4 +251,14 @@ public class CliInputErrorTests : IDisposable
             "--prompt", "the cat", "--max-new-tokens", "2", "--runs", "1", "--positions", "4");
         Assert.True(exit == 0, err);
     }
+
+    /// <summary>sae eval on an activation file evaluates one --sae: a second is an error, not silently left out.</summary>
+    [Fact]
+    public void EvalOnActivationsTakesOneSae()
+    {
+        string acts = P("acts.safetensors");
+        using (var x = randn(20, 16)) SafeTensors.Save(acts, new Dictionary<string, TorchSharp.torch.Tensor> { ["activations"] = x });
+        string err = OneLineError(CliRunner.Run("eval", "--sae", _fx.SaeDir, "--sae", _fx.SaeDir, "--activations", acts));
+        Assert.Contains("one --sae", err);
+    }
 }

@@ -21,7 +21,7 @@ public sealed class InfoCommandTests : IDisposable
         var transcoderMeta = new SaeMetadata { HookName = "blocks.1.ln2.hook_normalized" };
         transcoderMeta.Extra = new() { ["hook_name_out"] = JsonSerializer.SerializeToElement("blocks.1.hook_mlp_out") };
         var transcoder = Path.Combine(_dir, "tc");
-        using (var sae = SaeFactory.Create(new SaeConfig { Architecture = SaeArchitectures.Standard, DIn = 8, DSae = 16, DOut = 8, Metadata = transcoderMeta }))
+        using (var sae = SaeFactory.Create(new SaeConfig { Architecture = SaeArchitectures.Standard, DIn = 8, DSae = 16, DOut = 12, ApplyBDecToInput = false, Metadata = transcoderMeta }))
             SaeLensFormat.Save(sae, transcoder);
         var plain = Path.Combine(_dir, "sae");
         using (var sae = SaeFactory.Create(new SaeConfig { Architecture = SaeArchitectures.Standard, DIn = 8, DSae = 16, Metadata = new SaeMetadata { HookName = "blocks.1.hook_mlp_out" } }))
@@ -31,6 +31,10 @@ public sealed class InfoCommandTests : IDisposable
         Assert.True(exit == 0, err);
         Assert.Matches(@"hook_name\W+blocks\.1\.ln2\.hook_normalized", output);
         Assert.Matches(@"hook_name_out\W+blocks\.1\.hook_mlp_out", output);
+        // d_in and d_out are the cfg's (8 in, 12 out), each in its own row.
+        Assert.Matches(@"(?m)^\W*d_in\W+8\W*$", output);
+        Assert.Matches(@"(?m)^\W*d_out\W+12\W*$", output);
+        Assert.Matches(@"(?m)^\W*d_sae\W+16\W*$", output);
 
         (exit, output, err) = CliRunner.Run("info", plain);
         Assert.True(exit == 0, err);

@@ -88,6 +88,34 @@ public class InterventionCommandTests : IDisposable
         Assert.Contains("--sae-index 1", err);
     }
 
+    /// <summary><c>--sae-index 1</c> aims the interventions at the second --sae, and <c>--ablate-mode mean</c> sets the
+    /// ablated feature to its mean over the input's tokens: with --error-term the logits are those of a raw hook adding
+    /// (mean − f)·W_dec[F] of the second SAE at its hook, written out here.</summary>
+    [Fact]
+    public void ModelRunSaeIndexAndMeanAblationApplyToTheChosenSae()
+    {
+        var (model, saeDir, input, tokens) = Setup();
+        string hook2 = "blocks.1.hook_resid_post";
+        using (var second = InterventionTests.RandomSae(hook2, 16, 24, 11, encBias: 0.1))
+            SaeLensFormat.Save(second, P("sae2"));
+        using var m = ModelLoader.FromPretrained(model);
+        using var sae2 = SaeLoader.Load(P("sae2"));
+        var (_, cache) = m.RunWithCache(tokens, [hook2]);
+        Tensor delta;
+        using (cache)
+        {
+            var f = InterventionTests.HandFeatures(sae2, cache[hook2]);
+            var mean = f[.., .., 3].mean();
+            Assert.True(mean.item<double>() > 1e-3, "the feature fires, so mean- and zero-ablation differ");
+            delta = ((mean - f[.., .., 3]).unsqueeze(-1) * InterventionTests.DecoderRow(sae2, 3)).to(ScalarType.Float32);
+        }
+        var (exit, _, err) = CliRunner.Run("model", "run", "--model", model, "--input", input, "--out", P("i.safetensors"), "--sae", saeDir, "--sae", P("sae2"),
+            "--error-term", "--sae-index", "1", "--ablate", "3", "--ablate-mode", "mean");
+        Assert.True(exit == 0, err);
+        var expected = m.RunWithHooks(tokens, (hook2, x => x + delta));
+        Assert.True(SafeTensors.Load(P("i.safetensors"))["logits"].allclose(expected, rtol: 1e-4, atol: 1e-4));
+    }
+
     [Fact]
     public void ModelRunAttributeAndAblateRunTheModelProcessedAsTheSaeRecords()
     {
@@ -159,6 +187,16 @@ public class InterventionCommandTests : IDisposable
         var best = r.Top(1)[0];
         Assert.Equal(best.Feature, (int)json["top"]![0]!["feature"]!);
         Assert.Contains("<table>", File.ReadAllText(P("attr.html")));
+
+        // --ig-steps 4: integrated gradients, the library's attribution with 4 steps (not attribution patching's).
+        (exit, _, err) = CliRunner.Run("attribute", "--model", model, "--sae", saeDir, "--input", input, "--metric", "logit-diff:5,9",
+            "--ig-steps", "4", "--out", P("ig.safetensors"));
+        Assert.True(exit == 0, err);
+        using (var ig = hooked.Attribute(tokens, AttributionMetric.LogitDiff(5, 9), 4))
+        {
+            Assert.False(ig.Attribution[0].allclose(r.Attribution[0], rtol: 1e-3, atol: 1e-5), "4 steps of integrated gradients differ from one linearisation");
+            Assert.True(SafeTensors.Load(P("ig.safetensors"))["attribution"].allclose(ig.Attribution[0], rtol: 1e-5, atol: 1e-6));
+        }
 
         // Two SAEs: attribution.0 / attribution.1.
         using (var second = InterventionTests.RandomSae("blocks.1.hook_resid_mid", 16, 24, 10))

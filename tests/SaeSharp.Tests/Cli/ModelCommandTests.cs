@@ -105,6 +105,22 @@ public class ModelTextCommandTests : IDisposable
         Assert.Equal("Call me Ishmael.", output.Trim());
     }
 
+    /// <summary>sae corpus: the same --seed writes the same stories, another seed other stories (its help: "the same seed
+    /// gives the same corpus"), as the library's LabelledCorpus.Write with that seed.</summary>
+    [Fact]
+    public void CorpusSeedChoosesTheStories()
+    {
+        string P(string n) => Path.Combine(_dir, n);
+        foreach (var (name, seed) in new[] { ("a.jsonl", "3"), ("b.jsonl", "4") })
+        {
+            var (exit, _, err) = CliRunner.Run("corpus", "--out", P(name), "--docs", "5", "--seed", seed);
+            Assert.True(exit == 0, err);
+        }
+        SaeSharp.Corpus.LabelledCorpus.Write(P("lib.jsonl"), 3UL, 5);
+        Assert.Equal(File.ReadAllText(P("lib.jsonl")), File.ReadAllText(P("a.jsonl")));
+        Assert.NotEqual(File.ReadAllText(P("a.jsonl")), File.ReadAllText(P("b.jsonl")));
+    }
+
     [Fact]
     public void GreedyGenerationAppendsTheArgmaxOfRecomputedLogits()
     {
@@ -120,6 +136,12 @@ public class ModelTextCommandTests : IDisposable
             ids.Add(logits[0, -1].argmax().item<long>());
         }
         var tok = SaeSharp.Tokenizers.Tokenizer.FromFolder(model);
+        Assert.Equal(tok.Decode(ids.Select(i => (int)i)), output.TrimEnd('\n'));
+
+        // Sampling at temperature 1 from the single most likely token (--top-k 1) is greedy decoding.
+        (exit, output, err) = CliRunner.Run("model", "generate", "--model", model, "--prompt", "Hello there", "--max-new-tokens", "3",
+            "--temperature", "1", "--top-k", "1", "--seed", "2");
+        Assert.True(exit == 0, err);
         Assert.Equal(tok.Decode(ids.Select(i => (int)i)), output.TrimEnd('\n'));
     }
 

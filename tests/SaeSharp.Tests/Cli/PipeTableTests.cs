@@ -109,6 +109,22 @@ public sealed class PipeTableTests : IClassFixture<PipeTableTests.Fixture>
         Assert.Equal(perf["ce_loss_with_ablation"]!.GetValue<double>(), Num(Value(lines, "ce loss zero-ablated")), 4);
     }
 
+    /// <summary>sae eval --model with two --sae and --json: each SAE gets its own density histogram beside the JSON,
+    /// <c>NAME_sae0_feature_density.png</c> and <c>NAME_sae1_...</c>, and the JSON is an array of one object per SAE.</summary>
+    [Fact]
+    public void Eval_of_two_saes_writes_a_histogram_for_each()
+    {
+        var a = _fx.Analysis;
+        string json = Path.Combine(_fx.Dir, "two.json");
+        var (exit, _, err) = CliRunner.Run("eval", "--sae", a.SaeDir, "--sae", a.SaeDir, "--model", a.ModelDir, "--dataset", a.DataPath,
+            "--tokens", "64", "--context-size", "16", "--json", json);
+        Assert.True(exit == 0, err);
+        Assert.Equal(2, JsonNode.Parse(File.ReadAllText(json))!.AsArray().Count);
+        Assert.True(File.Exists(Path.Combine(_fx.Dir, "two_sae0_feature_density.png")));
+        Assert.True(File.Exists(Path.Combine(_fx.Dir, "two_sae1_feature_density.png")));
+        Assert.False(File.Exists(Path.Combine(_fx.Dir, "two_feature_density.png")));
+    }
+
     /// <summary>sae ablate on one prompt: the per-position table has a row per token with the clean next-token loss
     /// recomputed here from the model's logits; the most-changed table's "clean %" is the top probability (times 100) at
     /// one of the positions; the summary rows are name/value lines.</summary>
@@ -144,9 +160,17 @@ public sealed class PipeTableTests : IClassFixture<PipeTableTests.Fixture>
             Assert.InRange(ablated, 0, 100);
             Assert.True(Num(row[5]) >= 0);
         }
+        // The most-changed rows are the positions of largest KL, largest first: the first is the per-position table's largest KL.
+        var kls = most.Select(r => Num(r[5])).ToList();
+        Assert.Equal(kls.OrderByDescending(k => k), kls);
+        Assert.Equal(positions.Max(r => Num(r[6])), kls[0], 4);
         Assert.Equal(ids.Length.ToString(Inv), Value(lines, "positions"));
         double meanCe = Enumerable.Range(0, ids.Length - 1).Average(p => -(double)logProbs[p, ids[p + 1]].item<float>());
         Assert.Equal(meanCe, Num(Value(lines, "CE loss clean")), 3);
+        // ΔCE loss is the ablated loss minus the clean one (positive: the ablation hurts), as in the per-position rows.
+        double meanAblated = positions.Take(ids.Length - 1).Average(r => Num(r[4]));
+        Assert.Equal(meanAblated, Num(Value(lines, "CE loss ablated")), 3);
+        Assert.Equal(meanAblated - meanCe, Num(Value(lines, "ΔCE loss")), 3);
     }
 
     /// <summary>sae steer, greedy: a row per seed whose unsteered continuation is the library's greedy continuation of

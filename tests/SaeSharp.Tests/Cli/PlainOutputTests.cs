@@ -131,6 +131,12 @@ public sealed class PlainOutputTests : IDisposable
         if (!Console.IsOutputRedirected) return; // a Spectre table with its title
         Assert.StartsWith("sae_id\thook\tpath\tneuronpedia\tl0", output);
         Assert.Contains("gpt2-small-res-jb: jbloom/GPT2-Small-SAEs-Reformatted (gpt2-small, saelens format)", err);
+        // --search also matches a hook that the SAE ids do not spell (Gemma Scope's ids are layer_N/width_.../...).
+        (exit, output, err) = CliRunner.Run("releases", "gemma-scope-2b-pt-res-canonical", "--search", "blocks.12.hook_resid_post");
+        Assert.True(exit == 0, err);
+        var rows = output.Split('\n', StringSplitOptions.RemoveEmptyEntries).Skip(1).ToList();
+        Assert.NotEmpty(rows);
+        Assert.All(rows, r => Assert.Equal("blocks.12.hook_resid_post", r.Split('\t')[1]));
         (exit, output, err) = CliRunner.Run("releases", "--model", "no-such-model");
         Assert.True(exit == 0, err);
         Assert.Equal("release\trepo\tmodel\tformat\tsaes", output.Trim());

@@ -690,6 +690,9 @@ public class ModelTrainCommandTests : IDisposable
         var manifest = JsonNode.Parse(File.ReadAllText(P("cache", "manifest.json")))!;
         Assert.Equal("blocks.1.hook_resid_pre", manifest["hook"]!.GetValue<string>());
         Assert.True(manifest["total_rows"]!.GetValue<long>() >= 2048);
+        // --contexts-per-shard 16: the 64 windows of 32 tokens in shards of 16.
+        Assert.Equal(64, manifest["total_contexts"]!.GetValue<long>());
+        Assert.Equal(4, Directory.GetFiles(P("cache"), "shard_*.safetensors").Length);
         Ok(CliRunner.Run("train", "--activations", P("cache"), "--arch", "relu", "--dict-size", "32", "--steps", "10",
             "--batch-size", "128", "--eval-rows", "256", "--out", P("run")));
         var cfg = JsonNode.Parse(File.ReadAllText(P("run", "cfg.json")))!;

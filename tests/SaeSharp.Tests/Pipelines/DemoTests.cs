@@ -83,6 +83,15 @@ public class DemoTests(QuickDemoFixture fx) : IClassFixture<QuickDemoFixture>
         Assert.True(exit == 0, err + output);
         var separate = JsonNode.Parse(File.ReadAllText(json))!;
         Assert.Equal(tokens, separate["tokens"]!.GetValue<long>());
+        // --neuron-hook: the neurons compared are that hook's dimensions, the features stay at the SAE's hook.
+        string neuronJson = Path.Combine(fx.Dir, "neuron-hook.json");
+        var neuronRun = CliRunner.Run("score-labels", "--sae", Path.Combine(fx.Dir, "sae"), "--model", "builtin",
+            "--dataset", Path.Combine(fx.Dir, "corpus", "heldout.jsonl"), "--tokens", "1024", "--neuron-hook", "blocks.0.hook_resid_post", "--json", neuronJson);
+        Assert.True(neuronRun.Exit == 0, neuronRun.Err + neuronRun.Out);
+        var atOther = JsonNode.Parse(File.ReadAllText(neuronJson))!;
+        Assert.Equal("blocks.0.hook_resid_post", atOther["neuron_hook"]!.GetValue<string>());
+        Assert.Equal(separate["hook"]!.GetValue<string>(), atOther["hook"]!.GetValue<string>());
+        Assert.NotEqual("blocks.0.hook_resid_post", atOther["hook"]!.GetValue<string>());
         foreach (var (kind, units) in new[] { ("features", "features"), ("neurons", "neurons") })
         {
             var demo = scores[kind]!;
