@@ -22,19 +22,19 @@ internal static class ReleasesCommand
             {
                 var r = SaeReleases.Find(name) ?? throw new SaeSharpException(
                     $"no release '{name}'{Suggest(name)}; `sae releases` lists them");
-                var saes = r.Saes.Where(s => text is null
-                    || s.Id.Contains(text, StringComparison.OrdinalIgnoreCase)
-                    || (s.Hook ?? "").Contains(text, StringComparison.OrdinalIgnoreCase)
-                    || (s.HookOut ?? "").Contains(text, StringComparison.OrdinalIgnoreCase)
-                    || (s.Neuronpedia ?? "").Contains(text, StringComparison.OrdinalIgnoreCase)).ToList();
+                var saes = r.Saes.Select(s => (Sae: s, Hooks: SaeLensConversions.ReleaseHooks(r, s))).Where(x => text is null
+                    || x.Sae.Id.Contains(text, StringComparison.OrdinalIgnoreCase)
+                    || (x.Hooks.In ?? "").Contains(text, StringComparison.OrdinalIgnoreCase)
+                    || (x.Hooks.Out ?? "").Contains(text, StringComparison.OrdinalIgnoreCase)
+                    || (x.Sae.Neuronpedia ?? "").Contains(text, StringComparison.OrdinalIgnoreCase)).ToList();
                 string title = $"{r.Release}: {r.RepoId} ({r.Model}, {Format(r)} format"
                                + (r.Conversion == SaeLensConversions.MntssCltLayerTranscoder ? $"; {SaeLensConversions.CltHooksSource})" : ")");
                 if (SaeLensConversions.Transcoders.Contains(r.Conversion))
                     Write(title, ["sae_id", "hook", "hook_out", "path", "neuronpedia", "l0"],
-                        saes.Select(s => new[] { s.Id, s.Hook ?? "-", s.HookOut ?? "-", s.Path, s.Neuronpedia ?? "-", L0(s) }));
+                        saes.Select(x => new[] { x.Sae.Id, x.Hooks.In ?? "-", x.Hooks.Out ?? "-", x.Sae.Path, x.Sae.Neuronpedia ?? "-", L0(x.Sae) }));
                 else
                     Write(title, ["sae_id", "hook", "path", "neuronpedia", "l0"],
-                        saes.Select(s => new[] { s.Id, s.Hook ?? "-", s.Path, s.Neuronpedia ?? "-", L0(s) }));
+                        saes.Select(x => new[] { x.Sae.Id, x.Hooks.In ?? "-", x.Sae.Path, x.Sae.Neuronpedia ?? "-", L0(x.Sae) }));
                 return 0;
             }
             var rows = SaeReleases.Filter(parse.GetValue(model), text).ToList();

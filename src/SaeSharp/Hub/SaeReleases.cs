@@ -1,15 +1,12 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using SaeSharp.Interop;
 
 namespace SaeSharp.Hub;
 
 /// <summary>One SAE of a pretrained release: SAELens's <c>sae_id</c>, its folder (or file) in the release's repo, the
-/// TransformerLens hook it reads, its Neuronpedia id, the L0 the release table quotes, its <c>norm_scaling_factor</c>
-/// (folded into the weights of an "expected_average_only_in" SAE on load, as <c>SAE.from_pretrained</c> does) and, for a
-/// transcoder, the hook its output replaces (<c>hook_name_out</c>). A null hook is one known only on load.</summary>
-public sealed record PretrainedSae(string Id, string Path, string? Hook, string? Neuronpedia, double? L0,
-    double? NormScalingFactor = null, string? HookOut = null);
+/// TransformerLens hook it reads, its Neuronpedia id, the L0 the release table quotes and its <c>norm_scaling_factor</c>
+/// (folded into the weights of an "expected_average_only_in" SAE on load, as <c>SAE.from_pretrained</c> does).</summary>
+public sealed record PretrainedSae(string Id, string Path, string? Hook, string? Neuronpedia, double? L0, double? NormScalingFactor = null);
 
 /// <summary>A pretrained SAE release as SAELens names it (<c>SAE.from_pretrained(release, sae_id)</c>): the Hugging Face
 /// repo holding its files, the model it was trained on, SAELens's <c>conversion_func</c> (which on-disk format the files
@@ -24,8 +21,8 @@ public sealed record SaeRelease(string Release, string RepoId, string Model, str
 /// <summary>
 /// The table of pretrained SAE releases, restated from SAELens's <c>sae_lens/pretrained_saes.yaml</c> (see
 /// <see cref="Source"/>) and shipped inside the library as <c>Hub/pretrained_saes.json</c>; regenerate it with
-/// <c>scripts/update-pretrained-saes.py</c>. The yaml names no hooks: the script derives them from the SAE ids and paths,
-/// and a transcoder's two hooks are those its loader sets (<see cref="SaeLensConversions.TranscoderHooks"/>).
+/// <c>scripts/update-pretrained-saes.py</c>. The hooks are derived from the SAE ids and paths (the yaml has none); a
+/// transcoder's are null here and given, with its output hook, by <c>SaeLensConversions.ReleaseHooks</c>.
 /// </summary>
 public static class SaeReleases
 {
@@ -84,16 +81,11 @@ public static class SaeReleases
         foreach (var r in root["releases"]!.AsArray())
         {
             var o = r!.AsObject();
-            string? conversion = (string?)o["conversion"];
-            var saes = o["saes"]!.AsArray().Select(s =>
-            {
-                string path = (string)s!["path"]!;
-                var transcoder = SaeLensConversions.TranscoderHooks(conversion, path);
-                return new PretrainedSae((string)s["id"]!, path, (string?)s["hook"] ?? transcoder?.In, (string?)s["neuronpedia"],
-                    (double?)s["l0"], (double?)s["norm_scaling_factor"], transcoder?.Out);
-            }).ToList();
+            var saes = o["saes"]!.AsArray().Select(s => new PretrainedSae(
+                (string)s!["id"]!, (string)s["path"]!, (string?)s["hook"], (string?)s["neuronpedia"], (double?)s["l0"],
+                (double?)s["norm_scaling_factor"])).ToList();
             releases.Add(new SaeRelease((string)o["release"]!, (string)o["repo_id"]!, (string)o["model"]!,
-                conversion, o["config_overrides"]?.DeepClone().AsObject(), saes));
+                (string?)o["conversion"], o["config_overrides"]?.DeepClone().AsObject(), saes));
         }
         return ((string)root["source"]!, (string)root["commit"]!, releases.OrderBy(r => r.Release, StringComparer.Ordinal).ToList());
     }

@@ -45,6 +45,16 @@ public static class SaeLensConversions
     /// <see cref="CircuitTracerConfigFile"/>, read on load.</summary>
     public const string CltHooksSource = "hooks blocks.N.{feature_input_hook} → blocks.N.{feature_output_hook} of the repo's config.yaml, read on load";
 
+    /// <summary>The hook <paramref name="sae"/> of <paramref name="release"/> reads and, for a transcoder, the hook it
+    /// replaces, as its loader sets them: <see cref="TranscoderHooks"/> for a transcoder conversion, else the table's
+    /// <see cref="PretrainedSae.Hook"/> and no output hook. Null where only loading tells (mntss_clt_layer_transcoder).</summary>
+    public static (string? In, string? Out) ReleaseHooks(SaeRelease release, PretrainedSae sae)
+    {
+        ArgumentNullException.ThrowIfNull(release);
+        ArgumentNullException.ThrowIfNull(sae);
+        return TranscoderHooks(release.Conversion, sae.Path) is { } t ? (t.In, t.Out) : (sae.Hook, null);
+    }
+
     /// <summary>
     /// The input and output hooks (SAELens's <c>hook_name</c>, <c>hook_name_out</c>) that the loader of
     /// <paramref name="conversion"/> gives the SAE at <paramref name="path"/> (its path in the release table), by the rule
