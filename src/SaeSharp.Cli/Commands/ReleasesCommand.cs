@@ -1,10 +1,12 @@
 using System.CommandLine;
 using SaeSharp.Hub;
+using SaeSharp.Interop;
 
 namespace SaeSharp.Cli.Commands;
 
 /// <summary><c>sae releases [RELEASE] [--model M] [--search TEXT]</c>: the pretrained SAE releases that <c>--sae RELEASE/SAE_ID</c>
-/// accepts, or one release's SAEs. A Spectre table on a terminal; in a pipe, tab-separated lines with a header (the title on stderr).</summary>
+/// accepts, or one release's SAEs (with a transcoder's output hook, hook_out). A Spectre table on a terminal; in a pipe,
+/// tab-separated lines with a header (the title on stderr).</summary>
 internal static class ReleasesCommand
 {
     public static Command Create()
@@ -20,13 +22,19 @@ internal static class ReleasesCommand
             {
                 var r = SaeReleases.Find(name) ?? throw new SaeSharpException(
                     $"no release '{name}'{Suggest(name)}; `sae releases` lists them");
-                var saes = r.Saes.Where(s => text is null
-                    || s.Id.Contains(text, StringComparison.OrdinalIgnoreCase)
-                    || (s.Hook ?? "").Contains(text, StringComparison.OrdinalIgnoreCase)
-                    || (s.Neuronpedia ?? "").Contains(text, StringComparison.OrdinalIgnoreCase)).ToList();
-                Write($"{r.Release}: {r.RepoId} ({r.Model}, {Format(r)} format)",
-                    ["sae_id", "hook", "path", "neuronpedia", "l0"],
-                    saes.Select(s => new[] { s.Id, s.Hook ?? "-", s.Path, s.Neuronpedia ?? "-", s.L0?.ToString("0.#") ?? "-" }));
+                var saes = r.Saes.Select(s => (Sae: s, Hooks: SaeLensConversions.ReleaseHooks(r, s))).Where(x => text is null
+                    || x.Sae.Id.Contains(text, StringComparison.OrdinalIgnoreCase)
+                    || (x.Hooks.In ?? "").Contains(text, StringComparison.OrdinalIgnoreCase)
+                    || (x.Hooks.Out ?? "").Contains(text, StringComparison.OrdinalIgnoreCase)
+                    || (x.Sae.Neuronpedia ?? "").Contains(text, StringComparison.OrdinalIgnoreCase)).ToList();
+                string title = $"{r.Release}: {r.RepoId} ({r.Model}, {Format(r)} format"
+                               + (r.Conversion == SaeLensConversions.MntssCltLayerTranscoder ? $"; {SaeLensConversions.CltHooksSource})" : ")");
+                if (SaeLensConversions.Transcoders.Contains(r.Conversion))
+                    Write(title, ["sae_id", "hook", "hook_out", "path", "neuronpedia", "l0"],
+                        saes.Select(x => new[] { x.Sae.Id, x.Hooks.In ?? "-", x.Hooks.Out ?? "-", x.Sae.Path, x.Sae.Neuronpedia ?? "-", L0(x.Sae) }));
+                else
+                    Write(title, ["sae_id", "hook", "path", "neuronpedia", "l0"],
+                        saes.Select(x => new[] { x.Sae.Id, x.Hooks.In ?? "-", x.Sae.Path, x.Sae.Neuronpedia ?? "-", L0(x.Sae) }));
                 return 0;
             }
             var rows = SaeReleases.Filter(parse.GetValue(model), text).ToList();
@@ -40,6 +48,8 @@ internal static class ReleasesCommand
 
     private static string Format(SaeRelease r) => r.Conversion ?? "saelens";
 
+    private static string L0(PretrainedSae s) => s.L0?.ToString("0.#") ?? "-";
+
     private static string Suggest(string name)
     {
         var close = SaeReleases.All.Where(r => r.Release.Contains(name, StringComparison.OrdinalIgnoreCase)
@@ -47,8 +57,8 @@ internal static class ReleasesCommand
         return close.Count == 0 ? "" : $" (did you mean {string.Join(", ", close.Select(r => r.Release))}?)";
     }
 
-    /// <summary>The table: the first two columns are names a user copies (release, sae_id / repo, hook), never broken
-    /// across lines on a terminal; in a pipe the title goes to stderr and stdout is a TSV file.</summary>
+    /// <summary>The table: the first two columns and hook_out are names a user copies (release, sae_id / repo, hooks),
+    /// never broken across lines on a terminal; in a pipe the title goes to stderr and stdout is a TSV file.</summary>
     private static void Write(string title, string[] columns, IEnumerable<string[]> rows) =>
-        Cli.WriteColumns(title, columns.Select((c, i) => new Column(c, NoWrap: i < 2)).ToList(), rows, titleOnStderr: true);
+        Cli.WriteColumns(title, columns.Select((c, i) => new Column(c, NoWrap: i < 2 || c == "hook_out")).ToList(), rows, titleOnStderr: true);
 }

@@ -210,17 +210,22 @@ internal static class SaeCommands
 
     public static Command Synth()
     {
+        var defaults = new SyntheticOptions();
         var output = new Option<string>("--out") { Description = "Output folder", Required = true };
-        var dIn = new Option<int>("--d-in") { Description = "Activation width", DefaultValueFactory = _ => 64 }.Positive();
-        var features = new Option<int>("--features") { Description = "Number of true features (more than d_in: superposition)", DefaultValueFactory = _ => 256 }.Positive();
-        var rows = new Option<long>("--rows") { Description = "Training rows", DefaultValueFactory = _ => 100_000 }.Positive();
-        var evalRows = new Option<long>("--eval-rows") { Description = "Evaluation rows", DefaultValueFactory = _ => 10_000 }.NonNegative();
-        var seed = new Option<ulong>("--seed") { Description = "Seed", DefaultValueFactory = _ => 0UL };
-        var noise = new Option<double>("--noise") { Description = "Gaussian noise std", DefaultValueFactory = _ => 0.0 };
-        var command = new Command("synth", "Write synthetic superposition data with known features") { output, dIn, features, rows, evalRows, seed, noise };
+        var dIn = new Option<int>("--d-in") { Description = "Activation width", DefaultValueFactory = _ => defaults.DIn }.Positive();
+        var features = new Option<int>("--features") { Description = "Number of true features (more than d_in: superposition)", DefaultValueFactory = _ => defaults.NFeatures }.Positive();
+        var rows = new Option<long>("--rows") { Description = "Training rows", DefaultValueFactory = _ => defaults.TrainRows }.Positive();
+        var evalRows = new Option<long>("--eval-rows") { Description = "Evaluation rows (0: no eval.safetensors)", DefaultValueFactory = _ => defaults.EvalRows }.NonNegative();
+        var seed = new Option<ulong>("--seed") { Description = "Seed", DefaultValueFactory = _ => defaults.Seed };
+        var noise = new Option<double>("--noise") { Description = "Gaussian noise std", DefaultValueFactory = _ => defaults.NoiseStd };
+        var command = new Command("synth", string.Create(System.Globalization.CultureInfo.InvariantCulture,
+            $"Write synthetic superposition data with known features: train.safetensors, eval.safetensors and features.safetensors " +
+            $"(the true directions and frequencies). Feature i fires with probability {defaults.MaxFrequency}·(i+1)^−{defaults.FrequencyExponent}, " +
+            $"with a magnitude uniform in [{defaults.MagnitudeLow}, {defaults.MagnitudeHigh})"))
+            { output, dIn, features, rows, evalRows, seed, noise };
         Cli.SetAction(command, parse =>
         {
-            var files = SyntheticDataset.Write(parse.GetValue(output)!, new SyntheticOptions
+            var files = SyntheticDataset.Write(parse.GetValue(output)!, defaults with
             {
                 DIn = parse.GetValue(dIn), NFeatures = parse.GetValue(features), TrainRows = parse.GetValue(rows),
                 EvalRows = parse.GetValue(evalRows), Seed = parse.GetValue(seed), NoiseStd = parse.GetValue(noise),

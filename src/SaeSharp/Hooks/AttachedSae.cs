@@ -6,12 +6,14 @@ namespace SaeSharp.Hooks;
 /// An SAE spliced into a model at a hook (SAELens <c>HookedSAETransformer.add_sae</c>). The run replaces the hook's
 /// activation x by the reconstruction x̂ = decode(encode(x)), or with <see cref="UseErrorTerm"/> by x̂ + (x − x̂),
 /// which equals the clean run while exposing the SAE hook points (<see cref="SaeHookPoints"/>). With
-/// <c>hook_head_index</c> in the SAE's metadata only that head of a [batch, pos, head, d_head] hook is replaced;
+/// <c>hook_head_index</c> in the SAE's metadata only that head of a [batch, pos, head, d_head] hook is read and replaced;
 /// otherwise the trailing dimensions of the hook are flattened to d_in (<c>hook_z</c> SAEs).
 /// A transcoder (<see cref="OutputHook"/> set and different from <see cref="Hook"/>) is spliced across two hooks, as
 /// <c>sae eval --model</c> does: at <see cref="Hook"/> it encodes x_in (the run continues there unchanged); at
 /// <see cref="OutputHook"/> the activation x_out is replaced by x̂ = decode(f) (plus x_in·W_skipᵀ for a skip transcoder),
-/// or with the error term by x̂ + (x_out − x̂). Its hook points keep the input hook's name
+/// or with the error term by x̂ + (x_out − x̂). With <c>hook_head_index</c> h it reads head h of its input hook (SAELens's
+/// meaning: the SAE's input is that head's slice of <c>hook_name</c>) and replaces the whole output hook; SAELens's
+/// <c>hook_head_index_out</c> (one head of the output hook) is refused. Its hook points keep the input hook's name
 /// (<c>&lt;hook&gt;.hook_sae_acts_post</c>); <c>hook_sae_recons</c>, <c>hook_sae_error</c> and <c>hook_sae_output</c>
 /// fire when the output hook does.
 /// </summary>
@@ -30,6 +32,9 @@ public sealed record AttachedSae
             ?? throw new SaeSharpException("the SAE has no metadata.hook_name: give the hook to attach it at");
         UseErrorTerm = useErrorTerm;
         OutputHook = outputHook ?? sae.Cfg.Metadata.HookNameOut;
+        if (OutputHook is not null && OutputHook != Hook && sae.Cfg.Metadata.HookHeadIndexOut is int headOut)
+            throw new SaeSharpException($"transcoder reading '{Hook}' has hook_head_index_out {headOut}: replacing one head of its output hook " +
+                $"'{OutputHook}' is not supported (SaeSharp replaces the whole output hook; hook_head_index picks the head a transcoder reads)");
     }
 
     /// <summary>The spliced SAE (not owned).</summary>

@@ -21,7 +21,8 @@ public sealed record SaeRelease(string Release, string RepoId, string Model, str
 /// <summary>
 /// The table of pretrained SAE releases, restated from SAELens's <c>sae_lens/pretrained_saes.yaml</c> (see
 /// <see cref="Source"/>) and shipped inside the library as <c>Hub/pretrained_saes.json</c>; regenerate it with
-/// <c>scripts/update-pretrained-saes.py</c>. The hooks are derived from the SAE ids and paths (the yaml has none).
+/// <c>scripts/update-pretrained-saes.py</c>. The hooks are derived from the SAE ids and paths (the yaml has none); a
+/// transcoder's are null here and given, with its output hook, by <c>SaeLensConversions.ReleaseHooks</c>.
 /// </summary>
 public static class SaeReleases
 {

@@ -111,14 +111,12 @@ public static class GemmaScope
     /// <summary>Fills model, hook and dataset metadata from Gemma Scope folder names, and checks a <c>width_*</c> claim.</summary>
     internal static void ApplyPathMetadata(string dir, SaeConfig cfg, string source)
     {
-        var parts = dir.Split([Path.DirectorySeparatorChar, Path.AltDirectorySeparatorChar], StringSplitOptions.RemoveEmptyEntries);
-        int? layer = null;
+        var parts = FolderParts(dir);
+        int? layer = FolderLayer(parts);
         bool embedding = false;
         Match? repo = null;
         foreach (var part in parts)
         {
-            var m = Regex.Match(part, @"^layer_(\d+)$");
-            if (m.Success) layer = int.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
             if (part == "embedding") embedding = true;
             var r = Regex.Match(part, @"gemma-scope-(\d+b)-(pt|it)-(res|mlp|att|transcoders)(?![a-z])");
             if (r.Success) repo = r;
@@ -153,11 +151,24 @@ public static class GemmaScope
                 cfg.ReshapeActivations = "hook_z";
                 break;
             case "transcoders":
-                // SAELens's gemma_2_transcoder: a jumprelu_transcoder from the MLP's input to its output.
                 cfg.DOut = cfg.DIn;
-                cfg.Metadata.HookName = $"blocks.{layer}.ln2.hook_normalized";
-                (cfg.Metadata.Extra ??= [])["hook_name_out"] = System.Text.Json.JsonSerializer.SerializeToElement($"blocks.{layer}.hook_mlp_out");
+                (cfg.Metadata.HookName, cfg.Metadata.HookNameOut) = TranscoderHooks(layer.Value);
                 break;
         }
     }
+
+    /// <summary>SAELens's <c>gemma_2_transcoder</c> hooks for layer N: a jumprelu_transcoder from the MLP's input,
+    /// <c>blocks.N.ln2.hook_normalized</c>, to its output, <c>blocks.N.hook_mlp_out</c>.</summary>
+    internal static (string In, string Out) TranscoderHooks(int layer) =>
+        ($"blocks.{layer}.ln2.hook_normalized", $"blocks.{layer}.hook_mlp_out");
+
+    /// <summary>The folder names of <paramref name="path"/> ('/' or the platform's separator).</summary>
+    internal static string[] FolderParts(string path) =>
+        path.Split([Path.DirectorySeparatorChar, Path.AltDirectorySeparatorChar], StringSplitOptions.RemoveEmptyEntries);
+
+    /// <summary>N of the last <c>layer_N</c> folder among <paramref name="parts"/>, or null.</summary>
+    internal static int? FolderLayer(IEnumerable<string> parts) =>
+        parts.Select(p => Regex.Match(p, @"^layer_(\d+)$")).LastOrDefault(m => m.Success) is { } m
+            ? int.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture)
+            : null;
 }

@@ -38,6 +38,37 @@ public static class SaeLensConversions
     public static IReadOnlyList<string> Names { get; } =
         [DeepSeekR1, ConnorRobHookZ, LlamaScopeR1Distill, Gemma2Transcoder, MwhannaTranscoder, MntssCltLayerTranscoder];
 
+    /// <summary>The conversion funcs whose SAEs are transcoders (read <c>hook_name</c>, replace <c>hook_name_out</c>).</summary>
+    public static IReadOnlyList<string> Transcoders { get; } = [Gemma2Transcoder, MwhannaTranscoder, MntssCltLayerTranscoder];
+
+    /// <summary>Where a <see cref="MntssCltLayerTranscoder"/> SAE's hooks come from: not its release path but the repo's
+    /// <see cref="CircuitTracerConfigFile"/>, read on load.</summary>
+    public const string CltHooksSource = "hooks blocks.N.{feature_input_hook} → blocks.N.{feature_output_hook} of the repo's config.yaml, read on load";
+
+    /// <summary>The hook <paramref name="sae"/> of <paramref name="release"/> reads and, for a transcoder, the hook it
+    /// replaces, as its loader sets them: <see cref="TranscoderHooks"/> for a transcoder conversion, else the table's
+    /// <see cref="PretrainedSae.Hook"/> and no output hook. Null where only loading tells (mntss_clt_layer_transcoder).</summary>
+    public static (string? In, string? Out) ReleaseHooks(SaeRelease release, PretrainedSae sae)
+    {
+        ArgumentNullException.ThrowIfNull(release);
+        ArgumentNullException.ThrowIfNull(sae);
+        return TranscoderHooks(release.Conversion, sae.Path) is { } t ? (t.In, t.Out) : (sae.Hook, null);
+    }
+
+    /// <summary>
+    /// The input and output hooks (SAELens's <c>hook_name</c>, <c>hook_name_out</c>) that the loader of
+    /// <paramref name="conversion"/> gives the SAE at <paramref name="path"/> (its path in the release table), by the rule
+    /// the loader applies: gemma_2_transcoder's from the path's <c>layer_N</c> folder, mwhanna_transcoder's from the file
+    /// name. Null for other conversions, for a path the rule reads no layer from, and for mntss_clt_layer_transcoder
+    /// (<see cref="CltHooksSource"/>).
+    /// </summary>
+    public static (string In, string Out)? TranscoderHooks(string? conversion, string path) => conversion switch
+    {
+        Gemma2Transcoder => GemmaScope.FolderLayer(GemmaScope.FolderParts(path)) is { } layer ? GemmaScope.TranscoderHooks(layer) : null,
+        MwhannaTranscoder => MwhannaLayer(path) is { } layer ? MwhannaHooks(layer) : null,
+        _ => null,
+    };
+
     /// <summary>SAELens's warning on loading a CLT layer, kept in <c>metadata.loading_note</c> of such an SAE.</summary>
     public const string CltLayerNote = "This loads the CLT layer as a single layer transcoder by summing all decoders together. " +
         "This should only be used to find feature activations, not for reconstruction";
@@ -281,8 +312,7 @@ public static class SaeLensConversions
     public static Sae LoadMwhannaTranscoder(string file, string? repoId = null)
     {
         string dir = Path.GetDirectoryName(Path.GetFullPath(file))!;
-        string last = Path.GetFileName(file).Replace(".safetensors", "", StringComparison.Ordinal).Split('_')[^1];
-        if (!int.TryParse(last, NumberStyles.None, CultureInfo.InvariantCulture, out int layer))
+        int layer = MwhannaLayer(file) ??
             throw new SaeSharpException($"{file}: the file name does not end in _<layer> (SAELens's mwhanna_transcoder loader reads the layer from it)");
         string wandbPath = WandbConfigFiles.Select(f => Path.Combine(dir, f)).FirstOrDefault(File.Exists)
             ?? throw new SaeSharpException($"{dir}: neither {WandbConfigFiles[0]} nor {WandbConfigFiles[1]} beside {Path.GetFileName(file)}");
@@ -309,14 +339,13 @@ public static class SaeLensConversions
             Metadata = new SaeMetadata
             {
                 ModelName = model,
-                HookName = $"blocks.{layer}.mlp.hook_in",
                 ContextSize = YamlFields.RequiredInt(wandb, wandbPath, "batch_size", "value"),
                 PrependBos = true,
                 DatasetPath = "monology/pile-uncopyrighted",
                 ModelFromPretrainedKwargs = new() { ["fold_ln"] = JsonSerializer.SerializeToElement(false) },
-                Extra = new() { ["hook_name_out"] = JsonSerializer.SerializeToElement($"blocks.{layer}.hook_mlp_out") },
             },
         };
+        (cfg.Metadata.HookName, cfg.Metadata.HookNameOut) = MwhannaHooks(layer);
         var raw = SafeTensors.Load(file);
         try
         {
@@ -329,6 +358,14 @@ public static class SaeLensConversions
             foreach (var t in raw.Values) t.Dispose();
         }
     }
+
+    /// <summary>The layer SAELens's mwhanna_transcoder reads from a file name: its last <c>_</c>-separated part
+    /// without <c>.safetensors</c> (<c>layer_12.safetensors</c> → 12); null when that is not a number.</summary>
+    private static int? MwhannaLayer(string file) =>
+        int.TryParse(Path.GetFileName(file).Replace(".safetensors", "", StringComparison.Ordinal).Split('_')[^1],
+            NumberStyles.None, CultureInfo.InvariantCulture, out int layer) ? layer : null;
+
+    private static (string In, string Out) MwhannaHooks(int layer) => ($"blocks.{layer}.mlp.hook_in", $"blocks.{layer}.hook_mlp_out");
 
     // ---- mntss_clt_layer_transcoder ----
 

@@ -296,6 +296,9 @@ public abstract partial class HookedTransformer : nn.Module<Tensor, Tensor>
                 ? $"; d_in is d_head={Config.DHead}: an SAE of one head gives it in metadata.hook_head_index" : "";
             throw new SaeSharpException($"SAE at '{name}' has d_in={sae.Cfg.DIn} but the hook gives {width} values per token{what}{trained}{perHead}");
         }
+        if (sae.Cfg.Metadata.HookHeadIndex is int head && HeadsAt(name) is null)
+            throw new SaeSharpException($"SAE at '{name}' reads head {head} (hook_head_index), but '{name}' has no head dimension " +
+                "(hook_head_index picks a head of an attention hook such as attn.hook_z)");
         return name;
     }
 

@@ -44,6 +44,12 @@ public sealed class SaeMetadata
             else (Extra ??= [])["hook_name_out"] = JsonSerializer.SerializeToElement(value);
         }
     }
+
+    /// <summary>SAELens's <c>hook_head_index_out</c>: the head of a transcoder's output hook it would replace, kept in
+    /// <see cref="Extra"/>; null when absent or null. Splicing such a transcoder is refused (<c>AttachedSae</c>).</summary>
+    [JsonIgnore]
+    public int? HookHeadIndexOut =>
+        Extra?.TryGetValue("hook_head_index_out", out var v) == true && v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int h) ? h : null;
 }
 
 /// <summary>

@@ -43,6 +43,43 @@ public sealed class HubCommandTests : IDisposable
         Assert.Contains("no release 'gpt2-small-res' (did you mean gpt2-small-res-jb", err);
     }
 
+    /// <summary>A transcoder release lists each SAE's input hook and the output hook it replaces (SAELens's loaders set
+    /// them; the yaml has none); a CLT release, whose hooks are in its repo's config.yaml, says so in the title.</summary>
+    [Fact]
+    public void Releases_of_transcoders_show_the_input_and_output_hooks()
+    {
+        var (exit, output, err) = CliRunner.Run("releases", "mwhanna-qwen3-4b-transcoders", "--search", "layer_10");
+        Assert.True(exit == 0, err);
+        Assert.Contains("blocks.10.mlp.hook_in", output);
+        Assert.Contains("blocks.10.hook_mlp_out", output);
+        if (Console.IsOutputRedirected)
+        {
+            Assert.StartsWith("sae_id\thook\thook_out\tpath\tneuronpedia\tl0\n", output.ReplaceLineEndings("\n"));
+            Assert.Contains("layer_10\tblocks.10.mlp.hook_in\tblocks.10.hook_mlp_out\tlayer_10.safetensors\tqwen3-4b/10-transcoder-hp\t-", output);
+        }
+
+        // --search matches the input hook, which Gemma Scope's ids do not spell, and the output hook.
+        (exit, output, err) = CliRunner.Run("releases", "gemma-scope-2b-pt-transcoders", "--search", "blocks.3.ln2.hook_normalized");
+        Assert.True(exit == 0, err);
+        Assert.Contains("layer_3/width_16k/average_l0_54", output);
+        Assert.DoesNotContain("layer_10/", output);
+        (exit, output, err) = CliRunner.Run("releases", "gemma-scope-2b-pt-transcoders", "--search", "blocks.12.hook_mlp_out");
+        Assert.True(exit == 0, err);
+        Assert.Contains("gemma-2-2b/12-gemmascope-transcoder-16k", output);
+        Assert.DoesNotContain("layer_3/", output);
+
+        (exit, output, err) = CliRunner.Run("releases", "mntss-gemma-2-2b-2.5m-clt-as-per-layer", "--search", "layer_2");
+        Assert.True(exit == 0, err);
+        Assert.Contains("feature_input_hook", Console.IsOutputRedirected ? err : output);
+        if (Console.IsOutputRedirected)
+            Assert.Contains("layer_2\t-\t-\t2\tgemma-2-2b/2-clt-hp", output);
+
+        // An SAE release has no hook_out column.
+        (exit, output, err) = CliRunner.Run("releases", "gpt2-small-res-jb", "--search", "blocks.7");
+        Assert.True(exit == 0, err);
+        Assert.DoesNotContain("hook_out", output);
+    }
+
     [Fact]
     public void Info_downloads_a_release_SAE_and_shows_its_Neuronpedia_id()
     {

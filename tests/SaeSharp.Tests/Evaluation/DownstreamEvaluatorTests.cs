@@ -179,6 +179,31 @@ public class DownstreamEvaluatorTests : ModelTestBase
         Assert.NotEqual(HandCe(allZeroed, windows, Bos), h.CeLossWithAblation, 5);
     }
 
+    /// <summary>A transcoder reading one head (hook_head_index) replaces, and so ablates, its whole output hook: the
+    /// head picks what it reads, not what it writes.</summary>
+    [Fact]
+    public void A_transcoder_on_one_head_is_spliced_and_ablated_at_its_whole_output_hook()
+    {
+        using var model = Gpt2();
+        var windows = ModelActivationSourceTests.Windows(3, 8);
+        var tokens = Tokens([.. windows]);
+        const string z = "blocks.1.attn.hook_z", attnOut = "blocks.1.hook_attn_out";
+        int dHead = model.Config.DHead, dModel = model.Config.DModel;
+        using var tc = SaeSharp.Tests.Hooks.TranscoderSpliceTests.RandomTranscoder(z, attnOut, dHead, dModel, 24, 6, dtype: ScalarType.Float32);
+        tc.Cfg.Metadata.HookHeadIndex = 1;
+        var r = DownstreamEvaluator.Evaluate(model, [new DownstreamTarget(tc)], windows)[0];
+
+        using var scope = NewDisposeScope();
+        Tensor? head1 = null;
+        var byHand = model.RunWithHooks(tokens,
+            (z, x => { head1 = x.select(2, 1).detach().clone(); return (Tensor?)null; }),
+            (attnOut, _ => (Tensor?)(matmul(nn.functional.relu(matmul(head1!, tc.WEnc) + tc.BEnc), tc.WDec) + tc.BDec)));
+        Assert.Equal(HandCe(byHand, windows, null), r.CeLossWithSae, 5);
+        Assert.NotEqual(r.CeLossWithoutSae, r.CeLossWithSae, 3);
+        var zeroed = model.RunWithHooks(tokens, (attnOut, x => zeros_like(x)));
+        Assert.Equal(HandCe(zeroed, windows, null), r.CeLossWithAblation, 5);
+    }
+
     [Fact]
     public void Several_saes_in_one_pass_match_separate_evaluations()
     {

@@ -262,6 +262,56 @@ public class TranscoderSpliceTests : ModelTestBase
         Assert.Contains(output, ex.Message);
     }
 
+    /// <summary>SAELens's hook_head_index means the SAE's input is that head's slice of hook_name; a transcoder with one
+    /// reads head h of its input hook and replaces its whole output hook. SAELens's hook_head_index_out (one head of the
+    /// output hook) is refused, as is a head index on a hook without heads.</summary>
+    [Fact]
+    public void A_transcoder_with_hook_head_index_reads_that_head_and_replaces_its_whole_output_hook()
+    {
+        using var model = Model64();
+        const string z = "blocks.0.attn.hook_z", attnOut = "blocks.0.hook_attn_out";
+        const int head = 2;
+        int dHead = model.Config.DHead;
+        Assert.Equal(4, dHead);
+        using var tc = RandomTranscoder(z, attnOut, dHead, 16, 12, 14);
+        tc.Cfg.Metadata.HookHeadIndex = head;
+        // z is [batch, pos, head, d_head]: the transcoder sees z[:, :, 2] only, and its output is all of hook_attn_out.
+        var expected = HookPair(model, Toks, z, attnOut, (xin, _) => HandDecode(tc, HandFeatures(tc, xin.select(2, head)), xin));
+        var hooked = new HookedSaeTransformer(model);
+        var a = hooked.AddSae(tc);
+        Assert.Equal((z, attnOut, true), (a.Hook, a.OutputHook, a.IsTranscoder));
+        var (clean, cleanCache) = model.RunWithCache(Toks, [z]);
+        var (logits, cache) = hooked.RunWithCache(Toks, [z, a.HookName(SaeHookPoints.ActsPost)]);
+        using (cleanCache)
+        using (cache)
+        {
+            AssertAllClose(expected, logits!, 1e-9, "logits vs the hook pair");
+            Assert.True((logits! - clean!).abs().max().item<double>() > 1e-3, "splicing a random transcoder changed nothing");
+            AssertAllClose(cleanCache[z], cache[z], 0, "input hook (every head) unchanged");
+            AssertAllClose(HandFeatures(tc, cleanCache[z].select(2, head)), cache[a.HookName(SaeHookPoints.ActsPost)], 1e-12, "acts_post of head 2");
+        }
+        var withError = new HookedSaeTransformer(model);
+        withError.AddSae(tc, useErrorTerm: true);
+        AssertAllClose(clean!, withError.RunWithHooks(Toks), 1e-10, "with the error term, the clean run");
+
+        tc.Cfg.Metadata.Extra!["hook_head_index_out"] = System.Text.Json.JsonSerializer.SerializeToElement(1);
+        var ex = Assert.Throws<SaeSharpException>(() => new HookedSaeTransformer(model).AddSae(tc));
+        Assert.Equal($"transcoder reading '{z}' has hook_head_index_out 1: replacing one head of its output hook '{attnOut}' is not supported " +
+                     "(SaeSharp replaces the whole output hook; hook_head_index picks the head a transcoder reads)", ex.Message);
+        ex = Assert.Throws<SaeSharpException>(() => model.Run(Toks, new RunOptions { Saes = [new AttachedSae(tc)] }));
+        Assert.Contains("hook_head_index_out 1", ex.Message);
+        // SAELens writes hook_head_index_out: null (gemma_2_transcoder): no head, nothing refused.
+        tc.Cfg.Metadata.Extra["hook_head_index_out"] = System.Text.Json.JsonSerializer.SerializeToElement<int?>(null);
+        Assert.True(new HookedSaeTransformer(model).AddSae(tc).IsTranscoder);
+
+        // A head index on an input hook without heads (ln2's [batch, pos, d_model]) is named before any run.
+        using var onLn2 = RandomTranscoder(Ln2, MlpOut, 16, 16, 8, 15);
+        onLn2.Cfg.Metadata.HookHeadIndex = 1;
+        ex = Assert.Throws<SaeSharpException>(() => new HookedSaeTransformer(model).AddSae(onLn2));
+        Assert.Equal($"SAE at '{Ln2}' reads head 1 (hook_head_index), but '{Ln2}' has no head dimension " +
+                     "(hook_head_index picks a head of an attention hook such as attn.hook_z)", ex.Message);
+    }
+
     [Fact]
     public void A_transcoder_whose_output_hook_fires_first_or_is_missing_is_an_error_naming_both_hooks()
     {

@@ -86,6 +86,40 @@ public sealed class PretrainedSaeTests : FakeHubTestBase
         Assert.Equal(pythiaReleases, SaeReleases.Filter(model: "PYTHIA")); // case-insensitive
     }
 
+    /// <summary>The yaml names no hooks; a transcoder release's two hooks are those SAELens's loader sets, read by hand
+    /// from <c>sae_lens/loading/pretrained_sae_loaders.py</c> (and its tests) at the table's commit.</summary>
+    [Fact]
+    public void Transcoder_releases_have_the_input_and_output_hooks_SAELens_loaders_set()
+    {
+        static (string? In, string? Out) Hooks(string spec)
+        {
+            var (release, sae) = SaeReleases.Lookup(spec)!.Value;
+            return SaeLensConversions.ReleaseHooks(release, sae);
+        }
+        // get_gemma_2_transcoder_config_from_hf("google/gemma-scope-2b-pt-transcoders", "layer_3/width_16k/average_l0_54").
+        Assert.Equal(("blocks.3.ln2.hook_normalized", "blocks.3.hook_mlp_out"), Hooks("gemma-scope-2b-pt-transcoders/layer_3/width_16k/average_l0_54"));
+        // get_mwhanna_transcoder_config_from_hf("mwhanna/qwen3-4b-transcoders", "layer_10.safetensors").
+        Assert.Equal(("blocks.10.mlp.hook_in", "blocks.10.hook_mlp_out"), Hooks("mwhanna-qwen3-4b-transcoders/layer_10"));
+
+        // Every SAE of those releases, its layer taken from the id (layer_N, layer_N/width_...).
+        foreach (var r in SaeReleases.All.Where(r => r.Conversion is "gemma_2_transcoder" or "mwhanna_transcoder"))
+        {
+            Assert.NotEmpty(r.Saes);
+            foreach (var sae in r.Saes)
+            {
+                string n = System.Text.RegularExpressions.Regex.Match(sae.Id, @"^layer_(\d+)").Groups[1].Value;
+                string input = r.Conversion == "gemma_2_transcoder" ? $"blocks.{n}.ln2.hook_normalized" : $"blocks.{n}.mlp.hook_in";
+                Assert.Equal((input, $"blocks.{n}.hook_mlp_out"), SaeLensConversions.ReleaseHooks(r, sae));
+            }
+        }
+
+        // mntss_clt_layer_transcoder reads its hooks from the repo's config.yaml on load: the table cannot know them.
+        Assert.Equal((null, null), Hooks("mntss-gemma-2-2b-2.5m-clt-as-per-layer/layer_2"));
+        // An SAE: the table's hook, no output hook.
+        Assert.Equal(("blocks.7.hook_resid_pre", null), Hooks("gpt2-small-res-jb/blocks.7.hook_resid_pre"));
+        Assert.Equal(("blocks.12.hook_resid_post", null), Hooks("gemma-scope-2b-pt-res-canonical/layer_12/width_16k/canonical"));
+    }
+
     [Fact]
     public void Release_sae_is_downloaded_into_the_hub_cache_and_loaded_with_the_release_facts()
     {

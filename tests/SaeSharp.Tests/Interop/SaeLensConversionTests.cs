@@ -131,6 +131,9 @@ public sealed class SaeLensConversionTests : FakeHubTestBase
             (c.Metadata.ModelName, c.Metadata.HookName, Extra(sae, "hook_name_out"), c.Metadata.ContextSize, c.Metadata.DatasetPath));
         Assert.Equal("jumprelu_transcoder", SaeLensFormat.SaeLensArchitecture(c));
         Assert.Equal("gemma-2-2b/3-gemmascope-transcoder-16k", Extra(sae, "neuronpedia_id"));
+        // `sae releases` lists the hooks the loader set.
+        var (release, listed) = SaeReleases.Lookup("gemma-scope-2b-pt-transcoders/layer_3/width_16k/average_l0_54")!.Value;
+        Assert.Equal((c.Metadata.HookName, c.Metadata.HookNameOut), SaeLensConversions.ReleaseHooks(release, listed));
 
         using var scope = NewDisposeScope();
         var x = randn(6, 4, generator: new TorchSharp.torch.Generator(9));
@@ -162,6 +165,8 @@ public sealed class SaeLensConversionTests : FakeHubTestBase
         Assert.False(c.Metadata.ModelFromPretrainedKwargs!["fold_ln"].GetBoolean());
         Assert.Equal("transcoder", SaeLensFormat.SaeLensArchitecture(c));
         AssertMatchesReference(sae, Fixture("mwhanna"));
+        var (release, listed) = SaeReleases.Lookup("mwhanna-qwen3-0.6b-transcoders-lowl0/layer_1")!.Value;
+        Assert.Equal((c.Metadata.HookName, c.Metadata.HookNameOut), SaeLensConversions.ReleaseHooks(release, listed));
     }
 
     [Fact]

@@ -11,6 +11,57 @@ public class SyntheticTests : IDisposable
     private readonly string _dir = Directory.CreateTempSubdirectory("synth-").FullName;
     public void Dispose() => Directory.Delete(_dir, true);
 
+    /// <summary><c>sae synth</c> without sizes writes what its help (and the README) states: --d-in 64, --features 256,
+    /// --rows 100,000, --eval-rows 10,000, and --seed 0 and --noise 0 (the same files as given explicitly); feature i
+    /// fires with probability 0.1·(i+1)^−0.5.</summary>
+    [Fact]
+    public void Synth_without_sizes_writes_the_defaults_its_help_states()
+    {
+        var help = System.Text.RegularExpressions.Regex.Replace(SaeSharp.Tests.Cli.CliRunner.Run("synth", "--help").Out, @"\s+", " ");
+        foreach (var stated in new[]
+                 {
+                     "Activation width [default: 64]", "superposition) [default: 256]", "Training rows [default: 100000]",
+                     "no eval.safetensors) [default: 10000]", "Seed [default: 0]", "noise std [default: 0]",
+                     "probability 0.1·(i+1)^−0.5", "uniform in [0, 1)",
+                 })
+            Assert.Contains(stated, help);
+
+        void Synth(params string[] args)
+        {
+            var r = SaeSharp.Tests.Cli.CliRunner.Run(["synth", .. args]);
+            Assert.True(r.Exit == 0, r.Err);
+        }
+        long[] Shape(string dir, string file, string tensor)
+        {
+            var t = SafeTensors.Load(Path.Combine(_dir, dir, file));
+            try { return t[tensor].shape; }
+            finally { foreach (var v in t.Values) v.Dispose(); }
+        }
+
+        Synth("--out", Path.Combine(_dir, "a"), "--rows", "100", "--eval-rows", "10");
+        Assert.Equal(new long[] { 100, 64 }, Shape("a", "train.safetensors", "activations"));
+        Assert.Equal(new long[] { 256, 64 }, Shape("a", "features.safetensors", "features"));
+        var freq = SafeTensors.Load(Path.Combine(_dir, "a", "features.safetensors"));
+        try
+        {
+            var p = freq["frequencies"].data<float>().ToArray();
+            Assert.Equal(256, p.Length);
+            Assert.Equal(0.1, p[0], 6);
+            Assert.Equal(0.05, p[3], 6);     // 0.1 · 4^−0.5
+            Assert.Equal(0.01, p[99], 6);    // 0.1 · 100^−0.5
+        }
+        finally { foreach (var v in freq.Values) v.Dispose(); }
+
+        Synth("--out", Path.Combine(_dir, "b"), "--d-in", "4", "--features", "8");
+        Assert.Equal(new long[] { 100_000, 4 }, Shape("b", "train.safetensors", "activations"));
+        Assert.Equal(new long[] { 10_000, 4 }, Shape("b", "eval.safetensors", "activations"));
+        Synth("--out", Path.Combine(_dir, "c"), "--d-in", "4", "--features", "8", "--seed", "0", "--noise", "0");
+        foreach (var f in new[] { "train.safetensors", "eval.safetensors", "features.safetensors" })
+            Assert.Equal(File.ReadAllBytes(Path.Combine(_dir, "c", f)), File.ReadAllBytes(Path.Combine(_dir, "b", f)));
+        Synth("--out", Path.Combine(_dir, "d"), "--d-in", "4", "--features", "8", "--seed", "1");
+        Assert.NotEqual(File.ReadAllBytes(Path.Combine(_dir, "d", "train.safetensors")), File.ReadAllBytes(Path.Combine(_dir, "b", "train.safetensors")));
+    }
+
     [Fact]
     public void DirectionsAreUnitNorm()
     {
