@@ -14,7 +14,13 @@ internal sealed class CliProcess : IDisposable
 
     public CliProcess(params string[] args)
     {
-        var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        // A process inherits an ignored SIGINT, and .NET keeps it ignored (Console.CancelKeyPress never fires): the suite
+        // started as a script's background job (`dotnet test ... &`) would hand that to every child, and Interrupt would
+        // reach nothing. env --default-signal=INT (GNU coreutils 8.31+) starts sae as a terminal starts a foreground
+        // command.
+        var info = new ProcessStartInfo("env") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        info.ArgumentList.Add("--default-signal=INT");
+        info.ArgumentList.Add("dotnet");
         info.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "sae.dll"));
         foreach (var a in args) info.ArgumentList.Add(a);
         _process = new Process { StartInfo = info };
@@ -56,6 +62,8 @@ internal sealed class CliProcess : IDisposable
     /// <summary>SIGINT, as Ctrl-C in a terminal sends it: the command's cancel handler runs.</summary>
     public void Interrupt()
     {
+        if (Signals.Ignores(_process.Id, Signals.SigInt))
+            throw new InvalidOperationException($"sae (pid {_process.Id}) ignores SIGINT: a Ctrl-C would be lost");
         using var kill = Process.Start("kill", ["-INT", _process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]);
         kill.WaitForExit();
     }
