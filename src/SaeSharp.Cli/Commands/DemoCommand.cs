@@ -63,11 +63,11 @@ internal static class DemoCommand
              "BOS positions left out) stream through a shuffling buffer of 64 contexts into the trainer");
 
         Stage(2, $"training a TopK SAE: d_sae {o.DSae}, k {o.K}, {Cli.Integer(harvest.Steps)} steps of {Cli.Integer(o.BatchSize)} tokens");
-        var trained = TrainCommand.TrainWithProgress(harvest.Steps, demo.Train);
+        var (trained, stopExitCode) = TrainCommand.TrainWithProgress(harvest.Steps, demo.Train);
         if (trained.Saes.Count == 0)
         {
             Console.WriteLine($"stopped at step {trained.Steps}");
-            return 130;
+            return stopExitCode;
         }
         Line($"wrote {demo.SaePath} (SAELens layout: cfg.json, sae_weights.safetensors, metrics.json)");
 
@@ -168,7 +168,7 @@ internal static class DemoCommand
         using var eval = ActivationSplit.EvalFiles([files.EvalPath!]);
         using var truth = SyntheticDataset.ReadFeatures(files.FeaturesPath);
         Console.WriteLine($"training {string.Join(", ", slots.Select(s => s.Name))} (d_sae {dSae}) for {steps} steps of {batch} rows ...");
-        var result = TrainCommand.TrainWithProgress(new TrainingRunOptions
+        var (result, stopExitCode) = TrainCommand.TrainWithProgress(new TrainingRunOptions
         {
             OutDir = Path.Combine(outDir, "saes"), Trainer = trainer, Saes = slots, TrainSource = train, EvalSource = eval,
             EvalRows = 10_000, GroundTruthFeatures = truth, Overwrite = true,
@@ -177,7 +177,7 @@ internal static class DemoCommand
         if (result.Saes.Count == 0)
         {
             Console.WriteLine($"stopped at step {result.Steps}; checkpoint {result.LastCheckpoint}");
-            return 130;
+            return stopExitCode;
         }
         Cli.WriteColumns($"SAEs on synthetic data ({result.Steps} steps, {Cli.Integer(result.Tokens)} rows)",
             ["architecture", "MSE", "FVU", "L0", "dead %", "MMCS", "% recovered > 0.9"],

@@ -120,33 +120,22 @@ internal static class TrainCommand
                                         string.Join("; ", differ) + ". Drop them, or start a new run with --force or another --out");
     }
 
-    /// <summary>Runs training with a live progress bar (or plain lines when output is redirected); Ctrl-C checkpoints and stops.</summary>
-    internal static TrainingRunResult TrainWithProgress(TrainingRunOptions options) =>
+    /// <summary>Runs training with a live progress bar (or plain lines when output is redirected); Ctrl-C or SIGTERM
+    /// checkpoints and stops, and <c>StopExitCode</c> is then the command's exit code.</summary>
+    internal static (TrainingRunResult Result, int StopExitCode) TrainWithProgress(TrainingRunOptions options) =>
         TrainWithProgress(options.Trainer.Steps, (progress, ct) => TrainingRun.Run(options, progress, ct));
 
-    /// <summary>Runs <paramref name="train"/> (a run of <paramref name="steps"/> steps) with the progress bar and Ctrl-C handling of <c>sae train</c>.</summary>
-    internal static TrainingRunResult TrainWithProgress(long steps, Func<IProgress<TrainingProgress>, CancellationToken, TrainingRunResult> train)
+    /// <summary>Runs <paramref name="train"/> (a run of <paramref name="steps"/> steps) with the progress bar and the
+    /// <see cref="StopSignals"/> of <c>sae train</c>.</summary>
+    internal static (TrainingRunResult Result, int StopExitCode) TrainWithProgress(long steps, Func<IProgress<TrainingProgress>, CancellationToken, TrainingRunResult> train)
     {
         // The training loop allocates the same large tensors every step: reuse them instead of page-faulting them in.
         NativeRuntime.KeepLargeBlocks();
-        using var cts = new CancellationTokenSource();
-        ConsoleCancelEventHandler onCancel = (_, e) =>
-        {
-            e.Cancel = true;
-            cts.Cancel();
-            Console.Error.WriteLine("sae: interrupted; saving a checkpoint ...");
-        };
-        Console.CancelKeyPress += onCancel;
-        try
-        {
-            // A live bar on a terminal; in a pipe or file, one log line per report (so the sink is never null).
-            return CliProgress.Run<TrainingProgress, TrainingRunResult>("training", steps,
-                progress => train(progress!, cts.Token), p => (p.Step, p.TotalSteps, Describe(p)), Describe);
-        }
-        finally
-        {
-            Console.CancelKeyPress -= onCancel;
-        }
+        using var stop = new StopSignals();
+        // A live bar on a terminal; in a pipe or file, one log line per report (so the sink is never null).
+        var result = CliProgress.Run<TrainingProgress, TrainingRunResult>("training", steps,
+            progress => train(progress!, stop.Token), p => (p.Step, p.TotalSteps, Describe(p)), Describe);
+        return (result, stop.ExitCode);
     }
 
     internal static string Describe(TrainingProgress p)
@@ -157,12 +146,13 @@ internal static class TrainCommand
         return $"step {p.Step}/{p.TotalSteps} {p.MeanRowsPerSecond:N0} rows/s{eta} | {string.Join(" | ", parts)}";
     }
 
-    private static int Report(TrainingRunResult result, TrainingPlan plan)
+    private static int Report((TrainingRunResult Result, int StopExitCode) run, TrainingPlan plan)
     {
+        var result = run.Result;
         if (result.Status is TrainingStatus.Cancelled or TrainingStatus.Stopped)
         {
             Console.WriteLine($"stopped at step {result.Steps}; checkpoint: {result.LastCheckpoint} (continue with --resume)");
-            return 130;
+            return run.StopExitCode;
         }
         string passes = (result.Epochs is double e ? $"{e:F2} epochs of the data" : "less than one pass over the data") +
                         (result.MaxDataPasses > 1 ? $", --epochs {result.MaxDataPasses}" : "");

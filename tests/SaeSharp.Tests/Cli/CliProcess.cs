@@ -12,14 +12,16 @@ internal sealed class CliProcess : IDisposable
     private readonly ConcurrentQueue<string> _out = new();
     private readonly ConcurrentQueue<string> _err = new();
 
-    public CliProcess(params string[] args)
+    public CliProcess(params string[] args) : this(ignoreSigInt: false, args) { }
+
+    private CliProcess(bool ignoreSigInt, string[] args)
     {
         // A process inherits an ignored SIGINT, and .NET keeps it ignored (Console.CancelKeyPress never fires): the suite
         // started as a script's background job (`dotnet test ... &`) would hand that to every child, and Interrupt would
         // reach nothing. env --default-signal=INT (GNU coreutils 8.31+) starts sae as a terminal starts a foreground
-        // command.
+        // command, env --ignore-signal=INT as a script starts a background job.
         var info = new ProcessStartInfo("env") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        info.ArgumentList.Add("--default-signal=INT");
+        info.ArgumentList.Add(ignoreSigInt ? "--ignore-signal=INT" : "--default-signal=INT");
         info.ArgumentList.Add("dotnet");
         info.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "sae.dll"));
         foreach (var a in args) info.ArgumentList.Add(a);
@@ -30,6 +32,10 @@ internal sealed class CliProcess : IDisposable
         _process.BeginOutputReadLine();
         _process.BeginErrorReadLine();
     }
+
+    /// <summary>sae started as a script's background job (<c>sae train ... &amp;</c>) is: ignoring SIGINT, so that only
+    /// SIGTERM can stop it cleanly.</summary>
+    public static CliProcess IgnoringSigInt(params string[] args) => new(ignoreSigInt: true, args);
 
     /// <summary>Everything printed so far (stdout and stderr).</summary>
     public IReadOnlyList<string> Lines => _lines.ToList();
@@ -59,12 +65,23 @@ internal sealed class CliProcess : IDisposable
         return false;
     }
 
+    /// <summary>True when sae ignores SIGINT (read from /proc; false where there is none).</summary>
+    public bool IgnoresSigInt => Signals.Ignores(_process.Id, Signals.SigInt);
+
     /// <summary>SIGINT, as Ctrl-C in a terminal sends it: the command's cancel handler runs.</summary>
     public void Interrupt()
     {
-        if (Signals.Ignores(_process.Id, Signals.SigInt))
+        if (IgnoresSigInt)
             throw new InvalidOperationException($"sae (pid {_process.Id}) ignores SIGINT: a Ctrl-C would be lost");
-        using var kill = Process.Start("kill", ["-INT", _process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]);
+        Send("-INT");
+    }
+
+    /// <summary>SIGTERM, as <c>kill PID</c>, Slurm and <c>docker stop</c> send it.</summary>
+    public void Terminate() => Send("-TERM");
+
+    private void Send(string signal)
+    {
+        using var kill = Process.Start("kill", [signal, _process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]);
         kill.WaitForExit();
     }
 

@@ -460,6 +460,43 @@ public class TrainCommandTests : IDisposable
         Assert.NotEmpty(Directory.GetDirectories(P("run", "checkpoints")));
     }
 
+    /// <summary>SIGTERM (<c>kill PID</c>, Slurm, <c>docker stop</c>) during training stops it as Ctrl-C does, with the
+    /// shell's code for a command ended by SIGTERM, 143 (128 + 15): the step in progress is checkpointed, no SAE is
+    /// written, and --resume continues from that checkpoint to the end. With <paramref name="sigIntIgnored"/> sae starts
+    /// as a script's background job does, ignoring SIGINT: SIGTERM still stops it cleanly.</summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void SigTermSavesACheckpointAndExitsWith143(bool sigIntIgnored)
+    {
+        SafeTensors.Save(P("a.safetensors"), new Dictionary<string, Tensor> { ["activations"] = randn(2000, 8, generator: new Generator(18)) });
+        // About 5 s of training on one free core: SIGTERM lands long before the end, and the resume finishes soon.
+        string[] train = ["train", "--activations", P("a.safetensors"), "--arch", "topk", "--k", "2", "--dict-size", "16", "--steps", "10000",
+            "--batch-size", "32", "--eval-rows", "100", "--out", P("run")];
+        long stoppedAt;
+        using (var p = sigIntIgnored ? CliProcess.IgnoringSigInt(train) : new CliProcess(train))
+        {
+            Assert.True(p.WaitForLine(l => l.StartsWith("step ", StringComparison.Ordinal), TimeSpan.FromMinutes(5)), string.Join("\n", p.Lines));
+            Assert.Equal(sigIntIgnored, p.IgnoresSigInt);
+            p.Terminate();
+            Assert.Equal(143, p.WaitForExit(TimeSpan.FromMinutes(5)));
+            var stopped = Assert.Single(p.Output, l => l.StartsWith("stopped at step ", StringComparison.Ordinal));
+            Assert.Contains("--resume", stopped);
+            stoppedAt = long.Parse(stopped["stopped at step ".Length..stopped.IndexOf(';', StringComparison.Ordinal)], System.Globalization.CultureInfo.InvariantCulture);
+        }
+        Assert.InRange(stoppedAt, 100, 9999);
+        Assert.False(File.Exists(P("run", "cfg.json")));
+        using (var state = SaeSharp.Training.TrainerCheckpoint.Load(P("run", "checkpoints")))
+            Assert.Equal(stoppedAt, state.Step);
+
+        using var resume = new CliProcess([.. train, "--resume"]);
+        Assert.True(resume.WaitForExit(TimeSpan.FromMinutes(5)) == 0, string.Join("\n", resume.Lines));
+        var first = resume.Output.First(l => l.StartsWith("step ", StringComparison.Ordinal));
+        long resumedAt = long.Parse(first["step ".Length..first.IndexOf('/', StringComparison.Ordinal)], System.Globalization.CultureInfo.InvariantCulture);
+        Assert.True(resumedAt > stoppedAt, $"the resume began with {first}, the run stopped at step {stoppedAt}");
+        Assert.True(File.Exists(P("run", "cfg.json")));
+    }
+
     [Fact]
     public void NanInActivationsIsAnErrorNamingTheFileAndRow()
     {
