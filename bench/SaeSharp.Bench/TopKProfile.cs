@@ -41,7 +41,7 @@ internal static class TopKProfile
             for (int rep = 0; rep < steps; rep++)
             {
                 using var scope = NewDisposeScope();
-                long chunkRows = Math.Max(1, sae.ChunkElements / dSae);
+                long chunkRows = sae.ChunkRows(candidatePass: false);
                 var sw = Stopwatch.StartNew();
                 for (long r = 0; r < batch; r += chunkRows)
                 {
@@ -99,7 +99,7 @@ internal static class TopKProfile
                 zeros(dSae, dIn);
                 Note("[zeros d_sae x d_in]", sw.Elapsed.TotalMilliseconds);
                 if (autocast) AutocastBlocks(sae, x, k, chunkRows, code, Note);
-                else if (CandidateEncoder.Applies(CpuKernels.Path, dSae)) CandidateBlocks(sae, x, k, chunkRows, Note);
+                else if (CandidateEncoder.Applies(CpuKernels.Path, dSae)) CandidateBlocks(sae, x, k, sae.ChunkRows(candidatePass: true), Note);
             }
         }
         foreach (var (key, ms) in best) Console.WriteLine($"  {key,-24} {ms,8:F1} ms");
@@ -111,7 +111,7 @@ internal static class TopKProfile
     private static void ForwardBlocks(TopKFamilySae sae, Tensor x, int k, int steps, Action<string, double> note)
     {
         long batch = x.shape[0], dSae = sae.Cfg.DSae;
-        long chunkRows = Math.Max(1, sae.ChunkElements / dSae);
+        long chunkRows = sae.ChunkRows(candidatePass: false);
         for (int rep = 0; rep < steps; rep++)
         {
             using var scope = NewDisposeScope();

@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
@@ -237,74 +238,27 @@ internal sealed unsafe class CandidateEncoder : IDisposable
         var indices = empty(rows, k, dtype: ScalarType.Int64);
         if (rows == 0) return (values.MoveToOuterDisposeScope(), indices.MoveToOuterDisposeScope());
         bool bf16 = pre.dtype == ScalarType.BFloat16;
-        float* pf = bf16 ? null : FloatPtr(pre);
-        ushort* pb = bf16 ? UShortPtr(pre) : null;
-        float* pBias = FloatPtr(bias), pv = FloatPtr(values), pX = FloatPtr(approx.X), pW = FloatPtr(_encT);
-        long* pi = LongPtr(indices);
-        var counts = new long[RowRanges.Count(rows)];
-        int dIn = _dIn;
-        float rho = approx.Rho;
-        var rowA = approx.RowA;
-        var rowB = approx.RowB;
-        // Block maxima of the upper bounds (blocks of 16 strided latents) need c a multiple of 16 vectors and at least
-        // 2k blocks; otherwise the threshold comes from the keys of the whole row.
-        bool blockwise = c % (TopKBlock * Vector<float>.Count) == 0 && c / TopKBlock >= 2 * k;
-        RowRanges.For(rows, (t, start, end) =>
+        fixed (float* pc = colC, pd = colD)
+        fixed (long* pMap = map)
         {
-            var upper = new float[c];
-            var cand = new int[c];
-            var heapV = new float[k];
-            var heapI = new long[k];
-            var scratch = new float[c];
-            var hist = new int[2 * 257];
-            long count = 0;
-            fixed (float* pu = upper, pc = colC, pd = colD, hv = heapV, pScratch = scratch)
-            fixed (int* pCand = cand, pHist = hist)
-            fixed (long* hi = heapI, pMap = map)
+            var sel = new Selection
             {
-                var rank = new ExactRanking { X = null, W = pW, Map = pMap, Bias = pBias, DIn = dIn, K = k, Upper = pu, HeapV = hv, HeapI = hi };
-                for (int r = (int)start; r < end; r++)
-                {
-                    bool finite = Bounds(pf is null ? null : pf + (long)r * c, pb is null ? null : pb + (long)r * c, pBias, pc, pd,
-                        rowA[r], rowB[r], rho, c, pu);
-                    rank.X = pX + (long)r * dIn;
-                    rank.Filled = 0;
-                    if (finite)
-                    {
-                        // At least k latents have an upper bound ≥ t1; their exact values give τ, the k-th largest of
-                        // them, a lower bound on the row's k-th largest value. A latent of the top k then has an upper
-                        // bound ≥ τ: those not yet ranked (upper bound < t1) are the remaining candidates.
-                        float t1 = blockwise && BlockMaxima(pu, c, pScratch)
-                            ? KthLowerBound(pScratch, c / TopKBlock, k, (uint*)pScratch, pHist)
-                            : KthLowerBound(pu, c, k, (uint*)pScratch, pHist);
-                        count += rank.Rank(pCand, Above(pu, c, t1, pCand), float.NaN, prune: true);
-                        float tau = rank.Filled == k ? hv[0] : float.NegativeInfinity;
-                        count += rank.Rank(pCand, Above(pu, c, tau, pCand), t1, prune: true);
-                    }
-                    else
-                    {
-                        for (int j = 0; j < c; j++) pCand[j] = j;
-                        count += rank.Rank(pCand, c, float.NaN, prune: false);
-                    }
-                    int filled = rank.Filled;
-                    for (int j = 0; filled < k && j < c; j++)
-                    {
-                        // Fewer than k non-NaN values (a NaN row): pad with positions not yet taken.
-                        bool taken = false;
-                        for (int l = 0; l < filled; l++) taken |= hi[l] == j;
-                        if (!taken) { hv[filled] = float.NaN; hi[filled++] = j; }
-                    }
-                    new Span<float>(hv, k).CopyTo(new Span<float>(pv + (long)r * k, k));
-                    new Span<long>(hi, k).CopyTo(new Span<long>(pi + (long)r * k, k));
-                }
-            }
-            counts[t] = count;
-        });
+                F = bf16 ? null : FloatPtr(pre), B = bf16 ? UShortPtr(pre) : null, Bias = FloatPtr(bias), ColC = pc, ColD = pd,
+                RowA = approx.RowA, RowB = approx.RowB, Rho = approx.Rho, C = c, K = k, DIn = _dIn,
+                // Block maxima of the upper bounds (blocks of 16 strided latents) need c a multiple of 16 vectors and at
+                // least 2k blocks; otherwise the threshold comes from the keys of the whole row.
+                Blockwise = c % (TopKBlock * Vector<float>.Count) == 0 && c / TopKBlock >= 2 * k,
+                X = FloatPtr(approx.X), W = FloatPtr(_encT), Map = pMap, Values = FloatPtr(values), Indices = LongPtr(indices),
+            };
+            int group = GroupRows(rows, _dIn), groups = (rows + group - 1) / group;
+            var counts = new long[groups];
+            KernelThreads.Run(groups, g => counts[g] = sel.RankGroup(g * group, Math.Min(rows, (g + 1) * group)));
+            Interlocked.Add(ref _candidates, counts.Sum());
+        }
         GC.KeepAlive(pre);
         GC.KeepAlive(bias);
         GC.KeepAlive(approx.X);
         GC.KeepAlive(_encT);
-        Interlocked.Add(ref _candidates, counts.Sum());
         Interlocked.Add(ref _rows, rows);
         return (values.MoveToOuterDisposeScope(), indices.MoveToOuterDisposeScope());
     }
@@ -385,8 +339,10 @@ internal sealed unsafe class CandidateEncoder : IDisposable
 
     /// <summary>upper = A + E for one row, A the float32 value (<paramref name="f"/>, b_enc included) or the bfloat16
     /// product plus b_enc (<paramref name="b"/>, widened into <paramref name="upper"/> first); false when a value or a
-    /// bound is not finite (the row is then recomputed whole).</summary>
-    private static bool Bounds(float* f, ushort* b, float* bias, float* colC, float* colD, float a, float bRow, float rho, int c, float* upper)
+    /// bound is not finite (the row is then recomputed whole). With <paramref name="maxima"/> (c a multiple of 16 vectors),
+    /// also the row's block maxima of upper (<see cref="TopKSelection.BlockMaxima"/>), in the same pass.</summary>
+    private static bool Bounds(float* f, ushort* b, float* bias, float* colC, float* colD, float a, float bRow, float rho, int c, float* upper,
+        float* maxima = null)
     {
         int w = Vector<float>.Count, j = 0;
         if (f == null)
@@ -409,6 +365,7 @@ internal sealed unsafe class CandidateEncoder : IDisposable
         var tiny = new Vector<float>(1e-30f);
         var inf = new Vector<float>(float.PositiveInfinity);
         var bad = Vector<int>.Zero;
+        int width = c / TopKBlock, slot = 0;
         for (; j + w <= c; j += w)
         {
             var v = Unsafe.ReadUnaligned<Vector<float>>(f + j);
@@ -417,6 +374,10 @@ internal sealed unsafe class CandidateEncoder : IDisposable
             var hi = v + e;
             bad |= ~Vector.LessThan(Vector.Abs(v - e), inf) | ~Vector.LessThan(Vector.Abs(hi), inf);
             Unsafe.WriteUnaligned(upper + j, hi);
+            if (maxima == null) continue;
+            // The block maxima of TopKSelection.BlockMaxima: slot j mod (c/16) (c a multiple of 16 vectors).
+            Unsafe.WriteUnaligned(maxima + slot, j < width ? hi : Vector.Max(Unsafe.ReadUnaligned<Vector<float>>(maxima + slot), hi));
+            if ((slot += w) == width) slot = 0;
         }
         bool ok = Vector.EqualsAll(bad, Vector<int>.Zero);
         for (; j < c; j++)
@@ -427,6 +388,278 @@ internal sealed unsafe class CandidateEncoder : IDisposable
             ok &= float.IsFinite(v - e) && float.IsFinite(upper[j]);
         }
         return ok;
+    }
+
+    /// <summary>Rows ranked together by <see cref="Selection.RankGroup"/>: their x rows fill at most half of L2 (they are
+    /// read once per candidate), and each thread has at least two groups (a thread descheduled by the host leaves its
+    /// second to the others).</summary>
+    private static int GroupRows(int rows, int dIn)
+    {
+        long fit = Math.Max(16, CpuKernels.L2Bytes / 2 / (sizeof(float) * (long)dIn));
+        long share = (rows + 2L * RowRanges.Threads - 1) / (2L * RowRanges.Threads);
+        return (int)Math.Max(1, Math.Min(fit, share));
+    }
+
+    /// <summary>One <see cref="TopK"/> call's operands: the candidate products (float32 <see cref="F"/> with b_enc, or
+    /// bfloat16 <see cref="B"/> without), the bound factors, x, W_encᵀ and the outputs.</summary>
+    private struct Selection
+    {
+        public float* F;
+        public ushort* B;
+        public float* Bias;
+        public float* ColC;
+        public float* ColD;
+        public float[] RowA;
+        public float[] RowB;
+        public float Rho;
+        public int C;
+        public int K;
+        public int DIn;
+        public bool Blockwise;
+        public float* X;
+        public float* W;
+        public long* Map;
+        public float* Values;
+        public long* Indices;
+
+        /// <summary>
+        /// The exact top-k of rows [<paramref name="start"/>, <paramref name="end"/>); returns the dot products taken.
+        /// Per row, as docs/exact-topk.md describes: the latents with upper bound ≥ t₁ are ranked first (a min-heap of
+        /// the k best float32 values), then those with τ ≤ upper bound &lt; t₁, τ the heap's minimum, skipping any whose
+        /// upper bound is below the heap's minimum at its turn. Here the group's rows take each pass together, latent by
+        /// latent in increasing order, so a row of W_encᵀ is read once per pass for all the rows that need it, and
+        /// W_encᵀ is read in address order; each row still sees its latents in increasing order, so its heap, its
+        /// skips and its dot products are those of ranking it alone. The second pass's list is taken before τ is
+        /// known, from L ≤ τ, the k-th largest lower bound A − E of the first pass's latents (each of their float32
+        /// values is at least its lower bound); the latents below τ are then skipped by the heap test. A row whose
+        /// bounds are not finite, or whose first pass met a NaN, is ranked alone.
+        /// </summary>
+        public readonly long RankGroup(int start, int end)
+        {
+            int g = end - start, c = C, k = K;
+            var upper = new float[c];
+            var cand = new int[c];
+            var scratch = new float[c];
+            var heapV = new float[g * k];
+            var heapI = new long[g * k];
+            var filled = new int[g];
+            var t1 = new float[g];
+            var alone = new bool[g];
+            var nan = new bool[g];
+            using var first = new PairList(g);
+            using var second = new PairList(g);
+            var lowV = new float[k];
+            var lowI = new long[k];
+            long taken = 0;
+            fixed (float* pu = upper, hv = heapV, pScratch = scratch, pLow = lowV)
+            fixed (int* pCand = cand, pFilled = filled)
+            fixed (long* hi = heapI, pLowI = lowI)
+            fixed (bool* pAlone = alone, pNaN = nan)
+            {
+                var rank = new ExactRanking { W = W, Map = Map, Bias = Bias, DIn = DIn, K = k, Upper = pu };
+                for (int i = 0; i < g; i++)
+                {
+                    int r = start + i;
+                    if (!RowBounds(r, pu, Blockwise ? pScratch : null))
+                    {
+                        // Nothing to learn from non-finite bounds: every latent is ranked, without skips.
+                        alone[i] = true;
+                        for (int j = 0; j < c; j++) pCand[j] = j;
+                        taken += RankAlone(ref rank, r, hv + i * k, hi + i * k, ref filled[i], pCand, c, float.NaN, prune: false);
+                        first.EndRow(i);
+                        second.EndRow(i);
+                        continue;
+                    }
+                    // At least k latents have an upper bound ≥ t1.
+                    float th = Blockwise
+                        ? KthLowerBound(pScratch, c / TopKBlock, k, (uint*)pScratch)
+                        : KthLowerBound(pu, c, k, (uint*)pScratch);
+                    t1[i] = th;
+                    int n1 = Above(pu, c, th, pCand), lows = 0;
+                    for (int e = 0; e < n1; e++)
+                    {
+                        int j = pCand[e];
+                        first.Add(j, pu[j]);
+                        float lower = Lower(r, j);
+                        if (lows < k) Push(lower, j, pLow, pLowI, lows++);
+                        else Offer(lower, j, pLow, pLowI, k);
+                    }
+                    first.EndRow(i);
+                    int n2 = Above(pu, c, pLow[0], pCand);
+                    for (int e = 0; e < n2; e++)
+                        if (pu[pCand[e]] < th) second.Add(pCand[e], pu[pCand[e]]);
+                    second.EndRow(i);
+                }
+                taken += Pass(first, start, pAlone, hv, hi, pFilled, pNaN);
+                for (int i = 0; i < g; i++)
+                {
+                    if (alone[i] || filled[i] == k && !nan[i]) continue;
+                    // A NaN value in the first pass: τ is not bounded by L; rank the rest of the row alone.
+                    alone[i] = true;
+                    int r = start + i;
+                    RowBounds(r, pu);
+                    float tau = filled[i] == k ? hv[i * k] : float.NegativeInfinity;
+                    taken += RankAlone(ref rank, r, hv + i * k, hi + i * k, ref filled[i], pCand, Above(pu, c, tau, pCand), t1[i], prune: true);
+                }
+                // τ is known now: the second pass needs only the pairs at or above it (the others would be skipped).
+                second.KeepFrom(i => alone[i] ? float.PositiveInfinity : heapV[i * k]);
+                taken += Pass(second, start, pAlone, hv, hi, pFilled, pNaN);
+                for (int i = 0; i < g; i++)
+                {
+                    float* rv = hv + i * k;
+                    long* ri = hi + i * k;
+                    int n = filled[i];
+                    for (int j = 0; n < k && j < c; j++)
+                    {
+                        // Fewer than k non-NaN values (a NaN row): pad with positions not yet taken.
+                        bool used = false;
+                        for (int l = 0; l < n; l++) used |= ri[l] == j;
+                        if (!used) { rv[n] = float.NaN; ri[n++] = j; }
+                    }
+                    new Span<float>(rv, k).CopyTo(new Span<float>(Values + (long)(start + i) * k, k));
+                    new Span<long>(ri, k).CopyTo(new Span<long>(Indices + (long)(start + i) * k, k));
+                }
+            }
+            return taken;
+        }
+
+        /// <summary>One pass over <paramref name="list"/>: its pairs sorted by latent (a counting sort that keeps each
+        /// row's pairs in increasing latent order), then per latent the float32 values of the rows that need it, into
+        /// their heaps; a pair whose upper bound is below its row's full heap's minimum is skipped. Rows ranked alone are
+        /// left out; a NaN value marks its row in <paramref name="nan"/>. Returns the dot products taken.</summary>
+        private readonly long Pass(PairList list, int start, bool* alone, float* hv, long* hi, int* filled, bool* nan)
+        {
+            int c = C, k = K, n = list.Count, rows = list.Rows;
+            if (n == 0) return 0;
+            var ints = ArrayPool<int>.Shared;
+            int[] at = ints.Rent(c + 1), latents = ints.Rent(c), rowOf = ints.Rent(n);
+            float[] uOf = ArrayPool<float>.Shared.Rent(n);
+            long taken = 0;
+            try
+            {
+                Array.Clear(at, 0, c + 1);
+                var pj = list.J;
+                for (int e = 0; e < n; e++) at[pj[e] + 1]++;
+                int m = 0;
+                for (int j = 0; j < c; j++)
+                {
+                    if (at[j + 1] != 0) latents[m++] = j;
+                    at[j + 1] += at[j];
+                }
+                for (int i = 0; i < rows; i++)
+                    for (int e = list.Start[i]; e < list.Start[i + 1]; e++)
+                    {
+                        int pos = at[pj[e]]++;
+                        rowOf[pos] = i;
+                        uOf[pos] = list.U[e];
+                    }
+                // at[j] is now the end of latent j's pairs.
+                for (int q = 0; q < Math.Min(m, Ahead); q++) Prefetch(Row(latents[q]), DIn);
+                for (int q = 0; q < m; q++)
+                {
+                    int j = latents[q];
+                    if (q + Ahead < m) Prefetch(Row(latents[q + Ahead]), DIn);
+                    float* w = Row(j);
+                    float bias = Bias[j];
+                    for (int e = j == 0 ? 0 : at[j - 1]; e < at[j]; e++)
+                    {
+                        int i = rowOf[e];
+                        if (alone[i]) continue;
+                        float* rv = hv + i * k;
+                        if (filled[i] == k && uOf[e] < rv[0]) continue;
+                        float v = SparseKernels.Dot(X + (long)(start + i) * DIn, w, DIn) + bias;
+                        taken++;
+                        if (float.IsNaN(v)) { nan[i] = true; continue; }
+                        if (filled[i] < k) Push(v, j, rv, hi + i * k, filled[i]++);
+                        else Offer(v, j, rv, hi + i * k, k);
+                    }
+                }
+            }
+            finally
+            {
+                ints.Return(at);
+                ints.Return(latents);
+                ints.Return(rowOf);
+                ArrayPool<float>.Shared.Return(uOf);
+            }
+            return taken;
+        }
+
+        /// <summary>upper = A + E of row <paramref name="r"/> (<see cref="Bounds"/>).</summary>
+        private readonly bool RowBounds(int r, float* upper, float* maxima = null) =>
+            Bounds(F == null ? null : F + (long)r * C, B == null ? null : B + (long)r * C, Bias, ColC, ColD, RowA[r], RowB[r], Rho, C, upper, maxima);
+
+        /// <summary>A − E of entry (<paramref name="r"/>, <paramref name="j"/>), rounded down: at most its float32 value.</summary>
+        private readonly float Lower(int r, int j)
+        {
+            long o = (long)r * C + j;
+            float v = F != null ? F[o] : Bf16Bits.ToFloat(B[o]) + Bias[j];
+            float e = (RowA[r] * ColC[j] + RowB[r] * ColD[j] + Rho * (MathF.Abs(v) + MathF.Abs(Bias[j]))) * Safety + 1e-30f;
+            return MathF.BitDecrement(v - e);
+        }
+
+        /// <summary>Ranks row <paramref name="r"/> alone (<see cref="ExactRanking.Rank"/>) into its heap.</summary>
+        private readonly long RankAlone(ref ExactRanking rank, int r, float* rv, long* ri, ref int filled, int* cand, int n, float skipFrom, bool prune)
+        {
+            rank.X = X + (long)r * DIn;
+            rank.HeapV = rv;
+            rank.HeapI = ri;
+            rank.Filled = filled;
+            long t = rank.Rank(cand, n, skipFrom, prune);
+            filled = rank.Filled;
+            return t;
+        }
+
+        private readonly float* Row(int j) => W + (Map == null ? j : Map[j]) * DIn;
+    }
+
+    /// <summary>A group's (latent, upper bound) pairs, row by row, each row's in increasing latent order (pooled arrays).</summary>
+    private sealed class PairList(int rows) : IDisposable
+    {
+        public int[] J = ArrayPool<int>.Shared.Rent(4096);
+        public float[] U = ArrayPool<float>.Shared.Rent(4096);
+        public readonly int[] Start = new int[rows + 1];
+        public readonly int Rows = rows;
+        public int Count;
+
+        public void Add(int j, float u)
+        {
+            if (Count == J.Length)
+            {
+                var (nj, nu) = (ArrayPool<int>.Shared.Rent(2 * Count), ArrayPool<float>.Shared.Rent(2 * Count));
+                Array.Copy(J, nj, Count);
+                Array.Copy(U, nu, Count);
+                ArrayPool<int>.Shared.Return(J);
+                ArrayPool<float>.Shared.Return(U);
+                (J, U) = (nj, nu);
+            }
+            J[Count] = j;
+            U[Count++] = u;
+        }
+
+        /// <summary>Keeps, in place, the pairs of each row i whose upper bound reaches <paramref name="threshold"/>(i).</summary>
+        public void KeepFrom(Func<int, float> threshold)
+        {
+            int kept = 0;
+            for (int i = 0; i < Rows; i++)
+            {
+                float t = threshold(i);
+                int from = Start[i];
+                Start[i] = kept;
+                for (int e = from; e < Start[i + 1]; e++)
+                    if (U[e] >= t) { J[kept] = J[e]; U[kept++] = U[e]; }
+            }
+            Start[Rows] = Count = kept;
+        }
+
+        /// <summary>Closes row <paramref name="i"/>'s pairs.</summary>
+        public void EndRow(int i) => Start[i + 1] = Count;
+
+        public void Dispose()
+        {
+            ArrayPool<int>.Shared.Return(J);
+            ArrayPool<float>.Shared.Return(U);
+        }
     }
 
     /// <summary>One row's exact ranking: float32 dot products of x with rows of W_encᵀ (plus b_enc) entering a size-k

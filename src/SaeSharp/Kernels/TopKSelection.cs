@@ -84,7 +84,7 @@ internal static unsafe class TopKSelection
                         WidenBf16(pb + r * d, bias, pBuf, d);
                         row = pBuf;
                     }
-                    if (blockwise && BlockMaxima(row, d, pMax)) TopKFromBlocks(row, d, k, pMax, pHist, pPositions, hv, hi);
+                    if (blockwise && BlockMaxima(row, d, pMax)) TopKFromBlocks(row, d, k, pMax, pPositions, hv, hi);
                     else if (!radix || !RadixTopK(row, d, k, pKeys, pHist, pPositions, hv, hi)) HeapTopK(row, d, k, hv, hi);
                 }
             }
@@ -133,16 +133,15 @@ internal static unsafe class TopKSelection
 
     /// <summary>The top-k of a NaN-free row from its block maxima: a lower bound τ on the k-th largest block maximum is a
     /// lower bound on the row's k-th largest value (k distinct elements reach it), so only the row's elements ≥ τ (found
-    /// by one vector scan, <see cref="Above"/>) enter a size-k min-heap. τ is found by a radix select on the maxima's
-    /// order-preserving 32-bit keys: their top byte, then their second byte within the bucket that holds the k-th
-    /// largest, τ being the smallest value of that 16-bit bucket (bfloat16 resolution: a few elements more enter the heap
-    /// than with the exact k-th maximum, without a branchy heap over all maxima). <paramref name="hist"/>: 2 × 257 ints,
-    /// <paramref name="positions"/>: d ints of scratch.</summary>
-    private static void TopKFromBlocks(float* row, long d, int k, float* maxima, int* hist, int* positions, float* hv, long* hi)
+    /// by one vector scan, <see cref="Above"/>) enter a size-k min-heap. τ is <see cref="KthLowerBound"/> of the maxima:
+    /// the smallest value of the 16-bit key prefix of the k-th largest (bfloat16 resolution: a few elements more enter the
+    /// heap than with the exact k-th maximum, without a branchy heap over all maxima). <paramref name="positions"/>: d
+    /// ints of scratch.</summary>
+    private static void TopKFromBlocks(float* row, long d, int k, float* maxima, int* positions, float* hv, long* hi)
     {
         long width = d / TopKBlock;
         // The maxima are replaced by their keys.
-        float t = KthLowerBound(maxima, width, k, (uint*)maxima, hist);
+        float t = KthLowerBound(maxima, width, k, (uint*)maxima);
         int n = Above(row, d, t, positions), filled = 0;
         for (int e = 0; e < n; e++)
         {
@@ -153,24 +152,61 @@ internal static unsafe class TopKSelection
     }
 
     /// <summary>A value t at or below the k-th largest of the non-NaN <paramref name="v"/>[0..n) (so at least k of them
-    /// reach it), at bfloat16 resolution: the smallest value with the 16-bit key prefix of the k-th largest (a radix
-    /// select on the order-preserving keys, <see cref="KthPrefix"/>). <paramref name="keys"/>: n entries of scratch (may
-    /// be <paramref name="v"/> itself); <paramref name="hist"/>: 2 × 257 ints.</summary>
-    internal static float KthLowerBound(float* v, long n, int k, uint* keys, int* hist)
+    /// reach it), at bfloat16 resolution: the smallest value with the 16-bit prefix of the k-th largest's
+    /// order-preserving key. The prefix is found by a binary search, each probe a vector count of the keys at or above
+    /// it (16 probes at most; a radix select's histograms cost more on the 512 block maxima of a row).
+    /// <paramref name="keys"/>: n entries of scratch (may be <paramref name="v"/> itself).</summary>
+    internal static float KthLowerBound(float* v, long n, int k, uint* keys)
     {
-        new Span<int>(hist, 2 * 257).Clear();
-        uint max = 0;
-        for (long j = 0; j < n; j++)
+        // Signed keys: s = bits ^ ((bits >> 31) & 0x7FFFFFFF) orders as the floats do; key = s ^ 0x80000000 unsigned.
+        int* s = (int*)keys;
+        int w = Vector<int>.Count;
+        var mask = new Vector<int>(0x7FFFFFFF);
+        var vmin = new Vector<int>(int.MaxValue);
+        var vmax = new Vector<int>(int.MinValue);
+        long j = 0;
+        for (; j + w <= n; j += w)
         {
-            uint key = SortKey(v[j]);
-            keys[j] = key;
-            hist[key >> 24]++;
-            max = Math.Max(max, key);
+            var u = Unsafe.ReadUnaligned<Vector<int>>(v + j);
+            var sk = u ^ (Vector.ShiftRightArithmetic(u, 31) & mask);
+            Unsafe.WriteUnaligned(s + j, sk);
+            vmin = Vector.Min(vmin, sk);
+            vmax = Vector.Max(vmax, sk);
         }
-        var (prefix, _) = KthPrefix(keys, n, k, hist, max);
-        float t = FromSortKey(prefix << 16);
+        int min = int.MaxValue, max = int.MinValue;
+        for (int l = 0; l < w; l++) { min = Math.Min(min, vmin[l]); max = Math.Max(max, vmax[l]); }
+        for (; j < n; j++)
+        {
+            int u = BitConverter.SingleToInt32Bits(v[j]);
+            s[j] = u ^ ((u >> 31) & 0x7FFFFFFF);
+            min = Math.Min(min, s[j]);
+            max = Math.Max(max, s[j]);
+        }
+        // Every key reaches the smallest's prefix; find the largest prefix that k keys reach.
+        uint lo = ((uint)min ^ 0x80000000u) >> 16, hi = ((uint)max ^ 0x80000000u) >> 16;
+        while (lo < hi)
+        {
+            uint mid = lo + (hi - lo + 1) / 2;
+            if (CountAtLeast(s, n, (int)((mid << 16) ^ 0x80000000u)) >= k) lo = mid;
+            else hi = mid - 1;
+        }
+        float t = FromSortKey(lo << 16);
         // −∞ as the k-th largest maps to a NaN bit pattern; every non-NaN value reaches −∞.
         return float.IsNaN(t) ? float.NegativeInfinity : t;
+    }
+
+    /// <summary>How many of the signed keys <paramref name="s"/>[0..n) are at least <paramref name="t"/>.</summary>
+    private static long CountAtLeast(int* s, long n, int t)
+    {
+        int w = Vector<int>.Count;
+        var vt = new Vector<int>(t);
+        var acc = Vector<int>.Zero;
+        long j = 0, count = 0;
+        // A true lane is −1: subtracting the masks counts them (per lane at most n / w, far below 2³¹).
+        for (; j + w <= n; j += w) acc -= Vector.GreaterThanOrEqual(Unsafe.ReadUnaligned<Vector<int>>(s + j), vt);
+        count += Vector.Sum(acc);
+        for (; j < n; j++) if (s[j] >= t) count++;
+        return count;
     }
 
     /// <summary>The positions j &lt; <paramref name="n"/> with v[j] ≥ <paramref name="t"/>, in increasing order, into

@@ -56,6 +56,12 @@ public abstract class TopKFamilySae : Sae
     /// fastest in 512- to 1024-row chunks too, 15-20% faster than over a 4096-row batch.</summary>
     internal long ChunkElements { get; set; } = 1L << 23;
 
+    /// <summary>Rows per encoder chunk: <see cref="ChunkElements"/> / d_sae, twice that with the candidate pass, whose exact
+    /// ranking shares its reads of W_encᵀ over groups of rows (<see cref="CandidateEncoder"/>): at d_sae 8192, 2048-row
+    /// chunks give each of two threads two 512-row groups, and TopK steps ran 3–4 % faster than with 1024 (BENCHMARKS.md,
+    /// "Candidates recomputed latent by latent").</summary>
+    internal long ChunkRows(bool candidatePass) => Math.Max(1, (candidatePass ? 2 * ChunkElements : ChunkElements) / Cfg.DSae);
+
     /// <summary>Whether this training pass runs the dense encoder in bfloat16 (<see cref="SaeTrainingOptions.Autocast"/> with
     /// float32 weights on the CPU): the candidates are ranked on bfloat16 products (float32 accumulation, bfloat16
     /// output) plus the float32 b_enc, and the pre-activations at the chosen entries are then recomputed exactly in
@@ -138,8 +144,8 @@ public abstract class TopKFamilySae : Sae
             var xin = EncoderInput(x);
             long n = xin.shape[0], dSae = Cfg.DSae;
             long m = Math.Min(CandidatesPerRow, dSae);
-            long chunkRows = Math.Max(1, ChunkElements / dSae);
             bool exact = W_enc.dtype == ScalarType.Float32 && CpuKernels.On(W_enc) && UseCandidatePass(dSae);
+            long chunkRows = ChunkRows(exact);
             if (exact) bf16 = false;
             var xb = bf16 ? Bf16Autograd.ToBf16(xin) : null;
             encT = bf16 || exact ? W_enc.detach().t().contiguous() : null;

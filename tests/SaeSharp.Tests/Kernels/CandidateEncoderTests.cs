@@ -253,6 +253,44 @@ public class CandidateEncoderTests
         AssertExactTopK(x, w, b, null, v, i, K);
     }
 
+    /// <summary>Many rows (several row groups, the last one short): each row's chosen set is the top k of the float32
+    /// dot products x·w_j + b_j taken for every latent, and the values are those products bit for bit.</summary>
+    [Theory]
+    [MemberData(nameof(PathsAndTwoCases))]
+    public unsafe void Rows_ranked_in_groups_get_the_float32_top_k_of_every_latent(KernelPath path, string kind)
+    {
+        using var scope = NewDisposeScope();
+        var (x0, w, b) = Case(kind);
+        const int rows = 517;
+        var x = (x0.repeat(rows / Rows + 1, 1)[..rows] + randn(rows, DIn, generator: new Generator(11)) * 0.01).contiguous();
+        var encT = w.t().contiguous();
+        using var enc = new CandidateEncoder(encT, b, path);
+        using var approx = enc.Approximate(x);
+        var (v, i) = enc.TopK(approx, K);
+        var xs = F(x);
+        var ws = F(encT);
+        var bs = F(b);
+        var vs = F(v);
+        var iv = i.data<long>().ToArray();
+        var f = new float[DSae];
+        fixed (float* px = xs, pw = ws)
+            for (int r = 0; r < rows; r++)
+            {
+                for (int j = 0; j < DSae; j++) f[j] = SparseKernels.Dot(px + r * DIn, pw + j * DIn, DIn) + bs[j];
+                var order = Enumerable.Range(0, DSae).OrderByDescending(j => f[j]).ToArray();
+                // Ties at the k-th value may be broken either way ("exact-ties" has them); the set above it is fixed.
+                float kth = f[order[K - 1]];
+                var chosen = iv.Skip(r * K).Take(K).ToArray();
+                Assert.Equal(K, chosen.Distinct().Count());
+                for (int e = 0; e < K; e++)
+                {
+                    Assert.True(f[chosen[e]] >= kth, $"row {r}: chose {chosen[e]} = {f[chosen[e]]} below the k-th {kth}");
+                    Assert.Equal(f[chosen[e]], vs[r * K + e]);
+                }
+                foreach (int j in order.TakeWhile(j => f[j] > kth)) Assert.Contains((long)j, chosen);
+            }
+    }
+
     public static TheoryData<KernelPath, string> PathsAndTwoCases()
     {
         var data = new TheoryData<KernelPath, string>();
