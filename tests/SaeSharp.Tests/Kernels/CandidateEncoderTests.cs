@@ -256,7 +256,7 @@ public class CandidateEncoderTests
     /// <summary>Many rows (several row groups, the last one short): each row's chosen set is the top k of the float32
     /// dot products x·w_j + b_j taken for every latent, and the values are those products bit for bit.</summary>
     [Theory]
-    [MemberData(nameof(PathsAndTwoCases))]
+    [MemberData(nameof(PathsAndCases))]
     public unsafe void Rows_ranked_in_groups_get_the_float32_top_k_of_every_latent(KernelPath path, string kind)
     {
         using var scope = NewDisposeScope();
@@ -289,6 +289,50 @@ public class CandidateEncoderTests
                 }
                 foreach (int j in order.TakeWhile(j => f[j] > kth)) Assert.Contains((long)j, chosen);
             }
+    }
+
+    /// <summary>k = 1 between two latents whose int8 products err by nearly their whole bounds, in opposite directions.
+    /// x's rounding error δ (0.45 of a step on 63 inputs, each under half a step, so the int8 x is the grid point below)
+    /// is aligned with w_a = sign pattern v and against w_b = −v plus input 0 (x₀ = 1 sets the scale): A_a = f_a − 0.223
+    /// with E_a ≈ 0.225, A_b = f_b + 0.223. f_a = f_b + 0.09 is the top-1, yet u_a = A_a + E_a lies below t₁ (b's
+    /// upper bound) and below A_b: only the lower bound A_b − E_b of the first latent keeps a among the candidates.</summary>
+    [Theory]
+    [MemberData(nameof(Int8Paths))]
+    public void A_latent_whose_product_errs_by_its_whole_bound_is_still_chosen(KernelPath path)
+    {
+        using var scope = NewDisposeScope();
+        const int d = 64, c = 16, levels = 127;
+        var rng = new Random(5);
+        var x = new float[d];
+        var w = new float[d, c];
+        x[0] = 1; // max |x|: the int8 step is 1/127
+        w[0, 1] = 1;
+        for (int i = 1; i < d; i++)
+        {
+            float v = rng.Next(2) == 0 ? -1 : 1;
+            int steps = i <= 41 ? 1 : 0; // Σ steps = 41: Σ x̂_i·v_i = 41/127
+            x[i] = v * (steps + 0.45f) / levels;
+            w[i, 0] = v;
+            w[i, 1] = -v;
+        }
+        var b = new float[c];
+        for (int j = 2; j < c; j++) b[j] = -10;
+        var xt = tensor(x).reshape(1, d);
+        var wt = tensor(w.Cast<float>().ToArray()).reshape(d, c);
+        var bt = tensor(b);
+        using var enc = new CandidateEncoder(wt.t().contiguous(), bt, path, rowLevels: levels);
+        using var approx = enc.Approximate(xt);
+        var (aA, aE) = enc.Entry(approx, 0, 0);
+        var (bA, bE) = enc.Entry(approx, 0, 1);
+        double fa = x.Zip(Enumerable.Range(0, d), (xi, i) => (double)xi * w[i, 0]).Sum();
+        double fb = x.Zip(Enumerable.Range(0, d), (xi, i) => (double)xi * w[i, 1]).Sum();
+        // The construction holds: a is the top-1, its bound is nearly tight, and its upper bound is below A_b.
+        Assert.True(fa > fb + 0.05, $"f_a {fa}, f_b {fb}");
+        Assert.True(fa - aA > 0.9 * aE, $"A_a {aA} vs f_a {fa}, E_a {aE}");
+        Assert.True(aA + aE < bA, $"u_a {aA + aE}, A_b {bA}");
+        var (values, indices) = enc.TopK(approx, 1);
+        Assert.Equal(0L, indices.item<long>());
+        Assert.Equal(fa, values.item<float>(), 5);
     }
 
     public static TheoryData<KernelPath, string> PathsAndTwoCases()
