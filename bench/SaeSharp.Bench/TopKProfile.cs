@@ -200,7 +200,7 @@ internal static class TopKProfile
         using var scope = NewDisposeScope();
         long batch = x.shape[0];
         var sw = Stopwatch.StartNew();
-        var encT = sae.WEnc.detach().t().contiguous();
+        var encT = TransposeKernel.Of(sae.WEnc.detach());
         note("[cand W_enc^T]", sw.Elapsed.TotalMilliseconds);
         sw.Restart();
         using var candidates = new CandidateEncoder(encT, sae.BEnc, CpuKernels.Path);

@@ -148,7 +148,7 @@ public abstract class TopKFamilySae : Sae
             long chunkRows = ChunkRows(exact);
             if (exact) bf16 = false;
             var xb = bf16 ? Bf16Autograd.ToBf16(xin) : null;
-            encT = bf16 || exact ? W_enc.detach().t().contiguous() : null;
+            encT = bf16 || exact ? TransposeKernel.Of(W_enc.detach()) : null;
             using var candidates = exact ? new CandidateEncoder(encT!, BEnc, CpuKernels.Path) : null;
             long kAux = deadIdx is null ? 0 : Math.Min(Training.KAux ?? Cfg.DIn / 2, deadIdx.shape[0]);
             var deadR = new List<Tensor>();
