@@ -345,49 +345,55 @@ internal sealed unsafe class CandidateEncoder : IDisposable
         float* maxima = null)
     {
         int w = Vector<float>.Count, j = 0;
-        if (f == null)
-        {
-            int wu = Vector<ushort>.Count;
-            for (; j + wu <= c; j += wu)
-            {
-                Vector.Widen(Unsafe.ReadUnaligned<Vector<ushort>>(b + j), out var lo, out var hi);
-                Unsafe.WriteUnaligned(upper + j, Vector.AsVectorSingle(Vector.ShiftLeft(lo, 16)) + Unsafe.ReadUnaligned<Vector<float>>(bias + j));
-                Unsafe.WriteUnaligned(upper + j + w, Vector.AsVectorSingle(Vector.ShiftLeft(hi, 16)) + Unsafe.ReadUnaligned<Vector<float>>(bias + j + w));
-            }
-            for (; j < c; j++) upper[j] = BitConverter.Int32BitsToSingle(b[j] << 16) + bias[j];
-            f = upper;
-            j = 0;
-        }
-        var va = new Vector<float>(a);
-        var vb = new Vector<float>(bRow);
-        var vr = new Vector<float>(rho);
-        var vs = new Vector<float>(Safety);
-        var tiny = new Vector<float>(1e-30f);
-        var inf = new Vector<float>(float.PositiveInfinity);
+        var k = new BoundConstants(a, bRow, rho);
         var bad = Vector<int>.Zero;
         int width = c / TopKBlock, slot = 0;
-        for (; j + w <= c; j += w)
-        {
-            var v = Unsafe.ReadUnaligned<Vector<float>>(f + j);
-            var e = (va * Unsafe.ReadUnaligned<Vector<float>>(colC + j) + vb * Unsafe.ReadUnaligned<Vector<float>>(colD + j)
-                     + vr * (Vector.Abs(v) + Vector.Abs(Unsafe.ReadUnaligned<Vector<float>>(bias + j)))) * vs + tiny;
-            var hi = v + e;
-            bad |= ~Vector.LessThan(Vector.Abs(v - e), inf) | ~Vector.LessThan(Vector.Abs(hi), inf);
-            Unsafe.WriteUnaligned(upper + j, hi);
-            if (maxima == null) continue;
-            // The block maxima of TopKSelection.BlockMaxima: slot j mod (c/16) (c a multiple of 16 vectors).
-            Unsafe.WriteUnaligned(maxima + slot, j < width ? hi : Vector.Max(Unsafe.ReadUnaligned<Vector<float>>(maxima + slot), hi));
-            if ((slot += w) == width) slot = 0;
-        }
+        if (f != null)
+            for (; j + w <= c; j += w)
+                Put(Unsafe.ReadUnaligned<Vector<float>>(f + j), j, colC, colD, bias, upper, maxima, width, ref slot, k, ref bad);
+        else
+            // bfloat16 products widened to float32 (the low 16 bits zero) plus b_enc, two vectors at a time.
+            for (; j + 2 * w <= c; j += 2 * w)
+            {
+                Vector.Widen(Unsafe.ReadUnaligned<Vector<ushort>>(b + j), out var lo, out var hi);
+                Put(Vector.AsVectorSingle(Vector.ShiftLeft(lo, 16)) + Unsafe.ReadUnaligned<Vector<float>>(bias + j), j,
+                    colC, colD, bias, upper, maxima, width, ref slot, k, ref bad);
+                Put(Vector.AsVectorSingle(Vector.ShiftLeft(hi, 16)) + Unsafe.ReadUnaligned<Vector<float>>(bias + j + w), j + w,
+                    colC, colD, bias, upper, maxima, width, ref slot, k, ref bad);
+            }
         bool ok = Vector.EqualsAll(bad, Vector<int>.Zero);
         for (; j < c; j++)
         {
-            float v = f[j];
+            float v = f != null ? f[j] : Bf16Bits.ToFloat(b[j]) + bias[j];
             float e = (a * colC[j] + bRow * colD[j] + rho * (MathF.Abs(v) + MathF.Abs(bias[j]))) * Safety + 1e-30f;
             upper[j] = v + e;
             ok &= float.IsFinite(v - e) && float.IsFinite(upper[j]);
         }
         return ok;
+    }
+
+    /// <summary>The row's factors of <see cref="Bounds"/> as vectors.</summary>
+    private readonly struct BoundConstants(float a, float bRow, float rho)
+    {
+        public readonly Vector<float> A = new(a), B = new(bRow), Rho = new(rho), Safety = new(CandidateEncoder.Safety),
+            Tiny = new(1e-30f), Inf = new(float.PositiveInfinity);
+    }
+
+    /// <summary>upper[j..j+w) = v + E for the candidate values <paramref name="v"/>, non-finite ones flagged in
+    /// <paramref name="bad"/>; with <paramref name="maxima"/>, their block maxima (slot j mod c/16, c a multiple of 16
+    /// vectors: <see cref="TopKSelection.BlockMaxima"/>'s blocks).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Put(Vector<float> v, int j, float* colC, float* colD, float* bias, float* upper, float* maxima, int width,
+        ref int slot, in BoundConstants k, ref Vector<int> bad)
+    {
+        var e = (k.A * Unsafe.ReadUnaligned<Vector<float>>(colC + j) + k.B * Unsafe.ReadUnaligned<Vector<float>>(colD + j)
+                 + k.Rho * (Vector.Abs(v) + Vector.Abs(Unsafe.ReadUnaligned<Vector<float>>(bias + j)))) * k.Safety + k.Tiny;
+        var hi = v + e;
+        bad |= ~Vector.LessThan(Vector.Abs(v - e), k.Inf) | ~Vector.LessThan(Vector.Abs(hi), k.Inf);
+        Unsafe.WriteUnaligned(upper + j, hi);
+        if (maxima == null) return;
+        Unsafe.WriteUnaligned(maxima + slot, j < width ? hi : Vector.Max(Unsafe.ReadUnaligned<Vector<float>>(maxima + slot), hi));
+        if ((slot += Vector<float>.Count) == width) slot = 0;
     }
 
     /// <summary>Rows ranked together by <see cref="Selection.RankGroup"/>: their x rows fill at most half of L2 (they are
