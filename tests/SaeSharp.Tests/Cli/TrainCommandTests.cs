@@ -497,6 +497,41 @@ public class TrainCommandTests : IDisposable
         Assert.True(File.Exists(P("run", "cfg.json")));
     }
 
+    /// <summary>The first stop signal sets the exit code: SIGTERM after Ctrl-C's notice, while the step finishes and the
+    /// checkpoint is written (d_sae 4096: over a second), exits with 130, SIGINT's code, and only repeats the notice.</summary>
+    [Fact]
+    public void TheFirstOfTwoStopSignalsSetsTheExitCode()
+    {
+        const string interrupted = "sae: interrupted; saving a checkpoint ...";
+        SafeTensors.Save(P("a.safetensors"), new Dictionary<string, Tensor> { ["activations"] = randn(4000, 256, generator: new Generator(19)) });
+        string[] train = ["train", "--activations", P("a.safetensors"), "--arch", "topk", "--k", "8", "--dict-size", "4096", "--steps", "1000000",
+            "--batch-size", "256", "--eval-rows", "100", "--out", P("run")];
+        using var p = new CliProcess(train);
+        Assert.True(p.WaitForLine(l => l.StartsWith("step ", StringComparison.Ordinal), TimeSpan.FromMinutes(5)), string.Join("\n", p.Lines));
+        p.Interrupt();
+        // The handlers run on pool threads: SIGTERM goes once SIGINT's has run.
+        Assert.True(p.WaitForLine(l => l == interrupted, TimeSpan.FromMinutes(5)), string.Join("\n", p.Lines));
+        p.Terminate();
+        Assert.Equal(130, p.WaitForExit(TimeSpan.FromMinutes(5)));
+        Assert.Contains(interrupted, p.Errors);
+        Assert.Contains("sae: terminated (SIGTERM); saving a checkpoint ...", p.Errors);
+        Assert.Single(p.Output, l => l.StartsWith("stopped at step ", StringComparison.Ordinal));
+    }
+
+    /// <summary><c>sae demo --synthetic</c> stops on SIGTERM as <c>sae train</c> does: the step finishes, a checkpoint is
+    /// named, no SAE is written, and the exit code is 143.</summary>
+    [Fact]
+    public void SigTermStopsTheSyntheticDemoWith143()
+    {
+        using var p = new CliProcess("demo", "--synthetic", "--steps", "2000", "--out", P("demo"));
+        Assert.True(p.WaitForLine(l => l.StartsWith("step ", StringComparison.Ordinal), TimeSpan.FromMinutes(5)), string.Join("\n", p.Lines));
+        p.Terminate();
+        Assert.Equal(143, p.WaitForExit(TimeSpan.FromMinutes(5)));
+        var stopped = Assert.Single(p.Output, l => l.StartsWith("stopped at step ", StringComparison.Ordinal));
+        Assert.Contains("; checkpoint ", stopped);
+        Assert.False(File.Exists(P("demo", "saes", "topk", "cfg.json")));
+    }
+
     [Fact]
     public void NanInActivationsIsAnErrorNamingTheFileAndRow()
     {

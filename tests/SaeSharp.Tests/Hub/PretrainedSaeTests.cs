@@ -120,6 +120,18 @@ public sealed class PretrainedSaeTests : FakeHubTestBase
         Assert.Equal(("blocks.12.hook_resid_post", null), Hooks("gemma-scope-2b-pt-res-canonical/layer_12/width_16k/canonical"));
     }
 
+    /// <summary>A Gemma Scope path's layer is its last <c>layer_N</c> folder, as the loader reads a local folder that sits
+    /// below another <c>layer_N</c> (the user's own directory names).</summary>
+    [Fact]
+    public void A_gemma_scope_layer_is_read_from_the_last_layer_folder()
+    {
+        Assert.Equal(("blocks.12.ln2.hook_normalized", "blocks.12.hook_mlp_out"),
+            SaeLensConversions.TranscoderHooks(SaeLensConversions.Gemma2Transcoder, "/data/layer_0/gemma-scope-2b-pt-transcoders/layer_12/width_16k/average_l0_54"));
+        var cfg = new SaeConfig { DIn = 4, DSae = 16384 };
+        GemmaScope.ApplyPathMetadata("/runs/layer_3/gemma-scope-2b-pt-res/layer_20/width_16k/average_l0_71", cfg, "test");
+        Assert.Equal("blocks.20.hook_resid_post", cfg.Metadata.HookName);
+    }
+
     [Fact]
     public void Release_sae_is_downloaded_into_the_hub_cache_and_loaded_with_the_release_facts()
     {

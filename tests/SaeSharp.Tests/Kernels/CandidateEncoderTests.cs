@@ -230,6 +230,84 @@ public class CandidateEncoderTests
         Assert.Equal(small, v.item<float>());
     }
 
+    /// <summary>The bfloat16 selection's lower bound A − E of a first-pass latent covers its product rounded up (ρ·|A|):
+    /// latent b's product 1 + 2⁻⁸ + 2⁻¹⁵ rounds up to A_b = 1 + 2⁻⁷, so that b alone reaches t₁ = 1 + 2⁻⁷; latent a
+    /// (product 1 + 3·2⁻¹⁰, rounded down to 1, plus b_enc 0.0025) is the float32 top 1 with an upper bound below t₁. Only
+    /// a lower bound of b at or below f_b keeps a in the second pass.</summary>
+    [Fact]
+    public void The_bfloat16_lower_bound_covers_a_product_rounded_up()
+    {
+        if (!CpuKernels.Supported.Contains(KernelPath.Avx512Bf16)) return;
+        using var scope = NewDisposeScope();
+        const int a = 7, bLatent = 3;
+        float wb = (float)(Math.Pow(2, -8) + Math.Pow(2, -15)), wa = (float)(3 * Math.Pow(2, -10)), biasA = 0.0025f;
+        var x = ones(1, 2);
+        var encT = zeros(32, 2);
+        var b = full(32, -100f);
+        encT[bLatent, 0] = 1; encT[bLatent, 1] = wb; b[bLatent] = 0;
+        encT[a, 0] = 1; encT[a, 1] = wa; b[a] = biasA;
+        using var enc = new CandidateEncoder(encT.contiguous(), b, KernelPath.Avx512Bf16);
+        using var approx = enc.Approximate(x);
+        float fa = 1 + wa + biasA, fb = 1 + wb;
+        var (aA, aE) = enc.Entry(approx, 0, a);
+        var (bA, _) = enc.Entry(approx, 0, bLatent);
+        Assert.Equal(1 + 1f / 128, bA); // rounded up, above f_b
+        Assert.True(fa > fb && aA + aE < bA - 1e-4f, $"f_a {fa}, f_b {fb}, u_a {aA + aE}, A_b {bA}");
+        var (v, i) = enc.TopK(approx, 1);
+        Assert.Equal(a, i.item<long>());
+        Assert.Equal(fa, v.item<float>());
+    }
+
+    /// <summary>The bfloat16 bounds add b_enc in the tail past the vector body too: latent 34 (of 35) has product 0 and
+    /// b_enc 5, the top 1 over latent 0's product 2; an upper bound without its b_enc would leave it out.</summary>
+    [Fact]
+    public void The_bfloat16_bounds_add_b_enc_in_the_tail()
+    {
+        if (!CpuKernels.Supported.Contains(KernelPath.Avx512Bf16)) return;
+        using var scope = NewDisposeScope();
+        var x = ones(1, 2);
+        var encT = zeros(35, 2);
+        var b = full(35, -100f);
+        encT[0, 0] = 1; encT[0, 1] = 1; b[0] = 0;
+        b[34] = 5;
+        using var enc = new CandidateEncoder(encT.contiguous(), b, KernelPath.Avx512Bf16);
+        using var approx = enc.Approximate(x);
+        var (v, i) = enc.TopK(approx, 1);
+        Assert.Equal(34L, i.item<long>());
+        Assert.Equal(5f, v.item<float>());
+    }
+
+    /// <summary>A row with fewer than k numbers among its float32 values is ranked whole and its k positions are still
+    /// distinct: with x₀ = +∞, latents 0 and 2 (w₀ &gt; 0) are +∞, latent 1 (w₀ &lt; 0) is −∞, and the rest (w₀ = 0) are
+    /// ∞·0 = NaN, so k = 5 takes those three and two NaN positions not among them. The finite row beside it is exact.</summary>
+    [Theory]
+    [MemberData(nameof(Paths))]
+    public void A_row_with_fewer_than_k_numbers_gets_k_distinct_positions(KernelPath path)
+    {
+        using var scope = NewDisposeScope();
+        const int d = 8, c = 32, k = 5;
+        var encT = randn(c, d, generator: new Generator(4)) * 0.3;
+        encT[.., 0] = 0;
+        encT[0, 0] = 1; encT[1, 0] = -1; encT[2, 0] = 2;
+        var bias = randn(c, generator: new Generator(5)) * 0.1;
+        var x = randn(2, d, generator: new Generator(6));
+        x[0, 0] = float.PositiveInfinity;
+        encT = encT.contiguous();
+        using var enc = new CandidateEncoder(encT, bias, path);
+        using var approx = enc.Approximate(x.contiguous());
+        var (v, i) = enc.TopK(approx, k);
+        var idx = i[0].data<long>().ToArray();
+        var val = F(v[0]);
+        Assert.Equal(k, idx.Distinct().Count());
+        Assert.All(idx, j => Assert.InRange(j, 0, c - 1));
+        var value = idx.Zip(val).ToDictionary(p => p.First, p => p.Second);
+        Assert.Equal(float.PositiveInfinity, value[0]);
+        Assert.Equal(float.NegativeInfinity, value[1]);
+        Assert.Equal(float.PositiveInfinity, value[2]);
+        Assert.Equal(2, value.Count(p => p.Key > 2 && float.IsNaN(p.Value)));
+        AssertExactTopK(x[1..].contiguous(), encT.t(), bias, null, v[1..], i[1..], k);
+    }
+
     public static TheoryData<KernelPath> Paths()
     {
         var data = new TheoryData<KernelPath>();
@@ -333,6 +411,33 @@ public class CandidateEncoderTests
         var (values, indices) = enc.TopK(approx, 1);
         Assert.Equal(0L, indices.item<long>());
         Assert.Equal(fa, values.item<float>(), 5);
+    }
+
+    /// <summary>A latent whose upper bound is exactly t₁ is ranked once: latent 0 (product 0, b_enc 2²⁰ − 2) has the
+    /// upper bound 2²⁰ − 2 + ρ·2²¹ rounded to 2²⁰, a 16-bit bucket floor, and so t₁ for k = 2 beside latent 2 (b_enc
+    /// 2²⁰ − 10, product exactly 0 but ‖w‖ = 2²² widening its bound past 2²⁰). The first pass takes both; τ = 2²⁰ − 10
+    /// is below latent 0's value, so a second ranking of latent 0 would displace latent 2.</summary>
+    [Theory]
+    [MemberData(nameof(Int8Paths))]
+    public void A_latent_whose_upper_bound_equals_t1_is_ranked_once(KernelPath path)
+    {
+        using var scope = NewDisposeScope();
+        const int d = 16, c = 16;
+        var x = ones(1, d);
+        var encT = zeros(c, d);
+        for (int e = 0; e < d; e++) encT[2, e] = e % 2 == 0 ? 1 << 20 : -(1 << 20);
+        var b = full(c, -1e6f);
+        b[0] = (1 << 20) - 2;
+        b[2] = (1 << 20) - 10;
+        using var enc = new CandidateEncoder(encT.contiguous(), b, path);
+        using var approx = enc.Approximate(x);
+        var (a0, e0) = enc.Entry(approx, 0, 0);
+        var (a2, e2) = enc.Entry(approx, 0, 2);
+        Assert.Equal((float)(1 << 20), a0 + e0);
+        Assert.InRange(a2 + e2, 1 << 20, (1 << 20) + 8192);
+        var (v, i) = enc.TopK(approx, 2);
+        var chosen = i.data<long>().Zip(F(v)).OrderBy(p => p.First).ToArray();
+        Assert.Equal([(0L, (1 << 20) - 2f), (2L, (1 << 20) - 10f)], chosen);
     }
 
     public static TheoryData<KernelPath, string> PathsAndTwoCases()

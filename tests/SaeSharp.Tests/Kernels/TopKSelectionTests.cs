@@ -19,6 +19,8 @@ public class TopKSelectionTests
         { "normal", 512, 32 }, { "normal", 517, 1 }, { "normal", 37, 37 }, { "negative", 512, 32 }, { "mixed-signs", 300, 150 },
         { "ties", 512, 32 }, { "all-equal", 64, 10 }, { "with-infinities", 128, 5 }, { "minus-infinity-kth", 40, 38 },
         { "tiny", 96, 7 },
+        // bfloat16-exact values (each its own bucket floor), the k-th largest and the smallest in the scalar tail.
+        { "descending-integers", 37, 35 }, { "descending-integers", 37, 37 },
     };
 
     [Theory]
@@ -37,6 +39,7 @@ public class TopKSelectionTests
                 "ties" => MathF.Round(4 * g, 1),
                 "all-equal" => 0.75f,
                 "tiny" => g * 1e-40f, // subnormal
+                "descending-integers" => n - j,
                 _ => 1 + g,
             };
         }
