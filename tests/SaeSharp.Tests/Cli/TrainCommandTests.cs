@@ -498,24 +498,38 @@ public class TrainCommandTests : IDisposable
     }
 
     /// <summary>The first stop signal sets the exit code: SIGTERM after Ctrl-C's notice, while the step finishes and the
-    /// checkpoint is written (d_sae 4096: over a second), exits with 130, SIGINT's code, and only repeats the notice.</summary>
+    /// checkpoint is written (d_sae 4096: over a second), exits with 130, SIGINT's code, and only repeats the notice. A
+    /// SIGTERM that a loaded host delivers only after training has released the signals ends the process by default
+    /// (143, no SIGTERM notice): that attempt proves nothing and is run again, up to three times.</summary>
     [Fact]
     public void TheFirstOfTwoStopSignalsSetsTheExitCode()
     {
         const string interrupted = "sae: interrupted; saving a checkpoint ...";
+        const string terminated = "sae: terminated (SIGTERM); saving a checkpoint ...";
         SafeTensors.Save(P("a.safetensors"), new Dictionary<string, Tensor> { ["activations"] = randn(4000, 256, generator: new Generator(19)) });
-        string[] train = ["train", "--activations", P("a.safetensors"), "--arch", "topk", "--k", "8", "--dict-size", "4096", "--steps", "1000000",
-            "--batch-size", "256", "--eval-rows", "100", "--out", P("run")];
-        using var p = new CliProcess(train);
-        Assert.True(p.WaitForLine(l => l.StartsWith("step ", StringComparison.Ordinal), TimeSpan.FromMinutes(5)), string.Join("\n", p.Lines));
-        p.Interrupt();
-        // The handlers run on pool threads: SIGTERM goes once SIGINT's has run.
-        Assert.True(p.WaitForLine(l => l == interrupted, TimeSpan.FromMinutes(5)), string.Join("\n", p.Lines));
-        p.Terminate();
-        Assert.Equal(130, p.WaitForExit(TimeSpan.FromMinutes(5)));
-        Assert.Contains(interrupted, p.Errors);
-        Assert.Contains("sae: terminated (SIGTERM); saving a checkpoint ...", p.Errors);
-        Assert.Single(p.Output, l => l.StartsWith("stopped at step ", StringComparison.Ordinal));
+        var attempts = new List<string>();
+        for (int attempt = 0; attempt < 3; attempt++)
+        {
+            string[] train = ["train", "--activations", P("a.safetensors"), "--arch", "topk", "--k", "8", "--dict-size", "4096", "--steps", "1000000",
+                "--batch-size", "256", "--eval-rows", "100", "--out", P($"run{attempt}")];
+            using var p = new CliProcess(train);
+            Assert.True(p.WaitForLine(l => l.StartsWith("step ", StringComparison.Ordinal), TimeSpan.FromMinutes(5)), string.Join("\n", p.Lines));
+            p.Interrupt();
+            // The handlers run on pool threads: SIGTERM goes once SIGINT's has run.
+            Assert.True(p.WaitForLine(l => l == interrupted, TimeSpan.FromMinutes(5)), string.Join("\n", p.Lines));
+            p.Terminate();
+            int exit = p.WaitForExit(TimeSpan.FromMinutes(5));
+            if (!p.Errors.Contains(terminated))
+            {
+                attempts.Add($"attempt {attempt}: exit {exit}, SIGTERM arrived after the handlers were released");
+                continue;
+            }
+            Assert.Equal(130, exit);
+            Assert.Contains(interrupted, p.Errors);
+            Assert.Single(p.Output, l => l.StartsWith("stopped at step ", StringComparison.Ordinal));
+            return;
+        }
+        Assert.Fail(string.Join("; ", attempts));
     }
 
     /// <summary><c>sae demo --synthetic</c> stops on SIGTERM as <c>sae train</c> does: the step finishes, a checkpoint is
