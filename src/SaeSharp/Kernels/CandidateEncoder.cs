@@ -446,8 +446,9 @@ internal sealed unsafe class CandidateEncoder : IDisposable
             var upper = new float[c];
             var cand = new int[c];
             var scratch = new float[c];
-            var heapV = new float[g * k];
-            var heapI = new long[g * k];
+            // Pooled: at 512 rows and k 32 the heaps' indices are 128 KB, a large-object allocation per group otherwise.
+            var heapV = ArrayPool<float>.Shared.Rent(g * k);
+            var heapI = ArrayPool<long>.Shared.Rent(g * k);
             var filled = new int[g];
             var t1 = new float[g];
             var alone = new bool[g];
@@ -526,6 +527,8 @@ internal sealed unsafe class CandidateEncoder : IDisposable
                     new Span<long>(ri, k).CopyTo(new Span<long>(Indices + (long)(start + i) * k, k));
                 }
             }
+            ArrayPool<float>.Shared.Return(heapV);
+            ArrayPool<long>.Shared.Return(heapI);
             return taken;
         }
 
