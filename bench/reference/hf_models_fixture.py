@@ -214,6 +214,12 @@ SEQ = 12
 GEN_PROMPT, GEN_NEW = 8, 6
 
 
+GEMMA3_TEXT = dict(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+                   num_key_value_heads=2, head_dim=16, max_position_embeddings=64, sliding_window=4,
+                   sliding_window_pattern=3, rope_local_base_freq=100.0, rope_theta=1000000.0,
+                   rope_scaling={"rope_type": "linear", "factor": 8.0}, query_pre_attn_scalar=24)
+
+
 def families(tf):
     """name -> (config factory, format). Small: d_model 32, 2-3 layers, vocab 96-128."""
     llama3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
@@ -253,6 +259,16 @@ def families(tf):
                                    num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=64,
                                    sliding_window=4, query_pre_attn_scalar=24, attn_logit_softcapping=2.0,
                                    final_logit_softcapping=10.0), "safetensors"),
+        # Gemma 3 (Gemma3ForCausalLM, as gemma-3-270m/1b): 4 layers with sliding_window_pattern 3 (layers 0, 1, 3 local,
+        # 2 global), sliding window 4 < 12 tokens, per-head (1 + w) q_norm/k_norm, two RoPE bases (local 100 ≠ its
+        # default 10000; global 1e6 with linear rope_scaling factor 8, global layers only), query_pre_attn_scalar
+        # 24 ≠ head_dim 16, no soft caps (the Gemma 3 defaults), GQA 4/2, tied.
+        "gemma3": (lambda: tf.Gemma3TextConfig(**GEMMA3_TEXT), "safetensors"),
+        # The same text model inside Gemma3ForConditionalGeneration (as gemma-3-4b/12b/27b) with a one-layer SigLIP
+        # vision tower; its language model gets the weights of "gemma3" (see main), so its logits are gemma3's.
+        "gemma3-conditional": (lambda: tf.Gemma3Config(text_config=dict(GEMMA3_TEXT), vision_config=dict(
+            hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=28,
+            patch_size=14), mm_tokens_per_image=4), "safetensors"),
     }
 
 
@@ -303,23 +319,45 @@ def main():
                 os.replace(os.path.join(tmp, "config.json"), os.path.join(a.out, name, a.config_only))
             print(f"{name}: {a.config_only}")
         return
-    for i, (name, (make_config, fmt)) in enumerate(families(tf).items()):
-        if a.only and name not in a.only:
-            continue
+    all_families = families(tf)
+    names = list(all_families)
+
+    def build(name):
+        """The family's model with re-drawn weights, seeded by its place in families()."""
+        make_config = all_families[name][0]
         config = make_config()
         config._attn_implementation = "eager"
-        torch.manual_seed(1000 + i)
+        torch.manual_seed(1000 + names.index(name))
         model = tf.AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval()
-        redraw(model, torch, gemma=config.model_type == "gemma2")
+        redraw(model, torch, gemma=config.model_type in ("gemma2", "gemma3", "gemma3_text"))
+        return config, model
+
+    for i, (name, (make_config, fmt)) in enumerate(all_families.items()):
+        if a.only and name not in a.only:
+            continue
+        config, model = build(name)
+        token_seed = 7 + i
+        if name.endswith("-conditional"):
+            # The causal family's text model, copied into the conditional model's language_model, and its tokens.
+            base = name[: -len("-conditional")]
+            _, causal = build(base)
+            model.language_model.load_state_dict(causal.state_dict())
+            token_seed = 7 + names.index(base)
         folder = os.path.join(a.out, name)
         os.makedirs(folder, exist_ok=True)
         for f in os.listdir(folder):
             os.remove(os.path.join(folder, f))
         model.save_pretrained(folder, safe_serialization=(fmt == "safetensors"))
-        g = torch.Generator().manual_seed(7 + i)
-        tokens = torch.randint(0, config.vocab_size, (2, SEQ), generator=g)
+        g = torch.Generator().manual_seed(token_seed)
+        vocab = config.text_config.vocab_size if hasattr(config, "text_config") else config.vocab_size
+        tokens = torch.randint(0, vocab, (2, SEQ), generator=g)
         with torch.no_grad():
             out = model(tokens, output_hidden_states=True, use_cache=False, return_dict=True)
+        if name.endswith("-conditional"):
+            with torch.no_grad():
+                alone = causal(tokens, use_cache=False, return_dict=True).logits
+            print(f"{name}: text-only logits vs {base}'s Gemma3ForCausalLM: max |difference| "
+                  f"{(out.logits - alone).abs().max().item():.3g} (|logits| up to {alone.abs().max().item():.3f})")
         # The same tokens as a padded batch: row 0 left-padded by 3, row 1 right-padded by 2, with the position ids
         # transformers' generate() passes for a padded batch (count of real tokens so far, minus one, at least 0).
         mask = torch.ones(2, SEQ, dtype=torch.long)
