@@ -177,12 +177,14 @@ public class HookTests : ModelTestBase
     }
 
     /// <summary>TransformerLens 3's bridge name <c>blocks.{i}.mlp.hook_in</c> (the MLP's input, after ln2) is
-    /// <c>ln2.hook_normalized</c>: in a parallel GPT-NeoX block, in Qwen3 and in Gemma 2 (whose MLP output goes through a
-    /// post-norm) the MLP's first projection of that tensor, with the checkpoint's own weights, is <c>mlp.hook_pre</c>.</summary>
+    /// <c>ln2.hook_normalized</c>: in a parallel GPT-NeoX block, in Qwen3 and in Gemma 2/3 (whose MLP output goes through a
+    /// post-norm; gemma3-conditional: weights read from a Gemma3ForConditionalGeneration checkpoint) the MLP's first projection of that tensor, with the checkpoint's own weights, is <c>mlp.hook_pre</c>.</summary>
     [Theory]
     [InlineData("gpt_neox-parallel", "gpt_neox.layers.1.mlp.dense_h_to_4h")]
     [InlineData("qwen3", "model.layers.1.mlp.gate_proj")]
     [InlineData("gemma2", "model.layers.1.mlp.gate_proj")]
+    [InlineData("gemma3", "model.layers.1.mlp.gate_proj")]
+    [InlineData("gemma3-conditional", "language_model.model.layers.1.mlp.gate_proj")]
     public void Mlp_hook_in_is_ln2_hook_normalized_the_input_of_the_MLP(string family, string firstProjection)
     {
         string dir = SaeSharp.Tests.Tokenizers.TestPaths.Data("hf_models", family);

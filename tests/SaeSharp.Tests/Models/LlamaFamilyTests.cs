@@ -35,6 +35,13 @@ public class LlamaFamilyTests : ModelTestBase
             ModelType = "gemma2", Layers = 3, Heads = 2, KvHeads = 1, HeadDim = 12, Tied = true, AttnSoftCap = 1.5,
             FinalSoftCap = 2.5, SlidingWindow = 3, QueryPreAttnScalar = 20,
         },
+        // Layers 0 and 2 local (window 3, RoPE base 10), layer 1 global (base 1e6, linear scaling 4); no soft caps.
+        "gemma3" => new DecoderSpec
+        {
+            ModelType = "gemma3_text", Layers = 3, Heads = 2, KvHeads = 1, HeadDim = 12, Tied = true, SlidingWindow = 3,
+            SlidingWindowPattern = 2, QueryPreAttnScalar = 20, RopeTheta = 1e6, RopeLocalBaseFreq = 10,
+            RopeScaling = new JsonObject { ["rope_type"] = "linear", ["factor"] = 4.0 },
+        },
         _ => throw new ArgumentException(family),
     };
 
@@ -115,6 +122,7 @@ public class LlamaFamilyTests : ModelTestBase
     [InlineData("llama-gqa")]
     [InlineData("qwen3")]
     [InlineData("gemma2")]
+    [InlineData("gemma3")]
     public void HooksHaveTransformerLensNamesShapesAndHfAliases(string family)
     {
         var p = Spec(family);
@@ -152,7 +160,7 @@ public class LlamaFamilyTests : ModelTestBase
             AssertAllClose(cache["blocks.1.hook_resid_mid"] + cache["blocks.1.hook_mlp_out"], cache["blocks.1.hook_resid_post"], 1e-5, "resid_post");
             AssertAllClose(cache["blocks.1.hook_resid_pre"] + cache["blocks.1.hook_attn_out"], cache["blocks.1.hook_resid_mid"], 1e-5, "resid_mid");
             AssertAllClose(cache["hook_embed"], cache["blocks.0.hook_resid_pre"], 0, "embed");
-            // Sliding-window layers (Gemma 2 layer 0, window 3) give no weight beyond the window.
+            // Sliding-window layers (Gemma layer 0, window 3) give no weight beyond the window; layer 1 is global.
             if (p.Gemma)
             {
                 var pat = cache["blocks.0.attn.hook_pattern"][0, 0];
@@ -167,6 +175,7 @@ public class LlamaFamilyTests : ModelTestBase
     [InlineData("llama3-rope-tied")]
     [InlineData("qwen3")]
     [InlineData("gemma2")]
+    [InlineData("gemma3")]
     public void KvCacheGenerationEqualsRecomputation(string family)
     {
         using var model = ModelLoader.FromPretrained(TinyDecoders.Write(Sub(family), Spec(family)));
