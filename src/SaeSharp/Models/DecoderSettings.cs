@@ -65,11 +65,14 @@ internal sealed record DecoderSettings
                                               "describing the language model; there is none" + (c.Has("hidden_size") ? " (a top-level hidden_size is not read)" : ""));
         if (gemma3 && c.Bool("use_bidirectional_attention", false))
             throw new SaeSharpException($"{c.Path}: use_bidirectional_attention=true (an embedding model such as EmbeddingGemma) is not a causal language model; not supported");
-        int hidden = c.Int("hidden_size"), nHead = c.Int("num_attention_heads"), nLayer = c.Int("num_hidden_layers");
+        // Gemma 3's hub configs leave out what equals a Gemma3TextConfig default (gemma-3-4b's text_config has no
+        // num_attention_heads, vocab_size, head_dim): every size has that class's default there; the other families need them.
+        int? G3(int gemma3Default) => gemma3 ? gemma3Default : null;
+        int hidden = c.Int("hidden_size", G3(2304)), nHead = c.Int("num_attention_heads", G3(8)), nLayer = c.Int("num_hidden_layers", G3(26));
         if (hidden <= 0 || nHead <= 0 || nLayer <= 0)
             throw new SaeSharpException($"{c.Path}: hidden_size, num_attention_heads and num_hidden_layers must be positive");
-        // Absent keys take the HF config class defaults: num_key_value_heads 32 for Qwen2/Qwen3 and 4 for Gemma 2,
-        // head_dim 128 for Qwen3 and 256 for Gemma 2 (fixed numbers there, not derived from the other sizes); null (or,
+        // Absent keys take the HF config class defaults: num_key_value_heads 32 for Qwen2/Qwen3 and 4 for Gemma 2/3,
+        // head_dim 128 for Qwen3 and 256 for Gemma 2/3 (fixed numbers there, not derived from the other sizes); null (or,
         // for Llama and Qwen2, absent) means num_attention_heads and hidden_size / num_attention_heads.
         int? kvDefault = modelType switch { "qwen2" or "qwen3" => 32, "gemma2" or "gemma3_text" or "gemma3" => 4, _ => null };
         int nKv = c.Root["num_key_value_heads"] is { } kvn
@@ -83,7 +86,7 @@ internal sealed record DecoderSettings
             : hidden % nHead == 0 ? hidden / nHead
             : throw new SaeSharpException($"{c.Path}: hidden_size={hidden} is not a multiple of num_attention_heads={nHead} and there is no head_dim");
         if (headDim <= 0 || headDim % 2 != 0) throw new SaeSharpException($"{c.Path}: head_dim={headDim} must be positive and even");
-        int vocab = c.Int("vocab_size"), intermediate = c.Int("intermediate_size");
+        int vocab = c.Int("vocab_size", G3(262_208)), intermediate = c.Int("intermediate_size", G3(9216));
         if (weights is not null)
         {
             weights.ExpectLayers(c.Path, "num_hidden_layers", nLayer);
