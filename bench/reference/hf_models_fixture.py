@@ -18,6 +18,9 @@ How it was run (2026-12-04; no PyPI on the machine, so transformers and huggingf
       --only gemma2 --torch2-stand-ins
   /usr/bin/python3 bench/reference/hf_models_fixture.py --site /tmp/hf/site451 --out tests/data/hf_models \
       --only qwen3 --torch2-stand-ins
+  # 2026-12-05: gemma3 and gemma3-conditional, the same way (then their config_transformers5.json as below).
+  /usr/bin/python3 bench/reference/hf_models_fixture.py --site /tmp/hf/site451 --out tests/data/hf_models \
+      --only gemma3 gemma3-conditional --torch2-stand-ins
   # config_transformers5.json: transformers 5's config classes only (on torch < 2.2 it disables its PyTorch part,
   # configs still work); its huggingface_hub 1.x needs Debian's python3-httpx.
   apt-get install python3-httpx; mkdir -p /tmp/hf/site5
@@ -32,10 +35,13 @@ Three transformers commits, all on main (no release tags in the clone used):
   Gemma 2's generate() (HybridCache) calls torch._dynamo.mark_static_address, a torch-2 tag for CUDA graphs: that
   run takes `--torch2-stand-ins` (below).
 - d1b92369ca193da49f9f7ecd01b08ece45c2c9aa (2025-04-05, "v4.52.0.dev0"): right after v4.51.0, the first release with
-  Qwen3. It imports a few torch-2 names at module level, so `--torch2-stand-ins` adds them before the import.
+  Qwen3. It imports a few torch-2 names at module level, so `--torch2-stand-ins` adds them before the import. Qwen3
+  and Gemma 3 (whose Gemma3ForConditionalGeneration there still nests the text model as `language_model`, saved as
+  `language_model.model.*` like the Gemma 3 hub checkpoints; transformers 4.52 moved it to `model.language_model.*`
+  with `lm_head.*` on top, the layout HfTransformersParityTests writes by renaming these tensors).
 - 70179949f7899e0ca235210f7188c6c9e0add77b (2025-12-19, main at 5.0.0.dev0), with huggingface_hub v1.2.1: only
   `--config-only`, the same constructor arguments saved by transformers 5's config classes (rope_parameters,
-  layer_types). Its GPTNeoXConfig then still lost rope_parameters' partial_rotary_factor on reload (reset to 0.25;
+  layer_types; Gemma 3 gets one rope_parameters set per layer type). Its GPTNeoXConfig then still lost rope_parameters' partial_rotary_factor on reload (reset to 0.25;
   fixed by transformers PR #44985, 2026-03), which does not affect what it writes.
 `--torch2-stand-ins` adds, only where torch lacks them: an empty `torch.distributed.tensor` module (with a `DTensor`
 class), `torch.compiler` (`disable` as a no-op decorator, `is_compiling`/`is_exporting` returning False),
@@ -67,13 +73,19 @@ Each folder holds config.json (+ generation_config.json), config_transformers5.j
   gen_mask [2, 8] (row 0 left-padded by 3), gen_tokens [2, 14] and gen_logits [2, 6, vocab]: greedy generate() (KV
   cache on; Gemma 2's HybridCache) from tokens[:, :8] with that mask, 6 new tokens, no EOS, and the unprocessed
   logits of each step; gen_forward_logits [2, 6, vocab]: the same step logits from one uncached forward over
-  gen_tokens (mask extended with ones, generate()'s position ids). They agree for every family but gemma2's padded
+  gen_tokens (mask extended with ones, generate()'s position ids). Gemma 3's generate() (HybridCache, also through
+  Gemma3ForConditionalGeneration) runs on torch 1.13 with the stand-ins. They agree for every family but gemma2's padded
   row 0 from step 2 on: transformers 4.47's HybridCache sliced the sliding layers' mask wrongly once a padded
   sequence outgrew the window (fixed by transformers PR #35681, January 2025: run on the 4.51 tree with
   `--only gemma2 --torch2-stand-ins --out <scratch>`, generate() gives the same weights, tokens and uncached logits, and
   its step logits agree with this gen_forward_logits to 4.5e-6).
 Weights are re-drawn after HF's init (which leaves most of them near 0 and norms at 1): matrices N(0, 0.2²),
-biases N(0, 0.1²), norm weights 1 + N(0, 0.2²) (Gemma's (1 + w) norms: N(0, 0.2²)), embeddings N(0, 1).
+biases N(0, 0.1²), norm weights 1 + N(0, 0.2²) (Gemma's (1 + w) norms, q_norm/k_norm included: N(0, 0.2²)),
+embeddings N(0, 1). A family's draws are seeded by its place in families(). gemma3-conditional is
+Gemma3ForConditionalGeneration built from Gemma3Config(text_config=gemma3's arguments, a one-layer SigLIP
+vision_config, mm_tokens_per_image 4); its vision tower and projector keep their own draws, its language_model gets
+the state dict of the gemma3 model (rebuilt with gemma3's seed), and it is run on gemma3's tokens: the script prints
+the largest difference between its text-only logits and gemma3's (0 on this machine).
 """
 import argparse
 import os
@@ -221,7 +233,7 @@ GEMMA3_TEXT = dict(vocab_size=128, hidden_size=32, intermediate_size=64, num_hid
 
 
 def families(tf):
-    """name -> (config factory, format). Small: d_model 32, 2-3 layers, vocab 96-128."""
+    """name -> (config factory, format). Small: d_model 32, 2-4 layers, vocab 96-128."""
     llama3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
               "original_max_position_embeddings": 64}
     return {
