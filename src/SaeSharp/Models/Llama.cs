@@ -151,7 +151,7 @@ public sealed class LlamaFamilyModel : HookedTransformer
             GatedMlp = true, NormalizationType = "RMS", AttnScoresSoftCap = s.AttnSoftCap, OutputLogitsSoftCap = s.FinalSoftCap,
             SlidingWindow = s.SlidingWindow, RotaryBaseLocal = s.LocalRopeTheta,
         }, new HookPoints(s.NLayer, hasPosEmbed: false, parallelAttnMlp: false, rotary: true,
-            s.Gemma ? HfModuleNames.Gemma2 : HfModuleNames.Llama, gatedMlp: true))
+            s.ModelType == "gemma3" ? HfModuleNames.Gemma3Conditional : s.Gemma ? HfModuleNames.Gemma2 : HfModuleNames.Llama, gatedMlp: true))
     {
         _s = s;
         model = new DecoderCore(s, ActivationFunctions.Get(s.Activation, configPath), HookPoints, dtype);

@@ -210,6 +210,20 @@ public class HookTests : ModelTestBase
     }
 
     [Fact]
+    public void Gemma3_conditional_module_paths_of_both_transformers_layouts_are_aliases()
+    {
+        using var m = ModelLoader.FromPretrained(SaeSharp.Tests.Tokenizers.TestPaths.Data("hf_models", "gemma3-conditional"));
+        var hp = m.HookPoints;
+        Assert.Equal("blocks.1.hook_resid_post", hp.Resolve("model.language_model.layers.1"));          // transformers >= 4.52
+        Assert.Equal("blocks.1.hook_resid_pre", hp.Resolve("language_model.model.layers.1", HookKind.In)); // 4.50-4.51
+        Assert.Equal("blocks.2.mlp.hook_pre_linear", hp.Resolve("model.language_model.layers.2.mlp.up_proj"));
+        Assert.Equal("blocks.0.hook_attn_out", hp.Resolve("language_model.model.layers.0.post_attention_layernorm"));
+        Assert.Equal("blocks.3.hook_resid_post", hp.Resolve("model.layers.3"));                          // Gemma3ForCausalLM's
+        Assert.Equal("ln_final.hook_normalized", hp.Resolve("model.language_model.norm"));
+        Assert.Throws<SaeSharpException>(() => hp.Resolve("model.vision_tower.vision_model.encoder.layers.0"));
+    }
+
+    [Fact]
     public void AliasesResolveToTransformerLensNames()
     {
         using var g = Gpt2();
