@@ -18,9 +18,9 @@ How it was run (2026-12-04; no PyPI on the machine, so transformers and huggingf
       --only gemma2 --torch2-stand-ins
   /usr/bin/python3 bench/reference/hf_models_fixture.py --site /tmp/hf/site451 --out tests/data/hf_models \
       --only qwen3 --torch2-stand-ins
-  # 2026-12-05: gemma3 and gemma3-conditional, the same way (then their config_transformers5.json as below).
+  # 2026-12-05: the Gemma 3 folders, the same way (then their config_transformers5.json as below).
   /usr/bin/python3 bench/reference/hf_models_fixture.py --site /tmp/hf/site451 --out tests/data/hf_models \
-      --only gemma3 gemma3-conditional --torch2-stand-ins
+      --only gemma3 gemma3-conditional gemma3-softcap --torch2-stand-ins
   # config_transformers5.json: transformers 5's config classes only (on torch < 2.2 it disables its PyTorch part,
   # configs still work); its huggingface_hub 1.x needs Debian's python3-httpx.
   apt-get install python3-httpx; mkdir -p /tmp/hf/site5
@@ -281,6 +281,11 @@ def families(tf):
         "gemma3-conditional": (lambda: tf.Gemma3Config(text_config=dict(GEMMA3_TEXT), vision_config=dict(
             hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=28,
             patch_size=14), mm_tokens_per_image=4), "safetensors"),
+        # Gemma 3 with both soft caps set (Gemma 3 has none by default), untied lm_head, pytorch_model.bin. transformers
+        # applies only the final one: Gemma3Attention stores attn_logit_softcapping but never passes it to the attention
+        # function (4.51, and still 5.0.dev0), so this reference pins that the attention cap is ignored.
+        "gemma3-softcap": (lambda: tf.Gemma3TextConfig(**dict(GEMMA3_TEXT, attn_logit_softcapping=2.0, final_logit_softcapping=10.0,
+                                                              tie_word_embeddings=False)), "bin"),
     }
 
 

@@ -180,8 +180,10 @@ internal sealed record DecoderSettings
             QkvBias = modelType == "qwen2" || attnBias, OBias = modelType != "qwen2" && attnBias,
             MlpBias = c.Bool("mlp_bias", false), QkNorm = modelType == "qwen3" || gemma3, Gemma = gemma, Gemma3 = gemma3,
             AttnScale = gemma ? Math.Pow(c.Double("query_pre_attn_scalar", 256), -0.5) : 1.0 / Math.Sqrt(headDim),
-            // Gemma 2 caps by default (50, 30); Gemma 3 does not (null).
-            AttnSoftCap = gemma ? Cap("attn_logit_softcapping", gemma3 ? null : 50.0) : null,
+            // Gemma 2 caps by default (50, 30); Gemma 3 does not (null), and its attention never applies
+            // attn_logit_softcapping: transformers' Gemma3Attention keeps the value but does not pass it to the attention
+            // function (4.51 to 5.0), so a Gemma 3 config's attention cap changes nothing there, nor here.
+            AttnSoftCap = gemma && !gemma3 ? Cap("attn_logit_softcapping", 50.0) : null,
             FinalSoftCap = gemma ? Cap("final_logit_softcapping", gemma3 ? null : 30.0) : null,
             SlidingWindow = window, SlidingLayers = sliding,
         };

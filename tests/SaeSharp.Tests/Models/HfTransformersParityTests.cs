@@ -19,7 +19,7 @@ public class HfTransformersParityTests(ITestOutputHelper output)
 {
     public static TheoryData<string> Families =>
         ["gpt2", "gpt_neox-parallel", "gpt_neox-sequential", "llama3", "llama-bias-tied", "qwen2", "qwen3", "gemma2", "gemma3",
-         "gemma3-conditional"];
+         "gemma3-conditional", "gemma3-softcap"];
 
     // Tolerance, relative to the tensor's largest |value|: both sides compute in float32, with different kernels
     // (TorchSharp's libtorch vs Debian's torch 1.13.1) and operation orders (fused vs separate q/k/v, repeat_interleave
@@ -181,7 +181,6 @@ public class HfTransformersParityTests(ITestOutputHelper output)
     [InlineData("gemma3", "rope_theta", "10000.0")]
     [InlineData("gemma3", "rope_scaling", "null")]
     [InlineData("gemma3", "query_pre_attn_scalar", "16")]
-    [InlineData("gemma3", "attn_logit_softcapping", "2.0")]
     [InlineData("gemma3", "final_logit_softcapping", "10.0")]
     [InlineData("gemma3", "rms_norm_eps", "0.01")]
     [InlineData("llama3", "rope_scaling", "null")]
@@ -301,12 +300,13 @@ public class HfTransformersParityTests(ITestOutputHelper output)
             "qwen3" => "qwen3 (qwen3): n_layers=2 d_model=32 n_heads=4 d_head=16 d_mlp=64 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=silu gated_mlp norm=RMS rotary_dim=16 dtype=Float32",
             "gemma2" => "gemma2 (gemma2): n_layers=3 d_model=32 n_heads=4 d_head=16 d_mlp=64 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=gelu_pytorch_tanh gated_mlp norm=RMS attn_softcap=2 logit_softcap=10 sliding_window=4 rotary_dim=16 dtype=Float32",
             "gemma3" => "gemma3 (gemma3_text): n_layers=4 d_model=32 n_heads=4 d_head=16 d_mlp=64 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=gelu_pytorch_tanh gated_mlp norm=RMS sliding_window=4 rotary_dim=16 rotary_base=1000000 rotary_base_local=100 dtype=Float32",
+            "gemma3-softcap" => "gemma3-softcap (gemma3_text): n_layers=4 d_model=32 n_heads=4 d_head=16 d_mlp=64 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=gelu_pytorch_tanh gated_mlp norm=RMS logit_softcap=10 sliding_window=4 rotary_dim=16 rotary_base=1000000 rotary_base_local=100 dtype=Float32",
             "gemma3-conditional" => "gemma3-conditional (gemma3): n_layers=4 d_model=32 n_heads=4 d_head=16 d_mlp=64 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=gelu_pytorch_tanh gated_mlp norm=RMS sliding_window=4 rotary_dim=16 rotary_base=1000000 rotary_base_local=100 dtype=Float32",
             _ => throw new ArgumentException(family),
         };
         using var model = ModelLoader.FromPretrained(Folder(family));
         Assert.Equal(expected, model.Config.ToString());
         string weights = File.Exists(Path.Combine(Folder(family), "model.safetensors")) ? "model.safetensors" : "pytorch_model.bin";
-        Assert.Equal(family is "gpt_neox-parallel" or "llama-bias-tied" or "qwen2" ? "pytorch_model.bin" : "model.safetensors", weights);
+        Assert.Equal(family is "gpt_neox-parallel" or "llama-bias-tied" or "qwen2" or "gemma3-softcap" ? "pytorch_model.bin" : "model.safetensors", weights);
     }
 }
