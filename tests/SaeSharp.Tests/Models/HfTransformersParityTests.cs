@@ -257,6 +257,30 @@ public class HfTransformersParityTests(ITestOutputHelper output)
     }
 
     [Theory]
+    [InlineData("gemma2", ScalarType.Float64)]
+    [InlineData("gemma3", ScalarType.Float64)]
+    [InlineData("gemma2", ScalarType.BFloat16)]
+    [InlineData("gemma3", ScalarType.BFloat16)]
+    public void Gemma_embedding_scale_is_rounded_as_transformers_rounds_it(string family, ScalarType dtype)
+    {
+        // transformers' Gemma 2 multiplies the embeddings by torch.tensor(hidden_size ** 0.5, dtype=<hidden dtype>); Gemma 3's
+        // Gemma3TextScaledWordEmbedding by a float32 tensor of it cast to the weights' dtype. In float64 the two differ
+        // (√32 against √32 rounded to float32); in bf16 both round to 5.65625.
+        using var scope = NewDisposeScope();
+        using var model = ModelLoader.FromPretrained(Folder(family), dtype);
+        var tokens = Reference(family)["tokens"];
+        var w = SafeTensors.Load(Path.Combine(Folder(family), "model.safetensors"))["model.embed_tokens.weight"].to(dtype);
+        double scale = family == "gemma2" ? Math.Sqrt(32) : (float)Math.Sqrt(32);
+        var expected = w.index_select(0, tokens.flatten()).view(2, 12, 32) * tensor(scale, dtype: dtype);
+        var (_, cache) = model.RunWithCache(tokens, ["hook_embed"]);
+        using (cache)
+        {
+            Assert.Equal(dtype, cache["hook_embed"].dtype);
+            Assert.True(expected.equal(cache["hook_embed"]).all().item<bool>(), $"{family} {dtype}: hook_embed is not the embeddings × transformers' scale");
+        }
+    }
+
+    [Theory]
     [InlineData("gemma3-conditional", "config.json", "text_config", "null", "needs a 'text_config' object")]
     [InlineData("gemma3", "config.json", "rope_scaling", """{"rope_type": "yarn", "factor": 8.0}""", "rope_scaling type 'yarn' is not supported")]
     [InlineData("gemma3", "config_transformers5.json", "rope_parameters", """{"full_attention": {"rope_type": "default", "rope_theta": 1e6}, "sliding_attention": {"rope_type": "dynamic", "rope_theta": 100.0, "factor": 2.0}}""",
