@@ -18,6 +18,9 @@ How it was run (2026-12-04; no PyPI on the machine, so transformers and huggingf
       --only gemma2 --torch2-stand-ins
   /usr/bin/python3 bench/reference/hf_models_fixture.py --site /tmp/hf/site451 --out tests/data/hf_models \
       --only qwen3 --torch2-stand-ins
+  # 2026-12-05: the Gemma 3 folders, the same way (then their config_transformers5.json as below).
+  /usr/bin/python3 bench/reference/hf_models_fixture.py --site /tmp/hf/site451 --out tests/data/hf_models \
+      --only gemma3 gemma3-conditional gemma3-softcap --torch2-stand-ins
   # config_transformers5.json: transformers 5's config classes only (on torch < 2.2 it disables its PyTorch part,
   # configs still work); its huggingface_hub 1.x needs Debian's python3-httpx.
   apt-get install python3-httpx; mkdir -p /tmp/hf/site5
@@ -32,10 +35,13 @@ Three transformers commits, all on main (no release tags in the clone used):
   Gemma 2's generate() (HybridCache) calls torch._dynamo.mark_static_address, a torch-2 tag for CUDA graphs: that
   run takes `--torch2-stand-ins` (below).
 - d1b92369ca193da49f9f7ecd01b08ece45c2c9aa (2025-04-05, "v4.52.0.dev0"): right after v4.51.0, the first release with
-  Qwen3. It imports a few torch-2 names at module level, so `--torch2-stand-ins` adds them before the import.
+  Qwen3. It imports a few torch-2 names at module level, so `--torch2-stand-ins` adds them before the import. Qwen3
+  and Gemma 3 (whose Gemma3ForConditionalGeneration there still nests the text model as `language_model`, saved as
+  `language_model.model.*` like the Gemma 3 hub checkpoints; transformers 4.52 moved it to `model.language_model.*`
+  with `lm_head.*` on top, the layout HfTransformersParityTests writes by renaming these tensors).
 - 70179949f7899e0ca235210f7188c6c9e0add77b (2025-12-19, main at 5.0.0.dev0), with huggingface_hub v1.2.1: only
   `--config-only`, the same constructor arguments saved by transformers 5's config classes (rope_parameters,
-  layer_types). Its GPTNeoXConfig then still lost rope_parameters' partial_rotary_factor on reload (reset to 0.25;
+  layer_types; Gemma 3 gets one rope_parameters set per layer type). Its GPTNeoXConfig then still lost rope_parameters' partial_rotary_factor on reload (reset to 0.25;
   fixed by transformers PR #44985, 2026-03), which does not affect what it writes.
 `--torch2-stand-ins` adds, only where torch lacks them: an empty `torch.distributed.tensor` module (with a `DTensor`
 class), `torch.compiler` (`disable` as a no-op decorator, `is_compiling`/`is_exporting` returning False),
@@ -67,13 +73,19 @@ Each folder holds config.json (+ generation_config.json), config_transformers5.j
   gen_mask [2, 8] (row 0 left-padded by 3), gen_tokens [2, 14] and gen_logits [2, 6, vocab]: greedy generate() (KV
   cache on; Gemma 2's HybridCache) from tokens[:, :8] with that mask, 6 new tokens, no EOS, and the unprocessed
   logits of each step; gen_forward_logits [2, 6, vocab]: the same step logits from one uncached forward over
-  gen_tokens (mask extended with ones, generate()'s position ids). They agree for every family but gemma2's padded
+  gen_tokens (mask extended with ones, generate()'s position ids). Gemma 3's generate() (HybridCache, also through
+  Gemma3ForConditionalGeneration) runs on torch 1.13 with the stand-ins. They agree for every family but gemma2's padded
   row 0 from step 2 on: transformers 4.47's HybridCache sliced the sliding layers' mask wrongly once a padded
   sequence outgrew the window (fixed by transformers PR #35681, January 2025: run on the 4.51 tree with
   `--only gemma2 --torch2-stand-ins --out <scratch>`, generate() gives the same weights, tokens and uncached logits, and
   its step logits agree with this gen_forward_logits to 4.5e-6).
 Weights are re-drawn after HF's init (which leaves most of them near 0 and norms at 1): matrices N(0, 0.2²),
-biases N(0, 0.1²), norm weights 1 + N(0, 0.2²) (Gemma's (1 + w) norms: N(0, 0.2²)), embeddings N(0, 1).
+biases N(0, 0.1²), norm weights 1 + N(0, 0.2²) (Gemma's (1 + w) norms, q_norm/k_norm included: N(0, 0.2²)),
+embeddings N(0, 1). A family's draws are seeded by its place in families(). gemma3-conditional is
+Gemma3ForConditionalGeneration built from Gemma3Config(text_config=gemma3's arguments, a one-layer SigLIP
+vision_config, mm_tokens_per_image 4); its vision tower and projector keep their own draws, its language_model gets
+the state dict of the gemma3 model (rebuilt with gemma3's seed), and it is run on gemma3's tokens: the script prints
+the largest difference between its text-only logits and gemma3's (0 on this machine).
 """
 import argparse
 import os
@@ -214,8 +226,14 @@ SEQ = 12
 GEN_PROMPT, GEN_NEW = 8, 6
 
 
+GEMMA3_TEXT = dict(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+                   num_key_value_heads=2, head_dim=16, max_position_embeddings=64, sliding_window=4,
+                   sliding_window_pattern=3, rope_local_base_freq=100.0, rope_theta=1000000.0,
+                   rope_scaling={"rope_type": "linear", "factor": 8.0}, query_pre_attn_scalar=24)
+
+
 def families(tf):
-    """name -> (config factory, format). Small: d_model 32, 2-3 layers, vocab 96-128."""
+    """name -> (config factory, format). Small: d_model 32, 2-4 layers, vocab 96-128."""
     llama3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
               "original_max_position_embeddings": 64}
     return {
@@ -253,6 +271,21 @@ def families(tf):
                                    num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=64,
                                    sliding_window=4, query_pre_attn_scalar=24, attn_logit_softcapping=2.0,
                                    final_logit_softcapping=10.0), "safetensors"),
+        # Gemma 3 (Gemma3ForCausalLM, as gemma-3-270m/1b): 4 layers with sliding_window_pattern 3 (layers 0, 1, 3 local,
+        # 2 global), sliding window 4 < 12 tokens, per-head (1 + w) q_norm/k_norm, two RoPE bases (local 100 ≠ its
+        # default 10000; global 1e6 with linear rope_scaling factor 8, global layers only), query_pre_attn_scalar
+        # 24 ≠ head_dim 16, no soft caps (the Gemma 3 defaults), GQA 4/2, tied.
+        "gemma3": (lambda: tf.Gemma3TextConfig(**GEMMA3_TEXT), "safetensors"),
+        # The same text model inside Gemma3ForConditionalGeneration (as gemma-3-4b/12b/27b) with a one-layer SigLIP
+        # vision tower; its language model gets the weights of "gemma3" (see main), so its logits are gemma3's.
+        "gemma3-conditional": (lambda: tf.Gemma3Config(text_config=dict(GEMMA3_TEXT), vision_config=dict(
+            hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=28,
+            patch_size=14), mm_tokens_per_image=4), "safetensors"),
+        # Gemma 3 with both soft caps set (Gemma 3 has none by default), untied lm_head, pytorch_model.bin. transformers
+        # applies only the final one: Gemma3Attention stores attn_logit_softcapping but never passes it to the attention
+        # function (4.51, and still 5.0.dev0), so this reference pins that the attention cap is ignored.
+        "gemma3-softcap": (lambda: tf.Gemma3TextConfig(**dict(GEMMA3_TEXT, attn_logit_softcapping=2.0, final_logit_softcapping=10.0,
+                                                              tie_word_embeddings=False)), "bin"),
     }
 
 
@@ -303,23 +336,45 @@ def main():
                 os.replace(os.path.join(tmp, "config.json"), os.path.join(a.out, name, a.config_only))
             print(f"{name}: {a.config_only}")
         return
-    for i, (name, (make_config, fmt)) in enumerate(families(tf).items()):
-        if a.only and name not in a.only:
-            continue
+    all_families = families(tf)
+    names = list(all_families)
+
+    def build(name):
+        """The family's model with re-drawn weights, seeded by its place in families()."""
+        make_config = all_families[name][0]
         config = make_config()
         config._attn_implementation = "eager"
-        torch.manual_seed(1000 + i)
+        torch.manual_seed(1000 + names.index(name))
         model = tf.AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval()
-        redraw(model, torch, gemma=config.model_type == "gemma2")
+        redraw(model, torch, gemma=config.model_type in ("gemma2", "gemma3", "gemma3_text"))
+        return config, model
+
+    for i, (name, (make_config, fmt)) in enumerate(all_families.items()):
+        if a.only and name not in a.only:
+            continue
+        config, model = build(name)
+        token_seed = 7 + i
+        if name.endswith("-conditional"):
+            # The causal family's text model, copied into the conditional model's language_model, and its tokens.
+            base = name[: -len("-conditional")]
+            _, causal = build(base)
+            model.language_model.load_state_dict(causal.state_dict())
+            token_seed = 7 + names.index(base)
         folder = os.path.join(a.out, name)
         os.makedirs(folder, exist_ok=True)
         for f in os.listdir(folder):
             os.remove(os.path.join(folder, f))
         model.save_pretrained(folder, safe_serialization=(fmt == "safetensors"))
-        g = torch.Generator().manual_seed(7 + i)
-        tokens = torch.randint(0, config.vocab_size, (2, SEQ), generator=g)
+        g = torch.Generator().manual_seed(token_seed)
+        vocab = config.text_config.vocab_size if hasattr(config, "text_config") else config.vocab_size
+        tokens = torch.randint(0, vocab, (2, SEQ), generator=g)
         with torch.no_grad():
             out = model(tokens, output_hidden_states=True, use_cache=False, return_dict=True)
+        if name.endswith("-conditional"):
+            with torch.no_grad():
+                alone = causal(tokens, use_cache=False, return_dict=True).logits
+            print(f"{name}: text-only logits vs {base}'s Gemma3ForCausalLM: max |difference| "
+                  f"{(out.logits - alone).abs().max().item():.3g} (|logits| up to {alone.abs().max().item():.3f})")
         # The same tokens as a padded batch: row 0 left-padded by 3, row 1 right-padded by 2, with the position ids
         # transformers' generate() passes for a padded batch (count of real tokens so far, minus one, at least 0).
         mask = torch.ones(2, SEQ, dtype=torch.long)

@@ -37,6 +37,13 @@ public sealed record HfModuleNames(
         Ln2 = "pre_feedforward_layernorm", PostAttnNorm = "post_attention_layernorm", PostMlpNorm = "post_feedforward_layernorm",
     };
 
+    /// <summary>Gemma 3's language model inside <c>Gemma3ForConditionalGeneration</c>: Gemma 2's names, also under
+    /// <c>model.language_model.layers.{i}</c> (transformers 4.52 on) and <c>language_model.model.layers.{i}</c> (4.50–4.51).</summary>
+    public static HfModuleNames Gemma3Conditional { get; } = Gemma2 with { OtherPrefixes = ["model.language_model", "language_model.model"] };
+
+    /// <summary>Further prefixes of the same modules, tried before <see cref="Prefix"/> (a model nested in a larger one).</summary>
+    public IReadOnlyList<string> OtherPrefixes { get; init; } = [];
+
     /// <summary>Key projection when q, k, v are separate modules (its output is <c>attn.hook_k</c>).</summary>
     public string? KProj { get; init; }
     /// <summary>Value projection when q, k, v are separate modules (its output is <c>attn.hook_v</c>).</summary>
@@ -268,7 +275,12 @@ public sealed class HookPoints
     {
         why = null;
         string n = name;
-        if (n.StartsWith(Hf.Prefix + ".", StringComparison.Ordinal)) n = n[(Hf.Prefix.Length + 1)..];
+        foreach (var prefix in Hf.OtherPrefixes.Append(Hf.Prefix))
+            if (n.StartsWith(prefix + ".", StringComparison.Ordinal))
+            {
+                n = n[(prefix.Length + 1)..];
+                break;
+            }
         string lastResid = NLayers > 0 ? Blocks[NLayers - 1].ResidPost : Embed;
 
         // Whole-model modules.

@@ -10,12 +10,13 @@ internal static class AttentionCore
     /// <summary>
     /// The attention of every family after its projections: q, k, v [batch, pos, head, d_head] at hook_q, hook_k, hook_v;
     /// per-head norms of q and k (Qwen3 <c>q_norm</c>, <c>k_norm</c>) when given; rotary on the first
-    /// <paramref name="rotaryDim"/> dims of q and k (hook_rot_q, hook_rot_k) when the pass has rotary cos/sin; then
+    /// <paramref name="rotaryDim"/> dims of q and k (hook_rot_q, hook_rot_k) when the pass has rotary cos/sin (with
+    /// <paramref name="localRotary"/>, the sliding layers' tables where the pass has them: Gemma 3); then
     /// <see cref="Attend"/>. Returns z [batch, pos, head·d_head] for the output projection.
     /// </summary>
     public static Tensor AttendHeads(Tensor q, Tensor k, Tensor v, int layer, double scale, ForwardContext ctx, BlockHookNames names,
         int rotaryDim = 0, nn.Module<Tensor, Tensor>? qNorm = null, nn.Module<Tensor, Tensor>? kNorm = null,
-        double? softCap = null, int? slidingWindow = null)
+        double? softCap = null, int? slidingWindow = null, bool localRotary = false)
     {
         var h = ctx.Hooks;
         q = h.Fire(names.Q, q);
@@ -26,7 +27,8 @@ internal static class AttentionCore
             q = qNorm.forward(q);
             k = kNorm.forward(k);
         }
-        if (rotaryDim > 0 && ctx.RotaryCos is { } cos && ctx.RotarySin is { } sin)
+        var (cos, sin) = localRotary && ctx.LocalRotary is { } local ? local : (ctx.RotaryCos, ctx.RotarySin);
+        if (rotaryDim > 0 && cos is not null && sin is not null)
         {
             q = h.Fire(names.RotQ, Rotary.Apply(q, cos, sin, rotaryDim));
             k = h.Fire(names.RotK, Rotary.Apply(k, cos, sin, rotaryDim));
@@ -39,7 +41,8 @@ internal static class AttentionCore
     /// <para>Grouped-query attention: k and v may have fewer heads than q (a divisor); each kv head serves
     /// n_heads / n_kv_heads consecutive query heads (HF <c>repeat_kv</c>). The cache keeps the unrepeated heads.
     /// <paramref name="softCap"/>: scores become cap·tanh(scores/cap) before masking (Gemma 2).
-    /// <paramref name="slidingWindow"/>: a query sees only the keys less than that many positions back (Gemma 2 local layers).</para>
+    /// <paramref name="slidingWindow"/>: a query sees only the keys less than that many positions back, counted in
+    /// sequence (cache) positions, padding included (Gemma 2/3 local layers).</para>
     /// </summary>
     public static Tensor Attend(Tensor q, Tensor k, Tensor v, int layer, double scale, ForwardContext ctx, BlockHookNames names,
         double? softCap = null, int? slidingWindow = null)

@@ -6,7 +6,8 @@ namespace SaeSharp.Models;
 
 /// <summary>
 /// Settings of the Llama-layout decoders (HF <c>LlamaForCausalLM</c>, <c>Qwen2ForCausalLM</c>, <c>Qwen3ForCausalLM</c>,
-/// <c>Gemma2ForCausalLM</c>) read from config.json, with the defaults of each family's HF config class.
+/// <c>Gemma2ForCausalLM</c>, <c>Gemma3ForCausalLM</c> and the text model of <c>Gemma3ForConditionalGeneration</c>) read
+/// from config.json, with the defaults of each family's HF config class.
 /// </summary>
 internal sealed record DecoderSettings
 {
@@ -22,8 +23,12 @@ internal sealed record DecoderSettings
     public required double Eps { get; init; }
     public required string Activation { get; init; }
     public required double RopeTheta { get; init; }
-    /// <summary>Rotary frequencies [rotary_dim / 2] after rope_scaling (llama3, linear).</summary>
+    /// <summary>Rotary frequencies [rotary_dim / 2] after rope_scaling (llama3, linear); Gemma 3: of the global layers.</summary>
     public required double[] InvFreq { get; init; }
+    /// <summary>Gemma 3: θ of the sliding-window layers (<c>rope_local_base_freq</c>).</summary>
+    public double? LocalRopeTheta { get; init; }
+    /// <summary>Gemma 3: rotary frequencies of the sliding-window layers (never scaled).</summary>
+    public double[]? LocalInvFreq { get; init; }
     public int RotaryDim => 2 * InvFreq.Length;
     public required bool TieEmbeddings { get; init; }
     /// <summary>Bias on q_proj, k_proj, v_proj (Qwen2, or Llama/Qwen3 <c>attention_bias</c>).</summary>
@@ -36,6 +41,9 @@ internal sealed record DecoderSettings
     public bool QkNorm { get; init; }
     /// <summary>Gemma: embeddings × √hidden_size, RMSNorm with (1 + w), post-norms around attention and MLP.</summary>
     public bool Gemma { get; init; }
+    /// <summary>Gemma 3 (<c>gemma3_text</c>, <c>gemma3</c>): (1 + w) q_norm/k_norm, <see cref="LocalInvFreq"/>, and the
+    /// embedding scale rounded to float32 before the cast to the weights' dtype (HF <c>Gemma3TextScaledWordEmbedding</c>).</summary>
+    public bool Gemma3 { get; init; }
     /// <summary>Attention scores are q·k × this (1/√head_dim, Gemma 2 query_pre_attn_scalar^-½).</summary>
     public required double AttnScale { get; init; }
     public double? AttnSoftCap { get; init; }
@@ -44,30 +52,41 @@ internal sealed record DecoderSettings
     /// <summary>Per layer: true where attention is restricted to <see cref="SlidingWindow"/>.</summary>
     public required bool[] SlidingLayers { get; init; }
 
-    /// <summary>Reads config.json of a <c>llama</c>, <c>qwen2</c>, <c>qwen3</c> or <c>gemma2</c> model; with
-    /// <paramref name="weights"/>, checks every declared size against the tensors present before anything is allocated.</summary>
+    /// <summary>Reads config.json of a <c>llama</c>, <c>qwen2</c>, <c>qwen3</c>, <c>gemma2</c>, <c>gemma3_text</c> or
+    /// <c>gemma3</c> model (for <c>gemma3</c>, its <c>text_config</c>); with <paramref name="weights"/>, checks every
+    /// declared size against the tensors present before anything is allocated.</summary>
     public static DecoderSettings From(JsonConfig c, string modelType, Checkpoint? weights = null)
     {
-        bool gemma = modelType == "gemma2";
-        int hidden = c.Int("hidden_size"), nHead = c.Int("num_attention_heads"), nLayer = c.Int("num_hidden_layers");
+        bool gemma3 = modelType is "gemma3_text" or "gemma3";
+        bool gemma = modelType == "gemma2" || gemma3;
+        if (modelType == "gemma3")
+            c = c.Root["text_config"] is JsonObject text ? new JsonConfig($"{c.Path} (text_config)", text)
+                : throw new SaeSharpException($"{c.Path}: model_type gemma3 (Gemma3ForConditionalGeneration) needs a 'text_config' object " +
+                                              "describing the language model; there is none" + (c.Has("hidden_size") ? " (a top-level hidden_size is not read)" : ""));
+        if (gemma3 && c.Bool("use_bidirectional_attention", false))
+            throw new SaeSharpException($"{c.Path}: use_bidirectional_attention=true (an embedding model such as EmbeddingGemma) is not a causal language model; not supported");
+        // Gemma 3's hub configs leave out what equals a Gemma3TextConfig default (gemma-3-4b's text_config has no
+        // num_attention_heads, vocab_size, head_dim): every size has that class's default there; the other families need them.
+        int? G3(int gemma3Default) => gemma3 ? gemma3Default : null;
+        int hidden = c.Int("hidden_size", G3(2304)), nHead = c.Int("num_attention_heads", G3(8)), nLayer = c.Int("num_hidden_layers", G3(26));
         if (hidden <= 0 || nHead <= 0 || nLayer <= 0)
             throw new SaeSharpException($"{c.Path}: hidden_size, num_attention_heads and num_hidden_layers must be positive");
-        // Absent keys take the HF config class defaults: num_key_value_heads 32 for Qwen2/Qwen3 and 4 for Gemma 2,
-        // head_dim 128 for Qwen3 and 256 for Gemma 2 (fixed numbers there, not derived from the other sizes); null (or,
+        // Absent keys take the HF config class defaults: num_key_value_heads 32 for Qwen2/Qwen3 and 4 for Gemma 2/3,
+        // head_dim 128 for Qwen3 and 256 for Gemma 2/3 (fixed numbers there, not derived from the other sizes); null (or,
         // for Llama and Qwen2, absent) means num_attention_heads and hidden_size / num_attention_heads.
-        int? kvDefault = modelType switch { "qwen2" or "qwen3" => 32, "gemma2" => 4, _ => null };
+        int? kvDefault = modelType switch { "qwen2" or "qwen3" => 32, "gemma2" or "gemma3_text" or "gemma3" => 4, _ => null };
         int nKv = c.Root["num_key_value_heads"] is { } kvn
             ? kvn.GetValueKind() != JsonValueKind.Null ? c.Int("num_key_value_heads") : nHead
             : kvDefault ?? nHead;
         if (nKv <= 0 || nHead % nKv != 0)
             throw new SaeSharpException($"{c.Path}: num_attention_heads={nHead} must be a multiple of num_key_value_heads={nKv}");
-        int? headDimDefault = modelType switch { "qwen3" => 128, "gemma2" => 256, _ => null };
+        int? headDimDefault = modelType switch { "qwen3" => 128, "gemma2" or "gemma3_text" or "gemma3" => 256, _ => null };
         int headDim = c.Root["head_dim"] is { } hd && hd.GetValueKind() != JsonValueKind.Null ? c.Int("head_dim")
             : c.Root["head_dim"] is null && headDimDefault is int fixedHeadDim ? fixedHeadDim
             : hidden % nHead == 0 ? hidden / nHead
             : throw new SaeSharpException($"{c.Path}: hidden_size={hidden} is not a multiple of num_attention_heads={nHead} and there is no head_dim");
         if (headDim <= 0 || headDim % 2 != 0) throw new SaeSharpException($"{c.Path}: head_dim={headDim} must be positive and even");
-        int vocab = c.Int("vocab_size"), intermediate = c.Int("intermediate_size");
+        int vocab = c.Int("vocab_size", G3(262_208)), intermediate = c.Int("intermediate_size", G3(9216));
         if (weights is not null)
         {
             weights.ExpectLayers(c.Path, "num_hidden_layers", nLayer);
@@ -79,14 +98,25 @@ internal sealed record DecoderSettings
             weights.ExpectShape(c.Path, "model", "layers.0.mlp.gate_proj.weight", [intermediate, hidden],
                 $"intermediate_size={intermediate}, hidden_size={hidden}");
         }
-        var rope = RopeParameters(c);
-        double theta = rope?["rope_theta"] is { } rt ? rt.GetValue<double>() : c.Double("rope_theta", 10000);
+        // Gemma 3: rope_theta and rope_scaling are the global layers' (transformers 5: rope_parameters.full_attention).
+        var rope = RopeParameters(c, gemma3 ? "full_attention" : null);
+        double theta = rope?["rope_theta"] is { } rt ? rt.GetValue<double>() : c.Double("rope_theta", gemma3 ? 1_000_000 : 10000);
         // transformers 5 keeps partial_rotary_factor in rope_parameters (a top-level one is only its default there).
         double partial = rope?["partial_rotary_factor"] is { } prf && prf.GetValueKind() == JsonValueKind.Number
             ? prf.GetValue<double>() : c.Double("partial_rotary_factor", 1.0);
         int rotDim = (int)(headDim * partial);
         if (rotDim <= 0 || rotDim % 2 != 0) throw new SaeSharpException($"{c.Path}: partial_rotary_factor={partial} gives {rotDim} rotary dims of {headDim}; need a positive even number");
         double[] invFreq = ScaledInvFreq(c, rope, rotDim, theta);
+        double? localTheta = null;
+        double[]? localInvFreq = null;
+        if (gemma3)
+        {
+            // transformers 4.5x: rope_local_base_freq with the default rope type (HF copies the config with
+            // rope_scaling {"rope_type": "default"}); transformers 5: rope_parameters.sliding_attention.
+            var local = RopePerLayerType(c) ? RopeParameters(c, "sliding_attention") : null;
+            localTheta = local?["rope_theta"] is { } lt ? lt.GetValue<double>() : c.Double("rope_local_base_freq", 10000);
+            localInvFreq = ScaledInvFreq(c, local, rotDim, localTheta.Value);
+        }
 
         string act = gemma
             ? c.String("hidden_activation") ?? c.String("hidden_act") ?? "gelu_pytorch_tanh"
@@ -109,6 +139,13 @@ internal sealed record DecoderSettings
                     _ => throw new SaeSharpException($"{c.Path}: layer_types[{i}] '{t}' is not supported (sliding_attention, full_attention are)"),
                 };
             }
+        }
+        else if (gemma3)
+        {
+            // HF Gemma 3 (4.5x): layer i is local unless i + 1 is a multiple of sliding_window_pattern.
+            int pattern = c.Int("sliding_window_pattern", 6);
+            if (pattern <= 0) throw new SaeSharpException($"{c.Path}: sliding_window_pattern={pattern} must be positive");
+            for (int i = 0; i < layers; i++) sliding[i] = (i + 1) % pattern != 0;
         }
         else if (gemma)
             for (int i = 0; i < layers; i++) sliding[i] = i % 2 == 0; // HF Gemma 2: even layers are local
@@ -136,20 +173,25 @@ internal sealed record DecoderSettings
         {
             ModelType = modelType, Hidden = hidden, NLayer = nLayer, NHead = nHead, NKvHead = nKv, HeadDim = headDim,
             Intermediate = intermediate, VocabSize = vocab,
-            MaxPositions = c.Int("max_position_embeddings", gemma ? 8192 : modelType == "llama" ? 2048 : 32768),
+            MaxPositions = c.Int("max_position_embeddings", gemma3 ? 131_072 : gemma ? 8192 : modelType == "llama" ? 2048 : 32768),
             Eps = c.Double("rms_norm_eps", 1e-6), Activation = act, RopeTheta = theta, InvFreq = invFreq,
+            LocalRopeTheta = localTheta, LocalInvFreq = localInvFreq,
             TieEmbeddings = c.Bool("tie_word_embeddings", gemma),
             QkvBias = modelType == "qwen2" || attnBias, OBias = modelType != "qwen2" && attnBias,
-            MlpBias = c.Bool("mlp_bias", false), QkNorm = modelType == "qwen3", Gemma = gemma,
+            MlpBias = c.Bool("mlp_bias", false), QkNorm = modelType == "qwen3" || gemma3, Gemma = gemma, Gemma3 = gemma3,
             AttnScale = gemma ? Math.Pow(c.Double("query_pre_attn_scalar", 256), -0.5) : 1.0 / Math.Sqrt(headDim),
-            AttnSoftCap = gemma ? Cap("attn_logit_softcapping", 50.0) : null,
-            FinalSoftCap = gemma ? Cap("final_logit_softcapping", 30.0) : null,
+            // Gemma 2 caps by default (50, 30); Gemma 3 does not (null), and its attention never applies
+            // attn_logit_softcapping: transformers' Gemma3Attention keeps the value but does not pass it to the attention
+            // function (4.51 to 5.0), so a Gemma 3 config's attention cap changes nothing there, nor here.
+            AttnSoftCap = gemma && !gemma3 ? Cap("attn_logit_softcapping", 50.0) : null,
+            FinalSoftCap = gemma ? Cap("final_logit_softcapping", gemma3 ? null : 30.0) : null,
             SlidingWindow = window, SlidingLayers = sliding,
         };
     }
 
-    /// <summary>rope_scaling (transformers ≤ 4.x) or rope_parameters (5.x), null when absent.</summary>
-    private static JsonObject? RopeParameters(JsonConfig c)
+    /// <summary>rope_scaling (transformers ≤ 4.x) or rope_parameters (5.x), null when absent. Where transformers 5 nests one
+    /// set per layer type, the set of <paramref name="layerType"/> (null when it has none); without a layer type, the sets must agree.</summary>
+    private static JsonObject? RopeParameters(JsonConfig c, string? layerType = null)
     {
         foreach (var key in new[] { "rope_parameters", "rope_scaling" })
         {
@@ -157,9 +199,11 @@ internal sealed record DecoderSettings
             if (n is null || n.GetValueKind() == JsonValueKind.Null) continue;
             var o = n as JsonObject ?? throw new SaeSharpException($"{c.Path}: {key} must be an object, got {n.ToJsonString()}");
             // transformers 5 nests one set per layer type ({"full_attention": {...}, "sliding_attention": {...}}) when
-            // they differ (Gemma 3); the families here use one set for every layer.
-            if (o.Count > 0 && o.All(kv => kv.Key is "full_attention" or "sliding_attention"))
+            // they differ (Gemma 3); the other families use one set for every layer.
+            if (IsPerLayerType(o))
             {
+                if (layerType is not null)
+                    return o[layerType] is { } set ? set as JsonObject ?? throw new SaeSharpException($"{c.Path}: {key}.{layerType} must be an object") : null;
                 var sets = o.Select(kv => kv.Value?.ToJsonString()).Distinct().ToList();
                 if (sets.Count > 1)
                     throw new SaeSharpException($"{c.Path}: {key} differ by layer type ({string.Join(", ", o.Select(kv => kv.Key))}); not supported");
@@ -169,6 +213,11 @@ internal sealed record DecoderSettings
         }
         return null;
     }
+
+    private static bool IsPerLayerType(JsonObject o) => o.Count > 0 && o.All(kv => kv.Key is "full_attention" or "sliding_attention");
+
+    /// <summary>True when rope_parameters holds one set per layer type (transformers 5's Gemma 3).</summary>
+    private static bool RopePerLayerType(JsonConfig c) => c.Root["rope_parameters"] is JsonObject o && IsPerLayerType(o);
 
     /// <summary>HF <c>ROPE_INIT_FUNCTIONS</c> for rope types default, linear and llama3.</summary>
     private static double[] ScaledInvFreq(JsonConfig c, JsonObject? rope, int dim, double theta)

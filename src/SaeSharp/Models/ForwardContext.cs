@@ -15,4 +15,6 @@ internal sealed class ForwardContext
     /// <summary>Rotary cos / sin [batch, pos, 1, rotary_dim] of this pass (rotary models), set by the embedding step.</summary>
     public Tensor? RotaryCos { get; set; }
     public Tensor? RotarySin { get; set; }
+    /// <summary>Rotary cos / sin of the sliding-window layers when their frequencies differ (Gemma 3).</summary>
+    public (Tensor Cos, Tensor Sin)? LocalRotary { get; set; }
 }

@@ -416,6 +416,7 @@ public abstract partial class HookedTransformer : nn.Module<Tensor, Tensor>
                 Embed(ids, embedCtx);
                 ctx.RotaryCos = embedCtx.RotaryCos;
                 ctx.RotarySin = embedCtx.RotarySin;
+                ctx.LocalRotary = embedCtx.LocalRotary;
                 resid = r.to(Config.Dtype).alias();
                 first = layer;
             }

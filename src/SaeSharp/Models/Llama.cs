@@ -5,8 +5,8 @@ using static TorchSharp.torch;
 
 namespace SaeSharp.Models;
 
-/// <summary>HF <c>LlamaAttention</c> (and Qwen2/3, Gemma 2) of one layer: q_proj, k_proj, v_proj (grouped-query), optional
-/// q_norm/k_norm, rotary, o_proj.</summary>
+/// <summary>HF <c>LlamaAttention</c> (and Qwen2/3, Gemma 2/3) of one layer: q_proj, k_proj, v_proj (grouped-query), optional
+/// q_norm/k_norm, rotary (Gemma 3's sliding layers: their own frequencies), o_proj.</summary>
 internal sealed class DecoderAttention : nn.Module<Tensor, ForwardContext, Tensor>
 {
     private readonly Linear q_proj, k_proj, v_proj, o_proj;
@@ -24,8 +24,8 @@ internal sealed class DecoderAttention : nn.Module<Tensor, ForwardContext, Tenso
         o_proj = new Linear(s.NHead * s.HeadDim, s.Hidden, s.OBias, dtype);
         if (s.QkNorm)
         {
-            q_norm = new RmsNorm(s.HeadDim, s.Eps, false, dtype);
-            k_norm = new RmsNorm(s.HeadDim, s.Eps, false, dtype);
+            q_norm = new RmsNorm(s.HeadDim, s.Eps, s.Gemma, dtype);
+            k_norm = new RmsNorm(s.HeadDim, s.Eps, s.Gemma, dtype);
         }
         RegisterComponents();
     }
@@ -34,9 +34,10 @@ internal sealed class DecoderAttention : nn.Module<Tensor, ForwardContext, Tenso
     {
         long b = x.shape[0], s = x.shape[1];
         var st = _s;
+        bool sliding = st.SlidingLayers[_layer];
         var z = AttentionCore.AttendHeads(q_proj.forward(x).view(b, s, st.NHead, st.HeadDim), k_proj.forward(x).view(b, s, st.NKvHead, st.HeadDim),
             v_proj.forward(x).view(b, s, st.NKvHead, st.HeadDim), _layer, st.AttnScale, ctx, _names, st.RotaryDim, q_norm, k_norm,
-            st.AttnSoftCap, st.SlidingLayers[_layer] ? st.SlidingWindow : null);
+            st.AttnSoftCap, sliding ? st.SlidingWindow : null, localRotary: sliding);
         return o_proj.forward(z);
     }
 }
@@ -68,7 +69,7 @@ internal sealed class GatedMlp : nn.Module<Tensor, ForwardContext, Tensor>
 }
 
 /// <summary>HF decoder layer <c>layers.{layer}</c>: input_layernorm, self_attn, post_attention_layernorm, mlp in sequence
-/// (Gemma 2: post_attention_layernorm on the attention output, pre/post_feedforward_layernorm around the MLP).</summary>
+/// (Gemma 2/3: post_attention_layernorm on the attention output, pre/post_feedforward_layernorm around the MLP).</summary>
 internal sealed class DecoderLayer : nn.Module<Tensor, ForwardContext, Tensor>
 {
     private readonly RmsNorm input_layernorm;
@@ -96,7 +97,7 @@ internal sealed class DecoderLayer : nn.Module<Tensor, ForwardContext, Tensor>
 
     public override Tensor forward(Tensor resid, ForwardContext ctx)
     {
-        // Gemma 2: post_attention_layernorm normalises the attention output; pre_feedforward_layernorm is ln2.
+        // Gemma 2/3: post_attention_layernorm normalises the attention output; pre_feedforward_layernorm is ln2.
         if (pre_feedforward_layernorm is { } preFf && post_feedforward_layernorm is { } postFf)
             return ResidualBlock.Sequential(resid, ctx, _names, input_layernorm.forward,
                 x => post_attention_layernorm.forward(self_attn.forward(x, ctx)), preFf.forward, x => postFf.forward(mlp.forward(x, ctx)));
@@ -123,12 +124,15 @@ internal sealed class DecoderCore : nn.Module
 
 /// <summary>
 /// Llama-layout decoders with TransformerLens hooks: Llama 2/3.x (TinyLlama, SmolLM2; rope_scaling llama3), Qwen2/2.5
-/// (q/k/v biases), Qwen3 (per-head q/k RMSNorm) and Gemma 2 (√d_model embedding scale, (1+w) RMSNorm, post-norms,
-/// GeGLU, query_pre_attn_scalar, attention and final soft caps, sliding window on alternating layers).
+/// (q/k/v biases), Qwen3 (per-head q/k RMSNorm), Gemma 2 (√d_model embedding scale, (1+w) RMSNorm, post-norms,
+/// GeGLU, query_pre_attn_scalar, attention and final soft caps, sliding window on alternating layers) and Gemma 3
+/// (as Gemma 2 without default soft caps and never an attention cap, as transformers, plus (1+w) q/k RMSNorm, sliding_window_pattern or layer_types, and a separate
+/// RoPE base for the sliding layers; <c>Gemma3ForConditionalGeneration</c> checkpoints load their language model only).
 /// State-dict keys are the HF ones (<c>model.layers.0.self_attn.q_proj.weight</c>, <c>lm_head.weight</c> when untied).
-/// <para><c>hook_embed</c> is what enters the residual stream (for Gemma 2, already × √d_model, as TransformerLens folds
-/// the scale into W_E). With grouped-query attention <c>attn.hook_k/v/rot_k</c> have n_key_value_heads heads. For Gemma 2,
-/// <c>hook_attn_out</c> / <c>hook_mlp_out</c> are after the post-norms: exactly what is added to the residual stream.</para>
+/// <para><c>hook_embed</c> is what enters the residual stream (for Gemma, already × √d_model, as TransformerLens folds
+/// the scale into W_E). With grouped-query attention <c>attn.hook_k/v/rot_k</c> have n_key_value_heads heads; hook_q/k
+/// precede Qwen3's and Gemma 3's q/k norms. For Gemma, <c>hook_attn_out</c> / <c>hook_mlp_out</c> are after the
+/// post-norms: exactly what is added to the residual stream.</para>
 /// </summary>
 public sealed class LlamaFamilyModel : HookedTransformer
 {
@@ -136,6 +140,7 @@ public sealed class LlamaFamilyModel : HookedTransformer
     private readonly Linear? lm_head;
     private readonly DecoderSettings _s;
     private readonly float[] _invFreq;
+    private readonly float[]? _localInvFreq;
 
     internal LlamaFamilyModel(DecoderSettings s, string modelName, string configPath, ScalarType dtype)
         : base(ArchitectureName(s.ModelType), new TransformerConfig
@@ -144,15 +149,16 @@ public sealed class LlamaFamilyModel : HookedTransformer
             NKvHeads = s.NKvHead, DHead = s.HeadDim, DMlp = s.Intermediate, DVocab = s.VocabSize, NCtx = s.MaxPositions,
             Activation = s.Activation, LayerNormEps = s.Eps, RotaryDim = s.RotaryDim, RotaryBase = s.RopeTheta, Dtype = dtype,
             GatedMlp = true, NormalizationType = "RMS", AttnScoresSoftCap = s.AttnSoftCap, OutputLogitsSoftCap = s.FinalSoftCap,
-            SlidingWindow = s.SlidingWindow,
+            SlidingWindow = s.SlidingWindow, RotaryBaseLocal = s.LocalRopeTheta,
         }, new HookPoints(s.NLayer, hasPosEmbed: false, parallelAttnMlp: false, rotary: true,
-            s.Gemma ? HfModuleNames.Gemma2 : HfModuleNames.Llama, gatedMlp: true))
+            s.ModelType == "gemma3" ? HfModuleNames.Gemma3Conditional : s.Gemma ? HfModuleNames.Gemma2 : HfModuleNames.Llama, gatedMlp: true))
     {
         _s = s;
         model = new DecoderCore(s, ActivationFunctions.Get(s.Activation, configPath), HookPoints, dtype);
         if (!s.TieEmbeddings) lm_head = new Linear(s.Hidden, s.VocabSize, false, dtype);
         RegisterComponents();
         _invFreq = s.InvFreq.Select(x => (float)x).ToArray();
+        _localInvFreq = s.LocalInvFreq?.Select(x => (float)x).ToArray();
     }
 
     internal static string ArchitectureName(string modelType) => modelType switch
@@ -160,15 +166,21 @@ public sealed class LlamaFamilyModel : HookedTransformer
         "qwen2" => "Qwen2ForCausalLM",
         "qwen3" => "Qwen3ForCausalLM",
         "gemma2" => "Gemma2ForCausalLM",
+        "gemma3_text" => "Gemma3ForCausalLM",
+        "gemma3" => "Gemma3ForConditionalGeneration",
         _ => "LlamaForCausalLM",
     };
 
     private protected override Tensor Embed(Tensor tokens, ForwardContext ctx)
     {
         (ctx.RotaryCos, ctx.RotarySin) = Rotary.CosSin(ctx.Positions, tensor(_invFreq, device: ctx.Positions.device), Config.Dtype);
+        if (_localInvFreq is not null)
+            ctx.LocalRotary = Rotary.CosSin(ctx.Positions, tensor(_localInvFreq, device: ctx.Positions.device), Config.Dtype);
         var e = model.embed_tokens.forward(tokens);
-        // HF Gemma: the normaliser √hidden_size is a tensor of the hidden states' dtype.
-        if (_s.Gemma) e = e * tensor(Math.Sqrt(_s.Hidden), dtype: Config.Dtype);
+        // HF Gemma 2: the normaliser √hidden_size is a tensor of the hidden states' dtype; Gemma 3: a float32 tensor
+        // cast to the weights' dtype.
+        if (_s.Gemma)
+            e = e * (_s.Gemma3 ? tensor((float)Math.Sqrt(_s.Hidden)).to(Config.Dtype) : tensor(Math.Sqrt(_s.Hidden), dtype: Config.Dtype));
         return ctx.Hooks.Fire(HookPoints.Embed, e);
     }
 

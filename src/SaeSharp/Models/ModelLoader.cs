@@ -9,7 +9,7 @@ namespace SaeSharp.Models;
 public static class ModelLoader
 {
     /// <summary>Architectures this loader builds, as config.json <c>model_type</c>.</summary>
-    public static IReadOnlyList<string> SupportedModelTypes { get; } = ["gpt2", "gpt_neox", "llama", "qwen2", "qwen3", "gemma2"];
+    public static IReadOnlyList<string> SupportedModelTypes { get; } = ["gpt2", "gpt_neox", "llama", "qwen2", "qwen3", "gemma2", "gemma3_text", "gemma3"];
 
     /// <summary>
     /// Builds the model in the Hugging Face folder <paramref name="folder"/> (a local path: the CLI's hub ids and
@@ -37,6 +37,7 @@ public static class ModelLoader
         HookedTransformer? model = null;
         try
         {
+            if (type == "gemma3") ckpt.Rename(Gemma3LanguageModelKey);
             string prefix;
             string[] ignorableSuffixes;
             switch (type)
@@ -46,7 +47,7 @@ public static class ModelLoader
                     prefix = "transformer";
                     ignorableSuffixes = [".attn.bias", ".attn.masked_bias"];
                     break;
-                case "llama" or "qwen2" or "qwen3" or "gemma2":
+                case "llama" or "qwen2" or "qwen3" or "gemma2" or "gemma3_text" or "gemma3":
                     {
                         var s = DecoderSettings.From(cfg, type, ckpt);
                         model = new LlamaFamilyModel(s, name, cfg.Path, dtype);
@@ -152,8 +153,26 @@ public static class ModelLoader
             if (a.StartsWith("Qwen2", StringComparison.Ordinal)) return "qwen2";
             if (a.StartsWith("Qwen3", StringComparison.Ordinal)) return "qwen3";
             if (a.StartsWith("Gemma2", StringComparison.Ordinal)) return "gemma2";
+            if (a.StartsWith("Gemma3ForConditionalGeneration", StringComparison.Ordinal)) return "gemma3";
+            if (a.StartsWith("Gemma3", StringComparison.Ordinal)) return "gemma3_text";
         }
-        throw new SaeSharpException($"{cfg.Path}: no model_type and no known architectures ({string.Join(", ", cfg.Architectures)}); supported: GPT2LMHeadModel, GPTNeoXForCausalLM, LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM");
+        throw new SaeSharpException($"{cfg.Path}: no model_type and no known architectures ({string.Join(", ", cfg.Architectures)}); supported: GPT2LMHeadModel, " +
+                                    "GPTNeoXForCausalLM, LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration");
+    }
+
+    /// <summary>
+    /// The language model's weights of a <c>Gemma3ForConditionalGeneration</c> checkpoint under the names of
+    /// <c>Gemma3ForCausalLM</c>: <c>language_model.model.*</c> and <c>language_model.lm_head.*</c> (transformers 4.50–4.51,
+    /// the Gemma 3 hub checkpoints) or <c>model.language_model.*</c> and <c>lm_head.*</c> (4.52 on) become <c>model.*</c>
+    /// and <c>lm_head.*</c>; the vision tower and the multimodal projector are dropped (null); other keys stay.
+    /// </summary>
+    internal static string? Gemma3LanguageModelKey(string key)
+    {
+        foreach (var drop in new[] { "vision_tower.", "multi_modal_projector.", "model.vision_tower.", "model.multi_modal_projector." })
+            if (key.StartsWith(drop, StringComparison.Ordinal)) return null;
+        foreach (var (from, to) in new[] { ("language_model.model.", "model."), ("language_model.lm_head.", "lm_head."), ("model.language_model.", "model.") })
+            if (key.StartsWith(from, StringComparison.Ordinal)) return to + key[from.Length..];
+        return key;
     }
 
     /// <summary>
@@ -193,7 +212,7 @@ public static class ModelLoader
 internal sealed class Checkpoint : IDisposable
 {
     private readonly List<IDisposable> _files;
-    private readonly Dictionary<string, (string Path, long[] Shape, Func<ScalarType, Tensor> Read)> _byKey;
+    private Dictionary<string, (string Path, long[] Shape, Func<ScalarType, Tensor> Read)> _byKey;
 
     public string Folder { get; }
     public IEnumerable<string> Keys => _byKey.Keys;
@@ -206,6 +225,17 @@ internal sealed class Checkpoint : IDisposable
     }
 
     public bool Contains(string key) => _byKey.ContainsKey(key);
+
+    /// <summary>Renames every key through <paramref name="map"/>, which drops a key by returning null (a model read out of a
+    /// larger checkpoint); two keys given one name are an error.</summary>
+    public void Rename(Func<string, string?> map)
+    {
+        var renamed = new Dictionary<string, (string, long[], Func<ScalarType, Tensor>)>(StringComparer.Ordinal);
+        foreach (var (key, entry) in _byKey)
+            if (map(key) is { } name && !renamed.TryAdd(name, entry))
+                throw new SaeSharpException($"{entry.Path}: weight '{key}' and another one both stand for '{name}'");
+        _byKey = renamed;
+    }
 
     /// <summary>Blocks the weights hold: one more than the largest integer part of any key (<c>h.11.…</c>,
     /// <c>model.layers.11.…</c>); 0 when no key has one.</summary>

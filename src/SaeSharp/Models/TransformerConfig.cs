@@ -11,7 +11,8 @@ public sealed record TransformerConfig
 {
     /// <summary>Name of the model: config.json <c>_name_or_path</c>, else the folder name.</summary>
     public required string ModelName { get; init; }
-    /// <summary>Hugging Face <c>model_type</c>: <c>gpt2</c>, <c>gpt_neox</c>, <c>llama</c>, <c>qwen2</c>, <c>qwen3</c> or <c>gemma2</c>.</summary>
+    /// <summary>Hugging Face <c>model_type</c>: <c>gpt2</c>, <c>gpt_neox</c>, <c>llama</c>, <c>qwen2</c>, <c>qwen3</c>, <c>gemma2</c>,
+    /// <c>gemma3_text</c> or <c>gemma3</c> (whose text model is loaded).</summary>
     public required string Architecture { get; init; }
     /// <summary>Transformer blocks (TransformerLens <c>n_layers</c>).</summary>
     public required int NLayers { get; init; }
@@ -20,7 +21,7 @@ public sealed record TransformerConfig
     /// <summary>Attention (query) heads (<c>n_heads</c>).</summary>
     public required int NHeads { get; init; }
     private readonly int _dHead;
-    /// <summary>Width of one attention head: config.json <c>head_dim</c> where given (Gemma 2, Qwen3), else d_model / n_heads.</summary>
+    /// <summary>Width of one attention head: config.json <c>head_dim</c> where given (Gemma, Qwen3), else d_model / n_heads.</summary>
     public int DHead { get => _dHead > 0 ? _dHead : DModel / NHeads; init => _dHead = value; }
     private readonly int _nKvHeads;
     /// <summary>Key/value heads (<c>num_key_value_heads</c>, grouped-query attention); n_heads when not grouped.</summary>
@@ -33,7 +34,7 @@ public sealed record TransformerConfig
     public double? AttnScoresSoftCap { get; init; }
     /// <summary>Final-logit soft cap (Gemma 2 <c>final_logit_softcapping</c>).</summary>
     public double? OutputLogitsSoftCap { get; init; }
-    /// <summary>Sliding-window length of the local-attention layers (Gemma 2), null when every layer is global.</summary>
+    /// <summary>Sliding-window length of the local-attention layers (Gemma 2/3), null when every layer is global.</summary>
     public int? SlidingWindow { get; init; }
     /// <summary>MLP hidden width (<c>d_mlp</c>).</summary>
     public required int DMlp { get; init; }
@@ -51,6 +52,9 @@ public sealed record TransformerConfig
     public int RotaryDim { get; init; }
     /// <summary>Base θ of the rotary frequencies (<c>rope_theta</c> / <c>rotary_emb_base</c>).</summary>
     public double RotaryBase { get; init; } = 10000;
+    /// <summary>Base θ of the sliding-window layers' rotary frequencies when they have their own (Gemma 3
+    /// <c>rope_local_base_freq</c>, TransformerLens <c>rotary_base_local</c>); <see cref="RotaryBase"/> is then the global layers'.</summary>
+    public double? RotaryBaseLocal { get; init; }
     /// <summary>Dtype of the loaded weights.</summary>
     public ScalarType Dtype { get; init; } = ScalarType.Float32;
 
@@ -62,7 +66,8 @@ public sealed record TransformerConfig
         (ParallelAttnMlp ? " parallel_attn_mlp" : "") +
         (AttnScoresSoftCap is { } ac ? $" attn_softcap={ac}" : "") + (OutputLogitsSoftCap is { } oc ? $" logit_softcap={oc}" : "") +
         (SlidingWindow is { } sw ? $" sliding_window={sw}" : "") +
-        (RotaryDim > 0 ? $" rotary_dim={RotaryDim}" : "") + $" dtype={Dtype}";
+        (RotaryDim > 0 ? $" rotary_dim={RotaryDim}" : "") + (RotaryBaseLocal is { } rl ? $" rotary_base={RotaryBase} rotary_base_local={rl}" : "") +
+        $" dtype={Dtype}";
 }
 
 /// <summary>Typed reads from a config.json object, with errors naming the file and key.</summary>

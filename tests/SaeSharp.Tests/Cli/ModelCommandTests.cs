@@ -67,6 +67,30 @@ public class ModelCommandTests : IDisposable
         Assert.Contains("dtype 'int8' is not supported", err);
     }
 
+    [Theory]
+    [InlineData("gemma3")]
+    [InlineData("gemma3-conditional")]
+    public void RunLoadsAGemma3FolderAndGivesTransformersLogits(string family)
+    {
+        // The transformers-written fixtures (Gemma3ForCausalLM; Gemma3ForConditionalGeneration, whose text model is run).
+        string model = SaeSharp.Tests.Tokenizers.TestPaths.Data("hf_models", family);
+        var (exit, output, err) = CliRunner.Run("model", "info", "--model", model);
+        Assert.True(exit == 0, err);
+        Assert.Contains(family == "gemma3" ? "(gemma3_text)" : "(gemma3)", output);
+        Assert.Contains("rotary_base_local=100", output);
+        Assert.Contains("blocks.3.attn.hook_rot_q", output);
+        var reference = Npy.LoadNpz(Path.Combine(model, "reference.npz"));
+        var input = Path.Combine(_dir, "in.safetensors");
+        SafeTensors.Save(input, new Dictionary<string, Tensor> { ["tokens"] = reference["tokens"] });
+        var outPath = Path.Combine(_dir, "out.safetensors");
+        (exit, _, err) = CliRunner.Run("model", "run", "--model", model, "--input", input, "--out", outPath, "--hooks", "blocks.2.hook_resid_post");
+        Assert.True(exit == 0, err);
+        var o = SafeTensors.Load(outPath);
+        double diff = SaeSharp.Tests.Models.HfTransformersParityTests.RelativeMaxDifference(reference["logits"], o["logits"], family);
+        Assert.True(diff <= 1e-5, $"{family}: sae model run's logits differ from transformers' by {diff:G3} of their scale");
+        Assert.Equal(new long[] { 2, 12, 32 }, o["blocks.2.hook_resid_post"].shape);
+    }
+
     [Fact]
     public void InfoListsHookPoints()
     {

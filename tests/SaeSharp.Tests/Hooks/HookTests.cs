@@ -177,12 +177,14 @@ public class HookTests : ModelTestBase
     }
 
     /// <summary>TransformerLens 3's bridge name <c>blocks.{i}.mlp.hook_in</c> (the MLP's input, after ln2) is
-    /// <c>ln2.hook_normalized</c>: in a parallel GPT-NeoX block, in Qwen3 and in Gemma 2 (whose MLP output goes through a
-    /// post-norm) the MLP's first projection of that tensor, with the checkpoint's own weights, is <c>mlp.hook_pre</c>.</summary>
+    /// <c>ln2.hook_normalized</c>: in a parallel GPT-NeoX block, in Qwen3 and in Gemma 2/3 (whose MLP output goes through a
+    /// post-norm; gemma3-conditional: weights read from a Gemma3ForConditionalGeneration checkpoint) the MLP's first projection of that tensor, with the checkpoint's own weights, is <c>mlp.hook_pre</c>.</summary>
     [Theory]
     [InlineData("gpt_neox-parallel", "gpt_neox.layers.1.mlp.dense_h_to_4h")]
     [InlineData("qwen3", "model.layers.1.mlp.gate_proj")]
     [InlineData("gemma2", "model.layers.1.mlp.gate_proj")]
+    [InlineData("gemma3", "model.layers.1.mlp.gate_proj")]
+    [InlineData("gemma3-conditional", "language_model.model.layers.1.mlp.gate_proj")]
     public void Mlp_hook_in_is_ln2_hook_normalized_the_input_of_the_MLP(string family, string firstProjection)
     {
         string dir = SaeSharp.Tests.Tokenizers.TestPaths.Data("hf_models", family);
@@ -205,6 +207,20 @@ public class HookTests : ModelTestBase
         {
             foreach (var t in w.Values) t.Dispose();
         }
+    }
+
+    [Fact]
+    public void Gemma3_conditional_module_paths_of_both_transformers_layouts_are_aliases()
+    {
+        using var m = ModelLoader.FromPretrained(SaeSharp.Tests.Tokenizers.TestPaths.Data("hf_models", "gemma3-conditional"));
+        var hp = m.HookPoints;
+        Assert.Equal("blocks.1.hook_resid_post", hp.Resolve("model.language_model.layers.1"));          // transformers >= 4.52
+        Assert.Equal("blocks.1.hook_resid_pre", hp.Resolve("language_model.model.layers.1", HookKind.In)); // 4.50-4.51
+        Assert.Equal("blocks.2.mlp.hook_pre_linear", hp.Resolve("model.language_model.layers.2.mlp.up_proj"));
+        Assert.Equal("blocks.0.hook_attn_out", hp.Resolve("language_model.model.layers.0.post_attention_layernorm"));
+        Assert.Equal("blocks.3.hook_resid_post", hp.Resolve("model.layers.3"));                          // Gemma3ForCausalLM's
+        Assert.Equal("ln_final.hook_normalized", hp.Resolve("model.language_model.norm"));
+        Assert.Throws<SaeSharpException>(() => hp.Resolve("model.vision_tower.vision_model.encoder.layers.0"));
     }
 
     [Fact]

@@ -64,6 +64,7 @@ internal static class DecoderReference
 
     public static Result Forward(Dictionary<string, Tensor> w, DecoderSpec p, long[] tokens, double[] invFreq)
     {
+        if (p.ModelType == "gemma3_text") throw new ArgumentException("no Gemma 3 here: tests/data/hf_models/gemma3 holds transformers' own reference");
         bool gemma = p.Gemma;
         int hd = p.Hd, nh = p.Heads, nkv = p.KvHeads, s = tokens.Length, d = p.Hidden;
         var emb = M(w["model.embed_tokens.weight"]);

@@ -12,13 +12,14 @@ namespace SaeSharp.Tests.Models;
 /// <see cref="DecoderReference"/>): tests/data/hf_models holds tiny random checkpoints written by transformers'
 /// <c>save_pretrained</c> (its config.json; model.safetensors or pytorch_model.bin) and that code's float32 forward on
 /// fixed tokens (logits and <c>output_hidden_states</c>, unpadded and padded) and its greedy <c>generate()</c>, made by
-/// bench/reference/hf_models_fixture.py with transformers 4.47 (main 66ab300a) and, for Qwen3, 4.51 (main d1b92369).
+/// bench/reference/hf_models_fixture.py with transformers 4.47 (main 66ab300a) and, for Qwen3 and Gemma 3, 4.51 (main d1b92369).
 /// Each folder is loaded by <see cref="ModelLoader.FromPretrained"/>, as a user's download is.
 /// </summary>
 public class HfTransformersParityTests(ITestOutputHelper output)
 {
     public static TheoryData<string> Families =>
-        ["gpt2", "gpt_neox-parallel", "gpt_neox-sequential", "llama3", "llama-bias-tied", "qwen2", "qwen3", "gemma2"];
+        ["gpt2", "gpt_neox-parallel", "gpt_neox-sequential", "llama3", "llama-bias-tied", "qwen2", "qwen3", "gemma2", "gemma3",
+         "gemma3-conditional", "gemma3-softcap"];
 
     // Tolerance, relative to the tensor's largest |value|: both sides compute in float32, with different kernels
     // (TorchSharp's libtorch vs Debian's torch 1.13.1) and operation orders (fused vs separate q/k/v, repeat_interleave
@@ -143,7 +144,9 @@ public class HfTransformersParityTests(ITestOutputHelper output)
     {
         // config_transformers5.json: the same config written by transformers 5 (main 70179949, 2025-12-19) from the same
         // constructor arguments: rope_theta, rope_scaling, rotary_pct and partial_rotary_factor move into
-        // rope_parameters, Qwen3 and Gemma 2 get layer_types. Loaded in place of config.json, it must give the same model.
+        // rope_parameters, Qwen3 and Gemma 2/3 get layer_types, Gemma 3's rope_parameters has one set per layer type
+        // (full_attention: rope_theta and the linear scaling; sliding_attention: rope_local_base_freq). Loaded in place of
+        // config.json, it must give the same model.
         using var scope = NewDisposeScope();
         string dir = Path.Combine(TestPaths.TempDir(), family);
         Directory.CreateDirectory(dir);
@@ -172,6 +175,14 @@ public class HfTransformersParityTests(ITestOutputHelper output)
     [InlineData("gemma2", "final_logit_softcapping", "null")]
     [InlineData("gemma2", "query_pre_attn_scalar", "16")]       // = head_dim: the usual 1/√d_head
     [InlineData("gemma2", "rms_norm_eps", "0.01")]
+    [InlineData("gemma3", "sliding_window_pattern", "4")]      // layer 2 local, layer 3 global
+    [InlineData("gemma3", "sliding_window", "64")]             // layers 0, 1, 3 become global
+    [InlineData("gemma3", "rope_local_base_freq", "10000.0")]
+    [InlineData("gemma3", "rope_theta", "10000.0")]
+    [InlineData("gemma3", "rope_scaling", "null")]
+    [InlineData("gemma3", "query_pre_attn_scalar", "16")]
+    [InlineData("gemma3", "final_logit_softcapping", "10.0")]
+    [InlineData("gemma3", "rms_norm_eps", "0.01")]
     [InlineData("llama3", "rope_scaling", "null")]
     [InlineData("llama-bias-tied", "rope_scaling", "null")]
     [InlineData("gpt_neox-parallel", "use_parallel_residual", "false")]
@@ -206,6 +217,96 @@ public class HfTransformersParityTests(ITestOutputHelper output)
         }
     }
 
+    [Fact]
+    public void Gemma3_conditional_checkpoint_loads_its_language_model_in_both_layouts()
+    {
+        // gemma3-conditional holds gemma3's text weights in the Gemma3ForConditionalGeneration layout of transformers 4.51
+        // (language_model.model.*, a SigLIP vision tower, the projector), and transformers gave both models the same logits.
+        // The layout of transformers >= 4.52 (model.language_model.*, model.vision_tower.*, model.multi_modal_projector.*,
+        // lm_head.*) is written here from the same tensors, untied, with lm_head = 2 x the embeddings: logits x 2.
+        using var scope = NewDisposeScope();
+        var causal = Reference("gemma3");
+        var conditional = Reference("gemma3-conditional");
+        Assert.True(causal["tokens"].equal(conditional["tokens"]).all().item<bool>(), "the fixture's two models were given different tokens");
+        Assert.True(causal["logits"].equal(conditional["logits"]).all().item<bool>(), "the fixture's two transformers models disagree");
+        string dir = TestPaths.TempDir();
+        try
+        {
+            var config = JsonNode.Parse(File.ReadAllText(Path.Combine(Folder("gemma3-conditional"), "config.json")))!.AsObject();
+            config["text_config"]!["tie_word_embeddings"] = false;
+            File.WriteAllText(Path.Combine(dir, "config.json"), config.ToJsonString());
+            const string old = "language_model.model.";
+            var w = SafeTensors.Load(Path.Combine(Folder("gemma3-conditional"), "model.safetensors"));
+            var renamed = w.ToDictionary(kv => kv.Key.StartsWith(old, StringComparison.Ordinal) ? "model.language_model." + kv.Key[old.Length..] : "model." + kv.Key,
+                kv => kv.Value);
+            Assert.Contains("model.vision_tower.vision_model.encoder.layers.0.mlp.fc1.weight", renamed.Keys);
+            renamed["lm_head.weight"] = w[old + "embed_tokens.weight"] * 2;
+            SafeTensors.Save(Path.Combine(dir, "model.safetensors"), renamed);
+            foreach (var (layout, folder, factor) in new[] { ("4.51", Folder("gemma3-conditional"), 1.0), (">= 4.52", dir, 2.0) })
+            {
+                using var model = ModelLoader.FromPretrained(folder);
+                double diff = RelativeMaxDifference(causal["logits"] * factor, model.Forward(causal["tokens"]), $"gemma3 in the {layout} layout");
+                output.WriteLine($"Gemma3ForConditionalGeneration, transformers {layout} layout: {diff:G3}");
+                Assert.True(diff <= RelativeTolerance, $"Gemma3ForConditionalGeneration in the {layout} layout: logits differ by {diff:G3} of their scale");
+            }
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
+    [Theory]
+    [InlineData("gemma2", ScalarType.Float64)]
+    [InlineData("gemma3", ScalarType.Float64)]
+    [InlineData("gemma2", ScalarType.BFloat16)]
+    [InlineData("gemma3", ScalarType.BFloat16)]
+    public void Gemma_embedding_scale_is_rounded_as_transformers_rounds_it(string family, ScalarType dtype)
+    {
+        // transformers' Gemma 2 multiplies the embeddings by torch.tensor(hidden_size ** 0.5, dtype=<hidden dtype>); Gemma 3's
+        // Gemma3TextScaledWordEmbedding by a float32 tensor of it cast to the weights' dtype. In float64 the two differ
+        // (√32 against √32 rounded to float32); in bf16 both round to 5.65625.
+        using var scope = NewDisposeScope();
+        using var model = ModelLoader.FromPretrained(Folder(family), dtype);
+        var tokens = Reference(family)["tokens"];
+        var w = SafeTensors.Load(Path.Combine(Folder(family), "model.safetensors"))["model.embed_tokens.weight"].to(dtype);
+        double scale = family == "gemma2" ? Math.Sqrt(32) : (float)Math.Sqrt(32);
+        var expected = w.index_select(0, tokens.flatten()).view(2, 12, 32) * tensor(scale, dtype: dtype);
+        var (_, cache) = model.RunWithCache(tokens, ["hook_embed"]);
+        using (cache)
+        {
+            Assert.Equal(dtype, cache["hook_embed"].dtype);
+            Assert.True(expected.equal(cache["hook_embed"]).all().item<bool>(), $"{family} {dtype}: hook_embed is not the embeddings × transformers' scale");
+        }
+    }
+
+    [Theory]
+    [InlineData("gemma3-conditional", "config.json", "text_config", "null", "needs a 'text_config' object")]
+    [InlineData("gemma3", "config.json", "rope_scaling", """{"rope_type": "yarn", "factor": 8.0}""", "rope_scaling type 'yarn' is not supported")]
+    [InlineData("gemma3", "config_transformers5.json", "rope_parameters", """{"full_attention": {"rope_type": "default", "rope_theta": 1e6}, "sliding_attention": {"rope_type": "dynamic", "rope_theta": 100.0, "factor": 2.0}}""",
+        "rope_scaling type 'dynamic' is not supported")]
+    [InlineData("gemma3", "config.json", "sliding_window_pattern", "0", "sliding_window_pattern=0 must be positive")]
+    [InlineData("gemma3", "config.json", "use_bidirectional_attention", "true", "use_bidirectional_attention=true")]
+    public void Gemma3_config_errors_name_the_problem(string family, string configFile, string key, string value, string message)
+    {
+        string dir = TestPaths.TempDir();
+        try
+        {
+            foreach (var f in Directory.GetFiles(Folder(family)))
+                File.Copy(f, Path.Combine(dir, Path.GetFileName(f)));
+            var config = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, configFile)))!.AsObject();
+            config[key] = JsonNode.Parse(value);
+            File.WriteAllText(Path.Combine(dir, "config.json"), config.ToJsonString());
+            var e = Assert.Throws<SaeSharpException>(() => ModelLoader.FromPretrained(dir));
+            Assert.Contains(message, e.Message);
+            Assert.Contains("config.json", e.Message);
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
     [Theory]
     [MemberData(nameof(Families))]
     public void Fixture_loads_through_the_real_files(string family)
@@ -222,11 +323,14 @@ public class HfTransformersParityTests(ITestOutputHelper output)
             "qwen2" => "qwen2 (qwen2): n_layers=2 d_model=32 n_heads=4 d_head=8 d_mlp=64 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=silu gated_mlp norm=RMS rotary_dim=8 dtype=Float32",
             "qwen3" => "qwen3 (qwen3): n_layers=2 d_model=32 n_heads=4 d_head=16 d_mlp=64 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=silu gated_mlp norm=RMS rotary_dim=16 dtype=Float32",
             "gemma2" => "gemma2 (gemma2): n_layers=3 d_model=32 n_heads=4 d_head=16 d_mlp=64 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=gelu_pytorch_tanh gated_mlp norm=RMS attn_softcap=2 logit_softcap=10 sliding_window=4 rotary_dim=16 dtype=Float32",
+            "gemma3" => "gemma3 (gemma3_text): n_layers=4 d_model=32 n_heads=4 d_head=16 d_mlp=64 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=gelu_pytorch_tanh gated_mlp norm=RMS sliding_window=4 rotary_dim=16 rotary_base=1000000 rotary_base_local=100 dtype=Float32",
+            "gemma3-softcap" => "gemma3-softcap (gemma3_text): n_layers=4 d_model=32 n_heads=4 d_head=16 d_mlp=64 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=gelu_pytorch_tanh gated_mlp norm=RMS logit_softcap=10 sliding_window=4 rotary_dim=16 rotary_base=1000000 rotary_base_local=100 dtype=Float32",
+            "gemma3-conditional" => "gemma3-conditional (gemma3): n_layers=4 d_model=32 n_heads=4 d_head=16 d_mlp=64 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=gelu_pytorch_tanh gated_mlp norm=RMS sliding_window=4 rotary_dim=16 rotary_base=1000000 rotary_base_local=100 dtype=Float32",
             _ => throw new ArgumentException(family),
         };
         using var model = ModelLoader.FromPretrained(Folder(family));
         Assert.Equal(expected, model.Config.ToString());
         string weights = File.Exists(Path.Combine(Folder(family), "model.safetensors")) ? "model.safetensors" : "pytorch_model.bin";
-        Assert.Equal(family is "gpt_neox-parallel" or "llama-bias-tied" or "qwen2" ? "pytorch_model.bin" : "model.safetensors", weights);
+        Assert.Equal(family is "gpt_neox-parallel" or "llama-bias-tied" or "qwen2" or "gemma3-softcap" ? "pytorch_model.bin" : "model.safetensors", weights);
     }
 }

@@ -35,6 +35,13 @@ public class LlamaFamilyTests : ModelTestBase
             ModelType = "gemma2", Layers = 3, Heads = 2, KvHeads = 1, HeadDim = 12, Tied = true, AttnSoftCap = 1.5,
             FinalSoftCap = 2.5, SlidingWindow = 3, QueryPreAttnScalar = 20,
         },
+        // Layers 0 and 2 local (window 3, RoPE base 10), layer 1 global (base 1e6, linear scaling 4); no soft caps.
+        "gemma3" => new DecoderSpec
+        {
+            ModelType = "gemma3_text", Layers = 3, Heads = 2, KvHeads = 1, HeadDim = 12, Tied = true, SlidingWindow = 3,
+            SlidingWindowPattern = 2, QueryPreAttnScalar = 20, RopeTheta = 1e6, RopeLocalBaseFreq = 10,
+            RopeScaling = new JsonObject { ["rope_type"] = "linear", ["factor"] = 4.0 },
+        },
         _ => throw new ArgumentException(family),
     };
 
@@ -115,6 +122,7 @@ public class LlamaFamilyTests : ModelTestBase
     [InlineData("llama-gqa")]
     [InlineData("qwen3")]
     [InlineData("gemma2")]
+    [InlineData("gemma3")]
     public void HooksHaveTransformerLensNamesShapesAndHfAliases(string family)
     {
         var p = Spec(family);
@@ -152,7 +160,7 @@ public class LlamaFamilyTests : ModelTestBase
             AssertAllClose(cache["blocks.1.hook_resid_mid"] + cache["blocks.1.hook_mlp_out"], cache["blocks.1.hook_resid_post"], 1e-5, "resid_post");
             AssertAllClose(cache["blocks.1.hook_resid_pre"] + cache["blocks.1.hook_attn_out"], cache["blocks.1.hook_resid_mid"], 1e-5, "resid_mid");
             AssertAllClose(cache["hook_embed"], cache["blocks.0.hook_resid_pre"], 0, "embed");
-            // Sliding-window layers (Gemma 2 layer 0, window 3) give no weight beyond the window.
+            // Sliding-window layers (Gemma layer 0, window 3) give no weight beyond the window; layer 1 is global.
             if (p.Gemma)
             {
                 var pat = cache["blocks.0.attn.hook_pattern"][0, 0];
@@ -167,6 +175,7 @@ public class LlamaFamilyTests : ModelTestBase
     [InlineData("llama3-rope-tied")]
     [InlineData("qwen3")]
     [InlineData("gemma2")]
+    [InlineData("gemma3")]
     public void KvCacheGenerationEqualsRecomputation(string family)
     {
         using var model = ModelLoader.FromPretrained(TinyDecoders.Write(Sub(family), Spec(family)));
@@ -206,6 +215,7 @@ public class LlamaFamilyTests : ModelTestBase
     [Theory]
     [InlineData("qwen3", 16, 32, 32, 128)]   // transformers Qwen3Config: num_key_value_heads=32, head_dim=128
     [InlineData("gemma2", 16, 4, 4, 256)]    // Gemma2Config: num_key_value_heads=4, head_dim=256
+    [InlineData("gemma3_text", 16, 4, 4, 256)] // Gemma3TextConfig: the same
     [InlineData("qwen2", 128, 64, 32, 2)]    // Qwen2Config: num_key_value_heads=32; head_dim is hidden / heads
     [InlineData("llama", 32, 4, 4, 8)]       // LlamaConfig: num_key_value_heads and head_dim follow the heads
     public void MissingHeadDimAndKvHeadsTakeTheHfConfigClassDefaults(string modelType, int hidden, int heads, int kvHeads, int headDim)
@@ -225,6 +235,35 @@ public class LlamaFamilyTests : ModelTestBase
         Assert.Equal(kvHeads, model.Config.NKvHeads);
         using var logits = model.Forward(tensor(Toks).unsqueeze(0));
         Assert.True(logits.isfinite().all().item<bool>());
+    }
+
+    [Fact]
+    public void Gemma3TextConfigOfTheHubTakesGemma3TextConfigDefaults()
+    {
+        // The form of gemma-3-4b's config.json (transformers 4.50): text_config gives only what differs from
+        // Gemma3TextConfig's defaults, which supply the rest: 8 heads, 4 kv heads, head_dim 256, vocab 262208,
+        // query_pre_attn_scalar 256, rope_theta 1e6 (scaled here) and rope_local_base_freq 10000, sliding_window_pattern 6,
+        // no soft caps, tied embeddings, 131072 positions.
+        string path = Path.Combine(Sub("gemma-3-4b"), "config.json");
+        var root = JsonNode.Parse("""
+            {"architectures": ["Gemma3ForConditionalGeneration"], "model_type": "gemma3", "mm_tokens_per_image": 256,
+             "text_config": {"hidden_size": 2560, "intermediate_size": 10240, "model_type": "gemma3_text", "num_hidden_layers": 34,
+                             "rope_scaling": {"factor": 8.0, "rope_type": "linear"}, "sliding_window": 1024},
+             "torch_dtype": "bfloat16", "vision_config": {"model_type": "siglip_vision_model", "hidden_size": 1152}}
+            """)!.AsObject();
+        var s = DecoderSettings.From(new JsonConfig(path, root), "gemma3");
+        Assert.Equal((2560, 34, 8, 4, 256, 10240, 262_208, 131_072), (s.Hidden, s.NLayer, s.NHead, s.NKvHead, s.HeadDim, s.Intermediate, s.VocabSize, s.MaxPositions));
+        Assert.Equal((1e-6, "gelu_pytorch_tanh", true, true, true), (s.Eps, s.Activation, s.TieEmbeddings, s.QkNorm, s.Gemma3));
+        Assert.Equal(1 / 16.0, s.AttnScale, 15);
+        Assert.Equal((null, null, 1024), (s.AttnSoftCap, s.FinalSoftCap, s.SlidingWindow));
+        Assert.Equal(Enumerable.Range(0, 34).Select(i => (i + 1) % 6 != 0), s.SlidingLayers);
+        Assert.Equal((1e6, 10000.0), (s.RopeTheta, s.LocalRopeTheta!.Value));
+        Assert.Equal(128, s.InvFreq.Length);
+        // Global: 1e6^(-2i/256) / 8; local: 10000^(-2i/256), unscaled. (Float32 frequencies, as HF computes them.)
+        Assert.Equal(1.0 / 8, s.InvFreq[0], 7);
+        Assert.Equal(Math.Pow(1e6, -2.0 * 64 / 256) / 8, s.InvFreq[64], 7);
+        Assert.Equal(1.0, s.LocalInvFreq![0], 7);
+        Assert.Equal(Math.Pow(10000, -2.0 * 64 / 256), s.LocalInvFreq[64], 7);
     }
 
     [Fact]

@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 
 namespace SaeSharp.Tests.Models;
 
-/// <summary>Shape and options of a tiny Llama-layout checkpoint (llama, qwen2, qwen3, gemma2).</summary>
+/// <summary>Shape and options of a tiny Llama-layout checkpoint (llama, qwen2, qwen3, gemma2, gemma3_text).</summary>
 internal sealed record DecoderSpec
 {
     public required string ModelType { get; init; }
@@ -13,7 +13,7 @@ internal sealed record DecoderSpec
     public int Hidden { get; init; } = 16;
     public int Heads { get; init; } = 4;
     public int KvHeads { get; init; } = 2;
-    /// <summary>Written as head_dim when set, and always for qwen3 and gemma2 (as save_pretrained does); else hidden / heads.</summary>
+    /// <summary>Written as head_dim when set, and always for qwen3 and Gemma (as save_pretrained does); else hidden / heads.</summary>
     public int? HeadDim { get; init; }
     public int Intermediate { get; init; } = 24;
     public int Vocab { get; init; } = 19;
@@ -27,19 +27,22 @@ internal sealed record DecoderSpec
     public double? FinalSoftCap { get; init; }
     public int? SlidingWindow { get; init; }
     public double? QueryPreAttnScalar { get; init; }
+    /// <summary>Gemma 3 sliding_window_pattern (every n-th layer global) and rope_local_base_freq.</summary>
+    public int SlidingWindowPattern { get; init; } = 6;
+    public double RopeLocalBaseFreq { get; init; } = 10000;
     public ScalarType Dtype { get; init; } = ScalarType.Float32;
     public int Shards { get; init; } = 1;
     public int Seed { get; init; } = 3;
 
     public int Hd => HeadDim ?? Hidden / Heads;
-    public bool Gemma => ModelType == "gemma2";
+    public bool Gemma => ModelType is "gemma2" or "gemma3_text";
     public bool QkvBias => ModelType == "qwen2" || AttentionBias;
     public bool OBias => ModelType != "qwen2" && AttentionBias;
 }
 
 /// <summary>
 /// Writes tiny random checkpoints in the exact Hugging Face layout of LlamaForCausalLM, Qwen2ForCausalLM,
-/// Qwen3ForCausalLM and Gemma2ForCausalLM (config.json keys and state-dict names as save_pretrained writes them).
+/// Qwen3ForCausalLM, Gemma2ForCausalLM and Gemma3ForCausalLM (config.json keys and state-dict names as save_pretrained writes them).
 /// </summary>
 internal static class TinyDecoders
 {
@@ -48,7 +51,8 @@ internal static class TinyDecoders
         Directory.CreateDirectory(dir);
         var arch = p.ModelType switch
         {
-            "llama" => "LlamaForCausalLM", "qwen2" => "Qwen2ForCausalLM", "qwen3" => "Qwen3ForCausalLM", _ => "Gemma2ForCausalLM",
+            "llama" => "LlamaForCausalLM", "qwen2" => "Qwen2ForCausalLM", "qwen3" => "Qwen3ForCausalLM", "gemma3_text" => "Gemma3ForCausalLM",
+            _ => "Gemma2ForCausalLM",
         };
         var config = new JsonObject
         {
@@ -62,8 +66,8 @@ internal static class TinyDecoders
             ["torch_dtype"] = p.Dtype == ScalarType.BFloat16 ? "bfloat16" : p.Dtype == ScalarType.Float16 ? "float16" : "float32",
             ["rope_scaling"] = p.RopeScaling?.DeepClone(),
         };
-        // save_pretrained writes head_dim for Qwen3 and Gemma 2 always (their config classes have one, default 128 / 256).
-        if (p.HeadDim is not null || p.ModelType is "qwen3" or "gemma2") config["head_dim"] = p.Hd;
+        // save_pretrained writes head_dim for Qwen3 and Gemma always (their config classes have one, default 128 / 256).
+        if (p.HeadDim is not null || p.ModelType is "qwen3" || p.Gemma) config["head_dim"] = p.Hd;
         switch (p.ModelType)
         {
             case "llama":
@@ -82,9 +86,14 @@ internal static class TinyDecoders
                 config["attention_bias"] = p.AttentionBias;
                 config["use_sliding_window"] = false;
                 break;
-            case "gemma2":
+            case "gemma2" or "gemma3_text":
                 config["hidden_activation"] = "gelu_pytorch_tanh";
-                config["hidden_act"] = "gelu_pytorch_tanh";
+                if (p.ModelType == "gemma2") config["hidden_act"] = "gelu_pytorch_tanh";
+                else
+                {
+                    config["sliding_window_pattern"] = p.SlidingWindowPattern;
+                    config["rope_local_base_freq"] = p.RopeLocalBaseFreq;
+                }
                 config["query_pre_attn_scalar"] = p.QueryPreAttnScalar ?? p.Hd;
                 config["attn_logit_softcapping"] = p.AttnSoftCap;
                 config["final_logit_softcapping"] = p.FinalSoftCap;
@@ -117,10 +126,10 @@ internal static class TinyDecoders
             }
             w.Add(new(b + "self_attn.o_proj.weight", N(0.3, h, q)));
             if (p.OBias) w.Add(new(b + "self_attn.o_proj.bias", N(0.2, h)));
-            if (p.ModelType == "qwen3")
+            if (p.ModelType is "qwen3" or "gemma3_text")
             {
-                w.Add(new(b + "self_attn.q_norm.weight", N(0.2, p.Hd) + 1));
-                w.Add(new(b + "self_attn.k_norm.weight", N(0.2, p.Hd) + 1));
+                w.Add(new(b + "self_attn.q_norm.weight", p.Gemma ? N(0.2, p.Hd) : N(0.2, p.Hd) + 1));
+                w.Add(new(b + "self_attn.k_norm.weight", p.Gemma ? N(0.2, p.Hd) : N(0.2, p.Hd) + 1));
             }
             w.Add(new(b + "post_attention_layernorm.weight", NormW(h)));
             if (p.Gemma)
