@@ -6,7 +6,7 @@ namespace SaeSharp.Hub;
 /// (case-insensitive). SAELens configs and release tables name models this way (<c>model_name</c>).
 /// </summary>
 /// <remarks>Generated from TransformerLens's <c>transformer_lens/supported_models.py</c> (MODEL_ALIASES, commit 4cd36aa,
-/// 2026-07-22), keeping GPT-2, GPT-NeoX/Pythia, Llama, Qwen2/2.5/3 and Gemma 2 and leaving out aliases equal to the
+/// 2026-07-22), keeping GPT-2, GPT-NeoX/Pythia, Llama, Qwen2/2.5/3, Gemma 2 and Gemma 3 and leaving out aliases equal to the
 /// official name.</remarks>
 public static class TransformerLensNames
 {
@@ -69,6 +69,16 @@ public static class TransformerLensNames
         ["gemma-2-2b-it"] = "google/gemma-2-2b-it",
         ["gemma-2-9b"] = "google/gemma-2-9b",
         ["gemma-2-9b-it"] = "google/gemma-2-9b-it",
+        ["gemma-3-12b-it"] = "google/gemma-3-12b-it",
+        ["gemma-3-12b-pt"] = "google/gemma-3-12b-pt",
+        ["gemma-3-1b-it"] = "google/gemma-3-1b-it",
+        ["gemma-3-1b-pt"] = "google/gemma-3-1b-pt",
+        ["gemma-3-270m"] = "google/gemma-3-270m",
+        ["gemma-3-270m-it"] = "google/gemma-3-270m-it",
+        ["gemma-3-27b-it"] = "google/gemma-3-27b-it",
+        ["gemma-3-27b-pt"] = "google/gemma-3-27b-pt",
+        ["gemma-3-4b-it"] = "google/gemma-3-4b-it",
+        ["gemma-3-4b-pt"] = "google/gemma-3-4b-pt",
         ["gpt-neox"] = "EleutherAI/gpt-neox-20b",
         ["gpt-neox-20b"] = "EleutherAI/gpt-neox-20b",
         ["gpt2-medium-small-a"] = "stanford-crfm/arwen-gpt2-medium-x21",

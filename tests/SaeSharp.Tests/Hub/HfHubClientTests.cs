@@ -84,12 +84,14 @@ public sealed class HfHubClientTests : IDisposable
     public void TransformerLens_aliases_resolve_to_their_hub_repo()
     {
         // TransformerLens's MODEL_ALIASES (supported_models.py): gpt2 ← gpt2-small, EleutherAI/pythia-70m ← pythia-70m /
-        // pythia / pythia-19m, google/gemma-2-2b ← gemma-2-2b, meta-llama/Llama-2-7b-hf ← Llama-2-7b; case-insensitive.
+        // pythia / pythia-19m, google/gemma-2-2b ← gemma-2-2b, google/gemma-3-270m ← gemma-3-270m, meta-llama/Llama-2-7b-hf ← Llama-2-7b; case-insensitive.
         Assert.Equal("gpt2", TransformerLensNames.OfficialName("gpt2-small"));
         Assert.Equal("EleutherAI/pythia-70m", TransformerLensNames.OfficialName("Pythia-70M"));
         Assert.Equal("EleutherAI/pythia-70m", TransformerLensNames.OfficialName("pythia"));
         Assert.Equal("EleutherAI/pythia-70m-deduped", TransformerLensNames.OfficialName("pythia-19m-deduped"));
         Assert.Equal("google/gemma-2-2b", TransformerLensNames.OfficialName("gemma-2-2b"));
+        Assert.Equal("google/gemma-3-270m", TransformerLensNames.OfficialName("Gemma-3-270M"));
+        Assert.Equal("google/gemma-3-4b-it", TransformerLensNames.OfficialName("gemma-3-4b-it"));
         Assert.Equal("meta-llama/Llama-2-7b-hf", TransformerLensNames.OfficialName("Llama-2-7b"));
         Assert.Equal("Qwen/Qwen2.5-0.5B", TransformerLensNames.OfficialName("qwen2.5-0.5b"));
         Assert.Null(TransformerLensNames.OfficialName("gpt2"));
