@@ -69,6 +69,36 @@ public sealed class SaeLensConversionTests : FakeHubTestBase
     }
 
     [Fact]
+    public void Goodfire_loads_the_pth_state_dict_transposed_with_SAELens_fixed_config()
+    {
+        const string file = "Llama-3.1-8B-Instruct-SAE-l19.pth";
+        Serve("Goodfire/Llama-3.1-8B-Instruct-SAE-l19", (file, Fixture("goodfire", file)));
+        var resolved = SaeSource.Resolve("goodfire-llama-3.1-8b-instruct/layer_19", Hub);
+        Assert.Equal("goodfire", SaeLoader.DetectFormat(resolved));
+        foreach (var sae in new[] { SaeLoader.Load(resolved, Options), SaeLensConversions.LoadGoodfire(Fixture("goodfire", file)) })
+            using (sae)
+            {
+                var c = sae.Cfg;
+                Assert.IsType<StandardSae>(sae);
+                // get_goodfire_config_from_hf (SAELens 6.37.6), with d_in and d_sae from the weights.
+                Assert.Equal((6, 16, (int?)null, "float32", false, "none"), (c.DIn, c.DSae, c.DOut, c.Dtype, c.ApplyBDecToInput, c.NormalizeActivations));
+                Assert.Equal(("meta-llama/Llama-3.1-8B-Instruct", "blocks.19.hook_resid_post", "lmsys/lmsys-chat-1m"),
+                    (c.Metadata.ModelName, c.Metadata.HookName, c.Metadata.DatasetPath));
+                AssertMatchesReference(sae, Fixture("goodfire"));
+            }
+        using (var sae = SaeLoader.Load(resolved, Options))
+            Assert.Equal("llama3.1-8b-it/19-resid-post-gf", Extra(sae, "neuronpedia_id"));
+
+        // SAELens refuses a file of another name, or the file under the other repo.
+        string renamed = Path.Combine(_work, "other.pth");
+        File.Copy(Fixture("goodfire", file), renamed);
+        var e = Assert.Throws<SaeSharpException>(() => SaeLensConversions.LoadGoodfire(renamed));
+        Assert.StartsWith("other.pth: unsupported Goodfire SAE (SAELens's goodfire loader knows Goodfire/Llama-3.3-70B-Instruct-SAE-l50/Llama-3.3-70B-Instruct-SAE-l50.pt, ", e.Message);
+        e = Assert.Throws<SaeSharpException>(() => SaeLensConversions.LoadGoodfire(Fixture("goodfire", file), "Goodfire/Llama-3.3-70B-Instruct-SAE-l50"));
+        Assert.StartsWith($"Goodfire/Llama-3.3-70B-Instruct-SAE-l50/{file}: unsupported Goodfire SAE", e.Message);
+    }
+
+    [Fact]
     public void Connor_rob_hook_z_loads_the_pt_and_its_cfg_json_and_splices_at_the_flattened_heads_of_hook_z()
     {
         const string name = "gpt2-small_L0_Hcat_z_lr1.20e-03_l11.80e+00_ds24576_bs4096_dc1.00e-06_rsanthropic_rie25000_nr4_v9";
