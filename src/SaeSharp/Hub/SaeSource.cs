@@ -162,7 +162,9 @@ public static class SaeSource
     /// <summary>
     /// Completes a loaded SAE's metadata with what the release table says, as SAELens's <c>from_pretrained</c> does:
     /// the release's <c>config_overrides</c> (<c>model_from_pretrained_kwargs</c>, <c>dataset_path</c>), the Neuronpedia
-    /// id (<c>metadata.neuronpedia_id</c>), and the hook and model name where the files did not give them.
+    /// id (<c>metadata.neuronpedia_id</c>), and the hook and model name where the files did not give them. The dtype is
+    /// float32, as SAELens 6.37's <c>from_pretrained</c> (its <c>dtype</c> argument, default "float32", overrides the
+    /// loaded config's, and the weights are cast to it; 6.18 kept the files' dtype): saved again, the SAE is float32.
     /// </summary>
     public static void ApplyReleaseFacts(SaeConfig cfg, ResolvedSae resolved)
     {
@@ -176,6 +178,7 @@ public static class SaeSource
                 meta.ModelFromPretrainedKwargs = JsonSerializer.Deserialize<Dictionary<string, JsonElement>>(kwargs.ToJsonString());
             if (overrides["dataset_path"]?.GetValue<string>() is { } dataset) meta.DatasetPath = dataset;
         }
+        cfg.Dtype = "float32";
         meta.HookName ??= sae.Hook;
         meta.ModelName ??= release.Model;
         if (sae.Neuronpedia is { } np)

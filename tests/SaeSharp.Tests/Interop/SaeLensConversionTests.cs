@@ -59,8 +59,11 @@ public sealed class SaeLensConversionTests : FakeHubTestBase
         using var sae = SaeLoader.Load(resolved, Options);
         var c = sae.Cfg;
         Assert.IsType<StandardSae>(sae);
-        // get_deepseek_r1_config_from_hf, with d_in and d_sae from the weights.
-        Assert.Equal((6, 16, (int?)null, "bfloat16", false, "none"), (c.DIn, c.DSae, c.DOut, c.Dtype, c.ApplyBDecToInput, c.NormalizeActivations));
+        // get_deepseek_r1_config_from_hf, with d_in and d_sae from the weights; its dtype bfloat16 is overridden by SAELens
+        // 6.37's from_pretrained(dtype="float32") (6.18 kept bfloat16), while the file read directly keeps it.
+        Assert.Equal((6, 16, (int?)null, "float32", false, "none"), (c.DIn, c.DSae, c.DOut, c.Dtype, c.ApplyBDecToInput, c.NormalizeActivations));
+        using (var direct = SaeLensConversions.LoadDeepSeekR1(Fixture("deepseek_r1", file)))
+            Assert.Equal("bfloat16", direct.Cfg.Dtype);
         var m = c.Metadata;
         Assert.Equal(("deepseek-ai/DeepSeek-R1-Distill-Llama-8B", "blocks.19.hook_resid_post", 1024, true, "lmsys/lmsys-chat-1m"),
             (m.ModelName, m.HookName, m.ContextSize, m.PrependBos, m.DatasetPath));
