@@ -139,6 +139,13 @@ public sealed class GemmaScope2Tests : FakeHubTestBase
         SaeLensConversionTests.AssertMatchesReference(sae, folder);
         Assert.True(_server.Requests.Any(r => r.Path.Contains(path + "/config.json")), "config.json was asked for first");
 
+        // As an hf: folder: the model inferred from the cache folder models--google--gemma-scope-2-1b-pt.
+        using (var hub = SaeLoader.Load("hf:google/gemma-scope-2-1b-pt/" + path, Options))
+        {
+            Assert.Equal(("google/gemma-3-1b-pt", "blocks.13.ln2.hook_normalized", (int?)6), (hub.Cfg.Metadata.ModelName, hub.Cfg.Metadata.HookName, hub.Cfg.DOut));
+            SaeLensConversionTests.AssertMatchesReference(hub, folder);
+        }
+
         // By path: the same, but no repo id names the model.
         using var local = SaeLoader.Load(folder);
         Assert.Equal(((string?)null, "blocks.13.ln2.hook_normalized", "blocks.13.hook_mlp_out"), (local.Cfg.Metadata.ModelName, local.Cfg.Metadata.HookName, local.Cfg.Metadata.HookNameOut));
