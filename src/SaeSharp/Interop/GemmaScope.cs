@@ -247,7 +247,7 @@ public static class GemmaScope
     /// <c>layer_N</c>, then by the first kind the name contains: resid_post → <c>blocks.N.hook_resid_post</c>, attn_out →
     /// <c>blocks.N.attn.hook_z</c>, mlp_out → <c>blocks.N.hook_mlp_out</c>, transcoder or clt → the MLP's input to its
     /// output (<see cref="TranscoderHooks"/>: <c>blocks.N.ln2.hook_normalized</c>, the pre-feedforward norm's output,
-    /// where SAELens writes <c>blocks.N.hook_mlp_in</c>, a hook TransformerLens's Gemma 3 does not fill). Null when the
+    /// where SAELens writes <c>blocks.N.hook_mlp_in</c>, TransformerLens's name for ln2's input, before the norm). Null when the
     /// name has no layer or no kind.</summary>
     public static (string In, string? Out)? Scope2Hooks(string folderName)
     {

@@ -14,7 +14,9 @@ namespace SaeSharp.Interop;
 /// <see cref="Names"/>, restated from <c>sae_lens/loading/pretrained_sae_loaders.py</c>: the same files, the same
 /// state-dict conversion and the same config values (model, hooks, dataset, context size, <c>apply_b_dec_to_input</c>,
 /// <c>normalize_activations</c>, <c>model_from_pretrained_kwargs</c>). Where SAELens hard-codes a size (deepseek_r1's
-/// 4096 × 65536, gemma_2_transcoder's d_model), it is read from the weights here (the same on the real files).
+/// 4096 × 65536, gemma_2_transcoder's d_model, goodfire's sizes), it is read from the weights here (the same on the real
+/// files). <see cref="Gemma3"/> and <see cref="Goodfire"/> are SAELens 6.37.6's (at 69c4c62b); <see cref="Unsupported"/>
+/// names the conversions it has that SaeSharp refuses.
 /// SAELens's transcoders are SaeSharp SAEs with <c>d_out</c> and <c>metadata.hook_name_out</c>: <c>transcoder</c> →
 /// standard, <c>jumprelu_transcoder</c> → jumprelu (see <see cref="SaeLensFormat.SaeLensTranscoders"/>). These formats
 /// load by release name (<c>RELEASE/SAE_ID</c>), as in SAELens; the <c>Load*</c> methods read local copies of the files.

@@ -11,11 +11,11 @@ namespace SaeSharp.Tests.Interop;
 
 /// <summary>
 /// Releases whose SAELens <c>conversion_func</c> is deepseek_r1, connor_rob_hook_z, llama_scope_r1_distill,
-/// gemma_2_transcoder, mwhanna_transcoder or mntss_clt_layer_transcoder, loaded by release name through the fake hub
+/// gemma_2_transcoder, mwhanna_transcoder, mntss_clt_layer_transcoder or goodfire (gemma_3: GemmaScope2Tests), loaded by release name through the fake hub
 /// from files in each repo's exact layout (tests/data/saelens_conversions, written by torch.save / numpy and a
 /// safetensors writer in bench/reference/saelens_conversions_fixture.py, which also computed the reference features and
 /// outputs by SAELens's formulas from the files). The config values checked are those of SAELens's config functions in
-/// pretrained_sae_loaders.py at 91ca16cc, read by hand.
+/// pretrained_sae_loaders.py at 91ca16cc (goodfire: at 69c4c62b, SAELens 6.37.6), read by hand.
 /// </summary>
 public sealed class SaeLensConversionTests : FakeHubTestBase
 {
