@@ -22,6 +22,9 @@ namespace SaeSharp.Interop;
 /// A <c>width_16k</c> component is checked against d_sae. Embedding SAEs (an <c>embedding</c> folder) load with the
 /// weights as stored and no hook name: SAELens rescales them for TransformerLens's unscaled <c>hook_embed</c>, which
 /// SaeSharp does not replicate.</para>
+/// <para>Gemma Scope 2 (Gemma 3 models, SAELens 6.37's <c>gemma_3</c>): <c>params.safetensors</c> with the same arrays
+/// spelled <c>w_enc</c>/<c>w_dec</c>, an optional <c>config.json</c>, transcoders and affine (skip) transcoders:
+/// <see cref="LoadScope2"/>. The key spelling, shape checks and construction are shared with Gemma Scope 1.</para>
 /// </summary>
 public static class GemmaScope
 {
