@@ -3,7 +3,9 @@
 
 Usage: scripts/update-pretrained-saes.py PRETRAINED_SAES_YAML COMMIT [REPO]
   e.g. git -C SAELens show HEAD:sae_lens/pretrained_saes.yaml > /tmp/p.yaml
-       scripts/update-pretrained-saes.py /tmp/p.yaml $(git -C SAELens rev-parse HEAD)
+       scripts/update-pretrained-saes.py /tmp/p.yaml $(git -C SAELens rev-parse HEAD) decoderesearch/SAELens > src/SaeSharp/Hub/pretrained_saes.json
+  (the table at hand: SAELens 6.37.6, commit 69c4c62b0dc24e5ba23fc773a0286149514b4a23 of jbloomAus/SAELens, now
+  decoderesearch/SAELens.)
 
 Needs PyYAML. Keeps, per release: repo_id, model, conversion_func (which loader reads the files), config_overrides,
 and per SAE: id, path, neuronpedia, l0, norm_scaling_factor, plus the TransformerLens hook, which the yaml does not hold: it is derived
@@ -37,6 +39,26 @@ def hook_of(release, info, sae):
         if m:
             return {"a": "blocks.{}.hook_attn_out", "m": "blocks.{}.hook_mlp_out",
                     "r": "blocks.{}.hook_resid_post"}[m.group(2)].format(m.group(1))
+    if conv == "gemma_3":
+        # get_gemma_3_config_from_hf: the first layer_N of the path, the hook kind by substring in this order. A
+        # transcoder's hooks (transcoder, clt) are given by SaeLensConversions.TranscoderHooks, not the table.
+        layer = re.search(r"layer_(\d+)", path)
+        if layer:
+            for part, hook in (("resid_post", "blocks.{}.hook_resid_post"), ("attn_out", "blocks.{}.attn.hook_z"),
+                               ("mlp_out", "blocks.{}.hook_mlp_out")):
+                if part in path:
+                    return hook.format(layer.group(1))
+        return None
+    if conv == "goodfire":
+        # get_goodfire_config_from_hf's two fixed configs.
+        return {"Goodfire/Llama-3.3-70B-Instruct-SAE-l50": "blocks.50.hook_resid_post",
+                "Goodfire/Llama-3.1-8B-Instruct-SAE-l19": "blocks.19.hook_resid_post"}.get(info["repo_id"])
+    if conv == "temporal":
+        # get_temporal_sae_config_from_hf: blocks.{layer}.hook_resid_post, layer from the path, unless config_overrides says.
+        if (info.get("config_overrides") or {}).get("hook_name"):
+            return info["config_overrides"]["hook_name"]
+        layer = re.search(r"layer_(\d+)", path)
+        return "blocks.{}.hook_resid_post".format(layer.group(1)) if layer else None
     if conv == "dictionary_learning_1":
         m = re.search(r"resid_post_layer_(\d+)", path)
         if m:

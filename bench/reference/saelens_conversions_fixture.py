@@ -16,9 +16,20 @@ the format. Formats (file names and keys as in the real repos):
   (53.52995401997436) folded in as SAE.from_pretrained does (W_enc*s, W_dec/s, b_dec/s).
 - mwhanna/{layer_1.safetensors, wandb-config.yaml, config.yaml}: W_enc stored [d_sae, d_in]; d_model 32 (Qwen3 tiny).
 - mntss/{config.yaml, W_enc_2.safetensors, W_dec_2.safetensors}: W_dec_2 [d_sae, 3, d_out] summed over dim 1.
-- saelens_transcoder, saelens_skip_transcoder, saelens_jumprelu_transcoder: cfg.json + sae_weights.safetensors as
-  SAELens 6's save_model writes them (TranscoderConfig.to_dict), d_in 6, d_out 5. Transcoder: f = ReLU(x W_enc + b_enc),
-  out = f W_dec + b_dec; skip adds x W_skip^T; jumprelu: f = ReLU(pre) * (pre > threshold).
+- saelens_transcoder, saelens_skip_transcoder, saelens_jumprelu_transcoder, saelens_jumprelu_skip_transcoder: cfg.json +
+  sae_weights.safetensors as SAELens 6's save_model writes them (TranscoderConfig.to_dict), d_in 6, d_out 5. Transcoder:
+  f = ReLU(x W_enc + b_enc), out = f W_dec + b_dec; skip adds x W_skip^T; jumprelu: f = ReLU(pre) * (pre > threshold);
+  jumprelu_skip_transcoder (SAELens 6.37.6's JumpReLUSkipTranscoder) both.
+From SAELens 6.37.6 (jbloomAus/SAELens, now decoderesearch/SAELens, at 69c4c62b), appended after the above so that their
+random draws are unchanged:
+- gemma_scope_2/ (conversion_func gemma_3, gemma_3_sae_huggingface_loader): resid_post/layer_12_width_16k_l0_small
+  (params.safetensors + config.json), transcoder_all/layer_5_width_16k_l0_big_affine (affine_skip_connection,
+  config.json affine_connection true: jumprelu_skip_transcoder), transcoder/layer_13_width_16k_l0_big (no config.json:
+  inferred; not affine; an extra tensor SAELens ignores), clt/layer_3_width_16k_l0_medium.safetensors (w_dec
+  [d_sae, 3, d_out] summed over dim 1); each folder's reference.safetensors (clt/ holds the CLT's). JumpReLU without
+  b_dec subtraction; the affine transcoder's output adds x affine_skip_connection^T.
+- goodfire/Llama-3.1-8B-Instruct-SAE-l19.pth: encoder_linear.weight [d_sae, d_in], encoder_linear.bias,
+  decoder_linear.weight [d_in, d_sae], decoder_linear.bias (float32); standard, no b_dec subtraction.
 """
 import argparse, json, os, struct
 
@@ -158,18 +169,19 @@ def main():
 
     # SAELens's transcoder architectures as save_model writes them
     d_in, d_out, d_sae = 6, 5, 14
-    for arch in ["transcoder", "skip_transcoder", "jumprelu_transcoder"]:
+    for arch in ["transcoder", "skip_transcoder", "jumprelu_transcoder", "jumprelu_skip_transcoder"]:
         d = mk("saelens_" + arch)
         w = {"W_enc": t.randn(d_in, d_sae) * 0.5, "b_enc": t.randn(d_sae) * 0.1,
              "W_dec": t.randn(d_sae, d_out) * 0.5, "b_dec": t.randn(d_out)}
-        if arch == "skip_transcoder":
+        if arch in ("skip_transcoder", "jumprelu_skip_transcoder"):
             w["W_skip"] = t.randn(d_out, d_in) * 0.2
-        if arch == "jumprelu_transcoder":
+        if arch in ("jumprelu_transcoder", "jumprelu_skip_transcoder"):
             w["threshold"] = t.rand(d_sae) * 0.3 + 0.05
+        version = "6.37.6" if arch == "jumprelu_skip_transcoder" else "6.18.0"
         save_safetensors(os.path.join(d, "sae_weights.safetensors"), w)
         cfg = {"d_in": d_in, "d_sae": d_sae, "dtype": "float32", "device": "cpu", "apply_b_dec_to_input": False,
                "normalize_activations": "none", "reshape_activations": "none",
-               "metadata": {"sae_lens_version": "6.18.0", "sae_lens_training_version": "6.18.0", "model_name": "gpt2",
+               "metadata": {"sae_lens_version": version, "sae_lens_training_version": version, "model_name": "gpt2",
                             "hook_name": "blocks.0.ln2.hook_normalized", "hook_name_out": "blocks.0.hook_mlp_out",
                             "hook_head_index": None, "hook_head_index_out": None, "context_size": 128,
                             "prepend_bos": True, "dataset_path": "monology/pile-uncopyrighted"},
@@ -178,11 +190,91 @@ def main():
             json.dump(cfg, fh, indent=2)
         x = t.randn(5, d_in)
         pre = x @ w["W_enc"] + w["b_enc"]
-        f = t.relu(pre) * (pre > w["threshold"]) if arch == "jumprelu_transcoder" else t.relu(pre)
+        f = t.relu(pre) * (pre > w["threshold"]) if "threshold" in w else t.relu(pre)
         y = f @ w["W_dec"] + w["b_dec"]
-        if arch == "skip_transcoder":
+        if "W_skip" in w:
             y = y + x @ w["W_skip"].T
         reference(d, x, f, y)
+
+    gemma_scope_2(mk)
+    goodfire(mk)
+
+
+def jumprelu(x, w_enc, b_enc, threshold):
+    """SAELens's JumpReLU encode without b_dec subtraction (apply_b_dec_to_input false): ReLU(pre) * (pre > threshold)."""
+    pre = x @ w_enc + b_enc
+    return t.relu(pre) * (pre > threshold)
+
+
+def gemma_scope_2(mk):
+    """Gemma Scope 2 (SAELens 6.37.6's gemma_3 conversion): params.safetensors with w_enc [d_in, d_sae], w_dec
+    [d_sae, d_out], b_enc, b_dec, threshold (+ affine_skip_connection [d_out, d_in]), config.json in some folders."""
+    d_in, d_sae = 6, 16
+
+    def params(folder, d_out=None, affine=False, clt_layers=None, extra=None):
+        d_out = d_out or d_in
+        p = {"w_enc": t.randn(d_in, d_sae) * 0.5, "b_enc": t.randn(d_sae) * 0.1,
+             "w_dec": (t.randn(d_sae, clt_layers, d_out) if clt_layers else t.randn(d_sae, d_out)) * 0.4,
+             "b_dec": t.randn(d_out), "threshold": t.rand(d_sae) * 0.3 + 0.05}
+        if affine:
+            p["affine_skip_connection"] = t.randn(d_out, d_in) * 0.3
+        p.update(extra or {})
+        return p
+
+    def ref(folder, p, skip):
+        x = t.randn(5, d_in)
+        f = jumprelu(x, p["w_enc"], p["b_enc"], p["threshold"])
+        w_dec = p["w_dec"].sum(dim=1) if p["w_dec"].dim() == 3 else p["w_dec"]   # the CLT's decoders summed
+        y = f @ w_dec + p["b_dec"]
+        if skip:
+            y = y + x @ p["affine_skip_connection"].T                               # SkipTranscoder.forward, raw x
+        reference(folder, x, f, y)
+
+    # resid_post with its config.json (model_name spelled as SAELens's normalisation expects: gemma-v3-..., no google/)
+    d = mk("gemma_scope_2", "resid_post", "layer_12_width_16k_l0_small")
+    p = params(d)
+    save_safetensors(os.path.join(d, "params.safetensors"), p)
+    with open(os.path.join(d, "config.json"), "w") as fh:
+        json.dump({"architecture": "jump_relu", "model_name": "gemma-v3-270m-pt",
+                   "hf_hook_point_in": "model.layers.12.output", "width": d_sae, "l0": "small"}, fh, indent=2)
+    ref(d, p, skip=False)
+
+    # an affine transcoder: config.json with affine_connection, affine_skip_connection in the weights
+    d = mk("gemma_scope_2", "transcoder_all", "layer_5_width_16k_l0_big_affine")
+    p = params(d, affine=True)
+    save_safetensors(os.path.join(d, "params.safetensors"), p)
+    with open(os.path.join(d, "config.json"), "w") as fh:
+        json.dump({"architecture": "jump_relu", "model_name": "google/gemma-3-1b-pt",
+                   "hf_hook_point_in": "model.layers.5.pre_feedforward_layernorm.output",
+                   "hf_hook_point_out": "model.layers.5.post_feedforward_layernorm.output",
+                   "affine_connection": True}, fh, indent=2)
+    ref(d, p, skip=True)
+
+    # a transcoder without config.json: SAELens infers it from the repo id and folder name (not affine)
+    d = mk("gemma_scope_2", "transcoder", "layer_13_width_16k_l0_big")
+    p = params(d, extra={"unused_extra": t.zeros(2)})
+    save_safetensors(os.path.join(d, "params.safetensors"), p)
+    ref(d, p, skip=False)
+
+    # a cross-layer transcoder layer: clt/<name>.safetensors, w_dec [d_sae, layers written, d_out]
+    d = mk("gemma_scope_2", "clt")
+    p = params(d, clt_layers=3)
+    save_safetensors(os.path.join(d, "layer_3_width_16k_l0_medium.safetensors"), p)
+    ref(d, p, skip=False)
+
+
+def goodfire(mk):
+    """SAELens 6.37.6's goodfire conversion: a torch.save'd state dict, encoder_linear / decoder_linear in PyTorch
+    Linear layout; standard ReLU SAE without b_dec subtraction."""
+    d = mk("goodfire")
+    d_in, d_sae = 6, 16
+    sd = {"encoder_linear.weight": t.randn(d_sae, d_in) * 0.5, "encoder_linear.bias": t.randn(d_sae) * 0.2,
+          "decoder_linear.weight": t.randn(d_in, d_sae) * 0.5, "decoder_linear.bias": t.randn(d_in)}
+    t.save(sd, os.path.join(d, "Llama-3.1-8B-Instruct-SAE-l19.pth"))
+    x = t.randn(5, d_in) * 2
+    f, y = relu_sae(x, sd["encoder_linear.weight"].T, sd["encoder_linear.bias"], sd["decoder_linear.weight"].T,
+                    sd["decoder_linear.bias"], subtract_b_dec=False)
+    reference(d, x, f, y)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ using SaeSharp.Interop;
 namespace SaeSharp.Cli.Commands;
 
 /// <summary><c>sae releases [RELEASE] [--model M] [--search TEXT]</c>: the pretrained SAE releases that <c>--sae RELEASE/SAE_ID</c>
-/// accepts, or one release's SAEs (with a transcoder's output hook, hook_out). A Spectre table on a terminal; in a pipe,
+/// accepts, or one release's SAEs (with a transcoder's output hook, hook_out); a release in a format SaeSharp does not load
+/// (SAELens's temporal SAEs) is listed with its format marked "(not supported)". A Spectre table on a terminal; in a pipe,
 /// tab-separated lines with a header (the title on stderr).</summary>
 internal static class ReleasesCommand
 {
@@ -29,7 +30,7 @@ internal static class ReleasesCommand
                     || (x.Sae.Neuronpedia ?? "").Contains(text, StringComparison.OrdinalIgnoreCase)).ToList();
                 string title = $"{r.Release}: {r.RepoId} ({r.Model}, {Format(r)} format"
                                + (r.Conversion == SaeLensConversions.MntssCltLayerTranscoder ? $"; {SaeLensConversions.CltHooksSource})" : ")");
-                if (SaeLensConversions.Transcoders.Contains(r.Conversion))
+                if (SaeLensConversions.Transcoders.Contains(r.Conversion) || saes.Any(x => x.Hooks.Out is not null))
                     Write(title, ["sae_id", "hook", "hook_out", "path", "neuronpedia", "l0"],
                         saes.Select(x => new[] { x.Sae.Id, x.Hooks.In ?? "-", x.Hooks.Out ?? "-", x.Sae.Path, x.Sae.Neuronpedia ?? "-", L0(x.Sae) }));
                 else
@@ -46,7 +47,10 @@ internal static class ReleasesCommand
         return command;
     }
 
-    private static string Format(SaeRelease r) => r.Conversion ?? "saelens";
+    /// <summary>The release's format: SAELens's <c>conversion_func</c> (saelens for its own), marked when SaeSharp does not
+    /// load it (<see cref="SaeLensConversions.Unsupported"/>).</summary>
+    private static string Format(SaeRelease r) =>
+        r.Conversion is { } c && SaeLensConversions.Unsupported.ContainsKey(c) ? $"{c} (not supported)" : r.Conversion ?? "saelens";
 
     private static string L0(PretrainedSae s) => s.L0?.ToString("0.#") ?? "-";
 

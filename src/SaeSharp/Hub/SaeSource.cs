@@ -14,7 +14,8 @@ public sealed record ResolvedSae(string Path, SaeRelease? Release = null, Pretra
 /// <item><c>hf:ORG/REPO[@REVISION][/PATH]</c>: a file (<c>.pt</c>, <c>.npz</c>, <c>.safetensors</c>, with its
 /// <c>config.json</c>/<c>cfg.json</c> beside it when there is one) or a folder, whose SAE files are picked from the hub's
 /// listing (SAELens <c>cfg.json</c> + <c>sae_weights.safetensors</c>, Gemma Scope <c>params.npz</c>, dictionary_learning
-/// <c>ae.pt</c>, Llama Scope <c>hyperparams.json</c> + <c>checkpoints/final.safetensors</c>, sparsify <c>cfg.json</c> +
+/// <c>ae.pt</c>, Gemma Scope 2 <c>params.safetensors</c> (+ <c>config.json</c>), Llama Scope <c>hyperparams.json</c> +
+/// <c>checkpoints/final.safetensors</c>, sparsify <c>cfg.json</c> +
 /// <c>sae.safetensors</c>); a folder that holds none but whose sub-folders do (a sparsify run) is an error naming them;</item>
 /// <item><c>RELEASE/SAE_ID</c> of <see cref="SaeReleases"/> (as <c>SAE.from_pretrained(release, sae_id)</c>): the files
 /// SAELens's loader for the release's format downloads (SAELens, gemma_2, dictionary_learning_1, llama_scope, and the
@@ -33,6 +34,7 @@ public static class SaeSource
     [
         FilesOf(null)!.Value,                               // SAELens
         FilesOf("gemma_2")!.Value,                          // Gemma Scope
+        ([Interop.GemmaScope.Scope2WeightsFile], [Interop.GemmaScope.Scope2ConfigFile]), // Gemma Scope 2
         ([Interop.DictionaryLearning.WeightsFile], [Interop.DictionaryLearning.ConfigFile]), // dictionary_learning (bare ae.pt too), OpenAI sparse_autoencoder
         FilesOf("llama_scope")!.Value,                      // Llama Scope: weights nested in checkpoints/
         ([Interop.Sparsify.ConfigFile, Interop.Sparsify.WeightsFile], []), // sparsify hookpoint folder
@@ -144,6 +146,8 @@ public static class SaeSource
 
     private static string ResolveRelease(HfHubClient client, SaeRelease release, PretrainedSae sae)
     {
+        if (release.Conversion is { } c && Interop.SaeLensConversions.Unsupported.ContainsKey(c))
+            throw Interop.SaeLensConversions.UnsupportedRelease(release, sae);
         if (Interop.SaeLensConversions.Handles(release.Conversion)) return Interop.SaeLensConversions.Download(client, release, sae);
         var files = FilesOf(release.Conversion) ?? throw new SaeSharpException(
             $"{release.Release}/{sae.Id}: the release is in SAELens's '{release.Conversion}' format, which SaeSharp does not load yet "
@@ -158,7 +162,9 @@ public static class SaeSource
     /// <summary>
     /// Completes a loaded SAE's metadata with what the release table says, as SAELens's <c>from_pretrained</c> does:
     /// the release's <c>config_overrides</c> (<c>model_from_pretrained_kwargs</c>, <c>dataset_path</c>), the Neuronpedia
-    /// id (<c>metadata.neuronpedia_id</c>), and the hook and model name where the files did not give them.
+    /// id (<c>metadata.neuronpedia_id</c>), and the hook and model name where the files did not give them. The dtype is
+    /// float32, as SAELens 6.37's <c>from_pretrained</c> (its <c>dtype</c> argument, default "float32", overrides the
+    /// loaded config's, and the weights are cast to it; 6.18 kept the files' dtype): saved again, the SAE is float32.
     /// </summary>
     public static void ApplyReleaseFacts(SaeConfig cfg, ResolvedSae resolved)
     {
@@ -172,6 +178,7 @@ public static class SaeSource
                 meta.ModelFromPretrainedKwargs = JsonSerializer.Deserialize<Dictionary<string, JsonElement>>(kwargs.ToJsonString());
             if (overrides["dataset_path"]?.GetValue<string>() is { } dataset) meta.DatasetPath = dataset;
         }
+        cfg.Dtype = "float32";
         meta.HookName ??= sae.Hook;
         meta.ModelName ??= release.Model;
         if (sae.Neuronpedia is { } np)

@@ -14,7 +14,9 @@ namespace SaeSharp.Interop;
 /// <see cref="Names"/>, restated from <c>sae_lens/loading/pretrained_sae_loaders.py</c>: the same files, the same
 /// state-dict conversion and the same config values (model, hooks, dataset, context size, <c>apply_b_dec_to_input</c>,
 /// <c>normalize_activations</c>, <c>model_from_pretrained_kwargs</c>). Where SAELens hard-codes a size (deepseek_r1's
-/// 4096 × 65536, gemma_2_transcoder's d_model), it is read from the weights here (the same on the real files).
+/// 4096 × 65536, gemma_2_transcoder's d_model, goodfire's sizes), it is read from the weights here (the same on the real
+/// files). <see cref="Gemma3"/> and <see cref="Goodfire"/> are SAELens 6.37.6's (at 69c4c62b); <see cref="Unsupported"/>
+/// names the conversions it has that SaeSharp refuses.
 /// SAELens's transcoders are SaeSharp SAEs with <c>d_out</c> and <c>metadata.hook_name_out</c>: <c>transcoder</c> →
 /// standard, <c>jumprelu_transcoder</c> → jumprelu (see <see cref="SaeLensFormat.SaeLensTranscoders"/>). These formats
 /// load by release name (<c>RELEASE/SAE_ID</c>), as in SAELens; the <c>Load*</c> methods read local copies of the files.
@@ -33,12 +35,35 @@ public static class SaeLensConversions
     public const string MwhannaTranscoder = "mwhanna_transcoder";
     /// <summary>mntss's cross-layer transcoders, one layer as a transcoder with its decoders summed.</summary>
     public const string MntssCltLayerTranscoder = "mntss_clt_layer_transcoder";
+    /// <summary>Gemma Scope 2 (Gemma 3 models): <c>params.safetensors</c> (+ <c>config.json</c>) per SAE folder, JumpReLU
+    /// SAEs and transcoders (<see cref="GemmaScope.LoadScope2"/>).</summary>
+    public const string Gemma3 = "gemma_3";
+    /// <summary>Goodfire's Llama SAEs: a <c>torch.save</c>d state dict in PyTorch Linear layout (<see cref="LoadGoodfire"/>).</summary>
+    public const string Goodfire = "goodfire";
 
     /// <summary>The conversion funcs loaded here.</summary>
     public static IReadOnlyList<string> Names { get; } =
-        [DeepSeekR1, ConnorRobHookZ, LlamaScopeR1Distill, Gemma2Transcoder, MwhannaTranscoder, MntssCltLayerTranscoder];
+        [DeepSeekR1, ConnorRobHookZ, LlamaScopeR1Distill, Gemma2Transcoder, MwhannaTranscoder, MntssCltLayerTranscoder, Gemma3, Goodfire];
 
-    /// <summary>The conversion funcs whose SAEs are transcoders (read <c>hook_name</c>, replace <c>hook_name_out</c>).</summary>
+    /// <summary>SAELens 6.37.6's conversion funcs whose SAEs SaeSharp does not load, with the SAELens architecture each
+    /// gives (<see cref="SaeLensFormat.UnsupportedSaeLensArchitectures"/>): a release in one is listed by <c>sae releases</c>
+    /// and refused on load by <see cref="UnsupportedRelease"/>.</summary>
+    public static IReadOnlyDictionary<string, string> Unsupported { get; } = new Dictionary<string, string>(StringComparer.Ordinal)
+    {
+        ["temporal"] = "temporal",
+    };
+
+    /// <summary>The error for loading an SAE of <paramref name="release"/>, whose conversion is one of <see cref="Unsupported"/>.</summary>
+    public static SaeSharpException UnsupportedRelease(SaeRelease release, PretrainedSae sae)
+    {
+        ArgumentNullException.ThrowIfNull(release);
+        ArgumentNullException.ThrowIfNull(sae);
+        return SaeLensFormat.UnsupportedArchitecture(Unsupported[release.Conversion!],
+            $"{release.Release}/{sae.Id} (SAELens conversion_func '{release.Conversion}')");
+    }
+
+    /// <summary>The conversion funcs whose SAEs are transcoders (read <c>hook_name</c>, replace <c>hook_name_out</c>);
+    /// some of a <see cref="Gemma3"/> release's are too (<see cref="TranscoderHooks"/>).</summary>
     public static IReadOnlyList<string> Transcoders { get; } = [Gemma2Transcoder, MwhannaTranscoder, MntssCltLayerTranscoder];
 
     /// <summary>Where a <see cref="MntssCltLayerTranscoder"/> SAE's hooks come from: not its release path but the repo's
@@ -59,13 +84,14 @@ public static class SaeLensConversions
     /// The input and output hooks (SAELens's <c>hook_name</c>, <c>hook_name_out</c>) that the loader of
     /// <paramref name="conversion"/> gives the SAE at <paramref name="path"/> (its path in the release table), by the rule
     /// the loader applies: gemma_2_transcoder's from the path's <c>layer_N</c> folder, mwhanna_transcoder's from the file
-    /// name. Null for other conversions, for a path the rule reads no layer from, and for mntss_clt_layer_transcoder
-    /// (<see cref="CltHooksSource"/>).
+    /// name, gemma_3's for a transcoder or clt path (<see cref="GemmaScope.Scope2Hooks"/>). Null for other conversions and
+    /// paths, for a path the rule reads no layer from, and for mntss_clt_layer_transcoder (<see cref="CltHooksSource"/>).
     /// </summary>
     public static (string In, string Out)? TranscoderHooks(string? conversion, string path) => conversion switch
     {
         Gemma2Transcoder => GemmaScope.FolderLayer(GemmaScope.FolderParts(path)) is { } layer ? GemmaScope.TranscoderHooks(layer) : null,
         MwhannaTranscoder => MwhannaLayer(path) is { } layer ? MwhannaHooks(layer) : null,
+        Gemma3 => GemmaScope.Scope2Hooks(path) is ({ } i, { } o) ? (i, o) : null,
         _ => null,
     };
 
@@ -107,6 +133,15 @@ public static class SaeLensConversions
                 client.DownloadFile(repo, CircuitTracerConfigFile);
                 client.DownloadFile(repo, $"W_dec_{p}.safetensors");
                 return client.DownloadFile(repo, $"W_enc_{p}.safetensors")!;
+            case Gemma3:
+                // get_gemma_3_config_from_hf: {path}/config.json when the repo has it; the weights are {path}/params.safetensors,
+                // a CLT's {path}.safetensors.
+                client.DownloadFile(repo, p + "/" + GemmaScope.Scope2ConfigFile, optional: true);
+                return p.Contains("clt", StringComparison.Ordinal)
+                    ? client.DownloadFile(repo, p + ".safetensors")!
+                    : Path.GetDirectoryName(client.DownloadFile(repo, p + "/" + GemmaScope.Scope2WeightsFile)!)!;
+            case Goodfire:
+                return client.DownloadFile(repo, p)!;
             default:
                 throw new SaeSharpException($"{release.Release}: conversion '{release.Conversion}' is not one of {string.Join(", ", Names)}");
         }
@@ -125,6 +160,8 @@ public static class SaeLensConversions
             Gemma2Transcoder => GemmaScope.Load(resolved.Path, metadataPath: release.RepoId + "/" + sae.Path),
             MwhannaTranscoder => LoadMwhannaTranscoder(resolved.Path, release.RepoId),
             MntssCltLayerTranscoder => LoadMntssCltLayer(resolved.Path),
+            Gemma3 => GemmaScope.LoadScope2(resolved.Path, sae.Path, release.RepoId),
+            Goodfire => LoadGoodfire(resolved.Path, release.RepoId),
             _ => throw new SaeSharpException($"{release.Release}: conversion '{release.Conversion}' is not one of {string.Join(", ", Names)}"),
         };
     }
@@ -171,6 +208,64 @@ public static class SaeLensConversions
                 ["W_dec"] = Need(raw, "decoder.weight", file, 2).t(),
                 ["b_enc"] = Need(raw, "encoder.bias", file, 1),
                 ["b_dec"] = Need(raw, "decoder.bias", file, 1),
+            }, file, file);
+        }
+        finally
+        {
+            foreach (var t in raw.Values) t.Dispose();
+        }
+    }
+
+    // ---- goodfire ----
+
+    /// <summary>SAELens's fixed configs of the two Goodfire repos (<c>get_goodfire_config_from_hf</c>), by file name:
+    /// repo, model, hook, d_in, d_sae.</summary>
+    private static readonly Dictionary<string, (string Repo, string Model, string Hook, int DIn, int DSae)> GoodfireSaes = new(StringComparer.Ordinal)
+    {
+        ["Llama-3.3-70B-Instruct-SAE-l50.pt"] = ("Goodfire/Llama-3.3-70B-Instruct-SAE-l50", "meta-llama/Llama-3.3-70B-Instruct", "blocks.50.hook_resid_post", 8192, 65536),
+        ["Llama-3.1-8B-Instruct-SAE-l19.pth"] = ("Goodfire/Llama-3.1-8B-Instruct-SAE-l19", "meta-llama/Llama-3.1-8B-Instruct", "blocks.19.hook_resid_post", 4096, 65536),
+    };
+
+    /// <summary>
+    /// SAELens's <c>goodfire</c>: <c>Llama-3.3-70B-Instruct-SAE-l50.pt</c> or <c>Llama-3.1-8B-Instruct-SAE-l19.pth</c>, a
+    /// <c>torch.save</c>d state dict with <c>encoder_linear.weight</c> [d_sae, d_in], <c>encoder_linear.bias</c>,
+    /// <c>decoder_linear.weight</c> [d_in, d_sae], <c>decoder_linear.bias</c> (W_enc, W_dec transposed; other entries
+    /// ignored). The config is SAELens's fixed one for the file (another name, or a <paramref name="repoId"/> that is not
+    /// its repo, is refused as SAELens refuses it): standard, apply_b_dec_to_input false, model
+    /// meta-llama/Llama-3.3-70B-Instruct (hook blocks.50.hook_resid_post) or meta-llama/Llama-3.1-8B-Instruct
+    /// (blocks.19.hook_resid_post), dataset lmsys/lmsys-chat-1m, float32; d_in and d_sae are read from the weights (8192 or
+    /// 4096 and 65536 on the real files).
+    /// </summary>
+    public static Sae LoadGoodfire(string file, string? repoId = null)
+    {
+        string name = Path.GetFileName(file);
+        if (!GoodfireSaes.TryGetValue(name, out var fixedCfg) || (repoId is not null && repoId != fixedCfg.Repo))
+            throw new SaeSharpException($"{(repoId is null ? "" : repoId + "/")}{name}: unsupported Goodfire SAE (SAELens's goodfire loader knows " +
+                string.Join(", ", GoodfireSaes.Select(kv => $"{kv.Value.Repo}/{kv.Key}")) + ")");
+        var raw = TorchPickle.LoadStateDict(file);
+        try
+        {
+            using var scope = NewDisposeScope();
+            var encW = Need(raw, "encoder_linear.weight", file, 2);
+            var cfg = new SaeConfig
+            {
+                Architecture = SaeArchitectures.Standard,
+                DIn = checked((int)encW.shape[1]),
+                DSae = checked((int)encW.shape[0]),
+                ApplyBDecToInput = false,
+                Metadata = new SaeMetadata
+                {
+                    ModelName = fixedCfg.Model,
+                    HookName = fixedCfg.Hook,
+                    DatasetPath = "lmsys/lmsys-chat-1m",
+                },
+            };
+            return Build(cfg, new Dictionary<string, Tensor>
+            {
+                ["W_enc"] = encW.t(),
+                ["W_dec"] = Need(raw, "decoder_linear.weight", file, 2).t(),
+                ["b_enc"] = Need(raw, "encoder_linear.bias", file, 1),
+                ["b_dec"] = Need(raw, "decoder_linear.bias", file, 1),
             }, file, file);
         }
         finally

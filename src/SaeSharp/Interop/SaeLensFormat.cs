@@ -237,6 +237,8 @@ public static class SaeLensFormat
             if (root[key] is null)
                 throw new SaeSharpException($"{cfgPath}: missing '{key}' (a SAELens 6 cfg.json, with 'metadata', has no default for it)");
         NormalizeBoolean(root);
+        if (root["architecture"] is JsonValue av && av.TryGetValue(out string? archName) && UnsupportedSaeLensArchitectures.ContainsKey(archName))
+            throw UnsupportedArchitecture(archName, cfgPath);
         FromSaeLensTranscoder(root, cfgPath);
         try
         {
@@ -256,13 +258,36 @@ public static class SaeLensFormat
 
     /// <summary>SAELens's transcoder architectures and the SaeSharp architecture each loads as: a SaeSharp SAE is a
     /// transcoder when its cfg has <c>d_out</c>, so <c>transcoder</c> is <c>standard</c> and <c>jumprelu_transcoder</c> is
-    /// <c>jumprelu</c>; <c>skip_transcoder</c> has its own (<see cref="SkipTranscoderSae"/>, with <c>W_skip</c>).</summary>
+    /// <c>jumprelu</c>; <c>skip_transcoder</c> has its own (<see cref="SkipTranscoderSae"/>, with <c>W_skip</c>), and so has
+    /// <c>jumprelu_skip_transcoder</c> (SAELens 6.37: <see cref="JumpReluSae"/> with <c>W_skip</c>).</summary>
     public static IReadOnlyDictionary<string, string> SaeLensTranscoders { get; } = new Dictionary<string, string>(StringComparer.Ordinal)
     {
         ["transcoder"] = SaeArchitectures.Standard,
         ["jumprelu_transcoder"] = SaeArchitectures.JumpReLU,
         ["skip_transcoder"] = SaeArchitectures.SkipTranscoder,
+        ["jumprelu_skip_transcoder"] = SaeArchitectures.JumpReluSkipTranscoder,
     };
+
+    /// <summary>The architectures SAELens 6.37.6 registers (<c>register_sae_class</c> / <c>register_sae_training_class</c>
+    /// in sae_lens/__init__.py) that SaeSharp does not implement, with what they are; a cfg.json or a release naming one is
+    /// refused by <see cref="UnsupportedArchitecture"/>.</summary>
+    public static IReadOnlyDictionary<string, string> UnsupportedSaeLensArchitectures { get; } = new Dictionary<string, string>(StringComparer.Ordinal)
+    {
+        ["temporal"] = "the Temporal SAE of canrager/temporalSAEs, whose encoder attends over the previous tokens' activations",
+        ["matching_pursuit"] = "matching pursuit: latents chosen greedily against the residual, one at a time",
+    };
+
+    /// <summary>The error for an SAE of SAELens architecture <paramref name="architecture"/> (one of
+    /// <see cref="UnsupportedSaeLensArchitectures"/>) found in <paramref name="source"/>, naming what SaeSharp loads.</summary>
+    public static SaeSharpException UnsupportedArchitecture(string architecture, string source) =>
+        new($"{source}: SAELens architecture '{architecture}' is not supported by SaeSharp"
+            + (UnsupportedSaeLensArchitectures.TryGetValue(architecture, out var what) ? $" ({what})" : "")
+            + $"; SaeSharp loads the SAELens architectures {string.Join(", ", SupportedSaeLensArchitectures)}");
+
+    /// <summary>The SAELens architecture names SaeSharp reads from a cfg.json: its own registered names (SAELens's) and
+    /// SAELens's transcoders.</summary>
+    public static IReadOnlyList<string> SupportedSaeLensArchitectures =>
+        [.. SaeArchitectures.All.Concat(SaeLensTranscoders.Keys).Distinct()];
 
     /// <summary>SAELens's <c>TranscoderConfig</c> default of <c>d_out</c> when a cfg.json lacks it.</summary>
     private const int SaeLensDefaultDOut = 768;
@@ -290,13 +315,13 @@ public static class SaeLensFormat
     /// <c>transcoder</c> / <c>jumprelu_transcoder</c>; a skip transcoder always writes <c>d_out</c> (SAELens's default is 768).</summary>
     private static void AsSaeLensTranscoder(SaeConfig cfg)
     {
-        if (cfg.Architecture == SaeArchitectures.SkipTranscoder) cfg.DOut ??= cfg.DIn;
+        if (cfg.Architecture is SaeArchitectures.SkipTranscoder or SaeArchitectures.JumpReluSkipTranscoder) cfg.DOut ??= cfg.DIn;
         cfg.Architecture = SaeLensArchitecture(cfg);
     }
 
     /// <summary>The <c>architecture</c> SAELens reads for <paramref name="cfg"/> once saved: <c>transcoder</c> /
     /// <c>jumprelu_transcoder</c> for a standard / jumprelu SAE with <c>d_out</c>, no b_dec subtraction and no run-time
-    /// normalisation; else its own name.</summary>
+    /// normalisation; else its own name (jumprelu_skip_transcoder, skip_transcoder).</summary>
     public static string SaeLensArchitecture(SaeConfig cfg)
     {
         ArgumentNullException.ThrowIfNull(cfg);

@@ -20,11 +20,11 @@ public sealed record SaeLoadOptions
 public static class SaeLoader
 {
     /// <summary>Every file name, relative to an SAE's folder, that one of the loaders reads there (SAELens, dictionary_learning
-    /// and OpenAI's ae.pt, Gemma Scope, Llama Scope, sparsify).</summary>
+    /// and OpenAI's ae.pt, Gemma Scope 1 and 2, Llama Scope, sparsify).</summary>
     public static IReadOnlyList<string> FileNames { get; } =
     [
         SaeLensFormat.CfgFile, SaeLensFormat.WeightsFile, SaeLensFormat.SparsityFile, SaeLensFormat.ActivationScalerFile,
-        DictionaryLearning.WeightsFile, DictionaryLearning.ConfigFile, GemmaScope.WeightsFile,
+        DictionaryLearning.WeightsFile, DictionaryLearning.ConfigFile, GemmaScope.WeightsFile, GemmaScope.Scope2WeightsFile,
         LlamaScope.HyperparamsFile, LlamaScope.WeightsFile, Sparsify.WeightsFile,
     ];
 
@@ -36,6 +36,7 @@ public static class SaeLoader
             r.Release?.ConfigOverrides?["normalize_activations"]?.GetValue<string>())),
         ("dictionary_learning", DictionaryLearning.IsDictionaryLearningPath, (p, o, _) => DictionaryLearning.Load(p, o.Architecture)),
         ("Gemma Scope", GemmaScope.IsGemmaScopePath, (p, _, _) => GemmaScope.Load(p)),
+        ("Gemma Scope 2", GemmaScope.IsGemmaScope2Path, (p, _, _) => GemmaScope.LoadScope2(p)),
         ("Llama Scope", LlamaScope.IsLlamaScopeFolder, (p, _, _) => LlamaScope.Load(p)),
         ("sparsify", Sparsify.IsSparsifyPath, (p, _, _) => Sparsify.Load(p)),
         ("OpenAI sparse_autoencoder", OpenAiSae.IsOpenAiCheckpoint, (p, _, _) => OpenAiSae.Load(p)),

@@ -18,21 +18,39 @@ namespace SaeSharp.Saes;
 /// <see cref="SaeTrainingOptions.JumpReluPenalty"/>. Decoder rows unit norm with parallel-gradient removal
 /// (dictionary_learning). Adam β = (0, 0.999), lr 7e-5 (the paper; dictionary_learning).
 /// <see cref="SaeTrainingOptions.Autocast"/> trains with bfloat16 matmuls and JumpReLU (<see cref="Bf16Autograd.JumpRelu"/>).
+/// <para>Registered twice: "jumprelu" (with <c>d_out</c> also SAELens's <c>jumprelu_transcoder</c>) and
+/// "jumprelu_skip_transcoder" (SAELens 6.37's <c>JumpReLUSkipTranscoder</c>, Gemma Scope 2's affine transcoders): the same
+/// encoder with <see cref="Sae"/>'s skip connection <c>W_skip</c> [d_out, d_in], output f·W_dec + b_dec + x·W_skipᵀ on the
+/// raw input x (SAELens's <c>SkipTranscoder.forward</c>, inherited by <c>JumpReLUSkipTranscoder</c>).</para>
 /// </summary>
 public sealed class JumpReluSae : Sae
 {
     /// <summary>The registry entry of "jumprelu".</summary>
     public static SaeArchitecture Descriptor { get; } = new() { Name = SaeArchitectures.JumpReLU, Create = c => new JumpReluSae(c) };
 
+    /// <summary>The registry entry of "jumprelu_skip_transcoder" (SAELens's name): JumpReLU with <c>W_skip</c>.</summary>
+    public static SaeArchitecture SkipTranscoderDescriptor { get; } = new()
+    {
+        Name = SaeArchitectures.JumpReluSkipTranscoder,
+        Create = c => new JumpReluSae(c),
+    };
+
 #pragma warning disable IDE1006 // field name is the state_dict key
     private readonly Parameter threshold;
 #pragma warning restore IDE1006
 
-    /// <summary>A JumpReLU SAE of shape <paramref name="cfg"/> (zero weights and threshold).</summary>
-    public JumpReluSae(SaeConfig cfg) : base(cfg)
+    /// <summary>A JumpReLU SAE of shape <paramref name="cfg"/> (zero weights and threshold), with <c>W_skip</c> when its
+    /// architecture is "jumprelu_skip_transcoder".</summary>
+    public JumpReluSae(SaeConfig cfg) : base(cfg, hasSkip: IsSkipTranscoder(cfg))
     {
         threshold = nn.Parameter(zeros(cfg.DSae));
         RegisterComponents();
+    }
+
+    private static bool IsSkipTranscoder(SaeConfig cfg)
+    {
+        ArgumentNullException.ThrowIfNull(cfg);
+        return cfg.Architecture == SaeArchitectures.JumpReluSkipTranscoder;
     }
 
     /// <summary><c>threshold</c> θ [d_sae]: a latent fires where its pre-activation exceeds it.</summary>
@@ -120,7 +138,7 @@ public sealed class JumpReluSae : Sae
     {
         using var scope = NewDisposeScope();
         var (f, l0, pre) = TrainingLatentsOf(x);
-        var y = f.Decode(W_dec, b_dec);
+        var y = WithSkip(f.Decode(W_dec, b_dec), x);
         var mse = MseLoss(y, target);
         using var targetL0 = Training.TargetL0.ToScalar();
         var penalty = Training.JumpReluPenalty switch

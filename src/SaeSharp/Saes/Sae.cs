@@ -23,6 +23,8 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
     protected readonly Parameter W_dec;
     /// <summary>Decoder bias <c>b_dec</c> [d_out] (subtracted from the input too when <c>apply_b_dec_to_input</c>).</summary>
     protected readonly Parameter b_dec;
+    /// <summary>The linear skip connection <c>W_skip</c> [d_out, d_in] of SAELens's skip transcoders (null otherwise).</summary>
+    protected readonly Parameter? W_skip;
 #pragma warning restore IDE1006, CA1051
 
     /// <summary>Shape and inference behaviour (cfg.json).</summary>
@@ -33,7 +35,10 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
 
     /// <param name="cfg">Shape and inference behaviour.</param>
     /// <param name="hasEncoderBias">False for architectures without <c>b_enc</c> (gated).</param>
-    protected Sae(SaeConfig cfg, bool hasEncoderBias = true) : base(cfg.Architecture)
+    /// <param name="hasSkip">True for SAELens's skip transcoders (<c>skip_transcoder</c>, <c>jumprelu_skip_transcoder</c>):
+    /// a parameter <c>W_skip</c> [d_out, d_in], zero at initialisation, whose term x·W_skipᵀ on the raw input rows
+    /// <see cref="Reconstruct"/> adds to the decoder's output (SAELens <c>SkipTranscoder.forward</c>).</param>
+    protected Sae(SaeConfig cfg, bool hasEncoderBias = true, bool hasSkip = false) : base(cfg.Architecture)
     {
         cfg.Validate();
         Cfg = cfg;
@@ -41,6 +46,25 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
         b_enc = hasEncoderBias ? nn.Parameter(zeros(cfg.DSae)) : null;
         W_dec = nn.Parameter(zeros(cfg.DSae, cfg.DOutOrIn));
         b_dec = nn.Parameter(zeros(cfg.DOutOrIn));
+        W_skip = hasSkip ? nn.Parameter(zeros(cfg.DOutOrIn, cfg.DIn)) : null;
+    }
+
+    /// <summary><c>W_skip</c> [d_out, d_in] of a skip transcoder (the SAE's own parameter, not a copy); throws for
+    /// architectures that have none (<see cref="HasSkip"/>).</summary>
+    public Parameter WSkip => W_skip ?? throw new SaeSharpException($"architecture '{Cfg.Architecture}' has no W_skip");
+    /// <summary>Whether the SAE has a skip connection <c>W_skip</c> (skip_transcoder, jumprelu_skip_transcoder).</summary>
+    public bool HasSkip => W_skip is not null;
+
+    /// <summary><paramref name="y"/> [N, d_out] plus the skip term x·W_skipᵀ of the raw input rows <paramref name="x"/>
+    /// [N, d_in] (SAELens adds it to the decoder's output, unnormalised, without b_dec subtraction); y itself when the SAE
+    /// has no skip connection.</summary>
+    private protected Tensor WithSkip(Tensor y, Tensor x)
+    {
+        if (W_skip is null) return y;
+        using var scope = NewDisposeScope();
+        var rows = x.dim() == 2 ? x : x.reshape(-1, Cfg.DIn);
+        var skip = rows.to(W_skip.dtype).matmul(W_skip.t());
+        return y.add(skip.reshape(y.shape).to(y.dtype), TorchScalars.One).MoveToOuterDisposeScope();
     }
 
     /// <summary><c>W_enc</c> [d_in, d_sae] (SAELens <c>sae.W_enc</c>): the SAE's own parameter, not a copy; the SAE disposes it.</summary>
@@ -214,11 +238,12 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
     public virtual Tensor Activate(Tensor pre, Tensor x) => Encode(x);
 
     /// <summary>The reconstruction of rows <paramref name="x"/> from (possibly edited) features: <see cref="Decode"/>, mapped
-    /// back to x's scale for layer-norm SAEs. <c>Reconstruct(Encode(x), x)</c> is <c>forward(x)</c>.</summary>
+    /// back to x's scale for layer-norm SAEs, plus a skip transcoder's x·W_skipᵀ. <c>Reconstruct(Encode(x), x)</c> is
+    /// <c>forward(x)</c>.</summary>
     public virtual Tensor Reconstruct(Tensor featureActs, Tensor x)
     {
         using var scope = NewDisposeScope();
-        return UndoInputNormalization(Decode(featureActs), x).MoveToOuterDisposeScope();
+        return WithSkip(UndoInputNormalization(Decode(featureActs), x), x).MoveToOuterDisposeScope();
     }
 
     /// <summary>Reconstruction f·W_dec + b_dec (SAELens <c>sae.decode</c>): [N, d_sae], or any leading dimensions, give
@@ -340,6 +365,7 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
         else InitializeEncoderIndependently(generator, decoderNorm);
         b_enc?.fill_(TorchScalars.Of(0));
         b_dec.fill_(TorchScalars.Of(0));
+        W_skip?.fill_(TorchScalars.Of(0));
     }
 
     /// <summary>W_enc columns in random directions with norm <paramref name="norm"/>, drawn from
@@ -357,7 +383,8 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
     /// Folds an input scale into the weights: the SAE trained on s_in·x (reconstructing s_out·y) becomes one that
     /// works on raw x and reconstructs raw y. W_enc ← s_in·W_enc, W_dec ← W_dec/s_out, b_dec ← b_dec/s_out
     /// (b_dec is subtracted from the scaled input, so it scales with it: SAELens #354 forgot it).
-    /// Pre-activations, and so thresholds and feature activations, are unchanged.
+    /// Pre-activations, and so thresholds and feature activations, are unchanged. A skip transcoder's W_skip ← W_skip·s_in/s_out
+    /// (the skip term maps the scaled input to the scaled target).
     /// </summary>
     public virtual void FoldActivationScale(double scaleIn, double scaleOut)
     {
@@ -369,6 +396,11 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
         W_enc.mul_(scaleInScalar);
         W_dec.div_(scaleOutScalar);
         b_dec.div_(scaleOutScalar);
+        if (W_skip is not null)
+        {
+            using var ratio = (scaleIn / scaleOut).ToScalar();
+            W_skip.mul_(ratio);
+        }
     }
 
     /// <summary>Scales decoder rows to unit norm, scaling encoder columns by the inverse so the SAE's function is unchanged

@@ -17,6 +17,8 @@ public static class SaeArchitectures
     public const string MatryoshkaBatchTopK = "matryoshka_batchtopk";
     /// <summary>"skip_transcoder": a ReLU transcoder with a linear skip connection W_skip (SAELens).</summary>
     public const string SkipTranscoder = "skip_transcoder";
+    /// <summary>"jumprelu_skip_transcoder": a JumpReLU transcoder with a linear skip connection W_skip (SAELens 6.37).</summary>
+    public const string JumpReluSkipTranscoder = "jumprelu_skip_transcoder";
 
     private static readonly List<SaeArchitecture> Registered =
     [
@@ -27,6 +29,7 @@ public static class SaeArchitectures
         JumpReluSae.Descriptor,
         MatryoshkaBatchTopKSae.Descriptor,
         SkipTranscoderSae.Descriptor,
+        JumpReluSae.SkipTranscoderDescriptor,
     ];
 
     /// <summary>The registered names, in registration order.</summary>

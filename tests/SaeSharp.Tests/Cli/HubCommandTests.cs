@@ -38,6 +38,15 @@ public sealed class HubCommandTests : IDisposable
         if (Console.IsOutputRedirected)
             Assert.Contains("blocks.7.hook_resid_pre\tblocks.7.hook_resid_pre\tblocks.7.hook_resid_pre\tgpt2-small/7-res-jb\t54", output);
 
+        // SAELens 6.37.6's temporal releases are listed, their format marked as one SaeSharp does not load.
+        (exit, output, err) = CliRunner.Run("releases", "--search", "temporal");
+        Assert.True(exit == 0, err);
+        Assert.Contains("temporal-sae-llama-3.1-8b", output);
+        Assert.Contains("temporal (not supported)", output);
+        (exit, output, err) = CliRunner.Run("releases", "temporal-sae-gemma-2-2b");
+        Assert.True(exit == 0, err);
+        Assert.Contains("blocks.12.hook_resid_post", output);
+
         (exit, _, err) = CliRunner.Run("releases", "gpt2-small-res");
         Assert.Equal(1, exit);
         Assert.Contains("no release 'gpt2-small-res' (did you mean gpt2-small-res-jb", err);
@@ -73,6 +82,13 @@ public sealed class HubCommandTests : IDisposable
         Assert.Contains("feature_input_hook", Console.IsOutputRedirected ? err : output);
         if (Console.IsOutputRedirected)
             Assert.Contains("layer_2\t-\t-\t2\tgemma-2-2b/2-clt-hp", output);
+
+        // A Gemma Scope 2 transcoder release (SAELens 6.37.6's gemma_3): the MLP's input and output hooks of the layer.
+        (exit, output, err) = CliRunner.Run("releases", "gemma-scope-2-1b-pt-transcoders", "--search", "layer_13_width_16k_l0_big_affine");
+        Assert.True(exit == 0, err);
+        if (Console.IsOutputRedirected)
+            Assert.Contains("transcoder/layer_13_width_16k_l0_big_affine\tblocks.13.ln2.hook_normalized\tblocks.13.hook_mlp_out\t", output);
+        else Assert.Contains("blocks.13.ln2.hook_normalized", output);
 
         // An SAE release has no hook_out column.
         (exit, output, err) = CliRunner.Run("releases", "gpt2-small-res-jb", "--search", "blocks.7");

@@ -37,7 +37,8 @@ public class TranscoderSpliceTests : ModelTestBase
             sae.BEnc.copy_(randn(dSae, generator: g) * 0.1 + 0.1);
             sae.WDec.copy_(randn(dSae, dOut, generator: g) * 0.3);
             sae.BDec.copy_(randn(dOut, generator: g) * 0.1);
-            if (sae is SkipTranscoderSae skip) skip.WSkip.copy_(randn(dOut, dIn, generator: g) * 0.2);
+            if (sae.HasSkip) sae.WSkip.copy_(randn(dOut, dIn, generator: g) * 0.2);
+            if (sae is JumpReluSae j) j.Threshold.copy_(rand(dSae, generator: g) * 0.3 + 0.05);
         }
         sae.to(dtype);
         return sae;
@@ -45,14 +46,18 @@ public class TranscoderSpliceTests : ModelTestBase
 
     private static Tensor W(Tensor p) => p.detach().to(ScalarType.Float64);
 
-    /// <summary>f = ReLU(x·W_enc + b_enc), in float64.</summary>
-    internal static Tensor HandFeatures(Sae sae, Tensor x) => (matmul(x.to(ScalarType.Float64), W(sae.WEnc)) + W(sae.BEnc)).clamp_min(0);
+    /// <summary>f = ReLU(pre), pre = x·W_enc + b_enc, times [pre &gt; threshold] for a JumpReLU one, in float64.</summary>
+    internal static Tensor HandFeatures(Sae sae, Tensor x)
+    {
+        var pre = matmul(x.to(ScalarType.Float64), W(sae.WEnc)) + W(sae.BEnc);
+        return sae is JumpReluSae j ? pre.clamp_min(0) * pre.gt(W(j.Threshold)) : pre.clamp_min(0);
+    }
 
-    /// <summary>f·W_dec + b_dec (+ x·W_skipᵀ for a skip transcoder), in float64.</summary>
+    /// <summary>f·W_dec + b_dec (+ x·W_skipᵀ for a skip transcoder, SAELens's SkipTranscoder.forward), in float64.</summary>
     internal static Tensor HandDecode(Sae sae, Tensor f, Tensor x)
     {
         var y = matmul(f, W(sae.WDec)) + W(sae.BDec);
-        return sae is SkipTranscoderSae s ? y + matmul(x.to(ScalarType.Float64), W(s.WSkip).t()) : y;
+        return sae.HasSkip ? y + matmul(x.to(ScalarType.Float64), W(sae.WSkip).t()) : y;
     }
 
     /// <summary>Logits of the TransformerLens-style hook pair: x_in kept at <paramref name="hookIn"/>, x_out replaced by
@@ -130,6 +135,30 @@ public class TranscoderSpliceTests : ModelTestBase
         // The same through RunOptions.Saes, with the output hook given as an alias.
         var viaOptions = model.Run(Toks, new RunOptions { Saes = [new AttachedSae(tc, outputHook: "blocks.1.mlp")] }).Logits!;
         AssertAllClose(expected, viaOptions, 1e-9, "RunOptions.Saes");
+    }
+
+    /// <summary>SAELens 6.37's jumprelu_skip_transcoder (Gemma Scope 2's affine transcoders): the JumpReLU encoder and the
+    /// skip term of the raw x_in.</summary>
+    [Fact]
+    public void A_jumprelu_skip_transcoder_adds_x_in_times_W_skip_transposed_to_its_JumpReLU_reconstruction()
+    {
+        using var model = Model64();
+        using var tc = RandomTranscoder(Ln2, MlpOut, 16, 16, 24, 16, SaeArchitectures.JumpReluSkipTranscoder);
+        var expected = HookPair(model, Toks, Ln2, MlpOut, (xin, _) => HandDecode(tc, HandFeatures(tc, xin), xin));
+        var withoutSkip = HookPair(model, Toks, Ln2, MlpOut,
+            (xin, _) => matmul(HandFeatures(tc, xin), W(tc.WDec)) + W(tc.BDec));
+        var hooked = new HookedSaeTransformer(model);
+        hooked.AddSae(tc);
+        var logits = hooked.RunWithHooks(Toks);
+        AssertAllClose(expected, logits, 1e-9, "logits vs the hook pair with the skip term");
+        Assert.True((logits - withoutSkip).abs().max().item<double>() > 1e-3, "the skip term made no difference");
+        // The threshold matters: some latents with a positive pre-activation stay off.
+        Tensor? xin = null;
+        model.RunWithHooks(Toks, (Ln2, x => { xin?.Dispose(); xin = x.detach().clone().DetachFromDisposeScope(); return null; }));
+        using var captured = xin!;
+        using var scope = NewDisposeScope();
+        var pre = matmul(captured.to(ScalarType.Float64), W(tc.WEnc)) + W(tc.BEnc);
+        Assert.True(pre.gt(0).logical_and(HandFeatures(tc, captured).eq(0)).any().item<bool>(), "no latent was cut by the threshold");
     }
 
     [Fact]

@@ -11,11 +11,11 @@ namespace SaeSharp.Tests.Interop;
 
 /// <summary>
 /// Releases whose SAELens <c>conversion_func</c> is deepseek_r1, connor_rob_hook_z, llama_scope_r1_distill,
-/// gemma_2_transcoder, mwhanna_transcoder or mntss_clt_layer_transcoder, loaded by release name through the fake hub
+/// gemma_2_transcoder, mwhanna_transcoder, mntss_clt_layer_transcoder or goodfire (gemma_3: GemmaScope2Tests), loaded by release name through the fake hub
 /// from files in each repo's exact layout (tests/data/saelens_conversions, written by torch.save / numpy and a
 /// safetensors writer in bench/reference/saelens_conversions_fixture.py, which also computed the reference features and
 /// outputs by SAELens's formulas from the files). The config values checked are those of SAELens's config functions in
-/// pretrained_sae_loaders.py at 91ca16cc, read by hand.
+/// pretrained_sae_loaders.py at 91ca16cc (goodfire: at 69c4c62b, SAELens 6.37.6), read by hand.
 /// </summary>
 public sealed class SaeLensConversionTests : FakeHubTestBase
 {
@@ -59,13 +59,46 @@ public sealed class SaeLensConversionTests : FakeHubTestBase
         using var sae = SaeLoader.Load(resolved, Options);
         var c = sae.Cfg;
         Assert.IsType<StandardSae>(sae);
-        // get_deepseek_r1_config_from_hf, with d_in and d_sae from the weights.
-        Assert.Equal((6, 16, (int?)null, "bfloat16", false, "none"), (c.DIn, c.DSae, c.DOut, c.Dtype, c.ApplyBDecToInput, c.NormalizeActivations));
+        // get_deepseek_r1_config_from_hf, with d_in and d_sae from the weights; its dtype bfloat16 is overridden by SAELens
+        // 6.37's from_pretrained(dtype="float32") (6.18 kept bfloat16), while the file read directly keeps it.
+        Assert.Equal((6, 16, (int?)null, "float32", false, "none"), (c.DIn, c.DSae, c.DOut, c.Dtype, c.ApplyBDecToInput, c.NormalizeActivations));
+        using (var direct = SaeLensConversions.LoadDeepSeekR1(Fixture("deepseek_r1", file)))
+            Assert.Equal("bfloat16", direct.Cfg.Dtype);
         var m = c.Metadata;
         Assert.Equal(("deepseek-ai/DeepSeek-R1-Distill-Llama-8B", "blocks.19.hook_resid_post", 1024, true, "lmsys/lmsys-chat-1m"),
             (m.ModelName, m.HookName, m.ContextSize, m.PrependBos, m.DatasetPath));
         Assert.Equal("deepseek-r1-distill-llama-8b/19-qresearch-res-65k", Extra(sae, "neuronpedia_id"));
         AssertMatchesReference(sae, Fixture("deepseek_r1"));
+    }
+
+    [Fact]
+    public void Goodfire_loads_the_pth_state_dict_transposed_with_SAELens_fixed_config()
+    {
+        const string file = "Llama-3.1-8B-Instruct-SAE-l19.pth";
+        Serve("Goodfire/Llama-3.1-8B-Instruct-SAE-l19", (file, Fixture("goodfire", file)));
+        var resolved = SaeSource.Resolve("goodfire-llama-3.1-8b-instruct/layer_19", Hub);
+        Assert.Equal("goodfire", SaeLoader.DetectFormat(resolved));
+        foreach (var sae in new[] { SaeLoader.Load(resolved, Options), SaeLensConversions.LoadGoodfire(Fixture("goodfire", file)) })
+            using (sae)
+            {
+                var c = sae.Cfg;
+                Assert.IsType<StandardSae>(sae);
+                // get_goodfire_config_from_hf (SAELens 6.37.6), with d_in and d_sae from the weights.
+                Assert.Equal((6, 16, (int?)null, "float32", false, "none"), (c.DIn, c.DSae, c.DOut, c.Dtype, c.ApplyBDecToInput, c.NormalizeActivations));
+                Assert.Equal(("meta-llama/Llama-3.1-8B-Instruct", "blocks.19.hook_resid_post", "lmsys/lmsys-chat-1m"),
+                    (c.Metadata.ModelName, c.Metadata.HookName, c.Metadata.DatasetPath));
+                AssertMatchesReference(sae, Fixture("goodfire"));
+            }
+        using (var sae = SaeLoader.Load(resolved, Options))
+            Assert.Equal("llama3.1-8b-it/19-resid-post-gf", Extra(sae, "neuronpedia_id"));
+
+        // SAELens refuses a file of another name, or the file under the other repo.
+        string renamed = Path.Combine(_work, "other.pth");
+        File.Copy(Fixture("goodfire", file), renamed);
+        var e = Assert.Throws<SaeSharpException>(() => SaeLensConversions.LoadGoodfire(renamed));
+        Assert.StartsWith("other.pth: unsupported Goodfire SAE (SAELens's goodfire loader knows Goodfire/Llama-3.3-70B-Instruct-SAE-l50/Llama-3.3-70B-Instruct-SAE-l50.pt, ", e.Message);
+        e = Assert.Throws<SaeSharpException>(() => SaeLensConversions.LoadGoodfire(Fixture("goodfire", file), "Goodfire/Llama-3.3-70B-Instruct-SAE-l50"));
+        Assert.StartsWith($"Goodfire/Llama-3.3-70B-Instruct-SAE-l50/{file}: unsupported Goodfire SAE", e.Message);
     }
 
     [Fact]

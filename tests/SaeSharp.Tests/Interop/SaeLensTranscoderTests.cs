@@ -15,7 +15,8 @@ namespace SaeSharp.Tests.Interop;
 /// SAEConfig fields, <c>d_out</c>, metadata with <c>hook_name_out</c>) and sae_weights.safetensors, d_in 6 → d_out 5
 /// (tests/data/saelens_conversions/saelens_*, references computed by SAELens's formulas in
 /// bench/reference/saelens_conversions_fixture.py: f = ReLU(x·W_enc + b_enc) without b_dec subtraction, jumprelu
-/// f = ReLU(pre)·[pre &gt; threshold], out = f·W_dec + b_dec (+ x·W_skipᵀ for the skip transcoder)).
+/// f = ReLU(pre)·[pre &gt; threshold], out = f·W_dec + b_dec (+ x·W_skipᵀ for the skip transcoders)), and SAELens
+/// 6.37.6's <c>jumprelu_skip_transcoder</c> (JumpReLU encoder, SkipTranscoder forward).
 /// </summary>
 public sealed class SaeLensTranscoderTests : FakeHubTestBase
 {
@@ -26,6 +27,7 @@ public sealed class SaeLensTranscoderTests : FakeHubTestBase
         { "transcoder", typeof(StandardSae) },
         { "skip_transcoder", typeof(SkipTranscoderSae) },
         { "jumprelu_transcoder", typeof(JumpReluSae) },
+        { "jumprelu_skip_transcoder", typeof(JumpReluSae) },     // SAELens 6.37.6's JumpReLUSkipTranscoder
     };
 
     [Theory]
@@ -88,8 +90,8 @@ public sealed class SaeLensTranscoderTests : FakeHubTestBase
         using (var f = SafeTensorsFile.Open(Path.Combine(dir, "sae_weights.safetensors")))
         {
             var expected = new List<string> { "W_dec", "W_enc", "b_dec", "b_enc" };
-            if (arch == "skip_transcoder") expected.Add("W_skip");
-            if (arch == "jumprelu_transcoder") expected.Add("threshold");
+            if (arch.Contains("skip")) expected.Add("W_skip");
+            if (arch.StartsWith("jumprelu")) expected.Add("threshold");
             Assert.Equal(expected.Order(StringComparer.Ordinal), f.Names.Order(StringComparer.Ordinal));
         }
         using var again = SaeLoader.Load(dir);

@@ -30,9 +30,10 @@ public class SaeArchitectureTests
         };
         if (arch == SaeArchitectures.Gated) { expected["b_gate"] = [8]; expected["r_mag"] = [8]; expected["b_mag"] = [8]; }
         else expected["b_enc"] = [8];
-        if (arch is SaeArchitectures.JumpReLU or SaeArchitectures.BatchTopK or SaeArchitectures.MatryoshkaBatchTopK)
+        if (arch is SaeArchitectures.JumpReLU or SaeArchitectures.BatchTopK or SaeArchitectures.MatryoshkaBatchTopK or SaeArchitectures.JumpReluSkipTranscoder)
             expected["threshold"] = [8];
-        if (arch == SaeArchitectures.SkipTranscoder) expected["W_skip"] = [4, 4];     // [d_out, d_in]
+        // SAELens's skip_transcoder and (6.37) jumprelu_skip_transcoder: W_skip [d_out, d_in]
+        if (arch is SaeArchitectures.SkipTranscoder or SaeArchitectures.JumpReluSkipTranscoder) expected["W_skip"] = [4, 4];
         var sd = SaeFactory.Create(Cfg(arch)).state_dict();
         Assert.Equal(expected.Keys.OrderBy(k => k, StringComparer.Ordinal), sd.Keys.OrderBy(k => k, StringComparer.Ordinal));
         foreach (var (key, shape) in expected) Assert.Equal(shape, sd[key].shape);

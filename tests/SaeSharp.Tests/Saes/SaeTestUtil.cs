@@ -14,7 +14,7 @@ internal static class SaeTestUtil
         using var _ = no_grad();
         foreach (var (name, t) in sae.named_parameters())
         {
-            if (name is "b_dec" or "b_enc" or "b_gate" or "b_mag" or "r_mag")
+            if (name is "b_dec" or "b_enc" or "b_gate" or "b_mag" or "r_mag" or "W_skip")   // W_skip starts at zero: give the skip term a value
                 t.copy_(randn(t.shape, generator: g) * 0.1);
         }
         return sae;
