@@ -24,14 +24,6 @@ public sealed class GemmaScope2Tests : FakeHubTestBase
 
     private static string Fixture(params string[] parts) => TestPaths.Data(["saelens_conversions", "gemma_scope_2", .. parts]);
 
-    /// <summary>Serves the fixture files under <paramref name="repoPath"/>/ in <paramref name="repo"/>.</summary>
-    private void Serve(string repo, string repoPath, string folder, params string[] files)
-    {
-        if (!_server.Repos.TryGetValue(repo, out var r)) _server.Repos[repo] = r = new();
-        foreach (var f in files)
-            r[repoPath + "/" + f] = new FakeHubServer.FakeFile(File.ReadAllBytes(Path.Combine(folder, f)), Lfs: f.EndsWith(".safetensors"));
-    }
-
     private static string? Meta(Sae sae, string key) =>
         sae.Cfg.Metadata.Extra?.GetValueOrDefault(key) is { ValueKind: JsonValueKind.String } v ? v.GetString() : null;
 
