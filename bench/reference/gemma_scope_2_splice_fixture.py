@@ -7,7 +7,8 @@ How it was run (2026-12-05), on the transformers 4.51 tree hf_models_fixture.py'
 huggingface_hub v0.30.2; Debian bookworm's python3-torch 1.13.1):
   export PYTHONDONTWRITEBYTECODE=1
   /usr/bin/python3 bench/reference/gemma_scope_2_splice_fixture.py --site /tmp/hf/site451 \\
-      --model tests/data/hf_models/gemma3 --out tests/data/gemma_scope_2_splice
+      --model tests/data/hf_models/gemma3 --conditional tests/data/hf_models/gemma3-conditional \\
+      --out tests/data/gemma_scope_2_splice
 
 The site is prepared by hf_models_fixture.py's prepare_site and torch2_stand_ins (imported, not copied); its
 safetensors stand-in reads the format too. transformers' `from_pretrained` needs accelerate in this tree (absent), so
@@ -44,7 +45,10 @@ dwarf float32 rounding.
 reference.npz in each SAE folder: tokens [2, 12] (gemma3's reference tokens), sae_in [2, 12, d_in] (the activation
 at hf_hook_name in the clean run), feature_acts [2, 12, d_sae] (f of sae_in), sae_out [2, 12, d_out] (what replaces
 the activation at hf_hook_name_out, or at hf_hook_name for an SAE), logits [2, 12, vocab] (the spliced model) and
-logits_error_term (the splice with SAELens's use_error_term: out + (orig - out), i.e. the clean model up to rounding).
+logits_error_term (the splice with SAELens's use_error_term: out + (orig - out), i.e. the clean model up to rounding),
+and logits_conditional: the same splice in tests/data/hf_models/gemma3-conditional (Gemma3ForConditionalGeneration,
+whose language_model holds gemma3's weights; in this tree the text model is `language_model`, a Gemma3ForCausalLM, so
+the hooks go on `language_model.` + SAELens's module name), run on gemma3's tokens with no image.
 """
 import argparse
 import json
@@ -86,6 +90,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--site", required=True)
     ap.add_argument("--model", required=True, help="tests/data/hf_models/gemma3")
+    ap.add_argument("--conditional", help="tests/data/hf_models/gemma3-conditional: also its logits with each SAE spliced")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     prepare_site(a.site)
@@ -98,32 +103,40 @@ def main():
 
     torch.set_num_threads(1)
     print(f"transformers {tf.__version__} from {os.path.dirname(tf.__file__)}, torch {torch.__version__}")
-    # from_pretrained itself needs accelerate (init_empty_weights) in this tree: the same steps by hand, with
-    # transformers' own config reader, model class and checkpoint reader (modeling_utils.load_state_dict).
-    config = tf.AutoConfig.from_pretrained(a.model)
-    model = tf.AutoModelForCausalLM.from_config(config, attn_implementation="eager", torch_dtype=torch.float32).eval()
-    state = tf.modeling_utils.load_state_dict(os.path.join(a.model, "model.safetensors"))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    model.tie_weights()
-    assert not unexpected and set(missing) <= {"lm_head.weight"} and model.lm_head.weight is model.model.embed_tokens.weight, \
-        (missing, unexpected)
-    print(f"{a.model}: {type(model).__name__}, {len(state)} tensors loaded, tied lm_head")
-    ref = np.load(os.path.join(a.model, "reference.npz"))
-    tokens = torch.from_numpy(ref["tokens"])
+    tokens = torch.from_numpy(np.load(os.path.join(a.model, "reference.npz"))["tokens"])
 
-    def run():
+    def load(folder):
+        """The fixture model of folder. from_pretrained itself needs accelerate (init_empty_weights) in this tree: the
+        same steps by hand, with transformers' own config reader, model class and checkpoint reader."""
+        config = tf.AutoConfig.from_pretrained(folder)
+        m = tf.AutoModelForCausalLM.from_config(config, attn_implementation="eager", torch_dtype=torch.float32).eval()
+        state = tf.modeling_utils.load_state_dict(os.path.join(folder, "model.safetensors"))
+        missing, unexpected = m.load_state_dict(state, strict=False)
+        m.tie_weights()
+        assert not unexpected and all(k.endswith("lm_head.weight") for k in missing) \
+            and m.get_output_embeddings().weight is m.get_input_embeddings().weight, (missing, unexpected)
+        ref = np.load(os.path.join(folder, "reference.npz"))
+        assert (ref["tokens"] == tokens.numpy()).all()
+        drift = np.abs(run(m).numpy() - ref["logits"]).max() / np.abs(ref["logits"]).max()
+        print(f"{folder}: {type(m).__name__}, {len(state)} tensors loaded, tied lm_head; clean logits vs its "
+              f"reference.npz: {drift:.3g} of scale")
+        assert drift < 1e-6, "the loaded model is not the fixture's"
+        return m
+
+    def run(m):
         with torch.no_grad():
-            return model(tokens, use_cache=False, return_dict=True).logits
+            return m(tokens, use_cache=False, return_dict=True).logits
 
-    clean = run()
-    drift = np.abs(clean.numpy() - ref["logits"]).max() / np.abs(ref["logits"]).max()
-    print(f"clean logits vs {a.model}/reference.npz: {drift:.3g} of scale")
-    assert drift < 1e-6, "the loaded model is not the fixture's"
+    model = load(a.model)
+    clean = run(model)
+    # Gemma3ForConditionalGeneration (this tree: the text model is its language_model, a Gemma3ForCausalLM, whose
+    # module names are the ones SAELens records).
+    conditional = load(a.conditional) if a.conditional else None
 
-    def hook(point, fn):
-        """Registers fn(activation) -> replacement or None on the HF module point 'path.output' / 'path.input'."""
+    def hook(point, fn, m=model, prefix=""):
+        """Registers fn(activation) -> replacement or None on the HF module point 'path.output' / 'path.input' of m."""
         path, where = point.rsplit(".", 1)
-        module = model.get_submodule(path)
+        module = m.get_submodule(prefix + path)
         if where == "output":
             def forward_hook(_m, _args, out):
                 x = out[0] if isinstance(out, tuple) else out
@@ -142,7 +155,7 @@ def main():
         """The clean activation at point."""
         seen = []
         h = hook(point, lambda x: seen.append(x.detach().clone()))
-        run()
+        run(model)
         h.remove()
         return seen[0]
 
@@ -189,24 +202,30 @@ def main():
 
         # The splice: the SAE's output replaces the activation at hf_hook_name_out (a transcoder, which reads
         # hf_hook_name as it is) or at hf_hook_name (an SAE); with the error term, out + (orig - out).
-        def splice(error_term):
+        def splice(error_term, m=model, prefix=""):
             seen = {}
             handles = []
             if transcoder:
-                handles.append(hook(hf_in, lambda v: seen.__setitem__("x", v) or None))
+                handles.append(hook(hf_in, lambda v: seen.__setitem__("x", v) or None, m, prefix))
             def replace(orig):
                 v = seen["x"] if transcoder else orig
                 out = decode(encode(v), v).to(orig.dtype)
                 return out + (orig - out) if error_term else out
-            handles.append(hook(hf_out or hf_in, replace))
+            handles.append(hook(hf_out or hf_in, replace, m, prefix))
             try:
-                return run()
+                return run(m)
             finally:
                 for h in handles:
                     h.remove()
 
         logits = splice(False)
         logits_error = splice(True)
+        arrays = {"tokens": tokens.numpy(), "sae_in": x.numpy(), "feature_acts": feature_acts.numpy(),
+                  "sae_out": sae_out.numpy(), "logits": logits.numpy(), "logits_error_term": logits_error.numpy()}
+        conditional_note = ""
+        if conditional is not None:
+            arrays["logits_conditional"] = splice(False, conditional, "language_model.").numpy()
+            conditional_note = f", Gemma3ForConditionalGeneration's vs Gemma3ForCausalLM's {np.abs(arrays['logits_conditional'] - arrays['logits']).max():.3g}"
         d = os.path.join(a.out, *folder.split("/"))
         os.makedirs(d, exist_ok=True)
         for f in os.listdir(d):
@@ -220,14 +239,13 @@ def main():
             cfg.update({"width": D_SAE, "l0": folder.rsplit("_l0_", 1)[1].split("_")[0]})
             with open(os.path.join(d, "config.json"), "w") as fh:
                 json.dump(cfg, fh, indent=2)
-        np.savez(os.path.join(d, "reference.npz"), tokens=tokens.numpy(), sae_in=x.numpy(), feature_acts=feature_acts.numpy(),
-                 sae_out=sae_out.numpy(), logits=logits.numpy(), logits_error_term=logits_error.numpy())
+        np.savez(os.path.join(d, "reference.npz"), **arrays)
         moved = (logits - clean).abs().max().item() / clean.abs().max().item()
         err = (logits_error - clean).abs().max().item() / clean.abs().max().item()
         print(f"{folder}: {hf_in}{' -> ' + hf_out if transcoder else ''}, d_in {d_in}, d_out {d_out}, latents firing per "
               f"token {fired.min().item()}..{fired.max().item()} of {D_SAE} ({DEAD} never), never firing over all tokens "
               f"{(feature_acts.reshape(-1, D_SAE).amax(0) == 0).sum().item()}, smallest |pre - threshold| {margin:.3g}; "
-              f"spliced logits move {moved:.3g} of scale, with the error term {err:.3g}; files {sorted(os.listdir(d))}")
+              f"spliced logits move {moved:.3g} of scale, with the error term {err:.3g}{conditional_note}; files {sorted(os.listdir(d))}")
 
 
 if __name__ == "__main__":

@@ -113,6 +113,26 @@ public sealed class GemmaScope2SpliceTests(ITestOutputHelper output) : FakeHubTe
         Assert.InRange(fired, 0.1f, 0.7f);
     }
 
+    [Theory]
+    [MemberData(nameof(Folders))]
+    public void Spliced_into_gemma3_conditional_it_gives_transformers_logits(string folder)
+    {
+        // Gemma Scope 2's SAEs of gemma-3-4b and larger are for Gemma3ForConditionalGeneration checkpoints, whose text
+        // model SaeSharp loads; transformers was hooked at language_model + SAELens's module names (its 4.51 layout).
+        using var scope = NewDisposeScope();
+        var r = Npy.LoadNpz(Path.Combine(Fixture(folder), "reference.npz"));
+        using var sae = SaeLoader.Load(Fixture(folder));
+        using var pm = ModelForSae.Load(TestPaths.Data("hf_models", "gemma3-conditional"), sae.Cfg);
+        var hooked = new HookedSaeTransformer(pm.Model) { ModelHooks = pm.Hooks };
+        var a = hooked.AddSae(sae);
+        var (logits, cache) = hooked.RunWithCache(r["tokens"], [a.HookName(SaeHookPoints.ActsPost)]);
+        using (cache)
+        {
+            Check(r["feature_acts"], cache[a.HookName(SaeHookPoints.ActsPost)].reshape(r["feature_acts"].shape), $"{folder} conditional feature activations");
+            Check(r["logits_conditional"], logits!, $"{folder} conditional logits");
+        }
+    }
+
     [Fact]
     public void A_transcoder_reads_the_pre_feedforward_norms_output_not_SAELenss_hook_mlp_in()
     {
