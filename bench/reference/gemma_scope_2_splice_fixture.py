@@ -12,7 +12,7 @@ huggingface_hub v0.30.2; Debian bookworm's python3-torch 1.13.1):
 
 The site is prepared by hf_models_fixture.py's prepare_site and torch2_stand_ins (imported, not copied); its
 safetensors stand-in reads the format too. transformers' `from_pretrained` needs accelerate in this tree (absent), so
-the model is built as it would: AutoConfig.from_pretrained on the fixture folder, the model class from that config
+the model is built as from_pretrained would: AutoConfig.from_pretrained on the fixture folder, the model class from that config
 (eager attention, float32), model.safetensors read by transformers' modeling_utils.load_state_dict and loaded strictly
 but for the tied lm_head; its clean logits are checked against that folder's reference.npz.
 
@@ -27,9 +27,9 @@ SAEs (folder names as in the google/gemma-scope-2-270m-pt repo's *_all folders; 
   reads `model.layers.1.pre_feedforward_layernorm.output`, replaces `model.layers.1.post_feedforward_layernorm.output`;
 - transcoder_all/layer_3_width_16k_l0_small (no config.json, not affine: jumprelu_transcoder): the same hooks at layer 3.
 config.json holds what Gemma Scope 2's do and SAELens reads: architecture "jump_relu", model_name (spelled
-"gemma-v3-270m-pt" as in the repos, which SAELens normalises), hf_hook_point_in, hf_hook_point_out for transcoders,
+"gemma-v3-270m-pt", which SAELens's normalisation turns into google/gemma-3-270m), hf_hook_point_in, hf_hook_point_out for transcoders,
 affine_connection, width, l0. The HF hook points of the folders without config.json are SAELens's
-_infer_gemma_3_raw_cfg_dict rules, restated below (HF_HOOKS).
+_infer_gemma_3_raw_cfg_dict rules, restated below (hf_hooks).
 
 params.safetensors: w_enc [d_in, d_sae], w_dec [d_sae, d_out], b_enc [d_sae], b_dec [d_out], threshold [d_sae], and
 for the affine transcoder affine_skip_connection [d_out, d_in] (float32). SAELens 6.37.6's formulas (sae_lens/saes/
@@ -40,7 +40,7 @@ at the hook (one clean forward first), so the splice moves the logits by a good 
 Thresholds: each latent's pre-activations over the 24 tokens are sorted and the threshold put midway in a gap of at
 least 0.02 between two of them (or below the smallest positive one), and 5 latents get a threshold above every
 value (never fire); the script prints how many latents fire per token and the smallest |pre - threshold|, which must
-dwarf float32 rounding.
+dwarf float32 rounding (0.0101 at least here, against values of order 1).
 
 reference.npz in each SAE folder: tokens [2, 12] (gemma3's reference tokens), sae_in [2, 12, d_in] (the activation
 at hf_hook_name in the clean run), feature_acts [2, 12, d_sae] (f of sae_in), sae_out [2, 12, d_out] (what replaces
