@@ -59,7 +59,10 @@ a local `safetensors` stand-in, and for transformers 5, which requires tokenizer
 Python 3.13), so the stand-in implements only `safetensors.torch.save_file` (and `storage_ptr`/`storage_size`, which
 transformers' shared-tensor detection imports), in pure Python from the format's specification (8-byte little-endian
 header length, JSON header of dtype/shape/data_offsets plus `__metadata__`, padded with spaces to a multiple of 8,
-then the raw little-endian bytes, tensors ordered by alignment then name as the real writer does).
+then the raw little-endian bytes, tensors ordered by alignment then name as the real writer does), and a reader of the
+same format (`safe_open` with metadata/keys/get_slice/get_tensor, `safetensors.torch.load_file`) so that transformers'
+own checkpoint reader (modeling_utils.load_state_dict) loads a safetensors fixture (gemma_scope_2_splice_fixture.py
+does; this script only saves).
 Everything else in `save_pretrained(safe_serialization=True)` (which tensors are written, shared-tensor removal,
 the `{"format": "pt"}` metadata) is transformers' own. Folders marked `bin` are written with
 `safe_serialization=False`: transformers' `torch.save` path, a real pytorch_model.bin (zip pickle).
@@ -92,12 +95,14 @@ import os
 import sys
 
 SAFETENSORS_SHIM = r'''
-"""Stand-in for safetensors (fixture tooling only): save_file from the format's specification; nothing else."""
+"""Stand-in for safetensors (fixture tooling only): save_file and a reader (safe_open, load_file) from the format's
+specification; nothing else."""
 __version__ = "0.4.5"
 
 
-def safe_open(*args, **kwargs):
-    raise NotImplementedError("safetensors stand-in: only safetensors.torch.save_file is implemented")
+def safe_open(filename, framework="pt", device="cpu"):
+    from safetensors.torch import SafeOpen
+    return SafeOpen(filename, framework, device)
 '''
 
 SAFETENSORS_TORCH_SHIM = r'''
@@ -145,8 +150,62 @@ def storage_size(tensor):
         return tensor.storage().size() * tensor.element_size()
 
 
-def load_file(*args, **kwargs):
-    raise NotImplementedError("safetensors stand-in: only save_file is implemented")
+class _Slice:
+    """What safe_open's get_slice returns, for transformers' loader: dtype name, shape, and indexing."""
+    def __init__(self, tensor, dtype_name):
+        self._tensor, self._dtype_name = tensor, dtype_name
+
+    def get_dtype(self):
+        return self._dtype_name
+
+    def get_shape(self):
+        return list(self._tensor.shape)
+
+    def __getitem__(self, index):
+        return self._tensor[index]
+
+
+class SafeOpen:
+    """safe_open(filename, framework="pt"): reads the whole file (8-byte little-endian header length, JSON header,
+    raw little-endian bytes at each tensor's data_offsets after it) into CPU tensors."""
+    def __init__(self, filename, framework="pt", device="cpu"):
+        if framework != "pt" or str(device) not in ("cpu", "0", "None"):
+            raise NotImplementedError(f"safetensors stand-in: framework {framework!r} on {device!r}")
+        with open(filename, "rb") as f:
+            data = f.read()
+        n = struct.unpack("<Q", data[:8])[0]
+        header = json.loads(data[8:8 + n].decode("utf-8"))
+        self._metadata = header.pop("__metadata__", None)
+        names = {v: k for k, v in _DTYPES.items()}
+        self._slices = {}
+        for name, info in header.items():
+            begin, end = info["data_offsets"]
+            raw = torch.frombuffer(bytearray(data[8 + n + begin:8 + n + end]), dtype=torch.uint8) if end > begin \
+                else torch.empty(0, dtype=torch.uint8)
+            self._slices[name] = _Slice(raw.view(names[info["dtype"]]).reshape(info["shape"]), info["dtype"])
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def metadata(self):
+        return self._metadata
+
+    def keys(self):
+        return list(self._slices)
+
+    def get_slice(self, name):
+        return self._slices[name]
+
+    def get_tensor(self, name):
+        return self._slices[name][...].clone()
+
+
+def load_file(filename, device="cpu"):
+    with SafeOpen(filename, "pt", device) as f:
+        return {k: f.get_tensor(k) for k in f.keys()}
 '''
 
 

@@ -20,4 +20,13 @@ public abstract class FakeHubTestBase : IDisposable
 
     /// <summary>Hub options pointing at the fake server and this test's cache.</summary>
     protected HfHubOptions Hub => new() { Endpoint = _server.Endpoint, CacheDir = _cache };
+
+    /// <summary>Serves <paramref name="files"/> of the local <paramref name="folder"/> as <paramref name="repoPath"/>/FILE
+    /// in <paramref name="repo"/> (<c>.safetensors</c> files as LFS files).</summary>
+    protected void Serve(string repo, string repoPath, string folder, params string[] files)
+    {
+        if (!_server.Repos.TryGetValue(repo, out var r)) _server.Repos[repo] = r = new();
+        foreach (var f in files)
+            r[repoPath + "/" + f] = new FakeHubServer.FakeFile(File.ReadAllBytes(Path.Combine(folder, f)), Lfs: f.EndsWith(".safetensors", StringComparison.Ordinal));
+    }
 }
