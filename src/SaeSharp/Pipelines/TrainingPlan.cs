@@ -35,8 +35,10 @@ public sealed class TrainingPlan : IDisposable
     public long ModelEvalTokens { get; private init; }
 
     private TrainingPlan(TrainingSettings s, TrainerConfig trainer, bool resume, IActivationSource train, IActivationSource eval, long? evalRows,
-        SaeMetadata metadata, long steps)
+        SaeMetadata metadata, long steps, bool transcoder)
     {
+        // transcoder: the source's targets are another activation than its inputs (an output hook, or target files),
+        // whatever their widths.
         _owned.Add(train);
         _owned.Add(eval);
         try
@@ -45,7 +47,8 @@ public sealed class TrainingPlan : IDisposable
             if (s.Lr is double lr && !(lr > 0 && double.IsFinite(lr))) throw new SaeSharpException($"--lr {lr}: expected a positive, finite learning rate");
             if (s.L1Coefficient is double l1 && !(l1 >= 0 && double.IsFinite(l1)))
                 throw new SaeSharpException($"--l1 {l1}: expected a non-negative, finite sparsity coefficient");
-            int dIn = train.DIn, dOut = train.DOut, dSae = s.DSaeFor(dIn);
+            int dIn = train.DIn, dSae = s.DSaeFor(dIn);
+            int? dOut = transcoder || train.DOut != dIn ? train.DOut : null;
             if (s.DSae is int asked && s.ExpansionFactor is int factor && asked != factor * dIn)
                 throw new SaeSharpException($"--dict-size {asked} and --expansion {factor} disagree at d_in {dIn} ({factor} × {dIn} = {factor * dIn}): give one");
             if (s.K is int k && recipes.All(SaeRecipes.HasSparsityCoefficient))
@@ -181,7 +184,7 @@ public sealed class TrainingPlan : IDisposable
             eval.Dispose();
             throw;
         }
-        return new TrainingPlan(s, s.Trainer.Clone(), resume, train, eval, eval.Rows, metadata, s.RunSteps ?? 1000);
+        return new TrainingPlan(s, s.Trainer.Clone(), resume, train, eval, eval.Rows, metadata, s.RunSteps ?? 1000, transcoder: targetName is not null);
     }
 
     /// <summary>Trains on a language model's activations at <paramref name="hook"/>, harvested from text through a shuffling
@@ -208,7 +211,8 @@ public sealed class TrainingPlan : IDisposable
             s.CheckDIn(train.DIn, $"the model {ModelLoader.NameOf(data.ModelPath)} at {train.Spec.InputHook}");
             int ctx = data.ContextSize ?? 128;
             eval = ModelPipeline.OpenSource(data with { Tokens = Math.Max(ctx, s.EvalRows ?? ActivationSplit.DefaultEvalRows), Epochs = 1 }, hook, mode, targetHook, seed: (ulong)s.Seed + 1);
-            return new TrainingPlan(s, trainer, resume, train, eval, s.EvalRows, MetadataOf(data, train.Spec.InputHook, train.Spec.TargetHook), steps)
+            return new TrainingPlan(s, trainer, resume, train, eval, s.EvalRows, MetadataOf(data, train.Spec.InputHook, train.Spec.TargetHook), steps,
+                transcoder: train.Spec.TargetHook is not null)
             {
                 ModelData = data, ModelEvalTokens = Math.Max(ctx, s.EvalRows ?? ActivationSplit.DefaultEvalRows),
             };

@@ -190,7 +190,9 @@ public static class SaeRecipes
 
     /// <summary>Creates an SAE (zero weights; the trainer initialises them) with the recipe's training options.
     /// <paramref name="matryoshkaWidths"/>: a Matryoshka recipe's cumulative prefix widths (null:
-    /// <see cref="DefaultMatryoshkaWidths"/>); an error for other recipes.</summary>
+    /// <see cref="DefaultMatryoshkaWidths"/>); an error for other recipes. <paramref name="dOut"/>: the width of the
+    /// targets of a transcoder (SAELens's <c>d_out</c>; the input is not shifted by b_dec), also when it equals d_in (an
+    /// MLP's input to its output); null for an SAE, which reconstructs its input.</summary>
     public static Sae Create(string recipe, int dIn, int dSae, int? k = null, double? sparsityCoefficient = null,
         int? dOut = null, SaeMetadata? metadata = null, long? totalSteps = null, int[]? matryoshkaWidths = null)
     {
@@ -198,7 +200,7 @@ public static class SaeRecipes
         string arch = r.Architecture;
         bool topKFamily = r.IsKSparse;
         if (topKFamily && k is null) throw new SaeSharpException($"architecture '{recipe}' needs k, the active latents per row (--k)");
-        bool transcoder = dOut is not null && dOut != dIn;
+        bool transcoder = dOut is not null;
         var cfg = new SaeConfig
         {
             Architecture = arch,

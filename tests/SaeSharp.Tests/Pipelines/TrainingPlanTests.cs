@@ -232,6 +232,51 @@ public class TrainingPlanTests : IDisposable
         }
     }
 
+    /// <summary>A transcoder is an SAE whose targets are another activation than its inputs, whatever the widths: an MLP's
+    /// input → output (d_out = d_in = d_model) is one, as in SAELens (<c>TranscoderConfig</c>: <c>d_out</c>, and
+    /// <c>apply_b_dec_to_input</c> false, which it requires). It used to be told by d_out ≠ d_in, so an MLP transcoder was
+    /// saved as a plain "standard" SAE that subtracted its output-space b_dec from its input.</summary>
+    [Fact]
+    public void ATranscoderOfEqualWidthsIsSavedAsATranscoder()
+    {
+        // Activation files with a target tensor of the same width.
+        SafeTensors.Save(P("pairs.safetensors"), new Dictionary<string, Tensor>
+        {
+            ["activations"] = randn(600, 8, generator: new Generator(3)),
+            ["targets"] = randn(600, 8, generator: new Generator(4)),
+        });
+        var s = TrainingSettings.FromJson($$"""
+            {"activations": "{{P("pairs.safetensors").Replace("\\", "/")}}", "target_name": "targets", "architecture": "relu",
+             "expansion_factor": 2, "steps": 3, "batch_size": 32, "eval_rows": 100, "out": "{{P("tc").Replace("\\", "/")}}"}
+            """);
+        using (var plan = TrainingPlan.ForActivations(s))
+        {
+            var cfg = plan.Options.Saes[0].Sae.Cfg;
+            Assert.Equal((8, false), (cfg.DOut, cfg.ApplyBDecToInput));
+            plan.Run();
+        }
+        var saved = JsonNode.Parse(File.ReadAllText(P("tc", "cfg.json")))!;
+        Assert.Equal(("transcoder", 8, false), (saved["architecture"]!.GetValue<string>(), saved["d_out"]!.GetValue<int>(), saved["apply_b_dec_to_input"]!.GetValue<bool>()));
+
+        // The same files without target_name: an SAE of the inputs.
+        s.TargetName = null;
+        s.Out = P("sae");
+        using (var plan = TrainingPlan.ForActivations(s))
+            Assert.Equal((null, true), (plan.Options.Saes[0].Sae.Cfg.DOut, plan.Options.Saes[0].Sae.Cfg.ApplyBDecToInput));
+
+        // The built-in model's MLP, input → output (d_model both).
+        var corpus = P("c.jsonl");
+        SaeSharp.Corpus.LabelledCorpus.Write(corpus, 1, 40);
+        var data = new ModelDataOptions { ModelPath = SaeSharp.LanguageModels.BuiltinModel.Folder, DatasetPath = corpus, Tokens = 2000 };
+        var m = new TrainingSettings { Architecture = "relu", BatchSize = 256, EvalRows = 64, Out = P("mlp") };
+        using (var plan = TrainingPlan.ForModel(m, data, "blocks.1.mlp", HarvestMode.InToOut))
+        {
+            var cfg = plan.Options.Saes[0].Sae.Cfg;
+            Assert.Equal((cfg.DIn, false), (cfg.DOut, cfg.ApplyBDecToInput));
+            Assert.Equal("blocks.1.hook_mlp_out", cfg.Metadata.Extra!["hook_name_out"].GetString());
+        }
+    }
+
     /// <summary><c>deterministic</c> fixes the two choices made from timings (the candidate pass's <c>auto</c> runs as
     /// <c>off</c>, ReLU's sparse pass from 5 % density) and keeps a candidate pass the settings name; without it both stay
     /// measured.</summary>
