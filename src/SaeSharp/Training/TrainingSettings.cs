@@ -134,6 +134,11 @@ public sealed class TrainingSettings
     /// <summary>SAELens's <c>n_batches_in_buffer</c>: in a run from a model, the shuffle buffer holds n_batches_in_buffer ×
     /// store_batch_size_prompts context windows (<see cref="Pipelines.ModelDataOptions.BufferBatches"/>, <c>--buffer-batches</c>).</summary>
     [JsonPropertyName("n_batches_in_buffer")] public int? NBatchesInBuffer { get; set; }
+    /// <summary>SAELens 6.37's <c>activations_mixing_fraction</c>: the fraction of the shuffle buffer kept back each round to
+    /// mix with new activations (<see cref="Activations.ModelActivationSourceOptions.MixingFraction"/>,
+    /// <c>--activations-mixing-fraction</c>); 0 serves the activations in order. Null: 0.5 (SAELens's default). A run on
+    /// activation files takes 0 (file order) or 0.5 only.</summary>
+    [JsonPropertyName("activations_mixing_fraction")] public double? ActivationsMixingFraction { get; set; }
     /// <summary>SAELens's <c>dead_feature_window</c>, in training steps: a latent is dead once it has not fired for more than
     /// this many steps (SAELens's <c>n_forward_passes_since_fired &gt; dead_feature_window</c>, the mask of its AuxK and
     /// pre-activation losses). The plan sets the trainer's window, which counts rows
@@ -369,6 +374,8 @@ public sealed class TrainingSettings
             settings.ValidateArchitectureFields();
             if (settings.NBatchesInBuffer is <= 0)
                 throw new SaeSharpException($"{source}: n_batches_in_buffer {settings.NBatchesInBuffer}: expected a positive number of model runs");
+            if (settings.ActivationsMixingFraction is double mixing && !(mixing >= 0 && mixing <= 1))
+                throw new SaeSharpException($"{source}: activations_mixing_fraction {mixing}: expected a fraction in [0, 1] (as SAELens's mix_fraction)");
             settings.Trainer = TrainerConfig.FromJson(normalized, source);
             // dead_feature_window is SAELens's, in steps (DeadFeatureWindowSteps); the plan converts it to the trainer's rows.
             settings.Trainer.DeadFeatureWindow = null;
