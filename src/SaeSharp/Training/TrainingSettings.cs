@@ -92,6 +92,10 @@ public sealed class TrainingSettings
     /// <summary>SAELens's <c>matryoshka_widths</c>: cumulative prefix widths of the matryoshka recipe, strictly increasing,
     /// the last equal to d_sae. Null: d_sae/16, /8, /4, /2, d_sae.</summary>
     [JsonPropertyName("matryoshka_widths")] public int[]? MatryoshkaWidths { get; set; }
+    /// <summary>SAELens 6.37's <c>use_matryoshka_aux_loss</c>: true gives each matryoshka level its own AuxK term, in which
+    /// that level's dead latents reconstruct the residual of the prefix through it
+    /// (<see cref="Saes.SaeTrainingOptions.UseMatryoshkaAuxLoss"/>). Null: false (SAELens's default).</summary>
+    [JsonPropertyName("use_matryoshka_aux_loss")] public bool? UseMatryoshkaAuxLoss { get; set; }
     /// <summary>SAELens's <c>jumprelu_bandwidth</c>: the straight-through bandwidth ε of jumprelu
     /// (<see cref="Saes.SaeTrainingOptions.Bandwidth"/>). Null: 0.001 (0.05 with <see cref="TargetL0"/>).</summary>
     [JsonPropertyName("jumprelu_bandwidth")] public double? JumpReluBandwidth { get; set; }
@@ -185,6 +189,7 @@ public sealed class TrainingSettings
         ("aux_loss_coefficient", [SaeArchitectures.TopK, SaeArchitectures.BatchTopK, SaeArchitectures.MatryoshkaBatchTopK]),
         ("topk_threshold_lr", [SaeArchitectures.BatchTopK, SaeArchitectures.MatryoshkaBatchTopK]),
         ("matryoshka_widths", [SaeArchitectures.MatryoshkaBatchTopK]),
+        ("use_matryoshka_aux_loss", [SaeArchitectures.MatryoshkaBatchTopK]),
     ];
 
     /// <summary>The <see cref="ArchitectureFields"/> these settings give (non-null), in that order.</summary>
@@ -204,6 +209,7 @@ public sealed class TrainingSettings
             Add("aux_loss_coefficient", AuxLossCoefficient);
             Add("topk_threshold_lr", TopKThresholdLr);
             Add("matryoshka_widths", MatryoshkaWidths);
+            Add("use_matryoshka_aux_loss", UseMatryoshkaAuxLoss);
             return given;
         }
     }
@@ -294,6 +300,7 @@ public sealed class TrainingSettings
             case SaeArchitectures.TopK or SaeArchitectures.BatchTopK or SaeArchitectures.MatryoshkaBatchTopK:
                 if (AuxLossCoefficient is double aux) t.AuxKCoefficient = aux;
                 if (TopKThresholdLr is double rate && sae.Cfg.Architecture != SaeArchitectures.TopK) t.ThresholdMomentum = 1 - rate;
+                if (UseMatryoshkaAuxLoss is bool perLevel && sae.Cfg.Architecture == SaeArchitectures.MatryoshkaBatchTopK) t.UseMatryoshkaAuxLoss = perLevel;
                 break;
         }
     }
@@ -401,6 +408,7 @@ public sealed class TrainingSettings
             bool ok = field switch
             {
                 "jumprelu_sparsity_loss_mode" => node.GetValueKind() == JsonValueKind.String,
+                "use_matryoshka_aux_loss" => node.GetValueKind() is JsonValueKind.True or JsonValueKind.False,
                 "l0_warm_up_steps" => IsWhole(node),
                 "matryoshka_widths" => node is JsonArray a && a.All(w => w is not null && IsWhole(w)),
                 _ => node.GetValueKind() == JsonValueKind.Number,
@@ -409,6 +417,7 @@ public sealed class TrainingSettings
                 throw new SaeSharpException($"{source}: {field} {node.ToJsonString()}: expected " + field switch
                 {
                     "jumprelu_sparsity_loss_mode" => "a string (\"step\")",
+                    "use_matryoshka_aux_loss" => "true or false",
                     "l0_warm_up_steps" => "a whole number of steps",
                     "matryoshka_widths" => "a list of whole numbers",
                     _ => "a number",
