@@ -356,6 +356,9 @@ public sealed class TrainingSettings
             }
             var notes = new List<string>();
             RunnerConfigFields.Apply(fields, source, notes);
+            if (fields["architecture"] is JsonValue arch && arch.GetValueKind() == JsonValueKind.String && arch.GetValue<string>() == "matching_pursuit")
+                throw new SaeSharpException($"{source}: architecture 'matching_pursuit' (SAELens 6.37's matching-pursuit training SAE, with residual_threshold, " +
+                                            $"max_iterations, stop_on_duplicate_support) is not supported by sae train: choose from {string.Join(", ", SaeRecipes.AcceptedNames)}");
             var unknown = fields.Select(f => f.Key).Where(key => !KnownFields.Value.Contains(key)).ToList();
             if (unknown.Count > 0)
                 throw new SaeSharpException($"{source}: unknown field{(unknown.Count > 1 ? "s" : "")} " +
