@@ -145,6 +145,8 @@ public sealed class TrainingPlan : IDisposable
                         differ.Add($"topk_threshold_lr {Format(rate)} ({slot.Name} in the checkpoint's run: {Format(1 - had.Training.ThresholdMomentum)})");
                     if (s.MatryoshkaWidths is not null && slot.Sae.Cfg.MatryoshkaWidths is { } widths && had.SaeConfig.MatryoshkaWidths is { } runWidths && !widths.SequenceEqual(runWidths))
                         differ.Add($"matryoshka_widths [{string.Join(", ", widths)}] ({slot.Name} in the checkpoint's run: [{string.Join(", ", runWidths)}])");
+                    if (slot.Sae.Cfg.Architecture == SaeArchitectures.MatryoshkaBatchTopK)
+                        Check("use_matryoshka_aux_loss", now.UseMatryoshkaAuxLoss, had.Training.UseMatryoshkaAuxLoss);
                     break;
             }
         }
