@@ -27,6 +27,11 @@ internal sealed class ModelDataOptionsCli
     {
         Description = "Shuffle buffer of a run from a model, in model runs: it holds N × store_batch_size_prompts context windows (SAELens n_batches_in_buffer; default: 64 windows)",
     }.Positive();
+    /// <summary><c>sae train</c> only: SAELens 6.37's activations_mixing_fraction.</summary>
+    public readonly Option<double?> MixingFraction = new("--activations-mixing-fraction")
+    {
+        Description = "Fraction of the shuffle buffer kept back each round to mix with new activations, in [0, 1] (SAELens activations_mixing_fraction; default 0.5; 0: in order)",
+    };
     public readonly Option<string?> Device = new("--device")
     {
         Description = "cpu (default) or cuda[:N] (needs a build with -p:TorchBackend=cuda): where the model runs, and for sae train where the SAEs train",
@@ -92,6 +97,7 @@ internal sealed class ModelDataOptionsCli
             TextField = parse.GetValue(TextField),
             BatchSizePrompts = config?.StoreBatchSizePrompts ?? new ModelDataOptions { ModelPath = "", DatasetPath = "" }.BatchSizePrompts,
             BufferBatches = parse.CommandResult.Command.Options.Contains(BufferBatches) ? parse.GetValue(BufferBatches) : null, // else the config's n_batches_in_buffer (TrainingPlan.ForModel)
+            ActivationsMixingFraction = parse.CommandResult.Command.Options.Contains(MixingFraction) ? parse.GetValue(MixingFraction) : null, // else the config's activations_mixing_fraction
             Processing = kwargs with { FoldLn = parse.GetValue(FoldLn) || kwargs.FoldLn, CenterWritingWeights = parse.GetValue(CenterWriting) || kwargs.CenterWritingWeights },
         };
     }

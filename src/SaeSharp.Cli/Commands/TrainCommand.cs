@@ -40,6 +40,7 @@ internal static class TrainCommand
         var data = new ModelDataOptionsCli();
         data.AddTo(command);
         command.Options.Add(data.BufferBatches);
+        command.Options.Add(data.MixingFraction);
         Cli.SetAction(command, parse =>
         {
             var path = parse.GetValue(config);
@@ -57,6 +58,7 @@ internal static class TrainCommand
             s.Seed = parse.GetValue(seed) ?? s.Seed;
             s.Out = parse.GetValue(output) ?? s.Out;
             s.CheckpointEvery = parse.GetValue(checkpointEvery) ?? s.CheckpointEvery;
+            s.ActivationsMixingFraction = parse.GetValue(data.MixingFraction) ?? s.ActivationsMixingFraction;
             s.EvalRows = parse.GetValue(evalRows) ?? s.EvalRows;
             s.GroundTruth = parse.GetValue(groundTruth) ?? s.GroundTruth;
             s.Autocast |= parse.GetValue(autocast);

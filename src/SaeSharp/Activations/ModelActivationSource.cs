@@ -14,8 +14,21 @@ public sealed record ModelActivationSourceOptions
     /// a saved state must be restored with the same value.</summary>
     public int BatchSizePrompts { get; init; } = 8;
     /// <summary>Capacity of the shuffle buffer in context windows (SAELens <c>n_batches_in_buffer</c>·batch,
-    /// dictionary_learning <c>n_ctxs</c>). It is refilled when less than half full.</summary>
+    /// dictionary_learning <c>n_ctxs</c>): the buffer is filled, one model run at a time, until it holds at least
+    /// BufferContexts × ContextSize rows (or one training batch, if that is more) before a round is served
+    /// (<see cref="MixingFraction"/>).</summary>
     public int BufferContexts { get; init; } = 64;
+    /// <summary>SAELens 6.37's <c>activations_mixing_fraction</c> (its <c>mixing_buffer</c>'s <c>mix_fraction</c>): once the
+    /// buffer is full it is shuffled (unless the fraction is 0), int(B·fraction) rows are kept back for the next round, B
+    /// the capacity in rows, and max(1, ⌊(stored − kept) / batch⌋) whole batches are served from the front; then the
+    /// buffer is filled again. 0 serves the rows in harvest order (no shuffle); 0.5 (SAELens's default) keeps half the
+    /// buffer; higher values mix more old rows into each batch. In [0, 1].</summary>
+    public double MixingFraction
+    {
+        get => _mixingFraction;
+        init => _mixingFraction = value is >= 0 and <= 1 ? value : throw new SaeSharpException($"activations_mixing_fraction must be in [0, 1], got {value}");
+    }
+    private readonly double _mixingFraction = 0.5;
     /// <summary>Token ids whose positions are dropped (BOS, EOS, padding: SAELens <c>exclude_special_tokens</c>,
     /// dictionary_learning <c>remove_bos</c>).</summary>
     public IReadOnlyCollection<long>? ExcludeTokenIds { get; init; }
@@ -42,8 +55,11 @@ public sealed record ModelActivationSourceOptions
 /// Training rows harvested from a language model run on text: the context windows are run through the model in groups
 /// of <see cref="ModelActivationSourceOptions.BatchSizePrompts"/> (no gradients, stopping after the hooks' layer), the
 /// hook's activations (and targets for <see cref="HarvestMode.InToOut"/>) of the non-excluded positions go into a buffer
-/// of many contexts that is shuffled across contexts and refilled when half empty (SAELens <c>ActivationsStore</c>,
-/// dictionary_learning <c>ActivationBuffer</c>). Finite: returns null when the windows are used up and the buffer is empty.
+/// of many contexts that is served in rounds as SAELens 6.37's <c>mixing_buffer</c> serves it
+/// (<see cref="ModelActivationSourceOptions.MixingFraction"/>): fill to capacity one model run at a time, shuffle, keep a
+/// fraction back, serve the rest as whole batches. Finite: returns null when the windows are used up and the buffer is
+/// empty; the last rows (fewer than a full buffer, after the stream ends) are shuffled too unless the fraction is 0 and
+/// served with a short last batch (SAELens's loader never ends: it restarts its dataset).
 /// <para>State (<see cref="SaveState"/>): windows consumed, generator state and the ids (window, position) of the rows
 /// in the buffer; <see cref="LoadState"/> re-runs the model on the windows those rows came from, in the same groups,
 /// so the restored buffer holds bit-identical rows in the same order.</para>
@@ -64,6 +80,7 @@ public sealed class ModelActivationSource : IActivationSource
     private Tensor? _bufIn, _bufOut;
     private long[] _ids = [];
     private int _head;           // first unread row of the buffer
+    private int _serveEnd;       // end of the rows served in this round; the rows after it are kept for the next round
     private bool _disposed;
 
     /// <summary>Disposed with the source (the model when the source loaded it).</summary>
@@ -113,14 +130,29 @@ public sealed class ModelActivationSource : IActivationSource
 
     private long CapacityRows => (long)_o.BufferContexts * _o.ContextSize;
 
+    /// <summary>Rows of the current round not yet handed out (the rest of <see cref="Buffered"/> is kept for the next round).</summary>
+    public int ServingRows => _serveEnd - _head;
+
+    /// <summary>
+    /// SAELens 6.37.6's round of <c>mixing_buffer</c> (sae_lens/training/mixing_buffer.py): of <paramref name="storedRows"/>
+    /// rows in a buffer of <paramref name="bufferRows"/>, keep int(bufferRows · <paramref name="mixingFraction"/>) and serve
+    /// max(1, ⌊(stored − kept) / batch⌋) whole batches. Returns the rows served.
+    /// </summary>
+    public static long ServedRows(long storedRows, long bufferRows, int batchSize, double mixingFraction)
+    {
+        long keep = (long)(bufferRows * mixingFraction);
+        long batches = Math.Max(1, (storedRows - keep) / batchSize);
+        return batches * batchSize;
+    }
+
     /// <inheritdoc/>
     public ActivationBatch? Next(int batchSize)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (batchSize <= 0) throw new ArgumentOutOfRangeException(nameof(batchSize), batchSize, "must be positive");
-        if (!_exhausted && (Buffered < CapacityRows / 2 || Buffered < batchSize)) Refill(Math.Max(CapacityRows, batchSize));
-        if (Buffered == 0) return null;
-        int n = Math.Min(batchSize, Buffered);
+        if (ServingRows <= 0) StartRound(batchSize);
+        if (ServingRows <= 0) return null;
+        int n = Math.Min(batchSize, ServingRows);
         Tensor input;
         using (var view = _bufIn!.narrow(0, _head, n)) input = view.clone();
         Tensor? targetOrNull = null;
@@ -131,7 +163,27 @@ public sealed class ModelActivationSource : IActivationSource
         return new ActivationBatch(input, targetOrNull);
     }
 
-    /// <summary>Harvests groups of windows until the buffer is full (or the stream ends), then shuffles it.</summary>
+    /// <summary>A new round: fill the buffer to capacity (at least one batch), shuffle it unless the mixing fraction is 0,
+    /// and serve <see cref="ServedRows"/> of it; after the stream's end, serve everything left.</summary>
+    private void StartRound(int batchSize)
+    {
+        long capacity = Math.Max(CapacityRows, batchSize);
+        if (!_exhausted) Refill(capacity);
+        bool mix = _o.Shuffle && _o.MixingFraction > 0;
+        if (Buffered >= capacity)
+        {
+            if (mix) Rebuild([], shuffle: true);
+            _serveEnd = _head + (int)Math.Min(Buffered, ServedRows(Buffered, CapacityRows, batchSize, _o.MixingFraction));
+        }
+        else
+        {
+            if (mix && Buffered > 0) Rebuild([], shuffle: true);
+            _serveEnd = _ids.Length;
+        }
+    }
+
+    /// <summary>Harvests groups of windows (one model run each) until the buffer holds <paramref name="targetRows"/>
+    /// (or the stream ends) and appends them after the rows kept from the last round.</summary>
     private void Refill(long targetRows)
     {
         var parts = new List<HarvestedRows>();
@@ -148,8 +200,8 @@ public sealed class ModelActivationSource : IActivationSource
                 else if (first < _firstPassWindows) _firstPassRows += FirstPassRows(h.Ids); // a group straddling the first pass's end
                 rows += h.Rows;
             }
-            if (parts.Count == 0 && Buffered == _ids.Length) return;
-            Rebuild(parts);
+            if (parts.Count == 0) return;
+            Rebuild(parts, shuffle: false);
         }
         finally
         {
@@ -206,8 +258,9 @@ public sealed class ModelActivationSource : IActivationSource
         return n;
     }
 
-    /// <summary>Unread rows + new rows, shuffled (one permutation per refill from the saved generator).</summary>
-    private void Rebuild(List<HarvestedRows> parts)
+    /// <summary>Unread rows + new rows, in that order, shuffled with <paramref name="shuffle"/> (one permutation per round
+    /// from the saved generator).</summary>
+    private void Rebuild(List<HarvestedRows> parts, bool shuffle)
     {
         using var scope = NewDisposeScope();
         var ins = new List<Tensor>();
@@ -228,7 +281,7 @@ public sealed class ModelActivationSource : IActivationSource
         var allIds = ids.ToArray();
         Tensor newIn = ins.Count == 0 ? empty(0, DIn) : cat(ins, 0);
         Tensor? newOut = _harvester.Spec.TargetHook is null ? null : outs.Count == 0 ? empty(0, DOut) : cat(outs, 0);
-        if (_o.Shuffle && allIds.Length > 1)
+        if (shuffle && allIds.Length > 1)
         {
             var perm = _rng.Permutation(allIds.Length);
             var pt = tensor(perm);
@@ -249,6 +302,7 @@ public sealed class ModelActivationSource : IActivationSource
         _bufOut = output;
         _ids = ids;
         _head = 0;
+        _serveEnd = 0;
     }
 
     /// <inheritdoc/>
@@ -266,6 +320,8 @@ public sealed class ModelActivationSource : IActivationSource
             ["context_size"] = _o.ContextSize,
             ["batch_size_prompts"] = _o.BatchSizePrompts,
             ["buffer_contexts"] = _o.BufferContexts,
+            ["mixing_fraction"] = _o.MixingFraction,
+            ["serving_rows"] = ServingRows,
             ["contexts_consumed"] = _consumed,
             ["exhausted"] = _exhausted,
             ["rows_delivered"] = _delivered,
@@ -291,6 +347,8 @@ public sealed class ModelActivationSource : IActivationSource
             if ((int?)state["buffer_contexts"] is int saved && saved != _o.BufferContexts)
                 throw new SaeSharpException($"saved state has a shuffle buffer of {saved} context windows but this source has {_o.BufferContexts} " +
                                             "(SAELens's n_batches_in_buffer × store_batch_size_prompts): resume with the run's --buffer-batches, or none if it had none");
+            if ((double?)state["mixing_fraction"] is double savedFraction && savedFraction != _o.MixingFraction)
+                throw new SaeSharpException($"saved state has activations_mixing_fraction {savedFraction} but this source has {_o.MixingFraction}: resume with the run's fraction");
             long consumed = (long)state["contexts_consumed"]!;
             bool exhausted = (bool)state["exhausted"]!;
             var rng = ((JsonArray)state["rng"]!).Select(n => ulong.Parse((string)n!, System.Globalization.CultureInfo.InvariantCulture)).ToArray();
@@ -298,6 +356,8 @@ public sealed class ModelActivationSource : IActivationSource
             var ids = new long[bytes.Length / sizeof(long)];
             Buffer.BlockCopy(bytes, 0, ids, 0, bytes.Length);
             Restore(consumed, exhausted, SeededRandom.FromState(rng), ids);
+            // States written before rounds existed serve what their buffer holds, then start a round.
+            _serveEnd = Math.Min(_ids.Length, (int?)state["serving_rows"] ?? _ids.Length);
             // States written before these counters existed restore them as zero.
             _delivered = (long?)state["rows_delivered"] ?? 0;
             _firstPassRows = (long?)state["first_pass_rows"] ?? 0;

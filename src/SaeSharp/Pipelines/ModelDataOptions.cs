@@ -51,4 +51,13 @@ public sealed record ModelDataOptions
     /// <summary>Shuffle-buffer capacity in context windows: <see cref="BufferBatches"/> × <see cref="BatchSizePrompts"/>,
     /// else <see cref="DefaultBufferContexts"/> (at least one model run).</summary>
     public int BufferContexts => Math.Max(BatchSizePrompts, BufferBatches is int n ? checked(n * BatchSizePrompts) : DefaultBufferContexts);
+    /// <summary>SAELens 6.37's <c>activations_mixing_fraction</c> (<c>--activations-mixing-fraction</c>): the fraction of a
+    /// training source's shuffle buffer kept back for the next round
+    /// (<see cref="Activations.ModelActivationSourceOptions.MixingFraction"/>). Null: 0.5, SAELens's default.</summary>
+    public double? ActivationsMixingFraction
+    {
+        get => _mixingFraction;
+        init => _mixingFraction = value is null or (>= 0 and <= 1) ? value : throw new SaeSharpException($"activations_mixing_fraction (--activations-mixing-fraction) must be in [0, 1], got {value}");
+    }
+    private readonly double? _mixingFraction;
 }

@@ -60,6 +60,7 @@ public static class ModelPipeline
                     ContextSize = ctx, BatchSizePrompts = data.BatchSizePrompts, BufferContexts = Math.Max(bufferContexts ?? data.BufferContexts, data.BatchSizePrompts),
                     ExcludeTokenIds = data.ExcludeSpecialTokens == true ? SpecialTokenIds(tokenizer) : null,
                     Seed = seed, MaxContexts = ContextsFor(data.Tokens, ctx), ModelHooks = pm.Hooks, Epochs = data.Epochs,
+                    MixingFraction = data.ActivationsMixingFraction ?? 0.5,
                 });
             src.Owned = pm;
             return src;

@@ -148,6 +148,8 @@ public sealed class TrainingPlan : IDisposable
                         differ.Add($"topk_threshold_lr {Format(rate)} ({slot.Name} in the checkpoint's run: {Format(1 - had.Training.ThresholdMomentum)})");
                     if (s.MatryoshkaWidths is not null && slot.Sae.Cfg.MatryoshkaWidths is { } widths && had.SaeConfig.MatryoshkaWidths is { } runWidths && !widths.SequenceEqual(runWidths))
                         differ.Add($"matryoshka_widths [{string.Join(", ", widths)}] ({slot.Name} in the checkpoint's run: [{string.Join(", ", runWidths)}])");
+                    if (slot.Sae.Cfg.Architecture == SaeArchitectures.MatryoshkaBatchTopK)
+                        Check("use_matryoshka_aux_loss", now.UseMatryoshkaAuxLoss, had.Training.UseMatryoshkaAuxLoss);
                     break;
             }
         }
@@ -172,7 +174,12 @@ public sealed class TrainingPlan : IDisposable
             metadata = MetadataOf(manifest);
             if (manifest.TargetHook is not null) targetName ??= "targets";
         }
-        var fileOptions = new ActivationFileSourceOptions { Seed = (ulong)s.Seed, Epochs = s.Epochs ?? 0, TargetName = targetName };
+        // SAELens reads a cache in order through the same mixing buffer as a model's activations: fraction 0 is that order;
+        // the file source's own buffer (uniform draws, refilled when half empty) stands for SAELens's default 0.5 only.
+        if (s.ActivationsMixingFraction is double f && f != 0 && f != 0.5)
+            throw new SaeSharpException($"{s.Source ?? "training settings"}: activations_mixing_fraction {f} applies to runs from a model (model_name / --model); " +
+                                        "a run on activation files takes 0 (rows in file order) or 0.5 (SaeSharp's file buffer, SAELens's default)");
+        var fileOptions = new ActivationFileSourceOptions { Seed = (ulong)s.Seed, Epochs = s.Epochs ?? 0, TargetName = targetName, Shuffle = s.ActivationsMixingFraction != 0 };
         var (train, eval) = ActivationSplit.HoldOut([s.Activations], s.EvalRows, fileOptions);
         try
         {
@@ -200,6 +207,8 @@ public sealed class TrainingPlan : IDisposable
         if (data.Tokens is null && s.Steps is null && s.TrainingTokens is long runTokens) data = data with { Tokens = runTokens };
         // SAELens's n_batches_in_buffer sizes the shuffle buffer as --buffer-batches does (the flag wins).
         if (data.BufferBatches is null && s.NBatchesInBuffer is int bufferBatches) data = data with { BufferBatches = bufferBatches };
+        // SAELens's activations_mixing_fraction likewise (--activations-mixing-fraction wins).
+        if (data.ActivationsMixingFraction is null && s.ActivationsMixingFraction is double mixing) data = data with { ActivationsMixingFraction = mixing };
         long steps = s.RunSteps ?? (data.Tokens is long tokens ? Math.Max(1, tokens / s.BatchSize) : 1000);
         var trainer = s.Trainer.Clone();
         long initRows = InitializationRows(trainer, s.BatchSize);

@@ -70,6 +70,11 @@ public sealed class SaeTrainingOptions
     public bool GatedAuxDetachDecoder { get; set; }
     /// <summary>Matryoshka: weight of each prefix group's reconstruction loss; null means weight 1 for every prefix.</summary>
     public double[]? MatryoshkaLossWeights { get; set; }
+    /// <summary>Matryoshka: SAELens 6.37's <c>use_matryoshka_aux_loss</c>. False (default, as SAELens): one AuxK term on the
+    /// full width's residual over all dead latents. True: one AuxK term per matryoshka level, summed, in which the dead
+    /// latents of that level alone reconstruct the residual of the prefix through that level (target − ŷ_level); a level
+    /// without dead latents adds nothing (<see cref="MatryoshkaBatchTopKSae"/>).</summary>
+    [JsonPropertyName("use_matryoshka_aux_loss")] public bool UseMatryoshkaAuxLoss { get; set; }
     /// <summary>Run the training pass's dense matmuls in bfloat16 (SAELens's <c>autocast</c>): the weights, Adam state,
     /// gradients and losses stay float32 and the products accumulate in float32; only the matmul operands are rounded
     /// to bfloat16. Fast on CPUs with AVX512-BF16 or AMX (<see cref="Kernels.CpuFeatures.Bf16MatMul"/>); inference and

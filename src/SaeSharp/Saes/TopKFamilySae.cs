@@ -219,7 +219,7 @@ public abstract class TopKFamilySae : Sae
         var loss = reconLoss;
         if (deadIdx is not null)
         {
-            var aux = AuxKLoss(x, target, y, deadIdx, deadPre, encT, deadChosen);
+            var aux = AuxiliaryLoss(x, target, y, deadIdx, deadPre, encT, deadChosen);
             using var auxKCoefficient = Training.AuxKCoefficient.ToScalar();
             loss = loss.add(aux * auxKCoefficient, TorchScalars.One);
             losses["auxiliary_reconstruction_loss"] = aux.detach();
@@ -253,6 +253,11 @@ public abstract class TopKFamilySae : Sae
         losses["mse_loss"] = mse;
         return (y, mse);
     }
+
+    /// <summary>The AuxK term of the step (<see cref="AuxKLoss"/> over every dead latent on the full residual); Matryoshka
+    /// overrides it with one term per level when <see cref="SaeTrainingOptions.UseMatryoshkaAuxLoss"/> is set.</summary>
+    internal virtual Tensor AuxiliaryLoss(Tensor x, Tensor target, Tensor y, Tensor deadIdx, Tensor? deadPre, Tensor? encT, (Tensor Rows, Tensor Local, Tensor Values)? chosen) =>
+        AuxKLoss(x, target, y, deadIdx, deadPre, encT, chosen);
 
     /// <summary>Hook after the active latents are chosen (BatchTopK updates its threshold estimate here).</summary>
     internal virtual void AfterSelection(SparseCode code, Tensor vals, SaeTrainContext ctx) { }

@@ -55,6 +55,7 @@ public static class RunnerConfigFields
         new("d_in", RunnerFieldUse.Mapped, "checked against the width of the activations at the hook"),
         new("store_batch_size_prompts", RunnerFieldUse.Mapped, "context windows per model run"),
         new("n_batches_in_buffer", RunnerFieldUse.Mapped, "--buffer-batches: the shuffle buffer of a run from a model holds n_batches_in_buffer × store_batch_size_prompts context windows"),
+        new("activations_mixing_fraction", RunnerFieldUse.Mapped, "--activations-mixing-fraction: the fraction of the shuffle buffer kept back each round (SAELens 6.37's mixing buffer; 0: in order)"),
         new("model_from_pretrained_kwargs", RunnerFieldUse.Mapped, "fold_ln, center_writing_weights, center_unembed, fold_value_biases (--fold-ln, --center-writing-weights) and dtype (--dtype); other keys are refused"),
         new("device", RunnerFieldUse.Mapped, "--device"),
         new("seed", RunnerFieldUse.Mapped, "--seed"),

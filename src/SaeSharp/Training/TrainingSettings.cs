@@ -92,6 +92,10 @@ public sealed class TrainingSettings
     /// <summary>SAELens's <c>matryoshka_widths</c>: cumulative prefix widths of the matryoshka recipe, strictly increasing,
     /// the last equal to d_sae. Null: d_sae/16, /8, /4, /2, d_sae.</summary>
     [JsonPropertyName("matryoshka_widths")] public int[]? MatryoshkaWidths { get; set; }
+    /// <summary>SAELens 6.37's <c>use_matryoshka_aux_loss</c>: true gives each matryoshka level its own AuxK term, in which
+    /// that level's dead latents reconstruct the residual of the prefix through it
+    /// (<see cref="Saes.SaeTrainingOptions.UseMatryoshkaAuxLoss"/>). Null: false (SAELens's default).</summary>
+    [JsonPropertyName("use_matryoshka_aux_loss")] public bool? UseMatryoshkaAuxLoss { get; set; }
     /// <summary>SAELens's <c>jumprelu_bandwidth</c>: the straight-through bandwidth ε of jumprelu
     /// (<see cref="Saes.SaeTrainingOptions.Bandwidth"/>). Null: 0.001 (0.05 with <see cref="TargetL0"/>).</summary>
     [JsonPropertyName("jumprelu_bandwidth")] public double? JumpReluBandwidth { get; set; }
@@ -134,6 +138,11 @@ public sealed class TrainingSettings
     /// <summary>SAELens's <c>n_batches_in_buffer</c>: in a run from a model, the shuffle buffer holds n_batches_in_buffer ×
     /// store_batch_size_prompts context windows (<see cref="Pipelines.ModelDataOptions.BufferBatches"/>, <c>--buffer-batches</c>).</summary>
     [JsonPropertyName("n_batches_in_buffer")] public int? NBatchesInBuffer { get; set; }
+    /// <summary>SAELens 6.37's <c>activations_mixing_fraction</c>: the fraction of the shuffle buffer kept back each round to
+    /// mix with new activations (<see cref="Activations.ModelActivationSourceOptions.MixingFraction"/>,
+    /// <c>--activations-mixing-fraction</c>); 0 serves the activations in order. Null: 0.5 (SAELens's default). A run on
+    /// activation files takes 0 (file order) or 0.5 only.</summary>
+    [JsonPropertyName("activations_mixing_fraction")] public double? ActivationsMixingFraction { get; set; }
     /// <summary>SAELens's <c>dead_feature_window</c>, in training steps: a latent is dead once it has not fired for more than
     /// this many steps (SAELens's <c>n_forward_passes_since_fired &gt; dead_feature_window</c>, the mask of its AuxK and
     /// pre-activation losses). The plan sets the trainer's window, which counts rows
@@ -180,6 +189,7 @@ public sealed class TrainingSettings
         ("aux_loss_coefficient", [SaeArchitectures.TopK, SaeArchitectures.BatchTopK, SaeArchitectures.MatryoshkaBatchTopK]),
         ("topk_threshold_lr", [SaeArchitectures.BatchTopK, SaeArchitectures.MatryoshkaBatchTopK]),
         ("matryoshka_widths", [SaeArchitectures.MatryoshkaBatchTopK]),
+        ("use_matryoshka_aux_loss", [SaeArchitectures.MatryoshkaBatchTopK]),
     ];
 
     /// <summary>The <see cref="ArchitectureFields"/> these settings give (non-null), in that order.</summary>
@@ -199,6 +209,7 @@ public sealed class TrainingSettings
             Add("aux_loss_coefficient", AuxLossCoefficient);
             Add("topk_threshold_lr", TopKThresholdLr);
             Add("matryoshka_widths", MatryoshkaWidths);
+            Add("use_matryoshka_aux_loss", UseMatryoshkaAuxLoss);
             return given;
         }
     }
@@ -289,6 +300,7 @@ public sealed class TrainingSettings
             case SaeArchitectures.TopK or SaeArchitectures.BatchTopK or SaeArchitectures.MatryoshkaBatchTopK:
                 if (AuxLossCoefficient is double aux) t.AuxKCoefficient = aux;
                 if (TopKThresholdLr is double rate && sae.Cfg.Architecture != SaeArchitectures.TopK) t.ThresholdMomentum = 1 - rate;
+                if (UseMatryoshkaAuxLoss is bool perLevel && sae.Cfg.Architecture == SaeArchitectures.MatryoshkaBatchTopK) t.UseMatryoshkaAuxLoss = perLevel;
                 break;
         }
     }
@@ -344,6 +356,9 @@ public sealed class TrainingSettings
             }
             var notes = new List<string>();
             RunnerConfigFields.Apply(fields, source, notes);
+            if (fields["architecture"] is JsonValue arch && arch.GetValueKind() == JsonValueKind.String && arch.GetValue<string>() == "matching_pursuit")
+                throw new SaeSharpException($"{source}: architecture 'matching_pursuit' (SAELens 6.37's matching-pursuit training SAE, with residual_threshold, " +
+                                            $"max_iterations, stop_on_duplicate_support) is not supported by sae train: choose from {string.Join(", ", SaeRecipes.AcceptedNames)}");
             var unknown = fields.Select(f => f.Key).Where(key => !KnownFields.Value.Contains(key)).ToList();
             if (unknown.Count > 0)
                 throw new SaeSharpException($"{source}: unknown field{(unknown.Count > 1 ? "s" : "")} " +
@@ -369,6 +384,8 @@ public sealed class TrainingSettings
             settings.ValidateArchitectureFields();
             if (settings.NBatchesInBuffer is <= 0)
                 throw new SaeSharpException($"{source}: n_batches_in_buffer {settings.NBatchesInBuffer}: expected a positive number of model runs");
+            if (settings.ActivationsMixingFraction is double mixing && !(mixing >= 0 && mixing <= 1))
+                throw new SaeSharpException($"{source}: activations_mixing_fraction {mixing}: expected a fraction in [0, 1] (as SAELens's mix_fraction)");
             settings.Trainer = TrainerConfig.FromJson(normalized, source);
             // dead_feature_window is SAELens's, in steps (DeadFeatureWindowSteps); the plan converts it to the trainer's rows.
             settings.Trainer.DeadFeatureWindow = null;
@@ -394,6 +411,7 @@ public sealed class TrainingSettings
             bool ok = field switch
             {
                 "jumprelu_sparsity_loss_mode" => node.GetValueKind() == JsonValueKind.String,
+                "use_matryoshka_aux_loss" => node.GetValueKind() is JsonValueKind.True or JsonValueKind.False,
                 "l0_warm_up_steps" => IsWhole(node),
                 "matryoshka_widths" => node is JsonArray a && a.All(w => w is not null && IsWhole(w)),
                 _ => node.GetValueKind() == JsonValueKind.Number,
@@ -402,6 +420,7 @@ public sealed class TrainingSettings
                 throw new SaeSharpException($"{source}: {field} {node.ToJsonString()}: expected " + field switch
                 {
                     "jumprelu_sparsity_loss_mode" => "a string (\"step\")",
+                    "use_matryoshka_aux_loss" => "true or false",
                     "l0_warm_up_steps" => "a whole number of steps",
                     "matryoshka_widths" => "a list of whole numbers",
                     _ => "a number",

@@ -27,7 +27,7 @@ public class ModelActivationSourceTests : ModelTestBase
     }
 
     /// <summary>Full-model (no stop-at-layer) cache rows of <paramref name="hook"/> at positions whose token is not BOS.</summary>
-    private static Tensor Expected(HookedTransformer model, List<long[]> windows, string hook, bool dropBos)
+    internal static Tensor Expected(HookedTransformer model, List<long[]> windows, string hook, bool dropBos)
     {
         var tokens = Tokens([.. windows]);
         var (logits, cache) = model.RunWithCache(tokens, [hook]);

@@ -657,6 +657,33 @@ public class ModelTrainCommandTests : IDisposable
     }
 
     [Fact]
+    public void SaeLens637MixingFractionInAConfigTrainsAsTheFlag()
+    {
+        // SAELens 6.37.6's activations_mixing_fraction and LoggingConfig.log_weights_to_wandb in a runner config.
+        var model = Model();
+        var data = JsonlDataset();
+        string good = File.ReadAllText(RunnerConfig(model, data, "runner637.json", ", \"activations_mixing_fraction\": 0.25"));
+        File.WriteAllText(P("runner637.json"), good.Replace("\"logger\": {", "\"logger\": {\"log_weights_to_wandb\": true, "));
+        var r = CliRunner.Run("train", "--config", P("runner637.json"));
+        Ok(r);
+        Assert.Contains("log_weights_to_wandb", r.Err);
+        Ok(CliRunner.Run("train", "--model", model, "--hook", "blocks.0.hook_mlp_out", "--dataset", data, "--tokens", "4096",
+            "--context-size", "32", "--arch", "topk", "--k", "4", "--dict-size", "64", "--batch-size", "256", "--lr", "0.0003",
+            "--eval-rows", "256", "--deterministic", "--buffer-batches", "20", "--activations-mixing-fraction", "0.25", "--out", P("flag637")));
+        Ok(CliRunner.Run("train", "--model", model, "--hook", "blocks.0.hook_mlp_out", "--dataset", data, "--tokens", "4096",
+            "--context-size", "32", "--arch", "topk", "--k", "4", "--dict-size", "64", "--batch-size", "256", "--lr", "0.0003",
+            "--eval-rows", "256", "--deterministic", "--buffer-batches", "20", "--out", P("flag05")));
+        using (NewDisposeScope())
+        {
+            var wa = SafeTensors.Load(P("cfgrun", "sae_weights.safetensors"));
+            var wb = SafeTensors.Load(P("flag637", "sae_weights.safetensors"));
+            var wc = SafeTensors.Load(P("flag05", "sae_weights.safetensors"));
+            foreach (var (name, t) in wa) Assert.True(t.allclose(wb[name], rtol: 0, atol: 0), $"{name} differs between the config and the flag");
+            Assert.False(wa["W_dec"].allclose(wc["W_dec"], rtol: 0, atol: 0), "the mixing fraction should change the batches and so the SAE");
+        }
+    }
+
+    [Fact]
     public void SaeLensRunnerConfigErrorsNameTheField()
     {
         var model = Model();

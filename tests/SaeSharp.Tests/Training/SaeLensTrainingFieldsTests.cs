@@ -238,6 +238,26 @@ public class SaeLensTrainingFieldsTests : IDisposable
     }
 
     [Fact]
+    public void UseMatryoshkaAuxLossReachesTheTrainedSaeAndItsCheckpointAndAResumeMustKeepIt()
+    {
+        // SAELens 6.37.6's use_matryoshka_aux_loss through the plan into the SAE, a run and its checkpoint
+        // (dead_feature_window 0: a latent silent for one step is dead, so the per-level AuxK can run in these 4 steps).
+        const string fields = "\"k\": 2, \"matryoshka_widths\": [4, 16], \"use_matryoshka_aux_loss\": true, \"dead_feature_window\": 0";
+        using (var plan = TrainingPlan.ForActivations(Settings("matryoshka", fields)))
+        {
+            Assert.True(Assert.IsType<MatryoshkaBatchTopKSae>(plan.Options.Saes[0].Sae).Training.UseMatryoshkaAuxLoss);
+            plan.Run();
+        }
+        using (var checkpoint = TrainerCheckpoint.Load(P("run", TrainingRun.CheckpointFolder)))
+            Assert.True(checkpoint.Saes[0].Training.UseMatryoshkaAuxLoss);
+        var e = Assert.Throws<SaeSharpException>(() => TrainingPlan.ForActivations(
+            Settings("matryoshka", "\"k\": 2, \"matryoshka_widths\": [4, 16], \"use_matryoshka_aux_loss\": false, \"dead_feature_window\": 0"), resume: true));
+        Assert.Contains("use_matryoshka_aux_loss False (matryoshka in the checkpoint's run: True)", e.Message);
+        using (var plan = TrainingPlan.ForActivations(Settings("matryoshka", fields), resume: true))
+            Assert.Equal(4, plan.Run().Steps);
+    }
+
+    [Fact]
     public void AResumeGivenAnotherValueIsRefusedAndTheSameValueResumes()
     {
         const string fields = "\"k\": 2, \"aux_loss_coefficient\": 0.25, \"jumprelu_bandwidth\": 0.05, \"l0_coefficient\": 1.5, \"matryoshka_widths\": [4, 16]";
