@@ -33,7 +33,7 @@ public sealed class TrainingSettings
     [JsonPropertyName("k")] public int? K { get; set; }
     /// <summary>Sparsity coefficient λ (<c>--l1</c>); null: the recipe's (<see cref="SaeRecipes.DefaultSparsityCoefficient"/>).</summary>
     [JsonPropertyName("l1_coefficient")] public double? L1Coefficient { get; set; }
-    /// <summary>Adapt λ during training to end near this L0 (relu, relu-april, gated, jumprelu).</summary>
+    /// <summary>Adapt λ during training to end near this L0 (the recipes with a sparsity coefficient: relu, relu-april, gated, jumprelu and the skip transcoders).</summary>
     [JsonPropertyName("target_l0")] public double? TargetL0 { get; set; }
     /// <summary>Latents d_sae (<c>--dict-size</c>); null: <see cref="ExpansionFactor"/> × d_in.</summary>
     [JsonPropertyName("d_sae")] public int? DSae { get; set; }
@@ -73,7 +73,7 @@ public sealed class TrainingSettings
     /// (<see cref="Pipelines.TrainingPlan.ForModel"/>), no limit for activation files (<see cref="Pipelines.TrainingPlan.ForActivations"/>).</summary>
     [JsonPropertyName("epochs")] public int? Epochs { get; set; }
 
-    /// <summary>SAELens's <c>l0_coefficient</c>: the sparsity coefficient λ of the jumprelu recipe (its L0 penalty). In a run
+    /// <summary>SAELens's <c>l0_coefficient</c>: the sparsity coefficient λ of the jumprelu recipes (jumprelu, jumprelu_skip_transcoder: their L0 penalty). In a run
     /// of several architectures <see cref="L1Coefficient"/> then sets the others' λ only; without it
     /// <see cref="L1Coefficient"/> sets jumprelu's too. Null: the recipe's (0.5).</summary>
     [JsonPropertyName("l0_coefficient")] public double? L0Coefficient { get; set; }
