@@ -72,13 +72,14 @@ public class SkipTranscoderTrainingTests
 
     /// <summary>Trained by its recipe on <see cref="LinearPlusSparse"/> data, a skip transcoder's W_skip approaches A, and its
     /// held-out FVU is less than half that of the same run without the skip connection (relu-april / jumprelu transcoders),
-    /// which must spend latents on the dense linear part. (Measured: ‖W_skip − A‖/‖A‖ about 0.01 for skip_transcoder and
-    /// 0.12 for jumprelu_skip_transcoder, whose L0 penalty does not price the magnitudes its active latents carry of the
-    /// linear part; FVU about 0.3 of the run without.)</summary>
+    /// which must spend latents on the dense linear part. The run normalises its activations as <c>sae train</c> does, so
+    /// the W_skip compared is the one folded back to raw units. (Measured: ‖W_skip − A‖/‖A‖ 0.016 for skip_transcoder and
+    /// 0.16 for jumprelu_skip_transcoder, whose L0 penalty does not price the magnitudes its active latents carry of the
+    /// linear part; FVU 0.2 and 0.12 of the run without.)</summary>
     [Theory]
-    [InlineData("skip_transcoder", "relu-april")]
-    [InlineData("jumprelu_skip_transcoder", "jumprelu")]
-    public void ARunLearnsTheLinearPartInWSkipAndReconstructsFarBetterThanWithoutIt(string recipe, string withoutSkip)
+    [InlineData("skip_transcoder", "relu-april", 0.05)]
+    [InlineData("jumprelu_skip_transcoder", "jumprelu", 0.25)]
+    public void ARunLearnsTheLinearPartInWSkipAndReconstructsFarBetterThanWithoutIt(string recipe, string withoutSkip, double maxRelativeError)
     {
         var (x, y, a) = LinearPlusSparse(8192, seed: 1);
         var (xEval, yEval, _) = LinearPlusSparse(2048, seed: 2, a);
@@ -89,6 +90,7 @@ public class SkipTranscoderTrainingTests
                 using var source = new InMemorySource(x.clone(), y.clone(), seed: 3);
                 var config = SaeRecipes.RunConfig(r, Config(1000, batch: 128), 32, new HashSet<string> { "lr" });
                 config.Lr = 1e-2;
+                config.NormalizeActivations = "expected_average_only_in"; // as sae train: W_skip is folded back to raw units at the end
                 using var trainer = new SaeTrainer(config, source, [new SaeSlot(r, Create(r, 16, 32, 16))]);
                 using var result = trainer.Run();
                 var sae = result.Saes[0].Sae;
@@ -101,7 +103,7 @@ public class SkipTranscoderTrainingTests
             using (learned)
             {
                 double relative = ((learned! - a).norm().item<float>()) / a.norm().item<float>();
-                Assert.True(relative < 0.2, $"{recipe}: ‖W_skip − A‖/‖A‖ = {relative:F3}");
+                Assert.True(relative < maxRelativeError, $"{recipe}: ‖W_skip − A‖/‖A‖ = {relative:F3}");
             }
             Assert.True(fvu < 0.5 * fvuWithout, $"{recipe}: FVU {fvu:F4}, without the skip connection ({withoutSkip}) {fvuWithout:F4}");
         }
