@@ -133,7 +133,7 @@ public static class SaeRecipes
     /// sparsity warm-up over the first T/20 steps for the λ recipes (Anthropic April 2024: 5 %); gradient norm clipped to 1
     /// (Anthropic April 2024, dictionary_learning's April, TopK, BatchTopK and JumpReLU trainers); b_dec initialised to the
     /// geometric median of a sample (dictionary_learning's TopK/BatchTopK trainers, SAELens's original default), zeros for
-    /// relu and relu-april (dictionary_learning's AutoEncoder; <see cref="SaeRecipe.BDecInitMethod"/>); dead-latent
+    /// relu, relu-april and skip_transcoder (dictionary_learning's AutoEncoder; <see cref="SaeRecipe.BDecInitMethod"/>); dead-latent
     /// resampling at T/4, T/2 and 3T/4 for <c>relu</c> runs of at least 1000 steps (Towards Monosemanticity resamples 4
     /// times in 10⁵ steps).
     /// </summary>
