@@ -15,7 +15,7 @@ internal static class TrainCommand
         var arch = new Option<string?>("--arch") { Description = $"Architecture(s), comma-separated: {string.Join("|", SaeRecipes.AcceptedNames)}" };
         var k = new Option<int?>("--k") { Description = "Active latents per row (topk, batchtopk, matryoshka)" }.Positive();
         var l1 = new Option<double?>("--l1") { Description = "Sparsity coefficient (L1, or L0 for jumprelu); default: the recipe's (docs/recipes.md)" };
-        var targetL0 = new Option<double?>("--target-l0") { Description = "relu, relu-april, gated, jumprelu: adapt the sparsity coefficient during training to end near this L0" };
+        var targetL0 = new Option<double?>("--target-l0") { Description = "relu, relu-april, gated, jumprelu, skip_transcoder, jumprelu_skip_transcoder: adapt the sparsity coefficient during training to end near this L0" };
         var dictSize = new Option<int?>("--dict-size") { Description = "Number of latents d_sae" }.Positive();
         var expansion = new Option<int?>("--expansion") { Description = "d_sae = expansion × d_in (default 8)" }.Positive();
         var batchSize = new Option<int?>("--batch-size") { Description = "Rows per step (default 4096)" }.Positive();

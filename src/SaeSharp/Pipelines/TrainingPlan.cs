@@ -67,7 +67,7 @@ public sealed class TrainingPlan : IDisposable
             {
                 if (!(target > 0)) throw new SaeSharpException($"--target-l0 {target}: expected a positive number of active latents");
                 foreach (var r in recipes.Where(r => !SaeRecipes.HasSparsityCoefficient(r)))
-                    throw new SaeSharpException($"--target-l0 applies to relu, relu-april, gated and jumprelu; '{r}' sets its L0 with --k");
+                    throw new SaeSharpException($"--target-l0 applies to {string.Join(", ", SaeRecipes.Names.Where(SaeRecipes.HasSparsityCoefficient))}; '{r}' sets its L0 with --k");
             }
             ApplyCadence(trainer, steps, s.CheckpointEvery > 0 ? s.CheckpointEvery : s.NCheckpoints is int n and > 0 ? Math.Max(1, steps / n) : 0);
             var pass = s.ParsedCandidatePass;
@@ -132,7 +132,7 @@ public sealed class TrainingPlan : IDisposable
                 if (given is null || !s.GivenArchitectureFields.Contains(field)) return;
                 if (!Equals(given, run)) differ.Add($"{field} {Format(given)} ({slot.Name} in the checkpoint's run: {Format(run)})");
             }
-            switch (slot.Sae.Cfg.Architecture)
+            switch (SaeArchitectures.TrainsAs(slot.Sae.Cfg.Architecture))
             {
                 case SaeArchitectures.JumpReLU:
                     if (!had.Training.AdaptToTargetL0) Check("l0_coefficient", s.L0Coefficient, had.Training.SparsityCoefficient);

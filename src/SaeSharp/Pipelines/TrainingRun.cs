@@ -180,7 +180,7 @@ public static class TrainingRun
     /// is saved as JumpReLU but trained with no coefficient, so it records none.</summary>
     private static void RecordSparsityCoefficient(Saes.Sae saved, Saes.Sae trained)
     {
-        var arch = trained.Cfg.Architecture;
+        var arch = Saes.SaeArchitectures.TrainsAs(trained.Cfg.Architecture);
         if (arch is not (Saes.SaeArchitectures.Standard or Saes.SaeArchitectures.Gated or Saes.SaeArchitectures.JumpReLU)) return;
         var t = trained.Training;
         var extra = saved.Cfg.Extra ??= new();

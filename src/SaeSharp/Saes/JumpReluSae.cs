@@ -33,6 +33,8 @@ public sealed class JumpReluSae : Sae
     {
         Name = SaeArchitectures.JumpReluSkipTranscoder,
         Create = c => new JumpReluSae(c),
+        TrainsAs = SaeArchitectures.JumpReLU,
+        TranscoderOnly = true,
     };
 
 #pragma warning disable IDE1006 // field name is the state_dict key

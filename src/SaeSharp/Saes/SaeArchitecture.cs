@@ -16,6 +16,14 @@ public sealed class SaeArchitecture
     public IReadOnlyList<string> Aliases { get; init; } = [];
     /// <summary>Whether the config needs a positive <c>k</c> (the TopK family).</summary>
     public bool NeedsK { get; init; }
+    /// <summary>The architecture whose training behaviour this one shares (its recipe fields, sparsity coefficient and
+    /// target-L0 control; <see cref="SaeArchitectures.TrainsAs"/>); null: its own. A skip transcoder trains as the SAE of
+    /// its encoder (<c>skip_transcoder</c> as <c>standard</c>, <c>jumprelu_skip_transcoder</c> as <c>jumprelu</c>) and is
+    /// saved under its own name.</summary>
+    public string? TrainsAs { get; init; }
+    /// <summary>Whether the architecture maps an input to other targets only (a skip transcoder: <c>W_skip</c> maps the
+    /// input to the output space), so that training needs targets (<c>d_out</c>).</summary>
+    public bool TranscoderOnly { get; init; }
     /// <summary>Further checks of a config (throw a <see cref="SaeSharpException"/> naming the source and the field).</summary>
     public Action<SaeConfig, string>? Validate { get; init; }
 }

@@ -50,6 +50,12 @@ public static class SaeArchitectures
     public static SaeArchitecture Get(string name, string source = "cfg.json") =>
         Find(name) ?? throw new SaeSharpException($"{source}: unknown architecture '{name}' (known: {string.Join(", ", All)})");
 
+    /// <summary>The architecture whose training behaviour <paramref name="architecture"/> shares
+    /// (<see cref="SaeArchitecture.TrainsAs"/>): <see cref="JumpReLU"/> for <see cref="JumpReluSkipTranscoder"/>,
+    /// <see cref="Standard"/> for <see cref="SkipTranscoder"/>, else its own registered name (an unknown name as given).
+    /// Compare this, not the cfg.json name, where training behaviour is meant.</summary>
+    public static string TrainsAs(string architecture) => Find(architecture) is { } a ? a.TrainsAs ?? a.Name : architecture;
+
     /// <summary>Registers an architecture of one's own (its name and aliases must be new).</summary>
     public static void Register(SaeArchitecture architecture)
     {

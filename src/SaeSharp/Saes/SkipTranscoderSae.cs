@@ -15,7 +15,13 @@ namespace SaeSharp.Saes;
 public sealed class SkipTranscoderSae : Sae
 {
     /// <summary>The registry entry of "skip_transcoder" (SAELens's name).</summary>
-    public static SaeArchitecture Descriptor { get; } = new() { Name = SaeArchitectures.SkipTranscoder, Create = c => new SkipTranscoderSae(c) };
+    public static SaeArchitecture Descriptor { get; } = new()
+    {
+        Name = SaeArchitectures.SkipTranscoder,
+        Create = c => new SkipTranscoderSae(c),
+        TrainsAs = SaeArchitectures.Standard,
+        TranscoderOnly = true,
+    };
 
     /// <summary>A skip transcoder of shape <paramref name="cfg"/> (zero weights).</summary>
     public SkipTranscoderSae(SaeConfig cfg) : base(cfg, hasSkip: true) => RegisterComponents();

@@ -38,6 +38,15 @@ public sealed record SaeRecipe(string Name, string Architecture)
     /// <summary>Whether runs of at least 1,000 steps resample dead latents at T/4, T/2 and 3T/4 (Towards Monosemanticity).</summary>
     public bool ResamplesDeadLatents { get; init; }
 
+    /// <summary>The architecture whose training behaviour the recipe's shares (<see cref="SaeArchitectures.TrainsAs"/>):
+    /// <c>jumprelu</c> for <c>jumprelu_skip_transcoder</c>, <c>standard</c> for <c>skip_transcoder</c>, else
+    /// <see cref="Architecture"/>.</summary>
+    public string TrainsAs => SaeArchitectures.TrainsAs(Architecture);
+
+    /// <summary>Whether the recipe trains transcoders only (<see cref="SaeArchitecture.TranscoderOnly"/>: a skip
+    /// transcoder's W_skip maps the input to the targets).</summary>
+    public bool TranscoderOnly => SaeArchitectures.Get(Architecture, "recipe").TranscoderOnly;
+
     /// <summary>Whether the architecture keeps k latents per row or batch (and so needs <c>--k</c>).</summary>
     public bool IsKSparse => Architecture is SaeArchitectures.TopK or SaeArchitectures.BatchTopK or SaeArchitectures.MatryoshkaBatchTopK;
 }

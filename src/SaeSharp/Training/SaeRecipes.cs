@@ -9,6 +9,8 @@ namespace SaeSharp.Training;
 /// <item><c>relu-april</c>: ReLU + L1 weighted by decoder-row norms, no norm constraint (Anthropic, April 2024).</item>
 /// <item><c>topk</c>, <c>batchtopk</c>, <c>matryoshka</c>: k active latents (per row, per batch, nested prefixes) with AuxK.</item>
 /// <item><c>gated</c>, <c>jumprelu</c>: Rajamanoharan et al. 2024.</item>
+/// <item><c>skip_transcoder</c>, <c>jumprelu_skip_transcoder</c>: transcoders with a linear skip connection W_skip
+/// (Paulo et al. 2025; Gemma Scope 2's affine transcoders), trained as relu-april and jumprelu; transcoders only.</item>
 /// </list>
 /// </summary>
 public static class SaeRecipes
@@ -42,6 +44,19 @@ public static class SaeRecipes
         new("gated", SaeArchitectures.Gated) { SparsityCoefficient = AprilLambda, PaperLearningRate = 5e-5, DecoderInitNorm = 1.0 },
         new("jumprelu", SaeArchitectures.JumpReLU) { SparsityCoefficient = _ => 0.5, PaperLearningRate = 7e-5 },
         new("matryoshka", SaeArchitectures.MatryoshkaBatchTopK) { Aliases = ["matryoshka_batchtopk"] },
+        // Skip transcoders (Paulo et al. 2025, "Transcoders beat sparse autoencoders for interpretability": sparsify's
+        // --transcode with skip_connection, W_skip zero at the start). SkipTranscoderSae holds no decoder-norm constraint,
+        // so a plain L1 could be lowered by shrinking the activations and growing the decoder rows; the L1 weighted by the
+        // decoder-row norms (Anthropic's April 2024 update, dictionary_learning's StandardTrainerAprilUpdate) is unchanged by
+        // that rescaling. So relu-april's recipe: that penalty, its λ, lr 1e-3 and b_dec from zero (the skip term and b_dec
+        // both start at zero and are learned at that rate; docs/recipes.md "Skip transcoders").
+        new("skip_transcoder", SaeArchitectures.SkipTranscoder)
+        {
+            Penalty = SparsityPenalty.L1DecoderNorm, SparsityCoefficient = AprilLambda, PaperLearningRate = 1e-3, BDecInitMethod = "zeros",
+        },
+        // JumpReLU with W_skip (SAELens 6.37's JumpReLUSkipTranscoder, Gemma Scope 2's affine transcoders): jumprelu's
+        // recipe, unit-norm decoder rows included (JumpReluSae), and with it --target-l0 and the jumprelu fields of --config.
+        new("jumprelu_skip_transcoder", SaeArchitectures.JumpReluSkipTranscoder) { SparsityCoefficient = _ => 0.5, PaperLearningRate = 7e-5 },
     ];
 
     /// <summary>The recipe names, in registration order (aliases not included).</summary>
@@ -118,7 +133,7 @@ public static class SaeRecipes
     /// sparsity warm-up over the first T/20 steps for the λ recipes (Anthropic April 2024: 5 %); gradient norm clipped to 1
     /// (Anthropic April 2024, dictionary_learning's April, TopK, BatchTopK and JumpReLU trainers); b_dec initialised to the
     /// geometric median of a sample (dictionary_learning's TopK/BatchTopK trainers, SAELens's original default), zeros for
-    /// relu and relu-april (dictionary_learning's AutoEncoder; <see cref="SaeRecipe.BDecInitMethod"/>); dead-latent
+    /// relu, relu-april and skip_transcoder (dictionary_learning's AutoEncoder; <see cref="SaeRecipe.BDecInitMethod"/>); dead-latent
     /// resampling at T/4, T/2 and 3T/4 for <c>relu</c> runs of at least 1000 steps (Towards Monosemanticity resamples 4
     /// times in 10⁵ steps).
     /// </summary>
@@ -154,11 +169,12 @@ public static class SaeRecipes
     /// </summary>
     public static void AdaptToTargetL0(Sae sae, double targetL0, double? coefficient = null)
     {
-        if (sae.Cfg.Architecture is not (SaeArchitectures.Standard or SaeArchitectures.Gated or SaeArchitectures.JumpReLU))
+        string trainsAs = SaeArchitectures.TrainsAs(sae.Cfg.Architecture);
+        if (trainsAs is not (SaeArchitectures.Standard or SaeArchitectures.Gated or SaeArchitectures.JumpReLU))
             throw new SaeSharpException($"a target L0 applies to the architectures with a sparsity coefficient, not to '{sae.Cfg.Architecture}'");
         sae.Training.TargetL0 = targetL0;
         sae.Training.AdaptToTargetL0 = true;
-        if (sae.Cfg.Architecture == SaeArchitectures.JumpReLU)
+        if (trainsAs == SaeArchitectures.JumpReLU)
         {
             sae.Training.JumpReluPenalty = JumpReluPenalty.TargetL0;
             sae.Training.SparsityCoefficient = coefficient ?? sae.Cfg.DIn / 4.0;
@@ -198,6 +214,10 @@ public static class SaeRecipes
     {
         var r = Get(recipe);
         string arch = r.Architecture;
+        if (r.TranscoderOnly && dOut is null)
+            throw new SaeSharpException($"--arch {recipe} trains a transcoder (its W_skip maps the input to other targets), and this run reconstructs its input: " +
+                                        "give --mode in_to_out with --model (e.g. --hook blocks.N.mlp), or activation files with targets (target_name in --config, or a " +
+                                        "`sae cache --mode in_to_out` folder)");
         bool topKFamily = r.IsKSparse;
         if (topKFamily && k is null) throw new SaeSharpException($"architecture '{recipe}' needs k, the active latents per row (--k)");
         bool transcoder = dOut is not null;

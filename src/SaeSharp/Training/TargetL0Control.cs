@@ -49,7 +49,7 @@ public static class TargetL0Control
 
     /// <summary>Whether the penalty pulls L0 towards the target from both sides (JumpReLU's target-L0 penalty).</summary>
     public static bool IsTwoSided(SaeTrainingOptions training, SaeConfig cfg) =>
-        cfg.Architecture == SaeArchitectures.JumpReLU && training.JumpReluPenalty == JumpReluPenalty.TargetL0;
+        SaeArchitectures.TrainsAs(cfg.Architecture) == SaeArchitectures.JumpReLU && training.JumpReluPenalty == JumpReluPenalty.TargetL0;
 
     /// <summary>Steps ahead the error is predicted: a tenth of the run, at least 20.</summary>
     public static double Horizon(long totalSteps) => Math.Max(20, totalSteps / 10.0);

@@ -33,7 +33,7 @@ public sealed class TrainingSettings
     [JsonPropertyName("k")] public int? K { get; set; }
     /// <summary>Sparsity coefficient λ (<c>--l1</c>); null: the recipe's (<see cref="SaeRecipes.DefaultSparsityCoefficient"/>).</summary>
     [JsonPropertyName("l1_coefficient")] public double? L1Coefficient { get; set; }
-    /// <summary>Adapt λ during training to end near this L0 (relu, relu-april, gated, jumprelu).</summary>
+    /// <summary>Adapt λ during training to end near this L0 (the recipes with a sparsity coefficient: relu, relu-april, gated, jumprelu and the skip transcoders).</summary>
     [JsonPropertyName("target_l0")] public double? TargetL0 { get; set; }
     /// <summary>Latents d_sae (<c>--dict-size</c>); null: <see cref="ExpansionFactor"/> × d_in.</summary>
     [JsonPropertyName("d_sae")] public int? DSae { get; set; }
@@ -73,7 +73,7 @@ public sealed class TrainingSettings
     /// (<see cref="Pipelines.TrainingPlan.ForModel"/>), no limit for activation files (<see cref="Pipelines.TrainingPlan.ForActivations"/>).</summary>
     [JsonPropertyName("epochs")] public int? Epochs { get; set; }
 
-    /// <summary>SAELens's <c>l0_coefficient</c>: the sparsity coefficient λ of the jumprelu recipe (its L0 penalty). In a run
+    /// <summary>SAELens's <c>l0_coefficient</c>: the sparsity coefficient λ of the jumprelu recipes (jumprelu, jumprelu_skip_transcoder: their L0 penalty). In a run
     /// of several architectures <see cref="L1Coefficient"/> then sets the others' λ only; without it
     /// <see cref="L1Coefficient"/> sets jumprelu's too. Null: the recipe's (0.5).</summary>
     [JsonPropertyName("l0_coefficient")] public double? L0Coefficient { get; set; }
@@ -254,7 +254,7 @@ public sealed class TrainingSettings
     public void CheckArchitectureFields(IReadOnlyList<string> recipes)
     {
         ValidateArchitectureFields();
-        var archs = recipes.Select(SaeRecipes.Architecture).ToHashSet(StringComparer.Ordinal);
+        var archs = recipes.Select(r => SaeRecipes.Get(r).TrainsAs).ToHashSet(StringComparer.Ordinal);
         var unused = new List<string>();
         foreach (var field in GivenArchitectureFields)
         {
@@ -264,21 +264,22 @@ public sealed class TrainingSettings
         }
         if (unused.Count > 0)
             throw new SaeSharpException($"{SourceName}: {string.Join("; ", unused)}; this run trains {string.Join(", ", recipes)}: drop the field or add the architecture");
-        bool othersHaveCoefficient = recipes.Any(r => SaeRecipes.HasSparsityCoefficient(r) && SaeRecipes.Architecture(r) != SaeArchitectures.JumpReLU);
+        bool othersHaveCoefficient = recipes.Any(r => SaeRecipes.HasSparsityCoefficient(r) && SaeRecipes.Get(r).TrainsAs != SaeArchitectures.JumpReLU);
         if (L0Coefficient is not null && L1Coefficient is not null && !othersHaveCoefficient)
             throw new SaeSharpException($"{SourceName}: l0_coefficient and l1_coefficient (--l1) both set jumprelu's sparsity coefficient in a run of {string.Join(", ", recipes)}: give one");
         if (L0WarmUpSteps is not null && GivenTrainerFields.Contains("l1_warm_up_steps") && !othersHaveCoefficient)
             throw new SaeSharpException($"{SourceName}: l0_warm_up_steps and l1_warm_up_steps both set jumprelu's sparsity warm-up in a run of {string.Join(", ", recipes)}: give one");
     }
 
-    /// <summary>The recipe name of a cfg.json architecture (jumprelu_batchtopk → matryoshka), for messages.</summary>
+    /// <summary>The recipe names that train as a cfg.json architecture (matryoshka_batchtopk → matryoshka; jumprelu →
+    /// jumprelu, jumprelu_skip_transcoder), for messages.</summary>
     private static string RecipeNameOf(string architecture) =>
-        SaeRecipes.Names.FirstOrDefault(r => SaeRecipes.Architecture(r) == architecture) ?? architecture;
+        SaeRecipes.Names.Where(r => SaeRecipes.Get(r).TrainsAs == architecture).ToList() is { Count: > 0 } names ? string.Join(", ", names) : architecture;
 
     /// <summary>The sparsity coefficient these settings give <paramref name="recipe"/>: <see cref="L0Coefficient"/> for
     /// jumprelu when given, else <see cref="L1Coefficient"/>; null: the recipe's default.</summary>
     public double? SparsityCoefficientFor(string recipe) =>
-        SaeRecipes.Architecture(recipe) == SaeArchitectures.JumpReLU ? L0Coefficient ?? L1Coefficient : L1Coefficient;
+        SaeRecipes.Get(recipe).TrainsAs == SaeArchitectures.JumpReLU ? L0Coefficient ?? L1Coefficient : L1Coefficient;
 
     /// <summary>Applies the architecture fields that <paramref name="sae"/>'s architecture uses to its training options and
     /// to its trainer config <paramref name="config"/> (jumprelu's <c>l0_warm_up_steps</c>). Call after the recipe and
@@ -289,7 +290,7 @@ public sealed class TrainingSettings
         ArgumentNullException.ThrowIfNull(sae);
         ArgumentNullException.ThrowIfNull(config);
         var t = sae.Training;
-        switch (sae.Cfg.Architecture)
+        switch (SaeArchitectures.TrainsAs(sae.Cfg.Architecture))
         {
             case SaeArchitectures.JumpReLU:
                 if (JumpReluBandwidth is double bandwidth) t.Bandwidth = bandwidth;

@@ -28,9 +28,10 @@ public static class TrainingWarnings
     public static IReadOnlyList<string> For(SaeEvalResult metrics, SaeConfig cfg, long steps, double? ceLossRecovered = null)
     {
         var warnings = new List<string>();
-        bool topK = cfg.Architecture is SaeArchitectures.TopK or SaeArchitectures.BatchTopK or SaeArchitectures.MatryoshkaBatchTopK;
+        string trainsAs = SaeArchitectures.TrainsAs(cfg.Architecture);
+        bool topK = trainsAs is SaeArchitectures.TopK or SaeArchitectures.BatchTopK or SaeArchitectures.MatryoshkaBatchTopK;
         // JumpReLU's coefficient is an L0 one: SAELens's config calls it l0_coefficient.
-        string l1 = cfg.Architecture == SaeArchitectures.JumpReLU ? "--l1 (l0_coefficient in --config)" : "--l1";
+        string l1 = trainsAs == SaeArchitectures.JumpReLU ? "--l1 (l0_coefficient in --config)" : "--l1";
         string sparser = topK ? "lower --k" : $"raise {l1}, or give --target-l0";
         string denser = topK ? "raise --k" : $"lower {l1}, or give --target-l0";
         if (!(metrics.Fvu <= MaxDivergedFvu))
@@ -39,8 +40,9 @@ public static class TrainingWarnings
         else if (metrics.Fvu > MaxFvu)
             warnings.Add($"FVU {metrics.Fvu:F3} on held-out rows (above {MaxFvu}): the SAE explains less than half the variance. " +
                          $"Likely too few steps ({steps}) or too strong a sparsity: raise --steps, or {denser}." +
-                         (cfg.Architecture == SaeArchitectures.Standard
-                             ? " At a low L0 the L1 penalty also shrinks every active latent by about λ/2: --arch gated or jumprelu keep the magnitudes."
+                         (trainsAs == SaeArchitectures.Standard
+                             ? " At a low L0 the L1 penalty also shrinks every active latent by about λ/2: " +
+                               (cfg.Architecture == SaeArchitectures.SkipTranscoder ? "--arch jumprelu_skip_transcoder keeps" : "--arch gated or jumprelu keep") + " the magnitudes."
                              : ""));
         if (metrics.L0 > cfg.DIn)
             warnings.Add($"L0 {metrics.L0:F1} is above d_in {cfg.DIn}: the code is not sparse. " +

@@ -800,6 +800,79 @@ public class ModelTrainCommandTests : IDisposable
         Assert.Equal(e["model_performance_preservation"]!["ce_loss_without_sae"]!.GetValue<double>(), m["ce_loss_without_sae"]!.GetValue<double>(), 9);
     }
 
+    /// <summary><c>sae train --mode in_to_out --arch skip_transcoder</c> (and jumprelu_skip_transcoder, with
+    /// <c>--target-l0</c>) on the built-in model's MLP: cfg.json is SAELens's (its architecture name, d_out, no b_dec
+    /// subtraction, hook_name_out), the weights hold W_skip, the SAELens loader's SAE computes f·W_dec + b_dec + x·W_skipᵀ
+    /// from those weights, the end-of-training evaluation splices it at the MLP's output (ce_loss_score), and a resume from
+    /// the step-10 checkpoint ends with the same weights bit for bit. On a plain SAE run the recipe is refused.</summary>
+    [Theory]
+    [InlineData("skip_transcoder")]
+    [InlineData("jumprelu_skip_transcoder")]
+    public void SkipTranscoderRecipesTrainOnAnMlpEndToEnd(string recipe)
+    {
+        Ok(CliRunner.Run("corpus", "--out", P("c.jsonl"), "--docs", "300", "--seed", "4"));
+        string[] Train(string output, params string[] more) =>
+            ["train", "--model", "builtin", "--dataset", P("c.jsonl"), "--hook", "blocks.1.mlp", "--mode", "in_to_out", "--arch", recipe,
+             "--context-size", "64", "--dict-size", "64", "--batch-size", "128", "--steps", "20", "--checkpoint-every", "10", "--eval-rows", "256",
+             "--deterministic", "--out", output, .. recipe.StartsWith("jumprelu", StringComparison.Ordinal) ? ["--target-l0", "8"] : Array.Empty<string>(), .. more];
+        var r = CliRunner.Run(Train(P("run")));
+        Ok(r);
+        Assert.Contains("ce_loss_score", r.Out);
+        var cfg = JsonNode.Parse(File.ReadAllText(P("run", "cfg.json")))!;
+        int dIn = cfg["d_in"]!.GetValue<int>();
+        Assert.Equal((recipe, dIn, false), (cfg["architecture"]!.GetValue<string>(), cfg["d_out"]!.GetValue<int>(), cfg["apply_b_dec_to_input"]!.GetValue<bool>()));
+        Assert.Equal("blocks.1.hook_mlp_out", (cfg["hook_name_out"] ?? cfg["metadata"]!["hook_name_out"])!.GetValue<string>());
+        if (recipe == "jumprelu_skip_transcoder")
+        {
+            Assert.Equal(8, cfg["target_l0"]!.GetValue<double>());
+            Assert.NotNull(cfg["l0_coefficient"]);
+        }
+        else Assert.NotNull(cfg["l1_coefficient"]);
+        var metrics = JsonNode.Parse(File.ReadAllText(P("run", "metrics.json")))!;
+        Assert.True(double.IsFinite(metrics["ce_loss_score"]!.GetValue<double>()));
+
+        var w = SafeTensors.Load(P("run", "sae_weights.safetensors"));
+        Assert.Equal(new long[] { dIn, dIn }, w["W_skip"].shape);
+        Assert.True(w["W_skip"].abs().max().item<float>() > 0, "W_skip did not train");
+        using (var sae = SaeLensFormat.Load(P("run")))
+        using (var scope = NewDisposeScope())
+        {
+            Assert.Equal(recipe, sae.Cfg.Architecture);
+            var x = randn(32, dIn, generator: new TorchSharp.torch.Generator(7)) * 3;
+            var pre = x.matmul(w["W_enc"]) + w["b_enc"];
+            var f = recipe == "skip_transcoder" ? pre.relu() : pre.relu() * pre.gt(w["threshold"]);
+            var expected = f.matmul(w["W_dec"]) + w["b_dec"] + x.matmul(w["W_skip"].t());
+            var (y, _) = sae.Run(x);
+            Assert.True(y.allclose(expected, rtol: 1e-4, atol: 1e-4), $"differ by {(y - expected).abs().max().item<float>()}");
+        }
+
+        // A resume from the step-10 checkpoint continues identically.
+        Directory.CreateDirectory(P("b", "checkpoints"));
+        var ten = Directory.GetDirectories(P("run", "checkpoints"), "step_*").Single(d => d.EndsWith("step_000000010", StringComparison.Ordinal));
+        CopyFolder(ten, P("b", "checkpoints", Path.GetFileName(ten)));
+        var resumedRun = CliRunner.Run(Train(P("b"), "--resume"));
+        Ok(resumedRun);
+        var firstStep = resumedRun.Out.Split('\n').First(l => l.StartsWith("step ", StringComparison.Ordinal));
+        Assert.StartsWith("step 11/20", firstStep);
+        var resumed = SafeTensors.Load(P("b", "sae_weights.safetensors"));
+        foreach (var (k, t) in w) Assert.True(t.shape.SequenceEqual(resumed[k].shape) && t.eq(resumed[k]).all().item<bool>(), $"{k} differs after the resume");
+
+        // A plain SAE run (no --mode in_to_out) is refused before anything is written.
+        var refused = CliRunner.Run("train", "--model", "builtin", "--dataset", P("c.jsonl"), "--hook", "blocks.1.hook_resid_post", "--arch", recipe,
+            "--dict-size", "64", "--batch-size", "128", "--steps", "2", "--out", P("plain"));
+        Assert.Equal(1, refused.Exit);
+        Assert.Contains($"--arch {recipe} trains a transcoder", refused.Err);
+        Assert.Contains("--mode in_to_out", refused.Err);
+        Assert.False(Directory.Exists(P("plain")));
+    }
+
+    private static void CopyFolder(string from, string to)
+    {
+        Directory.CreateDirectory(to);
+        foreach (var f in Directory.GetFiles(from)) File.Copy(f, Path.Combine(to, Path.GetFileName(f)));
+        foreach (var d in Directory.GetDirectories(from)) CopyFolder(d, Path.Combine(to, Path.GetFileName(d)));
+    }
+
     [Fact]
     public void CacheThenTrainFromTheCacheFolder()
     {

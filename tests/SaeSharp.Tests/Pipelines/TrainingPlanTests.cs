@@ -232,6 +232,36 @@ public class TrainingPlanTests : IDisposable
         }
     }
 
+    /// <summary>jumprelu_skip_transcoder trains as jumprelu: SAELens's jumprelu fields of a config (l0_coefficient,
+    /// jumprelu_bandwidth, jumprelu_init_threshold, pre_act_loss_coefficient, l0_warm_up_steps) reach it, and a field of the
+    /// ReLU family's skip_transcoder is refused naming the recipes that take it. Without target_name the recipe is refused.</summary>
+    [Fact]
+    public void TheJumpReluFieldsOfAConfigReachAJumpReluSkipTranscoder()
+    {
+        SafeTensors.Save(P("pairs.safetensors"), new Dictionary<string, Tensor>
+        {
+            ["activations"] = randn(600, 8, generator: new Generator(3)),
+            ["targets"] = randn(600, 8, generator: new Generator(4)),
+        });
+        string Json(string arch, string fields, bool targets = true) =>
+            "{\"activations\": \"" + P("pairs.safetensors").Replace("\\", "/") + "\", " + (targets ? "\"target_name\": \"targets\", " : "") +
+            "\"architecture\": \"" + arch + "\", \"expansion_factor\": 2, \"steps\": 40, \"batch_size\": 32, \"eval_rows\": 100, " +
+            "\"out\": \"" + P(arch).Replace("\\", "/") + "\"" + fields + "}";
+        var s = TrainingSettings.FromJson(Json("jumprelu_skip_transcoder",
+            ", \"l0_coefficient\": 2, \"jumprelu_bandwidth\": 0.01, \"jumprelu_init_threshold\": 0.02, \"pre_act_loss_coefficient\": 0.003, \"l0_warm_up_steps\": 7"));
+        using (var plan = TrainingPlan.ForActivations(s))
+        {
+            var slot = plan.Options.Saes[0];
+            var t = slot.Sae.Training;
+            Assert.Equal(("jumprelu_skip_transcoder", true), (slot.Sae.Cfg.Architecture, slot.Sae.HasSkip));
+            Assert.Equal((2.0, 0.01, 0.02, (double?)0.003, 7L), (t.SparsityCoefficient, t.Bandwidth, t.InitialThreshold, t.PreActLossCoefficient, slot.Config!.L1WarmUpSteps));
+        }
+        var e = Assert.Throws<SaeSharpException>(() => TrainingPlan.ForActivations(TrainingSettings.FromJson(Json("skip_transcoder", ", \"l0_coefficient\": 2"))));
+        Assert.Contains("'l0_coefficient' applies to jumprelu, jumprelu_skip_transcoder", e.Message);
+        e = Assert.Throws<SaeSharpException>(() => TrainingPlan.ForActivations(TrainingSettings.FromJson(Json("jumprelu_skip_transcoder", "", targets: false))));
+        Assert.Contains("--mode in_to_out", e.Message);
+    }
+
     /// <summary>A transcoder is an SAE whose targets are another activation than its inputs, whatever the widths: an MLP's
     /// input → output (d_out = d_in = d_model) is one, as in SAELens (<c>TranscoderConfig</c>: <c>d_out</c>, and
     /// <c>apply_b_dec_to_input</c> false, which it requires). It used to be told by d_out ≠ d_in, so an MLP transcoder was
