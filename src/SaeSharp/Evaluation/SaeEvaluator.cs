@@ -80,7 +80,10 @@ public static class SaeEvaluator
                     {
                         if (groundTruthActivations is not null && acc.Rows + take > groundTruthActivations.Rows)
                             throw new SaeSharpException($"evaluation: ground-truth activations cover {groundTruthActivations.Rows} rows, but more are evaluated");
-                        synth.Add(target, y, f, groundTruthActivations?.Dense(acc.Rows, take));
+                        // Only the columns the metrics read, not [rows, n_features] (SynthSAEBench has 16,384 features).
+                        if (groundTruthActivations is null) synth.Add(target, y, f, null);
+                        else synth.AddMatched(target, y, f, groundTruthActivations.Dense(acc.Rows, take, synth.BestMatches),
+                            groundTruthActivations.CountPositive(acc.Rows, take));
                     }
                     acc.Add(target, y, f);
                 }

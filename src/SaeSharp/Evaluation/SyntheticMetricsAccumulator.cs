@@ -31,17 +31,36 @@ public sealed class SyntheticMetricsAccumulator
         _everFired = new bool[n];
     }
 
+    /// <summary>For each latent, the ground-truth feature it is scored against (largest |cosine| of its decoder row).</summary>
+    public IReadOnlyList<long> BestMatches => _bestMatch;
+
     /// <summary>Adds a batch: <paramref name="x"/> the SAE input [B, d], <paramref name="xHat"/> its reconstruction
     /// [B, d], <paramref name="latents"/> the SAE latents [B, d_sae], and <paramref name="featureActs"/> the rows'
     /// ground-truth feature activations [B, n_features] when known (then it must be given for every batch).</summary>
     public void Add(Tensor x, Tensor xHat, Tensor latents, Tensor? featureActs)
     {
+        if (featureActs is null)
+        {
+            AddMatched(x, xHat, latents, null, 0);
+            return;
+        }
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var gt = featureActs.detach().to(CPU);
+        AddMatched(x, xHat, latents, gt.index_select(1, tensor(_bestMatch)), gt.gt(TorchScalars.Of(0)).sum().item<long>());
+    }
+
+    /// <summary>As <see cref="Add"/>, given for the ground truth only what the metrics use: <paramref name="matchedActs"/>
+    /// [B, d_sae], column k the activation of latent k's best-matching feature (<see cref="BestMatches"/>), and
+    /// <paramref name="positiveFeatureActs"/>, the number of ground-truth activations &gt; 0 in the batch.</summary>
+    public void AddMatched(Tensor x, Tensor xHat, Tensor latents, Tensor? matchedActs, long positiveFeatureActs)
+    {
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         long b = x.shape[0];
-        if (featureActs is not null && featureActs.shape[0] != b)
-            throw new SaeSharpException($"synthetic evaluation: {featureActs.shape[0]} rows of ground-truth activations for a batch of {b}");
-        if (featureActs is null && _trueRows > 0)
+        if (matchedActs is not null && (matchedActs.shape[0] != b || matchedActs.shape[1] != _bestMatch.Length))
+            throw new SaeSharpException($"synthetic evaluation: matched ground-truth activations [{string.Join(", ", matchedActs.shape)}] for a batch of {b} rows and {_bestMatch.Length} latents");
+        if (matchedActs is null && _trueRows > 0)
             throw new SaeSharpException("synthetic evaluation: ground-truth activations given for some batches only");
         var f = latents.detach().to(CPU);
         var fires = f.gt(TorchScalars.Of(0));
@@ -57,12 +76,11 @@ public sealed class SyntheticMetricsAccumulator
         _shrinkRows += valid.sum().item<long>();
         _rows += b;
 
-        if (featureActs is null) return;
-        var gt = featureActs.detach().to(CPU);
-        _trueL0 += gt.gt(TorchScalars.Of(0)).sum().to(ScalarType.Float64).item<double>();
+        if (matchedActs is null) return;
+        _trueL0 += positiveFeatureActs;
         _trueRows += b;
         if (_bestMatch.Length == 0) return;
-        var gtFires = gt.index_select(1, tensor(_bestMatch)).gt(TorchScalars.Of(0));
+        var gtFires = matchedActs.detach().to(CPU).gt(TorchScalars.Of(0));
         var notSae = fires.logical_not();
         var notGt = gtFires.logical_not();
         Count(fires.logical_and(gtFires), _tp);

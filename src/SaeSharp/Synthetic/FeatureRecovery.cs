@@ -35,6 +35,8 @@ public static class FeatureRecovery
     /// (SAELens's <c>sae_lens.util.cosine_similarities</c> clamps at 1e-8).</summary>
     public static Tensor Cosines(Tensor a, Tensor b, double minNorm = 1e-8)
     {
+        if (a.dim() != 2 || b.dim() != 2 || a.shape[1] != b.shape[1])
+            throw new SaeSharpException($"cosines: rows of [{string.Join(", ", a.shape)}] and [{string.Join(", ", b.shape)}] must be [n, d] and [m, d] with the same d");
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         var x = a.detach().to(ScalarType.Float64, torch.CPU);

@@ -82,16 +82,42 @@ public sealed class SparseFeatureActivations
         return new SparseFeatureActivations(indptr, [.. parts.SelectMany(p => p._indices)], [.. parts.SelectMany(p => p._values)], nFeatures);
     }
 
-    /// <summary>Rows [<paramref name="start"/>, start + <paramref name="count"/>) as a dense float32 [count, n_features] tensor.</summary>
-    public Tensor Dense(long start, long count)
+    /// <summary>Rows [<paramref name="start"/>, start + <paramref name="count"/>) as a dense float32 [count, n_features]
+    /// tensor, or, with <paramref name="columns"/>, [count, columns.Count] holding feature columns[c] in column c (as
+    /// <c>dense[:, columns]</c>, without making the full width).</summary>
+    public Tensor Dense(long start, long count, IReadOnlyList<long>? columns = null)
     {
         if (start < 0 || count < 0 || start + count > Rows)
             throw new SaeSharpException($"feature activations: rows [{start}, {start + count}) out of range 0..{Rows}");
-        var dense = new float[count * NFeatures];
+        int width = columns?.Count ?? NFeatures;
+        // For each feature, the output columns that take it.
+        List<int>[]? outputsOf = null;
+        if (columns is not null)
+        {
+            outputsOf = new List<int>[NFeatures];
+            for (int c = 0; c < columns.Count; c++)
+                (outputsOf[checked((int)columns[c])] ??= []).Add(c);
+        }
+        var dense = new float[count * width];
         for (long r = 0; r < count; r++)
             for (long k = _indptr[start + r]; k < _indptr[start + r + 1]; k++)
-                dense[r * NFeatures + _indices[k]] = _values[k];
-        return tensor(dense, [count, NFeatures]);
+            {
+                if (outputsOf is null) dense[r * width + _indices[k]] = _values[k];
+                else if (outputsOf[_indices[k]] is { } outs)
+                    foreach (var c in outs) dense[r * width + c] = _values[k];
+            }
+        return tensor(dense, [count, width]);
+    }
+
+    /// <summary>Number of entries &gt; 0 in rows [<paramref name="start"/>, start + <paramref name="count"/>).</summary>
+    public long CountPositive(long start, long count)
+    {
+        if (start < 0 || count < 0 || start + count > Rows)
+            throw new SaeSharpException($"feature activations: rows [{start}, {start + count}) out of range 0..{Rows}");
+        long n = 0;
+        for (long k = _indptr[start]; k < _indptr[start + count]; k++)
+            if (_values[k] > 0) n++;
+        return n;
     }
 
     /// <summary>The three CSR tensors under their names, for <see cref="SafeTensors.Save(string, IReadOnlyDictionary{string, Tensor}, IReadOnlyDictionary{string, string}?)"/> (the caller disposes them).</summary>

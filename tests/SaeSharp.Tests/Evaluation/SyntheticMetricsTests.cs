@@ -118,6 +118,11 @@ public class SyntheticMetricsTests : IDisposable
         Assert.Equal(3, sa.NonZero);
         Assert.True(sa.Dense(0, 3).equal(a).all().item<bool>());
         Assert.True(sa.Dense(2, 1).equal(a.narrow(0, 2, 1)).all().item<bool>());
+        // Selected columns (a feature may be taken twice), as dense[:, columns].
+        long[] columns = [2, 0, 2];
+        Assert.True(sa.Dense(0, 3, columns).equal(a.index_select(1, tensor(columns))).all().item<bool>());
+        Assert.Equal(3, sa.CountPositive(0, 3));
+        Assert.Equal(2, sa.CountPositive(1, 2));
         var paths = new List<string>();
         foreach (var (name, t) in new[] { ("a", a), ("b", b) })
         {
