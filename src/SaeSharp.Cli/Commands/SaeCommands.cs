@@ -229,7 +229,8 @@ internal static class SaeCommands
         var seed = new Option<ulong>("--seed") { Description = "Seed", DefaultValueFactory = _ => defaults.Seed };
         var noise = new Option<double>("--noise") { Description = "Gaussian noise std", DefaultValueFactory = _ => defaults.NoiseStd };
         var command = new Command("synth", string.Create(System.Globalization.CultureInfo.InvariantCulture,
-            $"Write synthetic superposition data with known features: train.safetensors, eval.safetensors and features.safetensors " +
+            $"Write synthetic superposition data with known features: train.safetensors, eval.safetensors (rows, and each row's feature activations) " +
+            $"and features.safetensors " +
             $"(the true directions and frequencies). Feature i fires with probability {defaults.MaxFrequency}·(i+1)^−{defaults.FrequencyExponent}, " +
             $"with a magnitude uniform in [{defaults.MagnitudeLow}, {defaults.MagnitudeHigh})"))
             { output, dIn, features, rows, evalRows, seed, noise };

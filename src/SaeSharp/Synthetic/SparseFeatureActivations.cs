@@ -147,6 +147,9 @@ public sealed class SparseFeatureActivations
             using var f = SafeTensorsFile.Open(path);
             if (!IsIn(f)) return null;
             long rows = f.Info(IndptrTensor).Shape[0] - 1;
+            // Row r of the ground truth must be row r of the file's activations.
+            if (f.Contains(SyntheticDataset.ActivationsTensor) && f.Info(SyntheticDataset.ActivationsTensor).Shape[0] != rows)
+                throw new SaeSharpException($"{path}: {rows} rows of ground-truth feature activations but {f.Info(SyntheticDataset.ActivationsTensor).Shape[0]} rows of activations");
             long from = Math.Max(rowStart, fileStart) - fileStart, to = Math.Min(end, fileStart + rows) - fileStart;
             if (to > from)
             {
