@@ -180,11 +180,12 @@ internal static class DemoCommand
             return stopExitCode;
         }
         Cli.WriteColumns($"SAEs on synthetic data ({result.Steps} steps, {Cli.Integer(result.Tokens)} rows)",
-            ["architecture", "MSE", "FVU", "L0", "dead %", "MMCS", "% recovered > 0.9"],
+            ["architecture", "MSE", "FVU", "L0", "dead %", "MMCS", "% recovered > 0.9", "MCC", "F1"],
             result.Saes.Select(sae => sae.Metrics!).Select((m, i) => new[]
             {
                 result.Saes[i].Name, m.Mse.ToString("G3"), m.Fvu.ToString("F3"), m.L0.ToString("F1"), Cli.Percent("dead %", m.DeadFraction, 1),
                 (m.Mmcs ?? double.NaN).ToString("F3"), Cli.Percent("% recovered > 0.9", m.RecoveredFraction ?? double.NaN, 0),
+                (m.Mcc ?? double.NaN).ToString("F3"), (m.ClassificationF1Score ?? double.NaN).ToString("F3"),
             }));
         Console.WriteLine($"true L0 ≈ {SyntheticExpectedL0(features):F1}; artefacts (SAELens layout, metrics.json, train_log.jsonl): {Path.Combine(outDir, "saes")}");
         return 0;

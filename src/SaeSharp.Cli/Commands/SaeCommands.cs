@@ -34,7 +34,7 @@ internal static class SaeCommands
             Required = true,
         };
         var activations = new Option<string?>("--activations") { Description = "Activation file or folder [N, d_in]" };
-        var groundTruth = new Option<string?>("--ground-truth") { Description = "features.safetensors of synthetic data (adds mmcs, recovered_fraction)" };
+        var groundTruth = new Option<string?>("--ground-truth") { Description = "features.safetensors of synthetic data (adds mmcs, recovered_fraction and SAELens's synthetic-data metrics: mcc, uniqueness, ...)" };
         var json = new Option<string?>("--json") { Description = "Write the metrics as JSON here" };
         var histogram = new Option<string?>("--histogram") { Description = "Write the log10 feature-density histogram PNG here (default: beside --json)" };
         var maxRows = new Option<long?>("--max-rows") { Description = "Evaluate at most this many rows" }.Positive();
@@ -162,6 +162,16 @@ internal static class SaeCommands
         };
         if (r.Mmcs is double mmcs) rows.Add(("mmcs", mmcs.ToString("F4")));
         if (r.RecoveredFraction is double rec) rows.Add(Percent("recovered_fraction", rec, 1));
+        if (r.TrueL0 is double trueL0) rows.Add(("true_l0", trueL0.ToString("F2")));
+        if (r.SaeL0 is double saeL0) rows.Add(("sae_l0", saeL0.ToString("F2")));
+        if (r.DeadLatents is int dead) rows.Add(("dead_latents", Cli.Integer(dead)));
+        if (r.Shrinkage is double shrinkage) rows.Add(("shrinkage", shrinkage.ToString("F4")));
+        if (r.Mcc is double mcc) rows.Add(("mcc", mcc.ToString("F4")));
+        if (r.Uniqueness is double uniqueness) rows.Add(("uniqueness", uniqueness.ToString("F4")));
+        if (r.ClassificationPrecision is double precision) rows.Add(("classification/precision", precision.ToString("F4")));
+        if (r.ClassificationRecall is double recall) rows.Add(("classification/recall", recall.ToString("F4")));
+        if (r.ClassificationF1Score is double f1) rows.Add(("classification/f1_score", f1.ToString("F4")));
+        if (r.ClassificationAccuracy is double accuracy) rows.Add(("classification/accuracy", accuracy.ToString("F4")));
         Cli.WriteTable(title, rows);
     }
 
@@ -219,7 +229,8 @@ internal static class SaeCommands
         var seed = new Option<ulong>("--seed") { Description = "Seed", DefaultValueFactory = _ => defaults.Seed };
         var noise = new Option<double>("--noise") { Description = "Gaussian noise std", DefaultValueFactory = _ => defaults.NoiseStd };
         var command = new Command("synth", string.Create(System.Globalization.CultureInfo.InvariantCulture,
-            $"Write synthetic superposition data with known features: train.safetensors, eval.safetensors and features.safetensors " +
+            $"Write synthetic superposition data with known features: train.safetensors, eval.safetensors (rows, and each row's feature activations) " +
+            $"and features.safetensors " +
             $"(the true directions and frequencies). Feature i fires with probability {defaults.MaxFrequency}·(i+1)^−{defaults.FrequencyExponent}, " +
             $"with a magnitude uniform in [{defaults.MagnitudeLow}, {defaults.MagnitudeHigh})"))
             { output, dIn, features, rows, evalRows, seed, noise };

@@ -32,7 +32,7 @@ internal static class TrainCommand
         var candidatePass = new Option<string?>("--candidate-pass") { Description = "TopK family: exact top-k from a bounded low-precision candidate pass: auto (where faster than float32 on this CPU), on, off (plain float32)" };
         var deterministic = new Option<bool>("--deterministic") { Description = "No choice made from timings (candidate pass auto runs as off; ReLU's sparse pass from 5 % density): same seed, same weights bit for bit, resumes included" };
         var epochs = new Option<int?>("--epochs") { Description = "Passes over the data before it runs out: N, or 0 for as many as --steps/--tokens need (default: 1 with --model, no limit with --activations)" }.NonNegative();
-        var groundTruth = new Option<string?>("--ground-truth") { Description = "features.safetensors of synthetic data: adds mmcs and recovered_fraction" };
+        var groundTruth = new Option<string?>("--ground-truth") { Description = "features.safetensors of synthetic data: adds mmcs, recovered_fraction and SAELens's synthetic-data metrics (mcc, uniqueness, classification/*, ...)" };
         var command = new Command("train", "Train sparse autoencoders and write them in SAELens layout")
         {
             activations, arch, k, l1, targetL0, dictSize, expansion, batchSize, steps, lr, seed, output, config, resume, force, checkpointEvery, evalRows, groundTruth, autocast, candidatePass, deterministic, epochs,
@@ -174,6 +174,8 @@ internal static class TrainCommand
             {
                 Console.WriteLine($"  mse {m.Mse:G4}  fvu {m.Fvu:G4}  l0 {m.L0:F1}  dead_fraction {Cli.Percent("dead_fraction", m.DeadFraction, 1)}" +
                                   (m.Mmcs is double mm ? $"  mmcs {mm:F3}" : "") +
+                                  (m.Mcc is double mcc ? $"  mcc {mcc:F3}  uniqueness {m.Uniqueness:F3}" : "") +
+                                  (m.ClassificationF1Score is double f1 ? $"  classification/f1_score {f1:F3}" : "") +
                                   (ce is double c ? $"  ce_loss_score {Cli.Percent("ce_loss_score", c, 1)} (kl {downstream![i].KlDivWithSae:G3})" : ""));
                 foreach (var w in TrainingWarnings.For(m, sae.Config, result.Steps, ce))
                     Console.Error.WriteLine($"warning: {sae.Name}: {w}");

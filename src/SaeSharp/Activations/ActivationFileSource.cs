@@ -47,6 +47,8 @@ public sealed class ActivationFileSource : IActivationSource
     public int DOut { get; }
     /// <inheritdoc/>
     public long? Rows { get; }
+    /// <summary>The options the source was opened with (tensor names, row range, shuffling).</summary>
+    public ActivationFileSourceOptions Options => _options;
     /// <summary>Number of completed passes over the data (passes start at 0).</summary>
     public long Epoch => _epoch;
     /// <inheritdoc/>

@@ -7,8 +7,9 @@ namespace SaeSharp.Evaluation;
 /// Reconstruction and sparsity metrics of an SAE over a set of rows; formulas and the peer library each matches are in
 /// docs/metrics.md. <see cref="ToJson"/> writes the keys mse, mse_loss, l1, l0, fvu, explained_variance, cosine,
 /// l2_ratio, relative_reconstruction_bias, l2_norm_in, l2_norm_out, explained_variance_legacy, alive_fraction,
-/// dead_fraction, n_rows (and mmcs, recovered_fraction when
-/// ground-truth features were given).
+/// dead_fraction, n_rows (and mmcs, recovered_fraction and SAELens's synthetic-data keys sae_l0, dead_latents,
+/// shrinkage, mcc, uniqueness when ground-truth features were given; true_l0 and classification/* also need the rows'
+/// ground-truth activations).
 /// </summary>
 public sealed record SaeEvalResult
 {
@@ -48,6 +49,32 @@ public sealed record SaeEvalResult
     [JsonPropertyName("mmcs")][JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public double? Mmcs { get; init; }
     /// <summary>Fraction of true features whose max cosine with a decoder row exceeds the threshold (0.9).</summary>
     [JsonPropertyName("recovered_fraction")][JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public double? RecoveredFraction { get; init; }
+
+    // SAELens 6.37.6's SyntheticDataEvalResult (sae_lens/synthetic/evals.py), under its to_log_dict() keys (no prefix);
+    // its explained_variance is the one above (1 − Σ‖x−x̂‖² / Σ‖x−x̄‖²). Written when ground-truth features were given.
+    /// <summary>Mean over rows of the number of ground-truth features &gt; 0 (SAELens's <c>true_l0</c>); only when the rows'
+    /// ground-truth activations are known.</summary>
+    [JsonPropertyName("true_l0")][JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public double? TrueL0 { get; init; }
+    /// <summary>Mean over rows of the number of latents &gt; 0 (SAELens's <c>sae_l0</c>; <see cref="L0"/> counts ≠ 0).</summary>
+    [JsonPropertyName("sae_l0")][JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public double? SaeL0 { get; init; }
+    /// <summary>Number of latents never &gt; 0 on the evaluated rows (SAELens's <c>dead_latents</c>).</summary>
+    [JsonPropertyName("dead_latents")][JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public int? DeadLatents { get; init; }
+    /// <summary>Mean of ‖x̂‖/‖x‖ over rows with ‖x‖ &gt; 1e-6 (SAELens's <c>shrinkage</c>; 1 = none).</summary>
+    [JsonPropertyName("shrinkage")][JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public double? Shrinkage { get; init; }
+    /// <summary>Mean Correlation Coefficient: mean |cosine| of the optimal one-to-one matching of decoder rows with true
+    /// features (SAELens's <c>mcc</c>, Hungarian matching).</summary>
+    [JsonPropertyName("mcc")][JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public double? Mcc { get; init; }
+    /// <summary>Distinct true features that are some latent's best |cosine| match, over d_sae (SAELens's <c>uniqueness</c>).</summary>
+    [JsonPropertyName("uniqueness")][JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public double? Uniqueness { get; init; }
+    /// <summary>Mean over latents of TP/(TP+FP), each latent a detector of its best-matching true feature (SAELens's
+    /// <c>classification/precision</c>); only with ground-truth activations.</summary>
+    [JsonPropertyName("classification/precision")][JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public double? ClassificationPrecision { get; init; }
+    /// <summary>Mean over latents of TP/(TP+FN) (SAELens's <c>classification/recall</c>).</summary>
+    [JsonPropertyName("classification/recall")][JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public double? ClassificationRecall { get; init; }
+    /// <summary>Mean over latents of the F1 score (SAELens's <c>classification/f1_score</c>).</summary>
+    [JsonPropertyName("classification/f1_score")][JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public double? ClassificationF1Score { get; init; }
+    /// <summary>Mean over latents of (TP+TN)/rows (SAELens's <c>classification/accuracy</c>).</summary>
+    [JsonPropertyName("classification/accuracy")][JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public double? ClassificationAccuracy { get; init; }
 
     /// <summary>Per feature: fraction of evaluated rows on which it fired (SAELens's <c>feature_density</c>).</summary>
     [JsonIgnore] public double[] FeatureFrequency { get; init; } = [];

@@ -12,15 +12,28 @@ namespace SaeSharp.Evaluation;
 public static class SaeEvaluator
 {
     /// <summary>Evaluates on up to <paramref name="maxRows"/> rows drawn from <paramref name="source"/> in batches of
-    /// <paramref name="batchSize"/>. With <paramref name="groundTruthFeatures"/> ([n_features, d_out]) also reports MMCS and
-    /// recovered_fraction of the decoder rows.</summary>
-    public static SaeEvalResult Evaluate(Sae sae, IActivationSource source, long maxRows, int batchSize = 4096, Tensor? groundTruthFeatures = null)
+    /// <paramref name="batchSize"/>. With <paramref name="groundTruthFeatures"/> ([n_features, d_out]) also reports MMCS,
+    /// recovered_fraction and SAELens's synthetic-data metrics; <paramref name="groundTruthActivations"/> (row i the
+    /// ground truth of the i-th row evaluated) adds true_l0 and the classification metrics.</summary>
+    public static SaeEvalResult Evaluate(Sae sae, IActivationSource source, long maxRows, int batchSize = 4096, Tensor? groundTruthFeatures = null,
+        SparseFeatureActivations? groundTruthActivations = null)
     {
         if (maxRows <= 0) throw new SaeSharpException($"evaluation: maxRows must be positive, got {maxRows}");
         if (batchSize <= 0) throw new SaeSharpException($"evaluation: batch size must be positive, got {batchSize}");
         if (source.DIn != sae.Cfg.DIn || source.DOut != sae.Cfg.DOutOrIn)
             throw new SaeSharpException($"evaluation: the activations have d_in = {source.DIn}, d_out = {source.DOut} but the SAE expects d_in = {sae.Cfg.DIn}, d_out = {sae.Cfg.DOutOrIn}");
-        return Evaluate(sae, Batches(source, maxRows, batchSize), maxRows, groundTruthFeatures);
+        if (groundTruthFeatures is not null) groundTruthActivations ??= GroundTruthActivationsFor(source, maxRows, (int)groundTruthFeatures.shape[0]);
+        return Evaluate(sae, Batches(source, maxRows, batchSize), maxRows, groundTruthFeatures, groundTruthActivations);
+    }
+
+    /// <summary>The ground-truth feature activations of the first <paramref name="maxRows"/> rows that
+    /// <paramref name="source"/> will deliver, when it is an unshuffled, unread activation-file source over files that
+    /// <c>sae synth</c> wrote (<see cref="SparseFeatureActivations"/>); otherwise null (the metrics that need them are
+    /// then left out).</summary>
+    public static SparseFeatureActivations? GroundTruthActivationsFor(IActivationSource source, long maxRows, int nFeatures)
+    {
+        if (source is not ActivationFileSource { Options.Shuffle: false } files || files.Rows is not long rows || files.RowsDelivered != 0) return null;
+        return SparseFeatureActivations.ReadRows(files.Files, files.Options.RowStart, Math.Min(rows, maxRows), nFeatures);
     }
 
     private static IEnumerable<ActivationBatch> Batches(IActivationSource source, long maxRows, int batchSize)
@@ -35,9 +48,15 @@ public static class SaeEvaluator
 
     /// <summary>Evaluates on the given batches (each disposed after use), stopping after <paramref name="maxRows"/> rows; a
     /// batch holding NaN or ±Inf is a <see cref="SaeSharpException"/> naming the row (counted over the batches).</summary>
-    public static SaeEvalResult Evaluate(Sae sae, IEnumerable<ActivationBatch> batches, long maxRows = long.MaxValue, Tensor? groundTruthFeatures = null)
+    public static SaeEvalResult Evaluate(Sae sae, IEnumerable<ActivationBatch> batches, long maxRows = long.MaxValue, Tensor? groundTruthFeatures = null,
+        SparseFeatureActivations? groundTruthActivations = null)
     {
+        if (groundTruthActivations is not null && groundTruthFeatures is null)
+            throw new SaeSharpException("evaluation: ground-truth activations need the ground-truth features too");
+        if (groundTruthActivations is not null && groundTruthActivations.NFeatures != groundTruthFeatures!.shape[0])
+            throw new SaeSharpException($"evaluation: ground-truth activations of {groundTruthActivations.NFeatures} features, but {groundTruthFeatures.shape[0]} feature directions");
         var acc = new SaeMetricsAccumulator(sae.Cfg.DOutOrIn, sae.Cfg.DSae);
+        var synth = groundTruthFeatures is null ? null : new SyntheticMetricsAccumulator(sae.WDec, groundTruthFeatures);
         var device = sae.WDec.device;
         using (no_grad())
         {
@@ -57,6 +76,15 @@ public static class SaeEvaluator
                     if (!ReferenceEquals(batch.Target, batch.Input)) ActivationRowFile.CheckFinite(target, "evaluation: target", acc.Rows);
                     var x = input.to(device);
                     var (y, f) = sae.Run(x);
+                    if (synth is not null)
+                    {
+                        if (groundTruthActivations is not null && acc.Rows + take > groundTruthActivations.Rows)
+                            throw new SaeSharpException($"evaluation: ground-truth activations cover {groundTruthActivations.Rows} rows, but more are evaluated");
+                        // Only the columns the metrics read, not [rows, n_features] (SynthSAEBench has 16,384 features).
+                        if (groundTruthActivations is null) synth.Add(target, y, f, null);
+                        else synth.AddMatched(target, y, f, groundTruthActivations.Dense(acc.Rows, take, synth.BestMatches),
+                            groundTruthActivations.CountPositive(acc.Rows, take));
+                    }
                     acc.Add(target, y, f);
                 }
                 if (acc.Rows >= maxRows) break;
@@ -65,6 +93,11 @@ public static class SaeEvaluator
         var result = acc.Result();
         if (groundTruthFeatures is null) return result;
         var rec = FeatureRecovery.Compute(groundTruthFeatures, sae.WDec);
-        return result with { Mmcs = rec.Mmcs, RecoveredFraction = rec.RecoveredFraction };
+        return synth!.AddTo(result) with
+        {
+            Mmcs = rec.Mmcs, RecoveredFraction = rec.RecoveredFraction,
+            Mcc = FeatureMatching.MeanCorrelationCoefficient(sae.WDec, groundTruthFeatures),
+            Uniqueness = FeatureMatching.FeatureUniqueness(sae.WDec, groundTruthFeatures),
+        };
     }
 }

@@ -23,7 +23,9 @@ public sealed class TrainingRunOptions
     public IActivationSource? EvalSource { get; init; }
     /// <summary>Held-out rows read from <see cref="EvalSource"/> for metrics.json.</summary>
     public long EvalRows { get; init; } = 65536;
-    /// <summary>True feature directions [n_features, d_in] of synthetic data: adds mmcs and recovered_fraction to the metrics.</summary>
+    /// <summary>True feature directions [n_features, d_in] of synthetic data: adds mmcs, recovered_fraction and SAELens's
+    /// synthetic-data metrics (with true_l0 and classification/* when the held-out rows' files hold their ground-truth
+    /// activations, as <c>sae synth</c> writes them).</summary>
     public Tensor? GroundTruthFeatures { get; init; }
     /// <summary>Continue from the latest checkpoint in OutDir/checkpoints.</summary>
     public bool Resume { get; init; }
@@ -122,6 +124,9 @@ public static class TrainingRun
             if (result.Status is TrainingStatus.Cancelled or TrainingStatus.Stopped) return Result([]);
             double? epochs = Result([]).Epochs;
 
+            // Ground-truth feature activations of the held-out rows (synthetic files), read before the rows are.
+            var truthActs = o.EvalSource is null || o.GroundTruthFeatures is null ? null
+                : SaeEvaluator.GroundTruthActivationsFor(o.EvalSource, o.EvalRows, (int)o.GroundTruthFeatures.shape[0]);
             var evalBatches = o.EvalSource is null ? null : ReadAll(o.EvalSource, o.EvalRows);
             try
             {
@@ -143,7 +148,7 @@ public static class TrainingRun
                         trained.Sae.eval();
                         // The evaluator disposes what it is given: hand it aliases so every SAE sees the same rows.
                         var views = evalBatches.Select(b => new ActivationBatch(b.Input.alias(), b.HasSeparateTarget ? b.Target.alias() : null));
-                        metrics = SaeEvaluator.Evaluate(trained.Sae, views, groundTruthFeatures: o.GroundTruthFeatures);
+                        metrics = SaeEvaluator.Evaluate(trained.Sae, views, groundTruthFeatures: o.GroundTruthFeatures, groundTruthActivations: truthActs);
                         files.WriteAllText(Path.Combine(dir, MetricsFile), metrics.ToJson());
                     }
                     outputs.Add(new TrainedSaeOutput(trained.Name, dir, metrics, trained.Sae.Cfg.Clone()));

@@ -9,7 +9,8 @@ public sealed record SyntheticDatasetFiles(string TrainPath, string? EvalPath, s
 
 /// <summary>
 /// Writes a synthetic superposition dataset (used by <c>sae synth</c>): <c>train.safetensors</c> and
-/// <c>eval.safetensors</c> with tensor <c>activations</c> [rows, d_in], and <c>features.safetensors</c> with the true
+/// <c>eval.safetensors</c> with tensor <c>activations</c> [rows, d_in] and each row's ground-truth feature activations
+/// (sparse, see <see cref="SparseFeatureActivations"/>), and <c>features.safetensors</c> with the true
 /// directions <c>features</c> [n_features, d_in] and their firing probabilities <c>frequencies</c> [n_features]; the
 /// options are stored as JSON in each file's metadata under <c>synthetic_options</c>.
 /// </summary>
@@ -44,17 +45,30 @@ public static class SyntheticDataset
             SafeTensors.Save(featuresPath, new Dictionary<string, Tensor> { [FeaturesTensor] = gen.Features, [FrequenciesTensor] = freq }, meta);
 
         var trainPath = Path.Combine(dir, TrainFile);
-        using (var train = gen.SampleActivations(options.TrainRows))
-            SafeTensors.Save(trainPath, new Dictionary<string, Tensor> { [ActivationsTensor] = train }, meta);
+        WriteRows(gen, trainPath, options.TrainRows, meta);
 
         string? evalPath = null;
         if (options.EvalRows > 0)
         {
             evalPath = Path.Combine(dir, EvalFile);
-            using var eval = gen.SampleActivations(options.EvalRows);
-            SafeTensors.Save(evalPath, new Dictionary<string, Tensor> { [ActivationsTensor] = eval }, meta);
+            WriteRows(gen, evalPath, options.EvalRows, meta);
         }
         return new SyntheticDatasetFiles(trainPath, evalPath, featuresPath);
+    }
+
+    private static void WriteRows(SyntheticGenerator gen, string path, long rows, Dictionary<string, string> meta)
+    {
+        var (x, featureActs) = gen.SampleActivationsWithFeatures(rows);
+        var tensors = featureActs.ToTensors();
+        try
+        {
+            tensors[ActivationsTensor] = x;
+            SafeTensors.Save(path, tensors, meta);
+        }
+        finally
+        {
+            foreach (var t in tensors.Values) t.Dispose();
+        }
     }
 
     /// <summary>Reads the true feature directions [n_features, d_in] from a <c>features.safetensors</c> file.</summary>

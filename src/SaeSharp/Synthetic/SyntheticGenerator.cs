@@ -96,7 +96,18 @@ public sealed class SyntheticGenerator : IDisposable
 
     /// <summary>Draws <paramref name="rows"/> activation rows [rows, d_in] in chunks of <paramref name="chunkRows"/>
     /// (so the [rows, n_features] activations never exist at once).</summary>
-    public Tensor SampleActivations(long rows, int chunkRows = 8192)
+    public Tensor SampleActivations(long rows, int chunkRows = 8192) => SampleActivations(rows, null, chunkRows);
+
+    /// <summary>As <see cref="SampleActivations(long, int)"/> (the same draws), also returning each row's ground-truth
+    /// feature activations, kept sparse.</summary>
+    public (Tensor X, SparseFeatureActivations FeatureActs) SampleActivationsWithFeatures(long rows, int chunkRows = 8192)
+    {
+        var parts = new List<SparseFeatureActivations>();
+        var x = SampleActivations(rows, parts, chunkRows);
+        return (x, SparseFeatureActivations.Concat(parts, Options.NFeatures));
+    }
+
+    private Tensor SampleActivations(long rows, List<SparseFeatureActivations>? featureActs, int chunkRows)
     {
         var x = empty(rows, Options.DIn, ScalarType.Float32);
         for (long start = 0; start < rows; start += chunkRows)
@@ -106,7 +117,10 @@ public sealed class SyntheticGenerator : IDisposable
             using (acts)
             using (chunk)
             using (var slice = x.narrow(0, start, n))
+            {
                 slice.copy_(chunk);
+                featureActs?.Add(SparseFeatureActivations.FromDense(acts));
+            }
         }
         return x;
     }

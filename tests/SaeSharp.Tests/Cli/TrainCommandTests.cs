@@ -27,6 +27,26 @@ public class TrainCommandTests : IDisposable
         var metrics = JsonNode.Parse(File.ReadAllText(P("run", "metrics.json")))!;
         Assert.True(metrics["mmcs"]!.GetValue<double>() >= 0.9, metrics.ToJsonString());
         Assert.True(metrics["recovered_fraction"]!.GetValue<double>() >= 0.9, metrics.ToJsonString());
+        // SAELens 6.37.6's synthetic-data metrics: the held-out rows are train.safetensors' last 4000, whose ground-truth
+        // activations sae synth stored. 128 latents on 64 features: a matching leaves 64 latents unmatched, so mcc is
+        // over the 64 features.
+        foreach (var key in new[] { "true_l0", "sae_l0", "dead_latents", "shrinkage", "mcc", "uniqueness",
+                     "classification/precision", "classification/recall", "classification/f1_score", "classification/accuracy" })
+            Assert.True(metrics[key] is not null, key + " missing: " + metrics.ToJsonString());
+        Assert.True(metrics["mcc"]!.GetValue<double>() >= 0.9, metrics.ToJsonString());
+        Assert.InRange(metrics["sae_l0"]!.GetValue<double>(), 0.5, 2.0); // TopK k = 2: at most 2 latents > 0
+        Assert.InRange(metrics["true_l0"]!.GetValue<double>(), 0.5, 2.5);
+        // sae eval on the eval file computes the same keys; an untrained SAE of the same shape scores a low mcc.
+        Ok(CliRunner.Run("eval", "--sae", P("run"), "--activations", P("data", "eval.safetensors"), "--ground-truth", P("data", "features.safetensors"),
+            "--json", P("eval.json")));
+        var eval = JsonNode.Parse(File.ReadAllText(P("eval.json")))!;
+        Assert.Equal(metrics["mcc"]!.GetValue<double>(), eval["mcc"]!.GetValue<double>(), 12);
+        Assert.True(eval["classification/f1_score"] is not null, eval.ToJsonString());
+        Ok(CliRunner.Run("train", "--activations", P("data", "train.safetensors"), "--arch", "topk", "--k", "2", "--dict-size", "128",
+            "--steps", "1", "--batch-size", "512", "--out", P("untrained"), "--ground-truth", P("data", "features.safetensors"), "--eval-rows", "4000"));
+        var untrained = JsonNode.Parse(File.ReadAllText(P("untrained", "metrics.json")))!;
+        Assert.True(untrained["mcc"]!.GetValue<double>() < 0.6, untrained.ToJsonString());
+        Assert.True(untrained["classification/f1_score"]!.GetValue<double>() < metrics["classification/f1_score"]!.GetValue<double>(), untrained.ToJsonString());
         var sparsity = SafeTensors.Load(P("run", "sparsity.safetensors"))["sparsity"];
         Assert.Equal(new long[] { 128 }, sparsity.shape);
         Assert.True(sparsity.le(0).all().item<bool>(), "log10 of a fraction is at most 0");
