@@ -59,7 +59,7 @@ public sealed class TrainingSettings
     [JsonPropertyName("checkpoint_every")] public long CheckpointEvery { get; set; }
     /// <summary>Tensor holding the targets in the activation files (transcoders); a cache with a target hook names it "targets".</summary>
     [JsonPropertyName("target_name")] public string? TargetName { get; set; }
-    /// <summary>features.safetensors of synthetic data: adds mmcs and recovered_fraction to metrics.json.</summary>
+    /// <summary>features.safetensors of synthetic data: adds mmcs, recovered_fraction and SAELens 6.37.6's synthetic-data metrics (mcc, uniqueness, ...; docs/metrics.md) to metrics.json.</summary>
     [JsonPropertyName("ground_truth")] public string? GroundTruth { get; set; }
     /// <summary>bfloat16 matmuls in training (<see cref="Saes.SaeTrainingOptions.Autocast"/>).</summary>
     [JsonPropertyName("autocast")] public bool Autocast { get; set; }
