@@ -163,6 +163,17 @@ internal static class Cli
             foreach (var row in rows) Console.WriteLine(string.Join('\t', Cells(row).Select(Field)));
             return;
         }
+        var cells = rows.Select(Cells).ToList();
+        int natural = columns.Select((c, i) => cells.Select(r => r[i].Length).Append(c.Name.Length).Max() + 3).Sum() + 1;
+        // One row wider than the terminal would wrap every header: draw it as metric/value rows instead.
+        if (cells.Count == 1 && natural > AnsiConsole.Profile.Width)
+        {
+            var vertical = new Table().AddColumn("metric").AddColumn(new TableColumn("value").RightAligned());
+            if (title is not null) vertical.Title(Markup.Escape(title));
+            for (int i = 0; i < columns.Count; i++) vertical.AddRow(Markup.Escape(columns[i].Name), Markup.Escape(cells[0][i]));
+            AnsiConsole.Write(vertical);
+            return;
+        }
         var table = new Table();
         if (title is not null) table.Title(Markup.Escape(title));
         foreach (var c in columns)
@@ -172,10 +183,8 @@ internal static class Cli
             if (c.NoWrap) column.NoWrap();
             table.AddColumn(column);
         }
-        var cells = rows.Select(Cells).ToList();
         foreach (var row in cells) table.AddRow(row.Select(Markup.Escape).ToArray());
         // Spectre wraps a title to the table's width: widen a narrow table to its title instead (up to the terminal's width).
-        int natural = columns.Select((c, i) => cells.Select(r => r[i].Length).Append(c.Name.Length).Max() + 3).Sum() + 1;
         if (title is not null && title.Length + 2 > natural) table.Width = Math.Min(title.Length + 2, AnsiConsole.Profile.Width);
         AnsiConsole.Write(table);
 

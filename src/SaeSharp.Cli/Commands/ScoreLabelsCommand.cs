@@ -43,7 +43,7 @@ internal static class ScoreLabelsCommand
             Cli.Percent("% F1 ≥ 0.5", s.ShareF1AtLeast05, 1), s.MeanBestF1.ToString("F3"), Cli.Integer(s.LabelsCovered), Cli.Integer(s.LabelsScored),
         ];
         Cli.WriteColumns($"label scores at {r.Hook}: {Cli.Integer(r.Tokens)} tokens, {r.FeatureSummary.LabelsScored} labels, F1 on the held-out half",
-            ["units", new Column("alive", Right: true), new Column("of", Right: true), new Column("% F1 ≥ 0.8", Right: true), new Column("% F1 ≥ 0.5", Right: true),
+            [new Column("units", NoWrap: true), new Column("alive", Right: true), new Column("of", Right: true), new Column("% F1 ≥ 0.8", Right: true), new Column("% F1 ≥ 0.5", Right: true),
              new Column("mean F1", Right: true), new Column("labels covered", Right: true), new Column("of labels", Right: true)],
             [Row("SAE features", r.FeatureSummary), Row(r.NeuronHook == r.Hook ? "dimensions (±)" : $"{r.NeuronHook} (±)", r.NeuronSummary)]);
         Console.WriteLine("  (F1 = best label's F1 of each alive unit; labels covered = labels some unit reaches with F1 ≥ 0.8; ± = both signs of a dimension)");
