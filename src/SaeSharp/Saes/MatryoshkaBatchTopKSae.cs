@@ -69,9 +69,7 @@ public sealed class MatryoshkaBatchTopKSae : BatchTopKSae
         for (int i = 0; i < widths.Count; i++)
         {
             long hi = widths[i];
-            using var loScalar = lo.ToScalar();
-            using var hiScalar = hi.ToScalar();
-            var sel = code.Cols.ge(loScalar).logical_and_(code.Cols.lt(hiScalar)).nonzero().squeeze(1);
+            var sel = InLevel(code.Cols, lo, hi);
             var group = new SparseCode(code.Rows.index_select(0, sel), code.Cols.index_select(0, sel), code.RowCount);
             y = y.add(SparseLatents.Decode(vals.index_select(0, sel), group, W_dec), TorchScalars.One);
             if (Training.UseMatryoshkaAuxLoss) _prefixOutputs.Add(y);
@@ -96,9 +94,7 @@ public sealed class MatryoshkaBatchTopKSae : BatchTopKSae
         for (int i = 0; i < widths.Count; i++)
         {
             long hi = widths[i];
-            using var loScalar = lo.ToScalar();
-            using var hiScalar = hi.ToScalar();
-            var levelDead = deadIdx.index_select(0, deadIdx.ge(loScalar).logical_and_(deadIdx.lt(hiScalar)).nonzero().squeeze(1));
+            var levelDead = deadIdx.index_select(0, InLevel(deadIdx, lo, hi));
             lo = hi;
             if (levelDead.shape[0] == 0) continue;
             Tensor levelPre;
@@ -109,5 +105,13 @@ public sealed class MatryoshkaBatchTopKSae : BatchTopKSae
         }
         _prefixOutputs.Clear();
         return (total ?? zeros(1, dtype: x.dtype, device: x.device).squeeze(0)).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Positions of the latent indices <paramref name="latents"/> that lie in the level [lo, hi).</summary>
+    private static Tensor InLevel(Tensor latents, long lo, long hi)
+    {
+        using var loScalar = lo.ToScalar();
+        using var hiScalar = hi.ToScalar();
+        return latents.ge(loScalar).logical_and_(latents.lt(hiScalar)).nonzero().squeeze(1);
     }
 }
