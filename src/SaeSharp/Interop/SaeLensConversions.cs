@@ -181,33 +181,42 @@ public static class SaeLensConversions
         if (!m.Success)
             throw new SaeSharpException($"{file}: no layer number 'l<N>' in the file name (SAELens's deepseek_r1 loader reads the layer from it)");
         int layer = int.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture);
+        return LoadLinearPair(file, "encoder", "decoder", new SaeMetadata
+        {
+            ModelName = "deepseek-ai/DeepSeek-R1-Distill-Llama-8B",
+            HookName = $"blocks.{layer}.hook_resid_post",
+            ContextSize = 1024,
+            PrependBos = true,
+            DatasetPath = "lmsys/lmsys-chat-1m",
+        }, dtype: "bfloat16");
+    }
+
+    /// <summary>A standard SAE (apply_b_dec_to_input false) from a <c>torch.save</c>d pair of <c>nn.Linear</c> layers:
+    /// <c>{encoder}.weight</c> [d_sae, d_in] and <c>{decoder}.weight</c> [d_in, d_sae] transposed into W_enc and W_dec,
+    /// their biases b_enc and b_dec; sizes from the weights, other entries ignored (SAELens's deepseek_r1 and goodfire
+    /// loaders).</summary>
+    private static Sae LoadLinearPair(string file, string encoder, string decoder, SaeMetadata metadata, string? dtype = null)
+    {
         var raw = TorchPickle.LoadStateDict(file);
         try
         {
             using var scope = NewDisposeScope();
-            var encW = Need(raw, "encoder.weight", file, 2);
+            var encW = Need(raw, $"{encoder}.weight", file, 2);
             var cfg = new SaeConfig
             {
                 Architecture = SaeArchitectures.Standard,
                 DIn = checked((int)encW.shape[1]),
                 DSae = checked((int)encW.shape[0]),
-                Dtype = "bfloat16",
                 ApplyBDecToInput = false,
-                Metadata = new SaeMetadata
-                {
-                    ModelName = "deepseek-ai/DeepSeek-R1-Distill-Llama-8B",
-                    HookName = $"blocks.{layer}.hook_resid_post",
-                    ContextSize = 1024,
-                    PrependBos = true,
-                    DatasetPath = "lmsys/lmsys-chat-1m",
-                },
+                Metadata = metadata,
             };
+            if (dtype is not null) cfg.Dtype = dtype;
             return Build(cfg, new Dictionary<string, Tensor>
             {
                 ["W_enc"] = encW.t(),
-                ["W_dec"] = Need(raw, "decoder.weight", file, 2).t(),
-                ["b_enc"] = Need(raw, "encoder.bias", file, 1),
-                ["b_dec"] = Need(raw, "decoder.bias", file, 1),
+                ["W_dec"] = Need(raw, $"{decoder}.weight", file, 2).t(),
+                ["b_enc"] = Need(raw, $"{encoder}.bias", file, 1),
+                ["b_dec"] = Need(raw, $"{decoder}.bias", file, 1),
             }, file, file);
         }
         finally
@@ -242,36 +251,12 @@ public static class SaeLensConversions
         if (!GoodfireSaes.TryGetValue(name, out var fixedCfg) || (repoId is not null && repoId != fixedCfg.Repo))
             throw new SaeSharpException($"{(repoId is null ? "" : repoId + "/")}{name}: unsupported Goodfire SAE (SAELens's goodfire loader knows " +
                 string.Join(", ", GoodfireSaes.Select(kv => $"{kv.Value.Repo}/{kv.Key}")) + ")");
-        var raw = TorchPickle.LoadStateDict(file);
-        try
+        return LoadLinearPair(file, "encoder_linear", "decoder_linear", new SaeMetadata
         {
-            using var scope = NewDisposeScope();
-            var encW = Need(raw, "encoder_linear.weight", file, 2);
-            var cfg = new SaeConfig
-            {
-                Architecture = SaeArchitectures.Standard,
-                DIn = checked((int)encW.shape[1]),
-                DSae = checked((int)encW.shape[0]),
-                ApplyBDecToInput = false,
-                Metadata = new SaeMetadata
-                {
-                    ModelName = fixedCfg.Model,
-                    HookName = fixedCfg.Hook,
-                    DatasetPath = "lmsys/lmsys-chat-1m",
-                },
-            };
-            return Build(cfg, new Dictionary<string, Tensor>
-            {
-                ["W_enc"] = encW.t(),
-                ["W_dec"] = Need(raw, "decoder_linear.weight", file, 2).t(),
-                ["b_enc"] = Need(raw, "encoder_linear.bias", file, 1),
-                ["b_dec"] = Need(raw, "decoder_linear.bias", file, 1),
-            }, file, file);
-        }
-        finally
-        {
-            foreach (var t in raw.Values) t.Dispose();
-        }
+            ModelName = fixedCfg.Model,
+            HookName = fixedCfg.Hook,
+            DatasetPath = "lmsys/lmsys-chat-1m",
+        });
     }
 
     // ---- connor_rob_hook_z ----
