@@ -87,17 +87,8 @@ public static class DictionaryLearning
     public static Sae Load(string path, string? architecture)
     {
         using var checkpoint = ReadCheckpoint(path, architecture);
-        var sae = SaeFactory.Create(checkpoint.Cfg);
-        try
-        {
-            SaeWeights.Load(sae, checkpoint.Weights, Files(path).Weights);
-        }
-        catch
-        {
-            sae.Dispose();
-            throw;
-        }
-        return sae;
+        var files = Files(path);
+        return SaeWeights.Create(checkpoint.Cfg, checkpoint.Weights, File.Exists(files.Config) ? files.Config : files.Weights, files.Weights);
     }
 
     /// <inheritdoc cref="Load(string, string?)"/>

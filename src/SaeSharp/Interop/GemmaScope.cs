@@ -67,7 +67,7 @@ public static class GemmaScope
                 Metadata = new SaeMetadata { ModelClassName = "HookedTransformer" },
             };
             ApplyPathMetadata(metadataPath ?? Path.GetDirectoryName(Path.GetFullPath(file))!, cfg, file);
-            return Build(cfg, w, file);
+            return SaeWeights.Create(cfg, w, file, file);
         }
         finally
         {
@@ -116,23 +116,6 @@ public static class GemmaScope
         Check("b_dec", dOut);
         Check("threshold", dSae);
         return (dIn, dSae, dOut);
-    }
-
-    /// <summary>The SAE of the validated <paramref name="cfg"/> holding <paramref name="weights"/>.</summary>
-    private static Sae Build(SaeConfig cfg, IReadOnlyDictionary<string, Tensor> weights, string file)
-    {
-        cfg.Validate(file);
-        var sae = SaeFactory.Create(cfg);
-        try
-        {
-            SaeWeights.Load(sae, weights, file);
-        }
-        catch
-        {
-            sae.Dispose();
-            throw;
-        }
-        return sae;
     }
 
     /// <summary>Fills model, hook and dataset metadata from Gemma Scope folder names, and checks a <c>width_*</c> claim.</summary>
@@ -367,7 +350,7 @@ public static class GemmaScope
             if (Str("hf_hook_point_in") is { } hfIn) (cfg.Metadata.Extra ??= [])["hf_hook_name"] = System.Text.Json.JsonSerializer.SerializeToElement(hfIn);
             if (transcoder && Str("hf_hook_point_out") is { } hfOut) (cfg.Metadata.Extra ??= [])["hf_hook_name_out"] = System.Text.Json.JsonSerializer.SerializeToElement(hfOut);
             if (clt) (cfg.Metadata.Extra ??= [])[SaeLensConversions.NoteKey] = System.Text.Json.JsonSerializer.SerializeToElement(SaeLensConversions.CltLayerNote);
-            return Build(cfg, w, file);
+            return SaeWeights.Create(cfg, w, file, file);
         }
         finally
         {

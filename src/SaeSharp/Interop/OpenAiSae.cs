@@ -137,17 +137,7 @@ public static class OpenAiSae
                 ["W_dec"] = wDec,
                 ["b_dec"] = Get("pre_bias", d),
             };
-            var sae = SaeFactory.Create(cfg);
-            try
-            {
-                SaeWeights.Load(sae, w, path);
-            }
-            catch
-            {
-                sae.Dispose();
-                throw;
-            }
-            return sae;
+            return SaeWeights.Create(cfg, w, path, path);
         }
         finally
         {

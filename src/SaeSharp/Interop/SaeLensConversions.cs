@@ -211,7 +211,7 @@ public static class SaeLensConversions
                 Metadata = metadata,
             };
             if (dtype is not null) cfg.Dtype = dtype;
-            return Build(cfg, new Dictionary<string, Tensor>
+            return SaeWeights.Create(cfg, new Dictionary<string, Tensor>
             {
                 ["W_enc"] = encW.t(),
                 ["W_dec"] = Need(raw, $"{decoder}.weight", file, 2).t(),
@@ -303,7 +303,7 @@ public static class SaeLensConversions
         var raw = TorchPickle.LoadStateDict(ptFile);
         try
         {
-            return Build(cfg, raw, cfgPath, ptFile);
+            return SaeWeights.Create(cfg, raw, cfgPath, ptFile);
         }
         finally
         {
@@ -354,7 +354,7 @@ public static class SaeLensConversions
         try
         {
             using var scope = NewDisposeScope();
-            var sae = Build(cfg, new Dictionary<string, Tensor>
+            var sae = SaeWeights.Create(cfg, new Dictionary<string, Tensor>
             {
                 ["W_enc"] = Need(raw, "encoder.weight", wPath, 2).t(),
                 ["W_dec"] = Need(raw, "decoder.weight", wPath, 2).t(),
@@ -431,7 +431,7 @@ public static class SaeLensConversions
         {
             using var scope = NewDisposeScope();
             var weights = new Dictionary<string, Tensor>(raw, StringComparer.Ordinal) { ["W_enc"] = Need(raw, "W_enc", file, 2).t() };
-            return Build(cfg, weights, wandbPath, file);
+            return SaeWeights.Create(cfg, weights, wandbPath, file);
         }
         finally
         {
@@ -498,7 +498,7 @@ public static class SaeLensConversions
                     },
                 },
             };
-            return Build(cfg, new Dictionary<string, Tensor>
+            return SaeWeights.Create(cfg, new Dictionary<string, Tensor>
             {
                 ["W_enc"] = Need(enc, $"W_enc_{layer}", encoderFile, 2).t(),
                 ["b_enc"] = bEnc,
@@ -514,25 +514,6 @@ public static class SaeLensConversions
     }
 
     // ---- shared ----
-
-    /// <summary>The SAE of <paramref name="cfg"/> holding <paramref name="weights"/> (SAELens names, exactly its
-    /// parameters); <paramref name="cfgSource"/> and <paramref name="weightsSource"/> name the files in errors.</summary>
-    private static Sae Build(SaeConfig cfg, IReadOnlyDictionary<string, Tensor> weights, string cfgSource, string weightsSource)
-    {
-        cfg.Validate(cfgSource);
-        SaeWeights.CheckDeclaredSizes(cfg, weights, cfgSource, weightsSource);
-        var sae = SaeFactory.Create(cfg);
-        try
-        {
-            SaeWeights.Load(sae, weights, weightsSource);
-        }
-        catch
-        {
-            sae.Dispose();
-            throw;
-        }
-        return sae;
-    }
 
     /// <summary><paramref name="raw"/>[<paramref name="key"/>], which must have <paramref name="dims"/> dimensions.</summary>
     private static Tensor Need(IReadOnlyDictionary<string, Tensor> raw, string key, string source, int dims)

@@ -24,6 +24,27 @@ public static class SaeWeights
         Expect("W_dec", [cfg.DSae, cfg.DOutOrIn]);
     }
 
+    /// <summary>A new SAE of <paramref name="cfg"/> holding <paramref name="weights"/>: the config validated, its declared
+    /// sizes checked against the tensors before anything is allocated (<see cref="CheckDeclaredSizes"/>), then
+    /// <see cref="Load"/>; the SAE is disposed if loading fails.</summary>
+    public static Sae Create(SaeConfig cfg, IReadOnlyDictionary<string, Tensor> weights, string cfgSource, string weightsSource)
+    {
+        ArgumentNullException.ThrowIfNull(cfg);
+        cfg.Validate(cfgSource);
+        CheckDeclaredSizes(cfg, weights, cfgSource, weightsSource);
+        var sae = SaeFactory.Create(cfg);
+        try
+        {
+            Load(sae, weights, weightsSource);
+        }
+        catch
+        {
+            sae.Dispose();
+            throw;
+        }
+        return sae;
+    }
+
     /// <summary>
     /// Loads <paramref name="weights"/> (SAELens names) into <paramref name="sae"/>. Every parameter and buffer of the
     /// SAE must be present with its exact shape; tensors the SAE does not have are an error unless listed in

@@ -135,18 +135,7 @@ public static class Sparsify
                     ModelClassName = "HookedTransformer",
                 },
             };
-            cfg.Validate(cfgPath);
-            var sae = SaeFactory.Create(cfg);
-            try
-            {
-                SaeWeights.Load(sae, w, weightsPath);
-            }
-            catch
-            {
-                sae.Dispose();
-                throw;
-            }
-            return sae;
+            return SaeWeights.Create(cfg, w, cfgPath, weightsPath);
         }
         finally
         {
