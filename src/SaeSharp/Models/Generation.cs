@@ -95,7 +95,8 @@ internal static class Generation
 
         using var _ = no_grad();
         using var scope = NewDisposeScope();
-        using var kv = o.UseKvCache ? new KvCache(model.Config.NLayers) : null;
+        // A temporal SAE encodes each token from the earlier ones: a KV-cached step would show it only the new token.
+        using var kv = o.UseKvCache && !(saes?.Any(a => a.Sae.ReadsContext) ?? false) ? new KvCache(model.Config.NLayers) : null;
         var seq = tokens.to(ScalarType.Int64).to(model.Device);
         var mask = o.AttentionMask is { } m ? m.ne(TorchScalars.Of(0)).to(seq.device) : ones(b, tokens.shape[1], dtype: ScalarType.Bool, device: seq.device);
         var input = seq;
