@@ -1,3 +1,4 @@
+using SaeSharp.Analysis;
 using SaeSharp.Evaluation;
 using SaeSharp.Hooks;
 using SaeSharp.Interop;
@@ -139,6 +140,32 @@ public sealed class TemporalSpliceTests : ModelTestBase
         Assert.Equal(m.CeLossWithoutSae, m.CeLossWithErrorTerm, 4);
         Assert.NotEqual(m.CeLossWithoutSae, m.CeLossWithSae, 4);
         Assert.Equal(32, m.Tokens);
+    }
+
+    [Fact]
+    public void Feature_statistics_over_model_runs_encode_whole_windows()
+    {
+        using var model = Model();
+        using var sae = Sae();
+        using var scope = NewDisposeScope();
+        var windows = Enumerable.Range(0, 3).Select(i => Ids.Skip(i).Take(8).ToArray()).ToList();
+        var report = FeatureAnalysis.Run(model, sae, windows, new FeatureAnalysisOptions { Hook = Hook, Features = [0, 1, 2, 3, 4, 5] });
+        // The maxima are those of z_novel over each window encoded as a sequence.
+        var hooked = new HookedSaeTransformer(model);
+        var (_, cache) = hooked.RunWithCache(tensor(windows.SelectMany(w => w).ToArray()).view(3, 8), [Hook]);
+        using (cache)
+        {
+            var max = sae.Encode(cache[Hook]).amax([0, 1]);
+            foreach (var f in report.Features)
+                Assert.Equal(max[f.Feature].item<float>(), f.MaxActivation, 4);
+        }
+    }
+
+    [Fact]
+    public void Training_a_temporal_SAE_is_refused()
+    {
+        var e = Assert.Throws<SaeSharpException>(() => SaeSharp.Training.SaeRecipes.Get("temporal"));
+        Assert.Contains("architecture 'temporal' is inference only", e.Message);
     }
 
     [Fact]
