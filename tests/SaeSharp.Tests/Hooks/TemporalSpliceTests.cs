@@ -7,6 +7,7 @@ using SaeSharp.Models;
 using SaeSharp.Saes;
 using SaeSharp.Tests.Models;
 using SaeSharp.Tests.Saes;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace SaeSharp.Tests.Hooks;
@@ -158,6 +159,32 @@ public sealed class TemporalSpliceTests : ModelTestBase
             var max = sae.Encode(cache[Hook]).amax([0, 1]);
             foreach (var f in report.Features)
                 Assert.Equal(max[f.Feature].item<float>(), f.MaxActivation, 4);
+        }
+    }
+
+    [Fact]
+    public void Attribution_to_z_novel_matches_finite_differences()
+    {
+        using var model = ModelLoader.FromPretrained(TinyModels.WriteGpt2(Sub($"g-{Guid.NewGuid():N}"), 4, 2, 8, 2, 50, 32), TorchSharp.torch.ScalarType.Float64);
+        using var sae = Sae();
+        sae.to(TorchSharp.torch.ScalarType.Float64);
+        using var scope = NewDisposeScope();
+        var hooked = new HookedSaeTransformer(model);
+        var a = hooked.AddSae(sae, Hook, useErrorTerm: true);
+        var tokens = tensor(Ids).view(2, 6);
+        var metric = AttributionMetric.LogitDiff(3, 7);
+        using var r = hooked.Attribute(tokens, metric);
+        Assert.Equal(metric.Evaluate(model.Forward(tokens), tokens).item<double>(), r.Metric, 9);
+        string post = a.HookName(SaeHookPoints.ActsPost);
+        const double h = 1e-5;
+        var entries = r.Top(8).ToList();
+        Assert.NotEmpty(entries);
+        foreach (var e in entries)
+        {
+            long[] idx = [e.Batch, e.Position, e.Feature];
+            double fd = (Interventions.AttributionTests.MetricWithScaledEntry(hooked, metric, tokens, post, idx, h)
+                - Interventions.AttributionTests.MetricWithScaledEntry(hooked, metric, tokens, post, idx, -h)) / (2 * h);
+            Assert.True(Math.Abs(fd - e.Attribution) < 1e-6 * Math.Max(1, Math.Abs(fd)), $"{e}: finite difference {fd}");
         }
     }
 
