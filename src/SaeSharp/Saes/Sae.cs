@@ -70,7 +70,19 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
     }
 
     /// <summary><c>W_enc</c> [d_in, d_sae] (SAELens <c>sae.W_enc</c>): the SAE's own parameter, not a copy; the SAE disposes it.</summary>
-    public Parameter WEnc => HasEncoderWeights ? W_enc : throw new SaeSharpException($"this {Cfg.Architecture} SAE has no W_enc (its encoder is W_decᵀ)");
+    public Parameter WEnc
+    {
+        get
+        {
+            RequireEncoderWeights();
+            return W_enc;
+        }
+    }
+    private void RequireEncoderWeights()
+    {
+        if (!HasEncoderWeights) throw new SaeSharpException($"this {Cfg.Architecture} SAE has no W_enc (its encoder is W_decᵀ)");
+    }
+
     /// <summary>Whether the SAE has <c>W_enc</c> (all but a tied temporal SAE).</summary>
     public bool HasEncoderWeights => (Parameter?)W_enc is not null;
     /// <summary>Whether a token's encoding reads the earlier tokens of its sequence (temporal SAEs): inputs must then be
@@ -379,6 +391,7 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
     /// <paramref name="generator"/> (instead of <c>W_enc = W_decᵀ</c>).</summary>
     public void InitializeEncoderIndependently(Generator? generator, double norm)
     {
+        RequireEncoderWeights();
         using var _ = no_grad();
         using var scope = NewDisposeScope();
         var e = randn(Cfg.DIn, Cfg.DSae, generator: generator, device: CPU);
@@ -417,6 +430,7 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
         using var _ = no_grad();
         using var scope = NewDisposeScope();
         var norms = W_dec.norm(1, keepdim: true).clamp_min(TorchScalars.Of(1e-8));
+        if (compensateEncoder) RequireEncoderWeights();     // before anything changes
         W_dec.div_(norms);
         if (compensateEncoder)
         {
