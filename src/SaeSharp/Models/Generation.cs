@@ -24,7 +24,9 @@ public sealed record GenerationOptions
     public IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? Hooks { get; init; }
     /// <summary>SAEs spliced into every forward step (<see cref="RunOptions.Saes"/>); their hook points can be hooked.</summary>
     public IReadOnlyList<AttachedSae>? Saes { get; init; }
-    /// <summary>Reuse keys and values of earlier tokens (default). False recomputes the whole sequence at each step.</summary>
+    /// <summary>Reuse keys and values of earlier tokens (default). False recomputes the whole sequence at each step, as
+    /// generation always does with an SAE attached that reads each token's context (<see cref="Saes.Sae.ReadsContext"/>:
+    /// a temporal SAE), which a cached step would show only the new token.</summary>
     public bool UseKvCache { get; init; } = true;
     /// <summary>Also return the logits from which each new token was chosen.</summary>
     public bool ReturnLogits { get; init; }
