@@ -24,6 +24,11 @@ and NAME/expected.json holds the inputs x [B, L, d_in] and SAELens's encode (z_n
 and forward outputs, plus forward and z_novel with one later token changed (for causality checks).
 Weights: SAELens's own initialisation (torch.manual_seed per SAE), then b_dec set small random so that b_dec's
 subtraction is exercised (SAELens initialises it to zero).
+
+With --check-saved DIR (no --out), it checks instead that SAELens reads what SaeSharp saves: DIR/NAME holds
+`sae convert tests/data/temporal_sae/NAME/canrager/layer_3/temporal DIR/NAME` for each NAME; SAELens's TemporalSAE is
+built from its cfg.json (TemporalSAEConfig's fields), loads sae_weights.safetensors with load_state_dict(strict=True),
+and its forward on expected.json's x is compared with SAELens's recorded output.
 """
 import argparse, json, math, os, struct, sys, types
 
@@ -121,13 +126,49 @@ VARIANTS = {
 }
 
 
+def load_file(path):
+    import numpy as np
+    with open(path, "rb") as f:
+        b = f.read()
+    n = struct.unpack("<Q", b[:8])[0]
+    header, base, out = json.loads(b[8:8 + n]), 8 + n, {}
+    for k, v in header.items():
+        if k == "__metadata__":
+            continue
+        assert v["dtype"] == "F32", (k, v["dtype"])
+        s, e = v["data_offsets"]
+        out[k] = torch.from_numpy(np.frombuffer(b[base + s:base + e], dtype=np.float32).copy()).view(v["shape"])
+    return out
+
+
+def check_saved(temporal, saved, data):
+    import dataclasses
+    names = {f.name for f in dataclasses.fields(temporal.TemporalSAEConfig)} - {"metadata"}
+    for name in VARIANTS:
+        with open(os.path.join(saved, name, "cfg.json")) as f:
+            cfg = json.load(f)
+        sae = temporal.TemporalSAE(temporal.TemporalSAEConfig(**{k: v for k, v in cfg.items() if k in names}))
+        sae.load_state_dict(load_file(os.path.join(saved, name, "sae_weights.safetensors")), strict=True)
+        with open(os.path.join(data, name, "expected.json")) as f:
+            e = json.load(f)
+        with torch.no_grad():
+            diff = (sae.forward(torch.tensor(e["x"])) - torch.tensor(e["forward"])).abs().max().item()
+        print(name, "SAELens on SaeSharp's save: max |forward - expected| =", diff)
+        assert diff < 1e-5
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--saelens", required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out")
+    p.add_argument("--check-saved")
+    p.add_argument("--data", default="tests/data/temporal_sae")
     a = p.parse_args()
     torch.set_num_threads(1)
     temporal = load_saelens(a.saelens)
+    if a.check_saved:
+        check_saved(temporal, a.check_saved, a.data)
+        return
     d_in, d_sae, n_heads, bf, B, L = 8, 32, 2, 8, 2, 6
     for name, v in VARIANTS.items():
         torch.manual_seed(v["seed"])
