@@ -273,7 +273,6 @@ public static class SaeLensFormat
     /// refused by <see cref="UnsupportedArchitecture"/>.</summary>
     public static IReadOnlyDictionary<string, string> UnsupportedSaeLensArchitectures { get; } = new Dictionary<string, string>(StringComparer.Ordinal)
     {
-        ["temporal"] = "the Temporal SAE of canrager/temporalSAEs, whose encoder attends over the previous tokens' activations",
         ["matching_pursuit"] = "matching pursuit: latents chosen greedily against the residual, one at a time",
     };
 

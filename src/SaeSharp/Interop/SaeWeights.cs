@@ -9,7 +9,7 @@ public static class SaeWeights
 {
     /// <summary>
     /// Refuses a config whose sizes do not match the weights before the SAE is built: <c>W_enc</c> must be
-    /// [d_in, d_sae] and <c>W_dec</c> [d_sae, d_out], as every architecture stores them.
+    /// [d_in, d_sae] (where the architecture has one) and <c>W_dec</c> [d_sae, d_out], as every architecture stores them.
     /// </summary>
     public static void CheckDeclaredSizes(SaeConfig cfg, IReadOnlyDictionary<string, Tensor> weights, string cfgPath, string source)
     {
@@ -20,7 +20,7 @@ public static class SaeWeights
             if (!w.shape.SequenceEqual(shape))
                 throw new SaeSharpException($"{cfgPath}: d_in={cfg.DIn}, d_sae={cfg.DSae} imply '{name}' of shape [{string.Join(", ", shape)}] but {source} holds [{string.Join(", ", w.shape)}]");
         }
-        Expect("W_enc", [cfg.DIn, cfg.DSae]);
+        if (SaeArchitectures.Find(cfg.Architecture)?.HasEncoderWeights?.Invoke(cfg) ?? true) Expect("W_enc", [cfg.DIn, cfg.DSae]);
         Expect("W_dec", [cfg.DSae, cfg.DOutOrIn]);
     }
 

@@ -35,14 +35,16 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
 
     /// <param name="cfg">Shape and inference behaviour.</param>
     /// <param name="hasEncoderBias">False for architectures without <c>b_enc</c> (gated).</param>
+    /// <param name="hasEncoderWeights">False for an architecture without <c>W_enc</c> (a tied temporal SAE, whose encoder is
+    /// W_decᵀ): <see cref="WEnc"/> then throws and the state_dict has no <c>W_enc</c>.</param>
     /// <param name="hasSkip">True for SAELens's skip transcoders (<c>skip_transcoder</c>, <c>jumprelu_skip_transcoder</c>):
     /// a parameter <c>W_skip</c> [d_out, d_in], zero at initialisation, whose term x·W_skipᵀ on the raw input rows
     /// <see cref="Reconstruct"/> adds to the decoder's output (SAELens <c>SkipTranscoder.forward</c>).</param>
-    protected Sae(SaeConfig cfg, bool hasEncoderBias = true, bool hasSkip = false) : base(cfg.Architecture)
+    protected Sae(SaeConfig cfg, bool hasEncoderBias = true, bool hasSkip = false, bool hasEncoderWeights = true) : base(cfg.Architecture)
     {
         cfg.Validate();
         Cfg = cfg;
-        W_enc = nn.Parameter(zeros(cfg.DIn, cfg.DSae));
+        W_enc = hasEncoderWeights ? nn.Parameter(zeros(cfg.DIn, cfg.DSae)) : null!;
         b_enc = hasEncoderBias ? nn.Parameter(zeros(cfg.DSae)) : null;
         W_dec = nn.Parameter(zeros(cfg.DSae, cfg.DOutOrIn));
         b_dec = nn.Parameter(zeros(cfg.DOutOrIn));
@@ -68,7 +70,24 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
     }
 
     /// <summary><c>W_enc</c> [d_in, d_sae] (SAELens <c>sae.W_enc</c>): the SAE's own parameter, not a copy; the SAE disposes it.</summary>
-    public Parameter WEnc => W_enc;
+    public Parameter WEnc
+    {
+        get
+        {
+            RequireEncoderWeights();
+            return W_enc;
+        }
+    }
+    private void RequireEncoderWeights()
+    {
+        if (!HasEncoderWeights) throw new SaeSharpException($"this {Cfg.Architecture} SAE has no W_enc (its encoder is W_decᵀ)");
+    }
+
+    /// <summary>Whether the SAE has <c>W_enc</c> (all but a tied temporal SAE).</summary>
+    public bool HasEncoderWeights => (Parameter?)W_enc is not null;
+    /// <summary>Whether a token's encoding reads the earlier tokens of its sequence (temporal SAEs): inputs must then be
+    /// ordered sequences [batch, pos, d_in], not rows.</summary>
+    public virtual bool ReadsContext => false;
     /// <summary>The encoder bias; throws for architectures that have none (gated: see <c>b_gate</c>, <c>b_mag</c>).</summary>
     public Parameter BEnc => b_enc ?? throw new SaeSharpException($"architecture '{Cfg.Architecture}' has no b_enc");
     /// <summary>Whether the architecture has <c>b_enc</c> (all but gated).</summary>
@@ -289,7 +308,7 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
 
     /// <summary>Reconstruction and feature activations in one pass. Any leading dimensions ([batch, pos, d_in] from a
     /// hook) are kept: the results are [..., d_out] and [..., d_sae].</summary>
-    public (Tensor SaeOut, Tensor FeatureActs) Run(Tensor x)
+    public virtual (Tensor SaeOut, Tensor FeatureActs) Run(Tensor x)
     {
         using var scope = NewDisposeScope();
         var rows = AsRows(x);
@@ -372,6 +391,7 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
     /// <paramref name="generator"/> (instead of <c>W_enc = W_decᵀ</c>).</summary>
     public void InitializeEncoderIndependently(Generator? generator, double norm)
     {
+        RequireEncoderWeights();
         using var _ = no_grad();
         using var scope = NewDisposeScope();
         var e = randn(Cfg.DIn, Cfg.DSae, generator: generator, device: CPU);
@@ -410,6 +430,7 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
         using var _ = no_grad();
         using var scope = NewDisposeScope();
         var norms = W_dec.norm(1, keepdim: true).clamp_min(TorchScalars.Of(1e-8));
+        if (compensateEncoder) RequireEncoderWeights();     // before anything changes
         W_dec.div_(norms);
         if (compensateEncoder)
         {

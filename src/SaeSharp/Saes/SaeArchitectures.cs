@@ -20,6 +20,9 @@ public static class SaeArchitectures
     /// <summary>"jumprelu_skip_transcoder": a JumpReLU transcoder with a linear skip connection W_skip (SAELens 6.37).</summary>
     public const string JumpReluSkipTranscoder = "jumprelu_skip_transcoder";
 
+    /// <summary>"temporal": SAELens's Temporal SAE (canrager), inference only.</summary>
+    public const string Temporal = "temporal";
+
     private static readonly List<SaeArchitecture> Registered =
     [
         StandardSae.Descriptor,
@@ -30,6 +33,7 @@ public static class SaeArchitectures
         MatryoshkaBatchTopKSae.Descriptor,
         SkipTranscoderSae.Descriptor,
         JumpReluSae.SkipTranscoderDescriptor,
+        TemporalSae.Descriptor,
     ];
 
     /// <summary>The registered names, in registration order.</summary>
