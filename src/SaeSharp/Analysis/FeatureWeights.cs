@@ -108,11 +108,16 @@ public static class FeatureWeights
             var part = stats.Skip(start).Take(Chunk).ToList();
             var ids = part.Select(s => s.Feature).ToList();
             var logits = ResidualDirections(model, sae, hook, ids).matmul(wu).narrow(1, 0, vocab).contiguous(); // [n, vocab]
-            int k = Math.Min(topLogits, vocab);
-            var (topV, topI) = logits.topk(k, 1, largest: true, sorted: true);
-            var (botV, botI) = logits.topk(k, 1, largest: false, sorted: true);
+            int k = Math.Max(0, Math.Min(topLogits, vocab));
             var lv = logits.data<float>().ToArray();
-            var (tv, ti, bv, bi) = (topV.data<float>().ToArray(), topI.data<long>().ToArray(), botV.data<float>().ToArray(), botI.data<long>().ToArray());
+            float[] tv = [], bv = [];
+            long[] ti = [], bi = [];
+            if (k > 0) // TorchSharp's data<T>() refuses the empty results of topk(0)
+            {
+                var (topV, topI) = logits.topk(k, 1, largest: true, sorted: true);
+                var (botV, botI) = logits.topk(k, 1, largest: false, sorted: true);
+                (tv, ti, bv, bi) = (topV.data<float>().ToArray(), topI.data<long>().ToArray(), botV.data<float>().ToArray(), botI.data<long>().ToArray());
+            }
 
             var idx = tensor(ids.Select(i => (long)i).ToArray());
             var rows = decNorm.index_select(0, idx);

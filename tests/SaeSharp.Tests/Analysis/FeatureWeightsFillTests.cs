@@ -57,4 +57,20 @@ public class FeatureWeightsFillTests : ModelTestBase
             Assert.Equal(20, f.LogitHistogram!.Counts.Sum());
         }
     }
+    [Fact]
+    public void Zero_logits_similar_features_and_neurons_leave_those_lists_empty_and_fill_the_histogram()
+    {
+        using var model = Gpt2();
+        string hook = "blocks.0.hook_mlp_out";
+        using var sae = InterventionTests.RandomSae(hook, 16, 32, 10);
+        var stats = new[] { Empty(0), Empty(31) };
+        FeatureWeights.Fill(stats, model, sae, hook, topLogits: 0, similar: 0, neurons: 0);
+        foreach (var f in stats)
+        {
+            Assert.Empty(f.TopLogits);
+            Assert.Empty(f.BottomLogits);
+            Assert.Empty(f.SimilarFeatures!);
+            Assert.Equal(model.Config.DVocab, f.LogitHistogram!.Counts.Sum());
+        }
+    }
 }
