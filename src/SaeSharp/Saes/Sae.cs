@@ -14,9 +14,15 @@ namespace SaeSharp.Saes;
 /// </summary>
 public abstract class Sae : nn.Module<Tensor, Tensor>
 {
-#pragma warning disable IDE1006, CA1051 // fields named after the state_dict keys: TorchSharp registers fields, not properties
-    /// <summary>Encoder weights <c>W_enc</c> [d_in, d_sae].</summary>
-    protected readonly Parameter W_enc;
+#pragma warning disable IDE1006, CA1051, CA1707 // fields (and W_enc, over the field of a tied architecture's absent one) named after the state_dict keys: TorchSharp registers fields, not properties
+    /// <summary>Encoder weights <c>W_enc</c> [d_in, d_sae]; null for a tied architecture (<c>matching_pursuit</c>, whose
+    /// encoder is W_decᵀ and whose state_dict has no W_enc, as SAELens's).</summary>
+    [TorchSharp.Utils.ComponentName(Name = "W_enc")]
+    private protected readonly Parameter? _wEnc;
+    /// <summary><c>W_enc</c> [d_in, d_sae]; a <see cref="SaeSharpException"/> naming the architecture for a tied one
+    /// (<see cref="HasEncoderWeights"/> false).</summary>
+    protected Parameter W_enc => _wEnc ?? throw new SaeSharpException(
+        $"architecture '{Cfg.Architecture}' has no W_enc: its encoder is tied to the decoder (W_decᵀ), as in SAELens, and its weights are W_dec and b_dec only");
     /// <summary>Encoder bias <c>b_enc</c> [d_sae] (null for gated SAEs).</summary>
     protected readonly Parameter? b_enc;
     /// <summary>Decoder weights <c>W_dec</c> [d_sae, d_out]; row j is latent j's direction.</summary>
@@ -25,7 +31,7 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
     protected readonly Parameter b_dec;
     /// <summary>The linear skip connection <c>W_skip</c> [d_out, d_in] of SAELens's skip transcoders (null otherwise).</summary>
     protected readonly Parameter? W_skip;
-#pragma warning restore IDE1006, CA1051
+#pragma warning restore IDE1006, CA1051, CA1707
 
     /// <summary>Shape and inference behaviour (cfg.json).</summary>
     public SaeConfig Cfg { get; }
@@ -35,14 +41,16 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
 
     /// <param name="cfg">Shape and inference behaviour.</param>
     /// <param name="hasEncoderBias">False for architectures without <c>b_enc</c> (gated).</param>
+    /// <param name="hasEncoderWeights">False for a tied architecture without a <c>W_enc</c> parameter (matching_pursuit:
+    /// its encoder is W_decᵀ); <see cref="WEnc"/> then throws naming the architecture.</param>
     /// <param name="hasSkip">True for SAELens's skip transcoders (<c>skip_transcoder</c>, <c>jumprelu_skip_transcoder</c>):
     /// a parameter <c>W_skip</c> [d_out, d_in], zero at initialisation, whose term x·W_skipᵀ on the raw input rows
     /// <see cref="Reconstruct"/> adds to the decoder's output (SAELens <c>SkipTranscoder.forward</c>).</param>
-    protected Sae(SaeConfig cfg, bool hasEncoderBias = true, bool hasSkip = false) : base(cfg.Architecture)
+    protected Sae(SaeConfig cfg, bool hasEncoderBias = true, bool hasSkip = false, bool hasEncoderWeights = true) : base(cfg.Architecture)
     {
         cfg.Validate();
         Cfg = cfg;
-        W_enc = nn.Parameter(zeros(cfg.DIn, cfg.DSae));
+        _wEnc = hasEncoderWeights ? nn.Parameter(zeros(cfg.DIn, cfg.DSae)) : null;
         b_enc = hasEncoderBias ? nn.Parameter(zeros(cfg.DSae)) : null;
         W_dec = nn.Parameter(zeros(cfg.DSae, cfg.DOutOrIn));
         b_dec = nn.Parameter(zeros(cfg.DOutOrIn));
@@ -67,8 +75,11 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
         return y.add(skip.reshape(y.shape).to(y.dtype), TorchScalars.One).MoveToOuterDisposeScope();
     }
 
-    /// <summary><c>W_enc</c> [d_in, d_sae] (SAELens <c>sae.W_enc</c>): the SAE's own parameter, not a copy; the SAE disposes it.</summary>
+    /// <summary><c>W_enc</c> [d_in, d_sae] (SAELens <c>sae.W_enc</c>): the SAE's own parameter, not a copy; the SAE disposes it.
+    /// Throws for a tied architecture (<see cref="HasEncoderWeights"/> false: matching_pursuit, whose encoder is W_decᵀ).</summary>
     public Parameter WEnc => W_enc;
+    /// <summary>Whether the SAE has its own <c>W_enc</c> parameter (all but matching_pursuit, whose encoder is W_decᵀ).</summary>
+    public bool HasEncoderWeights => _wEnc is not null;
     /// <summary>The encoder bias; throws for architectures that have none (gated: see <c>b_gate</c>, <c>b_mag</c>).</summary>
     public Parameter BEnc => b_enc ?? throw new SaeSharpException($"architecture '{Cfg.Architecture}' has no b_enc");
     /// <summary>Whether the architecture has <c>b_enc</c> (all but gated).</summary>
@@ -350,7 +361,7 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
 
     /// <summary>
     /// Random initialisation: decoder rows in random directions with norm <paramref name="decoderNorm"/>,
-    /// <c>W_enc = W_decᵀ</c>, biases zero. Architectures with more parameters extend it. The draws are made on the CPU
+    /// <c>W_enc = W_decᵀ</c> (none for a tied architecture), biases zero. Architectures with more parameters extend it. The draws are made on the CPU
     /// (where <paramref name="generator"/> lives) and copied to the SAE's device, so a seed gives the same SAE on every device.
     /// </summary>
     public virtual void InitializeWeights(Generator? generator = null, double decoderNorm = 0.1)
@@ -361,7 +372,7 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
         using var decoderNormScalar = decoderNorm.ToScalar();
         w = w / w.norm(1, keepdim: true) * decoderNormScalar;
         W_dec.copy_(w);
-        if (Cfg.DOutOrIn == Cfg.DIn) W_enc.copy_(w.t());
+        if (Cfg.DOutOrIn == Cfg.DIn) _wEnc?.copy_(w.t());   // none when tied (matching_pursuit)
         else InitializeEncoderIndependently(generator, decoderNorm);
         b_enc?.fill_(TorchScalars.Of(0));
         b_dec.fill_(TorchScalars.Of(0));

@@ -24,6 +24,9 @@ public sealed class SaeArchitecture
     /// <summary>Whether the architecture maps an input to other targets only (a skip transcoder: <c>W_skip</c> maps the
     /// input to the output space), so that training needs targets (<c>d_out</c>).</summary>
     public bool TranscoderOnly { get; init; }
+    /// <summary>Whether the encoder is tied to the decoder (W_decᵀ), so that the weights have no <c>W_enc</c>
+    /// (matching_pursuit, as SAELens saves it).</summary>
+    public bool TiedEncoder { get; init; }
     /// <summary>Further checks of a config (throw a <see cref="SaeSharpException"/> naming the source and the field).</summary>
     public Action<SaeConfig, string>? Validate { get; init; }
 }

@@ -19,6 +19,8 @@ public static class SaeArchitectures
     public const string SkipTranscoder = "skip_transcoder";
     /// <summary>"jumprelu_skip_transcoder": a JumpReLU transcoder with a linear skip connection W_skip (SAELens 6.37).</summary>
     public const string JumpReluSkipTranscoder = "jumprelu_skip_transcoder";
+    /// <summary>"matching_pursuit": latents chosen greedily against the residual, encoder tied to the decoder (SAELens 6.37).</summary>
+    public const string MatchingPursuit = "matching_pursuit";
 
     private static readonly List<SaeArchitecture> Registered =
     [
@@ -30,6 +32,7 @@ public static class SaeArchitectures
         MatryoshkaBatchTopKSae.Descriptor,
         SkipTranscoderSae.Descriptor,
         JumpReluSae.SkipTranscoderDescriptor,
+        MatchingPursuitSae.Descriptor,
     ];
 
     /// <summary>The registered names, in registration order.</summary>
