@@ -274,7 +274,6 @@ public static class SaeLensFormat
     public static IReadOnlyDictionary<string, string> UnsupportedSaeLensArchitectures { get; } = new Dictionary<string, string>(StringComparer.Ordinal)
     {
         ["temporal"] = "the Temporal SAE of canrager/temporalSAEs, whose encoder attends over the previous tokens' activations",
-        ["matching_pursuit"] = "matching pursuit: latents chosen greedily against the residual, one at a time",
     };
 
     /// <summary>The error for an SAE of SAELens architecture <paramref name="architecture"/> (one of
