@@ -17,6 +17,8 @@ Two cases, d_in 8, d_sae 24, 12 rows (seed 0); decoder rows random with norms be
   (x = b_dec: it selects nothing).
 - "b": residual_threshold 1.5, max_iterations 3, stop_on_duplicate_support False, apply_b_dec_to_input False; the same
   weights, inputs randn.
+- "c": normalize_activations "layer_norm" (each row (x − μ)/(σ + 1e-5) before encoding, ŷ·σ + μ after decoding),
+  max_iterations 5, the other fields SAELens's defaults; inputs 3·randn + 1 (case b's).
 Each case: <case>/cfg.json + <case>/sae_weights.safetensors written by MatchingPursuitSAE.save_model (exactly SAELens's
 keys and cfg), and reference_<case>.safetensors with x, feature_acts (MatchingPursuitSAE.encode), sae_out (its forward),
 and from MatchingPursuitTrainingSAE.training_forward_pass (is_logging_step True) on the same weights: loss, the metrics
@@ -110,6 +112,7 @@ def main():
         "a": (x_a, dict()),
         "b": (x_b, dict(residual_threshold=1.5, max_iterations=3, stop_on_duplicate_support=False,
                         apply_b_dec_to_input=False)),
+        "c": (x_b * 3 + 1, dict(normalize_activations="layer_norm", max_iterations=5)),
     }
     os.makedirs(a.out, exist_ok=True)
     for name, (x, kw) in cases.items():

@@ -146,7 +146,8 @@ public sealed class MatchingPursuitSae : Sae
     }
 
     /// <summary>SAELens's <c>MatchingPursuitTrainingSAE.training_forward_pass</c>: loss = mean_n ‖y − ŷ‖² (its
-    /// <c>get_coefficients</c> is empty, its aux loss none), ŷ = f·W_dec (+ b_dec when <c>apply_b_dec_to_input</c>), with
+    /// <c>get_coefficients</c> is empty, its aux loss none), ŷ = f·W_dec (+ b_dec when <c>apply_b_dec_to_input</c>; mapped
+    /// back from a run-time normalisation as SAELens's decode does), with
     /// the metrics <c>max_l0</c>, <c>min_l0</c> (active latents per row), <c>residual_norm</c> (mean ‖x − ŷ‖) and
     /// <c>residual_threshold_converged_portion</c> (fraction of rows with ‖x − ŷ‖ below <c>residual_threshold</c>).</summary>
     public override SaeTrainOutput TrainingForward(Tensor x, Tensor target, SaeTrainContext ctx)
@@ -155,7 +156,8 @@ public sealed class MatchingPursuitSae : Sae
         ArgumentNullException.ThrowIfNull(target);
         using var scope = NewDisposeScope();
         var f = Pursuit(EncoderInput(x), W_dec, ResidualThreshold, MaxIterations, StopOnDuplicateSupport);
-        var y = Cfg.ApplyBDecToInput ? addmm(b_dec, f, W_dec, 1, 1) : f.matmul(W_dec);
+        // SAELens's training decode maps a run-time normalisation back (run_time_activation_norm_fn_out) before the MSE.
+        var y = UndoInputNormalization(Cfg.ApplyBDecToInput ? addmm(b_dec, f, W_dec, 1, 1) : f.matmul(W_dec), x);
         var mse = MseLoss(y, target);
         Dictionary<string, Tensor> metrics;
         using (no_grad())

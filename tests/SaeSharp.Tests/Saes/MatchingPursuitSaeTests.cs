@@ -165,7 +165,7 @@ public class MatchingPursuitSaeTests
         AssertClose(f.matmul(w), without.Decode(f), what: "apply_b_dec_to_input false");
     }
 
-    public static TheoryData<string> Cases => new() { "a", "b" };
+    public static TheoryData<string> Cases => new() { "a", "b", "c" };
 
     private static Dictionary<string, Tensor> Reference(string c) => SafeTensors.Load(TestPaths.Data("matching_pursuit", $"reference_{c}.safetensors"));
 
@@ -177,10 +177,11 @@ public class MatchingPursuitSaeTests
         var r = Reference(c);
         using var sae = SaeLensFormat.Load(TestPaths.Data("matching_pursuit", c));
         var mp = Assert.IsType<MatchingPursuitSae>(sae);
-        Assert.Equal(c == "a" ? 0.01 : 1.5, mp.ResidualThreshold);
-        Assert.Equal(c == "a" ? 8 : 3, mp.MaxIterations);
-        Assert.Equal(c == "a", mp.StopOnDuplicateSupport);
-        Assert.Equal(c == "a", sae.Cfg.ApplyBDecToInput);
+        Assert.Equal(c == "b" ? 1.5 : 0.01, mp.ResidualThreshold);
+        Assert.Equal(c switch { "a" => 8, "b" => 3, _ => 5 }, mp.MaxIterations);
+        Assert.Equal(c != "b", mp.StopOnDuplicateSupport);
+        Assert.Equal(c != "b", sae.Cfg.ApplyBDecToInput);
+        Assert.Equal(c == "c", sae.UsesLayerNorm);
         using (no_grad())
         {
             AssertClose(r["feature_acts"], sae.Encode(r["x"]), 1e-5, 1e-6, "feature_acts");
