@@ -135,7 +135,7 @@ public class MatchingPursuitTrainingTests : IDisposable
     }
 
     [Fact]
-    public void CommandLineTrainsOnTheBuiltInModelThenEvaluatesAndAnalyses()
+    public void CommandLineTrainsOnTheBuiltInModelThenEvaluatesAnalysesAndIntervenes()
     {
         string corpus = P("stories.jsonl");
         Ok(CliRunner.Run("corpus", "--out", corpus, "--docs", "60", "--seed", "3"));
@@ -154,5 +154,14 @@ public class MatchingPursuitTrainingTests : IDisposable
         Ok(CliRunner.Run("features", "--sae", P("run"), "--model", "builtin", "--dataset", corpus, "--tokens", "512", "--context-size", "32",
             "--out", P("features")));
         Assert.NotEmpty(Directory.GetFiles(P("features")));
+        // Interventions through the splice: steering, ablation and attribution (its features and error node).
+        Ok(CliRunner.Run("steer", "--model", "builtin", "--sae", P("run"), "--feature", "3", "--scale", "8", "--prompt", "Once there was a girl named Anna .",
+            "--max-new-tokens", "4", "--runs", "1"));
+        var ablate = CliRunner.Run("ablate", "--model", "builtin", "--sae", P("run"), "--features", "3,5", "--prompt", "Once there was a girl named Anna .");
+        Ok(ablate);
+        Assert.Contains("CE loss ablated", ablate.Out);
+        var attribute = CliRunner.Run("attribute", "--model", "builtin", "--sae", P("run"), "--metric", "loss", "--prompt", "Once there was a girl named Anna .");
+        Ok(attribute);
+        Assert.Contains("error node", attribute.Out);
     }
 }
