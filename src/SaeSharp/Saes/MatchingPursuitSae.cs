@@ -114,7 +114,7 @@ public sealed class MatchingPursuitSae : Sae
             using var step = NewDisposeScope();
             Tensor indices;
             using (no_grad())
-                indices = nn.functional.relu(residual.detach().matmul(wDecT)).max(1, keepdim: true).indexes;
+                indices = residual.detach().matmul(wDecT).relu_().max(1, keepdim: true).indexes;   // relu in place: one [N, d_sae] buffer
             var selected = wDec.index_select(0, indices.squeeze(1));
             var values = nn.functional.relu((residual * selected).sum(-1, keepdim: true));
             var masked = values * done.logical_not().unsqueeze(1).to(values.dtype);
