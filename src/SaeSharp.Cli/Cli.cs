@@ -46,6 +46,8 @@ internal static class Cli
     {
         // Numbers on the terminal and in the files the commands write read the same on every machine ("0.5", never "0,5").
         CultureInfo.DefaultThreadCurrentCulture = CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
+        // In a pipe or file a line stays one line (Spectre would wrap markup at 80 columns), for grep and cut.
+        if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = PipeWidth;
         return Build().Parse(args).Invoke();
     }
 
@@ -127,6 +129,16 @@ internal static class Cli
         return (name.Contains('%') ? fraction * 100 : fraction).ToString("R", CultureInfo.InvariantCulture);
     }
 
+    /// <summary>Spectre's line width when standard output is redirected: wide enough that no line is wrapped.</summary>
+    private const int PipeWidth = 1 << 14;
+
+    /// <summary>A line of Spectre markup indented by <paramref name="indent"/> columns; on a terminal, wrapped at its width
+    /// with every continuation line indented as well (not back at column 0).</summary>
+    public static void WriteIndented(string markup, int indent)
+    {
+        AnsiConsole.Write(new Padder(new Markup(markup), new Padding(indent, 0, 0, 0)));
+    }
+
     /// <summary>A cell as one field of a tab-separated line: a tab, newline or carriage return in it (a token, a decoded
     /// context) written <c>\t</c>, <c>\n</c>, <c>\r</c>, so every line keeps its fields.</summary>
     private static string Field(string cell) => cell.Replace("\t", "\\t").Replace("\n", "\\n").Replace("\r", "\\r");
@@ -164,7 +176,7 @@ internal static class Cli
             return;
         }
         var cells = rows.Select(Cells).ToList();
-        int natural = columns.Select((c, i) => cells.Select(r => r[i].Length).Append(c.Name.Length).Max() + 3).Sum() + 1;
+        int natural = columns.Select((c, i) => cells.Select(r => r[i].Length).Append((c.Heading ?? c.Name).Split('\n').Max(l => l.Length)).Max() + 3).Sum() + 1;
         // One row wider than the terminal would wrap every header: draw it as metric/value rows instead.
         if (cells.Count == 1 && natural > AnsiConsole.Profile.Width)
         {
@@ -178,7 +190,7 @@ internal static class Cli
         if (title is not null) table.Title(Markup.Escape(title));
         foreach (var c in columns)
         {
-            var column = new TableColumn(Markup.Escape(c.Name));
+            var column = new TableColumn(Markup.Escape(c.Heading ?? c.Name));
             if (c.Right) column.RightAligned();
             if (c.NoWrap) column.NoWrap();
             table.AddColumn(column);
@@ -194,8 +206,9 @@ internal static class Cli
 }
 
 /// <summary>A column of <see cref="Cli.WriteColumns"/>: on a terminal, right-aligned (numbers) or never wrapped (names a
-/// user copies); a string converts to a plain column.</summary>
-internal readonly record struct Column(string Name, bool Right = false, bool NoWrap = false)
+/// user copies), headed by <see cref="Heading"/> when given (e.g. over two lines to fit 80 columns; the tab-separated header
+/// of a pipe keeps <see cref="Name"/>); a string converts to a plain column.</summary>
+internal readonly record struct Column(string Name, bool Right = false, bool NoWrap = false, string? Heading = null)
 {
     /// <summary>A left-aligned column named <paramref name="name"/>.</summary>
     public static implicit operator Column(string name) => new(name);

@@ -27,9 +27,17 @@ internal static class CliProgress
         if (!Live)
             return work(plainLine is null ? null : new Sink<TReport>(p => { if (plainLine(p) is { } line) Console.WriteLine(line); }));
         T result = default!;
+        // One line at any terminal width: on a narrow terminal a shorter bar and no percentage (the description counts the
+        // steps), and the description cut to the room left (wider, it would push the bar out and wrap onto a second line).
+        int width = AnsiConsole.Profile.Width, barWidth = Math.Clamp(width - 80, 10, 40);
+        bool percentage = width >= 100;
+        int room = Math.Max(20, width - barWidth - (percentage ? "100% ".Length : 0) - "⣷ ".Length - 2);
+        ProgressColumn[] columns = percentage
+            ? [new TaskDescriptionColumn(), new ProgressBarColumn { Width = barWidth }, new PercentageColumn(), new SpinnerColumn()]
+            : [new TaskDescriptionColumn(), new ProgressBarColumn { Width = barWidth }, new SpinnerColumn()];
         AnsiConsole.Progress()
             // The ETA is in the description (from the average rate); Spectre's own remaining-time column would repeat it.
-            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new SpinnerColumn())
+            .Columns(columns)
             .Start(ctx =>
             {
                 var task = ctx.AddTask(Markup.Escape(title), maxValue: total ?? 1);
@@ -43,7 +51,7 @@ internal static class CliProgress
                         task.MaxValue = m;
                     }
                     task.Value = Math.Min(done, (long)task.MaxValue);
-                    task.Description = Markup.Escape(text);
+                    task.Description = Markup.Escape(text.Length <= room ? text : text[..(room - 1)] + "…");
                 }));
                 task.Value = task.MaxValue;
                 task.StopTask();

@@ -100,7 +100,19 @@ internal static class DemoCommand
 
     private static void Stage(int n, string title) => AnsiConsole.MarkupLine($"\n[bold blue][[{n}/6]][/] [bold]{Markup.Escape(title)}[/]");
 
-    private static void Line(string text) => AnsiConsole.MarkupLine("  " + Markup.Escape(text));
+    private static void Line(string text) => Cli.WriteIndented(Markup.Escape(text), 2);
+
+    /// <summary>"<paramref name="head"/> w1 w2 …" with as many words as fit in <paramref name="room"/> columns (at least one).</summary>
+    private static string FitWords(string head, IEnumerable<string> words, int room)
+    {
+        var line = head;
+        foreach (var (w, i) in words.Select((w, i) => (w, i)))
+        {
+            if (i > 0 && line.Length + 1 + w.Length > room) break;
+            line += " " + w;
+        }
+        return line;
+    }
 
     private static string LabelOf(UnitLabelScore? u) =>
         u?.Best is { } b ? $"≈ {b.Label}{(b.Negated ? " (negative)" : "")} F1 {b.F1:F2}" : "no label";
@@ -108,29 +120,32 @@ internal static class DemoCommand
     private static void PrintPromptView(DemoPromptView p, LabelScoringReport scores)
     {
         var view = p.View;
-        AnsiConsole.MarkupLine($"  [bold]prompt[/] {Markup.Escape(view.Prompt)} [grey]({Markup.Escape(p.Hook)}, {view.Tokens.Length} tokens)[/]");
-        AnsiConsole.MarkupLine($"  [bold]top features[/] [grey](best label on the held-out tokens; top logit tokens)[/]");
+        Cli.WriteIndented($"[bold]prompt[/] {Markup.Escape(view.Prompt)} [grey]({Markup.Escape(p.Hook)}, {view.Tokens.Length} tokens)[/]", 2);
+        Cli.WriteIndented("[bold]top features[/] [grey](best label on the held-out tokens; top logit tokens)[/]", 2);
+        // The label column is as wide as the longest label shown; the logit tokens that fit on the line follow it.
+        int labelWidth = view.Features.Select(u => LabelOf(scores.Features[u.Index]).Length).DefaultIfEmpty(0).Max();
+        int logitRoom = AnsiConsole.Profile.Width - 4 - "feature ".Length - 6 - labelWidth - 1;
         foreach (var u in view.Features)
         {
             p.Notes.TryGetValue(u.Index, out var note);
-            string logits = note is null ? "" : "logits " + string.Join(" ", note.TopLogits.Select(t => t.Trim()));
-            AnsiConsole.MarkupLine($"    feature {u.Index,-5} {Markup.Escape(LabelOf(scores.Features[u.Index])),-34} [grey]{Markup.Escape(logits)}[/]");
-            AnsiConsole.MarkupLine("      " + AnalysisCommands.Shaded(view.TokenStrings.Skip(view.SkippedPrefix).ToList(), u.Acts.Skip(view.SkippedPrefix).ToList()));
+            string logits = note is null ? "" : FitWords("logits", note.TopLogits.Select(t => t.Trim()), logitRoom);
+            Cli.WriteIndented($"feature {u.Index,-5} {Markup.Escape(LabelOf(scores.Features[u.Index]).PadRight(labelWidth))} [grey]{Markup.Escape(logits)}[/]", 4);
+            Cli.WriteIndented(AnalysisCommands.Shaded(view.TokenStrings.Skip(view.SkippedPrefix).ToList(), u.Acts.Skip(view.SkippedPrefix).ToList()), 6);
         }
-        AnsiConsole.MarkupLine($"  [bold]top neurons[/] [grey](dimensions of {Markup.Escape(p.Hook)})[/]");
+        Cli.WriteIndented($"[bold]top neurons[/] [grey](dimensions of {Markup.Escape(p.Hook)})[/]", 2);
         foreach (var u in view.Neurons)
         {
-            AnsiConsole.MarkupLine($"    neuron {u.Index,-6} {Markup.Escape(LabelOf(scores.Neurons[u.Index]))}");
-            AnsiConsole.MarkupLine("      " + AnalysisCommands.Shaded(view.TokenStrings.Skip(view.SkippedPrefix).ToList(), u.Acts.Skip(view.SkippedPrefix).ToList()));
+            Cli.WriteIndented($"neuron {u.Index,-6} {Markup.Escape(LabelOf(scores.Neurons[u.Index]))}", 4);
+            Cli.WriteIndented(AnalysisCommands.Shaded(view.TokenStrings.Skip(view.SkippedPrefix).ToList(), u.Acts.Skip(view.SkippedPrefix).ToList()), 6);
         }
     }
 
     private static void PrintSteering(DemoSteering s)
     {
         string fires = s.FiresOn is { } b ? $"it fires on {b.Label} (F1 {b.F1:F2})" : "no label of its own";
-        AnsiConsole.MarkupLine("  [bold]steering[/] " + Markup.Escape($"with feature {s.Feature}, whose decoder direction raises the logits of {s.Label} words most " +
+        Cli.WriteIndented("[bold]steering[/] " + Markup.Escape($"with feature {s.Feature}, whose decoder direction raises the logits of {s.Label} words most " +
             $"({string.Join(", ", s.TopWords)}; {fires}): {s.Scale:G3}·W_dec[{s.Feature}] ({s.ScaleInMaxActivations:G3}× its largest activation) " +
-            "added from the prompt's last token on, greedy decoding"));
+            "added from the prompt's last token on, greedy decoding"), 2);
         Cli.WriteColumns(null, ["run", "continuation", $"{s.Label} words"],
         [
             ["prompt", s.Prompt, ""],

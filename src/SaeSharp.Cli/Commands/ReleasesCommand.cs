@@ -6,7 +6,8 @@ namespace SaeSharp.Cli.Commands;
 
 /// <summary><c>sae releases [RELEASE] [--model M] [--search TEXT]</c>: the pretrained SAE releases that <c>--sae RELEASE/SAE_ID</c>
 /// accepts, or one release's SAEs (with a transcoder's output hook, hook_out); a release in a format SaeSharp does not load
-/// (SAELens's temporal SAEs) is listed with its format marked "(not supported)". A Spectre table on a terminal; in a pipe,
+/// (<see cref="SaeLensConversions.Unsupported"/>, empty since the temporal SAEs load) is listed with its format marked
+/// "(not supported)". A Spectre table on a terminal; in a pipe,
 /// tab-separated lines with a header (the title on stderr).</summary>
 internal static class ReleasesCommand
 {

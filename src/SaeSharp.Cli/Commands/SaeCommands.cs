@@ -4,6 +4,7 @@ using SaeSharp.Evaluation;
 using SaeSharp.Interop;
 using SaeSharp.IO;
 using SaeSharp.Pipelines;
+using SaeSharp.Saes;
 using SaeSharp.Synthetic;
 using static TorchSharp.torch;
 
@@ -190,6 +191,7 @@ internal static class SaeCommands
                 new CommandInput("--activations", inputs, InputKind.Whole), new CommandInput("--sae", parse.GetValue(sae)!, InputKind.Sae));
             using var model = SaeLoader.Load(parse.GetValue(sae)!, LoadOptions(parse, arch));
             model.eval();
+            if (model.ReadsContext) throw TemporalSae.SequenceRequired($"sae encode of {inputs}");
             using var source = ActivationSplit.EvalFiles([inputs], new ActivationFileSourceOptions { ExpectedDIn = model.Cfg.DIn });
             long n = source.Rows ?? throw new SaeSharpException($"{inputs}: row count unknown");
             using var writer = new SafeTensorsStreamWriter(parse.GetValue(output)!,

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using SaeSharp.Analysis;
 using SaeSharp.Pipelines;
+using Spectre.Console;
 
 namespace SaeSharp.Cli.Commands;
 
@@ -42,12 +43,14 @@ internal static class ScoreLabelsCommand
             name, Cli.Integer(s.Alive), Cli.Integer(s.Units), Cli.Percent("% F1 ≥ 0.8", s.ShareF1AtLeast08, 1),
             Cli.Percent("% F1 ≥ 0.5", s.ShareF1AtLeast05, 1), s.MeanBestF1.ToString("F3"), Cli.Integer(s.LabelsCovered), Cli.Integer(s.LabelsScored),
         ];
-        Cli.WriteColumns($"label scores at {r.Hook}: {Cli.Integer(r.Tokens)} tokens, {r.FeatureSummary.LabelsScored} labels, F1 on the held-out half",
-            [new Column("units", NoWrap: true), new Column("alive", Right: true), new Column("of", Right: true), new Column("% F1 ≥ 0.8", Right: true), new Column("% F1 ≥ 0.5", Right: true),
-             new Column("mean F1", Right: true), new Column("labels covered", Right: true), new Column("of labels", Right: true)],
+        Cli.WriteColumns($"label scores at {r.Hook}: {Cli.Integer(r.Tokens)} tokens, {r.FeatureSummary.LabelsScored} labels",
+            [new Column("units", NoWrap: true), new Column("alive", Right: true), new Column("of", Right: true),
+             new Column("% F1 ≥ 0.8", Right: true, Heading: "% F1\n≥ 0.8"), new Column("% F1 ≥ 0.5", Right: true, Heading: "% F1\n≥ 0.5"),
+             new Column("mean F1", Right: true, Heading: "mean\nF1"), new Column("labels covered", Right: true, Heading: "labels\ncovered"),
+             new Column("of labels", Right: true, Heading: "of\nlabels")],
             [Row("SAE features", r.FeatureSummary), Row(r.NeuronHook == r.Hook ? "dimensions (±)" : $"{r.NeuronHook} (±)", r.NeuronSummary)]);
-        Console.WriteLine("  (F1 = best label's F1 of each alive unit; labels covered = labels some unit reaches with F1 ≥ 0.8; ± = both signs of a dimension)");
-        foreach (var line in Examples(r, examples)) Console.WriteLine(line);
+        Cli.WriteIndented(Markup.Escape("(F1 = best label's F1 of each alive unit, on the held-out half of the tokens; labels covered = labels some unit reaches with F1 ≥ 0.8; ± = both signs of a dimension)"), 2);
+        foreach (var line in Examples(r, examples)) Cli.WriteIndented(Markup.Escape(line), 2);
     }
 
     /// <summary>"feature 117 ≈ cat:colour (F1 0.97, P 0.98, R 0.96)" for the best feature of each of the best-captured labels.</summary>
@@ -56,7 +59,7 @@ internal static class ScoreLabelsCommand
         foreach (var f in r.BestFeaturePerLabel().Take(count))
         {
             var neuron = r.Neurons.Where(n => n.Best?.Label == f.Best!.Label).MaxBy(n => n.Best!.F1);
-            yield return $"  feature {f.Index} ≈ {f.Best!.Label} (F1 {f.Best.F1:F2}, P {f.Best.Precision:F2}, R {f.Best.Recall:F2})" +
+            yield return $"feature {f.Index} ≈ {f.Best!.Label} (F1 {f.Best.F1:F2}, P {f.Best.Precision:F2}, R {f.Best.Recall:F2})" +
                          (neuron is null ? "; no neuron's best label" : $"; best neuron for it: {neuron.Index}{(neuron.Best!.Negated ? " (negative)" : "")} F1 {neuron.Best.F1:F2}");
         }
     }

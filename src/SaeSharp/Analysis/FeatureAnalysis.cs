@@ -204,7 +204,8 @@ internal sealed class SaeEncoder
             var x = ModelActivationHarvester.Rows(act, b, s);
             if (x.shape[1] != _sae.Cfg.DIn)
                 throw new SaeSharpException($"the SAE has d_in = {_sae.Cfg.DIn} but hook '{Hook}' gives {x.shape[1]} values per token");
-            var f = _sae.Encode(x);
+            // Encoded as the sequences they are (a temporal SAE reads each token's earlier tokens; the others encode per row).
+            var f = _sae.Encode(x.view(b, s, -1));
             return (f.view(b, s, -1), x.view(b, s, -1), tokens);
         }
     }

@@ -55,6 +55,8 @@ public static class SaeEvaluator
             throw new SaeSharpException("evaluation: ground-truth activations need the ground-truth features too");
         if (groundTruthActivations is not null && groundTruthActivations.NFeatures != groundTruthFeatures!.shape[0])
             throw new SaeSharpException($"evaluation: ground-truth activations of {groundTruthActivations.NFeatures} features, but {groundTruthFeatures.shape[0]} feature directions");
+        ArgumentNullException.ThrowIfNull(sae);
+        if (sae.ReadsContext) throw TemporalSae.SequenceRequired("evaluation on activation rows");
         var acc = new SaeMetricsAccumulator(sae.Cfg.DOutOrIn, sae.Cfg.DSae);
         var synth = groundTruthFeatures is null ? null : new SyntheticMetricsAccumulator(sae.WDec, groundTruthFeatures);
         var device = sae.WDec.device;

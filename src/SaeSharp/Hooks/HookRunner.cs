@@ -104,6 +104,13 @@ internal sealed class HookRunner : IDisposable
     /// counting the tokens already in a KV cache), for hooks that act at given positions.</summary>
     [ThreadStatic] internal static Tensor? CurrentPositions;
 
+    /// <summary>[batch, pos] real-token mask (true: real, false: padding) of the new tokens of the forward pass running on
+    /// this thread, for SAEs that read a token's context (temporal: padding is kept out of it); null outside a pass.</summary>
+    [ThreadStatic] internal static Tensor? CurrentMask;
+
+    /// <summary>Tokens already in the KV cache of the forward pass running on this thread (0 without a cache).</summary>
+    [ThreadStatic] internal static long CurrentPast;
+
     /// <summary>During generation on this thread: the longest prompt's real tokens plus the new tokens asked for, the
     /// positions the generated sequence can reach (for hooks that act at given positions); null outside generation.</summary>
     [ThreadStatic] internal static long? GenerationLength;

@@ -1,3 +1,4 @@
+using SaeSharp.Saes;
 using static TorchSharp.torch;
 
 namespace SaeSharp.Hooks;
@@ -91,14 +92,43 @@ internal static class SaeSplice
         var x0 = site.reshape(b, s, dIn).to(dtype);
         var input = runner.Fire(a.HookName(SaeHookPoints.Input), x0);
         var rows = input.reshape(b * s, dIn);
-        var preRaw = sae.HiddenPre(rows).view(b, s, dSae);
+        Tensor preRaw;
+        Tensor? zPred = null, mask = null;
+        if (sae is TemporalSae t)
+        {
+            // The sequence as it is, [batch, pos, d_in]: a token's codes read the tokens before it (padding masked out).
+            mask = SequenceMask(a, b, s);
+            (preRaw, zPred) = t.NovelPreactivations(input, mask);
+        }
+        else preRaw = sae.HiddenPre(rows).view(b, s, dSae);
         var pre = runner.Fire(a.HookName(SaeHookPoints.ActsPre), preRaw);
         var clean = sae.Activate(pre.reshape(b * s, dSae), rows).view(b, s, dSae);
         var feats = runner.Fire(a.HookName(SaeHookPoints.ActsPost), clean);
         bool featsEdited = !ReferenceEquals(feats, clean);
         if (capture is not null) feats = capture.Features(a, feats);
         return new Encoding(b, s, site, x0, rows, clean, feats,
-            InputEdited: !ReferenceEquals(input, x0) || !ReferenceEquals(pre, preRaw), FeaturesEdited: featsEdited || capture is not null);
+            InputEdited: !ReferenceEquals(input, x0) || !ReferenceEquals(pre, preRaw), FeaturesEdited: featsEdited || capture is not null)
+        { ZPred = zPred, Mask = mask };
+    }
+
+    /// <summary>The real-token mask [batch, pos] of the forward pass running on this thread when it matches the spliced
+    /// activation (null: all real); a KV-cached pass, which shows the SAE only the new tokens, is refused.</summary>
+    private static Tensor? SequenceMask(AttachedSae a, long b, long s)
+    {
+        if (HookRunner.CurrentPast is > 0)
+            throw new SaeSharpException($"temporal SAE at '{a.Hook}': a KV-cached pass shows it only the new tokens, but it encodes each token " +
+                "from the earlier ones; run without a KV cache (generation does so when a temporal SAE is attached)");
+        var m = HookRunner.CurrentMask;
+        return m is not null && m.dim() == 2 && m.shape[0] == b && m.shape[1] == s ? m : null;
+    }
+
+    /// <summary>The reconstruction [batch, pos, d_out] of features [batch, pos, d_sae]: ((f + z_pred)·W_dec + b_dec)/factor
+    /// for a temporal SAE (its predicted codes added back), else <see cref="Sae.Reconstruct"/> of the rows.</summary>
+    private static Tensor Reconstruct(Sae sae, Encoding e, Tensor features)
+    {
+        int dSae = sae.Cfg.DSae, dOut = sae.Cfg.DOutOrIn;
+        if (sae is TemporalSae t) return t.ReconstructWithPredictions(features.reshape(e.B, e.S, dSae), e.ZPred!);
+        return sae.Reconstruct(features.reshape(e.B * e.S, dSae), e.Rows).view(e.B, e.S, dOut);
     }
 
     /// <summary>The decoder half: fires <c>hook_sae_recons</c>, <c>hook_sae_error</c> (error term: <paramref name="target"/>
@@ -110,7 +140,7 @@ internal static class SaeSplice
         long b = e.B, s = e.S;
         var capture = runner.Capture;
         bool errorTerm = a.UseErrorTerm || capture is not null;
-        var reconsRaw = sae.Reconstruct(e.Features.reshape(b * s, dSae), e.Rows).view(b, s, dOut);
+        var reconsRaw = Reconstruct(sae, e, e.Features);
         var recons = runner.Fire(a.HookName(SaeHookPoints.Recons), reconsRaw);
         var output = recons;
         if (errorTerm)
@@ -119,7 +149,12 @@ internal static class SaeSplice
             // hook_sae_input and hook_sae_acts_pre reach the output too.
             Tensor cleanRecons;
             if (!e.InputEdited)
-                cleanRecons = !e.FeaturesEdited ? reconsRaw : sae.Reconstruct(e.Clean.reshape(b * s, dSae), e.Rows).view(b, s, dOut);
+                cleanRecons = !e.FeaturesEdited ? reconsRaw : Reconstruct(sae, e, e.Clean);
+            else if (sae is TemporalSae t)
+            {
+                var (pre0, zPred0) = t.NovelPreactivations(e.X0, e.Mask);
+                cleanRecons = t.ReconstructWithPredictions(t.Activate(pre0, e.X0), zPred0);
+            }
             else
             {
                 var xRows = e.X0.reshape(b * s, dIn);
@@ -143,8 +178,18 @@ internal static class SaeSplice
     {
         private bool _owned;
 
+        /// <summary>A temporal SAE's predicted codes [batch, pos, d_sae] (null for other SAEs).</summary>
+        public Tensor? ZPred { get; init; }
+        /// <summary>The real-token mask the temporal SAE encoded with (null: all real, or another SAE).</summary>
+        public Tensor? Mask { get; init; }
+
         /// <summary>New handles of the tensors the decoder needs, out of every dispose scope (<see cref="Dispose"/> frees them).</summary>
-        public Encoding Owned() => new(B, S, null, Keep(X0), Keep(Rows), Keep(Clean), Keep(Features), InputEdited, FeaturesEdited) { _owned = true };
+        public Encoding Owned() => new(B, S, null, Keep(X0), Keep(Rows), Keep(Clean), Keep(Features), InputEdited, FeaturesEdited)
+        {
+            _owned = true,
+            ZPred = ZPred is null ? null : Keep(ZPred),
+            Mask = Mask is null ? null : Keep(Mask),
+        };
 
         private static Tensor Keep(Tensor t) => t.alias().DetachFromDisposeScope();
 
@@ -156,6 +201,8 @@ internal static class SaeSplice
             Rows.Dispose();
             Clean.Dispose();
             Features.Dispose();
+            ZPred?.Dispose();
+            Mask?.Dispose();
         }
     }
 }

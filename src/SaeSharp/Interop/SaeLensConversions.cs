@@ -41,17 +41,18 @@ public static class SaeLensConversions
     /// <summary>Goodfire's Llama SAEs: a <c>torch.save</c>d state dict in PyTorch Linear layout (<see cref="LoadGoodfire"/>).</summary>
     public const string Goodfire = "goodfire";
 
+    /// <summary>canrager's Temporal SAEs (canrager/temporalSAEs): <c>conf.yaml</c> + <c>latest_ckpt.safetensors</c> per
+    /// SAE folder (<see cref="LoadTemporal"/>).</summary>
+    public const string Temporal = "temporal";
+
     /// <summary>The conversion funcs loaded here.</summary>
     public static IReadOnlyList<string> Names { get; } =
-        [DeepSeekR1, ConnorRobHookZ, LlamaScopeR1Distill, Gemma2Transcoder, MwhannaTranscoder, MntssCltLayerTranscoder, Gemma3, Goodfire];
+        [DeepSeekR1, ConnorRobHookZ, LlamaScopeR1Distill, Gemma2Transcoder, MwhannaTranscoder, MntssCltLayerTranscoder, Gemma3, Goodfire, Temporal];
 
     /// <summary>SAELens 6.37.6's conversion funcs whose SAEs SaeSharp does not load, with the SAELens architecture each
     /// gives (<see cref="SaeLensFormat.UnsupportedSaeLensArchitectures"/>): a release in one is listed by <c>sae releases</c>
     /// and refused on load by <see cref="UnsupportedRelease"/>.</summary>
-    public static IReadOnlyDictionary<string, string> Unsupported { get; } = new Dictionary<string, string>(StringComparer.Ordinal)
-    {
-        ["temporal"] = "temporal",
-    };
+    public static IReadOnlyDictionary<string, string> Unsupported { get; } = new Dictionary<string, string>(StringComparer.Ordinal);
 
     /// <summary>The error for loading an SAE of <paramref name="release"/>, whose conversion is one of <see cref="Unsupported"/>.</summary>
     public static SaeSharpException UnsupportedRelease(SaeRelease release, PretrainedSae sae)
@@ -142,6 +143,9 @@ public static class SaeLensConversions
                     : Path.GetDirectoryName(client.DownloadFile(repo, p + "/" + GemmaScope.Scope2WeightsFile)!)!;
             case Goodfire:
                 return client.DownloadFile(repo, p)!;
+            case Temporal:
+                client.DownloadFile(repo, p + "/" + TemporalConfigFile);
+                return Path.GetDirectoryName(client.DownloadFile(repo, p + "/" + TemporalWeightsFile)!)!;
             default:
                 throw new SaeSharpException($"{release.Release}: conversion '{release.Conversion}' is not one of {string.Join(", ", Names)}");
         }
@@ -162,6 +166,7 @@ public static class SaeLensConversions
             MntssCltLayerTranscoder => LoadMntssCltLayer(resolved.Path),
             Gemma3 => GemmaScope.LoadScope2(resolved.Path, sae.Path, release.RepoId),
             Goodfire => LoadGoodfire(resolved.Path, release.RepoId),
+            Temporal => LoadTemporal(resolved.Path, sae.Path, release.ConfigOverrides),
             _ => throw new SaeSharpException($"{release.Release}: conversion '{release.Conversion}' is not one of {string.Join(", ", Names)}"),
         };
     }
@@ -511,6 +516,103 @@ public static class SaeLensConversions
             foreach (var t in enc.Values) t.Dispose();
             if (dec is not null) foreach (var t in dec.Values) t.Dispose();
         }
+    }
+
+    // ---- temporal ----
+
+    /// <summary>The config file of a canrager Temporal SAE folder.</summary>
+    public const string TemporalConfigFile = "conf.yaml";
+    /// <summary>The weights file of a canrager Temporal SAE folder.</summary>
+    public const string TemporalWeightsFile = "latest_ckpt.safetensors";
+
+    /// <summary>Whether <paramref name="path"/> is a canrager Temporal SAE folder (<c>conf.yaml</c> and
+    /// <c>latest_ckpt.safetensors</c>), or that folder's <c>latest_ckpt.safetensors</c>.</summary>
+    public static bool IsTemporalFolder(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        if (File.Exists(path) && Path.GetFileName(path) == TemporalWeightsFile) path = Path.GetDirectoryName(Path.GetFullPath(path))!;
+        return File.Exists(Path.Combine(path, TemporalConfigFile)) && File.Exists(Path.Combine(path, TemporalWeightsFile));
+    }
+
+    /// <summary>
+    /// SAELens's <c>temporal</c> (<c>get_temporal_sae_config_from_hf</c>, <c>temporal_sae_huggingface_loader</c>): a
+    /// folder holding <c>conf.yaml</c> and <c>latest_ckpt.safetensors</c>, as canrager/temporalSAEs lays out an SAE. The
+    /// config: d_in = <c>llm.dimin</c>, d_sae = d_in·<c>sae.exp_factor</c>, <c>sae.{n_heads, n_attn_layers,
+    /// bottleneck_factor, sae_diff_type, kval_topk, tied_weights}</c>, dtype <c>data.dtype</c>, normalize_activations
+    /// "constant_scalar_rescale" with activation_normalization_factor = <c>sae.scaling_factor</c> (not the release
+    /// table's norm_scaling_factor, which SAELens uses only for "expected_average_only_in"), apply_b_dec_to_input true, hook
+    /// <c>blocks.N.hook_resid_post</c> with N from the first <c>layer_N</c> of <paramref name="releasePath"/> (the release
+    /// table's path; null: the folder's path), then the release's <paramref name="configOverrides"/> (<c>hook_name</c>,
+    /// <c>model_name</c>, <c>dataset_path</c>), as SAELens applies them. The weights: <c>D</c> → W_dec, <c>b</c> → b_dec,
+    /// <c>E</c> → W_enc (untied only), <c>attn_layers.*</c> as they are; other tensors ignored.
+    /// </summary>
+    public static Sae LoadTemporal(string folder, string? releasePath = null, JsonObject? configOverrides = null)
+    {
+        ArgumentNullException.ThrowIfNull(folder);
+        if (File.Exists(folder) && Path.GetFileName(folder) == TemporalWeightsFile) folder = Path.GetDirectoryName(Path.GetFullPath(folder))!;
+        string cfgPath = Path.Combine(folder, TemporalConfigFile), wPath = Path.Combine(folder, TemporalWeightsFile);
+        var yaml = YamlFields.Load(cfgPath);
+        int dIn = YamlFields.RequiredInt(yaml, cfgPath, "llm", "dimin");
+        string where = releasePath ?? Path.GetFullPath(folder);
+        var layer = Regex.Match(where.Replace('\\', '/'), @"layer_(\d+)");
+        if (!layer.Success)
+            throw new SaeSharpException($"{where}: no layer_<N> in the path (SAELens's temporal loader reads the layer from it)");
+        double expFactor = YamlDouble(yaml, cfgPath, "sae", "exp_factor");
+        string? kval = YamlFields.Str(yaml, cfgPath, "sae", "kval_topk");
+        string dtype = YamlFields.Str(yaml, cfgPath, "data", "dtype") ?? "float32";
+        string tied = YamlFields.RequiredStr(yaml, cfgPath, "sae", "tied_weights");
+        if (!bool.TryParse(tied, out bool tiedWeights))
+            throw new SaeSharpException($"{cfgPath}: 'sae.tied_weights' is '{tied}', expected true or false");
+        var extra = new Dictionary<string, JsonElement>
+        {
+            ["n_heads"] = JsonSerializer.SerializeToElement(YamlFields.RequiredInt(yaml, cfgPath, "sae", "n_heads")),
+            ["n_attn_layers"] = JsonSerializer.SerializeToElement(YamlFields.RequiredInt(yaml, cfgPath, "sae", "n_attn_layers")),
+            ["bottleneck_factor"] = JsonSerializer.SerializeToElement(YamlFields.RequiredInt(yaml, cfgPath, "sae", "bottleneck_factor")),
+            ["sae_diff_type"] = JsonSerializer.SerializeToElement(YamlFields.RequiredStr(yaml, cfgPath, "sae", "sae_diff_type")),
+            ["kval_topk"] = kval is null or "null" or "~" or "" ? JsonSerializer.SerializeToElement<int?>(null)
+                : JsonSerializer.SerializeToElement(YamlFields.RequiredInt(yaml, cfgPath, "sae", "kval_topk")),
+            ["tied_weights"] = JsonSerializer.SerializeToElement(tiedWeights),
+            ["activation_normalization_factor"] = JsonSerializer.SerializeToElement(YamlDouble(yaml, cfgPath, "sae", "scaling_factor")),
+        };
+        var cfg = new SaeConfig
+        {
+            Architecture = SaeArchitectures.Temporal,
+            DIn = dIn,
+            DSae = checked((int)(dIn * expFactor)),
+            Dtype = SaeLensFormat.DtypeName(SaeLensFormat.DtypeFromString(dtype, cfgPath + ": data.dtype")),
+            ApplyBDecToInput = true,
+            NormalizeActivations = TemporalSae.ConstantScalarRescale,
+            Metadata = new SaeMetadata { HookName = $"blocks.{layer.Groups[1].Value}.hook_resid_post" },
+            Extra = extra,
+        };
+        if (configOverrides is not null)
+        {
+            if (configOverrides["hook_name"]?.GetValue<string>() is { } hook) cfg.Metadata.HookName = hook;
+            if (configOverrides["model_name"]?.GetValue<string>() is { } model) cfg.Metadata.ModelName = model;
+            if (configOverrides["dataset_path"]?.GetValue<string>() is { } dataset) cfg.Metadata.DatasetPath = dataset;
+        }
+        if (!File.Exists(wPath)) throw new SaeSharpException($"{wPath}: file not found");
+        var raw = SafeTensors.Load(wPath);
+        try
+        {
+            var weights = raw.Where(kv => kv.Key.StartsWith("attn_layers.", StringComparison.Ordinal)).ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.Ordinal);
+            weights["W_dec"] = Need(raw, "D", wPath, 2);
+            weights["b_dec"] = Need(raw, "b", wPath, 1);
+            if (raw.TryGetValue("E", out var e)) weights["W_enc"] = e;
+            return SaeWeights.Create(cfg, weights, cfgPath, wPath);
+        }
+        finally
+        {
+            foreach (var t in raw.Values) t.Dispose();
+        }
+    }
+
+    private static double YamlDouble(YamlDotNet.RepresentationModel.YamlMappingNode yaml, string source, params string[] keys)
+    {
+        string s = YamlFields.RequiredStr(yaml, source, keys);
+        return double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out double v)
+            ? v
+            : throw new SaeSharpException($"{source}: '{string.Join(".", keys)}' is '{s}', expected a number");
     }
 
     // ---- shared ----

@@ -273,7 +273,6 @@ public static class SaeLensFormat
     /// refused by <see cref="UnsupportedArchitecture"/>.</summary>
     public static IReadOnlyDictionary<string, string> UnsupportedSaeLensArchitectures { get; } = new Dictionary<string, string>(StringComparer.Ordinal)
     {
-        ["temporal"] = "the Temporal SAE of canrager/temporalSAEs, whose encoder attends over the previous tokens' activations",
     };
 
     /// <summary>The error for an SAE of SAELens architecture <paramref name="architecture"/> (one of

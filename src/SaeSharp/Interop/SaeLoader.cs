@@ -26,6 +26,7 @@ public static class SaeLoader
         SaeLensFormat.CfgFile, SaeLensFormat.WeightsFile, SaeLensFormat.SparsityFile, SaeLensFormat.ActivationScalerFile,
         DictionaryLearning.WeightsFile, DictionaryLearning.ConfigFile, GemmaScope.WeightsFile, GemmaScope.Scope2WeightsFile,
         LlamaScope.HyperparamsFile, LlamaScope.WeightsFile, Sparsify.WeightsFile,
+        SaeLensConversions.TemporalConfigFile, SaeLensConversions.TemporalWeightsFile,
     ];
 
     /// <summary>The formats tried, in order: a name, a probe of the path and the loader (given the options and the
@@ -40,6 +41,7 @@ public static class SaeLoader
         ("Llama Scope", LlamaScope.IsLlamaScopeFolder, (p, _, _) => LlamaScope.Load(p)),
         ("sparsify", Sparsify.IsSparsifyPath, (p, _, _) => Sparsify.Load(p)),
         ("OpenAI sparse_autoencoder", OpenAiSae.IsOpenAiCheckpoint, (p, _, _) => OpenAiSae.Load(p)),
+        ("canrager temporal", SaeLensConversions.IsTemporalFolder, (p, _, _) => SaeLensConversions.LoadTemporal(p)),
     ];
 
     /// <summary>Loads the SAE that <paramref name="path"/> names: a local file or folder, <c>RELEASE/SAE_ID</c> or

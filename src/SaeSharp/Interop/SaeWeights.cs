@@ -9,8 +9,7 @@ public static class SaeWeights
 {
     /// <summary>
     /// Refuses a config whose sizes do not match the weights before the SAE is built: <c>W_enc</c> must be
-    /// [d_in, d_sae] (except for a tied architecture, <see cref="SaeArchitecture.TiedEncoder"/>, which has none) and
-    /// <c>W_dec</c> [d_sae, d_out], as every architecture stores them.
+    /// [d_in, d_sae] (where the architecture has one) and <c>W_dec</c> [d_sae, d_out], as every architecture stores them.
     /// </summary>
     public static void CheckDeclaredSizes(SaeConfig cfg, IReadOnlyDictionary<string, Tensor> weights, string cfgPath, string source)
     {
@@ -21,8 +20,7 @@ public static class SaeWeights
             if (!w.shape.SequenceEqual(shape))
                 throw new SaeSharpException($"{cfgPath}: d_in={cfg.DIn}, d_sae={cfg.DSae} imply '{name}' of shape [{string.Join(", ", shape)}] but {source} holds [{string.Join(", ", w.shape)}]");
         }
-        // A tied architecture (matching_pursuit) has no W_enc: its W_dec gives both sizes.
-        if (SaeArchitectures.Find(cfg.Architecture)?.TiedEncoder != true) Expect("W_enc", [cfg.DIn, cfg.DSae]);
+        if (SaeArchitectures.Find(cfg.Architecture)?.HasEncoderWeights?.Invoke(cfg) ?? true) Expect("W_enc", [cfg.DIn, cfg.DSae]);
         Expect("W_dec", [cfg.DSae, cfg.DOutOrIn]);
     }
 

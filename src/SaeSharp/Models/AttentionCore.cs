@@ -42,12 +42,13 @@ internal static class AttentionCore
     /// n_heads / n_kv_heads consecutive query heads (HF <c>repeat_kv</c>). The cache keeps the unrepeated heads.
     /// <paramref name="softCap"/>: scores become cap·tanh(scores/cap) before masking (Gemma 2).
     /// <paramref name="slidingWindow"/>: a query sees only the keys less than that many positions back, counted in
-    /// sequence (cache) positions, padding included (Gemma 2/3 local layers).</para>
+    /// sequence (cache) positions, padding included (Gemma 2/3 local layers); such a layer's cache keeps only the last
+    /// window − 1 positions, so its keys may be the last positions of the sequence rather than all of them.</para>
     /// </summary>
     public static Tensor Attend(Tensor q, Tensor k, Tensor v, int layer, double scale, ForwardContext ctx, BlockHookNames names,
         double? softCap = null, int? slidingWindow = null)
     {
-        if (ctx.Kv is { } kv) (k, v) = kv.Append(layer, k, v);
+        if (ctx.Kv is { } kv) (k, v) = kv.Append(layer, k, v, slidingWindow is int sw ? sw - 1 : null);
         long groups = q.shape[1] / k.shape[1];
         if (groups > 1)
         {
@@ -72,6 +73,8 @@ internal static class AttentionCore
             using Scalar nqScalar = nq.ToScalar(), nkScalar = nk.ToScalar(), offset = (nk - nq).ToScalar(), window = w.ToScalar();
             var qi = arange(nqScalar, device: allowed.device).add(offset, TorchScalars.One).unsqueeze(1);
             allowed = allowed.logical_and((qi - arange(nkScalar, device: allowed.device).unsqueeze(0)).lt(window));
+            long kept = k.shape[2];
+            if (kept < nk) allowed = allowed.narrow(-1, nk - kept, kept); // the cache dropped keys no query here can see
         }
         s32 = s32.masked_fill(allowed.logical_not(), TorchScalars.Of(float.MinValue));
         var pattern = s32.softmax(-1).to(dtype);

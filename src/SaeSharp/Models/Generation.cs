@@ -24,7 +24,9 @@ public sealed record GenerationOptions
     public IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? Hooks { get; init; }
     /// <summary>SAEs spliced into every forward step (<see cref="RunOptions.Saes"/>); their hook points can be hooked.</summary>
     public IReadOnlyList<AttachedSae>? Saes { get; init; }
-    /// <summary>Reuse keys and values of earlier tokens (default). False recomputes the whole sequence at each step.</summary>
+    /// <summary>Reuse keys and values of earlier tokens (default). False recomputes the whole sequence at each step, as
+    /// generation always does with an SAE attached that reads each token's context (<see cref="Saes.Sae.ReadsContext"/>:
+    /// a temporal SAE), which a cached step would show only the new token.</summary>
     public bool UseKvCache { get; init; } = true;
     /// <summary>Also return the logits from which each new token was chosen.</summary>
     public bool ReturnLogits { get; init; }
@@ -95,7 +97,8 @@ internal static class Generation
 
         using var _ = no_grad();
         using var scope = NewDisposeScope();
-        using var kv = o.UseKvCache ? new KvCache(model.Config.NLayers) : null;
+        // A temporal SAE encodes each token from the earlier ones: a KV-cached step would show it only the new token.
+        using var kv = o.UseKvCache && !(saes?.Any(a => a.Sae.ReadsContext) ?? false) ? new KvCache(model.Config.NLayers) : null;
         var seq = tokens.to(ScalarType.Int64).to(model.Device);
         var mask = o.AttentionMask is { } m ? m.ne(TorchScalars.Of(0)).to(seq.device) : ones(b, tokens.shape[1], dtype: ScalarType.Bool, device: seq.device);
         var input = seq;

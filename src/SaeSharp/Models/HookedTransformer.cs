@@ -401,7 +401,11 @@ public abstract partial class HookedTransformer : nn.Module<Tensor, Tensor>
 
         var ctx = new ForwardContext { Hooks = hooks, Allowed = allowed, Positions = positions, Kv = kv };
         var outerPositions = HookRunner.CurrentPositions;
+        var outerMask = HookRunner.CurrentMask;
+        long outerPast = HookRunner.CurrentPast;
         HookRunner.CurrentPositions = positions;
+        HookRunner.CurrentMask = newMask;
+        HookRunner.CurrentPast = past;
         try
         {
             Tensor resid;
@@ -436,6 +440,8 @@ public abstract partial class HookedTransformer : nn.Module<Tensor, Tensor>
         finally
         {
             HookRunner.CurrentPositions = outerPositions;
+            HookRunner.CurrentMask = outerMask;
+            HookRunner.CurrentPast = outerPast;
         }
     }
 

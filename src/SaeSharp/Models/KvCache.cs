@@ -4,7 +4,8 @@ namespace SaeSharp.Models;
 
 /// <summary>
 /// Keys and values of the tokens processed so far (per layer, [batch, head, pos, d_head]) and their
-/// attention mask, for incremental decoding. Owns its tensors.
+/// attention mask, for incremental decoding. Owns its tensors. A sliding-window layer keeps only the keys its next query
+/// can see (HF's sliding-window cache), so its memory stays bounded in long generations.
 /// </summary>
 internal sealed class KvCache : IDisposable
 {
@@ -29,15 +30,20 @@ internal sealed class KvCache : IDisposable
         Mask = mask.alias().DetachFromDisposeScope();
     }
 
-    /// <summary>Appends this step's keys and values for one layer; returns all keys and values so far.</summary>
-    internal (Tensor K, Tensor V) Append(int layer, Tensor k, Tensor v)
+    /// <summary>Appends this step's keys and values for one layer; returns the layer's cached keys and values followed
+    /// by this step's (the last positions of the sequence; all of them unless the layer keeps a window). With
+    /// <paramref name="keepLast"/> (a sliding window of w keeps w − 1: the keys the next token can attend to) only that
+    /// many of the newest positions stay cached.</summary>
+    internal (Tensor K, Tensor V) Append(int layer, Tensor k, Tensor v, long? keepLast = null)
     {
         Tensor kAll = _k[layer] is { } pk ? cat([pk, k], 2) : k.alias();
         Tensor vAll = _v[layer] is { } pv ? cat([pv, v], 2) : v.alias();
         _k[layer]?.Dispose();
         _v[layer]?.Dispose();
-        _k[layer] = kAll.alias().DetachFromDisposeScope();
-        _v[layer] = vAll.alias().DetachFromDisposeScope();
+        long n = kAll.shape[2];
+        long keep = keepLast is long w ? Math.Min(w, n) : n;
+        _k[layer] = kAll.narrow(2, n - keep, keep).DetachFromDisposeScope();
+        _v[layer] = vAll.narrow(2, n - keep, keep).DetachFromDisposeScope();
         return (kAll, vAll);
     }
 

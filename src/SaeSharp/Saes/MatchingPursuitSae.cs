@@ -32,7 +32,7 @@ public sealed class MatchingPursuitSae : Sae
     {
         Name = SaeArchitectures.MatchingPursuit,
         Create = c => new MatchingPursuitSae(c),
-        TiedEncoder = true,
+        HasEncoderWeights = _ => false,
         Validate = (c, source) =>
         {
             if (c.DOut is int dOut && dOut != c.DIn)

@@ -14,15 +14,9 @@ namespace SaeSharp.Saes;
 /// </summary>
 public abstract class Sae : nn.Module<Tensor, Tensor>
 {
-#pragma warning disable IDE1006, CA1051, CA1707 // fields (and W_enc, over the field of a tied architecture's absent one) named after the state_dict keys: TorchSharp registers fields, not properties
-    /// <summary>Encoder weights <c>W_enc</c> [d_in, d_sae]; null for a tied architecture (<c>matching_pursuit</c>, whose
-    /// encoder is W_decᵀ and whose state_dict has no W_enc, as SAELens's).</summary>
-    [TorchSharp.Utils.ComponentName(Name = "W_enc")]
-    private protected readonly Parameter? _wEnc;
-    /// <summary><c>W_enc</c> [d_in, d_sae]; a <see cref="SaeSharpException"/> naming the architecture for a tied one
-    /// (<see cref="HasEncoderWeights"/> false).</summary>
-    protected Parameter W_enc => _wEnc ?? throw new SaeSharpException(
-        $"architecture '{Cfg.Architecture}' has no W_enc: its encoder is tied to the decoder (W_decᵀ), as in SAELens, and its weights are W_dec and b_dec only");
+#pragma warning disable IDE1006, CA1051 // fields named after the state_dict keys: TorchSharp registers fields, not properties
+    /// <summary>Encoder weights <c>W_enc</c> [d_in, d_sae].</summary>
+    protected readonly Parameter W_enc;
     /// <summary>Encoder bias <c>b_enc</c> [d_sae] (null for gated SAEs).</summary>
     protected readonly Parameter? b_enc;
     /// <summary>Decoder weights <c>W_dec</c> [d_sae, d_out]; row j is latent j's direction.</summary>
@@ -31,7 +25,7 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
     protected readonly Parameter b_dec;
     /// <summary>The linear skip connection <c>W_skip</c> [d_out, d_in] of SAELens's skip transcoders (null otherwise).</summary>
     protected readonly Parameter? W_skip;
-#pragma warning restore IDE1006, CA1051, CA1707
+#pragma warning restore IDE1006, CA1051
 
     /// <summary>Shape and inference behaviour (cfg.json).</summary>
     public SaeConfig Cfg { get; }
@@ -41,8 +35,8 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
 
     /// <param name="cfg">Shape and inference behaviour.</param>
     /// <param name="hasEncoderBias">False for architectures without <c>b_enc</c> (gated).</param>
-    /// <param name="hasEncoderWeights">False for a tied architecture without a <c>W_enc</c> parameter (matching_pursuit:
-    /// its encoder is W_decᵀ); <see cref="WEnc"/> then throws naming the architecture.</param>
+    /// <param name="hasEncoderWeights">False for an architecture without <c>W_enc</c> (a tied temporal SAE, matching_pursuit:
+    /// the encoder is W_decᵀ): <see cref="WEnc"/> then throws and the state_dict has no <c>W_enc</c>.</param>
     /// <param name="hasSkip">True for SAELens's skip transcoders (<c>skip_transcoder</c>, <c>jumprelu_skip_transcoder</c>):
     /// a parameter <c>W_skip</c> [d_out, d_in], zero at initialisation, whose term x·W_skipᵀ on the raw input rows
     /// <see cref="Reconstruct"/> adds to the decoder's output (SAELens <c>SkipTranscoder.forward</c>).</param>
@@ -50,7 +44,7 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
     {
         cfg.Validate();
         Cfg = cfg;
-        _wEnc = hasEncoderWeights ? nn.Parameter(zeros(cfg.DIn, cfg.DSae)) : null;
+        W_enc = hasEncoderWeights ? nn.Parameter(zeros(cfg.DIn, cfg.DSae)) : null!;
         b_enc = hasEncoderBias ? nn.Parameter(zeros(cfg.DSae)) : null;
         W_dec = nn.Parameter(zeros(cfg.DSae, cfg.DOutOrIn));
         b_dec = nn.Parameter(zeros(cfg.DOutOrIn));
@@ -75,11 +69,25 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
         return y.add(skip.reshape(y.shape).to(y.dtype), TorchScalars.One).MoveToOuterDisposeScope();
     }
 
-    /// <summary><c>W_enc</c> [d_in, d_sae] (SAELens <c>sae.W_enc</c>): the SAE's own parameter, not a copy; the SAE disposes it.
-    /// Throws for a tied architecture (<see cref="HasEncoderWeights"/> false: matching_pursuit, whose encoder is W_decᵀ).</summary>
-    public Parameter WEnc => W_enc;
-    /// <summary>Whether the SAE has its own <c>W_enc</c> parameter (all but matching_pursuit, whose encoder is W_decᵀ).</summary>
-    public bool HasEncoderWeights => _wEnc is not null;
+    /// <summary><c>W_enc</c> [d_in, d_sae] (SAELens <c>sae.W_enc</c>): the SAE's own parameter, not a copy; the SAE disposes it.</summary>
+    public Parameter WEnc
+    {
+        get
+        {
+            RequireEncoderWeights();
+            return W_enc;
+        }
+    }
+    private void RequireEncoderWeights()
+    {
+        if (!HasEncoderWeights) throw new SaeSharpException($"this {Cfg.Architecture} SAE has no W_enc (its encoder is W_decᵀ)");
+    }
+
+    /// <summary>Whether the SAE has <c>W_enc</c> (all but a tied temporal SAE and matching_pursuit).</summary>
+    public bool HasEncoderWeights => (Parameter?)W_enc is not null;
+    /// <summary>Whether a token's encoding reads the earlier tokens of its sequence (temporal SAEs): inputs must then be
+    /// ordered sequences [batch, pos, d_in], not rows.</summary>
+    public virtual bool ReadsContext => false;
     /// <summary>The encoder bias; throws for architectures that have none (gated: see <c>b_gate</c>, <c>b_mag</c>).</summary>
     public Parameter BEnc => b_enc ?? throw new SaeSharpException($"architecture '{Cfg.Architecture}' has no b_enc");
     /// <summary>Whether the architecture has <c>b_enc</c> (all but gated).</summary>
@@ -300,7 +308,7 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
 
     /// <summary>Reconstruction and feature activations in one pass. Any leading dimensions ([batch, pos, d_in] from a
     /// hook) are kept: the results are [..., d_out] and [..., d_sae].</summary>
-    public (Tensor SaeOut, Tensor FeatureActs) Run(Tensor x)
+    public virtual (Tensor SaeOut, Tensor FeatureActs) Run(Tensor x)
     {
         using var scope = NewDisposeScope();
         var rows = AsRows(x);
@@ -372,8 +380,12 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
         using var decoderNormScalar = decoderNorm.ToScalar();
         w = w / w.norm(1, keepdim: true) * decoderNormScalar;
         W_dec.copy_(w);
-        if (Cfg.DOutOrIn == Cfg.DIn) _wEnc?.copy_(w.t());   // none when tied (matching_pursuit)
-        else InitializeEncoderIndependently(generator, decoderNorm);
+        // A tied architecture (matching_pursuit) has no encoder weights of its own: its encoder is W_decᵀ.
+        if (HasEncoderWeights)
+        {
+            if (Cfg.DOutOrIn == Cfg.DIn) W_enc.copy_(w.t());
+            else InitializeEncoderIndependently(generator, decoderNorm);
+        }
         b_enc?.fill_(TorchScalars.Of(0));
         b_dec.fill_(TorchScalars.Of(0));
         W_skip?.fill_(TorchScalars.Of(0));
@@ -383,6 +395,7 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
     /// <paramref name="generator"/> (instead of <c>W_enc = W_decᵀ</c>).</summary>
     public void InitializeEncoderIndependently(Generator? generator, double norm)
     {
+        RequireEncoderWeights();
         using var _ = no_grad();
         using var scope = NewDisposeScope();
         var e = randn(Cfg.DIn, Cfg.DSae, generator: generator, device: CPU);
@@ -421,6 +434,7 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
         using var _ = no_grad();
         using var scope = NewDisposeScope();
         var norms = W_dec.norm(1, keepdim: true).clamp_min(TorchScalars.Of(1e-8));
+        if (compensateEncoder) RequireEncoderWeights();     // before anything changes
         W_dec.div_(norms);
         if (compensateEncoder)
         {

@@ -24,9 +24,13 @@ public sealed class SaeArchitecture
     /// <summary>Whether the architecture maps an input to other targets only (a skip transcoder: <c>W_skip</c> maps the
     /// input to the output space), so that training needs targets (<c>d_out</c>).</summary>
     public bool TranscoderOnly { get; init; }
-    /// <summary>Whether the encoder is tied to the decoder (W_decᵀ), so that the weights have no <c>W_enc</c>
-    /// (matching_pursuit, as SAELens saves it).</summary>
-    public bool TiedEncoder { get; init; }
+    /// <summary>Whether the architecture has no training form (SAELens's <c>temporal</c>): <c>sae train</c> refuses it.</summary>
+    public bool InferenceOnly { get; init; }
+    /// <summary><c>normalize_activations</c> values this architecture accepts beyond the common ones (temporal:
+    /// "constant_scalar_rescale").</summary>
+    public IReadOnlyList<string> OtherNormalizations { get; init; } = [];
+    /// <summary>Whether a config of this architecture has <c>W_enc</c> [d_in, d_sae] (null: always; a tied temporal SAE has none).</summary>
+    public Func<SaeConfig, bool>? HasEncoderWeights { get; init; }
     /// <summary>Further checks of a config (throw a <see cref="SaeSharpException"/> naming the source and the field).</summary>
     public Action<SaeConfig, string>? Validate { get; init; }
 }

@@ -22,6 +22,9 @@ public static class SaeArchitectures
     /// <summary>"matching_pursuit": latents chosen greedily against the residual, encoder tied to the decoder (SAELens 6.37).</summary>
     public const string MatchingPursuit = "matching_pursuit";
 
+    /// <summary>"temporal": SAELens's Temporal SAE (canrager), inference only.</summary>
+    public const string Temporal = "temporal";
+
     private static readonly List<SaeArchitecture> Registered =
     [
         StandardSae.Descriptor,
@@ -32,6 +35,7 @@ public static class SaeArchitectures
         MatryoshkaBatchTopKSae.Descriptor,
         SkipTranscoderSae.Descriptor,
         JumpReluSae.SkipTranscoderDescriptor,
+        TemporalSae.Descriptor,
         MatchingPursuitSae.Descriptor,
     ];
 

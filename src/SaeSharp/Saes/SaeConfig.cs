@@ -122,8 +122,10 @@ public sealed class SaeConfig
         if (DIn <= 0) throw new SaeSharpException($"{source}: d_in must be positive, got {DIn}");
         if (DSae <= 0) throw new SaeSharpException($"{source}: d_sae must be positive, got {DSae}");
         if (DOut is <= 0) throw new SaeSharpException($"{source}: d_out must be positive, got {DOut}");
-        if (NormalizeActivations is not ("none" or "expected_average_only_in" or "constant_norm_rescale" or "layer_norm"))
-            throw new SaeSharpException($"{source}: normalize_activations must be none, expected_average_only_in, constant_norm_rescale or layer_norm, got '{NormalizeActivations}'");
+        if (NormalizeActivations is not ("none" or "expected_average_only_in" or "constant_norm_rescale" or "layer_norm")
+            && !arch.OtherNormalizations.Contains(NormalizeActivations))
+            throw new SaeSharpException($"{source}: normalize_activations must be none, expected_average_only_in, constant_norm_rescale or layer_norm" +
+                string.Concat(arch.OtherNormalizations.Select(n => $" or {n}")) + $", got '{NormalizeActivations}'");
         if (arch.NeedsK && K is not > 0)
             throw new SaeSharpException($"{source}: architecture '{Architecture}' needs a positive k, got {K?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "none"}");
         if (K is > 0 && K > DSae) throw new SaeSharpException($"{source}: k={K} exceeds d_sae={DSae}");

@@ -83,7 +83,10 @@ public static class SaeRecipes
     {
         lock (Registered)
             return Registered.FirstOrDefault(r => r.Name == name) ?? Registered.FirstOrDefault(r => r.Aliases.Contains(name))
-                ?? throw new SaeSharpException($"unknown architecture '{name}' (choose from {string.Join(", ", AcceptedNames)})");
+                ?? throw (SaeArchitectures.Find(name) is { InferenceOnly: true } a
+                    ? new SaeSharpException($"architecture '{a.Name}' is inference only (SAELens has no training form for it either): " +
+                        $"load a trained one with --sae; training architectures: {string.Join(", ", AcceptedNames)}")
+                    : new SaeSharpException($"unknown architecture '{name}' (choose from {string.Join(", ", AcceptedNames)})"));
     }
 
     /// <summary>Registers a recipe of one's own, e.g. for an architecture added with <see cref="SaeArchitectures.Register"/>

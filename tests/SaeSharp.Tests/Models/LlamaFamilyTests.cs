@@ -192,6 +192,24 @@ public class LlamaFamilyTests : ModelTestBase
     }
 
     [Fact]
+    public void SlidingWindowLayerCacheKeepsOnlyTheKeysTheNextTokenCanSee()
+    {
+        // Window w = 3: the next query at position p sees keys p−2..p, so the cache holds the last w − 1 = 2 positions
+        // (values 3, 4 of 0..4); the next step returns them followed by its own key. A global layer keeps everything.
+        using var scope = NewDisposeScope();
+        using var kv = new KvCache(2);
+        var first = arange(5f).reshape(1, 1, 5, 1);
+        var (k0, _) = kv.Append(0, first, first, keepLast: 2);
+        Assert.Equal(new float[] { 0, 1, 2, 3, 4 }, k0.data<float>().ToArray());
+        var (k1, v1) = kv.Append(0, full(1, 1, 1, 1, 5f), full(1, 1, 1, 1, 5f), keepLast: 2);
+        Assert.Equal(new float[] { 3, 4, 5 }, k1.data<float>().ToArray());
+        Assert.Equal(new float[] { 3, 4, 5 }, v1.data<float>().ToArray());
+        kv.Append(1, first, first);
+        var (g, _) = kv.Append(1, full(1, 1, 1, 1, 5f), full(1, 1, 1, 1, 5f));
+        Assert.Equal(6, g.shape[2]);
+    }
+
+    [Fact]
     public void Bf16CheckpointShardedLoadsAsBf16OrFloat32()
     {
         var p = Spec("gemma2") with { Dtype = ScalarType.BFloat16, Shards = 3 };

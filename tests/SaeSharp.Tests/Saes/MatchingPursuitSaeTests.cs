@@ -36,7 +36,7 @@ public class MatchingPursuitSaeTests
         Assert.False(sae.HasEncoderWeights);
         Assert.False(sae.HasEncoderBias);
         var e = Assert.Throws<SaeSharpException>(() => sae.WEnc);
-        Assert.Contains("'matching_pursuit' has no W_enc", e.Message);
+        Assert.Contains("matching_pursuit SAE has no W_enc", e.Message);
         // Every other architecture keeps W_enc.
         using var relu = SaeFactory.Create(new SaeConfig { DIn = 4, DSae = 6 });
         Assert.True(relu.HasEncoderWeights);

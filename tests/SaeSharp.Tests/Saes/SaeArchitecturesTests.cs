@@ -31,6 +31,8 @@ public class SaeArchitecturesTests
         foreach (var name in SaeArchitectures.All)
         {
             var cfg = new SaeConfig { Architecture = name, DIn = 4, DSae = 8, K = 2, MatryoshkaWidths = [4, 8] };
+            if (name == SaeArchitectures.Temporal)      // d_sae must be a multiple of bottleneck_factor·n_heads (64·8 by default)
+                cfg.Extra = new() { ["n_heads"] = System.Text.Json.JsonSerializer.SerializeToElement(1), ["bottleneck_factor"] = System.Text.Json.JsonSerializer.SerializeToElement(4) };
             using var sae = SaeFactory.Create(cfg);
             Assert.Equal(name, sae.Cfg.Architecture);
             Assert.Same(SaeArchitectures.Get(name), SaeArchitectures.Find(name));
