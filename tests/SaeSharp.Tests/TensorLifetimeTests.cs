@@ -64,9 +64,9 @@ public class TensorLifetimeTests
         r.Run("convert", TestPaths.Data("dictionary_learning", "GatedAutoEncoder"), r.P("conv-gated"));
         r.Run("cache", "--model", "builtin", "--hook", "blocks.1.hook_resid_post", "--dataset", r.P("c.jsonl"), "--tokens", "512",
             "--context-size", "32", "--contexts-per-shard", "8", "--out", r.P("cache"));
-        r.Run("train", "--activations", r.P("cache"), "--arch", "relu-april,batchtopk,gated,jumprelu,matryoshka_batchtopk", "--k", "4",
+        r.Run("train", "--activations", r.P("cache"), "--arch", "relu-april,batchtopk,gated,jumprelu,matryoshka_batchtopk,matching_pursuit", "--k", "4",
             "--dict-size", "32", "--steps", "4", "--batch-size", "64", "--eval-rows", "64", "--out", r.P("mc"));
-        foreach (var arch in new[] { "relu-april", "batchtopk", "gated", "jumprelu", "matryoshka_batchtopk" })
+        foreach (var arch in new[] { "relu-april", "batchtopk", "gated", "jumprelu", "matryoshka_batchtopk", "matching_pursuit" })
             r.Run("encode", "--sae", r.P("mc", arch), "--activations", r.P("cache"), "--out", r.P($"enc-{arch}.safetensors"));
 
         // An SAE from a release on the hub (a loopback server), as HubCommandTests serves it.

@@ -273,7 +273,6 @@ public static class SaeLensFormat
     /// refused by <see cref="UnsupportedArchitecture"/>.</summary>
     public static IReadOnlyDictionary<string, string> UnsupportedSaeLensArchitectures { get; } = new Dictionary<string, string>(StringComparer.Ordinal)
     {
-        ["matching_pursuit"] = "matching pursuit: latents chosen greedily against the residual, one at a time",
     };
 
     /// <summary>The error for an SAE of SAELens architecture <paramref name="architecture"/> (one of

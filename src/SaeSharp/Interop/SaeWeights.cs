@@ -66,7 +66,8 @@ public static class SaeWeights
         }
         foreach (var name in weights.Keys)
             if (!targets.ContainsKey(name) && !ignored.Contains(name))
-                throw new SaeSharpException($"{source}: unexpected tensor '{name}' for architecture '{sae.Cfg.Architecture}' (expected: {string.Join(", ", targets.Keys)})");
+                throw new SaeSharpException($"{source}: unexpected tensor '{name}' for architecture '{sae.Cfg.Architecture}' (expected: {string.Join(", ", targets.Keys)})"
+                    + (name == "W_enc" && !sae.HasEncoderWeights ? "; its encoder is tied to the decoder (W_decᵀ), so SAELens saves no W_enc" : ""));
         using var _ = no_grad();
         using var scope = torch.NewDisposeScope();
         foreach (var (name, target) in targets)

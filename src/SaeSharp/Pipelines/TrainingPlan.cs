@@ -51,9 +51,10 @@ public sealed class TrainingPlan : IDisposable
             int? dOut = transcoder || train.DOut != dIn ? train.DOut : null;
             if (s.DSae is int asked && s.ExpansionFactor is int factor && asked != factor * dIn)
                 throw new SaeSharpException($"--dict-size {asked} and --expansion {factor} disagree at d_in {dIn} ({factor} × {dIn} = {factor * dIn}): give one");
-            if (s.K is int k && recipes.All(SaeRecipes.HasSparsityCoefficient))
+            if (s.K is int k && recipes.All(r => !SaeRecipes.Get(r).IsKSparse))
                 throw new SaeSharpException($"--k {k} applies to topk, batchtopk and matryoshka; {string.Join(", ", recipes)} set{(recipes.Count == 1 ? "s" : "")} " +
-                                            "its sparsity with --l1 or --target-l0");
+                                            (recipes.All(SaeRecipes.HasSparsityCoefficient) ? "its sparsity with --l1 or --target-l0"
+                                                : "its sparsity otherwise (--l1 or --target-l0; matching_pursuit: max_iterations and residual_threshold in --config)"));
             trainer.TotalTrainingSteps = steps;
             trainer.TrainBatchSizeTokens = s.BatchSize;
             // SAELens's dead_feature_window W counts steps (dead when more than W steps without firing); the trainer counts
@@ -67,7 +68,8 @@ public sealed class TrainingPlan : IDisposable
             {
                 if (!(target > 0)) throw new SaeSharpException($"--target-l0 {target}: expected a positive number of active latents");
                 foreach (var r in recipes.Where(r => !SaeRecipes.HasSparsityCoefficient(r)))
-                    throw new SaeSharpException($"--target-l0 applies to {string.Join(", ", SaeRecipes.Names.Where(SaeRecipes.HasSparsityCoefficient))}; '{r}' sets its L0 with --k");
+                    throw new SaeSharpException($"--target-l0 applies to {string.Join(", ", SaeRecipes.Names.Where(SaeRecipes.HasSparsityCoefficient))}; '{r}' sets its L0 with " +
+                                                (SaeRecipes.Get(r).IsKSparse ? "--k" : "max_iterations, residual_threshold and stop_on_duplicate_support (--config)"));
             }
             ApplyCadence(trainer, steps, s.CheckpointEvery > 0 ? s.CheckpointEvery : s.NCheckpoints is int n and > 0 ? Math.Max(1, steps / n) : 0);
             var pass = s.ParsedCandidatePass;
@@ -93,6 +95,12 @@ public sealed class TrainingPlan : IDisposable
                 sae.Training.CandidatePass = pass;
                 if (s.Deterministic && sae is StandardSae relu && double.IsNaN(relu.SparseTrainingDensity)) relu.SparseTrainingDensity = SparsePassSwitch.PriorDensity;
                 var config = SaeRecipes.RunConfig(r, trainer, dSae, given);
+                if (sae is MatchingPursuitSae && config.DecoderInitNorm != 1.0)
+                {
+                    // SAELens's MatchingPursuitTrainingSAEConfig sets decoder_init_norm to 1.0 with a warning; so does the SAE's init.
+                    _notes.Add($"decoder_init_norm {config.DecoderInitNorm}: matching_pursuit starts its decoder rows at norm 1, as SAELens sets it (decoder_init_norm must be 1.0 for matching pursuit)");
+                    config.DecoderInitNorm = 1.0;
+                }
                 s.ApplyArchitectureFields(sae, config);
                 slots.Add(new SaeSlot(r, sae, config));
             }
@@ -140,6 +148,11 @@ public sealed class TrainingPlan : IDisposable
                     Check("jumprelu_bandwidth", now.Bandwidth, had.Training.Bandwidth);
                     Check("jumprelu_init_threshold", now.InitialThreshold, had.Training.InitialThreshold);
                     Check("pre_act_loss_coefficient", now.PreActLossCoefficient, had.Training.PreActLossCoefficient ?? 0.0);
+                    break;
+                case SaeArchitectures.MatchingPursuit:
+                    Check("residual_threshold", slot.Sae.Cfg.ResidualThreshold, had.SaeConfig.ResidualThreshold);
+                    Check("max_iterations", slot.Sae.Cfg.MaxIterations, had.SaeConfig.MaxIterations);
+                    Check("stop_on_duplicate_support", slot.Sae.Cfg.StopOnDuplicateSupport, had.SaeConfig.StopOnDuplicateSupport);
                     break;
                 case SaeArchitectures.TopK or SaeArchitectures.BatchTopK or SaeArchitectures.MatryoshkaBatchTopK:
                     Check("aux_loss_coefficient", now.AuxKCoefficient, had.Training.AuxKCoefficient);

@@ -35,8 +35,8 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
 
     /// <param name="cfg">Shape and inference behaviour.</param>
     /// <param name="hasEncoderBias">False for architectures without <c>b_enc</c> (gated).</param>
-    /// <param name="hasEncoderWeights">False for an architecture without <c>W_enc</c> (a tied temporal SAE, whose encoder is
-    /// W_decᵀ): <see cref="WEnc"/> then throws and the state_dict has no <c>W_enc</c>.</param>
+    /// <param name="hasEncoderWeights">False for an architecture without <c>W_enc</c> (a tied temporal SAE, matching_pursuit:
+    /// the encoder is W_decᵀ): <see cref="WEnc"/> then throws and the state_dict has no <c>W_enc</c>.</param>
     /// <param name="hasSkip">True for SAELens's skip transcoders (<c>skip_transcoder</c>, <c>jumprelu_skip_transcoder</c>):
     /// a parameter <c>W_skip</c> [d_out, d_in], zero at initialisation, whose term x·W_skipᵀ on the raw input rows
     /// <see cref="Reconstruct"/> adds to the decoder's output (SAELens <c>SkipTranscoder.forward</c>).</param>
@@ -83,7 +83,7 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
         if (!HasEncoderWeights) throw new SaeSharpException($"this {Cfg.Architecture} SAE has no W_enc (its encoder is W_decᵀ)");
     }
 
-    /// <summary>Whether the SAE has <c>W_enc</c> (all but a tied temporal SAE).</summary>
+    /// <summary>Whether the SAE has <c>W_enc</c> (all but a tied temporal SAE and matching_pursuit).</summary>
     public bool HasEncoderWeights => (Parameter?)W_enc is not null;
     /// <summary>Whether a token's encoding reads the earlier tokens of its sequence (temporal SAEs): inputs must then be
     /// ordered sequences [batch, pos, d_in], not rows.</summary>
@@ -369,7 +369,7 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
 
     /// <summary>
     /// Random initialisation: decoder rows in random directions with norm <paramref name="decoderNorm"/>,
-    /// <c>W_enc = W_decᵀ</c>, biases zero. Architectures with more parameters extend it. The draws are made on the CPU
+    /// <c>W_enc = W_decᵀ</c> (none for a tied architecture), biases zero. Architectures with more parameters extend it. The draws are made on the CPU
     /// (where <paramref name="generator"/> lives) and copied to the SAE's device, so a seed gives the same SAE on every device.
     /// </summary>
     public virtual void InitializeWeights(Generator? generator = null, double decoderNorm = 0.1)
@@ -380,8 +380,12 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
         using var decoderNormScalar = decoderNorm.ToScalar();
         w = w / w.norm(1, keepdim: true) * decoderNormScalar;
         W_dec.copy_(w);
-        if (Cfg.DOutOrIn == Cfg.DIn) W_enc.copy_(w.t());
-        else InitializeEncoderIndependently(generator, decoderNorm);
+        // A tied architecture (matching_pursuit) has no encoder weights of its own: its encoder is W_decᵀ.
+        if (HasEncoderWeights)
+        {
+            if (Cfg.DOutOrIn == Cfg.DIn) W_enc.copy_(w.t());
+            else InitializeEncoderIndependently(generator, decoderNorm);
+        }
         b_enc?.fill_(TorchScalars.Of(0));
         b_dec.fill_(TorchScalars.Of(0));
         W_skip?.fill_(TorchScalars.Of(0));

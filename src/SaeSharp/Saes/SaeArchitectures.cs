@@ -19,6 +19,8 @@ public static class SaeArchitectures
     public const string SkipTranscoder = "skip_transcoder";
     /// <summary>"jumprelu_skip_transcoder": a JumpReLU transcoder with a linear skip connection W_skip (SAELens 6.37).</summary>
     public const string JumpReluSkipTranscoder = "jumprelu_skip_transcoder";
+    /// <summary>"matching_pursuit": latents chosen greedily against the residual, encoder tied to the decoder (SAELens 6.37).</summary>
+    public const string MatchingPursuit = "matching_pursuit";
 
     /// <summary>"temporal": SAELens's Temporal SAE (canrager), inference only.</summary>
     public const string Temporal = "temporal";
@@ -34,6 +36,7 @@ public static class SaeArchitectures
         SkipTranscoderSae.Descriptor,
         JumpReluSae.SkipTranscoderDescriptor,
         TemporalSae.Descriptor,
+        MatchingPursuitSae.Descriptor,
     ];
 
     /// <summary>The registered names, in registration order.</summary>

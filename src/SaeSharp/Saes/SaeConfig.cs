@@ -83,6 +83,14 @@ public sealed class SaeConfig
     [JsonPropertyName("k")] [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public int? K { get; set; }
     /// <summary>Matryoshka prefix sizes (cumulative widths of the nested groups).</summary>
     [JsonPropertyName("matryoshka_widths")] [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public int[]? MatryoshkaWidths { get; set; }
+    /// <summary>matching_pursuit (SAELens <c>residual_threshold</c>): a row stops once its residual's norm falls below this
+    /// (0 or less: never on the residual); null: SAELens's default 1e-2.</summary>
+    [JsonPropertyName("residual_threshold")] [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public double? ResidualThreshold { get; set; }
+    /// <summary>matching_pursuit (SAELens <c>max_iterations</c>): the most latents a row selects; null: d_in.</summary>
+    [JsonPropertyName("max_iterations")] [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public int? MaxIterations { get; set; }
+    /// <summary>matching_pursuit (SAELens <c>stop_on_duplicate_support</c>): a row stops once an iteration leaves its set of
+    /// active latents unchanged; null: SAELens's default true.</summary>
+    [JsonPropertyName("stop_on_duplicate_support")] [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public bool? StopOnDuplicateSupport { get; set; }
     /// <summary>Where the activations came from.</summary>
     [JsonPropertyName("metadata")] public SaeMetadata Metadata { get; set; } = new();
     /// <summary>Keys this class does not model, kept so a round trip loses nothing.</summary>

@@ -38,6 +38,9 @@ public sealed class SaeTrainOutput
 
     /// <summary>The named parts of <see cref="Loss"/>, detached.</summary>
     public Dictionary<string, Tensor> Losses { get; init; } = new();
+    /// <summary>Architecture-specific scalar metrics of the step (SAELens's <c>TrainStepOutput.metrics</c>, e.g.
+    /// matching_pursuit's "max_l0", "residual_norm"), detached; the trainer logs them at its logging steps.</summary>
+    public Dictionary<string, Tensor> Metrics { get; init; } = new();
     /// <summary>[d_sae] int64: in how many rows of the batch each latent is nonzero — what a trainer's firing statistics
     /// need — when the architecture has it cheaply (the sparse training passes); null otherwise: derive it from
     /// <see cref="FeatureActs"/>, which those passes only build on demand (a [N, d_sae] matrix).</summary>

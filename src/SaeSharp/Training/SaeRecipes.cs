@@ -11,6 +11,8 @@ namespace SaeSharp.Training;
 /// <item><c>gated</c>, <c>jumprelu</c>: Rajamanoharan et al. 2024.</item>
 /// <item><c>skip_transcoder</c>, <c>jumprelu_skip_transcoder</c>: transcoders with a linear skip connection W_skip
 /// (Paulo et al. 2025; Gemma Scope 2's affine transcoders), trained as relu-april and jumprelu; transcoders only.</item>
+/// <item><c>matching_pursuit</c>: SAELens 6.37's matching-pursuit SAE (tied encoder, latents chosen greedily against the
+/// residual), trained on the MSE alone.</item>
 /// </list>
 /// </summary>
 public static class SaeRecipes
@@ -57,6 +59,10 @@ public static class SaeRecipes
         // JumpReLU with W_skip (SAELens 6.37's JumpReLUSkipTranscoder, Gemma Scope 2's affine transcoders): jumprelu's
         // recipe, unit-norm decoder rows included (JumpReluSae), and with it --target-l0 and the jumprelu fields of --config.
         new("jumprelu_skip_transcoder", SaeArchitectures.JumpReluSkipTranscoder) { SparsityCoefficient = _ => 0.5, PaperLearningRate = 7e-5 },
+        // SAELens 6.37's MatchingPursuitTrainingSAE: MSE only (no sparsity coefficient: its L0 is set by residual_threshold,
+        // max_iterations and stop_on_duplicate_support, fields of --config), decoder rows from norm 1 (SAELens forces
+        // decoder_init_norm 1.0), b_dec from zero and lr 3e-4 (SAELens's initialize_weights and runner default).
+        new("matching_pursuit", SaeArchitectures.MatchingPursuit) { PaperLearningRate = 3e-4, BDecInitMethod = "zeros", DecoderInitNorm = 1.0 },
     ];
 
     /// <summary>The recipe names, in registration order (aliases not included).</summary>

@@ -269,6 +269,7 @@ public sealed class SaeTrainer : IDisposable
         using var _ = no_grad();
         var losses = new Dictionary<string, double>(StringComparer.Ordinal) { ["overall_loss"] = o.Loss.detach().to(ScalarType.Float64).item<double>() };
         foreach (var (k, v) in o.Losses) losses[k] = v.to(ScalarType.Float64).item<double>();
+        var architectureMetrics = o.Metrics.ToDictionary(kv => kv.Key, kv => kv.Value.to(ScalarType.Float64).item<double>(), StringComparer.Ordinal);
         double l0 = o.ActiveCounts is { } active
             ? active.to(ScalarType.Float64).sum().item<double>() / x.shape[0]
             : o.FeatureActs.detach().ne(TorchScalars.Of(0)).sum(1).to(ScalarType.Float64).mean().item<double>();
@@ -286,6 +287,7 @@ public sealed class SaeTrainer : IDisposable
             L0 = l0,
             DeadFraction = deadFraction,
             ExplainedVariance = ev,
+            Metrics = architectureMetrics,
         };
     }
 

@@ -45,6 +45,12 @@ internal sealed class TrainLog : IDisposable
                 ["explained_variance"] = Finite(s.ExplainedVariance),
                 ["rows_per_second"] = Math.Round(p.RowsPerSecond, 1),
             };
+            if (s.Metrics.Count > 0)
+            {
+                var metrics = new JsonObject();
+                foreach (var (k, v) in s.Metrics) metrics[k] = Finite(v);
+                line["metrics"] = metrics;
+            }
             _writer.WriteLine(line.ToJsonString());
             if (_tensorBoard is not null)
             {
@@ -52,6 +58,7 @@ internal sealed class TrainLog : IDisposable
                 foreach (var (k, v) in s.Losses) _tensorBoard.add_scalar($"{s.Name}/losses/{k}", (float)v, step);
                 _tensorBoard.add_scalar($"{s.Name}/metrics/l0", (float)s.L0, step);
                 _tensorBoard.add_scalar($"{s.Name}/metrics/explained_variance", (float)s.ExplainedVariance, step);
+                foreach (var (k, v) in s.Metrics) _tensorBoard.add_scalar($"{s.Name}/metrics/{k}", (float)v, step);
                 _tensorBoard.add_scalar($"{s.Name}/sparsity/dead_fraction", (float)s.DeadFraction, step);
                 _tensorBoard.add_scalar($"{s.Name}/details/lr", (float)s.Lr, step);
             }

@@ -110,6 +110,16 @@ public sealed class TrainingSettings
     /// <see cref="TargetL0"/>).</summary>
     [JsonPropertyName("pre_act_loss_coefficient")] public double? PreActLossCoefficient { get; set; }
 
+    /// <summary>SAELens's <c>residual_threshold</c> (matching_pursuit): a row's pursuit stops once its residual norm falls
+    /// below it, in the training scale (inputs normalised to E‖x‖ = √d_in unless normalize_activations says otherwise);
+    /// 0: no residual stop. Null: 1e-2.</summary>
+    [JsonPropertyName("residual_threshold")] public double? ResidualThreshold { get; set; }
+    /// <summary>SAELens's <c>max_iterations</c> (matching_pursuit): the most latents a row selects. Null: d_in.</summary>
+    [JsonPropertyName("max_iterations")] public int? MaxIterations { get; set; }
+    /// <summary>SAELens's <c>stop_on_duplicate_support</c> (matching_pursuit): stop a row once an iteration leaves its active
+    /// latents unchanged. Null: true.</summary>
+    [JsonPropertyName("stop_on_duplicate_support")] public bool? StopOnDuplicateSupport { get; set; }
+
     /// <summary>SAELens's <c>model_name</c>: the model to harvest from, as <c>--model</c> takes it (a model folder,
     /// <c>builtin</c>, or a Hugging Face id such as <c>gpt2</c> or <c>EleutherAI/pythia-70m</c>, from the hub cache or
     /// downloaded). Null: train on <see cref="Activations"/>.</summary>
@@ -190,6 +200,9 @@ public sealed class TrainingSettings
         ("topk_threshold_lr", [SaeArchitectures.BatchTopK, SaeArchitectures.MatryoshkaBatchTopK]),
         ("matryoshka_widths", [SaeArchitectures.MatryoshkaBatchTopK]),
         ("use_matryoshka_aux_loss", [SaeArchitectures.MatryoshkaBatchTopK]),
+        ("residual_threshold", [SaeArchitectures.MatchingPursuit]),
+        ("max_iterations", [SaeArchitectures.MatchingPursuit]),
+        ("stop_on_duplicate_support", [SaeArchitectures.MatchingPursuit]),
     ];
 
     /// <summary>The <see cref="ArchitectureFields"/> these settings give (non-null), in that order.</summary>
@@ -210,6 +223,9 @@ public sealed class TrainingSettings
             Add("topk_threshold_lr", TopKThresholdLr);
             Add("matryoshka_widths", MatryoshkaWidths);
             Add("use_matryoshka_aux_loss", UseMatryoshkaAuxLoss);
+            Add("residual_threshold", ResidualThreshold);
+            Add("max_iterations", MaxIterations);
+            Add("stop_on_duplicate_support", StopOnDuplicateSupport);
             return given;
         }
     }
@@ -232,6 +248,8 @@ public sealed class TrainingSettings
         Check("pre_act_loss_coefficient", PreActLossCoefficient, PreActLossCoefficient >= 0, "a non-negative, finite coefficient (0: off)");
         Check("aux_loss_coefficient", AuxLossCoefficient, AuxLossCoefficient >= 0, "a non-negative, finite coefficient (0: no AuxK)");
         Check("topk_threshold_lr", TopKThresholdLr, TopKThresholdLr is > 0 and <= 1, "a rate in (0, 1]");
+        Check("residual_threshold", ResidualThreshold, true, "a finite number (0: no residual stop)");
+        Check("max_iterations", MaxIterations, MaxIterations >= 1, "at least 1 iteration (null: d_in)");
         if (JumpReluSparsityLossMode is { } mode && mode != "step")
             throw new SaeSharpException(mode == "tanh"
                 ? $"{SourceName}: jumprelu_sparsity_loss_mode \"tanh\" (Anthropic's sparsity loss) is not supported: SaeSharp's jumprelu trains with the \"step\" L0 loss (or, with target_l0, dictionary_learning's target-L0 form)"
@@ -298,6 +316,13 @@ public sealed class TrainingSettings
                 if (PreActLossCoefficient is double preAct) t.PreActLossCoefficient = preAct;
                 if (L0WarmUpSteps is long warmUp) config.L1WarmUpSteps = warmUp;
                 break;
+            case SaeArchitectures.MatchingPursuit:
+                // cfg.json fields: the saved SAE encodes with them.
+                if (ResidualThreshold is double threshold) sae.Cfg.ResidualThreshold = threshold;
+                if (MaxIterations is int iterations) sae.Cfg.MaxIterations = iterations;
+                if (StopOnDuplicateSupport is bool stop) sae.Cfg.StopOnDuplicateSupport = stop;
+                sae.Cfg.Validate();
+                break;
             case SaeArchitectures.TopK or SaeArchitectures.BatchTopK or SaeArchitectures.MatryoshkaBatchTopK:
                 if (AuxLossCoefficient is double aux) t.AuxKCoefficient = aux;
                 if (TopKThresholdLr is double rate && sae.Cfg.Architecture != SaeArchitectures.TopK) t.ThresholdMomentum = 1 - rate;
@@ -357,9 +382,6 @@ public sealed class TrainingSettings
             }
             var notes = new List<string>();
             RunnerConfigFields.Apply(fields, source, notes);
-            if (fields["architecture"] is JsonValue arch && arch.GetValueKind() == JsonValueKind.String && arch.GetValue<string>() == "matching_pursuit")
-                throw new SaeSharpException($"{source}: architecture 'matching_pursuit' (SAELens 6.37's matching-pursuit training SAE, with residual_threshold, " +
-                                            $"max_iterations, stop_on_duplicate_support) is not supported by sae train: choose from {string.Join(", ", SaeRecipes.AcceptedNames)}");
             var unknown = fields.Select(f => f.Key).Where(key => !KnownFields.Value.Contains(key)).ToList();
             if (unknown.Count > 0)
                 throw new SaeSharpException($"{source}: unknown field{(unknown.Count > 1 ? "s" : "")} " +
@@ -412,8 +434,8 @@ public sealed class TrainingSettings
             bool ok = field switch
             {
                 "jumprelu_sparsity_loss_mode" => node.GetValueKind() == JsonValueKind.String,
-                "use_matryoshka_aux_loss" => node.GetValueKind() is JsonValueKind.True or JsonValueKind.False,
-                "l0_warm_up_steps" => IsWhole(node),
+                "use_matryoshka_aux_loss" or "stop_on_duplicate_support" => node.GetValueKind() is JsonValueKind.True or JsonValueKind.False,
+                "l0_warm_up_steps" or "max_iterations" => IsWhole(node),
                 "matryoshka_widths" => node is JsonArray a && a.All(w => w is not null && IsWhole(w)),
                 _ => node.GetValueKind() == JsonValueKind.Number,
             };
@@ -421,8 +443,9 @@ public sealed class TrainingSettings
                 throw new SaeSharpException($"{source}: {field} {node.ToJsonString()}: expected " + field switch
                 {
                     "jumprelu_sparsity_loss_mode" => "a string (\"step\")",
-                    "use_matryoshka_aux_loss" => "true or false",
+                    "use_matryoshka_aux_loss" or "stop_on_duplicate_support" => "true or false",
                     "l0_warm_up_steps" => "a whole number of steps",
+                    "max_iterations" => "a whole number of iterations (or null: d_in)",
                     "matryoshka_widths" => "a list of whole numbers",
                     _ => "a number",
                 });

@@ -58,6 +58,9 @@ public sealed class SaeProgress
     public double DeadFraction { get; init; }
     /// <summary>1 − Σ‖y − ŷ‖² / Σ‖y − ȳ‖² over the batch (variance about the batch mean).</summary>
     public double ExplainedVariance { get; init; }
+    /// <summary>The architecture's own metrics of the step (<see cref="Saes.SaeTrainOutput.Metrics"/>: matching_pursuit's
+    /// max_l0, min_l0, residual_norm, residual_threshold_converged_portion); empty for most architectures.</summary>
+    public IReadOnlyDictionary<string, double> Metrics { get; init; } = new Dictionary<string, double>();
 }
 
 /// <summary>Progress of a run, reported every log_every_steps steps.</summary>

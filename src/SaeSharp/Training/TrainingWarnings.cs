@@ -32,8 +32,9 @@ public static class TrainingWarnings
         bool topK = trainsAs is SaeArchitectures.TopK or SaeArchitectures.BatchTopK or SaeArchitectures.MatryoshkaBatchTopK;
         // JumpReLU's coefficient is an L0 one: SAELens's config calls it l0_coefficient.
         string l1 = trainsAs == SaeArchitectures.JumpReLU ? "--l1 (l0_coefficient in --config)" : "--l1";
-        string sparser = topK ? "lower --k" : $"raise {l1}, or give --target-l0";
-        string denser = topK ? "raise --k" : $"lower {l1}, or give --target-l0";
+        bool pursuit = trainsAs == SaeArchitectures.MatchingPursuit;
+        string sparser = topK ? "lower --k" : pursuit ? "lower max_iterations or raise residual_threshold (--config)" : $"raise {l1}, or give --target-l0";
+        string denser = topK ? "raise --k" : pursuit ? "raise max_iterations or lower residual_threshold (--config)" : $"lower {l1}, or give --target-l0";
         if (!(metrics.Fvu <= MaxDivergedFvu))
             warnings.Add($"FVU {metrics.Fvu:G4} on held-out rows (above {MaxDivergedFvu}): the SAE reconstructs worse than the data's mean does, " +
                          "so the training diverged. Likely too high a learning rate: lower --lr (or leave it out for the recipe's).");
@@ -49,7 +50,7 @@ public static class TrainingWarnings
                          $"Likely too weak a sparsity for these activations or too few steps for it to take hold: {sparser}, or raise --steps.");
         if (metrics.DeadFraction > MaxDeadFraction)
             warnings.Add($"{metrics.DeadFraction:P0} of the {cfg.DSae} latents never fire on held-out rows. " +
-                         (topK
+                         (topK || pursuit
                              ? "Likely a dead-latent window too long for the run (dead_feature_window in --config), or more latents than the data needs: lower --dict-size/--expansion, or raise --steps."
                              : $"Likely too strong a sparsity or too high a learning rate: lower {l1} (or give --target-l0) or --lr; for relu, resampling (resample_steps in --config) revives latents."));
         if (ceLossRecovered is double ce && ce < MinCeLossRecovered)

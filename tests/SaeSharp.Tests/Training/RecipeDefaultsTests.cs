@@ -117,6 +117,12 @@ public class RecipeDefaultsTests
         var jumprelu = new SaeConfig { Architecture = SaeArchitectures.JumpReLU, DIn = 16, DSae = 64 };
         Assert.All(TrainingWarnings.For(bad, jumprelu, 1000, ceLossRecovered: 0.3), line => Assert.Contains("l0_coefficient", line));
         Assert.DoesNotContain("l0_coefficient", string.Join("\n", w));
+        // matching_pursuit has no coefficient: the advice names its fields.
+        var pursuit = new SaeConfig { Architecture = SaeArchitectures.MatchingPursuit, DIn = 16, DSae = 64 };
+        var mp = string.Join("\n", TrainingWarnings.For(bad, pursuit, 1000, ceLossRecovered: 0.3));
+        Assert.Contains("max_iterations", mp);
+        Assert.DoesNotContain("--l1", mp);
+        Assert.DoesNotContain("--target-l0", mp);
         // What `--lr 1e3` left (FVU 2e13, measured): the cause named is the learning rate, not the steps or sparsity.
         foreach (double fvu in new[] { 2.19e13, double.PositiveInfinity, double.NaN })
         {

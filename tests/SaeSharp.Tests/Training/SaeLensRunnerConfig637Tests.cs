@@ -141,7 +141,9 @@ public class SaeLensRunnerConfig637Tests
     [InlineData("""{"activations_mixing_fraction": 1.5}""", "activations_mixing_fraction 1.5")]
     [InlineData("""{"activations_mixing_fraction": -0.1}""", "activations_mixing_fraction -0.1")]
     [InlineData("""{"architecture": "matryoshka_batchtopk", "use_matryoshka_aux_loss": 1}""", "use_matryoshka_aux_loss 1: expected true or false")]
-    [InlineData("""{"architecture": "matching_pursuit", "residual_threshold": 0.01}""", "architecture 'matching_pursuit'")]
+    [InlineData("""{"architecture": "matching_pursuit", "max_iterations": 2.5}""", "max_iterations 2.5: expected a whole number")]
+    [InlineData("""{"architecture": "matching_pursuit", "max_iterations": 0}""", "max_iterations 0: expected at least 1")]
+    [InlineData("""{"architecture": "matching_pursuit", "stop_on_duplicate_support": "yes"}""", "stop_on_duplicate_support \"yes\": expected true or false")]
     public void BadValuesOfThe637FieldsAreErrorsNamingThem(string json, string expected)
     {
         var e = Assert.Throws<SaeSharpException>(() => TrainingSettings.FromJson(json, "runner.json"));
