@@ -10,7 +10,7 @@ use_matryoshka_aux_loss False and True, for SaeLens637MatryoshkaAuxLossTests.
 SAELens 6.37.6 (upstream 69c4c62b, here from the Zhangyiming00/SAELens mirror at that commit) and Debian's torch 1.13.
 Its sae_lens/saes/{sae,jumprelu_sae,topk_sae,batchtopk_sae,matryoshka_batchtopk_sae}.py and sae_lens/constants.py run
 unchanged; what they import but these code paths do not use is stubbed (HookPoint is the identity, as TransformerLens's
-without hooks; the loaders, registry, util's dtype helpers, safetensors), as in saelens_training_forward_fixture.py.
+without hooks; the loaders, registry, util's dtype helpers, safetensors), by saelens_stubs.py.
 
 Problem: d_in 8, d_sae 24, matryoshka_widths [4, 10, 24], k 2, batch 16 rows randn·2 + 0.5 (seed 0); W_dec rows random of
 unit norm (so rescale_acts_by_decoder_norm is the identity in value), W_enc = W_decᵀ·0.8 + noise, biases small random;
@@ -22,54 +22,15 @@ import argparse, json, os, sys, types
 import torch
 import torch.nn as nn
 
-
-def stub(name, **attrs):
-    m = types.ModuleType(name)
-    m.__dict__.update(attrs)
-    sys.modules[name] = m
-    return m
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from saelens_stubs import R, load_saelens as run_saelens_from, save_safetensors, stub  # noqa: E402,F401
 
 
 def load_saelens(root):
-    import typing_extensions
-    if not hasattr(typing_extensions, "deprecated"):
-        typing_extensions.deprecated = lambda *a, **k: (lambda f: f)
-    stub("safetensors")
-    stub("safetensors.torch", load_file=None, save_file=None)
-
-    class HookedRootModule(nn.Module):
-        def setup(self):
-            pass
-
-    class HookPoint(nn.Module):
-        def forward(self, x):
-            return x
-    stub("transformer_lens")
-    stub("transformer_lens.hook_points", HookedRootModule=HookedRootModule, HookPoint=HookPoint)
-    pkg = stub("sae_lens", __version__="6.37.6")
-    pkg.__path__ = [os.path.join(root, "sae_lens")]
-    saes = stub("sae_lens.saes")
-    saes.__path__ = [os.path.join(root, "sae_lens", "saes")]
-    import sae_lens.constants as constants  # noqa: E402  (torch only)
-
-    def str_to_dtype(d):
-        return d if isinstance(d, torch.dtype) else constants.DTYPE_MAP[d]
-    stub("sae_lens.util", filter_valid_dataclass_fields=None, str_to_dtype=str_to_dtype,
-         dtype_to_str=lambda d: constants.DTYPE_TO_STR[d])
-    stub("sae_lens.loading")
-    stub("sae_lens.loading.pretrained_sae_loaders", NAMED_PRETRAINED_SAE_LOADERS={}, PretrainedSaeDiskLoader=object,
-         PretrainedSaeHuggingfaceLoader=object, get_conversion_loader_name=None, handle_config_defaulting=None,
-         sae_lens_disk_loader=None)
-    stub("sae_lens.loading.pretrained_saes_directory", get_config_overrides=None, get_norm_scaling_factor=None,
-         get_pretrained_saes_directory=None, get_releases_for_repo_id=None, get_repo_id_and_folder_name=None)
-    stub("sae_lens.registry", get_sae_class=None, get_sae_training_class=None)
+    run_saelens_from(root, "6.37.6")
     import sae_lens.saes.sae as sae  # noqa: E402
     import sae_lens.saes.matryoshka_batchtopk_sae as matryoshka  # noqa: E402
     return sae, matryoshka
-
-
-def R(v):
-    return [R(e) for e in v] if isinstance(v, list) else float(f"{v:.9g}")
 
 
 def main():

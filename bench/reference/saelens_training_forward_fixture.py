@@ -9,7 +9,7 @@ default coefficients, for SaeLensTrainingForwardTests.
 Written with SAELens v6.18.0 (jbloomAus/SAELens 91ca16ccd0684e4dd6323cd4f23ded734339ec54) and Debian's torch 1.13.0a0.
 SAELens's sae_lens/saes/{sae,standard_sae,gated_sae,jumprelu_sae,topk_sae,batchtopk_sae}.py run unchanged; what they
 import but these code paths do not use is stubbed (HookPoint is the identity, as TransformerLens's without hooks; the
-loaders, registry, util, safetensors, jaxtyping). One bridge: SAELens's autograd Functions (JumpReLU, Step) use PyTorch
+loaders, registry, util, safetensors, jaxtyping; saelens_stubs.py). One bridge: SAELens's autograd Functions (JumpReLU, Step) use PyTorch
 2's forward/setup_context split, which 1.13 lacks; the script wraps each in a 1.13 Function whose forward calls SAELens's
 forward and setup_context and whose backward is SAELens's backward.
 
@@ -26,47 +26,12 @@ import argparse, json, math, os, sys, types
 import torch
 import torch.nn as nn
 
-
-def stub(name, **attrs):
-    m = types.ModuleType(name)
-    m.__dict__.update(attrs)
-    sys.modules[name] = m
-    return m
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from saelens_stubs import R, load_saelens as run_saelens_from, save_safetensors, stub  # noqa: E402,F401
 
 
 def load_saelens(root):
-    import typing_extensions
-    if not hasattr(typing_extensions, "deprecated"):
-        typing_extensions.deprecated = lambda *a, **k: (lambda f: f)
-
-    class _Float:
-        def __class_getitem__(cls, item):
-            return torch.Tensor
-    stub("jaxtyping", Float=_Float, Int=_Float)
-    stub("safetensors")
-    stub("safetensors.torch", load_file=None, save_file=None)
-
-    class HookedRootModule(nn.Module):
-        def setup(self):
-            pass
-
-    class HookPoint(nn.Module):
-        def forward(self, x):
-            return x
-    stub("transformer_lens")
-    stub("transformer_lens.hook_points", HookedRootModule=HookedRootModule, HookPoint=HookPoint)
-    pkg = stub("sae_lens", __version__="6.18.0")
-    pkg.__path__ = [os.path.join(root, "sae_lens")]
-    saes = stub("sae_lens.saes")
-    saes.__path__ = [os.path.join(root, "sae_lens", "saes")]
-    stub("sae_lens.util", filter_valid_dataclass_fields=None)
-    stub("sae_lens.loading")
-    stub("sae_lens.loading.pretrained_sae_loaders", NAMED_PRETRAINED_SAE_LOADERS={}, PretrainedSaeDiskLoader=object,
-         PretrainedSaeHuggingfaceLoader=object, get_conversion_loader_name=None, handle_config_defaulting=None,
-         sae_lens_disk_loader=None)
-    stub("sae_lens.loading.pretrained_saes_directory", get_config_overrides=None, get_norm_scaling_factor=None,
-         get_pretrained_saes_directory=None, get_repo_id_and_folder_name=None)
-    stub("sae_lens.registry", get_sae_class=None, get_sae_training_class=None)
+    run_saelens_from(root, "6.18.0")
     import sae_lens.saes.sae as sae  # noqa: E402
     import sae_lens.saes.jumprelu_sae as jumprelu  # noqa: E402
     # PyTorch 1.13 bridge for PyTorch 2 style Functions (forward without ctx + setup_context).
@@ -91,10 +56,6 @@ def load_saelens(root):
     import sae_lens.saes.topk_sae as topk  # noqa: E402
     import sae_lens.saes.batchtopk_sae as batchtopk  # noqa: E402
     return sae, standard, gated, jumprelu, topk, batchtopk
-
-
-def R(v):
-    return [R(e) for e in v] if isinstance(v, list) else float(f"{v:.9g}")
 
 
 def main():

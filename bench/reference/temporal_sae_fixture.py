@@ -7,7 +7,7 @@ each saved twice, and SAELens's outputs on fixed inputs, for TemporalSaeTests.
 
 SAELens 6.37.6 (upstream 69c4c62b, here from the Zhangyiming00/SAELens mirror at that commit) and Debian's torch 1.13.
 sae_lens/saes/{sae,temporal_sae}.py and sae_lens/constants.py run unchanged; what they import but these code paths do
-not use is stubbed as in saelens637_matryoshka_aux_fixture.py (HookPoint is the identity; the loaders, the registry,
+not use is stubbed by saelens_stubs.py (HookPoint is the identity; the loaders, the registry,
 util's dtype helpers). Two shims, said here because they are not SAELens's code:
   * torch 1.13 has no F.scaled_dot_product_attention: it is added to torch.nn.functional as the explicit causal softmax
     (softmax(q·kᵀ/√d_head + mask(-inf above the diagonal))·v), which is what torch's does with is_causal=True, no
@@ -36,86 +36,18 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-
-def stub(name, **attrs):
-    m = types.ModuleType(name)
-    m.__dict__.update(attrs)
-    sys.modules[name] = m
-    return m
-
-
-DT = {torch.float32: "F32", torch.float64: "F64", torch.int64: "I64"}
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from saelens_stubs import R, load_saelens as run_saelens_from, save_safetensors, stub  # noqa: E402,F401
 
 
 def save_file(tensors, path, metadata=None):
-    header, offset, blobs = {}, 0, []
-    for k in sorted(tensors):
-        t = tensors[k].detach().contiguous().cpu()
-        b = t.numpy().tobytes()
-        header[k] = {"dtype": DT[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(b)]}
-        offset += len(b)
-        blobs.append(b)
-    if metadata:
-        header["__metadata__"] = metadata
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
-
-
-def sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False):
-    assert attn_mask is None and dropout_p == 0 and is_causal
-    L, S = q.size(-2), k.size(-2)
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))
-    mask = torch.ones(L, S, dtype=torch.bool).tril()
-    scores = scores.masked_fill(~mask, float("-inf"))
-    return torch.softmax(scores, dim=-1) @ v
+    save_safetensors(tensors, path, metadata, sort_keys=True)
 
 
 def load_saelens(root):
-    import logging
-    import typing_extensions
-    if not hasattr(typing_extensions, "deprecated"):
-        typing_extensions.deprecated = lambda *a, **k: (lambda f: f)
-    F.scaled_dot_product_attention = sdpa
-    stub("safetensors")
-    stub("safetensors.torch", load_file=None, save_file=save_file)
-
-    class HookedRootModule(nn.Module):
-        def setup(self):
-            pass
-
-    class HookPoint(nn.Module):
-        def forward(self, x):
-            return x
-    stub("transformer_lens")
-    stub("transformer_lens.hook_points", HookedRootModule=HookedRootModule, HookPoint=HookPoint)
-    pkg = stub("sae_lens", __version__="6.37.6", logger=logging.getLogger("sae_lens"))
-    pkg.__path__ = [os.path.join(root, "sae_lens")]
-    saes = stub("sae_lens.saes")
-    saes.__path__ = [os.path.join(root, "sae_lens", "saes")]
-    import sae_lens.constants as constants  # noqa: E402  (torch only)
-
-    def str_to_dtype(d):
-        return d if isinstance(d, torch.dtype) else constants.DTYPE_MAP[d]
-    stub("sae_lens.util", filter_valid_dataclass_fields=None, str_to_dtype=str_to_dtype,
-         dtype_to_str=lambda d: constants.DTYPE_TO_STR[d])
-    stub("sae_lens.loading")
-    stub("sae_lens.loading.pretrained_sae_loaders", NAMED_PRETRAINED_SAE_LOADERS={}, PretrainedSaeDiskLoader=object,
-         PretrainedSaeHuggingfaceLoader=object, get_conversion_loader_name=None, handle_config_defaulting=None,
-         sae_lens_disk_loader=None)
-    stub("sae_lens.loading.pretrained_saes_directory", get_config_overrides=None, get_norm_scaling_factor=None,
-         get_pretrained_saes_directory=None, get_releases_for_repo_id=None, get_repo_id_and_folder_name=None)
-    stub("sae_lens.registry", get_sae_class=None, get_sae_training_class=None)
+    run_saelens_from(root, "6.37.6", save_file=save_file, sdpa=True)
     import sae_lens.saes.temporal_sae as temporal  # noqa: E402
     return temporal
-
-
-def R(v):
-    return [R(e) for e in v] if isinstance(v, list) else float(f"{v:.9g}")
 
 
 VARIANTS = {
