@@ -218,6 +218,23 @@ internal static class SaeCommands
         return command;
     }
 
+    /// <summary>The SyntheticModel folder named by <c>--from</c> (a folder, or its synthetic_model_config.json); refuses a
+    /// config without the saved weights, since generating a model from its config is not implemented.</summary>
+    private static string SyntheticModelSource(string source)
+    {
+        var dir = File.Exists(source) ? Path.GetDirectoryName(Path.GetFullPath(source))! : source;
+        if (!Directory.Exists(dir)) throw new SaeSharpException($"--from {source}: folder not found");
+        if (File.Exists(Path.Combine(dir, SyntheticModelConfig.FileName)) && !File.Exists(Path.Combine(dir, SyntheticModel.WeightsFileName)))
+        {
+            // Parse it anyway, so a malformed config is reported as such.
+            SyntheticModelConfig.Load(Path.Combine(dir, SyntheticModelConfig.FileName));
+            throw new SaeSharpException($"--from {source}: {SyntheticModelConfig.FileName} without {SyntheticModel.WeightsFileName}: generating a " +
+                                        "SyntheticModel from its config alone is not implemented (its feature vectors, hierarchy and correlation are " +
+                                        "random draws of SAELens's generator); save the model with SAELens (SyntheticModel(cfg).save(dir)) and pass that folder");
+        }
+        return dir;
+    }
+
     public static Command Synth()
     {
         var defaults = new SyntheticOptions();
@@ -228,14 +245,36 @@ internal static class SaeCommands
         var evalRows = new Option<long>("--eval-rows") { Description = "Evaluation rows (0: no eval.safetensors)", DefaultValueFactory = _ => defaults.EvalRows }.NonNegative();
         var seed = new Option<ulong>("--seed") { Description = "Seed", DefaultValueFactory = _ => defaults.Seed };
         var noise = new Option<double>("--noise") { Description = "Gaussian noise std", DefaultValueFactory = _ => defaults.NoiseStd };
+        var from = new Option<string?>("--from")
+        {
+            Description = "Sample a SAELens SyntheticModel (SynthSAEBench generator) instead: the folder its save() writes " +
+                          "(synthetic_model_config.json, synthetic_model.safetensors, hierarchy.json)",
+        };
         var command = new Command("synth", string.Create(System.Globalization.CultureInfo.InvariantCulture,
             $"Write synthetic superposition data with known features: train.safetensors, eval.safetensors (rows, and each row's feature activations) " +
             $"and features.safetensors " +
             $"(the true directions and frequencies). Feature i fires with probability {defaults.MaxFrequency}·(i+1)^−{defaults.FrequencyExponent}, " +
             $"with a magnitude uniform in [{defaults.MagnitudeLow}, {defaults.MagnitudeHigh})"))
-            { output, dIn, features, rows, evalRows, seed, noise };
+            { output, dIn, features, rows, evalRows, seed, noise, from };
         Cli.SetAction(command, parse =>
         {
+            if (parse.GetValue(from) is string source)
+            {
+                foreach (var o in new Option[] { dIn, features, noise })
+                    if (parse.GetResult(o) is { Implicit: false })
+                        throw new SaeSharpException($"{o.Name} does not apply with --from (the SAELens model fixes the width, the features and the rows' distribution)");
+                var dir = SyntheticModelSource(source);
+                using var model = SyntheticModel.Load(dir, parse.GetValue(seed));
+                var written = SyntheticDataset.WriteFrom(parse.GetValue(output)!, model, parse.GetValue(rows), parse.GetValue(evalRows), parse.GetValue(seed),
+                    File.ReadAllText(Path.Combine(dir, SyntheticModelConfig.FileName)));
+                Console.WriteLine($"SAELens SyntheticModel {dir}: {Cli.Integer(model.NumFeatures)} features in {Cli.Integer(model.HiddenDim)} dimensions" +
+                                  (model.CorrelationFactor is null ? "" : $", low-rank correlation (rank {model.CorrelationFactor.shape[1]})") +
+                                  (model.Hierarchy is null ? "" : $", hierarchy ({model.Hierarchy.Edges.Count} parent-child pairs, {model.Hierarchy.MutuallyExclusiveGroups.Count} mutually exclusive groups)"));
+                Console.WriteLine($"train: {written.TrainPath}");
+                if (written.EvalPath is not null) Console.WriteLine($"eval: {written.EvalPath}");
+                Console.WriteLine($"features: {written.FeaturesPath}");
+                return 0;
+            }
             var files = SyntheticDataset.Write(parse.GetValue(output)!, defaults with
             {
                 DIn = parse.GetValue(dIn), NFeatures = parse.GetValue(features), TrainRows = parse.GetValue(rows),

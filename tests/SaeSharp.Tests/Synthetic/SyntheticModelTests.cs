@@ -1,0 +1,209 @@
+using System.Text.Json.Nodes;
+using SaeSharp.IO;
+using SaeSharp.Synthetic;
+using SaeSharp.Tests.Tokenizers;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Tests.Synthetic;
+
+/// <summary>
+/// <see cref="SyntheticModel"/> against SAELens 6.37.6's own SyntheticModel on the folders in tests/data/synthetic_model
+/// (written by SAELens's save(); stats.json holds what SAELens derives on loading and statistics of 200,000 rows its
+/// sample_with_features drew; bench/reference/synthetic_model_fixture.py). Deterministic values must agree exactly; the
+/// sampled statistics of 200,000 SaeSharp rows must agree within 5 standard errors of the difference of two independent
+/// estimates (binomial for rates, CLT with the sample's own fourth moment for magnitudes, (1−r²)/√N for correlations).
+/// 5σ makes a false alarm over the ~700 comparisons below about 4·10⁻⁴ likely, while a wrong threshold, magnitude or
+/// hierarchy rule moves some statistic by tens of σ (the seeds are fixed, so the test is deterministic anyway).
+/// </summary>
+public class SyntheticModelTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("synthetic-model-").FullName;
+    public void Dispose() => Directory.Delete(_dir, true);
+
+    public static TheoryData<string> Models => new() { "plain", "correlated", "hierarchy", "hierarchy_rescale" };
+
+    private static string ModelDir(string name) => TestPaths.Data("synthetic_model", name);
+    private static JsonNode Stats(string name) => JsonNode.Parse(File.ReadAllText(Path.Combine(ModelDir(name), "stats.json")))!;
+    private static bool Same(Tensor a, Tensor b)
+    {
+        using var scope = NewDisposeScope();
+        return a.shape.SequenceEqual(b.shape) && a.dtype == b.dtype && a.eq(b).all().item<bool>();
+    }
+
+    /// <summary>Equal, or with <paramref name="ulps"/> &gt; 0 at most that many float32 steps apart.</summary>
+    private static void Close(float[] expected, float[] actual, string what, int ulps = 0)
+    {
+        Assert.Equal(expected.Length, actual.Length);
+        var diffs = Enumerable.Range(0, expected.Length).Where(i => Math.Abs(BitConverter.SingleToInt32Bits(actual[i]) - BitConverter.SingleToInt32Bits(expected[i])) > ulps)
+            .Select(i => $"{i}: {expected[i]:R} vs {actual[i]:R} ({(BitConverter.SingleToInt32Bits(actual[i]) - BitConverter.SingleToInt32Bits(expected[i]))} ulp)").ToList();
+        Assert.True(diffs.Count == 0, what + "\n" + string.Join("\n", diffs.Take(12)));
+    }
+
+    private static float[] Floats(JsonNode? n) => n!.AsArray().Select(v => (float)v!.GetValue<double>()).ToArray();
+    private static double[] Doubles(JsonNode? n) => n!.AsArray().Select(v => v!.GetValue<double>()).ToArray();
+
+    [Theory]
+    [MemberData(nameof(Models))]
+    public void Loading_gives_SAELens_weights_probabilities_thresholds_and_magnitudes_exactly(string name)
+    {
+        using var model = SyntheticModel.Load(ModelDir(name));
+        var stats = Stats(name);
+        var file = SafeTensors.Load(Path.Combine(ModelDir(name), SyntheticModel.WeightsFileName));
+        try
+        {
+            Assert.True(Same(model.FeatureVectors, file["feature_vectors"]), "feature_vectors bit-exact");
+            Assert.True(Same(model.Bias, file["bias"]), "bias bit-exact");
+            Assert.True(Same(model.FiringProbabilities, file["firing_probabilities"]), "firing_probabilities bit-exact");
+            if (file.TryGetValue("correlation_factor", out var factor))
+            {
+                Assert.True(Same(model.CorrelationFactor!, factor));
+                Assert.True(Same(model.CorrelationDiag!, file["correlation_diag"]));
+            }
+            else Assert.Null(model.CorrelationFactor);
+        }
+        finally { foreach (var t in file.Values) t.Dispose(); }
+
+        // stats.json stores float32 values to 9 significant digits, which round-trip exactly.
+        Close(Floats(stats["firing_probabilities"]), model.FiringProbabilities.data<float>().ToArray(), "firing_probabilities");
+        // Constant and folded-normal (TorchSharp's randn from the same seed gives torch 1.13's draws) magnitudes are
+        // bit-exact; the correlated model's exponential means (float32 pow) and linear stds (linspace) are within 1 ulp,
+        // as libtorch 2.x's kernels round a few elements differently from torch 1.13's.
+        Close(Floats(stats["mean_firing_magnitudes"]), model.MeanMagnitudes.data<float>().ToArray(), "mean magnitudes", name == "correlated" ? 1 : 0);
+        Close(Floats(stats["std_firing_magnitudes"]), model.StdMagnitudes.data<float>().ToArray(), "std magnitudes", name == "correlated" ? 1 : 0);
+        if (stats["thresholds"] is JsonArray thresholds)
+        {
+            var ours = model.Thresholds!.data<float>().ToArray();
+            var theirs = Floats(thresholds);
+            for (int i = 0; i < ours.Length; i++) Assert.True(Math.Abs(ours[i] - theirs[i]) <= 2e-6, $"threshold {i}: {ours[i]} vs SAELens {theirs[i]}");
+        }
+        else Assert.Null(model.Thresholds);
+        // The config's own generator (before SAELens's hierarchy compensation; sampling uses the saved probabilities
+        // above): within 2 ulp (torch 1.13's and libtorch 2.x's float32 pow and linspace round a few elements differently).
+        using var generated = model.Config.FiringProbability.Generate(model.NumFeatures, model.Config.Seed);
+        Close(Floats(stats["config_firing_probabilities"]), generated.data<float>().ToArray(), "config firing probabilities", 2);
+        Assert.Equal(name.StartsWith("hierarchy", StringComparison.Ordinal), model.Hierarchy is not null);
+    }
+
+    [Fact]
+    public void Hierarchy_json_is_read_as_SAELens_wrote_it()
+    {
+        using var model = SyntheticModel.Load(ModelDir("hierarchy"));
+        var h = model.Hierarchy!;
+        // 4 roots with 3 children each, each with 3 children (52 features); SAELens counted the same edges and groups.
+        Assert.Equal(4, h.Roots.Count);
+        Assert.Equal(Stats("hierarchy")["hierarchy_edges"]!.GetValue<int>(), h.Edges.Count);
+        Assert.Equal(Stats("hierarchy")["mutually_exclusive_groups"]!.GetValue<int>(), h.MutuallyExclusiveGroups.Count);
+        Assert.All(h.MutuallyExclusiveGroups, g => Assert.Equal(3, g.Length));
+        Assert.Empty(h.RescalingParents);
+        using var rescale = SyntheticModel.Load(ModelDir("hierarchy_rescale"));
+        Assert.NotEmpty(rescale.Hierarchy!.RescalingParents);
+        Assert.Equal(Stats("hierarchy_rescale")["hierarchy_edges"]!.GetValue<int>(), rescale.Hierarchy.Edges.Count);
+    }
+
+    private sealed class Tally(int n)
+    {
+        public long Rows;
+        public readonly long[] Fires = new long[n];
+        public readonly double[] S1 = new double[n], S2 = new double[n], S3 = new double[n], S4 = new double[n];
+        public readonly long[,] Both = new long[n, n];
+        public long ChildWithoutParent, MutualExclusionConflicts;
+        public double MaxHiddenError;
+    }
+
+    private static Tally Sample(SyntheticModel model, long rows, ulong seed)
+    {
+        int n = model.NumFeatures;
+        var t = new Tally(n);
+        using var gen = new TorchSharp.torch.Generator(seed);
+        using var w = model.FeatureVectors.to(ScalarType.Float64);
+        using var b = model.Bias.to(ScalarType.Float64);
+        for (long done = 0; done < rows; done += 10_000)
+        {
+            using var scope = NewDisposeScope();
+            var (hidden, acts) = model.SampleWithFeatures(10_000, gen);
+            // hidden = acts · W + b, recomputed in float64.
+            var reference = acts.to(ScalarType.Float64).matmul(w).add(b);
+            t.MaxHiddenError = Math.Max(t.MaxHiddenError, hidden.to(ScalarType.Float64).sub(reference).abs().max().item<double>());
+            var a = acts.data<float>().ToArray();
+            for (int r = 0; r < 10_000; r++)
+            {
+                var row = new ArraySegment<float>(a, r * n, n);
+                for (int i = 0; i < n; i++)
+                {
+                    if (!(row[i] > 0)) continue;
+                    double v = row[i];
+                    t.Fires[i]++;
+                    t.S1[i] += v;
+                    t.S2[i] += v * v;
+                    t.S3[i] += v * v * v;
+                    t.S4[i] += v * v * v * v;
+                    for (int j = i + 1; j < n; j++) if (row[j] > 0) t.Both[i, j]++;
+                }
+                if (model.Hierarchy is { } h)
+                {
+                    foreach (var (parent, child) in h.Edges)
+                        if (row[child] > 0 && !(row[parent] > 0)) t.ChildWithoutParent++;
+                    foreach (var g in h.MutuallyExclusiveGroups)
+                        if (g.Count(f => row[f] > 0) > 1) t.MutualExclusionConflicts++;
+                }
+            }
+        }
+        t.Rows = rows;
+        return t;
+    }
+
+    [Theory]
+    [MemberData(nameof(Models))]
+    public void Sampled_rows_match_SAELens_statistics_and_obey_the_hierarchy(string name)
+    {
+        using var model = SyntheticModel.Load(ModelDir(name));
+        var stats = Stats(name);
+        const double Z = 5;
+        long rows = 200_000, theirRows = stats["rows"]!.GetValue<long>();
+        var t = Sample(model, rows, seed: 11);
+        var rate = Doubles(stats["firing_rate"]);
+        var mean = Doubles(stats["magnitude_mean"]);
+        var std = Doubles(stats["magnitude_std"]);
+        var failures = new List<string>();
+        for (int i = 0; i < model.NumFeatures; i++)
+        {
+            double ours = (double)t.Fires[i] / rows;
+            // Binomial: the SE of the difference of two independent rates, at the pooled rate (at least 10/N, where the
+            // normal approximation of a handful of events would be too tight).
+            double pooled = Math.Max((ours * rows + rate[i] * theirRows) / (rows + theirRows), 10.0 / rows);
+            double se = Math.Sqrt(pooled * (1 - pooled) * (1.0 / rows + 1.0 / theirRows));
+            if (Math.Abs(ours - rate[i]) > Z * se) failures.Add($"feature {i}: firing rate {ours:G5} vs SAELens {rate[i]:G5} (±{Z}·{se:G3})");
+            long nOurs = t.Fires[i], nTheirs = (long)Math.Round(rate[i] * theirRows);
+            if (nOurs < 100 || nTheirs < 100) continue;
+            double m = t.S1[i] / nOurs, v = Math.Max(t.S2[i] / nOurs - m * m, 0), s = Math.Sqrt(v);
+            // CLT: mean ± s/√n; the standard deviation ± √((μ₄ − σ⁴) / (4σ²n)), μ₄ the fourth central moment estimated here.
+            double seMean = s * Math.Sqrt(1.0 / nOurs + 1.0 / nTheirs);
+            if (Math.Abs(m - mean[i]) > Z * seMean + 1e-6) failures.Add($"feature {i}: mean magnitude {m:G5} vs SAELens {mean[i]:G5} (±{Z}·{seMean:G3})");
+            if (v > 1e-10)
+            {
+                double mu4 = t.S4[i] / nOurs - 4 * m * t.S3[i] / nOurs + 6 * m * m * t.S2[i] / nOurs - 3 * m * m * m * m;
+                double seStd = Math.Sqrt(Math.Max(mu4 - v * v, 0) / (4 * v) * (1.0 / nOurs + 1.0 / nTheirs));
+                if (Math.Abs(s - std[i]) > Z * seStd + 1e-6) failures.Add($"feature {i}: magnitude std {s:G5} vs SAELens {std[i]:G5} (±{Z}·{seStd:G3})");
+            }
+            else if (Math.Abs(s - std[i]) > 1e-4) failures.Add($"feature {i}: magnitude std {s:G5} vs SAELens {std[i]:G5}");
+        }
+        foreach (var pair in stats["pairs"]!.AsArray())
+        {
+            int i = pair!["i"]!.GetValue<int>(), j = pair["j"]!.GetValue<int>();
+            double r = pair["firing_correlation"]!.GetValue<double>();
+            double pi = (double)t.Fires[i] / rows, pj = (double)t.Fires[j] / rows, pij = (double)t.Both[i, j] / rows;
+            double ours = (pij - pi * pj) / Math.Sqrt(pi * (1 - pi) * pj * (1 - pj));
+            double se = (1 - r * r) * Math.Sqrt(1.0 / rows + 1.0 / theirRows);
+            if (Math.Abs(ours - r) > Z * se) failures.Add($"features {i},{j}: firing correlation {ours:F4} vs SAELens {r:F4} (±{Z}·{se:G3})");
+            if (Math.Abs(r) > 0.05 && Math.Sign(ours) != Math.Sign(r)) failures.Add($"features {i},{j}: correlation sign {ours:F4} vs SAELens {r:F4}");
+        }
+        Assert.True(failures.Count == 0, string.Join("\n", failures));
+        // Correlated models have strongly correlated pairs, which the copula must reproduce (independent firing gives ~0).
+        if (name is "correlated" or "hierarchy_rescale")
+            Assert.Contains(stats["pairs"]!.AsArray(), p => Math.Abs(p!["firing_correlation"]!.GetValue<double>()) > 0.25);
+        Assert.Equal(0, stats["child_without_parent"]!.GetValue<long>());
+        Assert.Equal(0, t.ChildWithoutParent);
+        Assert.Equal(0, t.MutualExclusionConflicts);
+        Assert.True(t.MaxHiddenError < 1e-5, $"hidden − (acts·W + b) up to {t.MaxHiddenError}");
+    }
+}
