@@ -207,3 +207,117 @@ public class SyntheticModelTests : IDisposable
         Assert.True(t.MaxHiddenError < 1e-5, $"hidden − (acts·W + b) up to {t.MaxHiddenError}");
     }
 }
+
+/// <summary>Malformed SyntheticModel folders: each refused with an error naming the file and the field.</summary>
+public class SyntheticModelFileErrorTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("synthetic-model-bad-").FullName;
+    public void Dispose() => Directory.Delete(_dir, true);
+
+    /// <summary>A copy of the plain model (or, with <paramref name="source"/>, another) to break.</summary>
+    private string Copy(string name, string source = "plain")
+    {
+        var dir = Path.Combine(_dir, name);
+        Directory.CreateDirectory(dir);
+        foreach (var f in Directory.GetFiles(TestPaths.Data("synthetic_model", source)))
+            File.Copy(f, Path.Combine(dir, Path.GetFileName(f)));
+        return dir;
+    }
+
+    private static void Fails(string dir, params string[] fragments)
+    {
+        var e = Assert.Throws<SaeSharpException>(() => SyntheticModel.Load(dir).Dispose());
+        foreach (var f in fragments) Assert.Contains(f, e.Message);
+    }
+
+    /// <summary>Rewrites the weights with <paramref name="edit"/> applied to the tensors.</summary>
+    private static void EditWeights(string dir, Action<Dictionary<string, Tensor>> edit)
+    {
+        var path = Path.Combine(dir, SyntheticModel.WeightsFileName);
+        var t = SafeTensors.Load(path);
+        try
+        {
+            edit(t);
+            SafeTensors.Save(path, t);
+        }
+        finally { foreach (var v in t.Values) v.Dispose(); }
+    }
+
+    private static void EditConfig(string dir, Func<string, string> edit)
+    {
+        var path = Path.Combine(dir, SyntheticModelConfig.FileName);
+        File.WriteAllText(path, edit(File.ReadAllText(path)));
+    }
+
+    [Fact]
+    public void Missing_files_are_named()
+    {
+        Fails(Path.Combine(_dir, "nowhere"), "nowhere", "not found");
+        var noConfig = Copy("no-config");
+        File.Delete(Path.Combine(noConfig, SyntheticModelConfig.FileName));
+        Fails(noConfig, SyntheticModelConfig.FileName, "not found");
+        var noWeights = Copy("no-weights");
+        File.Delete(Path.Combine(noWeights, SyntheticModel.WeightsFileName));
+        Fails(noWeights, SyntheticModel.WeightsFileName, "not found");
+        var noTensor = Copy("no-bias");
+        EditWeights(noTensor, t => { t["bias"].Dispose(); t.Remove("bias"); });
+        Fails(noTensor, SyntheticModel.WeightsFileName, "'bias' missing");
+        var halfCorrelation = Copy("half-correlation", "correlated");
+        EditWeights(halfCorrelation, t => { t["correlation_diag"].Dispose(); t.Remove("correlation_diag"); });
+        Fails(halfCorrelation, "'correlation_diag' missing");
+    }
+
+    [Fact]
+    public void Wrong_shapes_and_bad_values_are_refused_before_use()
+    {
+        var shape = Copy("shape");
+        EditWeights(shape, t => { var old = t["feature_vectors"]; t["feature_vectors"] = old.narrow(1, 0, 8).contiguous(); old.Dispose(); });
+        Fails(shape, SyntheticModel.WeightsFileName, "'feature_vectors' has shape [64, 8], expected [64, 16]");
+        var nan = Copy("nan");
+        EditWeights(nan, t => t["feature_vectors"][3, 5] = float.NaN);
+        Fails(nan, "'feature_vectors' holds NaN");
+        var prob = Copy("prob");
+        EditWeights(prob, t => t["firing_probabilities"][0] = 1.5f);
+        Fails(prob, "'firing_probabilities' has values outside [0, 1]");
+        var diag = Copy("diag", "correlated");
+        EditWeights(diag, t => t["correlation_diag"][2] = -0.1f);
+        Fails(diag, "'correlation_diag' must be positive");
+    }
+
+    [Fact]
+    public void Malformed_configs_name_the_field()
+    {
+        var noFeatures = Copy("no-features");
+        EditConfig(noFeatures, s => s.Replace("\"num_features\": 64,", ""));
+        Fails(noFeatures, SyntheticModelConfig.FileName, "num_features: missing");
+        var generator = Copy("generator");
+        EditConfig(generator, s => s.Replace("\"zipfian\"", "\"lognormal\""));
+        Fails(generator, "firing_probability.generator_name", "lognormal");
+        var dtype = Copy("dtype");
+        EditConfig(dtype, s => s.Replace("\"float32\"", "\"float64\""));
+        Fails(dtype, "dtype", "float64");
+        var json = Copy("json");
+        EditConfig(json, s => s[..^3]);
+        Fails(json, SyntheticModelConfig.FileName, "not valid JSON");
+    }
+
+    [Fact]
+    public void Malformed_hierarchies_name_the_node()
+    {
+        var range = Copy("range", "hierarchy");
+        var path = Path.Combine(range, SyntheticHierarchy.FileName);
+        File.WriteAllText(path, File.ReadAllText(path).Replace("\"feature_index\": 16,", "\"feature_index\": 99,"));
+        Fails(range, SyntheticHierarchy.FileName, "feature_index 99 is out of range 0..63");
+        var twice = Copy("twice", "hierarchy");
+        path = Path.Combine(twice, SyntheticHierarchy.FileName);
+        File.WriteAllText(path, File.ReadAllText(path).Replace("\"feature_index\": 16,", "\"feature_index\": 0,"));
+        Fails(twice, "feature_index 0 appears more than once");
+        var lonely = Copy("lonely", "hierarchy");
+        File.WriteAllText(Path.Combine(lonely, SyntheticHierarchy.FileName),
+            """{"roots": [{"feature_index": 0, "mutually_exclusive_children": true, "children": [{"feature_index": 1}]}]}""");
+        Fails(lonely, "feature_index=0", "at least 2 children");
+        var notArray = Copy("not-array", "hierarchy");
+        File.WriteAllText(Path.Combine(notArray, SyntheticHierarchy.FileName), """{"roots": {}}""");
+        Fails(notArray, SyntheticHierarchy.FileName, "roots");
+    }
+}
