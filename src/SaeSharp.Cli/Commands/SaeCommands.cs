@@ -218,21 +218,16 @@ internal static class SaeCommands
         return command;
     }
 
-    /// <summary>The SyntheticModel folder named by <c>--from</c> (a folder, or its synthetic_model_config.json); refuses a
-    /// config without the saved weights, since generating a model from its config is not implemented.</summary>
-    private static string SyntheticModelSource(string source)
+    /// <summary>The SAELens SyntheticModel named by <c>--from</c>: a folder written by its save() (or that folder's
+    /// config file) is loaded; a config without the saved weights is generated from the config as SAELens would.</summary>
+    private static (SyntheticModel Model, string ConfigPath, bool Generated) OpenSyntheticModel(string source, ulong seed)
     {
-        var dir = File.Exists(source) ? Path.GetDirectoryName(Path.GetFullPath(source))! : source;
+        string dir = File.Exists(source) ? Path.GetDirectoryName(Path.GetFullPath(source))! : source;
+        string config = File.Exists(source) ? source : Path.Combine(dir, SyntheticModelConfig.FileName);
         if (!Directory.Exists(dir)) throw new SaeSharpException($"--from {source}: folder not found");
-        if (File.Exists(Path.Combine(dir, SyntheticModelConfig.FileName)) && !File.Exists(Path.Combine(dir, SyntheticModel.WeightsFileName)))
-        {
-            // Parse it anyway, so a malformed config is reported as such.
-            SyntheticModelConfig.Load(Path.Combine(dir, SyntheticModelConfig.FileName));
-            throw new SaeSharpException($"--from {source}: {SyntheticModelConfig.FileName} without {SyntheticModel.WeightsFileName}: generating a " +
-                                        "SyntheticModel from its config alone is not implemented (its feature vectors, hierarchy and correlation are " +
-                                        "random draws of SAELens's generator); save the model with SAELens (SyntheticModel(cfg).save(dir)) and pass that folder");
-        }
-        return dir;
+        bool saved = File.Exists(Path.Combine(dir, SyntheticModel.WeightsFileName)) && Path.GetFileName(config) == SyntheticModelConfig.FileName;
+        if (saved) return (SyntheticModel.Load(dir, seed), config, false);
+        return (SyntheticModel.FromConfig(SyntheticModelConfig.Load(config), seed), config, true);
     }
 
     public static Command Synth()
@@ -248,7 +243,8 @@ internal static class SaeCommands
         var from = new Option<string?>("--from")
         {
             Description = "Sample a SAELens SyntheticModel (SynthSAEBench generator) instead: the folder its save() writes " +
-                          "(synthetic_model_config.json, synthetic_model.safetensors, hierarchy.json)",
+                          "(synthetic_model_config.json, synthetic_model.safetensors, hierarchy.json), or a synthetic_model_config.json " +
+                          "alone (the model is then generated from it as SAELens does)",
         };
         var command = new Command("synth", string.Create(System.Globalization.CultureInfo.InvariantCulture,
             $"Write synthetic superposition data with known features: train.safetensors, eval.safetensors (rows, and each row's feature activations) " +
@@ -263,11 +259,11 @@ internal static class SaeCommands
                 foreach (var o in new Option[] { dIn, features, noise })
                     if (parse.GetResult(o) is { Implicit: false })
                         throw new SaeSharpException($"{o.Name} does not apply with --from (the SAELens model fixes the width, the features and the rows' distribution)");
-                var dir = SyntheticModelSource(source);
-                using var model = SyntheticModel.Load(dir, parse.GetValue(seed));
+                var (model, configPath, generated) = OpenSyntheticModel(source, parse.GetValue(seed));
+                using var _ = model;
                 var written = SyntheticDataset.WriteFrom(parse.GetValue(output)!, model, parse.GetValue(rows), parse.GetValue(evalRows), parse.GetValue(seed),
-                    File.ReadAllText(Path.Combine(dir, SyntheticModelConfig.FileName)));
-                Console.WriteLine($"SAELens SyntheticModel {dir}: {Cli.Integer(model.NumFeatures)} features in {Cli.Integer(model.HiddenDim)} dimensions" +
+                    File.ReadAllText(configPath));
+                Console.WriteLine($"SAELens SyntheticModel {(generated ? "generated from " + configPath : source)}: {Cli.Integer(model.NumFeatures)} features in {Cli.Integer(model.HiddenDim)} dimensions" +
                                   (model.CorrelationFactor is null ? "" : $", low-rank correlation (rank {model.CorrelationFactor.shape[1]})") +
                                   (model.Hierarchy is null ? "" : $", hierarchy ({model.Hierarchy.Edges.Count} parent-child pairs, {model.Hierarchy.MutuallyExclusiveGroups.Count} mutually exclusive groups)"));
                 Console.WriteLine($"train: {written.TrainPath}");

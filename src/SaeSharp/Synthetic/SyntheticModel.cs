@@ -19,7 +19,7 @@ namespace SaeSharp.Synthetic;
 /// The deterministic parts (vectors, bias, probabilities, thresholds, magnitude vectors) equal SAELens's; the draws come
 /// from a TorchSharp generator, so samples agree with SAELens's in distribution, not row for row.
 /// </summary>
-public sealed class SyntheticModel : IDisposable
+public sealed partial class SyntheticModel : IDisposable
 {
     /// <summary>File name of the weights SAELens writes.</summary>
     public const string WeightsFileName = "synthetic_model.safetensors";
