@@ -152,7 +152,7 @@ public sealed class SyntheticHierarchy : IDisposable
             {
                 var parentVals = acts.index_select(1, level.Parents);
                 var childVals = acts.index_select(1, level.Features);
-                var parentActive = parentVals.gt(0);
+                var parentActive = parentVals.gt(TorchScalars.Of(0));
                 Tensor factor;
                 if (level.Rescale is not null)
                 {
@@ -172,18 +172,18 @@ public sealed class SyntheticHierarchy : IDisposable
         var siblings = _meSiblings.index_select(0, groups);          // [G, S]
         var sizes = _meSizes.index_select(0, groups);
         long g = groups.shape[0], s = siblings.shape[1];
-        var hasParent = parents.ge(0);
-        var parentActive = acts.index_select(1, parents.clamp_min(0)).gt(0).logical_or(hasParent.logical_not()); // [B, G]
-        var valid = arange(s).unsqueeze(0).lt(sizes.unsqueeze(1));                                                 // [G, S]
-        var active = acts.index_select(1, siblings.clamp_min(0).view(-1)).view(rows, g, s).gt(0)
+        var hasParent = parents.ge(TorchScalars.Of(0));
+        var parentActive = acts.index_select(1, parents.clamp_min(TorchScalars.Of(0))).gt(TorchScalars.Of(0)).logical_or(hasParent.logical_not()); // [B, G]
+        var valid = arange(TorchScalars.Of(s)).unsqueeze(0).lt(sizes.unsqueeze(1));                                                 // [G, S]
+        var active = acts.index_select(1, siblings.clamp_min(TorchScalars.Of(0)).view(-1)).view(rows, g, s).gt(TorchScalars.Of(0))
             .logical_and(valid).logical_and(parentActive.unsqueeze(2));                                            // [B, G, S]
-        var conflict = active.sum(2).gt(1);
+        var conflict = active.sum(2).gt(TorchScalars.One);
         var idx = conflict.nonzero();
         if (idx.shape[0] == 0) return;
         var b = idx.select(1, 0);
         var grp = idx.select(1, 1);
         var conflictActive = active.index(new TensorIndex[] { TensorIndex.Tensor(b), TensorIndex.Tensor(grp) });  // [K, S]
-        var scores = rand(idx.shape[0], s, generator: generator).masked_fill(conflictActive.logical_not(), -1e9);
+        var scores = rand(idx.shape[0], s, generator: generator).masked_fill(conflictActive.logical_not(), TorchScalars.Of(-1e9));
         var winner = scores.argmax(1);
         var isWinner = zeros(idx.shape[0], s, ScalarType.Bool).scatter_(1, winner.unsqueeze(1), ones(idx.shape[0], 1, ScalarType.Bool));
         var lose = conflictActive.logical_and(isWinner.logical_not()).nonzero();
@@ -191,7 +191,7 @@ public sealed class SyntheticHierarchy : IDisposable
         var ci = lose.select(1, 0);
         var si = lose.select(1, 1);
         var feature = siblings.index(new TensorIndex[] { TensorIndex.Tensor(grp.index_select(0, ci)), TensorIndex.Tensor(si) });
-        acts.index_put_(0f, TensorIndex.Tensor(b.index_select(0, ci)), TensorIndex.Tensor(feature));
+        acts.index_put_(TorchScalars.Of(0), TensorIndex.Tensor(b.index_select(0, ci)), TensorIndex.Tensor(feature));
     }
 
     /// <summary>Disposes the index tensors.</summary>

@@ -68,12 +68,13 @@ public sealed partial class SyntheticModel : IDisposable
         {
             _diagSqrt = diag.sqrt().DetachFromDisposeScope();
             using var scope = NewDisposeScope();
-            Thresholds = (probs.mul(-2).add(1).erfinv() * Math.Sqrt(2)).DetachFromDisposeScope();
+            using var sqrt2 = Math.Sqrt(2).ToScalar();
+            Thresholds = probs.mul(TorchScalars.Of(-2)).add(TorchScalars.One, TorchScalars.One).erfinv().mul(sqrt2).DetachFromDisposeScope();
         }
         if (hierarchy is not null)
         {
             foreach (var p in hierarchy.RescalingParents)
-                if (!Check(() => MeanMagnitudes[p].gt(0)))
+                if (!Check(() => MeanMagnitudes[p].gt(TorchScalars.Of(0))))
                     throw new SaeSharpException($"mean_firing_magnitudes must be > 0 for parents with scale_children_by_parent (feature {p})");
         }
     }
@@ -130,13 +131,13 @@ public sealed partial class SyntheticModel : IDisposable
             var vectors = Read("feature_vectors", n, h);
             var bias = Read("bias", h);
             var probs = Read("firing_probabilities", n);
-            if (Check(() => probs.lt(0).logical_or(probs.gt(1)).any())) throw new SaeSharpException($"{weightsPath}: tensor 'firing_probabilities' has values outside [0, 1]");
+            if (Check(() => probs.lt(TorchScalars.Of(0)).logical_or(probs.gt(TorchScalars.One)).any())) throw new SaeSharpException($"{weightsPath}: tensor 'firing_probabilities' has values outside [0, 1]");
             Tensor? factor = null, diag = null;
             if (hasFactor)
             {
                 factor = Read("correlation_factor", n, rank);
                 diag = Read("correlation_diag", n);
-                if (Check(() => diag.le(0).any())) throw new SaeSharpException($"{weightsPath}: tensor 'correlation_diag' must be positive everywhere");
+                if (Check(() => diag.le(TorchScalars.Of(0)).any())) throw new SaeSharpException($"{weightsPath}: tensor 'correlation_diag' must be positive everywhere");
             }
             SyntheticHierarchy? hierarchy = null;
             var hierarchyPath = Path.Combine(dir, SyntheticHierarchy.FileName);
@@ -171,14 +172,14 @@ public sealed partial class SyntheticModel : IDisposable
         {
             var eps = randn(rows, CorrelationFactor.shape[1], generator: generator);
             var eta = randn(rows, n, generator: generator);
-            var z = eps.matmul(CorrelationFactor.t()).add(eta * _diagSqrt!);
+            var z = eps.matmul(CorrelationFactor.t()).add(eta * _diagSqrt!, TorchScalars.One);
             fire = z.gt(Thresholds!.unsqueeze(0));
         }
         else
         {
             fire = bernoulli(FiringProbabilities.unsqueeze(0).expand(rows, n), generator: generator).to(ScalarType.Bool);
         }
-        var magnitude = randn(rows, n, generator: generator).mul(StdMagnitudes).add(MeanMagnitudes).relu();
+        var magnitude = randn(rows, n, generator: generator).mul(StdMagnitudes).add(MeanMagnitudes, TorchScalars.One).relu();
         var acts = magnitude.mul(fire);
         if (Hierarchy is not null)
         {
@@ -193,7 +194,7 @@ public sealed partial class SyntheticModel : IDisposable
     public Tensor Hidden(Tensor featureActs)
     {
         using var scope = NewDisposeScope();
-        return featureActs.matmul(FeatureVectors).add(Bias).MoveToOuterDisposeScope();
+        return featureActs.matmul(FeatureVectors).add(Bias, TorchScalars.One).MoveToOuterDisposeScope();
     }
 
     /// <summary>As SAELens's <c>sample_with_features</c>: the hidden activations [rows, hidden_dim] and the feature

@@ -27,23 +27,31 @@ public sealed record MagnitudeSpec(string Generator, double Value, double Start,
         switch (Generator)
         {
             case "constant":
-                t = full(numFeatures, Value, ScalarType.Float32);
+            {
+                using var value = Value.ToScalar();
+                t = full(numFeatures, value, ScalarType.Float32);
                 break;
+            }
             case "linear":
                 t = numFeatures == 1 ? tensor(new[] { (float)Start }) : linspace(Start, End, numFeatures, ScalarType.Float32);
                 break;
             case "exponential":
-                t = numFeatures == 1 ? tensor(new[] { (float)Start })
-                    : pow(End / Start, linspace(0, 1, numFeatures, ScalarType.Float32)).mul(Start);
+            {
+                using var ratio = tensor(End / Start); // a 0-dim float64 tensor: the result stays float32
+                using var start = Start.ToScalar();
+                t = numFeatures == 1 ? tensor(new[] { (float)Start }) : pow(ratio, linspace(0, 1, numFeatures, ScalarType.Float32)).mul(start);
                 break;
+            }
             case "folded_normal":
             {
                 using var g = seed is long s ? new Generator((ulong)s) : null;
-                t = randn(numFeatures, ScalarType.Float32, generator: g ?? fallback).mul(Std).add(Mean).abs();
+                using var std = Std.ToScalar();
+                using var mean = Mean.ToScalar();
+                t = randn(numFeatures, ScalarType.Float32, generator: g ?? fallback).mul(std).add(mean, TorchScalars.One).abs();
                 if (MinValue is not null || MaxValue is not null)
                 {
-                    using var lo = MinValue is double l ? (Scalar?)l : null;
-                    using var hi = MaxValue is double h ? (Scalar?)h : null;
+                    using var lo = MinValue is double l ? l.ToScalar() : null;
+                    using var hi = MaxValue is double h ? h.ToScalar() : null;
                     t = t.clamp(lo, hi);
                 }
                 break;
@@ -107,11 +115,14 @@ public sealed record FiringProbabilitySpec(string Generator, double Exponent, do
             case "zipfian":
             {
                 if (numFeatures == 1) { t = tensor(new[] { (float)MaxProb }); break; }
-                var ranks = arange(1, numFeatures + 1, ScalarType.Float32);
-                var probs = ranks.pow(Exponent).reciprocal();
+                using var exponent = Exponent.ToScalar();
+                using var range = (MaxProb - MinProb).ToScalar();
+                using var min = MinProb.ToScalar();
+                var ranks = tensor(Enumerable.Range(1, numFeatures).Select(i => (float)i).ToArray());
+                var probs = ranks.pow(exponent).reciprocal();
                 var pmin = probs.min();
                 var pmax = probs.max();
-                t = probs.sub(pmin).div(pmax.sub(pmin)).mul(MaxProb - MinProb).add(MinProb);
+                t = probs.sub(pmin).div(pmax.sub(pmin)).mul(range).add(min, TorchScalars.One);
                 break;
             }
             case "linear":
@@ -121,12 +132,17 @@ public sealed record FiringProbabilitySpec(string Generator, double Exponent, do
             {
                 // An unseeded torch.Generator() starts from torch's default seed, 67280421310721.
                 using var g = new Generator(seed is long s ? (ulong)s : 67280421310721UL);
-                t = rand(numFeatures, ScalarType.Float32, generator: g).mul(MaxProb - MinProb).add(MinProb);
+                using var range = (MaxProb - MinProb).ToScalar();
+                using var min = MinProb.ToScalar();
+                t = rand(numFeatures, ScalarType.Float32, generator: g).mul(range).add(min, TorchScalars.One);
                 break;
             }
             case "constant":
-                t = full(numFeatures, Probability, ScalarType.Float32);
+            {
+                using var value = Probability.ToScalar();
+                t = full(numFeatures, value, ScalarType.Float32);
                 break;
+            }
             default:
                 throw new SaeSharpException($"firing probability generator '{Generator}' is not one of zipfian, linear, random, constant");
         }

@@ -46,7 +46,7 @@ public sealed partial class SyntheticModel
             if (hierarchy is not null && config.Hierarchy!.CompensateProbabilities)
             {
                 using var scope = NewDisposeScope();
-                var corrected = probs.mul(tensor(CorrectionFactors(hierarchy.Roots, probs.data<float>().ToArray()))).clamp_max(1.0);
+                var corrected = probs.mul(tensor(CorrectionFactors(hierarchy.Roots, probs.data<float>().ToArray()))).clamp_max(TorchScalars.One);
                 probs.copy_(corrected);
             }
             return new SyntheticModel(config, vectors, bias, probs, factor, diag, hierarchy, fallback);
@@ -150,16 +150,18 @@ public sealed partial class SyntheticModel
     {
         using var scope = NewDisposeScope();
         using var g = seed is long s ? new Generator((ulong)s) : null;
-        var factor = randn(n, rank, ScalarType.Float32, generator: g ?? fallback).mul(scale);
-        var sq = factor.pow(2).sum(1);
-        var mask = sq.neg().add(1).lt(0.01);
+        using var scaleScalar = scale.ToScalar();
+        var two = TorchScalars.Of(2);
+        var factor = randn(n, rank, ScalarType.Float32, generator: g ?? fallback).mul(scaleScalar);
+        var sq = factor.pow(two).sum(1);
+        var mask = sq.neg().add(TorchScalars.One, TorchScalars.One).lt(TorchScalars.Of(0.01));
         if (mask.any().item<bool>())
         {
-            var rescale = sq.index(mask).reciprocal().mul(0.99).sqrt().unsqueeze(1);
+            var rescale = sq.index(mask).reciprocal().mul(TorchScalars.Of(0.99)).sqrt().unsqueeze(1);
             factor.index_put_(factor.index(mask).mul(rescale), mask);
-            sq = factor.pow(2).sum(1);
+            sq = factor.pow(two).sum(1);
         }
-        var diag = sq.neg().add(1);
+        var diag = sq.neg().add(TorchScalars.One, TorchScalars.One);
         return (factor.MoveToOuterDisposeScope(), diag.MoveToOuterDisposeScope());
     }
 
@@ -170,12 +172,13 @@ public sealed partial class SyntheticModel
         using var scope = NewDisposeScope();
         using var g = config.Seed is long s ? new Generator((ulong)s) : null;
         var e = randn(config.NumFeatures, config.HiddenDim, ScalarType.Float32, generator: g ?? fallback);
-        e = e.div(e.norm(1, true, 2).clamp_min(1e-8));
+        e = e.div(e.norm(1, true, 2).clamp_min(TorchScalars.Of(1e-8)));
         Tensor bias;
         if (config.BiasNorm != 0)
         {
             var b = randn(config.HiddenDim, ScalarType.Float32, generator: g ?? fallback);
-            bias = b.div(b.norm().clamp_min(1e-8)).mul(config.BiasNorm);
+            using var norm = config.BiasNorm.ToScalar();
+            bias = b.div(b.norm().clamp_min(TorchScalars.Of(1e-8))).mul(norm);
         }
         else bias = zeros(config.HiddenDim);
         if (config.Orthogonalization is { } o) e = Orthogonalize(e, o.NumSteps, o.Lr, o.ChunkSize);
@@ -189,7 +192,7 @@ public sealed partial class SyntheticModel
         using var scope = NewDisposeScope();
         long n = embeddings.shape[0];
         var start = embeddings.detach().clone();
-        start = start.div(start.norm(1, true, 2).clamp_min(1e-8));
+        start = start.div(start.norm(1, true, 2).clamp_min(TorchScalars.Of(1e-8)));
         using var p = new Parameter(start, requires_grad: true);
         using var adam = optim.Adam([p], lr);
         for (int step = 0; step < numSteps; step++)
@@ -201,19 +204,20 @@ public sealed partial class SyntheticModel
                 long len = Math.Min(chunkSize, n - i);
                 var chunk = p.narrow(0, i, len);
                 var dots = chunk.matmul(p.t());
-                var rows = arange(len);
-                var cols = rows.add(i);
+                var rows = tensor(Enumerable.Range(0, (int)len).Select(r => (long)r).ToArray());
+                var cols = tensor(Enumerable.Range(0, (int)len).Select(r => r + i).ToArray());
                 var offDiag = ones_like(dots, ScalarType.Bool);
-                offDiag.index_put_(false, rows, cols);
-                var offLoss = dots.masked_select(offDiag).pow(2).sum();
-                var diagLoss = dots.index(rows, cols).sub(1).pow(2).sum();
-                offLoss.add(diagLoss.mul(n)).backward();
+                offDiag.index_put_(zeros(len, ScalarType.Bool), rows, cols);
+                var two = TorchScalars.Of(2);
+                var offLoss = dots.masked_select(offDiag).pow(two).sum();
+                var diagLoss = dots.index(rows, cols).add(TorchScalars.Of(-1), TorchScalars.One).pow(two).sum();
+                offLoss.add(diagLoss, TorchScalars.Of(n)).backward();
             }
             adam.step();
         }
         using (no_grad())
         {
-            var result = p.div(p.norm(1, true, 2).clamp_min(1e-8)).detach().clone();
+            var result = p.div(p.norm(1, true, 2).clamp_min(TorchScalars.Of(1e-8))).detach().clone();
             return result.MoveToOuterDisposeScope();
         }
     }
