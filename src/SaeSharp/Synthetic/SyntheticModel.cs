@@ -179,8 +179,14 @@ public sealed partial class SyntheticModel : IDisposable
         {
             fire = bernoulli(FiringProbabilities.unsqueeze(0).expand(rows, n), generator: generator).to(ScalarType.Bool);
         }
-        var magnitude = randn(rows, n, generator: generator).mul(StdMagnitudes).add(MeanMagnitudes, TorchScalars.One).relu();
-        var acts = magnitude.mul(fire);
+        // As SAELens: a magnitude is drawn only where a feature fires.
+        var firing = fire.nonzero();
+        var row = firing.select(1, 0);
+        var feature = firing.select(1, 1);
+        var magnitude = randn(firing.shape[0], generator: generator).mul(StdMagnitudes.index_select(0, feature))
+            .add(MeanMagnitudes.index_select(0, feature), TorchScalars.One).relu();
+        var acts = zeros(rows, n);
+        acts.index_put_(magnitude, row, feature);
         if (Hierarchy is not null)
         {
             acts = acts.contiguous();
@@ -190,11 +196,21 @@ public sealed partial class SyntheticModel : IDisposable
         return acts.MoveToOuterDisposeScope();
     }
 
-    /// <summary>hidden = <paramref name="featureActs"/> · <see cref="FeatureVectors"/> + <see cref="Bias"/> [rows, hidden_dim].</summary>
+    /// <summary>hidden = <paramref name="featureActs"/> · <see cref="FeatureVectors"/> + <see cref="Bias"/> [rows, hidden_dim]
+    /// (as a sum over the non-zero activations when fewer than a tenth are non-zero, which is the same up to float
+    /// rounding and far cheaper for thousands of features).</summary>
     public Tensor Hidden(Tensor featureActs)
     {
         using var scope = NewDisposeScope();
-        return featureActs.matmul(FeatureVectors).add(Bias, TorchScalars.One).MoveToOuterDisposeScope();
+        var nz = featureActs.nonzero();
+        if (nz.shape[0] * 10 >= featureActs.numel())
+            return featureActs.matmul(FeatureVectors).add(Bias, TorchScalars.One).MoveToOuterDisposeScope();
+        var row = nz.select(1, 0);
+        var feature = nz.select(1, 1);
+        var values = featureActs.index(row, feature).unsqueeze(1);
+        var hidden = Bias.unsqueeze(0).expand(featureActs.shape[0], HiddenDim).clone();
+        hidden.index_add_(0, row, FeatureVectors.index_select(0, feature).mul(values), TorchScalars.One);
+        return hidden.MoveToOuterDisposeScope();
     }
 
     /// <summary>As SAELens's <c>sample_with_features</c>: the hidden activations [rows, hidden_dim] and the feature

@@ -11,7 +11,7 @@ namespace SaeSharp.Tests.Synthetic;
 /// (written by SAELens's save(); stats.json holds what SAELens derives on loading and statistics of 200,000 rows its
 /// sample_with_features drew; bench/reference/synthetic_model_fixture.py). Deterministic values must agree exactly; the
 /// sampled statistics of 200,000 SaeSharp rows must agree within 5 standard errors of the difference of two independent
-/// estimates (binomial for rates, CLT with the sample's own fourth moment for magnitudes, (1−r²)/√N for correlations).
+/// estimates (binomial for rates, CLT with the sample's own fourth moment for magnitudes, batch means for correlations).
 /// 5σ makes a false alarm over the ~700 comparisons below about 4·10⁻⁴ likely, while a wrong threshold, magnitude or
 /// hierarchy rule moves some statistic by tens of σ (the seeds are fixed, so the test is deterministic anyway).
 /// </summary>
@@ -154,10 +154,14 @@ public class SyntheticModelTests : IDisposable
         public readonly double[] S1 = new double[n], S2 = new double[n], S3 = new double[n], S4 = new double[n];
         public readonly long[,] Both = new long[n, n];
         public long ChildWithoutParent, MutualExclusionConflicts;
+        /// <summary>Per 10,000-row batch, the firing correlation of each pair asked for.</summary>
+        public readonly List<double[]> BatchCorrelations = [];
         public double MaxHiddenError;
     }
 
-    private static Tally Sample(SyntheticModel model, long rows, ulong seed)
+    private static double Phi(double pi, double pj, double pij) => (pij - pi * pj) / Math.Sqrt(pi * (1 - pi) * pj * (1 - pj));
+
+    private static Tally Sample(SyntheticModel model, long rows, ulong seed, (int I, int J)[] pairs)
     {
         int n = model.NumFeatures;
         var t = new Tally(n);
@@ -172,8 +176,16 @@ public class SyntheticModelTests : IDisposable
             var reference = acts.to(ScalarType.Float64).matmul(w).add(b);
             t.MaxHiddenError = Math.Max(t.MaxHiddenError, hidden.to(ScalarType.Float64).sub(reference).abs().max().item<double>());
             var a = acts.data<float>().ToArray();
+            var batch = new long[pairs.Length, 3];
             for (int r = 0; r < 10_000; r++)
             {
+                for (int q = 0; q < pairs.Length; q++)
+                {
+                    bool fi = a[r * n + pairs[q].I] > 0, fj = a[r * n + pairs[q].J] > 0;
+                    if (fi) batch[q, 0]++;
+                    if (fj) batch[q, 1]++;
+                    if (fi && fj) batch[q, 2]++;
+                }
                 var row = new ArraySegment<float>(a, r * n, n);
                 for (int i = 0; i < n; i++)
                 {
@@ -194,6 +206,7 @@ public class SyntheticModelTests : IDisposable
                         if (g.Count(f => row[f] > 0) > 1) t.MutualExclusionConflicts++;
                 }
             }
+            t.BatchCorrelations.Add(Enumerable.Range(0, pairs.Length).Select(q => Phi(batch[q, 0] / 1e4, batch[q, 1] / 1e4, batch[q, 2] / 1e4)).ToArray());
         }
         t.Rows = rows;
         return t;
@@ -207,7 +220,8 @@ public class SyntheticModelTests : IDisposable
         var stats = Stats(name);
         const double Z = 5;
         long rows = 200_000, theirRows = stats["rows"]!.GetValue<long>();
-        var t = Sample(model, rows, seed: 11);
+        var pairs = stats["pairs"]!.AsArray().Select(p => (p!["i"]!.GetValue<int>(), p["j"]!.GetValue<int>())).ToArray();
+        var t = Sample(model, rows, seed: 11, pairs);
         var rate = Doubles(stats["firing_rate"]);
         var mean = Doubles(stats["magnitude_mean"]);
         var std = Doubles(stats["magnitude_std"]);
@@ -234,14 +248,24 @@ public class SyntheticModelTests : IDisposable
             }
             else if (Math.Abs(s - std[i]) > 1e-4) failures.Add($"feature {i}: magnitude std {s:G5} vs SAELens {std[i]:G5}");
         }
-        foreach (var pair in stats["pairs"]!.AsArray())
+        for (int q = 0; q < pairs.Length; q++)
         {
-            int i = pair!["i"]!.GetValue<int>(), j = pair["j"]!.GetValue<int>();
-            double r = pair["firing_correlation"]!.GetValue<double>();
+            var pair = stats["pairs"]![q]!;
+            var (i, j) = pairs[q];
+            double r = pair["firing_correlation"]!.GetValue<double>(), both = pair["both_rate"]!.GetValue<double>();
             double pi = (double)t.Fires[i] / rows, pj = (double)t.Fires[j] / rows, pij = (double)t.Both[i, j] / rows;
-            double ours = (pij - pi * pj) / Math.Sqrt(pi * (1 - pi) * pj * (1 - pj));
-            double se = (1 - r * r) * Math.Sqrt(1.0 / rows + 1.0 / theirRows);
-            if (Math.Abs(ours - r) > Z * se) failures.Add($"features {i},{j}: firing correlation {ours:F4} vs SAELens {r:F4} (±{Z}·{se:G3})");
+            // Both firing: binomial, as the rates.
+            double pooled = Math.Max((pij * rows + both * theirRows) / (rows + theirRows), 10.0 / rows);
+            double seBoth = Math.Sqrt(pooled * (1 - pooled) * (1.0 / rows + 1.0 / theirRows));
+            if (Math.Abs(pij - both) > Z * seBoth) failures.Add($"features {i},{j}: both fire in {pij:G5} vs SAELens {both:G5} (±{Z}·{seBoth:G3})");
+            // The correlation of two indicators is not bivariate normal ((1 − r²)/√N is too tight for a parent and its
+            // child): its standard error comes from the spread of the 20 batch correlations (batch means), the same for
+            // SAELens's 200,000 rows, so the difference has √2 times that.
+            double ours = Phi(pi, pj, pij);
+            var batches = t.BatchCorrelations.Select(b => b[q]).ToArray();
+            double batchMean = batches.Average();
+            double se = Math.Sqrt(2 * batches.Sum(b => (b - batchMean) * (b - batchMean)) / (batches.Length - 1) / batches.Length);
+            if (Math.Abs(ours - r) > Z * se + 1e-9) failures.Add($"features {i},{j}: firing correlation {ours:F4} vs SAELens {r:F4} (±{Z}·{se:G3})");
             if (Math.Abs(r) > 0.05 && Math.Sign(ours) != Math.Sign(r)) failures.Add($"features {i},{j}: correlation sign {ours:F4} vs SAELens {r:F4}");
         }
         Assert.True(failures.Count == 0, string.Join("\n", failures));
