@@ -154,6 +154,7 @@ public class TensorLifetimeTests
         r.Run("model", "tokenize", "--model", "builtin", "--text", "the cat sat");
         r.Run("model", "tokenize", "--model", "builtin", "--text", "[5, 9]", "--decode");
         r.Run("synth", "--out", r.P("s"), "--d-in", "8", "--features", "16", "--rows", "500", "--eval-rows", "100", "--noise", "0.01");
+        r.Run("synth", "--from", TestPaths.Data("synthetic_model", "hierarchy_rescale"), "--out", r.P("s2"), "--rows", "500", "--eval-rows", "100");
     });
 
     /// <summary>Runs CLI commands (through <see cref="CliRunner"/>) and counts, per command, the tensors the finalizer

@@ -220,6 +220,18 @@ internal static class SaeCommands
         return command;
     }
 
+    /// <summary>The SAELens SyntheticModel named by <c>--from</c>: a folder written by its save() (or that folder's
+    /// config file) is loaded; a config without the saved weights is generated from the config as SAELens would.</summary>
+    private static (SyntheticModel Model, string ConfigPath, bool Generated) OpenSyntheticModel(string source, ulong seed)
+    {
+        string dir = File.Exists(source) ? Path.GetDirectoryName(Path.GetFullPath(source))! : source;
+        string config = File.Exists(source) ? source : Path.Combine(dir, SyntheticModelConfig.FileName);
+        if (!Directory.Exists(dir)) throw new SaeSharpException($"--from {source}: folder not found");
+        bool saved = File.Exists(Path.Combine(dir, SyntheticModel.WeightsFileName)) && Path.GetFileName(config) == SyntheticModelConfig.FileName;
+        if (saved) return (SyntheticModel.Load(dir, seed), config, false);
+        return (SyntheticModel.FromConfig(SyntheticModelConfig.Load(config), seed), config, true);
+    }
+
     public static Command Synth()
     {
         var defaults = new SyntheticOptions();
@@ -230,14 +242,37 @@ internal static class SaeCommands
         var evalRows = new Option<long>("--eval-rows") { Description = "Evaluation rows (0: no eval.safetensors)", DefaultValueFactory = _ => defaults.EvalRows }.NonNegative();
         var seed = new Option<ulong>("--seed") { Description = "Seed", DefaultValueFactory = _ => defaults.Seed };
         var noise = new Option<double>("--noise") { Description = "Gaussian noise std", DefaultValueFactory = _ => defaults.NoiseStd };
+        var from = new Option<string?>("--from")
+        {
+            Description = "Sample a SAELens SyntheticModel (SynthSAEBench generator) instead: the folder its save() writes " +
+                          "(synthetic_model_config.json, synthetic_model.safetensors, hierarchy.json), or a synthetic_model_config.json " +
+                          "alone (the model is then generated from it as SAELens does)",
+        };
         var command = new Command("synth", string.Create(System.Globalization.CultureInfo.InvariantCulture,
             $"Write synthetic superposition data with known features: train.safetensors, eval.safetensors (rows, and each row's feature activations) " +
             $"and features.safetensors " +
             $"(the true directions and frequencies). Feature i fires with probability {defaults.MaxFrequency}·(i+1)^−{defaults.FrequencyExponent}, " +
             $"with a magnitude uniform in [{defaults.MagnitudeLow}, {defaults.MagnitudeHigh})"))
-            { output, dIn, features, rows, evalRows, seed, noise };
+            { output, dIn, features, rows, evalRows, seed, noise, from };
         Cli.SetAction(command, parse =>
         {
+            if (parse.GetValue(from) is string source)
+            {
+                foreach (var o in new Option[] { dIn, features, noise })
+                    if (parse.GetResult(o) is { Implicit: false })
+                        throw new SaeSharpException($"{o.Name} does not apply with --from (the SAELens model fixes the width, the features and the rows' distribution)");
+                var (model, configPath, generated) = OpenSyntheticModel(source, parse.GetValue(seed));
+                using var _ = model;
+                var written = SyntheticDataset.WriteFrom(parse.GetValue(output)!, model, parse.GetValue(rows), parse.GetValue(evalRows), parse.GetValue(seed),
+                    File.ReadAllText(configPath));
+                Console.WriteLine($"SAELens SyntheticModel {(generated ? "generated from " + configPath : source)}: {Cli.Integer(model.NumFeatures)} features in {Cli.Integer(model.HiddenDim)} dimensions" +
+                                  (model.CorrelationFactor is null ? "" : $", low-rank correlation (rank {model.CorrelationFactor.shape[1]})") +
+                                  (model.Hierarchy is null ? "" : $", hierarchy ({model.Hierarchy.Edges.Count} parent-child pairs, {model.Hierarchy.MutuallyExclusiveGroups.Count} mutually exclusive groups)"));
+                Console.WriteLine($"train: {written.TrainPath}");
+                if (written.EvalPath is not null) Console.WriteLine($"eval: {written.EvalPath}");
+                Console.WriteLine($"features: {written.FeaturesPath}");
+                return 0;
+            }
             var files = SyntheticDataset.Write(parse.GetValue(output)!, defaults with
             {
                 DIn = parse.GetValue(dIn), NFeatures = parse.GetValue(features), TrainRows = parse.GetValue(rows),

@@ -56,14 +56,79 @@ public static class SyntheticDataset
         return new SyntheticDatasetFiles(trainPath, evalPath, featuresPath);
     }
 
+    /// <summary>Metadata key under which <see cref="WriteFrom"/> stores the SAELens <c>synthetic_model_config.json</c> text.</summary>
+    public const string SaeLensConfigMetadataKey = "saelens_synthetic_model_config";
+    /// <summary>Metadata key under which <see cref="WriteFrom"/> stores its seed.</summary>
+    public const string SeedMetadataKey = "seed";
+
+    /// <summary>
+    /// Writes the same three files as <see cref="Write"/> from a SAELens <see cref="SyntheticModel"/>: rows drawn with
+    /// <see cref="SyntheticModel.SampleWithFeatures"/> (train first, then eval, from one generator seeded with
+    /// <paramref name="seed"/>), their ground-truth feature activations, and in <c>features.safetensors</c> the model's
+    /// <c>feature_vectors</c> as <c>features</c> and its <c>firing_probabilities</c> as <c>frequencies</c> (before any
+    /// hierarchy, which lowers the rates of children). The config JSON and the seed are stored in each file's metadata.
+    /// </summary>
+    public static SyntheticDatasetFiles WriteFrom(string dir, SyntheticModel model, long trainRows, long evalRows, ulong seed, string? configJson = null)
+    {
+        if (trainRows <= 0) throw new SaeSharpException($"synthetic data: train rows must be positive, got {trainRows}");
+        if (evalRows < 0) throw new SaeSharpException($"synthetic data: eval rows must not be negative, got {evalRows}");
+        Directory.CreateDirectory(dir);
+        var meta = new Dictionary<string, string> { [SeedMetadataKey] = seed.ToString(System.Globalization.CultureInfo.InvariantCulture) };
+        if (configJson is not null) meta[SaeLensConfigMetadataKey] = configJson;
+        using var gen = new Generator(seed);
+        var featuresPath = Path.Combine(dir, FeaturesFile);
+        SafeTensors.Save(featuresPath, new Dictionary<string, Tensor> { [FeaturesTensor] = model.FeatureVectors, [FrequenciesTensor] = model.FiringProbabilities }, meta);
+        // Chunks of at most 2^24 feature activations (64 MB), 256 to 8192 rows.
+        int chunk = (int)Math.Clamp((1L << 24) / model.NumFeatures, 256, 8192);
+        var trainPath = Path.Combine(dir, TrainFile);
+        WriteRows(model.NumFeatures, model.HiddenDim, n => model.SampleWithFeatures(n, gen), trainPath, trainRows, chunk, meta);
+        string? evalPath = null;
+        if (evalRows > 0)
+        {
+            evalPath = Path.Combine(dir, EvalFile);
+            WriteRows(model.NumFeatures, model.HiddenDim, n => model.SampleWithFeatures(n, gen), evalPath, evalRows, chunk, meta);
+        }
+        return new SyntheticDatasetFiles(trainPath, evalPath, featuresPath);
+    }
+
+    private static void WriteRows(int nFeatures, int dIn, Func<long, (Tensor X, Tensor FeatureActs)> sample, string path, long rows, int chunkRows, Dictionary<string, string> meta)
+    {
+        var x = empty(rows, dIn, ScalarType.Float32);
+        var parts = new List<SparseFeatureActivations>();
+        try
+        {
+            for (long start = 0; start < rows; start += chunkRows)
+            {
+                long n = Math.Min(chunkRows, rows - start);
+                var (chunk, acts) = sample(n);
+                using (acts)
+                using (chunk)
+                using (var slice = x.narrow(0, start, n))
+                {
+                    slice.copy_(chunk);
+                    parts.Add(SparseFeatureActivations.FromDense(acts));
+                }
+            }
+            Save(path, x, SparseFeatureActivations.Concat(parts, nFeatures), meta);
+        }
+        finally
+        {
+            x.Dispose();
+        }
+    }
+
     private static void WriteRows(SyntheticGenerator gen, string path, long rows, Dictionary<string, string> meta)
     {
         var (x, featureActs) = gen.SampleActivationsWithFeatures(rows);
+        using (x) Save(path, x, featureActs, meta);
+    }
+
+    private static void Save(string path, Tensor x, SparseFeatureActivations featureActs, Dictionary<string, string> meta)
+    {
         var tensors = featureActs.ToTensors();
         try
         {
-            tensors[ActivationsTensor] = x;
-            SafeTensors.Save(path, tensors, meta);
+            SafeTensors.Save(path, tensors.Append(new(ActivationsTensor, x)), meta);
         }
         finally
         {
