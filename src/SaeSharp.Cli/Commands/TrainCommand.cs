@@ -78,6 +78,15 @@ internal static class TrainCommand
             }
             foreach (var note in s.Notes) Console.Error.WriteLine($"note: {path}: {note}");
             if (parse.GetValue(activations) is not null && parse.GetValue(data.Model) is null) s.ModelName = null;
+            // From activation files --tokens is the run's length (SAELens training_tokens: steps = tokens / batch size), as
+            // with a model; without this it would be the model's token budget and go unused.
+            if (!data.Given(parse, s))
+            {
+                s.TrainingTokens = parse.GetValue(data.Tokens) ?? s.TrainingTokens;
+                if (data.GivenModelOnly(parse) is [_, ..] unused)
+                    throw new SaeSharpException($"{string.Join(", ", unused)} describe{(unused.Count == 1 ? "s" : "")} activations harvested from a model (--model); " +
+                                                "training on activation files (--activations) takes the hook and contexts the files were written with");
+            }
             using var plan = data.Given(parse, s)
                 ? TrainingPlan.ForModel(s, data.Read(parse, s) with { Device = device }, data.HookOf(parse, s)!, data.ReadMode(parse), parse.GetValue(data.TargetHook), parse.GetValue(resume))
                 : TrainingPlan.ForActivations(s, parse.GetValue(resume));

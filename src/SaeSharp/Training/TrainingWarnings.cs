@@ -7,7 +7,7 @@ namespace SaeSharp.Training;
 /// End-of-training checks of the held-out metrics: each result far from usable gets one line with its likely cause and
 /// the flag to change (printed by <c>sae train</c>). The thresholds: FVU above 0.5, L0 above d_in, more than half the
 /// latents dead, and, when trained from a model, less than half the CE loss recovered; an FVU above 1 (or not finite)
-/// is reported as a diverged run instead.
+/// is reported as a diverged run instead, unless the run was short (fewer than 100 steps) and the FVU below 10.
 /// </summary>
 public static class TrainingWarnings
 {
@@ -15,6 +15,11 @@ public static class TrainingWarnings
     public const double MaxFvu = 0.5;
     /// <summary>FVU above which a run is flagged as diverged: the reconstruction is worse than the data's mean.</summary>
     public const double MaxDivergedFvu = 1;
+    /// <summary>Runs shorter than this with an FVU above 1 but below <see cref="MaxEarlyFvu"/> are told to train longer, not
+    /// that they diverged (a TopK SAE is still above 1 after its first ten steps).</summary>
+    public const long MinStepsForDivergence = 100;
+    /// <summary>FVU from which even a short run is reported as diverged.</summary>
+    public const double MaxEarlyFvu = 10;
     /// <summary>Share of dead latents above which a run is flagged.</summary>
     public const double MaxDeadFraction = 0.5;
     /// <summary>CE loss recovered below which a run on a model is flagged.</summary>
@@ -35,7 +40,10 @@ public static class TrainingWarnings
         bool pursuit = trainsAs == SaeArchitectures.MatchingPursuit;
         string sparser = topK ? "lower --k" : pursuit ? "lower max_iterations or raise residual_threshold (--config)" : $"raise {l1}, or give --target-l0";
         string denser = topK ? "raise --k" : pursuit ? "raise max_iterations or lower residual_threshold (--config)" : $"lower {l1}, or give --target-l0";
-        if (!(metrics.Fvu <= MaxDivergedFvu))
+        if (!(metrics.Fvu <= MaxDivergedFvu) && steps < MinStepsForDivergence && metrics.Fvu < MaxEarlyFvu)
+            warnings.Add($"FVU {metrics.Fvu:G4} on held-out rows (above {MaxDivergedFvu}) after only {steps} steps: the SAE does not yet " +
+                         "reconstruct better than the data's mean does. Raise --steps (a longer run that stays above 1 has diverged: lower --lr).");
+        else if (!(metrics.Fvu <= MaxDivergedFvu))
             warnings.Add($"FVU {metrics.Fvu:G4} on held-out rows (above {MaxDivergedFvu}): the SAE reconstructs worse than the data's mean does, " +
                          "so the training diverged. Likely too high a learning rate: lower --lr (or leave it out for the recipe's).");
         else if (metrics.Fvu > MaxFvu)

@@ -53,6 +53,23 @@ public class TrainCommandTests : IDisposable
     }
 
     [Fact]
+    public void FromActivationFilesTokensSetTheRunLengthAndModelOnlyFlagsAreRefused()
+    {
+        Ok(CliRunner.Run("synth", "--out", P("data"), "--d-in", "16", "--features", "32", "--rows", "6000", "--eval-rows", "0"));
+        // SAELens training_tokens: 2,048 tokens in batches of 256 rows are 8 steps (the log's last step is 8).
+        Ok(CliRunner.Run("train", "--activations", P("data", "train.safetensors"), "--arch", "topk", "--k", "2", "--dict-size", "32",
+            "--tokens", "2048", "--batch-size", "256", "--out", P("run")));
+        var last = File.ReadLines(P("run", "train_log.jsonl")).Select(l => JsonNode.Parse(l)!).Last(n => n["step"] is not null);
+        Assert.Equal(8, last["step"]!.GetValue<long>());
+        // --hook, --context-size, ... describe a harvest from a model: with files they would be ignored, so they are refused.
+        var r = CliRunner.Run("train", "--activations", P("data", "train.safetensors"), "--arch", "topk", "--k", "2", "--dict-size", "32",
+            "--steps", "2", "--hook", "blocks.0.hook_resid_post", "--context-size", "64", "--out", P("run2"));
+        Assert.Equal(1, r.Exit);
+        Assert.Contains("--hook, --context-size describe activations harvested from a model (--model)", r.Err);
+        Assert.False(Directory.Exists(P("run2")) && Directory.EnumerateFileSystemEntries(P("run2")).Any(), "nothing is written");
+    }
+
+    [Fact]
     public void EvalJsonAgreesWithAnIndependentComputationFromEncodeOutput()
     {
         Ok(CliRunner.Run("synth", "--out", P("data"), "--d-in", "16", "--features", "32", "--rows", "20000", "--eval-rows", "3000", "--seed", "5"));

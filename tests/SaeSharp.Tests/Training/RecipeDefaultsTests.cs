@@ -132,6 +132,14 @@ public class RecipeDefaultsTests
             Assert.Contains("lower --lr", only);
             Assert.DoesNotContain("raise --steps", only);
         }
+        // 10 steps of TopK on synthetic rows left FVU 1.12 (measured): too short a run, not a diverged one; a short run
+        // far above 1 (or at 1.12 after 100 steps) is still called diverged.
+        var early = Assert.Single(TrainingWarnings.For(new SaeEvalResult { Fvu = 1.119, L0 = 8, DeadFraction = 0 }, topk, 10));
+        Assert.Contains("after only 10 steps", early);
+        Assert.Contains("Raise --steps", early);
+        Assert.DoesNotContain("training diverged", early);
+        Assert.Contains("training diverged", Assert.Single(TrainingWarnings.For(new SaeEvalResult { Fvu = 1.119, L0 = 8, DeadFraction = 0 }, topk, 100)));
+        Assert.Contains("training diverged", Assert.Single(TrainingWarnings.For(new SaeEvalResult { Fvu = 50, L0 = 8, DeadFraction = 0 }, topk, 10)));
     }
 
     // ---- the recipes on synthetic data: 64 unit directions in 32 dims, about 3 active per row, plus an offset ----
