@@ -42,6 +42,20 @@ public class CliInputErrorTests : IDisposable
     }
 
     [Fact]
+    public void EvalRefusesTheFlagsOfTheOtherEvaluation()
+    {
+        // With --model the rows come from --dataset: --activations, --max-rows and --ground-truth would be ignored.
+        string inModel = OneLineError(CliRunner.Run("eval", "--sae", _fx.SaeDir, "--model", _fx.ModelDir, "--dataset", _fx.DataPath,
+            "--activations", P("rows.safetensors"), "--max-rows", "10"));
+        Assert.Contains("--activations, --max-rows: evaluation on activation files", inModel);
+        // On activation files --tokens and --context-size would be ignored (--max-rows limits the rows).
+        string onFiles = OneLineError(CliRunner.Run("eval", "--sae", _fx.SaeDir, "--activations", P("rows.safetensors"), "--tokens", "100",
+            "--context-size", "8"));
+        Assert.Contains("--context-size, --tokens: evaluation inside a model (--model)", onFiles);
+        Assert.Contains("--max-rows", onFiles);
+    }
+
+    [Fact]
     public void InterventionCommandsRefuseAnSaeThatDoesNotFitTheHookBeforeRunning()
     {
         // steer at an MLP hook (d_mlp 64) with an SAE of d_in 16 trained at hook_embed: was a libtorch view error and stack.
