@@ -245,7 +245,7 @@ internal static class SaeCommands
     public static Command Synth()
     {
         var defaults = new SyntheticOptions();
-        var output = new Option<string>("--out") { Description = "Output folder", Required = true };
+        var output = new Option<string?>("--out") { Description = "Output folder (required, except with --from and --save-model, which may only save the model)" };
         var dIn = new Option<int>("--d-in") { Description = "Activation width", DefaultValueFactory = _ => defaults.DIn }.Positive();
         var features = new Option<int>("--features") { Description = "Number of true features (more than d_in: superposition)", DefaultValueFactory = _ => defaults.NFeatures }.Positive();
         var rows = new Option<long>("--rows") { Description = "Training rows", DefaultValueFactory = _ => defaults.TrainRows }.Positive();
@@ -258,32 +258,67 @@ internal static class SaeCommands
                           "(synthetic_model_config.json, synthetic_model.safetensors, hierarchy.json), or a synthetic_model_config.json " +
                           "alone (the model is then generated from it as SAELens does)",
         };
+        var saveModel = new Option<string?>("--save-model")
+        {
+            Description = "With --from: also save the SyntheticModel in SAELens's layout (synthetic_model_config.json, synthetic_model.safetensors, " +
+                          "hierarchy.json), which SAELens's SyntheticModel.load_from_disk reads; without --out only this is done",
+        };
+        var force = new Option<bool>("--force") { Description = "Write --save-model into a folder that already holds files (its model files are replaced)" };
         var command = new Command("synth", string.Create(System.Globalization.CultureInfo.InvariantCulture,
             $"Write synthetic superposition data with known features: train.safetensors, eval.safetensors (rows, and each row's feature activations) " +
             $"and features.safetensors " +
             $"(the true directions and frequencies). Feature i fires with probability {defaults.MaxFrequency}·(i+1)^−{defaults.FrequencyExponent}, " +
             $"with a magnitude uniform in [{defaults.MagnitudeLow}, {defaults.MagnitudeHigh})"))
-            { output, dIn, features, rows, evalRows, seed, noise, from };
+            { output, dIn, features, rows, evalRows, seed, noise, from, saveModel, force };
         Cli.SetAction(command, parse =>
         {
+            var outDir = parse.GetValue(output);
+            var saveDir = parse.GetValue(saveModel);
             if (parse.GetValue(from) is string source)
             {
                 foreach (var o in new Option[] { dIn, features, noise })
                     if (parse.GetResult(o) is { Implicit: false })
                         throw new SaeSharpException($"{o.Name} does not apply with --from (the SAELens model fixes the width, the features and the rows' distribution)");
+                if (outDir is null && saveDir is null)
+                    throw new SaeSharpException("--out is required (or --save-model alone, to only save the SyntheticModel)");
+                if (outDir is null)
+                    foreach (var o in new Option[] { rows, evalRows })
+                        if (parse.GetResult(o) is { Implicit: false })
+                            throw new SaeSharpException($"{o.Name} does not apply without --out (only the model is saved)");
+                if (saveDir is not null)
+                {
+                    if (File.Exists(saveDir)) throw new SaeSharpException($"--save-model {saveDir}: exists and is a file; give a folder");
+                    OutputGuard.RefuseReplacingInput("--save-model", saveDir, [SyntheticModelConfig.FileName, SyntheticModel.WeightsFileName, SyntheticHierarchy.FileName],
+                        new CommandInput("--from", source, Directory.Exists(source) ? InputKind.Folder : InputKind.Whole,
+                            Directory.Exists(source) ? [SyntheticModelConfig.FileName, SyntheticModel.WeightsFileName, SyntheticHierarchy.FileName] : null));
+                    if (Directory.Exists(saveDir) && Directory.EnumerateFileSystemEntries(saveDir).Any() && !parse.GetValue(force))
+                        throw new SaeSharpException($"--save-model {saveDir}: folder is not empty (use --force to write into it)");
+                }
+                else if (parse.GetResult(force) is { Implicit: false })
+                    throw new SaeSharpException("--force only applies to --save-model");
                 var (model, configPath, generated) = OpenSyntheticModel(source, parse.GetValue(seed));
                 using var _ = model;
-                var written = SyntheticDataset.WriteFrom(parse.GetValue(output)!, model, parse.GetValue(rows), parse.GetValue(evalRows), parse.GetValue(seed),
-                    File.ReadAllText(configPath));
                 Console.WriteLine($"SAELens SyntheticModel {(generated ? "generated from " + configPath : source)}: {Cli.Integer(model.NumFeatures)} features in {Cli.Integer(model.HiddenDim)} dimensions" +
                                   (model.CorrelationFactor is null ? "" : $", low-rank correlation (rank {model.CorrelationFactor.shape[1]})") +
                                   (model.Hierarchy is null ? "" : $", hierarchy ({model.Hierarchy.Edges.Count} parent-child pairs, {model.Hierarchy.MutuallyExclusiveGroups.Count} mutually exclusive groups)"));
+                if (saveDir is not null)
+                {
+                    model.Save(saveDir, overwrite: true);
+                    Console.WriteLine($"model: {saveDir} (SAELens's layout: {SyntheticModelConfig.FileName}, {SyntheticModel.WeightsFileName}" +
+                                      (model.Hierarchy is null ? ")" : $", {SyntheticHierarchy.FileName})"));
+                }
+                if (outDir is null) return 0;
+                var written = SyntheticDataset.WriteFrom(outDir, model, parse.GetValue(rows), parse.GetValue(evalRows), parse.GetValue(seed),
+                    File.ReadAllText(configPath));
                 Console.WriteLine($"train: {written.TrainPath}");
                 if (written.EvalPath is not null) Console.WriteLine($"eval: {written.EvalPath}");
                 Console.WriteLine($"features: {written.FeaturesPath}");
                 return 0;
             }
-            var files = SyntheticDataset.Write(parse.GetValue(output)!, defaults with
+            if (saveDir is not null) throw new SaeSharpException("--save-model needs --from (a SAELens SyntheticModel folder or config)");
+            if (parse.GetResult(force) is { Implicit: false }) throw new SaeSharpException("--force only applies to --save-model");
+            if (outDir is null) throw new SaeSharpException("--out is required");
+            var files = SyntheticDataset.Write(outDir, defaults with
             {
                 DIn = parse.GetValue(dIn), NFeatures = parse.GetValue(features), TrainRows = parse.GetValue(rows),
                 EvalRows = parse.GetValue(evalRows), Seed = parse.GetValue(seed), NoiseStd = parse.GetValue(noise),

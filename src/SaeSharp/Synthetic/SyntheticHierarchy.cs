@@ -122,6 +122,23 @@ public sealed class SyntheticHierarchy : IDisposable
         }
     }
 
+    /// <summary>The hierarchy as SAELens's <c>Hierarchy.to_dict()</c> serialises it and <c>SyntheticModel.save()</c> writes
+    /// it to <c>hierarchy.json</c> (<c>json.dump(..., indent=2)</c>, byte for byte): <c>{"roots": [node, ...]}</c>, each
+    /// node <c>feature_index</c>, <c>mutually_exclusive_children</c>, <c>scale_children_by_parent</c>, <c>feature_id</c>,
+    /// <c>children</c>.</summary>
+    public string ToSaeLensJson()
+    {
+        static PythonJson.Object Node(HierarchyNode n) => new()
+        {
+            { "feature_index", n.FeatureIndex },
+            { "mutually_exclusive_children", n.MutuallyExclusiveChildren },
+            { "scale_children_by_parent", n.ScaleChildrenByParent },
+            { "feature_id", n.FeatureId },
+            { "children", n.Children.Select(Node).ToList() },
+        };
+        return PythonJson.Dump(new PythonJson.Object { { "roots", Roots.Select(Node).ToList() } });
+    }
+
     private static HierarchyNode ParseNode(JsonElement e, string where, int depth)
     {
         if (depth > 1000) throw new SaeSharpException($"{where}: hierarchy deeper than 1000 levels");

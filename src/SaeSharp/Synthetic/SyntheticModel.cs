@@ -161,6 +161,42 @@ public sealed partial class SyntheticModel : IDisposable
         }
     }
 
+    /// <summary>
+    /// Saves the model in SAELens 6.37.6's layout, the files its <c>SyntheticModel.save()</c> writes, so that SAELens's
+    /// <c>SyntheticModel.load_from_disk</c> (and <see cref="Load"/>) reloads it: <c>synthetic_model_config.json</c>
+    /// (<see cref="SyntheticModelConfig.ToSaeLensJson"/>), <c>synthetic_model.safetensors</c> (float32
+    /// <c>feature_vectors</c> [n, h], <c>bias</c> [h], <c>firing_probabilities</c> [n], and with a correlation
+    /// <c>correlation_factor</c> [n, rank] and <c>correlation_diag</c> [n]; no metadata, tensors in safetensors's order) and,
+    /// with a hierarchy, <c>hierarchy.json</c> (<see cref="SyntheticHierarchy.ToSaeLensJson"/>). The files are written to
+    /// temporaries and renamed into place together. A folder that already holds files is refused unless
+    /// <paramref name="overwrite"/>; then a <c>hierarchy.json</c> left there by an earlier model is deleted when this one
+    /// has none (SAELens's loader would read it).
+    /// </summary>
+    public void Save(string dir, bool overwrite = false)
+    {
+        if (File.Exists(dir)) throw new SaeSharpException($"{dir}: exists and is a file; give a folder");
+        if (Directory.Exists(dir) && Directory.EnumerateFileSystemEntries(dir).Any() && !overwrite)
+            throw new SaeSharpException($"{dir}: folder is not empty (overwrite it explicitly, or choose an empty or new folder)");
+        Directory.CreateDirectory(dir);
+        var tensors = new List<KeyValuePair<string, Tensor>> { new("bias", Bias) };
+        if (CorrelationFactor is not null && CorrelationDiag is not null)
+        {
+            tensors.Add(new("correlation_diag", CorrelationDiag));
+            tensors.Add(new("correlation_factor", CorrelationFactor));
+        }
+        tensors.Add(new("feature_vectors", FeatureVectors));
+        tensors.Add(new("firing_probabilities", FiringProbabilities));
+        var hierarchyPath = Path.Combine(dir, SyntheticHierarchy.FileName);
+        using (var group = new AtomicFileGroup())
+        {
+            group.WriteAllText(Path.Combine(dir, SyntheticModelConfig.FileName), Config.ToSaeLensJson());
+            SafeTensors.Save(Path.Combine(dir, WeightsFileName), tensors, metadata: null, group);
+            if (Hierarchy is not null) group.WriteAllText(hierarchyPath, Hierarchy.ToSaeLensJson());
+            group.Commit();
+        }
+        if (Hierarchy is null && File.Exists(hierarchyPath)) File.Delete(hierarchyPath);
+    }
+
     /// <summary>Draws the feature activations of <paramref name="rows"/> rows [rows, n_features] (float32, non-negative)
     /// as SAELens's <c>ActivationGenerator.sample</c>, from <paramref name="generator"/>.</summary>
     public Tensor SampleFeatures(long rows, Generator? generator)

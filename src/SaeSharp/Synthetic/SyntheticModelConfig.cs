@@ -12,8 +12,31 @@ namespace SaeSharp.Synthetic;
 /// </summary>
 public sealed record MagnitudeSpec(string Generator, double Value, double Start, double End, double Mean, double Std, double? MinValue, double? MaxValue)
 {
-    /// <summary>The same value for every feature.</summary>
+    /// <summary>The same value for every feature (<c>{"generator_name": "constant", "value": ...}</c>).</summary>
     public static MagnitudeSpec Constant(double value) => new("constant", value, 0, 0, 0, 0, null, null);
+
+    /// <summary>The same value for every feature, written as a plain number (SAELens's <c>float</c> form).</summary>
+    public static MagnitudeSpec Number(double value) => Constant(value) with { IsNumber = true };
+
+    /// <summary>The config gave a plain number rather than an object; <see cref="ToSaeLens"/> writes it back so.</summary>
+    public bool IsNumber { get; init; }
+
+    /// <summary>The value SAELens's <c>SyntheticModelConfig.to_dict</c> writes: a float, or the generator's
+    /// <c>to_dict</c> (its dataclass fields in order, then <c>generator_name</c>).</summary>
+    internal object ToSaeLens()
+    {
+        if (IsNumber && Generator == "constant") return Value;
+        var o = new PythonJson.Object();
+        switch (Generator)
+        {
+            case "constant": o.Add("value", Value); break;
+            case "linear" or "exponential": o.Add("start", Start); o.Add("end", End); break;
+            case "folded_normal": o.Add("mean", Mean); o.Add("std", Std); o.Add("min_value", MinValue); o.Add("max_value", MaxValue); break;
+            default: throw new SaeSharpException($"magnitude generator '{Generator}' is not one of constant, linear, exponential, folded_normal");
+        }
+        o.Add("generator_name", Generator);
+        return o;
+    }
 
     /// <summary>The values for <paramref name="numFeatures"/> features, float32, computed with SAELens's operations
     /// (<c>torch.full</c>, <c>torch.linspace</c>, <c>start·(end/start)^linspace(0,1)</c>, |mean + std·randn| clamped, the
@@ -64,7 +87,7 @@ public sealed record MagnitudeSpec(string Generator, double Value, double Start,
 
     internal static MagnitudeSpec Parse(JsonElement e, string field)
     {
-        if (e.ValueKind == JsonValueKind.Number) return Constant(e.GetDouble());
+        if (e.ValueKind == JsonValueKind.Number) return Number(e.GetDouble());
         if (e.ValueKind != JsonValueKind.Object)
             throw new SaeSharpException($"{field}: expected a number or an object with generator_name, got {e.ValueKind}");
         var name = SynthJson.String(e, "generator_name", field);
@@ -149,6 +172,21 @@ public sealed record FiringProbabilitySpec(string Generator, double Exponent, do
         return t.MoveToOuterDisposeScope();
     }
 
+    /// <summary>SAELens's <c>FiringProbabilityConfig.to_dict</c>: the dataclass fields in order, then <c>generator_name</c>.</summary>
+    internal PythonJson.Object ToSaeLens()
+    {
+        var o = new PythonJson.Object();
+        switch (Generator)
+        {
+            case "zipfian": o.Add("exponent", Exponent); o.Add("max_prob", MaxProb); o.Add("min_prob", MinProb); break;
+            case "linear" or "random": o.Add("max_prob", MaxProb); o.Add("min_prob", MinProb); break;
+            case "constant": o.Add("probability", Probability); break;
+            default: throw new SaeSharpException($"firing probability generator '{Generator}' is not one of zipfian, linear, random, constant");
+        }
+        o.Add("generator_name", Generator);
+        return o;
+    }
+
     internal static FiringProbabilitySpec Parse(JsonElement e, string field)
     {
         if (e.ValueKind != JsonValueKind.Object) throw new SaeSharpException($"{field}: expected an object with generator_name, got {e.ValueKind}");
@@ -211,11 +249,14 @@ public sealed record SyntheticModelConfig
     /// <summary>Low-rank correlation settings, or null (independent firing).</summary>
     public LowRankCorrelationConfig? Correlation { get; init; }
     /// <summary>Standard deviation of a firing magnitude, per feature (default 0).</summary>
-    public MagnitudeSpec StdFiringMagnitudes { get; init; } = MagnitudeSpec.Constant(0);
+    public MagnitudeSpec StdFiringMagnitudes { get; init; } = MagnitudeSpec.Number(0);
     /// <summary>Mean of a firing magnitude, per feature (default 1).</summary>
-    public MagnitudeSpec MeanFiringMagnitudes { get; init; } = MagnitudeSpec.Constant(1);
+    public MagnitudeSpec MeanFiringMagnitudes { get; init; } = MagnitudeSpec.Number(1);
     /// <summary>Norm of the feature dictionary's bias (0 for none; JSON true is 1).</summary>
     public double BiasNorm { get; init; } = 1.0;
+    /// <summary>The config gave <c>bias</c> as true or false (not a number); <see cref="ToSaeLensJson"/> writes it back so
+    /// (when <see cref="BiasNorm"/> is 0 or 1).</summary>
+    public bool BiasIsBoolean { get; init; }
     /// <summary>Tensor dtype; SaeSharp supports SAELens's default, float32.</summary>
     public string Dtype { get; init; } = "float32";
     /// <summary>Global seed (null: unseeded).</summary>
@@ -250,8 +291,8 @@ public sealed record SyntheticModelConfig
             NumFeatures = n,
             HiddenDim = h,
             FiringProbability = FiringProbabilitySpec.Parse(fp, "firing_probability"),
-            StdFiringMagnitudes = SynthJson.Has(root, "std_firing_magnitudes", out var std) ? MagnitudeSpec.Parse(std, "std_firing_magnitudes") : MagnitudeSpec.Constant(0),
-            MeanFiringMagnitudes = SynthJson.Has(root, "mean_firing_magnitudes", out var mean) ? MagnitudeSpec.Parse(mean, "mean_firing_magnitudes") : MagnitudeSpec.Constant(1),
+            StdFiringMagnitudes = SynthJson.Has(root, "std_firing_magnitudes", out var std) ? MagnitudeSpec.Parse(std, "std_firing_magnitudes") : MagnitudeSpec.Number(0),
+            MeanFiringMagnitudes = SynthJson.Has(root, "mean_firing_magnitudes", out var mean) ? MagnitudeSpec.Parse(mean, "mean_firing_magnitudes") : MagnitudeSpec.Number(1),
             BiasNorm = !SynthJson.Has(root, "bias", out var b) ? 1.0
                 : b.ValueKind switch
                 {
@@ -260,6 +301,7 @@ public sealed record SyntheticModelConfig
                     JsonValueKind.Number => b.GetDouble(),
                     _ => throw new SaeSharpException($"bias: expected true, false or a number, got {b.ValueKind}"),
                 },
+            BiasIsBoolean = SynthJson.Has(root, "bias", out var bb) && bb.ValueKind is JsonValueKind.True or JsonValueKind.False,
             Dtype = SynthJson.Has(root, "dtype", out var dt) ? (dt.ValueKind == JsonValueKind.String ? dt.GetString()! : throw new SaeSharpException("dtype: expected a string")) : "float32",
             Seed = SynthJson.Has(root, "seed", out var s) ? (s.TryGetInt64(out var sv) ? sv : throw new SaeSharpException($"seed: expected an integer or null, got {s}")) : null,
             Correlation = SynthJson.Has(root, "correlation", out var c) ? ParseCorrelation(c) : null,
@@ -271,6 +313,49 @@ public sealed record SyntheticModelConfig
         if (cfg.Dtype is not ("float32" or "torch.float32"))
             throw new SaeSharpException($"dtype: '{cfg.Dtype}' is not supported (SaeSharp samples SyntheticModels in float32, SAELens's default)");
         return cfg;
+    }
+
+    /// <summary>
+    /// The config as SAELens's <c>SyntheticModelConfig.to_dict()</c> serialises it and <c>SyntheticModel.save()</c>
+    /// writes it (<c>json.dump(..., indent=2)</c>, byte for byte): every field in the dataclass's order
+    /// (<c>num_features</c>, <c>hidden_dim</c>, <c>firing_probability</c>, <c>hierarchy</c>, <c>orthogonalization</c>,
+    /// <c>correlation</c>, <c>std_firing_magnitudes</c>, <c>mean_firing_magnitudes</c>, <c>bias</c>, <c>dtype</c>,
+    /// <c>seed</c>), absent ones null, floats as Python writes them. A number given as an integer where SAELens keeps a
+    /// float field is written as a float (<c>1.0</c> for <c>1</c>): the same value to <c>from_dict</c>.
+    /// </summary>
+    public string ToSaeLensJson()
+    {
+        var o = new PythonJson.Object
+        {
+            { "num_features", NumFeatures },
+            { "hidden_dim", HiddenDim },
+            { "firing_probability", FiringProbability.ToSaeLens() },
+        };
+        if (Hierarchy is { } h)
+            o.Add("hierarchy", new PythonJson.Object
+            {
+                { "total_root_nodes", h.TotalRootNodes },
+                { "branching_factor", h.BranchingIsRange ? new object[] { h.BranchingMin, h.BranchingMax } : h.BranchingMin },
+                { "max_depth", h.MaxDepth },
+                { "mutually_exclusive_portion", h.MutuallyExclusivePortion },
+                { "mutually_exclusive_min_depth", h.MutuallyExclusiveMinDepth },
+                { "mutually_exclusive_max_depth", h.MutuallyExclusiveMaxDepth },
+                { "compensate_probabilities", h.CompensateProbabilities },
+                { "scale_children_by_parent", h.ScaleChildrenByParent },
+            });
+        else o.Add("hierarchy", null);
+        o.Add("orthogonalization", Orthogonalization is { } orth
+            ? new PythonJson.Object { { "num_steps", orth.NumSteps }, { "lr", orth.Lr }, { "chunk_size", orth.ChunkSize } }
+            : null);
+        o.Add("correlation", Correlation is { } c
+            ? new PythonJson.Object { { "rank", c.Rank }, { "correlation_scale", c.CorrelationScale }, { "seed", c.Seed } }
+            : null);
+        o.Add("std_firing_magnitudes", StdFiringMagnitudes.ToSaeLens());
+        o.Add("mean_firing_magnitudes", MeanFiringMagnitudes.ToSaeLens());
+        o.Add("bias", BiasIsBoolean && BiasNorm is 0 or 1 ? BiasNorm == 1 : BiasNorm);
+        o.Add("dtype", Dtype);
+        o.Add("seed", Seed);
+        return PythonJson.Dump(o);
     }
 
     private static LowRankCorrelationConfig ParseCorrelation(JsonElement c)

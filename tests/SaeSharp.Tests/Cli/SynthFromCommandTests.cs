@@ -107,4 +107,65 @@ public class SynthFromCommandTests : IDisposable
             foreach (var t in a.Values.Concat(b.Values)) t.Dispose();
         }
     }
+
+    /// <summary><c>--save-model</c>: a model generated from a config alone is saved in SAELens's layout (the config as
+    /// SAELens writes it), and sampling the saved folder gives the same rows as sampling the config with the same seed.</summary>
+    [Fact]
+    public void Synth_save_model_writes_a_SAELens_folder_that_samples_as_the_config()
+    {
+        var model = TestPaths.Data("synthetic_model", "hierarchy");
+        Directory.CreateDirectory(P("config-only"));
+        File.Copy(Path.Combine(model, SyntheticModelConfig.FileName), P("config-only", SyntheticModelConfig.FileName));
+        // Only saving: no --out.
+        var r = CliRunner.Run("synth", "--from", P("config-only"), "--save-model", P("saved"));
+        Ok(r);
+        Assert.Contains("model: ", r.Out);
+        Assert.Equal(new[] { "hierarchy.json", "synthetic_model.safetensors", "synthetic_model_config.json" }.Order(StringComparer.Ordinal).ToArray(),
+            Directory.GetFiles(P("saved")).Select(Path.GetFileName).Order(StringComparer.Ordinal).ToArray());
+        Assert.Equal(File.ReadAllBytes(Path.Combine(model, SyntheticModelConfig.FileName)), File.ReadAllBytes(P("saved", SyntheticModelConfig.FileName)));
+        Assert.Equal(File.ReadAllBytes(Path.Combine(model, SyntheticHierarchy.FileName)), File.ReadAllBytes(P("saved", SyntheticHierarchy.FileName)));
+        Assert.Equal(new[] { "config-only", "saved" }, Directory.GetDirectories(_dir).Select(Path.GetFileName).Order(StringComparer.Ordinal).ToArray());
+        // Saving and writing rows at once, then rows from the saved folder: the same bytes.
+        Ok(CliRunner.Run("synth", "--from", P("config-only", SyntheticModelConfig.FileName), "--save-model", P("saved2"), "--out", P("a"),
+            "--rows", "2000", "--eval-rows", "0", "--seed", "5"));
+        Ok(CliRunner.Run("synth", "--from", P("saved2"), "--out", P("b"), "--rows", "2000", "--eval-rows", "0", "--seed", "5"));
+        Assert.Equal(File.ReadAllBytes(P("a", "train.safetensors")), File.ReadAllBytes(P("b", "train.safetensors")));
+        Assert.Equal(File.ReadAllBytes(P("saved", SyntheticModel.WeightsFileName)), File.ReadAllBytes(P("saved2", SyntheticModel.WeightsFileName)));
+    }
+
+    [Fact]
+    public void Synth_save_model_refuses_what_it_should()
+    {
+        var model = TestPaths.Data("synthetic_model", "plain");
+        Directory.CreateDirectory(P("busy"));
+        File.WriteAllText(P("busy", "notes.txt"), "mine");
+        var r = CliRunner.Run("synth", "--from", model, "--save-model", P("busy"));
+        Assert.Equal(1, r.Exit);
+        Assert.Contains("not empty (use --force", r.Err);
+        Assert.Equal(["notes.txt"], Directory.GetFiles(P("busy")).Select(Path.GetFileName));
+        Ok(CliRunner.Run("synth", "--from", model, "--save-model", P("busy"), "--force"));
+        Assert.True(File.Exists(P("busy", SyntheticModel.WeightsFileName)));
+        Assert.Equal("mine", File.ReadAllText(P("busy", "notes.txt")));
+
+        // Saving over the model being read is refused even with --force.
+        Directory.CreateDirectory(P("copy"));
+        foreach (var f in Directory.GetFiles(model)) File.Copy(f, P("copy", Path.GetFileName(f)));
+        r = CliRunner.Run("synth", "--from", P("copy"), "--save-model", P("copy"), "--force");
+        Assert.Equal(1, r.Exit);
+        Assert.Contains("which this command reads", r.Err);
+
+        r = CliRunner.Run("synth", "--save-model", P("x"), "--out", P("y"));
+        Assert.Equal(1, r.Exit);
+        Assert.Contains("--save-model needs --from", r.Err);
+        r = CliRunner.Run("synth", "--from", model);
+        Assert.Equal(1, r.Exit);
+        Assert.Contains("--out is required", r.Err);
+        r = CliRunner.Run("synth");
+        Assert.Equal(1, r.Exit);
+        Assert.Contains("--out is required", r.Err);
+        r = CliRunner.Run("synth", "--from", model, "--save-model", P("z"), "--rows", "10");
+        Assert.Equal(1, r.Exit);
+        Assert.Contains("--rows does not apply without --out", r.Err);
+        Assert.False(Directory.Exists(P("z")));
+    }
 }
