@@ -93,8 +93,20 @@ public static class SyntheticDataset
 
     private static void WriteRows(int nFeatures, int dIn, Func<long, (Tensor X, Tensor FeatureActs)> sample, string path, long rows, int chunkRows, Dictionary<string, string> meta)
     {
+        var (x, featureActs) = SampleInChunks(rows, dIn, nFeatures, chunkRows, sample, keepFeatures: true);
+        using (x) Save(path, x, featureActs!, meta);
+    }
+
+    /// <summary>
+    /// <paramref name="rows"/> rows [rows, d_in] drawn <paramref name="chunkRows"/> at a time by <paramref name="sample"/>
+    /// (rows and their dense feature activations), so the [rows, n_features] activations never exist at once; with
+    /// <paramref name="keepFeatures"/> also every row's feature activations, kept sparse.
+    /// </summary>
+    internal static (Tensor X, SparseFeatureActivations? FeatureActs) SampleInChunks(long rows, int dIn, int nFeatures, int chunkRows,
+        Func<long, (Tensor X, Tensor FeatureActs)> sample, bool keepFeatures)
+    {
         var x = empty(rows, dIn, ScalarType.Float32);
-        var parts = new List<SparseFeatureActivations>();
+        var parts = keepFeatures ? new List<SparseFeatureActivations>() : null;
         try
         {
             for (long start = 0; start < rows; start += chunkRows)
@@ -106,14 +118,15 @@ public static class SyntheticDataset
                 using (var slice = x.narrow(0, start, n))
                 {
                     slice.copy_(chunk);
-                    parts.Add(SparseFeatureActivations.FromDense(acts));
+                    parts?.Add(SparseFeatureActivations.FromDense(acts));
                 }
             }
-            Save(path, x, SparseFeatureActivations.Concat(parts, nFeatures), meta);
+            return (x, parts is null ? null : SparseFeatureActivations.Concat(parts, nFeatures));
         }
-        finally
+        catch
         {
             x.Dispose();
+            throw;
         }
     }
 

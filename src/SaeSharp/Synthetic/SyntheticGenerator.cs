@@ -96,34 +96,22 @@ public sealed class SyntheticGenerator : IDisposable
 
     /// <summary>Draws <paramref name="rows"/> activation rows [rows, d_in] in chunks of <paramref name="chunkRows"/>
     /// (so the [rows, n_features] activations never exist at once).</summary>
-    public Tensor SampleActivations(long rows, int chunkRows = 8192) => SampleActivations(rows, null, chunkRows);
+    public Tensor SampleActivations(long rows, int chunkRows = 8192) => SampleInChunks(rows, chunkRows, keepFeatures: false).X;
 
     /// <summary>As <see cref="SampleActivations(long, int)"/> (the same draws), also returning each row's ground-truth
     /// feature activations, kept sparse.</summary>
     public (Tensor X, SparseFeatureActivations FeatureActs) SampleActivationsWithFeatures(long rows, int chunkRows = 8192)
     {
-        var parts = new List<SparseFeatureActivations>();
-        var x = SampleActivations(rows, parts, chunkRows);
-        return (x, SparseFeatureActivations.Concat(parts, Options.NFeatures));
+        var (x, acts) = SampleInChunks(rows, chunkRows, keepFeatures: true);
+        return (x, acts!);
     }
 
-    private Tensor SampleActivations(long rows, List<SparseFeatureActivations>? featureActs, int chunkRows)
-    {
-        var x = empty(rows, Options.DIn, ScalarType.Float32);
-        for (long start = 0; start < rows; start += chunkRows)
+    private (Tensor X, SparseFeatureActivations? FeatureActs) SampleInChunks(long rows, int chunkRows, bool keepFeatures) =>
+        SyntheticDataset.SampleInChunks(rows, Options.DIn, Options.NFeatures, chunkRows, n =>
         {
-            long n = Math.Min(chunkRows, rows - start);
-            var (acts, chunk) = Sample(n);
-            using (acts)
-            using (chunk)
-            using (var slice = x.narrow(0, start, n))
-            {
-                slice.copy_(chunk);
-                featureActs?.Add(SparseFeatureActivations.FromDense(acts));
-            }
-        }
-        return x;
-    }
+            var (acts, x) = Sample(n);
+            return (x, acts);
+        }, keepFeatures);
 
     /// <summary>Disposes the feature tensors and the generator.</summary>
     public void Dispose()
