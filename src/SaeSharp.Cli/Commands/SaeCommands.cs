@@ -61,7 +61,8 @@ internal static class SaeCommands
                 return EvalInModel(parse, data, saes, parse.GetValue(json), parse.GetValue(histogram), LoadOptions(parse, arch));
             }
             var activationPath = parse.GetValue(activations) ?? throw new SaeSharpException("give --activations, or --model and --dataset");
-            Cli.RefuseGiven(parse, "evaluation inside a model (--model); on activation files --max-rows limits the rows", [.. data.ModelOnly, data.Tokens]);
+            Cli.RefuseGiven(parse, "evaluation inside a model (--model); on activation files --max-rows limits the rows (and the SAE runs on the CPU)",
+                [.. data.ModelOnly, data.Tokens, data.Device]);
             if (saes.Length != 1) throw new SaeSharpException("evaluation on an activation file takes one --sae");
             using var model = SaeLoader.Load(saes[0], LoadOptions(parse, arch));
             model.eval();
