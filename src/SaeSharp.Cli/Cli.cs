@@ -81,6 +81,18 @@ internal static class Cli
         if (parse.GetValue(Verbose)) Console.Error.WriteLine(e.ToString());
     }
 
+    /// <summary>The options of <paramref name="options"/> given on the command line (not left to their defaults), by name.</summary>
+    public static IReadOnlyList<string> Given(ParseResult parse, IEnumerable<Option> options) =>
+        options.Where(o => parse.GetResult(o) is { Implicit: false }).Select(o => o.Name).ToList();
+
+    /// <summary>Refuses options that would have no effect in the mode the command runs in: when any of
+    /// <paramref name="options"/> is given, one error naming them, then <paramref name="why"/> (what applies instead):
+    /// <c>--dataset, --tokens: the text comes from --prompt; ...</c>. A flag silently ignored reads as if it had worked.</summary>
+    public static void RefuseGiven(ParseResult parse, string why, params IEnumerable<Option> options)
+    {
+        if (Given(parse, options) is [_, ..] given) throw new SaeSharpException($"{string.Join(", ", given)}: {why}");
+    }
+
     /// <summary>Refuses zero and negative values of <paramref name="option"/> when the command line is parsed, before the
     /// command runs: <c>--batch-size 0: expected a positive number</c>.</summary>
     public static Option<T> Positive<T>(this Option<T> option) where T : struct, INumber<T> =>

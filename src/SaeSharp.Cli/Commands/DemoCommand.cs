@@ -32,7 +32,11 @@ internal static class DemoCommand
             { output, synthetic, quick, tokens, dSae, k, steps, seed };
         Cli.SetAction(command, parse =>
         {
-            if (parse.GetValue(synthetic)) return Run(parse.GetValue(output)!, parse.GetValue(steps) ?? 2000, parse.GetValue(seed));
+            if (parse.GetValue(synthetic))
+            {
+                Cli.RefuseGiven(parse, "for the demo on the built-in language model; --synthetic takes --steps, --seed and --out", quick, tokens, dSae, k);
+                return Run(parse.GetValue(output)!, parse.GetValue(steps) ?? 2000, parse.GetValue(seed));
+            }
             var o = parse.GetValue(quick) ? DemoOptions.Quick(parse.GetValue(output)!) : new DemoOptions { OutDir = parse.GetValue(output)! };
             o = o with
             {

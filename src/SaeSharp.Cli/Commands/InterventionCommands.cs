@@ -35,6 +35,16 @@ internal static class InterventionCommands
 
         public bool Given(ParseResult p) => (p.GetValue(Sae)?.Length ?? 0) > 0 || Any(p, Steer) || Any(p, Clamp) || Any(p, Ablate);
 
+        /// <summary>Refuses the options that qualify another one that is not given (they would change nothing).</summary>
+        public void RefuseUnqualified(ParseResult p)
+        {
+            if (!Any(p, Sae)) Cli.RefuseGiven(p, "the error term of a spliced SAE; give --sae", ErrorTerm);
+            if (!Any(p, Ablate)) Cli.RefuseGiven(p, "how --ablate ablates its features; give --ablate", AblateMode);
+            if (!Any(p, Steer)) Cli.RefuseGiven(p, "where --steer applies; give --steer", Positions);
+            if (!Any(p, Steer) && !Any(p, Clamp) && !Any(p, Ablate))
+                Cli.RefuseGiven(p, "which --sae --steer, --clamp and --ablate apply to; give one of them", SaeIndex);
+        }
+
         private static bool Any(ParseResult p, Option<string[]> o) => (p.GetValue(o)?.Length ?? 0) > 0;
 
         /// <summary>
@@ -133,6 +143,8 @@ internal static class InterventionCommands
         };
         Cli.SetAction(command, parse =>
         {
+            if (parse.GetValue(temperature) == 0)
+                Cli.RefuseGiven(parse, "sampling options; --temperature 0 is greedy decoding, which they do not change (give --temperature > 0 to sample)", topP, seed);
             var folder = ModelSource.Resolve(parse.GetValue(model)!);
             using var s = LoadSae(parse.GetValue(sae)!);
             using var pm = ModelForSae.Load(folder, s.Cfg);   // processed as the SAE's cfg records, in its dtype
@@ -223,6 +235,10 @@ internal static class InterventionCommands
         };
         Cli.SetAction(command, parse =>
         {
+            if (parse.GetValue(prompt) is not null)
+                Cli.RefuseGiven(parse, "for ablating over a dataset; the tokens come from --prompt (give one of --prompt and --dataset)", dataset, tokensOpt, contextSize);
+            else if (parse.GetValue(dataset) is null)
+                Cli.RefuseGiven(parse, "for ablating over --dataset, which is not given (or give --prompt)", tokensOpt, contextSize);
             var folder = ModelSource.Resolve(parse.GetValue(model)!);
             using var s = LoadSae(parse.GetValue(sae)!);
             using var pm = ModelForSae.Load(folder, s.Cfg);   // processed as the SAE's cfg records, in its dtype
@@ -346,6 +362,10 @@ internal static class InterventionCommands
         };
         Cli.SetAction(command, parse =>
         {
+            if (parse.GetValue(prompt) is not null)
+                Cli.RefuseGiven(parse, "the tokens come from --prompt; give one of --prompt and --input", input);
+            else if (parse.GetValue(input) is not null)
+                Cli.RefuseGiven(parse, "for a --prompt's tokens; --input's token ids are used as they are", noBos);
             var folder = ModelSource.Resolve(parse.GetValue(model)!);
             ITextTokenizer? tok = null;
             try { tok = Tokenizer.FromFolder(folder); }

@@ -58,6 +58,10 @@ internal static class LmCommand
             { corpus, output, steps, batch, ctx, lr, warm, dModel, layers, heads, dMlp, val, valCorpus, valSeed, ckpt, seed };
         Cli.SetAction(command, parse =>
         {
+            if (parse.GetValue(valSeed) is not null)
+                Cli.RefuseGiven(parse, "--val-seed validates on generated stories; give one of --val-seed and --val-corpus", valCorpus);
+            else if (parse.GetValue(valCorpus) is not null)
+                Cli.RefuseGiven(parse, "the stories held out (or, with --val-seed, generated); --val-corpus validates on the whole of that corpus", val);
             var o = new LmTrainingOptions
             {
                 CorpusPath = parse.GetValue(corpus)!, OutDir = parse.GetValue(output)!, Steps = parse.GetValue(steps), BatchSize = parse.GetValue(batch),

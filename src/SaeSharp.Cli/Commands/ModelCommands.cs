@@ -42,6 +42,7 @@ internal static class ModelCommands
         edits.AddTo(command);
         Cli.SetAction(command, parse =>
         {
+            edits.RefuseUnqualified(parse);
             using var scope = NewDisposeScope();   // the cache, logits and SAE hooks' tensors (Conventions: no temporary outside a scope)
             using var tokens = InterventionCommands.ReadTokens(parse.GetValue(input)!);
             var hookArg = parse.GetValue(hooks);
@@ -115,6 +116,9 @@ internal static class ModelCommands
         var command = new Command("generate", "Continue a prompt (greedy or sampled, with a KV cache)") { model, prompt, maxNew, temperature, topK, topP, seed, dtype };
         Cli.SetAction(command, parse =>
         {
+            if (parse.GetValue(temperature) == 0)
+                Cli.RefuseGiven(parse, "sampling options; --temperature 0 (the default) is greedy decoding, which they do not change (give --temperature > 0 to sample)",
+                    topK, topP, seed);
             var folder = ModelSource.Resolve(parse.GetValue(model)!);
             using var m = ModelLoader.FromPretrained(folder, ModelLoader.ParseDtype(parse.GetValue(dtype)!, folder));
             var tok = Tokenizer.FromFolder(folder);
@@ -153,6 +157,8 @@ internal static class ModelCommands
             { model, text, file, decode, raw };
         Cli.SetAction(command, parse =>
         {
+            if (parse.GetValue(text) is not null) Cli.RefuseGiven(parse, "the text comes from --text; give one of --text and --file", file);
+            if (parse.GetValue(decode)) Cli.RefuseGiven(parse, "for encoding text; --decode turns ids into text", raw);
             var tok = Tokenizer.FromFolder(ModelSource.Resolve(parse.GetValue(model)!));
             var input = parse.GetValue(text) ?? (parse.GetValue(file) is string f ? File.ReadAllText(f)
                 : throw new SaeSharpException("give --text or --file"));

@@ -47,12 +47,10 @@ internal sealed class ModelDataOptionsCli
 
     public bool Given(ParseResult parse) => parse.GetValue(Model) is not null;
 
-    /// <summary>The options given on the command line that only describe a run from a model (all but --model, --tokens,
-    /// --device and the shuffle's --activations-mixing-fraction), for commands that also read activation files, where
-    /// the files fix the hook and contexts.</summary>
-    public IReadOnlyList<string> GivenModelOnly(ParseResult parse) =>
-        new Option[] { Hook, Dataset, ContextSize, NoBos, ExcludeSpecial, Mode, TargetHook, FoldLn, CenterWriting, TextField, Dtype, BufferBatches }
-            .Where(o => parse.GetResult(o) is { Implicit: false }).Select(o => o.Name).ToList();
+    /// <summary>The options that only describe a run from a model (all but --model, --tokens, --device and the shuffle's
+    /// --activations-mixing-fraction), for commands that also read activation files, where the files fix the hook and
+    /// contexts: given there, <see cref="Cli.RefuseGiven"/> refuses them.</summary>
+    public Option[] ModelOnly => [Hook, Dataset, ContextSize, NoBos, ExcludeSpecial, Mode, TargetHook, FoldLn, CenterWriting, TextField, Dtype, BufferBatches];
 
     /// <summary><c>--model</c>, or the config's model_name.</summary>
     public bool Given(ParseResult parse, TrainingSettings config) => Given(parse) || config.ModelName is not null;

@@ -22,6 +22,7 @@ internal static class ReleasesCommand
             string? name = parse.GetValue(release), text = parse.GetValue(search);
             if (name is not null)
             {
+                Cli.RefuseGiven(parse, $"filters the list of releases; with RELEASE ({name}) --search filters its SAEs", model);
                 var r = SaeReleases.Find(name) ?? throw new SaeSharpException(
                     $"no release '{name}'{Suggest(name)}; `sae releases` lists them");
                 var saes = r.Saes.Select(s => (Sae: s, Hooks: SaeLensConversions.ReleaseHooks(r, s))).Where(x => text is null

@@ -56,15 +56,13 @@ internal static class SaeCommands
             if (data.Given(parse))
             {
                 // The two evaluations take different inputs: a flag of the other one would be silently ignored.
-                if (new Option[] { activations, maxRows, groundTruth }.Where(o => parse.GetResult(o) is { Implicit: false }).Select(o => o.Name).ToList() is [_, ..] rowFlags)
-                    throw new SaeSharpException($"{string.Join(", ", rowFlags)}: evaluation on activation files; with --model the rows come from " +
-                                                "--dataset (--tokens sets how many)");
+                Cli.RefuseGiven(parse, "evaluation on activation files; with --model the rows come from --dataset (--tokens sets how many)",
+                    activations, maxRows, groundTruth);
                 return EvalInModel(parse, data, saes, parse.GetValue(json), parse.GetValue(histogram), LoadOptions(parse, arch));
             }
             var activationPath = parse.GetValue(activations) ?? throw new SaeSharpException("give --activations, or --model and --dataset");
-            if (data.GivenModelOnly(parse).Concat(parse.GetResult(data.Tokens) is { Implicit: false } ? ["--tokens"] : []).ToList() is [_, ..] modelFlags)
-                throw new SaeSharpException($"{string.Join(", ", modelFlags)}: evaluation inside a model (--model); on activation files " +
-                                            "--max-rows limits the rows");
+            Cli.RefuseGiven(parse, "evaluation inside a model (--model); on activation files --max-rows limits the rows (and the SAE runs on the CPU)",
+                [.. data.ModelOnly, data.Tokens, data.Device]);
             if (saes.Length != 1) throw new SaeSharpException("evaluation on an activation file takes one --sae");
             using var model = SaeLoader.Load(saes[0], LoadOptions(parse, arch));
             model.eval();

@@ -83,9 +83,8 @@ internal static class TrainCommand
             if (!data.Given(parse, s))
             {
                 s.TrainingTokens = parse.GetValue(data.Tokens) ?? s.TrainingTokens;
-                if (data.GivenModelOnly(parse) is [_, ..] unused)
-                    throw new SaeSharpException($"{string.Join(", ", unused)} describe{(unused.Count == 1 ? "s" : "")} activations harvested from a model (--model); " +
-                                                "training on activation files (--activations) takes the hook and contexts the files were written with");
+                Cli.RefuseGiven(parse, "for activations harvested from a model (--model); training on activation files (--activations) takes " +
+                                       "the hook and contexts the files were written with", data.ModelOnly);
             }
             using var plan = data.Given(parse, s)
                 ? TrainingPlan.ForModel(s, data.Read(parse, s) with { Device = device }, data.HookOf(parse, s)!, data.ReadMode(parse), parse.GetValue(data.TargetHook), parse.GetValue(resume))

@@ -53,6 +53,9 @@ public class CliInputErrorTests : IDisposable
             "--context-size", "8"));
         Assert.Contains("--context-size, --tokens: evaluation inside a model (--model)", onFiles);
         Assert.Contains("--max-rows", onFiles);
+        // --device places the model (and in sae train the SAEs being trained): on activation files it would be ignored.
+        Assert.Contains("--device: evaluation inside a model (--model)", OneLineError(CliRunner.Run("eval", "--sae", _fx.SaeDir, "--activations",
+            P("rows.safetensors"), "--device", "cpu")));
     }
 
     [Fact]

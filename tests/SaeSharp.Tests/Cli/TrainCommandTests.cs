@@ -65,7 +65,7 @@ public class TrainCommandTests : IDisposable
         var r = CliRunner.Run("train", "--activations", P("data", "train.safetensors"), "--arch", "topk", "--k", "2", "--dict-size", "32",
             "--steps", "2", "--hook", "blocks.0.hook_resid_post", "--context-size", "64", "--out", P("run2"));
         Assert.Equal(1, r.Exit);
-        Assert.Contains("--hook, --context-size describe activations harvested from a model (--model)", r.Err);
+        Assert.Contains("--hook, --context-size: for activations harvested from a model (--model)", r.Err);
         Assert.False(Directory.Exists(P("run2")) && Directory.EnumerateFileSystemEntries(P("run2")).Any(), "nothing is written");
     }
 
