@@ -274,15 +274,10 @@ internal static class SaeCommands
             var saveDir = parse.GetValue(saveModel);
             if (parse.GetValue(from) is string source)
             {
-                foreach (var o in new Option[] { dIn, features, noise })
-                    if (parse.GetResult(o) is { Implicit: false })
-                        throw new SaeSharpException($"{o.Name} does not apply with --from (the SAELens model fixes the width, the features and the rows' distribution)");
+                Cli.RefuseGiven(parse, "not with --from (the SAELens model fixes the width, the features and the rows' distribution)", dIn, features, noise);
                 if (outDir is null && saveDir is null)
                     throw new SaeSharpException("--out is required (or --save-model alone, to only save the SyntheticModel)");
-                if (outDir is null)
-                    foreach (var o in new Option[] { rows, evalRows })
-                        if (parse.GetResult(o) is { Implicit: false })
-                            throw new SaeSharpException($"{o.Name} does not apply without --out (only the model is saved)");
+                if (outDir is null) Cli.RefuseGiven(parse, "not without --out (only the model is saved)", rows, evalRows);
                 if (saveDir is not null)
                 {
                     if (File.Exists(saveDir)) throw new SaeSharpException($"--save-model {saveDir}: exists and is a file; give a folder");
@@ -292,8 +287,7 @@ internal static class SaeCommands
                     if (Directory.Exists(saveDir) && Directory.EnumerateFileSystemEntries(saveDir).Any() && !parse.GetValue(force))
                         throw new SaeSharpException($"--save-model {saveDir}: folder is not empty (use --force to write into it)");
                 }
-                else if (parse.GetResult(force) is { Implicit: false })
-                    throw new SaeSharpException("--force only applies to --save-model");
+                else Cli.RefuseGiven(parse, "only with --save-model", force);
                 var (model, configPath, generated) = OpenSyntheticModel(source, parse.GetValue(seed));
                 using var _ = model;
                 Console.WriteLine($"SAELens SyntheticModel {(generated ? "generated from " + configPath : source)}: {Cli.Integer(model.NumFeatures)} features in {Cli.Integer(model.HiddenDim)} dimensions" +
@@ -314,7 +308,7 @@ internal static class SaeCommands
                 return 0;
             }
             if (saveDir is not null) throw new SaeSharpException("--save-model needs --from (a SAELens SyntheticModel folder or config)");
-            if (parse.GetResult(force) is { Implicit: false }) throw new SaeSharpException("--force only applies to --save-model");
+            Cli.RefuseGiven(parse, "only with --save-model", force);
             if (outDir is null) throw new SaeSharpException("--out is required");
             var files = SyntheticDataset.Write(outDir, defaults with
             {

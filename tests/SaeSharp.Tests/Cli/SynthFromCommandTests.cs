@@ -75,7 +75,7 @@ public class SynthFromCommandTests : IDisposable
 
         var r = CliRunner.Run("synth", "--from", model, "--out", P("c"), "--d-in", "8");
         Assert.Equal(1, r.Exit);
-        Assert.Contains("--d-in does not apply with --from", r.Err);
+        Assert.Contains("--d-in: not with --from", r.Err);
 
         r = CliRunner.Run("synth", "--from", P("nowhere"), "--out", P("d"));
         Assert.Equal(1, r.Exit);
@@ -165,7 +165,7 @@ public class SynthFromCommandTests : IDisposable
         Assert.Contains("--out is required", r.Err);
         r = CliRunner.Run("synth", "--from", model, "--save-model", P("z"), "--rows", "10");
         Assert.Equal(1, r.Exit);
-        Assert.Contains("--rows does not apply without --out", r.Err);
+        Assert.Contains("--rows: not without --out", r.Err);
         Assert.False(Directory.Exists(P("z")));
     }
 }
