@@ -33,6 +33,8 @@ internal sealed class BenchSae : IDisposable
             Architecture = arch, DIn = dIn, DSae = dSae,
             K = arch.Contains("topk", StringComparison.Ordinal) ? k : null,
             MatryoshkaWidths = arch == SaeArchitectures.MatryoshkaBatchTopK ? [dSae / 16, dSae / 4, dSae] : null,
+            // matching_pursuit picks at most k latents per row (SAELens's default, d_in, takes minutes per step).
+            MaxIterations = arch == SaeArchitectures.MatchingPursuit ? k : null,
         });
         sae.InitializeWeights(new Generator(0));
         sae.Training.Autocast = autocast;

@@ -66,6 +66,7 @@ internal static class TrainBench
             "topk" or "batchtopk" => dense + 4 * 2 * nnz * dIn,
             "matryoshka_batchtopk" => dense + (4 + 2) * 2 * nnz * dIn,
             "gated" => 7 * dense,      // gate + magnitude encoders, decoder, aux decoder; backward of each
+            "matching_pursuit" => k * dense, // one [batch, d_sae] correlation per pursuit step, at most k (max_iterations) steps
             _ => 5 * dense,            // encoder, decoder; grads of f, W_dec, W_enc
         };
         if (sparseRelu) flops = dense + 4 * 2.0 * batch * (dSae / 100) * dIn; // dense encoder, sparse rest
