@@ -38,7 +38,7 @@ internal static class InfoCommand
                 ("dataset_path", cfg.Metadata.DatasetPath ?? "-"),
                 ("neuronpedia_id", cfg.Metadata.Extra?.GetValueOrDefault("neuronpedia_id").ToString() is { Length: > 0 } np ? np : "-"),
                 ("parameters", Cli.Integer(sae.parameters().Sum(t => t.numel()))),
-            }.Concat(cfg.Metadata.Extra?.GetValueOrDefault(SaeLensConversions.NoteKey) is { ValueKind: System.Text.Json.JsonValueKind.String } note
+            }.Concat(sae.ArchitectureFields).Concat(cfg.Metadata.Extra?.GetValueOrDefault(SaeLensConversions.NoteKey) is { ValueKind: System.Text.Json.JsonValueKind.String } note
                 ? [("note", note.GetString()!)] : Array.Empty<(string, string)>()).ToArray());
             return 0;
         });

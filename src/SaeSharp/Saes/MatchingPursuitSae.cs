@@ -61,6 +61,14 @@ public sealed class MatchingPursuitSae : Sae
     /// <summary>Whether a row stops once an iteration leaves its active latents unchanged (<c>stop_on_duplicate_support</c>).</summary>
     public bool StopOnDuplicateSupport => Cfg.StopOnDuplicateSupport ?? true;
 
+    /// <inheritdoc/>
+    public override IReadOnlyList<(string Name, string Value)> ArchitectureFields =>
+    [
+        ("residual_threshold", ResidualThreshold.ToString("R", System.Globalization.CultureInfo.InvariantCulture)),
+        ("max_iterations", MaxIterations.ToString(System.Globalization.CultureInfo.InvariantCulture)),
+        ("stop_on_duplicate_support", StopOnDuplicateSupport ? "true" : "false"),
+    ];
+
     /// <summary>Zeros [N, d_sae]: matching pursuit has no single pre-activation (SAELens's <c>encode_with_hidden_pre</c>
     /// returns zeros); <see cref="Activate"/> encodes the rows themselves.</summary>
     public override Tensor HiddenPre(Tensor x)

@@ -88,6 +88,10 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
     /// <summary>Whether a token's encoding reads the earlier tokens of its sequence (temporal SAEs): inputs must then be
     /// ordered sequences [batch, pos, d_in], not rows.</summary>
     public virtual bool ReadsContext => false;
+
+    /// <summary>The architecture's own cfg.json fields with the values in effect (defaults filled in), SAELens's names, for
+    /// a summary such as <c>sae info</c>: e.g. matching_pursuit's <c>max_iterations</c>, temporal's <c>kval_topk</c>.</summary>
+    public virtual IReadOnlyList<(string Name, string Value)> ArchitectureFields => [];
     /// <summary>The encoder bias; throws for architectures that have none (gated: see <c>b_gate</c>, <c>b_mag</c>).</summary>
     public Parameter BEnc => b_enc ?? throw new SaeSharpException($"architecture '{Cfg.Architecture}' has no b_enc");
     /// <summary>Whether the architecture has <c>b_enc</c> (all but gated).</summary>

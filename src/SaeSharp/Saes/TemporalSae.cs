@@ -75,6 +75,18 @@ public sealed class TemporalSae : Sae
     public bool TiedWeights => _s.TiedWeights;
     /// <summary>The input scale of "constant_scalar_rescale" (<c>activation_normalization_factor</c>); 1 otherwise.</summary>
     public double NormalizationFactor => Cfg.NormalizeActivations == ConstantScalarRescale ? _s.Factor : 1.0;
+
+    /// <inheritdoc/>
+    public override IReadOnlyList<(string Name, string Value)> ArchitectureFields =>
+    [
+        ("n_heads", NHeads.ToString(System.Globalization.CultureInfo.InvariantCulture)),
+        ("n_attn_layers", NAttnLayers.ToString(System.Globalization.CultureInfo.InvariantCulture)),
+        ("bottleneck_factor", _s.BottleneckFactor.ToString(System.Globalization.CultureInfo.InvariantCulture)),
+        ("sae_diff_type", SaeDiffType),
+        ("kval_topk", KvalTopk?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "-"),
+        ("tied_weights", TiedWeights ? "true" : "false"),
+        ("activation_normalization_factor", NormalizationFactor.ToString("R", System.Globalization.CultureInfo.InvariantCulture)),
+    ];
     /// <summary>λ = 1/(4·d_in), the encoder's input scale.</summary>
     public double Lambda => 1.0 / (4 * Cfg.DIn);
 

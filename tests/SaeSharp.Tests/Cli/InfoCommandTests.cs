@@ -40,4 +40,22 @@ public sealed class InfoCommandTests : IDisposable
         Assert.True(exit == 0, err);
         Assert.Matches(@"hook_name_out\W+-", output);
     }
+    [Theory]
+    // conf.yaml of canrager's layout: n_heads 2, n_attn_layers 1, bottleneck_factor 8, topk with kval_topk 3, tied, scaling 0.5.
+    [InlineData("temporal_sae/tied_topk/canrager/layer_3/temporal",
+        "n_heads=2", "n_attn_layers=1", "bottleneck_factor=8", "sae_diff_type=topk", "kval_topk=3", "tied_weights=true", "activation_normalization_factor=0.5")]
+    // SAELens's cfg.json: residual_threshold 1.5, max_iterations 3, stop_on_duplicate_support false.
+    [InlineData("matching_pursuit/b", "residual_threshold=1.5", "max_iterations=3", "stop_on_duplicate_support=false")]
+    // SAELens's defaults written as such: max_iterations null means d_in (8).
+    [InlineData("matching_pursuit/a", "residual_threshold=0.01", "max_iterations=8", "stop_on_duplicate_support=true")]
+    public void Info_lists_the_architectures_own_fields_with_their_values_in_effect(string folder, params string[] fields)
+    {
+        var (exit, output, err) = CliRunner.Run("info", TestPaths.Data(folder.Split('/')));
+        Assert.True(exit == 0, err);
+        foreach (var f in fields)
+        {
+            var (name, value) = (f[..f.IndexOf('=')], f[(f.IndexOf('=') + 1)..]);
+            Assert.Matches($@"(?m)^\W*{name}\W+{System.Text.RegularExpressions.Regex.Escape(value)}\W*$", output);
+        }
+    }
 }
