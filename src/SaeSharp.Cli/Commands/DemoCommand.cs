@@ -162,7 +162,7 @@ internal static class DemoCommand
     {
         const int dIn = 64, features = 256, dSae = 512, k = 4, batch = 1024;
         var data = Path.Combine(outDir, "data");
-        Console.WriteLine($"synthesising {features} features in {dIn} dimensions (power-law frequencies) into {data} ...");
+        Cli.WriteIndented(Markup.Escape($"synthesising {features} features in {dIn} dimensions (power-law frequencies) into {data} ..."), 0);
         var files = SyntheticDataset.Write(data, new SyntheticOptions
         {
             DIn = dIn, NFeatures = features, TrainRows = 200_000, EvalRows = 10_000, Seed = seed,
@@ -186,7 +186,7 @@ internal static class DemoCommand
         using var train = new ActivationFileSource(files.TrainPath, new ActivationFileSourceOptions { Seed = seed, Loop = true });
         using var eval = ActivationSplit.EvalFiles([files.EvalPath!]);
         using var truth = SyntheticDataset.ReadFeatures(files.FeaturesPath);
-        Console.WriteLine($"training {string.Join(", ", slots.Select(s => s.Name))} (d_sae {dSae}) for {steps} steps of {batch} rows ...");
+        Cli.WriteIndented(Markup.Escape($"training {string.Join(", ", slots.Select(s => s.Name))} (d_sae {dSae}) for {steps} steps of {batch} rows ..."), 0);
         var (result, stopExitCode) = TrainCommand.TrainWithProgress(new TrainingRunOptions
         {
             OutDir = Path.Combine(outDir, "saes"), Trainer = trainer, Saes = slots, TrainSource = train, EvalSource = eval,
@@ -207,9 +207,9 @@ internal static class DemoCommand
                 (m.ClassificationF1Score ?? double.NaN).ToString("F3"),
             }));
         // Eight columns fit an 80-column terminal; MMCS (the mean best |cos| of each true feature) stays in metrics.json.
-        Console.WriteLine("MCC: mean |cos| of the one-to-one matching of latents to true features (SAELens); % recovered: true features " +
-                          "some latent matches at |cos| > 0.9; F1: each latent as a detector of its closest true feature");
-        Console.WriteLine($"true L0 ≈ {SyntheticExpectedL0(features):F1}; artefacts (SAELens layout, metrics.json, train_log.jsonl): {Path.Combine(outDir, "saes")}");
+        Cli.WriteIndented(Markup.Escape("MCC: mean |cos| of the one-to-one matching of latents to true features (SAELens); % recovered: true features " +
+            "some latent matches at |cos| > 0.9; F1: each latent as a detector of its closest true feature"), 0);
+        Cli.WriteIndented(Markup.Escape($"true L0 ≈ {SyntheticExpectedL0(features):F1}; artefacts (SAELens layout, metrics.json, train_log.jsonl): {Path.Combine(outDir, "saes")}"), 0);
         return 0;
     }
 
