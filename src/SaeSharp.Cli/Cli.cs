@@ -178,7 +178,11 @@ internal static class Cli
     /// then one line per row, every line with as many fields as there are columns. Integers go through
     /// <see cref="Integer"/>, percentages through <see cref="Percent"/>.
     /// </summary>
-    public static void WriteColumns(string? title, IReadOnlyList<Column> columns, IEnumerable<IReadOnlyList<string>> rows, bool titleOnStderr = false)
+    /// <para>With <paramref name="recordsWhenNarrow"/>, a table wider than the terminal is drawn as one block per row
+    /// instead (its first cell, then a "column value" line per other column), for lists of names and paths that squeezed
+    /// columns would break every few characters.</para>
+    public static void WriteColumns(string? title, IReadOnlyList<Column> columns, IEnumerable<IReadOnlyList<string>> rows, bool titleOnStderr = false,
+        bool recordsWhenNarrow = false)
     {
         if (Console.IsOutputRedirected)
         {
@@ -196,6 +200,17 @@ internal static class Cli
             if (title is not null) vertical.Title(Markup.Escape(title));
             for (int i = 0; i < columns.Count; i++) vertical.AddRow(Markup.Escape(columns[i].Name), Markup.Escape(cells[0][i]));
             AnsiConsole.Write(vertical);
+            return;
+        }
+        if (recordsWhenNarrow && natural > AnsiConsole.Profile.Width)
+        {
+            if (title is not null) WriteIndented($"[bold]{Markup.Escape(title)}[/]", 0);
+            int nameWidth = columns.Skip(1).Select(c => c.Name.Length).DefaultIfEmpty(0).Max();
+            foreach (var row in cells)
+            {
+                WriteIndented($"[bold]{Markup.Escape(row[0])}[/]", 0);
+                for (int i = 1; i < columns.Count; i++) WriteIndented(Markup.Escape(columns[i].Name.PadRight(nameWidth) + "  " + row[i]), 2);
+            }
             return;
         }
         var table = new Table();

@@ -64,7 +64,9 @@ internal static class ReleasesCommand
     }
 
     /// <summary>The table: the first two columns and hook_out are names a user copies (release, sae_id / repo, hooks),
-    /// never broken across lines on a terminal; in a pipe the title goes to stderr and stdout is a TSV file.</summary>
+    /// never broken across lines on a terminal (a terminal too narrow for the table gets a block per row); in a pipe the
+    /// title goes to stderr and stdout is a TSV file.</summary>
     private static void Write(string title, string[] columns, IEnumerable<string[]> rows) =>
-        Cli.WriteColumns(title, columns.Select((c, i) => new Column(c, NoWrap: i < 2 || c == "hook_out")).ToList(), rows, titleOnStderr: true);
+        Cli.WriteColumns(title, columns.Select((c, i) => new Column(c, NoWrap: i < 2 || c == "hook_out")).ToList(), rows, titleOnStderr: true,
+            recordsWhenNarrow: true);
 }
