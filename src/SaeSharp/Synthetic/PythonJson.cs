@@ -6,7 +6,7 @@ namespace SaeSharp.Synthetic;
 /// <summary>
 /// Writes JSON as Python's <c>json.dump(obj, f, indent=2)</c> does (what SAELens's <c>SyntheticModel.save()</c> writes),
 /// byte for byte: two-space indentation, <c>", "</c>-free item separators at line ends, <c>": "</c> after keys,
-/// <c>[]</c> and <c>{}</c> for empty containers, non-ASCII and control characters as <c>\uXXXX</c>, floats as Python's
+/// <c>[]</c> and <c>{}</c> for empty containers, non-ASCII and control characters as <c>\u</c> and four hex digits, floats as Python's
 /// <c>repr</c> (<c>1.0</c>, <c>1e-05</c>, <c>1e+16</c>), no trailing newline. Values: <see cref="PythonJson.Object"/>
 /// (ordered keys), <see cref="IEnumerable{T}"/> of values, string, bool, int, long, double, null.
 /// </summary>
