@@ -109,18 +109,24 @@ public class MatchingPursuitSaeTests
         var w2 = tensor(new float[,] { { 1, 0 }, { (float)Math.Cos(a), (float)Math.Sin(a) } });
         var x2 = tensor(new float[,] { { 0.2f, 1 } });
         // Hand computation of the first four iterations (no duplicate-support stop, so it keeps going).
-        var r = new[] { 0.2, 1.0 };
         var atoms = new[] { new[] { 1.0, 0.0 }, new[] { Math.Cos(a), Math.Sin(a) } };
-        var expected = new double[2];
-        for (int it = 0; it < 4; it++)
+        // The pursuit by hand on x = (0.2, 1): per iteration the atom of the larger correlation, its ReLU'd value added.
+        double[] ByHand(int iterations)
         {
-            double d0 = r[0] * atoms[0][0] + r[1] * atoms[0][1], d1 = r[0] * atoms[1][0] + r[1] * atoms[1][1];
-            int j = d1 > d0 ? 1 : 0;
-            double v = Math.Max(0, Math.Max(d0, d1));
-            expected[j] += v;
-            r[0] -= v * atoms[j][0];
-            r[1] -= v * atoms[j][1];
+            var r = new[] { 0.2, 1.0 };
+            var acts = new double[2];
+            for (int it = 0; it < iterations; it++)
+            {
+                double d0 = r[0] * atoms[0][0] + r[1] * atoms[0][1], d1 = r[0] * atoms[1][0] + r[1] * atoms[1][1];
+                int j = d1 > d0 ? 1 : 0;
+                double v = Math.Max(0, Math.Max(d0, d1));
+                acts[j] += v;
+                r[0] -= v * atoms[j][0];
+                r[1] -= v * atoms[j][1];
+            }
+            return acts;
         }
+        var expected = ByHand(4);
         Assert.True(expected[0] > 0 && expected[1] > 0);
         using var again = Make(2, 2, threshold: 0, maxIterations: 4, stopOnDuplicate: false);
         Set(again, w2);
@@ -132,17 +138,7 @@ public class MatchingPursuitSaeTests
         using var stops = Make(2, 2, threshold: 0, maxIterations: 4, stopOnDuplicate: true);
         Set(stops, w2);
         var f3 = F(stops.Encode(x2));
-        var r2 = new[] { 0.2, 1.0 };
-        var two = new double[2];
-        for (int it = 0; it < 3; it++)
-        {
-            double d0 = r2[0] * atoms[0][0] + r2[1] * atoms[0][1], d1 = r2[0] * atoms[1][0] + r2[1] * atoms[1][1];
-            int j = d1 > d0 ? 1 : 0;
-            double v = Math.Max(0, Math.Max(d0, d1));
-            two[j] += v;
-            r2[0] -= v * atoms[j][0];
-            r2[1] -= v * atoms[j][1];
-        }
+        var two = ByHand(3);
         // Iteration 3 still adds its value (the row becomes done after adding it), as SAELens's loop does.
         Assert.True(two[0] > 0 && two[1] > 0);
         Assert.Equal(two[0], f3[0], 5);
