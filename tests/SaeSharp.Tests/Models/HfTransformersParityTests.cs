@@ -384,6 +384,29 @@ public class HfTransformersParityTests(ITestOutputHelper output)
         }
     }
 
+    [Theory]
+    [InlineData("gemma", "GemmaForCausalLM", "gemma")]
+    [InlineData("mistral-window", "MistralForCausalLM", "mistral")]
+    public void Without_model_type_the_architectures_name_the_family(string family, string architecture, string modelType)
+    {
+        using var scope = NewDisposeScope();
+        string dir = EditedCopy(family, c => c.Remove("model_type"));
+        try
+        {
+            var config = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "config.json")))!.AsObject();
+            Assert.Equal(architecture, config["architectures"]![0]!.GetValue<string>());
+            var r = Reference(family);
+            using var model = ModelLoader.FromPretrained(dir);
+            Assert.Equal(modelType, model.Config.Architecture);
+            double diff = RelativeMaxDifference(r["logits"], model.Forward(r["tokens"]), $"{family} without model_type");
+            Assert.True(diff <= RelativeTolerance, $"{family} without model_type: logits differ by {diff:G3} of their scale");
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
     [Fact]
     public void Mistral_config_defaults_are_MistralConfigs()
     {
