@@ -21,6 +21,9 @@ How it was run (2026-12-04; no PyPI on the machine, so transformers and huggingf
   # 2026-12-05: the Gemma 3 folders, the same way (then their config_transformers5.json as below).
   /usr/bin/python3 bench/reference/hf_models_fixture.py --site /tmp/hf/site451 --out tests/data/hf_models \
       --only gemma3 gemma3-conditional gemma3-softcap --torch2-stand-ins
+  # 2026-12-05: Gemma 1 and Mistral, the same way (then their config_transformers5.json as below, with the same --only).
+  /usr/bin/python3 bench/reference/hf_models_fixture.py --site /tmp/hf/site447 --out tests/data/hf_models \
+      --only gemma mistral mistral-window
   # config_transformers5.json: transformers 5's config classes only (on torch < 2.2 it disables its PyTorch part,
   # configs still work); its huggingface_hub 1.x needs Debian's python3-httpx.
   apt-get install python3-httpx; mkdir -p /tmp/hf/site5
@@ -345,6 +348,24 @@ def families(tf):
         # function (4.51, and still 5.0.dev0), so this reference pins that the attention cap is ignored.
         "gemma3-softcap": (lambda: tf.Gemma3TextConfig(**dict(GEMMA3_TEXT, attn_logit_softcapping=2.0, final_logit_softcapping=10.0,
                                                               tie_word_embeddings=False)), "bin"),
+        # (Added 2026-12-05 after the others, so their seeds, which follow the order here, are unchanged.)
+        # Gemma 1 (as google/gemma-2b): multi-query attention (1 kv head), head_dim 16 != 32/4, tied, (1 + w) norms,
+        # sqrt(d) embedding scale, and hidden_act "gelu" with no hidden_activation as in the hub configs: transformers 4.47's
+        # GemmaMLP ignores hidden_act then and applies gelu_pytorch_tanh, writing that choice back into the config, so the
+        # saved config.json says hidden_activation "gelu_pytorch_tanh" (HfTransformersParityTests also loads the hub's form).
+        "gemma": (lambda: tf.GemmaConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=1, head_dim=16, max_position_embeddings=64,
+                                 hidden_act="gelu"), "safetensors"),
+        # Mistral without a sliding window (as Mistral-7B-v0.2/v0.3 and Mistral-Nemo, whose head_dim 128 != 5120/32):
+        # head_dim 16 != 32/4, GQA 4/2, rope_theta 1e6, untied.
+        "mistral": (lambda: tf.MistralConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                     num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=64,
+                                     rope_theta=1000000.0, sliding_window=None), "safetensors"),
+        # Mistral with a sliding window on every layer (as Mistral-7B-v0.1's 4096): window 5 < 12 tokens and < the 14 of
+        # generate(), head_dim from hidden_size / num_attention_heads, GQA 4/2, torch.save format.
+        "mistral-window": (lambda: tf.MistralConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                            sliding_window=5), "bin"),
     }
 
 
@@ -405,7 +426,7 @@ def main():
         config._attn_implementation = "eager"
         torch.manual_seed(1000 + names.index(name))
         model = tf.AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval()
-        redraw(model, torch, gemma=config.model_type in ("gemma2", "gemma3", "gemma3_text"))
+        redraw(model, torch, gemma=config.model_type in ("gemma", "gemma2", "gemma3", "gemma3_text"))
         return config, model
 
     for i, (name, (make_config, fmt)) in enumerate(all_families.items()):

@@ -6,8 +6,8 @@ namespace SaeSharp.Hub;
 /// (case-insensitive). SAELens configs and release tables name models this way (<c>model_name</c>).
 /// </summary>
 /// <remarks>Generated from TransformerLens's <c>transformer_lens/supported_models.py</c> (MODEL_ALIASES, commit 4cd36aa,
-/// 2026-07-22), keeping GPT-2, GPT-NeoX/Pythia, Llama, Qwen2/2.5/3, Gemma 2 and Gemma 3 and leaving out aliases equal to the
-/// official name.</remarks>
+/// 2026-07-22), keeping GPT-2, GPT-NeoX/Pythia, Llama, Mistral (not Mixtral), Qwen2/2.5/3, Gemma 1, Gemma 2 and Gemma 3 and
+/// leaving out aliases equal to the official name.</remarks>
 public static class TransformerLensNames
 {
     private static readonly Dictionary<string, string> Aliases = new(StringComparer.OrdinalIgnoreCase)
@@ -69,6 +69,8 @@ public static class TransformerLensNames
         ["gemma-2-2b-it"] = "google/gemma-2-2b-it",
         ["gemma-2-9b"] = "google/gemma-2-9b",
         ["gemma-2-9b-it"] = "google/gemma-2-9b-it",
+        ["gemma-2b"] = "google/gemma-2b",
+        ["gemma-2b-it"] = "google/gemma-2b-it",
         ["gemma-3-12b-it"] = "google/gemma-3-12b-it",
         ["gemma-3-12b-pt"] = "google/gemma-3-12b-pt",
         ["gemma-3-1b-it"] = "google/gemma-3-1b-it",
@@ -79,6 +81,8 @@ public static class TransformerLensNames
         ["gemma-3-27b-pt"] = "google/gemma-3-27b-pt",
         ["gemma-3-4b-it"] = "google/gemma-3-4b-it",
         ["gemma-3-4b-pt"] = "google/gemma-3-4b-pt",
+        ["gemma-7b"] = "google/gemma-7b",
+        ["gemma-7b-it"] = "google/gemma-7b-it",
         ["gpt-neox"] = "EleutherAI/gpt-neox-20b",
         ["gpt-neox-20b"] = "EleutherAI/gpt-neox-20b",
         ["gpt2-medium-small-a"] = "stanford-crfm/arwen-gpt2-medium-x21",
@@ -105,6 +109,9 @@ public static class TransformerLensNames
         ["llama-2-7b"] = "meta-llama/Llama-2-7b-hf",
         ["llama-2-7b-chat"] = "meta-llama/Llama-2-7b-chat-hf",
         ["meta-llama-2-70b-chat-hf"] = "meta-llama/Llama-2-70b-chat-hf",
+        ["mistral-7b"] = "mistralai/Mistral-7B-v0.1",
+        ["mistral-7b-instruct"] = "mistralai/Mistral-7B-Instruct-v0.1",
+        ["mistral-nemo-base-2407"] = "mistralai/Mistral-Nemo-Base-2407",
         ["neox"] = "EleutherAI/gpt-neox-20b",
         ["pythia"] = "EleutherAI/pythia-70m",
         ["pythia-1.3b"] = "EleutherAI/pythia-1.4b",

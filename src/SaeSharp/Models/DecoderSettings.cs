@@ -5,8 +5,9 @@ using static TorchSharp.torch;
 namespace SaeSharp.Models;
 
 /// <summary>
-/// Settings of the Llama-layout decoders (HF <c>LlamaForCausalLM</c>, <c>Qwen2ForCausalLM</c>, <c>Qwen3ForCausalLM</c>,
-/// <c>Gemma2ForCausalLM</c>, <c>Gemma3ForCausalLM</c> and the text model of <c>Gemma3ForConditionalGeneration</c>) read
+/// Settings of the Llama-layout decoders (HF <c>LlamaForCausalLM</c>, <c>MistralForCausalLM</c>, <c>Qwen2ForCausalLM</c>,
+/// <c>Qwen3ForCausalLM</c>, <c>GemmaForCausalLM</c>, <c>Gemma2ForCausalLM</c>, <c>Gemma3ForCausalLM</c> and the text model of
+/// <c>Gemma3ForConditionalGeneration</c>) read
 /// from config.json, with the defaults of each family's HF config class.
 /// </summary>
 internal sealed record DecoderSettings
@@ -39,8 +40,11 @@ internal sealed record DecoderSettings
     public bool MlpBias { get; init; }
     /// <summary>Per-head RMSNorm of q and k before rotary (Qwen3 <c>q_norm</c>, <c>k_norm</c>).</summary>
     public bool QkNorm { get; init; }
-    /// <summary>Gemma: embeddings × √hidden_size, RMSNorm with (1 + w), post-norms around attention and MLP.</summary>
+    /// <summary>Gemma 1/2/3: embeddings × √hidden_size, RMSNorm with (1 + w) in float32.</summary>
     public bool Gemma { get; init; }
+    /// <summary>Gemma 2/3: post-norms around attention and MLP (<c>post_attention_layernorm</c> on the attention output,
+    /// <c>pre_feedforward_layernorm</c> / <c>post_feedforward_layernorm</c> around the MLP).</summary>
+    public bool PostNorms { get; init; }
     /// <summary>Gemma 3 (<c>gemma3_text</c>, <c>gemma3</c>): (1 + w) q_norm/k_norm, <see cref="LocalInvFreq"/>, and the
     /// embedding scale rounded to float32 before the cast to the weights' dtype (HF <c>Gemma3TextScaledWordEmbedding</c>).</summary>
     public bool Gemma3 { get; init; }
@@ -52,18 +56,19 @@ internal sealed record DecoderSettings
     /// <summary>Per layer: true where attention is restricted to <see cref="SlidingWindow"/>.</summary>
     public required bool[] SlidingLayers { get; init; }
 
-    /// <summary>Reads config.json of a <c>llama</c>, <c>qwen2</c>, <c>qwen3</c>, <c>gemma2</c>, <c>gemma3_text</c> or
-    /// <c>gemma3</c> model (for <c>gemma3</c>, its <c>text_config</c>); with <paramref name="weights"/>, checks every
+    /// <summary>Reads config.json of a <c>llama</c>, <c>mistral</c>, <c>qwen2</c>, <c>qwen3</c>, <c>gemma</c>, <c>gemma2</c>,
+    /// <c>gemma3_text</c> or <c>gemma3</c> model (for <c>gemma3</c>, its <c>text_config</c>); with <paramref name="weights"/>, checks every
     /// declared size against the tensors present before anything is allocated.</summary>
     public static DecoderSettings From(JsonConfig c, string modelType, Checkpoint? weights = null)
     {
         bool gemma3 = modelType is "gemma3_text" or "gemma3";
-        bool gemma = modelType == "gemma2" || gemma3;
+        bool gemma = modelType == "gemma2" || gemma3;   // Gemma 2 and 3; Gemma 1 (gemma1) is a Llama layout with Gemma's norms and scale
+        bool gemma1 = modelType == "gemma", mistral = modelType == "mistral";
         if (modelType == "gemma3")
             c = c.Root["text_config"] is JsonObject text ? new JsonConfig($"{c.Path} (text_config)", text)
                 : throw new SaeSharpException($"{c.Path}: model_type gemma3 (Gemma3ForConditionalGeneration) needs a 'text_config' object " +
                                               "describing the language model; there is none" + (c.Has("hidden_size") ? " (a top-level hidden_size is not read)" : ""));
-        if (gemma3 && c.Bool("use_bidirectional_attention", false))
+        if ((gemma3 || gemma1) && c.Bool("use_bidirectional_attention", false))
             throw new SaeSharpException($"{c.Path}: use_bidirectional_attention=true (an embedding model such as EmbeddingGemma) is not a causal language model; not supported");
         // Gemma 3's hub configs leave out what equals a Gemma3TextConfig default (gemma-3-4b's text_config has no
         // num_attention_heads, vocab_size, head_dim): every size has that class's default there; the other families need them.
@@ -71,18 +76,19 @@ internal sealed record DecoderSettings
         int hidden = c.Int("hidden_size", G3(2304)), nHead = c.Int("num_attention_heads", G3(8)), nLayer = c.Int("num_hidden_layers", G3(26));
         if (hidden <= 0 || nHead <= 0 || nLayer <= 0)
             throw new SaeSharpException($"{c.Path}: hidden_size, num_attention_heads and num_hidden_layers must be positive");
-        // Absent keys take the HF config class defaults: num_key_value_heads 32 for Qwen2/Qwen3 and 4 for Gemma 2/3,
-        // head_dim 128 for Qwen3 and 256 for Gemma 2/3 (fixed numbers there, not derived from the other sizes); null (or,
-        // for Llama and Qwen2, absent) means num_attention_heads and hidden_size / num_attention_heads.
-        int? kvDefault = modelType switch { "qwen2" or "qwen3" => 32, "gemma2" or "gemma3_text" or "gemma3" => 4, _ => null };
-        int nKv = c.Root["num_key_value_heads"] is { } kvn
-            ? kvn.GetValueKind() != JsonValueKind.Null ? c.Int("num_key_value_heads") : nHead
+        // Absent keys take the HF config class defaults: num_key_value_heads 32 for Qwen2/Qwen3, 16 for Gemma, 8 for
+        // Mistral and 4 for Gemma 2/3, head_dim 128 for Qwen3 and 256 for Gemma 1/2/3 (fixed numbers there, not derived from
+        // the other sizes); null (or, for Llama, Mistral's head_dim and Qwen2, absent) means num_attention_heads and
+        // hidden_size / num_attention_heads. (A JSON null reads as absent through the JsonObject indexer: ContainsKey tells.)
+        int? kvDefault = modelType switch { "qwen2" or "qwen3" => 32, "gemma" => 16, "mistral" => 8, "gemma2" or "gemma3_text" or "gemma3" => 4, _ => null };
+        int nKv = c.Root.ContainsKey("num_key_value_heads")
+            ? c.Root["num_key_value_heads"] is not null ? c.Int("num_key_value_heads") : nHead
             : kvDefault ?? nHead;
         if (nKv <= 0 || nHead % nKv != 0)
             throw new SaeSharpException($"{c.Path}: num_attention_heads={nHead} must be a multiple of num_key_value_heads={nKv}");
-        int? headDimDefault = modelType switch { "qwen3" => 128, "gemma2" or "gemma3_text" or "gemma3" => 256, _ => null };
-        int headDim = c.Root["head_dim"] is { } hd && hd.GetValueKind() != JsonValueKind.Null ? c.Int("head_dim")
-            : c.Root["head_dim"] is null && headDimDefault is int fixedHeadDim ? fixedHeadDim
+        int? headDimDefault = modelType switch { "qwen3" => 128, "gemma" or "gemma2" or "gemma3_text" or "gemma3" => 256, _ => null };
+        int headDim = c.Root["head_dim"] is not null ? c.Int("head_dim")
+            : !c.Root.ContainsKey("head_dim") && headDimDefault is int fixedHeadDim ? fixedHeadDim
             : hidden % nHead == 0 ? hidden / nHead
             : throw new SaeSharpException($"{c.Path}: hidden_size={hidden} is not a multiple of num_attention_heads={nHead} and there is no head_dim");
         if (headDim <= 0 || headDim % 2 != 0) throw new SaeSharpException($"{c.Path}: head_dim={headDim} must be positive and even");
@@ -100,6 +106,10 @@ internal sealed record DecoderSettings
         }
         // Gemma 3: rope_theta and rope_scaling are the global layers' (transformers 5: rope_parameters.full_attention).
         var rope = RopeParameters(c, gemma3 ? "full_attention" : null);
+        // transformers 4.47's Gemma and Mistral read rope_theta only (GemmaRotaryEmbedding, MistralRotaryEmbedding take no
+        // scaling); later versions apply rope_scaling as Llama does. No hub checkpoint of either has one: refused, not guessed.
+        if ((gemma1 || mistral) && rope is not null && (rope["rope_type"] ?? rope["type"])?.GetValue<string>() is { } rt0 && rt0 != "default")
+            throw new SaeSharpException($"{c.Path}: rope_scaling of type {rt0} on a {modelType} model is not supported (transformers 4.47 ignores it, later versions apply it)");
         double theta = rope?["rope_theta"] is { } rt ? rt.GetValue<double>() : c.Double("rope_theta", gemma3 ? 1_000_000 : 10000);
         // transformers 5 keeps partial_rotary_factor in rope_parameters (a top-level one is only its default there).
         double partial = rope?["partial_rotary_factor"] is { } prf && prf.GetValueKind() == JsonValueKind.Number
@@ -118,15 +128,27 @@ internal sealed record DecoderSettings
             localInvFreq = ScaledInvFreq(c, local, rotDim, localTheta.Value);
         }
 
-        string act = gemma
-            ? c.String("hidden_activation") ?? c.String("hidden_act") ?? "gelu_pytorch_tanh"
+        // Gemma 1 as transformers 4.47's GemmaMLP: hidden_activation, else gelu_pytorch_tanh; hidden_act is ignored (the hub
+        // configs say "gelu" there, the legacy name of the tanh approximation the models were trained with). transformers 4.48
+        // on reads hidden_act instead (exact GELU for google/gemma-2b); README "Known limits".
+        string act = gemma1 ? c.String("hidden_activation") ?? "gelu_pytorch_tanh"
+            : gemma ? c.String("hidden_activation") ?? c.String("hidden_act") ?? "gelu_pytorch_tanh"
             : c.String("hidden_act") ?? "silu";
-        bool attnBias = c.Bool("attention_bias", false);
+        // Mistral has no biases (MistralAttention and MistralMLP build nn.Linear(..., bias=False) whatever the config says).
+        bool attnBias = !mistral && c.Bool("attention_bias", false);
         int layers = nLayer;
         int? window = null;
         var sliding = new bool[layers];
         int? configWindow = c.Root["sliding_window"] is { } swn && swn.GetValueKind() == JsonValueKind.Number ? c.Int("sliding_window") : null;
-        if (c.Root["layer_types"] is JsonArray types)
+        if (mistral)
+        {
+            // MistralConfig: sliding_window 4096 when absent, null for none; when set, every layer's attention is windowed
+            // (layer_types, which transformers 5 warns about for Mistral, is not read there either).
+            int? w = c.Root.ContainsKey("sliding_window") ? c.Root["sliding_window"] is null ? null : c.Int("sliding_window") : 4096;
+            if (w is not null) Array.Fill(sliding, true);
+            configWindow = w;
+        }
+        else if (!gemma1 && c.Root["layer_types"] is JsonArray types) // Gemma 1 has no sliding window
         {
             if (types.Count != layers) throw new SaeSharpException($"{c.Path}: layer_types has {types.Count} entries for {layers} layers");
             for (int i = 0; i < layers; i++)
@@ -173,12 +195,13 @@ internal sealed record DecoderSettings
         {
             ModelType = modelType, Hidden = hidden, NLayer = nLayer, NHead = nHead, NKvHead = nKv, HeadDim = headDim,
             Intermediate = intermediate, VocabSize = vocab,
-            MaxPositions = c.Int("max_position_embeddings", gemma3 ? 131_072 : gemma ? 8192 : modelType == "llama" ? 2048 : 32768),
+            MaxPositions = c.Int("max_position_embeddings", gemma3 || mistral ? 131_072 : gemma || gemma1 ? 8192 : modelType == "llama" ? 2048 : 32768),
             Eps = c.Double("rms_norm_eps", 1e-6), Activation = act, RopeTheta = theta, InvFreq = invFreq,
             LocalRopeTheta = localTheta, LocalInvFreq = localInvFreq,
-            TieEmbeddings = c.Bool("tie_word_embeddings", gemma),
+            TieEmbeddings = c.Bool("tie_word_embeddings", gemma || gemma1),
             QkvBias = modelType == "qwen2" || attnBias, OBias = modelType != "qwen2" && attnBias,
-            MlpBias = c.Bool("mlp_bias", false), QkNorm = modelType == "qwen3" || gemma3, Gemma = gemma, Gemma3 = gemma3,
+            MlpBias = !mistral && !gemma1 && c.Bool("mlp_bias", false), QkNorm = modelType == "qwen3" || gemma3,
+            Gemma = gemma || gemma1, PostNorms = gemma, Gemma3 = gemma3,
             AttnScale = gemma ? Math.Pow(c.Double("query_pre_attn_scalar", 256), -0.5) : 1.0 / Math.Sqrt(headDim),
             // Gemma 2 caps by default (50, 30); Gemma 3 does not (null), and its attention never applies
             // attn_logit_softcapping: transformers' Gemma3Attention keeps the value but does not pass it to the attention

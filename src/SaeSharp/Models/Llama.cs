@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 
 namespace SaeSharp.Models;
 
-/// <summary>HF <c>LlamaAttention</c> (and Qwen2/3, Gemma 2/3) of one layer: q_proj, k_proj, v_proj (grouped-query), optional
+/// <summary>HF <c>LlamaAttention</c> (and Mistral, Qwen2/3, Gemma 1/2/3) of one layer: q_proj, k_proj, v_proj (grouped-query), optional
 /// q_norm/k_norm, rotary (Gemma 3's sliding layers: their own frequencies), o_proj.</summary>
 internal sealed class DecoderAttention : nn.Module<Tensor, ForwardContext, Tensor>
 {
@@ -85,7 +85,7 @@ internal sealed class DecoderLayer : nn.Module<Tensor, ForwardContext, Tensor>
         _names = names;
         input_layernorm = new RmsNorm(s.Hidden, s.Eps, s.Gemma, dtype);
         post_attention_layernorm = new RmsNorm(s.Hidden, s.Eps, s.Gemma, dtype);
-        if (s.Gemma)
+        if (s.PostNorms)
         {
             pre_feedforward_layernorm = new RmsNorm(s.Hidden, s.Eps, true, dtype);
             post_feedforward_layernorm = new RmsNorm(s.Hidden, s.Eps, true, dtype);
@@ -123,15 +123,16 @@ internal sealed class DecoderCore : nn.Module
 }
 
 /// <summary>
-/// Llama-layout decoders with TransformerLens hooks: Llama 2/3.x (TinyLlama, SmolLM2; rope_scaling llama3), Qwen2/2.5
-/// (q/k/v biases), Qwen3 (per-head q/k RMSNorm), Gemma 2 (√d_model embedding scale, (1+w) RMSNorm, post-norms,
+/// Llama-layout decoders with TransformerLens hooks: Llama 2/3.x (TinyLlama, SmolLM2; rope_scaling llama3), Mistral
+/// (sliding_window on every layer when set), Qwen2/2.5 (q/k/v biases), Qwen3 (per-head q/k RMSNorm), Gemma 1 (√d_model
+/// embedding scale, (1+w) RMSNorm, GeGLU, multi-query attention, no post-norms, caps or window), Gemma 2 (√d_model embedding scale, (1+w) RMSNorm, post-norms,
 /// GeGLU, query_pre_attn_scalar, attention and final soft caps, sliding window on alternating layers) and Gemma 3
 /// (as Gemma 2 without default soft caps and never an attention cap, as transformers, plus (1+w) q/k RMSNorm, sliding_window_pattern or layer_types, and a separate
 /// RoPE base for the sliding layers; <c>Gemma3ForConditionalGeneration</c> checkpoints load their language model only).
 /// State-dict keys are the HF ones (<c>model.layers.0.self_attn.q_proj.weight</c>, <c>lm_head.weight</c> when untied).
 /// <para><c>hook_embed</c> is what enters the residual stream (for Gemma, already × √d_model, as TransformerLens folds
 /// the scale into W_E). With grouped-query attention <c>attn.hook_k/v/rot_k</c> have n_key_value_heads heads; hook_q/k
-/// precede Qwen3's and Gemma 3's q/k norms. For Gemma, <c>hook_attn_out</c> / <c>hook_mlp_out</c> are after the
+/// precede Qwen3's and Gemma 3's q/k norms. For Gemma 2/3, <c>hook_attn_out</c> / <c>hook_mlp_out</c> are after the
 /// post-norms: exactly what is added to the residual stream.</para>
 /// </summary>
 public sealed class LlamaFamilyModel : HookedTransformer
@@ -151,7 +152,7 @@ public sealed class LlamaFamilyModel : HookedTransformer
             GatedMlp = true, NormalizationType = "RMS", AttnScoresSoftCap = s.AttnSoftCap, OutputLogitsSoftCap = s.FinalSoftCap,
             SlidingWindow = s.SlidingWindow, RotaryBaseLocal = s.LocalRopeTheta,
         }, new HookPoints(s.NLayer, hasPosEmbed: false, parallelAttnMlp: false, rotary: true,
-            s.ModelType == "gemma3" ? HfModuleNames.Gemma3Conditional : s.Gemma ? HfModuleNames.Gemma2 : HfModuleNames.Llama, gatedMlp: true))
+            s.ModelType == "gemma3" ? HfModuleNames.Gemma3Conditional : s.PostNorms ? HfModuleNames.Gemma2 : HfModuleNames.Llama, gatedMlp: true))
     {
         _s = s;
         model = new DecoderCore(s, ActivationFunctions.Get(s.Activation, configPath), HookPoints, dtype);
@@ -163,8 +164,10 @@ public sealed class LlamaFamilyModel : HookedTransformer
 
     internal static string ArchitectureName(string modelType) => modelType switch
     {
+        "mistral" => "MistralForCausalLM",
         "qwen2" => "Qwen2ForCausalLM",
         "qwen3" => "Qwen3ForCausalLM",
+        "gemma" => "GemmaForCausalLM",
         "gemma2" => "Gemma2ForCausalLM",
         "gemma3_text" => "Gemma3ForCausalLM",
         "gemma3" => "Gemma3ForConditionalGeneration",
@@ -177,7 +180,7 @@ public sealed class LlamaFamilyModel : HookedTransformer
         if (_localInvFreq is not null)
             ctx.LocalRotary = Rotary.CosSin(ctx.Positions, tensor(_localInvFreq, device: ctx.Positions.device), Config.Dtype);
         var e = model.embed_tokens.forward(tokens);
-        // HF Gemma 2: the normaliser √hidden_size is a tensor of the hidden states' dtype; Gemma 3: a float32 tensor
+        // HF Gemma 1 and 2: the normaliser √hidden_size is a tensor of the hidden states' dtype; Gemma 3: a float32 tensor
         // cast to the weights' dtype.
         if (_s.Gemma)
             e = e * (_s.Gemma3 ? tensor((float)Math.Sqrt(_s.Hidden)).to(Config.Dtype) : tensor(Math.Sqrt(_s.Hidden), dtype: Config.Dtype));

@@ -11,7 +11,7 @@ public sealed record TransformerConfig
 {
     /// <summary>Name of the model: config.json <c>_name_or_path</c>, else the folder name.</summary>
     public required string ModelName { get; init; }
-    /// <summary>Hugging Face <c>model_type</c>: <c>gpt2</c>, <c>gpt_neox</c>, <c>llama</c>, <c>qwen2</c>, <c>qwen3</c>, <c>gemma2</c>,
+    /// <summary>Hugging Face <c>model_type</c>: <c>gpt2</c>, <c>gpt_neox</c>, <c>llama</c>, <c>mistral</c>, <c>qwen2</c>, <c>qwen3</c>, <c>gemma</c>, <c>gemma2</c>,
     /// <c>gemma3_text</c> or <c>gemma3</c> (whose text model is loaded).</summary>
     public required string Architecture { get; init; }
     /// <summary>Transformer blocks (TransformerLens <c>n_layers</c>).</summary>
@@ -34,7 +34,7 @@ public sealed record TransformerConfig
     public double? AttnScoresSoftCap { get; init; }
     /// <summary>Final-logit soft cap (Gemma 2 <c>final_logit_softcapping</c>).</summary>
     public double? OutputLogitsSoftCap { get; init; }
-    /// <summary>Sliding-window length of the local-attention layers (Gemma 2/3), null when every layer is global.</summary>
+    /// <summary>Sliding-window length of the local-attention layers (Gemma 2/3; Mistral: every layer), null when every layer is global.</summary>
     public int? SlidingWindow { get; init; }
     /// <summary>MLP hidden width (<c>d_mlp</c>).</summary>
     public required int DMlp { get; init; }

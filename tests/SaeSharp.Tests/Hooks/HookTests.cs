@@ -185,6 +185,8 @@ public class HookTests : ModelTestBase
     [InlineData("gemma2", "model.layers.1.mlp.gate_proj")]
     [InlineData("gemma3", "model.layers.1.mlp.gate_proj")]
     [InlineData("gemma3-conditional", "language_model.model.layers.1.mlp.gate_proj")]
+    [InlineData("gemma", "model.layers.1.mlp.gate_proj")]
+    [InlineData("mistral-window", "model.layers.1.mlp.gate_proj")]
     public void Mlp_hook_in_is_ln2_hook_normalized_the_input_of_the_MLP(string family, string firstProjection)
     {
         string dir = SaeSharp.Tests.Tokenizers.TestPaths.Data("hf_models", family);
@@ -207,6 +209,19 @@ public class HookTests : ModelTestBase
         {
             foreach (var t in w.Values) t.Dispose();
         }
+    }
+
+    [Fact]
+    public void Gemma1_post_attention_layernorm_is_ln2_as_in_Llama()
+    {
+        // GemmaDecoderLayer (transformers 4.47) has no post-norms: post_attention_layernorm normalises the residual before
+        // the MLP, as Llama's does (Gemma 2/3's normalises the attention output: hook_attn_out there).
+        using var m = ModelLoader.FromPretrained(SaeSharp.Tests.Tokenizers.TestPaths.Data("hf_models", "gemma"));
+        var hp = m.HookPoints;
+        Assert.Equal("blocks.0.ln2.hook_normalized", hp.Resolve("model.layers.0.post_attention_layernorm"));
+        Assert.Equal("blocks.1.hook_attn_out", hp.Resolve("model.layers.1.self_attn"));
+        Assert.Equal("blocks.1.hook_mlp_out", hp.Resolve("model.layers.1.mlp"));
+        Assert.Throws<SaeSharpException>(() => hp.Resolve("model.layers.0.pre_feedforward_layernorm"));
     }
 
     [Fact]

@@ -94,6 +94,16 @@ public sealed class HfHubClientTests : IDisposable
         Assert.Equal("google/gemma-3-4b-it", TransformerLensNames.OfficialName("gemma-3-4b-it"));
         Assert.Equal("meta-llama/Llama-2-7b-hf", TransformerLensNames.OfficialName("Llama-2-7b"));
         Assert.Equal("Qwen/Qwen2.5-0.5B", TransformerLensNames.OfficialName("qwen2.5-0.5b"));
+        // Gemma 1 and Mistral: google/gemma-2b(-it) and google/gemma-7b(-it) ← the same names without google/;
+        // mistralai/Mistral-7B-v0.1 ← mistral-7b, -Instruct-v0.1 ← mistral-7b-instruct, Mistral-Nemo-Base-2407 ← lower case.
+        Assert.Equal("google/gemma-2b", TransformerLensNames.OfficialName("gemma-2b"));
+        Assert.Equal("google/gemma-2b-it", TransformerLensNames.OfficialName("gemma-2b-it"));
+        Assert.Equal("google/gemma-7b", TransformerLensNames.OfficialName("Gemma-7B"));
+        Assert.Equal("google/gemma-7b-it", TransformerLensNames.OfficialName("gemma-7b-it"));
+        Assert.Equal("mistralai/Mistral-7B-v0.1", TransformerLensNames.OfficialName("mistral-7b"));
+        Assert.Equal("mistralai/Mistral-7B-Instruct-v0.1", TransformerLensNames.OfficialName("mistral-7b-instruct"));
+        Assert.Equal("mistralai/Mistral-Nemo-Base-2407", TransformerLensNames.OfficialName("mistral-nemo-base-2407"));
+        Assert.Null(TransformerLensNames.OfficialName("mixtral")); // Mixtral (MoE) is not loaded
         Assert.Null(TransformerLensNames.OfficialName("gpt2"));
         Assert.Null(TransformerLensNames.OfficialName("opt-125m")); // a family SaeSharp does not load
 

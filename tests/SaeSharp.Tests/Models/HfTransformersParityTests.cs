@@ -12,20 +12,22 @@ namespace SaeSharp.Tests.Models;
 /// <see cref="DecoderReference"/>): tests/data/hf_models holds tiny random checkpoints written by transformers'
 /// <c>save_pretrained</c> (its config.json; model.safetensors or pytorch_model.bin) and that code's float32 forward on
 /// fixed tokens (logits and <c>output_hidden_states</c>, unpadded and padded) and its greedy <c>generate()</c>, made by
-/// bench/reference/hf_models_fixture.py with transformers 4.47 (main 66ab300a) and, for Qwen3 and Gemma 3, 4.51 (main d1b92369).
+/// bench/reference/hf_models_fixture.py with transformers 4.47 (main 66ab300a; Gemma 1 and Mistral too) and, for Qwen3 and
+/// Gemma 3, 4.51 (main d1b92369).
 /// Each folder is loaded by <see cref="ModelLoader.FromPretrained"/>, as a user's download is.
 /// </summary>
 public class HfTransformersParityTests(ITestOutputHelper output)
 {
     public static TheoryData<string> Families =>
         ["gpt2", "gpt_neox-parallel", "gpt_neox-sequential", "llama3", "llama-bias-tied", "qwen2", "qwen3", "gemma2", "gemma3",
-         "gemma3-conditional", "gemma3-softcap"];
+         "gemma3-conditional", "gemma3-softcap", "gemma", "mistral", "mistral-window"];
 
     // Tolerance, relative to the tensor's largest |value|: both sides compute in float32, with different kernels
     // (TorchSharp's libtorch vs Debian's torch 1.13.1) and operation orders (fused vs separate q/k/v, repeat_interleave
     // vs HF repeat_kv, masked_fill vs additive mask), so each value may differ by a few float32 ulps of the magnitudes
     // involved. Measured on this machine (2026-12): at most 7.6e-7 over every family, layer and the logits (qwen2's
-    // ln_final), 5.8e-7 for the padded batch and for generation (qwen3). 1e-5 leaves room for other CPUs' kernels and
+    // ln_final), 5.8e-7 for the padded batch, 8.8e-7 for generation (mistral against generate()'s own step logits;
+    // Gemma 1 and Mistral added 2026-12-05, their forwards within 5.3e-7). 1e-5 leaves room for other CPUs' kernels and
     // stays far below any modelling difference: Fixtures_see_each_config_detail shows single config.json changes
     // moving the logits by 2.4e-3 (an eps) to 1.8 (a soft cap) of their scale.
     private const double RelativeTolerance = 1e-5;
@@ -146,7 +148,9 @@ public class HfTransformersParityTests(ITestOutputHelper output)
         // constructor arguments: rope_theta, rope_scaling, rotary_pct and partial_rotary_factor move into
         // rope_parameters, Qwen3 and Gemma 2/3 get layer_types, Gemma 3's rope_parameters has one set per layer type
         // (full_attention: rope_theta and the linear scaling; sliding_attention: rope_local_base_freq). Loaded in place of
-        // config.json, it must give the same model.
+        // config.json, it must give the same model. (Gemma 1's file has hidden_act "gelu" and no hidden_activation, which
+        // SaeSharp reads as transformers 4.47 does, tanh GELU; transformers 5 itself applies exact GELU to that file: see
+        // Gemma1_activation_is_transformers_4_47s.)
         using var scope = NewDisposeScope();
         string dir = Path.Combine(TestPaths.TempDir(), family);
         Directory.CreateDirectory(dir);
@@ -191,6 +195,13 @@ public class HfTransformersParityTests(ITestOutputHelper output)
     [InlineData("qwen2", "rope_theta", "10000.0")]
     [InlineData("qwen3", "rms_norm_eps", "0.01")]
     [InlineData("gpt2", "layer_norm_epsilon", "0.01")]
+    [InlineData("gemma", "rms_norm_eps", "1.0")]              // its residual stream is large (embeddings × √32): 0.01 moves little
+    [InlineData("gemma", "rope_theta", "100.0")]
+    [InlineData("mistral", "rope_theta", "10000.0")]
+    [InlineData("mistral", "sliding_window", "4")]             // a window switched on
+    [InlineData("mistral-window", "sliding_window", "null")]   // the window switched off
+    [InlineData("mistral-window", "sliding_window", "6")]
+    [InlineData("mistral-window", "rms_norm_eps", "0.01")]
     public void Fixtures_see_each_config_detail(string family, string key, string value)
     {
         // Guards against fixtures too small or too tame to tell: the same weights with one config.json value changed
@@ -261,16 +272,18 @@ public class HfTransformersParityTests(ITestOutputHelper output)
     [InlineData("gemma3", ScalarType.Float64)]
     [InlineData("gemma2", ScalarType.BFloat16)]
     [InlineData("gemma3", ScalarType.BFloat16)]
+    [InlineData("gemma", ScalarType.Float64)]
+    [InlineData("gemma", ScalarType.BFloat16)]
     public void Gemma_embedding_scale_is_rounded_as_transformers_rounds_it(string family, ScalarType dtype)
     {
-        // transformers' Gemma 2 multiplies the embeddings by torch.tensor(hidden_size ** 0.5, dtype=<hidden dtype>); Gemma 3's
+        // transformers' Gemma 1 and 2 multiply the embeddings by torch.tensor(hidden_size ** 0.5, dtype=<hidden dtype>); Gemma 3's
         // Gemma3TextScaledWordEmbedding by a float32 tensor of it cast to the weights' dtype. In float64 the two differ
         // (√32 against √32 rounded to float32); in bf16 both round to 5.65625.
         using var scope = NewDisposeScope();
         using var model = ModelLoader.FromPretrained(Folder(family), dtype);
         var tokens = Reference(family)["tokens"];
         var w = SafeTensors.Load(Path.Combine(Folder(family), "model.safetensors"))["model.embed_tokens.weight"].to(dtype);
-        double scale = family == "gemma2" ? Math.Sqrt(32) : (float)Math.Sqrt(32);
+        double scale = family is "gemma2" or "gemma" ? Math.Sqrt(32) : (float)Math.Sqrt(32);
         var expected = w.index_select(0, tokens.flatten()).view(2, 12, 32) * tensor(scale, dtype: dtype);
         var (_, cache) = model.RunWithCache(tokens, ["hook_embed"]);
         using (cache)
@@ -307,6 +320,162 @@ public class HfTransformersParityTests(ITestOutputHelper output)
         }
     }
 
+    /// <summary>A copy of <paramref name="family"/>'s fixture folder with config.json edited by <paramref name="edit"/>.</summary>
+    private static string EditedCopy(string family, Action<JsonObject> edit)
+    {
+        string dir = TestPaths.TempDir();
+        foreach (var f in Directory.GetFiles(Folder(family)))
+            File.Copy(f, Path.Combine(dir, Path.GetFileName(f)));
+        var config = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "config.json")))!.AsObject();
+        edit(config);
+        File.WriteAllText(Path.Combine(dir, "config.json"), config.ToJsonString());
+        return dir;
+    }
+
+    [Theory]
+    [InlineData("absent", "gelu")]
+    [InlineData("null", "gelu")]
+    [InlineData("absent", "silu")]
+    public void Gemma1_activation_is_transformers_4_47s(string hiddenActivation, string hiddenAct)
+    {
+        // The fixture's GemmaConfig was built with hidden_act "gelu" and no hidden_activation, as google/gemma-2b's config.json
+        // has them; transformers 4.47's GemmaMLP then ignores hidden_act, sets hidden_activation = "gelu_pytorch_tanh" on the
+        // config (which is why save_pretrained wrote that value) and computed reference.npz with it. The hub's form of the file
+        // (hidden_activation absent or null, whatever hidden_act says) must give transformers' logits.
+        using var scope = NewDisposeScope();
+        string dir = EditedCopy("gemma", c =>
+        {
+            c.Remove("hidden_activation");
+            if (hiddenActivation == "null") c["hidden_activation"] = null;
+            c["hidden_act"] = hiddenAct;
+        });
+        try
+        {
+            var r = Reference("gemma");
+            using var model = ModelLoader.FromPretrained(dir);
+            Assert.Equal("gelu_pytorch_tanh", model.Config.Activation);
+            double diff = RelativeMaxDifference(r["logits"], model.Forward(r["tokens"]), $"gemma with hidden_activation {hiddenActivation}, hidden_act {hiddenAct}");
+            Assert.True(diff <= RelativeTolerance, $"gemma with hidden_activation {hiddenActivation}: logits differ from transformers 4.47 by {diff:G3} of their scale");
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
+    [Fact]
+    public void Gemma1_fixture_tells_exact_from_tanh_gelu()
+    {
+        // The two GELUs differ by at most 4.7e-4 (near |x| = 2), so on this fixture exact GELU moves the logits by only
+        // 5.4e-5 of their scale (the same in transformers 4.47 with hidden_activation "gelu": 5.36e-5), not the 100 ×
+        // tolerance of Fixtures_see_each_config_detail; still 5 × the tolerance, so the parity tests would catch the wrong GELU.
+        using var scope = NewDisposeScope();
+        string dir = EditedCopy("gemma", c => c["hidden_activation"] = "gelu");
+        try
+        {
+            var r = Reference("gemma");
+            using var model = ModelLoader.FromPretrained(dir);
+            double diff = RelativeMaxDifference(r["logits"], model.Forward(r["tokens"]), "gemma with exact GELU");
+            output.WriteLine($"gemma with exact GELU: logits move by {diff:G3} of their scale");
+            Assert.True(diff > 4 * RelativeTolerance, $"gemma: exact GELU moves the logits by only {diff:G3}");
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
+    [Theory]
+    [InlineData("gemma", "GemmaForCausalLM", "gemma")]
+    [InlineData("mistral-window", "MistralForCausalLM", "mistral")]
+    public void Without_model_type_the_architectures_name_the_family(string family, string architecture, string modelType)
+    {
+        using var scope = NewDisposeScope();
+        string dir = EditedCopy(family, c => c.Remove("model_type"));
+        try
+        {
+            var config = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "config.json")))!.AsObject();
+            Assert.Equal(architecture, config["architectures"]![0]!.GetValue<string>());
+            var r = Reference(family);
+            using var model = ModelLoader.FromPretrained(dir);
+            Assert.Equal(modelType, model.Config.Architecture);
+            double diff = RelativeMaxDifference(r["logits"], model.Forward(r["tokens"]), $"{family} without model_type");
+            Assert.True(diff <= RelativeTolerance, $"{family} without model_type: logits differ by {diff:G3} of their scale");
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
+    [Fact]
+    public void Mistral_config_defaults_are_MistralConfigs()
+    {
+        // MistralConfig (4.47 and 5.0): head_dim None -> hidden_size / num_attention_heads (Mistral-7B-v0.1's config.json has no
+        // head_dim), sliding_window 4096 when absent, num_key_value_heads None -> num_attention_heads.
+        using var scope = NewDisposeScope();
+        var r = Reference("mistral-window");
+        foreach (var (what, edit) in new (string, Action<JsonObject>)[] { ("no head_dim", c => c.Remove("head_dim")), ("head_dim null", c => c["head_dim"] = null) })
+        {
+            string dir = EditedCopy("mistral-window", edit);
+            try
+            {
+                using var model = ModelLoader.FromPretrained(dir);
+                double diff = RelativeMaxDifference(r["logits"], model.Forward(r["tokens"]), $"mistral-window with {what}");
+                Assert.True(diff <= RelativeTolerance, $"mistral-window with {what}: logits differ by {diff:G3} of their scale");
+            }
+            finally
+            {
+                Directory.Delete(dir, true);
+            }
+        }
+        string noWindow = EditedCopy("mistral-window", c => c.Remove("sliding_window"));
+        try
+        {
+            using var model = ModelLoader.FromPretrained(noWindow);
+            Assert.Equal(4096, model.Config.SlidingWindow);
+        }
+        finally
+        {
+            Directory.Delete(noWindow, true);
+        }
+        string kvNull = EditedCopy("mistral-window", c => c["num_key_value_heads"] = null);
+        try
+        {
+            // 4 kv heads of 8 where the weights hold 2: refused before anything is allocated.
+            var e = Assert.Throws<SaeSharpException>(() => ModelLoader.FromPretrained(kvNull));
+            Assert.Contains("num_key_value_heads=4", e.Message);
+        }
+        finally
+        {
+            Directory.Delete(kvNull, true);
+        }
+    }
+
+    [Theory]
+    [InlineData("gemma", "rope_scaling", """{"rope_type": "linear", "factor": 2.0}""", "rope_scaling of type linear on a gemma model is not supported")]
+    [InlineData("mistral", "rope_scaling", """{"type": "linear", "factor": 2.0}""", "rope_scaling of type linear on a mistral model is not supported")]
+    [InlineData("gemma", "use_bidirectional_attention", "true", "use_bidirectional_attention=true")]
+    [InlineData("gemma", "num_key_value_heads", "3", "num_attention_heads=4 must be a multiple of num_key_value_heads=3")]
+    [InlineData("mistral", "sliding_window", "0", "sliding_window=0 must be positive")]
+    [InlineData("mistral", "sliding_window", "\"4096\"", "'sliding_window'")]
+    [InlineData("gemma", "hidden_activation", "\"gelu_exact\"", "activation 'gelu_exact' is not supported")]
+    public void Gemma1_and_mistral_config_errors_name_the_file_and_key(string family, string key, string value, string message)
+    {
+        string dir = EditedCopy(family, c => c[key] = JsonNode.Parse(value));
+        try
+        {
+            var e = Assert.Throws<SaeSharpException>(() => ModelLoader.FromPretrained(dir));
+            Assert.Contains(message, e.Message);
+            Assert.Contains("config.json", e.Message);
+            Assert.DoesNotContain("\n", e.Message);
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
     [Theory]
     [MemberData(nameof(Families))]
     public void Fixture_loads_through_the_real_files(string family)
@@ -325,12 +494,15 @@ public class HfTransformersParityTests(ITestOutputHelper output)
             "gemma2" => "gemma2 (gemma2): n_layers=3 d_model=32 n_heads=4 d_head=16 d_mlp=64 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=gelu_pytorch_tanh gated_mlp norm=RMS attn_softcap=2 logit_softcap=10 sliding_window=4 rotary_dim=16 dtype=Float32",
             "gemma3" => "gemma3 (gemma3_text): n_layers=4 d_model=32 n_heads=4 d_head=16 d_mlp=64 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=gelu_pytorch_tanh gated_mlp norm=RMS sliding_window=4 rotary_dim=16 rotary_base=1000000 rotary_base_local=100 dtype=Float32",
             "gemma3-softcap" => "gemma3-softcap (gemma3_text): n_layers=4 d_model=32 n_heads=4 d_head=16 d_mlp=64 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=gelu_pytorch_tanh gated_mlp norm=RMS logit_softcap=10 sliding_window=4 rotary_dim=16 rotary_base=1000000 rotary_base_local=100 dtype=Float32",
+            "gemma" => "gemma (gemma): n_layers=2 d_model=32 n_heads=4 d_head=16 d_mlp=64 n_key_value_heads=1 d_vocab=128 n_ctx=64 act=gelu_pytorch_tanh gated_mlp norm=RMS rotary_dim=16 dtype=Float32",
+            "mistral" => "mistral (mistral): n_layers=2 d_model=32 n_heads=4 d_head=16 d_mlp=64 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=silu gated_mlp norm=RMS rotary_dim=16 dtype=Float32",
+            "mistral-window" => "mistral-window (mistral): n_layers=2 d_model=32 n_heads=4 d_head=8 d_mlp=64 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=silu gated_mlp norm=RMS sliding_window=5 rotary_dim=8 dtype=Float32",
             "gemma3-conditional" => "gemma3-conditional (gemma3): n_layers=4 d_model=32 n_heads=4 d_head=16 d_mlp=64 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=gelu_pytorch_tanh gated_mlp norm=RMS sliding_window=4 rotary_dim=16 rotary_base=1000000 rotary_base_local=100 dtype=Float32",
             _ => throw new ArgumentException(family),
         };
         using var model = ModelLoader.FromPretrained(Folder(family));
         Assert.Equal(expected, model.Config.ToString());
         string weights = File.Exists(Path.Combine(Folder(family), "model.safetensors")) ? "model.safetensors" : "pytorch_model.bin";
-        Assert.Equal(family is "gpt_neox-parallel" or "llama-bias-tied" or "qwen2" or "gemma3-softcap" ? "pytorch_model.bin" : "model.safetensors", weights);
+        Assert.Equal(family is "gpt_neox-parallel" or "llama-bias-tied" or "qwen2" or "gemma3-softcap" or "mistral-window" ? "pytorch_model.bin" : "model.safetensors", weights);
     }
 }

@@ -236,6 +236,8 @@ public class LlamaFamilyTests : ModelTestBase
     [InlineData("gemma3_text", 16, 4, 4, 256)] // Gemma3TextConfig: the same
     [InlineData("qwen2", 128, 64, 32, 2)]    // Qwen2Config: num_key_value_heads=32; head_dim is hidden / heads
     [InlineData("llama", 32, 4, 4, 8)]       // LlamaConfig: num_key_value_heads and head_dim follow the heads
+    [InlineData("gemma", 16, 16, 16, 256)]   // GemmaConfig: num_key_value_heads=16, head_dim=256
+    [InlineData("mistral", 32, 16, 8, 2)]    // MistralConfig: num_key_value_heads=8; head_dim is hidden / heads
     public void MissingHeadDimAndKvHeadsTakeTheHfConfigClassDefaults(string modelType, int hidden, int heads, int kvHeads, int headDim)
     {
         // transformers fills a key absent from config.json with its config class's default, which for Qwen3 and Gemma 2

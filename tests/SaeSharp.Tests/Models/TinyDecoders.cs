@@ -5,7 +5,8 @@ using static TorchSharp.torch;
 
 namespace SaeSharp.Tests.Models;
 
-/// <summary>Shape and options of a tiny Llama-layout checkpoint (llama, qwen2, qwen3, gemma2, gemma3_text).</summary>
+/// <summary>Shape and options of a tiny Llama-layout checkpoint (llama, qwen2, qwen3, gemma2, gemma3_text; gemma and mistral
+/// with only the shared keys).</summary>
 internal sealed record DecoderSpec
 {
     public required string ModelType { get; init; }
@@ -52,6 +53,7 @@ internal static class TinyDecoders
         var arch = p.ModelType switch
         {
             "llama" => "LlamaForCausalLM", "qwen2" => "Qwen2ForCausalLM", "qwen3" => "Qwen3ForCausalLM", "gemma3_text" => "Gemma3ForCausalLM",
+            "gemma" => "GemmaForCausalLM", "mistral" => "MistralForCausalLM",  // config.json without their own keys (class defaults)
             _ => "Gemma2ForCausalLM",
         };
         var config = new JsonObject
