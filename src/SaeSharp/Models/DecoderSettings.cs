@@ -129,8 +129,8 @@ internal sealed record DecoderSettings
         }
 
         // Gemma 1 as transformers 4.47's GemmaMLP: hidden_activation, else gelu_pytorch_tanh; hidden_act is ignored (the hub
-        // configs say "gelu" there, the legacy name of the tanh approximation the models were trained with). transformers 4.48
-        // on reads hidden_act instead (exact GELU for google/gemma-2b); README "Known limits".
+        // configs say "gelu" there, but the models were trained with the tanh approximation, JAX's default gelu). transformers
+        // 4.48 on reads hidden_act instead (exact GELU for google/gemma-2b); README "Known limits".
         string act = gemma1 ? c.String("hidden_activation") ?? "gelu_pytorch_tanh"
             : gemma ? c.String("hidden_activation") ?? c.String("hidden_act") ?? "gelu_pytorch_tanh"
             : c.String("hidden_act") ?? "silu";
