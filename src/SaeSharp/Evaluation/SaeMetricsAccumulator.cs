@@ -73,7 +73,7 @@ public sealed class SaeMetricsAccumulator
         var nonzero = fd.ne(TorchScalars.Of(0));
 
         _sse += err.sum().item<double>();
-        _l1 += fd.abs().to(ScalarType.Float64).sum().item<double>();
+        _l1 += fd.abs().sum(type: ScalarType.Float64).item<double>();
         _l0 += nonzero.sum().to(ScalarType.Float64).item<double>();
         _cos += cos.sum().item<double>();
         _l2Ratio += ratio.sum().item<double>();
@@ -104,12 +104,21 @@ public sealed class SaeMetricsAccumulator
         for (int i = 0; i < _dSae; i++) _fired[i] += counts[i];
         if (prompt is not null)
         {
-            // Per prompt and feature, the rows where it fired; a prompt counts once for each feature that fired in it.
+            // Per prompt, the features that fired on any of its rows; a prompt counts once for each. One prompt's rows at a
+            // time, so nothing wider than [its rows, d_sae] of bools is made (a batch of 8 windows of 128 tokens through a
+            // 65k-feature SAE would give a 512 MB int64 matrix if all rows were summed per prompt at once).
             var p = prompt.to(torch.CPU);
             long first = p.min().item<long>(), prompts = p.max().item<long>() + 1;
             if (first < 0) throw new SaeSharpException($"evaluation: prompt index {first} is negative");
-            var perPrompt = zeros(prompts, _dSae, ScalarType.Int64).index_add_(0, p, nonzero.to(ScalarType.Int64), TorchScalars.One);
-            var inPrompts = perPrompt.gt(TorchScalars.Of(0)).sum([0], type: ScalarType.Int64).data<long>().ToArray();
+            var firedIn = zeros(_dSae, ScalarType.Int64);
+            for (long k = 0; k < prompts; k++)
+            {
+                using var inner = NewDisposeScope();
+                using var kScalar = k.ToScalar();
+                var rows = p.eq(kScalar).nonzero().squeeze(1);
+                if (rows.shape[0] > 0) firedIn.add_(nonzero.index_select(0, rows).any(0), TorchScalars.One);
+            }
+            var inPrompts = firedIn.data<long>().ToArray();
             for (int i = 0; i < _dSae; i++) _firedPrompts[i] += inPrompts[i];
         }
     }
