@@ -25,7 +25,7 @@ public sealed record FeatureMetrics
     public IReadOnlyList<double>? ConsistentActivationHeuristic { get; init; }
 
     /// <summary>Per feature: ‖W_enc[:, i]‖ (SAELens's <c>encoder_norm</c>); W_enc = W_decᵀ for an SAE without its own
-    /// W_enc (matching_pursuit, a tied temporal SAE). Null until <see cref="WithWeights"/>.</summary>
+    /// W_enc (matching_pursuit, a tied temporal SAE). Null until <see cref="WithWeights(Sae)"/>.</summary>
     public IReadOnlyList<double>? EncoderNorm { get; init; }
 
     /// <summary>Per feature: cos(W_enc[:, i], W_dec[i, :]) (SAELens's <c>encoder_decoder_cosine_sim</c>); NaN when either is
@@ -39,31 +39,46 @@ public sealed record FeatureMetrics
     /// <summary>These metrics with the weight-based lists (<see cref="EncoderNorm"/>, <see cref="EncoderDecoderCosineSim"/>,
     /// <see cref="EncoderBias"/>) of <paramref name="sae"/>, computed in float64 (SAELens's
     /// <c>get_featurewise_weight_based_metrics</c>).</summary>
-    public FeatureMetrics WithWeights(Sae sae)
+    public FeatureMetrics WithWeights(Sae sae) => WithWeights(sae, 1L << 22);
+
+    /// <summary><see cref="WithWeights(Sae)"/> with the features taken in chunks of at most
+    /// <paramref name="chunkValues"/> values per matrix (a test seam for the chunk boundaries).</summary>
+    internal FeatureMetrics WithWeights(Sae sae, long chunkValues)
     {
         ArgumentNullException.ThrowIfNull(sae);
         int dSae = sae.Cfg.DSae;
         if (FeatureDensity.Count != dSae)
             throw new SaeSharpException($"feature metrics of {FeatureDensity.Count} features, but the SAE has d_sae = {dSae}");
-        using var scope = NewDisposeScope();
-        using var _ = no_grad();
-        // [d_in, d_sae]; an SAE whose encoder is tied to its decoder encodes with W_decᵀ (SAELens's matching_pursuit
-        // W_enc property; its temporal SAE has no W_enc attribute when tied, and raises).
-        var enc = (sae.HasEncoderWeights ? sae.WEnc : sae.WDec.t()).detach().to(ScalarType.Float64, CPU);
-        var encNorm = enc.norm(0);
-        double[]? cos = null;
-        if (sae.Cfg.DOutOrIn == sae.Cfg.DIn)
+        bool cosine = sae.Cfg.DOutOrIn == sae.Cfg.DIn;
+        var norms = new double[dSae];
+        var cos = cosine ? new double[dSae] : null;
+        using (no_grad())
         {
-            var dec = sae.WDec.detach().to(ScalarType.Float64, CPU);              // [d_sae, d_out]
-            // ⟨e, d⟩ / (‖e‖‖d‖): 0/0 = NaN for a zero vector, as SAELens's division by the norm before its cosine.
-            cos = ((enc.t() * dec).sum(1) / (encNorm * dec.norm(1))).data<double>().ToArray();
+            // [d_in, d_sae]; an SAE whose encoder is tied to its decoder encodes with W_decᵀ (SAELens's matching_pursuit
+            // W_enc property; its temporal SAE has no W_enc attribute when tied, and raises).
+            var enc = sae.HasEncoderWeights ? sae.WEnc : null;
+            // Features a chunk at a time in float64 (2²² values per matrix, 32 MB): a 65k-feature SAE on a 2,304-wide
+            // model would need 1.2 GB for each float64 copy of the whole matrices.
+            int chunk = (int)Math.Max(1, Math.Min(dSae, chunkValues / Math.Max(sae.Cfg.DIn, sae.Cfg.DOutOrIn)));
+            for (int start = 0; start < dSae; start += chunk)
+            {
+                using var scope = NewDisposeScope();
+                int n = Math.Min(chunk, dSae - start);
+                var dec = sae.WDec.detach().narrow(0, start, n).to(ScalarType.Float64, CPU);                  // [n, d_out]
+                var e = enc is null ? dec : enc.detach().narrow(1, start, n).t().to(ScalarType.Float64, CPU);  // [n, d_in]
+                var en = e.norm(1);
+                en.data<double>().CopyTo(norms.AsSpan(start, n));
+                // ⟨e, d⟩ / (‖e‖‖d‖): 0/0 = NaN for a zero vector, as SAELens's division by the norm before its cosine.
+                if (cos is not null) ((e * dec).sum(1) / (en * dec.norm(1))).data<double>().CopyTo(cos.AsSpan(start, n));
+            }
         }
-        return this with
+        double[]? bias = null;
+        if (sae.HasEncoderBias)
         {
-            EncoderNorm = encNorm.data<double>().ToArray(),
-            EncoderDecoderCosineSim = cos,
-            EncoderBias = sae.HasEncoderBias ? sae.BEnc.detach().to(ScalarType.Float64, CPU).data<double>().ToArray() : null,
-        };
+            using var scope = NewDisposeScope();
+            bias = sae.BEnc.detach().to(ScalarType.Float64, CPU).data<double>().ToArray();
+        }
+        return this with { EncoderNorm = norms, EncoderDecoderCosineSim = cos, EncoderBias = bias };
     }
 
     /// <summary>How <see cref="WriteTo"/> writes a NaN or infinite element.</summary>

@@ -116,6 +116,16 @@ public class FeatureMetricsTests : ModelTestBase
         AssertList([0.5, -1, 0.25], tc.EncoderBias);
 
         Assert.Throws<SaeSharpException>(() => new FeatureMetrics { FeatureDensity = new double[4] }.WithWeights(standard));
+
+        // Taken a feature at a time, and two at a time (a chunk of 2 then of 1): the same lists.
+        foreach (long chunkValues in new long[] { 2, 4 })
+        {
+            var c = new FeatureMetrics { FeatureDensity = density }.WithWeights(standard, chunkValues);
+            AssertList(ChosenNorms, c.EncoderNorm);
+            AssertList(ChosenCosines, c.EncoderDecoderCosineSim);
+            var cm = new FeatureMetrics { FeatureDensity = density }.WithWeights(mp, chunkValues);
+            AssertList([5, 1, Math.Sqrt(8)], cm.EncoderNorm);
+        }
     }
 
     /// <summary>The chosen SAE on four rows: f = relu(x·W_enc + b_enc) is (3.5, 0, 1.25), (4.5, 0, 0), (0, 0, 0), (0, 0, 1.25):
