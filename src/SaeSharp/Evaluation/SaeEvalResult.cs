@@ -9,7 +9,8 @@ namespace SaeSharp.Evaluation;
 /// l2_ratio, relative_reconstruction_bias, l2_norm_in, l2_norm_out, explained_variance_legacy, alive_fraction,
 /// dead_fraction, n_rows (and mmcs, recovered_fraction and SAELens's synthetic-data keys sae_l0, dead_latents,
 /// shrinkage, mcc, uniqueness when ground-truth features were given; true_l0 and classification/* also need the rows'
-/// ground-truth activations).
+/// ground-truth activations). <see cref="WriteJson"/> adds SAELens's per-feature <c>feature_metrics</c>
+/// (<see cref="FeatureMetrics"/>) after them.
 /// </summary>
 public sealed record SaeEvalResult
 {

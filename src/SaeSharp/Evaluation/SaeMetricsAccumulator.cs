@@ -105,8 +105,8 @@ public sealed class SaeMetricsAccumulator
         if (prompt is not null)
         {
             // Per prompt, the features that fired on any of its rows; a prompt counts once for each. One prompt's rows at a
-            // time, so nothing wider than [its rows, d_sae] of bools is made (a batch of 8 windows of 128 tokens through a
-            // 65k-feature SAE would give a 512 MB int64 matrix if all rows were summed per prompt at once).
+            // time, so nothing wider than [its rows, d_sae] of bools is made (summing the whole batch's firing mask per
+            // prompt in int64 would take 512 MB for 8 windows of 128 tokens through a 65k-feature SAE).
             var p = prompt.to(torch.CPU);
             long first = p.min().item<long>(), prompts = p.max().item<long>() + 1;
             if (first < 0) throw new SaeSharpException($"evaluation: prompt index {first} is negative");
