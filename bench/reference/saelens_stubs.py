@@ -1,6 +1,6 @@
 """Runs SAELens's own sae_lens/saes/*.py from a source tree with Debian's torch 1.13 and nothing else installed, for the
 reference scripts next to this file (saelens_training_forward_fixture.py, saelens637_matryoshka_aux_fixture.py,
-matching_pursuit_fixture.py, temporal_sae_fixture.py).
+matching_pursuit_fixture.py, temporal_sae_fixture.py, feature_metrics_fixture.py).
 
 What those modules import but the SAE code paths do not use is stubbed: HookPoint is the identity (as TransformerLens's
 without hooks), HookedRootModule.setup does nothing; the loaders, the pretrained-SAE directory and the registry are

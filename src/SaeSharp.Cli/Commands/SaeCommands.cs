@@ -71,7 +71,7 @@ internal static class SaeCommands
             var result = SaeEvaluator.Evaluate(model, source, parse.GetValue(maxRows) ?? long.MaxValue, groundTruthFeatures: features);
             PrintMetrics(saes[0], result);
             var jsonPath = parse.GetValue(json);
-            if (jsonPath is not null) AtomicFile.WriteAllText(jsonPath, result.ToJson());
+            if (jsonPath is not null) AtomicFile.Write(jsonPath, result.WriteJson);
             SaveHistogram(HistogramPath(0, 1, jsonPath, parse.GetValue(histogram)), result);
             return 0;
         });
@@ -117,12 +117,11 @@ internal static class SaeCommands
         var options = data.Read(parse, hookRequired: false);
         if (options.Tokens is null) options = options with { Tokens = EvalInModelTokens };
         var results = CliProgress.Run("eval", progress => ModelPipeline.Evaluate(saes, options, saeOptions: saeOptions, progress: progress, hook: parse.GetValue(data.Hook)));
-        var all = new System.Text.Json.Nodes.JsonArray();
         for (int i = 0; i < results.Count; i++)
         {
             var m = results[i];
-            Cli.WriteTable(saes[i], new (string, string)[]
-            {
+            Cli.WriteTable(saes[i],
+            [
                 ("hook", m.HookName ?? "-"),
                 ("mse", m.Mse.ToString("G5")),
                 ("l1", m.L1.ToString("G5")),
@@ -138,15 +137,30 @@ internal static class SaeCommands
                 ("kl div with SAE", m.KlDivWithSae.ToString("G5")),
                 ("kl div score", m.KlDivScore.ToString("F4")),
                 ("l2_ratio", m.Reconstruction.L2Ratio.ToString("F4")),
+                .. MeanCosineRow(m.FeatureMetrics),
                 Percent("dead_fraction", m.Reconstruction.DeadFraction, 2),
-            });
+            ]);
             foreach (var note in m.NonFiniteNotes()) Console.Error.WriteLine($"warning: {saes[i]}: {note}");
-            all.Add(m.ToJson());
             SaveHistogram(HistogramPath(i, results.Count, jsonPath, histogram), m.Reconstruction);
         }
         if (jsonPath is not null)
-            AtomicFile.WriteAllText(jsonPath, (results.Count == 1 ? all[0]!.DeepClone() : all).ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
+            AtomicFile.Write(jsonPath, stream =>
+            {
+                // One SAE: its object; several: an array of them. Streamed: a 65k-feature SAE's five lists are not built as a string.
+                using var writer = new System.Text.Json.Utf8JsonWriter(stream, new System.Text.Json.JsonWriterOptions { Indented = true });
+                if (results.Count != 1) writer.WriteStartArray();
+                foreach (var m in results) m.WriteJson(writer);
+                if (results.Count != 1) writer.WriteEndArray();
+            });
         return 0;
+    }
+
+    /// <summary>The table row of the mean encoder-decoder cosine over the features where it is defined; none when the SAE
+    /// has no cosines (a transcoder with d_out ≠ d_in) or none is defined.</summary>
+    private static (string, string)[] MeanCosineRow(FeatureMetrics? features)
+    {
+        var defined = features?.EncoderDecoderCosineSim?.Where(double.IsFinite).ToList();
+        return defined is { Count: > 0 } ? [("encoder-decoder cosine (mean)", defined.Average().ToString("F4"))] : [];
     }
 
     /// <summary>A name/value row of a percentage (<see cref="Cli.Percent"/>).</summary>
@@ -155,8 +169,8 @@ internal static class SaeCommands
     /// <summary>The metrics of an evaluation on activations as a name/value table (SAELens's metric names).</summary>
     public static void PrintMetrics(string title, SaeEvalResult r)
     {
-        var rows = new List<(string, string)>
-        {
+        List<(string, string)> rows =
+        [
             ("mse", r.Mse.ToString("G5")),
             ("l1", r.L1.ToString("G5")),
             ("l0", r.L0.ToString("F2")),
@@ -165,10 +179,11 @@ internal static class SaeCommands
             ("cosine", r.Cosine.ToString("F4")),
             ("l2_ratio", r.L2Ratio.ToString("F4")),
             ("relative_reconstruction_bias", r.RelativeReconstructionBias.ToString("F4")),
+            .. MeanCosineRow(r.FeatureMetrics),
             Percent("alive_fraction", r.AliveFraction, 2),
             Percent("dead_fraction", r.DeadFraction, 2),
             ("rows", Cli.Integer(r.Rows)),
-        };
+        ];
         if (r.Mmcs is double mmcs) rows.Add(("mmcs", mmcs.ToString("F4")));
         if (r.RecoveredFraction is double rec) rows.Add(Percent("recovered_fraction", rec, 1));
         if (r.TrueL0 is double trueL0) rows.Add(("true_l0", trueL0.ToString("F2")));

@@ -338,7 +338,16 @@ public static class DownstreamEvaluator
             var y = rec.reshape(b * s, -1).index_select(0, idx);
             var f = feats.index_select(0, idx);
             _acc ??= new SaeMetricsAccumulator((int)x.shape[1], _t.Sae.Cfg.DSae);
-            _acc.Add(x, y, f);
+            // Each counted position's window: the consistent-activation heuristic counts windows, as SAELens counts prompts.
+            using var positions = s.ToScalar();
+            _acc.Add(x, y, f, prompt: idx.div(positions, rounding_mode: RoundingMode.floor).cpu());
+        }
+
+        /// <summary>The accumulated reconstruction metrics, with the SAE's weight-based feature metrics.</summary>
+        private SaeEvalResult ReconstructionResult()
+        {
+            var r = (_acc ?? throw new SaeSharpException($"SAE {Name}: no tokens evaluated")).Result();
+            return r with { FeatureMetrics = r.FeatureMetrics!.WithWeights(_t.Sae) };
         }
 
         public DownstreamMetrics Finish(Sums clean, Sums ablation, Sums? meanAblation)
@@ -346,7 +355,7 @@ public static class DownstreamEvaluator
             return new DownstreamMetrics
             {
                 Name = Name, HookName = InputHook, OutputHookName = SiteHook == InputHook ? null : SiteHook,
-                Reconstruction = (_acc ?? throw new SaeSharpException($"SAE {Name}: no tokens evaluated")).Result(),
+                Reconstruction = ReconstructionResult(),
                 CeLossWithoutSae = clean.MeanCe, CeLossWithSae = Spliced.MeanCe, CeLossWithAblation = ablation.MeanCe,
                 CeLossWithMeanAblation = meanAblation?.MeanCe ?? double.NaN,
                 CeLossWithErrorTerm = ErrorTerm.CePositions > 0 ? ErrorTerm.MeanCe : double.NaN,

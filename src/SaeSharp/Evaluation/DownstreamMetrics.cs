@@ -1,3 +1,4 @@
+using System.Text.Json;
 using System.Text.Json.Nodes;
 
 namespace SaeSharp.Evaluation;
@@ -63,6 +64,12 @@ public sealed class DownstreamMetrics
     /// <summary>Latents that never fired on the evaluated tokens.</summary>
     public long DeadLatents => Reconstruction.FeatureFrequency.LongCount(f => f == 0);
 
+    /// <summary>Per-feature metrics over the counted positions (SAELens's <c>feature_metrics</c>): feature density,
+    /// consistent-activation heuristic (each context window a prompt), encoder norms, encoder-decoder cosines, encoder
+    /// biases. The same object as <see cref="SaeEvalResult.FeatureMetrics"/> of <see cref="Reconstruction"/>; null only for
+    /// metrics built by hand.</summary>
+    public FeatureMetrics? FeatureMetrics => Reconstruction.FeatureMetrics;
+
     /// <summary>Positions counted in the KL and reconstruction metrics, and in the CE means.</summary>
     public long Tokens { get; internal set; }
     /// <summary>Positions counted in the CE means (positions predicting from an excluded token are left out).</summary>
@@ -94,7 +101,29 @@ public sealed class DownstreamMetrics
         return notes;
     }
 
-    /// <summary>The metrics grouped as SAELens <c>run_evals</c> groups them.</summary>
+    /// <summary>Writes <see cref="ToJson"/>'s object with <see cref="FeatureMetrics"/> (when set) under
+    /// <c>feature_metrics</c> as its last key (non-finite elements null, as the scalars), as SAELens's eval files hold
+    /// <c>metrics</c> and <c>feature_metrics</c> side by side. The per-feature lists are streamed, not built as a tree.</summary>
+    public void WriteJson(Utf8JsonWriter writer)
+    {
+        ArgumentNullException.ThrowIfNull(writer);
+        writer.WriteStartObject();
+        foreach (var (key, value) in ToJson())
+        {
+            writer.WritePropertyName(key);
+            if (value is null) writer.WriteNullValue();
+            else value.WriteTo(writer);
+        }
+        if (FeatureMetrics is { } features)
+        {
+            writer.WritePropertyName("feature_metrics");
+            features.WriteTo(writer, FeatureMetrics.NonFinite.Null);
+        }
+        writer.WriteEndObject();
+    }
+
+    /// <summary>The scalar metrics grouped as SAELens <c>run_evals</c> groups them (its first return value; the
+    /// per-feature lists are <see cref="FeatureMetrics"/>, written by <see cref="WriteJson"/>).</summary>
     public JsonObject ToJson()
     {
         static JsonNode? N(double v) => double.IsFinite(v) ? JsonValue.Create(v) : null;

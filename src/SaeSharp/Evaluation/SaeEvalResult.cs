@@ -9,7 +9,8 @@ namespace SaeSharp.Evaluation;
 /// l2_ratio, relative_reconstruction_bias, l2_norm_in, l2_norm_out, explained_variance_legacy, alive_fraction,
 /// dead_fraction, n_rows (and mmcs, recovered_fraction and SAELens's synthetic-data keys sae_l0, dead_latents,
 /// shrinkage, mcc, uniqueness when ground-truth features were given; true_l0 and classification/* also need the rows'
-/// ground-truth activations).
+/// ground-truth activations). <see cref="WriteJson"/> adds SAELens's per-feature <c>feature_metrics</c>
+/// (<see cref="FeatureMetrics"/>) after them.
 /// </summary>
 public sealed record SaeEvalResult
 {
@@ -76,8 +77,15 @@ public sealed record SaeEvalResult
     /// <summary>Mean over latents of (TP+TN)/rows (SAELens's <c>classification/accuracy</c>).</summary>
     [JsonPropertyName("classification/accuracy")][JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public double? ClassificationAccuracy { get; init; }
 
-    /// <summary>Per feature: fraction of evaluated rows on which it fired (SAELens's <c>feature_density</c>).</summary>
+    /// <summary>Per feature: fraction of evaluated rows on which it fired, fᵢ ≠ 0 (SAELens's <c>feature_density</c>, which
+    /// tests fᵢ &gt; 0: the same for non-negative activations). <see cref="FeatureMetrics"/> holds the same array.</summary>
     [JsonIgnore] public double[] FeatureFrequency { get; init; } = [];
+
+    /// <summary>Per-feature metrics (SAELens's <c>feature_metrics</c>): the feature density and, for rows from a model,
+    /// the consistent-activation heuristic; with the encoder's norms, encoder-decoder cosines and biases when the
+    /// evaluator had the SAE (<see cref="SaeEvaluator"/>, <see cref="DownstreamEvaluator"/>). Null for a result built by
+    /// hand. Not in <see cref="ToJson"/>; <see cref="WriteJson"/> writes it.</summary>
+    [JsonIgnore] public FeatureMetrics? FeatureMetrics { get; init; }
 
     private static readonly JsonSerializerOptions JsonOptions = new()
     {
@@ -90,4 +98,21 @@ public sealed record SaeEvalResult
 
     /// <summary>The scalar metrics as a JSON object (NaN written as "NaN" when a metric is undefined, e.g. fvu of constant data).</summary>
     public string ToJson() => JsonSerializer.Serialize(this, JsonOptions);
+
+    /// <summary>Writes <see cref="ToJson"/>'s object, indented, with <see cref="FeatureMetrics"/> (when set) under
+    /// <c>feature_metrics</c> as its last key (non-finite elements as "NaN", as the scalars), streamed to
+    /// <paramref name="stream"/> (<c>sae eval --activations ... --json</c>).</summary>
+    public void WriteJson(Stream stream)
+    {
+        ArgumentNullException.ThrowIfNull(stream);
+        using var writer = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true });
+        writer.WriteStartObject();
+        foreach (var property in JsonSerializer.SerializeToElement(this, JsonOptions).EnumerateObject()) property.WriteTo(writer);
+        if (FeatureMetrics is { } features)
+        {
+            writer.WritePropertyName("feature_metrics");
+            features.WriteTo(writer, FeatureMetrics.NonFinite.NamedLiteral);
+        }
+        writer.WriteEndObject();
+    }
 }

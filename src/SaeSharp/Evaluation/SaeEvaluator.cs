@@ -8,7 +8,8 @@ namespace SaeSharp.Evaluation;
 
 /// <summary>Runs an SAE over activation rows and accumulates <see cref="SaeEvalResult"/> metrics batch by batch
 /// (streaming sums only; rows are not stored). The reconstruction is compared with each batch's target, which is the
-/// input itself for an ordinary SAE.</summary>
+/// input itself for an ordinary SAE. The result's <see cref="SaeEvalResult.FeatureMetrics"/> has the feature density and
+/// the SAE's weight-based lists; rows have no prompts, so no consistent-activation heuristic.</summary>
 public static class SaeEvaluator
 {
     /// <summary>Evaluates on up to <paramref name="maxRows"/> rows drawn from <paramref name="source"/> in batches of
@@ -93,6 +94,7 @@ public static class SaeEvaluator
             }
         }
         var result = acc.Result();
+        result = result with { FeatureMetrics = result.FeatureMetrics!.WithWeights(sae) };
         if (groundTruthFeatures is null) return result;
         var rec = FeatureRecovery.Compute(groundTruthFeatures, sae.WDec);
         return synth!.AddTo(result) with

@@ -19,7 +19,9 @@ public sealed class SaeMetricsAccumulator
     private double _sse, _l1, _l0, _cos, _l2Ratio, _xHatSq, _dot, _l2In, _l2Out, _evLegacy;
     private double _m2;             // Σ over rows and dims of (x − mean)²
     private readonly double[] _mean; // per-dimension mean of x so far
-    private readonly long[] _fired;  // per feature: rows with f ≠ 0
+    private readonly long[] _fired;  // per feature: rows with f ≠ 0 (the one firing count: density, alive, L0's per-feature part)
+    private readonly long[] _firedPrompts; // per feature: prompts with a row where f ≠ 0 (when rows carry their prompt)
+    private bool? _withPrompts;      // whether the batches carried prompt indices (all or none)
 
     /// <summary>An empty accumulator for targets of width <paramref name="dOut"/> and <paramref name="dSae"/> latents.</summary>
     public SaeMetricsAccumulator(int dOut, int dSae)
@@ -29,20 +31,29 @@ public sealed class SaeMetricsAccumulator
         _dSae = dSae;
         _mean = new double[dOut];
         _fired = new long[dSae];
+        _firedPrompts = new long[dSae];
     }
 
     /// <summary>Rows added so far.</summary>
     public long Rows => _n;
 
     /// <summary>Adds a batch: <paramref name="x"/> the target [B, d_out], <paramref name="xHat"/> the reconstruction
-    /// [B, d_out], <paramref name="f"/> the feature activations [B, d_sae].</summary>
-    public void Add(Tensor x, Tensor xHat, Tensor f)
+    /// [B, d_out], <paramref name="f"/> the feature activations [B, d_sae]. <paramref name="prompt"/> (int64 [B]), when the
+    /// rows are counted positions of prompts (context windows), is each row's prompt within this batch (0, 1, ...; a prompt's
+    /// rows all in one batch): it gives <see cref="FeatureMetrics.ConsistentActivationHeuristic"/>. Either every batch
+    /// carries it or none does.</summary>
+    public void Add(Tensor x, Tensor xHat, Tensor f, Tensor? prompt = null)
     {
         long b = x.shape[0];
         if (x.dim() != 2 || x.shape[1] != _dOut || !x.shape.SequenceEqual(xHat.shape))
             throw new SaeSharpException($"evaluation: x [{string.Join(", ", x.shape)}] and x̂ [{string.Join(", ", xHat.shape)}] must both be [B, {_dOut}]");
         if (f.dim() != 2 || f.shape[0] != b || f.shape[1] != _dSae)
             throw new SaeSharpException($"evaluation: feature activations [{string.Join(", ", f.shape)}] must be [{b}, {_dSae}]");
+        if (prompt is not null && (prompt.dim() != 1 || prompt.shape[0] != b || prompt.dtype != ScalarType.Int64))
+            throw new SaeSharpException($"evaluation: prompt indices [{string.Join(", ", prompt.shape)}] ({prompt.dtype}) must be int64 [{b}]");
+        if (_withPrompts is bool with && with != prompt is not null)
+            throw new SaeSharpException("evaluation: every batch must carry prompt indices, or none");
+        _withPrompts = prompt is not null;
         if (b == 0) return;
 
         using var scope = NewDisposeScope();
@@ -62,7 +73,7 @@ public sealed class SaeMetricsAccumulator
         var nonzero = fd.ne(TorchScalars.Of(0));
 
         _sse += err.sum().item<double>();
-        _l1 += fd.abs().to(ScalarType.Float64).sum().item<double>();
+        _l1 += fd.abs().sum(type: ScalarType.Float64).item<double>();
         _l0 += nonzero.sum().to(ScalarType.Float64).item<double>();
         _cos += cos.sum().item<double>();
         _l2Ratio += ratio.sum().item<double>();
@@ -91,6 +102,25 @@ public sealed class SaeMetricsAccumulator
 
         var counts = nonzero.sum([0], type: ScalarType.Int64).data<long>().ToArray();
         for (int i = 0; i < _dSae; i++) _fired[i] += counts[i];
+        if (prompt is not null)
+        {
+            // Per prompt, the features that fired on any of its rows; a prompt counts once for each. One prompt's rows at a
+            // time, so nothing wider than [its rows, d_sae] of bools is made (summing the whole batch's firing mask per
+            // prompt in int64 would take 512 MB for 8 windows of 128 tokens through a 65k-feature SAE).
+            var p = prompt.to(torch.CPU);
+            long first = p.min().item<long>(), prompts = p.max().item<long>() + 1;
+            if (first < 0) throw new SaeSharpException($"evaluation: prompt index {first} is negative");
+            var firedIn = zeros(_dSae, ScalarType.Int64);
+            for (long k = 0; k < prompts; k++)
+            {
+                using var inner = NewDisposeScope();
+                using var kScalar = k.ToScalar();
+                var rows = p.eq(kScalar).nonzero().squeeze(1);
+                if (rows.shape[0] > 0) firedIn.add_(nonzero.index_select(0, rows).any(0), TorchScalars.One);
+            }
+            var inPrompts = firedIn.data<long>().ToArray();
+            for (int i = 0; i < _dSae; i++) _firedPrompts[i] += inPrompts[i];
+        }
     }
 
     /// <summary>The metrics over all rows added so far.</summary>
@@ -100,6 +130,7 @@ public sealed class SaeMetricsAccumulator
         double n = _n;
         double fvu = _m2 > 0 ? _sse / _m2 : double.NaN;
         int alive = _fired.Count(c => c > 0);
+        var frequency = _fired.Select(c => c / n).ToArray();
         return new SaeEvalResult
         {
             Mse = _sse / (n * _dOut),
@@ -117,7 +148,13 @@ public sealed class SaeMetricsAccumulator
             AliveFraction = alive / (double)_dSae,
             DeadFraction = (_dSae - alive) / (double)_dSae,
             Rows = _n,
-            FeatureFrequency = _fired.Select(c => c / n).ToArray(),
+            FeatureFrequency = frequency,
+            FeatureMetrics = new FeatureMetrics
+            {
+                FeatureDensity = frequency,
+                // Firing rows over prompts fired in: 0/0 = NaN for a feature that never fired (as SAELens).
+                ConsistentActivationHeuristic = _withPrompts == true ? _fired.Zip(_firedPrompts, (r, p) => r / (double)p).ToArray() : null,
+            },
         };
     }
 }
