@@ -24,7 +24,7 @@ internal static class DemoCommand
         var synthetic = new Option<bool>("--synthetic") { Description = "The synthetic-vector demo: TopK, BatchTopK and ReLU SAEs on data with known features" };
         var quick = new Option<bool>("--quick") { Description = "A shortened run (seconds): 40k tokens, d_sae 256, smaller evaluation" };
         var tokens = new Option<long?>("--tokens") { Description = "Training tokens harvested from the model (default 600,000; --quick 40,960)" }.Positive();
-        var dSae = new Option<int?>("--d-sae") { Description = "SAE latents (default 256)" }.Positive();
+        var dSae = new Option<int?>("--d-sae", "--dict-size") { Description = "SAE latents (default 256)" }.Positive();
         var k = new Option<int?>("--k") { Description = "TopK active latents (default 16; --quick 8)" }.Positive();
         var steps = new Option<long?>("--steps") { Description = "Training steps (default: one pass over the tokens; --synthetic 2000)" }.Positive();
         var seed = new Option<ulong>("--seed") { Description = "Seed", DefaultValueFactory = _ => 0UL };

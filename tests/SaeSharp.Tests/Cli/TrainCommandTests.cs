@@ -70,6 +70,21 @@ public class TrainCommandTests : IDisposable
     }
 
     [Fact]
+    public void SaeLensFlagNamesAreAliasesOfTheDictionaryLearningOnes()
+    {
+        // A SAELens user types d_sae, expansion_factor and l1_coefficient as flags: each sets what its other name sets.
+        Ok(CliRunner.Run("synth", "--out", P("data"), "--d-in", "16", "--features", "32", "--rows", "3000", "--eval-rows", "0"));
+        Ok(CliRunner.Run("train", "--activations", P("data", "train.safetensors"), "--arch", "relu", "--d-sae", "48", "--l1-coefficient", "0.25",
+            "--steps", "2", "--batch-size", "256", "--out", P("a")));
+        var a = JsonNode.Parse(File.ReadAllText(P("a", "cfg.json")))!;
+        Assert.Equal(48, a["d_sae"]!.GetValue<int>());
+        Assert.Equal(0.25, a["l1_coefficient"]!.GetValue<double>());
+        Ok(CliRunner.Run("train", "--activations", P("data", "train.safetensors"), "--arch", "topk", "--k", "2", "--expansion-factor", "3",
+            "--steps", "2", "--batch-size", "256", "--out", P("b")));
+        Assert.Equal(3 * 16, JsonNode.Parse(File.ReadAllText(P("b", "cfg.json")))!["d_sae"]!.GetValue<int>());
+    }
+
+    [Fact]
     public void EvalJsonAgreesWithAnIndependentComputationFromEncodeOutput()
     {
         Ok(CliRunner.Run("synth", "--out", P("data"), "--d-in", "16", "--features", "32", "--rows", "20000", "--eval-rows", "3000", "--seed", "5"));
