@@ -186,7 +186,7 @@ internal static class ModelCommands
         Cli.SetAction(command, parse =>
         {
             using var m = ModelSource.LoadModel(parse.GetValue(model)!, parse.GetValue(dtype)!);
-            Console.WriteLine(m.Config.ToString());
+            Cli.WriteIndented(Spectre.Console.Markup.Escape(m.Config.ToString()), 0); // wrapped at spaces on a terminal
             Console.WriteLine($"parameters: {Cli.Integer(m.parameters().Sum(p => p.numel()))}");
             Console.WriteLine("hook points:");
             foreach (var h in m.HookNames) Console.WriteLine($"  {h}");
