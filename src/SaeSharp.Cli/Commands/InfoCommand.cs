@@ -9,12 +9,19 @@ internal static class InfoCommand
 {
     public static Command Create()
     {
-        var path = new Argument<string>("sae") { Description = "SAE folder or file (SAELens, dictionary_learning, Gemma Scope, Llama Scope, sparsify, OpenAI), RELEASE/SAE_ID (sae releases) or hf:ORG/REPO[/PATH]" };
+        var path = new Argument<string?>("sae") { Description = "SAE folder or file (SAELens, dictionary_learning, Gemma Scope, Llama Scope, sparsify, OpenAI), RELEASE/SAE_ID (sae releases) or hf:ORG/REPO[/PATH]", Arity = ArgumentArity.ZeroOrOne };
+        // The other commands take their SAE as --sae: sae info accepts that form too.
+        var saeOption = new Option<string?>("--sae") { Description = "The SAE, as the argument (the form the other commands take)" };
         var arch = SaeCommands.ArchOption();
-        var command = new Command("info", "Print an SAE's architecture, sizes, hook and provenance") { path, arch };
+        var command = new Command("info", "Print an SAE's architecture, sizes, hook and provenance") { path, saeOption, arch };
+        command.Validators.Add(result =>
+        {
+            bool arg = result.GetValue(path) is not null, opt = result.GetValue(saeOption) is not null;
+            if (arg == opt) result.AddError(arg ? "give the SAE once: as the argument or as --sae, not both" : "no SAE given: sae info <sae> (or --sae <sae>)");
+        });
         Cli.SetAction(command, parse =>
         {
-            var p = parse.GetValue(path)!;
+            var p = (parse.GetValue(path) ?? parse.GetValue(saeOption))!;
             var resolved = SaeSource.Resolve(p);
             var format = SaeLoader.DetectFormat(resolved);
             using var sae = SaeLoader.Load(resolved, SaeCommands.LoadOptions(parse, arch));

@@ -40,6 +40,23 @@ public sealed class InfoCommandTests : IDisposable
         Assert.True(exit == 0, err);
         Assert.Matches(@"hook_name_out\W+-", output);
     }
+    [Fact]
+    public void Info_takes_the_SAE_as_its_argument_or_as_sae_like_the_other_commands_but_not_both_or_neither()
+    {
+        var plain = Path.Combine(_dir, "sae");
+        using (var sae = SaeFactory.Create(new SaeConfig { Architecture = SaeArchitectures.Standard, DIn = 8, DSae = 16, Metadata = new SaeMetadata { HookName = "blocks.1.hook_mlp_out" } }))
+            SaeLensFormat.Save(sae, plain);
+        var (exit, output, err) = CliRunner.Run("info", "--sae", plain);
+        Assert.True(exit == 0, err);
+        Assert.Matches(@"(?m)^\W*d_sae\W+16\W*$", output);
+        (exit, _, err) = CliRunner.Run("info", plain, "--sae", plain);
+        Assert.NotEqual(0, exit);
+        Assert.Contains("give the SAE once: as the argument or as --sae, not both", err);
+        (exit, _, err) = CliRunner.Run("info");
+        Assert.NotEqual(0, exit);
+        Assert.Contains("no SAE given", err);
+    }
+
     [Theory]
     // conf.yaml of canrager's layout: n_heads 2, n_attn_layers 1, bottleneck_factor 8, topk with kval_topk 3, tied, scaling 0.5.
     [InlineData("temporal_sae/tied_topk/canrager/layer_3/temporal",
