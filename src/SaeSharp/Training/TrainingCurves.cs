@@ -61,7 +61,7 @@ public static class TrainingCurves
         long lastStep = last.Count == 0 ? 0 : last.Max(x => x!.Steps[^1]);
         double lastTokens = last.Count == 0 ? double.NaN : last.Max(x => x!.Tokens[^1]);
         string who = log.Saes.Count == 1 ? (log.Saes[0].Length > 0 ? log.Saes[0] + ", " : "") : $"{log.Saes.Count} SAEs, ";
-        string title = $"{log.Path}: {who}step {lastStep:N0}" + (double.IsFinite(lastTokens) ? $", {LinePanelsPlot.FormatCount(lastTokens)} tokens" : "") +
+        string title = $"{log.Path}: {who}step {lastStep:N0}" + (double.IsFinite(lastTokens) ? $", {lastTokens:N0} tokens" : "") +
                        (log.TornLines > 0 ? " (a cut-short last line skipped)" : "");
         return LinePanelsPlot.Render(panels, title, log.EveryLineHasTokens ? "training tokens" : "training step", width, height, columns);
     }
