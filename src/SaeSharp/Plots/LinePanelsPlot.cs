@@ -25,13 +25,15 @@ public sealed record LinePanel(string Title, IReadOnlyList<LineSeries> Series)
 /// <summary>
 /// A grid of line panels over one x axis (PNG), drawn with ScottPlot 5: a title line, one legend for the whole picture
 /// above the panels (so that it covers no line; left out when there is one line name), and every panel on the same x
-/// range with the x axis labelled. Long lines are thinned to at most <see cref="MaxPointsPerLine"/> points by keeping each
-/// stretch's smallest and largest value (spikes stay visible) and always the first and last point.
+/// range with the x axis labelled. Lines longer than <see cref="MaxPointsPerLine"/> points are drawn as the means of as
+/// many stretches with a band from each stretch's smallest to its largest value (<see cref="Thin"/>), from the first to
+/// the last point as logged.
 /// </summary>
 public static class LinePanelsPlot
 {
-    /// <summary>Points drawn per line at most (about two per pixel column of a panel of the default width).</summary>
-    public const int MaxPointsPerLine = 1000;
+    /// <summary>Points drawn per line at most, beside the first and the last (about one per pixel column of a panel of
+    /// the default width).</summary>
+    public const int MaxPointsPerLine = 500;
     /// <summary>Panel height in pixels when the picture's height is left to the plot.</summary>
     public const int PanelHeight = 320;
     private const int Margin = 12;
@@ -95,35 +97,46 @@ public static class LinePanelsPlot
         AtomicFile.Write(path, s => s.Write(bytes));
     }
 
-    /// <summary>The points of a line as drawn: finite x and y only (and y &gt; 0 with <paramref name="positiveOnly"/>), at
-    /// most about <paramref name="maxPoints"/>: beyond that the points are cut into ⌊maxPoints/2⌋ stretches of equal count
-    /// and each keeps its smallest and largest value, in their order; the first and the last point are always kept.</summary>
-    public static (double[] X, double[] Y) Thin(IReadOnlyList<double> x, IReadOnlyList<double> y, int maxPoints = MaxPointsPerLine, bool positiveOnly = false)
+    /// <summary>A line as drawn: points (<see cref="X"/>, <see cref="Y"/>) and, where the line was thinned, the smallest
+    /// and largest value each drawn point stands for (<see cref="Low"/>, <see cref="High"/>; null when every point is
+    /// drawn).</summary>
+    public sealed record ThinLine(double[] X, double[] Y, double[]? Low, double[]? High);
+
+    /// <summary>The points of a line as drawn: finite x and y only (and y &gt; 0 with <paramref name="positiveOnly"/>). Up to
+    /// <paramref name="maxPoints"/> points are drawn as they are; a longer line is cut into <paramref name="maxPoints"/>
+    /// stretches of equal count, each drawn as its mean point with its smallest and largest value as a band (spikes
+    /// stay visible, noise does not fill the panel), and the first and the last point are added as they are, so the
+    /// line ends at the last logged value.</summary>
+    public static ThinLine Thin(IReadOnlyList<double> x, IReadOnlyList<double> y, int maxPoints = MaxPointsPerLine, bool positiveOnly = false)
     {
         if (x.Count != y.Count) throw new ArgumentException($"a line of {x.Count} x values and {y.Count} y values");
         var idx = new List<int>(x.Count);
         for (int i = 0; i < x.Count; i++)
             if (double.IsFinite(x[i]) && double.IsFinite(y[i]) && (!positiveOnly || y[i] > 0)) idx.Add(i);
-        if (idx.Count > Math.Max(2, maxPoints))
+        if (idx.Count <= Math.Max(2, maxPoints))
+            return new ThinLine(idx.Select(i => x[i]).ToArray(), idx.Select(i => y[i]).ToArray(), null, null);
+        int stretches = Math.Max(1, maxPoints);
+        var (xs, ys, lows, highs) = (new List<double>(stretches + 2), new List<double>(stretches + 2), new List<double>(stretches + 2), new List<double>(stretches + 2));
+        void Add(double px, double py, double lo, double hi) { xs.Add(px); ys.Add(py); lows.Add(lo); highs.Add(hi); }
+        Add(x[idx[0]], y[idx[0]], y[idx[0]], y[idx[0]]);
+        for (int b = 0; b < stretches; b++)
         {
-            int stretches = Math.Max(1, maxPoints / 2);
-            var keep = new List<int>(2 * stretches + 2) { idx[0] };
-            for (int b = 0; b < stretches; b++)
+            int lo = (int)((long)b * idx.Count / stretches), hi = (int)((long)(b + 1) * idx.Count / stretches);
+            double sx = 0, sy = 0, min = double.PositiveInfinity, max = double.NegativeInfinity;
+            for (int j = lo; j < hi; j++)
             {
-                int lo = (int)((long)b * idx.Count / stretches), hi = (int)((long)(b + 1) * idx.Count / stretches);
-                int iMin = idx[lo], iMax = idx[lo];
-                for (int j = lo + 1; j < hi; j++)
-                {
-                    if (y[idx[j]] < y[iMin]) iMin = idx[j];
-                    if (y[idx[j]] > y[iMax]) iMax = idx[j];
-                }
-                foreach (int i in iMin <= iMax ? [iMin, iMax] : new[] { iMax, iMin })
-                    if (i > keep[^1]) keep.Add(i);
+                double v = y[idx[j]];
+                sx += x[idx[j]];
+                // On a log axis the mean is the geometric one (the mean of log10 y), as the eye reads the line there.
+                sy += positiveOnly ? Math.Log10(v) : v;
+                min = Math.Min(min, v);
+                max = Math.Max(max, v);
             }
-            if (keep[^1] != idx[^1]) keep.Add(idx[^1]);
-            idx = keep;
+            int n = hi - lo;
+            Add(sx / n, positiveOnly ? Math.Pow(10, sy / n) : sy / n, min, max);
         }
-        return (idx.Select(i => x[i]).ToArray(), idx.Select(i => y[i]).ToArray());
+        Add(x[idx[^1]], y[idx[^1]], y[idx[^1]], y[idx[^1]]);
+        return new ThinLine(xs.ToArray(), ys.ToArray(), lows.ToArray(), highs.ToArray());
     }
 
     private static Plot PanelPlot(LinePanel panel, Dictionary<string, Color> colors, string xLabel, double xMin, double xMax, Func<double, string> xFormat)
@@ -135,9 +148,19 @@ public static class LinePanelsPlot
         double lo = double.PositiveInfinity, hi = double.NegativeInfinity;
         foreach (var s in panel.Series)
         {
-            var (xs, ys) = Thin(s.X, s.Y, positiveOnly: panel.LogY);
-            if (xs.Length == 0) continue;
-            if (panel.LogY) ys = ys.Select(Math.Log10).ToArray();
+            var thin = Thin(s.X, s.Y, positiveOnly: panel.LogY);
+            if (thin.X.Length == 0) continue;
+            double[] Axis(double[] v) => panel.LogY ? v.Select(Math.Log10).ToArray() : v;
+            var (xs, ys) = (thin.X, Axis(thin.Y));
+            if (thin.Low is { } low && thin.High is { } high)
+            {
+                var (l, h) = (Axis(low), Axis(high));
+                var band = plt.Add.FillY(xs, l, h);
+                band.FillColor = colors[s.Name].WithAlpha(0.25);
+                band.LineWidth = 0;
+                lo = Math.Min(lo, l.Min());
+                hi = Math.Max(hi, h.Max());
+            }
             lo = Math.Min(lo, ys.Min());
             hi = Math.Max(hi, ys.Max());
             var line = plt.Add.ScatterLine(xs, ys, colors[s.Name]);

@@ -9,7 +9,8 @@ namespace SaeSharp.Training;
 /// loss weighed it, SAELens's <c>details/current_l1_coefficient</c>) when it changes during the run (warm-up,
 /// <c>--target-l0</c>), and the architecture's own <c>metrics/...</c>. A run of several SAEs draws one line per SAE in
 /// every panel, with one legend above the panels. Losses, L0 and metrics of positive values spanning at least a decade are
-/// drawn on a log axis. The log is read by <see cref="TrainLogFile.Read"/> (missing keys, non-finite values and resumed
+/// drawn on a log axis. A long log's lines are drawn as means of stretches with a min–max band
+/// (<see cref="LinePanelsPlot.Thin"/>), ending at the last logged value. The log is read by <see cref="TrainLogFile.Read"/> (missing keys, non-finite values and resumed
 /// runs as it says).
 /// </summary>
 public static class TrainingCurves
@@ -42,7 +43,7 @@ public static class TrainingCurves
         {
             var lines = Lines(log, "sparsity_coefficient");
             if (lines.Any(l => l.Y.Count > 0 && l.Y.Max() - l.Y.Min() > 1e-12 * Math.Abs(l.Y.Max())))
-                panels.Add(Scaled("sparsity_coefficient", lines) is { LogY: true } p ? p : new LinePanel("sparsity_coefficient", lines) { YMin = 0 });
+                panels.Add(new LinePanel("sparsity_coefficient", lines) { YMin = 0 }); // linear: a warm-up from 0 is no decade
         }
         foreach (var q in log.Quantities.Where(q => q.StartsWith("metrics/", StringComparison.Ordinal)))
             panels.Add(Scaled(q, Lines(log, q)));

@@ -9,37 +9,49 @@ public class LinePanelsPlotTests
     [Fact]
     public void Short_lines_keep_every_finite_point()
     {
-        var (x, y) = LinePanelsPlot.Thin([1, 2, 3, 4, 5], [1, double.NaN, 3, double.PositiveInfinity, -5]);
-        Assert.Equal([1.0, 3, 5], x);
-        Assert.Equal([1.0, 3, -5], y);
+        var t = LinePanelsPlot.Thin([1, 2, 3, 4, 5], [1, double.NaN, 3, double.PositiveInfinity, -5]);
+        Assert.Equal([1.0, 3, 5], t.X);
+        Assert.Equal([1.0, 3, -5], t.Y);
+        Assert.Null(t.Low);
         // On a log axis a value ≤ 0 cannot be drawn.
-        var (lx, ly) = LinePanelsPlot.Thin([1, 2, 3], [1, 0, 2], positiveOnly: true);
-        Assert.Equal([1.0, 3], lx);
-        Assert.Equal([1.0, 2], ly);
+        var l = LinePanelsPlot.Thin([1, 2, 3], [1, 0, 2], positiveOnly: true);
+        Assert.Equal([1.0, 3], l.X);
+        Assert.Equal([1.0, 2], l.Y);
     }
 
-    /// <summary>100,000 points (a long run's log) come down to about the limit, in order, keeping the first and the last
-    /// point, a single-point spike and a single-point dip.</summary>
+    /// <summary>100,000 points (a long run's log) come down to the limit plus the two ends, in order: the first and the
+    /// last point as logged, a single-point spike and dip inside the band, and on a straight line y = x every drawn
+    /// point on that line (a stretch's mean x and mean y are equal).</summary>
     [Fact]
     public void Long_lines_keep_their_ends_and_extremes_within_the_limit()
     {
         const int n = 100_000;
         var x = Enumerable.Range(0, n).Select(i => i * 4096.0).ToArray();
-        var y = Enumerable.Range(0, n).Select(i => 1 + Math.Sin(i / 500.0)).ToArray();
+        var y = Enumerable.Range(0, n).Select(i => 1 + 0.5 * ((i * 7919) % 13 - 6) / 6.0).ToArray(); // noise in [0.5, 1.5]
         y[54_321] = 1e6;
         y[77_777] = -1e6;
-        y[^1] = 0.5; // the last point is neither the largest nor the smallest of its stretch
-        var (tx, ty) = LinePanelsPlot.Thin(x, y, maxPoints: 1000);
-        Assert.InRange(tx.Length, 900, 1002);
-        Assert.Equal(x[0], tx[0]);
-        Assert.Equal((x[^1], 0.5), (tx[^1], ty[^1]));
-        Assert.Contains(54_321 * 4096.0, tx);
-        Assert.Contains(77_777 * 4096.0, tx);
-        Assert.Equal(1e6, ty.Max());
-        Assert.Equal(-1e6, ty.Min());
-        for (int i = 1; i < tx.Length; i++) Assert.True(tx[i] > tx[i - 1], $"x out of order at {i}");
-        // Every kept point is a point of the line.
-        for (int i = 0; i < tx.Length; i++) Assert.Equal(y[(int)(tx[i] / 4096)], ty[i]);
+        y[^1] = 0.25;
+        var t = LinePanelsPlot.Thin(x, y, maxPoints: 500);
+        Assert.Equal(502, t.X.Length);
+        Assert.Equal((x[0], y[0]), (t.X[0], t.Y[0]));
+        Assert.Equal((x[^1], 0.25), (t.X[^1], t.Y[^1]));
+        Assert.Equal(1e6, t.High!.Max());
+        Assert.Equal(-1e6, t.Low!.Min());
+        for (int i = 1; i < t.X.Length; i++) Assert.True(t.X[i] > t.X[i - 1], $"x out of order at {i}");
+        for (int i = 0; i < t.X.Length; i++) Assert.InRange(t.Y[i], t.Low![i], t.High![i]);
+        // Away from the spike and dip, the band is the noise's range and the mean line is near its mean (1).
+        Assert.Equal((0.5, 1.5), (t.Low![10], t.High![10]));
+        Assert.InRange(t.Y[10], 0.95, 1.05);
+
+        var ramp = LinePanelsPlot.Thin(x, x, maxPoints: 500);
+        for (int i = 0; i < ramp.X.Length; i++) Assert.Equal(ramp.X[i], ramp.Y[i], 6);
+        // A log axis averages log10 y: the mean of 1 and 100 in a stretch is 10.
+        var logged = LinePanelsPlot.Thin([0, 1, 2, 3, 4, 5], [7, 1, 100, 1, 100, 3], maxPoints: 2, positiveOnly: true);
+        Assert.Equal([0, 1, 4, 5], logged.X);
+        Assert.Equal(7, logged.Y[0]);
+        Assert.Equal(Math.Pow(10, (Math.Log10(7) + 0 + 2) / 3), logged.Y[1], 12);
+        Assert.Equal(Math.Pow(10, (0 + 2 + Math.Log10(3)) / 3), logged.Y[2], 12);
+        Assert.Equal(3, logged.Y[3]);
     }
 
     [Fact]
