@@ -141,6 +141,7 @@ public static class LinePanelsPlot
 
     private static Plot PanelPlot(LinePanel panel, Dictionary<string, Color> colors, string xLabel, double xMin, double xMax, Func<double, string> xFormat)
     {
+        var order = colors.Keys.Select((n, i) => (n, i)).ToDictionary(p => p.n, p => p.i);
         var plt = new Plot();
         PlotFonts.Apply(plt);
         plt.Title(panel.Title, size: 17);
@@ -164,7 +165,8 @@ public static class LinePanelsPlot
             lo = Math.Min(lo, ys.Min());
             hi = Math.Max(hi, ys.Max());
             var line = plt.Add.ScatterLine(xs, ys, colors[s.Name]);
-            line.LineWidth = 2;
+            // Earlier lines wider, so that SAEs logging the same values (two TopK SAEs' L0, one lr schedule) all show.
+            line.LineWidth = 1.75f + 1f * (colors.Count - 1 - order[s.Name]);
             line.MarkerSize = xs.Length <= MarkerPoints ? 7 : 0;
             line.MarkerShape = MarkerShape.FilledCircle;
         }
