@@ -126,7 +126,7 @@ public static class TrainingRun
         using (trainer)
         {
             trainer.Progress = progress;
-            using var result = trainer.Run(cancellationToken: cancellationToken);
+            using var result = RunTrainer(trainer, o.OutDir, cancellationToken);
             var src = o.TrainSource;
             TrainingRunResult Result(IReadOnlyList<TrainedSaeOutput> saes) =>
                 new(result.Status, result.Steps, result.Tokens, saes, result.LastCheckpoint, src.RowsDelivered, src.RowsPerPass, src.MaxDataPasses)
@@ -179,13 +179,47 @@ public static class TrainingRun
     private static TrainingRunResult WithCurves(TrainingRunResult r, string outDir)
     {
         if (r.LogFile is null || !File.Exists(r.LogFile)) return r;
+        var (png, error) = DrawCurves(r.LogFile, outDir);
+        return r with { CurvesFile = png, CurvesError = error };
+    }
+
+    private static (string? Png, string? Error) DrawCurves(string log, string outDir)
+    {
         try
         {
-            return r with { CurvesFile = TrainingCurves.Save(r.LogFile, Path.Combine(outDir, TrainingCurves.FileName)) };
+            return (TrainingCurves.Save(log, Path.Combine(outDir, TrainingCurves.FileName)), null);
         }
         catch (Exception e) when (e is SaeSharpException or IOException or UnauthorizedAccessException or ArgumentException)
         {
-            return r with { CurvesError = e.Message };
+            return (null, e.Message);
+        }
+    }
+
+    /// <summary>Runs the trainer; when it fails after logging steps (a loss that became NaN: the run whose curves matter
+    /// most), draws the curves of the steps logged and names them in the error.</summary>
+    private static TrainingResult RunTrainer(SaeTrainer trainer, string outDir, CancellationToken cancellationToken)
+    {
+        var counted = new CountingProgress(trainer.Progress);
+        trainer.Progress = counted;
+        try
+        {
+            return trainer.Run(cancellationToken: cancellationToken);
+        }
+        catch (SaeSharpException e) when (counted.Reports > 0 && trainer.LogFile is { } log && File.Exists(log))
+        {
+            if (DrawCurves(log, outDir).Png is not { } png) throw;
+            throw new SaeSharpException($"{e.Message}; training curves of the steps logged before it: {png}", e);
+        }
+    }
+
+    private sealed class CountingProgress(IProgress<TrainingProgress>? inner) : IProgress<TrainingProgress>
+    {
+        public int Reports { get; private set; }
+
+        public void Report(TrainingProgress value)
+        {
+            Reports++;
+            inner?.Report(value);
         }
     }
 

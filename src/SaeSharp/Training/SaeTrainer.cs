@@ -97,6 +97,9 @@ public sealed class SaeTrainer : IDisposable
     public double ScaleOut { get; private set; } = 1;
     /// <summary>Whether initialisation (normalisation estimate, weight init) has run or been restored.</summary>
     public bool Initialized { get; private set; }
+    /// <summary>train_log.jsonl, once <see cref="Run"/> has opened it; null without a log folder.</summary>
+    public string? LogFile => _log?.Path;
+
     /// <summary>The last checkpoint folder written or resumed from.</summary>
     public string? LastCheckpoint { get; private set; }
 

@@ -55,4 +55,28 @@ public class TrainingRunCurvesTests : IDisposable
         var l0 = TrainingCurves.Panels(log).Single(p => p.Title.StartsWith("l0", StringComparison.Ordinal)).Series.Single();
         Assert.Equal(Enumerable.Range(1, 24).Select(i => i * 32.0), l0.X);
     }
+
+    /// <summary>A run whose loss becomes NaN fails naming the step; the curves of the steps logged before it are drawn
+    /// and the error names them.</summary>
+    [Fact]
+    public void A_run_whose_loss_becomes_nan_draws_the_steps_logged_before_and_names_the_picture()
+    {
+        var outDir = Path.Combine(_dir, "diverged");
+        using var inner = new Tests.Training.InMemorySource(Tests.Training.TrainerTestKit.SparseData(256, 8, 12, 0.1, seed: 4));
+        // Batches 0 and 1 initialise (normalisation, b_dec); the NaN batch is the sixth training step.
+        using var source = new Tests.Training.NanAtBatchSource(inner, nanBatch: 7);
+        var cfg = Tests.Training.TrainerTestKit.Config(20);
+        cfg.LogEverySteps = 1;
+        var slots = new[] { new SaeSlot("relu", Tests.Training.TrainerTestKit.Standard(8, 16)) };
+        var e = Assert.Throws<SaeSharpException>(() => TrainingRun.Run(new TrainingRunOptions
+            { OutDir = outDir, Trainer = cfg, Saes = slots, TrainSource = source }));
+        var png = Path.Combine(outDir, TrainingCurves.FileName);
+        Assert.Contains("is NaN or infinite", e.Message);
+        Assert.EndsWith($"; training curves of the steps logged before it: {png}", e.Message);
+        Assert.NotNull(SKBitmap.Decode(png));
+        long failed = long.Parse(System.Text.RegularExpressions.Regex.Match(e.Message, @"training step (\d+) of").Groups[1].Value);
+        var steps = TrainLogFile.Read(Path.Combine(outDir, TrainLogFile.FileName)).Series("relu", "l0")!.Steps;
+        Assert.Equal(Enumerable.Range(1, (int)failed - 1).Select(i => (long)i), steps);
+        foreach (var s in slots) s.Sae.Dispose();
+    }
 }
