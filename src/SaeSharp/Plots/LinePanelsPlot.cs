@@ -61,7 +61,7 @@ public static class LinePanelsPlot
         var legendRows = names.Count > 1 ? LegendLayout(names, legendFont, width - 2 * Margin) : [];
         float header = Margin + TitleSize + 8 + legendRows.Count * LegendRowHeight;
         int h = height ?? (int)Math.Ceiling(header + rows * PanelHeight + Margin / 2);
-        if (width < 200 || h < header + 100) throw new ArgumentException($"a picture of {width}×{h} pixels is too small for {panels.Count} panels");
+        if (width < 200 || h < header + 100) throw new SaeSharpException($"a picture of {width}×{h} pixels is too small for {panels.Count} panels (at least 200 wide and {Math.Ceiling(header) + 100} high)");
 
         var (xMin, xMax) = XRange(panels);
         using var surface = SKSurface.Create(new SKImageInfo(width, h, SKColorType.Rgba8888, SKAlphaType.Premul))

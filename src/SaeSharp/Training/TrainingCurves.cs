@@ -58,13 +58,22 @@ public static class TrainingCurves
     {
         var panels = Panels(log);
         int columns = panels.Count <= 4 ? Math.Min(2, panels.Count) : 3;
-        var last = log.Saes.Select(s => log.Quantities.Select(q => log.Series(s, q)).Where(x => x is not null).MaxBy(x => x!.Steps[^1])).Where(x => x is not null).ToList();
-        long lastStep = last.Count == 0 ? 0 : last.Max(x => x!.Steps[^1]);
-        double lastTokens = last.Count == 0 ? double.NaN : last.Max(x => x!.Tokens[^1]);
+        return LinePanelsPlot.Render(panels, Title(log), log.EveryLineHasTokens ? "training tokens" : "training step", width, height, columns);
+    }
+
+    /// <summary>The picture's title: the log's path, the SAE's name (or how many SAEs), and the last logged step with its
+    /// tokens: "runs/x/train_log.jsonl: topk, step 1,800, 1,843,200 tokens".</summary>
+    public static string Title(TrainLogFile log)
+    {
+        ArgumentNullException.ThrowIfNull(log);
+        var ends = log.Saes.SelectMany(s => log.Quantities.Select(q => log.Series(s, q))).OfType<TrainLogSeries>()
+            .Select(x => (Step: x.Steps[^1], Tokens: x.Tokens[^1])).ToList();
+        long lastStep = ends.Count == 0 ? 0 : ends.Max(e => e.Step);
+        double lastTokens = ends.Count == 0 ? double.NaN : ends.Where(e => e.Step == lastStep).Max(e => e.Tokens);
         string who = log.Saes.Count == 1 ? (log.Saes[0].Length > 0 ? log.Saes[0] + ", " : "") : $"{log.Saes.Count} SAEs, ";
-        string title = $"{log.Path}: {who}step {lastStep:N0}" + (double.IsFinite(lastTokens) ? $", {lastTokens:N0} tokens" : "") +
-                       (log.TornLines > 0 ? " (a cut-short last line skipped)" : "");
-        return LinePanelsPlot.Render(panels, title, log.EveryLineHasTokens ? "training tokens" : "training step", width, height, columns);
+        var inv = System.Globalization.CultureInfo.InvariantCulture;
+        return $"{log.Path}: {who}step {lastStep.ToString("N0", inv)}" + (double.IsFinite(lastTokens) ? $", {lastTokens.ToString("N0", inv)} tokens" : "") +
+               (log.TornLines > 0 ? " (a cut-short last line skipped)" : "");
     }
 
     /// <summary>Draws the log of <paramref name="runOrLog"/> (a run folder or its log, <see cref="TrainLogFile.Locate"/>)

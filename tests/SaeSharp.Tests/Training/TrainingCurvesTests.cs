@@ -41,8 +41,10 @@ public class TrainingCurvesTests : IDisposable
     [Fact]
     public void A_multi_sae_log_gives_one_line_per_sae_in_every_panel_with_the_logged_values()
     {
-        var log = TrainLogFile.Read(MultiSaeLog());
+        var path = MultiSaeLog();
+        var log = TrainLogFile.Read(path);
         Assert.Equal(["topk", "relu"], log.Saes);
+        Assert.Equal($"{path}: 2 SAEs, step 2, 200 tokens", TrainingCurves.Title(log));
         Assert.True(log.EveryLineHasTokens);
         var panels = TrainingCurves.Panels(log);
         // Loss terms in order of first appearance, then the fixed quantities; λ because relu's changed (0.5 → 1).
@@ -140,6 +142,7 @@ public class TrainingCurvesTests : IDisposable
         File.WriteAllText(torn, """{"step":1,"tokens":10,"sae":"s","l0":4}""" + "\n" + """{"step":2,"tokens":20,"sae":"s","l0":""");
         var log = TrainLogFile.Read(torn);
         Assert.Equal(1, log.TornLines);
+        Assert.Equal($"{torn}: s, step 1, 10 tokens (a cut-short last line skipped)", TrainingCurves.Title(log));
         Assert.Equal([4.0], log.Series("s", "l0")!.Values);
 
         var corrupt = Log("corrupt.jsonl", """{"step":1,"tokens":10,"sae":"s","l0":4}""", """{"step":2,"tok""", """{"step":3,"tokens":30,"sae":"s","l0":4}""");
