@@ -37,7 +37,7 @@ public static class LinePanelsPlot
     /// <summary>Panel height in pixels when the picture's height is left to the plot.</summary>
     public const int PanelHeight = 320;
     private const int Margin = 12;
-    private const float TitleSize = 20, LegendSize = 16, LegendRowHeight = 26;
+    private const float TitleSize = 20, LegendSize = 16, LegendRowHeight = 26, PanelTitleSize = 17;
 
     /// <summary>Lines of up to this many points are drawn with a marker at each point (one logged step is a dot).</summary>
     private const int MarkerPoints = 30;
@@ -75,7 +75,7 @@ public static class LinePanelsPlot
         float panelW = (width - Margin) / (float)columns, panelH = (h - header - Margin / 2f) / rows;
         for (int i = 0; i < panels.Count; i++)
         {
-            var plot = PanelPlot(panels[i], colors, xLabel, xMin, xMax, xFormat ?? FormatCount);
+            var plot = PanelPlot(panels[i], colors, xLabel, xMin, xMax, xFormat ?? FormatCount, panelW);
             float left = MathF.Round(Margin / 2f + (i % columns) * panelW), top = MathF.Round(header + (i / columns) * panelH);
             float right = MathF.Round(Margin / 2f + (i % columns + 1) * panelW), bottom = MathF.Round(header + (i / columns + 1) * panelH);
             // ScottPlot clears the canvas before drawing a plot: the clip keeps that to the panel's own rectangle.
@@ -139,12 +139,16 @@ public static class LinePanelsPlot
         return new ThinLine(xs.ToArray(), ys.ToArray(), lows.ToArray(), highs.ToArray());
     }
 
-    private static Plot PanelPlot(LinePanel panel, Dictionary<string, Color> colors, string xLabel, double xMin, double xMax, Func<double, string> xFormat)
+    private static Plot PanelPlot(LinePanel panel, Dictionary<string, Color> colors, string xLabel, double xMin, double xMax, Func<double, string> xFormat,
+        float panelWidth)
     {
         var order = colors.Keys.Select((n, i) => (n, i)).ToDictionary(p => p.n, p => p.i);
         var plt = new Plot();
         PlotFonts.Apply(plt);
-        plt.Title(panel.Title, size: 17);
+        // A title wider than its panel (a long loss name in a small picture) is set smaller, not cut: it is centred over the
+        // data area, which the y tick labels push right, so it has the panel less about twice their width.
+        using (var measure = new SKFont(PlotFonts.Typeface(), PanelTitleSize))
+            plt.Title(panel.Title, size: Math.Max(9, Math.Min(PanelTitleSize, PanelTitleSize * (panelWidth - 100) / measure.MeasureText(panel.Title))));
         plt.XLabel(xLabel, size: 15);
         double lo = double.PositiveInfinity, hi = double.NegativeInfinity;
         foreach (var s in panel.Series)
