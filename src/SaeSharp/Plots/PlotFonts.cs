@@ -27,9 +27,14 @@ internal static class PlotFonts
         if (Registered.Value is { } f) plot.Font.Set(f);
     }
 
+    private static readonly Lazy<SKTypeface> Regular = new(() => Load(bold: false));
+    private static readonly Lazy<SKTypeface> Bold = new(() => Load(bold: true));
+
     /// <summary>A typeface for text drawn with SkiaSharp directly: DejaVu Sans (bold when asked and installed), else
-    /// the system default.</summary>
-    public static SKTypeface Typeface(bool bold = false)
+    /// the system default. Shared: not to be disposed.</summary>
+    public static SKTypeface Typeface(bool bold = false) => bold ? Bold.Value : Regular.Value;
+
+    private static SKTypeface Load(bool bold)
     {
         if (RegularFile.Value is { } path)
         {

@@ -82,13 +82,10 @@ public sealed class TrainLogFile
         var bySae = new Dictionary<string, (long LastStep, List<Points> Series)>(StringComparer.Ordinal);
         bool allTokens = true;
         int lineNo = 0, stepLines = 0, torn = 0;
-        bool endsWithNewline = EndsWithNewline(path);
-        using var reader = new StreamReader(path);
-        string? next = reader.ReadLine();
-        while (next is not null)
+        // A running trainer has the log open for writing: read beside it (its line in progress is a torn last line).
+        using var reader = new StreamReader(new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete));
+        foreach (var (line, terminated) in Lines(reader))
         {
-            string line = next;
-            next = reader.ReadLine();
             lineNo++;
             if (string.IsNullOrWhiteSpace(line)) continue;
             JsonDocument doc;
@@ -98,7 +95,7 @@ public sealed class TrainLogFile
             }
             catch (JsonException e)
             {
-                if (next is null && !endsWithNewline) { torn++; continue; }
+                if (!terminated) { torn++; continue; } // only the last line can lack its newline
                 throw new SaeSharpException($"{path} line {lineNo}: not JSON ({e.Message.Split('.')[0]})");
             }
             using (doc)
@@ -163,12 +160,27 @@ public sealed class TrainLogFile
         _ => null,
     };
 
-    private static bool EndsWithNewline(string path)
+    /// <summary>The lines of <paramref name="reader"/>, each with whether a newline ended it (all but perhaps the last).</summary>
+    private static IEnumerable<(string Line, bool Terminated)> Lines(TextReader reader)
     {
-        using var f = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
-        if (f.Length == 0) return true;
-        f.Seek(-1, SeekOrigin.End);
-        return f.ReadByte() == '\n';
+        var buffer = new char[1 << 16];
+        var line = new System.Text.StringBuilder();
+        int n;
+        while ((n = reader.Read(buffer, 0, buffer.Length)) > 0)
+        {
+            int start = 0;
+            for (int i = 0; i < n; i++)
+            {
+                if (buffer[i] != '\n') continue;
+                line.Append(buffer, start, i - start);
+                if (line.Length > 0 && line[^1] == '\r') line.Length--;
+                yield return (line.ToString(), true);
+                line.Clear();
+                start = i + 1;
+            }
+            line.Append(buffer, start, n - start);
+        }
+        if (line.Length > 0) yield return (line.ToString(), false);
     }
 
     private sealed class Points

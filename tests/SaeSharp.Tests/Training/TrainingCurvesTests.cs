@@ -164,6 +164,20 @@ public class TrainingCurvesTests : IDisposable
         Assert.Equal($"{eventsOnly}: no logged steps in its 1 lines", Assert.Throws<SaeSharpException>(() => TrainLogFile.Read(eventsOnly)).Message);
     }
 
+    /// <summary>A running trainer holds the log open for writing (sharing reads only) with a line half written: the log
+    /// reads beside it, that line skipped as cut short.</summary>
+    [Fact]
+    public void A_log_a_running_trainer_is_writing_reads_up_to_its_line_in_progress()
+    {
+        var path = Path.Combine(_dir, "running.jsonl");
+        using var writer = new StreamWriter(new FileStream(path, FileMode.Append, FileAccess.Write, FileShare.Read));
+        writer.Write("""{"step":1,"tokens":10,"sae":"s","l0":4}""" + "\n" + """{"step":2,"tokens":20,"sae":"s","l0":3}""" + "\r\n" + """{"step":3,"tok""");
+        writer.Flush();
+        var log = TrainLogFile.Read(path);
+        Assert.Equal([4.0, 3], log.Series("s", "l0")!.Values);
+        Assert.Equal(1, log.TornLines);
+    }
+
     [Fact]
     public void The_png_has_the_requested_size_or_a_row_height_per_row_of_panels_and_is_not_blank()
     {
