@@ -208,7 +208,8 @@ public static class TrainingRun
         catch (SaeSharpException e) when (counted.Reports > 0 && trainer.LogFile is { } log && File.Exists(log))
         {
             if (DrawCurves(log, outDir).Png is not { } png) throw;
-            throw new SaeSharpException($"{e.Message}; training curves of the steps logged before it: {png}", e);
+            // After a space, so that the message's last word (the checkpoint's path) stays a word of its own.
+            throw new SaeSharpException($"{e.Message} (training curves of the steps logged before it: {png})", e);
         }
     }
 

@@ -72,7 +72,7 @@ public class TrainingRunCurvesTests : IDisposable
             { OutDir = outDir, Trainer = cfg, Saes = slots, TrainSource = source }));
         var png = Path.Combine(outDir, TrainingCurves.FileName);
         Assert.Contains("is NaN or infinite", e.Message);
-        Assert.EndsWith($"; training curves of the steps logged before it: {png}", e.Message);
+        Assert.EndsWith($" (training curves of the steps logged before it: {png})", e.Message);
         Assert.NotNull(SKBitmap.Decode(png));
         long failed = long.Parse(System.Text.RegularExpressions.Regex.Match(e.Message, @"training step (\d+) of").Groups[1].Value);
         var steps = TrainLogFile.Read(Path.Combine(outDir, TrainLogFile.FileName)).Series("relu", "l0")!.Steps;
