@@ -24,6 +24,7 @@ internal static class Cli
                      InterventionCommands.Ablate(),
                      InterventionCommands.Attribute(),
                      TrainCommand.Create(),
+                     PlotLogCommand.Create(),
                      SaeCommands.Eval(),
                      SaeCommands.Encode(),
                      SaeCommands.Synth(),

@@ -71,9 +71,12 @@ internal static class DemoCommand
         if (trained.Saes.Count == 0)
         {
             Console.WriteLine($"stopped at step {trained.Steps}");
+            TrainCommand.PrintCurves(trained);
             return stopExitCode;
         }
         Line($"wrote {demo.SaePath} (SAELens layout: cfg.json, sae_weights.safetensors, metrics.json)");
+        if (trained.CurvesFile is { } curves) Line($"training curves: {curves}");
+        else if (trained.CurvesError is { } error) Console.Error.WriteLine($"warning: training curves not drawn: {error}");
 
         Stage(3, $"evaluating on {Cli.Integer(o.EvalTokens)} held-out tokens (the SAE spliced into the model)");
         var m = demo.Evaluate();
@@ -196,6 +199,7 @@ internal static class DemoCommand
         if (result.Saes.Count == 0)
         {
             Console.WriteLine($"stopped at step {result.Steps}; checkpoint {result.LastCheckpoint}");
+            TrainCommand.PrintCurves(result);
             return stopExitCode;
         }
         Cli.WriteColumns($"SAEs on synthetic data ({result.Steps} steps, {Cli.Integer(result.Tokens)} rows)",
@@ -210,6 +214,7 @@ internal static class DemoCommand
         Cli.WriteIndented(Markup.Escape("MCC: mean |cos| of the one-to-one matching of latents to true features (SAELens); % recovered: true features " +
             "some latent matches at |cos| > 0.9; F1: each latent as a detector of its closest true feature"), 0);
         Cli.WriteIndented(Markup.Escape($"true L0 ≈ {SyntheticExpectedL0(features):F1}; artefacts (SAELens layout, metrics.json, train_log.jsonl): {Path.Combine(outDir, "saes")}"), 0);
+        TrainCommand.PrintCurves(result);
         return 0;
     }
 

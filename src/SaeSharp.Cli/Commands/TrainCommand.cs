@@ -165,6 +165,7 @@ internal static class TrainCommand
         if (result.Status is TrainingStatus.Cancelled or TrainingStatus.Stopped)
         {
             Console.WriteLine($"stopped at step {result.Steps}; checkpoint: {result.LastCheckpoint} (continue with --resume)");
+            PrintCurves(result);
             return run.StopExitCode;
         }
         string passes = (result.Epochs is double e ? $"{e:F2} epochs of the data" : "less than one pass over the data") +
@@ -192,6 +193,14 @@ internal static class TrainCommand
                     Console.Error.WriteLine($"warning: {sae.Name}: {w}");
             }
         }
+        PrintCurves(result);
         return 0;
+    }
+
+    /// <summary>"training curves: OUT/training_curves.png", or a warning saying why they were not drawn.</summary>
+    internal static void PrintCurves(TrainingRunResult result)
+    {
+        if (result.CurvesFile is { } png) Console.WriteLine($"training curves: {png}");
+        else if (result.CurvesError is { } e) Console.Error.WriteLine($"warning: training curves not drawn: {e}");
     }
 }

@@ -49,6 +49,14 @@ public sealed record TrainedSaeOutput(string Name, string Directory, SaeEvalResu
 public sealed record TrainingRunResult(TrainingStatus Status, long Steps, long Tokens, IReadOnlyList<TrainedSaeOutput> Saes, string? LastCheckpoint,
     long RowsDelivered = 0, long? RowsPerPass = null, int MaxDataPasses = 1)
 {
+    /// <summary>The run's <c>train_log.jsonl</c>; null when it wrote none.</summary>
+    public string? LogFile { get; init; }
+    /// <summary><c>OUT/training_curves.png</c>, drawn from the whole log when the run ended (finished or stopped);
+    /// null when not drawn (see <see cref="CurvesError"/>).</summary>
+    public string? CurvesFile { get; init; }
+    /// <summary>Why the curves could not be drawn; the run's other outputs are written regardless.</summary>
+    public string? CurvesError { get; init; }
+
     /// <summary>Epochs of the data the source delivered (<see cref="RowsDelivered"/> / <see cref="RowsPerPass"/>); null while unknown.</summary>
     public double? Epochs => RowsPerPass is long p && p > 0 ? (double)RowsDelivered / p : null;
 }
@@ -56,8 +64,9 @@ public sealed record TrainingRunResult(TrainingStatus Status, long Steps, long T
 /// <summary>
 /// A whole training run as <c>sae train</c> does it: train (or resume) with checkpoints in <c>OUT/checkpoints</c> and the
 /// log in <c>OUT/train_log.jsonl</c>, then write each SAE in SAELens layout (cfg.json, sae_weights.safetensors,
-/// sparsity.safetensors) with metrics.json from the held-out rows. An interrupted run leaves its checkpoint and writes
-/// no SAE files.
+/// sparsity.safetensors) with metrics.json from the held-out rows, and draw the log into <c>OUT/training_curves.png</c>
+/// (<see cref="TrainingCurves"/>). An interrupted run leaves its checkpoint, writes no SAE files, and draws the curves
+/// of the steps so far.
 /// </summary>
 public static class TrainingRun
 {
@@ -85,7 +94,7 @@ public static class TrainingRun
         Directory.CreateDirectory(o.OutDir);
         try
         {
-            return Train(o, checkpoints, progress, cancellationToken);
+            return WithCurves(Train(o, checkpoints, progress, cancellationToken), o.OutDir);
         }
         catch
         {
@@ -117,10 +126,11 @@ public static class TrainingRun
         using (trainer)
         {
             trainer.Progress = progress;
-            using var result = trainer.Run(cancellationToken: cancellationToken);
+            using var result = RunTrainer(trainer, o.OutDir, cancellationToken);
             var src = o.TrainSource;
             TrainingRunResult Result(IReadOnlyList<TrainedSaeOutput> saes) =>
-                new(result.Status, result.Steps, result.Tokens, saes, result.LastCheckpoint, src.RowsDelivered, src.RowsPerPass, src.MaxDataPasses);
+                new(result.Status, result.Steps, result.Tokens, saes, result.LastCheckpoint, src.RowsDelivered, src.RowsPerPass, src.MaxDataPasses)
+                    { LogFile = result.LogFile };
             if (result.Status is TrainingStatus.Cancelled or TrainingStatus.Stopped) return Result([]);
             double? epochs = Result([]).Epochs;
 
@@ -160,6 +170,57 @@ public static class TrainingRun
             {
                 if (evalBatches is not null) foreach (var b in evalBatches) b.Dispose();
             }
+        }
+    }
+
+    /// <summary>Draws the run's whole log (a resumed run's included) into <see cref="TrainingCurves.FileName"/> in
+    /// <paramref name="outDir"/>. A failure to draw does not fail the run: it is reported in
+    /// <see cref="TrainingRunResult.CurvesError"/>.</summary>
+    private static TrainingRunResult WithCurves(TrainingRunResult r, string outDir)
+    {
+        if (r.LogFile is null || !File.Exists(r.LogFile)) return r;
+        var (png, error) = DrawCurves(r.LogFile, outDir);
+        return r with { CurvesFile = png, CurvesError = error };
+    }
+
+    private static (string? Png, string? Error) DrawCurves(string log, string outDir)
+    {
+        try
+        {
+            return (TrainingCurves.Save(log, Path.Combine(outDir, TrainingCurves.FileName)), null);
+        }
+        catch (Exception e) when (e is SaeSharpException or IOException or UnauthorizedAccessException or ArgumentException)
+        {
+            return (null, e.Message);
+        }
+    }
+
+    /// <summary>Runs the trainer; when it fails after logging steps (a loss that became NaN: the run whose curves matter
+    /// most), draws the curves of the steps logged and names them in the error.</summary>
+    private static TrainingResult RunTrainer(SaeTrainer trainer, string outDir, CancellationToken cancellationToken)
+    {
+        var counted = new CountingProgress(trainer.Progress);
+        trainer.Progress = counted;
+        try
+        {
+            return trainer.Run(cancellationToken: cancellationToken);
+        }
+        catch (SaeSharpException e) when (counted.Reports > 0 && trainer.LogFile is { } log && File.Exists(log))
+        {
+            if (DrawCurves(log, outDir).Png is not { } png) throw;
+            // After a space, so that the message's last word (the checkpoint's path) stays a word of its own.
+            throw new SaeSharpException($"{e.Message} (training curves of the steps logged before it: {png})", e);
+        }
+    }
+
+    private sealed class CountingProgress(IProgress<TrainingProgress>? inner) : IProgress<TrainingProgress>
+    {
+        public int Reports { get; private set; }
+
+        public void Report(TrainingProgress value)
+        {
+            Reports++;
+            inner?.Report(value);
         }
     }
 

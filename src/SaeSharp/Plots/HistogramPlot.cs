@@ -12,21 +12,8 @@ public sealed record HistogramBar(double Lower, double Upper, long Count, string
 /// </summary>
 public static class HistogramPlot
 {
-    private const string FontName = "DejaVu Sans";
     /// <summary>log10(½): where bars start on a log axis.</summary>
     private static readonly double LogBase = Math.Log10(0.5);
-    private static readonly Lazy<string?> Font = new(() =>
-    {
-        foreach (var path in new[] { "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/fonts/dejavu/DejaVuSans.ttf" })
-        {
-            if (!File.Exists(path)) continue;
-            Fonts.AddFontFile(FontName, path);
-            string bold = Path.Combine(Path.GetDirectoryName(path)!, "DejaVuSans-Bold.ttf");
-            if (File.Exists(bold)) Fonts.AddFontFile(FontName, bold, bold: true);
-            return FontName;
-        }
-        return null;
-    });
 
     /// <summary>Renders the bars as PNG bytes. With <paramref name="logY"/> the y axis is log10(count), labelled with counts
     /// at each decade, and bars start at a count of ½ so that a count of 1 stays visible.</summary>
@@ -35,7 +22,7 @@ public static class HistogramPlot
     {
         ArgumentNullException.ThrowIfNull(bars);
         var plt = new Plot();
-        if (Font.Value is { } f) plt.Font.Set(f);
+        PlotFonts.Apply(plt);
         var list = bars.Where(b => b.Count > 0).Select(b => new Bar
         {
             Position = (b.Lower + b.Upper) / 2, Size = b.Upper - b.Lower, Value = logY ? Math.Log10(b.Count) : b.Count,

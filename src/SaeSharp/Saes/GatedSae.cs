@@ -16,6 +16,8 @@ namespace SaeSharp.Saes;
 /// </summary>
 public sealed class GatedSae : Sae
 {
+    internal override bool WeighsSparsityPenalty => true;
+
     /// <summary>The registry entry of "gated".</summary>
     public static SaeArchitecture Descriptor { get; } = new() { Name = SaeArchitectures.Gated, Create = c => new GatedSae(c) };
 

@@ -25,6 +25,8 @@ namespace SaeSharp.Saes;
 /// </summary>
 public sealed class JumpReluSae : Sae
 {
+    internal override bool WeighsSparsityPenalty => true;
+
     /// <summary>The registry entry of "jumprelu".</summary>
     public static SaeArchitecture Descriptor { get; } = new() { Name = SaeArchitectures.JumpReLU, Create = c => new JumpReluSae(c) };
 

@@ -354,6 +354,11 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
     /// autocast, on the CPU; a ReLU SAE once its sparse pass has taken over).</summary>
     internal virtual bool SmallTorchSteps => false;
 
+    /// <summary>Whether the training loss weighs a sparsity penalty by λ = <see cref="SaeTrainingOptions.SparsityCoefficient"/>
+    /// (<see cref="WeightedSparsity"/>): the trainer logs λ·s as <c>sparsity_coefficient</c> (SAELens's
+    /// <c>details/current_l1_coefficient</c>) for these architectures only.</summary>
+    internal virtual bool WeighsSparsityPenalty => false;
+
     /// <summary>SAELens's <c>mse_loss</c>: ‖ŷ − y‖² summed over d_out, averaged over rows.</summary>
     private protected static Tensor MseLoss(Tensor saeOut, Tensor target) => (saeOut - target).pow(TorchScalars.Of(2)).sum(-1).mean();
 

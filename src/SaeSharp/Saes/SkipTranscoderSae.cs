@@ -14,6 +14,8 @@ namespace SaeSharp.Saes;
 /// </summary>
 public sealed class SkipTranscoderSae : Sae
 {
+    internal override bool WeighsSparsityPenalty => true;
+
     /// <summary>The registry entry of "skip_transcoder" (SAELens's name).</summary>
     public static SaeArchitecture Descriptor { get; } = new()
     {

@@ -15,6 +15,8 @@ namespace SaeSharp.Saes;
 /// </summary>
 public sealed class StandardSae : Sae
 {
+    internal override bool WeighsSparsityPenalty => true;
+
     /// <summary>The registry entry of "standard" (ReLU; <c>sae train --arch relu</c> and <c>relu-april</c> are its recipes).</summary>
     public static SaeArchitecture Descriptor { get; } = new() { Name = SaeArchitectures.Standard, Create = c => new StandardSae(c) };
 

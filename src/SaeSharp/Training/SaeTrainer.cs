@@ -97,6 +97,9 @@ public sealed class SaeTrainer : IDisposable
     public double ScaleOut { get; private set; } = 1;
     /// <summary>Whether initialisation (normalisation estimate, weight init) has run or been restored.</summary>
     public bool Initialized { get; private set; }
+    /// <summary>train_log.jsonl, once <see cref="Run"/> has opened it; null without a log folder.</summary>
+    public string? LogFile => _log?.Path;
+
     /// <summary>The last checkpoint folder written or resumed from.</summary>
     public string? LastCheckpoint { get; private set; }
 
@@ -255,6 +258,8 @@ public sealed class SaeTrainer : IDisposable
         sae.AfterOptimizerStep(ctx);
         var counts = o.ActiveCounts ?? FeatureStatistics.ActiveCounts(o.FeatureActs);
         slot.Stats.UpdateCounts(counts, x.shape[0]);
+        // λ·s as this step's loss weighed the penalty, before the target-L0 controller moves λ for the next step.
+        double? sparsityCoefficient = sae.WeighsSparsityPenalty ? sae.Training.SparsityCoefficient * sparsityScale : null;
         if (sae.Training.AdaptToTargetL0)
             TargetL0Control.Update(sae.Training, sae.Cfg, counts.sum().item<long>() / (double)x.shape[0], Step, c.Steps);
 
@@ -283,6 +288,7 @@ public sealed class SaeTrainer : IDisposable
             Name = slot.Name,
             Lr = lr,
             SparsityScale = sparsityScale,
+            SparsityCoefficient = sparsityCoefficient,
             Losses = losses,
             L0 = l0,
             DeadFraction = deadFraction,

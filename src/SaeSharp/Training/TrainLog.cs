@@ -5,8 +5,12 @@ using static TorchSharp.torch;
 
 namespace SaeSharp.Training;
 
-/// <summary>Writes <c>train_log.jsonl</c> (one JSON object per SAE per logged step) and, optionally, TensorBoard
-/// scalars under <c>tensorboard/</c>. On resume, lines of steps after the checkpoint are dropped first.</summary>
+/// <summary>Writes <c>train_log.jsonl</c> (one JSON object per SAE per logged step: step, tokens, sae, lr, sparsity_scale,
+/// sparsity_coefficient where the architecture has one, losses{...}, l0, dead_fraction, explained_variance,
+/// rows_per_second, metrics{...} where the architecture has its own; non-finite numbers as the strings "NaN", "Infinity",
+/// "-Infinity"; event lines {step, sae, event, count}) and, optionally, TensorBoard scalars under <c>tensorboard/</c>. On
+/// resume, lines of steps after the checkpoint are dropped first, so the file continues as one run
+/// (<see cref="TrainLogFile.Read"/> reads it back).</summary>
 internal sealed class TrainLog : IDisposable
 {
     public const string FileName = "train_log.jsonl";
@@ -45,6 +49,7 @@ internal sealed class TrainLog : IDisposable
                 ["explained_variance"] = Finite(s.ExplainedVariance),
                 ["rows_per_second"] = Math.Round(p.RowsPerSecond, 1),
             };
+            if (s.SparsityCoefficient is double lambda) line["sparsity_coefficient"] = Finite(lambda);
             if (s.Metrics.Count > 0)
             {
                 var metrics = new JsonObject();
@@ -61,6 +66,7 @@ internal sealed class TrainLog : IDisposable
                 foreach (var (k, v) in s.Metrics) _tensorBoard.add_scalar($"{s.Name}/metrics/{k}", (float)v, step);
                 _tensorBoard.add_scalar($"{s.Name}/sparsity/dead_fraction", (float)s.DeadFraction, step);
                 _tensorBoard.add_scalar($"{s.Name}/details/lr", (float)s.Lr, step);
+                if (s.SparsityCoefficient is double l) _tensorBoard.add_scalar($"{s.Name}/details/sparsity_coefficient", (float)l, step);
             }
         }
         _writer.Flush();

@@ -50,6 +50,10 @@ public sealed class SaeProgress
     public double Lr { get; init; }
     /// <summary>Sparsity-coefficient warm-up factor at this step (0 to 1).</summary>
     public double SparsityScale { get; init; }
+    /// <summary>The sparsity coefficient as this step's loss weighed the penalty: λ times <see cref="SparsityScale"/>
+    /// (SAELens's <c>details/current_l1_coefficient</c>; with <c>--target-l0</c> the controller's λ). Null for
+    /// architectures trained without one (the TopK family, matching_pursuit).</summary>
+    public double? SparsityCoefficient { get; init; }
     /// <summary>The total loss and its named parts ("overall_loss", "mse_loss", "l1_loss", …).</summary>
     public required IReadOnlyDictionary<string, double> Losses { get; init; }
     /// <summary>Mean number of non-zero latents per row of the batch.</summary>
