@@ -166,7 +166,10 @@ public static class TokenWindows
     /// (<see cref="TextDataset.ChooseColumn(IEnumerable{string}, string?)"/>, decided by the first file with a row and used for all): pre-tokenized "tokens" or
     /// "input_ids" rows (<see cref="FromPretokenized"/>); else text from <paramref name="textField"/> when given, else
     /// from "text" or "problem" (or .txt lines), tokenized and concatenated (<see cref="TokenizeAndConcatenate"/>).
-    /// Files with no rows are skipped; a dataset with no file that has a row is an error naming it.
+    /// Files with no rows are skipped; a dataset with no file that has a row is an error naming it. A <c>datasets</c>
+    /// <c>save_to_disk</c> folder and <c>.arrow</c> files are read as well (<see cref="HfDiskDataset"/>); a pre-tokenized
+    /// dataset with SAELens's <c>sae_lens.json</c> is checked against the run (<see cref="PretokenizedMetadata.Check"/>:
+    /// a shorter context size is an error, other mismatches go to <see cref="DatasetWarnings"/>).
     /// </summary>
     public static IEnumerable<long[]> FromPath(
         string path,
@@ -189,9 +192,12 @@ public static class TokenWindows
             {
                 TextDataset.FileKind.Jsonl => TextDataset.ReadTokenizedJsonl(f, column),
                 TextDataset.FileKind.Parquet => TextDataset.ReadTokenizedParquet(f, column),
+                TextDataset.FileKind.Arrow => HfDiskDataset.ReadTokenRows(f, column),
                 TextDataset.FileKind.Txt when !TextDataset.ReadTxt(f).Any() => [], // no rows: skipped as other empty files
                 _ => throw new SaeSharpException($"dataset file '{f}' is text, but '{first}' is pre-tokenized; do not mix them"),
             });
+            if (PretokenizedMetadata.Find(path) is { } meta)
+                foreach (var w in PretokenizedMetadata.Read(meta).Check(meta, contextSize, prependBos, tokenizer)) DatasetWarnings.Report(w);
             return FromPretokenized(rows, contextSize);
         }
         return TokenizeAndConcatenate(TextDataset.ReadFiles(files, column ?? textField ?? "text", txtMode), tokenizer, contextSize, prependBos);
