@@ -38,7 +38,10 @@ if (mode === 'read') {
       rows,
     };
   });
-  process.stdout.write(JSON.stringify({ reader: `apache-arrow ${arrowVersion}`, shards }, null, 1) + '\n');
+  // one line per row
+  const json = JSON.stringify({ reader: `apache-arrow ${arrowVersion}`, shards }, null, 1)
+    .replace(/\[\s+([-\d,\s]+?)\s+\]/g, (_, inner) => `[${inner.replace(/\s+/g, '')}]`);
+  process.stdout.write(json + '\n');
 } else if (mode === 'write') {
   fs.mkdirSync(dir, { recursive: true });
   const shardRows = [

@@ -42,6 +42,11 @@ public static class HfDiskDataset
         [Column] = new JsonObject { ["feature"] = new JsonObject { ["dtype"] = "int32", ["_type"] = "Value" }, ["_type"] = "List" },
     };
 
+    /// <summary>The schema's <c>huggingface</c> metadata, as <c>ArrowWriter._build_metadata</c> writes it (Python's
+    /// <c>json.dumps</c>, its separators included).</summary>
+    internal const string SchemaMetadata =
+        """{"info": {"features": {"input_ids": {"feature": {"dtype": "int32", "_type": "Value"}, "_type": "List"}}}}""";
+
     /// <summary>The shard count <c>save_to_disk</c> picks: one per 500 MB of data, at most one per row.</summary>
     public static int ShardCount(long rows, int contextSize)
     {
@@ -108,10 +113,9 @@ public static class HfDiskDataset
     /// <c>huggingface</c> features metadata, record batches of <see cref="RecordBatchRows"/>, end-of-stream marker).</summary>
     internal static void WriteArrowStream(Stream stream, IReadOnlyList<int[]> rows, int start, int count, IncrementalHash? hash = null)
     {
-        var meta = new JsonObject { ["info"] = new JsonObject { ["features"] = Features() } };
         var schema = new Schema.Builder()
             .Field(new Field(Column, new ListType(new Field("item", Int32Type.Default, true)), true))
-            .Metadata("huggingface", meta.ToJsonString())
+            .Metadata("huggingface", SchemaMetadata)
             .Build();
         using var writer = new ArrowStreamWriter(stream, schema, leaveOpen: true);
         for (int b = 0; b < count; b += RecordBatchRows)
