@@ -263,7 +263,6 @@ public static class HfDiskDataset
                 row += rows.Count;
                 foreach (var r in rows) yield return r;
             }
-            RequireEnd(path, stream, reader);
         }
         finally
         {
@@ -302,7 +301,6 @@ public static class HfDiskDataset
                 }
                 foreach (var t in texts) yield return t;
             }
-            RequireEnd(path, stream, reader);
         }
         finally
         {
@@ -344,7 +342,10 @@ public static class HfDiskDataset
             UInt8Array v => i => v.GetValue(i)!.Value,
             _ => throw new SaeSharpException($"{path}: column '{column}' is a list of {values.Data.DataType.Name}, expected integer token ids"),
         };
-        var rows = new List<long[]>(array.Length);
+        int width = ((FixedWidthType)values.Data.DataType).BitWidth / 8;
+        if (values.Data.Buffers.Length < 2 || values.Data.Buffers[1].Length < ((long)values.Offset + values.Length) * width)
+            throw new SaeSharpException($"{path}: column '{column}' declares {values.Length} ids, more than its buffer holds: the file is corrupt");
+        var rows = new List<long[]>();
         for (int i = 0; i < array.Length; i++)
         {
             long row = firstRow + i;
@@ -365,21 +366,14 @@ public static class HfDiskDataset
         return rows;
     }
 
-    /// <summary>The IPC stream's end: a stream written whole ends with the end-of-stream marker (0xFFFFFFFF 0x00000000),
-    /// which a file cut short at a batch boundary lacks. (A file-format reader checks its own footer.)</summary>
-    private static void RequireEnd(string path, FileStream stream, ArrowStreamReader reader)
-    {
-        if (reader is ArrowFileReader) return;
-        Span<byte> tail = stackalloc byte[8];
-        if (stream.Length < 8) throw Truncated(path);
-        stream.Seek(-8, SeekOrigin.End);
-        stream.ReadExactly(tail);
-        if (BitConverter.ToUInt32(tail[..4]) != 0xFFFFFFFF || BitConverter.ToUInt32(tail[4..]) != 0) throw Truncated(path);
-    }
-
     private static SaeSharpException Truncated(string path) =>
         new($"{path}: the Arrow stream has no end-of-stream marker: the file is truncated (an interrupted write or copy)");
 
+    /// <summary>
+    /// Opens an Arrow IPC file for <see cref="ArrowStreamReader"/> after walking its messages (<see cref="CheckMessages"/>).
+    /// A file in the IPC file format (<c>ARROW1</c>) is read as the stream it embeds after its 8-byte header, its footer
+    /// not used.
+    /// </summary>
     private static ArrowStreamReader Open(string path, out FileStream stream)
     {
         if (!File.Exists(path)) throw new SaeSharpException($"dataset file '{path}' does not exist");
@@ -388,16 +382,73 @@ public static class HfDiskDataset
         {
             Span<byte> magic = stackalloc byte[8];
             int n = stream.ReadAtLeast(magic, 8, throwOnEndOfStream: false);
-            stream.Position = 0;
-            bool fileFormat = n >= 6 && magic[..6].SequenceEqual("ARROW1"u8);
-            if (!fileFormat && n < 8) throw new SaeSharpException($"{path}: {stream.Length} bytes, too short for an Arrow IPC stream (empty or truncated file)");
-            return fileFormat ? new ArrowFileReader(stream, leaveOpen: true) : new ArrowStreamReader(stream, leaveOpen: true);
+            long start = n >= 6 && magic[..6].SequenceEqual("ARROW1"u8) ? 8 : 0;
+            if (n < 8) throw new SaeSharpException($"{path}: {stream.Length} bytes, too short for an Arrow IPC stream (empty or truncated file)");
+            CheckMessages(stream, start, path);
+            stream.Position = start;
+            return new ArrowStreamReader(stream, leaveOpen: true);
         }
         catch
         {
             stream.Dispose();
             throw;
         }
+    }
+
+    /// <summary>
+    /// Walks the IPC stream's messages from <paramref name="start"/> to its end-of-stream marker before Apache.Arrow reads
+    /// any: each message's metadata length and its flatbuffer's <c>bodyLength</c> must lie inside the file (Apache.Arrow
+    /// allocates what they declare: a flipped byte would ask for gigabytes), and the marker must be there (a file cut at
+    /// a batch boundary reads as whole otherwise).
+    /// </summary>
+    internal static void CheckMessages(Stream stream, long start, string path)
+    {
+        long len = stream.Length, pos = start;
+        Span<byte> word = stackalloc byte[4];
+        while (true)
+        {
+            if (pos + 4 > len) throw Truncated(path);
+            stream.Position = pos;
+            stream.ReadExactly(word);
+            int metaLen = BitConverter.ToInt32(word);
+            pos += 4;
+            if (metaLen == -1) // continuation marker, then the length
+            {
+                if (pos + 4 > len) throw Truncated(path);
+                stream.ReadExactly(word);
+                metaLen = BitConverter.ToInt32(word);
+                pos += 4;
+            }
+            if (metaLen == 0) return; // end of stream
+            if (metaLen < 0 || metaLen > len - pos)
+                throw new SaeSharpException($"{path}: the message at byte {pos - 4} declares {metaLen} bytes of metadata, past the file's end ({len} bytes): the file is corrupt or truncated");
+            var meta = new byte[metaLen];
+            stream.ReadExactly(meta);
+            long body = BodyLength(meta, path, pos);
+            pos += metaLen;
+            if (body < 0 || body > len - pos)
+                throw new SaeSharpException($"{path}: the message at byte {pos - metaLen} declares a body of {body} bytes, past the file's end ({len} bytes): the file is corrupt or truncated");
+            pos += body;
+        }
+    }
+
+    /// <summary>The <c>bodyLength</c> (field 3, int64) of an IPC <c>Message</c> flatbuffer, every offset bounds-checked.</summary>
+    private static long BodyLength(ReadOnlySpan<byte> m, string path, long at)
+    {
+        SaeSharpException Bad() => new($"{path}: the message at byte {at} has malformed metadata: the file is corrupt");
+        if (m.Length < 8) throw Bad();
+        int table = BitConverter.ToInt32(m);
+        if (table < 4 || table > m.Length - 4) throw Bad();
+        long vtable = table - (long)BitConverter.ToInt32(m[table..]);
+        if (vtable < 0 || vtable > m.Length - 4) throw Bad();
+        int vtSize = BitConverter.ToUInt16(m[(int)vtable..]);
+        if (vtSize < 4 || vtable + vtSize > m.Length) throw Bad();
+        const int Entry = 4 + 2 * 3;
+        if (Entry + 2 > vtSize) return 0;
+        int off = BitConverter.ToUInt16(m[((int)vtable + Entry)..]);
+        if (off == 0) return 0;
+        if ((long)table + off + 8 > m.Length) throw Bad();
+        return BitConverter.ToInt64(m[(table + off)..]);
     }
 
     /// <summary>Runs a read of Apache.Arrow, turning its errors on a corrupt or truncated file into one-line SaeSharp errors.</summary>

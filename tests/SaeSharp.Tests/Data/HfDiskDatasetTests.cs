@@ -146,3 +146,63 @@ public class HfDiskDatasetTests
         for (int i = 0; i < rows.Count; i++) Assert.Equal(new long[] { i, i + 1, i + 2, i + 3 }, rows[i]);
     }
 }
+
+/// <summary>Mutated shards (bytes flipped, cut, a length rewritten): each reads or is one SaeSharp error naming the file,
+/// never another exception, a hang or an allocation out of proportion to the file.</summary>
+public class HfDiskDatasetMutationTests
+{
+    [Fact]
+    public void Mutated_arrow_shards_are_read_or_refused_in_one_line()
+    {
+        var good = File.ReadAllBytes(TestPaths.Data("pretokenize", "js_written", "data-00001-of-00002.arrow"));
+        string dir = TestPaths.TempDir();
+        var rng = new Random(20261205);
+        int refused = 0;
+        for (int n = 0; n < 300; n++)
+        {
+            var bytes = (byte[])good.Clone();
+            switch (n % 4)
+            {
+                case 0: bytes[rng.Next(bytes.Length)] ^= (byte)(1 << rng.Next(8)); break;
+                case 1: bytes = bytes[..rng.Next(bytes.Length)]; break;
+                case 2: BitConverter.GetBytes(rng.Next() * (rng.Next(2) == 0 ? 1 : -1)).CopyTo(bytes, rng.Next(bytes.Length - 4) & ~3); break;
+                default: for (int i = 0; i < 8; i++) bytes[rng.Next(bytes.Length)] = (byte)rng.Next(256); break;
+            }
+            string path = Path.Combine(dir, $"m{n}.arrow");
+            File.WriteAllBytes(path, bytes);
+            try
+            {
+                _ = HfDiskDataset.ReadTokenRows(path).Sum(r => r.Length);
+            }
+            catch (SaeSharpException e)
+            {
+                Assert.Contains(path, e.Message);
+                refused++;
+            }
+        }
+        Assert.True(refused > 50, $"{refused} refused");
+    }
+}
+
+/// <summary>A saved text dataset (a <c>text</c> string column) is read as documents, so it can be pretokenized.</summary>
+public class HfDiskDatasetTextTests
+{
+    [Fact]
+    public void A_text_arrow_file_is_read_as_documents()
+    {
+        string path = Path.Combine(TestPaths.TempDir(), "text.arrow");
+        var schema = new Apache.Arrow.Schema.Builder().Field(new Apache.Arrow.Field("text", Apache.Arrow.Types.StringType.Default, true)).Build();
+        using (var file = File.Create(path))
+        using (var writer = new Apache.Arrow.Ipc.ArrowStreamWriter(file, schema))
+        {
+            using var batch = new Apache.Arrow.RecordBatch(schema, [new Apache.Arrow.StringArray.Builder().AppendRange(["1 2 3", "4 5", "6 7 8 9"]).Build()], 3);
+            writer.WriteRecordBatch(batch);
+            writer.WriteEnd();
+        }
+        Assert.Equal(["1 2 3", "4 5", "6 7 8 9"], TextDataset.Read(path));
+        var result = Pretokenizer.Run(path, new PretokenizerTests.IdTokenizer(false),
+            new PretokenizeSettings { ContextSize = 4, Shuffle = false, NumProc = 1 });
+        Assert.Equal(new[] { new[] { 100, 1, 2, 3 }, [100, 4, 5, 100], [100, 6, 7, 8] }, result.Rows);
+        Assert.Equal(3, result.Documents);
+    }
+}
