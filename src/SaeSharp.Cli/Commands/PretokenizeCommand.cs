@@ -11,7 +11,7 @@ internal static class PretokenizeCommand
     public static Command Create()
     {
         var tokenizer = new Option<string?>("--tokenizer") { Description = "Tokenizer: builtin, a Hugging Face model id or a local model folder (tokenizer_name)" };
-        var model = new Option<string?>("--model") { Description = "Same as --tokenizer: the model whose tokenizer is used" };
+        var model = new Option<string?>("--model") { Description = "Same as --tokenizer: builtin, a Hugging Face model id or a local model folder whose tokenizer is used" };
         var dataset = new Option<string?>("--dataset") { Description = ".txt, .jsonl, .parquet, .arrow (or a folder of them), or hf:ORG/NAME[:SPLIT] (dataset_path)" };
         var contextSize = new Option<int?>("--context-size") { Description = "Tokens per row (default 128)" }.Positive();
         var output = new Option<string?>("--out") { Description = "Output folder (save_path): save_to_disk layout + sae_lens.json" };

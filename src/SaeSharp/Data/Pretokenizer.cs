@@ -1,7 +1,6 @@
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Serialization;
-using SaeSharp.Activations;
 using SaeSharp.Tokenizers;
 
 namespace SaeSharp.Data;
@@ -202,7 +201,7 @@ public enum PretokenizedFormat
 /// contiguous shards (as <c>datasets</c>' <c>map(num_proc=N)</c> shards them), each shard into batches of
 /// <see cref="PretokenizeSettings.PretokenizeBatchSize"/> documents, and the partial row at the end of each batch is dropped.
 /// With more than one shard the documents are counted first (one extra pass; no text is held).</para>
-/// <para>The shuffle is a seeded Fisher–Yates permutation of the rows: the same rows as SAELens's, but not the order of
+/// <para>The shuffle is a seeded Fisher–Yates permutation of the rows (<see cref="ShuffleRows"/>): the same rows as SAELens's, but not the order of
 /// <c>datasets</c>' <c>shuffle(seed)</c> (a NumPy generator), which cannot be reproduced here.</para>
 /// </summary>
 public static class Pretokenizer
@@ -369,14 +368,19 @@ public static class Pretokenizer
         catch (UnauthorizedAccessException) { }
     }
 
-    /// <summary>A seeded Fisher–Yates shuffle of <paramref name="rows"/> in place (<see cref="SeededRandom"/>).</summary>
+    /// <summary>A seeded Fisher–Yates shuffle of <paramref name="rows"/> in place (SplitMix64 draws, each mapped to
+    /// [0, i] by a 128-bit multiply): the same seed gives the same order on every machine.</summary>
     public static void ShuffleRows<T>(IList<T> rows, ulong seed)
     {
         ArgumentNullException.ThrowIfNull(rows);
-        var rng = new SeededRandom(seed);
+        ulong state = seed;
         for (int i = rows.Count - 1; i > 0; i--)
         {
-            int j = (int)rng.NextLong(i + 1);
+            ulong z = state += 0x9E3779B97F4A7C15UL;
+            z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
+            z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
+            z ^= z >> 31;
+            int j = (int)(((UInt128)z * (ulong)(i + 1)) >> 64);
             (rows[i], rows[j]) = (rows[j], rows[i]);
         }
     }

@@ -161,6 +161,19 @@ public static class TokenWindows
         }
     }
 
+    /// <summary>SAELens's warning on a pre-tokenized dataset whose first row is longer than the run's windows.</summary>
+    private static IEnumerable<long[]> WarnWhenLonger(IEnumerable<long[]> rows, int contextSize, string path)
+    {
+        bool first = true;
+        foreach (var row in rows)
+        {
+            if (first && row.Length > contextSize)
+                DatasetWarnings.Report($"{path}: pre-tokenized rows of {row.Length} tokens, the run uses {contextSize}: each row is cut to its first {contextSize} tokens, the rest discarded");
+            first = false;
+            yield return row;
+        }
+    }
+
     /// <summary>
     /// Windows from a dataset file or folder, reading the column SAELens's ActivationsStore reads
     /// (<see cref="TextDataset.ChooseColumn(IEnumerable{string}, string?)"/>, decided by the first file with a row and used for all): pre-tokenized "tokens" or
@@ -198,6 +211,8 @@ public static class TokenWindows
             });
             if (PretokenizedMetadata.Find(path) is { } meta)
                 foreach (var w in PretokenizedMetadata.Read(meta).Check(meta, contextSize, prependBos, tokenizer)) DatasetWarnings.Report(w);
+            else
+                rows = WarnWhenLonger(rows, contextSize, path);
             return FromPretokenized(rows, contextSize);
         }
         return TokenizeAndConcatenate(TextDataset.ReadFiles(files, column ?? textField ?? "text", txtMode), tokenizer, contextSize, prependBos);

@@ -113,5 +113,12 @@ public sealed class PretokenizeCommandTests : IDisposable
         Ok(CliRunner.Run("pretokenize", "--model", "builtin", "--dataset", P("c.jsonl"), "--out", P("cfgds"), "--force", "--context-size", "8"));
         Assert.True(File.Exists(P("cfgds", "state.json")));
         Assert.False(Directory.Exists(P("cfgds", "data")));
+        // A shard alone (no sae_lens.json): rows longer than the windows are cut with SAELens's warning.
+        File.Copy(P("cfgds", "data-00000-of-00001.arrow"), P("bare.arrow"));
+        var cut = CliRunner.Run("cache", "--model", "builtin", "--hook", "blocks.0.hook_resid_post", "--dataset", P("bare.arrow"), "--context-size", "4",
+            "--tokens", "64", "--out", P("bare-cache"));
+        Assert.True(cut.Exit == 0, cut.Err);
+        Assert.Contains("warning: ", cut.Err);
+        Assert.Contains("rows of 8 tokens", cut.Err);
     }
 }
