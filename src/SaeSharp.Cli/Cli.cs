@@ -51,7 +51,7 @@ internal static class Cli
         if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = PipeWidth;
         // A dataset made for other settings (a pretokenized dataset's sae_lens.json): one line on stderr, once.
         var warned = new HashSet<string>(StringComparer.Ordinal);
-        Data.DatasetWarnings.Handler = w => { if (warned.Add(w)) Console.Error.WriteLine($"warning: {w}"); };
+        Data.DatasetWarnings.Handler = w => { if (warned.Add(w)) CliProgress.Warn($"warning: {w}"); };
         return Build().Parse(args).Invoke();
     }
 

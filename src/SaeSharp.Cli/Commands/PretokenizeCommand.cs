@@ -70,12 +70,13 @@ internal static class PretokenizeCommand
             var tok = Tokenizer.FromFolder(ModelSource.Resolve(tokName));
             foreach (var (name, spec) in new[] { ("--begin-batch-token", s.BeginBatchToken), ("--begin-sequence-token", s.BeginSequenceToken), ("--sequence-separator-token", s.SequenceSeparatorToken) })
                 if (spec is { Name: { } n } && spec.Resolve(tok) is null)
-                    Console.Error.WriteLine($"warning: {name} {n}: the tokenizer has no {n.ToUpperInvariant()} token, so none is put (as SAELens does)");
+                    CliProgress.Warn($"warning: {name} {n}: no {n.ToUpperInvariant()} in this tokenizer, none is put");
             var result = CliProgress.Run("pretokenize", progress => Pretokenizer.Run(data, tok, s, progress));
             var written = Pretokenizer.Save(outDir, result.Rows, s, parse.GetValue(format) == "parquet" ? PretokenizedFormat.Parquet : PretokenizedFormat.Arrow,
                 parse.GetValue(force));
             Console.WriteLine($"wrote {Cli.Integer(result.Rows.Count)} rows of {s.ContextSize} tokens ({Cli.Integer(result.Tokens)} tokens) from " +
-                              $"{Cli.Integer(result.Documents)} documents to {outDir} ({string.Join(", ", written.Take(3))}{(written.Count > 3 ? ", …" : "")}, {PretokenizedMetadata.FileName})");
+                              $"{Cli.Integer(result.Documents)} documents to {outDir}");
+            Console.WriteLine($"  {string.Join(", ", written.Take(2))}{(written.Count > 2 ? $", … ({written.Count} shards)" : "")}, {PretokenizedMetadata.FileName}");
             return 0;
         });
         return command;

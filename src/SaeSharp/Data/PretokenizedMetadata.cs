@@ -122,7 +122,7 @@ public sealed record PretokenizedMetadata
             if (n < contextSize)
                 throw new SaeSharpException($"{file}: the dataset's rows have context_size {n}, fewer than the run's {contextSize}: give --context-size {n} or less, or pretokenize again with --context-size {contextSize}");
             if (n > contextSize)
-                warnings.Add($"{file}: the dataset's rows have context_size {n}, the run uses {contextSize}: each row is cut to its first {contextSize} tokens, the rest discarded");
+                warnings.Add($"{file}: context_size {n} > the run's {contextSize}: rows cut to their first {contextSize} tokens");
         }
         if (BeginBatchToken is null && prependBos && tokenizer.BosTokenId is not null)
             warnings.Add($"{file}: begin_batch_token is null, so the rows do not start with BOS, but the run prepends BOS (pretokenize with --begin-batch-token bos, or run with --no-prepend-bos)");

@@ -168,7 +168,7 @@ public static class TokenWindows
         foreach (var row in rows)
         {
             if (first && row.Length > contextSize)
-                DatasetWarnings.Report($"{path}: pre-tokenized rows of {row.Length} tokens, the run uses {contextSize}: each row is cut to its first {contextSize} tokens, the rest discarded");
+                DatasetWarnings.Report($"{path}: rows of {row.Length} tokens > the run's {contextSize}: rows cut to their first {contextSize} tokens");
             first = false;
             yield return row;
         }
