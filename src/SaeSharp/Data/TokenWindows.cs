@@ -209,7 +209,7 @@ public static class TokenWindows
                 TextDataset.FileKind.Txt when !TextDataset.ReadTxt(f).Any() => [], // no rows: skipped as other empty files
                 _ => throw new SaeSharpException($"dataset file '{f}' is text, but '{first}' is pre-tokenized; do not mix them"),
             });
-            if (PretokenizedMetadata.Find(path) is { } meta)
+            if ((HubDataset.IsHubDataset(path) ? new HubDataset(path).MetadataFile() : PretokenizedMetadata.Find(path)) is { } meta)
                 foreach (var w in PretokenizedMetadata.Read(meta).Check(meta, contextSize, prependBos, tokenizer)) DatasetWarnings.Report(w);
             else
                 rows = WarnWhenLonger(rows, contextSize, path);
