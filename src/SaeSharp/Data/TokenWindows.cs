@@ -161,6 +161,22 @@ public static class TokenWindows
         }
     }
 
+    /// <summary>Refuses a window with an id the tokenizer does not have (a dataset tokenized for another model; SAELens
+    /// compares the recorded tokenizer's vocabulary with the model's), naming the dataset, instead of an index error
+    /// deep in the model's embedding.</summary>
+    private static IEnumerable<long[]> InVocabulary(IEnumerable<long[]> windows, int vocabSize, string path)
+    {
+        long index = 0;
+        foreach (var w in windows)
+        {
+            foreach (long id in w)
+                if (id >= vocabSize)
+                    throw new SaeSharpException($"{path}: row {index} holds token id {id}, beyond the tokenizer's {vocabSize} ids: the dataset was tokenized for another model");
+            index++;
+            yield return w;
+        }
+    }
+
     /// <summary>SAELens's warning on a pre-tokenized dataset whose first row is longer than the run's windows.</summary>
     private static IEnumerable<long[]> WarnWhenLonger(IEnumerable<long[]> rows, int contextSize, string path)
     {
@@ -213,7 +229,7 @@ public static class TokenWindows
                 foreach (var w in PretokenizedMetadata.Read(meta).Check(meta, contextSize, prependBos, tokenizer)) DatasetWarnings.Report(w);
             else
                 rows = WarnWhenLonger(rows, contextSize, path);
-            return FromPretokenized(rows, contextSize);
+            return InVocabulary(FromPretokenized(rows, contextSize), tokenizer.VocabSize, path);
         }
         return TokenizeAndConcatenate(TextDataset.ReadFiles(files, column ?? textField ?? "text", txtMode), tokenizer, contextSize, prependBos);
     }

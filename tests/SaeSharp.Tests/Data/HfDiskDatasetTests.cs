@@ -62,10 +62,29 @@ public class HfDiskDatasetTests
         Assert.Equal(expected.Select(r => r[..3]), TokenWindows.FromPath(dir, tok, 3, prependBos: false).ToList());
         Assert.Equal(expected, TokenWindows.FromPath(Path.Combine(dir, "data-00000-of-00002.arrow"), tok, 4, false).Concat(
             TokenWindows.FromPath(Path.Combine(dir, "data-00001-of-00002.arrow"), tok, 4, false)).ToList());
+        // Ids the tokenizer does not have: a dataset tokenized for another model.
+        var small = new SmallVocabulary();
+        Assert.Contains("token id 10", Assert.Throws<SaeSharpException>(() => TokenWindows.FromPath(dir, small, 4, false).ToList()).Message);
         // Longer windows than the rows: the sae_lens.json check names the mismatch before any row is read.
         var e = Assert.Throws<SaeSharpException>(() => TokenWindows.FromPath(dir, tok, 8, false).ToList());
         Assert.Contains("sae_lens.json", e.Message);
         Assert.Contains("context_size 4", e.Message);
+    }
+
+    private sealed class SmallVocabulary : SaeSharp.Tokenizers.ITextTokenizer
+    {
+        private readonly PretokenizerTests.IdTokenizer _inner = new(false);
+        public int VocabSize => 10;
+        public int? BosTokenId => 7;
+        public int? EosTokenId => null;
+        public int? PadTokenId => null;
+        public int? UnkTokenId => null;
+        public IReadOnlyList<SaeSharp.Tokenizers.AddedToken> AddedTokens => [];
+        public IReadOnlyList<int> NamedSpecialTokenIds => [];
+        public int[] Encode(string text, bool parseSpecialTokens = true) => _inner.Encode(text);
+        public string Decode(IEnumerable<int> ids, bool skipSpecialTokens = false) => _inner.Decode(ids);
+        public string? IdToToken(int id) => _inner.IdToToken(id);
+        public int? TokenToId(string token) => _inner.TokenToId(token);
     }
 
     [Fact]

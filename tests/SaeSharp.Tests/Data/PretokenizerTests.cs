@@ -15,7 +15,7 @@ public class PretokenizerTests
     /// <summary>GPT-2-like (<paramref name="addsBos"/> false: HF's encode adds nothing) or Llama-like (encode puts BOS first).</summary>
     internal sealed class IdTokenizer(bool addsBos, int? sep = 102) : ITextTokenizer
     {
-        public int VocabSize => 200;
+        public int VocabSize => 1 << 20;
         public int? BosTokenId => 100;
         public int? EosTokenId => 101;
         public int? PadTokenId => null;
