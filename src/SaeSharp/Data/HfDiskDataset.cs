@@ -16,7 +16,7 @@ namespace SaeSharp.Data;
 /// to <c>save_path</c>: <c>data-NNNNN-of-NNNNN.arrow</c> shards in the Arrow IPC streaming format (record batches of up
 /// to 1,000 rows, the features in the schema's <c>huggingface</c> metadata), <c>dataset_info.json</c> (the
 /// <c>DatasetInfo</c>, its features) and <c>state.json</c> (the shard files, split, fingerprint and format). A folder
-/// <c>datasets.load_from_disk</c> reads. The ids are <c>list&lt;int32&gt;</c>, declared <c>List(Value("int32"))</c>:
+/// <c>datasets.load_from_disk</c> reads. The ids are <c>list&lt;int32&gt;</c>, declared <c>Sequence(Value("int32"))</c>:
 /// what <c>datasets</c> stores for SAELens's <c>input_ids</c> (its writer narrows an int64 <c>input_ids</c> column to
 /// int32, <c>arrow_writer.py: OptimizedTypedSequence</c>).
 /// </summary>
@@ -36,16 +36,18 @@ public static class HfDiskDataset
     /// <summary>The column the token rows are written to.</summary>
     public const string Column = "input_ids";
 
-    /// <summary>The features of a pretokenized dataset, as <c>datasets</c> 4 serialises them.</summary>
+    /// <summary>The features of a pretokenized dataset, serialised as <c>datasets</c> 3 writes them (<c>"_type": "Sequence"</c>):
+    /// datasets 4 and 5 write <c>"List"</c> but read <c>"Sequence"</c> as a List, while datasets 3 (SAELens 6.37 allows
+    /// <c>datasets&gt;=3.1</c>) cannot read <c>"List"</c>; this form loads in every version SAELens supports.</summary>
     internal static JsonObject Features() => new()
     {
-        [Column] = new JsonObject { ["feature"] = new JsonObject { ["dtype"] = "int32", ["_type"] = "Value" }, ["_type"] = "List" },
+        [Column] = new JsonObject { ["feature"] = new JsonObject { ["dtype"] = "int32", ["_type"] = "Value" }, ["_type"] = "Sequence" },
     };
 
     /// <summary>The schema's <c>huggingface</c> metadata, as <c>ArrowWriter._build_metadata</c> writes it (Python's
     /// <c>json.dumps</c>, its separators included).</summary>
     internal const string SchemaMetadata =
-        """{"info": {"features": {"input_ids": {"feature": {"dtype": "int32", "_type": "Value"}, "_type": "List"}}}}""";
+        """{"info": {"features": {"input_ids": {"feature": {"dtype": "int32", "_type": "Value"}, "_type": "Sequence"}}}}""";
 
     /// <summary>The shard count <c>save_to_disk</c> picks: one per 500 MB of data, at most one per row.</summary>
     public static int ShardCount(long rows, int contextSize)
