@@ -201,6 +201,9 @@ public enum PretokenizedFormat
 /// contiguous shards (as <c>datasets</c>' <c>map(num_proc=N)</c> shards them), each shard into batches of
 /// <see cref="PretokenizeSettings.PretokenizeBatchSize"/> documents, and the partial row at the end of each batch is dropped.
 /// With more than one shard the documents are counted first (one extra pass; no text is held).</para>
+/// <para>Documents are what <see cref="TextDataset"/> reads: a <c>.txt</c> file's empty lines are skipped, where
+/// <c>datasets</c>' text loader keeps each as an empty row (nothing for GPT-2's tokenizer, a lone BOS for a BOS-adding
+/// one, which then also moves the map-batch boundaries); jsonl, Parquet and Arrow rows are read one for one.</para>
 /// <para>The shuffle is a seeded Fisher–Yates permutation of the rows (<see cref="ShuffleRows"/>): the same rows as SAELens's, but not the order of
 /// <c>datasets</c>' <c>shuffle(seed)</c> (a NumPy generator), which cannot be reproduced here.</para>
 /// </summary>

@@ -199,3 +199,21 @@ public class PretokenizerTests
         Assert.Contains("BOS is 100", Assert.Single((meta with { BeginBatchToken = PretokenizeToken.OfId(7) }).Check("f", 16, true, tok)));
     }
 }
+
+/// <summary>The SEP token "sep" resolves to: tokenizer_config.json's <c>sep_token</c> (Hugging Face's sep_token_id).</summary>
+public class SepTokenTests
+{
+    [Fact]
+    public void Sep_token_comes_from_the_tokenizer_config()
+    {
+        string dir = TestPaths.TempDir();
+        File.Copy(Path.Combine(SaeSharp.LanguageModels.BuiltinModel.Folder, "tokenizer.json"), Path.Combine(dir, "tokenizer.json"));
+        File.WriteAllText(Path.Combine(dir, "tokenizer_config.json"), """{"bos_token": "<|endoftext|>", "sep_token": {"content": "."}}""");
+        var tok = Tokenizer.FromFolder(dir);
+        Assert.NotNull(tok.TokenToId("."));
+        Assert.Equal(tok.TokenToId("."), tok.SepTokenId);
+        Assert.Equal((long?)tok.TokenToId("."), PretokenizeToken.Sep.Resolve(tok));
+        // The built-in model's tokenizer names none: "sep" is no token, as HF's sep_token_id None.
+        Assert.Null(Tokenizer.FromFolder(SaeSharp.LanguageModels.BuiltinModel.Folder).SepTokenId);
+    }
+}
