@@ -30,6 +30,7 @@ internal static class Cli
                      SaeCommands.Synth(),
                      ConvertCommand.Create(),
                      CacheCommand.Create(),
+                     PretokenizeCommand.Create(),
                      AnalysisCommands.Features(),
                      AnalysisCommands.Dashboard(),
                      AnalysisCommands.Inspect(),
@@ -49,6 +50,9 @@ internal static class Cli
         CultureInfo.DefaultThreadCurrentCulture = CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
         // In a pipe or file a line stays one line (Spectre would wrap markup at 80 columns), for grep and cut.
         if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = PipeWidth;
+        // A dataset made for other settings (a pretokenized dataset's sae_lens.json): one line on stderr, once.
+        var warned = new HashSet<string>(StringComparer.Ordinal);
+        Data.DatasetWarnings.Handler = w => { if (warned.Add(w)) CliProgress.Warn($"warning: {w}"); };
         return Build().Parse(args).Invoke();
     }
 

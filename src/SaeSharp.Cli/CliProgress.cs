@@ -35,28 +35,49 @@ internal static class CliProgress
         ProgressColumn[] columns = percentage
             ? [new TaskDescriptionColumn(), new ProgressBarColumn { Width = barWidth }, new PercentageColumn(), new SpinnerColumn()]
             : [new TaskDescriptionColumn(), new ProgressBarColumn { Width = barWidth }, new SpinnerColumn()];
-        AnsiConsole.Progress()
-            // The ETA is in the description (from the average rate); Spectre's own remaining-time column would repeat it.
-            .Columns(columns)
-            .Start(ctx =>
-            {
-                var task = ctx.AddTask(Markup.Escape(title), maxValue: total ?? 1);
-                task.IsIndeterminate = total is null;
-                result = work(new Sink<TReport>(p =>
+        _drawing = true;
+        try
+        {
+            AnsiConsole.Progress()
+                // The ETA is in the description (from the average rate); Spectre's own remaining-time column would repeat it.
+                .Columns(columns)
+                .Start(ctx =>
                 {
-                    var (done, max, text) = view(p);
-                    if (max is long m && m > 0)
+                    var task = ctx.AddTask(Markup.Escape(title), maxValue: total ?? 1);
+                    task.IsIndeterminate = total is null;
+                    result = work(new Sink<TReport>(p =>
                     {
-                        task.IsIndeterminate = false;
-                        task.MaxValue = m;
-                    }
-                    task.Value = Math.Min(done, (long)task.MaxValue);
-                    task.Description = Markup.Escape(text.Length <= room ? text : text[..(room - 1)] + "…");
-                }));
-                task.Value = task.MaxValue;
-                task.StopTask();
-            });
+                        var (done, max, text) = view(p);
+                        if (max is long m && m > 0)
+                        {
+                            task.IsIndeterminate = false;
+                            task.MaxValue = m;
+                        }
+                        task.Value = Math.Min(done, (long)task.MaxValue);
+                        task.Description = Markup.Escape(text.Length <= room ? text : text[..(room - 1)] + "…");
+                    }));
+                    task.Value = task.MaxValue;
+                    task.StopTask();
+                });
+        }
+        finally
+        {
+            _drawing = false;
+            foreach (var line in _deferred) Console.Error.WriteLine(line);
+            _deferred.Clear();
+        }
         return result;
+    }
+
+    [ThreadStatic] private static bool _drawing;
+    private static readonly List<string> _deferred = [];
+
+    /// <summary>Writes a warning line on stderr; while a live bar is drawn, after the bar is done (a line written under
+    /// it would be torn by its redraws).</summary>
+    public static void Warn(string line)
+    {
+        if (_drawing) _deferred.Add(line);
+        else Console.Error.WriteLine(line);
     }
 
     /// <summary>"eval: 12,288 / 50,000 tokens, 1,830 tokens/s, ETA 00:00:20".</summary>

@@ -11,7 +11,7 @@ internal sealed class ModelDataOptionsCli
 {
     public readonly Option<string?> Model = new("--model") { Description = "builtin (the shipped model), Hugging Face model id or local model folder (activations from text)" };
     public readonly Option<string?> Hook = new("--hook") { Description = "TransformerLens hook name or module path, e.g. blocks.3.hook_mlp_out" };
-    public readonly Option<string?> Dataset = new("--dataset") { Description = ".txt, .jsonl, .parquet (or a folder of them), or a hub dataset hf:ORG/NAME[:SPLIT]; pre-tokenized jsonl/parquet detected" };
+    public readonly Option<string?> Dataset = new("--dataset") { Description = ".txt, .jsonl, .parquet, .arrow (or a folder of them, or a datasets save_to_disk folder such as sae pretokenize writes), or a hub dataset hf:ORG/NAME[:SPLIT]; pre-tokenized data detected" };
     public readonly Option<long?> Tokens = new Option<long?>("--tokens") { Description = "Token budget" }.Positive();
     public readonly Option<int?> ContextSize = new Option<int?>("--context-size") { Description = "Tokens per context window (default 128; eval: each SAE's context_size)" }.Positive();
     public readonly Option<bool> NoBos = new("--no-prepend-bos") { Description = "Do not start every window with BOS" };

@@ -164,5 +164,22 @@ public sealed class HubDataset
         }
     }
 
+    /// <summary>The dataset's SAELens metadata (<c>sae_lens.json</c> at the repo's root, as SAELens's hub upload puts it),
+    /// downloaded into the cache; null when the repo has none or it cannot be fetched (SAELens also goes on then).</summary>
+    public string? MetadataFile()
+    {
+        Files(); // settles the revision (the Parquet conversion has no sae_lens.json)
+        if (_revision == "refs/convert/parquet") return null;
+        using var client = Client();
+        try
+        {
+            return client.DownloadFile(Repo, PretokenizedMetadata.FileName, _revision, optional: true, HfRepoType.Dataset);
+        }
+        catch (SaeSharpException)
+        {
+            return null;
+        }
+    }
+
     private HfHubClient Client() => new(_hub ?? HfHubOptions.FromEnvironment());
 }

@@ -37,6 +37,7 @@ public static class TextDataset
                 FileKind.Txt => ReadTxt(file, txtMode),
                 FileKind.Jsonl => ReadJsonl(file, field),
                 FileKind.Parquet => ReadParquet(file, field),
+                FileKind.Arrow => HfDiskDataset.ReadStrings(file, field),
                 _ => throw Unsupported(file),
             };
             foreach (var d in docs) yield return d;
@@ -174,6 +175,7 @@ public static class TextDataset
                 FileKind.Txt => ReadTxt(file).Any() ? [] : null,
                 FileKind.Jsonl => JsonLines(file).Select(x => Names(x.Element)).FirstOrDefault(),
                 FileKind.Parquet => ParquetColumns(file, withRows: true),
+                FileKind.Arrow => HfDiskDataset.Columns(file, withRows: true),
                 _ => throw Unsupported(file),
             };
             if (names is null) continue;
@@ -323,7 +325,7 @@ public static class TextDataset
     /// <summary>True when <paramref name="path"/> is an existing file or folder, or names a hub dataset (<c>hf:ORG/NAME[:SPLIT]</c>).</summary>
     public static bool Exists(string path) => File.Exists(path) || Directory.Exists(path) || HubDataset.IsHubDataset(path);
 
-    internal enum FileKind { Txt, Jsonl, Parquet, Unknown }
+    internal enum FileKind { Txt, Jsonl, Parquet, Arrow, Unknown }
 
     internal static FileKind KindOf(string file)
     {
@@ -334,28 +336,31 @@ public static class TextDataset
             ".txt" => FileKind.Txt,
             ".jsonl" or ".ndjson" => FileKind.Jsonl,
             ".parquet" when !file.EndsWith(".gz", StringComparison.OrdinalIgnoreCase) => FileKind.Parquet,
+            ".arrow" when !file.EndsWith(".gz", StringComparison.OrdinalIgnoreCase) => FileKind.Arrow,
             _ => FileKind.Unknown,
         };
     }
 
-    /// <summary>A file as itself; a folder as its supported files (recursively) in ordinal path order; a hub dataset
+    /// <summary>A file as itself; a <c>datasets</c> <c>save_to_disk</c> folder (state.json) as its Arrow shards in
+    /// state.json's order (<see cref="HfDiskDataset.DataFiles"/>); another folder as its supported files (recursively) in ordinal path order; a hub dataset
     /// (<c>hf:ORG/NAME[:SPLIT]</c>, <see cref="HubDataset"/>) as its split's files, each downloaded when reached.</summary>
     internal static IEnumerable<string> ExpandFiles(string path)
     {
         if (File.Exists(path)) return [path];
         if (HubDataset.IsHubDataset(path)) return new HubDataset(path).LocalFiles();
         if (!Directory.Exists(path)) throw new SaeSharpException($"dataset '{path}' does not exist");
+        if (HfDiskDataset.IsSavedDataset(path)) return HfDiskDataset.DataFiles(path);
         var files = Directory.EnumerateFiles(path, "*", SearchOption.AllDirectories)
             .Where(f => KindOf(f) != FileKind.Unknown)
             .OrderBy(f => f, StringComparer.Ordinal)
             .ToList();
         if (files.Count == 0)
-            throw new SaeSharpException($"dataset folder '{path}' has no .txt, .jsonl or .parquet files");
+            throw new SaeSharpException($"dataset folder '{path}' has no .txt, .jsonl, .parquet or .arrow files");
         return files;
     }
 
     private static SaeSharpException Unsupported(string file) =>
-        new SaeSharpException($"dataset file '{file}': unsupported extension (expected .txt, .jsonl, .parquet, .txt.gz or .jsonl.gz)");
+        new SaeSharpException($"dataset file '{file}': unsupported extension (expected .txt, .jsonl, .parquet, .arrow, .txt.gz or .jsonl.gz)");
 
     internal static IEnumerable<(JsonElement Element, long LineNo)> JsonLines(string path)
     {

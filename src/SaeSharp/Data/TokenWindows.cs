@@ -161,12 +161,44 @@ public static class TokenWindows
         }
     }
 
+    /// <summary>Refuses a window with an id the tokenizer does not have (a dataset tokenized for another model; SAELens
+    /// compares the recorded tokenizer's vocabulary with the model's), naming the dataset, instead of an index error
+    /// deep in the model's embedding.</summary>
+    private static IEnumerable<long[]> InVocabulary(IEnumerable<long[]> windows, int vocabSize, string path)
+    {
+        long index = 0;
+        foreach (var w in windows)
+        {
+            foreach (long id in w)
+                if (id >= vocabSize)
+                    throw new SaeSharpException($"{path}: row {index} holds token id {id}, beyond the tokenizer's {vocabSize} ids: the dataset was tokenized for another model");
+            index++;
+            yield return w;
+        }
+    }
+
+    /// <summary>SAELens's warning on a pre-tokenized dataset whose first row is longer than the run's windows.</summary>
+    private static IEnumerable<long[]> WarnWhenLonger(IEnumerable<long[]> rows, int contextSize, string path)
+    {
+        bool first = true;
+        foreach (var row in rows)
+        {
+            if (first && row.Length > contextSize)
+                DatasetWarnings.Report($"{path}: rows of {row.Length} tokens > the run's {contextSize}: rows cut to their first {contextSize} tokens");
+            first = false;
+            yield return row;
+        }
+    }
+
     /// <summary>
     /// Windows from a dataset file or folder, reading the column SAELens's ActivationsStore reads
     /// (<see cref="TextDataset.ChooseColumn(IEnumerable{string}, string?)"/>, decided by the first file with a row and used for all): pre-tokenized "tokens" or
     /// "input_ids" rows (<see cref="FromPretokenized"/>); else text from <paramref name="textField"/> when given, else
     /// from "text" or "problem" (or .txt lines), tokenized and concatenated (<see cref="TokenizeAndConcatenate"/>).
-    /// Files with no rows are skipped; a dataset with no file that has a row is an error naming it.
+    /// Files with no rows are skipped; a dataset with no file that has a row is an error naming it. A <c>datasets</c>
+    /// <c>save_to_disk</c> folder and <c>.arrow</c> files are read as well (<see cref="HfDiskDataset"/>); a pre-tokenized
+    /// dataset with SAELens's <c>sae_lens.json</c> is checked against the run (<see cref="PretokenizedMetadata.Check"/>:
+    /// a shorter context size is an error, other mismatches go to <see cref="DatasetWarnings"/>).
     /// </summary>
     public static IEnumerable<long[]> FromPath(
         string path,
@@ -189,10 +221,15 @@ public static class TokenWindows
             {
                 TextDataset.FileKind.Jsonl => TextDataset.ReadTokenizedJsonl(f, column),
                 TextDataset.FileKind.Parquet => TextDataset.ReadTokenizedParquet(f, column),
+                TextDataset.FileKind.Arrow => HfDiskDataset.ReadTokenRows(f, column),
                 TextDataset.FileKind.Txt when !TextDataset.ReadTxt(f).Any() => [], // no rows: skipped as other empty files
                 _ => throw new SaeSharpException($"dataset file '{f}' is text, but '{first}' is pre-tokenized; do not mix them"),
             });
-            return FromPretokenized(rows, contextSize);
+            if ((HubDataset.IsHubDataset(path) ? new HubDataset(path).MetadataFile() : PretokenizedMetadata.Find(path)) is { } meta)
+                foreach (var w in PretokenizedMetadata.Read(meta).Check(meta, contextSize, prependBos, tokenizer)) DatasetWarnings.Report(w);
+            else
+                rows = WarnWhenLonger(rows, contextSize, path);
+            return InVocabulary(FromPretokenized(rows, contextSize), tokenizer.VocabSize, path);
         }
         return TokenizeAndConcatenate(TextDataset.ReadFiles(files, column ?? textField ?? "text", txtMode), tokenizer, contextSize, prependBos);
     }

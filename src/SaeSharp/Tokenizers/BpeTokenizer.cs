@@ -112,6 +112,8 @@ public sealed class BpeTokenizer : ITextTokenizer
     public int? UnkTokenId => _unkId;
     /// <inheritdoc/>
     public IReadOnlyList<int> NamedSpecialTokenIds { get; internal set; } = [];
+    /// <inheritdoc/>
+    public int? SepTokenId { get; internal set; }
 
     /// <inheritdoc/>
     public IReadOnlyList<AddedToken> AddedTokens => _added;

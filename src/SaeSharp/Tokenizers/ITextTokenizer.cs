@@ -15,6 +15,10 @@ public interface ITextTokenizer
     /// <summary>Padding token id, or null when the tokenizer has none (GPT-2 has none).</summary>
     int? PadTokenId { get; }
 
+    /// <summary>Separator token id (Hugging Face's <c>sep_token_id</c>: <c>sep_token</c> of tokenizer_config.json /
+    /// special_tokens_map.json), or null when the tokenizer has none (GPT-2, Llama and Pythia have none).</summary>
+    int? SepTokenId => null;
+
     /// <summary>The id that text outside the vocabulary becomes (<c>unk_token</c>), or null when the tokenizer has none.</summary>
     int? UnkTokenId { get; }
 

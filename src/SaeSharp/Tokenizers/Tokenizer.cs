@@ -175,7 +175,7 @@ public static class Tokenizer
             throw new SaeSharpException($"{tokenizerJsonPath}: missing object 'model'");
         var tok = WordLevelTokenizer.FromJson(root, tokenizerJsonPath, ParseAddedTokens(root, tokenizerJsonPath));
         var c = SpecialTokenConfig(tok, Path.GetDirectoryName(Path.GetFullPath(tokenizerJsonPath))!, null);
-        (tok.BosTokenId, tok.EosTokenId, tok.PadTokenId, tok.NamedSpecialTokenIds) = (c.Bos, c.Eos, c.Pad, c.Named);
+        (tok.BosTokenId, tok.EosTokenId, tok.PadTokenId, tok.NamedSpecialTokenIds, tok.SepTokenId) = (c.Bos, c.Eos, c.Pad, c.Named, c.Sep);
         return tok;
     }
 
@@ -375,17 +375,18 @@ public static class Tokenizer
     /// <paramref name="template"/>.</summary>
     internal static void ApplySpecialTokenConfig(BpeTokenizer tok, string dir, (int? Bos, int? Eos)? template = null)
     {
-        var (bos, eos, pad, named, addBos, addEos, cleanUp) = SpecialTokenConfig(tok, dir, template);
+        var (bos, eos, pad, named, addBos, addEos, cleanUp, sep) = SpecialTokenConfig(tok, dir, template);
         if (cleanUp) tok.CleanUpTokenizationSpaces = true;
         tok.BosTokenId = bos;
         tok.EosTokenId = eos;
         tok.PadTokenId = pad;
         tok.NamedSpecialTokenIds = named;
+        tok.SepTokenId = sep;
         tok.AddBosToken = (addBos ?? template?.Bos is not null) && bos is not null;
         tok.AddEosToken = (addEos ?? template?.Eos is not null) && eos is not null;
     }
 
-    private static (int? Bos, int? Eos, int? Pad, int[] Named, bool? AddBos, bool? AddEos, bool CleanUp) SpecialTokenConfig(ITextTokenizer tok, string dir,
+    private static (int? Bos, int? Eos, int? Pad, int[] Named, bool? AddBos, bool? AddEos, bool CleanUp, int? Sep) SpecialTokenConfig(ITextTokenizer tok, string dir,
         (int? Bos, int? Eos)? template)
     {
         int? bos = null, eos = null, pad = null;
@@ -436,7 +437,14 @@ public static class Tokenizer
         }
         var namedIds = new SortedSet<int>();
         foreach (var v in named.Values) AddNamedIds(tok, v, namedIds);
-        return (bos, eos, pad, [.. namedIds], addBos, addEos, cleanUp);
+        int? sep = null;
+        if (named.TryGetValue("sep_token", out var sepValue))
+        {
+            var sepIds = new SortedSet<int>();
+            AddNamedIds(tok, sepValue, sepIds);
+            if (sepIds.Count == 1) sep = sepIds.Min;
+        }
+        return (bos, eos, pad, [.. namedIds], addBos, addEos, cleanUp, sep);
     }
 
     /// <summary>The config keys besides bos/eos/pad_token that Hugging Face's <c>special_tokens_map</c> holds.</summary>

@@ -48,6 +48,8 @@ public sealed class WordLevelTokenizer : ITextTokenizer
     /// <inheritdoc/>
     public IReadOnlyList<int> NamedSpecialTokenIds { get; internal set; } = [];
     /// <inheritdoc/>
+    public int? SepTokenId { get; internal set; }
+    /// <inheritdoc/>
     public IReadOnlyList<AddedToken> AddedTokens { get; }
 
     /// <summary>The words of <paramref name="text"/> as the pre-tokenizer splits them (before the vocabulary lookup).</summary>

@@ -148,3 +148,29 @@ public sealed class HubDatasetTests : FakeHubTestBase
         Assert.Contains(_server.Requests, r => r.Path.StartsWith("/api/datasets/NeelNanda/pile-10k/tree/main"));
     }
 }
+
+/// <summary>A dataset SAELens's PretokenizeRunner pushed to the hub (<c>data/train-*.parquet</c> + <c>sae_lens.json</c>):
+/// read as rows, its sae_lens.json fetched and checked against the run, as SAELens's ActivationsStore fetches it.</summary>
+public sealed class HubPretokenizedDatasetTests : FakeHubTestBase
+{
+    [Fact]
+    public void Hub_upload_layout_is_read_and_its_metadata_checked()
+    {
+        var rows = Enumerable.Range(0, 40).Select(i => new[] { 7, i % 50, (i + 1) % 50, (i + 2) % 50 }).ToList();
+        string local = Path.Combine(_work, "upload");
+        Pretokenizer.Save(local, rows, new PretokenizeSettings { ContextSize = 4, TokenizerName = "builtin" }, PretokenizedFormat.Parquet);
+        _server.DatasetRepos["org/pretok"] = new()
+        {
+            ["data/train-00000-of-00001.parquet"] = new(File.ReadAllBytes(Path.Combine(local, "data", "train-00000-of-00001.parquet")), Lfs: true),
+            ["sae_lens.json"] = new(File.ReadAllBytes(Path.Combine(local, "sae_lens.json"))),
+        };
+        var env = new Dictionary<string, string> { ["HF_ENDPOINT"] = _server.Endpoint, ["HF_HUB_CACHE"] = _cache };
+        string[] cache = ["cache", "--model", "builtin", "--hook", "blocks.0.hook_resid_post", "--dataset", "hf:org/pretok", "--tokens", "64"];
+        var ok = CliRunner.RunWithEnvironment(env, [.. cache, "--context-size", "4", "--out", Path.Combine(_work, "c4")]);
+        Assert.True(ok.Exit == 0, ok.Err);
+        var bad = CliRunner.RunWithEnvironment(env, [.. cache, "--context-size", "8", "--out", Path.Combine(_work, "c8")]);
+        Assert.Equal(1, bad.Exit);
+        Assert.Contains("sae_lens.json", bad.Err);
+        Assert.Contains("context_size 4", bad.Err);
+    }
+}
