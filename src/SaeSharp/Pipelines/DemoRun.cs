@@ -82,7 +82,9 @@ public sealed class DemoRun : IDisposable
         Directory.CreateDirectory(dir);
         long heldOutTokens = Math.Max(Math.Max(_o.EvalTokens, _o.ScoreTokens), _o.DashboardTokens);
         string train = Path.Combine(dir, "train.jsonl"), heldOut = Path.Combine(dir, "heldout.jsonl");
-        long trainTokens = WriteStories(train, _o.Seed + 1000, _o.TrainTokens);
+        // The harvest reads the rows of the normalisation estimate and the b_dec sample before the training rows
+        // (TrainingPlan.ForModel adds them to the budget): the stories cover both.
+        long trainTokens = WriteStories(train, _o.Seed + 1000, _o.TrainTokens + TrainingPlan.InitializationRows(Settings().Trainer.Clone(), _o.BatchSize));
         long heldTokens = WriteStories(heldOut, _o.Seed + 2000, heldOutTokens);
         return Corpus = new DemoCorpus(train, trainTokens, heldOut, heldTokens);
     }
@@ -100,6 +102,13 @@ public sealed class DemoRun : IDisposable
         ModelPath = ModelPath, DatasetPath = dataset, Tokens = tokens, ContextSize = _o.ContextSize, PrependBos = true, ExcludeSpecialTokens = true,
     };
 
+    /// <summary>The demo's <c>sae train</c> settings.</summary>
+    private TrainingSettings Settings() => new()
+    {
+        Architecture = "topk", K = _o.K, DSae = _o.DSae, BatchSize = _o.BatchSize, Steps = _o.Steps, Seed = (long)_o.Seed,
+        Out = SaePath, EvalRows = _o.EvalTokens, Overwrite = true,
+    };
+
     /// <summary>
     /// Prepares the training run exactly as <c>sae train --model M --hook H --dataset train.jsonl --tokens N --arch topk
     /// --k K --dict-size D --exclude-special-tokens</c> does (<see cref="TrainingPlan.ForModel"/>): the model is run on the
@@ -111,12 +120,7 @@ public sealed class DemoRun : IDisposable
     {
         var corpus = Corpus ?? throw new InvalidOperationException("generate the corpus first");
         _plan?.Dispose();
-        var settings = new TrainingSettings
-        {
-            Architecture = "topk", K = _o.K, DSae = _o.DSae, BatchSize = _o.BatchSize, Steps = _o.Steps, Seed = (long)_o.Seed,
-            Out = SaePath, EvalRows = _o.EvalTokens, Overwrite = true,
-        };
-        _plan = TrainingPlan.ForModel(settings, Data(corpus.TrainPath, _o.TrainTokens), _o.Hook);
+        _plan = TrainingPlan.ForModel(Settings(), Data(corpus.TrainPath, _o.TrainTokens), _o.Hook);
         return Harvested = new DemoHarvest(_o.Hook, _o.TrainTokens, _plan.Options.TrainSource.DIn, _plan.Options.Trainer.Steps);
     }
 

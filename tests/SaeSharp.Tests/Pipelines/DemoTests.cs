@@ -44,6 +44,9 @@ public class DemoTests(QuickDemoFixture fx) : IClassFixture<QuickDemoFixture>
             Assert.Contains(text, fx.Out);
         Assert.True(File.Exists(Path.Combine(fx.Dir, "sae", "cfg.json")));
         Assert.True(File.Exists(Path.Combine(fx.Dir, "sae", "sae_weights.safetensors")));
+        // Every planned step ran (40,960 tokens in batches of 1,024): the stories cover the rows read before training too.
+        var quick = SaeSharp.Pipelines.DemoOptions.Quick("q");
+        Assert.Equal(quick.TrainTokens / quick.BatchSize, fx.Summary["steps"]!.GetValue<long>());
 
         var eval = fx.Summary["eval"]!;
         double fvu = eval["fvu"]!.GetValue<double>(), l0 = eval["l0"]!.GetValue<double>(), dead = eval["dead_fraction"]!.GetValue<double>();
