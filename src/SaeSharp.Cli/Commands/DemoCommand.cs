@@ -74,6 +74,8 @@ internal static class DemoCommand
             TrainCommand.PrintCurves(trained);
             return stopExitCode;
         }
+        if (trained.Status == SaeSharp.Training.TrainingStatus.SourceExhausted)
+            Console.Error.WriteLine($"warning: the stories ran out after {trained.Steps} of {harvest.Steps} steps");
         Line($"wrote {demo.SaePath} (SAELens layout: cfg.json, sae_weights.safetensors, metrics.json)");
         if (trained.CurvesFile is { } curves) Line($"training curves: {curves}");
         else if (trained.CurvesError is { } error) Console.Error.WriteLine($"warning: training curves not drawn: {error}");

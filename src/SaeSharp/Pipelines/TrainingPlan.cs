@@ -209,8 +209,9 @@ public sealed class TrainingPlan : IDisposable
 
     /// <summary>Trains on a language model's activations at <paramref name="hook"/>, harvested from text through a shuffling
     /// buffer; the metrics come from a second pass over the first contexts of the dataset with another shuffle seed.
-    /// Without <see cref="TrainingSettings.Steps"/> a token budget sets the steps (tokens / batch size); the budget is for
-    /// optimiser steps: the rows read first for the normalisation estimate and the b_dec sample are added to it.</summary>
+    /// Without <see cref="TrainingSettings.Steps"/> a token budget sets the steps (tokens / batch size) and the data is read
+    /// as far as they need; the budget is for optimiser steps: the rows read first for the normalisation estimate and the
+    /// b_dec sample come on top. With both, the budget caps the data read (plus those rows).</summary>
     public static TrainingPlan ForModel(TrainingSettings s, ModelDataOptions data, string hook, HarvestMode mode = HarvestMode.Out,
         string? targetHook = null, bool resume = false)
     {
@@ -225,7 +226,11 @@ public sealed class TrainingPlan : IDisposable
         long steps = s.RunSteps ?? (data.Tokens is long tokens ? Math.Max(1, tokens / s.BatchSize) : 1000);
         var trainer = s.Trainer.Clone();
         long initRows = InitializationRows(trainer, s.BatchSize);
-        var trainData = (data.Tokens is long budget ? data with { Tokens = budget + initRows } : data) with { Epochs = s.Epochs ?? data.Epochs };
+        // A budget that sets the steps counts trained rows, as SAELens's training_tokens does: the trainer stops at the
+        // steps, and the windows are not capped (a cap of budget / context size falls short of rows where special tokens
+        // are left out). A budget beside --steps caps the data read: the initialisation rows come on top.
+        var trainData = (s.RunSteps is null ? data with { Tokens = null }
+                         : data.Tokens is long budget ? data with { Tokens = budget + initRows } : data) with { Epochs = s.Epochs ?? data.Epochs };
         var train = ModelPipeline.OpenSource(trainData, hook, mode, targetHook, seed: (ulong)s.Seed);
         ModelActivationSource? eval = null;
         try

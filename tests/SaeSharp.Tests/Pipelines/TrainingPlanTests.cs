@@ -232,6 +232,26 @@ public class TrainingPlanTests : IDisposable
         }
     }
 
+    /// <summary>A budget that sets the steps counts trained rows (SAELens's training_tokens): with BOS and the document
+    /// separators left out, a window gives fewer rows than tokens (an eighth fewer in windows of 8), and the run still reaches every step, reading further
+    /// into the data, instead of ending early as if the data had run out.</summary>
+    [Fact]
+    public void ABudgetWithSpecialTokensLeftOutReachesEveryStep()
+    {
+        var corpus = P("c.jsonl");
+        SaeSharp.Corpus.LabelledCorpus.Write(corpus, 1, 400);   // about 30,000 tokens: more than the run needs
+        var data = new ModelDataOptions
+        {
+            ModelPath = SaeSharp.LanguageModels.BuiltinModel.Folder, DatasetPath = corpus, Tokens = 8192, ContextSize = 8, ExcludeSpecialTokens = true,
+        };
+        var s = new TrainingSettings { Architecture = "topk", K = 2, DSae = 32, BatchSize = 256, EvalRows = 64, Out = P("x") };
+        using var plan = TrainingPlan.ForModel(s, data, SaeSharp.LanguageModels.BuiltinModel.MiddleHook);
+        var result = plan.Run();
+        Assert.Equal(TrainingStatus.Completed, result.Status);
+        Assert.Equal(8192 / 256, result.Steps);
+        Assert.Equal(8192, result.Tokens);   // every step a full batch
+    }
+
     /// <summary>jumprelu_skip_transcoder trains as jumprelu: SAELens's jumprelu fields of a config (l0_coefficient,
     /// jumprelu_bandwidth, jumprelu_init_threshold, pre_act_loss_coefficient, l0_warm_up_steps) reach it, and a field of the
     /// ReLU family's skip_transcoder is refused naming the recipes that take it. Without target_name the recipe is refused.</summary>
