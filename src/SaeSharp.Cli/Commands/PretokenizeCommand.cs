@@ -74,8 +74,8 @@ internal static class PretokenizeCommand
             var result = CliProgress.Run("pretokenize", progress => Pretokenizer.Run(data, tok, s, progress));
             var written = Pretokenizer.Save(outDir, result.Rows, s, parse.GetValue(format) == "parquet" ? PretokenizedFormat.Parquet : PretokenizedFormat.Arrow,
                 parse.GetValue(force));
-            Console.WriteLine($"wrote {Cli.Integer(result.Rows.Count)} rows of {s.ContextSize} tokens ({Cli.Integer(result.Tokens)} tokens) from " +
-                              $"{Cli.Integer(result.Documents)} documents to {outDir}");
+            Cli.WriteIndented(Spectre.Console.Markup.Escape($"wrote {Cli.Integer(result.Rows.Count)} rows of {s.ContextSize} tokens ({Cli.Integer(result.Tokens)} tokens) from " +
+                              $"{Cli.Integer(result.Documents)} documents to {outDir}"), 0);
             Console.WriteLine($"  {string.Join(", ", written.Take(2))}{(written.Count > 2 ? $", … ({written.Count} shards)" : "")}, {PretokenizedMetadata.FileName}");
             return 0;
         });
