@@ -202,7 +202,7 @@ public static class LinePanelsPlot
         // One notation for every label of an axis: 0.0005 beside 0.001, not 5e-4.
         bool scientific = Math.Max(Math.Abs(lo), Math.Abs(hi)) is var top && top > 0 && (top < 1e-3 || top >= 1e5);
         plt.Axes.Left.TickGenerator = panel.LogY ? LogTicks(lo - pad, hi + pad)
-            : new NumericAutomatic { LabelFormatter = scientific ? Scientific : v => Plain(Math.Abs(v) < 1e-6 * top ? 0 : v) };
+            : new NumericAutomatic { LabelFormatter = scientific ? Scientific : LinearTickLabels(hi - lo + 2 * pad) };
         foreach (var axis in new IAxis[] { plt.Axes.Bottom, plt.Axes.Left })
         {
             axis.TickLabelStyle.FontSize = 14;
@@ -240,7 +240,15 @@ public static class LinePanelsPlot
         return Scientific(v);
     }
 
-    private static string Plain(double v) => Math.Round(v, 12).ToString("G4", CultureInfo.InvariantCulture);
+    /// <summary>Tick labels of a linear axis spanning <paramref name="axisSpan"/>: as many decimals as ticks a twentieth of
+    /// the span apart need to differ (1.0005 beside 1.001 on a loss that moves in the fourth decimal, not 1.001 twice),
+    /// trailing zeros left out; a value within 1e-6 of the span of 0 is 0.</summary>
+    public static Func<double, string> LinearTickLabels(double axisSpan)
+    {
+        int decimals = axisSpan > 0 && double.IsFinite(axisSpan) ? Math.Clamp((int)Math.Ceiling(-Math.Log10(axisSpan / 20)), 0, 12) : 4;
+        string format = decimals == 0 ? "0" : "0." + new string('#', decimals);
+        return v => (Math.Abs(v) < 1e-6 * axisSpan ? 0 : Math.Round(v, decimals)).ToString(format, CultureInfo.InvariantCulture);
+    }
 
     private static string Scientific(double v) => v == 0 ? "0" : v.ToString("0.###e0", CultureInfo.InvariantCulture);
 

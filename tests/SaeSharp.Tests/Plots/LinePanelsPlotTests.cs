@@ -66,6 +66,22 @@ public class LinePanelsPlotTests
         Assert.Equal("2B", LinePanelsPlot.FormatCount(2e9));
     }
 
+    [Theory]
+    // An AuxK loss between 0.9998 and 1.0043 (a real demo run): ticks 0.0005 apart must not read 1.004 twice.
+    [InlineData(0.9998, 1.0043, 0.0005, "1.0005")]
+    [InlineData(0.3, 1.0, 0.05, "0.35")]        // explained variance
+    [InlineData(14.5, 17.5, 0.5, "16.5")]      // L0 of a TopK run
+    [InlineData(0, 12345, 2000, "12000")]
+    public void Linear_tick_labels_differ_wherever_ticks_do(double lo, double hi, double step, string expected)
+    {
+        var label = LinePanelsPlot.LinearTickLabels(hi - lo);
+        var ticks = Enumerable.Range(0, (int)Math.Floor((hi - lo) / step) + 1).Select(i => Math.Ceiling(lo / step) * step + i * step).Where(v => v <= hi).ToList();
+        var labels = ticks.Select(label).ToList();
+        Assert.Equal(labels.Count, labels.Distinct().Count());
+        Assert.Contains(expected, labels);
+        Assert.Equal("0", label(1e-17));   // a tick at zero computed as a rounding residue
+    }
+
     [Fact]
     public void The_picture_has_the_requested_size_and_a_panel_without_points_still_draws()
     {
