@@ -8,7 +8,8 @@ namespace SaeSharp.Cli;
 internal static class ModelSource
 {
     /// <summary><c>builtin</c>: the shipped model; a local folder as is; otherwise config, weights and tokenizer files from the hub cache (downloading what is missing).</summary>
-    public static string Resolve(string model) => BuiltinModel.IsBuiltin(model) ? BuiltinModel.Folder : HfHub.Resolve(model);
+    public static string Resolve(string model) =>
+        BuiltinModel.IsBuiltin(model) ? BuiltinModel.Folder : HfHub.ResolveModel(model, Models.ModelLoader.CheckSupported);
 
     public static HookedTransformer LoadModel(string model) => ModelLoader.FromPretrained(Resolve(model));
 

@@ -55,8 +55,10 @@ public sealed class HfHubClient : IDisposable
         ResolveAsync(modelIdOrPath, revision, files).GetAwaiter().GetResult();
 
     /// <inheritdoc cref="Resolve"/>
+    /// <remarks>With no files, <c>checkConfig</c> is called with the downloaded <c>config.json</c> before the weights are
+    /// fetched: it throws to stop the download of a model that could not be loaded anyway.</remarks>
     public async Task<string> ResolveAsync(string modelIdOrPath, string revision = "main",
-        IReadOnlyList<string>? files = null, CancellationToken cancellationToken = default)
+        IReadOnlyList<string>? files = null, Action<string>? checkConfig = null, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(modelIdOrPath);
         ArgumentException.ThrowIfNullOrEmpty(revision);
@@ -75,6 +77,7 @@ public sealed class HfHubClient : IDisposable
 
         string config = (await DownloadFileAsync(repo, "config.json", revision, optional: false, cancellationToken).ConfigureAwait(false))!;
         snapshot = SnapshotOf(config, "config.json");
+        checkConfig?.Invoke(config);
         string? single = await DownloadFileAsync(repo, "model.safetensors", revision, optional: true, cancellationToken).ConfigureAwait(false);
         if (single is null)
         {
@@ -638,5 +641,13 @@ public static class HfHub
     {
         using var client = new HfHubClient(HfHubOptions.FromEnvironment());
         return client.Resolve(modelIdOrPath, revision, files);
+    }
+
+    /// <summary>A model's folder as <see cref="Resolve"/> gives it, with <paramref name="checkConfig"/> run on its
+    /// <c>config.json</c> before any weights are downloaded (e.g. <c>Models.ModelLoader.CheckSupported</c>).</summary>
+    public static string ResolveModel(string modelIdOrPath, Action<string> checkConfig, string revision = "main")
+    {
+        using var client = new HfHubClient(HfHubOptions.FromEnvironment());
+        return client.ResolveAsync(modelIdOrPath, revision, checkConfig: checkConfig).GetAwaiter().GetResult();
     }
 }

@@ -137,6 +137,11 @@ public static class ModelLoader
         };
     }
 
+    /// <summary>Throws <see cref="SaeSharpException"/> unless the config.json at <paramref name="configPath"/> names a model
+    /// family this loader builds (<see cref="SupportedModelTypes"/>, or their architectures): a download checks it before
+    /// fetching the weights.</summary>
+    public static void CheckSupported(string configPath) => _ = ModelType(JsonConfig.Read(configPath));
+
     private static string ModelType(JsonConfig cfg)
     {
         var mt = cfg.String("model_type");
