@@ -137,10 +137,20 @@ public static class ModelLoader
         };
     }
 
-    /// <summary>Throws <see cref="SaeSharpException"/> unless the config.json at <paramref name="configPath"/> names a model
-    /// family this loader builds (<see cref="SupportedModelTypes"/>, or their architectures): a download checks it before
-    /// fetching the weights.</summary>
-    public static void CheckSupported(string configPath) => _ = ModelType(JsonConfig.Read(configPath));
+    /// <summary>Throws <see cref="SaeSharpException"/> unless the config.json at <paramref name="configPath"/> describes a
+    /// model this loader builds: a family of <see cref="SupportedModelTypes"/> (or their architectures) with settings it
+    /// takes (a <c>rope_scaling</c> type it refuses, a missing size, ...). A download checks it before fetching the weights;
+    /// the sizes are checked against the tensors only on loading.</summary>
+    public static void CheckSupported(string configPath)
+    {
+        var cfg = JsonConfig.Read(configPath);
+        _ = ModelType(cfg) switch
+        {
+            "gpt2" => (object)Gpt2Settings.From(cfg),
+            "gpt_neox" => NeoXSettings.From(cfg),
+            var type => DecoderSettings.From(cfg, type),
+        };
+    }
 
     private static string ModelType(JsonConfig cfg)
     {

@@ -3,22 +3,32 @@ using SaeSharp.Tests.Hub;
 namespace SaeSharp.Tests.Cli;
 
 /// <summary>A hub model whose family SaeSharp does not build (SAELens's <c>openai/gpt-oss-20b</c> release names one) is
-/// refused from its config.json, before its weights are downloaded: the error names the model_type, and the weights are
+/// refused from its config.json, before its weights are downloaded, as is a supported family with a setting SaeSharp
+/// refuses: the error names it, and the weights are
 /// neither requested nor in the cache.</summary>
 public class UnsupportedModelDownloadTests : FakeHubTestBase
 {
-    [Fact]
-    public void An_unsupported_model_type_is_refused_before_the_weights_are_downloaded()
+    [Theory]
+    [InlineData("gpt-oss", "model_type 'gpt_oss' is not supported")]
+    // A supported family with a setting it refuses: Qwen3's YaRN context extension.
+    [InlineData("qwen3-yarn", "yarn")]
+    public void A_model_it_cannot_build_is_refused_before_the_weights_are_downloaded(string which, string error)
     {
+        string config = which == "gpt-oss"
+            ? """{"architectures": ["GptOssForCausalLM"], "model_type": "gpt_oss", "hidden_size": 2880}"""
+            : """
+              {"model_type": "qwen3", "hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "num_hidden_layers": 2, "intermediate_size": 128,
+               "vocab_size": 100, "rope_scaling": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}}
+              """;
         _server.Repos["openai/gpt-oss-20b"] = new()
         {
-            ["config.json"] = new FakeHubServer.FakeFile("""{"architectures": ["GptOssForCausalLM"], "model_type": "gpt_oss", "hidden_size": 2880}"""u8.ToArray()),
+            ["config.json"] = new FakeHubServer.FakeFile(System.Text.Encoding.UTF8.GetBytes(config)),
             ["model.safetensors"] = new FakeHubServer.FakeFile(new byte[4096], Lfs: true),
         };
         var env = new Dictionary<string, string> { ["HF_ENDPOINT"] = _server.Endpoint, ["HF_HUB_CACHE"] = _cache };
         var (exit, _, err) = CliRunner.RunWithEnvironment(env, "model", "info", "--model", "openai/gpt-oss-20b");
         Assert.Equal(1, exit);
-        Assert.Contains("model_type 'gpt_oss' is not supported", err);
+        Assert.True(err.Contains(error, StringComparison.Ordinal), err);
         Assert.DoesNotContain(_server.Requests, r => r.Path.Contains("model.safetensors", StringComparison.Ordinal));
         Assert.Contains(_server.Requests, r => r.Path.Contains("config.json", StringComparison.Ordinal));
         Assert.Empty(Directory.EnumerateFiles(_cache, "model.safetensors", SearchOption.AllDirectories));
