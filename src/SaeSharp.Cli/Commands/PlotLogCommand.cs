@@ -13,7 +13,7 @@ internal static class PlotLogCommand
         var output = new Option<string?>("--out") { Description = "PNG to write (default: training_curves.png beside the log)" };
         var width = new Option<int>("--width") { Description = "Width in pixels", DefaultValueFactory = _ => TrainingCurves.DefaultWidth }.Positive();
         var height = new Option<int?>("--height") { Description = "Height in pixels (default: 320 per row of panels, plus the title and legend)" }.Positive();
-        var command = new Command("plot-log", "Draw a training run's train_log.jsonl as curves (losses, L0, explained variance, dead fraction, lr, λ) over training tokens")
+        var command = new Command("plot-log", "Draw a training run's train_log.jsonl as curves (losses, L0, explained variance, dead fraction, lr, λ, rows/s; resamplings dashed) over training tokens")
             { run, output, width, height };
         Cli.SetAction(command, parse =>
         {

@@ -10,16 +10,25 @@ namespace SaeSharp.Plots;
 /// name has the same colour in every panel). Points with a non-finite x or y are not drawn, nor, on a log axis, y ≤ 0.</summary>
 public sealed record LineSeries(string Name, IReadOnlyList<double> X, IReadOnlyList<double> Y);
 
+/// <summary>A vertical dashed line across a panel at <see cref="X"/>, in the colour of the line called <see cref="Name"/>
+/// (an event of that line's run, such as resampling).</summary>
+public sealed record LineMarker(string Name, double X);
+
 /// <summary>One panel of a <see cref="LinePanelsPlot"/>: a title and its lines, on a linear or log10 y axis, with optional
 /// fixed y limits (a fraction from 0 to 1). Without limits the y axis spans the data.</summary>
 public sealed record LinePanel(string Title, IReadOnlyList<LineSeries> Series)
 {
+    /// <summary>Vertical dashed lines drawn behind the data (a marker outside the x range of the lines is not drawn).</summary>
+    public IReadOnlyList<LineMarker> Markers { get; init; } = [];
     /// <summary>A log10 y axis, labelled at decades (and at 2× and 5× when the data spans less than two).</summary>
     public bool LogY { get; init; }
     /// <summary>The bottom of the y axis; null: the smallest value drawn.</summary>
     public double? YMin { get; init; }
     /// <summary>The top of the y axis; null: the largest value drawn.</summary>
     public double? YMax { get; init; }
+    /// <summary>The y tick labels of a linear axis (e.g. <see cref="LinePanelsPlot.FormatCount"/> for a rate); null:
+    /// numbers with as many decimals as the span needs.</summary>
+    public Func<double, string>? YFormat { get; init; }
 }
 
 /// <summary>
@@ -52,7 +61,7 @@ public static class LinePanelsPlot
         if (panels.Count == 0) throw new ArgumentException("no panels to draw", nameof(panels));
         columns = Math.Clamp(columns, 1, panels.Count);
         int rows = (panels.Count + columns - 1) / columns;
-        var names = panels.SelectMany(p => p.Series).Select(s => s.Name).Distinct().ToList();
+        var names = panels.SelectMany(p => p.Series.Select(s => s.Name).Concat(p.Markers.Select(m => m.Name))).Distinct().ToList();
         var palette = new ScottPlot.Palettes.Category10();
         var colors = names.Select((n, i) => (n, palette.GetColor(i))).ToDictionary(p => p.n, p => p.Item2);
 
@@ -150,6 +159,11 @@ public static class LinePanelsPlot
         using (var measure = new SKFont(PlotFonts.Typeface(), PanelTitleSize))
             plt.Title(panel.Title, size: Math.Max(9, Math.Min(PanelTitleSize, PanelTitleSize * (panelWidth - 100) / measure.MeasureText(panel.Title))));
         plt.XLabel(xLabel, size: 15);
+        foreach (var m in panel.Markers.Where(m => double.IsFinite(m.X) && m.X >= xMin && m.X <= xMax))
+        {
+            var v = plt.Add.VerticalLine(m.X, 1.25f, colors[m.Name].WithAlpha(0.7));
+            v.LinePattern = LinePattern.Dashed;
+        }
         double lo = double.PositiveInfinity, hi = double.NegativeInfinity;
         foreach (var s in panel.Series)
         {
@@ -202,7 +216,7 @@ public static class LinePanelsPlot
         // One notation for every label of an axis: 0.0005 beside 0.001, not 5e-4.
         bool scientific = Math.Max(Math.Abs(lo), Math.Abs(hi)) is var top && top > 0 && (top < 1e-3 || top >= 1e5);
         plt.Axes.Left.TickGenerator = panel.LogY ? LogTicks(lo - pad, hi + pad)
-            : new NumericAutomatic { LabelFormatter = scientific ? Scientific : LinearTickLabels(hi - lo + 2 * pad) };
+            : new NumericAutomatic { LabelFormatter = panel.YFormat ?? (scientific ? Scientific : LinearTickLabels(hi - lo + 2 * pad)) };
         foreach (var axis in new IAxis[] { plt.Axes.Bottom, plt.Axes.Left })
         {
             axis.TickLabelStyle.FontSize = 14;

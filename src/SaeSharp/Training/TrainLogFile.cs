@@ -7,13 +7,18 @@ namespace SaeSharp.Training;
 /// finite value of it, with their token counts (NaN where a line had none) and values.</summary>
 public sealed record TrainLogSeries(string Sae, string Quantity, IReadOnlyList<long> Steps, IReadOnlyList<double> Tokens, IReadOnlyList<double> Values);
 
+/// <summary>An event line of <c>train_log.jsonl</c> (<c>{"step", "sae", "event", "count"}</c>, e.g.
+/// <c>resampled_dead_latents</c>), with the training tokens at its step (proportional to the step, from the SAE's
+/// nearest step line at or after it; NaN when that line has no tokens).</summary>
+public sealed record TrainLogEvent(string Sae, long Step, double Tokens, string Name, long Count);
+
 /// <summary>
 /// A <c>train_log.jsonl</c> read back, streamed line by line (a long run's log holds one line per SAE per logged step).
 /// Every number of a step line is a quantity: the top-level ones by their key (<c>l0</c>, <c>lr</c>, <c>dead_fraction</c>,
 /// <c>explained_variance</c>, <c>sparsity_coefficient</c>, ...) and those of its objects as <c>object/key</c>
 /// (<c>losses/mse_loss</c>, <c>metrics/max_l0</c>); <c>step</c>, <c>tokens</c> and <c>sae</c> place them. The strings
 /// "NaN", "Infinity" and "-Infinity" (how the log writes them) are read and left out of the series, as is a key a line
-/// lacks (architectures log different losses). Event lines (resampling) are skipped.
+/// lacks (architectures log different losses). Event lines (resampling) are read into <see cref="Events"/>.
 /// <para>A log that a resumed run continued: per SAE, a line whose step is not after that SAE's previous line starts
 /// again from that step, replacing the earlier lines of the same or later steps (the resumed run continues from its
 /// checkpoint, so its lines are the ones the final weights came from; the trainer itself drops those lines when it
@@ -29,9 +34,11 @@ public sealed class TrainLogFile
 
     private readonly Dictionary<(string Sae, string Quantity), Points> _series;
 
-    private TrainLogFile(string path, List<string> saes, List<string> quantities, Dictionary<(string, string), Points> series, bool allTokens, int lines, int torn)
+    private TrainLogFile(string path, List<string> saes, List<string> quantities, Dictionary<(string, string), Points> series, bool allTokens, int lines, int torn,
+        List<TrainLogEvent> events)
     {
         Path = path;
+        Events = events;
         Saes = saes;
         Quantities = quantities;
         _series = series;
@@ -52,6 +59,8 @@ public sealed class TrainLogFile
     public int StepLines { get; }
     /// <summary>A cut-short last line skipped (0 or 1).</summary>
     public int TornLines { get; }
+    /// <summary>The event lines, in file order (those a resumed run replaced left out, as for the step lines).</summary>
+    public IReadOnlyList<TrainLogEvent> Events { get; }
 
     /// <summary>The points of <paramref name="quantity"/> for <paramref name="sae"/>; null when no line carried a finite
     /// value of it.</summary>
@@ -80,6 +89,9 @@ public sealed class TrainLogFile
         var known = new HashSet<string>(StringComparer.Ordinal);
         var series = new Dictionary<(string, string), Points>();
         var bySae = new Dictionary<string, (long LastStep, List<Points> Series)>(StringComparer.Ordinal);
+        // Per SAE: every step line's (step, tokens), for placing events; and the events as read.
+        var stepTokens = new Dictionary<string, Points>(StringComparer.Ordinal);
+        var rawEvents = new List<(string Sae, long Step, string Name, long Count)>();
         bool allTokens = true;
         int lineNo = 0, stepLines = 0, torn = 0;
         // A running trainer has the log open for writing: read beside it (its line in progress is a torn last line).
@@ -102,10 +114,16 @@ public sealed class TrainLogFile
             {
                 var root = doc.RootElement;
                 if (root.ValueKind != JsonValueKind.Object) throw new SaeSharpException($"{path} line {lineNo}: not a JSON object");
-                if (root.TryGetProperty("event", out _)) continue;
                 if (!root.TryGetProperty("step", out var stepEl) || stepEl.ValueKind != JsonValueKind.Number || !stepEl.TryGetInt64(out long step))
                     throw new SaeSharpException($"{path} line {lineNo}: no integer \"step\"");
                 string sae = root.TryGetProperty("sae", out var saeEl) && saeEl.ValueKind == JsonValueKind.String ? saeEl.GetString()! : "";
+                if (root.TryGetProperty("event", out var eventEl))
+                {
+                    if (eventEl.ValueKind != JsonValueKind.String) throw new SaeSharpException($"{path} line {lineNo}: \"event\" is not a string");
+                    long count = root.TryGetProperty("count", out var countEl) && countEl.ValueKind == JsonValueKind.Number && countEl.TryGetInt64(out long c) ? c : 0;
+                    rawEvents.Add((sae, step, eventEl.GetString()!, count));
+                    continue;
+                }
                 double tokens = double.NaN;
                 if (root.TryGetProperty("tokens", out var tokEl))
                     tokens = tokEl.ValueKind == JsonValueKind.Number ? tokEl.GetDouble() : throw new SaeSharpException($"{path} line {lineNo}: \"tokens\" is not a number");
@@ -117,9 +135,15 @@ public sealed class TrainLogFile
                     saes.Add(sae);
                     state = (long.MinValue, new List<Points>());
                 }
+                if (!stepTokens.TryGetValue(sae, out var placed)) stepTokens[sae] = placed = new Points();
                 if (step <= state.LastStep)
+                {
                     foreach (var p in state.Series) p.DropFrom(step);
+                    placed.DropFrom(step);
+                    rawEvents.RemoveAll(e => e.Sae == sae && e.Step >= step);
+                }
                 state.LastStep = step;
+                placed.Add(step, tokens, 0);
 
                 void Add(string quantity, double value)
                 {
@@ -149,7 +173,19 @@ public sealed class TrainLogFile
         }
         if (stepLines == 0)
             throw new SaeSharpException(lineNo == 0 ? $"{path}: empty: no logged steps" : $"{path}: no logged steps in its {lineNo} lines");
-        return new TrainLogFile(path, saes, quantities, series, allTokens, stepLines, torn);
+        var events = rawEvents.Select(e => new TrainLogEvent(e.Sae, e.Step, EventTokens(stepTokens.GetValueOrDefault(e.Sae), e.Step), e.Name, e.Count)).ToList();
+        return new TrainLogFile(path, saes, quantities, series, allTokens, stepLines, torn, events);
+    }
+
+    /// <summary>The tokens at <paramref name="step"/>: the SAE's first step line at or after it (else its last), scaled by
+    /// step (tokens grow by one batch a step).</summary>
+    private static double EventTokens(Points? lines, long step)
+    {
+        if (lines is null || lines.Steps.Count == 0) return double.NaN;
+        int i = 0;
+        while (i < lines.Steps.Count - 1 && lines.Steps[i] < step) i++;
+        long s = lines.Steps[i];
+        return s == step ? lines.Tokens[i] : s > 0 ? lines.Tokens[i] * step / s : double.NaN;
     }
 
     /// <summary>A JSON number, or one of the strings the log writes for non-finite values; else null.</summary>

@@ -7,7 +7,9 @@ namespace SaeSharp.Training;
 /// Biases): over training tokens, a panel for each loss term (<c>losses/...</c>), then <c>l0</c>,
 /// <c>explained_variance</c> (y up to 1), <c>dead_fraction</c> (0 to 1), <c>lr</c>, <c>sparsity_coefficient</c> (λ as the
 /// loss weighed it, SAELens's <c>details/current_l1_coefficient</c>) when it changes during the run (warm-up,
-/// <c>--target-l0</c>), and the architecture's own <c>metrics/...</c>. A run of several SAEs draws one line per SAE in
+/// <c>--target-l0</c>), <c>rows_per_second</c> (the training pass's throughput, one line: the SAEs of a run share their
+/// pass), and the architecture's own <c>metrics/...</c>. Dead-latent resampling (the log's <c>resampled_dead_latents</c>
+/// events that resampled any latent) is a dashed vertical line in every panel, in the SAE's colour. A run of several SAEs draws one line per SAE in
 /// every panel, with one legend above the panels. Losses, L0 and metrics of positive values spanning at least a decade are
 /// drawn on a log axis. A long log's lines are drawn as means of stretches with a min–max band
 /// (<see cref="LinePanelsPlot.Thin"/>), ending at the last logged value. The log is read by <see cref="TrainLogFile.Read"/> (missing keys, non-finite values and resumed
@@ -45,12 +47,22 @@ public static class TrainingCurves
             if (lines.Any(l => l.Y.Count > 0 && l.Y.Max() - l.Y.Min() > 1e-12 * Math.Abs(l.Y.Max())))
                 panels.Add(new LinePanel("sparsity_coefficient", lines) { YMin = 0 }); // linear: a warm-up from 0 is no decade
         }
+        if (Has(log, "rows_per_second") && Lines(log, "rows_per_second").FirstOrDefault(l => l.Y.Count > 0) is { } pass)
+            panels.Add(new LinePanel(log.Saes.Count > 1 ? "rows_per_second (the SAEs' shared pass)" : "rows_per_second", [pass])
+                { YMin = 0, YFormat = LinePanelsPlot.FormatCount });
         foreach (var q in log.Quantities.Where(q => q.StartsWith("metrics/", StringComparison.Ordinal)))
             panels.Add(Scaled(q, Lines(log, q)));
         if (panels.Count == 0)
             throw new SaeSharpException($"{log.Path}: no quantity to draw (no losses, l0, explained_variance, dead_fraction or lr in its lines)");
-        return panels;
+        var markers = Resamplings(log).Select(e => new LineMarker(LineName(e.Sae), log.EveryLineHasTokens ? e.Tokens : e.Step)).ToList();
+        return markers.Count == 0 ? panels : panels.Select(p => p with { Markers = markers }).ToList();
     }
+
+    /// <summary>The events drawn: resamplings that resampled at least one latent.</summary>
+    private static IEnumerable<TrainLogEvent> Resamplings(TrainLogFile log) =>
+        log.Events.Where(e => e.Name == "resampled_dead_latents" && e.Count > 0);
+
+    private static string LineName(string sae) => sae.Length > 0 ? sae : "(no sae)";
 
     /// <summary>The PNG of <paramref name="log"/>: <paramref name="width"/> pixels wide, <paramref name="height"/> high
     /// (null: 320 per row of panels, plus the title and legend).</summary>
@@ -72,7 +84,9 @@ public static class TrainingCurves
         double lastTokens = ends.Count == 0 ? double.NaN : ends.Where(e => e.Step == lastStep).Max(e => e.Tokens);
         string who = log.Saes.Count == 1 ? (log.Saes[0].Length > 0 ? log.Saes[0] + ", " : "") : $"{log.Saes.Count} SAEs, ";
         var inv = System.Globalization.CultureInfo.InvariantCulture;
+        int resampled = Resamplings(log).Count();
         return $"{log.Path}: {who}step {lastStep.ToString("N0", inv)}" + (double.IsFinite(lastTokens) ? $", {lastTokens.ToString("N0", inv)} tokens" : "") +
+               (resampled > 0 ? $"; dashed: dead latents resampled ({resampled}×)" : "") +
                (log.TornLines > 0 ? " (a cut-short last line skipped)" : "");
     }
 
@@ -100,7 +114,7 @@ public static class TrainingCurves
         foreach (var sae in log.Saes)
         {
             var s = log.Series(sae, quantity);
-            string name = sae.Length > 0 ? sae : "(no sae)";
+            string name = LineName(sae);
             if (s is null) { lines.Add(new LineSeries(name, [], [])); continue; }
             lines.Add(new LineSeries(name, log.EveryLineHasTokens ? s.Tokens : s.Steps.Select(x => (double)x).ToList(), s.Values));
         }

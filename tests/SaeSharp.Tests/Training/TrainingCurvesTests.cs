@@ -44,13 +44,18 @@ public class TrainingCurvesTests : IDisposable
         var path = MultiSaeLog();
         var log = TrainLogFile.Read(path);
         Assert.Equal(["topk", "relu"], log.Saes);
-        Assert.Equal($"{path}: 2 SAEs, step 2, 200 tokens", TrainingCurves.Title(log));
+        Assert.Equal($"{path}: 2 SAEs, step 2, 200 tokens; dashed: dead latents resampled (1×)", TrainingCurves.Title(log));
         Assert.True(log.EveryLineHasTokens);
         var panels = TrainingCurves.Panels(log);
         // Loss terms in order of first appearance, then the fixed quantities; λ because relu's changed (0.5 → 1).
         Assert.Equal(["losses/overall_loss", "losses/mse_loss (log scale)", "losses/auxiliary_reconstruction_loss", "losses/l1_loss",
-                      "l0 (log scale)", "explained_variance", "dead_fraction", "lr", "sparsity_coefficient"], panels.Select(p => p.Title));
-        foreach (var p in panels) Assert.Equal(["topk", "relu"], p.Series.Select(s => s.Name));
+                      "l0 (log scale)", "explained_variance", "dead_fraction", "lr", "sparsity_coefficient",
+                      "rows_per_second (the SAEs' shared pass)"], panels.Select(p => p.Title));
+        foreach (var p in panels.SkipLast(1)) Assert.Equal(["topk", "relu"], p.Series.Select(s => s.Name));
+        // One pass trains both SAEs: its throughput is one line.
+        Points(Assert.Single(panels[^1].Series), [100, 200], [10, 10]);
+        // relu's resampling at step 1 (100 tokens) is marked in every panel, in relu's colour.
+        foreach (var p in panels) Assert.Equal([new LineMarker("relu", 100)], p.Markers);
 
         // NaN is not a point: topk's overall loss has step 1 only.
         var overall = Panel(panels, "losses/overall_loss");
@@ -120,6 +125,64 @@ public class TrainingCurvesTests : IDisposable
         Assert.Equal(9, log.StepLines);
     }
 
+    /// <summary>Event lines: placed at the tokens of their step (proportional to the step between logged lines), those of
+    /// steps a resumed run re-ran dropped with the step lines, a resampling of no latent not drawn.</summary>
+    [Fact]
+    public void Resampling_events_are_placed_at_their_steps_tokens_and_a_resumed_run_drops_the_ones_it_re_ran()
+    {
+        var log = TrainLogFile.Read(Log("events.jsonl",
+            """{"step":10,"tokens":1000,"sae":"a","l0":1}""",
+            """{"step":15,"sae":"a","event":"resampled_dead_latents","count":4}""",
+            """{"step":20,"tokens":2000,"sae":"a","l0":2}""",
+            """{"step":20,"sae":"a","event":"resampled_dead_latents","count":0}""",
+            """{"step":30,"tokens":3000,"sae":"a","l0":3}""",
+            """{"step":35,"sae":"a","event":"resampled_dead_latents","count":2}""",
+            """{"step":40,"tokens":4000,"sae":"a","l0":4}""",
+            // resumed from step 20's checkpoint (its first line is step 30 again): step 35's resampling goes with the lines
+            """{"step":30,"tokens":3000,"sae":"a","l0":33}""",
+            """{"step":45,"sae":"a","event":"resampled_dead_latents","count":7}""",
+            """{"step":50,"tokens":5000,"sae":"a","l0":5}"""));
+        Assert.Equal([new TrainLogEvent("a", 15, 1500, "resampled_dead_latents", 4), new TrainLogEvent("a", 20, 2000, "resampled_dead_latents", 0),
+                      new TrainLogEvent("a", 45, 4500, "resampled_dead_latents", 7)], log.Events);
+        // Step 45 lies between the lines of steps 30 and 50: 5000 × 45 / 50 tokens. The count-0 resampling moved nothing and
+        // is not drawn.
+        Assert.Equal([new LineMarker("a", 1500), new LineMarker("a", 4500)], TrainingCurves.Panels(log)[0].Markers);
+        Assert.EndsWith("; dashed: dead latents resampled (2×)", TrainingCurves.Title(log));
+    }
+
+    /// <summary>The dashed line of a resampling in the PNG: against the same log with a resampling of no latent (not
+    /// drawn), the pixels that differ below the title are one narrow vertical band per panel, at the event's x (half-way
+    /// along the x axis here), spanning most of the panel's height.</summary>
+    [Fact]
+    public void A_resampling_is_a_vertical_line_at_its_tokens_in_each_panel_of_the_png()
+    {
+        string Events(int count) => Log($"png{count}.jsonl",
+            """{"step":10,"tokens":1000,"sae":"a","l0":5,"lr":0.001}""",
+            """{"step":20,"tokens":2000,"sae":"a","l0":4,"lr":0.001}""",
+            $$"""{"step":20,"sae":"a","event":"resampled_dead_latents","count":{{count}}}""",
+            """{"step":30,"tokens":3000,"sae":"a","l0":3,"lr":0.0005}""");
+        using var with = SKBitmap.Decode(TrainingCurves.Render(TrainLogFile.Read(Events(5)), 1000, 500));
+        using var without = SKBitmap.Decode(TrainingCurves.Render(TrainLogFile.Read(Events(0)), 1000, 500));
+        var columns = new SortedDictionary<int, (int Top, int Bottom)>();
+        for (int y = 60; y < 500; y++)
+            for (int x = 0; x < 1000; x++)
+                if (with.GetPixel(x, y) != without.GetPixel(x, y))
+                    columns[x] = columns.TryGetValue(x, out var r) ? (Math.Min(r.Top, y), Math.Max(r.Bottom, y)) : (y, y);
+        // Runs of adjacent columns: one per panel (two panels side by side), each at most 4 pixels wide.
+        var runs = new List<List<int>>();
+        foreach (var x in columns.Keys)
+            if (runs.Count > 0 && x - runs[^1][^1] <= 1) runs[^1].Add(x); else runs.Add([x]);
+        Assert.Equal(2, runs.Count);
+        foreach (var run in runs)
+        {
+            Assert.InRange(run.Count, 1, 4);
+            Assert.True(columns[run[0]].Bottom - columns[run[0]].Top > 200, $"the line at x={run[0]} spans {columns[run[0]]}");
+        }
+        // Each at the middle of its panel's data area (the x axis runs from 1000 to 3000 tokens, 2 % padded each side).
+        Assert.InRange(runs[0][0], 250, 300);
+        Assert.InRange(runs[1][0], 750, 800);
+    }
+
     [Fact]
     public void A_quantity_logged_only_as_nan_still_gets_its_panel_and_draws()
     {
@@ -185,10 +248,10 @@ public class TrainingCurvesTests : IDisposable
         using var sized = SKBitmap.Decode(TrainingCurves.Render(log, 1000, 700));
         Assert.NotNull(sized);
         Assert.Equal((1000, 700), (sized.Width, sized.Height));
-        // Nine panels, three a row: three rows of 320 pixels under the title and the legend.
+        // Ten panels, three a row: four rows of 320 pixels under the title and the legend.
         using var auto = SKBitmap.Decode(TrainingCurves.Render(log));
         Assert.Equal(TrainingCurves.DefaultWidth, auto.Width);
-        Assert.InRange(auto.Height, 3 * LinePanelsPlot.PanelHeight, 3 * LinePanelsPlot.PanelHeight + 120);
+        Assert.InRange(auto.Height, 4 * LinePanelsPlot.PanelHeight, 4 * LinePanelsPlot.PanelHeight + 120);
         // The lines are drawn in the first two colours of the palette (Category10: #1f77b4, #ff7f0e).
         int blue = 0, orange = 0;
         for (int y = 0; y < auto.Height; y++)
