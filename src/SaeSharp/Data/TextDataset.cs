@@ -9,7 +9,8 @@ namespace SaeSharp.Data;
 /// <summary>How a <c>.txt</c> file is cut into documents.</summary>
 public enum TxtMode
 {
-    /// <summary>Each non-empty line is one document.</summary>
+    /// <summary>Each line is one document, an empty line an empty one (as <c>datasets</c>' text loader,
+    /// <c>load_dataset("text")</c>, reads a file: lines split at \n, \r\n or \r, no row after a final line break).</summary>
     LinePerDocument,
     /// <summary>The whole file is one document.</summary>
     WholeFile,
@@ -44,7 +45,8 @@ public static class TextDataset
         }
     }
 
-    /// <summary>Documents of a text file: one per non-empty line, or the whole file as one.</summary>
+    /// <summary>Documents of a text file: one per line (<see cref="TxtMode.LinePerDocument"/>, empty lines included), or the
+    /// whole file as one.</summary>
     public static IEnumerable<string> ReadTxt(string path, TxtMode mode = TxtMode.LinePerDocument)
     {
         RequireFile(path);
@@ -54,8 +56,7 @@ public static class TextDataset
             foreach (var whole in Lines(reader, path, MaxWholeFileChars, splitLines: false)) yield return whole;
             yield break;
         }
-        foreach (var line in Lines(reader, path, MaxLineChars))
-            if (line.Length > 0) yield return line;
+        foreach (var line in Lines(reader, path, MaxLineChars)) yield return line;
     }
 
     /// <summary>The string field <paramref name="field"/> of each JSON object line; blank lines are skipped.</summary>
