@@ -59,6 +59,10 @@ public static class TextDataset
         foreach (var line in Lines(reader, path, MaxLineChars)) yield return line;
     }
 
+    /// <summary>Whether a <c>.txt</c> file has a non-empty line. One of empty lines alone has rows for <c>datasets</c>, but
+    /// no text: choosing a dataset's column, and mixing text files with pre-tokenized ones, pass it over as an empty file.</summary>
+    internal static bool TxtHasText(string path) => ReadTxt(path).Any(line => line.Length > 0);
+
     /// <summary>The string field <paramref name="field"/> of each JSON object line; blank lines are skipped.</summary>
     public static IEnumerable<string> ReadJsonl(string path, string field = "text")
     {
@@ -164,7 +168,8 @@ public static class TextDataset
     }
 
     /// <summary>The column of a dataset's files (<see cref="ChooseColumn(string, string?)"/>), chosen by the first file
-    /// that has a row (as SAELens looks at the dataset's first row): empty files before it are passed over.
+    /// that has a row (as SAELens looks at the dataset's first row): empty files before it are passed over, and so is a
+    /// <c>.txt</c> of empty lines alone (<see cref="TxtHasText"/>).
     /// <c>File</c> is that file, or null when no file has a row (then <paramref name="textField"/> or "text").</summary>
     public static (string? Column, bool Tokenized, string? File) ChooseColumn(IEnumerable<string> files, string? textField)
     {
@@ -173,7 +178,7 @@ public static class TextDataset
             var kind = KindOf(file);
             List<string>? names = kind switch
             {
-                FileKind.Txt => ReadTxt(file).Any() ? [] : null,
+                FileKind.Txt => TxtHasText(file) ? [] : null,
                 FileKind.Jsonl => JsonLines(file).Select(x => Names(x.Element)).FirstOrDefault(),
                 FileKind.Parquet => ParquetColumns(file, withRows: true),
                 FileKind.Arrow => HfDiskDataset.Columns(file, withRows: true),
