@@ -6,7 +6,8 @@ namespace SaeSharp.Data;
 /// NumPy's <c>np.random.default_rng(seed)</c> (NumPy 1.17+: a <c>Generator</c> over PCG64 seeded through
 /// <c>SeedSequence</c>) for what <c>datasets</c>' <c>Dataset.shuffle(seed=seed)</c> draws: <c>permutation(n)</c>, which
 /// shuffles <c>arange(n)</c> with a Fisher–Yates loop of <c>random_interval</c> draws. The same seed gives the same
-/// order as NumPy (checked against NumPy 1.24.2's output).
+/// order as NumPy (checked against NumPy 1.24.2's output; SeedSequence, PCG64, <c>random_interval</c> and
+/// <c>shuffle</c> are unchanged in NumPy 2's source).
 /// </summary>
 public sealed class NumpyRandom
 {
