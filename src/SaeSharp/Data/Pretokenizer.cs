@@ -109,7 +109,8 @@ public sealed record PretokenizeSettings
     /// <summary>Seed of the shuffle, a non-negative integer as NumPy's <c>default_rng</c> takes; null: a fresh random seed
     /// each run (as <c>datasets</c>' <c>shuffle(seed=None)</c>).</summary>
     [JsonPropertyName("seed")] public long? Seed { get; init; }
-    /// <summary>SAELens's streaming mode: the documents are one map job (<see cref="NumProc"/> must be 1).</summary>
+    /// <summary>SAELens's streaming mode: the documents are one map job (<see cref="NumProc"/> must be 1). The shuffle stays
+    /// the permutation; SAELens's streamed rows get <c>datasets</c>' buffer shuffle instead, another order.</summary>
     [JsonPropertyName("streaming")] public bool Streaming { get; init; }
     /// <summary>The map jobs SAELens's <c>dataset.map(num_proc=...)</c> runs: the documents are cut into this many contiguous
     /// shards, and concatenation restarts at each. Default 4, as SAELens.</summary>
