@@ -106,9 +106,11 @@ public sealed record PretokenizeSettings
     [JsonPropertyName("column_name")] public string ColumnName { get; init; } = "text";
     /// <summary>Shuffle the rows once they are all cut.</summary>
     [JsonPropertyName("shuffle")] public bool Shuffle { get; init; } = true;
-    /// <summary>Seed of the shuffle; null: a fresh random seed each run (as <c>datasets</c>' <c>shuffle(seed=None)</c>).</summary>
-    [JsonPropertyName("seed")] public int? Seed { get; init; }
-    /// <summary>SAELens's streaming mode: the documents are one map job (<see cref="NumProc"/> must be 1).</summary>
+    /// <summary>Seed of the shuffle, a non-negative integer as NumPy's <c>default_rng</c> takes; null: a fresh random seed
+    /// each run (as <c>datasets</c>' <c>shuffle(seed=None)</c>).</summary>
+    [JsonPropertyName("seed")] public long? Seed { get; init; }
+    /// <summary>SAELens's streaming mode: the documents are one map job (<see cref="NumProc"/> must be 1). The shuffle stays
+    /// the permutation; SAELens's streamed rows get <c>datasets</c>' buffer shuffle instead, another order.</summary>
     [JsonPropertyName("streaming")] public bool Streaming { get; init; }
     /// <summary>The map jobs SAELens's <c>dataset.map(num_proc=...)</c> runs: the documents are cut into this many contiguous
     /// shards, and concatenation restarts at each. Default 4, as SAELens.</summary>
@@ -171,6 +173,7 @@ public sealed record PretokenizeSettings
         if (ContextSize <= 0) throw new SaeSharpException($"context_size {ContextSize}: expected a positive number");
         if (NumProc <= 0) throw new SaeSharpException($"num_proc {NumProc}: expected a positive number");
         if (Streaming && NumProc > 1) throw new SaeSharpException("num_proc must be 1 when streaming is true (as SAELens requires)");
+        if (Seed < 0) throw new SaeSharpException($"seed {Seed}: expected a non-negative integer (datasets' shuffle seeds NumPy's default_rng, which refuses a negative one)");
     }
 }
 
@@ -201,11 +204,11 @@ public enum PretokenizedFormat
 /// contiguous shards (as <c>datasets</c>' <c>map(num_proc=N)</c> shards them), each shard into batches of
 /// <see cref="PretokenizeSettings.PretokenizeBatchSize"/> documents, and the partial row at the end of each batch is dropped.
 /// With more than one shard the documents are counted first (one extra pass; no text is held).</para>
-/// <para>Documents are what <see cref="TextDataset"/> reads: a <c>.txt</c> file's empty lines are skipped, where
-/// <c>datasets</c>' text loader keeps each as an empty row (nothing for GPT-2's tokenizer, a lone BOS for a BOS-adding
-/// one, which then also moves the map-batch boundaries); jsonl, Parquet and Arrow rows are read one for one.</para>
-/// <para>The shuffle is a seeded Fisher–Yates permutation of the rows (<see cref="ShuffleRows"/>): the same rows as SAELens's, but not the order of
-/// <c>datasets</c>' <c>shuffle(seed)</c> (a NumPy generator), which cannot be reproduced here.</para>
+/// <para>Documents are what <see cref="TextDataset"/> reads, one for each row <c>datasets</c> loads: a <c>.txt</c> file's
+/// lines, empty ones included (an empty document is nothing for GPT-2's tokenizer, a lone BOS for a BOS-adding one, and
+/// counts toward the map batches either way); jsonl, Parquet and Arrow rows one for one.</para>
+/// <para>The shuffle is <c>datasets</c>' <c>shuffle(seed)</c>: NumPy's <c>default_rng(seed).permutation(rows)</c>
+/// (<see cref="NumpyRandom"/>), so a seed gives the row order SAELens writes.</para>
 /// </summary>
 public static class Pretokenizer
 {
@@ -245,7 +248,7 @@ public static class Pretokenizer
         var rows = new List<int[]>();
         foreach (var r in Rows(new Reenumerable(documents, counted, settings), tokenizer, settings))
             rows.Add(Array.ConvertAll(r, x => checked((int)x)));
-        if (settings.Shuffle) ShuffleRows(rows, settings.Seed is int s ? (ulong)(uint)s : (ulong)Random.Shared.NextInt64());
+        if (settings.Shuffle) new NumpyRandom(settings.Seed ?? Random.Shared.NextInt64()).Shuffle(rows);
         return new PretokenizeResult(rows, docs);
     }
 
@@ -369,23 +372,6 @@ public static class Pretokenizer
         }
         catch (IOException) { }
         catch (UnauthorizedAccessException) { }
-    }
-
-    /// <summary>A seeded Fisher–Yates shuffle of <paramref name="rows"/> in place (SplitMix64 draws, each mapped to
-    /// [0, i] by a 128-bit multiply): the same seed gives the same order on every machine.</summary>
-    public static void ShuffleRows<T>(IList<T> rows, ulong seed)
-    {
-        ArgumentNullException.ThrowIfNull(rows);
-        ulong state = seed;
-        for (int i = rows.Count - 1; i > 0; i--)
-        {
-            ulong z = state += 0x9E3779B97F4A7C15UL;
-            z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
-            z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
-            z ^= z >> 31;
-            int j = (int)(((UInt128)z * (ulong)(i + 1)) >> 64);
-            (rows[i], rows[j]) = (rows[j], rows[i]);
-        }
     }
 
     /// <summary>The document indices at which SAELens's concatenation restarts: each of <paramref name="shards"/>

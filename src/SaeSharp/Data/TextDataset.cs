@@ -9,7 +9,8 @@ namespace SaeSharp.Data;
 /// <summary>How a <c>.txt</c> file is cut into documents.</summary>
 public enum TxtMode
 {
-    /// <summary>Each non-empty line is one document.</summary>
+    /// <summary>Each line is one document, an empty line an empty one (as <c>datasets</c>' text loader,
+    /// <c>load_dataset("text")</c>, reads a file: lines split at \n, \r\n or \r, no row after a final line break).</summary>
     LinePerDocument,
     /// <summary>The whole file is one document.</summary>
     WholeFile,
@@ -44,7 +45,8 @@ public static class TextDataset
         }
     }
 
-    /// <summary>Documents of a text file: one per non-empty line, or the whole file as one.</summary>
+    /// <summary>Documents of a text file: one per line (<see cref="TxtMode.LinePerDocument"/>, empty lines included), or the
+    /// whole file as one.</summary>
     public static IEnumerable<string> ReadTxt(string path, TxtMode mode = TxtMode.LinePerDocument)
     {
         RequireFile(path);
@@ -54,9 +56,12 @@ public static class TextDataset
             foreach (var whole in Lines(reader, path, MaxWholeFileChars, splitLines: false)) yield return whole;
             yield break;
         }
-        foreach (var line in Lines(reader, path, MaxLineChars))
-            if (line.Length > 0) yield return line;
+        foreach (var line in Lines(reader, path, MaxLineChars)) yield return line;
     }
+
+    /// <summary>Whether a <c>.txt</c> file has a non-empty line. One of empty lines alone has rows for <c>datasets</c>, but
+    /// no text: choosing a dataset's column, and mixing text files with pre-tokenized ones, pass it over as an empty file.</summary>
+    internal static bool TxtHasText(string path) => ReadTxt(path).Any(line => line.Length > 0);
 
     /// <summary>The string field <paramref name="field"/> of each JSON object line; blank lines are skipped.</summary>
     public static IEnumerable<string> ReadJsonl(string path, string field = "text")
@@ -163,7 +168,8 @@ public static class TextDataset
     }
 
     /// <summary>The column of a dataset's files (<see cref="ChooseColumn(string, string?)"/>), chosen by the first file
-    /// that has a row (as SAELens looks at the dataset's first row): empty files before it are passed over.
+    /// that has a row (as SAELens looks at the dataset's first row): empty files before it are passed over, and so is a
+    /// <c>.txt</c> of empty lines alone (<see cref="TxtHasText"/>).
     /// <c>File</c> is that file, or null when no file has a row (then <paramref name="textField"/> or "text").</summary>
     public static (string? Column, bool Tokenized, string? File) ChooseColumn(IEnumerable<string> files, string? textField)
     {
@@ -172,7 +178,7 @@ public static class TextDataset
             var kind = KindOf(file);
             List<string>? names = kind switch
             {
-                FileKind.Txt => ReadTxt(file).Any() ? [] : null,
+                FileKind.Txt => TxtHasText(file) ? [] : null,
                 FileKind.Jsonl => JsonLines(file).Select(x => Names(x.Element)).FirstOrDefault(),
                 FileKind.Parquet => ParquetColumns(file, withRows: true),
                 FileKind.Arrow => HfDiskDataset.Columns(file, withRows: true),

@@ -222,7 +222,7 @@ public static class TokenWindows
                 TextDataset.FileKind.Jsonl => TextDataset.ReadTokenizedJsonl(f, column),
                 TextDataset.FileKind.Parquet => TextDataset.ReadTokenizedParquet(f, column),
                 TextDataset.FileKind.Arrow => HfDiskDataset.ReadTokenRows(f, column),
-                TextDataset.FileKind.Txt when !TextDataset.ReadTxt(f).Any() => [], // no rows: skipped as other empty files
+                TextDataset.FileKind.Txt when !TextDataset.TxtHasText(f) => [], // no text: skipped as other empty files
                 _ => throw new SaeSharpException($"dataset file '{f}' is text, but '{first}' is pre-tokenized; do not mix them"),
             });
             if ((HubDataset.IsHubDataset(path) ? new HubDataset(path).MetadataFile() : PretokenizedMetadata.Find(path)) is { } meta)

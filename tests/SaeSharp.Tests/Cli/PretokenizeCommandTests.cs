@@ -72,6 +72,34 @@ public sealed class PretokenizeCommandTests : IDisposable
         Assert.Contains("context_size 32", r.Err);
     }
 
+    [Theory]
+    [InlineData("42")]
+    [InlineData("12345678901234")]
+    public void Seed_gives_the_row_order_of_datasets_shuffle(string seed)
+    {
+        // 37 documents, each one row (disable_concat_sequences: its first 6 tokens, BOS first), with 3 empty lines among
+        // them (documents too, as datasets' text loader reads them; too short for a row).
+        var lines = Enumerable.Range(0, 37).Select(i => $"{i} apples and pears in a line of text").ToList();
+        foreach (int at in new[] { 5, 20, 30 }) lines.Insert(at, "");
+        File.WriteAllText(P("d.txt"), string.Join('\n', lines) + "\n");
+        string[] common = ["pretokenize", "--model", "builtin", "--dataset", P("d.txt"), "--context-size", "6", "--disable-concat-sequences"];
+        Assert.Contains("wrote 37 rows of 6 tokens (222 tokens) from 40 documents", Ok(CliRunner.Run([.. common, "--no-shuffle", "--out", P("plain")])));
+        Ok(CliRunner.Run([.. common, "--seed", seed, "--out", P("shuffled")]));
+        var tok = SaeSharp.Tokenizers.Tokenizer.FromFolder(BuiltinModel.Folder);
+        var plain = TokenWindows.FromPath(P("plain"), tok, 6, prependBos: true).ToList();
+        var shuffled = TokenWindows.FromPath(P("shuffled"), tok, 6, prependBos: true).ToList();
+        Assert.True(plain.Select(r => string.Join(',', r)).Distinct().Count() > 30); // distinct enough that the order shows
+        // datasets' shuffle(seed) = select(indices=np.random.default_rng(seed).permutation(37)), NumPy 1.24.2's permutation.
+        var perm = SaeSharp.Tests.Data.PretokenizerTests.NumpyPermutation(long.Parse(seed, System.Globalization.CultureInfo.InvariantCulture), 37);
+        Assert.Equal(perm.Select(k => plain[(int)k]), shuffled);
+        using var meta = JsonDocument.Parse(File.ReadAllText(P("shuffled", "sae_lens.json")));
+        Assert.Equal(long.Parse(seed, System.Globalization.CultureInfo.InvariantCulture), meta.RootElement.GetProperty("seed").GetInt64());
+
+        var r = CliRunner.Run([.. common, "--seed", "-1", "--out", P("neg")]);
+        Assert.NotEqual(0, r.Exit);
+        Assert.Contains("--seed", r.Err);
+    }
+
     [Fact]
     public void Options_config_and_refusals()
     {

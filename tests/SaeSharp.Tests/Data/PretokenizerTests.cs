@@ -138,21 +138,59 @@ public class PretokenizerTests
         Assert.Equal(100, reads); // one pass to count for the shards, one to tokenize
     }
 
+    /// <summary>NumPy 1.24.2's <c>default_rng(seed).permutation(n)</c> from tests/data/numpy_random (see NumpyRandomTests).</summary>
+    internal static long[] NumpyPermutation(long seed, int n)
+    {
+        using var doc = JsonDocument.Parse(File.ReadAllText(TestPaths.Data("numpy_random", "numpy_random.json")));
+        var e = doc.RootElement.GetProperty("permutations").EnumerateArray()
+            .Single(x => x.GetProperty("seed").GetRawText() == seed.ToString(System.Globalization.CultureInfo.InvariantCulture) && x.GetProperty("n").GetInt32() == n);
+        return e.GetProperty("permutation").EnumerateArray().Select(v => v.GetInt64()).ToArray();
+    }
+
+    [Theory]
+    [InlineData(42, 37)]
+    [InlineData(0, 1000)]
+    [InlineData(12345678901234, 37)]
+    public void Shuffle_gives_the_row_order_of_datasets_shuffle_with_the_seed(long seed, int n)
+    {
+        // datasets' shuffle(seed) is select(indices=default_rng(seed).permutation(n)): row k of the result is row perm[k].
+        // Document i is "i i i", one row [i i i] (no BOS, no separator).
+        var docs = Enumerable.Range(0, n).Select(i => $"{i} {i} {i}").ToList();
+        var s = Plain with { ContextSize = 3, BeginBatchToken = null, SequenceSeparatorToken = null };
+        Assert.Equal(Enumerable.Range(0, n).Select(i => new[] { i, i, i }), Pretokenizer.Run(docs, new IdTokenizer(false), s).Rows);
+        var shuffled = Pretokenizer.Run(docs, new IdTokenizer(false), s with { Shuffle = true, Seed = seed }).Rows;
+        Assert.Equal(NumpyPermutation(seed, n).Select(k => new[] { (int)k, (int)k, (int)k }), shuffled);
+    }
+
     [Fact]
-    public void Shuffle_is_a_seeded_permutation_of_the_rows()
+    public void Unseeded_shuffle_is_a_fresh_permutation_and_a_negative_seed_is_refused()
     {
         var docs = Enumerable.Range(0, 200).Select(i => $"{i} {i} {i}").ToList();
-        var s = Plain with { ContextSize = 4, BeginBatchToken = null, SequenceSeparatorToken = null };
-        var plain = Pretokenizer.Run(docs, new IdTokenizer(false), s).Rows;
-        var a = Pretokenizer.Run(docs, new IdTokenizer(false), s with { Shuffle = true, Seed = 7 }).Rows;
-        var b = Pretokenizer.Run(docs, new IdTokenizer(false), s with { Shuffle = true, Seed = 7 }).Rows;
-        var c = Pretokenizer.Run(docs, new IdTokenizer(false), s with { Shuffle = true, Seed = 8 }).Rows;
-        Assert.Equal(150, plain.Count); // 600 tokens / 4
-        Assert.Equal(a, b);
-        Assert.NotEqual(a, c);
-        Assert.NotEqual(plain, a);
-        static IEnumerable<string> Key(List<int[]> rows) => rows.Select(r => string.Join(',', r)).Order(StringComparer.Ordinal);
-        Assert.Equal(Key(plain), Key(a));
+        var s = Plain with { ContextSize = 3, BeginBatchToken = null, SequenceSeparatorToken = null, Shuffle = true };
+        var a = Pretokenizer.Run(docs, new IdTokenizer(false), s).Rows;
+        var b = Pretokenizer.Run(docs, new IdTokenizer(false), s).Rows;
+        Assert.NotEqual(a, b); // 1/200! to fail
+        Assert.Equal(Enumerable.Range(0, 200), a.Select(r => r[0]).Order());
+        var e = Assert.Throws<SaeSharpException>(() => Pretokenizer.Run(docs, new IdTokenizer(false), s with { Seed = -3 }));
+        Assert.Contains("seed -3", e.Message);
+    }
+
+    [Fact]
+    public void Txt_empty_lines_are_documents_as_datasets_reads_them()
+    {
+        // datasets' text loader gives ["1 2 3", "", "4 5", "6 7 8 9"] for this file.
+        string path = Path.Combine(TestPaths.TempDir(), "d.txt");
+        File.WriteAllText(path, "1 2 3\n\n4 5\n6 7 8 9\n");
+        // Llama-like: encode("") is [100], a lone BOS: [100 1 2 3] | [100] + [100 4 5] (BOS already first: no separator) |
+        // [100 6 7 8] | [100 9] dropped. Skipping the empty line would give [100 4 5 100] as the second row.
+        var llama = Pretokenizer.Run(path, new IdTokenizer(true), Plain);
+        Assert.Equal(new[] { new[] { 100, 1, 2, 3 }, [100, 100, 4, 5], [100, 6, 7, 8] }, llama.Rows);
+        Assert.Equal(4, llama.Documents);
+        // GPT-2-like: encode("") is [], which adds nothing, but the empty document still counts toward a map batch. Batches
+        // of 2 documents: {"1 2 3", ""} → [100 1 2 3]; {"4 5", "6 7 8 9"} → [100 4 5 100] | [100 6 7 8] | [100 9] dropped.
+        // (Without the empty line: {"1 2 3", "4 5"} → [100 1 2 3] and [100 4 5] dropped; {"6 7 8 9"} → [100 6 7 8].)
+        var gpt2 = Pretokenizer.Run(path, new IdTokenizer(false), Plain with { PretokenizeBatchSize = 2 });
+        Assert.Equal(new[] { new[] { 100, 1, 2, 3 }, [100, 4, 5, 100], [100, 6, 7, 8] }, gpt2.Rows);
     }
 
     [Fact]

@@ -82,8 +82,46 @@ public class TextDatasetTests
         string dir = TestPaths.TempDir();
         string path = Path.Combine(dir, "a.txt");
         File.WriteAllText(path, "first line\n\nsecond line\r\nthird");
-        Assert.Equal(new[] { "first line", "second line", "third" }, TextDataset.ReadTxt(path).ToList());
+        Assert.Equal(new[] { "first line", "", "second line", "third" }, TextDataset.ReadTxt(path).ToList());
         Assert.Equal(new[] { "first line\n\nsecond line\r\nthird" }, TextDataset.ReadTxt(path, TxtMode.WholeFile).ToList());
+    }
+
+    /// <summary>The rows of <c>datasets</c>' text loader (packaged_modules/text/text.py: the file opened in text mode, which
+    /// turns \r\n and \r into \n, <c>StringIO(chunk).readlines()</c>, each line's \n stripped), as Python 3.11 gave them for
+    /// these files with that code copied: empty lines are rows, a final line break ends the last row without adding one.</summary>
+    [Theory]
+    [InlineData("a\n\nb\r\nc\rd\r\n\r\n  \ne\n", new[] { "a", "", "b", "c", "d", "", "  ", "e" })]
+    [InlineData("\n", new[] { "" })]
+    [InlineData("", new string[0])]
+    [InlineData("x\n\n", new[] { "x", "" })]
+    public void Txt_lines_are_the_rows_datasets_text_loader_reads(string text, string[] rows)
+    {
+        string path = Path.Combine(TestPaths.TempDir(), "a.txt");
+        File.WriteAllText(path, text);
+        Assert.Equal(rows, TextDataset.ReadTxt(path).ToList());
+        Assert.Equal(rows, TextDataset.Read(path).ToList());
+    }
+
+    /// <summary>SAELens's ActivationsStore tokenizes each row with <c>to_tokens(row, prepend_bos=False)</c>, [] for an empty
+    /// line, and <c>concat_and_batch_sequences</c> adds nothing for an empty sequence (no separator, no BOS): a text
+    /// dataset's windows are the same with its empty lines as without them.</summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void Empty_lines_leave_the_training_windows_unchanged(bool prependBos)
+    {
+        var tok = Gpt2();
+        Assert.Empty(tok.Encode(""));
+        string dir = TestPaths.TempDir();
+        string[] lines = ["Hello world, this is a test.", "", "Another line of text here", "", "", "and the last one."];
+        File.WriteAllText(Path.Combine(dir, "with.txt"), string.Join('\n', lines) + "\n");
+        File.WriteAllText(Path.Combine(dir, "without.txt"), string.Join('\n', lines.Where(l => l.Length > 0)) + "\n");
+        Assert.Equal(6, TextDataset.Read(Path.Combine(dir, "with.txt")).Count());
+        var with = TokenWindows.FromPath(Path.Combine(dir, "with.txt"), tok, 5, prependBos).ToList();
+        Assert.Equal(TokenWindows.FromPath(Path.Combine(dir, "without.txt"), tok, 5, prependBos).ToList(), with);
+        // 18 tokens + 2 separators: 4 windows of 5; with a BOS first in each, [BOS Hello world , this] [BOS is a test .]
+        // [BOS Another line of text] [BOS here BOS and the], and [BOS last one .] dropped.
+        Assert.Equal(4, with.Count);
     }
 
     /// <summary>ReadJsonl's contract: blank lines are skipped, and a line of only spaces, tabs or a CR (a CRLF file,
