@@ -309,7 +309,9 @@ public sealed class ActivationCacheFolder : IActivationSource
         }
         if (m.Shards.Count == 0)
             throw new SaeSharpException($"{dir}: the dataset gave no context window of {o.ContextSize} tokens (it is empty, " +
-                                        "holds only whitespace, or has fewer tokens than one window); nothing was written");
+                                        (o.DisableConcatSequences
+                                            ? "or, with disable_concat_sequences, every document is shorter than a window and dropped); nothing was written"
+                                            : "holds only whitespace, or has fewer tokens than one window); nothing was written"));
         m.Complete = true;
         m.DatasetExhausted = ended;
         m.Save(dir);
