@@ -187,6 +187,13 @@ def main():
             "sequence_separator_token_id": sep, "disable_concat_sequences": disable,
             "windows": [w.tolist() for w in windows],
         })
+    # A BOS of id 0 (Pythia's) with disable_concat_sequences: SAELens tests `if begin_batch_token_id` for truthiness, so
+    # 0 is not used as the begin-sequence token and documents are cut without it (SaeSharp puts it: a documented difference).
+    bos0_docs = [[d - 1 if d < 10 else d for d in doc] for doc in DOCS]  # special ids 1, 2, 3 become 0, 1, 2
+    bos0 = concat_and_batch_sequences(iter([torch.tensor(d, dtype=torch.long) for d in bos0_docs]), 4,
+                                      begin_batch_token_id=0, sequence_separator_token_id=0, disable_concat_sequences=True)
+    bos0_case = {"sequences": bos0_docs, "context_size": 4, "begin_batch_token_id": 0, "begin_sequence_token_id": None,
+                 "sequence_separator_token_id": 0, "disable_concat_sequences": True, "windows": [w.tolist() for w in bos0]}
     slices = []
     for s in SLICES:
         for ctx in (1, 8, 16):
@@ -194,7 +201,8 @@ def main():
                            "training_context_size": len(range(ctx)[slice(*s)])})
     with open(a.out, "w") as f:
         json.dump({"saelens_version": "6.37.6", "saelens_commit": "69c4c62b0dc24e5ba23fc773a0286149514b4a23",
-                   "torch_version": torch.__version__, "windows": cases, "seqpos_slices": slices}, f, indent=1)
+                   "torch_version": torch.__version__, "windows": cases, "bos0_disable_concat": bos0_case,
+                   "seqpos_slices": slices}, f, indent=1)
         f.write("\n")
 
 

@@ -32,6 +32,22 @@ public class SaelensWindowsTests
         }
     }
 
+    /// <summary>The one documented difference: with disable_concat_sequences SAELens tests the BOS id for truthiness
+    /// (<c>if begin_batch_token_id and not begin_sequence_token_id</c>), so a BOS of 0 (Pythia's) is not put before the
+    /// documents; SaeSharp puts it, as for any other BOS id.</summary>
+    [Fact]
+    public void A_bos_of_id_0_is_honoured_with_disable_concat_sequences_where_saelens_skips_it()
+    {
+        var c = Fixture()["bos0_disable_concat"]!;
+        var docs = c["sequences"]!.AsArray().Select(d => d!.AsArray().Select(t => (long)t!).ToArray()).ToList();
+        var saelens = c["windows"]!.AsArray().Select(w => w!.AsArray().Select(t => (long)t!).ToArray()).ToList();
+        // SAELens: the documents of at least 4 tokens, as they are.
+        Assert.Equal(new long[][] { [15, 16, 17, 18], [1, 25, 26, 27], [29, 30, 31, 32], [39, 40, 41, 42] }, saelens);
+        // SaeSharp: BOS 0 and the first 3 tokens of every document of at least 3 tokens ([0 22 23] starts with BOS and is too short).
+        Assert.Equal(new long[][] { [0, 10, 11, 12], [0, 15, 16, 17], [0, 1, 25, 26], [0, 29, 30, 31], [0, 39, 40, 41] },
+            TokenWindows.ConcatAndBatch(docs, 4, beginBatchTokenId: 0, sequenceSeparatorTokenId: 0, disableConcatSequences: true).ToList());
+    }
+
     private sealed class WindowComparer : IEqualityComparer<long[]>
     {
         public bool Equals(long[]? x, long[]? y) => x!.SequenceEqual(y!);
