@@ -69,7 +69,7 @@ public static class ModelPipeline
             int ctx = data.ContextSize ?? 128;
             var spec = HarvestSpec.Resolve(pm.Model.HookPoints, hook, mode, targetHook);
             int positions = TrainingContextSize(ctx, data.SeqposSlice);
-            _ = Windows(tokenizer, data); // a bad separator or prepend_bos is an error here, before the first harvest
+            _ = TokenWindows.SequenceSeparatorId(data.SequenceSeparatorToken, tokenizer); // a separator the tokenizer lacks: an error before any model run
             var src = new ModelActivationSource(pm.Model, spec, () => Windows(tokenizer, data),
                 new ModelActivationSourceOptions
                 {
