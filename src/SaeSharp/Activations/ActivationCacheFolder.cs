@@ -38,7 +38,7 @@ public sealed record ActivationCacheOptions
     public IReadOnlyDictionary<string, bool>? ModelFromPretrainedKwargs { get; init; }
     /// <summary>Hooks applied on every model run (<see cref="SaeSharp.Models.ProcessedModel.Hooks"/>), before the harvest reads.</summary>
     public IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? ModelHooks { get; init; }
-    /// <summary>Tokens harvested, after each model batch (the total is the budget when there is one).</summary>
+    /// <summary>Tokens harvested (the positions kept), after each model batch (the total is the budget when there is one).</summary>
     public IProgress<WorkProgress>? Progress { get; init; }
 }
 
@@ -72,7 +72,7 @@ public sealed class ActivationCacheManifest
     [JsonPropertyName("d_in")] public int DIn { get; set; }
     /// <summary>Width of the <c>targets</c> tensor (equal to <see cref="DIn"/> without targets).</summary>
     [JsonPropertyName("d_out")] public int DOut { get; set; }
-    /// <summary>Nominal rows per shard (contexts per shard · context size); shards with excluded tokens hold fewer.</summary>
+    /// <summary>Nominal rows per shard (contexts per shard · positions kept per window); shards with excluded tokens hold fewer.</summary>
     [JsonPropertyName("rows_per_shard")] public long RowsPerShard { get; set; }
     /// <summary>Context windows per shard.</summary>
     [JsonPropertyName("contexts_per_shard")] public int ContextsPerShard { get; set; }
@@ -276,7 +276,7 @@ public sealed class ActivationCacheFolder : IActivationSource
                 throw new SaeSharpException($"{dir}: the manifest records {m.TotalContexts} contexts but the dataset yields only {i}; it is not the dataset the cache was started with");
 
         bool ended = false;
-        var progress = new ProgressCounter(o.Progress, "tokens", maxContexts * o.ContextSize);
+        var progress = new ProgressCounter(o.Progress, "tokens", maxContexts * positions);
         while (!ended && (maxContexts is null || m.TotalContexts < maxContexts))
         {
             long want = o.ContextsPerShard;
@@ -296,7 +296,7 @@ public sealed class ActivationCacheFolder : IActivationSource
                     if (group.Count == 0) break;
                     parts.Add(harvester.Harvest(group, m.TotalContexts + contexts));
                     contexts += group.Count;
-                    progress.Add((long)group.Count * o.ContextSize);
+                    progress.Add((long)group.Count * positions);
                 }
                 if (contexts == 0) break;
                 WriteShard(dir, m, parts, contexts, o.Dtype);

@@ -30,7 +30,7 @@ public sealed record DownstreamEvalOptions
     public IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? ModelHooks { get; init; }
     /// <summary>Positions unembedded at a time when computing CE and KL; null: as many as fit 2²³ logits (32 MB in float32).</summary>
     public int? LogitChunkPositions { get; init; }
-    /// <summary>Tokens evaluated, after each batch (the total is <see cref="MaxContexts"/> × context length when set).</summary>
+    /// <summary>Tokens evaluated, after each batch (the total is <see cref="MaxContexts"/> × the positions kept per window when set).</summary>
     public IProgress<WorkProgress>? Progress { get; init; }
 }
 
@@ -79,9 +79,10 @@ public static class DownstreamEvaluator
         var progress = new ProgressCounter(o.Progress, "tokens");
         void Run()
         {
-            progress.Total ??= o.MaxContexts * batch[0].Length;
+            int positions = o.SeqposSlice?.Positions(batch[0].Length).Length ?? batch[0].Length;
+            progress.Total ??= o.MaxContexts * positions;
             RunBatch(model, batch, exclude, plans, cacheHooks, sites, clean, ablation, meanAblation, o);
-            progress.Add((long)batch.Count * batch[0].Length);
+            progress.Add((long)batch.Count * positions);
             batch.Clear();
         }
         foreach (var w in windows)
