@@ -16,6 +16,12 @@ internal sealed class ModelDataOptionsCli
     public readonly Option<int?> ContextSize = new Option<int?>("--context-size") { Description = "Tokens per context window (default 128; eval: each SAE's context_size)" }.Positive();
     public readonly Option<bool> NoBos = new("--no-prepend-bos") { Description = "Do not start every window with BOS" };
     public readonly Option<bool> ExcludeSpecial = new("--exclude-special-tokens") { Description = "Leave BOS/EOS/pad positions out of the activations" };
+    public readonly Option<string?> SeqposSlice = new("--seqpos-slice")
+    {
+        Description = "Positions of each window used, as a Python slice START:STOP[:STEP], e.g. 1: skips position 0 (SAELens seqpos_slice; eval: each SAE's)",
+    };
+    public readonly Option<bool> DisableConcat = new("--disable-concat-sequences") { Description = "One window per document, its first tokens; shorter documents dropped (SAELens disable_concat_sequences)" };
+    public readonly Option<string?> Separator = new("--sequence-separator-token") { Description = "Token between documents packed into a window: bos (default), eos, sep, an id, or none (SAELens sequence_separator_token)" };
     public readonly Option<string> Mode = new("--mode") { Description = "out | in | in_to_out (transcoders: module input → output)", DefaultValueFactory = _ => "out" };
     public readonly Option<string?> TargetHook = new("--target-hook") { Description = "Reconstruction target hook for --mode in_to_out" };
     public readonly Option<bool> FoldLn = new("--fold-ln") { Description = "TransformerLens fold_ln" };
@@ -41,7 +47,7 @@ internal sealed class ModelDataOptionsCli
     /// reads each SAE's hooks from its cfg) <c>--mode</c> and <c>--target-hook</c> are left out.</summary>
     public void AddTo(Command command, bool harvestModes = true)
     {
-        foreach (var o in new Option[] { Model, Hook, Dataset, Tokens, ContextSize, NoBos, ExcludeSpecial, Mode, TargetHook, FoldLn, CenterWriting, TextField, Dtype, Device })
+        foreach (var o in new Option[] { Model, Hook, Dataset, Tokens, ContextSize, NoBos, ExcludeSpecial, SeqposSlice, DisableConcat, Separator, Mode, TargetHook, FoldLn, CenterWriting, TextField, Dtype, Device })
             if (harvestModes || (o != Mode && o != TargetHook)) command.Options.Add(o);
     }
 
@@ -50,7 +56,7 @@ internal sealed class ModelDataOptionsCli
     /// <summary>The options that only describe a run from a model (all but --model, --tokens, --device and the shuffle's
     /// --activations-mixing-fraction), for commands that also read activation files, where the files fix the hook and
     /// contexts: given there, <see cref="Cli.RefuseGiven"/> refuses them.</summary>
-    public Option[] ModelOnly => [Hook, Dataset, ContextSize, NoBos, ExcludeSpecial, Mode, TargetHook, FoldLn, CenterWriting, TextField, Dtype, BufferBatches];
+    public Option[] ModelOnly => [Hook, Dataset, ContextSize, NoBos, ExcludeSpecial, SeqposSlice, DisableConcat, Separator, Mode, TargetHook, FoldLn, CenterWriting, TextField, Dtype, BufferBatches];
 
     /// <summary><c>--model</c>, or the config's model_name.</summary>
     public bool Given(ParseResult parse, TrainingSettings config) => Given(parse) || config.ModelName is not null;
@@ -99,6 +105,10 @@ internal sealed class ModelDataOptionsCli
             ContextSize = parse.GetValue(ContextSize) ?? config?.ContextSize,
             PrependBos = parse.GetValue(NoBos) ? false : config?.PrependBos,
             ExcludeSpecialTokens = parse.GetValue(ExcludeSpecial) ? true : config?.ExcludeSpecialTokens,
+            SeqposSlice = parse.GetValue(SeqposSlice) is { } slice ? Data.SeqposSlice.Parse(slice) : config?.SeqposSlice,
+            DisableConcatSequences = parse.GetValue(DisableConcat) ? true : config?.DisableConcatSequences,
+            SequenceSeparatorToken = parse.GetValue(Separator) is { } sep
+                ? Data.PretokenizeToken.Parse(sep, "--sequence-separator-token") ?? Data.PretokenizeToken.None : config?.SequenceSeparatorToken,
             TextField = parse.GetValue(TextField),
             BatchSizePrompts = config?.StoreBatchSizePrompts ?? new ModelDataOptions { ModelPath = "", DatasetPath = "" }.BatchSizePrompts,
             BufferBatches = parse.CommandResult.Command.Options.Contains(BufferBatches) ? parse.GetValue(BufferBatches) : null, // else the config's n_batches_in_buffer (TrainingPlan.ForModel)

@@ -17,8 +17,15 @@ public sealed record ActivationCacheOptions
     public int BatchSizePrompts { get; init; } = 8;
     /// <summary>Context windows per shard (a shard holds whole windows, so it can be resumed at a shard boundary).</summary>
     public int ContextsPerShard { get; init; } = 64;
-    /// <summary>Token budget N: ⌈N / context size⌉ windows are harvested (null: the whole dataset).</summary>
+    /// <summary>Token budget N: ⌈N / positions kept per window⌉ windows are harvested (null: the whole dataset).</summary>
     public long? MaxTokens { get; init; }
+    /// <summary>SAELens's <c>seqpos_slice</c>: the positions of each window stored (SAELens's CacheActivationsRunner stores
+    /// <c>training_context_size</c> rows a window); null: all.</summary>
+    public Data.SeqposSlice? SeqposSlice { get; init; }
+    /// <summary>Recorded in the manifest: SAELens's <c>disable_concat_sequences</c> the windows were cut with.</summary>
+    public bool DisableConcatSequences { get; init; }
+    /// <summary>Recorded in the manifest: SAELens's <c>sequence_separator_token</c> the windows were cut with.</summary>
+    public Data.PretokenizeToken SequenceSeparatorToken { get; init; } = Data.PretokenizeToken.Bos;
     /// <summary>Token ids whose positions are not stored (BOS, EOS, padding).</summary>
     public IReadOnlyCollection<long>? ExcludeTokenIds { get; init; }
     /// <summary>Stored dtype of <c>activations</c>/<c>targets</c>: float32, float16 or bfloat16.</summary>
@@ -31,7 +38,7 @@ public sealed record ActivationCacheOptions
     public IReadOnlyDictionary<string, bool>? ModelFromPretrainedKwargs { get; init; }
     /// <summary>Hooks applied on every model run (<see cref="SaeSharp.Models.ProcessedModel.Hooks"/>), before the harvest reads.</summary>
     public IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? ModelHooks { get; init; }
-    /// <summary>Tokens harvested, after each model batch (the total is the budget when there is one).</summary>
+    /// <summary>Tokens harvested (the positions kept), after each model batch (the total is the budget when there is one).</summary>
     public IProgress<WorkProgress>? Progress { get; init; }
 }
 
@@ -65,7 +72,7 @@ public sealed class ActivationCacheManifest
     [JsonPropertyName("d_in")] public int DIn { get; set; }
     /// <summary>Width of the <c>targets</c> tensor (equal to <see cref="DIn"/> without targets).</summary>
     [JsonPropertyName("d_out")] public int DOut { get; set; }
-    /// <summary>Nominal rows per shard (contexts per shard · context size); shards with excluded tokens hold fewer.</summary>
+    /// <summary>Nominal rows per shard (contexts per shard · positions kept per window); shards with excluded tokens hold fewer.</summary>
     [JsonPropertyName("rows_per_shard")] public long RowsPerShard { get; set; }
     /// <summary>Context windows per shard.</summary>
     [JsonPropertyName("contexts_per_shard")] public int ContextsPerShard { get; set; }
@@ -75,6 +82,14 @@ public sealed class ActivationCacheManifest
     [JsonPropertyName("total_contexts")] public long TotalContexts { get; set; }
     /// <summary>Tokens per context window (SAELens <c>context_size</c>).</summary>
     [JsonPropertyName("context_size")] public int ContextSize { get; set; }
+    /// <summary>SAELens's <c>seqpos_slice</c>: the positions of each window stored, as its JSON list; null (caches written
+    /// before it was recorded): all.</summary>
+    [JsonPropertyName("seqpos_slice")] public JsonArray? SeqposSlice { get; set; }
+    /// <summary>SAELens's <c>disable_concat_sequences</c>: one window per document.</summary>
+    [JsonPropertyName("disable_concat_sequences")] public bool DisableConcatSequences { get; set; }
+    /// <summary>SAELens's <c>sequence_separator_token</c> between packed documents: "bos", "eos", "sep", an id, or "none";
+    /// null (caches written before it was recorded): "bos".</summary>
+    [JsonPropertyName("sequence_separator_token")] public string? SequenceSeparatorToken { get; set; }
     /// <summary>Windows per model run (SAELens <c>store_batch_size_prompts</c>).</summary>
     [JsonPropertyName("batch_size_prompts")] public int BatchSizePrompts { get; set; }
     /// <summary>Whether the windows start with BOS (SAELens <c>prepend_bos</c>).</summary>
@@ -216,15 +231,17 @@ public sealed class ActivationCacheFolder : IActivationSource
         if (o.MaxTokens is <= 0) throw new SaeSharpException($"token budget must be positive, got {o.MaxTokens}");
         if (o.Dtype is not (ScalarType.Float32 or ScalarType.Float16 or ScalarType.BFloat16))
             throw new SaeSharpException($"cache dtype must be float32, float16 or bfloat16, got {o.Dtype}");
-        var harvester = new ModelActivationHarvester(model, spec, o.ContextSize, o.ExcludeTokenIds, o.ModelHooks);
-        long? maxContexts = o.MaxTokens is long n ? (n + o.ContextSize - 1) / o.ContextSize : null;
+        var harvester = new ModelActivationHarvester(model, spec, o.ContextSize, o.ExcludeTokenIds, o.ModelHooks, o.SeqposSlice);
+        int positions = harvester.TrainingContextSize;
+        long? maxContexts = o.MaxTokens is long n ? (n + positions - 1) / positions : null;
 
         var fresh = new ActivationCacheManifest
         {
             Model = model.Config.ModelName, Hook = spec.InputHook, TargetHook = spec.TargetHook,
             Dtype = o.Dtype switch { ScalarType.Float16 => "float16", ScalarType.BFloat16 => "bfloat16", _ => "float32" }, DIn = harvester.DIn, DOut = harvester.DOut,
-            ContextsPerShard = o.ContextsPerShard, RowsPerShard = (long)o.ContextsPerShard * o.ContextSize,
-            ContextSize = o.ContextSize, BatchSizePrompts = o.BatchSizePrompts, PrependBos = o.PrependBos, DatasetPath = o.DatasetPath,
+            ContextsPerShard = o.ContextsPerShard, RowsPerShard = (long)o.ContextsPerShard * positions,
+            ContextSize = o.ContextSize, SeqposSlice = (o.SeqposSlice ?? Data.SeqposSlice.All).ToJson(), DisableConcatSequences = o.DisableConcatSequences,
+            SequenceSeparatorToken = o.SequenceSeparatorToken.ToString(), BatchSizePrompts = o.BatchSizePrompts, PrependBos = o.PrependBos, DatasetPath = o.DatasetPath,
             ExcludeTokenIds = (o.ExcludeTokenIds ?? []).Distinct().Order().ToArray(),
             ModelFromPretrainedKwargs = o.ModelFromPretrainedKwargs?.ToDictionary(kv => kv.Key, kv => kv.Value) ?? new(),
             ModelDtype = model.Config.Dtype == ScalarType.Float32 ? null : Interop.SaeLensFormat.DtypeName(model.Config.Dtype),
@@ -259,7 +276,7 @@ public sealed class ActivationCacheFolder : IActivationSource
                 throw new SaeSharpException($"{dir}: the manifest records {m.TotalContexts} contexts but the dataset yields only {i}; it is not the dataset the cache was started with");
 
         bool ended = false;
-        var progress = new ProgressCounter(o.Progress, "tokens", maxContexts * o.ContextSize);
+        var progress = new ProgressCounter(o.Progress, "tokens", maxContexts * positions);
         while (!ended && (maxContexts is null || m.TotalContexts < maxContexts))
         {
             long want = o.ContextsPerShard;
@@ -279,7 +296,7 @@ public sealed class ActivationCacheFolder : IActivationSource
                     if (group.Count == 0) break;
                     parts.Add(harvester.Harvest(group, m.TotalContexts + contexts));
                     contexts += group.Count;
-                    progress.Add((long)group.Count * o.ContextSize);
+                    progress.Add((long)group.Count * positions);
                 }
                 if (contexts == 0) break;
                 WriteShard(dir, m, parts, contexts, o.Dtype);
@@ -292,7 +309,9 @@ public sealed class ActivationCacheFolder : IActivationSource
         }
         if (m.Shards.Count == 0)
             throw new SaeSharpException($"{dir}: the dataset gave no context window of {o.ContextSize} tokens (it is empty, " +
-                                        "holds only whitespace, or has fewer tokens than one window); nothing was written");
+                                        (o.DisableConcatSequences
+                                            ? "or, with disable_concat_sequences, every document is shorter than a window and dropped); nothing was written"
+                                            : "holds only whitespace, or has fewer tokens than one window); nothing was written"));
         m.Complete = true;
         m.DatasetExhausted = ended;
         m.Save(dir);
@@ -332,6 +351,9 @@ public sealed class ActivationCacheFolder : IActivationSource
         Same("dtype", old.Dtype, now.Dtype);
         Same("context_size", old.ContextSize, now.ContextSize);
         Same("contexts_per_shard", old.ContextsPerShard, now.ContextsPerShard);
+        Same("seqpos_slice", (old.SeqposSlice ?? Data.SeqposSlice.All.ToJson()).ToJsonString(), now.SeqposSlice!.ToJsonString());
+        Same("disable_concat_sequences", old.DisableConcatSequences, now.DisableConcatSequences);
+        Same("sequence_separator_token", old.SequenceSeparatorToken ?? "bos", now.SequenceSeparatorToken);
         Same("prepend_bos", old.PrependBos, now.PrependBos);
         Same("dataset_path", old.DatasetPath, now.DatasetPath);
         Same("exclude_token_ids", string.Join(",", old.ExcludeTokenIds), string.Join(",", now.ExcludeTokenIds));

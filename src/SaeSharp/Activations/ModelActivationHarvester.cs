@@ -81,27 +81,33 @@ internal sealed class HarvestedRows : IDisposable
 
 /// <summary>
 /// Runs a model on context windows under no_grad, stopping after the last block the hooks need, and returns the hooks'
-/// activations as float32 rows [windows·pos, d] (heads flattened), without the positions of excluded tokens.
+/// activations as float32 rows [windows·pos, d] (heads flattened) of the positions SAELens's <c>seqpos_slice</c> keeps,
+/// without the positions of excluded tokens.
 /// </summary>
 internal sealed class ModelActivationHarvester
 {
     private readonly HookedTransformer _model;
     private readonly long[] _exclude;
     private readonly IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? _hooks;
+    private readonly Data.SeqposSlice? _slice;
 
     public HarvestSpec Spec { get; }
     public int ContextSize { get; }
+    /// <summary>Positions of a window harvested (SAELens's <c>training_context_size</c>), before token exclusion.</summary>
+    public int TrainingContextSize { get; }
     public int? StopAtLayer { get; }
     public int DIn { get; }
     public int DOut { get; }
 
     public ModelActivationHarvester(HookedTransformer model, HarvestSpec spec, int contextSize, IEnumerable<long>? excludeTokenIds,
-        IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks = null)
+        IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks = null, Data.SeqposSlice? seqposSlice = null)
     {
         _model = model;
         _hooks = modelHooks;
         Spec = spec;
         if (contextSize <= 0) throw new SaeSharpException($"context size must be positive, got {contextSize}");
+        _slice = seqposSlice;
+        TrainingContextSize = seqposSlice?.Positions(contextSize).Length ?? contextSize;
         if (contextSize > model.Config.NCtx && model.Config.RotaryDim == 0)
             throw new SaeSharpException($"context size {contextSize} exceeds the model's n_ctx={model.Config.NCtx} ({model.Config.ModelName})");
         ContextSize = contextSize;
@@ -132,7 +138,7 @@ internal sealed class ModelActivationHarvester
         var c = cache!;
         using (c)
         {
-            var keep = KeepMask(tokens).reshape(-1);
+            var keep = KeepMask(tokens, _exclude, _slice).reshape(-1);
             var idx = keep.nonzero().squeeze(1);
             var input = Rows(c[Spec.InputHook], b, s).cpu().index_select(0, idx);
             var target = Spec.TargetHook is { } th ? Rows(c[th], b, s).cpu().index_select(0, idx) : null;
@@ -164,6 +170,17 @@ internal sealed class ModelActivationHarvester
 
     /// <summary>[batch, pos] bool: true where the token is not excluded.</summary>
     public Tensor KeepMask(Tensor tokens) => KeepMask(tokens, _exclude);
+
+    /// <summary>[batch, pos] bool: true at the positions <paramref name="slice"/> keeps (all when null) whose token is not excluded.</summary>
+    internal static Tensor KeepMask(Tensor tokens, IReadOnlyCollection<long> exclude, Data.SeqposSlice? slice)
+    {
+        var keep = KeepMask(tokens, exclude);
+        if (slice is null || slice.IsAll) return keep;
+        using var scope = NewDisposeScope();
+        var positions = new bool[tokens.shape[1]];
+        foreach (int p in slice.Positions(positions.Length)) positions[p] = true;
+        return keep.logical_and(tensor(positions, device: tokens.device).unsqueeze(0)).MoveToOuterDisposeScope();
+    }
 
     internal static Tensor KeepMask(Tensor tokens, IReadOnlyCollection<long> exclude)
     {

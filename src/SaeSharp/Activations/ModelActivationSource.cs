@@ -15,7 +15,7 @@ public sealed record ModelActivationSourceOptions
     public int BatchSizePrompts { get; init; } = 8;
     /// <summary>Capacity of the shuffle buffer in context windows (SAELens <c>n_batches_in_buffer</c>·batch,
     /// dictionary_learning <c>n_ctxs</c>): the buffer is filled, one model run at a time, until it holds at least
-    /// BufferContexts × ContextSize rows (or one training batch, if that is more) before a round is served
+    /// BufferContexts × (positions kept per window) rows (or one training batch, if that is more) before a round is served
     /// (<see cref="MixingFraction"/>).</summary>
     public int BufferContexts { get; init; } = 64;
     /// <summary>SAELens 6.37's <c>activations_mixing_fraction</c> (its <c>mixing_buffer</c>'s <c>mix_fraction</c>): once the
@@ -45,8 +45,11 @@ public sealed record ModelActivationSourceOptions
         init => _epochs = value >= 0 ? value : throw new SaeSharpException($"epochs must be 0 (no limit) or positive, got {value}");
     }
     private readonly int _epochs = 1;
-    /// <summary>Use at most this many context windows (a token budget N is ⌈N / context size⌉ windows); null: all.</summary>
+    /// <summary>Use at most this many context windows (a token budget N is ⌈N / positions kept per window⌉ windows); null: all.</summary>
     public long? MaxContexts { get; init; }
+    /// <summary>SAELens's <c>seqpos_slice</c>: the positions of each window harvested; null: all. Part of the replay
+    /// description.</summary>
+    public Data.SeqposSlice? SeqposSlice { get; init; }
     /// <summary>Hooks applied on every model run (<see cref="SaeSharp.Models.ProcessedModel.Hooks"/>), before the harvest reads.</summary>
     public IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? ModelHooks { get; init; }
 }
@@ -101,7 +104,7 @@ public sealed class ModelActivationSource : IActivationSource
             throw new SaeSharpException($"buffer of {_o.BufferContexts} contexts is smaller than one model batch of {_o.BatchSizePrompts} prompts");
         if (_o.MaxContexts is <= 0) throw new SaeSharpException($"the context budget must be positive, got {_o.MaxContexts}");
         _windows = windows;
-        _harvester = new ModelActivationHarvester(model, spec, _o.ContextSize, _o.ExcludeTokenIds, _o.ModelHooks);
+        _harvester = new ModelActivationHarvester(model, spec, _o.ContextSize, _o.ExcludeTokenIds, _o.ModelHooks, _o.SeqposSlice);
         _rng = new SeededRandom(_o.Seed);
     }
 
@@ -128,7 +131,8 @@ public sealed class ModelActivationSource : IActivationSource
     /// <summary>Rows in the buffer not yet handed out.</summary>
     public int Buffered => _ids.Length - _head;
 
-    private long CapacityRows => (long)_o.BufferContexts * _o.ContextSize;
+    /// <summary>SAELens's buffer size in rows: windows × <c>training_context_size</c> (the positions the slice keeps).</summary>
+    private long CapacityRows => (long)_o.BufferContexts * _harvester.TrainingContextSize;
 
     /// <summary>Rows of the current round not yet handed out (the rest of <see cref="Buffered"/> is kept for the next round).</summary>
     public int ServingRows => _serveEnd - _head;
@@ -318,6 +322,7 @@ public sealed class ModelActivationSource : IActivationSource
             ["hook"] = Spec.InputHook,
             ["target_hook"] = Spec.TargetHook,
             ["context_size"] = _o.ContextSize,
+            ["seqpos_slice"] = (_o.SeqposSlice ?? Data.SeqposSlice.All).ToString(),
             ["batch_size_prompts"] = _o.BatchSizePrompts,
             ["buffer_contexts"] = _o.BufferContexts,
             ["mixing_fraction"] = _o.MixingFraction,
@@ -342,6 +347,8 @@ public sealed class ModelActivationSource : IActivationSource
             Check("hook", (string?)state["hook"], Spec.InputHook);
             Check("target_hook", (string?)state["target_hook"], Spec.TargetHook);
             Check("context_size", (int?)state["context_size"], _o.ContextSize);
+            // States written before seqpos_slice existed harvested every position.
+            Check("seqpos_slice", (string?)state["seqpos_slice"] ?? ":", (_o.SeqposSlice ?? Data.SeqposSlice.All).ToString());
             Check("batch_size_prompts", (int?)state["batch_size_prompts"], _o.BatchSizePrompts);
             // Another buffer size would shuffle the rest of the run differently from the run that saved the state.
             if ((int?)state["buffer_contexts"] is int saved && saved != _o.BufferContexts)

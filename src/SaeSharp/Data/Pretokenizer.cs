@@ -8,7 +8,8 @@ namespace SaeSharp.Data;
 /// <summary>
 /// A special token named as SAELens's <c>PretokenizeRunnerConfig</c> names one (<c>begin_batch_token</c>,
 /// <c>begin_sequence_token</c>, <c>sequence_separator_token</c>): <c>"bos"</c>, <c>"eos"</c>, <c>"sep"</c> (the
-/// tokenizer's), or a token id. The absence of a token is a null <see cref="PretokenizeToken"/>.
+/// tokenizer's), or a token id. The absence of a token is a null <see cref="PretokenizeToken"/>, or
+/// <see cref="None"/> where null means "not given" (<c>ModelDataOptions.SequenceSeparatorToken</c>).
 /// </summary>
 [JsonConverter(typeof(PretokenizeTokenConverter))]
 public sealed record PretokenizeToken
@@ -27,6 +28,8 @@ public sealed record PretokenizeToken
     public static PretokenizeToken Eos { get; } = new("eos", null);
     /// <summary>The tokenizer's SEP.</summary>
     public static PretokenizeToken Sep { get; } = new("sep", null);
+    /// <summary>No token, given explicitly (SAELens's <c>None</c>); written as JSON null.</summary>
+    public static PretokenizeToken None { get; } = new("none", null);
 
     /// <summary>A token id.</summary>
     public static PretokenizeToken OfId(long id) =>
@@ -57,7 +60,26 @@ public sealed record PretokenizeToken
             null => Id,
             "bos" => tokenizer.BosTokenId,
             "eos" => tokenizer.EosTokenId,
-            _ => tokenizer.SepTokenId,
+            "sep" => tokenizer.SepTokenId,
+            _ => null,
+        };
+    }
+
+    /// <summary>SAELens's JSON form (a config's or cfg.json metadata's <c>sequence_separator_token</c>): the name, the id, or
+    /// null for <see cref="None"/>.</summary>
+    public System.Text.Json.Nodes.JsonNode? ToJson() =>
+        this == None ? null : Name is { } n ? System.Text.Json.Nodes.JsonValue.Create(n) : System.Text.Json.Nodes.JsonValue.Create(Id!.Value);
+
+    /// <summary>Reads SAELens's JSON form: "bos", "eos", "sep", a token id, or null (<see cref="None"/>); <paramref name="what"/>
+    /// names the field in errors.</summary>
+    public static PretokenizeToken FromJson(System.Text.Json.Nodes.JsonNode? node, string what)
+    {
+        if (node is null) return None;
+        return node.GetValueKind() switch
+        {
+            JsonValueKind.String => Parse(node.GetValue<string>(), what) ?? None,
+            JsonValueKind.Number when long.TryParse(node.ToJsonString(), NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out long id) => OfId(id),
+            _ => throw new SaeSharpException($"{what} {node.ToJsonString()}: expected \"bos\", \"eos\", \"sep\", a token id, or null"),
         };
     }
 
@@ -79,7 +101,8 @@ internal sealed class PretokenizeTokenConverter : JsonConverter<PretokenizeToken
 
     public override void Write(Utf8JsonWriter writer, PretokenizeToken value, JsonSerializerOptions options)
     {
-        if (value.Name is { } name) writer.WriteStringValue(name);
+        if (value == PretokenizeToken.None) writer.WriteNullValue();
+        else if (value.Name is { } name) writer.WriteStringValue(name);
         else writer.WriteNumberValue(value.Id!.Value);
     }
 }

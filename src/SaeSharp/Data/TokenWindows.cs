@@ -118,17 +118,20 @@ public static class TokenWindows
 
     /// <summary>
     /// Tokenizes documents and concatenates them into windows as SAELens' ActivationsStore does for a text
-    /// dataset (SAELens v6, default <c>sequence_separator_token="bos"</c>): each document is encoded without BOS; the
-    /// tokenizer's BOS separates documents, and with <paramref name="prependBos"/> also starts every window
-    /// (<c>begin_batch_token_id = bos if prepend_bos</c>, <c>sequence_separator_token_id = bos</c>, no begin-sequence
-    /// token). A tokenizer without BOS concatenates documents plainly (prepend_bos then is an error).
+    /// dataset (SAELens v6): each document is encoded without BOS; with <paramref name="prependBos"/> the tokenizer's BOS
+    /// starts every window (<c>begin_batch_token_id = bos if prepend_bos</c>, no begin-sequence token) and
+    /// <paramref name="sequenceSeparatorToken"/> separates documents (<see cref="SequenceSeparatorId"/>; null: SAELens's
+    /// default <c>"bos"</c>). <paramref name="disableConcatSequences"/>: one window per document, the rest of it and
+    /// documents shorter than the window dropped (<see cref="ConcatAndBatch"/>). A tokenizer without BOS concatenates
+    /// documents plainly (prepend_bos then is an error).
     /// </summary>
     public static IEnumerable<long[]> TokenizeAndConcatenate(
         IEnumerable<string> documents,
         ITextTokenizer tokenizer,
         int contextSize,
         bool prependBos = true,
-        bool disableConcatSequences = false)
+        bool disableConcatSequences = false,
+        PretokenizeToken? sequenceSeparatorToken = null)
     {
         ArgumentNullException.ThrowIfNull(documents);
         ArgumentNullException.ThrowIfNull(tokenizer);
@@ -136,9 +139,29 @@ public static class TokenWindows
         if (prependBos && bos is null)
             throw new SaeSharpException(
                 "prepend_bos is set but the tokenizer has no BOS token (set bos_token in tokenizer_config.json or turn prepend_bos off)");
+        long? separator = SequenceSeparatorId(sequenceSeparatorToken, tokenizer);
         var sequences = documents.Select(d => Array.ConvertAll(tokenizer.Encode(d), x => (long)x));
         return ConcatAndBatch(sequences, contextSize, beginBatchTokenId: prependBos ? bos : null, beginSequenceTokenId: null,
-            sequenceSeparatorTokenId: bos, disableConcatSequences: disableConcatSequences);
+            sequenceSeparatorTokenId: separator, disableConcatSequences: disableConcatSequences);
+    }
+
+    /// <summary>
+    /// The id of SAELens's <c>sequence_separator_token</c> for <paramref name="tokenizer"/>
+    /// (<c>get_special_token_from_cfg</c>): null or <c>"bos"</c> the tokenizer's BOS (none when it has no BOS, as SAELens,
+    /// whose every config carries the default "bos"); <c>"eos"</c> / <c>"sep"</c> its EOS / SEP, which it must have;
+    /// an id, which must be in its vocabulary; <see cref="PretokenizeToken.None"/> no separator.
+    /// </summary>
+    public static long? SequenceSeparatorId(PretokenizeToken? token, ITextTokenizer tokenizer)
+    {
+        ArgumentNullException.ThrowIfNull(tokenizer);
+        if (token is null || token == PretokenizeToken.Bos) return tokenizer.BosTokenId;
+        if (token == PretokenizeToken.None) return null;
+        long? id = token.Resolve(tokenizer);
+        if (id is null)
+            throw new SaeSharpException($"sequence_separator_token {token}: the tokenizer has no {token.Name!.ToUpperInvariant()} token; give bos, eos, sep, a token id, or none");
+        if (id >= tokenizer.VocabSize)
+            throw new SaeSharpException($"sequence_separator_token {token}: beyond the tokenizer's {tokenizer.VocabSize} ids; give bos, eos, sep, a token id below {tokenizer.VocabSize}, or none");
+        return id;
     }
 
     /// <summary>
@@ -199,6 +222,8 @@ public static class TokenWindows
     /// <c>save_to_disk</c> folder and <c>.arrow</c> files are read as well (<see cref="HfDiskDataset"/>); a pre-tokenized
     /// dataset with SAELens's <c>sae_lens.json</c> is checked against the run (<see cref="PretokenizedMetadata.Check"/>:
     /// a shorter context size is an error, other mismatches go to <see cref="DatasetWarnings"/>).
+    /// <paramref name="disableConcatSequences"/> and <paramref name="sequenceSeparatorToken"/> apply to text only: as in
+    /// SAELens, pre-tokenized rows are used as they are.
     /// </summary>
     public static IEnumerable<long[]> FromPath(
         string path,
@@ -206,7 +231,9 @@ public static class TokenWindows
         int contextSize,
         bool prependBos = true,
         string? textField = null,
-        TxtMode txtMode = TxtMode.LinePerDocument)
+        TxtMode txtMode = TxtMode.LinePerDocument,
+        bool disableConcatSequences = false,
+        PretokenizeToken? sequenceSeparatorToken = null)
     {
         // A hub dataset's files download as the reader reaches them: list once, look at the first with a row to choose the column.
         var files = TextDataset.ExpandFiles(path);
@@ -231,6 +258,7 @@ public static class TokenWindows
                 rows = WarnWhenLonger(rows, contextSize, path);
             return InVocabulary(FromPretokenized(rows, contextSize), tokenizer.VocabSize, path);
         }
-        return TokenizeAndConcatenate(TextDataset.ReadFiles(files, column ?? textField ?? "text", txtMode), tokenizer, contextSize, prependBos);
+        return TokenizeAndConcatenate(TextDataset.ReadFiles(files, column ?? textField ?? "text", txtMode), tokenizer, contextSize, prependBos,
+            disableConcatSequences, sequenceSeparatorToken);
     }
 }

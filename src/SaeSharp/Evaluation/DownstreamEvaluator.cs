@@ -19,6 +19,9 @@ public sealed record DownstreamEvalOptions
     /// the SAE is not spliced there (the zero and mean ablations still replace them, as SAELens's) and they do not count in
     /// any metric; for CE the position that predicts from them is dropped.</summary>
     public IReadOnlyCollection<long>? ExcludeTokenIds { get; init; }
+    /// <summary>SAELens's <c>seqpos_slice</c> of the SAEs: only these positions of each window are spliced and counted, as
+    /// excluded tokens are not (the ablations still replace every position); null: all.</summary>
+    public Data.SeqposSlice? SeqposSlice { get; init; }
     /// <summary>Also run with the hook mean-ablated: every position replaced by the mean over the batch's counted positions.</summary>
     public bool MeanAblation { get; init; } = true;
     /// <summary>Also run with the SAE's error term added back (a check: it must match the clean run).</summary>
@@ -27,7 +30,7 @@ public sealed record DownstreamEvalOptions
     public IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? ModelHooks { get; init; }
     /// <summary>Positions unembedded at a time when computing CE and KL; null: as many as fit 2²³ logits (32 MB in float32).</summary>
     public int? LogitChunkPositions { get; init; }
-    /// <summary>Tokens evaluated, after each batch (the total is <see cref="MaxContexts"/> × context length when set).</summary>
+    /// <summary>Tokens evaluated, after each batch (the total is <see cref="MaxContexts"/> × the positions kept per window when set).</summary>
     public IProgress<WorkProgress>? Progress { get; init; }
 }
 
@@ -76,9 +79,10 @@ public static class DownstreamEvaluator
         var progress = new ProgressCounter(o.Progress, "tokens");
         void Run()
         {
-            progress.Total ??= o.MaxContexts * batch[0].Length;
+            int positions = o.SeqposSlice?.Positions(batch[0].Length).Length ?? batch[0].Length;
+            progress.Total ??= o.MaxContexts * positions;
             RunBatch(model, batch, exclude, plans, cacheHooks, sites, clean, ablation, meanAblation, o);
-            progress.Add((long)batch.Count * batch[0].Length);
+            progress.Add((long)batch.Count * positions);
             batch.Clear();
         }
         foreach (var w in windows)
@@ -109,7 +113,7 @@ public static class DownstreamEvaluator
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         var tokens = tensor(flat).view(b, s).to(model.Device);
-        var keep = ModelActivationHarvester.KeepMask(tokens, exclude);   // [b, s]
+        var keep = ModelActivationHarvester.KeepMask(tokens, exclude, o.SeqposSlice);   // [b, s]
 
         // The clean pass caches every hook an SAE reads or replaces and the residual stream entering each site's block,
         // and returns the final-normalised residual: no logits yet.

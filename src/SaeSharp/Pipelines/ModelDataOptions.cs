@@ -16,10 +16,20 @@ public sealed record ModelDataOptions
     public int? ContextSize { get; init; }
     /// <summary>Start each window with BOS and separate documents with it (SAELens <c>prepend_bos</c>); null: the SAE's setting or true.</summary>
     public bool? PrependBos { get; init; }
+    /// <summary>SAELens's <c>seqpos_slice</c>: the positions of each window whose activations are used (trained on, cached,
+    /// evaluated); null: the SAE's <c>seqpos_slice</c> (eval) or every position. A token budget counts these positions.</summary>
+    public Data.SeqposSlice? SeqposSlice { get; init; }
+    /// <summary>SAELens's <c>disable_concat_sequences</c>: one window per document of a text dataset (BOS-prefixed with
+    /// prepend_bos), the rest of it and shorter documents dropped; null: the SAE's setting (eval) or false.</summary>
+    public bool? DisableConcatSequences { get; init; }
+    /// <summary>SAELens's <c>sequence_separator_token</c> between the documents packed into a window of a text dataset
+    /// (<see cref="Data.TokenWindows.SequenceSeparatorId"/>); <see cref="Data.PretokenizeToken.None"/>: none; null: the
+    /// SAE's setting (eval) or "bos".</summary>
+    public Data.PretokenizeToken? SequenceSeparatorToken { get; init; }
     /// <summary>JSONL/parquet field holding the text; null: as SAELens, "tokens"/"input_ids" (pre-tokenized), else
     /// "text", else "problem" (<see cref="Data.TextDataset.ChooseColumn(IEnumerable{string}, string?)"/>).</summary>
     public string? TextField { get; init; }
-    /// <summary>Token budget N (⌈N / context size⌉ windows); null: the whole dataset (times <see cref="Epochs"/>).</summary>
+    /// <summary>Token budget N (⌈N / positions kept per window⌉ windows, <see cref="SeqposSlice"/>); null: the whole dataset (times <see cref="Epochs"/>).</summary>
     public long? Tokens { get; init; }
     /// <summary>Passes over the dataset a training source makes (<see cref="Activations.ModelActivationSourceOptions.Epochs"/>):
     /// 1 reads it once, 0 repeats it until the token budget is reached.</summary>

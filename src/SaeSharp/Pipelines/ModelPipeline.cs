@@ -28,13 +28,28 @@ public static class ModelPipeline
         return ids;
     }
 
-    /// <summary>Context windows of the dataset (SAELens tokenize-and-concatenate, or pre-tokenized rows); re-enumerable.</summary>
-    public static IEnumerable<long[]> Windows(ITextTokenizer tokenizer, string datasetPath, int contextSize, bool prependBos, string? textField = null) =>
-        TokenWindows.FromPath(datasetPath, tokenizer, contextSize, prependBos, textField);
+    /// <summary>Context windows of the dataset (SAELens tokenize-and-concatenate, or pre-tokenized rows); re-enumerable.
+    /// <paramref name="disableConcatSequences"/> and <paramref name="sequenceSeparatorToken"/> (null: "bos") are SAELens's
+    /// (<see cref="TokenWindows.TokenizeAndConcatenate"/>).</summary>
+    public static IEnumerable<long[]> Windows(ITextTokenizer tokenizer, string datasetPath, int contextSize, bool prependBos, string? textField = null,
+        bool disableConcatSequences = false, PretokenizeToken? sequenceSeparatorToken = null) =>
+        TokenWindows.FromPath(datasetPath, tokenizer, contextSize, prependBos, textField, disableConcatSequences: disableConcatSequences,
+            sequenceSeparatorToken: sequenceSeparatorToken);
 
-    /// <summary>Contexts for a token budget: ⌈tokens / context size⌉.</summary>
-    public static long? ContextsFor(long? tokens, int contextSize) =>
-        tokens is long n ? (n <= 0 ? throw new SaeSharpException($"token budget must be positive, got {n}") : (n + contextSize - 1) / contextSize) : null;
+    /// <summary>The windows a training source or cache reads for <paramref name="data"/>: its context size (default 128),
+    /// prepend_bos, disable_concat_sequences and sequence_separator_token.</summary>
+    private static IEnumerable<long[]> Windows(ITextTokenizer tokenizer, ModelDataOptions data) =>
+        Windows(tokenizer, data.DatasetPath, data.ContextSize ?? 128, data.PrependBos ?? true, data.TextField, data.DisableConcatSequences ?? false,
+            data.SequenceSeparatorToken);
+
+    /// <summary>Contexts for a token budget: ⌈tokens / positions per window⌉ (<paramref name="positionsPerWindow"/>: the context
+    /// size, or the positions SAELens's <c>seqpos_slice</c> keeps of it, its <c>training_context_size</c>).</summary>
+    public static long? ContextsFor(long? tokens, int positionsPerWindow) =>
+        tokens is long n ? (n <= 0 ? throw new SaeSharpException($"token budget must be positive, got {n}") : (n + positionsPerWindow - 1) / positionsPerWindow) : null;
+
+    /// <summary>SAELens's <c>training_context_size</c>: the positions of a <paramref name="contextSize"/>-token window that
+    /// <paramref name="slice"/> keeps (all when null); a slice that keeps none is an error naming it.</summary>
+    public static int TrainingContextSize(int contextSize, SeqposSlice? slice) => slice?.Positions(contextSize).Length ?? contextSize;
 
     /// <summary>
     /// <c>sae train --model M --hook H --dataset D --tokens N</c>: loads the model (processed as <paramref name="data"/> says)
@@ -52,15 +67,16 @@ public static class ModelPipeline
             // The model harvests on the device; the rows come back to the CPU, where SaeTrainer trains.
             if (data.Device.type != DeviceType.CPU) pm.Model.to(data.Device);
             int ctx = data.ContextSize ?? 128;
-            bool bos = data.PrependBos ?? true;
             var spec = HarvestSpec.Resolve(pm.Model.HookPoints, hook, mode, targetHook);
-            var src = new ModelActivationSource(pm.Model, spec, () => Windows(tokenizer, data.DatasetPath, ctx, bos, data.TextField),
+            int positions = TrainingContextSize(ctx, data.SeqposSlice);
+            _ = TokenWindows.SequenceSeparatorId(data.SequenceSeparatorToken, tokenizer); // a separator the tokenizer lacks: an error before any model run
+            var src = new ModelActivationSource(pm.Model, spec, () => Windows(tokenizer, data),
                 new ModelActivationSourceOptions
                 {
                     ContextSize = ctx, BatchSizePrompts = data.BatchSizePrompts, BufferContexts = Math.Max(bufferContexts ?? data.BufferContexts, data.BatchSizePrompts),
                     ExcludeTokenIds = data.ExcludeSpecialTokens == true ? SpecialTokenIds(tokenizer) : null,
-                    Seed = seed, MaxContexts = ContextsFor(data.Tokens, ctx), ModelHooks = pm.Hooks, Epochs = data.Epochs,
-                    MixingFraction = data.ActivationsMixingFraction ?? 0.5,
+                    Seed = seed, MaxContexts = ContextsFor(data.Tokens, positions), ModelHooks = pm.Hooks, Epochs = data.Epochs,
+                    MixingFraction = data.ActivationsMixingFraction ?? 0.5, SeqposSlice = data.SeqposSlice,
                 });
             src.Owned = pm;
             return src;
@@ -84,10 +100,11 @@ public static class ModelPipeline
         int ctx = data.ContextSize ?? 128;
         bool bos = data.PrependBos ?? true;
         var spec = HarvestSpec.Resolve(pm.Model.HookPoints, hook, mode, targetHook);
-        return ActivationCacheFolder.Write(outDir, pm.Model, spec, Windows(tokenizer, data.DatasetPath, ctx, bos, data.TextField),
+        return ActivationCacheFolder.Write(outDir, pm.Model, spec, Windows(tokenizer, data),
             new ActivationCacheOptions
             {
-                ContextSize = ctx, BatchSizePrompts = data.BatchSizePrompts, ContextsPerShard = contextsPerShard, MaxTokens = data.Tokens,
+                ContextSize = ctx, SeqposSlice = data.SeqposSlice, DisableConcatSequences = data.DisableConcatSequences ?? false,
+                SequenceSeparatorToken = data.SequenceSeparatorToken ?? PretokenizeToken.Bos, BatchSizePrompts = data.BatchSizePrompts, ContextsPerShard = contextsPerShard, MaxTokens = data.Tokens,
                 ExcludeTokenIds = data.ExcludeSpecialTokens == true ? SpecialTokenIds(tokenizer) : null,
                 Dtype = dtype ?? ScalarType.Float32, DatasetPath = data.DatasetPath, PrependBos = bos,
                 ModelFromPretrainedKwargs = data.Processing.ToKwargs(), ModelHooks = pm.Hooks, Progress = progress,
@@ -97,8 +114,9 @@ public static class ModelPipeline
     /// <summary>
     /// <c>sae eval --sae DIR [--sae DIR2 ...] --model M --dataset D [--tokens N]</c>: loads the SAEs and the model (processed
     /// as the SAEs' <c>model_from_pretrained_kwargs</c> ask; they must agree), and evaluates them, one pass over the data
-    /// for the SAEs that share a context size, prepend_bos and exclude_special_tokens (each SAE's metadata unless
-    /// <paramref name="data"/> sets them; results in the order of <paramref name="saePaths"/>). Each SAE is evaluated at its
+    /// for the SAEs that share a context size, prepend_bos, exclude_special_tokens, seqpos_slice, disable_concat_sequences and
+    /// sequence_separator_token (each SAE's metadata unless <paramref name="data"/> sets them; results in the order of
+    /// <paramref name="saePaths"/>). An SAE is spliced in, and measured, only at the positions its seqpos_slice keeps. Each SAE is evaluated at its
     /// cfg <c>hook_name</c> (as SAELens does); <paramref name="hook"/> gives the hook of an SAE without one, and naming a
     /// different hook from an SAE's <c>hook_name</c> is a <see cref="SaeSharpException"/> naming both.
     /// </summary>
@@ -125,25 +143,27 @@ public static class ModelPipeline
                 if (at is not null && saes[i].Cfg.Metadata.HookName is { } own && pm.Model.HookPoints.Resolve(own) != at)
                     throw new SaeSharpException($"hook '{hook}' is not the hook SAE {saePaths[i]} was trained at ('{own}', its cfg hook_name): "
                         + "an SAE is evaluated at its own hook; leave the hook out");
-            // Each SAE on the windows it was trained on (its context_size, prepend_bos, exclude_special_tokens, unless
-            // given): SAEs that agree share one pass over the data, as SAELens evaluates each at its own settings.
+            // Each SAE on the windows it was trained on (its context_size, prepend_bos, exclude_special_tokens, seqpos_slice,
+            // disable_concat_sequences, sequence_separator_token, unless given): SAEs that agree share one pass over the data.
             var results = new DownstreamMetrics[saes.Count];
             var groups = Enumerable.Range(0, saes.Count).GroupBy(i =>
             {
                 var m = saes[i].Cfg.Metadata;
-                return (Ctx: data.ContextSize ?? m.ContextSize ?? 128, Bos: data.PrependBos ?? m.PrependBos,
-                        Exclude: data.ExcludeSpecialTokens ?? m.ExcludeSpecialTokens ?? false);
+                return new EvalWindows(data.ContextSize ?? m.ContextSize ?? 128, data.PrependBos ?? m.PrependBos,
+                    data.ExcludeSpecialTokens ?? m.ExcludeSpecialTokens ?? false, data.SeqposSlice ?? m.SeqposSlice(),
+                    data.DisableConcatSequences ?? m.DisableConcatSequences() ?? false, data.SequenceSeparatorToken ?? m.SequenceSeparatorToken());
             });
             foreach (var g in groups)
             {
-                var (ctx, bos, exclude) = g.Key;
+                var w = g.Key;
                 var targets = g.Select(i => new DownstreamTarget(saes[i], Hook: at, Name: saePaths[i])).ToList();
-                var metrics = DownstreamEvaluator.Evaluate(pm.Model, targets, Windows(tokenizer, data.DatasetPath, ctx, bos, data.TextField),
+                var metrics = DownstreamEvaluator.Evaluate(pm.Model, targets,
+                    Windows(tokenizer, data.DatasetPath, w.Ctx, w.Bos, data.TextField, w.DisableConcat, w.Separator),
                     new DownstreamEvalOptions
                     {
-                        BatchSizePrompts = data.BatchSizePrompts, MaxContexts = ContextsFor(data.Tokens, ctx),
-                        ExcludeTokenIds = exclude ? SpecialTokenIds(tokenizer) : null, MeanAblation = meanAblation, ModelHooks = pm.Hooks,
-                        Progress = progress,
+                        BatchSizePrompts = data.BatchSizePrompts, MaxContexts = ContextsFor(data.Tokens, TrainingContextSize(w.Ctx, w.Slice)),
+                        ExcludeTokenIds = w.Exclude ? SpecialTokenIds(tokenizer) : null, MeanAblation = meanAblation, ModelHooks = pm.Hooks,
+                        Progress = progress, SeqposSlice = w.Slice,
                     });
                 foreach (var (i, m) in g.Zip(metrics)) results[i] = m;
             }
@@ -155,4 +175,6 @@ public static class ModelPipeline
         }
     }
 
+    /// <summary>The windows an SAE is evaluated on (a group of SAEs that share them is evaluated in one pass).</summary>
+    private sealed record EvalWindows(int Ctx, bool Bos, bool Exclude, SeqposSlice? Slice, bool DisableConcat, PretokenizeToken? Separator);
 }

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using SaeSharp.Activations;
+using SaeSharp.Data;
 using SaeSharp.Models;
 using SaeSharp.Saes;
 using SaeSharp.Synthetic;
@@ -223,6 +224,12 @@ public sealed class TrainingPlan : IDisposable
         if (data.BufferBatches is null && s.NBatchesInBuffer is int bufferBatches) data = data with { BufferBatches = bufferBatches };
         // SAELens's activations_mixing_fraction likewise (--activations-mixing-fraction wins).
         if (data.ActivationsMixingFraction is null && s.ActivationsMixingFraction is double mixing) data = data with { ActivationsMixingFraction = mixing };
+        // SAELens's seqpos_slice, disable_concat_sequences and sequence_separator_token likewise (the flags win).
+        data = data with
+        {
+            SeqposSlice = data.SeqposSlice ?? s.SeqposSlice, DisableConcatSequences = data.DisableConcatSequences ?? s.DisableConcatSequences,
+            SequenceSeparatorToken = data.SequenceSeparatorToken ?? s.SequenceSeparatorToken,
+        };
         long steps = s.RunSteps ?? (data.Tokens is long tokens ? Math.Max(1, tokens / s.BatchSize) : 1000);
         var trainer = s.Trainer.Clone();
         long initRows = InitializationRows(trainer, s.BatchSize);
@@ -236,12 +243,13 @@ public sealed class TrainingPlan : IDisposable
         try
         {
             s.CheckDIn(train.DIn, $"the model {ModelLoader.NameOf(data.ModelPath)} at {train.Spec.InputHook}");
-            int ctx = data.ContextSize ?? 128;
-            eval = ModelPipeline.OpenSource(data with { Tokens = Math.Max(ctx, s.EvalRows ?? ActivationSplit.DefaultEvalRows), Epochs = 1 }, hook, mode, targetHook, seed: (ulong)s.Seed + 1);
+            // One window at least: as many rows as the slice keeps of it.
+            long evalTokens = Math.Max(ModelPipeline.TrainingContextSize(data.ContextSize ?? 128, data.SeqposSlice), s.EvalRows ?? ActivationSplit.DefaultEvalRows);
+            eval = ModelPipeline.OpenSource(data with { Tokens = evalTokens, Epochs = 1 }, hook, mode, targetHook, seed: (ulong)s.Seed + 1);
             return new TrainingPlan(s, trainer, resume, train, eval, s.EvalRows, MetadataOf(data, train.Spec.InputHook, train.Spec.TargetHook), steps,
                 transcoder: train.Spec.TargetHook is not null)
             {
-                ModelData = data, ModelEvalTokens = Math.Max(ctx, s.EvalRows ?? ActivationSplit.DefaultEvalRows),
+                ModelData = data, ModelEvalTokens = evalTokens,
             };
         }
         catch
@@ -311,14 +319,21 @@ public sealed class TrainingPlan : IDisposable
     }
 
     /// <summary>cfg.json metadata of SAEs trained on a <c>sae cache</c> folder: its model, hook, context size, BOS,
-    /// dataset, special-token exclusion and weight processing (and, for a transcoder cache, <c>hook_name_out</c> = its
-    /// target hook).</summary>
-    public static SaeMetadata MetadataOf(ActivationCacheManifest manifest) => WithOutputHook(new()
+    /// dataset, special-token exclusion, window fields (seqpos_slice, disable_concat_sequences, sequence_separator_token)
+    /// and weight processing (and, for a transcoder cache, <c>hook_name_out</c> = its target hook).</summary>
+    public static SaeMetadata MetadataOf(ActivationCacheManifest manifest)
     {
-        ModelName = manifest.Model, HookName = manifest.Hook, ContextSize = manifest.ContextSize, PrependBos = manifest.PrependBos,
-        DatasetPath = manifest.DatasetPath is null ? null : Data.HubDataset.RecordedPath(manifest.DatasetPath), ExcludeSpecialTokens = manifest.ExcludeTokenIds.Length > 0,
-        ModelFromPretrainedKwargs = KwargsOf(manifest.ModelFromPretrainedKwargs, manifest.ModelDtype),
-    }, manifest.TargetHook);
+        ArgumentNullException.ThrowIfNull(manifest);
+        var metadata = new SaeMetadata
+        {
+            ModelName = manifest.Model, HookName = manifest.Hook, ContextSize = manifest.ContextSize, PrependBos = manifest.PrependBos,
+            DatasetPath = manifest.DatasetPath is null ? null : Data.HubDataset.RecordedPath(manifest.DatasetPath), ExcludeSpecialTokens = manifest.ExcludeTokenIds.Length > 0,
+            ModelFromPretrainedKwargs = KwargsOf(manifest.ModelFromPretrainedKwargs, manifest.ModelDtype),
+        };
+        metadata.SetWindowFields(Data.SeqposSlice.FromJson(manifest.SeqposSlice, "manifest seqpos_slice"), manifest.DisableConcatSequences,
+            manifest.SequenceSeparatorToken is { } sep ? Data.PretokenizeToken.Parse(sep, "manifest sequence_separator_token") ?? Data.PretokenizeToken.None : null);
+        return WithOutputHook(metadata, manifest.TargetHook);
+    }
 
     /// <summary>cfg.json metadata of SAEs trained on a model's activations at <paramref name="inputHook"/> (and, for
     /// transcoders, <c>hook_name_out</c> = <paramref name="targetHook"/>).</summary>
@@ -335,6 +350,7 @@ public sealed class TrainingPlan : IDisposable
             ModelFromPretrainedKwargs = KwargsOf(data.Processing.ToKwargs(),
                 data.ModelDtype is { } dtype && dtype != ScalarType.Float32 ? Interop.SaeLensFormat.DtypeName(dtype) : null),
         };
+        metadata.SetWindowFields(data.SeqposSlice, data.DisableConcatSequences, data.SequenceSeparatorToken);
         return WithOutputHook(metadata, targetHook);
     }
 

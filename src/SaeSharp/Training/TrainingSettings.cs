@@ -136,6 +136,14 @@ public sealed class TrainingSettings
     /// <summary>SAELens's <c>exclude_special_tokens</c> as a boolean (<c>--exclude-special-tokens</c>); a list of token ids
     /// is refused.</summary>
     [JsonPropertyName("exclude_special_tokens")] public bool? ExcludeSpecialTokens { get; set; }
+    /// <summary>SAELens's <c>seqpos_slice</c> (<c>--seqpos-slice</c>): the positions of each window trained on, e.g.
+    /// <c>[1, null]</c>; null: all.</summary>
+    [JsonPropertyName("seqpos_slice")] public Data.SeqposSlice? SeqposSlice { get; set; }
+    /// <summary>SAELens's <c>disable_concat_sequences</c> (<c>--disable-concat-sequences</c>): one window per document.</summary>
+    [JsonPropertyName("disable_concat_sequences")] public bool? DisableConcatSequences { get; set; }
+    /// <summary>SAELens's <c>sequence_separator_token</c> (<c>--sequence-separator-token</c>): "bos", "eos", "sep", a token
+    /// id, or null in the file (<see cref="Data.PretokenizeToken.None"/>); absent: "bos".</summary>
+    [JsonPropertyName("sequence_separator_token")] public Data.PretokenizeToken? SequenceSeparatorToken { get; set; }
     /// <summary>SAELens's <c>d_in</c>: checked against the width of the activations at the hook.</summary>
     [JsonPropertyName("d_in")] public int? DIn { get; set; }
     /// <summary>SAELens's <c>store_batch_size_prompts</c>: context windows per model run
@@ -400,8 +408,12 @@ public sealed class TrainingSettings
             if (fields.TryGetPropertyValue("decoder_init_norm", out var decoderInitNorm) && decoderInitNorm is null)
                 throw new SaeSharpException($"{source}: decoder_init_norm null (in SAELens: W_dec and W_enc keep their own Kaiming-uniform " +
                                             "initialisation, untied) is not supported: give a positive norm (SAELens's default 0.1)");
+            // null in the file is SAELens's None (no separator); absent is its default "bos".
+            Data.PretokenizeToken? separator = fields.TryGetPropertyValue("sequence_separator_token", out var separatorNode)
+                ? Data.PretokenizeToken.FromJson(separatorNode, $"{source}: sequence_separator_token") : null;
             var normalized = fields.ToJsonString();
             var settings = JsonSerializer.Deserialize<TrainingSettings>(normalized) ?? new TrainingSettings();
+            settings.SequenceSeparatorToken = separator;
             settings.Source = source;
             settings.Notes.AddRange(notes);
             settings.ValidateArchitectureFields();
