@@ -149,6 +149,9 @@ public sealed class TrainingPlan : IDisposable
                     Check("jumprelu_init_threshold", now.InitialThreshold, had.Training.InitialThreshold);
                     Check("pre_act_loss_coefficient", now.PreActLossCoefficient, had.Training.PreActLossCoefficient ?? 0.0);
                     break;
+                case SaeArchitectures.Standard:
+                    Check("lp_norm", now.LpNorm, had.Training.LpNorm);
+                    break;
                 case SaeArchitectures.MatchingPursuit:
                     Check("residual_threshold", slot.Sae.Cfg.ResidualThreshold, had.SaeConfig.ResidualThreshold);
                     Check("max_iterations", slot.Sae.Cfg.MaxIterations, had.SaeConfig.MaxIterations);

@@ -79,7 +79,6 @@ public static class RunnerConfigFields
         new("model_kwargs", RunnerFieldUse.Fixed, "{} only: SaeSharp passes no keyword arguments to the model's forward", v => v is null || v is JsonObject { Count: 0 }),
         new("apply_b_dec_to_input", RunnerFieldUse.Fixed, "true only: SaeSharp's SAEs subtract b_dec from their input", v => Is(v, true)),
         new("reshape_activations", RunnerFieldUse.Fixed, "\"none\" only: SaeSharp trains on the hook's activations as they are", v => IsString(v, "none")),
-        new("lp_norm", RunnerFieldUse.Fixed, "1 only: SaeSharp's relu penalty is the L1 norm", v => v is not null && v.GetValueKind() == JsonValueKind.Number && v.GetValue<double>() == 1),
         new("rescale_acts_by_decoder_norm", RunnerFieldUse.Fixed,
             "true only: SaeSharp's TopK family holds the decoder rows at unit norm, so its activations are always on the decoder-norm scale", v => Is(v, true)),
 

@@ -110,6 +110,11 @@ public sealed class TrainingSettings
     /// <see cref="TargetL0"/>).</summary>
     [JsonPropertyName("pre_act_loss_coefficient")] public double? PreActLossCoefficient { get; set; }
 
+    /// <summary>SAELens's <c>lp_norm</c> (relu, relu-april; <c>--lp-norm</c>): the sparsity term is λ·mean_n ‖f_n ⊙ w‖_p
+    /// with w the decoder-row norms (relu-april; relu holds them at 1), any p &gt; 0. Null: 1, the L1 term (fused kernels,
+    /// sparse pass and autocast; p ≠ 1 trains on dense float32 torch operations).</summary>
+    [JsonPropertyName("lp_norm")] public double? LpNorm { get; set; }
+
     /// <summary>SAELens's <c>residual_threshold</c> (matching_pursuit): a row's pursuit stops once its residual norm falls
     /// below it, in the training scale (inputs normalised to E‖x‖ = √d_in unless normalize_activations says otherwise);
     /// 0: no residual stop. Null: 1e-2.</summary>
@@ -200,6 +205,7 @@ public sealed class TrainingSettings
         ("topk_threshold_lr", [SaeArchitectures.BatchTopK, SaeArchitectures.MatryoshkaBatchTopK]),
         ("matryoshka_widths", [SaeArchitectures.MatryoshkaBatchTopK]),
         ("use_matryoshka_aux_loss", [SaeArchitectures.MatryoshkaBatchTopK]),
+        ("lp_norm", [SaeArchitectures.Standard]),
         ("residual_threshold", [SaeArchitectures.MatchingPursuit]),
         ("max_iterations", [SaeArchitectures.MatchingPursuit]),
         ("stop_on_duplicate_support", [SaeArchitectures.MatchingPursuit]),
@@ -223,6 +229,7 @@ public sealed class TrainingSettings
             Add("topk_threshold_lr", TopKThresholdLr);
             Add("matryoshka_widths", MatryoshkaWidths);
             Add("use_matryoshka_aux_loss", UseMatryoshkaAuxLoss);
+            Add("lp_norm", LpNorm);
             Add("residual_threshold", ResidualThreshold);
             Add("max_iterations", MaxIterations);
             Add("stop_on_duplicate_support", StopOnDuplicateSupport);
@@ -248,6 +255,7 @@ public sealed class TrainingSettings
         Check("pre_act_loss_coefficient", PreActLossCoefficient, PreActLossCoefficient >= 0, "a non-negative, finite coefficient (0: off)");
         Check("aux_loss_coefficient", AuxLossCoefficient, AuxLossCoefficient >= 0, "a non-negative, finite coefficient (0: no AuxK)");
         Check("topk_threshold_lr", TopKThresholdLr, TopKThresholdLr is > 0 and <= 1, "a rate in (0, 1]");
+        Check("lp_norm", LpNorm, LpNorm > 0, "a positive, finite p (SAELens's p-norm of the relu sparsity term; 1: L1)");
         Check("residual_threshold", ResidualThreshold, true, "a finite number (0: no residual stop)");
         Check("max_iterations", MaxIterations, MaxIterations >= 1, "at least 1 iteration (null: d_in)");
         if (JumpReluSparsityLossMode is { } mode && mode != "step")
@@ -315,6 +323,9 @@ public sealed class TrainingSettings
                 if (JumpReluInitThreshold is double theta) t.InitialThreshold = theta;
                 if (PreActLossCoefficient is double preAct) t.PreActLossCoefficient = preAct;
                 if (L0WarmUpSteps is long warmUp) config.L1WarmUpSteps = warmUp;
+                break;
+            case SaeArchitectures.Standard:
+                if (LpNorm is double p) t.LpNorm = p;
                 break;
             case SaeArchitectures.MatchingPursuit:
                 // cfg.json fields: the saved SAE encodes with them.
