@@ -33,10 +33,15 @@ internal static class TrainCommand
         var candidatePass = new Option<string?>("--candidate-pass") { Description = "TopK family: exact top-k from a bounded low-precision candidate pass: auto (where faster than float32 on this CPU), on, off (plain float32)" };
         var deterministic = new Option<bool>("--deterministic") { Description = "No choice made from timings (candidate pass auto runs as off; ReLU's sparse pass from 5 % density): same seed, same weights bit for bit, resumes included" };
         var epochs = new Option<int?>("--epochs") { Description = "Passes over the data before it runs out: N, or 0 for as many as --steps/--tokens need (default: 1 with --model, no limit with --activations)" }.NonNegative();
+        var fromPretrained = new Option<string?>("--from-pretrained")
+        {
+            Description = "Fine-tune this saved SAE instead of a new one (folder or file of any format sae info reads, RELEASE/SAE_ID or hf:ORG/REPO[/PATH]; SAELens from_pretrained_path): its architecture, d_sae, hook and head unless given",
+        };
+        var hookHeadIndex = new Option<int?>("--hook-head-index") { Description = "With --model: train on this head of an attention hook (attn.hook_z, hook_q, hook_k, hook_v; SAELens hook_head_index)" }.NonNegative();
         var groundTruth = new Option<string?>("--ground-truth") { Description = "features.safetensors of synthetic data: adds mmcs, recovered_fraction and SAELens's synthetic-data metrics (mcc, uniqueness, classification/*, ...)" };
         var command = new Command("train", "Train sparse autoencoders and write them in SAELens layout")
         {
-            activations, arch, k, l1, lpNorm, targetL0, dictSize, expansion, batchSize, steps, lr, seed, output, config, resume, force, checkpointEvery, evalRows, groundTruth, autocast, candidatePass, deterministic, epochs,
+            activations, arch, k, l1, lpNorm, targetL0, dictSize, expansion, batchSize, steps, lr, seed, output, config, resume, force, checkpointEvery, evalRows, groundTruth, autocast, candidatePass, deterministic, epochs, fromPretrained, hookHeadIndex,
         };
         var data = new ModelDataOptionsCli();
         data.AddTo(command);
@@ -47,7 +52,7 @@ internal static class TrainCommand
             var path = parse.GetValue(config);
             var s = path is null ? new TrainingSettings() : TrainingSettings.ReadFile(path);
             s.Activations = parse.GetValue(activations) ?? s.Activations;
-            s.Architecture = parse.GetValue(arch) ?? s.Architecture;
+            if (parse.GetValue(arch) is { } archFlag) s.Architecture = archFlag;
             s.K = parse.GetValue(k) ?? s.K;
             s.L1Coefficient = parse.GetValue(l1) ?? s.L1Coefficient;
             s.TargetL0 = parse.GetValue(targetL0) ?? s.TargetL0;
@@ -71,6 +76,8 @@ internal static class TrainCommand
             s.CandidatePass = parse.GetValue(candidatePass) ?? s.CandidatePass;
             s.Deterministic |= parse.GetValue(deterministic);
             s.Epochs = parse.GetValue(epochs) ?? s.Epochs;
+            s.FromPretrainedPath = parse.GetValue(fromPretrained) ?? s.FromPretrainedPath;
+            s.HookHeadIndex = parse.GetValue(hookHeadIndex) ?? s.HookHeadIndex;
             // One device for the SAEs and, with --model, the harvest: --device, else the config's "device", else the CPU.
             s.Trainer.Device = parse.GetValue(data.Device) ?? s.Trainer.Device;
             var device = ComputeDevice.Parse(s.Trainer.Device, parse.GetValue(data.Device) is null ? "device" : "--device");
@@ -93,7 +100,7 @@ internal static class TrainCommand
                                        "the hook and contexts the files were written with", data.ModelOnly);
             }
             using var plan = data.Given(parse, s)
-                ? TrainingPlan.ForModel(s, data.Read(parse, s) with { Device = device }, data.HookOf(parse, s)!, data.ReadMode(parse), parse.GetValue(data.TargetHook), parse.GetValue(resume))
+                ? TrainingPlan.ForModel(s, data.Read(parse, s, hookRequired: s.FromPretrainedPath is null) with { Device = device }, data.HookOf(parse, s)!, data.ReadMode(parse), parse.GetValue(data.TargetHook), parse.GetValue(resume))
                 : TrainingPlan.ForActivations(s, parse.GetValue(resume));
             foreach (var note in plan.Notes) Console.Error.WriteLine($"note: {note}");
             if (device.type != TorchSharp.DeviceType.CPU && (s.Autocast || s.ParsedCandidatePass == CandidatePass.On))

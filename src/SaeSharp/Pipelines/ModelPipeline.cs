@@ -40,9 +40,10 @@ public static class ModelPipeline
     /// <c>sae train --model M --hook H --dataset D --tokens N</c>: loads the model (processed as <paramref name="data"/> says)
     /// and tokenizer and returns a shuffling, resumable source of the hook's activations. The source owns the model. Its
     /// shuffle buffer holds <paramref name="bufferContexts"/> context windows, else <see cref="ModelDataOptions.BufferContexts"/>.
+    /// <paramref name="hookHeadIndex"/>: one head of an attention hook (SAELens's <c>hook_head_index</c>).
     /// </summary>
     public static ModelActivationSource OpenSource(ModelDataOptions data, string hook, HarvestMode mode = HarvestMode.Out,
-        string? targetHook = null, int? bufferContexts = null, ulong seed = 0)
+        string? targetHook = null, int? bufferContexts = null, ulong seed = 0, int? hookHeadIndex = null)
     {
         ArgumentNullException.ThrowIfNull(data);
         var tokenizer = Tokenizer.FromFolder(data.TokenizerPath ?? data.ModelPath);
@@ -53,7 +54,7 @@ public static class ModelPipeline
             if (data.Device.type != DeviceType.CPU) pm.Model.to(data.Device);
             int ctx = data.ContextSize ?? 128;
             bool bos = data.PrependBos ?? true;
-            var spec = HarvestSpec.Resolve(pm.Model.HookPoints, hook, mode, targetHook);
+            var spec = HarvestSpec.Resolve(pm.Model.HookPoints, hook, mode, targetHook, hookHeadIndex);
             var src = new ModelActivationSource(pm.Model, spec, () => Windows(tokenizer, data.DatasetPath, ctx, bos, data.TextField),
                 new ModelActivationSourceOptions
                 {

@@ -71,6 +71,11 @@ public sealed class TrainerConfig
     [JsonPropertyName("decoder_init_norm")] public double DecoderInitNorm { get; set; } = 0.1;
     /// <summary>W_enc = W_decᵀ at initialisation (per SAE); false draws encoder columns independently.</summary>
     [JsonPropertyName("init_encoder_as_decoder_transpose")] public bool InitEncoderAsDecoderTranspose { get; set; } = true;
+    /// <summary>SAELens's <c>from_pretrained_path</c> (per SAE): the SAE holds the weights of this saved SAE, which work on
+    /// the activations as they are. It is not initialised, and under <see cref="NormalizeActivations"/>
+    /// "expected_average_only_in" its weights are rescaled into the training scale once the scale is estimated (the
+    /// inverse of the fold applied to the result), so that it starts as the same function. Kept in checkpoints.</summary>
+    [JsonPropertyName("from_pretrained_path")] public string? FromPretrainedPath { get; set; }
 
     // ---- per SAE: dead-latent resampling (Towards Monosemanticity) ----
 

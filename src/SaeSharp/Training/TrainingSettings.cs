@@ -27,8 +27,35 @@ public sealed class TrainingSettings
 
     /// <summary>Activation file (.safetensors/.npy, [N, d_in]), folder of shards, or <c>sae cache</c> folder.</summary>
     [JsonPropertyName("activations")] public string? Activations { get; set; }
-    /// <summary>Recipe(s), comma-separated: <see cref="SaeRecipes.Names"/> (<c>--arch</c>).</summary>
-    [JsonPropertyName("architecture")] public string Architecture { get; set; } = "topk";
+    /// <summary>Recipe(s), comma-separated: <see cref="SaeRecipes.Names"/> (<c>--arch</c>). Not set: topk, or with
+    /// <see cref="FromPretrainedPath"/> the recipe of the loaded SAE's architecture (<see cref="SaeRecipes.RecipeFor"/>).</summary>
+    [JsonPropertyName("architecture")]
+    public string Architecture
+    {
+        get => _architecture;
+        set
+        {
+            _architecture = value;
+            ArchitectureGiven = true;
+        }
+    }
+    private string _architecture = "topk";
+
+    /// <summary>Whether <see cref="Architecture"/> was set (in the file, by a flag or in code).</summary>
+    [JsonIgnore] public bool ArchitectureGiven { get; private set; }
+
+    /// <summary>SAELens's <c>from_pretrained_path</c> (<c>--from-pretrained</c>): fine-tune this saved SAE (any path
+    /// <see cref="Interop.SaeLoader"/> loads: a folder or file of a supported format, <c>RELEASE/SAE_ID</c>,
+    /// <c>hf:ORG/REPO[/PATH]</c>) instead of initialising one. Its architecture, d_sae, hook and head are the run's
+    /// unless given, and must agree when given; one SAE per run.</summary>
+    [JsonPropertyName("from_pretrained_path")] public string? FromPretrainedPath { get; set; }
+    /// <summary>SAELens's <c>hook_head_index</c> (<c>--hook-head-index</c>): train on this head of an attention hook
+    /// [batch, pos, n_heads, d_head] (attn.hook_z, hook_q, hook_k, hook_v), d_in = d_head; recorded in cfg.json's
+    /// metadata. Runs from a model only.</summary>
+    [JsonPropertyName("hook_head_index")] public int? HookHeadIndex { get; set; }
+    /// <summary>SAELens's <c>reshape_activations</c>: "none", or "hook_z" for an SAE on <c>attn.hook_z</c> with its heads
+    /// flattened to n_heads·d_head (as SaeSharp always trains a hook with heads); written to cfg.json. Null: "none".</summary>
+    [JsonPropertyName("reshape_activations")] public string? ReshapeActivations { get; set; }
     /// <summary>Active latents per row (TopK family).</summary>
     [JsonPropertyName("k")] public int? K { get; set; }
     /// <summary>Sparsity coefficient λ (<c>--l1</c>); null: the recipe's (<see cref="SaeRecipes.DefaultSparsityCoefficient"/>).</summary>
