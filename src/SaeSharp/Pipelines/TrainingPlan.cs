@@ -53,7 +53,9 @@ public sealed class TrainingPlan : IDisposable
             }
             else recipes = s.Recipes;
             if (s.ReshapeActivations is { } reshape) CheckReshape(s, reshape, metadata);
-            if (s.Lr is double lr && !(lr > 0 && double.IsFinite(lr))) throw new SaeSharpException($"--lr {lr}: expected a positive, finite learning rate");
+            // lr 0 runs a saved SAE through the training loop unchanged (its losses logged, metrics.json written).
+            if (s.Lr is double lr && !((lr > 0 || (lr == 0 && pretrained is not null)) && double.IsFinite(lr)))
+                throw new SaeSharpException($"--lr {lr}: expected a positive, finite learning rate (0 only with --from-pretrained)");
             if (s.L1Coefficient is double l1 && !(l1 >= 0 && double.IsFinite(l1)))
                 throw new SaeSharpException($"--l1 {l1}: expected a non-negative, finite sparsity coefficient");
             int dIn = train.DIn, dSae = pretrained?.Cfg.DSae ?? s.DSaeFor(dIn);
@@ -198,6 +200,14 @@ public sealed class TrainingPlan : IDisposable
         if (metadata.HookHeadIndex != c.Metadata.HookHeadIndex)
             throw new SaeSharpException($"{name}: the SAE reads {Head(c.Metadata.HookHeadIndex)}, and this run {Head(metadata.HookHeadIndex)}: " +
                                         (c.Metadata.HookHeadIndex is int saeHead ? $"give --hook-head-index {saeHead} or leave it out" : "leave --hook-head-index out"));
+        if (p is TopKFamilySae)
+        {
+            using var norms = p.WDec.detach().norm(1);
+            double min = norms.min().item<float>(), max = norms.max().item<float>();
+            if (max - min > 1e-4 * max)
+                throw new SaeSharpException($"{name}: the SAE's decoder rows have norms from {min:G4} to {max:G4}; SaeSharp's {c.Architecture} training holds them at " +
+                                            "one norm, and rescaling each latent by its own norm would change which latents are selected");
+        }
         var init = InitializationFields.Where(s.GivenTrainerFields.Contains).ToList();
         if (s.JumpReluInitThreshold is not null) init.Add("jumprelu_init_threshold");
         if (init.Count > 0)

@@ -41,6 +41,8 @@ public sealed class StandardSae : Sae
     /// <summary>Whether the decoder rows are held at unit norm (the Towards Monosemanticity recipe).</summary>
     public bool ConstrainsDecoderNorm => Training.Penalty != SparsityPenalty.L1DecoderNorm;
 
+    internal override bool TrainsUnitNormDecoderRows => ConstrainsDecoderNorm;
+
     /// <summary>
     /// When the training pass switches to the sparse code (past which decoding and the backward pass run over the active
     /// entries only, <see cref="SparseLatents"/>: exact, and cheaper than the dense products once features are sparse).

@@ -35,7 +35,7 @@ public sealed class TrainerConfig
 {
     // ---- per SAE: optimiser and schedule ----
 
-    /// <summary>Adam learning rate (per SAE); null means the architecture default.</summary>
+    /// <summary>Adam learning rate (per SAE); null means the architecture default; 0 leaves the weights as they start.</summary>
     [JsonPropertyName("lr")] public double? Lr { get; set; }
     /// <summary>Learning rate at the end of the decay (per SAE); null means lr/10 (SAELens).</summary>
     [JsonPropertyName("lr_end")] public double? LrEnd { get; set; }
@@ -169,7 +169,7 @@ public sealed class TrainerConfig
         if (TotalTrainingSteps is null && TrainingTokens is null)
             throw new SaeSharpException($"{source}: set total_training_steps or training_tokens");
         if (Steps <= 0) throw Bad("total_training_steps", Steps, "a positive step count");
-        if (Lr is <= 0) throw Bad("lr", Lr, "a positive learning rate");
+        if (Lr is < 0 || Lr is double l && !double.IsFinite(l)) throw Bad("lr", Lr, "a non-negative, finite learning rate (0 leaves the weights as they are)");
         if (LrEnd is < 0) throw Bad("lr_end", LrEnd, "a non-negative learning rate");
         if (!LrSchedulers.All.Contains(NormalizedScheduler))
             throw Bad("lr_scheduler_name", LrSchedulerName, string.Join("|", LrSchedulers.All));

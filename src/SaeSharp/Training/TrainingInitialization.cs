@@ -74,6 +74,9 @@ internal static class TrainingInitialization
             {
                 // The saved SAE's function on raw activations, as the same function on the scaled ones.
                 if (c.FromPretrainedPath is not null && (scaleIn != 1 || scaleOut != 1)) sae.FoldActivationScale(1 / scaleIn, 1 / scaleOut);
+                // A training form that holds the decoder rows at unit norm starts from the same function with them there
+                // (a folded activation scale leaves them at another norm).
+                if (c.FromPretrainedPath is not null && sae.TrainsUnitNormDecoderRows) sae.FoldDecoderNorms();
                 if (!Initializes(c)) continue;
                 using var gen = new Generator(MixSeed(cfg.Seed, index, 0));
                 sae.InitializeWeights(gen, c.DecoderInitNorm);
