@@ -52,7 +52,7 @@ public sealed class TrainingPlan : IDisposable
                 if (resume) CheckResumedPretrained(s, Path.Combine(s.Out ?? "", TrainingRun.CheckpointFolder));
             }
             else recipes = s.Recipes;
-            if (s.ReshapeActivations is { } reshape) CheckReshape(s, reshape, metadata);
+            CheckReshape(s, s.ReshapeActivations, metadata);
             // lr 0 runs a saved SAE through the training loop unchanged (its losses logged, metrics.json written).
             if (s.Lr is double lr && !((lr > 0 || (lr == 0 && pretrained is not null)) && double.IsFinite(lr)))
                 throw new SaeSharpException($"--lr {lr}: expected a positive, finite learning rate (0 only with --from-pretrained)");
@@ -103,7 +103,7 @@ public sealed class TrainingPlan : IDisposable
                     ? SaeRecipes.Create(r, dIn, dSae, s.K, s.SparsityCoefficientFor(r), dOut, metadata, steps, matryoshka ? matryoshkaWidths : null)
                     : SaeRecipes.CreateFrom(r, pretrained, metadata, s.K, s.SparsityCoefficientFor(r), steps, matryoshka && s.MatryoshkaWidths is not null ? matryoshkaWidths : null);
                 _owned.Add(sae);
-                if (s.ReshapeActivations is { } reshapeActivations) sae.Cfg.ReshapeActivations = reshapeActivations;
+                if (pretrained is null || s.ReshapeActivations != "none") sae.Cfg.ReshapeActivations = s.ReshapeActivations;
                 if (s.TargetL0 is double t) SaeRecipes.AdaptToTargetL0(sae, t, s.SparsityCoefficientFor(r));
                 sae.Training.Autocast = s.Autocast;
                 sae.Training.CandidatePass = pass;

@@ -53,9 +53,10 @@ public sealed class TrainingSettings
     /// [batch, pos, n_heads, d_head] (attn.hook_z, hook_q, hook_k, hook_v), d_in = d_head; recorded in cfg.json's
     /// metadata. Runs from a model only.</summary>
     [JsonPropertyName("hook_head_index")] public int? HookHeadIndex { get; set; }
-    /// <summary>SAELens's <c>reshape_activations</c>: "none", or "hook_z" for an SAE on <c>attn.hook_z</c> with its heads
-    /// flattened to n_heads·d_head (as SaeSharp always trains a hook with heads); written to cfg.json. Null: "none".</summary>
-    [JsonPropertyName("reshape_activations")] public string? ReshapeActivations { get; set; }
+    /// <summary>SAELens's <c>reshape_activations</c>: "none" (default), or "hook_z" for an SAE on <c>attn.hook_z</c> with its
+    /// heads flattened to n_heads·d_head (as SaeSharp always trains a hook with heads); written to cfg.json. A run from a
+    /// saved SAE keeps the SAE's unless this is "hook_z".</summary>
+    [JsonPropertyName("reshape_activations")] public string ReshapeActivations { get; set; } = "none";
     /// <summary>Active latents per row (TopK family).</summary>
     [JsonPropertyName("k")] public int? K { get; set; }
     /// <summary>Sparsity coefficient λ (<c>--l1</c>); null: the recipe's (<see cref="SaeRecipes.DefaultSparsityCoefficient"/>).</summary>
