@@ -58,8 +58,8 @@ internal static class TrainCommand
             s.TargetL0 = parse.GetValue(targetL0) ?? s.TargetL0;
             if (parse.GetValue(lpNorm) is double p)
             {
+                if (!(p > 0 && double.IsFinite(p))) throw new SaeSharpException($"--lp-norm {p}: expected a positive, finite p (1: the L1 term)");
                 s.LpNorm = p;
-                s.ValidateArchitectureFields();
             }
             s.DSae = parse.GetValue(dictSize) ?? s.DSae;
             s.ExpansionFactor = parse.GetValue(expansion) ?? s.ExpansionFactor;

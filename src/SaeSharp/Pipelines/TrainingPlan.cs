@@ -117,6 +117,8 @@ public sealed class TrainingPlan : IDisposable
                 }
                 s.ApplyArchitectureFields(sae, config);
                 if (pretrained is not null) config.FromPretrainedPath = s.FromPretrainedPath;
+                if (sae.Training.LpNorm != 1 && s.Autocast)
+                    _notes.Add($"{r}: lp_norm {sae.Training.LpNorm} trains on dense float32 torch operations; --autocast does not apply to it");
                 slots.Add(new SaeSlot(r, sae, config));
             }
             if (resume) CheckResumedArchitectureFields(s, slots, Path.Combine(s.Out ?? "", TrainingRun.CheckpointFolder));
