@@ -100,7 +100,7 @@ internal static class TrainCommand
                                        "the hook and contexts the files were written with", data.ModelOnly);
             }
             using var plan = data.Given(parse, s)
-                ? TrainingPlan.ForModel(s, data.Read(parse, s, hookRequired: s.FromPretrainedPath is null) with { Device = device }, data.HookOf(parse, s)!, data.ReadMode(parse), parse.GetValue(data.TargetHook), parse.GetValue(resume))
+                ? TrainingPlan.ForModel(s, data.Read(parse, s, hookRequired: s.FromPretrainedPath is null) with { Device = device }, data.HookOf(parse, s), data.ReadMode(parse), parse.GetValue(data.TargetHook), parse.GetValue(resume))
                 : TrainingPlan.ForActivations(s, parse.GetValue(resume));
             foreach (var note in plan.Notes) Console.Error.WriteLine($"note: {note}");
             if (device.type != TorchSharp.DeviceType.CPU && (s.Autocast || s.ParsedCandidatePass == CandidatePass.On))

@@ -200,11 +200,12 @@ public sealed class TrainingPlan : IDisposable
         if (metadata.HookName is { } hook && c.Metadata.HookName is { } saeHook && hook != saeHook)
             throw new SaeSharpException($"{name}: the SAE reads {saeHook}, and this run trains at {hook}: give --hook {saeHook} (hook_name) or leave it out");
         if (metadata.HookHeadIndex != c.Metadata.HookHeadIndex)
-            throw new SaeSharpException($"{name}: the SAE reads {Head(c.Metadata.HookHeadIndex)}, and this run {Head(metadata.HookHeadIndex)}: " +
+            throw new SaeSharpException($"{name}: the SAE reads {Head(c.Metadata.HookHeadIndex)}, and this run trains on {Head(metadata.HookHeadIndex)}: " +
                                         (c.Metadata.HookHeadIndex is int saeHead ? $"give --hook-head-index {saeHead} or leave it out" : "leave --hook-head-index out"));
         if (p is TopKFamilySae)
         {
-            using var norms = p.WDec.detach().norm(1);
+            using var scope = NewDisposeScope();
+            var norms = p.WDec.detach().norm(1);
             double min = norms.min().item<float>(), max = norms.max().item<float>();
             if (max - min > 1e-4 * max)
                 throw new SaeSharpException($"{name}: the SAE's decoder rows have norms from {min:G4} to {max:G4}; SaeSharp's {c.Architecture} training holds them at " +

@@ -1,5 +1,5 @@
-using TorchSharp;
 using SaeSharp.Saes;
+using TorchSharp;
 
 namespace SaeSharp.Training;
 

@@ -102,7 +102,7 @@ public class HookHeadTrainingTests : ModelTestBase
         var e = CliRunner.Run("train", "--model", "builtin", "--tokens", "2048", "--context-size", "32", "--batch-size", "128", "--steps", "2",
             "--eval-rows", "128", "--dataset", corpus, "--from-pretrained", Sub("head"), "--hook-head-index", "1", "--out", Sub("ft2"));
         Assert.Equal(1, e.Exit);
-        Assert.Contains($"--from-pretrained {Sub("head")}: the SAE reads head 2 (hook_head_index), and this run head 1 (hook_head_index): give --hook-head-index 2 or leave it out", e.Err);
+        Assert.Contains($"--from-pretrained {Sub("head")}: the SAE reads head 2 (hook_head_index), and this run trains on head 1 (hook_head_index): give --hook-head-index 2 or leave it out", e.Err);
     }
 
     [Fact]
