@@ -225,4 +225,27 @@ public class FromPretrainedTests : IDisposable
         Assert.Contains($"--from-pretrained {b}: --resume continues the run of ", e.Message);
         Assert.Contains($"which started from {a}: leave --from-pretrained out", e.Message);
     }
+
+    private static void Ok((int Exit, string Out, string Err) r) => Assert.True(r.Exit == 0, r.Err + r.Out);
+
+    [Fact]
+    public void FromAModelTheSavedSaesHookIsTheRunsAndAnotherHookIsRefused()
+    {
+        Ok(Cli.CliRunner.Run("corpus", "--out", P("c.jsonl"), "--docs", "200", "--seed", "4"));
+        string[] run = ["train", "--model", "builtin", "--dataset", P("c.jsonl"), "--tokens", "2048", "--context-size", "32", "--batch-size", "128",
+            "--steps", "2", "--eval-rows", "128"];
+        Ok(Cli.CliRunner.Run([.. run, "--hook", "blocks.1.hook_resid_post", "--arch", "topk", "--k", "4", "--dict-size", "32", "--out", P("base")]));
+        // No --hook, --arch, --k or --dict-size: the saved SAE's.
+        Ok(Cli.CliRunner.Run([.. run, "--from-pretrained", P("base"), "--out", P("ft")]));
+        var cfg = JsonNode.Parse(File.ReadAllText(P("ft", "cfg.json")))!;
+        Assert.Equal("blocks.1.hook_resid_post", cfg["metadata"]!["hook_name"]!.GetValue<string>());
+        Assert.Equal("topk", cfg["architecture"]!.GetValue<string>());
+        Assert.Equal(4, cfg["k"]!.GetValue<int>());
+        Assert.Equal(32, cfg["d_sae"]!.GetValue<int>());
+        var r = Cli.CliRunner.Run([.. run, "--from-pretrained", P("base"), "--hook", "blocks.0.hook_resid_post", "--out", P("bad")]);
+        Assert.Equal(1, r.Exit);
+        Assert.Contains($"--from-pretrained {P("base")}: the SAE reads blocks.1.hook_resid_post, and this run trains at blocks.0.hook_resid_post: " +
+                        "give --hook blocks.1.hook_resid_post (hook_name) or leave it out", r.Err);
+        Assert.False(Directory.Exists(P("bad")));
+    }
 }
