@@ -248,4 +248,34 @@ public class FromPretrainedTests : IDisposable
                         "give --hook blocks.1.hook_resid_post (hook_name) or leave it out", r.Err);
         Assert.False(Directory.Exists(P("bad")));
     }
+
+    [Fact]
+    public void ARunStartsFromAReleaseSaeNamedAsTheOtherCommandsNameIt()
+    {
+        // The same resolution as `sae info` / `--sae`: RELEASE/SAE_ID is downloaded from the (fake) hub into the cache.
+        using var server = new Hub.FakeHubServer();
+        var cfg = new SaeConfig { Architecture = SaeArchitectures.Standard, DIn = 8, DSae = 16, Metadata = new SaeMetadata { HookName = "blocks.4.hook_mlp_out" } };
+        using (var sae = SaeFactory.Create(cfg))
+        {
+            using (no_grad())
+                foreach (var (_, w) in sae.named_parameters()) w.uniform_(-1, 1, generator: new Generator(9));
+            SaeLensFormat.Save(sae, P("src"));
+        }
+        server.Repos["ctigges/pythia-70m-deduped__mlp-sm_processed"] = new()
+        {
+            ["4-mlp-sm/cfg.json"] = new(File.ReadAllBytes(P("src", "cfg.json"))),
+            ["4-mlp-sm/sae_weights.safetensors"] = new(File.ReadAllBytes(P("src", "sae_weights.safetensors")), Lfs: true),
+        };
+        Rows().Dispose();
+        var r = Cli.CliRunner.RunWithEnvironment(new Dictionary<string, string> { ["HF_ENDPOINT"] = server.Endpoint, ["HF_HUB_CACHE"] = P("cache") },
+            "train", "--activations", P("a.safetensors"), "--from-pretrained", "pythia-70m-deduped-mlp-sm/blocks.4.hook_mlp_out", "--lr", "0",
+            "--steps", "2", "--batch-size", "32", "--eval-rows", "64", "--out", P("ft"));
+        Ok(r);
+        var written = JsonNode.Parse(File.ReadAllText(P("ft", "cfg.json")))!;
+        Assert.Equal("standard", written["architecture"]!.GetValue<string>());
+        Assert.Equal("blocks.4.hook_mlp_out", written["metadata"]!["hook_name"]!.GetValue<string>());
+        var before = Weights(P("src"));
+        var after = Weights(P("ft"));
+        foreach (var (name, w) in before) Assert.Equal(w, after[name]);
+    }
 }
