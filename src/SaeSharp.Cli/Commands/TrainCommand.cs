@@ -15,6 +15,7 @@ internal static class TrainCommand
         var arch = new Option<string?>("--arch") { Description = $"Architecture(s), comma-separated: {string.Join("|", SaeRecipes.AcceptedNames)}" };
         var k = new Option<int?>("--k") { Description = "Active latents per row (topk, batchtopk, matryoshka)" }.Positive();
         var l1 = new Option<double?>("--l1", "--l1-coefficient") { Description = "Sparsity coefficient (L1, or L0 for jumprelu; SAELens l1_coefficient); default: the recipe's (docs/recipes.md)" };
+        var lpNorm = new Option<double?>("--lp-norm") { Description = "relu, relu-april: the p of the sparsity term λ·mean ‖f ⊙ ‖W_dec rows‖‖_p (SAELens lp_norm; default 1, L1)" };
         var targetL0 = new Option<double?>("--target-l0") { Description = "relu, relu-april, gated, jumprelu, skip_transcoder, jumprelu_skip_transcoder: adapt the sparsity coefficient during training to end near this L0" };
         var dictSize = new Option<int?>("--dict-size", "--d-sae") { Description = "Number of latents d_sae (dictionary_learning dict_size)" }.Positive();
         var expansion = new Option<int?>("--expansion", "--expansion-factor") { Description = "d_sae = expansion × d_in (default 8); SAELens expansion_factor" }.Positive();
@@ -32,10 +33,15 @@ internal static class TrainCommand
         var candidatePass = new Option<string?>("--candidate-pass") { Description = "TopK family: exact top-k from a bounded low-precision candidate pass: auto (where faster than float32 on this CPU), on, off (plain float32)" };
         var deterministic = new Option<bool>("--deterministic") { Description = "No choice made from timings (candidate pass auto runs as off; ReLU's sparse pass from 5 % density): same seed, same weights bit for bit, resumes included" };
         var epochs = new Option<int?>("--epochs") { Description = "Passes over the data before it runs out: N, or 0 for as many as --steps/--tokens need (default: 1 with --model, no limit with --activations)" }.NonNegative();
+        var fromPretrained = new Option<string?>("--from-pretrained")
+        {
+            Description = "Fine-tune this saved SAE instead of a new one (folder or file of any format sae info reads, RELEASE/SAE_ID or hf:ORG/REPO[/PATH]; SAELens from_pretrained_path): its architecture, d_sae, hook and head unless given",
+        };
+        var hookHeadIndex = new Option<int?>("--hook-head-index") { Description = "With --model: train on this head of an attention hook (attn.hook_z, hook_q, hook_k, hook_v; SAELens hook_head_index)" }.NonNegative();
         var groundTruth = new Option<string?>("--ground-truth") { Description = "features.safetensors of synthetic data: adds mmcs, recovered_fraction and SAELens's synthetic-data metrics (mcc, uniqueness, classification/*, ...)" };
         var command = new Command("train", "Train sparse autoencoders and write them in SAELens layout")
         {
-            activations, arch, k, l1, targetL0, dictSize, expansion, batchSize, steps, lr, seed, output, config, resume, force, checkpointEvery, evalRows, groundTruth, autocast, candidatePass, deterministic, epochs,
+            activations, arch, k, l1, lpNorm, targetL0, dictSize, expansion, batchSize, steps, lr, seed, output, config, resume, force, checkpointEvery, evalRows, groundTruth, autocast, candidatePass, deterministic, epochs, fromPretrained, hookHeadIndex,
         };
         var data = new ModelDataOptionsCli();
         data.AddTo(command);
@@ -46,10 +52,15 @@ internal static class TrainCommand
             var path = parse.GetValue(config);
             var s = path is null ? new TrainingSettings() : TrainingSettings.ReadFile(path);
             s.Activations = parse.GetValue(activations) ?? s.Activations;
-            s.Architecture = parse.GetValue(arch) ?? s.Architecture;
+            if (parse.GetValue(arch) is { } archFlag) s.Architecture = archFlag;
             s.K = parse.GetValue(k) ?? s.K;
             s.L1Coefficient = parse.GetValue(l1) ?? s.L1Coefficient;
             s.TargetL0 = parse.GetValue(targetL0) ?? s.TargetL0;
+            if (parse.GetValue(lpNorm) is double p)
+            {
+                if (!(p > 0 && double.IsFinite(p))) throw new SaeSharpException($"--lp-norm {p}: expected a positive, finite p (1: the L1 term)");
+                s.LpNorm = p;
+            }
             s.DSae = parse.GetValue(dictSize) ?? s.DSae;
             s.ExpansionFactor = parse.GetValue(expansion) ?? s.ExpansionFactor;
             s.BatchSize = parse.GetValue(batchSize) ?? s.BatchSize;
@@ -65,6 +76,8 @@ internal static class TrainCommand
             s.CandidatePass = parse.GetValue(candidatePass) ?? s.CandidatePass;
             s.Deterministic |= parse.GetValue(deterministic);
             s.Epochs = parse.GetValue(epochs) ?? s.Epochs;
+            s.FromPretrainedPath = parse.GetValue(fromPretrained) ?? s.FromPretrainedPath;
+            s.HookHeadIndex = parse.GetValue(hookHeadIndex) ?? s.HookHeadIndex;
             // One device for the SAEs and, with --model, the harvest: --device, else the config's "device", else the CPU.
             s.Trainer.Device = parse.GetValue(data.Device) ?? s.Trainer.Device;
             var device = ComputeDevice.Parse(s.Trainer.Device, parse.GetValue(data.Device) is null ? "device" : "--device");
@@ -87,7 +100,7 @@ internal static class TrainCommand
                                        "the hook and contexts the files were written with", data.ModelOnly);
             }
             using var plan = data.Given(parse, s)
-                ? TrainingPlan.ForModel(s, data.Read(parse, s) with { Device = device }, data.HookOf(parse, s)!, data.ReadMode(parse), parse.GetValue(data.TargetHook), parse.GetValue(resume))
+                ? TrainingPlan.ForModel(s, data.Read(parse, s, hookRequired: s.FromPretrainedPath is null) with { Device = device }, data.HookOf(parse, s), data.ReadMode(parse), parse.GetValue(data.TargetHook), parse.GetValue(resume))
                 : TrainingPlan.ForActivations(s, parse.GetValue(resume));
             foreach (var note in plan.Notes) Console.Error.WriteLine($"note: {note}");
             if (device.type != TorchSharp.DeviceType.CPU && (s.Autocast || s.ParsedCandidatePass == CandidatePass.On))

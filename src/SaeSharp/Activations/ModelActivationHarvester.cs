@@ -23,14 +23,25 @@ public enum HarvestMode
 /// </summary>
 public sealed record HarvestSpec(string InputHook, string? TargetHook = null)
 {
+    /// <summary>SAELens's <c>hook_head_index</c>: the input is this head of <see cref="InputHook"/>, an attention hook
+    /// [batch, pos, n_heads, d_head] (d_in = d_head); null: the whole hook, heads flattened.</summary>
+    public int? HeadIndex { get; init; }
+
     /// <summary>
     /// Resolves a CLI-style hook request. <paramref name="hook"/> is a hook name or a module path (TransformerLens or
     /// Hugging Face). <c>out</c>: the hook / module output; <c>in</c>: the module's input; <c>in_to_out</c>: the module's
     /// input and output, or, when <paramref name="targetHook"/> is given, <paramref name="hook"/> and that hook.
     /// </summary>
-    public static HarvestSpec Resolve(HookPoints hookPoints, string hook, HarvestMode mode = HarvestMode.Out, string? targetHook = null)
+    /// <paramref name="headIndex"/>: one head of the hook (<see cref="HeadIndex"/>; mode <c>out</c> only).
+    public static HarvestSpec Resolve(HookPoints hookPoints, string hook, HarvestMode mode = HarvestMode.Out, string? targetHook = null, int? headIndex = null)
     {
         ArgumentNullException.ThrowIfNull(hookPoints);
+        if (headIndex is int h)
+        {
+            if (mode != HarvestMode.Out)
+                throw new SaeSharpException($"hook_head_index {h} picks a head of the hook's activation: it takes --mode out, not {mode.ToString().ToLowerInvariant()}");
+            return Resolve(hookPoints, hook) with { HeadIndex = h };
+        }
         switch (mode)
         {
             case HarvestMode.Out:
@@ -92,6 +103,7 @@ internal sealed class ModelActivationHarvester
     private readonly Data.SeqposSlice? _slice;
 
     public HarvestSpec Spec { get; }
+    public HookPoints HookPoints => _model.HookPoints;
     public int ContextSize { get; }
     /// <summary>Positions of a window harvested (SAELens's <c>training_context_size</c>), before token exclusion.</summary>
     public int TrainingContextSize { get; }
@@ -114,6 +126,14 @@ internal sealed class ModelActivationHarvester
         _exclude = excludeTokenIds?.Distinct().ToArray() ?? [];
         StopAtLayer = model.HookPoints.StopAtLayerFor(spec.Hooks);
         DIn = model.HookWidth(spec.InputHook);
+        if (spec.HeadIndex is int h)
+        {
+            if (model.HeadsAt(spec.InputHook) is not int heads)
+                throw new SaeSharpException($"hook_head_index {h}: '{spec.InputHook}' has no head dimension (hook_head_index picks a head of an attention hook: attn.hook_z, hook_q, hook_k, hook_v)");
+            if (h < 0 || h >= heads)
+                throw new SaeSharpException($"hook_head_index {h}: '{spec.InputHook}' of {model.Config.ModelName} has {heads} heads (0..{heads - 1})");
+            DIn = model.Config.DHead;
+        }
         DOut = spec.TargetHook is { } t ? model.HookWidth(t) : DIn;
     }
 
@@ -140,7 +160,7 @@ internal sealed class ModelActivationHarvester
         {
             var keep = KeepMask(tokens, _exclude, _slice).reshape(-1);
             var idx = keep.nonzero().squeeze(1);
-            var input = Rows(c[Spec.InputHook], b, s).cpu().index_select(0, idx);
+            var input = Rows(Spec.HeadIndex is int head ? c[Spec.InputHook].select(2, head) : c[Spec.InputHook], b, s).cpu().index_select(0, idx);
             var target = Spec.TargetHook is { } th ? Rows(c[th], b, s).cpu().index_select(0, idx) : null;
             var tok = tokens.reshape(-1).index_select(0, idx);
             var kept = idx.data<long>().ToArray();

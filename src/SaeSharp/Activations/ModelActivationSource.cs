@@ -110,6 +110,8 @@ public sealed class ModelActivationSource : IActivationSource
 
     /// <summary>The hooks read (input and, for transcoders, target) and their widths.</summary>
     public HarvestSpec Spec => _harvester.Spec;
+    /// <summary>The model's hook names, to resolve another name of a hook the same way <see cref="Spec"/>'s were.</summary>
+    internal Hooks.HookPoints HookPoints => _harvester.HookPoints;
     /// <inheritdoc/>
     public int DIn => _harvester.DIn;
     /// <inheritdoc/>

@@ -261,7 +261,7 @@ public abstract partial class HookedTransformer : nn.Module<Tensor, Tensor>
     }
 
     /// <summary>The number of heads of an attention hook [batch, pos, head, d_head], or null for any other hook.</summary>
-    private int? HeadsAt(string name)
+    internal int? HeadsAt(string name)
     {
         if (name.EndsWith(".attn.hook_k", StringComparison.Ordinal) || name.EndsWith(".attn.hook_v", StringComparison.Ordinal)
             || name.EndsWith(".attn.hook_rot_k", StringComparison.Ordinal)) return Config.NKvHeads;

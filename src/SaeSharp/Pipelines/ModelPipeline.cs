@@ -55,9 +55,10 @@ public static class ModelPipeline
     /// <c>sae train --model M --hook H --dataset D --tokens N</c>: loads the model (processed as <paramref name="data"/> says)
     /// and tokenizer and returns a shuffling, resumable source of the hook's activations. The source owns the model. Its
     /// shuffle buffer holds <paramref name="bufferContexts"/> context windows, else <see cref="ModelDataOptions.BufferContexts"/>.
+    /// <paramref name="hookHeadIndex"/>: one head of an attention hook (SAELens's <c>hook_head_index</c>).
     /// </summary>
     public static ModelActivationSource OpenSource(ModelDataOptions data, string hook, HarvestMode mode = HarvestMode.Out,
-        string? targetHook = null, int? bufferContexts = null, ulong seed = 0)
+        string? targetHook = null, int? bufferContexts = null, ulong seed = 0, int? hookHeadIndex = null)
     {
         ArgumentNullException.ThrowIfNull(data);
         var tokenizer = Tokenizer.FromFolder(data.TokenizerPath ?? data.ModelPath);
@@ -67,7 +68,7 @@ public static class ModelPipeline
             // The model harvests on the device; the rows come back to the CPU, where SaeTrainer trains.
             if (data.Device.type != DeviceType.CPU) pm.Model.to(data.Device);
             int ctx = data.ContextSize ?? 128;
-            var spec = HarvestSpec.Resolve(pm.Model.HookPoints, hook, mode, targetHook);
+            var spec = HarvestSpec.Resolve(pm.Model.HookPoints, hook, mode, targetHook, hookHeadIndex);
             int positions = TrainingContextSize(ctx, data.SeqposSlice);
             _ = TokenWindows.SequenceSeparatorId(data.SequenceSeparatorToken, tokenizer); // a separator the tokenizer lacks: an error before any model run
             var src = new ModelActivationSource(pm.Model, spec, () => Windows(tokenizer, data),

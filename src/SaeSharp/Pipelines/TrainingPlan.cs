@@ -1,6 +1,7 @@
 using System.Text.Json;
 using SaeSharp.Activations;
 using SaeSharp.Data;
+using SaeSharp.Interop;
 using SaeSharp.Models;
 using SaeSharp.Saes;
 using SaeSharp.Synthetic;
@@ -36,19 +37,29 @@ public sealed class TrainingPlan : IDisposable
     public long ModelEvalTokens { get; private init; }
 
     private TrainingPlan(TrainingSettings s, TrainerConfig trainer, bool resume, IActivationSource train, IActivationSource eval, long? evalRows,
-        SaeMetadata metadata, long steps, bool transcoder)
+        SaeMetadata metadata, long steps, bool transcoder, Sae? pretrained = null)
     {
         // transcoder: the source's targets are another activation than its inputs (an output hook, or target files),
-        // whatever their widths.
+        // whatever their widths. pretrained: the SAE loaded from s.FromPretrainedPath, disposed here once copied.
         _owned.Add(train);
         _owned.Add(eval);
         try
         {
-            var recipes = s.Recipes;
-            if (s.Lr is double lr && !(lr > 0 && double.IsFinite(lr))) throw new SaeSharpException($"--lr {lr}: expected a positive, finite learning rate");
+            IReadOnlyList<string> recipes;
+            if (pretrained is not null)
+            {
+                recipes = [PretrainedRecipe(s, pretrained)];
+                CheckPretrained(s, pretrained, train, transcoder, metadata);
+                if (resume) CheckResumedPretrained(s, Path.Combine(s.Out ?? "", TrainingRun.CheckpointFolder));
+            }
+            else recipes = s.Recipes;
+            CheckReshape(s, s.ReshapeActivations, metadata);
+            // lr 0 runs a saved SAE through the training loop unchanged (its losses logged, metrics.json written).
+            if (s.Lr is double lr && !((lr > 0 || (lr == 0 && pretrained is not null)) && double.IsFinite(lr)))
+                throw new SaeSharpException($"--lr {lr}: expected a positive, finite learning rate (0 only with --from-pretrained)");
             if (s.L1Coefficient is double l1 && !(l1 >= 0 && double.IsFinite(l1)))
                 throw new SaeSharpException($"--l1 {l1}: expected a non-negative, finite sparsity coefficient");
-            int dIn = train.DIn, dSae = s.DSaeFor(dIn);
+            int dIn = train.DIn, dSae = pretrained?.Cfg.DSae ?? s.DSaeFor(dIn);
             int? dOut = transcoder || train.DOut != dIn ? train.DOut : null;
             if (s.DSae is int asked && s.ExpansionFactor is int factor && asked != factor * dIn)
                 throw new SaeSharpException($"--dict-size {asked} and --expansion {factor} disagree at d_in {dIn} ({factor} × {dIn} = {factor * dIn}): give one");
@@ -89,8 +100,11 @@ public sealed class TrainingPlan : IDisposable
             foreach (var r in recipes)
             {
                 bool matryoshka = SaeRecipes.Architecture(r) == SaeArchitectures.MatryoshkaBatchTopK;
-                var sae = SaeRecipes.Create(r, dIn, dSae, s.K, s.SparsityCoefficientFor(r), dOut, metadata, steps, matryoshka ? matryoshkaWidths : null);
+                var sae = pretrained is null
+                    ? SaeRecipes.Create(r, dIn, dSae, s.K, s.SparsityCoefficientFor(r), dOut, metadata, steps, matryoshka ? matryoshkaWidths : null)
+                    : SaeRecipes.CreateFrom(r, pretrained, metadata, s.K, s.SparsityCoefficientFor(r), steps, matryoshka && s.MatryoshkaWidths is not null ? matryoshkaWidths : null);
                 _owned.Add(sae);
+                if (pretrained is null || s.ReshapeActivations != "none") sae.Cfg.ReshapeActivations = s.ReshapeActivations;
                 if (s.TargetL0 is double t) SaeRecipes.AdaptToTargetL0(sae, t, s.SparsityCoefficientFor(r));
                 sae.Training.Autocast = s.Autocast;
                 sae.Training.CandidatePass = pass;
@@ -103,6 +117,9 @@ public sealed class TrainingPlan : IDisposable
                     config.DecoderInitNorm = 1.0;
                 }
                 s.ApplyArchitectureFields(sae, config);
+                if (pretrained is not null) config.FromPretrainedPath = s.FromPretrainedPath;
+                if (sae.Training.LpNorm != 1 && s.Autocast)
+                    _notes.Add($"{r}: lp_norm {sae.Training.LpNorm} trains on dense float32 torch operations; --autocast does not apply to it");
                 slots.Add(new SaeSlot(r, sae, config));
             }
             if (resume) CheckResumedArchitectureFields(s, slots, Path.Combine(s.Out ?? "", TrainingRun.CheckpointFolder));
@@ -121,6 +138,113 @@ public sealed class TrainingPlan : IDisposable
             Dispose();
             throw;
         }
+        finally
+        {
+            pretrained?.Dispose();
+        }
+    }
+
+    /// <summary>The SAE of <see cref="TrainingSettings.FromPretrainedPath"/> (any path <see cref="SaeLoader"/> loads, a
+    /// release included), or null.</summary>
+    private static Sae? LoadPretrained(TrainingSettings s) => s.FromPretrainedPath is { } path ? SaeLoader.Load(path) : null;
+
+    private static string PretrainedName(TrainingSettings s) => $"--from-pretrained {s.FromPretrainedPath}";
+
+    /// <summary>A run from a saved SAE that gives no normalize_activations trains on the activations as they are, the
+    /// scale its weights work in (SAELens fine-tunes its saved SAEs, whose cfg says "none", so).</summary>
+    private static void UsePretrainedNormalization(TrainingSettings s, TrainerConfig trainer)
+    {
+        if (s.FromPretrainedPath is not null && !s.GivenTrainerFields.Contains("normalize_activations")) trainer.NormalizeActivations = "none";
+    }
+
+    /// <summary>The recipe that fine-tunes <paramref name="p"/>: the one the settings name, which must train its
+    /// architecture, else the recipe of its architecture (<see cref="SaeRecipes.RecipeFor"/>). One SAE per run.</summary>
+    private static string PretrainedRecipe(TrainingSettings s, Sae p)
+    {
+        string arch = p.Cfg.Architecture, name = PretrainedName(s);
+        if (!s.ArchitectureGiven) return SaeRecipes.RecipeFor(arch, name);
+        var recipes = s.Recipes;
+        if (recipes.Count != 1)
+            throw new SaeSharpException($"{name}: a run from a saved SAE trains that one SAE; this run names {string.Join(", ", recipes)} (--arch / architecture): give one");
+        if (SaeRecipes.Architecture(recipes[0]) != arch)
+        {
+            bool savedAsJumpRelu = arch == SaeArchitectures.JumpReLU && SaeRecipes.Architecture(recipes[0]) is SaeArchitectures.BatchTopK or SaeArchitectures.MatryoshkaBatchTopK;
+            throw new SaeSharpException($"{name}: the SAE is a '{arch}' SAE, and --arch {recipes[0]} trains '{SaeRecipes.Architecture(recipes[0])}' SAEs: " +
+                                        $"give --arch {SaeRecipes.RecipeFor(arch, name)} or leave it out" +
+                                        (savedAsJumpRelu ? " (a BatchTopK or Matryoshka SAE is saved in its JumpReLU inference form; continue its own run with --resume)" : ""));
+        }
+        return recipes[0];
+    }
+
+    private static readonly string[] InitializationFields = ["b_dec_init_method", "decoder_init_norm", "init_encoder_as_decoder_transpose"];
+
+    /// <summary>The saved SAE must fit the run: d_in, d_sae, autoencoder or transcoder, hook and head; the fields that
+    /// initialise a new SAE are refused (its weights are the start). Each misfit is an error naming both values.</summary>
+    private static void CheckPretrained(TrainingSettings s, Sae p, IActivationSource train, bool transcoder, SaeMetadata metadata)
+    {
+        string name = PretrainedName(s);
+        var c = p.Cfg;
+        if (c.NormalizeActivations != "none")
+            throw new SaeSharpException($"{name}: the SAE normalises its input at run time (normalize_activations \"{c.NormalizeActivations}\"); SaeSharp trains SAEs without run-time normalisation");
+        string where = metadata.HookName is { } h ? $"the activations at {h}" : "the activations";
+        if (c.DIn != train.DIn)
+            throw new SaeSharpException($"{name}: the SAE has d_in {c.DIn}, and {where} have width {train.DIn}");
+        if (s.DSae is int d && d != c.DSae)
+            throw new SaeSharpException($"{name}: the SAE has d_sae {c.DSae}, and this run asks for d_sae {d} (--dict-size): give {c.DSae} or leave it out");
+        if (s.ExpansionFactor is int f && (long)f * train.DIn != c.DSae)
+            throw new SaeSharpException($"{name}: the SAE has d_sae {c.DSae}, and --expansion {f} asks for {(long)f * train.DIn} at d_in {train.DIn}: leave it out");
+        if ((c.DOut is not null) != transcoder)
+            throw new SaeSharpException($"{name}: the SAE is {(c.DOut is null ? "an autoencoder (it reconstructs its input)" : $"a transcoder (d_out {c.DOut})")}, " +
+                                        $"and this run trains {(transcoder ? "a transcoder" : "an autoencoder")}");
+        if (c.DOutOrIn != train.DOut)
+            throw new SaeSharpException($"{name}: the SAE reconstructs width {c.DOutOrIn}, and this run's targets have width {train.DOut}");
+        if (metadata.HookName is { } hook && c.Metadata.HookName is { } saeHook && hook != saeHook)
+            throw new SaeSharpException($"{name}: the SAE reads {saeHook}, and this run trains at {hook}: give --hook {saeHook} (hook_name) or leave it out");
+        if (metadata.HookHeadIndex != c.Metadata.HookHeadIndex)
+            throw new SaeSharpException($"{name}: the SAE reads {Head(c.Metadata.HookHeadIndex)}, and this run trains on {Head(metadata.HookHeadIndex)}: " +
+                                        (c.Metadata.HookHeadIndex is int saeHead ? $"give --hook-head-index {saeHead} or leave it out" : "leave --hook-head-index out"));
+        if (p is TopKFamilySae)
+        {
+            using var scope = NewDisposeScope();
+            var norms = p.WDec.detach().norm(1);
+            double min = norms.min().item<float>(), max = norms.max().item<float>();
+            if (max - min > 1e-4 * max)
+                throw new SaeSharpException($"{name}: the SAE's decoder rows have norms from {min:G4} to {max:G4}; SaeSharp's {c.Architecture} training holds them at " +
+                                            "one norm, and rescaling each latent by its own norm would change which latents are selected");
+        }
+        var init = InitializationFields.Where(s.GivenTrainerFields.Contains).ToList();
+        if (s.JumpReluInitThreshold is not null) init.Add("jumprelu_init_threshold");
+        if (init.Count > 0)
+            throw new SaeSharpException($"{name}: {string.Join(", ", init)} set{(init.Count == 1 ? "s" : "")} how a new SAE is initialised; the run starts from the saved SAE's weights: leave {(init.Count == 1 ? "it" : "them")} out");
+        static string Head(int? head) => head is int i ? $"head {i} (hook_head_index)" : "the whole hook";
+    }
+
+    /// <summary>With <c>--resume</c> and <c>--from-pretrained</c>: the checkpoint's run must have started from the same
+    /// saved SAE (its weights are in the checkpoint; the path only says which run this is).</summary>
+    private static void CheckResumedPretrained(TrainingSettings s, string checkpoints)
+    {
+        if (!Directory.Exists(checkpoints)) return;
+        using var state = TrainerCheckpoint.Load(checkpoints);
+        var had = state.Saes.Select(e => e.Config.FromPretrainedPath).Distinct().ToList();
+        if (had.Count != 1 || had[0] != s.FromPretrainedPath)
+            throw new SaeSharpException($"{PretrainedName(s)}: --resume continues the run of {state.Folder}, which started from " +
+                                        (had.All(p => p is null) ? "a new SAE" : string.Join(", ", had.Where(p => p is not null))) +
+                                        ": leave --from-pretrained out (the checkpoint holds the weights), or start a new run with --force or another --out");
+    }
+
+    /// <summary>SAELens's <c>reshape_activations</c>: "none", or "hook_z" for an SAE on a hook_z (SAELens's check: the hook
+    /// name ends in "_z"), whose heads are flattened, and not with one head (hook_head_index).</summary>
+    private static void CheckReshape(TrainingSettings s, string reshape, SaeMetadata metadata)
+    {
+        string source = s.Source ?? "training settings";
+        if (reshape is not ("none" or "hook_z"))
+            throw new SaeSharpException($"{source}: reshape_activations \"{reshape}\": expected \"none\" or \"hook_z\" (SAELens's values)");
+        if (reshape != "hook_z") return;
+        if (metadata.HookName is { } hook && !hook.EndsWith("_z", StringComparison.Ordinal))
+            throw new SaeSharpException($"{source}: reshape_activations \"hook_z\" describes an SAE on attn.hook_z, whose heads are flattened; {hook} is not a hook_z " +
+                                        "(give \"none\", or hook_name blocks.N.attn.hook_z)");
+        if (metadata.HookHeadIndex is int head)
+            throw new SaeSharpException($"{source}: reshape_activations \"hook_z\" flattens every head of the hook, and hook_head_index {head} trains on one: give one of them");
     }
 
     /// <summary>With <c>--resume</c>: the architecture fields the settings give (<see cref="TrainingSettings.ArchitectureFields"/>)
@@ -149,6 +273,9 @@ public sealed class TrainingPlan : IDisposable
                     Check("jumprelu_bandwidth", now.Bandwidth, had.Training.Bandwidth);
                     Check("jumprelu_init_threshold", now.InitialThreshold, had.Training.InitialThreshold);
                     Check("pre_act_loss_coefficient", now.PreActLossCoefficient, had.Training.PreActLossCoefficient ?? 0.0);
+                    break;
+                case SaeArchitectures.Standard:
+                    Check("lp_norm", now.LpNorm, had.Training.LpNorm);
                     break;
                 case SaeArchitectures.MatchingPursuit:
                     Check("residual_threshold", slot.Sae.Cfg.ResidualThreshold, had.SaeConfig.ResidualThreshold);
@@ -193,19 +320,34 @@ public sealed class TrainingPlan : IDisposable
         if (s.ActivationsMixingFraction is double f && f != 0 && f != 0.5)
             throw new SaeSharpException($"{s.Source ?? "training settings"}: activations_mixing_fraction {f} applies to runs from a model (model_name / --model); " +
                                         "a run on activation files takes 0 (rows in file order) or 0.5 (SaeSharp's file buffer, SAELens's default)");
+        if (s.HookHeadIndex is int head)
+            throw new SaeSharpException($"{s.Source ?? "training settings"}: hook_head_index {head} applies to runs from a model (--model), which harvest that head; " +
+                                        "activation files hold the activations as they were written");
         var fileOptions = new ActivationFileSourceOptions { Seed = (ulong)s.Seed, Epochs = s.Epochs ?? 0, TargetName = targetName, Shuffle = s.ActivationsMixingFraction != 0 };
-        var (train, eval) = ActivationSplit.HoldOut([s.Activations], s.EvalRows, fileOptions);
+        var pretrained = LoadPretrained(s);
+        ActivationFileSource? train = null, eval = null;
         try
         {
+            (train, eval) = ActivationSplit.HoldOut([s.Activations], s.EvalRows, fileOptions);
             s.CheckDIn(train.DIn, metadata.HookName is { } h ? $"the activations at {h} in {s.Activations}" : $"the activations in {s.Activations}");
+            // Activation files say nothing of a head, plain files nothing of their hook: the saved SAE's then describe them
+            // (its d_in is checked against their width).
+            if (pretrained is not null && (metadata.HookName is null || metadata.HookName == pretrained.Cfg.Metadata.HookName))
+            {
+                metadata.HookName ??= pretrained.Cfg.Metadata.HookName;
+                metadata.HookHeadIndex = pretrained.Cfg.Metadata.HookHeadIndex;
+            }
         }
         catch
         {
-            train.Dispose();
-            eval.Dispose();
+            train?.Dispose();
+            eval?.Dispose();
+            pretrained?.Dispose();
             throw;
         }
-        return new TrainingPlan(s, s.Trainer.Clone(), resume, train, eval, eval.Rows, metadata, s.RunSteps ?? 1000, transcoder: targetName is not null);
+        var trainer = s.Trainer.Clone();
+        UsePretrainedNormalization(s, trainer);
+        return new TrainingPlan(s, trainer, resume, train, eval, eval.Rows, metadata, s.RunSteps ?? 1000, transcoder: targetName is not null, pretrained);
     }
 
     /// <summary>Trains on a language model's activations at <paramref name="hook"/>, harvested from text through a shuffling
@@ -213,11 +355,30 @@ public sealed class TrainingPlan : IDisposable
     /// Without <see cref="TrainingSettings.Steps"/> a token budget sets the steps (tokens / batch size) and the data is read
     /// as far as they need; the budget is for optimiser steps: the rows read first for the normalisation estimate and the
     /// b_dec sample come on top. With both, the budget caps the data read (plus those rows).</summary>
-    public static TrainingPlan ForModel(TrainingSettings s, ModelDataOptions data, string hook, HarvestMode mode = HarvestMode.Out,
+    public static TrainingPlan ForModel(TrainingSettings s, ModelDataOptions data, string? hook, HarvestMode mode = HarvestMode.Out,
         string? targetHook = null, bool resume = false)
     {
         if (s.Activations is not null) throw new SaeSharpException("give either --activations or --model, not both");
         _ = s.Recipes;
+        var pretrained = LoadPretrained(s);
+        try
+        {
+            return ForModelFrom(s, data, hook, mode, targetHook, resume, pretrained);
+        }
+        catch
+        {
+            pretrained?.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary><see cref="ForModel(TrainingSettings, ModelDataOptions, string?, HarvestMode, string?, bool)"/> with the saved
+    /// SAE it starts from, whose hook and head are the run's unless given (it is disposed by the plan, or by the caller
+    /// when this throws before the plan is made).</summary>
+    private static TrainingPlan ForModelFrom(TrainingSettings s, ModelDataOptions data, string? hook, HarvestMode mode, string? targetHook, bool resume, Sae? pretrained)
+    {
+        hook ??= pretrained?.Cfg.Metadata.HookName ?? throw new SaeSharpException("give --hook (or hook_name in --config) with --model");
+        int? head = s.HookHeadIndex ?? pretrained?.Cfg.Metadata.HookHeadIndex;
         // SAELens's training_tokens is the harvest budget as --tokens is.
         if (data.Tokens is null && s.Steps is null && s.TrainingTokens is long runTokens) data = data with { Tokens = runTokens };
         // SAELens's n_batches_in_buffer sizes the shuffle buffer as --buffer-batches does (the flag wins).
@@ -232,22 +393,32 @@ public sealed class TrainingPlan : IDisposable
         };
         long steps = s.RunSteps ?? (data.Tokens is long tokens ? Math.Max(1, tokens / s.BatchSize) : 1000);
         var trainer = s.Trainer.Clone();
+        UsePretrainedNormalization(s, trainer);
         long initRows = InitializationRows(trainer, s.BatchSize);
         // A budget that sets the steps counts trained rows, as SAELens's training_tokens does: the trainer stops at the
         // steps, and the windows are not capped (a cap of budget / context size falls short of rows where special tokens
         // are left out). A budget beside --steps caps the data read: the initialisation rows come on top.
         var trainData = (s.RunSteps is null ? data with { Tokens = null }
                          : data.Tokens is long budget ? data with { Tokens = budget + initRows } : data) with { Epochs = s.Epochs ?? data.Epochs };
-        var train = ModelPipeline.OpenSource(trainData, hook, mode, targetHook, seed: (ulong)s.Seed);
+        var train = ModelPipeline.OpenSource(trainData, hook, mode, targetHook, seed: (ulong)s.Seed, hookHeadIndex: head);
         ModelActivationSource? eval = null;
         try
         {
             s.CheckDIn(train.DIn, $"the model {ModelLoader.NameOf(data.ModelPath)} at {train.Spec.InputHook}");
+            // The saved SAE's hook as this model names it (a module path or alias becomes the TransformerLens name).
+            if (pretrained?.Cfg.Metadata.HookName is { } saeHook)
+            {
+                try { pretrained.Cfg.Metadata.HookName = train.HookPoints.Resolve(saeHook); }
+                catch (SaeSharpException) { }
+            }
             // One window at least: as many rows as the slice keeps of it.
             long evalTokens = Math.Max(ModelPipeline.TrainingContextSize(data.ContextSize ?? 128, data.SeqposSlice), s.EvalRows ?? ActivationSplit.DefaultEvalRows);
-            eval = ModelPipeline.OpenSource(data with { Tokens = evalTokens, Epochs = 1 }, hook, mode, targetHook, seed: (ulong)s.Seed + 1);
-            return new TrainingPlan(s, trainer, resume, train, eval, s.EvalRows, MetadataOf(data, train.Spec.InputHook, train.Spec.TargetHook), steps,
-                transcoder: train.Spec.TargetHook is not null)
+            eval = ModelPipeline.OpenSource(data with { Tokens = evalTokens, Epochs = 1 }, hook, mode, targetHook,
+                seed: (ulong)s.Seed + 1, hookHeadIndex: head);
+            var metadata = MetadataOf(data, train.Spec.InputHook, train.Spec.TargetHook);
+            metadata.HookHeadIndex = train.Spec.HeadIndex;
+            return new TrainingPlan(s, trainer, resume, train, eval, s.EvalRows, metadata, steps,
+                transcoder: train.Spec.TargetHook is not null, pretrained)
             {
                 ModelData = data, ModelEvalTokens = evalTokens,
             };

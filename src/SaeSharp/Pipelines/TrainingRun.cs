@@ -241,7 +241,7 @@ public static class TrainingRun
     }
 
     /// <summary>cfg.json of <paramref name="saved"/> records the sparsity coefficient its training form
-    /// <paramref name="trained"/> ended with (SAELens's <c>l1_coefficient</c>, or <c>l0_coefficient</c> for JumpReLU) and,
+    /// <paramref name="trained"/> ended with (SAELens's <c>l1_coefficient</c>, or <c>l0_coefficient</c> for JumpReLU; a relu SAE's <c>lp_norm</c> when not 1) and,
     /// with <c>--target-l0</c>, the target it adapted to. The architecture is the one trained: a BatchTopK or Matryoshka SAE
     /// is saved as JumpReLU but trained with no coefficient, so it records none.</summary>
     private static void RecordSparsityCoefficient(Saes.Sae saved, Saes.Sae trained)
@@ -251,6 +251,7 @@ public static class TrainingRun
         var t = trained.Training;
         var extra = saved.Cfg.Extra ??= new();
         extra[arch == Saes.SaeArchitectures.JumpReLU ? "l0_coefficient" : "l1_coefficient"] = JsonSerializer.SerializeToElement(t.SparsityCoefficient);
+        if (arch == Saes.SaeArchitectures.Standard && t.LpNorm != 1) extra["lp_norm"] = JsonSerializer.SerializeToElement(t.LpNorm);
         if (t.AdaptToTargetL0 || (arch == Saes.SaeArchitectures.JumpReLU && t.JumpReluPenalty == Saes.JumpReluPenalty.TargetL0))
             extra["target_l0"] = JsonSerializer.SerializeToElement(t.TargetL0);
     }

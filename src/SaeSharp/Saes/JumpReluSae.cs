@@ -27,6 +27,8 @@ public sealed class JumpReluSae : Sae
 {
     internal override bool WeighsSparsityPenalty => true;
 
+    internal override bool TrainsUnitNormDecoderRows => true;
+
     /// <summary>The registry entry of "jumprelu".</summary>
     public static SaeArchitecture Descriptor { get; } = new() { Name = SaeArchitectures.JumpReLU, Create = c => new JumpReluSae(c) };
 

@@ -459,7 +459,16 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
     /// multiplied by ‖W_dec[j]‖, so activations compare across latents. TopK-family SAEs refuse it, as SAELens does: scaling
     /// the pre-activations by different norms changes which latents are selected. A zero decoder row stays zero.
     /// </summary>
-    public virtual void FoldWDecNorm()
+    public virtual void FoldWDecNorm() => FoldDecoderNorms();
+
+    /// <summary>Whether the training form holds the decoder rows at unit norm after every optimiser step (relu's, the TopK
+    /// family's and JumpReLU's), so that a saved SAE it starts from first has its decoder norms folded
+    /// (<see cref="FoldDecoderNorms"/>).</summary>
+    internal virtual bool TrainsUnitNormDecoderRows => false;
+
+    /// <summary>The fold of <see cref="FoldWDecNorm"/>, also for the TopK family, where it keeps the function only when every
+    /// decoder row has the same norm (a saved SAE whose activation scale was folded in).</summary>
+    internal void FoldDecoderNorms()
     {
         using var _ = no_grad();
         using var scope = NewDisposeScope();

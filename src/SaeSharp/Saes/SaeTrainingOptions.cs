@@ -38,6 +38,9 @@ public sealed class SaeTrainingOptions
     [JsonPropertyName("l1_coefficient")] public double SparsityCoefficient { get; set; } = 5.0;
     /// <summary>Sparsity penalty of the ReLU SAE (relu: L1; relu-april: L1 weighted by decoder norms).</summary>
     public SparsityPenalty Penalty { get; set; } = SparsityPenalty.L1;
+    /// <summary>SAELens's <c>lp_norm</c> p of the ReLU SAE's sparsity term: mean_n ‖f_n ⊙ w‖_p (w the decoder-row norms
+    /// for <see cref="SparsityPenalty.L1DecoderNorm"/>, else 1); 1 (default) is the L1 term of <see cref="Penalty"/>.</summary>
+    [JsonPropertyName("lp_norm")] public double LpNorm { get; set; } = 1;
     /// <summary>AuxK coefficient for TopK-family SAEs (Gao et al.: 1/32).</summary>
     [JsonPropertyName("aux_loss_coefficient")] public double AuxKCoefficient { get; set; } = 1.0 / 32;
     /// <summary>Dead latents used by AuxK; null means d_in/2.</summary>

@@ -41,6 +41,8 @@ public sealed class StandardSae : Sae
     /// <summary>Whether the decoder rows are held at unit norm (the Towards Monosemanticity recipe).</summary>
     public bool ConstrainsDecoderNorm => Training.Penalty != SparsityPenalty.L1DecoderNorm;
 
+    internal override bool TrainsUnitNormDecoderRows => ConstrainsDecoderNorm;
+
     /// <summary>
     /// When the training pass switches to the sparse code (past which decoding and the backward pass run over the active
     /// entries only, <see cref="SparseLatents"/>: exact, and cheaper than the dense products once features are sparse).
@@ -78,10 +80,13 @@ public sealed class StandardSae : Sae
 
     /// <summary>The loss, written once for every execution path: mean_n‖y − ŷ‖² + λ·s·P with P the L1 term
     /// (<see cref="SparsityPenalty.L1"/>: mean_n Σ_j f_j; <see cref="SparsityPenalty.L1DecoderNorm"/>: mean_n Σ_j f_j·‖W_dec[j]‖)
-    /// or the entropy of the normalised activations. The path is chosen by <see cref="TrainingLatentsOf"/>.</summary>
+    /// or the entropy of the normalised activations. The path is chosen by <see cref="TrainingLatentsOf"/>. With
+    /// <see cref="SaeTrainingOptions.LpNorm"/> p ≠ 1, P is SAELens's mean_n (Σ_j (f_j·w_j)^p)^(1/p) over the same weights
+    /// w (the decoder-row norms, or 1), computed on the plain float32 torch path.</summary>
     public override SaeTrainOutput TrainingForward(Tensor x, Tensor target, SaeTrainContext ctx)
     {
         using var scope = NewDisposeScope();
+        if (Training.LpNorm != 1 && Training.Penalty != SparsityPenalty.Entropy) return LpNormTrainingForward(x, target, ctx);
         var f = TrainingLatentsOf(x);
         LastTrainingPassSparse = f is SparseTrainingLatents;
         var (y, sparsity) = Training.Penalty switch
@@ -94,6 +99,22 @@ public sealed class StandardSae : Sae
         var mse = MseLoss(y, target);
         var loss = mse.add(WeightedSparsity(sparsity, ctx), TorchScalars.One);
         return f.ToOutput(loss, y, new() { ["mse_loss"] = mse, ["l1_loss"] = sparsity });
+    }
+
+    /// <summary>The loss with SAELens's p-norm sparsity term (standard_sae.py's <c>calculate_aux_loss</c>):
+    /// λ·s·mean_n ‖f_n ⊙ w‖_p with torch's vector norm and its gradient (zero at a row without active latents). Dense
+    /// float32 torch operations: the fused kernels, the sparse pass and autocast compute the L1 term only. Called inside
+    /// <see cref="TrainingForward"/>'s dispose scope.</summary>
+    private SaeTrainOutput LpNormTrainingForward(Tensor x, Tensor target, SaeTrainContext ctx)
+    {
+        LastTrainingPassSparse = false;
+        var f = nn.functional.relu(HiddenPre(x));
+        var weighted = Training.Penalty == SparsityPenalty.L1DecoderNorm ? f * W_dec.norm(1) : f;
+        var sparsity = linalg.vector_norm(weighted, Training.LpNorm, [1]).mean();
+        var y = addmm(b_dec, f, W_dec, 1, 1);
+        var mse = MseLoss(y, target);
+        var loss = mse.add(WeightedSparsity(sparsity, ctx), TorchScalars.One);
+        return new DenseTrainingLatents(f).ToOutput(loss, y, new() { ["mse_loss"] = mse, ["l1_loss"] = sparsity });
     }
 
     /// <summary>

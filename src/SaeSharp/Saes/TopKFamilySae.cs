@@ -124,6 +124,8 @@ public abstract class TopKFamilySae : Sae
     /// <inheritdoc/>
     internal override bool TorchHeavyBackward => _torchHeavyBackward;
 
+    internal override bool TrainsUnitNormDecoderRows => true;
+
     /// <inheritdoc/>
     internal override bool SmallTorchSteps => !Training.Autocast && CpuKernels.On(W_enc);
 

@@ -1,4 +1,5 @@
 using SaeSharp.Saes;
+using TorchSharp;
 
 namespace SaeSharp.Training;
 
@@ -243,7 +244,69 @@ public static class SaeRecipes
             Metadata = metadata ?? new SaeMetadata(),
         };
         var sae = SaeFactory.Create(cfg);
-        sae.Training.SparsityCoefficient = sparsityCoefficient ?? DefaultSparsityCoefficient(recipe, dIn);
+        ApplyTrainingOptions(sae, r, sparsityCoefficient, totalSteps);
+        return sae;
+    }
+
+    /// <summary>The recipe that fine-tunes a saved SAE of architecture <paramref name="architecture"/> when the run names
+    /// none: the recipe of that architecture; for "standard" relu-april, SAELens's standard trainer (the L1 weighted by the
+    /// decoder-row norms, no norm constraint: a saved SAE's decoder rows need not have unit norm). <paramref name="source"/>
+    /// names the SAE in the error for an architecture without a recipe.</summary>
+    public static string RecipeFor(string architecture, string source)
+    {
+        if (architecture == SaeArchitectures.Standard) return "relu-april";
+        lock (Registered)
+            return Registered.FirstOrDefault(r => r.Architecture == architecture)?.Name
+                ?? throw new SaeSharpException($"{source}: a '{architecture}' SAE has no training recipe; training architectures: {string.Join(", ", Registered.Select(r => r.Architecture).Distinct())}");
+    }
+
+    /// <summary>
+    /// The training SAE of <paramref name="recipe"/> that starts from <paramref name="pretrained"/> (SAELens's
+    /// <c>from_pretrained_path</c>): its cfg.json fields (shape, k, apply_b_dec_to_input, matryoshka widths, matching
+    /// pursuit's fields, reshape_activations) and weights in float32, with <paramref name="metadata"/> (this run's
+    /// provenance) and the recipe's training options as <see cref="Create"/> sets them. <paramref name="k"/> and
+    /// <paramref name="matryoshkaWidths"/>, when given, replace the SAE's. The recipe's architecture must be the SAE's.
+    /// </summary>
+    public static Sae CreateFrom(string recipe, Sae pretrained, SaeMetadata metadata, int? k = null, double? sparsityCoefficient = null,
+        long? totalSteps = null, int[]? matryoshkaWidths = null)
+    {
+        ArgumentNullException.ThrowIfNull(pretrained);
+        var r = Get(recipe);
+        if (r.Architecture != pretrained.Cfg.Architecture)
+            throw new SaeSharpException($"recipe '{recipe}' trains '{r.Architecture}' SAEs, not '{pretrained.Cfg.Architecture}'");
+        var cfg = pretrained.Cfg.Clone();
+        cfg.Metadata = metadata;
+        cfg.Dtype = "float32";
+        cfg.Device = "cpu";
+        // The previous run's records (coefficients, training_tokens, ...): this run writes its own.
+        cfg.Extra = null;
+        if (k is not null && r.IsKSparse) cfg.K = k;
+        if (matryoshkaWidths is not null) cfg.MatryoshkaWidths = (int[])matryoshkaWidths.Clone();
+        cfg.Validate();
+        var sae = SaeFactory.Create(cfg);
+        try
+        {
+            using var _ = torch.no_grad();
+            var from = pretrained.state_dict();
+            var to = sae.state_dict();
+            if (!from.Keys.Order(StringComparer.Ordinal).SequenceEqual(to.Keys.Order(StringComparer.Ordinal)))
+                throw new SaeSharpException($"the saved SAE holds {string.Join(", ", from.Keys.Order(StringComparer.Ordinal))}; a '{cfg.Architecture}' training SAE of its config holds {string.Join(", ", to.Keys.Order(StringComparer.Ordinal))}");
+            foreach (var (name, t) in to) t.copy_(from[name]);
+        }
+        catch
+        {
+            sae.Dispose();
+            throw;
+        }
+        ApplyTrainingOptions(sae, r, sparsityCoefficient, totalSteps);
+        return sae;
+    }
+
+    /// <summary>The recipe's training options on a new training SAE: its sparsity coefficient (given, or the recipe's at the
+    /// SAE's d_in), penalty, and BatchTopK's threshold schedule for a run of <paramref name="totalSteps"/>.</summary>
+    private static void ApplyTrainingOptions(Sae sae, SaeRecipe r, double? sparsityCoefficient, long? totalSteps)
+    {
+        sae.Training.SparsityCoefficient = sparsityCoefficient ?? DefaultSparsityCoefficient(r.Name, sae.Cfg.DIn);
         sae.Training.Penalty = r.Penalty;
         // BatchTopK estimates its inference threshold from step 1000 with momentum 0.999 (dictionary_learning), an average
         // over about 1000 steps. Short runs start at a quarter and average over a fifth of the remaining steps, so that the
@@ -254,6 +317,5 @@ public static class SaeRecipes
             long estimated = steps - sae.Training.ThresholdStartStep;
             if (estimated > 0) sae.Training.ThresholdMomentum = Math.Min(sae.Training.ThresholdMomentum, Math.Max(0, 1 - 5.0 / estimated));
         }
-        return sae;
     }
 }

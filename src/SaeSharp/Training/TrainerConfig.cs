@@ -35,7 +35,7 @@ public sealed class TrainerConfig
 {
     // ---- per SAE: optimiser and schedule ----
 
-    /// <summary>Adam learning rate (per SAE); null means the architecture default.</summary>
+    /// <summary>Adam learning rate (per SAE); null means the architecture default; 0 leaves the weights as they start.</summary>
     [JsonPropertyName("lr")] public double? Lr { get; set; }
     /// <summary>Learning rate at the end of the decay (per SAE); null means lr/10 (SAELens).</summary>
     [JsonPropertyName("lr_end")] public double? LrEnd { get; set; }
@@ -71,6 +71,11 @@ public sealed class TrainerConfig
     [JsonPropertyName("decoder_init_norm")] public double DecoderInitNorm { get; set; } = 0.1;
     /// <summary>W_enc = W_decᵀ at initialisation (per SAE); false draws encoder columns independently.</summary>
     [JsonPropertyName("init_encoder_as_decoder_transpose")] public bool InitEncoderAsDecoderTranspose { get; set; } = true;
+    /// <summary>SAELens's <c>from_pretrained_path</c> (per SAE): the SAE holds the weights of this saved SAE, which work on
+    /// the activations as they are. It is not initialised, and under <see cref="NormalizeActivations"/>
+    /// "expected_average_only_in" its weights are rescaled into the training scale once the scale is estimated (the
+    /// inverse of the fold applied to the result), so that it starts as the same function. Kept in checkpoints.</summary>
+    [JsonPropertyName("from_pretrained_path")] public string? FromPretrainedPath { get; set; }
 
     // ---- per SAE: dead-latent resampling (Towards Monosemanticity) ----
 
@@ -164,7 +169,7 @@ public sealed class TrainerConfig
         if (TotalTrainingSteps is null && TrainingTokens is null)
             throw new SaeSharpException($"{source}: set total_training_steps or training_tokens");
         if (Steps <= 0) throw Bad("total_training_steps", Steps, "a positive step count");
-        if (Lr is <= 0) throw Bad("lr", Lr, "a positive learning rate");
+        if (Lr is < 0 || Lr is double l && !double.IsFinite(l)) throw Bad("lr", Lr, "a non-negative, finite learning rate (0 leaves the weights as they are)");
         if (LrEnd is < 0) throw Bad("lr_end", LrEnd, "a non-negative learning rate");
         if (!LrSchedulers.All.Contains(NormalizedScheduler))
             throw Bad("lr_scheduler_name", LrSchedulerName, string.Join("|", LrSchedulers.All));

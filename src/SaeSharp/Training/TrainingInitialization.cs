@@ -9,7 +9,8 @@ namespace SaeSharp.Training;
 /// What a run does before its first step: the activation-normalisation estimate (SAELens's
 /// <c>expected_average_only_in</c>: scale so that the mean row norm is √d) and the weights' initialisation (the
 /// architecture's <see cref="Sae.InitializeWeights"/>, optionally an encoder independent of the decoder, and b_dec at the
-/// geometric median or mean of a sample of targets), seeded per SAE from the run's seed.
+/// geometric median or mean of a sample of targets), seeded per SAE from the run's seed. An SAE started from a saved one
+/// (<see cref="TrainerConfig.FromPretrainedPath"/>) keeps its weights, rescaled into the training scale.
 /// </summary>
 internal static class TrainingInitialization
 {
@@ -24,7 +25,7 @@ internal static class TrainingInitialization
     {
         double scaleIn = 1, scaleOut = 1;
         bool normalize = cfg.NormalizeActivations == "expected_average_only_in";
-        bool needSample = saes.Any(s => s.Config.InitializeWeights && (s.Config.BDecInitMethod != "zeros" || ThresholdsFromData(s.Sae)));
+        bool needSample = saes.Any(s => Initializes(s.Config) && (s.Config.BDecInitMethod != "zeros" || ThresholdsFromData(s.Sae)));
         int normBatches = normalize ? cfg.NBatchesForNormEstimate : 0;
         var sample = new List<Tensor>();
         var inputs = new List<Tensor>();
@@ -71,7 +72,12 @@ internal static class TrainingInitialization
             Tensor? inputPoints = inputs.Count > 0 ? ComputeDevice.To(cat(inputs, 0), device ?? CPU) * scaleInScalar : points is null ? null : points * ratio;
             foreach (var (index, sae, c) in saes)
             {
-                if (!c.InitializeWeights) continue;
+                // The saved SAE's function on raw activations, as the same function on the scaled ones.
+                if (c.FromPretrainedPath is not null && (scaleIn != 1 || scaleOut != 1)) sae.FoldActivationScale(1 / scaleIn, 1 / scaleOut);
+                // A training form that holds the decoder rows at unit norm starts from the same function with them there
+                // (a folded activation scale leaves them at another norm).
+                if (c.FromPretrainedPath is not null && sae.TrainsUnitNormDecoderRows) sae.FoldDecoderNorms();
+                if (!Initializes(c)) continue;
                 using var gen = new Generator(MixSeed(cfg.Seed, index, 0));
                 sae.InitializeWeights(gen, c.DecoderInitNorm);
                 if (!c.InitEncoderAsDecoderTranspose) sae.InitializeEncoderIndependently(gen, c.DecoderInitNorm);
@@ -88,6 +94,8 @@ internal static class TrainingInitialization
         }
         return (scaleIn, scaleOut);
     }
+
+    private static bool Initializes(TrainerConfig c) => c.InitializeWeights && c.FromPretrainedPath is null;
 
     /// <summary>JumpReLU under <c>--target-l0</c> starts its thresholds from the data (<see cref="TargetL0Control"/>).</summary>
     private static bool ThresholdsFromData(Sae sae) => sae is JumpReluSae && TargetL0Control.IsTwoSided(sae.Training, sae.Cfg) && sae.Training.AdaptToTargetL0;

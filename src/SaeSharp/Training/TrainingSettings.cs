@@ -27,8 +27,36 @@ public sealed class TrainingSettings
 
     /// <summary>Activation file (.safetensors/.npy, [N, d_in]), folder of shards, or <c>sae cache</c> folder.</summary>
     [JsonPropertyName("activations")] public string? Activations { get; set; }
-    /// <summary>Recipe(s), comma-separated: <see cref="SaeRecipes.Names"/> (<c>--arch</c>).</summary>
-    [JsonPropertyName("architecture")] public string Architecture { get; set; } = "topk";
+    /// <summary>Recipe(s), comma-separated: <see cref="SaeRecipes.Names"/> (<c>--arch</c>). Not set: topk, or with
+    /// <see cref="FromPretrainedPath"/> the recipe of the loaded SAE's architecture (<see cref="SaeRecipes.RecipeFor"/>).</summary>
+    [JsonPropertyName("architecture")]
+    public string Architecture
+    {
+        get => _architecture;
+        set
+        {
+            _architecture = value;
+            ArchitectureGiven = true;
+        }
+    }
+    private string _architecture = "topk";
+
+    /// <summary>Whether <see cref="Architecture"/> was set (in the file, by a flag or in code).</summary>
+    [JsonIgnore] public bool ArchitectureGiven { get; private set; }
+
+    /// <summary>SAELens's <c>from_pretrained_path</c> (<c>--from-pretrained</c>): fine-tune this saved SAE (any path
+    /// <see cref="Interop.SaeLoader"/> loads: a folder or file of a supported format, <c>RELEASE/SAE_ID</c>,
+    /// <c>hf:ORG/REPO[/PATH]</c>) instead of initialising one. Its architecture, d_sae, hook and head are the run's
+    /// unless given, and must agree when given; one SAE per run.</summary>
+    [JsonPropertyName("from_pretrained_path")] public string? FromPretrainedPath { get; set; }
+    /// <summary>SAELens's <c>hook_head_index</c> (<c>--hook-head-index</c>): train on this head of an attention hook
+    /// [batch, pos, n_heads, d_head] (attn.hook_z, hook_q, hook_k, hook_v), d_in = d_head; recorded in cfg.json's
+    /// metadata. Runs from a model only.</summary>
+    [JsonPropertyName("hook_head_index")] public int? HookHeadIndex { get; set; }
+    /// <summary>SAELens's <c>reshape_activations</c>: "none" (default), or "hook_z" for an SAE on <c>attn.hook_z</c> with its
+    /// heads flattened to n_heads·d_head (as SaeSharp always trains a hook with heads); written to cfg.json. A run from a
+    /// saved SAE keeps the SAE's unless this is "hook_z".</summary>
+    [JsonPropertyName("reshape_activations")] public string ReshapeActivations { get; set; } = "none";
     /// <summary>Active latents per row (TopK family).</summary>
     [JsonPropertyName("k")] public int? K { get; set; }
     /// <summary>Sparsity coefficient λ (<c>--l1</c>); null: the recipe's (<see cref="SaeRecipes.DefaultSparsityCoefficient"/>).</summary>
@@ -109,6 +137,11 @@ public sealed class TrainingSettings
     /// (<see cref="Saes.SaeTrainingOptions.PreActLossCoefficient"/>; 0 turns it off). Null: off (1e-2 with
     /// <see cref="TargetL0"/>).</summary>
     [JsonPropertyName("pre_act_loss_coefficient")] public double? PreActLossCoefficient { get; set; }
+
+    /// <summary>SAELens's <c>lp_norm</c> (relu, relu-april; <c>--lp-norm</c>): the sparsity term is λ·mean_n ‖f_n ⊙ w‖_p
+    /// with w the decoder-row norms (relu-april; relu holds them at 1), any p &gt; 0. Null: 1, the L1 term (fused kernels,
+    /// sparse pass and autocast; p ≠ 1 trains on dense float32 torch operations).</summary>
+    [JsonPropertyName("lp_norm")] public double? LpNorm { get; set; }
 
     /// <summary>SAELens's <c>residual_threshold</c> (matching_pursuit): a row's pursuit stops once its residual norm falls
     /// below it, in the training scale (inputs normalised to E‖x‖ = √d_in unless normalize_activations says otherwise);
@@ -208,6 +241,7 @@ public sealed class TrainingSettings
         ("topk_threshold_lr", [SaeArchitectures.BatchTopK, SaeArchitectures.MatryoshkaBatchTopK]),
         ("matryoshka_widths", [SaeArchitectures.MatryoshkaBatchTopK]),
         ("use_matryoshka_aux_loss", [SaeArchitectures.MatryoshkaBatchTopK]),
+        ("lp_norm", [SaeArchitectures.Standard]),
         ("residual_threshold", [SaeArchitectures.MatchingPursuit]),
         ("max_iterations", [SaeArchitectures.MatchingPursuit]),
         ("stop_on_duplicate_support", [SaeArchitectures.MatchingPursuit]),
@@ -231,6 +265,7 @@ public sealed class TrainingSettings
             Add("topk_threshold_lr", TopKThresholdLr);
             Add("matryoshka_widths", MatryoshkaWidths);
             Add("use_matryoshka_aux_loss", UseMatryoshkaAuxLoss);
+            Add("lp_norm", LpNorm);
             Add("residual_threshold", ResidualThreshold);
             Add("max_iterations", MaxIterations);
             Add("stop_on_duplicate_support", StopOnDuplicateSupport);
@@ -256,6 +291,7 @@ public sealed class TrainingSettings
         Check("pre_act_loss_coefficient", PreActLossCoefficient, PreActLossCoefficient >= 0, "a non-negative, finite coefficient (0: off)");
         Check("aux_loss_coefficient", AuxLossCoefficient, AuxLossCoefficient >= 0, "a non-negative, finite coefficient (0: no AuxK)");
         Check("topk_threshold_lr", TopKThresholdLr, TopKThresholdLr is > 0 and <= 1, "a rate in (0, 1]");
+        Check("lp_norm", LpNorm, LpNorm > 0, "a positive, finite p (SAELens's p-norm of the relu sparsity term; 1: L1)");
         Check("residual_threshold", ResidualThreshold, true, "a finite number (0: no residual stop)");
         Check("max_iterations", MaxIterations, MaxIterations >= 1, "at least 1 iteration (null: d_in)");
         if (JumpReluSparsityLossMode is { } mode && mode != "step")
@@ -323,6 +359,9 @@ public sealed class TrainingSettings
                 if (JumpReluInitThreshold is double theta) t.InitialThreshold = theta;
                 if (PreActLossCoefficient is double preAct) t.PreActLossCoefficient = preAct;
                 if (L0WarmUpSteps is long warmUp) config.L1WarmUpSteps = warmUp;
+                break;
+            case SaeArchitectures.Standard:
+                if (LpNorm is double p) t.LpNorm = p;
                 break;
             case SaeArchitectures.MatchingPursuit:
                 // cfg.json fields: the saved SAE encodes with them.

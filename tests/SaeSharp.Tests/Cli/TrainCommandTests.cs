@@ -755,10 +755,11 @@ public class ModelTrainCommandTests : IDisposable
         Assert.Contains("blocks.0.hook_mlp_out", r.Err);
         Assert.Contains("width is 16", r.Err);
 
-        // Fields that would change the result and are not implemented are refused, saying what to do instead.
+        // hook_head_index picks a head of an attention hook: on hook_mlp_out it is an error naming the hook.
         r = Train("head.json", "\"hook_head_index\": null", "\"hook_head_index\": 3");
         Assert.NotEqual(0, r.Exit);
-        Assert.Contains("'hook_head_index' 3 is not supported", r.Err);
+        Assert.Contains("hook_head_index 3: 'blocks.0.hook_mlp_out' has no head dimension", r.Err);
+        // Fields that would change the result and are not implemented are refused, saying what to do instead.
         r = Train("dtype.json", "\"dtype\": \"float32\"", "\"dtype\": \"bfloat16\"");
         Assert.NotEqual(0, r.Exit);
         Assert.Contains("'dtype' \"bfloat16\" is not supported", r.Err);

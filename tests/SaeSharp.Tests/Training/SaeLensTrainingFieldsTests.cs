@@ -198,7 +198,6 @@ public class SaeLensTrainingFieldsTests : IDisposable
     [Theory]
     [InlineData("\"jumprelu_sparsity_loss_mode\": \"tanh\"", "jumprelu_sparsity_loss_mode \"tanh\"", "not supported")]
     [InlineData("\"jumprelu_sparsity_loss_mode\": \"l2\"", "jumprelu_sparsity_loss_mode 'l2'", "expected \"step\"")]
-    [InlineData("\"lp_norm\": 2", "'lp_norm'", "not supported")]
     [InlineData("\"rescale_acts_by_decoder_norm\": false", "'rescale_acts_by_decoder_norm'", "not supported")]
     [InlineData("\"jumprelu_bandwidth\": 0", "jumprelu_bandwidth 0", "positive")]
     [InlineData("\"jumprelu_bandwidth\": \"wide\"", "jumprelu_bandwidth \"wide\"", "a number")]
