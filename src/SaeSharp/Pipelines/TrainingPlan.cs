@@ -187,12 +187,24 @@ public sealed class TrainingPlan : IDisposable
             metadata = MetadataOf(manifest);
             if (manifest.TargetHook is not null) targetName ??= "targets";
         }
+        string? cacheHook = null;
+        if (SaeLensActivationCache.IsCache(s.Activations))
+        {
+            var cache = SaeLensActivationCache.Open(s.Activations);
+            var column = cache.Column(s.HookName);
+            // As SAELens's load_cached_activation_dataset: the run's context_size must be the cache's window.
+            if (s.ContextSize is int ctx && ctx != column.ContextSize)
+                throw new SaeSharpException($"{s.Source ?? "training settings"}: context_size {ctx} does not match the SAELens activation cache {s.Activations}, " +
+                                            $"whose {column.Name} windows are [{column.ContextSize}, {column.DIn}] (context_size, d_in)");
+            cacheHook = column.Name;
+            metadata = MetadataOf(cache, column);
+        }
         // SAELens reads a cache in order through the same mixing buffer as a model's activations: fraction 0 is that order;
         // the file source's own buffer (uniform draws, refilled when half empty) stands for SAELens's default 0.5 only.
         if (s.ActivationsMixingFraction is double f && f != 0 && f != 0.5)
             throw new SaeSharpException($"{s.Source ?? "training settings"}: activations_mixing_fraction {f} applies to runs from a model (model_name / --model); " +
                                         "a run on activation files takes 0 (rows in file order) or 0.5 (SaeSharp's file buffer, SAELens's default)");
-        var fileOptions = new ActivationFileSourceOptions { Seed = (ulong)s.Seed, Epochs = s.Epochs ?? 0, TargetName = targetName, Shuffle = s.ActivationsMixingFraction != 0 };
+        var fileOptions = new ActivationFileSourceOptions { Seed = (ulong)s.Seed, Epochs = s.Epochs ?? 0, TargetName = targetName, Shuffle = s.ActivationsMixingFraction != 0, HookName = cacheHook };
         var (train, eval) = ActivationSplit.HoldOut([s.Activations], s.EvalRows, fileOptions);
         try
         {
@@ -319,6 +331,19 @@ public sealed class TrainingPlan : IDisposable
         DatasetPath = manifest.DatasetPath is null ? null : Data.HubDataset.RecordedPath(manifest.DatasetPath), ExcludeSpecialTokens = manifest.ExcludeTokenIds.Length > 0,
         ModelFromPretrainedKwargs = KwargsOf(manifest.ModelFromPretrainedKwargs, manifest.ModelDtype),
     }, manifest.TargetHook);
+
+    /// <summary>cfg.json metadata of SAEs trained on <paramref name="column"/> of a SAELens activation cache: hook and
+    /// context size from its features; model, dataset and prepend_bos from its runner config when it has one.</summary>
+    public static SaeMetadata MetadataOf(SaeLensActivationCache cache, SaeLensCacheColumn column)
+    {
+        ArgumentNullException.ThrowIfNull(cache);
+        ArgumentNullException.ThrowIfNull(column);
+        return new SaeMetadata
+        {
+            ModelName = cache.ModelName, HookName = column.Name, ContextSize = column.ContextSize, PrependBos = cache.PrependBos,
+            DatasetPath = cache.DatasetPath is { } d ? Data.HubDataset.RecordedPath(d) : cache.Directory,
+        };
+    }
 
     /// <summary>cfg.json metadata of SAEs trained on a model's activations at <paramref name="inputHook"/> (and, for
     /// transcoders, <c>hook_name_out</c> = <paramref name="targetHook"/>).</summary>
