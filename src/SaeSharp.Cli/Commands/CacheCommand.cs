@@ -12,9 +12,9 @@ internal static class CacheCommand
     public static Command Create()
     {
         var data = new ModelDataOptionsCli();
-        var output = new Option<string>("--out") { Description = "Cache folder (shard_NNNNN.safetensors + manifest.json); rerun to resume", Required = true };
+        var output = new Option<string>("--out") { Description = "Cache folder (shard_NNNNN.safetensors + manifest.json; rerun to resume), or with --format saelens a new or empty folder", Required = true };
         var contextsPerShard = new Option<int>("--contexts-per-shard") { Description = "Context windows per shard", DefaultValueFactory = _ => 64 }.Positive();
-        var format = new Option<string>("--format") { Description = "saesharp: safetensors shards + manifest.json (resumable); saelens: SAELens's CacheActivationsRunner layout (datasets folder of Arrow shards)", DefaultValueFactory = _ => "saesharp" };
+        var format = new Option<string>("--format") { Description = "saesharp: safetensors shards + manifest.json; saelens: SAELens's CacheActivationsRunner folder (datasets Arrow shards), for use_cached_activations", DefaultValueFactory = _ => "saesharp" };
         format.AcceptOnlyFromAmong("saesharp", "saelens");
         var bufferSizeGb = new Option<double>("--buffer-size-gb") { Description = "With --format saelens: activation GB per shard (SAELens buffer_size_gb)", DefaultValueFactory = _ => 2.0 };
         var command = new Command("cache", "Harvest activations from text and write them as sharded safetensors with a manifest, or as SAELens's activation cache") { output, contextsPerShard, format, bufferSizeGb };
