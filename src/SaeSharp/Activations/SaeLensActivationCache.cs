@@ -398,7 +398,8 @@ public sealed class SaeLensActivationCache
         {
             if (_pending == 0) return;
             int n = _pending, rows = n * _column.ContextSize;
-            var values = new ArrowBuffer(_values.ToArray());
+            // The pending bytes as they are (no copy); the buffer is reused only after the batch is written.
+            var values = new ArrowBuffer(new ReadOnlyMemory<byte>(_values.GetBuffer(), 0, checked((int)_values.Length)));
             IArrowArray leaf = _column.Dtype == "float16"
                 ? new HalfFloatArray(values, ArrowBuffer.Empty, rows * _column.DIn, 0, 0)
                 : new FloatArray(values, ArrowBuffer.Empty, rows * _column.DIn, 0, 0);

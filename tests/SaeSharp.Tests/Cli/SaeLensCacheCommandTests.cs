@@ -107,6 +107,11 @@ public sealed class SaeLensCacheCommandTests : IDisposable
         Assert.Contains("folder is not empty", Fails(CliRunner.Run(Cache(P("c.jsonl"), P("saelens"), "--format", "saelens"))));
         Assert.Contains("--buffer-size-gb does", Fails(CliRunner.Run(Cache(P("c.jsonl"), P("x"), "--format", "saelens", "--contexts-per-shard", "4"))));
         Assert.Contains("holds no model batch", Fails(CliRunner.Run(Cache(P("c.jsonl"), P("y"), "--format", "saelens", "--buffer-size-gb", "0.0001"))));
+        // One hook's full windows per column: transcoder targets and left-out special tokens need SaeSharp's format.
+        Assert.Contains("needs the SaeSharp cache format", Fails(CliRunner.Run("cache", "--model", "builtin", "--hook", "blocks.0.mlp", "--mode", "in_to_out",
+            "--dataset", P("c.jsonl"), "--context-size", "32", "--tokens", "64", "--format", "saelens", "--out", P("z"))));
+        Assert.Contains("exclude_special_tokens needs the SaeSharp cache format",
+            Fails(CliRunner.Run(Cache(P("c.jsonl"), P("w"), "--format", "saelens", "--exclude-special-tokens"))));
     }
 
     [Fact]
