@@ -79,10 +79,11 @@ public sealed class SaeLensCacheCommandTests : IDisposable
             Assert.Equal("Array2D", f.GetProperty("_type").GetString());
         }
 
-        // Training on either cache, same seed: the same SAE; cfg.json records the hook, model and context size.
+        // Training on either cache, same seed (--deterministic: bit-reproducible reductions): the same SAE; cfg.json records
+        // the hook, model and context size.
         foreach (var name in new[] { "saesharp", "saelens" })
             Ok(CliRunner.Run("train", "--activations", P(name), "--arch", "topk", "--k", "4", "--dict-size", "64", "--steps", "6",
-                "--batch-size", "64", "--eval-rows", "128", "--seed", "3", "--out", P("train-" + name)));
+                "--batch-size", "64", "--eval-rows", "128", "--seed", "3", "--deterministic", "--out", P("train-" + name)));
         Assert.Equal(File.ReadAllBytes(P("train-saesharp", "sae_weights.safetensors")), File.ReadAllBytes(P("train-saelens", "sae_weights.safetensors")));
         using (var cfg = JsonDocument.Parse(File.ReadAllText(P("train-saelens", "cfg.json"))))
         {
