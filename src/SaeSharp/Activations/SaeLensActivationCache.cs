@@ -63,6 +63,11 @@ public sealed class SaeLensActivationCache
     public string? ModelName => Config?["model_name"] is JsonValue v && v.TryGetValue(out string? s) ? s : null;
     /// <summary>The config's <c>dataset_path</c>, if known.</summary>
     public string? DatasetPath => Config?["dataset_path"] is JsonValue v && v.TryGetValue(out string? s) ? s : null;
+    /// <summary>The config's <c>model_from_pretrained_kwargs</c> that are flags (<c>fold_ln</c>, ...); empty when unknown.</summary>
+    public Dictionary<string, bool> ModelFromPretrainedKwargs =>
+        (Config?["model_from_pretrained_kwargs"] as JsonObject ?? [])
+            .Where(kv => kv.Value?.GetValueKind() is JsonValueKind.True or JsonValueKind.False)
+            .ToDictionary(kv => kv.Key, kv => kv.Value!.GetValue<bool>());
     /// <summary>The config's <c>prepend_bos</c> (SAELens's default true when unknown).</summary>
     public bool PrependBos => Config?["prepend_bos"] is not JsonValue v || !v.TryGetValue(out bool b) || b;
 

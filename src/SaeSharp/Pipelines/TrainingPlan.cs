@@ -332,16 +332,19 @@ public sealed class TrainingPlan : IDisposable
         ModelFromPretrainedKwargs = KwargsOf(manifest.ModelFromPretrainedKwargs, manifest.ModelDtype),
     }, manifest.TargetHook);
 
-    /// <summary>cfg.json metadata of SAEs trained on <paramref name="column"/> of a SAELens activation cache: hook and
-    /// context size from its features; model, dataset and prepend_bos from its runner config when it has one.</summary>
+    /// <summary>cfg.json metadata of SAEs trained on <paramref name="column"/> of a SAELens activation cache (every position
+    /// of each window, so exclude_special_tokens false): hook and
+    /// context size from its features; model, dataset, prepend_bos and weight processing from its runner config when it
+    /// has one.</summary>
     public static SaeMetadata MetadataOf(SaeLensActivationCache cache, SaeLensCacheColumn column)
     {
         ArgumentNullException.ThrowIfNull(cache);
         ArgumentNullException.ThrowIfNull(column);
         return new SaeMetadata
         {
-            ModelName = cache.ModelName, HookName = column.Name, ContextSize = column.ContextSize, PrependBos = cache.PrependBos,
+            ModelName = cache.ModelName, HookName = column.Name, ContextSize = column.ContextSize, PrependBos = cache.PrependBos, ExcludeSpecialTokens = false,
             DatasetPath = cache.DatasetPath is { } d ? Data.HubDataset.RecordedPath(d) : cache.Directory,
+            ModelFromPretrainedKwargs = KwargsOf(cache.ModelFromPretrainedKwargs, null),
         };
     }
 

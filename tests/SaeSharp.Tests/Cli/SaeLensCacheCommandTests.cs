@@ -50,8 +50,8 @@ public sealed class SaeLensCacheCommandTests : IDisposable
         Ok(CliRunner.Run("corpus", "--out", P("c.jsonl"), "--docs", "300", "--seed", "4"));
         // 1,000 tokens: ⌈1000/32⌉ = 32 windows. d_in 128 float32 is 16,384 bytes a window; 0.0003 GB holds 18 windows,
         // rounded down to whole model batches (8): 16 windows a shard, as --contexts-per-shard 16 gives SaeSharp's shards.
-        Ok(CliRunner.Run(Cache(P("c.jsonl"), P("saesharp"), "--contexts-per-shard", "16")));
-        string output = Ok(CliRunner.Run(Cache(P("c.jsonl"), P("saelens"), "--format", "saelens", "--buffer-size-gb", "0.0003")));
+        Ok(CliRunner.Run(Cache(P("c.jsonl"), P("saesharp"), "--contexts-per-shard", "16", "--fold-ln")));
+        string output = Ok(CliRunner.Run(Cache(P("c.jsonl"), P("saelens"), "--format", "saelens", "--buffer-size-gb", "0.0003", "--fold-ln")));
         Assert.Contains("wrote 1024 rows of blocks.1.hook_resid_post (d_in 128, 32 windows of 32)", output);
         Assert.Contains("as a SAELens activation cache (2 shards)", output);
         Assert.Equal(["cache_activations_runner_cfg.json", "data-00000-of-00002.arrow", "data-00001-of-00002.arrow", "dataset_info.json", "state.json"],
@@ -91,7 +91,12 @@ public sealed class SaeLensCacheCommandTests : IDisposable
             Assert.Equal("blocks.1.hook_resid_post", m.GetProperty("hook_name").GetString());
             Assert.Equal("builtin", m.GetProperty("model_name").GetString());
             Assert.Equal(32, m.GetProperty("context_size").GetInt32());
+            Assert.True(m.GetProperty("model_from_pretrained_kwargs").GetProperty("fold_ln").GetBoolean());
         }
+        // cfg.json's metadata is the one SaeSharp's cache gives (dataset_path from the runner config: the same file).
+        using (var a = JsonDocument.Parse(File.ReadAllText(P("train-saesharp", "cfg.json"))))
+        using (var b = JsonDocument.Parse(File.ReadAllText(P("train-saelens", "cfg.json"))))
+            Assert.Equal(a.RootElement.GetProperty("metadata").ToString(), b.RootElement.GetProperty("metadata").ToString());
 
         // sae eval and sae encode read it too, at the SAE's hook: the same numbers as on SaeSharp's cache.
         var evals = new[] { "saesharp", "saelens" }.Select(name =>
