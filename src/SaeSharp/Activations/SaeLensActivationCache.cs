@@ -68,6 +68,8 @@ public sealed class SaeLensActivationCache
         (Config?["model_from_pretrained_kwargs"] as JsonObject ?? [])
             .Where(kv => kv.Value?.GetValueKind() is JsonValueKind.True or JsonValueKind.False)
             .ToDictionary(kv => kv.Key, kv => kv.Value!.GetValue<bool>());
+    /// <summary>The model's dtype in the config's <c>model_from_pretrained_kwargs</c> (TransformerLens's <c>dtype</c>), if any.</summary>
+    public string? ModelDtype => Config?["model_from_pretrained_kwargs"]?["dtype"] is JsonValue v && v.TryGetValue(out string? s) ? s : null;
     /// <summary>The config's <c>prepend_bos</c> (SAELens's default true when unknown).</summary>
     public bool PrependBos => Config?["prepend_bos"] is not JsonValue v || !v.TryGetValue(out bool b) || b;
 
@@ -317,7 +319,9 @@ public sealed class SaeLensActivationCache
         ["hf_is_private_repo"] = false,
         ["model_kwargs"] = new JsonObject(),
         ["model_from_pretrained_kwargs"] = new JsonObject((o.ModelFromPretrainedKwargs ?? new Dictionary<string, bool>())
-            .Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)JsonValue.Create(kv.Value)))),
+            .Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)JsonValue.Create(kv.Value)))
+            .Concat(model.Config.Dtype == ScalarType.Float32 ? []
+                : [KeyValuePair.Create("dtype", (JsonNode?)JsonValue.Create(Interop.SaeLensFormat.DtypeName(model.Config.Dtype)))])),
         ["compile_llm"] = false,
         ["llm_compilation_mode"] = null,
         ["prepend_bos"] = o.PrependBos,

@@ -332,10 +332,9 @@ public sealed class TrainingPlan : IDisposable
         ModelFromPretrainedKwargs = KwargsOf(manifest.ModelFromPretrainedKwargs, manifest.ModelDtype),
     }, manifest.TargetHook);
 
-    /// <summary>cfg.json metadata of SAEs trained on <paramref name="column"/> of a SAELens activation cache (every position
-    /// of each window, so exclude_special_tokens false): hook and
-    /// context size from its features; model, dataset, prepend_bos and weight processing from its runner config when it
-    /// has one.</summary>
+    /// <summary>cfg.json metadata of SAEs trained on <paramref name="column"/> of a SAELens activation cache: hook and context
+    /// size from its features, exclude_special_tokens false (every position is stored); model, dataset, prepend_bos, weight
+    /// processing and model dtype from its runner config when it has one.</summary>
     public static SaeMetadata MetadataOf(SaeLensActivationCache cache, SaeLensCacheColumn column)
     {
         ArgumentNullException.ThrowIfNull(cache);
@@ -344,7 +343,7 @@ public sealed class TrainingPlan : IDisposable
         {
             ModelName = cache.ModelName, HookName = column.Name, ContextSize = column.ContextSize, PrependBos = cache.PrependBos, ExcludeSpecialTokens = false,
             DatasetPath = cache.DatasetPath is { } d ? Data.HubDataset.RecordedPath(d) : cache.Directory,
-            ModelFromPretrainedKwargs = KwargsOf(cache.ModelFromPretrainedKwargs, null),
+            ModelFromPretrainedKwargs = KwargsOf(cache.ModelFromPretrainedKwargs, cache.ModelDtype),
         };
     }
 

@@ -112,6 +112,14 @@ public sealed class SaeLensCacheCommandTests : IDisposable
         // A cache is written to an empty folder only; the SaeSharp cache's shard flag is not the SAELens layout's.
         Assert.Contains("folder is not empty", Fails(CliRunner.Run(Cache(P("c.jsonl"), P("saelens"), "--format", "saelens"))));
         Assert.Contains("--buffer-size-gb does", Fails(CliRunner.Run(Cache(P("c.jsonl"), P("x"), "--format", "saelens", "--contexts-per-shard", "4"))));
+        // A model run in bfloat16: the runner config records TransformerLens's dtype, and the SAE's cfg.json takes it.
+        Ok(CliRunner.Run(Cache(P("c.jsonl"), P("bf16"), "--format", "saelens", "--dtype", "bfloat16")));
+        using (var runner = JsonDocument.Parse(File.ReadAllText(P("bf16", SaeLensActivationCache.ConfigFile))))
+            Assert.Equal("bfloat16", runner.RootElement.GetProperty("model_from_pretrained_kwargs").GetProperty("dtype").GetString());
+        Ok(CliRunner.Run("train", "--activations", P("bf16"), "--arch", "topk", "--k", "4", "--dict-size", "64", "--steps", "2",
+            "--batch-size", "64", "--eval-rows", "64", "--out", P("train-bf16")));
+        using (var cfg = JsonDocument.Parse(File.ReadAllText(P("train-bf16", "cfg.json"))))
+            Assert.Equal("bfloat16", cfg.RootElement.GetProperty("metadata").GetProperty("model_from_pretrained_kwargs").GetProperty("dtype").GetString());
         Assert.Contains("holds no model batch", Fails(CliRunner.Run(Cache(P("c.jsonl"), P("y"), "--format", "saelens", "--buffer-size-gb", "0.0001"))));
         // One hook's full windows per column: transcoder targets and left-out special tokens need SaeSharp's format.
         Assert.Contains("needs the SaeSharp cache format", Fails(CliRunner.Run("cache", "--model", "builtin", "--hook", "blocks.0.mlp", "--mode", "in_to_out",
