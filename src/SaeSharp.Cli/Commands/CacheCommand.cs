@@ -1,23 +1,45 @@
 using System.CommandLine;
 using SaeSharp.Activations;
 using SaeSharp.Pipelines;
+using Data = SaeSharp.Data;
 
 namespace SaeSharp.Cli.Commands;
 
-/// <summary><c>sae cache</c>: a language model's activations on a text dataset, written as sharded safetensors.</summary>
+/// <summary><c>sae cache</c>: a language model's activations on a text dataset, written as sharded safetensors, or as
+/// SAELens's activation cache (<c>--format saelens</c>).</summary>
 internal static class CacheCommand
 {
     public static Command Create()
     {
         var data = new ModelDataOptionsCli();
-        var output = new Option<string>("--out") { Description = "Cache folder (shard_NNNNN.safetensors + manifest.json); rerun to resume", Required = true };
+        var output = new Option<string>("--out") { Description = "Cache folder (shard_NNNNN.safetensors + manifest.json; rerun to resume), or with --format saelens a new or empty folder", Required = true };
         var contextsPerShard = new Option<int>("--contexts-per-shard") { Description = "Context windows per shard", DefaultValueFactory = _ => 64 }.Positive();
-        var command = new Command("cache", "Harvest activations from text and write them as sharded safetensors with a manifest") { output, contextsPerShard };
+        var format = new Option<string>("--format") { Description = "saesharp: safetensors shards + manifest.json; saelens: SAELens's CacheActivationsRunner folder (datasets Arrow shards), for use_cached_activations", DefaultValueFactory = _ => "saesharp" };
+        format.AcceptOnlyFromAmong("saesharp", "saelens");
+        var bufferSizeGb = new Option<double>("--buffer-size-gb") { Description = "With --format saelens: activation GB per shard (SAELens buffer_size_gb)", DefaultValueFactory = _ => 2.0 };
+        var command = new Command("cache", "Harvest activations from text and write them as sharded safetensors with a manifest, or as SAELens's activation cache") { output, contextsPerShard, format, bufferSizeGb };
         data.AddTo(command);
         Cli.SetAction(command, parse =>
         {
             var options = data.Read(parse);
             string outDir = parse.GetValue(output)!;
+            if (parse.GetValue(format) == "saelens")
+            {
+                if (parse.GetResult(contextsPerShard) is { Implicit: false })
+                    throw new SaeSharpException("--contexts-per-shard sizes SaeSharp's shards; with --format saelens, --buffer-size-gb does (SAELens buffer_size_gb)");
+                OutputGuard.RefuseReplacingInput("--out", outDir, [Data.HfDiskDataset.StateFile, Data.HfDiskDataset.InfoFile],
+                    new CommandInput("--model", parse.GetValue(data.Model)!, InputKind.Folder), new CommandInput("--dataset", parse.GetValue(data.Dataset)!, InputKind.Whole));
+                var cache = CliProgress.Run("cache", progress => ModelPipeline.WriteSaeLensCache(options, parse.GetValue(data.Hook)!, outDir,
+                    data.ReadMode(parse), parse.GetValue(data.TargetHook), parse.GetValue(bufferSizeGb), progress: progress));
+                var column = cache.Columns[0];
+                var files = cache.DataFiles();
+                long windows = ActivationFileSource.CountRows([outDir], new ActivationFileSourceOptions { HookName = column.Name }) / column.ContextSize;
+                Console.WriteLine($"wrote {Cli.Integer(windows * column.ContextSize)} rows of {column.Name} (d_in {column.DIn}, {Cli.Integer(windows)} windows of {column.ContextSize}) " +
+                                  $"to {outDir} as a SAELens activation cache ({Cli.Integer(files.Count)} shard{(files.Count == 1 ? "" : "s")})");
+                return 0;
+            }
+            if (parse.GetResult(bufferSizeGb) is { Implicit: false })
+                throw new SaeSharpException("--buffer-size-gb sizes the shards of --format saelens; SaeSharp's cache takes --contexts-per-shard");
             OutputGuard.RefuseReplacingInput("--out", outDir, [ActivationCacheFolder.ManifestName],
                 new CommandInput("--model", parse.GetValue(data.Model)!, InputKind.Folder), new CommandInput("--dataset", parse.GetValue(data.Dataset)!, InputKind.Whole));
             long before = 0;

@@ -66,7 +66,7 @@ internal static class SaeCommands
             if (saes.Length != 1) throw new SaeSharpException("evaluation on an activation file takes one --sae");
             using var model = SaeLoader.Load(saes[0], LoadOptions(parse, arch));
             model.eval();
-            using var source = ActivationSplit.EvalFiles([activationPath], new ActivationFileSourceOptions { ExpectedDIn = model.Cfg.DIn });
+            using var source = ActivationSplit.EvalFiles([activationPath], new ActivationFileSourceOptions { ExpectedDIn = model.Cfg.DIn, HookName = model.Cfg.Metadata.HookName });
             using var features = parse.GetValue(groundTruth) is string gt ? SyntheticDataset.ReadFeatures(gt) : null;
             var result = SaeEvaluator.Evaluate(model, source, parse.GetValue(maxRows) ?? long.MaxValue, groundTruthFeatures: features);
             PrintMetrics(saes[0], result);
@@ -215,7 +215,7 @@ internal static class SaeCommands
             using var model = SaeLoader.Load(parse.GetValue(sae)!, LoadOptions(parse, arch));
             model.eval();
             if (model.ReadsContext) throw TemporalSae.SequenceRequired($"sae encode of {inputs}");
-            using var source = ActivationSplit.EvalFiles([inputs], new ActivationFileSourceOptions { ExpectedDIn = model.Cfg.DIn });
+            using var source = ActivationSplit.EvalFiles([inputs], new ActivationFileSourceOptions { ExpectedDIn = model.Cfg.DIn, HookName = model.Cfg.Metadata.HookName });
             long n = source.Rows ?? throw new SaeSharpException($"{inputs}: row count unknown");
             using var writer = new SafeTensorsStreamWriter(parse.GetValue(output)!,
             [

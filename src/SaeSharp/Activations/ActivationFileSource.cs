@@ -71,7 +71,7 @@ public sealed class ActivationFileSource : IActivationSource
         string? firstPath = null;
         foreach (var path in Files)
         {
-            using var f = ActivationRowFile.Open(path, _options.InputName, _options.TargetName);
+            using var f = ActivationRowFile.Open(path, _options.InputName, _options.TargetName, _options.HookName);
             if (_options.ExpectedDIn is int e && f.InputWidth != e)
                 throw new SaeSharpException($"{f.Describe(f.InputName)} has width {f.InputWidth}, expected d_in = {e}");
             if (_options.ExpectedDOut is int eo && f.TargetWidth is int tw && tw != eo)
@@ -112,7 +112,8 @@ public sealed class ActivationFileSource : IActivationSource
     public ActivationFileSource(string path, ActivationFileSourceOptions? options = null) : this([path], options) { }
 
     /// <summary>Files in dataset order: each file as given, an activation cache folder's shards as its manifest lists them
-    /// (<see cref="ActivationCacheFolder.ShardFiles"/>), each other folder's <c>.safetensors</c> and <c>.npy</c> files
+    /// (<see cref="ActivationCacheFolder.ShardFiles"/>), a SAELens activation cache's <c>.arrow</c> shards as its state.json
+    /// lists them (<see cref="SaeLensActivationCache"/>), each other folder's <c>.safetensors</c> and <c>.npy</c> files
     /// sorted by name.</summary>
     public static IReadOnlyList<string> ExpandPaths(IEnumerable<string> paths)
     {
@@ -121,6 +122,8 @@ public sealed class ActivationFileSource : IActivationSource
         {
             if (File.Exists(Path.Combine(p, ActivationCacheFolder.ManifestName)))
                 result.AddRange(ActivationCacheFolder.ShardFiles(p, ActivationCacheManifest.Read(p)));
+            else if (SaeLensActivationCache.IsCache(p))
+                result.AddRange(SaeLensActivationCache.Open(p).DataFiles());
             else if (Directory.Exists(p))
             {
                 var inDir = Directory.GetFiles(p)
@@ -142,7 +145,7 @@ public sealed class ActivationFileSource : IActivationSource
         long n = 0;
         foreach (var path in ExpandPaths(paths))
         {
-            using var f = ActivationRowFile.Open(path, options?.InputName, options?.TargetName);
+            using var f = ActivationRowFile.Open(path, options?.InputName, options?.TargetName, options?.HookName);
             n += f.Rows;
         }
         return n;
@@ -187,7 +190,7 @@ public sealed class ActivationFileSource : IActivationSource
             _open[0].Handle.Dispose();
             _open.RemoveAt(0);
         }
-        var h = ActivationRowFile.Open(_files[file].Path, _options.InputName, _options.TargetName);
+        var h = ActivationRowFile.Open(_files[file].Path, _options.InputName, _options.TargetName, _options.HookName);
         if (h.Rows != _files[file].Rows || h.InputWidth != DIn)
         {
             h.Dispose();

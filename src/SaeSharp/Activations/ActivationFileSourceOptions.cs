@@ -7,6 +7,9 @@ public sealed record ActivationFileSourceOptions
     public string? InputName { get; init; }
     /// <summary>Name of a second tensor used as the reconstruction target (transcoders), e.g. <c>targets</c>; null for none.</summary>
     public string? TargetName { get; init; }
+    /// <summary>The hook whose column a SAELens activation cache (a <c>datasets</c> folder) is read from; null: its only
+    /// activation column. Other files ignore it.</summary>
+    public string? HookName { get; init; }
     /// <summary>Expected input width; a file of another width is an error naming it.</summary>
     public int? ExpectedDIn { get; init; }
     /// <summary>Expected target width (when <see cref="TargetName"/> is set).</summary>

@@ -84,16 +84,29 @@ internal abstract class ActivationRowFile : IDisposable
 
     public abstract void Dispose();
 
-    /// <summary>Opens a <c>.safetensors</c> or <c>.npy</c> activation file.</summary>
-    public static ActivationRowFile Open(string path, string? inputName, string? targetName)
+    /// <summary>Opens a <c>.safetensors</c> or <c>.npy</c> activation file, or an <c>.arrow</c> shard of a SAELens
+    /// activation cache (its column <paramref name="hookName"/>, or the only one; shape and dtype from the folder's
+    /// dataset_info.json).</summary>
+    public static ActivationRowFile Open(string path, string? inputName, string? targetName, string? hookName = null)
     {
         string ext = System.IO.Path.GetExtension(path).ToLowerInvariant();
         return ext switch
         {
             ".safetensors" => new SafeTensorsRowFile(path, inputName, targetName),
             ".npy" => new NpyRowFile(path, targetName),
-            _ => throw new SaeSharpException($"{path}: unsupported activation file type '{ext}' (expected .safetensors or .npy)"),
+            ".arrow" => OpenArrow(path, targetName, hookName),
+            _ => throw new SaeSharpException($"{path}: unsupported activation file type '{ext}' (expected .safetensors or .npy, or a SAELens activation cache folder)"),
         };
+    }
+
+    private static ArrowActivationRowFile OpenArrow(string path, string? targetName, string? hookName)
+    {
+        string dir = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path))!;
+        if (!SaeLensActivationCache.IsCache(dir))
+            throw new SaeSharpException($"{path}: an .arrow shard is read as part of its SAELens activation cache: give the folder holding it with state.json and dataset_info.json");
+        if (targetName is not null)
+            throw new SaeSharpException($"{dir}: a SAELens activation cache has no target activations ('{targetName}'); transcoders train from a model or from safetensors files");
+        return new ArrowActivationRowFile(path, SaeLensActivationCache.Open(dir).Column(hookName));
     }
 }
 

@@ -112,6 +112,32 @@ public static class ModelPipeline
             }, onShard);
     }
 
+    /// <summary><c>sae cache --format saelens ... --out DIR</c>: writes SAELens's activation cache layout
+    /// (<see cref="SaeLensActivationCache.Write"/>) to an empty or new folder.</summary>
+    public static SaeLensActivationCache WriteSaeLensCache(ModelDataOptions data, string hook, string outDir, HarvestMode mode = HarvestMode.Out,
+        string? targetHook = null, double bufferSizeGb = 2.0, ScalarType? dtype = null, IProgress<WorkProgress>? progress = null)
+    {
+        ArgumentNullException.ThrowIfNull(data);
+        if (data.ExcludeSpecialTokens == true)
+            throw new SaeSharpException("a SAELens activation cache stores every position of each window ([context_size, d_in]); exclude_special_tokens needs the SaeSharp cache format");
+        if (data.DisableConcatSequences == true || (data.SequenceSeparatorToken is { } sep && sep != PretokenizeToken.Bos))
+            throw new SaeSharpException("SAELens's CacheActivationsRunnerConfig has no disable_concat_sequences or sequence_separator_token (its windows are packed, BOS between documents); " +
+                                        "--disable-concat-sequences and --sequence-separator-token need the SaeSharp cache format");
+        var tokenizer = Tokenizer.FromFolder(data.TokenizerPath ?? data.ModelPath);
+        using var pm = ModelForSae.Load(data.ModelPath, data.Processing, data.ModelDtype ?? ScalarType.Float32);
+        if (data.Device.type != DeviceType.CPU) pm.Model.to(data.Device);
+        int ctx = data.ContextSize ?? 128;
+        bool bos = data.PrependBos ?? true;
+        var spec = HarvestSpec.Resolve(pm.Model.HookPoints, hook, mode, targetHook);
+        return SaeLensActivationCache.Write(outDir, pm.Model, spec, Windows(tokenizer, data.DatasetPath, ctx, bos, data.TextField),
+            new SaeLensCacheOptions
+            {
+                ContextSize = ctx, BatchSizePrompts = data.BatchSizePrompts, MaxTokens = data.Tokens, BufferSizeGb = bufferSizeGb,
+                Dtype = dtype ?? ScalarType.Float32, DatasetPath = data.DatasetPath, PrependBos = bos, SeqposSlice = data.SeqposSlice,
+                ModelFromPretrainedKwargs = data.Processing.ToKwargs(), ModelHooks = pm.Hooks, Progress = progress,
+            });
+    }
+
     /// <summary>
     /// <c>sae eval --sae DIR [--sae DIR2 ...] --model M --dataset D [--tokens N]</c>: loads the SAEs and the model (processed
     /// as the SAEs' <c>model_from_pretrained_kwargs</c> ask; they must agree), and evaluates them, one pass over the data

@@ -315,6 +315,19 @@ public sealed class TrainingPlan : IDisposable
             metadata = MetadataOf(manifest);
             if (manifest.TargetHook is not null) targetName ??= "targets";
         }
+        string? cacheHook = null;
+        if (SaeLensActivationCache.IsCache(s.Activations))
+        {
+            var cache = SaeLensActivationCache.Open(s.Activations);
+            var column = cache.Column(s.HookName);
+            // As SAELens's load_cached_activation_dataset: the run's context_size must be the cache's window.
+            // (A cache of sliced windows also takes the runner config's context_size, the windows before the slice.)
+            if (s.ContextSize is int ctx && ctx != column.ContextSize && ctx != cache.ContextSize)
+                throw new SaeSharpException($"{s.Source ?? "training settings"}: context_size {ctx} does not match the SAELens activation cache {s.Activations}, " +
+                                            $"whose {column.Name} windows are [{column.ContextSize}, {column.DIn}] (context_size, d_in)");
+            cacheHook = column.Name;
+            metadata = MetadataOf(cache, column);
+        }
         // SAELens reads a cache in order through the same mixing buffer as a model's activations: fraction 0 is that order;
         // the file source's own buffer (uniform draws, refilled when half empty) stands for SAELens's default 0.5 only.
         if (s.ActivationsMixingFraction is double f && f != 0 && f != 0.5)
@@ -323,7 +336,7 @@ public sealed class TrainingPlan : IDisposable
         if (s.HookHeadIndex is int head)
             throw new SaeSharpException($"{s.Source ?? "training settings"}: hook_head_index {head} applies to runs from a model (--model), which harvest that head; " +
                                         "activation files hold the activations as they were written");
-        var fileOptions = new ActivationFileSourceOptions { Seed = (ulong)s.Seed, Epochs = s.Epochs ?? 0, TargetName = targetName, Shuffle = s.ActivationsMixingFraction != 0 };
+        var fileOptions = new ActivationFileSourceOptions { Seed = (ulong)s.Seed, Epochs = s.Epochs ?? 0, TargetName = targetName, Shuffle = s.ActivationsMixingFraction != 0, HookName = cacheHook };
         var pretrained = LoadPretrained(s);
         ActivationFileSource? train = null, eval = null;
         try
@@ -504,6 +517,25 @@ public sealed class TrainingPlan : IDisposable
         metadata.SetWindowFields(Data.SeqposSlice.FromJson(manifest.SeqposSlice, "manifest seqpos_slice"), manifest.DisableConcatSequences,
             manifest.SequenceSeparatorToken is { } sep ? Data.PretokenizeToken.Parse(sep, "manifest sequence_separator_token") ?? Data.PretokenizeToken.None : null);
         return WithOutputHook(metadata, manifest.TargetHook);
+    }
+
+    /// <summary>cfg.json metadata of SAEs trained on <paramref name="column"/> of a SAELens activation cache: hook and context
+    /// size from its features, exclude_special_tokens false (every position is stored); model, dataset, prepend_bos, weight
+    /// processing, model dtype, context_size and seqpos_slice from its runner config when it has one; its windows packed
+    /// with BOS between documents (the runner has no other setting).</summary>
+    public static SaeMetadata MetadataOf(SaeLensActivationCache cache, SaeLensCacheColumn column)
+    {
+        ArgumentNullException.ThrowIfNull(cache);
+        ArgumentNullException.ThrowIfNull(column);
+        var metadata = new SaeMetadata
+        {
+            ModelName = cache.ModelName, HookName = column.Name, ContextSize = cache.ContextSize ?? column.ContextSize, PrependBos = cache.PrependBos, ExcludeSpecialTokens = false,
+            DatasetPath = cache.DatasetPath is { } d ? Data.HubDataset.RecordedPath(d) : cache.Directory,
+            ModelFromPretrainedKwargs = KwargsOf(cache.ModelFromPretrainedKwargs, cache.ModelDtype),
+        };
+        // SAELens's cache runner packs documents with BOS between them; its seqpos_slice says which positions it kept.
+        metadata.SetWindowFields(cache.SeqposSlice, false, Data.PretokenizeToken.Bos);
+        return metadata;
     }
 
     /// <summary>cfg.json metadata of SAEs trained on a model's activations at <paramref name="inputHook"/> (and, for
