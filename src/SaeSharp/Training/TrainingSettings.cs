@@ -322,10 +322,10 @@ public sealed class TrainingSettings
         {
             var takes = ArchitectureFields.First(f => f.Field == field).Architectures;
             if (!takes.Any(archs.Contains))
-                unused.Add($"'{field}' applies to {string.Join(", ", takes.Select(RecipeNameOf))}");
+                unused.Add($"'{field}'{(field == "lp_norm" ? " (--lp-norm)" : "")} applies to {string.Join(", ", takes.Select(RecipeNameOf))}");
         }
         if (unused.Count > 0)
-            throw new SaeSharpException($"{SourceName}: {string.Join("; ", unused)}; this run trains {string.Join(", ", recipes)}: drop the field or add the architecture");
+            throw new SaeSharpException($"{SourceName}: {string.Join("; ", unused)}; this run trains {string.Join(", ", recipes)}: drop {(unused.Count == 1 ? "it" : "them")} or add the architecture");
         bool othersHaveCoefficient = recipes.Any(r => SaeRecipes.HasSparsityCoefficient(r) && SaeRecipes.Get(r).TrainsAs != SaeArchitectures.JumpReLU);
         if (L0Coefficient is not null && L1Coefficient is not null && !othersHaveCoefficient)
             throw new SaeSharpException($"{SourceName}: l0_coefficient and l1_coefficient (--l1) both set jumprelu's sparsity coefficient in a run of {string.Join(", ", recipes)}: give one");
