@@ -416,6 +416,7 @@ public sealed class TrainingSettings
     /// Without <c>normalize_activations</c> the run normalises (<see cref="DefaultNormalizeActivations"/>).</summary>
     public static TrainingSettings FromJson(string json, string source = "training settings")
     {
+        string? normalized = null;
         try
         {
             if (JsonNode.Parse(json) is not JsonObject fields) throw new SaeSharpException($"{source}: expected a JSON object");
@@ -450,7 +451,7 @@ public sealed class TrainingSettings
             // null in the file is SAELens's None (no separator); absent is its default "bos".
             Data.PretokenizeToken? separator = fields.TryGetPropertyValue("sequence_separator_token", out var separatorNode)
                 ? Data.PretokenizeToken.FromJson(separatorNode, $"{source}: sequence_separator_token") : null;
-            var normalized = fields.ToJsonString();
+            normalized = fields.ToJsonString();
             var settings = JsonSerializer.Deserialize<TrainingSettings>(normalized) ?? new TrainingSettings();
             settings.SequenceSeparatorToken = separator;
             settings.Source = source;
@@ -471,8 +472,26 @@ public sealed class TrainingSettings
         }
         catch (JsonException e)
         {
-            throw new SaeSharpException($"{source}: {e.Message}");
+            throw new SaeSharpException(WrongType(e, normalized, source) ?? $"{source}: {e.Message}");
         }
+    }
+
+    /// <summary>"FILE: steps "x": expected a whole number" for a top-level field of <paramref name="json"/> whose JSON type
+    /// does not fit its property (System.Text.Json's own message names the CLR type); null for other errors.</summary>
+    private static string? WrongType(JsonException e, string? json, string source)
+    {
+        if (json is null || e.Path is not { } path || !path.StartsWith("$.", StringComparison.Ordinal)) return null;
+        string field = path[2..];
+        var type = typeof(TrainingSettings).GetProperties().Concat(typeof(TrainerConfig).GetProperties())
+            .FirstOrDefault(p => p.GetCustomAttributes(typeof(JsonPropertyNameAttribute), false) is [JsonPropertyNameAttribute a, ..] && a.Name == field)?.PropertyType;
+        if (type is null || JsonNode.Parse(json) is not JsonObject fields || !fields.ContainsKey(field)) return null;
+        type = Nullable.GetUnderlyingType(type) ?? type;
+        string? expected = type == typeof(int) || type == typeof(long) ? "a whole number"
+            : type == typeof(double) || type == typeof(float) ? "a number"
+            : type == typeof(bool) ? "true or false"
+            : type == typeof(string) ? "a string"
+            : null;
+        return expected is null ? null : $"{source}: {field} {fields[field]?.ToJsonString() ?? "null"}: expected {expected}";
     }
 
     /// <summary>The JSON types of the architecture fields: numbers (a whole one for the step count), a string, a list of
