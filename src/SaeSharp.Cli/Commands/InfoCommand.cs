@@ -1,5 +1,7 @@
 using System.CommandLine;
 using SaeSharp.Hub;
+using System.Globalization;
+using SaeSharp.Data;
 using SaeSharp.Interop;
 
 namespace SaeSharp.Cli.Commands;
@@ -41,7 +43,9 @@ internal static class InfoCommand
                 ("model_name", cfg.Metadata.ModelName ?? "-"),
                 ("hook_name", cfg.Metadata.HookName ?? "-"),
                 ("hook_name_out", cfg.Metadata.Extra?.GetValueOrDefault("hook_name_out") is { ValueKind: System.Text.Json.JsonValueKind.String } hookOut ? hookOut.GetString()! : "-"),
+                ("hook_head_index", cfg.Metadata.HookHeadIndex?.ToString(CultureInfo.InvariantCulture) ?? "-"),
                 ("context_size", cfg.Metadata.ContextSize?.ToString() ?? "-"),
+                ("seqpos_slice", cfg.Metadata.SeqposSlice() is { IsAll: false } slice ? slice.ToString() : "-"),
                 ("dataset_path", cfg.Metadata.DatasetPath ?? "-"),
                 ("neuronpedia_id", cfg.Metadata.Extra?.GetValueOrDefault("neuronpedia_id").ToString() is { Length: > 0 } np ? np : "-"),
                 ("parameters", Cli.Integer(sae.parameters().Sum(t => t.numel()))),

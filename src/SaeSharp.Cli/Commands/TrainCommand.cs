@@ -15,7 +15,7 @@ internal static class TrainCommand
         var arch = new Option<string?>("--arch") { Description = $"Architecture(s), comma-separated: {string.Join("|", SaeRecipes.AcceptedNames)}" };
         var k = new Option<int?>("--k") { Description = "Active latents per row (topk, batchtopk, matryoshka)" }.Positive();
         var l1 = new Option<double?>("--l1", "--l1-coefficient") { Description = "Sparsity coefficient (L1, or L0 for jumprelu; SAELens l1_coefficient); default: the recipe's (docs/recipes.md)" };
-        var lpNorm = new Option<double?>("--lp-norm") { Description = "relu, relu-april: the p of the sparsity term λ·mean ‖f ⊙ ‖W_dec rows‖‖_p (SAELens lp_norm; default 1, L1)" };
+        var lpNorm = new Option<double?>("--lp-norm") { Description = "relu, relu-april, skip_transcoder: the p of the sparsity term λ·mean ‖f ⊙ ‖W_dec rows‖‖_p (SAELens lp_norm; default 1, L1)" };
         var targetL0 = new Option<double?>("--target-l0") { Description = "relu, relu-april, gated, jumprelu, skip_transcoder, jumprelu_skip_transcoder: adapt the sparsity coefficient during training to end near this L0" };
         var dictSize = new Option<int?>("--dict-size", "--d-sae") { Description = "Number of latents d_sae (dictionary_learning dict_size)" }.Positive();
         var expansion = new Option<int?>("--expansion", "--expansion-factor") { Description = "d_sae = expansion × d_in (default 8); SAELens expansion_factor" }.Positive();

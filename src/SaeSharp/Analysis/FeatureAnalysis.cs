@@ -22,6 +22,8 @@ public sealed record FeatureAnalysisOptions
     public long? MaxContexts { get; init; }
     /// <summary>Token ids whose positions are not counted (BOS etc. with <c>exclude_special_tokens</c>).</summary>
     public IReadOnlyCollection<long>? ExcludeTokenIds { get; init; }
+    /// <summary>The positions of each window counted (SAELens's <c>seqpos_slice</c>); null: all.</summary>
+    public Data.SeqposSlice? SeqposSlice { get; init; }
     /// <summary>Hooks completing the model's weight processing (<see cref="ProcessedModel.Hooks"/>).</summary>
     public IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? ModelHooks { get; init; }
     /// <summary>Hook the SAE reads; null: <c>cfg.metadata.hook_name</c>.</summary>
@@ -103,7 +105,7 @@ public static class FeatureAnalysis
             }
             var (acts, tokens) = encoder.Encode(group);                              // [b, s, d_sae], [b, s]
             var selected = collector.Features.Count == sae.Cfg.DSae && IsIdentity(collector.Features) ? acts : acts.index_select(2, featureIndex);
-            var keep = ModelActivationHarvester.KeepMask(tokens, exclude);
+            var keep = ModelActivationHarvester.KeepMask(tokens, exclude, options.SeqposSlice);
             collector.Add(group, selected, keep);
             options.Progress?.Invoke(new FeatureProgress(collector.Tokens, total, clock.Elapsed));
         }

@@ -1,4 +1,5 @@
 using SaeSharp.Analysis;
+using SaeSharp.Data;
 using SaeSharp.Tokenizers;
 
 namespace SaeSharp.Pipelines;
@@ -13,7 +14,8 @@ public static class AnalysisPipeline
     /// <summary>
     /// <c>sae features --sae DIR --model M --dataset D</c>: loads the SAE (any format) and its model (processed as its cfg
     /// asks), makes the windows as training did (the SAE's context size and prepend_bos unless <paramref name="data"/> says
-    /// otherwise), runs the pass and decodes the token strings.
+    /// otherwise, its disable_concat_sequences and sequence_separator_token), counts the positions its seqpos_slice
+    /// kept, runs the pass and decodes the token strings.
     /// </summary>
     public static FeatureReport Features(string saePath, ModelDataOptions data, FeatureAnalysisOptions options)
     {
@@ -27,10 +29,14 @@ public static class AnalysisPipeline
             int ctx = data.ContextSize ?? meta.ContextSize ?? 128;
             bool bos = data.PrependBos ?? meta.PrependBos;
             bool exclude = data.ExcludeSpecialTokens ?? meta.ExcludeSpecialTokens ?? false;
-            var report = FeatureAnalysis.Run(pm.Model, sae, ModelPipeline.Windows(tokenizer, data.DatasetPath, ctx, bos, data.TextField), options with
+            var slice = meta.SeqposSlice();
+            var windows = ModelPipeline.Windows(tokenizer, data.DatasetPath, ctx, bos, data.TextField,
+                meta.DisableConcatSequences() ?? false, meta.SequenceSeparatorToken());
+            var report = FeatureAnalysis.Run(pm.Model, sae, windows, options with
             {
                 BatchSizePrompts = data.BatchSizePrompts,
-                MaxContexts = options.MaxContexts ?? ModelPipeline.ContextsFor(data.Tokens, ctx),
+                MaxContexts = options.MaxContexts ?? ModelPipeline.ContextsFor(data.Tokens, slice?.Positions(ctx).Length ?? ctx),
+                SeqposSlice = slice,
                 ExcludeTokenIds = options.ExcludeTokenIds ?? (exclude ? ModelPipeline.SpecialTokenIds(tokenizer) : null),
                 ModelHooks = pm.Hooks,
                 VocabSize = options.VocabSize ?? Math.Min(tokenizer.VocabSize, pm.Model.Config.DVocab),

@@ -49,7 +49,7 @@ public sealed class TrainingPlan : IDisposable
             if (pretrained is not null)
             {
                 recipes = [PretrainedRecipe(s, pretrained)];
-                CheckPretrained(s, pretrained, train, transcoder, metadata);
+                CheckPretrained(s, trainer, pretrained, train, transcoder, metadata, _notes);
                 if (resume) CheckResumedPretrained(s, Path.Combine(s.Out ?? "", TrainingRun.CheckpointFolder));
             }
             else recipes = s.Recipes;
@@ -178,9 +178,14 @@ public sealed class TrainingPlan : IDisposable
 
     private static readonly string[] InitializationFields = ["b_dec_init_method", "decoder_init_norm", "init_encoder_as_decoder_transpose"];
 
+    /// <summary>SAELens's defaults of <c>decoder_init_norm</c> and <c>jumprelu_init_threshold</c>, which its
+    /// <c>to_dict()</c> writes into every config.</summary>
+    private const double SaeLensDecoderInitNorm = 0.1, SaeLensJumpReluInitThreshold = 0.01;
+
     /// <summary>The saved SAE must fit the run: d_in, d_sae, autoencoder or transcoder, hook and head; the fields that
-    /// initialise a new SAE are refused (its weights are the start). Each misfit is an error naming both values.</summary>
-    private static void CheckPretrained(TrainingSettings s, Sae p, IActivationSource train, bool transcoder, SaeMetadata metadata)
+    /// initialise a new SAE are refused (its weights are the start), unless at SAELens's defaults (ignored, noted in
+    /// <paramref name="notes"/>). Each misfit is an error naming both values.</summary>
+    private static void CheckPretrained(TrainingSettings s, TrainerConfig trainer, Sae p, IActivationSource train, bool transcoder, SaeMetadata metadata, List<string> notes)
     {
         string name = PretrainedName(s);
         var c = p.Cfg;
@@ -214,6 +219,16 @@ public sealed class TrainingPlan : IDisposable
         }
         var init = InitializationFields.Where(s.GivenTrainerFields.Contains).ToList();
         if (s.JumpReluInitThreshold is not null) init.Add("jumprelu_init_threshold");
+        // SAELens's to_dict() writes its defaults of these; its runner ignores them with from_pretrained_path.
+        var ignored = init.Where(f => f switch
+        {
+            "decoder_init_norm" => trainer.DecoderInitNorm == SaeLensDecoderInitNorm,
+            "jumprelu_init_threshold" => s.JumpReluInitThreshold == SaeLensJumpReluInitThreshold,
+            _ => false,
+        }).ToList();
+        if (ignored.Count > 0)
+            notes.Add($"{name}: ignored: {string.Join(", ", ignored)} (SAELens's default{(ignored.Count == 1 ? "" : "s")}, which initialise{(ignored.Count == 1 ? "s" : "")} a new SAE; the run starts from the saved SAE's weights)");
+        init.RemoveAll(ignored.Contains);
         if (init.Count > 0)
             throw new SaeSharpException($"{name}: {string.Join(", ", init)} set{(init.Count == 1 ? "s" : "")} how a new SAE is initialised; the run starts from the saved SAE's weights: leave {(init.Count == 1 ? "it" : "them")} out");
         static string Head(int? head) => head is int i ? $"head {i} (hook_head_index)" : "the whole hook";

@@ -322,10 +322,10 @@ public sealed class TrainingSettings
         {
             var takes = ArchitectureFields.First(f => f.Field == field).Architectures;
             if (!takes.Any(archs.Contains))
-                unused.Add($"'{field}' applies to {string.Join(", ", takes.Select(RecipeNameOf))}");
+                unused.Add($"'{field}'{(field == "lp_norm" ? " (--lp-norm)" : "")} applies to {string.Join(", ", takes.Select(RecipeNameOf))}");
         }
         if (unused.Count > 0)
-            throw new SaeSharpException($"{SourceName}: {string.Join("; ", unused)}; this run trains {string.Join(", ", recipes)}: drop the field or add the architecture");
+            throw new SaeSharpException($"{SourceName}: {string.Join("; ", unused)}; this run trains {string.Join(", ", recipes)}: drop {(unused.Count == 1 ? "it" : "them")} or add the architecture");
         bool othersHaveCoefficient = recipes.Any(r => SaeRecipes.HasSparsityCoefficient(r) && SaeRecipes.Get(r).TrainsAs != SaeArchitectures.JumpReLU);
         if (L0Coefficient is not null && L1Coefficient is not null && !othersHaveCoefficient)
             throw new SaeSharpException($"{SourceName}: l0_coefficient and l1_coefficient (--l1) both set jumprelu's sparsity coefficient in a run of {string.Join(", ", recipes)}: give one");
@@ -416,6 +416,7 @@ public sealed class TrainingSettings
     /// Without <c>normalize_activations</c> the run normalises (<see cref="DefaultNormalizeActivations"/>).</summary>
     public static TrainingSettings FromJson(string json, string source = "training settings")
     {
+        string? normalized = null;
         try
         {
             if (JsonNode.Parse(json) is not JsonObject fields) throw new SaeSharpException($"{source}: expected a JSON object");
@@ -450,7 +451,7 @@ public sealed class TrainingSettings
             // null in the file is SAELens's None (no separator); absent is its default "bos".
             Data.PretokenizeToken? separator = fields.TryGetPropertyValue("sequence_separator_token", out var separatorNode)
                 ? Data.PretokenizeToken.FromJson(separatorNode, $"{source}: sequence_separator_token") : null;
-            var normalized = fields.ToJsonString();
+            normalized = fields.ToJsonString();
             var settings = JsonSerializer.Deserialize<TrainingSettings>(normalized) ?? new TrainingSettings();
             settings.SequenceSeparatorToken = separator;
             settings.Source = source;
@@ -471,8 +472,26 @@ public sealed class TrainingSettings
         }
         catch (JsonException e)
         {
-            throw new SaeSharpException($"{source}: {e.Message}");
+            throw new SaeSharpException(WrongType(e, normalized, source) ?? $"{source}: {e.Message}");
         }
+    }
+
+    /// <summary>"FILE: steps "x": expected a whole number" for a top-level field of <paramref name="json"/> whose JSON type
+    /// does not fit its property (System.Text.Json's own message names the CLR type); null for other errors.</summary>
+    private static string? WrongType(JsonException e, string? json, string source)
+    {
+        if (json is null || e.Path is not { } path || !path.StartsWith("$.", StringComparison.Ordinal)) return null;
+        string field = path[2..];
+        var type = typeof(TrainingSettings).GetProperties().Concat(typeof(TrainerConfig).GetProperties())
+            .FirstOrDefault(p => p.GetCustomAttributes(typeof(JsonPropertyNameAttribute), false) is [JsonPropertyNameAttribute a, ..] && a.Name == field)?.PropertyType;
+        if (type is null || JsonNode.Parse(json) is not JsonObject fields || !fields.ContainsKey(field)) return null;
+        type = Nullable.GetUnderlyingType(type) ?? type;
+        string? expected = type == typeof(int) || type == typeof(long) ? "a whole number"
+            : type == typeof(double) || type == typeof(float) ? "a number"
+            : type == typeof(bool) ? "true or false"
+            : type == typeof(string) ? "a string"
+            : null;
+        return expected is null ? null : $"{source}: {field} {fields[field]?.ToJsonString() ?? "null"}: expected {expected}";
     }
 
     /// <summary>The JSON types of the architecture fields: numbers (a whole one for the step count), a string, a list of

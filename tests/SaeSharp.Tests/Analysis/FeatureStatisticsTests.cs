@@ -1,5 +1,6 @@
 using SaeSharp.Activations;
 using SaeSharp.Analysis;
+using SaeSharp.Data;
 using SaeSharp.Interop;
 using SaeSharp.IO;
 using SaeSharp.Models;
@@ -39,6 +40,31 @@ public class FeatureStatisticsTests : IDisposable
                 all.Add((expected[feature, t], w, p, t));
             }
         return all.OrderByDescending(x => x.Item1).ThenBy(x => x.Item2).ThenBy(x => x.Item3).ToList();
+    }
+
+    [Fact]
+    public void An_sae_trained_on_a_seqpos_slice_and_separator_is_measured_on_such_windows_at_those_positions()
+    {
+        // The SAE's cfg.json says it was trained on positions 2: of windows whose documents are joined without a separator.
+        string dir = Path.Combine(_fx.Dir, "sliced");
+        using (var sae = SaeLoader.Load(_fx.SaeDir))
+        {
+            sae.Cfg.Metadata.SetWindowFields(SeqposSlice.Parse("2:"), false, PretokenizeToken.None);
+            SaeLensFormat.Save(sae, dir);
+        }
+        var data = new ModelDataOptions { ModelPath = _fx.ModelDir, DatasetPath = _fx.DataPath, BatchSizePrompts = 3 };
+        var report = AnalysisPipeline.Features(dir, data, new FeatureAnalysisOptions { Statistics = new FeatureStatisticsOptions { TopExamples = 3 } });
+        var windows = ModelPipeline.Windows(Tokenizer.FromFolder(_fx.ModelDir), _fx.DataPath, 16, prependBos: true,
+            sequenceSeparatorToken: PretokenizeToken.None).ToList();
+        var expected = _fx.ExpectedActs();
+        Assert.Equal(windows.Count, report.Windows);
+        Assert.Equal(windows.Count * 14L, report.Tokens);
+        for (int i = 0; i < AnalysisFixture.DSae; i++)
+        {
+            var values = windows.SelectMany(w => w.Skip(2)).Select(t => expected[i, t]).ToList();
+            Assert.Equal((double)values.Count(v => v > 0) / values.Count, report.Features[i].Density, 12);
+            Assert.All(report.Features[i].TopExamples, e => Assert.True(e.Position >= 2));
+        }
     }
 
     [Fact]

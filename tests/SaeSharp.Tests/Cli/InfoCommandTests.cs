@@ -1,4 +1,5 @@
 using System.Text.Json;
+using SaeSharp.Data;
 using SaeSharp.Interop;
 using SaeSharp.Saes;
 using SaeSharp.Tests.Tokenizers;
@@ -40,6 +41,28 @@ public sealed class InfoCommandTests : IDisposable
         Assert.True(exit == 0, err);
         Assert.Matches(@"hook_name_out\W+-", output);
     }
+    [Fact]
+    public void Info_shows_the_head_and_the_seqpos_slice_an_SAE_was_trained_on()
+    {
+        // A head SAE of hook_z has d_in d_head: without its head the hook and width would not fit.
+        var meta = new SaeMetadata { HookName = "blocks.1.attn.hook_z", HookHeadIndex = 2 };
+        meta.SetWindowFields(SeqposSlice.Parse("1:-1"), null, null);
+        var head = Path.Combine(_dir, "head");
+        using (var sae = SaeFactory.Create(new SaeConfig { Architecture = SaeArchitectures.Standard, DIn = 8, DSae = 16, Metadata = meta }))
+            SaeLensFormat.Save(sae, head);
+        var (exit, output, err) = CliRunner.Run("info", head);
+        Assert.True(exit == 0, err);
+        Assert.Matches(@"(?m)^\W*hook_head_index\W+2\W*$", output);
+        Assert.Matches(@"(?m)^\W*seqpos_slice\W+1:-1\W*$", output);
+        var plain = Path.Combine(_dir, "plain");
+        using (var sae = SaeFactory.Create(new SaeConfig { Architecture = SaeArchitectures.Standard, DIn = 8, DSae = 16, Metadata = new SaeMetadata { HookName = "blocks.1.hook_mlp_out" } }))
+            SaeLensFormat.Save(sae, plain);
+        (exit, output, err) = CliRunner.Run("info", plain);
+        Assert.True(exit == 0, err);
+        Assert.Matches(@"(?m)^\W*hook_head_index\W+-\W*$", output);
+        Assert.Matches(@"(?m)^\W*seqpos_slice\W+-\W*$", output);
+    }
+
     [Fact]
     public void Info_takes_the_SAE_as_its_argument_or_as_sae_like_the_other_commands_but_not_both_or_neither()
     {

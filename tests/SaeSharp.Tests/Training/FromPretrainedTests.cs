@@ -200,6 +200,25 @@ public class FromPretrainedTests : IDisposable
         Assert.DoesNotContain('\n', e.Message);
     }
 
+    [Theory]
+    [InlineData("\"architecture\": \"topk\", \"k\": 3", "\"decoder_init_norm\": 0.1", "decoder_init_norm")]
+    [InlineData("\"architecture\": \"jumprelu\"", "\"decoder_init_norm\": 0.1, \"jumprelu_init_threshold\": 0.01", "decoder_init_norm, jumprelu_init_threshold")]
+    public void ASaeLensConfigAsToDictWritesItTrainsFromTheSavedSaeWithItsInitialisationDefaultsIgnored(string arch, string init, string named)
+    {
+        // SAELens's to_dict() writes every field of the nested sae object, the initialisation ones at their defaults
+        // included, and its runner ignores them with from_pretrained_path.
+        var saved = Base(arch, "base").Replace("\\", "/");
+        using (var plan = TrainingPlan.ForActivations(Settings($"\"steps\": 2, \"sae\": {{ {arch}, {init} }}, \"from_pretrained_path\": \"{saved}\"", "ft")))
+        {
+            Assert.Single(plan.Options.Saes);
+            Assert.Contains(plan.Notes, n => n.StartsWith($"--from-pretrained {saved}: ignored: {named}", StringComparison.Ordinal));
+        }
+        // Another value asks for an initialisation that cannot happen.
+        var e = Assert.Throws<SaeSharpException>(() => TrainingPlan.ForActivations(
+            Settings($"\"steps\": 2, \"sae\": {{ {arch}, \"decoder_init_norm\": 0.5 }}, \"from_pretrained_path\": \"{saved}\"", "ft2")));
+        Assert.EndsWith("decoder_init_norm sets how a new SAE is initialised; the run starts from the saved SAE's weights: leave it out", e.Message);
+    }
+
     [Fact]
     public void ASavedSaeOfAnotherWidthIsRefused()
     {

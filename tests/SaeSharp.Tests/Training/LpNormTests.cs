@@ -188,7 +188,7 @@ public class LpNormTests : IDisposable
     }
 
     [Theory]
-    [InlineData("topk", "\"k\": 2, \"lp_norm\": 2", "'lp_norm' applies to relu, relu-april")]
+    [InlineData("topk", "\"k\": 2, \"lp_norm\": 2", "'lp_norm' (--lp-norm) applies to relu, relu-april, skip_transcoder")]
     [InlineData("relu", "\"lp_norm\": 0", "lp_norm 0: expected a positive, finite p")]
     [InlineData("relu", "\"lp_norm\": -1", "lp_norm -1: expected a positive, finite p")]
     [InlineData("relu", "\"lp_norm\": \"l2\"", "lp_norm \"l2\": expected a number")]
@@ -197,5 +197,21 @@ public class LpNormTests : IDisposable
         var e = Assert.Throws<SaeSharpException>(() => TrainingPlan.ForActivations(Settings(arch, fields)));
         Assert.StartsWith("lp.json: ", e.Message);
         Assert.Contains(expected, e.Message);
+    }
+
+    [Fact]
+    public void LpNormFlagOnARunWithoutAReluRecipeIsRefusedNamingTheFlag()
+    {
+        var path = Path.Combine(_dir, "rows.safetensors");
+        using (var rows = randn(300, 8, generator: new Generator(1)))
+            SafeTensors.Save(path, new Dictionary<string, Tensor> { ["activations"] = rows });
+        var r = Cli.CliRunner.Run("train", "--activations", path, "--arch", "topk", "--k", "2", "--lp-norm", "2", "--steps", "2",
+            "--batch-size", "32", "--out", Path.Combine(_dir, "flag"));
+        Assert.Equal(1, r.Exit);
+        // Other tests may register recipes that train as relu; they would follow skip_transcoder in the list.
+        Assert.StartsWith("error: training settings: 'lp_norm' (--lp-norm) applies to relu, relu-april, skip_transcoder", r.Err);
+        Assert.EndsWith("; this run trains topk: drop it or add the architecture", r.Err.Trim());
+        Assert.DoesNotContain('\n', r.Err.Trim());
+        Assert.False(Directory.Exists(Path.Combine(_dir, "flag")));
     }
 }

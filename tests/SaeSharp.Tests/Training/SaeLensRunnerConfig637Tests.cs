@@ -124,6 +124,19 @@ public class SaeLensRunnerConfig637Tests
         }
     }
 
+    [Theory]
+    [InlineData("hook_head_index", "\"x\"", "hook_head_index \"x\": expected a whole number")]
+    [InlineData("disable_concat_sequences", "\"yes\"", "disable_concat_sequences \"yes\": expected true or false")]
+    [InlineData("from_pretrained_path", "5", "from_pretrained_path 5: expected a string")]
+    [InlineData("lr", "[1]", "lr [1]: expected a number")]
+    public void AFieldOfTheWrongJsonTypeIsOneLineNamingItAndWhatItTakes(string field, string value, string expected)
+    {
+        var d = DocsExample();
+        d[field] = JsonNode.Parse(value);
+        var e = Assert.Throws<SaeSharpException>(() => TrainingSettings.FromJson(d.ToJsonString(), "runner_cfg.json"));
+        Assert.Equal($"runner_cfg.json: {expected}", e.Message);
+    }
+
     [Fact]
     public void UnknownFieldsOfA637ConfigAreStillRefusedByName()
     {
