@@ -252,6 +252,11 @@ public static class TokenWindows
                 TextDataset.FileKind.Txt when !TextDataset.TxtHasText(f) => [], // no text: skipped as other empty files
                 _ => throw new SaeSharpException($"dataset file '{f}' is text, but '{first}' is pre-tokenized; do not mix them"),
             });
+            // As in SAELens, the two window fields shape text only: a run that asked for them is told they changed nothing.
+            var unused = new[] { disableConcatSequences ? "disable_concat_sequences" : null,
+                                 sequenceSeparatorToken is { } sep && sep != PretokenizeToken.Bos ? "sequence_separator_token" : null }.OfType<string>().ToList();
+            if (unused.Count > 0)
+                DatasetWarnings.Report($"dataset '{path}' is pre-tokenized: {string.Join(" and ", unused)} apply to text only: its rows are used as they are (as in SAELens), so this changes nothing");
             if ((HubDataset.IsHubDataset(path) ? new HubDataset(path).MetadataFile() : PretokenizedMetadata.Find(path)) is { } meta)
                 foreach (var w in PretokenizedMetadata.Read(meta).Check(meta, contextSize, prependBos, tokenizer)) DatasetWarnings.Report(w);
             else

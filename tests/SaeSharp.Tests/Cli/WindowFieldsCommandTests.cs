@@ -61,6 +61,28 @@ public class WindowFieldsCommandTests : IDisposable
         Assert.Equal(PretokenizeToken.OfId(7), Read("--sequence-separator-token", "7").SequenceSeparatorToken);
     }
 
+    /// <summary>A pre-tokenized dataset's rows are used as they are (SAELens too): the two text-only window fields change
+    /// nothing there, and the run says so once on stderr rather than recording them silently.</summary>
+    [Fact]
+    public void Text_only_window_fields_on_a_pretokenized_dataset_are_named_in_a_warning()
+    {
+        string model = Model();
+        var rng = new Random(2);
+        File.WriteAllLines(P("tokens.jsonl"), Enumerable.Range(0, 40).Select(_ => $"{{\"input_ids\": [{string.Join(", ", Enumerable.Range(0, 16).Select(_ => rng.Next(100, 5000)))}]}}"));
+        string[] Cache(string output, params string[] extra) =>
+            ["cache", "--model", model, "--hook", "blocks.0.hook_resid_post", "--dataset", P("tokens.jsonl"), "--context-size", "16", "--tokens", "64",
+             "--out", P(output), .. extra];
+        var plain = CliRunner.Run(Cache("c0"));
+        Ok(plain);
+        Assert.DoesNotContain("pre-tokenized", plain.Err);
+        var both = CliRunner.Run(Cache("c1", "--disable-concat-sequences", "--sequence-separator-token", "eos"));
+        Ok(both);
+        Assert.Contains("is pre-tokenized: disable_concat_sequences and sequence_separator_token apply to text only", both.Err);
+        var sep = CliRunner.Run(Cache("c2", "--sequence-separator-token", "none"));
+        Ok(sep);
+        Assert.Contains("is pre-tokenized: sequence_separator_token apply to text only", sep.Err);
+    }
+
     [Fact]
     public void Bad_values_are_one_line_errors_naming_them()
     {
