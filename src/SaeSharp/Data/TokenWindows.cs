@@ -240,8 +240,8 @@ public static class TokenWindows
         var (column, tokenized, first) = TextDataset.ChooseColumn(files, textField);
         if (first is null)
             throw new SaeSharpException(File.Exists(path)
-                ? $"dataset file '{path}' has no rows (no document or token row)"
-                : $"dataset '{path}': no rows in any of its files (no document or token row)");
+                ? $"dataset file '{path}' has no text (no document with text, no token row)"
+                : $"dataset '{path}': no text in any of its files (no document with text, no token row)");
         if (tokenized)
         {
             var rows = files.SelectMany(f => TextDataset.KindOf(f) switch

@@ -97,6 +97,17 @@ public class TokenWindowsTests
         Assert.Equal(new long[][] { [50256, 15496, 995, 50256] }, TokenWindows.FromPath(path, TestPaths.Gpt2, 4, prependBos: true).ToList());
     }
 
+    /// <summary>A .txt of empty lines has rows (datasets reads each as an empty document) but no text: the error says
+    /// that, naming the file.</summary>
+    [Fact]
+    public void A_txt_of_empty_lines_is_an_error_saying_it_has_no_text()
+    {
+        string path = Path.Combine(TestPaths.TempDir(), "empty-lines.txt");
+        File.WriteAllText(path, "\n\n\n");
+        var e = Assert.Throws<SaeSharpException>(() => TokenWindows.FromPath(path, TestPaths.Gpt2, 4).ToList());
+        Assert.Equal($"dataset file '{path}' has no text (no document with text, no token row)", e.Message);
+    }
+
     [Fact]
     public void A_window_with_no_room_after_its_bos_is_an_error_not_endless_bos_only_windows()
     {
