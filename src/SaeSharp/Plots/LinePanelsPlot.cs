@@ -8,7 +8,11 @@ namespace SaeSharp.Plots;
 
 /// <summary>One line of a <see cref="LinePanel"/>: points (x, y) in order of x, drawn in the colour of its name (the same
 /// name has the same colour in every panel). Points with a non-finite x or y are not drawn, nor, on a log axis, y ≤ 0.</summary>
-public sealed record LineSeries(string Name, IReadOnlyList<double> X, IReadOnlyList<double> Y);
+public sealed record LineSeries(string Name, IReadOnlyList<double> X, IReadOnlyList<double> Y)
+{
+    /// <summary>A line common to all the named lines (a run's shared throughput): drawn in dark grey, not in the legend.</summary>
+    public bool Shared { get; init; }
+}
 
 /// <summary>A vertical dashed line across a panel at <see cref="X"/>, in the colour of the line called <see cref="Name"/>
 /// (an event of that line's run, such as resampling).</summary>
@@ -51,6 +55,9 @@ public static class LinePanelsPlot
     /// <summary>Lines of up to this many points are drawn with a marker at each point (one logged step is a dot).</summary>
     private const int MarkerPoints = 30;
 
+    /// <summary>The colour of a <see cref="LineSeries.Shared"/> line.</summary>
+    private static readonly Color SharedColor = new(0x44, 0x44, 0x44);
+
     /// <summary>The PNG: <paramref name="columns"/> panels a row, width <paramref name="width"/>, height
     /// <paramref name="height"/> (null: <see cref="PanelHeight"/> a row plus the title and legend).
     /// <paramref name="xFormat"/> writes the x tick labels (null: numbers with k, M, B suffixes).</summary>
@@ -61,7 +68,7 @@ public static class LinePanelsPlot
         if (panels.Count == 0) throw new ArgumentException("no panels to draw", nameof(panels));
         columns = Math.Clamp(columns, 1, panels.Count);
         int rows = (panels.Count + columns - 1) / columns;
-        var names = panels.SelectMany(p => p.Series.Select(s => s.Name).Concat(p.Markers.Select(m => m.Name))).Distinct().ToList();
+        var names = panels.SelectMany(p => p.Series.Where(s => !s.Shared).Select(s => s.Name).Concat(p.Markers.Select(m => m.Name))).Distinct().ToList();
         var palette = new ScottPlot.Palettes.Category10();
         var colors = names.Select((n, i) => (n, palette.GetColor(i))).ToDictionary(p => p.n, p => p.Item2);
 
@@ -169,22 +176,23 @@ public static class LinePanelsPlot
         {
             var thin = Thin(s.X, s.Y, positiveOnly: panel.LogY);
             if (thin.X.Length == 0) continue;
+            var color = s.Shared ? SharedColor : colors[s.Name];
             double[] Axis(double[] v) => panel.LogY ? v.Select(Math.Log10).ToArray() : v;
             var (xs, ys) = (thin.X, Axis(thin.Y));
             if (thin.Low is { } low && thin.High is { } high)
             {
                 var (l, h) = (Axis(low), Axis(high));
                 var band = plt.Add.FillY(xs, l, h);
-                band.FillColor = colors[s.Name].WithAlpha(0.25);
+                band.FillColor = color.WithAlpha(0.25);
                 band.LineWidth = 0;
                 lo = Math.Min(lo, l.Min());
                 hi = Math.Max(hi, h.Max());
             }
             lo = Math.Min(lo, ys.Min());
             hi = Math.Max(hi, ys.Max());
-            var line = plt.Add.ScatterLine(xs, ys, colors[s.Name]);
+            var line = plt.Add.ScatterLine(xs, ys, color);
             // Earlier lines wider, so that SAEs logging the same values (two TopK SAEs' L0, one lr schedule) all show.
-            line.LineWidth = 1.75f + 1f * (colors.Count - 1 - order[s.Name]);
+            line.LineWidth = s.Shared ? 1.75f : 1.75f + 1f * (colors.Count - 1 - order[s.Name]);
             line.MarkerSize = xs.Length <= MarkerPoints ? 7 : 0;
             line.MarkerShape = MarkerShape.FilledCircle;
         }

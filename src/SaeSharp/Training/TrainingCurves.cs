@@ -48,7 +48,8 @@ public static class TrainingCurves
                 panels.Add(new LinePanel("sparsity_coefficient", lines) { YMin = 0 }); // linear: a warm-up from 0 is no decade
         }
         if (Has(log, "rows_per_second") && Lines(log, "rows_per_second").FirstOrDefault(l => l.Y.Count > 0) is { } pass)
-            panels.Add(new LinePanel(log.Saes.Count > 1 ? "rows_per_second (the SAEs' shared pass)" : "rows_per_second", [pass])
+            panels.Add(new LinePanel(log.Saes.Count > 1 ? "rows_per_second (the SAEs' shared pass)" : "rows_per_second",
+                    [log.Saes.Count > 1 ? pass with { Shared = true } : pass])
                 { YMin = 0, YFormat = LinePanelsPlot.FormatCount });
         foreach (var q in log.Quantities.Where(q => q.StartsWith("metrics/", StringComparison.Ordinal)))
             panels.Add(Scaled(q, Lines(log, q)));

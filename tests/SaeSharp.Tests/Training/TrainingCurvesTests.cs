@@ -53,7 +53,9 @@ public class TrainingCurvesTests : IDisposable
                       "rows_per_second (the SAEs' shared pass)"], panels.Select(p => p.Title));
         foreach (var p in panels.SkipLast(1)) Assert.Equal(["topk", "relu"], p.Series.Select(s => s.Name));
         // One pass trains both SAEs: its throughput is one line.
-        Points(Assert.Single(panels[^1].Series), [100, 200], [10, 10]);
+        var pass = Assert.Single(panels[^1].Series);
+        Points(pass, [100, 200], [10, 10]);
+        Assert.True(pass.Shared); // grey, not in either SAE's colour
         // relu's resampling at step 1 (100 tokens) is marked in every panel, in relu's colour.
         foreach (var p in panels) Assert.Equal([new LineMarker("relu", 100)], p.Markers);
 
