@@ -240,8 +240,8 @@ public static class TokenWindows
         var (column, tokenized, first) = TextDataset.ChooseColumn(files, textField);
         if (first is null)
             throw new SaeSharpException(File.Exists(path)
-                ? $"dataset file '{path}' has no text (no document with text, no token row)"
-                : $"dataset '{path}': no text in any of its files (no document with text, no token row)");
+                ? $"dataset file '{path}' has no rows with text or tokens"
+                : $"dataset '{path}': no rows with text or tokens in any of its files");
         if (tokenized)
         {
             var rows = files.SelectMany(f => TextDataset.KindOf(f) switch

@@ -105,7 +105,7 @@ public class TokenWindowsTests
         string path = Path.Combine(TestPaths.TempDir(), "empty-lines.txt");
         File.WriteAllText(path, "\n\n\n");
         var e = Assert.Throws<SaeSharpException>(() => TokenWindows.FromPath(path, TestPaths.Gpt2, 4).ToList());
-        Assert.Equal($"dataset file '{path}' has no text (no document with text, no token row)", e.Message);
+        Assert.Equal($"dataset file '{path}' has no rows with text or tokens", e.Message);
     }
 
     [Fact]
