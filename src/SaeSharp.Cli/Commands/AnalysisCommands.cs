@@ -32,10 +32,11 @@ internal static class AnalysisCommands
         var png = new Option<bool>("--png") { Description = "Also write each feature's activation histogram as OUT/histograms/<i>.png" };
         var noBos = new Option<bool>("--no-prepend-bos") { Description = "Do not start every window with BOS (default: the SAE's prepend_bos)" };
         var exclude = new Option<bool>("--exclude-special-tokens") { Description = "Do not count BOS/EOS/pad positions (default: the SAE's setting)" };
+        var excludeIds = new Option<string?>("--exclude-token-ids") { Description = "Do not count the positions of these token ids, e.g. 0,50256 (default: the SAE's setting)" };
         var textField = new Option<string?>("--text-field") { Description = "jsonl field / parquet column holding the text (default: as SAELens, tokens/input_ids, else text, else problem)" };
         var command = new Command("features", "Feature statistics over a corpus: density, max, top examples, interval samples, histograms, logit effects")
         {
-            sae, model, dataset, tokens, output, features, top, context, contextSize, batch, intervals, seed, html, png, noBos, exclude, textField,
+            sae, model, dataset, tokens, output, features, top, context, contextSize, batch, intervals, seed, html, png, noBos, exclude, excludeIds, textField,
         };
         Cli.SetAction(command, parse =>
         {
@@ -50,11 +51,12 @@ internal static class AnalysisCommands
             if (parse.GetValue(html) is { } htmlDir) OutputGuard.RefuseReplacingInput("--html", htmlDir, DashboardWriter.Entries, inputs);
             int dSae;
             using (var probe = SaeLoader.Load(saePath)) dSae = probe.Cfg.DSae;
+            var (excludeSpecial, excludeTokenIds) = ModelDataOptionsCli.ReadExclusion(parse, exclude, excludeIds);
             var data = new ModelDataOptions
             {
                 ModelPath = ModelSource.Resolve(parse.GetValue(model)!), DatasetPath = ds, Tokens = parse.GetValue(tokens),
                 ContextSize = parse.GetValue(contextSize), PrependBos = parse.GetValue(noBos) ? false : null,
-                ExcludeSpecialTokens = parse.GetValue(exclude) ? true : null, TextField = parse.GetValue(textField),
+                ExcludeSpecialTokens = excludeSpecial ? true : null, ExcludeTokenIds = excludeTokenIds, TextField = parse.GetValue(textField),
                 BatchSizePrompts = parse.GetValue(batch),
             };
             var options = new FeatureAnalysisOptions

@@ -16,6 +16,7 @@ internal sealed class ModelDataOptionsCli
     public readonly Option<int?> ContextSize = new Option<int?>("--context-size") { Description = "Tokens per context window (default 128; eval: each SAE's context_size)" }.Positive();
     public readonly Option<bool> NoBos = new("--no-prepend-bos") { Description = "Do not start every window with BOS" };
     public readonly Option<bool> ExcludeSpecial = new("--exclude-special-tokens") { Description = "Leave BOS/EOS/pad positions out of the activations" };
+    public readonly Option<string?> ExcludeIds = new("--exclude-token-ids") { Description = "Leave the positions of these token ids out of the activations, e.g. 0,50256 (SAELens exclude_special_tokens as a list)" };
     public readonly Option<string?> SeqposSlice = new("--seqpos-slice")
     {
         Description = "Positions of each window used, as a Python slice START:STOP[:STEP], e.g. 1: skips position 0 (SAELens seqpos_slice; eval: each SAE's)",
@@ -47,7 +48,7 @@ internal sealed class ModelDataOptionsCli
     /// reads each SAE's hooks from its cfg) <c>--mode</c> and <c>--target-hook</c> are left out.</summary>
     public void AddTo(Command command, bool harvestModes = true)
     {
-        foreach (var o in new Option[] { Model, Hook, Dataset, Tokens, ContextSize, NoBos, ExcludeSpecial, SeqposSlice, DisableConcat, Separator, Mode, TargetHook, FoldLn, CenterWriting, TextField, Dtype, Device })
+        foreach (var o in new Option[] { Model, Hook, Dataset, Tokens, ContextSize, NoBos, ExcludeSpecial, ExcludeIds, SeqposSlice, DisableConcat, Separator, Mode, TargetHook, FoldLn, CenterWriting, TextField, Dtype, Device })
             if (harvestModes || (o != Mode && o != TargetHook)) command.Options.Add(o);
     }
 
@@ -56,7 +57,7 @@ internal sealed class ModelDataOptionsCli
     /// <summary>The options that only describe a run from a model (all but --model, --tokens, --device and the shuffle's
     /// --activations-mixing-fraction), for commands that also read activation files, where the files fix the hook and
     /// contexts: given there, <see cref="Cli.RefuseGiven"/> refuses them.</summary>
-    public Option[] ModelOnly => [Hook, Dataset, ContextSize, NoBos, ExcludeSpecial, SeqposSlice, DisableConcat, Separator, Mode, TargetHook, FoldLn, CenterWriting, TextField, Dtype, BufferBatches];
+    public Option[] ModelOnly => [Hook, Dataset, ContextSize, NoBos, ExcludeSpecial, ExcludeIds, SeqposSlice, DisableConcat, Separator, Mode, TargetHook, FoldLn, CenterWriting, TextField, Dtype, BufferBatches];
 
     /// <summary><c>--model</c>, or the config's model_name.</summary>
     public bool Given(ParseResult parse, TrainingSettings config) => Given(parse) || config.ModelName is not null;
@@ -93,6 +94,7 @@ internal sealed class ModelDataOptionsCli
         if (!Data.TextDataset.Exists(dataset))
             throw new SaeSharpException(parse.GetValue(Dataset) is null ? $"{src}: dataset_path {config!.DatasetPath}: no such file or folder (a Hugging Face dataset is named ORG/NAME)" : $"--dataset {dataset}: no such file or folder");
         var kwargs = WeightProcessingOptions.FromKwargs(config?.ModelFromPretrainedKwargs, out _);
+        var (excludeFlag, excludeIds) = ReadExclusion(parse);
         string? kwargsDtype = config?.ModelFromPretrainedKwargs is { } kw && kw.TryGetValue("dtype", out var dt) && dt.ValueKind == System.Text.Json.JsonValueKind.String ? dt.GetString() : null;
         return new ModelDataOptions
         {
@@ -104,7 +106,8 @@ internal sealed class ModelDataOptionsCli
             Tokens = parse.GetValue(Tokens),
             ContextSize = parse.GetValue(ContextSize) ?? config?.ContextSize,
             PrependBos = parse.GetValue(NoBos) ? false : config?.PrependBos,
-            ExcludeSpecialTokens = parse.GetValue(ExcludeSpecial) ? true : config?.ExcludeSpecialTokens,
+            ExcludeSpecialTokens = excludeFlag ? true : excludeIds is null ? config?.ExcludeSpecialTokens : null,
+            ExcludeTokenIds = excludeIds ?? (excludeFlag ? null : config?.ExcludeTokenIds),
             SeqposSlice = parse.GetValue(SeqposSlice) is { } slice ? Data.SeqposSlice.Parse(slice) : config?.SeqposSlice,
             DisableConcatSequences = parse.GetValue(DisableConcat) ? true : config?.DisableConcatSequences,
             SequenceSeparatorToken = parse.GetValue(Separator) is { } sep
@@ -115,6 +118,21 @@ internal sealed class ModelDataOptionsCli
             ActivationsMixingFraction = parse.CommandResult.Command.Options.Contains(MixingFraction) ? parse.GetValue(MixingFraction) : null, // else the config's activations_mixing_fraction
             Processing = kwargs with { FoldLn = parse.GetValue(FoldLn) || kwargs.FoldLn, CenterWritingWeights = parse.GetValue(CenterWriting) || kwargs.CenterWritingWeights },
         };
+    }
+
+    /// <summary><c>--exclude-special-tokens</c> and the ids of <c>--exclude-token-ids</c> (one of the two: SAELens's
+    /// exclude_special_tokens is a boolean or a list).</summary>
+    public (bool Special, long[]? Ids) ReadExclusion(ParseResult parse) => ReadExclusion(parse, ExcludeSpecial, ExcludeIds);
+
+    /// <summary><see cref="ReadExclusion(ParseResult)"/> for a command's own two options.</summary>
+    public static (bool Special, long[]? Ids) ReadExclusion(ParseResult parse, Option<bool> excludeSpecial, Option<string?> excludeIds)
+    {
+        ArgumentNullException.ThrowIfNull(parse);
+        bool special = parse.GetValue(excludeSpecial);
+        var ids = parse.GetValue(excludeIds) is { } text ? Data.ExcludedTokens.Parse(text, "--exclude-token-ids") : null;
+        if (special && ids is not null)
+            throw new SaeSharpException("give --exclude-special-tokens (the tokenizer's special tokens) or --exclude-token-ids (exactly those ids), not both");
+        return (special, ids);
     }
 
     /// <summary>The hook: <c>--hook</c>, else the config's hook_name.</summary>

@@ -28,6 +28,9 @@ public sealed record ActivationCacheOptions
     public Data.PretokenizeToken SequenceSeparatorToken { get; init; } = Data.PretokenizeToken.Bos;
     /// <summary>Token ids whose positions are not stored (BOS, EOS, padding).</summary>
     public IReadOnlyCollection<long>? ExcludeTokenIds { get; init; }
+    /// <summary>Recorded in the manifest: <see cref="ExcludeTokenIds"/> came from SAELens's exclude_special_tokens as a list
+    /// (false: from <c>true</c>, the tokenizer's special tokens).</summary>
+    public bool ExcludeTokenIdsListed { get; init; }
     /// <summary>Stored dtype of <c>activations</c>/<c>targets</c>: float32, float16 or bfloat16.</summary>
     public ScalarType Dtype { get; init; } = ScalarType.Float32;
     /// <summary>Recorded in the manifest: the dataset the windows came from.</summary>
@@ -98,6 +101,9 @@ public sealed class ActivationCacheManifest
     [JsonPropertyName("dataset_path")] public string? DatasetPath { get; set; }
     /// <summary>Token ids whose positions were not stored (BOS, EOS, padding).</summary>
     [JsonPropertyName("exclude_token_ids")] public long[] ExcludeTokenIds { get; set; } = [];
+    /// <summary>True when <see cref="ExcludeTokenIds"/> is SAELens's exclude_special_tokens given as a list (a trained SAE's
+    /// metadata writes the list); false or absent: exclude_special_tokens true (or nothing excluded).</summary>
+    [JsonPropertyName("exclude_token_ids_listed")] public bool ExcludeTokenIdsListed { get; set; }
     /// <summary>TransformerLens weight processing applied to the model (<c>fold_ln</c>, <c>center_writing_weights</c>, ...).</summary>
     [JsonPropertyName("model_from_pretrained_kwargs")] public Dictionary<string, bool> ModelFromPretrainedKwargs { get; set; } = new();
     /// <summary>The dtype the model ran in (<c>--dtype</c>), when not float32; null: float32.</summary>
@@ -242,7 +248,7 @@ public sealed class ActivationCacheFolder : IActivationSource
             ContextsPerShard = o.ContextsPerShard, RowsPerShard = (long)o.ContextsPerShard * positions,
             ContextSize = o.ContextSize, SeqposSlice = (o.SeqposSlice ?? Data.SeqposSlice.All).ToJson(), DisableConcatSequences = o.DisableConcatSequences,
             SequenceSeparatorToken = o.SequenceSeparatorToken.ToString(), BatchSizePrompts = o.BatchSizePrompts, PrependBos = o.PrependBos, DatasetPath = o.DatasetPath,
-            ExcludeTokenIds = (o.ExcludeTokenIds ?? []).Distinct().Order().ToArray(),
+            ExcludeTokenIds = (o.ExcludeTokenIds ?? []).Distinct().Order().ToArray(), ExcludeTokenIdsListed = o.ExcludeTokenIdsListed,
             ModelFromPretrainedKwargs = o.ModelFromPretrainedKwargs?.ToDictionary(kv => kv.Key, kv => kv.Value) ?? new(),
             ModelDtype = model.Config.Dtype == ScalarType.Float32 ? null : Interop.SaeLensFormat.DtypeName(model.Config.Dtype),
             MaxContexts = maxContexts,

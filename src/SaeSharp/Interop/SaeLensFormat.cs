@@ -240,6 +240,8 @@ public static class SaeLensFormat
         if (root["architecture"] is JsonValue av && av.TryGetValue(out string? archName) && UnsupportedSaeLensArchitectures.ContainsKey(archName))
             throw UnsupportedArchitecture(archName, cfgPath);
         FromSaeLensTranscoder(root, cfgPath);
+        if (root["metadata"]?["exclude_special_tokens"] is { } exclude && exclude.GetValueKind() is not (JsonValueKind.True or JsonValueKind.False))
+            _ = Data.ExcludedTokens.FromJson(exclude, $"{cfgPath}: metadata exclude_special_tokens");
         try
         {
             return SaeConfig.FromJson(root.ToJsonString(), cfgPath);

@@ -36,6 +36,9 @@ public sealed record ModelDataOptions
     public int Epochs { get; init; } = 1;
     /// <summary>Leave out BOS/EOS/PAD and other special-token positions; null: the SAE's <c>exclude_special_tokens</c> or false.</summary>
     public bool? ExcludeSpecialTokens { get; init; }
+    /// <summary>SAELens's <c>exclude_special_tokens</c> as a list: leave out the positions of exactly these token ids (no
+    /// BOS etc. added); set with <see cref="ExcludeSpecialTokens"/> null. Null: <see cref="ExcludeSpecialTokens"/> decides.</summary>
+    public IReadOnlyList<long>? ExcludeTokenIds { get; init; }
     /// <summary>Weight processing of the model (training and caching; evaluation takes it from the SAEs' cfg).</summary>
     public WeightProcessingOptions Processing { get; init; } = new();
     /// <summary>dtype the model runs in (bfloat16 or float16 halve its memory); null: float32, and for evaluation the

@@ -75,7 +75,7 @@ public static class ModelPipeline
                 new ModelActivationSourceOptions
                 {
                     ContextSize = ctx, BatchSizePrompts = data.BatchSizePrompts, BufferContexts = Math.Max(bufferContexts ?? data.BufferContexts, data.BatchSizePrompts),
-                    ExcludeTokenIds = data.ExcludeSpecialTokens == true ? SpecialTokenIds(tokenizer) : null,
+                    ExcludeTokenIds = ExcludedTokens.Resolve(data.ExcludeSpecialTokens, data.ExcludeTokenIds, tokenizer),
                     Seed = seed, MaxContexts = ContextsFor(data.Tokens, positions), ModelHooks = pm.Hooks, Epochs = data.Epochs,
                     MixingFraction = data.ActivationsMixingFraction ?? 0.5, SeqposSlice = data.SeqposSlice,
                 });
@@ -106,7 +106,8 @@ public static class ModelPipeline
             {
                 ContextSize = ctx, SeqposSlice = data.SeqposSlice, DisableConcatSequences = data.DisableConcatSequences ?? false,
                 SequenceSeparatorToken = data.SequenceSeparatorToken ?? PretokenizeToken.Bos, BatchSizePrompts = data.BatchSizePrompts, ContextsPerShard = contextsPerShard, MaxTokens = data.Tokens,
-                ExcludeTokenIds = data.ExcludeSpecialTokens == true ? SpecialTokenIds(tokenizer) : null,
+                ExcludeTokenIds = ExcludedTokens.Resolve(data.ExcludeSpecialTokens, data.ExcludeTokenIds, tokenizer),
+                ExcludeTokenIdsListed = data.ExcludeTokenIds is not null,
                 Dtype = dtype ?? ScalarType.Float32, DatasetPath = data.DatasetPath, PrependBos = bos,
                 ModelFromPretrainedKwargs = data.Processing.ToKwargs(), ModelHooks = pm.Hooks, Progress = progress,
             }, onShard);
@@ -118,7 +119,7 @@ public static class ModelPipeline
         string? targetHook = null, double bufferSizeGb = 2.0, ScalarType? dtype = null, IProgress<WorkProgress>? progress = null)
     {
         ArgumentNullException.ThrowIfNull(data);
-        if (data.ExcludeSpecialTokens == true)
+        if (data.ExcludeSpecialTokens == true || data.ExcludeTokenIds is { Count: > 0 })
             throw new SaeSharpException("a SAELens activation cache stores every position of each window ([context_size, d_in]); exclude_special_tokens needs the SaeSharp cache format");
         if (data.DisableConcatSequences == true || (data.SequenceSeparatorToken is { } sep && sep != PretokenizeToken.Bos))
             throw new SaeSharpException("SAELens's CacheActivationsRunnerConfig has no disable_concat_sequences or sequence_separator_token (its windows are packed, BOS between documents); " +
@@ -176,8 +177,9 @@ public static class ModelPipeline
             var groups = Enumerable.Range(0, saes.Count).GroupBy(i =>
             {
                 var m = saes[i].Cfg.Metadata;
+                var exclude = ExclusionOf(data, m);
                 return new EvalWindows(data.ContextSize ?? m.ContextSize ?? 128, data.PrependBos ?? m.PrependBos,
-                    data.ExcludeSpecialTokens ?? m.ExcludeSpecialTokens ?? false, data.SeqposSlice ?? m.SeqposSlice(),
+                    exclude.Special, exclude.Ids is null ? null : string.Join(",", exclude.Ids), data.SeqposSlice ?? m.SeqposSlice(),
                     data.DisableConcatSequences ?? m.DisableConcatSequences() ?? false, data.SequenceSeparatorToken ?? m.SequenceSeparatorToken());
             });
             foreach (var g in groups)
@@ -189,7 +191,8 @@ public static class ModelPipeline
                     new DownstreamEvalOptions
                     {
                         BatchSizePrompts = data.BatchSizePrompts, MaxContexts = ContextsFor(data.Tokens, TrainingContextSize(w.Ctx, w.Slice)),
-                        ExcludeTokenIds = w.Exclude ? SpecialTokenIds(tokenizer) : null, MeanAblation = meanAblation, ModelHooks = pm.Hooks,
+                        ExcludeTokenIds = ExcludedTokens.Resolve(w.Exclude, w.ExcludeIds is null ? null : w.ExcludeIds.Length == 0 ? [] : ExcludedTokens.Parse(w.ExcludeIds, "exclude_special_tokens"), tokenizer),
+                        MeanAblation = meanAblation, ModelHooks = pm.Hooks,
                         Progress = progress, SeqposSlice = w.Slice,
                     });
                 foreach (var (i, m) in g.Zip(metrics)) results[i] = m;
@@ -203,5 +206,14 @@ public static class ModelPipeline
     }
 
     /// <summary>The windows an SAE is evaluated on (a group of SAEs that share them is evaluated in one pass).</summary>
-    private sealed record EvalWindows(int Ctx, bool Bos, bool Exclude, SeqposSlice? Slice, bool DisableConcat, PretokenizeToken? Separator);
+    private sealed record EvalWindows(int Ctx, bool Bos, bool Exclude, string? ExcludeIds, SeqposSlice? Slice, bool DisableConcat, PretokenizeToken? Separator);
+
+    /// <summary>SAELens's exclude_special_tokens for an SAE run on <paramref name="data"/>: the options' boolean or list
+    /// when they give one, else the SAE's metadata (a boolean, a list, or absent: false).</summary>
+    internal static (bool Special, long[]? Ids) ExclusionOf(ModelDataOptions data, SaeMetadata meta)
+    {
+        if (data.ExcludeTokenIds is { } ids) return (false, [.. ids]);
+        if (data.ExcludeSpecialTokens is bool special) return (special, null);
+        return meta.ExcludeTokenIds is { } own ? (false, own) : (meta.ExcludeSpecialTokens ?? false, null);
+    }
 }

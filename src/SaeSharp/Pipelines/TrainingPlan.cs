@@ -526,7 +526,8 @@ public sealed class TrainingPlan : IDisposable
         var metadata = new SaeMetadata
         {
             ModelName = manifest.Model, HookName = manifest.Hook, ContextSize = manifest.ContextSize, PrependBos = manifest.PrependBos,
-            DatasetPath = manifest.DatasetPath is null ? null : Data.HubDataset.RecordedPath(manifest.DatasetPath), ExcludeSpecialTokens = manifest.ExcludeTokenIds.Length > 0,
+            DatasetPath = manifest.DatasetPath is null ? null : Data.HubDataset.RecordedPath(manifest.DatasetPath), ExcludeSpecialTokens = manifest.ExcludeTokenIdsListed ? null : manifest.ExcludeTokenIds.Length > 0,
+            ExcludeTokenIds = manifest.ExcludeTokenIdsListed ? manifest.ExcludeTokenIds : null,
             ModelFromPretrainedKwargs = KwargsOf(manifest.ModelFromPretrainedKwargs, manifest.ModelDtype),
         };
         metadata.SetWindowFields(Data.SeqposSlice.FromJson(manifest.SeqposSlice, "manifest seqpos_slice"), manifest.DisableConcatSequences,
@@ -564,7 +565,8 @@ public sealed class TrainingPlan : IDisposable
             ContextSize = data.ContextSize ?? 128,
             PrependBos = data.PrependBos ?? true,
             DatasetPath = Data.HubDataset.RecordedPath(data.DatasetPath),
-            ExcludeSpecialTokens = data.ExcludeSpecialTokens ?? false,
+            ExcludeSpecialTokens = data.ExcludeTokenIds is null ? data.ExcludeSpecialTokens ?? false : null,
+            ExcludeTokenIds = data.ExcludeTokenIds is { } ids ? [.. ids] : null,
             ModelFromPretrainedKwargs = KwargsOf(data.Processing.ToKwargs(),
                 data.ModelDtype is { } dtype && dtype != ScalarType.Float32 ? Interop.SaeLensFormat.DtypeName(dtype) : null),
         };

@@ -23,8 +23,28 @@ public sealed class SaeMetadata
     [JsonPropertyName("model_class_name")] public string? ModelClassName { get; set; } = "HookedTransformer";
     /// <summary>TransformerLens weight processing the model was loaded with (fold_ln, center_writing_weights, ...).</summary>
     [JsonPropertyName("model_from_pretrained_kwargs")] public Dictionary<string, JsonElement>? ModelFromPretrainedKwargs { get; set; }
-    /// <summary>Whether BOS/EOS/PAD positions were left out in training.</summary>
-    [JsonPropertyName("exclude_special_tokens")] public bool? ExcludeSpecialTokens { get; set; }
+    /// <summary>Whether BOS/EOS/PAD positions were left out in training (SAELens <c>exclude_special_tokens: true</c>);
+    /// null when absent or when it is a list (<see cref="ExcludeTokenIds"/>).</summary>
+    [JsonIgnore] public bool? ExcludeSpecialTokens { get; set; }
+    /// <summary>SAELens <c>exclude_special_tokens</c> as a list of token ids: exactly those positions were left out in
+    /// training; null when it is a boolean or absent. Written in place of <see cref="ExcludeSpecialTokens"/> when set.</summary>
+    [JsonIgnore] public long[]? ExcludeTokenIds { get; set; }
+
+    [JsonInclude, JsonPropertyName("exclude_special_tokens")]
+    private JsonElement? ExcludeSpecialTokensJson
+    {
+        get => Data.ExcludedTokens.ToJson(ExcludeSpecialTokens, ExcludeTokenIds);
+        set
+        {
+            (ExcludeSpecialTokens, ExcludeTokenIds) = value switch
+            {
+                null or { ValueKind: JsonValueKind.Null } => (null, null),
+                { ValueKind: JsonValueKind.True } => (true, null),
+                { ValueKind: JsonValueKind.False } => (false, (long[]?)null),
+                { } v => ((bool?)null, Data.ExcludedTokens.FromJson(JsonNode.Parse(v.GetRawText()), "cfg.json metadata exclude_special_tokens")),
+            };
+        }
+    }
     /// <summary>SAELens version that wrote the file, when it did.</summary>
     [JsonPropertyName("sae_lens_version")] public string? SaeLensVersion { get; set; }
     /// <summary>SAELens version that trained the SAE, when it did.</summary>

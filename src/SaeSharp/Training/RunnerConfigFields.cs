@@ -54,7 +54,7 @@ public static class RunnerConfigFields
         new("disable_concat_sequences", RunnerFieldUse.Mapped, "true: --disable-concat-sequences (one window per document)"),
         new("sequence_separator_token", RunnerFieldUse.Mapped, "--sequence-separator-token (null: none)"),
         new("prepend_bos", RunnerFieldUse.Mapped, "false: --no-prepend-bos"),
-        new("exclude_special_tokens", RunnerFieldUse.Mapped, "true: --exclude-special-tokens (a list of token ids is not supported)"),
+        new("exclude_special_tokens", RunnerFieldUse.Mapped, "true: --exclude-special-tokens; a list of token ids: --exclude-token-ids"),
         new("d_in", RunnerFieldUse.Mapped, "checked against the width of the activations at the hook"),
         new("store_batch_size_prompts", RunnerFieldUse.Mapped, "context windows per model run"),
         new("n_batches_in_buffer", RunnerFieldUse.Mapped, "--buffer-batches: the shuffle buffer of a run from a model holds n_batches_in_buffer × store_batch_size_prompts context windows"),
@@ -159,8 +159,6 @@ public static class RunnerConfigFields
                 (WandbFields.Contains(key) ? wandb : ignored).Add(value is JsonObject { Count: > 0 } o ? $"{key} ({string.Join(", ", o.Select(kv => kv.Key))})" : key);
             fields.Remove(key);
         }
-        if (fields["exclude_special_tokens"] is JsonArray)
-            refused.Add("SAELens's 'exclude_special_tokens' as a list of token ids is not supported: give true (BOS, EOS, pad and the other special tokens) or false");
         if (fields["model_from_pretrained_kwargs"] is JsonObject kwargs)
         {
             var other = kwargs.Select(kv => kv.Key).Where(k => k != "dtype" && !Models.WeightProcessingOptions.Keys.Contains(k)).ToList();

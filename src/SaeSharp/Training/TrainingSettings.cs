@@ -166,9 +166,12 @@ public sealed class TrainingSettings
     [JsonPropertyName("context_size")] public int? ContextSize { get; set; }
     /// <summary>SAELens's <c>prepend_bos</c> (false: <c>--no-prepend-bos</c>).</summary>
     [JsonPropertyName("prepend_bos")] public bool? PrependBos { get; set; }
-    /// <summary>SAELens's <c>exclude_special_tokens</c> as a boolean (<c>--exclude-special-tokens</c>); a list of token ids
-    /// is refused.</summary>
+    /// <summary>SAELens's <c>exclude_special_tokens</c> as a boolean (<c>--exclude-special-tokens</c>); null when absent or a
+    /// list (<see cref="ExcludeTokenIds"/>).</summary>
     [JsonPropertyName("exclude_special_tokens")] public bool? ExcludeSpecialTokens { get; set; }
+    /// <summary>SAELens's <c>exclude_special_tokens</c> as a list of token ids (<c>--exclude-token-ids</c>): exactly those
+    /// positions are dropped.</summary>
+    [JsonIgnore] public long[]? ExcludeTokenIds { get; set; }
     /// <summary>SAELens's <c>seqpos_slice</c> (<c>--seqpos-slice</c>): the positions of each window trained on, e.g.
     /// <c>[1, null]</c>; null: all.</summary>
     [JsonPropertyName("seqpos_slice")] public Data.SeqposSlice? SeqposSlice { get; set; }
@@ -451,9 +454,14 @@ public sealed class TrainingSettings
             // null in the file is SAELens's None (no separator); absent is its default "bos".
             Data.PretokenizeToken? separator = fields.TryGetPropertyValue("sequence_separator_token", out var separatorNode)
                 ? Data.PretokenizeToken.FromJson(separatorNode, $"{source}: sequence_separator_token") : null;
+            long[]? excludeIds = fields.TryGetPropertyValue("exclude_special_tokens", out var excludeNode) && excludeNode is not null
+                                 && excludeNode.GetValueKind() is not (JsonValueKind.True or JsonValueKind.False)
+                ? Data.ExcludedTokens.FromJson(excludeNode, $"{source}: exclude_special_tokens") : null;
+            if (excludeIds is not null) fields.Remove("exclude_special_tokens");
             normalized = fields.ToJsonString();
             var settings = JsonSerializer.Deserialize<TrainingSettings>(normalized) ?? new TrainingSettings();
             settings.SequenceSeparatorToken = separator;
+            settings.ExcludeTokenIds = excludeIds;
             settings.Source = source;
             settings.Notes.AddRange(notes);
             settings.ValidateArchitectureFields();

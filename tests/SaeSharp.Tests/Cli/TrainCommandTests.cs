@@ -764,9 +764,13 @@ public class ModelTrainCommandTests : IDisposable
         Assert.NotEqual(0, r.Exit);
         Assert.Contains("'dtype' \"bfloat16\" is not supported", r.Err);
         Assert.Contains("autocast", r.Err);
-        r = Train("special.json", "\"exclude_special_tokens\": false", "\"exclude_special_tokens\": [0, 1]");
+        // exclude_special_tokens as a list: non-negative ids inside the tokenizer's vocabulary.
+        r = Train("special.json", "\"exclude_special_tokens\": false", "\"exclude_special_tokens\": [0, -1]");
         Assert.NotEqual(0, r.Exit);
-        Assert.Contains("exclude_special_tokens", r.Err);
+        Assert.Contains("exclude_special_tokens [0,-1]: expected true, false or a list of non-negative token ids", r.Err);
+        r = Train("vocab.json", "\"exclude_special_tokens\": false", "\"exclude_special_tokens\": [0, 99999999]");
+        Assert.NotEqual(0, r.Exit);
+        Assert.Contains("exclude_special_tokens token id 99999999 is beyond the vocabulary", r.Err);
 
         // A model name that cannot be resolved says what to give.
         r = Train("name.json", $"\"model_name\": \"{model.Replace("\\", "/")}\"", "\"model_name\": \"no such model\"");

@@ -83,7 +83,7 @@ public class RunnerConfigFieldsTests : IDisposable
     [Theory]
     [InlineData("\"dtype\": \"float16\"", "'dtype'")]
     [InlineData("\"resume_from_checkpoint\": \"x\"", "sae train --resume")]
-    [InlineData("\"exclude_special_tokens\": [50256]", "list of token ids")]
+    [InlineData("\"exclude_special_tokens\": [-1]", "exclude_special_tokens [-1]: expected true, false or a list of non-negative token ids")]
     [InlineData("\"model_from_pretrained_kwargs\": {\"n_devices\": 2}", "'n_devices'")]
     [InlineData("\"apply_b_dec_to_input\": false", "'apply_b_dec_to_input'")]
     [InlineData("\"sae\": {\"d_in\": 8}, \"d_in\": 16", "'d_in' is 16 at the top level and 8 in 'sae'")]

@@ -1,0 +1,90 @@
+using System.Text.Json.Nodes;
+using SaeSharp.Models;
+using SaeSharp.Pipelines;
+using SaeSharp.Tokenizers;
+
+namespace SaeSharp.Tests.Cli;
+
+/// <summary><c>--exclude-token-ids</c> (SAELens's exclude_special_tokens as a list) on <c>sae train</c>, <c>sae cache</c>,
+/// <c>sae eval</c> and <c>sae features</c>: a tiny GPT-2 with GPT-2's tokenizer (" the" = 262, "." = 13).</summary>
+public class ExcludeTokenIdsCommandTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("exclude-ids-cli-").FullName;
+    public void Dispose() => Directory.Delete(_dir, true);
+    private string P(params string[] parts) => Path.Combine([_dir, .. parts]);
+
+    private string Model()
+    {
+        var dir = TinyModels.WriteGpt2(P("gpt2"), seed: 9, nLayer: 2, nEmbd: 16, nHead: 2, vocab: 50257, nPositions: 64);
+        foreach (var f in new[] { "vocab.json", "merges.txt" })
+            File.Copy(Tokenizers.TestPaths.Data("gpt2-tokenizer", f), Path.Combine(dir, f));
+        return dir;
+    }
+
+    private string Dataset()
+    {
+        var rng = new Random(1);
+        string[] words = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far", "away", "from", "home", "in", "rain"];
+        File.WriteAllLines(P("data.txt"), Enumerable.Range(0, 300).Select(_ => string.Join(' ', Enumerable.Range(0, 12).Select(_ => words[rng.Next(words.Length)])) + "."));
+        return P("data.txt");
+    }
+
+    private static string OneLineError((int Exit, string Out, string Err) r)
+    {
+        Assert.True(r.Exit == 1, $"exit {r.Exit}; stdout: {r.Out}; stderr: {r.Err}");
+        string err = r.Err.Trim();
+        Assert.StartsWith("error: ", err);
+        Assert.DoesNotContain('\n', err);
+        return err;
+    }
+
+    private static void Ok((int Exit, string Out, string Err) r) => Assert.True(r.Exit == 0, $"exit {r.Exit}; stdout: {r.Out}; stderr: {r.Err}");
+
+    [Fact]
+    public void Train_cache_eval_and_features_leave_out_exactly_the_listed_ids()
+    {
+        string model = Model(), data = Dataset();
+        var tokens = ModelPipeline.Windows(Tokenizer.FromFolder(model), data, 16, true).Take(10).SelectMany(w => w).ToArray();
+        Assert.Contains(262L, tokens);
+        Assert.Contains(13L, tokens);
+        Assert.Contains(50256L, tokens);
+        long kept = tokens.Count(t => t is not (262 or 13));
+
+        Ok(CliRunner.Run("train", "--model", model, "--hook", "blocks.0.hook_resid_post", "--dataset", data, "--tokens", "256", "--context-size", "16",
+            "--exclude-token-ids", "262,13", "--arch", "topk", "--k", "2", "--dict-size", "32", "--batch-size", "32", "--eval-rows", "60", "--out", P("run")));
+        var meta = JsonNode.Parse(File.ReadAllText(P("run", "cfg.json")))!["metadata"]!;
+        Assert.Equal("[262,13]", meta["exclude_special_tokens"]!.ToJsonString());
+
+        // eval --model and features read the SAE's list: 160 tokens are 10 windows of 16, less the listed positions.
+        Ok(CliRunner.Run("eval", "--sae", P("run"), "--model", model, "--dataset", data, "--tokens", "160", "--json", P("e.json")));
+        Assert.Equal(kept, (long)JsonNode.Parse(File.ReadAllText(P("e.json")))!["token_stats"]!["total_tokens_eval_reconstruction"]!);
+        Ok(CliRunner.Run("features", "--sae", P("run"), "--model", model, "--dataset", data, "--tokens", "160", "--features", "0-3", "--out", P("f")));
+        Assert.Equal(kept, (long)JsonNode.Parse(File.ReadAllText(P("f", "summary.json")))!["tokens"]!);
+
+        Ok(CliRunner.Run("cache", "--model", model, "--hook", "blocks.0.hook_resid_post", "--dataset", data, "--context-size", "16", "--tokens", "160",
+            "--exclude-token-ids", "262,13", "--out", P("cache")));
+        var m = JsonNode.Parse(File.ReadAllText(P("cache", "manifest.json")))!;
+        Assert.Equal(kept, (long)m["total_rows"]!);
+        Assert.Equal("[13,262]", m["exclude_token_ids"]!.ToJsonString());
+        Assert.True((bool)m["exclude_token_ids_listed"]!);
+    }
+
+    [Fact]
+    public void Bad_values_are_one_line_errors_naming_them()
+    {
+        string model = Model(), data = Dataset();
+        string[] Train(params string[] extra) =>
+            ["train", "--model", model, "--hook", "blocks.0.hook_resid_post", "--dataset", data, "--tokens", "256", "--context-size", "16",
+             "--arch", "topk", "--k", "2", "--dict-size", "32", "--batch-size", "32", "--out", P("run"), .. extra];
+        Assert.Contains("--exclude-token-ids 1,a: expected comma-separated non-negative token ids", OneLineError(CliRunner.Run(Train("--exclude-token-ids", "1,a"))));
+        Assert.Contains("--exclude-token-ids 5,-1: expected", OneLineError(CliRunner.Run(Train("--exclude-token-ids", "5,-1"))));
+        Assert.Contains("token id 50257 is beyond the vocabulary (ids 0 to 50256)", OneLineError(CliRunner.Run(Train("--exclude-token-ids", "50257"))));
+        Assert.Contains("not both", OneLineError(CliRunner.Run(Train("--exclude-token-ids", "13", "--exclude-special-tokens"))));
+        Assert.Contains("exclude_special_tokens needs the SaeSharp cache format", OneLineError(CliRunner.Run("cache", "--model", model, "--hook", "blocks.0.hook_resid_post",
+            "--dataset", data, "--context-size", "16", "--exclude-token-ids", "13", "--format", "saelens", "--out", P("sl"))));
+        File.WriteAllText(P("runner.json"), """{"exclude_special_tokens": [13, "x"]}""");
+        Assert.Contains("runner.json: exclude_special_tokens [13,\"x\"]: expected", OneLineError(CliRunner.Run(Train("--config", P("runner.json")))));
+        // On activation files the positions are fixed by the files: the flag would be ignored.
+        Assert.Contains("--exclude-token-ids", OneLineError(CliRunner.Run("eval", "--sae", P("nosae"), "--activations", P("x.safetensors"), "--exclude-token-ids", "1")));
+    }
+}
