@@ -6,39 +6,8 @@ namespace SaeSharp.Tests.Cli;
 
 /// <summary><c>--seqpos-slice</c>, <c>--disable-concat-sequences</c> and <c>--sequence-separator-token</c> on
 /// <c>sae train</c>, <c>sae cache</c> and <c>sae eval</c>: a tiny GPT-2 with GPT-2's tokenizer (no SEP token).</summary>
-public class WindowFieldsCommandTests : IDisposable
+public class WindowFieldsCommandTests : TinyGpt2CliTestBase
 {
-    private readonly string _dir = Directory.CreateTempSubdirectory("window-fields-").FullName;
-    public void Dispose() => Directory.Delete(_dir, true);
-    private string P(params string[] parts) => Path.Combine([_dir, .. parts]);
-
-    private string Model()
-    {
-        var dir = TinyModels.WriteGpt2(P("gpt2"), seed: 9, nLayer: 2, nEmbd: 16, nHead: 2, vocab: 50257, nPositions: 64);
-        foreach (var f in new[] { "vocab.json", "merges.txt" })
-            File.Copy(Tokenizers.TestPaths.Data("gpt2-tokenizer", f), Path.Combine(dir, f));
-        return dir;
-    }
-
-    private string Dataset()
-    {
-        var rng = new Random(1);
-        string[] words = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far", "away", "from", "home", "in", "rain"];
-        File.WriteAllLines(P("data.txt"), Enumerable.Range(0, 300).Select(_ => string.Join(' ', Enumerable.Range(0, 12).Select(_ => words[rng.Next(words.Length)])) + "."));
-        return P("data.txt");
-    }
-
-    private static string OneLineError((int Exit, string Out, string Err) r)
-    {
-        Assert.True(r.Exit == 1, $"exit {r.Exit}; stdout: {r.Out}; stderr: {r.Err}");
-        string err = r.Err.Trim();
-        Assert.StartsWith("error: ", err);
-        Assert.DoesNotContain('\n', err);
-        return err;
-    }
-
-    private static void Ok((int Exit, string Out, string Err) r) => Assert.True(r.Exit == 0, $"exit {r.Exit}; stdout: {r.Out}; stderr: {r.Err}");
-
     [Fact]
     public void The_flags_win_over_the_runner_configs_fields()
     {

@@ -1,4 +1,6 @@
 using SaeSharp.Models;
+using SaeSharp.Pipelines;
+using SaeSharp.Tests.Tokenizers;
 using static TorchSharp.torch;
 
 namespace SaeSharp.Tests.Models;
@@ -28,6 +30,41 @@ public abstract class ModelTestBase : IDisposable
         yield return Gpt2();
         yield return NeoX(parallel: true, rotaryPct: 0.5);
         yield return NeoX(parallel: false, rotaryPct: 1.0);
+    }
+
+    /// <summary>GPT-2's real tokenizer files in <paramref name="model"/>, with <c>&lt;|endoftext|&gt;</c> as BOS and EOS.</summary>
+    protected static void AddGpt2Tokenizer(string model)
+    {
+        File.Copy(TestPaths.Data("gpt2-tokenizer", "vocab.json"), Path.Combine(model, "vocab.json"));
+        File.Copy(TestPaths.Data("gpt2-tokenizer", "merges.txt"), Path.Combine(model, "merges.txt"));
+        File.WriteAllText(Path.Combine(model, "tokenizer_config.json"), """{"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}""");
+    }
+
+    /// <summary>A tiny GPT-2 (2 layers, d_model 16) with GPT-2's real tokenizer, and a small text file of 40 lines
+    /// ("Line i: the quick brown fox jumps over the lazy dog number 7i.").</summary>
+    protected (string Model, string Data) TinyGpt2WithText()
+    {
+        string model = TinyModels.WriteGpt2(Sub("m"), seed: 4, nLayer: 2, nEmbd: 16, nHead: 4, vocab: 50257, nPositions: 64);
+        AddGpt2Tokenizer(model);
+        string data = Path.Combine(Dir, "data.txt");
+        File.WriteAllLines(data, Enumerable.Range(0, 40).Select(i => $"Line {i}: the quick brown fox jumps over the lazy dog number {i * 7}."));
+        return (model, data);
+    }
+
+    /// <summary>Every row a model run's source hands out at <paramref name="hook"/>, in harvest order (mixing fraction 0),
+    /// as [rows, d], and the context windows it read.</summary>
+    protected static (Tensor Rows, long Contexts) Drain(ModelDataOptions opts, string hook)
+    {
+        using var src = ModelPipeline.OpenSource(opts with { ActivationsMixingFraction = 0 }, hook, bufferContexts: 2, seed: 1);
+        var parts = new List<Tensor>();
+        while (src.Next(7) is { } b)
+        {
+            parts.Add(b.Input.clone().DetachFromDisposeScope());
+            b.Dispose();
+        }
+        var rows = cat(parts, 0);
+        foreach (var p in parts) p.Dispose();
+        return (rows, src.ContextsConsumed);
     }
 
     protected static Tensor Tokens(params long[][] rows) =>

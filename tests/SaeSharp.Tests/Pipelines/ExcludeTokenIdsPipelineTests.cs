@@ -19,32 +19,6 @@ public class ExcludeTokenIdsPipelineTests : ModelTestBase
     private const string Hook = "blocks.0.hook_resid_post";
     private const long The = 262, Fox = 21831, Bos = 50256;
 
-    private (string Model, string Data) Setup()
-    {
-        string model = TinyModels.WriteGpt2(Sub("m"), seed: 4, nLayer: 2, nEmbd: 16, nHead: 4, vocab: 50257, nPositions: 64);
-        File.Copy(TestPaths.Data("gpt2-tokenizer", "vocab.json"), Path.Combine(model, "vocab.json"));
-        File.Copy(TestPaths.Data("gpt2-tokenizer", "merges.txt"), Path.Combine(model, "merges.txt"));
-        File.WriteAllText(Path.Combine(model, "tokenizer_config.json"), """{"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}""");
-        string data = Path.Combine(Dir, "data.txt");
-        File.WriteAllLines(data, Enumerable.Range(0, 40).Select(i => $"Line {i}: the quick brown fox jumps over the lazy dog number {i * 7}."));
-        return (model, data);
-    }
-
-    /// <summary>Every row a source hands out, in harvest order (mixing fraction 0), as [rows, d].</summary>
-    private static (Tensor Rows, long Contexts) Drain(ModelDataOptions opts)
-    {
-        using var src = ModelPipeline.OpenSource(opts with { ActivationsMixingFraction = 0 }, Hook, bufferContexts: 2, seed: 1);
-        var parts = new List<Tensor>();
-        while (src.Next(7) is { } b)
-        {
-            parts.Add(b.Input.clone().DetachFromDisposeScope());
-            b.Dispose();
-        }
-        var rows = cat(parts, 0);
-        foreach (var p in parts) p.Dispose();
-        return (rows, src.ContextsConsumed);
-    }
-
     /// <summary>The token ids of the first <paramref name="n"/> windows of 16, in harvest order.</summary>
     private static long[] Tokens(string model, string data, int n) =>
         [.. ModelPipeline.Windows(Tokenizer.FromFolder(model), data, 16, true).Take(n).SelectMany(w => w)];
@@ -52,27 +26,27 @@ public class ExcludeTokenIdsPipelineTests : ModelTestBase
     [Fact]
     public void A_list_drops_exactly_the_listed_ids_positions_and_adds_no_bos()
     {
-        var (model, data) = Setup();
+        var (model, data) = TinyGpt2WithText();
         var opts = new ModelDataOptions { ModelPath = model, DatasetPath = data, ContextSize = 16, BatchSizePrompts = 2, Tokens = 5 * 16 };
         var tokens = Tokens(model, data, 5);
         Assert.Contains(Bos, tokens);
         Assert.Contains(The, tokens);
         Assert.Contains(Fox, tokens);
-        var (full, _) = Drain(opts);
+        var (full, _) = Drain(opts, Hook);
         Assert.Equal(80, full.shape[0]);
         long[] keep = [.. Enumerable.Range(0, 80).Where(i => tokens[i] != The && tokens[i] != Fox).Select(i => (long)i)];
         using var byHand = full.index_select(0, tensor(keep));
-        var (listed, contexts) = Drain(opts with { ExcludeTokenIds = [Fox, The, The] });
+        var (listed, contexts) = Drain(opts with { ExcludeTokenIds = [Fox, The, The] }, Hook);
         Assert.Equal(5, contexts);
         Assert.Equal(keep.Length, listed.shape[0]);
         Assert.True(listed.equal(byHand).all().item<bool>(), "the rows should be the full run's rows without the listed ids' positions");
         // BOS is dropped only when listed: [50256] is exactly what true drops for GPT-2.
-        var (special, _) = Drain(opts with { ExcludeSpecialTokens = true });
-        var (bosListed, _) = Drain(opts with { ExcludeTokenIds = [Bos] });
+        var (special, _) = Drain(opts with { ExcludeSpecialTokens = true }, Hook);
+        var (bosListed, _) = Drain(opts with { ExcludeTokenIds = [Bos] }, Hook);
         Assert.Equal(80 - tokens.Count(t => t == Bos), special.shape[0]);
         Assert.True(special.equal(bosListed).all().item<bool>());
         // An empty list drops nothing.
-        var (none, _) = Drain(opts with { ExcludeTokenIds = [] });
+        var (none, _) = Drain(opts with { ExcludeTokenIds = [] }, Hook);
         Assert.True(none.equal(full).all().item<bool>());
         foreach (var t in new[] { full, listed, special, bosListed, none }) t.Dispose();
     }
@@ -80,7 +54,7 @@ public class ExcludeTokenIdsPipelineTests : ModelTestBase
     [Fact]
     public void An_id_beyond_the_vocabulary_is_an_error_naming_it()
     {
-        var (model, data) = Setup();
+        var (model, data) = TinyGpt2WithText();
         var opts = new ModelDataOptions { ModelPath = model, DatasetPath = data, ContextSize = 16, Tokens = 32, ExcludeTokenIds = [The, 50257] };
         var e = Assert.Throws<SaeSharpException>(() => ModelPipeline.OpenSource(opts, Hook).Dispose());
         Assert.Equal("exclude_special_tokens token id 50257 is beyond the vocabulary (ids 0 to 50256)", e.Message);
@@ -90,7 +64,7 @@ public class ExcludeTokenIdsPipelineTests : ModelTestBase
     [Fact]
     public void A_cache_records_the_list_and_its_saes_metadata_writes_it()
     {
-        var (model, data) = Setup();
+        var (model, data) = TinyGpt2WithText();
         var opts = new ModelDataOptions { ModelPath = model, DatasetPath = data, ContextSize = 16, BatchSizePrompts = 2, Tokens = 5 * 16 };
         var tokens = Tokens(model, data, 5);
         string dir = Path.Combine(Dir, "cache");
@@ -113,7 +87,7 @@ public class ExcludeTokenIdsPipelineTests : ModelTestBase
     [Fact]
     public void Eval_of_an_sae_whose_metadata_lists_ids_leaves_their_positions_out()
     {
-        var (model, data) = Setup();
+        var (model, data) = TinyGpt2WithText();
         var opts = new ModelDataOptions { ModelPath = model, DatasetPath = data, ContextSize = 16, BatchSizePrompts = 2, Tokens = 100 };
         var tokens = Tokens(model, data, 7);
         string Save(string name, Action<SaeMetadata> set)

@@ -13,27 +13,10 @@ namespace SaeSharp.Tests.Pipelines;
 /// <summary>The CLI entry points end to end: a tiny GPT-2 with the real GPT-2 tokenizer on a small text file.</summary>
 public class ModelPipelineTests : ModelTestBase
 {
-    /// <summary>GPT-2's real tokenizer files in <paramref name="model"/>, with <c>&lt;|endoftext|&gt;</c> as BOS and EOS.</summary>
-    private static void AddGpt2Tokenizer(string model)
-    {
-        File.Copy(TestPaths.Data("gpt2-tokenizer", "vocab.json"), Path.Combine(model, "vocab.json"));
-        File.Copy(TestPaths.Data("gpt2-tokenizer", "merges.txt"), Path.Combine(model, "merges.txt"));
-        File.WriteAllText(Path.Combine(model, "tokenizer_config.json"), """{"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}""");
-    }
-
-    private (string Model, string Data) Setup()
-    {
-        string model = TinyModels.WriteGpt2(Sub("m"), seed: 4, nLayer: 2, nEmbd: 16, nHead: 4, vocab: 50257, nPositions: 64);
-        AddGpt2Tokenizer(model);
-        string data = Path.Combine(Dir, "data.txt");
-        File.WriteAllLines(data, Enumerable.Range(0, 40).Select(i => $"Line {i}: the quick brown fox jumps over the lazy dog number {i * 7}."));
-        return (model, data);
-    }
-
     [Fact]
     public void Source_cache_and_eval_entry_points_run_end_to_end()
     {
-        var (model, data) = Setup();
+        var (model, data) = TinyGpt2WithText();
         var tok = Tokenizer.FromFolder(model);
         Assert.Equal(50256, tok.BosTokenId);
         Assert.Contains(50256L, ModelPipeline.SpecialTokenIds(tok));
@@ -100,7 +83,7 @@ public class ModelPipelineTests : ModelTestBase
     [Fact]
     public void The_model_dtype_is_recorded_with_the_cache_and_the_saes()
     {
-        var (model, data) = Setup();
+        var (model, data) = TinyGpt2WithText();
         var opts = new ModelDataOptions { ModelPath = model, DatasetPath = data, ContextSize = 16, Tokens = 32, ModelDtype = ScalarType.BFloat16 };
         var m = ModelPipeline.WriteCache(opts, "blocks.0.hook_resid_post", Path.Combine(Dir, "bf16-cache"), contextsPerShard: 2);
         Assert.Equal("bfloat16", m.ModelDtype);
@@ -137,7 +120,7 @@ public class ModelPipelineTests : ModelTestBase
     [Fact]
     public void Saes_evaluated_together_each_use_their_own_context_size()
     {
-        var (model, data) = Setup();
+        var (model, data) = TinyGpt2WithText();
         var opts = new ModelDataOptions { ModelPath = model, DatasetPath = data, Tokens = 64, BatchSizePrompts = 2 };
         var paths = new List<string>();
         foreach (var (ctx, seed) in new[] { (16, 1), (8, 2) })
@@ -233,7 +216,7 @@ public class ModelPipelineTests : ModelTestBase
     [InlineData(3)]
     public void N_batches_in_buffer_sizes_the_shuffle_buffer_in_model_runs(int nBatches)
     {
-        var (model, data) = Setup();
+        var (model, data) = TinyGpt2WithText();
         var s = SaeSharp.Training.TrainingSettings.FromJson($$"""
             {"architecture": "topk", "k": 4, "d_sae": 32, "n_batches_in_buffer": {{nBatches}}, "total_training_steps": 2,
              "train_batch_size_tokens": 16, "eval_rows": 16, "out": "{{Sub("run").Replace("\\", "/")}}"}
@@ -259,7 +242,7 @@ public class ModelPipelineTests : ModelTestBase
     [Fact]
     public void Buffer_batches_given_for_the_data_win_over_the_configs_n_batches_in_buffer()
     {
-        var (model, data) = Setup();
+        var (model, data) = TinyGpt2WithText();
         var s = SaeSharp.Training.TrainingSettings.FromJson($$"""
             {"architecture": "topk", "k": 4, "d_sae": 32, "n_batches_in_buffer": 3, "total_training_steps": 2,
              "train_batch_size_tokens": 16, "eval_rows": 16, "out": "{{Sub("run").Replace("\\", "/")}}"}

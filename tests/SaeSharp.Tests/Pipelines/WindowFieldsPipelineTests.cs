@@ -19,50 +19,24 @@ public class WindowFieldsPipelineTests : ModelTestBase
 {
     private const string Hook = "blocks.0.hook_resid_post";
 
-    private (string Model, string Data) Setup()
-    {
-        string model = TinyModels.WriteGpt2(Sub("m"), seed: 4, nLayer: 2, nEmbd: 16, nHead: 4, vocab: 50257, nPositions: 64);
-        File.Copy(TestPaths.Data("gpt2-tokenizer", "vocab.json"), Path.Combine(model, "vocab.json"));
-        File.Copy(TestPaths.Data("gpt2-tokenizer", "merges.txt"), Path.Combine(model, "merges.txt"));
-        File.WriteAllText(Path.Combine(model, "tokenizer_config.json"), """{"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}""");
-        string data = Path.Combine(Dir, "data.txt");
-        File.WriteAllLines(data, Enumerable.Range(0, 40).Select(i => $"Line {i}: the quick brown fox jumps over the lazy dog number {i * 7}."));
-        return (model, data);
-    }
-
-    /// <summary>Every row a source hands out, in harvest order (mixing fraction 0), as [rows, d].</summary>
-    private static (Tensor Rows, long Contexts) Drain(ModelDataOptions opts)
-    {
-        using var src = ModelPipeline.OpenSource(opts with { ActivationsMixingFraction = 0 }, Hook, bufferContexts: 2, seed: 1);
-        var parts = new List<Tensor>();
-        while (src.Next(7) is { } b)
-        {
-            parts.Add(b.Input.clone().DetachFromDisposeScope());
-            b.Dispose();
-        }
-        var rows = cat(parts, 0);
-        foreach (var p in parts) p.Dispose();
-        return (rows, src.ContextsConsumed);
-    }
-
     [Theory]
     [InlineData("1:", new[] { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15 })]
     [InlineData("::3", new[] { 0, 3, 6, 9, 12, 15 })]
     [InlineData("2:-5", new[] { 2, 3, 4, 5, 6, 7, 8, 9, 10 })]
     public void A_sliced_source_hands_out_exactly_the_sliced_positions_and_its_budget_counts_them(string slice, int[] positions)
     {
-        var (model, data) = Setup();
+        var (model, data) = TinyGpt2WithText();
         var opts = new ModelDataOptions { ModelPath = model, DatasetPath = data, ContextSize = 16, BatchSizePrompts = 2 };
         // 5 windows of every position, harvested as a full run sliced by hand.
-        var (full, fullContexts) = Drain(opts with { Tokens = 5 * 16 });
+        var (full, fullContexts) = Drain(opts with { Tokens = 5 * 16 }, Hook);
         Assert.Equal(5, fullContexts);
         using var byHand = full.view(5, 16, -1).index_select(1, tensor(positions.Select(p => (long)p).ToArray())).reshape(-1, full.shape[1]);
         // The budget counts the rows trained on: 5 windows' worth of sliced positions, then one more row takes a sixth window.
-        var (sliced, contexts) = Drain(opts with { Tokens = 5 * positions.Length, SeqposSlice = SeqposSlice.Parse(slice) });
+        var (sliced, contexts) = Drain(opts with { Tokens = 5 * positions.Length, SeqposSlice = SeqposSlice.Parse(slice) }, Hook);
         Assert.Equal(5, contexts);
         Assert.Equal(5 * positions.Length, sliced.shape[0]);
         Assert.True(sliced.equal(byHand).all().item<bool>(), "the sliced rows should be the full run's rows at the sliced positions");
-        var (_, more) = Drain(opts with { Tokens = 5 * positions.Length + 1, SeqposSlice = SeqposSlice.Parse(slice) });
+        var (_, more) = Drain(opts with { Tokens = 5 * positions.Length + 1, SeqposSlice = SeqposSlice.Parse(slice) }, Hook);
         Assert.Equal(6, more);
         Assert.Equal(6, ModelPipeline.ContextsFor(5 * positions.Length + 1, ModelPipeline.TrainingContextSize(16, SeqposSlice.Parse(slice))));
         full.Dispose();
@@ -72,7 +46,7 @@ public class WindowFieldsPipelineTests : ModelTestBase
     [Fact]
     public void The_separator_and_disable_concat_change_the_windows_harvested()
     {
-        var (model, data) = Setup();
+        var (model, data) = TinyGpt2WithText();
         var tok = Tokenizer.FromFolder(model);
         var bos = ModelPipeline.Windows(tok, data, 32, true).Take(4).ToList();
         Assert.Contains(bos, w => w.Skip(1).Contains(50256L)); // BOS separates the documents packed into a window
@@ -92,7 +66,7 @@ public class WindowFieldsPipelineTests : ModelTestBase
     [Fact]
     public void A_sliced_cache_stores_the_sliced_positions_and_records_the_window_fields()
     {
-        var (model, data) = Setup();
+        var (model, data) = TinyGpt2WithText();
         var opts = new ModelDataOptions
         {
             ModelPath = model, DatasetPath = data, ContextSize = 16, BatchSizePrompts = 2, Tokens = 45, SeqposSlice = SeqposSlice.Parse("1:"),
@@ -103,7 +77,7 @@ public class WindowFieldsPipelineTests : ModelTestBase
         // SAELens's CacheActivationsRunner: n_seq = training_tokens / sliced context size (45 / 15 = 3), sliced rows each.
         Assert.Equal(3, m.TotalContexts);
         Assert.Equal(45, m.TotalRows);
-        var (rows, _) = Drain(opts);
+        var (rows, _) = Drain(opts, Hook);
         using (var cached = new ActivationCacheFolder(dir, new ActivationFileSourceOptions { Shuffle = false }))
         {
             using var b = cached.Next(1000)!;
@@ -125,7 +99,7 @@ public class WindowFieldsPipelineTests : ModelTestBase
     [Fact]
     public void Training_from_a_config_with_the_three_fields_records_them_and_trains_on_the_sliced_rows()
     {
-        var (model, data) = Setup();
+        var (model, data) = TinyGpt2WithText();
         string outDir = Sub("run").Replace("\\", "/");
         var s = TrainingSettings.FromJson($$"""
             {"architecture": "topk", "k": 4, "d_sae": 32, "training_tokens": 96, "train_batch_size_tokens": 16, "eval_rows": 16,
@@ -162,7 +136,7 @@ public class WindowFieldsPipelineTests : ModelTestBase
     [Fact]
     public void A_flag_wins_over_the_config_field_and_a_run_without_them_records_saelens_defaults()
     {
-        var (model, data) = Setup();
+        var (model, data) = TinyGpt2WithText();
         var s = TrainingSettings.FromJson("""{"architecture": "topk", "k": 4, "d_sae": 32, "steps": 1, "batch_size": 16, "eval_rows": 16, "seqpos_slice": [1, null], "out": "x"}""");
         var opts = new ModelDataOptions { ModelPath = model, DatasetPath = data, ContextSize = 16, BatchSizePrompts = 2, SeqposSlice = SeqposSlice.Parse("::2") };
         using (var plan = TrainingPlan.ForModel(s, opts, Hook))
@@ -186,7 +160,7 @@ public class WindowFieldsPipelineTests : ModelTestBase
     [Fact]
     public void Eval_splices_and_counts_only_the_positions_of_the_saes_seqpos_slice()
     {
-        var (model, data) = Setup();
+        var (model, data) = TinyGpt2WithText();
         // An SAE whose output is 0: spliced in, it zero-ablates the hook, at the positions it is spliced at.
         var cfg = new SaeConfig { DIn = 16, DSae = 32 };
         cfg.Metadata.HookName = Hook;
