@@ -222,12 +222,11 @@ internal sealed class ArrowActivationRowFile : ActivationRowFile
                 long from = (long)inner[0] * _column.ItemSize, bytes = n * d * _column.ItemSize;
                 if (inner[0] < 0 || from + bytes > batch.ValueBytes)
                     throw new SaeSharpException($"{Path}: column '{_column.Name}': list offsets point past the values; the file is corrupt");
-                using (var part = torch.empty([n, d], _dtype))
+                // Rows of a contiguous tensor: the values are read straight into place.
                 using (var piece = result.narrow(0, done, n))
                 {
                     _stream.Position = batch.Values + from;
-                    NativeBytes.Fill(part, span => _stream.ReadExactly(span));
-                    piece.copy_(part);
+                    NativeBytes.Fill(piece, span => _stream.ReadExactly(span));
                 }
                 done += n;
             }
