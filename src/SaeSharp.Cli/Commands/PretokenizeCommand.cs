@@ -1,3 +1,5 @@
+using System.Globalization;
+using System.Numerics;
 using System.CommandLine;
 using SaeSharp.Data;
 using SaeSharp.Tokenizers;
@@ -17,7 +19,17 @@ internal static class PretokenizeCommand
         var output = new Option<string?>("--out") { Description = "Output folder (save_path): save_to_disk layout + sae_lens.json" };
         var shuffle = new Option<bool>("--shuffle") { Description = "Shuffle the rows (the default)" };
         var noShuffle = new Option<bool>("--no-shuffle") { Description = "Keep the rows in document order" };
-        var seed = new Option<long?>("--seed") { Description = "Shuffle seed: the row order datasets' shuffle(seed) gives (default: a random one, as SAELens's seed None)" }.NonNegative();
+        var seed = new Option<BigInteger?>("--seed")
+        {
+            Description = "Shuffle seed: the row order datasets' shuffle(seed) gives (default: a random one, as SAELens's seed None)",
+            CustomParser = r =>
+            {
+                string text = r.Tokens[0].Value;
+                if (BigInteger.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var value)) return value;
+                r.AddError($"--seed {text}: expected an integer 0 or more");
+                return null;
+            },
+        };
         var beginBatch = new Option<string?>("--begin-batch-token") { Description = "Token at the start of every row: bos (default), eos, sep, an id, or none" };
         var beginSequence = new Option<string?>("--begin-sequence-token") { Description = "Token before every document: bos, eos, sep, an id, or none (default)" };
         var separator = new Option<string?>("--sequence-separator-token") { Description = "Token between documents in a row: bos (default), eos, sep, an id, or none" };

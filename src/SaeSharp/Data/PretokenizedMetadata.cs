@@ -1,3 +1,4 @@
+using System.Numerics;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using SaeSharp.Tokenizers;
@@ -37,7 +38,7 @@ public sealed record PretokenizedMetadata
     /// <summary><c>shuffled</c>.</summary>
     [JsonPropertyName("shuffled")] public bool? Shuffled { get; init; }
     /// <summary><c>seed</c>.</summary>
-    [JsonPropertyName("seed")] public long? Seed { get; init; }
+    [JsonPropertyName("seed"), JsonConverter(typeof(SeedConverter))] public BigInteger? Seed { get; init; }
     /// <summary><c>begin_batch_token</c>.</summary>
     [JsonPropertyName("begin_batch_token")] public PretokenizeToken? BeginBatchToken { get; init; }
     /// <summary><c>begin_sequence_token</c>.</summary>

@@ -1,3 +1,6 @@
+using System.Buffers;
+using System.Numerics;
+using System.Text;
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Serialization;
@@ -107,6 +110,28 @@ internal sealed class PretokenizeTokenConverter : JsonConverter<PretokenizeToken
     }
 }
 
+/// <summary>A shuffle seed as a JSON integer of any size (Python's int; NumPy's <c>default_rng</c> takes any non-negative one).</summary>
+internal sealed class SeedConverter : JsonConverter<BigInteger?>
+{
+    public override bool HandleNull => true;
+
+    public override BigInteger? Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options)
+    {
+        if (reader.TokenType == JsonTokenType.Null) return null;
+        if (reader.TokenType == JsonTokenType.Number
+            && BigInteger.TryParse(Encoding.UTF8.GetString(reader.HasValueSequence ? reader.ValueSequence.ToArray() : reader.ValueSpan),
+                                   NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var seed))
+            return seed;
+        throw new JsonException($"seed: expected an integer or null, got {(reader.TokenType == JsonTokenType.Number ? "a fraction" : reader.TokenType.ToString().ToLowerInvariant())}");
+    }
+
+    public override void Write(Utf8JsonWriter writer, BigInteger? value, JsonSerializerOptions options)
+    {
+        if (value is { } seed) writer.WriteRawValue(seed.ToString(CultureInfo.InvariantCulture), skipInputValidation: true);
+        else writer.WriteNullValue();
+    }
+}
+
 /// <summary>
 /// The fields of SAELens's <c>PretokenizeRunnerConfig</c> (sae_lens/config.py, 6.37) that decide the token rows, with its
 /// defaults and its JSON names (a <c>sae pretokenize --config</c> file). Fields about the hub upload are not here.
@@ -131,7 +156,7 @@ public sealed record PretokenizeSettings
     [JsonPropertyName("shuffle")] public bool Shuffle { get; init; } = true;
     /// <summary>Seed of the shuffle, a non-negative integer as NumPy's <c>default_rng</c> takes; null: a fresh random seed
     /// each run (as <c>datasets</c>' <c>shuffle(seed=None)</c>).</summary>
-    [JsonPropertyName("seed")] public long? Seed { get; init; }
+    [JsonPropertyName("seed"), JsonConverter(typeof(SeedConverter))] public BigInteger? Seed { get; init; }
     /// <summary>SAELens's streaming mode: the documents are one map job (<see cref="NumProc"/> must be 1). The shuffle stays
     /// the permutation; SAELens's streamed rows get <c>datasets</c>' buffer shuffle instead, another order.</summary>
     [JsonPropertyName("streaming")] public bool Streaming { get; init; }

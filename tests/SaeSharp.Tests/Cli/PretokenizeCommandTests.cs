@@ -75,6 +75,7 @@ public sealed class PretokenizeCommandTests : IDisposable
     [Theory]
     [InlineData("42")]
     [InlineData("12345678901234")]
+    [InlineData("18446744073709551621")] // 2⁶⁴ + 5: NumPy takes a seed of any size
     public void Seed_gives_the_row_order_of_datasets_shuffle(string seed)
     {
         // 37 documents, each one row (disable_concat_sequences: its first 6 tokens, BOS first), with 3 empty lines among
@@ -90,14 +91,17 @@ public sealed class PretokenizeCommandTests : IDisposable
         var shuffled = TokenWindows.FromPath(P("shuffled"), tok, 6, prependBos: true).ToList();
         Assert.True(plain.Select(r => string.Join(',', r)).Distinct().Count() > 30); // distinct enough that the order shows
         // datasets' shuffle(seed) = select(indices=np.random.default_rng(seed).permutation(37)), NumPy 1.24.2's permutation.
-        var perm = SaeSharp.Tests.Data.PretokenizerTests.NumpyPermutation(long.Parse(seed, System.Globalization.CultureInfo.InvariantCulture), 37);
+        var perm = SaeSharp.Tests.Data.PretokenizerTests.NumpyPermutation(System.Numerics.BigInteger.Parse(seed, System.Globalization.CultureInfo.InvariantCulture), 37);
         Assert.Equal(perm.Select(k => plain[(int)k]), shuffled);
         using var meta = JsonDocument.Parse(File.ReadAllText(P("shuffled", "sae_lens.json")));
-        Assert.Equal(long.Parse(seed, System.Globalization.CultureInfo.InvariantCulture), meta.RootElement.GetProperty("seed").GetInt64());
+        Assert.Equal(seed, meta.RootElement.GetProperty("seed").GetRawText()); // a JSON integer, as Python's json.dumps writes it
 
-        var r = CliRunner.Run([.. common, "--seed", "-1", "--out", P("neg")]);
-        Assert.NotEqual(0, r.Exit);
-        Assert.Contains("--seed", r.Err);
+        foreach (string bad in new[] { "-1", "1.5", "x" })
+        {
+            var r = CliRunner.Run([.. common, "--seed", bad, "--out", P("neg")]);
+            Assert.NotEqual(0, r.Exit);
+            Assert.Contains($"--seed {bad}: expected an integer 0 or more", r.Err);
+        }
     }
 
     [Fact]

@@ -139,7 +139,7 @@ public class PretokenizerTests
     }
 
     /// <summary>NumPy 1.24.2's <c>default_rng(seed).permutation(n)</c> from tests/data/numpy_random (see NumpyRandomTests).</summary>
-    internal static long[] NumpyPermutation(long seed, int n)
+    internal static long[] NumpyPermutation(System.Numerics.BigInteger seed, int n)
     {
         using var doc = JsonDocument.Parse(File.ReadAllText(TestPaths.Data("numpy_random", "numpy_random.json")));
         var e = doc.RootElement.GetProperty("permutations").EnumerateArray()
@@ -203,7 +203,7 @@ public class PretokenizerTests
              "pretokenize_batch_size": null, "hf_repo_id": null, "column_name": "body"}
             """);
         var s = PretokenizeSettings.FromJson(path);
-        Assert.Equal((64, false, 3, "body", 1, (int?)null), (s.ContextSize, s.Shuffle, s.Seed, s.ColumnName, s.NumProc, s.PretokenizeBatchSize));
+        Assert.Equal((64, false, (System.Numerics.BigInteger?)3, "body", 1, (int?)null), (s.ContextSize, s.Shuffle, s.Seed, s.ColumnName, s.NumProc, s.PretokenizeBatchSize));
         Assert.Equal(PretokenizeToken.OfId(42), s.BeginBatchToken);
         Assert.Equal(PretokenizeToken.Eos, s.BeginSequenceToken);
         Assert.Null(s.SequenceSeparatorToken);
@@ -211,6 +211,30 @@ public class PretokenizerTests
         Assert.Contains("context_sise", Assert.Throws<SaeSharpException>(() => PretokenizeSettings.FromJson(path)).Message);
         File.WriteAllText(path, """{"begin_batch_token": "cls"}""");
         Assert.Contains("cls", Assert.Throws<SaeSharpException>(() => PretokenizeSettings.FromJson(path)).Message);
+    }
+
+    [Fact]
+    public void Seeds_of_any_size_round_trip_through_the_config_and_the_metadata()
+    {
+        // Python's json writes 2⁶⁴ + 5 as a plain integer; NumPy seeds default_rng with it.
+        var big = System.Numerics.BigInteger.Pow(2, 64) + 5;
+        string dir = TestPaths.TempDir(), path = Path.Combine(dir, "cfg.json"), metaPath = Path.Combine(dir, "sae_lens.json");
+        File.WriteAllText(path, """{"tokenizer_name": "gpt2", "seed": 18446744073709551621}""");
+        var s = PretokenizeSettings.FromJson(path);
+        Assert.Equal(big, s.Seed);
+        var meta = PretokenizedMetadata.FromSettings(s with { DatasetPath = "d" });
+        Assert.Contains("\"seed\": 18446744073709551621,", meta.ToJson());
+        File.WriteAllText(metaPath, meta.ToJson());
+        Assert.Equal(big, PretokenizedMetadata.Read(metaPath).Seed);
+        File.WriteAllText(path, """{"seed": null}""");
+        Assert.Null(PretokenizeSettings.FromJson(path).Seed);
+        foreach (string bad in new[] { "1.5", "\"42\"", "true" })
+        {
+            File.WriteAllText(path, $$"""{"seed": {{bad}}}""");
+            var e = Assert.Throws<SaeSharpException>(() => PretokenizeSettings.FromJson(path));
+            Assert.Contains("seed", e.Message);
+            Assert.Contains("expected an integer or null", e.Message);
+        }
     }
 
     [Fact]
