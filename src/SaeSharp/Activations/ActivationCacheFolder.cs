@@ -261,6 +261,9 @@ public sealed class ActivationCacheFolder : IActivationSource
             m = ActivationCacheManifest.Read(dir);
             CheckSameSettings(dir, m, fresh);
             m.MaxContexts = maxContexts;
+            // The same ids given the other way (a list, or exclude_special_tokens true): the rows are the same, and an SAE
+            // trained on the cache records them the way this run gave them.
+            m.ExcludeTokenIdsListed = fresh.ExcludeTokenIdsListed;
             if (m.DatasetExhausted || (maxContexts is not null && m.TotalContexts >= maxContexts))
             {
                 m.Complete = true;

@@ -43,14 +43,16 @@ public static class ExcludedTokens
         ids is not null ? JsonSerializer.SerializeToElement(ids) : special is bool b ? JsonSerializer.SerializeToElement(b) : null;
 
     /// <summary>The ids whose positions are dropped: <paramref name="ids"/> as given, else the special tokens when
-    /// <paramref name="special"/> is true, else null. A listed id the tokenizer's vocabulary does not hold is an error.</summary>
-    public static IReadOnlyCollection<long>? Resolve(bool? special, IReadOnlyList<long>? ids, ITextTokenizer tokenizer)
+    /// <paramref name="special"/> is true, else null. A listed id the tokenizer's vocabulary does not hold is an error
+    /// naming <paramref name="origin"/>, where the list came from.</summary>
+    public static IReadOnlyCollection<long>? Resolve(bool? special, IReadOnlyList<long>? ids, ITextTokenizer tokenizer,
+        string origin = "exclude_special_tokens")
     {
         ArgumentNullException.ThrowIfNull(tokenizer);
         if (ids is null) return special == true ? Pipelines.ModelPipeline.SpecialTokenIds(tokenizer) : null;
         foreach (long id in ids)
             if (id >= tokenizer.VocabSize)
-                throw new SaeSharpException($"exclude_special_tokens token id {id} is beyond the vocabulary (ids 0 to {tokenizer.VocabSize - 1})");
+                throw new SaeSharpException($"{origin}: token id {id} is beyond the tokenizer's vocabulary (ids 0 to {tokenizer.VocabSize - 1})");
         return ids.Distinct().ToArray();
     }
 

@@ -28,7 +28,7 @@ public static class AnalysisPipeline
             var tokenizer = Tokenizer.FromFolder(data.TokenizerPath ?? data.ModelPath);
             int ctx = data.ContextSize ?? meta.ContextSize ?? 128;
             bool bos = data.PrependBos ?? meta.PrependBos;
-            var exclude = ModelPipeline.ExclusionOf(data, meta);
+            var exclude = ModelPipeline.ExclusionOf(data, meta, saePath);
             var slice = meta.SeqposSlice();
             var windows = ModelPipeline.Windows(tokenizer, data.DatasetPath, ctx, bos, data.TextField,
                 meta.DisableConcatSequences() ?? false, meta.SequenceSeparatorToken());
@@ -37,7 +37,7 @@ public static class AnalysisPipeline
                 BatchSizePrompts = data.BatchSizePrompts,
                 MaxContexts = options.MaxContexts ?? ModelPipeline.ContextsFor(data.Tokens, slice?.Positions(ctx).Length ?? ctx),
                 SeqposSlice = slice,
-                ExcludeTokenIds = options.ExcludeTokenIds ?? ExcludedTokens.Resolve(exclude.Special, exclude.Ids, tokenizer),
+                ExcludeTokenIds = options.ExcludeTokenIds ?? ExcludedTokens.Resolve(exclude.Special, exclude.Ids, tokenizer, exclude.Origin),
                 ModelHooks = pm.Hooks,
                 VocabSize = options.VocabSize ?? Math.Min(tokenizer.VocabSize, pm.Model.Config.DVocab),
             });

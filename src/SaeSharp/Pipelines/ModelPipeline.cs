@@ -75,7 +75,7 @@ public static class ModelPipeline
                 new ModelActivationSourceOptions
                 {
                     ContextSize = ctx, BatchSizePrompts = data.BatchSizePrompts, BufferContexts = Math.Max(bufferContexts ?? data.BufferContexts, data.BatchSizePrompts),
-                    ExcludeTokenIds = ExcludedTokens.Resolve(data.ExcludeSpecialTokens, data.ExcludeTokenIds, tokenizer),
+                    ExcludeTokenIds = ExcludedTokens.Resolve(data.ExcludeSpecialTokens, data.ExcludeTokenIds, tokenizer, DataOrigin),
                     Seed = seed, MaxContexts = ContextsFor(data.Tokens, positions), ModelHooks = pm.Hooks, Epochs = data.Epochs,
                     MixingFraction = data.ActivationsMixingFraction ?? 0.5, SeqposSlice = data.SeqposSlice,
                 });
@@ -106,7 +106,7 @@ public static class ModelPipeline
             {
                 ContextSize = ctx, SeqposSlice = data.SeqposSlice, DisableConcatSequences = data.DisableConcatSequences ?? false,
                 SequenceSeparatorToken = data.SequenceSeparatorToken ?? PretokenizeToken.Bos, BatchSizePrompts = data.BatchSizePrompts, ContextsPerShard = contextsPerShard, MaxTokens = data.Tokens,
-                ExcludeTokenIds = ExcludedTokens.Resolve(data.ExcludeSpecialTokens, data.ExcludeTokenIds, tokenizer),
+                ExcludeTokenIds = ExcludedTokens.Resolve(data.ExcludeSpecialTokens, data.ExcludeTokenIds, tokenizer, DataOrigin),
                 ExcludeTokenIdsListed = data.ExcludeTokenIds is not null,
                 Dtype = dtype ?? ScalarType.Float32, DatasetPath = data.DatasetPath, PrependBos = bos,
                 ModelFromPretrainedKwargs = data.Processing.ToKwargs(), ModelHooks = pm.Hooks, Progress = progress,
@@ -177,7 +177,9 @@ public static class ModelPipeline
             var groups = Enumerable.Range(0, saes.Count).GroupBy(i =>
             {
                 var m = saes[i].Cfg.Metadata;
-                var exclude = ExclusionOf(data, m);
+                var exclude = ExclusionOf(data, m, saePaths[i]);
+                // A listed id beyond this tokenizer's vocabulary is an error naming the SAE (or the option) it came from.
+                _ = ExcludedTokens.Resolve(exclude.Special, exclude.Ids, tokenizer, exclude.Origin);
                 return new EvalWindows(data.ContextSize ?? m.ContextSize ?? 128, data.PrependBos ?? m.PrependBos,
                     exclude.Special, exclude.Ids is null ? null : string.Join(",", exclude.Ids), data.SeqposSlice ?? m.SeqposSlice(),
                     data.DisableConcatSequences ?? m.DisableConcatSequences() ?? false, data.SequenceSeparatorToken ?? m.SequenceSeparatorToken());
@@ -210,10 +212,13 @@ public static class ModelPipeline
 
     /// <summary>SAELens's exclude_special_tokens for an SAE run on <paramref name="data"/>: the options' boolean or list
     /// when they give one, else the SAE's metadata (a boolean, a list, or absent: false).</summary>
-    internal static (bool Special, long[]? Ids) ExclusionOf(ModelDataOptions data, SaeMetadata meta)
+    internal static (bool Special, long[]? Ids, string Origin) ExclusionOf(ModelDataOptions data, SaeMetadata meta, string saePath)
     {
-        if (data.ExcludeTokenIds is { } ids) return (false, [.. ids]);
-        if (data.ExcludeSpecialTokens is bool special) return (special, null);
-        return meta.ExcludeTokenIds is { } own ? (false, own) : (meta.ExcludeSpecialTokens ?? false, null);
+        if (data.ExcludeTokenIds is { } ids) return (false, [.. ids], DataOrigin);
+        if (data.ExcludeSpecialTokens is bool special) return (special, null, DataOrigin);
+        return meta.ExcludeTokenIds is { } own ? (false, own, $"{saePath}: cfg.json metadata exclude_special_tokens") : (meta.ExcludeSpecialTokens ?? false, null, DataOrigin);
     }
+
+    /// <summary>Where a list of <see cref="ModelDataOptions.ExcludeTokenIds"/> comes from, for errors.</summary>
+    private const string DataOrigin = "exclude_special_tokens (--exclude-token-ids or the --config file)";
 }

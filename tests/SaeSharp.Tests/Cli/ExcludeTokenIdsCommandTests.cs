@@ -29,6 +29,15 @@ public class ExcludeTokenIdsCommandTests : TinyGpt2CliTestBase
         Assert.Equal(kept, (long)JsonNode.Parse(File.ReadAllText(P("e.json")))!["token_stats"]!["total_tokens_eval_reconstruction"]!);
         Ok(CliRunner.Run("features", "--sae", P("run"), "--model", model, "--dataset", data, "--tokens", "160", "--features", "0-3", "--out", P("f")));
         Assert.Equal(kept, (long)JsonNode.Parse(File.ReadAllText(P("f", "summary.json")))!["tokens"]!);
+        // An SAE whose own list does not fit the model's tokenizer: the error names that SAE's metadata.
+        Directory.CreateDirectory(P("other"));
+        foreach (var f in Directory.GetFiles(P("run"), "*.safetensors")) File.Copy(f, P("other", Path.GetFileName(f)));
+        var cfg = JsonNode.Parse(File.ReadAllText(P("run", "cfg.json")))!;
+        cfg["metadata"]!["exclude_special_tokens"] = new JsonArray(13, 60000);
+        File.WriteAllText(P("other", "cfg.json"), cfg.ToJsonString());
+        foreach (string[] command in new[] { new[] { "eval", "--sae", P("run"), "--sae", P("other") }, ["features", "--sae", P("other"), "--features", "0-3", "--out", P("f2")] })
+            Assert.Contains($"{P("other")}: cfg.json metadata exclude_special_tokens: token id 60000 is beyond the tokenizer's vocabulary",
+                OneLineError(CliRunner.Run([.. command, "--model", model, "--dataset", data, "--tokens", "160"])));
 
         Ok(CliRunner.Run("cache", "--model", model, "--hook", "blocks.0.hook_resid_post", "--dataset", data, "--context-size", "16", "--tokens", "160",
             "--exclude-token-ids", "262,13", "--out", P("cache")));
@@ -36,6 +45,28 @@ public class ExcludeTokenIdsCommandTests : TinyGpt2CliTestBase
         Assert.Equal(kept, (long)m["total_rows"]!);
         Assert.Equal("[13,262]", m["exclude_token_ids"]!.ToJsonString());
         Assert.True((bool)m["exclude_token_ids_listed"]!);
+    }
+
+    [Fact]
+    public void A_resumed_cache_records_the_ids_as_the_resuming_run_gives_them()
+    {
+        // GPT-2's special tokens are [50256]: --exclude-special-tokens and --exclude-token-ids 50256 drop the same positions.
+        string model = Model(), data = Dataset();
+        string[] Cache(string tokens, params string[] exclude) =>
+            ["cache", "--model", model, "--hook", "blocks.0.hook_resid_post", "--dataset", data, "--context-size", "16", "--tokens", tokens,
+             "--contexts-per-shard", "2", .. exclude, "--out", P("cache")];
+        Ok(CliRunner.Run(Cache("64", "--exclude-special-tokens")));
+        var m = JsonNode.Parse(File.ReadAllText(P("cache", "manifest.json")))!;
+        Assert.Equal("[50256]", m["exclude_token_ids"]!.ToJsonString());
+        Assert.False((bool)m["exclude_token_ids_listed"]!);
+        long rowsBefore = (long)m["total_rows"]!;
+
+        Ok(CliRunner.Run(Cache("128", "--exclude-token-ids", "50256")));
+        m = JsonNode.Parse(File.ReadAllText(P("cache", "manifest.json")))!;
+        Assert.True((bool)m["exclude_token_ids_listed"]!);
+        Assert.True((long)m["total_rows"]! > rowsBefore);
+        // A different list is still refused: the rows would differ.
+        Assert.Contains("exclude_token_ids", OneLineError(CliRunner.Run(Cache("192", "--exclude-token-ids", "13"))));
     }
 
     [Fact]
@@ -47,7 +78,8 @@ public class ExcludeTokenIdsCommandTests : TinyGpt2CliTestBase
              "--arch", "topk", "--k", "2", "--dict-size", "32", "--batch-size", "32", "--out", P("run"), .. extra];
         Assert.Contains("--exclude-token-ids 1,a: expected comma-separated non-negative token ids", OneLineError(CliRunner.Run(Train("--exclude-token-ids", "1,a"))));
         Assert.Contains("--exclude-token-ids 5,-1: expected", OneLineError(CliRunner.Run(Train("--exclude-token-ids", "5,-1"))));
-        Assert.Contains("token id 50257 is beyond the vocabulary (ids 0 to 50256)", OneLineError(CliRunner.Run(Train("--exclude-token-ids", "50257"))));
+        Assert.Contains("exclude_special_tokens (--exclude-token-ids or the --config file): token id 50257 is beyond the tokenizer's vocabulary (ids 0 to 50256)",
+            OneLineError(CliRunner.Run(Train("--exclude-token-ids", "50257"))));
         Assert.Contains("not both", OneLineError(CliRunner.Run(Train("--exclude-token-ids", "13", "--exclude-special-tokens"))));
         Assert.Contains("exclude_special_tokens needs the SaeSharp cache format", OneLineError(CliRunner.Run("cache", "--model", model, "--hook", "blocks.0.hook_resid_post",
             "--dataset", data, "--context-size", "16", "--exclude-token-ids", "13", "--format", "saelens", "--out", P("sl"))));

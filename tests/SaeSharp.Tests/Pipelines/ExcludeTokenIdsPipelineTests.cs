@@ -57,7 +57,7 @@ public class ExcludeTokenIdsPipelineTests : ModelTestBase
         var (model, data) = TinyGpt2WithText();
         var opts = new ModelDataOptions { ModelPath = model, DatasetPath = data, ContextSize = 16, Tokens = 32, ExcludeTokenIds = [The, 50257] };
         var e = Assert.Throws<SaeSharpException>(() => ModelPipeline.OpenSource(opts, Hook).Dispose());
-        Assert.Equal("exclude_special_tokens token id 50257 is beyond the vocabulary (ids 0 to 50256)", e.Message);
+        Assert.Equal("exclude_special_tokens (--exclude-token-ids or the --config file): token id 50257 is beyond the tokenizer's vocabulary (ids 0 to 50256)", e.Message);
         Assert.Throws<SaeSharpException>(() => ModelPipeline.WriteCache(opts, Hook, Path.Combine(Dir, "c")));
     }
 
