@@ -770,7 +770,7 @@ public class ModelTrainCommandTests : IDisposable
         Assert.Contains("exclude_special_tokens [0,-1]: expected true, false or a list of non-negative token ids", r.Err);
         r = Train("vocab.json", "\"exclude_special_tokens\": false", "\"exclude_special_tokens\": [0, 99999999]");
         Assert.NotEqual(0, r.Exit);
-        Assert.Contains("exclude_special_tokens token id 99999999 is beyond the vocabulary", r.Err);
+        Assert.Contains("exclude_special_tokens (--exclude-token-ids or the --config file): token id 99999999 is beyond the tokenizer's vocabulary", r.Err);
 
         // A model name that cannot be resolved says what to give.
         r = Train("name.json", $"\"model_name\": \"{model.Replace("\\", "/")}\"", "\"model_name\": \"no such model\"");
