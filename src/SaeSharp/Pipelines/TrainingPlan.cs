@@ -105,6 +105,18 @@ public sealed class TrainingPlan : IDisposable
                     : SaeRecipes.CreateFrom(r, pretrained, metadata, s.K, s.SparsityCoefficientFor(r), steps, matryoshka && s.MatryoshkaWidths is not null ? matryoshkaWidths : null);
                 _owned.Add(sae);
                 if (pretrained is null || s.ReshapeActivations != "none") sae.Cfg.ReshapeActivations = s.ReshapeActivations;
+                if (s.ApplyBDecToInput is bool apply && pretrained is not null)
+                {
+                    // SAELens's runner loads the saved SAE with its own config, whatever the runner's sae fields say.
+                    if (apply != pretrained.Cfg.ApplyBDecToInput)
+                        _notes.Add($"apply_b_dec_to_input {(apply ? "true" : "false")} is ignored: the SAE at from_pretrained_path has {(apply ? "false" : "true")}, which the run keeps (as SAELens loads it)");
+                }
+                else if (s.ApplyBDecToInput is bool applyGiven)
+                {
+                    if (applyGiven && transcoder)
+                        throw new SaeSharpException($"{s.Source ?? "training settings"}: apply_b_dec_to_input true: a transcoder's b_dec is its output's bias, not its input's (SAELens refuses it for transcoders too)");
+                    sae.Cfg.ApplyBDecToInput = applyGiven;
+                }
                 if (s.TargetL0 is double t) SaeRecipes.AdaptToTargetL0(sae, t, s.SparsityCoefficientFor(r));
                 sae.Training.Autocast = s.Autocast;
                 sae.Training.CandidatePass = pass;
@@ -267,7 +279,7 @@ public sealed class TrainingPlan : IDisposable
     /// would be ignored). A coefficient that <c>target_l0</c> adapts is not compared.</summary>
     private static void CheckResumedArchitectureFields(TrainingSettings s, List<SaeSlot> slots, string checkpoints)
     {
-        if (s.GivenArchitectureFields.Count == 0 || !Directory.Exists(checkpoints)) return;
+        if ((s.GivenArchitectureFields.Count == 0 && s.ApplyBDecToInput is null) || !Directory.Exists(checkpoints)) return;
         using var state = TrainerCheckpoint.Load(checkpoints);
         var differ = new List<string>();
         foreach (var slot in slots)
@@ -275,6 +287,8 @@ public sealed class TrainingPlan : IDisposable
             var had = state.Saes.FirstOrDefault(e => e.Name == slot.Name);
             if (had is null) continue;
             var now = slot.Sae.Training;
+            if (s.ApplyBDecToInput is bool apply && apply != had.SaeConfig.ApplyBDecToInput)
+                differ.Add($"apply_b_dec_to_input {(apply ? "true" : "false")} ({slot.Name} in the checkpoint's run: {(apply ? "false" : "true")})");
             void Check(string field, object? given, object? run)
             {
                 if (given is null || !s.GivenArchitectureFields.Contains(field)) return;

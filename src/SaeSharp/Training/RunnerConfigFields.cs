@@ -76,7 +76,6 @@ public static class RunnerConfigFields
         new("autocast_lm", RunnerFieldUse.Fixed, "false only: give the model's dtype in model_from_pretrained_kwargs or --dtype", v => Is(v, false)),
         new("resume_from_checkpoint", RunnerFieldUse.Fixed, "null only: continue a run with sae train --resume --out OUT", IsNull),
         new("model_kwargs", RunnerFieldUse.Fixed, "{} only: SaeSharp passes no keyword arguments to the model's forward", v => v is null || v is JsonObject { Count: 0 }),
-        new("apply_b_dec_to_input", RunnerFieldUse.Fixed, "true only: SaeSharp's SAEs subtract b_dec from their input", v => Is(v, true)),
         new("rescale_acts_by_decoder_norm", RunnerFieldUse.Fixed,
             "true only: SaeSharp's TopK family holds the decoder rows at unit norm, so its activations are always on the decoder-norm scale", v => Is(v, true)),
 

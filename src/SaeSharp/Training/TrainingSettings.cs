@@ -57,6 +57,10 @@ public sealed class TrainingSettings
     /// heads flattened to n_heads·d_head (as SaeSharp always trains a hook with heads); written to cfg.json. A run from a
     /// saved SAE keeps the SAE's unless this is "hook_z".</summary>
     [JsonPropertyName("reshape_activations")] public string ReshapeActivations { get; set; } = "none";
+    /// <summary>SAELens's <c>apply_b_dec_to_input</c>: whether the encoder sees x − b_dec (true, the default of SAEs) or x
+    /// (false); written to cfg.json. Null: true, and false for transcoders, which SAELens refuses it for. A run from a saved
+    /// SAE keeps the SAE's; a resumed run the checkpoint's.</summary>
+    [JsonPropertyName("apply_b_dec_to_input")] public bool? ApplyBDecToInput { get; set; }
     /// <summary>Active latents per row (TopK family).</summary>
     [JsonPropertyName("k")] public int? K { get; set; }
     /// <summary>Sparsity coefficient λ (<c>--l1</c>); null: the recipe's (<see cref="SaeRecipes.DefaultSparsityCoefficient"/>).</summary>

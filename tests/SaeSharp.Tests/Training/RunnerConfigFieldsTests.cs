@@ -65,7 +65,7 @@ public class RunnerConfigFieldsTests : IDisposable
         const string flat = """
             {"model_name": "gpt2", "hook_name": "blocks.0.hook_resid_post", "dataset_path": "NeelNanda/pile-10k", "context_size": 32,
              "training_tokens": 40960, "train_batch_size_tokens": 4096, "lr": 0.0003, "dtype": "float32", "device": "cpu",
-             "d_in": 768, "d_sae": 6144, "normalize_activations": "none", "reshape_activations": "none", "decoder_init_norm": 0.1, "k": 32,
+             "d_in": 768, "d_sae": 6144, "apply_b_dec_to_input": true, "normalize_activations": "none", "reshape_activations": "none", "decoder_init_norm": 0.1, "k": 32,
              "aux_loss_coefficient": 0.5, "architecture": "topk"}
             """;
         var a = TrainingSettings.FromJson(nested, "runner.json");
@@ -85,7 +85,7 @@ public class RunnerConfigFieldsTests : IDisposable
     [InlineData("\"resume_from_checkpoint\": \"x\"", "sae train --resume")]
     [InlineData("\"exclude_special_tokens\": [-1]", "exclude_special_tokens [-1]: expected true, false or a list of non-negative token ids")]
     [InlineData("\"model_from_pretrained_kwargs\": {\"n_devices\": 2}", "'n_devices'")]
-    [InlineData("\"apply_b_dec_to_input\": false", "'apply_b_dec_to_input'")]
+    [InlineData("\"rescale_acts_by_decoder_norm\": false", "'rescale_acts_by_decoder_norm'")]
     [InlineData("\"sae\": {\"d_in\": 8}, \"d_in\": 16", "'d_in' is 16 at the top level and 8 in 'sae'")]
     [InlineData("\"sae\": 3", "nested SAE config")]
     public void FieldsThatWouldChangeTheResultAreRefused(string field, string expected)
