@@ -124,7 +124,7 @@ internal static class AnalysisCommands
         Cli.SetAction(command, parse =>
         {
             string featuresDir = parse.GetValue(features)!, outDir = parse.GetValue(output)!;
-            OutputGuard.RefuseReplacingInput("--out", outDir, null, new CommandInput("--features", featuresDir, InputKind.Folder, FeatureReport.Files));
+            // No output guard: the files go into a new subfolder and none is named as a features-folder file.
             var options = new NeuronpediaExportOptions
             {
                 ModelId = parse.GetValue(modelId), Layer = parse.GetValue(layer), SaeSet = parse.GetValue(set), DatasetPath = parse.GetValue(dataset),
