@@ -64,6 +64,13 @@ public static class NeuronpediaExport
         if (string.IsNullOrEmpty(src.Hook)) throw new SaeSharpException($"{summaryPath}: no \"hook\"");
         var target = Resolve(src, options, summaryPath);
         var tokenString = TokenStrings(report, featuresDir, options.Tokenizer);
+        for (int i = 0; i < report.Features.Count; i++)                        // a missing string fails before any file is written
+        {
+            var f = report.Features[i];
+            foreach (var id in f.BottomLogits.Concat(f.TopLogits).Select(l => l.Token)
+                         .Concat(f.TopExamples.Concat(f.Intervals.SelectMany(iv => iv.Samples)).SelectMany(e => e.ContextTokens)))
+                tokenString(id, i);
+        }
 
         string dir = Path.Combine(outDir, $"{target.ModelId}_{target.SaeSet}_{src.Hook}_{src.DSae}");
         Directory.CreateDirectory(dir);

@@ -170,6 +170,7 @@ public sealed class NeuronpediaExportTests : IDisposable
         e = Assert.Throws<SaeSharpException>(() => Export(new NeuronpediaExportOptions(), missing));
         Assert.Equal($"{Path.Combine(missing, "features.jsonl")}:6: token 3332 of feature 7 is not in {Path.Combine(missing, "tokens.json")}", e.Message);
         Assert.DoesNotContain('\n', e.Message);
+        Assert.False(Directory.Exists(Path.Combine(_dir, Folder)));               // nothing written, not even batch-0
 
         string noId = Copy("no-id");
         var summary = Read(Path.Combine(noId, "summary.json")).AsObject();
