@@ -115,7 +115,6 @@ public static class NeuronpediaExport
             w.WriteString("model_id", target.ModelId);
             w.WriteNumber("layer", target.Layer);
             w.WriteBoolean("prepend_bos", src.PrependBos);
-            w.WriteString("features_dir", Path.GetFullPath(featuresDir));
             w.WriteEndObject();
         });
         return dir;
@@ -267,9 +266,9 @@ public static class NeuronpediaExport
     {
         int start = e.Position - e.Index == 0 && e.Index > 0 ? 1 : 0;
         w.WriteStartObject();
-        Number(w, "bin_min", binMin);
-        Number(w, "bin_max", binMax);
-        Number(w, "bin_contains", binContains);
+        w.WriteNumber("bin_min", binMin);
+        w.WriteNumber("bin_max", binMax);
+        w.WriteNumber("bin_contains", binContains);
         Strings(w, "tokens", e.ContextTokens.Skip(start).Select(tokenString));
         Numbers(w, "values", e.ContextActs.Skip(start).Select(a => NpRound(PyRound(a, 4), 5)));
         w.WriteNumber("qualifying_token_index", e.Index - start);
@@ -283,12 +282,6 @@ public static class NeuronpediaExport
         if (n == 0) yield break;
         double binSize = (h.Edges[n] - h.Edges[0]) / n;
         for (int i = 0; i < n; i++) yield return NpRound(PyRound(h.Edges[i] + binSize / 2, 5), 5);
-    }
-
-    private static void Number(Utf8JsonWriter w, string name, double v)
-    {
-        if (v == Math.Floor(v) && Math.Abs(v) < 1e15) w.WriteNumber(name, (long)v);
-        else w.WriteNumber(name, v);
     }
 
     private static void Numbers(Utf8JsonWriter w, string name, IEnumerable<double> xs)
