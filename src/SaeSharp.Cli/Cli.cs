@@ -33,6 +33,7 @@ internal static class Cli
                      PretokenizeCommand.Create(),
                      AnalysisCommands.Features(),
                      AnalysisCommands.Dashboard(),
+                     AnalysisCommands.Neuronpedia(),
                      AnalysisCommands.Inspect(),
                      DemoCommand.Create(),
                      CorpusCommand.Create(),
