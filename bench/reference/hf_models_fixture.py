@@ -24,6 +24,9 @@ How it was run (2026-12-04; no PyPI on the machine, so transformers and huggingf
   # 2026-12-05: Gemma 1 and Mistral, the same way (then their config_transformers5.json as below, with the same --only).
   /usr/bin/python3 bench/reference/hf_models_fixture.py --site /tmp/hf/site447 --out tests/data/hf_models \
       --only gemma mistral mistral-window
+  # 2026-12-05: Mixtral, the same way (then config_transformers5.json as below, with the same --only).
+  /usr/bin/python3 bench/reference/hf_models_fixture.py --site /tmp/hf/site447 --out tests/data/hf_models \
+      --only mixtral mixtral-window
   # config_transformers5.json: transformers 5's config classes only (on torch < 2.2 it disables its PyTorch part,
   # configs still work); its huggingface_hub 1.x needs Debian's python3-httpx.
   apt-get install python3-httpx; mkdir -p /tmp/hf/site5
@@ -366,6 +369,18 @@ def families(tf):
         "mistral-window": (lambda: tf.MistralConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
                                             sliding_window=5), "bin"),
+        # Mixtral (MixtralForCausalLM, 2026-12-05): Mistral attention (head_dim 16 != 32/4, GQA 4/2, rope_theta 1e6, no
+        # window) and a sparse MoE block of 4 experts, top 2 per token (router softmax in float32, the two weights
+        # renormalised); router_jitter_noise 0.1 set to show it is training-only (eval() skips it); untied.
+        "mixtral": (lambda: tf.MixtralConfig(vocab_size=128, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                                     num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=64,
+                                     rope_theta=1000000.0, sliding_window=None, num_local_experts=4,
+                                     num_experts_per_tok=2, router_jitter_noise=0.1), "safetensors"),
+        # Mixtral with a sliding window of 5 on every layer, head_dim from hidden_size / num_attention_heads, 3 experts
+        # and top 1 (the renormalised weight is 1), torch.save format.
+        "mixtral-window": (lambda: tf.MixtralConfig(vocab_size=128, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                                            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                            sliding_window=5, num_local_experts=3, num_experts_per_tok=1), "bin"),
     }
 
 
@@ -448,8 +463,19 @@ def main():
         g = torch.Generator().manual_seed(token_seed)
         vocab = config.text_config.vocab_size if hasattr(config, "text_config") else config.vocab_size
         tokens = torch.randint(0, vocab, (2, SEQ), generator=g)
+        router_logits = []
+        gates = [m for n, m in model.named_modules() if n.endswith("block_sparse_moe.gate")]
+        handles = [g.register_forward_hook(lambda m, i, o: router_logits.append(o)) for g in gates]
         with torch.no_grad():
             out = model(tokens, output_hidden_states=True, use_cache=False, return_dict=True)
+        for h in handles:
+            h.remove()
+        if router_logits:
+            # MoE: how far each token's k-th expert is from the next one (a tie would make routing float noise).
+            k = config.num_experts_per_tok
+            probs = torch.cat(router_logits).softmax(-1).sort(-1, descending=True).values
+            print(f"{name}: smallest router probability gap between expert {k} and {k + 1} of a token "
+                  f"{(probs[:, k - 1] - probs[:, k]).min().item():.4f}")
         if name.endswith("-conditional"):
             with torch.no_grad():
                 alone = causal(tokens, use_cache=False, return_dict=True).logits

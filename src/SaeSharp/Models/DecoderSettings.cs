@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 namespace SaeSharp.Models;
 
 /// <summary>
-/// Settings of the Llama-layout decoders (HF <c>LlamaForCausalLM</c>, <c>MistralForCausalLM</c>, <c>Qwen2ForCausalLM</c>,
+/// Settings of the Llama-layout decoders (HF <c>LlamaForCausalLM</c>, <c>MistralForCausalLM</c>, <c>MixtralForCausalLM</c>, <c>Qwen2ForCausalLM</c>,
 /// <c>Qwen3ForCausalLM</c>, <c>GemmaForCausalLM</c>, <c>Gemma2ForCausalLM</c>, <c>Gemma3ForCausalLM</c> and the text model of
 /// <c>Gemma3ForConditionalGeneration</c>) read
 /// from config.json, with the defaults of each family's HF config class.
@@ -55,15 +55,20 @@ internal sealed record DecoderSettings
     public int? SlidingWindow { get; init; }
     /// <summary>Per layer: true where attention is restricted to <see cref="SlidingWindow"/>.</summary>
     public required bool[] SlidingLayers { get; init; }
+    /// <summary>Mixtral: experts of each layer's sparse MoE block (<c>num_local_experts</c>); 0 for a dense MLP.</summary>
+    public int NumExperts { get; init; }
+    /// <summary>Mixtral: experts each token is routed to (<c>num_experts_per_tok</c>).</summary>
+    public int ExpertsPerToken { get; init; }
 
-    /// <summary>Reads config.json of a <c>llama</c>, <c>mistral</c>, <c>qwen2</c>, <c>qwen3</c>, <c>gemma</c>, <c>gemma2</c>,
+    /// <summary>Reads config.json of a <c>llama</c>, <c>mistral</c>, <c>mixtral</c>, <c>qwen2</c>, <c>qwen3</c>, <c>gemma</c>, <c>gemma2</c>,
     /// <c>gemma3_text</c> or <c>gemma3</c> model (for <c>gemma3</c>, its <c>text_config</c>); with <paramref name="weights"/>, checks every
     /// declared size against the tensors present before anything is allocated.</summary>
     public static DecoderSettings From(JsonConfig c, string modelType, Checkpoint? weights = null)
     {
         bool gemma3 = modelType is "gemma3_text" or "gemma3";
         bool gemma = modelType == "gemma2" || gemma3;   // Gemma 2 and 3; Gemma 1 (gemma1) is a Llama layout with Gemma's norms and scale
-        bool gemma1 = modelType == "gemma", mistral = modelType == "mistral";
+        bool gemma1 = modelType == "gemma", mixtral = modelType == "mixtral";
+        bool mistral = modelType == "mistral" || mixtral;   // Mixtral's attention is Mistral's
         if (modelType == "gemma3")
             c = c.Root["text_config"] is JsonObject text ? new JsonConfig($"{c.Path} (text_config)", text)
                 : throw new SaeSharpException($"{c.Path}: model_type gemma3 (Gemma3ForConditionalGeneration) needs a 'text_config' object " +
@@ -80,7 +85,7 @@ internal sealed record DecoderSettings
         // Mistral and 4 for Gemma 2/3, head_dim 128 for Qwen3 and 256 for Gemma 1/2/3 (fixed numbers there, not derived from
         // the other sizes); null (or, for Llama, Mistral's head_dim and Qwen2, absent) means num_attention_heads and
         // hidden_size / num_attention_heads. (A JSON null reads as absent through the JsonObject indexer: ContainsKey tells.)
-        int? kvDefault = modelType switch { "qwen2" or "qwen3" => 32, "gemma" => 16, "mistral" => 8, "gemma2" or "gemma3_text" or "gemma3" => 4, _ => null };
+        int? kvDefault = modelType switch { "qwen2" or "qwen3" => 32, "gemma" => 16, "mistral" or "mixtral" => 8, "gemma2" or "gemma3_text" or "gemma3" => 4, _ => null };
         int nKv = c.Root.ContainsKey("num_key_value_heads")
             ? c.Root["num_key_value_heads"] is not null ? c.Int("num_key_value_heads") : nHead
             : kvDefault ?? nHead;
@@ -101,8 +106,20 @@ internal sealed record DecoderSettings
                 $"num_attention_heads={nHead}, head_dim={headDim}, hidden_size={hidden}");
             weights.ExpectShape(c.Path, "model", "layers.0.self_attn.k_proj.weight", [(long)nKv * headDim, hidden],
                 $"num_key_value_heads={nKv}, head_dim={headDim}, hidden_size={hidden}");
-            weights.ExpectShape(c.Path, "model", "layers.0.mlp.gate_proj.weight", [intermediate, hidden],
-                $"intermediate_size={intermediate}, hidden_size={hidden}");
+            if (!mixtral)
+                weights.ExpectShape(c.Path, "model", "layers.0.mlp.gate_proj.weight", [intermediate, hidden],
+                    $"intermediate_size={intermediate}, hidden_size={hidden}");
+        }
+        // MixtralConfig: num_local_experts 8, num_experts_per_tok 2. Router jitter and the router aux loss are training-only.
+        int experts = mixtral ? c.Int("num_local_experts", 8) : 0, perToken = mixtral ? c.Int("num_experts_per_tok", 2) : 0;
+        if (mixtral && (experts <= 0 || perToken <= 0 || perToken > experts))
+            throw new SaeSharpException($"{c.Path}: num_experts_per_tok={perToken} must be between 1 and num_local_experts={experts}");
+        if (mixtral && weights is not null)
+        {
+            weights.ExpectShape(c.Path, "model", "layers.0.block_sparse_moe.gate.weight", [experts, hidden],
+                $"num_local_experts={experts}, hidden_size={hidden}");
+            weights.ExpectShape(c.Path, "model", $"layers.0.block_sparse_moe.experts.{experts - 1}.w1.weight", [intermediate, hidden],
+                $"num_local_experts={experts}, intermediate_size={intermediate}, hidden_size={hidden}");
         }
         // Gemma 3: rope_theta and rope_scaling are the global layers' (transformers 5: rope_parameters.full_attention).
         var rope = RopeParameters(c, gemma3 ? "full_attention" : null);
@@ -110,7 +127,7 @@ internal sealed record DecoderSettings
         // scaling); later versions apply rope_scaling as Llama does. No hub checkpoint of either has one: refused, not guessed.
         if ((gemma1 || mistral) && rope is not null && (rope["rope_type"] ?? rope["type"])?.GetValue<string>() is { } rt0 && rt0 != "default")
             throw new SaeSharpException($"{c.Path}: rope_scaling of type {rt0} on a {modelType} model is not supported (transformers 4.47 ignores it, later versions apply it)");
-        double theta = rope?["rope_theta"] is { } rt ? rt.GetValue<double>() : c.Double("rope_theta", gemma3 ? 1_000_000 : 10000);
+        double theta = rope?["rope_theta"] is { } rt ? rt.GetValue<double>() : c.Double("rope_theta", gemma3 || mixtral ? 1_000_000 : 10000);
         // transformers 5 keeps partial_rotary_factor in rope_parameters (a top-level one is only its default there).
         double partial = rope?["partial_rotary_factor"] is { } prf && prf.GetValueKind() == JsonValueKind.Number
             ? prf.GetValue<double>() : c.Double("partial_rotary_factor", 1.0);
@@ -142,9 +159,9 @@ internal sealed record DecoderSettings
         int? configWindow = c.Root["sliding_window"] is { } swn && swn.GetValueKind() == JsonValueKind.Number ? c.Int("sliding_window") : null;
         if (mistral)
         {
-            // MistralConfig: sliding_window 4096 when absent, null for none; when set, every layer's attention is windowed
-            // (layer_types, which transformers 5 warns about for Mistral, is not read there either).
-            int? w = c.Root.ContainsKey("sliding_window") ? c.Root["sliding_window"] is null ? null : c.Int("sliding_window") : 4096;
+            // MistralConfig: sliding_window 4096 when absent (MixtralConfig: none), null for none; when set, every layer's
+            // attention is windowed (layer_types, which transformers 5 warns about for Mistral, is not read there either).
+            int? w = c.Root.ContainsKey("sliding_window") ? c.Root["sliding_window"] is null ? null : c.Int("sliding_window") : mixtral ? null : 4096;
             if (w is not null) Array.Fill(sliding, true);
             configWindow = w;
         }
@@ -196,7 +213,7 @@ internal sealed record DecoderSettings
             ModelType = modelType, Hidden = hidden, NLayer = nLayer, NHead = nHead, NKvHead = nKv, HeadDim = headDim,
             Intermediate = intermediate, VocabSize = vocab,
             MaxPositions = c.Int("max_position_embeddings", gemma3 || mistral ? 131_072 : gemma || gemma1 ? 8192 : modelType == "llama" ? 2048 : 32768),
-            Eps = c.Double("rms_norm_eps", 1e-6), Activation = act, RopeTheta = theta, InvFreq = invFreq,
+            Eps = c.Double("rms_norm_eps", mixtral ? 1e-5 : 1e-6), Activation = act, RopeTheta = theta, InvFreq = invFreq,
             LocalRopeTheta = localTheta, LocalInvFreq = localInvFreq,
             TieEmbeddings = c.Bool("tie_word_embeddings", gemma || gemma1),
             QkvBias = modelType == "qwen2" || attnBias, OBias = modelType != "qwen2" && attnBias,
@@ -208,7 +225,7 @@ internal sealed record DecoderSettings
             // function (4.51 to 5.0), so a Gemma 3 config's attention cap changes nothing there, nor here.
             AttnSoftCap = gemma && !gemma3 ? Cap("attn_logit_softcapping", 50.0) : null,
             FinalSoftCap = gemma ? Cap("final_logit_softcapping", gemma3 ? null : 30.0) : null,
-            SlidingWindow = window, SlidingLayers = sliding,
+            SlidingWindow = window, SlidingLayers = sliding, NumExperts = experts, ExpertsPerToken = perToken,
         };
     }
 

@@ -68,6 +68,82 @@ internal sealed class GatedMlp : nn.Module<Tensor, ForwardContext, Tensor>
     }
 }
 
+/// <summary>One expert of Mixtral's sparse MoE block (HF <c>MixtralBlockSparseTop2MLP</c>): w2(act(w1·x) · w3·x).</summary>
+internal sealed class MoeExpert : nn.Module
+{
+    public readonly Linear w1, w2, w3;
+
+    public MoeExpert(DecoderSettings s, ScalarType dtype) : base("expert")
+    {
+        w1 = new Linear(s.Hidden, s.Intermediate, false, dtype);
+        w2 = new Linear(s.Intermediate, s.Hidden, false, dtype);
+        w3 = new Linear(s.Hidden, s.Intermediate, false, dtype);
+        RegisterComponents();
+    }
+}
+
+/// <summary>
+/// HF <c>MixtralSparseMoeBlock</c> (<c>block_sparse_moe</c>): the router <c>gate</c> scores each token against every expert,
+/// softmax in float32, the top <c>num_experts_per_tok</c> experts are kept with their weights renormalised to sum 1 (cast
+/// back to the hidden dtype), and the output is the weighted sum of those experts' outputs, added expert by expert as
+/// transformers adds them. Router jitter is training-only and not applied.
+/// </summary>
+internal sealed class SparseMoeBlock : nn.Module<Tensor, ForwardContext, Tensor>
+{
+    private readonly Linear gate;
+    private readonly ModuleList<MoeExpert> experts;
+    private readonly Func<Tensor, Tensor> _act;
+    private readonly BlockHookNames _names;
+    private readonly int _topK;
+
+    public SparseMoeBlock(DecoderSettings s, Func<Tensor, Tensor> act, BlockHookNames names, ScalarType dtype) : base("block_sparse_moe")
+    {
+        (_act, _names, _topK) = (act, names, s.ExpertsPerToken);
+        gate = new Linear(s.Hidden, s.NumExperts, false, dtype);
+        experts = new ModuleList<MoeExpert>(Enumerable.Range(0, s.NumExperts).Select(_ => new MoeExpert(s, dtype)).ToArray());
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor x, ForwardContext ctx)
+    {
+        var h = ctx.Hooks;
+        long b = x.shape[0], s = x.shape[1], d = x.shape[2], n = b * s, nExperts = experts.Count;
+        var flat = x.reshape(n, d);
+        var probs = nn.functional.softmax(gate.forward(flat), 1, ScalarType.Float32);
+        probs = h.Fire(_names.ExpertWeights, probs.view(b, s, nExperts)).reshape(n, nExperts);
+        var (weights, chosen) = probs.topk(_topK, -1);
+        weights = (weights / weights.sum(-1, keepdim: true)).to(x.dtype);
+        chosen = h.Fire(_names.ExpertIndices, chosen.view(b, s, _topK)).reshape(n, _topK);
+        if (!h.IsEmpty && chosen.numel() > 0 && (chosen.min().item<long>() < 0 || chosen.max().item<long>() >= nExperts))
+            throw new SaeSharpException($"hook '{_names.ExpertIndices}' gave expert index {(chosen.min().item<long>() < 0 ? chosen.min().item<long>() : chosen.max().item<long>())}; the experts are 0..{nExperts - 1}");
+        var result = zeros(n, d, dtype: x.dtype, device: x.device);
+        for (int e = 0; e < nExperts; e++)
+        {
+            var routed = chosen.eq(TorchScalars.Of(e)).nonzero();   // [tokens routed to e, 2]: token, slot
+            var token = routed.select(1, 0);
+            var slot = routed.select(1, 1);
+            var expert = experts[e];
+            var xe = flat.index_select(0, token);
+            var (gateName, preName, postName) = _names.Experts[e];
+            var g = Routed(h, gateName, expert.w1.forward(xe), token, b, s);
+            var pre = Routed(h, preName, expert.w3.forward(xe), token, b, s);
+            var post = Routed(h, postName, _act(g) * pre, token, b, s);
+            var w = weights.index_select(0, token).gather(1, slot.unsqueeze(1));   // [tokens, 1]
+            result.index_add_(0, token, (expert.w2.forward(post) * w).to(x.dtype), TorchScalars.One);
+        }
+        return result.view(b, s, d);
+    }
+
+    /// <summary>Fires an expert's hook as [batch, pos, d_mlp] (zero at the tokens not routed to it) when anything reads it,
+    /// and returns the routed tokens' rows of the result.</summary>
+    private static Tensor Routed(HookRunner h, string name, Tensor rows, Tensor token, long b, long s)
+    {
+        if (!h.Wants(name)) return rows;
+        var full = zeros(b * s, rows.shape[1], dtype: rows.dtype, device: rows.device).index_copy_(0, token, rows);
+        return h.Fire(name, full.view(b, s, rows.shape[1])).reshape(b * s, rows.shape[1]).index_select(0, token);
+    }
+}
+
 /// <summary>HF decoder layer <c>layers.{layer}</c>: input_layernorm, self_attn, post_attention_layernorm, mlp in sequence
 /// (Gemma 2/3: post_attention_layernorm on the attention output, pre/post_feedforward_layernorm around the MLP).</summary>
 internal sealed class DecoderLayer : nn.Module<Tensor, ForwardContext, Tensor>
@@ -77,7 +153,8 @@ internal sealed class DecoderLayer : nn.Module<Tensor, ForwardContext, Tensor>
     private readonly RmsNorm? pre_feedforward_layernorm;
     private readonly RmsNorm? post_feedforward_layernorm;
     private readonly DecoderAttention self_attn;
-    private readonly GatedMlp mlp;
+    private readonly GatedMlp? mlp;
+    private readonly SparseMoeBlock? block_sparse_moe;
     private readonly BlockHookNames _names;
 
     public DecoderLayer(DecoderSettings s, int layer, Func<Tensor, Tensor> act, BlockHookNames names, ScalarType dtype) : base("layer")
@@ -91,18 +168,20 @@ internal sealed class DecoderLayer : nn.Module<Tensor, ForwardContext, Tensor>
             post_feedforward_layernorm = new RmsNorm(s.Hidden, s.Eps, true, dtype);
         }
         self_attn = new DecoderAttention(s, layer, names, dtype);
-        mlp = new GatedMlp(s, act, names, dtype);
+        if (s.NumExperts > 0) block_sparse_moe = new SparseMoeBlock(s, act, names, dtype);
+        else mlp = new GatedMlp(s, act, names, dtype);
         RegisterComponents();
     }
 
     public override Tensor forward(Tensor resid, ForwardContext ctx)
     {
+        Tensor Mlp(Tensor x) => block_sparse_moe is not null ? block_sparse_moe.forward(x, ctx) : mlp!.forward(x, ctx);
         // Gemma 2/3: post_attention_layernorm normalises the attention output; pre_feedforward_layernorm is ln2.
         if (pre_feedforward_layernorm is { } preFf && post_feedforward_layernorm is { } postFf)
             return ResidualBlock.Sequential(resid, ctx, _names, input_layernorm.forward,
-                x => post_attention_layernorm.forward(self_attn.forward(x, ctx)), preFf.forward, x => postFf.forward(mlp.forward(x, ctx)));
+                x => post_attention_layernorm.forward(self_attn.forward(x, ctx)), preFf.forward, x => postFf.forward(Mlp(x)));
         return ResidualBlock.Sequential(resid, ctx, _names, input_layernorm.forward, x => self_attn.forward(x, ctx),
-            post_attention_layernorm.forward, x => mlp.forward(x, ctx));
+            post_attention_layernorm.forward, Mlp);
     }
 }
 
@@ -124,7 +203,7 @@ internal sealed class DecoderCore : nn.Module
 
 /// <summary>
 /// Llama-layout decoders with TransformerLens hooks: Llama 2/3.x (TinyLlama, SmolLM2; rope_scaling llama3), Mistral
-/// (sliding_window on every layer when set), Qwen2/2.5 (q/k/v biases), Qwen3 (per-head q/k RMSNorm), Gemma 1 (√d_model
+/// (sliding_window on every layer when set), Mixtral (Mistral's attention and a sparse mixture-of-experts MLP), Qwen2/2.5 (q/k/v biases), Qwen3 (per-head q/k RMSNorm), Gemma 1 (√d_model
 /// embedding scale, (1+w) RMSNorm, GeGLU, multi-query attention, no post-norms, caps or window), Gemma 2 (√d_model embedding scale, (1+w) RMSNorm, post-norms,
 /// GeGLU, query_pre_attn_scalar, attention and final soft caps, sliding window on alternating layers) and Gemma 3
 /// (as Gemma 2 without default soft caps and never an attention cap, as transformers, plus (1+w) q/k RMSNorm, sliding_window_pattern or layer_types, and a separate
@@ -150,9 +229,10 @@ public sealed class LlamaFamilyModel : HookedTransformer
             NKvHeads = s.NKvHead, DHead = s.HeadDim, DMlp = s.Intermediate, DVocab = s.VocabSize, NCtx = s.MaxPositions,
             Activation = s.Activation, LayerNormEps = s.Eps, RotaryDim = s.RotaryDim, RotaryBase = s.RopeTheta, Dtype = dtype,
             GatedMlp = true, NormalizationType = "RMS", AttnScoresSoftCap = s.AttnSoftCap, OutputLogitsSoftCap = s.FinalSoftCap,
-            SlidingWindow = s.SlidingWindow, RotaryBaseLocal = s.LocalRopeTheta,
+            SlidingWindow = s.SlidingWindow, RotaryBaseLocal = s.LocalRopeTheta, NumExperts = s.NumExperts, ExpertsPerToken = s.ExpertsPerToken,
         }, new HookPoints(s.NLayer, hasPosEmbed: false, parallelAttnMlp: false, rotary: true,
-            s.ModelType == "gemma3" ? HfModuleNames.Gemma3Conditional : s.PostNorms ? HfModuleNames.Gemma2 : HfModuleNames.Llama, gatedMlp: true))
+            s.ModelType == "gemma3" ? HfModuleNames.Gemma3Conditional : s.PostNorms ? HfModuleNames.Gemma2
+            : s.NumExperts > 0 ? HfModuleNames.Mixtral : HfModuleNames.Llama, gatedMlp: s.NumExperts == 0, s.NumExperts))
     {
         _s = s;
         model = new DecoderCore(s, ActivationFunctions.Get(s.Activation, configPath), HookPoints, dtype);
@@ -165,6 +245,7 @@ public sealed class LlamaFamilyModel : HookedTransformer
     internal static string ArchitectureName(string modelType) => modelType switch
     {
         "mistral" => "MistralForCausalLM",
+        "mixtral" => "MixtralForCausalLM",
         "qwen2" => "Qwen2ForCausalLM",
         "qwen3" => "Qwen3ForCausalLM",
         "gemma" => "GemmaForCausalLM",

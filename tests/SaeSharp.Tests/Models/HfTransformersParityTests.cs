@@ -20,7 +20,7 @@ public class HfTransformersParityTests(ITestOutputHelper output)
 {
     public static TheoryData<string> Families =>
         ["gpt2", "gpt_neox-parallel", "gpt_neox-sequential", "llama3", "llama-bias-tied", "qwen2", "qwen3", "gemma2", "gemma3",
-         "gemma3-conditional", "gemma3-softcap", "gemma", "mistral", "mistral-window"];
+         "gemma3-conditional", "gemma3-softcap", "gemma", "mistral", "mistral-window", "mixtral", "mixtral-window"];
 
     // Tolerance, relative to the tensor's largest |value|: both sides compute in float32, with different kernels
     // (TorchSharp's libtorch vs Debian's torch 1.13.1) and operation orders (fused vs separate q/k/v, repeat_interleave
@@ -497,12 +497,14 @@ public class HfTransformersParityTests(ITestOutputHelper output)
             "gemma" => "gemma (gemma): n_layers=2 d_model=32 n_heads=4 d_head=16 d_mlp=64 n_key_value_heads=1 d_vocab=128 n_ctx=64 act=gelu_pytorch_tanh gated_mlp norm=RMS rotary_dim=16 dtype=Float32",
             "mistral" => "mistral (mistral): n_layers=2 d_model=32 n_heads=4 d_head=16 d_mlp=64 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=silu gated_mlp norm=RMS rotary_dim=16 dtype=Float32",
             "mistral-window" => "mistral-window (mistral): n_layers=2 d_model=32 n_heads=4 d_head=8 d_mlp=64 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=silu gated_mlp norm=RMS sliding_window=5 rotary_dim=8 dtype=Float32",
+            "mixtral" => "mixtral (mixtral): n_layers=2 d_model=32 n_heads=4 d_head=16 d_mlp=48 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=silu gated_mlp norm=RMS num_experts=4 experts_per_token=2 rotary_dim=16 dtype=Float32",
+            "mixtral-window" => "mixtral-window (mixtral): n_layers=2 d_model=32 n_heads=4 d_head=8 d_mlp=48 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=silu gated_mlp norm=RMS num_experts=3 experts_per_token=1 sliding_window=5 rotary_dim=8 dtype=Float32",
             "gemma3-conditional" => "gemma3-conditional (gemma3): n_layers=4 d_model=32 n_heads=4 d_head=16 d_mlp=64 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=gelu_pytorch_tanh gated_mlp norm=RMS sliding_window=4 rotary_dim=16 rotary_base=1000000 rotary_base_local=100 dtype=Float32",
             _ => throw new ArgumentException(family),
         };
         using var model = ModelLoader.FromPretrained(Folder(family));
         Assert.Equal(expected, model.Config.ToString());
         string weights = File.Exists(Path.Combine(Folder(family), "model.safetensors")) ? "model.safetensors" : "pytorch_model.bin";
-        Assert.Equal(family is "gpt_neox-parallel" or "llama-bias-tied" or "qwen2" or "gemma3-softcap" or "mistral-window" ? "pytorch_model.bin" : "model.safetensors", weights);
+        Assert.Equal(family is "gpt_neox-parallel" or "llama-bias-tied" or "qwen2" or "gemma3-softcap" or "mistral-window" or "mixtral-window" ? "pytorch_model.bin" : "model.safetensors", weights);
     }
 }
