@@ -202,6 +202,11 @@ public class HfTransformersParityTests(ITestOutputHelper output)
     [InlineData("mistral-window", "sliding_window", "null")]   // the window switched off
     [InlineData("mistral-window", "sliding_window", "6")]
     [InlineData("mistral-window", "rms_norm_eps", "0.01")]
+    [InlineData("mixtral", "num_experts_per_tok", "1")]
+    [InlineData("mixtral", "num_experts_per_tok", "4")]           // every expert, weighted by the full softmax
+    [InlineData("mixtral", "rope_theta", "10000.0")]
+    [InlineData("mixtral-window", "sliding_window", "null")]
+    [InlineData("mixtral-window", "num_experts_per_tok", "2")]
     public void Fixtures_see_each_config_detail(string family, string key, string value)
     {
         // Guards against fixtures too small or too tame to tell: the same weights with one config.json value changed
@@ -388,6 +393,7 @@ public class HfTransformersParityTests(ITestOutputHelper output)
     [Theory]
     [InlineData("gemma", "GemmaForCausalLM", "gemma")]
     [InlineData("mistral-window", "MistralForCausalLM", "mistral")]
+    [InlineData("mixtral-window", "MixtralForCausalLM", "mixtral")]
     public void Without_model_type_the_architectures_name_the_family(string family, string architecture, string modelType)
     {
         using var scope = NewDisposeScope();
@@ -452,6 +458,28 @@ public class HfTransformersParityTests(ITestOutputHelper output)
         }
     }
 
+    [Fact]
+    public void Mixtral_config_defaults_are_MixtralConfigs()
+    {
+        // MixtralConfig (4.47 and 5.0), where it differs from MistralConfig: rope_theta 1e6, rms_norm_eps 1e-5 and no
+        // sliding window when the keys are absent (Mistral: 10000, 1e-6, 4096).
+        using var scope = NewDisposeScope();
+        var r = Reference("mixtral");
+        string dir = EditedCopy("mixtral", c => { c.Remove("rope_theta"); c.Remove("rms_norm_eps"); c.Remove("sliding_window"); });
+        try
+        {
+            using var model = ModelLoader.FromPretrained(dir);
+            Assert.Null(model.Config.SlidingWindow);
+            Assert.Equal(1e-5, model.Config.LayerNormEps);
+            double diff = RelativeMaxDifference(r["logits"], model.Forward(r["tokens"]), "mixtral without rope_theta, rms_norm_eps, sliding_window");
+            Assert.True(diff <= RelativeTolerance, $"mixtral with MixtralConfig's defaults: logits differ by {diff:G3} of their scale");
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
     [Theory]
     [InlineData("gemma", "rope_scaling", """{"rope_type": "linear", "factor": 2.0}""", "rope_scaling of type linear on a gemma model is not supported")]
     [InlineData("mistral", "rope_scaling", """{"type": "linear", "factor": 2.0}""", "rope_scaling of type linear on a mistral model is not supported")]
@@ -460,6 +488,11 @@ public class HfTransformersParityTests(ITestOutputHelper output)
     [InlineData("mistral", "sliding_window", "0", "sliding_window=0 must be positive")]
     [InlineData("mistral", "sliding_window", "\"4096\"", "'sliding_window'")]
     [InlineData("gemma", "hidden_activation", "\"gelu_exact\"", "activation 'gelu_exact' is not supported")]
+    [InlineData("mixtral", "num_experts_per_tok", "5", "num_experts_per_tok=5 must be between 1 and num_local_experts=4")]
+    [InlineData("mixtral", "num_experts_per_tok", "0", "num_experts_per_tok=0 must be between 1 and num_local_experts=4")]
+    [InlineData("mixtral", "num_local_experts", "8", "num_local_experts=8, hidden_size=32 imply 'model.layers.0.block_sparse_moe.gate.weight' of shape [8, 32] but")]
+    [InlineData("mixtral", "num_local_experts", "3", "num_local_experts=3, hidden_size=32 imply 'model.layers.0.block_sparse_moe.gate.weight' of shape [3, 32]")]
+    [InlineData("mixtral", "rope_scaling", """{"type": "linear", "factor": 2.0}""", "rope_scaling of type linear on a mixtral model is not supported")]
     public void Gemma1_and_mistral_config_errors_name_the_file_and_key(string family, string key, string value, string message)
     {
         string dir = EditedCopy(family, c => c[key] = JsonNode.Parse(value));

@@ -1,0 +1,188 @@
+using SaeSharp.Analysis;
+using SaeSharp.Hooks;
+using SaeSharp.IO;
+using SaeSharp.Models;
+using SaeSharp.Saes;
+using SaeSharp.Tests.Tokenizers;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Tests.Models;
+
+/// <summary>
+/// Mixtral's mixture-of-experts hooks (TransformerLens <c>MoE</c> names) on the transformers-written tiny checkpoint
+/// tests/data/hf_models/mixtral (4 experts, top 2), checked against its own weights read from model.safetensors: the
+/// router's softmax, the experts chosen, and each expert's activations recompose hook_mlp_out as transformers computes it.
+/// </summary>
+public class MixtralTests : ModelTestBase
+{
+    private static string Folder => TestPaths.Data("hf_models", "mixtral");
+
+    private static Tensor RefTokens => Npy.LoadNpz(Path.Combine(Folder, "reference.npz"))["tokens"];
+
+    private static Dictionary<string, Tensor> Weights() => SafeTensors.Load(Path.Combine(Folder, "model.safetensors"));
+
+    /// <summary>silu(x·w1ᵀ)·(x·w3ᵀ) of expert <paramref name="e"/> of layer <paramref name="layer"/>: its hook_post rows.</summary>
+    private static Tensor ExpertPost(Dictionary<string, Tensor> w, int layer, int e, Tensor x)
+    {
+        string p = $"model.layers.{layer}.block_sparse_moe.experts.{e}.";
+        return nn.functional.silu(x.matmul(w[p + "w1.weight"].t())) * x.matmul(w[p + "w3.weight"].t());
+    }
+
+    [Fact]
+    public void Router_and_expert_hooks_recompose_the_MLP_output()
+    {
+        using var scope = NewDisposeScope();
+        using var model = ModelLoader.FromPretrained(Folder);
+        var w = Weights();
+        const int layer = 1, experts = 4, k = 2;
+        var b = model.HookPoints.Blocks[layer];
+        var names = new List<string> { b.Ln2, b.ExpertWeights, b.ExpertIndices, b.MlpOut };
+        foreach (var (g, pre, post) in b.Experts) names.AddRange([g, pre, post]);
+        var (_, cache) = model.RunWithCache(RefTokens, names);
+        using var _ = cache;
+        var x = cache[b.Ln2].view(24, 32).to(ScalarType.Float64);
+        var probs = cache[b.ExpertWeights];
+        var chosen = cache[b.ExpertIndices];
+        Assert.Equal(ScalarType.Float32, probs.dtype);
+        Assert.Equal([2L, 12, experts], probs.shape);
+        Assert.Equal(ScalarType.Int64, chosen.dtype);
+        Assert.Equal([2L, 12, k], chosen.shape);
+
+        // The router: softmax of ln2 · gateᵀ over the experts, and the two largest chosen.
+        var expectedProbs = x.matmul(w[$"model.layers.{layer}.block_sparse_moe.gate.weight"].to(ScalarType.Float64).t()).softmax(-1);
+        AssertAllClose(expectedProbs.view(2, 12, experts), probs.to(ScalarType.Float64), 1e-6, "hook_expert_weights");
+        var p = expectedProbs.data<double>().ToArray();
+        var c = chosen.view(24, k).data<long>().ToArray();
+        var expectedOut = zeros(24, 32, dtype: ScalarType.Float64);
+        for (int t = 0; t < 24; t++)
+        {
+            var order = Enumerable.Range(0, experts).OrderByDescending(e => p[t * experts + e]).ToArray();
+            Assert.Equal(order.Take(k).Select(e => (long)e), c.Skip(t * k).Take(k));
+            double sum = p[t * experts + order[0]] + p[t * experts + order[1]];
+            for (int j = 0; j < k; j++)
+            {
+                int e = order[j];
+                var row = ExpertPost(w.ToDictionary(kv => kv.Key, kv => kv.Value.to(ScalarType.Float64)), layer, e, x[t].unsqueeze(0));
+                var down = w[$"model.layers.{layer}.block_sparse_moe.experts.{e}.w2.weight"].to(ScalarType.Float64);
+                expectedOut[t] += (row.matmul(down.t()) * (p[t * experts + e] / sum)).squeeze(0);
+            }
+        }
+        AssertAllClose(expectedOut.view(2, 12, 32), cache[b.MlpOut].to(ScalarType.Float64), 1e-5, "hook_mlp_out");
+
+        // Each expert's hooks: [batch, pos, d_mlp], w1·x, w3·x and silu(gate)·pre at the tokens routed to it, 0 elsewhere.
+        var routedTo = chosen.view(24, k);
+        for (int e = 0; e < experts; e++)
+        {
+            var (gate, pre, post) = b.Experts[e];
+            var routed = routedTo.eq(e).any(1);                                   // [24]
+            Assert.Equal([2L, 12, 48], cache[post].shape);
+            string ex = $"model.layers.{layer}.block_sparse_moe.experts.{e}.";
+            var mask = routed.unsqueeze(1).to(ScalarType.Float64);
+            AssertAllClose(x.matmul(w[ex + "w1.weight"].to(ScalarType.Float64).t()) * mask, cache[gate].view(24, 48).to(ScalarType.Float64), 1e-5, $"expert {e} hook_gate");
+            AssertAllClose(x.matmul(w[ex + "w3.weight"].to(ScalarType.Float64).t()) * mask, cache[pre].view(24, 48).to(ScalarType.Float64), 1e-5, $"expert {e} hook_pre");
+            var postRows = cache[post].view(24, 48);
+            Assert.True(postRows[routed.logical_not()].eq(0).all().item<bool>(), $"expert {e}: hook_post is not 0 at tokens routed elsewhere");
+            Assert.True(postRows[routed].ne(0).any(1).all().item<bool>(), $"expert {e}: hook_post is 0 at a routed token");
+        }
+        // Top 2 of 4 experts: every token reaches exactly two experts' hooks.
+        var reached = stack(b.Experts.Select(ex => cache[ex.Post].view(24, 48).ne(0).any(1)).ToArray()).to(ScalarType.Int64).sum(0L);
+        Assert.Equal(Enumerable.Repeat((long)k, 24), reached.data<long>().ToArray());
+    }
+
+    [Fact]
+    public void Editing_the_router_weights_reroutes_tokens()
+    {
+        // TransformerLens's MoE picks the top experts from hook_expert_weights after the hook: a hook giving expert 3 all
+        // the weight sends every token to it alone (the second choice gets weight 0 after renormalisation), so hook_mlp_out
+        // is expert 3's output, w2·(silu(w1·x)·w3·x), at every token.
+        using var scope = NewDisposeScope();
+        using var model = ModelLoader.FromPretrained(Folder);
+        var w = Weights();
+        var (_, cache) = model.Run(RefTokens, new RunOptions
+        {
+            Hooks = [("blocks.0.mlp.hook_expert_weights", t => zeros_like(t).index_fill_(2, tensor(new long[] { 3 }), 1.0))],
+            CacheNames = ["blocks.0.ln2.hook_normalized", "blocks.0.hook_mlp_out", "blocks.0.mlp.hook_expert_indices"],
+        });
+        using var _ = cache!;
+        var x = cache!["blocks.0.ln2.hook_normalized"];
+        var expected = ExpertPost(w, 0, 3, x).matmul(w["model.layers.0.block_sparse_moe.experts.3.w2.weight"].t());
+        AssertAllClose(expected, cache!["blocks.0.hook_mlp_out"], 1e-5, "hook_mlp_out routed to expert 3");
+        Assert.True(cache!["blocks.0.mlp.hook_expert_indices"].select(2, 0).eq(3).all().item<bool>());
+    }
+
+    [Fact]
+    public void Dense_mlp_hooks_are_refused_naming_the_MoE_hooks()
+    {
+        using var model = ModelLoader.FromPretrained(Folder);
+        foreach (var name in new[] { "blocks.1.mlp.hook_post", "blocks.1.mlp.hook_pre", "blocks.1.mlp.hook_pre_linear", HookPoints.ActName("post", 1) })
+        {
+            var e = Assert.Throws<SaeSharpException>(() => model.HookPoints.Resolve(name));
+            Assert.Contains("mixture of 4 experts", e.Message);
+            Assert.Contains("blocks.1.mlp.hook_expert_weights", e.Message);
+            Assert.Contains("mlp.experts.{0..3}.hook_gate/hook_pre/hook_post", e.Message);
+            Assert.DoesNotContain("\n", e.Message);
+        }
+        Assert.DoesNotContain(model.HookNames, n => n.EndsWith("mlp.hook_post", StringComparison.Ordinal));
+        Assert.Contains("blocks.{0..1}.mlp.experts.{0..3}.hook_post", model.HookPoints.ValidNamesSummary());
+        // Per block: the usual hooks, then the router's two and three per expert in place of hook_pre/hook_pre_linear/hook_post.
+        Assert.Equal(["blocks.0.ln2.hook_normalized", "blocks.0.mlp.hook_expert_weights", "blocks.0.mlp.hook_expert_indices",
+                      "blocks.0.mlp.experts.0.hook_gate", "blocks.0.mlp.experts.0.hook_pre", "blocks.0.mlp.experts.0.hook_post"],
+            model.HookNames.SkipWhile(n => n != "blocks.0.ln2.hook_normalized").Take(6));
+        Assert.Equal(2 * (14 + 2 + 3 * 4) + 2, model.HookNames.Count);
+    }
+
+    [Theory]
+    [InlineData("model.layers.1.block_sparse_moe", "blocks.1.hook_mlp_out")]
+    [InlineData("model.layers.1.block_sparse_moe:in", "blocks.1.ln2.hook_normalized")]
+    [InlineData("layers.1.mlp", "blocks.1.hook_mlp_out")]                                  // transformers 5's name
+    [InlineData("blocks.1.mlp", "blocks.1.hook_mlp_out")]
+    [InlineData("model.layers.0.block_sparse_moe.experts.2.w1", "blocks.0.mlp.experts.2.hook_gate")]
+    [InlineData("model.layers.0.block_sparse_moe.experts.2.w3", "blocks.0.mlp.experts.2.hook_pre")]
+    [InlineData("model.layers.0.block_sparse_moe.experts.2.w2:in", "blocks.0.mlp.experts.2.hook_post")]
+    [InlineData("model.layers.0.block_sparse_moe.experts.3.act_fn:in", "blocks.0.mlp.experts.3.hook_gate")]
+    [InlineData("model.layers.0.block_sparse_moe.gate:in", "blocks.0.ln2.hook_normalized")]
+    public void Hugging_Face_module_paths_name_the_MoE_hooks(string alias, string hook)
+    {
+        using var model = ModelLoader.FromPretrained(Folder);
+        Assert.Equal(hook, model.HookPoints.Resolve(alias));
+    }
+
+    [Theory]
+    [InlineData("model.layers.0.block_sparse_moe.experts.4.w1")]    // 4 experts: 0..3
+    [InlineData("model.layers.0.block_sparse_moe.experts.2.w2")]    // its output is weighted and summed: no hook holds it
+    [InlineData("model.layers.0.mlp.gate_proj")]                    // a dense MLP's module
+    public void Module_paths_without_a_hook_are_refused(string alias)
+    {
+        using var model = ModelLoader.FromPretrained(Folder);
+        Assert.Throws<SaeSharpException>(() => model.HookPoints.Resolve(alias));
+    }
+
+    [Fact]
+    public void Hook_widths_and_SAE_fit()
+    {
+        using var model = ModelLoader.FromPretrained(Folder);
+        Assert.Equal(4, model.HookWidth("blocks.0.mlp.hook_expert_weights"));
+        Assert.Equal(2, model.HookWidth("blocks.0.mlp.hook_expert_indices"));
+        Assert.Equal(48, model.HookWidth("blocks.0.mlp.experts.1.hook_post"));
+        Assert.Equal(32, model.HookWidth("blocks.0.hook_mlp_out"));
+        var cfg = new SaeConfig { Architecture = SaeArchitectures.Standard, DIn = 2, DSae = 4 };
+        using var sae = SaeFactory.Create(cfg);
+        var e = Assert.Throws<SaeSharpException>(() => model.CheckSaeFits(sae, "blocks.0.mlp.hook_expert_indices"));
+        Assert.Contains("indices of the experts chosen", e.Message);
+    }
+
+    [Fact]
+    public void An_SAE_on_an_expert_writes_through_that_experts_w2()
+    {
+        // Logit effects of an SAE on mlp.experts.E.hook_post: each decoder row goes through expert E's w2 into the residual stream.
+        using var scope = NewDisposeScope();
+        using var model = ModelLoader.FromPretrained(Folder);
+        var w = Weights();
+        var cfg = new SaeConfig { Architecture = SaeArchitectures.Standard, DIn = 48, DSae = 3 };
+        using var sae = SaeFactory.Create(cfg);
+        var dirs = FeatureWeights.ResidualDirections(model, sae, "blocks.1.mlp.experts.2.hook_post", [0, 2]);
+        var expected = sae.WDec.detach().index_select(0, tensor(new long[] { 0, 2 })).matmul(w["model.layers.1.block_sparse_moe.experts.2.w2.weight"].t());
+        AssertAllClose(expected, dirs, 1e-6, "W_dec · w2ᵀ");
+        Assert.Throws<SaeSharpException>(() => FeatureWeights.MlpOut(model, 1));
+    }
+}
