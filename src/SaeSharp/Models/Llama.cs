@@ -114,7 +114,7 @@ internal sealed class SparseMoeBlock : nn.Module<Tensor, ForwardContext, Tensor>
         var (weights, chosen) = probs.topk(_topK, -1);
         weights = (weights / weights.sum(-1, keepdim: true)).to(x.dtype);
         chosen = h.Fire(_names.ExpertIndices, chosen.view(b, s, _topK)).reshape(n, _topK);
-        if (!h.IsEmpty && chosen.numel() > 0 && (chosen.min().item<long>() < 0 || chosen.max().item<long>() >= nExperts))
+        if (h.Wants(_names.ExpertIndices) && chosen.numel() > 0 && (chosen.min().item<long>() < 0 || chosen.max().item<long>() >= nExperts))
             throw new SaeSharpException($"hook '{_names.ExpertIndices}' gave expert index {(chosen.min().item<long>() < 0 ? chosen.min().item<long>() : chosen.max().item<long>())}; the experts are 0..{nExperts - 1}");
         var result = zeros(n, d, dtype: x.dtype, device: x.device);
         for (int e = 0; e < nExperts; e++)

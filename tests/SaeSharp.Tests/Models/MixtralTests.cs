@@ -111,6 +111,44 @@ public class MixtralTests : ModelTestBase
     }
 
     [Fact]
+    public void Editing_the_expert_indices_sends_tokens_to_other_experts()
+    {
+        // Both slots pointed at expert 1: the token gets expert 1's output with the two renormalised weights, which sum to 1.
+        using var scope = NewDisposeScope();
+        using var model = ModelLoader.FromPretrained(Folder);
+        var w = Weights();
+        var (_, cache) = model.Run(RefTokens, new RunOptions
+        {
+            Hooks = [("blocks.1.mlp.hook_expert_indices", t => ones_like(t))],
+            CacheNames = ["blocks.1.ln2.hook_normalized", "blocks.1.hook_mlp_out", "blocks.1.mlp.experts.0.hook_post"],
+        });
+        using var _ = cache!;
+        var expected = ExpertPost(w, 1, 1, cache!["blocks.1.ln2.hook_normalized"]).matmul(w["model.layers.1.block_sparse_moe.experts.1.w2.weight"].t());
+        AssertAllClose(expected, cache!["blocks.1.hook_mlp_out"], 1e-5, "hook_mlp_out with every token sent to expert 1");
+        Assert.True(cache!["blocks.1.mlp.experts.0.hook_post"].eq(0).all().item<bool>(), "expert 0 still got tokens");
+
+        var e = Assert.Throws<SaeSharpException>(() => model.Run(RefTokens, new RunOptions
+        {
+            Hooks = [("blocks.0.mlp.hook_expert_indices", t => full_like(t, 4))],
+        }));
+        Assert.Contains("hook 'blocks.0.mlp.hook_expert_indices' gave expert index 4; the experts are 0..3", e.Message);
+    }
+
+    [Fact]
+    public void In_bfloat16_the_router_still_computes_in_float32()
+    {
+        // As transformers: softmax in float32 (hook_expert_weights stays float32), the kept weights cast back to bf16.
+        using var scope = NewDisposeScope();
+        using var model = ModelLoader.FromPretrained(Folder, ScalarType.BFloat16);
+        var (logits, cache) = model.RunWithCache(RefTokens, ["blocks.0.mlp.hook_expert_weights", "blocks.0.hook_mlp_out"]);
+        using var _ = cache;
+        Assert.Equal(ScalarType.Float32, cache["blocks.0.mlp.hook_expert_weights"].dtype);
+        Assert.Equal(ScalarType.BFloat16, cache["blocks.0.hook_mlp_out"].dtype);
+        AssertAllClose(ones(2, 12), cache["blocks.0.mlp.hook_expert_weights"].sum(-1), 1e-6, "router softmax sums");
+        Assert.True(logits!.isfinite().all().item<bool>());
+    }
+
+    [Fact]
     public void Dense_mlp_hooks_are_refused_naming_the_MoE_hooks()
     {
         using var model = ModelLoader.FromPretrained(Folder);
