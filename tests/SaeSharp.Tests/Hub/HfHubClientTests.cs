@@ -90,6 +90,7 @@ public sealed class HfHubClientTests : IDisposable
         Assert.Equal("EleutherAI/pythia-70m", TransformerLensNames.OfficialName("pythia"));
         Assert.Equal("EleutherAI/pythia-70m-deduped", TransformerLensNames.OfficialName("pythia-19m-deduped"));
         Assert.Equal("google/gemma-2-2b", TransformerLensNames.OfficialName("gemma-2-2b"));
+        Assert.Equal("mistralai/Mixtral-8x7B-v0.1", TransformerLensNames.OfficialName("mixtral-8x7b"));
         Assert.Equal("google/gemma-3-270m", TransformerLensNames.OfficialName("Gemma-3-270M"));
         Assert.Equal("google/gemma-3-4b-it", TransformerLensNames.OfficialName("gemma-3-4b-it"));
         Assert.Equal("meta-llama/Llama-2-7b-hf", TransformerLensNames.OfficialName("Llama-2-7b"));
