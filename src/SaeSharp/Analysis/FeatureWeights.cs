@@ -67,7 +67,7 @@ public static class FeatureWeights
         || (hook.Contains(".mlp.experts.", StringComparison.Ordinal) && hook.EndsWith(".hook_post", StringComparison.Ordinal));
 
     /// <summary>The output weights [d_mlp, d_model] of the MLP whose neurons <paramref name="hook"/> holds: the layer's
-    /// dense MLP, or for <c>mlp.experts.{e}.hook_post</c> that expert's w2 (before its routing weight).</summary>
+    /// dense MLP, or for <c>mlp.experts.{e}.hook_post</c> that expert's w2 / down_proj (before its routing weight).</summary>
     private static Tensor MlpOut(HookedTransformer model, string hook)
     {
         int layer = model.HookPoints.LayerOf(hook);
@@ -75,13 +75,14 @@ public static class FeatureWeights
         int at = hook.IndexOf(experts, StringComparison.Ordinal);
         if (at < 0) return MlpOut(model, layer);
         string e = hook[(at + experts.Length)..hook.LastIndexOf('.')];
-        return Weight(model, ($"model.layers.{layer}.block_sparse_moe.experts.{e}.w2.weight", true));
+        return Weight(model, (model.Config.Architecture == "mixtral" ? $"model.layers.{layer}.block_sparse_moe.experts.{e}.w2.weight"
+            : $"model.layers.{layer}.mlp.experts.{e}.down_proj.weight", true));
     }
 
     /// <summary>MLP output weights of a layer as [d_mlp, d_model] (rows: each neuron's write direction); a mixture of
     /// experts has no single one (an error).</summary>
     public static Tensor MlpOut(HookedTransformer model, int layer) => model.Config.NumExperts > 0
-        ? throw new SaeSharpException($"{model.Config.ModelName}: layer {layer}'s MLP is a mixture of {model.Config.NumExperts} experts; each expert has its own output weights (block_sparse_moe.experts.{{e}}.w2)")
+        ? throw new SaeSharpException($"{model.Config.ModelName}: layer {layer}'s MLP is a mixture of {model.Config.NumExperts} experts; each expert has its own output weights")
         : Weight(model, model.Config.Architecture == "gpt2"
         ? ($"transformer.h.{layer}.mlp.c_proj.weight", false)
         : model.Config.Architecture == "gpt_neox" ? ($"gpt_neox.layers.{layer}.mlp.dense_4h_to_h.weight", true)

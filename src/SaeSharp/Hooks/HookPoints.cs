@@ -109,11 +109,11 @@ internal sealed class BlockHookNames
 /// gated MLPs (Llama, Gemma) also have <c>mlp.hook_pre_linear</c>: hook_pre is the gate projection, hook_pre_linear the up
 /// projection, hook_post = act(hook_pre)·hook_pre_linear;
 /// <c>attn.hook_pattern</c>: [batch, head, query_pos, key_pos].</para>
-/// <para>A mixture-of-experts MLP (Mixtral) has TransformerLens's MoE hooks instead of hook_pre/post:
+/// <para>A mixture-of-experts MLP (Mixtral, Qwen3-MoE) has TransformerLens's MoE hooks instead of hook_pre/post:
 /// <c>mlp.hook_expert_weights</c> [batch, pos, num_experts] float32, the router's softmax over every expert (the top
 /// experts are chosen from it after the hook, so editing it reroutes tokens); <c>mlp.hook_expert_indices</c> [batch, pos,
-/// experts_per_token] int64, the experts chosen, best first; and each expert's <c>mlp.experts.{e}.hook_gate</c> (w1·x),
-/// <c>hook_pre</c> (w3·x) and <c>hook_post</c> (act(gate)·pre), [batch, pos, d_mlp], zero at the tokens not routed to
+/// experts_per_token] int64, the experts chosen, best first; and each expert's <c>mlp.experts.{e}.hook_gate</c> (w1·x,
+/// Qwen3-MoE gate_proj·x), <c>hook_pre</c> (w3·x, up_proj·x) and <c>hook_post</c> (act(gate)·pre), [batch, pos, d_mlp], zero at the tokens not routed to
 /// that expert (TransformerLens fires them on the routed tokens only; an edit elsewhere changes nothing).</para>
 /// <para>Unlike TransformerLens (which folds layer-norm weights into the next layer), <c>ln1/ln2/ln_final.hook_normalized</c>
 /// is the layer norm's full output, weight and bias included: exactly the input of the attention / MLP / unembedding.</para>
@@ -401,9 +401,11 @@ public sealed class HookPoints
         return m is { } mm ? Pick(name, kind, mm.In, mm.Out, out why) : null;
     }
 
-    private static readonly System.Text.RegularExpressions.Regex ExpertModulePath = new(@"^(?:block_sparse_moe|mlp)\.experts\.([0-9]+)\.(w1|w2|w3|act_fn)$");
+    private static readonly System.Text.RegularExpressions.Regex ExpertModulePath =
+        new(@"^(?:block_sparse_moe|mlp)\.experts\.([0-9]+)\.(w1|w2|w3|gate_proj|up_proj|down_proj|act_fn)$");
 
-    /// <summary>Mixtral's <c>block_sparse_moe.experts.{e}.w1/w3/w2/act_fn</c> as the expert's hooks (input and output).</summary>
+    /// <summary>An expert's modules as its hooks (input and output): Mixtral's <c>block_sparse_moe.experts.{e}.w1/w3/w2/act_fn</c>,
+    /// Qwen3-MoE's <c>mlp.experts.{e}.gate_proj/up_proj/down_proj/act_fn</c>.</summary>
     private static (string? In, string? Out)? ExpertModule(BlockHookNames b, string sub)
     {
         if (sub is "block_sparse_moe.gate" or "mlp.gate") return (b.Ln2, null);
@@ -413,10 +415,10 @@ public sealed class HookPoints
         var (gate, pre, post) = b.Experts[e];
         return m.Groups[2].Value switch
         {
-            "w1" => (b.Ln2, gate),
-            "w3" => (b.Ln2, pre),
+            "w1" or "gate_proj" => (b.Ln2, gate),
+            "w3" or "up_proj" => (b.Ln2, pre),
             "act_fn" => (gate, null),
-            _ => (post, null),  // w2: its output is scaled by the routing weight and summed over experts; no hook holds it
+            _ => (post, null),  // w2 / down_proj: its output is scaled by the routing weight and summed over experts; no hook holds it
         };
     }
 

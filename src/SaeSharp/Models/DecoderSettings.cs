@@ -6,7 +6,7 @@ namespace SaeSharp.Models;
 
 /// <summary>
 /// Settings of the Llama-layout decoders (HF <c>LlamaForCausalLM</c>, <c>MistralForCausalLM</c>, <c>MixtralForCausalLM</c>, <c>Qwen2ForCausalLM</c>,
-/// <c>Qwen3ForCausalLM</c>, <c>GemmaForCausalLM</c>, <c>Gemma2ForCausalLM</c>, <c>Gemma3ForCausalLM</c> and the text model of
+/// <c>Qwen3ForCausalLM</c>, <c>Qwen3MoeForCausalLM</c>, <c>GemmaForCausalLM</c>, <c>Gemma2ForCausalLM</c>, <c>Gemma3ForCausalLM</c> and the text model of
 /// <c>Gemma3ForConditionalGeneration</c>) read
 /// from config.json, with the defaults of each family's HF config class.
 /// </summary>
@@ -55,12 +55,15 @@ internal sealed record DecoderSettings
     public int? SlidingWindow { get; init; }
     /// <summary>Per layer: true where attention is restricted to <see cref="SlidingWindow"/>.</summary>
     public required bool[] SlidingLayers { get; init; }
-    /// <summary>Mixtral: experts of each layer's sparse MoE block (<c>num_local_experts</c>); 0 for a dense MLP.</summary>
+    /// <summary>Mixtral, Qwen3-MoE: experts of each layer's sparse MoE block (<c>num_local_experts</c>, <c>num_experts</c>);
+    /// 0 for a dense MLP. <see cref="Intermediate"/> is then each expert's width (Qwen3-MoE <c>moe_intermediate_size</c>).</summary>
     public int NumExperts { get; init; }
-    /// <summary>Mixtral: experts each token is routed to (<c>num_experts_per_tok</c>).</summary>
+    /// <summary>Experts each token is routed to (<c>num_experts_per_tok</c>).</summary>
     public int ExpertsPerToken { get; init; }
+    /// <summary>The chosen experts' weights are renormalised to sum 1 (Mixtral always; Qwen3-MoE <c>norm_topk_prob</c>).</summary>
+    public bool NormTopKProb { get; init; }
 
-    /// <summary>Reads config.json of a <c>llama</c>, <c>mistral</c>, <c>mixtral</c>, <c>qwen2</c>, <c>qwen3</c>, <c>gemma</c>, <c>gemma2</c>,
+    /// <summary>Reads config.json of a <c>llama</c>, <c>mistral</c>, <c>mixtral</c>, <c>qwen2</c>, <c>qwen3</c>, <c>qwen3_moe</c>, <c>gemma</c>, <c>gemma2</c>,
     /// <c>gemma3_text</c> or <c>gemma3</c> model (for <c>gemma3</c>, its <c>text_config</c>); with <paramref name="weights"/>, checks every
     /// declared size against the tensors present before anything is allocated.</summary>
     public static DecoderSettings From(JsonConfig c, string modelType, Checkpoint? weights = null)
@@ -69,6 +72,7 @@ internal sealed record DecoderSettings
         bool gemma = modelType == "gemma2" || gemma3;   // Gemma 2 and 3; Gemma 1 (gemma1) is a Llama layout with Gemma's norms and scale
         bool gemma1 = modelType == "gemma", mixtral = modelType == "mixtral";
         bool mistral = modelType == "mistral" || mixtral;   // Mixtral's attention is Mistral's
+        bool qwen3Moe = modelType == "qwen3_moe";          // Qwen3's attention (q/k norms), a sparse MoE block as mlp
         if (modelType == "gemma3")
             c = c.Root["text_config"] is JsonObject text ? new JsonConfig($"{c.Path} (text_config)", text)
                 : throw new SaeSharpException($"{c.Path}: model_type gemma3 (Gemma3ForConditionalGeneration) needs a 'text_config' object " +
@@ -82,10 +86,10 @@ internal sealed record DecoderSettings
         if (hidden <= 0 || nHead <= 0 || nLayer <= 0)
             throw new SaeSharpException($"{c.Path}: hidden_size, num_attention_heads and num_hidden_layers must be positive");
         // Absent keys take the HF config class defaults: num_key_value_heads 32 for Qwen2/Qwen3, 16 for Gemma, 8 for
-        // Mistral and 4 for Gemma 2/3, head_dim 128 for Qwen3 and 256 for Gemma 1/2/3 (fixed numbers there, not derived from
-        // the other sizes); null (or, for Llama, Mistral's head_dim and Qwen2, absent) means num_attention_heads and
+        // Mistral/Mixtral and 4 for Gemma 2/3 and Qwen3-MoE, head_dim 128 for Qwen3 and 256 for Gemma 1/2/3 (fixed numbers there, not derived from
+        // the other sizes); null (or, for Llama, Mistral's and Qwen3-MoE's head_dim and Qwen2, absent) means num_attention_heads and
         // hidden_size / num_attention_heads. (A JSON null reads as absent through the JsonObject indexer: ContainsKey tells.)
-        int? kvDefault = modelType switch { "qwen2" or "qwen3" => 32, "gemma" => 16, "mistral" or "mixtral" => 8, "gemma2" or "gemma3_text" or "gemma3" => 4, _ => null };
+        int? kvDefault = modelType switch { "qwen2" or "qwen3" => 32, "gemma" => 16, "mistral" or "mixtral" => 8, "gemma2" or "gemma3_text" or "gemma3" or "qwen3_moe" => 4, _ => null };
         int nKv = c.Root.ContainsKey("num_key_value_heads")
             ? c.Root["num_key_value_heads"] is not null ? c.Int("num_key_value_heads") : nHead
             : kvDefault ?? nHead;
@@ -97,7 +101,8 @@ internal sealed record DecoderSettings
             : hidden % nHead == 0 ? hidden / nHead
             : throw new SaeSharpException($"{c.Path}: hidden_size={hidden} is not a multiple of num_attention_heads={nHead} and there is no head_dim");
         if (headDim <= 0 || headDim % 2 != 0) throw new SaeSharpException($"{c.Path}: head_dim={headDim} must be positive and even");
-        int vocab = c.Int("vocab_size", G3(262_208)), intermediate = c.Int("intermediate_size", G3(9216));
+        // Qwen3-MoE's experts are moe_intermediate_size wide (its intermediate_size is for dense layers, refused below).
+        int vocab = c.Int("vocab_size", G3(262_208)), intermediate = qwen3Moe ? c.Int("moe_intermediate_size", 768) : c.Int("intermediate_size", G3(9216));
         if (weights is not null)
         {
             weights.ExpectLayers(c.Path, "num_hidden_layers", nLayer);
@@ -106,20 +111,33 @@ internal sealed record DecoderSettings
                 $"num_attention_heads={nHead}, head_dim={headDim}, hidden_size={hidden}");
             weights.ExpectShape(c.Path, "model", "layers.0.self_attn.k_proj.weight", [(long)nKv * headDim, hidden],
                 $"num_key_value_heads={nKv}, head_dim={headDim}, hidden_size={hidden}");
-            if (!mixtral)
+            if (!mixtral && !qwen3Moe)
                 weights.ExpectShape(c.Path, "model", "layers.0.mlp.gate_proj.weight", [intermediate, hidden],
                     $"intermediate_size={intermediate}, hidden_size={hidden}");
         }
-        // MixtralConfig: num_local_experts 8, num_experts_per_tok 2. Router jitter and the router aux loss are training-only.
-        int experts = mixtral ? c.Int("num_local_experts", 8) : 0, perToken = mixtral ? c.Int("num_experts_per_tok", 2) : 0;
-        if (mixtral && (experts <= 0 || perToken <= 0 || perToken > experts))
-            throw new SaeSharpException($"{c.Path}: num_experts_per_tok={perToken} must be between 1 and num_local_experts={experts}");
-        if (mixtral && weights is not null)
+        // MixtralConfig: num_local_experts 8, num_experts_per_tok 2, always renormalised; Qwen3MoeConfig: num_experts 128,
+        // num_experts_per_tok 8, norm_topk_prob false. Router jitter and the router aux loss are training-only.
+        string expertsKey = qwen3Moe ? "num_experts" : "num_local_experts";
+        int experts = mixtral ? c.Int("num_local_experts", 8) : qwen3Moe ? c.Int("num_experts", 128) : 0;
+        int perToken = mixtral ? c.Int("num_experts_per_tok", 2) : qwen3Moe ? c.Int("num_experts_per_tok", 8) : 0;
+        if ((mixtral || qwen3Moe) && (experts <= 0 || perToken <= 0 || perToken > experts))
+            throw new SaeSharpException($"{c.Path}: num_experts_per_tok={perToken} must be between 1 and {expertsKey}={experts}");
+        if (qwen3Moe)
         {
-            weights.ExpectShape(c.Path, "model", "layers.0.block_sparse_moe.gate.weight", [experts, hidden],
-                $"num_local_experts={experts}, hidden_size={hidden}");
-            weights.ExpectShape(c.Path, "model", $"layers.0.block_sparse_moe.experts.{experts - 1}.w1.weight", [intermediate, hidden],
-                $"num_local_experts={experts}, intermediate_size={intermediate}, hidden_size={hidden}");
+            // Qwen3MoeDecoderLayer: layer i is dense when listed in mlp_only_layers or when (i + 1) % decoder_sparse_step != 0.
+            // The hub's Qwen3-MoE models have no dense layer; TransformerLens does not take them either.
+            int step = c.Int("decoder_sparse_step", 1);
+            bool denseListed = c.Root["mlp_only_layers"] is JsonArray only && only.Count > 0;
+            if (step != 1 || denseListed)
+                throw new SaeSharpException($"{c.Path}: decoder_sparse_step={step}, mlp_only_layers={c.Root["mlp_only_layers"]?.ToJsonString() ?? "[]"}: " +
+                    "Qwen3-MoE with dense MLP layers is not supported (every layer must be sparse: decoder_sparse_step 1, mlp_only_layers [])");
+        }
+        string moe = mixtral ? "block_sparse_moe" : "mlp", w1 = mixtral ? "w1" : "gate_proj";
+        if ((mixtral || qwen3Moe) && weights is not null)
+        {
+            weights.ExpectShape(c.Path, "model", $"layers.0.{moe}.gate.weight", [experts, hidden], $"{expertsKey}={experts}, hidden_size={hidden}");
+            weights.ExpectShape(c.Path, "model", $"layers.0.{moe}.experts.{experts - 1}.{w1}.weight", [intermediate, hidden],
+                $"{expertsKey}={experts}, {(qwen3Moe ? "moe_intermediate_size" : "intermediate_size")}={intermediate}, hidden_size={hidden}");
         }
         // Gemma 3: rope_theta and rope_scaling are the global layers' (transformers 5: rope_parameters.full_attention).
         var rope = RopeParameters(c, gemma3 ? "full_attention" : null);
@@ -188,7 +206,7 @@ internal sealed record DecoderSettings
         }
         else if (gemma)
             for (int i = 0; i < layers; i++) sliding[i] = i % 2 == 0; // HF Gemma 2: even layers are local
-        else if (modelType is "qwen2" or "qwen3" && c.Bool("use_sliding_window", false))
+        else if (modelType is "qwen2" or "qwen3" or "qwen3_moe" && c.Bool("use_sliding_window", false))
         {
             int from = c.Int("max_window_layers", 28);
             for (int i = from; i < layers; i++) sliding[i] = true;
@@ -217,7 +235,7 @@ internal sealed record DecoderSettings
             LocalRopeTheta = localTheta, LocalInvFreq = localInvFreq,
             TieEmbeddings = c.Bool("tie_word_embeddings", gemma || gemma1),
             QkvBias = modelType == "qwen2" || attnBias, OBias = modelType != "qwen2" && attnBias,
-            MlpBias = !mistral && !gemma1 && c.Bool("mlp_bias", false), QkNorm = modelType == "qwen3" || gemma3,
+            MlpBias = !mistral && !gemma1 && c.Bool("mlp_bias", false), QkNorm = modelType is "qwen3" or "qwen3_moe" || gemma3,
             Gemma = gemma || gemma1, PostNorms = gemma, Gemma3 = gemma3,
             AttnScale = gemma ? Math.Pow(c.Double("query_pre_attn_scalar", 256), -0.5) : 1.0 / Math.Sqrt(headDim),
             // Gemma 2 caps by default (50, 30); Gemma 3 does not (null), and its attention never applies
@@ -226,6 +244,7 @@ internal sealed record DecoderSettings
             AttnSoftCap = gemma && !gemma3 ? Cap("attn_logit_softcapping", 50.0) : null,
             FinalSoftCap = gemma ? Cap("final_logit_softcapping", gemma3 ? null : 30.0) : null,
             SlidingWindow = window, SlidingLayers = sliding, NumExperts = experts, ExpertsPerToken = perToken,
+            NormTopKProb = mixtral || (qwen3Moe && c.Bool("norm_topk_prob", false)),
         };
     }
 

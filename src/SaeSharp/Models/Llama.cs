@@ -68,25 +68,34 @@ internal sealed class GatedMlp : nn.Module<Tensor, ForwardContext, Tensor>
     }
 }
 
-/// <summary>One expert of Mixtral's sparse MoE block (HF <c>MixtralBlockSparseTop2MLP</c>): w2(act(w1·x) · w3·x).</summary>
+/// <summary>One expert of a sparse MoE block: down(act(gate·x) · up·x), named as the checkpoint names it (Mixtral's
+/// <c>MixtralBlockSparseTop2MLP</c>: w1, w3, w2; Qwen3-MoE's <c>Qwen3MoeMLP</c>: gate_proj, up_proj, down_proj).</summary>
 internal sealed class MoeExpert : nn.Module
 {
-    public readonly Linear w1, w2, w3;
+    public readonly Linear Gate, Up, Down;
 
     public MoeExpert(DecoderSettings s, ScalarType dtype) : base("expert")
     {
-        w1 = new Linear(s.Hidden, s.Intermediate, false, dtype);
-        w2 = new Linear(s.Intermediate, s.Hidden, false, dtype);
-        w3 = new Linear(s.Hidden, s.Intermediate, false, dtype);
-        RegisterComponents();
+        Gate = new Linear(s.Hidden, s.Intermediate, false, dtype);
+        Up = new Linear(s.Hidden, s.Intermediate, false, dtype);
+        Down = new Linear(s.Intermediate, s.Hidden, false, dtype);
+        var (gate, up, down) = ExpertNames(s.ModelType);
+        register_module(gate, Gate);
+        register_module(up, Up);
+        register_module(down, Down);
     }
+
+    /// <summary>The checkpoint's names of an expert's gate, up and down projections.</summary>
+    public static (string Gate, string Up, string Down) ExpertNames(string modelType) =>
+        modelType == "mixtral" ? ("w1", "w3", "w2") : ("gate_proj", "up_proj", "down_proj");
 }
 
 /// <summary>
-/// HF <c>MixtralSparseMoeBlock</c> (<c>block_sparse_moe</c>): the router <c>gate</c> scores each token against every expert,
-/// softmax in float32, the top <c>num_experts_per_tok</c> experts are kept with their weights renormalised to sum 1 (cast
-/// back to the hidden dtype), and the output is the weighted sum of those experts' outputs, added expert by expert as
-/// transformers adds them. Router jitter is training-only and not applied.
+/// HF <c>MixtralSparseMoeBlock</c> (<c>block_sparse_moe</c>) and <c>Qwen3MoeSparseMoeBlock</c> (<c>mlp</c>): the router
+/// <c>gate</c> scores each token against every expert, softmax in float32, the top <c>num_experts_per_tok</c> experts are
+/// kept with their weights (renormalised to sum 1: Mixtral, Qwen3-MoE's <c>norm_topk_prob</c>) cast back to the hidden
+/// dtype, and the output is the weighted sum of those experts' outputs, added expert by expert as transformers adds them.
+/// Router jitter is training-only and not applied.
 /// </summary>
 internal sealed class SparseMoeBlock : nn.Module<Tensor, ForwardContext, Tensor>
 {
@@ -95,10 +104,11 @@ internal sealed class SparseMoeBlock : nn.Module<Tensor, ForwardContext, Tensor>
     private readonly Func<Tensor, Tensor> _act;
     private readonly BlockHookNames _names;
     private readonly int _topK;
+    private readonly bool _normTopK;
 
-    public SparseMoeBlock(DecoderSettings s, Func<Tensor, Tensor> act, BlockHookNames names, ScalarType dtype) : base("block_sparse_moe")
+    public SparseMoeBlock(DecoderSettings s, Func<Tensor, Tensor> act, BlockHookNames names, ScalarType dtype) : base("moe")
     {
-        (_act, _names, _topK) = (act, names, s.ExpertsPerToken);
+        (_act, _names, _topK, _normTopK) = (act, names, s.ExpertsPerToken, s.NormTopKProb);
         gate = new Linear(s.Hidden, s.NumExperts, false, dtype);
         experts = new ModuleList<MoeExpert>(Enumerable.Range(0, s.NumExperts).Select(_ => new MoeExpert(s, dtype)).ToArray());
         RegisterComponents();
@@ -112,7 +122,8 @@ internal sealed class SparseMoeBlock : nn.Module<Tensor, ForwardContext, Tensor>
         var probs = nn.functional.softmax(gate.forward(flat), 1, ScalarType.Float32);
         probs = h.Fire(_names.ExpertWeights, probs.view(b, s, nExperts)).reshape(n, nExperts);
         var (weights, chosen) = probs.topk(_topK, -1);
-        weights = (weights / weights.sum(-1, keepdim: true)).to(x.dtype);
+        if (_normTopK) weights = weights / weights.sum(-1, keepdim: true);
+        weights = weights.to(x.dtype);
         chosen = h.Fire(_names.ExpertIndices, chosen.view(b, s, _topK)).reshape(n, _topK);
         if (h.Wants(_names.ExpertIndices) && chosen.numel() > 0 && (chosen.min().item<long>() < 0 || chosen.max().item<long>() >= nExperts))
             throw new SaeSharpException($"hook '{_names.ExpertIndices}' gave expert index {(chosen.min().item<long>() < 0 ? chosen.min().item<long>() : chosen.max().item<long>())}; the experts are 0..{nExperts - 1}");
@@ -125,11 +136,11 @@ internal sealed class SparseMoeBlock : nn.Module<Tensor, ForwardContext, Tensor>
             var expert = experts[e];
             var xe = flat.index_select(0, token);
             var (gateName, preName, postName) = _names.Experts[e];
-            var g = Routed(h, gateName, expert.w1.forward(xe), token, b, s);
-            var pre = Routed(h, preName, expert.w3.forward(xe), token, b, s);
+            var g = Routed(h, gateName, expert.Gate.forward(xe), token, b, s);
+            var pre = Routed(h, preName, expert.Up.forward(xe), token, b, s);
             var post = Routed(h, postName, _act(g) * pre, token, b, s);
             var w = weights.index_select(0, token).gather(1, slot.unsqueeze(1));   // [tokens, 1]
-            result.index_add_(0, token, (expert.w2.forward(post) * w).to(x.dtype), TorchScalars.One);
+            result.index_add_(0, token, (expert.Down.forward(post) * w).to(x.dtype), TorchScalars.One);
         }
         return result.view(b, s, d);
     }
@@ -153,7 +164,9 @@ internal sealed class DecoderLayer : nn.Module<Tensor, ForwardContext, Tensor>
     private readonly RmsNorm? pre_feedforward_layernorm;
     private readonly RmsNorm? post_feedforward_layernorm;
     private readonly DecoderAttention self_attn;
-    private readonly GatedMlp? mlp;
+    /// <summary>A <see cref="GatedMlp"/>, or Qwen3-MoE's <see cref="SparseMoeBlock"/>.</summary>
+    private readonly nn.Module<Tensor, ForwardContext, Tensor>? mlp;
+    /// <summary>Mixtral's <see cref="SparseMoeBlock"/>.</summary>
     private readonly SparseMoeBlock? block_sparse_moe;
     private readonly BlockHookNames _names;
 
@@ -168,14 +181,15 @@ internal sealed class DecoderLayer : nn.Module<Tensor, ForwardContext, Tensor>
             post_feedforward_layernorm = new RmsNorm(s.Hidden, s.Eps, true, dtype);
         }
         self_attn = new DecoderAttention(s, layer, names, dtype);
-        if (s.NumExperts > 0) block_sparse_moe = new SparseMoeBlock(s, act, names, dtype);
+        if (s.ModelType == "mixtral") block_sparse_moe = new SparseMoeBlock(s, act, names, dtype);
+        else if (s.NumExperts > 0) mlp = new SparseMoeBlock(s, act, names, dtype);
         else mlp = new GatedMlp(s, act, names, dtype);
         RegisterComponents();
     }
 
     public override Tensor forward(Tensor resid, ForwardContext ctx)
     {
-        Tensor Mlp(Tensor x) => block_sparse_moe is not null ? block_sparse_moe.forward(x, ctx) : mlp!.forward(x, ctx);
+        Tensor Mlp(Tensor x) => (block_sparse_moe ?? mlp!).forward(x, ctx);
         // Gemma 2/3: post_attention_layernorm normalises the attention output; pre_feedforward_layernorm is ln2.
         if (pre_feedforward_layernorm is { } preFf && post_feedforward_layernorm is { } postFf)
             return ResidualBlock.Sequential(resid, ctx, _names, input_layernorm.forward,
@@ -203,7 +217,8 @@ internal sealed class DecoderCore : nn.Module
 
 /// <summary>
 /// Llama-layout decoders with TransformerLens hooks: Llama 2/3.x (TinyLlama, SmolLM2; rope_scaling llama3), Mistral
-/// (sliding_window on every layer when set), Mixtral (Mistral's attention and a sparse mixture-of-experts MLP), Qwen2/2.5 (q/k/v biases), Qwen3 (per-head q/k RMSNorm), Gemma 1 (√d_model
+/// (sliding_window on every layer when set), Mixtral (Mistral's attention and a sparse mixture-of-experts MLP), Qwen3-MoE
+/// (Qwen3's attention and a sparse MoE MLP), Qwen2/2.5 (q/k/v biases), Qwen3 (per-head q/k RMSNorm), Gemma 1 (√d_model
 /// embedding scale, (1+w) RMSNorm, GeGLU, multi-query attention, no post-norms, caps or window), Gemma 2 (√d_model embedding scale, (1+w) RMSNorm, post-norms,
 /// GeGLU, query_pre_attn_scalar, attention and final soft caps, sliding window on alternating layers) and Gemma 3
 /// (as Gemma 2 without default soft caps and never an attention cap, as transformers, plus (1+w) q/k RMSNorm, sliding_window_pattern or layer_types, and a separate
@@ -229,10 +244,10 @@ public sealed class LlamaFamilyModel : HookedTransformer
             NKvHeads = s.NKvHead, DHead = s.HeadDim, DMlp = s.Intermediate, DVocab = s.VocabSize, NCtx = s.MaxPositions,
             Activation = s.Activation, LayerNormEps = s.Eps, RotaryDim = s.RotaryDim, RotaryBase = s.RopeTheta, Dtype = dtype,
             GatedMlp = true, NormalizationType = "RMS", AttnScoresSoftCap = s.AttnSoftCap, OutputLogitsSoftCap = s.FinalSoftCap,
-            SlidingWindow = s.SlidingWindow, RotaryBaseLocal = s.LocalRopeTheta, NumExperts = s.NumExperts, ExpertsPerToken = s.ExpertsPerToken,
+            SlidingWindow = s.SlidingWindow, RotaryBaseLocal = s.LocalRopeTheta, NumExperts = s.NumExperts, ExpertsPerToken = s.ExpertsPerToken, NormTopKProb = s.NormTopKProb,
         }, new HookPoints(s.NLayer, hasPosEmbed: false, parallelAttnMlp: false, rotary: true,
             s.ModelType == "gemma3" ? HfModuleNames.Gemma3Conditional : s.PostNorms ? HfModuleNames.Gemma2
-            : s.NumExperts > 0 ? HfModuleNames.Mixtral : HfModuleNames.Llama, gatedMlp: s.NumExperts == 0, s.NumExperts))
+            : s.ModelType == "mixtral" ? HfModuleNames.Mixtral : HfModuleNames.Llama, gatedMlp: s.NumExperts == 0, s.NumExperts))
     {
         _s = s;
         model = new DecoderCore(s, ActivationFunctions.Get(s.Activation, configPath), HookPoints, dtype);
@@ -246,6 +261,7 @@ public sealed class LlamaFamilyModel : HookedTransformer
     {
         "mistral" => "MistralForCausalLM",
         "mixtral" => "MixtralForCausalLM",
+        "qwen3_moe" => "Qwen3MoeForCausalLM",
         "qwen2" => "Qwen2ForCausalLM",
         "qwen3" => "Qwen3ForCausalLM",
         "gemma" => "GemmaForCausalLM",

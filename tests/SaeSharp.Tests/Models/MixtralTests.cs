@@ -9,9 +9,10 @@ using static TorchSharp.torch;
 namespace SaeSharp.Tests.Models;
 
 /// <summary>
-/// Mixtral's mixture-of-experts hooks (TransformerLens <c>MoE</c> names) on the transformers-written tiny checkpoint
-/// tests/data/hf_models/mixtral (4 experts, top 2), checked against its own weights read from model.safetensors: the
-/// router's softmax, the experts chosen, and each expert's activations recompose hook_mlp_out as transformers computes it.
+/// The mixture-of-experts hooks (TransformerLens <c>MoE</c> names) on the transformers-written tiny checkpoints
+/// tests/data/hf_models/mixtral (4 experts, top 2) and qwen3_moe / qwen3_moe-unnormalized, checked against their own
+/// weights read from the checkpoint files: the router's softmax, the experts chosen, and each expert's activations
+/// recompose hook_mlp_out as transformers computes it.
 /// </summary>
 public class MixtralTests : ModelTestBase
 {
@@ -28,17 +29,30 @@ public class MixtralTests : ModelTestBase
         return nn.functional.silu(x.matmul(w[p + "w1.weight"].t())) * x.matmul(w[p + "w3.weight"].t());
     }
 
-    [Fact]
-    public void Router_and_expert_hooks_recompose_the_MLP_output()
+    /// <summary>The checkpoint's tensors of <paramref name="family"/> (model.safetensors or pytorch_model.bin) as float64.</summary>
+    private static Dictionary<string, Tensor> Weights64(string family)
+    {
+        string dir = TestPaths.Data("hf_models", family), st = Path.Combine(dir, "model.safetensors");
+        var w = File.Exists(st) ? SafeTensors.Load(st) : TorchPickle.LoadStateDict(Path.Combine(dir, "pytorch_model.bin"));
+        return w.ToDictionary(kv => kv.Key, kv => kv.Value.to(ScalarType.Float64));
+    }
+
+    [Theory]
+    [InlineData("mixtral", 4, 2, 48, true)]
+    [InlineData("qwen3_moe-unnormalized", 4, 3, 24, false)]   // Qwen3-MoE: the kept softmax weights are not renormalised
+    public void Router_and_expert_hooks_recompose_the_MLP_output(string family, int experts, int k, int dMlp, bool renormalised)
     {
         using var scope = NewDisposeScope();
-        using var model = ModelLoader.FromPretrained(Folder);
-        var w = Weights();
-        const int layer = 1, experts = 4, k = 2;
+        using var model = ModelLoader.FromPretrained(TestPaths.Data("hf_models", family));
+        var w = Weights64(family);
+        const int layer = 1;
+        string moe = family == "mixtral" ? "block_sparse_moe" : "mlp";
+        var (gateW, upW, downW) = family == "mixtral" ? ("w1", "w3", "w2") : ("gate_proj", "up_proj", "down_proj");
         var b = model.HookPoints.Blocks[layer];
         var names = new List<string> { b.Ln2, b.ExpertWeights, b.ExpertIndices, b.MlpOut };
         foreach (var (g, pre, post) in b.Experts) names.AddRange([g, pre, post]);
-        var (_, cache) = model.RunWithCache(RefTokens, names);
+        var tokens = Npy.LoadNpz(TestPaths.Data("hf_models", family, "reference.npz"))["tokens"];
+        var (_, cache) = model.RunWithCache(tokens, names);
         using var _ = cache;
         var x = cache[b.Ln2].view(24, 32).to(ScalarType.Float64);
         var probs = cache[b.ExpertWeights];
@@ -48,44 +62,43 @@ public class MixtralTests : ModelTestBase
         Assert.Equal(ScalarType.Int64, chosen.dtype);
         Assert.Equal([2L, 12, k], chosen.shape);
 
-        // The router: softmax of ln2 · gateᵀ over the experts, and the two largest chosen.
-        var expectedProbs = x.matmul(w[$"model.layers.{layer}.block_sparse_moe.gate.weight"].to(ScalarType.Float64).t()).softmax(-1);
+        // The router: softmax of ln2 · gateᵀ over the experts, and the k largest chosen.
+        var expectedProbs = x.matmul(w[$"model.layers.{layer}.{moe}.gate.weight"].t()).softmax(-1);
         AssertAllClose(expectedProbs.view(2, 12, experts), probs.to(ScalarType.Float64), 1e-6, "hook_expert_weights");
         var p = expectedProbs.data<double>().ToArray();
         var c = chosen.view(24, k).data<long>().ToArray();
+        Tensor Expert(int e, string proj) => w[$"model.layers.{layer}.{moe}.experts.{e}.{proj}.weight"];
         var expectedOut = zeros(24, 32, dtype: ScalarType.Float64);
         for (int t = 0; t < 24; t++)
         {
-            var order = Enumerable.Range(0, experts).OrderByDescending(e => p[t * experts + e]).ToArray();
-            Assert.Equal(order.Take(k).Select(e => (long)e), c.Skip(t * k).Take(k));
-            double sum = p[t * experts + order[0]] + p[t * experts + order[1]];
-            for (int j = 0; j < k; j++)
+            var order = Enumerable.Range(0, experts).OrderByDescending(e => p[t * experts + e]).Take(k).ToArray();
+            Assert.Equal(order.Select(e => (long)e), c.Skip(t * k).Take(k));
+            double sum = renormalised ? order.Sum(e => p[t * experts + e]) : 1.0;
+            foreach (int e in order)
             {
-                int e = order[j];
-                var row = ExpertPost(w.ToDictionary(kv => kv.Key, kv => kv.Value.to(ScalarType.Float64)), layer, e, x[t].unsqueeze(0));
-                var down = w[$"model.layers.{layer}.block_sparse_moe.experts.{e}.w2.weight"].to(ScalarType.Float64);
-                expectedOut[t] += (row.matmul(down.t()) * (p[t * experts + e] / sum)).squeeze(0);
+                var xt = x[t].unsqueeze(0);
+                var post = nn.functional.silu(xt.matmul(Expert(e, gateW).t())) * xt.matmul(Expert(e, upW).t());
+                expectedOut[t] += (post.matmul(Expert(e, downW).t()) * (p[t * experts + e] / sum)).squeeze(0);
             }
         }
         AssertAllClose(expectedOut.view(2, 12, 32), cache[b.MlpOut].to(ScalarType.Float64), 1e-5, "hook_mlp_out");
 
-        // Each expert's hooks: [batch, pos, d_mlp], w1·x, w3·x and silu(gate)·pre at the tokens routed to it, 0 elsewhere.
+        // Each expert's hooks: [batch, pos, d_mlp], gate·x, up·x and silu(gate)·up at the tokens routed to it, 0 elsewhere.
         var routedTo = chosen.view(24, k);
         for (int e = 0; e < experts; e++)
         {
             var (gate, pre, post) = b.Experts[e];
             var routed = routedTo.eq(e).any(1);                                   // [24]
-            Assert.Equal([2L, 12, 48], cache[post].shape);
-            string ex = $"model.layers.{layer}.block_sparse_moe.experts.{e}.";
+            Assert.Equal([2L, 12, dMlp], cache[post].shape);
             var mask = routed.unsqueeze(1).to(ScalarType.Float64);
-            AssertAllClose(x.matmul(w[ex + "w1.weight"].to(ScalarType.Float64).t()) * mask, cache[gate].view(24, 48).to(ScalarType.Float64), 1e-5, $"expert {e} hook_gate");
-            AssertAllClose(x.matmul(w[ex + "w3.weight"].to(ScalarType.Float64).t()) * mask, cache[pre].view(24, 48).to(ScalarType.Float64), 1e-5, $"expert {e} hook_pre");
-            var postRows = cache[post].view(24, 48);
+            AssertAllClose(x.matmul(Expert(e, gateW).t()) * mask, cache[gate].view(24, dMlp).to(ScalarType.Float64), 1e-5, $"expert {e} hook_gate");
+            AssertAllClose(x.matmul(Expert(e, upW).t()) * mask, cache[pre].view(24, dMlp).to(ScalarType.Float64), 1e-5, $"expert {e} hook_pre");
+            var postRows = cache[post].view(24, dMlp);
             Assert.True(postRows[routed.logical_not()].eq(0).all().item<bool>(), $"expert {e}: hook_post is not 0 at tokens routed elsewhere");
             Assert.True(postRows[routed].ne(0).any(1).all().item<bool>(), $"expert {e}: hook_post is 0 at a routed token");
         }
-        // Top 2 of 4 experts: every token reaches exactly two experts' hooks.
-        var reached = stack(b.Experts.Select(ex => cache[ex.Post].view(24, 48).ne(0).any(1)).ToArray()).to(ScalarType.Int64).sum(0L);
+        // Every token reaches exactly k experts' hooks.
+        var reached = stack(b.Experts.Select(ex => cache[ex.Post].view(24, dMlp).ne(0).any(1)).ToArray()).to(ScalarType.Int64).sum(0L);
         Assert.Equal(Enumerable.Repeat((long)k, 24), reached.data<long>().ToArray());
     }
 
@@ -179,9 +192,14 @@ public class MixtralTests : ModelTestBase
     [InlineData("model.layers.0.block_sparse_moe.experts.2.w2:in", "blocks.0.mlp.experts.2.hook_post")]
     [InlineData("model.layers.0.block_sparse_moe.experts.3.act_fn:in", "blocks.0.mlp.experts.3.hook_gate")]
     [InlineData("model.layers.0.block_sparse_moe.gate:in", "blocks.0.ln2.hook_normalized")]
-    public void Hugging_Face_module_paths_name_the_MoE_hooks(string alias, string hook)
+    [InlineData("model.layers.1.mlp", "blocks.1.hook_mlp_out", "qwen3_moe")]
+    [InlineData("model.layers.0.mlp.experts.5.gate_proj", "blocks.0.mlp.experts.5.hook_gate", "qwen3_moe")]
+    [InlineData("model.layers.0.mlp.experts.5.up_proj", "blocks.0.mlp.experts.5.hook_pre", "qwen3_moe")]
+    [InlineData("model.layers.0.mlp.experts.5.down_proj:in", "blocks.0.mlp.experts.5.hook_post", "qwen3_moe")]
+    [InlineData("model.layers.0.mlp.gate:in", "blocks.0.ln2.hook_normalized", "qwen3_moe")]
+    public void Hugging_Face_module_paths_name_the_MoE_hooks(string alias, string hook, string family = "mixtral")
     {
-        using var model = ModelLoader.FromPretrained(Folder);
+        using var model = ModelLoader.FromPretrained(TestPaths.Data("hf_models", family));
         Assert.Equal(hook, model.HookPoints.Resolve(alias));
     }
 
@@ -189,9 +207,11 @@ public class MixtralTests : ModelTestBase
     [InlineData("model.layers.0.block_sparse_moe.experts.4.w1")]    // 4 experts: 0..3
     [InlineData("model.layers.0.block_sparse_moe.experts.2.w2")]    // its output is weighted and summed: no hook holds it
     [InlineData("model.layers.0.mlp.gate_proj")]                    // a dense MLP's module
-    public void Module_paths_without_a_hook_are_refused(string alias)
+    [InlineData("model.layers.0.mlp.gate_proj", "qwen3_moe")]
+    [InlineData("model.layers.0.mlp.experts.6.gate_proj", "qwen3_moe")]   // 6 experts: 0..5
+    public void Module_paths_without_a_hook_are_refused(string alias, string family = "mixtral")
     {
-        using var model = ModelLoader.FromPretrained(Folder);
+        using var model = ModelLoader.FromPretrained(TestPaths.Data("hf_models", family));
         Assert.Throws<SaeSharpException>(() => model.HookPoints.Resolve(alias));
     }
 
