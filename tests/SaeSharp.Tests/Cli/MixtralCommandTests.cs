@@ -10,17 +10,17 @@ namespace SaeSharp.Tests.Cli;
 
 /// <summary>
 /// The CLI on a mixture-of-experts model: the transformers-written tiny Mixtral (tests/data/hf_models/mixtral, 4 experts,
-/// top 2) with a SentencePiece-style tokenizer.json, through <c>sae model info/run/generate</c>, <c>sae train --model</c>,
+/// top 2; some tests also Qwen3-MoE, qwen3_moe: 6 experts of width 24, top 2) with a SentencePiece-style tokenizer.json, through <c>sae model info/run/generate</c>, <c>sae train --model</c>,
 /// <c>sae eval --model</c>, <c>sae features</c> and <c>sae cache</c>, at hook_mlp_out and at one expert's hook_post.
 /// </summary>
 public class MixtralCommandTests : TinyGpt2CliTestBase
 {
-    private string Mixtral()
+    private string Mixtral(string family = "mixtral")
     {
-        string dir = P("mixtral");
+        string dir = P(family);
         Directory.CreateDirectory(dir);
         foreach (var f in new[] { "config.json", "generation_config.json", "model.safetensors" })
-            File.Copy(TestPaths.Data("hf_models", "mixtral", f), Path.Combine(dir, f));
+            File.Copy(TestPaths.Data("hf_models", family, f), Path.Combine(dir, f));
         SentencePieceTokenizerTests.WriteTokenizer(dir);
         return dir;
     }
@@ -82,10 +82,12 @@ public class MixtralCommandTests : TinyGpt2CliTestBase
         Assert.False(string.IsNullOrWhiteSpace(output));
     }
 
-    [Fact]
-    public void Train_eval_features_and_cache_with_the_model()
+    [Theory]
+    [InlineData("mixtral")]
+    [InlineData("qwen3_moe")]
+    public void Train_eval_features_and_cache_with_the_model(string family)
     {
-        string model = Mixtral(), data = Text();
+        string model = Mixtral(family), data = Text();
         Ok(CliRunner.Run("train", "--model", model, "--hook", "blocks.1.hook_mlp_out", "--dataset", data, "--tokens", "256", "--context-size", "16",
             "--arch", "topk", "--k", "2", "--dict-size", "32", "--batch-size", "32", "--eval-rows", "32", "--out", P("run")));
         var cfg = JsonNode.Parse(File.ReadAllText(P("run", "cfg.json")))!;
@@ -106,10 +108,11 @@ public class MixtralCommandTests : TinyGpt2CliTestBase
     [Theory]
     [InlineData("blocks.1.hook_mlp_out", 32)]
     [InlineData("blocks.0.mlp.experts.2.hook_post", 48)]
-    public void Eval_splices_an_exact_SAE_at_an_MoE_hook_without_changing_the_model(string hook, int dIn)
+    [InlineData("blocks.1.mlp.experts.5.hook_post", 24, "qwen3_moe")]
+    public void Eval_splices_an_exact_SAE_at_an_MoE_hook_without_changing_the_model(string hook, int dIn, string family = "mixtral")
     {
         // The identity SAE reconstructs its hook exactly, so spliced in it leaves the logits as they were: CE loss score 1, KL 0.
-        string model = Mixtral(), data = Text();
+        string model = Mixtral(family), data = Text();
         Ok(CliRunner.Run("eval", "--sae", IdentitySae(hook, dIn), "--model", model, "--dataset", data, "--tokens", "64", "--context-size", "16", "--json", P("e.json")));
         var r = JsonNode.Parse(File.ReadAllText(P("e.json")))!;
         Assert.True(Math.Abs((double)r["model_performance_preservation"]!["ce_loss_score"]! - 1) < 1e-4, r.ToJsonString());
