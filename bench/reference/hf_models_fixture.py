@@ -29,6 +29,7 @@ How it was run (2026-12-04; no PyPI on the machine, so transformers and huggingf
       --only mixtral mixtral-window
   /usr/bin/python3 bench/reference/hf_models_fixture.py --site /tmp/hf/site451 --out tests/data/hf_models \
       --only qwen3_moe qwen3_moe-unnormalized --torch2-stand-ins
+  /usr/bin/python3 bench/reference/hf_models_fixture.py --site /tmp/hf/site447 --out tests/data/hf_models --only qwen2_moe
   # config_transformers5.json: transformers 5's config classes only (on torch < 2.2 it disables its PyTorch part,
   # configs still work); its huggingface_hub 1.x needs Debian's python3-httpx.
   apt-get install python3-httpx; mkdir -p /tmp/hf/site5
@@ -399,6 +400,13 @@ def families(tf):
                                                      moe_intermediate_size=24, num_hidden_layers=2, num_attention_heads=4,
                                                      num_key_value_heads=2, max_position_embeddings=64, num_experts=4,
                                                      num_experts_per_tok=3, tie_word_embeddings=False), "bin"),
+        # Qwen2-MoE (Qwen2MoeForCausalLM, as Qwen1.5-MoE-A2.7B; transformers 4.47): Qwen2's attention (q/k/v biases, GQA
+        # 4/2) and a sparse MoE block of 4 experts of width 24, top 2, norm_topk_prob false (the config default), plus a
+        # shared expert of width 40 scaled by sigmoid(shared_expert_gate); untied.
+        "qwen2_moe": (lambda: tf.Qwen2MoeConfig(vocab_size=128, hidden_size=32, intermediate_size=64, moe_intermediate_size=24,
+                                        shared_expert_intermediate_size=40, num_hidden_layers=2, num_attention_heads=4,
+                                        num_key_value_heads=2, max_position_embeddings=64, num_experts=4,
+                                        num_experts_per_tok=2, tie_word_embeddings=False), "safetensors"),
     }
 
 

@@ -64,7 +64,8 @@ public static class FeatureWeights
 
     /// <summary><c>mlp.hook_post</c>, or a mixture of experts' <c>mlp.experts.{e}.hook_post</c>: an MLP's neurons.</summary>
     private static bool IsMlpPost(string hook) => hook.EndsWith("mlp.hook_post", StringComparison.Ordinal)
-        || (hook.Contains(".mlp.experts.", StringComparison.Ordinal) && hook.EndsWith(".hook_post", StringComparison.Ordinal));
+        || ((hook.Contains(".mlp.experts.", StringComparison.Ordinal) || hook.Contains(".mlp.shared_expert.", StringComparison.Ordinal))
+            && hook.EndsWith(".hook_post", StringComparison.Ordinal));
 
     /// <summary>The output weights [d_mlp, d_model] of the MLP whose neurons <paramref name="hook"/> holds: the layer's
     /// dense MLP, or for <c>mlp.experts.{e}.hook_post</c> that expert's w2 / down_proj (before its routing weight).</summary>
@@ -73,6 +74,8 @@ public static class FeatureWeights
         int layer = model.HookPoints.LayerOf(hook);
         const string experts = ".mlp.experts.";
         int at = hook.IndexOf(experts, StringComparison.Ordinal);
+        if (hook.Contains(".mlp.shared_expert.", StringComparison.Ordinal))
+            return Weight(model, ($"model.layers.{layer}.mlp.shared_expert.down_proj.weight", true));
         if (at < 0) return MlpOut(model, layer);
         string e = hook[(at + experts.Length)..hook.LastIndexOf('.')];
         return Weight(model, (model.Config.Architecture == "mixtral" ? $"model.layers.{layer}.block_sparse_moe.experts.{e}.w2.weight"

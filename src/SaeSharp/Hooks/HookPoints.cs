@@ -69,6 +69,9 @@ internal sealed class BlockHookNames
     public readonly string ExpertWeights, ExpertIndices;
     /// <summary>Mixture of experts: each expert's hooks (TransformerLens <c>MoEGatedMLP</c>); empty for a dense MLP.</summary>
     public readonly (string Gate, string Pre, string Post)[] Experts;
+    /// <summary>Qwen2-MoE's shared expert: its hooks as an expert's, and the sigmoid of its gate.</summary>
+    public readonly (string Gate, string Pre, string Post) SharedExpert;
+    public readonly string SharedExpertGate;
 
     public BlockHookNames(int i, int numExperts = 0)
     {
@@ -94,6 +97,8 @@ internal sealed class BlockHookNames
         ExpertIndices = b + "mlp.hook_expert_indices";
         Experts = Enumerable.Range(0, numExperts)
             .Select(e => (b + $"mlp.experts.{e}.hook_gate", b + $"mlp.experts.{e}.hook_pre", b + $"mlp.experts.{e}.hook_post")).ToArray();
+        SharedExpert = (b + "mlp.shared_expert.hook_gate", b + "mlp.shared_expert.hook_pre", b + "mlp.shared_expert.hook_post");
+        SharedExpertGate = b + "mlp.hook_shared_expert_gate";
     }
 }
 
@@ -114,7 +119,10 @@ internal sealed class BlockHookNames
 /// experts are chosen from it after the hook, so editing it reroutes tokens); <c>mlp.hook_expert_indices</c> [batch, pos,
 /// experts_per_token] int64, the experts chosen, best first; and each expert's <c>mlp.experts.{e}.hook_gate</c> (w1·x,
 /// Qwen3-MoE gate_proj·x), <c>hook_pre</c> (w3·x, up_proj·x) and <c>hook_post</c> (act(gate)·pre), [batch, pos, d_mlp], zero at the tokens not routed to
-/// that expert (TransformerLens fires them on the routed tokens only; an edit elsewhere changes nothing).</para>
+/// that expert (TransformerLens fires them on the routed tokens only; an edit elsewhere changes nothing). Qwen2-MoE's
+/// shared expert, which every token goes through, has <c>mlp.shared_expert.hook_gate/hook_pre/hook_post</c> [batch, pos,
+/// shared d_mlp] and <c>mlp.hook_shared_expert_gate</c> [batch, pos, 1], the sigmoid weight of its output (SaeSharp's names:
+/// TransformerLens has no Qwen2-MoE).</para>
 /// <para>Unlike TransformerLens (which folds layer-norm weights into the next layer), <c>ln1/ln2/ln_final.hook_normalized</c>
 /// is the layer norm's full output, weight and bias included: exactly the input of the attention / MLP / unembedding.</para>
 /// </summary>
@@ -146,13 +154,17 @@ public sealed class HookPoints
     /// <summary>Final layer norm output [batch, pos, d_model], the unembedding's input.</summary>
     public const string LnFinal = "ln_final.hook_normalized";
 
-    /// <summary>Experts of each mixture-of-experts MLP (Mixtral), 0 for a dense MLP.</summary>
+    /// <summary>Experts of each mixture-of-experts MLP (Mixtral, Qwen-MoE), 0 for a dense MLP.</summary>
     public int NumExperts { get; }
+    /// <summary>The mixture of experts has a shared expert (Qwen2-MoE).</summary>
+    public bool SharedExpert { get; }
 
-    internal HookPoints(int nLayers, bool hasPosEmbed, bool parallelAttnMlp, bool rotary, HfModuleNames hf, bool gatedMlp = false, int numExperts = 0)
+    internal HookPoints(int nLayers, bool hasPosEmbed, bool parallelAttnMlp, bool rotary, HfModuleNames hf, bool gatedMlp = false,
+        int numExperts = 0, bool sharedExpert = false)
     {
         GatedMlp = gatedMlp;
         NumExperts = numExperts;
+        SharedExpert = sharedExpert;
         NLayers = nLayers;
         HasPosEmbed = hasPosEmbed;
         ParallelAttnMlp = parallelAttnMlp;
@@ -181,6 +193,11 @@ public sealed class HookPoints
                 Add(b.ExpertWeights, i);
                 Add(b.ExpertIndices, i);
                 foreach (var (gate, pre, post) in b.Experts) { Add(gate, i); Add(pre, i); Add(post, i); }
+                if (sharedExpert)
+                {
+                    Add(b.SharedExpert.Gate, i); Add(b.SharedExpert.Pre, i); Add(b.SharedExpert.Post, i);
+                    Add(b.SharedExpertGate, i);
+                }
             }
             else
             {
@@ -252,7 +269,9 @@ public sealed class HookPoints
         if (NumExperts > 0 && DenseMlpHook.Match(name) is { Success: true } dense)
             throw new SaeSharpException($"hook '{name}': the MLP of this model is a mixture of {NumExperts} experts with no single mlp.{dense.Groups[2].Value}; " +
                 $"its hooks are blocks.{dense.Groups[1].Value}.mlp.hook_expert_weights, mlp.hook_expert_indices and " +
-                $"mlp.experts.{{0..{NumExperts - 1}}}.hook_gate/hook_pre/hook_post (each expert's), and hook_mlp_out for the block's MLP output");
+                $"mlp.experts.{{0..{NumExperts - 1}}}.hook_gate/hook_pre/hook_post (each expert's), " +
+                (SharedExpert ? "mlp.shared_expert.hook_gate/hook_pre/hook_post, mlp.hook_shared_expert_gate, " : "") +
+                "and hook_mlp_out for the block's MLP output");
         throw new SaeSharpException(why ?? $"unknown hook '{name}'{NameSuggestion.For(name, Names)}. Valid hooks: {ValidNamesSummary()}; " +
             $"aliases: module paths such as blocks.0.mlp, {Hf.Prefix}.{Hf.Blocks}.0.{Hf.Mlp} (output, or input with kind In / ':in')");
     }
@@ -405,10 +424,24 @@ public sealed class HookPoints
         new(@"^(?:block_sparse_moe|mlp)\.experts\.([0-9]+)\.(w1|w2|w3|gate_proj|up_proj|down_proj|act_fn)$");
 
     /// <summary>An expert's modules as its hooks (input and output): Mixtral's <c>block_sparse_moe.experts.{e}.w1/w3/w2/act_fn</c>,
-    /// Qwen3-MoE's <c>mlp.experts.{e}.gate_proj/up_proj/down_proj/act_fn</c>.</summary>
-    private static (string? In, string? Out)? ExpertModule(BlockHookNames b, string sub)
+    /// Qwen-MoE's <c>mlp.experts.{e}.gate_proj/up_proj/down_proj/act_fn</c> and (Qwen2-MoE) <c>mlp.shared_expert.*</c>.</summary>
+    private (string? In, string? Out)? ExpertModule(BlockHookNames b, string sub)
     {
         if (sub is "block_sparse_moe.gate" or "mlp.gate") return (b.Ln2, null);
+        if (SharedExpert)
+        {
+            var (sg, sp, spost) = b.SharedExpert;
+            (string? In, string? Out)? shared = sub switch
+            {
+                "mlp.shared_expert" or "mlp.shared_expert_gate" => (b.Ln2, null),   // outputs before the sigmoid scaling: no hook
+                "mlp.shared_expert.gate_proj" => (b.Ln2, sg),
+                "mlp.shared_expert.up_proj" => (b.Ln2, sp),
+                "mlp.shared_expert.act_fn" => (sg, null),
+                "mlp.shared_expert.down_proj" => (spost, null),
+                _ => null,
+            };
+            if (shared is not null) return shared;
+        }
         var m = ExpertModulePath.Match(sub);
         if (!m.Success || !int.TryParse(m.Groups[1].Value, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int e)
             || e >= b.Experts.Length) return null;

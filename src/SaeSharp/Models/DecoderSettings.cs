@@ -6,7 +6,7 @@ namespace SaeSharp.Models;
 
 /// <summary>
 /// Settings of the Llama-layout decoders (HF <c>LlamaForCausalLM</c>, <c>MistralForCausalLM</c>, <c>MixtralForCausalLM</c>, <c>Qwen2ForCausalLM</c>,
-/// <c>Qwen3ForCausalLM</c>, <c>Qwen3MoeForCausalLM</c>, <c>GemmaForCausalLM</c>, <c>Gemma2ForCausalLM</c>, <c>Gemma3ForCausalLM</c> and the text model of
+/// <c>Qwen2MoeForCausalLM</c>, <c>Qwen3ForCausalLM</c>, <c>Qwen3MoeForCausalLM</c>, <c>GemmaForCausalLM</c>, <c>Gemma2ForCausalLM</c>, <c>Gemma3ForCausalLM</c> and the text model of
 /// <c>Gemma3ForConditionalGeneration</c>) read
 /// from config.json, with the defaults of each family's HF config class.
 /// </summary>
@@ -60,10 +60,13 @@ internal sealed record DecoderSettings
     public int NumExperts { get; init; }
     /// <summary>Experts each token is routed to (<c>num_experts_per_tok</c>).</summary>
     public int ExpertsPerToken { get; init; }
-    /// <summary>The chosen experts' weights are renormalised to sum 1 (Mixtral always; Qwen3-MoE <c>norm_topk_prob</c>).</summary>
+    /// <summary>The chosen experts' weights are renormalised to sum 1 (Mixtral always; Qwen-MoE <c>norm_topk_prob</c>).</summary>
     public bool NormTopKProb { get; init; }
+    /// <summary>Qwen2-MoE: width of the shared expert every token goes through (<c>shared_expert_intermediate_size</c>),
+    /// scaled by sigmoid(<c>shared_expert_gate</c>·x); 0 for none.</summary>
+    public int SharedExpertIntermediate { get; init; }
 
-    /// <summary>Reads config.json of a <c>llama</c>, <c>mistral</c>, <c>mixtral</c>, <c>qwen2</c>, <c>qwen3</c>, <c>qwen3_moe</c>, <c>gemma</c>, <c>gemma2</c>,
+    /// <summary>Reads config.json of a <c>llama</c>, <c>mistral</c>, <c>mixtral</c>, <c>qwen2</c>, <c>qwen2_moe</c>, <c>qwen3</c>, <c>qwen3_moe</c>, <c>gemma</c>, <c>gemma2</c>,
     /// <c>gemma3_text</c> or <c>gemma3</c> model (for <c>gemma3</c>, its <c>text_config</c>); with <paramref name="weights"/>, checks every
     /// declared size against the tensors present before anything is allocated.</summary>
     public static DecoderSettings From(JsonConfig c, string modelType, Checkpoint? weights = null)
@@ -73,6 +76,8 @@ internal sealed record DecoderSettings
         bool gemma1 = modelType == "gemma", mixtral = modelType == "mixtral";
         bool mistral = modelType == "mistral" || mixtral;   // Mixtral's attention is Mistral's
         bool qwen3Moe = modelType == "qwen3_moe";          // Qwen3's attention (q/k norms), a sparse MoE block as mlp
+        bool qwen2Moe = modelType == "qwen2_moe";          // Qwen2's attention (q/k/v biases), a sparse MoE block with a shared expert
+        bool qwenMoe = qwen3Moe || qwen2Moe;
         if (modelType == "gemma3")
             c = c.Root["text_config"] is JsonObject text ? new JsonConfig($"{c.Path} (text_config)", text)
                 : throw new SaeSharpException($"{c.Path}: model_type gemma3 (Gemma3ForConditionalGeneration) needs a 'text_config' object " +
@@ -89,7 +94,7 @@ internal sealed record DecoderSettings
         // Mistral/Mixtral and 4 for Gemma 2/3 and Qwen3-MoE, head_dim 128 for Qwen3 and 256 for Gemma 1/2/3 (fixed numbers there, not derived from
         // the other sizes); null (or, for Llama, Mistral's and Qwen3-MoE's head_dim and Qwen2, absent) means num_attention_heads and
         // hidden_size / num_attention_heads. (A JSON null reads as absent through the JsonObject indexer: ContainsKey tells.)
-        int? kvDefault = modelType switch { "qwen2" or "qwen3" => 32, "gemma" => 16, "mistral" or "mixtral" => 8, "gemma2" or "gemma3_text" or "gemma3" or "qwen3_moe" => 4, _ => null };
+        int? kvDefault = modelType switch { "qwen2" or "qwen3" => 32, "gemma" => 16, "mistral" or "mixtral" => 8, "gemma2" or "gemma3_text" or "gemma3" or "qwen3_moe" => 4, "qwen2_moe" => 16, _ => null };
         int nKv = c.Root.ContainsKey("num_key_value_heads")
             ? c.Root["num_key_value_heads"] is not null ? c.Int("num_key_value_heads") : nHead
             : kvDefault ?? nHead;
@@ -101,8 +106,9 @@ internal sealed record DecoderSettings
             : hidden % nHead == 0 ? hidden / nHead
             : throw new SaeSharpException($"{c.Path}: hidden_size={hidden} is not a multiple of num_attention_heads={nHead} and there is no head_dim");
         if (headDim <= 0 || headDim % 2 != 0) throw new SaeSharpException($"{c.Path}: head_dim={headDim} must be positive and even");
-        // Qwen3-MoE's experts are moe_intermediate_size wide (its intermediate_size is for dense layers, refused below).
-        int vocab = c.Int("vocab_size", G3(262_208)), intermediate = qwen3Moe ? c.Int("moe_intermediate_size", 768) : c.Int("intermediate_size", G3(9216));
+        // Qwen-MoE experts are moe_intermediate_size wide (intermediate_size is for dense layers, refused below).
+        int vocab = c.Int("vocab_size", G3(262_208));
+        int intermediate = qwenMoe ? c.Int("moe_intermediate_size", qwen3Moe ? 768 : 1408) : c.Int("intermediate_size", G3(9216));
         if (weights is not null)
         {
             weights.ExpectLayers(c.Path, "num_hidden_layers", nLayer);
@@ -111,33 +117,45 @@ internal sealed record DecoderSettings
                 $"num_attention_heads={nHead}, head_dim={headDim}, hidden_size={hidden}");
             weights.ExpectShape(c.Path, "model", "layers.0.self_attn.k_proj.weight", [(long)nKv * headDim, hidden],
                 $"num_key_value_heads={nKv}, head_dim={headDim}, hidden_size={hidden}");
-            if (!mixtral && !qwen3Moe)
+            if (!mixtral && !qwenMoe)
                 weights.ExpectShape(c.Path, "model", "layers.0.mlp.gate_proj.weight", [intermediate, hidden],
                     $"intermediate_size={intermediate}, hidden_size={hidden}");
         }
         // MixtralConfig: num_local_experts 8, num_experts_per_tok 2, always renormalised; Qwen3MoeConfig: num_experts 128,
-        // num_experts_per_tok 8, norm_topk_prob false. Router jitter and the router aux loss are training-only.
-        string expertsKey = qwen3Moe ? "num_experts" : "num_local_experts";
-        int experts = mixtral ? c.Int("num_local_experts", 8) : qwen3Moe ? c.Int("num_experts", 128) : 0;
-        int perToken = mixtral ? c.Int("num_experts_per_tok", 2) : qwen3Moe ? c.Int("num_experts_per_tok", 8) : 0;
-        if ((mixtral || qwen3Moe) && (experts <= 0 || perToken <= 0 || perToken > experts))
+        // num_experts_per_tok 8; Qwen2MoeConfig: num_experts 60, num_experts_per_tok 4, shared_expert_intermediate_size
+        // 5632; both norm_topk_prob false. Router jitter and the router aux loss are training-only.
+        string expertsKey = qwenMoe ? "num_experts" : "num_local_experts";
+        int experts = mixtral ? c.Int("num_local_experts", 8) : qwenMoe ? c.Int("num_experts", qwen3Moe ? 128 : 60) : 0;
+        int perToken = mixtral ? c.Int("num_experts_per_tok", 2) : qwenMoe ? c.Int("num_experts_per_tok", qwen3Moe ? 8 : 4) : 0;
+        int shared = qwen2Moe ? c.Int("shared_expert_intermediate_size", 5632) : 0;
+        if ((mixtral || qwenMoe) && (experts <= 0 || perToken <= 0 || perToken > experts))
             throw new SaeSharpException($"{c.Path}: num_experts_per_tok={perToken} must be between 1 and {expertsKey}={experts}");
-        if (qwen3Moe)
+        if (qwen2Moe && shared <= 0)
+            throw new SaeSharpException($"{c.Path}: shared_expert_intermediate_size={shared} must be positive");
+        string family = qwen3Moe ? "Qwen3-MoE" : "Qwen2-MoE";
+        if (qwenMoe)
         {
-            // Qwen3MoeDecoderLayer: layer i is dense when listed in mlp_only_layers or when (i + 1) % decoder_sparse_step != 0.
-            // The hub's Qwen3-MoE models have no dense layer; TransformerLens does not take them either.
+            // Qwen2/3MoeDecoderLayer: layer i is dense when listed in mlp_only_layers or when (i + 1) % decoder_sparse_step
+            // != 0. The hub's Qwen-MoE models have no dense layer; TransformerLens does not take them either.
             int step = c.Int("decoder_sparse_step", 1);
             bool denseListed = c.Root["mlp_only_layers"] is JsonArray only && only.Count > 0;
             if (step != 1 || denseListed)
                 throw new SaeSharpException($"{c.Path}: decoder_sparse_step={step}, mlp_only_layers={c.Root["mlp_only_layers"]?.ToJsonString() ?? "[]"}: " +
-                    "Qwen3-MoE with dense MLP layers is not supported (every layer must be sparse: decoder_sparse_step 1, mlp_only_layers [])");
+                    $"{family} with dense MLP layers is not supported (every layer must be sparse: decoder_sparse_step 1, mlp_only_layers [])");
         }
+        // transformers 4.47's Qwen2-MoE windows every layer in eager attention but only layers >= max_window_layers in its
+        // flash path; no hub checkpoint sets use_sliding_window: refused, not guessed.
+        if (qwen2Moe && c.Bool("use_sliding_window", false))
+            throw new SaeSharpException($"{c.Path}: use_sliding_window=true on a qwen2_moe model is not supported");
         string moe = mixtral ? "block_sparse_moe" : "mlp", w1 = mixtral ? "w1" : "gate_proj";
-        if ((mixtral || qwen3Moe) && weights is not null)
+        if ((mixtral || qwenMoe) && weights is not null)
         {
             weights.ExpectShape(c.Path, "model", $"layers.0.{moe}.gate.weight", [experts, hidden], $"{expertsKey}={experts}, hidden_size={hidden}");
             weights.ExpectShape(c.Path, "model", $"layers.0.{moe}.experts.{experts - 1}.{w1}.weight", [intermediate, hidden],
-                $"{expertsKey}={experts}, {(qwen3Moe ? "moe_intermediate_size" : "intermediate_size")}={intermediate}, hidden_size={hidden}");
+                $"{expertsKey}={experts}, {(qwenMoe ? "moe_intermediate_size" : "intermediate_size")}={intermediate}, hidden_size={hidden}");
+            if (qwen2Moe)
+                weights.ExpectShape(c.Path, "model", "layers.0.mlp.shared_expert.gate_proj.weight", [shared, hidden],
+                    $"shared_expert_intermediate_size={shared}, hidden_size={hidden}");
         }
         // Gemma 3: rope_theta and rope_scaling are the global layers' (transformers 5: rope_parameters.full_attention).
         var rope = RopeParameters(c, gemma3 ? "full_attention" : null);
@@ -234,7 +252,7 @@ internal sealed record DecoderSettings
             Eps = c.Double("rms_norm_eps", mixtral ? 1e-5 : 1e-6), Activation = act, RopeTheta = theta, InvFreq = invFreq,
             LocalRopeTheta = localTheta, LocalInvFreq = localInvFreq,
             TieEmbeddings = c.Bool("tie_word_embeddings", gemma || gemma1),
-            QkvBias = modelType == "qwen2" || attnBias, OBias = modelType != "qwen2" && attnBias,
+            QkvBias = modelType == "qwen2" || (qwen2Moe && c.Bool("qkv_bias", true)) || attnBias, OBias = modelType is not ("qwen2" or "qwen2_moe") && attnBias,
             MlpBias = !mistral && !gemma1 && c.Bool("mlp_bias", false), QkNorm = modelType is "qwen3" or "qwen3_moe" || gemma3,
             Gemma = gemma || gemma1, PostNorms = gemma, Gemma3 = gemma3,
             AttnScale = gemma ? Math.Pow(c.Double("query_pre_attn_scalar", 256), -0.5) : 1.0 / Math.Sqrt(headDim),
@@ -244,7 +262,7 @@ internal sealed record DecoderSettings
             AttnSoftCap = gemma && !gemma3 ? Cap("attn_logit_softcapping", 50.0) : null,
             FinalSoftCap = gemma ? Cap("final_logit_softcapping", gemma3 ? null : 30.0) : null,
             SlidingWindow = window, SlidingLayers = sliding, NumExperts = experts, ExpertsPerToken = perToken,
-            NormTopKProb = mixtral || (qwen3Moe && c.Bool("norm_topk_prob", false)),
+            NormTopKProb = mixtral || (qwenMoe && c.Bool("norm_topk_prob", false)), SharedExpertIntermediate = shared,
         };
     }
 

@@ -74,11 +74,11 @@ internal sealed class MoeExpert : nn.Module
 {
     public readonly Linear Gate, Up, Down;
 
-    public MoeExpert(DecoderSettings s, ScalarType dtype) : base("expert")
+    public MoeExpert(DecoderSettings s, long width, ScalarType dtype) : base("expert")
     {
-        Gate = new Linear(s.Hidden, s.Intermediate, false, dtype);
-        Up = new Linear(s.Hidden, s.Intermediate, false, dtype);
-        Down = new Linear(s.Intermediate, s.Hidden, false, dtype);
+        Gate = new Linear(s.Hidden, width, false, dtype);
+        Up = new Linear(s.Hidden, width, false, dtype);
+        Down = new Linear(width, s.Hidden, false, dtype);
         var (gate, up, down) = ExpertNames(s.ModelType);
         register_module(gate, Gate);
         register_module(up, Up);
@@ -95,12 +95,15 @@ internal sealed class MoeExpert : nn.Module
 /// <c>gate</c> scores each token against every expert, softmax in float32, the top <c>num_experts_per_tok</c> experts are
 /// kept with their weights (renormalised to sum 1: Mixtral, Qwen3-MoE's <c>norm_topk_prob</c>) cast back to the hidden
 /// dtype, and the output is the weighted sum of those experts' outputs, added expert by expert as transformers adds them.
-/// Router jitter is training-only and not applied.
+/// Qwen2-MoE (<c>Qwen2MoeSparseMoeBlock</c>) adds a shared expert every token goes through, its output scaled by
+/// sigmoid(<c>shared_expert_gate</c>·x). Router jitter is training-only and not applied.
 /// </summary>
 internal sealed class SparseMoeBlock : nn.Module<Tensor, ForwardContext, Tensor>
 {
     private readonly Linear gate;
     private readonly ModuleList<MoeExpert> experts;
+    private readonly MoeExpert? shared_expert;
+    private readonly Linear? shared_expert_gate;
     private readonly Func<Tensor, Tensor> _act;
     private readonly BlockHookNames _names;
     private readonly int _topK;
@@ -110,7 +113,12 @@ internal sealed class SparseMoeBlock : nn.Module<Tensor, ForwardContext, Tensor>
     {
         (_act, _names, _topK, _normTopK) = (act, names, s.ExpertsPerToken, s.NormTopKProb);
         gate = new Linear(s.Hidden, s.NumExperts, false, dtype);
-        experts = new ModuleList<MoeExpert>(Enumerable.Range(0, s.NumExperts).Select(_ => new MoeExpert(s, dtype)).ToArray());
+        experts = new ModuleList<MoeExpert>(Enumerable.Range(0, s.NumExperts).Select(_ => new MoeExpert(s, s.Intermediate, dtype)).ToArray());
+        if (s.SharedExpertIntermediate > 0)
+        {
+            shared_expert = new MoeExpert(s, s.SharedExpertIntermediate, dtype);
+            shared_expert_gate = new Linear(s.Hidden, 1, false, dtype);
+        }
         RegisterComponents();
     }
 
@@ -141,6 +149,15 @@ internal sealed class SparseMoeBlock : nn.Module<Tensor, ForwardContext, Tensor>
             var post = Routed(h, postName, _act(g) * pre, token, b, s);
             var w = weights.index_select(0, token).gather(1, slot.unsqueeze(1));   // [tokens, 1]
             result.index_add_(0, token, (expert.Down.forward(post) * w).to(x.dtype), TorchScalars.One);
+        }
+        if (shared_expert is not null && shared_expert_gate is not null)
+        {
+            var (gateName, preName, postName) = _names.SharedExpert;
+            var g = h.Fire(gateName, shared_expert.Gate.forward(x));
+            var pre = h.Fire(preName, shared_expert.Up.forward(x));
+            var post = h.Fire(postName, _act(g) * pre);
+            var scale = h.Fire(_names.SharedExpertGate, nn.functional.sigmoid(shared_expert_gate.forward(x)));
+            result = result + (scale * shared_expert.Down.forward(post)).reshape(n, d);
         }
         return result.view(b, s, d);
     }
@@ -218,7 +235,7 @@ internal sealed class DecoderCore : nn.Module
 /// <summary>
 /// Llama-layout decoders with TransformerLens hooks: Llama 2/3.x (TinyLlama, SmolLM2; rope_scaling llama3), Mistral
 /// (sliding_window on every layer when set), Mixtral (Mistral's attention and a sparse mixture-of-experts MLP), Qwen3-MoE
-/// (Qwen3's attention and a sparse MoE MLP), Qwen2/2.5 (q/k/v biases), Qwen3 (per-head q/k RMSNorm), Gemma 1 (√d_model
+/// (Qwen3's attention and a sparse MoE MLP), Qwen2-MoE (Qwen2's attention and a sparse MoE MLP with a shared expert), Qwen2/2.5 (q/k/v biases), Qwen3 (per-head q/k RMSNorm), Gemma 1 (√d_model
 /// embedding scale, (1+w) RMSNorm, GeGLU, multi-query attention, no post-norms, caps or window), Gemma 2 (√d_model embedding scale, (1+w) RMSNorm, post-norms,
 /// GeGLU, query_pre_attn_scalar, attention and final soft caps, sliding window on alternating layers) and Gemma 3
 /// (as Gemma 2 without default soft caps and never an attention cap, as transformers, plus (1+w) q/k RMSNorm, sliding_window_pattern or layer_types, and a separate
@@ -244,10 +261,11 @@ public sealed class LlamaFamilyModel : HookedTransformer
             NKvHeads = s.NKvHead, DHead = s.HeadDim, DMlp = s.Intermediate, DVocab = s.VocabSize, NCtx = s.MaxPositions,
             Activation = s.Activation, LayerNormEps = s.Eps, RotaryDim = s.RotaryDim, RotaryBase = s.RopeTheta, Dtype = dtype,
             GatedMlp = true, NormalizationType = "RMS", AttnScoresSoftCap = s.AttnSoftCap, OutputLogitsSoftCap = s.FinalSoftCap,
-            SlidingWindow = s.SlidingWindow, RotaryBaseLocal = s.LocalRopeTheta, NumExperts = s.NumExperts, ExpertsPerToken = s.ExpertsPerToken, NormTopKProb = s.NormTopKProb,
+            SlidingWindow = s.SlidingWindow, RotaryBaseLocal = s.LocalRopeTheta, NumExperts = s.NumExperts, ExpertsPerToken = s.ExpertsPerToken, NormTopKProb = s.NormTopKProb, SharedExpertDMlp = s.SharedExpertIntermediate,
         }, new HookPoints(s.NLayer, hasPosEmbed: false, parallelAttnMlp: false, rotary: true,
             s.ModelType == "gemma3" ? HfModuleNames.Gemma3Conditional : s.PostNorms ? HfModuleNames.Gemma2
-            : s.ModelType == "mixtral" ? HfModuleNames.Mixtral : HfModuleNames.Llama, gatedMlp: s.NumExperts == 0, s.NumExperts))
+            : s.ModelType == "mixtral" ? HfModuleNames.Mixtral : HfModuleNames.Llama, gatedMlp: s.NumExperts == 0, s.NumExperts,
+            sharedExpert: s.SharedExpertIntermediate > 0))
     {
         _s = s;
         model = new DecoderCore(s, ActivationFunctions.Get(s.Activation, configPath), HookPoints, dtype);
@@ -262,6 +280,7 @@ public sealed class LlamaFamilyModel : HookedTransformer
         "mistral" => "MistralForCausalLM",
         "mixtral" => "MixtralForCausalLM",
         "qwen3_moe" => "Qwen3MoeForCausalLM",
+        "qwen2_moe" => "Qwen2MoeForCausalLM",
         "qwen2" => "Qwen2ForCausalLM",
         "qwen3" => "Qwen3ForCausalLM",
         "gemma" => "GemmaForCausalLM",

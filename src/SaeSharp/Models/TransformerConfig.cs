@@ -11,7 +11,7 @@ public sealed record TransformerConfig
 {
     /// <summary>Name of the model: config.json <c>_name_or_path</c>, else the folder name.</summary>
     public required string ModelName { get; init; }
-    /// <summary>Hugging Face <c>model_type</c>: <c>gpt2</c>, <c>gpt_neox</c>, <c>llama</c>, <c>mistral</c>, <c>mixtral</c>, <c>qwen3_moe</c>, <c>qwen2</c>, <c>qwen3</c>, <c>gemma</c>, <c>gemma2</c>,
+    /// <summary>Hugging Face <c>model_type</c>: <c>gpt2</c>, <c>gpt_neox</c>, <c>llama</c>, <c>mistral</c>, <c>mixtral</c>, <c>qwen3_moe</c>, <c>qwen2_moe</c>, <c>qwen2</c>, <c>qwen3</c>, <c>gemma</c>, <c>gemma2</c>,
     /// <c>gemma3_text</c> or <c>gemma3</c> (whose text model is loaded).</summary>
     public required string Architecture { get; init; }
     /// <summary>Transformer blocks (TransformerLens <c>n_layers</c>).</summary>
@@ -43,6 +43,8 @@ public sealed record TransformerConfig
     /// <summary>The chosen experts' router weights are renormalised to sum 1 (TransformerLens <c>norm_topk_prob</c>; Mixtral
     /// always, Qwen3-MoE as its config says).</summary>
     public bool NormTopKProb { get; init; }
+    /// <summary>Width of a mixture of experts' shared expert (Qwen2-MoE <c>shared_expert_intermediate_size</c>); 0 for none.</summary>
+    public int SharedExpertDMlp { get; init; }
     /// <summary>MLP hidden width (<c>d_mlp</c>; of each expert in a mixture of experts).</summary>
     public required int DMlp { get; init; }
     /// <summary>Rows of the unembedding (may exceed the tokenizer's vocabulary, as in Pythia).</summary>
@@ -70,7 +72,8 @@ public sealed record TransformerConfig
         $"{ModelName} ({Architecture}): n_layers={NLayers} d_model={DModel} n_heads={NHeads} d_head={DHead} d_mlp={DMlp} " +
         (NKvHeads != NHeads ? $"n_key_value_heads={NKvHeads} " : "") +
         $"d_vocab={DVocab} n_ctx={NCtx} act={Activation}" + (GatedMlp ? " gated_mlp" : "") + (NormalizationType != "LN" ? $" norm={NormalizationType}" : "") +
-        (ParallelAttnMlp ? " parallel_attn_mlp" : "") + (NumExperts > 0 ? $" num_experts={NumExperts} experts_per_token={ExpertsPerToken}" + (NormTopKProb ? " norm_topk_prob" : "") : "") +
+        (ParallelAttnMlp ? " parallel_attn_mlp" : "") + (NumExperts > 0 ? $" num_experts={NumExperts} experts_per_token={ExpertsPerToken}" + (NormTopKProb ? " norm_topk_prob" : "")
+            + (SharedExpertDMlp > 0 ? $" shared_expert_d_mlp={SharedExpertDMlp}" : "") : "") +
         (AttnScoresSoftCap is { } ac ? $" attn_softcap={ac}" : "") + (OutputLogitsSoftCap is { } oc ? $" logit_softcap={oc}" : "") +
         (SlidingWindow is { } sw ? $" sliding_window={sw}" : "") +
         (RotaryDim > 0 ? $" rotary_dim={RotaryDim}" : "") + (RotaryBaseLocal is { } rl ? $" rotary_base={RotaryBase} rotary_base_local={rl}" : "") +

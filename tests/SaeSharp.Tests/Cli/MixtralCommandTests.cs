@@ -10,7 +10,8 @@ namespace SaeSharp.Tests.Cli;
 
 /// <summary>
 /// The CLI on a mixture-of-experts model: the transformers-written tiny Mixtral (tests/data/hf_models/mixtral, 4 experts,
-/// top 2; some tests also Qwen3-MoE, qwen3_moe: 6 experts of width 24, top 2) with a SentencePiece-style tokenizer.json, through <c>sae model info/run/generate</c>, <c>sae train --model</c>,
+/// top 2; some tests also Qwen3-MoE, qwen3_moe: 6 experts of width 24, top 2, and Qwen2-MoE, qwen2_moe, with its shared
+/// expert) with a SentencePiece-style tokenizer.json, through <c>sae model info/run/generate</c>, <c>sae train --model</c>,
 /// <c>sae eval --model</c>, <c>sae features</c> and <c>sae cache</c>, at hook_mlp_out and at one expert's hook_post.
 /// </summary>
 public class MixtralCommandTests : TinyGpt2CliTestBase
@@ -85,6 +86,7 @@ public class MixtralCommandTests : TinyGpt2CliTestBase
     [Theory]
     [InlineData("mixtral")]
     [InlineData("qwen3_moe")]
+    [InlineData("qwen2_moe")]
     public void Train_eval_features_and_cache_with_the_model(string family)
     {
         string model = Mixtral(family), data = Text();
@@ -109,6 +111,7 @@ public class MixtralCommandTests : TinyGpt2CliTestBase
     [InlineData("blocks.1.hook_mlp_out", 32)]
     [InlineData("blocks.0.mlp.experts.2.hook_post", 48)]
     [InlineData("blocks.1.mlp.experts.5.hook_post", 24, "qwen3_moe")]
+    [InlineData("blocks.1.mlp.shared_expert.hook_post", 40, "qwen2_moe")]
     public void Eval_splices_an_exact_SAE_at_an_MoE_hook_without_changing_the_model(string hook, int dIn, string family = "mixtral")
     {
         // The identity SAE reconstructs its hook exactly, so spliced in it leaves the logits as they were: CE loss score 1, KL 0.

@@ -12,7 +12,7 @@ namespace SaeSharp.Tests.Models;
 /// <see cref="DecoderReference"/>): tests/data/hf_models holds tiny random checkpoints written by transformers'
 /// <c>save_pretrained</c> (its config.json; model.safetensors or pytorch_model.bin) and that code's float32 forward on
 /// fixed tokens (logits and <c>output_hidden_states</c>, unpadded and padded) and its greedy <c>generate()</c>, made by
-/// bench/reference/hf_models_fixture.py with transformers 4.47 (main 66ab300a; Gemma 1, Mistral and Mixtral too) and, for
+/// bench/reference/hf_models_fixture.py with transformers 4.47 (main 66ab300a; Gemma 1, Mistral, Mixtral and Qwen2-MoE too) and, for
 /// Qwen3, Qwen3-MoE and Gemma 3, 4.51 (main d1b92369).
 /// Each folder is loaded by <see cref="ModelLoader.FromPretrained"/>, as a user's download is.
 /// </summary>
@@ -21,7 +21,7 @@ public class HfTransformersParityTests(ITestOutputHelper output)
     public static TheoryData<string> Families =>
         ["gpt2", "gpt_neox-parallel", "gpt_neox-sequential", "llama3", "llama-bias-tied", "qwen2", "qwen3", "gemma2", "gemma3",
          "gemma3-conditional", "gemma3-softcap", "gemma", "mistral", "mistral-window", "mixtral", "mixtral-window", "qwen3_moe",
-         "qwen3_moe-unnormalized"];
+         "qwen3_moe-unnormalized", "qwen2_moe"];
 
     // Tolerance, relative to the tensor's largest |value|: both sides compute in float32, with different kernels
     // (TorchSharp's libtorch vs Debian's torch 1.13.1) and operation orders (fused vs separate q/k/v, repeat_interleave
@@ -213,6 +213,8 @@ public class HfTransformersParityTests(ITestOutputHelper output)
     [InlineData("qwen3_moe-unnormalized", "norm_topk_prob", "true")]
     [InlineData("qwen3_moe", "num_experts_per_tok", "1")]
     [InlineData("qwen3_moe", "rms_norm_eps", "0.01")]           // also the q/k norms'
+    [InlineData("qwen2_moe", "norm_topk_prob", "true")]
+    [InlineData("qwen2_moe", "num_experts_per_tok", "1")]
     public void Fixtures_see_each_config_detail(string family, string key, string value)
     {
         // Guards against fixtures too small or too tame to tell: the same weights with one config.json value changed
@@ -401,6 +403,7 @@ public class HfTransformersParityTests(ITestOutputHelper output)
     [InlineData("mistral-window", "MistralForCausalLM", "mistral")]
     [InlineData("mixtral-window", "MixtralForCausalLM", "mixtral")]
     [InlineData("qwen3_moe-unnormalized", "Qwen3MoeForCausalLM", "qwen3_moe")]
+    [InlineData("qwen2_moe", "Qwen2MoeForCausalLM", "qwen2_moe")]
     public void Without_model_type_the_architectures_name_the_family(string family, string architecture, string modelType)
     {
         using var scope = NewDisposeScope();
@@ -504,6 +507,10 @@ public class HfTransformersParityTests(ITestOutputHelper output)
     [InlineData("qwen3_moe", "moe_intermediate_size", "64", "num_experts=6, moe_intermediate_size=64, hidden_size=32 imply 'model.layers.0.mlp.experts.5.gate_proj.weight' of shape [64, 32]")]
     [InlineData("qwen3_moe", "decoder_sparse_step", "2", "Qwen3-MoE with dense MLP layers is not supported")]
     [InlineData("qwen3_moe", "mlp_only_layers", "[1]", "mlp_only_layers=[1]: Qwen3-MoE with dense MLP layers is not supported")]
+    [InlineData("qwen2_moe", "mlp_only_layers", "[0]", "mlp_only_layers=[0]: Qwen2-MoE with dense MLP layers is not supported")]
+    [InlineData("qwen2_moe", "shared_expert_intermediate_size", "64", "shared_expert_intermediate_size=64, hidden_size=32 imply 'model.layers.0.mlp.shared_expert.gate_proj.weight' of shape [64, 32]")]
+    [InlineData("qwen2_moe", "shared_expert_intermediate_size", "0", "shared_expert_intermediate_size=0 must be positive")]
+    [InlineData("qwen2_moe", "use_sliding_window", "true", "use_sliding_window=true on a qwen2_moe model is not supported")]
     public void Gemma1_and_mistral_config_errors_name_the_file_and_key(string family, string key, string value, string message)
     {
         string dir = EditedCopy(family, c => c[key] = JsonNode.Parse(value));
@@ -545,6 +552,7 @@ public class HfTransformersParityTests(ITestOutputHelper output)
             "mixtral-window" => "mixtral-window (mixtral): n_layers=2 d_model=32 n_heads=4 d_head=8 d_mlp=48 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=silu gated_mlp norm=RMS num_experts=3 experts_per_token=1 norm_topk_prob sliding_window=5 rotary_dim=8 dtype=Float32",
             "qwen3_moe" => "qwen3_moe (qwen3_moe): n_layers=2 d_model=32 n_heads=4 d_head=16 d_mlp=24 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=silu gated_mlp norm=RMS num_experts=6 experts_per_token=2 norm_topk_prob rotary_dim=16 dtype=Float32",
             "qwen3_moe-unnormalized" => "qwen3_moe-unnormalized (qwen3_moe): n_layers=2 d_model=32 n_heads=4 d_head=8 d_mlp=24 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=silu gated_mlp norm=RMS num_experts=4 experts_per_token=3 rotary_dim=8 dtype=Float32",
+            "qwen2_moe" => "qwen2_moe (qwen2_moe): n_layers=2 d_model=32 n_heads=4 d_head=8 d_mlp=24 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=silu gated_mlp norm=RMS num_experts=4 experts_per_token=2 shared_expert_d_mlp=40 rotary_dim=8 dtype=Float32",
             "gemma3-conditional" => "gemma3-conditional (gemma3): n_layers=4 d_model=32 n_heads=4 d_head=16 d_mlp=64 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=gelu_pytorch_tanh gated_mlp norm=RMS sliding_window=4 rotary_dim=16 rotary_base=1000000 rotary_base_local=100 dtype=Float32",
             _ => throw new ArgumentException(family),
         };

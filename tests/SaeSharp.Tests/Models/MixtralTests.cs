@@ -10,7 +10,8 @@ namespace SaeSharp.Tests.Models;
 
 /// <summary>
 /// The mixture-of-experts hooks (TransformerLens <c>MoE</c> names) on the transformers-written tiny checkpoints
-/// tests/data/hf_models/mixtral (4 experts, top 2) and qwen3_moe / qwen3_moe-unnormalized, checked against their own
+/// tests/data/hf_models/mixtral (4 experts, top 2), qwen3_moe / qwen3_moe-unnormalized and qwen2_moe (with a shared
+/// expert), checked against their own
 /// weights read from the checkpoint files: the router's softmax, the experts chosen, and each expert's activations
 /// recompose hook_mlp_out as transformers computes it.
 /// </summary>
@@ -40,6 +41,7 @@ public class MixtralTests : ModelTestBase
     [Theory]
     [InlineData("mixtral", 4, 2, 48, true)]
     [InlineData("qwen3_moe-unnormalized", 4, 3, 24, false)]   // Qwen3-MoE: the kept softmax weights are not renormalised
+    [InlineData("qwen2_moe", 4, 2, 24, false)]                 // Qwen2-MoE: plus the shared expert × sigmoid(its gate)
     public void Router_and_expert_hooks_recompose_the_MLP_output(string family, int experts, int k, int dMlp, bool renormalised)
     {
         using var scope = NewDisposeScope();
@@ -51,6 +53,8 @@ public class MixtralTests : ModelTestBase
         var b = model.HookPoints.Blocks[layer];
         var names = new List<string> { b.Ln2, b.ExpertWeights, b.ExpertIndices, b.MlpOut };
         foreach (var (g, pre, post) in b.Experts) names.AddRange([g, pre, post]);
+        bool shared = family == "qwen2_moe";
+        if (shared) names.AddRange([b.SharedExpert.Gate, b.SharedExpert.Pre, b.SharedExpert.Post, b.SharedExpertGate]);
         var tokens = Npy.LoadNpz(TestPaths.Data("hf_models", family, "reference.npz"))["tokens"];
         var (_, cache) = model.RunWithCache(tokens, names);
         using var _ = cache;
@@ -80,6 +84,19 @@ public class MixtralTests : ModelTestBase
                 var post = nn.functional.silu(xt.matmul(Expert(e, gateW).t())) * xt.matmul(Expert(e, upW).t());
                 expectedOut[t] += (post.matmul(Expert(e, downW).t()) * (p[t * experts + e] / sum)).squeeze(0);
             }
+        }
+        if (shared)
+        {
+            // Every token: sigmoid(x·shared_expert_gateᵀ) · down(silu(gate·x) · up·x), hooked as [batch, pos, 40] and [batch, pos, 1].
+            string se = $"model.layers.{layer}.mlp.shared_expert.";
+            var sg = x.matmul(w[se + "gate_proj.weight"].t());
+            var sp = x.matmul(w[se + "up_proj.weight"].t());
+            var scale = x.matmul(w[$"model.layers.{layer}.mlp.shared_expert_gate.weight"].t()).sigmoid();
+            AssertAllClose(sg.view(2, 12, 40), cache[b.SharedExpert.Gate].to(ScalarType.Float64), 1e-5, "shared_expert.hook_gate");
+            AssertAllClose(sp.view(2, 12, 40), cache[b.SharedExpert.Pre].to(ScalarType.Float64), 1e-5, "shared_expert.hook_pre");
+            AssertAllClose((nn.functional.silu(sg) * sp).view(2, 12, 40), cache[b.SharedExpert.Post].to(ScalarType.Float64), 1e-5, "shared_expert.hook_post");
+            AssertAllClose(scale.view(2, 12, 1), cache[b.SharedExpertGate].to(ScalarType.Float64), 1e-6, "hook_shared_expert_gate");
+            expectedOut += scale * (nn.functional.silu(sg) * sp).matmul(w[se + "down_proj.weight"].t());
         }
         AssertAllClose(expectedOut.view(2, 12, 32), cache[b.MlpOut].to(ScalarType.Float64), 1e-5, "hook_mlp_out");
 
@@ -197,6 +214,11 @@ public class MixtralTests : ModelTestBase
     [InlineData("model.layers.0.mlp.experts.5.up_proj", "blocks.0.mlp.experts.5.hook_pre", "qwen3_moe")]
     [InlineData("model.layers.0.mlp.experts.5.down_proj:in", "blocks.0.mlp.experts.5.hook_post", "qwen3_moe")]
     [InlineData("model.layers.0.mlp.gate:in", "blocks.0.ln2.hook_normalized", "qwen3_moe")]
+    [InlineData("model.layers.1.mlp.shared_expert.gate_proj", "blocks.1.mlp.shared_expert.hook_gate", "qwen2_moe")]
+    [InlineData("model.layers.1.mlp.shared_expert.up_proj", "blocks.1.mlp.shared_expert.hook_pre", "qwen2_moe")]
+    [InlineData("model.layers.1.mlp.shared_expert.down_proj:in", "blocks.1.mlp.shared_expert.hook_post", "qwen2_moe")]
+    [InlineData("model.layers.1.mlp.shared_expert_gate:in", "blocks.1.ln2.hook_normalized", "qwen2_moe")]
+    [InlineData("model.layers.1.mlp.experts.3.down_proj:in", "blocks.1.mlp.experts.3.hook_post", "qwen2_moe")]
     public void Hugging_Face_module_paths_name_the_MoE_hooks(string alias, string hook, string family = "mixtral")
     {
         using var model = ModelLoader.FromPretrained(TestPaths.Data("hf_models", family));
@@ -209,6 +231,8 @@ public class MixtralTests : ModelTestBase
     [InlineData("model.layers.0.mlp.gate_proj")]                    // a dense MLP's module
     [InlineData("model.layers.0.mlp.gate_proj", "qwen3_moe")]
     [InlineData("model.layers.0.mlp.experts.6.gate_proj", "qwen3_moe")]   // 6 experts: 0..5
+    [InlineData("model.layers.0.mlp.shared_expert", "qwen2_moe")]          // its output is before the sigmoid scaling
+    [InlineData("model.layers.0.mlp.shared_expert.gate_proj", "qwen3_moe")] // Qwen3-MoE has no shared expert
     public void Module_paths_without_a_hook_are_refused(string alias, string family = "mixtral")
     {
         using var model = ModelLoader.FromPretrained(TestPaths.Data("hf_models", family));
