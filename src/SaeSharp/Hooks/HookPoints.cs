@@ -114,11 +114,11 @@ internal sealed class BlockHookNames
 /// gated MLPs (Llama, Gemma) also have <c>mlp.hook_pre_linear</c>: hook_pre is the gate projection, hook_pre_linear the up
 /// projection, hook_post = act(hook_pre)·hook_pre_linear;
 /// <c>attn.hook_pattern</c>: [batch, head, query_pos, key_pos].</para>
-/// <para>A mixture-of-experts MLP (Mixtral, Qwen3-MoE) has TransformerLens's MoE hooks instead of hook_pre/post:
+/// <para>A mixture-of-experts MLP (Mixtral, Qwen2-MoE, Qwen3-MoE) has TransformerLens's MoE hooks instead of hook_pre/post:
 /// <c>mlp.hook_expert_weights</c> [batch, pos, num_experts] float32, the router's softmax over every expert (the top
 /// experts are chosen from it after the hook, so editing it reroutes tokens); <c>mlp.hook_expert_indices</c> [batch, pos,
 /// experts_per_token] int64, the experts chosen, best first; and each expert's <c>mlp.experts.{e}.hook_gate</c> (w1·x,
-/// Qwen3-MoE gate_proj·x), <c>hook_pre</c> (w3·x, up_proj·x) and <c>hook_post</c> (act(gate)·pre), [batch, pos, d_mlp], zero at the tokens not routed to
+/// Qwen-MoE gate_proj·x), <c>hook_pre</c> (w3·x, up_proj·x) and <c>hook_post</c> (act(gate)·pre), [batch, pos, d_mlp], zero at the tokens not routed to
 /// that expert (TransformerLens fires them on the routed tokens only; an edit elsewhere changes nothing). Qwen2-MoE's
 /// shared expert, which every token goes through, has <c>mlp.shared_expert.hook_gate/hook_pre/hook_post</c> [batch, pos,
 /// shared d_mlp] and <c>mlp.hook_shared_expert_gate</c> [batch, pos, 1], the sigmoid weight of its output (SaeSharp's names:

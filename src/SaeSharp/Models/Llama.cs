@@ -68,8 +68,9 @@ internal sealed class GatedMlp : nn.Module<Tensor, ForwardContext, Tensor>
     }
 }
 
-/// <summary>One expert of a sparse MoE block: down(act(gate·x) · up·x), named as the checkpoint names it (Mixtral's
-/// <c>MixtralBlockSparseTop2MLP</c>: w1, w3, w2; Qwen3-MoE's <c>Qwen3MoeMLP</c>: gate_proj, up_proj, down_proj).</summary>
+/// <summary>One expert of a sparse MoE block (or Qwen2-MoE's shared expert): down(act(gate·x) · up·x), named as the
+/// checkpoint names it (Mixtral's <c>MixtralBlockSparseTop2MLP</c>: w1, w3, w2; Qwen-MoE's <c>Qwen2MoeMLP</c> /
+/// <c>Qwen3MoeMLP</c>: gate_proj, up_proj, down_proj).</summary>
 internal sealed class MoeExpert : nn.Module
 {
     public readonly Linear Gate, Up, Down;
@@ -79,21 +80,17 @@ internal sealed class MoeExpert : nn.Module
         Gate = new Linear(s.Hidden, width, false, dtype);
         Up = new Linear(s.Hidden, width, false, dtype);
         Down = new Linear(width, s.Hidden, false, dtype);
-        var (gate, up, down) = ExpertNames(s.ModelType);
-        register_module(gate, Gate);
-        register_module(up, Up);
-        register_module(down, Down);
+        bool mixtral = s.ModelType == "mixtral";
+        register_module(mixtral ? "w1" : "gate_proj", Gate);
+        register_module(mixtral ? "w3" : "up_proj", Up);
+        register_module(mixtral ? "w2" : "down_proj", Down);
     }
-
-    /// <summary>The checkpoint's names of an expert's gate, up and down projections.</summary>
-    public static (string Gate, string Up, string Down) ExpertNames(string modelType) =>
-        modelType == "mixtral" ? ("w1", "w3", "w2") : ("gate_proj", "up_proj", "down_proj");
 }
 
 /// <summary>
-/// HF <c>MixtralSparseMoeBlock</c> (<c>block_sparse_moe</c>) and <c>Qwen3MoeSparseMoeBlock</c> (<c>mlp</c>): the router
-/// <c>gate</c> scores each token against every expert, softmax in float32, the top <c>num_experts_per_tok</c> experts are
-/// kept with their weights (renormalised to sum 1: Mixtral, Qwen3-MoE's <c>norm_topk_prob</c>) cast back to the hidden
+/// HF <c>MixtralSparseMoeBlock</c> (<c>block_sparse_moe</c>) and <c>Qwen2MoeSparseMoeBlock</c> / <c>Qwen3MoeSparseMoeBlock</c>
+/// (<c>mlp</c>): the router <c>gate</c> scores each token against every expert, softmax in float32, the top
+/// <c>num_experts_per_tok</c> experts are kept with their weights (renormalised to sum 1: Mixtral, Qwen-MoE's <c>norm_topk_prob</c>) cast back to the hidden
 /// dtype, and the output is the weighted sum of those experts' outputs, added expert by expert as transformers adds them.
 /// Qwen2-MoE (<c>Qwen2MoeSparseMoeBlock</c>) adds a shared expert every token goes through, its output scaled by
 /// sigmoid(<c>shared_expert_gate</c>·x). Router jitter is training-only and not applied.
@@ -133,8 +130,12 @@ internal sealed class SparseMoeBlock : nn.Module<Tensor, ForwardContext, Tensor>
         if (_normTopK) weights = weights / weights.sum(-1, keepdim: true);
         weights = weights.to(x.dtype);
         chosen = h.Fire(_names.ExpertIndices, chosen.view(b, s, _topK)).reshape(n, _topK);
-        if (h.Wants(_names.ExpertIndices) && chosen.numel() > 0 && (chosen.min().item<long>() < 0 || chosen.max().item<long>() >= nExperts))
-            throw new SaeSharpException($"hook '{_names.ExpertIndices}' gave expert index {(chosen.min().item<long>() < 0 ? chosen.min().item<long>() : chosen.max().item<long>())}; the experts are 0..{nExperts - 1}");
+        if (h.Wants(_names.ExpertIndices) && chosen.numel() > 0)
+        {
+            long lo = chosen.min().item<long>(), hi = chosen.max().item<long>();
+            if (lo < 0 || hi >= nExperts)
+                throw new SaeSharpException($"hook '{_names.ExpertIndices}' gave expert index {(lo < 0 ? lo : hi)}; the experts are 0..{nExperts - 1}");
+        }
         var result = zeros(n, d, dtype: x.dtype, device: x.device);
         for (int e = 0; e < nExperts; e++)
         {
@@ -157,7 +158,7 @@ internal sealed class SparseMoeBlock : nn.Module<Tensor, ForwardContext, Tensor>
             var pre = h.Fire(preName, shared_expert.Up.forward(x));
             var post = h.Fire(postName, _act(g) * pre);
             var scale = h.Fire(_names.SharedExpertGate, nn.functional.sigmoid(shared_expert_gate.forward(x)));
-            result = result + (scale * shared_expert.Down.forward(post)).reshape(n, d);
+            result = result.add((scale * shared_expert.Down.forward(post)).reshape(n, d), TorchScalars.One);
         }
         return result.view(b, s, d);
     }
@@ -181,7 +182,7 @@ internal sealed class DecoderLayer : nn.Module<Tensor, ForwardContext, Tensor>
     private readonly RmsNorm? pre_feedforward_layernorm;
     private readonly RmsNorm? post_feedforward_layernorm;
     private readonly DecoderAttention self_attn;
-    /// <summary>A <see cref="GatedMlp"/>, or Qwen3-MoE's <see cref="SparseMoeBlock"/>.</summary>
+    /// <summary>A <see cref="GatedMlp"/>, or Qwen-MoE's <see cref="SparseMoeBlock"/>.</summary>
     private readonly nn.Module<Tensor, ForwardContext, Tensor>? mlp;
     /// <summary>Mixtral's <see cref="SparseMoeBlock"/>.</summary>
     private readonly SparseMoeBlock? block_sparse_moe;
@@ -234,8 +235,9 @@ internal sealed class DecoderCore : nn.Module
 
 /// <summary>
 /// Llama-layout decoders with TransformerLens hooks: Llama 2/3.x (TinyLlama, SmolLM2; rope_scaling llama3), Mistral
-/// (sliding_window on every layer when set), Mixtral (Mistral's attention and a sparse mixture-of-experts MLP), Qwen3-MoE
-/// (Qwen3's attention and a sparse MoE MLP), Qwen2-MoE (Qwen2's attention and a sparse MoE MLP with a shared expert), Qwen2/2.5 (q/k/v biases), Qwen3 (per-head q/k RMSNorm), Gemma 1 (√d_model
+/// (sliding_window on every layer when set), Mixtral (Mistral's attention and a sparse mixture-of-experts MLP), Qwen2/2.5
+/// (q/k/v biases), Qwen2-MoE (Qwen2's attention, a sparse MoE MLP with a shared expert), Qwen3 (per-head q/k RMSNorm),
+/// Qwen3-MoE (Qwen3's attention, a sparse MoE MLP), Gemma 1 (√d_model
 /// embedding scale, (1+w) RMSNorm, GeGLU, multi-query attention, no post-norms, caps or window), Gemma 2 (√d_model embedding scale, (1+w) RMSNorm, post-norms,
 /// GeGLU, query_pre_attn_scalar, attention and final soft caps, sliding window on alternating layers) and Gemma 3
 /// (as Gemma 2 without default soft caps and never an attention cap, as transformers, plus (1+w) q/k RMSNorm, sliding_window_pattern or layer_types, and a separate
@@ -261,7 +263,8 @@ public sealed class LlamaFamilyModel : HookedTransformer
             NKvHeads = s.NKvHead, DHead = s.HeadDim, DMlp = s.Intermediate, DVocab = s.VocabSize, NCtx = s.MaxPositions,
             Activation = s.Activation, LayerNormEps = s.Eps, RotaryDim = s.RotaryDim, RotaryBase = s.RopeTheta, Dtype = dtype,
             GatedMlp = true, NormalizationType = "RMS", AttnScoresSoftCap = s.AttnSoftCap, OutputLogitsSoftCap = s.FinalSoftCap,
-            SlidingWindow = s.SlidingWindow, RotaryBaseLocal = s.LocalRopeTheta, NumExperts = s.NumExperts, ExpertsPerToken = s.ExpertsPerToken, NormTopKProb = s.NormTopKProb, SharedExpertDMlp = s.SharedExpertIntermediate,
+            SlidingWindow = s.SlidingWindow, RotaryBaseLocal = s.LocalRopeTheta,
+            NumExperts = s.NumExperts, ExpertsPerToken = s.ExpertsPerToken, NormTopKProb = s.NormTopKProb, SharedExpertDMlp = s.SharedExpertIntermediate,
         }, new HookPoints(s.NLayer, hasPosEmbed: false, parallelAttnMlp: false, rotary: true,
             s.ModelType == "gemma3" ? HfModuleNames.Gemma3Conditional : s.PostNorms ? HfModuleNames.Gemma2
             : s.ModelType == "mixtral" ? HfModuleNames.Mixtral : HfModuleNames.Llama, gatedMlp: s.NumExperts == 0, s.NumExperts,
