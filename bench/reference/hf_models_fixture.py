@@ -24,6 +24,12 @@ How it was run (2026-12-04; no PyPI on the machine, so transformers and huggingf
   # 2026-12-05: Gemma 1 and Mistral, the same way (then their config_transformers5.json as below, with the same --only).
   /usr/bin/python3 bench/reference/hf_models_fixture.py --site /tmp/hf/site447 --out tests/data/hf_models \
       --only gemma mistral mistral-window
+  # 2026-12-05: Mixtral, the same way (then config_transformers5.json as below, with the same --only).
+  /usr/bin/python3 bench/reference/hf_models_fixture.py --site /tmp/hf/site447 --out tests/data/hf_models \
+      --only mixtral mixtral-window
+  /usr/bin/python3 bench/reference/hf_models_fixture.py --site /tmp/hf/site451 --out tests/data/hf_models \
+      --only qwen3_moe qwen3_moe-unnormalized --torch2-stand-ins
+  /usr/bin/python3 bench/reference/hf_models_fixture.py --site /tmp/hf/site447 --out tests/data/hf_models --only qwen2_moe
   # config_transformers5.json: transformers 5's config classes only (on torch < 2.2 it disables its PyTorch part,
   # configs still work); its huggingface_hub 1.x needs Debian's python3-httpx.
   apt-get install python3-httpx; mkdir -p /tmp/hf/site5
@@ -85,6 +91,9 @@ Each folder holds config.json (+ generation_config.json), config_transformers5.j
   sequence outgrew the window (fixed by transformers PR #35681, January 2025: run on the 4.51 tree with
   `--only gemma2 --torch2-stand-ins --out <scratch>`, generate() gives the same weights, tokens and uncached logits, and
   its step logits agree with this gen_forward_logits to 4.5e-6).
+For the mixture-of-experts families it also prints, over the forward's tokens, the smallest gap between the router
+probability of a token's last chosen expert and the next expert's (mixtral 0.0037, mixtral-window 0.0099, qwen3_moe
+0.0002, qwen3_moe-unnormalized 0.0006): far above float32 noise (~1e-7), so no token's routing hangs on rounding.
 Weights are re-drawn after HF's init (which leaves most of them near 0 and norms at 1): matrices N(0, 0.2²),
 biases N(0, 0.1²), norm weights 1 + N(0, 0.2²) (Gemma's (1 + w) norms, q_norm/k_norm included: N(0, 0.2²)),
 embeddings N(0, 1). A family's draws are seeded by its place in families(). gemma3-conditional is
@@ -366,6 +375,38 @@ def families(tf):
         "mistral-window": (lambda: tf.MistralConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
                                             sliding_window=5), "bin"),
+        # Mixtral (MixtralForCausalLM, 2026-12-05): Mistral attention (head_dim 16 != 32/4, GQA 4/2, rope_theta 1e6, no
+        # window) and a sparse MoE block of 4 experts, top 2 per token (router softmax in float32, the two weights
+        # renormalised); router_jitter_noise 0.1 set to show it is training-only (eval() skips it); untied.
+        "mixtral": (lambda: tf.MixtralConfig(vocab_size=128, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                                     num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=64,
+                                     rope_theta=1000000.0, sliding_window=None, num_local_experts=4,
+                                     num_experts_per_tok=2, router_jitter_noise=0.1), "safetensors"),
+        # Mixtral with a sliding window of 5 on every layer, head_dim from hidden_size / num_attention_heads, 3 experts
+        # and top 1 (the renormalised weight is 1), torch.save format.
+        "mixtral-window": (lambda: tf.MixtralConfig(vocab_size=128, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                                            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                            sliding_window=5, num_local_experts=3, num_experts_per_tok=1), "bin"),
+        # Qwen3-MoE (Qwen3MoeForCausalLM, 2026-12-05, transformers 4.51): Qwen3's attention (q/k norms, head_dim 16 != 32/4,
+        # GQA 4/2) and a sparse MoE block as `mlp` of 6 experts of width moe_intermediate_size 24, top 2, norm_topk_prob
+        # true (as Qwen3-30B-A3B), untied; intermediate_size 64 is for dense layers, which it has none of.
+        "qwen3_moe": (lambda: tf.Qwen3MoeConfig(vocab_size=128, hidden_size=32, intermediate_size=64, moe_intermediate_size=24,
+                                        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                                        max_position_embeddings=64, num_experts=6, num_experts_per_tok=2,
+                                        norm_topk_prob=True, tie_word_embeddings=False), "safetensors"),
+        # Qwen3-MoE with the config class's norm_topk_prob false (the top 3 of 4 experts keep their softmax weights),
+        # head_dim from hidden_size / num_attention_heads, torch.save format.
+        "qwen3_moe-unnormalized": (lambda: tf.Qwen3MoeConfig(vocab_size=128, hidden_size=32, intermediate_size=64,
+                                                     moe_intermediate_size=24, num_hidden_layers=2, num_attention_heads=4,
+                                                     num_key_value_heads=2, max_position_embeddings=64, num_experts=4,
+                                                     num_experts_per_tok=3, tie_word_embeddings=False), "bin"),
+        # Qwen2-MoE (Qwen2MoeForCausalLM, as Qwen1.5-MoE-A2.7B; transformers 4.47): Qwen2's attention (q/k/v biases, GQA
+        # 4/2) and a sparse MoE block of 4 experts of width 24, top 2, norm_topk_prob false (the config default), plus a
+        # shared expert of width 40 scaled by sigmoid(shared_expert_gate); untied.
+        "qwen2_moe": (lambda: tf.Qwen2MoeConfig(vocab_size=128, hidden_size=32, intermediate_size=64, moe_intermediate_size=24,
+                                        shared_expert_intermediate_size=40, num_hidden_layers=2, num_attention_heads=4,
+                                        num_key_value_heads=2, max_position_embeddings=64, num_experts=4,
+                                        num_experts_per_tok=2, tie_word_embeddings=False), "safetensors"),
     }
 
 
@@ -448,8 +489,19 @@ def main():
         g = torch.Generator().manual_seed(token_seed)
         vocab = config.text_config.vocab_size if hasattr(config, "text_config") else config.vocab_size
         tokens = torch.randint(0, vocab, (2, SEQ), generator=g)
+        router_logits = []
+        gates = [m for n, m in model.named_modules() if n.endswith(("block_sparse_moe.gate", "mlp.gate"))]
+        handles = [g.register_forward_hook(lambda m, i, o: router_logits.append(o)) for g in gates]
         with torch.no_grad():
             out = model(tokens, output_hidden_states=True, use_cache=False, return_dict=True)
+        for h in handles:
+            h.remove()
+        if router_logits:
+            # MoE: how far each token's k-th expert is from the next one (a tie would make routing float noise).
+            k = config.num_experts_per_tok
+            probs = torch.cat(router_logits).softmax(-1).sort(-1, descending=True).values
+            print(f"{name}: smallest router probability gap between expert {k} and {k + 1} of a token "
+                  f"{(probs[:, k - 1] - probs[:, k]).min().item():.4f}")
         if name.endswith("-conditional"):
             with torch.no_grad():
                 alone = causal(tokens, use_cache=False, return_dict=True).logits

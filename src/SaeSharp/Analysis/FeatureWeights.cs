@@ -45,10 +45,11 @@ public static class FeatureWeights
         hook = model.HookPoints.Resolve(hook);
         var c = model.Config;
         Tensor result;
-        if (rows.shape[1] == c.DModel && !hook.EndsWith("mlp.hook_post", StringComparison.Ordinal) && !hook.EndsWith("mlp.hook_pre", StringComparison.Ordinal))
+        bool mlpPost = IsMlpPost(hook);
+        if (rows.shape[1] == c.DModel && !mlpPost && !hook.EndsWith("hook_pre", StringComparison.Ordinal) && !hook.EndsWith("hook_gate", StringComparison.Ordinal))
             result = rows;
-        else if (hook.EndsWith("mlp.hook_post", StringComparison.Ordinal) && rows.shape[1] == c.DMlp)
-            result = rows.matmul(MlpOut(model, model.HookPoints.LayerOf(hook)));
+        else if (mlpPost && rows.shape[1] == c.DMlp)
+            result = rows.matmul(MlpOut(model, hook));
         else if (hook.EndsWith("attn.hook_z", StringComparison.Ordinal))
         {
             var wo = AttnOut(model, model.HookPoints.LayerOf(hook));                             // [h·d_head, d_model]
@@ -61,8 +62,31 @@ public static class FeatureWeights
         return result.MoveToOuterDisposeScope();
     }
 
-    /// <summary>MLP output weights of a layer as [d_mlp, d_model] (rows: each neuron's write direction).</summary>
-    public static Tensor MlpOut(HookedTransformer model, int layer) => Weight(model, model.Config.Architecture == "gpt2"
+    /// <summary><c>mlp.hook_post</c>, or a mixture of experts' <c>mlp.experts.{e}.hook_post</c>: an MLP's neurons.</summary>
+    private static bool IsMlpPost(string hook) => hook.EndsWith("mlp.hook_post", StringComparison.Ordinal)
+        || ((hook.Contains(".mlp.experts.", StringComparison.Ordinal) || hook.Contains(".mlp.shared_expert.", StringComparison.Ordinal))
+            && hook.EndsWith(".hook_post", StringComparison.Ordinal));
+
+    /// <summary>The output weights [d_mlp, d_model] of the MLP whose neurons <paramref name="hook"/> holds: the layer's
+    /// dense MLP, or for <c>mlp.experts.{e}.hook_post</c> that expert's w2 / down_proj (before its routing weight).</summary>
+    private static Tensor MlpOut(HookedTransformer model, string hook)
+    {
+        int layer = model.HookPoints.LayerOf(hook);
+        const string experts = ".mlp.experts.";
+        int at = hook.IndexOf(experts, StringComparison.Ordinal);
+        if (hook.Contains(".mlp.shared_expert.", StringComparison.Ordinal))
+            return Weight(model, ($"model.layers.{layer}.mlp.shared_expert.down_proj.weight", true));
+        if (at < 0) return MlpOut(model, layer);
+        string e = hook[(at + experts.Length)..hook.LastIndexOf('.')];
+        return Weight(model, (model.Config.Architecture == "mixtral" ? $"model.layers.{layer}.block_sparse_moe.experts.{e}.w2.weight"
+            : $"model.layers.{layer}.mlp.experts.{e}.down_proj.weight", true));
+    }
+
+    /// <summary>MLP output weights of a layer as [d_mlp, d_model] (rows: each neuron's write direction); a mixture of
+    /// experts has no single one (an error).</summary>
+    public static Tensor MlpOut(HookedTransformer model, int layer) => model.Config.NumExperts > 0
+        ? throw new SaeSharpException($"{model.Config.ModelName}: layer {layer}'s MLP is a mixture of {model.Config.NumExperts} experts; each expert has its own output weights")
+        : Weight(model, model.Config.Architecture == "gpt2"
         ? ($"transformer.h.{layer}.mlp.c_proj.weight", false)
         : model.Config.Architecture == "gpt_neox" ? ($"gpt_neox.layers.{layer}.mlp.dense_4h_to_h.weight", true)
         : ($"model.layers.{layer}.mlp.down_proj.weight", true));
@@ -99,8 +123,9 @@ public static class FeatureWeights
         var wu = FoldedUnembed(model);
         int vocab = Math.Min(vocabSize ?? (int)wu.shape[1], (int)wu.shape[1]);
         var decNorm = NormalizedRows(sae.WDec.detach().to(ScalarType.Float32));
-        bool mlpOut = hook.EndsWith("hook_mlp_out", StringComparison.Ordinal);
-        bool mlpPost = hook.EndsWith("mlp.hook_post", StringComparison.Ordinal);
+        // A mixture of experts' hook_mlp_out has no neurons of its own to align with.
+        bool mlpOut = hook.EndsWith("hook_mlp_out", StringComparison.Ordinal) && model.Config.NumExperts == 0;
+        bool mlpPost = IsMlpPost(hook);
         var neuronDirs = mlpOut ? NormalizedRows(MlpOut(model, model.HookPoints.LayerOf(hook))) : null;
         for (int start = 0; start < stats.Count; start += Chunk)
         {

@@ -30,6 +30,11 @@ public sealed record HfModuleNames(
         "mlp.gate_proj", "mlp.down_proj", "mlp.act_fn")
     { KProj = "self_attn.k_proj", VProj = "self_attn.v_proj", MlpUp = "mlp.up_proj" };
 
+    /// <summary>Mixtral: as Llama, with the sparse MoE block <c>block_sparse_moe</c> (transformers 5: <c>mlp</c>) in place of the
+    /// MLP: <c>block_sparse_moe.experts.{e}.w1</c> (output: <c>mlp.experts.{e}.hook_gate</c>), <c>w3</c> (<c>hook_pre</c>),
+    /// <c>w2</c> (input: <c>hook_post</c>).</summary>
+    public static HfModuleNames Mixtral { get; } = Llama with { Mlp = "block_sparse_moe" };
+
     /// <summary>Gemma 2: as Llama, with <c>pre_feedforward_layernorm</c> before the MLP and the post-norms
     /// <c>post_attention_layernorm</c> (output: <c>hook_attn_out</c>) and <c>post_feedforward_layernorm</c> (output: <c>hook_mlp_out</c>).</summary>
     public static HfModuleNames Gemma2 { get; } = Llama with
@@ -60,8 +65,15 @@ public sealed record HfModuleNames(
 internal sealed class BlockHookNames
 {
     public readonly string ResidPre, ResidMid, ResidPost, AttnOut, MlpOut, Ln1, Ln2, MlpPre, MlpPreLinear, MlpPost, Q, K, V, RotQ, RotK, Z, Pattern;
+    /// <summary>Mixture of experts (TransformerLens <c>MoE</c>): the router's softmax over the experts and the experts chosen.</summary>
+    public readonly string ExpertWeights, ExpertIndices;
+    /// <summary>Mixture of experts: each expert's hooks (TransformerLens <c>MoEGatedMLP</c>); empty for a dense MLP.</summary>
+    public readonly (string Gate, string Pre, string Post)[] Experts;
+    /// <summary>Qwen2-MoE's shared expert: its hooks as an expert's, and the sigmoid of its gate.</summary>
+    public readonly (string Gate, string Pre, string Post) SharedExpert;
+    public readonly string SharedExpertGate;
 
-    public BlockHookNames(int i)
+    public BlockHookNames(int i, int numExperts = 0)
     {
         string b = $"blocks.{i}.";
         ResidPre = b + "hook_resid_pre";
@@ -81,6 +93,12 @@ internal sealed class BlockHookNames
         RotK = b + "attn.hook_rot_k";
         Z = b + "attn.hook_z";
         Pattern = b + "attn.hook_pattern";
+        ExpertWeights = b + "mlp.hook_expert_weights";
+        ExpertIndices = b + "mlp.hook_expert_indices";
+        Experts = Enumerable.Range(0, numExperts)
+            .Select(e => (b + $"mlp.experts.{e}.hook_gate", b + $"mlp.experts.{e}.hook_pre", b + $"mlp.experts.{e}.hook_post")).ToArray();
+        SharedExpert = (b + "mlp.shared_expert.hook_gate", b + "mlp.shared_expert.hook_pre", b + "mlp.shared_expert.hook_post");
+        SharedExpertGate = b + "mlp.hook_shared_expert_gate";
     }
 }
 
@@ -96,6 +114,15 @@ internal sealed class BlockHookNames
 /// gated MLPs (Llama, Gemma) also have <c>mlp.hook_pre_linear</c>: hook_pre is the gate projection, hook_pre_linear the up
 /// projection, hook_post = act(hook_pre)·hook_pre_linear;
 /// <c>attn.hook_pattern</c>: [batch, head, query_pos, key_pos].</para>
+/// <para>A mixture-of-experts MLP (Mixtral, Qwen2-MoE, Qwen3-MoE) has TransformerLens's MoE hooks instead of hook_pre/post:
+/// <c>mlp.hook_expert_weights</c> [batch, pos, num_experts] float32, the router's softmax over every expert (the top
+/// experts are chosen from it after the hook, so editing it reroutes tokens); <c>mlp.hook_expert_indices</c> [batch, pos,
+/// experts_per_token] int64, the experts chosen, best first; and each expert's <c>mlp.experts.{e}.hook_gate</c> (w1·x,
+/// Qwen-MoE gate_proj·x), <c>hook_pre</c> (w3·x, up_proj·x) and <c>hook_post</c> (act(gate)·pre), [batch, pos, d_mlp], zero at the tokens not routed to
+/// that expert (TransformerLens fires them on the routed tokens only; an edit elsewhere changes nothing). Qwen2-MoE's
+/// shared expert, which every token goes through, has <c>mlp.shared_expert.hook_gate/hook_pre/hook_post</c> [batch, pos,
+/// shared d_mlp] and <c>mlp.hook_shared_expert_gate</c> [batch, pos, 1], the sigmoid weight of its output (SaeSharp's names:
+/// TransformerLens has no Qwen2-MoE).</para>
 /// <para>Unlike TransformerLens (which folds layer-norm weights into the next layer), <c>ln1/ln2/ln_final.hook_normalized</c>
 /// is the layer norm's full output, weight and bias included: exactly the input of the attention / MLP / unembedding.</para>
 /// </summary>
@@ -127,15 +154,23 @@ public sealed class HookPoints
     /// <summary>Final layer norm output [batch, pos, d_model], the unembedding's input.</summary>
     public const string LnFinal = "ln_final.hook_normalized";
 
-    internal HookPoints(int nLayers, bool hasPosEmbed, bool parallelAttnMlp, bool rotary, HfModuleNames hf, bool gatedMlp = false)
+    /// <summary>Experts of each mixture-of-experts MLP (Mixtral, Qwen-MoE), 0 for a dense MLP.</summary>
+    public int NumExperts { get; }
+    /// <summary>The mixture of experts has a shared expert (Qwen2-MoE).</summary>
+    public bool SharedExpert { get; }
+
+    internal HookPoints(int nLayers, bool hasPosEmbed, bool parallelAttnMlp, bool rotary, HfModuleNames hf, bool gatedMlp = false,
+        int numExperts = 0, bool sharedExpert = false)
     {
         GatedMlp = gatedMlp;
+        NumExperts = numExperts;
+        SharedExpert = sharedExpert;
         NLayers = nLayers;
         HasPosEmbed = hasPosEmbed;
         ParallelAttnMlp = parallelAttnMlp;
         Rotary = rotary;
         Hf = hf;
-        Blocks = Enumerable.Range(0, nLayers).Select(i => new BlockHookNames(i)).ToArray();
+        Blocks = Enumerable.Range(0, nLayers).Select(i => new BlockHookNames(i, numExperts)).ToArray();
         var names = new List<string>();
         _layer = new Dictionary<string, int>(StringComparer.Ordinal);
         void Add(string n, int layer) { names.Add(n); _layer[n] = layer; }
@@ -153,9 +188,23 @@ public sealed class HookPoints
             Add(b.AttnOut, i);
             if (!parallelAttnMlp) Add(b.ResidMid, i);
             Add(b.Ln2, i);
-            Add(b.MlpPre, i);
-            if (gatedMlp) Add(b.MlpPreLinear, i);
-            Add(b.MlpPost, i);
+            if (numExperts > 0)
+            {
+                Add(b.ExpertWeights, i);
+                Add(b.ExpertIndices, i);
+                foreach (var (gate, pre, post) in b.Experts) { Add(gate, i); Add(pre, i); Add(post, i); }
+                if (sharedExpert)
+                {
+                    Add(b.SharedExpert.Gate, i); Add(b.SharedExpert.Pre, i); Add(b.SharedExpert.Post, i);
+                    Add(b.SharedExpertGate, i);
+                }
+            }
+            else
+            {
+                Add(b.MlpPre, i);
+                if (gatedMlp) Add(b.MlpPreLinear, i);
+                Add(b.MlpPost, i);
+            }
             Add(b.MlpOut, i);
             Add(b.ResidPost, i);
         }
@@ -217,6 +266,12 @@ public sealed class HookPoints
         if (_set.Contains(name)) return name;
         var r = TryResolveAlias(name, kind, out string? why);
         if (r is not null) return r;
+        if (NumExperts > 0 && DenseMlpHook.Match(name) is { Success: true } dense)
+            throw new SaeSharpException($"hook '{name}': the MLP of this model is a mixture of {NumExperts} experts with no single mlp.{dense.Groups[2].Value}; " +
+                $"its hooks are blocks.{dense.Groups[1].Value}.mlp.hook_expert_weights, mlp.hook_expert_indices and " +
+                $"mlp.experts.{{0..{NumExperts - 1}}}.hook_gate/hook_pre/hook_post (each expert's), " +
+                (SharedExpert ? "mlp.shared_expert.hook_gate/hook_pre/hook_post, mlp.hook_shared_expert_gate, " : "") +
+                "and hook_mlp_out for the block's MLP output");
         throw new SaeSharpException(why ?? $"unknown hook '{name}'{NameSuggestion.For(name, Names)}. Valid hooks: {ValidNamesSummary()}; " +
             $"aliases: module paths such as blocks.0.mlp, {Hf.Prefix}.{Hf.Blocks}.0.{Hf.Mlp} (output, or input with kind In / ':in')");
     }
@@ -234,6 +289,8 @@ public sealed class HookPoints
     /// </summary>
     public static string ActName(string name, int? layer = null, string? layerType = null) =>
         ActNameCore(name, layer?.ToString(System.Globalization.CultureInfo.InvariantCulture), layerType);
+
+    private static readonly System.Text.RegularExpressions.Regex DenseMlpHook = new(@"^blocks\.([0-9]+)\.mlp\.(hook_pre|hook_post|hook_pre_linear|hook_mid)$");
 
     private static readonly System.Text.RegularExpressions.Regex CompactActName = new("^([a-z]+)([0-9]+)([a-z]?.*)", System.Text.RegularExpressions.RegexOptions.Singleline);
 
@@ -264,8 +321,17 @@ public sealed class HookPoints
         if (NLayers > 0)
         {
             string range = NLayers == 1 ? "0" : $"{{0..{NLayers - 1}}}";
+            string experts = NumExperts == 1 ? "0" : $"{{0..{NumExperts - 1}}}";
             foreach (var n in Names.Where(n => _layer[n] == 0))
-                parts.Add("blocks." + range + n["blocks.0".Length..]);
+            {
+                // Each expert's hooks once, as mlp.experts.{0..E-1}.hook_*.
+                if (n.StartsWith("blocks.0.mlp.experts.", StringComparison.Ordinal))
+                {
+                    if (!n.StartsWith("blocks.0.mlp.experts.0.", StringComparison.Ordinal)) continue;
+                    parts.Add("blocks." + range + ".mlp.experts." + experts + n["blocks.0.mlp.experts.0".Length..]);
+                }
+                else parts.Add("blocks." + range + n["blocks.0".Length..]);
+            }
         }
         parts.Add(LnFinal);
         return string.Join(", ", parts);
@@ -336,7 +402,7 @@ public sealed class HookPoints
             string? attnOut = Hf.PostAttnNorm is null ? b.AttnOut : null;
             string? mlpOut = Hf.PostMlpNorm is null ? b.MlpOut : null;
             if (sub == Hf.Attn) m = (b.Ln1, attnOut);
-            else if (sub == Hf.Mlp) m = (b.Ln2, mlpOut);
+            else if (sub == Hf.Mlp || (NumExperts > 0 && sub == "mlp")) m = (b.Ln2, mlpOut);
             else if (sub == Hf.Ln1) m = (b.ResidPre, b.Ln1);
             else if (sub == Hf.Ln2) m = (ln2In, b.Ln2);
             else if (sub == Hf.PostAttnNorm) m = (null, b.AttnOut);
@@ -345,12 +411,48 @@ public sealed class HookPoints
             else if (sub == Hf.KProj) m = (b.Ln1, b.K);
             else if (sub == Hf.VProj) m = (b.Ln1, b.V);
             else if (sub == Hf.AttnProj) m = (b.Z, attnOut);
+            else if (NumExperts > 0) m = sub == "" ? m : ExpertModule(b, sub);  // no dense MLP modules
             else if (sub == Hf.MlpIn) m = (b.Ln2, b.MlpPre);
             else if (sub == Hf.MlpUp) m = (b.Ln2, b.MlpPreLinear);
             else if (sub == Hf.Act) m = (b.MlpPre, GatedMlp ? null : b.MlpPost);
             else if (sub == Hf.MlpOut) m = (b.MlpPost, mlpOut);
         }
         return m is { } mm ? Pick(name, kind, mm.In, mm.Out, out why) : null;
+    }
+
+    private static readonly System.Text.RegularExpressions.Regex ExpertModulePath =
+        new(@"^(?:block_sparse_moe|mlp)\.experts\.([0-9]+)\.(w1|w2|w3|gate_proj|up_proj|down_proj|act_fn)$");
+
+    /// <summary>An expert's modules as its hooks (input and output): Mixtral's <c>block_sparse_moe.experts.{e}.w1/w3/w2/act_fn</c>,
+    /// Qwen-MoE's <c>mlp.experts.{e}.gate_proj/up_proj/down_proj/act_fn</c> and (Qwen2-MoE) <c>mlp.shared_expert.*</c>.</summary>
+    private (string? In, string? Out)? ExpertModule(BlockHookNames b, string sub)
+    {
+        if (sub is "block_sparse_moe.gate" or "mlp.gate") return (b.Ln2, null);
+        if (SharedExpert)
+        {
+            var (sg, sp, spost) = b.SharedExpert;
+            (string? In, string? Out)? shared = sub switch
+            {
+                "mlp.shared_expert" or "mlp.shared_expert_gate" => (b.Ln2, null),   // outputs before the sigmoid scaling: no hook
+                "mlp.shared_expert.gate_proj" => (b.Ln2, sg),
+                "mlp.shared_expert.up_proj" => (b.Ln2, sp),
+                "mlp.shared_expert.act_fn" => (sg, null),
+                "mlp.shared_expert.down_proj" => (spost, null),
+                _ => null,
+            };
+            if (shared is not null) return shared;
+        }
+        var m = ExpertModulePath.Match(sub);
+        if (!m.Success || !int.TryParse(m.Groups[1].Value, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int e)
+            || e >= b.Experts.Length) return null;
+        var (gate, pre, post) = b.Experts[e];
+        return m.Groups[2].Value switch
+        {
+            "w1" or "gate_proj" => (b.Ln2, gate),
+            "w3" or "up_proj" => (b.Ln2, pre),
+            "act_fn" => (gate, null),
+            _ => (post, null),  // w2 / down_proj: its output is scaled by the routing weight and summed over experts; no hook holds it
+        };
     }
 
     private static string? Pick(string name, HookKind kind, string? input, string? output, out string? why)

@@ -55,6 +55,12 @@ internal sealed class HookRunner : IDisposable
 
     public bool IsEmpty => _fns is null && _cache is null && _saes is null;
 
+    /// <summary>True when firing <paramref name="name"/> can do anything (a hook function, caching, or an SAE reads or
+    /// replaces it): an activation that costs work to build need not be built otherwise.</summary>
+    public bool Wants(string name) =>
+        _fns?.ContainsKey(name) == true || (_cache is not null && _cacheFilter!(name)) || _saes?.ContainsKey(name) == true
+        || _outputs?.ContainsKey(name) == true;
+
     /// <summary>Runs the hooks on <paramref name="name"/>; returns the (possibly replaced) activation.</summary>
     public Tensor Fire(string name, Tensor x)
     {

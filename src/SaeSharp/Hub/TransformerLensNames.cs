@@ -6,7 +6,7 @@ namespace SaeSharp.Hub;
 /// (case-insensitive). SAELens configs and release tables name models this way (<c>model_name</c>).
 /// </summary>
 /// <remarks>Generated from TransformerLens's <c>transformer_lens/supported_models.py</c> (MODEL_ALIASES, commit 4cd36aa,
-/// 2026-07-22), keeping GPT-2, GPT-NeoX/Pythia, Llama, Mistral (not Mixtral), Qwen2/2.5/3, Gemma 1, Gemma 2 and Gemma 3 and
+/// 2026-07-22), keeping GPT-2, GPT-NeoX/Pythia, Llama, Mistral, Mixtral, Qwen2/2.5/3, Gemma 1, Gemma 2 and Gemma 3 and
 /// leaving out aliases equal to the official name.</remarks>
 public static class TransformerLensNames
 {
@@ -112,6 +112,10 @@ public static class TransformerLensNames
         ["mistral-7b"] = "mistralai/Mistral-7B-v0.1",
         ["mistral-7b-instruct"] = "mistralai/Mistral-7B-Instruct-v0.1",
         ["mistral-nemo-base-2407"] = "mistralai/Mistral-Nemo-Base-2407",
+        ["mixtral"] = "mistralai/Mixtral-8x7B-v0.1",
+        ["mixtral-8x7b"] = "mistralai/Mixtral-8x7B-v0.1",
+        ["mixtral-8x7b-instruct"] = "mistralai/Mixtral-8x7B-Instruct-v0.1",
+        ["mixtral-instruct"] = "mistralai/Mixtral-8x7B-Instruct-v0.1",
         ["neox"] = "EleutherAI/gpt-neox-20b",
         ["pythia"] = "EleutherAI/pythia-70m",
         ["pythia-1.3b"] = "EleutherAI/pythia-1.4b",

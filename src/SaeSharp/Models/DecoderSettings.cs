@@ -5,8 +5,8 @@ using static TorchSharp.torch;
 namespace SaeSharp.Models;
 
 /// <summary>
-/// Settings of the Llama-layout decoders (HF <c>LlamaForCausalLM</c>, <c>MistralForCausalLM</c>, <c>Qwen2ForCausalLM</c>,
-/// <c>Qwen3ForCausalLM</c>, <c>GemmaForCausalLM</c>, <c>Gemma2ForCausalLM</c>, <c>Gemma3ForCausalLM</c> and the text model of
+/// Settings of the Llama-layout decoders (HF <c>LlamaForCausalLM</c>, <c>MistralForCausalLM</c>, <c>MixtralForCausalLM</c>, <c>Qwen2ForCausalLM</c>,
+/// <c>Qwen2MoeForCausalLM</c>, <c>Qwen3ForCausalLM</c>, <c>Qwen3MoeForCausalLM</c>, <c>GemmaForCausalLM</c>, <c>Gemma2ForCausalLM</c>, <c>Gemma3ForCausalLM</c> and the text model of
 /// <c>Gemma3ForConditionalGeneration</c>) read
 /// from config.json, with the defaults of each family's HF config class.
 /// </summary>
@@ -55,15 +55,29 @@ internal sealed record DecoderSettings
     public int? SlidingWindow { get; init; }
     /// <summary>Per layer: true where attention is restricted to <see cref="SlidingWindow"/>.</summary>
     public required bool[] SlidingLayers { get; init; }
+    /// <summary>Mixtral, Qwen3-MoE: experts of each layer's sparse MoE block (<c>num_local_experts</c>, <c>num_experts</c>);
+    /// 0 for a dense MLP. <see cref="Intermediate"/> is then each expert's width (Qwen3-MoE <c>moe_intermediate_size</c>).</summary>
+    public int NumExperts { get; init; }
+    /// <summary>Experts each token is routed to (<c>num_experts_per_tok</c>).</summary>
+    public int ExpertsPerToken { get; init; }
+    /// <summary>The chosen experts' weights are renormalised to sum 1 (Mixtral always; Qwen-MoE <c>norm_topk_prob</c>).</summary>
+    public bool NormTopKProb { get; init; }
+    /// <summary>Qwen2-MoE: width of the shared expert every token goes through (<c>shared_expert_intermediate_size</c>),
+    /// scaled by sigmoid(<c>shared_expert_gate</c>·x); 0 for none.</summary>
+    public int SharedExpertIntermediate { get; init; }
 
-    /// <summary>Reads config.json of a <c>llama</c>, <c>mistral</c>, <c>qwen2</c>, <c>qwen3</c>, <c>gemma</c>, <c>gemma2</c>,
+    /// <summary>Reads config.json of a <c>llama</c>, <c>mistral</c>, <c>mixtral</c>, <c>qwen2</c>, <c>qwen2_moe</c>, <c>qwen3</c>, <c>qwen3_moe</c>, <c>gemma</c>, <c>gemma2</c>,
     /// <c>gemma3_text</c> or <c>gemma3</c> model (for <c>gemma3</c>, its <c>text_config</c>); with <paramref name="weights"/>, checks every
     /// declared size against the tensors present before anything is allocated.</summary>
     public static DecoderSettings From(JsonConfig c, string modelType, Checkpoint? weights = null)
     {
         bool gemma3 = modelType is "gemma3_text" or "gemma3";
         bool gemma = modelType == "gemma2" || gemma3;   // Gemma 2 and 3; Gemma 1 (gemma1) is a Llama layout with Gemma's norms and scale
-        bool gemma1 = modelType == "gemma", mistral = modelType == "mistral";
+        bool gemma1 = modelType == "gemma", mixtral = modelType == "mixtral";
+        bool mistral = modelType == "mistral" || mixtral;   // Mixtral's attention is Mistral's
+        bool qwen3Moe = modelType == "qwen3_moe";          // Qwen3's attention (q/k norms), a sparse MoE block as mlp
+        bool qwen2Moe = modelType == "qwen2_moe";          // Qwen2's attention (q/k/v biases), a sparse MoE block with a shared expert
+        bool qwenMoe = qwen3Moe || qwen2Moe;
         if (modelType == "gemma3")
             c = c.Root["text_config"] is JsonObject text ? new JsonConfig($"{c.Path} (text_config)", text)
                 : throw new SaeSharpException($"{c.Path}: model_type gemma3 (Gemma3ForConditionalGeneration) needs a 'text_config' object " +
@@ -77,10 +91,10 @@ internal sealed record DecoderSettings
         if (hidden <= 0 || nHead <= 0 || nLayer <= 0)
             throw new SaeSharpException($"{c.Path}: hidden_size, num_attention_heads and num_hidden_layers must be positive");
         // Absent keys take the HF config class defaults: num_key_value_heads 32 for Qwen2/Qwen3, 16 for Gemma, 8 for
-        // Mistral and 4 for Gemma 2/3, head_dim 128 for Qwen3 and 256 for Gemma 1/2/3 (fixed numbers there, not derived from
-        // the other sizes); null (or, for Llama, Mistral's head_dim and Qwen2, absent) means num_attention_heads and
+        // Mistral/Mixtral and 4 for Gemma 2/3 and Qwen3-MoE, head_dim 128 for Qwen3 and 256 for Gemma 1/2/3 (fixed numbers there, not derived from
+        // the other sizes); null (or, for Llama, Mistral's and Qwen3-MoE's head_dim and Qwen2, absent) means num_attention_heads and
         // hidden_size / num_attention_heads. (A JSON null reads as absent through the JsonObject indexer: ContainsKey tells.)
-        int? kvDefault = modelType switch { "qwen2" or "qwen3" => 32, "gemma" => 16, "mistral" => 8, "gemma2" or "gemma3_text" or "gemma3" => 4, _ => null };
+        int? kvDefault = modelType switch { "qwen2" or "qwen3" => 32, "gemma" => 16, "mistral" or "mixtral" => 8, "gemma2" or "gemma3_text" or "gemma3" or "qwen3_moe" => 4, "qwen2_moe" => 16, _ => null };
         int nKv = c.Root.ContainsKey("num_key_value_heads")
             ? c.Root["num_key_value_heads"] is not null ? c.Int("num_key_value_heads") : nHead
             : kvDefault ?? nHead;
@@ -92,7 +106,9 @@ internal sealed record DecoderSettings
             : hidden % nHead == 0 ? hidden / nHead
             : throw new SaeSharpException($"{c.Path}: hidden_size={hidden} is not a multiple of num_attention_heads={nHead} and there is no head_dim");
         if (headDim <= 0 || headDim % 2 != 0) throw new SaeSharpException($"{c.Path}: head_dim={headDim} must be positive and even");
-        int vocab = c.Int("vocab_size", G3(262_208)), intermediate = c.Int("intermediate_size", G3(9216));
+        // Qwen-MoE experts are moe_intermediate_size wide (intermediate_size is for dense layers, refused below).
+        int vocab = c.Int("vocab_size", G3(262_208));
+        int intermediate = qwenMoe ? c.Int("moe_intermediate_size", qwen3Moe ? 768 : 1408) : c.Int("intermediate_size", G3(9216));
         if (weights is not null)
         {
             weights.ExpectLayers(c.Path, "num_hidden_layers", nLayer);
@@ -101,8 +117,45 @@ internal sealed record DecoderSettings
                 $"num_attention_heads={nHead}, head_dim={headDim}, hidden_size={hidden}");
             weights.ExpectShape(c.Path, "model", "layers.0.self_attn.k_proj.weight", [(long)nKv * headDim, hidden],
                 $"num_key_value_heads={nKv}, head_dim={headDim}, hidden_size={hidden}");
-            weights.ExpectShape(c.Path, "model", "layers.0.mlp.gate_proj.weight", [intermediate, hidden],
-                $"intermediate_size={intermediate}, hidden_size={hidden}");
+            if (!mixtral && !qwenMoe)
+                weights.ExpectShape(c.Path, "model", "layers.0.mlp.gate_proj.weight", [intermediate, hidden],
+                    $"intermediate_size={intermediate}, hidden_size={hidden}");
+        }
+        // MixtralConfig: num_local_experts 8, num_experts_per_tok 2, always renormalised; Qwen3MoeConfig: num_experts 128,
+        // num_experts_per_tok 8; Qwen2MoeConfig: num_experts 60, num_experts_per_tok 4, shared_expert_intermediate_size
+        // 5632; both norm_topk_prob false. Router jitter and the router aux loss are training-only.
+        string expertsKey = qwenMoe ? "num_experts" : "num_local_experts";
+        int experts = mixtral ? c.Int("num_local_experts", 8) : qwenMoe ? c.Int("num_experts", qwen3Moe ? 128 : 60) : 0;
+        int perToken = mixtral ? c.Int("num_experts_per_tok", 2) : qwenMoe ? c.Int("num_experts_per_tok", qwen3Moe ? 8 : 4) : 0;
+        int shared = qwen2Moe ? c.Int("shared_expert_intermediate_size", 5632) : 0;
+        if ((mixtral || qwenMoe) && (experts <= 0 || perToken <= 0 || perToken > experts))
+            throw new SaeSharpException($"{c.Path}: num_experts_per_tok={perToken} must be between 1 and {expertsKey}={experts}");
+        if (qwen2Moe && shared <= 0)
+            throw new SaeSharpException($"{c.Path}: shared_expert_intermediate_size={shared} must be positive");
+        string family = qwen3Moe ? "Qwen3-MoE" : "Qwen2-MoE";
+        if (qwenMoe)
+        {
+            // Qwen2/3MoeDecoderLayer: layer i is dense when listed in mlp_only_layers or when (i + 1) % decoder_sparse_step
+            // != 0. The hub's Qwen-MoE models have no dense layer; TransformerLens does not take them either.
+            int step = c.Int("decoder_sparse_step", 1);
+            bool denseListed = c.Root["mlp_only_layers"] is JsonArray only && only.Count > 0;
+            if (step != 1 || denseListed)
+                throw new SaeSharpException($"{c.Path}: decoder_sparse_step={step}, mlp_only_layers={c.Root["mlp_only_layers"]?.ToJsonString() ?? "[]"}: " +
+                    $"{family} with dense MLP layers is not supported (every layer must be sparse: decoder_sparse_step 1, mlp_only_layers [])");
+        }
+        // transformers 4.47's Qwen2-MoE windows every layer in eager attention but only layers >= max_window_layers in its
+        // flash path; no hub checkpoint sets use_sliding_window: refused, not guessed.
+        if (qwen2Moe && c.Bool("use_sliding_window", false))
+            throw new SaeSharpException($"{c.Path}: use_sliding_window=true on a qwen2_moe model is not supported");
+        string moe = mixtral ? "block_sparse_moe" : "mlp", w1 = mixtral ? "w1" : "gate_proj";
+        if ((mixtral || qwenMoe) && weights is not null)
+        {
+            weights.ExpectShape(c.Path, "model", $"layers.0.{moe}.gate.weight", [experts, hidden], $"{expertsKey}={experts}, hidden_size={hidden}");
+            weights.ExpectShape(c.Path, "model", $"layers.0.{moe}.experts.{experts - 1}.{w1}.weight", [intermediate, hidden],
+                $"{expertsKey}={experts}, {(qwenMoe ? "moe_intermediate_size" : "intermediate_size")}={intermediate}, hidden_size={hidden}");
+            if (qwen2Moe)
+                weights.ExpectShape(c.Path, "model", "layers.0.mlp.shared_expert.gate_proj.weight", [shared, hidden],
+                    $"shared_expert_intermediate_size={shared}, hidden_size={hidden}");
         }
         // Gemma 3: rope_theta and rope_scaling are the global layers' (transformers 5: rope_parameters.full_attention).
         var rope = RopeParameters(c, gemma3 ? "full_attention" : null);
@@ -110,7 +163,7 @@ internal sealed record DecoderSettings
         // scaling); later versions apply rope_scaling as Llama does. No hub checkpoint of either has one: refused, not guessed.
         if ((gemma1 || mistral) && rope is not null && (rope["rope_type"] ?? rope["type"])?.GetValue<string>() is { } rt0 && rt0 != "default")
             throw new SaeSharpException($"{c.Path}: rope_scaling of type {rt0} on a {modelType} model is not supported (transformers 4.47 ignores it, later versions apply it)");
-        double theta = rope?["rope_theta"] is { } rt ? rt.GetValue<double>() : c.Double("rope_theta", gemma3 ? 1_000_000 : 10000);
+        double theta = rope?["rope_theta"] is { } rt ? rt.GetValue<double>() : c.Double("rope_theta", gemma3 || mixtral ? 1_000_000 : 10000);
         // transformers 5 keeps partial_rotary_factor in rope_parameters (a top-level one is only its default there).
         double partial = rope?["partial_rotary_factor"] is { } prf && prf.GetValueKind() == JsonValueKind.Number
             ? prf.GetValue<double>() : c.Double("partial_rotary_factor", 1.0);
@@ -142,9 +195,9 @@ internal sealed record DecoderSettings
         int? configWindow = c.Root["sliding_window"] is { } swn && swn.GetValueKind() == JsonValueKind.Number ? c.Int("sliding_window") : null;
         if (mistral)
         {
-            // MistralConfig: sliding_window 4096 when absent, null for none; when set, every layer's attention is windowed
-            // (layer_types, which transformers 5 warns about for Mistral, is not read there either).
-            int? w = c.Root.ContainsKey("sliding_window") ? c.Root["sliding_window"] is null ? null : c.Int("sliding_window") : 4096;
+            // MistralConfig: sliding_window 4096 when absent (MixtralConfig: none), null for none; when set, every layer's
+            // attention is windowed (layer_types, which transformers 5 warns about for Mistral, is not read there either).
+            int? w = c.Root.ContainsKey("sliding_window") ? c.Root["sliding_window"] is null ? null : c.Int("sliding_window") : mixtral ? null : 4096;
             if (w is not null) Array.Fill(sliding, true);
             configWindow = w;
         }
@@ -171,7 +224,7 @@ internal sealed record DecoderSettings
         }
         else if (gemma)
             for (int i = 0; i < layers; i++) sliding[i] = i % 2 == 0; // HF Gemma 2: even layers are local
-        else if (modelType is "qwen2" or "qwen3" && c.Bool("use_sliding_window", false))
+        else if (modelType is "qwen2" or "qwen3" or "qwen3_moe" && c.Bool("use_sliding_window", false))
         {
             int from = c.Int("max_window_layers", 28);
             for (int i = from; i < layers; i++) sliding[i] = true;
@@ -196,11 +249,11 @@ internal sealed record DecoderSettings
             ModelType = modelType, Hidden = hidden, NLayer = nLayer, NHead = nHead, NKvHead = nKv, HeadDim = headDim,
             Intermediate = intermediate, VocabSize = vocab,
             MaxPositions = c.Int("max_position_embeddings", gemma3 || mistral ? 131_072 : gemma || gemma1 ? 8192 : modelType == "llama" ? 2048 : 32768),
-            Eps = c.Double("rms_norm_eps", 1e-6), Activation = act, RopeTheta = theta, InvFreq = invFreq,
+            Eps = c.Double("rms_norm_eps", mixtral ? 1e-5 : 1e-6), Activation = act, RopeTheta = theta, InvFreq = invFreq,
             LocalRopeTheta = localTheta, LocalInvFreq = localInvFreq,
             TieEmbeddings = c.Bool("tie_word_embeddings", gemma || gemma1),
-            QkvBias = modelType == "qwen2" || attnBias, OBias = modelType != "qwen2" && attnBias,
-            MlpBias = !mistral && !gemma1 && c.Bool("mlp_bias", false), QkNorm = modelType == "qwen3" || gemma3,
+            QkvBias = modelType == "qwen2" || (qwen2Moe && c.Bool("qkv_bias", true)) || attnBias, OBias = modelType is not ("qwen2" or "qwen2_moe") && attnBias,
+            MlpBias = !mistral && !gemma1 && c.Bool("mlp_bias", false), QkNorm = modelType is "qwen3" or "qwen3_moe" || gemma3,
             Gemma = gemma || gemma1, PostNorms = gemma, Gemma3 = gemma3,
             AttnScale = gemma ? Math.Pow(c.Double("query_pre_attn_scalar", 256), -0.5) : 1.0 / Math.Sqrt(headDim),
             // Gemma 2 caps by default (50, 30); Gemma 3 does not (null), and its attention never applies
@@ -208,7 +261,8 @@ internal sealed record DecoderSettings
             // function (4.51 to 5.0), so a Gemma 3 config's attention cap changes nothing there, nor here.
             AttnSoftCap = gemma && !gemma3 ? Cap("attn_logit_softcapping", 50.0) : null,
             FinalSoftCap = gemma ? Cap("final_logit_softcapping", gemma3 ? null : 30.0) : null,
-            SlidingWindow = window, SlidingLayers = sliding,
+            SlidingWindow = window, SlidingLayers = sliding, NumExperts = experts, ExpertsPerToken = perToken,
+            NormTopKProb = mixtral || (qwenMoe && c.Bool("norm_topk_prob", false)), SharedExpertIntermediate = shared,
         };
     }
 

@@ -245,8 +245,10 @@ public abstract partial class HookedTransformer : nn.Module<Tensor, Tensor>
     }
 
     /// <summary>
-    /// Values per token at <paramref name="hook"/> (a hook name or alias), heads flattened: d_mlp for <c>mlp.hook_pre/post</c>,
-    /// heads·d_head for the attention's q/k/v/z (key-value heads for k and v), d_model for the rest. An attention pattern
+    /// Values per token at <paramref name="hook"/> (a hook name or alias), heads flattened: d_mlp for <c>mlp.hook_pre/post</c>
+    /// and a mixture of experts' <c>mlp.experts.{e}.hook_*</c>, num_experts for <c>mlp.hook_expert_weights</c>, experts_per_token
+    /// for <c>mlp.hook_expert_indices</c>, the shared expert's width for <c>mlp.shared_expert.hook_*</c> and 1 for
+    /// <c>mlp.hook_shared_expert_gate</c>, heads·d_head for the attention's q/k/v/z (key-value heads for k and v), d_model for the rest. An attention pattern
     /// has no per-token width (a <see cref="SaeSharpException"/>).
     /// </summary>
     public int HookWidth(string hook)
@@ -256,7 +258,11 @@ public abstract partial class HookedTransformer : nn.Module<Tensor, Tensor>
         if (name.EndsWith("attn.hook_pattern", StringComparison.Ordinal))
             throw new SaeSharpException($"hook '{name}' holds attention patterns [batch, head, query, key], not per-token activations");
         if (name.EndsWith("mlp.hook_pre", StringComparison.Ordinal) || name.EndsWith("mlp.hook_post", StringComparison.Ordinal)
-            || name.EndsWith("mlp.hook_pre_linear", StringComparison.Ordinal)) return c.DMlp;
+            || name.EndsWith("mlp.hook_pre_linear", StringComparison.Ordinal) || name.Contains(".mlp.experts.", StringComparison.Ordinal)) return c.DMlp;
+        if (name.Contains(".mlp.shared_expert.", StringComparison.Ordinal)) return c.SharedExpertDMlp;
+        if (name.EndsWith("mlp.hook_shared_expert_gate", StringComparison.Ordinal)) return 1;
+        if (name.EndsWith("mlp.hook_expert_weights", StringComparison.Ordinal)) return c.NumExperts;
+        if (name.EndsWith("mlp.hook_expert_indices", StringComparison.Ordinal)) return c.ExpertsPerToken;
         return HeadsAt(name) is int heads ? heads * c.DHead : c.DModel;
     }
 
@@ -280,6 +286,9 @@ public abstract partial class HookedTransformer : nn.Module<Tensor, Tensor>
         string given = hook ?? sae.Cfg.Metadata.HookName
             ?? throw new SaeSharpException("the SAE has no metadata.hook_name: give the hook it reads");
         string name = HookPoints.Resolve(given);
+        if (name.EndsWith("mlp.hook_expert_indices", StringComparison.Ordinal))
+            throw new SaeSharpException($"hook '{name}' holds the indices of the experts chosen (integers), not activations an SAE can read " +
+                "(the router's weights are mlp.hook_expert_weights)");
         int width = HookWidth(name);
         string what = "";
         if (sae.Cfg.Metadata.HookHeadIndex is int h && HeadsAt(name) is int heads)

@@ -68,6 +68,111 @@ internal sealed class GatedMlp : nn.Module<Tensor, ForwardContext, Tensor>
     }
 }
 
+/// <summary>One expert of a sparse MoE block (or Qwen2-MoE's shared expert): down(act(gate·x) · up·x), named as the
+/// checkpoint names it (Mixtral's <c>MixtralBlockSparseTop2MLP</c>: w1, w3, w2; Qwen-MoE's <c>Qwen2MoeMLP</c> /
+/// <c>Qwen3MoeMLP</c>: gate_proj, up_proj, down_proj).</summary>
+internal sealed class MoeExpert : nn.Module
+{
+    public readonly Linear Gate, Up, Down;
+
+    public MoeExpert(DecoderSettings s, long width, ScalarType dtype) : base("expert")
+    {
+        Gate = new Linear(s.Hidden, width, false, dtype);
+        Up = new Linear(s.Hidden, width, false, dtype);
+        Down = new Linear(width, s.Hidden, false, dtype);
+        bool mixtral = s.ModelType == "mixtral";
+        register_module(mixtral ? "w1" : "gate_proj", Gate);
+        register_module(mixtral ? "w3" : "up_proj", Up);
+        register_module(mixtral ? "w2" : "down_proj", Down);
+    }
+}
+
+/// <summary>
+/// HF <c>MixtralSparseMoeBlock</c> (<c>block_sparse_moe</c>) and <c>Qwen2MoeSparseMoeBlock</c> / <c>Qwen3MoeSparseMoeBlock</c>
+/// (<c>mlp</c>): the router <c>gate</c> scores each token against every expert, softmax in float32, the top
+/// <c>num_experts_per_tok</c> experts are kept with their weights (renormalised to sum 1: Mixtral, Qwen-MoE's <c>norm_topk_prob</c>) cast back to the hidden
+/// dtype, and the output is the weighted sum of those experts' outputs, added expert by expert as transformers adds them.
+/// Qwen2-MoE (<c>Qwen2MoeSparseMoeBlock</c>) adds a shared expert every token goes through, its output scaled by
+/// sigmoid(<c>shared_expert_gate</c>·x). Router jitter is training-only and not applied.
+/// </summary>
+internal sealed class SparseMoeBlock : nn.Module<Tensor, ForwardContext, Tensor>
+{
+    private readonly Linear gate;
+    private readonly ModuleList<MoeExpert> experts;
+    private readonly MoeExpert? shared_expert;
+    private readonly Linear? shared_expert_gate;
+    private readonly Func<Tensor, Tensor> _act;
+    private readonly BlockHookNames _names;
+    private readonly int _topK;
+    private readonly bool _normTopK;
+
+    public SparseMoeBlock(DecoderSettings s, Func<Tensor, Tensor> act, BlockHookNames names, ScalarType dtype) : base("moe")
+    {
+        (_act, _names, _topK, _normTopK) = (act, names, s.ExpertsPerToken, s.NormTopKProb);
+        gate = new Linear(s.Hidden, s.NumExperts, false, dtype);
+        experts = new ModuleList<MoeExpert>(Enumerable.Range(0, s.NumExperts).Select(_ => new MoeExpert(s, s.Intermediate, dtype)).ToArray());
+        if (s.SharedExpertIntermediate > 0)
+        {
+            shared_expert = new MoeExpert(s, s.SharedExpertIntermediate, dtype);
+            shared_expert_gate = new Linear(s.Hidden, 1, false, dtype);
+        }
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor x, ForwardContext ctx)
+    {
+        var h = ctx.Hooks;
+        long b = x.shape[0], s = x.shape[1], d = x.shape[2], n = b * s, nExperts = experts.Count;
+        var flat = x.reshape(n, d);
+        var probs = nn.functional.softmax(gate.forward(flat), 1, ScalarType.Float32);
+        probs = h.Fire(_names.ExpertWeights, probs.view(b, s, nExperts)).reshape(n, nExperts);
+        var (weights, chosen) = probs.topk(_topK, -1);
+        if (_normTopK) weights = weights / weights.sum(-1, keepdim: true);
+        weights = weights.to(x.dtype);
+        chosen = h.Fire(_names.ExpertIndices, chosen.view(b, s, _topK)).reshape(n, _topK);
+        if (h.Wants(_names.ExpertIndices) && chosen.numel() > 0)
+        {
+            long lo = chosen.min().item<long>(), hi = chosen.max().item<long>();
+            if (lo < 0 || hi >= nExperts)
+                throw new SaeSharpException($"hook '{_names.ExpertIndices}' gave expert index {(lo < 0 ? lo : hi)}; the experts are 0..{nExperts - 1}");
+        }
+        var result = zeros(n, d, dtype: x.dtype, device: x.device);
+        for (int e = 0; e < nExperts; e++)
+        {
+            var routed = chosen.eq(TorchScalars.Of(e)).nonzero();   // [tokens routed to e, 2]: token, slot
+            var token = routed.select(1, 0);
+            var slot = routed.select(1, 1);
+            var expert = experts[e];
+            var xe = flat.index_select(0, token);
+            var (gateName, preName, postName) = _names.Experts[e];
+            var g = Routed(h, gateName, expert.Gate.forward(xe), token, b, s);
+            var pre = Routed(h, preName, expert.Up.forward(xe), token, b, s);
+            var post = Routed(h, postName, _act(g) * pre, token, b, s);
+            var w = weights.index_select(0, token).gather(1, slot.unsqueeze(1));   // [tokens, 1]
+            result.index_add_(0, token, (expert.Down.forward(post) * w).to(x.dtype), TorchScalars.One);
+        }
+        if (shared_expert is not null && shared_expert_gate is not null)
+        {
+            var (gateName, preName, postName) = _names.SharedExpert;
+            var g = h.Fire(gateName, shared_expert.Gate.forward(x));
+            var pre = h.Fire(preName, shared_expert.Up.forward(x));
+            var post = h.Fire(postName, _act(g) * pre);
+            var scale = h.Fire(_names.SharedExpertGate, nn.functional.sigmoid(shared_expert_gate.forward(x)));
+            result = result.add((scale * shared_expert.Down.forward(post)).reshape(n, d), TorchScalars.One);
+        }
+        return result.view(b, s, d);
+    }
+
+    /// <summary>Fires an expert's hook as [batch, pos, d_mlp] (zero at the tokens not routed to it) when anything reads it,
+    /// and returns the routed tokens' rows of the result.</summary>
+    private static Tensor Routed(HookRunner h, string name, Tensor rows, Tensor token, long b, long s)
+    {
+        if (!h.Wants(name)) return rows;
+        var full = zeros(b * s, rows.shape[1], dtype: rows.dtype, device: rows.device).index_copy_(0, token, rows);
+        return h.Fire(name, full.view(b, s, rows.shape[1])).reshape(b * s, rows.shape[1]).index_select(0, token);
+    }
+}
+
 /// <summary>HF decoder layer <c>layers.{layer}</c>: input_layernorm, self_attn, post_attention_layernorm, mlp in sequence
 /// (Gemma 2/3: post_attention_layernorm on the attention output, pre/post_feedforward_layernorm around the MLP).</summary>
 internal sealed class DecoderLayer : nn.Module<Tensor, ForwardContext, Tensor>
@@ -77,7 +182,10 @@ internal sealed class DecoderLayer : nn.Module<Tensor, ForwardContext, Tensor>
     private readonly RmsNorm? pre_feedforward_layernorm;
     private readonly RmsNorm? post_feedforward_layernorm;
     private readonly DecoderAttention self_attn;
-    private readonly GatedMlp mlp;
+    /// <summary>A <see cref="GatedMlp"/>, or Qwen-MoE's <see cref="SparseMoeBlock"/>.</summary>
+    private readonly nn.Module<Tensor, ForwardContext, Tensor>? mlp;
+    /// <summary>Mixtral's <see cref="SparseMoeBlock"/>.</summary>
+    private readonly SparseMoeBlock? block_sparse_moe;
     private readonly BlockHookNames _names;
 
     public DecoderLayer(DecoderSettings s, int layer, Func<Tensor, Tensor> act, BlockHookNames names, ScalarType dtype) : base("layer")
@@ -91,18 +199,21 @@ internal sealed class DecoderLayer : nn.Module<Tensor, ForwardContext, Tensor>
             post_feedforward_layernorm = new RmsNorm(s.Hidden, s.Eps, true, dtype);
         }
         self_attn = new DecoderAttention(s, layer, names, dtype);
-        mlp = new GatedMlp(s, act, names, dtype);
+        if (s.ModelType == "mixtral") block_sparse_moe = new SparseMoeBlock(s, act, names, dtype);
+        else if (s.NumExperts > 0) mlp = new SparseMoeBlock(s, act, names, dtype);
+        else mlp = new GatedMlp(s, act, names, dtype);
         RegisterComponents();
     }
 
     public override Tensor forward(Tensor resid, ForwardContext ctx)
     {
+        Tensor Mlp(Tensor x) => (block_sparse_moe ?? mlp!).forward(x, ctx);
         // Gemma 2/3: post_attention_layernorm normalises the attention output; pre_feedforward_layernorm is ln2.
         if (pre_feedforward_layernorm is { } preFf && post_feedforward_layernorm is { } postFf)
             return ResidualBlock.Sequential(resid, ctx, _names, input_layernorm.forward,
-                x => post_attention_layernorm.forward(self_attn.forward(x, ctx)), preFf.forward, x => postFf.forward(mlp.forward(x, ctx)));
+                x => post_attention_layernorm.forward(self_attn.forward(x, ctx)), preFf.forward, x => postFf.forward(Mlp(x)));
         return ResidualBlock.Sequential(resid, ctx, _names, input_layernorm.forward, x => self_attn.forward(x, ctx),
-            post_attention_layernorm.forward, x => mlp.forward(x, ctx));
+            post_attention_layernorm.forward, Mlp);
     }
 }
 
@@ -124,7 +235,9 @@ internal sealed class DecoderCore : nn.Module
 
 /// <summary>
 /// Llama-layout decoders with TransformerLens hooks: Llama 2/3.x (TinyLlama, SmolLM2; rope_scaling llama3), Mistral
-/// (sliding_window on every layer when set), Qwen2/2.5 (q/k/v biases), Qwen3 (per-head q/k RMSNorm), Gemma 1 (√d_model
+/// (sliding_window on every layer when set), Mixtral (Mistral's attention and a sparse mixture-of-experts MLP), Qwen2/2.5
+/// (q/k/v biases), Qwen2-MoE (Qwen2's attention, a sparse MoE MLP with a shared expert), Qwen3 (per-head q/k RMSNorm),
+/// Qwen3-MoE (Qwen3's attention, a sparse MoE MLP), Gemma 1 (√d_model
 /// embedding scale, (1+w) RMSNorm, GeGLU, multi-query attention, no post-norms, caps or window), Gemma 2 (√d_model embedding scale, (1+w) RMSNorm, post-norms,
 /// GeGLU, query_pre_attn_scalar, attention and final soft caps, sliding window on alternating layers) and Gemma 3
 /// (as Gemma 2 without default soft caps and never an attention cap, as transformers, plus (1+w) q/k RMSNorm, sliding_window_pattern or layer_types, and a separate
@@ -151,8 +264,11 @@ public sealed class LlamaFamilyModel : HookedTransformer
             Activation = s.Activation, LayerNormEps = s.Eps, RotaryDim = s.RotaryDim, RotaryBase = s.RopeTheta, Dtype = dtype,
             GatedMlp = true, NormalizationType = "RMS", AttnScoresSoftCap = s.AttnSoftCap, OutputLogitsSoftCap = s.FinalSoftCap,
             SlidingWindow = s.SlidingWindow, RotaryBaseLocal = s.LocalRopeTheta,
+            NumExperts = s.NumExperts, ExpertsPerToken = s.ExpertsPerToken, NormTopKProb = s.NormTopKProb, SharedExpertDMlp = s.SharedExpertIntermediate,
         }, new HookPoints(s.NLayer, hasPosEmbed: false, parallelAttnMlp: false, rotary: true,
-            s.ModelType == "gemma3" ? HfModuleNames.Gemma3Conditional : s.PostNorms ? HfModuleNames.Gemma2 : HfModuleNames.Llama, gatedMlp: true))
+            s.ModelType == "gemma3" ? HfModuleNames.Gemma3Conditional : s.PostNorms ? HfModuleNames.Gemma2
+            : s.ModelType == "mixtral" ? HfModuleNames.Mixtral : HfModuleNames.Llama, gatedMlp: s.NumExperts == 0, s.NumExperts,
+            sharedExpert: s.SharedExpertIntermediate > 0))
     {
         _s = s;
         model = new DecoderCore(s, ActivationFunctions.Get(s.Activation, configPath), HookPoints, dtype);
@@ -165,6 +281,9 @@ public sealed class LlamaFamilyModel : HookedTransformer
     internal static string ArchitectureName(string modelType) => modelType switch
     {
         "mistral" => "MistralForCausalLM",
+        "mixtral" => "MixtralForCausalLM",
+        "qwen3_moe" => "Qwen3MoeForCausalLM",
+        "qwen2_moe" => "Qwen2MoeForCausalLM",
         "qwen2" => "Qwen2ForCausalLM",
         "qwen3" => "Qwen3ForCausalLM",
         "gemma" => "GemmaForCausalLM",

@@ -11,7 +11,7 @@ public sealed record TransformerConfig
 {
     /// <summary>Name of the model: config.json <c>_name_or_path</c>, else the folder name.</summary>
     public required string ModelName { get; init; }
-    /// <summary>Hugging Face <c>model_type</c>: <c>gpt2</c>, <c>gpt_neox</c>, <c>llama</c>, <c>mistral</c>, <c>qwen2</c>, <c>qwen3</c>, <c>gemma</c>, <c>gemma2</c>,
+    /// <summary>Hugging Face <c>model_type</c>: <c>gpt2</c>, <c>gpt_neox</c>, <c>llama</c>, <c>mistral</c>, <c>mixtral</c>, <c>qwen3_moe</c>, <c>qwen2_moe</c>, <c>qwen2</c>, <c>qwen3</c>, <c>gemma</c>, <c>gemma2</c>,
     /// <c>gemma3_text</c> or <c>gemma3</c> (whose text model is loaded).</summary>
     public required string Architecture { get; init; }
     /// <summary>Transformer blocks (TransformerLens <c>n_layers</c>).</summary>
@@ -36,7 +36,16 @@ public sealed record TransformerConfig
     public double? OutputLogitsSoftCap { get; init; }
     /// <summary>Sliding-window length of the local-attention layers (Gemma 2/3; Mistral: every layer), null when every layer is global.</summary>
     public int? SlidingWindow { get; init; }
-    /// <summary>MLP hidden width (<c>d_mlp</c>).</summary>
+    /// <summary>Experts of each mixture-of-experts MLP (TransformerLens <c>num_experts</c>, Mixtral <c>num_local_experts</c>, Qwen3-MoE <c>num_experts</c>); 0 for a dense MLP.</summary>
+    public int NumExperts { get; init; }
+    /// <summary>Experts each token is routed to (TransformerLens <c>experts_per_token</c>, Mixtral <c>num_experts_per_tok</c>).</summary>
+    public int ExpertsPerToken { get; init; }
+    /// <summary>The chosen experts' router weights are renormalised to sum 1 (TransformerLens <c>norm_topk_prob</c>; Mixtral
+    /// always, Qwen3-MoE as its config says).</summary>
+    public bool NormTopKProb { get; init; }
+    /// <summary>Width of a mixture of experts' shared expert (Qwen2-MoE <c>shared_expert_intermediate_size</c>); 0 for none.</summary>
+    public int SharedExpertDMlp { get; init; }
+    /// <summary>MLP hidden width (<c>d_mlp</c>; of each expert in a mixture of experts).</summary>
     public required int DMlp { get; init; }
     /// <summary>Rows of the unembedding (may exceed the tokenizer's vocabulary, as in Pythia).</summary>
     public required int DVocab { get; init; }
@@ -63,7 +72,8 @@ public sealed record TransformerConfig
         $"{ModelName} ({Architecture}): n_layers={NLayers} d_model={DModel} n_heads={NHeads} d_head={DHead} d_mlp={DMlp} " +
         (NKvHeads != NHeads ? $"n_key_value_heads={NKvHeads} " : "") +
         $"d_vocab={DVocab} n_ctx={NCtx} act={Activation}" + (GatedMlp ? " gated_mlp" : "") + (NormalizationType != "LN" ? $" norm={NormalizationType}" : "") +
-        (ParallelAttnMlp ? " parallel_attn_mlp" : "") +
+        (ParallelAttnMlp ? " parallel_attn_mlp" : "") + (NumExperts > 0 ? $" num_experts={NumExperts} experts_per_token={ExpertsPerToken}" + (NormTopKProb ? " norm_topk_prob" : "")
+            + (SharedExpertDMlp > 0 ? $" shared_expert_d_mlp={SharedExpertDMlp}" : "") : "") +
         (AttnScoresSoftCap is { } ac ? $" attn_softcap={ac}" : "") + (OutputLogitsSoftCap is { } oc ? $" logit_softcap={oc}" : "") +
         (SlidingWindow is { } sw ? $" sliding_window={sw}" : "") +
         (RotaryDim > 0 ? $" rotary_dim={RotaryDim}" : "") + (RotaryBaseLocal is { } rl ? $" rotary_base={RotaryBase} rotary_base_local={rl}" : "") +

@@ -103,7 +103,11 @@ public sealed class HfHubClientTests : IDisposable
         Assert.Equal("mistralai/Mistral-7B-v0.1", TransformerLensNames.OfficialName("mistral-7b"));
         Assert.Equal("mistralai/Mistral-7B-Instruct-v0.1", TransformerLensNames.OfficialName("mistral-7b-instruct"));
         Assert.Equal("mistralai/Mistral-Nemo-Base-2407", TransformerLensNames.OfficialName("mistral-nemo-base-2407"));
-        Assert.Null(TransformerLensNames.OfficialName("mixtral")); // Mixtral (MoE) is not loaded
+        // Mixtral: mistralai/Mixtral-8x7B-v0.1 ← mixtral, mixtral-8x7b; -Instruct-v0.1 ← mixtral-instruct, mixtral-8x7b-instruct.
+        Assert.Equal("mistralai/Mixtral-8x7B-v0.1", TransformerLensNames.OfficialName("mixtral"));
+        Assert.Equal("mistralai/Mixtral-8x7B-v0.1", TransformerLensNames.OfficialName("Mixtral-8x7B"));
+        Assert.Equal("mistralai/Mixtral-8x7B-Instruct-v0.1", TransformerLensNames.OfficialName("mixtral-instruct"));
+        Assert.Equal("mistralai/Mixtral-8x7B-Instruct-v0.1", TransformerLensNames.OfficialName("mixtral-8x7b-instruct"));
         Assert.Null(TransformerLensNames.OfficialName("gpt2"));
         Assert.Null(TransformerLensNames.OfficialName("opt-125m")); // a family SaeSharp does not load
 

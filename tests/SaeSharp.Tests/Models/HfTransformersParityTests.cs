@@ -12,22 +12,24 @@ namespace SaeSharp.Tests.Models;
 /// <see cref="DecoderReference"/>): tests/data/hf_models holds tiny random checkpoints written by transformers'
 /// <c>save_pretrained</c> (its config.json; model.safetensors or pytorch_model.bin) and that code's float32 forward on
 /// fixed tokens (logits and <c>output_hidden_states</c>, unpadded and padded) and its greedy <c>generate()</c>, made by
-/// bench/reference/hf_models_fixture.py with transformers 4.47 (main 66ab300a; Gemma 1 and Mistral too) and, for Qwen3 and
-/// Gemma 3, 4.51 (main d1b92369).
+/// bench/reference/hf_models_fixture.py with transformers 4.47 (main 66ab300a; Gemma 1, Mistral, Mixtral and Qwen2-MoE too) and, for
+/// Qwen3, Qwen3-MoE and Gemma 3, 4.51 (main d1b92369).
 /// Each folder is loaded by <see cref="ModelLoader.FromPretrained"/>, as a user's download is.
 /// </summary>
 public class HfTransformersParityTests(ITestOutputHelper output)
 {
     public static TheoryData<string> Families =>
         ["gpt2", "gpt_neox-parallel", "gpt_neox-sequential", "llama3", "llama-bias-tied", "qwen2", "qwen3", "gemma2", "gemma3",
-         "gemma3-conditional", "gemma3-softcap", "gemma", "mistral", "mistral-window"];
+         "gemma3-conditional", "gemma3-softcap", "gemma", "mistral", "mistral-window", "mixtral", "mixtral-window", "qwen3_moe",
+         "qwen3_moe-unnormalized", "qwen2_moe"];
 
     // Tolerance, relative to the tensor's largest |value|: both sides compute in float32, with different kernels
     // (TorchSharp's libtorch vs Debian's torch 1.13.1) and operation orders (fused vs separate q/k/v, repeat_interleave
     // vs HF repeat_kv, masked_fill vs additive mask), so each value may differ by a few float32 ulps of the magnitudes
     // involved. Measured on this machine (2026-12): at most 7.6e-7 over every family, layer and the logits (qwen2's
     // ln_final), 5.8e-7 for the padded batch, 8.8e-7 for generation (mistral against generate()'s own step logits;
-    // Gemma 1 and Mistral added 2026-12-05, their forwards within 5.3e-7). 1e-5 leaves room for other CPUs' kernels and
+    // Gemma 1 and Mistral added 2026-12-05, their forwards within 5.3e-7; Mixtral and Qwen3-MoE the same day, within 6.8e-7
+    // and generation 5.8e-7). 1e-5 leaves room for other CPUs' kernels and
     // stays far below any modelling difference: Fixtures_see_each_config_detail shows single config.json changes
     // moving the logits by 2.4e-3 (an eps) to 1.8 (a soft cap) of their scale.
     private const double RelativeTolerance = 1e-5;
@@ -111,8 +113,8 @@ public class HfTransformersParityTests(ITestOutputHelper output)
     public void Greedy_generation_with_kv_cache_matches_transformers(string family)
     {
         // transformers' generate(): prompt = the first 8 tokens, row 0 left-padded by 3, 6 greedy steps with its KV
-        // cache, no EOS. The smallest top-2 logit gap over the steps is 1.2e-2 (qwen3), so the argmax is not decided by
-        // float32 noise. SaeSharp's step logits are compared with transformers' uncached forward over the generated
+        // cache, no EOS. The smallest top-2 logit gap over the steps is 3e-4 (qwen3_moe-unnormalized; 1.2e-2 for the dense
+        // families), over 100 times what float32 noise moves these logits (under 3e-6), so the argmax is not decided by it. SaeSharp's step logits are compared with transformers' uncached forward over the generated
         // sequence (gen_forward_logits) and with generate()'s own step logits (gen_logits) wherever the two agree.
         using var scope = NewDisposeScope();
         var r = Reference(family);
@@ -202,6 +204,17 @@ public class HfTransformersParityTests(ITestOutputHelper output)
     [InlineData("mistral-window", "sliding_window", "null")]   // the window switched off
     [InlineData("mistral-window", "sliding_window", "6")]
     [InlineData("mistral-window", "rms_norm_eps", "0.01")]
+    [InlineData("mixtral", "num_experts_per_tok", "1")]
+    [InlineData("mixtral", "num_experts_per_tok", "4")]           // every expert, weighted by the full softmax
+    [InlineData("mixtral", "rope_theta", "10000.0")]
+    [InlineData("mixtral-window", "sliding_window", "null")]
+    [InlineData("mixtral-window", "num_experts_per_tok", "2")]
+    [InlineData("qwen3_moe", "norm_topk_prob", "false")]
+    [InlineData("qwen3_moe-unnormalized", "norm_topk_prob", "true")]
+    [InlineData("qwen3_moe", "num_experts_per_tok", "1")]
+    [InlineData("qwen3_moe", "rms_norm_eps", "0.01")]           // also the q/k norms'
+    [InlineData("qwen2_moe", "norm_topk_prob", "true")]
+    [InlineData("qwen2_moe", "num_experts_per_tok", "1")]
     public void Fixtures_see_each_config_detail(string family, string key, string value)
     {
         // Guards against fixtures too small or too tame to tell: the same weights with one config.json value changed
@@ -388,6 +401,9 @@ public class HfTransformersParityTests(ITestOutputHelper output)
     [Theory]
     [InlineData("gemma", "GemmaForCausalLM", "gemma")]
     [InlineData("mistral-window", "MistralForCausalLM", "mistral")]
+    [InlineData("mixtral-window", "MixtralForCausalLM", "mixtral")]
+    [InlineData("qwen3_moe-unnormalized", "Qwen3MoeForCausalLM", "qwen3_moe")]
+    [InlineData("qwen2_moe", "Qwen2MoeForCausalLM", "qwen2_moe")]
     public void Without_model_type_the_architectures_name_the_family(string family, string architecture, string modelType)
     {
         using var scope = NewDisposeScope();
@@ -452,6 +468,28 @@ public class HfTransformersParityTests(ITestOutputHelper output)
         }
     }
 
+    [Fact]
+    public void Mixtral_config_defaults_are_MixtralConfigs()
+    {
+        // MixtralConfig (4.47 and 5.0), where it differs from MistralConfig: rope_theta 1e6, rms_norm_eps 1e-5 and no
+        // sliding window when the keys are absent (Mistral: 10000, 1e-6, 4096).
+        using var scope = NewDisposeScope();
+        var r = Reference("mixtral");
+        string dir = EditedCopy("mixtral", c => { c.Remove("rope_theta"); c.Remove("rms_norm_eps"); c.Remove("sliding_window"); });
+        try
+        {
+            using var model = ModelLoader.FromPretrained(dir);
+            Assert.Null(model.Config.SlidingWindow);
+            Assert.Equal(1e-5, model.Config.LayerNormEps);
+            double diff = RelativeMaxDifference(r["logits"], model.Forward(r["tokens"]), "mixtral without rope_theta, rms_norm_eps, sliding_window");
+            Assert.True(diff <= RelativeTolerance, $"mixtral with MixtralConfig's defaults: logits differ by {diff:G3} of their scale");
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
     [Theory]
     [InlineData("gemma", "rope_scaling", """{"rope_type": "linear", "factor": 2.0}""", "rope_scaling of type linear on a gemma model is not supported")]
     [InlineData("mistral", "rope_scaling", """{"type": "linear", "factor": 2.0}""", "rope_scaling of type linear on a mistral model is not supported")]
@@ -460,6 +498,19 @@ public class HfTransformersParityTests(ITestOutputHelper output)
     [InlineData("mistral", "sliding_window", "0", "sliding_window=0 must be positive")]
     [InlineData("mistral", "sliding_window", "\"4096\"", "'sliding_window'")]
     [InlineData("gemma", "hidden_activation", "\"gelu_exact\"", "activation 'gelu_exact' is not supported")]
+    [InlineData("mixtral", "num_experts_per_tok", "5", "num_experts_per_tok=5 must be between 1 and num_local_experts=4")]
+    [InlineData("mixtral", "num_experts_per_tok", "0", "num_experts_per_tok=0 must be between 1 and num_local_experts=4")]
+    [InlineData("mixtral", "num_local_experts", "8", "num_local_experts=8, hidden_size=32 imply 'model.layers.0.block_sparse_moe.gate.weight' of shape [8, 32] but")]
+    [InlineData("mixtral", "num_local_experts", "3", "num_local_experts=3, hidden_size=32 imply 'model.layers.0.block_sparse_moe.gate.weight' of shape [3, 32]")]
+    [InlineData("mixtral", "rope_scaling", """{"type": "linear", "factor": 2.0}""", "rope_scaling of type linear on a mixtral model is not supported")]
+    [InlineData("qwen3_moe", "num_experts_per_tok", "7", "num_experts_per_tok=7 must be between 1 and num_experts=6")]
+    [InlineData("qwen3_moe", "moe_intermediate_size", "64", "num_experts=6, moe_intermediate_size=64, hidden_size=32 imply 'model.layers.0.mlp.experts.5.gate_proj.weight' of shape [64, 32]")]
+    [InlineData("qwen3_moe", "decoder_sparse_step", "2", "Qwen3-MoE with dense MLP layers is not supported")]
+    [InlineData("qwen3_moe", "mlp_only_layers", "[1]", "mlp_only_layers=[1]: Qwen3-MoE with dense MLP layers is not supported")]
+    [InlineData("qwen2_moe", "mlp_only_layers", "[0]", "mlp_only_layers=[0]: Qwen2-MoE with dense MLP layers is not supported")]
+    [InlineData("qwen2_moe", "shared_expert_intermediate_size", "64", "shared_expert_intermediate_size=64, hidden_size=32 imply 'model.layers.0.mlp.shared_expert.gate_proj.weight' of shape [64, 32]")]
+    [InlineData("qwen2_moe", "shared_expert_intermediate_size", "0", "shared_expert_intermediate_size=0 must be positive")]
+    [InlineData("qwen2_moe", "use_sliding_window", "true", "use_sliding_window=true on a qwen2_moe model is not supported")]
     public void Gemma1_and_mistral_config_errors_name_the_file_and_key(string family, string key, string value, string message)
     {
         string dir = EditedCopy(family, c => c[key] = JsonNode.Parse(value));
@@ -497,12 +548,17 @@ public class HfTransformersParityTests(ITestOutputHelper output)
             "gemma" => "gemma (gemma): n_layers=2 d_model=32 n_heads=4 d_head=16 d_mlp=64 n_key_value_heads=1 d_vocab=128 n_ctx=64 act=gelu_pytorch_tanh gated_mlp norm=RMS rotary_dim=16 dtype=Float32",
             "mistral" => "mistral (mistral): n_layers=2 d_model=32 n_heads=4 d_head=16 d_mlp=64 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=silu gated_mlp norm=RMS rotary_dim=16 dtype=Float32",
             "mistral-window" => "mistral-window (mistral): n_layers=2 d_model=32 n_heads=4 d_head=8 d_mlp=64 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=silu gated_mlp norm=RMS sliding_window=5 rotary_dim=8 dtype=Float32",
+            "mixtral" => "mixtral (mixtral): n_layers=2 d_model=32 n_heads=4 d_head=16 d_mlp=48 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=silu gated_mlp norm=RMS num_experts=4 experts_per_token=2 norm_topk_prob rotary_dim=16 dtype=Float32",
+            "mixtral-window" => "mixtral-window (mixtral): n_layers=2 d_model=32 n_heads=4 d_head=8 d_mlp=48 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=silu gated_mlp norm=RMS num_experts=3 experts_per_token=1 norm_topk_prob sliding_window=5 rotary_dim=8 dtype=Float32",
+            "qwen3_moe" => "qwen3_moe (qwen3_moe): n_layers=2 d_model=32 n_heads=4 d_head=16 d_mlp=24 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=silu gated_mlp norm=RMS num_experts=6 experts_per_token=2 norm_topk_prob rotary_dim=16 dtype=Float32",
+            "qwen3_moe-unnormalized" => "qwen3_moe-unnormalized (qwen3_moe): n_layers=2 d_model=32 n_heads=4 d_head=8 d_mlp=24 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=silu gated_mlp norm=RMS num_experts=4 experts_per_token=3 rotary_dim=8 dtype=Float32",
+            "qwen2_moe" => "qwen2_moe (qwen2_moe): n_layers=2 d_model=32 n_heads=4 d_head=8 d_mlp=24 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=silu gated_mlp norm=RMS num_experts=4 experts_per_token=2 shared_expert_d_mlp=40 rotary_dim=8 dtype=Float32",
             "gemma3-conditional" => "gemma3-conditional (gemma3): n_layers=4 d_model=32 n_heads=4 d_head=16 d_mlp=64 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=gelu_pytorch_tanh gated_mlp norm=RMS sliding_window=4 rotary_dim=16 rotary_base=1000000 rotary_base_local=100 dtype=Float32",
             _ => throw new ArgumentException(family),
         };
         using var model = ModelLoader.FromPretrained(Folder(family));
         Assert.Equal(expected, model.Config.ToString());
         string weights = File.Exists(Path.Combine(Folder(family), "model.safetensors")) ? "model.safetensors" : "pytorch_model.bin";
-        Assert.Equal(family is "gpt_neox-parallel" or "llama-bias-tied" or "qwen2" or "gemma3-softcap" or "mistral-window" ? "pytorch_model.bin" : "model.safetensors", weights);
+        Assert.Equal(family is "gpt_neox-parallel" or "llama-bias-tied" or "qwen2" or "gemma3-softcap" or "mistral-window" or "mixtral-window" or "qwen3_moe-unnormalized" ? "pytorch_model.bin" : "model.safetensors", weights);
     }
 }
