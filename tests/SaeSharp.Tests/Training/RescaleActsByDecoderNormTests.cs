@@ -113,6 +113,24 @@ public class RescaleActsByDecoderNormTests : IDisposable
         Assert.True(norms.allclose(ones_like(norms), rtol: 0, atol: 1e-5));
     }
 
+    /// <summary>SAELens's <c>TrainingSAE.initialize_weights</c> with false: rows of norm decoder_init_norm, W_enc = W_decᵀ,
+    /// zero biases (<c>_init_weights_topk</c>); with true the norm does not change the function and SaeSharp starts at 1.</summary>
+    [Theory]
+    [InlineData(false, 0.1)]
+    [InlineData(false, 0.7)]
+    [InlineData(true, 1.0)]
+    public void The_decoder_starts_at_decoder_init_norm_with_it_false(bool rescale, double expected)
+    {
+        using var scope = NewDisposeScope();
+        using var sae = new TopKSae(new SaeConfig { Architecture = SaeArchitectures.TopK, DIn = 8, DSae = 24, K = 3 }) { Training = { RescaleActsByDecoderNorm = rescale } };
+        sae.InitializeWeights(new Generator(1), expected == 1.0 ? 0.1 : expected);
+        var norms = sae.WDec.detach().norm(1);
+        Assert.True(norms.allclose(full_like(norms, expected), rtol: 1e-5, atol: 0), $"norms {norms.min().item<float>()}..{norms.max().item<float>()}");
+        Assert.True(sae.WEnc.detach().equal(sae.WDec.detach().t()).all().item<bool>());
+        Assert.Equal(0f, sae.BEnc.abs().sum().item<float>());
+        Assert.Equal(0f, sae.BDec.abs().sum().item<float>());
+    }
+
     /// <summary>SaeSharp's TopK loss written densely in torch (docs/recipes.md; dictionary_learning's AuxK): mse =
     /// mean_n‖ŷ − x‖², ŷ = TopK_k(ReLU(pre))·W_dec + b_dec with pre = (x − b_dec)·W_enc + b_enc; e = x − ŷ (no gradient),
     /// ê = the ReLU'd top-k_aux dead pre-activations · W_dec, aux = mean_n‖e − ê‖² / mean_n‖e − mean(e)‖².</summary>
