@@ -143,12 +143,14 @@ public static class SaeLensFormat
 
     /// <summary>A SAELens 6 TopK SAE with <c>rescale_acts_by_decoder_norm</c> multiplies the pre-activations by
     /// ‖W_dec[j]‖ before the top-k and divides the features by it before decoding; SAELens's <c>_fold_norm_topk</c>
-    /// (b_enc·n, W_enc·n, W_dec/n) gives the same features and output with plain TopK.</summary>
+    /// (b_enc·n, W_enc·n, W_dec/n) gives the same features and output with plain TopK. A false flag (plain TopK already)
+    /// stays in the config: a run from the SAE keeps training it with free decoder rows, and a save writes it again.</summary>
     private static void FoldDecoderNormRescale(Sae sae)
     {
-        if (sae.Cfg.Architecture != SaeArchitectures.TopK) return;
-        if (sae.Cfg.Extra?.Remove("rescale_acts_by_decoder_norm", out var flag) == true && flag.ValueKind == JsonValueKind.True)
-            sae.NormalizeDecoderRows(compensateEncoder: true);
+        if (sae.Cfg.Architecture != SaeArchitectures.TopK || sae.Cfg.Extra?.TryGetValue("rescale_acts_by_decoder_norm", out var flag) != true) return;
+        if (flag.ValueKind == JsonValueKind.False) return;
+        sae.Cfg.Extra.Remove("rescale_acts_by_decoder_norm");
+        if (flag.ValueKind == JsonValueKind.True) sae.NormalizeDecoderRows(compensateEncoder: true);
     }
 
     /// <summary>SAELens before 6.0 stored a per-latent <c>scaling_factor</c> [d_sae] multiplying the features before the

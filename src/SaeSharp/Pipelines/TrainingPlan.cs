@@ -129,6 +129,16 @@ public sealed class TrainingPlan : IDisposable
                     config.DecoderInitNorm = 1.0;
                 }
                 s.ApplyArchitectureFields(sae, config);
+                if (pretrained is not null && sae is TopKFamilySae)
+                {
+                    // As apply_b_dec_to_input: SAELens's runner loads the saved SAE with its own cfg.json's value.
+                    bool rescale = PretrainedRescale(s, pretrained);
+                    if (s.RescaleActsByDecoderNorm is bool rescaleGiven && rescaleGiven != rescale)
+                        _notes.Add($"rescale_acts_by_decoder_norm {(rescaleGiven ? "true" : "false")} is ignored: the SAE at from_pretrained_path has {(rescale ? "true" : "false")}, which the run keeps (as SAELens loads it)");
+                    else if (s.RescaleActsByDecoderNorm is null && !rescale)
+                        _notes.Add("rescale_acts_by_decoder_norm false: the SAE at from_pretrained_path has false (free decoder rows), which the run keeps (as SAELens loads it)");
+                    sae.Training.RescaleActsByDecoderNorm = rescale;
+                }
                 if (pretrained is not null) config.FromPretrainedPath = s.FromPretrainedPath;
                 if (sae.Training.LpNorm != 1 && s.Autocast)
                     _notes.Add($"{r}: lp_norm {sae.Training.LpNorm} trains on dense float32 torch operations; --autocast does not apply to it");
@@ -220,14 +230,15 @@ public sealed class TrainingPlan : IDisposable
         if (metadata.HookHeadIndex != c.Metadata.HookHeadIndex)
             throw new SaeSharpException($"{name}: the SAE reads {Head(c.Metadata.HookHeadIndex)}, and this run trains on {Head(metadata.HookHeadIndex)}: " +
                                         (c.Metadata.HookHeadIndex is int saeHead ? $"give --hook-head-index {saeHead} or leave it out" : "leave --hook-head-index out"));
-        if (p is TopKFamilySae)
+        if (p is TopKFamilySae && PretrainedRescale(s, p))
         {
             using var scope = NewDisposeScope();
             var norms = p.WDec.detach().norm(1);
             double min = norms.min().item<float>(), max = norms.max().item<float>();
             if (max - min > 1e-4 * max)
                 throw new SaeSharpException($"{name}: the SAE's decoder rows have norms from {min:G4} to {max:G4}; SaeSharp's {c.Architecture} training holds them at " +
-                                            "one norm, and rescaling each latent by its own norm would change which latents are selected");
+                                            "one norm, and rescaling each latent by its own norm would change which latents are selected " +
+                                            "(rescale_acts_by_decoder_norm false in --config trains it as it is, with free decoder rows)");
         }
         var init = InitializationFields.Where(s.GivenTrainerFields.Contains).ToList();
         if (s.JumpReluInitThreshold is not null) init.Add("jumprelu_init_threshold");
@@ -245,6 +256,15 @@ public sealed class TrainingPlan : IDisposable
             throw new SaeSharpException($"{name}: {string.Join(", ", init)} set{(init.Count == 1 ? "s" : "")} how a new SAE is initialised; the run starts from the saved SAE's weights: leave {(init.Count == 1 ? "it" : "them")} out");
         static string Head(int? head) => head is int i ? $"head {i} (hook_head_index)" : "the whole hook";
     }
+
+    /// <summary><c>rescale_acts_by_decoder_norm</c> in the cfg.json of a saved SAE (SaeLensFormat keeps a false one), or null.</summary>
+    private static bool? SavedRescale(Sae p) =>
+        p.Cfg.Extra?.TryGetValue("rescale_acts_by_decoder_norm", out var v) == true && v.ValueKind is System.Text.Json.JsonValueKind.True or System.Text.Json.JsonValueKind.False
+            ? v.GetBoolean() : null;
+
+    /// <summary>Whether a run from the saved SAE <paramref name="p"/> trains with rescale_acts_by_decoder_norm: the value its
+    /// cfg.json holds (SAELens's runner loads the SAE with its own config), else the settings', else true.</summary>
+    private static bool PretrainedRescale(TrainingSettings s, Sae p) => SavedRescale(p) ?? s.RescaleActsByDecoderNorm ?? true;
 
     /// <summary>With <c>--resume</c> and <c>--from-pretrained</c>: the checkpoint's run must have started from the same
     /// saved SAE (its weights are in the checkpoint; the path only says which run this is).</summary>
@@ -313,6 +333,8 @@ public sealed class TrainingPlan : IDisposable
                     break;
                 case SaeArchitectures.TopK or SaeArchitectures.BatchTopK or SaeArchitectures.MatryoshkaBatchTopK:
                     Check("aux_loss_coefficient", now.AuxKCoefficient, had.Training.AuxKCoefficient);
+                    if (s.RescaleActsByDecoderNorm is not null && now.RescaleActsByDecoderNorm != had.Training.RescaleActsByDecoderNorm)
+                        differ.Add($"rescale_acts_by_decoder_norm {(now.RescaleActsByDecoderNorm ? "true" : "false")} ({slot.Name} in the checkpoint's run: {(had.Training.RescaleActsByDecoderNorm ? "true" : "false")})");
                     // Compared as the momentum the run keeps (1 − rate), shown as rates.
                     if (slot.Sae.Cfg.Architecture != SaeArchitectures.TopK && s.TopKThresholdLr is double rate && now.ThresholdMomentum != had.Training.ThresholdMomentum)
                         differ.Add($"topk_threshold_lr {Format(rate)} ({slot.Name} in the checkpoint's run: {Format(1 - had.Training.ThresholdMomentum)})");

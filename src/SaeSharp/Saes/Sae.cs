@@ -462,7 +462,7 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
     public virtual void FoldWDecNorm() => FoldDecoderNorms();
 
     /// <summary>Whether the training form holds the decoder rows at unit norm after every optimiser step (relu's, the TopK
-    /// family's and JumpReLU's), so that a saved SAE it starts from first has its decoder norms folded
+    /// family's unless rescale_acts_by_decoder_norm is false, and JumpReLU's), so that a saved SAE it starts from first has its decoder norms folded
     /// (<see cref="FoldDecoderNorms"/>).</summary>
     internal virtual bool TrainsUnitNormDecoderRows => false;
 

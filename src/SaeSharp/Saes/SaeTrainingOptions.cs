@@ -78,6 +78,11 @@ public sealed class SaeTrainingOptions
     /// latents of that level alone reconstruct the residual of the prefix through that level (target − ŷ_level); a level
     /// without dead latents adds nothing (<see cref="MatryoshkaBatchTopKSae"/>).</summary>
     [JsonPropertyName("use_matryoshka_aux_loss")] public bool UseMatryoshkaAuxLoss { get; set; }
+    /// <summary>TopK family: SAELens's <c>rescale_acts_by_decoder_norm</c>. True (default, SAELens's training default): the
+    /// decoder rows are held at unit norm (parallel gradient removed, rows renormalised after each step), which is SAELens's
+    /// rescaled TopK with its norms folded. False: plain TopK with free decoder rows, started at the run's
+    /// <c>decoder_init_norm</c>, as SAELens trains it with false.</summary>
+    [JsonPropertyName("rescale_acts_by_decoder_norm")] public bool RescaleActsByDecoderNorm { get; set; } = true;
     /// <summary>Run the training pass's dense matmuls in bfloat16 (SAELens's <c>autocast</c>): the weights, Adam state,
     /// gradients and losses stay float32 and the products accumulate in float32; only the matmul operands are rounded
     /// to bfloat16. Fast on CPUs with AVX512-BF16 or AMX (<see cref="Kernels.CpuFeatures.Bf16MatMul"/>); inference and

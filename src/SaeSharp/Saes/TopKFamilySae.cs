@@ -18,8 +18,10 @@ namespace SaeSharp.Saes;
 /// latents are the trainer's (<see cref="SaeTrainContext.DeadMask"/>: not fired over the window before this step, as
 /// SAELens and sparsify; dictionary_learning also counts the step's own firing, docs/recipes.md "Differences from the
 /// reference trainers"); given its mask, four steps equal its trainers' (DictionaryLearningTrainerStepTests).</item>
-/// <item>Decoder rows held at unit norm, with the gradient component parallel to each row removed before the step.</item>
-/// <item>Initialisation: unit-norm random decoder rows, W_enc = W_decᵀ, zero biases.</item>
+/// <item>Decoder rows held at unit norm, with the gradient component parallel to each row removed before the step; with
+/// <see cref="SaeTrainingOptions.RescaleActsByDecoderNorm"/> false (SAELens's plain TopK) the rows are free.</item>
+/// <item>Initialisation: unit-norm random decoder rows (with rescale_acts_by_decoder_norm false, rows of norm
+/// <c>decoder_init_norm</c>, as SAELens), W_enc = W_decᵀ, zero biases.</item>
 /// <item>Adam (0.9, 0.999) with lr 2e-4/sqrt(d_sae/2^14) (<see cref="DefaultLearningRate"/>; <c>sae train</c>'s recipes
 /// raise it in short runs: <see cref="Training.SaeRecipes.DefaultLearningRate"/>).</item>
 /// <item><see cref="SaeTrainingOptions.Autocast"/>: the dense encoder pass, which only selects, runs in bfloat16; the
@@ -124,7 +126,7 @@ public abstract class TopKFamilySae : Sae
     /// <inheritdoc/>
     internal override bool TorchHeavyBackward => _torchHeavyBackward;
 
-    internal override bool TrainsUnitNormDecoderRows => true;
+    internal override bool TrainsUnitNormDecoderRows => Training.RescaleActsByDecoderNorm;
 
     /// <inheritdoc/>
     internal override bool SmallTorchSteps => !Training.Autocast && CpuKernels.On(W_enc);
@@ -350,17 +352,22 @@ public abstract class TopKFamilySae : Sae
         return (p.Rows.MoveToOuterDisposeScope(), p.Cols.MoveToOuterDisposeScope(), p.Values.MoveToOuterDisposeScope());
     }
 
-    /// <summary>Unit-norm decoder rows, W_enc = W_decᵀ, zero biases (<paramref name="decoderNorm"/> is ignored).</summary>
+    /// <summary>Random decoder rows, W_enc = W_decᵀ, zero biases: unit-norm rows (<paramref name="decoderNorm"/> ignored), or
+    /// rows of norm <paramref name="decoderNorm"/> with <see cref="SaeTrainingOptions.RescaleActsByDecoderNorm"/> false
+    /// (SAELens's <c>decoder_init_norm</c>).</summary>
     public override void InitializeWeights(Generator? generator = null, double decoderNorm = 0.1) =>
-        base.InitializeWeights(generator, 1.0);
+        base.InitializeWeights(generator, Training.RescaleActsByDecoderNorm ? 1.0 : decoderNorm);
 
     /// <inheritdoc/>
     public override void BeforeOptimizerStep(SaeTrainContext ctx)
     {
         _candidateSwitch.Stop();
-        RemoveGradientParallelToDecoderRows();
+        if (Training.RescaleActsByDecoderNorm) RemoveGradientParallelToDecoderRows();
     }
 
     /// <inheritdoc/>
-    public override void AfterOptimizerStep(SaeTrainContext ctx) => NormalizeDecoderRows();
+    public override void AfterOptimizerStep(SaeTrainContext ctx)
+    {
+        if (Training.RescaleActsByDecoderNorm) NormalizeDecoderRows();
+    }
 }

@@ -6,7 +6,7 @@ namespace SaeSharp.Saes;
 /// <summary>
 /// TopK SAE ("topk", Gao et al. 2024): f = the ReLU of the k largest pre-activations of each row, zero elsewhere
 /// (SAELens applies top-k then ReLU, sparsify ReLU then top-k: the same activations). Training: see
-/// <see cref="TopKFamilySae"/> (MSE + AuxK, unit-norm decoder, sparse decode and backward).
+/// <see cref="TopKFamilySae"/> (MSE + AuxK, unit-norm decoder unless rescale_acts_by_decoder_norm is false, sparse decode and backward).
 /// </summary>
 public sealed class TopKSae : TopKFamilySae
 {

@@ -76,8 +76,6 @@ public static class RunnerConfigFields
         new("autocast_lm", RunnerFieldUse.Fixed, "false only: give the model's dtype in model_from_pretrained_kwargs or --dtype", v => Is(v, false)),
         new("resume_from_checkpoint", RunnerFieldUse.Fixed, "null only: continue a run with sae train --resume --out OUT", IsNull),
         new("model_kwargs", RunnerFieldUse.Fixed, "{} only: SaeSharp passes no keyword arguments to the model's forward", v => v is null || v is JsonObject { Count: 0 }),
-        new("rescale_acts_by_decoder_norm", RunnerFieldUse.Fixed,
-            "true only: SaeSharp's TopK family holds the decoder rows at unit norm, so its activations are always on the decoder-norm scale", v => Is(v, true)),
 
         new("is_dataset_tokenized", RunnerFieldUse.Ignored, "pre-tokenized data (tokens/input_ids) is detected"),
         new("streaming", RunnerFieldUse.Ignored, "dataset files are read as the run reaches them either way"),

@@ -386,6 +386,10 @@ public sealed class SaeTrainer : IDisposable
         if (ScaleIn != 1 || ScaleOut != 1) copy.FoldActivationScale(ScaleIn, ScaleOut);
         var inference = copy.ToInferenceSae();
         if (!ReferenceEquals(inference, copy)) copy.Dispose();
+        // SAELens writes its training value into a topk cfg.json (its JumpReLU form of BatchTopK has no such field); true is
+        // left out, the rows then being at unit norm, where plain TopK (the inference default) is the same function.
+        if (inference.Cfg.Architecture == SaeArchitectures.TopK && !slot.Sae.Training.RescaleActsByDecoderNorm)
+            (inference.Cfg.Extra ??= [])["rescale_acts_by_decoder_norm"] = System.Text.Json.JsonSerializer.SerializeToElement(false);
         if (Device.type != DeviceType.CPU) inference.to(Device);
         inference.eval();
         var config = slot.Config.Clone();

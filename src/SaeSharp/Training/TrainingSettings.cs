@@ -128,6 +128,11 @@ public sealed class TrainingSettings
     /// that level's dead latents reconstruct the residual of the prefix through it
     /// (<see cref="Saes.SaeTrainingOptions.UseMatryoshkaAuxLoss"/>). Null: false (SAELens's default).</summary>
     [JsonPropertyName("use_matryoshka_aux_loss")] public bool? UseMatryoshkaAuxLoss { get; set; }
+    /// <summary>SAELens's <c>rescale_acts_by_decoder_norm</c> (topk, batchtopk, matryoshka;
+    /// <see cref="Saes.SaeTrainingOptions.RescaleActsByDecoderNorm"/>): false trains a plain TopK with free decoder rows
+    /// (from <c>decoder_init_norm</c>) and writes false to a topk cfg.json. Null: true (unit-norm decoder rows). A run from
+    /// a saved SAE keeps the value its cfg.json holds, if any (as SAELens loads it); a resumed run the checkpoint's.</summary>
+    [JsonPropertyName("rescale_acts_by_decoder_norm")] public bool? RescaleActsByDecoderNorm { get; set; }
     /// <summary>SAELens's <c>jumprelu_bandwidth</c>: the straight-through bandwidth ε of jumprelu
     /// (<see cref="Saes.SaeTrainingOptions.Bandwidth"/>). Null: 0.001 (0.05 with <see cref="TargetL0"/>).</summary>
     [JsonPropertyName("jumprelu_bandwidth")] public double? JumpReluBandwidth { get; set; }
@@ -248,6 +253,7 @@ public sealed class TrainingSettings
         ("topk_threshold_lr", [SaeArchitectures.BatchTopK, SaeArchitectures.MatryoshkaBatchTopK]),
         ("matryoshka_widths", [SaeArchitectures.MatryoshkaBatchTopK]),
         ("use_matryoshka_aux_loss", [SaeArchitectures.MatryoshkaBatchTopK]),
+        ("rescale_acts_by_decoder_norm", [SaeArchitectures.TopK, SaeArchitectures.BatchTopK, SaeArchitectures.MatryoshkaBatchTopK]),
         ("lp_norm", [SaeArchitectures.Standard]),
         ("residual_threshold", [SaeArchitectures.MatchingPursuit]),
         ("max_iterations", [SaeArchitectures.MatchingPursuit]),
@@ -272,6 +278,7 @@ public sealed class TrainingSettings
             Add("topk_threshold_lr", TopKThresholdLr);
             Add("matryoshka_widths", MatryoshkaWidths);
             Add("use_matryoshka_aux_loss", UseMatryoshkaAuxLoss);
+            Add("rescale_acts_by_decoder_norm", RescaleActsByDecoderNorm);
             Add("lp_norm", LpNorm);
             Add("residual_threshold", ResidualThreshold);
             Add("max_iterations", MaxIterations);
@@ -381,6 +388,7 @@ public sealed class TrainingSettings
                 if (AuxLossCoefficient is double aux) t.AuxKCoefficient = aux;
                 if (TopKThresholdLr is double rate && sae.Cfg.Architecture != SaeArchitectures.TopK) t.ThresholdMomentum = 1 - rate;
                 if (UseMatryoshkaAuxLoss is bool perLevel && sae.Cfg.Architecture == SaeArchitectures.MatryoshkaBatchTopK) t.UseMatryoshkaAuxLoss = perLevel;
+                if (RescaleActsByDecoderNorm is bool rescale) t.RescaleActsByDecoderNorm = rescale;
                 break;
         }
     }
@@ -516,7 +524,7 @@ public sealed class TrainingSettings
             bool ok = field switch
             {
                 "jumprelu_sparsity_loss_mode" => node.GetValueKind() == JsonValueKind.String,
-                "use_matryoshka_aux_loss" or "stop_on_duplicate_support" => node.GetValueKind() is JsonValueKind.True or JsonValueKind.False,
+                "use_matryoshka_aux_loss" or "stop_on_duplicate_support" or "rescale_acts_by_decoder_norm" => node.GetValueKind() is JsonValueKind.True or JsonValueKind.False,
                 "l0_warm_up_steps" or "max_iterations" => IsWhole(node),
                 "matryoshka_widths" => node is JsonArray a && a.All(w => w is not null && IsWhole(w)),
                 _ => node.GetValueKind() == JsonValueKind.Number,
@@ -525,7 +533,7 @@ public sealed class TrainingSettings
                 throw new SaeSharpException($"{source}: {field} {node.ToJsonString()}: expected " + field switch
                 {
                     "jumprelu_sparsity_loss_mode" => "a string (\"step\")",
-                    "use_matryoshka_aux_loss" or "stop_on_duplicate_support" => "true or false",
+                    "use_matryoshka_aux_loss" or "stop_on_duplicate_support" or "rescale_acts_by_decoder_norm" => "true or false",
                     "l0_warm_up_steps" => "a whole number of steps",
                     "max_iterations" => "a whole number of iterations (or null: d_in)",
                     "matryoshka_widths" => "a list of whole numbers",

@@ -85,7 +85,6 @@ public class RunnerConfigFieldsTests : IDisposable
     [InlineData("\"resume_from_checkpoint\": \"x\"", "sae train --resume")]
     [InlineData("\"exclude_special_tokens\": [-1]", "exclude_special_tokens [-1]: expected true, false or a list of non-negative token ids")]
     [InlineData("\"model_from_pretrained_kwargs\": {\"n_devices\": 2}", "'n_devices'")]
-    [InlineData("\"rescale_acts_by_decoder_norm\": false", "'rescale_acts_by_decoder_norm'")]
     [InlineData("\"sae\": {\"d_in\": 8}, \"d_in\": 16", "'d_in' is 16 at the top level and 8 in 'sae'")]
     [InlineData("\"sae\": 3", "nested SAE config")]
     public void FieldsThatWouldChangeTheResultAreRefused(string field, string expected)

@@ -187,6 +187,7 @@ public class SaeLensTrainingFieldsTests : IDisposable
     [InlineData("topk", "\"k\": 2, \"topk_threshold_lr\": 0.1", "'topk_threshold_lr' applies to batchtopk, matryoshka")]
     [InlineData("batchtopk", "\"k\": 2, \"matryoshka_widths\": [4, 16]", "'matryoshka_widths' applies to matryoshka")]
     [InlineData("relu,gated", "\"jumprelu_bandwidth\": 0.1", "'jumprelu_bandwidth' applies to jumprelu")]
+    [InlineData("relu", "\"rescale_acts_by_decoder_norm\": false", "'rescale_acts_by_decoder_norm' applies to topk, batchtopk, matryoshka")]
     public void AFieldNoArchitectureOfTheRunUsesIsAnError(string arch, string fields, string expected)
     {
         var e = Assert.Throws<SaeSharpException>(() => TrainingPlan.ForActivations(Settings(arch, fields)));
@@ -198,7 +199,7 @@ public class SaeLensTrainingFieldsTests : IDisposable
     [Theory]
     [InlineData("\"jumprelu_sparsity_loss_mode\": \"tanh\"", "jumprelu_sparsity_loss_mode \"tanh\"", "not supported")]
     [InlineData("\"jumprelu_sparsity_loss_mode\": \"l2\"", "jumprelu_sparsity_loss_mode 'l2'", "expected \"step\"")]
-    [InlineData("\"rescale_acts_by_decoder_norm\": false", "'rescale_acts_by_decoder_norm'", "not supported")]
+    [InlineData("\"rescale_acts_by_decoder_norm\": \"no\"", "rescale_acts_by_decoder_norm", "true or false")]
     [InlineData("\"jumprelu_bandwidth\": 0", "jumprelu_bandwidth 0", "positive")]
     [InlineData("\"jumprelu_bandwidth\": \"wide\"", "jumprelu_bandwidth \"wide\"", "a number")]
     [InlineData("\"jumprelu_init_threshold\": -1", "jumprelu_init_threshold -1", "positive")]
