@@ -54,8 +54,80 @@ internal static class Cli
         // A dataset made for other settings (a pretokenized dataset's sae_lens.json): one line on stderr, once.
         var warned = new HashSet<string>(StringComparer.Ordinal);
         Data.DatasetWarnings.Handler = w => { if (warned.Add(w)) CliProgress.Warn($"warning: {w}"); };
-        return Build().Parse(args).Invoke();
+        var parse = Build().Parse(args);
+        if (parse.Errors.Count > 0 && (parse.CommandResult.Command.Subcommands.Count == 0 || parse.UnmatchedTokens.Count > 0))
+        {
+            Console.Error.WriteLine($"error: {ParseErrorLine(parse)}");
+            return 1;
+        }
+        return parse.Invoke();
     }
+
+    /// <summary>A command line the parser refused, as one line: each unknown option with the nearest option of the
+    /// command (<c>--featurs: not an option of sae dashboard (did you mean '--features'?)</c>), a value that is not a
+    /// number named with its option, the other errors as the parser words them; then where the options are listed. An
+    /// unknown command is named with the nearest command; a command group given no command (<c>sae</c>, <c>sae model</c>)
+    /// shows the parser's help instead.</summary>
+    internal static string ParseErrorLine(ParseResult parse)
+    {
+        var command = parse.CommandResult.Command;
+        string path = string.Join(' ', CommandPath(parse.CommandResult).Prepend("sae"));
+        var options = command.Options.Concat(command.Parents.OfType<Command>().SelectMany(c => c.Options).Where(o => o.Recursive))
+            .SelectMany(o => o.Aliases.Prepend(o.Name)).Distinct().ToList();
+        var parts = new List<string>();
+        if (command.Subcommands.Count > 0)
+        {
+            string first = parse.UnmatchedTokens[0];
+            return $"'{first}': not a command of {path}{NameSuggestion.For(first, command.Subcommands.Select(c => c.Name))} ({path} --help lists the commands)";
+        }
+        bool afterUnknownOption = false;
+        foreach (string token in parse.UnmatchedTokens)
+        {
+            if (token.StartsWith('-') && token.Length > 1 && !double.TryParse(token, NumberStyles.Float, CultureInfo.InvariantCulture, out _))
+            {
+                parts.Add($"{token}: not an option of {path}{NameSuggestion.For(token, options)}");
+                afterUnknownOption = true;
+            }
+            else if (!afterUnknownOption) parts.Add($"'{token}': an argument {path} does not take");
+            else afterUnknownOption = false;                                       // the unknown option's value
+        }
+        foreach (var error in parse.Errors)
+        {
+            if (error.Message.StartsWith("Unrecognized command or argument", StringComparison.Ordinal)) continue;
+            var m = System.Text.RegularExpressions.Regex.Match(error.Message, @"^Cannot parse argument '(.*)' for option '(.*)' as expected type '(.*)'\.?$");
+            var required = System.Text.RegularExpressions.Regex.Match(error.Message, @"^Option '(.*)' is required\.?$");
+            var among = System.Text.RegularExpressions.Regex.Match(error.Message, @"^Argument '(.*)' not recognized\. Must be one of:(.*)$",
+                System.Text.RegularExpressions.RegexOptions.Singleline);
+            var missing = System.Text.RegularExpressions.Regex.Match(error.Message, @"^Required argument missing for option: '(.*)'\.?$");
+            string? option = (error.SymbolResult as OptionResult ?? error.SymbolResult?.Parent as OptionResult)?.Option.Name;
+            parts.Add(m.Success ? $"{m.Groups[2].Value} {m.Groups[1].Value}: expected {TypeWord(m.Groups[3].Value)}"
+                : required.Success ? $"{required.Groups[1].Value} is required"
+                : among.Success && option is not null ? $"{option} {among.Groups[1].Value}: expected " +
+                    OneOf(System.Text.RegularExpressions.Regex.Matches(among.Groups[2].Value, "'([^']*)'").Select(v => v.Groups[1].Value).ToList())
+                : missing.Success ? $"{missing.Groups[1].Value}: give a value after it"
+                : string.Join(' ', error.Message.Split((char[])['\n', '\r', '\t'], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)).TrimEnd('.'));
+        }
+        return $"{string.Join("; ", parts.Distinct())} ({path} --help lists the options)";
+    }
+
+    private static string OneOf(List<string> values) =>
+        values.Count < 2 ? string.Concat(values) : $"{string.Join(", ", values.SkipLast(1))} or {values[^1]}";
+
+    private static List<string> CommandPath(SymbolResult? result)
+    {
+        var names = new List<string>();
+        for (var r = result; r is not null; r = r.Parent)
+            if (r is CommandResult c && c.Command is not RootCommand) names.Insert(0, c.Command.Name);
+        return names;
+    }
+
+    private static string TypeWord(string clrType) => clrType.TrimEnd('?') switch
+    {
+        "System.Int32" or "System.Int64" or "System.Nullable`1[System.Int32]" or "System.Nullable`1[System.Int64]" => "an integer",
+        "System.Double" or "System.Single" or "System.Nullable`1[System.Double]" or "System.Nullable`1[System.Single]" => "a number",
+        "System.Boolean" => "true or false",
+        _ => $"a value of type {clrType}",
+    };
 
     /// <summary>Runs a command body: a <see cref="SaeSharpException"/> (or other error) becomes one line on stderr and exit code 1.</summary>
     public static void SetAction(Command command, Func<ParseResult, int> body)
