@@ -99,12 +99,14 @@ internal static class Cli
             var among = System.Text.RegularExpressions.Regex.Match(error.Message, @"^Argument '(.*)' not recognized\. Must be one of:(.*)$",
                 System.Text.RegularExpressions.RegexOptions.Singleline);
             var missing = System.Text.RegularExpressions.Regex.Match(error.Message, @"^Required argument missing for option: '(.*)'\.?$");
+            var twice = System.Text.RegularExpressions.Regex.Match(error.Message, @"^Option '(.*)' expects a single argument but (\d+) were provided\.?$");
             string? option = (error.SymbolResult as OptionResult ?? error.SymbolResult?.Parent as OptionResult)?.Option.Name;
             parts.Add(m.Success ? $"{m.Groups[2].Value} {m.Groups[1].Value}: expected {TypeWord(m.Groups[3].Value)}"
                 : required.Success ? $"{required.Groups[1].Value} is required"
                 : among.Success && option is not null ? $"{option} {among.Groups[1].Value}: expected " +
                     OneOf(System.Text.RegularExpressions.Regex.Matches(among.Groups[2].Value, "'([^']*)'").Select(v => v.Groups[1].Value).ToList())
                 : missing.Success ? $"{missing.Groups[1].Value}: give a value after it"
+                : twice.Success ? $"{twice.Groups[1].Value} given {twice.Groups[2].Value} times: give it once"
                 : string.Join(' ', error.Message.Split((char[])['\n', '\r', '\t'], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)).TrimEnd('.'));
         }
         return $"{string.Join("; ", parts.Distinct())} ({path} --help lists the options)";

@@ -164,6 +164,7 @@ public class CliInputErrorTests : IDisposable
                      (["features", "--sae", _fx.SaeDir, "--out", P("f")],
                          "--model is required; --dataset is required (sae features --help lists the options)"),
                      (["cache", "--out"], "--out: give a value after it (sae cache --help lists the options)"),
+                     (["cache", "--out", P("c"), "--tokens", "10", "--tokens", "20"], "--tokens given 2 times: give it once (sae cache --help lists the options)"),
                      (["eval", "--sae", _fx.SaeDir, "extra"], "'extra': an argument sae eval does not take (sae eval --help lists the options)"),
                      (["trian"], "'trian': not a command of sae (did you mean 'train'?) (sae --help lists the commands)"),
                      (["model", "rnu"], "'rnu': not a command of sae model (did you mean 'run'?) (sae model --help lists the commands)"),
