@@ -57,10 +57,59 @@ internal static class Cli
         var parse = Build().Parse(args);
         if (parse.Errors.Count > 0 && (parse.CommandResult.Command.Subcommands.Count == 0 || parse.UnmatchedTokens.Count > 0))
         {
-            Console.Error.WriteLine($"error: {ParseErrorLine(parse)}");
+            ErrorLine($"error: {ParseErrorLine(parse)}");
             return 1;
         }
         return parse.Invoke();
+    }
+
+    /// <summary>A line for the user on stderr (an error, a warning, a note). On a terminal it is wrapped at the terminal's
+    /// width between words, continuation lines indented by two spaces (the terminal would break words); into a pipe or
+    /// file it stays one line, for grep.</summary>
+    public static void ErrorLine(string line)
+    {
+        int width = 0;
+        if (!Console.IsErrorRedirected)
+            try { width = Console.WindowWidth; } catch (IOException) { /* no terminal size: leave the line as it is */ }
+        Console.Error.WriteLine(width > 0 ? Wrap(line, width) : line);
+    }
+
+    /// <summary>A line of <c>name value</c> items separated by two spaces on stdout (<c>  mse 0.70  fvu 0.24  l0 16.0</c>):
+    /// on a terminal wrapped between items, never inside one, continuation lines indented by <paramref name="indent"/>;
+    /// in a pipe one line.</summary>
+    public static void ItemsLine(string line, string indent = "    ")
+    {
+        int width = 0;
+        if (!Console.IsOutputRedirected)
+            try { width = Console.WindowWidth; } catch (IOException) { /* no terminal size: leave the line as it is */ }
+        Console.WriteLine(width > 0 ? Wrap(line, width, "  ", indent) : line);
+    }
+
+    /// <summary><paramref name="line"/> broken between words (the parts between <paramref name="separator"/>s) into lines of
+    /// at most <paramref name="width"/> characters, each after the first indented by <paramref name="indent"/>; a word
+    /// longer than a line stays whole on a line of its own.</summary>
+    internal static string Wrap(string line, int width, string separator = " ", string indent = "  ")
+    {
+        if (line.Length <= width || width <= indent.Length + 10) return line;
+        var lines = new List<string>();
+        var current = new System.Text.StringBuilder();
+        bool empty = true;                                                  // no word on the current line yet
+        string lead = line[..(line.Length - line.TrimStart(' ').Length)];
+        foreach (string word in line[lead.Length..].Split(separator))
+        {
+            if (!empty && current.Length + separator.Length + word.Length > width)
+            {
+                lines.Add(current.ToString());
+                current.Clear().Append(indent);
+                empty = true;
+            }
+            if (empty && lines.Count == 0) current.Append(lead);
+            if (!empty) current.Append(separator);
+            current.Append(word);
+            empty = false;
+        }
+        lines.Add(current.ToString());
+        return string.Join(Environment.NewLine, lines);
     }
 
     /// <summary>A command line the parser refused, as one line: each unknown option with the nearest option of the
@@ -157,7 +206,7 @@ internal static class Cli
     private static void ReportError(ParseResult parse, Exception e)
     {
         var inner = e is not SaeSharpException && e.InnerException is SaeSharpException s ? s : e;
-        Console.Error.WriteLine($"error: {inner.Message}");
+        ErrorLine($"error: {inner.Message}");
         if (parse.GetValue(Verbose)) Console.Error.WriteLine(e.ToString());
     }
 
