@@ -54,8 +54,131 @@ internal static class Cli
         // A dataset made for other settings (a pretokenized dataset's sae_lens.json): one line on stderr, once.
         var warned = new HashSet<string>(StringComparer.Ordinal);
         Data.DatasetWarnings.Handler = w => { if (warned.Add(w)) CliProgress.Warn($"warning: {w}"); };
-        return Build().Parse(args).Invoke();
+        var parse = Build().Parse(args);
+        if (parse.Errors.Count > 0 && (parse.CommandResult.Command.Subcommands.Count == 0 || parse.UnmatchedTokens.Count > 0))
+        {
+            ErrorLine($"error: {ParseErrorLine(parse)}");
+            return 1;
+        }
+        return parse.Invoke();
     }
+
+    /// <summary>A line for the user on stderr (an error, a warning, a note). On a terminal it is wrapped at the terminal's
+    /// width between words, continuation lines indented by two spaces (the terminal would break words); into a pipe or
+    /// file it stays one line, for grep.</summary>
+    public static void ErrorLine(string line)
+    {
+        int width = 0;
+        if (!Console.IsErrorRedirected)
+            try { width = Console.WindowWidth; } catch (IOException) { /* no terminal size: leave the line as it is */ }
+        Console.Error.WriteLine(width > 0 ? Wrap(line, width) : line);
+    }
+
+    /// <summary>A line of <c>name value</c> items separated by two spaces on stdout (<c>  mse 0.70  fvu 0.24  l0 16.0</c>):
+    /// on a terminal wrapped between items, never inside one, continuation lines indented by <paramref name="indent"/>;
+    /// in a pipe one line.</summary>
+    public static void ItemsLine(string line, string indent = "    ")
+    {
+        int width = 0;
+        if (!Console.IsOutputRedirected)
+            try { width = Console.WindowWidth; } catch (IOException) { /* no terminal size: leave the line as it is */ }
+        Console.WriteLine(width > 0 ? Wrap(line, width, "  ", indent) : line);
+    }
+
+    /// <summary><paramref name="line"/> broken between words (the parts between <paramref name="separator"/>s) into lines of
+    /// at most <paramref name="width"/> characters, each after the first indented by <paramref name="indent"/>; a word
+    /// longer than a line stays whole on a line of its own.</summary>
+    internal static string Wrap(string line, int width, string separator = " ", string indent = "  ")
+    {
+        if (line.Length <= width || width <= indent.Length + 10) return line;
+        var lines = new List<string>();
+        var current = new System.Text.StringBuilder();
+        bool empty = true;                                                  // no word on the current line yet
+        string lead = line[..(line.Length - line.TrimStart(' ').Length)];
+        foreach (string word in line[lead.Length..].Split(separator))
+        {
+            if (!empty && current.Length + separator.Length + word.Length > width)
+            {
+                lines.Add(current.ToString());
+                current.Clear().Append(indent);
+                empty = true;
+            }
+            if (empty && lines.Count == 0) current.Append(lead);
+            if (!empty) current.Append(separator);
+            current.Append(word);
+            empty = false;
+        }
+        lines.Add(current.ToString());
+        return string.Join(Environment.NewLine, lines);
+    }
+
+    /// <summary>A command line the parser refused, as one line: each unknown option with the nearest option of the
+    /// command (<c>--featurs: not an option of sae dashboard (did you mean '--features'?)</c>), a value that is not a
+    /// number named with its option, the other errors as the parser words them; then where the options are listed. An
+    /// unknown command is named with the nearest command; a command group given no command (<c>sae</c>, <c>sae model</c>)
+    /// shows the parser's help instead.</summary>
+    internal static string ParseErrorLine(ParseResult parse)
+    {
+        var command = parse.CommandResult.Command;
+        string path = string.Join(' ', CommandPath(parse.CommandResult).Prepend("sae"));
+        var options = command.Options.Concat(command.Parents.OfType<Command>().SelectMany(c => c.Options).Where(o => o.Recursive))
+            .SelectMany(o => o.Aliases.Prepend(o.Name)).Distinct().ToList();
+        var parts = new List<string>();
+        if (command.Subcommands.Count > 0)
+        {
+            string first = parse.UnmatchedTokens[0];
+            return $"'{first}': not a command of {path}{NameSuggestion.For(first, command.Subcommands.Select(c => c.Name))} ({path} --help lists the commands)";
+        }
+        bool afterUnknownOption = false;
+        foreach (string token in parse.UnmatchedTokens)
+        {
+            if (token.StartsWith('-') && token.Length > 1 && !double.TryParse(token, NumberStyles.Float, CultureInfo.InvariantCulture, out _))
+            {
+                parts.Add($"{token}: not an option of {path}{NameSuggestion.For(token, options)}");
+                afterUnknownOption = true;
+            }
+            else if (!afterUnknownOption) parts.Add($"'{token}': an argument {path} does not take");
+            else afterUnknownOption = false;                                       // the unknown option's value
+        }
+        foreach (var error in parse.Errors)
+        {
+            if (error.Message.StartsWith("Unrecognized command or argument", StringComparison.Ordinal)) continue;
+            var m = System.Text.RegularExpressions.Regex.Match(error.Message, @"^Cannot parse argument '(.*)' for option '(.*)' as expected type '(.*)'\.?$");
+            var required = System.Text.RegularExpressions.Regex.Match(error.Message, @"^Option '(.*)' is required\.?$");
+            var among = System.Text.RegularExpressions.Regex.Match(error.Message, @"^Argument '(.*)' not recognized\. Must be one of:(.*)$",
+                System.Text.RegularExpressions.RegexOptions.Singleline);
+            var missing = System.Text.RegularExpressions.Regex.Match(error.Message, @"^Required argument missing for option: '(.*)'\.?$");
+            var twice = System.Text.RegularExpressions.Regex.Match(error.Message, @"^Option '(.*)' expects a single argument but (\d+) were provided\.?$");
+            string? option = (error.SymbolResult as OptionResult ?? error.SymbolResult?.Parent as OptionResult)?.Option.Name;
+            parts.Add(m.Success ? $"{m.Groups[2].Value} {m.Groups[1].Value}: expected {TypeWord(m.Groups[3].Value)}"
+                : required.Success ? $"{required.Groups[1].Value} is required"
+                : among.Success && option is not null ? $"{option} {among.Groups[1].Value}: expected " +
+                    OneOf(System.Text.RegularExpressions.Regex.Matches(among.Groups[2].Value, "'([^']*)'").Select(v => v.Groups[1].Value).ToList())
+                : missing.Success ? $"{missing.Groups[1].Value}: give a value after it"
+                : twice.Success ? $"{twice.Groups[1].Value} given {twice.Groups[2].Value} times: give it once"
+                : string.Join(' ', error.Message.Split((char[])['\n', '\r', '\t'], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)).TrimEnd('.'));
+        }
+        return $"{string.Join("; ", parts.Distinct())} ({path} --help lists the options)";
+    }
+
+    private static string OneOf(List<string> values) =>
+        values.Count < 2 ? string.Concat(values) : $"{string.Join(", ", values.SkipLast(1))} or {values[^1]}";
+
+    private static List<string> CommandPath(SymbolResult? result)
+    {
+        var names = new List<string>();
+        for (var r = result; r is not null; r = r.Parent)
+            if (r is CommandResult c && c.Command is not RootCommand) names.Insert(0, c.Command.Name);
+        return names;
+    }
+
+    private static string TypeWord(string clrType) => clrType.TrimEnd('?') switch
+    {
+        "System.Int32" or "System.Int64" or "System.Nullable`1[System.Int32]" or "System.Nullable`1[System.Int64]" => "an integer",
+        "System.Double" or "System.Single" or "System.Nullable`1[System.Double]" or "System.Nullable`1[System.Single]" => "a number",
+        "System.Boolean" => "true or false",
+        _ => $"a value of type {clrType}",
+    };
 
     /// <summary>Runs a command body: a <see cref="SaeSharpException"/> (or other error) becomes one line on stderr and exit code 1.</summary>
     public static void SetAction(Command command, Func<ParseResult, int> body)
@@ -83,7 +206,7 @@ internal static class Cli
     private static void ReportError(ParseResult parse, Exception e)
     {
         var inner = e is not SaeSharpException && e.InnerException is SaeSharpException s ? s : e;
-        Console.Error.WriteLine($"error: {inner.Message}");
+        ErrorLine($"error: {inner.Message}");
         if (parse.GetValue(Verbose)) Console.Error.WriteLine(e.ToString());
     }
 

@@ -63,7 +63,7 @@ internal static class CliProgress
         finally
         {
             _drawing = false;
-            foreach (var line in _deferred) Console.Error.WriteLine(line);
+            foreach (var line in _deferred) Cli.ErrorLine(line);
             _deferred.Clear();
         }
         return result;
@@ -77,7 +77,7 @@ internal static class CliProgress
     public static void Warn(string line)
     {
         if (_drawing) _deferred.Add(line);
-        else Console.Error.WriteLine(line);
+        else Cli.ErrorLine(line);
     }
 
     /// <summary>"eval: 12,288 / 50,000 tokens, 1,830 tokens/s, ETA 00:00:20".</summary>

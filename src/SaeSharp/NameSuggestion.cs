@@ -1,7 +1,7 @@
 namespace SaeSharp;
 
 /// <summary>"Did you mean" for a mistyped name: the known name nearest by edit distance (Levenshtein), within two edits.</summary>
-internal static class NameSuggestion
+public static class NameSuggestion
 {
     /// <summary><c> (did you mean 'x'?)</c> for the name among <paramref name="known"/> nearest <paramref name="name"/>
     /// within two edits (ties: the ordinal first), else "".</summary>

@@ -133,7 +133,7 @@ internal static class AnalysisCommands
             };
             string dir = NeuronpediaExport.Write(featuresDir, outDir, options);
             int batches = Directory.GetFiles(dir, "batch-*.json").Length;
-            Console.WriteLine($"{Cli.Integer(batches)} batch files: {dir}");
+            Console.WriteLine($"{Cli.Integer(batches)} batch file{(batches == 1 ? "" : "s")}: {dir}");
             return 0;
         });
         return command;

@@ -75,10 +75,10 @@ internal static class DemoCommand
             return stopExitCode;
         }
         if (trained.Status == SaeSharp.Training.TrainingStatus.SourceExhausted)
-            Console.Error.WriteLine($"warning: the stories ran out after {trained.Steps} of {harvest.Steps} steps");
+            Cli.ErrorLine($"warning: the stories ran out after {trained.Steps} of {harvest.Steps} steps");
         Line($"wrote {demo.SaePath} (SAELens layout: cfg.json, sae_weights.safetensors, metrics.json)");
         if (trained.CurvesFile is { } curves) Line($"training curves: {curves}");
-        else if (trained.CurvesError is { } error) Console.Error.WriteLine($"warning: training curves not drawn: {error}");
+        else if (trained.CurvesError is { } error) Cli.ErrorLine($"warning: training curves not drawn: {error}");
 
         Stage(3, $"evaluating on {Cli.Integer(o.EvalTokens)} held-out tokens (the SAE spliced into the model)");
         var m = demo.Evaluate();

@@ -45,7 +45,13 @@ internal static class InfoCommand
                 ("hook_name_out", cfg.Metadata.Extra?.GetValueOrDefault("hook_name_out") is { ValueKind: System.Text.Json.JsonValueKind.String } hookOut ? hookOut.GetString()! : "-"),
                 ("hook_head_index", cfg.Metadata.HookHeadIndex?.ToString(CultureInfo.InvariantCulture) ?? "-"),
                 ("context_size", cfg.Metadata.ContextSize?.ToString() ?? "-"),
+                ("prepend_bos", cfg.Metadata.PrependBos ? "true" : "false"),
                 ("seqpos_slice", cfg.Metadata.SeqposSlice() is { IsAll: false } slice ? slice.ToString() : "-"),
+                ("exclude_special_tokens", cfg.Metadata.ExcludeTokenIds is { } ids ? $"[{string.Join(", ", ids)}]"
+                    : cfg.Metadata.ExcludeSpecialTokens is { } excluded ? (excluded ? "true" : "false") : "-"),
+                ("disable_concat_sequences", cfg.Metadata.DisableConcatSequences() is { } disable ? (disable ? "true" : "false") : "-"),
+                ("sequence_separator_token", cfg.Metadata.SequenceSeparatorToken() is { } separator
+                    ? (separator == Data.PretokenizeToken.None ? "none" : separator.ToString()) : "-"),
                 ("dataset_path", cfg.Metadata.DatasetPath ?? "-"),
                 ("neuronpedia_id", cfg.Metadata.Extra?.GetValueOrDefault("neuronpedia_id").ToString() is { Length: > 0 } np ? np : "-"),
                 ("parameters", Cli.Integer(sae.parameters().Sum(t => t.numel()))),

@@ -180,7 +180,7 @@ internal static class InterventionCommands
             }
             Console.WriteLine($"prompt: {parse.GetValue(prompt)}");
             Cli.WriteColumns($"feature {steering.Feature} × {steering.Scale.ToString(CultureInfo.InvariantCulture)} at {at}", ["seed", "unsteered", "steered"], rows);
-            foreach (var note in notes) Console.Error.WriteLine($"note: {note}");
+            foreach (var note in notes) Cli.ErrorLine($"note: {note}");
             Cli.WriteColumns($"feature {steering.Feature}: top logit tokens (W_dec[F]·W_U, final norm scale folded)", ["token", new Column("logit", Right: true)],
                 FeatureLogits(m, s, site.WriteHook, steering.Feature, 10, Math.Min(tok.VocabSize, m.Config.DVocab))
                     .Select(e => new[] { Analysis.DashboardWriter.Quote(tok.TokenText((int)e.Token)), e.Logit.ToString("F3", CultureInfo.InvariantCulture) }));

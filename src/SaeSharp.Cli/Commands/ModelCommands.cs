@@ -140,7 +140,7 @@ internal static class ModelCommands
             });
             var all = result.Tokens[0].data<long>().Select(v => (int)v).ToArray();
             Console.WriteLine(DecodeShowingUnknownIds(tok, all));
-            if (InterventionCommands.GenerationNote(result, 0, null) is string note) Console.Error.WriteLine($"note: {note}");
+            if (InterventionCommands.GenerationNote(result, 0, null) is string note) Cli.ErrorLine($"note: {note}");
             return 0;
         });
         return command;

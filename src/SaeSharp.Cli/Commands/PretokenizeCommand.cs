@@ -50,6 +50,7 @@ internal static class PretokenizeCommand
         {
             var s = parse.GetValue(config) is { } cfgPath ? PretokenizeSettings.FromJson(cfgPath) : new PretokenizeSettings();
             bool fromConfig = parse.GetValue(config) is not null;
+            foreach (var note in s.Notes) Cli.ErrorLine($"note: {parse.GetValue(config)}: {note}");
             if (parse.GetValue(tokenizer) is { } t1 && parse.GetValue(model) is { } m1 && t1 != m1)
                 throw new SaeSharpException("--tokenizer and --model name different tokenizers; give one");
             string? tokName = parse.GetValue(tokenizer) ?? parse.GetValue(model) ?? (fromConfig ? s.TokenizerName : null);

@@ -140,7 +140,7 @@ internal static class SaeCommands
                 .. MeanCosineRow(m.FeatureMetrics),
                 Percent("dead_fraction", m.Reconstruction.DeadFraction, 2),
             ]);
-            foreach (var note in m.NonFiniteNotes()) Console.Error.WriteLine($"warning: {saes[i]}: {note}");
+            foreach (var note in m.NonFiniteNotes()) Cli.ErrorLine($"warning: {saes[i]}: {note}");
             SaveHistogram(HistogramPath(i, results.Count, jsonPath, histogram), m.Reconstruction);
         }
         if (jsonPath is not null)

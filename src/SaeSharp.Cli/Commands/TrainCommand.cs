@@ -89,7 +89,7 @@ internal static class TrainCommand
                 CheckResumeFlags(s.Out, parse.GetValue(arch), parse.GetValue(steps), parse.GetValue(batchSize), parse.GetValue(lr), parse.GetValue(seed),
                     parse.GetValue(dictSize), parse.GetValue(k));
             }
-            foreach (var note in s.Notes) Console.Error.WriteLine($"note: {path}: {note}");
+            foreach (var note in s.Notes) Cli.ErrorLine($"note: {path}: {note}");
             if (parse.GetValue(activations) is not null && parse.GetValue(data.Model) is null) s.ModelName = null;
             // From activation files --tokens is the run's length (SAELens training_tokens: steps = tokens / batch size), as
             // with a model; without this it would be the model's token budget and go unused.
@@ -102,7 +102,7 @@ internal static class TrainCommand
             using var plan = data.Given(parse, s)
                 ? TrainingPlan.ForModel(s, data.Read(parse, s, hookRequired: s.FromPretrainedPath is null) with { Device = device }, data.HookOf(parse, s), data.ReadMode(parse), parse.GetValue(data.TargetHook), parse.GetValue(resume))
                 : TrainingPlan.ForActivations(s, parse.GetValue(resume));
-            foreach (var note in plan.Notes) Console.Error.WriteLine($"note: {note}");
+            foreach (var note in plan.Notes) Cli.ErrorLine($"note: {note}");
             if (device.type != TorchSharp.DeviceType.CPU && (s.Autocast || s.ParsedCandidatePass == CandidatePass.On))
                 AnsiConsole.MarkupLine($"[yellow]warning:[/] --autocast and --candidate-pass are CPU kernels; on {ComputeDevice.Name(device)} training runs in float32");
             else if (s.Autocast && plan.Options.Saes.Count > 0 && CpuFeatures.AutocastAdvice(plan.Options.Saes[0].Sae.Cfg.DIn, plan.Options.Saes[0].Sae.Cfg.DSae) is { } advice)
@@ -184,7 +184,7 @@ internal static class TrainCommand
         string passes = (result.Epochs is double e ? $"{e:F2} epochs of the data" : "less than one pass over the data") +
                         (result.MaxDataPasses > 1 ? $", --epochs {result.MaxDataPasses}" : "");
         if (result.Status == TrainingStatus.SourceExhausted)
-            Console.Error.WriteLine($"warning: the data ran out after {result.Steps} steps ({Cli.Integer(result.Tokens)} tokens, {passes}); " +
+            Cli.ErrorLine($"warning: the data ran out after {result.Steps} steps ({Cli.Integer(result.Tokens)} tokens, {passes}); " +
                                     "repeat it with --epochs N (or --epochs 0: as many passes as --steps/--tokens need), or ask for fewer steps");
         Console.WriteLine($"trained on {Cli.Integer(result.Tokens)} tokens ({passes})");
         // Trained from a model: the held-out evaluation adds % CE loss recovered inside it.
@@ -197,13 +197,13 @@ internal static class TrainCommand
             double? ce = downstream?[i].CeLossScore;
             if (sae.Metrics is { } m)
             {
-                Console.WriteLine($"  mse {m.Mse:G4}  fvu {m.Fvu:G4}  l0 {m.L0:F1}  dead_fraction {Cli.Percent("dead_fraction", m.DeadFraction, 1)}" +
+                Cli.ItemsLine($"  mse {m.Mse:G4}  fvu {m.Fvu:G4}  l0 {m.L0:F1}  dead_fraction {Cli.Percent("dead_fraction", m.DeadFraction, 1)}" +
                                   (m.Mmcs is double mm ? $"  mmcs {mm:F3}" : "") +
                                   (m.Mcc is double mcc ? $"  mcc {mcc:F3}  uniqueness {m.Uniqueness:F3}" : "") +
                                   (m.ClassificationF1Score is double f1 ? $"  classification/f1_score {f1:F3}" : "") +
                                   (ce is double c ? $"  ce_loss_score {Cli.Percent("ce_loss_score", c, 1)} (kl {downstream![i].KlDivWithSae:G3})" : ""));
                 foreach (var w in TrainingWarnings.For(m, sae.Config, result.Steps, ce))
-                    Console.Error.WriteLine($"warning: {sae.Name}: {w}");
+                    Cli.ErrorLine($"warning: {sae.Name}: {w}");
             }
         }
         PrintCurves(result);
@@ -214,6 +214,6 @@ internal static class TrainCommand
     internal static void PrintCurves(TrainingRunResult result)
     {
         if (result.CurvesFile is { } png) Console.WriteLine($"training curves: {png}");
-        else if (result.CurvesError is { } e) Console.Error.WriteLine($"warning: training curves not drawn: {e}");
+        else if (result.CurvesError is { } e) Cli.ErrorLine($"warning: training curves not drawn: {e}");
     }
 }

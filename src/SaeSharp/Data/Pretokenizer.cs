@@ -183,7 +183,12 @@ public sealed record PretokenizeSettings
     public static readonly IReadOnlyList<string> IgnoredKeys =
         ["dataset_trust_remote_code", "data_dir", "hf_repo_id", "hf_num_shards", "hf_revision", "hf_is_private_repo"];
 
-    /// <summary>Reads a JSON file of PretokenizeRunnerConfig fields; an unknown key is an error naming it.</summary>
+    /// <summary>What a <c>--config</c> asked for that this run does not do, for the user: a hub upload (<c>hf_repo_id</c>).</summary>
+    [JsonIgnore] public IReadOnlyList<string> Notes { get; init; } = [];
+
+    /// <summary>Reads a JSON file of PretokenizeRunnerConfig fields; an unknown key is an error naming it, and so is a
+    /// <c>data_dir</c> (a subfolder SAELens's <c>load_dataset</c> reads, which would change the rows); a <c>hf_repo_id</c>
+    /// is a note in <see cref="Notes"/> (the dataset is written, not uploaded).</summary>
     public static PretokenizeSettings FromJson(string path)
     {
         if (!File.Exists(path)) throw new SaeSharpException($"--config {path}: no such file");
@@ -193,9 +198,17 @@ public sealed record PretokenizeSettings
             .SelectMany(a => a.Cast<JsonPropertyNameAttribute>()).Select(a => a.Name).Concat(IgnoredKeys).ToHashSet(StringComparer.Ordinal);
         foreach (var p in doc.RootElement.EnumerateObject())
             if (!known.Contains(p.Name)) throw new SaeSharpException($"{path}: unknown key '{p.Name}' (PretokenizeRunnerConfig's keys: {string.Join(", ", known.Order(StringComparer.Ordinal))})");
+        var root = doc.RootElement;
+        if (root.TryGetProperty("data_dir", out var dataDir) && dataDir.ValueKind != JsonValueKind.Null)
+            throw new SaeSharpException($"{path}: data_dir {dataDir.GetRawText()}: not supported (SAELens's load_dataset reads only that subfolder of the " +
+                                        "dataset); give the subfolder's files as dataset_path, or data_dir null");
+        var notes = new List<string>();
+        if (root.TryGetProperty("hf_repo_id", out var repo) && repo.ValueKind != JsonValueKind.Null)
+            notes.Add($"hf_repo_id {repo.GetRawText()}: ignored: SaeSharp does not upload to the hub; the dataset is written to save_path " +
+                      "(--format parquet writes SAELens's hub layout, data/*.parquet and sae_lens.json, to upload yourself)");
         try
         {
-            return doc.RootElement.Deserialize<PretokenizeSettings>(ReadOptions) ?? new PretokenizeSettings();
+            return (root.Deserialize<PretokenizeSettings>(ReadOptions) ?? new PretokenizeSettings()) with { Notes = notes };
         }
         catch (Exception e) when (e is JsonException or SaeSharpException or InvalidOperationException)
         {

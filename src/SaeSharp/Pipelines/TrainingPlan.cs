@@ -379,6 +379,8 @@ public sealed class TrainingPlan : IDisposable
             cacheHook = column.Name;
             metadata = MetadataOf(cache, column);
         }
+        RefuseWindowFieldsTheRowsLack(s, metadata, SaeLensActivationCache.IsCache(s.Activations) ? $"the SAELens activation cache {s.Activations}"
+            : File.Exists(Path.Combine(s.Activations, ActivationCacheFolder.ManifestName)) ? $"the cache {s.Activations}" : $"the activation files {s.Activations}");
         // SAELens reads a cache in order through the same mixing buffer as a model's activations: fraction 0 is that order;
         // the file source's own buffer (uniform draws, refilled when half empty) stands for SAELens's default 0.5 only.
         if (s.ActivationsMixingFraction is double f && f != 0 && f != 0.5)
@@ -412,6 +414,39 @@ public sealed class TrainingPlan : IDisposable
         var trainer = s.Trainer.Clone();
         UsePretrainedNormalization(s, trainer);
         return new TrainingPlan(s, trainer, resume, train, eval, eval.Rows, metadata, s.RunSteps ?? 1000, transcoder: targetName is not null, pretrained);
+    }
+
+    /// <summary>A run on activation files takes every stored row as it is: a config's <c>exclude_special_tokens</c> (true or
+    /// a list), <c>seqpos_slice</c>, <c>disable_concat_sequences</c> true or <c>sequence_separator_token</c> other than "bos"
+    /// that the rows were not harvested with (<paramref name="recorded"/>: a cache's manifest or SAELens runner config;
+    /// nothing for plain files) is refused, naming the field, rather than ignored. SAELens filters a cache's rows by its
+    /// token_ids for exclude_special_tokens, which SaeSharp does not. SAELens's defaults (false, [null], false, "bos"),
+    /// which its <c>to_dict()</c> always writes, pass.</summary>
+    private static void RefuseWindowFieldsTheRowsLack(TrainingSettings s, SaeMetadata recorded, string rows)
+    {
+        string where = s.Source ?? "training settings";
+        if (s.ExcludeSpecialTokens == true || s.ExcludeTokenIds is { Length: > 0 })
+        {
+            bool same = s.ExcludeTokenIds is { } ids
+                ? recorded.ExcludeTokenIds is { } r && ids.Order().SequenceEqual(r.Order())
+                : recorded.ExcludeSpecialTokens == true;
+            if (!same)
+                throw new SaeSharpException($"{where}: exclude_special_tokens {(s.ExcludeTokenIds is { } l ? $"[{string.Join(", ", l)}]" : "true")}: " +
+                                            $"{rows} was not harvested with it, and SaeSharp trains on its rows as stored (SAELens would drop a SAELens " +
+                                            "cache's rows by their token_ids; SaeSharp does not): give false, or harvest with the exclusion " +
+                                            "(sae cache or sae train --model with --exclude-special-tokens / --exclude-token-ids)");
+        }
+        var have = recorded.SeqposSlice() ?? Data.SeqposSlice.All;
+        if (s.SeqposSlice is { IsAll: false } slice && (slice.Start ?? 0, slice.Stop, slice.Step ?? 1) != (have.Start ?? 0, have.Stop, have.Step ?? 1))
+            throw new SaeSharpException($"{where}: seqpos_slice {slice.ToJson().ToJsonString()}: {rows} holds {(have.IsAll ? "every position of its windows" : $"the positions {have} of its windows")}; " +
+                                        "give its slice, or harvest with this one (sae cache --seqpos-slice)");
+        if (s.DisableConcatSequences == true && recorded.DisableConcatSequences() != true)
+            throw new SaeSharpException($"{where}: disable_concat_sequences true: {rows} holds windows of documents packed together; " +
+                                        "give false, or harvest with it (sae cache --disable-concat-sequences)");
+        if (s.SequenceSeparatorToken is { } sep && sep != Data.PretokenizeToken.Bos && sep != recorded.SequenceSeparatorToken())
+            throw new SaeSharpException($"{where}: sequence_separator_token {(sep == Data.PretokenizeToken.None ? "null" : sep.ToString())}: {rows} " +
+                                        $"was harvested with {(recorded.SequenceSeparatorToken() is { } r2 ? (r2 == Data.PretokenizeToken.None ? "null" : r2.ToString()) : "an unknown separator")}; " +
+                                        "give that, or harvest with this one (sae cache --sequence-separator-token)");
     }
 
     /// <summary>Trains on a language model's activations at <paramref name="hook"/>, harvested from text through a shuffling

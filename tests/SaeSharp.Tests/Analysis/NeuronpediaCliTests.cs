@@ -57,7 +57,9 @@ public sealed class NeuronpediaCliTests : IDisposable
 
         (exit, stdout, err) = CliRunner.Run("neuronpedia", "--features", feat, "--out", feat, "--np-set-name", "emb", "--layer-num", "2", "--model-id", "neox");
         Assert.True(exit == 0, err);                                                  // a subfolder beside the report's files
-        var b0 = JsonNode.Parse(File.ReadAllText(Path.Combine(feat, $"neox_emb_hook_embed_{AnalysisFixture.DSae}", "batch-0.json")))!;
+        string dir2 = Path.Combine(feat, $"neox_emb_hook_embed_{AnalysisFixture.DSae}");
+        Assert.Contains($"1 batch file: {dir2}", stdout);                              // 6 features at 128 per batch
+        var b0 = JsonNode.Parse(File.ReadAllText(Path.Combine(dir2, "batch-0.json")))!;
         Assert.Equal(("neox", 2, "emb"), ((string)b0["model_id"]!, (int)b0["layer"]!, (string)b0["sae_set"]!));
         (exit, _, err) = CliRunner.Run("neuronpedia", "--features", _fx.Dir, "--out", np);
         Assert.Equal(1, exit);

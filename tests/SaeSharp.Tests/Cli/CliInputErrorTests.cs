@@ -119,7 +119,7 @@ public class CliInputErrorTests : IDisposable
         Assert.DoesNotContain("--target-hook", help.Out);
         var mode = CliRunner.Run(Eval(_fx.SaeDir, "--mode", "in_to_out"));
         Assert.NotEqual(0, mode.Exit);
-        Assert.Contains("'--mode'", mode.Err);
+        Assert.Contains("--mode: not an option of sae eval", mode.Err);
     }
 
     [Fact]
@@ -140,13 +140,43 @@ public class CliInputErrorTests : IDisposable
         {
             var (exit, _, err) = CliRunner.Run(args);
             Assert.Equal(1, exit);
-            Assert.Equal(message, err.Trim());
+            Assert.Equal($"error: {message} (sae {args[0]} --help lists the options)", err.Trim());
         }
-        // A value that is not a number is still the parser's own error.
+        // A value that is not a number names the option and what it takes, not the CLR type.
         var notNumber = CliRunner.Run("encode", "--sae", _fx.SaeDir, "--activations", P("none.safetensors"), "--out", P("o.safetensors"), "--batch-size", "abc");
         Assert.Equal(1, notNumber.Exit);
-        Assert.Contains("'abc'", notNumber.Err);
-        Assert.Contains("--batch-size", notNumber.Err);
+        Assert.Equal("error: --batch-size abc: expected an integer (sae encode --help lists the options)", notNumber.Err.Trim());
+    }
+
+    [Fact]
+    public void A_command_line_the_parser_refuses_is_one_error_line_with_the_nearest_name_and_no_help_on_stdout()
+    {
+        // Before, System.CommandLine printed the command's whole help on stdout and its own messages on stderr (CLR type
+        // names, a multi-line list of values, no "did you mean").
+        foreach (var (args, message) in new (string[], string)[]
+                 {
+                     (["dashboard", "--features", P("f"), "--out", P("s"), "--featurs", "x"],
+                         "--featurs: not an option of sae dashboard (did you mean '--features'?) (sae dashboard --help lists the options)"),
+                     (["neuronpedia", "--features", P("f"), "--out", P("n"), "--layer-num", "one"],
+                         "--layer-num one: expected an integer (sae neuronpedia --help lists the options)"),
+                     (["train", "--activations", P("a"), "--lr", "fast"], "--lr fast: expected a number (sae train --help lists the options)"),
+                     (["cache", "--out", P("c"), "--format", "hdf5"], "--format hdf5: expected saesharp or saelens (sae cache --help lists the options)"),
+                     (["features", "--sae", _fx.SaeDir, "--out", P("f")],
+                         "--model is required; --dataset is required (sae features --help lists the options)"),
+                     (["cache", "--out"], "--out: give a value after it (sae cache --help lists the options)"),
+                     (["cache", "--out", P("c"), "--tokens", "10", "--tokens", "20"], "--tokens given 2 times: give it once (sae cache --help lists the options)"),
+                     (["eval", "--sae", _fx.SaeDir, "extra"], "'extra': an argument sae eval does not take (sae eval --help lists the options)"),
+                     (["trian"], "'trian': not a command of sae (did you mean 'train'?) (sae --help lists the commands)"),
+                     (["model", "rnu"], "'rnu': not a command of sae model (did you mean 'run'?) (sae model --help lists the commands)"),
+                 })
+        {
+            var r = CliRunner.Run(args);
+            Assert.Equal($"error: {message}", OneLineError(r));
+            Assert.Equal("", r.Out);
+        }
+        // A command group given no command still shows its help.
+        var group = CliRunner.Run("model");
+        Assert.Contains("Usage:", group.Out);
     }
 
     [Fact]

@@ -54,6 +54,22 @@ public sealed class InfoCommandTests : IDisposable
         Assert.True(exit == 0, err);
         Assert.Matches(@"(?m)^\W*hook_head_index\W+2\W*$", output);
         Assert.Matches(@"(?m)^\W*seqpos_slice\W+1:-1\W*$", output);
+        // Nor the windows' other fields, which eval --model and features take from the cfg.
+        Assert.Matches(@"(?m)^\W*prepend_bos\W+true\W*$", output);
+        Assert.Matches(@"(?m)^\W*disable_concat_sequences\W+false\W*$", output);
+        Assert.Matches(@"(?m)^\W*sequence_separator_token\W+bos\W*$", output);
+        Assert.Matches(@"(?m)^\W*exclude_special_tokens\W+-\W*$", output);
+        var listed = Path.Combine(_dir, "listed");
+        var listedMeta = new SaeMetadata { HookName = "blocks.1.hook_resid_post", PrependBos = false, ExcludeTokenIds = [0, 50256] };
+        listedMeta.SetWindowFields(null, true, PretokenizeToken.None);
+        using (var sae = SaeFactory.Create(new SaeConfig { Architecture = SaeArchitectures.Standard, DIn = 8, DSae = 16, Metadata = listedMeta }))
+            SaeLensFormat.Save(sae, listed);
+        (exit, output, err) = CliRunner.Run("info", listed);
+        Assert.True(exit == 0, err);
+        Assert.Matches(@"(?m)^\W*prepend_bos\W+false\W*$", output);
+        Assert.Matches(@"(?m)^\W*exclude_special_tokens[\s│]+\[0, 50256\][\s│]*$", output);   // SAELens's list, not a bare "0"
+        Assert.Matches(@"(?m)^\W*disable_concat_sequences\W+true\W*$", output);
+        Assert.Matches(@"(?m)^\W*sequence_separator_token\W+none\W*$", output);
         var plain = Path.Combine(_dir, "plain");
         using (var sae = SaeFactory.Create(new SaeConfig { Architecture = SaeArchitectures.Standard, DIn = 8, DSae = 16, Metadata = new SaeMetadata { HookName = "blocks.1.hook_mlp_out" } }))
             SaeLensFormat.Save(sae, plain);
@@ -61,6 +77,7 @@ public sealed class InfoCommandTests : IDisposable
         Assert.True(exit == 0, err);
         Assert.Matches(@"(?m)^\W*hook_head_index\W+-\W*$", output);
         Assert.Matches(@"(?m)^\W*seqpos_slice\W+-\W*$", output);
+        Assert.Matches(@"(?m)^\W*sequence_separator_token\W+-\W*$", output);
     }
 
     [Fact]

@@ -141,6 +141,21 @@ public sealed class PretokenizeCommandTests : IDisposable
             Assert.Contains(expected, r.Err);
             Assert.Single(r.Err.Trim().Split('\n'));
         }
+        // A hub upload asked for is said to be left undone (it was silently dropped); a data_dir, which would choose other
+        // files, is refused.
+        string cfg = File.ReadAllText(P("cfg.json"));
+        File.WriteAllText(P("hub.json"), cfg.Replace("\"seed\": 4,", "\"seed\": 4, \"hf_repo_id\": \"me/pile-tok\", \"hf_num_shards\": 64,", StringComparison.Ordinal));
+        var hub = CliRunner.Run("pretokenize", "--config", P("hub.json"), "--out", P("hubds"));
+        Assert.True(hub.Exit == 0, hub.Err);
+        Assert.Contains("note: " + P("hub.json") + ": hf_repo_id \"me/pile-tok\": ignored: SaeSharp does not upload to the hub", hub.Err);
+        Assert.True(File.Exists(P("hubds", "sae_lens.json")));
+        File.WriteAllText(P("dir.json"), cfg.Replace("\"seed\": 4,", "\"seed\": 4, \"data_dir\": \"en\",", StringComparison.Ordinal));
+        var dir = CliRunner.Run("pretokenize", "--config", P("dir.json"), "--out", P("dirds"));
+        Assert.Equal(1, dir.Exit);
+        Assert.Equal($"error: {P("dir.json")}: data_dir \"en\": not supported (SAELens's load_dataset reads only that subfolder of the dataset); " +
+                     "give the subfolder's files as dataset_path, or data_dir null", dir.Err.Trim());
+        Assert.False(Directory.Exists(P("dirds")));
+
         // --force replaces the dataset.
         Ok(CliRunner.Run("pretokenize", "--model", "builtin", "--dataset", P("c.jsonl"), "--out", P("cfgds"), "--force", "--context-size", "8"));
         Assert.True(File.Exists(P("cfgds", "state.json")));

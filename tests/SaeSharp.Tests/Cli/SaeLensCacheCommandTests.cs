@@ -210,4 +210,60 @@ public sealed class SaeLensCacheCommandTests : IDisposable
         Assert.Contains("name one with hook_name",
             Fails(CliRunner.Run("train", "--activations", cache, "--steps", "2", "--out", P("two"))));
     }
+    [Fact]
+    public void Config_window_fields_the_rows_were_not_harvested_with_are_refused_not_ignored()
+    {
+        // Before, each of these trained on the cache's rows as stored and wrote the cache's values into cfg.json, so the
+        // config's exclude_special_tokens (which SAELens applies to a cache by its token_ids) was silently dropped.
+        string cache = TestPaths.Data("saelens_cache", "js_f16_two_hooks");
+        string Config(string name, string field, object value)
+        {
+            string path = P(name + ".json");
+            var fields = new Dictionary<string, object?>
+            {
+                ["use_cached_activations"] = true, ["cached_activations_path"] = cache, ["model_name"] = "gpt2", ["hook_name"] = "blocks.1.hook_mlp_out",
+                ["context_size"] = 2, ["d_in"] = 3, ["architecture"] = "standard", ["d_sae"] = 8, ["train_batch_size_tokens"] = 2,
+                // SAELens's to_dict() defaults, which every runner config holds: accepted.
+                ["exclude_special_tokens"] = false, ["seqpos_slice"] = new object?[] { null }, ["disable_concat_sequences"] = false,
+                ["sequence_separator_token"] = "bos", ["prepend_bos"] = true,
+            };
+            fields[field] = value;
+            File.WriteAllText(path, JsonSerializer.Serialize(fields));
+            return path;
+        }
+        string[] Train(string config, string name) => ["train", "--config", config, "--steps", "2", "--eval-rows", "2", "--out", P(name)];
+        Ok(CliRunner.Run(Train(Config("defaults", "prepend_bos", true), "defaults")));
+        foreach (var (field, value, message) in new (string, object, string)[]
+                 {
+                     ("exclude_special_tokens", new[] { 0 }, "exclude_special_tokens [0]: the SAELens activation cache"),
+                     ("exclude_special_tokens", true, "exclude_special_tokens true: the SAELens activation cache"),
+                     ("seqpos_slice", new object?[] { 1, null }, "seqpos_slice [1,null]: the SAELens activation cache"),
+                     ("disable_concat_sequences", true, "disable_concat_sequences true: the SAELens activation cache"),
+                     ("sequence_separator_token", "eos", "sequence_separator_token eos: the SAELens activation cache"),
+                 })
+        {
+            string err = Fails(CliRunner.Run(Train(Config(field, field, value), field)));
+            Assert.Contains(message, err);
+            Assert.False(Directory.Exists(P(field, "cfg.json")));
+        }
+
+        // A SaeSharp cache harvested with the ids takes the same list (in any order), not another.
+        Ok(CliRunner.Run("corpus", "--out", P("c.jsonl"), "--docs", "100", "--seed", "4"));
+        Ok(CliRunner.Run(Cache(P("c.jsonl"), P("excl"), "--exclude-token-ids", "0,5")));
+        string Own(string name, object ids)
+        {
+            string path = P(name + ".json");
+            File.WriteAllText(path, JsonSerializer.Serialize(new Dictionary<string, object>
+            {
+                ["use_cached_activations"] = true, ["cached_activations_path"] = P("excl"), ["architecture"] = "topk", ["k"] = 4,
+                ["d_sae"] = 32, ["train_batch_size_tokens"] = 64, ["exclude_special_tokens"] = ids,
+            }));
+            return path;
+        }
+        Ok(CliRunner.Run("train", "--config", Own("same", new[] { 5, 0 }), "--steps", "2", "--eval-rows", "64", "--out", P("same")));
+        using (var cfg = JsonDocument.Parse(File.ReadAllText(P("same", "cfg.json"))))
+            Assert.Equal([0L, 5L], cfg.RootElement.GetProperty("metadata").GetProperty("exclude_special_tokens").EnumerateArray().Select(e => e.GetInt64()));
+        Assert.Contains("exclude_special_tokens [0, 7]: the cache",
+            Fails(CliRunner.Run("train", "--config", Own("other", new[] { 0, 7 }), "--steps", "2", "--eval-rows", "64", "--out", P("other"))));
+    }
 }

@@ -1,0 +1,114 @@
+using System.Text;
+using System.Text.RegularExpressions;
+
+namespace SaeSharp.Tests.Cli;
+
+/// <summary>Every <c>./sae ...</c> command line of the README (code blocks, with their <c>\</c> continuations, and inline
+/// code) parses: each command and option it names exists and takes the value given. A renamed or removed flag left in an
+/// example fails here rather than for the newcomer who copies it.</summary>
+public sealed class ReadmeCommandLineTests
+{
+    [Fact]
+    public void Every_readme_command_line_parses()
+    {
+        var lines = CommandLines(File.ReadAllText(Path.Combine(AppContext.BaseDirectory, "readme", "README.md")));
+        Assert.True(lines.Count >= 30, $"only {lines.Count} command lines found");
+        var bad = lines.Select(l => (Line: l, Parse: SaeSharp.Cli.Cli.Build().Parse(ShellWords(l))))
+            .Where(p => p.Parse.Errors.Count > 0)
+            .Select(p => $"{p.Line}\n    {SaeSharp.Cli.Cli.ParseErrorLine(p.Parse)}").ToList();
+        Assert.True(bad.Count == 0, string.Join("\n", bad));
+    }
+
+    [Fact]
+    public void The_extraction_joins_continuations_and_drops_comments_and_the_shell_around_the_command()
+    {
+        const string md = "```sh\n./sae train --k 4 \\\n    --out runs/x   # a comment\n./sae releases | cut -f1\nls\n```\n" +
+                          "Inline: `./sae info runs/x` and `./sae model run --prompt \"a # b\"`.\n";
+        Assert.Equal(["train --k 4 --out runs/x", "releases", "info runs/x", "model run --prompt \"a # b\""], CommandLines(md));
+        Assert.Equal(["model", "run", "--prompt", "a # b", "--x", "it's"], ShellWords("model run --prompt \"a # b\" --x 'it'\\''s'"));
+    }
+
+    /// <summary>The arguments after <c>./sae</c> of each command line in <paramref name="markdown"/>: fenced blocks' lines
+    /// (continuations joined, a trailing <c># comment</c> and anything after a pipe or <c>&amp;&amp;</c> dropped) and inline
+    /// code spans that start with <c>./sae </c>.</summary>
+    private static List<string> CommandLines(string markdown)
+    {
+        var found = new List<string>();
+        bool fenced = false;
+        var pending = new StringBuilder();
+        foreach (string raw in markdown.Split('\n'))
+        {
+            string line = raw.TrimEnd('\r');
+            if (line.TrimStart().StartsWith("```", StringComparison.Ordinal)) { fenced = !fenced; pending.Clear(); continue; }
+            if (fenced)
+            {
+                if (pending.Length == 0 && !line.TrimStart().StartsWith("./sae ", StringComparison.Ordinal)) continue;
+                string part = StripComment(line).TrimEnd();
+                bool continues = part.EndsWith('\\');
+                pending.Append(continues ? part[..^1] : part).Append(' ');
+                if (!continues)
+                {
+                    found.Add(Arguments(pending.ToString()));
+                    pending.Clear();
+                }
+                continue;
+            }
+            foreach (Match m in Regex.Matches(line, @"`\./sae ([^`]+)`")) found.Add(Arguments("./sae " + m.Groups[1].Value));
+        }
+        return found;
+    }
+
+    private static string Arguments(string command)
+    {
+        string s = command.Trim()["./sae".Length..];
+        foreach (string stop in new[] { " | ", " && ", " ; ", " > ", " 2>" })
+            if (s.IndexOf(stop, StringComparison.Ordinal) is int i and >= 0) s = s[..i];
+        return Regex.Replace(s.Trim(), @"\s+", " ");
+    }
+
+    /// <summary>The line without a <c>#</c> comment outside quotes.</summary>
+    private static string StripComment(string line)
+    {
+        char quote = '\0';
+        for (int i = 0; i < line.Length; i++)
+        {
+            char c = line[i];
+            if (quote != '\0') { if (c == quote) quote = '\0'; }
+            else if (c is '"' or '\'') quote = c;
+            else if (c == '#' && (i == 0 || char.IsWhiteSpace(line[i - 1]))) return line[..i];
+        }
+        return line;
+    }
+
+    /// <summary>POSIX shell word splitting for the quoting the README uses: single quotes, double quotes, backslash.</summary>
+    private static string[] ShellWords(string line)
+    {
+        var words = new List<string>();
+        var word = new StringBuilder();
+        bool inWord = false;
+        char quote = '\0';
+        for (int i = 0; i < line.Length; i++)
+        {
+            char c = line[i];
+            if (quote == '\'') { if (c == '\'') quote = '\0'; else word.Append(c); continue; }
+            if (quote == '"')
+            {
+                if (c == '"') quote = '\0';
+                else if (c == '\\' && i + 1 < line.Length && line[i + 1] is '"' or '\\' or '$' or '`') word.Append(line[++i]);
+                else word.Append(c);
+                continue;
+            }
+            if (char.IsWhiteSpace(c))
+            {
+                if (inWord) { words.Add(word.ToString()); word.Clear(); inWord = false; }
+                continue;
+            }
+            inWord = true;
+            if (c is '\'' or '"') quote = c;
+            else if (c == '\\' && i + 1 < line.Length) word.Append(line[++i]);
+            else word.Append(c);
+        }
+        if (inWord) words.Add(word.ToString());
+        return [.. words];
+    }
+}
