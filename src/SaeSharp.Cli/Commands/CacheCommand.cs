@@ -29,6 +29,10 @@ internal static class CacheCommand
             if (cfg is not null)
                 options = options with
                 {
+                    // SAELens's context_size -1: the length of the pre-tokenized dataset's rows.
+                    ContextSize = options.ContextSize ?? Data.TokenWindows.PretokenizedRowLength(options.DatasetPath, options.TextField)
+                                  ?? throw new SaeSharpException($"{cfg.Source}: context_size -1: {options.DatasetPath} is not tokenized; give context_size " +
+                                                                 "(or --context-size), as SAELens requires"),
                     Tokens = options.Tokens ?? cfg.TrainingTokens,
                     Device = parse.GetValue(data.Device) is null ? ComputeDevice.Parse(cfg.Device, $"{cfg.Source}: device") : options.Device,
                 };

@@ -149,6 +149,8 @@ public sealed record CacheActivationsSettings
         int? ctx = null;
         if (Long("context_size") is long c && c != -1)
             ctx = c > 0 && c <= int.MaxValue ? (int)c : throw new SaeSharpException($"{path}: context_size {c}: expected a positive number, or -1 (the rows of a pre-tokenized dataset)");
+        if (ctx > tokens)
+            throw new SaeSharpException($"{path}: context_size ({ctx}) is greater than training_tokens ({tokens}): reduce context_size or increase training_tokens (as SAELens requires)");
         string dtype = Str("dtype") ?? "float32";
         if (dtype is not ("float32" or "float16" or "torch.float32" or "torch.float16"))
             throw new SaeSharpException($"{path}: dtype \"{dtype}\": a SAELens activation cache stores float32 or float16 (datasets' Array2D has no bfloat16: pyarrow has no such type)");
