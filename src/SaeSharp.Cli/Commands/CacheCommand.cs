@@ -25,6 +25,11 @@ internal static class CacheCommand
             var cfg = parse.GetValue(config) is { } cfgPath ? CacheActivationsSettings.FromJson(cfgPath) : null;
             foreach (var note in cfg?.Notes ?? []) Cli.ErrorLine($"note: {cfg!.Source}: {note}");
             var training = cfg?.ToTrainingSettings();
+            // SAELens's default folder is named after the run's dataset, model and hook (flags given win, as everywhere).
+            string outDir = parse.GetValue(output) ?? cfg?.NewCachedActivationsPath
+                            ?? ((parse.GetValue(data.Dataset) ?? cfg?.DatasetPath, parse.GetValue(data.Model) ?? cfg?.ModelName, data.HookOf(parse, training)) is ({ } d, { } m, { } h) && cfg is not null
+                                ? CacheActivationsSettings.DefaultOutputPath(Data.HubDataset.RecordedPath(d), m, h)
+                                : throw new SaeSharpException(cfg is null ? "give --out" : "give --out (or new_cached_activations_path in --config)"));
             var options = data.Read(parse, training);
             if (cfg is not null)
                 options = options with
@@ -37,9 +42,6 @@ internal static class CacheCommand
                     Device = parse.GetValue(data.Device) is null ? ComputeDevice.Parse(cfg.Device, $"{cfg.Source}: device") : options.Device,
                 };
             string hook = data.HookOf(parse, training)!;
-            string outDir = parse.GetValue(output) ?? cfg?.NewCachedActivationsPath
-                            ?? (cfg is { DatasetPath: { } d, ModelName: { } m, HookName: { } h } ? CacheActivationsSettings.DefaultOutputPath(d, m, h)
-                                : throw new SaeSharpException(cfg is null ? "give --out" : "give --out (or new_cached_activations_path in --config)"));
             Action<int, string>? checkDIn = training is null ? null : training.CheckDIn;
             var dtype = cfg?.StoredDtype;
             bool saeLens = parse.GetResult(format) is { Implicit: false } ? parse.GetValue(format) == "saelens" : cfg is not null;
