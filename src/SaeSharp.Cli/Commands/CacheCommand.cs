@@ -12,9 +12,9 @@ internal static class CacheCommand
     public static Command Create()
     {
         var data = new ModelDataOptionsCli();
-        var output = new Option<string?>("--out") { Description = "Cache folder (shard_NNNNN.safetensors + manifest.json; rerun to resume), or with --format saelens a new or empty folder" };
+        var output = new Option<string?>("--out") { Description = "Cache folder (shard_NNNNN.safetensors + manifest.json; rerun to resume), or with --format saelens a new or empty folder (with --config: its new_cached_activations_path)" };
         var contextsPerShard = new Option<int>("--contexts-per-shard") { Description = "Context windows per shard", DefaultValueFactory = _ => 64 }.Positive();
-        var format = new Option<string>("--format") { Description = "saesharp: safetensors shards + manifest.json (the default without --config); saelens: SAELens's CacheActivationsRunner folder (datasets Arrow shards), for use_cached_activations (the default with --config)", DefaultValueFactory = _ => "saesharp" };
+        var format = new Option<string?>("--format") { Description = "saesharp: safetensors shards + manifest.json (the default); saelens: SAELens's CacheActivationsRunner folder (datasets Arrow shards), for use_cached_activations (the default with --config)" };
         format.AcceptOnlyFromAmong("saesharp", "saelens");
         var bufferSizeGb = new Option<double>("--buffer-size-gb") { Description = "With --format saelens: activation GB per shard (SAELens buffer_size_gb)", DefaultValueFactory = _ => 2.0 };
         var config = new Option<string?>("--config") { Description = "JSON file of SAELens CacheActivationsRunnerConfig fields (README); flags given win over them" };
@@ -44,7 +44,7 @@ internal static class CacheCommand
             string hook = data.HookOf(parse, training)!;
             Action<int, string>? checkDIn = training is null ? null : training.CheckDIn;
             var dtype = cfg?.StoredDtype;
-            bool saeLens = parse.GetResult(format) is { Implicit: false } ? parse.GetValue(format) == "saelens" : cfg is not null;
+            bool saeLens = parse.GetValue(format) is { } f ? f == "saelens" : cfg is not null;
             if (saeLens)
             {
                 if (parse.GetResult(contextsPerShard) is { Implicit: false })
