@@ -1,5 +1,6 @@
 using System.Text.Json.Nodes;
 using SaeSharp.Activations;
+using SaeSharp.Pipelines;
 using SaeSharp.Tests.Tokenizers;
 using TorchSharp;
 

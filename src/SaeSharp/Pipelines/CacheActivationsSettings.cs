@@ -3,7 +3,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using SaeSharp.Training;
 
-namespace SaeSharp.Activations;
+namespace SaeSharp.Pipelines;
 
 /// <summary>
 /// SAELens's <c>CacheActivationsRunnerConfig</c> (sae_lens/config.py, 6.37.6) as <c>sae cache --config</c> reads it: every
