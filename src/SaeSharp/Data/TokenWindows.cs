@@ -213,6 +213,23 @@ public static class TokenWindows
         }
     }
 
+    /// <summary>The length of the first row of a pre-tokenized dataset (the column <see cref="FromPath"/> reads), or null when
+    /// the dataset holds text: SAELens's <c>context_size=-1</c> in <c>CacheActivationsRunnerConfig</c>.</summary>
+    public static int? PretokenizedRowLength(string path, string? textField = null)
+    {
+        var files = TextDataset.ExpandFiles(path);
+        var (column, tokenized, first) = TextDataset.ChooseColumn(files, textField);
+        if (first is null || !tokenized) return null;
+        var rows = TextDataset.KindOf(first) switch
+        {
+            TextDataset.FileKind.Jsonl => TextDataset.ReadTokenizedJsonl(first, column),
+            TextDataset.FileKind.Parquet => TextDataset.ReadTokenizedParquet(first, column),
+            TextDataset.FileKind.Arrow => HfDiskDataset.ReadTokenRows(first, column),
+            _ => [],
+        };
+        return rows.FirstOrDefault()?.Length;
+    }
+
     /// <summary>
     /// Windows from a dataset file or folder, reading the column SAELens's ActivationsStore reads
     /// (<see cref="TextDataset.ChooseColumn(IEnumerable{string}, string?)"/>, decided by the first file with a row and used for all): pre-tokenized "tokens" or

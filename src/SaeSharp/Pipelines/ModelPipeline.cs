@@ -89,10 +89,11 @@ public static class ModelPipeline
         }
     }
 
-    /// <summary><c>sae cache --model M --hook H --dataset D --tokens N --out DIR</c>: writes (or resumes) an activation cache.</summary>
+    /// <summary><c>sae cache --model M --hook H --dataset D --tokens N --out DIR</c>: writes (or resumes) an activation cache.
+    /// <paramref name="checkDIn"/> gets the hook's width and a description of it before anything is harvested (a config's d_in).</summary>
     public static ActivationCacheManifest WriteCache(ModelDataOptions data, string hook, string outDir, HarvestMode mode = HarvestMode.Out,
         string? targetHook = null, int contextsPerShard = 64, ScalarType? dtype = null, Action<ActivationCacheManifest>? onShard = null,
-        IProgress<WorkProgress>? progress = null)
+        IProgress<WorkProgress>? progress = null, Action<int, string>? checkDIn = null)
     {
         ArgumentNullException.ThrowIfNull(data);
         var tokenizer = Tokenizer.FromFolder(data.TokenizerPath ?? data.ModelPath);
@@ -101,6 +102,7 @@ public static class ModelPipeline
         int ctx = data.ContextSize ?? 128;
         bool bos = data.PrependBos ?? true;
         var spec = HarvestSpec.Resolve(pm.Model.HookPoints, hook, mode, targetHook);
+        checkDIn?.Invoke(pm.Model.HookWidth(spec.InputHook), $"the model {ModelLoader.NameOf(data.ModelPath)} at {spec.InputHook}");
         return ActivationCacheFolder.Write(outDir, pm.Model, spec, Windows(tokenizer, data),
             new ActivationCacheOptions
             {
@@ -114,9 +116,10 @@ public static class ModelPipeline
     }
 
     /// <summary><c>sae cache --format saelens ... --out DIR</c>: writes SAELens's activation cache layout
-    /// (<see cref="SaeLensActivationCache.Write"/>) to an empty or new folder.</summary>
+    /// (<see cref="SaeLensActivationCache.Write"/>) to an empty or new folder; <paramref name="checkDIn"/> as in <see cref="WriteCache"/>.</summary>
     public static SaeLensActivationCache WriteSaeLensCache(ModelDataOptions data, string hook, string outDir, HarvestMode mode = HarvestMode.Out,
-        string? targetHook = null, double bufferSizeGb = 2.0, ScalarType? dtype = null, IProgress<WorkProgress>? progress = null)
+        string? targetHook = null, double bufferSizeGb = 2.0, ScalarType? dtype = null, IProgress<WorkProgress>? progress = null,
+        Action<int, string>? checkDIn = null)
     {
         ArgumentNullException.ThrowIfNull(data);
         if (data.ExcludeSpecialTokens == true || data.ExcludeTokenIds is { Count: > 0 })
@@ -130,6 +133,7 @@ public static class ModelPipeline
         int ctx = data.ContextSize ?? 128;
         bool bos = data.PrependBos ?? true;
         var spec = HarvestSpec.Resolve(pm.Model.HookPoints, hook, mode, targetHook);
+        checkDIn?.Invoke(pm.Model.HookWidth(spec.InputHook), $"the model {ModelLoader.NameOf(data.ModelPath)} at {spec.InputHook}");
         return SaeLensActivationCache.Write(outDir, pm.Model, spec, Windows(tokenizer, data.DatasetPath, ctx, bos, data.TextField),
             new SaeLensCacheOptions
             {
