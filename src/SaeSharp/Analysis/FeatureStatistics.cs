@@ -42,6 +42,10 @@ public sealed record TokenValue(int Token, float Value);
 /// <summary>Another feature (or a model neuron) and its cosine similarity with this feature's decoder row.</summary>
 public sealed record Similarity(int Index, float Cosine);
 
+/// <summary>One row of SAEDashboard's neuron alignment table: dimension <see cref="Neuron"/> of the hook's basis, the
+/// decoder row's entry there (<see cref="Value"/>) and its share of the row's L1 norm (<see cref="L1"/>).</summary>
+public sealed record NeuronAlignment(int Neuron, float Value, float L1);
+
 /// <summary>
 /// Everything the dashboard shows for one feature: statistics over the corpus (<see cref="Density"/> is the share of
 /// counted tokens with activation &gt; 0) and effects computed from the weights (<see cref="TopLogits"/>: the largest
@@ -75,4 +79,7 @@ public sealed class FeatureStatistics
     public IReadOnlyList<Similarity> SimilarFeatures { get; set; } = [];
     /// <summary>For an MLP hook: the model's neurons most aligned with the decoder row (cosine, or the decoder weight itself for <c>mlp.hook_post</c>).</summary>
     public IReadOnlyList<Similarity> AlignedNeurons { get; set; } = [];
+    /// <summary>SAEDashboard's neuron alignment table: the 3 largest entries of the decoder row in the hook's basis
+    /// (<see cref="FeatureWeights.NeuronAlignments"/>), largest first.</summary>
+    public IReadOnlyList<NeuronAlignment> NeuronAlignment { get; set; } = [];
 }

@@ -215,12 +215,14 @@ public static class NeuronpediaExport
     {
         w.WriteStartObject();
         w.WriteNumber("feature_index", f.Feature);
-        // Neuron alignment and activation correlations: not computed here, written as the runner's empty defaults.
+        Integers(w, "neuron_alignment_indices", f.NeuronAlignment.Select(a => (long)a.Neuron));
+        Numbers(w, "neuron_alignment_values", f.NeuronAlignment.Select(a => NpRound(a.Value, 5)));
+        Numbers(w, "neuron_alignment_l1", f.NeuronAlignment.Select(a => NpRound(a.L1, 5)));
+        // Activation correlations: not computed here, written as the runner's empty defaults.
         foreach (var key in new[]
                  {
-                     "neuron_alignment_indices", "neuron_alignment_values", "neuron_alignment_l1", "correlated_neurons_indices",
-                     "correlated_neurons_l1", "correlated_neurons_pearson", "correlated_features_indices", "correlated_features_l1",
-                     "correlated_features_pearson",
+                     "correlated_neurons_indices", "correlated_neurons_l1", "correlated_neurons_pearson", "correlated_features_indices",
+                     "correlated_features_l1", "correlated_features_pearson",
                  })
         {
             w.WriteStartArray(key);

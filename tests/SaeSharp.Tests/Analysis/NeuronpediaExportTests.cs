@@ -62,7 +62,12 @@ public sealed class NeuronpediaExportTests : IDisposable
         // Bins of width 0.03125 from 0: centres 0.015625, 0.046875, ... to 5 places, ties to even (0.01562, 0.04688).
         Assert.Equal([0.01562, 0.04688, 0.07812, 0.10938], f1["freq_hist_data_bar_values"]!.AsArray().Select(v => (double)v!));
         Assert.Equal([5L, 3, 0, 1], f1["freq_hist_data_bar_heights"]!.AsArray().Select(v => (long)v!));
-        foreach (var key in new[] { "neuron_alignment_indices", "correlated_neurons_pearson", "correlated_features_indices", "decoder_weights_dist", "vector" })
+        // Decoder row 1 of w_dec.json is (3, -4, 1, 2, 0, 0): its largest entries 3, 2, 1 (not -4) over the unit-norm
+        // row (÷ √30), each |entry| / L1 10.
+        Assert.Equal([0, 3, 2], f1["neuron_alignment_indices"]!.AsArray().Select(v => (int)v!));
+        Assert.Equal([0.54772, 0.36515, 0.18257], f1["neuron_alignment_values"]!.AsArray().Select(v => (double)v!));
+        Assert.Equal([0.3, 0.2, 0.1], f1["neuron_alignment_l1"]!.AsArray().Select(v => (double)v!));
+        foreach (var key in new[] { "correlated_neurons_pearson", "correlated_features_indices", "decoder_weights_dist", "vector" })
             Assert.Empty(f1[key]!.AsArray());
 
         var acts = f1["activations"]!.AsArray();
@@ -90,6 +95,9 @@ public sealed class NeuronpediaExportTests : IDisposable
         var f4 = b0["features"]![2]!["activations"]![0]!;                        // the example's own token is at position 0: kept
         Assert.Equal(["Ã©", "\t", " ", " caf"], f4["tokens"]!.AsArray().Select(s => (string)s!));
         Assert.Equal(0, (int)f4["qualifying_token_index"]!);
+
+        var b1 = Read(Path.Combine(dir, "batch-1.json"));
+        Assert.Empty(b1["features"]![0]!["neuron_alignment_indices"]!.AsArray());   // feature 5 has no neuron_alignment (an older features.jsonl)
 
         var skipped = Read(Path.Combine(dir, NeuronpediaExport.SkippedIndexesFile));
         Assert.Equal([0, 3, 6], skipped["skipped_indexes"]!.AsArray().Select(i => (int)i!));
