@@ -33,10 +33,9 @@ public sealed class NeuronpediaExportTests : IDisposable
         foreach (var name in new[] { "batch-0.json", "batch-1.json" })
             AssertSameJson(Read(Path.Combine(expected, name)), Read(Path.Combine(dir, name)), name);
         Assert.False(File.Exists(Path.Combine(dir, "batch-2.json")));
-        // skipped_indexes.json: the runner's keys; log_sparsity is its own setting, not part of the data.
-        var skipped = Read(Path.Combine(dir, NeuronpediaExport.SkippedIndexesFile));
-        var want = Read(Path.Combine(expected, NeuronpediaExport.SkippedIndexesFile));
-        foreach (var key in new[] { "model_id", "layer", "sae_set", "skipped_indexes" }) AssertSameJson(want[key], skipped[key], key);
+        // skipped_indexes.json: the runner's keys in its order, log_sparsity its default sparsity_threshold (−6).
+        AssertSameJson(Read(Path.Combine(expected, NeuronpediaExport.SkippedIndexesFile)), Read(Path.Combine(dir, NeuronpediaExport.SkippedIndexesFile)),
+            NeuronpediaExport.SkippedIndexesFile);
     }
 
     [Fact]
@@ -116,13 +115,13 @@ public sealed class NeuronpediaExportTests : IDisposable
     [Fact]
     public void Options_override_the_neuronpedia_id_and_fewer_batches_replace_more()
     {
-        string dir = Export(new NeuronpediaExportOptions { FeaturesPerBatch = 1, Tokenizer = Gpt2, ModelId = "gpt2", Layer = 3, SaeSet = "res_post", DatasetPath = "x/y" });
+        string dir = Export(new NeuronpediaExportOptions { FeaturesPerBatch = 1, Tokenizer = Gpt2, ModelId = "gpt2", Layer = 3, NpSetName = "res_post", DatasetPath = "x/y" });
         Assert.Equal(Path.Combine(_dir, "gpt2_res_post_blocks.0.hook_resid_pre_8"), dir);
         Assert.Equal(5, Directory.GetFiles(dir, "batch-*.json").Length);
         var b = Read(Path.Combine(dir, "batch-0.json"));
         Assert.Equal(("gpt2", 3, "res_post", "x/y"), ((string)b["model_id"]!, (int)b["layer"]!, (string)b["sae_set"]!, (string)b["features"]![0]!["dataset"]!));
         File.WriteAllText(Path.Combine(dir, "batch-notes.json"), "{}");
-        Export(new NeuronpediaExportOptions { FeaturesPerBatch = 2, Tokenizer = Gpt2, ModelId = "gpt2", Layer = 3, SaeSet = "res_post" });
+        Export(new NeuronpediaExportOptions { FeaturesPerBatch = 2, Tokenizer = Gpt2, ModelId = "gpt2", Layer = 3, NpSetName = "res_post" });
         Assert.Equal(["batch-0.json", "batch-1.json", "batch-2.json", "batch-notes.json"], Directory.GetFiles(dir, "batch-*.json").Select(Path.GetFileName).Order());
     }
 
@@ -187,9 +186,33 @@ public sealed class NeuronpediaExportTests : IDisposable
         e = Assert.Throws<SaeSharpException>(() => Export(new NeuronpediaExportOptions { Tokenizer = Gpt2 }, noId));
         Assert.Contains("--np-set-name", e.Message);
         // Without the id, the layer comes from the hook and the model from summary.json's model.
-        string dir = Export(new NeuronpediaExportOptions { Tokenizer = Gpt2, SaeSet = "res" }, noId);
+        string dir = Export(new NeuronpediaExportOptions { Tokenizer = Gpt2, NpSetName = "res" }, noId);
         Assert.Equal(Path.Combine(_dir, "gpt2_res_blocks.0.hook_resid_pre_8"), dir);
         Assert.Equal(0, (int)Read(Path.Combine(dir, "batch-0.json"))["layer"]!);
+    }
+
+    [Fact]
+    public void A_release_SAE_names_the_folder_and_skipped_indexes_by_its_release_and_the_batches_by_the_np_set_name()
+    {
+        // The runner's sae_set is the SAELens release it loaded (folder, skipped_indexes.json); np_set_name goes into
+        // the batch files; sae_path is the SAE id.
+        string input = Path.Combine(_dir, "release");
+        Directory.CreateDirectory(input);
+        foreach (var f in Directory.GetFiles(Input)) File.Copy(f, Path.Combine(input, Path.GetFileName(f)));
+        var summary = Read(Path.Combine(input, "summary.json")).AsObject();
+        summary["sae"] = "gpt2-small-res-jb/blocks.0.hook_resid_pre";
+        File.WriteAllText(Path.Combine(input, "summary.json"), summary.ToJsonString());
+        string dir = Export(new NeuronpediaExportOptions { Tokenizer = Gpt2, SparsityThreshold = -5 }, input);
+        Assert.Equal(Path.Combine(_dir, "gpt2-small_gpt2-small-res-jb_blocks.0.hook_resid_pre_8"), dir);
+        Assert.Equal("res-jb", (string)Read(Path.Combine(dir, "batch-0.json"))["sae_set"]!);
+        var skipped = Read(Path.Combine(dir, NeuronpediaExport.SkippedIndexesFile));
+        Assert.Equal(("gpt2-small-res-jb", -5), ((string)skipped["sae_set"]!, (int)skipped["log_sparsity"]!));
+        var settings = Read(Path.Combine(dir, NeuronpediaExport.RunSettingsFile));
+        Assert.Equal(("gpt2-small-res-jb", "res-jb", "blocks.0.hook_resid_pre", false, -5),
+            ((string)settings["sae_set"]!, (string)settings["np_set_name"]!, (string)settings["sae_path"]!, (bool)settings["from_local_sae"]!, (int)settings["sparsity_threshold"]!));
+        // --sae-set overrides it; a local SAE's sae_set is the np set name.
+        Assert.Equal(Path.Combine(_dir, "gpt2-small_mine_blocks.0.hook_resid_pre_8"), Export(new NeuronpediaExportOptions { Tokenizer = Gpt2, SaeSet = "mine" }, input));
+        Assert.Equal("runs/tiny-gpt2-sae", (string)Read(Path.Combine(Export(), NeuronpediaExport.RunSettingsFile))["sae_path"]!);
     }
 
     /// <summary>Same keys in the same order, the same strings and the same numbers (compared as doubles: Python writes
