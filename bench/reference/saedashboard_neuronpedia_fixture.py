@@ -1188,6 +1188,25 @@ def add_neuron_alignment_data(
     feature_tables_data["neuron_alignment_l1"] = pct_of_l1.tolist()
 
 
+# ---- verbatim: sae_dashboard/utils_fns.py HistogramData.from_data, up to its bar values (ticks and title left out) ----
+def from_data(data, n_bins):
+    # There might be no data, if the feature never activates
+    if data.numel() == 0:
+        return None
+
+    # Get min and max of data
+    max_value = data.max().item()
+    min_value = data.min().item()
+
+    # Divide range up into 40 bins
+    bin_size = (max_value - min_value) / n_bins
+    bin_edges = torch.linspace(min_value, max_value, n_bins + 1)
+    # Calculate the heights of each bin
+    bar_heights = torch.histc(data, bins=n_bins).int().tolist()
+    bar_values = [round(x, 5) for x in (bin_edges[:-1] + bin_size / 2).tolist()]
+    return types.SimpleNamespace(bar_heights=bar_heights, bar_values=bar_values, bin_edges=bin_edges.tolist())
+
+
 # ---- verbatim: sae_lens/saes/sae.py SAE.fold_W_dec_norm, its W_dec lines (W_enc / b_enc are not needed here) ----
 def fold_W_dec_norm(self):
     W_dec_norms = self.W_dec.norm(dim=-1).clamp(min=1e-8).unsqueeze(1)
@@ -1202,13 +1221,15 @@ def f32(x):
 
 def histogram_data(hist, title):
     """HistogramData.from_data's result for data whose bins are `hist` (equal width): bar_heights are the counts,
-    bar_values `round(edge + bin_size / 2, 5)` as from_data computes them; no data gives HistogramData()."""
+    bar_values `round(edge + bin_size / 2, 5)` as from_data computes them (float32 edges, as its torch.linspace makes
+    them, plus a Python float); no data gives HistogramData()."""
     counts = hist["counts"]
     if len(counts) == 0:
         return types.SimpleNamespace(bar_heights=[], bar_values=[], title=None)
-    bin_edges = np.array(hist["edges"], dtype=np.float64)
+    bin_edges = torch.tensor(hist["edges"], dtype=torch.float32)
+    max_value, min_value = bin_edges[-1].item(), bin_edges[0].item()
     n_bins = len(counts)
-    bin_size = (bin_edges[-1] - bin_edges[0]) / n_bins
+    bin_size = (max_value - min_value) / n_bins
     bar_values = [round(x, 5) for x in (bin_edges[:-1] + bin_size / 2).tolist()]
     return types.SimpleNamespace(bar_heights=list(counts), bar_values=bar_values, title=title)
 
@@ -1316,6 +1337,17 @@ def main():
         both = {"folded": neuron_alignment_tables(w_dec, "standard"), "raw": neuron_alignment_tables(w_dec, "topk")}
         json.dump({k: [{"feature": i, "indices": t["neuron_alignment_indices"][i], "values": t["neuron_alignment_values"][i],
                         "l1": t["neuron_alignment_l1"][i]} for i in range(w_dec.shape[0])] for k, t in both.items()}, f, indent=1)
+
+    # from_data on logit vectors (LogitsHistogramConfig's 50 bins) for DashboardHistogram.FromData: a normal sample and
+    # a narrow range; round_list's np.round(bar_values, 5) as the converter. (Values lying on bin edges are left out:
+    # torch 1.13 and 2.x put some of them in different bins, their linspace edges differing in the last bit.)
+    gen = torch.Generator().manual_seed(0)
+    vectors = [torch.randn(2000, generator=gen) * 0.7 - 0.1,
+               1 + torch.rand(300, generator=gen) * 1e-3]
+    with open(os.path.join(args.out, "logit_histograms.json"), "w", encoding="utf-8") as f:
+        json.dump([{"data": v.tolist(), "bar_heights": h.bar_heights, "bin_edges": h.bin_edges,
+                    "bar_values": [float(x) for x in FeatureProcessor.round_list(h.bar_values)]}
+                   for v in vectors for h in [from_data(v, 50)]], f)
 
     model_id, rest = summary["neuronpedia_id"].split("/", 1)
     layer, np_set = rest.split("-", 1)

@@ -114,7 +114,7 @@ public static class FeatureWeights
     /// <remarks><paramref name="vocabSize"/>: logit columns to consider (the tokenizer's vocabulary; Pythia pads W_U
     /// beyond it), null for all.</remarks>
     public static void Fill(IReadOnlyList<FeatureStatistics> stats, HookedTransformer model, Sae sae, string hook,
-        int topLogits = 10, int similar = 5, int neurons = 5, int? vocabSize = null, int logitBins = 40)
+        int topLogits = 10, int similar = 5, int neurons = 5, int? vocabSize = null, int logitBins = DashboardHistogram.Bins)
     {
         ArgumentNullException.ThrowIfNull(stats);
         using var _ = no_grad();
@@ -134,7 +134,6 @@ public static class FeatureWeights
             var ids = part.Select(s => s.Feature).ToList();
             var logits = ResidualDirections(model, sae, hook, ids).matmul(wu).narrow(1, 0, vocab).contiguous(); // [n, vocab]
             int k = Math.Max(0, Math.Min(topLogits, vocab));
-            var lv = logits.data<float>().ToArray();
             float[] tv = [], bv = [];
             long[] ti = [], bi = [];
             if (k > 0) // TorchSharp's data<T>() refuses the empty results of topk(0)
@@ -172,7 +171,7 @@ public static class FeatureWeights
                 var s = part[r];
                 s.TopLogits = Enumerable.Range(0, k).Select(c => new TokenValue((int)ti[r * k + c], tv[r * k + c])).ToList();
                 s.BottomLogits = Enumerable.Range(0, k).Select(c => new TokenValue((int)bi[r * k + c], bv[r * k + c])).ToList();
-                s.LogitHistogram = Histogram.Of(lv.AsSpan(r * vocab, vocab), logitBins);
+                using (var row = logits[r]) s.LogitHistogram = DashboardHistogram.FromData(row, logitBins);
                 s.SimilarFeatures = Enumerable.Range(0, ks).Select(c => new Similarity((int)siA[r * ks + c], svA[r * ks + c])).ToList();
                 if (nvA is not null)
                     s.AlignedNeurons = Enumerable.Range(0, kn).Select(c => new Similarity((int)niA![r * kn + c], nvA[r * kn + c])).ToList();

@@ -299,13 +299,15 @@ public static class NeuronpediaExport
         w.WriteEndObject();
     }
 
-    /// <summary>SAEDashboard's bar positions: <c>round(edges[i] + bin_size / 2, 5)</c>, then <c>np.round(·, 5)</c>.</summary>
-    private static IEnumerable<double> BarValues(Histogram h)
+    /// <summary>SAEDashboard's bar positions: <c>round(x, 5)</c> of <c>bin_edges[:-1] + bin_size / 2</c> (a float32
+    /// tensor plus a Python float: float32 arithmetic), then <c>np.round(·, 5)</c>.</summary>
+    internal static IEnumerable<double> BarValues(Histogram h)
     {
         int n = h.Counts.Length;
         if (n == 0) yield break;
         double binSize = (h.Edges[n] - h.Edges[0]) / n;
-        for (int i = 0; i < n; i++) yield return NpRound(PyRound(h.Edges[i] + binSize / 2, 5), 5);
+        float half = (float)(binSize / 2);
+        for (int i = 0; i < n; i++) yield return NpRound(PyRound((float)h.Edges[i] + half, 5), 5);
     }
 
     private static void Numbers(Utf8JsonWriter w, string name, IEnumerable<double> xs)
