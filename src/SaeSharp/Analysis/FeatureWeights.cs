@@ -201,7 +201,8 @@ public static class FeatureWeights
     /// <paramref name="rows"/> largest entries (signed: the most negative ones are not listed) of its decoder row
     /// <c>W_dec[i]</c> in float32, largest first, each with |entry| / the row's L1 norm. With
     /// <paramref name="unitNormRows"/> the row is first divided by its L2 norm (clamped at 1e-8), as SAELens's
-    /// <c>fold_W_dec_norm</c> does; the L1 shares are the same either way.
+    /// <c>fold_W_dec_norm</c> does; the L1 shares are the same either way. An all-zero row gets shares 0 (SAEDashboard's
+    /// 0/0 is NaN, which JSON cannot hold).
     /// </summary>
     public static IReadOnlyList<IReadOnlyList<NeuronAlignment>> NeuronAlignments(Tensor wDec, IReadOnlyList<int> features, bool unitNormRows, int rows = NeuronAlignmentRows)
     {
@@ -221,7 +222,8 @@ public static class FeatureWeights
         var ix = indices.data<long>().ToArray();
         var sh = shares.data<float>().ToArray();
         return Enumerable.Range(0, features.Count)
-            .Select(r => (IReadOnlyList<NeuronAlignment>)Enumerable.Range(0, k).Select(c => new NeuronAlignment((int)ix[r * k + c], v[r * k + c], sh[r * k + c])).ToList())
+            .Select(r => (IReadOnlyList<NeuronAlignment>)Enumerable.Range(0, k)
+                .Select(c => new NeuronAlignment((int)ix[r * k + c], v[r * k + c], float.IsNaN(sh[r * k + c]) ? 0 : sh[r * k + c])).ToList())
             .ToList();
     }
 

@@ -57,6 +57,8 @@ public sealed class NeuronAlignmentTests
         Assert.Equal([-1f, -2f, -3f], raw.Select(a => a.Value));
         Assert.Equal([0.1f, 0.2f, 0.3f], raw.Select(a => a.L1), new FloatTolerance(1e-6f));
         Assert.Equal(2, FeatureWeights.NeuronAlignments(w.narrow(1, 0, 2), [0], unitNormRows: false)[0].Count);   // d_in 2 < 3 rows
+        using var dead = zeros(2, 4);                                             // an all-zero row: 0/0 written as 0
+        Assert.All(FeatureWeights.NeuronAlignments(dead, [1], unitNormRows: true)[0], a => Assert.Equal((0f, 0f), (a.Value, a.L1)));
     }
 
     [Theory]
