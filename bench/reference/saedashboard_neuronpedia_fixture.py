@@ -4,13 +4,15 @@ NeuronpediaExport to be compared with.
 
   /usr/bin/python3 bench/reference/saedashboard_neuronpedia_fixture.py \
       --features tests/data/neuronpedia/features --vocab tests/data/gpt2-tokenizer/vocab.json \
-      --out tests/data/neuronpedia/expected
+      --w-dec tests/data/neuronpedia/w_dec.json --out tests/data/neuronpedia/expected
 
 Source: SAEDashboard (jbloomAus/SAEDashboard, MIT licence) at commit db4839a41116d729fc9f43c1878e7b8b157748ea.
 Copied verbatim: sae_dashboard/neuronpedia/neuronpedia_dashboard.py (the dataclasses), neuronpedia_runner_config.py,
 and from neuronpedia_converter.py the classes NpEncoder, FeatureProcessor and NeuronpediaConverter; from
 neuronpedia_runner.py HTML_ANOMALIES, the body of get_vocab_dict, get_feature_batches, record_skipped_features and
-the batch-file write. SAEDashboard cannot be installed here (no PyPI; it needs transformer_lens), so its imports of
+the batch-file write; from data_parsing_fns.py add_neuron_alignment_data and from utils_fns.py the class TopK (the
+neuron alignment table), with TransformerLens's utils.to_numpy and SAELens 6.37.6's SAE.fold_W_dec_norm (its W_dec
+lines), which the runner calls first for every architecture but topk and temporal. SAEDashboard cannot be installed here (no PyPI; it needs transformer_lens), so its imports of
 model classes are replaced by stand-ins; numpy and torch come from Debian (python3-numpy 1.24, python3-torch 1.13).
 
 What is not SAEDashboard's own code is the adapter at the end (marked): it builds, from the features folder, the
@@ -18,7 +20,11 @@ FeatureData the runner would have had in hand, using SAEDashboard's own title fo
 (sequence_data_generator.get_indices_dict, sae_vis_runner's ACTIVATIONS title, utils_fns.HistogramData.from_data)
 and SaeSharp's documented mapping (docs/features.md, "Neuronpedia export"): activations and logit values are float32
 as torch holds them; intervals' CONTAINS is count / counted tokens; an example's window position 0 is left out as the
-runner's sequences start at position 1; neuron alignment and correlation tables are absent.
+runner's sequences start at position 1; correlation tables are absent. The neuron alignment table is computed by
+SAEDashboard's code from the decoder tests/data/neuronpedia/w_dec.json (--w-dec), and the script checks that
+features.jsonl's `neuron_alignment` (what `sae features` writes) holds the same float32 values where it is present.
+It also writes expected/neuron_alignment.json: the table of every decoder row, with and without fold_W_dec_norm,
+unrounded (float32 values), for FeatureWeights.NeuronAlignments.
 """
 import argparse
 import json
@@ -1052,6 +1058,161 @@ class RunnerParts:
         return vocab_dict
 
 
+# ---- verbatim: transformer_lens/utilities/tensors.py to_numpy (the branches used here), as `utils` ----
+def _to_numpy(tensor):
+    if isinstance(tensor, np.ndarray):
+        return tensor
+    elif isinstance(tensor, (torch.Tensor, torch.nn.parameter.Parameter)):
+        tensor = tensor.detach().cpu()
+        if tensor.dtype == torch.bfloat16:
+            tensor = tensor.to(torch.float32)
+        return tensor.numpy()
+
+
+utils = types.SimpleNamespace(to_numpy=_to_numpy)
+Arr = np.ndarray
+class _Subscriptable:
+    def __getitem__(self, item):
+        return Any
+
+
+Bool = Float = _Subscriptable()
+Tensor = torch.Tensor
+
+
+# ---- verbatim: sae_dashboard/utils_fns.py class TopK ----
+class TopK:
+    """
+    This function implements a version of torch.topk over the last dimension. It offers the following:
+
+        (1) Nicer type signatures (the default obj returned by torck.topk isn't well typed)
+        (2) Helper functions for indexing & other standard tensor operations like .ndim, .shape, etc.
+        (3) An efficient topk calculation, which doesn't bother applying it to the zero elements of a tensor.
+    """
+
+    values: Arr
+    indices: Arr
+
+    def __init__(
+        self,
+        tensor: Float[Tensor, "... d"],
+        k: int,
+        largest: bool = True,
+        tensor_mask: Bool[Tensor, "..."] | None = None,
+    ):
+        self.k = k
+        self.largest = largest
+        self.values, self.indices = self.topk(tensor, tensor_mask)
+
+    def __getitem__(self, item: int) -> "TopK":
+        new_topk = TopK.__new__(TopK)
+        new_topk.k = self.k
+        new_topk.largest = self.largest
+        new_topk.values = self.values[item]
+        new_topk.indices = self.indices[item]
+        return new_topk
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    @property
+    def ndim(self) -> int:
+        return self.values.ndim
+
+    @property
+    def shape(self) -> tuple[int]:
+        return tuple(self.values.shape)  # type: ignore
+
+    def numel(self) -> int:
+        return self.values.size
+
+    def topk(  # type: ignore
+        self,
+        tensor: Float[Tensor, "... d"],
+        tensor_mask: Bool[Tensor, "..."] | None = None,
+    ) -> tuple[Arr, Arr]:
+        """
+        This is an efficient version of `torch.topk(..., dim=-1)`. It saves time by only doing the topk calculation over
+        the bits of `tensor` where `tensor_mask=True`. This is useful when `tensor` is very sparse, e.g. it has shape
+        (batch, seq, d_vocab) and its elements are zero if the corresponding token has feature activation zero. In this
+        case, we don't want to waste time taking topk over a tensor of zeros.
+        """
+        # If no tensor mask is provided, then we just return the topk values and indices
+        if tensor_mask is None or not tensor_mask.any():
+            k = min(self.k, tensor.shape[-1])
+            topk = tensor.topk(k=k, largest=self.largest)
+            return utils.to_numpy(topk.values), utils.to_numpy(topk.indices)
+
+        # Get the topk of the tensor, but only computed over the values of the tensor which are nontrivial
+        assert (
+            tensor_mask.shape == tensor.shape[:-1]
+        ), "Error: unexpected shape for tensor mask."
+        tensor_nontrivial_values = tensor[tensor_mask]  # shape [rows d]
+        k = min(self.k, tensor_nontrivial_values.shape[-1])
+        k = self.k
+        topk = tensor_nontrivial_values.topk(
+            k=k, largest=self.largest
+        )  # shape [rows k]
+
+        # Get an array of indices and values (with unimportant elements) which we'll index into using the topk object
+        topk_shape = (*tensor_mask.shape, k)
+        topk_indices = torch.zeros(
+            topk_shape, device=tensor.device, dtype=torch.long
+        )  # ).long()  # shape [... k]
+        topk_indices[tensor_mask] = topk.indices
+        topk_values = torch.zeros(
+            topk_shape, device=tensor.device, dtype=tensor.dtype
+        )  # shape [... k]
+        topk_values[tensor_mask] = topk.values
+
+        return utils.to_numpy(topk_values), utils.to_numpy(topk_indices)
+
+
+# ---- verbatim: sae_dashboard/data_parsing_fns.py add_neuron_alignment_data ----
+def add_neuron_alignment_data(
+    feature_out_dir: Any,
+    feature_tables_data: dict[str, list[list[int]] | list[list[float]]],
+    n_rows: int,
+):
+    top3_neurons_aligned = TopK(tensor=feature_out_dir.float(), k=n_rows, largest=True)
+    feature_out_l1_norm = feature_out_dir.abs().sum(dim=-1, keepdim=True)
+    pct_of_l1: Arr = np.absolute(top3_neurons_aligned.values) / utils.to_numpy(
+        feature_out_l1_norm.float()
+    )
+    feature_tables_data["neuron_alignment_indices"] = (
+        top3_neurons_aligned.indices.tolist()
+    )
+    feature_tables_data["neuron_alignment_values"] = (
+        top3_neurons_aligned.values.tolist()
+    )
+    feature_tables_data["neuron_alignment_l1"] = pct_of_l1.tolist()
+
+
+# ---- verbatim: sae_dashboard/utils_fns.py HistogramData.from_data, up to its bar values (ticks and title left out) ----
+def from_data(data, n_bins):
+    # There might be no data, if the feature never activates
+    if data.numel() == 0:
+        return None
+
+    # Get min and max of data
+    max_value = data.max().item()
+    min_value = data.min().item()
+
+    # Divide range up into 40 bins
+    bin_size = (max_value - min_value) / n_bins
+    bin_edges = torch.linspace(min_value, max_value, n_bins + 1)
+    # Calculate the heights of each bin
+    bar_heights = torch.histc(data, bins=n_bins).int().tolist()
+    bar_values = [round(x, 5) for x in (bin_edges[:-1] + bin_size / 2).tolist()]
+    return types.SimpleNamespace(bar_heights=bar_heights, bar_values=bar_values, bin_edges=bin_edges.tolist())
+
+
+# ---- verbatim: sae_lens/saes/sae.py SAE.fold_W_dec_norm, its W_dec lines (W_enc / b_enc are not needed here) ----
+def fold_W_dec_norm(self):
+    W_dec_norms = self.W_dec.norm(dim=-1).clamp(min=1e-8).unsqueeze(1)
+    self.W_dec.data = self.W_dec.data / W_dec_norms
+
+
 # ---- adapter (not SAEDashboard's code): a `sae features` folder as the FeatureData the runner would hold ----
 def f32(x):
     """A value as torch holds it (float32) and .tolist()/.item() returns it."""
@@ -1060,13 +1221,15 @@ def f32(x):
 
 def histogram_data(hist, title):
     """HistogramData.from_data's result for data whose bins are `hist` (equal width): bar_heights are the counts,
-    bar_values `round(edge + bin_size / 2, 5)` as from_data computes them; no data gives HistogramData()."""
+    bar_values `round(edge + bin_size / 2, 5)` as from_data computes them (float32 edges, as its torch.linspace makes
+    them, plus a Python float); no data gives HistogramData()."""
     counts = hist["counts"]
     if len(counts) == 0:
         return types.SimpleNamespace(bar_heights=[], bar_values=[], title=None)
-    bin_edges = np.array(hist["edges"], dtype=np.float64)
+    bin_edges = torch.tensor(hist["edges"], dtype=torch.float32)
+    max_value, min_value = bin_edges[-1].item(), bin_edges[0].item()
     n_bins = len(counts)
-    bin_size = (bin_edges[-1] - bin_edges[0]) / n_bins
+    bin_size = (max_value - min_value) / n_bins
     bar_values = [round(x, 5) for x in (bin_edges[:-1] + bin_size / 2).tolist()]
     return types.SimpleNamespace(bar_heights=list(counts), bar_values=bar_values, title=title)
 
@@ -1085,7 +1248,38 @@ def sequence(example):
     )
 
 
-def feature_data(feature, counted_tokens):
+def neuron_alignment_tables(w_dec, architecture):
+    """The runner's tables of every decoder row: fold_W_dec_norm unless the architecture is topk or temporal (as
+    NeuronpediaRunner decides), then get_features_table_data's add_neuron_alignment_data with FeatureTablesConfig(n_rows=3)."""
+    sae = types.SimpleNamespace(W_dec=torch.nn.Parameter(w_dec.clone(), requires_grad=False))
+    if architecture not in ["temporal", "topk"]:
+        fold_W_dec_norm(sae)
+    tables = {}
+    add_neuron_alignment_data(feature_out_dir=sae.W_dec.data, feature_tables_data=tables, n_rows=3)
+    return tables
+
+
+def feature_tables(tables, i):
+    """FeatureTablesData(**{k: v[i] ...}) as sae_vis_runner builds it: the alignment row of feature i, no correlations."""
+    return types.SimpleNamespace(
+        neuron_alignment_indices=tables["neuron_alignment_indices"][i],
+        neuron_alignment_values=tables["neuron_alignment_values"][i],
+        neuron_alignment_l1=tables["neuron_alignment_l1"][i],
+        correlated_neurons_indices=[], correlated_neurons_pearson=[], correlated_neurons_cossim=[],
+        correlated_features_indices=[], correlated_features_pearson=[], correlated_features_cossim=[])
+
+
+def check_features_jsonl(feature, tables):
+    """features.jsonl's neuron_alignment (when present) must hold the runner's float32 values."""
+    if "neuron_alignment" not in feature:
+        return
+    i = feature["feature"]
+    got = [(a["neuron"], f32(a["value"]), f32(a["l1"])) for a in feature["neuron_alignment"]]
+    want = list(zip(tables["neuron_alignment_indices"][i], tables["neuron_alignment_values"][i], tables["neuron_alignment_l1"][i]))
+    assert got == want, f"feature {i}: features.jsonl has {got}, SAEDashboard computes {want}"
+
+
+def feature_data(feature, counted_tokens, tables=None):
     groups = [types.SimpleNamespace(
         title=f"TOP ACTIVATIONS<br>MAX = {f32(feature['max_activation']):.3f}",
         seq_data=[sequence(e) for e in feature["top_examples"]])]
@@ -1098,7 +1292,7 @@ def feature_data(feature, counted_tokens):
     frac_nonzero = feature["density"]
     logits_hist = feature.get("logit_histogram", {"edges": [], "counts": []})
     return types.SimpleNamespace(
-        feature_tables_data=None,
+        feature_tables_data=feature_tables(tables, feature["feature"]) if "neuron_alignment" in feature else None,
         logits_table_data=types.SimpleNamespace(
             top_logits=[f32(t["value"]) for t in feature["top_logits"]],
             top_token_ids=[t["token"] for t in feature["top_logits"]],
@@ -1118,6 +1312,7 @@ def main():
     ap.add_argument("--features", required=True)
     ap.add_argument("--vocab", required=True, help="GPT-2's vocab.json (Hugging Face tokenizer.vocab)")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--w-dec", required=True, help="the decoder, a JSON [d_sae][d_in] (tests/data/neuronpedia/w_dec.json)")
     ap.add_argument("--n-features-per-batch", type=int, default=4)
     args = ap.parse_args()
 
@@ -1130,6 +1325,29 @@ def main():
                 features.append(json.loads(line))
     with open(args.vocab, encoding="utf-8") as f:
         vocab = json.load(f)
+
+    with open(args.w_dec, encoding="utf-8") as f:
+        w_dec = torch.tensor(json.load(f), dtype=torch.float32)
+    assert w_dec.shape[0] == summary["d_sae"]
+    tables = neuron_alignment_tables(w_dec, summary["architecture"])
+    for feature in features:
+        check_features_jsonl(feature, tables)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "neuron_alignment.json"), "w", encoding="utf-8") as f:
+        both = {"folded": neuron_alignment_tables(w_dec, "standard"), "raw": neuron_alignment_tables(w_dec, "topk")}
+        json.dump({k: [{"feature": i, "indices": t["neuron_alignment_indices"][i], "values": t["neuron_alignment_values"][i],
+                        "l1": t["neuron_alignment_l1"][i]} for i in range(w_dec.shape[0])] for k, t in both.items()}, f, indent=1)
+
+    # from_data on logit vectors (LogitsHistogramConfig's 50 bins) for DashboardHistogram.FromData: a normal sample and
+    # a narrow range; round_list's np.round(bar_values, 5) as the converter. (Values lying on bin edges are left out:
+    # torch 1.13 and 2.x put some of them in different bins, their linspace edges differing in the last bit.)
+    gen = torch.Generator().manual_seed(0)
+    vectors = [torch.randn(2000, generator=gen) * 0.7 - 0.1,
+               1 + torch.rand(300, generator=gen) * 1e-3]
+    with open(os.path.join(args.out, "logit_histograms.json"), "w", encoding="utf-8") as f:
+        json.dump([{"data": v.tolist(), "bar_heights": h.bar_heights, "bin_edges": h.bin_edges,
+                    "bar_values": [float(x) for x in FeatureProcessor.round_list(h.bar_values)]}
+                   for v in vectors for h in [from_data(v, 50)]], f)
 
     model_id, rest = summary["neuronpedia_id"].split("/", 1)
     layer, np_set = rest.split("-", 1)
@@ -1147,7 +1365,7 @@ def main():
     runner.record_skipped_features()
     by_index = {f["feature"]: f for f in features}
     for feature_batch_count, features_to_process in enumerate(runner.get_feature_batches()):
-        vis_data = SaeVisData({i: feature_data(by_index[i], summary["tokens"]) for i in features_to_process})
+        vis_data = SaeVisData({i: feature_data(by_index[i], summary["tokens"], tables) for i in features_to_process})
         json_object = NeuronpediaConverter.convert_to_np_json(runner.model, vis_data, cfg, vocab_dict)
         with open(f"{cfg.outputs_dir}/batch-{feature_batch_count}.json", "w") as f:
             f.write(json_object)

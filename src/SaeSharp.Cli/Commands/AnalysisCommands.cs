@@ -109,17 +109,19 @@ internal static class AnalysisCommands
     public static Command Neuronpedia()
     {
         var features = new Option<string>("--features") { Description = "Folder written by `sae features`", Required = true };
-        var output = new Option<string>("--out") { Description = "Output folder; the files go into its subfolder MODEL_SET_HOOK_DSAE, as SAEDashboard's runner names it", Required = true };
+        var output = new Option<string>("--out") { Description = "Output folder; the files go into its subfolder MODEL_SAESET_HOOK_DSAE, as SAEDashboard's runner names it", Required = true };
         var model = ModelCommands.ModelOption(required: false);
         model.Description = "The model whose vocabulary strings the tokens are written as (builtin, a Hugging Face model id or a local model folder; default: tokens.json's display strings)";
         var modelId = new Option<string?>("--model-id") { Description = "Neuronpedia model id, e.g. gpt2-small (default: from the SAE's neuronpedia_id, else summary.json's model)" };
         var layer = new Option<int?>("--layer-num") { Description = "Layer (default: from the SAE's neuronpedia_id, else the hook's blocks.N)" }.NonNegative();
         var set = new Option<string?>("--np-set-name") { Description = "Neuronpedia SAE set, e.g. res-jb (default: from the SAE's neuronpedia_id MODEL/LAYER-SET)" };
+        var saeSet = new Option<string?>("--sae-set") { Description = "The runner's sae_set, naming the subfolder and skipped_indexes.json's sae_set (default: the release of summary.json's sae when it is RELEASE/SAE_ID, else --np-set-name)" };
+        var sparsity = new Option<int>("--sparsity-threshold") { Description = "skipped_indexes.json's log_sparsity (the runner's sparsity_threshold)", DefaultValueFactory = _ => -6 };
         var dataset = new Option<string?>("--dataset-path") { Description = "Dataset named in every feature (default: summary.json's dataset)" };
         var perBatch = new Option<int>("--n-features-per-batch") { Description = "Features per batch-N.json (split as np.array_split)", DefaultValueFactory = _ => 128 }.Positive();
         var command = new Command("neuronpedia", "Export `sae features` output as SAEDashboard's NeuronpediaRunner writes it for Neuronpedia: batch-N.json, skipped_indexes.json, run_settings.json")
         {
-            features, output, model, modelId, layer, set, dataset, perBatch,
+            features, output, model, modelId, layer, set, saeSet, sparsity, dataset, perBatch,
         };
         Cli.SetAction(command, parse =>
         {
@@ -127,8 +129,8 @@ internal static class AnalysisCommands
             // No output guard: the files go into a new subfolder and none is named as a features-folder file.
             var options = new NeuronpediaExportOptions
             {
-                ModelId = parse.GetValue(modelId), Layer = parse.GetValue(layer), SaeSet = parse.GetValue(set), DatasetPath = parse.GetValue(dataset),
-                FeaturesPerBatch = parse.GetValue(perBatch),
+                ModelId = parse.GetValue(modelId), Layer = parse.GetValue(layer), NpSetName = parse.GetValue(set), SaeSet = parse.GetValue(saeSet),
+                SparsityThreshold = parse.GetValue(sparsity), DatasetPath = parse.GetValue(dataset), FeaturesPerBatch = parse.GetValue(perBatch),
                 Tokenizer = parse.GetValue(model) is { } m ? Tokenizer.FromFolder(ModelSource.Resolve(m)) : null,
             };
             string dir = NeuronpediaExport.Write(featuresDir, outDir, options);

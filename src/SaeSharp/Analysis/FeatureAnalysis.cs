@@ -112,6 +112,7 @@ public static class FeatureAnalysis
         if (collector.Windows == 0) throw new SaeSharpException("the dataset gave no context windows (is it shorter than one context?)");
         var stats = collector.Result();
         FeatureWeights.Fill(stats, model, sae, hook, options.TopLogits, options.SimilarFeatures, options.AlignedNeurons, options.VocabSize);
+        FeatureWeights.FillNeuronAlignment(stats, sae);
         return new FeatureReport
         {
             Source = new FeatureSource

@@ -137,6 +137,16 @@ public sealed class FeatureReport
         }
         WriteSimilarities(w, "similar_features", "feature", f.SimilarFeatures);
         WriteSimilarities(w, "aligned_neurons", "neuron", f.AlignedNeurons);
+        w.WriteStartArray("neuron_alignment");
+        foreach (var a in f.NeuronAlignment)
+        {
+            w.WriteStartObject();
+            w.WriteNumber("neuron", a.Neuron);
+            w.WriteNumber("value", a.Value);
+            w.WriteNumber("l1", a.L1);
+            w.WriteEndObject();
+        }
+        w.WriteEndArray();
         w.WriteEndObject();
     }
 
@@ -289,6 +299,9 @@ public sealed class FeatureReport
             LogitHistogram = e.TryGetProperty("logit_histogram", out var lh) ? H(lh) : null,
             SimilarFeatures = Sim(e, "similar_features", "feature"),
             AlignedNeurons = Sim(e, "aligned_neurons", "neuron"),
+            NeuronAlignment = e.TryGetProperty("neuron_alignment", out var na)
+                ? na.EnumerateArray().Select(a => new NeuronAlignment(a.GetProperty("neuron").GetInt32(), a.GetProperty("value").GetSingle(), a.GetProperty("l1").GetSingle())).ToList()
+                : [],
         };
     }
 }

@@ -36,11 +36,40 @@ public sealed record Histogram(double[] Edges, long[] Counts)
     }
 }
 
+/// <summary>SAEDashboard's histograms (<c>HistogramData.from_data</c>).</summary>
+public static class DashboardHistogram
+{
+    /// <summary>SAEDashboard's bin count (<c>LogitsHistogramConfig.n_bins</c>, <c>ActsHistogramConfig.n_bins</c>).</summary>
+    public const int Bins = 50;
+
+    /// <summary>
+    /// <c>HistogramData.from_data</c> on a 1-D float32 tensor: edges <c>torch.linspace(min, max, bins + 1)</c> (float32),
+    /// counts <c>torch.histc(data, bins)</c>. All values equal (no width): <see cref="Histogram.Of"/>'s bins instead.
+    /// </summary>
+    public static Histogram FromData(TorchSharp.torch.Tensor data, int bins = Bins)
+    {
+        ArgumentNullException.ThrowIfNull(data);
+        if (bins <= 0) throw new ArgumentOutOfRangeException(nameof(bins), bins, "must be positive");
+        if (data.numel() == 0) return new Histogram([], []);
+        using var scope = TorchSharp.torch.NewDisposeScope();
+        var x = data.detach().to(TorchSharp.torch.ScalarType.Float32).flatten();
+        float lo = x.min().item<float>(), hi = x.max().item<float>();
+        if (!(hi > lo)) return Histogram.Of(x.data<float>().ToArray(), bins);
+        var edges = TorchSharp.torch.linspace(lo, hi, bins + 1, TorchSharp.torch.ScalarType.Float32).data<float>().ToArray();
+        var counts = x.histc(bins).data<float>().ToArray();
+        return new Histogram(edges.Select(e => (double)e).ToArray(), counts.Select(c => (long)c).ToArray());
+    }
+}
+
 /// <summary>A token and a value (a logit effect).</summary>
 public sealed record TokenValue(int Token, float Value);
 
 /// <summary>Another feature (or a model neuron) and its cosine similarity with this feature's decoder row.</summary>
 public sealed record Similarity(int Index, float Cosine);
+
+/// <summary>One row of SAEDashboard's neuron alignment table: dimension <see cref="Neuron"/> of the hook's basis, the
+/// decoder row's entry there (<see cref="Value"/>) and its share of the row's L1 norm (<see cref="L1"/>).</summary>
+public sealed record NeuronAlignment(int Neuron, float Value, float L1);
 
 /// <summary>
 /// Everything the dashboard shows for one feature: statistics over the corpus (<see cref="Density"/> is the share of
@@ -75,4 +104,7 @@ public sealed class FeatureStatistics
     public IReadOnlyList<Similarity> SimilarFeatures { get; set; } = [];
     /// <summary>For an MLP hook: the model's neurons most aligned with the decoder row (cosine, or the decoder weight itself for <c>mlp.hook_post</c>).</summary>
     public IReadOnlyList<Similarity> AlignedNeurons { get; set; } = [];
+    /// <summary>SAEDashboard's neuron alignment table: the 3 largest entries of the decoder row in the hook's basis
+    /// (<see cref="FeatureWeights.NeuronAlignments"/>), largest first.</summary>
+    public IReadOnlyList<NeuronAlignment> NeuronAlignment { get; set; } = [];
 }

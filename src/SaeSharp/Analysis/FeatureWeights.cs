@@ -114,7 +114,7 @@ public static class FeatureWeights
     /// <remarks><paramref name="vocabSize"/>: logit columns to consider (the tokenizer's vocabulary; Pythia pads W_U
     /// beyond it), null for all.</remarks>
     public static void Fill(IReadOnlyList<FeatureStatistics> stats, HookedTransformer model, Sae sae, string hook,
-        int topLogits = 10, int similar = 5, int neurons = 5, int? vocabSize = null, int logitBins = 40)
+        int topLogits = 10, int similar = 5, int neurons = 5, int? vocabSize = null, int logitBins = DashboardHistogram.Bins)
     {
         ArgumentNullException.ThrowIfNull(stats);
         using var _ = no_grad();
@@ -134,7 +134,6 @@ public static class FeatureWeights
             var ids = part.Select(s => s.Feature).ToList();
             var logits = ResidualDirections(model, sae, hook, ids).matmul(wu).narrow(1, 0, vocab).contiguous(); // [n, vocab]
             int k = Math.Max(0, Math.Min(topLogits, vocab));
-            var lv = logits.data<float>().ToArray();
             float[] tv = [], bv = [];
             long[] ti = [], bi = [];
             if (k > 0) // TorchSharp's data<T>() refuses the empty results of topk(0)
@@ -172,12 +171,60 @@ public static class FeatureWeights
                 var s = part[r];
                 s.TopLogits = Enumerable.Range(0, k).Select(c => new TokenValue((int)ti[r * k + c], tv[r * k + c])).ToList();
                 s.BottomLogits = Enumerable.Range(0, k).Select(c => new TokenValue((int)bi[r * k + c], bv[r * k + c])).ToList();
-                s.LogitHistogram = Histogram.Of(lv.AsSpan(r * vocab, vocab), logitBins);
+                using (var row = logits[r]) s.LogitHistogram = DashboardHistogram.FromData(row, logitBins);
                 s.SimilarFeatures = Enumerable.Range(0, ks).Select(c => new Similarity((int)siA[r * ks + c], svA[r * ks + c])).ToList();
                 if (nvA is not null)
                     s.AlignedNeurons = Enumerable.Range(0, kn).Select(c => new Similarity((int)niA![r * kn + c], nvA[r * kn + c])).ToList();
             }
         }
+    }
+
+    /// <summary>SAEDashboard's neuron alignment table has this many rows (the NeuronpediaRunner's <c>FeatureTablesConfig(n_rows=3)</c>).</summary>
+    public const int NeuronAlignmentRows = 3;
+
+    /// <summary>True when SAEDashboard's NeuronpediaRunner scales the decoder rows to unit norm (SAELens
+    /// <c>fold_W_dec_norm</c>) before its tables: every architecture but <c>topk</c> and <c>temporal</c>.</summary>
+    public static bool RunnerFoldsDecoderNorm(string? architecture) => architecture is not ("topk" or "temporal");
+
+    /// <summary>Fills <see cref="FeatureStatistics.NeuronAlignment"/> from the SAE's decoder, as the NeuronpediaRunner
+    /// computes it (<see cref="NeuronAlignments"/>, rows unit-norm unless <see cref="RunnerFoldsDecoderNorm"/> says not).</summary>
+    public static void FillNeuronAlignment(IReadOnlyList<FeatureStatistics> stats, Sae sae)
+    {
+        ArgumentNullException.ThrowIfNull(stats);
+        ArgumentNullException.ThrowIfNull(sae);
+        var tables = NeuronAlignments(sae.WDec, stats.Select(s => s.Feature).ToList(), RunnerFoldsDecoderNorm(sae.Cfg.Architecture));
+        for (int i = 0; i < stats.Count; i++) stats[i].NeuronAlignment = tables[i];
+    }
+
+    /// <summary>
+    /// SAEDashboard's <c>add_neuron_alignment_data</c>: for each of <paramref name="features"/>, the
+    /// <paramref name="rows"/> largest entries (signed: the most negative ones are not listed) of its decoder row
+    /// <c>W_dec[i]</c> in float32, largest first, each with |entry| / the row's L1 norm. With
+    /// <paramref name="unitNormRows"/> the row is first divided by its L2 norm (clamped at 1e-8), as SAELens's
+    /// <c>fold_W_dec_norm</c> does; the L1 shares are the same either way. An all-zero row gets shares 0 (SAEDashboard's
+    /// 0/0 is NaN, which JSON cannot hold).
+    /// </summary>
+    public static IReadOnlyList<IReadOnlyList<NeuronAlignment>> NeuronAlignments(Tensor wDec, IReadOnlyList<int> features, bool unitNormRows, int rows = NeuronAlignmentRows)
+    {
+        ArgumentNullException.ThrowIfNull(wDec);
+        ArgumentNullException.ThrowIfNull(features);
+        if (features.Count == 0) return [];
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        var w = wDec.detach().to(ScalarType.Float32).index_select(0, tensor(features.Select(i => (long)i).ToArray()));
+        if (unitNormRows) w = w / w.norm(1, keepdim: true).clamp_min(TorchScalars.Of(1e-8));
+        int k = Math.Min(rows, (int)w.shape[1]);
+        if (k <= 0) return features.Select(_ => (IReadOnlyList<NeuronAlignment>)[]).ToList();
+        var (values, indices) = w.topk(k, 1, largest: true, sorted: true);
+        var l1 = w.abs().sum(1, keepdim: true);
+        var shares = values.abs() / l1;
+        var v = values.data<float>().ToArray();
+        var ix = indices.data<long>().ToArray();
+        var sh = shares.data<float>().ToArray();
+        return Enumerable.Range(0, features.Count)
+            .Select(r => (IReadOnlyList<NeuronAlignment>)Enumerable.Range(0, k)
+                .Select(c => new NeuronAlignment((int)ix[r * k + c], v[r * k + c], float.IsNaN(sh[r * k + c]) ? 0 : sh[r * k + c])).ToList())
+            .ToList();
     }
 
     private static Tensor NormalizedRows(Tensor w)

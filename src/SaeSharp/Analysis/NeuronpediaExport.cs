@@ -16,8 +16,15 @@ public sealed record NeuronpediaExportOptions
     public string? ModelId { get; init; }
     /// <summary>Layer; default: the <c>neuronpedia_id</c>'s LAYER, else the N of the hook's <c>blocks.N.</c>.</summary>
     public int? Layer { get; init; }
-    /// <summary>SAE set (SAEDashboard's <c>np_set_name</c>, e.g. <c>res-jb</c>); default: the <c>neuronpedia_id</c>'s SET.</summary>
+    /// <summary>Neuronpedia SAE set written in the batch files (SAEDashboard's <c>np_set_name</c>, e.g. <c>res-jb</c>);
+    /// default: the <c>neuronpedia_id</c>'s SET.</summary>
+    public string? NpSetName { get; init; }
+    /// <summary>The runner's <c>sae_set</c> (the SAELens release it loaded), naming the output subfolder and written in
+    /// skipped_indexes.json; default: the release of summary.json's <c>sae</c> when that is <c>RELEASE/SAE_ID</c>, else
+    /// <see cref="NpSetName"/>.</summary>
     public string? SaeSet { get; init; }
+    /// <summary>The runner's <c>sparsity_threshold</c>, written as skipped_indexes.json's <c>log_sparsity</c> (its default −6).</summary>
+    public int SparsityThreshold { get; init; } = -6;
     /// <summary>The <c>dataset</c> of every feature; default: summary.json's <c>dataset</c> (a hub dataset as its repo id).</summary>
     public string? DatasetPath { get; init; }
     /// <summary>SAEDashboard's <c>n_features_at_a_time</c>: the features are split into ⌈n / this⌉ batches of near-equal size.</summary>
@@ -95,6 +102,7 @@ public static class NeuronpediaExport
             w.WriteString("model_id", target.ModelId);
             w.WriteString("layer", target.Layer.ToString(CultureInfo.InvariantCulture));
             w.WriteString("sae_set", target.SaeSet);
+            w.WriteNumber("log_sparsity", options.SparsityThreshold);
             w.WriteStartArray("skipped_indexes");
             for (int i = 0; i < src.DSae; i++) if (!exported.Contains(i)) w.WriteNumberValue(i);
             w.WriteEndArray();
@@ -105,13 +113,15 @@ public static class NeuronpediaExport
             using var w = new Utf8JsonWriter(s, new JsonWriterOptions { Indented = true, Encoder = JsonOptions.Encoder });
             w.WriteStartObject();
             w.WriteString("sae_set", target.SaeSet);
-            w.WriteString("sae_path", src.Sae);
+            w.WriteString("sae_path", target.SaePath);
             w.WriteString("outputs_dir", dir);
-            w.WriteString("np_set_name", target.SaeSet);
+            w.WriteBoolean("from_local_sae", target.SaePath == src.Sae);
+            w.WriteString("np_set_name", target.NpSetName);
             w.WriteString("huggingface_dataset_path", target.Dataset);
             w.WriteNumber("n_prompts_total", report.Windows);
             w.WriteNumber("n_tokens_in_prompt", src.ContextSize);
             w.WriteNumber("n_features_at_a_time", options.FeaturesPerBatch);
+            w.WriteNumber("sparsity_threshold", options.SparsityThreshold);
             w.WriteString("model_id", target.ModelId);
             w.WriteNumber("layer", target.Layer);
             w.WriteBoolean("prepend_bos", src.PrependBos);
@@ -122,7 +132,9 @@ public static class NeuronpediaExport
 
     private static readonly JsonWriterOptions JsonOptions = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
-    private sealed record Target(string ModelId, int Layer, string SaeSet, string Dataset);
+    /// <summary>SaeSet: the runner's <c>sae_set</c> (folder, skipped_indexes.json); NpSetName: its <c>np_set_name</c>
+    /// (batch files); SaePath: its <c>sae_path</c> (a release's SAE id, else summary.json's <c>sae</c>).</summary>
+    private sealed record Target(string ModelId, int Layer, string SaeSet, string NpSetName, string? SaePath, string Dataset);
 
     private static Target Resolve(FeatureSource src, NeuronpediaExportOptions o, string summaryPath)
     {
@@ -131,10 +143,20 @@ public static class NeuronpediaExport
             ?? throw new SaeSharpException($"{summaryPath}: no \"model\" and no \"neuronpedia_id\"; give the Neuronpedia model id (--model-id)");
         int layer = o.Layer ?? np?.Layer ?? LayerOfHook(src.Hook!)
             ?? throw new SaeSharpException($"{summaryPath}: hook \"{src.Hook}\" has no blocks.N. and there is no \"neuronpedia_id\"; give the layer (--layer-num)");
-        string saeSet = o.SaeSet ?? np?.SaeSet
+        string npSetName = o.NpSetName ?? np?.SaeSet
             ?? throw new SaeSharpException($"{summaryPath}: no \"neuronpedia_id\" of the form MODEL/LAYER-SET; give the Neuronpedia SAE set (--np-set-name, e.g. res-jb)");
+        var release = src.Sae is { } spec ? SplitRelease(spec) : null;
         string dataset = o.DatasetPath ?? (src.Dataset is { } d ? HubDataset.RecordedPath(d) : "");
-        return new Target(modelId, layer, saeSet, dataset);
+        return new Target(modelId, layer, o.SaeSet ?? release?.Release ?? npSetName, npSetName, release?.SaeId ?? src.Sae, dataset);
+    }
+
+    /// <summary>summary.json's <c>sae</c> as the runner's <c>sae_set</c> and <c>sae_path</c> when it is
+    /// <c>RELEASE/SAE_ID</c> of a known release (<see cref="Hub.SaeReleases"/>) and no local file or folder.</summary>
+    private static (string Release, string SaeId)? SplitRelease(string spec)
+    {
+        int slash = spec.IndexOf('/');
+        if (slash <= 0 || File.Exists(spec) || Directory.Exists(spec) || Hub.SaeReleases.Find(spec[..slash]) is null) return null;
+        return (spec[..slash], spec[(slash + 1)..]);
     }
 
     /// <summary>SAELens's <c>neuronpedia_id</c> <c>MODEL/LAYER-SET</c> (<c>gpt2-small/0-res-jb</c>) as its three parts, or
@@ -199,7 +221,7 @@ public static class NeuronpediaExport
         w.WriteStartObject();
         w.WriteString("model_id", t.ModelId);
         w.WriteNumber("layer", t.Layer);
-        w.WriteString("sae_set", t.SaeSet);
+        w.WriteString("sae_set", t.NpSetName);
         w.WriteNull("sae_id_suffix");
         w.WriteStartArray("features");
         for (int i = first; i < first + count; i++)
@@ -215,12 +237,14 @@ public static class NeuronpediaExport
     {
         w.WriteStartObject();
         w.WriteNumber("feature_index", f.Feature);
-        // Neuron alignment and activation correlations: not computed here, written as the runner's empty defaults.
+        Integers(w, "neuron_alignment_indices", f.NeuronAlignment.Select(a => (long)a.Neuron));
+        Numbers(w, "neuron_alignment_values", f.NeuronAlignment.Select(a => NpRound(a.Value, 5)));
+        Numbers(w, "neuron_alignment_l1", f.NeuronAlignment.Select(a => NpRound(a.L1, 5)));
+        // Activation correlations: not computed here, written as the runner's empty defaults.
         foreach (var key in new[]
                  {
-                     "neuron_alignment_indices", "neuron_alignment_values", "neuron_alignment_l1", "correlated_neurons_indices",
-                     "correlated_neurons_l1", "correlated_neurons_pearson", "correlated_features_indices", "correlated_features_l1",
-                     "correlated_features_pearson",
+                     "correlated_neurons_indices", "correlated_neurons_l1", "correlated_neurons_pearson", "correlated_features_indices",
+                     "correlated_features_l1", "correlated_features_pearson",
                  })
         {
             w.WriteStartArray(key);
@@ -275,13 +299,15 @@ public static class NeuronpediaExport
         w.WriteEndObject();
     }
 
-    /// <summary>SAEDashboard's bar positions: <c>round(edges[i] + bin_size / 2, 5)</c>, then <c>np.round(·, 5)</c>.</summary>
-    private static IEnumerable<double> BarValues(Histogram h)
+    /// <summary>SAEDashboard's bar positions: <c>round(x, 5)</c> of <c>bin_edges[:-1] + bin_size / 2</c> (a float32
+    /// tensor plus a Python float: float32 arithmetic), then <c>np.round(·, 5)</c>.</summary>
+    internal static IEnumerable<double> BarValues(Histogram h)
     {
         int n = h.Counts.Length;
         if (n == 0) yield break;
         double binSize = (h.Edges[n] - h.Edges[0]) / n;
-        for (int i = 0; i < n; i++) yield return NpRound(PyRound(h.Edges[i] + binSize / 2, 5), 5);
+        float half = (float)(binSize / 2);
+        for (int i = 0; i < n; i++) yield return NpRound(PyRound((float)h.Edges[i] + half, 5), 5);
     }
 
     private static void Numbers(Utf8JsonWriter w, string name, IEnumerable<double> xs)

@@ -214,6 +214,16 @@ public class FeatureStatisticsTests : IDisposable
             var sim = Enumerable.Range(0, AnalysisFixture.DSae).Where(j => j != f.Feature).OrderByDescending(j => Cos(f.Feature, j)).Take(5).ToList();
             Assert.Equal(sim, f.SimilarFeatures.Select(x => x.Index));
             foreach (var x in f.SimilarFeatures) Assert.Equal(Cos(f.Feature, x.Index), x.Cosine, 4);
+            // Neuron alignment (a standard SAE: the unit-norm row): its 3 largest entries, each |entry| / the row's L1 norm.
+            var row = Enumerable.Range(0, d).Select(k => (double)dec[f.Feature * d + k]).ToArray();
+            double l2 = Math.Sqrt(row.Sum(x => x * x)), l1 = row.Sum(Math.Abs);
+            var top = Enumerable.Range(0, d).OrderByDescending(k => row[k]).Take(3).ToList();
+            Assert.Equal(top, f.NeuronAlignment.Select(a => a.Neuron));
+            foreach (var a in f.NeuronAlignment)
+            {
+                Assert.Equal(row[a.Neuron] / l2, a.Value, 5);
+                Assert.Equal(Math.Abs(row[a.Neuron]) / l1, a.L1, 5);
+            }
         }
         foreach (var t in w.Values.Concat(s.Values)) t.Dispose();
     }

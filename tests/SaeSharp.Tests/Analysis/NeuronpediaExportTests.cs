@@ -33,10 +33,9 @@ public sealed class NeuronpediaExportTests : IDisposable
         foreach (var name in new[] { "batch-0.json", "batch-1.json" })
             AssertSameJson(Read(Path.Combine(expected, name)), Read(Path.Combine(dir, name)), name);
         Assert.False(File.Exists(Path.Combine(dir, "batch-2.json")));
-        // skipped_indexes.json: the runner's keys; log_sparsity is its own setting, not part of the data.
-        var skipped = Read(Path.Combine(dir, NeuronpediaExport.SkippedIndexesFile));
-        var want = Read(Path.Combine(expected, NeuronpediaExport.SkippedIndexesFile));
-        foreach (var key in new[] { "model_id", "layer", "sae_set", "skipped_indexes" }) AssertSameJson(want[key], skipped[key], key);
+        // skipped_indexes.json: the runner's keys in its order, log_sparsity its default sparsity_threshold (−6).
+        AssertSameJson(Read(Path.Combine(expected, NeuronpediaExport.SkippedIndexesFile)), Read(Path.Combine(dir, NeuronpediaExport.SkippedIndexesFile)),
+            NeuronpediaExport.SkippedIndexesFile);
     }
 
     [Fact]
@@ -62,7 +61,12 @@ public sealed class NeuronpediaExportTests : IDisposable
         // Bins of width 0.03125 from 0: centres 0.015625, 0.046875, ... to 5 places, ties to even (0.01562, 0.04688).
         Assert.Equal([0.01562, 0.04688, 0.07812, 0.10938], f1["freq_hist_data_bar_values"]!.AsArray().Select(v => (double)v!));
         Assert.Equal([5L, 3, 0, 1], f1["freq_hist_data_bar_heights"]!.AsArray().Select(v => (long)v!));
-        foreach (var key in new[] { "neuron_alignment_indices", "correlated_neurons_pearson", "correlated_features_indices", "decoder_weights_dist", "vector" })
+        // Decoder row 1 of w_dec.json is (3, -4, 1, 2, 0, 0): its largest entries 3, 2, 1 (not -4) over the unit-norm
+        // row (÷ √30), each |entry| / L1 10.
+        Assert.Equal([0, 3, 2], f1["neuron_alignment_indices"]!.AsArray().Select(v => (int)v!));
+        Assert.Equal([0.54772, 0.36515, 0.18257], f1["neuron_alignment_values"]!.AsArray().Select(v => (double)v!));
+        Assert.Equal([0.3, 0.2, 0.1], f1["neuron_alignment_l1"]!.AsArray().Select(v => (double)v!));
+        foreach (var key in new[] { "correlated_neurons_pearson", "correlated_features_indices", "decoder_weights_dist", "vector" })
             Assert.Empty(f1[key]!.AsArray());
 
         var acts = f1["activations"]!.AsArray();
@@ -91,6 +95,9 @@ public sealed class NeuronpediaExportTests : IDisposable
         Assert.Equal(["Ã©", "\t", " ", " caf"], f4["tokens"]!.AsArray().Select(s => (string)s!));
         Assert.Equal(0, (int)f4["qualifying_token_index"]!);
 
+        var b1 = Read(Path.Combine(dir, "batch-1.json"));
+        Assert.Empty(b1["features"]![0]!["neuron_alignment_indices"]!.AsArray());   // feature 5 has no neuron_alignment (an older features.jsonl)
+
         var skipped = Read(Path.Combine(dir, NeuronpediaExport.SkippedIndexesFile));
         Assert.Equal([0, 3, 6], skipped["skipped_indexes"]!.AsArray().Select(i => (int)i!));
         Assert.Equal("0", (string)skipped["layer"]!);
@@ -108,13 +115,13 @@ public sealed class NeuronpediaExportTests : IDisposable
     [Fact]
     public void Options_override_the_neuronpedia_id_and_fewer_batches_replace_more()
     {
-        string dir = Export(new NeuronpediaExportOptions { FeaturesPerBatch = 1, Tokenizer = Gpt2, ModelId = "gpt2", Layer = 3, SaeSet = "res_post", DatasetPath = "x/y" });
+        string dir = Export(new NeuronpediaExportOptions { FeaturesPerBatch = 1, Tokenizer = Gpt2, ModelId = "gpt2", Layer = 3, NpSetName = "res_post", DatasetPath = "x/y" });
         Assert.Equal(Path.Combine(_dir, "gpt2_res_post_blocks.0.hook_resid_pre_8"), dir);
         Assert.Equal(5, Directory.GetFiles(dir, "batch-*.json").Length);
         var b = Read(Path.Combine(dir, "batch-0.json"));
         Assert.Equal(("gpt2", 3, "res_post", "x/y"), ((string)b["model_id"]!, (int)b["layer"]!, (string)b["sae_set"]!, (string)b["features"]![0]!["dataset"]!));
         File.WriteAllText(Path.Combine(dir, "batch-notes.json"), "{}");
-        Export(new NeuronpediaExportOptions { FeaturesPerBatch = 2, Tokenizer = Gpt2, ModelId = "gpt2", Layer = 3, SaeSet = "res_post" });
+        Export(new NeuronpediaExportOptions { FeaturesPerBatch = 2, Tokenizer = Gpt2, ModelId = "gpt2", Layer = 3, NpSetName = "res_post" });
         Assert.Equal(["batch-0.json", "batch-1.json", "batch-2.json", "batch-notes.json"], Directory.GetFiles(dir, "batch-*.json").Select(Path.GetFileName).Order());
     }
 
@@ -179,9 +186,33 @@ public sealed class NeuronpediaExportTests : IDisposable
         e = Assert.Throws<SaeSharpException>(() => Export(new NeuronpediaExportOptions { Tokenizer = Gpt2 }, noId));
         Assert.Contains("--np-set-name", e.Message);
         // Without the id, the layer comes from the hook and the model from summary.json's model.
-        string dir = Export(new NeuronpediaExportOptions { Tokenizer = Gpt2, SaeSet = "res" }, noId);
+        string dir = Export(new NeuronpediaExportOptions { Tokenizer = Gpt2, NpSetName = "res" }, noId);
         Assert.Equal(Path.Combine(_dir, "gpt2_res_blocks.0.hook_resid_pre_8"), dir);
         Assert.Equal(0, (int)Read(Path.Combine(dir, "batch-0.json"))["layer"]!);
+    }
+
+    [Fact]
+    public void A_release_SAE_names_the_folder_and_skipped_indexes_by_its_release_and_the_batches_by_the_np_set_name()
+    {
+        // The runner's sae_set is the SAELens release it loaded (folder, skipped_indexes.json); np_set_name goes into
+        // the batch files; sae_path is the SAE id.
+        string input = Path.Combine(_dir, "release");
+        Directory.CreateDirectory(input);
+        foreach (var f in Directory.GetFiles(Input)) File.Copy(f, Path.Combine(input, Path.GetFileName(f)));
+        var summary = Read(Path.Combine(input, "summary.json")).AsObject();
+        summary["sae"] = "gpt2-small-res-jb/blocks.0.hook_resid_pre";
+        File.WriteAllText(Path.Combine(input, "summary.json"), summary.ToJsonString());
+        string dir = Export(new NeuronpediaExportOptions { Tokenizer = Gpt2, SparsityThreshold = -5 }, input);
+        Assert.Equal(Path.Combine(_dir, "gpt2-small_gpt2-small-res-jb_blocks.0.hook_resid_pre_8"), dir);
+        Assert.Equal("res-jb", (string)Read(Path.Combine(dir, "batch-0.json"))["sae_set"]!);
+        var skipped = Read(Path.Combine(dir, NeuronpediaExport.SkippedIndexesFile));
+        Assert.Equal(("gpt2-small-res-jb", -5), ((string)skipped["sae_set"]!, (int)skipped["log_sparsity"]!));
+        var settings = Read(Path.Combine(dir, NeuronpediaExport.RunSettingsFile));
+        Assert.Equal(("gpt2-small-res-jb", "res-jb", "blocks.0.hook_resid_pre", false, -5),
+            ((string)settings["sae_set"]!, (string)settings["np_set_name"]!, (string)settings["sae_path"]!, (bool)settings["from_local_sae"]!, (int)settings["sparsity_threshold"]!));
+        // --sae-set overrides it; a local SAE's sae_set is the np set name.
+        Assert.Equal(Path.Combine(_dir, "gpt2-small_mine_blocks.0.hook_resid_pre_8"), Export(new NeuronpediaExportOptions { Tokenizer = Gpt2, SaeSet = "mine" }, input));
+        Assert.Equal("runs/tiny-gpt2-sae", (string)Read(Path.Combine(Export(), NeuronpediaExport.RunSettingsFile))["sae_path"]!);
     }
 
     /// <summary>Same keys in the same order, the same strings and the same numbers (compared as doubles: Python writes
