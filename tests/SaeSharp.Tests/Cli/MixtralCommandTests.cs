@@ -63,7 +63,16 @@ public class MixtralCommandTests : TinyGpt2CliTestBase
         Assert.Contains("(mixtral)", output);
         Assert.Contains("num_experts=4 experts_per_token=2", output);
         Assert.Contains("blocks.1.mlp.hook_expert_weights", output);
-        Assert.Contains("blocks.1.mlp.experts.3.hook_post", output);
+        // Each expert hook of a block once for all experts; the listing is otherwise the model's own hook names, in order.
+        Assert.Contains("  blocks.1.mlp.experts.{0..3}.hook_post\n", output.ReplaceLineEndings("\n"));
+        Assert.DoesNotContain("blocks.1.mlp.experts.3.hook_post", output);
+        var listed = output.ReplaceLineEndings("\n").Split('\n').SkipWhile(l => l != "hook points:").Skip(1).Where(l => l.Length > 0).Select(l => l.Trim()).ToList();
+        using (var m = SaeSharp.Models.ModelLoader.FromPretrained(model))
+        {
+            var names = m.HookNames.ToList();
+            Assert.Equal(names.Count - 2 * 3 * 3, listed.Count); // 2 layers × 3 expert hooks: 4 lines become 1
+            Assert.Equal(names.Where(n => !n.Contains(".experts.", StringComparison.Ordinal)), listed.Where(n => !n.Contains(".experts.", StringComparison.Ordinal)));
+        }
 
         // model run gives transformers' logits and the MoE hooks: router softmax (float32), chosen experts (int64).
         var reference = Npy.LoadNpz(TestPaths.Data("hf_models", "mixtral", "reference.npz"));
