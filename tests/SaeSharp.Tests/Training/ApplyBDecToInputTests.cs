@@ -15,13 +15,8 @@ namespace SaeSharp.Tests.Training;
 /// b_dec is the reconstruction term's alone, 2·mean_n(ŷ_n − x_n) (the sparsity and auxiliary terms no longer reach b_dec),
 /// on each architecture's training path; then the field's way in (--config, cfg.json, refusals).
 /// </summary>
-public class ApplyBDecToInputTests : IDisposable
+public class ApplyBDecToInputTests() : ActivationFileRunTestBase("apply-b-dec-")
 {
-    private readonly string _dir = Directory.CreateTempSubdirectory("apply-b-dec-").FullName;
-    public void Dispose() => Directory.Delete(_dir, true);
-
-    private string P(params string[] parts) => Path.Combine([_dir, .. parts]);
-
     private const int DIn = 6, DSae = 16, Rows = 48;
 
     /// <summary>An SAE of <paramref name="architecture"/> with random weights (thresholds positive) and a large b_dec.</summary>
@@ -110,22 +105,6 @@ public class ApplyBDecToInputTests : IDisposable
                 $"{architecture}: b_dec gradient [{string.Join(", ", grad.data<float>().ToArray())}], expected [{string.Join(", ", expected.data<float>().ToArray())}]");
         }
     }
-
-    private string Activations()
-    {
-        string path = P("a.safetensors");
-        if (!File.Exists(path))
-        {
-            using var rows = randn(640, 8, generator: new Generator(3)).mul_(1.5).add_(0.7);
-            SafeTensors.Save(path, new Dictionary<string, Tensor> { ["activations"] = rows });
-        }
-        return path.Replace("\\", "/");
-    }
-
-    private TrainingSettings Settings(string fields, string outName) => TrainingSettings.FromJson($$"""
-        {"activations": "{{Activations()}}", "batch_size": 32, "eval_rows": 64, "steps": 8, "expansion_factor": 2,
-         "out": "{{P(outName).Replace("\\", "/")}}", {{fields}} }
-        """, "runner.json");
 
     [Theory]
     [InlineData("\"architecture\": \"topk\", \"k\": 3")]

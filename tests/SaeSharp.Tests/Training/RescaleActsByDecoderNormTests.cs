@@ -20,13 +20,8 @@ namespace SaeSharp.Tests.Training;
 /// dense torch computation of SaeSharp's loss; then the field's way in (--config, cfg.json, --from-pretrained, --resume).
 /// <para>Tolerance: relative 1e-5 of each quantity's largest entry (float32, the same operations in another order).</para>
 /// </summary>
-public class RescaleActsByDecoderNormTests : IDisposable
+public class RescaleActsByDecoderNormTests() : ActivationFileRunTestBase("rescale-")
 {
-    private readonly string _dir = Directory.CreateTempSubdirectory("rescale-").FullName;
-    public void Dispose() => Directory.Delete(_dir, true);
-
-    private string P(params string[] parts) => Path.Combine([_dir, .. parts]);
-
     private static readonly JsonNode Fixture = JsonNode.Parse(File.ReadAllText(TestPaths.Data("recipes", "saelens637_rescale_false.json")))!;
 
     private static void Close(Tensor expected, Tensor actual, string what, double tol = 1e-5)
@@ -177,22 +172,6 @@ public class RescaleActsByDecoderNormTests : IDisposable
         Close(reference.detach(), o.Loss, $"{path} loss");
         foreach (var (name, p) in Params(sae)) Close(leaves[name].grad!, p.grad!, $"{path} dL/d{name}");
     }
-
-    private string Activations()
-    {
-        string path = P("a.safetensors");
-        if (!File.Exists(path))
-        {
-            using var rows = randn(640, 8, generator: new Generator(3)).mul_(1.5).add_(0.7);
-            SafeTensors.Save(path, new Dictionary<string, Tensor> { ["activations"] = rows });
-        }
-        return path.Replace("\\", "/");
-    }
-
-    private TrainingSettings Settings(string fields, string outName) => TrainingSettings.FromJson($$"""
-        {"activations": "{{Activations()}}", "batch_size": 32, "eval_rows": 64, "steps": 8, "expansion_factor": 2,
-         "out": "{{P(outName).Replace("\\", "/")}}", {{fields}} }
-        """, "runner.json");
 
     private static Tensor DecoderNorms(string dir)
     {
