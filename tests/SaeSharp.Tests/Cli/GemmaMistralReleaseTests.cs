@@ -28,23 +28,12 @@ public class GemmaMistralReleaseTests : FakeHubTestBase
     /// <summary>The identity SAE on <paramref name="hook"/>, in SAELens's files, served as <paramref name="repo"/>/<paramref name="path"/>.</summary>
     private void ServeIdentitySae(string repo, string path, string hook, int dIn, string modelName)
     {
-        var cfg = new SaeConfig { Architecture = SaeArchitectures.Standard, DIn = dIn, DSae = 2 * dIn, ApplyBDecToInput = false };
+        var cfg = new SaeConfig { Architecture = SaeArchitectures.Standard, DIn = dIn, ApplyBDecToInput = false };
         cfg.Metadata.HookName = hook;
         cfg.Metadata.ModelName = modelName;
         cfg.Metadata.ContextSize = 16;
         string dir = P("sae-src-" + modelName);
-        using (var sae = SaeFactory.Create(cfg))
-        {
-            using (no_grad())
-            {
-                using var id = eye(dIn);
-                sae.WEnc.copy_(cat([id, -id], 1));
-                sae.WDec.copy_(cat([id, -id], 0));
-                sae.BEnc.zero_();
-                sae.BDec.zero_();
-            }
-            SaeLensFormat.Save(sae, dir);
-        }
+        using (var sae = SaeSharp.Tests.Saes.SaeTestUtil.Identity(cfg)) SaeLensFormat.Save(sae, dir);
         Serve(repo, path, dir, "cfg.json", "sae_weights.safetensors");
     }
 

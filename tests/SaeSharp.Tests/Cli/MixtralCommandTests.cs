@@ -37,19 +37,11 @@ public class MixtralCommandTests : TinyGpt2CliTestBase
     /// <summary>The identity pair (W_enc = [I, −I], W_dec = [I; −I], ReLU) at <paramref name="hook"/>: an exact reconstruction.</summary>
     private string IdentitySae(string hook, int dIn)
     {
-        var cfg = new SaeConfig { Architecture = SaeArchitectures.Standard, DIn = dIn, DSae = 2 * dIn, ApplyBDecToInput = false };
+        var cfg = new SaeConfig { Architecture = SaeArchitectures.Standard, DIn = dIn, ApplyBDecToInput = false };
         cfg.Metadata.HookName = hook;
         cfg.Metadata.ContextSize = 16;
         string dir = P("identity-" + hook);
-        using var sae = SaeFactory.Create(cfg);
-        using (no_grad())
-        {
-            using var id = eye(dIn);
-            sae.WEnc.copy_(cat([id, -id], 1));
-            sae.WDec.copy_(cat([id, -id], 0));
-            sae.BEnc.zero_();
-            sae.BDec.zero_();
-        }
+        using var sae = SaeSharp.Tests.Saes.SaeTestUtil.Identity(cfg);
         SaeLensFormat.Save(sae, dir);
         return dir;
     }

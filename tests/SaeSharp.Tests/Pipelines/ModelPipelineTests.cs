@@ -58,20 +58,11 @@ public class ModelPipelineTests : ModelTestBase
         }
 
         // Eval: an identity SAE that asks for centred weights recovers all of the loss.
-        var cfg = new SaeConfig { DIn = 16, DSae = 32, ApplyBDecToInput = false };
+        var cfg = new SaeConfig { DIn = 16, ApplyBDecToInput = false };
         cfg.Metadata.HookName = "blocks.1.hook_resid_pre";
         cfg.Metadata.ContextSize = 16;
         cfg.Metadata.ModelFromPretrainedKwargs = new() { ["center_writing_weights"] = System.Text.Json.JsonDocument.Parse("true").RootElement };
-        using (var sae = SaeFactory.Create(cfg))
-        {
-            using (no_grad())
-            {
-                var id = eye(16);
-                sae.WEnc.copy_(cat([id, -id], 1));
-                sae.WDec.copy_(cat([id, -id], 0));
-            }
-            SaeLensFormat.Save(sae, Path.Combine(Dir, "sae"));
-        }
+        using (var sae = SaeSharp.Tests.Saes.SaeTestUtil.Identity(cfg)) SaeLensFormat.Save(sae, Path.Combine(Dir, "sae"));
         var r = ModelPipeline.Evaluate([Path.Combine(Dir, "sae")], opts with { Processing = new() })[0];
         Assert.Equal(1, r.CeLossScore, 4);
         Assert.Equal(1, r.ExplainedVariance, 4);
@@ -167,16 +158,7 @@ public class ModelPipelineTests : ModelTestBase
         cfg.Metadata.HookName = "blocks.1.hook_resid_pre";
         cfg.Metadata.ContextSize = 16;
         string saeDir = Path.Combine(Dir, family + "-sae");
-        using (var sae = SaeFactory.Create(cfg))
-        {
-            using (no_grad())
-            {
-                var id = eye(16);
-                sae.WEnc.copy_(cat([id, -id], 1));
-                sae.WDec.copy_(cat([id, -id], 0));
-            }
-            SaeLensFormat.Save(sae, saeDir);
-        }
+        using (var sae = SaeSharp.Tests.Saes.SaeTestUtil.Identity(cfg)) SaeLensFormat.Save(sae, saeDir);
         var r = ModelPipeline.Evaluate([saeDir], opts)[0];
         Assert.Equal(1, r.CeLossScore, 4);
         Assert.Equal(1, r.ExplainedVariance, 4);

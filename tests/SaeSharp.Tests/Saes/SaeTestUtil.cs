@@ -20,6 +20,21 @@ internal static class SaeTestUtil
         return sae;
     }
 
+    /// <summary>The identity pair: a ReLU SAE with d_sae = 2·d_in, W_enc = [I, −I], W_dec = [I; −I] and zero biases, so
+    /// that ReLU(x) − ReLU(−x) = x exactly. <paramref name="cfg"/> gives d_in, the metadata and whether b_dec is applied.</summary>
+    public static Sae Identity(SaeConfig cfg)
+    {
+        cfg.DSae = 2 * cfg.DIn;
+        var sae = SaeFactory.Create(cfg);
+        using var _ = no_grad();
+        using var id = eye(cfg.DIn);
+        sae.WEnc.copy_(cat([id, -id], 1));
+        sae.WDec.copy_(cat([id, -id], 0));
+        sae.BEnc.zero_();
+        sae.BDec.zero_();
+        return sae;
+    }
+
     public static float[] F(Tensor t) => t.detach().contiguous().data<float>().ToArray();
 
     public static void AssertClose(Tensor expected, Tensor actual, double rtol = 1e-4, double atol = 1e-5, string what = "")
