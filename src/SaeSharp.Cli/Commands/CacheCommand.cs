@@ -16,7 +16,7 @@ internal static class CacheCommand
         var contextsPerShard = new Option<int>("--contexts-per-shard") { Description = "Context windows per shard", DefaultValueFactory = _ => 64 }.Positive();
         var format = new Option<string?>("--format") { Description = "saesharp: safetensors shards + manifest.json (the default); saelens: SAELens's CacheActivationsRunner folder (datasets Arrow shards), for use_cached_activations (the default with --config)" };
         format.AcceptOnlyFromAmong("saesharp", "saelens");
-        var bufferSizeGb = new Option<double>("--buffer-size-gb") { Description = "With --format saelens: activation GB per shard (SAELens buffer_size_gb)", DefaultValueFactory = _ => 2.0 };
+        var bufferSizeGb = new Option<double?>("--buffer-size-gb") { Description = "With --format saelens: activation GB per shard (SAELens buffer_size_gb; default 2, or the --config file's)" };
         var config = new Option<string?>("--config") { Description = "JSON file of SAELens CacheActivationsRunnerConfig fields (README); flags given win over them" };
         var command = new Command("cache", "Harvest activations from text and write them as sharded safetensors with a manifest, or as SAELens's activation cache") { output, contextsPerShard, format, bufferSizeGb, config };
         data.AddTo(command);
@@ -51,7 +51,7 @@ internal static class CacheCommand
                     throw new SaeSharpException("--contexts-per-shard sizes SaeSharp's shards; with --format saelens, --buffer-size-gb does (SAELens buffer_size_gb)");
                 OutputGuard.RefuseReplacingInput("--out", outDir, [Data.HfDiskDataset.StateFile, Data.HfDiskDataset.InfoFile],
                     new CommandInput("--model", options.ModelPath, InputKind.Folder), new CommandInput("--dataset", options.DatasetPath, InputKind.Whole));
-                double buffer = parse.GetResult(bufferSizeGb) is { Implicit: false } || cfg is null ? parse.GetValue(bufferSizeGb) : cfg.BufferSizeGb;
+                double buffer = parse.GetValue(bufferSizeGb) ?? cfg?.BufferSizeGb ?? 2.0;
                 var cache = CliProgress.Run("cache", progress => ModelPipeline.WriteSaeLensCache(options, hook, outDir,
                     data.ReadMode(parse), parse.GetValue(data.TargetHook), buffer, dtype, progress: progress, checkDIn: checkDIn));
                 var column = cache.Columns[0];
@@ -61,7 +61,7 @@ internal static class CacheCommand
                                   $"to {outDir} as a SAELens activation cache ({Cli.Integer(files.Count)} shard{(files.Count == 1 ? "" : "s")})");
                 return 0;
             }
-            if (parse.GetResult(bufferSizeGb) is { Implicit: false })
+            if (parse.GetValue(bufferSizeGb) is not null)
                 throw new SaeSharpException("--buffer-size-gb sizes the shards of --format saelens; SaeSharp's cache takes --contexts-per-shard");
             OutputGuard.RefuseReplacingInput("--out", outDir, [ActivationCacheFolder.ManifestName],
                 new CommandInput("--model", options.ModelPath, InputKind.Folder), new CommandInput("--dataset", options.DatasetPath, InputKind.Whole));
