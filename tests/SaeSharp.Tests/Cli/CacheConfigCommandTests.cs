@@ -9,17 +9,9 @@ namespace SaeSharp.Tests.Cli;
 /// <summary><c>sae cache --config</c> with SAELens 6.37.6's <c>CacheActivationsRunnerConfig</c>, end to end with the built-in
 /// model (d_in 128 at blocks.1.hook_resid_post): a config as <c>asdict(cfg)</c> writes it gives the folder the equivalent
 /// flags give, byte for byte.</summary>
-public sealed class CacheConfigCommandTests : IDisposable
+public sealed class CacheConfigCommandTests : CliTempDirTestBase
 {
     private const string Hook = "blocks.1.hook_resid_post";
-    private readonly string _dir = TestPaths.TempDir();
-
-    public void Dispose()
-    {
-        try { Directory.Delete(_dir, recursive: true); } catch (IOException) { /* best effort */ }
-    }
-
-    private string P(params string[] parts) => Path.Combine([_dir, .. parts]);
 
     private static string Ok((int Exit, string Out, string Err) r)
     {

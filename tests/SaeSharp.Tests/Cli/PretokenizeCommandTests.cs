@@ -7,17 +7,8 @@ namespace SaeSharp.Tests.Cli;
 
 /// <summary><c>sae pretokenize</c> end to end with the built-in model: the dataset it writes gives the windows, and the
 /// activations, that the same run from the text gives.</summary>
-public sealed class PretokenizeCommandTests : IDisposable
+public sealed class PretokenizeCommandTests : CliTempDirTestBase
 {
-    private readonly string _dir = TestPaths.TempDir();
-
-    public void Dispose()
-    {
-        try { Directory.Delete(_dir, recursive: true); } catch (IOException) { /* best effort */ }
-    }
-
-    private string P(params string[] parts) => Path.Combine([_dir, .. parts]);
-
     private static string Ok((int Exit, string Out, string Err) r)
     {
         Assert.True(r.Exit == 0, r.Err);

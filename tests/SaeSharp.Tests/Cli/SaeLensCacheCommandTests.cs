@@ -10,17 +10,8 @@ namespace SaeSharp.Tests.Cli;
 /// <summary><c>sae cache --format saelens</c> and <c>--activations</c> on SAELens's activation cache, end to end with the
 /// built-in model: the cache holds the rows and tokens of SaeSharp's own cache of the same run, and training on either
 /// gives the same SAE.</summary>
-public sealed class SaeLensCacheCommandTests : IDisposable
+public sealed class SaeLensCacheCommandTests : CliTempDirTestBase
 {
-    private readonly string _dir = TestPaths.TempDir();
-
-    public void Dispose()
-    {
-        try { Directory.Delete(_dir, recursive: true); } catch (IOException) { /* best effort */ }
-    }
-
-    private string P(params string[] parts) => Path.Combine([_dir, .. parts]);
-
     private static string Ok((int Exit, string Out, string Err) r)
     {
         Assert.True(r.Exit == 0, r.Err);

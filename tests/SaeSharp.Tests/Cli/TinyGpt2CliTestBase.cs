@@ -4,18 +4,8 @@ namespace SaeSharp.Tests.Cli;
 
 /// <summary>CLI tests on a tiny GPT-2 with GPT-2's real tokenizer (no SEP token; " the" = 262, "." = 13) and a text file of
 /// 300 random lines of common words, in a temporary folder deleted after the test.</summary>
-public abstract class TinyGpt2CliTestBase : IDisposable
+public abstract class TinyGpt2CliTestBase : CliTempDirTestBase
 {
-    private readonly string _dir = Directory.CreateTempSubdirectory("tiny-gpt2-cli-").FullName;
-
-    public void Dispose()
-    {
-        Directory.Delete(_dir, true);
-        GC.SuppressFinalize(this);
-    }
-
-    protected string P(params string[] parts) => Path.Combine([_dir, .. parts]);
-
     protected string Model()
     {
         var dir = TinyModels.WriteGpt2(P("gpt2"), seed: 9, nLayer: 2, nEmbd: 16, nHead: 2, vocab: 50257, nPositions: 64);
