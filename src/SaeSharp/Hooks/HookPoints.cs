@@ -130,6 +130,7 @@ public sealed class HookPoints
 {
     private readonly HashSet<string> _set;
     private readonly Dictionary<string, int> _layer;
+    private readonly Dictionary<string, (string IndicesHook, int Expert)> _routing = new(StringComparer.Ordinal);
     internal BlockHookNames[] Blocks { get; }
 
     /// <summary>Every hook name, in the order the hooks fire.</summary>
@@ -192,7 +193,12 @@ public sealed class HookPoints
             {
                 Add(b.ExpertWeights, i);
                 Add(b.ExpertIndices, i);
-                foreach (var (gate, pre, post) in b.Experts) { Add(gate, i); Add(pre, i); Add(post, i); }
+                for (int e = 0; e < b.Experts.Length; e++)
+                {
+                    var (gate, pre, post) = b.Experts[e];
+                    Add(gate, i); Add(pre, i); Add(post, i);
+                    foreach (var n in new[] { gate, pre, post }) _routing[n] = (b.ExpertIndices, e);
+                }
                 if (sharedExpert)
                 {
                     Add(b.SharedExpert.Gate, i); Add(b.SharedExpert.Pre, i); Add(b.SharedExpert.Post, i);
@@ -212,6 +218,12 @@ public sealed class HookPoints
         Names = names;
         _set = new HashSet<string>(names, StringComparer.Ordinal);
     }
+
+    /// <summary>For an expert's hook (<c>blocks.{i}.mlp.experts.{e}.hook_gate/hook_pre/hook_post</c>): the layer's
+    /// <c>mlp.hook_expert_indices</c>, whose rows holding <c>e</c> are the tokens routed to the expert, and <c>e</c>; null for
+    /// every other hook (the shared expert's included: every token goes through it).</summary>
+    internal (string IndicesHook, int Expert)? ExpertRouting(string hookName) =>
+        _routing.TryGetValue(hookName, out var r) ? r : null;
 
     /// <summary>True when <paramref name="name"/> is one of this model's TransformerLens hook names (aliases excluded).</summary>
     public bool Contains(string name) => _set.Contains(name);
