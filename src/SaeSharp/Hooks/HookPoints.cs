@@ -119,7 +119,8 @@ internal sealed class BlockHookNames
 /// experts are chosen from it after the hook, so editing it reroutes tokens); <c>mlp.hook_expert_indices</c> [batch, pos,
 /// experts_per_token] int64, the experts chosen, best first; and each expert's <c>mlp.experts.{e}.hook_gate</c> (w1·x,
 /// Qwen-MoE gate_proj·x), <c>hook_pre</c> (w3·x, up_proj·x) and <c>hook_post</c> (act(gate)·pre), [batch, pos, d_mlp], zero at the tokens not routed to
-/// that expert (TransformerLens fires them on the routed tokens only; an edit elsewhere changes nothing). Qwen2-MoE's
+/// that expert (TransformerLens fires them on the routed tokens only, [n_routed, d_mlp]; an edit elsewhere changes nothing;
+/// SAE harvests, evaluations and feature statistics read the routed rows only, <see cref="ExpertRouting"/>). Qwen2-MoE's
 /// shared expert, which every token goes through, has <c>mlp.shared_expert.hook_gate/hook_pre/hook_post</c> [batch, pos,
 /// shared d_mlp] and <c>mlp.hook_shared_expert_gate</c> [batch, pos, 1], the sigmoid weight of its output (SaeSharp's names:
 /// TransformerLens has no Qwen2-MoE).</para>

@@ -4,6 +4,7 @@ using SaeSharp.Evaluation;
 using SaeSharp.IO;
 using SaeSharp.Models;
 using SaeSharp.Saes;
+using SaeSharp.Tokenizers;
 using SaeSharp.Tests.Models;
 using SaeSharp.Tests.Saes;
 using SaeSharp.Tests.Tokenizers;
@@ -196,6 +197,38 @@ public class ExpertRoutingTests : ModelTestBase
         var fired = new[] { x[.., 0] > 0, x[.., 1] > 0, x[.., 2] > 0, x[.., 2] < 0 };
         for (int i = 0; i < 4; i++)
             Assert.Equal(fired[i].sum().item<long>() / (double)x.shape[0], report.Features[i].Density, 12);
+    }
+
+    [Fact]
+    public void The_prompt_view_shows_no_feature_at_the_tokens_routed_elsewhere()
+    {
+        string dir = Sub("mixtral");
+        Directory.CreateDirectory(dir);
+        foreach (var f in new[] { "config.json", "model.safetensors" })
+            File.Copy(TestPaths.Data("hf_models", "mixtral", f), Path.Combine(dir, f));
+        SentencePieceTokenizerTests.WriteTokenizer(dir);
+        using var model = ModelLoader.FromPretrained(dir);
+        const string hook = "blocks.0.mlp.experts.1.hook_post";
+        using var sae = Identity(hook, 48);
+        using (no_grad()) sae.BEnc.fill_(0.1);                   // fires on a zero row too: only the routing can hide it
+        var inspector = new PromptInspector(model, sae, Tokenizer.FromFolder(dir), prependBos: false);
+        var tokens = inspector.Tokenize("a b ab ba aab abb ba a ab b");
+        // The hook's value at every position ([1, pos, 48], zero where the token went to other experts) and the routing.
+        var (_, cache) = model.RunWithCache(tensor(tokens).view(1, -1), [hook, "blocks.0.mlp.hook_expert_indices"]);
+        using var _ = cache;
+        var x = cache[hook][0];
+        var routed = cache["blocks.0.mlp.hook_expert_indices"][0].eq(1).any(-1).data<bool>().ToArray();
+        Assert.Contains(false, routed);
+        Assert.Contains(true, routed);
+        var view = inspector.Inspect("prompt", tokens, top: 96, skipPrefix: 0);
+        Assert.Equal(96, view.Features.Count);
+        foreach (var u in view.Features)
+        {
+            // Feature j < 48 is relu(x_j + 0.1), 48 + j relu(−x_j + 0.1); nothing at a token routed elsewhere.
+            var xj = x[.., u.Index % 48].data<float>().ToArray();
+            for (int p = 0; p < tokens.Length; p++)
+                Assert.Equal(routed[p] ? Math.Max(0, (u.Index < 48 ? xj[p] : -xj[p]) + 0.1f) : 0f, u.Acts[p], 5);
+        }
     }
 
     [Fact]
