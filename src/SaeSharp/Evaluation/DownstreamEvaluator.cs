@@ -151,7 +151,9 @@ public static class DownstreamEvaluator
             {
                 var act = site.Part(c[site.Hook]);
                 var k = ModelActivationHarvester.KeepRouted(keep, model.HookPoints, [site.Hook], c).to(act.dtype).view(new long[] { b, s }.Concat(Enumerable.Repeat(1L, (int)act.dim() - 2)).ToArray());
-                var mean = (act * k).sum([0, 1]) / k.sum();
+                // No counted row in the batch (every position excluded, or an expert no token chose): 0, not NaN; nothing
+                // measured depends on it.
+                var mean = (act * k).sum([0, 1]) / k.sum().clamp_min(TorchScalars.One);
                 variants.Add((meanAblation[site], RunVariant(site.Hook, x => site.Replace(x, mean.expand_as(site.Part(x))))));
             }
         }
