@@ -93,7 +93,8 @@ internal sealed class HarvestedRows : IDisposable
 /// <summary>
 /// Runs a model on context windows under no_grad, stopping after the last block the hooks need, and returns the hooks'
 /// activations as float32 rows [windows·pos, d] (heads flattened) of the positions SAELens's <c>seqpos_slice</c> keeps,
-/// without the positions of excluded tokens.
+/// without the positions of excluded tokens and, at an expert's hook, only the tokens routed to that expert
+/// (<see cref="KeepRouted"/>).
 /// </summary>
 internal sealed class ModelActivationHarvester
 {
@@ -153,12 +154,15 @@ internal sealed class ModelActivationHarvester
         // The model runs on its device; the harvested rows come back to the CPU (caches, shuffle buffers).
         var tokens = tensor(flat).view(b, s);
         var onDevice = tokens.to(_model.Device);
-        var (logits, cache) = _model.Run(onDevice, new RunOptions { StopAtLayer = StopAtLayer, Hooks = _hooks, CacheNames = Spec.Hooks.ToList() });
+        var (logits, cache) = _model.Run(onDevice, new RunOptions
+        {
+            StopAtLayer = StopAtLayer, Hooks = _hooks, CacheNames = Spec.Hooks.Concat(RoutingHooks(HookPoints, Spec.Hooks)).ToList(),
+        });
         logits?.Dispose();
         var c = cache!;
         using (c)
         {
-            var keep = KeepMask(tokens, _exclude, _slice).reshape(-1);
+            var keep = KeepRouted(KeepMask(tokens, _exclude, _slice), HookPoints, Spec.Hooks, c).reshape(-1);
             var idx = keep.nonzero().squeeze(1);
             var input = Rows(Spec.HeadIndex is int head ? c[Spec.InputHook].select(2, head) : c[Spec.InputHook], b, s).cpu().index_select(0, idx);
             var target = Spec.TargetHook is { } th ? Rows(c[th], b, s).cpu().index_select(0, idx) : null;
@@ -186,6 +190,26 @@ internal sealed class ModelActivationHarvester
         throw new SaeSharpException($"{hook} of {_model.Config.ModelName}: context window {ids[row] / contextSize}, position {ids[row] % contextSize} " +
                                     $"holds {ActivationRowFile.Describe(v)} (dimension {col}); the model's activations must be finite " +
                                     "(NaN or Inf in its weights, or an overflow in its dtype)");
+    }
+
+    /// <summary>The router hooks (<c>mlp.hook_expert_indices</c>) that decide which tokens reach the expert hooks among
+    /// <paramref name="hooks"/>, to cache with them for <see cref="KeepRouted"/>; none when no hook is an expert's.</summary>
+    internal static IEnumerable<string> RoutingHooks(HookPoints hookPoints, IEnumerable<string> hooks) =>
+        hooks.Select(hookPoints.ExpertRouting).OfType<(string IndicesHook, int Expert)>().Select(r => r.IndicesHook).Distinct();
+
+    /// <summary>
+    /// <paramref name="keep"/> [batch, pos] and, for each expert hook among <paramref name="hooks"/>
+    /// (<c>mlp.experts.{e}.hook_*</c>), the tokens routed to that expert in the run that filled <paramref name="cache"/>
+    /// (their <c>hook_expert_indices</c> row holds e; the cache must hold <see cref="RoutingHooks"/>). TransformerLens computes
+    /// an expert on its routed tokens only, so an SAE there sees those rows only, not the zero rows of the others.
+    /// <paramref name="keep"/> itself when no hook is an expert's.
+    /// </summary>
+    internal static Tensor KeepRouted(Tensor keep, HookPoints hookPoints, IEnumerable<string> hooks, ActivationCache cache)
+    {
+        foreach (var hook in hooks.Distinct())
+            if (hookPoints.ExpertRouting(hook) is var (indices, expert))
+                keep = keep.logical_and(cache[indices].eq(TorchScalars.Of(expert)).any(-1).to(keep.device));
+        return keep;
     }
 
     /// <summary>[batch, pos] bool: true where the token is not excluded.</summary>

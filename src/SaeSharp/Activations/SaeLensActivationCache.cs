@@ -157,6 +157,9 @@ public sealed class SaeLensActivationCache
         var o = options ?? throw new ArgumentNullException(nameof(options));
         if (spec.TargetHook is not null)
             throw new SaeSharpException($"a SAELens activation cache holds one hook's activations; the target hook '{spec.TargetHook}' (in_to_out) needs the SaeSharp cache format");
+        if (model.HookPoints.ExpertRouting(spec.InputHook) is not null)
+            throw new SaeSharpException($"'{spec.InputHook}' is an expert's hook: only the tokens routed to the expert are rows, a different number " +
+                                        "in each window, and a SAELens activation cache stores whole windows ([context_size, d_in] each); use the SaeSharp cache format");
         if (o.Dtype is not (ScalarType.Float32 or ScalarType.Float16))
             throw new SaeSharpException($"a SAELens activation cache stores float32 or float16 (datasets' Array2D has no bfloat16: pyarrow has no such type), got {o.Dtype}");
         if (o.BatchSizePrompts <= 0) throw new SaeSharpException($"batch size in prompts must be positive, got {o.BatchSizePrompts}");

@@ -103,9 +103,9 @@ public static class FeatureAnalysis
                 ctx = group[0].Length;
                 total = options.MaxContexts * ctx;
             }
-            var (acts, tokens) = encoder.Encode(group);                              // [b, s, d_sae], [b, s]
+            var (acts, _, tokens, rows) = encoder.EncodeWithInput(group);          // [b, s, d_sae], [b, s], [b, s]
             var selected = collector.Features.Count == sae.Cfg.DSae && IsIdentity(collector.Features) ? acts : acts.index_select(2, featureIndex);
-            var keep = ModelActivationHarvester.KeepMask(tokens, exclude, options.SeqposSlice);
+            var keep = ModelActivationHarvester.KeepMask(tokens, exclude, options.SeqposSlice).logical_and(rows);
             collector.Add(group, selected, keep);
             options.Progress?.Invoke(new FeatureProgress(collector.Tokens, total, clock.Elapsed));
         }
@@ -185,20 +185,19 @@ internal sealed class SaeEncoder
 
     public string Hook { get; }
 
-    /// <summary>Feature activations [b, s, d_sae] and the hook activation [b, s, d] of equal-length windows, and their tokens [b, s].</summary>
-    public (Tensor Feats, Tensor Tokens) Encode(IReadOnlyList<long[]> windows)
-    {
-        var (f, _, t) = EncodeWithInput(windows);
-        return (f, t);
-    }
-
-    public (Tensor Feats, Tensor Input, Tensor Tokens) EncodeWithInput(IReadOnlyList<long[]> windows)
+    /// <summary>Feature activations [b, s, d_sae] and the hook activation [b, s, d] of equal-length windows, their tokens
+    /// [b, s], and [b, s] bool the positions that are rows of the hook: at an expert's hook the tokens routed to the expert
+    /// (<see cref="ModelActivationHarvester.KeepRouted"/>; the others hold zeros), elsewhere every position.</summary>
+    public (Tensor Feats, Tensor Input, Tensor Tokens, Tensor Rows) EncodeWithInput(IReadOnlyList<long[]> windows)
     {
         int b = windows.Count, s = windows[0].Length;
         var flat = new long[(long)b * s];
         for (int i = 0; i < b; i++) Array.Copy(windows[i], 0, flat, (long)i * s, s);
         var tokens = tensor(flat).view(b, s);
-        var (logits, cache) = _model.Run(tokens, new RunOptions { StopAtLayer = _stop, Hooks = _hooks, CacheNames = [Hook] });
+        var (logits, cache) = _model.Run(tokens, new RunOptions
+        {
+            StopAtLayer = _stop, Hooks = _hooks, CacheNames = [Hook, .. ModelActivationHarvester.RoutingHooks(_model.HookPoints, [Hook])],
+        });
         logits?.Dispose();
         using (cache!)
         {
@@ -209,7 +208,8 @@ internal sealed class SaeEncoder
                 throw new SaeSharpException($"the SAE has d_in = {_sae.Cfg.DIn} but hook '{Hook}' gives {x.shape[1]} values per token");
             // Encoded as the sequences they are (a temporal SAE reads each token's earlier tokens; the others encode per row).
             var f = _sae.Encode(x.view(b, s, -1));
-            return (f.view(b, s, -1), x.view(b, s, -1), tokens);
+            var rows = ModelActivationHarvester.KeepRouted(ones_like(tokens, ScalarType.Bool), _model.HookPoints, [Hook], cache);
+            return (f.view(b, s, -1), x.view(b, s, -1), tokens, rows);
         }
     }
 }

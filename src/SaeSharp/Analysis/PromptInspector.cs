@@ -107,8 +107,9 @@ public sealed class PromptInspector
         int skip = skipPrefix ?? (_prependBos && tokens.Length > 1 && tokens[0] == _tokenizer.BosTokenId ? 1 : 0);
         using var scope = NewDisposeScope();
         using var _ = no_grad();
-        var (f, x, _) = _encoder.EncodeWithInput([tokens]);
-        var feats = f[0];                                                   // [s, d_sae]
+        var (f, x, _, rows) = _encoder.EncodeWithInput([tokens]);
+        // At an expert's hook the tokens routed elsewhere have no activation: no feature fires there.
+        var feats = f[0] * rows[0].unsqueeze(1).to(f.dtype);                // [s, d_sae]
         var input = x[0];                                                   // [s, d]
         return new PromptView
         {

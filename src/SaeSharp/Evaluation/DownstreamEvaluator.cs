@@ -70,6 +70,7 @@ public static class DownstreamEvaluator
         var plans = targets.Select((t, i) => new Plan(model, t, i)).ToList();
         var sites = plans.Select(p => p.Ablated).Distinct().ToList();
         var cacheHooks = plans.SelectMany(p => new[] { p.InputHook, p.SiteHook }).Distinct().ToList();
+        cacheHooks.AddRange(ModelActivationHarvester.RoutingHooks(model.HookPoints, cacheHooks).ToList());
         var ablation = sites.ToDictionary(h => h, _ => new Sums());
         var meanAblation = sites.ToDictionary(h => h, _ => new Sums());
         var clean = new Sums();
@@ -149,8 +150,10 @@ public static class DownstreamEvaluator
             if (o.MeanAblation)
             {
                 var act = site.Part(c[site.Hook]);
-                var k = keep.to(act.dtype).view(new long[] { b, s }.Concat(Enumerable.Repeat(1L, (int)act.dim() - 2)).ToArray());
-                var mean = (act * k).sum([0, 1]) / k.sum();
+                var k = ModelActivationHarvester.KeepRouted(keep, model.HookPoints, [site.Hook], c).to(act.dtype).view(new long[] { b, s }.Concat(Enumerable.Repeat(1L, (int)act.dim() - 2)).ToArray());
+                // No counted row in the batch (every position excluded, or an expert no token chose): 0, not NaN; nothing
+                // measured depends on it.
+                var mean = (act * k).sum([0, 1]) / k.sum().clamp_min(TorchScalars.One);
                 variants.Add((meanAblation[site], RunVariant(site.Hook, x => site.Replace(x, mean.expand_as(site.Part(x))))));
             }
         }
@@ -160,12 +163,15 @@ public static class DownstreamEvaluator
             var input = c[p.InputHook];
             var site = c[p.SiteHook];
             var (recon, feats) = p.Reconstruct(input, site);            // recon shaped as the site activation
-            p.AddReconstruction(site, recon, feats, keep);
-            var spliced = Where(keep, recon, site);
+            // At an expert's hook only the tokens routed to the expert are rows and are spliced (the others' rows are zeros
+            // the model drops); the CE and KL below still count every position.
+            var rows = ModelActivationHarvester.KeepRouted(keep, model.HookPoints, [p.InputHook, p.SiteHook], c);
+            p.AddReconstruction(site, recon, feats, rows);
+            var spliced = Where(rows, recon, site);
             variants.Add((p.Spliced, RunVariant(p.SiteHook, _ => spliced)));
             if (o.ErrorTerm)
             {
-                var withError = Where(keep, recon.add(site - recon, TorchScalars.One), site);
+                var withError = Where(rows, recon.add(site - recon, TorchScalars.One), site);
                 variants.Add((p.ErrorTerm, RunVariant(p.SiteHook, _ => withError)));
             }
         }

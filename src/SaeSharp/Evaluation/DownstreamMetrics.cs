@@ -70,7 +70,8 @@ public sealed class DownstreamMetrics
     /// metrics built by hand.</summary>
     public FeatureMetrics? FeatureMetrics => Reconstruction.FeatureMetrics;
 
-    /// <summary>Positions counted in the KL and reconstruction metrics, and in the CE means.</summary>
+    /// <summary>Positions counted in the KL means and (except at an expert's hook, where only the tokens routed to the expert
+    /// are rows: <see cref="SaeEvalResult.Rows"/> of <see cref="Reconstruction"/>) in the reconstruction metrics.</summary>
     public long Tokens { get; internal set; }
     /// <summary>Positions counted in the CE means (positions predicting from an excluded token are left out).</summary>
     public long CeTokens { get; internal set; }
@@ -176,7 +177,7 @@ public sealed class DownstreamMetrics
             },
             ["token_stats"] = new JsonObject
             {
-                ["total_tokens_eval_reconstruction"] = Tokens,
+                ["total_tokens_eval_reconstruction"] = Reconstruction.Rows > 0 ? Reconstruction.Rows : Tokens,
                 ["total_tokens_eval_ce_loss"] = CeTokens,
             },
         };

@@ -119,7 +119,8 @@ internal sealed class BlockHookNames
 /// experts are chosen from it after the hook, so editing it reroutes tokens); <c>mlp.hook_expert_indices</c> [batch, pos,
 /// experts_per_token] int64, the experts chosen, best first; and each expert's <c>mlp.experts.{e}.hook_gate</c> (w1·x,
 /// Qwen-MoE gate_proj·x), <c>hook_pre</c> (w3·x, up_proj·x) and <c>hook_post</c> (act(gate)·pre), [batch, pos, d_mlp], zero at the tokens not routed to
-/// that expert (TransformerLens fires them on the routed tokens only; an edit elsewhere changes nothing). Qwen2-MoE's
+/// that expert (TransformerLens fires them on the routed tokens only, [n_routed, d_mlp]; an edit elsewhere changes nothing;
+/// SAE harvests, evaluations and feature statistics read the routed rows only, <see cref="ExpertRouting"/>). Qwen2-MoE's
 /// shared expert, which every token goes through, has <c>mlp.shared_expert.hook_gate/hook_pre/hook_post</c> [batch, pos,
 /// shared d_mlp] and <c>mlp.hook_shared_expert_gate</c> [batch, pos, 1], the sigmoid weight of its output (SaeSharp's names:
 /// TransformerLens has no Qwen2-MoE).</para>
@@ -130,6 +131,7 @@ public sealed class HookPoints
 {
     private readonly HashSet<string> _set;
     private readonly Dictionary<string, int> _layer;
+    private readonly Dictionary<string, (string IndicesHook, int Expert)> _routing = new(StringComparer.Ordinal);
     internal BlockHookNames[] Blocks { get; }
 
     /// <summary>Every hook name, in the order the hooks fire.</summary>
@@ -192,7 +194,12 @@ public sealed class HookPoints
             {
                 Add(b.ExpertWeights, i);
                 Add(b.ExpertIndices, i);
-                foreach (var (gate, pre, post) in b.Experts) { Add(gate, i); Add(pre, i); Add(post, i); }
+                for (int e = 0; e < b.Experts.Length; e++)
+                {
+                    var (gate, pre, post) = b.Experts[e];
+                    Add(gate, i); Add(pre, i); Add(post, i);
+                    foreach (var n in new[] { gate, pre, post }) _routing[n] = (b.ExpertIndices, e);
+                }
                 if (sharedExpert)
                 {
                     Add(b.SharedExpert.Gate, i); Add(b.SharedExpert.Pre, i); Add(b.SharedExpert.Post, i);
@@ -212,6 +219,12 @@ public sealed class HookPoints
         Names = names;
         _set = new HashSet<string>(names, StringComparer.Ordinal);
     }
+
+    /// <summary>For an expert's hook (<c>blocks.{i}.mlp.experts.{e}.hook_gate/hook_pre/hook_post</c>): the layer's
+    /// <c>mlp.hook_expert_indices</c>, whose rows holding <c>e</c> are the tokens routed to the expert, and <c>e</c>; null for
+    /// every other hook (the shared expert's included: every token goes through it).</summary>
+    internal (string IndicesHook, int Expert)? ExpertRouting(string hookName) =>
+        _routing.TryGetValue(hookName, out var r) ? r : null;
 
     /// <summary>True when <paramref name="name"/> is one of this model's TransformerLens hook names (aliases excluded).</summary>
     public bool Contains(string name) => _set.Contains(name);
