@@ -8,8 +8,7 @@ namespace SaeSharp.Cli;
 internal static class ModelSource
 {
     /// <summary><c>builtin</c>: the shipped model; a local folder as is; otherwise config, weights and tokenizer files from the hub cache (downloading what is missing).</summary>
-    public static string Resolve(string model) =>
-        BuiltinModel.IsBuiltin(model) ? BuiltinModel.Folder : HfHub.ResolveModel(model, Models.ModelLoader.CheckSupported);
+    public static string Resolve(string model) => Pipelines.ModelPipeline.ResolveModelFolder(model);
 
     public static HookedTransformer LoadModel(string model) => ModelLoader.FromPretrained(Resolve(model));
 

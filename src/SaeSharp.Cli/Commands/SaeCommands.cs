@@ -66,7 +66,16 @@ internal static class SaeCommands
             if (saes.Length != 1) throw new SaeSharpException("evaluation on an activation file takes one --sae");
             using var model = SaeLoader.Load(saes[0], LoadOptions(parse, arch));
             model.eval();
-            using var source = ActivationSplit.EvalFiles([activationPath], new ActivationFileSourceOptions { ExpectedDIn = model.Cfg.DIn, HookName = model.Cfg.Metadata.HookName });
+            // As SAELens's activation store on a cached dataset: rows whose token the SAE's exclude_special_tokens names are
+            // dropped when the files store token ids (caches); files without token ids are evaluated whole.
+            var fileOptions = new ActivationFileSourceOptions { ExpectedDIn = model.Cfg.DIn, HookName = model.Cfg.Metadata.HookName };
+            var meta = model.Cfg.Metadata;
+            if (ActivationFileSource.StoresTokenIds([activationPath], fileOptions))
+                fileOptions = fileOptions with
+                {
+                    ExcludeTokenIds = ActivationFileExclusion.Resolve(activationPath, meta.ExcludeSpecialTokens, meta.ExcludeTokenIds, $"--sae {saes[0]}: cfg.json metadata", meta.ModelName),
+                };
+            using var source = ActivationSplit.EvalFiles([activationPath], fileOptions);
             using var features = parse.GetValue(groundTruth) is string gt ? SyntheticDataset.ReadFeatures(gt) : null;
             var result = SaeEvaluator.Evaluate(model, source, parse.GetValue(maxRows) ?? long.MaxValue, groundTruthFeatures: features);
             PrintMetrics(saes[0], result);

@@ -97,7 +97,11 @@ internal static class TrainCommand
             {
                 s.TrainingTokens = parse.GetValue(data.Tokens) ?? s.TrainingTokens;
                 Cli.RefuseGiven(parse, "for activations harvested from a model (--model); training on activation files (--activations) takes " +
-                                       "the hook and contexts the files were written with", data.ModelOnly);
+                                       "the hook and contexts the files were written with", [.. data.ModelOnly.Where(o => o != data.ExcludeSpecial && o != data.ExcludeIds)]);
+                // exclude_special_tokens drops the rows of those tokens as the files are read (a flag wins over the --config field).
+                var (flagSpecial, flagIds) = data.ReadExclusion(parse);
+                if (flagSpecial) (s.ExcludeSpecialTokens, s.ExcludeTokenIds) = (true, null);
+                else if (flagIds is not null) (s.ExcludeSpecialTokens, s.ExcludeTokenIds) = (null, flagIds);
             }
             using var plan = data.Given(parse, s)
                 ? TrainingPlan.ForModel(s, data.Read(parse, s, hookRequired: s.FromPretrainedPath is null) with { Device = device }, data.HookOf(parse, s), data.ReadMode(parse), parse.GetValue(data.TargetHook), parse.GetValue(resume))

@@ -13,19 +13,26 @@ namespace SaeSharp.Activations;
 /// half full and draws rows from the buffer uniformly at random without replacement (the SAELens / dictionary_learning
 /// mixing-buffer pattern), so every pass emits each row exactly once. Each chunk is checked for NaN/Inf as it is read.
 /// The position (pass, chunk order, generator state and which rows sit in the buffer) is saved and restored exactly.
+/// With <see cref="ActivationFileSourceOptions.ExcludeTokenIds"/> the rows whose token id is excluded are dropped as they
+/// are read (SAELens's <c>_filter_buffer_acts</c> on a cache's token_ids): row numbers, chunks, the row range, the buffer
+/// and <see cref="Rows"/> count only the rows kept, so a pass is the same as over files written without those rows.
 /// </summary>
 public sealed class ActivationFileSource : IActivationSource
 {
     private const int MaxOpenFiles = 16;
 
     private readonly record struct FileInfo(string Path, long Rows);
-    private readonly record struct Chunk(int File, long FileStart, int Count, long GlobalStart);
+    /// <summary>A chunk: <see cref="Count"/> kept rows at <see cref="GlobalStart"/> (in the numbering of kept rows), lying in
+    /// the file's rows [FileStart, FileStart + RawCount) (the same span without token exclusion).</summary>
+    private readonly record struct Chunk(int File, long FileStart, int Count, long GlobalStart, long RawCount);
 
     private readonly ActivationFileSourceOptions _options;
     private readonly FileInfo[] _files;
     private readonly Chunk[] _chunks;
     private readonly int _capacity;
     private readonly bool _hasTarget;
+    private readonly HashSet<long>? _exclude;
+    private readonly long[] _keptPerFile;
     private readonly List<(int File, ActivationRowFile Handle)> _open = new();
 
     private Tensor _bufIn;
@@ -65,6 +72,7 @@ public sealed class ActivationFileSource : IActivationSource
         if (_options.ChunkRows <= 0) throw new SaeSharpException($"chunk size must be positive, got {_options.ChunkRows}");
         if (_options.BufferRows <= 0) throw new SaeSharpException($"buffer size must be positive, got {_options.BufferRows}");
         Files = ExpandPaths(paths);
+        _exclude = ExcludedSet(_options);
 
         var files = new List<FileInfo>();
         int? dIn = null, dOut = null;
@@ -86,16 +94,20 @@ public sealed class ActivationFileSource : IActivationSource
             files.Add(new FileInfo(path, f.Rows));
         }
         _files = files.ToArray();
+        _keptPerFile = _files.Select(f => KeptRows(f.Path, _options, _exclude)).ToArray();
         _hasTarget = _options.TargetName is not null;
         DIn = dIn!.Value;
         DOut = _hasTarget ? dOut!.Value : DIn;
 
-        long total = _files.Sum(f => f.Rows);
+        long total = _keptPerFile.Sum();
         long start = _options.RowStart;
         long count = _options.RowCount ?? total - start;
+        string held = _exclude is null ? $"{total} rows" : $"{total} rows whose token is not excluded ({DescribeExcluded(_exclude)})";
         if (start < 0 || count < 0 || start + count > total)
-            throw new SaeSharpException($"rows [{start}, {start + count}) are out of range: the files hold {total} rows");
-        if (count == 0) throw new SaeSharpException($"no rows selected from {string.Join(", ", Files)}");
+            throw new SaeSharpException($"rows [{start}, {start + count}) are out of range: the files hold {held}");
+        if (count == 0) throw new SaeSharpException(_exclude is not null && total == 0
+            ? $"no rows of {string.Join(", ", Files)} are left: every row's token is excluded ({DescribeExcluded(_exclude)})"
+            : $"no rows selected from {string.Join(", ", Files)}");
         Rows = count;
         _chunks = MakeChunks(start, count);
 
@@ -139,16 +151,52 @@ public sealed class ActivationFileSource : IActivationSource
         return result;
     }
 
-    /// <summary>Total rows in the files (all of them, ignoring any row range).</summary>
+    /// <summary>Total rows in the files (all of them, ignoring any row range); with
+    /// <see cref="ActivationFileSourceOptions.ExcludeTokenIds"/>, the rows whose token is not excluded.</summary>
     public static long CountRows(IEnumerable<string> paths, ActivationFileSourceOptions? options = null)
     {
-        long n = 0;
-        foreach (var path in ExpandPaths(paths))
+        var exclude = ExcludedSet(options);
+        return ExpandPaths(paths).Sum(path => KeptRows(path, options, exclude));
+    }
+
+    /// <summary>True when every file stores a token id per row (a SaeSharp or SAELens cache with token_ids), so that
+    /// <see cref="ActivationFileSourceOptions.ExcludeTokenIds"/> can drop rows of them.</summary>
+    public static bool StoresTokenIds(IEnumerable<string> paths, ActivationFileSourceOptions? options = null) =>
+        ExpandPaths(paths).All(path =>
         {
             using var f = ActivationRowFile.Open(path, options?.InputName, options?.TargetName, options?.HookName);
-            n += f.Rows;
-        }
-        return n;
+            return f.HasTokenIds;
+        });
+
+    /// <summary>Token ids read at a time when rows are counted or chunked by their tokens.</summary>
+    private const int TokenBlock = 1 << 20;
+
+    private static HashSet<long>? ExcludedSet(ActivationFileSourceOptions? options) =>
+        options?.ExcludeTokenIds is { Count: > 0 } ids ? [.. ids] : null;
+
+    /// <summary>"token ids 0, 50256" for messages.</summary>
+    private static string DescribeExcluded(IEnumerable<long> ids) => $"token ids {string.Join(", ", ids.Order())}";
+
+    /// <summary>The rows of one file, or those whose token id is not in <paramref name="exclude"/> (a file without token ids
+    /// is then an error naming it).</summary>
+    private static long KeptRows(string path, ActivationFileSourceOptions? options, HashSet<long>? exclude)
+    {
+        using var f = ActivationRowFile.Open(path, options?.InputName, options?.TargetName, options?.HookName);
+        if (exclude is null) return f.Rows;
+        RequireTokenIds(f, exclude);
+        long kept = 0;
+        for (long r = 0; r < f.Rows; r += TokenBlock)
+            foreach (long id in f.ReadTokenIds(r, Math.Min(TokenBlock, f.Rows - r)))
+                if (!exclude.Contains(id)) kept++;
+        return kept;
+    }
+
+    private static void RequireTokenIds(ActivationRowFile f, HashSet<long> exclude)
+    {
+        if (!f.HasTokenIds)
+            throw new SaeSharpException($"{f.Path}: stores no token id per row, so the rows of {DescribeExcluded(exclude)} (exclude_special_tokens) cannot be dropped; " +
+                                        "rows are dropped by token in a SaeSharp cache (sae cache) or a SAELens activation cache with a token_ids column, " +
+                                        "or a .safetensors file with a 'token_ids' tensor [N]: give exclude_special_tokens false, or harvest with the exclusion");
     }
 
     private Chunk[] MakeChunks(long start, long count)
@@ -157,16 +205,53 @@ public sealed class ActivationFileSource : IActivationSource
         long fileOffset = 0, global = 0, end = start + count;
         for (int i = 0; i < _files.Length; i++)
         {
-            long lo = Math.Max(start, fileOffset), hi = Math.Min(end, fileOffset + _files[i].Rows);
-            for (long r = lo; r < hi; r += _options.ChunkRows)
+            long lo = Math.Max(start, fileOffset), hi = Math.Min(end, fileOffset + _keptPerFile[i]);
+            if (_exclude is null)
             {
-                int n = (int)Math.Min(_options.ChunkRows, hi - r);
-                chunks.Add(new Chunk(i, r - fileOffset, n, global));
-                global += n;
+                for (long r = lo; r < hi; r += _options.ChunkRows)
+                {
+                    int n = (int)Math.Min(_options.ChunkRows, hi - r);
+                    chunks.Add(new Chunk(i, r - fileOffset, n, global, n));
+                    global += n;
+                }
             }
-            fileOffset += _files[i].Rows;
+            else if (lo < hi) global = ChunkKeptRows(i, lo - fileOffset, hi - fileOffset, global, chunks);
+            fileOffset += _keptPerFile[i];
         }
         return chunks.ToArray();
+    }
+
+    /// <summary>Cuts the kept rows [<paramref name="from"/>, <paramref name="to"/>) of file <paramref name="file"/> (numbered
+    /// among its kept rows) into chunks of <see cref="ActivationFileSourceOptions.ChunkRows"/> kept rows, each spanning the
+    /// file's rows from its first kept row to its last; returns the global number after the last.</summary>
+    private long ChunkKeptRows(int file, long from, long to, long global, List<Chunk> chunks)
+    {
+        using var f = ActivationRowFile.Open(_files[file].Path, _options.InputName, _options.TargetName, _options.HookName);
+        long k = 0, first = 0, last = 0;
+        int inChunk = 0;
+        for (long r = 0; r < f.Rows && k < to; r += TokenBlock)
+        {
+            var ids = f.ReadTokenIds(r, Math.Min(TokenBlock, f.Rows - r));
+            for (int j = 0; j < ids.Length && k < to; j++)
+            {
+                if (_exclude!.Contains(ids[j])) continue;
+                if (k++ < from) continue;
+                if (inChunk == 0) first = r + j;
+                last = r + j;
+                if (++inChunk == _options.ChunkRows)
+                {
+                    chunks.Add(new Chunk(file, first, inChunk, global, last + 1 - first));
+                    global += inChunk;
+                    inChunk = 0;
+                }
+            }
+        }
+        if (inChunk > 0)
+        {
+            chunks.Add(new Chunk(file, first, inChunk, global, last + 1 - first));
+            global += inChunk;
+        }
+        return global;
     }
 
     private int[] NewChunkOrder()
@@ -200,9 +285,11 @@ public sealed class ActivationFileSource : IActivationSource
         return h;
     }
 
-    /// <summary>Reads <paramref name="count"/> rows of a chunk starting <paramref name="offset"/> rows into it.</summary>
+    /// <summary>Reads <paramref name="count"/> rows of a chunk starting <paramref name="offset"/> rows into it (kept rows:
+    /// with token exclusion the chunk's whole span is read and its excluded rows dropped).</summary>
     private (Tensor In, Tensor? Out) ReadChunkRows(Chunk c, int offset, int count)
     {
+        if (_exclude is not null) return ReadKeptRows(c, offset, count);
         LargestRead = Math.Max(LargestRead, count);
         var h = Handle(c.File);
         var x = h.ReadInput(c.FileStart + offset, count);
@@ -216,6 +303,22 @@ public sealed class ActivationFileSource : IActivationSource
             x.Dispose();
             throw;
         }
+    }
+
+    private (Tensor In, Tensor? Out) ReadKeptRows(Chunk c, int offset, int count)
+    {
+        LargestRead = Math.Max(LargestRead, (int)c.RawCount);
+        var h = Handle(c.File);
+        var ids = h.ReadTokenIds(c.FileStart, c.RawCount);
+        var keep = new List<long>(c.Count);
+        for (int j = 0; j < ids.Length; j++)
+            if (!_exclude!.Contains(ids[j])) keep.Add(j);
+        if (keep.Count != c.Count) throw new SaeSharpException($"{_files[c.File].Path}: file changed while being read (token ids)");
+        using var scope = NewDisposeScope();
+        var index = torch.tensor(keep.GetRange(offset, count).ToArray());
+        var x = h.ReadInput(c.FileStart, c.RawCount).index_select(0, index);
+        var y = _hasTarget ? h.ReadTarget(c.FileStart, c.RawCount).index_select(0, index) : null;
+        return (x.MoveToOuterDisposeScope(), y?.MoveToOuterDisposeScope());
     }
 
     private int Available => _count - _head;
@@ -371,6 +474,7 @@ public sealed class ActivationFileSource : IActivationSource
             ["buffer_rows"] = _capacity,
             ["buffer"] = new JsonArray(BufferedRowIds().Select(i => (JsonNode)JsonValue.Create(i)).ToArray()),
         };
+        if (_exclude is not null) state["exclude_token_ids"] = new JsonArray(_exclude.Order().Select(i => (JsonNode)JsonValue.Create(i)).ToArray());
         return state;
     }
 
@@ -382,6 +486,11 @@ public sealed class ActivationFileSource : IActivationSource
         {
             if (state["kind"]?.GetValue<string>() != nameof(ActivationFileSource))
                 throw new SaeSharpException($"activation source state is not an {nameof(ActivationFileSource)} state");
+            var excluded = state["exclude_token_ids"]?.AsArray().Select(n => n!.GetValue<long>()).Order().ToArray() ?? [];
+            var now = _exclude?.Order().ToArray() ?? [];
+            if (!excluded.SequenceEqual(now))
+                throw new SaeSharpException($"activation source state was saved by a run that dropped the rows of {(excluded.Length == 0 ? "no token" : DescribeExcluded(excluded))} " +
+                                            $"(exclude_special_tokens), but this source drops those of {(now.Length == 0 ? "no token" : DescribeExcluded(now))}: resume with the run's exclude_special_tokens");
             long rows = state["rows"]!.GetValue<long>();
             int chunks = state["chunks"]!.GetValue<int>();
             if (rows != Rows || chunks != _chunks.Length)

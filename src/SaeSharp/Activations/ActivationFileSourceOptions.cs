@@ -35,6 +35,11 @@ public sealed record ActivationFileSourceOptions
     /// <summary>Seed of the chunk order and of the draws from the buffer; the same seed gives the same batches.</summary>
     public ulong Seed { get; init; }
 
+    /// <summary>Token ids whose rows are dropped as they are read (SAELens's <c>exclude_special_tokens</c> on a cache's
+    /// <c>token_ids</c>); every file must then store a token id per row. Null or empty: every row is used. Row numbers
+    /// (<see cref="RowStart"/>, <see cref="RowCount"/>) then count the kept rows only.</summary>
+    public IReadOnlyCollection<long>? ExcludeTokenIds { get; init; }
+
     /// <summary>First row, in the concatenation of all files, that this source uses.</summary>
     public long RowStart { get; init; }
     /// <summary>Number of rows used from <see cref="RowStart"/>; null for all remaining rows.</summary>

@@ -31,6 +31,12 @@ internal abstract class ActivationRowFile : IDisposable
         return CheckedFloat32(ReadTargetRaw(start, count), TargetName, start);
     }
 
+    /// <summary>True when the file stores a token id per row (a cache's <c>token_ids</c>), so rows can be dropped by token.</summary>
+    public virtual bool HasTokenIds => false;
+
+    /// <summary>The token ids of rows [start, start+count) (<see cref="HasTokenIds"/> files only).</summary>
+    public virtual long[] ReadTokenIds(long start, long count) => throw new InvalidOperationException($"{Path} has no token ids");
+
     /// <summary>How error messages name a tensor of this file.</summary>
     public virtual string Describe(string tensorName) => $"{Path}: tensor '{tensorName}'";
 
@@ -160,8 +166,31 @@ internal sealed class SafeTensorsRowFile : ActivationRowFile
         return info;
     }
 
+    /// <summary>The tensor of a row's token id (SaeSharp cache shards write it).</summary>
+    public const string TokenIdsName = "token_ids";
+    private static readonly string[] TokenIdDtypes = ["I64", "I32"];
+
     public override string Path => _file.Path;
     public override long Rows { get; }
+
+    public override bool HasTokenIds
+    {
+        get
+        {
+            if (!_file.Contains(TokenIdsName)) return false;
+            var info = _file.Info(TokenIdsName);
+            if (info.Shape.Length != 1 || info.Shape[0] != Rows || !TokenIdDtypes.Contains(info.Dtype))
+                throw new SaeSharpException($"{Path}: tensor '{TokenIdsName}' has shape [{string.Join(", ", info.Shape)}] and dtype {info.Dtype}; expected [{Rows}] (a token id per row), I64 or I32");
+            return true;
+        }
+    }
+
+    public override long[] ReadTokenIds(long start, long count)
+    {
+        _ = HasTokenIds;
+        using var t = _file.ReadRows(TokenIdsName, start, count, ScalarType.Int64);
+        return t.data<long>().ToArray();
+    }
     public override int InputWidth { get; }
     public override int? TargetWidth { get; }
     public override string InputName { get; }

@@ -16,12 +16,16 @@ namespace SaeSharp.Activations;
 /// </summary>
 internal sealed class ArrowActivationRowFile : ActivationRowFile
 {
-    private readonly record struct Batch(long FirstRow, long Rows, long OuterOffsets, long InnerOffsets, long Values, long ValueBytes);
+    private readonly record struct Batch(long FirstRow, long Rows, long OuterOffsets, long InnerOffsets, long Values, long ValueBytes, long TokenValues);
+    /// <summary>Where the <c>token_ids</c> column (<c>fixed_size_list&lt;int32 or int64&gt;[context_size]</c>) sits in a
+    /// record batch: its first field node and buffer, and the bytes of one id.</summary>
+    private readonly record struct TokenColumn(int Node, int Buffer, int ItemSize);
 
     private readonly FileStream _stream;
     private readonly SaeLensCacheColumn _column;
     private readonly Batch[] _batches;
     private readonly ScalarType _dtype;
+    private readonly TokenColumn? _tokens;
 
     public ArrowActivationRowFile(string path, SaeLensCacheColumn column)
     {
@@ -49,6 +53,7 @@ internal sealed class ArrowActivationRowFile : ActivationRowFile
                 throw new SaeSharpException($"{path}: not a readable Arrow IPC stream, it is corrupt or truncated ({e.GetType().Name}: {e.Message})", e);
             }
             var (node, buffer) = Locate(schema, column);
+            _tokens = LocateTokens(schema);
             _batches = ReadBatches(start, node, buffer);
             Rows = _batches.Length == 0 ? 0 : _batches[^1].FirstRow + _batches[^1].Rows;
         }
@@ -67,6 +72,48 @@ internal sealed class ArrowActivationRowFile : ActivationRowFile
     public override string? TargetName => null;
 
     public override string Describe(string tensorName) => $"{Path}: column '{tensorName}'";
+
+    public override bool HasTokenIds => _tokens is not null;
+
+    /// <summary>The <c>token_ids</c> column's node and buffer; null when the shard has none. Another type than datasets'
+    /// <c>Sequence(Value("int32"), length=context_size)</c> storage is an error naming it.</summary>
+    private TokenColumn? LocateTokens(Schema schema)
+    {
+        var fields = schema.FieldsList.ToList();
+        int index = fields.FindIndex(f => f.Name == SaeLensActivationCache.TokenIdsColumn);
+        if (index < 0) return null;
+        var type = fields[index].DataType;
+        if (type is not FixedSizeListType { ValueDataType: var leaf } list || list.ListSize != _column.ContextSize || leaf.TypeId is not (ArrowTypeId.Int32 or ArrowTypeId.Int64))
+            throw new SaeSharpException($"{Path}: column '{SaeLensActivationCache.TokenIdsColumn}' is {Describe(type)}; SAELens stores fixed_size_list<int32>[{_column.ContextSize}] (a token id per row of a window)");
+        int node = 0, buffer = 0;
+        for (int i = 0; i < index; i++) Count(fields[i].DataType, ref node, ref buffer);
+        return new TokenColumn(node, buffer, leaf.TypeId == ArrowTypeId.Int32 ? 4 : 8);
+    }
+
+    public override long[] ReadTokenIds(long start, long count)
+    {
+        if (_tokens is not { } tokens) throw new InvalidOperationException($"{Path} has no token ids");
+        if (start < 0 || count < 0 || start + count > Rows)
+            throw new SaeSharpException($"{Path}: rows [{start}, {start + count}) out of range 0..{Rows}");
+        var ids = new long[count];
+        long done = 0;
+        int b = count == 0 ? 0 : System.Array.FindLastIndex(_batches, x => x.FirstRow <= start);
+        while (done < count)
+        {
+            var batch = _batches[b++];
+            long r0 = start + done - batch.FirstRow, n = Math.Min(count - done, batch.Rows - r0);
+            _stream.Position = batch.TokenValues + r0 * tokens.ItemSize;
+            if (tokens.ItemSize == 8) _stream.ReadExactly(System.Runtime.InteropServices.MemoryMarshal.AsBytes(ids.AsSpan((int)done, (int)n)));
+            else
+            {
+                var narrow = new int[n];
+                _stream.ReadExactly(System.Runtime.InteropServices.MemoryMarshal.AsBytes(narrow.AsSpan()));
+                for (long k = 0; k < n; k++) ids[done + k] = narrow[k];
+            }
+            done += n;
+        }
+        return ids;
+    }
 
     /// <summary>The index of the column's first field node and buffer in each record batch (Arrow's depth-first order of
     /// fields), after checking its type is Array2D's storage of the declared dtype.</summary>
@@ -178,8 +225,20 @@ internal sealed class ArrowActivationRowFile : ActivationRowFile
                     return bodyStart + off;
                 }
                 long valueBytes = length * ctx * d * _column.ItemSize;
+                long tokenValues = -1;
+                if (_tokens is { } tok)
+                {
+                    if (tok.Node + 2 > nodeCount || tok.Buffer + 3 > bufferCount) throw Corrupt($"a record batch has {nodeCount} field nodes and {bufferCount} buffers, too few for the schema");
+                    long TokNode(int i) => fb.LongAt(nodes + 16 * (tok.Node + i));
+                    if (TokNode(0) != length || TokNode(1) != length * ctx || fb.LongAt(nodes + 16 * tok.Node + 8) != 0 || fb.LongAt(nodes + 16 * (tok.Node + 1) + 8) != 0)
+                        throw new SaeSharpException($"{Path}: column '{SaeLensActivationCache.TokenIdsColumn}' holds {TokNode(1)} ids (or nulls) in a batch of {length} windows of {ctx} rows; the file is corrupt");
+                    long off = fb.LongAt(buffers + 16 * (tok.Buffer + 2)), blen = fb.LongAt(buffers + 16 * (tok.Buffer + 2) + 8);
+                    if (off < 0 || blen < length * ctx * tok.ItemSize || off + blen > body)
+                        throw Corrupt($"column '{SaeLensActivationCache.TokenIdsColumn}': its values buffer (offset {off}, {blen} bytes) is too short or lies outside the message body");
+                    tokenValues = bodyStart + off;
+                }
                 batches.Add(new Batch(rows * ctx, length * ctx,
-                    Checked(1, length == 0 ? 0 : (length + 1) * 4), Checked(3, length == 0 ? 0 : (length * ctx + 1) * 4), Checked(5, valueBytes), valueBytes));
+                    Checked(1, length == 0 ? 0 : (length + 1) * 4), Checked(3, length == 0 ? 0 : (length * ctx + 1) * 4), Checked(5, valueBytes), valueBytes, tokenValues));
                 rows += length;
             }
             pos = bodyStart + body;

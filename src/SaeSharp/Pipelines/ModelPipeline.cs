@@ -1,7 +1,9 @@
 using SaeSharp.Activations;
 using SaeSharp.Data;
 using SaeSharp.Evaluation;
+using SaeSharp.Hub;
 using SaeSharp.Interop;
+using SaeSharp.LanguageModels;
 using SaeSharp.Models;
 using SaeSharp.Saes;
 using SaeSharp.Tokenizers;
@@ -27,6 +29,11 @@ public static class ModelPipeline
         foreach (int id in tokenizer.NamedSpecialTokenIds) ids.Add(id);
         return ids;
     }
+
+    /// <summary>The local folder of a model named as <c>--model</c> takes it: <c>builtin</c> (the shipped model), a local
+    /// folder, or a Hugging Face repo id whose config, weights and tokenizer are in the hub cache or downloaded.</summary>
+    public static string ResolveModelFolder(string model) =>
+        BuiltinModel.IsBuiltin(model) ? BuiltinModel.Folder : HfHub.ResolveModel(model, ModelLoader.CheckSupported);
 
     /// <summary>Context windows of the dataset (SAELens tokenize-and-concatenate, or pre-tokenized rows); re-enumerable.
     /// <paramref name="disableConcatSequences"/> and <paramref name="sequenceSeparatorToken"/> (null: "bos") are SAELens's

@@ -381,6 +381,11 @@ public sealed class TrainingPlan : IDisposable
         }
         RefuseWindowFieldsTheRowsLack(s, metadata, SaeLensActivationCache.IsCache(s.Activations) ? $"the SAELens activation cache {s.Activations}"
             : File.Exists(Path.Combine(s.Activations, ActivationCacheFolder.ManifestName)) ? $"the cache {s.Activations}" : $"the activation files {s.Activations}");
+        // exclude_special_tokens: the rows of the excluded tokens are dropped as they are read (SAELens filters a cache's rows
+        // by their token_ids), and cfg.json records the run's setting as a run on a model does.
+        var excluded = ActivationFileExclusion.Resolve(s.Activations, s.ExcludeSpecialTokens, s.ExcludeTokenIds, s.Source ?? "training settings", s.ModelName);
+        if (s.ExcludeTokenIds is { Length: > 0 } listed) (metadata.ExcludeSpecialTokens, metadata.ExcludeTokenIds) = (null, [.. listed]);
+        else if (s.ExcludeSpecialTokens == true) (metadata.ExcludeSpecialTokens, metadata.ExcludeTokenIds) = (true, null);
         // SAELens reads a cache in order through the same mixing buffer as a model's activations: fraction 0 is that order;
         // the file source's own buffer (uniform draws, refilled when half empty) stands for SAELens's default 0.5 only.
         if (s.ActivationsMixingFraction is double f && f != 0 && f != 0.5)
@@ -389,7 +394,10 @@ public sealed class TrainingPlan : IDisposable
         if (s.HookHeadIndex is int head)
             throw new SaeSharpException($"{s.Source ?? "training settings"}: hook_head_index {head} applies to runs from a model (--model), which harvest that head; " +
                                         "activation files hold the activations as they were written");
-        var fileOptions = new ActivationFileSourceOptions { Seed = (ulong)s.Seed, Epochs = s.Epochs ?? 0, TargetName = targetName, Shuffle = s.ActivationsMixingFraction != 0, HookName = cacheHook };
+        var fileOptions = new ActivationFileSourceOptions
+        {
+            Seed = (ulong)s.Seed, Epochs = s.Epochs ?? 0, TargetName = targetName, Shuffle = s.ActivationsMixingFraction != 0, HookName = cacheHook, ExcludeTokenIds = excluded,
+        };
         var pretrained = LoadPretrained(s);
         ActivationFileSource? train = null, eval = null;
         try
@@ -416,26 +424,14 @@ public sealed class TrainingPlan : IDisposable
         return new TrainingPlan(s, trainer, resume, train, eval, eval.Rows, metadata, s.RunSteps ?? 1000, transcoder: targetName is not null, pretrained);
     }
 
-    /// <summary>A run on activation files takes every stored row as it is: a config's <c>exclude_special_tokens</c> (true or
-    /// a list), <c>seqpos_slice</c>, <c>disable_concat_sequences</c> true or <c>sequence_separator_token</c> other than "bos"
-    /// that the rows were not harvested with (<paramref name="recorded"/>: a cache's manifest or SAELens runner config;
-    /// nothing for plain files) is refused, naming the field, rather than ignored. SAELens filters a cache's rows by its
-    /// token_ids for exclude_special_tokens, which SaeSharp does not. SAELens's defaults (false, [null], false, "bos"),
-    /// which its <c>to_dict()</c> always writes, pass.</summary>
+    /// <summary>A run on activation files takes the stored windows as they are: a config's <c>seqpos_slice</c>,
+    /// <c>disable_concat_sequences</c> true or <c>sequence_separator_token</c> other than "bos" that the rows were not
+    /// harvested with (<paramref name="recorded"/>: a cache's manifest or SAELens runner config; nothing for plain files) is
+    /// refused, naming the field, rather than ignored. SAELens's defaults ([null], false, "bos"), which its <c>to_dict()</c>
+    /// always writes, pass. (exclude_special_tokens is applied to the rows as they are read: <see cref="ActivationFileExclusion"/>.)</summary>
     private static void RefuseWindowFieldsTheRowsLack(TrainingSettings s, SaeMetadata recorded, string rows)
     {
         string where = s.Source ?? "training settings";
-        if (s.ExcludeSpecialTokens == true || s.ExcludeTokenIds is { Length: > 0 })
-        {
-            bool same = s.ExcludeTokenIds is { } ids
-                ? recorded.ExcludeTokenIds is { } r && ids.Order().SequenceEqual(r.Order())
-                : recorded.ExcludeSpecialTokens == true;
-            if (!same)
-                throw new SaeSharpException($"{where}: exclude_special_tokens {(s.ExcludeTokenIds is { } l ? $"[{string.Join(", ", l)}]" : "true")}: " +
-                                            $"{rows} was not harvested with it, and SaeSharp trains on its rows as stored (SAELens would drop a SAELens " +
-                                            "cache's rows by their token_ids; SaeSharp does not): give false, or harvest with the exclusion " +
-                                            "(sae cache or sae train --model with --exclude-special-tokens / --exclude-token-ids)");
-        }
         var have = recorded.SeqposSlice() ?? Data.SeqposSlice.All;
         if (s.SeqposSlice is { IsAll: false } slice && (slice.Start ?? 0, slice.Stop, slice.Step ?? 1) != (have.Start ?? 0, have.Stop, have.Step ?? 1))
             throw new SaeSharpException($"{where}: seqpos_slice {slice.ToJson().ToJsonString()}: {rows} holds {(have.IsAll ? "every position of its windows" : $"the positions {have} of its windows")}; " +

@@ -205,7 +205,7 @@ public sealed class SaeLensCacheCommandTests : CliTempDirTestBase
     public void Config_window_fields_the_rows_were_not_harvested_with_are_refused_not_ignored()
     {
         // Before, each of these trained on the cache's rows as stored and wrote the cache's values into cfg.json, so the
-        // config's exclude_special_tokens (which SAELens applies to a cache by its token_ids) was silently dropped.
+        // config's window fields were silently dropped.
         string cache = TestPaths.Data("saelens_cache", "js_f16_two_hooks");
         string Config(string name, string field, object value)
         {
@@ -226,8 +226,6 @@ public sealed class SaeLensCacheCommandTests : CliTempDirTestBase
         Ok(CliRunner.Run(Train(Config("defaults", "prepend_bos", true), "defaults")));
         foreach (var (field, value, message) in new (string, object, string)[]
                  {
-                     ("exclude_special_tokens", new[] { 0 }, "exclude_special_tokens [0]: the SAELens activation cache"),
-                     ("exclude_special_tokens", true, "exclude_special_tokens true: the SAELens activation cache"),
                      ("seqpos_slice", new object?[] { 1, null }, "seqpos_slice [1,null]: the SAELens activation cache"),
                      ("disable_concat_sequences", true, "disable_concat_sequences true: the SAELens activation cache"),
                      ("sequence_separator_token", "eos", "sequence_separator_token eos: the SAELens activation cache"),
@@ -238,7 +236,15 @@ public sealed class SaeLensCacheCommandTests : CliTempDirTestBase
             Assert.False(Directory.Exists(P(field, "cfg.json")));
         }
 
-        // A SaeSharp cache harvested with the ids takes the same list (in any order), not another.
+        // exclude_special_tokens drops the rows of the excluded tokens by the cache's token_ids (ExcludeTokensOnActivationFilesTests);
+        // this cache has no token_ids column, so it cannot be filtered and is refused rather than trained on whole.
+        Assert.Contains("data-00000-of-00001.arrow: stores no token id per row, so the rows of token ids 0 (exclude_special_tokens) cannot be dropped",
+            Fails(CliRunner.Run(Train(Config("excl0", "exclude_special_tokens", new[] { 0 }), "excl0"))));
+        // true takes the special tokens of the tokenizer of the model the rows came from: this cache records none.
+        Assert.Contains("exclude_special_tokens true: the special tokens are those of the tokenizer of the model the rows came from, and " +
+                        $"{cache} records no model", Fails(CliRunner.Run(Train(Config("excl_true", "exclude_special_tokens", true), "excl_true"))));
+
+        // A SaeSharp cache harvested with the ids takes the same list (in any order) as it is, and another list filters it.
         Ok(CliRunner.Run("corpus", "--out", P("c.jsonl"), "--docs", "100", "--seed", "4"));
         Ok(CliRunner.Run(Cache(P("c.jsonl"), P("excl"), "--exclude-token-ids", "0,5")));
         string Own(string name, object ids)
@@ -253,8 +259,10 @@ public sealed class SaeLensCacheCommandTests : CliTempDirTestBase
         }
         Ok(CliRunner.Run("train", "--config", Own("same", new[] { 5, 0 }), "--steps", "2", "--eval-rows", "64", "--out", P("same")));
         using (var cfg = JsonDocument.Parse(File.ReadAllText(P("same", "cfg.json"))))
-            Assert.Equal([0L, 5L], cfg.RootElement.GetProperty("metadata").GetProperty("exclude_special_tokens").EnumerateArray().Select(e => e.GetInt64()));
-        Assert.Contains("exclude_special_tokens [0, 7]: the cache",
-            Fails(CliRunner.Run("train", "--config", Own("other", new[] { 0, 7 }), "--steps", "2", "--eval-rows", "64", "--out", P("other"))));
+            // As a run on a model, cfg.json records the run's list as given.
+            Assert.Equal([5L, 0L], cfg.RootElement.GetProperty("metadata").GetProperty("exclude_special_tokens").EnumerateArray().Select(e => e.GetInt64()));
+        Ok(CliRunner.Run("train", "--config", Own("other", new[] { 0, 7 }), "--steps", "2", "--eval-rows", "64", "--out", P("other")));
+        using (var cfg = JsonDocument.Parse(File.ReadAllText(P("other", "cfg.json"))))
+            Assert.Equal([0L, 7L], cfg.RootElement.GetProperty("metadata").GetProperty("exclude_special_tokens").EnumerateArray().Select(e => e.GetInt64()));
     }
 }
