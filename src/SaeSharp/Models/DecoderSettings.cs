@@ -203,7 +203,7 @@ internal sealed record DecoderSettings
             : gemma ? c.String("hidden_activation") ?? c.String("hidden_act") ?? "gelu_pytorch_tanh"
             : c.String("hidden_act") ?? "silu";
         // OLMoE clip_qkv (OlmoeAttention clamps q, k after their norms and v); OLMo-2 has none (Olmo2Config deletes it).
-        double? clip = olmoe && c.Root["clip_qkv"] is { } cq && cq.GetValueKind() == JsonValueKind.Number ? c.Double("clip_qkv") : null;
+        double? clip = olmoe && c.Root["clip_qkv"] is not null ? c.Double("clip_qkv") : null;   // JSON null reads as absent
         if (clip is <= 0) throw new SaeSharpException($"{c.Path}: clip_qkv={clip} must be positive or null");
         // Mistral has no biases (MistralAttention and MistralMLP build nn.Linear(..., bias=False) whatever the config says).
         bool attnBias = !mistral && c.Bool("attention_bias", false);
