@@ -42,9 +42,18 @@ public sealed record HfModuleNames(
         Ln2 = "pre_feedforward_layernorm", PostAttnNorm = "post_attention_layernorm", PostMlpNorm = "post_feedforward_layernorm",
     };
 
+    /// <summary>OLMo-2: as Llama, without <c>input_layernorm</c>: <c>post_attention_layernorm</c> normalises the attention output
+    /// (its output is <c>ln1.hook_normalized</c>, as in TransformerLens) and <c>post_feedforward_layernorm</c> the MLP output
+    /// (<c>ln2.hook_normalized</c>); <c>self_attn</c> and <c>mlp</c> outputs are <c>hook_attn_out</c> / <c>hook_mlp_out</c>.</summary>
+    public static HfModuleNames Olmo2 { get; } = Llama with { Ln1 = "post_attention_layernorm", Ln2 = "post_feedforward_layernorm", PostNormOnly = true };
+
     /// <summary>Gemma 3's language model inside <c>Gemma3ForConditionalGeneration</c>: Gemma 2's names, also under
     /// <c>model.language_model.layers.{i}</c> (transformers 4.52 on) and <c>language_model.model.layers.{i}</c> (4.50–4.51).</summary>
     public static HfModuleNames Gemma3Conditional { get; } = Gemma2 with { OtherPrefixes = ["model.language_model", "language_model.model"] };
+
+    /// <summary>OLMo-2: no pre-norms; <see cref="Ln1"/> and <see cref="Ln2"/> normalise the attention and MLP outputs, whose
+    /// inputs are the residual stream itself.</summary>
+    public bool PostNormOnly { get; init; }
 
     /// <summary>Further prefixes of the same modules, tried before <see cref="Prefix"/> (a model nested in a larger one).</summary>
     public IReadOnlyList<string> OtherPrefixes { get; init; } = [];
@@ -392,18 +401,22 @@ public sealed class HookPoints
             return null;
         }
         var b = Blocks[i];
-        string ln2In = ParallelAttnMlp ? b.ResidPre : b.ResidMid;
+        // OLMo-2 (post-norms only): attention reads resid_pre and the MLP resid_mid; ln1/ln2 normalise their outputs.
+        bool post = Hf.PostNormOnly;
+        string attnIn = post ? b.ResidPre : b.Ln1, mlpIn = post ? b.ResidMid : b.Ln2;
+        string ln1In = post ? b.AttnOut : b.ResidPre;
+        string ln2In = post ? b.MlpOut : ParallelAttnMlp ? b.ResidPre : b.ResidMid;
         (string? In, string? Out)? m = null;
         if (tl)
         {
             m = sub switch
             {
                 "" => (b.ResidPre, b.ResidPost),
-                "attn" => (b.Ln1, b.AttnOut),
-                "mlp" => (b.Ln2, b.MlpOut),
+                "attn" => (attnIn, b.AttnOut),
+                "mlp" => (mlpIn, b.MlpOut),
                 // TransformerLens 3's TransformerBridge names the MLP's input (ln2's full output) mlp.hook_in.
-                "mlp.hook_in" => (b.Ln2, b.Ln2),
-                "ln1" => (b.ResidPre, b.Ln1),
+                "mlp.hook_in" => (mlpIn, mlpIn),
+                "ln1" => (ln1In, b.Ln1),
                 "ln2" => (ln2In, b.Ln2),
                 _ => null,
             };
@@ -414,19 +427,19 @@ public sealed class HookPoints
             // With post-norms (Gemma 2) the attention / MLP module outputs precede the norm and have no hook point.
             string? attnOut = Hf.PostAttnNorm is null ? b.AttnOut : null;
             string? mlpOut = Hf.PostMlpNorm is null ? b.MlpOut : null;
-            if (sub == Hf.Attn) m = (b.Ln1, attnOut);
-            else if (sub == Hf.Mlp || (NumExperts > 0 && sub == "mlp")) m = (b.Ln2, mlpOut);
-            else if (sub == Hf.Ln1) m = (b.ResidPre, b.Ln1);
+            if (sub == Hf.Attn) m = (attnIn, attnOut);
+            else if (sub == Hf.Mlp || (NumExperts > 0 && sub == "mlp")) m = (mlpIn, mlpOut);
+            else if (sub == Hf.Ln1) m = (ln1In, b.Ln1);
             else if (sub == Hf.Ln2) m = (ln2In, b.Ln2);
             else if (sub == Hf.PostAttnNorm) m = (null, b.AttnOut);
             else if (sub == Hf.PostMlpNorm) m = (null, b.MlpOut);
-            else if (sub == Hf.Qkv) m = (b.Ln1, Hf.KProj is null ? null : b.Q);
-            else if (sub == Hf.KProj) m = (b.Ln1, b.K);
-            else if (sub == Hf.VProj) m = (b.Ln1, b.V);
+            else if (sub == Hf.Qkv) m = (attnIn, Hf.KProj is null ? null : b.Q);
+            else if (sub == Hf.KProj) m = (attnIn, b.K);
+            else if (sub == Hf.VProj) m = (attnIn, b.V);
             else if (sub == Hf.AttnProj) m = (b.Z, attnOut);
             else if (NumExperts > 0) m = sub == "" ? m : ExpertModule(b, sub);  // no dense MLP modules
-            else if (sub == Hf.MlpIn) m = (b.Ln2, b.MlpPre);
-            else if (sub == Hf.MlpUp) m = (b.Ln2, b.MlpPreLinear);
+            else if (sub == Hf.MlpIn) m = (mlpIn, b.MlpPre);
+            else if (sub == Hf.MlpUp) m = (mlpIn, b.MlpPreLinear);
             else if (sub == Hf.Act) m = (b.MlpPre, GatedMlp ? null : b.MlpPost);
             else if (sub == Hf.MlpOut) m = (b.MlpPost, mlpOut);
         }

@@ -13,10 +13,13 @@ internal static class AttentionCore
     /// <paramref name="rotaryDim"/> dims of q and k (hook_rot_q, hook_rot_k) when the pass has rotary cos/sin (with
     /// <paramref name="localRotary"/>, the sliding layers' tables where the pass has them: Gemma 3); then
     /// <see cref="Attend"/>. Returns z [batch, pos, head·d_head] for the output projection.
+    /// <para><paramref name="normOverHeads"/>: the norms take each position's heads together, [head·d_head] wide (OLMo-2,
+    /// OLMoE). <paramref name="clip"/>: q and k after their norms, and v, clamped to [−clip, clip] (OLMoE <c>clip_qkv</c>).
+    /// hook_q/k/v are the projections before either.</para>
     /// </summary>
     public static Tensor AttendHeads(Tensor q, Tensor k, Tensor v, int layer, double scale, ForwardContext ctx, BlockHookNames names,
         int rotaryDim = 0, nn.Module<Tensor, Tensor>? qNorm = null, nn.Module<Tensor, Tensor>? kNorm = null,
-        double? softCap = null, int? slidingWindow = null, bool localRotary = false)
+        double? softCap = null, int? slidingWindow = null, bool localRotary = false, bool normOverHeads = false, double? clip = null)
     {
         var h = ctx.Hooks;
         q = h.Fire(names.Q, q);
@@ -24,8 +27,13 @@ internal static class AttentionCore
         v = h.Fire(names.V, v);
         if (qNorm is not null && kNorm is not null)
         {
-            q = qNorm.forward(q);
-            k = kNorm.forward(k);
+            q = normOverHeads ? qNorm.forward(q.flatten(2)).view(q.shape) : qNorm.forward(q);
+            k = normOverHeads ? kNorm.forward(k.flatten(2)).view(k.shape) : kNorm.forward(k);
+        }
+        if (clip is double c)
+        {
+            using Scalar lo = (-c).ToScalar(), hi = c.ToScalar();
+            (q, k, v) = (q.clamp(lo, hi), k.clamp(lo, hi), v.clamp(lo, hi));
         }
         var (cos, sin) = localRotary && ctx.LocalRotary is { } local ? local : (ctx.RotaryCos, ctx.RotarySin);
         if (rotaryDim > 0 && cos is not null && sin is not null)

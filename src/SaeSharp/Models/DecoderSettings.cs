@@ -6,7 +6,7 @@ namespace SaeSharp.Models;
 
 /// <summary>
 /// Settings of the Llama-layout decoders (HF <c>LlamaForCausalLM</c>, <c>MistralForCausalLM</c>, <c>MixtralForCausalLM</c>, <c>Qwen2ForCausalLM</c>,
-/// <c>Qwen2MoeForCausalLM</c>, <c>Qwen3ForCausalLM</c>, <c>Qwen3MoeForCausalLM</c>, <c>GemmaForCausalLM</c>, <c>Gemma2ForCausalLM</c>, <c>Gemma3ForCausalLM</c> and the text model of
+/// <c>Qwen2MoeForCausalLM</c>, <c>Qwen3ForCausalLM</c>, <c>Qwen3MoeForCausalLM</c>, <c>Olmo2ForCausalLM</c>, <c>OlmoeForCausalLM</c>, <c>GemmaForCausalLM</c>, <c>Gemma2ForCausalLM</c>, <c>Gemma3ForCausalLM</c> and the text model of
 /// <c>Gemma3ForConditionalGeneration</c>) read
 /// from config.json, with the defaults of each family's HF config class.
 /// </summary>
@@ -40,6 +40,15 @@ internal sealed record DecoderSettings
     public bool MlpBias { get; init; }
     /// <summary>Per-head RMSNorm of q and k before rotary (Qwen3 <c>q_norm</c>, <c>k_norm</c>).</summary>
     public bool QkNorm { get; init; }
+    /// <summary>OLMo-2, OLMoE: RMSNorm of q and k over the whole projection (n_heads·head_dim, n_kv_heads·head_dim wide),
+    /// not per head, before rotary.</summary>
+    public bool QkNormWhole { get; init; }
+    /// <summary>OLMoE <c>clip_qkv</c>: q and k (after their norms) and v clamped to [−clip, clip]; null for none.</summary>
+    public double? ClipQkv { get; init; }
+    /// <summary>OLMo-2: no pre-norms; <c>post_attention_layernorm</c> normalises the attention output and
+    /// <c>post_feedforward_layernorm</c> the MLP output before each residual add. Its RMSNorms multiply by the weight in
+    /// float32 before the cast back (HF <c>Olmo2RMSNorm</c>).</summary>
+    public bool Olmo2 { get; init; }
     /// <summary>Gemma 1/2/3: embeddings × √hidden_size, RMSNorm with (1 + w) in float32.</summary>
     public bool Gemma { get; init; }
     /// <summary>Gemma 2/3: post-norms around attention and MLP (<c>post_attention_layernorm</c> on the attention output,
@@ -66,7 +75,7 @@ internal sealed record DecoderSettings
     /// scaled by sigmoid(<c>shared_expert_gate</c>·x); 0 for none.</summary>
     public int SharedExpertIntermediate { get; init; }
 
-    /// <summary>Reads config.json of a <c>llama</c>, <c>mistral</c>, <c>mixtral</c>, <c>qwen2</c>, <c>qwen2_moe</c>, <c>qwen3</c>, <c>qwen3_moe</c>, <c>gemma</c>, <c>gemma2</c>,
+    /// <summary>Reads config.json of a <c>llama</c>, <c>mistral</c>, <c>mixtral</c>, <c>qwen2</c>, <c>qwen2_moe</c>, <c>qwen3</c>, <c>qwen3_moe</c>, <c>olmo2</c>, <c>olmoe</c>, <c>gemma</c>, <c>gemma2</c>,
     /// <c>gemma3_text</c> or <c>gemma3</c> model (for <c>gemma3</c>, its <c>text_config</c>); with <paramref name="weights"/>, checks every
     /// declared size against the tensors present before anything is allocated.</summary>
     public static DecoderSettings From(JsonConfig c, string modelType, Checkpoint? weights = null)
@@ -78,6 +87,8 @@ internal sealed record DecoderSettings
         bool qwen3Moe = modelType == "qwen3_moe";          // Qwen3's attention (q/k norms), a sparse MoE block as mlp
         bool qwen2Moe = modelType == "qwen2_moe";          // Qwen2's attention (q/k/v biases), a sparse MoE block with a shared expert
         bool qwenMoe = qwen3Moe || qwen2Moe;
+        bool olmo2 = modelType == "olmo2", olmoe = modelType == "olmoe";   // q/k norms over the whole projection
+        bool sparse = qwenMoe || olmoe;                    // a sparse MoE block as mlp, experts of gate_proj/up_proj/down_proj
         if (modelType == "gemma3")
             c = c.Root["text_config"] is JsonObject text ? new JsonConfig($"{c.Path} (text_config)", text)
                 : throw new SaeSharpException($"{c.Path}: model_type gemma3 (Gemma3ForConditionalGeneration) needs a 'text_config' object " +
@@ -108,7 +119,9 @@ internal sealed record DecoderSettings
         if (headDim <= 0 || headDim % 2 != 0) throw new SaeSharpException($"{c.Path}: head_dim={headDim} must be positive and even");
         // Qwen-MoE experts are moe_intermediate_size wide (intermediate_size is for dense layers, refused below).
         int vocab = c.Int("vocab_size", G3(262_208));
-        int intermediate = qwenMoe ? c.Int("moe_intermediate_size", qwen3Moe ? 768 : 1408) : c.Int("intermediate_size", G3(9216));
+        // OLMoE: each expert is intermediate_size wide (OlmoeConfig default 2048).
+        int intermediate = qwenMoe ? c.Int("moe_intermediate_size", qwen3Moe ? 768 : 1408)
+            : c.Int("intermediate_size", olmoe ? 2048 : G3(9216));
         if (weights is not null)
         {
             weights.ExpectLayers(c.Path, "num_hidden_layers", nLayer);
@@ -117,18 +130,20 @@ internal sealed record DecoderSettings
                 $"num_attention_heads={nHead}, head_dim={headDim}, hidden_size={hidden}");
             weights.ExpectShape(c.Path, "model", "layers.0.self_attn.k_proj.weight", [(long)nKv * headDim, hidden],
                 $"num_key_value_heads={nKv}, head_dim={headDim}, hidden_size={hidden}");
-            if (!mixtral && !qwenMoe)
+            if (!mixtral && !sparse)
                 weights.ExpectShape(c.Path, "model", "layers.0.mlp.gate_proj.weight", [intermediate, hidden],
                     $"intermediate_size={intermediate}, hidden_size={hidden}");
         }
         // MixtralConfig: num_local_experts 8, num_experts_per_tok 2, always renormalised; Qwen3MoeConfig: num_experts 128,
         // num_experts_per_tok 8; Qwen2MoeConfig: num_experts 60, num_experts_per_tok 4, shared_expert_intermediate_size
-        // 5632; both norm_topk_prob false. Router jitter and the router aux loss are training-only.
-        string expertsKey = qwenMoe ? "num_experts" : "num_local_experts";
-        int experts = mixtral ? c.Int("num_local_experts", 8) : qwenMoe ? c.Int("num_experts", qwen3Moe ? 128 : 60) : 0;
-        int perToken = mixtral ? c.Int("num_experts_per_tok", 2) : qwenMoe ? c.Int("num_experts_per_tok", qwen3Moe ? 8 : 4) : 0;
+        // 5632; both norm_topk_prob false; OlmoeConfig: num_experts 64, num_experts_per_tok 8, norm_topk_prob false.
+        // Router jitter and the router aux loss are training-only.
+        string expertsKey = sparse ? "num_experts" : "num_local_experts";
+        int experts = mixtral ? c.Int("num_local_experts", 8) : qwenMoe ? c.Int("num_experts", qwen3Moe ? 128 : 60) : olmoe ? c.Int("num_experts", 64) : 0;
+        int perToken = mixtral ? c.Int("num_experts_per_tok", 2) : qwenMoe ? c.Int("num_experts_per_tok", qwen3Moe ? 8 : 4)
+            : olmoe ? c.Int("num_experts_per_tok", 8) : 0;
         int shared = qwen2Moe ? c.Int("shared_expert_intermediate_size", 5632) : 0;
-        if ((mixtral || qwenMoe) && (experts <= 0 || perToken <= 0 || perToken > experts))
+        if ((mixtral || sparse) && (experts <= 0 || perToken <= 0 || perToken > experts))
             throw new SaeSharpException($"{c.Path}: num_experts_per_tok={perToken} must be between 1 and {expertsKey}={experts}");
         if (qwen2Moe && shared <= 0)
             throw new SaeSharpException($"{c.Path}: shared_expert_intermediate_size={shared} must be positive");
@@ -148,7 +163,7 @@ internal sealed record DecoderSettings
         if (qwen2Moe && c.Bool("use_sliding_window", false))
             throw new SaeSharpException($"{c.Path}: use_sliding_window=true on a qwen2_moe model is not supported");
         string moe = mixtral ? "block_sparse_moe" : "mlp", w1 = mixtral ? "w1" : "gate_proj";
-        if ((mixtral || qwenMoe) && weights is not null)
+        if ((mixtral || sparse) && weights is not null)
         {
             weights.ExpectShape(c.Path, "model", $"layers.0.{moe}.gate.weight", [experts, hidden], $"{expertsKey}={experts}, hidden_size={hidden}");
             weights.ExpectShape(c.Path, "model", $"layers.0.{moe}.experts.{experts - 1}.{w1}.weight", [intermediate, hidden],
@@ -187,6 +202,9 @@ internal sealed record DecoderSettings
         string act = gemma1 ? c.String("hidden_activation") ?? "gelu_pytorch_tanh"
             : gemma ? c.String("hidden_activation") ?? c.String("hidden_act") ?? "gelu_pytorch_tanh"
             : c.String("hidden_act") ?? "silu";
+        // OLMoE clip_qkv (OlmoeAttention clamps q, k after their norms and v); OLMo-2 has none (Olmo2Config deletes it).
+        double? clip = olmoe && c.Root["clip_qkv"] is not null ? c.Double("clip_qkv") : null;   // JSON null reads as absent
+        if (clip is <= 0) throw new SaeSharpException($"{c.Path}: clip_qkv={clip} must be positive or null");
         // Mistral has no biases (MistralAttention and MistralMLP build nn.Linear(..., bias=False) whatever the config says).
         bool attnBias = !mistral && c.Bool("attention_bias", false);
         int layers = nLayer;
@@ -248,12 +266,14 @@ internal sealed record DecoderSettings
         {
             ModelType = modelType, Hidden = hidden, NLayer = nLayer, NHead = nHead, NKvHead = nKv, HeadDim = headDim,
             Intermediate = intermediate, VocabSize = vocab,
-            MaxPositions = c.Int("max_position_embeddings", gemma3 || mistral ? 131_072 : gemma || gemma1 ? 8192 : modelType == "llama" ? 2048 : 32768),
-            Eps = c.Double("rms_norm_eps", mixtral ? 1e-5 : 1e-6), Activation = act, RopeTheta = theta, InvFreq = invFreq,
+            MaxPositions = c.Int("max_position_embeddings", gemma3 || mistral ? 131_072 : gemma || gemma1 ? 8192 : modelType is "llama" or "olmo2" ? 2048
+                : olmoe ? 4096 : 32768),
+            Eps = c.Double("rms_norm_eps", mixtral || olmo2 || olmoe ? 1e-5 : 1e-6), Activation = act, RopeTheta = theta, InvFreq = invFreq,
             LocalRopeTheta = localTheta, LocalInvFreq = localInvFreq,
             TieEmbeddings = c.Bool("tie_word_embeddings", gemma || gemma1),
             QkvBias = modelType == "qwen2" || (qwen2Moe && c.Bool("qkv_bias", true)) || attnBias, OBias = modelType is not ("qwen2" or "qwen2_moe") && attnBias,
-            MlpBias = !mistral && !gemma1 && c.Bool("mlp_bias", false), QkNorm = modelType is "qwen3" or "qwen3_moe" || gemma3,
+            MlpBias = !mistral && !gemma1 && !olmo2 && !olmoe && c.Bool("mlp_bias", false), QkNorm = modelType is "qwen3" or "qwen3_moe" || gemma3,
+            QkNormWhole = olmo2 || olmoe, ClipQkv = clip, Olmo2 = olmo2,
             Gemma = gemma || gemma1, PostNorms = gemma, Gemma3 = gemma3,
             AttnScale = gemma ? Math.Pow(c.Double("query_pre_attn_scalar", 256), -0.5) : 1.0 / Math.Sqrt(headDim),
             // Gemma 2 caps by default (50, 30); Gemma 3 does not (null), and its attention never applies
@@ -262,7 +282,7 @@ internal sealed record DecoderSettings
             AttnSoftCap = gemma && !gemma3 ? Cap("attn_logit_softcapping", 50.0) : null,
             FinalSoftCap = gemma ? Cap("final_logit_softcapping", gemma3 ? null : 30.0) : null,
             SlidingWindow = window, SlidingLayers = sliding, NumExperts = experts, ExpertsPerToken = perToken,
-            NormTopKProb = mixtral || (qwenMoe && c.Bool("norm_topk_prob", false)), SharedExpertIntermediate = shared,
+            NormTopKProb = mixtral || (sparse && c.Bool("norm_topk_prob", false)), SharedExpertIntermediate = shared,
         };
     }
 

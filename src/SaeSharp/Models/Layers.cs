@@ -71,18 +71,20 @@ internal sealed class LayerNorm : nn.Module<Tensor, Tensor>
 
 /// <summary>
 /// RMSNorm over the last dimension, computed in float32: Llama / Qwen x̂·w with x̂ cast back to the input dtype first
-/// (HF <c>LlamaRMSNorm</c>); Gemma x̂·(1 + w) in float32, then cast (HF <c>Gemma2RMSNorm</c>).
+/// (HF <c>LlamaRMSNorm</c>); Gemma x̂·(1 + w) in float32, then cast (HF <c>Gemma2RMSNorm</c>); with
+/// <c>weightInFloat32</c>, x̂·w in float32, then cast (HF <c>Olmo2RMSNorm</c>).
 /// </summary>
 internal sealed class RmsNorm : nn.Module<Tensor, Tensor>
 {
     private readonly Parameter weight;
     private readonly double _eps;
-    private readonly bool _plusOne;
+    private readonly bool _plusOne, _weightInFloat32;
 
-    public RmsNorm(long d, double eps, bool plusOne, ScalarType dtype) : base(nameof(RmsNorm))
+    public RmsNorm(long d, double eps, bool plusOne, ScalarType dtype, bool weightInFloat32 = false) : base(nameof(RmsNorm))
     {
         _eps = eps;
         _plusOne = plusOne;
+        _weightInFloat32 = weightInFloat32;
         weight = new Parameter(plusOne ? zeros(d, dtype: dtype) : ones(d, dtype: dtype), requires_grad: false);
         RegisterComponents();
     }
@@ -96,6 +98,7 @@ internal sealed class RmsNorm : nn.Module<Tensor, Tensor>
         var normed = x32 * x32.pow(TorchScalars.Of(2)).mean([-1L], keepdim: true).add(eps, TorchScalars.One).rsqrt();
         var y = _plusOne
             ? (normed * weight.to(ScalarType.Float32).add(TorchScalars.Of(1.0), TorchScalars.One)).to(dtype)
+            : _weightInFloat32 ? (weight.to(ScalarType.Float32) * normed).to(dtype)
             : weight * normed.to(dtype);
         return y.MoveToOuterDisposeScope();
     }

@@ -5,8 +5,8 @@ using static TorchSharp.torch;
 
 namespace SaeSharp.Models;
 
-/// <summary>HF <c>LlamaAttention</c> (and Mistral, Qwen2/3, Gemma 1/2/3) of one layer: q_proj, k_proj, v_proj (grouped-query), optional
-/// q_norm/k_norm, rotary (Gemma 3's sliding layers: their own frequencies), o_proj.</summary>
+/// <summary>HF <c>LlamaAttention</c> (and Mistral, Qwen2/3, OLMo-2, OLMoE, Gemma 1/2/3) of one layer: q_proj, k_proj, v_proj (grouped-query), optional
+/// q_norm/k_norm (per head; OLMo-2/OLMoE: over the whole projection), OLMoE's clip_qkv, rotary (Gemma 3's sliding layers: their own frequencies), o_proj.</summary>
 internal sealed class DecoderAttention : nn.Module<Tensor, ForwardContext, Tensor>
 {
     private readonly Linear q_proj, k_proj, v_proj, o_proj;
@@ -27,6 +27,11 @@ internal sealed class DecoderAttention : nn.Module<Tensor, ForwardContext, Tenso
             q_norm = new RmsNorm(s.HeadDim, s.Eps, s.Gemma, dtype);
             k_norm = new RmsNorm(s.HeadDim, s.Eps, s.Gemma, dtype);
         }
+        else if (s.QkNormWhole)
+        {
+            q_norm = new RmsNorm(s.NHead * s.HeadDim, s.Eps, false, dtype, weightInFloat32: s.Olmo2);
+            k_norm = new RmsNorm(s.NKvHead * s.HeadDim, s.Eps, false, dtype, weightInFloat32: s.Olmo2);
+        }
         RegisterComponents();
     }
 
@@ -37,7 +42,7 @@ internal sealed class DecoderAttention : nn.Module<Tensor, ForwardContext, Tenso
         bool sliding = st.SlidingLayers[_layer];
         var z = AttentionCore.AttendHeads(q_proj.forward(x).view(b, s, st.NHead, st.HeadDim), k_proj.forward(x).view(b, s, st.NKvHead, st.HeadDim),
             v_proj.forward(x).view(b, s, st.NKvHead, st.HeadDim), _layer, st.AttnScale, ctx, _names, st.RotaryDim, q_norm, k_norm,
-            st.AttnSoftCap, sliding ? st.SlidingWindow : null, localRotary: sliding);
+            st.AttnSoftCap, sliding ? st.SlidingWindow : null, localRotary: sliding, normOverHeads: st.QkNormWhole, clip: st.ClipQkv);
         return o_proj.forward(z);
     }
 }
@@ -88,9 +93,9 @@ internal sealed class MoeExpert : nn.Module
 }
 
 /// <summary>
-/// HF <c>MixtralSparseMoeBlock</c> (<c>block_sparse_moe</c>) and <c>Qwen2MoeSparseMoeBlock</c> / <c>Qwen3MoeSparseMoeBlock</c>
-/// (<c>mlp</c>): the router <c>gate</c> scores each token against every expert, softmax in float32, the top
-/// <c>num_experts_per_tok</c> experts are kept with their weights (renormalised to sum 1: Mixtral, Qwen-MoE's <c>norm_topk_prob</c>) cast back to the hidden
+/// HF <c>MixtralSparseMoeBlock</c> (<c>block_sparse_moe</c>) and <c>Qwen2MoeSparseMoeBlock</c> / <c>Qwen3MoeSparseMoeBlock</c> /
+/// <c>OlmoeSparseMoeBlock</c> (<c>mlp</c>): the router <c>gate</c> scores each token against every expert, softmax in float32, the top
+/// <c>num_experts_per_tok</c> experts are kept with their weights (renormalised to sum 1: Mixtral, Qwen-MoE's and OLMoE's <c>norm_topk_prob</c>) cast back to the hidden
 /// dtype, and the output is the weighted sum of those experts' outputs, added expert by expert as transformers adds them.
 /// Qwen2-MoE (<c>Qwen2MoeSparseMoeBlock</c>) adds a shared expert every token goes through, its output scaled by
 /// sigmoid(<c>shared_expert_gate</c>·x). Router jitter is training-only and not applied.
@@ -174,10 +179,11 @@ internal sealed class SparseMoeBlock : nn.Module<Tensor, ForwardContext, Tensor>
 }
 
 /// <summary>HF decoder layer <c>layers.{layer}</c>: input_layernorm, self_attn, post_attention_layernorm, mlp in sequence
-/// (Gemma 2/3: post_attention_layernorm on the attention output, pre/post_feedforward_layernorm around the MLP).</summary>
+/// (Gemma 2/3: post_attention_layernorm on the attention output, pre/post_feedforward_layernorm around the MLP; OLMo-2:
+/// no input_layernorm, post_attention_layernorm on the attention output, post_feedforward_layernorm on the MLP output).</summary>
 internal sealed class DecoderLayer : nn.Module<Tensor, ForwardContext, Tensor>
 {
-    private readonly RmsNorm input_layernorm;
+    private readonly RmsNorm? input_layernorm;
     private readonly RmsNorm post_attention_layernorm;
     private readonly RmsNorm? pre_feedforward_layernorm;
     private readonly RmsNorm? post_feedforward_layernorm;
@@ -191,9 +197,10 @@ internal sealed class DecoderLayer : nn.Module<Tensor, ForwardContext, Tensor>
     public DecoderLayer(DecoderSettings s, int layer, Func<Tensor, Tensor> act, BlockHookNames names, ScalarType dtype) : base("layer")
     {
         _names = names;
-        input_layernorm = new RmsNorm(s.Hidden, s.Eps, s.Gemma, dtype);
-        post_attention_layernorm = new RmsNorm(s.Hidden, s.Eps, s.Gemma, dtype);
-        if (s.PostNorms)
+        if (!s.Olmo2) input_layernorm = new RmsNorm(s.Hidden, s.Eps, s.Gemma, dtype);
+        post_attention_layernorm = new RmsNorm(s.Hidden, s.Eps, s.Gemma, dtype, weightInFloat32: s.Olmo2);
+        if (s.Olmo2) post_feedforward_layernorm = new RmsNorm(s.Hidden, s.Eps, false, dtype, weightInFloat32: true);
+        else if (s.PostNorms)
         {
             pre_feedforward_layernorm = new RmsNorm(s.Hidden, s.Eps, true, dtype);
             post_feedforward_layernorm = new RmsNorm(s.Hidden, s.Eps, true, dtype);
@@ -208,6 +215,9 @@ internal sealed class DecoderLayer : nn.Module<Tensor, ForwardContext, Tensor>
     public override Tensor forward(Tensor resid, ForwardContext ctx)
     {
         Tensor Mlp(Tensor x) => (block_sparse_moe ?? mlp!).forward(x, ctx);
+        if (input_layernorm is null)   // OLMo-2
+            return ResidualBlock.PostNormOnly(resid, ctx, _names, x => self_attn.forward(x, ctx), post_attention_layernorm.forward,
+                Mlp, post_feedforward_layernorm!.forward);
         // Gemma 2/3: post_attention_layernorm normalises the attention output; pre_feedforward_layernorm is ln2.
         if (pre_feedforward_layernorm is { } preFf && post_feedforward_layernorm is { } postFf)
             return ResidualBlock.Sequential(resid, ctx, _names, input_layernorm.forward,
@@ -228,7 +238,7 @@ internal sealed class DecoderCore : nn.Module
     {
         embed_tokens = new Embedding(s.VocabSize, s.Hidden, dtype);
         layers = new ModuleList<DecoderLayer>(Enumerable.Range(0, s.NLayer).Select(i => new DecoderLayer(s, i, act, hooks.Blocks[i], dtype)).ToArray());
-        norm = new RmsNorm(s.Hidden, s.Eps, s.Gemma, dtype);
+        norm = new RmsNorm(s.Hidden, s.Eps, s.Gemma, dtype, weightInFloat32: s.Olmo2);
         RegisterComponents();
     }
 }
@@ -263,11 +273,11 @@ public sealed class LlamaFamilyModel : HookedTransformer
             NKvHeads = s.NKvHead, DHead = s.HeadDim, DMlp = s.Intermediate, DVocab = s.VocabSize, NCtx = s.MaxPositions,
             Activation = s.Activation, LayerNormEps = s.Eps, RotaryDim = s.RotaryDim, RotaryBase = s.RopeTheta, Dtype = dtype,
             GatedMlp = true, NormalizationType = "RMS", AttnScoresSoftCap = s.AttnSoftCap, OutputLogitsSoftCap = s.FinalSoftCap,
-            SlidingWindow = s.SlidingWindow, RotaryBaseLocal = s.LocalRopeTheta,
+            SlidingWindow = s.SlidingWindow, RotaryBaseLocal = s.LocalRopeTheta, ClipQkv = s.ClipQkv,
             NumExperts = s.NumExperts, ExpertsPerToken = s.ExpertsPerToken, NormTopKProb = s.NormTopKProb, SharedExpertDMlp = s.SharedExpertIntermediate,
         }, new HookPoints(s.NLayer, hasPosEmbed: false, parallelAttnMlp: false, rotary: true,
             s.ModelType == "gemma3" ? HfModuleNames.Gemma3Conditional : s.PostNorms ? HfModuleNames.Gemma2
-            : s.ModelType == "mixtral" ? HfModuleNames.Mixtral : HfModuleNames.Llama, gatedMlp: s.NumExperts == 0, s.NumExperts,
+            : s.ModelType == "mixtral" ? HfModuleNames.Mixtral : s.Olmo2 ? HfModuleNames.Olmo2 : HfModuleNames.Llama, gatedMlp: s.NumExperts == 0, s.NumExperts,
             sharedExpert: s.SharedExpertIntermediate > 0))
     {
         _s = s;
@@ -286,6 +296,8 @@ public sealed class LlamaFamilyModel : HookedTransformer
         "qwen2_moe" => "Qwen2MoeForCausalLM",
         "qwen2" => "Qwen2ForCausalLM",
         "qwen3" => "Qwen3ForCausalLM",
+        "olmo2" => "Olmo2ForCausalLM",
+        "olmoe" => "OlmoeForCausalLM",
         "gemma" => "GemmaForCausalLM",
         "gemma2" => "Gemma2ForCausalLM",
         "gemma3_text" => "Gemma3ForCausalLM",

@@ -24,6 +24,23 @@ internal static class ResidualBlock
         return h.Fire(n.ResidPost, mid.add(mlpOut, TorchScalars.One));
     }
 
+    /// <summary>
+    /// OLMo-2's block, as TransformerLens wires it: hook_resid_pre → attention (hook_attn_out, before its post-norm) →
+    /// ln1 = post_attention_layernorm (ln1.hook_normalized: what is added) → hook_resid_mid = resid_pre + that → MLP
+    /// (hook_mlp_out, before its post-norm) → ln2 = post_feedforward_layernorm (ln2.hook_normalized) →
+    /// hook_resid_post = resid_mid + that. There is no pre-norm: attention and MLP read the residual stream itself.
+    /// </summary>
+    public static Tensor PostNormOnly(Tensor resid, ForwardContext ctx, BlockHookNames n,
+        Func<Tensor, Tensor> attn, Func<Tensor, Tensor> ln1, Func<Tensor, Tensor> mlp, Func<Tensor, Tensor> ln2)
+    {
+        var h = ctx.Hooks;
+        resid = h.Fire(n.ResidPre, resid);
+        var attnOut = h.Fire(n.AttnOut, attn(resid));
+        var mid = h.Fire(n.ResidMid, resid.add(h.Fire(n.Ln1, ln1(attnOut)), TorchScalars.One));
+        var mlpOut = h.Fire(n.MlpOut, mlp(mid));
+        return h.Fire(n.ResidPost, mid.add(h.Fire(n.Ln2, ln2(mlpOut)), TorchScalars.One));
+    }
+
     /// <summary>A two-layer MLP: <paramref name="fcIn"/> (hook_pre) → <paramref name="act"/> (hook_post) → <paramref name="fcOut"/>.</summary>
     public static Tensor Mlp(Tensor x, ForwardContext ctx, BlockHookNames n, nn.Module<Tensor, Tensor> fcIn, Func<Tensor, Tensor> act, nn.Module<Tensor, Tensor> fcOut)
     {

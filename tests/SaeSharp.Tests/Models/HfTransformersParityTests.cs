@@ -14,6 +14,10 @@ namespace SaeSharp.Tests.Models;
 /// fixed tokens (logits and <c>output_hidden_states</c>, unpadded and padded) and its greedy <c>generate()</c>, made by
 /// bench/reference/hf_models_fixture.py with transformers 4.47 (main 66ab300a; Gemma 1, Mistral, Mixtral and Qwen2-MoE too) and, for
 /// Qwen3, Qwen3-MoE and Gemma 3, 4.51 (main d1b92369).
+/// The OLMo-2 and OLMoE folders (olmo2, olmoe, olmoe-clip) are the exception: their reference comes from
+/// bench/reference/olmo_fixture.py, a plain-PyTorch transcription of transformers' modeling_olmo2.py / modeling_olmoe.py
+/// (transformers' tree could not be brought onto the machine), so they pin that reading of the HF code, not transformers
+/// itself; their generation reference is greedy over uncached forwards, and they have no config_transformers5.json.
 /// Each folder is loaded by <see cref="ModelLoader.FromPretrained"/>, as a user's download is.
 /// </summary>
 public class HfTransformersParityTests(ITestOutputHelper output)
@@ -21,7 +25,13 @@ public class HfTransformersParityTests(ITestOutputHelper output)
     public static TheoryData<string> Families =>
         ["gpt2", "gpt_neox-parallel", "gpt_neox-sequential", "llama3", "llama-bias-tied", "qwen2", "qwen3", "gemma2", "gemma3",
          "gemma3-conditional", "gemma3-softcap", "gemma", "mistral", "mistral-window", "mixtral", "mixtral-window", "qwen3_moe",
-         "qwen3_moe-unnormalized", "qwen2_moe"];
+         "qwen3_moe-unnormalized", "qwen2_moe", .. OlmoFamilies];
+
+    /// <summary>The folders written by bench/reference/olmo_fixture.py (see the class summary).</summary>
+    private static readonly string[] OlmoFamilies = ["olmo2", "olmoe", "olmoe-clip"];
+
+    /// <summary>The folders with a config_transformers5.json (all but <see cref="OlmoFamilies"/>).</summary>
+    public static TheoryData<string> Transformers5Families => [.. ((IEnumerable<string>)Families).Where(f => !OlmoFamilies.Contains(f))];
 
     // Tolerance, relative to the tensor's largest |value|: both sides compute in float32, with different kernels
     // (TorchSharp's libtorch vs Debian's torch 1.13.1) and operation orders (fused vs separate q/k/v, repeat_interleave
@@ -29,7 +39,8 @@ public class HfTransformersParityTests(ITestOutputHelper output)
     // involved. Measured on this machine (2026-12): at most 7.6e-7 over every family, layer and the logits (qwen2's
     // ln_final), 5.8e-7 for the padded batch, 8.8e-7 for generation (mistral against generate()'s own step logits;
     // Gemma 1 and Mistral added 2026-12-05, their forwards within 5.3e-7; Mixtral and Qwen3-MoE the same day, within 6.8e-7
-    // and generation 5.8e-7). 1e-5 leaves room for other CPUs' kernels and
+    // and generation 5.8e-7; the OLMo-2/OLMoE folders, against their PyTorch transcription, within 9.2e-7 and generation
+    // 4.4e-7). 1e-5 leaves room for other CPUs' kernels and
     // stays far below any modelling difference: Fixtures_see_each_config_detail shows single config.json changes
     // moving the logits by 2.4e-3 (an eps) to 1.8 (a soft cap) of their scale.
     private const double RelativeTolerance = 1e-5;
@@ -143,7 +154,7 @@ public class HfTransformersParityTests(ITestOutputHelper output)
     }
 
     [Theory]
-    [MemberData(nameof(Families))]
+    [MemberData(nameof(Transformers5Families))]
     public void Transformers5_config_json_reads_as_the_same_model(string family)
     {
         // config_transformers5.json: the same config written by transformers 5 (main 70179949, 2025-12-19) from the same
@@ -215,6 +226,13 @@ public class HfTransformersParityTests(ITestOutputHelper output)
     [InlineData("qwen3_moe", "rms_norm_eps", "0.01")]           // also the q/k norms'
     [InlineData("qwen2_moe", "norm_topk_prob", "true")]
     [InlineData("qwen2_moe", "num_experts_per_tok", "1")]
+    [InlineData("olmo2", "rms_norm_eps", "0.01")]                // also the q/k norms' and the post-norms'
+    [InlineData("olmo2", "rope_theta", "10000.0")]
+    [InlineData("olmoe", "norm_topk_prob", "true")]
+    [InlineData("olmoe", "num_experts_per_tok", "1")]
+    [InlineData("olmoe", "clip_qkv", "0.5")]
+    [InlineData("olmoe-clip", "clip_qkv", "null")]               // the clip switched off
+    [InlineData("olmoe-clip", "norm_topk_prob", "false")]
     public void Fixtures_see_each_config_detail(string family, string key, string value)
     {
         // Guards against fixtures too small or too tame to tell: the same weights with one config.json value changed
@@ -554,6 +572,9 @@ public class HfTransformersParityTests(ITestOutputHelper output)
             "qwen3_moe-unnormalized" => "qwen3_moe-unnormalized (qwen3_moe): n_layers=2 d_model=32 n_heads=4 d_head=8 d_mlp=24 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=silu gated_mlp norm=RMS num_experts=4 experts_per_token=3 rotary_dim=8 dtype=Float32",
             "qwen2_moe" => "qwen2_moe (qwen2_moe): n_layers=2 d_model=32 n_heads=4 d_head=8 d_mlp=24 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=silu gated_mlp norm=RMS num_experts=4 experts_per_token=2 shared_expert_d_mlp=40 rotary_dim=8 dtype=Float32",
             "gemma3-conditional" => "gemma3-conditional (gemma3): n_layers=4 d_model=32 n_heads=4 d_head=16 d_mlp=64 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=gelu_pytorch_tanh gated_mlp norm=RMS sliding_window=4 rotary_dim=16 rotary_base=1000000 rotary_base_local=100 dtype=Float32",
+            "olmo2" => "olmo2 (olmo2): n_layers=2 d_model=32 n_heads=4 d_head=8 d_mlp=64 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=silu gated_mlp norm=RMS rotary_dim=8 dtype=Float32",
+            "olmoe" => "olmoe (olmoe): n_layers=2 d_model=32 n_heads=4 d_head=8 d_mlp=24 d_vocab=128 n_ctx=64 act=silu gated_mlp norm=RMS num_experts=6 experts_per_token=3 rotary_dim=8 dtype=Float32",
+            "olmoe-clip" => "olmoe-clip (olmoe): n_layers=2 d_model=32 n_heads=4 d_head=8 d_mlp=24 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=silu gated_mlp norm=RMS num_experts=4 experts_per_token=2 norm_topk_prob clip_qkv=0.5 rotary_dim=8 dtype=Float32",
             _ => throw new ArgumentException(family),
         };
         using var model = ModelLoader.FromPretrained(Folder(family));
