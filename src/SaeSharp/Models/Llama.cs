@@ -179,12 +179,12 @@ internal sealed class SparseMoeBlock : nn.Module<Tensor, ForwardContext, Tensor>
 }
 
 /// <summary>HF decoder layer <c>layers.{layer}</c>: input_layernorm, self_attn, post_attention_layernorm, mlp in sequence
-/// (Gemma 2/3: post_attention_layernorm on the attention output, pre/post_feedforward_layernorm around the MLP; OLMo-2:
-/// no input_layernorm, post_attention_layernorm on the attention output, post_feedforward_layernorm on the MLP output).</summary>
+/// (OLMo 1: both norms <see cref="OlmoLayerNorm"/>, without weights; Gemma 2/3: post_attention_layernorm on the attention output, pre/post_feedforward_layernorm around the MLP; OLMo-2:
+/// no input_layernorm, post_attention_layernorm on the attention output, post_feedforward_layernorm on the MLP output; OLMo 3 as OLMo-2).</summary>
 internal sealed class DecoderLayer : nn.Module<Tensor, ForwardContext, Tensor>
 {
-    private readonly RmsNorm? input_layernorm;
-    private readonly RmsNorm post_attention_layernorm;
+    private readonly nn.Module<Tensor, Tensor>? input_layernorm;
+    private readonly nn.Module<Tensor, Tensor> post_attention_layernorm;
     private readonly RmsNorm? pre_feedforward_layernorm;
     private readonly RmsNorm? post_feedforward_layernorm;
     private readonly DecoderAttention self_attn;
@@ -197,8 +197,8 @@ internal sealed class DecoderLayer : nn.Module<Tensor, ForwardContext, Tensor>
     public DecoderLayer(DecoderSettings s, int layer, Func<Tensor, Tensor> act, BlockHookNames names, ScalarType dtype) : base("layer")
     {
         _names = names;
-        if (!s.Olmo2) input_layernorm = new RmsNorm(s.Hidden, s.Eps, s.Gemma, dtype);
-        post_attention_layernorm = new RmsNorm(s.Hidden, s.Eps, s.Gemma, dtype, weightInFloat32: s.Olmo2);
+        if (!s.Olmo2) input_layernorm = DecoderCore.Norm(s, dtype);
+        post_attention_layernorm = DecoderCore.Norm(s, dtype);
         if (s.Olmo2) post_feedforward_layernorm = new RmsNorm(s.Hidden, s.Eps, false, dtype, weightInFloat32: true);
         else if (s.PostNorms)
         {
@@ -232,15 +232,20 @@ internal sealed class DecoderCore : nn.Module
 {
     public readonly Embedding embed_tokens;
     public readonly ModuleList<DecoderLayer> layers;
-    public readonly RmsNorm norm;
+    public readonly nn.Module<Tensor, Tensor> norm;
 
     public DecoderCore(DecoderSettings s, Func<Tensor, Tensor> act, HookPoints hooks, ScalarType dtype) : base("model")
     {
         embed_tokens = new Embedding(s.VocabSize, s.Hidden, dtype);
         layers = new ModuleList<DecoderLayer>(Enumerable.Range(0, s.NLayer).Select(i => new DecoderLayer(s, i, act, hooks.Blocks[i], dtype)).ToArray());
-        norm = new RmsNorm(s.Hidden, s.Eps, s.Gemma, dtype, weightInFloat32: s.Olmo2);
+        norm = Norm(s, dtype);
         RegisterComponents();
     }
+
+    /// <summary>The family's residual-stream norm: <see cref="OlmoLayerNorm"/> for OLMo 1, else <see cref="RmsNorm"/>
+    /// (Gemma's (1 + w), OLMo-2/3's weight applied in float32).</summary>
+    internal static nn.Module<Tensor, Tensor> Norm(DecoderSettings s, ScalarType dtype) => s.NonParametricLayerNorm
+        ? new OlmoLayerNorm(s.Hidden) : new RmsNorm(s.Hidden, s.Eps, s.Gemma, dtype, weightInFloat32: s.Olmo2);
 }
 
 /// <summary>
@@ -272,7 +277,7 @@ public sealed class LlamaFamilyModel : HookedTransformer
             ModelName = modelName, Architecture = s.ModelType, NLayers = s.NLayer, DModel = s.Hidden, NHeads = s.NHead,
             NKvHeads = s.NKvHead, DHead = s.HeadDim, DMlp = s.Intermediate, DVocab = s.VocabSize, NCtx = s.MaxPositions,
             Activation = s.Activation, LayerNormEps = s.Eps, RotaryDim = s.RotaryDim, RotaryBase = s.RopeTheta, Dtype = dtype,
-            GatedMlp = true, NormalizationType = "RMS", AttnScoresSoftCap = s.AttnSoftCap, OutputLogitsSoftCap = s.FinalSoftCap,
+            GatedMlp = true, NormalizationType = s.NonParametricLayerNorm ? "LN" : "RMS", AttnScoresSoftCap = s.AttnSoftCap, OutputLogitsSoftCap = s.FinalSoftCap,
             SlidingWindow = s.SlidingWindow, RotaryBaseLocal = s.LocalRopeTheta, ClipQkv = s.ClipQkv,
             NumExperts = s.NumExperts, ExpertsPerToken = s.ExpertsPerToken, NormTopKProb = s.NormTopKProb, SharedExpertDMlp = s.SharedExpertIntermediate,
         }, new HookPoints(s.NLayer, hasPosEmbed: false, parallelAttnMlp: false, rotary: true,
@@ -296,7 +301,9 @@ public sealed class LlamaFamilyModel : HookedTransformer
         "qwen2_moe" => "Qwen2MoeForCausalLM",
         "qwen2" => "Qwen2ForCausalLM",
         "qwen3" => "Qwen3ForCausalLM",
+        "olmo" => "OlmoForCausalLM",
         "olmo2" => "Olmo2ForCausalLM",
+        "olmo3" => "Olmo3ForCausalLM",
         "olmoe" => "OlmoeForCausalLM",
         "gemma" => "GemmaForCausalLM",
         "gemma2" => "Gemma2ForCausalLM",
