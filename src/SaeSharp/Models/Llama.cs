@@ -5,8 +5,8 @@ using static TorchSharp.torch;
 
 namespace SaeSharp.Models;
 
-/// <summary>HF <c>LlamaAttention</c> (and Mistral, Qwen2/3, OLMo-2, OLMoE, Gemma 1/2/3) of one layer: q_proj, k_proj, v_proj (grouped-query), optional
-/// q_norm/k_norm (per head; OLMo-2/OLMoE: over the whole projection), OLMoE's clip_qkv, rotary (Gemma 3's sliding layers: their own frequencies), o_proj.</summary>
+/// <summary>HF <c>LlamaAttention</c> (and Mistral, Qwen2/3, OLMo, OLMo-2, OLMo 3, OLMoE, Gemma 1/2/3) of one layer: q_proj, k_proj, v_proj (grouped-query), optional
+/// q_norm/k_norm (per head; OLMo-2/3, OLMoE: over the whole projection), OLMo's and OLMoE's clip_qkv, rotary (Gemma 3's sliding layers: their own frequencies), o_proj.</summary>
 internal sealed class DecoderAttention : nn.Module<Tensor, ForwardContext, Tensor>
 {
     private readonly Linear q_proj, k_proj, v_proj, o_proj;
@@ -252,7 +252,8 @@ internal sealed class DecoderCore : nn.Module
 /// Llama-layout decoders with TransformerLens hooks: Llama 2/3.x (TinyLlama, SmolLM2; rope_scaling llama3), Mistral
 /// (sliding_window on every layer when set), Mixtral (Mistral's attention and a sparse mixture-of-experts MLP), Qwen2/2.5
 /// (q/k/v biases), Qwen2-MoE (Qwen2's attention, a sparse MoE MLP with a shared expert), Qwen3 (per-head q/k RMSNorm),
-/// Qwen3-MoE (Qwen3's attention, a sparse MoE MLP), Gemma 1 (√d_model
+/// Qwen3-MoE (Qwen3's attention, a sparse MoE MLP), OLMo (weightless LayerNorms, clip_qkv), OLMo-2 (post-norms only,
+/// whole-projection q/k norms), OLMo 3 (OLMo-2 with sliding-window layers), OLMoE, Gemma 1 (√d_model
 /// embedding scale, (1+w) RMSNorm, GeGLU, multi-query attention, no post-norms, caps or window), Gemma 2 (√d_model embedding scale, (1+w) RMSNorm, post-norms,
 /// GeGLU, query_pre_attn_scalar, attention and final soft caps, sliding window on alternating layers) and Gemma 3
 /// (as Gemma 2 without default soft caps and never an attention cap, as transformers, plus (1+w) q/k RMSNorm, sliding_window_pattern or layer_types, and a separate
