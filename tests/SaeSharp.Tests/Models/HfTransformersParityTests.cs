@@ -41,7 +41,7 @@ public class HfTransformersParityTests(ITestOutputHelper output)
     // ln_final), 5.8e-7 for the padded batch, 8.8e-7 for generation (mistral against generate()'s own step logits;
     // Gemma 1 and Mistral added 2026-12-05, their forwards within 5.3e-7; Mixtral and Qwen3-MoE the same day, within 6.8e-7
     // and generation 5.8e-7; the OLMo-2/OLMoE folders, against their PyTorch transcription, within 9.2e-7 and generation
-    // 4.4e-7). 1e-5 leaves room for other CPUs' kernels and
+    // 4.4e-7; OLMo and OLMo 3 the same way, forward within 6.8e-7). 1e-5 leaves room for other CPUs' kernels and
     // stays far below any modelling difference: Fixtures_see_each_config_detail shows single config.json changes
     // moving the logits by 2.4e-3 (an eps) to 1.8 (a soft cap) of their scale.
     private const double RelativeTolerance = 1e-5;
