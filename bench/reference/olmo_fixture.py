@@ -1,4 +1,5 @@
-"""Writes tests/data/hf_models/{olmo2, olmoe, olmoe-clip}: tiny random OLMo-2 and OLMoE checkpoints and their reference
+"""Writes tests/data/hf_models/{olmo2, olmoe, olmoe-clip, olmo, olmo-clip, olmo3}: tiny random OLMo-2, OLMoE, OLMo (1) and
+OLMo 3 checkpoints and their reference
 forward, in the layout of hf_models_fixture.py (config.json, model.safetensors, reference.npz with the same keys), for
 HfTransformersParityTests.
 
@@ -6,7 +7,11 @@ Unlike hf_models_fixture.py, this is NOT transformers' own code: the transformer
 large to bring onto the machine (2026-12-05) and there is no PyPI, so the forward below is a line-by-line transcription,
 in plain PyTorch, of transformers' modeling_olmo2.py (Olmo2RMSNorm, Olmo2Attention with eager_attention_forward,
 Olmo2MLP, Olmo2DecoderLayer, Olmo2Model, Olmo2ForCausalLM) and modeling_olmoe.py (OlmoeRMSNorm, OlmoeAttention
-eager, OlmoeSparseMoeBlock, OlmoeDecoderLayer), with LlamaRotaryEmbedding's default rope and the additive
+eager, OlmoeSparseMoeBlock, OlmoeDecoderLayer), modeling_olmo.py (OlmoLayerNorm: F.layer_norm in float32 without weight
+or bias, eps 1e-5; OlmoAttention with clip_qkv on q, k, v straight after the projections; OlmoDecoderLayer pre-norm) and
+modeling_olmo3.py (Olmo2's block and whole-projection q/k norms; layer_types picking create_sliding_window_causal_mask,
+key allowed when 0 <= q_idx - kv_idx < sliding_window counted in sequence positions, padding included; one rotary
+embedding for every layer, as transformers 4.57 / 5.0 do with the default rope type), with LlamaRotaryEmbedding's default rope and the additive
 finfo.min causal + padding mask of _prepare_4d_causal_attention_mask_with_cache_position. It is independent of
 SaeSharp's C# code (other language, other structure: HF's per-expert loop, repeat_kv, additive mask), but written
 by the same hand from the same reading, so it pins the reading of the HF code, not transformers itself: regenerate with
@@ -47,27 +52,45 @@ FAMILIES = {
     "olmoe-clip": dict(BASE, architectures=["OlmoeForCausalLM"], model_type="olmoe", intermediate_size=24,
                        num_key_value_heads=2, rms_norm_eps=1e-5, rope_theta=10000.0, clip_qkv=0.5, num_experts=4,
                        num_experts_per_tok=2, norm_topk_prob=True, output_router_logits=False, router_aux_loss_coef=0.01),
+    # OLMo 1 (as OLMo-1B-hf: MHA, tied embeddings, no clip_qkv); no rms_norm_eps (OlmoLayerNorm's eps is fixed at 1e-5).
+    "olmo": dict(BASE, architectures=["OlmoForCausalLM"], model_type="olmo", intermediate_size=64, num_key_value_heads=4,
+                 rope_theta=10000.0, clip_qkv=None, tie_word_embeddings=True),
+    # OLMo 1 with clip_qkv 0.4 (as OLMo-1B-0724-hf's 8.0, scaled to these tiny weights: it bites), GQA 4/2, untied.
+    "olmo-clip": dict(BASE, architectures=["OlmoForCausalLM"], model_type="olmo", intermediate_size=64, num_key_value_heads=2,
+                      rope_theta=10000.0, clip_qkv=0.4),
+    # OLMo 3: GQA 4/2, a sliding layer (window 5, shorter than the 12-token forward and the 14-token generation) then a
+    # full one.
+    "olmo3": dict(BASE, architectures=["Olmo3ForCausalLM"], model_type="olmo3", intermediate_size=64, num_key_value_heads=2,
+                  rms_norm_eps=1e-6, rope_theta=500000.0, sliding_window=5,
+                  layer_types=["sliding_attention", "full_attention"]),
 }
 
 
 def params(c, g):
     d, h, kv = c["hidden_size"], c["num_attention_heads"], c["num_key_value_heads"]
     hd = d // h
-    p = {"model.embed_tokens.weight": torch.randn(c["vocab_size"], d, generator=g),
-         "model.norm.weight": 1 + 0.2 * torch.randn(d, generator=g), "lm_head.weight": 0.2 * torch.randn(c["vocab_size"], d, generator=g)}
-    olmo2 = c["model_type"] == "olmo2"
+    mt = c["model_type"]
+    olmo1 = mt == "olmo"   # OlmoLayerNorm has no weights; no q/k norms
+    p = {"model.embed_tokens.weight": torch.randn(c["vocab_size"], d, generator=g)}
+    if not olmo1:
+        p["model.norm.weight"] = 1 + 0.2 * torch.randn(d, generator=g)
+    if not c["tie_word_embeddings"]:
+        p["lm_head.weight"] = 0.2 * torch.randn(c["vocab_size"], d, generator=g)
+    olmo2 = mt in ("olmo2", "olmo3")   # Olmo3's block and norms are Olmo2's
+    dense = mt != "olmoe"
     for i in range(c["num_hidden_layers"]):
         L = f"model.layers.{i}."
         for name, shape in [("q_proj", (h * hd, d)), ("k_proj", (kv * hd, d)), ("v_proj", (kv * hd, d)), ("o_proj", (d, h * hd))]:
             p[L + f"self_attn.{name}.weight"] = 0.2 * torch.randn(*shape, generator=g)
-        p[L + "self_attn.q_norm.weight"] = 1 + 0.2 * torch.randn(h * hd, generator=g)
-        p[L + "self_attn.k_norm.weight"] = 1 + 0.2 * torch.randn(kv * hd, generator=g)
-        norms = ["post_attention_layernorm", "post_feedforward_layernorm"] if olmo2 else ["input_layernorm", "post_attention_layernorm"]
+        if not olmo1:
+            p[L + "self_attn.q_norm.weight"] = 1 + 0.2 * torch.randn(h * hd, generator=g)
+            p[L + "self_attn.k_norm.weight"] = 1 + 0.2 * torch.randn(kv * hd, generator=g)
+        norms = [] if olmo1 else ["post_attention_layernorm", "post_feedforward_layernorm"] if olmo2 else ["input_layernorm", "post_attention_layernorm"]
         for n in norms:
             p[L + n + ".weight"] = 1 + 0.2 * torch.randn(d, generator=g)
         m = c["intermediate_size"]
-        experts = [f"mlp.experts.{e}." for e in range(c["num_experts"])] if not olmo2 else ["mlp."]
-        if not olmo2:
+        experts = [f"mlp.experts.{e}." for e in range(c["num_experts"])] if not dense else ["mlp."]
+        if not dense:
             p[L + "mlp.gate.weight"] = 0.2 * torch.randn(c["num_experts"], d, generator=g)
         for e in experts:
             p[L + e + "gate_proj.weight"] = 0.2 * torch.randn(m, d, generator=g)
@@ -83,14 +106,20 @@ def rms(x, w, eps, olmo2):
     return (w * x).to(dt) if olmo2 else w * x.to(dt)   # Olmo2RMSNorm / OlmoeRMSNorm
 
 
+def olmo_ln(x):
+    """OlmoLayerNorm: F.layer_norm in float32, no weight or bias, eps 1e-5."""
+    return F.layer_norm(x.to(torch.float32), (x.shape[-1],), None, None, eps=1e-5).to(x.dtype)
+
+
 def rotate_half(x):
     return torch.cat((-x[..., x.shape[-1] // 2:], x[..., : x.shape[-1] // 2]), dim=-1)
 
 
 def forward(c, p, tokens, mask=None, positions=None, gaps=None):
     """Returns (logits, hidden_states as HF's output_hidden_states)."""
-    olmo2 = c["model_type"] == "olmo2"
-    d, h, kv, eps = c["hidden_size"], c["num_attention_heads"], c["num_key_value_heads"], c["rms_norm_eps"]
+    mt = c["model_type"]
+    olmo1, olmo2 = mt == "olmo", mt in ("olmo2", "olmo3")
+    d, h, kv, eps = c["hidden_size"], c["num_attention_heads"], c["num_key_value_heads"], c.get("rms_norm_eps")
     hd = d // h
     b, s = tokens.shape
     if positions is None:
@@ -104,16 +133,22 @@ def forward(c, p, tokens, mask=None, positions=None, gaps=None):
     if mask is not None:
         pad = causal + mask[:, None, None, :].float()
         causal = causal.masked_fill(pad == 0, minv)
+    sliding = causal
+    if c.get("layer_types"):
+        # create_sliding_window_causal_mask: also masked where q_idx - kv_idx >= sliding_window (sequence indices).
+        qi, ki = torch.arange(s)[:, None], torch.arange(s)[None, :]
+        sliding = causal.masked_fill((qi - ki >= c["sliding_window"])[None, None], minv)
     x = p["model.embed_tokens.weight"][tokens]
     hidden = []
     for i in range(c["num_hidden_layers"]):
         hidden.append(x)
         L = f"model.layers.{i}."
         lin = lambda t, n: t @ p[L + n + ".weight"].T
-        attn_in = x if olmo2 else rms(x, p[L + "input_layernorm.weight"], eps, False)
-        q = rms(lin(attn_in, "self_attn.q_proj"), p[L + "self_attn.q_norm.weight"], eps, olmo2)
-        k = rms(lin(attn_in, "self_attn.k_proj"), p[L + "self_attn.k_norm.weight"], eps, olmo2)
-        v = lin(attn_in, "self_attn.v_proj")
+        attn_in = x if olmo2 else olmo_ln(x) if olmo1 else rms(x, p[L + "input_layernorm.weight"], eps, False)
+        q, k, v = lin(attn_in, "self_attn.q_proj"), lin(attn_in, "self_attn.k_proj"), lin(attn_in, "self_attn.v_proj")
+        if not olmo1:
+            q = rms(q, p[L + "self_attn.q_norm.weight"], eps, olmo2)
+            k = rms(k, p[L + "self_attn.k_norm.weight"], eps, olmo2)
         if c.get("clip_qkv") is not None:
             q, k, v = (t.clamp(min=-c["clip_qkv"], max=c["clip_qkv"]) for t in (q, k, v))
         q = q.view(b, s, h, hd).transpose(1, 2)
@@ -122,7 +157,8 @@ def forward(c, p, tokens, mask=None, positions=None, gaps=None):
         q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
         k = k[:, :, None].expand(b, kv, h // kv, s, hd).reshape(b, h, s, hd)   # repeat_kv
         v = v[:, :, None].expand(b, kv, h // kv, s, hd).reshape(b, h, s, hd)
-        w = torch.matmul(q, k.transpose(2, 3)) * hd ** -0.5 + causal
+        layer_mask = sliding if c.get("layer_types") and c["layer_types"][i] == "sliding_attention" else causal
+        w = torch.matmul(q, k.transpose(2, 3)) * hd ** -0.5 + layer_mask
         w = F.softmax(w, dim=-1, dtype=torch.float32).to(q.dtype)
         a = torch.matmul(w, v).transpose(1, 2).reshape(b, s, d)
         a = lin(a, "self_attn.o_proj")
@@ -132,6 +168,10 @@ def forward(c, p, tokens, mask=None, positions=None, gaps=None):
             x = x + rms(m, p[L + "post_feedforward_layernorm.weight"], eps, True)
             continue
         x = x + a
+        if olmo1:
+            hs = olmo_ln(x)
+            x = x + lin(F.silu(lin(hs, "mlp.gate_proj")) * lin(hs, "mlp.up_proj"), "mlp.down_proj")
+            continue
         hs = rms(x, p[L + "post_attention_layernorm.weight"], eps, False).view(-1, d)
         router = hs @ p[L + "mlp.gate.weight"].T
         probs = F.softmax(router, dim=1, dtype=torch.float)
@@ -152,9 +192,9 @@ def forward(c, p, tokens, mask=None, positions=None, gaps=None):
             y = (F.silu(cur @ p[E + "gate_proj.weight"].T) * (cur @ p[E + "up_proj.weight"].T)) @ p[E + "down_proj.weight"].T
             out.index_add_(0, top_x, (y * rw[top_x, idx, None]).to(hs.dtype))
         x = x + out.view(b, s, d)
-    x = rms(x, p["model.norm.weight"], eps, olmo2)
+    x = olmo_ln(x) if olmo1 else rms(x, p["model.norm.weight"], eps, olmo2)
     hidden.append(x)
-    return x @ p["lm_head.weight"].T, hidden
+    return x @ p["lm_head.weight" if not c["tie_word_embeddings"] else "model.embed_tokens.weight"].T, hidden
 
 
 def main():

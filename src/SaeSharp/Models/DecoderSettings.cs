@@ -6,7 +6,7 @@ namespace SaeSharp.Models;
 
 /// <summary>
 /// Settings of the Llama-layout decoders (HF <c>LlamaForCausalLM</c>, <c>MistralForCausalLM</c>, <c>MixtralForCausalLM</c>, <c>Qwen2ForCausalLM</c>,
-/// <c>Qwen2MoeForCausalLM</c>, <c>Qwen3ForCausalLM</c>, <c>Qwen3MoeForCausalLM</c>, <c>Olmo2ForCausalLM</c>, <c>OlmoeForCausalLM</c>, <c>GemmaForCausalLM</c>, <c>Gemma2ForCausalLM</c>, <c>Gemma3ForCausalLM</c> and the text model of
+/// <c>Qwen2MoeForCausalLM</c>, <c>Qwen3ForCausalLM</c>, <c>Qwen3MoeForCausalLM</c>, <c>OlmoForCausalLM</c>, <c>Olmo2ForCausalLM</c>, <c>Olmo3ForCausalLM</c>, <c>OlmoeForCausalLM</c>, <c>GemmaForCausalLM</c>, <c>Gemma2ForCausalLM</c>, <c>Gemma3ForCausalLM</c> and the text model of
 /// <c>Gemma3ForConditionalGeneration</c>) read
 /// from config.json, with the defaults of each family's HF config class.
 /// </summary>
@@ -43,12 +43,14 @@ internal sealed record DecoderSettings
     /// <summary>OLMo-2, OLMoE: RMSNorm of q and k over the whole projection (n_heads·head_dim, n_kv_heads·head_dim wide),
     /// not per head, before rotary.</summary>
     public bool QkNormWhole { get; init; }
-    /// <summary>OLMoE <c>clip_qkv</c>: q and k (after their norms) and v clamped to [−clip, clip]; null for none.</summary>
+    /// <summary>OLMo (1), OLMoE <c>clip_qkv</c>: q and k (after their norms, where there are any) and v clamped to [−clip, clip]; null for none.</summary>
     public double? ClipQkv { get; init; }
     /// <summary>OLMo-2: no pre-norms; <c>post_attention_layernorm</c> normalises the attention output and
     /// <c>post_feedforward_layernorm</c> the MLP output before each residual add. Its RMSNorms multiply by the weight in
     /// float32 before the cast back (HF <c>Olmo2RMSNorm</c>).</summary>
     public bool Olmo2 { get; init; }
+    /// <summary>OLMo (1): every norm is HF <c>OlmoLayerNorm</c>, a LayerNorm without weight or bias (eps 1e-5, in float32).</summary>
+    public bool NonParametricLayerNorm { get; init; }
     /// <summary>Gemma 1/2/3: embeddings × √hidden_size, RMSNorm with (1 + w) in float32.</summary>
     public bool Gemma { get; init; }
     /// <summary>Gemma 2/3: post-norms around attention and MLP (<c>post_attention_layernorm</c> on the attention output,
@@ -75,7 +77,7 @@ internal sealed record DecoderSettings
     /// scaled by sigmoid(<c>shared_expert_gate</c>·x); 0 for none.</summary>
     public int SharedExpertIntermediate { get; init; }
 
-    /// <summary>Reads config.json of a <c>llama</c>, <c>mistral</c>, <c>mixtral</c>, <c>qwen2</c>, <c>qwen2_moe</c>, <c>qwen3</c>, <c>qwen3_moe</c>, <c>olmo2</c>, <c>olmoe</c>, <c>gemma</c>, <c>gemma2</c>,
+    /// <summary>Reads config.json of a <c>llama</c>, <c>mistral</c>, <c>mixtral</c>, <c>qwen2</c>, <c>qwen2_moe</c>, <c>qwen3</c>, <c>qwen3_moe</c>, <c>olmo</c>, <c>olmo2</c>, <c>olmo3</c>, <c>olmoe</c>, <c>gemma</c>, <c>gemma2</c>,
     /// <c>gemma3_text</c> or <c>gemma3</c> model (for <c>gemma3</c>, its <c>text_config</c>); with <paramref name="weights"/>, checks every
     /// declared size against the tensors present before anything is allocated.</summary>
     public static DecoderSettings From(JsonConfig c, string modelType, Checkpoint? weights = null)
@@ -87,7 +89,9 @@ internal sealed record DecoderSettings
         bool qwen3Moe = modelType == "qwen3_moe";          // Qwen3's attention (q/k norms), a sparse MoE block as mlp
         bool qwen2Moe = modelType == "qwen2_moe";          // Qwen2's attention (q/k/v biases), a sparse MoE block with a shared expert
         bool qwenMoe = qwen3Moe || qwen2Moe;
-        bool olmo2 = modelType == "olmo2", olmoe = modelType == "olmoe";   // q/k norms over the whole projection
+        // OLMo 3 is OLMo-2's block with layer_types (sliding_window); OLMo (1) a Llama layout with OlmoLayerNorm.
+        bool olmo1 = modelType == "olmo", olmo3 = modelType == "olmo3";
+        bool olmo2 = modelType == "olmo2" || olmo3, olmoe = modelType == "olmoe";   // q/k norms over the whole projection
         bool sparse = qwenMoe || olmoe;                    // a sparse MoE block as mlp, experts of gate_proj/up_proj/down_proj
         if (modelType == "gemma3")
             c = c.Root["text_config"] is JsonObject text ? new JsonConfig($"{c.Path} (text_config)", text)
@@ -178,7 +182,11 @@ internal sealed record DecoderSettings
         // scaling); later versions apply rope_scaling as Llama does. No hub checkpoint of either has one: refused, not guessed.
         if ((gemma1 || mistral) && rope is not null && (rope["rope_type"] ?? rope["type"])?.GetValue<string>() is { } rt0 && rt0 != "default")
             throw new SaeSharpException($"{c.Path}: rope_scaling of type {rt0} on a {modelType} model is not supported (transformers 4.47 ignores it, later versions apply it)");
-        double theta = rope?["rope_theta"] is { } rt ? rt.GetValue<double>() : c.Double("rope_theta", gemma3 || mixtral ? 1_000_000 : 10000);
+        // OLMo 3: transformers 4.57 applies rope_scaling to every layer, later versions to the full-attention layers only
+        // (the sliding ones keep the default rope); with the default rope type both agree. Others refused, not guessed.
+        if (olmo3 && rope is not null && (rope["rope_type"] ?? rope["type"])?.GetValue<string>() is { } rt3 && rt3 != "default")
+            throw new SaeSharpException($"{c.Path}: rope_scaling of type {rt3} on an olmo3 model is not supported (only the default rope type is)");
+        double theta = rope?["rope_theta"] is { } rt ? rt.GetValue<double>() : c.Double("rope_theta", gemma3 || mixtral ? 1_000_000 : olmo3 ? 500_000 : 10000);
         // transformers 5 keeps partial_rotary_factor in rope_parameters (a top-level one is only its default there).
         double partial = rope?["partial_rotary_factor"] is { } prf && prf.GetValueKind() == JsonValueKind.Number
             ? prf.GetValue<double>() : c.Double("partial_rotary_factor", 1.0);
@@ -202,8 +210,9 @@ internal sealed record DecoderSettings
         string act = gemma1 ? c.String("hidden_activation") ?? "gelu_pytorch_tanh"
             : gemma ? c.String("hidden_activation") ?? c.String("hidden_act") ?? "gelu_pytorch_tanh"
             : c.String("hidden_act") ?? "silu";
-        // OLMoE clip_qkv (OlmoeAttention clamps q, k after their norms and v); OLMo-2 has none (Olmo2Config deletes it).
-        double? clip = olmoe && c.Root["clip_qkv"] is not null ? c.Double("clip_qkv") : null;   // JSON null reads as absent
+        // OLMoE clip_qkv (OlmoeAttention clamps q, k after their norms and v); OLMo (1): OlmoAttention clamps the q, k, v
+        // projections; OLMo-2 and OLMo 3 have none (Olmo2Config deletes it, Olmo3Config has no such key).
+        double? clip = (olmoe || olmo1) && c.Root["clip_qkv"] is not null ? c.Double("clip_qkv") : null;   // JSON null reads as absent
         if (clip is <= 0) throw new SaeSharpException($"{c.Path}: clip_qkv={clip} must be positive or null");
         // Mistral has no biases (MistralAttention and MistralMLP build nn.Linear(..., bias=False) whatever the config says).
         bool attnBias = !mistral && c.Bool("attention_bias", false);
@@ -219,7 +228,7 @@ internal sealed record DecoderSettings
             if (w is not null) Array.Fill(sliding, true);
             configWindow = w;
         }
-        else if (!gemma1 && c.Root["layer_types"] is JsonArray types) // Gemma 1 has no sliding window
+        else if (!gemma1 && !olmo1 && c.Root["layer_types"] is JsonArray types) // Gemma 1 and OLMo (1) have no sliding window
         {
             if (types.Count != layers) throw new SaeSharpException($"{c.Path}: layer_types has {types.Count} entries for {layers} layers");
             for (int i = 0; i < layers; i++)
@@ -242,6 +251,8 @@ internal sealed record DecoderSettings
         }
         else if (gemma)
             for (int i = 0; i < layers; i++) sliding[i] = i % 2 == 0; // HF Gemma 2: even layers are local
+        else if (olmo3)
+            for (int i = 0; i < layers; i++) sliding[i] = (i + 1) % 4 != 0; // Olmo3Config: every fourth layer is full
         else if (modelType is "qwen2" or "qwen3" or "qwen3_moe" && c.Bool("use_sliding_window", false))
         {
             int from = c.Int("max_window_layers", 28);
@@ -249,7 +260,7 @@ internal sealed record DecoderSettings
         }
         if (sliding.Any(x => x))
         {
-            window = configWindow ?? (gemma ? 4096 : throw new SaeSharpException($"{c.Path}: sliding-window layers but no sliding_window"));
+            window = configWindow ?? (gemma || (olmo3 && !c.Root.ContainsKey("sliding_window")) ? 4096 : throw new SaeSharpException($"{c.Path}: sliding-window layers but no sliding_window"));
             if (window <= 0) throw new SaeSharpException($"{c.Path}: sliding_window={window} must be positive");
         }
 
@@ -266,14 +277,15 @@ internal sealed record DecoderSettings
         {
             ModelType = modelType, Hidden = hidden, NLayer = nLayer, NHead = nHead, NKvHead = nKv, HeadDim = headDim,
             Intermediate = intermediate, VocabSize = vocab,
-            MaxPositions = c.Int("max_position_embeddings", gemma3 || mistral ? 131_072 : gemma || gemma1 ? 8192 : modelType is "llama" or "olmo2" ? 2048
+            MaxPositions = c.Int("max_position_embeddings", gemma3 || mistral ? 131_072 : gemma || gemma1 ? 8192 : modelType is "llama" or "olmo" or "olmo2" or "olmo3" ? 2048
                 : olmoe ? 4096 : 32768),
-            Eps = c.Double("rms_norm_eps", mixtral || olmo2 || olmoe ? 1e-5 : 1e-6), Activation = act, RopeTheta = theta, InvFreq = invFreq,
+            // OlmoLayerNorm's eps is fixed (1e-5); OlmoConfig has no rms_norm_eps.
+            Eps = olmo1 ? 1e-5 : c.Double("rms_norm_eps", mixtral || olmo2 || olmoe ? 1e-5 : 1e-6), Activation = act, RopeTheta = theta, InvFreq = invFreq,
             LocalRopeTheta = localTheta, LocalInvFreq = localInvFreq,
             TieEmbeddings = c.Bool("tie_word_embeddings", gemma || gemma1),
             QkvBias = modelType == "qwen2" || (qwen2Moe && c.Bool("qkv_bias", true)) || attnBias, OBias = modelType is not ("qwen2" or "qwen2_moe") && attnBias,
-            MlpBias = !mistral && !gemma1 && !olmo2 && !olmoe && c.Bool("mlp_bias", false), QkNorm = modelType is "qwen3" or "qwen3_moe" || gemma3,
-            QkNormWhole = olmo2 || olmoe, ClipQkv = clip, Olmo2 = olmo2,
+            MlpBias = !mistral && !gemma1 && !olmo1 && !olmo2 && !olmoe && c.Bool("mlp_bias", false), QkNorm = modelType is "qwen3" or "qwen3_moe" || gemma3,
+            QkNormWhole = olmo2 || olmoe, ClipQkv = clip, Olmo2 = olmo2, NonParametricLayerNorm = olmo1,
             Gemma = gemma || gemma1, PostNorms = gemma, Gemma3 = gemma3,
             AttnScale = gemma ? Math.Pow(c.Double("query_pre_attn_scalar", 256), -0.5) : 1.0 / Math.Sqrt(headDim),
             // Gemma 2 caps by default (50, 30); Gemma 3 does not (null), and its attention never applies

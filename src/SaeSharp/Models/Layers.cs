@@ -69,6 +69,20 @@ internal sealed class LayerNorm : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x) => nn.functional.layer_norm(x, _shape, weight, bias, _eps);
 }
 
+/// <summary>HF <c>OlmoLayerNorm</c> (OLMo 1): LayerNorm over the last dimension without weight or bias, eps 1e-5, computed in
+/// float32 and cast back: (x − mean) / √(var + 1e-5), var the biased variance. It has no parameters (nothing in the checkpoint).</summary>
+internal sealed class OlmoLayerNorm : nn.Module<Tensor, Tensor>
+{
+    private const double Eps = 1e-5;
+    private readonly long[] _shape;
+
+    public OlmoLayerNorm(long d) : base(nameof(OlmoLayerNorm)) => _shape = [d];
+
+    public override Tensor forward(Tensor x) =>
+        x.dtype == ScalarType.Float32 ? nn.functional.layer_norm(x, _shape, null, null, Eps)
+            : nn.functional.layer_norm(x.to(ScalarType.Float32), _shape, null, null, Eps).to(x.dtype);
+}
+
 /// <summary>
 /// RMSNorm over the last dimension, computed in float32: Llama / Qwen x̂·w with x̂ cast back to the input dtype first
 /// (HF <c>LlamaRMSNorm</c>); Gemma x̂·(1 + w) in float32, then cast (HF <c>Gemma2RMSNorm</c>); with

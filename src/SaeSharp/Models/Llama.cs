@@ -5,8 +5,8 @@ using static TorchSharp.torch;
 
 namespace SaeSharp.Models;
 
-/// <summary>HF <c>LlamaAttention</c> (and Mistral, Qwen2/3, OLMo-2, OLMoE, Gemma 1/2/3) of one layer: q_proj, k_proj, v_proj (grouped-query), optional
-/// q_norm/k_norm (per head; OLMo-2/OLMoE: over the whole projection), OLMoE's clip_qkv, rotary (Gemma 3's sliding layers: their own frequencies), o_proj.</summary>
+/// <summary>HF <c>LlamaAttention</c> (and Mistral, Qwen2/3, OLMo, OLMo-2, OLMo 3, OLMoE, Gemma 1/2/3) of one layer: q_proj, k_proj, v_proj (grouped-query), optional
+/// q_norm/k_norm (per head; OLMo-2/3, OLMoE: over the whole projection), OLMo's and OLMoE's clip_qkv, rotary (Gemma 3's sliding layers: their own frequencies), o_proj.</summary>
 internal sealed class DecoderAttention : nn.Module<Tensor, ForwardContext, Tensor>
 {
     private readonly Linear q_proj, k_proj, v_proj, o_proj;
@@ -179,12 +179,12 @@ internal sealed class SparseMoeBlock : nn.Module<Tensor, ForwardContext, Tensor>
 }
 
 /// <summary>HF decoder layer <c>layers.{layer}</c>: input_layernorm, self_attn, post_attention_layernorm, mlp in sequence
-/// (Gemma 2/3: post_attention_layernorm on the attention output, pre/post_feedforward_layernorm around the MLP; OLMo-2:
-/// no input_layernorm, post_attention_layernorm on the attention output, post_feedforward_layernorm on the MLP output).</summary>
+/// (OLMo 1: both norms <see cref="OlmoLayerNorm"/>, without weights; Gemma 2/3: post_attention_layernorm on the attention output, pre/post_feedforward_layernorm around the MLP; OLMo-2:
+/// no input_layernorm, post_attention_layernorm on the attention output, post_feedforward_layernorm on the MLP output; OLMo 3 as OLMo-2).</summary>
 internal sealed class DecoderLayer : nn.Module<Tensor, ForwardContext, Tensor>
 {
-    private readonly RmsNorm? input_layernorm;
-    private readonly RmsNorm post_attention_layernorm;
+    private readonly nn.Module<Tensor, Tensor>? input_layernorm;
+    private readonly nn.Module<Tensor, Tensor> post_attention_layernorm;
     private readonly RmsNorm? pre_feedforward_layernorm;
     private readonly RmsNorm? post_feedforward_layernorm;
     private readonly DecoderAttention self_attn;
@@ -197,8 +197,8 @@ internal sealed class DecoderLayer : nn.Module<Tensor, ForwardContext, Tensor>
     public DecoderLayer(DecoderSettings s, int layer, Func<Tensor, Tensor> act, BlockHookNames names, ScalarType dtype) : base("layer")
     {
         _names = names;
-        if (!s.Olmo2) input_layernorm = new RmsNorm(s.Hidden, s.Eps, s.Gemma, dtype);
-        post_attention_layernorm = new RmsNorm(s.Hidden, s.Eps, s.Gemma, dtype, weightInFloat32: s.Olmo2);
+        if (!s.Olmo2) input_layernorm = DecoderCore.Norm(s, dtype);
+        post_attention_layernorm = DecoderCore.Norm(s, dtype);
         if (s.Olmo2) post_feedforward_layernorm = new RmsNorm(s.Hidden, s.Eps, false, dtype, weightInFloat32: true);
         else if (s.PostNorms)
         {
@@ -232,22 +232,28 @@ internal sealed class DecoderCore : nn.Module
 {
     public readonly Embedding embed_tokens;
     public readonly ModuleList<DecoderLayer> layers;
-    public readonly RmsNorm norm;
+    public readonly nn.Module<Tensor, Tensor> norm;
 
     public DecoderCore(DecoderSettings s, Func<Tensor, Tensor> act, HookPoints hooks, ScalarType dtype) : base("model")
     {
         embed_tokens = new Embedding(s.VocabSize, s.Hidden, dtype);
         layers = new ModuleList<DecoderLayer>(Enumerable.Range(0, s.NLayer).Select(i => new DecoderLayer(s, i, act, hooks.Blocks[i], dtype)).ToArray());
-        norm = new RmsNorm(s.Hidden, s.Eps, s.Gemma, dtype, weightInFloat32: s.Olmo2);
+        norm = Norm(s, dtype);
         RegisterComponents();
     }
+
+    /// <summary>The family's residual-stream norm: <see cref="OlmoLayerNorm"/> for OLMo 1, else <see cref="RmsNorm"/>
+    /// (Gemma's (1 + w), OLMo-2/3's weight applied in float32).</summary>
+    internal static nn.Module<Tensor, Tensor> Norm(DecoderSettings s, ScalarType dtype) => s.NonParametricLayerNorm
+        ? new OlmoLayerNorm(s.Hidden) : new RmsNorm(s.Hidden, s.Eps, s.Gemma, dtype, weightInFloat32: s.Olmo2);
 }
 
 /// <summary>
 /// Llama-layout decoders with TransformerLens hooks: Llama 2/3.x (TinyLlama, SmolLM2; rope_scaling llama3), Mistral
 /// (sliding_window on every layer when set), Mixtral (Mistral's attention and a sparse mixture-of-experts MLP), Qwen2/2.5
 /// (q/k/v biases), Qwen2-MoE (Qwen2's attention, a sparse MoE MLP with a shared expert), Qwen3 (per-head q/k RMSNorm),
-/// Qwen3-MoE (Qwen3's attention, a sparse MoE MLP), Gemma 1 (√d_model
+/// Qwen3-MoE (Qwen3's attention, a sparse MoE MLP), OLMo (weightless LayerNorms, clip_qkv), OLMo-2 (post-norms only,
+/// whole-projection q/k norms), OLMo 3 (OLMo-2 with sliding-window layers), OLMoE, Gemma 1 (√d_model
 /// embedding scale, (1+w) RMSNorm, GeGLU, multi-query attention, no post-norms, caps or window), Gemma 2 (√d_model embedding scale, (1+w) RMSNorm, post-norms,
 /// GeGLU, query_pre_attn_scalar, attention and final soft caps, sliding window on alternating layers) and Gemma 3
 /// (as Gemma 2 without default soft caps and never an attention cap, as transformers, plus (1+w) q/k RMSNorm, sliding_window_pattern or layer_types, and a separate
@@ -272,7 +278,7 @@ public sealed class LlamaFamilyModel : HookedTransformer
             ModelName = modelName, Architecture = s.ModelType, NLayers = s.NLayer, DModel = s.Hidden, NHeads = s.NHead,
             NKvHeads = s.NKvHead, DHead = s.HeadDim, DMlp = s.Intermediate, DVocab = s.VocabSize, NCtx = s.MaxPositions,
             Activation = s.Activation, LayerNormEps = s.Eps, RotaryDim = s.RotaryDim, RotaryBase = s.RopeTheta, Dtype = dtype,
-            GatedMlp = true, NormalizationType = "RMS", AttnScoresSoftCap = s.AttnSoftCap, OutputLogitsSoftCap = s.FinalSoftCap,
+            GatedMlp = true, NormalizationType = s.NonParametricLayerNorm ? "LN" : "RMS", AttnScoresSoftCap = s.AttnSoftCap, OutputLogitsSoftCap = s.FinalSoftCap,
             SlidingWindow = s.SlidingWindow, RotaryBaseLocal = s.LocalRopeTheta, ClipQkv = s.ClipQkv,
             NumExperts = s.NumExperts, ExpertsPerToken = s.ExpertsPerToken, NormTopKProb = s.NormTopKProb, SharedExpertDMlp = s.SharedExpertIntermediate,
         }, new HookPoints(s.NLayer, hasPosEmbed: false, parallelAttnMlp: false, rotary: true,
@@ -296,7 +302,9 @@ public sealed class LlamaFamilyModel : HookedTransformer
         "qwen2_moe" => "Qwen2MoeForCausalLM",
         "qwen2" => "Qwen2ForCausalLM",
         "qwen3" => "Qwen3ForCausalLM",
+        "olmo" => "OlmoForCausalLM",
         "olmo2" => "Olmo2ForCausalLM",
+        "olmo3" => "Olmo3ForCausalLM",
         "olmoe" => "OlmoeForCausalLM",
         "gemma" => "GemmaForCausalLM",
         "gemma2" => "Gemma2ForCausalLM",

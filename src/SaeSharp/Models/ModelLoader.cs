@@ -9,7 +9,7 @@ namespace SaeSharp.Models;
 public static class ModelLoader
 {
     /// <summary>Architectures this loader builds, as config.json <c>model_type</c>.</summary>
-    public static IReadOnlyList<string> SupportedModelTypes { get; } = ["gpt2", "gpt_neox", "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "olmo2", "olmoe", "gemma", "gemma2", "gemma3_text", "gemma3"];
+    public static IReadOnlyList<string> SupportedModelTypes { get; } = ["gpt2", "gpt_neox", "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "olmo", "olmo2", "olmo3", "olmoe", "gemma", "gemma2", "gemma3_text", "gemma3"];
 
     /// <summary>
     /// Builds the model in the Hugging Face folder <paramref name="folder"/> (a local path: the CLI's hub ids and
@@ -47,7 +47,7 @@ public static class ModelLoader
                     prefix = "transformer";
                     ignorableSuffixes = [".attn.bias", ".attn.masked_bias"];
                     break;
-                case "llama" or "mistral" or "mixtral" or "qwen2" or "qwen2_moe" or "qwen3" or "qwen3_moe" or "olmo2" or "olmoe" or "gemma" or "gemma2" or "gemma3_text" or "gemma3":
+                case "llama" or "mistral" or "mixtral" or "qwen2" or "qwen2_moe" or "qwen3" or "qwen3_moe" or "olmo" or "olmo2" or "olmo3" or "olmoe" or "gemma" or "gemma2" or "gemma3_text" or "gemma3":
                     {
                         var s = DecoderSettings.From(cfg, type, ckpt);
                         model = new LlamaFamilyModel(s, name, cfg.Path, dtype);
@@ -172,6 +172,8 @@ public static class ModelLoader
             if (a.StartsWith("Qwen3MoeFor", StringComparison.Ordinal)) return "qwen3_moe";
             if (a.StartsWith("Qwen3", StringComparison.Ordinal)) return "qwen3";
             if (a.StartsWith("Olmo2For", StringComparison.Ordinal)) return "olmo2";
+            if (a.StartsWith("Olmo3For", StringComparison.Ordinal)) return "olmo3";
+            if (a.StartsWith("OlmoFor", StringComparison.Ordinal)) return "olmo";
             if (a.StartsWith("OlmoeFor", StringComparison.Ordinal)) return "olmoe";
             if (a.StartsWith("GemmaFor", StringComparison.Ordinal)) return "gemma";
             if (a.StartsWith("Gemma2", StringComparison.Ordinal)) return "gemma2";
@@ -179,7 +181,7 @@ public static class ModelLoader
             if (a.StartsWith("Gemma3", StringComparison.Ordinal)) return "gemma3_text";
         }
         throw new SaeSharpException($"{cfg.Path}: no model_type and no known architectures ({string.Join(", ", cfg.Architectures)}); supported: GPT2LMHeadModel, " +
-                                    "GPTNeoXForCausalLM, LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM, Qwen2ForCausalLM, Qwen2MoeForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM, Olmo2ForCausalLM, OlmoeForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration");
+                                    "GPTNeoXForCausalLM, LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM, Qwen2ForCausalLM, Qwen2MoeForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM, OlmoForCausalLM, Olmo2ForCausalLM, Olmo3ForCausalLM, OlmoeForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration");
     }
 
     /// <summary>

@@ -11,7 +11,7 @@ public sealed record TransformerConfig
 {
     /// <summary>Name of the model: config.json <c>_name_or_path</c>, else the folder name.</summary>
     public required string ModelName { get; init; }
-    /// <summary>Hugging Face <c>model_type</c>: <c>gpt2</c>, <c>gpt_neox</c>, <c>llama</c>, <c>mistral</c>, <c>mixtral</c>, <c>qwen3_moe</c>, <c>qwen2_moe</c>, <c>qwen2</c>, <c>qwen3</c>, <c>olmo2</c>, <c>olmoe</c>, <c>gemma</c>, <c>gemma2</c>,
+    /// <summary>Hugging Face <c>model_type</c>: <c>gpt2</c>, <c>gpt_neox</c>, <c>llama</c>, <c>mistral</c>, <c>mixtral</c>, <c>qwen3_moe</c>, <c>qwen2_moe</c>, <c>qwen2</c>, <c>qwen3</c>, <c>olmo</c>, <c>olmo2</c>, <c>olmo3</c>, <c>olmoe</c>, <c>gemma</c>, <c>gemma2</c>,
     /// <c>gemma3_text</c> or <c>gemma3</c> (whose text model is loaded).</summary>
     public required string Architecture { get; init; }
     /// <summary>Transformer blocks (TransformerLens <c>n_layers</c>).</summary>
@@ -64,7 +64,7 @@ public sealed record TransformerConfig
     /// <summary>Base θ of the sliding-window layers' rotary frequencies when they have their own (Gemma 3
     /// <c>rope_local_base_freq</c>, TransformerLens <c>rotary_base_local</c>); <see cref="RotaryBase"/> is then the global layers'.</summary>
     public double? RotaryBaseLocal { get; init; }
-    /// <summary>OLMoE <c>clip_qkv</c>: q and k (after their norms) and v clamped to [−clip_qkv, clip_qkv]; null for none.
+    /// <summary>OLMo (1), OLMoE <c>clip_qkv</c>: q and k (after their norms, if any) and v clamped to [−clip_qkv, clip_qkv]; null for none.
     /// (TransformerLens has no such setting.)</summary>
     public double? ClipQkv { get; init; }
     /// <summary>Dtype of the loaded weights.</summary>

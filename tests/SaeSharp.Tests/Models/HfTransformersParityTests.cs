@@ -14,8 +14,9 @@ namespace SaeSharp.Tests.Models;
 /// fixed tokens (logits and <c>output_hidden_states</c>, unpadded and padded) and its greedy <c>generate()</c>, made by
 /// bench/reference/hf_models_fixture.py with transformers 4.47 (main 66ab300a; Gemma 1, Mistral, Mixtral and Qwen2-MoE too) and, for
 /// Qwen3, Qwen3-MoE and Gemma 3, 4.51 (main d1b92369).
-/// The OLMo-2 and OLMoE folders (olmo2, olmoe, olmoe-clip) are the exception: their reference comes from
-/// bench/reference/olmo_fixture.py, a plain-PyTorch transcription of transformers' modeling_olmo2.py / modeling_olmoe.py
+/// The OLMo folders (olmo, olmo-clip, olmo2, olmo3, olmoe, olmoe-clip) are the exception: their reference comes from
+/// bench/reference/olmo_fixture.py, a plain-PyTorch transcription of transformers' modeling_olmo.py, modeling_olmo2.py,
+/// modeling_olmo3.py and modeling_olmoe.py
 /// (transformers' tree could not be brought onto the machine), so they pin that reading of the HF code, not transformers
 /// itself; their generation reference is greedy over uncached forwards, and they have no config_transformers5.json.
 /// Each folder is loaded by <see cref="ModelLoader.FromPretrained"/>, as a user's download is.
@@ -28,7 +29,7 @@ public class HfTransformersParityTests(ITestOutputHelper output)
          "qwen3_moe-unnormalized", "qwen2_moe", .. OlmoFamilies];
 
     /// <summary>The folders written by bench/reference/olmo_fixture.py (see the class summary).</summary>
-    private static readonly string[] OlmoFamilies = ["olmo2", "olmoe", "olmoe-clip"];
+    private static readonly string[] OlmoFamilies = ["olmo2", "olmoe", "olmoe-clip", "olmo", "olmo-clip", "olmo3"];
 
     /// <summary>The folders with a config_transformers5.json (all but <see cref="OlmoFamilies"/>).</summary>
     public static TheoryData<string> Transformers5Families => [.. ((IEnumerable<string>)Families).Where(f => !OlmoFamilies.Contains(f))];
@@ -40,7 +41,7 @@ public class HfTransformersParityTests(ITestOutputHelper output)
     // ln_final), 5.8e-7 for the padded batch, 8.8e-7 for generation (mistral against generate()'s own step logits;
     // Gemma 1 and Mistral added 2026-12-05, their forwards within 5.3e-7; Mixtral and Qwen3-MoE the same day, within 6.8e-7
     // and generation 5.8e-7; the OLMo-2/OLMoE folders, against their PyTorch transcription, within 9.2e-7 and generation
-    // 4.4e-7). 1e-5 leaves room for other CPUs' kernels and
+    // 4.4e-7; OLMo and OLMo 3 the same way, forward within 6.8e-7). 1e-5 leaves room for other CPUs' kernels and
     // stays far below any modelling difference: Fixtures_see_each_config_detail shows single config.json changes
     // moving the logits by 2.4e-3 (an eps) to 1.8 (a soft cap) of their scale.
     private const double RelativeTolerance = 1e-5;
@@ -233,6 +234,13 @@ public class HfTransformersParityTests(ITestOutputHelper output)
     [InlineData("olmoe", "clip_qkv", "0.5")]
     [InlineData("olmoe-clip", "clip_qkv", "null")]               // the clip switched off
     [InlineData("olmoe-clip", "norm_topk_prob", "false")]
+    [InlineData("olmo", "rope_theta", "100.0")]
+    [InlineData("olmo", "clip_qkv", "0.3")]
+    [InlineData("olmo-clip", "clip_qkv", "null")]                // the clip switched off
+    [InlineData("olmo3", "sliding_window", "12")]                // the window switched off for the 12-token forward
+    [InlineData("olmo3", "sliding_window", "3")]
+    [InlineData("olmo3", "layer_types", "[\"full_attention\", \"full_attention\"]")]
+    [InlineData("olmo3", "rms_norm_eps", "0.01")]
     public void Fixtures_see_each_config_detail(string family, string key, string value)
     {
         // Guards against fixtures too small or too tame to tell: the same weights with one config.json value changed
@@ -422,6 +430,8 @@ public class HfTransformersParityTests(ITestOutputHelper output)
     [InlineData("mixtral-window", "MixtralForCausalLM", "mixtral")]
     [InlineData("qwen3_moe-unnormalized", "Qwen3MoeForCausalLM", "qwen3_moe")]
     [InlineData("qwen2_moe", "Qwen2MoeForCausalLM", "qwen2_moe")]
+    [InlineData("olmo", "OlmoForCausalLM", "olmo")]
+    [InlineData("olmo3", "Olmo3ForCausalLM", "olmo3")]
     public void Without_model_type_the_architectures_name_the_family(string family, string architecture, string modelType)
     {
         using var scope = NewDisposeScope();
@@ -575,6 +585,9 @@ public class HfTransformersParityTests(ITestOutputHelper output)
             "olmo2" => "olmo2 (olmo2): n_layers=2 d_model=32 n_heads=4 d_head=8 d_mlp=64 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=silu gated_mlp norm=RMS rotary_dim=8 dtype=Float32",
             "olmoe" => "olmoe (olmoe): n_layers=2 d_model=32 n_heads=4 d_head=8 d_mlp=24 d_vocab=128 n_ctx=64 act=silu gated_mlp norm=RMS num_experts=6 experts_per_token=3 rotary_dim=8 dtype=Float32",
             "olmoe-clip" => "olmoe-clip (olmoe): n_layers=2 d_model=32 n_heads=4 d_head=8 d_mlp=24 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=silu gated_mlp norm=RMS num_experts=4 experts_per_token=2 norm_topk_prob clip_qkv=0.5 rotary_dim=8 dtype=Float32",
+            "olmo" => "olmo (olmo): n_layers=2 d_model=32 n_heads=4 d_head=8 d_mlp=64 d_vocab=128 n_ctx=64 act=silu gated_mlp rotary_dim=8 dtype=Float32",
+            "olmo-clip" => "olmo-clip (olmo): n_layers=2 d_model=32 n_heads=4 d_head=8 d_mlp=64 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=silu gated_mlp clip_qkv=0.4 rotary_dim=8 dtype=Float32",
+            "olmo3" => "olmo3 (olmo3): n_layers=2 d_model=32 n_heads=4 d_head=8 d_mlp=64 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=silu gated_mlp norm=RMS sliding_window=5 rotary_dim=8 dtype=Float32",
             _ => throw new ArgumentException(family),
         };
         using var model = ModelLoader.FromPretrained(Folder(family));

@@ -1,3 +1,4 @@
+using System.Text.Json.Nodes;
 using SaeSharp.Hooks;
 using SaeSharp.IO;
 using SaeSharp.Models;
@@ -7,9 +8,10 @@ using static TorchSharp.torch;
 namespace SaeSharp.Tests.Models;
 
 /// <summary>
-/// OLMo-2 and OLMoE beyond the parity with the reference forward (HfTransformersParityTests): where OLMo-2's hooks sit
-/// (TransformerLens's wiring of a post-norm-only block), its Hugging Face module aliases, and that its q/k norms span
-/// all heads of a position. Expected values are computed here from the checkpoint's own tensors.
+/// The OLMo families beyond the parity with the reference forward (HfTransformersParityTests): where OLMo-2's hooks sit
+/// (TransformerLens's wiring of a post-norm-only block), its Hugging Face module aliases, that its q/k norms span
+/// all heads of a position; OLMo 1's weightless LayerNorm and clip_qkv; OLMo 3's sliding layers and config defaults.
+/// Expected values are computed here from the checkpoint's own tensors.
 /// </summary>
 public class OlmoTests : ModelTestBase
 {
@@ -85,6 +87,115 @@ public class OlmoTests : ModelTestBase
             AssertAllClose(expected, actual, 1e-4, $"{family} {x}");
         }
         foreach (var t in w.Values) t.Dispose();
+    }
+
+    /// <summary>(x − mean) / √(var + 1e-5) over the last dimension in float64, var the biased variance.</summary>
+    private static Tensor LayerNormByHand(Tensor x)
+    {
+        var x64 = x.to(ScalarType.Float64);
+        var centred = x64 - x64.mean([-1L], keepdim: true);
+        return centred / (centred.pow(2).mean([-1L], keepdim: true) + 1e-5).sqrt();
+    }
+
+    [Theory]
+    [InlineData("olmo")]
+    [InlineData("olmo-clip")]
+    public void Olmo1_norms_are_layer_norms_without_weights(string family)
+    {
+        // OlmoLayerNorm: LayerNorm with no weight or bias, eps 1e-5. TransformerLens loads OLMo 1 as normalization_type
+        // LN with w = 1, b = 0, so ln1/ln2/ln_final.hook_normalized are the normalised residual stream itself.
+        using var scope = NewDisposeScope();
+        using var m = ModelLoader.FromPretrained(Folder(family));
+        Assert.Equal("LN", m.Config.NormalizationType);
+        Assert.Equal(1e-5, m.Config.LayerNormEps);
+        var w = SafeTensors.Load(Path.Combine(Folder(family), "model.safetensors"));
+        Assert.DoesNotContain(w.Keys, k => k.Contains("norm"));   // nothing to load
+        var tokens = Npy.LoadNpz(Path.Combine(Folder(family), "reference.npz"))["tokens"];
+        string[] hooks = ["blocks.1.hook_resid_pre", "blocks.1.ln1.hook_normalized", "blocks.1.hook_resid_mid", "blocks.1.ln2.hook_normalized",
+            "blocks.1.hook_resid_post", "ln_final.hook_normalized", "blocks.1.attn.hook_q", "blocks.1.mlp.hook_pre"];
+        var (_, cache) = m.RunWithCache(tokens, hooks);
+        using var _ = cache;
+        Tensor C(string h) => cache[h].to(ScalarType.Float64);
+        AssertAllClose(LayerNormByHand(C("blocks.1.hook_resid_pre")), C("blocks.1.ln1.hook_normalized"), 1e-5, "ln1");
+        AssertAllClose(LayerNormByHand(C("blocks.1.hook_resid_mid")), C("blocks.1.ln2.hook_normalized"), 1e-5, "ln2");
+        AssertAllClose(LayerNormByHand(C("blocks.1.hook_resid_post")), C("ln_final.hook_normalized"), 1e-5, "ln_final");
+        // No bias: each position of hook_normalized has mean 0.
+        var n = C("blocks.1.ln1.hook_normalized");
+        AssertAllClose(zeros_like(n.mean([-1L])), n.mean([-1L]), 1e-6, "mean");
+        // hook_q is q_proj of the normalised stream, before clip_qkv (TransformerLens has no clip); the MLP reads ln2.
+        var q = C("blocks.1.ln1.hook_normalized").matmul(w["model.layers.1.self_attn.q_proj.weight"].to(ScalarType.Float64).t());
+        AssertAllClose(q.view(C("blocks.1.attn.hook_q").shape), C("blocks.1.attn.hook_q"), 1e-5, "hook_q");
+        var gate = C("blocks.1.ln2.hook_normalized").matmul(w["model.layers.1.mlp.gate_proj.weight"].to(ScalarType.Float64).t());
+        AssertAllClose(gate, C("blocks.1.mlp.hook_pre"), 1e-5, "hook_pre");
+        if (family == "olmo-clip")
+            Assert.True(C("blocks.1.attn.hook_q").abs().max().item<double>() > 0.4, "the fixture's clip_qkv 0.4 must bite");
+        foreach (var t in w.Values) t.Dispose();
+    }
+
+    [Fact]
+    public void Olmo1_module_paths_are_llamas()
+    {
+        using var m = ModelLoader.FromPretrained(Folder("olmo"));
+        var hp = m.HookPoints;
+        Assert.Equal("blocks.0.ln1.hook_normalized", hp.Resolve("model.layers.0.input_layernorm"));
+        Assert.Equal("blocks.0.ln2.hook_normalized", hp.Resolve("model.layers.0.post_attention_layernorm"));
+        Assert.Equal("ln_final.hook_normalized", hp.Resolve("model.norm"));
+    }
+
+    [Fact]
+    public void Olmo3_sliding_layers_see_only_the_window()
+    {
+        // The fixture's layer_types: layer 0 sliding (window 5), layer 1 full. A query sees keys 0..4 positions back.
+        using var scope = NewDisposeScope();
+        using var m = ModelLoader.FromPretrained(Folder("olmo3"));
+        var tokens = Npy.LoadNpz(Path.Combine(Folder("olmo3"), "reference.npz"))["tokens"];
+        var (_, cache) = m.RunWithCache(tokens, ["blocks.0.attn.hook_pattern", "blocks.1.attn.hook_pattern"]);
+        using var _ = cache;
+        long s = tokens.shape[1];
+        var back = arange(s).unsqueeze(1) - arange(s).unsqueeze(0);   // query − key
+        var p0 = cache["blocks.0.attn.hook_pattern"];
+        var p1 = cache["blocks.1.attn.hook_pattern"];
+        Assert.Equal(0.0, p0.masked_select(back.ge(5).expand_as(p0)).abs().max().item<float>());
+        Assert.True(p0.masked_select(back.eq(4).expand_as(p0)).min().item<float>() > 0, "the window's oldest key is seen");
+        Assert.True(p1.masked_select(back.ge(5).expand_as(p1)).min().item<float>() > 0, "the full layer sees every earlier key");
+    }
+
+    private static DecoderSettings Settings(string modelType, string json) =>
+        DecoderSettings.From(new JsonConfig("config.json", (JsonObject)JsonNode.Parse(json)!), modelType);
+
+    [Fact]
+    public void Olmo3_config_defaults_are_Olmo3Configs()
+    {
+        // Olmo3Config without layer_types: every fourth layer full, the rest sliding; sliding_window 4096; rope_theta 5e5;
+        // rms_norm_eps 1e-5; max_position_embeddings 2048.
+        var s = Settings("olmo3", """{"hidden_size": 32, "num_attention_heads": 4, "num_hidden_layers": 8, "vocab_size": 16, "intermediate_size": 8}""");
+        Assert.Equal([true, true, true, false, true, true, true, false], s.SlidingLayers);
+        Assert.Equal(4096, s.SlidingWindow);
+        Assert.Equal(500_000, s.RopeTheta);
+        Assert.Equal(1e-5, s.Eps);
+        Assert.Equal(2048, s.MaxPositions);
+        Assert.True(s.Olmo2 && s.QkNormWhole);
+        Assert.Null(s.ClipQkv);
+        // OlmoConfig: no sliding window whatever layer_types says, eps fixed at 1e-5 (OlmoLayerNorm), rope_theta 1e4.
+        var o = Settings("olmo", """{"hidden_size": 32, "num_attention_heads": 4, "num_hidden_layers": 2, "vocab_size": 16, "intermediate_size": 8, "rms_norm_eps": 0.1, "layer_types": ["sliding_attention", "sliding_attention"], "clip_qkv": 8.0}""");
+        Assert.Equal([false, false], o.SlidingLayers);
+        Assert.Equal(1e-5, o.Eps);
+        Assert.Equal(10_000, o.RopeTheta);
+        Assert.Equal(8.0, o.ClipQkv);
+        Assert.True(o.NonParametricLayerNorm && !o.QkNormWhole && !o.Olmo2);
+    }
+
+    [Theory]
+    [InlineData("olmo3", "\"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 8.0}", "rope_scaling of type yarn on an olmo3 model is not supported")]
+    [InlineData("olmo3", "\"sliding_window\": null", "sliding-window layers but no sliding_window")]
+    [InlineData("olmo3", "\"layer_types\": [\"full_attention\"]", "layer_types has 1 entries for 2 layers")]
+    [InlineData("olmo", "\"clip_qkv\": 0", "clip_qkv=0 must be positive")]
+    public void Olmo_config_errors_name_the_problem(string modelType, string extra, string message)
+    {
+        var e = Assert.Throws<SaeSharpException>(() => Settings(modelType,
+            "{\"hidden_size\": 32, \"num_attention_heads\": 4, \"num_hidden_layers\": 2, \"vocab_size\": 16, \"intermediate_size\": 8, " + extra + "}"));
+        Assert.Contains(message, e.Message);
+        Assert.Contains("config.json", e.Message);
     }
 
     [Fact]
