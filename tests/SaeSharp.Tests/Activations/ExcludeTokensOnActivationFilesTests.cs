@@ -240,4 +240,66 @@ public class ExcludeTokensOnActivationFilesTests : IDisposable
         using (var plan = TrainingPlan.ForActivations(Settings(SaeSharpCache("builtin"), "true", "t"))) plan.Run();
         Assert.True(JsonNode.Parse(File.ReadAllText(Path.Combine(P("t"), "cfg.json")))!["metadata"]!["exclude_special_tokens"]!.GetValue<bool>());
     }
+
+    /// <summary>SAELens takes exclude_special_tokens true from the run's model: a runner config with use_cached_activations
+    /// true over a plain .safetensors file (activations and token_ids, no model recorded) drops exactly the rows whose token
+    /// is one of the built-in tokenizer's special ids, named by the config's model_name; the run stays a run on the files
+    /// (ModelName null), and cfg.json records that model_name. Row r holds the value r and the r-th token of a cycle of the
+    /// special ids and three ordinary ids.</summary>
+    [Fact]
+    public void A_cached_runner_config_takes_the_special_tokens_of_its_model_name_for_files_that_record_no_model()
+    {
+        var special = ModelPipeline.SpecialTokenIds(Tokenizer.FromFolder(BuiltinModel.Folder)).ToHashSet();
+        Assert.NotEmpty(special);
+        long[] cycle = [.. special.Order(), .. Enumerable.Range(0, 100).Select(i => (long)i).Where(i => !special.Contains(i)).Take(3)];
+        long TokenAt(long r) => cycle[r % cycle.Length];
+        string file = P("plain.safetensors");
+        using (var acts = arange(Rows, dtype: float32).unsqueeze(1).expand(-1, D).contiguous())
+        using (var ids = tensor(Enumerable.Range(0, Rows).Select(r => TokenAt(r)).ToArray()))
+            SafeTensors.Save(file, new Dictionary<string, Tensor> { ["activations"] = acts, ["token_ids"] = ids });
+        TrainingSettings Cached(string model, string outName, int epochs = 1) => TrainingSettings.FromJson($$"""
+            {"use_cached_activations": true, "cached_activations_path": "{{file.Replace("\\", "/")}}", {{model}} "dataset_path": "some/text",
+             "exclude_special_tokens": true, "train_batch_size_tokens": 16, "eval_rows": 20, "total_training_steps": 3, "expansion_factor": 2,
+             "architecture": "standard", "epochs": {{epochs}}, "activations_mixing_fraction": 0, "out": "{{P(outName).Replace("\\", "/")}}"}
+            """, "runner.json");
+
+        var s = Cached("\"model_name\": \"builtin\",", "run");
+        Assert.Null(s.ModelName);
+        Assert.Equal("builtin", s.ActivationsModelName);
+        var kept = Enumerable.Range(0, Rows).Select(r => (long)r).Where(r => !special.Contains(TokenAt(r))).ToList();
+        Assert.True(kept.Count < Rows - special.Count, "the file holds several rows of each special token");
+        using (var plan = TrainingPlan.ForActivations(s))
+        {
+            // In file order: the training rows, then the held-out rows, together exactly the kept rows.
+            Assert.Equal(kept, [.. Drain(plan.Options.TrainSource), .. Drain(plan.Options.EvalSource!)]);
+        }
+        // Trained (the data repeated: epochs 0), cfg.json records the model and the setting.
+        using (var plan = TrainingPlan.ForActivations(Cached("\"model_name\": \"builtin\",", "run", epochs: 0))) plan.Run();
+        var metadata = JsonNode.Parse(File.ReadAllText(Path.Combine(P("run"), "cfg.json")))!["metadata"]!;
+        Assert.Equal("builtin", metadata["model_name"]!.GetValue<string>());
+        Assert.True(metadata["exclude_special_tokens"]!.GetValue<bool>());
+
+        // Without model_name nothing names the special tokens.
+        var e = Assert.Throws<SaeSharpException>(() => TrainingPlan.ForActivations(Cached("", "none")));
+        Assert.Contains($"{file} records no model", e.Message);
+
+        // sae train: a config naming model_name with --activations trains on the files (no model run: dataset_path is not
+        // read), and true takes that model's special tokens; the same config without model_name is refused.
+        foreach (var (model, name) in new[] { ("\"model_name\": \"builtin\",", "cli"), ("", "cli-none") })
+        {
+            File.WriteAllText(P(name + ".json"), $$"""
+                {{{model}} "dataset_path": "no/such/text", "exclude_special_tokens": true, "batch_size": 16, "eval_rows": 20, "steps": 3,
+                 "expansion_factor": 2, "architecture": "standard"}
+                """);
+            var (exit, _, err) = SaeSharp.Tests.Cli.CliRunner.Run("train", "--config", P(name + ".json"), "--activations", file, "--out", P(name));
+            if (model.Length == 0)
+            {
+                Assert.NotEqual(0, exit);
+                Assert.Contains("records no model", err);
+                continue;
+            }
+            Assert.True(exit == 0, err);
+            Assert.Equal("builtin", JsonNode.Parse(File.ReadAllText(Path.Combine(P(name), "cfg.json")))!["metadata"]!["model_name"]!.GetValue<string>());
+        }
+    }
 }
