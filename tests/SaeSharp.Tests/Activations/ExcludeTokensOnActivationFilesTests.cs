@@ -302,4 +302,46 @@ public class ExcludeTokensOnActivationFilesTests : IDisposable
             Assert.Equal("builtin", JsonNode.Parse(File.ReadAllText(Path.Combine(P(name), "cfg.json")))!["metadata"]!["model_name"]!.GetValue<string>());
         }
     }
+
+    /// <summary><c>sae eval --activations</c> with an SAE whose cfg.json metadata has exclude_special_tokens [0, 3]: the
+    /// identity SAE with its decoder halved (W_enc = [I, −I], W_dec = ½[I; −I], zero biases) reconstructs x as x/2 and fires
+    /// one latent per non-zero entry, so over the rows it reads MSE = Σ (x/2)² / (n·d_in) and L0 = the mean count of
+    /// non-zero entries, computed here by hand over the rows whose token (r % 5) is not 0 or 3. The same rows in a file
+    /// without token ids are evaluated whole.</summary>
+    [Fact]
+    public void Eval_on_activation_files_reads_exactly_the_rows_the_sae_cfg_does_not_exclude()
+    {
+        var cfg = new SaeSharp.Saes.SaeConfig { DIn = D, ApplyBDecToInput = false };
+        cfg.Metadata.ExcludeTokenIds = [0, 3];
+        using (var sae = Saes.SaeTestUtil.Identity(cfg))
+        {
+            using (no_grad()) sae.WDec.mul_(0.5);
+            SaeSharp.Interop.SaeLensFormat.Save(sae, P("sae"));
+        }
+        static float X(long r, int j) => ((r * 7 + j * 3) % 11) - 5;
+        using (var acts = tensor(Enumerable.Range(0, Rows).SelectMany(r => Enumerable.Range(0, D).Select(j => X(r, j))).ToArray(), [Rows, D]))
+        {
+            using var ids = tensor(Enumerable.Range(0, Rows).Select(r => TokenOf(r)).ToArray());
+            SafeTensors.Save(P("with-ids.safetensors"), new Dictionary<string, Tensor> { ["activations"] = acts, ["token_ids"] = ids });
+            SafeTensors.Save(P("plain.safetensors"), new Dictionary<string, Tensor> { ["activations"] = acts });
+        }
+        (long N, double Mse, double L0) ByHand(IEnumerable<long> rows)
+        {
+            var list = rows.ToList();
+            double sse = list.Sum(r => Enumerable.Range(0, D).Sum(j => Math.Pow(X(r, j) / 2.0, 2)));
+            double nonZero = list.Sum(r => Enumerable.Range(0, D).Count(j => X(r, j) != 0));
+            return (list.Count, sse / (list.Count * D), nonZero / list.Count);
+        }
+        foreach (var (file, expected) in new[] { ("with-ids", ByHand(Kept(0, 3))), ("plain", ByHand(Enumerable.Range(0, Rows).Select(r => (long)r))) })
+        {
+            var (exit, _, err) = SaeSharp.Tests.Cli.CliRunner.Run("eval", "--sae", P("sae"), "--activations", P(file + ".safetensors"), "--json", P(file + ".json"));
+            Assert.True(exit == 0, err);
+            var json = JsonNode.Parse(File.ReadAllText(P(file + ".json")))!;
+            Assert.Equal(expected.N, json["n_rows"]!.GetValue<long>());
+            Assert.Equal(expected.Mse, json["mse"]!.GetValue<double>(), 5);
+            Assert.Equal(expected.L0, json["l0"]!.GetValue<double>(), 5);
+        }
+        Assert.Equal(Rows * 3 / 5, ByHand(Kept(0, 3)).N);
+        Assert.NotEqual(ByHand(Kept(0, 3)).Mse, ByHand(Enumerable.Range(0, Rows).Select(r => (long)r)).Mse, 3);
+    }
 }
