@@ -90,7 +90,8 @@ internal static class TrainCommand
                     parse.GetValue(dictSize), parse.GetValue(k));
             }
             foreach (var note in s.Notes) Cli.ErrorLine($"note: {path}: {note}");
-            if (parse.GetValue(activations) is not null && parse.GetValue(data.Model) is null) s.ModelName = null;
+            // --activations without --model: the config's model_name only says which model the files came from.
+            if (parse.GetValue(activations) is not null && parse.GetValue(data.Model) is null) (s.ActivationsModelName, s.ModelName) = (s.ActivationsModelName ?? s.ModelName, null);
             // From activation files --tokens is the run's length (SAELens training_tokens: steps = tokens / batch size), as
             // with a model; without this it would be the model's token budget and go unused.
             if (!data.Given(parse, s))

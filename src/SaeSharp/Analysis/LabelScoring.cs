@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using SaeSharp.Activations;
 using SaeSharp.Corpus;
 using SaeSharp.Interop;
 using SaeSharp.Models;
@@ -12,7 +13,8 @@ namespace SaeSharp.Analysis;
 /// <summary>Options of <see cref="LabelScoring.Run(Sae, HookedTransformer, IReadOnlyList{ValueTuple{string, Func{Tensor, Tensor}}}, ITextTokenizer, string, LabelScoringOptions)"/> (<c>sae score-labels</c>).</summary>
 public sealed record LabelScoringOptions
 {
-    /// <summary>Labelled tokens to score (BOS positions are not counted).</summary>
+    /// <summary>Labelled tokens to read (BOS positions are not counted); at an MoE expert's hook only those routed to the
+    /// expert are scored.</summary>
     public long Tokens { get; init; } = 20_000;
     /// <summary>Tokens per window; null: the SAE's context_size, else 128.</summary>
     public int? ContextSize { get; init; }
@@ -68,7 +70,8 @@ public sealed record LabelScoringReport(string Hook, string NeuronHook, long Tok
 /// <summary>
 /// <c>sae score-labels</c>: runs the model on a labelled corpus, encodes the hook's activations with the SAE, and scores
 /// every feature and every neuron against the token labels with <see cref="LabelScorer"/> (windows alternate between
-/// the fitting and the evaluation half).
+/// the fitting and the evaluation half). At an MoE expert's hook the scored tokens are those routed to the expert
+/// (<see cref="ModelActivationHarvester.KeepRouted"/>), as <c>sae features</c> counts them.
 /// </summary>
 public static class LabelScoring
 {
@@ -82,6 +85,11 @@ public static class LabelScoring
         var (windows, labels, labelNames) = LabelledWindows(datasetPath, tokenizer, ctx, options.Tokens);
         int stop = Math.Max(model.HookPoints.LayerOf(hook), model.HookPoints.LayerOf(neuronHook)) + 1;
         int? stopAt = stop > model.Config.NLayers ? null : stop;
+        // At an MoE expert's hook only the tokens routed to that expert are rows (TransformerLens computes the expert on
+        // those only; the others hold zeros): features and neurons are scored on the tokens that are rows of both hooks.
+        List<string> cacheNames = [.. new[] { hook, neuronHook }.Distinct()];
+        cacheNames.AddRange([.. ModelActivationHarvester.RoutingHooks(model.HookPoints, cacheNames)]);
+        bool routedOnly = cacheNames.Count > (hook == neuronHook ? 1 : 2);
 
         var featRows = new List<Tensor>();
         var neuronRows = new List<Tensor>();
@@ -99,7 +107,7 @@ public static class LabelScoring
                 {
                     var idx = group.ToArray();
                     var tokens = tensor(idx.SelectMany(w => windows[w]).ToArray()).view(idx.Length, -1);
-                    var (_, cache) = model.Run(tokens, new RunOptions { CacheNames = new[] { hook, neuronHook }.Distinct().ToList(), Hooks = modelHooks, StopAtLayer = stopAt });
+                    var (_, cache) = model.Run(tokens, new RunOptions { CacheNames = cacheNames, Hooks = modelHooks, StopAtLayer = stopAt });
                     using (cache)
                     {
                         var x = cache![hook];
@@ -109,9 +117,11 @@ public static class LabelScoring
                         var f = sae.Run(x).FeatureActs;
                         var keep = new List<long>();
                         long s = x.shape[1];
+                        var rows = ModelActivationHarvester.KeepRouted(ones(idx.Length, s, ScalarType.Bool), model.HookPoints, [hook, neuronHook], cache)
+                            .reshape(-1).data<bool>().ToArray();
                         for (int bi = 0; bi < idx.Length; bi++)
                             for (int p = 0; p < s; p++)
-                                if (labels[idx[bi]][p] is { } ls)
+                                if (labels[idx[bi]][p] is { } ls && rows[bi * s + p])
                                 {
                                     keep.Add(bi * s + p);
                                     tokenLabels.Add(ls);
@@ -125,7 +135,10 @@ public static class LabelScoring
                 }
             }
             int nTok = tokenLabels.Count;
-            if (nTok == 0) throw new SaeSharpException($"{datasetPath}: no labelled tokens");
+            if (nTok == 0)
+                throw new SaeSharpException(routedOnly ? $"{datasetPath}: no labelled token of the {windows.Sum(w => (long)w.Length)} read was routed to the expert of {hook}" +
+                                                         (neuronHook == hook ? "" : $" and {neuronHook}") + "; give more tokens (--tokens)"
+                                                       : $"{datasetPath}: no labelled tokens");
             float[] UnitMajor(List<Tensor> rows, out int units)
             {
                 using var scope = NewDisposeScope();

@@ -383,7 +383,11 @@ public sealed class TrainingPlan : IDisposable
             : File.Exists(Path.Combine(s.Activations, ActivationCacheFolder.ManifestName)) ? $"the cache {s.Activations}" : $"the activation files {s.Activations}");
         // exclude_special_tokens: the rows of the excluded tokens are dropped as they are read (SAELens filters a cache's rows
         // by their token_ids), and cfg.json records the run's setting as a run on a model does.
-        var excluded = ActivationFileExclusion.Resolve(s.Activations, s.ExcludeSpecialTokens, s.ExcludeTokenIds, s.Source ?? "training settings", s.ModelName);
+        // The run's model (a cached run's model_name) stands in for files that record none, as in SAELens, which takes the
+        // special tokens from the run's model.
+        string? runModel = s.ActivationsModelName ?? s.ModelName;
+        var excluded = ActivationFileExclusion.Resolve(s.Activations, s.ExcludeSpecialTokens, s.ExcludeTokenIds, s.Source ?? "training settings", runModel);
+        metadata.ModelName ??= runModel;
         if (s.ExcludeTokenIds is { Length: > 0 } listed) (metadata.ExcludeSpecialTokens, metadata.ExcludeTokenIds) = (null, [.. listed]);
         else if (s.ExcludeSpecialTokens == true) (metadata.ExcludeSpecialTokens, metadata.ExcludeTokenIds) = (true, null);
         // SAELens reads a cache in order through the same mixing buffer as a model's activations: fraction 0 is that order;

@@ -135,8 +135,11 @@ public static class RunnerConfigFields
     /// (their names go into <paramref name="notes"/>) and the fixed fields at their accepted value, refuses a fixed field at
     /// another value, and rewrites <c>output_path</c> to <c>out</c> and <c>use_cached_activations</c> /
     /// <c>cached_activations_path</c> to <c>activations</c>. The mapped fields are left for the settings to read.
+    /// With <c>use_cached_activations</c> true, <c>model_name</c> and <c>dataset_path</c> only describe the cache: they are
+    /// removed (the run is not a run on a model), and the model name is returned, the model the rows came from (read by
+    /// exclude_special_tokens true, <see cref="TrainingSettings.ActivationsModelName"/>); otherwise null.
     /// </summary>
-    public static void Apply(JsonObject fields, string source, List<string> notes)
+    public static string? Apply(JsonObject fields, string source, List<string> notes)
     {
         ArgumentNullException.ThrowIfNull(fields);
         ArgumentNullException.ThrowIfNull(notes);
@@ -167,16 +170,19 @@ public static class RunnerConfigFields
 
         if (fields.Remove("output_path", out var output) && !fields.ContainsKey("out")) fields["out"] = output;
         bool cached = fields.Remove("use_cached_activations", out var use) && Is(use, true);
+        string? cachedModel = null;
         fields.Remove("cached_activations_path", out var cachePath);
         if (cached)
         {
             if (cachePath is null) throw new SaeSharpException($"{source}: use_cached_activations is true: give cached_activations_path");
             if (fields.ContainsKey("activations")) throw new SaeSharpException($"{source}: give 'activations' or cached_activations_path, not both");
             fields["activations"] = cachePath;
-            fields.Remove("model_name");
+            fields.Remove("model_name", out var model);
             fields.Remove("dataset_path");
+            if (model is JsonValue v && v.TryGetValue<string>(out var name)) cachedModel = name;
         }
         if (wandb.Count > 0) notes.Add($"ignored: {string.Join(", ", wandb)} (SaeSharp does not log to Weights & Biases; its logs are train_log.jsonl and tensorboard)");
         if (ignored.Count > 0) notes.Add($"ignored (no effect on the SAE SaeSharp trains): {string.Join(", ", ignored)}");
+        return cachedModel;
     }
 }

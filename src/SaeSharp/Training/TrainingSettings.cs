@@ -166,6 +166,12 @@ public sealed class TrainingSettings
     /// <c>builtin</c>, or a Hugging Face id such as <c>gpt2</c> or <c>EleutherAI/pythia-70m</c>, from the hub cache or
     /// downloaded). Null: train on <see cref="Activations"/>.</summary>
     [JsonPropertyName("model_name")] public string? ModelName { get; set; }
+    /// <summary>The model activation files were harvested from, for a run that names one but trains on the files: SAELens's
+    /// <c>model_name</c> in a runner config with <c>use_cached_activations</c> true, or beside <c>--activations</c>. Unlike
+    /// <see cref="ModelName"/> it does not make the run a run on a model: only exclude_special_tokens true reads it (the
+    /// special tokens of files that record no model, <see cref="Pipelines.ActivationFileExclusion"/>), and cfg.json records it
+    /// as model_name where the files name no model.</summary>
+    [JsonIgnore] public string? ActivationsModelName { get; set; }
     /// <summary>SAELens's <c>hook_name</c> (<c>--hook</c>).</summary>
     [JsonPropertyName("hook_name")] public string? HookName { get; set; }
     /// <summary>SAELens's <c>dataset_path</c> (<c>--dataset</c>): a local file or folder, or a Hugging Face dataset id
@@ -444,7 +450,7 @@ public sealed class TrainingSettings
                 fields[name] = value;
             }
             var notes = new List<string>();
-            RunnerConfigFields.Apply(fields, source, notes);
+            string? cachedModel = RunnerConfigFields.Apply(fields, source, notes);
             var unknown = fields.Select(f => f.Key).Where(key => !KnownFields.Value.Contains(key)).ToList();
             if (unknown.Count > 0)
                 throw new SaeSharpException($"{source}: unknown field{(unknown.Count > 1 ? "s" : "")} " +
@@ -474,6 +480,7 @@ public sealed class TrainingSettings
             var settings = JsonSerializer.Deserialize<TrainingSettings>(normalized) ?? new TrainingSettings();
             settings.SequenceSeparatorToken = separator;
             settings.ExcludeTokenIds = excludeIds;
+            settings.ActivationsModelName = cachedModel;
             settings.Source = source;
             settings.Notes.AddRange(notes);
             settings.ValidateArchitectureFields();

@@ -240,4 +240,108 @@ public class ExcludeTokensOnActivationFilesTests : IDisposable
         using (var plan = TrainingPlan.ForActivations(Settings(SaeSharpCache("builtin"), "true", "t"))) plan.Run();
         Assert.True(JsonNode.Parse(File.ReadAllText(Path.Combine(P("t"), "cfg.json")))!["metadata"]!["exclude_special_tokens"]!.GetValue<bool>());
     }
+
+    /// <summary>SAELens takes exclude_special_tokens true from the run's model: a runner config with use_cached_activations
+    /// true over a plain .safetensors file (activations and token_ids, no model recorded) drops exactly the rows whose token
+    /// is one of the built-in tokenizer's special ids, named by the config's model_name; the run stays a run on the files
+    /// (ModelName null), and cfg.json records that model_name. Row r holds the value r and the r-th token of a cycle of the
+    /// special ids and three ordinary ids.</summary>
+    [Fact]
+    public void A_cached_runner_config_takes_the_special_tokens_of_its_model_name_for_files_that_record_no_model()
+    {
+        var special = ModelPipeline.SpecialTokenIds(Tokenizer.FromFolder(BuiltinModel.Folder)).ToHashSet();
+        Assert.NotEmpty(special);
+        long[] cycle = [.. special.Order(), .. Enumerable.Range(0, 100).Select(i => (long)i).Where(i => !special.Contains(i)).Take(3)];
+        long TokenAt(long r) => cycle[r % cycle.Length];
+        string file = P("plain.safetensors");
+        using (var acts = arange(Rows, dtype: float32).unsqueeze(1).expand(-1, D).contiguous())
+        using (var ids = tensor(Enumerable.Range(0, Rows).Select(r => TokenAt(r)).ToArray()))
+            SafeTensors.Save(file, new Dictionary<string, Tensor> { ["activations"] = acts, ["token_ids"] = ids });
+        TrainingSettings Cached(string model, string outName, int epochs = 1) => TrainingSettings.FromJson($$"""
+            {"use_cached_activations": true, "cached_activations_path": "{{file.Replace("\\", "/")}}", {{model}} "dataset_path": "some/text",
+             "exclude_special_tokens": true, "train_batch_size_tokens": 16, "eval_rows": 20, "total_training_steps": 3, "expansion_factor": 2,
+             "architecture": "standard", "epochs": {{epochs}}, "activations_mixing_fraction": 0, "out": "{{P(outName).Replace("\\", "/")}}"}
+            """, "runner.json");
+
+        var s = Cached("\"model_name\": \"builtin\",", "run");
+        Assert.Null(s.ModelName);
+        Assert.Equal("builtin", s.ActivationsModelName);
+        var kept = Enumerable.Range(0, Rows).Select(r => (long)r).Where(r => !special.Contains(TokenAt(r))).ToList();
+        Assert.True(kept.Count < Rows - special.Count, "the file holds several rows of each special token");
+        using (var plan = TrainingPlan.ForActivations(s))
+        {
+            // In file order: the training rows, then the held-out rows, together exactly the kept rows.
+            Assert.Equal(kept, [.. Drain(plan.Options.TrainSource), .. Drain(plan.Options.EvalSource!)]);
+        }
+        // Trained (the data repeated: epochs 0), cfg.json records the model and the setting.
+        using (var plan = TrainingPlan.ForActivations(Cached("\"model_name\": \"builtin\",", "run", epochs: 0))) plan.Run();
+        var metadata = JsonNode.Parse(File.ReadAllText(Path.Combine(P("run"), "cfg.json")))!["metadata"]!;
+        Assert.Equal("builtin", metadata["model_name"]!.GetValue<string>());
+        Assert.True(metadata["exclude_special_tokens"]!.GetValue<bool>());
+
+        // Without model_name nothing names the special tokens.
+        var e = Assert.Throws<SaeSharpException>(() => TrainingPlan.ForActivations(Cached("", "none")));
+        Assert.Contains($"{file} records no model", e.Message);
+
+        // sae train: a config naming model_name with --activations trains on the files (no model run: dataset_path is not
+        // read), and true takes that model's special tokens; the same config without model_name is refused.
+        foreach (var (model, name) in new[] { ("\"model_name\": \"builtin\",", "cli"), ("", "cli-none") })
+        {
+            File.WriteAllText(P(name + ".json"), $$"""
+                {{{model}} "dataset_path": "no/such/text", "exclude_special_tokens": true, "batch_size": 16, "eval_rows": 20, "steps": 3,
+                 "expansion_factor": 2, "architecture": "standard"}
+                """);
+            var (exit, _, err) = SaeSharp.Tests.Cli.CliRunner.Run("train", "--config", P(name + ".json"), "--activations", file, "--out", P(name));
+            if (model.Length == 0)
+            {
+                Assert.NotEqual(0, exit);
+                Assert.Contains("records no model", err);
+                continue;
+            }
+            Assert.True(exit == 0, err);
+            Assert.Equal("builtin", JsonNode.Parse(File.ReadAllText(Path.Combine(P(name), "cfg.json")))!["metadata"]!["model_name"]!.GetValue<string>());
+        }
+    }
+
+    /// <summary><c>sae eval --activations</c> with an SAE whose cfg.json metadata has exclude_special_tokens [0, 3]: the
+    /// identity SAE with its decoder halved (W_enc = [I, −I], W_dec = ½[I; −I], zero biases) reconstructs x as x/2 and fires
+    /// one latent per non-zero entry, so over the rows it reads MSE = Σ (x/2)² / (n·d_in) and L0 = the mean count of
+    /// non-zero entries, computed here by hand over the rows whose token (r % 5) is not 0 or 3. The same rows in a file
+    /// without token ids are evaluated whole.</summary>
+    [Fact]
+    public void Eval_on_activation_files_reads_exactly_the_rows_the_sae_cfg_does_not_exclude()
+    {
+        var cfg = new SaeSharp.Saes.SaeConfig { DIn = D, ApplyBDecToInput = false };
+        cfg.Metadata.ExcludeTokenIds = [0, 3];
+        using (var sae = Saes.SaeTestUtil.Identity(cfg))
+        {
+            using (no_grad()) sae.WDec.mul_(0.5);
+            SaeSharp.Interop.SaeLensFormat.Save(sae, P("sae"));
+        }
+        static float X(long r, int j) => ((r * 7 + j * 3) % 11) - 5;
+        using (var acts = tensor(Enumerable.Range(0, Rows).SelectMany(r => Enumerable.Range(0, D).Select(j => X(r, j))).ToArray(), [Rows, D]))
+        {
+            using var ids = tensor(Enumerable.Range(0, Rows).Select(r => TokenOf(r)).ToArray());
+            SafeTensors.Save(P("with-ids.safetensors"), new Dictionary<string, Tensor> { ["activations"] = acts, ["token_ids"] = ids });
+            SafeTensors.Save(P("plain.safetensors"), new Dictionary<string, Tensor> { ["activations"] = acts });
+        }
+        (long N, double Mse, double L0) ByHand(IEnumerable<long> rows)
+        {
+            var list = rows.ToList();
+            double sse = list.Sum(r => Enumerable.Range(0, D).Sum(j => Math.Pow(X(r, j) / 2.0, 2)));
+            double nonZero = list.Sum(r => Enumerable.Range(0, D).Count(j => X(r, j) != 0));
+            return (list.Count, sse / (list.Count * D), nonZero / list.Count);
+        }
+        foreach (var (file, expected) in new[] { ("with-ids", ByHand(Kept(0, 3))), ("plain", ByHand(Enumerable.Range(0, Rows).Select(r => (long)r))) })
+        {
+            var (exit, _, err) = SaeSharp.Tests.Cli.CliRunner.Run("eval", "--sae", P("sae"), "--activations", P(file + ".safetensors"), "--json", P(file + ".json"));
+            Assert.True(exit == 0, err);
+            var json = JsonNode.Parse(File.ReadAllText(P(file + ".json")))!;
+            Assert.Equal(expected.N, json["n_rows"]!.GetValue<long>());
+            Assert.Equal(expected.Mse, json["mse"]!.GetValue<double>(), 5);
+            Assert.Equal(expected.L0, json["l0"]!.GetValue<double>(), 5);
+        }
+        Assert.Equal(Rows * 3 / 5, ByHand(Kept(0, 3)).N);
+        Assert.NotEqual(ByHand(Kept(0, 3)).Mse, ByHand(Enumerable.Range(0, Rows).Select(r => (long)r)).Mse, 3);
+    }
 }

@@ -240,4 +240,78 @@ public class ExpertRoutingTests : ModelTestBase
         Assert.Contains("expert", e.Message);
         Assert.False(Directory.Exists(Sub("saelens")));
     }
+
+    /// <summary><c>sae score-labels</c> (<see cref="LabelScoring.Run"/>) at an expert's hook scores the labelled tokens routed
+    /// to the expert only, as <c>sae features</c> counts them: with the identity SAE (feature j fires where x_j &gt; 0, feature
+    /// d + j where x_j &lt; 0) each feature's fire rate is its share of those tokens, counted here from the model's own expert
+    /// and router hooks; the zero rows of the other tokens would dilute every rate. The corpus: a word-level tokenizer of 40
+    /// words (ids 2..41 of the tiny Mixtral's 128) and documents of random words labelled by their parity.</summary>
+    [Fact]
+    public void Score_labels_at_an_expert_hook_scores_the_routed_tokens_only()
+    {
+        using var model = Load("mixtral");
+        const int layer = 1, expert = 3, ctx = 16, batch = 4;
+        string hook = $"blocks.{layer}.mlp.experts.{expert}.hook_post", indices = $"blocks.{layer}.mlp.hook_expert_indices";
+        string dir = Sub("labels");
+        Directory.CreateDirectory(dir);
+        var words = Enumerable.Range(0, 40).Select(i => $"w{i}").ToList();
+        WordLevelTokenizer.WriteTokenizerJson(Path.Combine(dir, "tokenizer.json"), ["<bos>", "<unk>", .. words], ["<bos>", "<unk>"], "<unk>");
+        File.WriteAllText(Path.Combine(dir, "tokenizer_config.json"), """{"bos_token": "<bos>", "eos_token": "<bos>", "unk_token": "<unk>"}""");
+        var tokenizer = Tokenizer.FromFolder(dir);
+        var rng = new Random(11);
+        string corpus = Path.Combine(dir, "corpus.jsonl");
+        File.WriteAllLines(corpus, Enumerable.Range(0, 12).Select(_ =>
+        {
+            var doc = Enumerable.Range(0, 9).Select(_ => rng.Next(words.Count)).ToArray();
+            return System.Text.Json.JsonSerializer.Serialize(new
+            {
+                text = string.Join(" ", doc.Select(w => words[w])),
+                labels = doc.Select(w => new[] { w % 2 == 0 ? "parity:even" : "parity:odd" }).ToArray(),
+            });
+        }));
+        var cfg = new SaeConfig { DIn = model.Config.DMlp };
+        cfg.Metadata.HookName = hook;
+        using var sae = SaeTestUtil.Identity(cfg);
+        var report = LabelScoring.Run(sae, model, null, tokenizer, corpus, new LabelScoringOptions { ContextSize = ctx, BatchSize = batch });
+
+        // Independently: the expert's rows at the labelled positions whose router row holds the expert.
+        var (windows, labels, _) = LabelScoring.LabelledWindows(corpus, tokenizer, ctx, long.MaxValue);
+        int d = cfg.DIn;
+        var fires = new long[2 * d];
+        long routed = 0, labelled = 0;
+        foreach (var group in Enumerable.Range(0, windows.Count).Chunk(batch).SelectMany(c => c.GroupBy(w => windows[w].Length)))
+        {
+            var idx = group.ToArray();
+            int s = windows[idx[0]].Length;
+            var (_, cache) = model.RunWithCache(tensor(idx.SelectMany(w => windows[w]).ToArray()).view(idx.Length, s), [hook, indices]);
+            using var _ = cache;
+            var x = cache[hook].to(ScalarType.Float32).reshape(idx.Length * s, d).data<float>().ToArray();
+            var chosen = cache[indices].reshape(idx.Length * s, -1);
+            long k = chosen.shape[1];
+            var c = chosen.data<long>().ToArray();
+            for (int bi = 0; bi < idx.Length; bi++)
+                for (int p = 0; p < s; p++)
+                {
+                    if (labels[idx[bi]][p] is null) continue;
+                    labelled++;
+                    long row = (long)bi * s + p;
+                    if (!Enumerable.Range(0, (int)k).Any(j => c[row * k + j] == expert)) continue;
+                    routed++;
+                    for (int j = 0; j < d; j++)
+                    {
+                        if (x[row * d + j] > 0) fires[j]++;
+                        if (x[row * d + j] < 0) fires[d + j]++;
+                    }
+                }
+        }
+        Assert.Equal(12 * 9, labelled);
+        Assert.InRange(routed, 1, labelled - 1);   // some labelled tokens go to other experts: the test can tell
+        Assert.Equal(routed, report.Tokens);
+        Assert.Equal(routed, report.LabelCounts.Values.Sum());
+        Assert.Equal(2 * d, report.Features.Count);
+        Assert.Contains(fires, n => n > 0);
+        for (int j = 0; j < 2 * d; j++) Assert.Equal((double)fires[j] / routed, report.Features[j].FireRate, 9);
+        // The neurons (the hook's own dimensions) are scored on the same tokens: a neuron's fire rate is its share of x_j > 0.
+        for (int j = 0; j < d; j++) Assert.Equal((double)fires[j] / routed, report.Neurons[j].FireRate, 9);
+    }
 }
