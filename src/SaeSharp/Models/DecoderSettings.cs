@@ -204,7 +204,7 @@ internal sealed record DecoderSettings
         // GptOssConfig: YaRN (factor 32 from 4096 positions, beta_fast 32, beta_slow 1, truncate false) when none is given.
         if (gptOss && rope is null)
             rope = new JsonObject { ["rope_type"] = "yarn", ["factor"] = 32.0, ["beta_fast"] = 32.0, ["beta_slow"] = 1.0, ["truncate"] = false,
-                                    ["original_max_position_embeddings"] = 4096 };
+                                    ["original_max_position_embeddings"] = 4096.0 };
         // transformers 4.47's Gemma and Mistral read rope_theta only (GemmaRotaryEmbedding, MistralRotaryEmbedding take no
         // scaling); later versions apply rope_scaling as Llama does. No hub checkpoint of either has one: refused, not guessed.
         if ((gemma1 || mistral) && rope is not null && (rope["rope_type"] ?? rope["type"])?.GetValue<string>() is { } rt0 && rt0 != "default")

@@ -328,7 +328,7 @@ public class HfTransformersParityTests(ITestOutputHelper output)
 
     [Theory]
     [InlineData("gemma3-conditional", "config.json", "text_config", "null", "needs a 'text_config' object")]
-    [InlineData("gemma3", "config.json", "rope_scaling", """{"rope_type": "yarn", "factor": 8.0}""", "rope_scaling type 'yarn' is not supported")]
+    [InlineData("gemma3", "config.json", "rope_scaling", """{"rope_type": "longrope", "factor": 8.0}""", "rope_scaling type 'longrope' is not supported")]
     [InlineData("gemma3", "config_transformers5.json", "rope_parameters", """{"full_attention": {"rope_type": "default", "rope_theta": 1e6}, "sliding_attention": {"rope_type": "dynamic", "rope_theta": 100.0, "factor": 2.0}}""",
         "rope_scaling type 'dynamic' is not supported")]
     [InlineData("gemma3", "config.json", "sliding_window_pattern", "0", "sliding_window_pattern=0 must be positive")]
