@@ -7,7 +7,7 @@ namespace SaeSharp.Models;
 
 /// <summary>
 /// Settings of the Llama-layout decoders (HF <c>LlamaForCausalLM</c>, <c>MistralForCausalLM</c>, <c>MixtralForCausalLM</c>, <c>Qwen2ForCausalLM</c>,
-/// <c>Qwen2MoeForCausalLM</c>, <c>Qwen3ForCausalLM</c>, <c>Qwen3MoeForCausalLM</c>, <c>Olmo2ForCausalLM</c>, <c>OlmoeForCausalLM</c>, <c>GemmaForCausalLM</c>, <c>Gemma2ForCausalLM</c>, <c>Gemma3ForCausalLM</c> and the text model of
+/// <c>Qwen2MoeForCausalLM</c>, <c>Qwen3ForCausalLM</c>, <c>Qwen3MoeForCausalLM</c>, <c>Olmo2ForCausalLM</c>, <c>OlmoeForCausalLM</c>, <c>GemmaForCausalLM</c>, <c>Gemma2ForCausalLM</c>, <c>Gemma3ForCausalLM</c>, <c>GptOssForCausalLM</c> and the text model of
 /// <c>Gemma3ForConditionalGeneration</c>) read
 /// from config.json, with the defaults of each family's HF config class.
 /// </summary>
@@ -25,7 +25,7 @@ internal sealed record DecoderSettings
     public required double Eps { get; init; }
     public required string Activation { get; init; }
     public required double RopeTheta { get; init; }
-    /// <summary>Rotary frequencies [rotary_dim / 2] after rope_scaling (llama3, linear); Gemma 3: of the global layers.</summary>
+    /// <summary>Rotary frequencies [rotary_dim / 2] after rope_scaling (llama3, linear, yarn); Gemma 3: of the global layers.</summary>
     public required double[] InvFreq { get; init; }
     /// <summary>YaRN's attention factor multiplying cos and sin (HF <c>attention_scaling</c>); 1 for the other rope types.</summary>
     public double RopeAttentionScaling { get; init; } = 1.0;
