@@ -425,14 +425,15 @@ internal sealed record DecoderSettings
         if (low == high) high += 0.001;   // HF: prevent singularity
 
         using var scope = NewDisposeScope();
-        using Scalar dimScalar = dim.ToScalar(), factorScalar = factor.ToScalar(), lowScalar = low.ToScalar(), spanScalar = (high - low).ToScalar();
+        using Scalar dimScalar = dim.ToScalar(), factorScalar = factor.ToScalar(), lowScalar = low.ToScalar(), spanScalar = (high - low).ToScalar(),
+            halfDim = (dim / 2).ToScalar();
         using var thetaTensor = tensor(theta);
         var posFreqs = pow(thetaTensor, arange(TorchScalars.Of(0), dimScalar, TorchScalars.Of(2), dtype: ScalarType.Int64).to(ScalarType.Float32) / dimScalar);
         var extrapolation = TorchScalars.Of(1.0) / posFreqs;
         var interpolation = TorchScalars.Of(1.0) / (posFreqs * factorScalar);
-        var ramp = ((arange(dim / 2, dtype: ScalarType.Float32) - lowScalar) / spanScalar).clamp(TorchScalars.Of(0), TorchScalars.Of(1));
+        var ramp = ((arange(halfDim, dtype: ScalarType.Float32) - lowScalar) / spanScalar).clamp(TorchScalars.Of(0), TorchScalars.Of(1));
         var extrapolationFactor = TorchScalars.Of(1) - ramp;
-        var inv = interpolation * (TorchScalars.Of(1) - extrapolationFactor) + extrapolation * extrapolationFactor;
+        var inv = (interpolation * (TorchScalars.Of(1) - extrapolationFactor)).add(extrapolation * extrapolationFactor, TorchScalars.One);
         return (inv.to(ScalarType.Float64).data<double>().ToArray(), attention);
     }
 }
