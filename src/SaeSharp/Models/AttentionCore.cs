@@ -19,7 +19,8 @@ internal static class AttentionCore
     /// </summary>
     public static Tensor AttendHeads(Tensor q, Tensor k, Tensor v, int layer, double scale, ForwardContext ctx, BlockHookNames names,
         int rotaryDim = 0, nn.Module<Tensor, Tensor>? qNorm = null, nn.Module<Tensor, Tensor>? kNorm = null,
-        double? softCap = null, int? slidingWindow = null, bool localRotary = false, bool normOverHeads = false, double? clip = null)
+        double? softCap = null, int? slidingWindow = null, bool localRotary = false, bool normOverHeads = false, double? clip = null,
+        Tensor? sinks = null)
     {
         var h = ctx.Hooks;
         q = h.Fire(names.Q, q);
@@ -41,7 +42,7 @@ internal static class AttentionCore
             q = h.Fire(names.RotQ, Rotary.Apply(q, cos, sin, rotaryDim));
             k = h.Fire(names.RotK, Rotary.Apply(k, cos, sin, rotaryDim));
         }
-        return Attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), layer, scale, ctx, names, softCap, slidingWindow);
+        return Attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), layer, scale, ctx, names, softCap, slidingWindow, sinks);
     }
 
     /// <summary>
@@ -51,10 +52,13 @@ internal static class AttentionCore
     /// <paramref name="softCap"/>: scores become cap·tanh(scores/cap) before masking (Gemma 2).
     /// <paramref name="slidingWindow"/>: a query sees only the keys less than that many positions back, counted in
     /// sequence (cache) positions, padding included (Gemma 2/3 local layers); such a layer's cache keeps only the last
-    /// window − 1 positions, so its keys may be the last positions of the sequence rather than all of them.</para>
+    /// window − 1 positions, so its keys may be the last positions of the sequence rather than all of them.
+    /// <paramref name="sinks"/>: gpt-oss's learned per-head logit [head], an extra key column of every query's softmax
+    /// whose probability is dropped (HF <c>eager_attention_forward</c> with <c>module.sinks</c>): the pattern's rows then sum
+    /// to less than 1, and a query with every key masked attends to nothing (its z is 0).</para>
     /// </summary>
     public static Tensor Attend(Tensor q, Tensor k, Tensor v, int layer, double scale, ForwardContext ctx, BlockHookNames names,
-        double? softCap = null, int? slidingWindow = null)
+        double? softCap = null, int? slidingWindow = null, Tensor? sinks = null)
     {
         if (ctx.Kv is { } kv) (k, v) = kv.Append(layer, k, v, slidingWindow is int sw ? sw - 1 : null);
         long groups = q.shape[1] / k.shape[1];
@@ -85,7 +89,14 @@ internal static class AttentionCore
             if (kept < nk) allowed = allowed.narrow(-1, nk - kept, kept); // the cache dropped keys no query here can see
         }
         s32 = s32.masked_fill(allowed.logical_not(), TorchScalars.Of(float.MinValue));
-        var pattern = s32.softmax(-1).to(dtype);
+        Tensor pattern;
+        if (sinks is null) pattern = s32.softmax(-1).to(dtype);
+        else
+        {
+            long nKeys = s32.shape[^1];
+            var column = sinks.to(s32.dtype).view(1, -1, 1, 1).expand(s32.shape[0], -1, s32.shape[2], 1);
+            pattern = cat([s32, column], -1).softmax(-1).narrow(-1, 0, nKeys).to(dtype);
+        }
         pattern = ctx.Hooks.Fire(names.Pattern, pattern);
         var z = matmul(pattern, v).transpose(1, 2); // [batch, pos, head, d_head]
         z = ctx.Hooks.Fire(names.Z, z);

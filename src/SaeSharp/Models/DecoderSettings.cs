@@ -1,12 +1,13 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace SaeSharp.Models;
 
 /// <summary>
 /// Settings of the Llama-layout decoders (HF <c>LlamaForCausalLM</c>, <c>MistralForCausalLM</c>, <c>MixtralForCausalLM</c>, <c>Qwen2ForCausalLM</c>,
-/// <c>Qwen2MoeForCausalLM</c>, <c>Qwen3ForCausalLM</c>, <c>Qwen3MoeForCausalLM</c>, <c>OlmoForCausalLM</c>, <c>Olmo2ForCausalLM</c>, <c>Olmo3ForCausalLM</c>, <c>OlmoeForCausalLM</c>, <c>GemmaForCausalLM</c>, <c>Gemma2ForCausalLM</c>, <c>Gemma3ForCausalLM</c> and the text model of
+/// <c>Qwen2MoeForCausalLM</c>, <c>Qwen3ForCausalLM</c>, <c>Qwen3MoeForCausalLM</c>, <c>OlmoForCausalLM</c>, <c>Olmo2ForCausalLM</c>, <c>Olmo3ForCausalLM</c>, <c>OlmoeForCausalLM</c>, <c>GemmaForCausalLM</c>, <c>Gemma2ForCausalLM</c>, <c>Gemma3ForCausalLM</c>, <c>GptOssForCausalLM</c> and the text model of
 /// <c>Gemma3ForConditionalGeneration</c>) read
 /// from config.json, with the defaults of each family's HF config class.
 /// </summary>
@@ -24,8 +25,12 @@ internal sealed record DecoderSettings
     public required double Eps { get; init; }
     public required string Activation { get; init; }
     public required double RopeTheta { get; init; }
-    /// <summary>Rotary frequencies [rotary_dim / 2] after rope_scaling (llama3, linear); Gemma 3: of the global layers.</summary>
+    /// <summary>Rotary frequencies [rotary_dim / 2] after rope_scaling (llama3, linear, yarn); Gemma 3: of the global layers.</summary>
     public required double[] InvFreq { get; init; }
+    /// <summary>YaRN's attention factor multiplying cos and sin (HF <c>attention_scaling</c>); 1 for the other rope types.</summary>
+    public double RopeAttentionScaling { get; init; } = 1.0;
+    /// <summary>Gemma 3: the sliding-window layers' <see cref="RopeAttentionScaling"/>.</summary>
+    public double LocalRopeAttentionScaling { get; init; } = 1.0;
     /// <summary>Gemma 3: θ of the sliding-window layers (<c>rope_local_base_freq</c>).</summary>
     public double? LocalRopeTheta { get; init; }
     /// <summary>Gemma 3: rotary frequencies of the sliding-window layers (never scaled).</summary>
@@ -76,6 +81,12 @@ internal sealed record DecoderSettings
     /// <summary>Qwen2-MoE: width of the shared expert every token goes through (<c>shared_expert_intermediate_size</c>),
     /// scaled by sigmoid(<c>shared_expert_gate</c>·x); 0 for none.</summary>
     public int SharedExpertIntermediate { get; init; }
+    /// <summary>gpt-oss (<c>gpt_oss</c>): attention sinks (<c>self_attn.sinks</c>), the <see cref="GptOssMlp"/> experts.</summary>
+    public bool GptOss { get; init; }
+    /// <summary>gpt-oss: the experts' gate is clamped above at this, up to ±this (<c>swiglu_limit</c>, 7).</summary>
+    public double SwigluLimit { get; init; } = 7.0;
+    /// <summary>gpt-oss: glu = gate·σ(alpha·gate) (<c>swiglu_alpha</c>, 1.702).</summary>
+    public double SwigluAlpha { get; init; } = 1.702;
 
     /// <summary>Reads config.json of a <c>llama</c>, <c>mistral</c>, <c>mixtral</c>, <c>qwen2</c>, <c>qwen2_moe</c>, <c>qwen3</c>, <c>qwen3_moe</c>, <c>olmo</c>, <c>olmo2</c>, <c>olmo3</c>, <c>olmoe</c>, <c>gemma</c>, <c>gemma2</c>,
     /// <c>gemma3_text</c> or <c>gemma3</c> model (for <c>gemma3</c>, its <c>text_config</c>); with <paramref name="weights"/>, checks every
@@ -93,6 +104,7 @@ internal sealed record DecoderSettings
         bool olmo1 = modelType == "olmo", olmo3 = modelType == "olmo3";
         bool olmo2 = modelType == "olmo2" || olmo3, olmoe = modelType == "olmoe";   // q/k norms over the whole projection
         bool sparse = qwenMoe || olmoe;                    // a sparse MoE block as mlp, experts of gate_proj/up_proj/down_proj
+        bool gptOss = modelType == "gpt_oss";              // attention sinks; GptOssMLP: router with bias, fused experts with biases
         if (modelType == "gemma3")
             c = c.Root["text_config"] is JsonObject text ? new JsonConfig($"{c.Path} (text_config)", text)
                 : throw new SaeSharpException($"{c.Path}: model_type gemma3 (Gemma3ForConditionalGeneration) needs a 'text_config' object " +
@@ -101,31 +113,32 @@ internal sealed record DecoderSettings
             throw new SaeSharpException($"{c.Path}: use_bidirectional_attention=true (an embedding model such as EmbeddingGemma) is not a causal language model; not supported");
         // Gemma 3's hub configs leave out what equals a Gemma3TextConfig default (gemma-3-4b's text_config has no
         // num_attention_heads, vocab_size, head_dim): every size has that class's default there; the other families need them.
-        int? G3(int gemma3Default) => gemma3 ? gemma3Default : null;
-        int hidden = c.Int("hidden_size", G3(2304)), nHead = c.Int("num_attention_heads", G3(8)), nLayer = c.Int("num_hidden_layers", G3(26));
+        // GptOssConfig has a default for every size too (gpt-oss-20b's, but 36 layers and 128 experts: gpt-oss-120b's).
+        int? G3(int gemma3Default, int? gptOssDefault = null) => gemma3 ? gemma3Default : gptOss ? gptOssDefault : null;
+        int hidden = c.Int("hidden_size", G3(2304, 2880)), nHead = c.Int("num_attention_heads", G3(8, 64)), nLayer = c.Int("num_hidden_layers", G3(26, 36));
         if (hidden <= 0 || nHead <= 0 || nLayer <= 0)
             throw new SaeSharpException($"{c.Path}: hidden_size, num_attention_heads and num_hidden_layers must be positive");
         // Absent keys take the HF config class defaults: num_key_value_heads 32 for Qwen2/Qwen3, 16 for Gemma, 8 for
         // Mistral/Mixtral and 4 for Gemma 2/3 and Qwen3-MoE, head_dim 128 for Qwen3 and 256 for Gemma 1/2/3 (fixed numbers there, not derived from
         // the other sizes); null (or, for Llama, Mistral's and Qwen3-MoE's head_dim and Qwen2, absent) means num_attention_heads and
         // hidden_size / num_attention_heads. (A JSON null reads as absent through the JsonObject indexer: ContainsKey tells.)
-        int? kvDefault = modelType switch { "qwen2" or "qwen3" => 32, "gemma" => 16, "mistral" or "mixtral" => 8, "gemma2" or "gemma3_text" or "gemma3" or "qwen3_moe" => 4, "qwen2_moe" => 16, _ => null };
+        int? kvDefault = modelType switch { "qwen2" or "qwen3" => 32, "gemma" => 16, "mistral" or "mixtral" => 8, "gemma2" or "gemma3_text" or "gemma3" or "qwen3_moe" => 4, "qwen2_moe" => 16, "gpt_oss" => 8, _ => null };
         int nKv = c.Root.ContainsKey("num_key_value_heads")
             ? c.Root["num_key_value_heads"] is not null ? c.Int("num_key_value_heads") : nHead
             : kvDefault ?? nHead;
         if (nKv <= 0 || nHead % nKv != 0)
             throw new SaeSharpException($"{c.Path}: num_attention_heads={nHead} must be a multiple of num_key_value_heads={nKv}");
-        int? headDimDefault = modelType switch { "qwen3" => 128, "gemma" or "gemma2" or "gemma3_text" or "gemma3" => 256, _ => null };
+        int? headDimDefault = modelType switch { "qwen3" => 128, "gemma" or "gemma2" or "gemma3_text" or "gemma3" => 256, "gpt_oss" => 64, _ => null };
         int headDim = c.Root["head_dim"] is not null ? c.Int("head_dim")
             : !c.Root.ContainsKey("head_dim") && headDimDefault is int fixedHeadDim ? fixedHeadDim
             : hidden % nHead == 0 ? hidden / nHead
             : throw new SaeSharpException($"{c.Path}: hidden_size={hidden} is not a multiple of num_attention_heads={nHead} and there is no head_dim");
         if (headDim <= 0 || headDim % 2 != 0) throw new SaeSharpException($"{c.Path}: head_dim={headDim} must be positive and even");
         // Qwen-MoE experts are moe_intermediate_size wide (intermediate_size is for dense layers, refused below).
-        int vocab = c.Int("vocab_size", G3(262_208));
+        int vocab = c.Int("vocab_size", G3(262_208, 201_088));
         // OLMoE: each expert is intermediate_size wide (OlmoeConfig default 2048).
         int intermediate = qwenMoe ? c.Int("moe_intermediate_size", qwen3Moe ? 768 : 1408)
-            : c.Int("intermediate_size", olmoe ? 2048 : G3(9216));
+            : c.Int("intermediate_size", olmoe ? 2048 : G3(9216, 2880));
         if (weights is not null)
         {
             weights.ExpectLayers(c.Path, "num_hidden_layers", nLayer);
@@ -134,7 +147,7 @@ internal sealed record DecoderSettings
                 $"num_attention_heads={nHead}, head_dim={headDim}, hidden_size={hidden}");
             weights.ExpectShape(c.Path, "model", "layers.0.self_attn.k_proj.weight", [(long)nKv * headDim, hidden],
                 $"num_key_value_heads={nKv}, head_dim={headDim}, hidden_size={hidden}");
-            if (!mixtral && !sparse)
+            if (!mixtral && !sparse && !gptOss)
                 weights.ExpectShape(c.Path, "model", "layers.0.mlp.gate_proj.weight", [intermediate, hidden],
                     $"intermediate_size={intermediate}, hidden_size={hidden}");
         }
@@ -143,11 +156,13 @@ internal sealed record DecoderSettings
         // 5632; both norm_topk_prob false; OlmoeConfig: num_experts 64, num_experts_per_tok 8, norm_topk_prob false.
         // Router jitter and the router aux loss are training-only.
         string expertsKey = sparse ? "num_experts" : "num_local_experts";
-        int experts = mixtral ? c.Int("num_local_experts", 8) : qwenMoe ? c.Int("num_experts", qwen3Moe ? 128 : 60) : olmoe ? c.Int("num_experts", 64) : 0;
+        // GptOssConfig: num_local_experts 128 (num_experts is its alias), num_experts_per_tok 4.
+        int experts = mixtral ? c.Int("num_local_experts", 8) : qwenMoe ? c.Int("num_experts", qwen3Moe ? 128 : 60) : olmoe ? c.Int("num_experts", 64)
+            : gptOss ? c.Int("num_local_experts", c.Int("num_experts", 128)) : 0;
         int perToken = mixtral ? c.Int("num_experts_per_tok", 2) : qwenMoe ? c.Int("num_experts_per_tok", qwen3Moe ? 8 : 4)
-            : olmoe ? c.Int("num_experts_per_tok", 8) : 0;
+            : olmoe ? c.Int("num_experts_per_tok", 8) : gptOss ? c.Int("num_experts_per_tok", 4) : 0;
         int shared = qwen2Moe ? c.Int("shared_expert_intermediate_size", 5632) : 0;
-        if ((mixtral || sparse) && (experts <= 0 || perToken <= 0 || perToken > experts))
+        if ((mixtral || sparse || gptOss) && (experts <= 0 || perToken <= 0 || perToken > experts))
             throw new SaeSharpException($"{c.Path}: num_experts_per_tok={perToken} must be between 1 and {expertsKey}={experts}");
         if (qwen2Moe && shared <= 0)
             throw new SaeSharpException($"{c.Path}: shared_expert_intermediate_size={shared} must be positive");
@@ -167,6 +182,18 @@ internal sealed record DecoderSettings
         if (qwen2Moe && c.Bool("use_sliding_window", false))
             throw new SaeSharpException($"{c.Path}: use_sliding_window=true on a qwen2_moe model is not supported");
         string moe = mixtral ? "block_sparse_moe" : "mlp", w1 = mixtral ? "w1" : "gate_proj";
+        if (gptOss)
+        {
+            // transformers dequantises MXFP4 checkpoints (quant_method mxfp4) on CPU; any other quantisation is not read.
+            if (c.Root["quantization_config"] is JsonObject q && q["quant_method"]?.ToString() is { } method && method != "mxfp4")
+                throw new SaeSharpException($"{c.Path}: quantization_config.quant_method '{method}' is not supported (gpt-oss checkpoints in float or mxfp4 are)");
+            if (weights is not null)
+            {
+                weights.ExpectShape(c.Path, "model", "layers.0.mlp.router.weight", [experts, hidden], $"num_local_experts={experts}, hidden_size={hidden}");
+                weights.ExpectShape(c.Path, "model", "layers.0.mlp.experts.gate_up_proj", [experts, hidden, 2L * intermediate],
+                    $"num_local_experts={experts}, hidden_size={hidden}, intermediate_size={intermediate}");
+            }
+        }
         if ((mixtral || sparse) && weights is not null)
         {
             weights.ExpectShape(c.Path, "model", $"layers.0.{moe}.gate.weight", [experts, hidden], $"{expertsKey}={experts}, hidden_size={hidden}");
@@ -178,6 +205,10 @@ internal sealed record DecoderSettings
         }
         // Gemma 3: rope_theta and rope_scaling are the global layers' (transformers 5: rope_parameters.full_attention).
         var rope = RopeParameters(c, gemma3 ? "full_attention" : null);
+        // GptOssConfig: YaRN (factor 32 from 4096 positions, beta_fast 32, beta_slow 1, truncate false) when none is given.
+        if (gptOss && rope is null)
+            rope = new JsonObject { ["rope_type"] = "yarn", ["factor"] = 32.0, ["beta_fast"] = 32.0, ["beta_slow"] = 1.0, ["truncate"] = false,
+                                    ["original_max_position_embeddings"] = 4096.0 };
         // transformers 4.47's Gemma and Mistral read rope_theta only (GemmaRotaryEmbedding, MistralRotaryEmbedding take no
         // scaling); later versions apply rope_scaling as Llama does. No hub checkpoint of either has one: refused, not guessed.
         if ((gemma1 || mistral) && rope is not null && (rope["rope_type"] ?? rope["type"])?.GetValue<string>() is { } rt0 && rt0 != "default")
@@ -186,22 +217,25 @@ internal sealed record DecoderSettings
         // (the sliding ones keep the default rope); with the default rope type both agree. Others refused, not guessed.
         if (olmo3 && rope is not null && (rope["rope_type"] ?? rope["type"])?.GetValue<string>() is { } rt3 && rt3 != "default")
             throw new SaeSharpException($"{c.Path}: rope_scaling of type {rt3} on an olmo3 model is not supported (only the default rope type is)");
-        double theta = rope?["rope_theta"] is { } rt ? rt.GetValue<double>() : c.Double("rope_theta", gemma3 || mixtral ? 1_000_000 : olmo3 ? 500_000 : 10000);
+        double theta = rope?["rope_theta"] is { } rt ? rt.GetValue<double>() : c.Double("rope_theta", gemma3 || mixtral ? 1_000_000 : olmo3 ? 500_000 : gptOss ? 150_000 : 10000);
         // transformers 5 keeps partial_rotary_factor in rope_parameters (a top-level one is only its default there).
         double partial = rope?["partial_rotary_factor"] is { } prf && prf.GetValueKind() == JsonValueKind.Number
             ? prf.GetValue<double>() : c.Double("partial_rotary_factor", 1.0);
         int rotDim = (int)(headDim * partial);
         if (rotDim <= 0 || rotDim % 2 != 0) throw new SaeSharpException($"{c.Path}: partial_rotary_factor={partial} gives {rotDim} rotary dims of {headDim}; need a positive even number");
-        double[] invFreq = ScaledInvFreq(c, rope, rotDim, theta);
+        int maxPositions = c.Int("max_position_embeddings", gemma3 || mistral || gptOss ? 131_072 : gemma || gemma1 ? 8192 : modelType is "llama" or "olmo" or "olmo2" or "olmo3" ? 2048
+            : olmoe ? 4096 : 32768);
+        var (invFreq, ropeScaling) = ScaledInvFreq(c, rope, rotDim, theta, maxPositions);
         double? localTheta = null;
         double[]? localInvFreq = null;
+        double localRopeScaling = 1.0;
         if (gemma3)
         {
             // transformers 4.5x: rope_local_base_freq with the default rope type (HF copies the config with
             // rope_scaling {"rope_type": "default"}); transformers 5: rope_parameters.sliding_attention.
             var local = RopePerLayerType(c) ? RopeParameters(c, "sliding_attention") : null;
             localTheta = local?["rope_theta"] is { } lt ? lt.GetValue<double>() : c.Double("rope_local_base_freq", 10000);
-            localInvFreq = ScaledInvFreq(c, local, rotDim, localTheta.Value);
+            (localInvFreq, localRopeScaling) = ScaledInvFreq(c, local, rotDim, localTheta.Value, maxPositions);
         }
 
         // Gemma 1 as transformers 4.47's GemmaMLP: hidden_activation, else gelu_pytorch_tanh; hidden_act is ignored (the hub
@@ -215,11 +249,12 @@ internal sealed record DecoderSettings
         double? clip = (olmoe || olmo1) && c.Root["clip_qkv"] is not null ? c.Double("clip_qkv") : null;   // JSON null reads as absent
         if (clip is <= 0) throw new SaeSharpException($"{c.Path}: clip_qkv={clip} must be positive or null");
         // Mistral has no biases (MistralAttention and MistralMLP build nn.Linear(..., bias=False) whatever the config says).
-        bool attnBias = !mistral && c.Bool("attention_bias", false);
+        bool attnBias = !mistral && c.Bool("attention_bias", gptOss);   // GptOssConfig: attention_bias true
         int layers = nLayer;
         int? window = null;
         var sliding = new bool[layers];
-        int? configWindow = c.Root["sliding_window"] is { } swn && swn.GetValueKind() == JsonValueKind.Number ? c.Int("sliding_window") : null;
+        int? configWindow = c.Root["sliding_window"] is { } swn && swn.GetValueKind() == JsonValueKind.Number ? c.Int("sliding_window")
+            : gptOss && !c.Root.ContainsKey("sliding_window") ? 128 : null;   // GptOssConfig: sliding_window 128
         if (mistral)
         {
             // MistralConfig: sliding_window 4096 when absent (MixtralConfig: none), null for none; when set, every layer's
@@ -249,8 +284,8 @@ internal sealed record DecoderSettings
             if (pattern <= 0) throw new SaeSharpException($"{c.Path}: sliding_window_pattern={pattern} must be positive");
             for (int i = 0; i < layers; i++) sliding[i] = (i + 1) % pattern != 0;
         }
-        else if (gemma)
-            for (int i = 0; i < layers; i++) sliding[i] = i % 2 == 0; // HF Gemma 2: even layers are local
+        else if (gemma || gptOss)
+            for (int i = 0; i < layers; i++) sliding[i] = i % 2 == 0; // HF Gemma 2, GptOssConfig's layer_types: even layers are local
         else if (olmo3)
             for (int i = 0; i < layers; i++) sliding[i] = (i + 1) % 4 != 0; // Olmo3Config: every fourth layer is full
         else if (modelType is "qwen2" or "qwen3" or "qwen3_moe" && c.Bool("use_sliding_window", false))
@@ -277,14 +312,13 @@ internal sealed record DecoderSettings
         {
             ModelType = modelType, Hidden = hidden, NLayer = nLayer, NHead = nHead, NKvHead = nKv, HeadDim = headDim,
             Intermediate = intermediate, VocabSize = vocab,
-            MaxPositions = c.Int("max_position_embeddings", gemma3 || mistral ? 131_072 : gemma || gemma1 ? 8192 : modelType is "llama" or "olmo" or "olmo2" or "olmo3" ? 2048
-                : olmoe ? 4096 : 32768),
+            MaxPositions = maxPositions, RopeAttentionScaling = ropeScaling, LocalRopeAttentionScaling = localRopeScaling,
             // OlmoLayerNorm's eps is fixed (1e-5); OlmoConfig has no rms_norm_eps.
-            Eps = olmo1 ? 1e-5 : c.Double("rms_norm_eps", mixtral || olmo2 || olmoe ? 1e-5 : 1e-6), Activation = act, RopeTheta = theta, InvFreq = invFreq,
+            Eps = olmo1 ? 1e-5 : c.Double("rms_norm_eps", mixtral || olmo2 || olmoe || gptOss ? 1e-5 : 1e-6), Activation = act, RopeTheta = theta, InvFreq = invFreq,
             LocalRopeTheta = localTheta, LocalInvFreq = localInvFreq,
             TieEmbeddings = c.Bool("tie_word_embeddings", gemma || gemma1),
             QkvBias = modelType == "qwen2" || (qwen2Moe && c.Bool("qkv_bias", true)) || attnBias, OBias = modelType is not ("qwen2" or "qwen2_moe") && attnBias,
-            MlpBias = !mistral && !gemma1 && !olmo1 && !olmo2 && !olmoe && c.Bool("mlp_bias", false), QkNorm = modelType is "qwen3" or "qwen3_moe" || gemma3,
+            MlpBias = !mistral && !gemma1 && !olmo1 && !olmo2 && !olmoe && !gptOss && c.Bool("mlp_bias", false), QkNorm = modelType is "qwen3" or "qwen3_moe" || gemma3,
             QkNormWhole = olmo2 || olmoe, ClipQkv = clip, Olmo2 = olmo2, NonParametricLayerNorm = olmo1,
             Gemma = gemma || gemma1, PostNorms = gemma, Gemma3 = gemma3,
             AttnScale = gemma ? Math.Pow(c.Double("query_pre_attn_scalar", 256), -0.5) : 1.0 / Math.Sqrt(headDim),
@@ -295,6 +329,7 @@ internal sealed record DecoderSettings
             FinalSoftCap = gemma ? Cap("final_logit_softcapping", gemma3 ? null : 30.0) : null,
             SlidingWindow = window, SlidingLayers = sliding, NumExperts = experts, ExpertsPerToken = perToken,
             NormTopKProb = mixtral || (sparse && c.Bool("norm_topk_prob", false)), SharedExpertIntermediate = shared,
+            GptOss = gptOss, SwigluLimit = gptOss ? c.Double("swiglu_limit", 7.0) : 7.0, SwigluAlpha = gptOss ? c.Double("swiglu_alpha", 1.702) : 1.702,
         };
     }
 
@@ -328,8 +363,9 @@ internal sealed record DecoderSettings
     /// <summary>True when rope_parameters holds one set per layer type (transformers 5's Gemma 3).</summary>
     private static bool RopePerLayerType(JsonConfig c) => c.Root["rope_parameters"] is JsonObject o && IsPerLayerType(o);
 
-    /// <summary>HF <c>ROPE_INIT_FUNCTIONS</c> for rope types default, linear and llama3.</summary>
-    private static double[] ScaledInvFreq(JsonConfig c, JsonObject? rope, int dim, double theta)
+    /// <summary>HF <c>ROPE_INIT_FUNCTIONS</c> for rope types default, linear, llama3 and yarn: the frequencies and the
+    /// attention scaling that multiplies cos and sin (1 but for yarn).</summary>
+    private static (double[] InvFreq, double AttentionScaling) ScaledInvFreq(JsonConfig c, JsonObject? rope, int dim, double theta, int maxPositions)
     {
         // Float32 as HF computes them, then widened.
         using var scope = NewDisposeScope();
@@ -337,31 +373,79 @@ internal sealed record DecoderSettings
         string type = rope?["rope_type"]?.GetValue<string>() ?? rope?["type"]?.GetValue<string>() ?? "default";
         double Num(string key) => rope![key] is { } v && v.GetValueKind() == JsonValueKind.Number
             ? v.GetValue<double>() : throw new SaeSharpException($"{c.Path}: rope_scaling of type {type} needs a number '{key}'");
+        double? Opt(string key) => rope![key] is { } v && v.GetValueKind() != JsonValueKind.Null ? Num(key) : null;
         switch (type)
         {
             case "default":
-                return inv;
+                return (inv, 1.0);
             case "linear":
                 {
                     double f = Num("factor");
-                    return inv.Select(x => x / f).ToArray();
+                    return (inv.Select(x => x / f).ToArray(), 1.0);
                 }
             case "llama3":
                 {
                     double factor = Num("factor"), low = Num("low_freq_factor"), high = Num("high_freq_factor");
                     double oldCtx = Num("original_max_position_embeddings");
                     double lowWavelen = oldCtx / low, highWavelen = oldCtx / high;
-                    return inv.Select(f =>
+                    return (inv.Select(f =>
                     {
                         double wavelen = 2 * Math.PI / f;
                         if (wavelen < highWavelen) return f;            // high frequencies kept
                         if (wavelen > lowWavelen) return f / factor;    // low frequencies scaled
                         double smooth = (oldCtx / wavelen - low) / (high - low);
                         return (1 - smooth) * f / factor + smooth * f;
-                    }).ToArray();
+                    }).ToArray(), 1.0);
                 }
+            case "yarn":
+                return Yarn(c, rope!, dim, theta, maxPositions, Opt);
             default:
-                throw new SaeSharpException($"{c.Path}: rope_scaling type '{type}' is not supported (default, linear, llama3 are)");
+                throw new SaeSharpException($"{c.Path}: rope_scaling type '{type}' is not supported (default, linear, llama3, yarn are)");
         }
+    }
+
+    /// <summary>
+    /// transformers 5's <c>_compute_yarn_parameters</c>, in float32 as there: frequencies ramped between θ-based
+    /// extrapolation (fast dims) and interpolation by <c>factor</c> (slow dims) over the correction range of
+    /// <c>beta_fast</c> (32) and <c>beta_slow</c> (1) rotations in <c>original_max_position_embeddings</c> (else
+    /// max_position_embeddings), floored/ceiled unless <c>truncate</c> is false; the attention factor is
+    /// <c>attention_factor</c>, else 0.1·mscale·ln(factor) + 1 (the ratio of two such with <c>mscale</c> and
+    /// <c>mscale_all_dim</c>), 1 when factor ≤ 1. A missing factor is max_position_embeddings / original_max_position_embeddings.
+    /// (transformers 4.5x instead replaced factor by that ratio whenever original_max_position_embeddings was given.)
+    /// </summary>
+    private static (double[] InvFreq, double AttentionScaling) Yarn(JsonConfig c, JsonObject rope, int dim, double theta, int maxPositions, Func<string, double?> opt)
+    {
+        double originalMax = opt("original_max_position_embeddings") ?? maxPositions;
+        double factor = opt("factor") ?? maxPositions / originalMax;
+        if (!(factor > 0) || !(originalMax > 0) || !(theta > 1))
+            throw new SaeSharpException($"{c.Path}: rope_scaling yarn needs factor > 0, original_max_position_embeddings > 0 and rope_theta > 1 " +
+                                        $"(got {factor}, {originalMax}, {theta})");
+        static double MScale(double scale, double m = 1) => scale <= 1 ? 1.0 : 0.1 * m * Math.Log(scale) + 1.0;
+        double? mscale = opt("mscale"), mscaleAllDim = opt("mscale_all_dim");
+        double attention = opt("attention_factor")
+            ?? (mscale is double ms && ms != 0 && mscaleAllDim is double ma && ma != 0 ? MScale(factor, ms) / MScale(factor, ma) : MScale(factor));
+        // beta_fast / beta_slow: `get(...) or 32` / `or 1`, so 0 or null takes the default too.
+        double betaFast = opt("beta_fast") is double bf && bf != 0 ? bf : 32, betaSlow = opt("beta_slow") is double bs && bs != 0 ? bs : 1;
+        bool truncate = rope["truncate"] is { } t && t.GetValueKind() != JsonValueKind.Null
+            ? t.GetValueKind() is JsonValueKind.True or JsonValueKind.False ? t.GetValue<bool>()
+                : throw new SaeSharpException($"{c.Path}: rope_scaling 'truncate' must be true or false, got {t.ToJsonString()}")
+            : true;
+        double CorrectionDim(double rotations) => dim * Math.Log(originalMax / (rotations * 2 * Math.PI)) / (2 * Math.Log(theta));
+        double low = CorrectionDim(betaFast), high = CorrectionDim(betaSlow);
+        if (truncate) (low, high) = (Math.Floor(low), Math.Ceiling(high));
+        (low, high) = (Math.Max(low, 0), Math.Min(high, dim - 1));
+        if (low == high) high += 0.001;   // HF: prevent singularity
+
+        using var scope = NewDisposeScope();
+        using Scalar dimScalar = dim.ToScalar(), factorScalar = factor.ToScalar(), lowScalar = low.ToScalar(), spanScalar = (high - low).ToScalar(),
+            halfDim = (dim / 2).ToScalar();
+        using var thetaTensor = tensor(theta);
+        var posFreqs = pow(thetaTensor, arange(TorchScalars.Of(0), dimScalar, TorchScalars.Of(2), dtype: ScalarType.Int64).to(ScalarType.Float32) / dimScalar);
+        var extrapolation = TorchScalars.Of(1.0) / posFreqs;
+        var interpolation = TorchScalars.Of(1.0) / (posFreqs * factorScalar);
+        var ramp = ((arange(halfDim, dtype: ScalarType.Float32) - lowScalar) / spanScalar).clamp(TorchScalars.Of(0), TorchScalars.Of(1));
+        var extrapolationFactor = TorchScalars.Of(1) - ramp;
+        var inv = (interpolation * (TorchScalars.Of(1) - extrapolationFactor)).add(extrapolation * extrapolationFactor, TorchScalars.One);
+        return (inv.to(ScalarType.Float64).data<double>().ToArray(), attention);
     }
 }

@@ -11,6 +11,8 @@ internal sealed class DecoderAttention : nn.Module<Tensor, ForwardContext, Tenso
 {
     private readonly Linear q_proj, k_proj, v_proj, o_proj;
     private readonly RmsNorm? q_norm, k_norm;
+    /// <summary>gpt-oss: one learned logit per head, an extra column of the attention softmax.</summary>
+    private readonly Parameter? sinks;
     private readonly DecoderSettings _s;
     private readonly int _layer;
     private readonly BlockHookNames _names;
@@ -32,6 +34,7 @@ internal sealed class DecoderAttention : nn.Module<Tensor, ForwardContext, Tenso
             q_norm = new RmsNorm(s.NHead * s.HeadDim, s.Eps, false, dtype, weightInFloat32: s.Olmo2);
             k_norm = new RmsNorm(s.NKvHead * s.HeadDim, s.Eps, false, dtype, weightInFloat32: s.Olmo2);
         }
+        if (s.GptOss) sinks = new Parameter(zeros(s.NHead, dtype: dtype), requires_grad: false);
         RegisterComponents();
     }
 
@@ -42,7 +45,7 @@ internal sealed class DecoderAttention : nn.Module<Tensor, ForwardContext, Tenso
         bool sliding = st.SlidingLayers[_layer];
         var z = AttentionCore.AttendHeads(q_proj.forward(x).view(b, s, st.NHead, st.HeadDim), k_proj.forward(x).view(b, s, st.NKvHead, st.HeadDim),
             v_proj.forward(x).view(b, s, st.NKvHead, st.HeadDim), _layer, st.AttnScale, ctx, _names, st.RotaryDim, q_norm, k_norm,
-            st.AttnSoftCap, sliding ? st.SlidingWindow : null, localRotary: sliding, normOverHeads: st.QkNormWhole, clip: st.ClipQkv);
+            st.AttnSoftCap, sliding ? st.SlidingWindow : null, localRotary: sliding, normOverHeads: st.QkNormWhole, clip: st.ClipQkv, sinks: sinks);
         return o_proj.forward(z);
     }
 }
@@ -170,7 +173,7 @@ internal sealed class SparseMoeBlock : nn.Module<Tensor, ForwardContext, Tensor>
 
     /// <summary>Fires an expert's hook as [batch, pos, d_mlp] (zero at the tokens not routed to it) when anything reads it,
     /// and returns the routed tokens' rows of the result.</summary>
-    private static Tensor Routed(HookRunner h, string name, Tensor rows, Tensor token, long b, long s)
+    internal static Tensor Routed(HookRunner h, string name, Tensor rows, Tensor token, long b, long s)
     {
         if (!h.Wants(name)) return rows;
         var full = zeros(b * s, rows.shape[1], dtype: rows.dtype, device: rows.device).index_copy_(0, token, rows);
@@ -207,6 +210,7 @@ internal sealed class DecoderLayer : nn.Module<Tensor, ForwardContext, Tensor>
         }
         self_attn = new DecoderAttention(s, layer, names, dtype);
         if (s.ModelType == "mixtral") block_sparse_moe = new SparseMoeBlock(s, act, names, dtype);
+        else if (s.GptOss) mlp = new GptOssMlp(s, names, dtype);
         else if (s.NumExperts > 0) mlp = new SparseMoeBlock(s, act, names, dtype);
         else mlp = new GatedMlp(s, act, names, dtype);
         RegisterComponents();
@@ -310,14 +314,15 @@ public sealed class LlamaFamilyModel : HookedTransformer
         "gemma2" => "Gemma2ForCausalLM",
         "gemma3_text" => "Gemma3ForCausalLM",
         "gemma3" => "Gemma3ForConditionalGeneration",
+        "gpt_oss" => "GptOssForCausalLM",
         _ => "LlamaForCausalLM",
     };
 
     private protected override Tensor Embed(Tensor tokens, ForwardContext ctx)
     {
-        (ctx.RotaryCos, ctx.RotarySin) = Rotary.CosSin(ctx.Positions, tensor(_invFreq, device: ctx.Positions.device), Config.Dtype);
+        (ctx.RotaryCos, ctx.RotarySin) = Rotary.CosSin(ctx.Positions, tensor(_invFreq, device: ctx.Positions.device), Config.Dtype, _s.RopeAttentionScaling);
         if (_localInvFreq is not null)
-            ctx.LocalRotary = Rotary.CosSin(ctx.Positions, tensor(_localInvFreq, device: ctx.Positions.device), Config.Dtype);
+            ctx.LocalRotary = Rotary.CosSin(ctx.Positions, tensor(_localInvFreq, device: ctx.Positions.device), Config.Dtype, _s.LocalRopeAttentionScaling);
         var e = model.embed_tokens.forward(tokens);
         // HF Gemma 1 and 2: the normaliser √hidden_size is a tensor of the hidden states' dtype; Gemma 3: a float32 tensor
         // cast to the weights' dtype.

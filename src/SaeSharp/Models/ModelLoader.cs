@@ -9,7 +9,7 @@ namespace SaeSharp.Models;
 public static class ModelLoader
 {
     /// <summary>Architectures this loader builds, as config.json <c>model_type</c>.</summary>
-    public static IReadOnlyList<string> SupportedModelTypes { get; } = ["gpt2", "gpt_neox", "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "olmo", "olmo2", "olmo3", "olmoe", "gemma", "gemma2", "gemma3_text", "gemma3"];
+    public static IReadOnlyList<string> SupportedModelTypes { get; } = ["gpt2", "gpt_neox", "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "olmo", "olmo2", "olmo3", "olmoe", "gemma", "gemma2", "gemma3_text", "gemma3", "gpt_oss"];
 
     /// <summary>
     /// Builds the model in the Hugging Face folder <paramref name="folder"/> (a local path: the CLI's hub ids and
@@ -38,6 +38,7 @@ public static class ModelLoader
         try
         {
             if (type == "gemma3") ckpt.Rename(Gemma3LanguageModelKey);
+            if (type == "gpt_oss") Mxfp4.DequantizeOnRead(ckpt);
             string prefix;
             string[] ignorableSuffixes;
             switch (type)
@@ -47,7 +48,7 @@ public static class ModelLoader
                     prefix = "transformer";
                     ignorableSuffixes = [".attn.bias", ".attn.masked_bias"];
                     break;
-                case "llama" or "mistral" or "mixtral" or "qwen2" or "qwen2_moe" or "qwen3" or "qwen3_moe" or "olmo" or "olmo2" or "olmo3" or "olmoe" or "gemma" or "gemma2" or "gemma3_text" or "gemma3":
+                case "llama" or "mistral" or "mixtral" or "qwen2" or "qwen2_moe" or "qwen3" or "qwen3_moe" or "olmo" or "olmo2" or "olmo3" or "olmoe" or "gemma" or "gemma2" or "gemma3_text" or "gemma3" or "gpt_oss":
                     {
                         var s = DecoderSettings.From(cfg, type, ckpt);
                         model = new LlamaFamilyModel(s, name, cfg.Path, dtype);
@@ -179,9 +180,10 @@ public static class ModelLoader
             if (a.StartsWith("Gemma2", StringComparison.Ordinal)) return "gemma2";
             if (a.StartsWith("Gemma3ForConditionalGeneration", StringComparison.Ordinal)) return "gemma3";
             if (a.StartsWith("Gemma3", StringComparison.Ordinal)) return "gemma3_text";
+            if (a.StartsWith("GptOssFor", StringComparison.Ordinal)) return "gpt_oss";
         }
         throw new SaeSharpException($"{cfg.Path}: no model_type and no known architectures ({string.Join(", ", cfg.Architectures)}); supported: GPT2LMHeadModel, " +
-                                    "GPTNeoXForCausalLM, LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM, Qwen2ForCausalLM, Qwen2MoeForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM, OlmoForCausalLM, Olmo2ForCausalLM, Olmo3ForCausalLM, OlmoeForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration");
+                                    "GPTNeoXForCausalLM, LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM, Qwen2ForCausalLM, Qwen2MoeForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM, OlmoForCausalLM, Olmo2ForCausalLM, Olmo3ForCausalLM, OlmoeForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration, GptOssForCausalLM");
     }
 
     /// <summary>
@@ -250,6 +252,15 @@ internal sealed class Checkpoint : IDisposable
 
     public bool Contains(string key) => _byKey.ContainsKey(key);
 
+    /// <summary>Replaces the keys <paramref name="sources"/> by <paramref name="key"/> of <paramref name="shape"/>, read by
+    /// <paramref name="read"/> (gpt-oss's MXFP4 experts, dequantised on reading).</summary>
+    public void Derive(string key, string file, long[] shape, string[] sources, Func<ScalarType, Tensor> read)
+    {
+        if (_byKey.ContainsKey(key)) throw new SaeSharpException($"{file}: checkpoint has both '{key}' and its packed form '{sources[0]}'");
+        foreach (var k in sources) _byKey.Remove(k);
+        _byKey[key] = (file, shape, read);
+    }
+
     /// <summary>Renames every key through <paramref name="map"/>, which drops a key by returning null (a model read out of a
     /// larger checkpoint); two keys given one name are an error.</summary>
     public void Rename(Func<string, string?> map)
@@ -293,6 +304,9 @@ internal sealed class Checkpoint : IDisposable
 
     /// <summary>The file holding <paramref name="key"/> and the tensor's shape.</summary>
     public (string Path, long[] Shape) Info(string key) => (_byKey[key].Path, _byKey[key].Shape);
+
+    /// <summary>The reader of <paramref name="key"/> (kept by a derived key after <see cref="Derive"/> drops it).</summary>
+    public Func<ScalarType, Tensor> Reader(string key) => _byKey[key].Read;
 
     /// <summary>Reads a tensor converted to <paramref name="dtype"/>; the caller owns it.</summary>
     public Tensor Read(string key, ScalarType dtype) => _byKey[key].Read(dtype);

@@ -18,12 +18,16 @@ internal static class Rotary
         return TorchScalars.Of(1.0) / pow(thetaTensor, arange(TorchScalars.Of(0), dim, TorchScalars.Of(2), dtype: ScalarType.Int64).to(ScalarType.Float32) / dim);
     }
 
-    /// <summary>cos, sin: [batch, pos, 1, 2·len(invFreq)] for positions [batch, pos] and float32 frequencies.</summary>
-    public static (Tensor Cos, Tensor Sin) CosSin(Tensor positions, Tensor invFreq, ScalarType dtype)
+    /// <summary>cos, sin: [batch, pos, 1, 2·len(invFreq)] for positions [batch, pos] and float32 frequencies, both
+    /// multiplied in float32 by <paramref name="attentionScaling"/> (HF <c>attention_scaling</c>: YaRN's attention factor,
+    /// 1 for the other rope types) before the cast to <paramref name="dtype"/>.</summary>
+    public static (Tensor Cos, Tensor Sin) CosSin(Tensor positions, Tensor invFreq, ScalarType dtype, double attentionScaling = 1.0)
     {
         var freqs = positions.to(ScalarType.Float32).unsqueeze(-1) * invFreq.to(positions.device); // [b, pos, rot/2]
         var emb = cat([freqs, freqs], -1).unsqueeze(2);                      // [b, pos, 1, rot]
-        return (emb.cos().to(dtype), emb.sin().to(dtype));
+        if (attentionScaling == 1.0) return (emb.cos().to(dtype), emb.sin().to(dtype));
+        using var scaling = attentionScaling.ToScalar();
+        return ((emb.cos() * scaling).to(dtype), (emb.sin() * scaling).to(dtype));
     }
 
     /// <summary>x: [batch, pos, head, d_head]; rotates x[..., :rot] as x·cos + rotate_half(x)·sin.</summary>

@@ -14,9 +14,10 @@ namespace SaeSharp.Tests.Models;
 /// fixed tokens (logits and <c>output_hidden_states</c>, unpadded and padded) and its greedy <c>generate()</c>, made by
 /// bench/reference/hf_models_fixture.py with transformers 4.47 (main 66ab300a; Gemma 1, Mistral, Mixtral and Qwen2-MoE too) and, for
 /// Qwen3, Qwen3-MoE and Gemma 3, 4.51 (main d1b92369).
-/// The OLMo folders (olmo, olmo-clip, olmo2, olmo3, olmoe, olmoe-clip) are the exception: their reference comes from
-/// bench/reference/olmo_fixture.py, a plain-PyTorch transcription of transformers' modeling_olmo.py, modeling_olmo2.py,
-/// modeling_olmo3.py and modeling_olmoe.py
+/// The OLMo and gpt-oss folders (olmo, olmo-clip, olmo2, olmo3, olmoe, olmoe-clip, gpt_oss, gpt_oss-mxfp4) are the exception: their
+/// reference comes from bench/reference/olmo_fixture.py and gpt_oss_fixture.py, plain-PyTorch transcriptions of transformers'
+/// modeling_olmo.py, modeling_olmo2.py, modeling_olmo3.py, modeling_olmoe.py and modeling_gpt_oss.py (with YaRN rope and, for
+/// gpt_oss-mxfp4, mxfp4.py's dequantisation)
 /// (transformers' tree could not be brought onto the machine), so they pin that reading of the HF code, not transformers
 /// itself; their generation reference is greedy over uncached forwards, and they have no config_transformers5.json.
 /// Each folder is loaded by <see cref="ModelLoader.FromPretrained"/>, as a user's download is.
@@ -28,8 +29,9 @@ public class HfTransformersParityTests(ITestOutputHelper output)
          "gemma3-conditional", "gemma3-softcap", "gemma", "mistral", "mistral-window", "mixtral", "mixtral-window", "qwen3_moe",
          "qwen3_moe-unnormalized", "qwen2_moe", .. OlmoFamilies];
 
-    /// <summary>The folders written by bench/reference/olmo_fixture.py (see the class summary).</summary>
-    private static readonly string[] OlmoFamilies = ["olmo2", "olmoe", "olmoe-clip", "olmo", "olmo-clip", "olmo3"];
+    /// <summary>The folders written by the PyTorch transcriptions bench/reference/olmo_fixture.py and gpt_oss_fixture.py
+    /// (see the class summary).</summary>
+    private static readonly string[] OlmoFamilies = ["olmo2", "olmoe", "olmoe-clip", "olmo", "olmo-clip", "olmo3", "gpt_oss", "gpt_oss-mxfp4"];
 
     /// <summary>The folders with a config_transformers5.json (all but <see cref="OlmoFamilies"/>).</summary>
     public static TheoryData<string> Transformers5Families => [.. ((IEnumerable<string>)Families).Where(f => !OlmoFamilies.Contains(f))];
@@ -334,7 +336,7 @@ public class HfTransformersParityTests(ITestOutputHelper output)
 
     [Theory]
     [InlineData("gemma3-conditional", "config.json", "text_config", "null", "needs a 'text_config' object")]
-    [InlineData("gemma3", "config.json", "rope_scaling", """{"rope_type": "yarn", "factor": 8.0}""", "rope_scaling type 'yarn' is not supported")]
+    [InlineData("gemma3", "config.json", "rope_scaling", """{"rope_type": "longrope", "factor": 8.0}""", "rope_scaling type 'longrope' is not supported")]
     [InlineData("gemma3", "config_transformers5.json", "rope_parameters", """{"full_attention": {"rope_type": "default", "rope_theta": 1e6}, "sliding_attention": {"rope_type": "dynamic", "rope_theta": 100.0, "factor": 2.0}}""",
         "rope_scaling type 'dynamic' is not supported")]
     [InlineData("gemma3", "config.json", "sliding_window_pattern", "0", "sliding_window_pattern=0 must be positive")]
@@ -588,6 +590,7 @@ public class HfTransformersParityTests(ITestOutputHelper output)
             "olmo" => "olmo (olmo): n_layers=2 d_model=32 n_heads=4 d_head=8 d_mlp=64 d_vocab=128 n_ctx=64 act=silu gated_mlp rotary_dim=8 dtype=Float32",
             "olmo-clip" => "olmo-clip (olmo): n_layers=2 d_model=32 n_heads=4 d_head=8 d_mlp=64 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=silu gated_mlp clip_qkv=0.4 rotary_dim=8 dtype=Float32",
             "olmo3" => "olmo3 (olmo3): n_layers=2 d_model=32 n_heads=4 d_head=8 d_mlp=64 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=silu gated_mlp norm=RMS sliding_window=5 rotary_dim=8 dtype=Float32",
+            "gpt_oss" or "gpt_oss-mxfp4" => $"{family} (gpt_oss): n_layers=4 d_model=32 n_heads=4 d_head=16 d_mlp=32 n_key_value_heads=2 d_vocab=128 n_ctx=131072 act=silu gated_mlp norm=RMS num_experts=4 experts_per_token=2 sliding_window=4 rotary_dim=16 dtype=Float32",
             _ => throw new ArgumentException(family),
         };
         using var model = ModelLoader.FromPretrained(Folder(family));

@@ -289,9 +289,9 @@ public class LlamaFamilyTests : ModelTestBase
     [Fact]
     public void UnsupportedRopeScalingIsAClearError()
     {
-        var p = Spec("llama-gqa") with { RopeScaling = new JsonObject { ["rope_type"] = "yarn", ["factor"] = 4.0 } };
+        var p = Spec("llama-gqa") with { RopeScaling = new JsonObject { ["rope_type"] = "longrope", ["factor"] = 4.0 } };
         var ex = Assert.Throws<SaeSharpException>(() => ModelLoader.FromPretrained(TinyDecoders.Write(Sub("y"), p)));
-        Assert.Contains("rope_scaling type 'yarn' is not supported", ex.Message);
+        Assert.Contains("rope_scaling type 'longrope' is not supported", ex.Message);
     }
 
     [Fact]
