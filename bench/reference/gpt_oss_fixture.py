@@ -248,6 +248,7 @@ def main():
     ap.add_argument("--site", help="a folder where hf_models_fixture.py's prepare_site wrote the safetensors stand-in")
     a = ap.parse_args()
     import hf_models_fixture as hf
+    from olmo_fixture import reference_arrays   # the same reference arrays as the OLMo folders
     site = a.site or "/tmp/gptoss_site"
     os.makedirs(os.path.join(site, "safetensors"), exist_ok=True)
     with open(os.path.join(site, "safetensors", "__init__.py"), "w") as f:
@@ -260,31 +261,8 @@ def main():
     c = CONFIG
     p, packed = params(c, torch.Generator().manual_seed(3000))
     tokens = torch.randint(0, c["vocab_size"], (2, SEQ), generator=torch.Generator().manual_seed(90))
-    with torch.no_grad():
-        logits, hidden = forward(c, p, tokens)
-        mask = torch.ones(2, SEQ, dtype=torch.long)
-        mask[0, :3] = 0
-        mask[1, SEQ - 2:] = 0
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        plogits, phidden = forward(c, p, tokens, mask, positions)
-        gen_mask = torch.ones(2, GEN_PROMPT, dtype=torch.long)
-        gen_mask[0, :3] = 0
-        seq, m, steps = tokens[:, :GEN_PROMPT], gen_mask, []
-        for _ in range(GEN_NEW):
-            lg, _ = forward(c, p, seq, m, (m.cumsum(-1) - 1).clamp(min=0))
-            steps.append(lg[:, -1])
-            seq = torch.cat([seq, lg[:, -1].argmax(-1, keepdim=True)], 1)
-            m = torch.cat([m, torch.ones(2, 1, dtype=torch.long)], 1)
-        gen_logits = torch.stack(steps, 1)
-        whole, _ = forward(c, p, seq, m, (m.cumsum(-1) - 1).clamp(min=0))
-        gen_forward = whole[:, GEN_PROMPT - 1:-1]
-    arrays = {"tokens": tokens.numpy(), "logits": logits.numpy(), "padded_mask": mask.numpy(), "padded_logits": plogits.numpy(),
-              "gen_mask": gen_mask.numpy(), "gen_tokens": seq.numpy(), "gen_logits": gen_logits.numpy(),
-              "gen_forward_logits": gen_forward.numpy()}
-    for j, t in enumerate(hidden):
-        arrays[f"hidden_{j}"] = t.numpy()
-    for j, t in enumerate(phidden):
-        arrays[f"padded_hidden_{j}"] = t.numpy()
+    arrays = reference_arrays(lambda t, mask, positions: forward(c, p, t, mask, positions), tokens)
+    logits, gen_logits = torch.from_numpy(arrays["logits"]), torch.from_numpy(arrays["gen_logits"])
     mx = {k: v for k, v in p.items() if not (k.endswith("experts.gate_up_proj") or k.endswith("experts.down_proj"))}
     mx.update(packed)
     cfg_mx = dict(c, **MXFP4)

@@ -197,6 +197,39 @@ def forward(c, p, tokens, mask=None, positions=None, gaps=None):
     return x @ p["lm_head.weight" if not c["tie_word_embeddings"] else "model.embed_tokens.weight"].T, hidden
 
 
+def reference_arrays(run, tokens):
+    """The reference.npz arrays of every transcription fixture (the keys hf_models_fixture.py writes): logits and hidden
+    states of `tokens` [2, SEQ], unpadded and padded (row 0 left-padded by 3, row 1 right-padded by 2), and greedy
+    generation of GEN_NEW tokens after GEN_PROMPT (row 0 left-padded by 3), one uncached forward per step, with the
+    forward of the whole generated sequence. run(tokens, mask, positions) -> (logits, hidden states); under no_grad."""
+    with torch.no_grad():
+        logits, hidden = run(tokens, None, None)
+        mask = torch.ones(2, SEQ, dtype=torch.long)
+        mask[0, :3] = 0
+        mask[1, SEQ - 2:] = 0
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        plogits, phidden = run(tokens, mask, positions)
+        gen_mask = torch.ones(2, GEN_PROMPT, dtype=torch.long)
+        gen_mask[0, :3] = 0
+        seq, m, steps = tokens[:, :GEN_PROMPT], gen_mask, []
+        for _ in range(GEN_NEW):
+            lg, _ = run(seq, m, (m.cumsum(-1) - 1).clamp(min=0))
+            steps.append(lg[:, -1])
+            seq = torch.cat([seq, lg[:, -1].argmax(-1, keepdim=True)], 1)
+            m = torch.cat([m, torch.ones(2, 1, dtype=torch.long)], 1)
+        gen_logits = torch.stack(steps, 1)
+        whole, _ = run(seq, m, (m.cumsum(-1) - 1).clamp(min=0))
+        gen_forward = whole[:, GEN_PROMPT - 1:-1]
+    arrays = {"tokens": tokens.numpy(), "logits": logits.numpy(), "padded_mask": mask.numpy(), "padded_logits": plogits.numpy(),
+              "gen_mask": gen_mask.numpy(), "gen_tokens": seq.numpy(), "gen_logits": gen_logits.numpy(),
+              "gen_forward_logits": gen_forward.numpy()}
+    for j, t in enumerate(hidden):
+        arrays[f"hidden_{j}"] = t.numpy()
+    for j, t in enumerate(phidden):
+        arrays[f"padded_hidden_{j}"] = t.numpy()
+    return arrays
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
@@ -225,31 +258,13 @@ def main():
         save_file(p, os.path.join(folder, "model.safetensors"), metadata={"format": "pt"})
         tokens = torch.randint(0, c["vocab_size"], (2, SEQ), generator=torch.Generator().manual_seed(70 + i))
         gaps = []
-        with torch.no_grad():
-            logits, hidden = forward(c, p, tokens, gaps=gaps)
-            mask = torch.ones(2, SEQ, dtype=torch.long)
-            mask[0, :3] = 0
-            mask[1, SEQ - 2:] = 0
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            plogits, phidden = forward(c, p, tokens, mask, positions)
-            gen_mask = torch.ones(2, GEN_PROMPT, dtype=torch.long)
-            gen_mask[0, :3] = 0
-            seq, m, steps = tokens[:, :GEN_PROMPT], gen_mask, []
-            for _ in range(GEN_NEW):
-                lg, _ = forward(c, p, seq, m, (m.cumsum(-1) - 1).clamp(min=0))
-                steps.append(lg[:, -1])
-                seq = torch.cat([seq, lg[:, -1].argmax(-1, keepdim=True)], 1)
-                m = torch.cat([m, torch.ones(2, 1, dtype=torch.long)], 1)
-            gen_logits = torch.stack(steps, 1)
-            whole, _ = forward(c, p, seq, m, (m.cumsum(-1) - 1).clamp(min=0))
-            gen_forward = whole[:, GEN_PROMPT - 1:-1]
-        arrays = {"tokens": tokens.numpy(), "logits": logits.numpy(), "padded_mask": mask.numpy(), "padded_logits": plogits.numpy(),
-                  "gen_mask": gen_mask.numpy(), "gen_tokens": seq.numpy(), "gen_logits": gen_logits.numpy(),
-                  "gen_forward_logits": gen_forward.numpy()}
-        for j, t in enumerate(hidden):
-            arrays[f"hidden_{j}"] = t.numpy()
-        for j, t in enumerate(phidden):
-            arrays[f"padded_hidden_{j}"] = t.numpy()
+        first = [True]
+
+        def run(t, mask, positions):   # the router gaps of the unpadded forward only
+            g, first[0] = (gaps if first[0] else None), False
+            return forward(c, p, t, mask, positions, gaps=g)
+        arrays = reference_arrays(run, tokens)
+        logits, gen_logits = torch.from_numpy(arrays["logits"]), torch.from_numpy(arrays["gen_logits"])
         np.savez(os.path.join(folder, "reference.npz"), **arrays)
         top2 = gen_logits.topk(2, dim=-1).values
         print(f"{name}: logits |max| {logits.abs().max().item():.3f}, smallest generate top-2 gap "
