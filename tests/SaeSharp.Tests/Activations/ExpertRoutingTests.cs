@@ -18,7 +18,8 @@ namespace SaeSharp.Tests.Activations;
 /// the evaluation's reconstruction rows and the feature statistics leave out the zero rows of the other tokens. The
 /// expected rows are read independently from the model's own hooks: the expert's [batch, pos, d_mlp] hook at the
 /// positions whose <c>hook_expert_indices</c> hold E, in token order. Tiny transformers-written checkpoints:
-/// tests/data/hf_models/mixtral (4 experts, top 2) and qwen3_moe (6 experts, top 2).
+/// tests/data/hf_models/mixtral (4 experts, top 2) and qwen3_moe (6 experts, top 2); the first test also olmoe (6, top 3) and
+/// gpt_oss / gpt_oss-mxfp4 (4, top 2).
 /// </summary>
 public class ExpertRoutingTests : ModelTestBase
 {
@@ -70,6 +71,9 @@ public class ExpertRoutingTests : ModelTestBase
     [InlineData("mixtral", 0, 2, "hook_post")]
     [InlineData("mixtral", 1, 0, "hook_gate")]
     [InlineData("qwen3_moe", 1, 5, "hook_pre")]
+    [InlineData("olmoe", 1, 4, "hook_post")]
+    [InlineData("gpt_oss", 2, 3, "hook_post")]
+    [InlineData("gpt_oss-mxfp4", 3, 1, "hook_gate")]
     public void The_training_source_and_the_cache_hold_the_routed_tokens_rows_in_token_order(string family, int layer, int expert, string kind)
     {
         using var model = Load(family);
