@@ -247,16 +247,8 @@ def main():
     ap.add_argument("--out", required=True, help="tests/data")
     ap.add_argument("--site", help="a folder where hf_models_fixture.py's prepare_site wrote the safetensors stand-in")
     a = ap.parse_args()
-    import hf_models_fixture as hf
-    from olmo_fixture import reference_arrays   # the same reference arrays as the OLMo folders
-    site = a.site or "/tmp/gptoss_site"
-    os.makedirs(os.path.join(site, "safetensors"), exist_ok=True)
-    with open(os.path.join(site, "safetensors", "__init__.py"), "w") as f:
-        f.write(hf.SAFETENSORS_SHIM)
-    with open(os.path.join(site, "safetensors", "torch.py"), "w") as f:
-        f.write(hf.SAFETENSORS_TORCH_SHIM)
-    sys.path.insert(0, site)
-    from safetensors.torch import save_file
+    from olmo_fixture import reference_arrays, safetensors_save_file   # shared with the OLMo folders
+    save_file = safetensors_save_file(a.site or "/tmp/gptoss_site")
     torch.set_num_threads(1)
     c = CONFIG
     p, packed = params(c, torch.Generator().manual_seed(3000))

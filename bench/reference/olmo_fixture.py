@@ -197,6 +197,20 @@ def forward(c, p, tokens, mask=None, positions=None, gaps=None):
     return x @ p["lm_head.weight" if not c["tie_word_embeddings"] else "model.embed_tokens.weight"].T, hidden
 
 
+def safetensors_save_file(site):
+    """safetensors.torch.save_file from hf_models_fixture.py's stand-in (no safetensors package on the machine), its
+    files written to `site`."""
+    import hf_models_fixture as hf
+    os.makedirs(os.path.join(site, "safetensors"), exist_ok=True)
+    with open(os.path.join(site, "safetensors", "__init__.py"), "w") as f:
+        f.write(hf.SAFETENSORS_SHIM)
+    with open(os.path.join(site, "safetensors", "torch.py"), "w") as f:
+        f.write(hf.SAFETENSORS_TORCH_SHIM)
+    sys.path.insert(0, site)
+    from safetensors.torch import save_file
+    return save_file
+
+
 def reference_arrays(run, tokens):
     """The reference.npz arrays of every transcription fixture (the keys hf_models_fixture.py writes): logits and hidden
     states of `tokens` [2, SEQ], unpadded and padded (row 0 left-padded by 3, row 1 right-padded by 2), and greedy
@@ -235,15 +249,7 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--site", help="a folder where hf_models_fixture.py's prepare_site wrote the safetensors stand-in")
     a = ap.parse_args()
-    import hf_models_fixture as hf
-    site = a.site or "/tmp/olmo_site"
-    os.makedirs(os.path.join(site, "safetensors"), exist_ok=True)
-    with open(os.path.join(site, "safetensors", "__init__.py"), "w") as f:
-        f.write(hf.SAFETENSORS_SHIM)
-    with open(os.path.join(site, "safetensors", "torch.py"), "w") as f:
-        f.write(hf.SAFETENSORS_TORCH_SHIM)
-    sys.path.insert(0, site)
-    from safetensors.torch import save_file
+    save_file = safetensors_save_file(a.site or "/tmp/olmo_site")
     torch.set_num_threads(1)
     for i, (name, c) in enumerate(FAMILIES.items()):
         g = torch.Generator().manual_seed(2000 + i)
