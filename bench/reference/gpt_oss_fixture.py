@@ -247,7 +247,7 @@ def main():
     ap.add_argument("--out", required=True, help="tests/data")
     ap.add_argument("--site", help="a folder where hf_models_fixture.py's prepare_site wrote the safetensors stand-in")
     a = ap.parse_args()
-    from olmo_fixture import reference_arrays, safetensors_save_file   # shared with the OLMo folders
+    from olmo_fixture import reference_arrays, safetensors_save_file, write_folder   # shared with the OLMo folders
     save_file = safetensors_save_file(a.site or "/tmp/gptoss_site")
     torch.set_num_threads(1)
     c = CONFIG
@@ -260,15 +260,7 @@ def main():
     cfg_mx = dict(c, **MXFP4)
     del cfg_mx["layer_types"]   # GptOssConfig's default: sliding on even layers, as written in the float folder
     for name, cfg, weights in [("gpt_oss", c, p), ("gpt_oss-mxfp4", cfg_mx, mx)]:
-        folder = os.path.join(a.out, "hf_models", name)
-        os.makedirs(folder, exist_ok=True)
-        for f in os.listdir(folder):
-            os.remove(os.path.join(folder, f))
-        with open(os.path.join(folder, "config.json"), "w") as f:
-            json.dump(cfg, f, indent=2, sort_keys=True)
-            f.write("\n")
-        save_file(weights, os.path.join(folder, "model.safetensors"), metadata={"format": "pt"})
-        np.savez(os.path.join(folder, "reference.npz"), **arrays)
+        write_folder(os.path.join(a.out, "hf_models", name), cfg, weights, arrays, save_file)
     top2 = gen_logits.topk(2, dim=-1).values
     print(f"gpt_oss: logits |max| {logits.abs().max().item():.3f}, smallest generate top-2 gap "
           f"{(top2[..., 0] - top2[..., 1]).min().item():.4f}")

@@ -197,6 +197,18 @@ def forward(c, p, tokens, mask=None, positions=None, gaps=None):
     return x @ p["lm_head.weight" if not c["tie_word_embeddings"] else "model.embed_tokens.weight"].T, hidden
 
 
+def write_folder(folder, config, weights, arrays, save_file):
+    """One fixture folder in hf_models_fixture.py's layout: config.json, model.safetensors, reference.npz (emptied first)."""
+    os.makedirs(folder, exist_ok=True)
+    for f in os.listdir(folder):
+        os.remove(os.path.join(folder, f))
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump(config, f, indent=2, sort_keys=True)
+        f.write("\n")
+    save_file(weights, os.path.join(folder, "model.safetensors"), metadata={"format": "pt"})
+    np.savez(os.path.join(folder, "reference.npz"), **arrays)
+
+
 def safetensors_save_file(site):
     """safetensors.torch.save_file from hf_models_fixture.py's stand-in (no safetensors package on the machine), its
     files written to `site`."""
@@ -254,14 +266,6 @@ def main():
     for i, (name, c) in enumerate(FAMILIES.items()):
         g = torch.Generator().manual_seed(2000 + i)
         p = params(c, g)
-        folder = os.path.join(a.out, name)
-        os.makedirs(folder, exist_ok=True)
-        for f in os.listdir(folder):
-            os.remove(os.path.join(folder, f))
-        with open(os.path.join(folder, "config.json"), "w") as f:
-            json.dump(c, f, indent=2, sort_keys=True)
-            f.write("\n")
-        save_file(p, os.path.join(folder, "model.safetensors"), metadata={"format": "pt"})
         tokens = torch.randint(0, c["vocab_size"], (2, SEQ), generator=torch.Generator().manual_seed(70 + i))
         gaps = []
         first = [True]
@@ -271,7 +275,7 @@ def main():
             return forward(c, p, t, mask, positions, gaps=g)
         arrays = reference_arrays(run, tokens)
         logits, gen_logits = torch.from_numpy(arrays["logits"]), torch.from_numpy(arrays["gen_logits"])
-        np.savez(os.path.join(folder, "reference.npz"), **arrays)
+        write_folder(os.path.join(a.out, name), c, p, arrays, save_file)
         top2 = gen_logits.topk(2, dim=-1).values
         print(f"{name}: logits |max| {logits.abs().max().item():.3f}, smallest generate top-2 gap "
               f"{(top2[..., 0] - top2[..., 1]).min().item():.4f}"
