@@ -287,7 +287,7 @@ public sealed class LlamaFamilyModel : HookedTransformer
             NumExperts = s.NumExperts, ExpertsPerToken = s.ExpertsPerToken, NormTopKProb = s.NormTopKProb, SharedExpertDMlp = s.SharedExpertIntermediate,
         }, new HookPoints(s.NLayer, hasPosEmbed: false, parallelAttnMlp: false, rotary: true,
             s.ModelType == "gemma3" ? HfModuleNames.Gemma3Conditional : s.PostNorms ? HfModuleNames.Gemma2
-            : s.ModelType == "mixtral" ? HfModuleNames.Mixtral : s.Olmo2 ? HfModuleNames.Olmo2 : HfModuleNames.Llama, gatedMlp: s.NumExperts == 0, s.NumExperts,
+            : s.ModelType == "mixtral" ? HfModuleNames.Mixtral : s.GptOss ? HfModuleNames.GptOss : s.Olmo2 ? HfModuleNames.Olmo2 : HfModuleNames.Llama, gatedMlp: s.NumExperts == 0, s.NumExperts,
             sharedExpert: s.SharedExpertIntermediate > 0))
     {
         _s = s;
