@@ -215,10 +215,10 @@ internal sealed record DecoderSettings
         // scaling); later versions apply rope_scaling as Llama does. No hub checkpoint of either has one: refused, not guessed.
         if ((gemma1 || mistral) && rope is not null && (rope["rope_type"] ?? rope["type"])?.GetValue<string>() is { } rt0 && rt0 != "default")
             throw new SaeSharpException($"{c.Path}: rope_scaling of type {rt0} on a {modelType} model is not supported (transformers 4.47 ignores it, later versions apply it)");
-        // OLMo 3: transformers 4.57 applies rope_scaling to every layer, later versions to the full-attention layers only
-        // (the sliding ones keep the default rope); with the default rope type both agree. Others refused, not guessed.
-        if (olmo3 && rope is not null && (rope["rope_type"] ?? rope["type"])?.GetValue<string>() is { } rt3 && rt3 != "default")
-            throw new SaeSharpException($"{c.Path}: rope_scaling of type {rt3} on an olmo3 model is not supported (only the default rope type is)");
+        // OLMo 3: one rotary table, rope_scaling (rope_parameters) applied, for every layer, sliding and full, as the newest
+        // transformers modeling_olmo3.py read (5.x: Olmo3Model.rotary_emb, one Olmo3RotaryEmbedding for all layers).
+        // transformers 4.57 gave the sliding layers the default rope instead (rotary_embs per layer type), as the OLMo 3
+        // authors describe the model (transformers PR #40778); README "Known limits".
         double theta = rope?["rope_theta"] is { } rt ? rt.GetValue<double>() : c.Double("rope_theta", gemma3 || mixtral ? 1_000_000 : olmo3 ? 500_000 : gptOss ? 150_000 : 10000);
         // transformers 5 keeps partial_rotary_factor in rope_parameters (a top-level one is only its default there).
         double partial = rope?["partial_rotary_factor"] is { } prf && prf.GetValueKind() == JsonValueKind.Number
