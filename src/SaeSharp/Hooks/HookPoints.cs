@@ -51,9 +51,18 @@ public sealed record HfModuleNames(
     /// <c>model.language_model.layers.{i}</c> (transformers 4.52 on) and <c>language_model.model.layers.{i}</c> (4.50–4.51).</summary>
     public static HfModuleNames Gemma3Conditional { get; } = Gemma2 with { OtherPrefixes = ["model.language_model", "language_model.model"] };
 
+    /// <summary>gpt-oss: as Llama, with the router <c>mlp.router</c> (HF <c>GptOssTopKRouter</c>) in place of Mixtral's and
+    /// Qwen-MoE's <c>gate</c>: its input is <c>ln2.hook_normalized</c>; its output (a tuple whose first element is the
+    /// router scores in transformers 4.5x, the logits in 5.x) has no hook.</summary>
+    public static HfModuleNames GptOss { get; } = Llama with { Router = "mlp.router" };
+
     /// <summary>OLMo-2: no pre-norms; <see cref="Ln1"/> and <see cref="Ln2"/> normalise the attention and MLP outputs, whose
     /// inputs are the residual stream itself.</summary>
     public bool PostNormOnly { get; init; }
+
+    /// <summary>The router of a mixture-of-experts MLP when not <c>block_sparse_moe.gate</c> / <c>mlp.gate</c> (gpt-oss:
+    /// <c>mlp.router</c>); its input is <c>ln2.hook_normalized</c>, its output has no hook.</summary>
+    public string? Router { get; init; }
 
     /// <summary>Further prefixes of the same modules, tried before <see cref="Prefix"/> (a model nested in a larger one).</summary>
     public IReadOnlyList<string> OtherPrefixes { get; init; } = [];
@@ -453,7 +462,8 @@ public sealed class HookPoints
     /// Qwen-MoE's <c>mlp.experts.{e}.gate_proj/up_proj/down_proj/act_fn</c> and (Qwen2-MoE) <c>mlp.shared_expert.*</c>.</summary>
     private (string? In, string? Out)? ExpertModule(BlockHookNames b, string sub)
     {
-        if (sub is "block_sparse_moe.gate" or "mlp.gate") return (b.Ln2, null);
+        // The router reads ln2's output; its logits (Mixtral, Qwen-MoE) or scores and indices (gpt-oss) have no hook.
+        if (Hf.Router is { } router ? sub == router : sub is "block_sparse_moe.gate" or "mlp.gate") return (b.Ln2, null);
         if (SharedExpert)
         {
             var (sg, sp, spost) = b.SharedExpert;

@@ -55,7 +55,8 @@ internal static class AttentionCore
     /// window − 1 positions, so its keys may be the last positions of the sequence rather than all of them.
     /// <paramref name="sinks"/>: gpt-oss's learned per-head logit [head], an extra key column of every query's softmax
     /// whose probability is dropped (HF <c>eager_attention_forward</c> with <c>module.sinks</c>): the pattern's rows then sum
-    /// to less than 1, and a query with every key masked attends to nothing (its z is 0).</para>
+    /// to less than 1, and a query with every key masked attends to nothing (its z is 0). For a bf16 or float16 model that
+    /// softmax is in the model's dtype, as transformers' gpt-oss computes it; float32 and float64 models keep their own.</para>
     /// </summary>
     public static Tensor Attend(Tensor q, Tensor k, Tensor v, int layer, double scale, ForwardContext ctx, BlockHookNames names,
         double? softCap = null, int? slidingWindow = null, Tensor? sinks = null)
@@ -71,8 +72,9 @@ internal static class AttentionCore
         var scores = matmul(q, k.transpose(-1, -2)) * scaleScalar;
         var dtype = q.dtype;
         // Softmax in float32 (float64 models keep float64); masked scores get float32's minimum (as HF), so a fully
-        // masked row stays finite.
-        var s32 = dtype == ScalarType.Float64 ? scores : scores.to(ScalarType.Float32);
+        // masked row stays finite. gpt-oss (sinks) in bf16/f16: in the model's dtype, as HF's gpt-oss eager attention.
+        bool inModelDtype = sinks is not null && dtype is ScalarType.BFloat16 or ScalarType.Float16;
+        var s32 = dtype == ScalarType.Float64 || inModelDtype ? scores : scores.to(ScalarType.Float32);
         if (softCap is double cap)
         {
             using var capScalar = cap.ToScalar();
@@ -88,18 +90,34 @@ internal static class AttentionCore
             long kept = k.shape[2];
             if (kept < nk) allowed = allowed.narrow(-1, nk - kept, kept); // the cache dropped keys no query here can see
         }
-        s32 = s32.masked_fill(allowed.logical_not(), TorchScalars.Of(float.MinValue));
         Tensor pattern;
-        if (sinks is null) pattern = s32.softmax(-1).to(dtype);
+        if (inModelDtype)
+        {
+            // HF gpt-oss eager_attention_forward: the masked scores (the dtype's minimum added), the sink column, minus
+            // the row max and the softmax all in the model's dtype (F.softmax(..., dtype=combined_logits.dtype)).
+            var lowest = TorchScalars.Of(dtype == ScalarType.BFloat16 ? -3.3895313892515355e38 : -65504.0);   // torch.finfo(dtype).min
+            pattern = SinkSoftmax(s32.masked_fill(allowed.logical_not(), lowest), sinks!);
+        }
         else
         {
-            long nKeys = s32.shape[^1];
-            var column = sinks.to(s32.dtype).view(1, -1, 1, 1).expand(s32.shape[0], -1, s32.shape[2], 1);
-            pattern = cat([s32, column], -1).softmax(-1).narrow(-1, 0, nKeys).to(dtype);
+            s32 = s32.masked_fill(allowed.logical_not(), TorchScalars.Of(float.MinValue));
+            pattern = (sinks is null ? s32.softmax(-1) : SinkSoftmax(s32, sinks, subtractMax: false)).to(dtype);
         }
         pattern = ctx.Hooks.Fire(names.Pattern, pattern);
         var z = matmul(pattern, v).transpose(1, 2); // [batch, pos, head, d_head]
         z = ctx.Hooks.Fire(names.Z, z);
         return z.reshape(z.shape[0], z.shape[1], -1);
+    }
+
+    /// <summary>Softmax of [scores, sink] over the keys, in the scores' dtype, with the sink's column dropped:
+    /// [batch, head, query, key]. With <paramref name="subtractMax"/>, the row max is subtracted first in that dtype, as
+    /// HF gpt-oss does (a rounding step of its own in bf16/f16; the softmax subtracts it again internally).</summary>
+    private static Tensor SinkSoftmax(Tensor scores, Tensor sinks, bool subtractMax = true)
+    {
+        long nKeys = scores.shape[^1];
+        var column = sinks.to(scores.dtype).view(1, -1, 1, 1).expand(scores.shape[0], -1, scores.shape[2], 1);
+        var combined = cat([scores, column], -1);
+        if (subtractMax) combined = combined - combined.max(-1, keepdim: true).values;
+        return combined.softmax(-1).narrow(-1, 0, nKeys);
     }
 }

@@ -29,6 +29,8 @@ internal sealed record DecoderSettings
     public required double[] InvFreq { get; init; }
     /// <summary>YaRN's attention factor multiplying cos and sin (HF <c>attention_scaling</c>); 1 for the other rope types.</summary>
     public double RopeAttentionScaling { get; init; } = 1.0;
+    /// <summary>The rope_scaling applied to <see cref="InvFreq"/>, its defaults filled in; null for the default rope type.</summary>
+    public RopeScaling? RopeScaling { get; init; }
     /// <summary>Gemma 3: the sliding-window layers' <see cref="RopeAttentionScaling"/>.</summary>
     public double LocalRopeAttentionScaling { get; init; } = 1.0;
     /// <summary>Gemma 3: θ of the sliding-window layers (<c>rope_local_base_freq</c>).</summary>
@@ -213,10 +215,10 @@ internal sealed record DecoderSettings
         // scaling); later versions apply rope_scaling as Llama does. No hub checkpoint of either has one: refused, not guessed.
         if ((gemma1 || mistral) && rope is not null && (rope["rope_type"] ?? rope["type"])?.GetValue<string>() is { } rt0 && rt0 != "default")
             throw new SaeSharpException($"{c.Path}: rope_scaling of type {rt0} on a {modelType} model is not supported (transformers 4.47 ignores it, later versions apply it)");
-        // OLMo 3: transformers 4.57 applies rope_scaling to every layer, later versions to the full-attention layers only
-        // (the sliding ones keep the default rope); with the default rope type both agree. Others refused, not guessed.
-        if (olmo3 && rope is not null && (rope["rope_type"] ?? rope["type"])?.GetValue<string>() is { } rt3 && rt3 != "default")
-            throw new SaeSharpException($"{c.Path}: rope_scaling of type {rt3} on an olmo3 model is not supported (only the default rope type is)");
+        // OLMo 3: one rotary table, rope_scaling (rope_parameters) applied, for every layer, sliding and full, as the newest
+        // transformers modeling_olmo3.py read (5.x: Olmo3Model.rotary_emb, one Olmo3RotaryEmbedding for all layers).
+        // transformers 4.57 gave the sliding layers the default rope instead (rotary_embs per layer type), as the OLMo 3
+        // authors describe the model (transformers PR #40778); README "Known limits".
         double theta = rope?["rope_theta"] is { } rt ? rt.GetValue<double>() : c.Double("rope_theta", gemma3 || mixtral ? 1_000_000 : olmo3 ? 500_000 : gptOss ? 150_000 : 10000);
         // transformers 5 keeps partial_rotary_factor in rope_parameters (a top-level one is only its default there).
         double partial = rope?["partial_rotary_factor"] is { } prf && prf.GetValueKind() == JsonValueKind.Number
@@ -225,7 +227,7 @@ internal sealed record DecoderSettings
         if (rotDim <= 0 || rotDim % 2 != 0) throw new SaeSharpException($"{c.Path}: partial_rotary_factor={partial} gives {rotDim} rotary dims of {headDim}; need a positive even number");
         int maxPositions = c.Int("max_position_embeddings", gemma3 || mistral || gptOss ? 131_072 : gemma || gemma1 ? 8192 : modelType is "llama" or "olmo" or "olmo2" or "olmo3" ? 2048
             : olmoe ? 4096 : 32768);
-        var (invFreq, ropeScaling) = ScaledInvFreq(c, rope, rotDim, theta, maxPositions);
+        var (invFreq, ropeScaling, ropeScalingInfo) = ScaledInvFreq(c, rope, rotDim, theta, maxPositions);
         double? localTheta = null;
         double[]? localInvFreq = null;
         double localRopeScaling = 1.0;
@@ -235,7 +237,7 @@ internal sealed record DecoderSettings
             // rope_scaling {"rope_type": "default"}); transformers 5: rope_parameters.sliding_attention.
             var local = RopePerLayerType(c) ? RopeParameters(c, "sliding_attention") : null;
             localTheta = local?["rope_theta"] is { } lt ? lt.GetValue<double>() : c.Double("rope_local_base_freq", 10000);
-            (localInvFreq, localRopeScaling) = ScaledInvFreq(c, local, rotDim, localTheta.Value, maxPositions);
+            (localInvFreq, localRopeScaling, _) = ScaledInvFreq(c, local, rotDim, localTheta.Value, maxPositions);
         }
 
         // Gemma 1 as transformers 4.47's GemmaMLP: hidden_activation, else gelu_pytorch_tanh; hidden_act is ignored (the hub
@@ -312,7 +314,7 @@ internal sealed record DecoderSettings
         {
             ModelType = modelType, Hidden = hidden, NLayer = nLayer, NHead = nHead, NKvHead = nKv, HeadDim = headDim,
             Intermediate = intermediate, VocabSize = vocab,
-            MaxPositions = maxPositions, RopeAttentionScaling = ropeScaling, LocalRopeAttentionScaling = localRopeScaling,
+            MaxPositions = maxPositions, RopeAttentionScaling = ropeScaling, RopeScaling = ropeScalingInfo, LocalRopeAttentionScaling = localRopeScaling,
             // OlmoLayerNorm's eps is fixed (1e-5); OlmoConfig has no rms_norm_eps.
             Eps = olmo1 ? 1e-5 : c.Double("rms_norm_eps", mixtral || olmo2 || olmoe || gptOss ? 1e-5 : 1e-6), Activation = act, RopeTheta = theta, InvFreq = invFreq,
             LocalRopeTheta = localTheta, LocalInvFreq = localInvFreq,
@@ -364,8 +366,8 @@ internal sealed record DecoderSettings
     private static bool RopePerLayerType(JsonConfig c) => c.Root["rope_parameters"] is JsonObject o && IsPerLayerType(o);
 
     /// <summary>HF <c>ROPE_INIT_FUNCTIONS</c> for rope types default, linear, llama3 and yarn: the frequencies and the
-    /// attention scaling that multiplies cos and sin (1 but for yarn).</summary>
-    private static (double[] InvFreq, double AttentionScaling) ScaledInvFreq(JsonConfig c, JsonObject? rope, int dim, double theta, int maxPositions)
+    /// attention scaling that multiplies cos and sin (1 but for yarn), and the parameters as applied (null for default).</summary>
+    private static (double[] InvFreq, double AttentionScaling, RopeScaling? Scaling) ScaledInvFreq(JsonConfig c, JsonObject? rope, int dim, double theta, int maxPositions)
     {
         // Float32 as HF computes them, then widened.
         using var scope = NewDisposeScope();
@@ -377,11 +379,11 @@ internal sealed record DecoderSettings
         switch (type)
         {
             case "default":
-                return (inv, 1.0);
+                return (inv, 1.0, null);
             case "linear":
                 {
                     double f = Num("factor");
-                    return (inv.Select(x => x / f).ToArray(), 1.0);
+                    return (inv.Select(x => x / f).ToArray(), 1.0, new RopeScaling { Type = type, Factor = f });
                 }
             case "llama3":
                 {
@@ -395,7 +397,7 @@ internal sealed record DecoderSettings
                         if (wavelen > lowWavelen) return f / factor;    // low frequencies scaled
                         double smooth = (oldCtx / wavelen - low) / (high - low);
                         return (1 - smooth) * f / factor + smooth * f;
-                    }).ToArray(), 1.0);
+                    }).ToArray(), 1.0, new RopeScaling { Type = type, Factor = factor, LowFreqFactor = low, HighFreqFactor = high, OriginalMaxPositionEmbeddings = oldCtx });
                 }
             case "yarn":
                 return Yarn(c, rope!, dim, theta, maxPositions, Opt);
@@ -413,7 +415,7 @@ internal sealed record DecoderSettings
     /// <c>mscale_all_dim</c>), 1 when factor ≤ 1. A missing factor is max_position_embeddings / original_max_position_embeddings.
     /// (transformers 4.5x instead replaced factor by that ratio whenever original_max_position_embeddings was given.)
     /// </summary>
-    private static (double[] InvFreq, double AttentionScaling) Yarn(JsonConfig c, JsonObject rope, int dim, double theta, int maxPositions, Func<string, double?> opt)
+    private static (double[] InvFreq, double AttentionScaling, RopeScaling Scaling) Yarn(JsonConfig c, JsonObject rope, int dim, double theta, int maxPositions, Func<string, double?> opt)
     {
         double originalMax = opt("original_max_position_embeddings") ?? maxPositions;
         double factor = opt("factor") ?? maxPositions / originalMax;
@@ -446,6 +448,10 @@ internal sealed record DecoderSettings
         var ramp = ((arange(halfDim, dtype: ScalarType.Float32) - lowScalar) / spanScalar).clamp(TorchScalars.Of(0), TorchScalars.Of(1));
         var extrapolationFactor = TorchScalars.Of(1) - ramp;
         var inv = (interpolation * (TorchScalars.Of(1) - extrapolationFactor)).add(extrapolation * extrapolationFactor, TorchScalars.One);
-        return (inv.to(ScalarType.Float64).data<double>().ToArray(), attention);
+        return (inv.to(ScalarType.Float64).data<double>().ToArray(), attention, new RopeScaling
+        {
+            Type = "yarn", Factor = factor, OriginalMaxPositionEmbeddings = originalMax, BetaFast = betaFast, BetaSlow = betaSlow,
+            Truncate = truncate, AttentionFactor = attention,
+        });
     }
 }

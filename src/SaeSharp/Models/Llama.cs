@@ -283,11 +283,12 @@ public sealed class LlamaFamilyModel : HookedTransformer
             NKvHeads = s.NKvHead, DHead = s.HeadDim, DMlp = s.Intermediate, DVocab = s.VocabSize, NCtx = s.MaxPositions,
             Activation = s.Activation, LayerNormEps = s.Eps, RotaryDim = s.RotaryDim, RotaryBase = s.RopeTheta, Dtype = dtype,
             GatedMlp = true, NormalizationType = s.NonParametricLayerNorm ? "LN" : "RMS", AttnScoresSoftCap = s.AttnSoftCap, OutputLogitsSoftCap = s.FinalSoftCap,
-            SlidingWindow = s.SlidingWindow, RotaryBaseLocal = s.LocalRopeTheta, ClipQkv = s.ClipQkv,
+            SlidingWindow = s.SlidingWindow, RotaryBaseLocal = s.LocalRopeTheta, ClipQkv = s.ClipQkv, RopeScaling = s.RopeScaling,
+            SlidingWindowLayers = [.. Enumerable.Range(0, s.NLayer).Where(i => s.SlidingLayers[i])], AttentionSinks = s.GptOss,
             NumExperts = s.NumExperts, ExpertsPerToken = s.ExpertsPerToken, NormTopKProb = s.NormTopKProb, SharedExpertDMlp = s.SharedExpertIntermediate,
         }, new HookPoints(s.NLayer, hasPosEmbed: false, parallelAttnMlp: false, rotary: true,
             s.ModelType == "gemma3" ? HfModuleNames.Gemma3Conditional : s.PostNorms ? HfModuleNames.Gemma2
-            : s.ModelType == "mixtral" ? HfModuleNames.Mixtral : s.Olmo2 ? HfModuleNames.Olmo2 : HfModuleNames.Llama, gatedMlp: s.NumExperts == 0, s.NumExperts,
+            : s.ModelType == "mixtral" ? HfModuleNames.Mixtral : s.GptOss ? HfModuleNames.GptOss : s.Olmo2 ? HfModuleNames.Olmo2 : HfModuleNames.Llama, gatedMlp: s.NumExperts == 0, s.NumExperts,
             sharedExpert: s.SharedExpertIntermediate > 0))
     {
         _s = s;

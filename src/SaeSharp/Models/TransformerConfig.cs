@@ -64,6 +64,16 @@ public sealed record TransformerConfig
     /// <summary>Base θ of the sliding-window layers' rotary frequencies when they have their own (Gemma 3
     /// <c>rope_local_base_freq</c>, TransformerLens <c>rotary_base_local</c>); <see cref="RotaryBase"/> is then the global layers'.</summary>
     public double? RotaryBaseLocal { get; init; }
+    /// <summary>The rope_scaling (transformers 5: rope_parameters) the rotary frequencies were computed with, its defaults
+    /// filled in; null for the default rope type (or no rotary). Gemma 3: the global layers' (the sliding ones take the
+    /// default rope with <see cref="RotaryBaseLocal"/>).</summary>
+    public RopeScaling? RopeScaling { get; init; }
+    /// <summary>The layers whose attention is restricted to <see cref="SlidingWindow"/> (HF <c>layer_types</c>
+    /// <c>sliding_attention</c>); empty when every layer is global.</summary>
+    public IReadOnlyList<int> SlidingWindowLayers { get; init; } = [];
+    /// <summary>gpt-oss: each head has a learned logit (<c>self_attn.sinks</c>), an extra column of its attention softmax
+    /// whose probability is dropped (TransformerLens has no such setting).</summary>
+    public bool AttentionSinks { get; init; }
     /// <summary>OLMo (1), OLMoE <c>clip_qkv</c>: q and k (after their norms, if any) and v clamped to [−clip_qkv, clip_qkv]; null for none.
     /// (TransformerLens has no such setting.)</summary>
     public double? ClipQkv { get; init; }
@@ -78,9 +88,85 @@ public sealed record TransformerConfig
         (ParallelAttnMlp ? " parallel_attn_mlp" : "") + (NumExperts > 0 ? $" num_experts={NumExperts} experts_per_token={ExpertsPerToken}" + (NormTopKProb ? " norm_topk_prob" : "")
             + (SharedExpertDMlp > 0 ? $" shared_expert_d_mlp={SharedExpertDMlp}" : "") : "") +
         (AttnScoresSoftCap is { } ac ? $" attn_softcap={ac}" : "") + (OutputLogitsSoftCap is { } oc ? $" logit_softcap={oc}" : "") +
-        (SlidingWindow is { } sw ? $" sliding_window={sw}" : "") + (ClipQkv is { } cq ? $" clip_qkv={cq}" : "") +
-        (RotaryDim > 0 ? $" rotary_dim={RotaryDim}" : "") + (RotaryBaseLocal is { } rl ? $" rotary_base={RotaryBase} rotary_base_local={rl}" : "") +
+        (SlidingWindow is { } sw ? $" sliding_window={sw}" + SlidingLayersText() : "") + (AttentionSinks ? " attn_sinks" : "") +
+        (ClipQkv is { } cq ? $" clip_qkv={Num(cq)}" : "") +
+        (RotaryDim > 0 ? $" rotary_dim={RotaryDim} rotary_base={Num(RotaryBase)} rope_type={RopeScaling?.ToString() ?? "default"}" : "") +
+        (RotaryBaseLocal is { } rl ? $" rotary_base_local={Num(rl)}" : "") +
         $" dtype={Dtype}";
+
+    private static string Num(double x) => x.ToString(System.Globalization.CultureInfo.InvariantCulture);
+
+    /// <summary>" sliding_layers=..." or, where shorter, " full_attention_layers=..." (the others being sliding): "all",
+    /// an arithmetic run as "0,2,...,22", else ranges "0-2,4-6".</summary>
+    private string SlidingLayersText()
+    {
+        if (SlidingWindowLayers.Count == 0) return "";
+        if (SlidingWindowLayers.Count == NLayers) return " sliding_layers=all";
+        var full = Enumerable.Range(0, NLayers).Except(SlidingWindowLayers).ToList();
+        string s = Layers(SlidingWindowLayers), f = Layers(full);
+        return f.Length < s.Length ? $" full_attention_layers={f}" : $" sliding_layers={s}";
+    }
+
+    private static string Layers(IReadOnlyList<int> layers)
+    {
+        int step = layers.Count > 1 ? layers[1] - layers[0] : 0;
+        if (layers.Count >= 4 && step > 1 && layers.Zip(layers.Skip(1)).All(p => p.Second - p.First == step))
+            return $"{layers[0]},{layers[1]},...,{layers[^1]}";
+        var parts = new List<string>();
+        for (int i = 0; i < layers.Count;)
+        {
+            int j = i;
+            while (j + 1 < layers.Count && layers[j + 1] == layers[j] + 1) j++;
+            parts.Add(j == i ? $"{layers[i]}" : $"{layers[i]}-{layers[j]}");
+            i = j + 1;
+        }
+        return string.Join(",", parts);
+    }
+}
+
+/// <summary>
+/// A rotary model's <c>rope_scaling</c> (transformers 5: <c>rope_parameters</c>) as SaeSharp applied it, with its
+/// defaults filled in: <see cref="Type"/> <c>linear</c> (<see cref="Factor"/>), <c>llama3</c> (factor, low/high frequency
+/// factors, original context) or <c>yarn</c> (factor, original context, beta_fast/beta_slow, truncate, the attention
+/// factor multiplying cos and sin).
+/// </summary>
+public sealed record RopeScaling
+{
+    /// <summary>HF <c>rope_type</c>: <c>linear</c>, <c>llama3</c> or <c>yarn</c>.</summary>
+    public required string Type { get; init; }
+    /// <summary><c>factor</c>: how many times the original context the frequencies are stretched to.</summary>
+    public double Factor { get; init; }
+    /// <summary><c>original_max_position_embeddings</c> (llama3, yarn; yarn without it: max_position_embeddings).</summary>
+    public double? OriginalMaxPositionEmbeddings { get; init; }
+    /// <summary>llama3 <c>low_freq_factor</c>.</summary>
+    public double? LowFreqFactor { get; init; }
+    /// <summary>llama3 <c>high_freq_factor</c>.</summary>
+    public double? HighFreqFactor { get; init; }
+    /// <summary>yarn <c>beta_fast</c> (32 when absent).</summary>
+    public double? BetaFast { get; init; }
+    /// <summary>yarn <c>beta_slow</c> (1 when absent).</summary>
+    public double? BetaSlow { get; init; }
+    /// <summary>yarn <c>truncate</c>: the correction range floored and ceiled to whole dims (true when absent).</summary>
+    public bool? Truncate { get; init; }
+    /// <summary>yarn: the factor multiplying cos and sin (<c>attention_factor</c>, else derived from factor / mscale); 1 otherwise.</summary>
+    public double AttentionFactor { get; init; } = 1.0;
+
+    /// <summary>As <c>sae model info</c> prints it: <c>yarn(factor=32 original_max_position_embeddings=4096 beta_fast=32
+    /// beta_slow=1 truncate=false attention_factor=1.34657)</c>.</summary>
+    public override string ToString()
+    {
+        static string N(double x) => double.Parse(x.ToString("G6", System.Globalization.CultureInfo.InvariantCulture),
+            System.Globalization.CultureInfo.InvariantCulture).ToString(System.Globalization.CultureInfo.InvariantCulture);
+        var parts = new List<string> { $"factor={N(Factor)}" };
+        if (LowFreqFactor is { } lo) parts.Add($"low_freq_factor={N(lo)}");
+        if (HighFreqFactor is { } hi) parts.Add($"high_freq_factor={N(hi)}");
+        if (OriginalMaxPositionEmbeddings is { } om) parts.Add($"original_max_position_embeddings={N(om)}");
+        if (BetaFast is { } bf) parts.Add($"beta_fast={N(bf)}");
+        if (BetaSlow is { } bs) parts.Add($"beta_slow={N(bs)}");
+        if (Truncate is { } t) parts.Add($"truncate={(t ? "true" : "false")}");
+        if (Type == "yarn") parts.Add($"attention_factor={N(AttentionFactor)}");
+        return $"{Type}({string.Join(" ", parts)})";
+    }
 }
 
 /// <summary>Typed reads from a config.json object, with errors naming the file and key.</summary>

@@ -158,6 +158,74 @@ public class GptOssTests
         }
     }
 
+    [Fact]
+    public void Router_module_alias_reads_ln2_as_GptOssTopKRouter_does()
+    {
+        // model.layers.N.mlp.router (HF GptOssTopKRouter) reads the post-attention norm's output: its logits from that
+        // input, top-k softmaxed and scattered, are the hook_expert_weights the model routed with. Its output (scores and
+        // indices in transformers 4.5x, logits first in 5.x) has no hook, as Mixtral's and Qwen-MoE's mlp.gate.
+        using var scope = NewDisposeScope();
+        using var model = ModelLoader.FromPretrained(Folder("gpt_oss"));
+        string input = model.HookPoints.Resolve("model.layers.1.mlp.router:in");
+        Assert.Equal("blocks.1.ln2.hook_normalized", input);
+        var e = Assert.Throws<SaeSharpException>(() => model.HookPoints.Resolve("model.layers.1.mlp.router"));
+        Assert.Contains("no hook point for its output", e.Message);
+        Assert.Throws<SaeSharpException>(() => model.HookPoints.Resolve("model.layers.1.mlp.gate:in"));   // gpt-oss has no mlp.gate
+        var w = SafeTensors.Load(Path.Combine(Folder("gpt_oss"), "model.safetensors"));
+        var tokens = tensor(new long[] { 3, 14, 15, 92, 65, 35, 89, 79 }).unsqueeze(0);
+        var (_, cache) = model.RunWithCache(tokens, [input, "blocks.1.mlp.hook_expert_weights"]);
+        using (cache)
+        {
+            var x = cache[input].to(ScalarType.Float64);
+            var logits = x.matmul(w["model.layers.1.mlp.router.weight"].to(ScalarType.Float64).t()) + w["model.layers.1.mlp.router.bias"].to(ScalarType.Float64);
+            var (top, idx) = logits.topk(2, -1);
+            var expected = zeros_like(logits).scatter_(-1, idx, top.softmax(-1));
+            Assert.True((expected - cache["blocks.1.mlp.hook_expert_weights"].to(ScalarType.Float64)).abs().max().item<double>() < 1e-6);
+        }
+    }
+
+    [Theory]
+    [InlineData(0)]   // a sliding layer (window 4)
+    [InlineData(1)]   // a full-attention layer
+    public void Bf16_attention_softmax_with_sinks_is_in_bf16_as_transformers(int layer)
+    {
+        // transformers' gpt-oss eager_attention_forward in a bf16 model: scores = q·kᵀ·scaling (bf16), + the mask
+        // (finfo(bf16).min where masked), the sink column appended, minus the row max (in bf16: a rounding of its own),
+        // F.softmax(..., dtype=bf16), sink column dropped. Written out here from hook_rot_q / hook_rot_k and the sinks;
+        // the softmax itself as torch's CPU kernel computes a bf16 one: exp and sum in float32, one rounding to bf16.
+        using var scope = NewDisposeScope();
+        using var model = ModelLoader.FromPretrained(Folder("gpt_oss"), ScalarType.BFloat16);
+        var tokens = tensor(new long[] { 3, 14, 15, 92, 65, 35, 89, 79, 32, 38, 46, 26 }).unsqueeze(0);
+        string b = $"blocks.{layer}.attn.";
+        var (_, cache) = model.RunWithCache(tokens, [b + "hook_rot_q", b + "hook_rot_k", b + "hook_pattern"]);
+        using (cache)
+        {
+            var q = cache[b + "hook_rot_q"].transpose(1, 2);                          // [1, 4 heads, pos, 16]
+            var k = cache[b + "hook_rot_k"].repeat_interleave(2, 2).transpose(1, 2);  // 2 kv heads, each serving 2 heads
+            Assert.Equal(ScalarType.BFloat16, q.dtype);
+            var sinks = model.state_dict()[$"model.layers.{layer}.self_attn.sinks"];
+            long n = tokens.shape[1];
+            var back = arange(n).unsqueeze(1) - arange(n).unsqueeze(0);              // query − key
+            var allowed = back.ge(0);
+            if (layer == 0) allowed = allowed.logical_and(back.lt(4));
+            var mask = where(allowed, zeros(n, n), full(n, n, -3.3895313892515355e38)).to(ScalarType.BFloat16);
+            var scores = matmul(q, k.transpose(-1, -2)) * 0.25 + mask;                // scaling 16^-½
+            var combined = cat([scores, sinks.view(1, -1, 1, 1).expand(1, -1, n, 1)], -1);
+            combined = combined - combined.max(-1, keepdim: true).values;
+            var exp = combined.to(ScalarType.Float32).exp();
+            var expected = (exp / exp.sum(-1, keepdim: true)).to(ScalarType.BFloat16).narrow(-1, 0, n).to(ScalarType.Float32);
+            var pattern = cache[b + "hook_pattern"].to(ScalarType.Float32);
+            double ulp = Math.Pow(2, -8);   // bf16's relative spacing: one rounding apart at most
+            Assert.True((pattern - expected).abs().le(expected.abs() * ulp + 1e-30).all().item<bool>(),
+                $"max |pattern − bf16 reference| = {(pattern - expected).abs().max().item<float>()}");
+            // The float32 softmax (SaeSharp's previous computation, still used for float32 models) differs by more than a rounding.
+            var s32 = scores.to(ScalarType.Float32);
+            var old = cat([s32, sinks.to(ScalarType.Float32).view(1, -1, 1, 1).expand(1, -1, n, 1)], -1).softmax(-1).narrow(-1, 0, n)
+                .to(ScalarType.BFloat16).to(ScalarType.Float32);
+            Assert.False((pattern - old).abs().le(old.abs() * ulp + 1e-30).all().item<bool>(), "the bf16 and float32 softmaxes agree here: the test does not tell them apart");
+        }
+    }
+
     private static string CopyOf(string family)
     {
         string dir = TestPaths.TempDir();

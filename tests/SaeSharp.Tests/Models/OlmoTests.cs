@@ -160,6 +160,59 @@ public class OlmoTests : ModelTestBase
         Assert.True(p1.masked_select(back.ge(5).expand_as(p1)).min().item<float>() > 0, "the full layer sees every earlier key");
     }
 
+    [Fact]
+    public void Olmo3_rope_scaling_rotates_every_layer_with_the_scaled_table()
+    {
+        // The newest transformers modeling_olmo3.py (5.x) builds one Olmo3RotaryEmbedding from rope_parameters and passes
+        // its cos/sin to every layer, sliding or full. With YaRN (factor 4 from 1024 positions, θ 5e5, 8 rotary dims):
+        // hook_rot_q of both layers is q_norm(q) rotated by the table written out here in float64 from the YaRN formula.
+        using var scope = NewDisposeScope();
+        string dir = Path.Combine(Dir, "olmo3-yarn");
+        Directory.CreateDirectory(dir);
+        foreach (var f in Directory.GetFiles(Folder("olmo3"))) File.Copy(f, Path.Combine(dir, Path.GetFileName(f)));
+        var config = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "config.json")))!.AsObject();
+        config["rope_scaling"] = JsonNode.Parse("""{"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 1024}""");
+        File.WriteAllText(Path.Combine(dir, "config.json"), config.ToJsonString());
+        using var m = ModelLoader.FromPretrained(dir);
+        Assert.Equal("yarn(factor=4 original_max_position_embeddings=1024 beta_fast=32 beta_slow=1 truncate=true attention_factor=1.13863)",
+            m.Config.RopeScaling!.ToString());
+
+        // YaRN by hand: correction dims d·ln(1024 / (2π·β)) / (2·ln θ) for β = 32, 1 are 0.496 and 1.553, floored / ceiled
+        // to 0 and 2; the ramp over dims 0..3 is 0, ½, 1, 1: dim 0 keeps θ's frequency, dim 1 the mean of it and it / 4,
+        // dims 2-3 are divided by 4. cos and sin are multiplied by 0.1·ln 4 + 1.
+        const int dim = 8;
+        double theta = 500_000, factor = 4, attention = 0.1 * Math.Log(4) + 1;
+        double[] ramp = [0, 0.5, 1, 1];
+        var inv = Enumerable.Range(0, dim / 2).Select(i =>
+        {
+            double extrapolation = Math.Pow(theta, -2.0 * i / dim);
+            return extrapolation / factor * ramp[i] + extrapolation * (1 - ramp[i]);
+        }).ToArray();
+        var tokens = Npy.LoadNpz(Path.Combine(Folder("olmo3"), "reference.npz"))["tokens"];
+        long n = tokens.shape[1];
+        var freqs = arange(n, dtype: ScalarType.Float64).unsqueeze(1) * tensor(inv).unsqueeze(0);   // [pos, 4]
+        var emb = cat([freqs, freqs], -1).view(1, n, 1, dim);
+        var (cos, sin) = (emb.cos() * attention, emb.sin() * attention);
+        var defaultEmb = arange(n, dtype: ScalarType.Float64).unsqueeze(1) * tensor(Enumerable.Range(0, dim / 2).Select(i => Math.Pow(theta, -2.0 * i / dim)).ToArray()).unsqueeze(0);
+        defaultEmb = cat([defaultEmb, defaultEmb], -1).view(1, n, 1, dim);
+        static Tensor Rotate(Tensor x, Tensor cos, Tensor sin) =>
+            x * cos + cat([x.narrow(-1, dim / 2, dim / 2).neg(), x.narrow(-1, 0, dim / 2)], -1) * sin;
+
+        var w = SafeTensors.Load(Path.Combine(dir, "model.safetensors"));
+        var (_, cache) = m.RunWithCache(tokens, ["blocks.0.attn.hook_q", "blocks.0.attn.hook_rot_q", "blocks.1.attn.hook_q", "blocks.1.attn.hook_rot_q"]);
+        using var _ = cache;
+        for (int layer = 0; layer < 2; layer++)   // layer 0 sliding, layer 1 full
+        {
+            var q = cache[$"blocks.{layer}.attn.hook_q"];
+            var normed = Rms(q.flatten(2), w[$"model.layers.{layer}.self_attn.q_norm.weight"], 1e-6).view(q.shape);
+            var rotQ = cache[$"blocks.{layer}.attn.hook_rot_q"].to(ScalarType.Float64);
+            double err = (rotQ - Rotate(normed, cos, sin)).abs().max().item<double>();
+            Assert.True(err < 1e-5, $"layer {layer}: |hook_rot_q − YaRN rotation| = {err}");
+            double fromDefault = (rotQ - Rotate(normed, defaultEmb.cos(), defaultEmb.sin())).abs().max().item<double>();
+            Assert.True(fromDefault > 1e-2, $"layer {layer}: the default table gives nearly the same ({fromDefault})");
+        }
+    }
+
     private static DecoderSettings Settings(string modelType, string json) =>
         DecoderSettings.From(new JsonConfig("config.json", (JsonObject)JsonNode.Parse(json)!), modelType);
 
@@ -186,7 +239,6 @@ public class OlmoTests : ModelTestBase
     }
 
     [Theory]
-    [InlineData("olmo3", "\"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 8.0}", "rope_scaling of type yarn on an olmo3 model is not supported")]
     [InlineData("olmo3", "\"sliding_window\": null", "sliding-window layers but no sliding_window")]
     [InlineData("olmo3", "\"layer_types\": [\"full_attention\"]", "layer_types has 1 entries for 2 layers")]
     [InlineData("olmo", "\"clip_qkv\": 0", "clip_qkv=0 must be positive")]
