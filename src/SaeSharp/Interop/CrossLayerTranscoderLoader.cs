@@ -226,12 +226,17 @@ public static class CrossLayerTranscoderLoader
         sd["b_dec"] = stack(bDec, 0);
         if (cfg.JumpRelu) sd["activation_function.threshold"] = stack(thresholds, 0).unsqueeze(1);
         if (cfg.SkipConnection) sd["W_skip"] = stack(skips, 0);
-        var clt = new CrossLayerTranscoder(cfg);
+        var clt = OwnedModules.Detach(new CrossLayerTranscoder(cfg));
         try
         {
-            var (missing, unexpected) = clt.load_state_dict(sd, strict: false);
+            // Copied into the module's own parameters (which outlive this scope), key by key.
+            var own = clt.state_dict();
+            var missing = own.Keys.Where(k => !sd.ContainsKey(k)).ToList();
+            var unexpected = sd.Keys.Where(k => !own.ContainsKey(k)).ToList();
             if (missing.Count > 0 || unexpected.Count > 0)
                 throw new SaeSharpException($"{source}: the CLT's state dict does not match (missing: {string.Join(", ", missing)}; unexpected: {string.Join(", ", unexpected)})");
+            using (no_grad())
+                foreach (var (k, t) in own) t.copy_(sd[k]);
             return clt;
         }
         catch

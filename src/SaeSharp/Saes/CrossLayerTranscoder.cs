@@ -61,12 +61,12 @@ public sealed class CrossLayerTranscoder : nn.Module<Tensor, Tensor>
             throw new SaeSharpException($"cross-layer transcoder: n_layers, d_transcoder and d_model must be positive, got {cfg.NLayers}, {cfg.DTranscoder}, {cfg.DModel}");
         Cfg = cfg;
         int l = cfg.NLayers, f = cfg.DTranscoder, d = cfg.DModel;
-        W_enc = new Parameter(zeros(l, f, d), requires_grad: false);
-        b_enc = new Parameter(zeros(l, f), requires_grad: false);
-        b_dec = new Parameter(zeros(l, d), requires_grad: false);
+        W_enc = nn.Parameter(zeros(l, f, d), requires_grad: false);
+        b_enc = nn.Parameter(zeros(l, f), requires_grad: false);
+        b_dec = nn.Parameter(zeros(l, d), requires_grad: false);
         W_dec = new ParameterList();
-        for (int i = 0; i < l; i++) W_dec.Add(new Parameter(zeros(f, l - i, d), requires_grad: false));
-        if (cfg.SkipConnection) W_skip = new Parameter(zeros(l, d, d), requires_grad: false);
+        for (int i = 0; i < l; i++) W_dec.Add(nn.Parameter(zeros(f, l - i, d), requires_grad: false));
+        if (cfg.SkipConnection) W_skip = nn.Parameter(zeros(l, d, d), requires_grad: false);
         if (cfg.JumpRelu) activation_function = new JumpReluThreshold(l, f);
         RegisterComponents();
     }
@@ -175,7 +175,7 @@ public sealed class CrossLayerTranscoder : nn.Module<Tensor, Tensor>
 
         public JumpReluThreshold(int layers, int features) : base("JumpReLU")
         {
-            threshold = new Parameter(zeros(layers, 1, features), requires_grad: false);
+            threshold = nn.Parameter(zeros(layers, 1, features), requires_grad: false);
             RegisterComponents();
         }
 
