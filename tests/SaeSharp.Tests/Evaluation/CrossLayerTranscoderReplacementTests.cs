@@ -172,3 +172,37 @@ public class CrossLayerTranscoderReplacementTests : ModelTestBase
         }
     }
 }
+
+public class CrossLayerTranscoderEvalCliTests : IDisposable
+{
+    private readonly SaeSharp.Tests.Analysis.AnalysisFixture _fx = new();
+    public void Dispose() => _fx.Dispose();
+
+    [Fact]
+    public void Sae_eval_with_a_clt_folder_reports_the_replacement_and_each_layer()
+    {
+        var r = CltReference.Random(2, 8, 16, 3, threshold: true, skip: false);
+        string clt = Path.Combine(_fx.Dir, "clt");
+        r.WriteCircuitTracer(clt, threshold: true);
+        File.WriteAllText(Path.Combine(clt, "config.yaml"), "feature_input_hook: ln2.hook_normalized\nfeature_output_hook: hook_mlp_out\n");
+        string json = Path.Combine(_fx.Dir, "clt.json");
+        var (exit, output, err) = SaeSharp.Tests.Cli.CliRunner.Run("eval", "--sae", clt, "--model", _fx.ModelDir, "--dataset", _fx.DataPath,
+            "--tokens", "64", "--context-size", "16", "--json", json);
+        Assert.True(exit == 0, err);
+        Assert.Contains("replacement model", output);
+        var clean = System.Text.RegularExpressions.Regex.Match(output, @"ce loss clean\W+([0-9.]+)").Groups[1].Value;
+        var withErrors = System.Text.RegularExpressions.Regex.Match(output, @"ce loss with error terms\W+([0-9.]+)").Groups[1].Value;
+        Assert.NotEmpty(clean);
+        Assert.Equal(clean, withErrors);
+        using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText(json));
+        var layers = doc.RootElement.GetProperty("layers");
+        Assert.Equal(2, layers.GetArrayLength());
+        Assert.Equal("blocks.1.hook_mlp_out", layers[1].GetProperty("hook_name_out").GetString());
+        Assert.True(layers[0].GetProperty("l0").GetDouble() > 0);
+
+        // With another SAE, or a hook: refused.
+        var two = SaeSharp.Tests.Cli.CliRunner.Run("eval", "--sae", clt, "--sae", _fx.SaeDir, "--model", _fx.ModelDir, "--dataset", _fx.DataPath);
+        Assert.Equal(1, two.Exit);
+        Assert.Contains("a whole cross-layer transcoder is evaluated alone: give it as the only --sae", two.Err);
+    }
+}
