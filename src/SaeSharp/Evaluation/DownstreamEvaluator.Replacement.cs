@@ -177,10 +177,11 @@ public static partial class DownstreamEvaluator
                     }));
                     hooks.Add((outputs[l], y =>
                     {
-                        var recon = clt.DecodeLayer(features.Take(layer + 1).Select(f => f!).ToList(), layer, layerInput[layer]);
+                        var recon = clt.DecodeLayer(features.Take(layer + 1).Select((f, i) => f ?? throw new SaeSharpException(
+                            $"cross-layer transcoder: '{outputs[layer]}' fired before layer {i}'s input hook '{inputs[i]}'")).ToList(), layer, layerInput[layer]);
                         // With error terms: clean + (recon − recon of the clean inputs), which is the clean output exactly
                         // while the run's inputs are the clean ones (and they are, layer by layer).
-                        var replacement = errorTerms ? c[outputs[layer]].to(recon.dtype) + (recon - cleanRecon[layer]) : recon;
+                        var replacement = errorTerms ? c[outputs[layer]].to(recon.dtype).add(recon.add(cleanRecon[layer], TorchScalars.Of(-1.0)), TorchScalars.One) : recon;
                         return Where(keep, replacement.to(y.dtype).view(y.shape), y);
                     }));
                 }

@@ -85,7 +85,7 @@ public sealed class CrossLayerTranscoder : nn.Module<Tensor, Tensor>
         CheckLayer(layer);
         CheckWidth(x, "input");
         using var scope = NewDisposeScope();
-        var pre = matmul(x.to(W_enc.dtype), W_enc[layer].t()) + b_enc[layer];
+        var pre = matmul(x.to(W_enc.dtype), W_enc[layer].t()).add(b_enc[layer], TorchScalars.One);
         var f = activation_function is { } a ? pre * pre.gt(a.Threshold(layer)).to(pre.dtype) : nn.functional.relu(pre);
         return f.MoveToOuterDisposeScope();
     }
@@ -116,13 +116,13 @@ public sealed class CrossLayerTranscoder : nn.Module<Tensor, Tensor>
         {
             if (features[i].shape[^1] != Cfg.DTranscoder)
                 throw new SaeSharpException($"cross-layer transcoder: features of layer {i} have {features[i].shape[^1]} values per row, expected d_transcoder = {Cfg.DTranscoder}");
-            y = y + matmul(features[i].to(W_enc.dtype), W_dec[i].select(1, layer - i));
+            y = y.add(matmul(features[i].to(W_enc.dtype), W_dec[i].select(1, layer - i)), TorchScalars.One);
         }
         if (W_skip is not null)
         {
             if (input is null) throw new SaeSharpException("cross-layer transcoder has a skip connection: its reconstruction needs the layer's input");
             CheckWidth(input, "input");
-            y = y + matmul(input.to(W_enc.dtype), W_skip[layer]);
+            y = y.add(matmul(input.to(W_enc.dtype), W_skip[layer]), TorchScalars.One);
         }
         return y.MoveToOuterDisposeScope();
     }
