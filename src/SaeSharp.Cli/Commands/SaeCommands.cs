@@ -125,6 +125,12 @@ internal static class SaeCommands
     {
         var options = data.Read(parse, hookRequired: false);
         if (options.Tokens is null) options = options with { Tokens = EvalInModelTokens };
+        if (saes.Any(CrossLayerTranscoderLoader.IsCrossLayerTranscoder))
+        {
+            if (saes.Length != 1) throw new SaeSharpException("a whole cross-layer transcoder is evaluated alone: give it as the only --sae");
+            if (parse.GetValue(data.Hook) is not null) throw new SaeSharpException("--hook: a cross-layer transcoder reads and writes the hooks its files name");
+            return EvalReplacement(saes[0], options, jsonPath);
+        }
         var results = CliProgress.Run("eval", progress => ModelPipeline.Evaluate(saes, options, saeOptions: saeOptions, progress: progress, hook: parse.GetValue(data.Hook)));
         for (int i = 0; i < results.Count; i++)
         {
@@ -160,6 +166,54 @@ internal static class SaeCommands
                 if (results.Count != 1) writer.WriteStartArray();
                 foreach (var m in results) m.WriteJson(writer);
                 if (results.Count != 1) writer.WriteEndArray();
+            });
+        return 0;
+    }
+
+    /// <summary><c>sae eval --model</c> of a whole cross-layer transcoder: the replacement model's CE and KL, and a row per layer.</summary>
+    private static int EvalReplacement(string cltPath, ModelDataOptions options, string? jsonPath)
+    {
+        var m = CliProgress.Run("eval", progress => ModelPipeline.EvaluateReplacement(cltPath, options, progress: progress));
+        Cli.WriteTable(cltPath + " (replacement model: every layer's output replaced)",
+        [
+            ("layers", $"{m.Layers.Count}: {m.InputHooks[0]} → {m.OutputHooks[0]} … {m.InputHooks[^1]} → {m.OutputHooks[^1]}"),
+            Percent($"% loss recovered (zero ablation) over {Cli.Integer(m.Tokens)} tokens", m.CeLossScore, 2),
+            Percent("% loss recovered (mean ablation)", m.CeLossScoreMeanAblation, 2),
+            ("ce loss clean", m.CeLossWithoutSae.ToString("F4")),
+            ("ce loss with CLT", m.CeLossWithSae.ToString("F4")),
+            ("ce loss zero-ablated", m.CeLossWithAblation.ToString("F4")),
+            ("ce loss with error terms", m.CeLossWithErrorTerm.ToString("F4")),
+            ("kl div with CLT", m.KlDivWithSae.ToString("G5")),
+            ("kl div score", m.KlDivScore.ToString("F4")),
+        ]);
+        Cli.WriteTable("per layer (from the clean activations)",
+            m.Layers.Select((r, l) => ($"layer {l}", $"fvu {r.Fvu:G5}  l0 {r.L0:F2}  mse {r.Mse:G5}  alive {r.AliveFraction:P1}")).ToList());
+        if (jsonPath is not null)
+            AtomicFile.Write(jsonPath, stream =>
+            {
+                using var writer = new System.Text.Json.Utf8JsonWriter(stream, new System.Text.Json.JsonWriterOptions { Indented = true });
+                // NaN (a degenerate score) is written as null: JSON has no NaN.
+                void Num(string name, double v) { if (double.IsFinite(v)) writer.WriteNumber(name, v); else writer.WriteNull(name); }
+                writer.WriteStartObject();
+                Num("ce_loss_without_sae", m.CeLossWithoutSae);
+                Num("ce_loss_with_sae", m.CeLossWithSae);
+                Num("ce_loss_with_ablation", m.CeLossWithAblation);
+                Num("ce_loss_score", m.CeLossScore);
+                Num("kl_div_with_sae", m.KlDivWithSae);
+                Num("kl_div_score", m.KlDivScore);
+                writer.WriteStartArray("layers");
+                for (int l = 0; l < m.Layers.Count; l++)
+                {
+                    writer.WriteStartObject();
+                    writer.WriteString("hook_name", m.InputHooks[l]);
+                    writer.WriteString("hook_name_out", m.OutputHooks[l]);
+                    Num("fvu", m.Layers[l].Fvu);
+                    Num("l0", m.Layers[l].L0);
+                    Num("mse", m.Layers[l].Mse);
+                    writer.WriteEndObject();
+                }
+                writer.WriteEndArray();
+                writer.WriteEndObject();
             });
         return 0;
     }

@@ -52,7 +52,7 @@ public sealed record DownstreamTarget(Sae Sae, string? Hook = null, string? Outp
 /// Several SAEs are evaluated in one pass over the data: per batch one clean run caches every hook needed, then each
 /// SAE gets its spliced (and error-term) run, and each distinct hook its zero- and mean-ablated runs.
 /// </summary>
-public static class DownstreamEvaluator
+public static partial class DownstreamEvaluator
 {
     /// <summary>Evaluates each target on <paramref name="windows"/> (token windows of equal length).</summary>
     public static IReadOnlyList<DownstreamMetrics> Evaluate(HookedTransformer model, IReadOnlyList<DownstreamTarget> targets,
@@ -104,16 +104,9 @@ public static class DownstreamEvaluator
         DownstreamEvalOptions o)
     {
         int b = windows.Count, s = windows[0].Length;
-        if (s < 2) throw new SaeSharpException($"context windows need at least 2 tokens for next-token loss, got {s}");
-        var flat = new long[(long)b * s];
-        for (int i = 0; i < b; i++)
-        {
-            if (windows[i].Length != s) throw new SaeSharpException($"context windows differ in length: {windows[i].Length} vs {s}");
-            Array.Copy(windows[i], 0, flat, (long)i * s, s);
-        }
         using var scope = NewDisposeScope();
         using var _ = no_grad();
-        var tokens = tensor(flat).view(b, s).to(model.Device);
+        var tokens = BatchTokens(model, windows);
         var keep = ModelActivationHarvester.KeepMask(tokens, exclude, o.SeqposSlice);   // [b, s]
 
         // The clean pass caches every hook an SAE reads or replaces and the residual stream entering each site's block,
@@ -177,6 +170,20 @@ public static class DownstreamEvaluator
         }
 
         Measure(model, tokens, keep, cleanOut!, clean, variants, o.LogitChunkPositions);
+    }
+
+    /// <summary>The windows of a batch as tokens [batch, pos] on the model's device (equal lengths, at least 2 tokens).</summary>
+    private static Tensor BatchTokens(HookedTransformer model, List<long[]> windows)
+    {
+        int b = windows.Count, s = windows[0].Length;
+        if (s < 2) throw new SaeSharpException($"context windows need at least 2 tokens for next-token loss, got {s}");
+        var flat = new long[(long)b * s];
+        for (int i = 0; i < b; i++)
+        {
+            if (windows[i].Length != s) throw new SaeSharpException($"context windows differ in length: {windows[i].Length} vs {s}");
+            Array.Copy(windows[i], 0, flat, (long)i * s, s);
+        }
+        return tensor(flat).view(b, s).to(model.Device);
     }
 
     /// <summary>The block a run that changes <paramref name="site"/> can start at (null: the embeddings, a full run).</summary>

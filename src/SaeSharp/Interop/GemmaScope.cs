@@ -273,8 +273,7 @@ public static class GemmaScope
         string file = Directory.Exists(path) ? Path.Combine(path, Scope2WeightsFile) : path;
         if (!File.Exists(file)) throw new SaeSharpException($"{file}: Gemma Scope 2 weights file not found.");
         folderName ??= Scope2FolderName(file);
-        repoId ??= FolderParts(Path.GetFullPath(file)).Select(p => Regex.Match(p, @"^(?:models--google--)?(gemma-scope-2-[0-9a-z.]+-(?:pt|it))$"))
-            .LastOrDefault(m => m.Success) is { } r ? "google/" + r.Groups[1].Value : null;
+        repoId ??= Scope2RepoId(file);
         bool clt = folderName.Contains("clt", StringComparison.Ordinal);
         // SAELens reads f"{folder_name}/config.json": beside params.safetensors, and for a CLT file in a folder named after it.
         string cfgPath = clt
@@ -305,13 +304,7 @@ public static class GemmaScope
             $"{folderName}: no layer_N, or no hook kind (resid_post, attn_out, mlp_out, transcoder or clt), in the Gemma Scope 2 folder name");
         bool transcoder = IsScope2Transcoder(folderName);
         bool affine = transcoder && raw["affine_connection"] is System.Text.Json.Nodes.JsonValue a && a.TryGetValue(out bool af) && af;
-        string? model = Str("model_name");
-        if (model is not null)
-        {
-            if (!model.Contains("google", StringComparison.Ordinal)) model = "google/" + model;
-            model = model.Replace("-v3", "-3", StringComparison.Ordinal);
-            if (model.Contains("270m", StringComparison.Ordinal)) model = model.Replace("-pt", "", StringComparison.Ordinal);
-        }
+        string? model = Str("model_name") is { } named ? Scope2ModelName(named) : null;
 
         var tensors = IO.SafeTensors.Load(file);
         try
@@ -356,6 +349,21 @@ public static class GemmaScope
         {
             foreach (var t in tensors.Values) t.Dispose();
         }
+    }
+
+    /// <summary>The Gemma Scope 2 repo a local path lies in: its last <c>gemma-scope-2-…-pt</c>/<c>-it</c> folder (or the Hugging
+    /// Face cache's <c>models--google--gemma-scope-2-…</c>) as <c>google/gemma-scope-2-…</c>; null when none.</summary>
+    internal static string? Scope2RepoId(string path) =>
+        FolderParts(Path.GetFullPath(path)).Select(p => Regex.Match(p, @"^(?:models--google--)?(gemma-scope-2-[0-9a-z.]+-(?:pt|it))$"))
+            .LastOrDefault(m => m.Success) is { } r ? "google/" + r.Groups[1].Value : null;
+
+    /// <summary>A Gemma Scope 2 config's model_name as SAELens normalises it: <c>google/</c> prefixed when absent, <c>-v3</c> →
+    /// <c>-3</c>, <c>-pt</c> dropped for 270m.</summary>
+    internal static string Scope2ModelName(string model)
+    {
+        if (!model.Contains("google", StringComparison.Ordinal)) model = "google/" + model;
+        model = model.Replace("-v3", "-3", StringComparison.Ordinal);
+        return model.Contains("270m", StringComparison.Ordinal) ? model.Replace("-pt", "", StringComparison.Ordinal) : model;
     }
 
     /// <summary>The folder names of <paramref name="path"/> ('/' or the platform's separator).</summary>

@@ -618,7 +618,7 @@ public static class SaeLensConversions
     // ---- shared ----
 
     /// <summary><paramref name="raw"/>[<paramref name="key"/>], which must have <paramref name="dims"/> dimensions.</summary>
-    private static Tensor Need(IReadOnlyDictionary<string, Tensor> raw, string key, string source, int dims)
+    internal static Tensor Need(IReadOnlyDictionary<string, Tensor> raw, string key, string source, int dims)
     {
         if (!raw.TryGetValue(key, out var t))
             throw new SaeSharpException($"{source}: missing tensor '{key}' (tensors: {string.Join(", ", raw.Keys)})");

@@ -218,6 +218,38 @@ public static class ModelPipeline
         }
     }
 
+    /// <summary>
+    /// <c>sae eval --model M --dataset D --sae CLT_FOLDER</c>: loads the whole cross-layer transcoder at
+    /// <paramref name="cltPath"/> (<see cref="Interop.CrossLayerTranscoderLoader.Load"/>) and the model (processed as
+    /// <paramref name="data"/> says; a CLT records no processing), and evaluates the replacement model
+    /// (<see cref="DownstreamEvaluator.EvaluateReplacement"/>) on the dataset's windows (context size default 128,
+    /// prepend_bos default true, excluded tokens as <paramref name="data"/> gives them).
+    /// </summary>
+    public static CrossLayerTranscoderMetrics EvaluateReplacement(string cltPath, ModelDataOptions data, bool meanAblation = true,
+        IProgress<WorkProgress>? progress = null)
+    {
+        ArgumentNullException.ThrowIfNull(cltPath);
+        ArgumentNullException.ThrowIfNull(data);
+        using var clt = Interop.CrossLayerTranscoderLoader.Load(cltPath);
+        var tokenizer = Tokenizer.FromFolder(data.TokenizerPath ?? data.ModelPath);
+        using var pm = ModelForSae.Load(data.ModelPath, data.Processing, data.ModelDtype ?? ScalarType.Float32);
+        if (data.Device.type != DeviceType.CPU)
+        {
+            pm.Model.to(data.Device);
+            clt.to(data.Device);
+        }
+        int ctx = data.ContextSize ?? 128;
+        var exclude = ExclusionOf(data, new SaeMetadata(), cltPath);
+        return DownstreamEvaluator.EvaluateReplacement(pm.Model, clt,
+            Windows(tokenizer, data.DatasetPath, ctx, data.PrependBos ?? true, data.TextField, data.DisableConcatSequences ?? false, data.SequenceSeparatorToken),
+            new DownstreamEvalOptions
+            {
+                BatchSizePrompts = data.BatchSizePrompts, MaxContexts = ContextsFor(data.Tokens, TrainingContextSize(ctx, data.SeqposSlice)),
+                ExcludeTokenIds = ExcludedTokens.Resolve(exclude.Special, exclude.Ids, tokenizer, exclude.Origin),
+                MeanAblation = meanAblation, ModelHooks = pm.Hooks, Progress = progress, SeqposSlice = data.SeqposSlice,
+            });
+    }
+
     /// <summary>The windows an SAE is evaluated on (a group of SAEs that share them is evaluated in one pass).</summary>
     private sealed record EvalWindows(int Ctx, bool Bos, bool Exclude, string? ExcludeIds, SeqposSlice? Slice, bool DisableConcat, PretokenizeToken? Separator);
 

@@ -1,0 +1,248 @@
+using System.Globalization;
+using System.Text.RegularExpressions;
+using SaeSharp.IO;
+using SaeSharp.Saes;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Interop;
+
+/// <summary>
+/// Loads a whole <see cref="CrossLayerTranscoder"/> from its per-layer files: circuit-tracer's format
+/// (<c>W_enc_L.safetensors</c> + <c>W_dec_L.safetensors</c>, as <c>load_clt</c> reads them and mntss's CLTs are published)
+/// or Gemma Scope 2's <c>clt/</c> sets (<c>params_layer_L.safetensors</c>, as circuit-tracer's <c>load_gemma_scope_2_clt</c>
+/// reads them). The single-layer loaders (<see cref="SaeLensConversions.LoadMntssCltLayer"/>, <see cref="GemmaScope.LoadScope2"/>)
+/// stay for feature activations: they sum a layer's decoders, which is wrong for reconstruction.
+/// </summary>
+public static class CrossLayerTranscoderLoader
+{
+    /// <summary>circuit-tracer's default input hook of a CLT (<c>load_clt</c>'s <c>feature_input_hook</c>).</summary>
+    public const string DefaultInputHook = "hook_resid_mid";
+    /// <summary>circuit-tracer's default output hook of a CLT (<c>feature_output_hook</c>).</summary>
+    public const string DefaultOutputHook = "hook_mlp_out";
+
+    /// <summary>Whether <paramref name="path"/> is a folder holding a whole CLT in either format.</summary>
+    public static bool IsCrossLayerTranscoder(string path) =>
+        Directory.Exists(path) && (File.Exists(Path.Combine(path, "W_enc_0.safetensors")) || GemmaScope2LayerFiles(path).Count > 0);
+
+    /// <summary>A CLT from a folder of either format (circuit-tracer's when it holds <c>W_enc_0.safetensors</c>, else Gemma
+    /// Scope 2's <c>params_layer_L.safetensors</c> / <c>layer_L.safetensors</c>).</summary>
+    public static CrossLayerTranscoder Load(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        if (!Directory.Exists(path)) throw new SaeSharpException($"{path}: not a folder (a cross-layer transcoder is a folder of per-layer .safetensors files)");
+        if (File.Exists(Path.Combine(path, "W_enc_0.safetensors"))) return LoadCircuitTracer(path);
+        if (GemmaScope2LayerFiles(path).Count > 0) return LoadGemmaScope2(path);
+        throw new SaeSharpException($"{path}: no cross-layer transcoder here: expected circuit-tracer's W_enc_0.safetensors, W_dec_0.safetensors, … " +
+            "or Gemma Scope 2's params_layer_0.safetensors, …");
+    }
+
+    /// <summary>
+    /// circuit-tracer's format (<c>CrossLayerTranscoder.to_safetensors</c> / <c>load_clt</c>), L = the number of
+    /// <c>W_enc_*.safetensors</c>: for each layer i, <c>W_enc_i.safetensors</c> holds <c>W_enc_i</c> [d_transcoder, d_model],
+    /// <c>b_enc_i</c> [d_transcoder], <c>b_dec_i</c> [d_model] and, in every layer or none, <c>threshold_i</c>
+    /// [d_transcoder] (JumpReLU; else ReLU) and <c>W_skip_i</c> [d_model, d_model]; <c>W_dec_i.safetensors</c> holds
+    /// <c>W_dec_i</c> [d_transcoder, L − i, d_model]. The folder's <c>config.yaml</c>, when present, gives
+    /// <c>model_name</c>, <c>feature_input_hook</c> and <c>feature_output_hook</c> (default hook_resid_mid → hook_mlp_out,
+    /// circuit-tracer's). Weights are read as float32.
+    /// </summary>
+    public static CrossLayerTranscoder LoadCircuitTracer(string folder)
+    {
+        ArgumentNullException.ThrowIfNull(folder);
+        var layers = LayerFiles(folder, @"^W_enc_(\d+)\.safetensors$", "W_enc_{0}.safetensors");
+        int n = layers.Count;
+        string configPath = Path.Combine(folder, SaeLensConversions.CircuitTracerConfigFile);
+        string? model = null, input = null, output = null;
+        if (File.Exists(configPath))
+        {
+            var yaml = YamlFields.Load(configPath);
+            model = YamlFields.Str(yaml, configPath, "model_name");
+            input = YamlFields.Str(yaml, configPath, "feature_input_hook");
+            output = YamlFields.Str(yaml, configPath, "feature_output_hook");
+        }
+        var state = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        try
+        {
+            using var scope = NewDisposeScope();
+            int dSae = 0, dModel = 0;
+            bool? threshold = null, skip = null;
+            var thresholds = new List<Tensor>();
+            var skips = new List<Tensor>();
+            var wEnc = new List<Tensor>();
+            var bEnc = new List<Tensor>();
+            var bDec = new List<Tensor>();
+            for (int i = 0; i < n; i++)
+            {
+                string encFile = layers[i];
+                string decFile = Path.Combine(folder, $"W_dec_{i}.safetensors");
+                if (!File.Exists(decFile)) throw new SaeSharpException($"{decFile}: file not found (the decoders of CLT layer {i}; {encFile} exists)");
+                var enc = SafeTensors.Load(encFile, ScalarType.Float32);
+                var dec = SafeTensors.Load(decFile, ScalarType.Float32);
+                Keep(state, enc, dec);
+                var w = SaeLensConversions.Need(enc, $"W_enc_{i}", encFile, 2);
+                if (i == 0) (dSae, dModel) = ((int)w.shape[0], (int)w.shape[1]);
+                wEnc.Add(Shaped(w, $"W_enc_{i}", encFile, dSae, dModel));
+                bEnc.Add(Shaped(SaeLensConversions.Need(enc, $"b_enc_{i}", encFile, 1), $"b_enc_{i}", encFile, dSae));
+                bDec.Add(Shaped(SaeLensConversions.Need(enc, $"b_dec_{i}", encFile, 1), $"b_dec_{i}", encFile, dModel));
+                bool hasThreshold = enc.ContainsKey($"threshold_{i}"), hasSkip = enc.ContainsKey($"W_skip_{i}");
+                if ((threshold ??= hasThreshold) != hasThreshold)
+                    throw new SaeSharpException($"{encFile}: {(hasThreshold ? "has" : "lacks")} 'threshold_{i}' but layer 0 {(hasThreshold ? "lacks" : "has")} one: every layer of a CLT has a threshold or none");
+                if ((skip ??= hasSkip) != hasSkip)
+                    throw new SaeSharpException($"{encFile}: {(hasSkip ? "has" : "lacks")} 'W_skip_{i}' but layer 0 {(hasSkip ? "lacks" : "has")} one: every layer of a CLT has skip weights or none");
+                if (hasThreshold) thresholds.Add(Shaped(enc[$"threshold_{i}"], $"threshold_{i}", encFile, dSae));
+                if (hasSkip) skips.Add(Shaped(enc[$"W_skip_{i}"], $"W_skip_{i}", encFile, dModel, dModel));
+                state[$"W_dec.{i}"] = Shaped(SaeLensConversions.Need(dec, $"W_dec_{i}", decFile, 3), $"W_dec_{i}", decFile, dSae, n - i, dModel);
+            }
+            return Build(new CrossLayerTranscoderConfig
+            {
+                NLayers = n, DTranscoder = dSae, DModel = dModel, JumpRelu = threshold == true, SkipConnection = skip == true,
+                FeatureInputHook = input ?? DefaultInputHook, FeatureOutputHook = output ?? DefaultOutputHook, ModelName = model,
+                Format = "circuit-tracer",
+            }, state, wEnc, bEnc, bDec, thresholds, skips, folder);
+        }
+        finally
+        {
+            foreach (var t in state.Values) t.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// Gemma Scope 2's cross-layer transcoders (<c>google/gemma-scope-2-…/clt/width_…/params_layer_L.safetensors</c>; the
+    /// names <c>layer_L.safetensors</c> of circuit-tracer's tests load too): one file per layer i, L files, each holding
+    /// <c>w_enc</c> [d_model, d_transcoder], <c>b_enc</c>, <c>threshold</c> [d_transcoder], <c>b_dec</c> [d_model],
+    /// <c>w_dec</c> [d_transcoder, L, d_model] (of which, as circuit-tracer's <c>load_gemma_scope_2_clt</c> takes it,
+    /// the output layers i..L−1) and, in every layer or none, <c>affine_skip_connection</c> [d_model, d_model] (applied as
+    /// x·W_skip, Gemma Scope 2's and circuit-tracer's convention). JumpReLU; hooks <c>ln2.hook_normalized</c> (the
+    /// pre-feedforward norm's output, SAELens's gemma_3 rule for a transcoder) → <c>hook_mlp_out</c>; the model from a
+    /// <c>gemma-scope-2-…</c> folder of the path, as <see cref="GemmaScope.LoadScope2"/> infers it.
+    /// </summary>
+    public static CrossLayerTranscoder LoadGemmaScope2(string folder)
+    {
+        ArgumentNullException.ThrowIfNull(folder);
+        var files = GemmaScope2LayerFiles(folder);
+        if (files.Count == 0) throw new SaeSharpException($"{folder}: no params_layer_<L>.safetensors (a Gemma Scope 2 cross-layer transcoder's files)");
+        if (files.Select(f => f.Prefix).Distinct().Count() > 1)
+            throw new SaeSharpException($"{folder}: both params_layer_<L>.safetensors and layer_<L>.safetensors: which are the CLT's layers is ambiguous");
+        var layers = Contiguous(files.Select(f => (f.Layer, f.Path)).ToList(), folder, files[0].Prefix + "{0}.safetensors");
+        int n = layers.Count;
+        var (input, output) = GemmaScope.TranscoderHooks(0);
+        var state = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        try
+        {
+            using var scope = NewDisposeScope();
+            int dSae = 0, dModel = 0;
+            bool? skip = null;
+            var wEnc = new List<Tensor>();
+            var bEnc = new List<Tensor>();
+            var bDec = new List<Tensor>();
+            var thresholds = new List<Tensor>();
+            var skips = new List<Tensor>();
+            for (int i = 0; i < n; i++)
+            {
+                string file = layers[i];
+                var p = SafeTensors.Load(file, ScalarType.Float32);
+                Keep(state, p);
+                var w = SaeLensConversions.Need(p, "w_enc", file, 2);
+                if (i == 0) (dModel, dSae) = ((int)w.shape[0], (int)w.shape[1]);
+                wEnc.Add(Shaped(w, "w_enc", file, dModel, dSae).t());
+                bEnc.Add(Shaped(SaeLensConversions.Need(p, "b_enc", file, 1), "b_enc", file, dSae));
+                bDec.Add(Shaped(SaeLensConversions.Need(p, "b_dec", file, 1), "b_dec", file, dModel));
+                thresholds.Add(Shaped(SaeLensConversions.Need(p, "threshold", file, 1), "threshold", file, dSae));
+                var wDec = Shaped(SaeLensConversions.Need(p, "w_dec", file, 3), "w_dec", file, dSae, n, dModel);
+                state[$"W_dec.{i}"] = wDec.narrow(1, i, n - i);
+                bool hasSkip = p.ContainsKey("affine_skip_connection");
+                if ((skip ??= hasSkip) != hasSkip)
+                    throw new SaeSharpException($"{file}: {(hasSkip ? "has" : "lacks")} 'affine_skip_connection' but layer 0 {(hasSkip ? "lacks" : "has")} one: every layer of a CLT has skip weights or none");
+                if (hasSkip) skips.Add(Shaped(p["affine_skip_connection"], "affine_skip_connection", file, dModel, dModel));
+            }
+            string? repo = GemmaScope.Scope2RepoId(folder);
+            return Build(new CrossLayerTranscoderConfig
+            {
+                NLayers = n, DTranscoder = dSae, DModel = dModel, JumpRelu = true, SkipConnection = skip == true,
+                FeatureInputHook = input["blocks.0.".Length..], FeatureOutputHook = output["blocks.0.".Length..],
+                ModelName = repo is null ? null : GemmaScope.Scope2ModelName(repo.Replace("gemma-scope-2", "gemma-3", StringComparison.Ordinal)),
+                Format = "gemma-scope-2",
+            }, state, wEnc, bEnc, bDec, thresholds, skips, folder);
+        }
+        finally
+        {
+            foreach (var t in state.Values) t.Dispose();
+        }
+    }
+
+    /// <summary>Gemma Scope 2 layer files in <paramref name="folder"/>: (<c>params_layer_</c> or <c>layer_</c>, layer, path).</summary>
+    private static List<(string Prefix, int Layer, string Path)> GemmaScope2LayerFiles(string folder) =>
+        Directory.Exists(folder)
+            ? Directory.EnumerateFiles(folder, "*.safetensors")
+                .Select(f => (f, m: Regex.Match(Path.GetFileName(f), @"^((?:params_)?layer_)(\d+)\.safetensors$")))
+                .Where(x => x.m.Success)
+                .Select(x => (x.m.Groups[1].Value, int.Parse(x.m.Groups[2].Value, CultureInfo.InvariantCulture), x.f))
+                .ToList()
+            : [];
+
+    /// <summary>The files of <paramref name="pattern"/> (layer in group 1) in <paramref name="folder"/>, by layer 0..L−1.</summary>
+    private static List<string> LayerFiles(string folder, string pattern, string nameFormat)
+    {
+        if (!Directory.Exists(folder)) throw new SaeSharpException($"{folder}: folder not found");
+        var found = Directory.EnumerateFiles(folder, "*.safetensors")
+            .Select(f => (f, m: Regex.Match(Path.GetFileName(f), pattern)))
+            .Where(x => x.m.Success)
+            .Select(x => (int.Parse(x.m.Groups[1].Value, CultureInfo.InvariantCulture), x.f))
+            .ToList();
+        return Contiguous(found, folder, nameFormat);
+    }
+
+    /// <summary>The paths ordered by layer, which must be exactly 0..L−1 (a gap is named).</summary>
+    private static List<string> Contiguous(List<(int Layer, string Path)> found, string folder, string nameFormat)
+    {
+        var byLayer = found.GroupBy(x => x.Layer).ToDictionary(g => g.Key, g => g.First().Path);
+        if (byLayer.Count == 0) throw new SaeSharpException($"{folder}: no {string.Format(CultureInfo.InvariantCulture, nameFormat, 0)}");
+        int n = byLayer.Keys.Max() + 1;
+        for (int i = 0; i < n; i++)
+            if (!byLayer.ContainsKey(i))
+                throw new SaeSharpException($"{Path.Combine(folder, string.Format(CultureInfo.InvariantCulture, nameFormat, i))}: file not found " +
+                    $"(the CLT's files go up to layer {n - 1}; every layer 0..{n - 1} needs one)");
+        return Enumerable.Range(0, n).Select(i => byLayer[i]).ToList();
+    }
+
+    /// <summary><paramref name="t"/> when its shape is <paramref name="shape"/>, else an error naming the file and tensor.</summary>
+    private static Tensor Shaped(Tensor t, string key, string file, params long[] shape) =>
+        t.shape.SequenceEqual(shape) ? t
+            : throw new SaeSharpException($"{file}: tensor '{key}' has shape [{string.Join(", ", t.shape)}], expected [{string.Join(", ", shape)}] (the CLT's other layers fix the sizes)");
+
+    /// <summary>Adds the loaded tensors to <paramref name="owned"/> (disposed by the caller) under unique keys.</summary>
+    private static void Keep(Dictionary<string, Tensor> owned, params Dictionary<string, Tensor>[] loaded)
+    {
+        foreach (var d in loaded)
+            foreach (var t in d.Values) owned[$"#raw{owned.Count}"] = t;
+    }
+
+    private static CrossLayerTranscoder Build(CrossLayerTranscoderConfig cfg, Dictionary<string, Tensor> state, List<Tensor> wEnc,
+        List<Tensor> bEnc, List<Tensor> bDec, List<Tensor> thresholds, List<Tensor> skips, string source)
+    {
+        using var scope = NewDisposeScope();
+        var sd = state.Where(kv => !kv.Key.StartsWith('#')).ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.Ordinal);
+        sd["W_enc"] = stack(wEnc, 0);
+        sd["b_enc"] = stack(bEnc, 0);
+        sd["b_dec"] = stack(bDec, 0);
+        if (cfg.JumpRelu) sd["activation_function.threshold"] = stack(thresholds, 0).unsqueeze(1);
+        if (cfg.SkipConnection) sd["W_skip"] = stack(skips, 0);
+        var clt = OwnedModules.Detach(new CrossLayerTranscoder(cfg));
+        try
+        {
+            // Copied into the module's own parameters (which outlive this scope), key by key.
+            var own = clt.state_dict();
+            var missing = own.Keys.Where(k => !sd.ContainsKey(k)).ToList();
+            var unexpected = sd.Keys.Where(k => !own.ContainsKey(k)).ToList();
+            if (missing.Count > 0 || unexpected.Count > 0)
+                throw new SaeSharpException($"{source}: the CLT's state dict does not match (missing: {string.Join(", ", missing)}; unexpected: {string.Join(", ", unexpected)})");
+            using (no_grad())
+                foreach (var (k, t) in own) t.copy_(sd[k]);
+            return clt;
+        }
+        catch
+        {
+            clt.Dispose();
+            throw;
+        }
+    }
+}

@@ -1,0 +1,184 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Saes;
+
+/// <summary>Shape and hooks of a <see cref="CrossLayerTranscoder"/> (circuit-tracer's constructor arguments).</summary>
+public sealed record CrossLayerTranscoderConfig
+{
+    /// <summary>Layers the CLT spans (one encoder each; circuit-tracer <c>n_layers</c>).</summary>
+    public required int NLayers { get; init; }
+    /// <summary>Features per layer (circuit-tracer <c>d_transcoder</c>).</summary>
+    public required int DTranscoder { get; init; }
+    /// <summary>Width of the activations read and written (circuit-tracer <c>d_model</c>).</summary>
+    public required int DModel { get; init; }
+    /// <summary>JumpReLU with a per-feature threshold (f = pre·[pre &gt; θ], circuit-tracer's <c>jump_relu</c>), else ReLU.</summary>
+    public bool JumpRelu { get; init; }
+    /// <summary>Whether each layer adds x_l·W_skip[l] (circuit-tracer <c>skip_connection</c>, Gemma Scope 2's affine skip).</summary>
+    public bool SkipConnection { get; init; }
+    /// <summary>Hook (within a block) every encoder reads: <c>blocks.L.{this}</c> (circuit-tracer <c>feature_input_hook</c>).</summary>
+    public string FeatureInputHook { get; init; } = "hook_resid_mid";
+    /// <summary>Hook (within a block) whose activation layer L's reconstruction replaces: <c>blocks.L.{this}</c>
+    /// (circuit-tracer <c>feature_output_hook</c>).</summary>
+    public string FeatureOutputHook { get; init; } = "hook_mlp_out";
+    /// <summary>The model it was trained on, when the files say (circuit-tracer config.yaml <c>model_name</c>).</summary>
+    public string? ModelName { get; init; }
+    /// <summary>Where it was loaded from ("circuit-tracer" or "gemma-scope-2"), for display.</summary>
+    public string? Format { get; init; }
+}
+
+/// <summary>
+/// A whole cross-layer transcoder (CLT), as circuit-tracer's <c>CrossLayerTranscoder</c>: layer l's encoder reads
+/// x_l (the activation at <c>blocks.l.{FeatureInputHook}</c>), f_l = JumpReLU(x_l·W_enc[l]ᵀ + b_enc[l]) (or ReLU), and
+/// the reconstruction of layer l's output (<c>blocks.l.{FeatureOutputHook}</c>, the MLP output) is
+/// ŷ_l = Σ_{i ≤ l} f_i·W_dec[i][:, l − i, :] + b_dec[l] (+ x_l·W_skip[l]). State-dict keys are circuit-tracer's:
+/// <c>W_enc</c> [L, d_transcoder, d_model], <c>b_enc</c> [L, d_transcoder], <c>b_dec</c> [L, d_model],
+/// <c>W_dec.i</c> [d_transcoder, L − i, d_model], <c>activation_function.threshold</c> [L, 1, d_transcoder] (JumpReLU),
+/// <c>W_skip</c> [L, d_model, d_model] (with a skip connection). Load one with
+/// <see cref="Interop.CrossLayerTranscoderLoader.Load"/>; splice it into a model with
+/// <see cref="Evaluation.DownstreamEvaluator.EvaluateReplacement"/>.
+/// </summary>
+public sealed class CrossLayerTranscoder : nn.Module<Tensor, Tensor>
+{
+#pragma warning disable IDE1006 // fields named after circuit-tracer's state_dict keys
+    private readonly Parameter W_enc;
+    private readonly Parameter b_enc;
+    private readonly Parameter b_dec;
+    private readonly ParameterList W_dec;
+    private readonly Parameter? W_skip;
+    private readonly JumpReluThreshold? activation_function;
+#pragma warning restore IDE1006
+
+    /// <summary>Shape, activation and hooks.</summary>
+    public CrossLayerTranscoderConfig Cfg { get; }
+
+    /// <summary>A CLT of shape <paramref name="cfg"/> with zero weights (load them with <c>load_state_dict</c>).</summary>
+    public CrossLayerTranscoder(CrossLayerTranscoderConfig cfg) : base(nameof(CrossLayerTranscoder))
+    {
+        ArgumentNullException.ThrowIfNull(cfg);
+        if (cfg.NLayers <= 0 || cfg.DTranscoder <= 0 || cfg.DModel <= 0)
+            throw new SaeSharpException($"cross-layer transcoder: n_layers, d_transcoder and d_model must be positive, got {cfg.NLayers}, {cfg.DTranscoder}, {cfg.DModel}");
+        Cfg = cfg;
+        int l = cfg.NLayers, f = cfg.DTranscoder, d = cfg.DModel;
+        W_enc = nn.Parameter(zeros(l, f, d), requires_grad: false);
+        b_enc = nn.Parameter(zeros(l, f), requires_grad: false);
+        b_dec = nn.Parameter(zeros(l, d), requires_grad: false);
+        W_dec = new ParameterList();
+        for (int i = 0; i < l; i++) W_dec.Add(nn.Parameter(zeros(f, l - i, d), requires_grad: false));
+        if (cfg.SkipConnection) W_skip = nn.Parameter(zeros(l, d, d), requires_grad: false);
+        if (cfg.JumpRelu) activation_function = new JumpReluThreshold(l, f);
+        RegisterComponents();
+    }
+
+    /// <summary>The TransformerLens hook layer <paramref name="layer"/>'s encoder reads.</summary>
+    public string InputHook(int layer) => $"blocks.{CheckLayer(layer)}.{Cfg.FeatureInputHook}";
+
+    /// <summary>The TransformerLens hook layer <paramref name="layer"/>'s reconstruction replaces.</summary>
+    public string OutputHook(int layer) => $"blocks.{CheckLayer(layer)}.{Cfg.FeatureOutputHook}";
+
+    /// <summary>Features of layer <paramref name="layer"/> [..., d_transcoder] from its input <paramref name="x"/> [..., d_model]
+    /// (circuit-tracer <c>encode_layer</c>).</summary>
+    public Tensor EncodeLayer(Tensor x, int layer)
+    {
+        ArgumentNullException.ThrowIfNull(x);
+        CheckLayer(layer);
+        CheckWidth(x, "input");
+        using var scope = NewDisposeScope();
+        var pre = matmul(x.to(W_enc.dtype), W_enc[layer].t()).add(b_enc[layer], TorchScalars.One);
+        var f = activation_function is { } a ? pre * pre.gt(a.Threshold(layer)).to(pre.dtype) : nn.functional.relu(pre);
+        return f.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Features of every layer [L, ..., d_transcoder] from the inputs <paramref name="x"/> [L, ..., d_model]
+    /// (circuit-tracer <c>encode</c>).</summary>
+    public Tensor Encode(Tensor x)
+    {
+        CheckStacked(x, "inputs");
+        using var scope = NewDisposeScope();
+        return stack(Enumerable.Range(0, Cfg.NLayers).Select(l => EncodeLayer(x[l], l)), 0).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// Reconstruction of layer <paramref name="layer"/>'s output [..., d_model] from the features of layers 0..layer
+    /// (<paramref name="features"/>[i], each [..., d_transcoder]; later entries are ignored) and, with a skip connection,
+    /// the layer's input <paramref name="input"/> [..., d_model]: Σ_{i ≤ l} f_i·W_dec[i][:, l − i, :] + b_dec[l] (+ x_l·W_skip[l]).
+    /// </summary>
+    public Tensor DecodeLayer(IReadOnlyList<Tensor> features, int layer, Tensor? input = null)
+    {
+        ArgumentNullException.ThrowIfNull(features);
+        CheckLayer(layer);
+        if (features.Count <= layer)
+            throw new SaeSharpException($"cross-layer transcoder: layer {layer}'s reconstruction needs the features of layers 0..{layer}, got {features.Count} layers");
+        using var scope = NewDisposeScope();
+        var y = b_dec[layer].alias();
+        for (int i = 0; i <= layer; i++)
+        {
+            if (features[i].shape[^1] != Cfg.DTranscoder)
+                throw new SaeSharpException($"cross-layer transcoder: features of layer {i} have {features[i].shape[^1]} values per row, expected d_transcoder = {Cfg.DTranscoder}");
+            y = y.add(matmul(features[i].to(W_enc.dtype), W_dec[i].select(1, layer - i)), TorchScalars.One);
+        }
+        if (W_skip is not null)
+        {
+            if (input is null) throw new SaeSharpException("cross-layer transcoder has a skip connection: its reconstruction needs the layer's input");
+            CheckWidth(input, "input");
+            y = y.add(matmul(input.to(W_enc.dtype), W_skip[layer]), TorchScalars.One);
+        }
+        return y.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Reconstructions of every layer [L, ..., d_model] from <paramref name="features"/> [L, ..., d_transcoder]
+    /// (and the inputs [L, ..., d_model] with a skip connection): circuit-tracer <c>decode</c> (+ skip).</summary>
+    public Tensor Decode(Tensor features, Tensor? inputs = null)
+    {
+        ArgumentNullException.ThrowIfNull(features);
+        if (features.dim() < 2 || features.shape[0] != Cfg.NLayers)
+            throw new SaeSharpException($"cross-layer transcoder: features must be [n_layers = {Cfg.NLayers}, ..., d_transcoder], got [{string.Join(", ", features.shape)}]");
+        if (inputs is not null) CheckStacked(inputs, "inputs");
+        using var scope = NewDisposeScope();
+        var f = features.unbind(0);
+        return stack(Enumerable.Range(0, Cfg.NLayers).Select(l => DecodeLayer(f, l, inputs?[l])), 0).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Every layer's reconstruction [L, ..., d_model] from its inputs <paramref name="x"/> [L, ..., d_model]
+    /// (circuit-tracer <c>forward</c>).</summary>
+    public override Tensor forward(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        return Decode(Encode(x), x).MoveToOuterDisposeScope();
+    }
+
+    private int CheckLayer(int layer) =>
+        layer >= 0 && layer < Cfg.NLayers ? layer
+            : throw new SaeSharpException($"cross-layer transcoder: layer {layer} is outside 0..{Cfg.NLayers - 1}");
+
+    private void CheckWidth(Tensor x, string what)
+    {
+        if (x.dim() == 0 || x.shape[^1] != Cfg.DModel)
+            throw new SaeSharpException($"cross-layer transcoder: {what} has shape [{string.Join(", ", x.shape)}], expected [..., d_model = {Cfg.DModel}]");
+    }
+
+    private void CheckStacked(Tensor x, string what)
+    {
+        ArgumentNullException.ThrowIfNull(x);
+        if (x.dim() < 2 || x.shape[0] != Cfg.NLayers || x.shape[^1] != Cfg.DModel)
+            throw new SaeSharpException($"cross-layer transcoder: {what} must be [n_layers = {Cfg.NLayers}, ..., d_model = {Cfg.DModel}], got [{string.Join(", ", x.shape)}]");
+    }
+
+    /// <summary>circuit-tracer's <c>JumpReLU</c> module: the thresholds [L, 1, d_transcoder] (state-dict key
+    /// <c>activation_function.threshold</c>).</summary>
+    private sealed class JumpReluThreshold : nn.Module
+    {
+#pragma warning disable IDE1006 // state_dict key
+        private readonly Parameter threshold;
+#pragma warning restore IDE1006
+
+        public JumpReluThreshold(int layers, int features) : base("JumpReLU")
+        {
+            threshold = nn.Parameter(zeros(layers, 1, features), requires_grad: false);
+            RegisterComponents();
+        }
+
+        public Tensor Threshold(int layer) => threshold[layer, 0];
+    }
+}
