@@ -207,10 +207,15 @@ internal sealed class ModelActivationHarvester
     internal static Tensor KeepRouted(Tensor keep, HookPoints hookPoints, IEnumerable<string> hooks, ActivationCache cache)
     {
         foreach (var hook in hooks.Distinct())
-            if (hookPoints.ExpertRouting(hook) is var (indices, expert))
-                keep = keep.logical_and(cache[indices].eq(TorchScalars.Of(expert)).any(-1).to(keep.device));
+            if (RoutedRows(hookPoints, hook, cache) is { } routed)
+                keep = keep.logical_and(routed.to(keep.device));
         return keep;
     }
+
+    /// <summary>[batch, pos] bool, the tokens routed to the expert of <paramref name="hook"/> in the run that filled
+    /// <paramref name="cache"/> (which must hold <see cref="RoutingHooks"/>); null when the hook is not an expert's.</summary>
+    internal static Tensor? RoutedRows(HookPoints hookPoints, string hook, ActivationCache cache) =>
+        hookPoints.ExpertRouting(hook) is var (indices, expert) ? cache[indices].eq(TorchScalars.Of(expert)).any(-1) : null;
 
     /// <summary>[batch, pos] bool: true where the token is not excluded.</summary>
     public Tensor KeepMask(Tensor tokens) => KeepMask(tokens, _exclude);

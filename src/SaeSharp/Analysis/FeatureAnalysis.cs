@@ -206,9 +206,17 @@ internal sealed class SaeEncoder
             var x = ModelActivationHarvester.Rows(act, b, s);
             if (x.shape[1] != _sae.Cfg.DIn)
                 throw new SaeSharpException($"the SAE has d_in = {_sae.Cfg.DIn} but hook '{Hook}' gives {x.shape[1]} values per token");
-            // Encoded as the sequences they are (a temporal SAE reads each token's earlier tokens; the others encode per row).
-            var f = _sae.Encode(x.view(b, s, -1));
             var rows = ModelActivationHarvester.KeepRouted(ones_like(tokens, ScalarType.Bool), _model.HookPoints, [Hook], cache);
+            // Encoded as the sequences they are (a temporal SAE reads each token's earlier tokens, at an expert's hook the
+            // earlier tokens routed to the expert; the others encode per row).
+            Tensor f;
+            if (_sae is TemporalSae t)
+            {
+                var (novel, pred) = t.EncodeWithPredictions(x.view(b, s, -1), rows);
+                pred.Dispose();
+                f = novel;
+            }
+            else f = _sae.Encode(x.view(b, s, -1));
             return (f.view(b, s, -1), x.view(b, s, -1), tokens, rows);
         }
     }

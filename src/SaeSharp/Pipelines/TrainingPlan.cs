@@ -540,7 +540,8 @@ public sealed class TrainingPlan : IDisposable
     /// recovered and KL over <paramref name="tokens"/> tokens of <paramref name="data"/> with each SAE spliced in at its
     /// hook (<see cref="ModelPipeline.Evaluate"/>), added to each SAE's metrics.json as <c>ce_loss_score</c>,
     /// <c>ce_loss_with_sae</c>, <c>ce_loss_without_sae</c>, <c>ce_loss_with_ablation</c>, <c>kl_div_with_sae</c> and
-    /// <c>ce_eval_tokens</c> (SAELens's names). Returns the metrics in the order of <paramref name="saes"/>;
+    /// <c>ce_eval_tokens</c> (SAELens's names), or <c>no_rows</c> (<see cref="Evaluation.DownstreamMetrics.NoRows"/>) for an SAE
+    /// at an MoE expert's hook no evaluated token was routed to. Returns the metrics in the order of <paramref name="saes"/>;
     /// <paramref name="progress"/> counts the tokens evaluated.
     /// </summary>
     public static IReadOnlyList<Evaluation.DownstreamMetrics> EvaluateInModel(IReadOnlyList<TrainedSaeOutput> saes, ModelDataOptions data, long tokens,
@@ -554,6 +555,13 @@ public sealed class TrainingPlan : IDisposable
             var path = Path.Combine(saes[i].Directory, TrainingRun.MetricsFile);
             var json = File.Exists(path) ? System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(path))!.AsObject() : new System.Text.Json.Nodes.JsonObject();
             var m = metrics[i];
+            if (m.NoRows is not null)
+            {
+                // An SAE at an MoE expert's hook that no evaluated token reached: no metric, and why.
+                json["no_rows"] = m.NoRows;
+                IO.AtomicFile.WriteAllText(path, json.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
+                continue;
+            }
             json["ce_loss_score"] = m.CeLossScore;
             json["ce_loss_with_sae"] = m.CeLossWithSae;
             json["ce_loss_without_sae"] = m.CeLossWithoutSae;
