@@ -101,7 +101,7 @@ internal sealed class ModelActivationHarvester
     private readonly HookedTransformer _model;
     private readonly long[] _exclude;
     private readonly IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? _hooks;
-    private readonly Data.SeqposSlice? _slice;
+    private readonly Saes.SeqposSlice? _slice;
 
     public HarvestSpec Spec { get; }
     public HookPoints HookPoints => _model.HookPoints;
@@ -113,7 +113,7 @@ internal sealed class ModelActivationHarvester
     public int DOut { get; }
 
     public ModelActivationHarvester(HookedTransformer model, HarvestSpec spec, int contextSize, IEnumerable<long>? excludeTokenIds,
-        IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks = null, Data.SeqposSlice? seqposSlice = null)
+        IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks = null, Saes.SeqposSlice? seqposSlice = null)
     {
         _model = model;
         _hooks = modelHooks;
@@ -221,7 +221,7 @@ internal sealed class ModelActivationHarvester
     public Tensor KeepMask(Tensor tokens) => KeepMask(tokens, _exclude);
 
     /// <summary>[batch, pos] bool: true at the positions <paramref name="slice"/> keeps (all when null) whose token is not excluded.</summary>
-    internal static Tensor KeepMask(Tensor tokens, IReadOnlyCollection<long> exclude, Data.SeqposSlice? slice)
+    internal static Tensor KeepMask(Tensor tokens, IReadOnlyCollection<long> exclude, Saes.SeqposSlice? slice)
     {
         var keep = KeepMask(tokens, exclude);
         if (slice is null || slice.IsAll) return keep;

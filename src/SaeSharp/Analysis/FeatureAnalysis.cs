@@ -23,7 +23,7 @@ public sealed record FeatureAnalysisOptions
     /// <summary>Token ids whose positions are not counted (BOS etc. with <c>exclude_special_tokens</c>).</summary>
     public IReadOnlyCollection<long>? ExcludeTokenIds { get; init; }
     /// <summary>The positions of each window counted (SAELens's <c>seqpos_slice</c>); null: all.</summary>
-    public Data.SeqposSlice? SeqposSlice { get; init; }
+    public Saes.SeqposSlice? SeqposSlice { get; init; }
     /// <summary>Hooks completing the model's weight processing (<see cref="ProcessedModel.Hooks"/>).</summary>
     public IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? ModelHooks { get; init; }
     /// <summary>Hook the SAE reads; null: <c>cfg.metadata.hook_name</c>.</summary>

@@ -1,5 +1,4 @@
 using System.Text.Json.Nodes;
-using SaeSharp.Data;
 using SaeSharp.Models;
 using SaeSharp.Saes;
 using SaeSharp.Tokenizers;
@@ -87,7 +86,7 @@ public sealed class PromptInspector
         _encoder = new SaeEncoder(model, sae, hook ?? sae.Cfg.Metadata.HookName
             ?? throw new SaeSharpException("the SAE's cfg has no metadata.hook_name; give the hook"), modelHooks);
         _prependBos = prependBos ?? sae.Cfg.Metadata.PrependBos;
-        _slice = seqposSlice ?? sae.Cfg.Metadata.SeqposSlice() ?? SeqposSlice.All;
+        _slice = seqposSlice ?? SeqposSlice.Of(sae.Cfg.Metadata) ?? SeqposSlice.All;
     }
 
     /// <summary>TransformerLens hook name the SAE reads.</summary>
@@ -119,7 +118,7 @@ public sealed class PromptInspector
         var applied = rows[0];
         if (!_slice.IsAll)
         {
-            var positions = arange(tokens.Length, dtype: ScalarType.Int64).unsqueeze(0);
+            var positions = tensor(Enumerable.Range(0, tokens.Length).Select(p => (long)p).ToArray()).unsqueeze(0);
             applied = applied.logical_and(_slice.Mask(positions, tensor(new long[] { tokens.Length }))[0].to(applied.device));
         }
         var feats = f[0] * applied.unsqueeze(1).to(f.dtype);                // [s, d_sae]

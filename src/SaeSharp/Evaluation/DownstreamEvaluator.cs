@@ -21,7 +21,7 @@ public sealed record DownstreamEvalOptions
     public IReadOnlyCollection<long>? ExcludeTokenIds { get; init; }
     /// <summary>SAELens's <c>seqpos_slice</c> of the SAEs: only these positions of each window are spliced and counted, as
     /// excluded tokens are not (the ablations still replace every position); null: all.</summary>
-    public Data.SeqposSlice? SeqposSlice { get; init; }
+    public Saes.SeqposSlice? SeqposSlice { get; init; }
     /// <summary>Also run with the hook mean-ablated: every position replaced by the mean over the batch's counted positions.</summary>
     public bool MeanAblation { get; init; } = true;
     /// <summary>Also run with the SAE's error term added back (a check: it must match the clean run).</summary>
@@ -324,7 +324,7 @@ public static class DownstreamEvaluator
             _head = t.Sae.Cfg.Metadata.HookHeadIndex;
             // Checks a transcoder's output hook as every run does (exists, fires after the input hook, gives d_out). Every
             // position is reconstructed: the evaluation picks the counted ones (its own SeqposSlice) itself.
-            _attached = model.Attach(t.Sae, InputHook, outputHook: SiteHook) with { SeqposSlice = Data.SeqposSlice.All };
+            _attached = model.Attach(t.Sae, InputHook, outputHook: SiteHook) with { SeqposSlice = Saes.SeqposSlice.All };
         }
 
         /// <summary>SAE reconstruction of the input activation, shaped as the site activation; and the latents [rows, d_sae].

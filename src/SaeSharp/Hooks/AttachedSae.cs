@@ -1,4 +1,3 @@
-using SaeSharp.Data;
 using SaeSharp.Saes;
 
 namespace SaeSharp.Hooks;
@@ -33,7 +32,7 @@ public sealed record AttachedSae
             ?? throw new SaeSharpException("the SAE has no metadata.hook_name: give the hook to attach it at");
         UseErrorTerm = useErrorTerm;
         OutputHook = outputHook ?? sae.Cfg.Metadata.HookNameOut;
-        SeqposSlice = sae.Cfg.Metadata.SeqposSlice() ?? SeqposSlice.All;
+        SeqposSlice = SeqposSlice.Of(sae.Cfg.Metadata) ?? SeqposSlice.All;
         if (OutputHook is not null && OutputHook != Hook && sae.Cfg.Metadata.HookHeadIndexOut is int headOut)
             throw new SaeSharpException($"transcoder reading '{Hook}' has hook_head_index_out {headOut}: replacing one head of its output hook " +
                 $"'{OutputHook}' is not supported (SaeSharp replaces the whole output hook; hook_head_index picks the head a transcoder reads)");

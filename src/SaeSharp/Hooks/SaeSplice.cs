@@ -1,3 +1,4 @@
+using TorchSharp;
 using SaeSharp.Saes;
 using static TorchSharp.torch;
 
@@ -137,10 +138,11 @@ internal static class SaeSplice
     private static Tensor? SlicedPositions(AttachedSae a, long b, long s, Device device)
     {
         if (a.SeqposSlice.IsAll) return null;
+        using var length = s.ToScalar();
         var pos = HookRunner.CurrentPositions is { } p && p.dim() == 2 && p.shape[0] == b && p.shape[1] == s
             ? p.to(device)
-            : arange(s, dtype: ScalarType.Int64, device: device).unsqueeze(0).expand(b, s);
-        return a.SeqposSlice.Mask(pos, pos.amax([1]).add(TorchScalars.One));
+            : arange(length, dtype: ScalarType.Int64, device: device).unsqueeze(0).expand(b, s);
+        return a.SeqposSlice.Mask(pos, pos.amax([1]).add(TorchScalars.One, TorchScalars.One));
     }
 
     /// <summary>The reconstruction [batch, pos, d_out] of features [batch, pos, d_sae]: ((f + z_pred)·W_dec + b_dec)/factor

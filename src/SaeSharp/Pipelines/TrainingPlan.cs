@@ -436,7 +436,7 @@ public sealed class TrainingPlan : IDisposable
     private static void RefuseWindowFieldsTheRowsLack(TrainingSettings s, SaeMetadata recorded, string rows)
     {
         string where = s.Source ?? "training settings";
-        var have = recorded.SeqposSlice() ?? Data.SeqposSlice.All;
+        var have = recorded.SeqposSlice() ?? Saes.SeqposSlice.All;
         if (s.SeqposSlice is { IsAll: false } slice && (slice.Start ?? 0, slice.Stop, slice.Step ?? 1) != (have.Start ?? 0, have.Stop, have.Step ?? 1))
             throw new SaeSharpException($"{where}: seqpos_slice {slice.ToJson().ToJsonString()}: {rows} holds {(have.IsAll ? "every position of its windows" : $"the positions {have} of its windows")}; " +
                                         "give its slice, or harvest with this one (sae cache --seqpos-slice)");
@@ -609,7 +609,7 @@ public sealed class TrainingPlan : IDisposable
             ExcludeTokenIds = manifest.ExcludeTokenIdsListed ? manifest.ExcludeTokenIds : null,
             ModelFromPretrainedKwargs = KwargsOf(manifest.ModelFromPretrainedKwargs, manifest.ModelDtype),
         };
-        metadata.SetWindowFields(Data.SeqposSlice.FromJson(manifest.SeqposSlice, "manifest seqpos_slice"), manifest.DisableConcatSequences,
+        metadata.SetWindowFields(Saes.SeqposSlice.FromJson(manifest.SeqposSlice, "manifest seqpos_slice"), manifest.DisableConcatSequences,
             manifest.SequenceSeparatorToken is { } sep ? Data.PretokenizeToken.Parse(sep, "manifest sequence_separator_token") ?? Data.PretokenizeToken.None : null);
         return WithOutputHook(metadata, manifest.TargetHook);
     }

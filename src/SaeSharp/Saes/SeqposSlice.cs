@@ -5,7 +5,7 @@ using System.Text.Json.Serialization;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace SaeSharp.Data;
+namespace SaeSharp.Saes;
 
 /// <summary>
 /// SAELens's <c>seqpos_slice</c>: the positions of each context window that are trained on, <c>slice(*seqpos_slice)</c>
@@ -81,6 +81,15 @@ public sealed class SeqposSlice : IEquatable<SeqposSlice>
         return new SeqposSlice(elements, what);
     }
 
+    /// <summary>The <c>seqpos_slice</c> of an SAE's cfg.json metadata; null when absent (SAELens's <c>from_sae</c> then uses
+    /// every position). A malformed value is an error naming it. (<c>SaeMetadataWindows.SeqposSlice()</c> reads it so.)</summary>
+    public static SeqposSlice? Of(SaeMetadata metadata)
+    {
+        ArgumentNullException.ThrowIfNull(metadata);
+        if (metadata.Extra?.TryGetValue("seqpos_slice", out var v) != true) return null;
+        return FromJson(v.ValueKind == JsonValueKind.Null ? null : JsonNode.Parse(v.GetRawText()), "cfg.json metadata seqpos_slice");
+    }
+
     /// <summary>SAELens's JSON form (the tuple as a list).</summary>
     public JsonArray ToJson() => new(_elements.Select(e => e is int v ? (JsonNode)JsonValue.Create(v) : null).ToArray());
 
@@ -116,7 +125,7 @@ public sealed class SeqposSlice : IEquatable<SeqposSlice>
         {
             if (bound is not int i) return start ? zeros_like(len) : len;
             using var v = ((long)i).ToScalar();
-            return i < 0 ? len.add(v).clamp_min(TorchScalars.Of(0L)) : len.clamp_max(v);
+            return i < 0 ? len.add(v, TorchScalars.One).clamp_min(TorchScalars.Of(0L)) : len.clamp_max(v);
         }
         var first = Bound(Start, true);
         var keep = positions.ge(first).logical_and(positions.lt(Bound(Stop, false)));
