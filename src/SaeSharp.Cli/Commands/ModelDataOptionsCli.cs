@@ -1,4 +1,5 @@
 using System.CommandLine;
+using SaeSharp.Saes;
 using SaeSharp.Activations;
 using SaeSharp.Models;
 using SaeSharp.Pipelines;
@@ -108,7 +109,7 @@ internal sealed class ModelDataOptionsCli
             PrependBos = parse.GetValue(NoBos) ? false : config?.PrependBos,
             ExcludeSpecialTokens = excludeFlag ? true : excludeIds is null ? config?.ExcludeSpecialTokens : null,
             ExcludeTokenIds = excludeIds ?? (excludeFlag ? null : config?.ExcludeTokenIds),
-            SeqposSlice = parse.GetValue(SeqposSlice) is { } slice ? Data.SeqposSlice.Parse(slice) : config?.SeqposSlice,
+            SeqposSlice = parse.GetValue(SeqposSlice) is { } slice ? Saes.SeqposSlice.Parse(slice) : config?.SeqposSlice,
             DisableConcatSequences = parse.GetValue(DisableConcat) ? true : config?.DisableConcatSequences,
             SequenceSeparatorToken = parse.GetValue(Separator) is { } sep
                 ? Data.PretokenizeToken.Parse(sep, "--sequence-separator-token") ?? Data.PretokenizeToken.None : config?.SequenceSeparatorToken,

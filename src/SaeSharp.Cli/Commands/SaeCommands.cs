@@ -132,9 +132,24 @@ internal static class SaeCommands
             return EvalReplacement(saes[0], options, jsonPath);
         }
         var results = CliProgress.Run("eval", progress => ModelPipeline.Evaluate(saes, options, saeOptions: saeOptions, progress: progress, hook: parse.GetValue(data.Hook)));
+        // An SAE at an MoE expert's hook that no evaluated token reached has no metrics: with others it is reported as such
+        // (they keep theirs); alone, or with only such SAEs, the run stops naming each.
+        if (results.All(m => m.NoRows is not null))
+            throw new SaeSharpException(string.Join(Environment.NewLine, results.Select(m => m.NoRows)));
         for (int i = 0; i < results.Count; i++)
         {
             var m = results[i];
+            if (m.NoRows is not null)
+            {
+                Cli.WriteTable(saes[i],
+                [
+                    ("hook", m.HookName ?? "-"),
+                    ("tokens evaluated", Cli.Integer(m.Tokens)),
+                    ("routed tokens", "0: no metrics"),
+                ]);
+                Cli.ErrorLine($"warning: {m.NoRows}");
+                continue;
+            }
             Cli.WriteTable(saes[i],
             [
                 ("hook", m.HookName ?? "-"),

@@ -199,7 +199,8 @@ internal static class TrainCommand
         {
             var sae = result.Saes[i];
             Console.WriteLine($"{sae.Name}: wrote {sae.Directory}");
-            double? ce = downstream?[i].CeLossScore;
+            if (downstream?[i].NoRows is { } noRows) Cli.ErrorLine($"warning: {noRows}");
+            double? ce = downstream?[i] is { NoRows: null } d ? d.CeLossScore : null;
             if (sae.Metrics is { } m)
             {
                 Cli.ItemsLine($"  mse {m.Mse:G4}  fvu {m.Fvu:G4}  l0 {m.L0:F1}  dead_fraction {Cli.Percent("dead_fraction", m.DeadFraction, 1)}" +

@@ -1,6 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
+using SaeSharp.Saes;
 using SaeSharp.IO;
 using SaeSharp.Models;
 using TorchSharp;
@@ -21,7 +22,7 @@ public sealed record ActivationCacheOptions
     public long? MaxTokens { get; init; }
     /// <summary>SAELens's <c>seqpos_slice</c>: the positions of each window stored (SAELens's CacheActivationsRunner stores
     /// <c>training_context_size</c> rows a window); null: all.</summary>
-    public Data.SeqposSlice? SeqposSlice { get; init; }
+    public Saes.SeqposSlice? SeqposSlice { get; init; }
     /// <summary>Recorded in the manifest: SAELens's <c>disable_concat_sequences</c> the windows were cut with.</summary>
     public bool DisableConcatSequences { get; init; }
     /// <summary>Recorded in the manifest: SAELens's <c>sequence_separator_token</c> the windows were cut with.</summary>
@@ -246,7 +247,7 @@ public sealed class ActivationCacheFolder : IActivationSource
             Model = model.Config.ModelName, Hook = spec.InputHook, TargetHook = spec.TargetHook,
             Dtype = o.Dtype switch { ScalarType.Float16 => "float16", ScalarType.BFloat16 => "bfloat16", _ => "float32" }, DIn = harvester.DIn, DOut = harvester.DOut,
             ContextsPerShard = o.ContextsPerShard, RowsPerShard = (long)o.ContextsPerShard * positions,
-            ContextSize = o.ContextSize, SeqposSlice = (o.SeqposSlice ?? Data.SeqposSlice.All).ToJson(), DisableConcatSequences = o.DisableConcatSequences,
+            ContextSize = o.ContextSize, SeqposSlice = (o.SeqposSlice ?? Saes.SeqposSlice.All).ToJson(), DisableConcatSequences = o.DisableConcatSequences,
             SequenceSeparatorToken = o.SequenceSeparatorToken.ToString(), BatchSizePrompts = o.BatchSizePrompts, PrependBos = o.PrependBos, DatasetPath = o.DatasetPath,
             ExcludeTokenIds = (o.ExcludeTokenIds ?? []).Distinct().Order().ToArray(), ExcludeTokenIdsListed = o.ExcludeTokenIdsListed,
             ModelFromPretrainedKwargs = o.ModelFromPretrainedKwargs?.ToDictionary(kv => kv.Key, kv => kv.Value) ?? new(),
@@ -360,7 +361,7 @@ public sealed class ActivationCacheFolder : IActivationSource
         Same("dtype", old.Dtype, now.Dtype);
         Same("context_size", old.ContextSize, now.ContextSize);
         Same("contexts_per_shard", old.ContextsPerShard, now.ContextsPerShard);
-        Same("seqpos_slice", (old.SeqposSlice ?? Data.SeqposSlice.All.ToJson()).ToJsonString(), now.SeqposSlice!.ToJsonString());
+        Same("seqpos_slice", (old.SeqposSlice ?? Saes.SeqposSlice.All.ToJson()).ToJsonString(), now.SeqposSlice!.ToJsonString());
         Same("disable_concat_sequences", old.DisableConcatSequences, now.DisableConcatSequences);
         Same("sequence_separator_token", old.SequenceSeparatorToken ?? "bos", now.SequenceSeparatorToken);
         Same("prepend_bos", old.PrependBos, now.PrependBos);

@@ -101,7 +101,7 @@ internal sealed class ModelActivationHarvester
     private readonly HookedTransformer _model;
     private readonly long[] _exclude;
     private readonly IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? _hooks;
-    private readonly Data.SeqposSlice? _slice;
+    private readonly Saes.SeqposSlice? _slice;
 
     public HarvestSpec Spec { get; }
     public HookPoints HookPoints => _model.HookPoints;
@@ -113,7 +113,7 @@ internal sealed class ModelActivationHarvester
     public int DOut { get; }
 
     public ModelActivationHarvester(HookedTransformer model, HarvestSpec spec, int contextSize, IEnumerable<long>? excludeTokenIds,
-        IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks = null, Data.SeqposSlice? seqposSlice = null)
+        IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks = null, Saes.SeqposSlice? seqposSlice = null)
     {
         _model = model;
         _hooks = modelHooks;
@@ -207,16 +207,21 @@ internal sealed class ModelActivationHarvester
     internal static Tensor KeepRouted(Tensor keep, HookPoints hookPoints, IEnumerable<string> hooks, ActivationCache cache)
     {
         foreach (var hook in hooks.Distinct())
-            if (hookPoints.ExpertRouting(hook) is var (indices, expert))
-                keep = keep.logical_and(cache[indices].eq(TorchScalars.Of(expert)).any(-1).to(keep.device));
+            if (RoutedRows(hookPoints, hook, cache) is { } routed)
+                keep = keep.logical_and(routed.to(keep.device));
         return keep;
     }
+
+    /// <summary>[batch, pos] bool, the tokens routed to the expert of <paramref name="hook"/> in the run that filled
+    /// <paramref name="cache"/> (which must hold <see cref="RoutingHooks"/>); null when the hook is not an expert's.</summary>
+    internal static Tensor? RoutedRows(HookPoints hookPoints, string hook, ActivationCache cache) =>
+        hookPoints.ExpertRouting(hook) is var (indices, expert) ? cache[indices].eq(TorchScalars.Of(expert)).any(-1) : null;
 
     /// <summary>[batch, pos] bool: true where the token is not excluded.</summary>
     public Tensor KeepMask(Tensor tokens) => KeepMask(tokens, _exclude);
 
     /// <summary>[batch, pos] bool: true at the positions <paramref name="slice"/> keeps (all when null) whose token is not excluded.</summary>
-    internal static Tensor KeepMask(Tensor tokens, IReadOnlyCollection<long> exclude, Data.SeqposSlice? slice)
+    internal static Tensor KeepMask(Tensor tokens, IReadOnlyCollection<long> exclude, Saes.SeqposSlice? slice)
     {
         var keep = KeepMask(tokens, exclude);
         if (slice is null || slice.IsAll) return keep;

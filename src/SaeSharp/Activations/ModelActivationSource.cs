@@ -1,4 +1,5 @@
 using System.Text.Json.Nodes;
+using SaeSharp.Saes;
 using SaeSharp.Models;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -49,7 +50,7 @@ public sealed record ModelActivationSourceOptions
     public long? MaxContexts { get; init; }
     /// <summary>SAELens's <c>seqpos_slice</c>: the positions of each window harvested; null: all. Part of the replay
     /// description.</summary>
-    public Data.SeqposSlice? SeqposSlice { get; init; }
+    public Saes.SeqposSlice? SeqposSlice { get; init; }
     /// <summary>Hooks applied on every model run (<see cref="SaeSharp.Models.ProcessedModel.Hooks"/>), before the harvest reads.</summary>
     public IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? ModelHooks { get; init; }
 }
@@ -324,7 +325,7 @@ public sealed class ModelActivationSource : IActivationSource
             ["hook"] = Spec.InputHook,
             ["target_hook"] = Spec.TargetHook,
             ["context_size"] = _o.ContextSize,
-            ["seqpos_slice"] = (_o.SeqposSlice ?? Data.SeqposSlice.All).ToString(),
+            ["seqpos_slice"] = (_o.SeqposSlice ?? Saes.SeqposSlice.All).ToString(),
             ["batch_size_prompts"] = _o.BatchSizePrompts,
             ["buffer_contexts"] = _o.BufferContexts,
             ["mixing_fraction"] = _o.MixingFraction,
@@ -350,7 +351,7 @@ public sealed class ModelActivationSource : IActivationSource
             Check("target_hook", (string?)state["target_hook"], Spec.TargetHook);
             Check("context_size", (int?)state["context_size"], _o.ContextSize);
             // States written before seqpos_slice existed harvested every position.
-            Check("seqpos_slice", (string?)state["seqpos_slice"] ?? ":", (_o.SeqposSlice ?? Data.SeqposSlice.All).ToString());
+            Check("seqpos_slice", (string?)state["seqpos_slice"] ?? ":", (_o.SeqposSlice ?? Saes.SeqposSlice.All).ToString());
             Check("batch_size_prompts", (int?)state["batch_size_prompts"], _o.BatchSizePrompts);
             // Another buffer size would shuffle the rest of the run differently from the run that saved the state.
             if ((int?)state["buffer_contexts"] is int saved && saved != _o.BufferContexts)

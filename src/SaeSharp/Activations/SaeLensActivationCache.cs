@@ -6,6 +6,7 @@ using System.Text.Json.Nodes;
 using Apache.Arrow;
 using Apache.Arrow.Ipc;
 using Apache.Arrow.Types;
+using SaeSharp.Saes;
 using SaeSharp.Data;
 using SaeSharp.IO;
 using SaeSharp.Models;
@@ -71,8 +72,8 @@ public sealed class SaeLensActivationCache
     /// <summary>The model's dtype in the config's <c>model_from_pretrained_kwargs</c> (TransformerLens's <c>dtype</c>), if any.</summary>
     public string? ModelDtype => Config?["model_from_pretrained_kwargs"]?["dtype"] is JsonValue v && v.TryGetValue(out string? s) ? s : null;
     /// <summary>The config's <c>seqpos_slice</c>: the positions of each <c>context_size</c> window the cache holds
-    /// (<see cref="Data.SeqposSlice.All"/> when unknown).</summary>
-    public Data.SeqposSlice SeqposSlice => Data.SeqposSlice.FromJson(Config?["seqpos_slice"], $"{Path.Combine(Directory, ConfigFile)} seqpos_slice");
+    /// (<see cref="Saes.SeqposSlice.All"/> when unknown).</summary>
+    public Saes.SeqposSlice SeqposSlice => Saes.SeqposSlice.FromJson(Config?["seqpos_slice"], $"{Path.Combine(Directory, ConfigFile)} seqpos_slice");
     /// <summary>The config's <c>context_size</c> (the windows before <see cref="SeqposSlice"/>), if known.</summary>
     public int? ContextSize => Config?["context_size"] is JsonValue v && v.TryGetValue(out int n) ? n : null;
     /// <summary>The config's <c>prepend_bos</c> (SAELens's default true when unknown).</summary>
@@ -165,7 +166,7 @@ public sealed class SaeLensActivationCache
         if (o.BatchSizePrompts <= 0) throw new SaeSharpException($"batch size in prompts must be positive, got {o.BatchSizePrompts}");
         if (o.MaxTokens is <= 0) throw new SaeSharpException($"token budget must be positive, got {o.MaxTokens}");
         RefuseNonEmpty(dir);
-        var slice = o.SeqposSlice ?? Data.SeqposSlice.All;
+        var slice = o.SeqposSlice ?? Saes.SeqposSlice.All;
         // As CacheActivationsRunner: each row holds the positions seqpos_slice keeps of a window (its sliced context size).
         int kept = slice.Positions(o.ContextSize).Length;
         var harvester = new ModelActivationHarvester(model, spec, o.ContextSize, null, o.ModelHooks, slice.IsAll ? null : slice);
@@ -336,7 +337,7 @@ public sealed class SaeLensActivationCache
         ["compile_llm"] = false,
         ["llm_compilation_mode"] = null,
         ["prepend_bos"] = o.PrependBos,
-        ["seqpos_slice"] = (o.SeqposSlice ?? Data.SeqposSlice.All).ToJson(),
+        ["seqpos_slice"] = (o.SeqposSlice ?? Saes.SeqposSlice.All).ToJson(),
         ["streaming"] = true,
         ["autocast_lm"] = false,
         ["dataset_trust_remote_code"] = null,
@@ -489,7 +490,7 @@ public sealed record SaeLensCacheOptions
     /// <summary><c>prepend_bos</c>, recorded in the config.</summary>
     public bool PrependBos { get; init; } = true;
     /// <summary>SAELens's <c>seqpos_slice</c>: the positions of each window stored (null: all).</summary>
-    public Data.SeqposSlice? SeqposSlice { get; init; }
+    public Saes.SeqposSlice? SeqposSlice { get; init; }
     /// <summary><c>model_from_pretrained_kwargs</c>: weight processing applied to the model, recorded in the config.</summary>
     public IReadOnlyDictionary<string, bool>? ModelFromPretrainedKwargs { get; init; }
     /// <summary>Hooks applied on every model run (<see cref="ProcessedModel.Hooks"/>).</summary>

@@ -23,7 +23,7 @@ public sealed record FeatureAnalysisOptions
     /// <summary>Token ids whose positions are not counted (BOS etc. with <c>exclude_special_tokens</c>).</summary>
     public IReadOnlyCollection<long>? ExcludeTokenIds { get; init; }
     /// <summary>The positions of each window counted (SAELens's <c>seqpos_slice</c>); null: all.</summary>
-    public Data.SeqposSlice? SeqposSlice { get; init; }
+    public Saes.SeqposSlice? SeqposSlice { get; init; }
     /// <summary>Hooks completing the model's weight processing (<see cref="ProcessedModel.Hooks"/>).</summary>
     public IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? ModelHooks { get; init; }
     /// <summary>Hook the SAE reads; null: <c>cfg.metadata.hook_name</c>.</summary>
@@ -206,9 +206,17 @@ internal sealed class SaeEncoder
             var x = ModelActivationHarvester.Rows(act, b, s);
             if (x.shape[1] != _sae.Cfg.DIn)
                 throw new SaeSharpException($"the SAE has d_in = {_sae.Cfg.DIn} but hook '{Hook}' gives {x.shape[1]} values per token");
-            // Encoded as the sequences they are (a temporal SAE reads each token's earlier tokens; the others encode per row).
-            var f = _sae.Encode(x.view(b, s, -1));
             var rows = ModelActivationHarvester.KeepRouted(ones_like(tokens, ScalarType.Bool), _model.HookPoints, [Hook], cache);
+            // Encoded as the sequences they are (a temporal SAE reads each token's earlier tokens, at an expert's hook the
+            // earlier tokens routed to the expert; the others encode per row).
+            Tensor f;
+            if (_sae is TemporalSae t)
+            {
+                var (novel, pred) = t.EncodeWithPredictions(x.view(b, s, -1), rows);
+                pred.Dispose();
+                f = novel;
+            }
+            else f = _sae.Encode(x.view(b, s, -1));
             return (f.view(b, s, -1), x.view(b, s, -1), tokens, rows);
         }
     }

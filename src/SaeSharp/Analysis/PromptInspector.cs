@@ -66,6 +66,7 @@ public sealed class PromptInspector
     private readonly ITextTokenizer _tokenizer;
     private readonly SaeEncoder _encoder;
     private readonly bool _prependBos;
+    private readonly SeqposSlice _slice;
 
     /// <param name="model">The model the SAE was trained on (processed as its cfg asks: <c>Pipelines/ModelForSae</c>).</param>
     /// <param name="sae">The SAE.</param>
@@ -73,8 +74,11 @@ public sealed class PromptInspector
     /// <param name="modelHooks">Hooks completing the model's weight processing (<see cref="ProcessedModel.Hooks"/>).</param>
     /// <param name="prependBos">Start the prompt with BOS; null: the SAE's <c>prepend_bos</c>.</param>
     /// <param name="hook">Hook the SAE reads; null: <c>cfg.metadata.hook_name</c>.</param>
+    /// <param name="seqposSlice">The prompt positions the SAE is applied at (no feature fires elsewhere); null: the SAE's
+    /// <c>seqpos_slice</c>, as <c>sae eval --model</c> and the splices apply it (<see cref="SeqposSlice.All"/>: every position).</param>
     public PromptInspector(HookedTransformer model, Sae sae, ITextTokenizer tokenizer,
-        IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks = null, bool? prependBos = null, string? hook = null)
+        IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks = null, bool? prependBos = null, string? hook = null,
+        SeqposSlice? seqposSlice = null)
     {
         _model = model ?? throw new ArgumentNullException(nameof(model));
         _sae = sae ?? throw new ArgumentNullException(nameof(sae));
@@ -82,6 +86,7 @@ public sealed class PromptInspector
         _encoder = new SaeEncoder(model, sae, hook ?? sae.Cfg.Metadata.HookName
             ?? throw new SaeSharpException("the SAE's cfg has no metadata.hook_name; give the hook"), modelHooks);
         _prependBos = prependBos ?? sae.Cfg.Metadata.PrependBos;
+        _slice = seqposSlice ?? SeqposSlice.Of(sae.Cfg.Metadata) ?? SeqposSlice.All;
     }
 
     /// <summary>TransformerLens hook name the SAE reads.</summary>
@@ -108,8 +113,15 @@ public sealed class PromptInspector
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         var (f, x, _, rows) = _encoder.EncodeWithInput([tokens]);
-        // At an expert's hook the tokens routed elsewhere have no activation: no feature fires there.
-        var feats = f[0] * rows[0].unsqueeze(1).to(f.dtype);                // [s, d_sae]
+        // At an expert's hook the tokens routed elsewhere have no activation, and outside the SAE's seqpos_slice it is not
+        // applied: no feature fires there.
+        var applied = rows[0];
+        if (!_slice.IsAll)
+        {
+            var positions = tensor(Enumerable.Range(0, tokens.Length).Select(p => (long)p).ToArray()).unsqueeze(0);
+            applied = applied.logical_and(_slice.Mask(positions, tensor(new long[] { tokens.Length }))[0].to(applied.device));
+        }
+        var feats = f[0] * applied.unsqueeze(1).to(f.dtype);                // [s, d_sae]
         var input = x[0];                                                   // [s, d]
         return new PromptView
         {

@@ -13,8 +13,7 @@ public static class SaeMetadataWindows
 {
     /// <summary>The metadata's <c>seqpos_slice</c>; null when absent (SAELens's <c>from_sae</c> then uses every position).
     /// A malformed value is an error naming it.</summary>
-    public static Data.SeqposSlice? SeqposSlice(this SaeMetadata metadata) =>
-        Get(metadata, "seqpos_slice", out var node) ? Data.SeqposSlice.FromJson(node, "cfg.json metadata seqpos_slice") : null;
+    public static Saes.SeqposSlice? SeqposSlice(this SaeMetadata metadata) => Saes.SeqposSlice.Of(metadata);
 
     /// <summary>The metadata's <c>disable_concat_sequences</c>; null when absent or not a boolean.</summary>
     public static bool? DisableConcatSequences(this SaeMetadata metadata) =>
@@ -25,11 +24,11 @@ public static class SaeMetadataWindows
         Get(metadata, "sequence_separator_token", out var node) ? PretokenizeToken.FromJson(node, "cfg.json metadata sequence_separator_token") : null;
 
     /// <summary>Writes the three fields as SAELens writes them (its defaults for the null arguments: <c>[null]</c>, false, "bos").</summary>
-    public static void SetWindowFields(this SaeMetadata metadata, Data.SeqposSlice? seqposSlice, bool? disableConcatSequences, PretokenizeToken? sequenceSeparatorToken)
+    public static void SetWindowFields(this SaeMetadata metadata, Saes.SeqposSlice? seqposSlice, bool? disableConcatSequences, PretokenizeToken? sequenceSeparatorToken)
     {
         ArgumentNullException.ThrowIfNull(metadata);
         var extra = metadata.Extra ??= [];
-        extra["seqpos_slice"] = JsonSerializer.SerializeToElement((seqposSlice ?? Data.SeqposSlice.All).ToJson());
+        extra["seqpos_slice"] = JsonSerializer.SerializeToElement((seqposSlice ?? Saes.SeqposSlice.All).ToJson());
         extra["disable_concat_sequences"] = JsonSerializer.SerializeToElement(disableConcatSequences ?? false);
         extra["sequence_separator_token"] = JsonSerializer.SerializeToElement((sequenceSeparatorToken ?? PretokenizeToken.Bos).ToJson());
     }

@@ -21,7 +21,7 @@ public sealed record DownstreamEvalOptions
     public IReadOnlyCollection<long>? ExcludeTokenIds { get; init; }
     /// <summary>SAELens's <c>seqpos_slice</c> of the SAEs: only these positions of each window are spliced and counted, as
     /// excluded tokens are not (the ablations still replace every position); null: all.</summary>
-    public Data.SeqposSlice? SeqposSlice { get; init; }
+    public Saes.SeqposSlice? SeqposSlice { get; init; }
     /// <summary>Also run with the hook mean-ablated: every position replaced by the mean over the batch's counted positions.</summary>
     public bool MeanAblation { get; init; } = true;
     /// <summary>Also run with the SAE's error term added back (a check: it must match the clean run).</summary>
@@ -96,7 +96,7 @@ public static partial class DownstreamEvaluator
         if (batch.Count > 0) Run();
         if (clean.Positions == 0) throw new SaeSharpException("no tokens were evaluated (empty dataset, or every position excluded)");
 
-        return plans.Select(p => p.Finish(clean, ablation[p.Ablated], o.MeanAblation ? meanAblation[p.Ablated] : null)).ToList();
+        return plans.Select(p => p.Finish(model.HookPoints, clean, ablation[p.Ablated], o.MeanAblation ? meanAblation[p.Ablated] : null)).ToList();
     }
 
     private static void RunBatch(HookedTransformer model, List<long[]> windows, long[] exclude, List<Plan> plans,
@@ -155,7 +155,9 @@ public static partial class DownstreamEvaluator
         {
             var input = c[p.InputHook];
             var site = c[p.SiteHook];
-            var (recon, feats) = p.Reconstruct(input, site);            // recon shaped as the site activation
+            // A temporal SAE at an expert's hook reads the routed tokens only as context, the rows TransformerLens fires it with.
+            using var context = ModelActivationHarvester.RoutedRows(model.HookPoints, p.InputHook, c);
+            var (recon, feats) = p.Reconstruct(input, site, context);   // recon shaped as the site activation
             // At an expert's hook only the tokens routed to the expert are rows and are spliced (the others' rows are zeros
             // the model drops); the CE and KL below still count every position.
             var rows = ModelActivationHarvester.KeepRouted(keep, model.HookPoints, [p.InputHook, p.SiteHook], c);
@@ -327,17 +329,19 @@ public static partial class DownstreamEvaluator
             InputHook = model.CheckSaeFits(t.Sae, t.InputHook);
             SiteHook = t.TranscoderOutHook is { } oh ? model.HookPoints.Resolve(oh) : InputHook;
             _head = t.Sae.Cfg.Metadata.HookHeadIndex;
-            // Checks a transcoder's output hook as every run does (exists, fires after the input hook, gives d_out).
-            _attached = model.Attach(t.Sae, InputHook, outputHook: SiteHook);
+            // Checks a transcoder's output hook as every run does (exists, fires after the input hook, gives d_out). Every
+            // position is reconstructed: the evaluation picks the counted ones (its own SeqposSlice) itself.
+            _attached = model.Attach(t.Sae, InputHook, outputHook: SiteHook) with { SeqposSlice = Saes.SeqposSlice.All };
         }
 
         /// <summary>SAE reconstruction of the input activation, shaped as the site activation; and the latents [rows, d_sae].
         /// Spliced as every model run splices it (<see cref="SaeSplice"/>): an SAE at its hook, a transcoder encoding
-        /// <paramref name="input"/> and replacing <paramref name="site"/> (its output hook's activation).</summary>
-        public (Tensor Recon, Tensor Feats) Reconstruct(Tensor input, Tensor site)
+        /// <paramref name="input"/> and replacing <paramref name="site"/> (its output hook's activation). <paramref name="context"/>
+        /// [batch, pos]: the tokens a temporal SAE reads as context (null: all).</summary>
+        public (Tensor Recon, Tensor Feats) Reconstruct(Tensor input, Tensor site, Tensor? context)
         {
-            if (!_attached.IsTranscoder) return SaeSplice.Splice(_attached, input, HookRunner.None);
-            using var e = SaeSplice.Begin(_attached, input, HookRunner.None);
+            if (!_attached.IsTranscoder) return SaeSplice.Splice(_attached, input, HookRunner.None, context);
+            using var e = SaeSplice.Begin(_attached, input, HookRunner.None, context);
             var recon = SaeSplice.Finish(_attached, e, site, HookRunner.None);
             return (recon, e.Clean.reshape(-1, _t.Sae.Cfg.DSae));
         }
@@ -367,8 +371,37 @@ public static partial class DownstreamEvaluator
             return r with { FeatureMetrics = r.FeatureMetrics!.WithWeights(_t.Sae) };
         }
 
-        public DownstreamMetrics Finish(Sums clean, Sums ablation, Sums? meanAblation)
+        /// <summary>The metrics of an SAE at an MoE expert's hook that no evaluated token was routed to: NaN but the clean CE
+        /// (splicing and ablating an expert that is never computed change nothing), and <see cref="DownstreamMetrics.NoRows"/>
+        /// saying why. The other SAEs of the run keep their results.</summary>
+        private DownstreamMetrics Unrouted(HookPoints hookPoints, Sums clean)
         {
+            var routing = hookPoints.ExpertRouting(InputHook) ?? hookPoints.ExpertRouting(SiteHook);
+            string hook = hookPoints.ExpertRouting(InputHook) is null ? SiteHook : InputHook;
+            string expert = routing is var (_, e) ? $"expert {e} of layer {hookPoints.LayerOf(hook)}" : "its hook";
+            var nan = Enumerable.Repeat(double.NaN, _t.Sae.Cfg.DSae).ToArray();
+            var empty = new SaeEvalResult
+            {
+                Mse = double.NaN, MseLoss = double.NaN, L1 = double.NaN, L0 = double.NaN, Fvu = double.NaN, ExplainedVariance = double.NaN,
+                Cosine = double.NaN, L2Ratio = double.NaN, RelativeReconstructionBias = double.NaN, L2NormIn = double.NaN,
+                L2NormOut = double.NaN, ExplainedVarianceLegacy = double.NaN, AliveFraction = double.NaN, DeadFraction = double.NaN,
+                Rows = 0, FeatureFrequency = nan, FeatureMetrics = new FeatureMetrics { FeatureDensity = nan }.WithWeights(_t.Sae),
+            };
+            return new DownstreamMetrics
+            {
+                Name = Name, HookName = InputHook, OutputHookName = SiteHook == InputHook ? null : SiteHook,
+                Reconstruction = empty,
+                NoRows = $"SAE {Name} at '{hook}': none of the {clean.Positions.ToString("N0", System.Globalization.CultureInfo.InvariantCulture)} tokens evaluated was routed to {expert}, so it has " +
+                         "no metrics; evaluate more tokens (--tokens) to reach it",
+                CeLossWithoutSae = clean.MeanCe, CeLossWithSae = double.NaN, CeLossWithAblation = double.NaN,
+                KlDivWithSae = double.NaN, KlDivWithAblation = double.NaN,
+                Tokens = clean.Positions, CeTokens = clean.CePositions,
+            };
+        }
+
+        public DownstreamMetrics Finish(HookPoints hookPoints, Sums clean, Sums ablation, Sums? meanAblation)
+        {
+            if (_acc is not { Rows: > 0 }) return Unrouted(hookPoints, clean);
             return new DownstreamMetrics
             {
                 Name = Name, HookName = InputHook, OutputHookName = SiteHook == InputHook ? null : SiteHook,

@@ -76,11 +76,18 @@ public sealed class DownstreamMetrics
     /// <summary>Positions counted in the CE means (positions predicting from an excluded token are left out).</summary>
     public long CeTokens { get; internal set; }
 
+    /// <summary>Why this SAE has no metrics, or null: at an MoE expert's hook, no evaluated token was routed to the expert
+    /// (the message names the SAE, the hook, the expert and the tokens evaluated). Every metric but the clean CE is then
+    /// NaN; the other SAEs evaluated in the same pass keep theirs.</summary>
+    public string? NoRows { get; init; }
+
     /// <summary>One line per NaN or infinite headline metric (CE losses, MSE/FVU, the CE and KL scores), naming it and its
-    /// cause: the model's own logits, the SAE's reconstruction, or a zero denominator. Empty when they are all finite.</summary>
+    /// cause: the model's own logits, the SAE's reconstruction, or a zero denominator. Empty when they are all finite;
+    /// <see cref="NoRows"/> alone when the SAE has no metrics.</summary>
     public IReadOnlyList<string> NonFiniteNotes()
     {
         var notes = new List<string>();
+        if (NoRows is not null) return [NoRows];
         static string V(double v) => v.ToString("G4", System.Globalization.CultureInfo.InvariantCulture);
         if (!double.IsFinite(CeLossWithoutSae))
         {
@@ -128,7 +135,7 @@ public sealed class DownstreamMetrics
     public JsonObject ToJson()
     {
         static JsonNode? N(double v) => double.IsFinite(v) ? JsonValue.Create(v) : null;
-        return new JsonObject
+        var json = new JsonObject
         {
             ["name"] = Name,
             ["hook_name"] = HookName,
@@ -172,7 +179,7 @@ public sealed class DownstreamMetrics
             {
                 ["l0"] = N(Reconstruction.L0),
                 ["l1"] = N(Reconstruction.L1),
-                ["dead_latents"] = DeadLatents,
+                ["dead_latents"] = NoRows is null ? DeadLatents : null,
                 ["alive_fraction"] = N(Reconstruction.AliveFraction),
             },
             ["token_stats"] = new JsonObject
@@ -181,5 +188,7 @@ public sealed class DownstreamMetrics
                 ["total_tokens_eval_ce_loss"] = CeTokens,
             },
         };
+        if (NoRows is not null) json["no_rows"] = NoRows;
+        return json;
     }
 }

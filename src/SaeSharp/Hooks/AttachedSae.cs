@@ -32,6 +32,7 @@ public sealed record AttachedSae
             ?? throw new SaeSharpException("the SAE has no metadata.hook_name: give the hook to attach it at");
         UseErrorTerm = useErrorTerm;
         OutputHook = outputHook ?? sae.Cfg.Metadata.HookNameOut;
+        SeqposSlice = SeqposSlice.Of(sae.Cfg.Metadata) ?? SeqposSlice.All;
         if (OutputHook is not null && OutputHook != Hook && sae.Cfg.Metadata.HookHeadIndexOut is int headOut)
             throw new SaeSharpException($"transcoder reading '{Hook}' has hook_head_index_out {headOut}: replacing one head of its output hook " +
                 $"'{OutputHook}' is not supported (SaeSharp replaces the whole output hook; hook_head_index picks the head a transcoder reads)");
@@ -46,6 +47,19 @@ public sealed record AttachedSae
     public string? OutputHook { get; init; }
     /// <summary>True: the run adds the error term x − x̂ back, so the model's output equals the clean run (SAELens <c>use_error_term</c>).</summary>
     public bool UseErrorTerm { get; init; }
+    /// <summary>
+    /// The positions the SAE's output replaces the hook's activation at (SAELens's <c>seqpos_slice</c>; by default the
+    /// cfg.json metadata's, as <c>sae eval --model</c> splices it): elsewhere the activation stays as it was, so the SAE's
+    /// edits (clamping, ablation) have no effect there, while steering, added to <c>hook_sae_output</c>, still applies at
+    /// every position. Positions count each row's real tokens from 0 (the prompt and generated tokens one numbering); a
+    /// bound from the end (<c>:-1</c>) counts from the end of the tokens the forward pass sees, and generation then runs
+    /// without the KV cache. <see cref="SeqposSlice.All"/> splices every position, as SAELens's <c>HookedSAETransformer</c>
+    /// does (it ignores the slice).
+    /// </summary>
+    public SeqposSlice SeqposSlice { get; init; }
+    /// <summary>True when every step of a generation must see the whole sequence (no KV cache): the SAE reads each token's
+    /// context (<see cref="Sae.ReadsContext"/>), or its <see cref="SeqposSlice"/> counts from the end.</summary>
+    internal bool NeedsWholeSequence => Sae.ReadsContext || SeqposSlice.CountsFromEnd;
     /// <summary>The head this SAE reads and writes (<c>hook_head_index</c>), or null for the whole activation. A transcoder
     /// reads only that head and replaces its whole output hook.</summary>
     public int? HeadIndex => Sae.Cfg.Metadata.HookHeadIndex;

@@ -114,6 +114,11 @@ internal sealed class HookRunner : IDisposable
     /// this thread, for SAEs that read a token's context (temporal: padding is kept out of it); null outside a pass.</summary>
     [ThreadStatic] internal static Tensor? CurrentMask;
 
+    /// <summary>[batch, pos] bool while an MoE expert's hook fires on this thread: the tokens routed to the expert, the
+    /// rows TransformerLens fires the hook with (the others hold zeros the model drops); null while any other hook fires.
+    /// A temporal SAE there reads only these tokens as its context (<see cref="SaeSplice"/>).</summary>
+    [ThreadStatic] internal static Tensor? CurrentRows;
+
     /// <summary>Tokens already in the KV cache of the forward pass running on this thread (0 without a cache).</summary>
     [ThreadStatic] internal static long CurrentPast;
 

@@ -1,3 +1,4 @@
+using TorchSharp;
 using SaeSharp.Saes;
 using static TorchSharp.torch;
 
@@ -19,16 +20,17 @@ internal static class SaeSplice
 
     /// <summary>
     /// The activation that replaces <paramref name="x"/> (shaped as x) and the SAE's unedited latents [batch·pos, d_sae]
-    /// (what <c>hook_sae_acts_post</c> receives).
+    /// (what <c>hook_sae_acts_post</c> receives). <paramref name="rows"/> [batch, pos] (null: those of the hook firing now,
+    /// <see cref="HookRunner.CurrentRows"/>) are the positions that are rows of the hook, the only context a temporal SAE reads.
     /// </summary>
-    public static (Tensor Output, Tensor Features) Splice(AttachedSae a, Tensor x, HookRunner runner)
+    public static (Tensor Output, Tensor Features) Splice(AttachedSae a, Tensor x, HookRunner runner, Tensor? rows = null)
     {
         using var scope = NewDisposeScope();
         var sae = a.Sae;
         if (sae.Cfg.DOutOrIn != sae.Cfg.DIn)
             throw new SaeSharpException($"SAE at '{a.Hook}' has d_out={sae.Cfg.DOutOrIn} != d_in={sae.Cfg.DIn} but no output hook: " +
                 "a transcoder is spliced from its input hook to its output hook (metadata.hook_name_out, or AttachedSae's outputHook)");
-        var e = Encode(a, x, runner);
+        var e = Encode(a, x, runner, rows);
         var output = Decode(a, e, e.X0, runner);
         var site = e.Site!;
         var y = output.to(x.dtype).view(site.shape);
@@ -44,11 +46,12 @@ internal static class SaeSplice
     }
 
     /// <summary>A transcoder at its input hook: fires the encoder's hook points on <paramref name="x"/> (x_in, left
-    /// unchanged in the run) and returns what the decoder needs at the output hook, owned by the caller.</summary>
-    public static Encoding Begin(AttachedSae a, Tensor x, HookRunner runner)
+    /// unchanged in the run) and returns what the decoder needs at the output hook, owned by the caller
+    /// (<paramref name="rows"/> as in <see cref="Splice"/>).</summary>
+    public static Encoding Begin(AttachedSae a, Tensor x, HookRunner runner, Tensor? rows = null)
     {
         using var scope = NewDisposeScope();
-        return Encode(a, x, runner).Owned();
+        return Encode(a, x, runner, rows).Owned();
     }
 
     /// <summary>A transcoder at its output hook: the activation that replaces <paramref name="xOut"/> (shaped as it), the
@@ -71,7 +74,7 @@ internal static class SaeSplice
 
     /// <summary>The encoder half: fires <c>hook_sae_input</c>, <c>hook_sae_acts_pre</c>, <c>hook_sae_acts_post</c>
     /// (tensors in the caller's scope).</summary>
-    private static Encoding Encode(AttachedSae a, Tensor x, HookRunner runner)
+    private static Encoding Encode(AttachedSae a, Tensor x, HookRunner runner, Tensor? rows)
     {
         var sae = a.Sae;
         int dIn = sae.Cfg.DIn, dSae = sae.Cfg.DSae;
@@ -91,35 +94,55 @@ internal static class SaeSplice
         var capture = runner.Capture;
         var x0 = site.reshape(b, s, dIn).to(dtype);
         var input = runner.Fire(a.HookName(SaeHookPoints.Input), x0);
-        var rows = input.reshape(b * s, dIn);
+        var inputRows = input.reshape(b * s, dIn);
         Tensor preRaw;
         Tensor? zPred = null, mask = null;
         if (sae is TemporalSae t)
         {
-            // The sequence as it is, [batch, pos, d_in]: a token's codes read the tokens before it (padding masked out).
-            mask = SequenceMask(a, b, s);
+            // The sequence as it is, [batch, pos, d_in]: a token's codes read the tokens before it (padding, and at an
+            // expert's hook the tokens routed elsewhere, masked out).
+            mask = SequenceMask(a, b, s, rows);
             (preRaw, zPred) = t.NovelPreactivations(input, mask);
         }
-        else preRaw = sae.HiddenPre(rows).view(b, s, dSae);
+        else preRaw = sae.HiddenPre(inputRows).view(b, s, dSae);
         var pre = runner.Fire(a.HookName(SaeHookPoints.ActsPre), preRaw);
-        var clean = sae.Activate(pre.reshape(b * s, dSae), rows).view(b, s, dSae);
+        var clean = sae.Activate(pre.reshape(b * s, dSae), inputRows).view(b, s, dSae);
         var feats = runner.Fire(a.HookName(SaeHookPoints.ActsPost), clean);
         bool featsEdited = !ReferenceEquals(feats, clean);
         if (capture is not null) feats = capture.Features(a, feats);
-        return new Encoding(b, s, site, x0, rows, clean, feats,
+        return new Encoding(b, s, site, x0, inputRows, clean, feats,
             InputEdited: !ReferenceEquals(input, x0) || !ReferenceEquals(pre, preRaw), FeaturesEdited: featsEdited || capture is not null)
-        { ZPred = zPred, Mask = mask };
+        { ZPred = zPred, Mask = mask, Spliced = SlicedPositions(a, b, s, x.device) };
     }
 
-    /// <summary>The real-token mask [batch, pos] of the forward pass running on this thread when it matches the spliced
-    /// activation (null: all real); a KV-cached pass, which shows the SAE only the new tokens, is refused.</summary>
-    private static Tensor? SequenceMask(AttachedSae a, long b, long s)
+    /// <summary>The tokens a temporal SAE reads as context, [batch, pos] (null: all): the real tokens of the forward pass
+    /// running on this thread (when its mask matches the spliced activation) that are rows of the hook, <paramref name="rows"/>
+    /// or else <see cref="HookRunner.CurrentRows"/> (an expert's routed tokens: TransformerLens fires the hook with those rows
+    /// only). A KV-cached pass, which shows the SAE only the new tokens, is refused.</summary>
+    private static Tensor? SequenceMask(AttachedSae a, long b, long s, Tensor? rows)
     {
         if (HookRunner.CurrentPast is > 0)
             throw new SaeSharpException($"temporal SAE at '{a.Hook}': a KV-cached pass shows it only the new tokens, but it encodes each token " +
                 "from the earlier ones; run without a KV cache (generation does so when a temporal SAE is attached)");
-        var m = HookRunner.CurrentMask;
-        return m is not null && m.dim() == 2 && m.shape[0] == b && m.shape[1] == s ? m : null;
+        static Tensor? Matching(Tensor? m, long b, long s) => m is not null && m.dim() == 2 && m.shape[0] == b && m.shape[1] == s ? m : null;
+        var real = Matching(HookRunner.CurrentMask, b, s);
+        var routed = rows is not null
+            ? Matching(rows, b, s) ?? throw new SaeSharpException($"temporal SAE at '{a.Hook}': the rows mask has shape [{string.Join(", ", rows.shape)}] but the activation is [{b}, {s}, ...]")
+            : Matching(HookRunner.CurrentRows, b, s);
+        if (real is null || routed is null) return real ?? routed;
+        return real.ne(TorchScalars.Of(0L)).logical_and(routed.to(real.device).ne(TorchScalars.Of(0L)));
+    }
+
+    /// <summary>[batch, pos] bool, the positions the SAE's output replaces the activation at (<see cref="AttachedSae.SeqposSlice"/>
+    /// of each row's positions, <see cref="HookRunner.CurrentPositions"/> in a forward pass, else 0..pos − 1); null: every position.</summary>
+    private static Tensor? SlicedPositions(AttachedSae a, long b, long s, Device device)
+    {
+        if (a.SeqposSlice.IsAll) return null;
+        using var length = s.ToScalar();
+        var pos = HookRunner.CurrentPositions is { } p && p.dim() == 2 && p.shape[0] == b && p.shape[1] == s
+            ? p.to(device)
+            : arange(length, dtype: ScalarType.Int64, device: device).unsqueeze(0).expand(b, s);
+        return a.SeqposSlice.Mask(pos, pos.amax([1]).add(TorchScalars.One, TorchScalars.One));
     }
 
     /// <summary>The reconstruction [batch, pos, d_out] of features [batch, pos, d_sae]: ((f + z_pred)·W_dec + b_dec)/factor
@@ -164,6 +187,8 @@ internal static class SaeSplice
             if (capture is not null) error = capture.Error(a, error);
             output = recons.add(error, TorchScalars.One);
         }
+        // Outside the SAE's seqpos_slice the activation stays as it was (steering on hook_sae_output still reaches it).
+        if (e.Spliced is { } kept) output = where(kept.view(b, s, 1), output, target.to(output.dtype));
         return runner.Fire(a.HookName(SaeHookPoints.Output), output);
     }
 
@@ -180,8 +205,10 @@ internal static class SaeSplice
 
         /// <summary>A temporal SAE's predicted codes [batch, pos, d_sae] (null for other SAEs).</summary>
         public Tensor? ZPred { get; init; }
-        /// <summary>The real-token mask the temporal SAE encoded with (null: all real, or another SAE).</summary>
+        /// <summary>The context mask the temporal SAE encoded with (null: every token, or another SAE).</summary>
         public Tensor? Mask { get; init; }
+        /// <summary>[batch, pos] the positions of the SAE's <c>seqpos_slice</c>, where its output replaces the activation (null: all).</summary>
+        public Tensor? Spliced { get; init; }
 
         /// <summary>New handles of the tensors the decoder needs, out of every dispose scope (<see cref="Dispose"/> frees them).</summary>
         public Encoding Owned() => new(B, S, null, Keep(X0), Keep(Rows), Keep(Clean), Keep(Features), InputEdited, FeaturesEdited)
@@ -189,6 +216,7 @@ internal static class SaeSplice
             _owned = true,
             ZPred = ZPred is null ? null : Keep(ZPred),
             Mask = Mask is null ? null : Keep(Mask),
+            Spliced = Spliced is null ? null : Keep(Spliced),
         };
 
         private static Tensor Keep(Tensor t) => t.alias().DetachFromDisposeScope();
@@ -203,6 +231,7 @@ internal static class SaeSplice
             Features.Dispose();
             ZPred?.Dispose();
             Mask?.Dispose();
+            Spliced?.Dispose();
         }
     }
 }

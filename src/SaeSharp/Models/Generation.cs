@@ -26,7 +26,8 @@ public sealed record GenerationOptions
     public IReadOnlyList<AttachedSae>? Saes { get; init; }
     /// <summary>Reuse keys and values of earlier tokens (default). False recomputes the whole sequence at each step, as
     /// generation always does with an SAE attached that reads each token's context (<see cref="Saes.Sae.ReadsContext"/>:
-    /// a temporal SAE), which a cached step would show only the new token.</summary>
+    /// a temporal SAE), which a cached step would show only the new token, or whose <see cref="AttachedSae.SeqposSlice"/>
+    /// counts from the end of the sequence.</summary>
     public bool UseKvCache { get; init; } = true;
     /// <summary>Also return the logits from which each new token was chosen.</summary>
     public bool ReturnLogits { get; init; }
@@ -97,8 +98,9 @@ internal static class Generation
 
         using var _ = no_grad();
         using var scope = NewDisposeScope();
-        // A temporal SAE encodes each token from the earlier ones: a KV-cached step would show it only the new token.
-        using var kv = o.UseKvCache && !(saes?.Any(a => a.Sae.ReadsContext) ?? false) ? new KvCache(model.Config.NLayers) : null;
+        // A temporal SAE encodes each token from the earlier ones: a KV-cached step would show it only the new token. A
+        // seqpos_slice counting from the end moves with every new token: the earlier positions are spliced anew each step.
+        using var kv = o.UseKvCache && !(saes?.Any(a => a.NeedsWholeSequence) ?? false) ? new KvCache(model.Config.NLayers) : null;
         var seq = tokens.to(ScalarType.Int64).to(model.Device);
         var mask = o.AttentionMask is { } m ? m.ne(TorchScalars.Of(0)).to(seq.device) : ones(b, tokens.shape[1], dtype: ScalarType.Bool, device: seq.device);
         var input = seq;

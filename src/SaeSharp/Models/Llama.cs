@@ -172,12 +172,22 @@ internal sealed class SparseMoeBlock : nn.Module<Tensor, ForwardContext, Tensor>
     }
 
     /// <summary>Fires an expert's hook as [batch, pos, d_mlp] (zero at the tokens not routed to it) when anything reads it,
-    /// and returns the routed tokens' rows of the result.</summary>
+    /// with <see cref="HookRunner.CurrentRows"/> the routed tokens, and returns the routed tokens' rows of the result.</summary>
     internal static Tensor Routed(HookRunner h, string name, Tensor rows, Tensor token, long b, long s)
     {
         if (!h.Wants(name)) return rows;
         var full = zeros(b * s, rows.shape[1], dtype: rows.dtype, device: rows.device).index_copy_(0, token, rows);
-        return h.Fire(name, full.view(b, s, rows.shape[1])).reshape(b * s, rows.shape[1]).index_select(0, token);
+        var outer = HookRunner.CurrentRows;
+        HookRunner.CurrentRows = zeros(b * s, dtype: ScalarType.Bool, device: rows.device)
+            .index_fill_(0, token, TorchScalars.One).view(b, s);
+        try
+        {
+            return h.Fire(name, full.view(b, s, rows.shape[1])).reshape(b * s, rows.shape[1]).index_select(0, token);
+        }
+        finally
+        {
+            HookRunner.CurrentRows = outer;
+        }
     }
 }
 

@@ -1,3 +1,4 @@
+using SaeSharp.Saes;
 using SaeSharp.Analysis;
 using SaeSharp.Data;
 using SaeSharp.Tokenizers;

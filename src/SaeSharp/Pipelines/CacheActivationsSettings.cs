@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using SaeSharp.Saes;
 using SaeSharp.Training;
 
 namespace SaeSharp.Pipelines;
@@ -45,7 +46,7 @@ public sealed record CacheActivationsSettings
     /// <summary><c>prepend_bos</c> (false: <c>--no-prepend-bos</c>).</summary>
     public bool PrependBos { get; init; } = true;
     /// <summary><c>seqpos_slice</c> (<c>--seqpos-slice</c>).</summary>
-    public Data.SeqposSlice SeqposSlice { get; init; } = Data.SeqposSlice.All;
+    public Saes.SeqposSlice SeqposSlice { get; init; } = Saes.SeqposSlice.All;
     /// <summary>The file read, for messages.</summary>
     public string Source { get; init; } = "--config";
     /// <summary>What the file asked for that this run does not do (one line each), for the command to print.</summary>
@@ -171,7 +172,7 @@ public sealed record CacheActivationsSettings
             ModelFromPretrainedKwargs = fields["model_from_pretrained_kwargs"] is JsonObject o
                 ? JsonSerializer.Deserialize<Dictionary<string, JsonElement>>(o.ToJsonString()) : null,
             PrependBos = fields["prepend_bos"] is not JsonValue p || p.GetValue<bool>(),
-            SeqposSlice = Data.SeqposSlice.FromJson(fields["seqpos_slice"], $"{path}: seqpos_slice"),
+            SeqposSlice = Saes.SeqposSlice.FromJson(fields["seqpos_slice"], $"{path}: seqpos_slice"),
             Source = path, Notes = notes,
         };
     }

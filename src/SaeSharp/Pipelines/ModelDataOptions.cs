@@ -1,3 +1,4 @@
+using SaeSharp.Saes;
 using SaeSharp.Models;
 using static TorchSharp.torch;
 
@@ -18,7 +19,7 @@ public sealed record ModelDataOptions
     public bool? PrependBos { get; init; }
     /// <summary>SAELens's <c>seqpos_slice</c>: the positions of each window whose activations are used (trained on, cached,
     /// evaluated); null: the SAE's <c>seqpos_slice</c> (eval) or every position. A token budget counts these positions.</summary>
-    public Data.SeqposSlice? SeqposSlice { get; init; }
+    public Saes.SeqposSlice? SeqposSlice { get; init; }
     /// <summary>SAELens's <c>disable_concat_sequences</c>: one window per document of a text dataset (BOS-prefixed with
     /// prepend_bos), the rest of it and shorter documents dropped; null: the SAE's setting (eval) or false.</summary>
     public bool? DisableConcatSequences { get; init; }

@@ -436,7 +436,7 @@ public sealed class TrainingPlan : IDisposable
     private static void RefuseWindowFieldsTheRowsLack(TrainingSettings s, SaeMetadata recorded, string rows)
     {
         string where = s.Source ?? "training settings";
-        var have = recorded.SeqposSlice() ?? Data.SeqposSlice.All;
+        var have = recorded.SeqposSlice() ?? Saes.SeqposSlice.All;
         if (s.SeqposSlice is { IsAll: false } slice && (slice.Start ?? 0, slice.Stop, slice.Step ?? 1) != (have.Start ?? 0, have.Stop, have.Step ?? 1))
             throw new SaeSharpException($"{where}: seqpos_slice {slice.ToJson().ToJsonString()}: {rows} holds {(have.IsAll ? "every position of its windows" : $"the positions {have} of its windows")}; " +
                                         "give its slice, or harvest with this one (sae cache --seqpos-slice)");
@@ -540,7 +540,8 @@ public sealed class TrainingPlan : IDisposable
     /// recovered and KL over <paramref name="tokens"/> tokens of <paramref name="data"/> with each SAE spliced in at its
     /// hook (<see cref="ModelPipeline.Evaluate"/>), added to each SAE's metrics.json as <c>ce_loss_score</c>,
     /// <c>ce_loss_with_sae</c>, <c>ce_loss_without_sae</c>, <c>ce_loss_with_ablation</c>, <c>kl_div_with_sae</c> and
-    /// <c>ce_eval_tokens</c> (SAELens's names). Returns the metrics in the order of <paramref name="saes"/>;
+    /// <c>ce_eval_tokens</c> (SAELens's names), or <c>no_rows</c> (<see cref="Evaluation.DownstreamMetrics.NoRows"/>) for an SAE
+    /// at an MoE expert's hook no evaluated token was routed to. Returns the metrics in the order of <paramref name="saes"/>;
     /// <paramref name="progress"/> counts the tokens evaluated.
     /// </summary>
     public static IReadOnlyList<Evaluation.DownstreamMetrics> EvaluateInModel(IReadOnlyList<TrainedSaeOutput> saes, ModelDataOptions data, long tokens,
@@ -554,6 +555,13 @@ public sealed class TrainingPlan : IDisposable
             var path = Path.Combine(saes[i].Directory, TrainingRun.MetricsFile);
             var json = File.Exists(path) ? System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(path))!.AsObject() : new System.Text.Json.Nodes.JsonObject();
             var m = metrics[i];
+            if (m.NoRows is not null)
+            {
+                // An SAE at an MoE expert's hook that no evaluated token reached: no metric, and why.
+                json["no_rows"] = m.NoRows;
+                IO.AtomicFile.WriteAllText(path, json.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
+                continue;
+            }
             json["ce_loss_score"] = m.CeLossScore;
             json["ce_loss_with_sae"] = m.CeLossWithSae;
             json["ce_loss_without_sae"] = m.CeLossWithoutSae;
@@ -601,7 +609,7 @@ public sealed class TrainingPlan : IDisposable
             ExcludeTokenIds = manifest.ExcludeTokenIdsListed ? manifest.ExcludeTokenIds : null,
             ModelFromPretrainedKwargs = KwargsOf(manifest.ModelFromPretrainedKwargs, manifest.ModelDtype),
         };
-        metadata.SetWindowFields(Data.SeqposSlice.FromJson(manifest.SeqposSlice, "manifest seqpos_slice"), manifest.DisableConcatSequences,
+        metadata.SetWindowFields(Saes.SeqposSlice.FromJson(manifest.SeqposSlice, "manifest seqpos_slice"), manifest.DisableConcatSequences,
             manifest.SequenceSeparatorToken is { } sep ? Data.PretokenizeToken.Parse(sep, "manifest sequence_separator_token") ?? Data.PretokenizeToken.None : null);
         return WithOutputHook(metadata, manifest.TargetHook);
     }

@@ -189,7 +189,7 @@ public sealed class TrainingSettings
     [JsonIgnore] public long[]? ExcludeTokenIds { get; set; }
     /// <summary>SAELens's <c>seqpos_slice</c> (<c>--seqpos-slice</c>): the positions of each window trained on, e.g.
     /// <c>[1, null]</c>; null: all.</summary>
-    [JsonPropertyName("seqpos_slice")] public Data.SeqposSlice? SeqposSlice { get; set; }
+    [JsonPropertyName("seqpos_slice")] public Saes.SeqposSlice? SeqposSlice { get; set; }
     /// <summary>SAELens's <c>disable_concat_sequences</c> (<c>--disable-concat-sequences</c>): one window per document.</summary>
     [JsonPropertyName("disable_concat_sequences")] public bool? DisableConcatSequences { get; set; }
     /// <summary>SAELens's <c>sequence_separator_token</c> (<c>--sequence-separator-token</c>): "bos", "eos", "sep", a token

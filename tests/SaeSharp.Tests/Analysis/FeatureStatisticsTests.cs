@@ -1,3 +1,4 @@
+using SaeSharp.Saes;
 using SaeSharp.Activations;
 using SaeSharp.Analysis;
 using SaeSharp.Data;

@@ -1,4 +1,5 @@
 using System.Text.Json.Nodes;
+using SaeSharp.Saes;
 using SaeSharp.Data;
 using SaeSharp.Tests.Tokenizers;
 

@@ -2,8 +2,10 @@ using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
+using TorchSharp;
+using static TorchSharp.torch;
 
-namespace SaeSharp.Data;
+namespace SaeSharp.Saes;
 
 /// <summary>
 /// SAELens's <c>seqpos_slice</c>: the positions of each context window that are trained on, <c>slice(*seqpos_slice)</c>
@@ -79,6 +81,15 @@ public sealed class SeqposSlice : IEquatable<SeqposSlice>
         return new SeqposSlice(elements, what);
     }
 
+    /// <summary>The <c>seqpos_slice</c> of an SAE's cfg.json metadata; null when absent (SAELens's <c>from_sae</c> then uses
+    /// every position). A malformed value is an error naming it. (<c>SaeMetadataWindows.SeqposSlice()</c> reads it so.)</summary>
+    public static SeqposSlice? Of(SaeMetadata metadata)
+    {
+        ArgumentNullException.ThrowIfNull(metadata);
+        if (metadata.Extra?.TryGetValue("seqpos_slice", out var v) != true) return null;
+        return FromJson(v.ValueKind == JsonValueKind.Null ? null : JsonNode.Parse(v.GetRawText()), "cfg.json metadata seqpos_slice");
+    }
+
     /// <summary>SAELens's JSON form (the tuple as a list).</summary>
     public JsonArray ToJson() => new(_elements.Select(e => e is int v ? (JsonNode)JsonValue.Create(v) : null).ToArray());
 
@@ -96,6 +107,34 @@ public sealed class SeqposSlice : IEquatable<SeqposSlice>
             throw new SaeSharpException($"seqpos_slice {this} ({Describe(_elements)}) selects no position of a {contextSize}-token context window; " +
                                         "give a slice that keeps at least one (e.g. 1: skips position 0)");
         return positions.ToArray();
+    }
+
+    /// <summary>True when a bound counts from the end (<c>:-1</c>, <c>-5:</c>): which positions it keeps depends on the length.</summary>
+    public bool CountsFromEnd => Start < 0 || Stop < 0;
+
+    /// <summary>
+    /// [batch, pos] bool: true where <paramref name="positions"/> [batch, pos] (each token's position in its row, from 0) is
+    /// a position this slice keeps of <c>range(length)</c>, the row's length given by <paramref name="lengths"/> [batch]
+    /// (<see cref="Positions"/> for each row, as a mask; a row it keeps nothing of is all false, not an error).
+    /// </summary>
+    internal Tensor Mask(Tensor positions, Tensor lengths)
+    {
+        using var scope = NewDisposeScope();
+        var len = lengths.to(ScalarType.Int64).view(-1, 1);
+        Tensor Bound(int? bound, bool start)
+        {
+            if (bound is not int i) return start ? zeros_like(len) : len;
+            using var v = ((long)i).ToScalar();
+            return i < 0 ? len.add(v, TorchScalars.One).clamp_min(TorchScalars.Of(0L)) : len.clamp_max(v);
+        }
+        var first = Bound(Start, true);
+        var keep = positions.ge(first).logical_and(positions.lt(Bound(Stop, false)));
+        if (Step is int step and > 1)
+        {
+            using var st = ((long)step).ToScalar();
+            keep = keep.logical_and((positions - first).remainder(st).eq(TorchScalars.Of(0L)));
+        }
+        return keep.MoveToOuterDisposeScope();
     }
 
     /// <summary>Python's clamping of a slice bound to a sequence of <paramref name="length"/> (step &gt; 0).</summary>
