@@ -242,7 +242,7 @@ internal sealed class GroupLimitedRouter : nn.Module
         var choice = scores + bias.to(scores.device).unsqueeze(0);
         var groupScores = choice.view(n, g.NGroup, e / g.NGroup).topk(2, -1).values.sum(-1);
         var groupIdx = groupScores.topk(g.TopkGroup, -1).indexes;
-        var groupMask = zeros_like(groupScores).scatter_(1, groupIdx, TorchScalars.One);
+        var groupMask = zeros_like(groupScores).scatter_(1, groupIdx, ones(groupIdx.shape, dtype: groupScores.dtype, device: groupScores.device));
         var scoreMask = groupMask.unsqueeze(-1).expand(n, g.NGroup, e / g.NGroup).reshape(n, e);
         choice = choice.masked_fill(scoreMask.eq(TorchScalars.Of(0)), TorchScalars.Of(0.0));
         var chosen = choice.topk(topK, -1).indexes;

@@ -315,7 +315,7 @@ public sealed class LlamaFamilyModel : HookedTransformer
             SlidingWindow = s.SlidingWindow, RotaryBaseLocal = s.LocalRopeTheta, ClipQkv = s.ClipQkv, RopeScaling = s.RopeScaling,
             SlidingWindowLayers = [.. Enumerable.Range(0, s.NLayer).Where(i => s.SlidingLayers[i])], AttentionSinks = s.GptOss,
             NumExperts = s.NumExperts, ExpertsPerToken = s.ExpertsPerToken, NormTopKProb = s.NormTopKProb, SharedExpertDMlp = s.SharedExpertIntermediate,
-            DHeadQk = s.Mla?.QkHeadDim, QLoraRank = s.Mla?.QLoraRank, KvLoraRank = s.Mla?.KvLoraRank ?? 0,
+            DHeadQk = s.Mla?.QkHeadDim, QLoraRank = s.Mla?.QLoraRank, KvLoraRank = s.Mla?.KvLoraRank ?? 0, RopeInterleave = s.Mla?.RopeInterleave ?? false,
             MoeDMlp = s.MoeIntermediate > 0 ? s.MoeIntermediate : null, FirstKDenseReplace = s.FirstDenseLayers,
             GroupRouting = s.GroupRouting is { } g ? FormattableString.Invariant($"n_group={g.NGroup} topk_group={g.TopkGroup} routed_scaling_factor={g.RoutedScalingFactor} sigmoid_routing") : null,
         }, new HookPoints(s.NLayer, hasPosEmbed: false, parallelAttnMlp: false, rotary: true,

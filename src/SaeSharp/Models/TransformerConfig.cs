@@ -87,6 +87,8 @@ public sealed record TransformerConfig
     public int? QLoraRank { get; init; }
     /// <summary>DeepSeek-V3: rank of the key-value latent (<c>kv_lora_rank</c>, <c>attn.hook_kv_latent</c>'s width); 0 for other attention.</summary>
     public int KvLoraRank { get; init; }
+    /// <summary>DeepSeek-V3 <c>rope_interleave</c>: each head's rotary dims are de-interleaved (evens, then odds) before rotation.</summary>
+    public bool RopeInterleave { get; init; }
     /// <summary>DeepSeek-V3: width of each routed expert (<c>moe_intermediate_size</c>) when it differs from <see cref="DMlp"/>
     /// (then the dense layers' MLP); null otherwise.</summary>
     public int? MoeDMlp { get; init; }
@@ -104,7 +106,7 @@ public sealed record TransformerConfig
         (ParallelAttnMlp ? " parallel_attn_mlp" : "") + (NumExperts > 0 ? $" num_experts={NumExperts} experts_per_token={ExpertsPerToken}" + (NormTopKProb ? " norm_topk_prob" : "")
             + (SharedExpertDMlp > 0 ? $" shared_expert_d_mlp={SharedExpertDMlp}" : "")
             + (MoeDMlp is { } md ? $" moe_d_mlp={md} first_k_dense_replace={FirstKDenseReplace}" : "") + (GroupRouting is { } gr ? " " + gr : "") : "") +
-        (DHeadQk is { } dq ? $" mla(q_lora_rank={QLoraRank?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "null"} kv_lora_rank={KvLoraRank} qk_head_dim={dq} qk_rope_head_dim={RotaryDim} v_head_dim={DHead})" : "") +
+        (DHeadQk is { } dq ? $" mla(q_lora_rank={QLoraRank?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "null"} kv_lora_rank={KvLoraRank} qk_head_dim={dq} qk_rope_head_dim={RotaryDim} v_head_dim={DHead}{(RopeInterleave ? " rope_interleave" : "")})" : "") +
         (AttnScoresSoftCap is { } ac ? $" attn_softcap={ac}" : "") + (OutputLogitsSoftCap is { } oc ? $" logit_softcap={oc}" : "") +
         (SlidingWindow is { } sw ? $" sliding_window={sw}" + SlidingLayersText() : "") + (AttentionSinks ? " attn_sinks" : "") +
         (ClipQkv is { } cq ? $" clip_qkv={Num(cq)}" : "") +
