@@ -110,6 +110,26 @@ public class DeepseekV3Tests
     }
 
     [Fact]
+    public void Bf16_model_keeps_the_router_in_float32_and_stays_near_the_float32_logits()
+    {
+        // The router's scores and e_score_correction_bias are float32 in a bf16 model (transformers computes the router in
+        // float32 and keeps the bias a float32 buffer); the logits stay within bf16 rounding of the float32 reference.
+        using var scope = NewDisposeScope();
+        var r = Npy.LoadNpz(Path.Combine(Folder("deepseek_v3"), "reference.npz"));
+        using var model = ModelLoader.FromPretrained(Folder("deepseek_v3"), ScalarType.BFloat16);
+        var bias = model.named_parameters().Single(p => p.name.EndsWith("layers.1.mlp.gate.e_score_correction_bias", StringComparison.Ordinal)).parameter;
+        Assert.Equal(ScalarType.Float32, bias.dtype);
+        var (logits, cache) = model.RunWithCache(r["tokens"], ["blocks.1.mlp.hook_expert_weights", "blocks.1.attn.hook_z"]);
+        using (cache)
+        {
+            Assert.Equal(ScalarType.Float32, cache["blocks.1.mlp.hook_expert_weights"].dtype);
+            Assert.Equal(ScalarType.BFloat16, cache["blocks.1.attn.hook_z"].dtype);
+        }
+        double diff = HfTransformersParityTests.RelativeMaxDifference(r["logits"], logits!, "bf16 logits");
+        Assert.True(diff < 0.05, $"bf16 logits differ from the float32 reference by {diff:G3} of their scale");
+    }
+
+    [Fact]
     public void Mtp_layer_weights_are_ignored()
     {
         // The fixture's checkpoint holds an MTP layer (model.layers.3.*, num_nextn_predict_layers 1) past num_hidden_layers 3.

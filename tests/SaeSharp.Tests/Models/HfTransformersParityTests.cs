@@ -244,6 +244,16 @@ public class HfTransformersParityTests(ITestOutputHelper output)
     [InlineData("olmo3", "sliding_window", "3")]
     [InlineData("olmo3", "layer_types", "[\"full_attention\", \"full_attention\"]")]
     [InlineData("olmo3", "rms_norm_eps", "0.01")]
+    [InlineData("deepseek_v3", "rope_interleave", "false")]
+    [InlineData("deepseek_v3-yarn", "rope_interleave", "true")]
+    [InlineData("deepseek_v3", "routed_scaling_factor", "1.0")]
+    [InlineData("deepseek_v3", "topk_group", "2")]                 // every group eligible
+    [InlineData("deepseek_v3", "norm_topk_prob", "false")]
+    [InlineData("deepseek_v3-yarn", "norm_topk_prob", "true")]
+    [InlineData("deepseek_v3-yarn", "n_group", "2")]
+    [InlineData("deepseek_v3", "rms_norm_eps", "0.01")]            // not the latents' norms (fixed 1e-6)
+    [InlineData("deepseek_v3-yarn", "rope_scaling", "{\"type\": \"yarn\", \"factor\": 4.0, \"mscale\": 1.0, \"mscale_all_dim\": 0, \"original_max_position_embeddings\": 64}")]
+    [InlineData("deepseek_v3-yarn", "rope_scaling", "null")]
     public void Fixtures_see_each_config_detail(string family, string key, string value)
     {
         // Guards against fixtures too small or too tame to tell: the same weights with one config.json value changed
