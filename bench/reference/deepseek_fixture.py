@@ -1,5 +1,8 @@
-"""Writes tests/data/hf_models/{deepseek_v3, deepseek_v3-yarn}: two tiny random DeepSeek-V3 models (DeepseekV3ForCausalLM)
-with their reference forward in the layout of hf_models_fixture.py (config.json, model.safetensors, reference.npz with the
+"""Writes tests/data/hf_models/{deepseek_v3, deepseek_v3-fp8, deepseek_v3-yarn}: two tiny random DeepSeek-V3 models
+(DeepseekV3ForCausalLM), the first also in FP8 as the hub stores DeepSeek-V3 (deepseek_v3-fp8: its linear weights
+float8_e4m3fn bytes with block-wise float32 weight_scale_inv, quantization_config fp8 with 8x8 blocks; the float folder
+holds their dequantisation fp8 · scale, exact in float32, so both folders are one model and share one reference), with
+their reference forward in the layout of hf_models_fixture.py (config.json, model.safetensors, reference.npz with the
 same keys) for HfTransformersParityTests, plus "hook:<name>" arrays of the unpadded forward for DeepseekV3Tests.
 
 As olmo_fixture.py and gpt_oss_fixture.py, this is NOT transformers' own code (its tree is too large to bring onto this
@@ -40,6 +43,9 @@ BASE = dict(architectures=["DeepseekV3ForCausalLM"], model_type="deepseek_v3", v
             rms_norm_eps=1e-6, rope_theta=10000.0, rope_interleave=True, attention_bias=False, attention_dropout=0.0,
             tie_word_embeddings=False, torch_dtype="float32", num_nextn_predict_layers=1, topk_method="noaux_tc",
             scoring_func="sigmoid", moe_layer_freq=1, ep_size=1, bos_token_id=0, eos_token_id=1, use_cache=True)
+# DeepSeek-V3's quantization_config, with 8x8 blocks (the hub's are 128x128) so these small matrices span several,
+# partial ones at the edges included.
+FP8 = {"activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8", "weight_block_size": [8, 8]}
 FAMILIES = {
     "deepseek_v3": BASE,
     "deepseek_v3-yarn": dict(BASE, q_lora_rank=None, rope_interleave=False, n_group=4, topk_group=2, num_experts_per_tok=3,
@@ -87,6 +93,72 @@ def params(c, g):
                 p[L + n + ".weight"] = 1 + r(d)
             p[L + "eh_proj.weight"] = r(d, 2 * d)
     return p
+
+
+# --- FP8 (float8_e4m3fn) with block-wise weight_scale_inv, as DeepSeek-V3's hub checkpoints store their linear layers ---
+def e4m3fn_values():
+    """The 256 float8_e4m3fn values by bit pattern (sign, 4 exponent bits with bias 7, 3 mantissa bits; exponent 0 is
+    subnormal, 0x7f/0xff NaN, no infinities), written out here from the format's definition."""
+    v = []
+    for b in range(256):
+        sign = -1.0 if b & 0x80 else 1.0
+        e, m = (b >> 3) & 0xF, b & 7
+        if e == 15 and m == 7:
+            v.append(float("nan"))
+        elif e == 0:
+            v.append(sign * m / 8 * 2.0 ** -6)
+        else:
+            v.append(sign * (1 + m / 8) * 2.0 ** (e - 7))
+    return torch.tensor(v, dtype=torch.float32)
+
+
+def fp8_quantise(c, p, g, block):
+    """Makes every linear weight of the layers (attention projections, dense and expert MLPs; not the router) the
+    dequantisation of random e4m3 bytes times a [ceil(out/b0), ceil(in/b1)] grid of weight_scale_inv: W = fp8 · scale,
+    as DeepSeek's weight_dequant. Returns the packed form {key: uint8 bytes, key_scale_inv: float32}."""
+    lut, packed = e4m3fn_values(), {}
+    for k in sorted(p):
+        if not (k.startswith("model.layers.") and k.endswith("proj.weight") or k.endswith("proj_with_mqa.weight")):
+            continue
+        if int(k.split(".")[2]) >= c["num_hidden_layers"]:
+            continue
+        out, inp = p[k].shape
+        sign = torch.randint(0, 2, (out, inp), generator=g) << 7
+        exp = torch.randint(4, 9, (out, inp), generator=g) << 3
+        man = torch.randint(0, 8, (out, inp), generator=g)
+        code = (sign | exp | man).to(torch.uint8)
+        scale = 0.04 + 0.08 * torch.rand(-(-out // block[0]), -(-inp // block[1]), generator=g)
+        full = scale.repeat_interleave(block[0], 0)[:out].repeat_interleave(block[1], 1)[:, :inp]
+        p[k] = lut[code.long()] * full
+        packed[k] = code
+        packed[k + "_scale_inv"] = scale
+    return packed
+
+
+def save_fp8_folder(folder, config, p, packed, arrays):
+    """Writes config.json, reference.npz and model.safetensors with the packed weights stored as F8_E4M3 (torch 1.13 has
+    no float8 dtype, so the file is written here by hand in the safetensors layout)."""
+    import json
+    import struct
+    from olmo_fixture import write_folder
+    write_folder(folder, config, {}, arrays, lambda *a, **k: None)
+    tensors = dict(p)
+    tensors.update(packed)
+    header, blobs, offset = {"__metadata__": {"format": "pt"}}, [], 0
+    names = {torch.float32: "F32", torch.uint8: "F8_E4M3"}
+    for name in sorted(tensors):
+        t = tensors[name].contiguous()
+        data = t.numpy().tobytes()
+        header[name] = {"dtype": names[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    h = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    h += b" " * (-len(h) % 8)
+    with open(os.path.join(folder, "model.safetensors"), "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        for b in blobs:
+            f.write(b)
 
 
 def rms(x, w, eps):   # DeepseekV3RMSNorm
@@ -257,6 +329,7 @@ def main():
     torch.set_num_threads(1)
     for j, (name, c) in enumerate(FAMILIES.items()):
         p = params(c, torch.Generator().manual_seed(4000 + j))
+        packed = fp8_quantise(c, p, torch.Generator().manual_seed(5000), FP8["weight_block_size"]) if name == "deepseek_v3" else None
         tokens = torch.randint(0, c["vocab_size"], (2, SEQ), generator=torch.Generator().manual_seed(110 + j))
         hooks, first = {}, [True]
 
@@ -268,6 +341,9 @@ def main():
         for k, v in hooks.items():
             arrays[f"hook:blocks.1.{k}"] = v.detach().numpy()
         write_folder(os.path.join(a.out, "hf_models", name), c, p, arrays, save_file)
+        if packed is not None:   # the same model as the hub stores DeepSeek-V3: FP8 linear weights with block scales
+            fp8_p = {k: v for k, v in p.items() if k not in packed}
+            save_fp8_folder(os.path.join(a.out, "hf_models", name + "-fp8"), dict(c, quantization_config=FP8), fp8_p, packed, arrays)
         logits, gen_logits = torch.from_numpy(arrays["logits"]), torch.from_numpy(arrays["gen_logits"])
         top2 = gen_logits.topk(2, dim=-1).values
         print(f"{name}: logits |max| {logits.abs().max().item():.3f}, smallest generate top-2 gap "

@@ -36,6 +36,23 @@ internal sealed partial record DecoderSettings
     /// <summary>Width of each routed expert.</summary>
     public int ExpertIntermediate => MoeIntermediate > 0 ? MoeIntermediate : Intermediate;
 
+    /// <summary>The block size (<c>weight_block_size</c>, rows × columns) of a DeepSeek-V3 FP8 checkpoint (quantization_config
+    /// quant_method <c>fp8</c>, fmt <c>e4m3</c>), null without a quantization_config; any other quantisation is refused.</summary>
+    internal static (int Rows, int Cols)? DeepseekFp8Blocks(JsonConfig c)
+    {
+        if (c.Root["quantization_config"] is not { } node || node.GetValueKind() == JsonValueKind.Null) return null;
+        var q = node as JsonObject ?? throw new SaeSharpException($"{c.Path}: quantization_config must be an object");
+        string method = q["quant_method"]?.ToString() ?? "?", fmt = q["fmt"]?.ToString() ?? "e4m3";
+        if (method != "fp8" || fmt != "e4m3")
+            throw new SaeSharpException($"{c.Path}: quantization_config quant_method '{method}' (fmt '{fmt}') is not supported " +
+                                        "(deepseek_v3 reads float weights, or fp8 e4m3 with block-wise weight_scale_inv as the hub stores DeepSeek-V3)");
+        int[] block = q["weight_block_size"] is JsonArray a && a.Count == 2 && a.All(x => x is JsonValue v && v.TryGetValue<int>(out int n) && n > 0)
+            ? [.. a.Select(x => x!.GetValue<int>())]
+            : q["weight_block_size"] is null ? [128, 128]
+            : throw new SaeSharpException($"{c.Path}: quantization_config weight_block_size must be two positive integers, got {q["weight_block_size"]!.ToJsonString()}");
+        return (block[0], block[1]);
+    }
+
     /// <summary>Reads a <c>deepseek_v3</c> config.json (DeepSeek-V3/R1, Kimi-K2, Moonlight) with <c>DeepseekV3Config</c>'s
     /// defaults, checking the sizes against <paramref name="weights"/>.</summary>
     private static DecoderSettings DeepseekV3(JsonConfig c, Checkpoint? weights)
@@ -74,9 +91,7 @@ internal sealed partial record DecoderSettings
             throw new SaeSharpException($"{c.Path}: n_routed_experts={experts} must split into n_group={nGroup} groups of at least 2 experts");
         if (topkGroup > nGroup) throw new SaeSharpException($"{c.Path}: topk_group={topkGroup} must not exceed n_group={nGroup}");
         if (perToken > experts) throw new SaeSharpException($"{c.Path}: num_experts_per_tok={perToken} must not exceed n_routed_experts={experts}");
-        if (c.Root["quantization_config"] is JsonObject q)
-            throw new SaeSharpException($"{c.Path}: quantization_config (quant_method '{q["quant_method"]?.ToString() ?? "?"}') is not supported: " +
-                                        "FP8 DeepSeek-V3 checkpoints (weight_scale_inv) must be dequantised to bf16 first (DeepSeek's fp8_cast_bf16.py, or the hub's -bf16 copies)");
+        _ = DeepseekFp8Blocks(c);   // refuses any other quantisation before the weights are read
         string act = c.String("hidden_act") ?? "silu";
         bool bias = c.Bool("attention_bias", false);
         int qkHead = nope + rope;
@@ -239,7 +254,7 @@ internal sealed class GroupLimitedRouter : nn.Module
     public static (Tensor Chosen, Tensor Weights) Route(Tensor scores, Tensor bias, GroupRouting g, int topK, bool normTopK)
     {
         long n = scores.shape[0], e = scores.shape[1];
-        var choice = scores + bias.to(scores.device).unsqueeze(0);
+        var choice = scores.add(bias.to(scores.device).unsqueeze(0), TorchScalars.One);
         var groupScores = choice.view(n, g.NGroup, e / g.NGroup).topk(2, -1).values.sum(-1);
         var groupIdx = groupScores.topk(g.TopkGroup, -1).indexes;
         var groupMask = zeros_like(groupScores).scatter_(1, groupIdx, ones(groupIdx.shape, dtype: groupScores.dtype, device: groupScores.device));
@@ -247,8 +262,61 @@ internal sealed class GroupLimitedRouter : nn.Module
         choice = choice.masked_fill(scoreMask.eq(TorchScalars.Of(0)), TorchScalars.Of(0.0));
         var chosen = choice.topk(topK, -1).indexes;
         var weights = scores.gather(1, chosen);
-        if (normTopK) weights = weights / weights.sum(-1, keepdim: true).add(TorchScalars.Of(1e-20));
+        if (normTopK) weights = weights / weights.sum(-1, keepdim: true).add(TorchScalars.Of(1e-20), TorchScalars.One);
         using var scale = g.RoutedScalingFactor.ToScalar();
         return (chosen, weights * scale);
+    }
+}
+
+/// <summary>
+/// DeepSeek-V3's FP8 checkpoints (quantization_config fp8): each quantised weight [out, in] is float8_e4m3fn bytes with a
+/// float32 <c>weight_scale_inv</c> [⌈out/rows⌉, ⌈in/cols⌉], one scale per block; the weight is fp8 · scale (DeepSeek's
+/// <c>weight_dequant</c>, transformers' FP8 <c>dequantize</c>), computed in float32 (exact: an e4m3 value times a float32
+/// is one rounding) and cast to the run's dtype. Activations are not quantised (transformers' FP8Linear does on GPUs).
+/// </summary>
+internal static class Fp8BlockQuant
+{
+    /// <summary>The 256 float8_e4m3fn values by bit pattern: sign, 4 exponent bits (bias 7), 3 mantissa bits; exponent 0
+    /// subnormal; 0x7f and 0xff NaN; no infinities.</summary>
+    internal static readonly float[] E4m3fn = [.. Enumerable.Range(0, 256).Select(b =>
+    {
+        float sign = (b & 0x80) != 0 ? -1f : 1f;
+        int e = (b >> 3) & 0xF, m = b & 7;
+        return e == 15 && m == 7 ? float.NaN : e == 0 ? sign * m / 8f * MathF.Pow(2, -6) : sign * (1 + m / 8f) * MathF.Pow(2, e - 7);
+    })];
+
+    /// <summary>Makes every <c>X.weight</c> with an <c>X.weight_scale_inv</c> read as its dequantisation; mismatched shapes
+    /// are errors naming both tensors.</summary>
+    public static void DequantizeOnRead(Checkpoint ckpt, int blockRows, int blockCols)
+    {
+        foreach (var scaleKey in ckpt.Keys.Where(k => k.EndsWith(".weight_scale_inv", StringComparison.Ordinal)).ToList())
+        {
+            string key = scaleKey[..^"_scale_inv".Length];
+            if (!ckpt.Contains(key)) throw new SaeSharpException($"{ckpt.Folder}: block scale '{scaleKey}' has no weight '{key}'");
+            var (file, shape) = ckpt.Info(key);
+            var (_, scales) = ckpt.Info(scaleKey);
+            if (shape.Length != 2 || scales.Length != 2 || scales[0] != (shape[0] + blockRows - 1) / blockRows || scales[1] != (shape[1] + blockCols - 1) / blockCols)
+                throw new SaeSharpException($"{file}: FP8 weight '{key}' [{string.Join(", ", shape)}] needs a '{scaleKey}' of one scale per " +
+                                            $"{blockRows}x{blockCols} block, [{(shape.Length == 2 ? $"{(shape[0] + blockRows - 1) / blockRows}, {(shape[1] + blockCols - 1) / blockCols}" : "?")}]; " +
+                                            $"it is [{string.Join(", ", scales)}]");
+            Func<ScalarType, Tensor> readBytes = ckpt.Reader(key), readScales = ckpt.Reader(scaleKey);
+            ckpt.Derive(key, file, shape, [key, scaleKey], dtype =>
+            {
+                using var scope = NewDisposeScope();
+                using var bytes = readBytes(ScalarType.Byte);
+                using var scale = readScales(ScalarType.Float32);
+                return Dequantize(bytes, scale, blockRows, blockCols, dtype).MoveToOuterDisposeScope();
+            });
+        }
+    }
+
+    /// <summary>bytes uint8 [out, in] (e4m3 bit patterns), scale float32 [⌈out/rows⌉, ⌈in/cols⌉] → [out, in] in <paramref name="dtype"/>.</summary>
+    public static Tensor Dequantize(Tensor bytes, Tensor scale, int blockRows, int blockCols, ScalarType dtype)
+    {
+        using var scope = NewDisposeScope();
+        long rows = bytes.shape[0], cols = bytes.shape[1];
+        var values = tensor(E4m3fn, device: bytes.device).index_select(0, bytes.to(ScalarType.Int64).reshape(-1)).view(rows, cols);
+        var full = scale.repeat_interleave(blockRows, 0).narrow(0, 0, rows).repeat_interleave(blockCols, 1).narrow(1, 0, cols);
+        return (values * full).to(dtype).MoveToOuterDisposeScope();
     }
 }

@@ -41,7 +41,11 @@ public static class ModelLoader
             if (type == "gpt_oss") Mxfp4.DequantizeOnRead(ckpt);
             // DeepSeek-V3's multi-token-prediction layers (num_nextn_predict_layers, stored as model.layers.{n..}) are not
             // part of the causal LM: transformers ignores them, and so does this.
-            if (type == "deepseek_v3") ckpt.Rename(MtpLayerDropper(cfg.Int("num_hidden_layers", 61)));
+            if (type == "deepseek_v3")
+            {
+                ckpt.Rename(MtpLayerDropper(cfg.Int("num_hidden_layers", 61)));
+                if (DecoderSettings.DeepseekFp8Blocks(cfg) is { } block) Fp8BlockQuant.DequantizeOnRead(ckpt, block.Rows, block.Cols);
+            }
             string prefix;
             string[] ignorableSuffixes;
             switch (type)
@@ -267,10 +271,11 @@ internal sealed class Checkpoint : IDisposable
     public bool Contains(string key) => _byKey.ContainsKey(key);
 
     /// <summary>Replaces the keys <paramref name="sources"/> by <paramref name="key"/> of <paramref name="shape"/>, read by
-    /// <paramref name="read"/> (gpt-oss's MXFP4 experts, dequantised on reading).</summary>
+    /// <paramref name="read"/> (gpt-oss's MXFP4 experts, DeepSeek-V3's FP8 weights, dequantised on reading); <paramref name="key"/>
+    /// may be one of the sources (an FP8 weight keeps its name).</summary>
     public void Derive(string key, string file, long[] shape, string[] sources, Func<ScalarType, Tensor> read)
     {
-        if (_byKey.ContainsKey(key)) throw new SaeSharpException($"{file}: checkpoint has both '{key}' and its packed form '{sources[0]}'");
+        if (_byKey.ContainsKey(key) && !sources.Contains(key)) throw new SaeSharpException($"{file}: checkpoint has both '{key}' and its packed form '{sources[0]}'");
         foreach (var k in sources) _byKey.Remove(k);
         _byKey[key] = (file, shape, read);
     }

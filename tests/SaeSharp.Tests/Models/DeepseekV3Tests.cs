@@ -130,6 +130,64 @@ public class DeepseekV3Tests
     }
 
     [Fact]
+    public void E4m3fn_values_by_bit_pattern()
+    {
+        // float8_e4m3fn: 0x38 = exponent 7 (bias 7), mantissa 0 -> 1; 0x40 = 2; 0x3c = 1.5; 0xb8 = -1; 0x08 = 2^-6, the smallest
+        // normal; 0x01 = 2^-9, the smallest subnormal (1/8 · 2^-6); 0x7e = 1.75 · 2^8 = 448, the largest; 0x7f, 0xff NaN.
+        var v = Fp8BlockQuant.E4m3fn;
+        Assert.Equal((1f, 2f, 1.5f, -1f, 0.015625f, 0.001953125f, 448f, -448f, 0f), (v[0x38], v[0x40], v[0x3c], v[0xb8], v[0x08], v[0x01], v[0x7e], v[0xfe], v[0x00]));
+        Assert.True(float.IsNaN(v[0x7f]) && float.IsNaN(v[0xff]));
+        Assert.Equal(254, v.Count(x => !float.IsNaN(x)));
+    }
+
+    [Fact]
+    public void Fp8_checkpoint_loads_as_its_dequantised_float_copy()
+    {
+        // deepseek_v3-fp8 stores the linear weights as e4m3 bytes with 8x8 block scales (partial blocks at the edges);
+        // deepseek_v3 holds the fixture's fp8 · scale in float32. Every weight must load identical.
+        using var scope = NewDisposeScope();
+        using var fp8 = ModelLoader.FromPretrained(Folder("deepseek_v3-fp8"));
+        using var f32 = ModelLoader.FromPretrained(Folder("deepseek_v3"));
+        var expected = f32.named_parameters().ToDictionary(p => p.name, p => p.parameter);
+        int n = 0;
+        foreach (var (name, p) in fp8.named_parameters())
+        {
+            Assert.True(expected[name].eq(p).all().item<bool>(), $"{name} differs from the float copy");
+            n++;
+        }
+        Assert.Equal(expected.Count, n);
+        // bf16: the float32 product rounded once.
+        using var bf16 = ModelLoader.FromPretrained(Folder("deepseek_v3-fp8"), ScalarType.BFloat16);
+        var w = bf16.named_parameters().Single(p => p.name.EndsWith("layers.1.self_attn.kv_b_proj.weight", StringComparison.Ordinal)).parameter;
+        Assert.True(w.to(ScalarType.Float32).eq(expected[expected.Keys.Single(k => k.EndsWith("layers.1.self_attn.kv_b_proj.weight", StringComparison.Ordinal))].to(ScalarType.BFloat16).to(ScalarType.Float32)).all().item<bool>());
+    }
+
+    [Fact]
+    public void Fp8_checkpoint_with_wrong_blocks_or_without_quantization_config_is_refused()
+    {
+        string dir = TestPaths.TempDir();
+        try
+        {
+            foreach (var f in Directory.GetFiles(Folder("deepseek_v3-fp8"))) File.Copy(f, Path.Combine(dir, Path.GetFileName(f)));
+            var config = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "config.json")))!.AsObject();
+            config["quantization_config"]!["weight_block_size"] = new JsonArray(16, 16);
+            File.WriteAllText(Path.Combine(dir, "config.json"), config.ToJsonString());
+            var e = Assert.Throws<SaeSharpException>(() => ModelLoader.FromPretrained(dir));
+            Assert.Contains("needs a", e.Message);
+            Assert.Contains("weight_scale_inv' of one scale per 16x16 block", e.Message);
+            // Without the quantization_config the scales are not applied: the float8 bytes are refused, not read as numbers.
+            config.Remove("quantization_config");
+            File.WriteAllText(Path.Combine(dir, "config.json"), config.ToJsonString());
+            e = Assert.Throws<SaeSharpException>(() => ModelLoader.FromPretrained(dir));
+            Assert.Contains("is F8_E4M3 (float8), which is read only where a block scale", e.Message);
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
+    [Fact]
     public void Mtp_layer_weights_are_ignored()
     {
         // The fixture's checkpoint holds an MTP layer (model.layers.3.*, num_nextn_predict_layers 1) past num_hidden_layers 3.
@@ -158,7 +216,9 @@ public class DeepseekV3Tests
     [InlineData("num_key_value_heads", "2", "num_key_value_heads=2 differs from num_attention_heads=4")]
     [InlineData("moe_layer_freq", "2", "moe_layer_freq=2 is not supported")]
     [InlineData("qk_rope_head_dim", "7", "qk_rope_head_dim=7 must be even")]
-    [InlineData("quantization_config", "{\"quant_method\": \"fp8\", \"weight_block_size\": [128, 128]}", "quant_method 'fp8'")]
+    [InlineData("quantization_config", "{\"quant_method\": \"bitsandbytes\"}", "quant_method 'bitsandbytes' (fmt 'e4m3') is not supported")]
+    [InlineData("quantization_config", "{\"quant_method\": \"fp8\", \"fmt\": \"e5m2\"}", "(fmt 'e5m2') is not supported")]
+    [InlineData("quantization_config", "{\"quant_method\": \"fp8\", \"weight_block_size\": [128]}", "weight_block_size must be two positive integers")]
     [InlineData("rope_scaling", "{\"type\": \"dynamic\", \"factor\": 2.0}", "rope_scaling type 'dynamic' is not supported")]
     public void Unsupported_configs_are_refused_by_name(string key, string json, string message)
     {

@@ -15,7 +15,7 @@ namespace SaeSharp.Tests.Models;
 /// bench/reference/hf_models_fixture.py with transformers 4.47 (main 66ab300a; Gemma 1, Mistral, Mixtral and Qwen2-MoE too) and, for
 /// Qwen3, Qwen3-MoE and Gemma 3, 4.51 (main d1b92369).
 /// The OLMo, gpt-oss and DeepSeek-V3 folders (olmo, olmo-clip, olmo2, olmo3, olmoe, olmoe-clip, gpt_oss, gpt_oss-mxfp4,
-/// deepseek_v3, deepseek_v3-yarn) are the exception: their reference comes from bench/reference/olmo_fixture.py,
+/// deepseek_v3, deepseek_v3-fp8, deepseek_v3-yarn) are the exception: their reference comes from bench/reference/olmo_fixture.py,
 /// gpt_oss_fixture.py and deepseek_fixture.py, plain-PyTorch transcriptions of transformers' modeling_olmo.py,
 /// modeling_olmo2.py, modeling_olmo3.py, modeling_olmoe.py, modeling_gpt_oss.py (with YaRN rope and, for gpt_oss-mxfp4,
 /// mxfp4.py's dequantisation) and modeling_deepseek_v3.py
@@ -32,7 +32,7 @@ public class HfTransformersParityTests(ITestOutputHelper output)
 
     /// <summary>The folders written by the PyTorch transcriptions bench/reference/olmo_fixture.py and gpt_oss_fixture.py
     /// (see the class summary).</summary>
-    private static readonly string[] OlmoFamilies = ["olmo2", "olmoe", "olmoe-clip", "olmo", "olmo-clip", "olmo3", "gpt_oss", "gpt_oss-mxfp4", "deepseek_v3", "deepseek_v3-yarn"];
+    private static readonly string[] OlmoFamilies = ["olmo2", "olmoe", "olmoe-clip", "olmo", "olmo-clip", "olmo3", "gpt_oss", "gpt_oss-mxfp4", "deepseek_v3", "deepseek_v3-fp8", "deepseek_v3-yarn"];
 
     /// <summary>The folders with a config_transformers5.json (all but <see cref="OlmoFamilies"/>).</summary>
     public static TheoryData<string> Transformers5Families => [.. ((IEnumerable<string>)Families).Where(f => !OlmoFamilies.Contains(f))];
@@ -602,7 +602,7 @@ public class HfTransformersParityTests(ITestOutputHelper output)
             "olmo-clip" => "olmo-clip (olmo): n_layers=2 d_model=32 n_heads=4 d_head=8 d_mlp=64 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=silu gated_mlp clip_qkv=0.4 rotary_dim=8 rotary_base=10000 rope_type=default dtype=Float32",
             "olmo3" => "olmo3 (olmo3): n_layers=2 d_model=32 n_heads=4 d_head=8 d_mlp=64 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=silu gated_mlp norm=RMS sliding_window=5 sliding_layers=0 rotary_dim=8 rotary_base=500000 rope_type=default dtype=Float32",
             "gpt_oss" or "gpt_oss-mxfp4" => $"{family} (gpt_oss): n_layers=4 d_model=32 n_heads=4 d_head=16 d_mlp=32 n_key_value_heads=2 d_vocab=128 n_ctx=131072 act=silu gated_mlp norm=RMS num_experts=4 experts_per_token=2 sliding_window=4 sliding_layers=0,2 attn_sinks rotary_dim=16 rotary_base=150000 rope_type=yarn(factor=32 original_max_position_embeddings=4096 beta_fast=32 beta_slow=1 truncate=false attention_factor=1.34657) dtype=Float32",
-            "deepseek_v3" => "deepseek_v3 (deepseek_v3): n_layers=3 d_model=32 n_heads=4 d_head=12 d_mlp=48 d_vocab=128 n_ctx=256 act=silu gated_mlp norm=RMS num_experts=8 experts_per_token=2 norm_topk_prob shared_expert_d_mlp=16 moe_d_mlp=16 first_k_dense_replace=1 n_group=2 topk_group=1 routed_scaling_factor=2.5 sigmoid_routing mla(q_lora_rank=20 kv_lora_rank=12 qk_head_dim=16 qk_rope_head_dim=8 v_head_dim=12 rope_interleave) rotary_dim=8 rotary_base=10000 rope_type=default dtype=Float32",
+            "deepseek_v3" or "deepseek_v3-fp8" => $"{family} (deepseek_v3): n_layers=3 d_model=32 n_heads=4 d_head=12 d_mlp=48 d_vocab=128 n_ctx=256 act=silu gated_mlp norm=RMS num_experts=8 experts_per_token=2 norm_topk_prob shared_expert_d_mlp=16 moe_d_mlp=16 first_k_dense_replace=1 n_group=2 topk_group=1 routed_scaling_factor=2.5 sigmoid_routing mla(q_lora_rank=20 kv_lora_rank=12 qk_head_dim=16 qk_rope_head_dim=8 v_head_dim=12 rope_interleave) rotary_dim=8 rotary_base=10000 rope_type=default dtype=Float32",
             "deepseek_v3-yarn" => "deepseek_v3-yarn (deepseek_v3): n_layers=3 d_model=32 n_heads=4 d_head=12 d_mlp=48 d_vocab=128 n_ctx=256 act=silu gated_mlp norm=RMS num_experts=8 experts_per_token=3 shared_expert_d_mlp=32 moe_d_mlp=16 first_k_dense_replace=1 n_group=4 topk_group=2 routed_scaling_factor=2.5 sigmoid_routing mla(q_lora_rank=null kv_lora_rank=12 qk_head_dim=16 qk_rope_head_dim=8 v_head_dim=12) rotary_dim=8 rotary_base=1000 rope_type=yarn(factor=4 original_max_position_embeddings=64 beta_fast=32 beta_slow=1 truncate=true attention_factor=1.02496) dtype=Float32",
             _ => throw new ArgumentException(family),
         };
