@@ -90,6 +90,8 @@ internal sealed class BlockHookNames
     /// <summary>Qwen2-MoE's shared expert: its hooks as an expert's, and the sigmoid of its gate.</summary>
     public readonly (string Gate, string Pre, string Post) SharedExpert;
     public readonly string SharedExpertGate;
+    /// <summary>DeepSeek-V3's latent attention: the normalised q and kv latents (SaeSharp's names).</summary>
+    public readonly string QLatent, KvLatent;
 
     public BlockHookNames(int i, int numExperts = 0)
     {
@@ -117,6 +119,8 @@ internal sealed class BlockHookNames
             .Select(e => (b + $"mlp.experts.{e}.hook_gate", b + $"mlp.experts.{e}.hook_pre", b + $"mlp.experts.{e}.hook_post")).ToArray();
         SharedExpert = (b + "mlp.shared_expert.hook_gate", b + "mlp.shared_expert.hook_pre", b + "mlp.shared_expert.hook_post");
         SharedExpertGate = b + "mlp.hook_shared_expert_gate";
+        QLatent = b + "attn.hook_q_latent";
+        KvLatent = b + "attn.hook_kv_latent";
     }
 }
 
@@ -176,12 +180,18 @@ public sealed class HookPoints
 
     /// <summary>Experts of each mixture-of-experts MLP (Mixtral, Qwen-MoE), 0 for a dense MLP.</summary>
     public int NumExperts { get; }
-    /// <summary>The mixture of experts has a shared expert (Qwen2-MoE).</summary>
+    /// <summary>The mixture of experts has a shared expert (Qwen2-MoE; DeepSeek-V3's <c>shared_experts</c>).</summary>
     public bool SharedExpert { get; }
+    /// <summary>The shared expert's output is scaled by a sigmoid gate (<c>mlp.hook_shared_expert_gate</c>: Qwen2-MoE; not DeepSeek-V3).</summary>
+    public bool SharedExpertGate { get; }
+    /// <summary>Blocks before this one have a dense MLP, the rest a mixture of experts (DeepSeek-V3 <c>first_k_dense_replace</c>); 0 otherwise.</summary>
+    public int FirstMoeLayer { get; }
 
     internal HookPoints(int nLayers, bool hasPosEmbed, bool parallelAttnMlp, bool rotary, HfModuleNames hf, bool gatedMlp = false,
-        int numExperts = 0, bool sharedExpert = false)
+        int numExperts = 0, bool sharedExpert = false, int firstMoeLayer = 0, bool sharedExpertGate = true, bool qLatent = false, bool kvLatent = false)
     {
+        FirstMoeLayer = numExperts > 0 ? firstMoeLayer : 0;
+        SharedExpertGate = sharedExpertGate;
         GatedMlp = gatedMlp;
         NumExperts = numExperts;
         SharedExpert = sharedExpert;
@@ -190,7 +200,7 @@ public sealed class HookPoints
         ParallelAttnMlp = parallelAttnMlp;
         Rotary = rotary;
         Hf = hf;
-        Blocks = Enumerable.Range(0, nLayers).Select(i => new BlockHookNames(i, numExperts)).ToArray();
+        Blocks = Enumerable.Range(0, nLayers).Select(i => new BlockHookNames(i, i >= FirstMoeLayer ? numExperts : 0)).ToArray();
         var names = new List<string>();
         _layer = new Dictionary<string, int>(StringComparer.Ordinal);
         void Add(string n, int layer) { names.Add(n); _layer[n] = layer; }
@@ -201,6 +211,8 @@ public sealed class HookPoints
             var b = Blocks[i];
             Add(b.ResidPre, i);
             Add(b.Ln1, i);
+            if (qLatent) Add(b.QLatent, i);
+            if (kvLatent) Add(b.KvLatent, i);
             Add(b.Q, i); Add(b.K, i); Add(b.V, i);
             if (rotary) { Add(b.RotQ, i); Add(b.RotK, i); }
             Add(b.Pattern, i);
@@ -208,7 +220,7 @@ public sealed class HookPoints
             Add(b.AttnOut, i);
             if (!parallelAttnMlp) Add(b.ResidMid, i);
             Add(b.Ln2, i);
-            if (numExperts > 0)
+            if (b.Experts.Length > 0)
             {
                 Add(b.ExpertWeights, i);
                 Add(b.ExpertIndices, i);
@@ -221,7 +233,7 @@ public sealed class HookPoints
                 if (sharedExpert)
                 {
                     Add(b.SharedExpert.Gate, i); Add(b.SharedExpert.Pre, i); Add(b.SharedExpert.Post, i);
-                    Add(b.SharedExpertGate, i);
+                    if (sharedExpertGate) Add(b.SharedExpertGate, i);
                 }
             }
             else
@@ -297,11 +309,12 @@ public sealed class HookPoints
         if (_set.Contains(name)) return name;
         var r = TryResolveAlias(name, kind, out string? why);
         if (r is not null) return r;
-        if (NumExperts > 0 && DenseMlpHook.Match(name) is { Success: true } dense)
+        if (NumExperts > 0 && DenseMlpHook.Match(name) is { Success: true } dense
+            && int.TryParse(dense.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture, out int denseLayer) && denseLayer >= FirstMoeLayer)
             throw new SaeSharpException($"hook '{name}': the MLP of this model is a mixture of {NumExperts} experts with no single mlp.{dense.Groups[2].Value}; " +
                 $"its hooks are blocks.{dense.Groups[1].Value}.mlp.hook_expert_weights, mlp.hook_expert_indices and " +
                 $"mlp.experts.{{0..{NumExperts - 1}}}.hook_gate/hook_pre/hook_post (each expert's), " +
-                (SharedExpert ? "mlp.shared_expert.hook_gate/hook_pre/hook_post, mlp.hook_shared_expert_gate, " : "") +
+                (SharedExpert ? "mlp.shared_expert.hook_gate/hook_pre/hook_post, " + (SharedExpertGate ? "mlp.hook_shared_expert_gate, " : "") : "") +
                 "and hook_mlp_out for the block's MLP output");
         throw new SaeSharpException(why ?? $"unknown hook '{name}'{NameSuggestion.For(name, Names)}. Valid hooks: {ValidNamesSummary()}; " +
             $"aliases: module paths such as blocks.0.mlp, {Hf.Prefix}.{Hf.Blocks}.0.{Hf.Mlp} (output, or input with kind In / ':in')");
@@ -353,7 +366,12 @@ public sealed class HookPoints
         {
             string range = NLayers == 1 ? "0" : $"{{0..{NLayers - 1}}}";
             string experts = NumExperts == 1 ? "0" : $"{{0..{NumExperts - 1}}}";
-            foreach (var n in Names.Where(n => _layer[n] == 0))
+            // Per-block names from block 0, and (DeepSeek-V3, whose first blocks are dense) the experts' from the first MoE block.
+            var perBlock = Names.Where(n => _layer[n] == 0).ToList();
+            if (FirstMoeLayer > 0 && FirstMoeLayer < NLayers)
+                perBlock.AddRange(Names.Where(n => _layer[n] == FirstMoeLayer && n.Contains(".mlp.", StringComparison.Ordinal))
+                    .Select(n => "blocks.0" + n[$"blocks.{FirstMoeLayer}".Length..]).Where(n => !perBlock.Contains(n)));
+            foreach (var n in perBlock)
             {
                 // Each expert's hooks once, as mlp.experts.{0..E-1}.hook_*.
                 if (n.StartsWith("blocks.0.mlp.experts.", StringComparison.Ordinal))
@@ -442,11 +460,15 @@ public sealed class HookPoints
             else if (sub == Hf.Ln2) m = (ln2In, b.Ln2);
             else if (sub == Hf.PostAttnNorm) m = (null, b.AttnOut);
             else if (sub == Hf.PostMlpNorm) m = (null, b.MlpOut);
+            else if (_set.Contains(b.KvLatent) && sub is "self_attn.kv_a_layernorm") m = (null, b.KvLatent);   // DeepSeek-V3's latents
+            else if (_set.Contains(b.KvLatent) && sub is "self_attn.kv_b_proj") m = (b.KvLatent, null);
+            else if (_set.Contains(b.QLatent) && sub is "self_attn.q_a_layernorm") m = (null, b.QLatent);
+            else if (_set.Contains(b.QLatent) && sub is "self_attn.q_b_proj") m = (b.QLatent, b.Q);
             else if (sub == Hf.Qkv) m = (attnIn, Hf.KProj is null ? null : b.Q);
             else if (sub == Hf.KProj) m = (attnIn, b.K);
             else if (sub == Hf.VProj) m = (attnIn, b.V);
             else if (sub == Hf.AttnProj) m = (b.Z, attnOut);
-            else if (NumExperts > 0) m = sub == "" ? m : ExpertModule(b, sub);  // no dense MLP modules
+            else if (b.Experts.Length > 0) m = sub == "" ? m : ExpertModule(b, sub);  // no dense MLP modules
             else if (sub == Hf.MlpIn) m = (mlpIn, b.MlpPre);
             else if (sub == Hf.MlpUp) m = (mlpIn, b.MlpPreLinear);
             else if (sub == Hf.Act) m = (b.MlpPre, GatedMlp ? null : b.MlpPost);
@@ -469,11 +491,11 @@ public sealed class HookPoints
             var (sg, sp, spost) = b.SharedExpert;
             (string? In, string? Out)? shared = sub switch
             {
-                "mlp.shared_expert" or "mlp.shared_expert_gate" => (b.Ln2, null),   // outputs before the sigmoid scaling: no hook
-                "mlp.shared_expert.gate_proj" => (b.Ln2, sg),
-                "mlp.shared_expert.up_proj" => (b.Ln2, sp),
-                "mlp.shared_expert.act_fn" => (sg, null),
-                "mlp.shared_expert.down_proj" => (spost, null),
+                "mlp.shared_expert" or "mlp.shared_expert_gate" or "mlp.shared_experts" => (b.Ln2, null),   // outputs before the sigmoid scaling / the sum: no hook
+                "mlp.shared_expert.gate_proj" or "mlp.shared_experts.gate_proj" => (b.Ln2, sg),
+                "mlp.shared_expert.up_proj" or "mlp.shared_experts.up_proj" => (b.Ln2, sp),
+                "mlp.shared_expert.act_fn" or "mlp.shared_experts.act_fn" => (sg, null),
+                "mlp.shared_expert.down_proj" or "mlp.shared_experts.down_proj" => (spost, null),
                 _ => null,
             };
             if (shared is not null) return shared;

@@ -167,6 +167,7 @@ public sealed class SafeTensorsFile : IDisposable
     public Tensor Read(string name, ScalarType? dtype = null)
     {
         var info = Info(name);
+        CheckFloat8(info, dtype);
         var t = ReadBytes(info, info.Begin, info.Shape);
         return Convert(t, dtype);
     }
@@ -175,6 +176,7 @@ public sealed class SafeTensorsFile : IDisposable
     public Tensor ReadRows(string name, long start, long count, ScalarType? dtype = null)
     {
         var info = Info(name);
+        CheckFloat8(info, dtype);
         if (info.Shape.Length == 0) throw new SaeSharpException($"{Path}: tensor '{name}' is a scalar; it has no rows");
         if (start < 0 || count < 0 || start + count > info.Shape[0])
             throw new SaeSharpException($"{Path}: tensor '{name}': rows [{start}, {start + count}) out of range 0..{info.Shape[0]}");
@@ -184,6 +186,17 @@ public sealed class SafeTensorsFile : IDisposable
         shape[0] = count;
         var t = ReadBytes(info, info.Begin + start * rowBytes, shape);
         return Convert(t, dtype);
+    }
+
+    /// <summary>True for the float8 dtypes (F8_E4M3, F8_E5M2), which TorchSharp has no type for: they are read only as their
+    /// raw bytes (dtype Byte), for a caller that decodes them (DeepSeek-V3's block-quantised weights).</summary>
+    internal static bool IsFloat8(string dtype) => dtype is "F8_E4M3" or "F8_E5M2";
+
+    private void CheckFloat8(SafeTensorInfo info, ScalarType? dtype)
+    {
+        if (IsFloat8(info.Dtype) && dtype != ScalarType.Byte)
+            throw new SaeSharpException($"{Path}: tensor '{info.Name}' is {info.Dtype} (float8), which is read only where a block scale " +
+                                        $"'{info.Name}_scale_inv' dequantises it (DeepSeek-V3's quantization_config fp8)");
     }
 
     private static Tensor Convert(Tensor t, ScalarType? dtype)
@@ -196,7 +209,7 @@ public sealed class SafeTensorsFile : IDisposable
 
     private Tensor ReadBytes(SafeTensorInfo info, long offset, long[] shape)
     {
-        var t = torch.empty(shape, info.ScalarType);
+        var t = torch.empty(shape, IsFloat8(info.Dtype) ? ScalarType.Byte : info.ScalarType);
         lock (_stream)
         {
             _stream.Seek(_dataStart + offset, SeekOrigin.Begin);

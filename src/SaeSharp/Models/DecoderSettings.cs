@@ -11,7 +11,7 @@ namespace SaeSharp.Models;
 /// <c>Gemma3ForConditionalGeneration</c>) read
 /// from config.json, with the defaults of each family's HF config class.
 /// </summary>
-internal sealed record DecoderSettings
+internal sealed partial record DecoderSettings
 {
     public required string ModelType { get; init; }
     public required int Hidden { get; init; }
@@ -95,6 +95,7 @@ internal sealed record DecoderSettings
     /// declared size against the tensors present before anything is allocated.</summary>
     public static DecoderSettings From(JsonConfig c, string modelType, Checkpoint? weights = null)
     {
+        if (modelType == "deepseek_v3") return DeepseekV3(c, weights);
         bool gemma3 = modelType is "gemma3_text" or "gemma3";
         bool gemma = modelType == "gemma2" || gemma3;   // Gemma 2 and 3; Gemma 1 (gemma1) is a Llama layout with Gemma's norms and scale
         bool gemma1 = modelType == "gemma", mixtral = modelType == "mixtral";

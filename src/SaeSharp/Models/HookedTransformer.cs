@@ -257,8 +257,13 @@ public abstract partial class HookedTransformer : nn.Module<Tensor, Tensor>
         var c = Config;
         if (name.EndsWith("attn.hook_pattern", StringComparison.Ordinal))
             throw new SaeSharpException($"hook '{name}' holds attention patterns [batch, head, query, key], not per-token activations");
+        if (name.Contains(".mlp.experts.", StringComparison.Ordinal)) return c.MoeDMlp ?? c.DMlp;
         if (name.EndsWith("mlp.hook_pre", StringComparison.Ordinal) || name.EndsWith("mlp.hook_post", StringComparison.Ordinal)
-            || name.EndsWith("mlp.hook_pre_linear", StringComparison.Ordinal) || name.Contains(".mlp.experts.", StringComparison.Ordinal)) return c.DMlp;
+            || name.EndsWith("mlp.hook_pre_linear", StringComparison.Ordinal)) return c.DMlp;
+        if (name.EndsWith("attn.hook_kv_latent", StringComparison.Ordinal)) return c.KvLoraRank;
+        if (name.EndsWith("attn.hook_q_latent", StringComparison.Ordinal)) return c.QLoraRank ?? 0;
+        if (c.DHeadQk is int dq && (name.EndsWith("attn.hook_q", StringComparison.Ordinal) || name.EndsWith("attn.hook_k", StringComparison.Ordinal)
+            || name.EndsWith("attn.hook_rot_q", StringComparison.Ordinal) || name.EndsWith("attn.hook_rot_k", StringComparison.Ordinal))) return c.NHeads * dq;
         if (name.Contains(".mlp.shared_expert.", StringComparison.Ordinal)) return c.SharedExpertDMlp;
         if (name.EndsWith("mlp.hook_shared_expert_gate", StringComparison.Ordinal)) return 1;
         if (name.EndsWith("mlp.hook_expert_weights", StringComparison.Ordinal)) return c.NumExperts;
@@ -271,7 +276,8 @@ public abstract partial class HookedTransformer : nn.Module<Tensor, Tensor>
     {
         if (name.EndsWith(".attn.hook_k", StringComparison.Ordinal) || name.EndsWith(".attn.hook_v", StringComparison.Ordinal)
             || name.EndsWith(".attn.hook_rot_k", StringComparison.Ordinal)) return Config.NKvHeads;
-        return name.Contains(".attn.hook_", StringComparison.Ordinal) && !name.EndsWith("attn.hook_pattern", StringComparison.Ordinal) ? Config.NHeads : null;
+        return name.Contains(".attn.hook_", StringComparison.Ordinal) && !name.EndsWith("attn.hook_pattern", StringComparison.Ordinal)
+            && !name.EndsWith("_latent", StringComparison.Ordinal) ? Config.NHeads : null;
     }
 
     /// <summary>

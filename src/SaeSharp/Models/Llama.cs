@@ -105,24 +105,32 @@ internal sealed class MoeExpert : nn.Module
 /// </summary>
 internal sealed class SparseMoeBlock : nn.Module<Tensor, ForwardContext, Tensor>
 {
-    private readonly Linear gate;
+    /// <summary>The router: a <see cref="Linear"/> (softmax routing), or DeepSeek-V3's <see cref="GroupLimitedRouter"/>.</summary>
+    private readonly nn.Module gate;
     private readonly ModuleList<MoeExpert> experts;
     private readonly MoeExpert? shared_expert;
     private readonly Linear? shared_expert_gate;
+    /// <summary>DeepSeek-V3's shared experts (<c>mlp.shared_experts</c>, n_shared_experts of them fused into one MLP), added ungated.</summary>
+    private readonly MoeExpert? shared_experts;
     private readonly Func<Tensor, Tensor> _act;
     private readonly BlockHookNames _names;
     private readonly int _topK;
     private readonly bool _normTopK;
+    private readonly GroupRouting? _groupRouting;
 
     public SparseMoeBlock(DecoderSettings s, Func<Tensor, Tensor> act, BlockHookNames names, ScalarType dtype) : base("moe")
     {
-        (_act, _names, _topK, _normTopK) = (act, names, s.ExpertsPerToken, s.NormTopKProb);
-        gate = new Linear(s.Hidden, s.NumExperts, false, dtype);
-        experts = new ModuleList<MoeExpert>(Enumerable.Range(0, s.NumExperts).Select(_ => new MoeExpert(s, s.Intermediate, dtype)).ToArray());
+        (_act, _names, _topK, _normTopK, _groupRouting) = (act, names, s.ExpertsPerToken, s.NormTopKProb, s.GroupRouting);
+        gate = _groupRouting is null ? new Linear(s.Hidden, s.NumExperts, false, dtype) : new GroupLimitedRouter(s, dtype);
+        experts = new ModuleList<MoeExpert>(Enumerable.Range(0, s.NumExperts).Select(_ => new MoeExpert(s, s.ExpertIntermediate, dtype)).ToArray());
         if (s.SharedExpertIntermediate > 0)
         {
-            shared_expert = new MoeExpert(s, s.SharedExpertIntermediate, dtype);
-            shared_expert_gate = new Linear(s.Hidden, 1, false, dtype);
+            if (_groupRouting is not null) shared_experts = new MoeExpert(s, s.SharedExpertIntermediate, dtype);
+            else
+            {
+                shared_expert = new MoeExpert(s, s.SharedExpertIntermediate, dtype);
+                shared_expert_gate = new Linear(s.Hidden, 1, false, dtype);
+            }
         }
         RegisterComponents();
     }
@@ -132,11 +140,22 @@ internal sealed class SparseMoeBlock : nn.Module<Tensor, ForwardContext, Tensor>
         var h = ctx.Hooks;
         long b = x.shape[0], s = x.shape[1], d = x.shape[2], n = b * s, nExperts = experts.Count;
         var flat = x.reshape(n, d);
-        var probs = nn.functional.softmax(gate.forward(flat), 1, ScalarType.Float32);
-        probs = h.Fire(_names.ExpertWeights, probs.view(b, s, nExperts)).reshape(n, nExperts);
-        var (weights, chosen) = probs.topk(_topK, -1);
-        if (_normTopK) weights = weights / weights.sum(-1, keepdim: true);
-        weights = weights.to(x.dtype);
+        Tensor weights, chosen;
+        if (gate is GroupLimitedRouter router)
+        {
+            // DeepSeek-V3: the hook holds the sigmoid scores; the weights stay float32 until each expert's product, as
+            // transformers 5's DeepseekV3NaiveMoe multiplies them.
+            var scores = h.Fire(_names.ExpertWeights, router.Scores(flat).view(b, s, nExperts)).reshape(n, nExperts);
+            (chosen, weights) = GroupLimitedRouter.Route(scores, router.e_score_correction_bias, _groupRouting!, _topK, _normTopK);
+        }
+        else
+        {
+            var probs = nn.functional.softmax(((Linear)gate).forward(flat), 1, ScalarType.Float32);
+            probs = h.Fire(_names.ExpertWeights, probs.view(b, s, nExperts)).reshape(n, nExperts);
+            (weights, chosen) = probs.topk(_topK, -1);
+            if (_normTopK) weights = weights / weights.sum(-1, keepdim: true);
+            weights = weights.to(x.dtype);
+        }
         chosen = h.Fire(_names.ExpertIndices, chosen.view(b, s, _topK)).reshape(n, _topK);
         if (h.Wants(_names.ExpertIndices) && chosen.numel() > 0)
         {
@@ -167,6 +186,14 @@ internal sealed class SparseMoeBlock : nn.Module<Tensor, ForwardContext, Tensor>
             var post = h.Fire(postName, _act(g) * pre);
             var scale = h.Fire(_names.SharedExpertGate, nn.functional.sigmoid(shared_expert_gate.forward(x)));
             result = result.add((scale * shared_expert.Down.forward(post)).reshape(n, d), TorchScalars.One);
+        }
+        if (shared_experts is not null)
+        {
+            var (gateName, preName, postName) = _names.SharedExpert;
+            var g = h.Fire(gateName, shared_experts.Gate.forward(x));
+            var pre = h.Fire(preName, shared_experts.Up.forward(x));
+            var post = h.Fire(postName, _act(g) * pre);
+            result = result.add(shared_experts.Down.forward(post).reshape(n, d), TorchScalars.One);
         }
         return result.view(b, s, d);
     }
@@ -200,7 +227,8 @@ internal sealed class DecoderLayer : nn.Module<Tensor, ForwardContext, Tensor>
     private readonly nn.Module<Tensor, Tensor> post_attention_layernorm;
     private readonly RmsNorm? pre_feedforward_layernorm;
     private readonly RmsNorm? post_feedforward_layernorm;
-    private readonly DecoderAttention self_attn;
+    /// <summary>A <see cref="DecoderAttention"/>, or DeepSeek-V3's <see cref="MlaAttention"/>.</summary>
+    private readonly nn.Module<Tensor, ForwardContext, Tensor> self_attn;
     /// <summary>A <see cref="GatedMlp"/>, or Qwen-MoE's <see cref="SparseMoeBlock"/>.</summary>
     private readonly nn.Module<Tensor, ForwardContext, Tensor>? mlp;
     /// <summary>Mixtral's <see cref="SparseMoeBlock"/>.</summary>
@@ -218,8 +246,9 @@ internal sealed class DecoderLayer : nn.Module<Tensor, ForwardContext, Tensor>
             pre_feedforward_layernorm = new RmsNorm(s.Hidden, s.Eps, true, dtype);
             post_feedforward_layernorm = new RmsNorm(s.Hidden, s.Eps, true, dtype);
         }
-        self_attn = new DecoderAttention(s, layer, names, dtype);
+        self_attn = s.Mla is not null ? new MlaAttention(s, layer, names, dtype) : new DecoderAttention(s, layer, names, dtype);
         if (s.ModelType == "mixtral") block_sparse_moe = new SparseMoeBlock(s, act, names, dtype);
+        else if (s.GroupRouting is not null && layer < s.FirstDenseLayers) mlp = new GatedMlp(s, act, names, dtype);   // DeepSeek-V3's first_k_dense_replace
         else if (s.GptOss) mlp = new GptOssMlp(s, names, dtype);
         else if (s.NumExperts > 0) mlp = new SparseMoeBlock(s, act, names, dtype);
         else mlp = new GatedMlp(s, act, names, dtype);
@@ -296,10 +325,15 @@ public sealed class LlamaFamilyModel : HookedTransformer
             SlidingWindow = s.SlidingWindow, RotaryBaseLocal = s.LocalRopeTheta, ClipQkv = s.ClipQkv, RopeScaling = s.RopeScaling,
             SlidingWindowLayers = [.. Enumerable.Range(0, s.NLayer).Where(i => s.SlidingLayers[i])], AttentionSinks = s.GptOss,
             NumExperts = s.NumExperts, ExpertsPerToken = s.ExpertsPerToken, NormTopKProb = s.NormTopKProb, SharedExpertDMlp = s.SharedExpertIntermediate,
+            DHeadQk = s.Mla?.QkHeadDim, QLoraRank = s.Mla?.QLoraRank, KvLoraRank = s.Mla?.KvLoraRank ?? 0, RopeInterleave = s.Mla?.RopeInterleave ?? false,
+            MoeDMlp = s.MoeIntermediate > 0 ? s.MoeIntermediate : null, FirstKDenseReplace = s.FirstDenseLayers,
+            GroupRouting = s.GroupRouting is { } g ? FormattableString.Invariant($"n_group={g.NGroup} topk_group={g.TopkGroup} routed_scaling_factor={g.RoutedScalingFactor} sigmoid_routing") : null,
         }, new HookPoints(s.NLayer, hasPosEmbed: false, parallelAttnMlp: false, rotary: true,
             s.ModelType == "gemma3" ? HfModuleNames.Gemma3Conditional : s.PostNorms ? HfModuleNames.Gemma2
-            : s.ModelType == "mixtral" ? HfModuleNames.Mixtral : s.GptOss ? HfModuleNames.GptOss : s.Olmo2 ? HfModuleNames.Olmo2 : HfModuleNames.Llama, gatedMlp: s.NumExperts == 0, s.NumExperts,
-            sharedExpert: s.SharedExpertIntermediate > 0))
+            : s.ModelType == "mixtral" ? HfModuleNames.Mixtral : s.GptOss ? HfModuleNames.GptOss : s.Olmo2 ? HfModuleNames.Olmo2 : HfModuleNames.Llama,
+            gatedMlp: s.NumExperts == 0 || s.FirstDenseLayers > 0, s.NumExperts,
+            sharedExpert: s.SharedExpertIntermediate > 0, firstMoeLayer: s.FirstDenseLayers, sharedExpertGate: s.GroupRouting is null,
+            qLatent: s.Mla?.QLoraRank is not null, kvLatent: s.Mla is not null))
     {
         _s = s;
         model = new DecoderCore(s, ActivationFunctions.Get(s.Activation, configPath), HookPoints, dtype);
@@ -326,6 +360,7 @@ public sealed class LlamaFamilyModel : HookedTransformer
         "gemma3_text" => "Gemma3ForCausalLM",
         "gemma3" => "Gemma3ForConditionalGeneration",
         "gpt_oss" => "GptOssForCausalLM",
+        "deepseek_v3" => "DeepseekV3ForCausalLM",
         _ => "LlamaForCausalLM",
     };
 

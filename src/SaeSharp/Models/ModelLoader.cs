@@ -9,7 +9,7 @@ namespace SaeSharp.Models;
 public static class ModelLoader
 {
     /// <summary>Architectures this loader builds, as config.json <c>model_type</c>.</summary>
-    public static IReadOnlyList<string> SupportedModelTypes { get; } = ["gpt2", "gpt_neox", "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "olmo", "olmo2", "olmo3", "olmoe", "gemma", "gemma2", "gemma3_text", "gemma3", "gpt_oss"];
+    public static IReadOnlyList<string> SupportedModelTypes { get; } = ["gpt2", "gpt_neox", "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "olmo", "olmo2", "olmo3", "olmoe", "gemma", "gemma2", "gemma3_text", "gemma3", "gpt_oss", "deepseek_v3"];
 
     /// <summary>
     /// Builds the model in the Hugging Face folder <paramref name="folder"/> (a local path: the CLI's hub ids and
@@ -39,6 +39,13 @@ public static class ModelLoader
         {
             if (type == "gemma3") ckpt.Rename(Gemma3LanguageModelKey);
             if (type == "gpt_oss") Mxfp4.DequantizeOnRead(ckpt);
+            // DeepSeek-V3's multi-token-prediction layers (num_nextn_predict_layers, stored as model.layers.{n..}) are not
+            // part of the causal LM: transformers ignores them, and so does this.
+            if (type == "deepseek_v3")
+            {
+                ckpt.Rename(MtpLayerDropper(cfg.Int("num_hidden_layers", 61)));
+                if (DecoderSettings.DeepseekFp8Blocks(cfg) is { } block) Fp8BlockQuant.DequantizeOnRead(ckpt, block.Rows, block.Cols);
+            }
             string prefix;
             string[] ignorableSuffixes;
             switch (type)
@@ -48,7 +55,7 @@ public static class ModelLoader
                     prefix = "transformer";
                     ignorableSuffixes = [".attn.bias", ".attn.masked_bias"];
                     break;
-                case "llama" or "mistral" or "mixtral" or "qwen2" or "qwen2_moe" or "qwen3" or "qwen3_moe" or "olmo" or "olmo2" or "olmo3" or "olmoe" or "gemma" or "gemma2" or "gemma3_text" or "gemma3" or "gpt_oss":
+                case "llama" or "mistral" or "mixtral" or "qwen2" or "qwen2_moe" or "qwen3" or "qwen3_moe" or "olmo" or "olmo2" or "olmo3" or "olmoe" or "gemma" or "gemma2" or "gemma3_text" or "gemma3" or "gpt_oss" or "deepseek_v3":
                     {
                         var s = DecoderSettings.From(cfg, type, ckpt);
                         model = new LlamaFamilyModel(s, name, cfg.Path, dtype);
@@ -181,10 +188,21 @@ public static class ModelLoader
             if (a.StartsWith("Gemma3ForConditionalGeneration", StringComparison.Ordinal)) return "gemma3";
             if (a.StartsWith("Gemma3", StringComparison.Ordinal)) return "gemma3_text";
             if (a.StartsWith("GptOssFor", StringComparison.Ordinal)) return "gpt_oss";
+            if (a.StartsWith("DeepseekV3For", StringComparison.Ordinal)) return "deepseek_v3";
         }
         throw new SaeSharpException($"{cfg.Path}: no model_type and no known architectures ({string.Join(", ", cfg.Architectures)}); supported: GPT2LMHeadModel, " +
-                                    "GPTNeoXForCausalLM, LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM, Qwen2ForCausalLM, Qwen2MoeForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM, OlmoForCausalLM, Olmo2ForCausalLM, Olmo3ForCausalLM, OlmoeForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration, GptOssForCausalLM");
+                                    "GPTNeoXForCausalLM, LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM, Qwen2ForCausalLM, Qwen2MoeForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM, OlmoForCausalLM, Olmo2ForCausalLM, Olmo3ForCausalLM, OlmoeForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration, GptOssForCausalLM, DeepseekV3ForCausalLM");
     }
+
+    /// <summary>Drops the keys of layers at or past <paramref name="nLayers"/> (DeepSeek-V3's MTP layers).</summary>
+    internal static Func<string, string?> MtpLayerDropper(int nLayers) => key =>
+    {
+        foreach (var p in new[] { "model.layers.", "layers." })
+            if (key.StartsWith(p, StringComparison.Ordinal) && key.IndexOf('.', p.Length) is int dot and > 0
+                && int.TryParse(key.AsSpan(p.Length, dot - p.Length), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int i)
+                && i >= nLayers) return null;
+        return key;
+    };
 
     /// <summary>
     /// The language model's weights of a <c>Gemma3ForConditionalGeneration</c> checkpoint under the names of
@@ -253,10 +271,11 @@ internal sealed class Checkpoint : IDisposable
     public bool Contains(string key) => _byKey.ContainsKey(key);
 
     /// <summary>Replaces the keys <paramref name="sources"/> by <paramref name="key"/> of <paramref name="shape"/>, read by
-    /// <paramref name="read"/> (gpt-oss's MXFP4 experts, dequantised on reading).</summary>
+    /// <paramref name="read"/> (gpt-oss's MXFP4 experts, DeepSeek-V3's FP8 weights, dequantised on reading); <paramref name="key"/>
+    /// may be one of the sources (an FP8 weight keeps its name).</summary>
     public void Derive(string key, string file, long[] shape, string[] sources, Func<ScalarType, Tensor> read)
     {
-        if (_byKey.ContainsKey(key)) throw new SaeSharpException($"{file}: checkpoint has both '{key}' and its packed form '{sources[0]}'");
+        if (_byKey.ContainsKey(key) && !sources.Contains(key)) throw new SaeSharpException($"{file}: checkpoint has both '{key}' and its packed form '{sources[0]}'");
         foreach (var k in sources) _byKey.Remove(k);
         _byKey[key] = (file, shape, read);
     }

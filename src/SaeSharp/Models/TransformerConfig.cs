@@ -12,7 +12,7 @@ public sealed record TransformerConfig
     /// <summary>Name of the model: config.json <c>_name_or_path</c>, else the folder name.</summary>
     public required string ModelName { get; init; }
     /// <summary>Hugging Face <c>model_type</c>: <c>gpt2</c>, <c>gpt_neox</c>, <c>llama</c>, <c>mistral</c>, <c>mixtral</c>, <c>qwen3_moe</c>, <c>qwen2_moe</c>, <c>qwen2</c>, <c>qwen3</c>, <c>olmo</c>, <c>olmo2</c>, <c>olmo3</c>, <c>olmoe</c>, <c>gemma</c>, <c>gemma2</c>,
-    /// <c>gemma3_text</c>, <c>gemma3</c> (whose text model is loaded) or <c>gpt_oss</c>.</summary>
+    /// <c>gemma3_text</c>, <c>gemma3</c> (whose text model is loaded), <c>gpt_oss</c> or <c>deepseek_v3</c>.</summary>
     public required string Architecture { get; init; }
     /// <summary>Transformer blocks (TransformerLens <c>n_layers</c>).</summary>
     public required int NLayers { get; init; }
@@ -79,6 +79,24 @@ public sealed record TransformerConfig
     public double? ClipQkv { get; init; }
     /// <summary>Dtype of the loaded weights.</summary>
     public ScalarType Dtype { get; init; } = ScalarType.Float32;
+    /// <summary>DeepSeek-V3 multi-head latent attention (TransformerLens has none): q and k heads are
+    /// <c>qk_nope_head_dim + qk_rope_head_dim</c> wide (<see cref="DHead"/> is then v's and z's <c>v_head_dim</c>), the
+    /// last <see cref="RotaryDim"/> of them rotated; null for other attention.</summary>
+    public int? DHeadQk { get; init; }
+    /// <summary>DeepSeek-V3: rank of q's low-rank projection (<c>q_lora_rank</c>, <c>attn.hook_q_latent</c>'s width); null when q is one projection.</summary>
+    public int? QLoraRank { get; init; }
+    /// <summary>DeepSeek-V3: rank of the key-value latent (<c>kv_lora_rank</c>, <c>attn.hook_kv_latent</c>'s width); 0 for other attention.</summary>
+    public int KvLoraRank { get; init; }
+    /// <summary>DeepSeek-V3 <c>rope_interleave</c>: each head's rotary dims are de-interleaved (evens, then odds) before rotation.</summary>
+    public bool RopeInterleave { get; init; }
+    /// <summary>DeepSeek-V3: width of each routed expert (<c>moe_intermediate_size</c>) when it differs from <see cref="DMlp"/>
+    /// (then the dense layers' MLP); null otherwise.</summary>
+    public int? MoeDMlp { get; init; }
+    /// <summary>DeepSeek-V3: the first this many layers have a dense MLP (<c>first_k_dense_replace</c>).</summary>
+    public int FirstKDenseReplace { get; init; }
+    /// <summary>DeepSeek-V3's group-limited routing as <c>sae model info</c> prints it (n_group, topk_group,
+    /// routed_scaling_factor); null for softmax routing.</summary>
+    public string? GroupRouting { get; init; }
 
     /// <summary>One line with the TransformerLens names and values, as <c>sae model info</c> prints it.</summary>
     public override string ToString() =>
@@ -86,7 +104,9 @@ public sealed record TransformerConfig
         (NKvHeads != NHeads ? $"n_key_value_heads={NKvHeads} " : "") +
         $"d_vocab={DVocab} n_ctx={NCtx} act={Activation}" + (GatedMlp ? " gated_mlp" : "") + (NormalizationType != "LN" ? $" norm={NormalizationType}" : "") +
         (ParallelAttnMlp ? " parallel_attn_mlp" : "") + (NumExperts > 0 ? $" num_experts={NumExperts} experts_per_token={ExpertsPerToken}" + (NormTopKProb ? " norm_topk_prob" : "")
-            + (SharedExpertDMlp > 0 ? $" shared_expert_d_mlp={SharedExpertDMlp}" : "") : "") +
+            + (SharedExpertDMlp > 0 ? $" shared_expert_d_mlp={SharedExpertDMlp}" : "")
+            + (MoeDMlp is { } md ? $" moe_d_mlp={md} first_k_dense_replace={FirstKDenseReplace}" : "") + (GroupRouting is { } gr ? " " + gr : "") : "") +
+        (DHeadQk is { } dq ? $" mla(q_lora_rank={QLoraRank?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "null"} kv_lora_rank={KvLoraRank} qk_head_dim={dq} qk_rope_head_dim={RotaryDim} v_head_dim={DHead}{(RopeInterleave ? " rope_interleave" : "")})" : "") +
         (AttnScoresSoftCap is { } ac ? $" attn_softcap={ac}" : "") + (OutputLogitsSoftCap is { } oc ? $" logit_softcap={oc}" : "") +
         (SlidingWindow is { } sw ? $" sliding_window={sw}" + SlidingLayersText() : "") + (AttentionSinks ? " attn_sinks" : "") +
         (ClipQkv is { } cq ? $" clip_qkv={Num(cq)}" : "") +

@@ -9,13 +9,14 @@ namespace SaeSharp.Tests.Cli;
 public class UnsupportedModelDownloadTests : FakeHubTestBase
 {
     [Theory]
-    [InlineData("deepseek", "model_type 'deepseek_v3' is not supported")]
+    // DeepSeek-V2-style routing on a deepseek_v3 config.
+    [InlineData("deepseek", "topk_method 'group_limited_greedy' is not supported")]
     // A supported family with a setting it refuses: dynamic NTK rope scaling.
     [InlineData("qwen3-dynamic", "rope_scaling type 'dynamic' is not supported")]
     public void A_model_it_cannot_build_is_refused_before_the_weights_are_downloaded(string which, string error)
     {
         string config = which == "deepseek"
-            ? """{"architectures": ["DeepseekV3ForCausalLM"], "model_type": "deepseek_v3", "hidden_size": 7168}"""
+            ? """{"architectures": ["DeepseekV3ForCausalLM"], "model_type": "deepseek_v3", "hidden_size": 7168, "topk_method": "group_limited_greedy"}"""
             : """
               {"model_type": "qwen3", "hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "num_hidden_layers": 2, "intermediate_size": 128,
                "vocab_size": 100, "rope_scaling": {"rope_type": "dynamic", "factor": 4.0}}

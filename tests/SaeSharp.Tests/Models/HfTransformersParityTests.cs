@@ -14,10 +14,11 @@ namespace SaeSharp.Tests.Models;
 /// fixed tokens (logits and <c>output_hidden_states</c>, unpadded and padded) and its greedy <c>generate()</c>, made by
 /// bench/reference/hf_models_fixture.py with transformers 4.47 (main 66ab300a; Gemma 1, Mistral, Mixtral and Qwen2-MoE too) and, for
 /// Qwen3, Qwen3-MoE and Gemma 3, 4.51 (main d1b92369).
-/// The OLMo and gpt-oss folders (olmo, olmo-clip, olmo2, olmo3, olmoe, olmoe-clip, gpt_oss, gpt_oss-mxfp4) are the exception: their
-/// reference comes from bench/reference/olmo_fixture.py and gpt_oss_fixture.py, plain-PyTorch transcriptions of transformers'
-/// modeling_olmo.py, modeling_olmo2.py, modeling_olmo3.py, modeling_olmoe.py and modeling_gpt_oss.py (with YaRN rope and, for
-/// gpt_oss-mxfp4, mxfp4.py's dequantisation)
+/// The OLMo, gpt-oss and DeepSeek-V3 folders (olmo, olmo-clip, olmo2, olmo3, olmoe, olmoe-clip, gpt_oss, gpt_oss-mxfp4,
+/// deepseek_v3, deepseek_v3-fp8, deepseek_v3-yarn) are the exception: their reference comes from bench/reference/olmo_fixture.py,
+/// gpt_oss_fixture.py and deepseek_fixture.py, plain-PyTorch transcriptions of transformers' modeling_olmo.py,
+/// modeling_olmo2.py, modeling_olmo3.py, modeling_olmoe.py, modeling_gpt_oss.py (with YaRN rope and, for gpt_oss-mxfp4,
+/// mxfp4.py's dequantisation) and modeling_deepseek_v3.py
 /// (transformers' tree could not be brought onto the machine), so they pin that reading of the HF code, not transformers
 /// itself; their generation reference is greedy over uncached forwards, and they have no config_transformers5.json.
 /// Each folder is loaded by <see cref="ModelLoader.FromPretrained"/>, as a user's download is.
@@ -31,7 +32,7 @@ public class HfTransformersParityTests(ITestOutputHelper output)
 
     /// <summary>The folders written by the PyTorch transcriptions bench/reference/olmo_fixture.py and gpt_oss_fixture.py
     /// (see the class summary).</summary>
-    private static readonly string[] OlmoFamilies = ["olmo2", "olmoe", "olmoe-clip", "olmo", "olmo-clip", "olmo3", "gpt_oss", "gpt_oss-mxfp4"];
+    private static readonly string[] OlmoFamilies = ["olmo2", "olmoe", "olmoe-clip", "olmo", "olmo-clip", "olmo3", "gpt_oss", "gpt_oss-mxfp4", "deepseek_v3", "deepseek_v3-fp8", "deepseek_v3-yarn"];
 
     /// <summary>The folders with a config_transformers5.json (all but <see cref="OlmoFamilies"/>).</summary>
     public static TheoryData<string> Transformers5Families => [.. ((IEnumerable<string>)Families).Where(f => !OlmoFamilies.Contains(f))];
@@ -243,6 +244,16 @@ public class HfTransformersParityTests(ITestOutputHelper output)
     [InlineData("olmo3", "sliding_window", "3")]
     [InlineData("olmo3", "layer_types", "[\"full_attention\", \"full_attention\"]")]
     [InlineData("olmo3", "rms_norm_eps", "0.01")]
+    [InlineData("deepseek_v3", "rope_interleave", "false")]
+    [InlineData("deepseek_v3-yarn", "rope_interleave", "true")]
+    [InlineData("deepseek_v3", "routed_scaling_factor", "1.0")]
+    [InlineData("deepseek_v3", "topk_group", "2")]                 // every group eligible
+    [InlineData("deepseek_v3", "norm_topk_prob", "false")]
+    [InlineData("deepseek_v3-yarn", "norm_topk_prob", "true")]
+    [InlineData("deepseek_v3-yarn", "n_group", "2")]
+    [InlineData("deepseek_v3", "rms_norm_eps", "0.01")]            // not the latents' norms (fixed 1e-6)
+    [InlineData("deepseek_v3-yarn", "rope_scaling", "{\"type\": \"yarn\", \"factor\": 4.0, \"mscale\": 1.0, \"mscale_all_dim\": 0, \"original_max_position_embeddings\": 64}")]
+    [InlineData("deepseek_v3-yarn", "rope_scaling", "null")]
     public void Fixtures_see_each_config_detail(string family, string key, string value)
     {
         // Guards against fixtures too small or too tame to tell: the same weights with one config.json value changed
@@ -591,6 +602,8 @@ public class HfTransformersParityTests(ITestOutputHelper output)
             "olmo-clip" => "olmo-clip (olmo): n_layers=2 d_model=32 n_heads=4 d_head=8 d_mlp=64 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=silu gated_mlp clip_qkv=0.4 rotary_dim=8 rotary_base=10000 rope_type=default dtype=Float32",
             "olmo3" => "olmo3 (olmo3): n_layers=2 d_model=32 n_heads=4 d_head=8 d_mlp=64 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=silu gated_mlp norm=RMS sliding_window=5 sliding_layers=0 rotary_dim=8 rotary_base=500000 rope_type=default dtype=Float32",
             "gpt_oss" or "gpt_oss-mxfp4" => $"{family} (gpt_oss): n_layers=4 d_model=32 n_heads=4 d_head=16 d_mlp=32 n_key_value_heads=2 d_vocab=128 n_ctx=131072 act=silu gated_mlp norm=RMS num_experts=4 experts_per_token=2 sliding_window=4 sliding_layers=0,2 attn_sinks rotary_dim=16 rotary_base=150000 rope_type=yarn(factor=32 original_max_position_embeddings=4096 beta_fast=32 beta_slow=1 truncate=false attention_factor=1.34657) dtype=Float32",
+            "deepseek_v3" or "deepseek_v3-fp8" => $"{family} (deepseek_v3): n_layers=3 d_model=32 n_heads=4 d_head=12 d_mlp=48 d_vocab=128 n_ctx=256 act=silu gated_mlp norm=RMS num_experts=8 experts_per_token=2 norm_topk_prob shared_expert_d_mlp=16 moe_d_mlp=16 first_k_dense_replace=1 n_group=2 topk_group=1 routed_scaling_factor=2.5 sigmoid_routing mla(q_lora_rank=20 kv_lora_rank=12 qk_head_dim=16 qk_rope_head_dim=8 v_head_dim=12 rope_interleave) rotary_dim=8 rotary_base=10000 rope_type=default dtype=Float32",
+            "deepseek_v3-yarn" => "deepseek_v3-yarn (deepseek_v3): n_layers=3 d_model=32 n_heads=4 d_head=12 d_mlp=48 d_vocab=128 n_ctx=256 act=silu gated_mlp norm=RMS num_experts=8 experts_per_token=3 shared_expert_d_mlp=32 moe_d_mlp=16 first_k_dense_replace=1 n_group=4 topk_group=2 routed_scaling_factor=2.5 sigmoid_routing mla(q_lora_rank=null kv_lora_rank=12 qk_head_dim=16 qk_rope_head_dim=8 v_head_dim=12) rotary_dim=8 rotary_base=1000 rope_type=yarn(factor=4 original_max_position_embeddings=64 beta_fast=32 beta_slow=1 truncate=true attention_factor=1.02496) dtype=Float32",
             _ => throw new ArgumentException(family),
         };
         using var model = ModelLoader.FromPretrained(Folder(family));
