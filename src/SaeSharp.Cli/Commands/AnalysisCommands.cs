@@ -192,8 +192,9 @@ internal static class AnalysisCommands
         return command;
     }
 
-    /// <summary>The prompt view on the terminal: each unit's line of tokens with an orange background scaled by activation.</summary>
-    private static void Print(List<PromptView> views, IReadOnlyDictionary<int, FeatureNote> notes, PromptComparison? cmp, string hook)
+    /// <summary>The prompt view on the terminal: each unit's line of tokens with an orange background scaled by activation;
+    /// a line wider than the terminal wraps between words with its indent.</summary>
+    internal static void Print(List<PromptView> views, IReadOnlyDictionary<int, FeatureNote> notes, PromptComparison? cmp, string hook)
     {
         for (int v = 0; v < views.Count; v++)
         {
@@ -204,16 +205,16 @@ internal static class AnalysisCommands
                 notes.TryGetValue(u.Index, out var note);
                 string extra = note is null ? "" : (note.Density is double d ? $"density {(Console.IsOutputRedirected ? Cli.Percent("density", d, 2) : DashboardWriter.Percent(d))}  " : "") +
                     "logits " + string.Join(" ", note.TopLogits.Select(DashboardWriter.Quote));
-                AnsiConsole.MarkupLine($"  [bold]feature {u.Index}[/] sum {u.Sum:0.###}  [grey]{Markup.Escape(extra)}[/]");
-                AnsiConsole.MarkupLine("    " + Shaded(view.TokenStrings, u.Acts));
+                Cli.WriteIndented($"[bold]feature {u.Index}[/] sum {u.Sum:0.###}  [grey]{Markup.Escape(extra)}[/]", 2);
+                Cli.WriteIndented(Shaded(view.TokenStrings, u.Acts), 4);
             }
             if (view.Neurons.Count > 0)
             {
                 AnsiConsole.MarkupLine("  [bold]top neurons[/]");
                 foreach (var u in view.Neurons)
                 {
-                    AnsiConsole.MarkupLine($"  [bold]neuron {u.Index}[/] sum {u.Sum:0.###}");
-                    AnsiConsole.MarkupLine("    " + Shaded(view.TokenStrings, u.Acts));
+                    Cli.WriteIndented($"[bold]neuron {u.Index}[/] sum {u.Sum:0.###}", 2);
+                    Cli.WriteIndented(Shaded(view.TokenStrings, u.Acts), 4);
                 }
             }
         }

@@ -402,7 +402,7 @@ internal static class InterventionCommands
                         F(e.Activation), F(e.Attribution),
                     }));
                 for (int i = 0; i < result.Hooks.Count; i++)
-                    Console.WriteLine($"SAE {i} at {result.Hooks[i]}: features {F(result.Attribution[i].sum().item<float>())}, error node {F(result.ErrorAttribution[i].sum().item<float>())} (sums over tokens)");
+                    Cli.WriteIndented(Spectre.Console.Markup.Escape($"SAE {i} at {result.Hooks[i]}: features {F(result.Attribution[i].sum().item<float>())}, error node {F(result.ErrorAttribution[i].sum().item<float>())} (sums over tokens)"), 0);
                 if (parse.GetValue(output) is string o) { result.Save(o); Console.WriteLine($"attributions: {o}"); }
                 var texts = Enumerable.Range(0, (int)tokens.shape[0])
                     .Select(b => (IReadOnlyList<string>)tokens[b].data<long>().Select(Tok).ToList()).ToList();

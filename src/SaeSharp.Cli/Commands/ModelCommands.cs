@@ -76,6 +76,8 @@ internal static class ModelCommands
                     var outputs = new List<KeyValuePair<string, Tensor>> { new("logits", logits!) };
                     foreach (var n in names) outputs.Add(new(n, cache[n]));
                     SafeTensors.Save(parse.GetValue(output)!, outputs);
+                    Console.WriteLine($"wrote {parse.GetValue(output)}: logits [{string.Join(", ", logits!.shape)}]" +
+                        (names.Count == 0 ? "" : $" and {names.Count} hook tensor{(names.Count == 1 ? "" : "s")}"));
                 }
                 logits!.Dispose();
             }

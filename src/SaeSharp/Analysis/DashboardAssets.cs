@@ -62,6 +62,7 @@ internal static class DashboardAssets
         table.features td { padding: 6px 10px; border-bottom: 1px solid #f1f2f5; vertical-align: middle; }
         table.features tr:hover td { background: #fbf7f2; }
         td.num, th.num, table.features th.num { text-align: right; font-variant-numeric: tabular-nums; }
+        td.dcell { white-space: nowrap; }
         .dbar { display:inline-block; width: 70px; height: 7px; background: #eef0f4; border-radius: 4px; margin-left: 8px; vertical-align: middle; position: relative; overflow:hidden; }
         .dbar span { position:absolute; left:0; top:0; bottom:0; background: var(--accent); }
         tr.dead td { color: #a8aebb; }
@@ -118,7 +119,7 @@ internal static class DashboardAssets
               var w = r.d > 0 ? Math.max(3, 100 * (1 - Math.log10(r.d) / minLog)) : 0;
               html.push('<tr class="' + (r.d === 0 ? 'dead' : '') + '" data-feature="' + r.f + '">' +
                 '<td class="num"><a href="features/' + r.f + '.html">' + r.f + '</a></td>' +
-                '<td class="num">' + pct(r.d) + '<span class="dbar"><span style="width:' + w.toFixed(1) + '%"></span></span></td>' +
+                '<td class="num dcell">' + pct(r.d) + '<span class="dbar"><span style="width:' + w.toFixed(1) + '%"></span></span></td>' +
                 '<td class="num">' + num(r.m) + '</td><td class="num">' + num(r.mean) + '</td>' +
                 '<td class="chips">' + chips(r.toks) + '</td><td class="chips">' + chips(r.logits) + '</td></tr>');
             });

@@ -85,8 +85,7 @@ public static class FeatureAnalysis
         ArgumentNullException.ThrowIfNull(windows);
         ArgumentNullException.ThrowIfNull(options);
         if (options.BatchSizePrompts <= 0) throw new SaeSharpException($"batch size in prompts must be positive, got {options.BatchSizePrompts}");
-        string hook = model.HookPoints.Resolve(options.Hook ?? sae.Cfg.Metadata.HookName
-            ?? throw new SaeSharpException("the SAE's cfg has no metadata.hook_name; give the hook"));
+        string hook = model.HookPoints.Resolve(sae.Cfg.Metadata.HookOr(options.Hook));
         var encoder = new SaeEncoder(model, sae, hook, options.ModelHooks);
         var collector = new FeatureStatisticsCollector(sae.Cfg.DSae, options.Features, options.Statistics);
         using var featureIndex = tensor(collector.Features.Select(i => (long)i).ToArray());

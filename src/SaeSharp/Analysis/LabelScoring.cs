@@ -79,7 +79,7 @@ public static class LabelScoring
     public static LabelScoringReport Run(Sae sae, HookedTransformer model, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks,
         ITextTokenizer tokenizer, string datasetPath, LabelScoringOptions options)
     {
-        string hook = model.HookPoints.Resolve(sae.Cfg.Metadata.HookName ?? throw new SaeSharpException("the SAE's cfg.json names no hook_name"));
+        string hook = model.HookPoints.Resolve(sae.Cfg.Metadata.HookOr(null));
         string neuronHook = model.HookPoints.Resolve(options.NeuronHook ?? hook);
         int ctx = options.ContextSize ?? sae.Cfg.Metadata.ContextSize ?? 128;
         var (windows, labels, labelNames) = LabelledWindows(datasetPath, tokenizer, ctx, options.Tokens);

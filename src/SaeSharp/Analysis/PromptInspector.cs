@@ -83,8 +83,7 @@ public sealed class PromptInspector
         _model = model ?? throw new ArgumentNullException(nameof(model));
         _sae = sae ?? throw new ArgumentNullException(nameof(sae));
         _tokenizer = tokenizer ?? throw new ArgumentNullException(nameof(tokenizer));
-        _encoder = new SaeEncoder(model, sae, hook ?? sae.Cfg.Metadata.HookName
-            ?? throw new SaeSharpException("the SAE's cfg has no metadata.hook_name; give the hook"), modelHooks);
+        _encoder = new SaeEncoder(model, sae, sae.Cfg.Metadata.HookOr(hook), modelHooks);
         _prependBos = prependBos ?? sae.Cfg.Metadata.PrependBos;
         _slice = seqposSlice ?? SeqposSlice.Of(sae.Cfg.Metadata) ?? SeqposSlice.All;
     }

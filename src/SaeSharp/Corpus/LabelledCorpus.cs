@@ -74,6 +74,9 @@ public static class LabelledCorpus
     /// <summary>Reads a labelled .jsonl (fields <c>text</c>, <c>labels</c>, optional <c>choice_nats</c>).</summary>
     public static IEnumerable<Row> Read(string path)
     {
+        if (Directory.Exists(path))
+            throw new SaeSharpException($"{path} is a folder: a labelled corpus is one .jsonl file whose lines have text and token-aligned " +
+                "labels (as `sae corpus` writes)");
         foreach (var (e, line) in TextDataset.JsonLines(path))
         {
             if (!e.TryGetProperty("text", out var t) || t.ValueKind != JsonValueKind.String)

@@ -41,7 +41,7 @@ public sealed record DownstreamEvalOptions
 public sealed record DownstreamTarget(Sae Sae, string? Hook = null, string? OutputHook = null, string? Name = null)
 {
     internal string InputHook => Hook ?? Sae.Cfg.Metadata.HookName
-        ?? throw new SaeSharpException($"SAE {(Name is null ? "" : Name + " ")}has no metadata.hook_name; give the hook to evaluate it at");
+        ?? throw new SaeSharpException((Name is null ? "" : $"SAE {Name}: ") + SaeMetadata.NoHook);
 
     internal string? TranscoderOutHook => OutputHook ?? Sae.Cfg.Metadata.HookNameOut;
 }

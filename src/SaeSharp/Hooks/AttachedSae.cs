@@ -28,8 +28,7 @@ public sealed record AttachedSae
     {
         ArgumentNullException.ThrowIfNull(sae);
         Sae = sae;
-        Hook = hook ?? sae.Cfg.Metadata.HookName
-            ?? throw new SaeSharpException("the SAE has no metadata.hook_name: give the hook to attach it at");
+        Hook = sae.Cfg.Metadata.HookOr(hook);
         UseErrorTerm = useErrorTerm;
         OutputHook = outputHook ?? sae.Cfg.Metadata.HookNameOut;
         SeqposSlice = SeqposSlice.Of(sae.Cfg.Metadata) ?? SeqposSlice.All;

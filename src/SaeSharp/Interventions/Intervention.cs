@@ -22,8 +22,7 @@ public abstract class Intervention
     {
         ArgumentNullException.ThrowIfNull(sae);
         Sae = sae;
-        Hook = hook ?? sae.Cfg.Metadata.HookName
-            ?? throw new SaeSharpException("the SAE has no metadata.hook_name: give the hook the intervention acts at");
+        Hook = sae.Cfg.Metadata.HookOr(hook);
     }
 
     /// <summary>The SAE whose features define the edit (not owned).</summary>

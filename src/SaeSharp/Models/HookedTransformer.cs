@@ -289,8 +289,7 @@ public abstract partial class HookedTransformer : nn.Module<Tensor, Tensor>
     public string CheckSaeFits(Sae sae, string? hook = null)
     {
         ArgumentNullException.ThrowIfNull(sae);
-        string given = hook ?? sae.Cfg.Metadata.HookName
-            ?? throw new SaeSharpException("the SAE has no metadata.hook_name: give the hook it reads");
+        string given = sae.Cfg.Metadata.HookOr(hook);
         string name = HookPoints.Resolve(given);
         if (name.EndsWith("mlp.hook_expert_indices", StringComparison.Ordinal))
             throw new SaeSharpException($"hook '{name}' holds the indices of the experts chosen (integers), not activations an SAE can read " +

@@ -11,6 +11,14 @@ public sealed class SaeMetadata
     [JsonPropertyName("model_name")] public string? ModelName { get; set; }
     /// <summary>TransformerLens hook the SAE reads, e.g. <c>blocks.8.hook_resid_pre</c>.</summary>
     [JsonPropertyName("hook_name")] public string? HookName { get; set; }
+
+    /// <summary><paramref name="hook"/> if given, else <see cref="HookName"/>; with neither, an error that says where the hook
+    /// is missing (an SAE trained on activation files records none) and how to name it.</summary>
+    public string HookOr(string? hook) => hook ?? HookName ?? throw new SaeSharpException(NoHook);
+
+    internal const string NoHook =
+        "the SAE's cfg.json has no metadata.hook_name (an SAE trained on activation files records none): name the hook it reads " +
+        "with --hook where the command takes one, or write hook_name into its cfg.json (in C#: the hook argument)";
     /// <summary>Attention head of a per-head hook, or null.</summary>
     [JsonPropertyName("hook_head_index")] public int? HookHeadIndex { get; set; }
     /// <summary>Tokens per context window in training.</summary>

@@ -308,4 +308,30 @@ public class CliInputErrorTests : IDisposable
         string err = OneLineError(CliRunner.Run("eval", "--sae", _fx.SaeDir, "--sae", _fx.SaeDir, "--activations", acts));
         Assert.Contains("one --sae", err);
     }
+
+    [Fact]
+    public void An_sae_without_a_hook_name_gets_one_error_that_says_how_to_name_the_hook()
+    {
+        // An SAE trained on activation files records no hook. The commands that run it in a model said five different
+        // things ("give the hook to attach it at", "names no hook_name", ...), some of them without a --hook to give.
+        string sae = SaeClaimingHook("nohook", null);
+        string[][] commands =
+        [
+            ["eval", "--sae", sae, "--model", _fx.ModelDir, "--dataset", _fx.DataPath, "--tokens", "64"],
+            ["inspect", "--sae", sae, "--model", _fx.ModelDir, "--prompt", "a b"],
+            ["features", "--sae", sae, "--model", _fx.ModelDir, "--dataset", _fx.DataPath, "--tokens", "64", "--out", P("f")],
+            ["ablate", "--sae", sae, "--model", _fx.ModelDir, "--features", "1", "--prompt", "a b"],
+            ["attribute", "--sae", sae, "--model", _fx.ModelDir, "--prompt", "a b", "--metric", "loss"],
+            ["steer", "--sae", sae, "--model", _fx.ModelDir, "--feature", "1", "--scale", "2", "--prompt", "a b", "--max-new-tokens", "2"],
+        ];
+        foreach (var c in commands)
+        {
+            string err = OneLineError(CliRunner.Run(c));
+            Assert.Contains("cfg.json has no metadata.hook_name", err);
+            Assert.Contains("--hook where the command takes one", err);
+        }
+        // Where the command takes --hook, giving it is the way out (the fixture's SAE was trained at hook_embed).
+        var ok = CliRunner.Run("ablate", "--sae", sae, "--model", _fx.ModelDir, "--features", "1", "--prompt", "a b", "--hook", "hook_embed");
+        Assert.True(ok.Exit == 0, ok.Err);
+    }
 }

@@ -38,9 +38,11 @@ public class InterventionCommandTests : IDisposable
         var clean = m.Forward(tokens);
 
         // --error-term: logits equal the clean run's, and SAE hook points are saved.
-        var (exit, _, err) = CliRunner.Run("model", "run", "--model", model, "--input", input, "--out", P("e.safetensors"), "--sae", saeDir,
+        var (exit, stdout, err) = CliRunner.Run("model", "run", "--model", model, "--input", input, "--out", P("e.safetensors"), "--sae", saeDir,
             "--error-term", "--hooks", $"{hook}.hook_sae_acts_post,{hook}.hook_sae_error,blocks.1.hook_resid_pre");
         Assert.True(exit == 0, err);
+        // It says what it wrote (it used to print nothing): the file, the logits' shape and the number of hooks saved.
+        Assert.Equal($"wrote {P("e.safetensors")}: logits [{tokens.shape[0]}, {tokens.shape[1]}, {clean.shape[2]}] and 3 hook tensors", stdout.Trim());
         var e = SafeTensors.Load(P("e.safetensors"));
         Assert.True(e["logits"].allclose(clean, rtol: 1e-4, atol: 1e-4));
         var (_, cache) = m.RunWithCache(tokens, [hook]);

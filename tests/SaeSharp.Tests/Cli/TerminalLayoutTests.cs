@@ -53,4 +53,45 @@ public sealed class TerminalLayoutTests
         Assert.Contains("topk: loss", TrainCommand.Describe(two, live: true));
         Assert.Contains("relu: loss", TrainCommand.Describe(two, live: true));
     }
+
+    [Fact]
+    public void The_prompt_view_wraps_a_long_feature_line_with_its_indent()
+    {
+        // sae inspect printed its lines with MarkupLine, so on an 80-column terminal a feature's line of top logits
+        // broke at column 0 (`"<|endoftext|>" " 15"` under the `  feature` lines).
+        string[] tokens = ["<|endoftext|>", " The", " cat", " sat", " on", " the", " mat"];
+        var view = new SaeSharp.Analysis.PromptView
+        {
+            Prompt = "The cat sat on the mat", Tokens = [0, 1, 2, 3, 4, 5, 6], TokenStrings = tokens,
+            Features = [new SaeSharp.Analysis.UnitActivations(22, 4.686, [0, 1, 0, 2, 0, 0, 3])],
+            Neurons = [new SaeSharp.Analysis.UnitActivations(43, 12.8, [0, 1, 1, 1, 1, 1, 1])],
+        };
+        var notes = new Dictionary<int, SaeSharp.Analysis.FeatureNote>
+        {
+            [22] = new(0.031, [" there", " colour", " were", "<|endoftext|>", " 15", " Tuesday", " Sunday", " replies"]),
+        };
+        string output;
+        lock (CliRunner.Gate)
+        {
+            var saved = AnsiConsole.Console;
+            var writer = new StringWriter();
+            var console = AnsiConsole.Create(new AnsiConsoleSettings
+            {
+                Out = new AnsiConsoleOutput(writer), Ansi = AnsiSupport.No, ColorSystem = ColorSystemSupport.NoColors,
+            });
+            console.Profile.Width = 40;
+            AnsiConsole.Console = console;
+            try { AnalysisCommands.Print([view], notes, null, "blocks.1.hook_resid_post"); }
+            finally { AnsiConsole.Console = saved; }
+            output = writer.ToString();
+        }
+        var lines = output.Split('\n').Select(l => l.TrimEnd('\r', ' ')).Where(l => l.Length > 0).ToList();
+        Assert.All(lines, l => Assert.True(l.Length <= 40, $"'{l}' is wider than 40 columns"));
+        // Below the prompt's title every line, the feature's wrapped logit list among them, keeps an indent.
+        int first = lines.FindIndex(l => l.StartsWith("  feature 22 sum 4.686", StringComparison.Ordinal));
+        Assert.True(first > 0, output);
+        Assert.All(lines.Skip(first), l => Assert.StartsWith("  ", l));
+        Assert.True(lines.Count(l => l.StartsWith("    ", StringComparison.Ordinal)) >= 2, output); // the two shaded token lines
+        Assert.Contains(lines, l => l.StartsWith("  neuron 43 sum 12.8", StringComparison.Ordinal));
+    }
 }

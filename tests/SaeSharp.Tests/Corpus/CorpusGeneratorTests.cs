@@ -285,4 +285,18 @@ public class CorpusGeneratorTests
             }
         }
     }
+
+    [Fact]
+    public void Reading_a_folder_as_a_labelled_corpus_says_what_a_labelled_corpus_is()
+    {
+        // `sae score-labels --dataset pretok` (a pretokenized save_to_disk folder) said "dataset file 'pretok' does not exist".
+        string dir = Path.Combine(Path.GetTempPath(), "saesharp-corpus-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(dir);
+        try
+        {
+            var e = Assert.Throws<SaeSharpException>(() => LabelledCorpus.Read(dir).ToList());
+            Assert.Equal($"{dir} is a folder: a labelled corpus is one .jsonl file whose lines have text and token-aligned labels (as `sae corpus` writes)", e.Message);
+        }
+        finally { Directory.Delete(dir); }
+    }
 }

@@ -281,9 +281,9 @@ public class DownstreamEvaluatorTests : ModelTestBase
         var windows = ModelActivationSourceTests.Windows(2, 8);
         using var model = NeoX(parallel: true);
         using var sae = SaeFactory.Create(new SaeConfig { DIn = 16, DSae = 8 });
-        Assert.Equal("SAE has no metadata.hook_name; give the hook to evaluate it at",
+        Assert.StartsWith("the SAE's cfg.json has no metadata.hook_name (",
             Assert.Throws<SaeSharpException>(() => DownstreamEvaluator.Evaluate(model, [new DownstreamTarget(sae)], windows)).Message);
-        Assert.StartsWith("SAE mine has no",
+        Assert.StartsWith("SAE mine: the SAE's cfg.json has no metadata.hook_name (",
             Assert.Throws<SaeSharpException>(() => DownstreamEvaluator.Evaluate(model, [new DownstreamTarget(sae, Name: "mine")], windows)).Message);
     }
     /// <summary>The evaluator splices a transcoder as every model run attached through HookedSaeTransformer does (one
