@@ -39,7 +39,7 @@ public static class LabelledCorpus
         long tokens = 0;
         IO.AtomicFile.Write(path, stream =>
         {
-            using var w = new Utf8JsonWriter(stream);
+            using var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping });
             foreach (var d in CorpusGenerator.Generate(seed, documents))
             {
                 w.Reset(stream);

@@ -196,6 +196,11 @@ public class CorpusGeneratorTests
         // Every existing reader sees the text field (and does not take the file for pre-tokenized ids).
         Assert.Equal(rows.Select(r => r.Text), SaeSharp.Data.TextDataset.Read(path));
         Assert.False(SaeSharp.Data.TextDataset.IsTokenizedJsonl(path));
+        // Quotes are escaped as Python's json.dumps writes them (\"), not as \u0022; the stories have speech.
+        string raw = File.ReadAllText(path);
+        Assert.Contains(rows, r => r.Text.Contains('"'));
+        Assert.Contains("\\\"", raw);
+        Assert.DoesNotContain("\\u0022", raw);
         Directory.Delete(Path.GetDirectoryName(path)!, true);
     }
 
