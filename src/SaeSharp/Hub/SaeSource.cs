@@ -16,7 +16,9 @@ public sealed record ResolvedSae(string Path, SaeRelease? Release = null, Pretra
 /// listing (SAELens <c>cfg.json</c> + <c>sae_weights.safetensors</c>, Gemma Scope <c>params.npz</c>, dictionary_learning
 /// <c>ae.pt</c>, Gemma Scope 2 <c>params.safetensors</c> (+ <c>config.json</c>), Llama Scope <c>hyperparams.json</c> +
 /// <c>checkpoints/final.safetensors</c>, sparsify <c>cfg.json</c> +
-/// <c>sae.safetensors</c>); a folder that holds none but whose sub-folders do (a sparsify run) is an error naming them;</item>
+/// <c>sae.safetensors</c>); a folder that holds none but whose sub-folders do (a sparsify run) is an error naming them; a
+/// folder of a whole cross-layer transcoder (circuit-tracer's <c>W_enc_L</c>/<c>W_dec_L</c>, Gemma Scope 2's
+/// <c>params_layer_L</c>: <see cref="Interop.CrossLayerTranscoderLoader.FilesOf"/>) downloads those files only;</item>
 /// <item><c>RELEASE/SAE_ID</c> of <see cref="SaeReleases"/> (as <c>SAE.from_pretrained(release, sae_id)</c>): the files
 /// SAELens's loader for the release's format downloads (SAELens, gemma_2, dictionary_learning_1, llama_scope, and the
 /// conversions of <see cref="Interop.SaeLensConversions"/>).</item>
@@ -97,11 +99,15 @@ public static class SaeSource
             if (sidecar is not null) client.DownloadFile(repo, folder + sidecar, revision, optional: true);
             return file;
         }
-        var files = client.ListFiles(repo, revision, path);
         string prefix = path is null ? "" : path + "/";
-        var inFolder = files.Where(f => f.Path.StartsWith(prefix, StringComparison.Ordinal)).Select(f => f.Path[prefix.Length..])
-            .ToHashSet(StringComparer.Ordinal);
+        var inFolder = FolderListing(client, repo, revision, path);
         var layouts = FolderLayouts.Where(l => l.Required.All(inFolder.Contains)).ToList();
+        if (layouts.Count == 0 && Interop.CrossLayerTranscoderLoader.FilesOf(inFolder.Where(f => !f.Contains('/'))) is { Count: > 0 } clt)
+        {
+            // A whole cross-layer transcoder (Interop.CrossLayerTranscoderLoader): its per-layer files and nothing else.
+            var local = clt.Select(name => SaeFolderOf(client.DownloadFile(repo, prefix + name, revision)!, name)).ToList();
+            return local[0];
+        }
         if (layouts.Count == 0)
         {
             // Not an SAE itself: name the sub-folders that hold one (a run of several SAEs, a sparsify run), as a local folder does.
@@ -123,6 +129,27 @@ public static class SaeSource
         if (layouts.Any(l => l.Required.Contains(Interop.Sparsify.WeightsFile)) && path is not null)
             client.TryDownloadFile(repo, (path.Contains('/') ? path[..path.LastIndexOf('/')] + "/" : "") + "config.json", revision);
         return saeFolder!;
+    }
+
+    /// <summary>The files of the whole cross-layer transcoder that <paramref name="spec"/> (<c>hf:ORG/REPO[@REVISION][/PATH]</c>, a
+    /// folder) names, from the hub's listing (nothing downloaded; offline, the cached snapshot's); empty when the folder
+    /// holds a single SAE's files or no CLT, or the spec names a file.</summary>
+    internal static IReadOnlyList<string> HubCrossLayerTranscoderFiles(string spec, HfHubOptions? hub)
+    {
+        var (repo, revision, path) = ParseHub(spec);
+        if (System.IO.Path.GetExtension(path ?? "").ToLowerInvariant() is ".pt" or ".pth" or ".npz" or ".safetensors") return [];
+        using var client = new HfHubClient(hub ?? HfHubOptions.FromEnvironment());
+        var inFolder = FolderListing(client, repo, revision, path);
+        if (FolderLayouts.Any(l => l.Required.All(inFolder.Contains))) return [];
+        return Interop.CrossLayerTranscoderLoader.FilesOf(inFolder.Where(f => !f.Contains('/')));
+    }
+
+    /// <summary>The hub's files under <paramref name="path"/> (the repo root when null), relative to it.</summary>
+    private static HashSet<string> FolderListing(HfHubClient client, string repo, string revision, string? path)
+    {
+        string prefix = path is null ? "" : path + "/";
+        return client.ListFiles(repo, revision, path).Where(f => f.Path.StartsWith(prefix, StringComparison.Ordinal))
+            .Select(f => f.Path[prefix.Length..]).ToHashSet(StringComparer.Ordinal);
     }
 
     /// <summary>The SAE folder of <paramref name="local"/>, the downloaded file at <paramref name="relative"/> inside it.</summary>
