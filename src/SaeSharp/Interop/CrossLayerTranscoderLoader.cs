@@ -70,7 +70,7 @@ public static class CrossLayerTranscoderLoader
             if (!path.StartsWith(SaeSource.HubPrefix, StringComparison.Ordinal))
                 throw new SaeSharpException($"{path}: a SAELens release entry is one layer of a cross-layer transcoder (its decoders summed, for feature " +
                     "activations); a whole CLT is given as its folder: a local one, or hf:ORG/REPO[/PATH] (e.g. hf:mntss/clt-gemma-2-2b-426k, " +
-                    "hf:google/gemma-scope-2-270m-pt/clt/width_262k_l0_medium)");
+                    "a Gemma Scope 2 hf:google/gemma-scope-2-…/clt/width_… folder of params_layer_L.safetensors)");
             path = SaeSource.Resolve(path, hub).Path;
         }
         if (!Directory.Exists(path)) throw new SaeSharpException($"{path}: not a folder (a cross-layer transcoder is a folder of per-layer .safetensors files)");
