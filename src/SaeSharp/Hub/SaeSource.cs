@@ -16,9 +16,9 @@ public sealed record ResolvedSae(string Path, SaeRelease? Release = null, Pretra
 /// listing (SAELens <c>cfg.json</c> + <c>sae_weights.safetensors</c>, Gemma Scope <c>params.npz</c>, dictionary_learning
 /// <c>ae.pt</c>, Gemma Scope 2 <c>params.safetensors</c> (+ <c>config.json</c>), Llama Scope <c>hyperparams.json</c> +
 /// <c>checkpoints/final.safetensors</c>, sparsify <c>cfg.json</c> +
-/// <c>sae.safetensors</c>); a folder that holds none but whose sub-folders do (a sparsify run) is an error naming them; a
-/// folder of a whole cross-layer transcoder (circuit-tracer's <c>W_enc_L</c>/<c>W_dec_L</c>, Gemma Scope 2's
-/// <c>params_layer_L</c>: <see cref="Interop.CrossLayerTranscoderLoader.FilesOf"/>) downloads those files only;</item>
+/// <c>sae.safetensors</c>); a folder that holds none but whose sub-folders do (a sparsify run) is an error naming them, as
+/// is a folder of a whole cross-layer transcoder (nothing downloaded: <see cref="Interop.CrossLayerTranscoderLoader.Load"/>
+/// takes those);</item>
 /// <item><c>RELEASE/SAE_ID</c> of <see cref="SaeReleases"/> (as <c>SAE.from_pretrained(release, sae_id)</c>): the files
 /// SAELens's loader for the release's format downloads (SAELens, gemma_2, dictionary_learning_1, llama_scope, and the
 /// conversions of <see cref="Interop.SaeLensConversions"/>).</item>
@@ -102,12 +102,9 @@ public static class SaeSource
         string prefix = path is null ? "" : path + "/";
         var inFolder = FolderListing(client, repo, revision, path);
         var layouts = FolderLayouts.Where(l => l.Required.All(inFolder.Contains)).ToList();
-        if (layouts.Count == 0 && Interop.CrossLayerTranscoderLoader.FilesOf(inFolder.Where(f => !f.Contains('/'))) is { Count: > 0 } clt)
-        {
-            // A whole cross-layer transcoder (Interop.CrossLayerTranscoderLoader): its per-layer files and nothing else.
-            var local = clt.Select(name => SaeFolderOf(client.DownloadFile(repo, prefix + name, revision)!, name)).ToList();
-            return local[0];
-        }
+        // A whole cross-layer transcoder is not one SAE: said from the listing, before anything is downloaded.
+        if (layouts.Count == 0 && Interop.CrossLayerTranscoderLoader.FilesOf(inFolder.Where(f => !f.Contains('/'))).Count > 0)
+            throw Interop.CrossLayerTranscoderLoader.NotASingleSae(spec);
         if (layouts.Count == 0)
         {
             // Not an SAE itself: name the sub-folders that hold one (a run of several SAEs, a sparsify run), as a local folder does.
@@ -131,14 +128,33 @@ public static class SaeSource
         return saeFolder!;
     }
 
+    /// <summary>The local folder of the whole cross-layer transcoder that <paramref name="spec"/> (<c>hf:ORG/REPO[@REVISION][/PATH]</c>,
+    /// a folder) names, downloading into the cache only its files (<see cref="Interop.CrossLayerTranscoderLoader.FilesOf"/>).</summary>
+    internal static string ResolveCrossLayerTranscoder(string spec, HfHubOptions? hub)
+    {
+        var (repo, revision, path) = ParseHub(spec);
+        using var client = new HfHubClient(hub ?? HfHubOptions.FromEnvironment());
+        var files = HubCrossLayerTranscoderFiles(client, spec, repo, revision, path);
+        if (files.Count == 0)
+            throw new SaeSharpException($"{spec}: no cross-layer transcoder in {path ?? "the repo root"}: expected circuit-tracer's " +
+                "W_enc_0.safetensors, W_dec_0.safetensors, … or Gemma Scope 2's params_layer_0.safetensors, … directly in the folder");
+        string prefix = path is null ? "" : path + "/";
+        return files.Select(name => SaeFolderOf(client.DownloadFile(repo, prefix + name, revision)!, name)).ToList()[0];
+    }
+
     /// <summary>The files of the whole cross-layer transcoder that <paramref name="spec"/> (<c>hf:ORG/REPO[@REVISION][/PATH]</c>, a
     /// folder) names, from the hub's listing (nothing downloaded; offline, the cached snapshot's); empty when the folder
     /// holds a single SAE's files or no CLT, or the spec names a file.</summary>
     internal static IReadOnlyList<string> HubCrossLayerTranscoderFiles(string spec, HfHubOptions? hub)
     {
         var (repo, revision, path) = ParseHub(spec);
-        if (System.IO.Path.GetExtension(path ?? "").ToLowerInvariant() is ".pt" or ".pth" or ".npz" or ".safetensors") return [];
         using var client = new HfHubClient(hub ?? HfHubOptions.FromEnvironment());
+        return HubCrossLayerTranscoderFiles(client, spec, repo, revision, path);
+    }
+
+    private static IReadOnlyList<string> HubCrossLayerTranscoderFiles(HfHubClient client, string spec, string repo, string revision, string? path)
+    {
+        if (System.IO.Path.GetExtension(path ?? "").ToLowerInvariant() is ".pt" or ".pth" or ".npz" or ".safetensors") return [];
         var inFolder = FolderListing(client, repo, revision, path);
         if (FolderLayouts.Any(l => l.Required.All(inFolder.Contains))) return [];
         return Interop.CrossLayerTranscoderLoader.FilesOf(inFolder.Where(f => !f.Contains('/')));

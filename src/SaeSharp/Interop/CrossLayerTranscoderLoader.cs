@@ -21,6 +21,11 @@ public static class CrossLayerTranscoderLoader
     /// <summary>circuit-tracer's default output hook of a CLT (<c>feature_output_hook</c>).</summary>
     public const string DefaultOutputHook = "hook_mlp_out";
 
+    /// <summary>The error for a whole CLT at <paramref name="where"/> given where one SAE is expected (<see cref="SaeLoader"/>).</summary>
+    internal static SaeSharpException NotASingleSae(string where) =>
+        new($"{where}: a whole cross-layer transcoder, not a single SAE: load it with CrossLayerTranscoderLoader.Load, " +
+            "evaluate it with `sae eval --model M --dataset D --sae` (one layer's features: a SAELens release entry such as mntss_clt_layer_transcoder's)");
+
     /// <summary>A Gemma Scope 2 CLT layer file's name: prefix (<c>params_layer_</c> or <c>layer_</c>) in group 1, layer in group 2.</summary>
     private static readonly Regex GemmaScope2LayerName = new(@"^((?:params_)?layer_)(\d+)\.safetensors$", RegexOptions.CultureInvariant);
 
@@ -71,7 +76,7 @@ public static class CrossLayerTranscoderLoader
                 throw new SaeSharpException($"{path}: a SAELens release entry is one layer of a cross-layer transcoder (its decoders summed, for feature " +
                     "activations); a whole CLT is given as its folder: a local one, or hf:ORG/REPO[/PATH] (e.g. hf:mntss/clt-gemma-2-2b-426k, " +
                     "a Gemma Scope 2 hf:google/gemma-scope-2-…/clt/width_… folder of params_layer_L.safetensors)");
-            path = SaeSource.Resolve(path, hub).Path;
+            path = SaeSource.ResolveCrossLayerTranscoder(path, hub);
         }
         if (!Directory.Exists(path)) throw new SaeSharpException($"{path}: not a folder (a cross-layer transcoder is a folder of per-layer .safetensors files)");
         if (File.Exists(Path.Combine(path, "W_enc_0.safetensors"))) return LoadCircuitTracer(path);

@@ -132,8 +132,16 @@ public class CrossLayerTranscoderHubTests : FakeHubTestBase
         Assert.False(CrossLayerTranscoderLoader.IsCrossLayerTranscoder($"hf:{ScopeRepo}/clt", Hub));
         // A single SAE's folder is not a CLT; a CLT folder is not a single SAE, and the error says where it goes.
         Assert.False(CrossLayerTranscoderLoader.IsCrossLayerTranscoder($"hf:{ScopeRepo}/resid_post/layer_1_width_16k_l0_small", Hub));
+        // ... and says so from the listing, downloading nothing (a CLT can be many gigabytes).
         e = Assert.Throws<SaeSharpException>(() => SaeLoader.Load($"hf:{MntssRepo}", new SaeLoadOptions { Hub = Hub }));
-        Assert.Contains("a whole cross-layer transcoder, not a single SAE: load it with CrossLayerTranscoderLoader.Load", e.Message);
+        Assert.StartsWith($"hf:{MntssRepo}: a whole cross-layer transcoder, not a single SAE: load it with CrossLayerTranscoderLoader.Load", e.Message);
+        e = Assert.Throws<SaeSharpException>(() => SaeLoader.Load($"hf:{ScopeRepo}/{ScopeClt}", new SaeLoadOptions { Hub = Hub }));
+        Assert.StartsWith($"hf:{ScopeRepo}/{ScopeClt}: a whole cross-layer transcoder, not a single SAE", e.Message);
+        Assert.Empty(Downloaded(MntssRepo));
+        Assert.Empty(Downloaded(ScopeRepo));
+        // A folder with no CLT, given as one, is named.
+        e = Assert.Throws<SaeSharpException>(() => CrossLayerTranscoderLoader.Load($"hf:{ScopeRepo}/clt", Hub));
+        Assert.StartsWith($"hf:{ScopeRepo}/clt: no cross-layer transcoder in clt: expected circuit-tracer's W_enc_0.safetensors", e.Message);
     }
 
     [Fact]
