@@ -1,6 +1,7 @@
 using System.CommandLine;
 using SaeSharp.Activations;
 using SaeSharp.Evaluation;
+using SaeSharp.Hub;
 using SaeSharp.Interop;
 using SaeSharp.IO;
 using SaeSharp.Pipelines;
@@ -125,11 +126,11 @@ internal static class SaeCommands
     {
         var options = data.Read(parse, hookRequired: false);
         if (options.Tokens is null) options = options with { Tokens = EvalInModelTokens };
-        if (saes.Any(CrossLayerTranscoderLoader.IsCrossLayerTranscoder))
+        if (saes.Any(s => CrossLayerTranscoderLoader.IsCrossLayerTranscoder(s, saeOptions.Hub)))
         {
             if (saes.Length != 1) throw new SaeSharpException("a whole cross-layer transcoder is evaluated alone: give it as the only --sae");
             if (parse.GetValue(data.Hook) is not null) throw new SaeSharpException("--hook: a cross-layer transcoder reads and writes the hooks its files name");
-            return EvalReplacement(saes[0], options, jsonPath);
+            return EvalReplacement(saes[0], options, jsonPath, saeOptions.Hub);
         }
         var results = CliProgress.Run("eval", progress => ModelPipeline.Evaluate(saes, options, saeOptions: saeOptions, progress: progress, hook: parse.GetValue(data.Hook)));
         // An SAE at an MoE expert's hook that no evaluated token reached has no metrics: with others it is reported as such
@@ -185,10 +186,11 @@ internal static class SaeCommands
         return 0;
     }
 
-    /// <summary><c>sae eval --model</c> of a whole cross-layer transcoder: the replacement model's CE and KL, and a row per layer.</summary>
-    private static int EvalReplacement(string cltPath, ModelDataOptions options, string? jsonPath)
+    /// <summary><c>sae eval --model</c> of a whole cross-layer transcoder: the replacement model's CE and KL, and a row per layer;
+    /// --json writes <see cref="CrossLayerTranscoderMetrics.ToJson"/> (every number of the tables and more).</summary>
+    private static int EvalReplacement(string cltPath, ModelDataOptions options, string? jsonPath, HfHubOptions? hub)
     {
-        var m = CliProgress.Run("eval", progress => ModelPipeline.EvaluateReplacement(cltPath, options, progress: progress));
+        var m = CliProgress.Run("eval", progress => ModelPipeline.EvaluateReplacement(cltPath, options, progress: progress, hub: hub));
         Cli.WriteTable(cltPath + " (replacement model: every layer's output replaced)",
         [
             ("layers", $"{m.Layers.Count}: {m.InputHooks[0]} → {m.OutputHooks[0]} … {m.InputHooks[^1]} → {m.OutputHooks[^1]}"),
@@ -197,8 +199,12 @@ internal static class SaeCommands
             ("ce loss clean", m.CeLossWithoutSae.ToString("F4")),
             ("ce loss with CLT", m.CeLossWithSae.ToString("F4")),
             ("ce loss zero-ablated", m.CeLossWithAblation.ToString("F4")),
+            ("ce loss mean-ablated", m.CeLossWithMeanAblation.ToString("F4")),
             ("ce loss with error terms", m.CeLossWithErrorTerm.ToString("F4")),
             ("kl div with CLT", m.KlDivWithSae.ToString("G5")),
+            ("kl div zero-ablated", m.KlDivWithAblation.ToString("G5")),
+            ("kl div mean-ablated", m.KlDivWithMeanAblation.ToString("G5")),
+            ("kl div with error terms", m.KlDivWithErrorTerm.ToString("G5")),
             ("kl div score", m.KlDivScore.ToString("F4")),
         ]);
         Cli.WriteTable("per layer (from the clean activations)",
@@ -207,28 +213,7 @@ internal static class SaeCommands
             AtomicFile.Write(jsonPath, stream =>
             {
                 using var writer = new System.Text.Json.Utf8JsonWriter(stream, new System.Text.Json.JsonWriterOptions { Indented = true });
-                // NaN (a degenerate score) is written as null: JSON has no NaN.
-                void Num(string name, double v) { if (double.IsFinite(v)) writer.WriteNumber(name, v); else writer.WriteNull(name); }
-                writer.WriteStartObject();
-                Num("ce_loss_without_sae", m.CeLossWithoutSae);
-                Num("ce_loss_with_sae", m.CeLossWithSae);
-                Num("ce_loss_with_ablation", m.CeLossWithAblation);
-                Num("ce_loss_score", m.CeLossScore);
-                Num("kl_div_with_sae", m.KlDivWithSae);
-                Num("kl_div_score", m.KlDivScore);
-                writer.WriteStartArray("layers");
-                for (int l = 0; l < m.Layers.Count; l++)
-                {
-                    writer.WriteStartObject();
-                    writer.WriteString("hook_name", m.InputHooks[l]);
-                    writer.WriteString("hook_name_out", m.OutputHooks[l]);
-                    Num("fvu", m.Layers[l].Fvu);
-                    Num("l0", m.Layers[l].L0);
-                    Num("mse", m.Layers[l].Mse);
-                    writer.WriteEndObject();
-                }
-                writer.WriteEndArray();
-                writer.WriteEndObject();
+                m.ToJson().WriteTo(writer);
             });
         return 0;
     }

@@ -1,3 +1,4 @@
+using System.Text.Json.Nodes;
 using SaeSharp.Activations;
 using SaeSharp.Models;
 using SaeSharp.Saes;
@@ -45,10 +46,67 @@ public sealed class CrossLayerTranscoderMetrics
     public double CeLossScoreMeanAblation => (CeLossWithMeanAblation - CeLossWithSae) / (CeLossWithMeanAblation - CeLossWithoutSae);
     /// <summary>(KL_abl − KL_replacement) / KL_abl with zero ablation.</summary>
     public double KlDivScore => (KlDivWithAblation - KlDivWithSae) / KlDivWithAblation;
+    /// <summary>(KL_mean_abl − KL_replacement) / KL_mean_abl (NaN when mean ablation was not run).</summary>
+    public double KlDivScoreMeanAblation => (KlDivWithMeanAblation - KlDivWithSae) / KlDivWithMeanAblation;
     /// <summary>Positions counted in the KL means and the reconstruction metrics.</summary>
     public long Tokens { get; internal set; }
     /// <summary>Positions counted in the CE means.</summary>
     public long CeTokens { get; internal set; }
+
+    /// <summary>
+    /// Every number, in the groups and names of <see cref="DownstreamMetrics.ToJson"/> (SAELens's <c>run_evals</c>): the
+    /// replacement model's <c>model_behavior_preservation</c> and <c>model_performance_preservation</c> (the "sae" values are
+    /// the CLT's, "error_term" the replacement with error terms, "mean_ablation" every covered output mean-ablated),
+    /// <c>token_stats</c>, the hooks, and per layer (<c>layers</c>) its hooks and the <c>reconstruction_quality</c>,
+    /// <c>shrinkage</c> and <c>sparsity</c> of its reconstruction from the clean activations. NaN is written as null.
+    /// What <c>sae eval --json</c> writes for a CLT.
+    /// </summary>
+    public JsonObject ToJson()
+    {
+        static JsonNode? N(double v) => DownstreamMetrics.Num(v);
+        var layers = new JsonArray();
+        for (int l = 0; l < Layers.Count; l++)
+        {
+            var r = Layers[l];
+            layers.Add(new JsonObject
+            {
+                ["layer"] = l,
+                ["hook_name"] = InputHooks[l],
+                ["hook_name_out"] = OutputHooks[l],
+                ["reconstruction_quality"] = DownstreamMetrics.ReconstructionQualityJson(r),
+                ["shrinkage"] = DownstreamMetrics.ShrinkageJson(r),
+                ["sparsity"] = DownstreamMetrics.SparsityJson(r, r.FeatureFrequency.LongCount(f => f == 0)),
+            });
+        }
+        return new JsonObject
+        {
+            ["model_behavior_preservation"] = new JsonObject
+            {
+                ["kl_div_score"] = N(KlDivScore),
+                ["kl_div_with_ablation"] = N(KlDivWithAblation),
+                ["kl_div_with_sae"] = N(KlDivWithSae),
+                ["kl_div_score_mean_ablation"] = N(KlDivScoreMeanAblation),
+                ["kl_div_with_mean_ablation"] = N(KlDivWithMeanAblation),
+                ["kl_div_with_error_term"] = N(KlDivWithErrorTerm),
+            },
+            ["model_performance_preservation"] = new JsonObject
+            {
+                ["ce_loss_score"] = N(CeLossScore),
+                ["ce_loss_with_ablation"] = N(CeLossWithAblation),
+                ["ce_loss_with_sae"] = N(CeLossWithSae),
+                ["ce_loss_without_sae"] = N(CeLossWithoutSae),
+                ["ce_loss_score_mean_ablation"] = N(CeLossScoreMeanAblation),
+                ["ce_loss_with_mean_ablation"] = N(CeLossWithMeanAblation),
+                ["ce_loss_with_error_term"] = N(CeLossWithErrorTerm),
+            },
+            ["token_stats"] = new JsonObject
+            {
+                ["total_tokens_eval_reconstruction"] = Tokens,
+                ["total_tokens_eval_ce_loss"] = CeTokens,
+            },
+            ["layers"] = layers,
+        };
+    }
 }
 
 public static partial class DownstreamEvaluator

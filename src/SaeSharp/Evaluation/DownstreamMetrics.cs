@@ -134,7 +134,6 @@ public sealed class DownstreamMetrics
     /// per-feature lists are <see cref="FeatureMetrics"/>, written by <see cref="WriteJson"/>).</summary>
     public JsonObject ToJson()
     {
-        static JsonNode? N(double v) => double.IsFinite(v) ? JsonValue.Create(v) : null;
         var json = new JsonObject
         {
             ["name"] = Name,
@@ -142,46 +141,26 @@ public sealed class DownstreamMetrics
             ["hook_name_out"] = OutputHookName,
             ["model_behavior_preservation"] = new JsonObject
             {
-                ["kl_div_score"] = N(KlDivScore),
-                ["kl_div_with_ablation"] = N(KlDivWithAblation),
-                ["kl_div_with_sae"] = N(KlDivWithSae),
-                ["kl_div_score_mean_ablation"] = N(KlDivScoreMeanAblation),
-                ["kl_div_with_mean_ablation"] = N(KlDivWithMeanAblation),
-                ["kl_div_with_error_term"] = N(KlDivWithErrorTerm),
+                ["kl_div_score"] = Num(KlDivScore),
+                ["kl_div_with_ablation"] = Num(KlDivWithAblation),
+                ["kl_div_with_sae"] = Num(KlDivWithSae),
+                ["kl_div_score_mean_ablation"] = Num(KlDivScoreMeanAblation),
+                ["kl_div_with_mean_ablation"] = Num(KlDivWithMeanAblation),
+                ["kl_div_with_error_term"] = Num(KlDivWithErrorTerm),
             },
             ["model_performance_preservation"] = new JsonObject
             {
-                ["ce_loss_score"] = N(CeLossScore),
-                ["ce_loss_with_ablation"] = N(CeLossWithAblation),
-                ["ce_loss_with_sae"] = N(CeLossWithSae),
-                ["ce_loss_without_sae"] = N(CeLossWithoutSae),
-                ["ce_loss_score_mean_ablation"] = N(CeLossScoreMeanAblation),
-                ["ce_loss_with_mean_ablation"] = N(CeLossWithMeanAblation),
-                ["ce_loss_with_error_term"] = N(CeLossWithErrorTerm),
+                ["ce_loss_score"] = Num(CeLossScore),
+                ["ce_loss_with_ablation"] = Num(CeLossWithAblation),
+                ["ce_loss_with_sae"] = Num(CeLossWithSae),
+                ["ce_loss_without_sae"] = Num(CeLossWithoutSae),
+                ["ce_loss_score_mean_ablation"] = Num(CeLossScoreMeanAblation),
+                ["ce_loss_with_mean_ablation"] = Num(CeLossWithMeanAblation),
+                ["ce_loss_with_error_term"] = Num(CeLossWithErrorTerm),
             },
-            ["reconstruction_quality"] = new JsonObject
-            {
-                ["explained_variance"] = N(Reconstruction.ExplainedVariance),
-                ["explained_variance_legacy"] = N(Reconstruction.ExplainedVarianceLegacy),
-                ["fvu"] = N(Reconstruction.Fvu),
-                ["mse"] = N(Reconstruction.Mse),
-                ["mse_loss"] = N(Reconstruction.MseLoss),
-                ["cossim"] = N(Reconstruction.Cosine),
-            },
-            ["shrinkage"] = new JsonObject
-            {
-                ["l2_norm_in"] = N(Reconstruction.L2NormIn),
-                ["l2_norm_out"] = N(Reconstruction.L2NormOut),
-                ["l2_ratio"] = N(Reconstruction.L2Ratio),
-                ["relative_reconstruction_bias"] = N(Reconstruction.RelativeReconstructionBias),
-            },
-            ["sparsity"] = new JsonObject
-            {
-                ["l0"] = N(Reconstruction.L0),
-                ["l1"] = N(Reconstruction.L1),
-                ["dead_latents"] = NoRows is null ? DeadLatents : null,
-                ["alive_fraction"] = N(Reconstruction.AliveFraction),
-            },
+            ["reconstruction_quality"] = ReconstructionQualityJson(Reconstruction),
+            ["shrinkage"] = ShrinkageJson(Reconstruction),
+            ["sparsity"] = SparsityJson(Reconstruction, NoRows is null ? DeadLatents : null),
             ["token_stats"] = new JsonObject
             {
                 ["total_tokens_eval_reconstruction"] = Reconstruction.Rows > 0 ? Reconstruction.Rows : Tokens,
@@ -191,4 +170,36 @@ public sealed class DownstreamMetrics
         if (NoRows is not null) json["no_rows"] = NoRows;
         return json;
     }
+
+    /// <summary>A finite number, or JSON null (JSON has no NaN).</summary>
+    internal static JsonNode? Num(double v) => double.IsFinite(v) ? JsonValue.Create(v) : null;
+
+    /// <summary>SAELens's <c>reconstruction_quality</c> group of <paramref name="r"/>.</summary>
+    internal static JsonObject ReconstructionQualityJson(SaeEvalResult r) => new()
+    {
+        ["explained_variance"] = Num(r.ExplainedVariance),
+        ["explained_variance_legacy"] = Num(r.ExplainedVarianceLegacy),
+        ["fvu"] = Num(r.Fvu),
+        ["mse"] = Num(r.Mse),
+        ["mse_loss"] = Num(r.MseLoss),
+        ["cossim"] = Num(r.Cosine),
+    };
+
+    /// <summary>SAELens's <c>shrinkage</c> group of <paramref name="r"/>.</summary>
+    internal static JsonObject ShrinkageJson(SaeEvalResult r) => new()
+    {
+        ["l2_norm_in"] = Num(r.L2NormIn),
+        ["l2_norm_out"] = Num(r.L2NormOut),
+        ["l2_ratio"] = Num(r.L2Ratio),
+        ["relative_reconstruction_bias"] = Num(r.RelativeReconstructionBias),
+    };
+
+    /// <summary>SAELens's <c>sparsity</c> group of <paramref name="r"/> (with SaeSharp's alive fraction).</summary>
+    internal static JsonObject SparsityJson(SaeEvalResult r, long? deadLatents) => new()
+    {
+        ["l0"] = Num(r.L0),
+        ["l1"] = Num(r.L1),
+        ["dead_latents"] = deadLatents,
+        ["alive_fraction"] = Num(r.AliveFraction),
+    };
 }

@@ -16,7 +16,9 @@ public sealed record ResolvedSae(string Path, SaeRelease? Release = null, Pretra
 /// listing (SAELens <c>cfg.json</c> + <c>sae_weights.safetensors</c>, Gemma Scope <c>params.npz</c>, dictionary_learning
 /// <c>ae.pt</c>, Gemma Scope 2 <c>params.safetensors</c> (+ <c>config.json</c>), Llama Scope <c>hyperparams.json</c> +
 /// <c>checkpoints/final.safetensors</c>, sparsify <c>cfg.json</c> +
-/// <c>sae.safetensors</c>); a folder that holds none but whose sub-folders do (a sparsify run) is an error naming them;</item>
+/// <c>sae.safetensors</c>); a folder that holds none but whose sub-folders do (a sparsify run) is an error naming them, as
+/// is a folder of a whole cross-layer transcoder (nothing downloaded: <see cref="Interop.CrossLayerTranscoderLoader.Load"/>
+/// takes those);</item>
 /// <item><c>RELEASE/SAE_ID</c> of <see cref="SaeReleases"/> (as <c>SAE.from_pretrained(release, sae_id)</c>): the files
 /// SAELens's loader for the release's format downloads (SAELens, gemma_2, dictionary_learning_1, llama_scope, and the
 /// conversions of <see cref="Interop.SaeLensConversions"/>).</item>
@@ -97,11 +99,12 @@ public static class SaeSource
             if (sidecar is not null) client.DownloadFile(repo, folder + sidecar, revision, optional: true);
             return file;
         }
-        var files = client.ListFiles(repo, revision, path);
         string prefix = path is null ? "" : path + "/";
-        var inFolder = files.Where(f => f.Path.StartsWith(prefix, StringComparison.Ordinal)).Select(f => f.Path[prefix.Length..])
-            .ToHashSet(StringComparer.Ordinal);
+        var inFolder = FolderListing(client, repo, revision, path);
         var layouts = FolderLayouts.Where(l => l.Required.All(inFolder.Contains)).ToList();
+        // A whole cross-layer transcoder is not one SAE: said from the listing, before anything is downloaded.
+        if (layouts.Count == 0 && Interop.CrossLayerTranscoderLoader.FilesOf(inFolder.Where(f => !f.Contains('/'))).Count > 0)
+            throw Interop.CrossLayerTranscoderLoader.NotASingleSae(spec);
         if (layouts.Count == 0)
         {
             // Not an SAE itself: name the sub-folders that hold one (a run of several SAEs, a sparsify run), as a local folder does.
@@ -123,6 +126,46 @@ public static class SaeSource
         if (layouts.Any(l => l.Required.Contains(Interop.Sparsify.WeightsFile)) && path is not null)
             client.TryDownloadFile(repo, (path.Contains('/') ? path[..path.LastIndexOf('/')] + "/" : "") + "config.json", revision);
         return saeFolder!;
+    }
+
+    /// <summary>The local folder of the whole cross-layer transcoder that <paramref name="spec"/> (<c>hf:ORG/REPO[@REVISION][/PATH]</c>,
+    /// a folder) names, downloading into the cache only its files (<see cref="Interop.CrossLayerTranscoderLoader.FilesOf"/>).</summary>
+    internal static string ResolveCrossLayerTranscoder(string spec, HfHubOptions? hub)
+    {
+        var (repo, revision, path) = ParseHub(spec);
+        using var client = new HfHubClient(hub ?? HfHubOptions.FromEnvironment());
+        var files = HubCrossLayerTranscoderFiles(client, spec, repo, revision, path);
+        if (files.Count == 0)
+            throw new SaeSharpException($"{spec}: no cross-layer transcoder in {path ?? "the repo root"}: expected circuit-tracer's " +
+                "W_enc_0.safetensors, W_dec_0.safetensors, … or Gemma Scope 2's params_layer_0.safetensors, … directly in the folder");
+        string prefix = path is null ? "" : path + "/";
+        return files.Select(name => SaeFolderOf(client.DownloadFile(repo, prefix + name, revision)!, name)).ToList()[0];
+    }
+
+    /// <summary>The files of the whole cross-layer transcoder that <paramref name="spec"/> (<c>hf:ORG/REPO[@REVISION][/PATH]</c>, a
+    /// folder) names, from the hub's listing (nothing downloaded; offline, the cached snapshot's); empty when the folder
+    /// holds a single SAE's files or no CLT, or the spec names a file.</summary>
+    internal static IReadOnlyList<string> HubCrossLayerTranscoderFiles(string spec, HfHubOptions? hub)
+    {
+        var (repo, revision, path) = ParseHub(spec);
+        using var client = new HfHubClient(hub ?? HfHubOptions.FromEnvironment());
+        return HubCrossLayerTranscoderFiles(client, spec, repo, revision, path);
+    }
+
+    private static IReadOnlyList<string> HubCrossLayerTranscoderFiles(HfHubClient client, string spec, string repo, string revision, string? path)
+    {
+        if (System.IO.Path.GetExtension(path ?? "").ToLowerInvariant() is ".pt" or ".pth" or ".npz" or ".safetensors") return [];
+        var inFolder = FolderListing(client, repo, revision, path);
+        if (FolderLayouts.Any(l => l.Required.All(inFolder.Contains))) return [];
+        return Interop.CrossLayerTranscoderLoader.FilesOf(inFolder.Where(f => !f.Contains('/')));
+    }
+
+    /// <summary>The hub's files under <paramref name="path"/> (the repo root when null), relative to it.</summary>
+    private static HashSet<string> FolderListing(HfHubClient client, string repo, string revision, string? path)
+    {
+        string prefix = path is null ? "" : path + "/";
+        return client.ListFiles(repo, revision, path).Where(f => f.Path.StartsWith(prefix, StringComparison.Ordinal))
+            .Select(f => f.Path[prefix.Length..]).ToHashSet(StringComparer.Ordinal);
     }
 
     /// <summary>The SAE folder of <paramref name="local"/>, the downloaded file at <paramref name="relative"/> inside it.</summary>

@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text.RegularExpressions;
+using SaeSharp.Hub;
 using SaeSharp.IO;
 using SaeSharp.Saes;
 using static TorchSharp.torch;
@@ -20,15 +21,63 @@ public static class CrossLayerTranscoderLoader
     /// <summary>circuit-tracer's default output hook of a CLT (<c>feature_output_hook</c>).</summary>
     public const string DefaultOutputHook = "hook_mlp_out";
 
-    /// <summary>Whether <paramref name="path"/> is a folder holding a whole CLT in either format.</summary>
+    /// <summary>The error for a whole CLT at <paramref name="where"/> given where one SAE is expected (<see cref="SaeLoader"/>).</summary>
+    internal static SaeSharpException NotASingleSae(string where) =>
+        new($"{where}: a whole cross-layer transcoder, not a single SAE: load it with CrossLayerTranscoderLoader.Load, " +
+            "evaluate it with `sae eval --model M --dataset D --sae` (one layer's features: a SAELens release entry such as mntss_clt_layer_transcoder's)");
+
+    /// <summary>A Gemma Scope 2 CLT layer file's name: prefix (<c>params_layer_</c> or <c>layer_</c>) in group 1, layer in group 2.</summary>
+    private static readonly Regex GemmaScope2LayerName = new(@"^((?:params_)?layer_)(\d+)\.safetensors$", RegexOptions.CultureInvariant);
+
+    /// <summary>Whether <paramref name="path"/> is a local folder holding a whole CLT in either format.</summary>
     public static bool IsCrossLayerTranscoder(string path) =>
-        Directory.Exists(path) && (File.Exists(Path.Combine(path, "W_enc_0.safetensors")) || GemmaScope2LayerFiles(path).Count > 0);
+        Directory.Exists(path) && FilesOf(Directory.EnumerateFiles(path).Select(f => Path.GetFileName(f))).Count > 0;
+
+    /// <summary>
+    /// Whether <paramref name="spec"/> names a whole CLT: a local folder of either format, or an <c>hf:ORG/REPO[@REVISION][/PATH]</c>
+    /// folder whose hub listing holds one directly (and no single SAE's files; listed, not downloaded). A file, or a
+    /// <c>RELEASE/SAE_ID</c> (SAELens's <c>mntss_clt_layer_transcoder</c> and Gemma Scope 2's <c>clt</c> entries are one layer
+    /// each), is not.
+    /// </summary>
+    public static bool IsCrossLayerTranscoder(string spec, HfHubOptions? hub)
+    {
+        ArgumentNullException.ThrowIfNull(spec);
+        if (File.Exists(spec) || Directory.Exists(spec)) return IsCrossLayerTranscoder(spec);
+        return spec.StartsWith(SaeSource.HubPrefix, StringComparison.Ordinal) && SaeSource.HubCrossLayerTranscoderFiles(spec, hub) is { Count: > 0 };
+    }
+
+    /// <summary>
+    /// The file names, among <paramref name="names"/> (the files directly in one folder), that make a whole CLT:
+    /// circuit-tracer's <c>W_enc_L.safetensors</c> and <c>W_dec_L.safetensors</c> (with <c>config.yaml</c> when present) when
+    /// <c>W_enc_0.safetensors</c> is one of them, else Gemma Scope 2's <c>params_layer_L.safetensors</c> / <c>layer_L.safetensors</c>;
+    /// empty when neither. What <see cref="Load(string, HfHubOptions?)"/> reads, and all that an <c>hf:</c> spec downloads.
+    /// </summary>
+    public static IReadOnlyList<string> FilesOf(IEnumerable<string> names)
+    {
+        ArgumentNullException.ThrowIfNull(names);
+        var all = names.ToList();
+        if (all.Contains("W_enc_0.safetensors"))
+            return all.Where(n => Regex.IsMatch(n, @"^W_(?:enc|dec)_\d+\.safetensors$") || n == SaeLensConversions.CircuitTracerConfigFile)
+                .Order(StringComparer.Ordinal).ToList();
+        return all.Where(n => GemmaScope2LayerName.IsMatch(n)).Order(StringComparer.Ordinal).ToList();
+    }
 
     /// <summary>A CLT from a folder of either format (circuit-tracer's when it holds <c>W_enc_0.safetensors</c>, else Gemma
-    /// Scope 2's <c>params_layer_L.safetensors</c> / <c>layer_L.safetensors</c>).</summary>
-    public static CrossLayerTranscoder Load(string path)
+    /// Scope 2's <c>params_layer_L.safetensors</c> / <c>layer_L.safetensors</c>), or from the hub: <c>hf:ORG/REPO[@REVISION][/PATH]</c>
+    /// naming such a folder (the repo root when no PATH) downloads only the CLT's files (<see cref="FilesOf"/>) into the
+    /// Hugging Face cache through <see cref="HfHubClient"/> (<paramref name="hub"/>: endpoint, cache, token; null: from the
+    /// environment). A <c>RELEASE/SAE_ID</c> is refused: SAELens's CLT entries are one layer with its decoders summed.</summary>
+    public static CrossLayerTranscoder Load(string path, HfHubOptions? hub = null)
     {
         ArgumentNullException.ThrowIfNull(path);
+        if (SaeSource.IsRemote(path))
+        {
+            if (!path.StartsWith(SaeSource.HubPrefix, StringComparison.Ordinal))
+                throw new SaeSharpException($"{path}: a SAELens release entry is one layer of a cross-layer transcoder (its decoders summed, for feature " +
+                    "activations); a whole CLT is given as its folder: a local one, or hf:ORG/REPO[/PATH] (e.g. hf:mntss/clt-gemma-2-2b-426k, " +
+                    "a Gemma Scope 2 hf:google/gemma-scope-2-…/clt/width_… folder of params_layer_L.safetensors)");
+            path = SaeSource.ResolveCrossLayerTranscoder(path, hub);
+        }
         if (!Directory.Exists(path)) throw new SaeSharpException($"{path}: not a folder (a cross-layer transcoder is a folder of per-layer .safetensors files)");
         if (File.Exists(Path.Combine(path, "W_enc_0.safetensors"))) return LoadCircuitTracer(path);
         if (GemmaScope2LayerFiles(path).Count > 0) return LoadGemmaScope2(path);
@@ -173,7 +222,7 @@ public static class CrossLayerTranscoderLoader
     private static List<(string Prefix, int Layer, string Path)> GemmaScope2LayerFiles(string folder) =>
         Directory.Exists(folder)
             ? Directory.EnumerateFiles(folder, "*.safetensors")
-                .Select(f => (f, m: Regex.Match(Path.GetFileName(f), @"^((?:params_)?layer_)(\d+)\.safetensors$")))
+                .Select(f => (f, m: GemmaScope2LayerName.Match(Path.GetFileName(f))))
                 .Where(x => x.m.Success)
                 .Select(x => (x.m.Groups[1].Value, int.Parse(x.m.Groups[2].Value, CultureInfo.InvariantCulture), x.f))
                 .ToList()

@@ -82,6 +82,7 @@ public static class SaeLoader
             ? Directory.EnumerateDirectories(local).Where(d => Formats.Any(f => f.Detect(d))).Select(d => Path.GetFileName(d)).Order(StringComparer.Ordinal).ToList()
             : [];
         if (inside.Count > 0) throw HoldsSaes(local, inside, d => Path.Combine(local, d));
+        if (CrossLayerTranscoderLoader.IsCrossLayerTranscoder(local)) throw CrossLayerTranscoderLoader.NotASingleSae(local);
         throw new SaeSharpException($"{local}: not a recognised SAE (looked for: {string.Join(", ", Formats.Select(f => f.Name))})");
     }
 

@@ -150,6 +150,28 @@ public class CrossLayerTranscoderReplacementTests : ModelTestBase
     }
 
     [Fact]
+    public void Repeated_replacement_evaluation_leaves_no_tensor_alive()
+    {
+        using var model = Gpt2();
+        var windows = ModelActivationSourceTests.Windows(3, 8);
+        var r = CltReference.Random(2, Features, DModel, 6, threshold: true, skip: true);
+        string folder = Sub($"clt-leak-{Guid.NewGuid():N}");
+        r.WriteCircuitTracer(folder, threshold: true);
+        File.WriteAllText(Path.Combine(folder, "config.yaml"), "feature_input_hook: ln2.hook_normalized\nfeature_output_hook: hook_mlp_out\n");
+        // Every variant (replacement, error terms, zero and mean ablation) over two batches, the CLT loaded and freed each time.
+        var options = new DownstreamEvalOptions { BatchSizePrompts = 2, MeanAblation = true, ErrorTerm = true };
+        Assert.Equal(0, LiveTensors.Leaked(() =>
+        {
+            using var clt = CrossLayerTranscoderLoader.Load(folder);
+            var m = DownstreamEvaluator.EvaluateReplacement(model, clt, windows, options);
+            Assert.Equal(m.CeLossWithoutSae, m.CeLossWithErrorTerm);
+        }));
+        // And with the CLT kept: the evaluation alone.
+        using var kept = CrossLayerTranscoderLoader.Load(folder);
+        Assert.Equal(0, LiveTensors.Leaked(() => DownstreamEvaluator.EvaluateReplacement(model, kept, windows, options)));
+    }
+
+    [Fact]
     public void A_clt_of_another_width_or_more_layers_than_the_model_is_refused()
     {
         using var model = Gpt2();
@@ -178,6 +200,93 @@ public class CrossLayerTranscoderEvalCliTests : IDisposable
     private readonly SaeSharp.Tests.Analysis.AnalysisFixture _fx = new();
     public void Dispose() => _fx.Dispose();
 
+    /// <summary>The replacement table's numeric rows: its label, and where the JSON holds the value, with the table's format.</summary>
+    private static readonly (string Row, string Group, string Key, string Format)[] TableRows =
+    [
+        ("ce loss clean", "model_performance_preservation", "ce_loss_without_sae", "F4"),
+        ("ce loss with CLT", "model_performance_preservation", "ce_loss_with_sae", "F4"),
+        ("ce loss zero-ablated", "model_performance_preservation", "ce_loss_with_ablation", "F4"),
+        ("ce loss mean-ablated", "model_performance_preservation", "ce_loss_with_mean_ablation", "F4"),
+        ("ce loss with error terms", "model_performance_preservation", "ce_loss_with_error_term", "F4"),
+        ("kl div with CLT", "model_behavior_preservation", "kl_div_with_sae", "G5"),
+        ("kl div zero-ablated", "model_behavior_preservation", "kl_div_with_ablation", "G5"),
+        ("kl div mean-ablated", "model_behavior_preservation", "kl_div_with_mean_ablation", "G5"),
+        ("kl div with error terms", "model_behavior_preservation", "kl_div_with_error_term", "G5"),
+        ("kl div score", "model_behavior_preservation", "kl_div_score", "F4"),
+    ];
+
+    [Fact]
+    public void Sae_eval_of_a_hub_clt_writes_every_metric_of_the_library_to_json()
+    {
+        var r = CltReference.Random(2, 8, 16, 5, threshold: true, skip: true);
+        string local = Path.Combine(_fx.Dir, "clt-src");
+        r.WriteCircuitTracer(local, threshold: true);
+        File.WriteAllText(Path.Combine(local, "config.yaml"), "feature_input_hook: ln2.hook_normalized\nfeature_output_hook: hook_mlp_out\n");
+        using var server = new SaeSharp.Tests.Hub.FakeHubServer();
+        server.Repos["someone/clt-tiny"] = Directory.EnumerateFiles(local).ToDictionary(f => "clt/" + Path.GetFileName(f),
+            f => new SaeSharp.Tests.Hub.FakeHubServer.FakeFile(File.ReadAllBytes(f), Lfs: f.EndsWith(".safetensors", StringComparison.Ordinal)));
+        string json = Path.Combine(_fx.Dir, "hub-clt.json");
+        var (exit, output, err) = SaeSharp.Tests.Cli.CliRunner.RunWithEnvironment(
+            new Dictionary<string, string> { ["HF_ENDPOINT"] = server.Endpoint, ["HF_HUB_CACHE"] = Path.Combine(_fx.Dir, "hubcache") },
+            "eval", "--sae", "hf:someone/clt-tiny/clt", "--model", _fx.ModelDir, "--dataset", _fx.DataPath, "--tokens", "64", "--context-size", "16", "--json", json);
+        Assert.True(exit == 0, err);
+        Assert.Contains("hf:someone/clt-tiny/clt (replacement model", output);
+
+        // The library on the local copy of the same files, the same data and settings.
+        var m = SaeSharp.Pipelines.ModelPipeline.EvaluateReplacement(local,
+            new SaeSharp.Pipelines.ModelDataOptions { ModelPath = _fx.ModelDir, DatasetPath = _fx.DataPath, Tokens = 64, ContextSize = 16 });
+        using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText(json));
+        var root = doc.RootElement;
+        void Same(double expected, System.Text.Json.JsonElement e, string what)
+        {
+            if (double.IsFinite(expected)) Assert.True(expected == e.GetDouble(), $"{what}: json {e.GetDouble()}, library {expected}");
+            else Assert.Equal(System.Text.Json.JsonValueKind.Null, e.ValueKind);
+        }
+        var perf = root.GetProperty("model_performance_preservation");
+        Same(m.CeLossWithoutSae, perf.GetProperty("ce_loss_without_sae"), "ce clean");
+        Same(m.CeLossWithSae, perf.GetProperty("ce_loss_with_sae"), "ce with CLT");
+        Same(m.CeLossWithAblation, perf.GetProperty("ce_loss_with_ablation"), "ce zero-ablated");
+        Same(m.CeLossWithMeanAblation, perf.GetProperty("ce_loss_with_mean_ablation"), "ce mean-ablated");
+        Same(m.CeLossWithErrorTerm, perf.GetProperty("ce_loss_with_error_term"), "ce with error terms");
+        Same(m.CeLossScore, perf.GetProperty("ce_loss_score"), "ce score");
+        Same(m.CeLossScoreMeanAblation, perf.GetProperty("ce_loss_score_mean_ablation"), "ce score (mean ablation)");
+        var kl = root.GetProperty("model_behavior_preservation");
+        Same(m.KlDivWithSae, kl.GetProperty("kl_div_with_sae"), "kl with CLT");
+        Same(m.KlDivWithAblation, kl.GetProperty("kl_div_with_ablation"), "kl zero-ablated");
+        Same(m.KlDivWithMeanAblation, kl.GetProperty("kl_div_with_mean_ablation"), "kl mean-ablated");
+        Same(m.KlDivWithErrorTerm, kl.GetProperty("kl_div_with_error_term"), "kl with error terms");
+        Same(m.KlDivScore, kl.GetProperty("kl_div_score"), "kl score");
+        Same(m.KlDivScoreMeanAblation, kl.GetProperty("kl_div_score_mean_ablation"), "kl score (mean ablation)");
+        Assert.Equal(m.Tokens, root.GetProperty("token_stats").GetProperty("total_tokens_eval_reconstruction").GetInt64());
+        Assert.Equal(m.CeTokens, root.GetProperty("token_stats").GetProperty("total_tokens_eval_ce_loss").GetInt64());
+        // Mean ablation and error terms ran: real numbers, and the error terms give back the clean model exactly.
+        Assert.True(double.IsFinite(m.CeLossWithMeanAblation) && m.CeLossWithErrorTerm == m.CeLossWithoutSae && m.KlDivWithErrorTerm == 0);
+        var layers = root.GetProperty("layers");
+        Assert.Equal(m.Layers.Count, layers.GetArrayLength());
+        for (int l = 0; l < m.Layers.Count; l++)
+        {
+            var j = layers[l];
+            var e = m.Layers[l];
+            Assert.Equal(l, j.GetProperty("layer").GetInt32());
+            Assert.Equal(m.InputHooks[l], j.GetProperty("hook_name").GetString());
+            Assert.Equal(m.OutputHooks[l], j.GetProperty("hook_name_out").GetString());
+            var rq = j.GetProperty("reconstruction_quality");
+            Same(e.Fvu, rq.GetProperty("fvu"), $"layer {l} fvu");
+            Same(e.Mse, rq.GetProperty("mse"), $"layer {l} mse");
+            Same(e.ExplainedVariance, rq.GetProperty("explained_variance"), $"layer {l} explained variance");
+            Same(e.Cosine, rq.GetProperty("cossim"), $"layer {l} cosine");
+            Same(e.L2Ratio, j.GetProperty("shrinkage").GetProperty("l2_ratio"), $"layer {l} l2 ratio");
+            var sp = j.GetProperty("sparsity");
+            Same(e.L0, sp.GetProperty("l0"), $"layer {l} l0");
+            Same(e.L1, sp.GetProperty("l1"), $"layer {l} l1");
+            Same(e.AliveFraction, sp.GetProperty("alive_fraction"), $"layer {l} alive");
+            Assert.Equal(e.FeatureFrequency.Count(f => f == 0), sp.GetProperty("dead_latents").GetInt64());
+        }
+        // Only the CLT's files came from the hub.
+        Assert.DoesNotContain(server.Requests, q => q.Path.Contains("/resolve/", StringComparison.Ordinal)
+            && !System.Text.RegularExpressions.Regex.IsMatch(q.Path, @"/clt/(W_(enc|dec)_[01]\.safetensors|config\.yaml)$"));
+    }
+
     [Fact]
     public void Sae_eval_with_a_clt_folder_reports_the_replacement_and_each_layer()
     {
@@ -198,7 +307,17 @@ public class CrossLayerTranscoderEvalCliTests : IDisposable
         var layers = doc.RootElement.GetProperty("layers");
         Assert.Equal(2, layers.GetArrayLength());
         Assert.Equal("blocks.1.hook_mlp_out", layers[1].GetProperty("hook_name_out").GetString());
-        Assert.True(layers[0].GetProperty("l0").GetDouble() > 0);
+        Assert.True(layers[0].GetProperty("sparsity").GetProperty("l0").GetDouble() > 0);
+
+        // Every number the table prints is in the JSON, as printed.
+        var root = doc.RootElement;
+        double J(string group, string key) => root.GetProperty(group).GetProperty(key).GetDouble();
+        foreach (var (row, group, key, format) in TableRows)
+        {
+            string printed = System.Text.RegularExpressions.Regex.Match(output, System.Text.RegularExpressions.Regex.Escape(row) + @"[^0-9\-]*(-?[0-9.]+(?:E[-+]?[0-9]+)?)").Groups[1].Value;
+            Assert.False(printed.Length == 0, $"table row '{row}' not found in:\n{output}");
+            Assert.Equal(printed, J(group, key).ToString(format, System.Globalization.CultureInfo.InvariantCulture));
+        }
 
         // With another SAE, or a hook: refused.
         var two = SaeSharp.Tests.Cli.CliRunner.Run("eval", "--sae", clt, "--sae", _fx.SaeDir, "--model", _fx.ModelDir, "--dataset", _fx.DataPath);
