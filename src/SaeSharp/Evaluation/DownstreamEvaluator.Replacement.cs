@@ -9,9 +9,10 @@ namespace SaeSharp.Evaluation;
 
 /// <summary>
 /// What a whole cross-layer transcoder costs when it replaces every covered MLP output (circuit-tracer's replacement
-/// model): the CE and KL of the replacement run, per-layer reconstruction metrics on the clean run's activations.
+/// model): the CE and KL of the replacement run (the "with SAE" values), per-layer reconstruction metrics on the clean
+/// run's activations.
 /// </summary>
-public sealed class CrossLayerTranscoderMetrics
+public sealed class CrossLayerTranscoderMetrics : SpliceLossMetrics
 {
     /// <summary>The hook each layer's encoder read (<c>blocks.l.{feature_input_hook}</c>, resolved).</summary>
     public required IReadOnlyList<string> InputHooks { get; init; }
@@ -20,39 +21,6 @@ public sealed class CrossLayerTranscoderMetrics
     /// <summary>Per layer: the reconstruction of the clean output from the clean inputs of layers 0..l (FVU about the mean,
     /// MSE, cosine) and the layer's features (L0, L1, alive fraction), over the counted positions.</summary>
     public required IReadOnlyList<SaeEvalResult> Layers { get; init; }
-    /// <summary>Mean next-token CE (nats) of the clean model.</summary>
-    public double CeLossWithoutSae { get; internal set; }
-    /// <summary>Mean CE with every covered output replaced by the CLT's reconstruction, each encoder reading the
-    /// replacement run's own activations (the replacement model).</summary>
-    public double CeLossWithSae { get; internal set; }
-    /// <summary>Mean CE with every covered output zero-ablated.</summary>
-    public double CeLossWithAblation { get; internal set; }
-    /// <summary>Mean CE with every covered output replaced by its mean over the counted positions (NaN when not run).</summary>
-    public double CeLossWithMeanAblation { get; internal set; } = double.NaN;
-    /// <summary>Mean CE of the replacement with the error terms (clean output − reconstruction from the clean inputs) added
-    /// back: exactly the clean CE (NaN when not run).</summary>
-    public double CeLossWithErrorTerm { get; internal set; } = double.NaN;
-    /// <summary>Mean KL(clean ‖ replacement).</summary>
-    public double KlDivWithSae { get; internal set; }
-    /// <summary>Mean KL(clean ‖ zero-ablated).</summary>
-    public double KlDivWithAblation { get; internal set; }
-    /// <summary>Mean KL(clean ‖ mean-ablated) (NaN when not run).</summary>
-    public double KlDivWithMeanAblation { get; internal set; } = double.NaN;
-    /// <summary>Mean KL(clean ‖ replacement + error terms): 0 (NaN when not run).</summary>
-    public double KlDivWithErrorTerm { get; internal set; } = double.NaN;
-    /// <summary>Fraction of CE loss recovered against zero ablation: (CE_abl − CE_replacement) / (CE_abl − CE_clean).</summary>
-    public double CeLossScore => (CeLossWithAblation - CeLossWithSae) / (CeLossWithAblation - CeLossWithoutSae);
-    /// <summary>As <see cref="CeLossScore"/> against mean ablation.</summary>
-    public double CeLossScoreMeanAblation => (CeLossWithMeanAblation - CeLossWithSae) / (CeLossWithMeanAblation - CeLossWithoutSae);
-    /// <summary>(KL_abl − KL_replacement) / KL_abl with zero ablation.</summary>
-    public double KlDivScore => (KlDivWithAblation - KlDivWithSae) / KlDivWithAblation;
-    /// <summary>(KL_mean_abl − KL_replacement) / KL_mean_abl (NaN when mean ablation was not run).</summary>
-    public double KlDivScoreMeanAblation => (KlDivWithMeanAblation - KlDivWithSae) / KlDivWithMeanAblation;
-    /// <summary>Positions counted in the KL means and the reconstruction metrics.</summary>
-    public long Tokens { get; internal set; }
-    /// <summary>Positions counted in the CE means.</summary>
-    public long CeTokens { get; internal set; }
-
     /// <summary>
     /// Every number, in the groups and names of <see cref="DownstreamMetrics.ToJson"/> (SAELens's <c>run_evals</c>): the
     /// replacement model's <c>model_behavior_preservation</c> and <c>model_performance_preservation</c> (the "sae" values are
@@ -63,7 +31,6 @@ public sealed class CrossLayerTranscoderMetrics
     /// </summary>
     public JsonObject ToJson()
     {
-        static JsonNode? N(double v) => DownstreamMetrics.Num(v);
         var layers = new JsonArray();
         for (int l = 0; l < Layers.Count; l++)
         {
@@ -80,25 +47,8 @@ public sealed class CrossLayerTranscoderMetrics
         }
         return new JsonObject
         {
-            ["model_behavior_preservation"] = new JsonObject
-            {
-                ["kl_div_score"] = N(KlDivScore),
-                ["kl_div_with_ablation"] = N(KlDivWithAblation),
-                ["kl_div_with_sae"] = N(KlDivWithSae),
-                ["kl_div_score_mean_ablation"] = N(KlDivScoreMeanAblation),
-                ["kl_div_with_mean_ablation"] = N(KlDivWithMeanAblation),
-                ["kl_div_with_error_term"] = N(KlDivWithErrorTerm),
-            },
-            ["model_performance_preservation"] = new JsonObject
-            {
-                ["ce_loss_score"] = N(CeLossScore),
-                ["ce_loss_with_ablation"] = N(CeLossWithAblation),
-                ["ce_loss_with_sae"] = N(CeLossWithSae),
-                ["ce_loss_without_sae"] = N(CeLossWithoutSae),
-                ["ce_loss_score_mean_ablation"] = N(CeLossScoreMeanAblation),
-                ["ce_loss_with_mean_ablation"] = N(CeLossWithMeanAblation),
-                ["ce_loss_with_error_term"] = N(CeLossWithErrorTerm),
-            },
+            ["model_behavior_preservation"] = BehaviorPreservationJson(),
+            ["model_performance_preservation"] = PerformancePreservationJson(),
             ["token_stats"] = new JsonObject
             {
                 ["total_tokens_eval_reconstruction"] = Tokens,
@@ -144,26 +94,8 @@ public static partial class DownstreamEvaluator
         var acc = Enumerable.Range(0, n).Select(_ => new SaeMetricsAccumulator(clt.Cfg.DModel, clt.Cfg.DTranscoder)).ToArray();
         Sums clean = new(), replaced = new(), ablated = new(), meanAblated = new(), withError = new();
 
-        long taken = 0;
-        var batch = new List<long[]>();
-        var progress = new ProgressCounter(o.Progress, "tokens");
-        void Run()
-        {
-            int positions = o.SeqposSlice?.Positions(batch[0].Length).Length ?? batch[0].Length;
-            progress.Total ??= o.MaxContexts * positions;
-            RunReplacementBatch(model, clt, batch, exclude, inputs, outputs, acc, clean, replaced, ablated, meanAblated, withError, o);
-            progress.Add((long)batch.Count * positions);
-            batch.Clear();
-        }
-        foreach (var w in windows)
-        {
-            if (o.MaxContexts is long max && taken >= max) break;
-            batch.Add(w);
-            taken++;
-            if (batch.Count == o.BatchSizePrompts) Run();
-        }
-        if (batch.Count > 0) Run();
-        if (clean.Positions == 0) throw new SaeSharpException("no tokens were evaluated (empty dataset, or every position excluded)");
+        ForEachBatch(windows, o, clean, batch =>
+            RunReplacementBatch(model, clt, batch, exclude, inputs, outputs, acc, clean, replaced, ablated, meanAblated, withError, o));
         return new CrossLayerTranscoderMetrics
         {
             InputHooks = inputs, OutputHooks = outputs, Layers = acc.Select(a => a.Result()).ToList(),

@@ -75,6 +75,15 @@ public static partial class DownstreamEvaluator
         var meanAblation = sites.ToDictionary(h => h, _ => new Sums());
         var clean = new Sums();
 
+        ForEachBatch(windows, o, clean, batch => RunBatch(model, batch, exclude, plans, cacheHooks, sites, clean, ablation, meanAblation, o));
+        return plans.Select(p => p.Finish(model.HookPoints, clean, ablation[p.Ablated], o.MeanAblation ? meanAblation[p.Ablated] : null)).ToList();
+    }
+
+    /// <summary>Feeds <paramref name="windows"/> to <paramref name="runBatch"/> in batches of
+    /// <see cref="DownstreamEvalOptions.BatchSizePrompts"/> (at most <see cref="DownstreamEvalOptions.MaxContexts"/>
+    /// windows), counting progress in evaluated positions; refuses a pass in which <paramref name="clean"/> counted none.</summary>
+    private static void ForEachBatch(IEnumerable<long[]> windows, DownstreamEvalOptions o, Sums clean, Action<List<long[]>> runBatch)
+    {
         long taken = 0;
         var batch = new List<long[]>();
         var progress = new ProgressCounter(o.Progress, "tokens");
@@ -82,7 +91,7 @@ public static partial class DownstreamEvaluator
         {
             int positions = o.SeqposSlice?.Positions(batch[0].Length).Length ?? batch[0].Length;
             progress.Total ??= o.MaxContexts * positions;
-            RunBatch(model, batch, exclude, plans, cacheHooks, sites, clean, ablation, meanAblation, o);
+            runBatch(batch);
             progress.Add((long)batch.Count * positions);
             batch.Clear();
         }
@@ -95,8 +104,6 @@ public static partial class DownstreamEvaluator
         }
         if (batch.Count > 0) Run();
         if (clean.Positions == 0) throw new SaeSharpException("no tokens were evaluated (empty dataset, or every position excluded)");
-
-        return plans.Select(p => p.Finish(model.HookPoints, clean, ablation[p.Ablated], o.MeanAblation ? meanAblation[p.Ablated] : null)).ToList();
     }
 
     private static void RunBatch(HookedTransformer model, List<long[]> windows, long[] exclude, List<Plan> plans,

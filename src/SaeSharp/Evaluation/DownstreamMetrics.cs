@@ -8,7 +8,7 @@ namespace SaeSharp.Evaluation;
 /// <c>evals.py</c> (<c>ce_loss_score</c>, <c>kl_div_score</c>, ... with zero ablation); the mean-ablation and
 /// error-term variants carry suffixes.
 /// </summary>
-public sealed class DownstreamMetrics
+public sealed class DownstreamMetrics : SpliceLossMetrics
 {
     /// <summary>Display name: the target's <see cref="DownstreamTarget.Name"/>, else the cfg's <c>hook_name</c>, else <c>sae_i</c>.</summary>
     public required string Name { get; init; }
@@ -16,35 +16,6 @@ public sealed class DownstreamMetrics
     public required string HookName { get; init; }
     /// <summary>For a transcoder, the hook whose activation its output replaces (<c>hook_name_out</c>); else null.</summary>
     public string? OutputHookName { get; init; }
-
-    /// <summary>Mean next-token cross-entropy (nats) of the clean model, with the SAE spliced in, with the hook zero-ablated,
-    /// mean-ablated, and with the SAE plus its error term.</summary>
-    public double CeLossWithoutSae { get; internal set; }
-    /// <summary>Mean CE (nats) with the SAE's reconstruction spliced in at the hook.</summary>
-    public double CeLossWithSae { get; internal set; }
-    /// <summary>Mean CE (nats) with the hook's activation (an SAE's head of it) replaced by zeros at every position.</summary>
-    public double CeLossWithAblation { get; internal set; }
-    /// <summary>Mean CE (nats) with the hook's activation replaced at every position by its mean over the counted positions (NaN when not run).</summary>
-    public double CeLossWithMeanAblation { get; internal set; } = double.NaN;
-    /// <summary>Mean CE (nats) with the reconstruction plus the SAE's error term (equals the clean CE; NaN when not run).</summary>
-    public double CeLossWithErrorTerm { get; internal set; } = double.NaN;
-    /// <summary>Mean KL(clean ‖ variant) of the next-token distributions over counted positions.</summary>
-    public double KlDivWithSae { get; internal set; }
-    /// <summary>Mean KL(clean ‖ zero-ablated).</summary>
-    public double KlDivWithAblation { get; internal set; }
-    /// <summary>Mean KL(clean ‖ mean-ablated) (NaN when not run).</summary>
-    public double KlDivWithMeanAblation { get; internal set; } = double.NaN;
-    /// <summary>Mean KL(clean ‖ SAE + error term) (≈ 0; NaN when not run).</summary>
-    public double KlDivWithErrorTerm { get; internal set; } = double.NaN;
-
-    /// <summary>Fraction of CE loss recovered against zero ablation: (CE_abl − CE_sae) / (CE_abl − CE_clean).</summary>
-    public double CeLossScore => (CeLossWithAblation - CeLossWithSae) / (CeLossWithAblation - CeLossWithoutSae);
-    /// <summary>As <see cref="CeLossScore"/> against mean ablation.</summary>
-    public double CeLossScoreMeanAblation => (CeLossWithMeanAblation - CeLossWithSae) / (CeLossWithMeanAblation - CeLossWithoutSae);
-    /// <summary>(KL_abl − KL_sae) / KL_abl with zero ablation.</summary>
-    public double KlDivScore => (KlDivWithAblation - KlDivWithSae) / KlDivWithAblation;
-    /// <summary>As <see cref="KlDivScore"/> against mean ablation.</summary>
-    public double KlDivScoreMeanAblation => (KlDivWithMeanAblation - KlDivWithSae) / KlDivWithMeanAblation;
 
     /// <summary>Reconstruction and sparsity metrics over the counted positions (the acts helper's accumulator:
     /// FVU about the mean, cosine, L0/L1, alive fraction, ...).</summary>
@@ -69,12 +40,6 @@ public sealed class DownstreamMetrics
     /// biases. The same object as <see cref="SaeEvalResult.FeatureMetrics"/> of <see cref="Reconstruction"/>; null only for
     /// metrics built by hand.</summary>
     public FeatureMetrics? FeatureMetrics => Reconstruction.FeatureMetrics;
-
-    /// <summary>Positions counted in the KL means and (except at an expert's hook, where only the tokens routed to the expert
-    /// are rows: <see cref="SaeEvalResult.Rows"/> of <see cref="Reconstruction"/>) in the reconstruction metrics.</summary>
-    public long Tokens { get; internal set; }
-    /// <summary>Positions counted in the CE means (positions predicting from an excluded token are left out).</summary>
-    public long CeTokens { get; internal set; }
 
     /// <summary>Why this SAE has no metrics, or null: at an MoE expert's hook, no evaluated token was routed to the expert
     /// (the message names the SAE, the hook, the expert and the tokens evaluated). Every metric but the clean CE is then
@@ -139,25 +104,8 @@ public sealed class DownstreamMetrics
             ["name"] = Name,
             ["hook_name"] = HookName,
             ["hook_name_out"] = OutputHookName,
-            ["model_behavior_preservation"] = new JsonObject
-            {
-                ["kl_div_score"] = Num(KlDivScore),
-                ["kl_div_with_ablation"] = Num(KlDivWithAblation),
-                ["kl_div_with_sae"] = Num(KlDivWithSae),
-                ["kl_div_score_mean_ablation"] = Num(KlDivScoreMeanAblation),
-                ["kl_div_with_mean_ablation"] = Num(KlDivWithMeanAblation),
-                ["kl_div_with_error_term"] = Num(KlDivWithErrorTerm),
-            },
-            ["model_performance_preservation"] = new JsonObject
-            {
-                ["ce_loss_score"] = Num(CeLossScore),
-                ["ce_loss_with_ablation"] = Num(CeLossWithAblation),
-                ["ce_loss_with_sae"] = Num(CeLossWithSae),
-                ["ce_loss_without_sae"] = Num(CeLossWithoutSae),
-                ["ce_loss_score_mean_ablation"] = Num(CeLossScoreMeanAblation),
-                ["ce_loss_with_mean_ablation"] = Num(CeLossWithMeanAblation),
-                ["ce_loss_with_error_term"] = Num(CeLossWithErrorTerm),
-            },
+            ["model_behavior_preservation"] = BehaviorPreservationJson(),
+            ["model_performance_preservation"] = PerformancePreservationJson(),
             ["reconstruction_quality"] = ReconstructionQualityJson(Reconstruction),
             ["shrinkage"] = ShrinkageJson(Reconstruction),
             ["sparsity"] = SparsityJson(Reconstruction, NoRows is null ? DeadLatents : null),
@@ -170,9 +118,6 @@ public sealed class DownstreamMetrics
         if (NoRows is not null) json["no_rows"] = NoRows;
         return json;
     }
-
-    /// <summary>A finite number, or JSON null (JSON has no NaN).</summary>
-    internal static JsonNode? Num(double v) => double.IsFinite(v) ? JsonValue.Create(v) : null;
 
     /// <summary>SAELens's <c>reconstruction_quality</c> group of <paramref name="r"/>.</summary>
     internal static JsonObject ReconstructionQualityJson(SaeEvalResult r) => new()
