@@ -120,7 +120,7 @@ internal static class InterventionCommands
         return tensor(ids).unsqueeze(0).MoveToOuterDisposeScope();
     }
 
-    private static Option<bool> NoBosOption() => new("--no-prepend-bos") { Description = "Do not start the prompt with BOS" };
+    internal static Option<bool> NoBosOption() => new("--no-prepend-bos") { Description = "Do not start the prompt with BOS" };
 
     public static Command Steer()
     {

@@ -30,13 +30,15 @@ internal static class ModelCommands
     private static Command Run()
     {
         var model = ModelOption();
-        var input = new Option<string>("--input") { Description = "safetensors file holding an int64 tensor 'tokens' [batch, seq]", Required = true };
+        var input = new Option<string?>("--input") { Description = "safetensors file holding an int64 tensor 'tokens' [batch, seq]" };
+        var prompt = new Option<string?>("--prompt") { Description = "Prompt text instead of --input: run on its tokens [1, seq] (BOS first when the tokenizer has one, as TransformerLens's run_with_cache(text)); they are saved as 'tokens'" };
+        var noBos = InterventionCommands.NoBosOption();
         var output = new Option<string>("--out") { Description = "Output safetensors: 'logits' and each requested hook", Required = true };
         var hooks = new Option<string?>("--hooks") { Description = "'all' or a comma-separated list of hook names" };
         var dtype = ModelSource.DtypeOption();
-        var command = new Command("run", "Run the model on token ids and save logits and hook activations, with SAEs spliced and interventions applied")
+        var command = new Command("run", "Run the model on token ids (or a --prompt) and save logits and hook activations, with SAEs spliced and interventions applied")
         {
-            model, input, output, hooks, dtype,
+            model, input, prompt, noBos, output, hooks, dtype,
         };
         var edits = new InterventionCommands.RunEdits();
         edits.AddTo(command);
@@ -44,7 +46,12 @@ internal static class ModelCommands
         {
             edits.RefuseUnqualified(parse);
             using var scope = NewDisposeScope();   // the cache, logits and SAE hooks' tensors (Conventions: no temporary outside a scope)
-            using var tokens = InterventionCommands.ReadTokens(parse.GetValue(input)!);
+            var text = parse.GetValue(prompt);
+            if (text is not null) Cli.RefuseGiven(parse, "the tokens come from --prompt; give one of --prompt and --input", input);
+            else if (parse.GetValue(input) is null) throw new SaeSharpException("give --input (a safetensors file of token ids) or --prompt (text)");
+            else Cli.RefuseGiven(parse, "for a --prompt's tokens; --input's token ids are used as they are", noBos);
+            using var tokens = text is null ? InterventionCommands.ReadTokens(parse.GetValue(input)!)
+                : InterventionCommands.PromptTokens(Tokenizer.FromFolder(ModelSource.Resolve(parse.GetValue(model)!)), text, !parse.GetValue(noBos));
             var hookArg = parse.GetValue(hooks);
             var saes = new List<SaeSharp.Saes.Sae>();
             try
@@ -74,9 +81,11 @@ internal static class ModelCommands
                 using (cache)
                 {
                     var outputs = new List<KeyValuePair<string, Tensor>> { new("logits", logits!) };
+                    if (text is not null) outputs.Add(new("tokens", tokens));
                     foreach (var n in names) outputs.Add(new(n, cache[n]));
                     SafeTensors.Save(parse.GetValue(output)!, outputs);
                     Console.WriteLine($"wrote {parse.GetValue(output)}: logits [{string.Join(", ", logits!.shape)}]" +
+                        (text is null ? "" : $", tokens [{string.Join(", ", tokens.shape)}]") +
                         (names.Count == 0 ? "" : $" and {names.Count} hook tensor{(names.Count == 1 ? "" : "s")}"));
                 }
                 logits!.Dispose();

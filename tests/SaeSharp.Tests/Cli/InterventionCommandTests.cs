@@ -28,6 +28,37 @@ public class InterventionCommandTests : IDisposable
         return (model, P("sae"), P("in.safetensors"), tokens);
     }
 
+    /// <summary><c>model run --prompt</c>: the built-in model's word-level vocabulary gives the ids by hand (BOS
+    /// <c>&lt;|endoftext|&gt;</c> first, as TransformerLens's run_with_cache(text)); the logits are those of a run on
+    /// those ids; <c>--no-prepend-bos</c> drops the BOS; --prompt with --input, or neither, is refused.</summary>
+    [Fact]
+    public void ModelRunOnAPromptRunsItsTokensAndSavesThem()
+    {
+        string[] words = ["Mia", "had", "a", "dog", "."];
+        var vocab = SaeSharp.Corpus.LabelledCorpus.Vocabulary.ToList();
+        long[] expected = [vocab.IndexOf(SaeSharp.Corpus.LabelledCorpus.EndOfText), .. words.Select(w => (long)vocab.IndexOf(w))];
+        Assert.DoesNotContain(-1L, expected);
+        var (exit, stdout, err) = CliRunner.Run("model", "run", "--model", "builtin", "--prompt", string.Join(' ', words), "--out", P("p.safetensors"),
+            "--hooks", "blocks.0.hook_resid_post");
+        Assert.True(exit == 0, err);
+        var f = SafeTensors.Load(P("p.safetensors"));
+        Assert.Equal(expected, f["tokens"].data<long>().ToArray());
+        Assert.Contains("tokens [1, 6]", stdout);
+        using var m = ModelLoader.FromPretrained(SaeSharp.LanguageModels.BuiltinModel.Folder);
+        using var ids = tensor(expected).unsqueeze(0);
+        Assert.True(f["logits"].allclose(m.Forward(ids), rtol: 1e-5, atol: 1e-5));
+
+        (exit, _, err) = CliRunner.Run("model", "run", "--model", "builtin", "--prompt", string.Join(' ', words), "--no-prepend-bos", "--out", P("n.safetensors"));
+        Assert.True(exit == 0, err);
+        Assert.Equal(expected[1..], SafeTensors.Load(P("n.safetensors"))["tokens"].data<long>().ToArray());
+
+        var (_, _, both) = CliRunner.Run("model", "run", "--model", "builtin", "--prompt", "Mia", "--input", P("x.safetensors"), "--out", P("b.safetensors"));
+        Assert.Contains("give one of --prompt and --input", both);
+        var (_, _, neither) = CliRunner.Run("model", "run", "--model", "builtin", "--out", P("b.safetensors"));
+        Assert.Contains("give --input", neither);
+        Assert.False(File.Exists(P("b.safetensors")));
+    }
+
     [Fact]
     public void ModelRunSplicesSaesWithTheirHookPointsAndInterventions()
     {
