@@ -188,12 +188,22 @@ internal static class SaeCommands
 
     /// <summary><c>sae eval --model</c> of a whole cross-layer transcoder: the replacement model's CE and KL, and a row per layer;
     /// --json writes <see cref="CrossLayerTranscoderMetrics.ToJson"/> (every number of the tables and more).</summary>
+    /// <summary>One hook per block l = 0..n−1 written once as <c>blocks.{0..n-1}.NAME</c> (as <c>sae model info</c> writes
+    /// per-block names), else the first and the last.</summary>
+    private static string PerBlock(IReadOnlyList<string> hooks)
+    {
+        var names = hooks.Select((h, l) => h.StartsWith($"blocks.{l}.", StringComparison.Ordinal) ? h[$"blocks.{l}.".Length..] : null).Distinct().ToList();
+        return names is [string name] ? $"blocks.{(hooks.Count == 1 ? "0" : $"{{0..{hooks.Count - 1}}}")}.{name}" : $"{hooks[0]} … {hooks[^1]}";
+    }
+
     private static int EvalReplacement(string cltPath, ModelDataOptions options, string? jsonPath, HfHubOptions? hub)
     {
         var m = CliProgress.Run("eval", progress => ModelPipeline.EvaluateReplacement(cltPath, options, progress: progress, hub: hub));
         Cli.WriteTable(cltPath + " (replacement model: every layer's output replaced)",
         [
-            ("layers", $"{m.Layers.Count}: {m.InputHooks[0]} → {m.OutputHooks[0]} … {m.InputHooks[^1]} → {m.OutputHooks[^1]}"),
+            ("layers", Cli.Integer(m.Layers.Count)),
+            ("reads", PerBlock(m.InputHooks)),
+            ("replaces", PerBlock(m.OutputHooks)),
             Percent($"% loss recovered (zero ablation) over {Cli.Integer(m.Tokens)} tokens", m.CeLossScore, 2),
             Percent("% loss recovered (mean ablation)", m.CeLossScoreMeanAblation, 2),
             ("ce loss clean", m.CeLossWithoutSae.ToString("F4")),

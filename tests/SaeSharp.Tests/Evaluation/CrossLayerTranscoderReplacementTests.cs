@@ -231,6 +231,9 @@ public class CrossLayerTranscoderEvalCliTests : IDisposable
             "eval", "--sae", "hf:someone/clt-tiny/clt", "--model", _fx.ModelDir, "--dataset", _fx.DataPath, "--tokens", "64", "--context-size", "16", "--json", json);
         Assert.True(exit == 0, err);
         Assert.Contains("hf:someone/clt-tiny/clt (replacement model", output);
+        // The hooks of the two layers, written once per kind.
+        Assert.Contains("reads\tblocks.{0..1}.ln2.hook_normalized", output);
+        Assert.Contains("replaces\tblocks.{0..1}.hook_mlp_out", output);
 
         // The library on the local copy of the same files, the same data and settings.
         var m = SaeSharp.Pipelines.ModelPipeline.EvaluateReplacement(local,
