@@ -48,8 +48,12 @@ public static class FeatureWeights
         bool mlpPost = IsMlpPost(hook);
         if (rows.shape[1] == c.DModel && !mlpPost && !hook.EndsWith("hook_pre", StringComparison.Ordinal) && !hook.EndsWith("hook_gate", StringComparison.Ordinal))
             result = rows;
-        else if (mlpPost && rows.shape[1] == c.DMlp)
-            result = rows.matmul(MlpOut(model, hook));
+        else if (mlpPost)
+        {
+            var wOut = MlpOut(model, hook);                                                     // [d_mlp of that MLP, d_model]
+            result = rows.shape[1] == wOut.shape[0] ? rows.matmul(wOut)
+                : throw new SaeSharpException($"decoder rows of width {rows.shape[1]} do not fit hook '{hook}' (its MLP has {wOut.shape[0]} neurons)");
+        }
         else if (hook.EndsWith("attn.hook_z", StringComparison.Ordinal))
         {
             var wo = AttnOut(model, model.HookPoints.LayerOf(hook));                             // [h·d_head, d_model]
@@ -68,42 +72,67 @@ public static class FeatureWeights
             && hook.EndsWith(".hook_post", StringComparison.Ordinal));
 
     /// <summary>The output weights [d_mlp, d_model] of the MLP whose neurons <paramref name="hook"/> holds: the layer's
-    /// dense MLP, or for <c>mlp.experts.{e}.hook_post</c> that expert's w2 / down_proj (before its routing weight).</summary>
+    /// dense MLP, a shared expert's down_proj (Qwen2-MoE's <c>shared_expert</c>, DeepSeek's <c>shared_experts</c>), or for
+    /// <c>mlp.experts.{e}.hook_post</c> that expert's w2 / down_proj (before its routing weight; gpt-oss's fused
+    /// <c>experts.down_proj</c> [experts, d_mlp, d_model] at e).</summary>
     private static Tensor MlpOut(HookedTransformer model, string hook)
     {
         int layer = model.HookPoints.LayerOf(hook);
         const string experts = ".mlp.experts.";
         int at = hook.IndexOf(experts, StringComparison.Ordinal);
         if (hook.Contains(".mlp.shared_expert.", StringComparison.Ordinal))
-            return Weight(model, ($"model.layers.{layer}.mlp.shared_expert.down_proj.weight", true));
+            return Weight(model, ($"model.layers.{layer}.mlp.shared_expert.down_proj.weight", true), ($"model.layers.{layer}.mlp.shared_experts.down_proj.weight", true));
         if (at < 0) return MlpOut(model, layer);
-        string e = hook[(at + experts.Length)..hook.LastIndexOf('.')];
+        int e = int.Parse(hook[(at + experts.Length)..hook.LastIndexOf('.')], System.Globalization.CultureInfo.InvariantCulture);
+        if (model.Config.Architecture == "gpt_oss")
+        {
+            using var scope = NewDisposeScope();
+            return Weight(model, ($"model.layers.{layer}.mlp.experts.down_proj", false))[e].contiguous().MoveToOuterDisposeScope();
+        }
         return Weight(model, (model.Config.Architecture == "mixtral" ? $"model.layers.{layer}.block_sparse_moe.experts.{e}.w2.weight"
             : $"model.layers.{layer}.mlp.experts.{e}.down_proj.weight", true));
     }
 
     /// <summary>MLP output weights of a layer as [d_mlp, d_model] (rows: each neuron's write direction); a mixture of
-    /// experts has no single one (an error).</summary>
-    public static Tensor MlpOut(HookedTransformer model, int layer) => model.Config.NumExperts > 0
-        ? throw new SaeSharpException($"{model.Config.ModelName}: layer {layer}'s MLP is a mixture of {model.Config.NumExperts} experts; each expert has its own output weights")
-        : Weight(model, model.Config.Architecture == "gpt2"
-        ? ($"transformer.h.{layer}.mlp.c_proj.weight", false)
-        : model.Config.Architecture == "gpt_neox" ? ($"gpt_neox.layers.{layer}.mlp.dense_4h_to_h.weight", true)
-        : ($"model.layers.{layer}.mlp.down_proj.weight", true));
+    /// experts has no single one (an error), but a dense layer of an MoE model (DeepSeek's first
+    /// <c>first_k_dense_replace</c>) has.</summary>
+    public static Tensor MlpOut(HookedTransformer model, int layer)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        var c = model.Config;
+        if (c.NumExperts > 0)
+            return HasDenseMlp(model, layer)
+                ? Weight(model, ($"model.layers.{layer}.mlp.down_proj.weight", true))
+                : throw new SaeSharpException($"{c.ModelName}: layer {layer}'s MLP is a mixture of {c.NumExperts} experts; each expert has its own output weights");
+        return Weight(model, c.Architecture == "gpt2"
+            ? ($"transformer.h.{layer}.mlp.c_proj.weight", false)
+            : c.Architecture == "gpt_neox" ? ($"gpt_neox.layers.{layer}.mlp.dense_4h_to_h.weight", true)
+            : ($"model.layers.{layer}.mlp.down_proj.weight", true));
+    }
 
     private static Tensor AttnOut(HookedTransformer model, int layer) => Weight(model, model.Config.Architecture == "gpt2"
         ? ($"transformer.h.{layer}.attn.c_proj.weight", false)
         : model.Config.Architecture == "gpt_neox" ? ($"gpt_neox.layers.{layer}.attention.dense.weight", true)
         : ($"model.layers.{layer}.self_attn.o_proj.weight", true));
 
-    /// <summary>A parameter as [in, out] float32 (Linear weights [out, in] are transposed).</summary>
-    private static Tensor Weight(HookedTransformer model, (string Name, bool Linear) w)
+    /// <summary>Whether layer <paramref name="layer"/> of a mixture-of-experts model is a dense MLP (DeepSeek's first
+    /// <c>first_k_dense_replace</c> layers).</summary>
+    private static bool HasDenseMlp(HookedTransformer model, int layer) =>
+        model.named_parameters().Any(kv => kv.name == $"model.layers.{layer}.mlp.down_proj.weight");
+
+    /// <summary>The first of <paramref name="names"/> the model has, as [in, out] float32 (Linear weights [out, in] are
+    /// transposed).</summary>
+    private static Tensor Weight(HookedTransformer model, params (string Name, bool Linear)[] names)
     {
-        var p = model.named_parameters().FirstOrDefault(kv => kv.name == w.Name).parameter
-            ?? throw new SaeSharpException($"{model.Config.ModelName}: no parameter '{w.Name}'");
-        using var scope = NewDisposeScope();
-        var t = p.detach().to(ScalarType.Float32);
-        return (w.Linear ? t.t() : t).MoveToOuterDisposeScope();
+        var p = model.named_parameters().ToDictionary(kv => kv.name, kv => kv.parameter, StringComparer.Ordinal);
+        foreach (var w in names)
+        {
+            if (!p.TryGetValue(w.Name, out var t)) continue;
+            using var scope = NewDisposeScope();
+            var f = t.detach().to(ScalarType.Float32);
+            return (w.Linear ? f.t() : f).MoveToOuterDisposeScope();
+        }
+        throw new SaeSharpException($"{model.Config.ModelName}: no parameter {string.Join(" or ", names.Select(n => $"'{n.Name}'"))}");
     }
 
     /// <summary>
@@ -123,8 +152,9 @@ public static class FeatureWeights
         var wu = FoldedUnembed(model);
         int vocab = Math.Min(vocabSize ?? (int)wu.shape[1], (int)wu.shape[1]);
         var decNorm = NormalizedRows(sae.WDec.detach().to(ScalarType.Float32));
-        // A mixture of experts' hook_mlp_out has no neurons of its own to align with.
-        bool mlpOut = hook.EndsWith("hook_mlp_out", StringComparison.Ordinal) && model.Config.NumExperts == 0;
+        // A mixture of experts' hook_mlp_out has no neurons of its own to align with (a dense layer of an MoE model has).
+        bool mlpOut = hook.EndsWith("hook_mlp_out", StringComparison.Ordinal)
+                      && (model.Config.NumExperts == 0 || HasDenseMlp(model, model.HookPoints.LayerOf(hook)));
         bool mlpPost = IsMlpPost(hook);
         var neuronDirs = mlpOut ? NormalizedRows(MlpOut(model, model.HookPoints.LayerOf(hook))) : null;
         for (int start = 0; start < stats.Count; start += Chunk)
