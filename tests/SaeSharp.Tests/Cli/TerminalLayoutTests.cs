@@ -8,11 +8,9 @@ namespace SaeSharp.Tests.Cli;
 /// logged one and keeps what the log line says.</summary>
 public sealed class TerminalLayoutTests
 {
-    [Fact]
-    public void An_indented_line_wraps_at_the_terminal_width_with_every_line_indented()
+    /// <summary>What <paramref name="write"/> prints on a 40-column terminal without colours.</summary>
+    private static string At40Columns(Action write)
     {
-        var words = Enumerable.Range(0, 30).Select(i => $"word{i}").ToList();
-        string output;
         lock (CliRunner.Gate)
         {
             var saved = AnsiConsole.Console;
@@ -23,10 +21,17 @@ public sealed class TerminalLayoutTests
             });
             console.Profile.Width = 40;
             AnsiConsole.Console = console;
-            try { SaeSharp.Cli.Cli.WriteIndented(string.Join(' ', words), 4); }
+            try { write(); }
             finally { AnsiConsole.Console = saved; }
-            output = writer.ToString();
+            return writer.ToString();
         }
+    }
+
+    [Fact]
+    public void An_indented_line_wraps_at_the_terminal_width_with_every_line_indented()
+    {
+        var words = Enumerable.Range(0, 30).Select(i => $"word{i}").ToList();
+        string output = At40Columns(() => SaeSharp.Cli.Cli.WriteIndented(string.Join(' ', words), 4));
         var lines = output.Split('\n').Select(l => l.TrimEnd('\r', ' ')).Where(l => l.Length > 0).ToList();
         Assert.True(lines.Count >= 5, output); // 30 words of 5–6 characters in 36 columns
         Assert.All(lines, l => Assert.StartsWith("    word", l));
@@ -70,21 +75,7 @@ public sealed class TerminalLayoutTests
         {
             [22] = new(0.031, [" there", " colour", " were", "<|endoftext|>", " 15", " Tuesday", " Sunday", " replies"]),
         };
-        string output;
-        lock (CliRunner.Gate)
-        {
-            var saved = AnsiConsole.Console;
-            var writer = new StringWriter();
-            var console = AnsiConsole.Create(new AnsiConsoleSettings
-            {
-                Out = new AnsiConsoleOutput(writer), Ansi = AnsiSupport.No, ColorSystem = ColorSystemSupport.NoColors,
-            });
-            console.Profile.Width = 40;
-            AnsiConsole.Console = console;
-            try { AnalysisCommands.Print([view], notes, null, "blocks.1.hook_resid_post"); }
-            finally { AnsiConsole.Console = saved; }
-            output = writer.ToString();
-        }
+        string output = At40Columns(() => AnalysisCommands.Print([view], notes, null, "blocks.1.hook_resid_post"));
         var lines = output.Split('\n').Select(l => l.TrimEnd('\r', ' ')).Where(l => l.Length > 0).ToList();
         Assert.All(lines, l => Assert.True(l.Length <= 40, $"'{l}' is wider than 40 columns"));
         // Below the prompt's title every line, the feature's wrapped logit list among them, keeps an indent.
