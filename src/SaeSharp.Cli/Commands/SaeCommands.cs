@@ -190,7 +190,7 @@ internal static class SaeCommands
     /// --json writes <see cref="CrossLayerTranscoderMetrics.ToJson"/> (every number of the tables and more).</summary>
     /// <summary>One hook per block l = 0..n−1 written once as <c>blocks.{0..n-1}.NAME</c> (as <c>sae model info</c> writes
     /// per-block names), else the first and the last.</summary>
-    private static string PerBlock(IReadOnlyList<string> hooks)
+    internal static string PerBlock(IReadOnlyList<string> hooks)
     {
         var names = hooks.Select((h, l) => h.StartsWith($"blocks.{l}.", StringComparison.Ordinal) ? h[$"blocks.{l}.".Length..] : null).Distinct().ToList();
         return names is [string name] ? $"blocks.{(hooks.Count == 1 ? "0" : $"{{0..{hooks.Count - 1}}}")}.{name}" : $"{hooks[0]} … {hooks[^1]}";
