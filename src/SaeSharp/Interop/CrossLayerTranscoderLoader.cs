@@ -24,7 +24,8 @@ public static class CrossLayerTranscoderLoader
     /// <summary>The error for a whole CLT at <paramref name="where"/> given where one SAE is expected (<see cref="SaeLoader"/>).</summary>
     internal static SaeSharpException NotASingleSae(string where) =>
         new($"{where}: a whole cross-layer transcoder, not a single SAE: load it with CrossLayerTranscoderLoader.Load, " +
-            "evaluate it with `sae eval --model M --dataset D --sae` (one layer's features: a SAELens release entry such as mntss_clt_layer_transcoder's)");
+            "evaluate it with `sae eval --model M --dataset D --sae`; its features with `sae features` and `sae inspect` (one layer as a single SAE: " +
+            "a SAELens release entry such as mntss_clt_layer_transcoder's, or CrossLayerTranscoder.LayerTranscoder)");
 
     /// <summary>A Gemma Scope 2 CLT layer file's name: prefix (<c>params_layer_</c> or <c>layer_</c>) in group 1, layer in group 2.</summary>
     private static readonly Regex GemmaScope2LayerName = new(@"^((?:params_)?layer_)(\d+)\.safetensors$", RegexOptions.CultureInvariant);
