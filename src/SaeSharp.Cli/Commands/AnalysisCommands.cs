@@ -8,6 +8,7 @@ using SaeSharp.Models;
 using SaeSharp.Pipelines;
 using SaeSharp.Tokenizers;
 using Spectre.Console;
+using static TorchSharp.torch;
 
 namespace SaeSharp.Cli.Commands;
 
@@ -35,9 +36,11 @@ internal static class AnalysisCommands
         var excludeIds = new Option<string?>("--exclude-token-ids") { Description = "Do not count the positions of these token ids, e.g. 0,50256 (default: the SAE's setting)" };
         var textField = new Option<string?>("--text-field") { Description = "jsonl field / parquet column holding the text (default: as SAELens, tokens/input_ids, else text, else problem)" };
         var layers = new Option<string?>("--layers") { Description = "A whole cross-layer transcoder's layers to analyse, e.g. 0,3 or 0-5 (default: all); each is written to OUT/layer_N" };
+        var dtype = ModelSource.DtypeOption();
+        dtype.Description = "Model weights' dtype: float32 (default: the dtype the SAE recorded), bfloat16/bf16, float16/f16, or auto (the checkpoint's torch_dtype); a whole CLT's weights are loaded in bfloat16/float16 beside a model in it";
         var command = new Command("features", "Feature statistics over a corpus: density, max, top examples, interval samples, histograms, logit effects")
         {
-            sae, model, dataset, tokens, output, features, top, context, contextSize, batch, intervals, seed, html, png, noBos, exclude, excludeIds, textField, layers,
+            sae, model, dataset, tokens, output, features, top, context, contextSize, batch, intervals, seed, html, png, noBos, exclude, excludeIds, textField, layers, dtype,
         };
         Cli.SetAction(command, parse =>
         {
@@ -47,11 +50,13 @@ internal static class AnalysisCommands
             [
                 new("--sae", saePath, InputKind.Sae), new("--model", parse.GetValue(model)!, InputKind.Folder), new("--dataset", ds, InputKind.Whole),
             ];
+            string modelDir = ModelSource.Resolve(parse.GetValue(model)!);
+            ScalarType? modelDtype = parse.GetResult(dtype) is { Implicit: false } ? ModelLoader.ParseDtype(parse.GetValue(dtype)!, modelDir) : null;
             if (CrossLayerTranscoderLoader.IsCrossLayerTranscoder(saePath, null))
                 return CrossLayerFeatures(parse, saePath, model, output, features, html, png, layers, inputs, excludeIds, exclude,
                     new ModelDataOptions
                     {
-                        ModelPath = ModelSource.Resolve(parse.GetValue(model)!), DatasetPath = ds, Tokens = parse.GetValue(tokens),
+                        ModelPath = modelDir, DatasetPath = ds, Tokens = parse.GetValue(tokens), ModelDtype = modelDtype,
                         ContextSize = parse.GetValue(contextSize), PrependBos = parse.GetValue(noBos) ? false : null, TextField = parse.GetValue(textField),
                         BatchSizePrompts = parse.GetValue(batch),
                     },
@@ -68,7 +73,7 @@ internal static class AnalysisCommands
             var (excludeSpecial, excludeTokenIds) = ModelDataOptionsCli.ReadExclusion(parse, exclude, excludeIds);
             var data = new ModelDataOptions
             {
-                ModelPath = ModelSource.Resolve(parse.GetValue(model)!), DatasetPath = ds, Tokens = parse.GetValue(tokens),
+                ModelPath = modelDir, DatasetPath = ds, Tokens = parse.GetValue(tokens), ModelDtype = modelDtype,
                 ContextSize = parse.GetValue(contextSize), PrependBos = parse.GetValue(noBos) ? false : null,
                 ExcludeSpecialTokens = excludeSpecial ? true : null, ExcludeTokenIds = excludeTokenIds, TextField = parse.GetValue(textField),
                 BatchSizePrompts = parse.GetValue(batch),

@@ -51,7 +51,7 @@ public static class AnalysisPipeline
 
     /// <summary>
     /// <c>sae features --sae CLT_FOLDER --model M --dataset D</c>: loads the whole cross-layer transcoder (a local folder or
-    /// <c>hf:ORG/REPO[/PATH]</c>, <see cref="Interop.CrossLayerTranscoderLoader.Load(string, Hub.HfHubOptions?)"/>) and the
+    /// <c>hf:ORG/REPO[/PATH]</c>, <see cref="Interop.CrossLayerTranscoderLoader.Load(string, Hub.HfHubOptions?, TorchSharp.torch.ScalarType)"/>) and the
     /// model (processed as <paramref name="data"/> says, in its dtype; a CLT records no processing), makes the windows as
     /// <c>sae eval</c> of a CLT does (context size default 128, prepend_bos default true), and runs
     /// <see cref="FeatureAnalysis.Run(Models.HookedTransformer, CrossLayerTranscoder, IEnumerable{long[]}, FeatureAnalysisOptions, IReadOnlyList{int}?)"/>
@@ -65,7 +65,7 @@ public static class AnalysisPipeline
         ArgumentNullException.ThrowIfNull(cltPath);
         ArgumentNullException.ThrowIfNull(data);
         ArgumentNullException.ThrowIfNull(options);
-        using var clt = Interop.CrossLayerTranscoderLoader.Load(cltPath, hub);
+        using var clt = Interop.CrossLayerTranscoderLoader.Load(cltPath, hub, Interop.CrossLayerTranscoderLoader.ForModel(data.ModelDtype));
         if (options.Features is null && featureSpec is not null) options = options with { Features = FeatureSelection.Parse(featureSpec, clt.Cfg.DTranscoder) };
         if (layers is null && layerSpec is not null) layers = FeatureSelection.Parse(layerSpec, clt.Cfg.NLayers, "layers");
         var tokenizer = Tokenizer.FromFolder(data.TokenizerPath ?? data.ModelPath);

@@ -26,6 +26,9 @@ public sealed record CrossLayerTranscoderConfig
     public string? ModelName { get; init; }
     /// <summary>Where it was loaded from ("circuit-tracer" or "gemma-scope-2"), for display.</summary>
     public string? Format { get; init; }
+    /// <summary>The weights' dtype: float32 (default), or bfloat16 / float16 to halve memory beside a model run in that
+    /// dtype (circuit-tracer's <c>dtype</c>, whose default is bfloat16).</summary>
+    public ScalarType Dtype { get; init; } = ScalarType.Float32;
 }
 
 /// <summary>
@@ -59,15 +62,18 @@ public sealed class CrossLayerTranscoder : nn.Module<Tensor, Tensor>
         ArgumentNullException.ThrowIfNull(cfg);
         if (cfg.NLayers <= 0 || cfg.DTranscoder <= 0 || cfg.DModel <= 0)
             throw new SaeSharpException($"cross-layer transcoder: n_layers, d_transcoder and d_model must be positive, got {cfg.NLayers}, {cfg.DTranscoder}, {cfg.DModel}");
+        if (cfg.Dtype is not (ScalarType.Float32 or ScalarType.BFloat16 or ScalarType.Float16))
+            throw new SaeSharpException($"cross-layer transcoder: weights in {cfg.Dtype}: expected float32, bfloat16 or float16");
         Cfg = cfg;
         int l = cfg.NLayers, f = cfg.DTranscoder, d = cfg.DModel;
-        W_enc = nn.Parameter(zeros(l, f, d), requires_grad: false);
-        b_enc = nn.Parameter(zeros(l, f), requires_grad: false);
-        b_dec = nn.Parameter(zeros(l, d), requires_grad: false);
+        var t = cfg.Dtype;
+        W_enc = nn.Parameter(zeros(l, f, d, dtype: t), requires_grad: false);
+        b_enc = nn.Parameter(zeros(l, f, dtype: t), requires_grad: false);
+        b_dec = nn.Parameter(zeros(l, d, dtype: t), requires_grad: false);
         W_dec = new ParameterList();
-        for (int i = 0; i < l; i++) W_dec.Add(nn.Parameter(zeros(f, l - i, d), requires_grad: false));
-        if (cfg.SkipConnection) W_skip = nn.Parameter(zeros(l, d, d), requires_grad: false);
-        if (cfg.JumpRelu) activation_function = new JumpReluThreshold(l, f);
+        for (int i = 0; i < l; i++) W_dec.Add(nn.Parameter(zeros(f, l - i, d, dtype: t), requires_grad: false));
+        if (cfg.SkipConnection) W_skip = nn.Parameter(zeros(l, d, d, dtype: t), requires_grad: false);
+        if (cfg.JumpRelu) activation_function = new JumpReluThreshold(l, f, t);
         RegisterComponents();
     }
 
@@ -222,9 +228,9 @@ public sealed class CrossLayerTranscoder : nn.Module<Tensor, Tensor>
         private readonly Parameter threshold;
 #pragma warning restore IDE1006
 
-        public JumpReluThreshold(int layers, int features) : base("JumpReLU")
+        public JumpReluThreshold(int layers, int features, ScalarType dtype) : base("JumpReLU")
         {
-            threshold = nn.Parameter(zeros(layers, 1, features), requires_grad: false);
+            threshold = nn.Parameter(zeros(layers, 1, features, dtype: dtype), requires_grad: false);
             RegisterComponents();
         }
 
