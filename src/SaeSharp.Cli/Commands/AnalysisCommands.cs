@@ -8,6 +8,7 @@ using SaeSharp.Models;
 using SaeSharp.Pipelines;
 using SaeSharp.Tokenizers;
 using Spectre.Console;
+using static TorchSharp.torch;
 
 namespace SaeSharp.Cli.Commands;
 
@@ -34,9 +35,12 @@ internal static class AnalysisCommands
         var exclude = new Option<bool>("--exclude-special-tokens") { Description = "Do not count BOS/EOS/pad positions (default: the SAE's setting)" };
         var excludeIds = new Option<string?>("--exclude-token-ids") { Description = "Do not count the positions of these token ids, e.g. 0,50256 (default: the SAE's setting)" };
         var textField = new Option<string?>("--text-field") { Description = "jsonl field / parquet column holding the text (default: as SAELens, tokens/input_ids, else text, else problem)" };
+        var layers = new Option<string?>("--layers") { Description = "A whole cross-layer transcoder's layers to analyse, e.g. 0,3 or 0-5 (default: all); each is written to OUT/layer_N" };
+        var dtype = ModelSource.DtypeOption();
+        dtype.Description = "Model weights' dtype: float32 (default: the dtype the SAE recorded), bfloat16/bf16, float16/f16, or auto (the checkpoint's torch_dtype); a whole CLT's weights are loaded in bfloat16/float16 beside a model in it";
         var command = new Command("features", "Feature statistics over a corpus: density, max, top examples, interval samples, histograms, logit effects")
         {
-            sae, model, dataset, tokens, output, features, top, context, contextSize, batch, intervals, seed, html, png, noBos, exclude, excludeIds, textField,
+            sae, model, dataset, tokens, output, features, top, context, contextSize, batch, intervals, seed, html, png, noBos, exclude, excludeIds, textField, layers, dtype,
         };
         Cli.SetAction(command, parse =>
         {
@@ -46,6 +50,21 @@ internal static class AnalysisCommands
             [
                 new("--sae", saePath, InputKind.Sae), new("--model", parse.GetValue(model)!, InputKind.Folder), new("--dataset", ds, InputKind.Whole),
             ];
+            string modelDir = ModelSource.Resolve(parse.GetValue(model)!);
+            ScalarType? modelDtype = parse.GetResult(dtype) is { Implicit: false } ? ModelLoader.ParseDtype(parse.GetValue(dtype)!, modelDir) : null;
+            if (CrossLayerTranscoderLoader.IsCrossLayerTranscoder(saePath, null))
+                return CrossLayerFeatures(parse, saePath, model, output, features, html, png, layers, inputs, excludeIds, exclude,
+                    new ModelDataOptions
+                    {
+                        ModelPath = modelDir, DatasetPath = ds, Tokens = parse.GetValue(tokens), ModelDtype = modelDtype,
+                        ContextSize = parse.GetValue(contextSize), PrependBos = parse.GetValue(noBos) ? false : null, TextField = parse.GetValue(textField),
+                        BatchSizePrompts = parse.GetValue(batch),
+                    },
+                    new FeatureStatisticsOptions
+                    {
+                        TopExamples = parse.GetValue(top), Context = parse.GetValue(context), Intervals = parse.GetValue(intervals), Seed = parse.GetValue(seed),
+                    });
+            if (parse.GetValue(layers) is not null) throw new SaeSharpException($"--layers: {saePath} is one SAE, not a whole cross-layer transcoder");
             OutputGuard.RefuseReplacingInput("--out", parse.GetValue(output)!,
                 [FeatureReport.FeaturesFile, FeatureReport.SummaryFile, FeatureReport.TokensFile, "histograms"], inputs);
             if (parse.GetValue(html) is { } htmlDir) OutputGuard.RefuseReplacingInput("--html", htmlDir, DashboardWriter.Entries, inputs);
@@ -54,7 +73,7 @@ internal static class AnalysisCommands
             var (excludeSpecial, excludeTokenIds) = ModelDataOptionsCli.ReadExclusion(parse, exclude, excludeIds);
             var data = new ModelDataOptions
             {
-                ModelPath = ModelSource.Resolve(parse.GetValue(model)!), DatasetPath = ds, Tokens = parse.GetValue(tokens),
+                ModelPath = modelDir, DatasetPath = ds, Tokens = parse.GetValue(tokens), ModelDtype = modelDtype,
                 ContextSize = parse.GetValue(contextSize), PrependBos = parse.GetValue(noBos) ? false : null,
                 ExcludeSpecialTokens = excludeSpecial ? true : null, ExcludeTokenIds = excludeTokenIds, TextField = parse.GetValue(textField),
                 BatchSizePrompts = parse.GetValue(batch),
@@ -79,6 +98,41 @@ internal static class AnalysisCommands
             return 0;
         });
         return command;
+    }
+
+    /// <summary><c>sae features</c> of a whole cross-layer transcoder: one pass, one ordinary features folder per layer
+    /// (OUT/layer_N, and with --html a dashboard per layer in HTML/layer_N).</summary>
+    private static int CrossLayerFeatures(ParseResult parse, string saePath, Option<string> model, Option<string> output, Option<string> features,
+        Option<string?> html, Option<bool> png, Option<string?> layers, CommandInput[] inputs, Option<string?> excludeIds, Option<bool> exclude,
+        ModelDataOptions data, FeatureStatisticsOptions statistics)
+    {
+        string outDir = parse.GetValue(output)!;
+        // The layer folders are new; a CLT's input folders may not be written into (nor the model or dataset).
+        var cltInputs = inputs.Select(i => i.Flag == "--sae" ? new CommandInput("--sae", i.Path, InputKind.Whole) : i).ToArray();
+        OutputGuard.RefuseReplacingInput("--out", outDir, cltInputs);
+        if (parse.GetValue(html) is { } htmlDir) OutputGuard.RefuseReplacingInput("--html", htmlDir, cltInputs);
+        var (excludeSpecial, excludeTokenIds) = ModelDataOptionsCli.ReadExclusion(parse, exclude, excludeIds);
+        data = data with { ExcludeSpecialTokens = excludeSpecial ? true : null, ExcludeTokenIds = excludeTokenIds };
+        var options = new FeatureAnalysisOptions { Statistics = statistics };
+        var reports = CliProgress.Run<FeatureProgress, IReadOnlyList<(int Layer, FeatureReport Report)>>("features", null,
+            progress => AnalysisPipeline.CrossLayerFeatures(saePath, data, progress is null ? options : options with { Progress = progress.Report },
+                featureSpec: parse.GetValue(features), layerSpec: parse.GetValue(layers)),
+            p => (p.Tokens, p.TotalTokens, CliProgress.Describe("features", new WorkProgress("tokens", p.Tokens, p.TotalTokens, p.Elapsed))), null);
+        foreach (var (layer, report) in reports)
+        {
+            string dir = Path.Combine(outDir, FeatureAnalysis.CrossLayerFolder(layer));
+            report.Save(dir);
+            int dead = report.Features.Count(f => f.Firings == 0);
+            Console.WriteLine($"layer {layer} ({report.Source.Hook}): {Cli.Integer(report.Features.Count)} features over {Cli.Integer(report.Tokens)} tokens ({Cli.Integer(dead)} never fired): {Path.Combine(dir, FeatureReport.FeaturesFile)}");
+            if (parse.GetValue(png))
+                Console.WriteLine($"  {Cli.Integer(FeatureHistograms.Save(report, Path.Combine(dir, "histograms")))} histogram PNGs: {Path.Combine(dir, "histograms")}");
+            if (parse.GetValue(html) is { } site)
+            {
+                string layerSite = Path.Combine(site, FeatureAnalysis.CrossLayerFolder(layer));
+                Console.WriteLine($"  dashboard: {CliProgress.Run("dashboard", progress => DashboardWriter.Write(report, layerSite, progress))}");
+            }
+        }
+        return 0;
     }
 
     private static FeatureReport RunWithProgress(string saePath, ModelDataOptions data, FeatureAnalysisOptions options) =>
@@ -159,6 +213,13 @@ internal static class AnalysisCommands
         Cli.SetAction(command, parse =>
         {
             string modelDir = ModelSource.Resolve(parse.GetValue(model)!);
+            if (CrossLayerTranscoderLoader.IsCrossLayerTranscoder(parse.GetValue(sae)!, null))
+            {
+                if (parse.GetValue(neurons) || parse.GetValue(stats) is not null)
+                    throw new SaeSharpException($"{(parse.GetValue(neurons) ? "--neurons" : "--stats")}: not for a whole cross-layer transcoder (its features span layers)");
+                return InspectCrossLayer(parse.GetValue(sae)!, modelDir, parse.GetValue(prompt)!, parse.GetValue(top), !parse.GetValue(noBos),
+                    parse.GetValue(json), parse.GetValue(html));
+            }
             var (s, pm) = ModelForSae.LoadWithSae(parse.GetValue(sae)!, modelDir);
             using (s)
             using (pm)
@@ -192,6 +253,33 @@ internal static class AnalysisCommands
         return command;
     }
 
+    /// <summary><c>sae inspect</c> of a whole cross-layer transcoder: each prompt's top features over all layers
+    /// (<see cref="CrossLayerPromptInspector"/>), labelled L{layer}/{index}; no comparison of prompts, no notes.</summary>
+    private static int InspectCrossLayer(string cltPath, string modelDir, string[] prompts, int top, bool bos, string? jsonPath, string? htmlPath)
+    {
+        using var clt = CrossLayerTranscoderLoader.Load(cltPath);
+        using var pm = ModelForSae.Load(modelDir, new WeightProcessingOptions());
+        var inspector = new CrossLayerPromptInspector(pm.Model, clt, Tokenizer.FromFolder(modelDir), pm.Hooks, bos);
+        var views = prompts.Select(p => inspector.Inspect(p, top)).ToList();
+        var notes = new Dictionary<int, FeatureNote>();
+        string hooks = SaeCommands.PerBlock(inspector.InputHooks);
+        Print(views, notes, null, hooks);
+        if (jsonPath is not null)
+        {
+            var node = views.Count == 1 ? views[0].ToJson() : new System.Text.Json.Nodes.JsonObject
+            {
+                ["prompts"] = new System.Text.Json.Nodes.JsonArray(views.Select(v => (System.Text.Json.Nodes.JsonNode)v.ToJson()).ToArray()),
+            };
+            AtomicFile.WriteAllText(jsonPath, node.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        }
+        if (htmlPath is not null)
+        {
+            DashboardWriter.WritePromptView(htmlPath, views, notes, null, hooks);
+            Console.WriteLine($"prompt view: {htmlPath}");
+        }
+        return 0;
+    }
+
     /// <summary>The prompt view on the terminal: each unit's line of tokens with an orange background scaled by activation;
     /// a line wider than the terminal wraps between words with its indent.</summary>
     internal static void Print(List<PromptView> views, IReadOnlyDictionary<int, FeatureNote> notes, PromptComparison? cmp, string hook)
@@ -202,10 +290,11 @@ internal static class AnalysisCommands
             AnsiConsole.MarkupLine($"[bold]prompt {v + 1}[/] [grey]({Markup.Escape(hook)}, {view.Tokens.Length} tokens)[/]");
             foreach (var u in view.Features)
             {
-                notes.TryGetValue(u.Index, out var note);
+                FeatureNote? note = null;
+                if (u.Layer is null) notes.TryGetValue(u.Index, out note);   // notes are one SAE's, by index
                 string extra = note is null ? "" : (note.Density is double d ? $"density {(Console.IsOutputRedirected ? Cli.Percent("density", d, 2) : DashboardWriter.Percent(d))}  " : "") +
                     "logits " + string.Join(" ", note.TopLogits.Select(DashboardWriter.Quote));
-                Cli.WriteIndented($"[bold]feature {u.Index}[/] sum {u.Sum:0.###}  [grey]{Markup.Escape(extra)}[/]", 2);
+                Cli.WriteIndented($"[bold]feature {u.Label}[/] sum {u.Sum:0.###}  [grey]{Markup.Escape(extra)}[/]", 2);
                 Cli.WriteIndented(Shaded(view.TokenStrings, u.Acts), 4);
             }
             if (view.Neurons.Count > 0)

@@ -186,16 +186,16 @@ internal static class SaeCommands
         return 0;
     }
 
-    /// <summary><c>sae eval --model</c> of a whole cross-layer transcoder: the replacement model's CE and KL, and a row per layer;
-    /// --json writes <see cref="CrossLayerTranscoderMetrics.ToJson"/> (every number of the tables and more).</summary>
     /// <summary>One hook per block l = 0..n−1 written once as <c>blocks.{0..n-1}.NAME</c> (as <c>sae model info</c> writes
     /// per-block names), else the first and the last.</summary>
-    private static string PerBlock(IReadOnlyList<string> hooks)
+    internal static string PerBlock(IReadOnlyList<string> hooks)
     {
         var names = hooks.Select((h, l) => h.StartsWith($"blocks.{l}.", StringComparison.Ordinal) ? h[$"blocks.{l}.".Length..] : null).Distinct().ToList();
         return names is [string name] ? $"blocks.{(hooks.Count == 1 ? "0" : $"{{0..{hooks.Count - 1}}}")}.{name}" : $"{hooks[0]} … {hooks[^1]}";
     }
 
+    /// <summary><c>sae eval --model</c> of a whole cross-layer transcoder: the replacement model's CE and KL, and a row per layer;
+    /// --json writes <see cref="CrossLayerTranscoderMetrics.ToJson"/> (every number of the tables and more).</summary>
     private static int EvalReplacement(string cltPath, ModelDataOptions options, string? jsonPath, HfHubOptions? hub)
     {
         var m = CliProgress.Run("eval", progress => ModelPipeline.EvaluateReplacement(cltPath, options, progress: progress, hub: hub));

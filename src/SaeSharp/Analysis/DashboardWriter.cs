@@ -273,9 +273,10 @@ public static class DashboardWriter
             sb.Append(Inv($"<div class=\"panel prompt\"><h2>Prompt {v + 1} <small>{Esc(view.Prompt)}</small></h2><div class=\"cols\"><div><h3>Top SAE features</h3>"));
             foreach (var u in view.Features)
             {
-                notes.TryGetValue(u.Index, out var note);
+                FeatureNote? note = null;
+                if (u.Layer is null) notes.TryGetValue(u.Index, out note);   // notes are one SAE's, by index
                 string extra = note is null ? "" : (note.Density is double d ? $"density {Percent(d)} · " : "") + string.Join(" ", note.TopLogits.Select(t => $"<span class=\"chip\">{Esc(Display(t))}</span>"));
-                sb.Append(Inv($"<div class=\"unit feature-unit\" data-feature=\"{u.Index}\"><div class=\"name\"><b>feature {u.Index}</b> <small>sum {u.Sum:0.###}</small><small>{extra}</small></div>"))
+                sb.Append(Inv($"<div class=\"unit feature-unit\" data-feature=\"{u.Label}\"><div class=\"name\"><b>feature {u.Label}</b> <small>sum {u.Sum:0.###}</small><small>{extra}</small></div>"))
                   .Append(TokenLine(view.TokenStrings, u.Acts, u.Acts.DefaultIfEmpty(0).Max())).Append("</div>");
             }
             sb.Append("</div>");

@@ -125,6 +125,109 @@ public static class FeatureAnalysis
         };
     }
 
+    /// <summary>The folder of layer <paramref name="layer"/>'s report in a whole CLT's <c>sae features</c> output:
+    /// <c>layer_N</c> (SAELens's per-layer CLT entries are <c>layer_N</c>; circuit-tracer numbers its files the same).</summary>
+    public static string CrossLayerFolder(int layer) => $"layer_{layer}";
+
+    /// <summary>
+    /// <c>sae features</c> of a whole cross-layer transcoder: one pass of <paramref name="model"/> over
+    /// <paramref name="windows"/> that caches every chosen layer's input hook (<see cref="CrossLayerTranscoder.InputHook"/>),
+    /// encodes it with that layer's encoder (<see cref="CrossLayerTranscoder.EncodeLayer"/>, as the replacement model does)
+    /// and feeds one <see cref="FeatureStatisticsCollector"/> per layer; then each layer's weight-based tables from
+    /// <see cref="CrossLayerTranscoder.LayerTranscoder"/> (its decoders summed: the logit effect Σ_j W_dec[l][i, j]·W_U is
+    /// the direct effect of everything the feature writes; similar features and neuron alignment on that summed row; aligned
+    /// MLP neurons of its own layer). One ordinary report per layer, in <paramref name="layers"/>' order (null: every
+    /// layer); <see cref="FeatureAnalysisOptions.Features"/> applies to each. <see cref="FeatureAnalysisOptions.Hook"/> must
+    /// be null: the CLT names its hooks.
+    /// </summary>
+    public static IReadOnlyList<(int Layer, FeatureReport Report)> Run(HookedTransformer model, CrossLayerTranscoder clt, IEnumerable<long[]> windows,
+        FeatureAnalysisOptions options, IReadOnlyList<int>? layers = null)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(clt);
+        ArgumentNullException.ThrowIfNull(windows);
+        ArgumentNullException.ThrowIfNull(options);
+        if (options.BatchSizePrompts <= 0) throw new SaeSharpException($"batch size in prompts must be positive, got {options.BatchSizePrompts}");
+        if (options.Hook is not null) throw new SaeSharpException($"hook '{options.Hook}': a cross-layer transcoder reads the hooks its files name");
+        var (inputs, outputs) = clt.Hooks(model);
+        var chosen = layers ?? Enumerable.Range(0, clt.Cfg.NLayers).ToList();
+        if (chosen.Count == 0) throw new SaeSharpException("no layers of the cross-layer transcoder chosen");
+        foreach (int l in chosen)
+            if (l < 0 || l >= clt.Cfg.NLayers) throw new SaeSharpException($"layer {l}: the cross-layer transcoder has layers 0..{clt.Cfg.NLayers - 1}");
+        if (chosen.Distinct().Count() != chosen.Count) throw new SaeSharpException($"layers {string.Join(",", chosen)}: a layer is listed twice");
+        var collectors = chosen.Select(_ => new FeatureStatisticsCollector(clt.Cfg.DTranscoder, options.Features, options.Statistics)).ToList();
+        var features = collectors[0].Features;
+        bool all = features.Count == clt.Cfg.DTranscoder && IsIdentity(features);
+        using var featureIndex = tensor(features.Select(i => (long)i).ToArray());
+        var hooks = chosen.Select(l => inputs[l]).ToList();
+        int? stop = model.HookPoints.StopAtLayerFor(hooks);
+        var exclude = options.ExcludeTokenIds ?? [];
+        var clock = Stopwatch.StartNew();
+        int ctx = 0;
+        long? total = null;
+        using var _ = no_grad();
+        foreach (var group in Groups(windows, options.BatchSizePrompts, options.MaxContexts))
+        {
+            using var scope = NewDisposeScope();
+            if (ctx == 0)
+            {
+                ctx = group[0].Length;
+                total = options.MaxContexts * ctx;
+            }
+            var tokens = WindowTensor(group);
+            var (logits, cache) = model.Run(tokens, new RunOptions { StopAtLayer = stop, Hooks = options.ModelHooks, CacheNames = hooks });
+            logits?.Dispose();
+            using (cache!)
+            {
+                var keep = ModelActivationHarvester.KeepMask(tokens, exclude, options.SeqposSlice);
+                for (int i = 0; i < chosen.Count; i++)
+                {
+                    var f = clt.EncodeLayer(cache![hooks[i]], chosen[i]);                          // [b, s, d_transcoder]
+                    collectors[i].Add(group, all ? f : f.index_select(2, featureIndex), keep);
+                }
+            }
+            options.Progress?.Invoke(new FeatureProgress(collectors[0].Tokens, total, clock.Elapsed));
+        }
+        if (collectors[0].Windows == 0) throw new SaeSharpException("the dataset gave no context windows (is it shorter than one context?)");
+        var reports = new List<(int, FeatureReport)>();
+        for (int i = 0; i < chosen.Count; i++)
+        {
+            int l = chosen[i];
+            var stats = collectors[i].Result();
+            using (var sae = clt.LayerTranscoder(l))
+            {
+                // The decoder writes at the output hook (an MLP output: logit effects through the residual stream, aligned
+                // neurons of that MLP).
+                FeatureWeights.Fill(stats, model, sae, outputs[l], options.TopLogits, options.SimilarFeatures, options.AlignedNeurons, options.VocabSize);
+                FeatureWeights.FillNeuronAlignment(stats, sae);
+            }
+            reports.Add((l, new FeatureReport
+            {
+                Source = new FeatureSource
+                {
+                    Architecture = CrossLayerArchitecture, DSae = clt.Cfg.DTranscoder, Model = model.Config.ModelName, Hook = inputs[l],
+                    ContextSize = ctx,
+                },
+                Tokens = collectors[i].Tokens,
+                Windows = collectors[i].Windows,
+                Features = stats,
+            }));
+        }
+        return reports;
+    }
+
+    /// <summary>The <see cref="FeatureSource.Architecture"/> of a whole CLT's per-layer reports.</summary>
+    public const string CrossLayerArchitecture = "cross_layer_transcoder";
+
+    /// <summary>Equal-length token windows as one [windows, positions] tensor.</summary>
+    internal static Tensor WindowTensor(IReadOnlyList<long[]> windows)
+    {
+        int b = windows.Count, s = windows[0].Length;
+        var flat = new long[(long)b * s];
+        for (int i = 0; i < b; i++) Array.Copy(windows[i], 0, flat, (long)i * s, s);
+        return tensor(flat).view(b, s);
+    }
+
     /// <summary>The cfg's <c>neuronpedia_id</c> (top level or in metadata), or null.</summary>
     public static string? NeuronpediaId(SaeConfig cfg)
     {
@@ -190,9 +293,7 @@ internal sealed class SaeEncoder
     public (Tensor Feats, Tensor Input, Tensor Tokens, Tensor Rows) EncodeWithInput(IReadOnlyList<long[]> windows)
     {
         int b = windows.Count, s = windows[0].Length;
-        var flat = new long[(long)b * s];
-        for (int i = 0; i < b; i++) Array.Copy(windows[i], 0, flat, (long)i * s, s);
-        var tokens = tensor(flat).view(b, s);
+        var tokens = FeatureAnalysis.WindowTensor(windows);
         var (logits, cache) = _model.Run(tokens, new RunOptions
         {
             StopAtLayer = _stop, Hooks = _hooks, CacheNames = [Hook, .. ModelActivationHarvester.RoutingHooks(_model.HookPoints, [Hook])],

@@ -7,8 +7,13 @@ using static TorchSharp.torch;
 
 namespace SaeSharp.Analysis;
 
-/// <summary>One feature (or neuron) on a prompt: its activation on every token and their sum.</summary>
-public sealed record UnitActivations(int Index, double Sum, float[] Acts);
+/// <summary>One feature (or neuron) on a prompt: its activation on every token and their sum; <paramref name="Layer"/>: the
+/// layer of a whole cross-layer transcoder's feature (null for one SAE's).</summary>
+public sealed record UnitActivations(int Index, double Sum, float[] Acts, int? Layer = null)
+{
+    /// <summary>How the unit is named: <c>L{layer}/{index}</c> for a CLT's feature, else its index.</summary>
+    public string Label => Layer is int l ? $"L{l}/{Index}" : Index.ToString(System.Globalization.CultureInfo.InvariantCulture);
+}
 
 /// <summary>
 /// The prompt view: the prompt's tokens, the top SAE features by activation summed over the tokens and, on request, the
@@ -29,12 +34,18 @@ public sealed class PromptView
     /// <summary>Top raw dimensions of the hooked activation (for an MLP hook, its neurons), when asked for.</summary>
     public IReadOnlyList<UnitActivations> Neurons { get; init; } = [];
 
-    /// <summary><c>{"tokens", "token_strs", "features": [{"feature", "sum", "acts"}], "neurons": [{"neuron", "sum", "acts"}]}</c>.</summary>
+    /// <summary><c>{"tokens", "token_strs", "features": [{"feature", "sum", "acts"}], "neurons": [{"neuron", "sum", "acts"}]}</c>
+    /// (a CLT's features also give their <c>"layer"</c>).</summary>
     public JsonObject ToJson()
     {
-        static JsonArray Units(IEnumerable<UnitActivations> xs, string key) => new(xs.Select(u => (JsonNode)new JsonObject
+        static JsonArray Units(IEnumerable<UnitActivations> xs, string key) => new(xs.Select(u =>
         {
-            [key] = u.Index, ["sum"] = u.Sum, ["acts"] = new JsonArray(u.Acts.Select(a => (JsonNode)JsonValue.Create(a)).ToArray()),
+            var o = new JsonObject();
+            if (u.Layer is int l) o["layer"] = l;
+            o[key] = u.Index;
+            o["sum"] = u.Sum;
+            o["acts"] = new JsonArray(u.Acts.Select(a => (JsonNode)JsonValue.Create(a)).ToArray());
+            return (JsonNode)o;
         }).ToArray());
         return new JsonObject
         {
@@ -133,7 +144,7 @@ public sealed class PromptInspector
         };
     }
 
-    private static List<UnitActivations> TopUnits(Tensor acts, int skip, int top)
+    internal static List<UnitActivations> TopUnits(Tensor acts, int skip, int top)
     {
         long s = acts.shape[0], d = acts.shape[1];
         var counted = skip < s ? acts.narrow(0, skip, s - skip) : acts.narrow(0, 0, 0);
@@ -177,5 +188,73 @@ public sealed class PromptInspector
             specific.Add(tops[i].Where(f => !others.Contains(f)).ToList());
         }
         return new PromptComparison(shared, specific);
+    }
+}
+
+/// <summary>
+/// The prompt view of a whole cross-layer transcoder: one run of the model caches every layer's input hook, each layer's
+/// encoder reads its own (<see cref="CrossLayerTranscoder.EncodeLayer"/>), and the features of all layers are ranked
+/// together by activation summed over the prompt's tokens (BOS shown, not summed), each labelled <c>L{layer}/{index}</c>.
+/// </summary>
+public sealed class CrossLayerPromptInspector
+{
+    private readonly HookedTransformer _model;
+    private readonly CrossLayerTranscoder _clt;
+    private readonly ITextTokenizer _tokenizer;
+    private readonly IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? _hooks;
+    private readonly bool _prependBos;
+    private readonly int? _stop;
+
+    /// <param name="model">The model the CLT was trained on (its hooks are checked: <see cref="CrossLayerTranscoder.Hooks"/>).</param>
+    /// <param name="clt">The cross-layer transcoder.</param>
+    /// <param name="tokenizer">The model's tokenizer.</param>
+    /// <param name="modelHooks">Hooks completing the model's weight processing (<see cref="ProcessedModel.Hooks"/>).</param>
+    /// <param name="prependBos">Start the prompt with BOS (circuit-tracer's default).</param>
+    public CrossLayerPromptInspector(HookedTransformer model, CrossLayerTranscoder clt, ITextTokenizer tokenizer,
+        IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks = null, bool prependBos = true)
+    {
+        _model = model ?? throw new ArgumentNullException(nameof(model));
+        _clt = clt ?? throw new ArgumentNullException(nameof(clt));
+        _tokenizer = tokenizer ?? throw new ArgumentNullException(nameof(tokenizer));
+        InputHooks = clt.Hooks(model).Inputs;
+        _hooks = modelHooks;
+        _prependBos = prependBos;
+        _stop = model.HookPoints.StopAtLayerFor(InputHooks);
+    }
+
+    /// <summary>The hook each layer's encoder reads, by layer.</summary>
+    public IReadOnlyList<string> InputHooks { get; }
+
+    /// <summary>The top <paramref name="top"/> features over all layers of a prompt.</summary>
+    public PromptView Inspect(string prompt, int top = 10)
+    {
+        var tokens = _tokenizer.EncodePrompt(prompt, _prependBos);
+        if (tokens.Length == 0) throw new SaeSharpException("the prompt is empty");
+        return Inspect(prompt, tokens, top);
+    }
+
+    /// <summary>As <see cref="Inspect(string, int)"/> on given token ids (the first <paramref name="skipPrefix"/> are not
+    /// summed; null: 1 when the tokens start with BOS and BOS is prepended).</summary>
+    public PromptView Inspect(string prompt, long[] tokens, int top = 10, int? skipPrefix = null)
+    {
+        ArgumentNullException.ThrowIfNull(tokens);
+        if (top <= 0) throw new SaeSharpException($"top must be positive, got {top}");
+        int skip = skipPrefix ?? (_prependBos && tokens.Length > 1 && tokens[0] == _tokenizer.BosTokenId ? 1 : 0);
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var (logits, cache) = _model.Run(tensor(tokens).unsqueeze(0), new RunOptions { StopAtLayer = _stop, Hooks = _hooks, CacheNames = InputHooks });
+        logits?.Dispose();
+        Tensor all;
+        using (cache!)
+            all = cat(Enumerable.Range(0, _clt.Cfg.NLayers).Select(l => _clt.EncodeLayer(cache![InputHooks[l]][0], l)).ToList(), 1); // [s, L·d_transcoder]
+        int f = _clt.Cfg.DTranscoder;
+        return new PromptView
+        {
+            Prompt = prompt,
+            Tokens = tokens.Select(t => (int)t).ToArray(),
+            TokenStrings = tokens.Select(t => _tokenizer.TokenText((int)t)).ToArray(),
+            SkippedPrefix = skip,
+            Features = PromptInspector.TopUnits(all, skip, top).Select(u => u with { Index = u.Index % f, Layer = u.Index / f }).ToList(),
+        };
     }
 }

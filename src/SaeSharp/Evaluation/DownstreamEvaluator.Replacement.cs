@@ -81,15 +81,8 @@ public static partial class DownstreamEvaluator
         if (o.LogitChunkPositions is <= 0) throw new SaeSharpException($"logit chunk must be positive, got {o.LogitChunkPositions}");
         if (o.BatchSizePrompts <= 0) throw new SaeSharpException($"batch size in prompts must be positive, got {o.BatchSizePrompts}");
         int n = clt.Cfg.NLayers;
-        if (n > model.Config.NLayers)
-            throw new SaeSharpException($"the cross-layer transcoder spans {n} layers but the model has {model.Config.NLayers}");
-        if (clt.Cfg.DModel != model.Config.DModel)
-            throw new SaeSharpException($"the cross-layer transcoder has d_model = {clt.Cfg.DModel} but the model's is {model.Config.DModel}");
-        var inputs = Enumerable.Range(0, n).Select(l => model.HookPoints.Resolve(clt.InputHook(l))).ToList();
-        var outputs = Enumerable.Range(0, n).Select(l => model.HookPoints.Resolve(clt.OutputHook(l))).ToList();
-        for (int l = 0; l < n; l++)
-            if (model.HookPoints.LayerOf(inputs[l]) != l || model.HookPoints.LayerOf(outputs[l]) != l)
-                throw new SaeSharpException($"cross-layer transcoder layer {l}: hooks '{inputs[l]}' → '{outputs[l]}' are not both in block {l}");
+        var (inputHooks, outputHooks) = clt.Hooks(model);
+        List<string> inputs = [.. inputHooks], outputs = [.. outputHooks];
         var exclude = (o.ExcludeTokenIds ?? []).Distinct().ToArray();
         var acc = Enumerable.Range(0, n).Select(_ => new SaeMetricsAccumulator(clt.Cfg.DModel, clt.Cfg.DTranscoder)).ToArray();
         Sums clean = new(), replaced = new(), ablated = new(), meanAblated = new(), withError = new();

@@ -21,10 +21,16 @@ public static class CrossLayerTranscoderLoader
     /// <summary>circuit-tracer's default output hook of a CLT (<c>feature_output_hook</c>).</summary>
     public const string DefaultOutputHook = "hook_mlp_out";
 
+    /// <summary>The dtype a CLT's weights are loaded in beside a model run in <paramref name="modelDtype"/>: bfloat16 or
+    /// float16 when the model runs in it (half the memory), else float32.</summary>
+    public static ScalarType ForModel(ScalarType? modelDtype) =>
+        modelDtype is ScalarType.BFloat16 or ScalarType.Float16 ? modelDtype.Value : ScalarType.Float32;
+
     /// <summary>The error for a whole CLT at <paramref name="where"/> given where one SAE is expected (<see cref="SaeLoader"/>).</summary>
     internal static SaeSharpException NotASingleSae(string where) =>
         new($"{where}: a whole cross-layer transcoder, not a single SAE: load it with CrossLayerTranscoderLoader.Load, " +
-            "evaluate it with `sae eval --model M --dataset D --sae` (one layer's features: a SAELens release entry such as mntss_clt_layer_transcoder's)");
+            "evaluate it with `sae eval --model M --dataset D --sae`; its features with `sae features` and `sae inspect` (one layer as a single SAE: " +
+            "a SAELens release entry such as mntss_clt_layer_transcoder's, or CrossLayerTranscoder.LayerTranscoder)");
 
     /// <summary>A Gemma Scope 2 CLT layer file's name: prefix (<c>params_layer_</c> or <c>layer_</c>) in group 1, layer in group 2.</summary>
     private static readonly Regex GemmaScope2LayerName = new(@"^((?:params_)?layer_)(\d+)\.safetensors$", RegexOptions.CultureInvariant);
@@ -50,7 +56,7 @@ public static class CrossLayerTranscoderLoader
     /// The file names, among <paramref name="names"/> (the files directly in one folder), that make a whole CLT:
     /// circuit-tracer's <c>W_enc_L.safetensors</c> and <c>W_dec_L.safetensors</c> (with <c>config.yaml</c> when present) when
     /// <c>W_enc_0.safetensors</c> is one of them, else Gemma Scope 2's <c>params_layer_L.safetensors</c> / <c>layer_L.safetensors</c>;
-    /// empty when neither. What <see cref="Load(string, HfHubOptions?)"/> reads, and all that an <c>hf:</c> spec downloads.
+    /// empty when neither. What <see cref="Load(string, HfHubOptions?, ScalarType)"/> reads, and all that an <c>hf:</c> spec downloads.
     /// </summary>
     public static IReadOnlyList<string> FilesOf(IEnumerable<string> names)
     {
@@ -67,7 +73,9 @@ public static class CrossLayerTranscoderLoader
     /// naming such a folder (the repo root when no PATH) downloads only the CLT's files (<see cref="FilesOf"/>) into the
     /// Hugging Face cache through <see cref="HfHubClient"/> (<paramref name="hub"/>: endpoint, cache, token; null: from the
     /// environment). A <c>RELEASE/SAE_ID</c> is refused: SAELens's CLT entries are one layer with its decoders summed.</summary>
-    public static CrossLayerTranscoder Load(string path, HfHubOptions? hub = null)
+    /// <remarks><paramref name="dtype"/>: the weights' dtype (float32, or bfloat16 / float16 beside a model run in that
+    /// dtype: read straight into it, half the memory of float32; see <see cref="ForModel"/>).</remarks>
+    public static CrossLayerTranscoder Load(string path, HfHubOptions? hub = null, ScalarType dtype = ScalarType.Float32)
     {
         ArgumentNullException.ThrowIfNull(path);
         if (SaeSource.IsRemote(path))
@@ -79,8 +87,8 @@ public static class CrossLayerTranscoderLoader
             path = SaeSource.ResolveCrossLayerTranscoder(path, hub);
         }
         if (!Directory.Exists(path)) throw new SaeSharpException($"{path}: not a folder (a cross-layer transcoder is a folder of per-layer .safetensors files)");
-        if (File.Exists(Path.Combine(path, "W_enc_0.safetensors"))) return LoadCircuitTracer(path);
-        if (GemmaScope2LayerFiles(path).Count > 0) return LoadGemmaScope2(path);
+        if (File.Exists(Path.Combine(path, "W_enc_0.safetensors"))) return LoadCircuitTracer(path, dtype);
+        if (GemmaScope2LayerFiles(path).Count > 0) return LoadGemmaScope2(path, dtype);
         throw new SaeSharpException($"{path}: no cross-layer transcoder here: expected circuit-tracer's W_enc_0.safetensors, W_dec_0.safetensors, … " +
             "or Gemma Scope 2's params_layer_0.safetensors, …");
     }
@@ -92,9 +100,9 @@ public static class CrossLayerTranscoderLoader
     /// [d_transcoder] (JumpReLU; else ReLU) and <c>W_skip_i</c> [d_model, d_model]; <c>W_dec_i.safetensors</c> holds
     /// <c>W_dec_i</c> [d_transcoder, L − i, d_model]. The folder's <c>config.yaml</c>, when present, gives
     /// <c>model_name</c>, <c>feature_input_hook</c> and <c>feature_output_hook</c> (default hook_resid_mid → hook_mlp_out,
-    /// circuit-tracer's). Weights are read as float32.
+    /// circuit-tracer's). Weights are read as <paramref name="dtype"/> (float32 unless given).
     /// </summary>
-    public static CrossLayerTranscoder LoadCircuitTracer(string folder)
+    public static CrossLayerTranscoder LoadCircuitTracer(string folder, ScalarType dtype = ScalarType.Float32)
     {
         ArgumentNullException.ThrowIfNull(folder);
         var layers = LayerFiles(folder, @"^W_enc_(\d+)\.safetensors$", "W_enc_{0}.safetensors");
@@ -124,8 +132,8 @@ public static class CrossLayerTranscoderLoader
                 string encFile = layers[i];
                 string decFile = Path.Combine(folder, $"W_dec_{i}.safetensors");
                 if (!File.Exists(decFile)) throw new SaeSharpException($"{decFile}: file not found (the decoders of CLT layer {i}; {encFile} exists)");
-                var enc = SafeTensors.Load(encFile, ScalarType.Float32);
-                var dec = SafeTensors.Load(decFile, ScalarType.Float32);
+                var enc = SafeTensors.Load(encFile, dtype);
+                var dec = SafeTensors.Load(decFile, dtype);
                 Keep(state, enc, dec);
                 var w = SaeLensConversions.Need(enc, $"W_enc_{i}", encFile, 2);
                 if (i == 0) (dSae, dModel) = ((int)w.shape[0], (int)w.shape[1]);
@@ -145,7 +153,7 @@ public static class CrossLayerTranscoderLoader
             {
                 NLayers = n, DTranscoder = dSae, DModel = dModel, JumpRelu = threshold == true, SkipConnection = skip == true,
                 FeatureInputHook = input ?? DefaultInputHook, FeatureOutputHook = output ?? DefaultOutputHook, ModelName = model,
-                Format = "circuit-tracer",
+                Format = "circuit-tracer", Dtype = dtype,
             }, state, wEnc, bEnc, bDec, thresholds, skips, folder);
         }
         finally
@@ -164,7 +172,7 @@ public static class CrossLayerTranscoderLoader
     /// pre-feedforward norm's output, SAELens's gemma_3 rule for a transcoder) → <c>hook_mlp_out</c>; the model from a
     /// <c>gemma-scope-2-…</c> folder of the path, as <see cref="GemmaScope.LoadScope2"/> infers it.
     /// </summary>
-    public static CrossLayerTranscoder LoadGemmaScope2(string folder)
+    public static CrossLayerTranscoder LoadGemmaScope2(string folder, ScalarType dtype = ScalarType.Float32)
     {
         ArgumentNullException.ThrowIfNull(folder);
         var files = GemmaScope2LayerFiles(folder);
@@ -188,7 +196,7 @@ public static class CrossLayerTranscoderLoader
             for (int i = 0; i < n; i++)
             {
                 string file = layers[i];
-                var p = SafeTensors.Load(file, ScalarType.Float32);
+                var p = SafeTensors.Load(file, dtype);
                 Keep(state, p);
                 var w = SaeLensConversions.Need(p, "w_enc", file, 2);
                 if (i == 0) (dModel, dSae) = ((int)w.shape[0], (int)w.shape[1]);
@@ -209,7 +217,7 @@ public static class CrossLayerTranscoderLoader
                 NLayers = n, DTranscoder = dSae, DModel = dModel, JumpRelu = true, SkipConnection = skip == true,
                 FeatureInputHook = input["blocks.0.".Length..], FeatureOutputHook = output["blocks.0.".Length..],
                 ModelName = repo is null ? null : GemmaScope.Scope2ModelName(repo.Replace("gemma-scope-2", "gemma-3", StringComparison.Ordinal)),
-                Format = "gemma-scope-2",
+                Format = "gemma-scope-2", Dtype = dtype,
             }, state, wEnc, bEnc, bDec, thresholds, skips, folder);
         }
         finally

@@ -1,3 +1,4 @@
+using TorchSharp;
 using SaeSharp.Saes;
 using SaeSharp.Analysis;
 using SaeSharp.Data;
@@ -46,6 +47,53 @@ public static class AnalysisPipeline
             report.DecodeTokens(tokenizer);
             return report;
         }
+    }
+
+    /// <summary>
+    /// <c>sae features --sae CLT_FOLDER --model M --dataset D</c>: loads the whole cross-layer transcoder (a local folder or
+    /// <c>hf:ORG/REPO[/PATH]</c>, <see cref="Interop.CrossLayerTranscoderLoader.Load(string, Hub.HfHubOptions?, TorchSharp.torch.ScalarType)"/>) and the
+    /// model (processed as <paramref name="data"/> says, in its dtype; a CLT records no processing), makes the windows as
+    /// <c>sae eval</c> of a CLT does (context size default 128, prepend_bos default true), and runs
+    /// <see cref="FeatureAnalysis.Run(Models.HookedTransformer, CrossLayerTranscoder, IEnumerable{long[]}, FeatureAnalysisOptions, IReadOnlyList{int}?)"/>
+    /// on <paramref name="layers"/> (null: all). <paramref name="featureSpec"/> (<see cref="FeatureSelection.Parse"/>, against
+    /// d_transcoder) chooses the features when <see cref="FeatureAnalysisOptions.Features"/> is null; <paramref name="layerSpec"/>
+    /// likewise the layers when <paramref name="layers"/> is null. One report per layer, token strings decoded.
+    /// </summary>
+    public static IReadOnlyList<(int Layer, FeatureReport Report)> CrossLayerFeatures(string cltPath, ModelDataOptions data, FeatureAnalysisOptions options,
+        IReadOnlyList<int>? layers = null, string? featureSpec = null, string? layerSpec = null, Hub.HfHubOptions? hub = null)
+    {
+        ArgumentNullException.ThrowIfNull(cltPath);
+        ArgumentNullException.ThrowIfNull(data);
+        ArgumentNullException.ThrowIfNull(options);
+        using var clt = Interop.CrossLayerTranscoderLoader.Load(cltPath, hub, Interop.CrossLayerTranscoderLoader.ForModel(data.ModelDtype));
+        if (options.Features is null && featureSpec is not null) options = options with { Features = FeatureSelection.Parse(featureSpec, clt.Cfg.DTranscoder) };
+        if (layers is null && layerSpec is not null) layers = FeatureSelection.Parse(layerSpec, clt.Cfg.NLayers, "layers");
+        var tokenizer = Tokenizer.FromFolder(data.TokenizerPath ?? data.ModelPath);
+        using var pm = ModelForSae.Load(data.ModelPath, data.Processing, data.ModelDtype ?? TorchSharp.torch.ScalarType.Float32);
+        if (data.Device.type != TorchSharp.DeviceType.CPU)
+        {
+            pm.Model.to(data.Device);
+            clt.to(data.Device);
+        }
+        int ctx = data.ContextSize ?? 128;
+        bool bos = data.PrependBos ?? true;
+        var exclude = ModelPipeline.ExclusionOf(data, new SaeMetadata(), cltPath);
+        var windows = ModelPipeline.Windows(tokenizer, data.DatasetPath, ctx, bos, data.TextField, data.DisableConcatSequences ?? false, data.SequenceSeparatorToken);
+        var reports = FeatureAnalysis.Run(pm.Model, clt, windows, options with
+        {
+            BatchSizePrompts = data.BatchSizePrompts,
+            MaxContexts = options.MaxContexts ?? ModelPipeline.ContextsFor(data.Tokens, data.SeqposSlice?.Positions(ctx).Length ?? ctx),
+            SeqposSlice = options.SeqposSlice ?? data.SeqposSlice,
+            ExcludeTokenIds = options.ExcludeTokenIds ?? ExcludedTokens.Resolve(exclude.Special, exclude.Ids, tokenizer, exclude.Origin),
+            ModelHooks = pm.Hooks,
+            VocabSize = options.VocabSize ?? Math.Min(tokenizer.VocabSize, pm.Model.Config.DVocab),
+        }, layers);
+        foreach (var (_, report) in reports)
+        {
+            report.Source = report.Source with { Sae = cltPath, Dataset = data.DatasetPath, PrependBos = bos };
+            report.DecodeTokens(tokenizer);
+        }
+        return reports;
     }
 
     /// <summary>Loads the SAE (folder or release id), the model it was trained on and its tokenizer, and scores both on the labelled corpus at <paramref name="datasetPath"/>.</summary>

@@ -221,7 +221,7 @@ public static class ModelPipeline
     /// <summary>
     /// <c>sae eval --model M --dataset D --sae CLT_FOLDER</c>: loads the whole cross-layer transcoder at
     /// <paramref name="cltPath"/> (a local folder or <c>hf:ORG/REPO[/PATH]</c>, downloaded with <paramref name="hub"/>'s
-    /// endpoint and cache: <see cref="Interop.CrossLayerTranscoderLoader.Load(string, Hub.HfHubOptions?)"/>) and the model (processed as
+    /// endpoint and cache: <see cref="Interop.CrossLayerTranscoderLoader.Load(string, Hub.HfHubOptions?, TorchSharp.torch.ScalarType)"/>) and the model (processed as
     /// <paramref name="data"/> says; a CLT records no processing), and evaluates the replacement model
     /// (<see cref="DownstreamEvaluator.EvaluateReplacement"/>) on the dataset's windows (context size default 128,
     /// prepend_bos default true, excluded tokens as <paramref name="data"/> gives them).
@@ -231,7 +231,7 @@ public static class ModelPipeline
     {
         ArgumentNullException.ThrowIfNull(cltPath);
         ArgumentNullException.ThrowIfNull(data);
-        using var clt = Interop.CrossLayerTranscoderLoader.Load(cltPath, hub);
+        using var clt = Interop.CrossLayerTranscoderLoader.Load(cltPath, hub, Interop.CrossLayerTranscoderLoader.ForModel(data.ModelDtype));
         var tokenizer = Tokenizer.FromFolder(data.TokenizerPath ?? data.ModelPath);
         using var pm = ModelForSae.Load(data.ModelPath, data.Processing, data.ModelDtype ?? ScalarType.Float32);
         if (data.Device.type != DeviceType.CPU)

@@ -26,6 +26,9 @@ public sealed record CrossLayerTranscoderConfig
     public string? ModelName { get; init; }
     /// <summary>Where it was loaded from ("circuit-tracer" or "gemma-scope-2"), for display.</summary>
     public string? Format { get; init; }
+    /// <summary>The weights' dtype: float32 (default), or bfloat16 / float16 to halve memory beside a model run in that
+    /// dtype (circuit-tracer's <c>dtype</c>, whose default is bfloat16).</summary>
+    public ScalarType Dtype { get; init; } = ScalarType.Float32;
 }
 
 /// <summary>
@@ -59,15 +62,18 @@ public sealed class CrossLayerTranscoder : nn.Module<Tensor, Tensor>
         ArgumentNullException.ThrowIfNull(cfg);
         if (cfg.NLayers <= 0 || cfg.DTranscoder <= 0 || cfg.DModel <= 0)
             throw new SaeSharpException($"cross-layer transcoder: n_layers, d_transcoder and d_model must be positive, got {cfg.NLayers}, {cfg.DTranscoder}, {cfg.DModel}");
+        if (cfg.Dtype is not (ScalarType.Float32 or ScalarType.BFloat16 or ScalarType.Float16))
+            throw new SaeSharpException($"cross-layer transcoder: weights in {cfg.Dtype}: expected float32, bfloat16 or float16");
         Cfg = cfg;
         int l = cfg.NLayers, f = cfg.DTranscoder, d = cfg.DModel;
-        W_enc = nn.Parameter(zeros(l, f, d), requires_grad: false);
-        b_enc = nn.Parameter(zeros(l, f), requires_grad: false);
-        b_dec = nn.Parameter(zeros(l, d), requires_grad: false);
+        var t = cfg.Dtype;
+        W_enc = nn.Parameter(zeros(l, f, d, dtype: t), requires_grad: false);
+        b_enc = nn.Parameter(zeros(l, f, dtype: t), requires_grad: false);
+        b_dec = nn.Parameter(zeros(l, d, dtype: t), requires_grad: false);
         W_dec = new ParameterList();
-        for (int i = 0; i < l; i++) W_dec.Add(nn.Parameter(zeros(f, l - i, d), requires_grad: false));
-        if (cfg.SkipConnection) W_skip = nn.Parameter(zeros(l, d, d), requires_grad: false);
-        if (cfg.JumpRelu) activation_function = new JumpReluThreshold(l, f);
+        for (int i = 0; i < l; i++) W_dec.Add(nn.Parameter(zeros(f, l - i, d, dtype: t), requires_grad: false));
+        if (cfg.SkipConnection) W_skip = nn.Parameter(zeros(l, d, d, dtype: t), requires_grad: false);
+        if (cfg.JumpRelu) activation_function = new JumpReluThreshold(l, f, t);
         RegisterComponents();
     }
 
@@ -76,6 +82,24 @@ public sealed class CrossLayerTranscoder : nn.Module<Tensor, Tensor>
 
     /// <summary>The TransformerLens hook layer <paramref name="layer"/>'s reconstruction replaces.</summary>
     public string OutputHook(int layer) => $"blocks.{CheckLayer(layer)}.{Cfg.FeatureOutputHook}";
+
+    /// <summary>Every layer's input and output hook resolved in <paramref name="model"/> (by layer), after checking that the
+    /// model has the CLT's layers and width and that both hooks of layer l are in block l.</summary>
+    public (IReadOnlyList<string> Inputs, IReadOnlyList<string> Outputs) Hooks(Models.HookedTransformer model)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        int n = Cfg.NLayers;
+        if (n > model.Config.NLayers)
+            throw new SaeSharpException($"the cross-layer transcoder spans {n} layers but the model has {model.Config.NLayers}");
+        if (Cfg.DModel != model.Config.DModel)
+            throw new SaeSharpException($"the cross-layer transcoder has d_model = {Cfg.DModel} but the model's is {model.Config.DModel}");
+        var inputs = Enumerable.Range(0, n).Select(l => model.HookPoints.Resolve(InputHook(l))).ToList();
+        var outputs = Enumerable.Range(0, n).Select(l => model.HookPoints.Resolve(OutputHook(l))).ToList();
+        for (int l = 0; l < n; l++)
+            if (model.HookPoints.LayerOf(inputs[l]) != l || model.HookPoints.LayerOf(outputs[l]) != l)
+                throw new SaeSharpException($"cross-layer transcoder layer {l}: hooks '{inputs[l]}' → '{outputs[l]}' are not both in block {l}");
+        return (inputs, outputs);
+    }
 
     /// <summary>Features of layer <paramref name="layer"/> [..., d_transcoder] from its input <paramref name="x"/> [..., d_model]
     /// (circuit-tracer <c>encode_layer</c>).</summary>
@@ -148,6 +172,37 @@ public sealed class CrossLayerTranscoder : nn.Module<Tensor, Tensor>
         return Decode(Encode(x), x).MoveToOuterDisposeScope();
     }
 
+    /// <summary>
+    /// Layer <paramref name="layer"/> as a single-layer transcoder (SAELens's <c>mntss_clt_layer_transcoder</c> view):
+    /// its encoder, <c>b_dec[layer]</c>, and as <c>W_dec</c> [d_transcoder, d_model] the sum of its decoders to layers
+    /// layer..L−1 (W_dec[layer].sum(1)): everything a feature writes, so W_dec·W_U is its direct logit effect, but not a
+    /// reconstruction of any one layer's output. Architecture <c>jumprelu</c> (its thresholds) or <c>standard</c>; hooks
+    /// <see cref="InputHook"/> → <see cref="OutputHook"/>; apply_b_dec_to_input false. For the weight-based feature tables
+    /// (<c>sae features</c> of a whole CLT); the features themselves are <see cref="EncodeLayer"/>'s. A new module the caller
+    /// disposes, in the CLT's dtype.
+    /// </summary>
+    public Sae LayerTranscoder(int layer)
+    {
+        CheckLayer(layer);
+        var cfg = new SaeConfig
+        {
+            Architecture = activation_function is null ? SaeArchitectures.Standard : SaeArchitectures.JumpReLU,
+            DIn = Cfg.DModel, DOut = Cfg.DModel, DSae = Cfg.DTranscoder, ApplyBDecToInput = false,
+            Dtype = Interop.SaeLensFormat.DtypeName(W_enc.dtype),
+            Metadata = new SaeMetadata { ModelName = Cfg.ModelName, HookName = InputHook(layer) },
+        };
+        cfg.Metadata.HookNameOut = OutputHook(layer);
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var weights = new Dictionary<string, Tensor>(StringComparer.Ordinal)
+        {
+            ["W_enc"] = W_enc[layer].t(), ["b_enc"] = b_enc[layer], ["b_dec"] = b_dec[layer], ["W_dec"] = W_dec[layer].sum(1),
+        };
+        if (activation_function is { } a) weights["threshold"] = a.Threshold(layer);
+        string where = $"cross-layer transcoder layer {layer}";
+        return Interop.SaeWeights.Create(cfg, weights, where, where);
+    }
+
     private int CheckLayer(int layer) =>
         layer >= 0 && layer < Cfg.NLayers ? layer
             : throw new SaeSharpException($"cross-layer transcoder: layer {layer} is outside 0..{Cfg.NLayers - 1}");
@@ -173,9 +228,9 @@ public sealed class CrossLayerTranscoder : nn.Module<Tensor, Tensor>
         private readonly Parameter threshold;
 #pragma warning restore IDE1006
 
-        public JumpReluThreshold(int layers, int features) : base("JumpReLU")
+        public JumpReluThreshold(int layers, int features, ScalarType dtype) : base("JumpReLU")
         {
-            threshold = nn.Parameter(zeros(layers, 1, features), requires_grad: false);
+            threshold = nn.Parameter(zeros(layers, 1, features, dtype: dtype), requires_grad: false);
             RegisterComponents();
         }
 
