@@ -300,6 +300,10 @@ internal static class Cli
         AnsiConsole.Write(table);
     }
 
+    /// <summary>Set by tests (on their own flow) to have <see cref="WriteColumns"/> draw its terminal table into
+    /// <see cref="AnsiConsole"/> although the test host's stdout is redirected.</summary>
+    internal static readonly AsyncLocal<bool> TerminalTables = new();
+
     /// <summary>
     /// A table of several columns (cells are plain text, never Spectre markup): a Spectre table on a terminal. In a pipe,
     /// tab-separated lines for programs: the title line (when there is one; on stderr with <paramref name="titleOnStderr"/>,
@@ -313,7 +317,7 @@ internal static class Cli
     public static void WriteColumns(string? title, IReadOnlyList<Column> columns, IEnumerable<IReadOnlyList<string>> rows, bool titleOnStderr = false,
         bool recordsWhenNarrow = false)
     {
-        if (Console.IsOutputRedirected)
+        if (Console.IsOutputRedirected && !TerminalTables.Value)
         {
             if (title is not null) (titleOnStderr ? Console.Error : Console.Out).WriteLine(Field(title));
             Console.WriteLine(string.Join('\t', columns.Select(c => Field(c.Name))));

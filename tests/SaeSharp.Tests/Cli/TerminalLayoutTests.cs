@@ -85,4 +85,22 @@ public sealed class TerminalLayoutTests
         Assert.True(lines.Count(l => l.StartsWith("    ", StringComparison.Ordinal)) >= 2, output); // the two shaded token lines
         Assert.Contains(lines, l => l.StartsWith("  neuron 43 sum 12.8", StringComparison.Ordinal));
     }
+
+    /// <summary>sae steer's logit table is as wide as its cells (and its short title), not stretched to a long title.</summary>
+    [Fact]
+    public void The_steer_logit_table_is_as_narrow_as_its_cells()
+    {
+        string output = At40Columns(() =>
+        {
+            SaeSharp.Cli.Cli.TerminalTables.Value = true;
+            try { InterventionCommands.WriteFeatureLogits(69, [(" grey", 1.155), (" purple", 1.142)]); }
+            finally { SaeSharp.Cli.Cli.TerminalTables.Value = false; }
+        });
+        var lines = output.Split('\n').Select(l => l.TrimEnd('\r', ' ')).Where(l => l.Length > 0).ToList();
+        Assert.Equal("feature 69: top logit tokens", lines[0].Trim()); // the title on one line
+        // Columns: "\" purple\"" (9) and "W_dec[F]·W_U" (12), each padded by 3, plus the last border: 28; the title's 28 + 2.
+        var table = lines.Skip(1).ToList();
+        Assert.All(table, l => Assert.True(l.Length <= 30, $"'{l}' is wider than the cells need"));
+        Assert.Contains(table, l => l.Contains("\" purple\"", StringComparison.Ordinal) && l.Contains("1.142", StringComparison.Ordinal));
+    }
 }
