@@ -103,4 +103,22 @@ public sealed class TerminalLayoutTests
         Assert.All(table, l => Assert.True(l.Length <= 30, $"'{l}' is wider than the cells need"));
         Assert.Contains(table, l => l.Contains("\" purple\"", StringComparison.Ordinal) && l.Contains("1.142", StringComparison.Ordinal));
     }
+
+    /// <summary>A name/value table under a title longer than the table (sae ablate's "zero-ablation of 2 feature(s) at
+    /// HOOK") keeps its title on one line: the table is widened to it, as WriteColumns' tables are.</summary>
+    [Fact]
+    public void A_name_value_table_is_widened_to_a_title_that_fits_the_terminal()
+    {
+        const string title = "zero-ablation of 2 feature(s) at L1"; // 35 columns: fits 40 with its borders
+        string output = At40Columns(() =>
+        {
+            SaeSharp.Cli.Cli.TerminalTables.Value = true;
+            try { SaeSharp.Cli.Cli.WriteTable(title, [("CE loss clean", "4.5551"), ("positions", "9")]); }
+            finally { SaeSharp.Cli.Cli.TerminalTables.Value = false; }
+        });
+        var lines = output.Split('\n').Select(l => l.TrimEnd('\r', ' ')).Where(l => l.Length > 0).ToList();
+        Assert.Equal(title, lines[0].Trim());
+        Assert.Equal(37, lines[1].Length); // the top border: the title's 35 columns + 2 (the cells need 27)
+        Assert.Contains(lines, l => l.Contains("CE loss clean", StringComparison.Ordinal) && l.Contains("4.5551", StringComparison.Ordinal));
+    }
 }
