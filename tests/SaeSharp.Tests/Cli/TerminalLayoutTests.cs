@@ -9,7 +9,10 @@ namespace SaeSharp.Tests.Cli;
 public sealed class TerminalLayoutTests
 {
     /// <summary>What <paramref name="write"/> prints on a 40-column terminal without colours.</summary>
-    private static string At40Columns(Action write)
+    private static string At40Columns(Action write) => AtColumns(40, write);
+
+    /// <summary>What <paramref name="write"/> prints on a terminal <paramref name="width"/> columns wide without colours.</summary>
+    private static string AtColumns(int width, Action write)
     {
         lock (CliRunner.Gate)
         {
@@ -19,7 +22,7 @@ public sealed class TerminalLayoutTests
             {
                 Out = new AnsiConsoleOutput(writer), Ansi = AnsiSupport.No, ColorSystem = ColorSystemSupport.NoColors,
             });
-            console.Profile.Width = 40;
+            console.Profile.Width = width;
             AnsiConsole.Console = console;
             try { write(); }
             finally { AnsiConsole.Console = saved; }
@@ -120,5 +123,27 @@ public sealed class TerminalLayoutTests
         Assert.Equal(title, lines[0].Trim());
         Assert.Equal(37, lines[1].Length); // the top border: the title's 35 columns + 2 (the cells need 27)
         Assert.Contains(lines, l => l.Contains("CE loss clean", StringComparison.Ordinal) && l.Contains("4.5551", StringComparison.Ordinal));
+    }
+
+    /// <summary>sae ablate's per-position table fits 80 columns with a row of GPT-2's &lt;|endoftext|&gt; and losses of
+    /// two integer digits and a negative ΔCE: every row on one line.</summary>
+    [Fact]
+    public void The_ablate_per_position_table_keeps_each_row_on_one_line_at_80_columns()
+    {
+        string output = AtColumns(80, () =>
+        {
+            SaeSharp.Cli.Cli.TerminalTables.Value = true;
+            try
+            {
+                InterventionCommands.WritePerPosition([["0", "\"<|endoftext|>\"", "\" Mia\"", "14.6964", "14.6964", "0.0000", "0.0000"],
+                                                       ["6", "\" the\"", "\" kitchen\"", "2.4816", "2.9392", "-0.0128", "0.2072"]]);
+            }
+            finally { SaeSharp.Cli.Cli.TerminalTables.Value = false; }
+        });
+        var lines = output.Split('\n').Select(l => l.TrimEnd('\r', ' ')).Where(l => l.Length > 0).ToList();
+        Assert.All(lines, l => Assert.True(l.Length <= 80, $"'{l}' is wider than 80 columns"));
+        Assert.True(lines.Any(l => l.Contains("\"<|endoftext|>\"", StringComparison.Ordinal)), output);
+        Assert.Single(lines, l => l.Contains("\"<|endoftext|>\"", StringComparison.Ordinal) && l.Contains("14.6964", StringComparison.Ordinal));
+        Assert.Single(lines, l => l.Contains("\" kitchen\"", StringComparison.Ordinal) && l.Contains("-0.0128", StringComparison.Ordinal));
     }
 }
