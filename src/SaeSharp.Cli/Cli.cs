@@ -289,16 +289,30 @@ internal static class Cli
     /// percentages through <see cref="Percent"/>.</summary>
     public static void WriteTable(string title, IEnumerable<(string Name, string Value)> rows)
     {
-        if (Console.IsOutputRedirected)
+        if (Console.IsOutputRedirected && !TerminalTables.Value)
         {
             Console.WriteLine(Field(title));
             foreach (var (name, value) in rows) Console.WriteLine($"{Field(name)}\t{Field(value)}");
             return;
         }
+        var list = rows.ToList();
         var table = new Table().Title(Markup.Escape(title)).AddColumn("metric").AddColumn(new TableColumn("value").RightAligned());
-        foreach (var (name, value) in rows) table.AddRow(Markup.Escape(name), Markup.Escape(value));
+        foreach (var (name, value) in list) table.AddRow(Markup.Escape(name), Markup.Escape(value));
+        int natural = list.Select(r => r.Name.Length).Append("metric".Length).Max() + 3 + list.Select(r => r.Value.Length).Append("value".Length).Max() + 3 + 1;
+        WidenToTitle(table, title, natural);
         AnsiConsole.Write(table);
     }
+
+    /// <summary>Spectre wraps a title to its table's width: a table narrower than its title (<paramref name="natural"/>
+    /// columns wide) is widened to the title instead, up to the terminal's width.</summary>
+    private static void WidenToTitle(Table table, string? title, int natural)
+    {
+        if (title is not null && title.Length + 2 > natural) table.Width = Math.Min(title.Length + 2, AnsiConsole.Profile.Width);
+    }
+
+    /// <summary>Set by tests (on their own flow) to have <see cref="WriteColumns"/> and <see cref="WriteTable"/> draw their terminal tables into
+    /// <see cref="AnsiConsole"/> although the test host's stdout is redirected.</summary>
+    internal static readonly AsyncLocal<bool> TerminalTables = new();
 
     /// <summary>
     /// A table of several columns (cells are plain text, never Spectre markup): a Spectre table on a terminal. In a pipe,
@@ -313,7 +327,7 @@ internal static class Cli
     public static void WriteColumns(string? title, IReadOnlyList<Column> columns, IEnumerable<IReadOnlyList<string>> rows, bool titleOnStderr = false,
         bool recordsWhenNarrow = false)
     {
-        if (Console.IsOutputRedirected)
+        if (Console.IsOutputRedirected && !TerminalTables.Value)
         {
             if (title is not null) (titleOnStderr ? Console.Error : Console.Out).WriteLine(Field(title));
             Console.WriteLine(string.Join('\t', columns.Select(c => Field(c.Name))));
@@ -352,8 +366,7 @@ internal static class Cli
             table.AddColumn(column);
         }
         foreach (var row in cells) table.AddRow(row.Select(Markup.Escape).ToArray());
-        // Spectre wraps a title to the table's width: widen a narrow table to its title instead (up to the terminal's width).
-        if (title is not null && title.Length + 2 > natural) table.Width = Math.Min(title.Length + 2, AnsiConsole.Profile.Width);
+        WidenToTitle(table, title, natural);
         AnsiConsole.Write(table);
 
         IReadOnlyList<string> Cells(IReadOnlyList<string> row) => row.Count == columns.Count ? row

@@ -181,13 +181,26 @@ internal static class InterventionCommands
             Console.WriteLine($"prompt: {parse.GetValue(prompt)}");
             Cli.WriteColumns($"feature {steering.Feature} × {steering.Scale.ToString(CultureInfo.InvariantCulture)} at {at}", ["seed", "unsteered", "steered"], rows);
             foreach (var note in notes) Cli.ErrorLine($"note: {note}");
-            Cli.WriteColumns($"feature {steering.Feature}: top logit tokens (W_dec[F]·W_U, final norm scale folded)", ["token", new Column("logit", Right: true)],
-                FeatureLogits(m, s, site.WriteHook, steering.Feature, 10, Math.Min(tok.VocabSize, m.Config.DVocab))
-                    .Select(e => new[] { Analysis.DashboardWriter.Quote(tok.TokenText((int)e.Token)), e.Logit.ToString("F3", CultureInfo.InvariantCulture) }));
+            WriteFeatureLogits(steering.Feature, FeatureLogits(m, s, site.WriteHook, steering.Feature, 10, Math.Min(tok.VocabSize, m.Config.DVocab))
+                .Select(e => (tok.TokenText((int)e.Token), e.Logit)));
             return 0;
         });
         return command;
     }
+
+    /// <summary><c>sae ablate</c>'s per-position table (pos, token, next, CE clean, CE ablated, ΔCE, KL). The CE headings
+    /// take two lines, so that a row of a special token (<c>"&lt;|endoftext|&gt;"</c>) and four-decimal losses fits
+    /// 80 columns without its token cell wrapped.</summary>
+    internal static void WritePerPosition(IEnumerable<IReadOnlyList<string>> rows) =>
+        Cli.WriteColumns("per position", ["pos", "token", "next", new Column("CE clean", Right: true, Heading: "CE\nclean"),
+            new Column("CE ablated", Right: true, Heading: "CE\nablated"), new Column("ΔCE", Right: true), new Column("KL", Right: true)], rows);
+
+    /// <summary><c>sae steer</c>'s table of the feature's top logit tokens. The title stays short and the heading names the
+    /// product (W_dec[F]·W_U, final norm scale folded: docs/features.md), so on an 80-column terminal the table is as
+    /// narrow as its cells rather than stretched to a long title.</summary>
+    internal static void WriteFeatureLogits(int feature, IEnumerable<(string Token, double Logit)> logits) =>
+        Cli.WriteColumns($"feature {feature}: top logit tokens", ["token", new Column("logit", Right: true, Heading: "W_dec[F]·W_U")],
+            logits.Select(e => new[] { Analysis.DashboardWriter.Quote(e.Token), e.Logit.ToString("F3", CultureInfo.InvariantCulture) }));
 
     /// <summary>The tokens whose logits the feature's decoder direction raises most: its logit effect as <c>sae features</c>
     /// reports it (<see cref="Analysis.FeatureWeights"/>: W_dec[F] written into the residual stream, times W_U with the final
@@ -293,8 +306,7 @@ internal static class InterventionCommands
                         rows.Add([p.ToString(CultureInfo.InvariantCulture), T(ids[p]), hasNext ? T(ids[p + 1]) : "",
                             F(c), F(a), F(a - c), F(effect.Kl[0, p].item<double>())]);
                     }
-                    Cli.WriteColumns("per position", ["pos", "token", "next", new Column("CE clean", Right: true), new Column("CE ablated", Right: true),
-                        new Column("ΔCE", Right: true), new Column("KL", Right: true)], rows);
+                    WritePerPosition(rows);
                 }
                 foreach (var (b, p, k) in effect.MostChanged(parse.GetValue(top)))
                 {

@@ -91,23 +91,29 @@ public static class TokenDisplay
     /// (SentencePiece's ▁, stripped by its decoder) puts there; a token that is a fragment of a multi-byte character
     /// (it decodes to U+FFFD alone) is shown by its vocabulary string (<c>&lt;0x0E&gt;</c>), as Hugging Face's
     /// <c>convert_ids_to_tokens</c> shows it. A special token (<c>&lt;|endoftext|&gt;</c>, <c>&lt;s&gt;</c>, <c>&lt;bos&gt;</c>:
-    /// a special added token, or the tokenizer's BOS / EOS / PAD / UNK) reads as itself, with no space in front, as
-    /// SAELens's dashboards show it; GPT-2's <c>" the"</c> keeps its own leading space.
+    /// a special added token, or the tokenizer's BOS / EOS / PAD) reads as itself, with no space in front, as
+    /// SAELens's dashboards show it; GPT-2's <c>" the"</c> keeps its own leading space. The UNK token stands for a word of
+    /// the text, so it reads as a word does: a word-level tokenizer's <c>&lt;unk&gt;</c> gets the space its decoding puts
+    /// in front of it (<c>"a &lt;unk&gt; and"</c>, not <c>"a&lt;unk&gt; and"</c>).
     /// </summary>
     public static string TokenText(this ITextTokenizer tokenizer, int id)
     {
         ArgumentNullException.ThrowIfNull(tokenizer);
         if (SpecialContent(tokenizer, id) is { } special) return special;
         string alone = tokenizer.Decode([id]);
+        if (alone.Length == 0 && id == tokenizer.UnkTokenId && tokenizer.IdToToken(id) is { } unk) alone = unk;
         if (alone.Contains('\uFFFD', StringComparison.Ordinal) && tokenizer.IdToToken(id) is { } raw) return raw;
         return alone.Length > 0 && tokenizer.Decode([id, id]) == alone + " " + alone ? " " + alone : alone;
     }
 
+    /// <summary>The content of a control token (BOS, EOS, PAD, another special added token; not UNK unless it is one of
+    /// those too), else null.</summary>
     private static string? SpecialContent(ITextTokenizer tokenizer, int id)
     {
+        bool control = id == tokenizer.BosTokenId || id == tokenizer.EosTokenId || id == tokenizer.PadTokenId;
+        if (!control && id == tokenizer.UnkTokenId) return null;
         foreach (var a in tokenizer.AddedTokens)
             if (a.Id == id) return a.Special ? a.Content : null;
-        bool special = id == tokenizer.BosTokenId || id == tokenizer.EosTokenId || id == tokenizer.PadTokenId || id == tokenizer.UnkTokenId;
-        return special ? tokenizer.IdToToken(id) : null;
+        return control ? tokenizer.IdToToken(id) : null;
     }
 }

@@ -192,7 +192,7 @@ public sealed class PipeTableTests : IClassFixture<PipeTableTests.Fixture>
         var runs = Table(lines, "feature 2 × 3 at hook_embed", ["seed", "unsteered", "steered"], 2);
         Assert.Equal(["0", "1"], runs.Select(r => r[0]));
         Assert.All(runs, r => Assert.Equal(expected.Replace("\n", "\\n").Replace("\t", "\\t"), r[1]));
-        var logits = Table(lines, "feature 2: top logit tokens (W_dec[F]·W_U, final norm scale folded)", ["token", "logit"], 10);
+        var logits = Table(lines, "feature 2: top logit tokens", ["token", "logit"], 10);
         var values = logits.Select(r => Num(r[1])).ToList();
         Assert.Equal(values.OrderByDescending(v => v), values);
     }

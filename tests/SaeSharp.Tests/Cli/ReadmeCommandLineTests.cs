@@ -3,35 +3,90 @@ using System.Text.RegularExpressions;
 
 namespace SaeSharp.Tests.Cli;
 
-/// <summary>Every <c>./sae ...</c> command line of the README (code blocks, with their <c>\</c> continuations, and inline
-/// code) parses: each command and option it names exists and takes the value given. A renamed or removed flag left in an
-/// example fails here rather than for the newcomer who copies it.</summary>
+/// <summary>Every <c>./sae ...</c> command line of the README and of docs/*.md (code blocks, with their <c>\</c>
+/// continuations, and inline code) parses: each command and option it names exists and takes the value given. In a
+/// doc's code block <c>sae ...</c> counts as well. A doc's inline fragments such as <c>`sae train --arch NAME`</c> name
+/// placeholders rather than values, so of those only the commands and options must exist. A renamed or removed flag left
+/// in an example fails here rather than for the newcomer who copies it.</summary>
 public sealed class ReadmeCommandLineTests
 {
-    [Fact]
-    public void Every_readme_command_line_parses()
+    /// <summary>README.md and every docs/*.md, as copied next to the test binaries (paths relative to <c>readme/</c>).</summary>
+    public static TheoryData<string> Documents()
     {
-        var lines = CommandLines(File.ReadAllText(Path.Combine(AppContext.BaseDirectory, "readme", "README.md")));
-        Assert.True(lines.Count >= 30, $"only {lines.Count} command lines found");
+        var data = new TheoryData<string> { "README.md" };
+        foreach (string doc in Directory.GetFiles(Path.Combine(AppContext.BaseDirectory, "readme", "docs"), "*.md").Order(StringComparer.Ordinal))
+            data.Add("docs/" + Path.GetFileName(doc));
+        return data;
+    }
+
+    [Fact]
+    public void Every_doc_of_the_repository_is_checked()
+    {
+        string docs = Path.Combine(AppContext.BaseDirectory, "readme", "docs");
+        Assert.True(Directory.Exists(docs), $"{docs} missing: the .csproj copies docs/*.md there");
+        Assert.True(Directory.GetFiles(docs, "*.md").Length >= 10, "docs/*.md not copied next to the test binaries");
+    }
+
+    [Theory]
+    [MemberData(nameof(Documents))]
+    public void Every_command_line_parses(string document)
+    {
+        string markdown = File.ReadAllText(Path.Combine(AppContext.BaseDirectory, "readme", document));
+        bool readme = document == "README.md";
+        var lines = CommandLines(markdown, bareSaeInBlocks: !readme);
+        if (readme) Assert.True(lines.Count >= 30, $"only {lines.Count} command lines found");
         var bad = lines.Select(l => (Line: l, Parse: SaeSharp.Cli.Cli.Build().Parse(ShellWords(l))))
             .Where(p => p.Parse.Errors.Count > 0)
             .Select(p => $"{p.Line}\n    {SaeSharp.Cli.Cli.ParseErrorLine(p.Parse)}").ToList();
+        if (!readme)
+            bad.AddRange(InlineFragments(markdown).Select(l => (Line: l, Parse: SaeSharp.Cli.Cli.Build().Parse(ShellWords(l))))
+                .Where(p => p.Parse.UnmatchedTokens.Count > 0)
+                .Select(p => $"`sae {p.Line}`\n    {SaeSharp.Cli.Cli.ParseErrorLine(p.Parse)}"));
         Assert.True(bad.Count == 0, string.Join("\n", bad));
     }
 
     [Fact]
     public void The_extraction_joins_continuations_and_drops_comments_and_the_shell_around_the_command()
     {
-        const string md = "```sh\n./sae train --k 4 \\\n    --out runs/x   # a comment\n./sae releases | cut -f1\nls\n```\n" +
-                          "Inline: `./sae info runs/x` and `./sae model run --prompt \"a # b\"`.\n";
-        Assert.Equal(["train --k 4 --out runs/x", "releases", "info runs/x", "model run --prompt \"a # b\""], CommandLines(md));
+        const string md = "```sh\n./sae train --k 4 \\\n    --out runs/x   # a comment\n./sae releases | cut -f1\nls\nsae info x\n```\n" +
+                          "Inline: `./sae info runs/x` and `./sae model run --prompt \"a # b\"`, `sae train --arch NAME`'s.\n";
+        Assert.Equal(["train --k 4 --out runs/x", "releases", "info runs/x", "model run --prompt \"a # b\""], CommandLines(md, bareSaeInBlocks: false));
+        Assert.Equal(["train --k 4 --out runs/x", "releases", "info x", "info runs/x", "model run --prompt \"a # b\""], CommandLines(md, bareSaeInBlocks: true));
+        Assert.Equal(["train --arch NAME"], InlineFragments(md));
         Assert.Equal(["model", "run", "--prompt", "a # b", "--x", "it's"], ShellWords("model run --prompt \"a # b\" --x 'it'\\''s'"));
     }
 
+    [Fact]
+    public void A_fragment_naming_an_unknown_option_or_command_is_caught_and_a_placeholder_value_is_not()
+    {
+        static int Unmatched(string line) => SaeSharp.Cli.Cli.Build().Parse(ShellWords(line)).UnmatchedTokens.Count;
+        Assert.Equal(0, Unmatched("train --candidate-pass auto|on|off"));
+        Assert.Equal(0, Unmatched("synth --from"));
+        Assert.NotEqual(0, Unmatched("train --no-such-flag 3"));
+        Assert.NotEqual(0, Unmatched("no-such-command --k 3"));
+    }
+
+    /// <summary>The arguments after <c>sae </c> of each inline code span of <paramref name="markdown"/> that starts with
+    /// <c>sae </c> (not <c>./sae </c>: those are whole command lines), outside code blocks.</summary>
+    private static List<string> InlineFragments(string markdown)
+    {
+        var found = new List<string>();
+        bool fenced = false;
+        foreach (string raw in markdown.Split('\n'))
+        {
+            string line = raw.TrimEnd('\r');
+            if (line.TrimStart().StartsWith("```", StringComparison.Ordinal)) { fenced = !fenced; continue; }
+            if (fenced) continue;
+            foreach (Match m in Regex.Matches(line, @"`sae ([^`]+)`")) found.Add(Arguments("./sae " + m.Groups[1].Value));
+        }
+        return found;
+    }
+
     /// <summary>The arguments after <c>./sae</c> of each command line in <paramref name="markdown"/>: fenced blocks' lines
-    /// (continuations joined, a trailing <c># comment</c> and anything after a pipe or <c>&amp;&amp;</c> dropped) and inline
-    /// code spans that start with <c>./sae </c>.</summary>
-    private static List<string> CommandLines(string markdown)
+    /// (continuations joined, a trailing <c># comment</c> and anything after a pipe or <c>&amp;&amp;</c> dropped; with
+    /// <paramref name="bareSaeInBlocks"/> also those starting <c>sae </c>) and inline code spans that start with
+    /// <c>./sae </c>.</summary>
+    private static List<string> CommandLines(string markdown, bool bareSaeInBlocks)
     {
         var found = new List<string>();
         bool fenced = false;
@@ -42,13 +97,16 @@ public sealed class ReadmeCommandLineTests
             if (line.TrimStart().StartsWith("```", StringComparison.Ordinal)) { fenced = !fenced; pending.Clear(); continue; }
             if (fenced)
             {
-                if (pending.Length == 0 && !line.TrimStart().StartsWith("./sae ", StringComparison.Ordinal)) continue;
+                string start = line.TrimStart();
+                if (pending.Length == 0 && !start.StartsWith("./sae ", StringComparison.Ordinal)
+                    && !(bareSaeInBlocks && start.StartsWith("sae ", StringComparison.Ordinal))) continue;
                 string part = StripComment(line).TrimEnd();
                 bool continues = part.EndsWith('\\');
                 pending.Append(continues ? part[..^1] : part).Append(' ');
                 if (!continues)
                 {
-                    found.Add(Arguments(pending.ToString()));
+                    string command = pending.ToString().TrimStart();
+                    found.Add(Arguments(command.StartsWith("./", StringComparison.Ordinal) ? command : "./" + command));
                     pending.Clear();
                 }
                 continue;

@@ -9,7 +9,10 @@ namespace SaeSharp.Tests.Cli;
 public sealed class TerminalLayoutTests
 {
     /// <summary>What <paramref name="write"/> prints on a 40-column terminal without colours.</summary>
-    private static string At40Columns(Action write)
+    private static string At40Columns(Action write) => AtColumns(40, write);
+
+    /// <summary>What <paramref name="write"/> prints on a terminal <paramref name="width"/> columns wide without colours.</summary>
+    private static string AtColumns(int width, Action write)
     {
         lock (CliRunner.Gate)
         {
@@ -19,7 +22,7 @@ public sealed class TerminalLayoutTests
             {
                 Out = new AnsiConsoleOutput(writer), Ansi = AnsiSupport.No, ColorSystem = ColorSystemSupport.NoColors,
             });
-            console.Profile.Width = 40;
+            console.Profile.Width = width;
             AnsiConsole.Console = console;
             try { write(); }
             finally { AnsiConsole.Console = saved; }
@@ -84,5 +87,63 @@ public sealed class TerminalLayoutTests
         Assert.All(lines.Skip(first), l => Assert.StartsWith("  ", l));
         Assert.True(lines.Count(l => l.StartsWith("    ", StringComparison.Ordinal)) >= 2, output); // the two shaded token lines
         Assert.Contains(lines, l => l.StartsWith("  neuron 43 sum 12.8", StringComparison.Ordinal));
+    }
+
+    /// <summary>sae steer's logit table is as wide as its cells (and its short title), not stretched to a long title.</summary>
+    [Fact]
+    public void The_steer_logit_table_is_as_narrow_as_its_cells()
+    {
+        string output = At40Columns(() =>
+        {
+            SaeSharp.Cli.Cli.TerminalTables.Value = true;
+            try { InterventionCommands.WriteFeatureLogits(69, [(" grey", 1.155), (" purple", 1.142)]); }
+            finally { SaeSharp.Cli.Cli.TerminalTables.Value = false; }
+        });
+        var lines = output.Split('\n').Select(l => l.TrimEnd('\r', ' ')).Where(l => l.Length > 0).ToList();
+        Assert.Equal("feature 69: top logit tokens", lines[0].Trim()); // the title on one line
+        // Columns: "\" purple\"" (9) and "W_dec[F]·W_U" (12), each padded by 3, plus the last border: 28; the title's 28 + 2.
+        var table = lines.Skip(1).ToList();
+        Assert.All(table, l => Assert.True(l.Length <= 30, $"'{l}' is wider than the cells need"));
+        Assert.Contains(table, l => l.Contains("\" purple\"", StringComparison.Ordinal) && l.Contains("1.142", StringComparison.Ordinal));
+    }
+
+    /// <summary>A name/value table under a title longer than the table (sae ablate's "zero-ablation of 2 feature(s) at
+    /// HOOK") keeps its title on one line: the table is widened to it, as WriteColumns' tables are.</summary>
+    [Fact]
+    public void A_name_value_table_is_widened_to_a_title_that_fits_the_terminal()
+    {
+        const string title = "zero-ablation of 2 feature(s) at L1"; // 35 columns: fits 40 with its borders
+        string output = At40Columns(() =>
+        {
+            SaeSharp.Cli.Cli.TerminalTables.Value = true;
+            try { SaeSharp.Cli.Cli.WriteTable(title, [("CE loss clean", "4.5551"), ("positions", "9")]); }
+            finally { SaeSharp.Cli.Cli.TerminalTables.Value = false; }
+        });
+        var lines = output.Split('\n').Select(l => l.TrimEnd('\r', ' ')).Where(l => l.Length > 0).ToList();
+        Assert.Equal(title, lines[0].Trim());
+        Assert.Equal(37, lines[1].Length); // the top border: the title's 35 columns + 2 (the cells need 27)
+        Assert.Contains(lines, l => l.Contains("CE loss clean", StringComparison.Ordinal) && l.Contains("4.5551", StringComparison.Ordinal));
+    }
+
+    /// <summary>sae ablate's per-position table fits 80 columns with a row of GPT-2's &lt;|endoftext|&gt; and losses of
+    /// two integer digits and a negative ΔCE: every row on one line.</summary>
+    [Fact]
+    public void The_ablate_per_position_table_keeps_each_row_on_one_line_at_80_columns()
+    {
+        string output = AtColumns(80, () =>
+        {
+            SaeSharp.Cli.Cli.TerminalTables.Value = true;
+            try
+            {
+                InterventionCommands.WritePerPosition([["0", "\"<|endoftext|>\"", "\" Mia\"", "14.6964", "14.6964", "0.0000", "0.0000"],
+                                                       ["6", "\" the\"", "\" kitchen\"", "2.4816", "2.9392", "-0.0128", "0.2072"]]);
+            }
+            finally { SaeSharp.Cli.Cli.TerminalTables.Value = false; }
+        });
+        var lines = output.Split('\n').Select(l => l.TrimEnd('\r', ' ')).Where(l => l.Length > 0).ToList();
+        Assert.All(lines, l => Assert.True(l.Length <= 80, $"'{l}' is wider than 80 columns"));
+        Assert.True(lines.Any(l => l.Contains("\"<|endoftext|>\"", StringComparison.Ordinal)), output);
+        Assert.Single(lines, l => l.Contains("\"<|endoftext|>\"", StringComparison.Ordinal) && l.Contains("14.6964", StringComparison.Ordinal));
+        Assert.Single(lines, l => l.Contains("\" kitchen\"", StringComparison.Ordinal) && l.Contains("-0.0128", StringComparison.Ordinal));
     }
 }
