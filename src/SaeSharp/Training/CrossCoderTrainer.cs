@@ -164,6 +164,51 @@ public sealed class CrossCoderTrainer : IDisposable
     }
 
     /// <summary>
+    /// Trains <paramref name="cc"/> on <paramref name="data"/> [N, L, d] for <see cref="CrossCoderTrainerOptions.Steps"/>
+    /// steps of <paramref name="batchSize"/> rows, each pass over the rows in a fresh random order (seeded by
+    /// <paramref name="seed"/>); rows go through the crosscoder's normaliser first (identity without statistics).
+    /// <paramref name="onStep"/> sees each step's log. Stops early, between steps, when <paramref name="cancel"/> fires.
+    /// </summary>
+    public static IReadOnlyList<CrossCoderStepLog> Train(CrossCoder cc, Tensor data, CrossCoderTrainerOptions options, int batchSize, long seed,
+        Action<CrossCoderStepLog>? onStep = null, CancellationToken cancel = default)
+    {
+        ArgumentNullException.ThrowIfNull(data);
+        ArgumentNullException.ThrowIfNull(cc);
+        cc.CheckInput(data, "training activations");
+        if (batchSize <= 0) throw new SaeSharpException($"crosscoder training: batch size must be positive, got {batchSize}");
+        long n = data.shape[0];
+        if (n < batchSize) throw new SaeSharpException($"crosscoder training: {n} rows are fewer than one batch of {batchSize}");
+        using var trainer = new CrossCoderTrainer(cc, options);
+        using var generator = new Generator((ulong)seed);
+        var logs = new List<CrossCoderStepLog>();
+        Tensor? order = null;
+        long next = n;
+        try
+        {
+            for (long step = 0; step < options.Steps && !cancel.IsCancellationRequested; step++)
+            {
+                using var scope = NewDisposeScope();
+                if (next + batchSize > n)
+                {
+                    order?.Dispose();
+                    order = randperm(n, generator: generator).DetachFromDisposeScope();
+                    next = 0;
+                }
+                var x = cc.NormalizeActivations(data.index_select(0, order!.narrow(0, next, batchSize)));
+                next += batchSize;
+                var log = trainer.Step(step, x);
+                logs.Add(log);
+                onStep?.Invoke(log);
+            }
+        }
+        finally
+        {
+            order?.Dispose();
+        }
+        return logs;
+    }
+
+    /// <summary>
     /// The fork's <c>BatchTopKCrossCoderTrainer.geometric_median</c> of points [n, L, d] per layer → [L, d]: start at the
     /// mean, Weiszfeld reweighting by 1/‖p − m‖ (no epsilon), at most 100 iterations, stop when every layer's median moves
     /// less than 1e-5. (SAELens's <see cref="GeometricMedian"/> differs: an epsilon and an objective-based stop.)
