@@ -31,7 +31,8 @@ internal static class CrossCoderCli
         if (topK && r.K is null) throw new SaeSharpException("--arch batchtopk_crosscoder needs --k");
         if (!topK && r.K is not null) throw new SaeSharpException("--k is for --arch batchtopk_crosscoder; the L1 crosscoder's sparsity is set by --l1 (l1_penalty)");
         if (topK && r.L1 is not null) throw new SaeSharpException("--l1 is for --arch crosscoder; batchtopk_crosscoder's sparsity is set by --k");
-        using var all = CrossCoderActivations.Load(r.Activations);
+        using var data = CrossCoderActivations.LoadWithSources(r.Activations);
+        var all = data.X;
         long n = all.shape[0];
         int layers = (int)all.shape[1], d = (int)all.shape[2];
         if (r.Hooks is { } hooks && hooks.Count != layers)
@@ -55,7 +56,11 @@ internal static class CrossCoderCli
             progress => CrossCoderTrainer.Train(cc, train, options, r.BatchSize, r.Seed, log => progress?.Report(log)),
             log => (log.Step + 1, r.Steps, string.Create(CultureInfo.InvariantCulture, $"train {r.Arch}: step {log.Step + 1}/{r.Steps}, loss {log.Loss:G4}, L0 {log.L0:F1}")),
             plainLine: null);
-        var sources = new CrossCoderSources { HookNames = r.Hooks };
+        var sources = new CrossCoderSources
+        {
+            HookNames = r.Hooks ?? (data.Hooks.All(h => h is not null) ? data.Hooks.Select(h => h!).ToList() : null),
+            ModelNames = data.Models.All(m => m is not null) ? data.Models.Distinct().Select(m => m!).ToList() is { Count: 1 } one ? one : data.Models.Select(m => m!).ToList() : null,
+        };
         CrossCoderFormat.Save(cc, r.Out, sources, normInitScale);
         var last = logs[^1];
         var rows = new List<(string, string)>
@@ -135,6 +140,7 @@ internal static class CrossCoderCli
             ("code_normalization", c.CodeNormalization.ToString().ToUpperInvariant()),
             ("activation normaliser", cc.HasActivationNormalizer ? "yes" : "no"),
             ("hooks", sources.HookNames is { } h ? string.Join(", ", h) : "-"),
+            ("models", sources.ModelNames is { } ms ? string.Join(", ", ms) : "-"),
             ("parameters", Cli.Integer(cc.parameters().Sum(p => p.numel()))),
         ]);
         return 0;

@@ -55,7 +55,7 @@ internal static class TrainCommand
             {
                 // Crosscoders (the science-of-finetuning fork's format) train on activation files with a layer axis.
                 Cli.RefuseGiven(parse, "crosscoders train on activation files with a layer axis (--activations [N, L, d], or one [N, d] file per layer, comma-separated); " +
-                                       "harvest each hook with sae cache first",
+                                       "harvest each hook (or each model) with sae cache first and give the cache folders",
                     [data.Model, .. data.ModelOnly, data.Tokens, data.MixingFraction, config, resume, lpNorm, targetL0, checkpointEvery, groundTruth, autocast, candidatePass, deterministic, epochs, fromPretrained, hookHeadIndex]);
                 return CrossCoderCli.Train(new CrossCoderCli.TrainRequest(parse.GetValue(arch)!,
                     CrossCoderCli.SplitPaths(parse.GetValue(activations) ?? throw new SaeSharpException("give --activations (a crosscoder trains on [N, L, d] activation files)")),

@@ -4,10 +4,23 @@ using static TorchSharp.torch;
 
 namespace SaeSharp.Activations;
 
+/// <summary>Activations with a layer axis and, when the files say, the hook and model of each layer slot.</summary>
+/// <param name="X">[N, L, d] float32.</param>
+/// <param name="Hooks">The hook of each slot (null entries: unknown).</param>
+/// <param name="Models">The model of each slot (null entries: unknown).</param>
+public sealed record CrossCoderData(Tensor X, IReadOnlyList<string?> Hooks, IReadOnlyList<string?> Models) : IDisposable
+{
+    /// <inheritdoc/>
+    public void Dispose() => X.Dispose();
+}
+
 /// <summary>
 /// Activations with a layer axis for crosscoders, [N, L, d] float32 in memory: one <c>.safetensors</c> (tensor
-/// <c>activations</c> or its only tensor) or <c>.npy</c> file holding [N, L, d], or one [N, d] file per layer (the files'
-/// rows aligned: row i of every file from the same token), stacked in the order given.
+/// <c>activations</c> or its only tensor) or <c>.npy</c> file holding [N, L, d]; or several sources of [N, d] rows, one
+/// per layer slot, stacked in the order given: <c>.safetensors</c>/<c>.npy</c> files, or <c>sae cache</c> folders (their
+/// shards in row order; a cache written with a target hook gives two slots, its hook and its target hook). Caches name
+/// their hook and model, and their token ids must agree row for row (the same dataset, context size and tokenizer):
+/// several hooks of one model, or one hook of a base and a chat model (model diffing).
 /// </summary>
 public static class CrossCoderActivations
 {
@@ -15,10 +28,48 @@ public static class CrossCoderActivations
     /// counts and finite values, and named in the error.</summary>
     public static Tensor Load(IReadOnlyList<string> paths, long? maxRows = null)
     {
+        using var data = LoadWithSources(paths, maxRows);
+        return data.X.alias();
+    }
+
+    /// <summary><see cref="Load"/>, with the hook and model of each slot where the sources record them.</summary>
+    public static CrossCoderData LoadWithSources(IReadOnlyList<string> paths, long? maxRows = null)
+    {
         ArgumentNullException.ThrowIfNull(paths);
         if (paths.Count == 0) throw new SaeSharpException("crosscoder activations: no file given");
         using var scope = NewDisposeScope();
-        var parts = paths.Select(LoadOne).ToList();
+        var parts = new List<Tensor>();
+        var hooks = new List<string?>();
+        var models = new List<string?>();
+        Tensor? tokens = null;
+        string? tokensFrom = null;
+        foreach (var path in paths)
+        {
+            if (Directory.Exists(path) && File.Exists(Path.Combine(path, ActivationCacheFolder.ManifestName)))
+            {
+                var m = ActivationCacheManifest.Read(path);
+                var shards = ActivationCacheFolder.ShardFiles(path, m).Select(f => SafeTensors.Load(f)).ToList();
+                parts.Add(cat(shards.Select(s => s["activations"].to(ScalarType.Float32)).ToList(), 0));
+                (hooks, models) = (hooks.Append(m.Hook).ToList(), models.Append(m.Model).ToList());
+                if (m.TargetHook is { } th)
+                {
+                    parts.Add(cat(shards.Select(s => s["targets"].to(ScalarType.Float32)).ToList(), 0));
+                    (hooks, models) = (hooks.Append(th).ToList(), models.Append(m.Model).ToList());
+                }
+                if (shards.All(s => s.ContainsKey("token_ids")))
+                {
+                    var t = cat(shards.Select(s => s["token_ids"]).ToList(), 0);
+                    if (tokens is null) (tokens, tokensFrom) = (t, path);
+                    else if (!t.shape.SequenceEqual(tokens.shape) || !t.eq(tokens).all().item<bool>())
+                        throw new SaeSharpException($"{path}: its rows are not the tokens of {tokensFrom}'s rows (token_ids differ); cache every hook or model on the same dataset, --tokens and --context-size");
+                }
+            }
+            else
+            {
+                parts.Add(LoadOne(path));
+                (hooks, models) = (hooks.Append(null).ToList(), models.Append(null).ToList());
+            }
+        }
         Tensor x;
         if (parts.Count == 1)
         {
@@ -31,16 +82,17 @@ public static class CrossCoderActivations
             for (int i = 0; i < parts.Count; i++)
             {
                 if (parts[i].Dimensions != 2)
-                    throw new SaeSharpException($"{paths[i]}: activations have shape [{string.Join(", ", parts[i].shape)}]; with one file per layer each holds [N, d]");
+                    throw new SaeSharpException($"{paths[Math.Min(i, paths.Count - 1)]}: activations have shape [{string.Join(", ", parts[i].shape)}]; with one file per layer each holds [N, d]");
                 if (parts[i].shape[0] != parts[0].shape[0] || parts[i].shape[1] != parts[0].shape[1])
-                    throw new SaeSharpException($"{paths[i]}: shape [{string.Join(", ", parts[i].shape)}] differs from {paths[0]}'s [{string.Join(", ", parts[0].shape)}]; the layers' files must hold the same rows and width");
+                    throw new SaeSharpException($"{paths[Math.Min(i, paths.Count - 1)]}: shape [{string.Join(", ", parts[i].shape)}] differs from {paths[0]}'s [{string.Join(", ", parts[0].shape)}]; the layers' files must hold the same rows and width");
             }
             x = stack(parts, 1);
         }
-        if (maxRows is { } m && m < x.shape[0]) x = x.narrow(0, 0, m);
+        if (maxRows is { } limit && limit < x.shape[0]) x = x.narrow(0, 0, limit);
         if (!x.isfinite().all().item<bool>())
             throw new SaeSharpException($"{string.Join(", ", paths)}: activations hold NaN or Inf");
-        return x.contiguous().MoveToOuterDisposeScope();
+        if (parts.Count == 1) (hooks, models) = (Enumerable.Repeat<string?>(null, (int)x.shape[1]).ToList(), Enumerable.Repeat<string?>(null, (int)x.shape[1]).ToList());
+        return new CrossCoderData(x.contiguous().MoveToOuterDisposeScope(), hooks, models);
     }
 
     private static Tensor LoadOne(string path)
