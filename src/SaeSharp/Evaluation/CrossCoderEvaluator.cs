@@ -49,14 +49,15 @@ public static class CrossCoderEvaluator
             var f = cc.Encode(xb);
             var xHat = cc.Decode(f);
             var xd = xb.to(ScalarType.Float64);
-            sse.add_((xd - xHat.to(ScalarType.Float64)).square().sum([0, 2]));
-            sum.add_(xd.sum(0L));
-            sumSq.add_(xd.square().sum(0L));
+            sse.add_((xd - xHat.to(ScalarType.Float64)).pow(TorchScalars.Of(2)).sum([0, 2]), TorchScalars.One);
+            sum.add_(xd.sum(0L), TorchScalars.One);
+            sumSq.add_(xd.pow(TorchScalars.Of(2)).sum(0L), TorchScalars.One);
             var active = f.gt(TorchScalars.Of(0));
             l0 += active.sum().to(ScalarType.Float64).item<double>();
             fired.logical_or_(active.any(0L));
         }
-        var sst = (sumSq - sum.square() / n).sum(-1); // Σ(x − mean)² per layer
+        using var nScalar = ((double)n).ToScalar();
+        var sst = (sumSq - sum.pow(TorchScalars.Of(2)).div(nScalar)).sum(-1); // Σ(x − mean)² per layer
         double d = cc.Cfg.ActivationDim;
         var perLayer = new List<CrossCoderLayerMetrics>();
         var sseA = sse.data<double>().ToArray();

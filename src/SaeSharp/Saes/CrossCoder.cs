@@ -152,8 +152,8 @@ public sealed class CrossCoder : nn.Module<Tensor, Tensor>
         if (cfg.NormalizerBuffers)
         {
             target_rms = tensor((float)cfg.TargetRms);
-            activation_mean = full(l, d, float.NaN);
-            activation_std = full(l, d, float.NaN);
+            activation_mean = full(l, d, TorchScalars.Of(double.NaN));
+            activation_std = full(l, d, TorchScalars.Of(double.NaN));
             activation_global_scale = ones(l);
         }
         RegisterComponents();
@@ -201,11 +201,15 @@ public sealed class CrossCoder : nn.Module<Tensor, Tensor>
         int l = Cfg.NumLayers, d = Cfg.ActivationDim, n = Cfg.DictSize;
         double bound = Math.Sqrt(2.0) * Math.Sqrt(3.0 / ((double)d * n));
         var w = rand(new long[] { l, d, n }, generator: generator).mul_(TorchScalars.Of(2 * bound)).sub_(TorchScalars.Of(bound));
-        if (normInitScale is { } s) w = w / linalg.vector_norm(w, 2, [1], keepdim: true) * s;
+        if (normInitScale is { } s)
+        {
+            using var scale = s.ToScalar();
+            w = w.div(linalg.vector_norm(w, 2, [1], keepdim: true)).mul(scale);
+        }
         encoder.Weight.copy_(w);
-        encoder.Bias.zero_();
+        encoder.Bias.fill_(TorchScalars.Of(0));
         decoder.Weight.copy_(w.permute(0, 2, 1));
-        decoder.Bias.zero_();
+        decoder.Bias.fill_(TorchScalars.Of(0));
     }
 
     /// <summary>The normaliser applied to inputs (identity without statistics): (x − mean)·global_scale[l].</summary>
@@ -221,7 +225,7 @@ public sealed class CrossCoder : nn.Module<Tensor, Tensor>
     {
         if (!HasActivationNormalizer) return x.alias();
         using var scope = NewDisposeScope();
-        return (x / (activation_global_scale!.unsqueeze(0).unsqueeze(-1) + 1e-8) + activation_mean!).MoveToOuterDisposeScope();
+        return (x / activation_global_scale!.unsqueeze(0).unsqueeze(-1).add(TorchScalars.Of(1e-8), TorchScalars.One)).add(activation_mean!, TorchScalars.One).MoveToOuterDisposeScope();
     }
 
     /// <summary>Sets the normaliser's statistics mean, std [L, d] (global_scale[l] = target_rms / √(Σ_d std² + 1e-8)).</summary>
@@ -235,7 +239,7 @@ public sealed class CrossCoder : nn.Module<Tensor, Tensor>
         using var scope = NewDisposeScope();
         activation_mean.copy_(mean);
         activation_std.copy_(std);
-        activation_global_scale.copy_(target_rms / (std.square().sum(-1) + 1e-8).sqrt());
+        activation_global_scale.copy_(target_rms / std.pow(TorchScalars.Of(2)).sum(-1).add(TorchScalars.Of(1e-8), TorchScalars.One).sqrt());
     }
 
     private static void CheckShape(Tensor t, string name, params long[] shape)
@@ -273,8 +277,8 @@ public sealed class CrossCoder : nn.Module<Tensor, Tensor>
         Tensor w = Cfg.CodeNormalization switch
         {
             CodeNormalization.Sae => linalg.vector_norm(dw, 2, [0, 2]).unsqueeze(0),
-            CodeNormalization.Mixed => linalg.vector_norm(dw, 2, [0, 2]).unsqueeze(0) * Cfg.CodeNormalizationAlphaSae
-                                       + linalg.vector_norm(dw, 2, [2]).sum(0, keepdim: true) * Cfg.CodeNormalizationAlphaCc,
+            CodeNormalization.Mixed => linalg.vector_norm(dw, 2, [0, 2]).unsqueeze(0).mul(TorchScalars.Of(Cfg.CodeNormalizationAlphaSae))
+                                       .add(linalg.vector_norm(dw, 2, [2]).sum(0, keepdim: true).mul(TorchScalars.Of(Cfg.CodeNormalizationAlphaCc)), TorchScalars.One),
             CodeNormalization.None => tensor(1f, dtype: dw.dtype, device: dw.device),
             CodeNormalization.Crosscoder => linalg.vector_norm(dw, 2, [2]).sum(0, keepdim: true),
             CodeNormalization.Decoupled => linalg.vector_norm(dw, 2, [2]),
@@ -365,10 +369,10 @@ public sealed class CrossCoder : nn.Module<Tensor, Tensor>
         var xHat = DecodeNoBias(f).add(decoder.Bias, TorchScalars.One);
         var e = x - xHat;
         var l2 = linalg.vector_norm(e, 2, [-1]).mean();
-        var mse = e.square().sum(-1).mean();
+        var mse = e.pow(TorchScalars.Of(2)).sum(-1).mean();
         var fs = f * LatentNormalizationWeights();
         var l1 = fs.abs().sum(-1).mean();
-        var loss = (useMseLoss ? mse : l2) + l1 * l1Penalty;
+        var loss = (useMseLoss ? mse : l2).add(l1.mul(TorchScalars.Of(l1Penalty)), TorchScalars.One);
         var result = new CrossCoderLoss(loss, l2, mse, l1, fs, xHat);
         return result.MoveToOuterDisposeScope();
     }

@@ -114,13 +114,13 @@ public sealed class CrossCoderTrainer : IDisposable
             var active = f.sum(0L).gt(TorchScalars.Of(0));
             using (no_grad())
             {
-                _tokensSinceFired!.add_(TorchScalars.Of(x.shape[0]));
+                _tokensSinceFired!.add_(TorchScalars.Of(x.shape[0]), TorchScalars.One);
                 _tokensSinceFired.masked_fill_(active, TorchScalars.Of(0));
             }
-            var mse = e.square().sum(-1).mean();
+            var mse = e.pow(TorchScalars.Of(2)).sum(-1).mean();
             var l2 = linalg.vector_norm(e, 2, [-1]).mean();
             var (auxk, dead) = AuxiliaryLoss(e.detach(), postRelu, postScaled);
-            var loss = l2 + auxk * _o.AuxkAlpha;
+            var loss = l2.add(auxk.mul(TorchScalars.Of(_o.AuxkAlpha)), TorchScalars.One);
             loss.backward();
             nn.utils.clip_grad_norm_(_cc.parameters(), 1.0);
             double l0;
@@ -142,13 +142,13 @@ public sealed class CrossCoderTrainer : IDisposable
         Tensor idx;
         using (no_grad())
         {
-            var masked = where(deadMask.unsqueeze(0), postScaled, full_like(postScaled, double.NegativeInfinity));
+            var masked = where(deadMask.unsqueeze(0), postScaled, full_like(postScaled, TorchScalars.Of(double.NegativeInfinity)));
             idx = masked.topk(kAux, sorted: false).indexes;
         }
         var aux = zeros_like(postRelu).scatter(-1, idx, postRelu.gather(-1, idx));
         var xAux = _cc.DecodeNoBias(aux).reshape(b, -1);
-        var l2Aux = (r - xAux).square().sum(-1).mean();
-        var denom = (r - r.mean([0], keepdim: true)).square().sum(-1).mean();
+        var l2Aux = (r - xAux).pow(TorchScalars.Of(2)).sum(-1).mean();
+        var denom = (r - r.mean([0], keepdim: true)).pow(TorchScalars.Of(2)).sum(-1).mean();
         return ((l2Aux / denom).nan_to_num(0.0), dead);
     }
 
@@ -160,7 +160,8 @@ public sealed class CrossCoderTrainer : IDisposable
         var t = _cc.Threshold!;
         float current = t.item<float>();
         float next = current < 0 ? m : (float)(_o.ThresholdBeta * current + (1 - _o.ThresholdBeta) * m);
-        t.fill_(TorchScalars.Of(next));
+        using var nextScalar = next.ToScalar();
+        t.fill_(nextScalar);
     }
 
     /// <summary>
