@@ -24,6 +24,7 @@ internal static class InfoCommand
         Cli.SetAction(command, parse =>
         {
             var p = (parse.GetValue(path) ?? parse.GetValue(saeOption))!;
+            if (CrossCoderFormat.IsCrossCoderPath(p)) return CrossCoderCli.Info(p, p);
             var resolved = SaeSource.Resolve(p);
             var format = SaeLoader.DetectFormat(resolved);
             using var sae = SaeLoader.Load(resolved, SaeCommands.LoadOptions(parse, arch));

@@ -65,6 +65,11 @@ internal static class SaeCommands
             Cli.RefuseGiven(parse, "evaluation inside a model (--model); on activation files --max-rows limits the rows (and the SAE runs on the CPU)",
                 [.. data.ModelOnly, data.Tokens, data.Device]);
             if (saes.Length != 1) throw new SaeSharpException("evaluation on an activation file takes one --sae");
+            if (CrossCoderFormat.IsCrossCoderPath(saes[0]))
+            {
+                Cli.RefuseGiven(parse, "for SAEs; a crosscoder is evaluated per layer and in total (MSE, explained variance, FVU, L0, dead latents)", groundTruth, histogram, arch);
+                return CrossCoderCli.Eval(saes[0], activationPath, parse.GetValue(maxRows), parse.GetValue(json));
+            }
             using var model = SaeLoader.Load(saes[0], LoadOptions(parse, arch));
             model.eval();
             // As SAELens's activation store on a cached dataset: rows whose token the SAE's exclude_special_tokens names are

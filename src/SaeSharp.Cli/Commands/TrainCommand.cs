@@ -38,10 +38,12 @@ internal static class TrainCommand
             Description = "Fine-tune this saved SAE instead of a new one (folder or file of any format sae info reads, RELEASE/SAE_ID or hf:ORG/REPO[/PATH]; SAELens from_pretrained_path): its architecture, d_sae, hook and head unless given",
         };
         var hookHeadIndex = new Option<int?>("--hook-head-index") { Description = "With --model: train on this head of an attention hook (attn.hook_z, hook_q, hook_k, hook_v; SAELens hook_head_index)" }.NonNegative();
+        var warmupSteps = new Option<long?>("--warmup-steps") { Description = "crosscoder, batchtopk_crosscoder: linear lr warm-up steps (the fork's warmup_steps; default min(1000, steps/10))" }.NonNegative();
+        var hooks = new Option<string?>("--hooks") { Description = "crosscoder, batchtopk_crosscoder: the hook of each layer slot of --activations, comma-separated (recorded with the weights)" };
         var groundTruth = new Option<string?>("--ground-truth") { Description = "features.safetensors of synthetic data: adds mmcs, recovered_fraction and SAELens's synthetic-data metrics (mcc, uniqueness, classification/*, ...)" };
         var command = new Command("train", "Train sparse autoencoders and write them in SAELens layout")
         {
-            activations, arch, k, l1, lpNorm, targetL0, dictSize, expansion, batchSize, steps, lr, seed, output, config, resume, force, checkpointEvery, evalRows, groundTruth, autocast, candidatePass, deterministic, epochs, fromPretrained, hookHeadIndex,
+            activations, arch, k, l1, lpNorm, targetL0, dictSize, expansion, batchSize, steps, lr, seed, output, config, resume, force, checkpointEvery, evalRows, groundTruth, autocast, candidatePass, deterministic, epochs, fromPretrained, hookHeadIndex, warmupSteps, hooks,
         };
         var data = new ModelDataOptionsCli();
         data.AddTo(command);
@@ -49,6 +51,19 @@ internal static class TrainCommand
         command.Options.Add(data.MixingFraction);
         Cli.SetAction(command, parse =>
         {
+            if (CrossCoderCli.IsCrossCoderArch(parse.GetValue(arch)))
+            {
+                // Crosscoders (the science-of-finetuning fork's format) train on activation files with a layer axis.
+                Cli.RefuseGiven(parse, "crosscoders train on activation files with a layer axis (--activations [N, L, d], or one [N, d] file per layer, comma-separated); " +
+                                       "harvest each hook (or each model) with sae cache first and give the cache folders",
+                    [data.Model, .. data.ModelOnly, data.Tokens, data.MixingFraction, config, resume, lpNorm, targetL0, checkpointEvery, groundTruth, autocast, candidatePass, deterministic, epochs, fromPretrained, hookHeadIndex]);
+                return CrossCoderCli.Train(new CrossCoderCli.TrainRequest(parse.GetValue(arch)!,
+                    CrossCoderCli.SplitPaths(parse.GetValue(activations) ?? throw new SaeSharpException("give --activations (a crosscoder trains on [N, L, d] activation files)")),
+                    parse.GetValue(output) ?? throw new SaeSharpException("give --out"), parse.GetValue(force), parse.GetValue(dictSize), parse.GetValue(expansion),
+                    parse.GetValue(k), parse.GetValue(l1), parse.GetValue(lr), parse.GetValue(batchSize) ?? 4096, parse.GetValue(steps) ?? 1000, parse.GetValue(seed) ?? 42,
+                    parse.GetValue(warmupSteps), parse.GetValue(evalRows), parse.GetValue(hooks) is { } h ? CrossCoderCli.SplitPaths(h) : null));
+            }
+            Cli.RefuseGiven(parse, "for --arch crosscoder or batchtopk_crosscoder", warmupSteps, hooks);
             var path = parse.GetValue(config);
             var s = path is null ? new TrainingSettings() : TrainingSettings.ReadFile(path);
             s.Activations = parse.GetValue(activations) ?? s.Activations;

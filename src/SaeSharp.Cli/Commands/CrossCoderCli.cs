@@ -1,0 +1,148 @@
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using SaeSharp.Activations;
+using SaeSharp.Evaluation;
+using SaeSharp.IO;
+using SaeSharp.Interop;
+using SaeSharp.Saes;
+using SaeSharp.Training;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Cli.Commands;
+
+/// <summary>The crosscoder paths of <c>sae train</c>, <c>sae eval</c> and <c>sae info</c> (science-of-finetuning fork format).</summary>
+internal static class CrossCoderCli
+{
+    /// <summary>What <c>sae train --arch crosscoder|batchtopk_crosscoder</c> was given.</summary>
+    internal sealed record TrainRequest(string Arch, IReadOnlyList<string> Activations, string Out, bool Force, int? DictSize, int? Expansion,
+        int? K, double? L1, double? Lr, int BatchSize, long Steps, long Seed, long? WarmupSteps, long? EvalRows, IReadOnlyList<string>? Hooks);
+
+    public static bool IsCrossCoderArch(string? arch) => arch is CrossCoder.ArchitectureName or CrossCoder.BatchTopKArchitectureName;
+
+    /// <summary>Activation paths: comma-separated (one [N, d] file per layer) or one [N, L, d] file.</summary>
+    public static IReadOnlyList<string> SplitPaths(string value) => value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+
+    public static int Train(TrainRequest r)
+    {
+        if (Directory.Exists(r.Out) && Directory.EnumerateFileSystemEntries(r.Out).Any() && !r.Force)
+            throw new SaeSharpException($"{r.Out} is not empty: give --force to replace it");
+        bool topK = r.Arch == CrossCoder.BatchTopKArchitectureName;
+        if (topK && r.K is null) throw new SaeSharpException("--arch batchtopk_crosscoder needs --k");
+        if (!topK && r.K is not null) throw new SaeSharpException("--k is for --arch batchtopk_crosscoder; the L1 crosscoder's sparsity is set by --l1 (l1_penalty)");
+        if (topK && r.L1 is not null) throw new SaeSharpException("--l1 is for --arch crosscoder; batchtopk_crosscoder's sparsity is set by --k");
+        using var data = CrossCoderActivations.LoadWithSources(r.Activations);
+        var all = data.X;
+        long n = all.shape[0];
+        int layers = (int)all.shape[1], d = (int)all.shape[2];
+        if (r.Hooks is { } hooks && hooks.Count != layers)
+            throw new SaeSharpException($"--hooks names {hooks.Count} hooks but the activations have {layers} layers");
+        // Held-out rows at the end of the data for metrics.json: --eval-rows (default min(16384, N/10)).
+        long evalRows = Math.Min(r.EvalRows ?? 16384, n / 10);
+        using var train = all.narrow(0, 0, n - evalRows);
+        using var held = all.narrow(0, n - evalRows, evalRows);
+        int dictSize = r.DictSize ?? (r.Expansion ?? 8) * d;
+        var cfg = new CrossCoderConfig { ActivationDim = d, DictSize = dictSize, NumLayers = layers, K = r.K };
+        using var cc = new CrossCoder(cfg);
+        double? normInitScale = topK ? 1.0 : null; // the fork's defaults: BatchTopKCrossCoder 1.0, CrossCoder none
+        using (var g = new Generator((ulong)r.Seed)) cc.InitializeWeights(g, normInitScale);
+        var options = new CrossCoderTrainerOptions
+        {
+            Steps = r.Steps, Lr = r.Lr, L1Penalty = r.L1 ?? 0.1,
+            WarmupSteps = r.WarmupSteps ?? Math.Min(1000, r.Steps / 10),
+            ThresholdStartStep = Math.Min(1000, r.Steps / 2),
+        };
+        var logs = CliProgress.Run<CrossCoderStepLog, IReadOnlyList<CrossCoderStepLog>>("train", r.Steps,
+            progress => CrossCoderTrainer.Train(cc, train, options, r.BatchSize, r.Seed, log => progress?.Report(log)),
+            log => (log.Step + 1, r.Steps, string.Create(CultureInfo.InvariantCulture, $"train {r.Arch}: step {log.Step + 1}/{r.Steps}, loss {log.Loss:G4}, L0 {log.L0:F1}")),
+            plainLine: null);
+        var sources = new CrossCoderSources
+        {
+            HookNames = r.Hooks ?? (data.Hooks.All(h => h is not null) ? data.Hooks.Select(h => h!).ToList() : null),
+            ModelNames = data.Models.All(m => m is not null) ? data.Models.Distinct().Select(m => m!).ToList() is { Count: 1 } one ? one : data.Models.Select(m => m!).ToList() : null,
+        };
+        CrossCoderFormat.Save(cc, r.Out, sources, normInitScale);
+        var last = logs[^1];
+        var rows = new List<(string, string)>
+        {
+            ("architecture", r.Arch), ("num_layers", layers.ToString(CultureInfo.InvariantCulture)), ("activation_dim", d.ToString(CultureInfo.InvariantCulture)),
+            ("dict_size", dictSize.ToString(CultureInfo.InvariantCulture)), ("steps", logs.Count.ToString(CultureInfo.InvariantCulture)),
+            ("lr", options.Lr?.ToString("G4", CultureInfo.InvariantCulture) ?? "default"),
+            ("final loss", last.Loss.ToString("G5", CultureInfo.InvariantCulture)), ("final L0", last.L0.ToString("F2", CultureInfo.InvariantCulture)),
+        };
+        if (evalRows > 0)
+        {
+            cc.eval();
+            var m = CrossCoderEvaluator.Evaluate(cc, held);
+            AtomicFile.WriteAllText(Path.Combine(r.Out, "metrics.json"), MetricsJson(m).ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+            rows.AddRange(MetricRows(m));
+        }
+        Cli.WriteTable($"crosscoder → {r.Out}", rows);
+        return 0;
+    }
+
+    private static IEnumerable<(string, string)> MetricRows(CrossCoderEvalResult m)
+    {
+        static string F(double v) => v.ToString("G5", CultureInfo.InvariantCulture);
+        yield return ("rows", Cli.Integer(m.Rows));
+        for (int l = 0; l < m.Layers.Count; l++)
+        {
+            yield return ($"layer {l} mse", F(m.Layers[l].Mse));
+            yield return ($"layer {l} explained_variance", F(m.Layers[l].ExplainedVariance));
+            yield return ($"layer {l} fvu", F(m.Layers[l].Fvu));
+        }
+        yield return ("mse", F(m.Total.Mse));
+        yield return ("explained_variance", F(m.Total.ExplainedVariance));
+        yield return ("fvu", F(m.Total.Fvu));
+        yield return ("l0", F(m.L0));
+        yield return ("dead_latents", $"{Cli.Integer(m.DeadLatents)} of {Cli.Integer(m.DictSize)}");
+    }
+
+    private static JsonObject MetricsJson(CrossCoderEvalResult m)
+    {
+        var layers = new JsonArray();
+        foreach (var l in m.Layers) layers.Add(new JsonObject { ["mse"] = l.Mse, ["explained_variance"] = l.ExplainedVariance, ["fvu"] = l.Fvu });
+        return new JsonObject
+        {
+            ["rows"] = m.Rows, ["mse"] = m.Total.Mse, ["explained_variance"] = m.Total.ExplainedVariance, ["fvu"] = m.Total.Fvu,
+            ["l0"] = m.L0, ["dead_latents"] = m.DeadLatents, ["dict_size"] = m.DictSize, ["layers"] = layers,
+        };
+    }
+
+    /// <summary><c>sae eval --sae CROSSCODER --activations FILE[,FILE...]</c>.</summary>
+    public static int Eval(string saePath, string activations, long? maxRows, string? json)
+    {
+        using var cc = CrossCoderFormat.Load(saePath);
+        cc.eval();
+        using var x = CrossCoderActivations.Load(SplitPaths(activations), maxRows);
+        if (x.shape[1] != cc.Cfg.NumLayers || x.shape[2] != cc.Cfg.ActivationDim)
+            throw new SaeSharpException($"{activations}: activations [{string.Join(", ", x.shape)}] do not fit {saePath} (num_layers {cc.Cfg.NumLayers}, activation_dim {cc.Cfg.ActivationDim})");
+        var m = CrossCoderEvaluator.Evaluate(cc, x);
+        if (json is not null) AtomicFile.WriteAllText(json, MetricsJson(m).ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        Cli.WriteTable(saePath, MetricRows(m));
+        return 0;
+    }
+
+    /// <summary><c>sae info CROSSCODER</c>.</summary>
+    public static int Info(string title, string path)
+    {
+        using var cc = CrossCoderFormat.Load(path, out var sources);
+        var c = cc.Cfg;
+        Cli.WriteTable(title,
+        [
+            ("format", "crosscoder (science-of-finetuning dictionary_learning)"),
+            ("architecture", $"{c.Architecture} ({c.DictClass})"),
+            ("num_layers", c.NumLayers.ToString(CultureInfo.InvariantCulture)),
+            ("activation_dim", c.ActivationDim.ToString(CultureInfo.InvariantCulture)),
+            ("dict_size", c.DictSize.ToString(CultureInfo.InvariantCulture)),
+            ("k", c.K?.ToString(CultureInfo.InvariantCulture) ?? "-"),
+            ("threshold", cc.Threshold is { } t ? t.item<float>().ToString("G6", CultureInfo.InvariantCulture) : "-"),
+            ("code_normalization", c.CodeNormalization.ToString().ToUpperInvariant()),
+            ("activation normaliser", cc.HasActivationNormalizer ? "yes" : "no"),
+            ("hooks", sources.HookNames is { } h ? string.Join(", ", h) : "-"),
+            ("models", sources.ModelNames is { } ms ? string.Join(", ", ms) : "-"),
+            ("parameters", Cli.Integer(cc.parameters().Sum(p => p.numel()))),
+        ]);
+        return 0;
+    }
+}

@@ -1,0 +1,280 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using SaeSharp.IO;
+using SaeSharp.Saes;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Interop;
+
+/// <summary>Where a crosscoder's activations come from, kept beside its weights (safetensors <c>__metadata__</c>, which the
+/// fork ignores): the hook of each layer slot and the model(s).</summary>
+public sealed record CrossCoderSources
+{
+    /// <summary>The hook read into each layer slot (TransformerLens names), when known.</summary>
+    public IReadOnlyList<string>? HookNames { get; init; }
+    /// <summary>The model of each layer slot (one entry when every slot reads the same model), when known.</summary>
+    public IReadOnlyList<string>? ModelNames { get; init; }
+}
+
+/// <summary>
+/// Reads and writes crosscoders in the science-of-finetuning dictionary_learning fork's formats:
+/// <c>model.safetensors</c> + <c>config.json</c> as <c>PyTorchModelHubMixin.save_pretrained</c> writes them (the
+/// Hugging Face checkpoints), and a <c>torch.save</c>d state dict <c>ae.pt</c> (the fork's trainer output, beside a
+/// trainer <c>config.json</c>). SaeSharp writes the first form only (it has no pickle writer).
+/// </summary>
+public static class CrossCoderFormat
+{
+    /// <summary>The weights file of <c>save_pretrained</c>.</summary>
+    public const string WeightsFile = "model.safetensors";
+    /// <summary>The config file of <c>save_pretrained</c> (and of the fork's trainer, beside <c>ae.pt</c>).</summary>
+    public const string ConfigFile = "config.json";
+    private const string HooksMetadata = "saesharp.hook_names";
+    private const string ModelsMetadata = "saesharp.model_names";
+
+    private static readonly HashSet<string> KnownKeys =
+    [
+        "encoder.weight", "encoder.bias", "decoder.weight", "decoder.bias", "code_normalization_id", "k", "threshold",
+        "target_rms", "activation_mean", "activation_std", "activation_global_scale",
+    ];
+
+    private static string? WeightsPath(string path)
+    {
+        if (File.Exists(path)) return path;
+        if (!Directory.Exists(path)) return null;
+        foreach (var name in new[] { WeightsFile, DictionaryLearning.WeightsFile })
+            if (File.Exists(Path.Combine(path, name))) return Path.Combine(path, name);
+        return null;
+    }
+
+    /// <summary>True when <paramref name="path"/> (folder, <c>.safetensors</c> or <c>ae.pt</c>) holds a crosscoder: an
+    /// <c>encoder.weight</c> of three dimensions.</summary>
+    public static bool IsCrossCoderPath(string path)
+    {
+        var w = WeightsPath(path);
+        if (w is null) return false;
+        try
+        {
+            if (w.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase))
+            {
+                using var st = SafeTensorsFile.Open(w);
+                return st.Tensors.Values.Any(t => StripCompiled(t.Name) == "encoder.weight" && t.Shape.Length == 3);
+            }
+            if (!Path.GetFileName(w).Equals(DictionaryLearning.WeightsFile, StringComparison.Ordinal) && !w.EndsWith(".pt", StringComparison.Ordinal)) return false;
+            using var scope = NewDisposeScope();
+            using var ckpt = TorchPickle.Load(w);
+            return ckpt.Tensors.Any(kv => StripCompiled(kv.Key) == "encoder.weight" && kv.Value.Dimensions == 3);
+        }
+        catch (SaeSharpException)
+        {
+            return false;
+        }
+    }
+
+    private static string StripCompiled(string key) => key.StartsWith("_orig_mod.", StringComparison.Ordinal) ? key["_orig_mod.".Length..] : key;
+
+    /// <summary>Loads the crosscoder at <paramref name="path"/> (a folder with <c>model.safetensors</c> or <c>ae.pt</c>, or
+    /// either file), in float32 on the CPU. Every shape is checked against <c>encoder.weight</c> and config.json.</summary>
+    public static CrossCoder Load(string path) => Load(path, out _);
+
+    /// <summary><see cref="Load(string)"/>, also returning the sources SaeSharp recorded when it saved the file.</summary>
+    public static CrossCoder Load(string path, out CrossCoderSources sources)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        var weightsPath = WeightsPath(path) ?? throw new SaeSharpException($"{path}: no {WeightsFile} or {DictionaryLearning.WeightsFile} crosscoder checkpoint found");
+        var configPath = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(weightsPath))!, ConfigFile);
+        JsonObject? config = File.Exists(configPath) ? ReadConfig(configPath) : null;
+
+        // The state dict is owned here (disposed at the end), not by a dispose scope: the module built from it must outlive this call.
+        var sd = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        try
+        {
+            return Build(weightsPath, configPath, config, sd, out sources);
+        }
+        finally
+        {
+            foreach (var t in sd.Values) t.Dispose();
+        }
+    }
+
+    private static CrossCoder Build(string weightsPath, string configPath, JsonObject? config, Dictionary<string, Tensor> sd, out CrossCoderSources sources)
+    {
+        IReadOnlyDictionary<string, string> metadata = new Dictionary<string, string>();
+        if (weightsPath.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase))
+        {
+            using (var st = SafeTensorsFile.Open(weightsPath)) metadata = st.Metadata;
+            foreach (var (key, t) in SafeTensors.Load(weightsPath)) sd[StripCompiled(key)] = t.DetachFromDisposeScope();
+        }
+        else
+        {
+            using var ckpt = TorchPickle.Load(weightsPath);
+            foreach (var (key, t) in ckpt.Tensors) sd[StripCompiled(key)] = t.alias().DetachFromDisposeScope();
+        }
+        foreach (var key in sd.Keys)
+            if (!KnownKeys.Contains(key))
+                throw new SaeSharpException($"{weightsPath}: '{key}' is not a crosscoder key (expected {string.Join(", ", KnownKeys)})");
+        Tensor Get(string key) => sd.TryGetValue(key, out var t) ? t
+            : throw new SaeSharpException($"{weightsPath}: crosscoder checkpoint has no '{key}' (keys: {string.Join(", ", sd.Keys)})");
+        var enc = Get("encoder.weight");
+        if (enc.Dimensions != 3)
+            throw new SaeSharpException($"{weightsPath}: 'encoder.weight' has shape [{string.Join(", ", enc.shape)}], expected [num_layers, activation_dim, dict_size]");
+        int layers = checked((int)enc.shape[0]), d = checked((int)enc.shape[1]), n = checked((int)enc.shape[2]);
+
+        CodeNormalization? fromConfig = null;
+        double alphaSae = 1.0, alphaCc = 0.1, targetRms = 1.0;
+        int? configK = null;
+        if (config is not null)
+        {
+            CheckConfigInt(config, "activation_dim", d, configPath);
+            CheckConfigInt(config, "dict_size", n, configPath);
+            CheckConfigInt(config, "num_layers", layers, configPath);
+            if (config["encoder_layers"] is JsonArray el && !el.Select(v => v?.GetValue<int>()).SequenceEqual(Enumerable.Range(0, layers).Select(i => (int?)i)))
+                throw new SaeSharpException($"{configPath}: encoder_layers {el.ToJsonString()} (a subset of the layers) is not supported; SaeSharp encodes from every layer");
+            if (config["num_decoder_layers"] is JsonValue ndl && ndl.GetValue<int>() != layers)
+                throw new SaeSharpException($"{configPath}: num_decoder_layers {ndl} differs from num_layers {layers}; not supported");
+            if (JsonFields.Str(config, "code_normalization", configPath) is { } cn) fromConfig = CrossCoder.ParseCodeNormalization(cn, configPath);
+            alphaSae = Double(config, "code_normalization_alpha_sae", configPath) ?? alphaSae;
+            alphaCc = Double(config, "code_normalization_alpha_cc", configPath) ?? alphaCc;
+            targetRms = Double(config, "target_rms", configPath) ?? targetRms;
+            configK = JsonFields.Int(config, "k", configPath);
+        }
+
+        CodeNormalization norm;
+        if (sd.TryGetValue("code_normalization_id", out var idTensor))
+        {
+            if (idTensor.numel() != 1) throw new SaeSharpException($"{weightsPath}: 'code_normalization_id' must be a scalar");
+            long id = ScalarOf(idTensor);
+            if (!Enum.IsDefined(typeof(CodeNormalization), (int)id))
+                throw new SaeSharpException($"{weightsPath}: unknown code_normalization_id {id} (known: 1..5 = {CrossCoder.KnownNormalizations})");
+            norm = (CodeNormalization)id;
+            if (fromConfig is { } c && c != norm)
+                throw new SaeSharpException($"{weightsPath}: code_normalization_id {id} ({norm.ToString().ToUpperInvariant()}) differs from {configPath}'s code_normalization {c.ToString().ToUpperInvariant()}");
+        }
+        else
+        {
+            norm = fromConfig ?? CodeNormalization.Crosscoder; // the fork's from_pretrained assumes CROSSCODER for older files
+        }
+
+        int? k = null;
+        if (sd.TryGetValue("k", out var kTensor))
+        {
+            if (kTensor.numel() != 1) throw new SaeSharpException($"{weightsPath}: 'k' must be a scalar");
+            k = checked((int)ScalarOf(kTensor));
+            if (configK is { } ck && ck != k)
+                throw new SaeSharpException($"{weightsPath}: k = {k} differs from {configPath}'s k = {ck}");
+            if (!sd.ContainsKey("threshold")) throw new SaeSharpException($"{weightsPath}: BatchTopK crosscoder checkpoint has 'k' but no 'threshold'");
+        }
+        else if (sd.ContainsKey("threshold"))
+        {
+            throw new SaeSharpException($"{weightsPath}: 'threshold' without 'k' (a BatchTopKCrossCoder has both)");
+        }
+
+        bool normalizer = sd.ContainsKey("activation_mean") || sd.ContainsKey("activation_std");
+        var cfg = new CrossCoderConfig
+        {
+            ActivationDim = d, DictSize = n, NumLayers = layers, CodeNormalization = norm, CodeNormalizationAlphaSae = alphaSae,
+            CodeNormalizationAlphaCc = alphaCc, K = k, NormalizerBuffers = normalizer, TargetRms = targetRms,
+        };
+        var cc = new CrossCoder(cfg);
+        try
+        {
+            using var _ = no_grad();
+            var own = cc.state_dict();
+            foreach (var (key, target) in own)
+            {
+                var source = Get(key);
+                bool scalarLike = target.Dimensions == 0 && source.numel() == 1;
+                if (!scalarLike && !source.shape.SequenceEqual(target.shape))
+                    throw new SaeSharpException($"{weightsPath}: '{key}' has shape [{string.Join(", ", source.shape)}], expected [{string.Join(", ", target.shape)}] for num_layers={layers}, activation_dim={d}, dict_size={n}");
+                using var inner = NewDisposeScope();
+                target.copy_(scalarLike ? source.reshape([]).to(target.dtype) : source.to(target.dtype));
+            }
+            foreach (var key in sd.Keys)
+                if (!own.ContainsKey(key))
+                    throw new SaeSharpException($"{weightsPath}: '{key}' does not belong to a {cfg.DictClass} with these buffers");
+        }
+        catch
+        {
+            cc.Dispose();
+            throw;
+        }
+        sources = new CrossCoderSources
+        {
+            HookNames = metadata.TryGetValue(HooksMetadata, out var h) ? JsonSerializer.Deserialize<string[]>(h) : null,
+            ModelNames = metadata.TryGetValue(ModelsMetadata, out var m) ? JsonSerializer.Deserialize<string[]>(m) : null,
+        };
+        return cc;
+    }
+
+    private static long ScalarOf(Tensor t)
+    {
+        using var scope = NewDisposeScope();
+        return t.to(ScalarType.Int64).item<long>();
+    }
+
+    private static JsonObject ReadConfig(string configPath)
+    {
+        JsonNode? node;
+        try
+        {
+            node = StrictJson.Parse(File.ReadAllText(configPath));
+        }
+        catch (JsonException e)
+        {
+            throw new SaeSharpException($"{configPath}: not valid JSON ({e.Message})");
+        }
+        if (node is not JsonObject o) throw new SaeSharpException($"{configPath}: expected a JSON object");
+        // The fork's trainer writes {"trainer": {...}, "buffer": {...}} beside ae.pt; save_pretrained writes the init arguments.
+        return o["trainer"] as JsonObject ?? o;
+    }
+
+    private static void CheckConfigInt(JsonObject config, string key, int actual, string source)
+    {
+        if (JsonFields.Int(config, key, source) is { } v && v != actual)
+            throw new SaeSharpException($"{source}: {key} = {v}, but the weights have {key} = {actual}");
+    }
+
+    private static double? Double(JsonObject o, string key, string source) => o[key] switch
+    {
+        null => null,
+        JsonValue v when v.TryGetValue<double>(out var x) => x,
+        var other => throw new SaeSharpException($"{source}: '{key}' must be a number, got {other.ToJsonString()}"),
+    };
+
+    /// <summary>
+    /// Writes <paramref name="cc"/> into the folder <paramref name="dir"/> as <c>save_pretrained</c> does: <c>model.safetensors</c>
+    /// (the state dict, float32, the fork's keys) and <c>config.json</c> (the constructor arguments and <c>dict_class</c>).
+    /// <paramref name="normInitScale"/> is recorded as config.json's <c>norm_init_scale</c>.
+    /// </summary>
+    public static void Save(CrossCoder cc, string dir, CrossCoderSources? sources = null, double? normInitScale = null)
+    {
+        ArgumentNullException.ThrowIfNull(cc);
+        ArgumentNullException.ThrowIfNull(dir);
+        Directory.CreateDirectory(dir);
+        var cfg = cc.Cfg;
+        var config = new JsonObject
+        {
+            ["activation_dim"] = cfg.ActivationDim,
+            ["dict_size"] = cfg.DictSize,
+            ["num_layers"] = cfg.NumLayers,
+        };
+        if (cfg.K is { } k) config["k"] = k;
+        config["same_init_for_all_layers"] = false;
+        config["norm_init_scale"] = normInitScale;
+        config["init_with_transpose"] = true;
+        config["encoder_layers"] = null;
+        config["num_decoder_layers"] = null;
+        config["code_normalization"] = cfg.CodeNormalization.ToString().ToUpperInvariant();
+        config["code_normalization_alpha_sae"] = cfg.CodeNormalizationAlphaSae;
+        config["code_normalization_alpha_cc"] = cfg.CodeNormalizationAlphaCc;
+        config["target_rms"] = cfg.TargetRms;
+        config["dict_class"] = cfg.DictClass;
+        var metadata = new Dictionary<string, string> { ["format"] = "pt" };
+        if (sources?.HookNames is { } hooks) metadata[HooksMetadata] = JsonSerializer.Serialize(hooks);
+        if (sources?.ModelNames is { } models) metadata[ModelsMetadata] = JsonSerializer.Serialize(models);
+        using var group = new AtomicFileGroup();
+        SafeTensors.Save(Path.Combine(dir, WeightsFile), cc.state_dict(), metadata, group);
+        group.WriteAllText(Path.Combine(dir, ConfigFile), config.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        group.Commit();
+    }
+}

@@ -1,0 +1,239 @@
+using SaeSharp.Saes;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Training;
+
+/// <summary>Settings of <see cref="CrossCoderTrainer"/>; defaults are the fork's <c>CrossCoderTrainer</c> and
+/// <c>BatchTopKCrossCoderTrainer</c> defaults.</summary>
+public sealed record CrossCoderTrainerOptions
+{
+    /// <summary>Total steps (BatchTopK's lr decay runs to this).</summary>
+    public required long Steps { get; init; }
+    /// <summary>Learning rate; null: 1e-3 for L1, 2e-4/√(dict_size/2¹⁴) for BatchTopK.</summary>
+    public double? Lr { get; init; }
+    /// <summary>λ of the L1 crosscoder's sparsity term (<c>l1_penalty</c>, default 0.1).</summary>
+    public double L1Penalty { get; init; } = 0.1;
+    /// <summary>Linear lr warm-up from 0 (<c>warmup_steps</c>, default 1000).</summary>
+    public long WarmupSteps { get; init; } = 1000;
+    /// <summary>L1 crosscoder: reconstruction term mse (Σ_d squared) instead of l2 (the norm) (<c>use_mse_loss</c>, default false).</summary>
+    public bool UseMseLoss { get; init; }
+    /// <summary>BatchTopK: weight of the AuxK loss (<c>auxk_alpha</c>, default 1/32).</summary>
+    public double AuxkAlpha { get; init; } = 1.0 / 32;
+    /// <summary>BatchTopK: linear lr decay to 0 from this step (<c>decay_start</c>, default none).</summary>
+    public long? DecayStart { get; init; }
+    /// <summary>BatchTopK: EMA factor of the threshold (<c>threshold_beta</c>, default 0.999).</summary>
+    public double ThresholdBeta { get; init; } = 0.999;
+    /// <summary>BatchTopK: the threshold is updated at steps after this one (<c>threshold_start_step</c>, default 1000).</summary>
+    public long ThresholdStartStep { get; init; } = 1000;
+    /// <summary>BatchTopK: a latent is dead after this many tokens without firing (default 10 000 000).</summary>
+    public long DeadFeatureThreshold { get; init; } = 10_000_000;
+}
+
+/// <summary>What one step of <see cref="CrossCoderTrainer"/> measured (before the update).</summary>
+public sealed record CrossCoderStepLog(long Step, double Lr, double Loss, double L2Loss, double MseLoss, double SparsityLoss, double AuxkLoss, double L0, int DeadLatents);
+
+/// <summary>
+/// The fork's crosscoder trainers on batches x [batch, L, d] (already through the crosscoder's normaliser).
+/// L1 (<c>CrossCoderTrainer</c>): Adam (β 0.9, 0.999) on <see cref="CrossCoder.L1Loss"/>, lr·min(step/warmup, 1); no
+/// decoder-norm constraint, no gradient clipping, no resampling (the fork's default <c>resample_steps=None</c>).
+/// BatchTopK (<c>BatchTopKCrossCoderTrainer</c>): at step 0 b_dec[l] = the geometric median of the batch's layer-l rows;
+/// loss = mean over (batch, layer) of ‖x_l − x̂_l‖ + auxk_alpha·AuxK, where x̂ decodes the batch top-(k·batch) of f·c and
+/// AuxK reconstructs the residual from the top-(d/2) dead latents (dead: no firing in DeadFeatureThreshold tokens),
+/// normalised by the residual's variance; gradients clipped to norm 1; lr warm-up step/warmup then, from decay_start,
+/// (steps − step)/(steps − decay_start); after threshold_start_step the threshold follows the EMA of the smallest
+/// positive selected f·c.
+/// </summary>
+public sealed class CrossCoderTrainer : IDisposable
+{
+    private readonly CrossCoder _cc;
+    private readonly CrossCoderTrainerOptions _o;
+    private readonly optim.Optimizer _adam;
+    private readonly Tensor? _tokensSinceFired;
+
+    /// <summary>The base learning rate.</summary>
+    public double Lr { get; }
+
+    /// <summary>A trainer of <paramref name="cc"/> (initialise its weights first).</summary>
+    public CrossCoderTrainer(CrossCoder cc, CrossCoderTrainerOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(cc);
+        ArgumentNullException.ThrowIfNull(options);
+        if (options.Steps <= 0) throw new SaeSharpException($"crosscoder training: steps must be positive, got {options.Steps}");
+        if (options.WarmupSteps < 0) throw new SaeSharpException($"crosscoder training: warmup_steps must be ≥ 0, got {options.WarmupSteps}");
+        if (options.DecayStart is { } ds && (ds <= options.WarmupSteps || ds >= options.Steps))
+            throw new SaeSharpException($"crosscoder training: decay_start {ds} must lie after warmup_steps ({options.WarmupSteps}) and before steps ({options.Steps})");
+        _cc = cc;
+        _o = options;
+        Lr = options.Lr ?? (cc.Cfg.K is null ? 1e-3 : 2e-4 / Math.Sqrt(cc.Cfg.DictSize / 16384.0));
+        _adam = optim.Adam(cc.parameters(), lr: Lr, beta1: 0.9, beta2: 0.999);
+        if (cc.Cfg.K is not null) _tokensSinceFired = zeros(cc.Cfg.DictSize, ScalarType.Int64, device: cc.Encoder.Weight.device);
+    }
+
+    /// <summary>The learning rate of 0-based step <paramref name="step"/> (the fork's LambdaLR factor times the base lr).</summary>
+    public double LearningRate(long step)
+    {
+        double f;
+        if (_o.WarmupSteps > 0 && step < _o.WarmupSteps) f = (double)step / _o.WarmupSteps;
+        else if (_cc.Cfg.K is not null && _o.DecayStart is { } ds && step >= ds) f = (double)(_o.Steps - step) / (_o.Steps - ds);
+        else f = 1.0;
+        return Lr * f;
+    }
+
+    /// <summary>One optimiser step on x [batch, L, d] at 0-based step <paramref name="step"/>.</summary>
+    public CrossCoderStepLog Step(long step, Tensor x)
+    {
+        _cc.CheckInput(x, "training batch");
+        using var scope = NewDisposeScope();
+        double lr = LearningRate(step);
+        foreach (var g in _adam.ParamGroups) g.LearningRate = lr;
+        _adam.zero_grad();
+        CrossCoderStepLog log;
+        if (_cc.Cfg.K is not { } k)
+        {
+            var l = _cc.L1Loss(x, _o.L1Penalty, _o.UseMseLoss);
+            l.Loss.backward();
+            double l0;
+            int dead;
+            using (no_grad())
+            {
+                l0 = l.ScaledLatents.gt(TorchScalars.Of(0)).sum(-1).to(ScalarType.Float64).mean().item<double>();
+                dead = (int)l.ScaledLatents.le(TorchScalars.Of(1e-4)).all(0).sum().item<long>();
+            }
+            log = new CrossCoderStepLog(step, lr, l.Loss.item<float>(), l.L2Loss.item<float>(), l.MseLoss.item<float>(), l.SparsityLoss.item<float>(), 0, l0, dead);
+        }
+        else
+        {
+            if (step == 0)
+                using (no_grad()) _cc.Decoder.Bias.copy_(LayerGeometricMedian(x));
+            var (f, postRelu, postScaled) = _cc.EncodeBatchTopK(x, k);
+            var c = _cc.CodeNormalizationWeights();
+            if (step > _o.ThresholdStartStep) UpdateThreshold(f * c);
+            var xHat = _cc.DecodeNoBias(f).add(_cc.Decoder.Bias, TorchScalars.One);
+            var e = x - xHat;
+            var active = f.sum(0L).gt(TorchScalars.Of(0));
+            using (no_grad())
+            {
+                _tokensSinceFired!.add_(TorchScalars.Of(x.shape[0]), TorchScalars.One);
+                _tokensSinceFired.masked_fill_(active, TorchScalars.Of(0));
+            }
+            var mse = e.pow(TorchScalars.Of(2)).sum(-1).mean();
+            var l2 = linalg.vector_norm(e, 2, [-1]).mean();
+            var (auxk, dead) = AuxiliaryLoss(e.detach(), postRelu, postScaled);
+            var loss = l2.add(auxk.mul(TorchScalars.Of(_o.AuxkAlpha)), TorchScalars.One);
+            loss.backward();
+            nn.utils.clip_grad_norm_(_cc.parameters(), 1.0);
+            double l0;
+            using (no_grad()) l0 = f.gt(TorchScalars.Of(0)).sum(-1).to(ScalarType.Float64).mean().item<double>();
+            log = new CrossCoderStepLog(step, lr, loss.item<float>(), l2.item<float>(), mse.item<float>(), 0, auxk.item<float>(), l0, dead);
+        }
+        _adam.step();
+        return log;
+    }
+
+    private (Tensor Loss, int Dead) AuxiliaryLoss(Tensor residual, Tensor postRelu, Tensor postScaled)
+    {
+        long b = residual.shape[0];
+        var r = residual.reshape(b, -1);
+        var deadMask = _tokensSinceFired!.ge(TorchScalars.Of(_o.DeadFeatureThreshold));
+        int dead = (int)deadMask.sum().item<long>();
+        if (dead == 0) return (zeros([], residual.dtype, residual.device), 0);
+        int kAux = Math.Min(_cc.Cfg.ActivationDim / 2, dead);
+        Tensor idx;
+        using (no_grad())
+        {
+            var masked = where(deadMask.unsqueeze(0), postScaled, full_like(postScaled, TorchScalars.Of(double.NegativeInfinity)));
+            idx = masked.topk(kAux, sorted: false).indexes;
+        }
+        var aux = zeros_like(postRelu).scatter(-1, idx, postRelu.gather(-1, idx));
+        var xAux = _cc.DecodeNoBias(aux).reshape(b, -1);
+        var l2Aux = (r - xAux).pow(TorchScalars.Of(2)).sum(-1).mean();
+        var denom = (r - r.mean([0], keepdim: true)).pow(TorchScalars.Of(2)).sum(-1).mean();
+        return ((l2Aux / denom).nan_to_num(0.0), dead);
+    }
+
+    private void UpdateThreshold(Tensor fScaled)
+    {
+        using var _ = no_grad();
+        var positive = fScaled.masked_select(fScaled.gt(TorchScalars.Of(0)));
+        float m = positive.numel() == 0 ? 0f : positive.min().to(ScalarType.Float32).item<float>();
+        var t = _cc.Threshold!;
+        float current = t.item<float>();
+        float next = current < 0 ? m : (float)(_o.ThresholdBeta * current + (1 - _o.ThresholdBeta) * m);
+        using var nextScalar = next.ToScalar();
+        t.fill_(nextScalar);
+    }
+
+    /// <summary>
+    /// Trains <paramref name="cc"/> on <paramref name="data"/> [N, L, d] for <see cref="CrossCoderTrainerOptions.Steps"/>
+    /// steps of <paramref name="batchSize"/> rows, each pass over the rows in a fresh random order (seeded by
+    /// <paramref name="seed"/>); rows go through the crosscoder's normaliser first (identity without statistics).
+    /// <paramref name="onStep"/> sees each step's log. Stops early, between steps, when <paramref name="cancel"/> fires.
+    /// </summary>
+    public static IReadOnlyList<CrossCoderStepLog> Train(CrossCoder cc, Tensor data, CrossCoderTrainerOptions options, int batchSize, long seed,
+        Action<CrossCoderStepLog>? onStep = null, CancellationToken cancel = default)
+    {
+        ArgumentNullException.ThrowIfNull(data);
+        ArgumentNullException.ThrowIfNull(cc);
+        cc.CheckInput(data, "training activations");
+        if (batchSize <= 0) throw new SaeSharpException($"crosscoder training: batch size must be positive, got {batchSize}");
+        long n = data.shape[0];
+        if (n < batchSize) throw new SaeSharpException($"crosscoder training: {n} rows are fewer than one batch of {batchSize}");
+        using var trainer = new CrossCoderTrainer(cc, options);
+        using var generator = new Generator((ulong)seed);
+        var logs = new List<CrossCoderStepLog>();
+        Tensor? order = null;
+        long next = n;
+        try
+        {
+            for (long step = 0; step < options.Steps && !cancel.IsCancellationRequested; step++)
+            {
+                using var scope = NewDisposeScope();
+                if (next + batchSize > n)
+                {
+                    order?.Dispose();
+                    order = randperm(n, generator: generator).DetachFromDisposeScope();
+                    next = 0;
+                }
+                var x = cc.NormalizeActivations(data.index_select(0, order!.narrow(0, next, batchSize)));
+                next += batchSize;
+                var log = trainer.Step(step, x);
+                logs.Add(log);
+                onStep?.Invoke(log);
+            }
+        }
+        finally
+        {
+            order?.Dispose();
+        }
+        return logs;
+    }
+
+    /// <summary>
+    /// The fork's <c>BatchTopKCrossCoderTrainer.geometric_median</c> of points [n, L, d] per layer → [L, d]: start at the
+    /// mean, Weiszfeld reweighting by 1/‖p − m‖ (no epsilon), at most 100 iterations, stop when every layer's median moves
+    /// less than 1e-5. (SAELens's <see cref="GeometricMedian"/> differs: an epsilon and an objective-based stop.)
+    /// </summary>
+    public static Tensor LayerGeometricMedian(Tensor points)
+    {
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        var guess = points.mean([0]);
+        for (int i = 0; i < 100; i++)
+        {
+            var prev = guess;
+            var w = linalg.vector_norm(points - guess, 2, [-1]).reciprocal();
+            w = w / w.sum(0, keepdim: true);
+            guess = (w.unsqueeze(-1) * points).sum(0L);
+            if (linalg.vector_norm(guess - prev, 2, [-1]).lt(TorchScalars.Of(1e-5)).all().item<bool>()) break;
+        }
+        return guess.MoveToOuterDisposeScope();
+    }
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        _adam.Dispose();
+        _tokensSinceFired?.Dispose();
+    }
+}

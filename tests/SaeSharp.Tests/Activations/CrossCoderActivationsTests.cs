@@ -1,0 +1,88 @@
+using SaeSharp.Activations;
+using SaeSharp.IO;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Tests.Activations;
+
+/// <summary>Activations with a layer axis for crosscoders: [N, L, d] files, one file per layer, <c>sae cache</c> folders.</summary>
+public class CrossCoderActivationsTests
+{
+    private static string TempDir()
+    {
+        var d = Path.Combine(Path.GetTempPath(), "saesharp-ccdata-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(d);
+        return d;
+    }
+
+    /// <summary>A <c>sae cache</c> folder written by hand: two shards of <c>activations</c> and <c>token_ids</c>.</summary>
+    private static void WriteCache(string dir, string model, string hook, Tensor rows, Tensor tokens)
+    {
+        Directory.CreateDirectory(dir);
+        long n = rows.shape[0], half = n / 2;
+        SafeTensors.Save(Path.Combine(dir, "shard_00000.safetensors"), new Dictionary<string, Tensor> { ["activations"] = rows[..(int)half], ["token_ids"] = tokens[..(int)half] });
+        SafeTensors.Save(Path.Combine(dir, "shard_00001.safetensors"), new Dictionary<string, Tensor> { ["activations"] = rows[(int)half..], ["token_ids"] = tokens[(int)half..] });
+        File.WriteAllText(Path.Combine(dir, "manifest.json"), $$"""
+            {"format": "saesharp-activation-cache", "format_version": 1, "model": "{{model}}", "hook": "{{hook}}", "d_in": {{rows.shape[1]}}, "d_out": {{rows.shape[1]}},
+             "total_rows": {{n}}, "context_size": 4, "complete": true,
+             "shards": [{"file": "shard_00000.safetensors", "rows": {{half}}, "contexts": 1}, {"file": "shard_00001.safetensors", "rows": {{n - half}}, "contexts": 1}]}
+            """);
+    }
+
+    [Fact]
+    public void OneFilePerLayerStacksAlongTheLayerAxisInOrder()
+    {
+        var dir = TempDir();
+        try
+        {
+            using var a = arange(12, dtype: ScalarType.Float32).reshape(4, 3);
+            using var b = a + 100;
+            Npy.Save(Path.Combine(dir, "a.npy"), a);
+            Npy.Save(Path.Combine(dir, "b.npy"), b);
+            using var x = CrossCoderActivations.Load([Path.Combine(dir, "b.npy"), Path.Combine(dir, "a.npy")]);
+            Assert.Equal([4L, 2L, 3L], x.shape);
+            Assert.Equal(105f, x[1, 0, 2].item<float>()); // row 1 of b, layer slot 0
+            Assert.Equal(5f, x[1, 1, 2].item<float>());
+            using var stacked = stack([a, b], 1);
+            SafeTensors.Save(Path.Combine(dir, "ab.safetensors"), new Dictionary<string, Tensor> { ["activations"] = stacked });
+            using var y = CrossCoderActivations.Load([Path.Combine(dir, "ab.safetensors")], maxRows: 3);
+            Assert.True(y.eq(stacked[..3]).all().item<bool>());
+            // Refused by name: a single [N, d] file, and layers of different widths.
+            Assert.Contains("a crosscoder reads [N, n_layers, d]", Assert.Throws<SaeSharpException>(() => CrossCoderActivations.Load([Path.Combine(dir, "a.npy")])).Message);
+            using var narrow = zeros(4, 2);
+            Npy.Save(Path.Combine(dir, "n.npy"), narrow);
+            Assert.Contains("differs from", Assert.Throws<SaeSharpException>(() => CrossCoderActivations.Load([Path.Combine(dir, "a.npy"), Path.Combine(dir, "n.npy")])).Message);
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
+    [Fact]
+    public void CacheFoldersGiveTheirHooksAndModelsAndMustHoldTheSameTokens()
+    {
+        var dir = TempDir();
+        try
+        {
+            using var tokens = tensor(new long[] { 5, 6, 7, 8, 9, 10 });
+            using var baseRows = randn(6, 3);
+            using var chatRows = randn(6, 3);
+            WriteCache(Path.Combine(dir, "base"), "gpt2", "blocks.3.hook_resid_post", baseRows, tokens);
+            WriteCache(Path.Combine(dir, "chat"), "gpt2-chat", "blocks.3.hook_resid_post", chatRows, tokens);
+            using var data = CrossCoderActivations.LoadWithSources([Path.Combine(dir, "base"), Path.Combine(dir, "chat")]);
+            Assert.Equal([6L, 2L, 3L], data.X.shape);
+            Assert.True(data.X.select(1, 0).eq(baseRows).all().item<bool>());
+            Assert.True(data.X.select(1, 1).eq(chatRows).all().item<bool>());
+            Assert.Equal(["gpt2", "gpt2-chat"], data.Models);
+            Assert.Equal(["blocks.3.hook_resid_post", "blocks.3.hook_resid_post"], data.Hooks);
+            using var otherTokens = tensor(new long[] { 5, 6, 7, 8, 9, 11 });
+            WriteCache(Path.Combine(dir, "other"), "gpt2-chat", "blocks.3.hook_resid_post", chatRows, otherTokens);
+            Assert.Contains("token_ids differ", Assert.Throws<SaeSharpException>(() =>
+                CrossCoderActivations.LoadWithSources([Path.Combine(dir, "base"), Path.Combine(dir, "other")])).Message);
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+}
