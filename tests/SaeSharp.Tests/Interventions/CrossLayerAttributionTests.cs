@@ -64,8 +64,22 @@ public class CrossLayerAttributionTests : ModelTestBase
     private static Tensor ReplacementLogits(HookedTransformer model, CrossLayerTranscoder clt, string dir, Tensor[] f, Tensor[] eps,
         Dictionary<string, Tensor> clean, bool frozen)
     {
-        var w = SafeTensors.Load(Path.Combine(dir, "model.safetensors"), ScalarType.Float64);
         var x = new Tensor?[Layers];
+        var hooks = frozen ? FrozenHooks(dir, clean) : [];
+        for (int l = 0; l < Layers; l++)
+        {
+            int layer = l;
+            hooks.Add(($"blocks.{l}.ln2.hook_normalized", t => { x[layer] = t; return null; }));
+            hooks.Add(($"blocks.{l}.hook_mlp_out", _ => clt.DecodeLayer(f, layer, x[layer]) + eps[layer]));
+        }
+        return model.Run(Toks, new RunOptions { Hooks = hooks, Grad = true }).Logits!;
+    }
+
+    /// <summary>Hooks that replace every attention pattern by its clean value and ln1, ln2 and ln_f by
+    /// (x − mean x)/σ_clean·w + b, σ_clean the clean run's scale computed here from the cached norm inputs.</summary>
+    private static List<(string, Func<Tensor, Tensor?>)> FrozenHooks(string dir, Dictionary<string, Tensor> clean)
+    {
+        var w = SafeTensors.Load(Path.Combine(dir, "model.safetensors"), ScalarType.Float64);
         var hooks = new List<(string, Func<Tensor, Tensor?>)>();
         var normInput = new Dictionary<string, Tensor>();
         (string Input, string Output, string Weights)[] norms =
@@ -77,32 +91,48 @@ public class CrossLayerAttributionTests : ModelTestBase
             }),
             ($"blocks.{Layers - 1}.hook_resid_post", "ln_final.hook_normalized", "transformer.ln_f"),
         ];
-        if (frozen)
+        foreach (var (input, output, weights) in norms)
         {
-            foreach (var (input, output, weights) in norms)
+            var c = clean[input];
+            var sigma = (c - c.mean([-1L], keepdim: true)).pow(2).mean([-1L], keepdim: true).add(1e-5).sqrt();
+            hooks.Add((input, t => { normInput[input] = t; return null; }));
+            hooks.Add((output, _ =>
             {
-                var c = clean[input];
-                var sigma = (c - c.mean([-1L], keepdim: true)).pow(2).mean([-1L], keepdim: true).add(1e-5).sqrt();
-                hooks.Add((input, t => { normInput[input] = t; return null; }));
-                hooks.Add((output, _ =>
-                {
-                    var t = normInput[input];
-                    return (t - t.mean([-1L], keepdim: true)) / sigma * w[weights + ".weight"] + w[weights + ".bias"];
-                }));
-            }
-            for (int l = 0; l < Layers; l++)
-            {
-                var p = clean[$"blocks.{l}.attn.hook_pattern"];
-                hooks.Add(($"blocks.{l}.attn.hook_pattern", _ => p));
-            }
+                var t = normInput[input];
+                return (t - t.mean([-1L], keepdim: true)) / sigma * w[weights + ".weight"] + w[weights + ".bias"];
+            }));
         }
         for (int l = 0; l < Layers; l++)
         {
-            int layer = l;
-            hooks.Add(($"blocks.{l}.ln2.hook_normalized", t => { x[layer] = t; return null; }));
-            hooks.Add(($"blocks.{l}.hook_mlp_out", _ => clt.DecodeLayer(f, layer, x[layer]) + eps[layer]));
+            var p = clean[$"blocks.{l}.attn.hook_pattern"];
+            hooks.Add(($"blocks.{l}.attn.hook_pattern", _ => p));
         }
-        return model.Run(Toks, new RunOptions { Hooks = hooks, Grad = true }).Logits!;
+        return hooks;
+    }
+
+    [Fact]
+    public void Freezing_a_plain_run_gives_the_gradient_of_the_model_with_constant_patterns_and_scales()
+    {
+        // RunOptions.FreezeAttentionAndNorms on its own (no SAE): the gradient of the loss to the token embeddings equals the
+        // gradient through the same model with every pattern and norm scale replaced by its clean value as a constant, and
+        // differs from the live model's.
+        string dir = ModelDir(seed: 11);
+        using var model = ModelLoader.FromPretrained(dir, ScalarType.Float64);
+        using var clt = MakeClt();
+        var (_, _, clean) = Clean(model, clt);
+        var (_, embedCache) = model.RunWithCache(Toks, ["hook_embed"]);
+        var embed = embedCache["hook_embed"].clone();
+        embedCache.Dispose();
+        Tensor GradOfEmbed(bool freeze, List<(string, Func<Tensor, Tensor?>)> extra)
+        {
+            var leaf = embed.clone().requires_grad_(true);
+            var logits = model.Run(Toks, new RunOptions { Grad = true, FreezeAttentionAndNorms = freeze, Hooks = [("hook_embed", _ => leaf), .. extra] }).Logits!;
+            using (enable_grad()) AttributionMetric.Loss.Evaluate(logits, Toks).backward();
+            return leaf.grad!.clone();
+        }
+        var frozen = GradOfEmbed(true, []);
+        AssertAllClose(GradOfEmbed(false, FrozenHooks(dir, clean)), frozen, 1e-12, "frozen gradient");
+        Assert.True((GradOfEmbed(false, []) - frozen).abs().max().item<double>() > 1e-6, "freezing changed nothing");
     }
 
     [Theory]
