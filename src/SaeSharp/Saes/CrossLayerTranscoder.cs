@@ -27,7 +27,7 @@ public sealed record CrossLayerTranscoderConfig
     /// <summary>Where it was loaded from ("circuit-tracer" or "gemma-scope-2"), for display.</summary>
     public string? Format { get; init; }
     /// <summary>The weights' dtype: float32 (default), or bfloat16 / float16 to halve memory beside a model run in that
-    /// dtype (circuit-tracer's <c>dtype</c>, whose default is bfloat16).</summary>
+    /// dtype (circuit-tracer's <c>dtype</c>, whose default is bfloat16), or float64 beside a float64 model (gradient checks).</summary>
     public ScalarType Dtype { get; init; } = ScalarType.Float32;
 }
 
