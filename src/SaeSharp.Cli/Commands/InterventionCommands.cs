@@ -368,9 +368,13 @@ internal static class InterventionCommands
         var html = new Option<string?>("--html") { Description = "Write the prompt with each top feature's attribution per token as HTML" };
         var ig = new Option<int>("--ig-steps") { Description = "Integrated-gradient steps (0: attribution patching)", DefaultValueFactory = _ => 0 }.NonNegative();
         var noBos = NoBosOption();
-        var command = new Command("attribute", "Attribution patching of a metric to SAE features: f·∂m/∂f per token and feature, and each error node's share")
+        var freeze = new Option<bool>("--freeze-attention-and-norms")
         {
-            model, sae, prompt, input, metric, top, output, json, html, ig, noBos,
+            Description = "Treat attention patterns and norm scales as constants of the backward (circuit-tracer's replacement model)",
+        };
+        var command = new Command("attribute", "Attribution patching of a metric to SAE features (or a whole CLT's): f·∂m/∂f per token and feature, and each error node's share")
+        {
+            model, sae, prompt, input, metric, top, output, json, html, ig, noBos, freeze,
         };
         Cli.SetAction(command, parse =>
         {
@@ -390,13 +394,27 @@ internal static class InterventionCommands
             using var _t = tokens;
             var spec = AttributionMetric.Parse(parse.GetValue(metric)!, tok is null ? null : s => SingleToken(tok, s, "--metric"));
             var saes = new List<Sae>();
+            var saePaths = parse.GetValue(sae)!;
+            bool frozen = parse.GetValue(freeze);
             try
             {
-                foreach (var p in parse.GetValue(sae)!) saes.Add(LoadSae(p));
-                using var pm = ModelForSae.Load(folder, saes, parse.GetValue(sae)!);   // processed as the SAEs' cfgs record, in their dtype
-                var hooked = new HookedSaeTransformer(pm.Model) { ModelHooks = pm.Hooks };
-                foreach (var s in saes) hooked.AddSae(s, useErrorTerm: true);
-                using var result = CliProgress.Run("attribute", progress => hooked.Attribute(tokens, spec, parse.GetValue(ig), progress));
+                AttributionResult Attribute()
+                {
+                    if (saePaths.Any(p => CrossLayerTranscoderLoader.IsCrossLayerTranscoder(p, null)))
+                    {
+                        if (saePaths.Length != 1) throw new SaeSharpException("--sae: a whole cross-layer transcoder is attributed on its own (give one --sae)");
+                        if (parse.GetValue(ig) > 0) throw new SaeSharpException("--ig-steps: integrated gradients are for single-hook SAEs, not a whole cross-layer transcoder");
+                        using var clt = CrossLayerTranscoderLoader.Load(saePaths[0]);
+                        using var cm = ModelForSae.Load(folder, new WeightProcessingOptions());
+                        return CliProgress.Run("attribute", progress => FeatureAttribution.Run(cm.Model, clt, tokens, spec, frozen, cm.Hooks, progress));
+                    }
+                    foreach (var p in saePaths) saes.Add(LoadSae(p));
+                    using var pm = ModelForSae.Load(folder, saes, saePaths);   // processed as the SAEs' cfgs record, in their dtype
+                    var hooked = new HookedSaeTransformer(pm.Model) { ModelHooks = pm.Hooks };
+                    foreach (var s in saes) hooked.AddSae(s, useErrorTerm: true);
+                    return CliProgress.Run("attribute", progress => hooked.Attribute(tokens, spec, parse.GetValue(ig), progress, frozen));
+                }
+                using var result = Attribute();
                 string Tok(long id) => tok is null ? id.ToString(CultureInfo.InvariantCulture) : tok.TokenText((int)id);
                 string label = spec.Kind switch
                 {
@@ -410,11 +428,11 @@ internal static class InterventionCommands
                     rows.Select(e => new[]
                     {
                         e.Sae.ToString(CultureInfo.InvariantCulture), e.Batch.ToString(CultureInfo.InvariantCulture), e.Position.ToString(CultureInfo.InvariantCulture),
-                        Analysis.DashboardWriter.Quote(Tok(tokens[e.Batch, e.Position].item<long>())), e.Feature.ToString(CultureInfo.InvariantCulture),
+                        Analysis.DashboardWriter.Quote(Tok(tokens[e.Batch, e.Position].item<long>())), result.FeatureLabel(e.Sae, e.Feature),
                         F(e.Activation), F(e.Attribution),
                     }));
                 for (int i = 0; i < result.Hooks.Count; i++)
-                    Cli.WriteIndented(Spectre.Console.Markup.Escape($"SAE {i} at {result.Hooks[i]}: features {F(result.Attribution[i].sum().item<float>())}, error node {F(result.ErrorAttribution[i].sum().item<float>())} (sums over tokens)"), 0);
+                    Cli.WriteIndented(Spectre.Console.Markup.Escape($"{(result.CrossLayer ? "layer" : "SAE")} {i} at {result.Hooks[i]}: features {F(result.Attribution[i].sum().item<float>())}, error node {F(result.ErrorAttribution[i].sum().item<float>())} (sums over tokens)"), 0);
                 if (parse.GetValue(output) is string o) { result.Save(o); Console.WriteLine($"attributions: {o}"); }
                 var texts = Enumerable.Range(0, (int)tokens.shape[0])
                     .Select(b => (IReadOnlyList<string>)tokens[b].data<long>().Select(Tok).ToList()).ToList();
@@ -425,12 +443,14 @@ internal static class InterventionCommands
                         ["metric"] = spec.ToString(),
                         ["metric_value"] = result.Metric,
                         ["integrated_gradient_steps"] = result.IntegratedGradientSteps,
+                        ["cross_layer"] = result.CrossLayer,
+                        ["freeze_attention_and_norms"] = result.FrozenAttentionAndNorms,
                         ["hooks"] = new JsonArray(result.Hooks.Select(h => (JsonNode)h).ToArray()),
                         ["tokens"] = new JsonArray(texts.Select(t => (JsonNode)new JsonArray(t.Select(s => (JsonNode)s).ToArray())).ToArray()),
                         ["top"] = new JsonArray(rows.Select(e => (JsonNode)new JsonObject
                         {
                             ["sae"] = e.Sae, ["hook"] = result.Hooks[e.Sae], ["batch"] = e.Batch, ["position"] = e.Position,
-                            ["token"] = texts[e.Batch][e.Position], ["feature"] = e.Feature, ["activation"] = e.Activation, ["attribution"] = e.Attribution,
+                            ["token"] = texts[e.Batch][e.Position], ["feature"] = e.Feature, ["feature_label"] = result.FeatureLabel(e.Sae, e.Feature), ["activation"] = e.Activation, ["attribution"] = e.Attribution,
                         }).ToArray()),
                         ["error_attribution"] = new JsonArray(result.ErrorAttribution.Select(t => (JsonNode)new JsonArray(
                             Enumerable.Range(0, (int)t.shape[0]).Select(b => (JsonNode)new JsonArray(

@@ -12,7 +12,11 @@ namespace SaeSharp.Analysis;
 public sealed record UnitActivations(int Index, double Sum, float[] Acts, int? Layer = null)
 {
     /// <summary>How the unit is named: <c>L{layer}/{index}</c> for a CLT's feature, else its index.</summary>
-    public string Label => Layer is int l ? $"L{l}/{Index}" : Index.ToString(System.Globalization.CultureInfo.InvariantCulture);
+    public string Label => LabelOf(Index, Layer);
+
+    /// <summary><c>L{layer}/{index}</c> for feature <paramref name="index"/> of a CLT's layer <paramref name="layer"/>, else the index.</summary>
+    public static string LabelOf(int index, int? layer) =>
+        layer is int l ? $"L{l}/{index}" : index.ToString(System.Globalization.CultureInfo.InvariantCulture);
 }
 
 /// <summary>

@@ -30,7 +30,10 @@ public static class AttributionHtml
           .Append(result.Metric.ToString("G6", CultureInfo.InvariantCulture)).Append("</h1>");
         sb.Append("<p class=\"note\">attribution = f·∂m/∂f per feature and token ")
           .Append(result.IntegratedGradientSteps > 0 ? $"(integrated gradients, {result.IntegratedGradientSteps} steps)" : "(attribution patching)")
-          .Append("; error rows: Σ ε·∂m/∂ε. SAEs at: ").Append(Enc(string.Join(", ", result.Hooks.Select((h, i) => $"{i}: {h}")))).Append("</p>");
+          .Append("; error rows: Σ ε·∂m/∂ε")
+          .Append(result.FrozenAttentionAndNorms ? "; attention patterns and norm scales frozen" : "")
+          .Append(result.CrossLayer ? ". Cross-layer transcoder replacing: " : ". SAEs at: ")
+          .Append(Enc(string.Join(", ", result.Hooks.Select((h, i) => $"{i}: {h}")))).Append("</p>");
         long batch = result.Attribution[0].shape[0];
         for (int b = 0; b < batch; b++)
         {
@@ -53,10 +56,10 @@ public static class AttributionHtml
             {
                 var vals = result.Attribution[sae][b].select(-1, feature).to(ScalarType.Float64).data<double>().ToArray();
                 var acts = result.FeatureActs[sae][b].select(-1, feature).to(ScalarType.Float64).data<double>().ToArray();
-                rows.Add(($"SAE {sae} feature {feature}", vals, acts));
+                rows.Add((result.CrossLayer ? $"feature {result.FeatureLabel(sae, feature)}" : $"SAE {sae} feature {feature}", vals, acts));
             }
             for (int i = 0; i < result.ErrorAttribution.Count; i++)
-                rows.Add(($"SAE {i} error", result.ErrorAttribution[i][b].to(ScalarType.Float64).data<double>().ToArray(), null));
+                rows.Add(($"{(result.CrossLayer ? "layer" : "SAE")} {i} error", result.ErrorAttribution[i][b].to(ScalarType.Float64).data<double>().ToArray(), null));
             double scale = rows.Count == 0 ? 1 : Math.Max(1e-12, rows.Max(r => r.Values.Max(Math.Abs)));
 
             sb.Append("<h2>Prompt ").Append(b).Append("</h2><table><tr class=\"tokens\"><td class=\"label\">token</td>");

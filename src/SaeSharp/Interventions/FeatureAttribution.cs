@@ -2,6 +2,7 @@ using TorchSharp;
 using SaeSharp.Hooks;
 using SaeSharp.IO;
 using SaeSharp.Models;
+using SaeSharp.Saes;
 using static TorchSharp.torch;
 
 namespace SaeSharp.Interventions;
@@ -112,6 +113,15 @@ public sealed class AttributionResult : IDisposable
     public required IReadOnlyList<Tensor> FeatureActs { get; init; }
     /// <summary>0: attribution patching (first-order); N: integrated gradients with N steps.</summary>
     public int IntegratedGradientSteps { get; init; }
+    /// <summary>A whole cross-layer transcoder's attribution: entry l of every list is its layer l (<see cref="Hooks"/> the
+    /// MLP outputs it replaced), and features are named <c>L{layer}/{index}</c>.</summary>
+    public bool CrossLayer { get; init; }
+    /// <summary>Whether attention patterns and norm scales were constants of the backward (<see cref="Models.RunOptions.FreezeAttentionAndNorms"/>).</summary>
+    public bool FrozenAttentionAndNorms { get; init; }
+
+    /// <summary>How feature <paramref name="feature"/> of SAE (or CLT layer) <paramref name="sae"/> is named: <c>L{layer}/{index}</c>
+    /// for a cross-layer transcoder (as <c>sae inspect</c> names them), else the index.</summary>
+    public string FeatureLabel(int sae, int feature) => Analysis.UnitActivations.LabelOf(feature, CrossLayer ? sae : null);
 
     /// <summary>The <paramref name="n"/> entries of largest |attribution| over every SAE, largest first.</summary>
     public IReadOnlyList<AttributionEntry> Top(int n)
@@ -133,8 +143,8 @@ public sealed class AttributionResult : IDisposable
         return all.OrderByDescending(e => Math.Abs(e.Attribution)).Take(n).ToList();
     }
 
-    /// <summary>Writes <c>attribution</c> / <c>error_attribution</c> (<c>.I</c> suffixed for several SAEs) and the
-    /// scalar <c>metric</c> to a safetensors file.</summary>
+    /// <summary>Writes <c>attribution</c> / <c>error_attribution</c> (<c>.I</c> suffixed for several SAEs, or per layer of a
+    /// cross-layer transcoder) and the scalar <c>metric</c> to a safetensors file.</summary>
     public void Save(string path)
     {
         using var scope = NewDisposeScope();
@@ -152,6 +162,8 @@ public sealed class AttributionResult : IDisposable
             ["metric"] = MetricSpec.ToString(),
             ["hooks"] = string.Join(",", Hooks),
             ["integrated_gradient_steps"] = IntegratedGradientSteps.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            ["cross_layer"] = CrossLayer ? "true" : "false",
+            ["freeze_attention_and_norms"] = FrozenAttentionAndNorms ? "true" : "false",
         };
         SafeTensors.Save(path, tensors, meta);
     }
@@ -176,7 +188,12 @@ public static class FeatureAttribution
 {
     /// <summary>Attributes <paramref name="metric"/> of a run on <paramref name="tokens"/> [batch, pos] to the features of every SAE attached to <paramref name="model"/> (each spliced with its error term); <paramref name="integratedGradientSteps"/> 0 is attribution patching, N &gt; 0 integrated gradients with N steps; <paramref name="progress"/> counts the tokens of every pass.</summary>
     public static AttributionResult Run(HookedSaeTransformer model, Tensor tokens, AttributionMetric metric, int integratedGradientSteps = 0,
-        IProgress<WorkProgress>? progress = null)
+        IProgress<WorkProgress>? progress = null) => Run(model, tokens, metric, integratedGradientSteps, freezeAttentionAndNorms: false, progress);
+
+    /// <summary><see cref="Run(HookedSaeTransformer, Tensor, AttributionMetric, int, IProgress{WorkProgress}?)"/>, with
+    /// <paramref name="freezeAttentionAndNorms"/>: attention patterns and norm scales constants of the backward (<see cref="RunOptions.FreezeAttentionAndNorms"/>).</summary>
+    public static AttributionResult Run(HookedSaeTransformer model, Tensor tokens, AttributionMetric metric, int integratedGradientSteps,
+        bool freezeAttentionAndNorms, IProgress<WorkProgress>? progress = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(metric);
@@ -191,7 +208,7 @@ public static class FeatureAttribution
         using (var scope = NewDisposeScope())
         {
             using var capture = new AttributionCapture();
-            value = Backward(model, tokens, metric, capture);
+            value = Backward(model, tokens, metric, capture, freezeAttentionAndNorms);
             counter.Add(tokens.numel());
             foreach (var h in hooks)
             {
@@ -210,7 +227,7 @@ public static class FeatureAttribution
             {
                 using var step = NewDisposeScope();
                 using var capture = new AttributionCapture { ScaledHook = hooks[i], Alpha = (k - 0.5) / integratedGradientSteps };
-                Backward(model, tokens, metric, capture);
+                Backward(model, tokens, metric, capture, freezeAttentionAndNorms);
                 counter.Add(tokens.numel());
                 sum.add_(GradOf(capture.FeatureLeaf(hooks[i])), TorchScalars.One);
             }
@@ -221,14 +238,105 @@ public static class FeatureAttribution
         return new AttributionResult
         {
             MetricSpec = metric, Metric = value, Hooks = hooks, Attribution = attr, ErrorAttribution = errAttr,
-            FeatureActs = acts, IntegratedGradientSteps = integratedGradientSteps,
+            FeatureActs = acts, IntegratedGradientSteps = integratedGradientSteps, FrozenAttentionAndNorms = freezeAttentionAndNorms,
         };
     }
 
-    private static double Backward(HookedSaeTransformer model, Tensor tokens, AttributionMetric metric, AttributionCapture capture)
+    /// <summary>
+    /// Attributes <paramref name="metric"/> of a run on <paramref name="tokens"/> to every feature of the whole cross-layer
+    /// transcoder <paramref name="clt"/> spliced into <paramref name="model"/> as circuit-tracer's replacement model: layer l's
+    /// features f_l are read at its input hook (leaves: no gradient through the encoder), its MLP output y_l is replaced by
+    /// ŷ_l + ε_l, ŷ_l = Σ_{i ≤ l} f_i·W_dec[i][:, l − i] + b_dec[l] (+ x_l·W_skip[l]) and the error node ε_l = y_l − ŷ_l a leaf,
+    /// so the forward is the clean run. The gradient at a replaced output reaches upstream only through the skip connection
+    /// (the MLP is replaced, as in circuit-tracer). Result entry l is layer l: f·∂m/∂f [batch, pos, d_transcoder] (f_i's
+    /// effect through every layer it writes to) and Σ_d ε_d·∂m/∂ε_d [batch, pos]. <paramref name="modelHooks"/> run first
+    /// (weight processing's); <paramref name="freezeAttentionAndNorms"/> as <see cref="RunOptions.FreezeAttentionAndNorms"/>.
+    /// </summary>
+    public static AttributionResult Run(HookedTransformer model, CrossLayerTranscoder clt, Tensor tokens, AttributionMetric metric,
+        bool freezeAttentionAndNorms = false, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks = null,
+        IProgress<WorkProgress>? progress = null)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(clt);
+        ArgumentNullException.ThrowIfNull(tokens);
+        ArgumentNullException.ThrowIfNull(metric);
+        int n = clt.Cfg.NLayers;
+        var (inputs, outputs) = clt.Hooks(model);
+        var counter = new ProgressCounter(progress, "tokens", tokens.numel());
+        var features = new Tensor?[n];
+        var layerInput = new Tensor?[n];
+        var errors = new Tensor?[n];
+        try
+        {
+            var hooks = new List<(string, Func<Tensor, Tensor?>)>(modelHooks ?? []);
+            for (int l = 0; l < n; l++)
+            {
+                int layer = l;
+                hooks.Add((inputs[l], x =>
+                {
+                    Keep(features, layer, clt.EncodeLayer(x.detach(), layer).detach().requires_grad_(true));
+                    Keep(layerInput, layer, x);
+                    return null;
+                }));
+                hooks.Add((outputs[l], y =>
+                {
+                    var f = features.Take(layer + 1).Select((t, i) => t ?? throw new SaeSharpException(
+                        $"cross-layer transcoder: '{outputs[layer]}' fired before layer {i}'s input hook '{inputs[i]}'")).ToList();
+                    var recon = clt.DecodeLayer(f, layer, layerInput[layer]);
+                    var error = (y.detach().reshape(recon.shape).to(recon.dtype) - recon.detach()).requires_grad_(true);
+                    Keep(errors, layer, error);
+                    return recon.add(error, TorchScalars.One).to(y.dtype).view(y.shape);
+                }));
+            }
+            double value;
+            using (var scope = NewDisposeScope())
+            {
+                var logits = model.Run(tokens, new RunOptions { Grad = true, Hooks = hooks, FreezeAttentionAndNorms = freezeAttentionAndNorms }).Logits!;
+                value = BackwardOf(logits, tokens, metric);
+            }
+            counter.Add(tokens.numel());
+            var attr = new List<Tensor>();
+            var errAttr = new List<Tensor>();
+            var acts = new List<Tensor>();
+            for (int l = 0; l < n; l++)
+            {
+                using var scope = NewDisposeScope();
+                var f = features[l] ?? throw new SaeSharpException($"cross-layer transcoder layer {l}: its input hook '{inputs[l]}' did not fire");
+                var e = errors[l] ?? throw new SaeSharpException($"cross-layer transcoder layer {l}: its output hook '{outputs[l]}' did not fire");
+                acts.Add(f.detach().clone().DetachFromDisposeScope());
+                attr.Add((f.detach() * GradOf(f)).DetachFromDisposeScope());
+                errAttr.Add((e.detach() * GradOf(e)).sum(-1).DetachFromDisposeScope());
+            }
+            return new AttributionResult
+            {
+                MetricSpec = metric, Metric = value, Hooks = outputs, Attribution = attr, ErrorAttribution = errAttr, FeatureActs = acts,
+                CrossLayer = true, FrozenAttentionAndNorms = freezeAttentionAndNorms,
+            };
+        }
+        finally
+        {
+            foreach (var t in features.Concat(layerInput).Concat(errors)) t?.Dispose();
+        }
+
+        // A tensor that outlives the block that made it (later layers decode the features): out of the run's scopes, freed above.
+        static void Keep(Tensor?[] store, int layer, Tensor t)
+        {
+            store[layer]?.Dispose();
+            store[layer] = t.alias().DetachFromDisposeScope();
+        }
+    }
+
+    private static double Backward(HookedSaeTransformer model, Tensor tokens, AttributionMetric metric, AttributionCapture capture, bool freeze)
     {
         using var scope = NewDisposeScope();
-        var logits = model.Run(tokens, new RunOptions { Grad = true, Capture = capture }).Logits!;
+        var logits = model.Run(tokens, new RunOptions { Grad = true, Capture = capture, FreezeAttentionAndNorms = freeze }).Logits!;
+        return BackwardOf(logits, tokens, metric);
+    }
+
+    /// <summary>The metric of <paramref name="logits"/>, after its backward pass.</summary>
+    private static double BackwardOf(Tensor logits, Tensor tokens, AttributionMetric metric)
+    {
+        using var scope = NewDisposeScope();
         using var _ = enable_grad();
         var m = metric.Evaluate(logits, tokens);
         double v = m.to(ScalarType.Float64).item<double>();

@@ -72,6 +72,7 @@ public sealed class HookedSaeTransformer(HookedTransformer model)
         {
             AttentionMask = o.AttentionMask, StopAtLayer = o.StopAtLayer, Hooks = hooks, CacheNames = o.CacheNames,
             CacheFilter = o.CacheFilter, Grad = o.Grad, Saes = [.. _saes, .. o.Saes ?? []], Capture = o.Capture,
+            FreezeAttentionAndNorms = o.FreezeAttentionAndNorms,
         });
     }
 
@@ -102,6 +103,6 @@ public sealed class HookedSaeTransformer(HookedTransformer model)
 
     /// <summary>Attribution patching to the features of every attached SAE (<see cref="FeatureAttribution"/>).</summary>
     public AttributionResult Attribute(Tensor tokens, AttributionMetric metric, int integratedGradientSteps = 0,
-        IProgress<WorkProgress>? progress = null) =>
-        FeatureAttribution.Run(this, tokens, metric, integratedGradientSteps, progress);
+        IProgress<WorkProgress>? progress = null, bool freezeAttentionAndNorms = false) =>
+        FeatureAttribution.Run(this, tokens, metric, integratedGradientSteps, freezeAttentionAndNorms, progress);
 }

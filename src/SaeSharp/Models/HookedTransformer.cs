@@ -55,6 +55,13 @@ public sealed class RunOptions
     public IReadOnlyList<AttachedSae>? Saes { get; init; }
     /// <summary>Set by the attribution pass (<c>Interventions/FeatureAttribution</c>).</summary>
     internal ISaeSpliceCapture? Capture { get; init; }
+    /// <summary>
+    /// In a <see cref="Grad"/> run, treat every attention pattern (<c>attn.hook_pattern</c>, detached after the other hooks
+    /// there) and every norm's scale (LayerNorm's σ, RMSNorm's root mean square) as constants of the backward, as
+    /// circuit-tracer's replacement model does (its <c>stop_gradient</c> on <c>hook_pattern</c> and <c>hook_scale</c>).
+    /// The forward values are unchanged.
+    /// </summary>
+    public bool FreezeAttentionAndNorms { get; init; }
 }
 
 /// <summary>
@@ -112,6 +119,12 @@ public abstract partial class HookedTransformer : nn.Module<Tensor, Tensor>
         var start = NormalizeStart(options.StartAtLayer, options.Residual, stop);
         var saes = ResolveSaes(options.Saes);
         var hooks = options.Hooks?.Select(h => (ResolveHook(h.Name, saes, stop, start?.Layer), h.Fn)).ToList();
+        if (options.FreezeAttentionAndNorms)
+        {
+            hooks ??= [];
+            hooks.AddRange(HookPoints.Names.Where(n => n.EndsWith(".attn.hook_pattern", StringComparison.Ordinal))
+                .Select(n => (n, (Func<Tensor, Tensor?>)(p => p.detach()))));
+        }
         Func<string, bool>? filter = options.CacheFilter;
         if (filter is null && options.CacheNames is not null)
         {
@@ -125,8 +138,14 @@ public abstract partial class HookedTransformer : nn.Module<Tensor, Tensor>
         {
             using var _ = options.Grad ? enable_grad() : no_grad();
             using var runner = new HookRunner(hooks, filter, cache, saes, options.Capture);
-            var logits = ForwardCore(tokens, options.AttentionMask, runner, stop, null, start, options.ReturnNormalized);
-            return (logits, cache);
+            bool frozen = NormScales.Frozen;
+            NormScales.Frozen = options.FreezeAttentionAndNorms;
+            try
+            {
+                var logits = ForwardCore(tokens, options.AttentionMask, runner, stop, null, start, options.ReturnNormalized);
+                return (logits, cache);
+            }
+            finally { NormScales.Frozen = frozen; }
         }
         catch
         {

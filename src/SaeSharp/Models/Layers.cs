@@ -66,7 +66,34 @@ internal sealed class LayerNorm : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor x) => nn.functional.layer_norm(x, _shape, weight, bias, _eps);
+    public override Tensor forward(Tensor x) => NormScales.Freeze(x, nn.functional.layer_norm(x, _shape, weight, bias, _eps), _eps, weight);
+}
+
+/// <summary>
+/// circuit-tracer's frozen norm scales (its <c>stop_gradient</c> on every <c>hook_scale</c>), for a run with
+/// <see cref="RunOptions.FreezeAttentionAndNorms"/>: the norm's value is unchanged, but its backward treats the scale
+/// √(var + eps) (LayerNorm) or √(mean x² + eps) (RMSNorm) as a constant, so the norm is linear in its input.
+/// </summary>
+internal static class NormScales
+{
+    /// <summary>Set on the thread running a forward pass with <see cref="RunOptions.FreezeAttentionAndNorms"/>.</summary>
+    [ThreadStatic] internal static bool Frozen;
+
+    /// <summary>A LayerNorm's output <paramref name="y"/> of <paramref name="x"/> with the backward of a constant scale:
+    /// y + (ℓ − ℓ.detach()), ℓ = (x − mean x)/σ.detach()·w (σ² the biased variance plus <paramref name="eps"/>). Without
+    /// <see cref="Frozen"/> (or gradient) y itself.</summary>
+    public static Tensor Freeze(Tensor x, Tensor y, double eps, Tensor? weight)
+    {
+        if (!Frozen || !x.requires_grad) return y;
+        using var scope = NewDisposeScope();
+        using var e = eps.ToScalar();
+        var xc = x.to(y.dtype);
+        var centred = xc - xc.mean([-1L], keepdim: true);
+        var sigma = centred.pow(TorchScalars.Of(2)).mean([-1L], keepdim: true).add(e, TorchScalars.One).sqrt().detach();
+        var lin = centred / sigma;
+        if (weight is not null) lin = lin * weight.to(lin.dtype);
+        return y.detach().add(lin - lin.detach(), TorchScalars.One).MoveToOuterDisposeScope();
+    }
 }
 
 /// <summary>HF <c>OlmoLayerNorm</c> (OLMo 1): LayerNorm over the last dimension without weight or bias, eps 1e-5, computed in
@@ -78,9 +105,9 @@ internal sealed class OlmoLayerNorm : nn.Module<Tensor, Tensor>
 
     public OlmoLayerNorm(long d) : base(nameof(OlmoLayerNorm)) => _shape = [d];
 
-    public override Tensor forward(Tensor x) =>
+    public override Tensor forward(Tensor x) => NormScales.Freeze(x,
         x.dtype == ScalarType.Float32 ? nn.functional.layer_norm(x, _shape, null, null, Eps)
-            : nn.functional.layer_norm(x.to(ScalarType.Float32), _shape, null, null, Eps).to(x.dtype);
+            : nn.functional.layer_norm(x.to(ScalarType.Float32), _shape, null, null, Eps).to(x.dtype), Eps, null);
 }
 
 /// <summary>
@@ -109,7 +136,8 @@ internal sealed class RmsNorm : nn.Module<Tensor, Tensor>
         var dtype = x.dtype;
         var x32 = x.to(ScalarType.Float32);
         using var eps = _eps.ToScalar();
-        var normed = x32 * x32.pow(TorchScalars.Of(2)).mean([-1L], keepdim: true).add(eps, TorchScalars.One).rsqrt();
+        var inverse = x32.pow(TorchScalars.Of(2)).mean([-1L], keepdim: true).add(eps, TorchScalars.One).rsqrt();
+        var normed = x32 * (NormScales.Frozen ? inverse.detach() : inverse);   // circuit-tracer's frozen scale
         var y = _plusOne
             ? (normed * weight.to(ScalarType.Float32).add(TorchScalars.Of(1.0), TorchScalars.One)).to(dtype)
             : _weightInFloat32 ? (weight.to(ScalarType.Float32) * normed).to(dtype)

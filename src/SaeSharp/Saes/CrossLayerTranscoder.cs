@@ -27,7 +27,7 @@ public sealed record CrossLayerTranscoderConfig
     /// <summary>Where it was loaded from ("circuit-tracer" or "gemma-scope-2"), for display.</summary>
     public string? Format { get; init; }
     /// <summary>The weights' dtype: float32 (default), or bfloat16 / float16 to halve memory beside a model run in that
-    /// dtype (circuit-tracer's <c>dtype</c>, whose default is bfloat16).</summary>
+    /// dtype (circuit-tracer's <c>dtype</c>, whose default is bfloat16), or float64 beside a float64 model (gradient checks).</summary>
     public ScalarType Dtype { get; init; } = ScalarType.Float32;
 }
 
@@ -62,8 +62,8 @@ public sealed class CrossLayerTranscoder : nn.Module<Tensor, Tensor>
         ArgumentNullException.ThrowIfNull(cfg);
         if (cfg.NLayers <= 0 || cfg.DTranscoder <= 0 || cfg.DModel <= 0)
             throw new SaeSharpException($"cross-layer transcoder: n_layers, d_transcoder and d_model must be positive, got {cfg.NLayers}, {cfg.DTranscoder}, {cfg.DModel}");
-        if (cfg.Dtype is not (ScalarType.Float32 or ScalarType.BFloat16 or ScalarType.Float16))
-            throw new SaeSharpException($"cross-layer transcoder: weights in {cfg.Dtype}: expected float32, bfloat16 or float16");
+        if (cfg.Dtype is not (ScalarType.Float32 or ScalarType.Float64 or ScalarType.BFloat16 or ScalarType.Float16))
+            throw new SaeSharpException($"cross-layer transcoder: weights in {cfg.Dtype}: expected float32, float64, bfloat16 or float16");
         Cfg = cfg;
         int l = cfg.NLayers, f = cfg.DTranscoder, d = cfg.DModel;
         var t = cfg.Dtype;

@@ -195,6 +195,42 @@ public class InterventionCommandTests : IDisposable
     }
 
     [Fact]
+    public void AttributeOnAWholeCltWritesOneEntryPerLayerLabelledAsInspectDoes()
+    {
+        var (model, _, input, tokens) = Setup();
+        var r0 = SaeSharp.Tests.Saes.CltReference.Random(2, 12, 16, 5, threshold: true, skip: true);
+        r0.WriteCircuitTracer(P("clt"), threshold: true);
+        File.WriteAllText(P("clt/config.yaml"), "feature_input_hook: ln2.hook_normalized\nfeature_output_hook: hook_mlp_out\n");
+        var (exit, output, err) = CliRunner.Run("attribute", "--model", model, "--sae", P("clt"), "--input", input, "--metric", "logit-diff:5,9",
+            "--freeze-attention-and-norms", "--top", "4", "--out", P("clt.safetensors"), "--json", P("clt.json"), "--html", P("clt.html"));
+        Assert.True(exit == 0, err);
+        Assert.Contains("layer 1 at blocks.1.hook_mlp_out", output);
+        using var m = ModelLoader.FromPretrained(model);
+        using var clt = CrossLayerTranscoderLoader.Load(P("clt"));
+        using var r = FeatureAttribution.Run(m, clt, tokens, AttributionMetric.LogitDiff(5, 9), freezeAttentionAndNorms: true);
+        var o = SafeTensors.Load(P("clt.safetensors"));
+        for (int l = 0; l < 2; l++)
+        {
+            Assert.True(o[$"attribution.{l}"].allclose(r.Attribution[l], rtol: 1e-5, atol: 1e-6), $"layer {l}");
+            Assert.True(o[$"error_attribution.{l}"].allclose(r.ErrorAttribution[l], rtol: 1e-5, atol: 1e-6), $"layer {l} errors");
+        }
+        var json = JsonNode.Parse(File.ReadAllText(P("clt.json")))!;
+        var best = r.Top(1)[0];
+        Assert.Equal($"L{best.Sae}/{best.Feature}", (string)json["top"]![0]!["feature_label"]!);
+        Assert.True((bool)json["cross_layer"]! && (bool)json["freeze_attention_and_norms"]!);
+        Assert.Contains($"feature L{best.Sae}/{best.Feature}", File.ReadAllText(P("clt.html")));
+        Assert.Contains($"L{best.Sae}/{best.Feature}", output);
+
+        // Integrated gradients and a CLT beside other SAEs are refused by name.
+        (exit, _, err) = CliRunner.Run("attribute", "--model", model, "--sae", P("clt"), "--input", input, "--metric", "loss", "--ig-steps", "2");
+        Assert.NotEqual(0, exit);
+        Assert.Contains("--ig-steps", err);
+        (exit, _, err) = CliRunner.Run("attribute", "--model", model, "--sae", P("clt"), "--sae", P("clt"), "--input", input, "--metric", "loss");
+        Assert.NotEqual(0, exit);
+        Assert.Contains("on its own", err);
+    }
+
+    [Fact]
     public void AttributeWritesTheFilesTheIssueNamesAndMatchesTheLibrary()
     {
         var (model, saeDir, input, tokens) = Setup();

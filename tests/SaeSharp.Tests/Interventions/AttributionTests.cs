@@ -69,11 +69,14 @@ public class AttributionTests(ITestOutputHelper output) : ModelTestBase
         }
     }
 
-    [Fact]
-    public void AttributionsEqualPlainAutogradOnAnExplicitlyWrittenModel()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void AttributionsEqualPlainAutogradOnAnExplicitlyWrittenModel(bool frozen)
     {
         // One GPT-2 block after the SAE at resid_mid, written out here: x' = f·W_dec + b_dec + ε, then
-        // x' + MLP(LN2(x')), LN_f and the tied unembedding.
+        // x' + MLP(LN2(x')), LN_f and the tied unembedding. Frozen (circuit-tracer's replacement model): each LayerNorm's
+        // σ = √(var + eps) is a constant, taken from the values of the run.
         string dir = TinyModels.WriteGpt2(Sub("g1"), 5, 1, 16, 4, 50, 32);
         using var model = ModelLoader.FromPretrained(dir, ScalarType.Float64);
         string hook = "blocks.0.hook_resid_mid";
@@ -81,7 +84,7 @@ public class AttributionTests(ITestOutputHelper output) : ModelTestBase
         var hooked = new HookedSaeTransformer(model);
         hooked.AddSae(sae);
         var metric = AttributionMetric.LogitDiff(4, 9);
-        using var r = hooked.Attribute(Toks, metric);
+        using var r = hooked.Attribute(Toks, metric, freezeAttentionAndNorms: frozen);
 
         var w = SafeTensors.Load(Path.Combine(dir, "model.safetensors"), ScalarType.Float64);
         var (_, cache) = model.RunWithCache(Toks, [hook]);
@@ -92,7 +95,13 @@ public class AttributionTests(ITestOutputHelper output) : ModelTestBase
         var bDec = sae.BDec.detach();
         var eps = (x - (matmul(f.detach(), wDec) + bDec)).requires_grad_(true);
         var xs = matmul(f, wDec) + bDec + eps;
-        Tensor Ln(Tensor t, string n) => nn.functional.layer_norm(t, [16], w[n + ".weight"], w[n + ".bias"], 1e-5);
+        Tensor Ln(Tensor t, string n)
+        {
+            if (!frozen) return nn.functional.layer_norm(t, [16], w[n + ".weight"], w[n + ".bias"], 1e-5);
+            var c = t.detach();
+            var sigma = (c - c.mean([-1L], keepdim: true)).pow(2).mean([-1L], keepdim: true).add(1e-5).sqrt();
+            return (t - t.mean([-1L], keepdim: true)) / sigma * w[n + ".weight"] + w[n + ".bias"];
+        }
         var hidden = matmul(Ln(xs, "transformer.h.0.ln_2"), w["transformer.h.0.mlp.c_fc.weight"]) + w["transformer.h.0.mlp.c_fc.bias"];
         var gelu = hidden * 0.5 * (((hidden + hidden.pow(3) * 0.044715) * Math.Sqrt(2 / Math.PI)).tanh() + 1);
         var resid = xs + matmul(gelu, w["transformer.h.0.mlp.c_proj.weight"]) + w["transformer.h.0.mlp.c_proj.bias"];

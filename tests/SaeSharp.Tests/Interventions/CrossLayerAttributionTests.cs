@@ -1,0 +1,277 @@
+using SaeSharp.Interop;
+using SaeSharp.Interventions;
+using SaeSharp.IO;
+using SaeSharp.Models;
+using SaeSharp.Saes;
+using SaeSharp.Tests.Models;
+using SaeSharp.Tests.Saes;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Tests.Interventions;
+
+/// <summary>
+/// Attribution to a whole cross-layer transcoder's features against a replacement run written here with hooks: the features
+/// and error nodes fixed tensors, each MLP output replaced by Σ f·W_dec + b_dec + skip + ε, and (frozen) every attention
+/// pattern and norm scale replaced by its clean value as a constant; autograd and finite differences through that.
+/// </summary>
+public class CrossLayerAttributionTests : ModelTestBase
+{
+    private const int DModel = 16, Features = 12, Layers = 2;
+    private static readonly Tensor Toks = tensor(new long[] { 5, 11, 23, 42, 7, 19, 3, 30, 8, 2, 44, 17 }, 2, 6);
+
+    private string ModelDir(int seed = 3) => TinyModels.WriteGpt2(Sub($"g-{Guid.NewGuid():N}"), seed, Layers, DModel, 4, 50, 32);
+
+    /// <summary>A random 2-layer CLT (JumpReLU, skip) from ln2's output to the MLP output, in circuit-tracer's files, in float64.</summary>
+    private CrossLayerTranscoder MakeClt(bool skip = true, int seed = 4)
+    {
+        var r = CltReference.Random(Layers, Features, DModel, seed, threshold: true, skip);
+        // Thresholds low enough that several features fire on the tiny model.
+        for (int l = 0; l < Layers; l++) for (int k = 0; k < Features; k++) r.Threshold[l][k] *= 0.2;
+        string folder = Sub($"clt-{Guid.NewGuid():N}");
+        r.WriteCircuitTracer(folder, threshold: true);
+        File.WriteAllText(Path.Combine(folder, "config.yaml"), "feature_input_hook: ln2.hook_normalized\nfeature_output_hook: hook_mlp_out\nmodel_name: gpt2\n");
+        return CrossLayerTranscoderLoader.Load(folder, dtype: ScalarType.Float64);
+    }
+
+    /// <summary>The clean run's features [b, s, F] and error terms [b, s, d] per layer, and its patterns and norm inputs.</summary>
+    private static (Tensor[] F, Tensor[] Eps, Dictionary<string, Tensor> Cache) Clean(HookedTransformer model, CrossLayerTranscoder clt)
+    {
+        var names = new List<string>();
+        for (int l = 0; l < Layers; l++)
+            names.AddRange([$"blocks.{l}.ln2.hook_normalized", $"blocks.{l}.hook_mlp_out", $"blocks.{l}.attn.hook_pattern",
+                $"blocks.{l}.hook_resid_pre", $"blocks.{l}.hook_resid_mid"]);
+        names.Add($"blocks.{Layers - 1}.hook_resid_post");
+        var (_, cache) = model.RunWithCache(Toks, names);
+        var c = names.ToDictionary(n => n, n => cache[n].clone());
+        cache.Dispose();
+        var f = new Tensor[Layers];
+        var eps = new Tensor[Layers];
+        for (int l = 0; l < Layers; l++)
+        {
+            f[l] = clt.EncodeLayer(c[$"blocks.{l}.ln2.hook_normalized"], l);
+            eps[l] = c[$"blocks.{l}.hook_mlp_out"] - clt.DecodeLayer(f, l, c[$"blocks.{l}.ln2.hook_normalized"]);
+        }
+        return (f, eps, c);
+    }
+
+    /// <summary>
+    /// The replacement run with the features <paramref name="f"/> and error nodes <paramref name="eps"/> given (not read from
+    /// the run): blocks.l.hook_mlp_out := Σ_{i ≤ l} f_i·W_dec[i][:, l − i] + b_dec[l] + x_l·W_skip[l] + ε_l, x_l the run's
+    /// ln2 output. With <paramref name="frozen"/> the clean patterns are constants, and ln1, ln2 and ln_f are
+    /// (x − mean x)/σ_clean·w + b with σ_clean the clean run's scale (computed here from the cached norm inputs).
+    /// </summary>
+    private static Tensor ReplacementLogits(HookedTransformer model, CrossLayerTranscoder clt, string dir, Tensor[] f, Tensor[] eps,
+        Dictionary<string, Tensor> clean, bool frozen)
+    {
+        var x = new Tensor?[Layers];
+        var hooks = frozen ? FrozenHooks(dir, clean) : [];
+        for (int l = 0; l < Layers; l++)
+        {
+            int layer = l;
+            hooks.Add(($"blocks.{l}.ln2.hook_normalized", t => { x[layer] = t; return null; }));
+            hooks.Add(($"blocks.{l}.hook_mlp_out", _ => clt.DecodeLayer(f, layer, x[layer]) + eps[layer]));
+        }
+        return model.Run(Toks, new RunOptions { Hooks = hooks, Grad = true }).Logits!;
+    }
+
+    /// <summary>Hooks that replace every attention pattern by its clean value and ln1, ln2 and ln_f by
+    /// (x − mean x)/σ_clean·w + b, σ_clean the clean run's scale computed here from the cached norm inputs.</summary>
+    private static List<(string, Func<Tensor, Tensor?>)> FrozenHooks(string dir, Dictionary<string, Tensor> clean)
+    {
+        var w = SafeTensors.Load(Path.Combine(dir, "model.safetensors"), ScalarType.Float64);
+        var hooks = new List<(string, Func<Tensor, Tensor?>)>();
+        var normInput = new Dictionary<string, Tensor>();
+        (string Input, string Output, string Weights)[] norms =
+        [
+            .. Enumerable.Range(0, Layers).SelectMany(l => new[]
+            {
+                ($"blocks.{l}.hook_resid_pre", $"blocks.{l}.ln1.hook_normalized", $"transformer.h.{l}.ln_1"),
+                ($"blocks.{l}.hook_resid_mid", $"blocks.{l}.ln2.hook_normalized", $"transformer.h.{l}.ln_2"),
+            }),
+            ($"blocks.{Layers - 1}.hook_resid_post", "ln_final.hook_normalized", "transformer.ln_f"),
+        ];
+        foreach (var (input, output, weights) in norms)
+        {
+            var c = clean[input];
+            var sigma = (c - c.mean([-1L], keepdim: true)).pow(2).mean([-1L], keepdim: true).add(1e-5).sqrt();
+            hooks.Add((input, t => { normInput[input] = t; return null; }));
+            hooks.Add((output, _ =>
+            {
+                var t = normInput[input];
+                return (t - t.mean([-1L], keepdim: true)) / sigma * w[weights + ".weight"] + w[weights + ".bias"];
+            }));
+        }
+        for (int l = 0; l < Layers; l++)
+        {
+            var p = clean[$"blocks.{l}.attn.hook_pattern"];
+            hooks.Add(($"blocks.{l}.attn.hook_pattern", _ => p));
+        }
+        return hooks;
+    }
+
+    [Fact]
+    public void Freezing_a_plain_run_gives_the_gradient_of_the_model_with_constant_patterns_and_scales()
+    {
+        // RunOptions.FreezeAttentionAndNorms on its own (no SAE): the gradient of the loss to the token embeddings equals the
+        // gradient through the same model with every pattern and norm scale replaced by its clean value as a constant, and
+        // differs from the live model's.
+        string dir = ModelDir(seed: 11);
+        using var model = ModelLoader.FromPretrained(dir, ScalarType.Float64);
+        using var clt = MakeClt();
+        var (_, _, clean) = Clean(model, clt);
+        var (_, embedCache) = model.RunWithCache(Toks, ["hook_embed"]);
+        var embed = embedCache["hook_embed"].clone();
+        embedCache.Dispose();
+        Tensor GradOfEmbed(bool freeze, List<(string, Func<Tensor, Tensor?>)> extra)
+        {
+            var leaf = embed.clone().requires_grad_(true);
+            var logits = model.Run(Toks, new RunOptions { Grad = true, FreezeAttentionAndNorms = freeze, Hooks = [("hook_embed", _ => leaf), .. extra] }).Logits!;
+            using (enable_grad()) AttributionMetric.Loss.Evaluate(logits, Toks).backward();
+            return leaf.grad!.clone();
+        }
+        var frozen = GradOfEmbed(true, []);
+        AssertAllClose(GradOfEmbed(false, FrozenHooks(dir, clean)), frozen, 1e-12, "frozen gradient");
+        Assert.True((GradOfEmbed(false, []) - frozen).abs().max().item<double>() > 1e-6, "freezing changed nothing");
+    }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void Attribution_equals_autograd_through_a_replacement_run_written_with_hooks(bool frozen)
+    {
+        string dir = ModelDir();
+        using var model = ModelLoader.FromPretrained(dir, ScalarType.Float64);
+        using var clt = MakeClt();
+        foreach (var metric in new[] { AttributionMetric.LogitDiff(3, 7), AttributionMetric.Loss })
+        {
+            using var r = FeatureAttribution.Run(model, clt, Toks, metric, freezeAttentionAndNorms: frozen);
+            Assert.True(r.CrossLayer);
+            Assert.Equal(new[] { "blocks.0.hook_mlp_out", "blocks.1.hook_mlp_out" }, r.Hooks);
+            Assert.Equal(metric.Evaluate(model.Forward(Toks), Toks).item<double>(), r.Metric, 10);
+
+            var (f, eps, clean) = Clean(model, clt);
+            var leaves = f.Select(t => t.detach().requires_grad_(true)).ToArray();
+            var errs = eps.Select(t => t.detach().requires_grad_(true)).ToArray();
+            var m = metric.Evaluate(ReplacementLogits(model, clt, dir, leaves, errs, clean, frozen), Toks);
+            Assert.Equal(r.Metric, m.item<double>(), 10);   // the reference is the clean run too
+            m.backward();
+            int active = 0;
+            for (int l = 0; l < Layers; l++)
+            {
+                AssertAllClose(f[l], r.FeatureActs[l], 1e-12, $"layer {l} activations");
+                AssertAllClose(leaves[l].detach() * leaves[l].grad!, r.Attribution[l], 1e-9, $"{metric} layer {l} feature attribution");
+                AssertAllClose((errs[l].detach() * errs[l].grad!).sum(-1), r.ErrorAttribution[l], 1e-9, $"{metric} layer {l} error attribution");
+                active += (int)f[l].gt(0).sum().item<long>();
+            }
+            Assert.True(active >= 20, $"only {active} active features");
+            Assert.True(r.Attribution[0].abs().max().item<double>() > 1e-4, "layer 0's features have an effect");
+        }
+    }
+
+    [Fact]
+    public void Attribution_matches_finite_differences_and_frozen_differs_from_live()
+    {
+        string dir = ModelDir(seed: 5);
+        using var model = ModelLoader.FromPretrained(dir, ScalarType.Float64);
+        using var clt = MakeClt(seed: 6);
+        var metric = AttributionMetric.Loss;
+        using var r = FeatureAttribution.Run(model, clt, Toks, metric);
+        using var frozen = FeatureAttribution.Run(model, clt, Toks, metric, freezeAttentionAndNorms: true);
+        var (f, eps, clean) = Clean(model, clt);
+        const double h = 1e-5;
+        double MetricWith(int l, long[] idx, double t, bool error)
+        {
+            using var scope = NewDisposeScope();
+            var ff = f.Select(a => a.clone()).ToArray();
+            var ee = eps.Select(a => a.clone()).ToArray();
+            var target = error ? ee : ff;
+            var i = idx.Select(v => (TensorIndex)v).ToArray();
+            target[l][i] = target[l][i] * (1 + t);
+            using var _ = no_grad();
+            return metric.Evaluate(ReplacementLogits(model, clt, dir, ff, ee, clean, frozen: false), Toks).item<double>();
+        }
+        var entries = r.Top(8).ToList();
+        Assert.Equal(8, entries.Count);
+        foreach (var e in entries)
+        {
+            long[] idx = [e.Batch, e.Position, e.Feature];
+            double fd = (MetricWith(e.Sae, idx, h, false) - MetricWith(e.Sae, idx, -h, false)) / (2 * h);
+            Assert.True(Math.Abs(fd - e.Attribution) < 1e-6 * Math.Max(1, Math.Abs(fd)), $"L{e.Sae}/{e.Feature} at ({e.Batch}, {e.Position}): {e.Attribution} vs finite difference {fd}");
+        }
+        foreach (var (l, b, p) in new[] { (0, 0, 2), (1, 1, 5), (0, 1, 4) })
+        {
+            double fd = (MetricWith(l, [b, p], h, true) - MetricWith(l, [b, p], -h, true)) / (2 * h);
+            double a = r.ErrorAttribution[l][b, p].item<double>();
+            Assert.True(Math.Abs(fd - a) < 1e-6 * Math.Max(1, Math.Abs(fd)), $"error node {l} ({b}, {p}): {a} vs finite difference {fd}");
+        }
+        // Freezing changes the gradients (attention and norms are nonlinear in the residual), not the activations or metric.
+        Assert.Equal(r.Metric, frozen.Metric, 12);
+        AssertAllClose(r.FeatureActs[0], frozen.FeatureActs[0], 0, "activations");
+        Assert.True((r.Attribution[0] - frozen.Attribution[0]).abs().max().item<double>() > 1e-6, "freezing changed nothing");
+    }
+
+    [Fact]
+    public void Frozen_attributions_of_a_logit_add_up_to_removing_every_feature_and_error_node()
+    {
+        // With patterns and norm scales constant and the MLPs replaced, the logits are affine in the features and error
+        // nodes: zeroing one of them changes a logit metric by exactly its attribution, and zeroing all of them by the sum.
+        string dir = ModelDir(seed: 7);
+        using var model = ModelLoader.FromPretrained(dir, ScalarType.Float64);
+        using var clt = MakeClt(seed: 8);
+        var metric = AttributionMetric.LogitDiff(4, 9);
+        using var r = FeatureAttribution.Run(model, clt, Toks, metric, freezeAttentionAndNorms: true);
+        var (f, eps, clean) = Clean(model, clt);
+        double With(Func<Tensor[], Tensor[]> editF, Func<Tensor[], Tensor[]> editE)
+        {
+            using var scope = NewDisposeScope();
+            using var _ = no_grad();
+            return metric.Evaluate(ReplacementLogits(model, clt, dir, editF(f), editE(eps), clean, frozen: true), Toks).item<double>();
+        }
+        Tensor[] Zeros(Tensor[] a) => a.Select(t => zeros_like(t)).ToArray();
+        Tensor[] Same(Tensor[] a) => a;
+        double all = r.Metric - With(Zeros, Zeros);
+        double sum = r.Attribution.Sum(a => a.sum().item<double>()) + r.ErrorAttribution.Sum(a => a.sum().item<double>());
+        Assert.True(Math.Abs(all - sum) < 1e-9 * Math.Max(1, Math.Abs(all)), $"removing every node changes the metric by {all}, the attributions sum to {sum}");
+        double features = r.Metric - With(Zeros, Same);
+        Assert.Equal(features, r.Attribution.Sum(a => a.sum().item<double>()), 9);
+        foreach (var e in r.Top(5))
+        {
+            double effect = r.Metric - With(a =>
+            {
+                var z = a.Select(t => t.clone()).ToArray();
+                z[e.Sae][e.Batch, e.Position, e.Feature] = 0;
+                return z;
+            }, Same);
+            Assert.Equal(effect, e.Attribution, 9);
+        }
+    }
+
+    [Fact]
+    public void Attribution_to_a_clt_frees_every_tensor_it_made() => LiveTensors.OnOwnThread(() =>
+    {
+        using var model = Gpt2(nLayer: Layers, seed: 2);
+        var r0 = CltReference.Random(Layers, Features, DModel, 9, threshold: true, skip: true);
+        string folder = Sub($"clt-{Guid.NewGuid():N}");
+        r0.WriteCircuitTracer(folder, threshold: true);
+        File.WriteAllText(Path.Combine(folder, "config.yaml"), "feature_input_hook: ln2.hook_normalized\nfeature_output_hook: hook_mlp_out\n");
+        using var clt = CrossLayerTranscoderLoader.Load(folder);
+        FeatureAttribution.Run(model, clt, Toks, AttributionMetric.Loss, freezeAttentionAndNorms: true).Dispose();
+        long before = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        for (int i = 0; i < 2; i++)
+        {
+            FeatureAttribution.Run(model, clt, Toks, AttributionMetric.Loss).Dispose();
+            FeatureAttribution.Run(model, clt, Toks, AttributionMetric.LogitDiff(1, 2), freezeAttentionAndNorms: true).Dispose();
+        }
+        Assert.Equal(before, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+    });
+
+    [Fact]
+    public void A_clt_whose_hooks_the_model_lacks_is_refused_by_name()
+    {
+        using var model = Gpt2(nLayer: 1, seed: 2);
+        using var clt = MakeClt();
+        var e = Assert.Throws<SaeSharpException>(() => FeatureAttribution.Run(model, clt, Toks, AttributionMetric.Loss));
+        Assert.Contains("spans 2 layers", e.Message);
+    }
+}
