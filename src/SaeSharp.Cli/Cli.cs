@@ -8,7 +8,7 @@ using Spectre.Console;
 namespace SaeSharp.Cli;
 
 /// <summary>The <c>sae</c> command line: a thin layer over the SaeSharp library.</summary>
-internal static class Cli
+internal static partial class Cli
 {
     public static readonly Option<bool> Verbose = new("--verbose") { Description = "Print the CPU kernel path chosen, and stack traces of errors", Recursive = true };
 
@@ -296,12 +296,31 @@ internal static class Cli
             return;
         }
         var list = rows.ToList();
-        var table = new Table().Title(Markup.Escape(title)).AddColumn("metric").AddColumn(new TableColumn("value").RightAligned());
+        var valueColumn = new TableColumn("value");
+        if (MostlyNumbers(list.Select(r => r.Value))) valueColumn.RightAligned();
+        var table = new Table().Title(Markup.Escape(title)).AddColumn("metric").AddColumn(valueColumn);
         foreach (var (name, value) in list) table.AddRow(Markup.Escape(name), Markup.Escape(value));
         int natural = list.Select(r => r.Name.Length).Append("metric".Length).Max() + 3 + list.Select(r => r.Value.Length).Append("value".Length).Max() + 3 + 1;
         WidenToTitle(table, title, natural);
         AnsiConsole.Write(table);
     }
+
+    /// <summary>Whether at least two thirds of <paramref name="cells"/> read as numbers ("1,024", "-0.0128", "99.5 %",
+    /// "1.2e-05", "NaN", or "-" for none): such a value column is right-aligned so digits line up; a column of mostly
+    /// words and paths (sae info's) is left-aligned.</summary>
+    internal static bool MostlyNumbers(IEnumerable<string> cells)
+    {
+        int numbers = 0, all = 0;
+        foreach (var cell in cells)
+        {
+            all++;
+            if (NumberCell().IsMatch(cell.Trim())) numbers++;
+        }
+        return 3 * numbers >= 2 * all;
+    }
+
+    [System.Text.RegularExpressions.GeneratedRegex(@"^(?:[-+−]?(?:\d[\d,]*(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?(?: ?%)?|[-+]?(?:NaN|∞|Infinity)|-|—)$")]
+    private static partial System.Text.RegularExpressions.Regex NumberCell();
 
     /// <summary>Spectre wraps a title to its table's width: a table narrower than its title (<paramref name="natural"/>
     /// columns wide) is widened to the title instead, up to the terminal's width.</summary>
@@ -339,7 +358,9 @@ internal static class Cli
         // One row wider than the terminal would wrap every header: draw it as metric/value rows instead.
         if (cells.Count == 1 && natural > AnsiConsole.Profile.Width)
         {
-            var vertical = new Table().AddColumn("metric").AddColumn(new TableColumn("value").RightAligned());
+            var valueColumn = new TableColumn("value");
+            if (MostlyNumbers(cells[0])) valueColumn.RightAligned();
+            var vertical = new Table().AddColumn("metric").AddColumn(valueColumn);
             if (title is not null) vertical.Title(Markup.Escape(title));
             for (int i = 0; i < columns.Count; i++) vertical.AddRow(Markup.Escape(columns[i].Name), Markup.Escape(cells[0][i]));
             AnsiConsole.Write(vertical);

@@ -146,4 +146,45 @@ public sealed class TerminalLayoutTests
         Assert.Single(lines, l => l.Contains("\"<|endoftext|>\"", StringComparison.Ordinal) && l.Contains("14.6964", StringComparison.Ordinal));
         Assert.Single(lines, l => l.Contains("\" kitchen\"", StringComparison.Ordinal) && l.Contains("-0.0128", StringComparison.Ordinal));
     }
+
+    /// <summary>A name/value table of numbers right-aligns them so the digits line up; one of mostly words and paths
+    /// (sae info's) reads left-aligned.</summary>
+    [Fact]
+    public void A_value_column_is_right_aligned_only_when_it_holds_numbers()
+    {
+        string Draw((string, string)[] rows) => AtColumns(80, () =>
+        {
+            SaeSharp.Cli.Cli.TerminalTables.Value = true;
+            try { SaeSharp.Cli.Cli.WriteTable("t", rows); }
+            finally { SaeSharp.Cli.Cli.TerminalTables.Value = false; }
+        });
+        string Row(string output, string name) =>
+            output.Split('\n').Single(l => l.Contains("│ " + name + " ", StringComparison.Ordinal)).TrimEnd('\r');
+
+        string numbers = Draw([("d_sae", "16,384"), ("fvu", "0.5"), ("dead", "2.5 %"), ("kl", "-")]);
+        // right-aligned: the shorter value ends where the longer one does, before the last border
+        Assert.EndsWith("│    0.5 │", Row(numbers, "fvu"));
+        Assert.EndsWith("│ 16,384 │", Row(numbers, "d_sae"));
+        Assert.EndsWith("│      - │", Row(numbers, "kl  "));
+
+        string words = Draw([("format", "SAELens"), ("hook_name", "blocks.1.hook_resid_post"), ("d_in", "128"), ("dtype", "float32")]);
+        // left-aligned: each value starts right after the column border
+        Assert.Contains("│ SAELens  ", Row(words, "format   "));
+        Assert.Contains("│ 128  ", Row(words, "d_in     "));
+        Assert.Contains("│ blocks.1.hook_resid_post │", Row(words, "hook_name"));
+    }
+
+    [Theory]
+    [InlineData("1,024", true)]
+    [InlineData("-0.0128", true)]
+    [InlineData("99.5 %", true)]
+    [InlineData("1.2e-05", true)]
+    [InlineData("NaN", true)]
+    [InlineData("-", true)]
+    [InlineData("true", false)]
+    [InlineData("blocks.1.hook_resid_post", false)]
+    [InlineData("float32", false)]
+    [InlineData("1-2", false)]
+    public void A_cell_reads_as_a_number_by_its_text(string cell, bool number) =>
+        Assert.Equal(number, SaeSharp.Cli.Cli.MostlyNumbers([cell]));
 }
