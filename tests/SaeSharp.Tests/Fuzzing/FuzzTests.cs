@@ -25,7 +25,7 @@ namespace SaeSharp.Tests.Fuzzing;
 /// CsCheck shrinks it to a minimal mutation list. SAESHARP_FUZZ_ITER sets the iterations per reader (default 25 in
 /// the suite; scripts/fuzz.sh runs many more). Results are recorded in docs/fuzzing.md.
 /// </summary>
-public sealed class FuzzTests : IDisposable
+public sealed partial class FuzzTests : IDisposable
 {
     static readonly TimeSpan MaxCaseTime = TimeSpan.FromSeconds(20);
     const long MaxManagedBytes = 256L << 20;
