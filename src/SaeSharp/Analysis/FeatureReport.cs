@@ -231,23 +231,34 @@ public sealed class FeatureReport
         if (File.Exists(tokensPath))
         {
             using var doc = ParseFile(tokensPath);
+            if (doc.RootElement.ValueKind != JsonValueKind.Object)
+                throw new SaeSharpException($"{tokensPath}: expected a JSON object of token id → display string");
             foreach (var p in doc.RootElement.EnumerateObject())
-                tokens[int.Parse(p.Name, CultureInfo.InvariantCulture)] = p.Value.GetString() ?? "";
+            {
+                if (!int.TryParse(p.Name, NumberStyles.None, CultureInfo.InvariantCulture, out int id))
+                    throw new SaeSharpException($"{tokensPath}: key \"{p.Name}\" is not a token id (a non-negative integer)");
+                if (p.Value.ValueKind != JsonValueKind.String)
+                    throw new SaeSharpException($"{tokensPath}: token {p.Name} is a JSON {p.Value.ValueKind}, expected its display string");
+                tokens[id] = p.Value.GetString()!;
+            }
         }
         var report = new FeatureReport { Features = features, TokenStrings = tokens };
         if (!File.Exists(summaryPath)) return report;
         using (var doc = ParseFile(summaryPath))
         {
             var r = doc.RootElement;
+            if (r.ValueKind != JsonValueKind.Object) throw new SaeSharpException($"{summaryPath}: expected a JSON object");
             string? S(string k) => r.TryGetProperty(k, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString() : null;
-            long L(string k) => r.TryGetProperty(k, out var v) && v.ValueKind == JsonValueKind.Number ? v.GetInt64() : 0;
+            long L(string k, long max = long.MaxValue) => !r.TryGetProperty(k, out var v) || v.ValueKind != JsonValueKind.Number ? 0
+                : v.TryGetInt64(out long n) && n >= 0 && n <= max ? n
+                : throw new SaeSharpException($"{summaryPath}: \"{k}\" is {v.GetRawText()}, expected a count from 0 to {max}");
             return new FeatureReport
             {
                 Features = features, TokenStrings = tokens, Tokens = L("tokens"), Windows = L("windows"),
                 Source = new FeatureSource
                 {
-                    Sae = S("sae"), Architecture = S("architecture"), DSae = (int)L("d_sae"), Model = S("model"), Hook = S("hook"),
-                    Dataset = S("dataset"), ContextSize = (int)L("context_size"),
+                    Sae = S("sae"), Architecture = S("architecture"), DSae = (int)L("d_sae", int.MaxValue), Model = S("model"), Hook = S("hook"),
+                    Dataset = S("dataset"), ContextSize = (int)L("context_size", int.MaxValue),
                     PrependBos = r.TryGetProperty("prepend_bos", out var pb) && pb.ValueKind == JsonValueKind.True,
                     NeuronpediaId = S("neuronpedia_id"),
                 },

@@ -558,6 +558,9 @@ public static class SaeLensConversions
         if (!layer.Success)
             throw new SaeSharpException($"{where}: no layer_<N> in the path (SAELens's temporal loader reads the layer from it)");
         double expFactor = YamlDouble(yaml, cfgPath, "sae", "exp_factor");
+        if (!(dIn > 0 && expFactor > 0 && dIn * expFactor <= int.MaxValue))
+            throw new SaeSharpException($"{cfgPath}: 'llm.dimin' {dIn} × 'sae.exp_factor' {expFactor.ToString(CultureInfo.InvariantCulture)} " +
+                "is not a positive number of latents that fits in an int");
         string? kval = YamlFields.Str(yaml, cfgPath, "sae", "kval_topk");
         string dtype = YamlFields.Str(yaml, cfgPath, "data", "dtype") ?? "float32";
         string tied = YamlFields.RequiredStr(yaml, cfgPath, "sae", "tied_weights");

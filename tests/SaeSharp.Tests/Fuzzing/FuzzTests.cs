@@ -66,7 +66,7 @@ public sealed partial class FuzzTests : IDisposable
     static readonly Gen<Mutation[]> Mutations =
         Gen.Select(Gen.Int[0, 7], Gen.Int[0, int.MaxValue], Gen.Int, Gen.Int[1, 64], (k, p, v, l) => new Mutation(k, p, v, l)).Array[1, 6];
 
-    static byte[] Apply(byte[] seed, Mutation[] mutations)
+    internal static byte[] Apply(byte[] seed, Mutation[] mutations)
     {
         var b = new List<byte>(seed);
         foreach (var m in mutations)

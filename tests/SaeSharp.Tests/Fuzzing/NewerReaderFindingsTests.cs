@@ -1,0 +1,89 @@
+using SaeSharp.Analysis;
+using SaeSharp.Interop;
+using SaeSharp.Tests.Tokenizers;
+
+namespace SaeSharp.Tests.Fuzzing;
+
+/// <summary>
+/// The inputs that fuzzing the newer readers found (docs/fuzzing.md, "Newer readers"), each replayed as the shrunk
+/// mutation list over the property's own sample file, with the one-line error it must now give.
+/// </summary>
+public sealed class NewerReaderFindingsTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("saesharp-fuzz-findings-").FullName;
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    /// <summary>Copies the test-data folder <paramref name="data"/> to a fresh folder (named <paramref name="folderName"/>
+    /// when given); returns the path of its <paramref name="file"/>.</summary>
+    private string Copy(string[] data, string file, string? folderName = null)
+    {
+        string folder = Path.Combine(_dir, folderName ?? Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(folder);
+        foreach (var f in Directory.GetFiles(TestPaths.Data(data)))
+            File.Copy(f, Path.Combine(folder, Path.GetFileName(f)));
+        return Path.Combine(folder, file);
+    }
+
+    /// <summary><see cref="Copy"/>, then <paramref name="mutations"/> (FuzzTests' notation, KIND@POS:VALUExLEN, as a failing
+    /// property prints them) applied to the file.</summary>
+    private string Mutated(string[] data, string file, string mutations)
+    {
+        string path = Copy(data, file);
+        var ms = mutations.Split(' ').Select(m =>
+        {
+            var p = m.Split('@', ':', 'x');
+            return new FuzzTests.Mutation(int.Parse(p[0]), int.Parse(p[1]), int.Parse(p[2]), int.Parse(p[3]));
+        }).ToArray();
+        File.WriteAllBytes(path, FuzzTests.Apply(File.ReadAllBytes(path), ms));
+        return path;
+    }
+
+    private static void OneLine(SaeSharpException e, params string[] parts)
+    {
+        Assert.DoesNotContain('\n', e.Message);
+        foreach (var p in parts) Assert.Contains(p, e.Message);
+    }
+
+    [Fact]
+    public void A_tokens_json_key_that_is_not_a_token_id_is_one_clear_error()
+    {
+        // Suite case 19 of Feature_folders(tokens.json): a bit flip turned the key "197" into "\xb197".
+        string path = Mutated(["neuronpedia", "features"], FeatureReport.TokensFile, "0@76682146:-1x61");
+        var e = Assert.Throws<SaeSharpException>(() => FeatureReport.Load(Path.GetDirectoryName(path)!));
+        OneLine(e, path, "97\" is not a token id");
+    }
+
+    [Theory]
+    [InlineData("[1, 2]", "expected a JSON object")]
+    [InlineData("{\"198\": 5}", "token 198 is a JSON Number")]
+    public void A_tokens_json_of_another_shape_is_one_clear_error(string json, string message)
+    {
+        string path = Copy(["neuronpedia", "features"], FeatureReport.TokensFile);
+        File.WriteAllText(path, json);
+        OneLine(Assert.Throws<SaeSharpException>(() => FeatureReport.Load(Path.GetDirectoryName(path)!)), path, message);
+    }
+
+    [Theory]
+    [InlineData("\"d_sae\": 8,", "\"d_sae\": 99999999999,", "\"d_sae\" is 99999999999")]
+    [InlineData("\"tokens\": 360,", "\"tokens\": 1e30,", "\"tokens\" is 1e30")]
+    [InlineData("\"windows\": 24,", "\"windows\": -24,", "\"windows\" is -24")]
+    public void A_summary_count_out_of_range_is_one_clear_error(string from, string to, string message)
+    {
+        string path = Copy(["neuronpedia", "features"], FeatureReport.SummaryFile);
+        File.WriteAllText(path, File.ReadAllText(TestPaths.Data("neuronpedia", "features", FeatureReport.SummaryFile)).Replace(from, to));
+        OneLine(Assert.Throws<SaeSharpException>(() => FeatureReport.Load(Path.GetDirectoryName(path)!)), path, message);
+    }
+
+    [Theory]
+    [InlineData("exp_factor: 4", "exp_factor: 1e300")]
+    [InlineData("exp_factor: 4", "exp_factor: .nan")]
+    [InlineData("dimin: 8", "dimin: -8")]
+    public void A_temporal_latent_count_that_does_not_fit_is_one_clear_error(string from, string to)
+    {
+        // Found by reading the code while adding Temporal_conf_yaml: d_in × exp_factor was cast with checked((int)…),
+        // an OverflowException for a huge factor (and NaN).
+        string path = Copy(["temporal_sae", "tied_topk", "canrager", "layer_3", "temporal"], SaeLensConversions.TemporalConfigFile, Path.Combine(Guid.NewGuid().ToString("N"), "layer_3"));
+        File.WriteAllText(path, File.ReadAllText(TestPaths.Data("temporal_sae", "tied_topk", "canrager", "layer_3", "temporal", "conf.yaml")).Replace(from, to));
+        OneLine(Assert.Throws<SaeSharpException>(() => SaeLensConversions.LoadTemporal(Path.GetDirectoryName(path)!)), path, "exp_factor");
+    }
+}
