@@ -280,14 +280,30 @@ public sealed class FeatureReport
 
     private static FeatureStatistics ReadFeature(JsonElement e)
     {
-        static ActivationExample Ex(JsonElement x) => new(
-            x.GetProperty("activation").GetSingle(), x.GetProperty("token").GetInt32(), x.GetProperty("index").GetInt32(),
-            x.GetProperty("context_tokens").EnumerateArray().Select(t => t.GetInt32()).ToArray(),
-            x.GetProperty("context_acts").EnumerateArray().Select(t => t.GetSingle()).ToArray(),
-            x.GetProperty("window").GetInt64(), x.GetProperty("position").GetInt32());
-        static Histogram H(JsonElement x) => new(
-            x.GetProperty("edges").EnumerateArray().Select(t => t.GetDouble()).ToArray(),
-            x.GetProperty("counts").EnumerateArray().Select(t => t.GetInt64()).ToArray());
+        // What the dashboard and the Neuronpedia export index by is checked here, so that a damaged line is one error
+        // naming it rather than an index out of range while pages are written.
+        static ActivationExample Ex(JsonElement x)
+        {
+            var example = new ActivationExample(
+                x.GetProperty("activation").GetSingle(), x.GetProperty("token").GetInt32(), x.GetProperty("index").GetInt32(),
+                x.GetProperty("context_tokens").EnumerateArray().Select(t => t.GetInt32()).ToArray(),
+                x.GetProperty("context_acts").EnumerateArray().Select(t => t.GetSingle()).ToArray(),
+                x.GetProperty("window").GetInt64(), x.GetProperty("position").GetInt32());
+            if (example.ContextActs.Length != example.ContextTokens.Length)
+                throw new FormatException($"an example has {example.ContextTokens.Length} context_tokens but {example.ContextActs.Length} context_acts");
+            if (example.Index < 0 || example.Index >= example.ContextTokens.Length)
+                throw new FormatException($"an example's index {example.Index} is not a position of its {example.ContextTokens.Length} context tokens");
+            return example;
+        }
+        static Histogram H(JsonElement x)
+        {
+            var h = new Histogram(
+                x.GetProperty("edges").EnumerateArray().Select(t => t.GetDouble()).ToArray(),
+                x.GetProperty("counts").EnumerateArray().Select(t => t.GetInt64()).ToArray());
+            if (h.Edges.Length != (h.Counts.Length == 0 ? 0 : h.Counts.Length + 1))
+                throw new FormatException($"a histogram has {h.Counts.Length} counts but {h.Edges.Length} edges (one more than counts expected)");
+            return h;
+        }
         static List<TokenValue> Tv(JsonElement e, string k) => e.TryGetProperty(k, out var a)
             ? a.EnumerateArray().Select(t => new TokenValue(t.GetProperty("token").GetInt32(), t.GetProperty("value").GetSingle())).ToList() : [];
         static List<Similarity> Sim(JsonElement e, string k, string key) => e.TryGetProperty(k, out var a)

@@ -86,4 +86,21 @@ public sealed class NewerReaderFindingsTests : IDisposable
         File.WriteAllText(path, File.ReadAllText(TestPaths.Data("temporal_sae", "tied_topk", "canrager", "layer_3", "temporal", "conf.yaml")).Replace(from, to));
         OneLine(Assert.Throws<SaeSharpException>(() => SaeLensConversions.LoadTemporal(Path.GetDirectoryName(path)!)), path, "exp_factor");
     }
+
+    [Theory]
+    [InlineData("\"context_acts\":[0,0.25,1.0625,0.123456,0]", "\"context_acts\":[0,0.25,1.0625,0.123456]", "5 context_tokens but 4 context_acts")]
+    [InlineData("\"index\":2,", "\"index\":5,", "index 5 is not a position of its 5 context tokens")]
+    [InlineData("\"index\":2,", "\"index\":-1,", "index -1 is not a position")]
+    [InlineData("\"counts\":[5,3,0,1]", "\"counts\":[5,3,0,1,7]", "5 counts but 5 edges")]
+    public void A_feature_line_the_pages_would_index_past_is_one_clear_error(string from, string to, string message)
+    {
+        // Read by the dashboard (TokenLine indexes context_acts by context token; histograms index edges by count) and
+        // by the Neuronpedia export: an inconsistent line is refused when the folder is read, naming file and line.
+        string path = Copy(["neuronpedia", "features"], FeatureReport.FeaturesFile);
+        string text = File.ReadAllText(path);
+        int at = text.IndexOf(from, StringComparison.Ordinal);
+        Assert.True(at >= 0);
+        File.WriteAllText(path, text[..at] + to + text[(at + from.Length)..]);
+        OneLine(Assert.Throws<SaeSharpException>(() => FeatureReport.Load(Path.GetDirectoryName(path)!)), path + ":1:", message);
+    }
 }
