@@ -103,4 +103,14 @@ public sealed class NewerReaderFindingsTests : IDisposable
         File.WriteAllText(path, text[..at] + to + text[(at + from.Length)..]);
         OneLine(Assert.Throws<SaeSharpException>(() => FeatureReport.Load(Path.GetDirectoryName(path)!)), path + ":1:", message);
     }
+
+    [Fact]
+    public void A_temporal_attention_layer_count_unlike_the_weights_is_refused_before_the_layers_are_built()
+    {
+        // Found by reading the code while adding Temporal_conf_yaml: the SAE built n_attn_layers attention layers before
+        // its weights were compared: two billion modules for this file.
+        string path = Copy(["temporal_sae", "tied_topk", "canrager", "layer_3", "temporal"], SaeLensConversions.TemporalConfigFile, Path.Combine(Guid.NewGuid().ToString("N"), "layer_3"));
+        File.WriteAllText(path, File.ReadAllText(path).Replace("n_attn_layers: 1", "n_attn_layers: 2000000000"));
+        OneLine(Assert.Throws<SaeSharpException>(() => SaeLensConversions.LoadTemporal(Path.GetDirectoryName(path)!)), path, "n_attn_layers=2000000000", "holds 1 attention layers");
+    }
 }
