@@ -113,4 +113,14 @@ public sealed class NewerReaderFindingsTests : IDisposable
         File.WriteAllText(path, File.ReadAllText(path).Replace("n_attn_layers: 1", "n_attn_layers: 2000000000"));
         OneLine(Assert.Throws<SaeSharpException>(() => SaeLensConversions.LoadTemporal(Path.GetDirectoryName(path)!)), path, "n_attn_layers=2000000000", "holds 1 attention layers");
     }
+
+    [Fact]
+    public void A_dictionary_learning_config_that_is_not_an_object_is_one_clear_error()
+    {
+        // scripts/fuzz.sh 60s, Dictionary_learning(config.json), seed 42-8rVYyZtV1: truncated to "{" and two bits flipped,
+        // the file is the JSON number 9, and reading "trainer" from it threw InvalidOperationException.
+        string path = Mutated(["dictionary_learning", "AutoEncoderTopK"], DictionaryLearning.ConfigFile,
+            "2@909446970:-908354314x36 2@55169479:-2858x4 0@1216883466:-455x43 0@1226052603:30x7");
+        OneLine(Assert.Throws<SaeSharpException>(() => DictionaryLearning.Load(Path.GetDirectoryName(path)!)), path, "expected a JSON object");
+    }
 }
