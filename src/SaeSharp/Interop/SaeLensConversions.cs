@@ -613,9 +613,9 @@ public static class SaeLensConversions
     private static double YamlDouble(YamlDotNet.RepresentationModel.YamlMappingNode yaml, string source, params string[] keys)
     {
         string s = YamlFields.RequiredStr(yaml, source, keys);
-        return double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out double v)
+        return double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out double v) && double.IsFinite(v)
             ? v
-            : throw new SaeSharpException($"{source}: '{string.Join(".", keys)}' is '{s}', expected a number");
+            : throw new SaeSharpException($"{source}: '{string.Join(".", keys)}' is '{s}', expected a finite number");
     }
 
     // ---- shared ----

@@ -123,4 +123,27 @@ public sealed class NewerReaderFindingsTests : IDisposable
             "2@909446970:-908354314x36 2@55169479:-2858x4 0@1216883466:-455x43 0@1226052603:30x7");
         OneLine(Assert.Throws<SaeSharpException>(() => DictionaryLearning.Load(Path.GetDirectoryName(path)!)), path, "expected a JSON object");
     }
+
+    [Theory]
+    [InlineData("4@24629359:0x5", "llm:\n  : 8\n")]
+    [InlineData("1@1329769649:2001818831x40 2@536744727:-40561445x25", "tied_weights: {rue\n")]
+    public void Malformed_yaml_that_YamlDotNet_reports_with_other_exceptions_is_one_clear_error(string mutations, string made)
+    {
+        // scripts/fuzz.sh, Temporal_conf_yaml: seed 5rBJishKNy-1 (deleting "dimin" left "  : 8" under llm:, which
+        // YamlDotNet reports with ArgumentException) and, replaying it, seed 3GiCMO9WNLd1 (a flow mapping "{rue" cut off
+        // by the end of the file: InvalidOperationException from its scanner). Every YAML reader goes through YamlFields.Load.
+        string path = Mutated(["temporal_sae", "tied_topk", "canrager", "layer_3", "temporal"], SaeLensConversions.TemporalConfigFile, mutations);
+        Assert.Contains(made, File.ReadAllText(path));
+        OneLine(Assert.Throws<SaeSharpException>(() => SaeLensConversions.LoadTemporal(Path.GetDirectoryName(path)!)), path, "invalid YAML");
+    }
+
+    [Fact]
+    public void A_temporal_scaling_factor_beyond_double_range_is_one_clear_error()
+    {
+        // scripts/fuzz.sh, Temporal_conf_yaml, seed 8QQifz1TegK1: "1e309" inserted after scaling_factor's 0.5 makes
+        // 0.51e309, infinity as a double, which the metadata's JSON could not hold (ArgumentException from JsonSerializer).
+        string path = Mutated(["temporal_sae", "tied_topk", "canrager", "layer_3", "temporal"], SaeLensConversions.TemporalConfigFile, "7@21834875:1x50");
+        Assert.Contains("scaling_factor: 0.51e309\n", File.ReadAllText(path));
+        OneLine(Assert.Throws<SaeSharpException>(() => SaeLensConversions.LoadTemporal(Path.GetDirectoryName(path)!)), path, "sae.scaling_factor", "expected a finite number");
+    }
 }
