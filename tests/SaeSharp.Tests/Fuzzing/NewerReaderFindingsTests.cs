@@ -26,9 +26,9 @@ public sealed class NewerReaderFindingsTests : IDisposable
 
     /// <summary><see cref="Copy"/>, then <paramref name="mutations"/> (FuzzTests' notation, KIND@POS:VALUExLEN, as a failing
     /// property prints them) applied to the file.</summary>
-    private string Mutated(string[] data, string file, string mutations)
+    private string Mutated(string[] data, string file, string mutations, string? folderName = null)
     {
-        string path = Copy(data, file);
+        string path = Copy(data, file, folderName);
         var ms = mutations.Split(' ').Select(m =>
         {
             var p = m.Split('@', ':', 'x');
@@ -142,7 +142,8 @@ public sealed class NewerReaderFindingsTests : IDisposable
     {
         // scripts/fuzz.sh, Temporal_conf_yaml, seed 8QQifz1TegK1: "1e309" inserted after scaling_factor's 0.5 makes
         // 0.51e309, infinity as a double, which the metadata's JSON could not hold (ArgumentException from JsonSerializer).
-        string path = Mutated(["temporal_sae", "tied_topk", "canrager", "layer_3", "temporal"], SaeLensConversions.TemporalConfigFile, "7@21834875:1x50");
+        string path = Mutated(["temporal_sae", "tied_topk", "canrager", "layer_3", "temporal"], SaeLensConversions.TemporalConfigFile, "7@21834875:1x50",
+            Path.Combine(Guid.NewGuid().ToString("N"), "layer_3"));
         Assert.Contains("scaling_factor: 0.51e309\n", File.ReadAllText(path));
         OneLine(Assert.Throws<SaeSharpException>(() => SaeLensConversions.LoadTemporal(Path.GetDirectoryName(path)!)), path, "sae.scaling_factor", "expected a finite number");
     }
