@@ -147,4 +147,21 @@ public sealed class NewerReaderFindingsTests : IDisposable
         Assert.Contains("scaling_factor: 0.51e309\n", File.ReadAllText(path));
         OneLine(Assert.Throws<SaeSharpException>(() => SaeLensConversions.LoadTemporal(Path.GetDirectoryName(path)!)), path, "sae.scaling_factor", "expected a finite number");
     }
+
+    [Theory]
+    [InlineData("7@29784:0x16", null)]                                     // fuzz.sh, seed b1QxmLTmhzo1: 10,000 brackets in "neuronpedia_id"
+    [InlineData(null, "\"hook\": \"../../../escaped\"")]                  // by hand: the same name leaving the output folder
+    public void A_neuronpedia_folder_name_that_is_not_one_folder_is_one_clear_error(string? mutations, string? hook)
+    {
+        // The export's folder is named {model_id}_{sae_set}_{hook}_{d_sae} from summary.json: the fuzzed neuronpedia_id
+        // gave an SAE set longer than a file name may be (PathTooLongException from Directory.CreateDirectory).
+        string path = mutations is null ? Copy(["neuronpedia", "features"], FeatureReport.SummaryFile)
+            : Mutated(["neuronpedia", "features"], FeatureReport.SummaryFile, mutations);
+        if (hook is not null) File.WriteAllText(path, File.ReadAllText(path).Replace("\"hook\": \"blocks.0.hook_resid_pre\"", hook));
+        string outDir = Path.Combine(_dir, "out");
+        var e = Assert.Throws<SaeSharpException>(() => NeuronpediaExport.Write(Path.GetDirectoryName(path)!, outDir));
+        OneLine(e, path, "is not a single folder name");
+        Assert.False(Directory.Exists(outDir));
+        Assert.False(Directory.Exists(Path.Combine(_dir, "escaped")));
+    }
 }
