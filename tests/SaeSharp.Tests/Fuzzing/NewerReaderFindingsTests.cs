@@ -1,5 +1,6 @@
 using SaeSharp.Analysis;
 using SaeSharp.Interop;
+using SaeSharp.Tests.Saes;
 using SaeSharp.Tests.Tokenizers;
 
 namespace SaeSharp.Tests.Fuzzing;
@@ -163,5 +164,19 @@ public sealed class NewerReaderFindingsTests : IDisposable
         OneLine(e, path, "is not a single folder name");
         Assert.False(Directory.Exists(outDir));
         Assert.False(Directory.Exists(Path.Combine(_dir, "escaped")));
+    }
+
+    [Fact]
+    public void A_circuit_tracer_config_yaml_that_YamlDotNet_cannot_scan_is_one_clear_error()
+    {
+        // scripts/fuzz.sh 60s, Clt_circuit_tracer_config_yaml, seed 81XXGfL_EIW1: "{eature_output_hook: …" (an unclosed
+        // flow mapping) made YamlDotNet's scanner throw InvalidOperationException.
+        string folder = Path.Combine(_dir, "clt");
+        CltReference.Random(layers: 2, features: 3, dModel: 2, seed: 1, threshold: false, skip: false).WriteCircuitTracer(folder, threshold: false);
+        string path = Path.Combine(folder, SaeLensConversions.CircuitTracerConfigFile);
+        File.WriteAllBytes(path, FuzzTests.Apply("model_name: gpt2\nfeature_input_hook: hook_resid_mid\nfeature_output_hook: hook_mlp_out\nscan: null\n"u8.ToArray(),
+            [new FuzzTests.Mutation(1, 1345927, 5, 27)]));
+        Assert.Contains("\n{eature_output_hook", File.ReadAllText(path));
+        OneLine(Assert.Throws<SaeSharpException>(() => CrossLayerTranscoderLoader.Load(folder)), path, "invalid YAML");
     }
 }
