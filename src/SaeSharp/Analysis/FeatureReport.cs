@@ -311,7 +311,8 @@ public sealed class FeatureReport
         return new FeatureStatistics
         {
             Feature = e.GetProperty("feature").GetInt32(),
-            Density = e.GetProperty("density").GetDouble(),
+            Density = e.GetProperty("density").GetDouble() is var density && density is >= 0 and <= 1 ? density
+                : throw new FormatException($"density {e.GetProperty("density").GetRawText()} is not a fraction from 0 to 1"),
             MaxActivation = e.GetProperty("max_activation").GetSingle(),
             MeanNonzero = e.GetProperty("mean_nonzero").GetDouble(),
             Firings = e.TryGetProperty("firings", out var fi) ? fi.GetInt64() : 0,

@@ -93,6 +93,7 @@ public sealed class NewerReaderFindingsTests : IDisposable
     [InlineData("\"index\":2,", "\"index\":5,", "index 5 is not a position of its 5 context tokens")]
     [InlineData("\"index\":2,", "\"index\":-1,", "index -1 is not a position")]
     [InlineData("\"counts\":[5,3,0,1]", "\"counts\":[5,3,0,1,7]", "5 counts but 5 edges")]
+    [InlineData("\"density\":0.0123456", "\"density\":1.5", "density 1.5 is not a fraction from 0 to 1")]
     public void A_feature_line_the_pages_would_index_past_is_one_clear_error(string from, string to, string message)
     {
         // Read by the dashboard (TokenLine indexes context_acts by context token; histograms index edges by count) and
@@ -178,5 +179,15 @@ public sealed class NewerReaderFindingsTests : IDisposable
             [new FuzzTests.Mutation(1, 1345927, 5, 27)]));
         Assert.Contains("\n{eature_output_hook", File.ReadAllText(path));
         OneLine(Assert.Throws<SaeSharpException>(() => CrossLayerTranscoderLoader.Load(folder)), path, "invalid YAML");
+    }
+
+    [Fact]
+    public void A_density_beyond_double_range_is_one_clear_error_not_an_endless_density_chart()
+    {
+        // scripts/fuzz.sh 60s, Feature_folders(features.jsonl), seed ddlkqyx428W1: "1e309" inserted into a density made
+        // 0.1e30907, read as infinity; the dashboard's density chart sized its bins by log10 of it (OutOfMemoryException).
+        string path = Mutated(["neuronpedia", "features"], FeatureReport.FeaturesFile, "7@362071:-1x18");
+        Assert.Contains("\"density\":0.1e30907,", File.ReadAllText(path));
+        OneLine(Assert.Throws<SaeSharpException>(() => FeatureReport.Load(Path.GetDirectoryName(path)!)), path + ":", "density 0.1e30907 is not a fraction");
     }
 }
