@@ -188,6 +188,17 @@ public sealed class NewerReaderFindingsTests : IDisposable
         // 0.1e30907, read as infinity; the dashboard's density chart sized its bins by log10 of it (OutOfMemoryException).
         string path = Mutated(["neuronpedia", "features"], FeatureReport.FeaturesFile, "7@362071:-1x18");
         Assert.Contains("\"density\":0.1e30907,", File.ReadAllText(path));
-        OneLine(Assert.Throws<SaeSharpException>(() => FeatureReport.Load(Path.GetDirectoryName(path)!)), path + ":", "density 0.1e30907 is not a fraction");
+        OneLine(Assert.Throws<SaeSharpException>(() => FeatureReport.Load(Path.GetDirectoryName(path)!)), path + ":", "0.1e30907 is not a finite number");
+    }
+
+    [Fact]
+    public void A_histogram_edge_beyond_double_range_is_one_clear_error()
+    {
+        // scripts/fuzz.sh 60s, Feature_folders(features.jsonl), seed cWxOv9iDFOd1: "1e309" inserted into a logit-histogram
+        // edge made -0.1e309238095, read as −infinity; the Neuronpedia export's bar positions refused it with
+        // ArgumentOutOfRangeException. Every number of a feature line must now be finite.
+        string path = Mutated(["neuronpedia", "features"], FeatureReport.FeaturesFile, "7@9393584:1x19");
+        Assert.Contains("-0.1e309238095,", File.ReadAllText(path));
+        OneLine(Assert.Throws<SaeSharpException>(() => FeatureReport.Load(Path.GetDirectoryName(path)!)), path + ":1:", "-0.1e309238095 is not a finite number");
     }
 }
