@@ -231,23 +231,34 @@ public sealed class FeatureReport
         if (File.Exists(tokensPath))
         {
             using var doc = ParseFile(tokensPath);
+            if (doc.RootElement.ValueKind != JsonValueKind.Object)
+                throw new SaeSharpException($"{tokensPath}: expected a JSON object of token id → display string");
             foreach (var p in doc.RootElement.EnumerateObject())
-                tokens[int.Parse(p.Name, CultureInfo.InvariantCulture)] = p.Value.GetString() ?? "";
+            {
+                if (!int.TryParse(p.Name, NumberStyles.None, CultureInfo.InvariantCulture, out int id))
+                    throw new SaeSharpException($"{tokensPath}: key \"{p.Name}\" is not a token id (a non-negative integer)");
+                if (p.Value.ValueKind != JsonValueKind.String)
+                    throw new SaeSharpException($"{tokensPath}: token {p.Name} is a JSON {p.Value.ValueKind}, expected its display string");
+                tokens[id] = p.Value.GetString()!;
+            }
         }
         var report = new FeatureReport { Features = features, TokenStrings = tokens };
         if (!File.Exists(summaryPath)) return report;
         using (var doc = ParseFile(summaryPath))
         {
             var r = doc.RootElement;
+            if (r.ValueKind != JsonValueKind.Object) throw new SaeSharpException($"{summaryPath}: expected a JSON object");
             string? S(string k) => r.TryGetProperty(k, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString() : null;
-            long L(string k) => r.TryGetProperty(k, out var v) && v.ValueKind == JsonValueKind.Number ? v.GetInt64() : 0;
+            long L(string k, long max = long.MaxValue) => !r.TryGetProperty(k, out var v) || v.ValueKind != JsonValueKind.Number ? 0
+                : v.TryGetInt64(out long n) && n >= 0 && n <= max ? n
+                : throw new SaeSharpException($"{summaryPath}: \"{k}\" is {v.GetRawText()}, expected a count from 0 to {max}");
             return new FeatureReport
             {
                 Features = features, TokenStrings = tokens, Tokens = L("tokens"), Windows = L("windows"),
                 Source = new FeatureSource
                 {
-                    Sae = S("sae"), Architecture = S("architecture"), DSae = (int)L("d_sae"), Model = S("model"), Hook = S("hook"),
-                    Dataset = S("dataset"), ContextSize = (int)L("context_size"),
+                    Sae = S("sae"), Architecture = S("architecture"), DSae = (int)L("d_sae", int.MaxValue), Model = S("model"), Hook = S("hook"),
+                    Dataset = S("dataset"), ContextSize = (int)L("context_size", int.MaxValue),
                     PrependBos = r.TryGetProperty("prepend_bos", out var pb) && pb.ValueKind == JsonValueKind.True,
                     NeuronpediaId = S("neuronpedia_id"),
                 },
@@ -269,29 +280,50 @@ public sealed class FeatureReport
 
     private static FeatureStatistics ReadFeature(JsonElement e)
     {
-        static ActivationExample Ex(JsonElement x) => new(
-            x.GetProperty("activation").GetSingle(), x.GetProperty("token").GetInt32(), x.GetProperty("index").GetInt32(),
-            x.GetProperty("context_tokens").EnumerateArray().Select(t => t.GetInt32()).ToArray(),
-            x.GetProperty("context_acts").EnumerateArray().Select(t => t.GetSingle()).ToArray(),
-            x.GetProperty("window").GetInt64(), x.GetProperty("position").GetInt32());
-        static Histogram H(JsonElement x) => new(
-            x.GetProperty("edges").EnumerateArray().Select(t => t.GetDouble()).ToArray(),
-            x.GetProperty("counts").EnumerateArray().Select(t => t.GetInt64()).ToArray());
+        // JSON has no NaN or infinity, but a literal beyond the type's range (1e309) reads as infinity: refused, as no
+        // report holds one (Save cannot write them) and the pages' scales and bar positions would be infinite.
+        static double D(JsonElement x) => x.GetDouble() is var v && double.IsFinite(v) ? v : throw new FormatException($"{x.GetRawText()} is not a finite number");
+        static float F(JsonElement x) => x.GetSingle() is var v && float.IsFinite(v) ? v : throw new FormatException($"{x.GetRawText()} is not a finite number");
+        // What the dashboard and the Neuronpedia export index by is checked here, so that a damaged line is one error
+        // naming it rather than an index out of range while pages are written.
+        static ActivationExample Ex(JsonElement x)
+        {
+            var example = new ActivationExample(
+                F(x.GetProperty("activation")), x.GetProperty("token").GetInt32(), x.GetProperty("index").GetInt32(),
+                x.GetProperty("context_tokens").EnumerateArray().Select(t => t.GetInt32()).ToArray(),
+                x.GetProperty("context_acts").EnumerateArray().Select(t => F(t)).ToArray(),
+                x.GetProperty("window").GetInt64(), x.GetProperty("position").GetInt32());
+            if (example.ContextActs.Length != example.ContextTokens.Length)
+                throw new FormatException($"an example has {example.ContextTokens.Length} context_tokens but {example.ContextActs.Length} context_acts");
+            if (example.Index < 0 || example.Index >= example.ContextTokens.Length)
+                throw new FormatException($"an example's index {example.Index} is not a position of its {example.ContextTokens.Length} context tokens");
+            return example;
+        }
+        static Histogram H(JsonElement x)
+        {
+            var h = new Histogram(
+                x.GetProperty("edges").EnumerateArray().Select(t => D(t)).ToArray(),
+                x.GetProperty("counts").EnumerateArray().Select(t => t.GetInt64()).ToArray());
+            if (h.Edges.Length != (h.Counts.Length == 0 ? 0 : h.Counts.Length + 1))
+                throw new FormatException($"a histogram has {h.Counts.Length} counts but {h.Edges.Length} edges (one more than counts expected)");
+            return h;
+        }
         static List<TokenValue> Tv(JsonElement e, string k) => e.TryGetProperty(k, out var a)
-            ? a.EnumerateArray().Select(t => new TokenValue(t.GetProperty("token").GetInt32(), t.GetProperty("value").GetSingle())).ToList() : [];
+            ? a.EnumerateArray().Select(t => new TokenValue(t.GetProperty("token").GetInt32(), F(t.GetProperty("value")))).ToList() : [];
         static List<Similarity> Sim(JsonElement e, string k, string key) => e.TryGetProperty(k, out var a)
-            ? a.EnumerateArray().Select(t => new Similarity(t.GetProperty(key).GetInt32(), t.GetProperty("cosine").GetSingle())).ToList() : [];
+            ? a.EnumerateArray().Select(t => new Similarity(t.GetProperty(key).GetInt32(), F(t.GetProperty("cosine")))).ToList() : [];
         return new FeatureStatistics
         {
             Feature = e.GetProperty("feature").GetInt32(),
-            Density = e.GetProperty("density").GetDouble(),
-            MaxActivation = e.GetProperty("max_activation").GetSingle(),
-            MeanNonzero = e.GetProperty("mean_nonzero").GetDouble(),
+            Density = D(e.GetProperty("density")) is var density && density is >= 0 and <= 1 ? density
+                : throw new FormatException($"density {e.GetProperty("density").GetRawText()} is not a fraction from 0 to 1"),
+            MaxActivation = F(e.GetProperty("max_activation")),
+            MeanNonzero = D(e.GetProperty("mean_nonzero")),
             Firings = e.TryGetProperty("firings", out var fi) ? fi.GetInt64() : 0,
             TopExamples = e.GetProperty("top_examples").EnumerateArray().Select(Ex).ToList(),
             Intervals = e.TryGetProperty("intervals", out var ivs)
-                ? ivs.EnumerateArray().Select(iv => new ActivationInterval(iv.GetProperty("lower").GetDouble(), iv.GetProperty("upper").GetDouble(),
-                    iv.GetProperty("count").GetInt64(), iv.GetProperty("share").GetDouble(), iv.GetProperty("samples").EnumerateArray().Select(Ex).ToList())).ToList()
+                ? ivs.EnumerateArray().Select(iv => new ActivationInterval(D(iv.GetProperty("lower")), D(iv.GetProperty("upper")),
+                    iv.GetProperty("count").GetInt64(), D(iv.GetProperty("share")), iv.GetProperty("samples").EnumerateArray().Select(Ex).ToList())).ToList()
                 : [],
             Histogram = e.TryGetProperty("histogram", out var h) ? H(h) : new Histogram([], []),
             TopLogits = Tv(e, "top_logits"),
@@ -300,7 +332,7 @@ public sealed class FeatureReport
             SimilarFeatures = Sim(e, "similar_features", "feature"),
             AlignedNeurons = Sim(e, "aligned_neurons", "neuron"),
             NeuronAlignment = e.TryGetProperty("neuron_alignment", out var na)
-                ? na.EnumerateArray().Select(a => new NeuronAlignment(a.GetProperty("neuron").GetInt32(), a.GetProperty("value").GetSingle(), a.GetProperty("l1").GetSingle())).ToList()
+                ? na.EnumerateArray().Select(a => new NeuronAlignment(a.GetProperty("neuron").GetInt32(), F(a.GetProperty("value")), F(a.GetProperty("l1")))).ToList()
                 : [],
         };
     }

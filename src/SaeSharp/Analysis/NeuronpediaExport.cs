@@ -79,7 +79,7 @@ public static class NeuronpediaExport
                 tokenString(id, i);
         }
 
-        string dir = Path.Combine(outDir, $"{target.ModelId}_{target.SaeSet}_{src.Hook}_{src.DSae}");
+        string dir = Path.Combine(outDir, FolderName($"{target.ModelId}_{target.SaeSet}_{src.Hook}_{src.DSae}", summaryPath));
         Directory.CreateDirectory(dir);
         var batches = FeatureBatches(report.Features.Count, options.FeaturesPerBatch);
         int start = 0;
@@ -297,6 +297,18 @@ public static class NeuronpediaExport
         Numbers(w, "values", e.ContextActs.Skip(start).Select(a => NpRound(PyRound(a, 4), 5)));
         w.WriteNumber("qualifying_token_index", e.Index - start);
         w.WriteEndObject();
+    }
+
+    /// <summary><paramref name="name"/> (the runner's <c>{model_id}_{sae_set}_{hook}_{d_sae}</c>, from the features
+    /// folder's summary.json and the options) when it is one folder name: no separators, not <c>.</c> or <c>..</c>, no
+    /// control characters, at most 255 bytes; else an error, so that a summary cannot send the export elsewhere.</summary>
+    private static string FolderName(string name, string summaryPath)
+    {
+        bool ok = name is not ("." or "..") && name.IndexOfAny(['/', '\\']) < 0 && !name.Any(char.IsControl)
+                  && System.Text.Encoding.UTF8.GetByteCount(name) <= 255;
+        return ok ? name : throw new SaeSharpException(
+            $"{summaryPath}: the export folder name \"{(name.Length > 80 ? name[..80] + "…" : name)}\" (model id, SAE set, hook and d_sae) " +
+            "is not a single folder name of at most 255 bytes without / or \\; give --model-id and --sae-set, or fix \"hook\"");
     }
 
     /// <summary>SAEDashboard's bar positions: <c>round(x, 5)</c> of <c>bin_edges[:-1] + bin_size / 2</c> (a float32

@@ -327,17 +327,18 @@ public static class DictionaryLearning
 
     static JsonObject ReadTrainerConfig(string configPath, out JsonObject? buffer)
     {
-        JsonNode? root;
+        JsonObject root;
         try
         {
-            root = IO.StrictJson.Parse(File.ReadAllText(configPath));
+            root = IO.StrictJson.Parse(File.ReadAllText(configPath)) as JsonObject
+                   ?? throw new SaeSharpException($"{configPath}: expected a JSON object (dictionary_learning's config.json).");
         }
         catch (JsonException e)
         {
             throw new SaeSharpException($"{configPath}: invalid JSON ({e.Message}).", e);
         }
-        buffer = root?["buffer"] as JsonObject;
-        return root?["trainer"] as JsonObject
+        buffer = root["buffer"] as JsonObject;
+        return root["trainer"] as JsonObject
             ?? throw new SaeSharpException($"{configPath}: no 'trainer' object (expected dictionary_learning's config.json).");
     }
 

@@ -558,6 +558,9 @@ public static class SaeLensConversions
         if (!layer.Success)
             throw new SaeSharpException($"{where}: no layer_<N> in the path (SAELens's temporal loader reads the layer from it)");
         double expFactor = YamlDouble(yaml, cfgPath, "sae", "exp_factor");
+        if (!(dIn > 0 && expFactor > 0 && dIn * expFactor <= int.MaxValue))
+            throw new SaeSharpException($"{cfgPath}: 'llm.dimin' {dIn} × 'sae.exp_factor' {expFactor.ToString(CultureInfo.InvariantCulture)} " +
+                "is not a positive number of latents that fits in an int");
         string? kval = YamlFields.Str(yaml, cfgPath, "sae", "kval_topk");
         string dtype = YamlFields.Str(yaml, cfgPath, "data", "dtype") ?? "float32";
         string tied = YamlFields.RequiredStr(yaml, cfgPath, "sae", "tied_weights");
@@ -610,9 +613,9 @@ public static class SaeLensConversions
     private static double YamlDouble(YamlDotNet.RepresentationModel.YamlMappingNode yaml, string source, params string[] keys)
     {
         string s = YamlFields.RequiredStr(yaml, source, keys);
-        return double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out double v)
+        return double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out double v) && double.IsFinite(v)
             ? v
-            : throw new SaeSharpException($"{source}: '{string.Join(".", keys)}' is '{s}', expected a number");
+            : throw new SaeSharpException($"{source}: '{string.Join(".", keys)}' is '{s}', expected a finite number");
     }
 
     // ---- shared ----

@@ -9,7 +9,8 @@ public static class SaeWeights
 {
     /// <summary>
     /// Refuses a config whose sizes do not match the weights before the SAE is built: <c>W_enc</c> must be
-    /// [d_in, d_sae] (where the architecture has one) and <c>W_dec</c> [d_sae, d_out], as every architecture stores them.
+    /// [d_in, d_sae] (where the architecture has one) and <c>W_dec</c> [d_sae, d_out], as every architecture stores them;
+    /// a temporal SAE's <c>n_attn_layers</c> must be the number of <c>attn_layers.&lt;i&gt;</c> present.
     /// </summary>
     public static void CheckDeclaredSizes(SaeConfig cfg, IReadOnlyDictionary<string, Tensor> weights, string cfgPath, string source)
     {
@@ -22,6 +23,14 @@ public static class SaeWeights
         }
         if (SaeArchitectures.Find(cfg.Architecture)?.HasEncoderWeights?.Invoke(cfg) ?? true) Expect("W_enc", [cfg.DIn, cfg.DSae]);
         Expect("W_dec", [cfg.DSae, cfg.DOutOrIn]);
+        // A temporal SAE builds n_attn_layers attention layers: a huge count would allocate (or loop) without bound.
+        if (cfg.Architecture == SaeArchitectures.Temporal && cfg.Extra?.GetValueOrDefault("n_attn_layers") is { ValueKind: System.Text.Json.JsonValueKind.Number } n
+            && n.TryGetInt64(out long layers))
+        {
+            int present = weights.Keys.Where(k => k.StartsWith("attn_layers.", StringComparison.Ordinal)).Select(k => k.Split('.')[1]).Distinct(StringComparer.Ordinal).Count();
+            if (layers != present)
+                throw new SaeSharpException($"{cfgPath}: n_attn_layers={layers} but {source} holds {present} attention layers (attn_layers.<i>.*)");
+        }
     }
 
     /// <summary>A new SAE of <paramref name="cfg"/> holding <paramref name="weights"/>: the config validated, its declared

@@ -18,8 +18,11 @@ internal static class YamlFields
             using var reader = new StringReader(File.ReadAllText(path));
             stream.Load(reader);
         }
-        catch (YamlException e)
+        catch (Exception e) when (e is YamlException or ArgumentException or InvalidOperationException)
         {
+            // YamlDotNet reports some malformed documents with other exceptions: a mapping entry with an empty key ("  : 8")
+            // with ArgumentException ("The current event is of an unsupported type"), a flow mapping cut off by the end
+            // of the file ("tied_weights: {rue\n…da") with InvalidOperationException from its scanner.
             throw new SaeSharpException($"{path}: invalid YAML ({e.Message})", e);
         }
         return stream.Documents.Count > 0 && stream.Documents[0].RootNode is YamlMappingNode m

@@ -25,7 +25,7 @@ namespace SaeSharp.Tests.Fuzzing;
 /// CsCheck shrinks it to a minimal mutation list. SAESHARP_FUZZ_ITER sets the iterations per reader (default 25 in
 /// the suite; scripts/fuzz.sh runs many more). Results are recorded in docs/fuzzing.md.
 /// </summary>
-public sealed class FuzzTests : IDisposable
+public sealed partial class FuzzTests : IDisposable
 {
     static readonly TimeSpan MaxCaseTime = TimeSpan.FromSeconds(20);
     const long MaxManagedBytes = 256L << 20;
@@ -66,7 +66,7 @@ public sealed class FuzzTests : IDisposable
     static readonly Gen<Mutation[]> Mutations =
         Gen.Select(Gen.Int[0, 7], Gen.Int[0, int.MaxValue], Gen.Int, Gen.Int[1, 64], (k, p, v, l) => new Mutation(k, p, v, l)).Array[1, 6];
 
-    static byte[] Apply(byte[] seed, Mutation[] mutations)
+    internal static byte[] Apply(byte[] seed, Mutation[] mutations)
     {
         var b = new List<byte>(seed);
         foreach (var m in mutations)
