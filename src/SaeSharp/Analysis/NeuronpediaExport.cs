@@ -79,6 +79,9 @@ public static class NeuronpediaExport
                 tokenString(id, i);
         }
 
+        if (options.ModelId is null && target.ModelId.Contains('/'))
+            throw new SaeSharpException($"{summaryPath}: the model \"{target.ModelId}\" is a Hugging Face path, not a Neuronpedia model id; " +
+                                        $"give --model-id (Neuronpedia's id, such as \"{target.ModelId[(target.ModelId.LastIndexOf('/') + 1)..]}\")");
         string dir = Path.Combine(outDir, FolderName($"{target.ModelId}_{target.SaeSet}_{src.Hook}_{src.DSae}", summaryPath));
         Directory.CreateDirectory(dir);
         var batches = FeatureBatches(report.Features.Count, options.FeaturesPerBatch);

@@ -167,6 +167,27 @@ public sealed class NewerReaderFindingsTests : IDisposable
         Assert.False(Directory.Exists(Path.Combine(_dir, "escaped")));
     }
 
+    /// <summary>A features folder of a model loaded by its Hugging Face path and no Neuronpedia id: the runner would nest
+    /// the export under <c>google/</c>; the export asks for Neuronpedia's model id and names the likely one, and with
+    /// <c>--model-id</c> it writes one folder.</summary>
+    [Fact]
+    public void A_hugging_face_model_path_without_a_neuronpedia_id_asks_for_the_model_id()
+    {
+        string path = Copy(["neuronpedia", "features"], FeatureReport.SummaryFile);
+        File.WriteAllText(path, File.ReadAllText(path).Replace("\"model\": \"gpt2\"", "\"model\": \"google/gemma-2-2b\"")
+                                                     .Replace("\"neuronpedia_id\": \"gpt2-small/0-res-jb\"", "\"neuronpedia_id\": null"));
+        string outDir = Path.Combine(_dir, "out");
+        var e = Assert.Throws<SaeSharpException>(() => NeuronpediaExport.Write(Path.GetDirectoryName(path)!, outDir,
+            new NeuronpediaExportOptions { NpSetName = "res-test" }));
+        OneLine(e, path, "is a Hugging Face path, not a Neuronpedia model id", "--model-id", "\"gemma-2-2b\"");
+        Assert.False(Directory.Exists(outDir));
+
+        string written = NeuronpediaExport.Write(Path.GetDirectoryName(path)!, outDir,
+            new NeuronpediaExportOptions { ModelId = "gemma-2-2b", NpSetName = "res-test" });
+        Assert.Equal(outDir, Path.GetDirectoryName(written));
+        Assert.StartsWith("gemma-2-2b_", Path.GetFileName(written), StringComparison.Ordinal);
+    }
+
     [Fact]
     public void A_circuit_tracer_config_yaml_that_YamlDotNet_cannot_scan_is_one_clear_error()
     {
