@@ -174,4 +174,42 @@ public class CrossCoderModelSourceTests : ModelTestBase
         Assert.Equal("crosscoder training: the source's rows have width 32 but the crosscoder reads 3 layers × 16 = 48",
             Assert.Throws<SaeSharpException>(() => CrossCoderTrainer.Train(three, src, new CrossCoderTrainerOptions { Steps = 1 }, 6)).Message);
     }
+    [Fact]
+    public void SaeTrainHarvestsTwoHooksOrTwoModelsAndRecordsThem()
+    {
+        var (b, c, data) = TwoModelsOneTokenizer();
+        string[] common = ["--dataset", data, "--context-size", "16", "--tokens", "400", "--arch", "batchtopk_crosscoder", "--k", "2", "--d-sae", "32",
+            "--batch-size", "32", "--steps", "6", "--eval-rows", "64"];
+        var diff = Sub("cc-diff");
+        var (exit, stdout, err) = CliRunner.Run(["train", "--model", b, "--diff-model", c, "--hook", "blocks.1.hook_resid_post", "--out", diff, .. common]);
+        Assert.True(exit == 0, err + stdout);
+        using (var cc = SaeSharp.Interop.CrossCoderFormat.Load(diff, out var sources))
+        {
+            Assert.Equal(2, cc.Cfg.NumLayers);
+            Assert.Equal(16, cc.Cfg.ActivationDim);
+            Assert.Equal(["blocks.1.hook_resid_post", "blocks.1.hook_resid_post"], sources.HookNames);
+            Assert.Equal([ModelLoader.NameOf(b), ModelLoader.NameOf(c)], sources.ModelNames);
+        }
+        var metrics = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(diff, "metrics.json")))!;
+        Assert.Equal(64, metrics["rows"]!.GetValue<long>());
+        Assert.Contains("steps", stdout);
+
+        var layers = Sub("cc-layers");
+        (exit, stdout, err) = CliRunner.Run(["train", "--model", b, "--hooks", "blocks.0.hook_resid_post,blocks.1.hook_resid_post", "--out", layers, .. common]);
+        Assert.True(exit == 0, err + stdout);
+        using (var cc = SaeSharp.Interop.CrossCoderFormat.Load(layers, out var sources))
+        {
+            Assert.Equal(["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"], sources.HookNames);
+            Assert.Equal([ModelLoader.NameOf(b)], sources.ModelNames);
+        }
+
+        // Bad requests named: no hooks, --hook beside --hooks, --diff-model without --model.
+        (exit, _, err) = CliRunner.Run(["train", "--model", b, "--out", Sub("x"), .. common]);
+        Assert.Contains("give --hooks A,B (the layer slots), or --hook H with --diff-model, with --model", err);
+        (exit, _, err) = CliRunner.Run(["train", "--model", b, "--hook", "blocks.0.hook_resid_post", "--hooks", "blocks.0.hook_resid_post,blocks.1.hook_resid_post", "--out", Sub("y"), .. common]);
+        Assert.Contains("give --hook (one hook, with --diff-model) or --hooks A,B, not both", err);
+        (exit, _, err) = CliRunner.Run("train", "--arch", "crosscoder", "--activations", "a.npy,b.npy", "--diff-model", c, "--out", Sub("z"));
+        Assert.NotEqual(0, exit);
+        Assert.Contains("--diff-model", err);
+    }
 }
