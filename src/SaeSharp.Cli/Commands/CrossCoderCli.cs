@@ -128,8 +128,12 @@ internal static class CrossCoderCli
             cc.eval();
             using var held = evalRows();
             var m = CrossCoderEvaluator.Evaluate(cc, held);
-            AtomicFile.WriteAllText(Path.Combine(r.Out, "metrics.json"), MetricsJson(m).ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+            var norms = CrossCoderDecoderNorms.Of(cc);
+            var json = MetricsJson(m);
+            json["decoder_norms"] = NormsJson(norms, SlotNames(sources, layers));
+            AtomicFile.WriteAllText(Path.Combine(r.Out, "metrics.json"), json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
             rows.AddRange(MetricRows(m));
+            rows.AddRange(NormRows(norms, SlotNames(sources, layers)));
         }
         Cli.WriteTable($"crosscoder → {r.Out}", rows);
         return 0;
@@ -163,17 +167,92 @@ internal static class CrossCoderCli
         };
     }
 
-    /// <summary><c>sae eval --sae CROSSCODER --activations FILE[,FILE...]</c>.</summary>
-    public static int Eval(string saePath, string activations, long? maxRows, string? json)
+    /// <summary>A short name per layer slot: the models when the slots differ by model only (model diffing), else the hooks
+    /// (with the model when slots differ in both), else "slot j".</summary>
+    internal static IReadOnlyList<string> SlotNames(CrossCoderSources sources, int layers)
     {
-        using var cc = CrossCoderFormat.Load(saePath);
+        var hooks = sources.HookNames is { } h && h.Count == layers ? h : null;
+        var models = sources.ModelNames is { } m && m.Count == layers ? m : null;
+        return Enumerable.Range(0, layers).Select(l =>
+            models is not null && (hooks is null || hooks.Distinct().Count() == 1) ? models[l]
+            : models is not null && hooks is not null ? $"{models[l]} {hooks[l]}"
+            : hooks?[l] ?? $"slot {l}").ToList();
+    }
+
+    /// <summary>The table rows of the decoder-norm numbers: for two slots, the latents in each band of the second slot's
+    /// Δnorm (only the first, shared, only the second) and the median decoder cosine of the shared ones; for more slots, the
+    /// latents specific to each slot.</summary>
+    private static IEnumerable<(string, string)> NormRows(CrossCoderDecoderNorms n, IReadOnlyList<string> names)
+    {
+        if (n.Bands.Count == 2)
+        {
+            var b = n.Bands[1];
+            yield return ($"only {names[0]} (Δnorm < {CrossCoderDecoderNorms.AbsentBelow})", Cli.Integer(b.Absent));
+            yield return ($"shared ({CrossCoderDecoderNorms.SharedFrom} ≤ Δnorm ≤ {CrossCoderDecoderNorms.SharedTo})", Cli.Integer(b.Shared));
+            yield return ($"only {names[1]} (Δnorm > {CrossCoderDecoderNorms.SpecificAbove})", Cli.Integer(b.Specific));
+            yield return ("other latents", Cli.Integer(b.Other));
+            var shared = Enumerable.Range(0, n.Cosine!.Length).Where(i => n.DeltaNorm[1][i] is >= CrossCoderDecoderNorms.SharedFrom and <= CrossCoderDecoderNorms.SharedTo)
+                .Select(i => n.Cosine[i]).Order().ToList();
+            if (shared.Count > 0) yield return ("decoder cosine of shared (median)", shared[shared.Count / 2].ToString("F3", CultureInfo.InvariantCulture));
+        }
+        else
+            foreach (var b in n.Bands) yield return ($"only {names[b.Slot]} (Δnorm > {CrossCoderDecoderNorms.SpecificAbove})", Cli.Integer(b.Specific));
+        if (n.ZeroDecoder > 0) yield return ("zero decoder", Cli.Integer(n.ZeroDecoder));
+    }
+
+    private static JsonObject NormsJson(CrossCoderDecoderNorms n, IReadOnlyList<string> names)
+    {
+        static JsonArray Values(IEnumerable<double> v) => new(v.Select(x => double.IsNaN(x) ? null : (JsonNode)JsonValue.Create(x)).ToArray());
+        var bands = new JsonArray();
+        foreach (var b in n.Bands)
+            bands.Add(new JsonObject { ["slot"] = b.Slot, ["absent"] = b.Absent, ["shared"] = b.Shared, ["specific"] = b.Specific, ["other"] = b.Other });
+        return new JsonObject
+        {
+            ["slots"] = new JsonArray(names.Select(x => (JsonNode)JsonValue.Create(x)).ToArray()),
+            ["band_edges"] = new JsonObject
+            {
+                ["absent_below"] = CrossCoderDecoderNorms.AbsentBelow, ["shared_from"] = CrossCoderDecoderNorms.SharedFrom,
+                ["shared_to"] = CrossCoderDecoderNorms.SharedTo, ["specific_above"] = CrossCoderDecoderNorms.SpecificAbove,
+            },
+            ["bands"] = bands,
+            ["zero_decoder"] = n.ZeroDecoder,
+            ["relative_norm"] = new JsonArray(n.RelativeNorm.Select(r => (JsonNode)Values(r)).ToArray()),
+            ["delta_norm"] = new JsonArray(n.DeltaNorm.Select(r => (JsonNode)Values(r)).ToArray()),
+            ["cosine"] = n.Cosine is { } c ? Values(c) : null,
+        };
+    }
+
+    /// <summary>Writes the last slot's relative-decoder-norm histogram to <paramref name="png"/>.</summary>
+    private static void SaveNormHistogram(string png, CrossCoderDecoderNorms n, IReadOnlyList<string> names)
+    {
+        int last = names.Count - 1;
+        string others = names.Count == 2 ? names[0] : "the other slots";
+        var bytes = n.RenderHistogram(last, names[last], others);
+        AtomicFile.Write(png, st => st.Write(bytes));
+        Console.WriteLine($"relative decoder norm histogram: {png}");
+    }
+
+    /// <summary><c>sae eval --sae CROSSCODER --activations FILE[,FILE...]</c>: the reconstruction metrics and the decoder-norm
+    /// numbers of model diffing (<see cref="CrossCoderDecoderNorms"/>); the histogram PNG goes to <paramref name="histogram"/>,
+    /// else beside <paramref name="json"/>.</summary>
+    public static int Eval(string saePath, string activations, long? maxRows, string? json, string? histogram = null)
+    {
+        using var cc = CrossCoderFormat.Load(saePath, out var sources);
         cc.eval();
         using var x = CrossCoderActivations.Load(SplitPaths(activations), maxRows);
         if (x.shape[1] != cc.Cfg.NumLayers || x.shape[2] != cc.Cfg.ActivationDim)
             throw new SaeSharpException($"{activations}: activations [{string.Join(", ", x.shape)}] do not fit {saePath} (num_layers {cc.Cfg.NumLayers}, activation_dim {cc.Cfg.ActivationDim})");
         var m = CrossCoderEvaluator.Evaluate(cc, x);
-        if (json is not null) AtomicFile.WriteAllText(json, MetricsJson(m).ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
-        Cli.WriteTable(saePath, MetricRows(m));
+        var norms = CrossCoderDecoderNorms.Of(cc);
+        var names = SlotNames(sources, cc.Cfg.NumLayers);
+        if (json is not null)
+        {
+            var o = MetricsJson(m);
+            o["decoder_norms"] = NormsJson(norms, names);
+            AtomicFile.WriteAllText(json, o.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        }
+        if ((histogram ?? (json is null ? null : Path.ChangeExtension(json, null) + "_relative_decoder_norm.png")) is { } png) SaveNormHistogram(png, norms, names);
+        Cli.WriteTable(saePath, MetricRows(m).Concat(NormRows(norms, names)));
         return 0;
     }
 
