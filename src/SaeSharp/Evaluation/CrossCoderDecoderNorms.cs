@@ -107,8 +107,13 @@ public sealed record CrossCoderDecoderNorms(double[][] RelativeNorm, double[][] 
         return counts;
     }
 
-    /// <summary>A PNG of slot <paramref name="slot"/>'s relative-norm histogram (Anthropic's figure), bars coloured by
-    /// where their relative norm lies: blue near 0 (the other slots), grey near ½ (shared), orange near 1 (this slot).</summary>
+    /// <summary>Δnorm as a function of the relative norm r = n_j / (n_j + m): r / (2(1 − r)) up to ½, then 1 − (1 − r) / (2r).
+    /// So the bands' edges 0.1, 0.4, 0.6, 0.9 of Δnorm are r = 1/6, 4/9, 5/9, 5/6.</summary>
+    public static double DeltaOfRelative(double r) => r <= 0.5 ? r / (2 * (1 - r)) : 1 - (1 - r) / (2 * r);
+
+    /// <summary>A PNG of slot <paramref name="slot"/>'s relative-norm histogram (Anthropic's figure), each bar coloured by the
+    /// Δnorm band of its midpoint (<see cref="DeltaOfRelative"/>): blue only the other slots, grey shared, orange only this
+    /// slot, olive the rest.</summary>
     public byte[] RenderHistogram(int slot, string slotName, string otherName, int bins = 50)
     {
         var counts = RelativeNormHistogram(slot, bins);
@@ -116,10 +121,11 @@ public sealed record CrossCoderDecoderNorms(double[][] RelativeNorm, double[][] 
         for (int b = 0; b < bins; b++)
         {
             double lo = (double)b / bins, hi = (double)(b + 1) / bins, mid = (lo + hi) / 2;
-            string color = mid < 0.2 ? "#1f77b4" : mid > 0.8 ? "#ff7f0e" : mid >= 0.4 && mid <= 0.6 ? "#7f7f7f" : "#bcbd22";
+            double dn = DeltaOfRelative(mid);
+            string color = dn < AbsentBelow ? "#1f77b4" : dn > SpecificAbove ? "#ff7f0e" : dn >= SharedFrom && dn <= SharedTo ? "#7f7f7f" : "#bcbd22";
             bars.Add(new HistogramBar(lo, hi, counts[b], color));
         }
-        return HistogramPlot.Render(bars, $"Relative decoder norm ‖{slotName}‖ / Σ (0: {otherName} only, 1: {slotName} only)",
-            "relative decoder norm", "latents (log scale)", logY: true);
+        return HistogramPlot.Render(bars, $"Relative decoder norm of {slotName}",
+            $"0: only {otherName} · ½: shared · 1: only {slotName}", "latents (log scale)", logY: true, width: 800);
     }
 }

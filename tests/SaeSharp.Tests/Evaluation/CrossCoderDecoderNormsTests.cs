@@ -76,6 +76,12 @@ public sealed class CrossCoderDecoderNormsTests : IDisposable
         Assert.Equal(0.5, n.DeltaNorm[2][0], 12);
         Assert.Equal(0.25, n.RelativeNorm[0][0], 12);
         Assert.Equal(1.0 / 6, n.DeltaNorm[0][0], 12);
+        // Δnorm from the relative norm at the band edges: r = 1/6, 4/9, 5/9, 5/6 ↔ 0.1, 0.4, 0.6, 0.9.
+        Assert.Equal(0.1, CrossCoderDecoderNorms.DeltaOfRelative(1.0 / 6), 12);
+        Assert.Equal(0.4, CrossCoderDecoderNorms.DeltaOfRelative(4.0 / 9), 12);
+        Assert.Equal(0.6, CrossCoderDecoderNorms.DeltaOfRelative(5.0 / 9), 12);
+        Assert.Equal(0.9, CrossCoderDecoderNorms.DeltaOfRelative(5.0 / 6), 12);
+        Assert.Equal(n.DeltaNorm[0][0], CrossCoderDecoderNorms.DeltaOfRelative(n.RelativeNorm[0][0]), 12);
     }
 
     [Fact]
