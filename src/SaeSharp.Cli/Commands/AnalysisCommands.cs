@@ -68,8 +68,12 @@ internal static class AnalysisCommands
             OutputGuard.RefuseReplacingInput("--out", parse.GetValue(output)!,
                 [FeatureReport.FeaturesFile, FeatureReport.SummaryFile, FeatureReport.TokensFile, "histograms"], inputs);
             if (parse.GetValue(html) is { } htmlDir) OutputGuard.RefuseReplacingInput("--html", htmlDir, DashboardWriter.Entries, inputs);
+            bool crosscoder = CrossCoderFormat.IsCrossCoderPath(saePath);
             int dSae;
-            using (var probe = SaeLoader.Load(saePath)) dSae = probe.Cfg.DSae;
+            if (crosscoder)
+                using (var probe = CrossCoderFormat.Load(saePath)) dSae = probe.Cfg.DictSize;
+            else
+                using (var probe = SaeLoader.Load(saePath)) dSae = probe.Cfg.DSae;
             var (excludeSpecial, excludeTokenIds) = ModelDataOptionsCli.ReadExclusion(parse, exclude, excludeIds);
             var data = new ModelDataOptions
             {
@@ -86,7 +90,11 @@ internal static class AnalysisCommands
                     TopExamples = parse.GetValue(top), Context = parse.GetValue(context), Intervals = parse.GetValue(intervals), Seed = parse.GetValue(seed),
                 },
             };
-            var report = RunWithProgress(saePath, data, options);
+            var report = crosscoder
+                ? CliProgress.Run<FeatureProgress, FeatureReport>("features", null,
+                    progress => AnalysisPipeline.CrossCoderFeatures(saePath, data, progress is null ? options : options with { Progress = progress.Report }),
+                    p => (p.Tokens, p.TotalTokens, CliProgress.Describe("features", new WorkProgress("tokens", p.Tokens, p.TotalTokens, p.Elapsed))), null)
+                : RunWithProgress(saePath, data, options);
             string outDir = parse.GetValue(output)!;
             report.Save(outDir);
             int dead = report.Features.Count(f => f.Firings == 0);

@@ -5,6 +5,8 @@ using SaeSharp.Activations;
 using SaeSharp.Evaluation;
 using SaeSharp.IO;
 using SaeSharp.Interop;
+using SaeSharp.Models;
+using SaeSharp.Pipelines;
 using SaeSharp.Saes;
 using SaeSharp.Training;
 using static TorchSharp.torch;
@@ -16,7 +18,13 @@ internal static class CrossCoderCli
 {
     /// <summary>What <c>sae train --arch crosscoder|batchtopk_crosscoder</c> was given.</summary>
     internal sealed record TrainRequest(string Arch, IReadOnlyList<string> Activations, string Out, bool Force, int? DictSize, int? Expansion,
-        int? K, double? L1, double? Lr, int BatchSize, long Steps, long Seed, long? WarmupSteps, long? EvalRows, IReadOnlyList<string>? Hooks);
+        int? K, double? L1, double? Lr, int BatchSize, long? Steps, long Seed, long? WarmupSteps, long? EvalRows, IReadOnlyList<string>? Hooks)
+    {
+        /// <summary>Train from this model run (at <see cref="Hooks"/>) instead of <see cref="Activations"/>.</summary>
+        public ModelDataOptions? Model { get; init; }
+        /// <summary>Model diffing: this model folder runs on the same windows at the same hooks (slots after the model's).</summary>
+        public string? DiffModel { get; init; }
+    }
 
     public static bool IsCrossCoderArch(string? arch) => arch is CrossCoder.ArchitectureName or CrossCoder.BatchTopKArchitectureName;
 
@@ -31,6 +39,7 @@ internal static class CrossCoderCli
         if (topK && r.K is null) throw new SaeSharpException("--arch batchtopk_crosscoder needs --k");
         if (!topK && r.K is not null) throw new SaeSharpException("--k is for --arch batchtopk_crosscoder; the L1 crosscoder's sparsity is set by --l1 (l1_penalty)");
         if (topK && r.L1 is not null) throw new SaeSharpException("--l1 is for --arch crosscoder; batchtopk_crosscoder's sparsity is set by --k");
+        if (r.Model is not null) return TrainFromModel(r, r.Model, topK);
         using var data = CrossCoderActivations.LoadWithSources(r.Activations);
         var all = data.X;
         long n = all.shape[0];
@@ -41,6 +50,54 @@ internal static class CrossCoderCli
         long evalRows = Math.Min(r.EvalRows ?? 16384, n / 10);
         using var train = all.narrow(0, 0, n - evalRows);
         using var held = all.narrow(0, n - evalRows, evalRows);
+        var sources = new CrossCoderSources
+        {
+            HookNames = r.Hooks ?? (data.Hooks.All(h => h is not null) ? data.Hooks.Select(h => h!).ToList() : null),
+            ModelNames = data.Models.All(m => m is not null) ? data.Models.Distinct().Select(m => m!).ToList() is { Count: 1 } one ? one : data.Models.Select(m => m!).ToList() : null,
+        };
+        long steps = r.Steps ?? 1000;
+        return TrainAndSave(r, topK, layers, d, steps, sources, (cc, options, onStep) => CrossCoderTrainer.Train(cc, train, options, r.BatchSize, r.Seed, onStep),
+            evalRows > 0 ? () => held.alias() : null);
+    }
+
+    /// <summary><c>sae train --arch crosscoder --model M [--diff-model M2] --hooks A,B --dataset D</c>: streamed from the model
+    /// runs through the shuffle buffer (<see cref="ModelPipeline.OpenCrossCoderSource"/>); metrics.json from the first
+    /// --eval-rows tokens of the dataset, harvested again in order (as <c>sae train --model</c>'s in-model evaluation, not held out).</summary>
+    private static int TrainFromModel(TrainRequest r, ModelDataOptions data, bool topK)
+    {
+        var hooks = r.Hooks!;
+        IReadOnlyList<string>? others = r.DiffModel is { } dm ? [dm] : null;
+        // --steps, else --tokens / --batch-size, else 1000; the dataset is read again from its start when it runs out
+        // before the steps (unless --tokens caps the tokens read).
+        long steps = r.Steps ?? (data.Tokens is long t ? Math.Max(1, t / r.BatchSize) : 1000);
+        using var source = ModelPipeline.OpenCrossCoderSource(data with { Epochs = 0 }, hooks, others, seed: (ulong)r.Seed);
+        int layers = source.Spec.LayerHooks!.Count, d = source.SlotWidth;
+        var modelNames = new List<string> { ModelLoader.NameOf(data.ModelPath) };
+        if (r.DiffModel is { } diff) modelNames.Add(ModelLoader.NameOf(diff));
+        var sources = new CrossCoderSources
+        {
+            HookNames = source.Spec.LayerHooks,
+            ModelNames = modelNames.Count == 1 ? modelNames : source.Spec.LayerModels!.Select(m => modelNames[m]).ToList(),
+        };
+        long evalRows = r.EvalRows ?? 16384;
+        return TrainAndSave(r, topK, layers, d, steps, sources, (cc, options, onStep) => CrossCoderTrainer.Train(cc, source, options, r.BatchSize, onStep),
+            () =>
+            {
+                int positions = ModelPipeline.TrainingContextSize(data.ContextSize ?? 128, data.SeqposSlice);
+                using var eval = ModelPipeline.OpenCrossCoderSource(data with { Tokens = Math.Max(positions, evalRows), Epochs = 1, ActivationsMixingFraction = 0 }, hooks, others);
+                var parts = new List<Tensor>();
+                while (eval.Next(4096) is { } b) parts.Add(b.Input);
+                var x = cat(parts, 0);
+                foreach (var p in parts) p.Dispose();
+                using var all = x.view(x.shape[0], layers, d);
+                x.Dispose();
+                return all.narrow(0, 0, Math.Min(evalRows, all.shape[0]));
+            });
+    }
+
+    private static int TrainAndSave(TrainRequest r, bool topK, int layers, int d, long steps, CrossCoderSources sources,
+        Func<CrossCoder, CrossCoderTrainerOptions, Action<CrossCoderStepLog>, IReadOnlyList<CrossCoderStepLog>> train, Func<Tensor>? evalRows)
+    {
         int dictSize = r.DictSize ?? (r.Expansion ?? 8) * d;
         var cfg = new CrossCoderConfig { ActivationDim = d, DictSize = dictSize, NumLayers = layers, K = r.K };
         using var cc = new CrossCoder(cfg);
@@ -48,19 +105,15 @@ internal static class CrossCoderCli
         using (var g = new Generator((ulong)r.Seed)) cc.InitializeWeights(g, normInitScale);
         var options = new CrossCoderTrainerOptions
         {
-            Steps = r.Steps, Lr = r.Lr, L1Penalty = r.L1 ?? 0.1,
-            WarmupSteps = r.WarmupSteps ?? Math.Min(1000, r.Steps / 10),
-            ThresholdStartStep = Math.Min(1000, r.Steps / 2),
+            Steps = steps, Lr = r.Lr, L1Penalty = r.L1 ?? 0.1,
+            WarmupSteps = r.WarmupSteps ?? Math.Min(1000, steps / 10),
+            ThresholdStartStep = Math.Min(1000, steps / 2),
         };
-        var logs = CliProgress.Run<CrossCoderStepLog, IReadOnlyList<CrossCoderStepLog>>("train", r.Steps,
-            progress => CrossCoderTrainer.Train(cc, train, options, r.BatchSize, r.Seed, log => progress?.Report(log)),
-            log => (log.Step + 1, r.Steps, string.Create(CultureInfo.InvariantCulture, $"train {r.Arch}: step {log.Step + 1}/{r.Steps}, loss {log.Loss:G4}, L0 {log.L0:F1}")),
+        var logs = CliProgress.Run<CrossCoderStepLog, IReadOnlyList<CrossCoderStepLog>>("train", steps,
+            progress => train(cc, options, log => progress?.Report(log)),
+            log => (log.Step + 1, steps, string.Create(CultureInfo.InvariantCulture, $"train {r.Arch}: step {log.Step + 1}/{steps}, loss {log.Loss:G4}, L0 {log.L0:F1}")),
             plainLine: null);
-        var sources = new CrossCoderSources
-        {
-            HookNames = r.Hooks ?? (data.Hooks.All(h => h is not null) ? data.Hooks.Select(h => h!).ToList() : null),
-            ModelNames = data.Models.All(m => m is not null) ? data.Models.Distinct().Select(m => m!).ToList() is { Count: 1 } one ? one : data.Models.Select(m => m!).ToList() : null,
-        };
+        if (logs.Count == 0) throw new SaeSharpException("crosscoder training: the data gave no batch");
         CrossCoderFormat.Save(cc, r.Out, sources, normInitScale);
         var last = logs[^1];
         var rows = new List<(string, string)>
@@ -70,12 +123,17 @@ internal static class CrossCoderCli
             ("lr", options.Lr?.ToString("G4", CultureInfo.InvariantCulture) ?? "default"),
             ("final loss", last.Loss.ToString("G5", CultureInfo.InvariantCulture)), ("final L0", last.L0.ToString("F2", CultureInfo.InvariantCulture)),
         };
-        if (evalRows > 0)
+        if (evalRows is not null)
         {
             cc.eval();
+            using var held = evalRows();
             var m = CrossCoderEvaluator.Evaluate(cc, held);
-            AtomicFile.WriteAllText(Path.Combine(r.Out, "metrics.json"), MetricsJson(m).ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+            var norms = CrossCoderDecoderNorms.Of(cc);
+            var json = MetricsJson(m);
+            json["decoder_norms"] = NormsJson(norms, SlotNames(sources, layers));
+            AtomicFile.WriteAllText(Path.Combine(r.Out, "metrics.json"), json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
             rows.AddRange(MetricRows(m));
+            rows.AddRange(NormRows(norms, SlotNames(sources, layers)));
         }
         Cli.WriteTable($"crosscoder → {r.Out}", rows);
         return 0;
@@ -109,17 +167,92 @@ internal static class CrossCoderCli
         };
     }
 
-    /// <summary><c>sae eval --sae CROSSCODER --activations FILE[,FILE...]</c>.</summary>
-    public static int Eval(string saePath, string activations, long? maxRows, string? json)
+    /// <summary>A short name per layer slot: the models when the slots differ by model only (model diffing), else the hooks
+    /// (with the model when slots differ in both), else "slot j".</summary>
+    internal static IReadOnlyList<string> SlotNames(CrossCoderSources sources, int layers)
     {
-        using var cc = CrossCoderFormat.Load(saePath);
+        var hooks = sources.HookNames is { } h && h.Count == layers ? h : null;
+        var models = sources.ModelNames is { } m && m.Count == layers ? m : null;
+        return Enumerable.Range(0, layers).Select(l =>
+            models is not null && (hooks is null || hooks.Distinct().Count() == 1) ? models[l]
+            : models is not null && hooks is not null ? $"{models[l]} {hooks[l]}"
+            : hooks?[l] ?? $"slot {l}").ToList();
+    }
+
+    /// <summary>The table rows of the decoder-norm numbers: for two slots, the latents in each band of the second slot's
+    /// Δnorm (only the first, shared, only the second) and the median decoder cosine of the shared ones; for more slots, the
+    /// latents specific to each slot.</summary>
+    private static IEnumerable<(string, string)> NormRows(CrossCoderDecoderNorms n, IReadOnlyList<string> names)
+    {
+        if (n.Bands.Count == 2)
+        {
+            var b = n.Bands[1];
+            yield return ($"only {names[0]} (Δnorm < {CrossCoderDecoderNorms.AbsentBelow})", Cli.Integer(b.Absent));
+            yield return ($"shared ({CrossCoderDecoderNorms.SharedFrom} ≤ Δnorm ≤ {CrossCoderDecoderNorms.SharedTo})", Cli.Integer(b.Shared));
+            yield return ($"only {names[1]} (Δnorm > {CrossCoderDecoderNorms.SpecificAbove})", Cli.Integer(b.Specific));
+            yield return ("other latents", Cli.Integer(b.Other));
+            var shared = Enumerable.Range(0, n.Cosine!.Length).Where(i => n.DeltaNorm[1][i] is >= CrossCoderDecoderNorms.SharedFrom and <= CrossCoderDecoderNorms.SharedTo)
+                .Select(i => n.Cosine[i]).Order().ToList();
+            if (shared.Count > 0) yield return ("decoder cosine of shared (median)", shared[shared.Count / 2].ToString("F3", CultureInfo.InvariantCulture));
+        }
+        else
+            foreach (var b in n.Bands) yield return ($"only {names[b.Slot]} (Δnorm > {CrossCoderDecoderNorms.SpecificAbove})", Cli.Integer(b.Specific));
+        if (n.ZeroDecoder > 0) yield return ("zero decoder", Cli.Integer(n.ZeroDecoder));
+    }
+
+    private static JsonObject NormsJson(CrossCoderDecoderNorms n, IReadOnlyList<string> names)
+    {
+        static JsonArray Values(IEnumerable<double> v) => new(v.Select(x => double.IsNaN(x) ? null : (JsonNode)JsonValue.Create(x)).ToArray());
+        var bands = new JsonArray();
+        foreach (var b in n.Bands)
+            bands.Add(new JsonObject { ["slot"] = b.Slot, ["absent"] = b.Absent, ["shared"] = b.Shared, ["specific"] = b.Specific, ["other"] = b.Other });
+        return new JsonObject
+        {
+            ["slots"] = new JsonArray(names.Select(x => (JsonNode)JsonValue.Create(x)).ToArray()),
+            ["band_edges"] = new JsonObject
+            {
+                ["absent_below"] = CrossCoderDecoderNorms.AbsentBelow, ["shared_from"] = CrossCoderDecoderNorms.SharedFrom,
+                ["shared_to"] = CrossCoderDecoderNorms.SharedTo, ["specific_above"] = CrossCoderDecoderNorms.SpecificAbove,
+            },
+            ["bands"] = bands,
+            ["zero_decoder"] = n.ZeroDecoder,
+            ["relative_norm"] = new JsonArray(n.RelativeNorm.Select(r => (JsonNode)Values(r)).ToArray()),
+            ["delta_norm"] = new JsonArray(n.DeltaNorm.Select(r => (JsonNode)Values(r)).ToArray()),
+            ["cosine"] = n.Cosine is { } c ? Values(c) : null,
+        };
+    }
+
+    /// <summary>Writes the last slot's relative-decoder-norm histogram to <paramref name="png"/>.</summary>
+    private static void SaveNormHistogram(string png, CrossCoderDecoderNorms n, IReadOnlyList<string> names)
+    {
+        int last = names.Count - 1;
+        string others = names.Count == 2 ? names[0] : "the other slots";
+        var bytes = n.RenderHistogram(last, names[last], others);
+        AtomicFile.Write(png, st => st.Write(bytes));
+        Console.WriteLine($"relative decoder norm histogram: {png}");
+    }
+
+    /// <summary><c>sae eval --sae CROSSCODER --activations FILE[,FILE...]</c>: the reconstruction metrics and the decoder-norm
+    /// numbers of model diffing (<see cref="CrossCoderDecoderNorms"/>); the histogram PNG goes to <paramref name="histogram"/>,
+    /// else beside <paramref name="json"/>.</summary>
+    public static int Eval(string saePath, string activations, long? maxRows, string? json, string? histogram = null)
+    {
+        using var cc = CrossCoderFormat.Load(saePath, out var sources);
         cc.eval();
         using var x = CrossCoderActivations.Load(SplitPaths(activations), maxRows);
         if (x.shape[1] != cc.Cfg.NumLayers || x.shape[2] != cc.Cfg.ActivationDim)
             throw new SaeSharpException($"{activations}: activations [{string.Join(", ", x.shape)}] do not fit {saePath} (num_layers {cc.Cfg.NumLayers}, activation_dim {cc.Cfg.ActivationDim})");
         var m = CrossCoderEvaluator.Evaluate(cc, x);
-        if (json is not null) AtomicFile.WriteAllText(json, MetricsJson(m).ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
-        Cli.WriteTable(saePath, MetricRows(m));
+        var norms = CrossCoderDecoderNorms.Of(cc);
+        var names = SlotNames(sources, cc.Cfg.NumLayers);
+        if (json is not null)
+        {
+            var o = MetricsJson(m);
+            o["decoder_norms"] = NormsJson(norms, names);
+            AtomicFile.WriteAllText(json, o.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        }
+        if ((histogram ?? (json is null ? null : Path.ChangeExtension(json, null) + "_relative_decoder_norm.png")) is { } png) SaveNormHistogram(png, norms, names);
+        Cli.WriteTable(saePath, MetricRows(m).Concat(NormRows(norms, names)));
         return 0;
     }
 

@@ -38,7 +38,7 @@ internal static class SaeCommands
         var activations = new Option<string?>("--activations") { Description = "Activation file or folder [N, d_in]" };
         var groundTruth = new Option<string?>("--ground-truth") { Description = "features.safetensors of synthetic data (adds mmcs, recovered_fraction and SAELens's synthetic-data metrics: mcc, uniqueness, ...)" };
         var json = new Option<string?>("--json") { Description = "Write the metrics as JSON here" };
-        var histogram = new Option<string?>("--histogram") { Description = "Write the log10 feature-density histogram PNG here (default: beside --json)" };
+        var histogram = new Option<string?>("--histogram") { Description = "Write the log10 feature-density histogram PNG here (a crosscoder: the relative decoder norm histogram; default: beside --json)" };
         var maxRows = new Option<long?>("--max-rows") { Description = "Evaluate at most this many rows" }.Positive();
         var arch = ArchOption();
         var command = new Command("eval", "Evaluate SAEs on activations (MSE, L0, FVU, dead features) or inside a model (% CE loss recovered, KL)")
@@ -67,8 +67,8 @@ internal static class SaeCommands
             if (saes.Length != 1) throw new SaeSharpException("evaluation on an activation file takes one --sae");
             if (CrossCoderFormat.IsCrossCoderPath(saes[0]))
             {
-                Cli.RefuseGiven(parse, "for SAEs; a crosscoder is evaluated per layer and in total (MSE, explained variance, FVU, L0, dead latents)", groundTruth, histogram, arch);
-                return CrossCoderCli.Eval(saes[0], activationPath, parse.GetValue(maxRows), parse.GetValue(json));
+                Cli.RefuseGiven(parse, "for SAEs; a crosscoder is evaluated per layer and in total (MSE, explained variance, FVU, L0, dead latents) with its decoder norms", groundTruth, arch);
+                return CrossCoderCli.Eval(saes[0], activationPath, parse.GetValue(maxRows), parse.GetValue(json), parse.GetValue(histogram));
             }
             using var model = SaeLoader.Load(saes[0], LoadOptions(parse, arch));
             model.eval();

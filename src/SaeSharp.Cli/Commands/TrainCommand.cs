@@ -39,11 +39,12 @@ internal static class TrainCommand
         };
         var hookHeadIndex = new Option<int?>("--hook-head-index") { Description = "With --model: train on this head of an attention hook (attn.hook_z, hook_q, hook_k, hook_v; SAELens hook_head_index)" }.NonNegative();
         var warmupSteps = new Option<long?>("--warmup-steps") { Description = "crosscoder, batchtopk_crosscoder: linear lr warm-up steps (the fork's warmup_steps; default min(1000, steps/10))" }.NonNegative();
-        var hooks = new Option<string?>("--hooks") { Description = "crosscoder, batchtopk_crosscoder: the hook of each layer slot of --activations, comma-separated (recorded with the weights)" };
+        var hooks = new Option<string?>("--hooks") { Description = "crosscoder, batchtopk_crosscoder: the hooks of the layer slots, comma-separated: harvested from --model, or naming the slots of --activations (recorded with the weights)" };
+        var diffModel = new Option<string?>("--diff-model") { Description = "crosscoder, batchtopk_crosscoder with --model: a second model (same tokenizer) run on the same windows at the same hooks: model diffing, slots --model's then --diff-model's" };
         var groundTruth = new Option<string?>("--ground-truth") { Description = "features.safetensors of synthetic data: adds mmcs, recovered_fraction and SAELens's synthetic-data metrics (mcc, uniqueness, classification/*, ...)" };
         var command = new Command("train", "Train sparse autoencoders and write them in SAELens layout")
         {
-            activations, arch, k, l1, lpNorm, targetL0, dictSize, expansion, batchSize, steps, lr, seed, output, config, resume, force, checkpointEvery, evalRows, groundTruth, autocast, candidatePass, deterministic, epochs, fromPretrained, hookHeadIndex, warmupSteps, hooks,
+            activations, arch, k, l1, lpNorm, targetL0, dictSize, expansion, batchSize, steps, lr, seed, output, config, resume, force, checkpointEvery, evalRows, groundTruth, autocast, candidatePass, deterministic, epochs, fromPretrained, hookHeadIndex, warmupSteps, hooks, diffModel,
         };
         var data = new ModelDataOptionsCli();
         data.AddTo(command);
@@ -53,17 +54,38 @@ internal static class TrainCommand
         {
             if (CrossCoderCli.IsCrossCoderArch(parse.GetValue(arch)))
             {
-                // Crosscoders (the science-of-finetuning fork's format) train on activation files with a layer axis.
-                Cli.RefuseGiven(parse, "crosscoders train on activation files with a layer axis (--activations [N, L, d], or one [N, d] file per layer, comma-separated); " +
-                                       "harvest each hook (or each model) with sae cache first and give the cache folders",
-                    [data.Model, .. data.ModelOnly, data.Tokens, data.MixingFraction, config, resume, lpNorm, targetL0, checkpointEvery, groundTruth, autocast, candidatePass, deterministic, epochs, fromPretrained, hookHeadIndex]);
+                // Crosscoders (the science-of-finetuning fork's format) train on activation files with a layer axis, or from a model run.
+                Cli.RefuseGiven(parse, "crosscoders train on activation files with a layer axis or from a model run at --hooks (sae train's other features are for SAEs)",
+                    [config, resume, lpNorm, targetL0, checkpointEvery, groundTruth, autocast, candidatePass, deterministic, epochs, fromPretrained, hookHeadIndex]);
+                ModelDataOptions? modelData = null;
+                IReadOnlyList<string>? slotHooks = parse.GetValue(hooks) is { } h ? CrossCoderCli.SplitPaths(h) : null;
+                if (data.Given(parse))
+                {
+                    Cli.RefuseGiven(parse, "a crosscoder reads the hooks' activations as they are (--mode out) from --model; give --activations or --model", [activations, data.Mode, data.TargetHook]);
+                    if (parse.GetValue(data.Hook) is { } one)
+                    {
+                        if (slotHooks is not null) throw new SaeSharpException("give --hook (one hook, with --diff-model) or --hooks A,B, not both");
+                        slotHooks = [one];
+                    }
+                    if (slotHooks is null) throw new SaeSharpException("give --hooks A,B (the layer slots), or --hook H with --diff-model, with --model");
+                    modelData = data.Read(parse, hookRequired: false);
+                }
+                else
+                {
+                    Cli.RefuseGiven(parse, "crosscoders train on activation files with a layer axis (--activations [N, L, d], or one [N, d] file per layer, comma-separated), or from --model",
+                        [.. data.ModelOnly, data.Tokens, data.MixingFraction, diffModel]);
+                }
                 return CrossCoderCli.Train(new CrossCoderCli.TrainRequest(parse.GetValue(arch)!,
-                    CrossCoderCli.SplitPaths(parse.GetValue(activations) ?? throw new SaeSharpException("give --activations (a crosscoder trains on [N, L, d] activation files)")),
+                    modelData is not null ? [] : CrossCoderCli.SplitPaths(parse.GetValue(activations) ?? throw new SaeSharpException("give --activations (a crosscoder trains on [N, L, d] activation files) or --model with --hooks")),
                     parse.GetValue(output) ?? throw new SaeSharpException("give --out"), parse.GetValue(force), parse.GetValue(dictSize), parse.GetValue(expansion),
-                    parse.GetValue(k), parse.GetValue(l1), parse.GetValue(lr), parse.GetValue(batchSize) ?? 4096, parse.GetValue(steps) ?? 1000, parse.GetValue(seed) ?? 42,
-                    parse.GetValue(warmupSteps), parse.GetValue(evalRows), parse.GetValue(hooks) is { } h ? CrossCoderCli.SplitPaths(h) : null));
+                    parse.GetValue(k), parse.GetValue(l1), parse.GetValue(lr), parse.GetValue(batchSize) ?? 4096, parse.GetValue(steps), parse.GetValue(seed) ?? 42,
+                    parse.GetValue(warmupSteps), parse.GetValue(evalRows), slotHooks)
+                {
+                    Model = modelData,
+                    DiffModel = parse.GetValue(diffModel) is { } dm ? ModelSource.Resolve(dm) : null,
+                });
             }
-            Cli.RefuseGiven(parse, "for --arch crosscoder or batchtopk_crosscoder", warmupSteps, hooks);
+            Cli.RefuseGiven(parse, "for --arch crosscoder or batchtopk_crosscoder", warmupSteps, hooks, diffModel);
             var path = parse.GetValue(config);
             var s = path is null ? new TrainingSettings() : TrainingSettings.ReadFile(path);
             s.Activations = parse.GetValue(activations) ?? s.Activations;

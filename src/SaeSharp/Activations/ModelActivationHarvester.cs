@@ -68,7 +68,49 @@ public sealed record HarvestSpec(string InputHook, string? TargetHook = null)
         _ => throw new SaeSharpException($"hook mode '{mode}' is not one of out, in, in_to_out"),
     };
 
-    internal IEnumerable<string> Hooks => TargetHook is null ? [InputHook] : [InputHook, TargetHook];
+    /// <summary>
+    /// A crosscoder's layer slots in order (null: one hook, <see cref="InputHook"/>): slot l is hook <c>LayerHooks[l]</c> of
+    /// model <c>LayerModels[l]</c> (0: the harvest's model, 1, 2, …: the other models given to the source, run on the same
+    /// windows). A harvested row holds the slots side by side, [L·d], so that a shuffle keeps a token's slots together;
+    /// view it as [L, d]. <see cref="InputHook"/> is the first slot's hook.
+    /// </summary>
+    public IReadOnlyList<string>? LayerHooks { get; init; }
+    /// <summary>The model of each of <see cref="LayerHooks"/> (null: all from model 0).</summary>
+    public IReadOnlyList<int>? LayerModels { get; init; }
+
+    /// <summary>
+    /// The spec of a crosscoder harvest: every hook of <paramref name="hooks"/> (names or module paths, resolved against
+    /// each model's hook points) in each of <paramref name="models"/> (model 0 first), model-major: slots
+    /// (model 0, hook 0), (model 0, hook 1), …, (model 1, hook 0), …
+    /// </summary>
+    public static HarvestSpec ForCrossCoder(IReadOnlyList<HookPoints> models, IReadOnlyList<string> hooks)
+    {
+        ArgumentNullException.ThrowIfNull(models);
+        ArgumentNullException.ThrowIfNull(hooks);
+        if (models.Count == 0 || hooks.Count == 0) throw new SaeSharpException("a crosscoder harvest needs at least one model and one hook");
+        var names = new List<string>();
+        var modelOf = new List<int>();
+        for (int m = 0; m < models.Count; m++)
+            foreach (var h in hooks)
+            {
+                names.Add(models[m].Resolve(h, HookKind.Out));
+                modelOf.Add(m);
+            }
+        var dup = names.Select((n, i) => (n, modelOf[i])).GroupBy(x => x).FirstOrDefault(g => g.Count() > 1);
+        if (dup is not null) throw new SaeSharpException($"hook '{dup.Key.n}' is named twice: each layer slot of a crosscoder reads a different hook");
+        if (names.Count < 2) throw new SaeSharpException($"a crosscoder reads at least two layer slots: give two hooks or two models (got only '{names[0]}')");
+        return new HarvestSpec(names[0]) { LayerHooks = names, LayerModels = modelOf };
+    }
+
+    internal IEnumerable<string> Hooks => LayerHooks is { } lh ? HooksOf(0) : TargetHook is null ? [InputHook] : [InputHook, TargetHook];
+
+    /// <summary>The hooks model <paramref name="model"/> is run for (all of <see cref="Hooks"/> for model 0 without slots).</summary>
+    internal IReadOnlyList<string> HooksOf(int model) => LayerHooks is { } lh
+        ? lh.Where((_, i) => (LayerModels?[i] ?? 0) == model).Distinct().ToList()
+        : model == 0 ? Hooks.ToList() : [];
+
+    /// <summary>The models the slots read (1 without slots).</summary>
+    internal int ModelCount => LayerModels is { Count: > 0 } lm ? lm.Max() + 1 : 1;
 }
 
 /// <summary>Rows harvested from a group of context windows: activations, targets, row ids (window·ctx + pos), tokens.</summary>
@@ -112,12 +154,19 @@ internal sealed class ModelActivationHarvester
     public int DIn { get; }
     public int DOut { get; }
 
+    /// <summary>A harvester of <paramref name="spec"/> from <paramref name="model"/> (and, for a crosscoder spec's
+    /// <see cref="HarvestSpec.LayerModels"/> 1, 2, …, from <paramref name="otherModels"/>, each with its own run hooks, on
+    /// the same windows).</summary>
     public ModelActivationHarvester(HookedTransformer model, HarvestSpec spec, int contextSize, IEnumerable<long>? excludeTokenIds,
-        IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks = null, Saes.SeqposSlice? seqposSlice = null)
+        IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks = null, Saes.SeqposSlice? seqposSlice = null,
+        IReadOnlyList<(HookedTransformer Model, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? Hooks)>? otherModels = null)
     {
         _model = model;
         _hooks = modelHooks;
         Spec = spec;
+        _runs = [(model, modelHooks), .. otherModels ?? []];
+        if (spec.ModelCount != _runs.Count)
+            throw new SaeSharpException($"the harvest's layer slots read {spec.ModelCount} model(s) but {_runs.Count} were given");
         if (contextSize <= 0) throw new SaeSharpException($"context size must be positive, got {contextSize}");
         _slice = seqposSlice;
         TrainingContextSize = seqposSlice?.Positions(contextSize).Length ?? contextSize;
@@ -136,7 +185,31 @@ internal sealed class ModelActivationHarvester
             DIn = model.Config.DHead;
         }
         DOut = spec.TargetHook is { } t ? model.HookWidth(t) : DIn;
+        if (spec.LayerHooks is { } slots)
+        {
+            if (spec.TargetHook is not null || spec.HeadIndex is not null)
+                throw new SaeSharpException("a crosscoder harvest reads whole hooks: no target hook or head index");
+            int d = -1;
+            for (int i = 0; i < slots.Count; i++)
+            {
+                var m = _runs[spec.LayerModels?[i] ?? 0].Model;
+                if (contextSize > m.Config.NCtx && m.Config.RotaryDim == 0)
+                    throw new SaeSharpException($"context size {contextSize} exceeds the model's n_ctx={m.Config.NCtx} ({m.Config.ModelName})");
+                int w = m.HookWidth(slots[i]);
+                if (d >= 0 && w != d)
+                    throw new SaeSharpException($"{slots[i]} of {m.Config.ModelName} has width {w} but {slots[0]} of {_runs[spec.LayerModels?[0] ?? 0].Model.Config.ModelName} has {d}: a crosscoder's layer slots share one width");
+                d = w;
+            }
+            SlotWidth = d;
+            DIn = DOut = d * slots.Count;
+        }
+        else SlotWidth = DIn;
     }
+
+    private readonly List<(HookedTransformer Model, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? Hooks)> _runs;
+
+    /// <summary>Width d of one layer slot (a crosscoder harvest's rows are [L·d]); <see cref="DIn"/> otherwise.</summary>
+    public int SlotWidth { get; }
 
     /// <summary>Harvests <paramref name="windows"/> (equal lengths) whose first window has global index <paramref name="firstWindow"/>.</summary>
     public HarvestedRows Harvest(IReadOnlyList<long[]> windows, long firstWindow)
@@ -153,6 +226,7 @@ internal sealed class ModelActivationHarvester
         using var _ = no_grad();
         // The model runs on its device; the harvested rows come back to the CPU (caches, shuffle buffers).
         var tokens = tensor(flat).view(b, s);
+        if (Spec.LayerHooks is not null) return HarvestSlots(tokens, b, s, firstWindow);
         var onDevice = tokens.to(_model.Device);
         var (logits, cache) = _model.Run(onDevice, new RunOptions
         {
@@ -182,12 +256,54 @@ internal sealed class ModelActivationHarvester
         }
     }
 
+    /// <summary>A crosscoder harvest: each model run once on <paramref name="tokens"/> (stopping after its last slot's block),
+    /// the rows kept where no model's routing or the exclusion drops them, the slots side by side [rows, L·d].</summary>
+    private HarvestedRows HarvestSlots(Tensor tokens, int b, int s, long firstWindow)
+    {
+        var slots = Spec.LayerHooks!;
+        var caches = new ActivationCache[_runs.Count];
+        try
+        {
+            var keep = KeepMask(tokens, _exclude, _slice);
+            for (int m = 0; m < _runs.Count; m++)
+            {
+                var (model, hooks) = _runs[m];
+                var names = Spec.HooksOf(m);
+                var (logits, cache) = model.Run(tokens.to(model.Device), new RunOptions
+                {
+                    StopAtLayer = model.HookPoints.StopAtLayerFor(names), Hooks = hooks,
+                    CacheNames = names.Concat(RoutingHooks(model.HookPoints, names)).ToList(),
+                });
+                logits?.Dispose();
+                caches[m] = cache!;
+                keep = KeepRouted(keep, model.HookPoints, names, caches[m]);
+            }
+            var idx = keep.reshape(-1).nonzero().squeeze(1);
+            var kept = idx.data<long>().ToArray();
+            var ids = new long[kept.Length];
+            for (int i = 0; i < kept.Length; i++) ids[i] = firstWindow * s + kept[i];
+            var parts = new List<Tensor>(slots.Count);
+            for (int l = 0; l < slots.Count; l++)
+            {
+                int m = Spec.LayerModels?[l] ?? 0;
+                var rows = Rows(caches[m][slots[l]], b, s).cpu().index_select(0, idx);
+                CheckFinite(rows, slots[l], ids, s, _runs[m].Model);
+                parts.Add(rows);
+            }
+            return new HarvestedRows { Input = cat(parts, 1).MoveToOuterDisposeScope(), Ids = ids, TokenIds = tokens.reshape(-1).index_select(0, idx).MoveToOuterDisposeScope() };
+        }
+        finally
+        {
+            foreach (var c in caches) c?.Dispose();
+        }
+    }
+
     /// <summary>NaN or Inf in the rows of <paramref name="hook"/> (row i from window·ctx + pos = <paramref name="ids"/>[i]) is
     /// an error naming the hook, the window and the position: the model, not the data, produced it.</summary>
-    private void CheckFinite(Tensor rows, string hook, long[] ids, int contextSize)
+    private void CheckFinite(Tensor rows, string hook, long[] ids, int contextSize, HookedTransformer? model = null)
     {
         if (ActivationRowFile.FirstNonFinite(rows) is not var (row, col, v)) return;
-        throw new SaeSharpException($"{hook} of {_model.Config.ModelName}: context window {ids[row] / contextSize}, position {ids[row] % contextSize} " +
+        throw new SaeSharpException($"{hook} of {(model ?? _model).Config.ModelName}: context window {ids[row] / contextSize}, position {ids[row] % contextSize} " +
                                     $"holds {ActivationRowFile.Describe(v)} (dimension {col}); the model's activations must be finite " +
                                     "(NaN or Inf in its weights, or an overflow in its dtype)");
     }

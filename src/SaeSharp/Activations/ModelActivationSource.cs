@@ -53,6 +53,9 @@ public sealed record ModelActivationSourceOptions
     public Saes.SeqposSlice? SeqposSlice { get; init; }
     /// <summary>Hooks applied on every model run (<see cref="SaeSharp.Models.ProcessedModel.Hooks"/>), before the harvest reads.</summary>
     public IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? ModelHooks { get; init; }
+    /// <summary>Models 1, 2, … of a crosscoder spec (<see cref="HarvestSpec.LayerModels"/>; model diffing), each with its
+    /// run hooks, run on the same windows as the source's model.</summary>
+    public IReadOnlyList<(HookedTransformer Model, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? Hooks)>? OtherModels { get; init; }
 }
 
 /// <summary>
@@ -105,7 +108,7 @@ public sealed class ModelActivationSource : IActivationSource
             throw new SaeSharpException($"buffer of {_o.BufferContexts} contexts is smaller than one model batch of {_o.BatchSizePrompts} prompts");
         if (_o.MaxContexts is <= 0) throw new SaeSharpException($"the context budget must be positive, got {_o.MaxContexts}");
         _windows = windows;
-        _harvester = new ModelActivationHarvester(model, spec, _o.ContextSize, _o.ExcludeTokenIds, _o.ModelHooks, _o.SeqposSlice);
+        _harvester = new ModelActivationHarvester(model, spec, _o.ContextSize, _o.ExcludeTokenIds, _o.ModelHooks, _o.SeqposSlice, _o.OtherModels);
         _rng = new SeededRandom(_o.Seed);
     }
 
@@ -113,6 +116,9 @@ public sealed class ModelActivationSource : IActivationSource
     public HarvestSpec Spec => _harvester.Spec;
     /// <summary>The model's hook names, to resolve another name of a hook the same way <see cref="Spec"/>'s were.</summary>
     internal Hooks.HookPoints HookPoints => _harvester.HookPoints;
+    /// <summary>Width d of one layer slot of a crosscoder harvest (its rows are [L·d]: view a batch as [batch, L, d]);
+    /// <see cref="DIn"/> otherwise.</summary>
+    public int SlotWidth => _harvester.SlotWidth;
     /// <inheritdoc/>
     public int DIn => _harvester.DIn;
     /// <inheritdoc/>
@@ -324,6 +330,7 @@ public sealed class ModelActivationSource : IActivationSource
             ["kind"] = "model",
             ["hook"] = Spec.InputHook,
             ["target_hook"] = Spec.TargetHook,
+            ["layer_hooks"] = Spec.LayerHooks is { } lh ? string.Join(",", lh.Select((h, i) => $"{Spec.LayerModels?[i] ?? 0}:{h}")) : null,
             ["context_size"] = _o.ContextSize,
             ["seqpos_slice"] = (_o.SeqposSlice ?? Saes.SeqposSlice.All).ToString(),
             ["batch_size_prompts"] = _o.BatchSizePrompts,
@@ -349,6 +356,7 @@ public sealed class ModelActivationSource : IActivationSource
             if ((string?)state["kind"] != "model") throw new SaeSharpException("state is not a model activation source state (kind != 'model')");
             Check("hook", (string?)state["hook"], Spec.InputHook);
             Check("target_hook", (string?)state["target_hook"], Spec.TargetHook);
+            Check("layer_hooks", (string?)state["layer_hooks"], Spec.LayerHooks is { } lh ? string.Join(",", lh.Select((h, i) => $"{Spec.LayerModels?[i] ?? 0}:{h}")) : null);
             Check("context_size", (int?)state["context_size"], _o.ContextSize);
             // States written before seqpos_slice existed harvested every position.
             Check("seqpos_slice", (string?)state["seqpos_slice"] ?? ":", (_o.SeqposSlice ?? Saes.SeqposSlice.All).ToString());

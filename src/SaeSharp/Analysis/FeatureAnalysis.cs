@@ -216,6 +216,100 @@ public static class FeatureAnalysis
         return reports;
     }
 
+    /// <summary>
+    /// <c>sae features</c> of a crosscoder over L hooks of one model: one pass of <paramref name="model"/> over
+    /// <paramref name="windows"/> caching <paramref name="hooks"/> (the crosscoder's slots, in order), the reported latents
+    /// f·c (<see cref="CrossCoder.GetActivations"/>, the fork's <c>get_activations</c>) of each position collected as an SAE's
+    /// features are. The weight-based tables (logit effects, similar features, aligned neurons) come from the last slot's
+    /// decoder rows W_dec[L−1] at the last hook (<see cref="LastSlotSae"/>): what the latent writes there, not the sum over
+    /// slots. One ordinary report, whose hook is the last slot's.
+    /// </summary>
+    public static FeatureReport Run(HookedTransformer model, CrossCoder cc, IReadOnlyList<string> hooks, IEnumerable<long[]> windows, FeatureAnalysisOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(cc);
+        ArgumentNullException.ThrowIfNull(hooks);
+        ArgumentNullException.ThrowIfNull(windows);
+        ArgumentNullException.ThrowIfNull(options);
+        if (options.BatchSizePrompts <= 0) throw new SaeSharpException($"batch size in prompts must be positive, got {options.BatchSizePrompts}");
+        if (hooks.Count != cc.Cfg.NumLayers)
+            throw new SaeSharpException($"the crosscoder has {cc.Cfg.NumLayers} layer slots but {hooks.Count} hooks were named");
+        var names = hooks.Select(h => model.HookPoints.Resolve(h)).ToList();
+        foreach (var h in names)
+            if (model.HookWidth(h) != cc.Cfg.ActivationDim)
+                throw new SaeSharpException($"{h} of {model.Config.ModelName} has width {model.HookWidth(h)} but the crosscoder reads activation_dim {cc.Cfg.ActivationDim}");
+        var collector = new FeatureStatisticsCollector(cc.Cfg.DictSize, options.Features, options.Statistics);
+        bool all = collector.Features.Count == cc.Cfg.DictSize && IsIdentity(collector.Features);
+        using var featureIndex = tensor(collector.Features.Select(i => (long)i).ToArray());
+        int? stop = model.HookPoints.StopAtLayerFor(names);
+        var exclude = options.ExcludeTokenIds ?? [];
+        var clock = Stopwatch.StartNew();
+        int ctx = 0;
+        long? total = null;
+        using var _ = no_grad();
+        foreach (var group in Groups(windows, options.BatchSizePrompts, options.MaxContexts))
+        {
+            using var scope = NewDisposeScope();
+            if (ctx == 0)
+            {
+                ctx = group[0].Length;
+                total = options.MaxContexts * ctx;
+            }
+            var tokens = WindowTensor(group);
+            var (logits, cache) = model.Run(tokens, new RunOptions { StopAtLayer = stop, Hooks = options.ModelHooks, CacheNames = names.Distinct().ToList() });
+            logits?.Dispose();
+            using (cache!)
+            {
+                long b = tokens.shape[0], s = tokens.shape[1];
+                var x = stack(names.Select(h => cache![h].reshape(b * s, cc.Cfg.ActivationDim).to(ScalarType.Float32)).ToList(), 1); // [b·s, L, d]
+                var f = cc.GetActivations(x).view(b, s, cc.Cfg.DictSize);
+                var keep = ModelActivationHarvester.KeepMask(tokens, exclude, options.SeqposSlice);
+                collector.Add(group, all ? f : f.index_select(2, featureIndex), keep);
+            }
+            options.Progress?.Invoke(new FeatureProgress(collector.Tokens, total, clock.Elapsed));
+        }
+        if (collector.Windows == 0) throw new SaeSharpException("the dataset gave no context windows (is it shorter than one context?)");
+        var stats = collector.Result();
+        using (var sae = LastSlotSae(cc, names[^1], model.Config.ModelName))
+        {
+            FeatureWeights.Fill(stats, model, sae, names[^1], options.TopLogits, options.SimilarFeatures, options.AlignedNeurons, options.VocabSize);
+            FeatureWeights.FillNeuronAlignment(stats, sae);
+        }
+        return new FeatureReport
+        {
+            Source = new FeatureSource
+            {
+                Architecture = cc.Cfg.Architecture, DSae = cc.Cfg.DictSize, Model = model.Config.ModelName, Hook = names[^1], ContextSize = ctx,
+            },
+            Tokens = collector.Tokens,
+            Windows = collector.Windows,
+            Features = stats,
+        };
+    }
+
+    /// <summary>The crosscoder's last slot as a standard SAE at <paramref name="hook"/> (W_enc = encoder[L−1], b_enc,
+    /// W_dec = decoder[L−1], b_dec = decoder bias[L−1]), for the weight-based tables of <c>sae features</c>: its decoder rows
+    /// are what each latent writes into the last slot.</summary>
+    public static Sae LastSlotSae(CrossCoder cc, string hook, string? modelName = null)
+    {
+        ArgumentNullException.ThrowIfNull(cc);
+        int last = cc.Cfg.NumLayers - 1;
+        var cfg = new SaeConfig
+        {
+            Architecture = SaeArchitectures.Standard, DIn = cc.Cfg.ActivationDim, DSae = cc.Cfg.DictSize, ApplyBDecToInput = false,
+            Metadata = new SaeMetadata { ModelName = modelName, HookName = hook },
+        };
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var weights = new Dictionary<string, Tensor>(StringComparer.Ordinal)
+        {
+            ["W_enc"] = cc.Encoder.Weight[last].to(ScalarType.Float32), ["b_enc"] = cc.Encoder.Bias.to(ScalarType.Float32),
+            ["W_dec"] = cc.Decoder.Weight[last].to(ScalarType.Float32), ["b_dec"] = cc.Decoder.Bias[last].to(ScalarType.Float32),
+        };
+        const string where = "crosscoder last slot";
+        return SaeWeights.Create(cfg, weights, where, where);
+    }
+
     /// <summary>The <see cref="FeatureSource.Architecture"/> of a whole CLT's per-layer reports.</summary>
     public const string CrossLayerArchitecture = "cross_layer_transcoder";
 

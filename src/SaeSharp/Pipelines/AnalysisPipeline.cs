@@ -50,6 +50,41 @@ public static class AnalysisPipeline
     }
 
     /// <summary>
+    /// <c>sae features --sae CROSSCODER --model M --dataset D</c>: a crosscoder over several hooks of one model (the hooks it
+    /// records), run as <see cref="FeatureAnalysis.Run(Models.HookedTransformer, CrossCoder, IReadOnlyList{string}, IEnumerable{long[]}, FeatureAnalysisOptions)"/>
+    /// on windows of <paramref name="data"/> (context size default 128, prepend_bos default true; a crosscoder records
+    /// neither). A model-diffing crosscoder (slots from two models) and one that records no hooks are refused.
+    /// </summary>
+    public static FeatureReport CrossCoderFeatures(string path, ModelDataOptions data, FeatureAnalysisOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(data);
+        ArgumentNullException.ThrowIfNull(options);
+        using var cc = Interop.CrossCoderFormat.Load(path, out var sources);
+        cc.eval();
+        if (sources.ModelNames is { } models && models.Distinct().Count() > 1)
+            throw new SaeSharpException($"{path}: its slots read {string.Join(" and ", models.Distinct())} (model diffing); sae features runs one model, so it takes a crosscoder over hooks of one model");
+        var hooks = sources.HookNames ?? throw new SaeSharpException($"{path}: the crosscoder records no hooks (it was trained on plain activation files without --hooks), so sae features cannot tell which activations to read");
+        var tokenizer = Tokenizer.FromFolder(data.TokenizerPath ?? data.ModelPath);
+        using var pm = ModelForSae.Load(data.ModelPath, data.Processing, data.ModelDtype ?? TorchSharp.torch.ScalarType.Float32);
+        int ctx = data.ContextSize ?? 128;
+        bool bos = data.PrependBos ?? true;
+        var exclude = ModelPipeline.ExclusionOf(data, new SaeMetadata(), path);
+        var windows = ModelPipeline.Windows(tokenizer, data.DatasetPath, ctx, bos, data.TextField, data.DisableConcatSequences ?? false, data.SequenceSeparatorToken);
+        var report = FeatureAnalysis.Run(pm.Model, cc, hooks, windows, options with
+        {
+            BatchSizePrompts = data.BatchSizePrompts,
+            MaxContexts = options.MaxContexts ?? ModelPipeline.ContextsFor(data.Tokens, data.SeqposSlice?.Positions(ctx).Length ?? ctx),
+            SeqposSlice = options.SeqposSlice ?? data.SeqposSlice,
+            ExcludeTokenIds = options.ExcludeTokenIds ?? ExcludedTokens.Resolve(exclude.Special, exclude.Ids, tokenizer, exclude.Origin),
+            ModelHooks = pm.Hooks,
+            VocabSize = options.VocabSize ?? Math.Min(tokenizer.VocabSize, pm.Model.Config.DVocab),
+        });
+        report.Source = report.Source with { Sae = path, Dataset = data.DatasetPath, PrependBos = bos };
+        report.DecodeTokens(tokenizer);
+        return report;
+    }
+
+    /// <summary>
     /// <c>sae features --sae CLT_FOLDER --model M --dataset D</c>: loads the whole cross-layer transcoder (a local folder or
     /// <c>hf:ORG/REPO[/PATH]</c>, <see cref="Interop.CrossLayerTranscoderLoader.Load(string, Hub.HfHubOptions?, TorchSharp.torch.ScalarType)"/>) and the
     /// model (processed as <paramref name="data"/> says, in its dtype; a CLT records no processing), makes the windows as

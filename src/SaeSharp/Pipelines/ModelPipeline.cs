@@ -96,6 +96,83 @@ public static class ModelPipeline
         }
     }
 
+    /// <summary>
+    /// <c>sae train --arch crosscoder --model M [--diff-model M2] --hooks A,B --dataset D</c>: a shuffling source of crosscoder
+    /// rows [L·d] (<see cref="HarvestSpec.ForCrossCoder"/>): every hook of <paramref name="hooks"/> in <paramref name="data"/>'s
+    /// model and then in each of <paramref name="otherModelPaths"/> (model diffing), all run on the same windows of the first
+    /// model's tokenizer, which every other model's tokenizer must equal (<see cref="CheckSameTokenizer"/>). The rows go
+    /// through the same buffer as an SAE's (<see cref="OpenSource"/>), a token's slots kept together. The source owns the models.
+    /// </summary>
+    public static ModelActivationSource OpenCrossCoderSource(ModelDataOptions data, IReadOnlyList<string> hooks, IReadOnlyList<string>? otherModelPaths = null,
+        int? bufferContexts = null, ulong seed = 0)
+    {
+        ArgumentNullException.ThrowIfNull(data);
+        ArgumentNullException.ThrowIfNull(hooks);
+        var tokenizer = Tokenizer.FromFolder(data.TokenizerPath ?? data.ModelPath);
+        foreach (var other in otherModelPaths ?? [])
+            CheckSameTokenizer(tokenizer, ModelLoader.NameOf(data.ModelPath), Tokenizer.FromFolder(other), ModelLoader.NameOf(other));
+        var models = new List<ProcessedModel>();
+        try
+        {
+            foreach (var path in (IEnumerable<string>)[data.ModelPath, .. otherModelPaths ?? []])
+            {
+                var pm = ModelForSae.Load(path, data.Processing, data.ModelDtype ?? ScalarType.Float32);
+                models.Add(pm);
+                if (data.Device.type != DeviceType.CPU) pm.Model.to(data.Device);
+            }
+            int ctx = data.ContextSize ?? 128;
+            var spec = HarvestSpec.ForCrossCoder(models.Select(m => m.Model.HookPoints).ToList(), hooks);
+            int positions = TrainingContextSize(ctx, data.SeqposSlice);
+            _ = TokenWindows.SequenceSeparatorId(data.SequenceSeparatorToken, tokenizer);
+            var src = new ModelActivationSource(models[0].Model, spec, () => Windows(tokenizer, data),
+                new ModelActivationSourceOptions
+                {
+                    ContextSize = ctx, BatchSizePrompts = data.BatchSizePrompts, BufferContexts = Math.Max(bufferContexts ?? data.BufferContexts, data.BatchSizePrompts),
+                    ExcludeTokenIds = ExcludedTokens.Resolve(data.ExcludeSpecialTokens, data.ExcludeTokenIds, tokenizer, DataOrigin),
+                    Seed = seed, MaxContexts = ContextsFor(data.Tokens, positions), ModelHooks = models[0].Hooks, Epochs = data.Epochs,
+                    MixingFraction = data.ActivationsMixingFraction ?? 0.5, SeqposSlice = data.SeqposSlice,
+                    OtherModels = models.Skip(1).Select(m => (m.Model, (IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>?)m.Hooks)).ToList(),
+                });
+            src.Owned = new OwnedModels(models);
+            return src;
+        }
+        catch
+        {
+            foreach (var m in models) m.Dispose();
+            throw;
+        }
+    }
+
+    private sealed class OwnedModels(List<ProcessedModel> models) : IDisposable
+    {
+        public void Dispose()
+        {
+            foreach (var m in models) m.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// Model diffing runs two models on one tokenization: <paramref name="other"/> must have <paramref name="first"/>'s
+    /// vocabulary size, BOS, EOS and PAD ids and the same token string at every id; otherwise a <see cref="SaeSharpException"/>
+    /// names both models and the first difference.
+    /// </summary>
+    public static void CheckSameTokenizer(ITextTokenizer first, string firstName, ITextTokenizer other, string otherName)
+    {
+        ArgumentNullException.ThrowIfNull(first);
+        ArgumentNullException.ThrowIfNull(other);
+        string? diff = first.VocabSize != other.VocabSize ? $"vocabulary sizes {first.VocabSize} and {other.VocabSize}"
+            : first.BosTokenId != other.BosTokenId ? $"BOS ids {Id(first.BosTokenId)} and {Id(other.BosTokenId)}"
+            : first.EosTokenId != other.EosTokenId ? $"EOS ids {Id(first.EosTokenId)} and {Id(other.EosTokenId)}"
+            : first.PadTokenId != other.PadTokenId ? $"PAD ids {Id(first.PadTokenId)} and {Id(other.PadTokenId)}"
+            : null;
+        static string Id(int? id) => id?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "none";
+        for (int id = 0; diff is null && id < first.VocabSize; id++)
+            if (first.IdToToken(id) != other.IdToToken(id))
+                diff = $"token {id}: '{first.IdToToken(id)}' and '{other.IdToToken(id)}'";
+        if (diff is not null)
+            throw new SaeSharpException($"{otherName}'s tokenizer differs from {firstName}'s ({diff}): a model-diffing crosscoder runs both models on the same token windows, so they need one tokenizer");
+    }
+
     /// <summary><c>sae cache --model M --hook H --dataset D --tokens N --out DIR</c>: writes (or resumes) an activation cache.
     /// <paramref name="checkDIn"/> gets the hook's width and a description of it before anything is harvested (a config's d_in).</summary>
     public static ActivationCacheManifest WriteCache(ModelDataOptions data, string hook, string outDir, HarvestMode mode = HarvestMode.Out,

@@ -179,32 +179,68 @@ public sealed class CrossCoderTrainer : IDisposable
         if (batchSize <= 0) throw new SaeSharpException($"crosscoder training: batch size must be positive, got {batchSize}");
         long n = data.shape[0];
         if (n < batchSize) throw new SaeSharpException($"crosscoder training: {n} rows are fewer than one batch of {batchSize}");
-        using var trainer = new CrossCoderTrainer(cc, options);
         using var generator = new Generator((ulong)seed);
-        var logs = new List<CrossCoderStepLog>();
         Tensor? order = null;
         long next = n;
         try
         {
-            for (long step = 0; step < options.Steps && !cancel.IsCancellationRequested; step++)
+            return Run(cc, options, () =>
             {
-                using var scope = NewDisposeScope();
                 if (next + batchSize > n)
                 {
                     order?.Dispose();
                     order = randperm(n, generator: generator).DetachFromDisposeScope();
                     next = 0;
                 }
-                var x = cc.NormalizeActivations(data.index_select(0, order!.narrow(0, next, batchSize)));
+                var rows = data.index_select(0, order!.narrow(0, next, batchSize));
                 next += batchSize;
-                var log = trainer.Step(step, x);
-                logs.Add(log);
-                onStep?.Invoke(log);
-            }
+                return rows;
+            }, onStep, cancel);
         }
         finally
         {
             order?.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// Trains <paramref name="cc"/> on batches of <paramref name="batchSize"/> rows from <paramref name="source"/>, whose
+    /// rows hold the L layer slots side by side ([L·d], as <see cref="Activations.ModelActivationSource"/> harvests a
+    /// crosscoder spec: <see cref="Activations.HarvestSpec.ForCrossCoder"/>), viewed as [batch, L, d]; the source's shuffle
+    /// decides the order. Stops after <see cref="CrossCoderTrainerOptions.Steps"/> steps, when the source runs out, or when
+    /// <paramref name="cancel"/> fires; the logs say how many steps ran. Otherwise as the in-memory overload.
+    /// </summary>
+    public static IReadOnlyList<CrossCoderStepLog> Train(CrossCoder cc, Activations.IActivationSource source, CrossCoderTrainerOptions options, int batchSize,
+        Action<CrossCoderStepLog>? onStep = null, CancellationToken cancel = default)
+    {
+        ArgumentNullException.ThrowIfNull(cc);
+        ArgumentNullException.ThrowIfNull(source);
+        if (batchSize <= 0) throw new SaeSharpException($"crosscoder training: batch size must be positive, got {batchSize}");
+        int layers = cc.Cfg.NumLayers, d = cc.Cfg.ActivationDim;
+        if (source.DIn != layers * d)
+            throw new SaeSharpException($"crosscoder training: the source's rows have width {source.DIn} but the crosscoder reads {layers} layers × {d} = {layers * d}");
+        return Run(cc, options, () =>
+        {
+            // The batch's tensors belong to the step's dispose scope (Next runs inside it).
+            if (source.Next(batchSize) is not { } b) return null;
+            return b.Input.view(b.Input.shape[0], layers, d).to(ScalarType.Float32);
+        }, onStep, cancel);
+    }
+
+    /// <summary>The step loop of both overloads: <paramref name="nextBatch"/> gives [batch, L, d] rows (null: no more data),
+    /// each step in its own dispose scope.</summary>
+    private static List<CrossCoderStepLog> Run(CrossCoder cc, CrossCoderTrainerOptions options, Func<Tensor?> nextBatch,
+        Action<CrossCoderStepLog>? onStep, CancellationToken cancel)
+    {
+        using var trainer = new CrossCoderTrainer(cc, options);
+        var logs = new List<CrossCoderStepLog>();
+        for (long step = 0; step < options.Steps && !cancel.IsCancellationRequested; step++)
+        {
+            using var scope = NewDisposeScope();
+            if (nextBatch() is not { } rows) break;
+            var log = trainer.Step(step, cc.NormalizeActivations(rows));
+            logs.Add(log);
+            onStep?.Invoke(log);
         }
         return logs;
     }

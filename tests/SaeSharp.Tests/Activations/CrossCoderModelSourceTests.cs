@@ -1,0 +1,215 @@
+using SaeSharp.Activations;
+using SaeSharp.Models;
+using SaeSharp.Pipelines;
+using SaeSharp.Saes;
+using SaeSharp.Tests.Cli;
+using SaeSharp.Tests.Models;
+using SaeSharp.Tokenizers;
+using SaeSharp.Training;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Tests.Activations;
+
+/// <summary>
+/// Crosscoder rows harvested from model runs (<see cref="HarvestSpec.ForCrossCoder"/> through
+/// <see cref="ModelActivationSource"/>): several hooks of one model, or one hook of two models on the same windows (model
+/// diffing), each row the slots side by side. Expectations come from separate <c>RunWithCache</c> calls per model.
+/// </summary>
+public class CrossCoderModelSourceTests : ModelTestBase
+{
+    private static Tensor DrainRows(ModelActivationSource src, int batch = 7)
+    {
+        var parts = new List<Tensor>();
+        while (src.Next(batch) is { } b) parts.Add(b.Input.DetachFromDisposeScope());
+        var rows = cat(parts, 0);
+        foreach (var p in parts) p.Dispose();
+        return rows;
+    }
+
+    /// <summary>[windows·pos, L·d]: each hook's activations from its own RunWithCache, side by side.</summary>
+    private static Tensor Expected(IReadOnlyList<(HookedTransformer Model, string Hook)> slots, Tensor tokens)
+    {
+        var parts = new List<Tensor>();
+        foreach (var (model, hook) in slots)
+        {
+            var (logits, cache) = model.RunWithCache(tokens, [hook]);
+            logits?.Dispose();
+            using (cache) parts.Add(cache[hook].reshape(tokens.numel(), -1).clone());
+        }
+        return cat(parts, 1);
+    }
+
+    [Fact]
+    public void TwoHooksOfOneModelAreTheHooksActivationsSideBySideRowForRow()
+    {
+        using var model = Gpt2();
+        var windows = ModelActivationSourceTests.Windows(5, 8);
+        var spec = HarvestSpec.ForCrossCoder([model.HookPoints], ["blocks.0.hook_resid_post", "blocks.1.hook_mlp_out"]);
+        using var src = new ModelActivationSource(model, spec, () => windows,
+            new ModelActivationSourceOptions { ContextSize = 8, BatchSizePrompts = 2, BufferContexts = 2, Shuffle = false });
+        Assert.Equal(16, src.SlotWidth);
+        Assert.Equal(32, src.DIn);
+        using var got = DrainRows(src);
+        using var expected = Expected([(model, "blocks.0.hook_resid_post"), (model, "blocks.1.hook_mlp_out")], Tokens([.. windows]));
+        Assert.Equal(40, got.shape[0]);
+        AssertAllClose(expected, got, 1e-6, "slots side by side");
+    }
+
+    [Fact]
+    public void TheShuffleKeepsEachTokensSlotsTogether()
+    {
+        using var model = Gpt2();
+        var windows = ModelActivationSourceTests.Windows(6, 8);
+        var spec = HarvestSpec.ForCrossCoder([model.HookPoints], ["blocks.0.hook_resid_pre", "blocks.1.hook_resid_post"]);
+        using var src = new ModelActivationSource(model, spec, () => windows,
+            new ModelActivationSourceOptions { ContextSize = 8, BatchSizePrompts = 2, BufferContexts = 4, Seed = 3 });
+        using var got = DrainRows(src, 5);
+        using var expected = Expected([(model, "blocks.0.hook_resid_pre"), (model, "blocks.1.hook_resid_post")], Tokens([.. windows]));
+        Assert.Equal(expected.shape[0], got.shape[0]);
+        Assert.False(got.allclose(expected), "the rows were shuffled");
+        // Each served row is a whole harvested row (a row whose slots came from two tokens would match none)...
+        using var d = cdist(got, expected);
+        using var nearest = d.argmin(1);
+        AssertAllClose(expected.index_select(0, nearest), got, 1e-6, "both slots of the same token");
+        // ...and the served rows are the harvested rows as a multiset (equal rows: the same token at position 0).
+        using var servedCopies = d.lt(1e-3).sum(0);
+        using var harvestedCopies = cdist(expected, expected).lt(1e-3).sum(0);
+        Assert.True(servedCopies.eq(harvestedCopies).all().item<bool>(), "every harvested row served once");
+    }
+
+    private (string Base, string Chat, string Data) TwoModelsOneTokenizer()
+    {
+        string b = TinyModels.WriteGpt2(Sub("base"), seed: 4, nLayer: 2, nEmbd: 16, nHead: 4, vocab: 50257, nPositions: 64);
+        string c = TinyModels.WriteGpt2(Sub("chat"), seed: 9, nLayer: 2, nEmbd: 16, nHead: 4, vocab: 50257, nPositions: 64);
+        AddGpt2Tokenizer(b);
+        AddGpt2Tokenizer(c);
+        string data = Sub("data.txt");
+        File.WriteAllLines(data, Enumerable.Range(0, 30).Select(i => $"Line {i}: the quick brown fox jumps over the lazy dog number {i * 7}."));
+        return (b, c, data);
+    }
+
+    [Fact]
+    public void ModelDiffingRunsBothModelsOnTheSameWindowsAtTheHook()
+    {
+        var (b, c, data) = TwoModelsOneTokenizer();
+        var opts = new ModelDataOptions { ModelPath = b, DatasetPath = data, ContextSize = 16, Tokens = 160, ActivationsMixingFraction = 0 };
+        using var src = ModelPipeline.OpenCrossCoderSource(opts, ["blocks.1.hook_resid_post"], [c], bufferContexts: 2, seed: 1);
+        Assert.Equal(["blocks.1.hook_resid_post", "blocks.1.hook_resid_post"], src.Spec.LayerHooks);
+        Assert.Equal([0, 1], src.Spec.LayerModels);
+        using var got = DrainRows(src);
+        // The same windows, tokenized separately, through each model on its own.
+        var tokenizer = Tokenizer.FromFolder(b);
+        var windows = ModelPipeline.Windows(tokenizer, data, 16, prependBos: true).Take(10).ToArray();
+        using var tokens = Tokens(windows);
+        using var baseModel = ModelLoader.FromPretrained(b);
+        using var chatModel = ModelLoader.FromPretrained(c);
+        using var expected = Expected([(baseModel, "blocks.1.hook_resid_post"), (chatModel, "blocks.1.hook_resid_post")], tokens);
+        Assert.Equal(160, got.shape[0]);
+        AssertAllClose(expected, got, 1e-5, "base slot then chat slot");
+        // Different random weights: the two slots differ.
+        Assert.True(got.narrow(1, 0, 16).sub(got.narrow(1, 16, 16)).abs().max().item<float>() > 0.1f);
+    }
+
+    [Fact]
+    public void ModelsWithDifferentTokenizersAreRefusedByName()
+    {
+        var (b, c, data) = TwoModelsOneTokenizer();
+        // The chat model's vocabulary swaps two tokens: same size, different ids.
+        var vocabPath = Path.Combine(c, "vocab.json");
+        var vocab = System.Text.Json.JsonSerializer.Deserialize<Dictionary<string, int>>(File.ReadAllText(vocabPath))!;
+        (vocab["the"], vocab["fox"]) = (vocab["fox"], vocab["the"]);
+        File.WriteAllText(vocabPath, System.Text.Json.JsonSerializer.Serialize(vocab));
+        var opts = new ModelDataOptions { ModelPath = b, DatasetPath = data, ContextSize = 16, Tokens = 64 };
+        var e = Assert.Throws<SaeSharpException>(() => ModelPipeline.OpenCrossCoderSource(opts, ["blocks.0.hook_resid_post"], [c]));
+        int lo = Math.Min(vocab["the"], vocab["fox"]);
+        Assert.StartsWith($"{ModelLoader.NameOf(c)}'s tokenizer differs from {ModelLoader.NameOf(b)}'s (token {lo}: ", e.Message);
+        Assert.EndsWith("a model-diffing crosscoder runs both models on the same token windows, so they need one tokenizer", e.Message);
+    }
+
+    [Fact]
+    public void SlotsOfDifferentWidthsAndASingleSlotAreRefused()
+    {
+        using var model = Gpt2();
+        Assert.Equal("a crosscoder reads at least two layer slots: give two hooks or two models (got only 'blocks.0.hook_resid_post')",
+            Assert.Throws<SaeSharpException>(() => HarvestSpec.ForCrossCoder([model.HookPoints], ["blocks.0.hook_resid_post"])).Message);
+        Assert.Equal("hook 'blocks.0.hook_resid_post' is named twice: each layer slot of a crosscoder reads a different hook",
+            Assert.Throws<SaeSharpException>(() => HarvestSpec.ForCrossCoder([model.HookPoints], ["blocks.0.hook_resid_post", "blocks.0.hook_resid_post"])).Message);
+        var spec = HarvestSpec.ForCrossCoder([model.HookPoints], ["blocks.0.hook_resid_post", "blocks.0.mlp.hook_post"]);
+        var e = Assert.Throws<SaeSharpException>(() => new ModelActivationSource(model, spec, () => ModelActivationSourceTests.Windows(2, 8),
+            new ModelActivationSourceOptions { ContextSize = 8 }));
+        Assert.Contains("blocks.0.mlp.hook_post of ", e.Message);
+        Assert.EndsWith("has width 64 but blocks.0.hook_resid_post of " + model.Config.ModelName + " has 16: a crosscoder's layer slots share one width", e.Message);
+    }
+
+    [Fact]
+    public void StreamingTrainingLeavesNoLiveTensors()
+    {
+        using var model = Gpt2();
+        var spec = HarvestSpec.ForCrossCoder([model.HookPoints], ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]);
+        long leaked = LiveTensors.Leaked(() =>
+        {
+            using var src = new ModelActivationSource(model, spec, () => ModelActivationSourceTests.Windows(6, 8),
+                new ModelActivationSourceOptions { ContextSize = 8, BatchSizePrompts = 2, BufferContexts = 2, Seed = 1 });
+            using var cc = new CrossCoder(new CrossCoderConfig { ActivationDim = 16, DictSize = 24, NumLayers = 2, K = 3 });
+            using (var g = new Generator(1)) cc.InitializeWeights(g, 1.0);
+            var logs = CrossCoderTrainer.Train(cc, src, new CrossCoderTrainerOptions { Steps = 4, WarmupSteps = 1, ThresholdStartStep = 1 }, 8);
+            Assert.Equal(4, logs.Count);
+        });
+        Assert.Equal(0, leaked);
+    }
+
+    [Fact]
+    public void StreamingTrainingStopsWhenTheSourceRunsOutAndRefusesAnotherWidth()
+    {
+        using var model = Gpt2();
+        var spec = HarvestSpec.ForCrossCoder([model.HookPoints], ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]);
+        using var src = new ModelActivationSource(model, spec, () => ModelActivationSourceTests.Windows(2, 8),
+            new ModelActivationSourceOptions { ContextSize = 8, BatchSizePrompts = 2, BufferContexts = 2 });
+        using var cc = new CrossCoder(new CrossCoderConfig { ActivationDim = 16, DictSize = 24, NumLayers = 2 });
+        using (var g = new Generator(1)) cc.InitializeWeights(g, null);
+        // 16 rows in batches of 6: 6, 6, 4, then the source is empty.
+        var logs = CrossCoderTrainer.Train(cc, src, new CrossCoderTrainerOptions { Steps = 10, WarmupSteps = 0 }, 6);
+        Assert.Equal(3, logs.Count);
+        using var three = new CrossCoder(new CrossCoderConfig { ActivationDim = 16, DictSize = 24, NumLayers = 3 });
+        Assert.Equal("crosscoder training: the source's rows have width 32 but the crosscoder reads 3 layers × 16 = 48",
+            Assert.Throws<SaeSharpException>(() => CrossCoderTrainer.Train(three, src, new CrossCoderTrainerOptions { Steps = 1 }, 6)).Message);
+    }
+    [Fact]
+    public void SaeTrainHarvestsTwoHooksOrTwoModelsAndRecordsThem()
+    {
+        var (b, c, data) = TwoModelsOneTokenizer();
+        string[] common = ["--dataset", data, "--context-size", "16", "--tokens", "400", "--arch", "batchtopk_crosscoder", "--k", "2", "--d-sae", "32",
+            "--batch-size", "32", "--steps", "6", "--eval-rows", "64"];
+        var diff = Sub("cc-diff");
+        var (exit, stdout, err) = CliRunner.Run(["train", "--model", b, "--diff-model", c, "--hook", "blocks.1.hook_resid_post", "--out", diff, .. common]);
+        Assert.True(exit == 0, err + stdout);
+        using (var cc = SaeSharp.Interop.CrossCoderFormat.Load(diff, out var sources))
+        {
+            Assert.Equal(2, cc.Cfg.NumLayers);
+            Assert.Equal(16, cc.Cfg.ActivationDim);
+            Assert.Equal(["blocks.1.hook_resid_post", "blocks.1.hook_resid_post"], sources.HookNames);
+            Assert.Equal([ModelLoader.NameOf(b), ModelLoader.NameOf(c)], sources.ModelNames);
+        }
+        var metrics = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(diff, "metrics.json")))!;
+        Assert.Equal(64, metrics["rows"]!.GetValue<long>());
+        Assert.Contains("steps", stdout);
+
+        var layers = Sub("cc-layers");
+        (exit, stdout, err) = CliRunner.Run(["train", "--model", b, "--hooks", "blocks.0.hook_resid_post,blocks.1.hook_resid_post", "--out", layers, .. common]);
+        Assert.True(exit == 0, err + stdout);
+        using (var cc = SaeSharp.Interop.CrossCoderFormat.Load(layers, out var sources))
+        {
+            Assert.Equal(["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"], sources.HookNames);
+            Assert.Equal([ModelLoader.NameOf(b)], sources.ModelNames);
+        }
+
+        // Bad requests named: no hooks, --hook beside --hooks, --diff-model without --model.
+        (exit, _, err) = CliRunner.Run(["train", "--model", b, "--out", Sub("x"), .. common]);
+        Assert.Contains("give --hooks A,B (the layer slots), or --hook H with --diff-model, with --model", err);
+        (exit, _, err) = CliRunner.Run(["train", "--model", b, "--hook", "blocks.0.hook_resid_post", "--hooks", "blocks.0.hook_resid_post,blocks.1.hook_resid_post", "--out", Sub("y"), .. common]);
+        Assert.Contains("give --hook (one hook, with --diff-model) or --hooks A,B, not both", err);
+        (exit, _, err) = CliRunner.Run("train", "--arch", "crosscoder", "--activations", "a.npy,b.npy", "--diff-model", c, "--out", Sub("z"));
+        Assert.NotEqual(0, exit);
+        Assert.Contains("--diff-model", err);
+    }
+}
