@@ -1,3 +1,4 @@
+using static System.FormattableString;
 using SaeSharp.Plots;
 using SaeSharp.Saes;
 using TorchSharp;
@@ -126,6 +127,9 @@ public sealed record CrossCoderDecoderNorms(double[][] RelativeNorm, double[][] 
             bars.Add(new HistogramBar(lo, hi, counts[b], color));
         }
         return HistogramPlot.Render(bars, $"Relative decoder norm of {slotName}",
-            $"0: only {otherName} · ½: shared · 1: only {slotName}", "latents (log scale)", logY: true, width: 800);
+            $"0: only {otherName} · ½: shared · 1: only {slotName}", "latents (log scale)", logY: true, width: 800,
+            legend: [(Invariant($"only {otherName} (Δnorm < {AbsentBelow})"), "#1f77b4"),
+                     (Invariant($"shared ({SharedFrom} ≤ Δnorm ≤ {SharedTo})"), "#7f7f7f"),
+                     (Invariant($"only {slotName} (Δnorm > {SpecificAbove})"), "#ff7f0e"), ("other", "#bcbd22")]);
     }
 }

@@ -16,9 +16,10 @@ public static class HistogramPlot
     private static readonly double LogBase = Math.Log10(0.5);
 
     /// <summary>Renders the bars as PNG bytes. With <paramref name="logY"/> the y axis is log10(count), labelled with counts
-    /// at each decade, and bars start at a count of ½ so that a count of 1 stays visible.</summary>
+    /// at each decade, and bars start at a count of ½ so that a count of 1 stays visible. <paramref name="legend"/> names
+    /// what the bar colours mean (upper right).</summary>
     public static byte[] Render(IReadOnlyList<HistogramBar> bars, string title, string xLabel, string yLabel, bool logY = false,
-        int width = 640, int height = 360)
+        int width = 640, int height = 360, IReadOnlyList<(string Label, string Color)>? legend = null)
     {
         ArgumentNullException.ThrowIfNull(bars);
         var plt = new Plot();
@@ -38,6 +39,13 @@ public static class HistogramPlot
             t.LabelFontColor = Color.FromHex("#444444");
             t.OffsetY = -2;
         }
+        if (legend is { Count: > 0 })
+        {
+            foreach (var (label, color) in legend)
+                plt.Legend.ManualItems.Add(new LegendItem { LabelText = label, FillColor = Color.FromHex(color), LineWidth = 0 });
+            plt.Legend.Alignment = Alignment.UpperRight;
+            plt.ShowLegend();
+        }
         plt.Title(title);
         plt.XLabel(xLabel);
         plt.YLabel(yLabel);
@@ -53,7 +61,10 @@ public static class HistogramPlot
         double xmin = bars.Count == 0 ? 0 : bars.Min(b => b.Lower), xmax = bars.Count == 0 ? 1 : bars.Max(b => b.Upper);
         double ymax = list.Count == 0 ? 1 : list.Max(b => b.Value);
         double pad = (xmax - xmin) * 0.02;
-        plt.Axes.SetLimits(xmin - pad, xmax + pad, logY ? LogBase : 0, logY ? Math.Max(1, ymax + 0.15) : Math.Max(1, ymax * 1.08));
+        double bottom = logY ? LogBase : 0, top = logY ? Math.Max(1, ymax + 0.15) : Math.Max(1, ymax * 1.08);
+        // With a legend in the upper corner, the tallest bar stays below 60 % of the height, so the legend covers no bar.
+        if (legend is { Count: > 0 }) top = Math.Max(top, bottom + (ymax - bottom) / 0.6);
+        plt.Axes.SetLimits(xmin - pad, xmax + pad, bottom, top);
         return plt.GetImageBytes(width, height, ImageFormat.Png);
     }
 

@@ -64,4 +64,25 @@ public class HistogramPlotTests
         double hr = red.Y1 - red.Y0 + 1, hb = blue.Y1 - blue.Y0 + 1;
         Assert.InRange(hr / hb, 0.25 - 0.02, 0.25 + 0.02);
     }
+
+    /// <summary>A legend names the colours (its swatches drawn although no bar has the green one) in the upper right, and
+    /// no bar reaches it: the tallest bar, right under the legend, ends below the legend's lowest swatch.</summary>
+    [Fact]
+    public void A_legend_is_drawn_above_every_bar()
+    {
+        static bool Green(SKColor c) => c.Green > 200 && c.Red < 60 && c.Blue < 60;
+        var bars = new[] { new HistogramBar(0, 1, 3, "#ff0000"), new HistogramBar(1, 2, 1000, "#0000ff") };
+        using var png = SKBitmap.Decode(HistogramPlot.Render(bars, "t", "x", "y", logY: true,
+            legend: [("red", "#ff0000"), ("blue", "#0000ff"), ("green", "#00ff00")]));
+        var green = Extent(png, Green);
+        Assert.True(green is not null, "the legend's swatch of a colour no bar has is drawn");
+        Assert.True(green!.Value.X0 > png.Width / 2, $"legend at x {green.Value.X0} of {png.Width}: the right half");
+        // The blue bar (the tallest, at the right) and the blue swatch: the bar's top is below every swatch.
+        var barTop = Enumerable.Range(0, png.Height).First(y => Enumerable.Range(0, png.Width / 2).Any(x => Blue(png.GetPixel(png.Width / 2 + x, y))
+                                                             && x + png.Width / 2 < green.Value.X0));
+        Assert.True(barTop > green.Value.Y1, $"the tallest bar starts at row {barTop}, the legend's last swatch ends at {green.Value.Y1}");
+
+        using var plain = SKBitmap.Decode(HistogramPlot.Render(bars, "t", "x", "y", logY: true));
+        Assert.Null(Extent(plain, Green));
+    }
 }
