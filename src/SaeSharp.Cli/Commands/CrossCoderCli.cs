@@ -130,24 +130,27 @@ internal static class CrossCoderCli
             var m = CrossCoderEvaluator.Evaluate(cc, held);
             var norms = CrossCoderDecoderNorms.Of(cc);
             var json = MetricsJson(m);
-            json["decoder_norms"] = NormsJson(norms, SlotNames(sources, layers));
+            var names = SlotNames(sources, layers);
+            json["decoder_norms"] = NormsJson(norms, names);
             AtomicFile.WriteAllText(Path.Combine(r.Out, "metrics.json"), json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
-            rows.AddRange(MetricRows(m));
-            rows.AddRange(NormRows(norms, SlotNames(sources, layers)));
+            rows.AddRange(MetricRows(m, names));
+            rows.AddRange(NormRows(norms, names));
         }
         Cli.WriteTable($"crosscoder → {r.Out}", rows);
         return 0;
     }
 
-    private static IEnumerable<(string, string)> MetricRows(CrossCoderEvalResult m)
+    /// <summary>The table rows of the metrics, each slot's named by its index and <see cref="SlotNames"/> ("slot 1 (chat) fvu").</summary>
+    private static IEnumerable<(string, string)> MetricRows(CrossCoderEvalResult m, IReadOnlyList<string> names)
     {
         static string F(double v) => v.ToString("G5", CultureInfo.InvariantCulture);
         yield return ("rows", Cli.Integer(m.Rows));
         for (int l = 0; l < m.Layers.Count; l++)
         {
-            yield return ($"layer {l} mse", F(m.Layers[l].Mse));
-            yield return ($"layer {l} explained_variance", F(m.Layers[l].ExplainedVariance));
-            yield return ($"layer {l} fvu", F(m.Layers[l].Fvu));
+            string slot = names[l] == $"slot {l}" ? names[l] : $"slot {l} ({names[l]})";
+            yield return ($"{slot} mse", F(m.Layers[l].Mse));
+            yield return ($"{slot} explained_variance", F(m.Layers[l].ExplainedVariance));
+            yield return ($"{slot} fvu", F(m.Layers[l].Fvu));
         }
         yield return ("mse", F(m.Total.Mse));
         yield return ("explained_variance", F(m.Total.ExplainedVariance));
@@ -252,7 +255,7 @@ internal static class CrossCoderCli
             AtomicFile.WriteAllText(json, o.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
         }
         if ((histogram ?? (json is null ? null : Path.ChangeExtension(json, null) + "_relative_decoder_norm.png")) is { } png) SaveNormHistogram(png, norms, names);
-        Cli.WriteTable(saePath, MetricRows(m).Concat(NormRows(norms, names)));
+        Cli.WriteTable(saePath, MetricRows(m, names).Concat(NormRows(norms, names)));
         return 0;
     }
 

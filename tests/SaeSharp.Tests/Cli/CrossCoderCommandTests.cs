@@ -50,7 +50,7 @@ public sealed class CrossCoderCommandTests : IDisposable
 
         (exit, stdout, err) = CliRunner.Run("eval", "--sae", outDir, "--activations", acts);
         Assert.True(exit == 0, err);
-        Assert.Contains("layer 1 fvu", stdout);
+        Assert.Contains("slot 1 (blocks.1.hook_resid_post) fvu", stdout);
         (exit, stdout, err) = CliRunner.Run("info", outDir);
         Assert.True(exit == 0, err);
         Assert.Contains("BatchTopKCrossCoder", stdout);
