@@ -53,14 +53,19 @@ internal static partial class Cli
         if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = PipeWidth;
         // A dataset made for other settings (a pretokenized dataset's sae_lens.json): one line on stderr, once.
         var warned = new HashSet<string>(StringComparer.Ordinal);
+        var previous = Data.DatasetWarnings.Handler;
         Data.DatasetWarnings.Handler = w => { if (warned.Add(w)) CliProgress.Warn($"warning: {w}"); };
-        var parse = Build().Parse(args);
-        if (parse.Errors.Count > 0 && (parse.CommandResult.Command.Subcommands.Count == 0 || parse.UnmatchedTokens.Count > 0))
+        try
         {
-            ErrorLine($"error: {ParseErrorLine(parse)}");
-            return 1;
+            var parse = Build().Parse(args);
+            if (parse.Errors.Count > 0 && (parse.CommandResult.Command.Subcommands.Count == 0 || parse.UnmatchedTokens.Count > 0))
+            {
+                ErrorLine($"error: {ParseErrorLine(parse)}");
+                return 1;
+            }
+            return parse.Invoke();
         }
-        return parse.Invoke();
+        finally { Data.DatasetWarnings.Handler = previous; }
     }
 
     /// <summary>A line for the user on stderr (an error, a warning, a note). On a terminal it is wrapped at the terminal's

@@ -139,8 +139,11 @@ public sealed record PretokenizedMetadata
 /// <c>sae</c> prints each once on stderr; a library user may set <see cref="Handler"/>. Unset, warnings are dropped.</summary>
 public static class DatasetWarnings
 {
-    /// <summary>Receives each warning line.</summary>
-    public static Action<string>? Handler { get; set; }
+    private static readonly AsyncLocal<Action<string>?> Current = new();
+
+    /// <summary>Receives each warning line of the code that set it and of the tasks and threads it starts afterwards
+    /// (an async-local value: two runs in one process, such as two commands run side by side, each get their own).</summary>
+    public static Action<string>? Handler { get => Current.Value; set => Current.Value = value; }
 
     internal static void Report(string warning) => Handler?.Invoke(warning);
 }
