@@ -88,27 +88,12 @@ public static class FeatureAnalysis
         string hook = model.HookPoints.Resolve(sae.Cfg.Metadata.HookOr(options.Hook));
         var encoder = new SaeEncoder(model, sae, hook, options.ModelHooks);
         var collector = new FeatureStatisticsCollector(sae.Cfg.DSae, options.Features, options.Statistics);
-        using var featureIndex = tensor(collector.Features.Select(i => (long)i).ToArray());
         var exclude = options.ExcludeTokenIds ?? [];
-        var clock = Stopwatch.StartNew();
-        int ctx = 0;
-        long? total = null;
-        using var _ = no_grad();
-        foreach (var group in Groups(windows, options.BatchSizePrompts, options.MaxContexts))
+        int ctx = CollectPass(windows, options, [collector], sae.Cfg.DSae, group =>
         {
-            using var scope = NewDisposeScope();
-            if (ctx == 0)
-            {
-                ctx = group[0].Length;
-                total = options.MaxContexts * ctx;
-            }
             var (acts, _, tokens, rows) = encoder.EncodeWithInput(group);          // [b, s, d_sae], [b, s], [b, s]
-            var selected = collector.Features.Count == sae.Cfg.DSae && IsIdentity(collector.Features) ? acts : acts.index_select(2, featureIndex);
-            var keep = ModelActivationHarvester.KeepMask(tokens, exclude, options.SeqposSlice).logical_and(rows);
-            collector.Add(group, selected, keep);
-            options.Progress?.Invoke(new FeatureProgress(collector.Tokens, total, clock.Elapsed));
-        }
-        if (collector.Windows == 0) throw new SaeSharpException("the dataset gave no context windows (is it shorter than one context?)");
+            return [(acts, ModelActivationHarvester.KeepMask(tokens, exclude, options.SeqposSlice).logical_and(rows))];
+        });
         var stats = collector.Result();
         FeatureWeights.Fill(stats, model, sae, hook, options.TopLogits, options.SimilarFeatures, options.AlignedNeurons, options.VocabSize);
         FeatureWeights.FillNeuronAlignment(stats, sae);
@@ -156,39 +141,20 @@ public static class FeatureAnalysis
             if (l < 0 || l >= clt.Cfg.NLayers) throw new SaeSharpException($"layer {l}: the cross-layer transcoder has layers 0..{clt.Cfg.NLayers - 1}");
         if (chosen.Distinct().Count() != chosen.Count) throw new SaeSharpException($"layers {string.Join(",", chosen)}: a layer is listed twice");
         var collectors = chosen.Select(_ => new FeatureStatisticsCollector(clt.Cfg.DTranscoder, options.Features, options.Statistics)).ToList();
-        var features = collectors[0].Features;
-        bool all = features.Count == clt.Cfg.DTranscoder && IsIdentity(features);
-        using var featureIndex = tensor(features.Select(i => (long)i).ToArray());
         var hooks = chosen.Select(l => inputs[l]).ToList();
         int? stop = model.HookPoints.StopAtLayerFor(hooks);
         var exclude = options.ExcludeTokenIds ?? [];
-        var clock = Stopwatch.StartNew();
-        int ctx = 0;
-        long? total = null;
-        using var _ = no_grad();
-        foreach (var group in Groups(windows, options.BatchSizePrompts, options.MaxContexts))
+        int ctx = CollectPass(windows, options, collectors, clt.Cfg.DTranscoder, group =>
         {
-            using var scope = NewDisposeScope();
-            if (ctx == 0)
-            {
-                ctx = group[0].Length;
-                total = options.MaxContexts * ctx;
-            }
             var tokens = WindowTensor(group);
             var (logits, cache) = model.Run(tokens, new RunOptions { StopAtLayer = stop, Hooks = options.ModelHooks, CacheNames = hooks });
             logits?.Dispose();
             using (cache!)
             {
                 var keep = ModelActivationHarvester.KeepMask(tokens, exclude, options.SeqposSlice);
-                for (int i = 0; i < chosen.Count; i++)
-                {
-                    var f = clt.EncodeLayer(cache![hooks[i]], chosen[i]);                          // [b, s, d_transcoder]
-                    collectors[i].Add(group, all ? f : f.index_select(2, featureIndex), keep);
-                }
+                return chosen.Select((l, i) => (clt.EncodeLayer(cache![hooks[i]], l), keep)).ToList();   // [b, s, d_transcoder] each
             }
-            options.Progress?.Invoke(new FeatureProgress(collectors[0].Tokens, total, clock.Elapsed));
-        }
-        if (collectors[0].Windows == 0) throw new SaeSharpException("the dataset gave no context windows (is it shorter than one context?)");
+        });
         var reports = new List<(int, FeatureReport)>();
         for (int i = 0; i < chosen.Count; i++)
         {
@@ -239,22 +205,10 @@ public static class FeatureAnalysis
             if (model.HookWidth(h) != cc.Cfg.ActivationDim)
                 throw new SaeSharpException($"{h} of {model.Config.ModelName} has width {model.HookWidth(h)} but the crosscoder reads activation_dim {cc.Cfg.ActivationDim}");
         var collector = new FeatureStatisticsCollector(cc.Cfg.DictSize, options.Features, options.Statistics);
-        bool all = collector.Features.Count == cc.Cfg.DictSize && IsIdentity(collector.Features);
-        using var featureIndex = tensor(collector.Features.Select(i => (long)i).ToArray());
         int? stop = model.HookPoints.StopAtLayerFor(names);
         var exclude = options.ExcludeTokenIds ?? [];
-        var clock = Stopwatch.StartNew();
-        int ctx = 0;
-        long? total = null;
-        using var _ = no_grad();
-        foreach (var group in Groups(windows, options.BatchSizePrompts, options.MaxContexts))
+        int ctx = CollectPass(windows, options, [collector], cc.Cfg.DictSize, group =>
         {
-            using var scope = NewDisposeScope();
-            if (ctx == 0)
-            {
-                ctx = group[0].Length;
-                total = options.MaxContexts * ctx;
-            }
             var tokens = WindowTensor(group);
             var (logits, cache) = model.Run(tokens, new RunOptions { StopAtLayer = stop, Hooks = options.ModelHooks, CacheNames = names.Distinct().ToList() });
             logits?.Dispose();
@@ -263,12 +217,9 @@ public static class FeatureAnalysis
                 long b = tokens.shape[0], s = tokens.shape[1];
                 var x = stack(names.Select(h => cache![h].reshape(b * s, cc.Cfg.ActivationDim).to(ScalarType.Float32)).ToList(), 1); // [b·s, L, d]
                 var f = cc.GetActivations(x).view(b, s, cc.Cfg.DictSize);
-                var keep = ModelActivationHarvester.KeepMask(tokens, exclude, options.SeqposSlice);
-                collector.Add(group, all ? f : f.index_select(2, featureIndex), keep);
+                return [(f, ModelActivationHarvester.KeepMask(tokens, exclude, options.SeqposSlice))];
             }
-            options.Progress?.Invoke(new FeatureProgress(collector.Tokens, total, clock.Elapsed));
-        }
-        if (collector.Windows == 0) throw new SaeSharpException("the dataset gave no context windows (is it shorter than one context?)");
+        });
         var stats = collector.Result();
         using (var sae = LastSlotSae(cc, names[^1], model.Config.ModelName))
         {
@@ -330,6 +281,38 @@ public static class FeatureAnalysis
             if (extra?.TryGetValue("neuronpedia_id", out var v) == true && v.ValueKind == System.Text.Json.JsonValueKind.String)
                 return v.GetString();
         return null;
+    }
+
+    /// <summary>The pass every form of <c>sae features</c> shares: <paramref name="windows"/> in groups of
+    /// <see cref="FeatureAnalysisOptions.BatchSizePrompts"/> (at most <see cref="FeatureAnalysisOptions.MaxContexts"/>),
+    /// without gradients and under one dispose scope per group; <paramref name="encode"/> gives each group's activations
+    /// [b, s, <paramref name="dSae"/>] and kept positions [b, s], one pair per collector, whose chosen features are added.
+    /// Returns the context size; an empty dataset is an error.</summary>
+    private static int CollectPass(IEnumerable<long[]> windows, FeatureAnalysisOptions options, List<FeatureStatisticsCollector> collectors,
+        int dSae, Func<List<long[]>, IReadOnlyList<(Tensor Acts, Tensor Keep)>> encode)
+    {
+        var features = collectors[0].Features;
+        bool all = features.Count == dSae && IsIdentity(features);
+        using var featureIndex = tensor(features.Select(i => (long)i).ToArray());
+        var clock = Stopwatch.StartNew();
+        int ctx = 0;
+        long? total = null;
+        using var _ = no_grad();
+        foreach (var group in Groups(windows, options.BatchSizePrompts, options.MaxContexts))
+        {
+            using var scope = NewDisposeScope();
+            if (ctx == 0)
+            {
+                ctx = group[0].Length;
+                total = options.MaxContexts * ctx;
+            }
+            var encoded = encode(group);
+            for (int i = 0; i < collectors.Count; i++)
+                collectors[i].Add(group, all ? encoded[i].Acts : encoded[i].Acts.index_select(2, featureIndex), encoded[i].Keep);
+            options.Progress?.Invoke(new FeatureProgress(collectors[0].Tokens, total, clock.Elapsed));
+        }
+        if (collectors[0].Windows == 0) throw new SaeSharpException("the dataset gave no context windows (is it shorter than one context?)");
+        return ctx;
     }
 
     private static bool IsIdentity(IReadOnlyList<int> xs)
