@@ -135,15 +135,24 @@ internal static class CrossCoderCli
         };
         IReadOnlyList<CrossCoderStepLog> logs;
         int stopExitCode;
+        var logFile = Path.Combine(r.Out, TrainLogFile.FileName);
         using (var stop = new StopSignals())
         {
-            logs = CliProgress.Run<CrossCoderStepLog, IReadOnlyList<CrossCoderStepLog>>("train", steps,
-                progress => train(cc, options, log => progress?.Report(log), checkpointing, stop.Token),
-                log => (log.Step + 1, steps, string.Create(CultureInfo.InvariantCulture, $"train {r.Arch}: step {log.Step + 1}/{steps}, loss {log.Loss:G4}, L0 {log.L0:F1}")),
-                plainLine: null);
+            try
+            {
+                logs = CliProgress.Run<CrossCoderStepLog, IReadOnlyList<CrossCoderStepLog>>("train", steps,
+                    progress => train(cc, options, log => progress?.Report(log), checkpointing, stop.Token),
+                    log => (log.Step + 1, steps, string.Create(CultureInfo.InvariantCulture, $"train {r.Arch}: step {log.Step + 1}/{steps}, loss {log.Loss:G4}, L0 {log.L0:F1}")),
+                    plainLine: null);
+            }
+            catch (SaeSharpException e) when (e.Message.StartsWith("crosscoder training step ", StringComparison.Ordinal))
+            {
+                // A loss that became NaN: the curves of the steps logged before it are the ones that matter.
+                if (DrawCurves(logFile, r.Out) is not { } drawn) throw;
+                throw new SaeSharpException($"{e.Message} ({drawn})", e);
+            }
             stopExitCode = stop.Token.IsCancellationRequested ? stop.ExitCode : 0;
         }
-        var logFile = Path.Combine(r.Out, TrainLogFile.FileName);
         var curves = DrawCurves(logFile, r.Out);
         long done = logs.Count > 0 ? logs[^1].Step + 1 : StepOf(TrainerCheckpoint.Resolve(checkpointing.Path));
         if (stopExitCode != 0)
