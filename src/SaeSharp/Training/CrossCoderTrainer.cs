@@ -223,7 +223,9 @@ public sealed class CrossCoderTrainer : IDisposable
     /// rows hold the L layer slots side by side ([L·d], as <see cref="Activations.ModelActivationSource"/> harvests a
     /// crosscoder spec: <see cref="Activations.HarvestSpec.ForCrossCoder"/>), viewed as [batch, L, d]; the source's shuffle
     /// decides the order. Stops after <see cref="CrossCoderTrainerOptions.Steps"/> steps, when the source runs out, or when
-    /// <paramref name="cancel"/> fires; the logs say how many steps ran. Otherwise as the in-memory overload.
+    /// <paramref name="cancel"/> fires; the logs say how many steps ran. Otherwise as the in-memory overload; a resume
+    /// restores the source's position (<see cref="Activations.IActivationSource.LoadState"/>: give a source constructed with
+    /// the same arguments), so it too takes the batches of an uninterrupted run.
     /// </summary>
     public static IReadOnlyList<CrossCoderStepLog> Train(CrossCoder cc, Activations.IActivationSource source, CrossCoderTrainerOptions options, int batchSize,
         Action<CrossCoderStepLog>? onStep = null, CrossCoderCheckpointing? checkpointing = null, CancellationToken cancel = default)
