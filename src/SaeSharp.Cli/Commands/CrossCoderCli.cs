@@ -24,6 +24,10 @@ internal static class CrossCoderCli
         public ModelDataOptions? Model { get; init; }
         /// <summary>Model diffing: this model folder runs on the same windows at the same hooks (slots after the model's).</summary>
         public string? DiffModel { get; init; }
+        /// <summary>Continue from the latest checkpoint in OUT/checkpoints.</summary>
+        public bool Resume { get; init; }
+        /// <summary>Checkpoint every N steps (default steps/10).</summary>
+        public long? CheckpointEvery { get; init; }
     }
 
     public static bool IsCrossCoderArch(string? arch) => arch is CrossCoder.ArchitectureName or CrossCoder.BatchTopKArchitectureName;
@@ -33,8 +37,18 @@ internal static class CrossCoderCli
 
     public static int Train(TrainRequest r)
     {
-        if (Directory.Exists(r.Out) && Directory.EnumerateFileSystemEntries(r.Out).Any() && !r.Force)
-            throw new SaeSharpException($"{r.Out} is not empty: give --force to replace it");
+        var checkpoints = Path.Combine(r.Out, TrainingRun.CheckpointFolder);
+        if (r.Resume)
+        {
+            if (r.Force) throw new SaeSharpException("give --resume (continue the run in --out) or --force (replace it), not both");
+            if (!Directory.Exists(checkpoints)) throw new SaeSharpException($"--resume: no checkpoints in {checkpoints}");
+        }
+        else if (Directory.Exists(r.Out) && Directory.EnumerateFileSystemEntries(r.Out).Any())
+        {
+            if (!r.Force) throw new SaeSharpException($"{r.Out} is not empty: continue its run with --resume, or give --force to replace it");
+            // The replaced run's checkpoints must not be taken for the new run's by a later --resume.
+            if (Directory.Exists(checkpoints)) Directory.Delete(checkpoints, recursive: true);
+        }
         bool topK = r.Arch == CrossCoder.BatchTopKArchitectureName;
         if (topK && r.K is null) throw new SaeSharpException("--arch batchtopk_crosscoder needs --k");
         if (!topK && r.K is not null) throw new SaeSharpException("--k is for --arch batchtopk_crosscoder; the L1 crosscoder's sparsity is set by --l1 (l1_penalty)");
@@ -56,7 +70,7 @@ internal static class CrossCoderCli
             ModelNames = data.Models.All(m => m is not null) ? data.Models.Distinct().Select(m => m!).ToList() is { Count: 1 } one ? one : data.Models.Select(m => m!).ToList() : null,
         };
         long steps = r.Steps ?? 1000;
-        return TrainAndSave(r, topK, layers, d, steps, sources, (cc, options, onStep) => CrossCoderTrainer.Train(cc, train, options, r.BatchSize, r.Seed, onStep),
+        return TrainAndSave(r, topK, layers, d, steps, sources, (cc, options, onStep, c, ct) => CrossCoderTrainer.Train(cc, train, options, r.BatchSize, r.Seed, onStep, c, ct),
             evalRows > 0 ? () => held.alias() : null);
     }
 
@@ -80,7 +94,7 @@ internal static class CrossCoderCli
             ModelNames = modelNames.Count == 1 ? modelNames : source.Spec.LayerModels!.Select(m => modelNames[m]).ToList(),
         };
         long evalRows = r.EvalRows ?? 16384;
-        return TrainAndSave(r, topK, layers, d, steps, sources, (cc, options, onStep) => CrossCoderTrainer.Train(cc, source, options, r.BatchSize, onStep),
+        return TrainAndSave(r, topK, layers, d, steps, sources, (cc, options, onStep, c, ct) => CrossCoderTrainer.Train(cc, source, options, r.BatchSize, onStep, c, ct),
             () =>
             {
                 int positions = ModelPipeline.TrainingContextSize(data.ContextSize ?? 128, data.SeqposSlice);
@@ -96,7 +110,8 @@ internal static class CrossCoderCli
     }
 
     private static int TrainAndSave(TrainRequest r, bool topK, int layers, int d, long steps, CrossCoderSources sources,
-        Func<CrossCoder, CrossCoderTrainerOptions, Action<CrossCoderStepLog>, IReadOnlyList<CrossCoderStepLog>> train, Func<Tensor>? evalRows)
+        Func<CrossCoder, CrossCoderTrainerOptions, Action<CrossCoderStepLog>, CrossCoderCheckpointing, CancellationToken, IReadOnlyList<CrossCoderStepLog>> train,
+        Func<Tensor>? evalRows)
     {
         int dictSize = r.DictSize ?? (r.Expansion ?? 8) * d;
         var cfg = new CrossCoderConfig { ActivationDim = d, DictSize = dictSize, NumLayers = layers, K = r.K };
@@ -109,20 +124,54 @@ internal static class CrossCoderCli
             WarmupSteps = r.WarmupSteps ?? Math.Min(1000, steps / 10),
             ThresholdStartStep = Math.Min(1000, steps / 2),
         };
-        var logs = CliProgress.Run<CrossCoderStepLog, IReadOnlyList<CrossCoderStepLog>>("train", steps,
-            progress => train(cc, options, log => progress?.Report(log)),
-            log => (log.Step + 1, steps, string.Create(CultureInfo.InvariantCulture, $"train {r.Arch}: step {log.Step + 1}/{steps}, loss {log.Loss:G4}, L0 {log.L0:F1}")),
-            plainLine: null);
-        if (logs.Count == 0) throw new SaeSharpException("crosscoder training: the data gave no batch");
+        var checkpointing = new CrossCoderCheckpointing
+        {
+            Path = Path.Combine(r.Out, TrainingRun.CheckpointFolder),
+            EverySteps = r.CheckpointEvery ?? Math.Max(1, steps / 10),
+            Keep = new TrainerConfig().KeepCheckpoints,
+            Resume = r.Resume,
+            LogFolder = r.Out,
+            LogEverySteps = Math.Clamp(steps / 100, 1, new TrainerConfig().LogEverySteps),
+        };
+        IReadOnlyList<CrossCoderStepLog> logs;
+        int stopExitCode;
+        var logFile = Path.Combine(r.Out, TrainLogFile.FileName);
+        using (var stop = new StopSignals())
+        {
+            try
+            {
+                logs = CliProgress.Run<CrossCoderStepLog, IReadOnlyList<CrossCoderStepLog>>("train", steps,
+                    progress => train(cc, options, log => progress?.Report(log), checkpointing, stop.Token),
+                    log => (log.Step + 1, steps, string.Create(CultureInfo.InvariantCulture, $"train {r.Arch}: step {log.Step + 1}/{steps}, loss {log.Loss:G4}, L0 {log.L0:F1}")),
+                    plainLine: null);
+            }
+            catch (SaeSharpException e) when (e.Message.StartsWith("crosscoder training step ", StringComparison.Ordinal))
+            {
+                // A loss that became NaN: the curves of the steps logged before it are the ones that matter.
+                if (DrawCurves(logFile, r.Out) is not { } drawn) throw;
+                throw new SaeSharpException($"{e.Message} ({drawn})", e);
+            }
+            stopExitCode = stop.Token.IsCancellationRequested ? stop.ExitCode : 0;
+        }
+        var curves = DrawCurves(logFile, r.Out);
+        long done = logs.Count > 0 ? logs[^1].Step + 1 : StepOf(TrainerCheckpoint.Resolve(checkpointing.Path));
+        if (stopExitCode != 0)
+        {
+            Console.WriteLine($"stopped at step {done}; checkpoint: {TrainerCheckpoint.Resolve(checkpointing.Path)} (continue with --resume)");
+            if (curves is not null) Console.WriteLine(curves);
+            return stopExitCode;
+        }
+        if (done == 0) throw new SaeSharpException("crosscoder training: the data gave no batch");
         CrossCoderFormat.Save(cc, r.Out, sources, normInitScale);
-        var last = logs[^1];
+        var last = logs.Count > 0 ? logs[^1] : null;
         var rows = new List<(string, string)>
         {
             ("architecture", r.Arch), ("num_layers", layers.ToString(CultureInfo.InvariantCulture)), ("activation_dim", d.ToString(CultureInfo.InvariantCulture)),
-            ("dict_size", dictSize.ToString(CultureInfo.InvariantCulture)), ("steps", logs.Count.ToString(CultureInfo.InvariantCulture)),
+            ("dict_size", dictSize.ToString(CultureInfo.InvariantCulture)), ("steps", done.ToString(CultureInfo.InvariantCulture)),
             ("lr", options.Lr?.ToString("G4", CultureInfo.InvariantCulture) ?? "default"),
-            ("final loss", last.Loss.ToString("G5", CultureInfo.InvariantCulture)), ("final L0", last.L0.ToString("F2", CultureInfo.InvariantCulture)),
         };
+        if (last is not null)
+            rows.AddRange([("final loss", last.Loss.ToString("G5", CultureInfo.InvariantCulture)), ("final L0", last.L0.ToString("F2", CultureInfo.InvariantCulture))]);
         if (evalRows is not null)
         {
             cc.eval();
@@ -137,7 +186,25 @@ internal static class CrossCoderCli
             rows.AddRange(NormRows(norms, names));
         }
         Cli.WriteTable($"crosscoder → {r.Out}", rows);
+        if (curves is not null) Console.WriteLine(curves);
         return 0;
+    }
+
+    /// <summary>The step of a checkpoint folder <c>step_NNNNNNNNN</c>.</summary>
+    private static long StepOf(string folder) => long.Parse(Path.GetFileName(folder)["step_".Length..], CultureInfo.InvariantCulture);
+
+    /// <summary>Draws the run's log into training_curves.png; returns the line saying where (or why not), null without a log.</summary>
+    private static string? DrawCurves(string logFile, string outDir)
+    {
+        if (!File.Exists(logFile)) return null;
+        try
+        {
+            return $"training curves: {TrainingCurves.Save(logFile, Path.Combine(outDir, TrainingCurves.FileName))}";
+        }
+        catch (Exception e) when (e is SaeSharpException or IOException or UnauthorizedAccessException or ArgumentException)
+        {
+            return $"training curves not drawn: {e.Message}";
+        }
     }
 
     /// <summary>The table rows of the metrics, each slot's named by its index and <see cref="SlotNames"/> ("slot 1 (chat) fvu").</summary>

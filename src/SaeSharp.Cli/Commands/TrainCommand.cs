@@ -56,7 +56,7 @@ internal static class TrainCommand
             {
                 // Crosscoders (the science-of-finetuning fork's format) train on activation files with a layer axis, or from a model run.
                 Cli.RefuseGiven(parse, "crosscoders train on activation files with a layer axis or from a model run at --hooks (sae train's other features are for SAEs)",
-                    [config, resume, lpNorm, targetL0, checkpointEvery, groundTruth, autocast, candidatePass, deterministic, epochs, fromPretrained, hookHeadIndex]);
+                    [config, lpNorm, targetL0, groundTruth, autocast, candidatePass, deterministic, epochs, fromPretrained, hookHeadIndex]);
                 ModelDataOptions? modelData = null;
                 IReadOnlyList<string>? slotHooks = parse.GetValue(hooks) is { } h ? CrossCoderCli.SplitPaths(h) : null;
                 if (data.Given(parse))
@@ -83,6 +83,8 @@ internal static class TrainCommand
                 {
                     Model = modelData,
                     DiffModel = parse.GetValue(diffModel) is { } dm ? ModelSource.Resolve(dm) : null,
+                    Resume = parse.GetValue(resume),
+                    CheckpointEvery = parse.GetValue(checkpointEvery),
                 });
             }
             Cli.RefuseGiven(parse, "for --arch crosscoder or batchtopk_crosscoder", warmupSteps, hooks, diffModel);

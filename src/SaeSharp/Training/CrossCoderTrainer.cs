@@ -1,3 +1,4 @@
+using System.Text.Json.Nodes;
 using SaeSharp.Saes;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -48,7 +49,7 @@ public sealed class CrossCoderTrainer : IDisposable
 {
     private readonly CrossCoder _cc;
     private readonly CrossCoderTrainerOptions _o;
-    private readonly optim.Optimizer _adam;
+    private readonly AdamOptimizer _adam;
     private readonly Tensor? _tokensSinceFired;
 
     /// <summary>The base learning rate.</summary>
@@ -66,7 +67,7 @@ public sealed class CrossCoderTrainer : IDisposable
         _cc = cc;
         _o = options;
         Lr = options.Lr ?? (cc.Cfg.K is null ? 1e-3 : 2e-4 / Math.Sqrt(cc.Cfg.DictSize / 16384.0));
-        _adam = optim.Adam(cc.parameters(), lr: Lr, beta1: 0.9, beta2: 0.999);
+        _adam = new AdamOptimizer(cc.named_parameters().Select(p => (p.name, p.parameter)), beta1: 0.9, beta2: 0.999);
         if (cc.Cfg.K is not null) _tokensSinceFired = zeros(cc.Cfg.DictSize, ScalarType.Int64, device: cc.Encoder.Weight.device);
     }
 
@@ -86,8 +87,7 @@ public sealed class CrossCoderTrainer : IDisposable
         _cc.CheckInput(x, "training batch");
         using var scope = NewDisposeScope();
         double lr = LearningRate(step);
-        foreach (var g in _adam.ParamGroups) g.LearningRate = lr;
-        _adam.zero_grad();
+        _cc.zero_grad();
         CrossCoderStepLog log;
         if (_cc.Cfg.K is not { } k)
         {
@@ -127,7 +127,7 @@ public sealed class CrossCoderTrainer : IDisposable
             using (no_grad()) l0 = f.gt(TorchScalars.Of(0)).sum(-1).to(ScalarType.Float64).mean().item<double>();
             log = new CrossCoderStepLog(step, lr, loss.item<float>(), l2.item<float>(), mse.item<float>(), 0, auxk.item<float>(), l0, dead);
         }
-        _adam.step();
+        _adam.Step(lr);
         return log;
     }
 
@@ -169,9 +169,12 @@ public sealed class CrossCoderTrainer : IDisposable
     /// steps of <paramref name="batchSize"/> rows, each pass over the rows in a fresh random order (seeded by
     /// <paramref name="seed"/>); rows go through the crosscoder's normaliser first (identity without statistics).
     /// <paramref name="onStep"/> sees each step's log. Stops early, between steps, when <paramref name="cancel"/> fires.
+    /// With <paramref name="checkpointing"/>: checkpoints, resume and train_log.jsonl (see the overload's private loop);
+    /// a resumed run takes the same batches as an uninterrupted one (the checkpoint records the passes and the row
+    /// reached, and the orders are drawn again from the seed).
     /// </summary>
     public static IReadOnlyList<CrossCoderStepLog> Train(CrossCoder cc, Tensor data, CrossCoderTrainerOptions options, int batchSize, long seed,
-        Action<CrossCoderStepLog>? onStep = null, CancellationToken cancel = default)
+        Action<CrossCoderStepLog>? onStep = null, CrossCoderCheckpointing? checkpointing = null, CancellationToken cancel = default)
     {
         ArgumentNullException.ThrowIfNull(data);
         ArgumentNullException.ThrowIfNull(cc);
@@ -181,21 +184,33 @@ public sealed class CrossCoderTrainer : IDisposable
         if (n < batchSize) throw new SaeSharpException($"crosscoder training: {n} rows are fewer than one batch of {batchSize}");
         using var generator = new Generator((ulong)seed);
         Tensor? order = null;
-        long next = n;
+        long next = n, passes = 0;
+        void NewPass()
+        {
+            order?.Dispose();
+            order = randperm(n, generator: generator).DetachFromDisposeScope();
+            next = 0;
+            passes++;
+        }
         try
         {
             return Run(cc, options, () =>
             {
-                if (next + batchSize > n)
-                {
-                    order?.Dispose();
-                    order = randperm(n, generator: generator).DetachFromDisposeScope();
-                    next = 0;
-                }
+                if (next + batchSize > n) NewPass();
                 var rows = data.index_select(0, order!.narrow(0, next, batchSize));
                 next += batchSize;
                 return rows;
-            }, onStep, cancel);
+            }, onStep, checkpointing, batchSize,
+            () => new JsonObject { ["kind"] = "tensor", ["rows"] = n, ["batch_size"] = batchSize, ["seed"] = seed, ["passes"] = passes, ["next"] = next },
+            state =>
+            {
+                if (state["kind"]?.GetValue<string>() != "tensor" || state["rows"]?.GetValue<long>() != n || state["batch_size"]?.GetValue<long>() != batchSize || state["seed"]?.GetValue<long>() != seed)
+                    throw new SaeSharpException($"resume: the checkpoint's data position {state.ToJsonString()} is not of this data ({n} rows, batch size {batchSize}, seed {seed})");
+                long p = state["passes"]!.GetValue<long>();
+                for (long i = 0; i < p; i++) NewPass();
+                passes = p;
+                next = state["next"]!.GetValue<long>();
+            }, cancel);
         }
         finally
         {
@@ -208,10 +223,12 @@ public sealed class CrossCoderTrainer : IDisposable
     /// rows hold the L layer slots side by side ([L·d], as <see cref="Activations.ModelActivationSource"/> harvests a
     /// crosscoder spec: <see cref="Activations.HarvestSpec.ForCrossCoder"/>), viewed as [batch, L, d]; the source's shuffle
     /// decides the order. Stops after <see cref="CrossCoderTrainerOptions.Steps"/> steps, when the source runs out, or when
-    /// <paramref name="cancel"/> fires; the logs say how many steps ran. Otherwise as the in-memory overload.
+    /// <paramref name="cancel"/> fires; the logs say how many steps ran. Otherwise as the in-memory overload; a resume
+    /// restores the source's position (<see cref="Activations.IActivationSource.LoadState"/>: give a source constructed with
+    /// the same arguments), so it too takes the batches of an uninterrupted run.
     /// </summary>
     public static IReadOnlyList<CrossCoderStepLog> Train(CrossCoder cc, Activations.IActivationSource source, CrossCoderTrainerOptions options, int batchSize,
-        Action<CrossCoderStepLog>? onStep = null, CancellationToken cancel = default)
+        Action<CrossCoderStepLog>? onStep = null, CrossCoderCheckpointing? checkpointing = null, CancellationToken cancel = default)
     {
         ArgumentNullException.ThrowIfNull(cc);
         ArgumentNullException.ThrowIfNull(source);
@@ -224,25 +241,63 @@ public sealed class CrossCoderTrainer : IDisposable
             // The batch's tensors belong to the step's dispose scope (Next runs inside it).
             if (source.Next(batchSize) is not { } b) return null;
             return b.Input.view(b.Input.shape[0], layers, d).to(ScalarType.Float32);
-        }, onStep, cancel);
+        }, onStep, checkpointing, batchSize, source.SaveState, source.LoadState, cancel);
     }
 
     /// <summary>The step loop of both overloads: <paramref name="nextBatch"/> gives [batch, L, d] rows (null: no more data),
-    /// each step in its own dispose scope.</summary>
+    /// each step in its own dispose scope. With <paramref name="c"/>, as <see cref="SaeTrainer.Run"/>: resume from the latest
+    /// checkpoint (weights, Adam, counters and, through <paramref name="restoreData"/>, the data's position), a checkpoint
+    /// every <see cref="CrossCoderCheckpointing.EverySteps"/> steps and when the run ends or is cancelled, train_log.jsonl
+    /// lines; a NaN or infinite loss throws naming the step and the last good checkpoint, and writes none after it.</summary>
     private static List<CrossCoderStepLog> Run(CrossCoder cc, CrossCoderTrainerOptions options, Func<Tensor?> nextBatch,
-        Action<CrossCoderStepLog>? onStep, CancellationToken cancel)
+        Action<CrossCoderStepLog>? onStep, CrossCoderCheckpointing? c, int batchSize,
+        Func<JsonNode> saveData, Action<JsonNode> restoreData, CancellationToken cancel)
     {
         using var trainer = new CrossCoderTrainer(cc, options);
         var logs = new List<CrossCoderStepLog>();
-        for (long step = 0; step < options.Steps && !cancel.IsCancellationRequested; step++)
+        long start = 0;
+        string? lastCheckpoint = null;
+        if (c is { Resume: true })
+        {
+            var state = CrossCoderCheckpoint.Load(c, cc, options, trainer._adam, trainer._tokensSinceFired);
+            restoreData(state.Data);
+            start = state.Step;
+            lastCheckpoint = state.Folder;
+        }
+        using var log = c?.LogFolder is { } folder ? new TrainLog(folder, tensorBoard: false, c.Resume ? start : null) : null;
+        string Save(long steps) => lastCheckpoint = CrossCoderCheckpoint.Save(c!, cc, options, trainer._adam, trainer._tokensSinceFired, steps, steps * batchSize, saveData());
+        long step = start;
+        for (; step < options.Steps && !cancel.IsCancellationRequested; step++)
         {
             using var scope = NewDisposeScope();
             if (nextBatch() is not { } rows) break;
-            var log = trainer.Step(step, cc.NormalizeActivations(rows));
-            logs.Add(log);
-            onStep?.Invoke(log);
+            var l = trainer.Step(step, cc.NormalizeActivations(rows));
+            if (!double.IsFinite(l.Loss))
+                throw new SaeSharpException($"crosscoder training step {step + 1} of {options.Steps}: the loss is NaN or infinite; " +
+                                            (lastCheckpoint is null ? "no checkpoint was written" : $"the last good checkpoint is {lastCheckpoint}"));
+            logs.Add(l);
+            if (log is not null && ((step + 1) % Math.Max(1, c!.LogEverySteps) == 0 || step + 1 == options.Steps)) log.Write(Progress(l, options.Steps, batchSize, cc.Cfg.DictSize));
+            onStep?.Invoke(l);
+            if (c is { EverySteps: > 0 } && (step + 1) % c.EverySteps == 0) Save(step + 1);
         }
+        // The run's end (finished, cancelled or out of data) is checkpointed unless the last checkpoint is of this step.
+        if (c is not null && lastCheckpoint != TrainerCheckpoint.FolderOf(c.Path, step)) Save(step);
         return logs;
+    }
+
+    /// <summary>A step's log as the SAE trainer's progress, for <see cref="TrainLog"/> (one "crosscoder" entry per line).</summary>
+    private static TrainingProgress Progress(CrossCoderStepLog l, long totalSteps, int batchSize, int dictSize)
+    {
+        var losses = new Dictionary<string, double> { ["overall_loss"] = l.Loss, ["l2_loss"] = l.L2Loss, ["mse_loss"] = l.MseLoss };
+        if (l.SparsityLoss != 0 || l.AuxkLoss == 0) losses["sparsity_loss"] = l.SparsityLoss;
+        if (l.AuxkLoss != 0) losses["auxk_loss"] = l.AuxkLoss;
+        return new TrainingProgress
+        {
+            Step = l.Step + 1,
+            TotalSteps = totalSteps,
+            Tokens = (l.Step + 1) * batchSize,
+            Saes = [new SaeProgress { Name = "crosscoder", Lr = l.Lr, SparsityScale = 1, Losses = losses, L0 = l.L0, DeadFraction = (double)l.DeadLatents / dictSize, ExplainedVariance = double.NaN }],
+        };
     }
 
     /// <summary>

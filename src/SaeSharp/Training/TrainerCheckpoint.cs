@@ -84,12 +84,7 @@ public sealed class TrainerCheckpoint : IDisposable
     /// Returns the folder.</summary>
     public string Save(string root, int keep)
     {
-        root = Path.GetFullPath(root);
-        Directory.CreateDirectory(root);
-        var final = FolderOf(root, Step);
-        var tmp = Path.Combine(root, $"{TempPrefix}{Step:D9}_{Guid.NewGuid():N}");
-        Directory.CreateDirectory(tmp);
-        try
+        Folder = WriteStepFolder(root, Step, keep, tmp =>
         {
             var saes = new JsonArray();
             for (int i = 0; i < Saes.Count; i++)
@@ -121,6 +116,25 @@ public sealed class TrainerCheckpoint : IDisposable
             };
             // The state file is written last: a step folder is complete exactly when it holds one.
             AtomicFile.WriteAllText(Path.Combine(tmp, StateFileName), state.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        });
+        return Folder;
+    }
+
+    /// <summary>The checkpoint layout shared by every trainer (SAE and crosscoder): <paramref name="write"/> fills a
+    /// temporary folder, writing <see cref="StateFileName"/> last; the folder is then renamed to <c>root/step_NNNNNNNNN</c>
+    /// (replacing one of the same step), checkpoints beyond the newest <paramref name="keep"/> are deleted, and the full
+    /// path of the step folder is returned. A failed write leaves the earlier checkpoints as they were.</summary>
+    internal static string WriteStepFolder(string root, long step, int keep, Action<string> write)
+    {
+        root = Path.GetFullPath(root);
+        Directory.CreateDirectory(root);
+        var final = FolderOf(root, step);
+        var tmp = Path.Combine(root, $"{TempPrefix}{step:D9}_{Guid.NewGuid():N}");
+        Directory.CreateDirectory(tmp);
+        try
+        {
+            write(tmp);
+            if (!File.Exists(Path.Combine(tmp, StateFileName))) throw new InvalidOperationException($"a checkpoint writer wrote no {StateFileName}");
             if (Directory.Exists(final)) Retire(root, final);
             Directory.Move(tmp, final);
         }
@@ -128,10 +142,9 @@ public sealed class TrainerCheckpoint : IDisposable
         {
             try { Directory.Delete(tmp, recursive: true); } catch (IOException) { }
             if ((e as IOException ?? e.InnerException as IOException) is { } io)
-                throw new SaeSharpException($"could not write the checkpoint of step {Step} in {root}: {io.Message}; the earlier checkpoints are intact", io);
+                throw new SaeSharpException($"could not write the checkpoint of step {step} in {root}: {io.Message}; the earlier checkpoints are intact", io);
             throw;
         }
-        Folder = final;
         Prune(root, keep);
         return final;
     }

@@ -32,6 +32,39 @@ public sealed class CrossCoderCommandTests : IDisposable
     }
 
     [Fact]
+    public void TrainCheckpointsLogsAndResumesToTheSameWeights()
+    {
+        var acts = WriteLayers();
+        var outDir = Path.Combine(_dir, "cc");
+        string[] args = ["train", "--arch", "batchtopk_crosscoder", "--activations", acts, "--k", "2", "--d-sae", "32", "--steps", "8",
+            "--batch-size", "128", "--checkpoint-every", "3", "--out", outDir];
+        var (exit, stdout, err) = CliRunner.Run(args);
+        Assert.True(exit == 0, err);
+        // Checkpoints after steps 3 and 6 and at the end; the newest two are kept.
+        Assert.Equal(["step_000000006", "step_000000008"], Directory.GetDirectories(Path.Combine(outDir, "checkpoints")).Select(Path.GetFileName).Order());
+        Assert.Equal(Enumerable.Range(1, 8).Select(i => (long)i),
+            SaeSharp.Training.TrainLogFile.Read(Path.Combine(outDir, "train_log.jsonl")).Series("crosscoder", "losses/overall_loss")!.Steps);
+        Assert.True(File.Exists(Path.Combine(outDir, "training_curves.png")), stdout);
+        var first = SafeTensors.Load(Path.Combine(outDir, CrossCoderFormat.WeightsFile));
+
+        (exit, _, err) = CliRunner.Run(args);
+        Assert.NotEqual(0, exit);
+        Assert.Contains("continue its run with --resume, or give --force", err);
+
+        // Resume from step 6 (as after a crash before step 8's checkpoint): the same weights as the run straight through.
+        Directory.Delete(Path.Combine(outDir, "checkpoints", "step_000000008"), recursive: true);
+        (exit, stdout, err) = CliRunner.Run([.. args, "--resume"]);
+        Assert.True(exit == 0, err);
+        Assert.Equal(Enumerable.Range(1, 8).Select(i => (long)i),
+            SaeSharp.Training.TrainLogFile.Read(Path.Combine(outDir, "train_log.jsonl")).Series("crosscoder", "losses/overall_loss")!.Steps);
+        var second = SafeTensors.Load(Path.Combine(outDir, CrossCoderFormat.WeightsFile));
+        Assert.Equal(first.Keys.Order(), second.Keys.Order());
+        foreach (var (key, t) in first)
+            Assert.True(t.eq(second[key]).all().item<bool>(), $"{key} differs after --resume");
+        foreach (var t in first.Values.Concat(second.Values)) t.Dispose();
+    }
+
+    [Fact]
     public void TrainsEvaluatesAndDescribesABatchTopKCrossCoder()
     {
         var acts = WriteLayers();
