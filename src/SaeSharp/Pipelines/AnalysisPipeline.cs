@@ -34,15 +34,7 @@ public static class AnalysisPipeline
             var slice = meta.SeqposSlice();
             var windows = ModelPipeline.Windows(tokenizer, data.DatasetPath, ctx, bos, data.TextField,
                 meta.DisableConcatSequences() ?? false, meta.SequenceSeparatorToken());
-            var report = FeatureAnalysis.Run(pm.Model, sae, windows, options with
-            {
-                BatchSizePrompts = data.BatchSizePrompts,
-                MaxContexts = options.MaxContexts ?? ModelPipeline.ContextsFor(data.Tokens, slice?.Positions(ctx).Length ?? ctx),
-                SeqposSlice = slice,
-                ExcludeTokenIds = options.ExcludeTokenIds ?? ExcludedTokens.Resolve(exclude.Special, exclude.Ids, tokenizer, exclude.Origin),
-                ModelHooks = pm.Hooks,
-                VocabSize = options.VocabSize ?? Math.Min(tokenizer.VocabSize, pm.Model.Config.DVocab),
-            });
+            var report = FeatureAnalysis.Run(pm.Model, sae, windows, ForRun(options, data, pm, tokenizer, exclude, ctx, slice));
             report.Source = report.Source with { Sae = saePath, Dataset = data.DatasetPath, PrependBos = bos };
             report.DecodeTokens(tokenizer);
             return report;
@@ -70,15 +62,7 @@ public static class AnalysisPipeline
         bool bos = data.PrependBos ?? true;
         var exclude = ModelPipeline.ExclusionOf(data, new SaeMetadata(), path);
         var windows = ModelPipeline.Windows(tokenizer, data.DatasetPath, ctx, bos, data.TextField, data.DisableConcatSequences ?? false, data.SequenceSeparatorToken);
-        var report = FeatureAnalysis.Run(pm.Model, cc, hooks, windows, options with
-        {
-            BatchSizePrompts = data.BatchSizePrompts,
-            MaxContexts = options.MaxContexts ?? ModelPipeline.ContextsFor(data.Tokens, data.SeqposSlice?.Positions(ctx).Length ?? ctx),
-            SeqposSlice = options.SeqposSlice ?? data.SeqposSlice,
-            ExcludeTokenIds = options.ExcludeTokenIds ?? ExcludedTokens.Resolve(exclude.Special, exclude.Ids, tokenizer, exclude.Origin),
-            ModelHooks = pm.Hooks,
-            VocabSize = options.VocabSize ?? Math.Min(tokenizer.VocabSize, pm.Model.Config.DVocab),
-        });
+        var report = FeatureAnalysis.Run(pm.Model, cc, hooks, windows, ForRun(options, data, pm, tokenizer, exclude, ctx, options.SeqposSlice ?? data.SeqposSlice));
         report.Source = report.Source with { Sae = path, Dataset = data.DatasetPath, PrependBos = bos };
         report.DecodeTokens(tokenizer);
         return report;
@@ -114,15 +98,7 @@ public static class AnalysisPipeline
         bool bos = data.PrependBos ?? true;
         var exclude = ModelPipeline.ExclusionOf(data, new SaeMetadata(), cltPath);
         var windows = ModelPipeline.Windows(tokenizer, data.DatasetPath, ctx, bos, data.TextField, data.DisableConcatSequences ?? false, data.SequenceSeparatorToken);
-        var reports = FeatureAnalysis.Run(pm.Model, clt, windows, options with
-        {
-            BatchSizePrompts = data.BatchSizePrompts,
-            MaxContexts = options.MaxContexts ?? ModelPipeline.ContextsFor(data.Tokens, data.SeqposSlice?.Positions(ctx).Length ?? ctx),
-            SeqposSlice = options.SeqposSlice ?? data.SeqposSlice,
-            ExcludeTokenIds = options.ExcludeTokenIds ?? ExcludedTokens.Resolve(exclude.Special, exclude.Ids, tokenizer, exclude.Origin),
-            ModelHooks = pm.Hooks,
-            VocabSize = options.VocabSize ?? Math.Min(tokenizer.VocabSize, pm.Model.Config.DVocab),
-        }, layers);
+        var reports = FeatureAnalysis.Run(pm.Model, clt, windows, ForRun(options, data, pm, tokenizer, exclude, ctx, options.SeqposSlice ?? data.SeqposSlice), layers);
         foreach (var (_, report) in reports)
         {
             report.Source = report.Source with { Sae = cltPath, Dataset = data.DatasetPath, PrependBos = bos };
@@ -139,4 +115,19 @@ public static class AnalysisPipeline
         using (pm)
             return LabelScoring.Run(sae, pm.Model, pm.Hooks, Tokenizer.FromFolder(options.TokenizerPath ?? modelFolder), datasetPath, options);
     }
+
+    /// <summary><paramref name="options"/> completed for one pass of the model over <paramref name="data"/>'s windows of
+    /// <paramref name="ctx"/> tokens at the positions of <paramref name="slice"/>: the batch size, the contexts that make
+    /// <c>--tokens</c>, the excluded token ids, the model's hooks and the vocabulary the logit tables read (each unless
+    /// the options already say it).</summary>
+    private static FeatureAnalysisOptions ForRun(FeatureAnalysisOptions options, ModelDataOptions data, Models.ProcessedModel pm, ITextTokenizer tokenizer,
+        (bool Special, long[]? Ids, string Origin) exclude, int ctx, SeqposSlice? slice) => options with
+    {
+        BatchSizePrompts = data.BatchSizePrompts,
+        MaxContexts = options.MaxContexts ?? ModelPipeline.ContextsFor(data.Tokens, slice?.Positions(ctx).Length ?? ctx),
+        SeqposSlice = slice,
+        ExcludeTokenIds = options.ExcludeTokenIds ?? ExcludedTokens.Resolve(exclude.Special, exclude.Ids, tokenizer, exclude.Origin),
+        ModelHooks = pm.Hooks,
+        VocabSize = options.VocabSize ?? Math.Min(tokenizer.VocabSize, pm.Model.Config.DVocab),
+    };
 }
