@@ -65,6 +65,7 @@ public sealed class ReadmeCommandLineTests
         Assert.Empty(UnknownNames("eval --json/--histogram"));                          // alternative options
         Assert.Empty(UnknownNames("model run / generate / tokenize / info"));           // alternative subcommands
         Assert.Empty(UnknownNames("train ... &"));
+        Assert.Empty(UnknownNames("…"));
         Assert.Equal(["--no-such-flag"], UnknownNames("train --no-such-flag 3"));
         Assert.Equal(["--nope"], UnknownNames("eval --json/--nope"));
         Assert.Equal(["no-such-command"], UnknownNames("no-such-command --k 3"));
@@ -85,6 +86,7 @@ public sealed class ReadmeCommandLineTests
         int i = 0;
         for (; i < words.Length && !words[i].StartsWith('-'); i++)
         {
+            if (words[i] is "..." or "…") break;
             if (command.Subcommands.FirstOrDefault(c => c.Name == words[i] || c.Aliases.Contains(words[i])) is { } sub) { parent = command; command = sub; }
             else
             {
