@@ -277,7 +277,29 @@ internal sealed class Checkpoint : IDisposable
     {
         if (_byKey.ContainsKey(key) && !sources.Contains(key)) throw new SaeSharpException($"{file}: checkpoint has both '{key}' and its packed form '{sources[0]}'");
         foreach (var k in sources) _byKey.Remove(k);
-        _byKey[key] = (file, shape, read);
+        _byKey[key] = (file, shape, dtype =>
+        {
+            var t = read(dtype);
+            if (t.is_floating_point() && FirstNonFinite(t) is { } at)
+            {
+                t.Dispose();
+                throw new SaeSharpException($"{file}: '{key}' dequantised from {string.Join(" and ", sources.Select(s => $"'{s}'"))} is not finite at " +
+                                            $"[{string.Join(", ", at)}] (a NaN code or a NaN/infinite scale in the quantised weights)");
+            }
+            return t;
+        });
+    }
+
+    /// <summary>The index of the first NaN or infinite element of <paramref name="t"/>, or null when all are finite.</summary>
+    private static long[]? FirstNonFinite(Tensor t)
+    {
+        using var scope = torch.NewDisposeScope();
+        var bad = t.isfinite().logical_not();
+        if (!bad.any().item<bool>()) return null;
+        long flat = bad.reshape(-1).to(ScalarType.Byte).argmax().item<long>();
+        var at = new long[t.dim()];
+        for (int d = at.Length - 1; d >= 0; d--) { at[d] = flat % t.shape[d]; flat /= t.shape[d]; }
+        return at;
     }
 
     /// <summary>Renames every key through <paramref name="map"/>, which drops a key by returning null (a model read out of a

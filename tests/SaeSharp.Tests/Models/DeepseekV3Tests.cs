@@ -188,6 +188,50 @@ public class DeepseekV3Tests
     }
 
     [Fact]
+    public void Fp8_nan_codes_or_nan_scales_are_errors_naming_the_weight()
+    {
+        string dir = TestPaths.TempDir();
+        try
+        {
+            foreach (var f in Directory.GetFiles(Folder("deepseek_v3-fp8"))) File.Copy(f, Path.Combine(dir, Path.GetFileName(f)));
+            string file = Path.Combine(dir, "model.safetensors");
+            string key;
+            long cols;
+            using (var f = SafeTensorsFile.Open(file))
+            {
+                key = f.Names.First(k => k.EndsWith(".weight_scale_inv", StringComparison.Ordinal))[..^"_scale_inv".Length];
+                cols = f.Info(key).Shape[1];
+            }
+            byte[] clean = File.ReadAllBytes(file);
+            // A NaN block scale (float32 [0, 1]): the whole second 8x8 block is NaN; the first element reported is its corner.
+            PatchElement(file, key + "_scale_inv", 1, BitConverter.GetBytes(float.NaN));
+            var e = Assert.Throws<SaeSharpException>(() => ModelLoader.FromPretrained(dir));
+            Assert.Contains($"'{key}' dequantised from '{key}' and '{key}_scale_inv' is not finite at [0, 8]", e.Message);
+            // An e4m3 NaN code (0x7f) in one element.
+            File.WriteAllBytes(file, clean);
+            PatchElement(file, key, 2 * cols + 5, [0x7f]);
+            e = Assert.Throws<SaeSharpException>(() => ModelLoader.FromPretrained(dir));
+            Assert.Contains($"'{key}' dequantised from '{key}' and '{key}_scale_inv' is not finite at [2, 5]", e.Message);
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
+    /// <summary>Overwrites element <paramref name="index"/> (flat) of tensor <paramref name="name"/> in a safetensors file.</summary>
+    private static void PatchElement(string file, string name, long index, byte[] bytes)
+    {
+        long begin;
+        using (var f = SafeTensorsFile.Open(file)) begin = f.Info(name).Begin;
+        using var stream = File.Open(file, FileMode.Open, FileAccess.ReadWrite);
+        var length = new byte[8];
+        stream.ReadExactly(length);
+        stream.Seek(8 + (long)BitConverter.ToUInt64(length) + begin + index * bytes.Length, SeekOrigin.Begin);
+        stream.Write(bytes);
+    }
+
+    [Fact]
     public void Mtp_layer_weights_are_ignored()
     {
         // The fixture's checkpoint holds an MTP layer (model.layers.3.*, num_nextn_predict_layers 1) past num_hidden_layers 3.

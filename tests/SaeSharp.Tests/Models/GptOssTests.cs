@@ -117,6 +117,27 @@ public class GptOssTests
     }
 
     [Fact]
+    public void A_NaN_scale_byte_is_an_error_naming_the_weight_and_the_element()
+    {
+        // E8M0 0xFF is NaN (OCP MX spec): the dequantised weight would be NaN in one 32-value group.
+        string dir = CopyOf("gpt_oss-mxfp4");
+        try
+        {
+            var weights = SafeTensors.Load(Path.Combine(dir, "model.safetensors"));
+            var scales = weights["model.layers.1.mlp.experts.down_proj_scales"];   // [experts, rows, groups]
+            scales[0, 3, 0] = tensor((byte)255);
+            SafeTensors.Save(Path.Combine(dir, "model.safetensors"), weights);
+            var e = Assert.Throws<SaeSharpException>(() => ModelLoader.FromPretrained(dir));
+            Assert.Contains("'model.layers.1.mlp.experts.down_proj' dequantised from 'model.layers.1.mlp.experts.down_proj_blocks' and " +
+                            "'model.layers.1.mlp.experts.down_proj_scales' is not finite at [0, 0, 3]", e.Message);   // [expert, in, out]: group 0's first input, row 3
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
+    [Fact]
     public void A_blocks_tensor_without_its_scales_is_an_error()
     {
         string dir = CopyOf("gpt_oss-mxfp4");
