@@ -326,9 +326,12 @@ internal static class CrossCoderCli
         }
         if ((histogram ?? (json is null ? null : Path.ChangeExtension(json, null) + "_relative_decoder_norm.png")) is { } png) SaveNormHistogram(png, norms, names);
         Cli.WriteTable(saePath, MetricRows(m, names).Concat(NormRows(norms, names)));
-        if (scaling is not null) WriteLatentScaling(scaling, names, json is null ? null : Path.ChangeExtension(json, null) + "_latent_scaling.png");
+        if (scaling is not null) WriteLatentScaling(scaling, names, json is null ? null : LatentScalingPng(json));
         return 0;
     }
+
+    /// <summary>Where <c>sae eval --latent-scaling --json F</c> writes its ν^ε vs ν^r scatter: beside F.</summary>
+    internal static string LatentScalingPng(string json) => Path.ChangeExtension(json, null) + "_latent_scaling.png";
 
     /// <summary><c>sae eval --latent-scaling [--latents LIST]</c>: <see cref="LatentScalingRequest.Latents"/> as
     /// <see cref="FeatureSelection.Parse"/> takes it (null: the chat-only and shared bands).</summary>

@@ -75,6 +75,9 @@ internal static class SaeCommands
             {
                 Cli.RefuseGiven(parse, "for SAEs; a crosscoder is evaluated per layer and in total (MSE, explained variance, FVU, L0, dead latents) with its decoder norms", groundTruth, arch);
                 if (!parse.GetValue(latentScaling)) Cli.RefuseGiven(parse, "only with --latent-scaling", latents);
+                else if (parse.GetValue(json) is { } scalingJson)
+                    OutputGuard.RefuseReplacingInput("--json", CrossCoderCli.LatentScalingPng(scalingJson), new CommandInput("--sae", saes[0], InputKind.Sae),
+                        new CommandInput("--activations", activationPath, InputKind.Whole));
                 return CrossCoderCli.Eval(saes[0], activationPath, parse.GetValue(maxRows), parse.GetValue(json), parse.GetValue(histogram),
                     parse.GetValue(latentScaling) ? new CrossCoderCli.LatentScalingRequest(parse.GetValue(latents)) : null);
             }
