@@ -59,7 +59,7 @@ internal static class AnalysisCommands
             else
             {
                 Cli.RefuseGiven(parse, $"only for a model-diffing crosscoder (slots from two models); {saePath} reads one model", diffModel);
-                modelDir = ModelSource.Resolve(parse.GetValue(model) ?? throw new SaeSharpException("Option '--model' is required."));
+                modelDir = ModelSource.Resolve(parse.GetValue(model) ?? throw new SaeSharpException("--model is required (only a model-diffing crosscoder can take the models it records)"));
             }
             CommandInput[] inputs =
             [

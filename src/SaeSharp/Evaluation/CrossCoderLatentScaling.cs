@@ -168,7 +168,8 @@ public static class CrossCoderLatentScaling
                 var pAct = matmul(ys, dChat.t()); // [b, m]: ⟨d_j, y_n⟩
                 var pRec = matmul(rs, dChat.t());
                 // ⟨d_j, x − x̂ + f_j d^s_j⟩ = ⟨d_j, x − x̂⟩ + f_j⟨d^s_j, d_j⟩
-                var pErr = (pAct - pRec) + fj * (s == 0 ? selfBase : selfChat);
+                var self = s == 0 ? selfBase : selfChat;
+                var pErr = pAct.sub(pRec).add(fj.mul(self), TorchScalars.One);
                 num[0, s].add_((fj * pAct).sum(0L), TorchScalars.One);
                 num[1, s].add_((fj * pRec).sum(0L), TorchScalars.One);
                 num[2, s].add_((fj * pErr).sum(0L), TorchScalars.One);

@@ -187,6 +187,6 @@ public class CrossCoderFeatureTests : ModelTestBase
         Assert.Contains("--diff-model: only for a model-diffing crosscoder", err);
         (exit, _, err) = CliRunner.Run(["features", "--sae", Sub("layers"), "--out", Sub("out4"), .. common]);
         Assert.NotEqual(0, exit);
-        Assert.Contains("--model", err);
+        Assert.Contains("--model is required (only a model-diffing crosscoder can take the models it records)", err);
     }
 }
