@@ -18,7 +18,9 @@ internal static class AnalysisCommands
     public static Command Features()
     {
         var sae = SaeCommands.SaeOption();
-        var model = ModelCommands.ModelOption();
+        var model = ModelCommands.ModelOption(required: false);
+        model.Description += " (required; a model-diffing crosscoder: the base model, default the one it records)";
+        var diffModel = new Option<string?>("--diff-model") { Description = "A model-diffing crosscoder's chat model (slot 1), run on the same windows (default: the one it records)" };
         var dataset = new Option<string>("--dataset") { Description = ".txt, .jsonl, .parquet (or a folder of them), or a hub dataset hf:ORG/NAME[:SPLIT]; pre-tokenized jsonl/parquet detected", Required = true };
         var tokens = new Option<long?>("--tokens") { Description = "Token budget (default: the whole dataset)" }.Positive();
         var output = new Option<string>("--out") { Description = "Output folder: features.jsonl, summary.json, tokens.json", Required = true };
@@ -40,17 +42,30 @@ internal static class AnalysisCommands
         dtype.Description = "Model weights' dtype: float32 (default: the dtype the SAE recorded), bfloat16/bf16, float16/f16, or auto (the checkpoint's torch_dtype); a whole CLT's weights are loaded in bfloat16/float16 beside a model in it";
         var command = new Command("features", "Feature statistics over a corpus: density, max, top examples, interval samples, histograms, logit effects")
         {
-            sae, model, dataset, tokens, output, features, top, context, contextSize, batch, intervals, seed, html, png, noBos, exclude, excludeIds, textField, layers, dtype,
+            sae, model, diffModel, dataset, tokens, output, features, top, context, contextSize, batch, intervals, seed, html, png, noBos, exclude, excludeIds, textField, layers, dtype,
         };
         Cli.SetAction(command, parse =>
         {
             string saePath = parse.GetValue(sae)!, ds = parse.GetValue(dataset)!;
             if (!Data.TextDataset.Exists(ds)) throw new SaeSharpException($"--dataset {ds}: no such file or folder");
+            // A model-diffing crosscoder names its two models; anything else needs --model (and takes no --diff-model).
+            string? diffDir = null;
+            string modelDir;
+            CrossCoderSources? ccSources = null;
+            if (CrossCoderFormat.IsCrossCoderPath(saePath))
+                using (CrossCoderFormat.Load(saePath, out var recorded)) ccSources = recorded;
+            if (ccSources is not null && AnalysisPipeline.IsModelDiffing(ccSources))
+                (modelDir, diffDir) = AnalysisPipeline.DiffingModels(saePath, ccSources, parse.GetValue(model), parse.GetValue(diffModel));
+            else
+            {
+                Cli.RefuseGiven(parse, $"only for a model-diffing crosscoder (slots from two models); {saePath} reads one model", diffModel);
+                modelDir = ModelSource.Resolve(parse.GetValue(model) ?? throw new SaeSharpException("--model is required (only a model-diffing crosscoder can take the models it records)"));
+            }
             CommandInput[] inputs =
             [
-                new("--sae", saePath, InputKind.Sae), new("--model", parse.GetValue(model)!, InputKind.Folder), new("--dataset", ds, InputKind.Whole),
+                new("--sae", saePath, InputKind.Sae), new("--model", modelDir, InputKind.Folder), new("--dataset", ds, InputKind.Whole),
+                .. diffDir is null ? Array.Empty<CommandInput>() : [new CommandInput("--diff-model", diffDir, InputKind.Folder)],
             ];
-            string modelDir = ModelSource.Resolve(parse.GetValue(model)!);
             ScalarType? modelDtype = parse.GetResult(dtype) is { Implicit: false } ? ModelLoader.ParseDtype(parse.GetValue(dtype)!, modelDir) : null;
             if (CrossLayerTranscoderLoader.IsCrossLayerTranscoder(saePath, null))
                 return CrossLayerFeatures(parse, saePath, model, output, features, html, png, layers, inputs, excludeIds, exclude,
@@ -92,7 +107,7 @@ internal static class AnalysisCommands
             };
             var report = crosscoder
                 ? CliProgress.Run<FeatureProgress, FeatureReport>("features", null,
-                    progress => AnalysisPipeline.CrossCoderFeatures(saePath, data, progress is null ? options : options with { Progress = progress.Report }),
+                    progress => AnalysisPipeline.CrossCoderFeatures(saePath, data, progress is null ? options : options with { Progress = progress.Report }, diffDir),
                     p => (p.Tokens, p.TotalTokens, CliProgress.Describe("features", new WorkProgress("tokens", p.Tokens, p.TotalTokens, p.Elapsed))), null)
                 : RunWithProgress(saePath, data, options);
             string outDir = parse.GetValue(output)!;

@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using SaeSharp.Activations;
+using SaeSharp.Analysis;
 using SaeSharp.Evaluation;
 using SaeSharp.IO;
 using SaeSharp.Interop;
@@ -305,7 +306,7 @@ internal static class CrossCoderCli
     /// <summary><c>sae eval --sae CROSSCODER --activations FILE[,FILE...]</c>: the reconstruction metrics and the decoder-norm
     /// numbers of model diffing (<see cref="CrossCoderDecoderNorms"/>); the histogram PNG goes to <paramref name="histogram"/>,
     /// else beside <paramref name="json"/>.</summary>
-    public static int Eval(string saePath, string activations, long? maxRows, string? json, string? histogram = null)
+    public static int Eval(string saePath, string activations, long? maxRows, string? json, string? histogram = null, LatentScalingRequest? latentScaling = null)
     {
         using var cc = CrossCoderFormat.Load(saePath, out var sources);
         cc.eval();
@@ -315,15 +316,90 @@ internal static class CrossCoderCli
         var m = CrossCoderEvaluator.Evaluate(cc, x);
         var norms = CrossCoderDecoderNorms.Of(cc);
         var names = SlotNames(sources, cc.Cfg.NumLayers);
+        var scaling = latentScaling is null ? null : LatentScaling(cc, x, latentScaling);
         if (json is not null)
         {
             var o = MetricsJson(m);
             o["decoder_norms"] = NormsJson(norms, names);
+            if (scaling is not null) o["latent_scaling"] = LatentScalingJson(scaling, names);
             AtomicFile.WriteAllText(json, o.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
         }
         if ((histogram ?? (json is null ? null : Path.ChangeExtension(json, null) + "_relative_decoder_norm.png")) is { } png) SaveNormHistogram(png, norms, names);
         Cli.WriteTable(saePath, MetricRows(m, names).Concat(NormRows(norms, names)));
+        if (scaling is not null) WriteLatentScaling(scaling, names, json is null ? null : LatentScalingPng(json));
         return 0;
+    }
+
+    /// <summary>Where <c>sae eval --latent-scaling --json F</c> writes its ν^ε vs ν^r scatter: beside F.</summary>
+    internal static string LatentScalingPng(string json) => Path.ChangeExtension(json, null) + "_latent_scaling.png";
+
+    /// <summary><c>sae eval --latent-scaling [--latents LIST]</c>: <see cref="LatentScalingRequest.Latents"/> as
+    /// <see cref="FeatureSelection.Parse"/> takes it (null: the chat-only and shared bands).</summary>
+    internal sealed record LatentScalingRequest(string? Latents);
+
+    /// <summary>Latent Scaling of <paramref name="cc"/> over the rows of <paramref name="x"/> [N, 2, d] (in order).</summary>
+    private static CrossCoderLatentScalingResult LatentScaling(CrossCoder cc, Tensor x, LatentScalingRequest request)
+    {
+        if (cc.Cfg.NumLayers != 2)
+            throw new SaeSharpException($"--latent-scaling needs a model-diffing crosscoder with 2 slots (base, chat); this one has {cc.Cfg.NumLayers}");
+        IReadOnlyList<int>? latents = request.Latents?.Trim() == "all" ? Enumerable.Range(0, cc.Cfg.DictSize).ToList()
+            : FeatureSelection.Parse(request.Latents, cc.Cfg.DictSize, "latents");
+        using var source = new TensorActivationSource(x.view(x.shape[0], -1), shuffle: false, name: "--activations");
+        return CrossCoderLatentScaling.Compute(cc, source, latents);
+    }
+
+    private static JsonObject LatentScalingJson(CrossCoderLatentScalingResult r, IReadOnlyList<string> names)
+    {
+        static JsonNode? V(double v) => double.IsFinite(v) ? JsonValue.Create(v) : null;
+        var bands = new JsonArray();
+        foreach (var (band, count, nuE, nuR) in r.BandSummary())
+            bands.Add(new JsonObject { ["band"] = BandName(band), ["latents"] = count, ["median_nu_error"] = V(nuE), ["median_nu_reconstruction"] = V(nuR) });
+        var latents = new JsonArray();
+        foreach (var l in r.Latents)
+            latents.Add(new JsonObject
+            {
+                ["latent"] = l.Latent, ["band"] = BandName(l.Band), ["delta_norm"] = V(l.DeltaNorm), ["count_active"] = l.ActiveRows,
+                ["beta_activation_base"] = V(l.BetaActivation.Base), ["beta_activation_chat"] = V(l.BetaActivation.Chat),
+                ["beta_reconstruction_base"] = V(l.BetaReconstruction.Base), ["beta_reconstruction_chat"] = V(l.BetaReconstruction.Chat),
+                ["beta_error_base"] = V(l.BetaError.Base), ["beta_error_chat"] = V(l.BetaError.Chat),
+                ["beta_ratio_error"] = V(l.NuError), ["beta_ratio_reconstruction"] = V(l.NuReconstruction), ["beta_activation_ratio"] = V(l.NuActivation),
+            });
+        return new JsonObject
+        {
+            ["base_slot"] = 0, ["chat_slot"] = 1, ["base"] = names[0], ["chat"] = names[1], ["rows"] = r.Rows,
+            ["bands"] = bands, ["latents"] = latents,
+        };
+    }
+
+    private static string BandName(CrossCoderLatentBand band) => band switch
+    {
+        CrossCoderLatentBand.ChatOnly => "chat_only",
+        CrossCoderLatentBand.Shared => "shared",
+        CrossCoderLatentBand.BaseOnly => "base_only",
+        _ => "other",
+    };
+
+    /// <summary>The per-band table of median ν and, with <paramref name="png"/>, the ν^ε vs ν^r scatter.</summary>
+    private static void WriteLatentScaling(CrossCoderLatentScalingResult r, IReadOnlyList<string> names, string? png)
+    {
+        static string F(double v) => double.IsFinite(v) ? v.ToString("F3", CultureInfo.InvariantCulture) : "-";
+        var rows = new List<(string, string)> { ("rows", Cli.Integer(r.Rows)) };
+        foreach (var (band, count, nuE, nuR) in r.BandSummary())
+        {
+            string label = band switch
+            {
+                CrossCoderLatentBand.ChatOnly => $"only {names[1]}", CrossCoderLatentBand.BaseOnly => $"only {names[0]}",
+                CrossCoderLatentBand.Shared => "shared", _ => "other",
+            };
+            rows.Add(($"{label}: latents", Cli.Integer(count)));
+            rows.Add(($"{label}: median ν^ε", F(nuE)));
+            rows.Add(($"{label}: median ν^r", F(nuR)));
+        }
+        Cli.WriteTable($"latent scaling (ν = β {names[0]} / β {names[1]}; near 0: absent from {names[0]})", rows);
+        if (png is null || r.Latents.Count == 0) return;
+        var bytes = r.RenderScatter(names[0], names[1]);
+        AtomicFile.Write(png, st => st.Write(bytes));
+        Console.WriteLine($"latent scaling scatter: {png}");
     }
 
     /// <summary><c>sae info CROSSCODER</c>.</summary>

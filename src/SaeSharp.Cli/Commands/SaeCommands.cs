@@ -41,9 +41,14 @@ internal static class SaeCommands
         var histogram = new Option<string?>("--histogram") { Description = "Write the log10 feature-density histogram PNG here (a crosscoder: the relative decoder norm histogram; default: beside --json)" };
         var maxRows = new Option<long?>("--max-rows") { Description = "Evaluate at most this many rows" }.Positive();
         var arch = ArchOption();
+        var latentScaling = new Option<bool>("--latent-scaling")
+        {
+            Description = "A model-diffing crosscoder (slots base, chat): Minder et al.'s Latent Scaling β and ν per latent (JSON, table, a ν^ε vs ν^r PNG beside --json)",
+        };
+        var latents = new Option<string?>("--latents") { Description = "With --latent-scaling: the latents, e.g. 0-99,123 or all (default: the chat-only band Δnorm > 0.9 and the shared band)" };
         var command = new Command("eval", "Evaluate SAEs on activations (MSE, L0, FVU, dead features) or inside a model (% CE loss recovered, KL)")
         {
-            sae, activations, groundTruth, json, histogram, maxRows, arch,
+            sae, activations, groundTruth, json, histogram, maxRows, arch, latentScaling, latents,
         };
         var data = new ModelDataOptionsCli();
         data.Tokens.Description = $"Token budget with --model (default {EvalInModelTokens})";
@@ -59,6 +64,7 @@ internal static class SaeCommands
                 // The two evaluations take different inputs: a flag of the other one would be silently ignored.
                 Cli.RefuseGiven(parse, "evaluation on activation files; with --model the rows come from --dataset (--tokens sets how many)",
                     activations, maxRows, groundTruth);
+                Cli.RefuseGiven(parse, "only for a crosscoder on activation files (--activations base,chat)", latentScaling, latents);
                 return EvalInModel(parse, data, saes, parse.GetValue(json), parse.GetValue(histogram), LoadOptions(parse, arch));
             }
             var activationPath = parse.GetValue(activations) ?? throw new SaeSharpException("give --activations, or --model and --dataset");
@@ -68,8 +74,14 @@ internal static class SaeCommands
             if (CrossCoderFormat.IsCrossCoderPath(saes[0]))
             {
                 Cli.RefuseGiven(parse, "for SAEs; a crosscoder is evaluated per layer and in total (MSE, explained variance, FVU, L0, dead latents) with its decoder norms", groundTruth, arch);
-                return CrossCoderCli.Eval(saes[0], activationPath, parse.GetValue(maxRows), parse.GetValue(json), parse.GetValue(histogram));
+                if (!parse.GetValue(latentScaling)) Cli.RefuseGiven(parse, "only with --latent-scaling", latents);
+                else if (parse.GetValue(json) is { } scalingJson)
+                    OutputGuard.RefuseReplacingInput("--json", CrossCoderCli.LatentScalingPng(scalingJson), new CommandInput("--sae", saes[0], InputKind.Sae),
+                        new CommandInput("--activations", activationPath, InputKind.Whole));
+                return CrossCoderCli.Eval(saes[0], activationPath, parse.GetValue(maxRows), parse.GetValue(json), parse.GetValue(histogram),
+                    parse.GetValue(latentScaling) ? new CrossCoderCli.LatentScalingRequest(parse.GetValue(latents)) : null);
             }
+            Cli.RefuseGiven(parse, "only for a model-diffing crosscoder", latentScaling, latents);
             using var model = SaeLoader.Load(saes[0], LoadOptions(parse, arch));
             model.eval();
             // As SAELens's activation store on a cached dataset: rows whose token the SAE's exclude_special_tokens names are

@@ -212,6 +212,10 @@ public static class DashboardWriter
         sb.Append(Inv($"<tr><th>max activation</th><td id=\"max-act\">{f.MaxActivation:0.####}</td></tr>"));
         sb.Append(Inv($"<tr><th>mean (non-zero)</th><td>{f.MeanNonzero:0.####}</td></tr>"));
         sb.Append(Inv($"<tr><th>firings</th><td>{f.Firings:N0} of {r.Tokens:N0} tokens</td></tr>"));
+        if (f.RelativeDecoderNorm is { } rn)
+            sb.Append(Inv($"<tr><th>relative decoder norm</th><td id=\"relative-norm\" title=\"last slot's decoder norm / all slots': 0 only the other slots, ½ shared, 1 only this slot\">{rn:0.###}</td></tr>"));
+        if (f.DeltaNorm is { } dn)
+            sb.Append(Inv($"<tr><th>Δnorm</th><td id=\"delta-norm\">{dn:0.###}</td></tr>"));
         sb.Append("</table></div>");
         sb.Append("<div class=\"panel\">");
         sb.Append(SvgChart.Histogram(f.Histogram.Edges, f.Histogram.Counts, Inv($"Activation density · {Percent(f.Density)} of tokens"),

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using SaeSharp.Activations;
+using SaeSharp.Evaluation;
 using SaeSharp.Interop;
 using SaeSharp.Models;
 using SaeSharp.Saes;
@@ -69,6 +70,11 @@ public sealed record FeatureSource
     /// <summary>SAELens / Neuronpedia id of the SAE (<c>neuronpedia_id</c> in its cfg), for links to neuronpedia.org.</summary>
     public string? NeuronpediaId { get; init; }
 }
+
+/// <summary>A model a crosscoder's slots read in <c>sae features</c>, with the hooks its processing adds to every run (null: none).</summary>
+/// <param name="Model">The model.</param>
+/// <param name="Hooks">Its processing hooks (<see cref="ProcessedModel.Hooks"/>).</param>
+public sealed record CrossCoderSlotModel(HookedTransformer Model, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? Hooks);
 
 /// <summary>
 /// <c>sae features</c>: one streaming pass of a model over context windows that feeds the SAE's feature activations to a
@@ -193,44 +199,82 @@ public static class FeatureAnalysis
     public static FeatureReport Run(HookedTransformer model, CrossCoder cc, IReadOnlyList<string> hooks, IEnumerable<long[]> windows, FeatureAnalysisOptions options)
     {
         ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(hooks);
+        ArgumentNullException.ThrowIfNull(options);
+        return Run([new CrossCoderSlotModel(model, options.ModelHooks)], cc, hooks, [.. hooks.Select(_ => 0)], windows, options);
+    }
+
+    /// <summary>
+    /// <c>sae features</c> of a crosscoder whose slots read several models (model diffing: slot 0 the base model, slot 1 the
+    /// chat model, at one hook): every model of <paramref name="models"/> runs on the same <paramref name="windows"/> (one
+    /// tokenization), slot l reads <paramref name="hooks"/>[l] of <paramref name="models"/>[<paramref name="slotModels"/>[l]],
+    /// and the latents f·c of each position are collected as for one model. The weight-based tables come from the last slot's
+    /// decoder rows through the last slot's model (its unembedding for the logit effects). Each feature also records the last
+    /// slot's relative decoder norm and Δnorm (<see cref="CrossCoderDecoderNorms"/>). The report's model is the last slot's.
+    /// </summary>
+    public static FeatureReport Run(IReadOnlyList<CrossCoderSlotModel> models, CrossCoder cc, IReadOnlyList<string> hooks, IReadOnlyList<int> slotModels,
+        IEnumerable<long[]> windows, FeatureAnalysisOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(models);
         ArgumentNullException.ThrowIfNull(cc);
         ArgumentNullException.ThrowIfNull(hooks);
+        ArgumentNullException.ThrowIfNull(slotModels);
         ArgumentNullException.ThrowIfNull(windows);
         ArgumentNullException.ThrowIfNull(options);
         if (options.BatchSizePrompts <= 0) throw new SaeSharpException($"batch size in prompts must be positive, got {options.BatchSizePrompts}");
         if (hooks.Count != cc.Cfg.NumLayers)
             throw new SaeSharpException($"the crosscoder has {cc.Cfg.NumLayers} layer slots but {hooks.Count} hooks were named");
-        var names = hooks.Select(h => model.HookPoints.Resolve(h)).ToList();
-        foreach (var h in names)
-            if (model.HookWidth(h) != cc.Cfg.ActivationDim)
-                throw new SaeSharpException($"{h} of {model.Config.ModelName} has width {model.HookWidth(h)} but the crosscoder reads activation_dim {cc.Cfg.ActivationDim}");
+        if (slotModels.Count != hooks.Count || slotModels.Any(m => m < 0 || m >= models.Count))
+            throw new SaeSharpException($"each of the crosscoder's {hooks.Count} slots needs one of the {models.Count} models");
+        var names = hooks.Select((h, l) => models[slotModels[l]].Model.HookPoints.Resolve(h)).ToList();
+        for (int l = 0; l < names.Count; l++)
+        {
+            var m = models[slotModels[l]].Model;
+            if (m.HookWidth(names[l]) != cc.Cfg.ActivationDim)
+                throw new SaeSharpException($"{names[l]} of {m.Config.ModelName} has width {m.HookWidth(names[l])} but the crosscoder reads activation_dim {cc.Cfg.ActivationDim}");
+        }
         var collector = new FeatureStatisticsCollector(cc.Cfg.DictSize, options.Features, options.Statistics);
-        int? stop = model.HookPoints.StopAtLayerFor(names);
         var exclude = options.ExcludeTokenIds ?? [];
         int ctx = CollectPass(windows, options, [collector], cc.Cfg.DictSize, group =>
         {
             var tokens = WindowTensor(group);
-            var (logits, cache) = model.Run(tokens, new RunOptions { StopAtLayer = stop, Hooks = options.ModelHooks, CacheNames = names.Distinct().ToList() });
-            logits?.Dispose();
-            using (cache!)
+            long b = tokens.shape[0], s = tokens.shape[1];
+            var slots = new Tensor[names.Count];
+            for (int mi = 0; mi < models.Count; mi++)
             {
-                long b = tokens.shape[0], s = tokens.shape[1];
-                var x = stack(names.Select(h => cache![h].reshape(b * s, cc.Cfg.ActivationDim).to(ScalarType.Float32)).ToList(), 1); // [b·s, L, d]
-                var f = cc.GetActivations(x).view(b, s, cc.Cfg.DictSize);
-                return [(f, ModelActivationHarvester.KeepMask(tokens, exclude, options.SeqposSlice))];
+                var own = Enumerable.Range(0, names.Count).Where(l => slotModels[l] == mi).ToList();
+                if (own.Count == 0) continue;
+                var model = models[mi].Model;
+                var cacheNames = own.Select(l => names[l]).Distinct().ToList();
+                var (logits, cache) = model.Run(tokens, new RunOptions { StopAtLayer = model.HookPoints.StopAtLayerFor(cacheNames), Hooks = models[mi].Hooks, CacheNames = cacheNames });
+                logits?.Dispose();
+                using (cache!)
+                    foreach (var l in own) slots[l] = cache![names[l]].reshape(b * s, cc.Cfg.ActivationDim).to(ScalarType.Float32, copy: true);
             }
+            var x = stack(slots, 1); // [b·s, L, d]
+            var f = cc.GetActivations(x).view(b, s, cc.Cfg.DictSize);
+            return [(f, ModelActivationHarvester.KeepMask(tokens, exclude, options.SeqposSlice))];
         });
         var stats = collector.Result();
-        using (var sae = LastSlotSae(cc, names[^1], model.Config.ModelName))
+        var lastModel = models[slotModels[^1]].Model;
+        using (var sae = LastSlotSae(cc, names[^1], lastModel.Config.ModelName))
         {
-            FeatureWeights.Fill(stats, model, sae, names[^1], options.TopLogits, options.SimilarFeatures, options.AlignedNeurons, options.VocabSize);
+            FeatureWeights.Fill(stats, lastModel, sae, names[^1], options.TopLogits, options.SimilarFeatures, options.AlignedNeurons, options.VocabSize);
             FeatureWeights.FillNeuronAlignment(stats, sae);
         }
+        var norms = CrossCoderDecoderNorms.Of(cc);
+        int last = cc.Cfg.NumLayers - 1;
+        foreach (var st in stats)
+            if (!double.IsNaN(norms.RelativeNorm[last][st.Feature]))
+            {
+                st.RelativeDecoderNorm = norms.RelativeNorm[last][st.Feature];
+                st.DeltaNorm = norms.DeltaNorm[last][st.Feature];
+            }
         return new FeatureReport
         {
             Source = new FeatureSource
             {
-                Architecture = cc.Cfg.Architecture, DSae = cc.Cfg.DictSize, Model = model.Config.ModelName, Hook = names[^1], ContextSize = ctx,
+                Architecture = cc.Cfg.Architecture, DSae = cc.Cfg.DictSize, Model = lastModel.Config.ModelName, Hook = names[^1], ContextSize = ctx,
             },
             Tokens = collector.Tokens,
             Windows = collector.Windows,

@@ -147,6 +147,8 @@ public sealed class FeatureReport
             w.WriteEndObject();
         }
         w.WriteEndArray();
+        if (f.RelativeDecoderNorm is { } rn) w.WriteNumber("relative_decoder_norm", rn);
+        if (f.DeltaNorm is { } dn) w.WriteNumber("delta_norm", dn);
         w.WriteEndObject();
     }
 
@@ -334,6 +336,10 @@ public sealed class FeatureReport
             NeuronAlignment = e.TryGetProperty("neuron_alignment", out var na)
                 ? na.EnumerateArray().Select(a => new NeuronAlignment(a.GetProperty("neuron").GetInt32(), F(a.GetProperty("value")), F(a.GetProperty("l1")))).ToList()
                 : [],
+            RelativeDecoderNorm = e.TryGetProperty("relative_decoder_norm", out var rn) ? Fraction(rn, "relative_decoder_norm") : null,
+            DeltaNorm = e.TryGetProperty("delta_norm", out var dn) ? Fraction(dn, "delta_norm") : null,
         };
+        double Fraction(JsonElement x, string name) => D(x) is var v && v is >= 0 and <= 1 ? v
+            : throw new FormatException($"{name} {x.GetRawText()} is not a fraction from 0 to 1");
     }
 }

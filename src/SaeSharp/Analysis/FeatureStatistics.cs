@@ -107,4 +107,9 @@ public sealed class FeatureStatistics
     /// <summary>SAEDashboard's neuron alignment table: the 3 largest entries of the decoder row in the hook's basis
     /// (<see cref="FeatureWeights.NeuronAlignments"/>), largest first.</summary>
     public IReadOnlyList<NeuronAlignment> NeuronAlignment { get; set; } = [];
+    /// <summary>A crosscoder's latent: its last slot's relative decoder norm n_last / Σ_l n_l (for a model-diffing
+    /// crosscoder, the chat slot's; <see cref="Evaluation.CrossCoderDecoderNorms"/>); null otherwise or for a zero decoder.</summary>
+    public double? RelativeDecoderNorm { get; set; }
+    /// <summary>A crosscoder's latent: its last slot's Δnorm (above 0.9: only in that slot; 0.4 to 0.6: shared); null otherwise.</summary>
+    public double? DeltaNorm { get; set; }
 }

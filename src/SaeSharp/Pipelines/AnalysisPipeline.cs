@@ -45,27 +45,110 @@ public static class AnalysisPipeline
     /// <c>sae features --sae CROSSCODER --model M --dataset D</c>: a crosscoder over several hooks of one model (the hooks it
     /// records), run as <see cref="FeatureAnalysis.Run(Models.HookedTransformer, CrossCoder, IReadOnlyList{string}, IEnumerable{long[]}, FeatureAnalysisOptions)"/>
     /// on windows of <paramref name="data"/> (context size default 128, prepend_bos default true; a crosscoder records
-    /// neither). A model-diffing crosscoder (slots from two models) and one that records no hooks are refused.
+    /// neither). A model-diffing crosscoder (slots from two models, <see cref="IsModelDiffing"/>) runs
+    /// <paramref name="data"/>'s model for its first model's slots and <paramref name="diffModelPath"/> for the other's, on the
+    /// same windows (the tokenizers must agree, <see cref="ModelPipeline.CheckSameTokenizer"/>), as
+    /// <see cref="FeatureAnalysis.Run(IReadOnlyList{CrossCoderSlotModel}, CrossCoder, IReadOnlyList{string}, IReadOnlyList{int}, IEnumerable{long[]}, FeatureAnalysisOptions)"/>.
+    /// A crosscoder that records no hooks is refused.
     /// </summary>
-    public static FeatureReport CrossCoderFeatures(string path, ModelDataOptions data, FeatureAnalysisOptions options)
+    public static FeatureReport CrossCoderFeatures(string path, ModelDataOptions data, FeatureAnalysisOptions options, string? diffModelPath = null)
     {
         ArgumentNullException.ThrowIfNull(data);
         ArgumentNullException.ThrowIfNull(options);
         using var cc = Interop.CrossCoderFormat.Load(path, out var sources);
         cc.eval();
-        if (sources.ModelNames is { } models && models.Distinct().Count() > 1)
-            throw new SaeSharpException($"{path}: its slots read {string.Join(" and ", models.Distinct())} (model diffing); sae features runs one model, so it takes a crosscoder over hooks of one model");
+        bool diffing = IsModelDiffing(sources);
+        if (diffing && diffModelPath is null)
+            throw new SaeSharpException($"{path}: its slots read {string.Join(" and ", DiffedModelNames(sources))} (model diffing): give both models, --model and --diff-model");
+        if (!diffing && diffModelPath is not null)
+            throw new SaeSharpException($"--diff-model: {path} reads one model (its slots are hooks of it); --diff-model is for a model-diffing crosscoder");
         var hooks = sources.HookNames ?? throw new SaeSharpException($"{path}: the crosscoder records no hooks (it was trained on plain activation files without --hooks), so sae features cannot tell which activations to read");
+        // Slots are model-major (HarvestSpec.ForCrossCoder): the first model's hooks, then the second's, the same hooks.
+        int perModel = hooks.Distinct().Count();
+        if (diffing && (hooks.Count != 2 * perModel || Enumerable.Range(0, hooks.Count).Any(l => hooks[l] != hooks[l % perModel])))
+            throw new SaeSharpException($"{path}: its slots' hooks ({string.Join(", ", hooks)}) are not the same hooks of two models in turn");
+        var slotModels = hooks.Select((_, l) => diffing ? l / perModel : 0).ToList();
         var tokenizer = Tokenizer.FromFolder(data.TokenizerPath ?? data.ModelPath);
-        using var pm = ModelForSae.Load(data.ModelPath, data.Processing, data.ModelDtype ?? TorchSharp.torch.ScalarType.Float32);
-        int ctx = data.ContextSize ?? 128;
-        bool bos = data.PrependBos ?? true;
-        var exclude = ModelPipeline.ExclusionOf(data, new SaeMetadata(), path);
-        var windows = ModelPipeline.Windows(tokenizer, data.DatasetPath, ctx, bos, data.TextField, data.DisableConcatSequences ?? false, data.SequenceSeparatorToken);
-        var report = FeatureAnalysis.Run(pm.Model, cc, hooks, windows, ForRun(options, data, pm, tokenizer, exclude, ctx, options.SeqposSlice ?? data.SeqposSlice));
-        report.Source = report.Source with { Sae = path, Dataset = data.DatasetPath, PrependBos = bos };
-        report.DecodeTokens(tokenizer);
-        return report;
+        var paths = new List<string> { data.ModelPath };
+        if (diffModelPath is not null)
+        {
+            ModelPipeline.CheckSameTokenizer(tokenizer, Models.ModelLoader.NameOf(data.ModelPath), Tokenizer.FromFolder(diffModelPath), Models.ModelLoader.NameOf(diffModelPath));
+            paths.Add(diffModelPath);
+        }
+        var loaded = new List<Models.ProcessedModel>();
+        try
+        {
+            foreach (var p in paths) loaded.Add(ModelForSae.Load(p, data.Processing, data.ModelDtype ?? TorchSharp.torch.ScalarType.Float32));
+            int ctx = data.ContextSize ?? 128;
+            bool bos = data.PrependBos ?? true;
+            var exclude = ModelPipeline.ExclusionOf(data, new SaeMetadata(), path);
+            var windows = ModelPipeline.Windows(tokenizer, data.DatasetPath, ctx, bos, data.TextField, data.DisableConcatSequences ?? false, data.SequenceSeparatorToken);
+            var runOptions = ForRun(options, data, loaded[0], tokenizer, exclude, ctx, options.SeqposSlice ?? data.SeqposSlice);
+            var report = FeatureAnalysis.Run(loaded.Select(m => new CrossCoderSlotModel(m.Model, m.Hooks)).ToList(), cc, hooks, slotModels, windows, runOptions);
+            report.Source = report.Source with { Sae = path, Dataset = data.DatasetPath, PrependBos = bos };
+            report.DecodeTokens(tokenizer);
+            return report;
+        }
+        finally
+        {
+            foreach (var m in loaded) m.Dispose();
+        }
+    }
+
+    /// <summary>True when the crosscoder's slots read two models (model diffing: slot 0 base, slot 1 chat): they record
+    /// different models, or one hook twice (one model's slots read different hooks; two models may record one name).</summary>
+    public static bool IsModelDiffing(Interop.CrossCoderSources sources)
+    {
+        ArgumentNullException.ThrowIfNull(sources);
+        return (sources.ModelNames is { } models && models.Distinct().Count() > 1)
+            || (sources.HookNames is { } hooks && hooks.Distinct().Count() < hooks.Count);
+    }
+
+    /// <summary>The base and chat model names a model-diffing crosscoder records (its first and last slot's), or "?".</summary>
+    private static IReadOnlyList<string> DiffedModelNames(Interop.CrossCoderSources sources) =>
+        sources.ModelNames is { Count: > 0 } m ? [m[0], m[^1]] : ["?", "?"];
+
+    /// <summary>
+    /// The two models of a model-diffing crosscoder for <c>sae features</c>: <paramref name="model"/> and
+    /// <paramref name="diffModel"/> when given, else the models the crosscoder records (first the base, then the chat) when
+    /// each is a local model folder or a Hugging Face repo id (ORG/NAME, <see cref="ModelPipeline.ResolveModelFolder"/>);
+    /// otherwise an error naming both. Given models the crosscoder records in the other order are refused as swapped.
+    /// </summary>
+    public static (string Base, string Chat) DiffingModels(string path, Interop.CrossCoderSources sources, string? model, string? diffModel)
+    {
+        ArgumentNullException.ThrowIfNull(sources);
+        if (!IsModelDiffing(sources)) throw new SaeSharpException($"{path} is not a model-diffing crosscoder (its slots do not record two models)");
+        if (sources.ModelNames is { } all && all.Distinct().Count() > 2)
+            throw new SaeSharpException($"{path}: its slots read {all.Distinct().Count()} models ({string.Join(", ", all.Distinct())}); sae features takes a crosscoder of two (base, chat)");
+        var names = DiffedModelNames(sources);
+        // Two models recorded under one name cannot be told apart by it.
+        bool usable = names[0] != names[1];
+        string Resolve(string? given, string recorded, string flag)
+        {
+            if (given is not null) return ResolveModelFolderOrThrow(given, flag);
+            if (!usable) throw Missing(null);
+            if (Directory.Exists(recorded)) return recorded;
+            if (recorded.Contains('/', StringComparison.Ordinal) && !Path.IsPathRooted(recorded))
+            {
+                try { return ModelPipeline.ResolveModelFolder(recorded); }
+                catch (SaeSharpException e) { throw Missing(e.Message); }
+            }
+            throw Missing(null);
+        }
+        SaeSharpException Missing(string? why) => new($"{path} diffs the models {names[0]} (base) and {names[1]} (chat), which are not model folders here"
+            + (why is null ? "" : $" ({why})") + ": give them as --model BASE --diff-model CHAT");
+        var (b, c) = (Resolve(model, names[0], "--model"), Resolve(diffModel, names[1], "--diff-model"));
+        static bool Is(string folder, string recorded) => Models.ModelLoader.NameOf(folder) == recorded
+            || (Directory.Exists(recorded) && Path.GetFullPath(folder).TrimEnd('/', '\\') == Path.GetFullPath(recorded).TrimEnd('/', '\\'));
+        if (usable && Is(b, names[1]) && Is(c, names[0]))
+            throw new SaeSharpException($"--model {model ?? b} is {names[1]}, the crosscoder's chat slot, and --diff-model {diffModel ?? c} its base slot: swap them (--model is the base model, slot 0)");
+        return (b, c);
+    }
+
+    private static string ResolveModelFolderOrThrow(string model, string flag)
+    {
+        try { return ModelPipeline.ResolveModelFolder(model); }
+        catch (SaeSharpException e) { throw new SaeSharpException($"{flag} {model}: {e.Message}", e); }
     }
 
     /// <summary>

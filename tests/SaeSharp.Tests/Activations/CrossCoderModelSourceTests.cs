@@ -77,17 +77,6 @@ public class CrossCoderModelSourceTests : ModelTestBase
         Assert.True(servedCopies.eq(harvestedCopies).all().item<bool>(), "every harvested row served once");
     }
 
-    private (string Base, string Chat, string Data) TwoModelsOneTokenizer()
-    {
-        string b = TinyModels.WriteGpt2(Sub("base"), seed: 4, nLayer: 2, nEmbd: 16, nHead: 4, vocab: 50257, nPositions: 64);
-        string c = TinyModels.WriteGpt2(Sub("chat"), seed: 9, nLayer: 2, nEmbd: 16, nHead: 4, vocab: 50257, nPositions: 64);
-        AddGpt2Tokenizer(b);
-        AddGpt2Tokenizer(c);
-        string data = Sub("data.txt");
-        File.WriteAllLines(data, Enumerable.Range(0, 30).Select(i => $"Line {i}: the quick brown fox jumps over the lazy dog number {i * 7}."));
-        return (b, c, data);
-    }
-
     [Fact]
     public void ModelDiffingRunsBothModelsOnTheSameWindowsAtTheHook()
     {

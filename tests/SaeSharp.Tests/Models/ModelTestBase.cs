@@ -51,6 +51,19 @@ public abstract class ModelTestBase : IDisposable
         return (model, data);
     }
 
+    /// <summary>Two tiny GPT-2 models with the GPT-2 tokenizer and different weights (model diffing's base and chat), and a
+    /// text file.</summary>
+    protected (string Base, string Chat, string Data) TwoModelsOneTokenizer()
+    {
+        string b = TinyModels.WriteGpt2(Sub("base"), seed: 4, nLayer: 2, nEmbd: 16, nHead: 4, vocab: 50257, nPositions: 64);
+        string c = TinyModels.WriteGpt2(Sub("chat"), seed: 9, nLayer: 2, nEmbd: 16, nHead: 4, vocab: 50257, nPositions: 64);
+        AddGpt2Tokenizer(b);
+        AddGpt2Tokenizer(c);
+        string data = Sub("data.txt");
+        File.WriteAllLines(data, Enumerable.Range(0, 30).Select(i => $"Line {i}: the quick brown fox jumps over the lazy dog number {i * 7}."));
+        return (b, c, data);
+    }
+
     /// <summary>Every row a model run's source hands out at <paramref name="hook"/>, in harvest order (mixing fraction 0),
     /// as [rows, d], and the context windows it read.</summary>
     protected static (Tensor Rows, long Contexts) Drain(ModelDataOptions opts, string hook)
