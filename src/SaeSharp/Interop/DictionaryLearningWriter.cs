@@ -81,7 +81,7 @@ public static partial class DictionaryLearning
             var c = bDec.to(wEnc.dtype).matmul(wEnc);
             shift = dlSubtracts ? c : -c;
         }
-        Tensor Shifted(Tensor b) => shift is null ? b.detach() : b.detach() + shift.to(b.dtype);
+        Tensor Shifted(Tensor b) => shift is null ? b.detach() : b.detach().add(shift.to(b.dtype), TorchScalars.One);
         var sd = new List<KeyValuePair<string, Tensor>>();
         void Add(string key, Tensor t) => sd.Add(KeyValuePair.Create(key, t.contiguous()));
         var kBuffer = cfg.K is { } kv ? tensor(kv, dtype: ScalarType.Int32) : null;
@@ -100,7 +100,7 @@ public static partial class DictionaryLearning
                 Add("r_mag", rMag);
                 Add("gate_bias", Shifted(w["b_gate"]));
                 // π_mag = exp(r_mag)·(x̃·W_enc) + b_mag: the shift enters scaled by exp(r_mag)
-                Add("mag_bias", shift is null ? w["b_mag"].detach() : w["b_mag"].detach() + rMag.exp() * shift.to(rMag.dtype));
+                Add("mag_bias", shift is null ? w["b_mag"].detach() : w["b_mag"].detach().add(rMag.exp().mul(shift.to(rMag.dtype)), TorchScalars.One));
                 Add("encoder.weight", wEnc.t());
                 Add("decoder.weight", w["W_dec"].detach().t());
                 return (sd, ["", "encoder", "decoder"]);
