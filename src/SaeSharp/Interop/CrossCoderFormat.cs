@@ -21,7 +21,7 @@ public sealed record CrossCoderSources
 /// Reads and writes crosscoders in the science-of-finetuning dictionary_learning fork's formats:
 /// <c>model.safetensors</c> + <c>config.json</c> as <c>PyTorchModelHubMixin.save_pretrained</c> writes them (the
 /// Hugging Face checkpoints), and a <c>torch.save</c>d state dict <c>ae.pt</c> (the fork's trainer output, beside a
-/// trainer <c>config.json</c>). SaeSharp writes the first form only (it has no pickle writer).
+/// trainer <c>config.json</c>). SaeSharp writes both (<see cref="Save"/>, <see cref="SaveAePt"/>).
 /// </summary>
 public static class CrossCoderFormat
 {
@@ -36,6 +36,12 @@ public static class CrossCoderFormat
     [
         "encoder.weight", "encoder.bias", "decoder.weight", "decoder.bias", "code_normalization_id", "k", "threshold",
         "target_rms", "activation_mean", "activation_std", "activation_global_scale",
+    ];
+
+    private static readonly string[] AePtOrder =
+    [
+        "target_rms", "activation_mean", "activation_std", "activation_global_scale", "code_normalization_id", "k", "threshold",
+        "encoder.weight", "encoder.bias", "decoder.weight", "decoder.bias",
     ];
 
     private static string? WeightsPath(string path)
@@ -240,6 +246,88 @@ public static class CrossCoderFormat
         JsonValue v when v.TryGetValue<double>(out var x) => x,
         var other => throw new SaeSharpException($"{source}: '{key}' must be a number, got {other.ToJsonString()}"),
     };
+
+    /// <summary>
+    /// Writes <paramref name="cc"/> into the folder <paramref name="dir"/> as the fork's trainers leave it: <c>ae.pt</c>
+    /// (<c>torch.save(ae.state_dict())</c> by <see cref="TorchSave"/>: the fork's keys and dtypes, float32 weights, the
+    /// root module's buffers first as <c>state_dict()</c> orders them, <c>_metadata</c> for the root, <c>encoder</c> and
+    /// <c>decoder</c>) and <c>config.json</c> (<c>{"trainer": {...}}</c> with the fields of the fork's
+    /// <c>CrossCoderTrainer.config</c> or <c>BatchTopKCrossCoderTrainer.config</c>; the training hyperparameters, which
+    /// a crosscoder does not carry, are null). The hooks and models of <paramref name="sources"/> have no place in this
+    /// form: <c>layer</c>, <c>lm_name</c> and <c>submodule_name</c> are filled from them when every slot reads one model.
+    /// </summary>
+    public static void SaveAePt(CrossCoder cc, string dir, CrossCoderSources? sources = null)
+    {
+        ArgumentNullException.ThrowIfNull(cc);
+        ArgumentNullException.ThrowIfNull(dir);
+        if (File.Exists(dir)) throw new SaeSharpException($"{dir}: is a file; a folder is expected (ae.pt and config.json in a folder).");
+        Directory.CreateDirectory(dir);
+        var cfg = cc.Cfg;
+        var trainer = new JsonObject();
+        if (cfg.K is null)
+        {
+            trainer["dict_class"] = cfg.DictClass;
+            trainer["trainer_class"] = "CrossCoderTrainer";
+            trainer["activation_dim"] = cfg.ActivationDim;
+            trainer["dict_size"] = cfg.DictSize;
+            foreach (var key in new[] { "lr", "l1_penalty", "warmup_steps", "resample_steps" }) trainer[key] = null;
+            trainer["device"] = "cpu";
+        }
+        else
+        {
+            trainer["trainer_class"] = "BatchTopKCrossCoderTrainer";
+            trainer["dict_class"] = cfg.DictClass;
+            foreach (var key in new[] { "lr", "steps", "auxk_alpha", "warmup_steps", "decay_start", "threshold_beta", "threshold_start_step", "top_k_aux", "seed" })
+                trainer[key] = null;
+            trainer["activation_dim"] = cfg.ActivationDim;
+            trainer["dict_size"] = cfg.DictSize;
+            trainer["k"] = cfg.K;
+            trainer["k_target"] = cfg.K;
+            trainer["k_initial"] = cfg.K;
+            trainer["k_annealing_steps"] = null;
+        }
+        string normalization = "CodeNormalization." + cfg.CodeNormalization.ToString().ToUpperInvariant();
+        if (cfg.K is not null)
+        {
+            trainer["code_normalization"] = normalization;
+            trainer["code_normalization_alpha_sae"] = cfg.CodeNormalizationAlphaSae;
+            trainer["code_normalization_alpha_cc"] = cfg.CodeNormalizationAlphaCc;
+            trainer["device"] = "cpu";
+        }
+        var hooks = sources?.HookNames;
+        var layers = hooks?.Select(h => DictionaryLearning.SubmoduleOf(h).Layer).ToList();
+        // One layer for all slots (the fork's usual base-versus-chat crosscoder) as an int, several as a list.
+        trainer["layer"] = layers is not { Count: > 0 } || layers.Any(l => l is null) ? null
+            : layers.Distinct().Count() == 1 ? layers[0]
+            : new JsonArray(layers.Select(l => (JsonNode?)l).ToArray());
+        trainer["lm_name"] = sources?.ModelNames is { Count: 1 } models ? models[0] : null;
+        trainer["wandb_name"] = cfg.DictClass;
+        trainer["submodule_name"] = null;
+        if (cfg.K is null)
+        {
+            trainer["use_mse_loss"] = null;
+            trainer["code_normalization"] = normalization;
+            trainer["code_normalization_alpha_sae"] = cfg.CodeNormalizationAlphaSae;
+            trainer["code_normalization_alpha_cc"] = cfg.CodeNormalizationAlphaCc;
+        }
+        else
+        {
+            trainer["dict_class_kwargs"] = new JsonObject();
+        }
+        trainer["target_rms"] = cfg.TargetRms;
+        trainer["num_layers"] = cfg.NumLayers;
+
+        using var group = new AtomicFileGroup();
+        using (NewDisposeScope())
+        {
+            // The fork's state_dict() order: the root module's buffers as registered (NormalizableMixin's, then
+            // code_normalization_id, then BatchTopK's k and threshold), then encoder.*, decoder.*.
+            var sd = cc.state_dict().OrderBy(kv => Array.IndexOf(AePtOrder, kv.Key) is var i and >= 0 ? i : AePtOrder.Length).ToList();
+            TorchSave.SaveStateDict(Path.Combine(dir, DictionaryLearning.WeightsFile), sd, ["", "encoder", "decoder"], group);
+        }
+        group.WriteAllText(Path.Combine(dir, ConfigFile), new JsonObject { ["trainer"] = trainer }.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        group.Commit();
+    }
 
     /// <summary>
     /// Writes <paramref name="cc"/> into the folder <paramref name="dir"/> as <c>save_pretrained</c> does: <c>model.safetensors</c>

@@ -50,7 +50,7 @@ public sealed class DictionaryLearningCheckpoint(string dictClass, SaeConfig cfg
 /// threshold broadcast, <c>matryoshka_widths</c> = cumulative sums of the <c>group_sizes</c> buffer.</item>
 /// </list>
 /// </summary>
-public static class DictionaryLearning
+public static partial class DictionaryLearning
 {
     /// <summary>File name of the pickled state_dict (<c>ae.pt</c>).</summary>
     public const string WeightsFile = "ae.pt";

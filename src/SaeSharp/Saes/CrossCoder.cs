@@ -163,10 +163,15 @@ public sealed class CrossCoder : nn.Module<Tensor, Tensor>
     public static string KnownNormalizations => string.Join(", ", Enum.GetValues<CodeNormalization>().Select(c => c.ToString().ToUpperInvariant()));
 
     /// <summary>The <see cref="CodeNormalization"/> named <paramref name="name"/> (any case, as the fork's <c>from_string</c>).</summary>
-    public static CodeNormalization ParseCodeNormalization(string name, string source) =>
-        Enum.TryParse<CodeNormalization>(name, ignoreCase: true, out var c) && Enum.IsDefined(c) && !int.TryParse(name, out _)
+    public static CodeNormalization ParseCodeNormalization(string name, string source)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        // The fork's trainers write str(CodeNormalization.X), "CodeNormalization.X"; save_pretrained writes "X".
+        string bare = name.StartsWith("CodeNormalization.", StringComparison.Ordinal) ? name["CodeNormalization.".Length..] : name;
+        return Enum.TryParse<CodeNormalization>(bare, ignoreCase: true, out var c) && Enum.IsDefined(c) && !int.TryParse(bare, out _)
             ? c
             : throw new SaeSharpException($"{source}: unknown code_normalization '{name}' (known: {KnownNormalizations})");
+    }
 
     /// <summary>The encoder (<c>encoder.weight</c>, <c>encoder.bias</c>).</summary>
     public CrossCoderEncoder Encoder => encoder;

@@ -125,6 +125,56 @@ public sealed class ConvertTests : IDisposable
     }
 
     [Theory]
+    [InlineData("dictionary_learning", "BatchTopKSAE")]
+    [InlineData("Gemma Scope", "JumpReluAutoEncoder")]
+    [InlineData("sparsify", "AutoEncoderTopK")]
+    public void Converted_to_dictionary_learning_loads_back_with_the_same_encode_and_decode(string format, string dictClass)
+    {
+        var src = WriteSource(format);
+        var dst = Path.Combine(_dir, "dl");
+        var (exit, stdout, err) = CliRunner.Run("convert", src, dst, "--to", "dictionary_learning");
+        Assert.True(exit == 0, err);
+        Assert.Contains("to dictionary_learning: " + dst, stdout);
+        Assert.Equal(["ae.pt", "config.json"], Directory.GetFiles(dst).Select(Path.GetFileName).Order());
+        Assert.Equal(dictClass, DictionaryLearning.ReadCheckpoint(dst).DictClass);
+
+        using var original = SaeLoader.Load(src);
+        using var converted = SaeLoader.Load(dst);
+        using var _ = no_grad();
+        var x = randn(16, original.Cfg.DIn, generator: new Generator(7)) * 2 + 0.5;
+        var (y1, f1) = original.Run(x);
+        var (y2, f2) = converted.Run(x);
+        Assert.True(f1.gt(0).any().item<bool>(), "some latent fires");
+        Assert.True(f1.gt(0).equal(f2.gt(0)).all().item<bool>(), "the same latents fire");
+        Assert.True((f1 - f2).abs().max().item<float>() <= 1e-6 * Math.Max(1, f1.abs().max().item<float>()), "feature activations differ");
+        Assert.True((y1 - y2).abs().max().item<float>() <= 1e-6 * Math.Max(1, y1.abs().max().item<float>()), "reconstructions differ");
+    }
+
+    [Fact]
+    public void Convert_to_dictionary_learning_refuses_run_time_normalisation_and_writes_crosscoders_as_the_forks_ae_pt()
+    {
+        // The SAELens source (like OpenAI's SAEs) normalises its input with layer_norm at run time: dictionary_learning cannot.
+        var (exit, _, err) = CliRunner.Run("convert", WriteSource("SAELens"), Path.Combine(_dir, "ln"), "--to", "dictionary_learning");
+        Assert.Equal(1, exit);
+        Assert.Contains("normalize_activations is 'layer_norm'", err);
+        Assert.False(File.Exists(Path.Combine(_dir, "ln", "ae.pt")));
+
+        var cc = Path.Combine(SaeSharp.Tests.Tokenizers.TestPaths.Data(), "crosscoder", "cc_hub");
+        (exit, _, err) = CliRunner.Run("convert", cc, Path.Combine(_dir, "cc-saelens"));
+        Assert.Equal(1, exit);
+        Assert.Contains("a crosscoder has no SAELens form", err);
+        string dst = Path.Combine(_dir, "cc");
+        (exit, var stdout, err) = CliRunner.Run("convert", cc, dst, "--to", "dictionary_learning");
+        Assert.True(exit == 0, err);
+        Assert.Contains("crosscoder (CrossCoder, 3 layers", stdout);
+        using var original = CrossCoderFormat.Load(cc);
+        using var back = CrossCoderFormat.Load(Path.Combine(dst, "ae.pt"));
+        Assert.Equal(original.Cfg, back.Cfg);
+        foreach (var (key, t) in original.state_dict())
+            Assert.True(t.eq(back.state_dict()[key]).all().item<bool>(), key);
+    }
+
+    [Theory]
     [MemberData(nameof(Formats))]
     public void Info_reports_format_and_architecture(string format, string architecture, string? hook)
     {

@@ -163,6 +163,60 @@ public class CrossCoderTests
     }
 
     [Fact]
+    public void SaveAePtWritesTheForksTrainerOutputAndLoadsBackEqual()
+    {
+        var dir = Path.Combine(Path.GetTempPath(), "saesharp-ccpt-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            foreach (var source in new[] { "cc_crosscoder", "cc_batchtopk" })
+            {
+                string original = TestPaths.Data("crosscoder", source, "ae.pt");
+                using var cc = CrossCoderFormat.Load(original);
+                var sources = new CrossCoderSources { HookNames = ["blocks.2.hook_resid_post", "blocks.2.hook_resid_post", "blocks.2.hook_resid_post"], ModelNames = ["m"] };
+                CrossCoderFormat.SaveAePt(cc, dir, sources);
+                string written = Path.Combine(dir, "ae.pt");
+                using var back = CrossCoderFormat.Load(written);
+                Assert.Equal(cc.Cfg, back.Cfg);
+
+                // Every tensor of the fork's file, bit for bit and with its dtype, under the same key; the root buffers
+                // first, as the fork's state_dict() orders them.
+                using (var scope = NewDisposeScope())
+                {
+                    using var a = TorchPickle.Load(original);
+                    using var b = TorchPickle.Load(written);
+                    Assert.Equal(a.Tensors.Keys.Order(), b.Tensors.Keys.Order());
+                    Assert.Equal(a.Tensors.Keys.Where(k => !k.Contains('.')).Concat(a.Tensors.Keys.Where(k => k.Contains('.'))), b.Tensors.Keys);
+                    foreach (var (key, t) in a.Tensors)
+                    {
+                        Assert.Equal(t.dtype, b.Tensors[key].dtype);
+                        Assert.Equal(t.shape, b.Tensors[key].shape);
+                        Assert.True(t.eq(b.Tensors[key]).all().item<bool>() || (t.isnan().all().item<bool>() && b.Tensors[key].isnan().all().item<bool>()), key);
+                    }
+                }
+                var trainer = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, CrossCoderFormat.ConfigFile)))!["trainer"]!;
+                Assert.Equal(cc.Cfg.DictClass, trainer["dict_class"]!.GetValue<string>());
+                Assert.Equal(cc.Cfg.K is null ? "CrossCoderTrainer" : "BatchTopKCrossCoderTrainer", trainer["trainer_class"]!.GetValue<string>());
+                Assert.Equal("CodeNormalization.CROSSCODER", trainer["code_normalization"]!.GetValue<string>()); // str() of the fork's enum
+                Assert.Equal(2, trainer["layer"]!.GetValue<int>());
+                Assert.Equal("m", trainer["lm_name"]!.GetValue<string>());
+            }
+            // Settings that live in config.json only (alphas, target_rms) come back from it.
+            using var mixed = new CrossCoder(new CrossCoderConfig
+            {
+                ActivationDim = 4, DictSize = 6, NumLayers = 2, CodeNormalization = CodeNormalization.Mixed,
+                CodeNormalizationAlphaSae = 0.7, CodeNormalizationAlphaCc = 0.2, TargetRms = 3.0, K = 2,
+            });
+            CrossCoderFormat.SaveAePt(mixed, dir);
+            using var mixedBack = CrossCoderFormat.Load(dir);
+            Assert.Equal(mixed.Cfg, mixedBack.Cfg);
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
+    [Fact]
     public void SaveThenLoadRoundTripsKeysShapesDtypesAndValues()
     {
         var dir = Path.Combine(Path.GetTempPath(), "saesharp-cc-" + Guid.NewGuid().ToString("N"));
