@@ -326,6 +326,49 @@ internal static class CrossCoderCli
         return 0;
     }
 
+    /// <summary><c>sae eval --sae CROSSCODER --model M [--diff-model M2] --dataset D</c>: the metrics of <see cref="Eval"/> on the
+    /// activations of the model run(s), and per model the CE and KL of splicing the crosscoder's reconstruction into every
+    /// hook of its slots (<see cref="ModelPipeline.EvaluateCrossCoder"/>); --json adds the models under <c>models</c>.</summary>
+    public static int EvalInModel(string saePath, ModelDataOptions data, string? diffModel, string? hook, string? json, string? histogram)
+    {
+        var m = CliProgress.Run("eval", progress => ModelPipeline.EvaluateCrossCoder(saePath, data, diffModel, hook is null ? null : [hook], out _, progress));
+        using var cc = CrossCoderFormat.Load(saePath);
+        var norms = CrossCoderDecoderNorms.Of(cc);
+        var hooks = new string[cc.Cfg.NumLayers];
+        var models = new string[cc.Cfg.NumLayers];
+        foreach (var r in m.Models)
+            for (int i = 0; i < r.Slots.Count; i++) (hooks[r.Slots[i]], models[r.Slots[i]]) = (r.Hooks[i], r.Name);
+        var names = SlotNames(new CrossCoderSources { HookNames = hooks, ModelNames = m.Models.Count == 1 ? null : models }, cc.Cfg.NumLayers);
+        if (json is not null)
+        {
+            var o = MetricsJson(m.Reconstruction);
+            o["decoder_norms"] = NormsJson(norms, names);
+            o["models"] = new JsonArray(m.Models.Select(r => (JsonNode)r.ToJson()).ToArray());
+            AtomicFile.WriteAllText(json, o.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        }
+        if ((histogram ?? (json is null ? null : Path.ChangeExtension(json, null) + "_relative_decoder_norm.png")) is { } png) SaveNormHistogram(png, norms, names);
+        Cli.WriteTable(saePath, MetricRows(m.Reconstruction, names).Concat(NormRows(norms, names)));
+        foreach (var r in m.Models)
+        {
+            static string F(double v) => v.ToString("F4", CultureInfo.InvariantCulture);
+            Cli.WriteTable($"{r.Name}: {string.Join(", ", r.Hooks)} replaced by the crosscoder's reconstruction",
+            [
+                ("% loss recovered (zero ablation)", Cli.Percent("% loss recovered (zero ablation)", r.CeLossScore, 2)),
+                ("% loss recovered (mean ablation)", Cli.Percent("% loss recovered (mean ablation)", r.CeLossScoreMeanAblation, 2)),
+                ("ce loss clean", F(r.CeLossWithoutSae)),
+                ("ce loss with crosscoder", F(r.CeLossWithSae)),
+                ("ce loss zero-ablated", F(r.CeLossWithAblation)),
+                ("ce loss mean-ablated", F(r.CeLossWithMeanAblation)),
+                ("ce loss with error term", F(r.CeLossWithErrorTerm)),
+                ("kl div with crosscoder", r.KlDivWithSae.ToString("G5", CultureInfo.InvariantCulture)),
+                ("kl div zero-ablated", r.KlDivWithAblation.ToString("G5", CultureInfo.InvariantCulture)),
+                ("kl div score", F(r.KlDivScore)),
+                ("tokens", Cli.Integer(r.Tokens)),
+            ]);
+        }
+        return 0;
+    }
+
     /// <summary><c>sae info CROSSCODER</c>.</summary>
     public static int Info(string title, string path)
     {

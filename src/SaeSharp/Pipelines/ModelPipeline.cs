@@ -328,6 +328,69 @@ public static class ModelPipeline
             });
     }
 
+    /// <summary>
+    /// <c>sae eval --sae CROSSCODER --model M [--diff-model M2] --dataset D</c>: loads the crosscoder at <paramref name="ccPath"/>
+    /// (the fork's format, <see cref="CrossCoderFormat"/>), the model and, for model diffing, <paramref name="diffModelPath"/>
+    /// (same tokenizer: <see cref="CheckSameTokenizer"/>), both processed as <paramref name="data"/> says, and evaluates it
+    /// inside them (<see cref="DownstreamEvaluator.EvaluateCrossCoder"/>) on the dataset's windows (context size default 128,
+    /// prepend_bos default true). The slots' hooks are <paramref name="hooks"/>, else the first L / (number of models) hooks
+    /// the crosscoder recorded when SaeSharp saved it (<see cref="CrossCoderSources.HookNames"/>); a crosscoder recorded as
+    /// reading two models needs <paramref name="diffModelPath"/>. <paramref name="sources"/> gets what it recorded.
+    /// </summary>
+    public static CrossCoderDownstreamMetrics EvaluateCrossCoder(string ccPath, ModelDataOptions data, string? diffModelPath, IReadOnlyList<string>? hooks,
+        out CrossCoderSources sources, IProgress<WorkProgress>? progress = null)
+    {
+        ArgumentNullException.ThrowIfNull(ccPath);
+        ArgumentNullException.ThrowIfNull(data);
+        using var cc = CrossCoderFormat.Load(ccPath, out sources);
+        cc.eval();
+        var recorded = sources;
+        int modelCount = diffModelPath is null ? 1 : 2;
+        // The models it recorded: slots repeat the hooks once per model (model-major), as HarvestSpec.ForCrossCoder harvests them.
+        int L = cc.Cfg.NumLayers;
+        int recordedModels = recorded.HookNames is { Count: > 0 } rh && rh.Count == L ? L / rh.Distinct().Count()
+            : recorded.ModelNames is { } rm && rm.Distinct().Count() > 1 ? rm.Distinct().Count() : 1;
+        if (diffModelPath is null && recordedModels > 1)
+        {
+            string names = recorded.ModelNames is { } mn && mn.Count == L ? $" ({string.Join(", ", mn.Where((_, j) => j % (L / recordedModels) == 0))})" : "";
+            throw new SaeSharpException($"{ccPath} reads {recordedModels} models{names}: give the second as --diff-model");
+        }
+        if (L % modelCount != 0)
+            throw new SaeSharpException($"{ccPath} has {cc.Cfg.NumLayers} layer slots, which {modelCount} models cannot share");
+        var slotHooks = hooks ?? (recorded.HookNames is { } h && h.Count == cc.Cfg.NumLayers ? h.Take(cc.Cfg.NumLayers / modelCount).ToList()
+            : throw new SaeSharpException($"{ccPath} does not record the hooks of its layer slots: give them (--hook)"));
+        var tokenizer = Tokenizer.FromFolder(data.TokenizerPath ?? data.ModelPath);
+        if (diffModelPath is not null)
+            CheckSameTokenizer(tokenizer, ModelLoader.NameOf(data.ModelPath), Tokenizer.FromFolder(diffModelPath), ModelLoader.NameOf(diffModelPath));
+        var models = new List<ProcessedModel>();
+        try
+        {
+            foreach (var path in (IEnumerable<string>)[data.ModelPath, .. diffModelPath is null ? [] : new[] { diffModelPath }])
+            {
+                var pm = ModelForSae.Load(path, data.Processing, data.ModelDtype ?? ScalarType.Float32);
+                models.Add(pm);
+                if (data.Device.type != DeviceType.CPU) pm.Model.to(data.Device);
+            }
+            if (data.Device.type != DeviceType.CPU) cc.to(data.Device);
+            int ctx = data.ContextSize ?? 128;
+            var exclude = ExclusionOf(data, new SaeMetadata(), ccPath);
+            var paths = new[] { data.ModelPath, diffModelPath };
+            return DownstreamEvaluator.EvaluateCrossCoder(cc,
+                models.Select((m, i) => new CrossCoderModelRun(m.Model, m.Hooks, ModelLoader.NameOf(paths[i]!))).ToList(), slotHooks,
+                Windows(tokenizer, data.DatasetPath, ctx, data.PrependBos ?? true, data.TextField, data.DisableConcatSequences ?? false, data.SequenceSeparatorToken),
+                new DownstreamEvalOptions
+                {
+                    BatchSizePrompts = data.BatchSizePrompts, MaxContexts = ContextsFor(data.Tokens, TrainingContextSize(ctx, data.SeqposSlice)),
+                    ExcludeTokenIds = ExcludedTokens.Resolve(exclude.Special, exclude.Ids, tokenizer, exclude.Origin),
+                    Progress = progress, SeqposSlice = data.SeqposSlice,
+                });
+        }
+        finally
+        {
+            foreach (var m in models) m.Dispose();
+        }
+    }
+
     /// <summary>The windows an SAE is evaluated on (a group of SAEs that share them is evaluated in one pass).</summary>
     private sealed record EvalWindows(int Ctx, bool Bos, bool Exclude, string? ExcludeIds, SeqposSlice? Slice, bool DisableConcat, PretokenizeToken? Separator);
 

@@ -212,4 +212,42 @@ public class CrossCoderModelSourceTests : ModelTestBase
         Assert.NotEqual(0, exit);
         Assert.Contains("--diff-model", err);
     }
+
+    [Fact]
+    public void SaeEvalSplicesAModelDiffingCrosscoderIntoBothModels()
+    {
+        var (b, c, data) = TwoModelsOneTokenizer();
+        const string hook = "blocks.1.hook_resid_post";
+        string folder = Sub("cc-exact");
+        using (var exact = SaeSharp.Tests.Evaluation.CrossCoderDownstreamTests.Identity(2, 16))
+            SaeSharp.Interop.CrossCoderFormat.Save(exact, folder, new SaeSharp.Interop.CrossCoderSources { HookNames = [hook, hook], ModelNames = [ModelLoader.NameOf(b), ModelLoader.NameOf(c)] });
+        string json = Sub("eval.json");
+        var (exit, stdout, err) = CliRunner.Run(["eval", "--sae", folder, "--model", b, "--diff-model", c, "--dataset", data, "--context-size", "16", "--tokens", "64", "--json", json]);
+        Assert.True(exit == 0, err + stdout);
+        var o = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(json))!;
+        Assert.Equal(64, o["rows"]!.GetValue<long>());
+        Assert.Equal(1.0, o["layers"]![1]!["explained_variance"]!.GetValue<double>(), 1e-9);
+        var models = o["models"]!.AsArray();
+        Assert.Equal([ModelLoader.NameOf(b), ModelLoader.NameOf(c)], models.Select(m => m!["model"]!.GetValue<string>()));
+        foreach (var m in models)
+        {
+            var ce = m!["model_performance_preservation"]!;
+            // The exact crosscoder changes neither model.
+            Assert.Equal(ce["ce_loss_without_sae"]!.GetValue<double>(), ce["ce_loss_with_sae"]!.GetValue<double>(), 1e-6);
+            Assert.Equal(1.0, ce["ce_loss_score"]!.GetValue<double>(), 1e-5);
+            Assert.Equal([hook], m["hook_names"]!.AsArray().Select(h => h!.GetValue<string>()));
+        }
+        Assert.NotEqual(models[0]!["model_performance_preservation"]!["ce_loss_without_sae"]!.GetValue<double>(),
+            models[1]!["model_performance_preservation"]!["ce_loss_without_sae"]!.GetValue<double>());
+        Assert.Contains("ce loss with crosscoder", stdout);
+        Assert.True(File.Exists(Sub("eval_relative_decoder_norm.png")));
+
+        // A crosscoder of two models needs the second; --diff-model is for crosscoders and model runs only.
+        (exit, _, err) = CliRunner.Run(["eval", "--sae", folder, "--model", b, "--dataset", data, "--context-size", "16", "--tokens", "32"]);
+        Assert.NotEqual(0, exit);
+        Assert.Contains($"reads 2 models ({ModelLoader.NameOf(b)}, {ModelLoader.NameOf(c)}): give the second as --diff-model", err);
+        (exit, _, err) = CliRunner.Run(["eval", "--sae", folder, "--activations", "a.npy", "--diff-model", c]);
+        Assert.NotEqual(0, exit);
+        Assert.Contains("--diff-model", err);
+    }
 }
