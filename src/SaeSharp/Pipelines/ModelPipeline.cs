@@ -345,20 +345,7 @@ public static class ModelPipeline
         using var cc = CrossCoderFormat.Load(ccPath, out sources);
         cc.eval();
         var recorded = sources;
-        int modelCount = diffModelPath is null ? 1 : 2;
-        // The models it recorded: slots repeat the hooks once per model (model-major), as HarvestSpec.ForCrossCoder harvests them.
-        int L = cc.Cfg.NumLayers;
-        int recordedModels = recorded.HookNames is { Count: > 0 } rh && rh.Count == L ? L / rh.Distinct().Count()
-            : recorded.ModelNames is { } rm && rm.Distinct().Count() > 1 ? rm.Distinct().Count() : 1;
-        if (diffModelPath is null && recordedModels > 1)
-        {
-            string names = recorded.ModelNames is { } mn && mn.Count == L ? $" ({string.Join(", ", mn.Where((_, j) => j % (L / recordedModels) == 0))})" : "";
-            throw new SaeSharpException($"{ccPath} reads {recordedModels} models{names}: give the second as --diff-model");
-        }
-        if (L % modelCount != 0)
-            throw new SaeSharpException($"{ccPath} has {cc.Cfg.NumLayers} layer slots, which {modelCount} models cannot share");
-        var slotHooks = hooks ?? (recorded.HookNames is { } h && h.Count == cc.Cfg.NumLayers ? h.Take(cc.Cfg.NumLayers / modelCount).ToList()
-            : throw new SaeSharpException($"{ccPath} does not record the hooks of its layer slots: give them (--hook)"));
+        var slotHooks = CrossCoderHooks(cc, recorded, ccPath, diffModelPath is null ? 1 : 2, hooks);
         var tokenizer = Tokenizer.FromFolder(data.TokenizerPath ?? data.ModelPath);
         if (diffModelPath is not null)
             CheckSameTokenizer(tokenizer, ModelLoader.NameOf(data.ModelPath), Tokenizer.FromFolder(diffModelPath), ModelLoader.NameOf(diffModelPath));
@@ -389,6 +376,30 @@ public static class ModelPipeline
         {
             foreach (var m in models) m.Dispose();
         }
+    }
+
+    /// <summary>
+    /// The hooks each of <paramref name="modelCount"/> models gives a crosscoder's slots (model-major, as
+    /// <see cref="HarvestSpec.ForCrossCoder"/> harvests them): <paramref name="hooks"/> when given, else the first
+    /// L / <paramref name="modelCount"/> of the hooks it recorded (<see cref="CrossCoderSources.HookNames"/>). A crosscoder
+    /// recorded as reading two models (its hooks repeated) run with one model is an error asking for <c>--diff-model</c>.
+    /// </summary>
+    public static IReadOnlyList<string> CrossCoderHooks(CrossCoder cc, CrossCoderSources sources, string ccPath, int modelCount, IReadOnlyList<string>? hooks)
+    {
+        ArgumentNullException.ThrowIfNull(cc);
+        ArgumentNullException.ThrowIfNull(sources);
+        int L = cc.Cfg.NumLayers;
+        int recordedModels = sources.HookNames is { Count: > 0 } rh && rh.Count == L ? L / rh.Distinct().Count()
+            : sources.ModelNames is { } rm && rm.Distinct().Count() > 1 ? rm.Distinct().Count() : 1;
+        if (modelCount == 1 && recordedModels > 1)
+        {
+            string names = sources.ModelNames is { } mn && mn.Count == L ? $" ({string.Join(", ", mn.Where((_, j) => j % (L / recordedModels) == 0))})" : "";
+            throw new SaeSharpException($"{ccPath} reads {recordedModels} models{names}: give the second as --diff-model");
+        }
+        if (L % modelCount != 0)
+            throw new SaeSharpException($"{ccPath} has {L} layer slots, which {modelCount} models cannot share");
+        return hooks ?? (sources.HookNames is { } h && h.Count == L ? h.Take(L / modelCount).ToList()
+            : throw new SaeSharpException($"{ccPath} does not record the hooks of its layer slots: give them (--hook)"));
     }
 
     /// <summary>The windows an SAE is evaluated on (a group of SAEs that share them is evaluated in one pass).</summary>

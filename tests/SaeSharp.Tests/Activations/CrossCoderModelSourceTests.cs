@@ -250,4 +250,29 @@ public class CrossCoderModelSourceTests : ModelTestBase
         Assert.NotEqual(0, exit);
         Assert.Contains("--diff-model", err);
     }
+
+    [Fact]
+    public void SaeSteerAndAblateTakeAModelDiffingCrosscoder()
+    {
+        var (b, c, data) = TwoModelsOneTokenizer();
+        const string hook = "blocks.1.hook_resid_post";
+        string folder = Sub("cc-random");
+        using (var cc = SaeSharp.Tests.Evaluation.CrossCoderDownstreamTests.Random(2, 16, 12, seed: 2))
+            SaeSharp.Interop.CrossCoderFormat.Save(cc, folder, new SaeSharp.Interop.CrossCoderSources { HookNames = [hook, hook], ModelNames = [ModelLoader.NameOf(b), ModelLoader.NameOf(c)] });
+        var (exit, stdout, err) = CliRunner.Run(["steer", "--sae", folder, "--model", b, "--diff-model", c, "--feature", "3", "--scale", "40",
+            "--prompt", "the quick brown fox", "--max-new-tokens", "4", "--temperature", "0", "--runs", "1"]);
+        Assert.True(exit == 0, err + stdout);
+        Assert.Contains($"slot 1 {hook}", stdout);
+        (exit, stdout, err) = CliRunner.Run(["ablate", "--sae", folder, "--model", b, "--diff-model", c, "--slot", "0", "--features", "0,1,2,3",
+            "--prompt", "the quick brown fox jumps", "--mode", "mean"]);
+        Assert.True(exit == 0, err + stdout);
+        Assert.Contains("mean-ablation of 4 latent(s) at slot 0 " + hook, stdout);
+        Assert.Contains("CE loss ablated", stdout);
+        (exit, _, err) = CliRunner.Run(["ablate", "--sae", folder, "--model", b, "--features", "0", "--prompt", "the fox"]);
+        Assert.NotEqual(0, exit);
+        Assert.Contains("give the second as --diff-model", err);
+        (exit, _, err) = CliRunner.Run(["ablate", "--sae", folder, "--model", b, "--diff-model", c, "--slot", "2", "--features", "0", "--prompt", "the fox"]);
+        Assert.NotEqual(0, exit);
+        Assert.Contains("--slot 2: give 0..1", err);
+    }
 }
