@@ -232,4 +232,22 @@ public class CrossCoderDownstreamTests : ModelTestBase
         Assert.StartsWith("crosscoder slot 0 reads 'blocks.0.hook_resid_post' of ", e.Message);
         Assert.EndsWith("16 values per token, but its activation_dim is 64", e.Message);
     }
+
+    [Fact]
+    public void Evaluation_and_edits_leave_no_live_tensors()
+    {
+        using var model = Gpt2();
+        var windows = ModelActivationSourceTests.Windows(3, 8);
+        string[] hooks = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"];
+        using var cc = Random(2, D, 24, seed: 3);
+        using var tokens = Tokens([.. windows]);
+        long leaked = LiveTensors.Leaked(() =>
+        {
+            DownstreamEvaluator.EvaluateCrossCoder(cc, [new CrossCoderModelRun(model)], hooks, windows, new DownstreamEvalOptions { BatchSizePrompts = 2 });
+            using var x = SaeSharp.Interventions.CrossCoderInterventions.CleanInput([new CrossCoderModelRun(model)], hooks, [0, 0], tokens);
+            using (var edit = SaeSharp.Interventions.CrossCoderInterventions.EditLatents(cc, x, [(0, hooks[0]), (1, hooks[1])], SaeSharp.Interventions.CrossCoderInterventions.Ablate(cc, [1, 2])))
+                model.Run(tokens, new RunOptions { Hooks = [.. edit.Hooks, .. SaeSharp.Interventions.CrossCoderInterventions.Steering(cc, 3, 2.0, [(1, hooks[1])])] }).Logits!.Dispose();
+        });
+        Assert.Equal(0, leaked);
+    }
 }
