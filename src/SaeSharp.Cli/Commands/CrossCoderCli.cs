@@ -442,21 +442,8 @@ internal static class CrossCoderCli
             var (spec, m, slots) = SlotsOf(cc, sources, ccPath, models[0].Model.HookPoints, models.Count, slot);
             var runs = models.Select(p => new CrossCoderModelRun(p.Model, p.Hooks)).ToList();
             Tensor Clean(Tensor batch) => CrossCoderInterventions.CleanInput(runs, spec.LayerHooks!, spec.LayerModels!, batch);
-            Tensor? means = null;
-            if (mode == "mean")
-            {
-                // Each latent's mean over every token of the batches (as the SAE path's feature means).
-                using var sum = zeros(cc.Cfg.DictSize, ScalarType.Float64);
-                long n = 0;
-                foreach (var batch in batches)
-                {
-                    using var scope = NewDisposeScope();
-                    var x = Clean(batch);
-                    sum.add_(CrossCoderInterventions.LatentMeans(cc, x).to(ScalarType.Float64).cpu() * (double)(batch.shape[0] * batch.shape[1]));
-                    n += batch.shape[0] * batch.shape[1];
-                }
-                means = (sum / (double)n).to(ScalarType.Float32).DetachFromDisposeScope();
-            }
+            // Each latent's mean over every token of the batches (as the SAE path's feature means).
+            var means = mode == "mean" ? CrossCoderInterventions.LatentMeans(cc, batches.Select(Clean)).DetachFromDisposeScope() : null;
             try
             {
                 var model = models[m];

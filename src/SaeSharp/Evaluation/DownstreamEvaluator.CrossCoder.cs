@@ -8,10 +8,6 @@ using static TorchSharp.torch;
 
 namespace SaeSharp.Evaluation;
 
-/// <summary>One model of a crosscoder's downstream evaluation: the model, the hooks every run of it applies
-/// (<see cref="ProcessedModel.Hooks"/>) and a display name (default: the model's config name).</summary>
-public sealed record CrossCoderModelRun(HookedTransformer Model, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? Hooks = null, string? Name = null);
-
 /// <summary>
 /// What splicing a crosscoder into one of its models costs: that model's run with every hook it gives a slot replaced by
 /// the slot's reconstruction at once, against its clean run and against every one of those hooks zero- (and mean-) ablated.

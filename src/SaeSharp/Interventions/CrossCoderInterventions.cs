@@ -1,4 +1,3 @@
-using SaeSharp.Evaluation;
 using SaeSharp.Models;
 using SaeSharp.Saes;
 using TorchSharp;
@@ -135,15 +134,29 @@ public static class CrossCoderInterventions
         return stack(parts, 2).MoveToOuterDisposeScope();
     }
 
-    /// <summary>Each latent's mean raw activation f over <paramref name="cleanInput"/>'s tokens [batch, pos, L, d] → [dict_size].</summary>
-    public static Tensor LatentMeans(CrossCoder cc, Tensor cleanInput)
+    /// <summary>Each latent's mean raw activation f over every token of <paramref name="cleanInputs"/> (each [batch, pos, L, d])
+    /// → [dict_size]. Each input is taken in its own dispose scope, so inputs made as they are enumerated (a lazy
+    /// <c>Select</c> of <see cref="CleanInput"/>) are freed one by one.</summary>
+    public static Tensor LatentMeans(CrossCoder cc, IEnumerable<Tensor> cleanInputs)
     {
         ArgumentNullException.ThrowIfNull(cc);
-        ArgumentNullException.ThrowIfNull(cleanInput);
+        ArgumentNullException.ThrowIfNull(cleanInputs);
         using var _ = no_grad();
         using var scope = NewDisposeScope();
-        var x = cleanInput.reshape(-1, cleanInput.shape[2], cleanInput.shape[3]).to(ScalarType.Float32, cc.Encoder.Weight.device);
-        return cc.Encode(x).mean([0]).MoveToOuterDisposeScope();
+        var sum = zeros(cc.Cfg.DictSize, ScalarType.Float64);
+        long n = 0;
+        using var e = cleanInputs.GetEnumerator();
+        while (true)
+        {
+            using var inner = NewDisposeScope();
+            if (!e.MoveNext()) break;
+            var x = e.Current.reshape(-1, e.Current.shape[2], e.Current.shape[3]).to(ScalarType.Float32, cc.Encoder.Weight.device);
+            sum.add_(cc.Encode(x).to(ScalarType.Float64).sum([0]).cpu(), TorchScalars.One);
+            n += x.shape[0];
+        }
+        if (n == 0) throw new SaeSharpException("crosscoder latent means: no tokens");
+        using var count = ((double)n).ToScalar();
+        return sum.div(count).to(ScalarType.Float32).MoveToOuterDisposeScope();
     }
 
     private static void CheckLatent(CrossCoder cc, int latent)

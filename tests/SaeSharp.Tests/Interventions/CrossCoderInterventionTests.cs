@@ -74,6 +74,9 @@ public class CrossCoderInterventionTests : ModelTestBase
 
         // By hand: f of the clean rows; (f' − f) @ W_dec[l] added at slot l's hook.
         using var f = cc.Encode(x.reshape(-1, 2, D));
+        // The latent means over two inputs are those over their tokens together (8 + 16 rows).
+        using (var means = CrossCoderInterventions.LatentMeans(cc, [x.narrow(0, 0, 1), x.narrow(0, 1, 2)]))
+            AssertAllClose(f.mean([0]), means, 1e-6, "latent means");
         int[] latents = [f.gt(0).sum(0).argmax().item<long>() is var busiest ? (int)busiest : 0, 7];
         using var fAblated = f.clone();
         foreach (var i in latents) fAblated[.., i] = tensor(0f);
