@@ -6,9 +6,11 @@ using SaeSharp.Analysis;
 using SaeSharp.Evaluation;
 using SaeSharp.IO;
 using SaeSharp.Interop;
+using SaeSharp.Interventions;
 using SaeSharp.Models;
 using SaeSharp.Pipelines;
 using SaeSharp.Saes;
+using SaeSharp.Tokenizers;
 using SaeSharp.Training;
 using static TorchSharp.torch;
 
@@ -400,6 +402,145 @@ internal static class CrossCoderCli
         var bytes = r.RenderScatter(names[0], names[1]);
         AtomicFile.Write(png, st => st.Write(bytes));
         Console.WriteLine($"latent scaling scatter: {png}");
+    }
+
+    /// <summary><c>sae eval --sae CROSSCODER --model M [--diff-model M2] --dataset D</c>: the metrics of <see cref="Eval"/> on the
+    /// activations of the model run(s), and per model the CE and KL of splicing the crosscoder's reconstruction into every
+    /// hook of its slots (<see cref="ModelPipeline.EvaluateCrossCoder"/>); --json adds the models under <c>models</c>.</summary>
+    public static int EvalInModel(string saePath, ModelDataOptions data, string? diffModel, string? hook, string? json, string? histogram)
+    {
+        var m = CliProgress.Run("eval", progress => ModelPipeline.EvaluateCrossCoder(saePath, data, diffModel, hook is null ? null : [hook], out _, progress));
+        using var cc = CrossCoderFormat.Load(saePath);
+        var norms = CrossCoderDecoderNorms.Of(cc);
+        var hooks = new string[cc.Cfg.NumLayers];
+        var models = new string[cc.Cfg.NumLayers];
+        foreach (var r in m.Models)
+            for (int i = 0; i < r.Slots.Count; i++) (hooks[r.Slots[i]], models[r.Slots[i]]) = (r.Hooks[i], r.Name);
+        var names = SlotNames(new CrossCoderSources { HookNames = hooks, ModelNames = m.Models.Count == 1 ? null : models }, cc.Cfg.NumLayers);
+        if (json is not null)
+        {
+            var o = MetricsJson(m.Reconstruction);
+            o["decoder_norms"] = NormsJson(norms, names);
+            o["models"] = new JsonArray(m.Models.Select(r => (JsonNode)r.ToJson()).ToArray());
+            AtomicFile.WriteAllText(json, o.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        }
+        if ((histogram ?? (json is null ? null : Path.ChangeExtension(json, null) + "_relative_decoder_norm.png")) is { } png) SaveNormHistogram(png, norms, names);
+        Cli.WriteTable(saePath, MetricRows(m.Reconstruction, names).Concat(NormRows(norms, names)));
+        foreach (var r in m.Models)
+        {
+            static string F(double v) => v.ToString("F4", CultureInfo.InvariantCulture);
+            Cli.WriteTable($"{r.Name}: {string.Join(", ", r.Hooks)} replaced by the crosscoder's reconstruction",
+            [
+                ("% loss recovered (zero ablation)", Cli.Percent("% loss recovered (zero ablation)", r.CeLossScore, 2)),
+                ("% loss recovered (mean ablation)", Cli.Percent("% loss recovered (mean ablation)", r.CeLossScoreMeanAblation, 2)),
+                ("ce loss clean", F(r.CeLossWithoutSae)),
+                ("ce loss with crosscoder", F(r.CeLossWithSae)),
+                ("ce loss zero-ablated", F(r.CeLossWithAblation)),
+                ("ce loss mean-ablated", F(r.CeLossWithMeanAblation)),
+                ("ce loss with error term", F(r.CeLossWithErrorTerm)),
+                ("kl div with crosscoder", r.KlDivWithSae.ToString("G5", CultureInfo.InvariantCulture)),
+                ("kl div zero-ablated", r.KlDivWithAblation.ToString("G5", CultureInfo.InvariantCulture)),
+                ("kl div score", F(r.KlDivScore)),
+                ("tokens", Cli.Integer(r.Tokens)),
+            ]);
+        }
+        return 0;
+    }
+
+    /// <summary>The crosscoder's slots in <paramref name="modelCount"/> models with <paramref name="hookPoints"/>' hooks
+    /// (<see cref="ModelPipeline.CrossCoderHooks"/>), and the model of <paramref name="slot"/> (default the last slot) with
+    /// its (slot, hook) pairs.</summary>
+    private static (HarvestSpec Spec, int Model, List<(int Slot, string Hook)> Slots) SlotsOf(CrossCoder cc, CrossCoderSources sources, string ccPath,
+        Hooks.HookPoints hookPoints, int modelCount, int? slot)
+    {
+        var hooks = ModelPipeline.CrossCoderHooks(cc, sources, ccPath, modelCount, null);
+        var spec = HarvestSpec.ForCrossCoder(Enumerable.Repeat(hookPoints, modelCount).ToList(), hooks);
+        int j = slot ?? cc.Cfg.NumLayers - 1;
+        if (j < 0 || j >= cc.Cfg.NumLayers) throw new SaeSharpException($"--slot {j}: give 0..{cc.Cfg.NumLayers - 1} ({ccPath} has {cc.Cfg.NumLayers} layer slots)");
+        int m = spec.LayerModels![j];
+        var slots = Enumerable.Range(0, cc.Cfg.NumLayers).Where(k => spec.LayerModels[k] == m).Select(k => (k, spec.LayerHooks![k])).ToList();
+        return (spec, m, slots);
+    }
+
+    /// <summary><c>sae steer --sae CROSSCODER --model M [--diff-model M2] [--slot J] --feature I --scale A</c>: continues the
+    /// prompt with the model of slot J (default the last: the chat model of a diffing pair) with and without
+    /// <see cref="CrossCoderInterventions.Steering"/> at every hook of that model's slots (same seeds).</summary>
+    public static int Steer(string ccPath, string modelPath, string? diffModel, int? slot, int latent, double scale, string prompt, int maxNew, int runs,
+        Func<int, GenerationOptions> options, bool prependBos)
+    {
+        using var cc = CrossCoderFormat.Load(ccPath, out var sources);
+        cc.eval();
+        int modelCount = diffModel is null ? 1 : 2;
+        // The slots are resolved against the first model's hook points (the models of a diffing pair share an architecture).
+        using var first = ModelForSae.Load(modelPath, new WeightProcessingOptions());
+        var (_, m, slots) = SlotsOf(cc, sources, ccPath, first.Model.HookPoints, modelCount, slot);
+        string path = m == 0 ? modelPath : diffModel!;
+        using var other = m == 0 ? null : ModelForSae.Load(path, new WeightProcessingOptions());
+        var pm = other ?? first;
+        var tok = Tokenizer.FromFolder(path);
+        var steer = CrossCoderInterventions.Steering(cc, latent, scale, slots);
+        using var scope = NewDisposeScope();
+        using var tokens = InterventionCommands.PromptTokens(tok, prompt, prependBos);
+        long promptLen = tokens.shape[1];
+        var rows = new List<string[]>();
+        for (int i = 0; i < runs; i++)
+        {
+            var o = options(i) with { EosTokenId = tok.EosTokenId };
+            string Continue(bool steered)
+            {
+                using var g = pm.Model.Generate(tokens, maxNew, o with { Hooks = [.. pm.Hooks, .. steered ? steer : []] });
+                return tok.Decode(g.Tokens[0].narrow(0, promptLen, g.Tokens.shape[1] - promptLen).data<long>().Select(v => (int)v));
+            }
+            rows.Add([o.Seed.ToString()!, Continue(false), Continue(true)]);
+        }
+        Console.WriteLine($"prompt: {prompt}");
+        Cli.WriteColumns($"latent {latent} × {scale.ToString(CultureInfo.InvariantCulture)} at {string.Join(", ", slots.Select(s => $"slot {s.Slot} {s.Hook}"))} of {ModelLoader.NameOf(path)}",
+            ["seed", "unsteered", "steered"], rows);
+        return 0;
+    }
+
+    /// <summary><c>sae ablate --sae CROSSCODER --model M [--diff-model M2] [--slot J] --features I,...</c>: per batch every model
+    /// runs clean, the crosscoder encodes all slots, and the model of slot J (default the last) runs again with the latents
+    /// zeroed (or set to their mean over all the batches' tokens) and the error term kept, at every hook of its slots
+    /// (<see cref="CrossCoderInterventions.EditLatents"/>); reported as <c>sae ablate</c> reports an SAE's.</summary>
+    public static int Ablate(string ccPath, string modelPath, string? diffModel, int? slot, IReadOnlyList<int> latents, string mode,
+        List<Tensor> batches, Tokenizers.ITextTokenizer tok, int top)
+    {
+        using var cc = CrossCoderFormat.Load(ccPath, out var sources);
+        cc.eval();
+        if (diffModel is not null)
+            ModelPipeline.CheckSameTokenizer(tok, ModelLoader.NameOf(modelPath), Tokenizer.FromFolder(diffModel), ModelLoader.NameOf(diffModel));
+        var models = new List<ProcessedModel>();
+        try
+        {
+            foreach (var path in (IEnumerable<string>)[modelPath, .. diffModel is null ? [] : new[] { diffModel }])
+                models.Add(ModelForSae.Load(path, new WeightProcessingOptions()));
+            var (spec, m, slots) = SlotsOf(cc, sources, ccPath, models[0].Model.HookPoints, models.Count, slot);
+            var runs = models.Select(p => new CrossCoderModelRun(p.Model, p.Hooks)).ToList();
+            Tensor Clean(Tensor batch) => CrossCoderInterventions.CleanInput(runs, spec.LayerHooks!, spec.LayerModels!, batch);
+            // Each latent's mean over every token of the batches (as the SAE path's feature means).
+            var means = mode == "mean" ? CrossCoderInterventions.LatentMeans(cc, batches.Select(Clean)).DetachFromDisposeScope() : null;
+            try
+            {
+                var model = models[m];
+                InterventionCommands.ReportAblation(batches, batch =>
+                {
+                    using var edit = CrossCoderInterventions.EditLatents(cc, Clean(batch), slots, CrossCoderInterventions.Ablate(cc, latents, means));
+                    var clean = model.Model.Run(batch, new RunOptions { Hooks = model.Hooks }).Logits!;
+                    var edited = model.Model.Run(batch, new RunOptions { Hooks = [.. model.Hooks, .. edit.Hooks] }).Logits!;
+                    return (clean, edited);
+                }, tok, top, $"{mode}-ablation of {latents.Count} latent(s) at {string.Join(", ", slots.Select(s => $"slot {s.Slot} {s.Hook}"))} of {ModelLoader.NameOf(m == 0 ? modelPath : diffModel!)} (error term kept)");
+            }
+            finally
+            {
+                means?.Dispose();
+            }
+            return 0;
+        }
+        finally
+        {
+            foreach (var p in models) p.Dispose();
+        }
     }
 
     /// <summary><c>sae info CROSSCODER</c>.</summary>

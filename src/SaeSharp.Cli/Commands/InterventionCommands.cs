@@ -137,15 +137,26 @@ internal static class InterventionCommands
         var hook = new Option<string?>("--hook") { Description = "Hook to steer at (default: the SAE's hook_name)" };
         var positionsOption = new Option<string?>("--positions") { Description = "Comma-separated token positions to steer at (default: every position, generated ones included)" };
         var noBos = NoBosOption();
+        var diffModel = new Option<string?>("--diff-model") { Description = "A model-diffing crosscoder: the second (chat) model, which --slot may choose to generate with" };
+        var slot = new Option<int?>("--slot") { Description = "A crosscoder: the slot whose model generates, steered at every hook of its slots by that slot's decoder rows (default: the last slot)" };
         var command = new Command("steer", "Continue a prompt with and without a feature's decoder direction added (same seeds), and show the feature's top logit tokens")
         {
-            model, sae, feature, scale, prompt, maxNew, temperature, topP, seed, runs, hook, positionsOption, noBos,
+            model, sae, feature, scale, prompt, maxNew, temperature, topP, seed, runs, hook, positionsOption, noBos, diffModel, slot,
         };
         Cli.SetAction(command, parse =>
         {
             if (parse.GetValue(temperature) == 0)
                 Cli.RefuseGiven(parse, "sampling options; --temperature 0 is greedy decoding, which they do not change (give --temperature > 0 to sample)", topP, seed);
             var folder = ModelSource.Resolve(parse.GetValue(model)!);
+            if (CrossCoderFormat.IsCrossCoderPath(parse.GetValue(sae)!))
+            {
+                Cli.RefuseGiven(parse, "for SAEs; a crosscoder steers at every position of the hooks of its slots", hook, positionsOption);
+                return CrossCoderCli.Steer(parse.GetValue(sae)!, folder, parse.GetValue(diffModel) is { } dm ? ModelSource.Resolve(dm) : null, parse.GetValue(slot),
+                    parse.GetValue(feature), parse.GetValue(scale), parse.GetValue(prompt)!, parse.GetValue(maxNew), parse.GetValue(runs),
+                    i => new GenerationOptions { Temperature = parse.GetValue(temperature), TopP = parse.GetValue(topP), Seed = parse.GetValue(seed) + (ulong)i },
+                    !parse.GetValue(noBos));
+            }
+            Cli.RefuseGiven(parse, "for a crosscoder (--sae CROSSCODER)", diffModel, slot);
             using var s = LoadSae(parse.GetValue(sae)!);
             using var pm = ModelForSae.Load(folder, s.Cfg);   // processed as the SAE's cfg records, in its dtype
             var m = pm.Model;
@@ -242,9 +253,11 @@ internal static class InterventionCommands
         var hook = new Option<string?>("--hook") { Description = "Hook of the SAE (default: its hook_name)" };
         var top = new Option<int>("--top") { Description = "Most-changed predictions shown", DefaultValueFactory = _ => 10 }.Positive();
         var noBos = NoBosOption();
+        var diffModel = new Option<string?>("--diff-model") { Description = "A model-diffing crosscoder: the second (chat) model, run on the same tokens to encode (same tokenizer)" };
+        var slot = new Option<int?>("--slot") { Description = "A crosscoder: the slot whose model is run with the latents ablated (all of that model's slots are edited; default: the last slot)" };
         var command = new Command("ablate", "Ablate features (SAE spliced with its error term): change in next-token loss and KL per position and overall")
         {
-            model, sae, features, prompt, dataset, tokensOpt, contextSize, mode, hook, top, noBos,
+            model, sae, features, prompt, dataset, tokensOpt, contextSize, mode, hook, top, noBos, diffModel, slot,
         };
         Cli.SetAction(command, parse =>
         {
@@ -253,9 +266,11 @@ internal static class InterventionCommands
             else if (parse.GetValue(dataset) is null)
                 Cli.RefuseGiven(parse, "for ablating over --dataset, which is not given (or give --prompt)", tokensOpt, contextSize);
             var folder = ModelSource.Resolve(parse.GetValue(model)!);
-            using var s = LoadSae(parse.GetValue(sae)!);
-            using var pm = ModelForSae.Load(folder, s.Cfg);   // processed as the SAE's cfg records, in its dtype
-            var m = pm.Model;
+            bool crossCoder = CrossCoderFormat.IsCrossCoderPath(parse.GetValue(sae)!);
+            if (crossCoder) Cli.RefuseGiven(parse, "for SAEs; a crosscoder edits the hooks of its slots", hook);
+            else Cli.RefuseGiven(parse, "for a crosscoder (--sae CROSSCODER)", diffModel, slot);
+            using var s = crossCoder ? null : LoadSae(parse.GetValue(sae)!);
+            using var pm = s is null ? null : ModelForSae.Load(folder, s.Cfg);   // processed as the SAE's cfg records, in its dtype
             var tok = Tokenizer.FromFolder(folder);
             using var outer = NewDisposeScope();   // the token batches and the ablation's tensors
             var list = FeatureList(parse.GetValue(features)!, "--features").ToList();
@@ -275,66 +290,83 @@ internal static class InterventionCommands
                 batches = windows.Chunk(8).Select(c => tensor(c.SelectMany(w => w).ToArray(), c.Length, c[0].Length)).ToList();
             }
             else throw new SaeSharpException("give --prompt or --dataset");
-
-            var hooked = new HookedSaeTransformer(m) { ModelHooks = pm.Hooks };
-            hooked.AddSae(s, parse.GetValue(hook), useErrorTerm: true);
-            using var means = md == "mean" ? Ablation.FeatureMeans(m, s, batches, parse.GetValue(hook), pm.Hooks) : null;
-            var ablation = new Ablation(s, list, means, parse.GetValue(hook));
-            double ceClean = 0, ceAbl = 0, kl = 0;
-            long nCe = 0, nKl = 0;
-            var changed = new List<(double Kl, string Context, string Clean, double CleanProb, string Ablated, double AblatedProb)>();
-            string T(long id) => Analysis.DashboardWriter.Quote(tok.TokenText((int)id));
-            foreach (var batch in batches)
+            try
             {
-                using var scope = NewDisposeScope();
-                var clean = pm.Forward(batch);
-                var edited = hooked.RunWithHooks(batch, [ablation]);
-                using var effect = InterventionEffect.Compare(clean, edited, batch);
-                ceClean += effect.CleanLoss.sum().item<double>();
-                ceAbl += effect.EditedLoss.sum().item<double>();
-                kl += effect.Kl.sum().item<double>();
-                nCe += effect.CleanLoss.numel();
-                nKl += effect.Kl.numel();
-                if (batches.Count == 1 && batch.shape[0] == 1)
-                {
-                    var ids = batch[0].data<long>().ToArray();
-                    var rows = new List<string[]>();
-                    for (int p = 0; p < ids.Length; p++)
-                    {
-                        bool hasNext = p + 1 < ids.Length;
-                        double c = hasNext ? effect.CleanLoss[0, p].item<double>() : double.NaN, a = hasNext ? effect.EditedLoss[0, p].item<double>() : double.NaN;
-                        rows.Add([p.ToString(CultureInfo.InvariantCulture), T(ids[p]), hasNext ? T(ids[p + 1]) : "",
-                            F(c), F(a), F(a - c), F(effect.Kl[0, p].item<double>())]);
-                    }
-                    WritePerPosition(rows);
-                }
-                foreach (var (b, p, k) in effect.MostChanged(parse.GetValue(top)))
-                {
-                    var ids = batch[b].data<long>().ToArray();
-                    string context = tok.Decode(ids.Skip(Math.Max(0, p - 8)).Take(Math.Min(p + 1, 9)).Select(v => (int)v));
-                    changed.Add((k, context, T(effect.CleanTop[b, p].item<long>()), effect.CleanTopProb[b, p].item<double>(),
-                        T(effect.EditedTop[b, p].item<long>()), effect.EditedTopProb[b, p].item<double>()));
-                }
+                if (crossCoder)
+                    return CrossCoderCli.Ablate(parse.GetValue(sae)!, folder, parse.GetValue(diffModel) is { } dm ? ModelSource.Resolve(dm) : null,
+                        parse.GetValue(slot), list, md, batches, tok, parse.GetValue(top));
+                var m = pm!.Model;
+                var hooked = new HookedSaeTransformer(m) { ModelHooks = pm.Hooks };
+                hooked.AddSae(s!, parse.GetValue(hook), useErrorTerm: true);
+                using var means = md == "mean" ? Ablation.FeatureMeans(m, s!, batches, parse.GetValue(hook), pm.Hooks) : null;
+                var ablation = new Ablation(s!, list, means, parse.GetValue(hook));
+                var spliced = hooked.Saes[0];
+                ReportAblation(batches, batch => (pm.Forward(batch), hooked.RunWithHooks(batch, [ablation])), tok, parse.GetValue(top),
+                    $"{md}-ablation of {list.Count} feature(s) at {(spliced.IsTranscoder ? $"{spliced.OutputHook} (transcoder reading {spliced.Hook})" : spliced.Hook)}");
+                return 0;
             }
-            Cli.WriteColumns("next-token predictions that change most",
-                ["context", "clean top", new Column("clean %", Right: true), "ablated top", new Column("ablated %", Right: true), new Column("KL", Right: true)],
-                changed.OrderByDescending(c => c.Kl).Take(parse.GetValue(top)).Select(c => new[]
-                {
-                    Analysis.DashboardWriter.Quote(c.Context), c.Clean, Cli.Percent("clean %", c.CleanProb, 1), c.Ablated, Cli.Percent("ablated %", c.AblatedProb, 1), F(c.Kl),
-                }));
-            var spliced = hooked.Saes[0];
-            Cli.WriteTable($"{md}-ablation of {list.Count} feature(s) at {(spliced.IsTranscoder ? $"{spliced.OutputHook} (transcoder reading {spliced.Hook})" : spliced.Hook)}", new (string, string)[]
+            finally
             {
-                ("CE loss clean", F(ceClean / nCe)),
-                ("CE loss ablated", F(ceAbl / nCe)),
-                ("ΔCE loss", F((ceAbl - ceClean) / nCe)),
-                ("KL(clean ‖ ablated)", F(kl / nKl)),
-                ("positions", Cli.Integer(nKl)),
-            });
-            foreach (var b in batches) b.Dispose();
-            return 0;
+                foreach (var b in batches) b.Dispose();
+            }
         });
         return command;
+    }
+
+    /// <summary><c>sae ablate</c>'s report: per batch the clean and edited logits from <paramref name="run"/> (made in the
+    /// batch's dispose scope), compared per position (<see cref="InterventionEffect"/>); the per-position table for one
+    /// prompt, the most-changed predictions, and the overall CE and KL under <paramref name="title"/>.</summary>
+    internal static void ReportAblation(List<Tensor> batches, Func<Tensor, (Tensor Clean, Tensor Edited)> run, ITextTokenizer tok, int top, string title)
+    {
+        double ceClean = 0, ceAbl = 0, kl = 0;
+        long nCe = 0, nKl = 0;
+        var changed = new List<(double Kl, string Context, string Clean, double CleanProb, string Ablated, double AblatedProb)>();
+        string T(long id) => Analysis.DashboardWriter.Quote(tok.TokenText((int)id));
+        foreach (var batch in batches)
+        {
+            using var scope = NewDisposeScope();
+            var (clean, edited) = run(batch);
+            using var effect = InterventionEffect.Compare(clean, edited, batch);
+            ceClean += effect.CleanLoss.sum().item<double>();
+            ceAbl += effect.EditedLoss.sum().item<double>();
+            kl += effect.Kl.sum().item<double>();
+            nCe += effect.CleanLoss.numel();
+            nKl += effect.Kl.numel();
+            if (batches.Count == 1 && batch.shape[0] == 1)
+            {
+                var ids = batch[0].data<long>().ToArray();
+                var rows = new List<string[]>();
+                for (int p = 0; p < ids.Length; p++)
+                {
+                    bool hasNext = p + 1 < ids.Length;
+                    double c = hasNext ? effect.CleanLoss[0, p].item<double>() : double.NaN, a = hasNext ? effect.EditedLoss[0, p].item<double>() : double.NaN;
+                    rows.Add([p.ToString(CultureInfo.InvariantCulture), T(ids[p]), hasNext ? T(ids[p + 1]) : "",
+                        F(c), F(a), F(a - c), F(effect.Kl[0, p].item<double>())]);
+                }
+                WritePerPosition(rows);
+            }
+            foreach (var (b, p, k) in effect.MostChanged(top))
+            {
+                var ids = batch[b].data<long>().ToArray();
+                string context = tok.Decode(ids.Skip(Math.Max(0, p - 8)).Take(Math.Min(p + 1, 9)).Select(v => (int)v));
+                changed.Add((k, context, T(effect.CleanTop[b, p].item<long>()), effect.CleanTopProb[b, p].item<double>(),
+                    T(effect.EditedTop[b, p].item<long>()), effect.EditedTopProb[b, p].item<double>()));
+            }
+        }
+        Cli.WriteColumns("next-token predictions that change most",
+            ["context", "clean top", new Column("clean %", Right: true), "ablated top", new Column("ablated %", Right: true), new Column("KL", Right: true)],
+            changed.OrderByDescending(c => c.Kl).Take(top).Select(c => new[]
+            {
+                Analysis.DashboardWriter.Quote(c.Context), c.Clean, Cli.Percent("clean %", c.CleanProb, 1), c.Ablated, Cli.Percent("ablated %", c.AblatedProb, 1), F(c.Kl),
+            }));
+        Cli.WriteTable(title, new (string, string)[]
+        {
+            ("CE loss clean", F(ceClean / nCe)),
+            ("CE loss ablated", F(ceAbl / nCe)),
+            ("ΔCE loss", F((ceAbl - ceClean) / nCe)),
+            ("KL(clean ‖ ablated)", F(kl / nKl)),
+            ("positions", Cli.Integer(nKl)),
+        });
     }
 
     /// <summary>What a user should know about row <paramref name="row"/> of a generation, or null: that it stopped at EOS

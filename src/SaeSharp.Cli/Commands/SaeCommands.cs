@@ -41,6 +41,7 @@ internal static class SaeCommands
         var histogram = new Option<string?>("--histogram") { Description = "Write the log10 feature-density histogram PNG here (a crosscoder: the relative decoder norm histogram; default: beside --json)" };
         var maxRows = new Option<long?>("--max-rows") { Description = "Evaluate at most this many rows" }.Positive();
         var arch = ArchOption();
+        var diffModel = new Option<string?>("--diff-model") { Description = "A model-diffing crosscoder with --model: the second (chat) model, run on the same windows (same tokenizer); each model gets its own slots' reconstruction" };
         var latentScaling = new Option<bool>("--latent-scaling")
         {
             Description = "A model-diffing crosscoder (slots base, chat): Minder et al.'s Latent Scaling β and ν per latent (JSON, table, a ν^ε vs ν^r PNG beside --json)",
@@ -48,7 +49,7 @@ internal static class SaeCommands
         var latents = new Option<string?>("--latents") { Description = "With --latent-scaling: the latents, e.g. 0-99,123 or all (default: the chat-only band Δnorm > 0.9 and the shared band)" };
         var command = new Command("eval", "Evaluate SAEs on activations (MSE, L0, FVU, dead features) or inside a model (% CE loss recovered, KL)")
         {
-            sae, activations, groundTruth, json, histogram, maxRows, arch, latentScaling, latents,
+            sae, activations, groundTruth, json, histogram, maxRows, arch, latentScaling, latents, diffModel,
         };
         var data = new ModelDataOptionsCli();
         data.Tokens.Description = $"Token budget with --model (default {EvalInModelTokens})";
@@ -65,11 +66,18 @@ internal static class SaeCommands
                 Cli.RefuseGiven(parse, "evaluation on activation files; with --model the rows come from --dataset (--tokens sets how many)",
                     activations, maxRows, groundTruth);
                 Cli.RefuseGiven(parse, "only for a crosscoder on activation files (--activations base,chat)", latentScaling, latents);
+                if (saes.Length == 1 && CrossCoderFormat.IsCrossCoderPath(saes[0]))
+                {
+                    Cli.RefuseGiven(parse, "for SAEs; a crosscoder is evaluated per slot and in total, and spliced into each of its models", arch);
+                    return CrossCoderCli.EvalInModel(saes[0], ReadEvalInModel(parse, data), parse.GetValue(diffModel) is { } dm ? ModelSource.Resolve(dm) : null,
+                        parse.GetValue(data.Hook), parse.GetValue(json), parse.GetValue(histogram));
+                }
+                Cli.RefuseGiven(parse, "for a model-diffing crosscoder (--sae CROSSCODER)", diffModel);
                 return EvalInModel(parse, data, saes, parse.GetValue(json), parse.GetValue(histogram), LoadOptions(parse, arch));
             }
             var activationPath = parse.GetValue(activations) ?? throw new SaeSharpException("give --activations, or --model and --dataset");
             Cli.RefuseGiven(parse, "evaluation inside a model (--model); on activation files --max-rows limits the rows (and the SAE runs on the CPU)",
-                [.. data.ModelOnly, data.Tokens, data.Device]);
+                [.. data.ModelOnly, data.Tokens, data.Device, diffModel]);
             if (saes.Length != 1) throw new SaeSharpException("evaluation on an activation file takes one --sae");
             if (CrossCoderFormat.IsCrossCoderPath(saes[0]))
             {
@@ -138,11 +146,17 @@ internal static class SaeCommands
     /// <summary><c>sae eval --model</c>'s token budget when <c>--tokens</c> is not given.</summary>
     private const long EvalInModelTokens = 16384;
 
+    /// <summary>The model and data options of <c>sae eval --model</c> (the token budget <see cref="EvalInModelTokens"/> unless given).</summary>
+    private static ModelDataOptions ReadEvalInModel(ParseResult parse, ModelDataOptionsCli data)
+    {
+        var options = data.Read(parse, hookRequired: false);
+        return options.Tokens is null ? options with { Tokens = EvalInModelTokens } : options;
+    }
+
     /// <summary>The dictionary_learning README's statistics table plus FVU, KL, L2 ratio and dead fraction, per SAE.</summary>
     private static int EvalInModel(ParseResult parse, ModelDataOptionsCli data, string[] saes, string? jsonPath, string? histogram, SaeLoadOptions saeOptions)
     {
-        var options = data.Read(parse, hookRequired: false);
-        if (options.Tokens is null) options = options with { Tokens = EvalInModelTokens };
+        var options = ReadEvalInModel(parse, data);
         if (saes.Any(s => CrossLayerTranscoderLoader.IsCrossLayerTranscoder(s, saeOptions.Hub)))
         {
             if (saes.Length != 1) throw new SaeSharpException("a whole cross-layer transcoder is evaluated alone: give it as the only --sae");

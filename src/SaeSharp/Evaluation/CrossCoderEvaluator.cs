@@ -33,38 +33,76 @@ public static class CrossCoderEvaluator
         cc.CheckInput(x, "evaluation activations");
         if (x.shape[0] == 0) throw new SaeSharpException("crosscoder evaluation: no rows");
         using var _ = no_grad();
-        using var scope = NewDisposeScope();
-        int layers = cc.Cfg.NumLayers;
+        using var acc = new CrossCoderMetricsAccumulator(cc.Cfg);
         long n = x.shape[0];
-        // Σ(x − x̂)² per layer, Σx and Σx² per layer and dimension (float64): the variance about the mean from the sums.
-        var sse = zeros(layers, ScalarType.Float64);
-        var sum = zeros(layers, cc.Cfg.ActivationDim, ScalarType.Float64);
-        var sumSq = zeros(layers, cc.Cfg.ActivationDim, ScalarType.Float64);
-        var fired = zeros(cc.Cfg.DictSize, ScalarType.Bool);
-        double l0 = 0;
         for (long start = 0; start < n; start += batchSize)
         {
             using var inner = NewDisposeScope();
             var xb = x.narrow(0, start, Math.Min(batchSize, n - start)).to(ScalarType.Float32);
             var f = cc.Encode(xb);
-            var xHat = cc.Decode(f);
-            var xd = xb.to(ScalarType.Float64);
-            sse.add_((xd - xHat.to(ScalarType.Float64)).pow(TorchScalars.Of(2)).sum([0, 2]), TorchScalars.One);
-            sum.add_(xd.sum(0L), TorchScalars.One);
-            sumSq.add_(xd.pow(TorchScalars.Of(2)).sum(0L), TorchScalars.One);
-            var active = f.gt(TorchScalars.Of(0));
-            l0 += active.sum().to(ScalarType.Float64).item<double>();
-            fired.logical_or_(active.any(0L));
+            acc.Add(xb, cc.Decode(f), f);
         }
+        return acc.Result();
+    }
+}
+
+/// <summary>Running sums of <see cref="CrossCoderEvaluator"/>'s metrics over batches of rows (float64): Σ(x − x̂)² per layer,
+/// Σx and Σx² per layer and dimension (the variance about the mean from the sums), Σ L0 and the latents that fired.</summary>
+internal sealed class CrossCoderMetricsAccumulator : IDisposable
+{
+    private readonly CrossCoderConfig _cfg;
+    private readonly Tensor _sse, _sum, _sumSq, _fired;
+    private double _l0;
+    private long _rows;
+
+    public CrossCoderMetricsAccumulator(CrossCoderConfig cfg)
+    {
+        _cfg = cfg;
+        _sse = zeros(cfg.NumLayers, ScalarType.Float64).DetachFromDisposeScope();
+        _sum = zeros(cfg.NumLayers, cfg.ActivationDim, ScalarType.Float64).DetachFromDisposeScope();
+        _sumSq = zeros(cfg.NumLayers, cfg.ActivationDim, ScalarType.Float64).DetachFromDisposeScope();
+        _fired = zeros(cfg.DictSize, ScalarType.Bool).DetachFromDisposeScope();
+    }
+
+    /// <summary>Rows added so far.</summary>
+    public long Rows => _rows;
+
+    /// <summary>Adds rows x [n, L, d], their reconstruction x̂ [n, L, d] and latents f [n, dict_size].</summary>
+    public void Add(Tensor x, Tensor xHat, Tensor f)
+    {
+        using var scope = NewDisposeScope();
+        var xd = x.to(ScalarType.Float64).cpu();
+        _sse.add_((xd - xHat.to(ScalarType.Float64).cpu()).pow(TorchScalars.Of(2)).sum([0, 2]), TorchScalars.One);
+        _sum.add_(xd.sum(0L), TorchScalars.One);
+        _sumSq.add_(xd.pow(TorchScalars.Of(2)).sum(0L), TorchScalars.One);
+        var active = f.gt(TorchScalars.Of(0)).cpu();
+        _l0 += active.sum().to(ScalarType.Float64).item<double>();
+        _fired.logical_or_(active.any(0L));
+        _rows += x.shape[0];
+    }
+
+    public CrossCoderEvalResult Result()
+    {
+        if (_rows == 0) throw new SaeSharpException("crosscoder evaluation: no rows");
+        using var scope = NewDisposeScope();
+        long n = _rows;
         using var nScalar = ((double)n).ToScalar();
-        var sst = (sumSq - sum.pow(TorchScalars.Of(2)).div(nScalar)).sum(-1); // Σ(x − mean)² per layer
-        double d = cc.Cfg.ActivationDim;
-        var perLayer = new List<CrossCoderLayerMetrics>();
-        var sseA = sse.data<double>().ToArray();
+        var sst = (_sumSq - _sum.pow(TorchScalars.Of(2)).div(nScalar)).sum(-1); // Σ(x − mean)² per layer
+        double d = _cfg.ActivationDim;
+        var sseA = _sse.data<double>().ToArray();
         var sstA = sst.data<double>().ToArray();
-        for (int l = 0; l < layers; l++) perLayer.Add(new CrossCoderLayerMetrics(sseA[l] / (n * d), 1 - sseA[l] / sstA[l]));
-        var total = new CrossCoderLayerMetrics(sseA.Sum() / (n * d * layers), 1 - sseA.Sum() / sstA.Sum());
-        long dead = cc.Cfg.DictSize - fired.sum().item<long>();
-        return new CrossCoderEvalResult(n, perLayer, total, l0 / n, dead, cc.Cfg.DictSize);
+        var perLayer = new List<CrossCoderLayerMetrics>();
+        for (int l = 0; l < _cfg.NumLayers; l++) perLayer.Add(new CrossCoderLayerMetrics(sseA[l] / (n * d), 1 - sseA[l] / sstA[l]));
+        var total = new CrossCoderLayerMetrics(sseA.Sum() / (n * d * _cfg.NumLayers), 1 - sseA.Sum() / sstA.Sum());
+        long dead = _cfg.DictSize - _fired.sum().item<long>();
+        return new CrossCoderEvalResult(n, perLayer, total, _l0 / n, dead, _cfg.DictSize);
+    }
+
+    public void Dispose()
+    {
+        _sse.Dispose();
+        _sum.Dispose();
+        _sumSq.Dispose();
+        _fired.Dispose();
     }
 }

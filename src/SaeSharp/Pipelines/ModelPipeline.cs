@@ -328,6 +328,80 @@ public static class ModelPipeline
             });
     }
 
+    /// <summary>
+    /// <c>sae eval --sae CROSSCODER --model M [--diff-model M2] --dataset D</c>: loads the crosscoder at <paramref name="ccPath"/>
+    /// (the fork's format, <see cref="CrossCoderFormat"/>), the model and, for model diffing, <paramref name="diffModelPath"/>
+    /// (same tokenizer: <see cref="CheckSameTokenizer"/>), both processed as <paramref name="data"/> says, and evaluates it
+    /// inside them (<see cref="DownstreamEvaluator.EvaluateCrossCoder"/>) on the dataset's windows (context size default 128,
+    /// prepend_bos default true). The slots' hooks are <paramref name="hooks"/>, else the first L / (number of models) hooks
+    /// the crosscoder recorded when SaeSharp saved it (<see cref="CrossCoderSources.HookNames"/>); a crosscoder recorded as
+    /// reading two models needs <paramref name="diffModelPath"/>. <paramref name="sources"/> gets what it recorded.
+    /// </summary>
+    public static CrossCoderDownstreamMetrics EvaluateCrossCoder(string ccPath, ModelDataOptions data, string? diffModelPath, IReadOnlyList<string>? hooks,
+        out CrossCoderSources sources, IProgress<WorkProgress>? progress = null)
+    {
+        ArgumentNullException.ThrowIfNull(ccPath);
+        ArgumentNullException.ThrowIfNull(data);
+        using var cc = CrossCoderFormat.Load(ccPath, out sources);
+        cc.eval();
+        var recorded = sources;
+        var slotHooks = CrossCoderHooks(cc, recorded, ccPath, diffModelPath is null ? 1 : 2, hooks);
+        var tokenizer = Tokenizer.FromFolder(data.TokenizerPath ?? data.ModelPath);
+        if (diffModelPath is not null)
+            CheckSameTokenizer(tokenizer, ModelLoader.NameOf(data.ModelPath), Tokenizer.FromFolder(diffModelPath), ModelLoader.NameOf(diffModelPath));
+        var models = new List<ProcessedModel>();
+        try
+        {
+            foreach (var path in (IEnumerable<string>)[data.ModelPath, .. diffModelPath is null ? [] : new[] { diffModelPath }])
+            {
+                var pm = ModelForSae.Load(path, data.Processing, data.ModelDtype ?? ScalarType.Float32);
+                models.Add(pm);
+                if (data.Device.type != DeviceType.CPU) pm.Model.to(data.Device);
+            }
+            if (data.Device.type != DeviceType.CPU) cc.to(data.Device);
+            int ctx = data.ContextSize ?? 128;
+            var exclude = ExclusionOf(data, new SaeMetadata(), ccPath);
+            var paths = new[] { data.ModelPath, diffModelPath };
+            return DownstreamEvaluator.EvaluateCrossCoder(cc,
+                models.Select((m, i) => new CrossCoderModelRun(m.Model, m.Hooks, ModelLoader.NameOf(paths[i]!))).ToList(), slotHooks,
+                Windows(tokenizer, data.DatasetPath, ctx, data.PrependBos ?? true, data.TextField, data.DisableConcatSequences ?? false, data.SequenceSeparatorToken),
+                new DownstreamEvalOptions
+                {
+                    BatchSizePrompts = data.BatchSizePrompts, MaxContexts = ContextsFor(data.Tokens, TrainingContextSize(ctx, data.SeqposSlice)),
+                    ExcludeTokenIds = ExcludedTokens.Resolve(exclude.Special, exclude.Ids, tokenizer, exclude.Origin),
+                    Progress = progress, SeqposSlice = data.SeqposSlice,
+                });
+        }
+        finally
+        {
+            foreach (var m in models) m.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// The hooks each of <paramref name="modelCount"/> models gives a crosscoder's slots (model-major, as
+    /// <see cref="HarvestSpec.ForCrossCoder"/> harvests them): <paramref name="hooks"/> when given, else the first
+    /// L / <paramref name="modelCount"/> of the hooks it recorded (<see cref="CrossCoderSources.HookNames"/>). A crosscoder
+    /// recorded as reading two models (its hooks repeated) run with one model is an error asking for <c>--diff-model</c>.
+    /// </summary>
+    public static IReadOnlyList<string> CrossCoderHooks(CrossCoder cc, CrossCoderSources sources, string ccPath, int modelCount, IReadOnlyList<string>? hooks)
+    {
+        ArgumentNullException.ThrowIfNull(cc);
+        ArgumentNullException.ThrowIfNull(sources);
+        int L = cc.Cfg.NumLayers;
+        int recordedModels = sources.HookNames is { Count: > 0 } rh && rh.Count == L ? L / rh.Distinct().Count()
+            : sources.ModelNames is { } rm && rm.Distinct().Count() > 1 ? rm.Distinct().Count() : 1;
+        if (modelCount == 1 && recordedModels > 1)
+        {
+            string names = sources.ModelNames is { } mn && mn.Count == L ? $" ({string.Join(", ", mn.Where((_, j) => j % (L / recordedModels) == 0))})" : "";
+            throw new SaeSharpException($"{ccPath} reads {recordedModels} models{names}: give the second as --diff-model");
+        }
+        if (L % modelCount != 0)
+            throw new SaeSharpException($"{ccPath} has {L} layer slots, which {modelCount} models cannot share");
+        return hooks ?? (sources.HookNames is { } h && h.Count == L ? h.Take(L / modelCount).ToList()
+            : throw new SaeSharpException($"{ccPath} does not record the hooks of its layer slots: give them (--hook)"));
+    }
+
     /// <summary>The windows an SAE is evaluated on (a group of SAEs that share them is evaluated in one pass).</summary>
     private sealed record EvalWindows(int Ctx, bool Bos, bool Exclude, string? ExcludeIds, SeqposSlice? Slice, bool DisableConcat, PretokenizeToken? Separator);
 

@@ -32,7 +32,12 @@ public sealed record CrossCoderTrainerOptions
 }
 
 /// <summary>What one step of <see cref="CrossCoderTrainer"/> measured (before the update).</summary>
-public sealed record CrossCoderStepLog(long Step, double Lr, double Loss, double L2Loss, double MseLoss, double SparsityLoss, double AuxkLoss, double L0, int DeadLatents);
+public sealed record CrossCoderStepLog(long Step, double Lr, double Loss, double L2Loss, double MseLoss, double SparsityLoss, double AuxkLoss, double L0, int DeadLatents)
+{
+    /// <summary>1 − Σ(x − x̂)² / Σ(x − mean x)² over the batch's rows, every slot and dimension (the mean per slot and
+    /// dimension over the batch), of the trained x̂: the SAE trainer's <c>explained_variance</c> on the stacked slots.</summary>
+    public double ExplainedVariance { get; init; } = double.NaN;
+}
 
 /// <summary>
 /// The fork's crosscoder trainers on batches x [batch, L, d] (already through the crosscoder's normaliser).
@@ -100,7 +105,10 @@ public sealed class CrossCoderTrainer : IDisposable
                 l0 = l.ScaledLatents.gt(TorchScalars.Of(0)).sum(-1).to(ScalarType.Float64).mean().item<double>();
                 dead = (int)l.ScaledLatents.le(TorchScalars.Of(1e-4)).all(0).sum().item<long>();
             }
-            log = new CrossCoderStepLog(step, lr, l.Loss.item<float>(), l.L2Loss.item<float>(), l.MseLoss.item<float>(), l.SparsityLoss.item<float>(), 0, l0, dead);
+            log = new CrossCoderStepLog(step, lr, l.Loss.item<float>(), l.L2Loss.item<float>(), l.MseLoss.item<float>(), l.SparsityLoss.item<float>(), 0, l0, dead)
+            {
+                ExplainedVariance = ExplainedVariance(x, l.XHat),
+            };
         }
         else
         {
@@ -125,10 +133,24 @@ public sealed class CrossCoderTrainer : IDisposable
             nn.utils.clip_grad_norm_(_cc.parameters(), 1.0);
             double l0;
             using (no_grad()) l0 = f.gt(TorchScalars.Of(0)).sum(-1).to(ScalarType.Float64).mean().item<double>();
-            log = new CrossCoderStepLog(step, lr, loss.item<float>(), l2.item<float>(), mse.item<float>(), 0, auxk.item<float>(), l0, dead);
+            log = new CrossCoderStepLog(step, lr, loss.item<float>(), l2.item<float>(), mse.item<float>(), 0, auxk.item<float>(), l0, dead)
+            {
+                ExplainedVariance = ExplainedVariance(x, xHat),
+            };
         }
         _adam.Step(lr);
         return log;
+    }
+
+    /// <summary><see cref="CrossCoderStepLog.ExplainedVariance"/> of x, x̂ [batch, L, d] (float64, as SaeTrainer's).</summary>
+    private static double ExplainedVariance(Tensor x, Tensor xHat)
+    {
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        var xd = x.detach().to(ScalarType.Float64);
+        var resid = (xHat.detach().to(ScalarType.Float64) - xd).pow(TorchScalars.Of(2)).sum();
+        var total = (xd - xd.mean([0], keepdim: true)).pow(TorchScalars.Of(2)).sum();
+        return 1 - (resid / total).item<double>();
     }
 
     private (Tensor Loss, int Dead) AuxiliaryLoss(Tensor residual, Tensor postRelu, Tensor postScaled)
@@ -296,7 +318,7 @@ public sealed class CrossCoderTrainer : IDisposable
             Step = l.Step + 1,
             TotalSteps = totalSteps,
             Tokens = (l.Step + 1) * batchSize,
-            Saes = [new SaeProgress { Name = "crosscoder", Lr = l.Lr, SparsityScale = 1, Losses = losses, L0 = l.L0, DeadFraction = (double)l.DeadLatents / dictSize, ExplainedVariance = double.NaN }],
+            Saes = [new SaeProgress { Name = "crosscoder", Lr = l.Lr, SparsityScale = 1, Losses = losses, L0 = l.L0, DeadFraction = (double)l.DeadLatents / dictSize, ExplainedVariance = l.ExplainedVariance }],
         };
     }
 

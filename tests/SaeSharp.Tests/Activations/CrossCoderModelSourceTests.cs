@@ -201,4 +201,67 @@ public class CrossCoderModelSourceTests : ModelTestBase
         Assert.NotEqual(0, exit);
         Assert.Contains("--diff-model", err);
     }
+
+    [Fact]
+    public void SaeEvalSplicesAModelDiffingCrosscoderIntoBothModels()
+    {
+        var (b, c, data) = TwoModelsOneTokenizer();
+        const string hook = "blocks.1.hook_resid_post";
+        string folder = Sub("cc-exact");
+        using (var exact = SaeSharp.Tests.Evaluation.CrossCoderDownstreamTests.Identity(2, 16))
+            SaeSharp.Interop.CrossCoderFormat.Save(exact, folder, new SaeSharp.Interop.CrossCoderSources { HookNames = [hook, hook], ModelNames = [ModelLoader.NameOf(b), ModelLoader.NameOf(c)] });
+        string json = Sub("eval.json");
+        var (exit, stdout, err) = CliRunner.Run(["eval", "--sae", folder, "--model", b, "--diff-model", c, "--dataset", data, "--context-size", "16", "--tokens", "64", "--json", json]);
+        Assert.True(exit == 0, err + stdout);
+        var o = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(json))!;
+        Assert.Equal(64, o["rows"]!.GetValue<long>());
+        Assert.Equal(1.0, o["layers"]![1]!["explained_variance"]!.GetValue<double>(), 1e-9);
+        var models = o["models"]!.AsArray();
+        Assert.Equal([ModelLoader.NameOf(b), ModelLoader.NameOf(c)], models.Select(m => m!["model"]!.GetValue<string>()));
+        foreach (var m in models)
+        {
+            var ce = m!["model_performance_preservation"]!;
+            // The exact crosscoder changes neither model.
+            Assert.Equal(ce["ce_loss_without_sae"]!.GetValue<double>(), ce["ce_loss_with_sae"]!.GetValue<double>(), 1e-6);
+            Assert.Equal(1.0, ce["ce_loss_score"]!.GetValue<double>(), 1e-5);
+            Assert.Equal([hook], m["hook_names"]!.AsArray().Select(h => h!.GetValue<string>()));
+        }
+        Assert.NotEqual(models[0]!["model_performance_preservation"]!["ce_loss_without_sae"]!.GetValue<double>(),
+            models[1]!["model_performance_preservation"]!["ce_loss_without_sae"]!.GetValue<double>());
+        Assert.Contains("ce loss with crosscoder", stdout);
+        Assert.True(File.Exists(Sub("eval_relative_decoder_norm.png")));
+
+        // A crosscoder of two models needs the second; --diff-model is for crosscoders and model runs only.
+        (exit, _, err) = CliRunner.Run(["eval", "--sae", folder, "--model", b, "--dataset", data, "--context-size", "16", "--tokens", "32"]);
+        Assert.NotEqual(0, exit);
+        Assert.Contains($"reads 2 models ({ModelLoader.NameOf(b)}, {ModelLoader.NameOf(c)}): give the second as --diff-model", err);
+        (exit, _, err) = CliRunner.Run(["eval", "--sae", folder, "--activations", "a.npy", "--diff-model", c]);
+        Assert.NotEqual(0, exit);
+        Assert.Contains("--diff-model", err);
+    }
+
+    [Fact]
+    public void SaeSteerAndAblateTakeAModelDiffingCrosscoder()
+    {
+        var (b, c, data) = TwoModelsOneTokenizer();
+        const string hook = "blocks.1.hook_resid_post";
+        string folder = Sub("cc-random");
+        using (var cc = SaeSharp.Tests.Evaluation.CrossCoderDownstreamTests.Random(2, 16, 12, seed: 2))
+            SaeSharp.Interop.CrossCoderFormat.Save(cc, folder, new SaeSharp.Interop.CrossCoderSources { HookNames = [hook, hook], ModelNames = [ModelLoader.NameOf(b), ModelLoader.NameOf(c)] });
+        var (exit, stdout, err) = CliRunner.Run(["steer", "--sae", folder, "--model", b, "--diff-model", c, "--feature", "3", "--scale", "40",
+            "--prompt", "the quick brown fox", "--max-new-tokens", "4", "--temperature", "0", "--runs", "1"]);
+        Assert.True(exit == 0, err + stdout);
+        Assert.Contains($"slot 1 {hook}", stdout);
+        (exit, stdout, err) = CliRunner.Run(["ablate", "--sae", folder, "--model", b, "--diff-model", c, "--slot", "0", "--features", "0,1,2,3",
+            "--prompt", "the quick brown fox jumps", "--mode", "mean"]);
+        Assert.True(exit == 0, err + stdout);
+        Assert.Contains("mean-ablation of 4 latent(s) at slot 0 " + hook, stdout);
+        Assert.Contains("CE loss ablated", stdout);
+        (exit, _, err) = CliRunner.Run(["ablate", "--sae", folder, "--model", b, "--features", "0", "--prompt", "the fox"]);
+        Assert.NotEqual(0, exit);
+        Assert.Contains("give the second as --diff-model", err);
+        (exit, _, err) = CliRunner.Run(["ablate", "--sae", folder, "--model", b, "--diff-model", c, "--slot", "2", "--features", "0", "--prompt", "the fox"]);
+        Assert.NotEqual(0, exit);
+        Assert.Contains("--slot 2: give 0..1", err);
+    }
 }

@@ -72,6 +72,29 @@ public sealed class CrossCoderCheckpointTests : ModelTestBase
     }
 
     [Fact]
+    public void TheTrainLogHasTheExplainedVarianceOfEachStepsReconstruction()
+    {
+        // Zero weights and biases: step 1 reconstructs x̂ = 0, so its explained variance is 1 − Σx² / Σ(x − mean)².
+        double[] x = Enumerable.Range(0, 16 * 2 * 4).Select(i => Math.Sin(0.7 * i) + 0.3 * (i % 5)).ToArray();
+        double expected = 1 - x.Sum(v => v * v) / Enumerable.Range(0, 8).Sum(col =>
+        {
+            var c = Enumerable.Range(0, 16).Select(r => x[r * 8 + col]).ToArray();
+            double mean = c.Average();
+            return c.Sum(v => (v - mean) * (v - mean));
+        });
+        using var data = tensor(x.Select(v => (float)v).ToArray()).view(16, 2, 4);
+        using var cc = new CrossCoder(new CrossCoderConfig { ActivationDim = 4, DictSize = 6, NumLayers = 2 });
+        var c = new CrossCoderCheckpointing { Path = Path.Combine(_dir, "checkpoints"), LogFolder = _dir, LogEverySteps = 1 };
+        var logs = CrossCoderTrainer.Train(cc, data, new CrossCoderTrainerOptions { Steps = 3, Lr = 1e-2, WarmupSteps = 0 }, 16, seed: 1, checkpointing: c);
+        Assert.Equal(expected, logs[0].ExplainedVariance, 1e-5);
+        var series = TrainLogFile.Read(Path.Combine(_dir, TrainLogFile.FileName)).Series("crosscoder", "explained_variance")!;
+        Assert.Equal([1L, 2, 3], series.Steps);
+        Assert.Equal(expected, series.Values[0], 1e-5);
+        Assert.Equal(logs.Select(l => l.ExplainedVariance), series.Values);
+        Assert.True(logs[2].ExplainedVariance > logs[0].ExplainedVariance, "training improves the reconstruction");
+    }
+
+    [Fact]
     public void ResumeFromAModelRunEqualsAnUninterruptedRun()
     {
         using var model = Gpt2();
