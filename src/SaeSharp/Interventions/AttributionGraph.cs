@@ -119,7 +119,9 @@ public sealed class AttributionGraph : IDisposable
         if (clt.Cfg.NLayers != model.Config.NLayers)
             throw new SaeSharpException($"attribution graph: the cross-layer transcoder spans {clt.Cfg.NLayers} layers but the model has {model.Config.NLayers}; " +
                                         "the graph needs every MLP replaced");
-        using var core = new GraphBuilder(model, clt, tokens.reshape(1, -1).to(ScalarType.Int64).cpu().clone(), options, modelHooks, progress);
+        Tensor prompt;
+        using (var scope = NewDisposeScope()) prompt = tokens.reshape(1, -1).to(ScalarType.Int64).cpu().clone().MoveToOuterDisposeScope();
+        using var core = new GraphBuilder(model, clt, prompt, options, modelHooks, progress);
         return core.Run();
     }
 

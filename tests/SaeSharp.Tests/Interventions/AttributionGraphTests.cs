@@ -5,6 +5,7 @@ using SaeSharp.Models;
 using SaeSharp.Saes;
 using SaeSharp.Tests.Models;
 using SaeSharp.Tests.Saes;
+using TorchSharp;
 using static TorchSharp.torch;
 using static SaeSharp.Tests.Interventions.CrossLayerAttributionTests;
 
@@ -308,6 +309,27 @@ public class AttributionGraphTests : ModelTestBase
         var index = JsonNode.Parse(File.ReadAllText(Path.Combine(outDir, "graph-metadata.json")))!["graphs"]!.AsArray();
         Assert.Equal("my-graph", (string?)Assert.Single(index)!["slug"]);
     }
+
+    [Fact]
+    public void Building_a_graph_frees_every_tensor_it_made() => LiveTensors.OnOwnThread(() =>
+    {
+        using var model = Gpt2(nLayer: Layers, seed: 2);
+        var r0 = CltReference.Random(Layers, Features, DModel, 9, threshold: true, skip: false);
+        string folder = Sub($"clt-{Guid.NewGuid():N}");
+        r0.WriteCircuitTracer(folder, threshold: true);
+        File.WriteAllText(Path.Combine(folder, "config.yaml"), "feature_input_hook: ln2.hook_normalized\nfeature_output_hook: hook_mlp_out\n");
+        using var clt = CrossLayerTranscoderLoader.Load(folder);
+        var options = new AttributionGraphOptions { MaxLogits = 3, BatchSize = 2, MaxFeatures = 3 };
+        AttributionGraph.Build(model, clt, Prompt, options).Dispose();
+        long before = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        for (int i = 0; i < 2; i++)
+        {
+            using var g = AttributionGraph.Build(model, clt, Prompt, options);
+            g.Prune();
+            g.Scores();
+        }
+        Assert.Equal(before, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+    });
 
     [Fact]
     public void Bad_input_is_refused_with_its_reason()
