@@ -478,7 +478,8 @@ internal static class InterventionCommands
     {
         var model = ModelCommands.ModelOption();
         var sae = new Option<string>("--sae") { Description = "Whole cross-layer transcoder folder (local or hf:ORG/REPO[/PATH])", Required = true };
-        var prompt = new Option<string>("--prompt") { Description = "Prompt text", Required = true };
+        var prompt = new Option<string?>("--prompt") { Description = "Prompt text" };
+        var input = new Option<string?>("--input") { Description = "safetensors file holding an int64 tensor 'tokens' [1, seq] (one prompt)" };
         var output = new Option<string>("--out") { Description = "Graph JSON for circuit-tracer's viewer / Neuronpedia (graph-metadata.json is updated beside it)", Required = true };
         var maxLogits = new Option<int>("--max-logits") { Description = "At most this many logit nodes", DefaultValueFactory = _ => 10 }.Positive();
         var logitProb = new Option<double>("--logit-prob") { Description = "Logit nodes until their cumulative probability reaches this", DefaultValueFactory = _ => 0.95 };
@@ -492,7 +493,7 @@ internal static class InterventionCommands
         var noBos = NoBosOption();
         var command = new Command("graph", "Attribution graph of a prompt for a whole cross-layer transcoder (circuit-tracer's attribute + prune_graph), as the viewer's JSON")
         {
-            model, sae, prompt, output, maxLogits, logitProb, nodeThreshold, edgeThreshold, maxFeatures, batch, slug, scan, top, noBos,
+            model, sae, prompt, input, output, maxLogits, logitProb, nodeThreshold, edgeThreshold, maxFeatures, batch, slug, scan, top, noBos,
         };
         Cli.SetAction(command, parse =>
         {
@@ -500,10 +501,22 @@ internal static class InterventionCommands
             if (!CrossLayerTranscoderLoader.IsCrossLayerTranscoder(saePath, null))
                 throw new SaeSharpException($"--sae '{saePath}': sae graph needs a whole cross-layer transcoder's folder (see sae attribute for single SAEs)");
             string outPath = parse.GetValue(output)!;
+            if (parse.GetValue(prompt) is not null)
+                Cli.RefuseGiven(parse, "the tokens come from --prompt; give one of --prompt and --input", input);
+            else if (parse.GetValue(input) is not null)
+                Cli.RefuseGiven(parse, "for a --prompt's tokens; --input's token ids are used as they are", noBos);
             var folder = ModelSource.Resolve(parse.GetValue(model)!);
-            var tok = Tokenizer.FromFolder(folder);
-            using var tokens = PromptTokens(tok, parse.GetValue(prompt)!, !parse.GetValue(noBos));
-            bool bos = tok.BosTokenId is int b && tokens[0, 0].item<long>() == b && !parse.GetValue(noBos);
+            ITextTokenizer? tok = null;
+            try { tok = Tokenizer.FromFolder(folder); }
+            catch (SaeSharpException) when (parse.GetValue(prompt) is null) { }
+            Tensor tokens;
+            if (parse.GetValue(prompt) is string text) tokens = PromptTokens(tok!, text, !parse.GetValue(noBos));
+            else if (parse.GetValue(input) is string inPath) tokens = ReadTokens(inPath);
+            else throw new SaeSharpException("give --prompt or --input");
+            using var _t = tokens;
+            if (tokens.shape[0] != 1) throw new SaeSharpException($"--input: a graph is of one prompt, but 'tokens' has {tokens.shape[0]} rows");
+            // circuit-tracer zeroes the features and errors at position 0 when the first token is a special token (BOS).
+            bool bos = tok?.BosTokenId is int b && tokens[0, 0].item<long>() == b;
             var options = new AttributionGraphOptions
             {
                 MaxLogits = parse.GetValue(maxLogits), LogitProbability = parse.GetValue(logitProb), MaxFeatures = parse.GetValue(maxFeatures),
@@ -517,10 +530,11 @@ internal static class InterventionCommands
             using var graph = CliProgress.Run("graph", progress => AttributionGraph.Build(cm.Model, clt, tokens, options, cm.Hooks, progress));
             var pruned = graph.Prune(nodeThr, edgeThr);
             var (replacement, completeness) = graph.Scores();
-            string Tok(long id) => tok.TokenText((int)id);
+            string Tok(long id) => tok is null ? id.ToString(CultureInfo.InvariantCulture) : tok.TokenText((int)id);
+            string promptText = parse.GetValue(prompt) ?? (tok is null ? string.Join(" ", graph.Tokens) : string.Concat(graph.Tokens.Select(Tok)));
             string slugName = parse.GetValue(slug) ?? Path.GetFileNameWithoutExtension(outPath);
             string scanName = parse.GetValue(scan) ?? clt.Cfg.ModelName ?? cm.Model.Config.ModelName;
-            var json = graph.ToJson(pruned, Tok, parse.GetValue(prompt)!, slugName, scanName, nodeThr);
+            var json = graph.ToJson(pruned, Tok, promptText, slugName, scanName, nodeThr);
             AttributionGraph.WriteGraphFiles(outPath, json);
 
             int top0 = graph.LogitNode(0);
