@@ -156,7 +156,7 @@ public sealed class AttributionGraph : IDisposable
         ArgumentNullException.ThrowIfNull(adjacency);
         using var scope = NewDisposeScope();
         var a = adjacency.to(ScalarType.Float64).abs();
-        return (a / a.sum(1, keepdim: true).clamp_min(1e-10)).MoveToOuterDisposeScope();
+        return (a / a.sum(1, keepdim: true).clamp_min(TorchScalars.Of(1e-10))).MoveToOuterDisposeScope();
     }
 
     /// <summary>w·Â + w·Â² + … (the series ends: Â is a DAG's matrix), float64: circuit-tracer's <c>compute_influence</c>.
@@ -173,7 +173,7 @@ public sealed class AttributionGraph : IDisposable
         {
             if (i >= maxIterations) throw new SaeSharpException($"attribution graph: node influence did not converge after {maxIterations} steps (is the graph acyclic?)");
             current = matmul(current, a);
-            influence.add_(current);
+            influence.add_(current, TorchScalars.One);
         }
         return influence.MoveToOuterDisposeScope();
     }
@@ -223,7 +223,7 @@ public sealed class AttributionGraph : IDisposable
         var keep = tensor(nodeMask.Select(b => b ? 1.0 : 0.0).ToArray());
         var pruned = adjacency.to(ScalarType.Float64) * keep.unsqueeze(1) * keep.unsqueeze(0);
         var normalizedPruned = NormalizeMatrix(pruned);
-        var prunedInfluence = ComputeInfluence(normalizedPruned, w) + w;
+        var prunedInfluence = ComputeInfluence(normalizedPruned, w).add(w, TorchScalars.One);
         var edgeScores = (normalizedPruned * prunedInfluence.unsqueeze(1)).contiguous();
         var scores = edgeScores.data<double>().ToArray();
         double edgeCut = FindThreshold(scores, edgeThreshold);
@@ -276,8 +276,8 @@ public sealed class AttributionGraph : IDisposable
         double tokenInfluence = influence[TensorIndex.Slice(errorEnd, tokenEnd)].sum().item<double>();
         double errorInfluence = influence[TensorIndex.Slice(nFeatures, errorEnd)].sum().item<double>();
         double replacement = tokenInfluence / (tokenInfluence + errorInfluence);
-        var nonError = 1 - normalized[TensorIndex.Colon, TensorIndex.Slice(nFeatures, errorEnd)].sum(-1);
-        var output = influence + w;
+        var nonError = TorchScalars.Of(1.0) - normalized[TensorIndex.Colon, TensorIndex.Slice(nFeatures, errorEnd)].sum(-1);
+        var output = influence.add(w, TorchScalars.One);
         double completeness = ((nonError * output).sum() / output.sum()).item<double>();
         return (replacement, completeness);
     }
@@ -581,8 +581,8 @@ public sealed class AttributionGraph : IDisposable
             var err = stack(errors, 0).to(_vt);
             if (_o.ZeroBos)
             {
-                err[TensorIndex.Colon, 0].zero_();
-                foreach (var f in feats) f[0].zero_();
+                err[TensorIndex.Colon, 0].fill_(TorchScalars.Of(0.0));
+                foreach (var f in feats) f[0].fill_(TorchScalars.Of(0.0));
             }
             _errors = Own(err.clone());
             _embed = Own(embed.reshape(_p, _d).to(_vt).clone());
@@ -651,7 +651,7 @@ public sealed class AttributionGraph : IDisposable
             _x = new Tensor[_l];
             var hooks = new List<(string, Func<Tensor, Tensor?>)>(_modelHooks)
             {
-                (HookPoints.Embed, e => e + _zEmbed.view(e.shape).to(e.dtype)),
+                (HookPoints.Embed, e => e.add(_zEmbed.view(e.shape).to(e.dtype), TorchScalars.One)),
             };
             for (int l = 0; l < _l; l++)
             {
@@ -660,8 +660,8 @@ public sealed class AttributionGraph : IDisposable
                 hooks.Add((_outputs[l], y =>
                 {
                     var skip = _clt.Skip(_x[layer], layer)?.to(y.dtype).view(y.shape);
-                    var frozen = skip is null ? y.detach() : skip + (y - skip).detach();
-                    return frozen + _zOut[layer].view(y.shape).to(y.dtype);
+                    var frozen = skip is null ? y.detach() : skip.add(y.sub(skip).detach(), TorchScalars.One);
+                    return frozen.add(_zOut[layer].view(y.shape).to(y.dtype), TorchScalars.One);
                 }));
             }
             using var scope = NewDisposeScope();
@@ -687,13 +687,13 @@ public sealed class AttributionGraph : IDisposable
                 var rowT = tensor(rowsOf.Select(r => (long)r).ToArray());
                 var sel = src.index(new TensorIndex[] { TensorIndex.Tensor(rowT), TensorIndex.Tensor(tensor(rowsOf.Select(r => (long)positions[r]).ToArray())) });
                 var term = (sel.to(_vt) * vecs.index_select(0, rowT)).sum();
-                s = s is null ? term : s + term;
+                s = s is null ? term : s.add(term, TorchScalars.One);
             }
             s!.backward(retain_graph: true);
             Tensor Grad(Tensor leaf) => leaf.grad is { } g ? g.narrow(0, 0, m).to(_vt).clone() : zeros(m, _p, _d, dtype: _vt);
             var gOut = _zOut.Select(Grad).ToArray();
             var gEmbed = Grad(_zEmbed);
-            foreach (var leaf in _zOut.Append(_zEmbed)) leaf.grad?.zero_();
+            foreach (var leaf in _zOut.Append(_zEmbed)) leaf.grad?.fill_(TorchScalars.Of(0.0));
 
             var parts = new List<Tensor>();
             long chunk = Math.Max(1, (1L << 24) / ((long)m * _d));
@@ -709,7 +709,7 @@ public sealed class AttributionGraph : IDisposable
                     var feat = tensor(_layerFeat[i].AsSpan((int)c0, c).ToArray());
                     var part = acc.narrow(1, c0, c);
                     for (int j = i; j < _l; j++)
-                        part.add_((gOut[j].index_select(1, pos) * _clt.DecoderRows(i, j, feat).to(_vt).unsqueeze(0)).sum(-1));
+                        part.add_((gOut[j].index_select(1, pos) * _clt.DecoderRows(i, j, feat).to(_vt).unsqueeze(0)).sum(-1), TorchScalars.One);
                 }
                 parts.Add(acc * _layerActs[i].unsqueeze(0));
             }
@@ -724,7 +724,7 @@ public sealed class AttributionGraph : IDisposable
         {
             using var scope = NewDisposeScope();
             var a = edge.to(ScalarType.Float64).abs();
-            var normalized = a / a.sum(1, keepdim: true).clamp_min(1e-8);
+            var normalized = a / a.sum(1, keepdim: true).clamp_min(TorchScalars.Of(1e-8));
             long cols = edge.shape[1];
             var influences = zeros(cols, dtype: ScalarType.Float64);
             var prod = zeros(cols, dtype: ScalarType.Float64);
@@ -735,7 +735,7 @@ public sealed class AttributionGraph : IDisposable
                 if (it >= 128) throw new SaeSharpException("attribution graph: feature influence did not converge");
                 prod = matmul(prod.index_select(0, index), normalized);
                 if (!prod.any().item<bool>()) break;
-                influences.add_(prod);
+                influences.add_(prod, TorchScalars.One);
             }
             return influences.MoveToOuterDisposeScope();
         }
