@@ -23,6 +23,7 @@ internal static partial class Cli
                      InterventionCommands.Steer(),
                      InterventionCommands.Ablate(),
                      InterventionCommands.Attribute(),
+                     InterventionCommands.Graph(),
                      TrainCommand.Create(),
                      PlotLogCommand.Create(),
                      SaeCommands.Eval(),

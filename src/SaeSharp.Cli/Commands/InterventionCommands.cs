@@ -506,6 +506,89 @@ internal static class InterventionCommands
         return command;
     }
 
+    public static Command Graph()
+    {
+        var model = ModelCommands.ModelOption();
+        var sae = new Option<string>("--sae") { Description = "Whole cross-layer transcoder folder (local or hf:ORG/REPO[/PATH])", Required = true };
+        var prompt = new Option<string?>("--prompt") { Description = "Prompt text" };
+        var input = new Option<string?>("--input") { Description = "safetensors file holding an int64 tensor 'tokens' [1, seq] (one prompt)" };
+        var output = new Option<string>("--out") { Description = "Graph JSON for circuit-tracer's viewer / Neuronpedia (graph-metadata.json is updated beside it)", Required = true };
+        var maxLogits = new Option<int>("--max-logits") { Description = "At most this many logit nodes", DefaultValueFactory = _ => 10 }.Positive();
+        var logitProb = new Option<double>("--logit-prob") { Description = "Logit nodes until their cumulative probability reaches this", DefaultValueFactory = _ => 0.95 };
+        var nodeThreshold = new Option<double>("--node-threshold") { Description = "Pruning: keep the nodes holding this share of the influence", DefaultValueFactory = _ => 0.8 };
+        var edgeThreshold = new Option<double>("--edge-threshold") { Description = "Pruning: keep the edges holding this share of the influence", DefaultValueFactory = _ => 0.98 };
+        var maxFeatures = new Option<int?>("--max-features") { Description = "At most this many feature nodes (chosen by influence; default: all active)" };
+        var batch = new Option<int>("--batch-size") { Description = "Target rows per backward pass (memory: this many copies of the prompt's activations)", DefaultValueFactory = _ => 32 }.Positive();
+        var slug = new Option<string?>("--slug") { Description = "The graph's slug (default: the --out file name without .json)" };
+        var scan = new Option<string?>("--scan") { Description = "The transcoders' scan name Neuronpedia knows them by (default: the CLT's model name)" };
+        var top = new Option<int>("--top") { Description = "Rows of the table of edges into the top logit", DefaultValueFactory = _ => 15 }.Positive();
+        var noBos = NoBosOption();
+        var command = new Command("graph", "Attribution graph of a prompt for a whole cross-layer transcoder (circuit-tracer's attribute + prune_graph), as the viewer's JSON")
+        {
+            model, sae, prompt, input, output, maxLogits, logitProb, nodeThreshold, edgeThreshold, maxFeatures, batch, slug, scan, top, noBos,
+        };
+        Cli.SetAction(command, parse =>
+        {
+            string saePath = parse.GetValue(sae)!;
+            if (!CrossLayerTranscoderLoader.IsCrossLayerTranscoder(saePath, null))
+                throw new SaeSharpException($"--sae '{saePath}': sae graph needs a whole cross-layer transcoder's folder (see sae attribute for single SAEs)");
+            string outPath = parse.GetValue(output)!;
+            if (parse.GetValue(prompt) is not null)
+                Cli.RefuseGiven(parse, "the tokens come from --prompt; give one of --prompt and --input", input);
+            else if (parse.GetValue(input) is not null)
+                Cli.RefuseGiven(parse, "for a --prompt's tokens; --input's token ids are used as they are", noBos);
+            var folder = ModelSource.Resolve(parse.GetValue(model)!);
+            ITextTokenizer? tok = null;
+            try { tok = Tokenizer.FromFolder(folder); }
+            catch (SaeSharpException) when (parse.GetValue(prompt) is null) { }
+            Tensor tokens;
+            if (parse.GetValue(prompt) is string text) tokens = PromptTokens(tok!, text, !parse.GetValue(noBos));
+            else if (parse.GetValue(input) is string inPath) tokens = ReadTokens(inPath);
+            else throw new SaeSharpException("give --prompt or --input");
+            using var _t = tokens;
+            if (tokens.shape[0] != 1) throw new SaeSharpException($"--input: a graph is of one prompt, but 'tokens' has {tokens.shape[0]} rows");
+            // circuit-tracer zeroes the features and errors at position 0 when the first token is a special token (BOS).
+            bool bos = tok?.BosTokenId is int b && tokens[0, 0].item<long>() == b;
+            var options = new AttributionGraphOptions
+            {
+                MaxLogits = parse.GetValue(maxLogits), LogitProbability = parse.GetValue(logitProb), MaxFeatures = parse.GetValue(maxFeatures),
+                BatchSize = parse.GetValue(batch), ZeroBos = bos,
+            };
+            double nodeThr = parse.GetValue(nodeThreshold), edgeThr = parse.GetValue(edgeThreshold);
+            if (nodeThr is < 0 or > 1) throw new SaeSharpException($"--node-threshold must be between 0 and 1, got {nodeThr}");
+            if (edgeThr is < 0 or > 1) throw new SaeSharpException($"--edge-threshold must be between 0 and 1, got {edgeThr}");
+            using var clt = CrossLayerTranscoderLoader.Load(saePath);
+            using var cm = ModelForSae.Load(folder, new WeightProcessingOptions());
+            using var graph = CliProgress.Run("graph", progress => AttributionGraph.Build(cm.Model, clt, tokens, options, cm.Hooks, progress));
+            var pruned = graph.Prune(nodeThr, edgeThr);
+            var (replacement, completeness) = graph.Scores();
+            string Tok(long id) => tok is null ? id.ToString(CultureInfo.InvariantCulture) : tok.TokenText((int)id);
+            string promptText = parse.GetValue(prompt) ?? (tok is null ? string.Join(" ", graph.Tokens) : string.Concat(graph.Tokens.Select(Tok)));
+            string slugName = parse.GetValue(slug) ?? Path.GetFileNameWithoutExtension(outPath);
+            string scanName = parse.GetValue(scan) ?? clt.Cfg.ModelName ?? cm.Model.Config.ModelName;
+            var json = graph.ToJson(pruned, Tok, promptText, slugName, scanName, nodeThr);
+            AttributionGraph.WriteGraphFiles(outPath, json);
+
+            int top0 = graph.LogitNode(0);
+            var row = graph.AdjacencyMatrix[top0].to(ScalarType.Float64).data<double>().ToArray();
+            var best = Enumerable.Range(0, row.Length).Where(i => row[i] != 0).OrderByDescending(i => Math.Abs(row[i])).Take(parse.GetValue(top)).ToList();
+            string Position(int node)
+            {
+                int pos = node < graph.NFeatures ? graph.ActiveFeatures[graph.SelectedFeatures[node]].Position
+                    : node < graph.NFeatures + graph.NErrors ? (node - graph.NFeatures) % graph.NPos : node - graph.NFeatures - graph.NErrors;
+                return Analysis.DashboardWriter.Quote(Tok(graph.Tokens[pos]));
+            }
+            Cli.WriteColumns($"direct effects on the centred logit of {Analysis.DashboardWriter.Quote(Tok(graph.LogitTokens[0]))} (p = {F(graph.LogitProbabilities[0])})",
+                ["source", "token", new Column("weight", Right: true), "kept"],
+                best.Select(i => new[] { graph.NodeLabel(i), Position(i), F(row[i]), pruned.NodeMask[i] && pruned.EdgeMask[top0, i] ? "yes" : "" }));
+            Console.WriteLine(FormattableString.Invariant(
+                $"{graph.ActiveFeatures.Count} active features, {graph.NFeatures} feature nodes, {graph.LogitTokens.Count} logits; kept {pruned.NodeMask.Count(k => k)} nodes; replacement score {replacement:F4}, completeness {completeness:F4}"));
+            Console.WriteLine($"graph: {outPath}");
+            return 0;
+        });
+        return command;
+    }
+
     /// <summary>The int64 <c>tokens</c> [batch, seq] of a safetensors file.</summary>
     public static Tensor ReadTokens(string path)
     {

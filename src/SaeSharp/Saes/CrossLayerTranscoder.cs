@@ -145,10 +145,42 @@ public sealed class CrossLayerTranscoder : nn.Module<Tensor, Tensor>
         if (W_skip is not null)
         {
             if (input is null) throw new SaeSharpException("cross-layer transcoder has a skip connection: its reconstruction needs the layer's input");
-            CheckWidth(input, "input");
-            y = y.add(matmul(input.to(W_enc.dtype), W_skip[layer]), TorchScalars.One);
+            y = y.add(Skip(input, layer)!, TorchScalars.One);
         }
         return y.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Layer <paramref name="layer"/>'s skip term x_l·W_skip[l] [..., d_model] of its input <paramref name="input"/>
+    /// [..., d_model] (circuit-tracer <c>compute_skip</c>), or null when the CLT has no skip connection.</summary>
+    public Tensor? Skip(Tensor input, int layer)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        CheckLayer(layer);
+        if (W_skip is null) return null;
+        CheckWidth(input, "input");
+        return matmul(input.to(W_enc.dtype), W_skip[layer]);
+    }
+
+    /// <summary>Encoder rows W_enc[layer][features] [n, d_model] of the features <paramref name="features"/> (int64 [n]):
+    /// each feature's pre-activation is x·row + b_enc (circuit-tracer's <c>encoder_vecs</c>).</summary>
+    public Tensor EncoderRows(int layer, Tensor features)
+    {
+        ArgumentNullException.ThrowIfNull(features);
+        CheckLayer(layer);
+        return W_enc[layer].index_select(0, features);
+    }
+
+    /// <summary>Decoder rows W_dec[layer][features, outputLayer − layer] [n, d_model]: what the features
+    /// <paramref name="features"/> (int64 [n]) of layer <paramref name="layer"/> write, per unit activation, into the
+    /// reconstruction of layer <paramref name="outputLayer"/> (≥ layer).</summary>
+    public Tensor DecoderRows(int layer, int outputLayer, Tensor features)
+    {
+        ArgumentNullException.ThrowIfNull(features);
+        CheckLayer(layer);
+        CheckLayer(outputLayer);
+        if (outputLayer < layer)
+            throw new SaeSharpException($"cross-layer transcoder: layer {layer}'s features write to layers {layer}..{Cfg.NLayers - 1}, not {outputLayer}");
+        return W_dec[layer].index_select(0, features).select(1, outputLayer - layer);
     }
 
     /// <summary>Reconstructions of every layer [L, ..., d_model] from <paramref name="features"/> [L, ..., d_transcoder]

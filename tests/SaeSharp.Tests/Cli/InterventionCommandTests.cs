@@ -231,6 +231,46 @@ public class InterventionCommandTests : IDisposable
     }
 
     [Fact]
+    public void GraphWritesTheLibrarysPrunedGraphAsViewerJson()
+    {
+        var (model, _, input, tokens) = Setup();
+        var r0 = SaeSharp.Tests.Saes.CltReference.Random(2, 12, 16, 5, threshold: true, skip: true);
+        for (int l = 0; l < 2; l++) for (int k = 0; k < 12; k++) r0.Threshold[l][k] *= 0.2;
+        r0.WriteCircuitTracer(P("clt"), threshold: true);
+        File.WriteAllText(P("clt/config.yaml"), "feature_input_hook: ln2.hook_normalized\nfeature_output_hook: hook_mlp_out\nmodel_name: gpt2\n");
+        using var row = tokens.narrow(0, 1, 1).clone();
+        SafeTensors.Save(P("one.safetensors"), new Dictionary<string, Tensor> { ["tokens"] = row });
+        var (exit, output, err) = CliRunner.Run("graph", "--model", model, "--sae", P("clt"), "--input", P("one.safetensors"), "--out", P("graphs/g.json"),
+            "--max-logits", "3", "--logit-prob", "0.99", "--node-threshold", "0.9", "--edge-threshold", "0.95", "--batch-size", "5");
+        Assert.True(exit == 0, err);
+        Assert.Contains("direct effects on the centred logit", output);
+        Assert.Contains("replacement score", output);
+
+        using var m = ModelLoader.FromPretrained(model);
+        using var clt = CrossLayerTranscoderLoader.Load(P("clt"));
+        using var g = AttributionGraph.Build(m, clt, row, new AttributionGraphOptions { MaxLogits = 3, LogitProbability = 0.99 });
+        var pruned = g.Prune(0.9, 0.95);
+        var json = JsonNode.Parse(File.ReadAllText(P("graphs/g.json")))!;
+        Assert.Equal("g", (string?)json["metadata"]!["slug"]);
+        Assert.Equal("gpt2", (string?)json["metadata"]!["scan"]);
+        var links = json["links"]!.AsArray();
+        var expected = g.ToJson(pruned, id => id.ToString(System.Globalization.CultureInfo.InvariantCulture), "", "g", "gpt2", 0.9)["links"]!.AsArray();
+        Assert.Equal(expected.Count, links.Count);
+        for (int i = 0; i < links.Count; i++)
+        {
+            Assert.Equal((string?)expected[i]!["source"], (string?)links[i]!["source"]);
+            Assert.Equal((string?)expected[i]!["target"], (string?)links[i]!["target"]);
+            Assert.Equal((double)expected[i]!["weight"]!, (double)links[i]!["weight"]!, 5);
+        }
+        Assert.True(File.Exists(P("graphs/graph-metadata.json")));
+
+        (exit, _, err) = CliRunner.Run("graph", "--model", model, "--sae", P("clt"), "--input", input, "--out", P("g2.json"));
+        Assert.NotEqual(0, exit);
+        Assert.Contains("one prompt", err);
+        Assert.False(File.Exists(P("g2.json")));
+    }
+
+    [Fact]
     public void AttributeWritesTheFilesTheIssueNamesAndMatchesTheLibrary()
     {
         var (model, saeDir, input, tokens) = Setup();

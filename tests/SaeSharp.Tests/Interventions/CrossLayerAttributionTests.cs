@@ -17,7 +17,7 @@ namespace SaeSharp.Tests.Interventions;
 /// </summary>
 public class CrossLayerAttributionTests : ModelTestBase
 {
-    private const int DModel = 16, Features = 12, Layers = 2;
+    internal const int DModel = 16, Features = 12, Layers = 2;
     private static readonly Tensor Toks = tensor(new long[] { 5, 11, 23, 42, 7, 19, 3, 30, 8, 2, 44, 17 }, 2, 6);
 
     private string ModelDir(int seed = 3) => TinyModels.WriteGpt2(Sub($"g-{Guid.NewGuid():N}"), seed, Layers, DModel, 4, 50, 32);
@@ -35,14 +35,14 @@ public class CrossLayerAttributionTests : ModelTestBase
     }
 
     /// <summary>The clean run's features [b, s, F] and error terms [b, s, d] per layer, and its patterns and norm inputs.</summary>
-    private static (Tensor[] F, Tensor[] Eps, Dictionary<string, Tensor> Cache) Clean(HookedTransformer model, CrossLayerTranscoder clt)
+    internal static (Tensor[] F, Tensor[] Eps, Dictionary<string, Tensor> Cache) Clean(HookedTransformer model, CrossLayerTranscoder clt, Tensor? tokens = null)
     {
         var names = new List<string>();
         for (int l = 0; l < Layers; l++)
             names.AddRange([$"blocks.{l}.ln2.hook_normalized", $"blocks.{l}.hook_mlp_out", $"blocks.{l}.attn.hook_pattern",
                 $"blocks.{l}.hook_resid_pre", $"blocks.{l}.hook_resid_mid"]);
         names.Add($"blocks.{Layers - 1}.hook_resid_post");
-        var (_, cache) = model.RunWithCache(Toks, names);
+        var (_, cache) = model.RunWithCache(tokens ?? Toks, names);
         var c = names.ToDictionary(n => n, n => cache[n].clone());
         cache.Dispose();
         var f = new Tensor[Layers];
@@ -60,24 +60,28 @@ public class CrossLayerAttributionTests : ModelTestBase
     /// the run): blocks.l.hook_mlp_out := Σ_{i ≤ l} f_i·W_dec[i][:, l − i] + b_dec[l] + x_l·W_skip[l] + ε_l, x_l the run's
     /// ln2 output. With <paramref name="frozen"/> the clean patterns are constants, and ln1, ln2 and ln_f are
     /// (x − mean x)/σ_clean·w + b with σ_clean the clean run's scale (computed here from the cached norm inputs).
+    /// <paramref name="x"/>, when given, receives each layer's ln2 output; <paramref name="embed"/>, when given, replaces
+    /// hook_embed; <paramref name="tokens"/> default to the two rows used here.
     /// </summary>
-    private static Tensor ReplacementLogits(HookedTransformer model, CrossLayerTranscoder clt, string dir, Tensor[] f, Tensor[] eps,
-        Dictionary<string, Tensor> clean, bool frozen)
+    internal static Tensor ReplacementLogits(HookedTransformer model, CrossLayerTranscoder clt, string dir, Tensor[] f, Tensor[] eps,
+        Dictionary<string, Tensor> clean, bool frozen, Tensor?[]? x = null, Tensor? embed = null, Tensor? tokens = null)
     {
-        var x = new Tensor?[Layers];
+        bool keep = x is not null;
+        x ??= new Tensor?[Layers];
         var hooks = frozen ? FrozenHooks(dir, clean) : [];
+        if (embed is not null) hooks.Add(("hook_embed", _ => embed));
         for (int l = 0; l < Layers; l++)
         {
             int layer = l;
-            hooks.Add(($"blocks.{l}.ln2.hook_normalized", t => { x[layer] = t; return null; }));
+            hooks.Add(($"blocks.{l}.ln2.hook_normalized", t => { x[layer] = keep ? t.clone().DetachFromDisposeScope() : t; return null; }));
             hooks.Add(($"blocks.{l}.hook_mlp_out", _ => clt.DecodeLayer(f, layer, x[layer]) + eps[layer]));
         }
-        return model.Run(Toks, new RunOptions { Hooks = hooks, Grad = true }).Logits!;
+        return model.Run(tokens ?? Toks, new RunOptions { Hooks = hooks, Grad = true }).Logits!;
     }
 
     /// <summary>Hooks that replace every attention pattern by its clean value and ln1, ln2 and ln_f by
     /// (x − mean x)/σ_clean·w + b, σ_clean the clean run's scale computed here from the cached norm inputs.</summary>
-    private static List<(string, Func<Tensor, Tensor?>)> FrozenHooks(string dir, Dictionary<string, Tensor> clean)
+    internal static List<(string, Func<Tensor, Tensor?>)> FrozenHooks(string dir, Dictionary<string, Tensor> clean)
     {
         var w = SafeTensors.Load(Path.Combine(dir, "model.safetensors"), ScalarType.Float64);
         var hooks = new List<(string, Func<Tensor, Tensor?>)>();

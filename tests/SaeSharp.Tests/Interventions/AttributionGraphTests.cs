@@ -1,0 +1,349 @@
+using System.Text.Json.Nodes;
+using SaeSharp.Interop;
+using SaeSharp.Interventions;
+using SaeSharp.Models;
+using SaeSharp.Saes;
+using SaeSharp.Tests.Models;
+using SaeSharp.Tests.Saes;
+using TorchSharp;
+using static TorchSharp.torch;
+using static SaeSharp.Tests.Interventions.CrossLayerAttributionTests;
+
+namespace SaeSharp.Tests.Interventions;
+
+/// <summary>
+/// Attribution graphs of a whole CLT against the frozen replacement run that <see cref="CrossLayerAttributionTests"/> writes
+/// with hooks (features, error nodes and embeddings given as fixed tensors, patterns and norm scales the clean ones), and
+/// circuit-tracer's pruning on a matrix worked by hand.
+/// </summary>
+public class AttributionGraphTests : ModelTestBase
+{
+    private static readonly Tensor Prompt = tensor(new long[] { 5, 11, 23, 42, 7, 19 }, 1, 6);
+
+    private string ModelDir(int seed) => TinyModels.WriteGpt2(Sub($"g-{Guid.NewGuid():N}"), seed, Layers, DModel, 4, 50, 32);
+
+    /// <summary>A random 2-layer CLT (JumpReLU, skip) reading ln2's output, float64, and its reference weights.</summary>
+    private (CrossLayerTranscoder Clt, CltReference Ref) MakeClt(int seed, bool skip = true)
+    {
+        var r = CltReference.Random(Layers, Features, DModel, seed, threshold: true, skip);
+        for (int l = 0; l < Layers; l++) for (int k = 0; k < Features; k++) r.Threshold[l][k] *= 0.2;
+        string folder = Sub($"clt-{Guid.NewGuid():N}");
+        r.WriteCircuitTracer(folder, threshold: true);
+        File.WriteAllText(Path.Combine(folder, "config.yaml"), "feature_input_hook: ln2.hook_normalized\nfeature_output_hook: hook_mlp_out\nmodel_name: gpt2\n");
+        return (CrossLayerTranscoderLoader.Load(folder, dtype: ScalarType.Float64), r);
+    }
+
+    /// <summary>Every target's value in the frozen replacement run with the nodes given: a feature's x·W_enc row (its
+    /// pre-activation without b_enc, from the reference weights as the float32 files hold them), a logit minus the mean logit
+    /// at the last position.</summary>
+    private static double[] Targets(AttributionGraph g, HookedTransformer model, CrossLayerTranscoder clt, CltReference r, string dir,
+        Tensor[] f, Tensor[] eps, Dictionary<string, Tensor> clean, Tensor? embed)
+    {
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var x = new Tensor?[Layers];
+        var logits = ReplacementLogits(model, clt, dir, f, eps, clean, frozen: true, x, embed, Prompt);
+        var values = new double[g.NNodes];
+        for (int i = 0; i < g.NFeatures; i++)
+        {
+            var node = g.ActiveFeatures[g.SelectedFeatures[i]];
+            var row = x[node.Layer]![0, node.Position].data<double>().ToArray();
+            values[i] = Enumerable.Range(0, DModel).Sum(e => row[e] * (float)r.WEnc[node.Layer][node.Feature][e]);   // the files hold float32
+        }
+        var last = logits[0, -1];
+        double mean = last.mean().item<double>();
+        for (int k = 0; k < g.LogitTokens.Count; k++) values[g.LogitNode(k)] = last[g.LogitTokens[k]].item<double>() - mean;
+        return values;
+    }
+
+    private static Tensor CleanEmbed(HookedTransformer model)
+    {
+        var (_, cache) = model.RunWithCache(Prompt, ["hook_embed"]);
+        var e = cache["hook_embed"].clone();
+        cache.Dispose();
+        return e;
+    }
+
+    [Fact]
+    public void Each_target_row_adds_up_to_its_value_minus_the_run_with_every_node_removed()
+    {
+        // The frozen replacement model is affine in the nodes: a target with every feature, error node and token embedding
+        // at its value minus the same target with all of them zero (what remains: biases, b_dec, position embeddings) is
+        // exactly the sum of its row. Batches of 3 rows: several backward passes on one retained graph.
+        string dir = ModelDir(seed: 3);
+        using var model = ModelLoader.FromPretrained(dir, ScalarType.Float64);
+        var (clt, r) = MakeClt(seed: 4);
+        using var _c = clt;
+        using var g = AttributionGraph.Build(model, clt, Prompt, new AttributionGraphOptions { MaxLogits = 4, LogitProbability = 1, BatchSize = 3 });
+        var (f, eps, clean) = Clean(model, clt, Prompt);
+
+        // Nodes: every active feature of the clean run, in (layer, position, feature) order, with its activation.
+        var expected = new List<GraphFeature>();
+        for (int l = 0; l < Layers; l++)
+            for (int p = 0; p < 6; p++)
+                for (int k = 0; k < Features; k++)
+                    if (f[l][0, p, k].item<double>() is var a && a != 0) expected.Add(new GraphFeature(l, p, k, a));
+        Assert.Equal(expected, g.ActiveFeatures);
+        Assert.True(expected.Count >= 10, $"only {expected.Count} active features");
+        Assert.Equal(expected.Count, g.NFeatures);
+        Assert.Equal(g.NFeatures + Layers * 6 + 6 + 4, (int)g.AdjacencyMatrix.shape[0]);
+        // Logits: the 4 most probable tokens, their softmax probabilities.
+        var probs = softmax(model.Forward(Prompt)[0, -1], 0);
+        var (topP, topI) = topk(probs, 4);
+        Assert.Equal(topI.data<long>().ToArray(), g.LogitTokens);
+        for (int k = 0; k < 4; k++) Assert.Equal(topP[k].item<double>(), g.LogitProbabilities[k], 12);
+
+        var actual = Targets(g, model, clt, r, dir, f, eps, clean, null);
+        var none = Targets(g, model, clt, r, dir, f.Select(t => zeros_like(t)).ToArray(), eps.Select(t => zeros_like(t)).ToArray(),
+            clean, zeros(1, 6, DModel, dtype: ScalarType.Float64));
+        var rowSums = g.AdjacencyMatrix.sum(1).data<double>().ToArray();
+        for (int t = 0; t < g.NNodes; t++)
+        {
+            if (t >= g.NFeatures && t < g.LogitNode(0)) { Assert.Equal(0, rowSums[t]); continue; }   // errors and tokens: no rows
+            double change = actual[t] - none[t];
+            Assert.True(Math.Abs(change - rowSums[t]) < 1e-9 * Math.Max(1, Math.Abs(change)), $"{g.NodeLabel(t)}: row sums to {rowSums[t]}, removing every node changes it by {change}");
+        }
+        // A feature target's value plus b_enc is its pre-activation, which is its activation (JumpReLU, active).
+        for (int i = 0; i < g.NFeatures; i++)
+        {
+            var n = g.ActiveFeatures[g.SelectedFeatures[i]];
+            Assert.Equal(n.Activation, actual[i] + (float)r.BEnc[n.Layer][n.Feature], 9);
+        }
+        // Direct effects only: nothing reaches a feature from its own layer or later, or from a later position.
+        for (int t = 0; t < g.NFeatures; t++)
+            for (int s = 0; s < g.NFeatures; s++)
+            {
+                var (a, b) = (g.ActiveFeatures[g.SelectedFeatures[t]], g.ActiveFeatures[g.SelectedFeatures[s]]);
+                if (b.Layer >= a.Layer || b.Position > a.Position) Assert.Equal(0, g.AdjacencyMatrix[t, s].item<double>());
+            }
+        Assert.True(g.AdjacencyMatrix.narrow(0, 0, g.NFeatures).narrow(1, 0, g.NFeatures).abs().max().item<double>() > 1e-4, "no feature-to-feature edge");
+    }
+
+    [Fact]
+    public void Single_edges_equal_an_intervention_on_one_node_with_the_others_held()
+    {
+        // Scaling one source node by 1 + δ in the frozen replacement run, every other feature and error node held at its
+        // value, changes each target by δ·A[t, s]: features, error nodes and token embeddings as sources, logits and
+        // features as targets.
+        string dir = ModelDir(seed: 5);
+        using var model = ModelLoader.FromPretrained(dir, ScalarType.Float64);
+        var (clt, r) = MakeClt(seed: 6);
+        using var _c = clt;
+        using var g = AttributionGraph.Build(model, clt, Prompt, new AttributionGraphOptions { MaxLogits = 2, BatchSize = 64 });
+        var (f, eps, clean) = Clean(model, clt, Prompt);
+        var embed = CleanEmbed(model);
+        var baseline = Targets(g, model, clt, r, dir, f, eps, clean, embed);
+        const double delta = 0.5;
+        int checkedEdges = 0;
+
+        void Check(int source, Tensor[] ff, Tensor[] ee, Tensor em)
+        {
+            var after = Targets(g, model, clt, r, dir, ff, ee, clean, em);
+            var targets = Enumerable.Range(0, g.NFeatures).Append(g.LogitNode(0)).Append(g.LogitNode(1));
+            foreach (int t in targets)
+            {
+                double a = g.AdjacencyMatrix[t, source].item<double>(), change = after[t] - baseline[t];
+                Assert.True(Math.Abs(change - delta * a) < 1e-9 * Math.Max(1, Math.Abs(change)), $"{g.NodeLabel(source)} → {g.NodeLabel(t)}: A = {a}, intervention {change / delta}");
+                if (Math.Abs(a) > 1e-6) checkedEdges++;
+            }
+        }
+        // The three strongest feature sources into the top logit, and a layer-1 feature.
+        var row = g.AdjacencyMatrix[g.LogitNode(0)].data<double>().ToArray();
+        var sources = Enumerable.Range(0, g.NFeatures).OrderByDescending(i => Math.Abs(row[i])).Take(3)
+            .Append(Enumerable.Range(0, g.NFeatures).First(i => g.ActiveFeatures[g.SelectedFeatures[i]].Layer == 1)).Distinct();
+        foreach (int s in sources)
+        {
+            var n = g.ActiveFeatures[g.SelectedFeatures[s]];
+            var ff = f.Select(t => t.clone()).ToArray();
+            ff[n.Layer][0, n.Position, n.Feature] = ff[n.Layer][0, n.Position, n.Feature] * (1 + delta);
+            Check(s, ff, eps, embed);
+        }
+        foreach (var (l, p) in new[] { (0, 2), (1, 5), (0, 5) })
+        {
+            var ee = eps.Select(t => t.clone()).ToArray();
+            ee[l][0, p] = ee[l][0, p] * (1 + delta);
+            Check(g.ErrorNode(l, p), f, ee, embed);
+        }
+        foreach (int p in new[] { 0, 3, 5 })
+        {
+            var em = embed.clone();
+            em[0, p] = em[0, p] * (1 + delta);
+            Check(g.TokenNode(p), f, eps, em);
+        }
+        Assert.True(checkedEdges >= 15, $"only {checkedEdges} nonzero edges checked");
+    }
+
+    [Fact]
+    public void Bounded_feature_rows_are_the_full_graphs_rows_and_bos_zeroing_drops_position_0()
+    {
+        string dir = ModelDir(seed: 7);
+        using var model = ModelLoader.FromPretrained(dir, ScalarType.Float64);
+        var (clt, _) = MakeClt(seed: 8);
+        using var _c = clt;
+        using var full = AttributionGraph.Build(model, clt, Prompt, new AttributionGraphOptions { MaxLogits = 3, BatchSize = 4 });
+        using var part = AttributionGraph.Build(model, clt, Prompt, new AttributionGraphOptions { MaxLogits = 3, BatchSize = 4, MaxFeatures = 5, UpdateInterval = 1 });
+        Assert.Equal(full.ActiveFeatures, part.ActiveFeatures);
+        Assert.Equal(5, part.NFeatures);
+        Assert.True(part.SelectedFeatures.SequenceEqual(part.SelectedFeatures.Order()), "selected features ascending");
+        // Columns of part: its selected features, then the same error, token and logit nodes; rows likewise.
+        var map = part.SelectedFeatures.ToList().Concat(Enumerable.Range(full.NFeatures, full.NNodes - full.NFeatures)).ToArray();
+        for (int t = 0; t < part.NNodes; t++)
+            for (int s = 0; s < part.NNodes; s++)
+                Assert.Equal(full.AdjacencyMatrix[map[t], map[s]].item<double>(), part.AdjacencyMatrix[t, s].item<double>(), 10);
+        // The first features visited are those the logit rows reach most strongly (the first influence ranking).
+        var logitRows = full.AdjacencyMatrix.narrow(0, full.LogitNode(0), 3).abs();
+        var normalized = logitRows / logitRows.sum(1, keepdim: true);
+        var firstRank = (tensor(full.LogitProbabilities.ToArray()).unsqueeze(0).matmul(normalized))[0].narrow(0, 0, full.NFeatures).data<double>().ToArray();
+        var expectedTop = Enumerable.Range(0, full.NFeatures).OrderByDescending(i => firstRank[i]).Take(4).ToHashSet();
+        Assert.Subset(part.SelectedFeatures.ToHashSet(), expectedTop);
+
+        using var bos = AttributionGraph.Build(model, clt, Prompt, new AttributionGraphOptions { MaxLogits = 3, ZeroBos = true });
+        Assert.Equal(full.ActiveFeatures.Where(a => a.Position != 0), bos.ActiveFeatures);
+        for (int l = 0; l < Layers; l++) Assert.Equal(0, bos.AdjacencyMatrix[TensorIndex.Colon, bos.ErrorNode(l, 0)].abs().sum().item<double>());
+    }
+
+    /// <summary>Nodes [f0, f1, e0, t0, L0]: f0 ← t0 (2); f1 ← t0 (1), e0 (1); L0 ← f0 (3), f1 (−1); logit weight 1.</summary>
+    private static Tensor HandMatrix()
+    {
+        var a = zeros(5, 5, dtype: ScalarType.Float64);
+        a[0, 3] = 2.0; a[1, 3] = 1.0; a[1, 2] = 1.0; a[4, 0] = 3.0; a[4, 1] = -1.0;
+        return a;
+    }
+
+    [Fact]
+    public void Pruning_a_hand_made_graph_keeps_the_nodes_and_edges_worked_out_by_hand()
+    {
+        // Row-normalised |A|: f0 ← t0 1; f1 ← t0 .5, e0 .5; L0 ← f0 .75, f1 .25. Influence w·Â + w·Â²:
+        // f0 .75, f1 .25, e0 .125, t0 .875, L0 0 (total 2).
+        using var a = HandMatrix();
+        using var w = tensor(new double[] { 0, 0, 0, 0, 1 });
+        var p = AttributionGraph.Prune(a, w, nFeatures: 2, nTokens: 1, nLogits: 1, nodeThreshold: 0.8, edgeThreshold: 0.98);
+        Assert.Equal(new[] { 0.75, 0.25, 0.125, 0.875, 0 }, p.NodeInfluence);
+        // Sorted shares .4375 (t0), .8125 (f0), .9375 (f1), 1 (e0), 1 (L0): 0.8 is reached at f0, so f0 and t0 stay; L0 always.
+        Assert.Equal(new[] { 0.8125, 0.9375, 1, 0.4375, 1 }, p.CumulativeScores);
+        Assert.Equal(new[] { true, false, false, true, true }, p.NodeMask);
+        // Pruned: f0 ← t0 and L0 ← f0, each scored 1 (normalised weight 1 × target influence 1): both kept.
+        Assert.Equal(new[] { (0, 3), (4, 0) }, Edges(p.EdgeMask));
+
+        // Node threshold 1 keeps every node; edge scores f0←t0 .75, L0←f0 .75, L0←f1 .25, f1←t0 .125, f1←e0 .125 (total 2):
+        // 0.8 of it is reached at L0←f1 (.875), so the three largest stay. e0 then has no outgoing edge, f1 no incoming
+        // one: both go, and with f1 its edge to L0.
+        var q = AttributionGraph.Prune(a, w, 2, 1, 1, nodeThreshold: 1.0, edgeThreshold: 0.8);
+        Assert.Equal(new[] { true, false, false, true, true }, q.NodeMask);
+        Assert.Equal(new[] { (0, 3), (4, 0) }, Edges(q.EdgeMask));
+        // Edge threshold 0.7 keeps only the two .75 edges (.375, .75): f1 loses its only outgoing edge.
+        var e = AttributionGraph.Prune(a, w, 2, 1, 1, nodeThreshold: 1.0, edgeThreshold: 0.7);
+        Assert.Equal(new[] { true, false, false, true, true }, e.NodeMask);
+
+        // Scores: replacement = token / (token + error) influence = .875 / 1; completeness = Σ (1 − error share of the row)
+        // × (influence + logit weight) / Σ (influence + logit weight) = (.75 + .5·.25 + .125 + .875 + 1) / 3.
+        var (replacement, completeness) = AttributionGraph.Scores(a, w, nFeatures: 2, nErrors: 1, nTokens: 1);
+        Assert.Equal(0.875, replacement, 12);
+        Assert.Equal(2.875 / 3, completeness, 12);
+        Assert.Throws<SaeSharpException>(() => AttributionGraph.Prune(a, w, 2, 1, 1, nodeThreshold: 1.5));
+    }
+
+    private static List<(int, int)> Edges(bool[,] mask)
+    {
+        var list = new List<(int, int)>();
+        for (int t = 0; t < mask.GetLength(0); t++) for (int s = 0; s < mask.GetLength(1); s++) if (mask[t, s]) list.Add((t, s));
+        return list;
+    }
+
+    [Fact]
+    public void The_json_is_circuit_tracers_graph_file()
+    {
+        string dir = ModelDir(seed: 9);
+        using var model = ModelLoader.FromPretrained(dir, ScalarType.Float64);
+        var (clt, _) = MakeClt(seed: 10);
+        using var _c = clt;
+        using var g = AttributionGraph.Build(model, clt, Prompt, new AttributionGraphOptions { MaxLogits = 3 });
+        var pruned = g.Prune(0.8, 0.98);
+        var json = g.ToJson(pruned, id => id == 11 ? "a\nb" : $"t{id}", "the prompt", "my-graph", "gpt2");
+        var meta = json["metadata"]!;
+        Assert.Equal("my-graph", (string?)meta["slug"]);
+        Assert.Equal("gpt2", (string?)meta["scan"]);
+        Assert.Equal("the prompt", (string?)meta["prompt"]);
+        Assert.Equal(new[] { "t5", "a⏎b", "t23", "t42", "t7", "t19" }, meta["prompt_tokens"]!.AsArray().Select(n => (string)n!));
+        Assert.Equal("both", (string?)json["qParams"]!["linkType"]);
+        var nodes = json["nodes"]!.AsArray().Select(n => n!.AsObject()).ToList();
+        var ids = nodes.Select(n => (string)n["node_id"]!).ToHashSet();
+        Assert.Equal(nodes.Count, ids.Count);
+        // Every embedding and logit node; logits at the last position, layer n_layers + 1, the first the target.
+        for (int p = 0; p < 6; p++) Assert.Contains($"E_{g.Tokens[p]}_{p}", ids);
+        var logits = nodes.Where(n => (string?)n["feature_type"] == "logit").ToList();
+        Assert.Equal(g.LogitTokens.Count, logits.Count);
+        Assert.Equal($"3_{g.LogitTokens[0]}_5", (string?)logits[0]["node_id"]);
+        Assert.True((bool)logits[0]["is_target_logit"]!);
+        Assert.Equal($"Output \"t{g.LogitTokens[0]}\" (p={g.LogitProbabilities[0].ToString("F3", System.Globalization.CultureInfo.InvariantCulture)})", (string?)logits[0]["clerp"]);
+        // Features: "layer_feature_pos", the kept ones, with activation and cumulative influence.
+        foreach (var n in nodes.Where(n => (string?)n["feature_type"] == "cross layer transcoder"))
+        {
+            var parts = ((string)n["node_id"]!).Split('_').Select(int.Parse).ToArray();
+            int i = Enumerable.Range(0, g.NFeatures).Single(i => g.ActiveFeatures[g.SelectedFeatures[i]] is var a && a.Layer == parts[0] && a.Feature == parts[1] && a.Position == parts[2]);
+            Assert.True(pruned.NodeMask[i]);
+            Assert.Equal(g.ActiveFeatures[g.SelectedFeatures[i]].Activation, (double)n["activation"]!);
+            Assert.Equal(pruned.CumulativeScores[i], (double)n["influence"]!);
+            Assert.Equal(parts[2], (int)n["ctx_idx"]!);
+            long sum = parts[0] + parts[1];
+            Assert.Equal(sum * (sum + 1) / 2 + parts[1], (long)n["feature"]!);
+        }
+        // Links: kept edges between listed nodes, with the adjacency matrix's weight.
+        var links = json["links"]!.AsArray();
+        Assert.NotEmpty(links);
+        int kept = 0;
+        for (int t = 0; t < g.NNodes; t++) for (int s = 0; s < g.NNodes; s++) if (pruned.EdgeMask[t, s] && pruned.NodeMask[t] && pruned.NodeMask[s]) kept++;
+        Assert.Equal(kept, links.Count);
+        foreach (var l in links)
+        {
+            Assert.Contains((string)l!["source"]!, ids);
+            Assert.Contains((string)l["target"]!, ids);
+        }
+
+        string outDir = Sub("graphs");
+        Directory.CreateDirectory(outDir);
+        AttributionGraph.WriteGraphFiles(Path.Combine(outDir, "my-graph.json"), json);
+        AttributionGraph.WriteGraphFiles(Path.Combine(outDir, "my-graph.json"), json);
+        var written = JsonNode.Parse(File.ReadAllText(Path.Combine(outDir, "my-graph.json")))!;
+        Assert.Equal(links.Count, written["links"]!.AsArray().Count);
+        var index = JsonNode.Parse(File.ReadAllText(Path.Combine(outDir, "graph-metadata.json")))!["graphs"]!.AsArray();
+        Assert.Equal("my-graph", (string?)Assert.Single(index)!["slug"]);
+    }
+
+    [Fact]
+    public void Building_a_graph_frees_every_tensor_it_made() => LiveTensors.OnOwnThread(() =>
+    {
+        using var model = Gpt2(nLayer: Layers, seed: 2);
+        var r0 = CltReference.Random(Layers, Features, DModel, 9, threshold: true, skip: false);
+        string folder = Sub($"clt-{Guid.NewGuid():N}");
+        r0.WriteCircuitTracer(folder, threshold: true);
+        File.WriteAllText(Path.Combine(folder, "config.yaml"), "feature_input_hook: ln2.hook_normalized\nfeature_output_hook: hook_mlp_out\n");
+        using var clt = CrossLayerTranscoderLoader.Load(folder);
+        var options = new AttributionGraphOptions { MaxLogits = 3, BatchSize = 2, MaxFeatures = 3 };
+        AttributionGraph.Build(model, clt, Prompt, options).Dispose();
+        long before = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        for (int i = 0; i < 2; i++)
+        {
+            using var g = AttributionGraph.Build(model, clt, Prompt, options);
+            g.Prune();
+            g.Scores();
+        }
+        Assert.Equal(before, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+    });
+
+    [Fact]
+    public void Bad_input_is_refused_with_its_reason()
+    {
+        string dir = ModelDir(seed: 3);
+        using var model = ModelLoader.FromPretrained(dir, ScalarType.Float64);
+        var (clt, _) = MakeClt(seed: 4);
+        using var _c = clt;
+        var e = Assert.Throws<SaeSharpException>(() => AttributionGraph.Build(model, clt, Prompt.expand(2, 6)));
+        Assert.Contains("one prompt", e.Message);
+        e = Assert.Throws<SaeSharpException>(() => AttributionGraph.Build(model, clt, Prompt, new AttributionGraphOptions { LogitProbability = 0 }));
+        Assert.Contains("logit probability", e.Message);
+        using var deeper = ModelLoader.FromPretrained(TinyModels.WriteGpt2(Sub("g3"), 3, 3, DModel, 4, 50, 32), ScalarType.Float64);
+        e = Assert.Throws<SaeSharpException>(() => AttributionGraph.Build(deeper, clt, Prompt));
+        Assert.Contains("spans 2 layers but the model has 3", e.Message);
+    }
+}
