@@ -582,7 +582,8 @@ internal static class InterventionCommands
                 ["source", "token", new Column("weight", Right: true), "kept"],
                 best.Select(i => new[] { graph.NodeLabel(i), Position(i), F(row[i]), pruned.NodeMask[i] && pruned.EdgeMask[top0, i] ? "yes" : "" }));
             Console.WriteLine(FormattableString.Invariant(
-                $"{graph.ActiveFeatures.Count} active features, {graph.NFeatures} feature nodes, {graph.LogitTokens.Count} logits; kept {pruned.NodeMask.Count(k => k)} nodes; replacement score {replacement:F4}, completeness {completeness:F4}"));
+                $"{graph.ActiveFeatures.Count} active features, {graph.NFeatures} feature nodes, {graph.LogitTokens.Count} logits; kept {pruned.NodeMask.Count(k => k)} nodes"));
+            Console.WriteLine(FormattableString.Invariant($"replacement score {replacement:F4}, completeness {completeness:F4}"));
             Console.WriteLine($"graph: {outPath}");
             return 0;
         });
