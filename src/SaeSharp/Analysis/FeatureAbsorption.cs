@@ -26,12 +26,8 @@ public sealed record AbsorptionOptions
     public double ProjectionProportionThreshold { get; init; } = 0.4;
     /// <summary>Absorption fraction: at most this many absorbing latents are summed.</summary>
     public int MaxAbsorbingLatents { get; init; } = 3;
-    /// <summary>Balanced training examples for the probes (as <see cref="SparseProbingOptions.TrainSetSize"/>).</summary>
-    public int TrainSetSize { get; init; } = 4000;
     /// <summary>A label is measured when it has this many tokens with and without it in each half.</summary>
     public int MinPositives { get; init; } = 50;
-    /// <summary>Seed of the class balancing draws.</summary>
-    public int Seed { get; init; } = 42;
     /// <summary>Inverse L2 strength of the probes (sklearn's <c>C</c>).</summary>
     public double C { get; init; } = 1.0;
 }
@@ -94,7 +90,8 @@ public sealed record AbsorptionReport(IReadOnlyList<AbsorptionLabelResult> Label
 
 /// <summary>
 /// SAEBench's feature absorption (Chanin et al. 2024) with a token label in place of a first letter. For a label L: a
-/// logistic-regression probe for L on the model activation (balanced training half); k-sparse probes on the SAE
+/// logistic-regression probe for L on the model activation (every training-half token, classes weighted to balance, as
+/// SAEBench's <c>pos_weight</c> and <c>class_weight="balanced"</c>); k-sparse probes on the SAE
 /// features for k = 1..MaxK, the main latents being those at the last k whose test F1 beat the best before it by more
 /// than the jump threshold; then, on every evaluation-half token with L that the model probe scores positive, the
 /// absorption fraction and whether it is a full absorption, exactly as SAEBench's <c>FeatureAbsorptionCalculator</c>
@@ -119,6 +116,7 @@ public static class FeatureAbsorption
         var labels = options.Labels is null
             ? SparseProbing.TaskLabels(tokenLabels, labelNames, fit, options.MinPositives, null).Where(l => asked.Contains(labelNames[l])).ToArray()
             : SparseProbing.TaskLabels(tokenLabels, labelNames, fit, options.MinPositives, asked);
+        var trainRows = Enumerable.Range(0, n).Where(i => fit[i]).Select(i => (long)i).ToArray();
         var evalRows = Enumerable.Range(0, n).Where(i => !fit[i]).Select(i => (long)i).ToArray();
         var results = new List<AbsorptionLabelResult>();
         using var scope = NewDisposeScope();
@@ -129,11 +127,12 @@ public static class FeatureAbsorption
         var decUnit = wDec.to(ScalarType.Float64).div(decNorm);
         foreach (int l in labels)
         {
-            var (trainRows, yTrain) = SparseProbing.Balanced(tokenLabels, l, fit, true, options.TrainSetSize, new Random(options.Seed));
+            bool[] yTrain = [.. trainRows.Select(i => tokenLabels[(int)i].Contains(l))];
+            var weights = LogisticRegression.BalancedWeights(yTrain);
             bool[] yEval = [.. evalRows.Select(i => tokenLabels[(int)i].Contains(l))];
             using var task = NewDisposeScope();
             var tr = tensor(trainRows);
-            var probe = LogisticRegression.Fit(modelActs.index_select(0, tr), yTrain, options.C);
+            var probe = LogisticRegression.Fit(modelActs.index_select(0, tr), yTrain, options.C, sampleWeight: weights);
             var probeScores = probe.DecisionFunction(xEval);
             double probeF1 = F1(probeScores, yEval);
             // k-sparse probes on the features with the largest (signed) difference of class means.
@@ -148,7 +147,7 @@ public static class FeatureAbsorption
                 var ids = order.Take(k).ToArray();
                 using var ks = NewDisposeScope();
                 var idx = tensor(ids.Select(i => (long)i).ToArray());
-                var kp = LogisticRegression.Fit(fTrain.index_select(1, idx), yTrain, options.C);
+                var kp = LogisticRegression.Fit(fTrain.index_select(1, idx), yTrain, options.C, sampleWeight: weights);
                 double f1 = F1(kp.DecisionFunction(fEval.index_select(1, idx)), yEval);
                 sparseF1.Add(f1);
                 if (jumping && f1 > prevBest + options.F1JumpThreshold)

@@ -25,9 +25,12 @@ public sealed class LogisticRegression
         Iterations = iterations;
     }
 
-    /// <summary>Fits the probe to rows <paramref name="x"/> [n, d] (any float type) and labels <paramref name="y"/> (true = class 1).</summary>
-    public static LogisticRegression Fit(Tensor x, bool[] y, double c = 1.0, int maxIter = 100, double tolerance = 1e-8)
+    /// <summary>Fits the probe to rows <paramref name="x"/> [n, d] (any float type) and labels <paramref name="y"/> (true = class 1).
+    /// <paramref name="sampleWeight"/> weighs each row's log-loss (sklearn's <c>sample_weight</c>; see <see cref="BalancedWeights"/>).</summary>
+    public static LogisticRegression Fit(Tensor x, bool[] y, double c = 1.0, int maxIter = 100, double tolerance = 1e-8, double[]? sampleWeight = null)
     {
+        if (sampleWeight is not null && (sampleWeight.Length != y.Length || sampleWeight.Any(v => !(v >= 0) || double.IsInfinity(v))))
+            throw new SaeSharpException($"logistic regression: {sampleWeight.Length} sample weights for {y.Length} rows, each finite and ≥ 0");
         if (x.dim() != 2) throw new SaeSharpException($"logistic regression needs [n, d] inputs, got [{string.Join(", ", x.shape)}]");
         if (x.shape[0] != y.Length) throw new SaeSharpException($"logistic regression: {x.shape[0]} rows but {y.Length} labels");
         if (y.Length == 0 || y.All(v => v) || !y.Any(v => v)) throw new SaeSharpException("logistic regression needs examples of both classes");
@@ -39,6 +42,7 @@ public sealed class LogisticRegression
         long n = x.shape[0], d = x.shape[1];
         var z = cat([x.to(ScalarType.Float64).cpu(), ones(n, 1, ScalarType.Float64)], 1); // [n, d+1]
         var t = tensor(y.Select(v => v ? 1.0 : 0.0).ToArray());
+        var sw = sampleWeight is null ? ones(n, ScalarType.Float64) : tensor(sampleWeight);
         var penalty = cat([ones(d, ScalarType.Float64), zeros(1, ScalarType.Float64)]); // the intercept is not penalised
         var ridge = diag(penalty.add(TorchScalars.Of(1e-10), one));
         var beta = zeros(d + 1, ScalarType.Float64);
@@ -46,7 +50,7 @@ public sealed class LogisticRegression
         {
             using var s = NewDisposeScope();
             var m = z.mv(b);
-            var logLoss = nn.functional.softplus(m).sub(t.mul(m)).sum().mul(cs);
+            var logLoss = nn.functional.softplus(m).sub(t.mul(m)).mul(sw).sum().mul(cs);
             return penalty.mul(b).mul(b).sum().mul(TorchScalars.Of(0.5)).add(logLoss, one).item<double>();
         }
         double f = Objective(beta);
@@ -55,10 +59,10 @@ public sealed class LogisticRegression
         {
             using var step = NewDisposeScope();
             var p = z.mv(beta).sigmoid();
-            var grad = penalty.mul(beta).add(z.t().mv(p.sub(t)).mul(cs), one);
+            var grad = penalty.mul(beta).add(z.t().mv(p.sub(t).mul(sw)).mul(cs), one);
             double gmax = grad.abs().max().item<double>();
             if (gmax < tolerance * Math.Max(1.0, c * n)) break;
-            var w = p.sub(p.mul(p)).unsqueeze(1); // p(1 - p)
+            var w = p.sub(p.mul(p)).mul(sw).unsqueeze(1); // weight · p(1 - p)
             var hess = z.t().mm(z.mul(w)).mul(cs).add(ridge, one);
             var dir = linalg.solve(hess, grad.unsqueeze(1)).squeeze(1);
             double slope = grad.mul(dir).sum().item<double>();
@@ -78,6 +82,13 @@ public sealed class LogisticRegression
         }
         var coef = beta.data<double>().ToArray();
         return new LogisticRegression(coef[..^1], coef[^1], it);
+    }
+
+    /// <summary>sklearn's <c>class_weight="balanced"</c> as sample weights: n / (2 · rows of the row's class).</summary>
+    public static double[] BalancedWeights(bool[] y)
+    {
+        int pos = y.Count(v => v), neg = y.Length - pos;
+        return [.. y.Select(v => y.Length / (2.0 * (v ? pos : neg)))];
     }
 
     /// <summary>w·x + b for each row of <paramref name="x"/> [n, d].</summary>

@@ -67,6 +67,30 @@ public class LogisticRegressionTests
         Assert.All(g, v => Assert.True(Math.Abs(v) < 1e-5, $"gradient {v}"));
     }
 
+    [Fact]
+    public void Integer_sample_weights_fit_as_repeated_rows()
+    {
+        var rng = new Random(9);
+        int n = 50;
+        var x = Enumerable.Range(0, 2 * n).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+        var y = Enumerable.Range(0, n).Select(i => rng.NextDouble() < 0.5 + 0.4 * x[2 * i]).ToArray();
+        var w = Enumerable.Range(0, n).Select(i => (double)(1 + i % 3)).ToArray();
+        var rx = new List<float>();
+        var ry = new List<bool>();
+        for (int i = 0; i < n; i++)
+            for (int r = 0; r < w[i]; r++) { rx.Add(x[2 * i]); rx.Add(x[2 * i + 1]); ry.Add(y[i]); }
+        using var t = tensor(x).view(n, 2);
+        using var repeated = tensor(rx.ToArray()).view(-1, 2);
+        var weighted = LogisticRegression.Fit(t, y, sampleWeight: w);
+        var plain = LogisticRegression.Fit(repeated, [.. ry]);
+        Assert.Equal(plain.Coef[0], weighted.Coef[0], 8);
+        Assert.Equal(plain.Coef[1], weighted.Coef[1], 8);
+        Assert.Equal(plain.Intercept, weighted.Intercept, 8);
+        // class_weight="balanced": each class's weights sum to n / 2.
+        var b = LogisticRegression.BalancedWeights([true, false, false, false]);
+        Assert.Equal([2.0, 2.0 / 3, 2.0 / 3, 2.0 / 3], b);
+    }
+
     private static double[,] RoundToSingle(double[,] x)
     {
         var r = (double[,])x.Clone();
