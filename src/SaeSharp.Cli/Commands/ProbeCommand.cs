@@ -47,7 +47,7 @@ internal static class ProbeCommand
     {
         static string A(double v) => v.ToString("F3", System.Globalization.CultureInfo.InvariantCulture);
         var columns = new List<Column> { new("label", NoWrap: true), new("llm", Right: true, Heading: "llm\nall") };
-        columns.AddRange(r.KValues.Select(k => new Column($"sae top {k}", Right: true, Heading: $"sae\ntop {k}")));
+        columns.AddRange(r.KValues.Select(k => new Column($"sae top {k}", Right: true, Heading: $"sae\nk={k}")));
         IReadOnlyList<string> Row(string name, double llm, IEnumerable<double> sae) => [name, A(llm), .. sae.Select(A)];
         var rows = r.Tasks.Select(t => Row(t.Label, t.LlmTestAccuracy, r.KValues.Select(k => t.SaeTopK[k]))).ToList();
         if (r.Tasks.Count > 0)
@@ -56,15 +56,17 @@ internal static class ProbeCommand
             rows.Add(Row("mean", m["llm_test_accuracy"], r.KValues.Select(k => m[$"sae_top_{k}_test_accuracy"])));
         }
         Cli.WriteColumns($"sparse probing at {r.Hook}: {r.Tasks.Count} labels, {Cli.Integer(r.Tokens)} tokens", columns, rows);
-        Cli.WriteIndented(Markup.Escape("(test accuracy on balanced sets; llm all = probe on every dimension of the activation; sae top k = probe on the k features with the largest difference of class means)"), 2);
+        Cli.WriteIndented(Markup.Escape("(test accuracy on balanced sets; llm all = probe on every dimension of the activation; sae k = probe on the top k SAE features, those with the largest difference of class means)"), 2);
         if (r.Absorption is not { } a) return;
         Cli.WriteColumns("feature absorption",
             [new Column("label", NoWrap: true), new Column("probe F1", Right: true, Heading: "probe\nF1"), new Column("main latents", Heading: "main\nlatents"),
              new Column("probe TP", Right: true, Heading: "probe\nTP"), new Column("absorption fraction", Right: true, Heading: "absorp.\nfraction"),
-             new Column("full absorption", Right: true, Heading: "full\nabsorp."), new Column("top absorbers", Heading: "top absorbers\n(latent×tokens)")],
+             new Column("full absorption", Right: true, Heading: "full\nabsorp."), new Column("top absorbers", Heading: "top\nabsorbers")],
             [.. a.Labels.Select(l => (IReadOnlyList<string>)[l.Label + (l.Included ? "" : " *"), A(l.ProbeF1), string.Join(" ", l.MainLatents),
                 Cli.Integer(l.ProbeTruePositives), A(l.MeanAbsorptionFraction), A(l.FullAbsorptionRate),
                 string.Join(" ", l.TopAbsorbers.Take(3).Select(t => $"{t.Latent}×{t.Count}"))])]);
+        Cli.WriteIndented(Markup.Escape("(absorp. fraction and full absorp.: SAEBench's scores, averaged over the probe's true positives (TP) among the held-out tokens with the label; " +
+                                        "main latents: those of the k-sparse probe up to the last F1 jump; top absorbers: latent×tokens fully absorbed; docs/labels.md)"), 2);
         string Mean(double v) => double.IsNaN(v) ? "n/a" : A(v);
         Cli.WriteIndented(Markup.Escape($"mean over labels with probe F1 > 0.6: absorption fraction {Mean(a.MeanAbsorptionFractionScore)}, " +
                                         $"full absorption {Mean(a.MeanFullAbsorptionScore)}, main latents {Mean(a.MeanNumSplitFeatures)}" +
