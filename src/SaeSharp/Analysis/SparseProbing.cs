@@ -39,7 +39,7 @@ public sealed record SparseProbingTask(string Label, int TrainExamples, int Test
     IReadOnlyDictionary<int, double> LlmTopK, IReadOnlyDictionary<int, double> SaeTopK, IReadOnlyList<int> TopFeatures);
 
 /// <summary>Result of <see cref="SparseProbing"/>: every task and the means SAEBench reports.</summary>
-/// <param name="Hook">Hook the SAE reads.</param>
+/// <param name="Hook">Hook the SAE reads (empty when <see cref="SparseProbing.Evaluate"/> was given the activations).</param>
 /// <param name="Tokens">Labelled tokens harvested (both halves).</param>
 /// <param name="KValues">The k list.</param>
 /// <param name="Tasks">One entry per label probed.</param>
