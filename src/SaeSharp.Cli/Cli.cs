@@ -40,6 +40,7 @@ internal static partial class Cli
                      CorpusCommand.Create(),
                      LmCommand.Create(),
                      ScoreLabelsCommand.Create(),
+                     ProbeCommand.Create(),
                      ReleasesCommand.Create(),
                  })
             root.Subcommands.Add(command);

@@ -79,6 +79,33 @@ public static class LabelScoring
     public static LabelScoringReport Run(Sae sae, HookedTransformer model, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks,
         ITextTokenizer tokenizer, string datasetPath, LabelScoringOptions options)
     {
+        using var h = Harvest(sae, model, modelHooks, tokenizer, datasetPath, options);
+        float[] UnitMajor(Tensor rows, out int units)
+        {
+            using var scope = NewDisposeScope();
+            units = (int)rows.shape[1];
+            return rows.t().contiguous().data<float>().ToArray();
+        }
+        int nTok = h.TokenLabels.Count;
+        var labelNames = h.LabelNames;
+        var featActs = UnitMajor(h.Features, out int dSae);
+        var neuronActs = UnitMajor(h.Neurons, out int dNeuron);
+        var features = LabelScorer.Score(featActs, dSae, nTok, h.TokenLabels, labelNames, h.Fit, options.Scorer);
+        var neurons = LabelScorer.Score(neuronActs, dNeuron, nTok, h.TokenLabels, labelNames, h.Fit, options.Scorer with { BothSigns = true });
+        var counts = new long[labelNames.Count];
+        foreach (var ls in h.TokenLabels) foreach (int l in ls) counts[l]++;
+        int scored = LabelScorer.EligibleLabels(h.TokenLabels, labelNames.Count, h.Fit, options.Scorer.MinSupport).Length;
+        return new LabelScoringReport(h.Hook, h.NeuronHook, nTok, labelNames,
+            labelNames.Select((l, i) => KeyValuePair.Create(l, counts[i])).OrderByDescending(kv => kv.Value).ToDictionary(),
+            features, neurons, LabelScorer.Summarise(features, scored), LabelScorer.Summarise(neurons, scored));
+    }
+
+    /// <summary>Runs the model over the labelled windows and keeps, for every labelled token (routed to the expert at an
+    /// MoE expert's hook), the SAE's feature activations, the neuron hook's activations, its label ids and its half
+    /// (even windows fit, odd windows evaluate).</summary>
+    internal static LabelledActivations Harvest(Sae sae, HookedTransformer model, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks,
+        ITextTokenizer tokenizer, string datasetPath, LabelScoringOptions options)
+    {
         string hook = model.HookPoints.Resolve(sae.Cfg.Metadata.HookOr(null));
         string neuronHook = model.HookPoints.Resolve(options.NeuronHook ?? hook);
         int ctx = options.ContextSize ?? sae.Cfg.Metadata.ContextSize ?? 128;
@@ -128,35 +155,19 @@ public static class LabelScoring
                                     fit.Add(idx[bi] % 2 == 0);
                                 }
                         var sel = tensor(keep.ToArray());
-                        featRows.Add(f.reshape(-1, f.shape[^1]).index_select(0, sel).to(ScalarType.Float32).DetachFromDisposeScope());
-                        neuronRows.Add(n.reshape(-1, n.shape[^1]).index_select(0, sel).to(ScalarType.Float32).DetachFromDisposeScope());
+                        featRows.Add(f.reshape(-1, f.shape[^1]).index_select(0, sel).to(ScalarType.Float32).cpu().DetachFromDisposeScope());
+                        neuronRows.Add(n.reshape(-1, n.shape[^1]).index_select(0, sel).to(ScalarType.Float32).cpu().DetachFromDisposeScope());
                     }
                     progress.Add(idx.Sum(w => (long)windows[w].Length));
                 }
             }
-            int nTok = tokenLabels.Count;
-            if (nTok == 0)
+            if (tokenLabels.Count == 0)
                 throw new SaeSharpException(routedOnly ? $"{datasetPath}: no labelled token of the {windows.Sum(w => (long)w.Length)} read was routed to the expert of {hook}" +
                                                          (neuronHook == hook ? "" : $" and {neuronHook}") + "; give more tokens (--tokens)"
                                                        : $"{datasetPath}: no labelled tokens");
-            float[] UnitMajor(List<Tensor> rows, out int units)
-            {
-                using var scope = NewDisposeScope();
-                var all = cat(rows, 0);
-                units = (int)all.shape[1];
-                return all.t().contiguous().data<float>().ToArray();
-            }
-            var featActs = UnitMajor(featRows, out int dSae);
-            var neuronActs = UnitMajor(neuronRows, out int dNeuron);
-            var fitArr = fit.ToArray();
-            var features = LabelScorer.Score(featActs, dSae, nTok, tokenLabels, labelNames, fitArr, options.Scorer);
-            var neurons = LabelScorer.Score(neuronActs, dNeuron, nTok, tokenLabels, labelNames, fitArr, options.Scorer with { BothSigns = true });
-            var counts = new long[labelNames.Count];
-            foreach (var ls in tokenLabels) foreach (int l in ls) counts[l]++;
-            int scored = LabelScorer.EligibleLabels(tokenLabels, labelNames.Count, fitArr, options.Scorer.MinSupport).Length;
-            return new LabelScoringReport(hook, neuronHook, nTok, labelNames,
-                labelNames.Select((l, i) => KeyValuePair.Create(l, counts[i])).OrderByDescending(kv => kv.Value).ToDictionary(),
-                features, neurons, LabelScorer.Summarise(features, scored), LabelScorer.Summarise(neurons, scored));
+            using var join = NewDisposeScope();
+            return new LabelledActivations(hook, neuronHook, cat(featRows, 0).DetachFromDisposeScope(), cat(neuronRows, 0).DetachFromDisposeScope(),
+                tokenLabels, [.. fit], labelNames);
         }
         finally
         {
@@ -219,5 +230,17 @@ public static class LabelScoring
         if (curIds.Count > 1) windows.Add(curIds.ToArray());
         if (curLabels.Count > 1) labels.Add(curLabels.ToArray());
         return (windows, labels, names);
+    }
+}
+
+/// <summary>Activations of every labelled token read by <see cref="LabelScoring.Harvest"/>: the SAE's features [n, d_sae]
+/// and the neuron hook's activations [n, d] (float32, CPU), each token's label ids and half.</summary>
+internal sealed record LabelledActivations(string Hook, string NeuronHook, Tensor Features, Tensor Neurons, List<int[]> TokenLabels, bool[] Fit,
+    List<string> LabelNames) : IDisposable
+{
+    public void Dispose()
+    {
+        Features.Dispose();
+        Neurons.Dispose();
     }
 }

@@ -199,6 +199,17 @@ public static class AnalysisPipeline
             return LabelScoring.Run(sae, pm.Model, pm.Hooks, Tokenizer.FromFolder(options.TokenizerPath ?? modelFolder), datasetPath, options);
     }
 
+    /// <summary><c>sae probe</c>: loads the SAE and its model, then <see cref="SparseProbing.Run"/> (with absorption when
+    /// <paramref name="absorption"/> is given) on <paramref name="datasetPath"/>'s labelled tokens.</summary>
+    public static SparseProbingReport Probe(string saePath, string modelFolder, string datasetPath, LabelScoringOptions harvest,
+        SparseProbingOptions options, AbsorptionOptions? absorption = null)
+    {
+        var (sae, pm) = ModelForSae.LoadWithSae(saePath, modelFolder);
+        using (sae)
+        using (pm)
+            return SparseProbing.Run(sae, pm.Model, pm.Hooks, Tokenizer.FromFolder(harvest.TokenizerPath ?? modelFolder), datasetPath, harvest, options, absorption);
+    }
+
     /// <summary><paramref name="options"/> completed for one pass of the model over <paramref name="data"/>'s windows of
     /// <paramref name="ctx"/> tokens at the positions of <paramref name="slice"/>: the batch size, the contexts that make
     /// <c>--tokens</c>, the excluded token ids, the model's hooks and the vocabulary the logit tables read (each unless

@@ -225,6 +225,40 @@ public class DemoTests(QuickDemoFixture fx) : IClassFixture<QuickDemoFixture>
             Directory.Delete(dir, recursive: true);
         }
     }
+
+    [Fact]
+    public void Probe_on_the_demo_sae_writes_saebenchs_means_of_its_tasks()
+    {
+        Assert.True(fx.Exit == 0, fx.Err + fx.Out);
+        string json = Path.Combine(fx.Dir, "probe.json");
+        var (exit, output, err) = CliRunner.Run("probe", "--sae", Path.Combine(fx.Dir, "sae"), "--model", "builtin",
+            "--dataset", Path.Combine(fx.Dir, "corpus", "heldout.jsonl"), "--tokens", "8192", "--absorption", "--json", json);
+        Assert.True(exit == 0, err + output);
+        Assert.Contains("sparse probing at blocks.1.hook_resid_post", output);
+        Assert.Contains("feature absorption", output);
+        var r = JsonNode.Parse(File.ReadAllText(json))!;
+        var tasks = r["eval_result_details"]!.AsArray();
+        Assert.NotEmpty(tasks);
+        // Each mean is the average of the tasks' values under the same key; accuracies on balanced sets lie in [0, 1]
+        // and a probe on the whole activation beats chance on every label.
+        foreach (var (group, key) in new[] { ("llm", "llm_test_accuracy"), ("llm", "llm_top_1_test_accuracy"), ("sae", "sae_top_1_test_accuracy"),
+                                             ("sae", "sae_top_50_test_accuracy") })
+        {
+            double mean = tasks.Average(t => t![key]!.GetValue<double>());
+            Assert.Equal(mean, r["eval_result_metrics"]![group]![key]!.GetValue<double>(), 12);
+            Assert.All(tasks, t => Assert.InRange(t![key]!.GetValue<double>(), 0.0, 1.0));
+        }
+        Assert.All(tasks, t => Assert.True(t!["llm_test_accuracy"]!.GetValue<double>() > 0.6, t!["label"]!.ToString()));
+        var labels = r["absorption"]!["eval_result_details"]!.AsArray();
+        Assert.Contains(labels, l => l!["label"]!.GetValue<string>() == "cat:colour");
+        Assert.All(labels, l => Assert.Equal(l!["num_full_absorption"]!.GetValue<int>() / (double)l["num_probe_true_positives"]!.GetValue<int>(),
+                                             l["full_absorption_rate"]!.GetValue<double>(), 12));
+
+        var bad = CliRunner.Run("probe", "--sae", Path.Combine(fx.Dir, "sae"), "--model", "builtin",
+            "--dataset", Path.Combine(fx.Dir, "corpus", "heldout.jsonl"), "--absorption-labels", "cat:colour");
+        Assert.NotEqual(0, bad.Exit);
+        Assert.Contains("--absorption-labels needs --absorption", bad.Err + bad.Out);
+    }
 }
 
 /// <summary><c>sae demo</c>'s sizes without running the whole flow: the defaults its help states, the flags reaching the
@@ -295,4 +329,5 @@ public class DemoOptionsTests
             Directory.Delete(dir, recursive: true);
         }
     }
+
 }

@@ -1,0 +1,75 @@
+using System.CommandLine;
+using SaeSharp.Analysis;
+using SaeSharp.Pipelines;
+using Spectre.Console;
+
+namespace SaeSharp.Cli.Commands;
+
+/// <summary><c>sae probe</c>: SAEBench's k-sparse probing (and, with <c>--absorption</c>, feature absorption) on token labels.</summary>
+internal static class ProbeCommand
+{
+    public static Command Create()
+    {
+        var sae = SaeCommands.SaeOption();
+        var model = ModelCommands.ModelOption();
+        var dataset = new Option<string>("--dataset") { Description = "Labelled .jsonl (text + token-aligned labels), e.g. from `sae corpus`", Required = true };
+        var tokens = new Option<long>("--tokens") { Description = "Labelled tokens to read (half train, half test)", DefaultValueFactory = _ => 40_000 }.Positive();
+        var ctx = new Option<int?>("--context-size") { Description = "Tokens per window (default: the SAE's context_size)" }.Positive();
+        var labels = new Option<string?>("--labels") { Description = "Comma-separated labels to probe (default: every label with 50 tokens with and without it in each half)" };
+        var absorption = new Option<bool>("--absorption") { Description = "Also measure feature absorption (SAEBench's absorption eval on parent labels)" };
+        var absorptionLabels = new Option<string?>("--absorption-labels") { Description = $"Comma-separated parent labels for --absorption (default: {string.Join(",", AbsorptionOptions.DefaultLabels)})" };
+        var json = new Option<string?>("--json") { Description = "Write the means (SAEBench's key names), every task and the absorption details to this JSON file" };
+        var command = new Command("probe", "k-sparse probing of SAE features against token labels, with a probe on the whole activation as baseline (SAEBench's sparse probing; --absorption: feature absorption)")
+            { sae, model, dataset, tokens, ctx, labels, absorption, absorptionLabels, json };
+        Cli.SetAction(command, parse =>
+        {
+            static IReadOnlyList<string>? List(string? s) => s is null ? null : s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+            if (parse.GetValue(absorptionLabels) is not null && !parse.GetValue(absorption))
+                throw new SaeSharpException("--absorption-labels needs --absorption");
+            var absorb = parse.GetValue(absorption) ? new AbsorptionOptions { Labels = List(parse.GetValue(absorptionLabels)) } : null;
+            var report = CliProgress.Run("probe", progress => AnalysisPipeline.Probe(parse.GetValue(sae)!, ModelSource.Resolve(parse.GetValue(model)!),
+                parse.GetValue(dataset)!,
+                new LabelScoringOptions { Tokens = parse.GetValue(tokens), ContextSize = parse.GetValue(ctx), Progress = progress },
+                new SparseProbingOptions { Labels = List(parse.GetValue(labels)) }, absorb));
+            Print(report);
+            if (parse.GetValue(json) is { } path)
+            {
+                report.WriteJson(path);
+                Console.WriteLine($"wrote {path}");
+            }
+            return 0;
+        });
+        return command;
+    }
+
+    /// <summary>Test accuracy per task (model probe, then SAE top-k probes), the mean row, then the absorption table.</summary>
+    internal static void Print(SparseProbingReport r)
+    {
+        static string A(double v) => v.ToString("F3", System.Globalization.CultureInfo.InvariantCulture);
+        var columns = new List<Column> { new("label", NoWrap: true), new("llm", Right: true, Heading: "llm\nall") };
+        columns.AddRange(r.KValues.Select(k => new Column($"sae top {k}", Right: true, Heading: $"sae\nk={k}")));
+        IReadOnlyList<string> Row(string name, double llm, IEnumerable<double> sae) => [name, A(llm), .. sae.Select(A)];
+        var rows = r.Tasks.Select(t => Row(t.Label, t.LlmTestAccuracy, r.KValues.Select(k => t.SaeTopK[k]))).ToList();
+        if (r.Tasks.Count > 0)
+        {
+            var m = r.Means();
+            rows.Add(Row("mean", m["llm_test_accuracy"], r.KValues.Select(k => m[$"sae_top_{k}_test_accuracy"])));
+        }
+        Cli.WriteColumns($"sparse probing at {r.Hook}: {r.Tasks.Count} labels, {Cli.Integer(r.Tokens)} tokens", columns, rows);
+        Cli.WriteIndented(Markup.Escape("(test accuracy on balanced sets; llm all = probe on every dimension of the activation; sae k = probe on the top k SAE features, those with the largest difference of class means)"), 2);
+        if (r.Absorption is not { } a) return;
+        Cli.WriteColumns("feature absorption",
+            [new Column("label", NoWrap: true), new Column("probe F1", Right: true, Heading: "probe\nF1"), new Column("main latents", Heading: "main\nlatents"),
+             new Column("probe TP", Right: true, Heading: "probe\nTP"), new Column("absorption fraction", Right: true, Heading: "absorp.\nfraction"),
+             new Column("full absorption", Right: true, Heading: "full\nabsorp."), new Column("top absorbers", Heading: "top\nabsorbers")],
+            [.. a.Labels.Select(l => (IReadOnlyList<string>)[l.Label + (l.Included ? "" : " *"), A(l.ProbeF1), string.Join(" ", l.MainLatents),
+                Cli.Integer(l.ProbeTruePositives), A(l.MeanAbsorptionFraction), A(l.FullAbsorptionRate),
+                string.Join(" ", l.TopAbsorbers.Take(3).Select(t => $"{t.Latent}×{t.Count}"))])]);
+        Cli.WriteIndented(Markup.Escape("(absorp. fraction and full absorp.: SAEBench's scores, averaged over the probe's true positives (TP) among the held-out tokens with the label; " +
+                                        "main latents: those of the k-sparse probe up to the last F1 jump; top absorbers: latent×tokens fully absorbed; docs/labels.md)"), 2);
+        string Mean(double v) => double.IsNaN(v) ? "n/a" : A(v);
+        Cli.WriteIndented(Markup.Escape($"mean over labels with probe F1 > 0.6: absorption fraction {Mean(a.MeanAbsorptionFractionScore)}, " +
+                                        $"full absorption {Mean(a.MeanFullAbsorptionScore)}, main latents {Mean(a.MeanNumSplitFeatures)}" +
+                                        (a.Labels.Any(l => !l.Included) ? " (* left out)" : "")), 2);
+    }
+}

@@ -1,0 +1,110 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Analysis;
+
+/// <summary>
+/// A binary logistic-regression probe fitted as scikit-learn's <c>LogisticRegression(penalty="l2", C=C)</c> (SAEBench's
+/// probe): it minimises ½‖w‖² + C·Σᵢ [log(1 + e^{zᵢ}) − yᵢ·zᵢ] with zᵢ = w·xᵢ + b, the intercept b unpenalised. Solved by
+/// Newton's method in float64 with a backtracking line search (at most <c>maxIter</c> steps; the objective is strictly
+/// convex in w, so the optimum is sklearn's up to its tolerance). Predicts class 1 where w·x + b &gt; 0.
+/// </summary>
+public sealed class LogisticRegression
+{
+    /// <summary>Weights w, one per input column.</summary>
+    public double[] Coef { get; }
+    /// <summary>Intercept b.</summary>
+    public double Intercept { get; }
+    /// <summary>Newton steps taken.</summary>
+    public int Iterations { get; }
+
+    private LogisticRegression(double[] coef, double intercept, int iterations)
+    {
+        Coef = coef;
+        Intercept = intercept;
+        Iterations = iterations;
+    }
+
+    /// <summary>Fits the probe to rows <paramref name="x"/> [n, d] (any float type) and labels <paramref name="y"/> (true = class 1).
+    /// <paramref name="sampleWeight"/> weighs each row's log-loss (sklearn's <c>sample_weight</c>; see <see cref="BalancedWeights"/>).</summary>
+    public static LogisticRegression Fit(Tensor x, bool[] y, double c = 1.0, int maxIter = 100, double tolerance = 1e-8, double[]? sampleWeight = null)
+    {
+        if (sampleWeight is not null && (sampleWeight.Length != y.Length || sampleWeight.Any(v => !(v >= 0) || double.IsInfinity(v))))
+            throw new SaeSharpException($"logistic regression: {sampleWeight.Length} sample weights for {y.Length} rows, each finite and ≥ 0");
+        if (x.dim() != 2) throw new SaeSharpException($"logistic regression needs [n, d] inputs, got [{string.Join(", ", x.shape)}]");
+        if (x.shape[0] != y.Length) throw new SaeSharpException($"logistic regression: {x.shape[0]} rows but {y.Length} labels");
+        if (y.Length == 0 || y.All(v => v) || !y.Any(v => v)) throw new SaeSharpException("logistic regression needs examples of both classes");
+        if (!(c > 0)) throw new SaeSharpException($"logistic regression: C must be positive, got {c}");
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        using var cs = c.ToScalar();
+        var one = TorchScalars.One;
+        long n = x.shape[0], d = x.shape[1];
+        var z = cat([x.to(ScalarType.Float64).cpu(), ones(n, 1, ScalarType.Float64)], 1); // [n, d+1]
+        var t = tensor(y.Select(v => v ? 1.0 : 0.0).ToArray());
+        var sw = sampleWeight is null ? ones(n, ScalarType.Float64) : tensor(sampleWeight);
+        var penalty = cat([ones(d, ScalarType.Float64), zeros(1, ScalarType.Float64)]); // the intercept is not penalised
+        var ridge = diag(penalty.add(TorchScalars.Of(1e-10), one));
+        var beta = zeros(d + 1, ScalarType.Float64);
+        double Objective(Tensor b)
+        {
+            using var s = NewDisposeScope();
+            var m = z.mv(b);
+            var logLoss = nn.functional.softplus(m).sub(t.mul(m)).mul(sw).sum().mul(cs);
+            return penalty.mul(b).mul(b).sum().mul(TorchScalars.Of(0.5)).add(logLoss, one).item<double>();
+        }
+        double f = Objective(beta);
+        int it = 0;
+        for (; it < maxIter; it++)
+        {
+            using var step = NewDisposeScope();
+            var p = z.mv(beta).sigmoid();
+            var grad = penalty.mul(beta).add(z.t().mv(p.sub(t).mul(sw)).mul(cs), one);
+            double gmax = grad.abs().max().item<double>();
+            if (gmax < tolerance * Math.Max(1.0, c * n)) break;
+            var w = p.sub(p.mul(p)).mul(sw).unsqueeze(1); // weight · p(1 - p)
+            var hess = z.t().mm(z.mul(w)).mul(cs).add(ridge, one);
+            var dir = linalg.solve(hess, grad.unsqueeze(1)).squeeze(1);
+            double slope = grad.mul(dir).sum().item<double>();
+            double a = 1.0;
+            Tensor next = beta.sub(dir);
+            double fNext = Objective(next);
+            while (fNext > f - 1e-4 * a * slope && a > 1e-10)
+            {
+                a *= 0.5;
+                using var sa = a.ToScalar();
+                next = beta.sub(dir.mul(sa));
+                fNext = Objective(next);
+            }
+            if (fNext >= f) break; // no further decrease is representable
+            beta = next.MoveToOuterDisposeScope();
+            f = fNext;
+        }
+        var coef = beta.data<double>().ToArray();
+        return new LogisticRegression(coef[..^1], coef[^1], it);
+    }
+
+    /// <summary>sklearn's <c>class_weight="balanced"</c> as sample weights: n / (2 · rows of the row's class).</summary>
+    public static double[] BalancedWeights(bool[] y)
+    {
+        int pos = y.Count(v => v), neg = y.Length - pos;
+        return [.. y.Select(v => y.Length / (2.0 * (v ? pos : neg)))];
+    }
+
+    /// <summary>w·x + b for each row of <paramref name="x"/> [n, d].</summary>
+    public double[] DecisionFunction(Tensor x)
+    {
+        if (x.dim() != 2 || x.shape[1] != Coef.Length)
+            throw new SaeSharpException($"the probe takes [n, {Coef.Length}] inputs, got [{string.Join(", ", x.shape)}]");
+        using var scope = NewDisposeScope();
+        return x.to(ScalarType.Float64).cpu().mv(tensor(Coef)).data<double>().Select(v => v + Intercept).ToArray();
+    }
+
+    /// <summary>Share of rows whose prediction (w·x + b &gt; 0) equals the label.</summary>
+    public double Accuracy(Tensor x, bool[] y)
+    {
+        var s = DecisionFunction(x);
+        if (s.Length != y.Length) throw new SaeSharpException($"{s.Length} rows but {y.Length} labels");
+        return s.Length == 0 ? 0 : (double)s.Where((v, i) => v > 0 == y[i]).Count() / s.Length;
+    }
+}

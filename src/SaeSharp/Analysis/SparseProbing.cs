@@ -1,0 +1,215 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using SaeSharp.Models;
+using SaeSharp.Saes;
+using SaeSharp.Tokenizers;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Analysis;
+
+/// <summary>Options of <see cref="SparseProbing"/> (<c>sae probe</c>); the defaults are SAEBench's where it has one.</summary>
+public sealed record SparseProbingOptions
+{
+    /// <summary>Numbers of features (or model dimensions) each sparse probe sees (SAEBench's original list; its current
+    /// default is 1, 2, 5).</summary>
+    public IReadOnlyList<int> KValues { get; init; } = [1, 2, 5, 10, 20, 50];
+    /// <summary>Balanced training examples per task, half positive (SAEBench's <c>probe_train_set_size</c>).</summary>
+    public int TrainSetSize { get; init; } = 4000;
+    /// <summary>Balanced test examples per task, half positive (SAEBench's <c>probe_test_set_size</c>).</summary>
+    public int TestSetSize { get; init; } = 1000;
+    /// <summary>A label is a task when it has at least this many tokens (and as many without it) in each half.</summary>
+    public int MinPositives { get; init; } = 50;
+    /// <summary>Seed of the class balancing draws (SAEBench's <c>random_seed</c>).</summary>
+    public int Seed { get; init; } = 42;
+    /// <summary>Inverse L2 strength of every probe (sklearn's <c>C</c>, SAEBench's 1.0).</summary>
+    public double C { get; init; } = 1.0;
+    /// <summary>Labels to probe; null: every label with enough positives.</summary>
+    public IReadOnlyList<string>? Labels { get; init; }
+}
+
+/// <summary>One binary task of <see cref="SparseProbing"/>: test accuracies of the probes for one label.</summary>
+/// <param name="Label">The label (positives: tokens carrying it).</param>
+/// <param name="TrainExamples">Balanced training examples.</param>
+/// <param name="TestExamples">Balanced test examples.</param>
+/// <param name="LlmTestAccuracy">Probe on the whole model activation at the hook.</param>
+/// <param name="LlmTopK">k → probe on the k model dimensions with the largest |difference of class means|.</param>
+/// <param name="SaeTopK">k → probe on the k SAE features with the largest |difference of class means|.</param>
+/// <param name="TopFeatures">SAE features by |difference of class means| on the training split, largest first (max k of them).</param>
+public sealed record SparseProbingTask(string Label, int TrainExamples, int TestExamples, double LlmTestAccuracy,
+    IReadOnlyDictionary<int, double> LlmTopK, IReadOnlyDictionary<int, double> SaeTopK, IReadOnlyList<int> TopFeatures);
+
+/// <summary>Result of <see cref="SparseProbing"/>: every task and the means SAEBench reports.</summary>
+/// <param name="Hook">Hook the SAE reads (empty when <see cref="SparseProbing.Evaluate"/> was given the activations).</param>
+/// <param name="Tokens">Labelled tokens harvested (both halves).</param>
+/// <param name="KValues">The k list.</param>
+/// <param name="Tasks">One entry per label probed.</param>
+/// <param name="Absorption">Feature absorption, when it was asked for.</param>
+public sealed record SparseProbingReport(string Hook, long Tokens, IReadOnlyList<int> KValues, IReadOnlyList<SparseProbingTask> Tasks,
+    AbsorptionReport? Absorption = null)
+{
+    /// <summary>Mean over tasks under SAEBench's key names: <c>llm_test_accuracy</c>, <c>llm_top_{k}_test_accuracy</c>,
+    /// <c>sae_top_{k}_test_accuracy</c>.</summary>
+    public IReadOnlyDictionary<string, double> Means()
+    {
+        var m = new Dictionary<string, double>();
+        if (Tasks.Count == 0) return m;
+        m["llm_test_accuracy"] = Tasks.Average(t => t.LlmTestAccuracy);
+        foreach (int k in KValues) m[$"llm_top_{k}_test_accuracy"] = Tasks.Average(t => t.LlmTopK[k]);
+        foreach (int k in KValues) m[$"sae_top_{k}_test_accuracy"] = Tasks.Average(t => t.SaeTopK[k]);
+        return m;
+    }
+
+    /// <summary>Writes the means (SAEBench's <c>llm</c> and <c>sae</c> groups), every task and the absorption results as JSON.</summary>
+    public void WriteJson(string path)
+    {
+        var means = Means();
+        JsonObject Group(string prefix) => new(means.Where(kv => kv.Key.StartsWith(prefix, StringComparison.Ordinal))
+            .Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value)));
+        var root = new JsonObject
+        {
+            ["hook"] = Hook, ["tokens"] = Tokens, ["k_values"] = new JsonArray([.. KValues.Select(k => (JsonNode)k)]),
+            ["eval_result_metrics"] = new JsonObject { ["llm"] = Group("llm_"), ["sae"] = Group("sae_") },
+            ["eval_result_details"] = new JsonArray([.. Tasks.Select(t =>
+            {
+                var o = new JsonObject { ["label"] = t.Label, ["train_examples"] = t.TrainExamples, ["test_examples"] = t.TestExamples,
+                                         ["llm_test_accuracy"] = t.LlmTestAccuracy };
+                foreach (int k in KValues) o[$"llm_top_{k}_test_accuracy"] = t.LlmTopK[k];
+                foreach (int k in KValues) o[$"sae_top_{k}_test_accuracy"] = t.SaeTopK[k];
+                o["top_features"] = new JsonArray([.. t.TopFeatures.Select(f => (JsonNode)f)]);
+                return (JsonNode)o;
+            })]),
+        };
+        if (Absorption is { } a) root["absorption"] = a.ToJson();
+        var dir = Path.GetDirectoryName(Path.GetFullPath(path));
+        if (dir is not null) Directory.CreateDirectory(dir);
+        IO.AtomicFile.WriteAllText(path, root.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+    }
+}
+
+/// <summary>
+/// SAEBench's k-sparse probing on token labels (<c>sae probe</c>). For each label with enough positives, a balanced
+/// training set (from the fitting half) and test set (from the evaluation half); the k SAE features with the largest
+/// |mean over positives − mean over negatives| on the training set; a <see cref="LogisticRegression"/> probe on those k
+/// features; its test accuracy. Baselines: the same on the model's activation dimensions, and a probe on the whole
+/// activation (SAEBench's <c>llm_test_accuracy</c>). Tasks are tokens, not mean-pooled texts. See docs/labels.md.
+/// </summary>
+public static class SparseProbing
+{
+    /// <summary>Runs the model over <paramref name="datasetPath"/>'s labelled tokens, encodes the hook's activations
+    /// with the SAE, and probes every label (and measures absorption when <paramref name="absorption"/> is given).</summary>
+    public static SparseProbingReport Run(Sae sae, HookedTransformer model, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks,
+        ITextTokenizer tokenizer, string datasetPath, LabelScoringOptions harvest, SparseProbingOptions options, AbsorptionOptions? absorption = null)
+    {
+        using var h = LabelScoring.Harvest(sae, model, modelHooks, tokenizer, datasetPath, harvest with { NeuronHook = null });
+        var report = Evaluate(h.Features, h.Neurons, h.TokenLabels, h.LabelNames, h.Fit, options) with { Hook = h.Hook };
+        if (absorption is null) return report;
+        using var scope = NewDisposeScope();
+        var wDec = sae.WDec.detach().to(ScalarType.Float32).cpu();
+        return report with { Absorption = FeatureAbsorption.Evaluate(h.Features, h.Neurons, wDec, h.TokenLabels, h.LabelNames, h.Fit, absorption) };
+    }
+
+    /// <summary>
+    /// Probes every label on given activations: <paramref name="features"/> [n, d_sae] (SAE features), <paramref name="modelActs"/>
+    /// [n, d] (the activation they encode), <paramref name="tokenLabels"/>[i] the label ids of token i, <paramref name="fit"/>[i]
+    /// true for the training half.
+    /// </summary>
+    public static SparseProbingReport Evaluate(Tensor features, Tensor modelActs, IReadOnlyList<int[]> tokenLabels, IReadOnlyList<string> labelNames,
+        bool[] fit, SparseProbingOptions options)
+    {
+        int n = tokenLabels.Count;
+        if (features.dim() != 2 || modelActs.dim() != 2 || features.shape[0] != n || modelActs.shape[0] != n || fit.Length != n)
+            throw new SaeSharpException($"sparse probing: features [{string.Join(", ", features.shape)}], activations [{string.Join(", ", modelActs.shape)}], " +
+                                        $"{fit.Length} split flags and {n} label lists must agree on the number of tokens");
+        if (options.KValues.Count == 0 || options.KValues.Any(k => k < 1))
+            throw new SaeSharpException($"sparse probing: k values must be positive, got [{string.Join(", ", options.KValues)}]");
+        var tasks = new List<SparseProbingTask>();
+        foreach (int l in TaskLabels(tokenLabels, labelNames, fit, options.MinPositives, options.Labels))
+        {
+            var rng = new Random(options.Seed);
+            var (trainRows, yTrain) = Balanced(tokenLabels, l, fit, true, options.TrainSetSize, rng);
+            var (testRows, yTest) = Balanced(tokenLabels, l, fit, false, options.TestSetSize, rng);
+            using var scope = NewDisposeScope();
+            var tr = tensor(trainRows);
+            var te = tensor(testRows);
+            var xTrain = modelActs.index_select(0, tr);
+            var xTest = modelActs.index_select(0, te);
+            var fTrain = features.index_select(0, tr);
+            var fTest = features.index_select(0, te);
+            double llm = LogisticRegression.Fit(xTrain, yTrain, options.C).Accuracy(xTest, yTest);
+            var llmOrder = MeanDifferenceOrder(xTrain, yTrain, absolute: true);
+            var saeOrder = MeanDifferenceOrder(fTrain, yTrain, absolute: true);
+            var llmTop = new SortedDictionary<int, double>();
+            var saeTop = new SortedDictionary<int, double>();
+            foreach (int k in options.KValues)
+            {
+                llmTop[k] = TopKAccuracy(xTrain, yTrain, xTest, yTest, llmOrder, k, options.C);
+                saeTop[k] = TopKAccuracy(fTrain, yTrain, fTest, yTest, saeOrder, k, options.C);
+            }
+            tasks.Add(new SparseProbingTask(labelNames[l], trainRows.Length, testRows.Length, llm, llmTop, saeTop,
+                saeOrder.Take(options.KValues.Max()).ToArray()));
+        }
+        return new SparseProbingReport("", n, options.KValues, tasks);
+    }
+
+    private static double TopKAccuracy(Tensor train, bool[] yTrain, Tensor test, bool[] yTest, int[] order, int k, double c)
+    {
+        using var scope = NewDisposeScope();
+        var idx = tensor(order.Take(k).Select(i => (long)i).ToArray());
+        return LogisticRegression.Fit(train.index_select(1, idx), yTrain, c).Accuracy(test.index_select(1, idx), yTest);
+    }
+
+    /// <summary>Labels probed: those asked for (each must exist), else every label with <paramref name="minPositives"/>
+    /// tokens with and without it in each half, in order of first appearance.</summary>
+    internal static int[] TaskLabels(IReadOnlyList<int[]> tokenLabels, IReadOnlyList<string> labelNames, bool[] fit, int minPositives,
+        IReadOnlyList<string>? asked)
+    {
+        long fitN = fit.Count(f => f), evalN = fit.Length - fitN;
+        var pf = new long[labelNames.Count];
+        var pe = new long[labelNames.Count];
+        for (int i = 0; i < tokenLabels.Count; i++)
+            foreach (int l in tokenLabels[i]) (fit[i] ? pf : pe)[l]++;
+        bool Enough(int l) => Math.Min(Math.Min(pf[l], fitN - pf[l]), Math.Min(pe[l], evalN - pe[l])) >= minPositives;
+        if (asked is null) return [.. Enumerable.Range(0, labelNames.Count).Where(Enough)];
+        var result = new List<int>();
+        foreach (var name in asked)
+        {
+            int l = labelNames.ToList().IndexOf(name);
+            if (l < 0) throw new SaeSharpException($"label '{name}' is on no token read; labels seen: {string.Join(", ", labelNames.Order(StringComparer.Ordinal))}");
+            if (!Enough(l))
+                throw new SaeSharpException($"label '{name}' has {pf[l]} tokens in the training half and {pe[l]} in the test half (and {fitN - pf[l]} / {evalN - pe[l]} without it); " +
+                                            $"each of the four must be at least {minPositives}: read more tokens");
+            result.Add(l);
+        }
+        return [.. result];
+    }
+
+    /// <summary>SAEBench's class balancing: from the tokens of one half, min(positives, negatives, size/2) positives and as
+    /// many negatives, drawn at random, then shuffled together.</summary>
+    internal static (long[] Rows, bool[] Y) Balanced(IReadOnlyList<int[]> tokenLabels, int label, bool[] fit, bool half, int size, Random rng)
+    {
+        var pos = new List<long>();
+        var neg = new List<long>();
+        for (int i = 0; i < tokenLabels.Count; i++)
+            if (fit[i] == half) (tokenLabels[i].Contains(label) ? pos : neg).Add(i);
+        int m = Math.Min(Math.Min(pos.Count, neg.Count), size / 2);
+        var p = pos.ToArray();
+        var q = neg.ToArray();
+        rng.Shuffle(p);
+        rng.Shuffle(q);
+        var rows = p.Take(m).Select(r => (r, true)).Concat(q.Take(m).Select(r => (r, false))).ToArray();
+        rng.Shuffle(rows);
+        return ([.. rows.Select(r => r.r)], [.. rows.Select(r => r.Item2)]);
+    }
+
+    /// <summary>Columns of <paramref name="x"/> ordered by mean over positives − mean over negatives (its absolute value when
+    /// <paramref name="absolute"/>), largest first; ties by column index.</summary>
+    internal static int[] MeanDifferenceOrder(Tensor x, bool[] y, bool absolute)
+    {
+        using var scope = NewDisposeScope();
+        var pos = tensor(y.Select((v, i) => (v, i)).Where(t => t.v).Select(t => (long)t.i).ToArray());
+        var neg = tensor(y.Select((v, i) => (v, i)).Where(t => !t.v).Select(t => (long)t.i).ToArray());
+        var x64 = x.to(ScalarType.Float64);
+        var diff = x64.index_select(0, pos).mean([0]).sub(x64.index_select(0, neg).mean([0])).data<double>().ToArray();
+        return [.. Enumerable.Range(0, diff.Length).OrderByDescending(j => absolute ? Math.Abs(diff[j]) : diff[j]).ThenBy(j => j)];
+    }
+}

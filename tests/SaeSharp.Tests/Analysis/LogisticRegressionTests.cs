@@ -1,0 +1,153 @@
+using SaeSharp.Analysis;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Tests.Analysis;
+
+public class LogisticRegressionTests
+{
+    [Fact]
+    public void Separable_data_is_classified_without_error()
+    {
+        var rng = new Random(3);
+        int n = 400;
+        var x = new float[n * 2];
+        var y = new bool[n];
+        for (int i = 0; i < n; i++)
+        {
+            y[i] = i % 2 == 0;
+            x[2 * i] = (float)(y[i] ? 0.5 + rng.NextDouble() : -0.5 - rng.NextDouble()); // a margin of 1 on the first column
+            x[2 * i + 1] = (float)(rng.NextDouble() * 4 - 2);
+        }
+        using var t = tensor(x).view(n, 2);
+        var probe = LogisticRegression.Fit(t, y);
+        Assert.Equal(1.0, probe.Accuracy(t, y));
+        Assert.True(probe.Coef[0] > 0);
+    }
+
+    [Fact]
+    public void The_one_dimensional_symmetric_case_meets_its_closed_form()
+    {
+        // n points at x = +1 with y = 1 and n at x = −1 with y = 0. By symmetry b = 0, and ∂/∂w of
+        // ½w² + C·Σ log(1 + e^{z}) − y·z is w − 2·C·n·σ(−w) = 0: solved here by bisection.
+        const int n = 5;
+        const double c = 0.3;
+        double lo = 0, hi = 10;
+        for (int i = 0; i < 200; i++)
+        {
+            double mid = 0.5 * (lo + hi);
+            if (mid - 2 * c * n / (1 + Math.Exp(mid)) > 0) hi = mid; else lo = mid;
+        }
+        using var x = tensor(Enumerable.Range(0, 2 * n).Select(i => i < n ? 1f : -1f).ToArray()).view(2 * n, 1);
+        var probe = LogisticRegression.Fit(x, [.. Enumerable.Range(0, 2 * n).Select(i => i < n)], c);
+        Assert.Equal(lo, probe.Coef[0], 9);
+        Assert.Equal(0.0, probe.Intercept, 9);
+    }
+
+    [Fact]
+    public void Overlapping_classes_match_a_plain_newton_reference_and_zero_the_gradient()
+    {
+        var rng = new Random(5);
+        int n = 60, d = 3;
+        var x = new double[n, d];
+        var y = new bool[n];
+        for (int i = 0; i < n; i++)
+        {
+            for (int j = 0; j < d; j++) x[i, j] = rng.NextDouble() * 2 - 1;
+            y[i] = rng.NextDouble() < 1 / (1 + Math.Exp(-(2 * x[i, 0] - x[i, 1] + 0.3)));
+        }
+        const double c = 2.0;
+        var reference = NewtonReference(x, y, c);
+        using var t = tensor(Enumerable.Range(0, n * d).Select(k => (float)x[k / d, k % d]).ToArray()).view(n, d);
+        var probe = LogisticRegression.Fit(t, y, c);
+        double[] beta = [.. probe.Coef, probe.Intercept];
+        // The data reach the probe as float32: compare with the reference on the same rounded values.
+        for (int j = 0; j <= d; j++) Assert.Equal(reference[j], beta[j], 5);
+        // Optimality: w + C·Σ (σ(z) − y)·x = 0 and Σ (σ(z) − y) = 0.
+        var g = Gradient(RoundToSingle(x), y, c, beta);
+        Assert.All(g, v => Assert.True(Math.Abs(v) < 1e-5, $"gradient {v}"));
+    }
+
+    [Fact]
+    public void Integer_sample_weights_fit_as_repeated_rows()
+    {
+        var rng = new Random(9);
+        int n = 50;
+        var x = Enumerable.Range(0, 2 * n).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+        var y = Enumerable.Range(0, n).Select(i => rng.NextDouble() < 0.5 + 0.4 * x[2 * i]).ToArray();
+        var w = Enumerable.Range(0, n).Select(i => (double)(1 + i % 3)).ToArray();
+        var rx = new List<float>();
+        var ry = new List<bool>();
+        for (int i = 0; i < n; i++)
+            for (int r = 0; r < w[i]; r++) { rx.Add(x[2 * i]); rx.Add(x[2 * i + 1]); ry.Add(y[i]); }
+        using var t = tensor(x).view(n, 2);
+        using var repeated = tensor(rx.ToArray()).view(-1, 2);
+        var weighted = LogisticRegression.Fit(t, y, sampleWeight: w);
+        var plain = LogisticRegression.Fit(repeated, [.. ry]);
+        Assert.Equal(plain.Coef[0], weighted.Coef[0], 8);
+        Assert.Equal(plain.Coef[1], weighted.Coef[1], 8);
+        Assert.Equal(plain.Intercept, weighted.Intercept, 8);
+        // class_weight="balanced": each class's weights sum to n / 2.
+        var b = LogisticRegression.BalancedWeights([true, false, false, false]);
+        Assert.Equal([2.0, 2.0 / 3, 2.0 / 3, 2.0 / 3], b);
+    }
+
+    private static double[,] RoundToSingle(double[,] x)
+    {
+        var r = (double[,])x.Clone();
+        for (int i = 0; i < x.GetLength(0); i++) for (int j = 0; j < x.GetLength(1); j++) r[i, j] = (float)x[i, j];
+        return r;
+    }
+
+    private static double[] Gradient(double[,] x, bool[] y, double c, double[] beta)
+    {
+        int n = x.GetLength(0), d = x.GetLength(1);
+        var g = new double[d + 1];
+        for (int j = 0; j < d; j++) g[j] = beta[j];
+        for (int i = 0; i < n; i++)
+        {
+            double z = beta[d];
+            for (int j = 0; j < d; j++) z += beta[j] * x[i, j];
+            double r = c * (1 / (1 + Math.Exp(-z)) - (y[i] ? 1 : 0));
+            for (int j = 0; j < d; j++) g[j] += r * x[i, j];
+            g[d] += r;
+        }
+        return g;
+    }
+
+    /// <summary>Newton's method on plain arrays with Gauss–Jordan elimination, 50 full steps from zero.</summary>
+    private static double[] NewtonReference(double[,] x0, bool[] y, double c)
+    {
+        var x = RoundToSingle(x0);
+        int n = x.GetLength(0), d = x.GetLength(1), m = d + 1;
+        var beta = new double[m];
+        for (int it = 0; it < 50; it++)
+        {
+            var g = Gradient(x, y, c, beta);
+            var h = new double[m, m + 1];
+            for (int j = 0; j < d; j++) h[j, j] = 1;
+            for (int i = 0; i < n; i++)
+            {
+                double z = beta[d];
+                for (int j = 0; j < d; j++) z += beta[j] * x[i, j];
+                double p = 1 / (1 + Math.Exp(-z)), w = c * p * (1 - p);
+                for (int a = 0; a < m; a++)
+                    for (int b = 0; b < m; b++)
+                        h[a, b] += w * (a < d ? x[i, a] : 1) * (b < d ? x[i, b] : 1);
+            }
+            for (int a = 0; a < m; a++) h[a, m] = g[a];
+            for (int col = 0; col < m; col++)
+            {
+                double piv = h[col, col];
+                for (int b = 0; b <= m; b++) h[col, b] /= piv;
+                for (int r = 0; r < m; r++)
+                {
+                    if (r == col) continue;
+                    double f = h[r, col];
+                    for (int b = 0; b <= m; b++) h[r, b] -= f * h[col, b];
+                }
+            }
+            for (int a = 0; a < m; a++) beta[a] -= h[a, m];
+        }
+        return beta;
+    }
+}
