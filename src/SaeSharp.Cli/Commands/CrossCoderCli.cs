@@ -31,6 +31,14 @@ internal static class CrossCoderCli
         public bool Resume { get; init; }
         /// <summary>Checkpoint every N steps (default steps/10).</summary>
         public long? CheckpointEvery { get; init; }
+        /// <summary>BatchTopK k annealing: k at step 0 (the fork's <c>k_max</c>).</summary>
+        public int? KMax { get; init; }
+        /// <summary>BatchTopK k annealing: steps from k_max down to k (<c>k_annealing_steps</c>).</summary>
+        public long? KAnnealingSteps { get; init; }
+        /// <summary>Train with the activation normaliser (statistics of the training rows: <c>activation_mean</c>, <c>activation_std</c>).</summary>
+        public bool ActivationNormalizer { get; init; }
+        /// <summary>The normaliser's <c>target_rms</c> (default 1).</summary>
+        public double? TargetRms { get; init; }
     }
 
     public static bool IsCrossCoderArch(string? arch) => arch is CrossCoder.ArchitectureName or CrossCoder.BatchTopKArchitectureName;
@@ -56,6 +64,12 @@ internal static class CrossCoderCli
         if (topK && r.K is null) throw new SaeSharpException("--arch batchtopk_crosscoder needs --k");
         if (!topK && r.K is not null) throw new SaeSharpException("--k is for --arch batchtopk_crosscoder; the L1 crosscoder's sparsity is set by --l1 (l1_penalty)");
         if (topK && r.L1 is not null) throw new SaeSharpException("--l1 is for --arch crosscoder; batchtopk_crosscoder's sparsity is set by --k");
+        if (!topK && (r.KMax is not null || r.KAnnealingSteps is not null)) throw new SaeSharpException("--k-max and --k-annealing-steps (k annealing) are for --arch batchtopk_crosscoder");
+        if (r.KAnnealingSteps is > 0 && r.KMax is null) throw new SaeSharpException("--k-annealing-steps needs --k-max (the k at step 0)");
+        if (r.TargetRms is not null && !r.ActivationNormalizer) throw new SaeSharpException("--target-rms is the activation normaliser's; give --activation-normalizer too");
+        if (r.TargetRms is { } rms && !(rms > 0 && double.IsFinite(rms))) throw new SaeSharpException($"--target-rms {rms}: expected a positive, finite number");
+        if (r.ActivationNormalizer && r.Model is not null)
+            throw new SaeSharpException("--activation-normalizer needs the statistics of all the training rows before the first step (the fork takes them from its activation caches): cache the hooks with sae cache and train on the caches (--activations)");
         if (r.Model is not null) return TrainFromModel(r, r.Model, topK);
         using var data = CrossCoderActivations.LoadWithSources(r.Activations);
         var all = data.X;
@@ -74,7 +88,7 @@ internal static class CrossCoderCli
         };
         long steps = r.Steps ?? 1000;
         return TrainAndSave(r, topK, layers, d, steps, sources, (cc, options, onStep, c, ct) => CrossCoderTrainer.Train(cc, train, options, r.BatchSize, r.Seed, onStep, c, ct),
-            evalRows > 0 ? () => held.alias() : null);
+            evalRows > 0 ? () => held.alias() : null, r.ActivationNormalizer ? () => CrossCoderTrainer.ActivationStatistics(train) : null);
     }
 
     /// <summary><c>sae train --arch crosscoder --model M [--diff-model M2] --hooks A,B --dataset D</c>: streamed from the model
@@ -114,18 +128,30 @@ internal static class CrossCoderCli
 
     private static int TrainAndSave(TrainRequest r, bool topK, int layers, int d, long steps, CrossCoderSources sources,
         Func<CrossCoder, CrossCoderTrainerOptions, Action<CrossCoderStepLog>, CrossCoderCheckpointing, CancellationToken, IReadOnlyList<CrossCoderStepLog>> train,
-        Func<Tensor>? evalRows)
+        Func<Tensor>? evalRows, Func<(Tensor Mean, Tensor Std)>? statistics = null)
     {
         int dictSize = r.DictSize ?? (r.Expansion ?? 8) * d;
-        var cfg = new CrossCoderConfig { ActivationDim = d, DictSize = dictSize, NumLayers = layers, K = r.K };
+        var cfg = new CrossCoderConfig
+        {
+            ActivationDim = d, DictSize = dictSize, NumLayers = layers, K = r.K, NormalizerBuffers = statistics is not null, TargetRms = r.TargetRms ?? 1.0,
+        };
         using var cc = new CrossCoder(cfg);
         double? normInitScale = topK ? 1.0 : null; // the fork's defaults: BatchTopKCrossCoder 1.0, CrossCoder none
         using (var g = new Generator((ulong)r.Seed)) cc.InitializeWeights(g, normInitScale);
+        if (statistics is not null)
+        {
+            // The fork's trainers build the crosscoder with activation_mean/std; every batch is normalised before the step.
+            var (mean, std) = statistics();
+            using (mean)
+            using (std)
+                cc.SetActivationNormalizer(mean, std);
+        }
         var options = new CrossCoderTrainerOptions
         {
             Steps = steps, Lr = r.Lr, L1Penalty = r.L1 ?? 0.1,
             WarmupSteps = r.WarmupSteps ?? Math.Min(1000, steps / 10),
             ThresholdStartStep = Math.Min(1000, steps / 2),
+            KMax = r.KMax, KAnnealingSteps = r.KAnnealingSteps ?? 0,
         };
         var checkpointing = new CrossCoderCheckpointing
         {

@@ -215,6 +215,8 @@ public static class FeatureAnalysis
     public static FeatureReport Run(IReadOnlyList<CrossCoderSlotModel> models, CrossCoder cc, IReadOnlyList<string> hooks, IReadOnlyList<int> slotModels,
         IEnumerable<long[]> windows, FeatureAnalysisOptions options)
     {
+        ArgumentNullException.ThrowIfNull(cc);
+        cc.CheckReconstructsInput("crosscoder features");
         ArgumentNullException.ThrowIfNull(models);
         ArgumentNullException.ThrowIfNull(cc);
         ArgumentNullException.ThrowIfNull(hooks);

@@ -30,6 +30,8 @@ public static class CrossCoderEvaluator
     public static CrossCoderEvalResult Evaluate(CrossCoder cc, Tensor x, int batchSize = 4096)
     {
         ArgumentNullException.ThrowIfNull(cc);
+        cc.CheckReconstructsInput("crosscoder evaluation");
+        ArgumentNullException.ThrowIfNull(cc);
         cc.CheckInput(x, "evaluation activations");
         if (x.shape[0] == 0) throw new SaeSharpException("crosscoder evaluation: no rows");
         using var _ = no_grad();

@@ -58,6 +58,8 @@ public static partial class DownstreamEvaluator
         IEnumerable<long[]> windows, DownstreamEvalOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(cc);
+        cc.CheckReconstructsInput("crosscoder evaluation inside the models");
+        ArgumentNullException.ThrowIfNull(cc);
         ArgumentNullException.ThrowIfNull(models);
         ArgumentNullException.ThrowIfNull(hooks);
         ArgumentNullException.ThrowIfNull(windows);

@@ -21,6 +21,8 @@ public static class CrossCoderInterventions
     public static Tensor SteeringVectors(CrossCoder cc, int latent, double scale)
     {
         ArgumentNullException.ThrowIfNull(cc);
+        cc.CheckReconstructsInput("crosscoder steering");
+        ArgumentNullException.ThrowIfNull(cc);
         CheckLatent(cc, latent);
         if (!double.IsFinite(scale)) throw new SaeSharpException($"steering scale must be a finite number, got {scale}");
         using var _ = no_grad();
@@ -57,6 +59,8 @@ public static class CrossCoderInterventions
     public static CrossCoderEdit EditLatents(CrossCoder cc, Tensor cleanInput, IReadOnlyList<(int Slot, string Hook)> slots,
         Func<Tensor, Tensor> edit)
     {
+        ArgumentNullException.ThrowIfNull(cc);
+        cc.CheckReconstructsInput("crosscoder ablation");
         ArgumentNullException.ThrowIfNull(cc);
         ArgumentNullException.ThrowIfNull(cleanInput);
         ArgumentNullException.ThrowIfNull(edit);

@@ -43,6 +43,18 @@ public sealed record CrossCoderConfig
     public bool NormalizerBuffers { get; init; }
     /// <summary><c>target_rms</c> of the normaliser (default 1.0).</summary>
     public double TargetRms { get; init; } = 1.0;
+    /// <summary>The input slots the encoder reads (<c>encoder_layers</c>, indices into the <see cref="NumLayers"/> slots;
+    /// null: all). <c>encoder.weight</c> is then [encoder_layers.Count, d, dict_size].</summary>
+    public IReadOnlyList<int>? EncoderLayers { get; init; }
+    /// <summary>Slots the decoder writes (<c>num_decoder_layers</c>; null: <see cref="NumLayers"/>).</summary>
+    public int? NumDecoderLayers { get; init; }
+
+    /// <summary>The slots the encoder reads (<see cref="EncoderLayers"/>' count, else <see cref="NumLayers"/>).</summary>
+    public int EncoderLayerCount => EncoderLayers?.Count ?? NumLayers;
+    /// <summary>The slots the decoder writes: x̂ is [batch, DecoderLayerCount, d].</summary>
+    public int DecoderLayerCount => NumDecoderLayers ?? NumLayers;
+    /// <summary>True when x̂ has the input's shape (the decoder writes every input slot).</summary>
+    public bool ReconstructsInput => DecoderLayerCount == NumLayers;
 
     /// <summary>"crosscoder" or "batchtopk_crosscoder".</summary>
     public string Architecture => K is null ? CrossCoder.ArchitectureName : CrossCoder.BatchTopKArchitectureName;
@@ -122,6 +134,7 @@ public sealed class CrossCoder : nn.Module<Tensor, Tensor>
     private readonly Tensor? activation_std;
     private readonly Tensor? activation_global_scale;
 #pragma warning restore IDE1006
+    private readonly long[]? _encoderLayers; // the slots x[:, encoder_layers] (not a tensor field: that would be a checkpoint key)
 
     /// <summary>Shape and settings.</summary>
     public CrossCoderConfig Cfg { get; }
@@ -139,10 +152,18 @@ public sealed class CrossCoder : nn.Module<Tensor, Tensor>
             throw new SaeSharpException($"crosscoder: k must be in 1..dict_size ({cfg.DictSize}), got {kk}");
         if (cfg.K is not null && cfg.CodeNormalization == CodeNormalization.Decoupled)
             throw new SaeSharpException("batchtopk_crosscoder: code_normalization DECOUPLED (per-layer top-k and thresholds) is not supported by SaeSharp");
+        if (cfg.EncoderLayers is { } el)
+        {
+            if (el.Count == 0 || el.Any(i => i < 0 || i >= cfg.NumLayers) || el.Distinct().Count() != el.Count)
+                throw new SaeSharpException($"crosscoder: encoder_layers [{string.Join(", ", el)}] must be distinct slots in 0..{cfg.NumLayers - 1} (num_layers {cfg.NumLayers})");
+        }
+        if (cfg.NumDecoderLayers is <= 0)
+            throw new SaeSharpException($"crosscoder: num_decoder_layers must be positive, got {cfg.NumDecoderLayers}");
         Cfg = cfg;
         int l = cfg.NumLayers, d = cfg.ActivationDim, n = cfg.DictSize;
-        encoder = new CrossCoderEncoder(l, d, n);
-        decoder = new CrossCoderDecoder(l, d, n);
+        encoder = new CrossCoderEncoder(cfg.EncoderLayerCount, d, n);
+        decoder = new CrossCoderDecoder(cfg.DecoderLayerCount, d, n);
+        _encoderLayers = cfg.EncoderLayers?.Select(i => (long)i).ToArray();
         code_normalization_id = tensor((long)cfg.CodeNormalization);
         if (cfg.K is { } kv)
         {
@@ -203,7 +224,7 @@ public sealed class CrossCoder : nn.Module<Tensor, Tensor>
     {
         using var _ = no_grad();
         using var scope = NewDisposeScope();
-        int l = Cfg.NumLayers, d = Cfg.ActivationDim, n = Cfg.DictSize;
+        int l = Cfg.EncoderLayerCount, d = Cfg.ActivationDim, n = Cfg.DictSize;
         double bound = Math.Sqrt(2.0) * Math.Sqrt(3.0 / ((double)d * n));
         var w = rand(new long[] { l, d, n }, generator: generator).mul_(TorchScalars.Of(2 * bound)).sub_(TorchScalars.Of(bound));
         if (normInitScale is { } s)
@@ -213,7 +234,22 @@ public sealed class CrossCoder : nn.Module<Tensor, Tensor>
         }
         encoder.Weight.copy_(w);
         encoder.Bias.fill_(TorchScalars.Of(0));
-        decoder.Weight.copy_(w.permute(0, 2, 1));
+        if (l == Cfg.DecoderLayerCount)
+        {
+            decoder.Weight.copy_(w.permute(0, 2, 1));
+        }
+        else
+        {
+            // init_with_transpose=False (the transpose has the encoder's slot count): kaiming_uniform over [L_dec, dict_size, d]
+            // (fan_in = dict_size·d: the same bound), rows rescaled to norm_init_scale along d.
+            var wd = rand(new long[] { Cfg.DecoderLayerCount, n, d }, generator: generator).mul_(TorchScalars.Of(2 * bound)).sub_(TorchScalars.Of(bound));
+            if (normInitScale is { } s2)
+            {
+                using var scale = s2.ToScalar();
+                wd = wd.div(linalg.vector_norm(wd, 2, [2], keepdim: true)).mul(scale);
+            }
+            decoder.Weight.copy_(wd);
+        }
         decoder.Bias.fill_(TorchScalars.Of(0));
     }
 
@@ -238,6 +274,7 @@ public sealed class CrossCoder : nn.Module<Tensor, Tensor>
     {
         if (activation_mean is null || activation_std is null || activation_global_scale is null || target_rms is null)
             throw new SaeSharpException("crosscoder: built without normaliser buffers (CrossCoderConfig.NormalizerBuffers)");
+        CheckNormalizerFitsDecoder(settingStatistics: true);
         CheckShape(mean, "activation_mean", Cfg.NumLayers, Cfg.ActivationDim);
         CheckShape(std, "activation_std", Cfg.NumLayers, Cfg.ActivationDim);
         using var _ = no_grad();
@@ -245,6 +282,22 @@ public sealed class CrossCoder : nn.Module<Tensor, Tensor>
         activation_mean.copy_(mean);
         activation_std.copy_(std);
         activation_global_scale.copy_(target_rms / std.pow(TorchScalars.Of(2)).sum(-1).add(TorchScalars.Of(1e-8), TorchScalars.One).sqrt());
+    }
+
+    /// <summary>Refuses an activation normaliser on a decoder of another slot count: the fork denormalises x̂ with the
+    /// input slots' statistics and asserts the shapes agree.</summary>
+    internal void CheckNormalizerFitsDecoder(bool settingStatistics = false)
+    {
+        if (!Cfg.ReconstructsInput && (settingStatistics || HasActivationNormalizer))
+            throw new SaeSharpException($"crosscoder: an activation normaliser with num_decoder_layers {Cfg.DecoderLayerCount} ≠ num_layers {Cfg.NumLayers}: the fork's denormalisation of x̂ needs one statistic per decoded slot (its shape assertion fails)");
+    }
+
+    /// <summary>Refuses a crosscoder whose decoder writes another number of slots than it reads (num_decoder_layers ≠
+    /// num_layers), for <paramref name="what"/>, which compares x̂ with x slot by slot.</summary>
+    public void CheckReconstructsInput(string what)
+    {
+        if (!Cfg.ReconstructsInput)
+            throw new SaeSharpException($"{what}: the crosscoder decodes {Cfg.DecoderLayerCount} slots (num_decoder_layers) but reads {Cfg.NumLayers} (num_layers), so x̂ cannot be compared with x slot by slot (the fork's trainers cannot train it either)");
     }
 
     private static void CheckShape(Tensor t, string name, params long[] shape)
@@ -267,6 +320,7 @@ public sealed class CrossCoder : nn.Module<Tensor, Tensor>
         CheckInput(x);
         using var scope = NewDisposeScope();
         long b = x.shape[0];
+        if (_encoderLayers is not null) x = x.index_select(1, tensor(_encoderLayers, device: x.device)); // the fork's x[:, encoder_layers]
         var pre = matmul(x.to(encoder.Weight.dtype).reshape(b, -1), encoder.Weight.reshape(-1, Cfg.DictSize)).add(encoder.Bias, TorchScalars.One);
         return nn.functional.relu(pre).MoveToOuterDisposeScope();
     }
@@ -328,7 +382,7 @@ public sealed class CrossCoder : nn.Module<Tensor, Tensor>
         return (f.MoveToOuterDisposeScope(), post.MoveToOuterDisposeScope(), scaled.MoveToOuterDisposeScope());
     }
 
-    /// <summary>x̂ = einsum("bD,lDd->bld", f, W_dec) + b_dec [batch, L, d] (denormalised when the checkpoint has statistics).</summary>
+    /// <summary>x̂ = einsum("bD,lDd->bld", f, W_dec) + b_dec [batch, L_dec, d] (L_dec = num_decoder_layers; denormalised when the checkpoint has statistics).</summary>
     public Tensor Decode(Tensor f)
     {
         ArgumentNullException.ThrowIfNull(f);
@@ -344,7 +398,7 @@ public sealed class CrossCoder : nn.Module<Tensor, Tensor>
         using var scope = NewDisposeScope();
         long b = f.shape[0];
         var w = decoder.Weight.permute(1, 0, 2).reshape(Cfg.DictSize, -1);
-        return matmul(f.to(w.dtype), w).reshape(b, Cfg.NumLayers, Cfg.ActivationDim).MoveToOuterDisposeScope();
+        return matmul(f.to(w.dtype), w).reshape(b, Cfg.DecoderLayerCount, Cfg.ActivationDim).MoveToOuterDisposeScope();
     }
 
     /// <summary>Reported activations f·c [batch, dict_size] (the fork's <c>get_activations</c>).</summary>
@@ -354,7 +408,7 @@ public sealed class CrossCoder : nn.Module<Tensor, Tensor>
         return (Encode(x) * LatentNormalizationWeights()).MoveToOuterDisposeScope();
     }
 
-    /// <summary>x̂ = Decode(Encode(x)) [batch, L, d].</summary>
+    /// <summary>x̂ = Decode(Encode(x)) [batch, L_dec, d].</summary>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
@@ -369,6 +423,7 @@ public sealed class CrossCoder : nn.Module<Tensor, Tensor>
     public CrossCoderLoss L1Loss(Tensor x, double l1Penalty, bool useMseLoss = false)
     {
         CheckInput(x);
+        CheckReconstructsInput("crosscoder loss");
         using var scope = NewDisposeScope();
         var f = EncodePostRelu(x);
         var xHat = DecodeNoBias(f).add(decoder.Bias, TorchScalars.One);
