@@ -42,7 +42,6 @@ public sealed record CrossCoderDecoderNorms(double[][] RelativeNorm, double[][] 
     {
         ArgumentNullException.ThrowIfNull(cc);
         cc.CheckReconstructsInput("crosscoder decoder norms");
-        ArgumentNullException.ThrowIfNull(cc);
         using var _ = no_grad();
         using var scope = NewDisposeScope();
         var w = cc.Decoder.Weight.detach().to(ScalarType.Float64); // [L, dict_size, d]

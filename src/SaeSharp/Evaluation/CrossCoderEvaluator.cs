@@ -31,7 +31,6 @@ public static class CrossCoderEvaluator
     {
         ArgumentNullException.ThrowIfNull(cc);
         cc.CheckReconstructsInput("crosscoder evaluation");
-        ArgumentNullException.ThrowIfNull(cc);
         cc.CheckInput(x, "evaluation activations");
         if (x.shape[0] == 0) throw new SaeSharpException("crosscoder evaluation: no rows");
         using var _ = no_grad();
@@ -42,7 +41,7 @@ public static class CrossCoderEvaluator
             using var inner = NewDisposeScope();
             var xb = x.narrow(0, start, Math.Min(batchSize, n - start)).to(ScalarType.Float32);
             var f = cc.Encode(xb);
-            acc.Add(xb, cc.Decode(f), f);
+            acc.Add(xb, cc.Decode(f), CrossCoder.LatentCodes(f));
         }
         return acc.Result();
     }

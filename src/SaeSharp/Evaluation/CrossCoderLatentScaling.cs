@@ -123,7 +123,7 @@ public static class CrossCoderLatentScaling
     {
         ArgumentNullException.ThrowIfNull(cc);
         cc.CheckReconstructsInput("Latent Scaling");
-        ArgumentNullException.ThrowIfNull(cc);
+        cc.CheckSharedCodes("Latent Scaling");
         ArgumentNullException.ThrowIfNull(source);
         CheckModelDiffing(cc);
         int d = cc.Cfg.ActivationDim;

@@ -225,6 +225,7 @@ public static class CrossCoderFormat
                 if (!own.ContainsKey(key))
                     throw new SaeSharpException($"{weightsPath}: '{key}' does not belong to a {cfg.DictClass} with these buffers");
             cc.CheckNormalizerFitsDecoder();
+            cc.CheckNoDecoupledNormalizer();
         }
         catch
         {

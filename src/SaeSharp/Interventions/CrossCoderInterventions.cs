@@ -22,7 +22,6 @@ public static class CrossCoderInterventions
     {
         ArgumentNullException.ThrowIfNull(cc);
         cc.CheckReconstructsInput("crosscoder steering");
-        ArgumentNullException.ThrowIfNull(cc);
         CheckLatent(cc, latent);
         if (!double.IsFinite(scale)) throw new SaeSharpException($"steering scale must be a finite number, got {scale}");
         using var _ = no_grad();
@@ -61,7 +60,7 @@ public static class CrossCoderInterventions
     {
         ArgumentNullException.ThrowIfNull(cc);
         cc.CheckReconstructsInput("crosscoder ablation");
-        ArgumentNullException.ThrowIfNull(cc);
+        cc.CheckSharedCodes("crosscoder ablation");
         ArgumentNullException.ThrowIfNull(cleanInput);
         ArgumentNullException.ThrowIfNull(edit);
         CheckSlots(cc, slots);

@@ -150,8 +150,6 @@ public sealed class CrossCoder : nn.Module<Tensor, Tensor>
             throw new SaeSharpException($"crosscoder: unknown code_normalization id {(int)cfg.CodeNormalization} (known: {KnownNormalizations})");
         if (cfg.K is { } kk && (kk <= 0 || kk > cfg.DictSize))
             throw new SaeSharpException($"crosscoder: k must be in 1..dict_size ({cfg.DictSize}), got {kk}");
-        if (cfg.K is not null && cfg.CodeNormalization == CodeNormalization.Decoupled)
-            throw new SaeSharpException("batchtopk_crosscoder: code_normalization DECOUPLED (per-layer top-k and thresholds) is not supported by SaeSharp");
         if (cfg.EncoderLayers is { } el)
         {
             if (el.Count == 0 || el.Any(i => i < 0 || i >= cfg.NumLayers) || el.Distinct().Count() != el.Count)
@@ -159,6 +157,8 @@ public sealed class CrossCoder : nn.Module<Tensor, Tensor>
         }
         if (cfg.NumDecoderLayers is <= 0)
             throw new SaeSharpException($"crosscoder: num_decoder_layers must be positive, got {cfg.NumDecoderLayers}");
+        if (cfg.K is not null && cfg.CodeNormalization == CodeNormalization.Decoupled && cfg.DecoderLayerCount != cfg.NumLayers)
+            throw new SaeSharpException($"batchtopk_crosscoder: DECOUPLED keeps one threshold per input slot ({cfg.NumLayers}) and one code weight per decoded slot ({cfg.DecoderLayerCount}); the fork's encode_decoupled needs them equal");
         Cfg = cfg;
         int l = cfg.NumLayers, d = cfg.ActivationDim, n = cfg.DictSize;
         encoder = new CrossCoderEncoder(cfg.EncoderLayerCount, d, n);
@@ -168,7 +168,8 @@ public sealed class CrossCoder : nn.Module<Tensor, Tensor>
         if (cfg.K is { } kv)
         {
             k = tensor(kv, ScalarType.Int32);
-            threshold = tensor(-1f);
+            // DECOUPLED: one threshold per layer (the fork's [-1.0] * num_layers).
+            threshold = cfg.CodeNormalization == CodeNormalization.Decoupled ? full(l, -1f) : tensor(-1f);
         }
         if (cfg.NormalizerBuffers)
         {
@@ -178,6 +179,27 @@ public sealed class CrossCoder : nn.Module<Tensor, Tensor>
             activation_global_scale = ones(l);
         }
         RegisterComponents();
+    }
+
+    /// <summary>True for a DECOUPLED BatchTopK crosscoder (the fork's <c>decoupled_code</c> in <c>BatchTopKCrossCoder</c>): its
+    /// codes are per slot, f [batch, L, dict_size], latent i kept in slot l where f_i·‖W_dec[l, i]‖ passes slot l's threshold
+    /// (inference) or is among slot l's k·batch largest (training).</summary>
+    public bool DecoupledCodes => Cfg.K is not null && Cfg.CodeNormalization == CodeNormalization.Decoupled;
+
+    /// <summary>Refuses a crosscoder with per-slot codes (<see cref="DecoupledCodes"/>) for <paramref name="what"/>, which edits
+    /// or regresses one code per latent.</summary>
+    public void CheckSharedCodes(string what)
+    {
+        if (DecoupledCodes)
+            throw new SaeSharpException($"{what}: the BatchTopK crosscoder's code normalisation is DECOUPLED, so a latent has one code per slot (f [batch, num_layers, dict_size]), not the one code per latent this needs");
+    }
+
+    /// <summary>One code per latent [batch, dict_size] from <see cref="Encode"/>'s f: f itself, or for DECOUPLED codes the
+    /// latent's f where any slot kept it (max over slots: every slot's code is the same ReLU output, masked per slot).</summary>
+    public static Tensor LatentCodes(Tensor f)
+    {
+        ArgumentNullException.ThrowIfNull(f);
+        return f.Dimensions == 3 ? f.amax([1]) : f.alias();
     }
 
     /// <summary>The code normalisations by their fork names.</summary>
@@ -275,6 +297,7 @@ public sealed class CrossCoder : nn.Module<Tensor, Tensor>
         if (activation_mean is null || activation_std is null || activation_global_scale is null || target_rms is null)
             throw new SaeSharpException("crosscoder: built without normaliser buffers (CrossCoderConfig.NormalizerBuffers)");
         CheckNormalizerFitsDecoder(settingStatistics: true);
+        CheckNoDecoupledNormalizer(settingStatistics: true);
         CheckShape(mean, "activation_mean", Cfg.NumLayers, Cfg.ActivationDim);
         CheckShape(std, "activation_std", Cfg.NumLayers, Cfg.ActivationDim);
         using var _ = no_grad();
@@ -290,6 +313,15 @@ public sealed class CrossCoder : nn.Module<Tensor, Tensor>
     {
         if (!Cfg.ReconstructsInput && (settingStatistics || HasActivationNormalizer))
             throw new SaeSharpException($"crosscoder: an activation normaliser with num_decoder_layers {Cfg.DecoderLayerCount} ≠ num_layers {Cfg.NumLayers}: the fork's denormalisation of x̂ needs one statistic per decoded slot (its shape assertion fails)");
+    }
+
+    /// <summary>Refuses an activation normaliser on a DECOUPLED BatchTopK crosscoder: the fork's <c>encode_decoupled</c> calls
+    /// <c>CrossCoder.encode</c>, which normalises again inputs <c>BatchTopKCrossCoder.encode</c> (and the trainer) already
+    /// normalised, so its forward with statistics applies them twice, which SaeSharp does not reproduce.</summary>
+    internal void CheckNoDecoupledNormalizer(bool settingStatistics = false)
+    {
+        if (DecoupledCodes && (settingStatistics || HasActivationNormalizer))
+            throw new SaeSharpException("batchtopk_crosscoder: DECOUPLED with an activation normaliser is not supported: the fork's encode_decoupled normalises inputs that BatchTopKCrossCoder.encode already normalised (twice in all), and SaeSharp does not copy that");
     }
 
     /// <summary>Refuses a crosscoder whose decoder writes another number of slots than it reads (num_decoder_layers ≠
@@ -355,26 +387,47 @@ public sealed class CrossCoder : nn.Module<Tensor, Tensor>
         return w.MoveToOuterDisposeScope();
     }
 
-    /// <summary>Latents f [batch, dict_size] of x [batch, L, d] (normalised first when the checkpoint has statistics): ReLU for
+    /// <summary>Latents f [batch, dict_size] (DECOUPLED BatchTopK: [batch, L, dict_size]) of x [batch, L, d] (normalised first when the checkpoint has statistics): ReLU for
     /// the L1 crosscoder, ReLU kept where f·c &gt; threshold for BatchTopK (the fork's <c>encode</c>, <c>use_threshold=True</c>).</summary>
     public Tensor Encode(Tensor x)
     {
         CheckInput(x);
         using var scope = NewDisposeScope();
         var f = EncodePostRelu(NormalizeActivations(x));
-        if (threshold is not null) f = f * (f * CodeNormalizationWeights()).gt(threshold);
+        if (DecoupledCodes)
+        {
+            // encode_decoupled, use_threshold: f [b, L, N] = f_i where f_i·‖W_dec[l, i]‖ > threshold[l].
+            var scaled = f.unsqueeze(1) * CodeNormalizationWeights().unsqueeze(0);
+            f = f.unsqueeze(1) * scaled.gt(threshold!.view(1, -1, 1));
+        }
+        else if (threshold is not null)
+        {
+            f = f * (f * CodeNormalizationWeights()).gt(threshold);
+        }
         return f.MoveToOuterDisposeScope();
     }
 
     /// <summary>
     /// BatchTopK training encode (the fork's <c>use_threshold=False</c>) of normalised x: keeps the k·batch largest entries
-    /// of f·c over the whole batch. Returns f [batch, dict_size], the post-ReLU f before selection and f·c.
+    /// of f·c over the whole batch. Returns f [batch, dict_size], the post-ReLU f before selection and f·c. DECOUPLED: the
+    /// k·batch largest per slot, f [batch, L, dict_size], and f·c summed over the slots (what the fork's AuxK ranks).
     /// </summary>
     public (Tensor F, Tensor PostRelu, Tensor PostReluScaled) EncodeBatchTopK(Tensor x, int k)
     {
         if (Cfg.K is null) throw new SaeSharpException("crosscoder: EncodeBatchTopK needs a BatchTopK crosscoder");
         using var scope = NewDisposeScope();
         var post = EncodePostRelu(x);
+        if (DecoupledCodes)
+        {
+            // encode_decoupled, use_threshold=False: per slot l, the k·batch largest f_i·‖W_dec[l, i]‖ over the batch.
+            long b = x.shape[0], n = Cfg.DictSize;
+            var perSlot = post.unsqueeze(1) * CodeNormalizationWeights().unsqueeze(0); // [b, L, N]
+            var flat = perSlot.transpose(0, 1).flatten(1); // [L, b·N]
+            var (_, top) = flat.topk((int)Math.Min((long)k * b, flat.shape[1]), dim: -1, sorted: false);
+            var mask = zeros_like(flat).scatter(1, top, ones(top.shape, flat.dtype, flat.device)).view(Cfg.NumLayers, b, n).transpose(0, 1);
+            var fd = post.unsqueeze(1) * mask;
+            return (fd.MoveToOuterDisposeScope(), post.MoveToOuterDisposeScope(), perSlot.sum(1).MoveToOuterDisposeScope());
+        }
         var scaled = post * CodeNormalizationWeights();
         long total = Math.Min((long)k * x.shape[0], scaled.numel());
         var (_, idx) = scaled.flatten().topk((int)total, sorted: false);
@@ -386,17 +439,19 @@ public sealed class CrossCoder : nn.Module<Tensor, Tensor>
     public Tensor Decode(Tensor f)
     {
         ArgumentNullException.ThrowIfNull(f);
-        if (f.Dimensions != 2 || f.shape[1] != Cfg.DictSize)
-            throw new SaeSharpException($"crosscoder: latents have shape [{string.Join(", ", f.shape)}], expected [batch, dict_size = {Cfg.DictSize}]");
+        if (!(f.Dimensions == 2 || f.Dimensions == 3 && f.shape[1] == Cfg.DecoderLayerCount) || f.shape[^1] != Cfg.DictSize)
+            throw new SaeSharpException($"crosscoder: latents have shape [{string.Join(", ", f.shape)}], expected [batch, dict_size = {Cfg.DictSize}] (or per slot [batch, {Cfg.DecoderLayerCount}, dict_size])");
         using var scope = NewDisposeScope();
         return DenormalizeActivations(DecodeNoBias(f).add(decoder.Bias, TorchScalars.One)).MoveToOuterDisposeScope();
     }
 
-    /// <summary>einsum("bD,lDd->bld", f, W_dec) without b_dec and without denormalising (the fork's <c>decoder(f, add_bias=False)</c>).</summary>
+    /// <summary>einsum("bD,lDd->bld", f, W_dec) (f [b, L, D]: "blD,lDd->bld") without b_dec and without denormalising (the fork's <c>decoder(f, add_bias=False)</c>).</summary>
     public Tensor DecodeNoBias(Tensor f)
     {
         using var scope = NewDisposeScope();
         long b = f.shape[0];
+        if (f.Dimensions == 3) // einsum("blf,lfd->bld"): each slot decodes its own codes
+            return bmm(f.to(decoder.Weight.dtype).transpose(0, 1), decoder.Weight).transpose(0, 1).MoveToOuterDisposeScope();
         var w = decoder.Weight.permute(1, 0, 2).reshape(Cfg.DictSize, -1);
         return matmul(f.to(w.dtype), w).reshape(b, Cfg.DecoderLayerCount, Cfg.ActivationDim).MoveToOuterDisposeScope();
     }
@@ -405,6 +460,8 @@ public sealed class CrossCoder : nn.Module<Tensor, Tensor>
     public Tensor GetActivations(Tensor x)
     {
         using var scope = NewDisposeScope();
+        // DECOUPLED BatchTopK: Σ_l f_l·‖W_dec[l]‖ over the slots (BatchTopKCrossCoder.get_activations).
+        if (DecoupledCodes) return (Encode(x) * CodeNormalizationWeights()).sum(1).MoveToOuterDisposeScope();
         return (Encode(x) * LatentNormalizationWeights()).MoveToOuterDisposeScope();
     }
 

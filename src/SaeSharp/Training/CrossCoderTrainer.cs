@@ -154,7 +154,7 @@ public sealed class CrossCoderTrainer : IDisposable
             if (step > _o.ThresholdStartStep) UpdateThreshold(f * c);
             var xHat = _cc.DecodeNoBias(f).add(_cc.Decoder.Bias, TorchScalars.One);
             var e = x - xHat;
-            var active = f.sum(0L).gt(TorchScalars.Of(0));
+            var active = f.reshape(-1, _cc.Cfg.DictSize).sum(0L).gt(TorchScalars.Of(0)); // DECOUPLED: fired in any slot
             using (no_grad())
             {
                 _tokensSinceFired!.add_(TorchScalars.Of(x.shape[0]), TorchScalars.One);
@@ -212,6 +212,17 @@ public sealed class CrossCoderTrainer : IDisposable
     private void UpdateThreshold(Tensor fScaled)
     {
         using var _ = no_grad();
+        if (fScaled.Dimensions == 3)
+        {
+            // update_decoupled_threshold: per slot, the smallest positive f·c of the batch (0 if none), each slot its own EMA.
+            var perSlot = fScaled.transpose(0, 1).reshape(_cc.Cfg.NumLayers, -1);
+            var mins = where(perSlot.gt(TorchScalars.Of(0)), perSlot, full_like(perSlot, TorchScalars.Of(double.PositiveInfinity))).amin([1]);
+            mins = where(mins.isinf(), zeros_like(mins), mins).to(ScalarType.Float32);
+            var th = _cc.Threshold!;
+            var ema = th.mul(TorchScalars.Of(_o.ThresholdBeta)).add(mins.mul(TorchScalars.Of(1 - _o.ThresholdBeta)), TorchScalars.One);
+            th.copy_(where(th.lt(TorchScalars.Of(0)), mins, ema));
+            return;
+        }
         var positive = fScaled.masked_select(fScaled.gt(TorchScalars.Of(0)));
         float m = positive.numel() == 0 ? 0f : positive.min().to(ScalarType.Float32).item<float>();
         var t = _cc.Threshold!;
