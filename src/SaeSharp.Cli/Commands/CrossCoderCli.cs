@@ -39,9 +39,18 @@ internal static class CrossCoderCli
         public bool ActivationNormalizer { get; init; }
         /// <summary>The normaliser's <c>target_rms</c> (default 1).</summary>
         public double? TargetRms { get; init; }
+        /// <summary><c>code_normalization</c> by its fork name (default CROSSCODER).</summary>
+        public string? CodeNormalization { get; init; }
+        /// <summary><c>encoder_layers</c>: the slots the encoder reads (default all).</summary>
+        public IReadOnlyList<int>? EncoderLayers { get; init; }
     }
 
     public static bool IsCrossCoderArch(string? arch) => arch is CrossCoder.ArchitectureName or CrossCoder.BatchTopKArchitectureName;
+
+    /// <summary>Slot indices "0,2" of <paramref name="flag"/>.</summary>
+    public static IReadOnlyList<int> ParseSlots(string value, string flag) =>
+        [.. SplitPaths(value).Select(v => int.TryParse(v, NumberStyles.None, CultureInfo.InvariantCulture, out var i) ? i
+            : throw new SaeSharpException($"{flag} {value}: expected comma-separated slot numbers (0-based), got '{v}'"))];
 
     /// <summary>Activation paths: comma-separated (one [N, d] file per layer) or one [N, L, d] file.</summary>
     public static IReadOnlyList<string> SplitPaths(string value) => value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
@@ -134,6 +143,8 @@ internal static class CrossCoderCli
         var cfg = new CrossCoderConfig
         {
             ActivationDim = d, DictSize = dictSize, NumLayers = layers, K = r.K, NormalizerBuffers = statistics is not null, TargetRms = r.TargetRms ?? 1.0,
+            CodeNormalization = r.CodeNormalization is { } cn ? CrossCoder.ParseCodeNormalization(cn, "--code-normalization") : Saes.CodeNormalization.Crosscoder,
+            EncoderLayers = r.EncoderLayers,
         };
         using var cc = new CrossCoder(cfg);
         double? normInitScale = topK ? 1.0 : null; // the fork's defaults: BatchTopKCrossCoder 1.0, CrossCoder none
