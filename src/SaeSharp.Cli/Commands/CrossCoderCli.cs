@@ -593,8 +593,11 @@ internal static class CrossCoderCli
             ("activation_dim", c.ActivationDim.ToString(CultureInfo.InvariantCulture)),
             ("dict_size", c.DictSize.ToString(CultureInfo.InvariantCulture)),
             ("k", c.K?.ToString(CultureInfo.InvariantCulture) ?? "-"),
-            ("threshold", cc.Threshold is { } t ? t.item<float>().ToString("G6", CultureInfo.InvariantCulture) : "-"),
+            // DECOUPLED: one threshold per slot.
+            ("threshold", cc.Threshold is { } t ? string.Join(", ", t.data<float>().ToArray().Select(v => v.ToString("G6", CultureInfo.InvariantCulture))) : "-"),
             ("code_normalization", c.CodeNormalization.ToString().ToUpperInvariant()),
+            ("encoder_layers", c.EncoderLayers is { } el ? string.Join(", ", el) : "all"),
+            ("num_decoder_layers", c.DecoderLayerCount.ToString(CultureInfo.InvariantCulture)),
             ("activation normaliser", cc.HasActivationNormalizer ? "yes" : "no"),
             ("hooks", sources.HookNames is { } h ? string.Join(", ", h) : "-"),
             ("models", sources.ModelNames is { } ms ? string.Join(", ", ms) : "-"),

@@ -157,6 +157,10 @@ public sealed class CrossCoderCommandTests : IDisposable
         var config = JsonNode.Parse(File.ReadAllText(Path.Combine(outDir, "config.json")))!;
         Assert.Equal("DECOUPLED", config["code_normalization"]!.GetValue<string>());
         Assert.Equal("[1]", config["encoder_layers"]!.ToJsonString());
+        (exit, var info, err) = CliRunner.Run("info", outDir);
+        Assert.True(exit == 0, err);
+        Assert.Contains("DECOUPLED", info);
+        Assert.Matches(@"encoder_layers\s+1", info);
 
         (exit, _, err) = CliRunner.Run("train", "--arch", "crosscoder", "--activations", acts, "--out", Path.Combine(_dir, "a"), "--k-max", "4");
         Assert.NotEqual(0, exit);
