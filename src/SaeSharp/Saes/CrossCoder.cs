@@ -169,7 +169,7 @@ public sealed class CrossCoder : nn.Module<Tensor, Tensor>
         {
             k = tensor(kv, ScalarType.Int32);
             // DECOUPLED: one threshold per layer (the fork's [-1.0] * num_layers).
-            threshold = cfg.CodeNormalization == CodeNormalization.Decoupled ? full(l, -1f) : tensor(-1f);
+            threshold = cfg.CodeNormalization == CodeNormalization.Decoupled ? full(l, TorchScalars.Of(-1.0), ScalarType.Float32) : tensor(-1f);
         }
         if (cfg.NormalizerBuffers)
         {
