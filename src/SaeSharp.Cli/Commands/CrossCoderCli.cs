@@ -31,9 +31,26 @@ internal static class CrossCoderCli
         public bool Resume { get; init; }
         /// <summary>Checkpoint every N steps (default steps/10).</summary>
         public long? CheckpointEvery { get; init; }
+        /// <summary>BatchTopK k annealing: k at step 0 (the fork's <c>k_max</c>).</summary>
+        public int? KMax { get; init; }
+        /// <summary>BatchTopK k annealing: steps from k_max down to k (<c>k_annealing_steps</c>).</summary>
+        public long? KAnnealingSteps { get; init; }
+        /// <summary>Train with the activation normaliser (statistics of the training rows: <c>activation_mean</c>, <c>activation_std</c>).</summary>
+        public bool ActivationNormalizer { get; init; }
+        /// <summary>The normaliser's <c>target_rms</c> (default 1).</summary>
+        public double? TargetRms { get; init; }
+        /// <summary><c>code_normalization</c> by its fork name (default CROSSCODER).</summary>
+        public string? CodeNormalization { get; init; }
+        /// <summary><c>encoder_layers</c>: the slots the encoder reads (default all).</summary>
+        public IReadOnlyList<int>? EncoderLayers { get; init; }
     }
 
     public static bool IsCrossCoderArch(string? arch) => arch is CrossCoder.ArchitectureName or CrossCoder.BatchTopKArchitectureName;
+
+    /// <summary>Slot indices "0,2" of <paramref name="flag"/>.</summary>
+    public static IReadOnlyList<int> ParseSlots(string value, string flag) =>
+        [.. SplitPaths(value).Select(v => int.TryParse(v, NumberStyles.None, CultureInfo.InvariantCulture, out var i) ? i
+            : throw new SaeSharpException($"{flag} {value}: expected comma-separated slot numbers (0-based), got '{v}'"))];
 
     /// <summary>Activation paths: comma-separated (one [N, d] file per layer) or one [N, L, d] file.</summary>
     public static IReadOnlyList<string> SplitPaths(string value) => value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
@@ -56,6 +73,12 @@ internal static class CrossCoderCli
         if (topK && r.K is null) throw new SaeSharpException("--arch batchtopk_crosscoder needs --k");
         if (!topK && r.K is not null) throw new SaeSharpException("--k is for --arch batchtopk_crosscoder; the L1 crosscoder's sparsity is set by --l1 (l1_penalty)");
         if (topK && r.L1 is not null) throw new SaeSharpException("--l1 is for --arch crosscoder; batchtopk_crosscoder's sparsity is set by --k");
+        if (!topK && (r.KMax is not null || r.KAnnealingSteps is not null)) throw new SaeSharpException("--k-max and --k-annealing-steps (k annealing) are for --arch batchtopk_crosscoder");
+        if (r.KAnnealingSteps is > 0 && r.KMax is null) throw new SaeSharpException("--k-annealing-steps needs --k-max (the k at step 0)");
+        if (r.TargetRms is not null && !r.ActivationNormalizer) throw new SaeSharpException("--target-rms is the activation normaliser's; give --activation-normalizer too");
+        if (r.TargetRms is { } rms && !(rms > 0 && double.IsFinite(rms))) throw new SaeSharpException($"--target-rms {rms}: expected a positive, finite number");
+        if (r.ActivationNormalizer && r.Model is not null)
+            throw new SaeSharpException("--activation-normalizer needs the statistics of all the training rows before the first step (the fork takes them from its activation caches): cache the hooks with sae cache and train on the caches (--activations)");
         if (r.Model is not null) return TrainFromModel(r, r.Model, topK);
         using var data = CrossCoderActivations.LoadWithSources(r.Activations);
         var all = data.X;
@@ -74,7 +97,7 @@ internal static class CrossCoderCli
         };
         long steps = r.Steps ?? 1000;
         return TrainAndSave(r, topK, layers, d, steps, sources, (cc, options, onStep, c, ct) => CrossCoderTrainer.Train(cc, train, options, r.BatchSize, r.Seed, onStep, c, ct),
-            evalRows > 0 ? () => held.alias() : null);
+            evalRows > 0 ? () => held.alias() : null, r.ActivationNormalizer ? () => CrossCoderTrainer.ActivationStatistics(train) : null);
     }
 
     /// <summary><c>sae train --arch crosscoder --model M [--diff-model M2] --hooks A,B --dataset D</c>: streamed from the model
@@ -114,18 +137,32 @@ internal static class CrossCoderCli
 
     private static int TrainAndSave(TrainRequest r, bool topK, int layers, int d, long steps, CrossCoderSources sources,
         Func<CrossCoder, CrossCoderTrainerOptions, Action<CrossCoderStepLog>, CrossCoderCheckpointing, CancellationToken, IReadOnlyList<CrossCoderStepLog>> train,
-        Func<Tensor>? evalRows)
+        Func<Tensor>? evalRows, Func<(Tensor Mean, Tensor Std)>? statistics = null)
     {
         int dictSize = r.DictSize ?? (r.Expansion ?? 8) * d;
-        var cfg = new CrossCoderConfig { ActivationDim = d, DictSize = dictSize, NumLayers = layers, K = r.K };
+        var cfg = new CrossCoderConfig
+        {
+            ActivationDim = d, DictSize = dictSize, NumLayers = layers, K = r.K, NormalizerBuffers = statistics is not null, TargetRms = r.TargetRms ?? 1.0,
+            CodeNormalization = r.CodeNormalization is { } cn ? CrossCoder.ParseCodeNormalization(cn, "--code-normalization") : Saes.CodeNormalization.Crosscoder,
+            EncoderLayers = r.EncoderLayers,
+        };
         using var cc = new CrossCoder(cfg);
         double? normInitScale = topK ? 1.0 : null; // the fork's defaults: BatchTopKCrossCoder 1.0, CrossCoder none
         using (var g = new Generator((ulong)r.Seed)) cc.InitializeWeights(g, normInitScale);
+        if (statistics is not null)
+        {
+            // The fork's trainers build the crosscoder with activation_mean/std; every batch is normalised before the step.
+            var (mean, std) = statistics();
+            using (mean)
+            using (std)
+                cc.SetActivationNormalizer(mean, std);
+        }
         var options = new CrossCoderTrainerOptions
         {
             Steps = steps, Lr = r.Lr, L1Penalty = r.L1 ?? 0.1,
             WarmupSteps = r.WarmupSteps ?? Math.Min(1000, steps / 10),
             ThresholdStartStep = Math.Min(1000, steps / 2),
+            KMax = r.KMax, KAnnealingSteps = r.KAnnealingSteps ?? 0,
         };
         var checkpointing = new CrossCoderCheckpointing
         {
@@ -556,8 +593,11 @@ internal static class CrossCoderCli
             ("activation_dim", c.ActivationDim.ToString(CultureInfo.InvariantCulture)),
             ("dict_size", c.DictSize.ToString(CultureInfo.InvariantCulture)),
             ("k", c.K?.ToString(CultureInfo.InvariantCulture) ?? "-"),
-            ("threshold", cc.Threshold is { } t ? t.item<float>().ToString("G6", CultureInfo.InvariantCulture) : "-"),
+            // DECOUPLED: one threshold per slot.
+            ("threshold", cc.Threshold is { } t ? string.Join(", ", t.data<float>().ToArray().Select(v => v.ToString("G6", CultureInfo.InvariantCulture))) : "-"),
             ("code_normalization", c.CodeNormalization.ToString().ToUpperInvariant()),
+            ("encoder_layers", c.EncoderLayers is { } el ? string.Join(", ", el) : "all"),
+            ("num_decoder_layers", c.DecoderLayerCount.ToString(CultureInfo.InvariantCulture)),
             ("activation normaliser", cc.HasActivationNormalizer ? "yes" : "no"),
             ("hooks", sources.HookNames is { } h ? string.Join(", ", h) : "-"),
             ("models", sources.ModelNames is { } ms ? string.Join(", ", ms) : "-"),

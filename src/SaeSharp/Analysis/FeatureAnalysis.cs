@@ -215,6 +215,8 @@ public static class FeatureAnalysis
     public static FeatureReport Run(IReadOnlyList<CrossCoderSlotModel> models, CrossCoder cc, IReadOnlyList<string> hooks, IReadOnlyList<int> slotModels,
         IEnumerable<long[]> windows, FeatureAnalysisOptions options)
     {
+        ArgumentNullException.ThrowIfNull(cc);
+        cc.CheckReconstructsInput("crosscoder features");
         ArgumentNullException.ThrowIfNull(models);
         ArgumentNullException.ThrowIfNull(cc);
         ArgumentNullException.ThrowIfNull(hooks);
@@ -296,9 +298,12 @@ public static class FeatureAnalysis
         };
         using var scope = NewDisposeScope();
         using var _ = no_grad();
+        // With encoder_layers the encoder row of the last slot is where that slot sits in the list (zero if it is not read).
+        int encRow = cc.Cfg.EncoderLayers is { } el ? el.ToList().IndexOf(last) : last;
+        var wEnc = encRow >= 0 ? cc.Encoder.Weight[encRow].to(ScalarType.Float32) : zeros(cc.Cfg.ActivationDim, cc.Cfg.DictSize);
         var weights = new Dictionary<string, Tensor>(StringComparer.Ordinal)
         {
-            ["W_enc"] = cc.Encoder.Weight[last].to(ScalarType.Float32), ["b_enc"] = cc.Encoder.Bias.to(ScalarType.Float32),
+            ["W_enc"] = wEnc, ["b_enc"] = cc.Encoder.Bias.to(ScalarType.Float32),
             ["W_dec"] = cc.Decoder.Weight[last].to(ScalarType.Float32), ["b_dec"] = cc.Decoder.Bias[last].to(ScalarType.Float32),
         };
         const string where = "crosscoder last slot";

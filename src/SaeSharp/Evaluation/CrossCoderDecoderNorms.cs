@@ -41,6 +41,7 @@ public sealed record CrossCoderDecoderNorms(double[][] RelativeNorm, double[][] 
     public static CrossCoderDecoderNorms Of(CrossCoder cc)
     {
         ArgumentNullException.ThrowIfNull(cc);
+        cc.CheckReconstructsInput("crosscoder decoder norms");
         using var _ = no_grad();
         using var scope = NewDisposeScope();
         var w = cc.Decoder.Weight.detach().to(ScalarType.Float64); // [L, dict_size, d]

@@ -30,6 +30,7 @@ public static class CrossCoderEvaluator
     public static CrossCoderEvalResult Evaluate(CrossCoder cc, Tensor x, int batchSize = 4096)
     {
         ArgumentNullException.ThrowIfNull(cc);
+        cc.CheckReconstructsInput("crosscoder evaluation");
         cc.CheckInput(x, "evaluation activations");
         if (x.shape[0] == 0) throw new SaeSharpException("crosscoder evaluation: no rows");
         using var _ = no_grad();
@@ -40,7 +41,7 @@ public static class CrossCoderEvaluator
             using var inner = NewDisposeScope();
             var xb = x.narrow(0, start, Math.Min(batchSize, n - start)).to(ScalarType.Float32);
             var f = cc.Encode(xb);
-            acc.Add(xb, cc.Decode(f), f);
+            acc.Add(xb, cc.Decode(f), CrossCoder.LatentCodes(f));
         }
         return acc.Result();
     }

@@ -122,6 +122,8 @@ public static class CrossCoderLatentScaling
         long? maxRows = null, int batchSize = 4096)
     {
         ArgumentNullException.ThrowIfNull(cc);
+        cc.CheckReconstructsInput("Latent Scaling");
+        cc.CheckSharedCodes("Latent Scaling");
         ArgumentNullException.ThrowIfNull(source);
         CheckModelDiffing(cc);
         int d = cc.Cfg.ActivationDim;

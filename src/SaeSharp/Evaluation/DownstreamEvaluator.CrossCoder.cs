@@ -58,6 +58,7 @@ public static partial class DownstreamEvaluator
         IEnumerable<long[]> windows, DownstreamEvalOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(cc);
+        cc.CheckReconstructsInput("crosscoder evaluation inside the models");
         ArgumentNullException.ThrowIfNull(models);
         ArgumentNullException.ThrowIfNull(hooks);
         ArgumentNullException.ThrowIfNull(windows);
@@ -141,7 +142,7 @@ public static partial class DownstreamEvaluator
             var f = cc.Encode(x);
             var xHat = cc.Decode(f);
             var rows = keep.reshape(-1).nonzero().squeeze(1).to(device);
-            if (rows.shape[0] > 0) acc.Add(x.index_select(0, rows), xHat.index_select(0, rows), f.index_select(0, rows));
+            if (rows.shape[0] > 0) acc.Add(x.index_select(0, rows), xHat.index_select(0, rows), CrossCoder.LatentCodes(f).index_select(0, rows));
 
             for (int m = 0; m < models.Count; m++)
             {

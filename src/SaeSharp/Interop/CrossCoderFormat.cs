@@ -124,7 +124,37 @@ public static class CrossCoderFormat
         var enc = Get("encoder.weight");
         if (enc.Dimensions != 3)
             throw new SaeSharpException($"{weightsPath}: 'encoder.weight' has shape [{string.Join(", ", enc.shape)}], expected [num_layers, activation_dim, dict_size]");
-        int layers = checked((int)enc.shape[0]), d = checked((int)enc.shape[1]), n = checked((int)enc.shape[2]);
+        int encLayers = checked((int)enc.shape[0]), d = checked((int)enc.shape[1]), n = checked((int)enc.shape[2]);
+        var decWeight = Get("decoder.weight");
+        if (decWeight.Dimensions != 3)
+            throw new SaeSharpException($"{weightsPath}: 'decoder.weight' has shape [{string.Join(", ", decWeight.shape)}], expected [num_decoder_layers, dict_size, activation_dim]");
+        int decLayers = checked((int)decWeight.shape[0]);
+
+        // The input's slot count: config.json's num_layers, else the normaliser buffers' (num_layers, d), else encoder.weight's.
+        int? layersFromConfig = null;
+        List<int>? encoderLayers = null;
+        int? configDecoderLayers = null;
+        if (config is not null)
+        {
+            layersFromConfig = JsonFields.Int(config, "num_layers", configPath);
+            var kwargs = config["dict_class_kwargs"] as JsonObject;
+            encoderLayers = IntList(config["encoder_layers"] ?? kwargs?["encoder_layers"], "encoder_layers", configPath);
+            configDecoderLayers = IntOrString(config["num_decoder_layers"] ?? kwargs?["num_decoder_layers"], "num_decoder_layers", configPath);
+            if ((config["latent_processor"] ?? kwargs?["latent_processor"]) is { } lp && !(lp is JsonValue lv && lv.TryGetValue<string>(out var ls) && ls == "None"))
+                throw new SaeSharpException($"{configPath}: latent_processor {lp.ToJsonString()} is a Python function applied between encode and decode; it is not in the checkpoint, so SaeSharp cannot apply it (load the crosscoder without it, or apply it yourself between Encode and Decode)");
+        }
+        int layers = layersFromConfig
+            ?? (sd.TryGetValue("activation_mean", out var am) && am.Dimensions == 2 ? checked((int)am.shape[0]) : (int?)null)
+            ?? (encoderLayers is null ? encLayers
+                : throw new SaeSharpException($"{weightsPath}: encoder_layers [{string.Join(", ", encoderLayers)}] without num_layers: the input's slot count is unknown (give num_layers in {configPath})"));
+        if (encoderLayers is not null && encoderLayers.SequenceEqual(Enumerable.Range(0, layers))) encoderLayers = null;
+        if (encoderLayers is null && layersFromConfig is { } lc && lc != encLayers)
+            throw new SaeSharpException($"{configPath}: num_layers = {lc}, but the weights have num_layers = {encLayers} (and no encoder_layers are given)");
+        if ((encoderLayers?.Count ?? layers) != encLayers)
+            throw new SaeSharpException($"{weightsPath}: 'encoder.weight' reads {encLayers} slots, but " +
+                (encoderLayers is null ? $"num_layers is {layers} and no encoder_layers are given" : $"encoder_layers [{string.Join(", ", encoderLayers)}] has {encoderLayers.Count}"));
+        if (configDecoderLayers is { } cdl && cdl != decLayers)
+            throw new SaeSharpException($"{weightsPath}: 'decoder.weight' writes {decLayers} slots, but {configPath}'s num_decoder_layers is {cdl}");
 
         CodeNormalization? fromConfig = null;
         double alphaSae = 1.0, alphaCc = 0.1, targetRms = 1.0;
@@ -133,11 +163,6 @@ public static class CrossCoderFormat
         {
             CheckConfigInt(config, "activation_dim", d, configPath);
             CheckConfigInt(config, "dict_size", n, configPath);
-            CheckConfigInt(config, "num_layers", layers, configPath);
-            if (config["encoder_layers"] is JsonArray el && !el.Select(v => v?.GetValue<int>()).SequenceEqual(Enumerable.Range(0, layers).Select(i => (int?)i)))
-                throw new SaeSharpException($"{configPath}: encoder_layers {el.ToJsonString()} (a subset of the layers) is not supported; SaeSharp encodes from every layer");
-            if (config["num_decoder_layers"] is JsonValue ndl && ndl.GetValue<int>() != layers)
-                throw new SaeSharpException($"{configPath}: num_decoder_layers {ndl} differs from num_layers {layers}; not supported");
             if (JsonFields.Str(config, "code_normalization", configPath) is { } cn) fromConfig = CrossCoder.ParseCodeNormalization(cn, configPath);
             alphaSae = Double(config, "code_normalization_alpha_sae", configPath) ?? alphaSae;
             alphaCc = Double(config, "code_normalization_alpha_cc", configPath) ?? alphaCc;
@@ -180,6 +205,7 @@ public static class CrossCoderFormat
         {
             ActivationDim = d, DictSize = n, NumLayers = layers, CodeNormalization = norm, CodeNormalizationAlphaSae = alphaSae,
             CodeNormalizationAlphaCc = alphaCc, K = k, NormalizerBuffers = normalizer, TargetRms = targetRms,
+            EncoderLayers = encoderLayers, NumDecoderLayers = decLayers == layers ? null : decLayers,
         };
         var cc = new CrossCoder(cfg);
         try
@@ -198,6 +224,8 @@ public static class CrossCoderFormat
             foreach (var key in sd.Keys)
                 if (!own.ContainsKey(key))
                     throw new SaeSharpException($"{weightsPath}: '{key}' does not belong to a {cfg.DictClass} with these buffers");
+            cc.CheckNormalizerFitsDecoder();
+            cc.CheckNoDecoupledNormalizer();
         }
         catch
         {
@@ -211,6 +239,34 @@ public static class CrossCoderFormat
         };
         return cc;
     }
+
+    /// <summary>A list of ints: a JSON array, or the string the fork's trainer config writes for dict_class_kwargs (<c>str(v)</c>: "[0, 2]", "None").</summary>
+    private static List<int>? IntList(JsonNode? node, string key, string source)
+    {
+        if (node is JsonValue v && v.TryGetValue<string>(out var str))
+        {
+            if (str == "None") return null;
+            try { node = StrictJson.Parse(str); }
+            catch (JsonException) { throw new SaeSharpException($"{source}: '{key}' must be a list of ints, got \"{str}\""); }
+        }
+        return node switch
+        {
+            null => null,
+            JsonArray a => a.Select(e => e is JsonValue ev && ev.TryGetValue<int>(out var i) ? i
+                : throw new SaeSharpException($"{source}: '{key}' must be a list of ints, got {a.ToJsonString()}")).ToList(),
+            _ => throw new SaeSharpException($"{source}: '{key}' must be a list of ints, got {node.ToJsonString()}"),
+        };
+    }
+
+    /// <summary>An int, or the string of one (dict_class_kwargs' <c>str(v)</c>); "None" and null are null.</summary>
+    private static int? IntOrString(JsonNode? node, string key, string source) => node switch
+    {
+        null => null,
+        JsonValue v when v.TryGetValue<int>(out var i) => i,
+        JsonValue v when v.TryGetValue<string>(out var str) && (str == "None" || int.TryParse(str, System.Globalization.CultureInfo.InvariantCulture, out _)) =>
+            str == "None" ? null : int.Parse(str, System.Globalization.CultureInfo.InvariantCulture),
+        _ => throw new SaeSharpException($"{source}: '{key}' must be an int, got {node.ToJsonString()}"),
+    };
 
     private static long ScalarOf(Tensor t)
     {
@@ -247,6 +303,9 @@ public static class CrossCoderFormat
         var other => throw new SaeSharpException($"{source}: '{key}' must be a number, got {other.ToJsonString()}"),
     };
 
+    /// <summary>The k buffer's value (the k in effect: k annealing changes it from the crosscoder's configured k).</summary>
+    private static int? CurrentK(CrossCoder cc) => cc.KBuffer is { } kb ? checked((int)ScalarOf(kb)) : null;
+
     /// <summary>
     /// Writes <paramref name="cc"/> into the folder <paramref name="dir"/> as the fork's trainers leave it: <c>ae.pt</c>
     /// (<c>torch.save(ae.state_dict())</c> by <see cref="TorchSave"/>: the fork's keys and dtypes, float32 weights, the
@@ -281,7 +340,7 @@ public static class CrossCoderFormat
                 trainer[key] = null;
             trainer["activation_dim"] = cfg.ActivationDim;
             trainer["dict_size"] = cfg.DictSize;
-            trainer["k"] = cfg.K;
+            trainer["k"] = CurrentK(cc);
             trainer["k_target"] = cfg.K;
             trainer["k_initial"] = cfg.K;
             trainer["k_annealing_steps"] = null;
@@ -312,10 +371,16 @@ public static class CrossCoderFormat
         }
         else
         {
-            trainer["dict_class_kwargs"] = new JsonObject();
+            // The fork's BatchTopK trainer writes str(v) of each dict_class_kwargs value.
+            var kwargs = new JsonObject();
+            if (cfg.EncoderLayers is { } el) kwargs["encoder_layers"] = "[" + string.Join(", ", el) + "]";
+            if (cfg.NumDecoderLayers is { } ndl) kwargs["num_decoder_layers"] = ndl.ToString(System.Globalization.CultureInfo.InvariantCulture);
+            trainer["dict_class_kwargs"] = kwargs;
         }
         trainer["target_rms"] = cfg.TargetRms;
         trainer["num_layers"] = cfg.NumLayers;
+        if (cfg.K is null && cfg.EncoderLayers is { } encl) trainer["encoder_layers"] = new JsonArray(encl.Select(i => (JsonNode?)i).ToArray());
+        if (cfg.K is null && cfg.NumDecoderLayers is { } decl) trainer["num_decoder_layers"] = decl;
 
         using var group = new AtomicFileGroup();
         using (NewDisposeScope())
@@ -346,12 +411,12 @@ public static class CrossCoderFormat
             ["dict_size"] = cfg.DictSize,
             ["num_layers"] = cfg.NumLayers,
         };
-        if (cfg.K is { } k) config["k"] = k;
+        if (CurrentK(cc) is { } k) config["k"] = k;
         config["same_init_for_all_layers"] = false;
         config["norm_init_scale"] = normInitScale;
-        config["init_with_transpose"] = true;
-        config["encoder_layers"] = null;
-        config["num_decoder_layers"] = null;
+        config["init_with_transpose"] = cfg.EncoderLayerCount == cfg.DecoderLayerCount;
+        config["encoder_layers"] = cfg.EncoderLayers is { } el ? new JsonArray(el.Select(i => (JsonNode?)i).ToArray()) : null;
+        config["num_decoder_layers"] = cfg.NumDecoderLayers;
         config["code_normalization"] = cfg.CodeNormalization.ToString().ToUpperInvariant();
         config["code_normalization_alpha_sae"] = cfg.CodeNormalizationAlphaSae;
         config["code_normalization_alpha_cc"] = cfg.CodeNormalizationAlphaCc;

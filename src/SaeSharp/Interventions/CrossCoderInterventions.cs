@@ -21,6 +21,7 @@ public static class CrossCoderInterventions
     public static Tensor SteeringVectors(CrossCoder cc, int latent, double scale)
     {
         ArgumentNullException.ThrowIfNull(cc);
+        cc.CheckReconstructsInput("crosscoder steering");
         CheckLatent(cc, latent);
         if (!double.IsFinite(scale)) throw new SaeSharpException($"steering scale must be a finite number, got {scale}");
         using var _ = no_grad();
@@ -58,6 +59,8 @@ public static class CrossCoderInterventions
         Func<Tensor, Tensor> edit)
     {
         ArgumentNullException.ThrowIfNull(cc);
+        cc.CheckReconstructsInput("crosscoder ablation");
+        cc.CheckSharedCodes("crosscoder ablation");
         ArgumentNullException.ThrowIfNull(cleanInput);
         ArgumentNullException.ThrowIfNull(edit);
         CheckSlots(cc, slots);

@@ -43,6 +43,18 @@ public sealed record CrossCoderConfig
     public bool NormalizerBuffers { get; init; }
     /// <summary><c>target_rms</c> of the normaliser (default 1.0).</summary>
     public double TargetRms { get; init; } = 1.0;
+    /// <summary>The input slots the encoder reads (<c>encoder_layers</c>, indices into the <see cref="NumLayers"/> slots;
+    /// null: all). <c>encoder.weight</c> is then [encoder_layers.Count, d, dict_size].</summary>
+    public IReadOnlyList<int>? EncoderLayers { get; init; }
+    /// <summary>Slots the decoder writes (<c>num_decoder_layers</c>; null: <see cref="NumLayers"/>).</summary>
+    public int? NumDecoderLayers { get; init; }
+
+    /// <summary>The slots the encoder reads (<see cref="EncoderLayers"/>' count, else <see cref="NumLayers"/>).</summary>
+    public int EncoderLayerCount => EncoderLayers?.Count ?? NumLayers;
+    /// <summary>The slots the decoder writes: x̂ is [batch, DecoderLayerCount, d].</summary>
+    public int DecoderLayerCount => NumDecoderLayers ?? NumLayers;
+    /// <summary>True when x̂ has the input's shape (the decoder writes every input slot).</summary>
+    public bool ReconstructsInput => DecoderLayerCount == NumLayers;
 
     /// <summary>"crosscoder" or "batchtopk_crosscoder".</summary>
     public string Architecture => K is null ? CrossCoder.ArchitectureName : CrossCoder.BatchTopKArchitectureName;
@@ -122,6 +134,7 @@ public sealed class CrossCoder : nn.Module<Tensor, Tensor>
     private readonly Tensor? activation_std;
     private readonly Tensor? activation_global_scale;
 #pragma warning restore IDE1006
+    private readonly long[]? _encoderLayers; // the slots x[:, encoder_layers] (not a tensor field: that would be a checkpoint key)
 
     /// <summary>Shape and settings.</summary>
     public CrossCoderConfig Cfg { get; }
@@ -137,17 +150,26 @@ public sealed class CrossCoder : nn.Module<Tensor, Tensor>
             throw new SaeSharpException($"crosscoder: unknown code_normalization id {(int)cfg.CodeNormalization} (known: {KnownNormalizations})");
         if (cfg.K is { } kk && (kk <= 0 || kk > cfg.DictSize))
             throw new SaeSharpException($"crosscoder: k must be in 1..dict_size ({cfg.DictSize}), got {kk}");
-        if (cfg.K is not null && cfg.CodeNormalization == CodeNormalization.Decoupled)
-            throw new SaeSharpException("batchtopk_crosscoder: code_normalization DECOUPLED (per-layer top-k and thresholds) is not supported by SaeSharp");
+        if (cfg.EncoderLayers is { } el)
+        {
+            if (el.Count == 0 || el.Any(i => i < 0 || i >= cfg.NumLayers) || el.Distinct().Count() != el.Count)
+                throw new SaeSharpException($"crosscoder: encoder_layers [{string.Join(", ", el)}] must be distinct slots in 0..{cfg.NumLayers - 1} (num_layers {cfg.NumLayers})");
+        }
+        if (cfg.NumDecoderLayers is <= 0)
+            throw new SaeSharpException($"crosscoder: num_decoder_layers must be positive, got {cfg.NumDecoderLayers}");
+        if (cfg.K is not null && cfg.CodeNormalization == CodeNormalization.Decoupled && cfg.DecoderLayerCount != cfg.NumLayers)
+            throw new SaeSharpException($"batchtopk_crosscoder: DECOUPLED keeps one threshold per input slot ({cfg.NumLayers}) and one code weight per decoded slot ({cfg.DecoderLayerCount}); the fork's encode_decoupled needs them equal");
         Cfg = cfg;
         int l = cfg.NumLayers, d = cfg.ActivationDim, n = cfg.DictSize;
-        encoder = new CrossCoderEncoder(l, d, n);
-        decoder = new CrossCoderDecoder(l, d, n);
+        encoder = new CrossCoderEncoder(cfg.EncoderLayerCount, d, n);
+        decoder = new CrossCoderDecoder(cfg.DecoderLayerCount, d, n);
+        _encoderLayers = cfg.EncoderLayers?.Select(i => (long)i).ToArray();
         code_normalization_id = tensor((long)cfg.CodeNormalization);
         if (cfg.K is { } kv)
         {
             k = tensor(kv, ScalarType.Int32);
-            threshold = tensor(-1f);
+            // DECOUPLED: one threshold per layer (the fork's [-1.0] * num_layers).
+            threshold = cfg.CodeNormalization == CodeNormalization.Decoupled ? full(l, TorchScalars.Of(-1.0), ScalarType.Float32) : tensor(-1f);
         }
         if (cfg.NormalizerBuffers)
         {
@@ -157,6 +179,27 @@ public sealed class CrossCoder : nn.Module<Tensor, Tensor>
             activation_global_scale = ones(l);
         }
         RegisterComponents();
+    }
+
+    /// <summary>True for a DECOUPLED BatchTopK crosscoder (the fork's <c>decoupled_code</c> in <c>BatchTopKCrossCoder</c>): its
+    /// codes are per slot, f [batch, L, dict_size], latent i kept in slot l where f_i·‖W_dec[l, i]‖ passes slot l's threshold
+    /// (inference) or is among slot l's k·batch largest (training).</summary>
+    public bool DecoupledCodes => Cfg.K is not null && Cfg.CodeNormalization == CodeNormalization.Decoupled;
+
+    /// <summary>Refuses a crosscoder with per-slot codes (<see cref="DecoupledCodes"/>) for <paramref name="what"/>, which edits
+    /// or regresses one code per latent.</summary>
+    public void CheckSharedCodes(string what)
+    {
+        if (DecoupledCodes)
+            throw new SaeSharpException($"{what}: the BatchTopK crosscoder's code normalisation is DECOUPLED, so a latent has one code per slot (f [batch, num_layers, dict_size]), not the one code per latent this needs");
+    }
+
+    /// <summary>One code per latent [batch, dict_size] from <see cref="Encode"/>'s f: f itself, or for DECOUPLED codes the
+    /// latent's f where any slot kept it (max over slots: every slot's code is the same ReLU output, masked per slot).</summary>
+    public static Tensor LatentCodes(Tensor f)
+    {
+        ArgumentNullException.ThrowIfNull(f);
+        return f.Dimensions == 3 ? f.amax([1]) : f.alias();
     }
 
     /// <summary>The code normalisations by their fork names.</summary>
@@ -203,7 +246,7 @@ public sealed class CrossCoder : nn.Module<Tensor, Tensor>
     {
         using var _ = no_grad();
         using var scope = NewDisposeScope();
-        int l = Cfg.NumLayers, d = Cfg.ActivationDim, n = Cfg.DictSize;
+        int l = Cfg.EncoderLayerCount, d = Cfg.ActivationDim, n = Cfg.DictSize;
         double bound = Math.Sqrt(2.0) * Math.Sqrt(3.0 / ((double)d * n));
         var w = rand(new long[] { l, d, n }, generator: generator).mul_(TorchScalars.Of(2 * bound)).sub_(TorchScalars.Of(bound));
         if (normInitScale is { } s)
@@ -213,7 +256,22 @@ public sealed class CrossCoder : nn.Module<Tensor, Tensor>
         }
         encoder.Weight.copy_(w);
         encoder.Bias.fill_(TorchScalars.Of(0));
-        decoder.Weight.copy_(w.permute(0, 2, 1));
+        if (l == Cfg.DecoderLayerCount)
+        {
+            decoder.Weight.copy_(w.permute(0, 2, 1));
+        }
+        else
+        {
+            // init_with_transpose=False (the transpose has the encoder's slot count): kaiming_uniform over [L_dec, dict_size, d]
+            // (fan_in = dict_size·d: the same bound), rows rescaled to norm_init_scale along d.
+            var wd = rand(new long[] { Cfg.DecoderLayerCount, n, d }, generator: generator).mul_(TorchScalars.Of(2 * bound)).sub_(TorchScalars.Of(bound));
+            if (normInitScale is { } s2)
+            {
+                using var scale = s2.ToScalar();
+                wd = wd.div(linalg.vector_norm(wd, 2, [2], keepdim: true)).mul(scale);
+            }
+            decoder.Weight.copy_(wd);
+        }
         decoder.Bias.fill_(TorchScalars.Of(0));
     }
 
@@ -238,6 +296,8 @@ public sealed class CrossCoder : nn.Module<Tensor, Tensor>
     {
         if (activation_mean is null || activation_std is null || activation_global_scale is null || target_rms is null)
             throw new SaeSharpException("crosscoder: built without normaliser buffers (CrossCoderConfig.NormalizerBuffers)");
+        CheckNormalizerFitsDecoder(settingStatistics: true);
+        CheckNoDecoupledNormalizer(settingStatistics: true);
         CheckShape(mean, "activation_mean", Cfg.NumLayers, Cfg.ActivationDim);
         CheckShape(std, "activation_std", Cfg.NumLayers, Cfg.ActivationDim);
         using var _ = no_grad();
@@ -245,6 +305,31 @@ public sealed class CrossCoder : nn.Module<Tensor, Tensor>
         activation_mean.copy_(mean);
         activation_std.copy_(std);
         activation_global_scale.copy_(target_rms / std.pow(TorchScalars.Of(2)).sum(-1).add(TorchScalars.Of(1e-8), TorchScalars.One).sqrt());
+    }
+
+    /// <summary>Refuses an activation normaliser on a decoder of another slot count: the fork denormalises x̂ with the
+    /// input slots' statistics and asserts the shapes agree.</summary>
+    internal void CheckNormalizerFitsDecoder(bool settingStatistics = false)
+    {
+        if (!Cfg.ReconstructsInput && (settingStatistics || HasActivationNormalizer))
+            throw new SaeSharpException($"crosscoder: an activation normaliser with num_decoder_layers {Cfg.DecoderLayerCount} ≠ num_layers {Cfg.NumLayers}: the fork's denormalisation of x̂ needs one statistic per decoded slot (its shape assertion fails)");
+    }
+
+    /// <summary>Refuses an activation normaliser on a DECOUPLED BatchTopK crosscoder: the fork's <c>encode_decoupled</c> calls
+    /// <c>CrossCoder.encode</c>, which normalises again inputs <c>BatchTopKCrossCoder.encode</c> (and the trainer) already
+    /// normalised, so its forward with statistics applies them twice, which SaeSharp does not reproduce.</summary>
+    internal void CheckNoDecoupledNormalizer(bool settingStatistics = false)
+    {
+        if (DecoupledCodes && (settingStatistics || HasActivationNormalizer))
+            throw new SaeSharpException("batchtopk_crosscoder: DECOUPLED with an activation normaliser is not supported: the fork's encode_decoupled normalises inputs that BatchTopKCrossCoder.encode already normalised (twice in all), and SaeSharp does not copy that");
+    }
+
+    /// <summary>Refuses a crosscoder whose decoder writes another number of slots than it reads (num_decoder_layers ≠
+    /// num_layers), for <paramref name="what"/>, which compares x̂ with x slot by slot.</summary>
+    public void CheckReconstructsInput(string what)
+    {
+        if (!Cfg.ReconstructsInput)
+            throw new SaeSharpException($"{what}: the crosscoder decodes {Cfg.DecoderLayerCount} slots (num_decoder_layers) but reads {Cfg.NumLayers} (num_layers), so x̂ cannot be compared with x slot by slot (the fork's trainers cannot train it either)");
     }
 
     private static void CheckShape(Tensor t, string name, params long[] shape)
@@ -267,6 +352,7 @@ public sealed class CrossCoder : nn.Module<Tensor, Tensor>
         CheckInput(x);
         using var scope = NewDisposeScope();
         long b = x.shape[0];
+        if (_encoderLayers is not null) x = x.index_select(1, tensor(_encoderLayers, device: x.device)); // the fork's x[:, encoder_layers]
         var pre = matmul(x.to(encoder.Weight.dtype).reshape(b, -1), encoder.Weight.reshape(-1, Cfg.DictSize)).add(encoder.Bias, TorchScalars.One);
         return nn.functional.relu(pre).MoveToOuterDisposeScope();
     }
@@ -301,26 +387,47 @@ public sealed class CrossCoder : nn.Module<Tensor, Tensor>
         return w.MoveToOuterDisposeScope();
     }
 
-    /// <summary>Latents f [batch, dict_size] of x [batch, L, d] (normalised first when the checkpoint has statistics): ReLU for
+    /// <summary>Latents f [batch, dict_size] (DECOUPLED BatchTopK: [batch, L, dict_size]) of x [batch, L, d] (normalised first when the checkpoint has statistics): ReLU for
     /// the L1 crosscoder, ReLU kept where f·c &gt; threshold for BatchTopK (the fork's <c>encode</c>, <c>use_threshold=True</c>).</summary>
     public Tensor Encode(Tensor x)
     {
         CheckInput(x);
         using var scope = NewDisposeScope();
         var f = EncodePostRelu(NormalizeActivations(x));
-        if (threshold is not null) f = f * (f * CodeNormalizationWeights()).gt(threshold);
+        if (DecoupledCodes)
+        {
+            // encode_decoupled, use_threshold: f [b, L, N] = f_i where f_i·‖W_dec[l, i]‖ > threshold[l].
+            var scaled = f.unsqueeze(1) * CodeNormalizationWeights().unsqueeze(0);
+            f = f.unsqueeze(1) * scaled.gt(threshold!.view(1, -1, 1));
+        }
+        else if (threshold is not null)
+        {
+            f = f * (f * CodeNormalizationWeights()).gt(threshold);
+        }
         return f.MoveToOuterDisposeScope();
     }
 
     /// <summary>
     /// BatchTopK training encode (the fork's <c>use_threshold=False</c>) of normalised x: keeps the k·batch largest entries
-    /// of f·c over the whole batch. Returns f [batch, dict_size], the post-ReLU f before selection and f·c.
+    /// of f·c over the whole batch. Returns f [batch, dict_size], the post-ReLU f before selection and f·c. DECOUPLED: the
+    /// k·batch largest per slot, f [batch, L, dict_size], and f·c summed over the slots (what the fork's AuxK ranks).
     /// </summary>
     public (Tensor F, Tensor PostRelu, Tensor PostReluScaled) EncodeBatchTopK(Tensor x, int k)
     {
         if (Cfg.K is null) throw new SaeSharpException("crosscoder: EncodeBatchTopK needs a BatchTopK crosscoder");
         using var scope = NewDisposeScope();
         var post = EncodePostRelu(x);
+        if (DecoupledCodes)
+        {
+            // encode_decoupled, use_threshold=False: per slot l, the k·batch largest f_i·‖W_dec[l, i]‖ over the batch.
+            long b = x.shape[0], n = Cfg.DictSize;
+            var perSlot = post.unsqueeze(1) * CodeNormalizationWeights().unsqueeze(0); // [b, L, N]
+            var flat = perSlot.transpose(0, 1).flatten(1); // [L, b·N]
+            var (_, top) = flat.topk((int)Math.Min((long)k * b, flat.shape[1]), dim: -1, sorted: false);
+            var mask = zeros_like(flat).scatter(1, top, ones(top.shape, flat.dtype, flat.device)).view(Cfg.NumLayers, b, n).transpose(0, 1);
+            var fd = post.unsqueeze(1) * mask;
+            return (fd.MoveToOuterDisposeScope(), post.MoveToOuterDisposeScope(), perSlot.sum(1).MoveToOuterDisposeScope());
+        }
         var scaled = post * CodeNormalizationWeights();
         long total = Math.Min((long)k * x.shape[0], scaled.numel());
         var (_, idx) = scaled.flatten().topk((int)total, sorted: false);
@@ -328,33 +435,37 @@ public sealed class CrossCoder : nn.Module<Tensor, Tensor>
         return (f.MoveToOuterDisposeScope(), post.MoveToOuterDisposeScope(), scaled.MoveToOuterDisposeScope());
     }
 
-    /// <summary>x̂ = einsum("bD,lDd->bld", f, W_dec) + b_dec [batch, L, d] (denormalised when the checkpoint has statistics).</summary>
+    /// <summary>x̂ = einsum("bD,lDd->bld", f, W_dec) + b_dec [batch, L_dec, d] (L_dec = num_decoder_layers; denormalised when the checkpoint has statistics).</summary>
     public Tensor Decode(Tensor f)
     {
         ArgumentNullException.ThrowIfNull(f);
-        if (f.Dimensions != 2 || f.shape[1] != Cfg.DictSize)
-            throw new SaeSharpException($"crosscoder: latents have shape [{string.Join(", ", f.shape)}], expected [batch, dict_size = {Cfg.DictSize}]");
+        if (!(f.Dimensions == 2 || f.Dimensions == 3 && f.shape[1] == Cfg.DecoderLayerCount) || f.shape[^1] != Cfg.DictSize)
+            throw new SaeSharpException($"crosscoder: latents have shape [{string.Join(", ", f.shape)}], expected [batch, dict_size = {Cfg.DictSize}] (or per slot [batch, {Cfg.DecoderLayerCount}, dict_size])");
         using var scope = NewDisposeScope();
         return DenormalizeActivations(DecodeNoBias(f).add(decoder.Bias, TorchScalars.One)).MoveToOuterDisposeScope();
     }
 
-    /// <summary>einsum("bD,lDd->bld", f, W_dec) without b_dec and without denormalising (the fork's <c>decoder(f, add_bias=False)</c>).</summary>
+    /// <summary>einsum("bD,lDd->bld", f, W_dec) (f [b, L, D]: "blD,lDd->bld") without b_dec and without denormalising (the fork's <c>decoder(f, add_bias=False)</c>).</summary>
     public Tensor DecodeNoBias(Tensor f)
     {
         using var scope = NewDisposeScope();
         long b = f.shape[0];
+        if (f.Dimensions == 3) // einsum("blf,lfd->bld"): each slot decodes its own codes
+            return bmm(f.to(decoder.Weight.dtype).transpose(0, 1), decoder.Weight).transpose(0, 1).MoveToOuterDisposeScope();
         var w = decoder.Weight.permute(1, 0, 2).reshape(Cfg.DictSize, -1);
-        return matmul(f.to(w.dtype), w).reshape(b, Cfg.NumLayers, Cfg.ActivationDim).MoveToOuterDisposeScope();
+        return matmul(f.to(w.dtype), w).reshape(b, Cfg.DecoderLayerCount, Cfg.ActivationDim).MoveToOuterDisposeScope();
     }
 
     /// <summary>Reported activations f·c [batch, dict_size] (the fork's <c>get_activations</c>).</summary>
     public Tensor GetActivations(Tensor x)
     {
         using var scope = NewDisposeScope();
+        // DECOUPLED BatchTopK: Σ_l f_l·‖W_dec[l]‖ over the slots (BatchTopKCrossCoder.get_activations).
+        if (DecoupledCodes) return (Encode(x) * CodeNormalizationWeights()).sum(1).MoveToOuterDisposeScope();
         return (Encode(x) * LatentNormalizationWeights()).MoveToOuterDisposeScope();
     }
 
-    /// <summary>x̂ = Decode(Encode(x)) [batch, L, d].</summary>
+    /// <summary>x̂ = Decode(Encode(x)) [batch, L_dec, d].</summary>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
@@ -369,6 +480,7 @@ public sealed class CrossCoder : nn.Module<Tensor, Tensor>
     public CrossCoderLoss L1Loss(Tensor x, double l1Penalty, bool useMseLoss = false)
     {
         CheckInput(x);
+        CheckReconstructsInput("crosscoder loss");
         using var scope = NewDisposeScope();
         var f = EncodePostRelu(x);
         var xHat = DecodeNoBias(f).add(decoder.Bias, TorchScalars.One);

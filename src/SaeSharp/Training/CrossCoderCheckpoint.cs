@@ -117,12 +117,24 @@ internal static class CrossCoderCheckpoint
         dst.copy_(src);
     }
 
-    private static JsonObject Shape(CrossCoderConfig cfg) => new()
+    private static JsonObject Shape(CrossCoderConfig cfg)
     {
-        ["num_layers"] = cfg.NumLayers,
-        ["activation_dim"] = cfg.ActivationDim,
-        ["dict_size"] = cfg.DictSize,
-        ["k"] = cfg.K,
-        ["code_normalization"] = cfg.CodeNormalization.ToString(),
-    };
+        var shape = new JsonObject
+        {
+            ["num_layers"] = cfg.NumLayers,
+            ["activation_dim"] = cfg.ActivationDim,
+            ["dict_size"] = cfg.DictSize,
+            ["k"] = cfg.K,
+            ["code_normalization"] = cfg.CodeNormalization.ToString(),
+        };
+        // Only when set, so that checkpoints written before these options still compare equal.
+        if (cfg.EncoderLayers is { } el) shape["encoder_layers"] = new JsonArray(el.Select(i => (JsonNode?)i).ToArray());
+        if (cfg.NumDecoderLayers is { } ndl) shape["num_decoder_layers"] = ndl;
+        if (cfg.NormalizerBuffers)
+        {
+            shape["activation_normalizer"] = true;
+            shape["target_rms"] = cfg.TargetRms;
+        }
+        return shape;
+    }
 }

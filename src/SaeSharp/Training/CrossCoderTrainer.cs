@@ -1,4 +1,5 @@
 using System.Text.Json.Nodes;
+using System.Text.Json.Serialization;
 using SaeSharp.Saes;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -29,6 +30,13 @@ public sealed record CrossCoderTrainerOptions
     public long ThresholdStartStep { get; init; } = 1000;
     /// <summary>BatchTopK: a latent is dead after this many tokens without firing (default 10 000 000).</summary>
     public long DeadFeatureThreshold { get; init; } = 10_000_000;
+    /// <summary>BatchTopK: k at step 0 when annealing (<c>k_max</c>; null: the crosscoder's k throughout).</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
+    public int? KMax { get; init; }
+    /// <summary>BatchTopK: steps over which k falls linearly from <see cref="KMax"/> to the crosscoder's k
+    /// (<c>k_annealing_steps</c>, default 0: no annealing).</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
+    public long KAnnealingSteps { get; init; }
 }
 
 /// <summary>What one step of <see cref="CrossCoderTrainer"/> measured (before the update).</summary>
@@ -66,9 +74,17 @@ public sealed class CrossCoderTrainer : IDisposable
         ArgumentNullException.ThrowIfNull(cc);
         ArgumentNullException.ThrowIfNull(options);
         if (options.Steps <= 0) throw new SaeSharpException($"crosscoder training: steps must be positive, got {options.Steps}");
+        cc.CheckReconstructsInput("crosscoder training");
         if (options.WarmupSteps < 0) throw new SaeSharpException($"crosscoder training: warmup_steps must be ≥ 0, got {options.WarmupSteps}");
         if (options.DecayStart is { } ds && (ds <= options.WarmupSteps || ds >= options.Steps))
             throw new SaeSharpException($"crosscoder training: decay_start {ds} must lie after warmup_steps ({options.WarmupSteps}) and before steps ({options.Steps})");
+        if (options.KMax is { } km)
+        {
+            if (cc.Cfg.K is null) throw new SaeSharpException("crosscoder training: k_max (k annealing) is for the BatchTopK crosscoder");
+            if (km <= 0 || km > cc.Cfg.DictSize) throw new SaeSharpException($"crosscoder training: k_max must be in 1..dict_size ({cc.Cfg.DictSize}), got {km}");
+        }
+        if (options.KAnnealingSteps < 0) throw new SaeSharpException($"crosscoder training: k_annealing_steps must be ≥ 0, got {options.KAnnealingSteps}");
+        if (options.KAnnealingSteps > 0 && options.KMax is null) throw new SaeSharpException("crosscoder training: k_annealing_steps needs k_max (the k to start from)");
         _cc = cc;
         _o = options;
         Lr = options.Lr ?? (cc.Cfg.K is null ? 1e-3 : 2e-4 / Math.Sqrt(cc.Cfg.DictSize / 16384.0));
@@ -86,6 +102,23 @@ public sealed class CrossCoderTrainer : IDisposable
         return Lr * f;
     }
 
+    /// <summary>
+    /// BatchTopK's k at 0-based step <paramref name="step"/> (the fork's annealing in <c>BatchTopKCrossCoderTrainer.loss</c>):
+    /// with k_annealing_steps A &gt; 0 and k_max ≠ k, max(1, round(k_max − (k_max − k)·step/A)) before step A, k from then on;
+    /// without annealing steps, k_max when given (the fork builds its crosscoder with k_max), else k. Rounding is
+    /// Python's (half to even).
+    /// </summary>
+    public int KAt(long step)
+    {
+        int k = _cc.Cfg.K ?? throw new SaeSharpException("crosscoder: k is for the BatchTopK crosscoder");
+        int kInitial = _o.KMax ?? k;
+        if (_o.KAnnealingSteps > 0 && kInitial != k)
+            return step < _o.KAnnealingSteps
+                ? Math.Max(1, (int)Math.Round(kInitial - (kInitial - k) * ((double)step / _o.KAnnealingSteps), MidpointRounding.ToEven))
+                : k;
+        return kInitial;
+    }
+
     /// <summary>One optimiser step on x [batch, L, d] at 0-based step <paramref name="step"/>.</summary>
     public CrossCoderStepLog Step(long step, Tensor x)
     {
@@ -94,7 +127,7 @@ public sealed class CrossCoderTrainer : IDisposable
         double lr = LearningRate(step);
         _cc.zero_grad();
         CrossCoderStepLog log;
-        if (_cc.Cfg.K is not { } k)
+        if (_cc.Cfg.K is null)
         {
             var l = _cc.L1Loss(x, _o.L1Penalty, _o.UseMseLoss);
             l.Loss.backward();
@@ -112,6 +145,8 @@ public sealed class CrossCoderTrainer : IDisposable
         }
         else
         {
+            int k = KAt(step);
+            using (no_grad()) _cc.KBuffer!.fill_(TorchScalars.Of(k));
             if (step == 0)
                 using (no_grad()) _cc.Decoder.Bias.copy_(LayerGeometricMedian(x));
             var (f, postRelu, postScaled) = _cc.EncodeBatchTopK(x, k);
@@ -119,7 +154,7 @@ public sealed class CrossCoderTrainer : IDisposable
             if (step > _o.ThresholdStartStep) UpdateThreshold(f * c);
             var xHat = _cc.DecodeNoBias(f).add(_cc.Decoder.Bias, TorchScalars.One);
             var e = x - xHat;
-            var active = f.sum(0L).gt(TorchScalars.Of(0));
+            var active = f.reshape(-1, _cc.Cfg.DictSize).sum(0L).gt(TorchScalars.Of(0)); // DECOUPLED: fired in any slot
             using (no_grad())
             {
                 _tokensSinceFired!.add_(TorchScalars.Of(x.shape[0]), TorchScalars.One);
@@ -177,6 +212,17 @@ public sealed class CrossCoderTrainer : IDisposable
     private void UpdateThreshold(Tensor fScaled)
     {
         using var _ = no_grad();
+        if (fScaled.Dimensions == 3)
+        {
+            // update_decoupled_threshold: per slot, the smallest positive f·c of the batch (0 if none), each slot its own EMA.
+            var perSlot = fScaled.transpose(0, 1).reshape(_cc.Cfg.NumLayers, -1);
+            var mins = where(perSlot.gt(TorchScalars.Of(0)), perSlot, full_like(perSlot, TorchScalars.Of(double.PositiveInfinity))).amin([1]);
+            mins = where(mins.isinf(), zeros_like(mins), mins).to(ScalarType.Float32);
+            var th = _cc.Threshold!;
+            var ema = th.mul(TorchScalars.Of(_o.ThresholdBeta)).add(mins.mul(TorchScalars.Of(1 - _o.ThresholdBeta)), TorchScalars.One);
+            th.copy_(where(th.lt(TorchScalars.Of(0)), mins, ema));
+            return;
+        }
         var positive = fScaled.masked_select(fScaled.gt(TorchScalars.Of(0)));
         float m = positive.numel() == 0 ? 0f : positive.min().to(ScalarType.Float32).item<float>();
         var t = _cc.Threshold!;
@@ -320,6 +366,27 @@ public sealed class CrossCoderTrainer : IDisposable
             Tokens = (l.Step + 1) * batchSize,
             Saes = [new SaeProgress { Name = "crosscoder", Lr = l.Lr, SparsityScale = 1, Losses = losses, L0 = l.L0, DeadFraction = (double)l.DeadLatents / dictSize, ExplainedVariance = l.ExplainedVariance }],
         };
+    }
+
+    /// <summary>
+    /// The activation normaliser's statistics of <paramref name="data"/> [N, L, d] as the fork's activation caches compute
+    /// them (<c>RunningStatWelford</c>: per slot and dimension the mean and the Bessel-corrected std over all rows),
+    /// accumulated in float64 and returned as float32 [L, d]; give them to <see cref="CrossCoder.SetActivationNormalizer"/>
+    /// before training (the fork's trainers take them as <c>activation_mean</c>, <c>activation_std</c>).
+    /// </summary>
+    public static (Tensor Mean, Tensor Std) ActivationStatistics(Tensor data)
+    {
+        ArgumentNullException.ThrowIfNull(data);
+        if (data.Dimensions != 3 || data.shape[0] < 2)
+            throw new SaeSharpException($"crosscoder normaliser: statistics need [N ≥ 2, L, d] rows, got [{string.Join(", ", data.shape)}]");
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        var x = data.to(ScalarType.Float64);
+        var mean = x.mean([0]);
+        var std = x.std(0, unbiased: true);
+        if (!std.isfinite().all().item<bool>() || !mean.isfinite().all().item<bool>())
+            throw new SaeSharpException("crosscoder normaliser: the activations' mean or std is not finite (NaN or infinite values in the data)");
+        return (mean.to(ScalarType.Float32).MoveToOuterDisposeScope(), std.to(ScalarType.Float32).MoveToOuterDisposeScope());
     }
 
     /// <summary>

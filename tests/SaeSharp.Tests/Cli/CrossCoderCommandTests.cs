@@ -99,4 +99,80 @@ public sealed class CrossCoderCommandTests : IDisposable
         Assert.NotEqual(0, exit);
         Assert.Contains("num_layers 2", err);
     }
+
+    [Fact]
+    public void TrainsWithKAnnealingAndTheNormalizerAndResumes()
+    {
+        var acts = WriteLayers();
+        var outDir = Path.Combine(_dir, "cc");
+        string[] args = ["train", "--arch", "batchtopk_crosscoder", "--activations", acts, "--k", "2", "--k-max", "6", "--k-annealing-steps", "5",
+            "--activation-normalizer", "--target-rms", "2", "--d-sae", "16", "--steps", "9", "--batch-size", "64", "--checkpoint-every", "4", "--out", outDir];
+        var (exit, stdout, err) = CliRunner.Run(args);
+        Assert.True(exit == 0, err);
+        var first = SafeTensors.Load(Path.Combine(outDir, CrossCoderFormat.WeightsFile));
+        using (var cc = CrossCoderFormat.Load(outDir))
+        {
+            Assert.Equal(2, cc.KBuffer!.item<int>()); // annealed from 6 down to k
+            Assert.True(cc.HasActivationNormalizer);
+            Assert.Equal(2.0, cc.Cfg.TargetRms);
+            // The statistics of the training rows: the first 2700 (the last 300, a tenth, are held out for metrics.json).
+            using var scope = NewDisposeScope();
+            var x = stack(acts.Split(',').Select(p => Npy.Load(p).narrow(0, 0, 2700)).ToArray(), 1);
+            Assert.True(first["activation_mean"].allclose(x.mean([0]), rtol: 1e-4, atol: 1e-5), "activation_mean");
+            Assert.True(first["activation_std"].allclose(x.std(0, unbiased: true), rtol: 1e-4, atol: 1e-5), "activation_std");
+        }
+        var config = JsonNode.Parse(File.ReadAllText(Path.Combine(outDir, "config.json")))!;
+        Assert.Equal(2, config["k"]!.GetValue<int>());
+        Assert.Equal(2.0, config["target_rms"]!.GetValue<double>());
+
+        // Resumed from step 8: the same weights as the run straight through (k annealing and the statistics come back).
+        Directory.Delete(Path.Combine(outDir, "checkpoints", "step_000000009"), recursive: true);
+        (exit, _, err) = CliRunner.Run([.. args, "--resume"]);
+        Assert.True(exit == 0, err);
+        var second = SafeTensors.Load(Path.Combine(outDir, CrossCoderFormat.WeightsFile));
+        foreach (var (key, t) in first)
+            Assert.True(t.eq(second[key]).all().item<bool>(), $"{key} differs after --resume");
+        // Resuming with other annealing is refused, naming the options.
+        (exit, _, err) = CliRunner.Run([.. args.Select(a => a == "6" ? "5" : a), "--resume"]);
+        Assert.NotEqual(0, exit);
+        Assert.Contains("KMax", err);
+        foreach (var t in first.Values.Concat(second.Values)) t.Dispose();
+    }
+
+    [Fact]
+    public void TrainsADecoupledCrossCoderOnASubsetOfSlotsAndRefusesMisplacedFlags()
+    {
+        var acts = WriteLayers();
+        var outDir = Path.Combine(_dir, "dec");
+        var (exit, _, err) = CliRunner.Run("train", "--arch", "batchtopk_crosscoder", "--activations", acts, "--k", "2", "--d-sae", "16", "--steps", "6",
+            "--batch-size", "64", "--code-normalization", "decoupled", "--encoder-layers", "1", "--out", outDir);
+        Assert.True(exit == 0, err);
+        using (var cc = CrossCoderFormat.Load(outDir))
+        {
+            Assert.True(cc.DecoupledCodes);
+            Assert.Equal(new[] { 1 }, cc.Cfg.EncoderLayers!);
+            Assert.Equal([2L], cc.Threshold!.shape);
+            Assert.Equal([1L, 8, 16], cc.Encoder.Weight.shape);
+        }
+        var config = JsonNode.Parse(File.ReadAllText(Path.Combine(outDir, "config.json")))!;
+        Assert.Equal("DECOUPLED", config["code_normalization"]!.GetValue<string>());
+        Assert.Equal("[1]", config["encoder_layers"]!.ToJsonString());
+        (exit, var info, err) = CliRunner.Run("info", outDir);
+        Assert.True(exit == 0, err);
+        Assert.Contains("DECOUPLED", info);
+        Assert.Matches(@"encoder_layers\s+1", info);
+
+        (exit, _, err) = CliRunner.Run("train", "--arch", "crosscoder", "--activations", acts, "--out", Path.Combine(_dir, "a"), "--k-max", "4");
+        Assert.NotEqual(0, exit);
+        Assert.Contains("--k-max and --k-annealing-steps (k annealing) are for --arch batchtopk_crosscoder", err);
+        (exit, _, err) = CliRunner.Run("train", "--arch", "crosscoder", "--activations", acts, "--out", Path.Combine(_dir, "b"), "--target-rms", "2");
+        Assert.Contains("give --activation-normalizer too", err);
+        (exit, _, err) = CliRunner.Run("train", "--arch", "crosscoder", "--activations", acts, "--out", Path.Combine(_dir, "c"), "--encoder-layers", "0,5");
+        Assert.Contains("encoder_layers [0, 5]", err);
+        (exit, _, err) = CliRunner.Run("train", "--arch", "batchtopk_crosscoder", "--k", "2", "--activations", acts, "--out", Path.Combine(_dir, "d"),
+            "--code-normalization", "DECOUPLED", "--activation-normalizer");
+        Assert.Contains("DECOUPLED with an activation normaliser", err);
+        (exit, _, err) = CliRunner.Run("train", "--arch", "topk", "--k", "2", "--activations", acts.Split(',')[0], "--out", Path.Combine(_dir, "e"), "--k-max", "4");
+        Assert.Contains("--k-max", err);
+    }
 }

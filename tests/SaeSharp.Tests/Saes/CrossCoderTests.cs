@@ -264,8 +264,11 @@ public class CrossCoderTests
         using var wrongLatents = zeros(5, 7);
         Assert.Contains("dict_size = 6", Assert.Throws<SaeSharpException>(() => cc.Decode(wrongLatents)).Message);
         Assert.Contains("unknown code_normalization 'L2'", Assert.Throws<SaeSharpException>(() => CrossCoder.ParseCodeNormalization("L2", "config.json")).Message);
-        Assert.Contains("DECOUPLED", Assert.Throws<SaeSharpException>(() => new CrossCoder(new CrossCoderConfig
-        { ActivationDim = 4, DictSize = 6, NumLayers = 3, K = 2, CodeNormalization = CodeNormalization.Decoupled })).Message);
+        using (var decoupled = new CrossCoder(new CrossCoderConfig
+        { ActivationDim = 4, DictSize = 6, NumLayers = 3, K = 2, CodeNormalization = CodeNormalization.Decoupled, NormalizerBuffers = true }))
+        using (var m = zeros(3, 4))
+        using (var sd = ones(3, 4))
+            Assert.Contains("DECOUPLED with an activation normaliser", Assert.Throws<SaeSharpException>(() => decoupled.SetActivationNormalizer(m, sd)).Message);
 
         var dir = Path.Combine(Path.GetTempPath(), "saesharp-cc-bad-" + Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(dir);
