@@ -203,6 +203,30 @@ public sealed partial class FuzzTests
         return Path.Combine(folder, file);
     }, ReadFeatureFolder);
 
+    // ---- crosscoders (the science-of-finetuning fork's files) ----
+
+    /// <summary>Loads the crosscoder and runs it on one row, so that a shape or option the loader let through is caught
+    /// where it would first be used.</summary>
+    static void LoadAndRunCrossCoder(string file)
+    {
+        using var cc = CrossCoderFormat.Load(Path.GetDirectoryName(file)!);
+        using var x = randn(2, cc.Cfg.NumLayers, cc.Cfg.ActivationDim);
+        using var y = cc.forward(x);
+    }
+
+    [Theory]
+    [InlineData("cc_hub", "config.json")]
+    [InlineData("cc_hub", "model.safetensors")]
+    [InlineData("cc_encoder_layers", "config.json")]
+    [InlineData("cc_num_decoder_layers", "config.json")]
+    [InlineData("cc_batchtopk", "ae.pt")]
+    [InlineData("cc_decoupled", "ae.pt")]
+    public void Crosscoder_files(string folder, string file) => Fuzz($"crosscoder-{folder}-{file}", dir =>
+    {
+        CopyData(dir, "crosscoder", folder);
+        return Path.Combine(dir, file);
+    }, LoadAndRunCrossCoder, file.EndsWith(".safetensors", StringComparison.Ordinal) ? MutateSafetensorsHeader : null);
+
     // ---- train_log.jsonl, read by sae plot-log ----
 
     [Fact]
