@@ -379,12 +379,17 @@ internal static class CrossCoderCli
     /// <summary>Latent Scaling of <paramref name="cc"/> over the rows of <paramref name="x"/> [N, 2, d] (in order).</summary>
     private static CrossCoderLatentScalingResult LatentScaling(CrossCoder cc, Tensor x, LatentScalingRequest request)
     {
+        using var source = new TensorActivationSource(x.view(x.shape[0], -1), shuffle: false, name: "--activations");
+        return CrossCoderLatentScaling.Compute(cc, source, LatentScalingLatents(cc, request));
+    }
+
+    /// <summary>The latents <paramref name="request"/> names (null: the default bands), after checking the slot count.</summary>
+    private static IReadOnlyList<int>? LatentScalingLatents(CrossCoder cc, LatentScalingRequest request)
+    {
         if (cc.Cfg.NumLayers != 2)
             throw new SaeSharpException($"--latent-scaling needs a model-diffing crosscoder with 2 slots (base, chat); this one has {cc.Cfg.NumLayers}");
-        IReadOnlyList<int>? latents = request.Latents?.Trim() == "all" ? Enumerable.Range(0, cc.Cfg.DictSize).ToList()
+        return request.Latents?.Trim() == "all" ? Enumerable.Range(0, cc.Cfg.DictSize).ToList()
             : FeatureSelection.Parse(request.Latents, cc.Cfg.DictSize, "latents");
-        using var source = new TensorActivationSource(x.view(x.shape[0], -1), shuffle: false, name: "--activations");
-        return CrossCoderLatentScaling.Compute(cc, source, latents);
     }
 
     private static JsonObject LatentScalingJson(CrossCoderLatentScalingResult r, IReadOnlyList<string> names)
@@ -444,9 +449,26 @@ internal static class CrossCoderCli
     /// <summary><c>sae eval --sae CROSSCODER --model M [--diff-model M2] --dataset D</c>: the metrics of <see cref="Eval"/> on the
     /// activations of the model run(s), and per model the CE and KL of splicing the crosscoder's reconstruction into every
     /// hook of its slots (<see cref="ModelPipeline.EvaluateCrossCoder"/>); --json adds the models under <c>models</c>.</summary>
-    public static int EvalInModel(string saePath, ModelDataOptions data, string? diffModel, string? hook, string? json, string? histogram)
+    public static int EvalInModel(string saePath, ModelDataOptions data, string? diffModel, string? hook, string? json, string? histogram,
+        LatentScalingRequest? latentScaling = null)
     {
-        var m = CliProgress.Run("eval", progress => ModelPipeline.EvaluateCrossCoder(saePath, data, diffModel, hook is null ? null : [hook], out _, progress));
+        CrossCoderLatentScalingAccumulator? scalingSums = null;
+        CrossCoderDownstreamMetrics m;
+        CrossCoderLatentScalingResult? scaling;
+        try
+        {
+            m = CliProgress.Run("eval", progress => ModelPipeline.EvaluateCrossCoder(saePath, data, diffModel, hook is null ? null : [hook], out _, progress,
+                latentScaling is null ? null : c =>
+                {
+                    scalingSums = new CrossCoderLatentScalingAccumulator(c, LatentScalingLatents(c, latentScaling));
+                    return scalingSums.Add;
+                }));
+            scaling = scalingSums?.Result();
+        }
+        finally
+        {
+            scalingSums?.Dispose();
+        }
         using var cc = CrossCoderFormat.Load(saePath);
         var norms = CrossCoderDecoderNorms.Of(cc);
         var hooks = new string[cc.Cfg.NumLayers];
@@ -459,6 +481,7 @@ internal static class CrossCoderCli
             var o = MetricsJson(m.Reconstruction);
             o["decoder_norms"] = NormsJson(norms, names);
             o["models"] = new JsonArray(m.Models.Select(r => (JsonNode)r.ToJson()).ToArray());
+            if (scaling is not null) o["latent_scaling"] = LatentScalingJson(scaling, names);
             AtomicFile.WriteAllText(json, o.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
         }
         if ((histogram ?? (json is null ? null : Path.ChangeExtension(json, null) + "_relative_decoder_norm.png")) is { } png) SaveNormHistogram(png, norms, names);
@@ -481,6 +504,7 @@ internal static class CrossCoderCli
                 ("tokens", Cli.Integer(r.Tokens)),
             ]);
         }
+        if (scaling is not null) WriteLatentScaling(scaling, names, json is null ? null : LatentScalingPng(json));
         return 0;
     }
 

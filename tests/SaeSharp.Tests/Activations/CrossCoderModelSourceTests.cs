@@ -264,4 +264,53 @@ public class CrossCoderModelSourceTests : ModelTestBase
         Assert.NotEqual(0, exit);
         Assert.Contains("--slot 2: give 0..1", err);
     }
+
+    [Fact]
+    public void LatentScalingFromTheModelRunsEqualsLatentScalingOnCachesOfThem()
+    {
+        var (b, c, data) = TwoModelsOneTokenizer();
+        const string hook = "blocks.1.hook_resid_post";
+        string folder = Sub("cc-scaling");
+        using (var cc = SaeSharp.Tests.Evaluation.CrossCoderDownstreamTests.Random(2, 16, 12, seed: 5))
+            SaeSharp.Interop.CrossCoderFormat.Save(cc, folder, new SaeSharp.Interop.CrossCoderSources { HookNames = [hook, hook], ModelNames = [ModelLoader.NameOf(b), ModelLoader.NameOf(c)] });
+        string[] windows = ["--dataset", data, "--context-size", "16", "--tokens", "96"];
+        foreach (var (model, name) in new[] { (b, "base"), (c, "chat") })
+        {
+            var (code, so, se) = CliRunner.Run(["cache", "--model", model, "--hook", hook, "--out", Sub("cache-" + name), .. windows]);
+            Assert.True(code == 0, se + so);
+        }
+        string filesJson = Sub("files.json"), modelJson = Sub("model.json");
+        var (exit, stdout, err) = CliRunner.Run("eval", "--sae", folder, "--activations", Sub("cache-base") + "," + Sub("cache-chat"),
+            "--latent-scaling", "--latents", "all", "--json", filesJson);
+        Assert.True(exit == 0, err + stdout);
+        (exit, stdout, err) = CliRunner.Run(["eval", "--sae", folder, "--model", b, "--diff-model", c, .. windows, "--latent-scaling", "--latents", "all", "--json", modelJson]);
+        Assert.True(exit == 0, err + stdout);
+        Assert.Contains("latent scaling (ν = β", stdout);
+        Assert.True(File.Exists(Sub("model_latent_scaling.png")));
+        var fromFiles = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(filesJson))!["latent_scaling"]!;
+        var fromModels = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(modelJson))!["latent_scaling"]!;
+        Assert.Equal(96, fromFiles["rows"]!.GetValue<long>());
+        Assert.Equal(96, fromModels["rows"]!.GetValue<long>());
+        var lf = fromFiles["latents"]!.AsArray();
+        var lm = fromModels["latents"]!.AsArray();
+        Assert.Equal(12, lm.Count);
+        int compared = 0;
+        for (int i = 0; i < 12; i++)
+        {
+            Assert.Equal(lf[i]!["count_active"]!.GetValue<long>(), lm[i]!["count_active"]!.GetValue<long>());
+            foreach (var key in new[] { "beta_activation_base", "beta_activation_chat", "beta_reconstruction_base", "beta_reconstruction_chat",
+                         "beta_error_base", "beta_error_chat", "beta_ratio_error", "beta_ratio_reconstruction" })
+            {
+                if (lf[i]![key] is null) { Assert.Null(lm[i]![key]); continue; }
+                double want = lf[i]![key]!.GetValue<double>(), got = lm[i]![key]!.GetValue<double>();
+                Assert.True(Math.Abs(want - got) <= 1e-6 * Math.Max(1, Math.Abs(want)), $"latent {i} {key}: files {want}, model runs {got}");
+                compared++;
+            }
+        }
+        Assert.True(compared >= 40, $"only {compared} finite betas compared: too few latents fired");
+        // --latents without --latent-scaling is refused with --model too; --latent-scaling is for crosscoders.
+        (exit, _, err) = CliRunner.Run(["eval", "--sae", folder, "--model", b, "--diff-model", c, .. windows, "--latents", "1"]);
+        Assert.NotEqual(0, exit);
+        Assert.Contains("--latents: only with --latent-scaling", err);
+    }
 }
