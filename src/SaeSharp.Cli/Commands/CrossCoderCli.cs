@@ -37,6 +37,9 @@ internal static class CrossCoderCli
         public long? KAnnealingSteps { get; init; }
         /// <summary>Train with the activation normaliser (statistics of the training rows: <c>activation_mean</c>, <c>activation_std</c>).</summary>
         public bool ActivationNormalizer { get; init; }
+        /// <summary>With <see cref="Model"/>: the normaliser's statistics from the dataset's first N tokens (default
+        /// <see cref="DefaultNormalizerRows"/>).</summary>
+        public long? NormalizerTokens { get; init; }
         /// <summary>The normaliser's <c>target_rms</c> (default 1).</summary>
         public double? TargetRms { get; init; }
         /// <summary><c>code_normalization</c> by its fork name (default CROSSCODER).</summary>
@@ -77,8 +80,8 @@ internal static class CrossCoderCli
         if (r.KAnnealingSteps is > 0 && r.KMax is null) throw new SaeSharpException("--k-annealing-steps needs --k-max (the k at step 0)");
         if (r.TargetRms is not null && !r.ActivationNormalizer) throw new SaeSharpException("--target-rms is the activation normaliser's; give --activation-normalizer too");
         if (r.TargetRms is { } rms && !(rms > 0 && double.IsFinite(rms))) throw new SaeSharpException($"--target-rms {rms}: expected a positive, finite number");
-        if (r.ActivationNormalizer && r.Model is not null)
-            throw new SaeSharpException("--activation-normalizer needs the statistics of all the training rows before the first step (the fork takes them from its activation caches): cache the hooks with sae cache and train on the caches (--activations)");
+        if (r.NormalizerTokens is not null && (!r.ActivationNormalizer || r.Model is null))
+            throw new SaeSharpException("--normalizer-tokens is for --activation-normalizer with --model (with --activations the statistics are those of every training row)");
         if (r.Model is not null) return TrainFromModel(r, r.Model, topK);
         using var data = CrossCoderActivations.LoadWithSources(r.Activations);
         var all = data.X;
@@ -98,6 +101,26 @@ internal static class CrossCoderCli
         long steps = r.Steps ?? 1000;
         return TrainAndSave(r, topK, layers, d, steps, sources, (cc, options, onStep, c, ct) => CrossCoderTrainer.Train(cc, train, options, r.BatchSize, r.Seed, onStep, c, ct),
             evalRows > 0 ? () => held.alias() : null, r.ActivationNormalizer ? () => CrossCoderTrainer.ActivationStatistics(train) : null);
+    }
+
+    /// <summary>The rows <c>sae train --model --activation-normalizer</c> takes its statistics from when --normalizer-tokens is
+    /// not given: <see cref="TrainerConfig.NBatchesForNormEstimate"/> batches cut to 16,384 rows, as
+    /// <see cref="TrainingPlan.InitializationRows"/> cuts SAELens's n_batches_for_norm_estimate for <c>sae train --model</c>.</summary>
+    internal static long DefaultNormalizerRows(int batchSize) =>
+        (long)Math.Clamp(16384 / batchSize, 1, new TrainerConfig().NBatchesForNormEstimate) * batchSize;
+
+    /// <summary>The first <paramref name="rows"/> crosscoder rows [n, L, d] of the dataset (fewer if it has fewer), harvested
+    /// in order (no shuffling, one pass): the rows of metrics.json and of the normaliser's statistics of a model run.</summary>
+    internal static Tensor FirstRows(ModelDataOptions data, IReadOnlyList<string> hooks, IReadOnlyList<string>? others, long rows, int layers, int d)
+    {
+        int positions = ModelPipeline.TrainingContextSize(data.ContextSize ?? 128, data.SeqposSlice);
+        using var source = ModelPipeline.OpenCrossCoderSource(data with { Tokens = Math.Max(positions, rows), Epochs = 1, ActivationsMixingFraction = 0 }, hooks, others);
+        var parts = new List<Tensor>();
+        while (source.Next(4096) is { } b) parts.Add(b.Input);
+        using var x = cat(parts, 0);
+        foreach (var p in parts) p.Dispose();
+        using var all = x.view(x.shape[0], layers, d);
+        return all.narrow(0, 0, Math.Min(rows, all.shape[0])).clone();
     }
 
     /// <summary><c>sae train --arch crosscoder --model M [--diff-model M2] --hooks A,B --dataset D</c>: streamed from the model
@@ -121,18 +144,14 @@ internal static class CrossCoderCli
         };
         long evalRows = r.EvalRows ?? 16384;
         return TrainAndSave(r, topK, layers, d, steps, sources, (cc, options, onStep, c, ct) => CrossCoderTrainer.Train(cc, source, options, r.BatchSize, onStep, c, ct),
-            () =>
+            () => FirstRows(data, hooks, others, evalRows, layers, d),
+            r.ActivationNormalizer ? () =>
             {
-                int positions = ModelPipeline.TrainingContextSize(data.ContextSize ?? 128, data.SeqposSlice);
-                using var eval = ModelPipeline.OpenCrossCoderSource(data with { Tokens = Math.Max(positions, evalRows), Epochs = 1, ActivationsMixingFraction = 0 }, hooks, others);
-                var parts = new List<Tensor>();
-                while (eval.Next(4096) is { } b) parts.Add(b.Input);
-                var x = cat(parts, 0);
-                foreach (var p in parts) p.Dispose();
-                using var all = x.view(x.shape[0], layers, d);
-                x.Dispose();
-                return all.narrow(0, 0, Math.Min(evalRows, all.shape[0]));
-            });
+                // The fork takes the statistics from its caches before the first step; here from the dataset's first
+                // --normalizer-tokens tokens, harvested in order (a pass of its own: the training stream is not consumed).
+                using var x = FirstRows(data, hooks, others, r.NormalizerTokens ?? DefaultNormalizerRows(r.BatchSize), layers, d);
+                return CrossCoderTrainer.ActivationStatistics(x);
+            } : null);
     }
 
     private static int TrainAndSave(TrainRequest r, bool topK, int layers, int d, long steps, CrossCoderSources sources,
@@ -149,7 +168,8 @@ internal static class CrossCoderCli
         using var cc = new CrossCoder(cfg);
         double? normInitScale = topK ? 1.0 : null; // the fork's defaults: BatchTopKCrossCoder 1.0, CrossCoder none
         using (var g = new Generator((ulong)r.Seed)) cc.InitializeWeights(g, normInitScale);
-        if (statistics is not null)
+        // On --resume the checkpoint holds the normaliser's buffers (they are in the state dict it restores).
+        if (statistics is not null && !r.Resume)
         {
             // The fork's trainers build the crosscoder with activation_mean/std; every batch is normalised before the step.
             var (mean, std) = statistics();

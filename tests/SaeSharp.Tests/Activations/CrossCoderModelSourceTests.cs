@@ -313,4 +313,58 @@ public class CrossCoderModelSourceTests : ModelTestBase
         Assert.NotEqual(0, exit);
         Assert.Contains("--latents: only with --latent-scaling", err);
     }
+
+    [Fact]
+    public void TrainFromModelRunsWithTheNormalizerTakesTheFirstTokensStatisticsAndResumesExactly()
+    {
+        var (b, c, data) = TwoModelsOneTokenizer();
+        const string hook = "blocks.1.hook_resid_post";
+        string outDir = Sub("cc-norm");
+        string[] args = ["train", "--arch", "batchtopk_crosscoder", "--model", b, "--diff-model", c, "--hook", hook, "--dataset", data, "--context-size", "16",
+            "--tokens", "400", "--k", "2", "--d-sae", "24", "--batch-size", "32", "--steps", "7", "--checkpoint-every", "3", "--eval-rows", "32",
+            "--activation-normalizer", "--target-rms", "2", "--normalizer-tokens", "48", "--out", outDir];
+        var (exit, stdout, err) = CliRunner.Run(args);
+        Assert.True(exit == 0, err + stdout);
+        var first = SaeSharp.IO.SafeTensors.Load(Path.Combine(outDir, SaeSharp.Interop.CrossCoderFormat.WeightsFile));
+        using (var scope = NewDisposeScope())
+        {
+            // The first 48 tokens (3 windows of 16) through each model on its own; the mean and Bessel std in float64 by hand.
+            var windows = ModelPipeline.Windows(Tokenizer.FromFolder(b), data, 16, prependBos: true).Take(3).ToArray();
+            using var baseModel = ModelLoader.FromPretrained(b);
+            using var chatModel = ModelLoader.FromPretrained(c);
+            var rows = Expected([(baseModel, hook), (chatModel, hook)], Tokens(windows)).view(48, 2, 16).to(ScalarType.Float64);
+            var a = rows.contiguous().data<double>().ToArray();
+            var mean = new double[32];
+            var std = new double[32];
+            for (int j = 0; j < 32; j++)
+            {
+                for (int r = 0; r < 48; r++) mean[j] += a[r * 32 + j] / 48;
+                for (int r = 0; r < 48; r++) std[j] += (a[r * 32 + j] - mean[j]) * (a[r * 32 + j] - mean[j]) / 47;
+                std[j] = Math.Sqrt(std[j]);
+            }
+            var gotMean = first["activation_mean"].to(ScalarType.Float64).contiguous().data<double>().ToArray();
+            var gotStd = first["activation_std"].to(ScalarType.Float64).contiguous().data<double>().ToArray();
+            for (int j = 0; j < 32; j++)
+            {
+                Assert.True(Math.Abs(gotMean[j] - mean[j]) <= 1e-5 * Math.Max(1, Math.Abs(mean[j])), $"activation_mean[{j}]: {gotMean[j]} vs {mean[j]}");
+                Assert.True(Math.Abs(gotStd[j] - std[j]) <= 1e-5 * Math.Max(1, std[j]), $"activation_std[{j}]: {gotStd[j]} vs {std[j]}");
+            }
+            // The fork's global scale per slot: target_rms / √(Σ_d std² + 1e-8).
+            var scale = first["activation_global_scale"].to(ScalarType.Float64).data<double>().ToArray();
+            for (int l = 0; l < 2; l++)
+                Assert.Equal(2 / Math.Sqrt(std.Skip(16 * l).Take(16).Sum(v => v * v) + 1e-8), scale[l], 1e-5);
+        }
+        // Resumed from step 6 (the last checkpoint removed): the same weights, bit for bit, as the run straight through.
+        Directory.Delete(Path.Combine(outDir, "checkpoints", "step_000000007"), recursive: true);
+        (exit, stdout, err) = CliRunner.Run([.. args, "--resume"]);
+        Assert.True(exit == 0, err + stdout);
+        var second = SaeSharp.IO.SafeTensors.Load(Path.Combine(outDir, SaeSharp.Interop.CrossCoderFormat.WeightsFile));
+        foreach (var (key, t) in first)
+            Assert.True(t.eq(second[key]).all().item<bool>(), $"{key} differs after --resume");
+        // --normalizer-tokens needs the normaliser and a model run.
+        (exit, _, err) = CliRunner.Run(["train", "--arch", "crosscoder", "--model", b, "--hooks", "blocks.0.hook_resid_post,blocks.1.hook_resid_post", "--dataset", data,
+            "--normalizer-tokens", "48", "--out", Sub("cc-x")]);
+        Assert.NotEqual(0, exit);
+        Assert.Contains("--normalizer-tokens is for --activation-normalizer with --model", err);
+    }
 }
