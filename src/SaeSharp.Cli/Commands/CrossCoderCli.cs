@@ -577,6 +577,12 @@ internal static class CrossCoderCli
         Console.WriteLine($"prompt: {prompt}");
         Cli.WriteColumns($"latent {latent} × {scale.ToString(CultureInfo.InvariantCulture)} at {string.Join(", ", slots.Select(s => $"slot {s.Slot} {s.Hook}"))} of {ModelLoader.NameOf(path)}",
             ["seed", "unsteered", "steered"], rows);
+        // As sae steer for an SAE: the tokens the latent's decoder row raises most through the steered model's unembedding,
+        // the row of that model's last slot (the chat slot of a diffing pair; sae features takes the last slot's too).
+        var (lastSlot, lastHook) = slots[^1];
+        using (var slotSae = FeatureAnalysis.SlotSae(cc, lastSlot, lastHook))
+            InterventionCommands.WriteFeatureLogits(latent, InterventionCommands.FeatureLogits(pm.Model, slotSae, lastHook, latent, 10, Math.Min(tok.VocabSize, pm.Model.Config.DVocab))
+                .Select(e => (tok.TokenText((int)e.Token), e.Logit)));
         return 0;
     }
 
@@ -585,7 +591,7 @@ internal static class CrossCoderCli
     /// zeroed (or set to their mean over all the batches' tokens) and the error term kept, at every hook of its slots
     /// (<see cref="CrossCoderInterventions.EditLatents"/>); reported as <c>sae ablate</c> reports an SAE's.</summary>
     public static int Ablate(string ccPath, string modelPath, string? diffModel, int? slot, IReadOnlyList<int> latents, string mode,
-        List<Tensor> batches, Tokenizers.ITextTokenizer tok, int top)
+        IReadOnlyList<(int Feature, double Value)> clamps, string what, List<Tensor> batches, Tokenizers.ITextTokenizer tok, int top)
     {
         using var cc = CrossCoderFormat.Load(ccPath, out var sources);
         cc.eval();
@@ -600,17 +606,25 @@ internal static class CrossCoderCli
             var runs = models.Select(p => new CrossCoderModelRun(p.Model, p.Hooks)).ToList();
             Tensor Clean(Tensor batch) => CrossCoderInterventions.CleanInput(runs, spec.LayerHooks!, spec.LayerModels!, batch);
             // Each latent's mean over every token of the batches (as the SAE path's feature means).
-            var means = mode == "mean" ? CrossCoderInterventions.LatentMeans(cc, batches.Select(Clean)).DetachFromDisposeScope() : null;
+            var means = mode == "mean" && latents.Count > 0 ? CrossCoderInterventions.LatentMeans(cc, batches.Select(Clean)).DetachFromDisposeScope() : null;
             try
             {
                 var model = models[m];
+                // The ablation first, then each clamp (as sae ablate and sae model run apply them to an SAE).
+                Func<Tensor, Tensor> edits = latents.Count > 0 ? CrossCoderInterventions.Ablate(cc, latents, means) : f => f.alias();
+                foreach (var (latent, value) in clamps)
+                {
+                    var before = edits;
+                    var set = CrossCoderInterventions.Clamp(cc, latent, value);
+                    edits = f => set(before(f));
+                }
                 InterventionCommands.ReportAblation(batches, batch =>
                 {
-                    using var edit = CrossCoderInterventions.EditLatents(cc, Clean(batch), slots, CrossCoderInterventions.Ablate(cc, latents, means));
+                    using var edit = CrossCoderInterventions.EditLatents(cc, Clean(batch), slots, edits);
                     var clean = model.Model.Run(batch, new RunOptions { Hooks = model.Hooks }).Logits!;
                     var edited = model.Model.Run(batch, new RunOptions { Hooks = [.. model.Hooks, .. edit.Hooks] }).Logits!;
                     return (clean, edited);
-                }, tok, top, $"{mode}-ablation of {latents.Count} latent(s) at {string.Join(", ", slots.Select(s => $"slot {s.Slot} {s.Hook}"))} of {ModelLoader.NameOf(m == 0 ? modelPath : diffModel!)} (error term kept)");
+                }, tok, top, $"{what} at {string.Join(", ", slots.Select(s => $"slot {s.Slot} {s.Hook}"))} of {ModelLoader.NameOf(m == 0 ? modelPath : diffModel!)} (error term kept)");
             }
             finally
             {

@@ -367,4 +367,103 @@ public class CrossCoderModelSourceTests : ModelTestBase
         Assert.NotEqual(0, exit);
         Assert.Contains("--normalizer-tokens is for --activation-normalizer with --model", err);
     }
+
+    [Fact]
+    public void SaeAblateClampsACrosscoderLatentAsAHandWrittenHookDoes()
+    {
+        var (b, c, data) = TwoModelsOneTokenizer();
+        const string hook = "blocks.1.hook_resid_post";
+        const string prompt = "the quick brown fox jumps";
+        string folder = Sub("cc-clamp");
+        using (var cc = SaeSharp.Tests.Evaluation.CrossCoderDownstreamTests.Random(2, 16, 12, seed: 3))
+            SaeSharp.Interop.CrossCoderFormat.Save(cc, folder, new SaeSharp.Interop.CrossCoderSources { HookNames = [hook, hook], ModelNames = [ModelLoader.NameOf(b), ModelLoader.NameOf(c)] });
+        var (exit, stdout, err) = CliRunner.Run(["ablate", "--sae", folder, "--model", b, "--diff-model", c, "--clamp", "3:2.5", "--clamp", "7:0", "--prompt", prompt]);
+        Assert.True(exit == 0, err + stdout);
+        Assert.Contains("latent 3 clamped to 2.5, latent 7 clamped to 0 at slot 1 " + hook, stdout);
+
+        // By hand: f of the clean activations of both models, latents 3 and 7 set, and the chat model run with a hook adding
+        // Decode(f') − Decode(f) of slot 1 at every position; the mean next-token CE of that run.
+        using var scope = NewDisposeScope();
+        using var cc2 = SaeSharp.Interop.CrossCoderFormat.Load(folder);
+        cc2.eval();
+        var ids = Tokenizer.FromFolder(b).EncodePrompt(prompt, true);
+        var tokens = tensor(ids).unsqueeze(0);
+        long n = ids.Length;
+        using var baseModel = ModelLoader.FromPretrained(b);
+        using var chatModel = ModelLoader.FromPretrained(c);
+        Tensor Acts(HookedTransformer m)
+        {
+            var (logits, cache) = m.RunWithCache(tokens, [hook]);
+            logits?.Dispose();
+            using (cache) return cache[hook].reshape(n, 16).clone();
+        }
+        Tensor delta;
+        using (no_grad())
+        {
+            var x = stack([Acts(baseModel), Acts(chatModel)], 1);
+            var f = cc2.Encode(x);
+            var edited = f.clone();
+            edited[TensorIndex.Colon, 3] = tensor(2.5f);
+            edited[TensorIndex.Colon, 7] = tensor(0f);
+            delta = (cc2.Decode(edited) - cc2.Decode(f)).select(1, 1);
+        }
+        Assert.True(delta.abs().max().item<float>() > 1e-3f, "the clamp changes nothing: pick another latent");
+        double Ce(Tensor logits)
+        {
+            var lp = logits[0].narrow(0, 0, n - 1).to(ScalarType.Float64).log_softmax(-1);
+            return -lp.gather(1, tokens[0].narrow(0, 1, n - 1).unsqueeze(1)).mean().item<double>();
+        }
+        double clean, clamped;
+        using (no_grad())
+        {
+            clean = Ce(chatModel.Run(tokens, new RunOptions()).Logits!);
+            clamped = Ce(chatModel.Run(tokens, new RunOptions { Hooks = [(hook, y => y + delta.view(1, n, 16).to(y.dtype))] }).Logits!);
+        }
+        Assert.Matches($@"CE loss clean\s+│?\s*{clean.ToString("F4", System.Globalization.CultureInfo.InvariantCulture)}", stdout);
+        Assert.Matches($@"CE loss ablated\s+│?\s*{clamped.ToString("F4", System.Globalization.CultureInfo.InvariantCulture)}", stdout);
+        Assert.NotEqual(clean.ToString("F4"), clamped.ToString("F4"));
+
+        // Nothing to do, a bad form and a latent out of range are named.
+        (exit, _, err) = CliRunner.Run(["ablate", "--sae", folder, "--model", b, "--diff-model", c, "--prompt", prompt]);
+        Assert.Contains("give --features (to ablate), --clamp F:V, or both", err);
+        (exit, _, err) = CliRunner.Run(["ablate", "--sae", folder, "--model", b, "--diff-model", c, "--clamp", "3", "--prompt", prompt]);
+        Assert.Contains("--clamp '3': expected F:V", err);
+        (exit, _, err) = CliRunner.Run(["ablate", "--sae", folder, "--model", b, "--diff-model", c, "--clamp", "12:1", "--prompt", prompt]);
+        Assert.NotEqual(0, exit);
+        Assert.Contains("12", err);
+    }
+
+    [Fact]
+    public void SaeSteerOfACrosscoderPrintsTheLatentsTopLogitTokensThroughTheSteeredModel()
+    {
+        var (b, c, _) = TwoModelsOneTokenizer();
+        const string hook = "blocks.1.hook_resid_post";
+        string folder = Sub("cc-steer");
+        using (var cc = SaeSharp.Tests.Evaluation.CrossCoderDownstreamTests.Random(2, 16, 12, seed: 4))
+            SaeSharp.Interop.CrossCoderFormat.Save(cc, folder, new SaeSharp.Interop.CrossCoderSources { HookNames = [hook, hook], ModelNames = [ModelLoader.NameOf(b), ModelLoader.NameOf(c)] });
+        using var scope = NewDisposeScope();
+        using var cc2 = SaeSharp.Interop.CrossCoderFormat.Load(folder);
+        var tok = Tokenizer.FromFolder(b);
+        foreach (var (slot, modelPath) in new[] { (1, c), (0, b) })
+        {
+            var (exit, stdout, err) = CliRunner.Run(["steer", "--sae", folder, "--model", b, "--diff-model", c, "--slot", slot.ToString(), "--feature", "5", "--scale", "10",
+                "--prompt", "the quick brown fox", "--max-new-tokens", "2", "--temperature", "0", "--runs", "1"]);
+            Assert.True(exit == 0, err + stdout);
+            Assert.Contains("feature 5: top logit tokens", stdout);
+            // By hand: slot's decoder row of latent 5 times the steered model's unembedding with ln_f's scale folded in.
+            using var model = ModelLoader.FromPretrained(modelPath);
+            var p = model.named_parameters().ToDictionary(kv => kv.name, kv => kv.parameter);
+            var wu = (p.TryGetValue("lm_head.weight", out var head) ? head : p["transformer.wte.weight"]).detach().to(ScalarType.Float64);
+            var gamma = p["transformer.ln_f.weight"].detach().to(ScalarType.Float64);
+            var row = cc2.Decoder.Weight[slot][5].detach().to(ScalarType.Float64);
+            var logits = (wu * gamma.unsqueeze(0)).matmul(row);
+            var (values, ids) = logits.topk(3);
+            for (int k = 0; k < 3; k++)
+            {
+                string text = SaeSharp.Analysis.DashboardWriter.Quote(tok.TokenText((int)ids[k].item<long>()));
+                string value = values[k].item<double>().ToString("F3", System.Globalization.CultureInfo.InvariantCulture);
+                Assert.Matches(System.Text.RegularExpressions.Regex.Escape(text) + @"\s*│?\s*" + System.Text.RegularExpressions.Regex.Escape(value), stdout);
+            }
+        }
+    }
 }
