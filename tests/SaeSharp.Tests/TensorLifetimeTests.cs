@@ -56,6 +56,8 @@ public class TensorLifetimeTests
         r.Run("dashboard", "--features", r.P("feat"), "--out", r.P("site"));
         r.Run("inspect", "--sae", r.P("demo", "sae"), "--model", "builtin", "--prompt", " cat sat on the mat", "--top", "3", "--neurons", "--json", r.P("view.json"));
         r.Run("score-labels", "--sae", r.P("demo", "sae"), "--model", "builtin", "--dataset", r.P("c.jsonl"), "--tokens", "512", "--json", r.P("s.json"));
+        r.Run("probe", "--sae", r.P("demo", "sae"), "--model", "builtin", "--dataset", r.P("c.jsonl"), "--tokens", "4096", "--labels", "cat:colour",
+            "--absorption", "--absorption-labels", "cat:colour", "--json", r.P("p.json"));
         r.Run("lm", "train", "--corpus", r.P("c.jsonl"), "--out", r.P("lm"), "--steps", "2", "--batch-size", "2", "--context-size", "32",
             "--d-model", "16", "--n-layers", "1", "--n-heads", "2", "--d-mlp", "32", "--val-docs", "10", "--warm-up-steps", "1", "--checkpoint-every", "1");
         r.Run("lm", "eval", "--model", r.P("lm"), "--corpus", r.P("c.jsonl"), "--docs", "10");

@@ -37,6 +37,9 @@ internal static class CrossCoderCli
         public long? KAnnealingSteps { get; init; }
         /// <summary>Train with the activation normaliser (statistics of the training rows: <c>activation_mean</c>, <c>activation_std</c>).</summary>
         public bool ActivationNormalizer { get; init; }
+        /// <summary>With <see cref="Model"/>: the normaliser's statistics from the dataset's first N tokens (default
+        /// <see cref="DefaultNormalizerRows"/>).</summary>
+        public long? NormalizerTokens { get; init; }
         /// <summary>The normaliser's <c>target_rms</c> (default 1).</summary>
         public double? TargetRms { get; init; }
         /// <summary><c>code_normalization</c> by its fork name (default CROSSCODER).</summary>
@@ -77,8 +80,8 @@ internal static class CrossCoderCli
         if (r.KAnnealingSteps is > 0 && r.KMax is null) throw new SaeSharpException("--k-annealing-steps needs --k-max (the k at step 0)");
         if (r.TargetRms is not null && !r.ActivationNormalizer) throw new SaeSharpException("--target-rms is the activation normaliser's; give --activation-normalizer too");
         if (r.TargetRms is { } rms && !(rms > 0 && double.IsFinite(rms))) throw new SaeSharpException($"--target-rms {rms}: expected a positive, finite number");
-        if (r.ActivationNormalizer && r.Model is not null)
-            throw new SaeSharpException("--activation-normalizer needs the statistics of all the training rows before the first step (the fork takes them from its activation caches): cache the hooks with sae cache and train on the caches (--activations)");
+        if (r.NormalizerTokens is not null && (!r.ActivationNormalizer || r.Model is null))
+            throw new SaeSharpException("--normalizer-tokens is for --activation-normalizer with --model (with --activations the statistics are those of every training row)");
         if (r.Model is not null) return TrainFromModel(r, r.Model, topK);
         using var data = CrossCoderActivations.LoadWithSources(r.Activations);
         var all = data.X;
@@ -98,6 +101,26 @@ internal static class CrossCoderCli
         long steps = r.Steps ?? 1000;
         return TrainAndSave(r, topK, layers, d, steps, sources, (cc, options, onStep, c, ct) => CrossCoderTrainer.Train(cc, train, options, r.BatchSize, r.Seed, onStep, c, ct),
             evalRows > 0 ? () => held.alias() : null, r.ActivationNormalizer ? () => CrossCoderTrainer.ActivationStatistics(train) : null);
+    }
+
+    /// <summary>The rows <c>sae train --model --activation-normalizer</c> takes its statistics from when --normalizer-tokens is
+    /// not given: <see cref="TrainerConfig.NBatchesForNormEstimate"/> batches cut to 16,384 rows, as
+    /// <see cref="TrainingPlan.InitializationRows"/> cuts SAELens's n_batches_for_norm_estimate for <c>sae train --model</c>.</summary>
+    internal static long DefaultNormalizerRows(int batchSize) =>
+        (long)Math.Clamp(16384 / batchSize, 1, new TrainerConfig().NBatchesForNormEstimate) * batchSize;
+
+    /// <summary>The first <paramref name="rows"/> crosscoder rows [n, L, d] of the dataset (fewer if it has fewer), harvested
+    /// in order (no shuffling, one pass): the rows of metrics.json and of the normaliser's statistics of a model run.</summary>
+    internal static Tensor FirstRows(ModelDataOptions data, IReadOnlyList<string> hooks, IReadOnlyList<string>? others, long rows, int layers, int d)
+    {
+        int positions = ModelPipeline.TrainingContextSize(data.ContextSize ?? 128, data.SeqposSlice);
+        using var source = ModelPipeline.OpenCrossCoderSource(data with { Tokens = Math.Max(positions, rows), Epochs = 1, ActivationsMixingFraction = 0 }, hooks, others);
+        var parts = new List<Tensor>();
+        while (source.Next(4096) is { } b) parts.Add(b.Input);
+        using var x = cat(parts, 0);
+        foreach (var p in parts) p.Dispose();
+        using var all = x.view(x.shape[0], layers, d);
+        return all.narrow(0, 0, Math.Min(rows, all.shape[0])).clone();
     }
 
     /// <summary><c>sae train --arch crosscoder --model M [--diff-model M2] --hooks A,B --dataset D</c>: streamed from the model
@@ -121,18 +144,14 @@ internal static class CrossCoderCli
         };
         long evalRows = r.EvalRows ?? 16384;
         return TrainAndSave(r, topK, layers, d, steps, sources, (cc, options, onStep, c, ct) => CrossCoderTrainer.Train(cc, source, options, r.BatchSize, onStep, c, ct),
-            () =>
+            () => FirstRows(data, hooks, others, evalRows, layers, d),
+            r.ActivationNormalizer ? () =>
             {
-                int positions = ModelPipeline.TrainingContextSize(data.ContextSize ?? 128, data.SeqposSlice);
-                using var eval = ModelPipeline.OpenCrossCoderSource(data with { Tokens = Math.Max(positions, evalRows), Epochs = 1, ActivationsMixingFraction = 0 }, hooks, others);
-                var parts = new List<Tensor>();
-                while (eval.Next(4096) is { } b) parts.Add(b.Input);
-                var x = cat(parts, 0);
-                foreach (var p in parts) p.Dispose();
-                using var all = x.view(x.shape[0], layers, d);
-                x.Dispose();
-                return all.narrow(0, 0, Math.Min(evalRows, all.shape[0]));
-            });
+                // The fork takes the statistics from its caches before the first step; here from the dataset's first
+                // --normalizer-tokens tokens, harvested in order (a pass of its own: the training stream is not consumed).
+                using var x = FirstRows(data, hooks, others, r.NormalizerTokens ?? DefaultNormalizerRows(r.BatchSize), layers, d);
+                return CrossCoderTrainer.ActivationStatistics(x);
+            } : null);
     }
 
     private static int TrainAndSave(TrainRequest r, bool topK, int layers, int d, long steps, CrossCoderSources sources,
@@ -149,7 +168,8 @@ internal static class CrossCoderCli
         using var cc = new CrossCoder(cfg);
         double? normInitScale = topK ? 1.0 : null; // the fork's defaults: BatchTopKCrossCoder 1.0, CrossCoder none
         using (var g = new Generator((ulong)r.Seed)) cc.InitializeWeights(g, normInitScale);
-        if (statistics is not null)
+        // On --resume the checkpoint holds the normaliser's buffers (they are in the state dict it restores).
+        if (statistics is not null && !r.Resume)
         {
             // The fork's trainers build the crosscoder with activation_mean/std; every batch is normalised before the step.
             var (mean, std) = statistics();
@@ -379,12 +399,17 @@ internal static class CrossCoderCli
     /// <summary>Latent Scaling of <paramref name="cc"/> over the rows of <paramref name="x"/> [N, 2, d] (in order).</summary>
     private static CrossCoderLatentScalingResult LatentScaling(CrossCoder cc, Tensor x, LatentScalingRequest request)
     {
+        using var source = new TensorActivationSource(x.view(x.shape[0], -1), shuffle: false, name: "--activations");
+        return CrossCoderLatentScaling.Compute(cc, source, LatentScalingLatents(cc, request));
+    }
+
+    /// <summary>The latents <paramref name="request"/> names (null: the default bands), after checking the slot count.</summary>
+    private static IReadOnlyList<int>? LatentScalingLatents(CrossCoder cc, LatentScalingRequest request)
+    {
         if (cc.Cfg.NumLayers != 2)
             throw new SaeSharpException($"--latent-scaling needs a model-diffing crosscoder with 2 slots (base, chat); this one has {cc.Cfg.NumLayers}");
-        IReadOnlyList<int>? latents = request.Latents?.Trim() == "all" ? Enumerable.Range(0, cc.Cfg.DictSize).ToList()
+        return request.Latents?.Trim() == "all" ? Enumerable.Range(0, cc.Cfg.DictSize).ToList()
             : FeatureSelection.Parse(request.Latents, cc.Cfg.DictSize, "latents");
-        using var source = new TensorActivationSource(x.view(x.shape[0], -1), shuffle: false, name: "--activations");
-        return CrossCoderLatentScaling.Compute(cc, source, latents);
     }
 
     private static JsonObject LatentScalingJson(CrossCoderLatentScalingResult r, IReadOnlyList<string> names)
@@ -444,9 +469,26 @@ internal static class CrossCoderCli
     /// <summary><c>sae eval --sae CROSSCODER --model M [--diff-model M2] --dataset D</c>: the metrics of <see cref="Eval"/> on the
     /// activations of the model run(s), and per model the CE and KL of splicing the crosscoder's reconstruction into every
     /// hook of its slots (<see cref="ModelPipeline.EvaluateCrossCoder"/>); --json adds the models under <c>models</c>.</summary>
-    public static int EvalInModel(string saePath, ModelDataOptions data, string? diffModel, string? hook, string? json, string? histogram)
+    public static int EvalInModel(string saePath, ModelDataOptions data, string? diffModel, string? hook, string? json, string? histogram,
+        LatentScalingRequest? latentScaling = null)
     {
-        var m = CliProgress.Run("eval", progress => ModelPipeline.EvaluateCrossCoder(saePath, data, diffModel, hook is null ? null : [hook], out _, progress));
+        CrossCoderLatentScalingAccumulator? scalingSums = null;
+        CrossCoderDownstreamMetrics m;
+        CrossCoderLatentScalingResult? scaling;
+        try
+        {
+            m = CliProgress.Run("eval", progress => ModelPipeline.EvaluateCrossCoder(saePath, data, diffModel, hook is null ? null : [hook], out _, progress,
+                latentScaling is null ? null : c =>
+                {
+                    scalingSums = new CrossCoderLatentScalingAccumulator(c, LatentScalingLatents(c, latentScaling));
+                    return scalingSums.Add;
+                }));
+            scaling = scalingSums?.Result();
+        }
+        finally
+        {
+            scalingSums?.Dispose();
+        }
         using var cc = CrossCoderFormat.Load(saePath);
         var norms = CrossCoderDecoderNorms.Of(cc);
         var hooks = new string[cc.Cfg.NumLayers];
@@ -459,6 +501,7 @@ internal static class CrossCoderCli
             var o = MetricsJson(m.Reconstruction);
             o["decoder_norms"] = NormsJson(norms, names);
             o["models"] = new JsonArray(m.Models.Select(r => (JsonNode)r.ToJson()).ToArray());
+            if (scaling is not null) o["latent_scaling"] = LatentScalingJson(scaling, names);
             AtomicFile.WriteAllText(json, o.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
         }
         if ((histogram ?? (json is null ? null : Path.ChangeExtension(json, null) + "_relative_decoder_norm.png")) is { } png) SaveNormHistogram(png, norms, names);
@@ -481,6 +524,7 @@ internal static class CrossCoderCli
                 ("tokens", Cli.Integer(r.Tokens)),
             ]);
         }
+        if (scaling is not null) WriteLatentScaling(scaling, names, json is null ? null : LatentScalingPng(json));
         return 0;
     }
 
@@ -533,6 +577,12 @@ internal static class CrossCoderCli
         Console.WriteLine($"prompt: {prompt}");
         Cli.WriteColumns($"latent {latent} × {scale.ToString(CultureInfo.InvariantCulture)} at {string.Join(", ", slots.Select(s => $"slot {s.Slot} {s.Hook}"))} of {ModelLoader.NameOf(path)}",
             ["seed", "unsteered", "steered"], rows);
+        // As sae steer for an SAE: the tokens the latent's decoder row raises most through the steered model's unembedding,
+        // the row of that model's last slot (the chat slot of a diffing pair; sae features takes the last slot's too).
+        var (lastSlot, lastHook) = slots[^1];
+        using (var slotSae = FeatureAnalysis.SlotSae(cc, lastSlot, lastHook))
+            InterventionCommands.WriteFeatureLogits(latent, InterventionCommands.FeatureLogits(pm.Model, slotSae, lastHook, latent, 10, Math.Min(tok.VocabSize, pm.Model.Config.DVocab))
+                .Select(e => (tok.TokenText((int)e.Token), e.Logit)));
         return 0;
     }
 
@@ -541,7 +591,7 @@ internal static class CrossCoderCli
     /// zeroed (or set to their mean over all the batches' tokens) and the error term kept, at every hook of its slots
     /// (<see cref="CrossCoderInterventions.EditLatents"/>); reported as <c>sae ablate</c> reports an SAE's.</summary>
     public static int Ablate(string ccPath, string modelPath, string? diffModel, int? slot, IReadOnlyList<int> latents, string mode,
-        List<Tensor> batches, Tokenizers.ITextTokenizer tok, int top)
+        IReadOnlyList<(int Feature, double Value)> clamps, string what, List<Tensor> batches, Tokenizers.ITextTokenizer tok, int top)
     {
         using var cc = CrossCoderFormat.Load(ccPath, out var sources);
         cc.eval();
@@ -556,17 +606,25 @@ internal static class CrossCoderCli
             var runs = models.Select(p => new CrossCoderModelRun(p.Model, p.Hooks)).ToList();
             Tensor Clean(Tensor batch) => CrossCoderInterventions.CleanInput(runs, spec.LayerHooks!, spec.LayerModels!, batch);
             // Each latent's mean over every token of the batches (as the SAE path's feature means).
-            var means = mode == "mean" ? CrossCoderInterventions.LatentMeans(cc, batches.Select(Clean)).DetachFromDisposeScope() : null;
+            var means = mode == "mean" && latents.Count > 0 ? CrossCoderInterventions.LatentMeans(cc, batches.Select(Clean)).DetachFromDisposeScope() : null;
             try
             {
                 var model = models[m];
+                // The ablation first, then each clamp (as sae ablate and sae model run apply them to an SAE).
+                Func<Tensor, Tensor> edits = latents.Count > 0 ? CrossCoderInterventions.Ablate(cc, latents, means) : f => f.alias();
+                foreach (var (latent, value) in clamps)
+                {
+                    var before = edits;
+                    var set = CrossCoderInterventions.Clamp(cc, latent, value);
+                    edits = f => set(before(f));
+                }
                 InterventionCommands.ReportAblation(batches, batch =>
                 {
-                    using var edit = CrossCoderInterventions.EditLatents(cc, Clean(batch), slots, CrossCoderInterventions.Ablate(cc, latents, means));
+                    using var edit = CrossCoderInterventions.EditLatents(cc, Clean(batch), slots, edits);
                     var clean = model.Model.Run(batch, new RunOptions { Hooks = model.Hooks }).Logits!;
                     var edited = model.Model.Run(batch, new RunOptions { Hooks = [.. model.Hooks, .. edit.Hooks] }).Logits!;
                     return (clean, edited);
-                }, tok, top, $"{mode}-ablation of {latents.Count} latent(s) at {string.Join(", ", slots.Select(s => $"slot {s.Slot} {s.Hook}"))} of {ModelLoader.NameOf(m == 0 ? modelPath : diffModel!)} (error term kept)");
+                }, tok, top, $"{what} at {string.Join(", ", slots.Select(s => $"slot {s.Slot} {s.Hook}"))} of {ModelLoader.NameOf(m == 0 ? modelPath : diffModel!)} (error term kept)");
             }
             finally
             {

@@ -244,7 +244,8 @@ internal static class InterventionCommands
     {
         var model = ModelCommands.ModelOption();
         var sae = SaeCommands.SaeOption();
-        var features = new Option<string>("--features") { Description = "Features to ablate, e.g. 3,17,250", Required = true };
+        var features = new Option<string?>("--features") { Description = "Features to ablate, e.g. 3,17,250 (give --features, --clamp or both)" };
+        var clamp = new Option<string[]>("--clamp") { Description = "F:V sets feature F to V, as sae model run --clamp (repeatable; a crosscoder: the raw latent f, not f·c)" };
         var prompt = new Option<string?>("--prompt") { Description = "Prompt text" };
         var dataset = new Option<string?>("--dataset") { Description = ".txt, .jsonl, .parquet (or a folder of them), or a hub dataset hf:ORG/NAME[:SPLIT]" };
         var tokensOpt = new Option<long>("--tokens") { Description = "Token budget over --dataset", DefaultValueFactory = _ => 4096 }.Positive();
@@ -257,7 +258,7 @@ internal static class InterventionCommands
         var slot = new Option<int?>("--slot") { Description = "A crosscoder: the slot whose model is run with the latents ablated (all of that model's slots are edited; default: the last slot)" };
         var command = new Command("ablate", "Ablate features (SAE spliced with its error term): change in next-token loss and KL per position and overall")
         {
-            model, sae, features, prompt, dataset, tokensOpt, contextSize, mode, hook, top, noBos, diffModel, slot,
+            model, sae, features, clamp, prompt, dataset, tokensOpt, contextSize, mode, hook, top, noBos, diffModel, slot,
         };
         Cli.SetAction(command, parse =>
         {
@@ -273,9 +274,14 @@ internal static class InterventionCommands
             using var pm = s is null ? null : ModelForSae.Load(folder, s.Cfg);   // processed as the SAE's cfg records, in its dtype
             var tok = Tokenizer.FromFolder(folder);
             using var outer = NewDisposeScope();   // the token batches and the ablation's tensors
-            var list = FeatureList(parse.GetValue(features)!, "--features").ToList();
+            var clamps = (parse.GetValue(clamp) ?? []).Select(c => FeatureValue(c, "--clamp", "F:V")).ToList();
+            if (parse.GetValue(features) is null && clamps.Count == 0) throw new SaeSharpException("give --features (to ablate), --clamp F:V, or both");
+            if (parse.GetValue(features) is null) Cli.RefuseGiven(parse, "how --features are ablated; give --features", mode);
+            var list = parse.GetValue(features) is { } fs ? FeatureList(fs, "--features").ToList() : [];
             string md = parse.GetValue(mode)!;
             if (md is not ("zero" or "mean")) throw new SaeSharpException($"--mode {md}: expected zero or mean");
+            string what = string.Join(", ", (list.Count > 0 ? [$"{md}-ablation of {list.Count} {(crossCoder ? "latent" : "feature")}(s)"] : new List<string>())
+                .Concat(clamps.Select(c => $"{(crossCoder ? "latent" : "feature")} {c.Feature} clamped to {c.Value.ToString("G6", CultureInfo.InvariantCulture)}")));
             bool bos = !parse.GetValue(noBos);
             List<Tensor> batches;
             if (parse.GetValue(prompt) is string text)
@@ -294,15 +300,18 @@ internal static class InterventionCommands
             {
                 if (crossCoder)
                     return CrossCoderCli.Ablate(parse.GetValue(sae)!, folder, parse.GetValue(diffModel) is { } dm ? ModelSource.Resolve(dm) : null,
-                        parse.GetValue(slot), list, md, batches, tok, parse.GetValue(top));
+                        parse.GetValue(slot), list, md, clamps, what, batches, tok, parse.GetValue(top));
                 var m = pm!.Model;
                 var hooked = new HookedSaeTransformer(m) { ModelHooks = pm.Hooks };
                 hooked.AddSae(s!, parse.GetValue(hook), useErrorTerm: true);
-                using var means = md == "mean" ? Ablation.FeatureMeans(m, s!, batches, parse.GetValue(hook), pm.Hooks) : null;
-                var ablation = new Ablation(s!, list, means, parse.GetValue(hook));
+                using var means = md == "mean" && list.Count > 0 ? Ablation.FeatureMeans(m, s!, batches, parse.GetValue(hook), pm.Hooks) : null;
+                // The ablation first, then the clamps, as sae model run applies --ablate and --clamp.
+                var edits = new List<Intervention>();
+                if (list.Count > 0) edits.Add(new Ablation(s!, list, means, parse.GetValue(hook)));
+                edits.AddRange(clamps.Select(c => (Intervention)new Clamp(s!, c.Feature, c.Value, parse.GetValue(hook))));
                 var spliced = hooked.Saes[0];
-                ReportAblation(batches, batch => (pm.Forward(batch), hooked.RunWithHooks(batch, [ablation])), tok, parse.GetValue(top),
-                    $"{md}-ablation of {list.Count} feature(s) at {(spliced.IsTranscoder ? $"{spliced.OutputHook} (transcoder reading {spliced.Hook})" : spliced.Hook)}");
+                ReportAblation(batches, batch => (pm.Forward(batch), hooked.RunWithHooks(batch, edits)), tok, parse.GetValue(top),
+                    $"{what} at {(spliced.IsTranscoder ? $"{spliced.OutputHook} (transcoder reading {spliced.Hook})" : spliced.Hook)}");
                 return 0;
             }
             finally

@@ -46,17 +46,18 @@ internal static class ProbeCommand
     internal static void Print(SparseProbingReport r)
     {
         static string A(double v) => v.ToString("F3", System.Globalization.CultureInfo.InvariantCulture);
-        var columns = new List<Column> { new("label", NoWrap: true), new("llm", Right: true, Heading: "llm\nall") };
+        static string All(double? v) => v is { } x ? A(x) : "-";
+        var columns = new List<Column> { new("label", NoWrap: true), new("llm", Right: true, Heading: "llm\nall"), new("sae all", Right: true, Heading: "sae\nall") };
         columns.AddRange(r.KValues.Select(k => new Column($"sae top {k}", Right: true, Heading: $"sae\nk={k}")));
-        IReadOnlyList<string> Row(string name, double llm, IEnumerable<double> sae) => [name, A(llm), .. sae.Select(A)];
-        var rows = r.Tasks.Select(t => Row(t.Label, t.LlmTestAccuracy, r.KValues.Select(k => t.SaeTopK[k]))).ToList();
+        IReadOnlyList<string> Row(string name, double llm, double? saeAll, IEnumerable<double> sae) => [name, A(llm), All(saeAll), .. sae.Select(A)];
+        var rows = r.Tasks.Select(t => Row(t.Label, t.LlmTestAccuracy, t.SaeTestAccuracy, r.KValues.Select(k => t.SaeTopK[k]))).ToList();
         if (r.Tasks.Count > 0)
         {
             var m = r.Means();
-            rows.Add(Row("mean", m["llm_test_accuracy"], r.KValues.Select(k => m[$"sae_top_{k}_test_accuracy"])));
+            rows.Add(Row("mean", m["llm_test_accuracy"], m.TryGetValue("sae_test_accuracy", out var sa) ? sa : null, r.KValues.Select(k => m[$"sae_top_{k}_test_accuracy"])));
         }
         Cli.WriteColumns($"sparse probing at {r.Hook}: {r.Tasks.Count} labels, {Cli.Integer(r.Tokens)} tokens", columns, rows);
-        Cli.WriteIndented(Markup.Escape("(test accuracy on balanced sets; llm all = probe on every dimension of the activation; sae k = probe on the top k SAE features, those with the largest difference of class means)"), 2);
+        Cli.WriteIndented(Markup.Escape("(test accuracy on balanced sets; llm all = probe on every dimension of the activation; sae all = probe on every SAE feature (-: more than 2048 fire in the training set); sae k = probe on the top k SAE features, those with the largest difference of class means)"), 2);
         if (r.Absorption is not { } a) return;
         Cli.WriteColumns("feature absorption",
             [new Column("label", NoWrap: true), new Column("probe F1", Right: true, Heading: "probe\nF1"), new Column("main latents", Heading: "main\nlatents"),

@@ -65,13 +65,18 @@ internal static class SaeCommands
                 // The two evaluations take different inputs: a flag of the other one would be silently ignored.
                 Cli.RefuseGiven(parse, "evaluation on activation files; with --model the rows come from --dataset (--tokens sets how many)",
                     activations, maxRows, groundTruth);
-                Cli.RefuseGiven(parse, "only for a crosscoder on activation files (--activations base,chat)", latentScaling, latents);
                 if (saes.Length == 1 && CrossCoderFormat.IsCrossCoderPath(saes[0]))
                 {
                     Cli.RefuseGiven(parse, "for SAEs; a crosscoder is evaluated per slot and in total, and spliced into each of its models", arch);
+                    if (!parse.GetValue(latentScaling)) Cli.RefuseGiven(parse, "only with --latent-scaling", latents);
+                    else if (parse.GetValue(json) is { } scalingJson)
+                        OutputGuard.RefuseReplacingInput("--json", CrossCoderCli.LatentScalingPng(scalingJson), new CommandInput("--sae", saes[0], InputKind.Sae),
+                            new CommandInput("--dataset", parse.GetValue(data.Dataset)!, InputKind.Whole));
                     return CrossCoderCli.EvalInModel(saes[0], ReadEvalInModel(parse, data), parse.GetValue(diffModel) is { } dm ? ModelSource.Resolve(dm) : null,
-                        parse.GetValue(data.Hook), parse.GetValue(json), parse.GetValue(histogram));
+                        parse.GetValue(data.Hook), parse.GetValue(json), parse.GetValue(histogram),
+                        parse.GetValue(latentScaling) ? new CrossCoderCli.LatentScalingRequest(parse.GetValue(latents)) : null);
                 }
+                Cli.RefuseGiven(parse, "only for a model-diffing crosscoder", latentScaling, latents);
                 Cli.RefuseGiven(parse, "for a model-diffing crosscoder (--sae CROSSCODER)", diffModel);
                 return EvalInModel(parse, data, saes, parse.GetValue(json), parse.GetValue(histogram), LoadOptions(parse, arch));
             }

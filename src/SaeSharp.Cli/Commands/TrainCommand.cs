@@ -43,7 +43,8 @@ internal static class TrainCommand
         var diffModel = new Option<string?>("--diff-model") { Description = "crosscoder, batchtopk_crosscoder with --model: a second model (same tokenizer) run on the same windows at the same hooks: model diffing, slots --model's then --diff-model's" };
         var kMax = new Option<int?>("--k-max") { Description = "batchtopk_crosscoder: k annealing, the k at step 0 (the fork's k_max), falling linearly to --k over --k-annealing-steps" }.Positive();
         var kAnnealingSteps = new Option<long?>("--k-annealing-steps") { Description = "batchtopk_crosscoder: steps over which k falls from --k-max to --k (the fork's k_annealing_steps; default 0: --k-max throughout)" }.NonNegative();
-        var activationNormalizer = new Option<bool>("--activation-normalizer") { Description = "crosscoder, batchtopk_crosscoder with --activations: normalise every slot by the training rows' mean and std as the fork's activation_mean/activation_std do, saved with the weights" };
+        var activationNormalizer = new Option<bool>("--activation-normalizer") { Description = "crosscoder, batchtopk_crosscoder: normalise every slot by the training rows' mean and std (with --model: of the first --normalizer-tokens tokens) as the fork's activation_mean/activation_std do, saved with the weights" };
+        var normalizerTokens = new Option<long?>("--normalizer-tokens") { Description = "crosscoder with --model --activation-normalizer: the statistics come from the dataset's first N tokens, harvested in order before training (default min(16384, 100 batches) rows, as SAELens's n_batches_for_norm_estimate cut by sae train --model)" }.Positive();
         var targetRms = new Option<double?>("--target-rms") { Description = "crosscoder, batchtopk_crosscoder with --activation-normalizer: each slot's norm after normalising (the fork's target_rms; default 1)" };
         var codeNormalization = new Option<string?>("--code-normalization") { Description = "crosscoder, batchtopk_crosscoder: how a latent's decoder norms weigh it (the fork's code_normalization): CROSSCODER (default), SAE, MIXED, NONE, DECOUPLED (BatchTopK: per-slot top-k and thresholds)" };
         var encoderLayers = new Option<string?>("--encoder-layers") { Description = "crosscoder, batchtopk_crosscoder: the slots the encoder reads, comma-separated 0-based (the fork's encoder_layers; default all); the decoder still writes every slot" };
@@ -51,7 +52,7 @@ internal static class TrainCommand
         var command = new Command("train", "Train sparse autoencoders and write them in SAELens layout")
         {
             activations, arch, k, l1, lpNorm, targetL0, dictSize, expansion, batchSize, steps, lr, seed, output, config, resume, force, checkpointEvery, evalRows, groundTruth, autocast, candidatePass, deterministic, epochs, fromPretrained, hookHeadIndex, warmupSteps, hooks, diffModel,
-            kMax, kAnnealingSteps, activationNormalizer, targetRms, codeNormalization, encoderLayers,
+            kMax, kAnnealingSteps, activationNormalizer, targetRms, codeNormalization, encoderLayers, normalizerTokens,
         };
         var data = new ModelDataOptionsCli();
         data.AddTo(command);
@@ -95,12 +96,13 @@ internal static class TrainCommand
                     KMax = parse.GetValue(kMax),
                     KAnnealingSteps = parse.GetValue(kAnnealingSteps),
                     ActivationNormalizer = parse.GetValue(activationNormalizer),
+                    NormalizerTokens = parse.GetValue(normalizerTokens),
                     TargetRms = parse.GetValue(targetRms),
                     CodeNormalization = parse.GetValue(codeNormalization),
                     EncoderLayers = parse.GetValue(encoderLayers) is { } el ? CrossCoderCli.ParseSlots(el, "--encoder-layers") : null,
                 });
             }
-            Cli.RefuseGiven(parse, "for --arch crosscoder or batchtopk_crosscoder", warmupSteps, hooks, diffModel, kMax, kAnnealingSteps, activationNormalizer, targetRms, codeNormalization, encoderLayers);
+            Cli.RefuseGiven(parse, "for --arch crosscoder or batchtopk_crosscoder", warmupSteps, hooks, diffModel, kMax, kAnnealingSteps, activationNormalizer, targetRms, codeNormalization, encoderLayers, normalizerTokens);
             var path = parse.GetValue(config);
             var s = path is null ? new TrainingSettings() : TrainingSettings.ReadFile(path);
             s.Activations = parse.GetValue(activations) ?? s.Activations;

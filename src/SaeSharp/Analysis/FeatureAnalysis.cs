@@ -290,7 +290,16 @@ public static class FeatureAnalysis
     public static Sae LastSlotSae(CrossCoder cc, string hook, string? modelName = null)
     {
         ArgumentNullException.ThrowIfNull(cc);
-        int last = cc.Cfg.NumLayers - 1;
+        return SlotSae(cc, cc.Cfg.NumLayers - 1, hook, modelName);
+    }
+
+    /// <summary>Slot <paramref name="last"/> of the crosscoder as a standard SAE at <paramref name="hook"/> (as
+    /// <see cref="LastSlotSae"/> makes the last): its decoder rows are what each latent writes into that slot (raw rows,
+    /// in the normalised scale when the checkpoint has a normaliser).</summary>
+    public static Sae SlotSae(CrossCoder cc, int last, string hook, string? modelName = null)
+    {
+        ArgumentNullException.ThrowIfNull(cc);
+        if (last < 0 || last >= cc.Cfg.NumLayers) throw new SaeSharpException($"crosscoder slot {last}: give 0..{cc.Cfg.NumLayers - 1}");
         var cfg = new SaeConfig
         {
             Architecture = SaeArchitectures.Standard, DIn = cc.Cfg.ActivationDim, DSae = cc.Cfg.DictSize, ApplyBDecToInput = false,

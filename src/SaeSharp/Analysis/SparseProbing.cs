@@ -3,6 +3,7 @@ using System.Text.Json.Nodes;
 using SaeSharp.Models;
 using SaeSharp.Saes;
 using SaeSharp.Tokenizers;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace SaeSharp.Analysis;
@@ -25,6 +26,10 @@ public sealed record SparseProbingOptions
     public double C { get; init; } = 1.0;
     /// <summary>Labels to probe; null: every label with enough positives.</summary>
     public IReadOnlyList<string>? Labels { get; init; }
+    /// <summary><c>sae_test_accuracy</c> (the probe on all SAE features) is fitted on the features that fire in the task's
+    /// training set (the others get weight 0 at the optimum); when more than this many fire it is not computed (null),
+    /// since Newton's method needs their (count + 1)² Hessian.</summary>
+    public int AllFeaturesProbeLimit { get; init; } = 2048;
 }
 
 /// <summary>One binary task of <see cref="SparseProbing"/>: test accuracies of the probes for one label.</summary>
@@ -35,8 +40,12 @@ public sealed record SparseProbingOptions
 /// <param name="LlmTopK">k → probe on the k model dimensions with the largest |difference of class means|.</param>
 /// <param name="SaeTopK">k → probe on the k SAE features with the largest |difference of class means|.</param>
 /// <param name="TopFeatures">SAE features by |difference of class means| on the training split, largest first (max k of them).</param>
+/// <param name="SaeTestAccuracy">SAEBench's <c>sae_test_accuracy</c>: the probe on all SAE features; null when more than
+/// <see cref="SparseProbingOptions.AllFeaturesProbeLimit"/> fire in the training set.</param>
+/// <param name="SaeProbeFeatures">Features that fire in the training set (the columns that probe is fitted on).</param>
 public sealed record SparseProbingTask(string Label, int TrainExamples, int TestExamples, double LlmTestAccuracy,
-    IReadOnlyDictionary<int, double> LlmTopK, IReadOnlyDictionary<int, double> SaeTopK, IReadOnlyList<int> TopFeatures);
+    IReadOnlyDictionary<int, double> LlmTopK, IReadOnlyDictionary<int, double> SaeTopK, IReadOnlyList<int> TopFeatures,
+    double? SaeTestAccuracy = null, int SaeProbeFeatures = 0);
 
 /// <summary>Result of <see cref="SparseProbing"/>: every task and the means SAEBench reports.</summary>
 /// <param name="Hook">Hook the SAE reads (empty when <see cref="SparseProbing.Evaluate"/> was given the activations).</param>
@@ -55,6 +64,7 @@ public sealed record SparseProbingReport(string Hook, long Tokens, IReadOnlyList
         if (Tasks.Count == 0) return m;
         m["llm_test_accuracy"] = Tasks.Average(t => t.LlmTestAccuracy);
         foreach (int k in KValues) m[$"llm_top_{k}_test_accuracy"] = Tasks.Average(t => t.LlmTopK[k]);
+        if (Tasks.All(t => t.SaeTestAccuracy is not null)) m["sae_test_accuracy"] = Tasks.Average(t => t.SaeTestAccuracy!.Value);
         foreach (int k in KValues) m[$"sae_top_{k}_test_accuracy"] = Tasks.Average(t => t.SaeTopK[k]);
         return m;
     }
@@ -74,6 +84,8 @@ public sealed record SparseProbingReport(string Hook, long Tokens, IReadOnlyList
                 var o = new JsonObject { ["label"] = t.Label, ["train_examples"] = t.TrainExamples, ["test_examples"] = t.TestExamples,
                                          ["llm_test_accuracy"] = t.LlmTestAccuracy };
                 foreach (int k in KValues) o[$"llm_top_{k}_test_accuracy"] = t.LlmTopK[k];
+                o["sae_test_accuracy"] = t.SaeTestAccuracy;
+                o["sae_probe_features"] = t.SaeProbeFeatures;
                 foreach (int k in KValues) o[$"sae_top_{k}_test_accuracy"] = t.SaeTopK[k];
                 o["top_features"] = new JsonArray([.. t.TopFeatures.Select(f => (JsonNode)f)]);
                 return (JsonNode)o;
@@ -145,10 +157,27 @@ public static class SparseProbing
                 llmTop[k] = TopKAccuracy(xTrain, yTrain, xTest, yTest, llmOrder, k, options.C);
                 saeTop[k] = TopKAccuracy(fTrain, yTrain, fTest, yTest, saeOrder, k, options.C);
             }
+            // The probe on all SAE features: a feature that is 0 on every training row gets weight 0 at the optimum (its
+            // gradient is its own penalty term), so fitting on the columns that fire gives the same probe.
+            var firing = fTrain.ne(TorchScalars.Of(0)).any(0L).nonzero().squeeze(1);
+            int nFiring = (int)firing.shape[0];
+            double? saeAll = nFiring == 0 ? TestMajority(yTrain, yTest)
+                : nFiring <= options.AllFeaturesProbeLimit
+                    ? LogisticRegression.Fit(fTrain.index_select(1, firing), yTrain, options.C).Accuracy(fTest.index_select(1, firing), yTest)
+                    : null;
             tasks.Add(new SparseProbingTask(labelNames[l], trainRows.Length, testRows.Length, llm, llmTop, saeTop,
-                saeOrder.Take(options.KValues.Max()).ToArray()));
+                saeOrder.Take(options.KValues.Max()).ToArray(), saeAll, nFiring));
         }
         return new SparseProbingReport("", n, options.KValues, tasks);
+    }
+
+    /// <summary>Test accuracy of a probe with no inputs (w empty): b alone predicts the training majority, or class 0 on a tie
+    /// (b = 0 on a balanced set: w·x + b &gt; 0 never holds).</summary>
+    private static double TestMajority(bool[] yTrain, bool[] yTest)
+    {
+        int pos = yTrain.Count(v => v);
+        bool predict = pos > yTrain.Length - pos;
+        return yTest.Length == 0 ? 0 : (double)yTest.Count(v => v == predict) / yTest.Length;
     }
 
     private static double TopKAccuracy(Tensor train, bool[] yTrain, Tensor test, bool[] yTest, int[] order, int k, double c)

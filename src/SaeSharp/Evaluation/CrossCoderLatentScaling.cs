@@ -121,78 +121,22 @@ public static class CrossCoderLatentScaling
     public static CrossCoderLatentScalingResult Compute(CrossCoder cc, IActivationSource source, IReadOnlyList<int>? latents = null,
         long? maxRows = null, int batchSize = 4096)
     {
-        ArgumentNullException.ThrowIfNull(cc);
-        cc.CheckReconstructsInput("Latent Scaling");
-        cc.CheckSharedCodes("Latent Scaling");
         ArgumentNullException.ThrowIfNull(source);
-        CheckModelDiffing(cc);
+        if (batchSize <= 0) throw new SaeSharpException($"latent scaling: batch size {batchSize} must be positive");
+        using var acc = new CrossCoderLatentScalingAccumulator(cc, latents);
         int d = cc.Cfg.ActivationDim;
         if (source.DIn != 2 * d)
             throw new SaeSharpException($"latent scaling: the activation rows are {source.DIn} wide; the crosscoder needs 2 slots × activation_dim {d} = {2 * d}");
-        if (batchSize <= 0) throw new SaeSharpException($"latent scaling: batch size {batchSize} must be positive");
-        var norms = CrossCoderDecoderNorms.Of(cc);
-        var chosen = latents ?? DefaultLatents(cc);
-        foreach (var j in chosen)
-            if (j < 0 || j >= cc.Cfg.DictSize) throw new SaeSharpException($"latent scaling: latent {j} is outside 0..{cc.Cfg.DictSize - 1}");
-        if (chosen.Count == 0) return new CrossCoderLatentScalingResult(0, []);
-        using var _ = no_grad();
-        using var scope = NewDisposeScope();
-        var idx = tensor(chosen.Select(i => (long)i).ToArray());
-        var w = cc.Decoder.Weight.detach().to(ScalarType.Float64); // [2, dict_size, d]
-        var dChat = w[1].index_select(0, idx); // [m, d]: d_j of every target
-        var dBase = w[0].index_select(0, idx);
-        var selfChat = (dChat * dChat).sum(-1); // ⟨d^chat_j, d_j⟩ = ‖d_j‖²
-        var selfBase = (dBase * dChat).sum(-1); // ⟨d^base_j, d_j⟩
-        var bDec = cc.Decoder.Bias.detach().to(ScalarType.Float64); // [2, d]
-        var wAll = w.permute(1, 0, 2).reshape(cc.Cfg.DictSize, -1); // [dict_size, 2d]
-        int m = chosen.Count;
-        // Numerators per target and slot: [activation, reconstruction, error] × [base, chat] × m.
-        var num = zeros(3, 2, m, ScalarType.Float64);
-        var fSq = zeros(m, ScalarType.Float64);
-        var active = zeros(m, ScalarType.Int64);
-        long rows = 0;
-        while (maxRows is not { } cap || rows < cap)
+        if (acc.Latents.Count == 0) return acc.Result();
+        while (maxRows is not { } cap || acc.Rows < cap)
         {
-            int want = maxRows is { } c ? (int)Math.Min(batchSize, c - rows) : batchSize;
+            int want = maxRows is { } c ? (int)Math.Min(batchSize, c - acc.Rows) : batchSize;
             using var batch = source.Next(want);
             if (batch is null) break;
             using var inner = NewDisposeScope();
-            var x = batch.Input.view(batch.Rows, 2, d).to(ScalarType.Float32);
-            var f = cc.Encode(x); // [b, dict_size], as the fork's encode(use_threshold=True)
-            var xn = cc.NormalizeActivations(x).to(ScalarType.Float64);
-            var fd = f.to(ScalarType.Float64);
-            var xHat = matmul(fd, wAll).view(batch.Rows, 2, d).add(bDec, TorchScalars.One); // normalised space
-            var fj = fd.index_select(1, idx); // [b, m]
-            for (int s = 0; s < 2; s++)
-            {
-                var ys = xn.select(1, s);
-                var rs = xHat.select(1, s);
-                var pAct = matmul(ys, dChat.t()); // [b, m]: ⟨d_j, y_n⟩
-                var pRec = matmul(rs, dChat.t());
-                // ⟨d_j, x − x̂ + f_j d^s_j⟩ = ⟨d_j, x − x̂⟩ + f_j⟨d^s_j, d_j⟩
-                var self = s == 0 ? selfBase : selfChat;
-                var pErr = pAct.sub(pRec).add(fj.mul(self), TorchScalars.One);
-                num[0, s].add_((fj * pAct).sum(0L), TorchScalars.One);
-                num[1, s].add_((fj * pRec).sum(0L), TorchScalars.One);
-                num[2, s].add_((fj * pErr).sum(0L), TorchScalars.One);
-            }
-            fSq.add_(fj.pow(TorchScalars.Of(2)).sum(0L), TorchScalars.One);
-            active.add_(fj.ne(TorchScalars.Of(0)).sum(0L), TorchScalars.One);
-            rows += batch.Rows;
+            acc.Add(batch.Input.view(batch.Rows, 2, d));
         }
-        if (rows == 0) throw new SaeSharpException("latent scaling: the activations gave no rows");
-        var beta = (num / (fSq * selfChat)).contiguous(); // [3, 2, m]
-        var b = beta.data<double>().ToArray();
-        var a = active.data<long>().ToArray();
-        double B(int target, int slot, int k) => b[(target * 2 + slot) * m + k];
-        var result = new List<CrossCoderLatentBetas>(m);
-        for (int k = 0; k < m; k++)
-        {
-            double dn = norms.DeltaNorm[1][chosen[k]];
-            result.Add(new CrossCoderLatentBetas(chosen[k], BandOf(dn), dn, a[k],
-                (B(0, 0, k), B(0, 1, k)), (B(1, 0, k), B(1, 1, k)), (B(2, 0, k), B(2, 1, k))));
-        }
-        return new CrossCoderLatentScalingResult(rows, result);
+        return acc.Result();
     }
 
     /// <summary>Median of the finite values (NaN when there are none).</summary>
@@ -204,10 +148,130 @@ public static class CrossCoderLatentScaling
         return v.Count % 2 == 1 ? v[v.Count / 2] : (v[v.Count / 2 - 1] + v[v.Count / 2]) / 2;
     }
 
-    private static void CheckModelDiffing(CrossCoder cc)
+    internal static void CheckModelDiffing(CrossCoder cc)
     {
         ArgumentNullException.ThrowIfNull(cc);
         if (cc.Cfg.NumLayers != 2)
             throw new SaeSharpException($"latent scaling needs a model-diffing crosscoder with 2 slots (base, chat); this one has {cc.Cfg.NumLayers}");
+    }
+}
+
+/// <summary>
+/// The running sums of <see cref="CrossCoderLatentScaling"/>: rows x [n, 2, d] (slot 0 base, slot 1 chat) go in batch by
+/// batch (<see cref="Add"/>), from files (<see cref="CrossCoderLatentScaling.Compute"/>) or from the model runs of
+/// <c>sae eval --model BASE --diff-model CHAT --latent-scaling</c>; <see cref="Result"/> gives the β. Per chosen latent it keeps
+/// Σ f_j⟨d_j, y⟩ for the three targets of both slots, Σ f_j² and the rows where f_j ≠ 0, in float64 on the crosscoder's device.
+/// </summary>
+public sealed class CrossCoderLatentScalingAccumulator : IDisposable
+{
+    private readonly CrossCoder _cc;
+    private readonly IReadOnlyList<int> _chosen;
+    private readonly CrossCoderDecoderNorms _norms;
+    private readonly Tensor? _idx, _dChat, _selfChat, _selfBase, _bDec, _wAll, _num, _fSq, _active;
+
+    /// <summary>Starts empty sums for <paramref name="latents"/> of <paramref name="cc"/> (default
+    /// <see cref="CrossCoderLatentScaling.DefaultLatents"/>); refuses a crosscoder Latent Scaling does not apply to.</summary>
+    public CrossCoderLatentScalingAccumulator(CrossCoder cc, IReadOnlyList<int>? latents = null)
+    {
+        ArgumentNullException.ThrowIfNull(cc);
+        cc.CheckReconstructsInput("Latent Scaling");
+        cc.CheckSharedCodes("Latent Scaling");
+        CrossCoderLatentScaling.CheckModelDiffing(cc);
+        _cc = cc;
+        _norms = CrossCoderDecoderNorms.Of(cc);
+        _chosen = latents ?? CrossCoderLatentScaling.DefaultLatents(cc);
+        foreach (var j in _chosen)
+            if (j < 0 || j >= cc.Cfg.DictSize) throw new SaeSharpException($"latent scaling: latent {j} is outside 0..{cc.Cfg.DictSize - 1}");
+        if (_chosen.Count == 0) return;
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        var device = cc.Decoder.Weight.device;
+        _idx = tensor(_chosen.Select(i => (long)i).ToArray(), device: device);
+        var w = cc.Decoder.Weight.detach().to(ScalarType.Float64); // [2, dict_size, d]
+        _dChat = w[1].index_select(0, _idx); // [m, d]: d_j of every target
+        var dBase = w[0].index_select(0, _idx);
+        _selfChat = (_dChat * _dChat).sum(-1); // ⟨d^chat_j, d_j⟩ = ‖d_j‖²
+        _selfBase = (dBase * _dChat).sum(-1); // ⟨d^base_j, d_j⟩
+        _bDec = cc.Decoder.Bias.detach().to(ScalarType.Float64); // [2, d]
+        _wAll = w.permute(1, 0, 2).reshape(cc.Cfg.DictSize, -1); // [dict_size, 2d]
+        int m = _chosen.Count;
+        // Numerators per target and slot: [activation, reconstruction, error] × [base, chat] × m.
+        _num = zeros(3, 2, m, ScalarType.Float64, device: device);
+        _fSq = zeros(m, ScalarType.Float64, device: device);
+        _active = zeros(m, ScalarType.Int64, device: device);
+        foreach (var t in new[] { _idx, _dChat, _selfChat, _selfBase, _bDec, _wAll, _num, _fSq, _active }) t.DetachFromDisposeScope();
+    }
+
+    /// <summary>Rows added so far.</summary>
+    public long Rows { get; private set; }
+
+    /// <summary>The latents whose β are taken, in order.</summary>
+    public IReadOnlyList<int> Latents => _chosen;
+
+    /// <summary>Adds rows x [n, 2, d] (raw activations; the crosscoder's normaliser, if any, is applied here), moved to the
+    /// crosscoder's device.</summary>
+    public void Add(Tensor x)
+    {
+        ArgumentNullException.ThrowIfNull(x);
+        int d = _cc.Cfg.ActivationDim;
+        if (x.dim() != 3 || x.shape[1] != 2 || x.shape[2] != d)
+            throw new SaeSharpException($"latent scaling: rows [{string.Join(", ", x.shape)}] are not [n, 2, {d}] (base slot, chat slot)");
+        long n = x.shape[0];
+        if (_chosen.Count == 0 || n == 0)
+        {
+            Rows += n;
+            return;
+        }
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        var xf = x.to(ScalarType.Float32, _cc.Decoder.Weight.device);
+        var f = _cc.Encode(xf); // [n, dict_size], as the fork's encode(use_threshold=True)
+        var xn = _cc.NormalizeActivations(xf).to(ScalarType.Float64);
+        var fd = f.to(ScalarType.Float64);
+        var xHat = matmul(fd, _wAll!).view(n, 2, d).add(_bDec!, TorchScalars.One); // normalised space
+        var fj = fd.index_select(1, _idx!); // [n, m]
+        for (int s = 0; s < 2; s++)
+        {
+            var ys = xn.select(1, s);
+            var rs = xHat.select(1, s);
+            var pAct = matmul(ys, _dChat!.t()); // [n, m]: ⟨d_j, y_n⟩
+            var pRec = matmul(rs, _dChat!.t());
+            // ⟨d_j, x − x̂ + f_j d^s_j⟩ = ⟨d_j, x − x̂⟩ + f_j⟨d^s_j, d_j⟩
+            var self = s == 0 ? _selfBase! : _selfChat!;
+            var pErr = pAct.sub(pRec).add(fj.mul(self), TorchScalars.One);
+            _num![0, s].add_((fj * pAct).sum(0L), TorchScalars.One);
+            _num[1, s].add_((fj * pRec).sum(0L), TorchScalars.One);
+            _num[2, s].add_((fj * pErr).sum(0L), TorchScalars.One);
+        }
+        _fSq!.add_(fj.pow(TorchScalars.Of(2)).sum(0L), TorchScalars.One);
+        _active!.add_(fj.ne(TorchScalars.Of(0)).sum(0L), TorchScalars.One);
+        Rows += n;
+    }
+
+    /// <summary>The β and ν of every chosen latent over the rows added (an error when none were).</summary>
+    public CrossCoderLatentScalingResult Result()
+    {
+        if (_chosen.Count == 0) return new CrossCoderLatentScalingResult(Rows, []);
+        if (Rows == 0) throw new SaeSharpException("latent scaling: the activations gave no rows");
+        using var scope = NewDisposeScope();
+        int m = _chosen.Count;
+        var beta = (_num! / (_fSq! * _selfChat!)).contiguous().cpu(); // [3, 2, m]
+        var b = beta.data<double>().ToArray();
+        var a = _active!.cpu().data<long>().ToArray();
+        double B(int target, int slot, int k) => b[(target * 2 + slot) * m + k];
+        var result = new List<CrossCoderLatentBetas>(m);
+        for (int k = 0; k < m; k++)
+        {
+            double dn = _norms.DeltaNorm[1][_chosen[k]];
+            result.Add(new CrossCoderLatentBetas(_chosen[k], CrossCoderLatentScaling.BandOf(dn), dn, a[k],
+                (B(0, 0, k), B(0, 1, k)), (B(1, 0, k), B(1, 1, k)), (B(2, 0, k), B(2, 1, k))));
+        }
+        return new CrossCoderLatentScalingResult(Rows, result);
+    }
+
+    /// <summary>Frees the sums and the decoder copies.</summary>
+    public void Dispose()
+    {
+        foreach (var t in new[] { _idx, _dChat, _selfChat, _selfBase, _bDec, _wAll, _num, _fSq, _active }) t?.Dispose();
     }
 }

@@ -53,9 +53,12 @@ public static partial class DownstreamEvaluator
     /// <see cref="DownstreamEvalOptions.ErrorTerm"/>, with x̂ + (x − x̂) spliced (equal to the clean run). The CE and
     /// KL(clean ‖ variant) are measured as <see cref="Evaluate"/> measures them, per model. Each model's hooks are given with
     /// it (<see cref="CrossCoderModelRun.Hooks"/>), not in <see cref="DownstreamEvalOptions.ModelHooks"/>.
+    /// <paramref name="countedRows"/>, when given, receives each batch's x [counted positions, L, d] (the rows the
+    /// reconstruction metrics see, in window order; valid only during the call), e.g. a <see cref="CrossCoderLatentScalingAccumulator"/>'s
+    /// <see cref="CrossCoderLatentScalingAccumulator.Add"/>.
     /// </summary>
     public static CrossCoderDownstreamMetrics EvaluateCrossCoder(CrossCoder cc, IReadOnlyList<CrossCoderModelRun> models, IReadOnlyList<string> hooks,
-        IEnumerable<long[]> windows, DownstreamEvalOptions? options = null)
+        IEnumerable<long[]> windows, DownstreamEvalOptions? options = null, Action<Tensor>? countedRows = null)
     {
         ArgumentNullException.ThrowIfNull(cc);
         cc.CheckReconstructsInput("crosscoder evaluation inside the models");
@@ -79,7 +82,7 @@ public static partial class DownstreamEvaluator
         using var acc = new CrossCoderMetricsAccumulator(cc.Cfg);
         var sums = models.Select(_ => new CrossCoderSums()).ToArray();
 
-        ForEachBatch(windows, o, sums[0].Clean, batch => RunCrossCoderBatch(cc, models, slotHooks, slotModels, batch, exclude, acc, sums, o));
+        ForEachBatch(windows, o, sums[0].Clean, batch => RunCrossCoderBatch(cc, models, slotHooks, slotModels, batch, exclude, acc, sums, o, countedRows));
         var perModel = models.Select((m, i) =>
         {
             var s = sums[i];
@@ -106,7 +109,7 @@ public static partial class DownstreamEvaluator
     }
 
     private static void RunCrossCoderBatch(CrossCoder cc, IReadOnlyList<CrossCoderModelRun> models, IReadOnlyList<string> slotHooks, IReadOnlyList<int> slotModels,
-        List<long[]> windows, long[] exclude, CrossCoderMetricsAccumulator acc, CrossCoderSums[] sums, DownstreamEvalOptions o)
+        List<long[]> windows, long[] exclude, CrossCoderMetricsAccumulator acc, CrossCoderSums[] sums, DownstreamEvalOptions o, Action<Tensor>? countedRows)
     {
         using var scope = NewDisposeScope();
         using var _ = no_grad();
@@ -142,7 +145,12 @@ public static partial class DownstreamEvaluator
             var f = cc.Encode(x);
             var xHat = cc.Decode(f);
             var rows = keep.reshape(-1).nonzero().squeeze(1).to(device);
-            if (rows.shape[0] > 0) acc.Add(x.index_select(0, rows), xHat.index_select(0, rows), CrossCoder.LatentCodes(f).index_select(0, rows));
+            if (rows.shape[0] > 0)
+            {
+                var counted = x.index_select(0, rows);
+                acc.Add(counted, xHat.index_select(0, rows), CrossCoder.LatentCodes(f).index_select(0, rows));
+                countedRows?.Invoke(counted);
+            }
 
             for (int m = 0; m < models.Count; m++)
             {

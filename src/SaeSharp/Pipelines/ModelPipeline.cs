@@ -336,9 +336,12 @@ public static class ModelPipeline
     /// prepend_bos default true). The slots' hooks are <paramref name="hooks"/>, else the first L / (number of models) hooks
     /// the crosscoder recorded when SaeSharp saved it (<see cref="CrossCoderSources.HookNames"/>); a crosscoder recorded as
     /// reading two models needs <paramref name="diffModelPath"/>. <paramref name="sources"/> gets what it recorded.
+    /// <paramref name="countedRows"/>, when given, is called once with the loaded crosscoder (on the device) and returns what
+    /// receives each batch's counted rows x [n, L, d] in the same pass (<see cref="DownstreamEvaluator.EvaluateCrossCoder"/>):
+    /// <c>sae eval --latent-scaling</c> hands them to a <see cref="CrossCoderLatentScalingAccumulator"/> built on it.
     /// </summary>
     public static CrossCoderDownstreamMetrics EvaluateCrossCoder(string ccPath, ModelDataOptions data, string? diffModelPath, IReadOnlyList<string>? hooks,
-        out CrossCoderSources sources, IProgress<WorkProgress>? progress = null)
+        out CrossCoderSources sources, IProgress<WorkProgress>? progress = null, Func<CrossCoder, Action<Tensor>>? countedRows = null)
     {
         ArgumentNullException.ThrowIfNull(ccPath);
         ArgumentNullException.ThrowIfNull(data);
@@ -362,6 +365,7 @@ public static class ModelPipeline
             int ctx = data.ContextSize ?? 128;
             var exclude = ExclusionOf(data, new SaeMetadata(), ccPath);
             var paths = new[] { data.ModelPath, diffModelPath };
+            var onRows = countedRows?.Invoke(cc);
             return DownstreamEvaluator.EvaluateCrossCoder(cc,
                 models.Select((m, i) => new CrossCoderModelRun(m.Model, m.Hooks, ModelLoader.NameOf(paths[i]!))).ToList(), slotHooks,
                 Windows(tokenizer, data.DatasetPath, ctx, data.PrependBos ?? true, data.TextField, data.DisableConcatSequences ?? false, data.SequenceSeparatorToken),
@@ -370,7 +374,7 @@ public static class ModelPipeline
                     BatchSizePrompts = data.BatchSizePrompts, MaxContexts = ContextsFor(data.Tokens, TrainingContextSize(ctx, data.SeqposSlice)),
                     ExcludeTokenIds = ExcludedTokens.Resolve(exclude.Special, exclude.Ids, tokenizer, exclude.Origin),
                     Progress = progress, SeqposSlice = data.SeqposSlice,
-                });
+                }, onRows);
         }
         finally
         {

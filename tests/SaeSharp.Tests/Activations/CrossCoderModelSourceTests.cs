@@ -264,4 +264,206 @@ public class CrossCoderModelSourceTests : ModelTestBase
         Assert.NotEqual(0, exit);
         Assert.Contains("--slot 2: give 0..1", err);
     }
+
+    [Fact]
+    public void LatentScalingFromTheModelRunsEqualsLatentScalingOnCachesOfThem()
+    {
+        var (b, c, data) = TwoModelsOneTokenizer();
+        const string hook = "blocks.1.hook_resid_post";
+        string folder = Sub("cc-scaling");
+        using (var cc = SaeSharp.Tests.Evaluation.CrossCoderDownstreamTests.Random(2, 16, 12, seed: 5))
+            SaeSharp.Interop.CrossCoderFormat.Save(cc, folder, new SaeSharp.Interop.CrossCoderSources { HookNames = [hook, hook], ModelNames = [ModelLoader.NameOf(b), ModelLoader.NameOf(c)] });
+        string[] windows = ["--dataset", data, "--context-size", "16", "--tokens", "96"];
+        foreach (var (model, name) in new[] { (b, "base"), (c, "chat") })
+        {
+            var (code, so, se) = CliRunner.Run(["cache", "--model", model, "--hook", hook, "--out", Sub("cache-" + name), .. windows]);
+            Assert.True(code == 0, se + so);
+        }
+        string filesJson = Sub("files.json"), modelJson = Sub("model.json");
+        var (exit, stdout, err) = CliRunner.Run("eval", "--sae", folder, "--activations", Sub("cache-base") + "," + Sub("cache-chat"),
+            "--latent-scaling", "--latents", "all", "--json", filesJson);
+        Assert.True(exit == 0, err + stdout);
+        (exit, stdout, err) = CliRunner.Run(["eval", "--sae", folder, "--model", b, "--diff-model", c, .. windows, "--latent-scaling", "--latents", "all", "--json", modelJson]);
+        Assert.True(exit == 0, err + stdout);
+        Assert.Contains("latent scaling (ν = β", stdout);
+        Assert.True(File.Exists(Sub("model_latent_scaling.png")));
+        var fromFiles = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(filesJson))!["latent_scaling"]!;
+        var fromModels = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(modelJson))!["latent_scaling"]!;
+        Assert.Equal(96, fromFiles["rows"]!.GetValue<long>());
+        Assert.Equal(96, fromModels["rows"]!.GetValue<long>());
+        var lf = fromFiles["latents"]!.AsArray();
+        var lm = fromModels["latents"]!.AsArray();
+        Assert.Equal(12, lm.Count);
+        int compared = 0;
+        for (int i = 0; i < 12; i++)
+        {
+            Assert.Equal(lf[i]!["count_active"]!.GetValue<long>(), lm[i]!["count_active"]!.GetValue<long>());
+            foreach (var key in new[] { "beta_activation_base", "beta_activation_chat", "beta_reconstruction_base", "beta_reconstruction_chat",
+                         "beta_error_base", "beta_error_chat", "beta_ratio_error", "beta_ratio_reconstruction" })
+            {
+                if (lf[i]![key] is null) { Assert.Null(lm[i]![key]); continue; }
+                double want = lf[i]![key]!.GetValue<double>(), got = lm[i]![key]!.GetValue<double>();
+                Assert.True(Math.Abs(want - got) <= 1e-6 * Math.Max(1, Math.Abs(want)), $"latent {i} {key}: files {want}, model runs {got}");
+                compared++;
+            }
+        }
+        Assert.True(compared >= 40, $"only {compared} finite betas compared: too few latents fired");
+        // --latents without --latent-scaling is refused with --model too; --latent-scaling is for crosscoders.
+        (exit, _, err) = CliRunner.Run(["eval", "--sae", folder, "--model", b, "--diff-model", c, .. windows, "--latents", "1"]);
+        Assert.NotEqual(0, exit);
+        Assert.Contains("--latents: only with --latent-scaling", err);
+    }
+
+    [Fact]
+    public void TrainFromModelRunsWithTheNormalizerTakesTheFirstTokensStatisticsAndResumesExactly()
+    {
+        var (b, c, data) = TwoModelsOneTokenizer();
+        const string hook = "blocks.1.hook_resid_post";
+        string outDir = Sub("cc-norm");
+        string[] args = ["train", "--arch", "batchtopk_crosscoder", "--model", b, "--diff-model", c, "--hook", hook, "--dataset", data, "--context-size", "16",
+            "--tokens", "400", "--k", "2", "--d-sae", "24", "--batch-size", "32", "--steps", "7", "--checkpoint-every", "3", "--eval-rows", "32",
+            "--activation-normalizer", "--target-rms", "2", "--normalizer-tokens", "48", "--out", outDir];
+        var (exit, stdout, err) = CliRunner.Run(args);
+        Assert.True(exit == 0, err + stdout);
+        var first = SaeSharp.IO.SafeTensors.Load(Path.Combine(outDir, SaeSharp.Interop.CrossCoderFormat.WeightsFile));
+        using (var scope = NewDisposeScope())
+        {
+            // The first 48 tokens (3 windows of 16) through each model on its own; the mean and Bessel std in float64 by hand.
+            var windows = ModelPipeline.Windows(Tokenizer.FromFolder(b), data, 16, prependBos: true).Take(3).ToArray();
+            using var baseModel = ModelLoader.FromPretrained(b);
+            using var chatModel = ModelLoader.FromPretrained(c);
+            var rows = Expected([(baseModel, hook), (chatModel, hook)], Tokens(windows)).view(48, 2, 16).to(ScalarType.Float64);
+            var a = rows.contiguous().data<double>().ToArray();
+            var mean = new double[32];
+            var std = new double[32];
+            for (int j = 0; j < 32; j++)
+            {
+                for (int r = 0; r < 48; r++) mean[j] += a[r * 32 + j] / 48;
+                for (int r = 0; r < 48; r++) std[j] += (a[r * 32 + j] - mean[j]) * (a[r * 32 + j] - mean[j]) / 47;
+                std[j] = Math.Sqrt(std[j]);
+            }
+            var gotMean = first["activation_mean"].to(ScalarType.Float64).contiguous().data<double>().ToArray();
+            var gotStd = first["activation_std"].to(ScalarType.Float64).contiguous().data<double>().ToArray();
+            for (int j = 0; j < 32; j++)
+            {
+                Assert.True(Math.Abs(gotMean[j] - mean[j]) <= 1e-5 * Math.Max(1, Math.Abs(mean[j])), $"activation_mean[{j}]: {gotMean[j]} vs {mean[j]}");
+                Assert.True(Math.Abs(gotStd[j] - std[j]) <= 1e-5 * Math.Max(1, std[j]), $"activation_std[{j}]: {gotStd[j]} vs {std[j]}");
+            }
+            // The fork's global scale per slot: target_rms / √(Σ_d std² + 1e-8).
+            var scale = first["activation_global_scale"].to(ScalarType.Float64).data<double>().ToArray();
+            for (int l = 0; l < 2; l++)
+                Assert.Equal(2 / Math.Sqrt(std.Skip(16 * l).Take(16).Sum(v => v * v) + 1e-8), scale[l], 1e-5);
+        }
+        // Resumed from step 6 (the last checkpoint removed): the same weights, bit for bit, as the run straight through.
+        Directory.Delete(Path.Combine(outDir, "checkpoints", "step_000000007"), recursive: true);
+        (exit, stdout, err) = CliRunner.Run([.. args, "--resume"]);
+        Assert.True(exit == 0, err + stdout);
+        var second = SaeSharp.IO.SafeTensors.Load(Path.Combine(outDir, SaeSharp.Interop.CrossCoderFormat.WeightsFile));
+        foreach (var (key, t) in first)
+            Assert.True(t.eq(second[key]).all().item<bool>(), $"{key} differs after --resume");
+        // --normalizer-tokens needs the normaliser and a model run.
+        (exit, _, err) = CliRunner.Run(["train", "--arch", "crosscoder", "--model", b, "--hooks", "blocks.0.hook_resid_post,blocks.1.hook_resid_post", "--dataset", data,
+            "--normalizer-tokens", "48", "--out", Sub("cc-x")]);
+        Assert.NotEqual(0, exit);
+        Assert.Contains("--normalizer-tokens is for --activation-normalizer with --model", err);
+    }
+
+    [Fact]
+    public void SaeAblateClampsACrosscoderLatentAsAHandWrittenHookDoes()
+    {
+        var (b, c, data) = TwoModelsOneTokenizer();
+        const string hook = "blocks.1.hook_resid_post";
+        const string prompt = "the quick brown fox jumps";
+        string folder = Sub("cc-clamp");
+        using (var cc = SaeSharp.Tests.Evaluation.CrossCoderDownstreamTests.Random(2, 16, 12, seed: 3))
+            SaeSharp.Interop.CrossCoderFormat.Save(cc, folder, new SaeSharp.Interop.CrossCoderSources { HookNames = [hook, hook], ModelNames = [ModelLoader.NameOf(b), ModelLoader.NameOf(c)] });
+        var (exit, stdout, err) = CliRunner.Run(["ablate", "--sae", folder, "--model", b, "--diff-model", c, "--clamp", "3:2.5", "--clamp", "7:0", "--prompt", prompt]);
+        Assert.True(exit == 0, err + stdout);
+        Assert.Contains("latent 3 clamped to 2.5, latent 7 clamped to 0 at slot 1 " + hook, stdout);
+
+        // By hand: f of the clean activations of both models, latents 3 and 7 set, and the chat model run with a hook adding
+        // Decode(f') − Decode(f) of slot 1 at every position; the mean next-token CE of that run.
+        using var scope = NewDisposeScope();
+        using var cc2 = SaeSharp.Interop.CrossCoderFormat.Load(folder);
+        cc2.eval();
+        var ids = Tokenizer.FromFolder(b).EncodePrompt(prompt, true);
+        var tokens = tensor(ids).unsqueeze(0);
+        long n = ids.Length;
+        using var baseModel = ModelLoader.FromPretrained(b);
+        using var chatModel = ModelLoader.FromPretrained(c);
+        Tensor Acts(HookedTransformer m)
+        {
+            var (logits, cache) = m.RunWithCache(tokens, [hook]);
+            logits?.Dispose();
+            using (cache) return cache[hook].reshape(n, 16).clone();
+        }
+        Tensor delta;
+        using (no_grad())
+        {
+            var x = stack([Acts(baseModel), Acts(chatModel)], 1);
+            var f = cc2.Encode(x);
+            var edited = f.clone();
+            edited[TensorIndex.Colon, 3] = tensor(2.5f);
+            edited[TensorIndex.Colon, 7] = tensor(0f);
+            delta = (cc2.Decode(edited) - cc2.Decode(f)).select(1, 1);
+        }
+        Assert.True(delta.abs().max().item<float>() > 1e-3f, "the clamp changes nothing: pick another latent");
+        double Ce(Tensor logits)
+        {
+            var lp = logits[0].narrow(0, 0, n - 1).to(ScalarType.Float64).log_softmax(-1);
+            return -lp.gather(1, tokens[0].narrow(0, 1, n - 1).unsqueeze(1)).mean().item<double>();
+        }
+        double clean, clamped;
+        using (no_grad())
+        {
+            clean = Ce(chatModel.Run(tokens, new RunOptions()).Logits!);
+            clamped = Ce(chatModel.Run(tokens, new RunOptions { Hooks = [(hook, y => y + delta.view(1, n, 16).to(y.dtype))] }).Logits!);
+        }
+        Assert.Matches($@"CE loss clean\s+│?\s*{clean.ToString("F4", System.Globalization.CultureInfo.InvariantCulture)}", stdout);
+        Assert.Matches($@"CE loss ablated\s+│?\s*{clamped.ToString("F4", System.Globalization.CultureInfo.InvariantCulture)}", stdout);
+        Assert.NotEqual(clean.ToString("F4"), clamped.ToString("F4"));
+
+        // Nothing to do, a bad form and a latent out of range are named.
+        (exit, _, err) = CliRunner.Run(["ablate", "--sae", folder, "--model", b, "--diff-model", c, "--prompt", prompt]);
+        Assert.Contains("give --features (to ablate), --clamp F:V, or both", err);
+        (exit, _, err) = CliRunner.Run(["ablate", "--sae", folder, "--model", b, "--diff-model", c, "--clamp", "3", "--prompt", prompt]);
+        Assert.Contains("--clamp '3': expected F:V", err);
+        (exit, _, err) = CliRunner.Run(["ablate", "--sae", folder, "--model", b, "--diff-model", c, "--clamp", "12:1", "--prompt", prompt]);
+        Assert.NotEqual(0, exit);
+        Assert.Contains("12", err);
+    }
+
+    [Fact]
+    public void SaeSteerOfACrosscoderPrintsTheLatentsTopLogitTokensThroughTheSteeredModel()
+    {
+        var (b, c, _) = TwoModelsOneTokenizer();
+        const string hook = "blocks.1.hook_resid_post";
+        string folder = Sub("cc-steer");
+        using (var cc = SaeSharp.Tests.Evaluation.CrossCoderDownstreamTests.Random(2, 16, 12, seed: 4))
+            SaeSharp.Interop.CrossCoderFormat.Save(cc, folder, new SaeSharp.Interop.CrossCoderSources { HookNames = [hook, hook], ModelNames = [ModelLoader.NameOf(b), ModelLoader.NameOf(c)] });
+        using var scope = NewDisposeScope();
+        using var cc2 = SaeSharp.Interop.CrossCoderFormat.Load(folder);
+        var tok = Tokenizer.FromFolder(b);
+        foreach (var (slot, modelPath) in new[] { (1, c), (0, b) })
+        {
+            var (exit, stdout, err) = CliRunner.Run(["steer", "--sae", folder, "--model", b, "--diff-model", c, "--slot", slot.ToString(), "--feature", "5", "--scale", "10",
+                "--prompt", "the quick brown fox", "--max-new-tokens", "2", "--temperature", "0", "--runs", "1"]);
+            Assert.True(exit == 0, err + stdout);
+            Assert.Contains("feature 5: top logit tokens", stdout);
+            // By hand: slot's decoder row of latent 5 times the steered model's unembedding with ln_f's scale folded in.
+            using var model = ModelLoader.FromPretrained(modelPath);
+            var p = model.named_parameters().ToDictionary(kv => kv.name, kv => kv.parameter);
+            var wu = (p.TryGetValue("lm_head.weight", out var head) ? head : p["transformer.wte.weight"]).detach().to(ScalarType.Float64);
+            var gamma = p["transformer.ln_f.weight"].detach().to(ScalarType.Float64);
+            var row = cc2.Decoder.Weight[slot][5].detach().to(ScalarType.Float64);
+            var logits = (wu * gamma.unsqueeze(0)).matmul(row);
+            var (values, ids) = logits.topk(3);
+            for (int k = 0; k < 3; k++)
+            {
+                string text = SaeSharp.Analysis.DashboardWriter.Quote(tok.TokenText((int)ids[k].item<long>()));
+                string value = values[k].item<double>().ToString("F3", System.Globalization.CultureInfo.InvariantCulture);
+                Assert.Matches(System.Text.RegularExpressions.Regex.Escape(text) + @"\s*│?\s*" + System.Text.RegularExpressions.Regex.Escape(value), stdout);
+            }
+        }
+    }
 }

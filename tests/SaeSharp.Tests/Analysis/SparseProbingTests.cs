@@ -57,6 +57,43 @@ public class SparseProbingTests
     }
 
     [Fact]
+    public void Sae_test_accuracy_is_the_probe_on_every_feature_and_dead_features_change_nothing()
+    {
+        var (tl, fit) = Tokens();
+        // Feature 3 and feature 5 each carry half of the label: colour tokens with an even index fire 3, odd ones 5, so
+        // neither alone separates the classes and the probe on all features (top 1 cannot) must use both. Features 0..2
+        // are dead (0 everywhere), the others noise.
+        var f = new float[N * 12];
+        var rng = new Random(3);
+        for (int i = 0; i < N; i++)
+            for (int j = 3; j < 12; j++)
+                f[i * 12 + j] = j == 3 ? (tl[i].Contains(0) && i % 8 == 0 ? 1f : 0f) : j == 5 ? (tl[i].Contains(0) && i % 8 == 4 ? 1f : 0f) : 0.01f * (float)rng.NextDouble();
+        using var features = tensor(f).view(N, 12);
+        using var model = Noise(4, 8);
+        var options = new SparseProbingOptions { Labels = ["cat:colour"], KValues = [1] };
+        var t = Assert.Single(SparseProbing.Evaluate(features, model, tl, Labels, fit, options).Tasks);
+        Assert.Equal(1.0, t.SaeTestAccuracy);
+        Assert.InRange(t.SaeTopK[1], 0.70, 0.80); // one of the two halves: 3/4 right
+        Assert.Equal(9, t.SaeProbeFeatures);
+        // The same probe fitted by hand on all 12 columns of the same balanced sets (dead ones included) predicts the same.
+        var rng2 = new Random(options.Seed);
+        var (trainRows, yTrain) = SparseProbing.Balanced(tl, 0, fit, true, options.TrainSetSize, rng2);
+        var (testRows, yTest) = SparseProbing.Balanced(tl, 0, fit, false, options.TestSetSize, rng2);
+        using var scope = NewDisposeScope();
+        var whole = LogisticRegression.Fit(features.index_select(0, tensor(trainRows)), yTrain, 1.0);
+        Assert.All(whole.Coef.Take(3), w => Assert.True(Math.Abs(w) < 1e-9, $"a dead feature's weight {w}"));
+        Assert.Equal(whole.Accuracy(features.index_select(0, tensor(testRows)), yTest), t.SaeTestAccuracy);
+        // Probing leaves no live tensor behind on this thread (every probe's tensors are freed by its scope).
+        long live = TorchSharp.DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        SparseProbing.Evaluate(features, model, tl, Labels, fit, options with { KValues = [1, 2] });
+        Assert.Equal(live, TorchSharp.DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+        // Above the limit of firing features it is not computed, and the mean leaves it out.
+        var r = SparseProbing.Evaluate(features, model, tl, Labels, fit, options with { AllFeaturesProbeLimit = 8 });
+        Assert.Null(Assert.Single(r.Tasks).SaeTestAccuracy);
+        Assert.False(r.Means().ContainsKey("sae_test_accuracy"));
+    }
+
+    [Fact]
     public void Random_features_probe_near_the_majority_rate_and_the_model_can_carry_the_label()
     {
         var (tl, fit) = Tokens();
@@ -78,7 +115,7 @@ public class SparseProbingTests
         Assert.Equal(1.0, q.LlmTestAccuracy);
         Assert.Equal(1.0, q.LlmTopK[1]);
         Assert.Equal(["llm_test_accuracy", "llm_top_1_test_accuracy", "llm_top_2_test_accuracy", "llm_top_5_test_accuracy", "llm_top_10_test_accuracy",
-                      "llm_top_20_test_accuracy", "llm_top_50_test_accuracy", "sae_top_1_test_accuracy", "sae_top_2_test_accuracy", "sae_top_5_test_accuracy",
+                      "llm_top_20_test_accuracy", "llm_top_50_test_accuracy", "sae_test_accuracy", "sae_top_1_test_accuracy", "sae_top_2_test_accuracy", "sae_top_5_test_accuracy",
                       "sae_top_10_test_accuracy", "sae_top_20_test_accuracy", "sae_top_50_test_accuracy"], r.Means().Keys);
     }
 

@@ -366,6 +366,52 @@ public class InterventionCommandTests : IDisposable
         Assert.Contains("is not a single token", err);
     }
     [Fact]
+    public void AblateClampsFeaturesWithTheErrorTermKeptAsAHandWrittenHookDoes()
+    {
+        using var fx = new AnalysisFixture();
+        const string prompt = "the cat sat on the mat";
+        var (exit, output, err) = CliRunner.Run("ablate", "--model", fx.ModelDir, "--sae", fx.SaeDir, "--clamp", "1:3", "--features", "0", "--prompt", prompt);
+        Assert.True(exit == 0, err);
+        Assert.Contains("zero-ablation of 1 feature(s), feature 1 clamped to 3 at ", output);
+        // By hand: f = encode(x) at the SAE's hook, feature 0 zeroed and feature 1 set to 3, x ← x + decode(f') − decode(f).
+        using var scope = NewDisposeScope();
+        using var sae = SaeLoader.Load(fx.SaeDir);
+        using var m = ModelLoader.FromPretrained(fx.ModelDir);
+        string hook = m.HookPoints.Resolve(sae.Cfg.Metadata.HookName!);
+        var ids = InterventionCommands.PromptTokens(SaeSharp.Tokenizers.Tokenizer.FromFolder(fx.ModelDir), prompt, true)[0].data<long>().ToArray();
+        var tokens = tensor(ids).unsqueeze(0);
+        long n = ids.Length;
+        double Ce(Tensor logits)
+        {
+            var lp = logits[0].narrow(0, 0, n - 1).to(ScalarType.Float64).log_softmax(-1);
+            return -lp.gather(1, tokens[0].narrow(0, 1, n - 1).unsqueeze(1)).mean().item<double>();
+        }
+        double clean, edited;
+        using (no_grad())
+        {
+            clean = Ce(m.Run(tokens, new RunOptions()).Logits!);
+            edited = Ce(m.Run(tokens, new RunOptions
+            {
+                Hooks = [(hook, x =>
+                {
+                    var f = sae.Encode(x);
+                    var g = f.clone();
+                    g[TensorIndex.Ellipsis, 0] = tensor(0f);
+                    g[TensorIndex.Ellipsis, 1] = tensor(3f);
+                    return x + sae.Decode(g) - sae.Decode(f);
+                })],
+            }).Logits!);
+        }
+        string F(double v) => v.ToString("F4", System.Globalization.CultureInfo.InvariantCulture);
+        Assert.Matches($@"CE loss clean\s+│?\s*{F(clean)}", output);
+        Assert.Matches($@"CE loss ablated\s+│?\s*{F(edited)}", output);
+        Assert.NotEqual(F(clean), F(edited));
+        (exit, _, err) = CliRunner.Run("ablate", "--model", fx.ModelDir, "--sae", fx.SaeDir, "--clamp", "1:3", "--mode", "mean", "--prompt", prompt);
+        Assert.NotEqual(0, exit);
+        Assert.Contains("--mode: how --features are ablated; give --features", err);
+    }
+
+    [Fact]
     public void ModelRunSplicesATranscoderFolderFromItsInputHookToItsOutputHookAsTheLibraryDoes()
     {
         var (model, _, input, tokens) = Setup();

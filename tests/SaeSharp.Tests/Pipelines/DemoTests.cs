@@ -242,7 +242,7 @@ public class DemoTests(QuickDemoFixture fx) : IClassFixture<QuickDemoFixture>
         // Each mean is the average of the tasks' values under the same key; accuracies on balanced sets lie in [0, 1]
         // and a probe on the whole activation beats chance on every label.
         foreach (var (group, key) in new[] { ("llm", "llm_test_accuracy"), ("llm", "llm_top_1_test_accuracy"), ("sae", "sae_top_1_test_accuracy"),
-                                             ("sae", "sae_top_50_test_accuracy") })
+                                             ("sae", "sae_top_50_test_accuracy"), ("sae", "sae_test_accuracy") })
         {
             double mean = tasks.Average(t => t![key]!.GetValue<double>());
             Assert.Equal(mean, r["eval_result_metrics"]![group]![key]!.GetValue<double>(), 12);
