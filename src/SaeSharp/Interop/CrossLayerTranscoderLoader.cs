@@ -105,11 +105,12 @@ public static class CrossLayerTranscoderLoader
         if (!Directory.Exists(path)) throw new SaeSharpException($"{path}: not a folder (a cross-layer transcoder is a folder of per-layer .safetensors files)");
         if (File.Exists(Path.Combine(path, "W_enc_0.safetensors"))) return LoadCircuitTracer(path, dtype);
         if (IsTranscoderSet(path)) return LoadTranscoderSet(path, hub, dtype);
-        if (GemmaScope2LayerFiles(path).Count > 0) return LoadGemmaScope2(path, dtype);
         string config = Path.Combine(path, SaeLensConversions.CircuitTracerConfigFile);
-        if (File.Exists(config))
-            throw new SaeSharpException($"{config}: model_kind is '{YamlFields.Str(YamlFields.Load(config), config, "model_kind")}', expected " +
-                $"'{TranscoderSetKind}' (a circuit-tracer transcoder set) or a cross-layer transcoder's W_enc_0.safetensors beside it");
+        string? kind = File.Exists(config) ? YamlFields.Str(YamlFields.Load(config), config, "model_kind") : null;
+        if (kind is not (null or "cross_layer_transcoder") || File.Exists(config) && GemmaScope2LayerFiles(path).Count == 0)
+            throw new SaeSharpException($"{config}: model_kind is '{kind}', expected '{TranscoderSetKind}' (a circuit-tracer transcoder set) " +
+                "or 'cross_layer_transcoder' beside circuit-tracer's W_enc_0.safetensors, … or Gemma Scope 2's params_layer_0.safetensors, …");
+        if (GemmaScope2LayerFiles(path).Count > 0) return LoadGemmaScope2(path, dtype);
         throw new SaeSharpException($"{path}: no cross-layer transcoder here: expected circuit-tracer's W_enc_0.safetensors, W_dec_0.safetensors, … " +
             "or Gemma Scope 2's params_layer_0.safetensors, …, or a transcoder set's config.yaml (model_kind: transcoder_set)");
     }
