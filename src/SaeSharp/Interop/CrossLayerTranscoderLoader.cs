@@ -258,7 +258,8 @@ public static class CrossLayerTranscoderLoader
     /// <c>layer_L.safetensors</c> (<c>TranscoderSet.to_safetensors</c>). A layer file is circuit-tracer's
     /// (<c>.safetensors</c>: <c>W_enc</c> [d_transcoder, d_model], <c>W_dec</c> [d_transcoder, d_model], <c>b_enc</c>,
     /// <c>b_dec</c>, optional <c>activation_function.threshold</c> and <c>W_skip</c>, applied as x·W_skipᵀ), Gemma Scope's
-    /// (<c>.npz</c>: <c>W_enc</c> [d_model, d_transcoder], <c>W_dec</c>, <c>b_enc</c>, <c>b_dec</c>, <c>threshold</c>) or
+    /// (<c>.npz</c>: <c>W_enc</c> [d_model, d_transcoder], <c>W_dec</c>, <c>b_enc</c>, <c>b_dec</c>, <c>threshold</c>), a single
+    /// SAE's folder (SaeSharp's own: a SAELens transcoder folder, or an <c>hf:ORG/REPO/PATH</c> spec naming one) or
     /// Gemma Scope 2's (<c>.safetensors</c> with <c>w_enc</c> [d_model, d_transcoder], <c>w_dec</c>, <c>b_enc</c>,
     /// <c>b_dec</c>, <c>threshold</c>, optional <c>affine_skip_connection</c>, applied as x·W). Every layer has a threshold
     /// or none, skip weights or none. Loaded as a <see cref="CrossLayerTranscoder"/> whose layer l writes only layer l
@@ -290,7 +291,7 @@ public static class CrossLayerTranscoderLoader
             for (int i = 0; i < n; i++)
             {
                 string file = layers[i];
-                if (!File.Exists(file)) throw new SaeSharpException($"{file}: file not found (transcoder set layer {i}, {configPath})");
+                if (!File.Exists(file) && !Directory.Exists(file)) throw new SaeSharpException($"{file}: file not found (transcoder set layer {i}, {configPath})");
                 var (w, wDec, be, bd, th, sk) = ReadLayerTranscoder(file, dtype, state);
                 if (i == 0) (dSae, dModel) = ((int)w.shape[0], (int)w.shape[1]);
                 wEnc.Add(Shaped(w, "W_enc", file, dSae, dModel));
@@ -349,6 +350,8 @@ public static class CrossLayerTranscoderLoader
         using var client = entries.Any(e => e.StartsWith("hf://", StringComparison.Ordinal)) ? new HfHubClient(hub ?? HfHubOptions.FromEnvironment()) : null;
         return entries.Select(e =>
         {
+            if (e.StartsWith(SaeSource.HubPrefix, StringComparison.Ordinal) && !e.StartsWith("hf://", StringComparison.Ordinal))
+                return SaeSource.Resolve(e, hub).Path;   // SaeSharp's hf:ORG/REPO[/PATH] of a single SAE (a SAELens transcoder folder)
             if (!e.StartsWith("hf://", StringComparison.Ordinal)) return Path.IsPathRooted(e) ? e : Path.Combine(folder, e);
             var uri = new Uri(e);
             var parts = uri.AbsolutePath.TrimStart('/').Split('/', 2);
@@ -363,6 +366,7 @@ public static class CrossLayerTranscoderLoader
     /// (.npz) or Gemma Scope 2's file; what it reads is added to <paramref name="owned"/> (disposed by the caller).</summary>
     private static (Tensor WEnc, Tensor WDec, Tensor BEnc, Tensor BDec, Tensor? Threshold, Tensor? Skip) ReadLayerTranscoder(string file, ScalarType dtype, Dictionary<string, Tensor> owned)
     {
+        if (Directory.Exists(file)) return ReadSaeTranscoder(file, dtype, owned);
         if (file.EndsWith(".npz", StringComparison.OrdinalIgnoreCase))
         {
             var raw = Npy.LoadNpz(file);
@@ -379,6 +383,28 @@ public static class CrossLayerTranscoderLoader
                 SaeLensConversions.Need(p, "b_dec", file, 1), SaeLensConversions.Need(p, "threshold", file, 1), p.GetValueOrDefault("affine_skip_connection"));
         return (SaeLensConversions.Need(p, "W_enc", file, 2), SaeLensConversions.Need(p, "W_dec", file, 2), SaeLensConversions.Need(p, "b_enc", file, 1),
             SaeLensConversions.Need(p, "b_dec", file, 1), p.GetValueOrDefault("activation_function.threshold"), p.GetValueOrDefault("W_skip")?.t());
+    }
+
+    /// <summary>A transcoder set's layer given as a single SAE's folder (SAELens's cfg.json + sae_weights.safetensors, or any
+    /// folder <see cref="SaeLoader"/> reads): a <c>standard</c> or <c>jumprelu</c> transcoder (or its skip variant) with
+    /// apply_b_dec_to_input false and no activation normalisation, d_in = d_out; its weights in circuit-tracer's orientation.</summary>
+    private static (Tensor WEnc, Tensor WDec, Tensor BEnc, Tensor BDec, Tensor? Threshold, Tensor? Skip) ReadSaeTranscoder(string folder, ScalarType dtype, Dictionary<string, Tensor> owned)
+    {
+        using var sae = SaeLoader.Load(folder);
+        var c = sae.Cfg;
+        if (sae is not (StandardSae or JumpReluSae) || c.ApplyBDecToInput || c.NormalizeActivations != "none" || c.DOut != c.DIn)
+            throw new SaeSharpException($"{folder}: a transcoder set's layer must be a standard or jumprelu transcoder reading and writing d_model " +
+                $"with apply_b_dec_to_input false and normalize_activations none (got {c.Architecture}, apply_b_dec_to_input {c.ApplyBDecToInput.ToString().ToLowerInvariant()}, " +
+                $"normalize_activations {c.NormalizeActivations}, d_in {c.DIn}, d_out {c.DOut})");
+        using var _ = no_grad();
+        Tensor Own(Tensor t)
+        {
+            var copy = t.to(dtype).clone();
+            owned[$"#raw{owned.Count}"] = copy;
+            return copy;
+        }
+        return (Own(sae.WEnc.t()), Own(sae.WDec), Own(sae.BEnc), Own(sae.BDec), sae is JumpReluSae j ? Own(j.Threshold) : null,
+            sae.HasSkip ? Own(sae.WSkip.t()) : null);   // SaeSharp's SAEs apply x·W_skipᵀ
     }
 
     /// <summary>Gemma Scope 2 layer files in <paramref name="folder"/>: (<c>params_layer_</c> or <c>layer_</c>, layer, path).</summary>

@@ -149,6 +149,53 @@ public class TranscoderSetTests : IDisposable
     }
 
     [Fact]
+    public void Saelens_transcoder_folders_listed_one_per_layer_form_a_set()
+    {
+        var r = CltReference.Random(2, 7, 5, seed: 23, threshold: true, skip: true).ZeroOffDiagonal();
+        string folder = Path.Combine(_dir, "own");
+        for (int l = 0; l < 2; l++)
+        {
+            var p = r.PerLayerTensors(l, threshold: true);
+            var cfg = new SaeConfig
+            {
+                Architecture = SaeArchitectures.JumpReluSkipTranscoder, DIn = 5, DOut = 5, DSae = 7, ApplyBDecToInput = false,
+                Metadata = new SaeMetadata { HookName = $"blocks.{l}.ln2.hook_normalized" },
+            };
+            // SaeSharp's (SAELens's) orientation: W_enc [d_in, d_sae]; W_skip [d_out, d_in], applied x·W_skipᵀ as circuit-tracer's file.
+            var w = new Dictionary<string, Tensor>
+            {
+                ["W_enc"] = p["W_enc"].t().contiguous(), ["W_dec"] = p["W_dec"], ["b_enc"] = p["b_enc"], ["b_dec"] = p["b_dec"],
+                ["threshold"] = p["activation_function.threshold"], ["W_skip"] = p["W_skip"],
+            };
+            using var sae = SaeWeights.Create(cfg, w, "test", "test");
+            SaeLensFormat.Save(sae, Path.Combine(folder, $"layer_{l}"));
+            foreach (var t in p.Values) t.Dispose();
+        }
+        File.WriteAllText(Path.Combine(folder, "config.yaml"),
+            "model_kind: transcoder_set\nfeature_input_hook: ln2.hook_normalized\nfeature_output_hook: hook_mlp_out\ntranscoders:\n  - layer_0\n  - layer_1\n");
+        using (var set = CrossLayerTranscoderLoader.Load(folder))
+        {
+            Assert.True(set.Cfg.JumpRelu && set.Cfg.SkipConnection && set.Cfg.PerLayer);
+            var (x, expected) = Case(r, rows: 4, seed: 7);
+            using var _ = x;
+            using var y = set.forward(x);
+            AssertClose(expected, y);
+        }
+
+        // An SAE that subtracts b_dec from its input (SAELens's default) is not a per-layer transcoder of circuit-tracer's kind.
+        using (var sae = SaeLoader.Load(Path.Combine(folder, "layer_1")))
+        {
+            var cfg = new SaeConfig { Architecture = SaeArchitectures.JumpReLU, DIn = 5, DSae = 7, ApplyBDecToInput = true };
+            var w = new Dictionary<string, Tensor> { ["W_enc"] = sae.WEnc, ["W_dec"] = sae.WDec, ["b_enc"] = sae.BEnc, ["b_dec"] = sae.BDec, ["threshold"] = ((JumpReluSae)sae).Threshold };
+            using var plain = SaeWeights.Create(cfg, w, "test", "test");
+            Directory.Delete(Path.Combine(folder, "layer_1"), true);
+            SaeLensFormat.Save(plain, Path.Combine(folder, "layer_1"));
+        }
+        var e = Assert.Throws<SaeSharpException>(() => CrossLayerTranscoderLoader.Load(folder));
+        Assert.StartsWith($"{Path.Combine(folder, "layer_1")}: a transcoder set's layer must be a standard or jumprelu transcoder", e.Message);
+    }
+
+    [Fact]
     public void Activation_relu_ignores_the_files_thresholds()
     {
         var r = CltReference.Random(2, 5, 4, seed: 3, threshold: true, skip: false).ZeroOffDiagonal();
