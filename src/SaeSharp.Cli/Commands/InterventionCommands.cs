@@ -518,7 +518,7 @@ internal static class InterventionCommands
     public static Command Graph()
     {
         var model = ModelCommands.ModelOption();
-        var sae = new Option<string>("--sae") { Description = "Whole cross-layer transcoder folder (local or hf:ORG/REPO[/PATH])", Required = true };
+        var sae = new Option<string>("--sae") { Description = "Whole cross-layer transcoder or transcoder set folder (local or hf:ORG/REPO[/PATH])", Required = true };
         var prompt = new Option<string?>("--prompt") { Description = "Prompt text" };
         var input = new Option<string?>("--input") { Description = "safetensors file holding an int64 tensor 'tokens' [1, seq] (one prompt)" };
         var output = new Option<string>("--out") { Description = "Graph JSON for circuit-tracer's viewer / Neuronpedia (graph-metadata.json is updated beside it)", Required = true };
@@ -540,7 +540,7 @@ internal static class InterventionCommands
         {
             string saePath = parse.GetValue(sae)!;
             if (!CrossLayerTranscoderLoader.IsCrossLayerTranscoder(saePath, null))
-                throw new SaeSharpException($"--sae '{saePath}': sae graph needs a whole cross-layer transcoder's folder (see sae attribute for single SAEs)");
+                throw new SaeSharpException($"--sae '{saePath}': sae graph needs a whole cross-layer transcoder's or a transcoder set's folder (see sae attribute for single SAEs)");
             string outPath = parse.GetValue(output)!;
             if (parse.GetValue(prompt) is not null)
                 Cli.RefuseGiven(parse, "the tokens come from --prompt; give one of --prompt and --input", input);

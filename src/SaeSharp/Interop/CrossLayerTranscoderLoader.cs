@@ -35,9 +35,22 @@ public static class CrossLayerTranscoderLoader
     /// <summary>A Gemma Scope 2 CLT layer file's name: prefix (<c>params_layer_</c> or <c>layer_</c>) in group 1, layer in group 2.</summary>
     private static readonly Regex GemmaScope2LayerName = new(@"^((?:params_)?layer_)(\d+)\.safetensors$", RegexOptions.CultureInvariant);
 
-    /// <summary>Whether <paramref name="path"/> is a local folder holding a whole CLT in either format.</summary>
+    /// <summary>circuit-tracer's <c>model_kind</c> of a transcoder set (config.yaml).</summary>
+    public const string TranscoderSetKind = "transcoder_set";
+
+    /// <summary>Whether <paramref name="path"/> is a local folder holding a whole CLT in either format, or a transcoder set
+    /// (a <c>config.yaml</c> with <c>model_kind: transcoder_set</c>).</summary>
     public static bool IsCrossLayerTranscoder(string path) =>
-        Directory.Exists(path) && FilesOf(Directory.EnumerateFiles(path).Select(f => Path.GetFileName(f))).Count > 0;
+        Directory.Exists(path) && (IsTranscoderSet(path) || FilesOf(Directory.EnumerateFiles(path).Select(f => Path.GetFileName(f))
+            .Where(n => n != SaeLensConversions.CircuitTracerConfigFile)).Count > 0);
+
+    /// <summary>Whether the folder <paramref name="folder"/> holds circuit-tracer's config.yaml of a transcoder set
+    /// (<c>model_kind: transcoder_set</c>).</summary>
+    public static bool IsTranscoderSet(string folder)
+    {
+        string config = Path.Combine(folder, SaeLensConversions.CircuitTracerConfigFile);
+        return File.Exists(config) && YamlFields.Str(YamlFields.Load(config), config, "model_kind") == TranscoderSetKind;
+    }
 
     /// <summary>
     /// Whether <paramref name="spec"/> names a whole CLT: a local folder of either format, or an <c>hf:ORG/REPO[@REVISION][/PATH]</c>
@@ -56,7 +69,10 @@ public static class CrossLayerTranscoderLoader
     /// The file names, among <paramref name="names"/> (the files directly in one folder), that make a whole CLT:
     /// circuit-tracer's <c>W_enc_L.safetensors</c> and <c>W_dec_L.safetensors</c> (with <c>config.yaml</c> when present) when
     /// <c>W_enc_0.safetensors</c> is one of them, else Gemma Scope 2's <c>params_layer_L.safetensors</c> / <c>layer_L.safetensors</c>;
-    /// empty when neither. What <see cref="Load(string, HfHubOptions?, ScalarType)"/> reads, and all that an <c>hf:</c> spec downloads.
+    /// empty when neither. A <c>config.yaml</c> without <c>W_enc_0.safetensors</c> is taken too, as a transcoder set's
+    /// (circuit-tracer's; its <c>transcoders:</c> list names the per-layer files, else they are <c>layer_L.safetensors</c>
+    /// beside it): its content decides when loaded. What <see cref="Load(string, HfHubOptions?, ScalarType)"/> reads, and all
+    /// that an <c>hf:</c> spec downloads (the files of a set's list are downloaded when it is loaded).
     /// </summary>
     public static IReadOnlyList<string> FilesOf(IEnumerable<string> names)
     {
@@ -65,7 +81,7 @@ public static class CrossLayerTranscoderLoader
         if (all.Contains("W_enc_0.safetensors"))
             return all.Where(n => Regex.IsMatch(n, @"^W_(?:enc|dec)_\d+\.safetensors$") || n == SaeLensConversions.CircuitTracerConfigFile)
                 .Order(StringComparer.Ordinal).ToList();
-        return all.Where(n => GemmaScope2LayerName.IsMatch(n)).Order(StringComparer.Ordinal).ToList();
+        return all.Where(n => GemmaScope2LayerName.IsMatch(n) || n == SaeLensConversions.CircuitTracerConfigFile).Order(StringComparer.Ordinal).ToList();
     }
 
     /// <summary>A CLT from a folder of either format (circuit-tracer's when it holds <c>W_enc_0.safetensors</c>, else Gemma
@@ -88,9 +104,15 @@ public static class CrossLayerTranscoderLoader
         }
         if (!Directory.Exists(path)) throw new SaeSharpException($"{path}: not a folder (a cross-layer transcoder is a folder of per-layer .safetensors files)");
         if (File.Exists(Path.Combine(path, "W_enc_0.safetensors"))) return LoadCircuitTracer(path, dtype);
+        if (IsTranscoderSet(path)) return LoadTranscoderSet(path, hub, dtype);
+        string config = Path.Combine(path, SaeLensConversions.CircuitTracerConfigFile);
+        string? kind = File.Exists(config) ? YamlFields.Str(YamlFields.Load(config), config, "model_kind") : null;
+        if (kind is not (null or "cross_layer_transcoder") || File.Exists(config) && GemmaScope2LayerFiles(path).Count == 0)
+            throw new SaeSharpException($"{config}: model_kind is '{kind}', expected '{TranscoderSetKind}' (a circuit-tracer transcoder set) " +
+                "or 'cross_layer_transcoder' beside circuit-tracer's W_enc_0.safetensors, … or Gemma Scope 2's params_layer_0.safetensors, …");
         if (GemmaScope2LayerFiles(path).Count > 0) return LoadGemmaScope2(path, dtype);
         throw new SaeSharpException($"{path}: no cross-layer transcoder here: expected circuit-tracer's W_enc_0.safetensors, W_dec_0.safetensors, … " +
-            "or Gemma Scope 2's params_layer_0.safetensors, …");
+            "or Gemma Scope 2's params_layer_0.safetensors, …, or a transcoder set's config.yaml (model_kind: transcoder_set)");
     }
 
     /// <summary>
@@ -224,6 +246,165 @@ public static class CrossLayerTranscoderLoader
         {
             foreach (var t in state.Values) t.Dispose();
         }
+    }
+
+    /// <summary>
+    /// A transcoder set (circuit-tracer's <c>load_transcoder_set</c>): the folder's <c>config.yaml</c> has
+    /// <c>model_kind: transcoder_set</c>, <c>feature_input_hook</c>, <c>feature_output_hook</c>, optional <c>model_name</c>,
+    /// optional <c>activation</c> (<c>relu</c> ignores any thresholds; <c>topk</c> is refused) and optional
+    /// <c>transcoders:</c>, the per-layer files in layer order (entry l is layer l): <c>hf://ORG/REPO/PATH[?revision=R]</c>
+    /// (downloaded through <see cref="HfHubClient"/> with <paramref name="hub"/>), absolute, or relative to the folder
+    /// (circuit-tracer: relative to the working directory). Without the list the layers are the folder's
+    /// <c>layer_L.safetensors</c> (<c>TranscoderSet.to_safetensors</c>). A layer file is circuit-tracer's
+    /// (<c>.safetensors</c>: <c>W_enc</c> [d_transcoder, d_model], <c>W_dec</c> [d_transcoder, d_model], <c>b_enc</c>,
+    /// <c>b_dec</c>, optional <c>activation_function.threshold</c> and <c>W_skip</c>, applied as x·W_skipᵀ), Gemma Scope's
+    /// (<c>.npz</c>: <c>W_enc</c> [d_model, d_transcoder], <c>W_dec</c>, <c>b_enc</c>, <c>b_dec</c>, <c>threshold</c>), a single
+    /// SAE's folder (SaeSharp's own: a SAELens transcoder folder, or an <c>hf:ORG/REPO/PATH</c> spec naming one) or
+    /// Gemma Scope 2's (<c>.safetensors</c> with <c>w_enc</c> [d_model, d_transcoder], <c>w_dec</c>, <c>b_enc</c>,
+    /// <c>b_dec</c>, <c>threshold</c>, optional <c>affine_skip_connection</c>, applied as x·W). Every layer has a threshold
+    /// or none, skip weights or none. Loaded as a <see cref="CrossLayerTranscoder"/> whose layer l writes only layer l
+    /// (<see cref="CrossLayerTranscoderConfig.PerLayer"/>).
+    /// </summary>
+    public static CrossLayerTranscoder LoadTranscoderSet(string folder, HfHubOptions? hub = null, ScalarType dtype = ScalarType.Float32)
+    {
+        ArgumentNullException.ThrowIfNull(folder);
+        string configPath = Path.Combine(folder, SaeLensConversions.CircuitTracerConfigFile);
+        var yaml = YamlFields.Load(configPath);
+        string kind = YamlFields.RequiredStr(yaml, configPath, "model_kind");
+        if (kind != TranscoderSetKind)
+            throw new SaeSharpException($"{configPath}: model_kind is '{kind}', expected '{TranscoderSetKind}'");
+        string input = YamlFields.RequiredStr(yaml, configPath, "feature_input_hook");
+        string output = YamlFields.RequiredStr(yaml, configPath, "feature_output_hook");
+        string? model = YamlFields.Str(yaml, configPath, "model_name");
+        string? activation = YamlFields.Str(yaml, configPath, "activation");
+        if (activation is not (null or "relu" or "jump_relu" or "jumprelu"))
+            throw new SaeSharpException($"{configPath}: activation '{activation}' is not supported (relu, or none: JumpReLU when the files hold thresholds, else ReLU)");
+        var layers = TranscoderSetFiles(yaml, configPath, folder, hub);
+        int n = layers.Count;
+        var state = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        try
+        {
+            using var scope = NewDisposeScope();
+            int dSae = 0, dModel = 0;
+            bool? threshold = null, skip = null;
+            var (wEnc, bEnc, bDec, thresholds, skips) = (new List<Tensor>(), new List<Tensor>(), new List<Tensor>(), new List<Tensor>(), new List<Tensor>());
+            for (int i = 0; i < n; i++)
+            {
+                string file = layers[i];
+                if (!File.Exists(file) && !Directory.Exists(file)) throw new SaeSharpException($"{file}: file not found (transcoder set layer {i}, {configPath})");
+                var (w, wDec, be, bd, th, sk) = ReadLayerTranscoder(file, dtype, state);
+                if (i == 0) (dSae, dModel) = ((int)w.shape[0], (int)w.shape[1]);
+                wEnc.Add(Shaped(w, "W_enc", file, dSae, dModel));
+                bEnc.Add(Shaped(be, "b_enc", file, dSae));
+                bDec.Add(Shaped(bd, "b_dec", file, dModel));
+                state[$"W_dec.{i}"] = Shaped(wDec, "W_dec", file, dSae, dModel).unsqueeze(1);
+                bool hasThreshold = th is not null && activation != "relu", hasSkip = sk is not null;
+                if ((threshold ??= hasThreshold) != hasThreshold)
+                    throw new SaeSharpException($"{file}: {(hasThreshold ? "has" : "lacks")} a JumpReLU threshold but layer 0 {(hasThreshold ? "lacks" : "has")} one: every layer of a transcoder set has a threshold or none");
+                if ((skip ??= hasSkip) != hasSkip)
+                    throw new SaeSharpException($"{file}: {(hasSkip ? "has" : "lacks")} skip weights but layer 0 {(hasSkip ? "lacks" : "has")} them: every layer of a transcoder set has skip weights or none");
+                if (hasThreshold) thresholds.Add(Shaped(th!, "threshold", file, dSae));
+                if (hasSkip) skips.Add(Shaped(sk!, "W_skip", file, dModel, dModel));
+            }
+            return Build(new CrossLayerTranscoderConfig
+            {
+                NLayers = n, DTranscoder = dSae, DModel = dModel, JumpRelu = threshold == true, SkipConnection = skip == true, PerLayer = true,
+                FeatureInputHook = input, FeatureOutputHook = output, ModelName = model, Format = "circuit-tracer transcoder set", Dtype = dtype,
+            }, state, wEnc, bEnc, bDec, thresholds, skips, folder);
+        }
+        finally
+        {
+            foreach (var t in state.Values) t.Dispose();
+        }
+    }
+
+    /// <summary>The local per-layer files of a transcoder set, by layer: its config's <c>transcoders:</c> list (hf:// entries
+    /// downloaded), else the folder's <c>layer_L.safetensors</c>. A file listed twice, or a <c>layer_N</c> path given for
+    /// another layer or twice, is an error naming it.</summary>
+    private static List<string> TranscoderSetFiles(YamlDotNet.RepresentationModel.YamlMappingNode yaml, string configPath, string folder, HfHubOptions? hub)
+    {
+        if (!yaml.Children.TryGetValue(new YamlDotNet.RepresentationModel.YamlScalarNode("transcoders"), out var node))
+            return LayerFiles(folder, @"^layer_(\d+)\.safetensors$", "layer_{0}.safetensors");
+        if (node is not YamlDotNet.RepresentationModel.YamlSequenceNode list || list.Children.Count == 0
+            || list.Children.Any(c => c is not YamlDotNet.RepresentationModel.YamlScalarNode { Value.Length: > 0 }))
+            throw new SaeSharpException($"{configPath}: 'transcoders' should be a non-empty list of per-layer file paths (entry L is layer L)");
+        var entries = list.Children.Select(c => ((YamlDotNet.RepresentationModel.YamlScalarNode)c).Value!).ToList();
+        var seen = new Dictionary<string, int>(StringComparer.Ordinal);
+        var named = new Dictionary<int, int>();
+        for (int i = 0; i < entries.Count; i++)
+        {
+            if (seen.TryGetValue(entries[i], out int first))
+                throw new SaeSharpException($"{configPath}: transcoders lists '{entries[i]}' twice (layers {first} and {i}); entry L is layer L's file");
+            seen[entries[i]] = i;
+            string noQuery = entries[i].Split('?')[0];
+            if (GemmaScope.FolderLayer(GemmaScope.FolderParts(noQuery)) is int layer
+                || Regex.Match(Path.GetFileName(noQuery), @"^layer_(\d+)\.") is { Success: true } m && (layer = int.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture)) >= 0)
+            {
+                if (named.TryGetValue(layer, out int other))
+                    throw new SaeSharpException($"{configPath}: transcoders names layer {layer} twice (entries {other} and {i}: '{entries[other]}', '{entries[i]}')");
+                if (layer != i)
+                    throw new SaeSharpException($"{configPath}: transcoders entry {i} is '{entries[i]}', a layer {layer} file; entry L must be layer L's file");
+                named[layer] = i;
+            }
+        }
+        using var client = entries.Any(e => e.StartsWith("hf://", StringComparison.Ordinal)) ? new HfHubClient(hub ?? HfHubOptions.FromEnvironment()) : null;
+        return entries.Select(e =>
+        {
+            if (e.StartsWith(SaeSource.HubPrefix, StringComparison.Ordinal) && !e.StartsWith("hf://", StringComparison.Ordinal))
+                return SaeSource.Resolve(e, hub).Path;   // SaeSharp's hf:ORG/REPO[/PATH] of a single SAE (a SAELens transcoder folder)
+            if (!e.StartsWith("hf://", StringComparison.Ordinal)) return Path.IsPathRooted(e) ? e : Path.Combine(folder, e);
+            var uri = new Uri(e);
+            var parts = uri.AbsolutePath.TrimStart('/').Split('/', 2);
+            if (parts.Length != 2 || parts[1].Length == 0) throw new SaeSharpException($"{configPath}: '{e}' is not hf://ORG/REPO/PATH");
+            var q = System.Web.HttpUtility.ParseQueryString(uri.Query)["revision"];
+            return client!.DownloadFile($"{uri.Host}/{parts[0]}", Uri.UnescapeDataString(parts[1]), string.IsNullOrEmpty(q) ? "main" : q)!;
+        }).ToList();
+    }
+
+    /// <summary>One per-layer transcoder's weights in circuit-tracer's orientation (W_enc, W_dec [d_transcoder, d_model]; b_enc;
+    /// b_dec; threshold or null; W_skip [d_model, d_model] applied as x·W_skip, or null) from circuit-tracer's, Gemma Scope's
+    /// (.npz) or Gemma Scope 2's file; what it reads is added to <paramref name="owned"/> (disposed by the caller).</summary>
+    private static (Tensor WEnc, Tensor WDec, Tensor BEnc, Tensor BDec, Tensor? Threshold, Tensor? Skip) ReadLayerTranscoder(string file, ScalarType dtype, Dictionary<string, Tensor> owned)
+    {
+        if (Directory.Exists(file)) return ReadSaeTranscoder(file, dtype, owned);
+        if (file.EndsWith(".npz", StringComparison.OrdinalIgnoreCase))
+        {
+            var raw = Npy.LoadNpz(file);
+            Keep(owned, raw.ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.Ordinal));
+            var d = raw.ToDictionary(kv => kv.Key, kv => kv.Value.to(dtype), StringComparer.Ordinal);
+            Keep(owned, d);
+            return (SaeLensConversions.Need(d, "W_enc", file, 2).t(), SaeLensConversions.Need(d, "W_dec", file, 2), SaeLensConversions.Need(d, "b_enc", file, 1),
+                SaeLensConversions.Need(d, "b_dec", file, 1), SaeLensConversions.Need(d, "threshold", file, 1), null);
+        }
+        var p = SafeTensors.Load(file, dtype);
+        Keep(owned, p);
+        if (p.ContainsKey("w_enc"))
+            return (SaeLensConversions.Need(p, "w_enc", file, 2).t(), SaeLensConversions.Need(p, "w_dec", file, 2), SaeLensConversions.Need(p, "b_enc", file, 1),
+                SaeLensConversions.Need(p, "b_dec", file, 1), SaeLensConversions.Need(p, "threshold", file, 1), p.GetValueOrDefault("affine_skip_connection"));
+        return (SaeLensConversions.Need(p, "W_enc", file, 2), SaeLensConversions.Need(p, "W_dec", file, 2), SaeLensConversions.Need(p, "b_enc", file, 1),
+            SaeLensConversions.Need(p, "b_dec", file, 1), p.GetValueOrDefault("activation_function.threshold"), p.GetValueOrDefault("W_skip")?.t());
+    }
+
+    /// <summary>A transcoder set's layer given as a single SAE's folder (SAELens's cfg.json + sae_weights.safetensors, or any
+    /// folder <see cref="SaeLoader"/> reads): a <c>standard</c> or <c>jumprelu</c> transcoder (or its skip variant) with
+    /// apply_b_dec_to_input false and no activation normalisation, d_in = d_out; its weights in circuit-tracer's orientation.</summary>
+    private static (Tensor WEnc, Tensor WDec, Tensor BEnc, Tensor BDec, Tensor? Threshold, Tensor? Skip) ReadSaeTranscoder(string folder, ScalarType dtype, Dictionary<string, Tensor> owned)
+    {
+        using var sae = SaeLoader.Load(folder);
+        var c = sae.Cfg;
+        if (sae is not (StandardSae or JumpReluSae) || c.ApplyBDecToInput || c.NormalizeActivations != "none" || c.DOut != c.DIn)
+            throw new SaeSharpException($"{folder}: a transcoder set's layer must be a standard or jumprelu transcoder reading and writing d_model " +
+                $"with apply_b_dec_to_input false and normalize_activations none (got {c.Architecture}, apply_b_dec_to_input {c.ApplyBDecToInput.ToString().ToLowerInvariant()}, " +
+                $"normalize_activations {c.NormalizeActivations}, d_in {c.DIn}, d_out {c.DOut})");
+        using var _ = no_grad();
+        Tensor Own(Tensor t)
+        {
+            var copy = t.to(dtype).clone();
+            owned[$"#raw{owned.Count}"] = copy;
+            return copy;
+        }
+        return (Own(sae.WEnc.t()), Own(sae.WDec), Own(sae.BEnc), Own(sae.BDec), sae is JumpReluSae j ? Own(j.Threshold) : null,
+            sae.HasSkip ? Own(sae.WSkip.t()) : null);   // SaeSharp's SAEs apply x·W_skipᵀ
     }
 
     /// <summary>Gemma Scope 2 layer files in <paramref name="folder"/>: (<c>params_layer_</c> or <c>layer_</c>, layer, path).</summary>

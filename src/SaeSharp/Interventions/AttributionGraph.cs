@@ -708,7 +708,7 @@ public sealed class AttributionGraph : IDisposable
                     var pos = tensor(_layerPos[i].AsSpan((int)c0, c).ToArray());
                     var feat = tensor(_layerFeat[i].AsSpan((int)c0, c).ToArray());
                     var part = acc.narrow(1, c0, c);
-                    for (int j = i; j < _l; j++)
+                    for (int j = i; j <= _clt.LastOutputLayer(i); j++)
                         part.add_((gOut[j].index_select(1, pos) * _clt.DecoderRows(i, j, feat).to(_vt).unsqueeze(0)).sum(-1), TorchScalars.One);
                 }
                 parts.Add(acc * _layerActs[i].unsqueeze(0));

@@ -15,6 +15,10 @@ public sealed record CrossLayerTranscoderConfig
     public required int DModel { get; init; }
     /// <summary>JumpReLU with a per-feature threshold (f = pre·[pre &gt; θ], circuit-tracer's <c>jump_relu</c>), else ReLU.</summary>
     public bool JumpRelu { get; init; }
+    /// <summary>A transcoder set (circuit-tracer's <c>TranscoderSet</c> of per-layer transcoders): layer l's features write
+    /// only layer l's output, so <c>W_dec.l</c> is [d_transcoder, 1, d_model] (no zeros stored for the other layers);
+    /// else a cross-layer transcoder, whose layer l writes layers l..L−1.</summary>
+    public bool PerLayer { get; init; }
     /// <summary>Whether each layer adds x_l·W_skip[l] (circuit-tracer <c>skip_connection</c>, Gemma Scope 2's affine skip).</summary>
     public bool SkipConnection { get; init; }
     /// <summary>Hook (within a block) every encoder reads: <c>blocks.L.{this}</c> (circuit-tracer <c>feature_input_hook</c>).</summary>
@@ -35,9 +39,10 @@ public sealed record CrossLayerTranscoderConfig
 /// A whole cross-layer transcoder (CLT), as circuit-tracer's <c>CrossLayerTranscoder</c>: layer l's encoder reads
 /// x_l (the activation at <c>blocks.l.{FeatureInputHook}</c>), f_l = JumpReLU(x_l·W_enc[l]ᵀ + b_enc[l]) (or ReLU), and
 /// the reconstruction of layer l's output (<c>blocks.l.{FeatureOutputHook}</c>, the MLP output) is
-/// ŷ_l = Σ_{i ≤ l} f_i·W_dec[i][:, l − i, :] + b_dec[l] (+ x_l·W_skip[l]). State-dict keys are circuit-tracer's:
+/// ŷ_l = Σ_{i ≤ l} f_i·W_dec[i][:, l − i, :] + b_dec[l] (+ x_l·W_skip[l]). With <see cref="CrossLayerTranscoderConfig.PerLayer"/>
+/// it is a transcoder set (circuit-tracer's <c>TranscoderSet</c>): ŷ_l = f_l·W_dec[l][:, 0, :] + b_dec[l] (+ x_l·W_skip[l]). State-dict keys are circuit-tracer's:
 /// <c>W_enc</c> [L, d_transcoder, d_model], <c>b_enc</c> [L, d_transcoder], <c>b_dec</c> [L, d_model],
-/// <c>W_dec.i</c> [d_transcoder, L − i, d_model], <c>activation_function.threshold</c> [L, 1, d_transcoder] (JumpReLU),
+/// <c>W_dec.i</c> [d_transcoder, L − i, d_model] ([d_transcoder, 1, d_model] in a transcoder set), <c>activation_function.threshold</c> [L, 1, d_transcoder] (JumpReLU),
 /// <c>W_skip</c> [L, d_model, d_model] (with a skip connection). Load one with
 /// <see cref="Interop.CrossLayerTranscoderLoader.Load"/>; splice it into a model with
 /// <see cref="Evaluation.DownstreamEvaluator.EvaluateReplacement"/>.
@@ -71,10 +76,18 @@ public sealed class CrossLayerTranscoder : nn.Module<Tensor, Tensor>
         b_enc = nn.Parameter(zeros(l, f, dtype: t), requires_grad: false);
         b_dec = nn.Parameter(zeros(l, d, dtype: t), requires_grad: false);
         W_dec = new ParameterList();
-        for (int i = 0; i < l; i++) W_dec.Add(nn.Parameter(zeros(f, l - i, d, dtype: t), requires_grad: false));
+        for (int i = 0; i < l; i++) W_dec.Add(nn.Parameter(zeros(f, cfg.PerLayer ? 1 : l - i, d, dtype: t), requires_grad: false));
         if (cfg.SkipConnection) W_skip = nn.Parameter(zeros(l, d, d, dtype: t), requires_grad: false);
         if (cfg.JumpRelu) activation_function = new JumpReluThreshold(l, f, t);
         RegisterComponents();
+    }
+
+    /// <summary>The last layer whose reconstruction layer <paramref name="layer"/>'s features write: the layer itself in a
+    /// transcoder set (<see cref="CrossLayerTranscoderConfig.PerLayer"/>), else the last layer.</summary>
+    public int LastOutputLayer(int layer)
+    {
+        CheckLayer(layer);
+        return Cfg.PerLayer ? layer : Cfg.NLayers - 1;
     }
 
     /// <summary>The TransformerLens hook layer <paramref name="layer"/>'s encoder reads.</summary>
@@ -125,7 +138,8 @@ public sealed class CrossLayerTranscoder : nn.Module<Tensor, Tensor>
 
     /// <summary>
     /// Reconstruction of layer <paramref name="layer"/>'s output [..., d_model] from the features of layers 0..layer
-    /// (<paramref name="features"/>[i], each [..., d_transcoder]; later entries are ignored) and, with a skip connection,
+    /// (<paramref name="features"/>[i], each [..., d_transcoder]; later entries are ignored, and in a transcoder set all but
+    /// <paramref name="features"/>[layer]) and, with a skip connection,
     /// the layer's input <paramref name="input"/> [..., d_model]: Σ_{i ≤ l} f_i·W_dec[i][:, l − i, :] + b_dec[l] (+ x_l·W_skip[l]).
     /// </summary>
     public Tensor DecodeLayer(IReadOnlyList<Tensor> features, int layer, Tensor? input = null)
@@ -136,7 +150,7 @@ public sealed class CrossLayerTranscoder : nn.Module<Tensor, Tensor>
             throw new SaeSharpException($"cross-layer transcoder: layer {layer}'s reconstruction needs the features of layers 0..{layer}, got {features.Count} layers");
         using var scope = NewDisposeScope();
         var y = b_dec[layer].alias();
-        for (int i = 0; i <= layer; i++)
+        for (int i = Cfg.PerLayer ? layer : 0; i <= layer; i++)
         {
             if (features[i].shape[^1] != Cfg.DTranscoder)
                 throw new SaeSharpException($"cross-layer transcoder: features of layer {i} have {features[i].shape[^1]} values per row, expected d_transcoder = {Cfg.DTranscoder}");
@@ -172,14 +186,14 @@ public sealed class CrossLayerTranscoder : nn.Module<Tensor, Tensor>
 
     /// <summary>Decoder rows W_dec[layer][features, outputLayer − layer] [n, d_model]: what the features
     /// <paramref name="features"/> (int64 [n]) of layer <paramref name="layer"/> write, per unit activation, into the
-    /// reconstruction of layer <paramref name="outputLayer"/> (≥ layer).</summary>
+    /// reconstruction of layer <paramref name="outputLayer"/> (layer..<see cref="LastOutputLayer"/>).</summary>
     public Tensor DecoderRows(int layer, int outputLayer, Tensor features)
     {
         ArgumentNullException.ThrowIfNull(features);
         CheckLayer(layer);
         CheckLayer(outputLayer);
-        if (outputLayer < layer)
-            throw new SaeSharpException($"cross-layer transcoder: layer {layer}'s features write to layers {layer}..{Cfg.NLayers - 1}, not {outputLayer}");
+        if (outputLayer < layer || outputLayer > LastOutputLayer(layer))
+            throw new SaeSharpException($"{(Cfg.PerLayer ? "transcoder set" : "cross-layer transcoder")}: layer {layer}'s features write to layers {layer}..{LastOutputLayer(layer)}, not {outputLayer}");
         return W_dec[layer].index_select(0, features).select(1, outputLayer - layer);
     }
 

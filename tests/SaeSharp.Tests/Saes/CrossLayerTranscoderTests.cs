@@ -78,6 +78,43 @@ internal sealed class CltReference
         }
     }
 
+    /// <summary>The same CLT with every off-diagonal decoder (layer i writing layer j &gt; i) zero: the CLT a transcoder set is.</summary>
+    public CltReference ZeroOffDiagonal()
+    {
+        foreach (var src in WDec)
+            foreach (var k in src)
+                for (int j = 1; j < k.Length; j++) Array.Clear(k[j]);
+        return this;
+    }
+
+    /// <summary>Layer i as one per-layer transcoder's arrays: W_enc [d_transcoder, d_model], its own-layer decoder
+    /// W_dec [d_transcoder, d_model], and W_skip as circuit-tracer's file holds it (applied as x·W_skipᵀ).</summary>
+    public Dictionary<string, Tensor> PerLayerTensors(int i, bool threshold)
+    {
+        var p = new Dictionary<string, Tensor>
+        {
+            ["W_enc"] = T(WEnc[i]), ["W_dec"] = T(WDec[i].Select(k => k[0]).ToArray()), ["b_enc"] = T(BEnc[i]), ["b_dec"] = T(BDec[i]),
+        };
+        if (threshold) p["activation_function.threshold"] = T(Threshold[i]);
+        if (WSkip is not null) p["W_skip"] = T(WSkip[i]).t().contiguous();
+        return p;
+    }
+
+    /// <summary>circuit-tracer's transcoder set files (<c>TranscoderSet.to_safetensors</c>): layer_i.safetensors, one
+    /// per-layer transcoder each (the diagonal decoders), and a config.yaml (model_kind: transcoder_set) without a list.</summary>
+    public void WriteTranscoderSet(string folder, bool threshold, string inputHook = "ln2.hook_normalized")
+    {
+        Directory.CreateDirectory(folder);
+        for (int i = 0; i < L; i++)
+        {
+            var p = PerLayerTensors(i, threshold);
+            SafeTensors.Save(Path.Combine(folder, $"layer_{i}.safetensors"), p);
+            foreach (var t in p.Values) t.Dispose();
+        }
+        File.WriteAllText(Path.Combine(folder, "config.yaml"),
+            $"model_kind: transcoder_set\nmodel_name: gpt2\nfeature_input_hook: {inputHook}\nfeature_output_hook: hook_mlp_out\nscan: test\n");
+    }
+
     /// <summary>Gemma Scope 2's files: params_layer_i.safetensors with w_enc [d_model, d_sae] and w_dec [d_sae, L, d_model],
     /// whose output layers before i hold junk the loader must ignore.</summary>
     public void WriteGemmaScope2(string folder, string prefix = "params_layer_")
@@ -108,7 +145,7 @@ public class CrossLayerTranscoderTests : IDisposable
     }
 
     /// <summary>Inputs [L, rows, d_model] and the reference reconstruction of every layer and row.</summary>
-    private static (Tensor X, double[,,] Expected) Case(CltReference r, int rows, int seed)
+    internal static (Tensor X, double[,,] Expected) Case(CltReference r, int rows, int seed)
     {
         var rnd = new Random(seed);
         var xs = Enumerable.Range(0, r.L).Select(_ => Enumerable.Range(0, rows).Select(_ => Enumerable.Range(0, r.D).Select(_ => rnd.NextDouble() * 2 - 1).ToArray()).ToArray()).ToArray();
@@ -123,7 +160,7 @@ public class CrossLayerTranscoderTests : IDisposable
         return (x, expected);
     }
 
-    private static void AssertClose(double[,,] expected, Tensor actual)
+    internal static void AssertClose(double[,,] expected, Tensor actual)
     {
         var a = actual.to(ScalarType.Float64).data<double>().ToArray();
         Assert.Equal(expected.Length, a.Length);
@@ -131,7 +168,7 @@ public class CrossLayerTranscoderTests : IDisposable
         foreach (var e in expected) Assert.Equal(e, a[i++], 4);
     }
 
-    private static List<string> Keys(CrossLayerTranscoder clt) =>
+    internal static List<string> Keys(CrossLayerTranscoder clt) =>
         clt.state_dict().Select(kv => $"{kv.Key} [{string.Join(", ", kv.Value.shape)}]").Order(StringComparer.Ordinal).ToList();
 
     [Theory]
