@@ -205,10 +205,13 @@ public static class FeatureAttribution
         var errAttr = new List<Tensor>();
         var acts = new List<Tensor>();
         double value;
+        // Frozen integrated gradients: every step's patterns and norm scales are the clean run's, so the path is linear.
+        using var frozenValues = freezeAttentionAndNorms && integratedGradientSteps > 0 ? new FrozenValues() : null;
         using (var scope = NewDisposeScope())
         {
             using var capture = new AttributionCapture();
-            value = Backward(model, tokens, metric, capture, freezeAttentionAndNorms);
+            value = Backward(model, tokens, metric, capture, freezeAttentionAndNorms, frozenValues);
+            frozenValues?.Replay();
             counter.Add(tokens.numel());
             foreach (var h in hooks)
             {
@@ -227,7 +230,8 @@ public static class FeatureAttribution
             {
                 using var step = NewDisposeScope();
                 using var capture = new AttributionCapture { ScaledHook = hooks[i], Alpha = (k - 0.5) / integratedGradientSteps };
-                Backward(model, tokens, metric, capture, freezeAttentionAndNorms);
+                frozenValues?.Replay();
+                Backward(model, tokens, metric, capture, freezeAttentionAndNorms, frozenValues);
                 counter.Add(tokens.numel());
                 sum.add_(GradOf(capture.FeatureLeaf(hooks[i])), TorchScalars.One);
             }
@@ -286,6 +290,8 @@ public static class FeatureAttribution
         var attr = new List<Tensor>();
         var errAttr = new List<Tensor>();
         var acts = new List<Tensor>();
+        // Frozen integrated gradients: every step's patterns and norm scales are the clean run's, so the path is linear.
+        using var frozenValues = freezeAttentionAndNorms && integratedGradientSteps > 0 ? new FrozenValues() : null;
         try
         {
             double value = Pass(null);
@@ -310,6 +316,7 @@ public static class FeatureAttribution
                 var sums = acts.Select(a => zeros_like(a)).ToList();
                 for (int k = 1; k <= integratedGradientSteps; k++)
                 {
+                    frozenValues?.Replay();
                     Pass((k - 0.5) / integratedGradientSteps);
                     for (int l = 0; l < n; l++)
                     {
@@ -374,7 +381,10 @@ public static class FeatureAttribution
             double v;
             using (var scope = NewDisposeScope())
             {
-                var logits = model.Run(tokens, new RunOptions { Grad = true, Hooks = hooks, FreezeAttentionAndNorms = freezeAttentionAndNorms }).Logits!;
+                var logits = model.Run(tokens, new RunOptions
+                {
+                    Grad = true, Hooks = hooks, FreezeAttentionAndNorms = freezeAttentionAndNorms, FrozenValues = frozenValues,
+                }).Logits!;
                 v = BackwardOf(logits, tokens, metric);
             }
             counter.Add(tokens.numel());
@@ -392,10 +402,11 @@ public static class FeatureAttribution
         static ScalarType Wide(ScalarType t) => t is ScalarType.BFloat16 or ScalarType.Float16 ? ScalarType.Float32 : t;
     }
 
-    private static double Backward(HookedSaeTransformer model, Tensor tokens, AttributionMetric metric, AttributionCapture capture, bool freeze)
+    private static double Backward(HookedSaeTransformer model, Tensor tokens, AttributionMetric metric, AttributionCapture capture, bool freeze,
+        FrozenValues? frozenValues)
     {
         using var scope = NewDisposeScope();
-        var logits = model.Run(tokens, new RunOptions { Grad = true, Capture = capture, FreezeAttentionAndNorms = freeze }).Logits!;
+        var logits = model.Run(tokens, new RunOptions { Grad = true, Capture = capture, FreezeAttentionAndNorms = freeze, FrozenValues = frozenValues }).Logits!;
         return BackwardOf(logits, tokens, metric);
     }
 
