@@ -367,6 +367,48 @@ public class CrossLayerAttributionTests : ModelTestBase
     }
 
     [Fact]
+    public void Frozen_integrated_gradients_of_an_sae_keep_the_clean_runs_patterns_and_equal_attribution_patching()
+    {
+        // The SAE path shares the replay: a transcoder replacing the last MLP's output (only ln_final lies between it and
+        // the logits). Frozen at the clean run's norm scale, a logit metric is linear in its features, so integrated
+        // gradients equal attribution patching exactly; with each step's own scale (a fresh freeze per step) they would
+        // not, and unfrozen they do not.
+        string dir = ModelDir(seed: 23);
+        using var model = ModelLoader.FromPretrained(dir, ScalarType.Float64);
+        using var clt = MakeClt(seed: 24);
+        using var sae = clt.LayerTranscoder(1);
+        var hooked = new SaeSharp.Interventions.HookedSaeTransformer(model);
+        hooked.AddSae(sae, useErrorTerm: true);
+        var metric = AttributionMetric.LogitDiff(3, 11);
+        using var first = hooked.Attribute(Toks, metric, 0, null, freezeAttentionAndNorms: true);
+        using var ig = hooked.Attribute(Toks, metric, 4, null, freezeAttentionAndNorms: true);
+        AssertAllClose(first.Attribution[0], ig.Attribution[0], 1e-10, "frozen integrated gradients");
+        Assert.True(first.Attribution[0].abs().max().to(ScalarType.Float64).item<double>() > 1e-3, "no feature has an effect");
+        using var live = hooked.Attribute(Toks, metric, 0);
+        using var liveIg = hooked.Attribute(Toks, metric, 4);
+        Assert.True((live.Attribution[0] - liveIg.Attribution[0]).abs().max().to(ScalarType.Float64).item<double>() > 1e-4, "the live path is linear: the test shows nothing");
+    }
+
+    [Fact]
+    public void Integrated_gradients_on_a_clt_free_every_tensor_they_made() => LiveTensors.OnOwnThread(() =>
+    {
+        using var model = Gpt2(nLayer: Layers, seed: 2);
+        var r0 = CltReference.Random(Layers, Features, DModel, 25, threshold: true, skip: true);
+        string folder = Sub($"clt-{Guid.NewGuid():N}");
+        r0.WriteCircuitTracer(folder, threshold: true);
+        File.WriteAllText(Path.Combine(folder, "config.yaml"), "feature_input_hook: ln2.hook_normalized\nfeature_output_hook: hook_mlp_out\n");
+        using var clt = CrossLayerTranscoderLoader.Load(folder);
+        FeatureAttribution.Run(model, clt, Toks, AttributionMetric.Loss, 2, freezeAttentionAndNorms: true).Dispose();
+        long before = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        for (int i = 0; i < 2; i++)
+        {
+            FeatureAttribution.Run(model, clt, Toks, AttributionMetric.Loss, 3).Dispose();
+            FeatureAttribution.Run(model, clt, Toks, AttributionMetric.LogitDiff(1, 2), 2, freezeAttentionAndNorms: true).Dispose();
+        }
+        Assert.Equal(before, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+    });
+
+    [Fact]
     public void Bf16_attribution_agrees_with_float32_to_bf16_precision()
     {
         // The model and the CLT in bfloat16 (as `sae attribute --dtype bf16` loads them), against both in float32: the
