@@ -25,4 +25,19 @@ internal static class ModelSource
         Description = "Model weights' dtype: float32 (default; eval --model and model run --sae: the dtype the SAEs recorded), bfloat16/bf16, float16/f16, or auto (the checkpoint's torch_dtype)",
         DefaultValueFactory = _ => "float32",
     };
+
+    /// <summary><c>--dtype</c> of a command that takes an SAE or a whole CLT (<c>sae features</c>, <c>inspect</c>, <c>attribute</c>,
+    /// <c>graph</c>): the model's dtype, and a CLT's weights' (<see cref="Interop.CrossLayerTranscoderLoader.ForModel"/>).</summary>
+    public static System.CommandLine.Option<string> SaeOrCltDtypeOption()
+    {
+        var dtype = DtypeOption();
+        dtype.Description = "Model weights' dtype: float32 (default: the dtype the SAE recorded), bfloat16/bf16, float16/f16, or auto (the checkpoint's torch_dtype); " +
+            "a whole CLT's weights are loaded in bfloat16/float16 beside a model in it";
+        return dtype;
+    }
+
+    /// <summary>The dtype <paramref name="dtype"/> names when given on the command line (of the model in <paramref name="folder"/>,
+    /// for <c>auto</c>); null when left at its default, so the caller's own default applies (an SAE's recorded dtype).</summary>
+    public static TorchSharp.torch.ScalarType? GivenDtype(System.CommandLine.ParseResult parse, System.CommandLine.Option<string> dtype, string folder) =>
+        parse.GetResult(dtype) is { Implicit: false } ? ModelLoader.ParseDtype(parse.GetValue(dtype)!, folder) : null;
 }

@@ -38,8 +38,7 @@ internal static class AnalysisCommands
         var excludeIds = new Option<string?>("--exclude-token-ids") { Description = "Do not count the positions of these token ids, e.g. 0,50256 (default: the SAE's setting)" };
         var textField = new Option<string?>("--text-field") { Description = "jsonl field / parquet column holding the text (default: as SAELens, tokens/input_ids, else text, else problem)" };
         var layers = new Option<string?>("--layers") { Description = "A whole cross-layer transcoder's layers to analyse, e.g. 0,3 or 0-5 (default: all); each is written to OUT/layer_N" };
-        var dtype = ModelSource.DtypeOption();
-        dtype.Description = "Model weights' dtype: float32 (default: the dtype the SAE recorded), bfloat16/bf16, float16/f16, or auto (the checkpoint's torch_dtype); a whole CLT's weights are loaded in bfloat16/float16 beside a model in it";
+        var dtype = ModelSource.SaeOrCltDtypeOption();
         var command = new Command("features", "Feature statistics over a corpus: density, max, top examples, interval samples, histograms, logit effects")
         {
             sae, model, diffModel, dataset, tokens, output, features, top, context, contextSize, batch, intervals, seed, html, png, noBos, exclude, excludeIds, textField, layers, dtype,
@@ -66,7 +65,7 @@ internal static class AnalysisCommands
                 new("--sae", saePath, InputKind.Sae), new("--model", modelDir, InputKind.Folder), new("--dataset", ds, InputKind.Whole),
                 .. diffDir is null ? Array.Empty<CommandInput>() : [new CommandInput("--diff-model", diffDir, InputKind.Folder)],
             ];
-            ScalarType? modelDtype = parse.GetResult(dtype) is { Implicit: false } ? ModelLoader.ParseDtype(parse.GetValue(dtype)!, modelDir) : null;
+            ScalarType? modelDtype = ModelSource.GivenDtype(parse, dtype, modelDir);
             if (CrossLayerTranscoderLoader.IsCrossLayerTranscoder(saePath, null))
                 return CrossLayerFeatures(parse, saePath, model, output, features, html, png, layers, inputs, excludeIds, exclude,
                     new ModelDataOptions
@@ -229,21 +228,23 @@ internal static class AnalysisCommands
         var json = new Option<string?>("--json") { Description = "Write the view as JSON" };
         var stats = new Option<string?>("--stats") { Description = "A `sae features` folder of this SAE, to show each feature's density" };
         var noBos = new Option<bool>("--no-prepend-bos") { Description = "Do not start the prompt with BOS (default: the SAE's prepend_bos)" };
+        var dtype = ModelSource.SaeOrCltDtypeOption();
         var command = new Command("inspect", "The top SAE features of a prompt, its tokens shaded by each feature's activation")
         {
-            sae, model, prompt, top, neurons, html, json, stats, noBos,
+            sae, model, prompt, top, neurons, html, json, stats, noBos, dtype,
         };
         Cli.SetAction(command, parse =>
         {
             string modelDir = ModelSource.Resolve(parse.GetValue(model)!);
+            ScalarType? modelDtype = ModelSource.GivenDtype(parse, dtype, modelDir);
             if (CrossLayerTranscoderLoader.IsCrossLayerTranscoder(parse.GetValue(sae)!, null))
             {
                 if (parse.GetValue(neurons) || parse.GetValue(stats) is not null)
                     throw new SaeSharpException($"{(parse.GetValue(neurons) ? "--neurons" : "--stats")}: not for a whole cross-layer transcoder (its features span layers)");
-                return InspectCrossLayer(parse.GetValue(sae)!, modelDir, parse.GetValue(prompt)!, parse.GetValue(top), !parse.GetValue(noBos),
+                return InspectCrossLayer(parse.GetValue(sae)!, modelDir, modelDtype, parse.GetValue(prompt)!, parse.GetValue(top), !parse.GetValue(noBos),
                     parse.GetValue(json), parse.GetValue(html));
             }
-            var (s, pm) = ModelForSae.LoadWithSae(parse.GetValue(sae)!, modelDir);
+            var (s, pm) = ModelForSae.LoadWithSae(parse.GetValue(sae)!, modelDir, modelDtype);
             using (s)
             using (pm)
             {
@@ -278,10 +279,10 @@ internal static class AnalysisCommands
 
     /// <summary><c>sae inspect</c> of a whole cross-layer transcoder: each prompt's top features over all layers
     /// (<see cref="CrossLayerPromptInspector"/>), labelled L{layer}/{index}; no comparison of prompts, no notes.</summary>
-    private static int InspectCrossLayer(string cltPath, string modelDir, string[] prompts, int top, bool bos, string? jsonPath, string? htmlPath)
+    private static int InspectCrossLayer(string cltPath, string modelDir, ScalarType? modelDtype, string[] prompts, int top, bool bos, string? jsonPath, string? htmlPath)
     {
-        using var clt = CrossLayerTranscoderLoader.Load(cltPath);
-        using var pm = ModelForSae.Load(modelDir, new WeightProcessingOptions());
+        using var clt = CrossLayerTranscoderLoader.Load(cltPath, null, CrossLayerTranscoderLoader.ForModel(modelDtype));
+        using var pm = ModelForSae.Load(modelDir, new WeightProcessingOptions(), modelDtype ?? ScalarType.Float32);
         var inspector = new CrossLayerPromptInspector(pm.Model, clt, Tokenizer.FromFolder(modelDir), pm.Hooks, bos);
         var views = prompts.Select(p => inspector.Inspect(p, top)).ToList();
         var notes = new Dictionary<int, FeatureNote>();

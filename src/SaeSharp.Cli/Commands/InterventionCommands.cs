@@ -413,9 +413,10 @@ internal static class InterventionCommands
         {
             Description = "Treat attention patterns and norm scales as constants of the backward (circuit-tracer's replacement model)",
         };
+        var dtype = ModelSource.SaeOrCltDtypeOption();
         var command = new Command("attribute", "Attribution patching of a metric to SAE features (or a whole CLT's): f·∂m/∂f per token and feature, and each error node's share")
         {
-            model, sae, prompt, input, metric, top, output, json, html, ig, noBos, freeze,
+            model, sae, prompt, input, metric, top, output, json, html, ig, noBos, freeze, dtype,
         };
         Cli.SetAction(command, parse =>
         {
@@ -437,6 +438,7 @@ internal static class InterventionCommands
             var saes = new List<Sae>();
             var saePaths = parse.GetValue(sae)!;
             bool frozen = parse.GetValue(freeze);
+            ScalarType? modelDtype = ModelSource.GivenDtype(parse, dtype, folder);
             try
             {
                 AttributionResult Attribute()
@@ -444,13 +446,13 @@ internal static class InterventionCommands
                     if (saePaths.Any(p => CrossLayerTranscoderLoader.IsCrossLayerTranscoder(p, null)))
                     {
                         if (saePaths.Length != 1) throw new SaeSharpException("--sae: a whole cross-layer transcoder is attributed on its own (give one --sae)");
-                        if (parse.GetValue(ig) > 0) throw new SaeSharpException("--ig-steps: integrated gradients are for single-hook SAEs, not a whole cross-layer transcoder");
-                        using var clt = CrossLayerTranscoderLoader.Load(saePaths[0]);
-                        using var cm = ModelForSae.Load(folder, new WeightProcessingOptions());
-                        return CliProgress.Run("attribute", progress => FeatureAttribution.Run(cm.Model, clt, tokens, spec, frozen, cm.Hooks, progress));
+                        using var clt = CrossLayerTranscoderLoader.Load(saePaths[0], null, CrossLayerTranscoderLoader.ForModel(modelDtype));
+                        using var cm = ModelForSae.Load(folder, new WeightProcessingOptions(), modelDtype ?? ScalarType.Float32);
+                        return CliProgress.Run("attribute", progress => FeatureAttribution.Run(cm.Model, clt, tokens, spec, parse.GetValue(ig), frozen, cm.Hooks, progress));
                     }
                     foreach (var p in saePaths) saes.Add(LoadSae(p));
-                    using var pm = ModelForSae.Load(folder, saes, saePaths);   // processed as the SAEs' cfgs record, in their dtype
+                    // Processed as the SAEs' cfgs record, in their dtype (or --dtype's).
+                    using var pm = ModelForSae.Load(folder, ModelForSae.SharedOptions(saes.Select(s => s.Cfg)), modelDtype ?? ModelForSae.SharedDtype(saes, saePaths));
                     var hooked = new HookedSaeTransformer(pm.Model) { ModelHooks = pm.Hooks };
                     foreach (var s in saes) hooked.AddSae(s, useErrorTerm: true);
                     return CliProgress.Run("attribute", progress => hooked.Attribute(tokens, spec, parse.GetValue(ig), progress, frozen));
@@ -532,9 +534,10 @@ internal static class InterventionCommands
         var scan = new Option<string?>("--scan") { Description = "The transcoders' scan name Neuronpedia knows them by (default: the CLT's model name)" };
         var top = new Option<int>("--top") { Description = "Rows of the table of edges into the top logit", DefaultValueFactory = _ => 15 }.Positive();
         var noBos = NoBosOption();
+        var dtype = ModelSource.SaeOrCltDtypeOption();
         var command = new Command("graph", "Attribution graph of a prompt for a whole cross-layer transcoder (circuit-tracer's attribute + prune_graph), as the viewer's JSON")
         {
-            model, sae, prompt, input, output, maxLogits, logitProb, nodeThreshold, edgeThreshold, maxFeatures, batch, slug, scan, top, noBos,
+            model, sae, prompt, input, output, maxLogits, logitProb, nodeThreshold, edgeThreshold, maxFeatures, batch, slug, scan, top, noBos, dtype,
         };
         Cli.SetAction(command, parse =>
         {
@@ -566,8 +569,9 @@ internal static class InterventionCommands
             double nodeThr = parse.GetValue(nodeThreshold), edgeThr = parse.GetValue(edgeThreshold);
             if (nodeThr is < 0 or > 1) throw new SaeSharpException($"--node-threshold must be between 0 and 1, got {nodeThr}");
             if (edgeThr is < 0 or > 1) throw new SaeSharpException($"--edge-threshold must be between 0 and 1, got {edgeThr}");
-            using var clt = CrossLayerTranscoderLoader.Load(saePath);
-            using var cm = ModelForSae.Load(folder, new WeightProcessingOptions());
+            ScalarType? modelDtype = ModelSource.GivenDtype(parse, dtype, folder);
+            using var clt = CrossLayerTranscoderLoader.Load(saePath, null, CrossLayerTranscoderLoader.ForModel(modelDtype));
+            using var cm = ModelForSae.Load(folder, new WeightProcessingOptions(), modelDtype ?? ScalarType.Float32);
             using var graph = CliProgress.Run("graph", progress => AttributionGraph.Build(cm.Model, clt, tokens, options, cm.Hooks, progress));
             var pruned = graph.Prune(nodeThr, edgeThr);
             var (replacement, completeness) = graph.Scores();

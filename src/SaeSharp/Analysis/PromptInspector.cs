@@ -157,7 +157,7 @@ public sealed class PromptInspector
         var (_, idx) = sums.topk(k);
         var ids = idx.data<long>().ToArray();
         var sumArr = sums.data<double>().ToArray();
-        var all = acts.t().contiguous().data<float>().ToArray();            // [d, s]
+        var all = acts.t().to(ScalarType.Float32).contiguous().data<float>().ToArray();            // [d, s] (a bfloat16 CLT's too)
         return ids.Select(i => new UnitActivations((int)i, sumArr[i], all.AsSpan((int)(i * s), (int)s).ToArray())).ToList();
     }
 

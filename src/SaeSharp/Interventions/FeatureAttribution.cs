@@ -205,10 +205,13 @@ public static class FeatureAttribution
         var errAttr = new List<Tensor>();
         var acts = new List<Tensor>();
         double value;
+        // Frozen integrated gradients: every step's patterns and norm scales are the clean run's, so the path is linear.
+        using var frozenValues = freezeAttentionAndNorms && integratedGradientSteps > 0 ? new FrozenValues() : null;
         using (var scope = NewDisposeScope())
         {
             using var capture = new AttributionCapture();
-            value = Backward(model, tokens, metric, capture, freezeAttentionAndNorms);
+            value = Backward(model, tokens, metric, capture, freezeAttentionAndNorms, frozenValues);
+            frozenValues?.Replay();
             counter.Add(tokens.numel());
             foreach (var h in hooks)
             {
@@ -227,7 +230,8 @@ public static class FeatureAttribution
             {
                 using var step = NewDisposeScope();
                 using var capture = new AttributionCapture { ScaledHook = hooks[i], Alpha = (k - 0.5) / integratedGradientSteps };
-                Backward(model, tokens, metric, capture, freezeAttentionAndNorms);
+                frozenValues?.Replay();
+                Backward(model, tokens, metric, capture, freezeAttentionAndNorms, frozenValues);
                 counter.Add(tokens.numel());
                 sum.add_(GradOf(capture.FeatureLeaf(hooks[i])), TorchScalars.One);
             }
@@ -254,27 +258,108 @@ public static class FeatureAttribution
     /// </summary>
     public static AttributionResult Run(HookedTransformer model, CrossLayerTranscoder clt, Tensor tokens, AttributionMetric metric,
         bool freezeAttentionAndNorms = false, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks = null,
+        IProgress<WorkProgress>? progress = null) =>
+        Run(model, clt, tokens, metric, 0, freezeAttentionAndNorms, modelHooks, progress);
+
+    /// <summary>
+    /// <see cref="Run(HookedTransformer, CrossLayerTranscoder, Tensor, AttributionMetric, bool, IReadOnlyList{ValueTuple{string, Func{Tensor, Tensor}}}?, IProgress{WorkProgress}?)"/>
+    /// with <paramref name="integratedGradientSteps"/> N &gt; 0: integrated gradients, the features of every layer scaled
+    /// together. A feature's attribution is f times the mean of ∂m/∂f at α·f (α = (k − ½)/N, k = 1..N), the clean run's
+    /// features of all layers scaled by α (leaves, not re-encoded along the path) and the error nodes held at their clean
+    /// values, so the feature attributions add up to m(clean) − m(every feature zero, errors clean) up to the midpoint rule's
+    /// error; the error attributions stay first-order (as the SAE path's). In a bfloat16/float16 run the backward runs in
+    /// the model's dtype (as for an SAE beside such a model) and the results are float32.
+    /// </summary>
+    public static AttributionResult Run(HookedTransformer model, CrossLayerTranscoder clt, Tensor tokens, AttributionMetric metric,
+        int integratedGradientSteps, bool freezeAttentionAndNorms = false, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks = null,
         IProgress<WorkProgress>? progress = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(clt);
         ArgumentNullException.ThrowIfNull(tokens);
         ArgumentNullException.ThrowIfNull(metric);
+        if (integratedGradientSteps < 0) throw new SaeSharpException($"integrated-gradient steps must be >= 0, got {integratedGradientSteps}");
         int n = clt.Cfg.NLayers;
         var (inputs, outputs) = clt.Hooks(model);
-        var counter = new ProgressCounter(progress, "tokens", tokens.numel());
+        var counter = new ProgressCounter(progress, "tokens", tokens.numel() * (1 + (long)integratedGradientSteps));
         var features = new Tensor?[n];
         var layerInput = new Tensor?[n];
         var errors = new Tensor?[n];
+        var cleanFeatures = new Tensor?[n];
+        var cleanErrors = new Tensor?[n];
+        var attr = new List<Tensor>();
+        var errAttr = new List<Tensor>();
+        var acts = new List<Tensor>();
+        // Frozen integrated gradients: every step's patterns and norm scales are the clean run's, so the path is linear.
+        using var frozenValues = freezeAttentionAndNorms && integratedGradientSteps > 0 ? new FrozenValues() : null;
         try
         {
+            double value = Pass(null);
+            for (int l = 0; l < n; l++)
+            {
+                using var scope = NewDisposeScope();
+                var f = features[l] ?? throw new SaeSharpException($"cross-layer transcoder layer {l}: its input hook '{inputs[l]}' did not fire");
+                var e = errors[l] ?? throw new SaeSharpException($"cross-layer transcoder layer {l}: its output hook '{outputs[l]}' did not fire");
+                var wide = Wide(f.dtype);
+                acts.Add(f.detach().to(wide).clone().DetachFromDisposeScope());
+                attr.Add((f.detach().to(wide) * GradOf(f).to(wide)).DetachFromDisposeScope());
+                errAttr.Add((e.detach().to(wide) * GradOf(e).to(wide)).sum(-1).DetachFromDisposeScope());
+                if (integratedGradientSteps > 0)
+                {
+                    cleanFeatures[l] = f.detach().clone().DetachFromDisposeScope();
+                    cleanErrors[l] = e.detach().clone().DetachFromDisposeScope();
+                }
+            }
+            if (integratedGradientSteps > 0)
+            {
+                using var scope = NewDisposeScope();
+                var sums = acts.Select(a => zeros_like(a)).ToList();
+                for (int k = 1; k <= integratedGradientSteps; k++)
+                {
+                    frozenValues?.Replay();
+                    Pass((k - 0.5) / integratedGradientSteps);
+                    for (int l = 0; l < n; l++)
+                    {
+                        using var step = NewDisposeScope();
+                        sums[l].add_(GradOf(features[l]!).to(sums[l].dtype), TorchScalars.One);
+                    }
+                }
+                using var steps = integratedGradientSteps.ToScalar();
+                for (int l = 0; l < n; l++)
+                {
+                    attr[l].Dispose();
+                    attr[l] = (acts[l] * sums[l] / steps).DetachFromDisposeScope();
+                }
+            }
+            return new AttributionResult
+            {
+                MetricSpec = metric, Metric = value, Hooks = outputs, Attribution = attr, ErrorAttribution = errAttr, FeatureActs = acts,
+                IntegratedGradientSteps = integratedGradientSteps, CrossLayer = true, FrozenAttentionAndNorms = freezeAttentionAndNorms,
+            };
+        }
+        catch
+        {
+            foreach (var t in attr.Concat(errAttr).Concat(acts)) t.Dispose();
+            throw;
+        }
+        finally
+        {
+            foreach (var t in features.Concat(layerInput).Concat(errors).Concat(cleanFeatures).Concat(cleanErrors)) t?.Dispose();
+        }
+
+        // One forward and backward of the replacement run. alpha null: the clean pass (features encoded from the run, error
+        // nodes leaves); else the features are alpha times the clean ones and the error nodes the clean ones, constants.
+        double Pass(double? alpha)
+        {
+            using var a = (alpha ?? 1).ToScalar();
             var hooks = new List<(string, Func<Tensor, Tensor?>)>(modelHooks ?? []);
             for (int l = 0; l < n; l++)
             {
                 int layer = l;
                 hooks.Add((inputs[l], x =>
                 {
-                    Keep(features, layer, clt.EncodeLayer(x.detach(), layer).detach().requires_grad_(true));
+                    var f = alpha is null ? clt.EncodeLayer(x.detach(), layer) : cleanFeatures[layer]! * a;
+                    Keep(features, layer, f.detach().requires_grad_(true));
                     Keep(layerInput, layer, x);
                     return null;
                 }));
@@ -283,39 +368,27 @@ public static class FeatureAttribution
                     var f = features.Take(layer + 1).Select((t, i) => t ?? throw new SaeSharpException(
                         $"cross-layer transcoder: '{outputs[layer]}' fired before layer {i}'s input hook '{inputs[i]}'")).ToList();
                     var recon = clt.DecodeLayer(f, layer, layerInput[layer]);
-                    var error = (y.detach().reshape(recon.shape).to(recon.dtype) - recon.detach()).requires_grad_(true);
-                    Keep(errors, layer, error);
+                    Tensor error;
+                    if (alpha is null)
+                    {
+                        error = (y.detach().reshape(recon.shape).to(recon.dtype) - recon.detach()).requires_grad_(true);
+                        Keep(errors, layer, error);
+                    }
+                    else error = cleanErrors[layer]!;
                     return recon.add(error, TorchScalars.One).to(y.dtype).view(y.shape);
                 }));
             }
-            double value;
+            double v;
             using (var scope = NewDisposeScope())
             {
-                var logits = model.Run(tokens, new RunOptions { Grad = true, Hooks = hooks, FreezeAttentionAndNorms = freezeAttentionAndNorms }).Logits!;
-                value = BackwardOf(logits, tokens, metric);
+                var logits = model.Run(tokens, new RunOptions
+                {
+                    Grad = true, Hooks = hooks, FreezeAttentionAndNorms = freezeAttentionAndNorms, FrozenValues = frozenValues,
+                }).Logits!;
+                v = BackwardOf(logits, tokens, metric);
             }
             counter.Add(tokens.numel());
-            var attr = new List<Tensor>();
-            var errAttr = new List<Tensor>();
-            var acts = new List<Tensor>();
-            for (int l = 0; l < n; l++)
-            {
-                using var scope = NewDisposeScope();
-                var f = features[l] ?? throw new SaeSharpException($"cross-layer transcoder layer {l}: its input hook '{inputs[l]}' did not fire");
-                var e = errors[l] ?? throw new SaeSharpException($"cross-layer transcoder layer {l}: its output hook '{outputs[l]}' did not fire");
-                acts.Add(f.detach().clone().DetachFromDisposeScope());
-                attr.Add((f.detach() * GradOf(f)).DetachFromDisposeScope());
-                errAttr.Add((e.detach() * GradOf(e)).sum(-1).DetachFromDisposeScope());
-            }
-            return new AttributionResult
-            {
-                MetricSpec = metric, Metric = value, Hooks = outputs, Attribution = attr, ErrorAttribution = errAttr, FeatureActs = acts,
-                CrossLayer = true, FrozenAttentionAndNorms = freezeAttentionAndNorms,
-            };
-        }
-        finally
-        {
-            foreach (var t in features.Concat(layerInput).Concat(errors)) t?.Dispose();
+            return v;
         }
 
         // A tensor that outlives the block that made it (later layers decode the features): out of the run's scopes, freed above.
@@ -324,12 +397,16 @@ public static class FeatureAttribution
             store[layer]?.Dispose();
             store[layer] = t.alias().DetachFromDisposeScope();
         }
+
+        // Results of a half-precision CLT in float32 (the products and sums of its gradients, not rounded again to 8 bits).
+        static ScalarType Wide(ScalarType t) => t is ScalarType.BFloat16 or ScalarType.Float16 ? ScalarType.Float32 : t;
     }
 
-    private static double Backward(HookedSaeTransformer model, Tensor tokens, AttributionMetric metric, AttributionCapture capture, bool freeze)
+    private static double Backward(HookedSaeTransformer model, Tensor tokens, AttributionMetric metric, AttributionCapture capture, bool freeze,
+        FrozenValues? frozenValues)
     {
         using var scope = NewDisposeScope();
-        var logits = model.Run(tokens, new RunOptions { Grad = true, Capture = capture, FreezeAttentionAndNorms = freeze }).Logits!;
+        var logits = model.Run(tokens, new RunOptions { Grad = true, Capture = capture, FreezeAttentionAndNorms = freeze, FrozenValues = frozenValues }).Logits!;
         return BackwardOf(logits, tokens, metric);
     }
 

@@ -72,7 +72,7 @@ public sealed class HookedSaeTransformer(HookedTransformer model)
         {
             AttentionMask = o.AttentionMask, StopAtLayer = o.StopAtLayer, Hooks = hooks, CacheNames = o.CacheNames,
             CacheFilter = o.CacheFilter, Grad = o.Grad, Saes = [.. _saes, .. o.Saes ?? []], Capture = o.Capture,
-            FreezeAttentionAndNorms = o.FreezeAttentionAndNorms,
+            FreezeAttentionAndNorms = o.FreezeAttentionAndNorms, FrozenValues = o.FrozenValues,
         });
     }
 

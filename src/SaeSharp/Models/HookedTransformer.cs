@@ -62,6 +62,9 @@ public sealed class RunOptions
     /// The forward values are unchanged.
     /// </summary>
     public bool FreezeAttentionAndNorms { get; init; }
+    /// <summary>With <see cref="FreezeAttentionAndNorms"/>: records this run's patterns and scales, or replays a recorded
+    /// run's (integrated gradients on the frozen replacement model; <c>Interventions/FeatureAttribution</c>).</summary>
+    internal FrozenValues? FrozenValues { get; init; }
 }
 
 /// <summary>
@@ -123,7 +126,7 @@ public abstract partial class HookedTransformer : nn.Module<Tensor, Tensor>
         {
             hooks ??= [];
             hooks.AddRange(HookPoints.Names.Where(n => n.EndsWith(".attn.hook_pattern", StringComparison.Ordinal))
-                .Select(n => (n, (Func<Tensor, Tensor?>)(p => p.detach()))));
+                .Select(n => (n, (Func<Tensor, Tensor?>)(p => options.FrozenValues?.Take(p.detach(), $"'{n}'") ?? p.detach()))));
         }
         Func<string, bool>? filter = options.CacheFilter;
         if (filter is null && options.CacheNames is not null)
@@ -139,13 +142,19 @@ public abstract partial class HookedTransformer : nn.Module<Tensor, Tensor>
             using var _ = options.Grad ? enable_grad() : no_grad();
             using var runner = new HookRunner(hooks, filter, cache, saes, options.Capture);
             bool frozen = NormScales.Frozen;
+            var values = NormScales.Values;
             NormScales.Frozen = options.FreezeAttentionAndNorms;
+            NormScales.Values = options.FreezeAttentionAndNorms ? options.FrozenValues : null;
             try
             {
                 var logits = ForwardCore(tokens, options.AttentionMask, runner, stop, null, start, options.ReturnNormalized);
                 return (logits, cache);
             }
-            finally { NormScales.Frozen = frozen; }
+            finally
+            {
+                NormScales.Frozen = frozen;
+                NormScales.Values = values;
+            }
         }
         catch
         {

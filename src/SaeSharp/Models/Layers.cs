@@ -79,9 +79,14 @@ internal static class NormScales
     /// <summary>Set on the thread running a forward pass with <see cref="RunOptions.FreezeAttentionAndNorms"/>.</summary>
     [ThreadStatic] internal static bool Frozen;
 
+    /// <summary>Set with <see cref="Frozen"/> when the run records its patterns and scales, or replays those of an earlier
+    /// run (<see cref="RunOptions.FrozenValues"/>).</summary>
+    [ThreadStatic] internal static FrozenValues? Values;
+
     /// <summary>A LayerNorm's output <paramref name="y"/> of <paramref name="x"/> with the backward of a constant scale:
     /// y + (ℓ − ℓ.detach()), ℓ = (x − mean x)/σ.detach()·w (σ² the biased variance plus <paramref name="eps"/>). Without
-    /// <see cref="Frozen"/> (or gradient) y itself.</summary>
+    /// <see cref="Frozen"/> (or gradient) y itself. Replaying <see cref="Values"/>, σ is the recorded run's, in the value
+    /// too: y − ℓ + ℓ_recorded.</summary>
     public static Tensor Freeze(Tensor x, Tensor y, double eps, Tensor? weight)
     {
         if (!Frozen || !x.requires_grad) return y;
@@ -90,9 +95,55 @@ internal static class NormScales
         var xc = x.to(y.dtype);
         var centred = xc - xc.mean([-1L], keepdim: true);
         var sigma = centred.pow(TorchScalars.Of(2)).mean([-1L], keepdim: true).add(e, TorchScalars.One).sqrt().detach();
-        var lin = centred / sigma;
+        var kept = Values?.Take(sigma, "a norm's scale") ?? sigma;
+        var lin = centred / kept;
         if (weight is not null) lin = lin * weight.to(lin.dtype);
-        return y.detach().add(lin - lin.detach(), TorchScalars.One).MoveToOuterDisposeScope();
+        if (ReferenceEquals(kept, sigma)) return y.detach().add(lin - lin.detach(), TorchScalars.One).MoveToOuterDisposeScope();
+        var current = centred.detach() / sigma;
+        if (weight is not null) current = current * weight.to(current.dtype);
+        return (y.detach() - current).add(lin, TorchScalars.One).MoveToOuterDisposeScope();
+    }
+}
+
+/// <summary>
+/// The attention patterns and norm scales of a frozen run (<see cref="RunOptions.FreezeAttentionAndNorms"/>), in the order
+/// the run computes them: the first run given it records them, and after <see cref="Replay"/> each later run uses them in
+/// place of its own, value and backward, so the frozen replacement model stays the clean run's (a linear path from the
+/// features to the last norm's output for integrated gradients). A run that computes a different shape is an error.
+/// </summary>
+internal sealed class FrozenValues : IDisposable
+{
+    private readonly List<Tensor> _values = [];
+    private int _next;
+    private bool _replaying;
+
+    /// <summary>From now on, every run replays the recorded values from the first.</summary>
+    public void Replay()
+    {
+        _replaying = true;
+        _next = 0;
+    }
+
+    /// <summary>Recording: keeps a copy of <paramref name="current"/> and returns it. Replaying: the recorded value at this point.</summary>
+    public Tensor Take(Tensor current, string what)
+    {
+        if (!_replaying)
+        {
+            _values.Add(current.detach().clone().DetachFromDisposeScope());
+            return current;
+        }
+        if (_next >= _values.Count)
+            throw new SaeSharpException($"frozen replay: {what} number {_next} was not recorded (the run differs from the recorded one)");
+        var t = _values[_next++];
+        if (!t.shape.SequenceEqual(current.shape))
+            throw new SaeSharpException($"frozen replay: {what} has shape [{string.Join(", ", current.shape)}], recorded [{string.Join(", ", t.shape)}]");
+        return t.alias();
+    }
+
+    public void Dispose()
+    {
+        foreach (var t in _values) t.Dispose();
+        _values.Clear();
     }
 }
 
@@ -137,7 +188,8 @@ internal sealed class RmsNorm : nn.Module<Tensor, Tensor>
         var x32 = x.to(ScalarType.Float32);
         using var eps = _eps.ToScalar();
         var inverse = x32.pow(TorchScalars.Of(2)).mean([-1L], keepdim: true).add(eps, TorchScalars.One).rsqrt();
-        var normed = x32 * (NormScales.Frozen ? inverse.detach() : inverse);   // circuit-tracer's frozen scale
+        if (NormScales.Frozen) inverse = NormScales.Values?.Take(inverse.detach(), "a norm's scale") ?? inverse.detach();   // circuit-tracer's frozen scale
+        var normed = x32 * inverse;
         var y = _plusOne
             ? (normed * weight.to(ScalarType.Float32).add(TorchScalars.Of(1.0), TorchScalars.One)).to(dtype)
             : _weightInFloat32 ? (weight.to(ScalarType.Float32) * normed).to(dtype)

@@ -288,6 +288,32 @@ public class CrossLayerFeatureTests : IDisposable
         Assert.Contains("--neurons: not for a whole cross-layer transcoder", err);
     }
     [Fact]
+    public void Inspect_in_bfloat16_ranks_the_features_float32_ranks_with_sums_within_bfloat16_tolerance()
+    {
+        // `sae inspect --dtype bf16` of a CLT: the model and the CLT in bfloat16 (CrossLayerTranscoderLoader.ForModel).
+        var (folder, _) = WriteClt(threshold: true, seed: 9);
+        using var m32 = ModelLoader.FromPretrained(_fx.ModelDir);
+        using var m16 = ModelLoader.FromPretrained(_fx.ModelDir, ScalarType.BFloat16);
+        using var c32 = CrossLayerTranscoderLoader.Load(folder);
+        using var c16 = CrossLayerTranscoderLoader.Load(folder, dtype: CrossLayerTranscoderLoader.ForModel(ScalarType.BFloat16));
+        var tokenizer = SaeSharp.Tokenizers.Tokenizer.FromFolder(_fx.ModelDir);
+        const string prompt = " cat sat on the mat and the dog ran";
+        var a = new CrossLayerPromptInspector(m32, c32, tokenizer).Inspect(prompt, top: 5);
+        var b = new CrossLayerPromptInspector(m16, c16, tokenizer).Inspect(prompt, top: 5);
+        Assert.Equal(a.Tokens, b.Tokens);
+        double scale = a.Features.Max(u => Math.Abs(u.Sum));
+        Assert.True(scale > 0.1, "no feature fires");
+        // The same top features (up to swaps of near-equal sums), each sum within ten bfloat16 steps of the largest.
+        foreach (var u in b.Features)
+        {
+            var match = a.Features.FirstOrDefault(v => v.Index == u.Index && v.Layer == u.Layer);
+            double expected = match?.Sum ?? a.Features.Min(v => v.Sum);
+            Assert.True(Math.Abs(u.Sum - expected) <= 10.0 / 256 * scale, $"{u.Label}: {u.Sum} vs float32 {expected}");
+        }
+        Assert.Equal(a.Features[0].Label, b.Features[0].Label);
+    }
+
+    [Fact]
     public void A_clt_loaded_in_bfloat16_takes_half_the_memory_and_agrees_with_float32_within_bfloat16_tolerance()
     {
         var r = CltReference.Random(Layers, Features, DModel, 13, threshold: false, skip: true);

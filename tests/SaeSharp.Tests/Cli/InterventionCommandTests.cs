@@ -221,10 +221,28 @@ public class InterventionCommandTests : IDisposable
         Assert.Contains($"feature L{best.Sae}/{best.Feature}", File.ReadAllText(P("clt.html")));
         Assert.Contains($"L{best.Sae}/{best.Feature}", output);
 
-        // Integrated gradients and a CLT beside other SAEs are refused by name.
-        (exit, _, err) = CliRunner.Run("attribute", "--model", model, "--sae", P("clt"), "--input", input, "--metric", "loss", "--ig-steps", "2");
-        Assert.NotEqual(0, exit);
-        Assert.Contains("--ig-steps", err);
+        // --ig-steps: the library's integrated gradients over every layer's features; --dtype bf16: the model and the CLT in
+        // bfloat16, the results float32's to bfloat16 precision.
+        (exit, _, err) = CliRunner.Run("attribute", "--model", model, "--sae", P("clt"), "--input", input, "--metric", "loss", "--ig-steps", "2",
+            "--out", P("ig.safetensors"));
+        Assert.True(exit == 0, err);
+        using (var ig = FeatureAttribution.Run(m, clt, tokens, AttributionMetric.Loss, 2))
+        {
+            var o2 = SafeTensors.Load(P("ig.safetensors"));
+            using (var file = SafeTensorsFile.Open(P("ig.safetensors"))) Assert.Equal("2", file.Metadata["integrated_gradient_steps"]);
+            for (int l = 0; l < 2; l++)
+                Assert.True(o2[$"attribution.{l}"].allclose(ig.Attribution[l], rtol: 1e-5, atol: 1e-6), $"layer {l} integrated gradients");
+        }
+        (exit, _, err) = CliRunner.Run("attribute", "--model", model, "--sae", P("clt"), "--input", input, "--metric", "logit-diff:5,9",
+            "--freeze-attention-and-norms", "--dtype", "bf16", "--out", P("bf16.safetensors"));
+        Assert.True(exit == 0, err);
+        var o16 = SafeTensors.Load(P("bf16.safetensors"));
+        for (int l = 0; l < 2; l++)
+        {
+            double scale = r.Attribution[l].abs().max().item<float>();
+            double diff = (o16[$"attribution.{l}"] - r.Attribution[l]).abs().max().item<float>();
+            Assert.True(diff <= 10.0 / 256 * scale, $"layer {l} in bfloat16: differs by {diff} of {scale}");
+        }
         (exit, _, err) = CliRunner.Run("attribute", "--model", model, "--sae", P("clt"), "--sae", P("clt"), "--input", input, "--metric", "loss");
         Assert.NotEqual(0, exit);
         Assert.Contains("on its own", err);
@@ -263,6 +281,13 @@ public class InterventionCommandTests : IDisposable
             Assert.Equal((double)expected[i]!["weight"]!, (double)links[i]!["weight"]!, 5);
         }
         Assert.True(File.Exists(P("graphs/graph-metadata.json")));
+
+        // --dtype bf16: the model and the CLT in bfloat16 (AttributionGraphTests compares such a graph with float32's).
+        (exit, output, err) = CliRunner.Run("graph", "--model", model, "--sae", P("clt"), "--input", P("one.safetensors"), "--out", P("graphs/bf16.json"),
+            "--max-logits", "3", "--dtype", "bf16");
+        Assert.True(exit == 0, err);
+        Assert.Contains("replacement score", output);
+        Assert.True(JsonNode.Parse(File.ReadAllText(P("graphs/bf16.json")))!["nodes"]!.AsArray().Count > 3);
 
         (exit, _, err) = CliRunner.Run("graph", "--model", model, "--sae", P("clt"), "--input", input, "--out", P("g2.json"));
         Assert.NotEqual(0, exit);

@@ -311,6 +311,34 @@ public class AttributionGraphTests : ModelTestBase
     }
 
     [Fact]
+    public void A_graph_in_bfloat16_agrees_with_float32s_to_bfloat16_precision()
+    {
+        // `sae graph --dtype bf16`: the model and the CLT in bfloat16; the same nodes and logits as float32's, and every
+        // edge within ten bfloat16 steps of the largest (the graph's matrix itself is float32). A feature within bfloat16's
+        // rounding of its threshold can switch on or off (seed 42 has one); this seed's CLT has none, so the nodes match.
+        string dir = ModelDir(seed: 41);
+        var r = CltReference.Random(Layers, Features, DModel, 44, threshold: true, skip: true);
+        for (int l = 0; l < Layers; l++) for (int k = 0; k < Features; k++) r.Threshold[l][k] *= 0.2;
+        string folder = Sub($"clt-{Guid.NewGuid():N}");
+        r.WriteCircuitTracer(folder, threshold: true);
+        File.WriteAllText(Path.Combine(folder, "config.yaml"), "feature_input_hook: ln2.hook_normalized\nfeature_output_hook: hook_mlp_out\n");
+        using var m32 = ModelLoader.FromPretrained(dir, ScalarType.Float32);
+        using var m16 = ModelLoader.FromPretrained(dir, ScalarType.BFloat16);
+        using var c32 = CrossLayerTranscoderLoader.Load(folder, dtype: CrossLayerTranscoderLoader.ForModel(ScalarType.Float32));
+        using var c16 = CrossLayerTranscoderLoader.Load(folder, dtype: CrossLayerTranscoderLoader.ForModel(ScalarType.BFloat16));
+        var options = new AttributionGraphOptions { MaxLogits = 3, LogitProbability = 0.99 };
+        using var a = AttributionGraph.Build(m32, c32, Prompt, options);
+        using var b = AttributionGraph.Build(m16, c16, Prompt, options);
+        Assert.Equal(a.ActiveFeatures.Select(f => (f.Layer, f.Position, f.Feature)), b.ActiveFeatures.Select(f => (f.Layer, f.Position, f.Feature)));
+        Assert.Equal(a.LogitTokens, b.LogitTokens);
+        Assert.Equal(ScalarType.Float32, b.AdjacencyMatrix.dtype);
+        double scale = a.AdjacencyMatrix.abs().max().item<float>();
+        double diff = (a.AdjacencyMatrix - b.AdjacencyMatrix).abs().max().item<float>();
+        Assert.True(a.NFeatures >= 10, $"only {a.NFeatures} feature nodes");
+        Assert.True(diff <= 10.0 / 256 * scale, $"edges differ by {diff} of {scale}");
+    }
+
+    [Fact]
     public void Building_a_graph_frees_every_tensor_it_made() => LiveTensors.OnOwnThread(() =>
     {
         using var model = Gpt2(nLayer: Layers, seed: 2);

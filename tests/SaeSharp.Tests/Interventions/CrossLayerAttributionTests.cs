@@ -251,6 +251,207 @@ public class CrossLayerAttributionTests : ModelTestBase
         }
     }
 
+    /// <summary>Σ over every layer of the feature attributions.</summary>
+    private static double FeatureSum(AttributionResult r) => r.Attribution.Sum(a => a.sum().item<double>());
+
+    /// <summary>The replacement run's metric with the clean error nodes and every feature zero (the far end of the
+    /// integrated-gradient path), written with hooks.</summary>
+    private static double MetricWithoutFeatures(HookedTransformer model, CrossLayerTranscoder clt, string dir, AttributionMetric metric, bool frozen)
+    {
+        var (f, eps, clean) = Clean(model, clt);
+        using var _ = no_grad();
+        return metric.Evaluate(ReplacementLogits(model, clt, dir, f.Select(t => zeros_like(t)).ToArray(), eps, clean, frozen), Toks).item<double>();
+    }
+
+    [Fact]
+    public void Integrated_gradients_add_up_to_removing_every_feature_up_to_a_riemann_error_that_shrinks_with_the_steps()
+    {
+        // The live model (attention and norms nonlinear): the path's gradients change with α, so the midpoint rule is exact
+        // only in the limit; its error falls as 1/N² (N = 2 → 32: far more than 10 times).
+        string dir = ModelDir(seed: 13);
+        using var model = ModelLoader.FromPretrained(dir, ScalarType.Float64);
+        using var clt = MakeClt(seed: 14);
+        foreach (var metric in new[] { AttributionMetric.Loss, AttributionMetric.LogitDiff(4, 9) })
+        {
+            double total = MetricWithoutFeatures(model, clt, dir, metric, frozen: false);
+            using var first = FeatureAttribution.Run(model, clt, Toks, metric);
+            total = first.Metric - total;
+            double Gap(int steps)
+            {
+                using var r = FeatureAttribution.Run(model, clt, Toks, metric, steps);
+                Assert.Equal(steps, r.IntegratedGradientSteps);
+                Assert.Equal(first.Metric, r.Metric, 12);
+                for (int l = 0; l < Layers; l++)
+                {
+                    AssertAllClose(first.FeatureActs[l], r.FeatureActs[l], 0, "activations");
+                    AssertAllClose(first.ErrorAttribution[l], r.ErrorAttribution[l], 1e-12, "error attributions stay first-order");
+                }
+                return Math.Abs(FeatureSum(r) - total);
+            }
+            double g2 = Gap(2), g32 = Gap(32);
+            double firstOrder = Math.Abs(FeatureSum(first) - total);
+            Assert.True(firstOrder > 1e-4 * Math.Abs(total), $"{metric}: attribution patching is already complete ({firstOrder} of {total}): the test shows nothing");
+            Assert.True(g32 < g2 / 20, $"{metric}: the Riemann error went from {g2} (2 steps) to {g32} (32 steps)");
+            Assert.True(g32 < 1e-3 * Math.Abs(total), $"{metric}: 32 steps miss the total {total} by {g32}");
+        }
+    }
+
+    [Fact]
+    public void On_the_frozen_linear_path_integrated_gradients_are_exact_and_equal_attribution_patching()
+    {
+        string dir = ModelDir(seed: 15);
+        using var model = ModelLoader.FromPretrained(dir, ScalarType.Float64);
+        using var clt = MakeClt(seed: 16);
+        var metric = AttributionMetric.LogitDiff(2, 8);
+        using var first = FeatureAttribution.Run(model, clt, Toks, metric, freezeAttentionAndNorms: true);
+        using var ig = FeatureAttribution.Run(model, clt, Toks, metric, 3, freezeAttentionAndNorms: true);
+        double total = first.Metric - MetricWithoutFeatures(model, clt, dir, metric, frozen: true);
+        Assert.True(Math.Abs(total) > 1e-3, $"the features change the metric by only {total}");
+        Assert.Equal(total, FeatureSum(ig), 9);
+        for (int l = 0; l < Layers; l++) AssertAllClose(first.Attribution[l], ig.Attribution[l], 1e-10, $"layer {l}");
+    }
+
+    [Fact]
+    public void Integrated_gradients_equal_a_double_precision_hand_loop_over_the_replacement_run()
+    {
+        // attribution = f · (1/N) Σ_k ∂m/∂f at (α_k·f, ε), α_k = (k − ½)/N, every layer's features scaled together, the
+        // error nodes the clean ones; the replacement run written with hooks, not FeatureAttribution's.
+        string dir = ModelDir(seed: 17);
+        using var model = ModelLoader.FromPretrained(dir, ScalarType.Float64);
+        using var clt = MakeClt(seed: 18);
+        var metric = AttributionMetric.Loss;
+        const int n = 5;
+        using var r = FeatureAttribution.Run(model, clt, Toks, metric, n);
+        var (f, eps, clean) = Clean(model, clt);
+        var sums = f.Select(t => zeros_like(t)).ToArray();
+        for (int k = 1; k <= n; k++)
+        {
+            double alpha = (k - 0.5) / n;
+            var leaves = f.Select(t => (t * alpha).detach().requires_grad_(true)).ToArray();
+            metric.Evaluate(ReplacementLogits(model, clt, dir, leaves, eps, clean, frozen: false), Toks).backward();
+            for (int l = 0; l < Layers; l++) sums[l] += leaves[l].grad!;
+        }
+        for (int l = 0; l < Layers; l++)
+        {
+            var expected = f[l] * sums[l] / n;
+            AssertAllClose(expected, r.Attribution[l], 1e-10, $"layer {l}");
+            Assert.True(expected.abs().max().item<double>() > 1e-4, $"layer {l} has no attribution");
+        }
+    }
+
+    [Fact]
+    public void Integrated_gradients_on_a_one_layer_clt_equal_the_same_transcoders_attribution_as_an_sae()
+    {
+        // A one-layer CLT is a transcoder: its IG (every layer's features scaled = this one's) must be the SAE path's IG of
+        // the same weights spliced from ln2's output to the MLP output with its error term.
+        using var model = Gpt2(nLayer: 1, seed: 19);
+        var r0 = CltReference.Random(1, Features, DModel, 20, threshold: true, skip: false);
+        for (int k = 0; k < Features; k++) r0.Threshold[0][k] *= 0.2;
+        string folder = Sub($"clt-{Guid.NewGuid():N}");
+        r0.WriteCircuitTracer(folder, threshold: true);
+        File.WriteAllText(Path.Combine(folder, "config.yaml"), "feature_input_hook: ln2.hook_normalized\nfeature_output_hook: hook_mlp_out\n");
+        using var clt = CrossLayerTranscoderLoader.Load(folder);
+        using var sae = clt.LayerTranscoder(0);
+        var hooked = new SaeSharp.Interventions.HookedSaeTransformer(model);
+        hooked.AddSae(sae, useErrorTerm: true);
+        foreach (var metric in new[] { AttributionMetric.Loss, AttributionMetric.Logit(6) })
+        {
+            using var viaClt = FeatureAttribution.Run(model, clt, Toks, metric, 6);
+            using var viaSae = hooked.Attribute(Toks, metric, 6);
+            Assert.Equal(viaSae.Metric, viaClt.Metric, 4);
+            AssertAllClose(viaSae.FeatureActs[0], viaClt.FeatureActs[0], 1e-5, $"{metric} activations");
+            AssertAllClose(viaSae.Attribution[0], viaClt.Attribution[0], 1e-5, $"{metric} feature attributions");
+            AssertAllClose(viaSae.ErrorAttribution[0], viaClt.ErrorAttribution[0], 1e-5, $"{metric} error attributions");
+            Assert.True(viaClt.Attribution[0].abs().max().item<float>() > 1e-3, "no feature has an effect");
+        }
+    }
+
+    [Fact]
+    public void Frozen_integrated_gradients_of_an_sae_keep_the_clean_runs_patterns_and_equal_attribution_patching()
+    {
+        // The SAE path shares the replay: a transcoder replacing the last MLP's output (only ln_final lies between it and
+        // the logits). Frozen at the clean run's norm scale, a logit metric is linear in its features, so integrated
+        // gradients equal attribution patching exactly; with each step's own scale (a fresh freeze per step) they would
+        // not, and unfrozen they do not.
+        string dir = ModelDir(seed: 23);
+        using var model = ModelLoader.FromPretrained(dir, ScalarType.Float64);
+        using var clt = MakeClt(seed: 24);
+        using var sae = clt.LayerTranscoder(1);
+        var hooked = new SaeSharp.Interventions.HookedSaeTransformer(model);
+        hooked.AddSae(sae, useErrorTerm: true);
+        var metric = AttributionMetric.LogitDiff(3, 11);
+        using var first = hooked.Attribute(Toks, metric, 0, null, freezeAttentionAndNorms: true);
+        using var ig = hooked.Attribute(Toks, metric, 4, null, freezeAttentionAndNorms: true);
+        AssertAllClose(first.Attribution[0], ig.Attribution[0], 1e-10, "frozen integrated gradients");
+        Assert.True(first.Attribution[0].abs().max().to(ScalarType.Float64).item<double>() > 1e-3, "no feature has an effect");
+        using var live = hooked.Attribute(Toks, metric, 0);
+        using var liveIg = hooked.Attribute(Toks, metric, 4);
+        Assert.True((live.Attribution[0] - liveIg.Attribution[0]).abs().max().to(ScalarType.Float64).item<double>() > 1e-4, "the live path is linear: the test shows nothing");
+    }
+
+    [Fact]
+    public void Integrated_gradients_on_a_clt_free_every_tensor_they_made() => LiveTensors.OnOwnThread(() =>
+    {
+        using var model = Gpt2(nLayer: Layers, seed: 2);
+        var r0 = CltReference.Random(Layers, Features, DModel, 25, threshold: true, skip: true);
+        string folder = Sub($"clt-{Guid.NewGuid():N}");
+        r0.WriteCircuitTracer(folder, threshold: true);
+        File.WriteAllText(Path.Combine(folder, "config.yaml"), "feature_input_hook: ln2.hook_normalized\nfeature_output_hook: hook_mlp_out\n");
+        using var clt = CrossLayerTranscoderLoader.Load(folder);
+        FeatureAttribution.Run(model, clt, Toks, AttributionMetric.Loss, 2, freezeAttentionAndNorms: true).Dispose();
+        long before = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        for (int i = 0; i < 2; i++)
+        {
+            FeatureAttribution.Run(model, clt, Toks, AttributionMetric.Loss, 3).Dispose();
+            FeatureAttribution.Run(model, clt, Toks, AttributionMetric.LogitDiff(1, 2), 2, freezeAttentionAndNorms: true).Dispose();
+        }
+        Assert.Equal(before, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+    });
+
+    [Fact]
+    public void Bf16_attribution_agrees_with_float32_to_bf16_precision()
+    {
+        // The model and the CLT in bfloat16 (as `sae attribute --dtype bf16` loads them), against both in float32: the
+        // same activations and attributions up to bfloat16's rounding through two layers (a relative step of 2⁻⁸ per
+        // operation), results in float32.
+        string dir = ModelDir(seed: 21);
+        var r0 = CltReference.Random(Layers, Features, DModel, 22, threshold: true, skip: true);
+        for (int l = 0; l < Layers; l++) for (int k = 0; k < Features; k++) r0.Threshold[l][k] *= 0.2;
+        string folder = Sub($"clt-{Guid.NewGuid():N}");
+        r0.WriteCircuitTracer(folder, threshold: true);
+        File.WriteAllText(Path.Combine(folder, "config.yaml"), "feature_input_hook: ln2.hook_normalized\nfeature_output_hook: hook_mlp_out\n");
+        using var m32 = ModelLoader.FromPretrained(dir, ScalarType.Float32);
+        using var m16 = ModelLoader.FromPretrained(dir, ScalarType.BFloat16);
+        using var c32 = CrossLayerTranscoderLoader.Load(folder, dtype: CrossLayerTranscoderLoader.ForModel(ScalarType.Float32));
+        using var c16 = CrossLayerTranscoderLoader.Load(folder, dtype: CrossLayerTranscoderLoader.ForModel(ScalarType.BFloat16));
+        Assert.Equal(ScalarType.BFloat16, c16.Cfg.Dtype);
+        foreach (var (metric, steps) in new[] { (AttributionMetric.LogitDiff(4, 9), 0), (AttributionMetric.Loss, 0), (AttributionMetric.LogitDiff(4, 9), 4) })
+        {
+            using var a = FeatureAttribution.Run(m32, c32, Toks, metric, steps, freezeAttentionAndNorms: steps == 0);
+            using var b = FeatureAttribution.Run(m16, c16, Toks, metric, steps, freezeAttentionAndNorms: steps == 0);
+            Assert.True(Math.Abs(a.Metric - b.Metric) < 0.03 * Math.Max(1, Math.Abs(a.Metric)), $"{metric}: metric {b.Metric} vs {a.Metric}");
+            for (int l = 0; l < Layers; l++)
+            {
+                Assert.Equal(ScalarType.Float32, b.Attribution[l].dtype);
+                Close(a.FeatureActs[l], b.FeatureActs[l], $"{metric} layer {l} activations");
+                Close(a.Attribution[l], b.Attribution[l], $"{metric} ({steps} steps) layer {l} attributions");
+                Close(a.ErrorAttribution[l], b.ErrorAttribution[l], $"{metric} ({steps} steps) layer {l} error attributions");
+            }
+        }
+
+        static void Close(Tensor expected, Tensor actual, string what)
+        {
+            double scale = expected.abs().max().item<float>();
+            double diff = (expected - actual.to(expected.dtype)).abs().max().item<float>();
+            Assert.True(scale > 1e-3, $"{what}: all zero");
+            Assert.True(diff <= BfTolerance * scale, $"{what}: differ by {diff} of {scale}");
+        }
+    }
+
+    /// <summary>Bfloat16 against float32 through the tiny two-layer model, relative to the largest value: ten of bfloat16's
+    /// steps (2⁻⁸ each; the roundings of the forward and backward accumulate; the largest seen is 1.9%).</summary>
+    internal const double BfTolerance = 10.0 / 256;
+
     [Fact]
     public void Attribution_to_a_clt_frees_every_tensor_it_made() => LiveTensors.OnOwnThread(() =>
     {
