@@ -111,6 +111,24 @@ internal static class InterventionCommands
         return list;
     }
 
+
+    /// <summary>The model folder, its tokenizer (null when it has none and the tokens come from <c>--input</c>) and the
+    /// tokens of <c>--prompt</c> or <c>--input</c> (exactly one given; <c>--no-prepend-bos</c> only with a prompt).</summary>
+    internal static (string Folder, ITextTokenizer? Tokenizer, Tensor Tokens) PromptOrInputTokens(ParseResult parse, Option<string> model,
+        Option<string?> prompt, Option<string?> input, Option<bool> noBos)
+    {
+        if (parse.GetValue(prompt) is not null)
+            Cli.RefuseGiven(parse, "the tokens come from --prompt; give one of --prompt and --input", input);
+        else if (parse.GetValue(input) is not null)
+            Cli.RefuseGiven(parse, "for a --prompt's tokens; --input's token ids are used as they are", noBos);
+        var folder = ModelSource.Resolve(parse.GetValue(model)!);
+        ITextTokenizer? tok = null;
+        try { tok = Tokenizer.FromFolder(folder); }
+        catch (SaeSharpException) when (parse.GetValue(prompt) is null) { }
+        if (parse.GetValue(prompt) is string text) return (folder, tok, PromptTokens(tok!, text, !parse.GetValue(noBos)));
+        if (parse.GetValue(input) is string inPath) return (folder, tok, ReadTokens(inPath));
+        throw new SaeSharpException("give --prompt or --input");
+    }
     /// <summary>Prompt text to [1, pos] ids, with BOS first when the tokenizer has one (SAELens's prepend_bos default).</summary>
     public static Tensor PromptTokens(ITextTokenizer tok, string prompt, bool prependBos)
     {
@@ -420,19 +438,8 @@ internal static class InterventionCommands
         };
         Cli.SetAction(command, parse =>
         {
-            if (parse.GetValue(prompt) is not null)
-                Cli.RefuseGiven(parse, "the tokens come from --prompt; give one of --prompt and --input", input);
-            else if (parse.GetValue(input) is not null)
-                Cli.RefuseGiven(parse, "for a --prompt's tokens; --input's token ids are used as they are", noBos);
-            var folder = ModelSource.Resolve(parse.GetValue(model)!);
-            ITextTokenizer? tok = null;
-            try { tok = Tokenizer.FromFolder(folder); }
-            catch (SaeSharpException) when (parse.GetValue(prompt) is null) { }
             using var scope = NewDisposeScope();   // the tensors shown below
-            Tensor tokens;
-            if (parse.GetValue(prompt) is string text) tokens = PromptTokens(tok!, text, !parse.GetValue(noBos));
-            else if (parse.GetValue(input) is string inPath) tokens = ReadTokens(inPath);
-            else throw new SaeSharpException("give --prompt or --input");
+            var (folder, tok, tokens) = PromptOrInputTokens(parse, model, prompt, input, noBos);
             using var _t = tokens;
             var spec = AttributionMetric.Parse(parse.GetValue(metric)!, tok is null ? null : s => SingleToken(tok, s, "--metric"));
             var saes = new List<Sae>();
@@ -545,18 +552,7 @@ internal static class InterventionCommands
             if (!CrossLayerTranscoderLoader.IsCrossLayerTranscoder(saePath, null))
                 throw new SaeSharpException($"--sae '{saePath}': sae graph needs a whole cross-layer transcoder's or a transcoder set's folder (see sae attribute for single SAEs)");
             string outPath = parse.GetValue(output)!;
-            if (parse.GetValue(prompt) is not null)
-                Cli.RefuseGiven(parse, "the tokens come from --prompt; give one of --prompt and --input", input);
-            else if (parse.GetValue(input) is not null)
-                Cli.RefuseGiven(parse, "for a --prompt's tokens; --input's token ids are used as they are", noBos);
-            var folder = ModelSource.Resolve(parse.GetValue(model)!);
-            ITextTokenizer? tok = null;
-            try { tok = Tokenizer.FromFolder(folder); }
-            catch (SaeSharpException) when (parse.GetValue(prompt) is null) { }
-            Tensor tokens;
-            if (parse.GetValue(prompt) is string text) tokens = PromptTokens(tok!, text, !parse.GetValue(noBos));
-            else if (parse.GetValue(input) is string inPath) tokens = ReadTokens(inPath);
-            else throw new SaeSharpException("give --prompt or --input");
+            var (folder, tok, tokens) = PromptOrInputTokens(parse, model, prompt, input, noBos);
             using var _t = tokens;
             if (tokens.shape[0] != 1) throw new SaeSharpException($"--input: a graph is of one prompt, but 'tokens' has {tokens.shape[0]} rows");
             // circuit-tracer zeroes the features and errors at position 0 when the first token is a special token (BOS).
