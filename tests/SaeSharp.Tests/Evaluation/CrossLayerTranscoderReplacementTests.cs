@@ -204,11 +204,11 @@ public class CrossLayerTranscoderEvalCliTests : IDisposable
     private static readonly (string Row, string Group, string Key, string Format)[] TableRows =
     [
         ("ce loss clean", "model_performance_preservation", "ce_loss_without_sae", "F4"),
-        ("ce loss with CLT", "model_performance_preservation", "ce_loss_with_sae", "F4"),
+        ("ce loss with replacement", "model_performance_preservation", "ce_loss_with_sae", "F4"),
         ("ce loss zero-ablated", "model_performance_preservation", "ce_loss_with_ablation", "F4"),
         ("ce loss mean-ablated", "model_performance_preservation", "ce_loss_with_mean_ablation", "F4"),
         ("ce loss with error terms", "model_performance_preservation", "ce_loss_with_error_term", "F4"),
-        ("kl div with CLT", "model_behavior_preservation", "kl_div_with_sae", "G5"),
+        ("kl div with replacement", "model_behavior_preservation", "kl_div_with_sae", "G5"),
         ("kl div zero-ablated", "model_behavior_preservation", "kl_div_with_ablation", "G5"),
         ("kl div mean-ablated", "model_behavior_preservation", "kl_div_with_mean_ablation", "G5"),
         ("kl div with error terms", "model_behavior_preservation", "kl_div_with_error_term", "G5"),
