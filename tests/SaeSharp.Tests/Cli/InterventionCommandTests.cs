@@ -253,9 +253,8 @@ public class InterventionCommandTests : IDisposable
     {
         var (model, _, input, tokens) = Setup();
         var r0 = SaeSharp.Tests.Saes.CltReference.Random(2, 12, 16, 5, threshold: true, skip: true);
-        for (int l = 0; l < 2; l++) for (int k = 0; k < 12; k++) r0.Threshold[l][k] *= 0.2;
-        r0.WriteCircuitTracer(P("clt"), threshold: true);
-        File.WriteAllText(P("clt/config.yaml"), "feature_input_hook: ln2.hook_normalized\nfeature_output_hook: hook_mlp_out\nmodel_name: gpt2\n");
+        r0.ScaleThresholds(0.2);
+        r0.WriteCircuitTracerLn2(P("clt"));
         using var row = tokens.narrow(0, 1, 1).clone();
         SafeTensors.Save(P("one.safetensors"), new Dictionary<string, Tensor> { ["tokens"] = row });
         var (exit, output, err) = CliRunner.Run("graph", "--model", model, "--sae", P("clt"), "--input", P("one.safetensors"), "--out", P("graphs/g.json"),

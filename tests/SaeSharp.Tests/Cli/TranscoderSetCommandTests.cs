@@ -21,10 +21,9 @@ public class TranscoderSetCommandTests : IDisposable
     {
         var model = TinyModels.WriteGpt2(P("m"), seed: 3, nLayer: 2, nEmbd: 16, nHead: 4, vocab: 64);
         var r = CltReference.Random(2, 12, 16, 5, threshold: true, skip: true).ZeroOffDiagonal();
-        for (int l = 0; l < 2; l++) for (int k = 0; k < 12; k++) r.Threshold[l][k] *= 0.2;
+        r.ScaleThresholds(0.2);
         r.WriteTranscoderSet(P("set"), threshold: true);
-        r.WriteCircuitTracer(P("clt"), threshold: true);
-        File.WriteAllText(P("clt/config.yaml"), "feature_input_hook: ln2.hook_normalized\nfeature_output_hook: hook_mlp_out\nmodel_name: gpt2\n");
+        r.WriteCircuitTracerLn2(P("clt"));
         using (var row = tensor(new long[] { 5, 9, 2, 7, 7, 3 }).reshape(1, 6))
             SafeTensors.Save(P("one.safetensors"), new Dictionary<string, Tensor> { ["tokens"] = row });
 

@@ -26,10 +26,9 @@ public class AttributionGraphTests : ModelTestBase
     private (CrossLayerTranscoder Clt, CltReference Ref) MakeClt(int seed, bool skip = true)
     {
         var r = CltReference.Random(Layers, Features, DModel, seed, threshold: true, skip);
-        for (int l = 0; l < Layers; l++) for (int k = 0; k < Features; k++) r.Threshold[l][k] *= 0.2;
+        r.ScaleThresholds(0.2);
         string folder = Sub($"clt-{Guid.NewGuid():N}");
-        r.WriteCircuitTracer(folder, threshold: true);
-        File.WriteAllText(Path.Combine(folder, "config.yaml"), "feature_input_hook: ln2.hook_normalized\nfeature_output_hook: hook_mlp_out\nmodel_name: gpt2\n");
+        r.WriteCircuitTracerLn2(folder);
         return (CrossLayerTranscoderLoader.Load(folder, dtype: ScalarType.Float64), r);
     }
 
@@ -318,7 +317,7 @@ public class AttributionGraphTests : ModelTestBase
         // rounding of its threshold can switch on or off (seed 42 has one); this seed's CLT has none, so the nodes match.
         string dir = ModelDir(seed: 41);
         var r = CltReference.Random(Layers, Features, DModel, 44, threshold: true, skip: true);
-        for (int l = 0; l < Layers; l++) for (int k = 0; k < Features; k++) r.Threshold[l][k] *= 0.2;
+        r.ScaleThresholds(0.2);
         string folder = Sub($"clt-{Guid.NewGuid():N}");
         r.WriteCircuitTracer(folder, threshold: true);
         File.WriteAllText(Path.Combine(folder, "config.yaml"), "feature_input_hook: ln2.hook_normalized\nfeature_output_hook: hook_mlp_out\n");

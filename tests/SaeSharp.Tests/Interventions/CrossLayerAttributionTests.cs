@@ -27,10 +27,9 @@ public class CrossLayerAttributionTests : ModelTestBase
     {
         var r = CltReference.Random(Layers, Features, DModel, seed, threshold: true, skip);
         // Thresholds low enough that several features fire on the tiny model.
-        for (int l = 0; l < Layers; l++) for (int k = 0; k < Features; k++) r.Threshold[l][k] *= 0.2;
+        r.ScaleThresholds(0.2);
         string folder = Sub($"clt-{Guid.NewGuid():N}");
-        r.WriteCircuitTracer(folder, threshold: true);
-        File.WriteAllText(Path.Combine(folder, "config.yaml"), "feature_input_hook: ln2.hook_normalized\nfeature_output_hook: hook_mlp_out\nmodel_name: gpt2\n");
+        r.WriteCircuitTracerLn2(folder);
         return CrossLayerTranscoderLoader.Load(folder, dtype: ScalarType.Float64);
     }
 
@@ -416,7 +415,7 @@ public class CrossLayerAttributionTests : ModelTestBase
         // operation), results in float32.
         string dir = ModelDir(seed: 21);
         var r0 = CltReference.Random(Layers, Features, DModel, 22, threshold: true, skip: true);
-        for (int l = 0; l < Layers; l++) for (int k = 0; k < Features; k++) r0.Threshold[l][k] *= 0.2;
+        r0.ScaleThresholds(0.2);
         string folder = Sub($"clt-{Guid.NewGuid():N}");
         r0.WriteCircuitTracer(folder, threshold: true);
         File.WriteAllText(Path.Combine(folder, "config.yaml"), "feature_input_hook: ln2.hook_normalized\nfeature_output_hook: hook_mlp_out\n");

@@ -24,11 +24,10 @@ public class TranscoderSetReplacementTests : ModelTestBase
     private (CrossLayerTranscoder Set, CrossLayerTranscoder Clt) Pair(int seed, ScalarType dtype = ScalarType.Float32)
     {
         var r = CltReference.Random(Layers, Features, DModel, seed, threshold: true, skip: true).ZeroOffDiagonal();
-        for (int l = 0; l < Layers; l++) for (int k = 0; k < Features; k++) r.Threshold[l][k] *= 0.2;
+        r.ScaleThresholds(0.2);
         string set = Sub($"set-{Guid.NewGuid():N}"), clt = Sub($"clt-{Guid.NewGuid():N}");
         r.WriteTranscoderSet(set, threshold: true);
-        r.WriteCircuitTracer(clt, threshold: true);
-        File.WriteAllText(Path.Combine(clt, "config.yaml"), "feature_input_hook: ln2.hook_normalized\nfeature_output_hook: hook_mlp_out\nmodel_name: gpt2\n");
+        r.WriteCircuitTracerLn2(clt);
         return (CrossLayerTranscoderLoader.Load(set, dtype: dtype), CrossLayerTranscoderLoader.Load(clt, dtype: dtype));
     }
 

@@ -78,6 +78,22 @@ internal sealed class CltReference
         }
     }
 
+    /// <summary>Every threshold times <paramref name="factor"/> (low enough that several features fire on a tiny model).</summary>
+    public CltReference ScaleThresholds(double factor)
+    {
+        foreach (var layer in Threshold)
+            for (int k = 0; k < layer.Length; k++) layer[k] *= factor;
+        return this;
+    }
+
+    /// <summary>The CLT's circuit-tracer files with thresholds, and a config.yaml reading ln2's output and writing the
+    /// MLP output (the tiny GPT-2 tests' hooks).</summary>
+    public void WriteCircuitTracerLn2(string folder)
+    {
+        WriteCircuitTracer(folder, threshold: true);
+        File.WriteAllText(Path.Combine(folder, "config.yaml"), "feature_input_hook: ln2.hook_normalized\nfeature_output_hook: hook_mlp_out\nmodel_name: gpt2\n");
+    }
+
     /// <summary>The same CLT with every off-diagonal decoder (layer i writing layer j &gt; i) zero: the CLT a transcoder set is.</summary>
     public CltReference ZeroOffDiagonal()
     {
