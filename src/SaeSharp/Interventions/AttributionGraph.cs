@@ -400,7 +400,7 @@ public sealed class AttributionGraph : IDisposable
         if (i < NFeatures + NErrors)
         {
             int layer = (i - NFeatures) / NPos, pos = (i - NFeatures) % NPos;
-            return Make($"{layer}_-1_{pos}", -1, $"{layer}", pos, "mlp reconstruction error", $"{layer}_-1-{pos}", influence, null);
+            return Make($"{layer}_-1_{pos}", -1, $"{layer}", pos, "mlp reconstruction error", $"{layer}_{pos}-0", influence, null);
         }
         if (i < NFeatures + NErrors + NPos)
         {
