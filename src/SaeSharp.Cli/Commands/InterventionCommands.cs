@@ -540,11 +540,15 @@ internal static class InterventionCommands
         var slug = new Option<string?>("--slug") { Description = "The graph's slug (default: the --out file name without .json)" };
         var scan = new Option<string?>("--scan") { Description = "The transcoders' scan name Neuronpedia knows them by (default: the CLT's model name)" };
         var top = new Option<int>("--top") { Description = "Rows of the table of edges into the top logit", DefaultValueFactory = _ => 15 }.Positive();
+        var target = new Option<string[]>("--target")
+        {
+            Description = "A logit node (repeatable, in order; replaces the most probable tokens): a token string (one token), logit:A (a token string or id) or logit-diff:A,B (logit A − logit B)",
+        };
         var noBos = NoBosOption();
         var dtype = ModelSource.SaeOrCltDtypeOption();
         var command = new Command("graph", "Attribution graph of a prompt for a whole cross-layer transcoder (circuit-tracer's attribute + prune_graph), as the viewer's JSON")
         {
-            model, sae, prompt, input, output, maxLogits, logitProb, nodeThreshold, edgeThreshold, maxFeatures, batch, slug, scan, top, noBos, dtype,
+            model, sae, prompt, input, output, maxLogits, logitProb, nodeThreshold, edgeThreshold, maxFeatures, batch, slug, scan, top, target, noBos, dtype,
         };
         Cli.SetAction(command, parse =>
         {
@@ -557,10 +561,14 @@ internal static class InterventionCommands
             if (tokens.shape[0] != 1) throw new SaeSharpException($"--input: a graph is of one prompt, but 'tokens' has {tokens.shape[0]} rows");
             // circuit-tracer zeroes the features and errors at position 0 when the first token is a special token (BOS).
             bool bos = tok?.BosTokenId is int b && tokens[0, 0].item<long>() == b;
+            var targets = parse.GetValue(target) is { Length: > 0 } specs
+                ? specs.Select(spec => AttributionTarget.Parse(spec, tok is null ? null : t => SingleToken(tok, t, "--target"))).ToList()
+                : null;
+            if (targets is not null) Cli.RefuseGiven(parse, "--target lists the logit nodes itself", maxLogits, logitProb);
             var options = new AttributionGraphOptions
             {
                 MaxLogits = parse.GetValue(maxLogits), LogitProbability = parse.GetValue(logitProb), MaxFeatures = parse.GetValue(maxFeatures),
-                BatchSize = parse.GetValue(batch), ZeroBos = bos,
+                BatchSize = parse.GetValue(batch), ZeroBos = bos, Targets = targets,
             };
             double nodeThr = parse.GetValue(nodeThreshold), edgeThr = parse.GetValue(edgeThreshold);
             if (nodeThr is < 0 or > 1) throw new SaeSharpException($"--node-threshold must be between 0 and 1, got {nodeThr}");
@@ -587,7 +595,8 @@ internal static class InterventionCommands
                     : node < graph.NFeatures + graph.NErrors ? (node - graph.NFeatures) % graph.NPos : node - graph.NFeatures - graph.NErrors;
                 return Analysis.DashboardWriter.Quote(Tok(graph.Tokens[pos]));
             }
-            Cli.WriteColumns($"direct effects on the centred logit of {Analysis.DashboardWriter.Quote(Tok(graph.LogitTokens[0]))} (p = {F(graph.LogitProbabilities[0])})",
+            string first = graph.LogitLabels?[0] is string label ? label : $"the centred logit of {Analysis.DashboardWriter.Quote(Tok(graph.LogitTokens[0]))}";
+            Cli.WriteColumns($"direct effects on {first} (p = {F(graph.LogitProbabilities[0])})",
                 ["source", "token", new Column("weight", Right: true), "kept"],
                 best.Select(i => new[] { graph.NodeLabel(i), Position(i), F(row[i]), pruned.NodeMask[i] && pruned.EdgeMask[top0, i] ? "yes" : "" }));
             Console.WriteLine(FormattableString.Invariant(

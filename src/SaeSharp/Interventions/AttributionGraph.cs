@@ -27,6 +27,9 @@ public sealed record AttributionGraphOptions
     /// <summary>Zero the features and error nodes at position 0 (circuit-tracer's <c>zero_bos</c>, which it applies when
     /// the first token is a special token): set when the prompt starts with BOS.</summary>
     public bool ZeroBos { get; init; }
+    /// <summary>The logit nodes, in this order (circuit-tracer's <c>attribution_targets</c>); null: the most probable
+    /// tokens, by <see cref="MaxLogits"/> and <see cref="LogitProbability"/> (which a target list ignores).</summary>
+    public IReadOnlyList<AttributionTarget>? Targets { get; init; }
 }
 
 /// <summary>An active feature of an <see cref="AttributionGraph"/>: CLT layer, token position, feature index, activation.</summary>
@@ -61,10 +64,14 @@ public sealed class AttributionGraph : IDisposable
     public required IReadOnlyList<GraphFeature> ActiveFeatures { get; init; }
     /// <summary>Indices into <see cref="ActiveFeatures"/> of the feature nodes, ascending (circuit-tracer <c>selected_features</c>).</summary>
     public required IReadOnlyList<int> SelectedFeatures { get; init; }
-    /// <summary>The logit nodes' token ids, most probable first.</summary>
+    /// <summary>The logit nodes' token ids (most probable first, or in the order of <see cref="AttributionGraphOptions.Targets"/>);
+    /// a custom or difference target's is circuit-tracer's virtual index d_vocab + its place in the target list.</summary>
     public required IReadOnlyList<long> LogitTokens { get; init; }
-    /// <summary>The logit nodes' probabilities at the last position.</summary>
+    /// <summary>The logit nodes' probabilities at the last position (a custom target's given weight, a difference's |p(A) − p(B)|).</summary>
     public required IReadOnlyList<double> LogitProbabilities { get; init; }
+    /// <summary>Per logit node, the label of a custom or difference target (circuit-tracer's <c>token_str</c>); null for a
+    /// vocabulary token, whose text the tokenizer gives. Null: all are tokens.</summary>
+    public IReadOnlyList<string?>? LogitLabels { get; init; }
     /// <summary>[nodes, nodes], targets × sources, float32 (float64 for a float64 model) on the CPU.</summary>
     public required Tensor AdjacencyMatrix { get; init; }
     /// <summary>Layers of the CLT (and the model).</summary>
@@ -119,6 +126,13 @@ public sealed class AttributionGraph : IDisposable
         if (clt.Cfg.NLayers != model.Config.NLayers)
             throw new SaeSharpException($"attribution graph: the cross-layer transcoder spans {clt.Cfg.NLayers} layers but the model has {model.Config.NLayers}; " +
                                         "the graph needs every MLP replaced");
+        if (options.Targets is { } targets)
+        {
+            if (targets.Count == 0) throw new SaeSharpException("attribution graph: the target list is empty (leave it null for the most probable tokens)");
+            foreach (var t in targets)
+                if (t.Kind == AttributionTargetKind.Custom && t.Vector!.Count != model.Config.DModel)
+                    throw new SaeSharpException($"attribution target '{t.Label}': its vector has {t.Vector.Count} values but d_model is {model.Config.DModel}");
+        }
         Tensor prompt;
         using (var scope = NewDisposeScope()) prompt = tokens.reshape(1, -1).to(ScalarType.Int64).cpu().clone().MoveToOuterDisposeScope();
         using var core = new GraphBuilder(model, clt, prompt, options, modelHooks, progress);
@@ -386,7 +400,7 @@ public sealed class AttributionGraph : IDisposable
         if (i < NFeatures + NErrors)
         {
             int layer = (i - NFeatures) / NPos, pos = (i - NFeatures) % NPos;
-            return Make($"{layer}_-1_{pos}", -1, $"{layer}", pos, "mlp reconstruction error", $"{layer}_-1-{pos}", influence, null);
+            return Make($"{layer}_-1_{pos}", -1, $"{layer}", pos, "mlp reconstruction error", $"{layer}_{pos}-0", influence, null);
         }
         if (i < NFeatures + NErrors + NPos)
         {
@@ -399,17 +413,18 @@ public sealed class AttributionGraph : IDisposable
         double p = LogitProbabilities[k];
         string layerName = $"{NLayers + 1}";
         return Make($"{layerName}_{id}_{NPos - 1}", id, layerName, NPos - 1, "logit", $"L_{id}-{NPos - 1}", null, null, p, k == 0,
-            $"Output \"{token(id)}\" (p={p.ToString("F3", System.Globalization.CultureInfo.InvariantCulture)})");
+            $"Output \"{LogitLabels?[k] ?? token(id)}\" (p={p.ToString("F3", System.Globalization.CultureInfo.InvariantCulture)})");
     }
 
     /// <summary>A readable label of node <paramref name="i"/>: <c>L1/7@3</c> (feature 7 of layer 1 at position 3),
-    /// <c>err L1@3</c>, <c>emb@3</c>, <c>logit 42</c>.</summary>
+    /// <c>err L1@3</c>, <c>emb@3</c>, <c>logit 42</c>, <c>target logit( Austin)-logit( Dallas)</c> (a custom target).</summary>
     public string NodeLabel(int i)
     {
         if (i < NFeatures) { var f = ActiveFeatures[SelectedFeatures[i]]; return $"L{f.Layer}/{f.Feature}@{f.Position}"; }
         if (i < NFeatures + NErrors) return $"err L{(i - NFeatures) / NPos}@{(i - NFeatures) % NPos}";
         if (i < NFeatures + NErrors + NPos) return $"emb@{i - NFeatures - NErrors}";
-        return $"logit {LogitTokens[i - NFeatures - NErrors - NPos]}";
+        int k = i - NFeatures - NErrors - NPos;
+        return LogitLabels?[k] is string label ? $"target {label}" : $"logit {LogitTokens[k]}";
     }
 
     /// <inheritdoc/>
@@ -469,7 +484,7 @@ public sealed class AttributionGraph : IDisposable
         public AttributionGraph Run()
         {
             var logitsLast = Clean();
-            var (logitIds, logitProbs, logitVecs) = SalientLogits(logitsLast);
+            var (logitIds, logitProbs, logitVecs, logitLabels) = _o.Targets is null ? SalientLogits(logitsLast) : GivenTargets(logitsLast, _o.Targets);
             int nActive = _active.Count, nLogits = logitIds.Length;
             int maxFeatures = Math.Min(_o.MaxFeatures ?? nActive, nActive);
             int rowsPerPass = Math.Max(1, Math.Min(_o.BatchSize, Math.Max(nLogits, maxFeatures)));
@@ -531,7 +546,7 @@ public sealed class AttributionGraph : IDisposable
             return new AttributionGraph
             {
                 Tokens = _tokens[0].data<long>().ToArray(), ActiveFeatures = _active, SelectedFeatures = selected,
-                LogitTokens = logitIds, LogitProbabilities = logitProbs, AdjacencyMatrix = full.DetachFromDisposeScope(), NLayers = _l,
+                LogitTokens = logitIds, LogitProbabilities = logitProbs, LogitLabels = logitLabels, AdjacencyMatrix = full.DetachFromDisposeScope(), NLayers = _l,
             };
         }
 
@@ -613,7 +628,7 @@ public sealed class AttributionGraph : IDisposable
 
         /// <summary>circuit-tracer's <c>compute_salient_logits</c>: the top tokens until their cumulative probability
         /// reaches the option's, and their unembedding rows minus the mean row (the centred logit's direction).</summary>
-        private (long[] Ids, double[] Probs, Tensor Vecs) SalientLogits(Tensor logitsLast)
+        private (long[] Ids, double[] Probs, Tensor Vecs, string?[]? Labels) SalientLogits(Tensor logitsLast)
         {
             using var scope = NewDisposeScope();
             using var logitsOwned = logitsLast;
@@ -628,7 +643,60 @@ public sealed class AttributionGraph : IDisposable
             using var wu = _model.UnembedWeight();
             var w = wu.to(_vt);
             var vecs = w.index_select(0, tensor(ids)) - w.mean([0L], keepdim: true);
-            return (ids, p.Take(cutoff).ToArray(), Own(vecs));
+            return (ids, p.Take(cutoff).ToArray(), Own(vecs), null);
+        }
+
+        /// <summary>circuit-tracer's <c>AttributionTargets</c> of a target list: a token's probability and unembedding row
+        /// minus the mean row; a custom target's weight and vector as given; a difference's |p(A) − p(B)| (0.5 below 1e-6)
+        /// and W_U[A] − W_U[B]. Custom and difference targets get the virtual index d_vocab + their place in the list.</summary>
+        private (long[] Ids, double[] Probs, Tensor Vecs, string?[] Labels) GivenTargets(Tensor logitsLast, IReadOnlyList<AttributionTarget> targets)
+        {
+            using var scope = NewDisposeScope();
+            using var logitsOwned = logitsLast;
+            long vocab = logitsLast.shape[0];
+            var probs = softmax(logitsLast, 0).data<double>().ToArray();
+            using var wu = _model.UnembedWeight();
+            var w = wu.to(_vt);
+            var mean = w.mean([0L]);
+            int n = targets.Count;
+            var ids = new long[n];
+            var p = new double[n];
+            var labels = new string?[n];
+            var vecs = new List<Tensor>();
+            void CheckId(long id, AttributionTarget t)
+            {
+                if (id < 0 || id >= vocab)
+                    throw new SaeSharpException($"attribution target {t.Label ?? id.ToString(System.Globalization.CultureInfo.InvariantCulture)}: token {id} is outside the vocabulary 0..{vocab - 1}");
+            }
+            for (int k = 0; k < n; k++)
+            {
+                var t = targets[k];
+                switch (t.Kind)
+                {
+                    case AttributionTargetKind.Token:
+                        CheckId(t.TokenId, t);
+                        ids[k] = t.TokenId;
+                        p[k] = probs[t.TokenId];
+                        vecs.Add(w[t.TokenId] - mean);
+                        break;
+                    case AttributionTargetKind.LogitDifference:
+                        CheckId(t.TokenId, t);
+                        CheckId(t.OtherTokenId, t);
+                        ids[k] = vocab + k;
+                        double diff = Math.Abs(probs[t.TokenId] - probs[t.OtherTokenId]);
+                        p[k] = diff < 1e-6 ? 0.5 : diff;
+                        labels[k] = t.Label;
+                        vecs.Add(w[t.TokenId] - w[t.OtherTokenId]);
+                        break;
+                    default:
+                        ids[k] = vocab + k;
+                        p[k] = t.Probability;
+                        labels[k] = t.Label;
+                        vecs.Add(tensor(t.Vector!.ToArray()).to(_vt));
+                        break;
+                }
+            }
+            return (ids, p, Own(stack(vecs, 0)), labels);
         }
 
         /// <summary>Each active feature's encoder row [n_active, d] (its pre-activation minus b_enc is x·row).</summary>

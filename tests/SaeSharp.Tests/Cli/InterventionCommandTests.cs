@@ -295,6 +295,41 @@ public class InterventionCommandTests : IDisposable
     }
 
     [Fact]
+    public void GraphTargetsAreTheLibrarysAttributionTargets()
+    {
+        var (model, _, _, tokens) = Setup();
+        var r0 = SaeSharp.Tests.Saes.CltReference.Random(2, 12, 16, 5, threshold: true, skip: true);
+        r0.ScaleThresholds(0.2);
+        r0.WriteCircuitTracerLn2(P("clt"));
+        using var row = tokens.narrow(0, 1, 1).clone();
+        SafeTensors.Save(P("one.safetensors"), new Dictionary<string, Tensor> { ["tokens"] = row });
+        var (exit, output, err) = CliRunner.Run("graph", "--model", model, "--sae", P("clt"), "--input", P("one.safetensors"), "--out", P("graphs/t.json"),
+            "--target", "logit-diff:3,7", "--target", "logit:7");
+        Assert.True(exit == 0, err);
+        Assert.Contains("direct effects on logit(3)-logit(7)", output);
+
+        using var m = ModelLoader.FromPretrained(model);
+        using var clt = CrossLayerTranscoderLoader.Load(P("clt"));
+        using var g = AttributionGraph.Build(m, clt, row, new AttributionGraphOptions { Targets = [AttributionTarget.LogitDifference(3, 7), AttributionTarget.Token(7)] });
+        var expected = g.ToJson(g.Prune(), id => id.ToString(System.Globalization.CultureInfo.InvariantCulture), "", "t", "gpt2");
+        var json = JsonNode.Parse(File.ReadAllText(P("graphs/t.json")))!;
+        string[] Logits(JsonNode j) => j["nodes"]!.AsArray().Where(n => (string?)n!["feature_type"] == "logit").Select(n => (string)n!["node_id"]! + " " + (string)n!["clerp"]!).ToArray();
+        Assert.Equal(Logits(expected), Logits(json));
+        Assert.StartsWith($"3_{m.Config.DVocab}_", Logits(json)[0]);
+        Assert.Equal(expected["links"]!.AsArray().Count, json["links"]!.AsArray().Count);
+
+        (exit, _, err) = CliRunner.Run("graph", "--model", model, "--sae", P("clt"), "--input", P("one.safetensors"), "--out", P("graphs/u.json"),
+            "--target", "logit:7", "--max-logits", "3");
+        Assert.NotEqual(0, exit);
+        Assert.Contains("--target lists the logit nodes itself", err);
+        (exit, _, err) = CliRunner.Run("graph", "--model", model, "--sae", P("clt"), "--input", P("one.safetensors"), "--out", P("graphs/u.json"),
+            "--target", "logit-diff:3");
+        Assert.NotEqual(0, exit);
+        Assert.Contains("two tokens", err);
+        Assert.False(File.Exists(P("graphs/u.json")));
+    }
+
+    [Fact]
     public void AttributeWritesTheFilesTheIssueNamesAndMatchesTheLibrary()
     {
         var (model, saeDir, input, tokens) = Setup();

@@ -1,3 +1,4 @@
+using System.Text.Json;
 using System.Text.Json.Nodes;
 using SaeSharp.Interop;
 using SaeSharp.Interventions;
@@ -307,6 +308,153 @@ public class AttributionGraphTests : ModelTestBase
         Assert.Equal(links.Count, written["links"]!.AsArray().Count);
         var index = JsonNode.Parse(File.ReadAllText(Path.Combine(outDir, "graph-metadata.json")))!["graphs"]!.AsArray();
         Assert.Equal("my-graph", (string?)Assert.Single(index)!["slug"]);
+    }
+
+    [Fact]
+    public void Attribution_targets_are_circuit_tracers_tokens_differences_and_custom_directions()
+    {
+        string dir = ModelDir(seed: 21);
+        using var model = ModelLoader.FromPretrained(dir, ScalarType.Float64);
+        var (clt, r) = MakeClt(seed: 22);
+        using var _c = clt;
+        long vocab = model.Config.DVocab;
+        var probs = softmax(model.Forward(Prompt)[0, -1], 0).data<double>().ToArray();
+        using var auto = AttributionGraph.Build(model, clt, Prompt, new AttributionGraphOptions { MaxLogits = 3, LogitProbability = 1 });
+        long a = auto.LogitTokens[0], b = auto.LogitTokens[2];
+        double[] Row(AttributionGraph g, int k) => g.AdjacencyMatrix[g.LogitNode(k)].data<double>().ToArray();
+
+        // Token targets given in the salient order give the salient graph (circuit-tracer's None vs Sequence[str] test).
+        using var same = AttributionGraph.Build(model, clt, Prompt, new AttributionGraphOptions { Targets = auto.LogitTokens.Select(AttributionTarget.Token).ToList() });
+        Assert.Equal(auto.LogitTokens, same.LogitTokens);
+        Assert.Equal(auto.LogitProbabilities, same.LogitProbabilities);
+        for (int k = 0; k < 3; k++) Assert.Equal(Row(auto, k), Row(same, k));
+
+        // A difference, a token in the middle of the list (any token, not only salient ones), a custom direction.
+        double[] centredA;
+        using (var wu = model.UnembedWeight())
+        using (var scope = NewDisposeScope()) centredA = (wu[a] - wu.mean([0L])).data<double>().ToArray();
+        var targets = new[]
+        {
+            AttributionTarget.LogitDifference(a, b, "logit(A)-logit(B)"),
+            AttributionTarget.Token(b),
+            AttributionTarget.Custom("twice A", 0.25, centredA.Select(v => 2 * v).ToArray()),
+        };
+        using var g = AttributionGraph.Build(model, clt, Prompt, new AttributionGraphOptions { Targets = targets, BatchSize = 2 });
+        Assert.Equal(new[] { vocab + 0, b, vocab + 2 }, g.LogitTokens);
+        Assert.Equal(new string?[] { "logit(A)-logit(B)", null, "twice A" }, g.LogitLabels);
+        Assert.Equal(Math.Abs(probs[a] - probs[b]), g.LogitProbabilities[0], 12);
+        Assert.Equal(probs[b], g.LogitProbabilities[1], 12);
+        Assert.Equal(0.25, g.LogitProbabilities[2]);
+        Assert.Equal(auto.NNodes, g.NNodes);
+        // Linearity: the difference's row is A's row minus B's; twice A's centred row is twice A's row.
+        var (rowA, rowB, diff, twice) = (Row(auto, 0), Row(auto, 2), Row(g, 0), Row(g, 2));
+        for (int s = 0; s < g.NNodes; s++)
+        {
+            Assert.True(Math.Abs(diff[s] - (rowA[s] - rowB[s])) < 1e-10, $"{g.NodeLabel(s)}: {diff[s]} vs {rowA[s]} − {rowB[s]}");
+            Assert.True(Math.Abs(twice[s] - 2 * rowA[s]) < 1e-10, $"{g.NodeLabel(s)}: {twice[s]} vs 2·{rowA[s]}");
+        }
+        Assert.Equal(Row(auto, 2), Row(g, 1));
+        // Completeness: the difference's row adds up to logit(A) − logit(B) with every node minus with none.
+        var (f, eps, clean) = Clean(model, clt, Prompt);
+        double LogitDiff(Tensor[] ff, Tensor[] ee, Tensor? embed)
+        {
+            using var scope = NewDisposeScope();
+            using var _ = no_grad();
+            var last = ReplacementLogits(model, clt, dir, ff, ee, clean, frozen: true, new Tensor?[Layers], embed, Prompt)[0, -1];
+            return last[a].item<double>() - last[b].item<double>();
+        }
+        double change = LogitDiff(f, eps, null) - LogitDiff(f.Select(t => zeros_like(t)).ToArray(), eps.Select(t => zeros_like(t)).ToArray(), zeros(1, 6, DModel, dtype: ScalarType.Float64));
+        Assert.True(Math.Abs(change - diff.Sum()) < 1e-9 * Math.Max(1, Math.Abs(change)), $"row sums to {diff.Sum()}, removing every node changes logit(A) − logit(B) by {change}");
+        Assert.NotEqual(0, change);
+
+        // The JSON's logit nodes: virtual ids, the labels circuit-tracer writes, the first the target; pruning and scores run.
+        var pruned = g.Prune();
+        var (replacement, completeness) = g.Scores();
+        Assert.InRange(completeness, 0, 1);
+        Assert.InRange(replacement, 0, 1);
+        var json = g.ToJson(pruned, id => $"t{id}", "p", "s", "scan");
+        var logits = json["nodes"]!.AsArray().Where(n => (string?)n!["feature_type"] == "logit").Select(n => n!.AsObject()).ToList();
+        Assert.Equal(new[] { $"3_{vocab}_5", $"3_{b}_5", $"3_{vocab + 2}_5" }, logits.Select(n => (string)n["node_id"]!));
+        Assert.Equal(new[] { vocab, b, vocab + 2 }, logits.Select(n => (long)n["feature"]!));
+        string P(double v) => v.ToString("F3", System.Globalization.CultureInfo.InvariantCulture);
+        Assert.Equal(new[] { $"Output \"logit(A)-logit(B)\" (p={P(g.LogitProbabilities[0])})", $"Output \"t{b}\" (p={P(probs[b])})", "Output \"twice A\" (p=0.250)" },
+            logits.Select(n => (string)n["clerp"]!));
+        Assert.Equal(new[] { true, false, false }, logits.Select(n => (bool)n["is_target_logit"]!));
+        Assert.Equal($"L_{vocab}-5", (string?)logits[0]["jsNodeId"]);
+    }
+
+    [Fact]
+    public void Target_specs_parse_as_the_cli_reads_them_and_bad_targets_are_refused()
+    {
+        long Lookup(string t) => t switch { " Austin" => 7, " Dallas" => 9, "42" => 3, _ => throw new SaeSharpException($"'{t}' is not one token") };
+        var d = AttributionTarget.Parse("logit-diff: Austin, Dallas", Lookup);
+        Assert.Equal((AttributionTargetKind.LogitDifference, 7L, 9L, "logit( Austin)-logit( Dallas)"), (d.Kind, d.TokenId, d.OtherTokenId, d.Label));
+        Assert.Equal(AttributionTarget.Token(7), AttributionTarget.Parse(" Austin", Lookup));
+        Assert.Equal(AttributionTarget.Token(42), AttributionTarget.Parse("logit:42", Lookup));      // logit:N is an id
+        Assert.Equal(AttributionTarget.Token(3), AttributionTarget.Parse("42", Lookup));            // a bare string is a string
+        Assert.Equal("logit(5)-logit(6)", AttributionTarget.Parse("logit-diff:5,6").Label);
+        Assert.Contains("two tokens", Assert.Throws<SaeSharpException>(() => AttributionTarget.Parse("logit-diff: Austin", Lookup)).Message);
+        Assert.Contains("not one token", Assert.Throws<SaeSharpException>(() => AttributionTarget.Parse(" Houston", Lookup)).Message);
+        Assert.Contains("tokenizer", Assert.Throws<SaeSharpException>(() => AttributionTarget.Parse(" Austin")).Message);
+        Assert.Contains("≥ 0", Assert.Throws<SaeSharpException>(() => AttributionTarget.Custom("x", -1, [1.0])).Message);
+
+        string dir = ModelDir(seed: 3);
+        using var model = ModelLoader.FromPretrained(dir, ScalarType.Float64);
+        var (clt, _) = MakeClt(seed: 4);
+        using var _c = clt;
+        AttributionGraph Build(params AttributionTarget[] t) => AttributionGraph.Build(model, clt, Prompt, new AttributionGraphOptions { Targets = t });
+        Assert.Contains("empty", Assert.Throws<SaeSharpException>(() => Build()).Message);
+        Assert.Contains($"d_model is {DModel}", Assert.Throws<SaeSharpException>(() => Build(AttributionTarget.Custom("v", 1, [1.0, 2.0]))).Message);
+        Assert.Contains("outside the vocabulary", Assert.Throws<SaeSharpException>(() => Build(AttributionTarget.Token(model.Config.DVocab))).Message);
+        Assert.Contains("outside the vocabulary", Assert.Throws<SaeSharpException>(() => Build(AttributionTarget.LogitDifference(1, -1))).Message);
+    }
+
+    /// <summary>What circuit-tracer's viewer (frontend/assets: index.html, util.js, attribution_graph/*.js) reads from a
+    /// graph file and graph-metadata.json, found by reading its JavaScript; bench/reference/view_graph.sh renders a graph in it.</summary>
+    internal static readonly string[] ViewerMetadataFields = ["slug", "scan", "transcoder_list", "prompt_tokens", "prompt", "node_threshold"];
+    internal static readonly string[] ViewerQParamsFields = ["pinnedIds", "supernodes", "linkType", "clickedId", "sg_pos"];
+    internal static readonly string[] ViewerNodeFields =
+        ["node_id", "feature", "layer", "ctx_idx", "feature_type", "token_prob", "is_target_logit", "run_idx", "reverse_ctx_idx", "jsNodeId", "clerp", "influence", "activation"];
+    internal static readonly string[] ViewerLinkFields = ["source", "target", "weight"];
+
+    [Fact]
+    public void The_json_has_every_field_circuit_tracers_viewer_reads_in_the_form_it_parses()
+    {
+        string dir = ModelDir(seed: 9);
+        using var model = ModelLoader.FromPretrained(dir, ScalarType.Float64);
+        var (clt, _) = MakeClt(seed: 10);
+        using var _c = clt;
+        using var g = AttributionGraph.Build(model, clt, Prompt, new AttributionGraphOptions { MaxLogits = 3 });
+        var pruned = g.Prune(0.8, 0.98);
+        var json = g.ToJson(pruned, id => $" t{id}", "the prompt", "my-graph", "gpt2", 0.8);
+        foreach (var k in ViewerMetadataFields) Assert.True(json["metadata"]!.AsObject().ContainsKey(k), $"metadata.{k}");
+        foreach (var k in ViewerQParamsFields) Assert.True(json["qParams"]!.AsObject().ContainsKey(k), $"qParams.{k}");
+        Assert.Equal(JsonValueKind.Number, json["metadata"]!["node_threshold"]!.GetValueKind());   // index.html: typeof === 'number'
+        var nodes = json["nodes"]!.AsArray().Select(n => n!.AsObject()).ToList();
+        foreach (var n in nodes)
+        {
+            foreach (var k in ViewerNodeFields) Assert.True(n.ContainsKey(k), $"{n["node_id"]}: no {k}");
+            Assert.Equal(JsonValueKind.String, n["layer"]!.GetValueKind());                      // 'E' or a number as text
+            Assert.Contains((string)n["feature_type"]!, new[] { "cross layer transcoder", "mlp reconstruction error", "embedding", "logit" });
+            Assert.InRange((int)n["ctx_idx"]!, 0, g.NPos - 1);                                     // indexes metadata.prompt_tokens
+            if ((string?)n["feature_type"] == "mlp reconstruction error")                          // graph_models.Node.error_node
+                Assert.Equal($"{n["layer"]}_{n["ctx_idx"]}-0", (string?)n["jsNodeId"]);
+        }
+        Assert.Contains(nodes, n => (string?)n["feature_type"] == "mlp reconstruction error");
+        // util-cg.js: logitToken = clerp.split('"')[1], logitPct = +clerp.split('(p=')[1].split(')')[0]
+        foreach (var (n, k) in nodes.Where(n => (string?)n["feature_type"] == "logit").Select((n, k) => (n, k)))
+        {
+            string clerp = (string)n["clerp"]!;
+            Assert.Equal($" t{g.LogitTokens[k]}", clerp.Split('"')[1]);
+            Assert.Equal(Math.Round(g.LogitProbabilities[k], 3), double.Parse(clerp.Split("(p=")[1].Split(')')[0], System.Globalization.CultureInfo.InvariantCulture));
+        }
+        var ids = nodes.Select(n => (string)n["node_id"]!).ToHashSet();
+        foreach (var l in json["links"]!.AsArray().Select(l => l!.AsObject()))
+        {
+            foreach (var k in ViewerLinkFields) Assert.True(l.ContainsKey(k), $"link without {k}");
+            Assert.Contains((string)l["source"]!, ids);                                              // formatData drops dangling links
+            Assert.Contains((string)l["target"]!, ids);
+        }
     }
 
     [Fact]
