@@ -44,25 +44,29 @@ public sealed record CrossLayerTranscoderConfig
 /// <c>W_enc</c> [L, d_transcoder, d_model], <c>b_enc</c> [L, d_transcoder], <c>b_dec</c> [L, d_model],
 /// <c>W_dec.i</c> [d_transcoder, L − i, d_model] ([d_transcoder, 1, d_model] in a transcoder set), <c>activation_function.threshold</c> [L, 1, d_transcoder] (JumpReLU),
 /// <c>W_skip</c> [L, d_model, d_model] (with a skip connection). Load one with
-/// <see cref="Interop.CrossLayerTranscoderLoader.Load"/>; splice it into a model with
+/// <see cref="Interop.CrossLayerTranscoderLoader.Load(string, Hub.HfHubOptions?, ScalarType)"/>; splice it into a model with
 /// <see cref="Evaluation.DownstreamEvaluator.EvaluateReplacement"/>.
 /// </summary>
 public sealed class CrossLayerTranscoder : nn.Module<Tensor, Tensor>
 {
 #pragma warning disable IDE1006 // fields named after circuit-tracer's state_dict keys
-    private readonly Parameter W_enc;
+    private readonly Parameter? W_enc;
     private readonly Parameter b_enc;
     private readonly Parameter b_dec;
     private readonly ParameterList W_dec;
     private readonly Parameter? W_skip;
     private readonly JumpReluThreshold? activation_function;
 #pragma warning restore IDE1006
+    private readonly CrossLayerTranscoderFiles? _files;
 
     /// <summary>Shape, activation and hooks.</summary>
     public CrossLayerTranscoderConfig Cfg { get; }
 
     /// <summary>A CLT of shape <paramref name="cfg"/> with zero weights (load them with <c>load_state_dict</c>).</summary>
-    public CrossLayerTranscoder(CrossLayerTranscoderConfig cfg) : base(nameof(CrossLayerTranscoder))
+    public CrossLayerTranscoder(CrossLayerTranscoderConfig cfg) : this(cfg, null) { }
+
+    /// <summary>A CLT whose decoders and / or encoders are read on demand from <paramref name="files"/> (not parameters).</summary>
+    internal CrossLayerTranscoder(CrossLayerTranscoderConfig cfg, CrossLayerTranscoderFiles? files) : base(nameof(CrossLayerTranscoder))
     {
         ArgumentNullException.ThrowIfNull(cfg);
         if (cfg.NLayers <= 0 || cfg.DTranscoder <= 0 || cfg.DModel <= 0)
@@ -72,15 +76,25 @@ public sealed class CrossLayerTranscoder : nn.Module<Tensor, Tensor>
         Cfg = cfg;
         int l = cfg.NLayers, f = cfg.DTranscoder, d = cfg.DModel;
         var t = cfg.Dtype;
-        W_enc = nn.Parameter(zeros(l, f, d, dtype: t), requires_grad: false);
+        _files = files;
+        if (files?.LazyEncoder != true) W_enc = nn.Parameter(zeros(l, f, d, dtype: t), requires_grad: false);
         b_enc = nn.Parameter(zeros(l, f, dtype: t), requires_grad: false);
         b_dec = nn.Parameter(zeros(l, d, dtype: t), requires_grad: false);
         W_dec = new ParameterList();
-        for (int i = 0; i < l; i++) W_dec.Add(nn.Parameter(zeros(f, cfg.PerLayer ? 1 : l - i, d, dtype: t), requires_grad: false));
+        if (files?.LazyDecoder != true)
+            for (int i = 0; i < l; i++) W_dec.Add(nn.Parameter(zeros(f, cfg.PerLayer ? 1 : l - i, d, dtype: t), requires_grad: false));
         if (cfg.SkipConnection) W_skip = nn.Parameter(zeros(l, d, d, dtype: t), requires_grad: false);
         if (cfg.JumpRelu) activation_function = new JumpReluThreshold(l, f, t);
         RegisterComponents();
     }
+
+    /// <summary>Whether the decoders are read on demand from the CLT's files, only the active features' rows (circuit-tracer's
+    /// <c>lazy_decoder</c>, its default): see <see cref="Interop.CrossLayerTranscoderLoadOptions"/>.</summary>
+    public bool LazyDecoder => _files?.LazyDecoder == true;
+
+    /// <summary>Whether the encoders are read on demand from the CLT's files, one layer at a time (circuit-tracer's
+    /// <c>lazy_encoder</c>).</summary>
+    public bool LazyEncoder => _files?.LazyEncoder == true;
 
     /// <summary>The last layer whose reconstruction layer <paramref name="layer"/>'s features write: the layer itself in a
     /// transcoder set (<see cref="CrossLayerTranscoderConfig.PerLayer"/>), else the last layer.</summary>
@@ -122,7 +136,7 @@ public sealed class CrossLayerTranscoder : nn.Module<Tensor, Tensor>
         CheckLayer(layer);
         CheckWidth(x, "input");
         using var scope = NewDisposeScope();
-        var pre = matmul(x.to(W_enc.dtype), W_enc[layer].t()).add(b_enc[layer], TorchScalars.One);
+        var pre = matmul(x.to(b_enc.dtype), EncoderWeight(layer).t()).add(b_enc[layer], TorchScalars.One);
         var f = activation_function is { } a ? pre * pre.gt(a.Threshold(layer)).to(pre.dtype) : nn.functional.relu(pre);
         return f.MoveToOuterDisposeScope();
     }
@@ -154,7 +168,11 @@ public sealed class CrossLayerTranscoder : nn.Module<Tensor, Tensor>
         {
             if (features[i].shape[^1] != Cfg.DTranscoder)
                 throw new SaeSharpException($"cross-layer transcoder: features of layer {i} have {features[i].shape[^1]} values per row, expected d_transcoder = {Cfg.DTranscoder}");
-            y = y.add(matmul(features[i].to(W_enc.dtype), W_dec[i].select(1, layer - i)), TorchScalars.One);
+            var fi = features[i].to(b_enc.dtype);
+            // Lazy: only the rows of features active somewhere are read, the others zero: the same product as the eager one.
+            var w = LazyDecoder ? _files!.DecoderWithRows(i, layer, fi.detach().reshape(-1, Cfg.DTranscoder).ne(0).any(0).nonzero().view(-1))
+                : W_dec[i].select(1, layer - i);
+            y = y.add(matmul(fi, w), TorchScalars.One);
         }
         if (W_skip is not null)
         {
@@ -172,7 +190,7 @@ public sealed class CrossLayerTranscoder : nn.Module<Tensor, Tensor>
         CheckLayer(layer);
         if (W_skip is null) return null;
         CheckWidth(input, "input");
-        return matmul(input.to(W_enc.dtype), W_skip[layer]);
+        return matmul(input.to(b_enc.dtype), W_skip[layer]);
     }
 
     /// <summary>Encoder rows W_enc[layer][features] [n, d_model] of the features <paramref name="features"/> (int64 [n]):
@@ -181,7 +199,7 @@ public sealed class CrossLayerTranscoder : nn.Module<Tensor, Tensor>
     {
         ArgumentNullException.ThrowIfNull(features);
         CheckLayer(layer);
-        return W_enc[layer].index_select(0, features);
+        return LazyEncoder ? _files!.EncoderRows(layer, features.data<long>().ToArray()) : W_enc![layer].index_select(0, features);
     }
 
     /// <summary>Decoder rows W_dec[layer][features, outputLayer − layer] [n, d_model]: what the features
@@ -194,7 +212,8 @@ public sealed class CrossLayerTranscoder : nn.Module<Tensor, Tensor>
         CheckLayer(outputLayer);
         if (outputLayer < layer || outputLayer > LastOutputLayer(layer))
             throw new SaeSharpException($"{(Cfg.PerLayer ? "transcoder set" : "cross-layer transcoder")}: layer {layer}'s features write to layers {layer}..{LastOutputLayer(layer)}, not {outputLayer}");
-        return W_dec[layer].index_select(0, features).select(1, outputLayer - layer);
+        return LazyDecoder ? _files!.DecoderRows(layer, outputLayer, features.data<long>().ToArray())
+            : W_dec[layer].index_select(0, features).select(1, outputLayer - layer);
     }
 
     /// <summary>Reconstructions of every layer [L, ..., d_model] from <paramref name="features"/> [L, ..., d_transcoder]
@@ -234,7 +253,7 @@ public sealed class CrossLayerTranscoder : nn.Module<Tensor, Tensor>
         {
             Architecture = activation_function is null ? SaeArchitectures.Standard : SaeArchitectures.JumpReLU,
             DIn = Cfg.DModel, DOut = Cfg.DModel, DSae = Cfg.DTranscoder, ApplyBDecToInput = false,
-            Dtype = Interop.SaeLensFormat.DtypeName(W_enc.dtype),
+            Dtype = Interop.SaeLensFormat.DtypeName(b_enc.dtype),
             Metadata = new SaeMetadata { ModelName = Cfg.ModelName, HookName = InputHook(layer) },
         };
         cfg.Metadata.HookNameOut = OutputHook(layer);
@@ -242,11 +261,22 @@ public sealed class CrossLayerTranscoder : nn.Module<Tensor, Tensor>
         using var _ = no_grad();
         var weights = new Dictionary<string, Tensor>(StringComparer.Ordinal)
         {
-            ["W_enc"] = W_enc[layer].t(), ["b_enc"] = b_enc[layer], ["b_dec"] = b_dec[layer], ["W_dec"] = W_dec[layer].sum(1),
+            ["W_enc"] = EncoderWeight(layer).t(), ["b_enc"] = b_enc[layer], ["b_dec"] = b_dec[layer],
+            ["W_dec"] = LazyDecoder ? _files!.DecoderSum(layer, layer, LastOutputLayer(layer) - layer + 1) : W_dec[layer].sum(1),
         };
         if (activation_function is { } a) weights["threshold"] = a.Threshold(layer);
         string where = $"cross-layer transcoder layer {layer}";
         return Interop.SaeWeights.Create(cfg, weights, where, where);
+    }
+
+    /// <summary>Layer <paramref name="layer"/>'s encoder [d_transcoder, d_model]: the parameter's row, or read from the file.</summary>
+    private Tensor EncoderWeight(int layer) => LazyEncoder ? _files!.Encoder(layer) : W_enc![layer];
+
+    /// <summary>Closes the files of a lazily loaded CLT.</summary>
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) _files?.Dispose();
+        base.Dispose(disposing);
     }
 
     private int CheckLayer(int layer) =>
