@@ -583,11 +583,13 @@ public static class CrossLayerTranscoderLoader
     {
         using var scope = NewDisposeScope();
         var sd = state.Where(kv => !kv.Key.StartsWith('#')).ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.Ordinal);
-        if (wEnc.Count > 0) sd["W_enc"] = stack(wEnc, 0);
+        // The big per-layer weights are copied layer by layer into the parameters (no stacked copy).
+        var perLayer = new Dictionary<string, List<Tensor>>(StringComparer.Ordinal);
+        if (wEnc.Count > 0) perLayer["W_enc"] = wEnc;
+        if (cfg.SkipConnection) perLayer["W_skip"] = skips;
         sd["b_enc"] = stack(bEnc, 0);
         sd["b_dec"] = stack(bDec, 0);
         if (cfg.JumpRelu) sd["activation_function.threshold"] = stack(thresholds, 0).unsqueeze(1);
-        if (cfg.SkipConnection) sd["W_skip"] = stack(skips, 0);
         var files = decoders.Count > 0 || encoders.Count > 0
             ? new CrossLayerTranscoderFiles(decoders.Count > 0 ? [.. decoders] : null, encoders.Count > 0 ? [.. encoders] : null,
                 cfg.NLayers, cfg.PerLayer, cfg.DTranscoder, cfg.DModel, options.Dtype)
@@ -606,12 +608,15 @@ public static class CrossLayerTranscoderLoader
         {
             // Copied into the module's own parameters (which outlive this scope), key by key.
             var own = clt.state_dict();
-            var missing = own.Keys.Where(k => !sd.ContainsKey(k)).ToList();
-            var unexpected = sd.Keys.Where(k => !own.ContainsKey(k)).ToList();
+            var missing = own.Keys.Where(k => !sd.ContainsKey(k) && !perLayer.ContainsKey(k)).ToList();
+            var unexpected = sd.Keys.Concat(perLayer.Keys).Where(k => !own.ContainsKey(k)).ToList();
             if (missing.Count > 0 || unexpected.Count > 0)
                 throw new SaeSharpException($"{source}: the CLT's state dict does not match (missing: {string.Join(", ", missing)}; unexpected: {string.Join(", ", unexpected)})");
             using (no_grad())
-                foreach (var (k, t) in own) t.copy_(sd[k]);
+                foreach (var (k, t) in own)
+                    if (perLayer.TryGetValue(k, out var layers))
+                        for (int l = 0; l < layers.Count; l++) t[l].copy_(layers[l]);
+                    else t.copy_(sd[k]);
             return clt;
         }
         catch

@@ -169,10 +169,7 @@ public sealed class CrossLayerTranscoder : nn.Module<Tensor, Tensor>
             if (features[i].shape[^1] != Cfg.DTranscoder)
                 throw new SaeSharpException($"cross-layer transcoder: features of layer {i} have {features[i].shape[^1]} values per row, expected d_transcoder = {Cfg.DTranscoder}");
             var fi = features[i].to(b_enc.dtype);
-            // Lazy: only the rows of features active somewhere are read, the others zero: the same product as the eager one.
-            var w = LazyDecoder ? _files!.DecoderWithRows(i, layer, fi.detach().reshape(-1, Cfg.DTranscoder).ne(0).any(0).nonzero().view(-1))
-                : W_dec[i].select(1, layer - i);
-            y = y.add(matmul(fi, w), TorchScalars.One);
+            y = y.add(LazyDecoder ? LazyDecode(fi, i, layer) : matmul(fi, W_dec[i].select(1, layer - i)), TorchScalars.One);
         }
         if (W_skip is not null)
         {
@@ -267,6 +264,33 @@ public sealed class CrossLayerTranscoder : nn.Module<Tensor, Tensor>
         if (activation_function is { } a) weights["threshold"] = a.Threshold(layer);
         string where = $"cross-layer transcoder layer {layer}";
         return Interop.SaeWeights.Create(cfg, weights, where, where);
+    }
+
+    /// <summary>
+    /// f_i·W_dec[i][:, layer − i] with the decoder read lazily: only the rows of the features active somewhere in
+    /// <paramref name="fi"/> are read, into an otherwise zero [d_transcoder, d_model] matrix (freed at once), so the value is
+    /// the eager product exactly. When <paramref name="fi"/> needs a gradient, it flows through the active features' rows
+    /// alone (added as r − r, exactly zero in value), so autograd keeps only those rows, not the dense matrix; inactive
+    /// features get a zero gradient (their attribution, activation × gradient, is zero either way).
+    /// </summary>
+    private Tensor LazyDecode(Tensor fi, int source, int layer)
+    {
+        using var scope = NewDisposeScope();
+        var active = fi.detach().reshape(-1, Cfg.DTranscoder).ne(0).any(0).nonzero().view(-1);
+        var rows = _files!.DecoderRows(source, layer, active.data<long>().ToArray());
+        Tensor part;
+        using (no_grad())
+        using (var w = zeros(Cfg.DTranscoder, Cfg.DModel, dtype: rows.dtype))
+        {
+            if (rows.shape[0] > 0) w.index_copy_(0, active, rows);
+            part = matmul(fi.detach(), w);
+        }
+        if (fi.requires_grad)
+        {
+            var sparse = matmul(fi.index_select(-1, active), rows);
+            part = part.add(sparse.sub(sparse.detach()), TorchScalars.One);
+        }
+        return part.MoveToOuterDisposeScope();
     }
 
     /// <summary>Layer <paramref name="layer"/>'s encoder [d_transcoder, d_model]: the parameter's row, or read from the file.</summary>

@@ -73,17 +73,6 @@ internal sealed class CrossLayerTranscoderFiles : IDisposable
         return File(s.File).ReadGathered(s.Key, features, (output - s.FirstOutput) * _dModel, _dModel, _dtype);
     }
 
-    /// <summary>Layer <paramref name="layer"/>'s decoder [d_transcoder, d_model] into output layer <paramref name="output"/>,
-    /// with only the rows of <paramref name="active"/> (int64 [n]) read and the others zero.</summary>
-    public Tensor DecoderWithRows(int layer, int output, Tensor active)
-    {
-        using var scope = NewDisposeScope();
-        var ids = active.data<long>().ToArray();
-        var w = zeros(_dTranscoder, _dModel, dtype: _dtype);
-        if (ids.Length > 0) w.index_copy_(0, active, DecoderRows(layer, output, ids));
-        return w.MoveToOuterDisposeScope();
-    }
-
     /// <summary>Layer <paramref name="layer"/>'s decoders summed over its output layers [d_transcoder, d_model]
     /// (<c>W_dec[layer].sum(1)</c>), read a block of rows at a time.</summary>
     public Tensor DecoderSum(int layer, int firstOutput, int outputs)
