@@ -319,7 +319,8 @@ public static class CrossLayerTranscoderLoader
     /// <summary>
     /// A transcoder set (circuit-tracer's <c>load_transcoder_set</c>): the folder's <c>config.yaml</c> has
     /// <c>model_kind: transcoder_set</c>, <c>feature_input_hook</c>, <c>feature_output_hook</c>, optional <c>model_name</c>,
-    /// optional <c>activation</c> (<c>relu</c> ignores any thresholds; <c>topk</c> is refused) and optional
+    /// optional <c>activation</c> (<c>relu</c> ignores any thresholds; <c>topk</c>: circuit-tracer's TopK, k from the config's
+    /// <c>k</c> or layer 0's file's <c>k</c> tensor) and optional
     /// <c>transcoders:</c>, the per-layer files in layer order (entry l is layer l): <c>hf://ORG/REPO/PATH[?revision=R]</c>
     /// (downloaded through <see cref="HfHubClient"/> with <paramref name="hub"/>), absolute, or relative to the folder
     /// (circuit-tracer: relative to the working directory). Without the list the layers are the folder's
@@ -355,10 +356,11 @@ public static class CrossLayerTranscoderLoader
         string output = YamlFields.RequiredStr(yaml, configPath, "feature_output_hook");
         string? model = YamlFields.Str(yaml, configPath, "model_name");
         string? activation = YamlFields.Str(yaml, configPath, "activation");
-        if (activation is not (null or "relu" or "jump_relu" or "jumprelu"))
-            throw new SaeSharpException($"{configPath}: activation '{activation}' is not supported (relu, or none: JumpReLU when the files hold thresholds, else ReLU)");
+        if (activation is not (null or "relu" or "jump_relu" or "jumprelu" or "topk"))
+            throw new SaeSharpException($"{configPath}: activation '{activation}' is not supported (relu, topk, or none: JumpReLU when the files hold thresholds, else ReLU)");
         var layers = TranscoderSetFiles(yaml, configPath, folder, hub);
         int n = layers.Count;
+        int? topK = activation == "topk" ? TopKOf(yaml, configPath, layers[0]) : null;
         bool files = layers.All(f => File.Exists(f) && f.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase));
         bool lazyEncoder = options.LazyEncoder && files, lazyDecoder = options.LazyDecoder && files;
         var state = new Dictionary<string, Tensor>(StringComparer.Ordinal);
@@ -380,7 +382,7 @@ public static class CrossLayerTranscoderLoader
                 bDec.Add(Shaped(bd, "b_dec", file, dModel));
                 if (wDec is null) decoders.Add(new(file, decKey!, FirstOutput: i));
                 else state[$"W_dec.{i}"] = Shaped(wDec, "W_dec", file, dSae, dModel).unsqueeze(1);
-                bool hasThreshold = th is not null && activation != "relu", hasSkip = sk is not null;
+                bool hasThreshold = th is not null && activation is not ("relu" or "topk"), hasSkip = sk is not null;
                 if ((threshold ??= hasThreshold) != hasThreshold)
                     throw new SaeSharpException($"{file}: {(hasThreshold ? "has" : "lacks")} a JumpReLU threshold but layer 0 {(hasThreshold ? "lacks" : "has")} one: every layer of a transcoder set has a threshold or none");
                 if ((skip ??= hasSkip) != hasSkip)
@@ -390,7 +392,7 @@ public static class CrossLayerTranscoderLoader
             }
             return Build(new CrossLayerTranscoderConfig
             {
-                NLayers = n, DTranscoder = dSae, DModel = dModel, JumpRelu = threshold == true, SkipConnection = skip == true, PerLayer = true,
+                NLayers = n, DTranscoder = dSae, DModel = dModel, JumpRelu = threshold == true, TopK = topK, SkipConnection = skip == true, PerLayer = true,
                 FeatureInputHook = input, FeatureOutputHook = output, ModelName = model, Format = "circuit-tracer transcoder set", Dtype = dtype,
             }, state, wEnc, bEnc, bDec, thresholds, skips, folder, options, decoders, encoders);
         }
@@ -398,6 +400,23 @@ public static class CrossLayerTranscoderLoader
         {
             foreach (var t in state.Values) t.Dispose();
         }
+    }
+
+    /// <summary>A top-k set's k: the config's <c>k</c>, else the <c>k</c> tensor of layer 0's safetensors file (circuit-tracer's
+    /// <c>SingleLayerTranscoder.to_safetensors</c> writes it).</summary>
+    private static int TopKOf(YamlDotNet.RepresentationModel.YamlMappingNode yaml, string configPath, string layer0)
+    {
+        if (YamlFields.Str(yaml, configPath, "k") is not null) return YamlFields.RequiredInt(yaml, configPath, "k");
+        if (File.Exists(layer0) && layer0.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase))
+        {
+            using var f = SafeTensorsFile.Open(layer0);
+            if (f.Contains("k"))
+            {
+                using var k = f.Read("k", ScalarType.Int64);
+                return k.numel() == 1 ? (int)k.reshape(-1)[0].item<long>() : throw new SaeSharpException($"{layer0}: tensor 'k' should hold one number, the top-k activation's k");
+            }
+        }
+        throw new SaeSharpException($"{configPath}: activation 'topk' needs k: a 'k' entry, or a 'k' tensor in layer 0's file {layer0}");
     }
 
     /// <summary>The local per-layer files of a transcoder set, by layer: its config's <c>transcoders:</c> list (hf:// entries

@@ -15,6 +15,9 @@ public sealed record CrossLayerTranscoderConfig
     public required int DModel { get; init; }
     /// <summary>JumpReLU with a per-feature threshold (f = pre·[pre &gt; θ], circuit-tracer's <c>jump_relu</c>), else ReLU.</summary>
     public bool JumpRelu { get; init; }
+    /// <summary>circuit-tracer's <c>TopK</c> activation (a transcoder set with <c>activation: topk</c>): each row keeps its
+    /// k largest pre-activations as they are (no ReLU, as circuit-tracer's) and zeroes the rest; null: JumpReLU or ReLU.</summary>
+    public int? TopK { get; init; }
     /// <summary>A transcoder set (circuit-tracer's <c>TranscoderSet</c> of per-layer transcoders): layer l's features write
     /// only layer l's output, so <c>W_dec.l</c> is [d_transcoder, 1, d_model] (no zeros stored for the other layers);
     /// else a cross-layer transcoder, whose layer l writes layers l..L−1.</summary>
@@ -73,6 +76,8 @@ public sealed class CrossLayerTranscoder : nn.Module<Tensor, Tensor>
             throw new SaeSharpException($"cross-layer transcoder: n_layers, d_transcoder and d_model must be positive, got {cfg.NLayers}, {cfg.DTranscoder}, {cfg.DModel}");
         if (cfg.Dtype is not (ScalarType.Float32 or ScalarType.Float64 or ScalarType.BFloat16 or ScalarType.Float16))
             throw new SaeSharpException($"cross-layer transcoder: weights in {cfg.Dtype}: expected float32, float64, bfloat16 or float16");
+        if (cfg.TopK is int k && (k <= 0 || k > cfg.DTranscoder || cfg.JumpRelu))
+            throw new SaeSharpException($"cross-layer transcoder: top-k activation needs 0 < k ≤ d_transcoder = {cfg.DTranscoder} and no JumpReLU thresholds, got k = {k}{(cfg.JumpRelu ? " with thresholds" : "")}");
         Cfg = cfg;
         int l = cfg.NLayers, f = cfg.DTranscoder, d = cfg.DModel;
         var t = cfg.Dtype;
@@ -137,7 +142,9 @@ public sealed class CrossLayerTranscoder : nn.Module<Tensor, Tensor>
         CheckWidth(x, "input");
         using var scope = NewDisposeScope();
         var pre = matmul(x.to(b_enc.dtype), EncoderWeight(layer).t()).add(b_enc[layer], TorchScalars.One);
-        var f = activation_function is { } a ? pre * pre.gt(a.Threshold(layer)).to(pre.dtype) : nn.functional.relu(pre);
+        var f = activation_function is { } a ? pre * pre.gt(a.Threshold(layer)).to(pre.dtype)
+            : Cfg.TopK is int k ? pre * zeros_like(pre).scatter_(-1, pre.topk(k, dim: -1).indexes, ones_like(pre))
+            : nn.functional.relu(pre);
         return f.MoveToOuterDisposeScope();
     }
 
@@ -248,7 +255,8 @@ public sealed class CrossLayerTranscoder : nn.Module<Tensor, Tensor>
         CheckLayer(layer);
         var cfg = new SaeConfig
         {
-            Architecture = activation_function is null ? SaeArchitectures.Standard : SaeArchitectures.JumpReLU,
+            Architecture = activation_function is not null ? SaeArchitectures.JumpReLU : Cfg.TopK is null ? SaeArchitectures.Standard : SaeArchitectures.TopK,
+            K = Cfg.TopK,
             DIn = Cfg.DModel, DOut = Cfg.DModel, DSae = Cfg.DTranscoder, ApplyBDecToInput = false,
             Dtype = Interop.SaeLensFormat.DtypeName(b_enc.dtype),
             Metadata = new SaeMetadata { ModelName = Cfg.ModelName, HookName = InputHook(layer) },
@@ -276,7 +284,7 @@ public sealed class CrossLayerTranscoder : nn.Module<Tensor, Tensor>
     private Tensor LazyDecode(Tensor fi, int source, int layer)
     {
         using var scope = NewDisposeScope();
-        var active = fi.detach().reshape(-1, Cfg.DTranscoder).ne(0).any(0).nonzero().view(-1);
+        var active = fi.detach().reshape(-1, Cfg.DTranscoder).ne(TorchScalars.Of(0.0)).any(0).nonzero().view(-1);
         var rows = _files!.DecoderRows(source, layer, active.data<long>().ToArray());
         Tensor part;
         using (no_grad())
