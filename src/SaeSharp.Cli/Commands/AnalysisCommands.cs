@@ -43,6 +43,8 @@ internal static class AnalysisCommands
         {
             sae, model, diffModel, dataset, tokens, output, features, top, context, contextSize, batch, intervals, seed, html, png, noBos, exclude, excludeIds, textField, layers, dtype,
         };
+        var cltLoading = new CltLoadingCli();
+        cltLoading.AddTo(command);
         Cli.SetAction(command, parse =>
         {
             string saePath = parse.GetValue(sae)!, ds = parse.GetValue(dataset)!;
@@ -67,7 +69,7 @@ internal static class AnalysisCommands
             ];
             ScalarType? modelDtype = ModelSource.GivenDtype(parse, dtype, modelDir);
             if (CrossLayerTranscoderLoader.IsCrossLayerTranscoder(saePath, null))
-                return CrossLayerFeatures(parse, saePath, model, output, features, html, png, layers, inputs, excludeIds, exclude,
+                return CrossLayerFeatures(parse, saePath, cltLoading.Read(parse, modelDtype), model, output, features, html, png, layers, inputs, excludeIds, exclude,
                     new ModelDataOptions
                     {
                         ModelPath = modelDir, DatasetPath = ds, Tokens = parse.GetValue(tokens), ModelDtype = modelDtype,
@@ -79,6 +81,7 @@ internal static class AnalysisCommands
                         TopExamples = parse.GetValue(top), Context = parse.GetValue(context), Intervals = parse.GetValue(intervals), Seed = parse.GetValue(seed),
                     });
             if (parse.GetValue(layers) is not null) throw new SaeSharpException($"--layers: {saePath} is one SAE, not a whole cross-layer transcoder");
+            cltLoading.RefuseForSae(parse, saePath);
             OutputGuard.RefuseReplacingInput("--out", parse.GetValue(output)!,
                 [FeatureReport.FeaturesFile, FeatureReport.SummaryFile, FeatureReport.TokensFile, "histograms"], inputs);
             if (parse.GetValue(html) is { } htmlDir) OutputGuard.RefuseReplacingInput("--html", htmlDir, DashboardWriter.Entries, inputs);
@@ -124,7 +127,7 @@ internal static class AnalysisCommands
 
     /// <summary><c>sae features</c> of a whole cross-layer transcoder: one pass, one ordinary features folder per layer
     /// (OUT/layer_N, and with --html a dashboard per layer in HTML/layer_N).</summary>
-    private static int CrossLayerFeatures(ParseResult parse, string saePath, Option<string> model, Option<string> output, Option<string> features,
+    private static int CrossLayerFeatures(ParseResult parse, string saePath, CrossLayerTranscoderLoadOptions loading, Option<string> model, Option<string> output, Option<string> features,
         Option<string?> html, Option<bool> png, Option<string?> layers, CommandInput[] inputs, Option<string?> excludeIds, Option<bool> exclude,
         ModelDataOptions data, FeatureStatisticsOptions statistics)
     {
@@ -138,7 +141,7 @@ internal static class AnalysisCommands
         var options = new FeatureAnalysisOptions { Statistics = statistics };
         var reports = CliProgress.Run<FeatureProgress, IReadOnlyList<(int Layer, FeatureReport Report)>>("features", null,
             progress => AnalysisPipeline.CrossLayerFeatures(saePath, data, progress is null ? options : options with { Progress = progress.Report },
-                featureSpec: parse.GetValue(features), layerSpec: parse.GetValue(layers)),
+                featureSpec: parse.GetValue(features), layerSpec: parse.GetValue(layers), loading: loading),
             p => (p.Tokens, p.TotalTokens, CliProgress.Describe("features", new WorkProgress("tokens", p.Tokens, p.TotalTokens, p.Elapsed))), null);
         foreach (var (layer, report) in reports)
         {
@@ -233,6 +236,8 @@ internal static class AnalysisCommands
         {
             sae, model, prompt, top, neurons, html, json, stats, noBos, dtype,
         };
+        var cltLoading = new CltLoadingCli();
+        cltLoading.AddTo(command);
         Cli.SetAction(command, parse =>
         {
             string modelDir = ModelSource.Resolve(parse.GetValue(model)!);
@@ -241,9 +246,10 @@ internal static class AnalysisCommands
             {
                 if (parse.GetValue(neurons) || parse.GetValue(stats) is not null)
                     throw new SaeSharpException($"{(parse.GetValue(neurons) ? "--neurons" : "--stats")}: not for a whole cross-layer transcoder (its features span layers)");
-                return InspectCrossLayer(parse.GetValue(sae)!, modelDir, modelDtype, parse.GetValue(prompt)!, parse.GetValue(top), !parse.GetValue(noBos),
+                return InspectCrossLayer(parse.GetValue(sae)!, modelDir, modelDtype, cltLoading.Read(parse, modelDtype), parse.GetValue(prompt)!, parse.GetValue(top), !parse.GetValue(noBos),
                     parse.GetValue(json), parse.GetValue(html));
             }
+            cltLoading.RefuseForSae(parse, parse.GetValue(sae)!);
             var (s, pm) = ModelForSae.LoadWithSae(parse.GetValue(sae)!, modelDir, modelDtype);
             using (s)
             using (pm)
@@ -279,9 +285,9 @@ internal static class AnalysisCommands
 
     /// <summary><c>sae inspect</c> of a whole cross-layer transcoder: each prompt's top features over all layers
     /// (<see cref="CrossLayerPromptInspector"/>), labelled L{layer}/{index}; no comparison of prompts, no notes.</summary>
-    private static int InspectCrossLayer(string cltPath, string modelDir, ScalarType? modelDtype, string[] prompts, int top, bool bos, string? jsonPath, string? htmlPath)
+    private static int InspectCrossLayer(string cltPath, string modelDir, ScalarType? modelDtype, CrossLayerTranscoderLoadOptions loading, string[] prompts, int top, bool bos, string? jsonPath, string? htmlPath)
     {
-        using var clt = CrossLayerTranscoderLoader.Load(cltPath, null, CrossLayerTranscoderLoader.ForModel(modelDtype));
+        using var clt = CrossLayerTranscoderLoader.Load(cltPath, loading);
         using var pm = ModelForSae.Load(modelDir, new WeightProcessingOptions(), modelDtype ?? ScalarType.Float32);
         var inspector = new CrossLayerPromptInspector(pm.Model, clt, Tokenizer.FromFolder(modelDir), pm.Hooks, bos);
         var views = prompts.Select(p => inspector.Inspect(p, top)).ToList();

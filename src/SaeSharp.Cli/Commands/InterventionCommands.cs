@@ -436,6 +436,8 @@ internal static class InterventionCommands
         {
             model, sae, prompt, input, metric, top, output, json, html, ig, noBos, freeze, dtype,
         };
+        var cltLoading = new CltLoadingCli();
+        cltLoading.AddTo(command);
         Cli.SetAction(command, parse =>
         {
             using var scope = NewDisposeScope();   // the tensors shown below
@@ -453,10 +455,11 @@ internal static class InterventionCommands
                     if (saePaths.Any(p => CrossLayerTranscoderLoader.IsCrossLayerTranscoder(p, null)))
                     {
                         if (saePaths.Length != 1) throw new SaeSharpException("--sae: a whole cross-layer transcoder is attributed on its own (give one --sae)");
-                        using var clt = CrossLayerTranscoderLoader.Load(saePaths[0], null, CrossLayerTranscoderLoader.ForModel(modelDtype));
+                        using var clt = CrossLayerTranscoderLoader.Load(saePaths[0], cltLoading.Read(parse, modelDtype));
                         using var cm = ModelForSae.Load(folder, new WeightProcessingOptions(), modelDtype ?? ScalarType.Float32);
                         return CliProgress.Run("attribute", progress => FeatureAttribution.Run(cm.Model, clt, tokens, spec, parse.GetValue(ig), frozen, cm.Hooks, progress));
                     }
+                    cltLoading.RefuseForSae(parse, saePaths[0]);
                     foreach (var p in saePaths) saes.Add(LoadSae(p));
                     // Processed as the SAEs' cfgs record, in their dtype (or --dtype's).
                     using var pm = ModelForSae.Load(folder, ModelForSae.SharedOptions(saes.Select(s => s.Cfg)), modelDtype ?? ModelForSae.SharedDtype(saes, saePaths));
@@ -550,6 +553,8 @@ internal static class InterventionCommands
         {
             model, sae, prompt, input, output, maxLogits, logitProb, nodeThreshold, edgeThreshold, maxFeatures, batch, slug, scan, top, target, noBos, dtype,
         };
+        var cltLoading = new CltLoadingCli();
+        cltLoading.AddTo(command);
         Cli.SetAction(command, parse =>
         {
             string saePath = parse.GetValue(sae)!;
@@ -574,7 +579,7 @@ internal static class InterventionCommands
             if (nodeThr is < 0 or > 1) throw new SaeSharpException($"--node-threshold must be between 0 and 1, got {nodeThr}");
             if (edgeThr is < 0 or > 1) throw new SaeSharpException($"--edge-threshold must be between 0 and 1, got {edgeThr}");
             ScalarType? modelDtype = ModelSource.GivenDtype(parse, dtype, folder);
-            using var clt = CrossLayerTranscoderLoader.Load(saePath, null, CrossLayerTranscoderLoader.ForModel(modelDtype));
+            using var clt = CrossLayerTranscoderLoader.Load(saePath, cltLoading.Read(parse, modelDtype));
             using var cm = ModelForSae.Load(folder, new WeightProcessingOptions(), modelDtype ?? ScalarType.Float32);
             using var graph = CliProgress.Run("graph", progress => AttributionGraph.Build(cm.Model, clt, tokens, options, cm.Hooks, progress));
             var pruned = graph.Prune(nodeThr, edgeThr);

@@ -56,6 +56,8 @@ internal static class SaeCommands
         data.Hook.Description = "With --model: the hook to evaluate at, for an SAE whose cfg has no hook_name (default: each SAE's cfg hook_name, "
             + "which a different hook may not override)";
         data.AddTo(command, harvestModes: false);
+        var cltLoading = new CltLoadingCli();
+        cltLoading.AddTo(command);
         Cli.SetAction(command, parse =>
         {
             var saes = parse.GetValue(sae)!;
@@ -78,7 +80,7 @@ internal static class SaeCommands
                 }
                 Cli.RefuseGiven(parse, "only for a model-diffing crosscoder", latentScaling, latents);
                 Cli.RefuseGiven(parse, "for a model-diffing crosscoder (--sae CROSSCODER)", diffModel);
-                return EvalInModel(parse, data, saes, parse.GetValue(json), parse.GetValue(histogram), LoadOptions(parse, arch));
+                return EvalInModel(parse, data, cltLoading, saes, parse.GetValue(json), parse.GetValue(histogram), LoadOptions(parse, arch));
             }
             var activationPath = parse.GetValue(activations) ?? throw new SaeSharpException("give --activations, or --model and --dataset");
             Cli.RefuseGiven(parse, "evaluation inside a model (--model); on activation files --max-rows limits the rows (and the SAE runs on the CPU)",
@@ -159,15 +161,16 @@ internal static class SaeCommands
     }
 
     /// <summary>The dictionary_learning README's statistics table plus FVU, KL, L2 ratio and dead fraction, per SAE.</summary>
-    private static int EvalInModel(ParseResult parse, ModelDataOptionsCli data, string[] saes, string? jsonPath, string? histogram, SaeLoadOptions saeOptions)
+    private static int EvalInModel(ParseResult parse, ModelDataOptionsCli data, CltLoadingCli cltLoading, string[] saes, string? jsonPath, string? histogram, SaeLoadOptions saeOptions)
     {
         var options = ReadEvalInModel(parse, data);
         if (saes.Any(s => CrossLayerTranscoderLoader.IsCrossLayerTranscoder(s, saeOptions.Hub)))
         {
             if (saes.Length != 1) throw new SaeSharpException("a whole cross-layer transcoder is evaluated alone: give it as the only --sae");
             if (parse.GetValue(data.Hook) is not null) throw new SaeSharpException("--hook: a cross-layer transcoder reads and writes the hooks its files name");
-            return EvalReplacement(saes[0], options, jsonPath, saeOptions.Hub);
+            return EvalReplacement(saes[0], options, jsonPath, saeOptions.Hub, cltLoading.Read(parse, options.ModelDtype));
         }
+        cltLoading.RefuseForSae(parse, saes[0]);
         var results = CliProgress.Run("eval", progress => ModelPipeline.Evaluate(saes, options, saeOptions: saeOptions, progress: progress, hook: parse.GetValue(data.Hook)));
         // An SAE at an MoE expert's hook that no evaluated token reached has no metrics: with others it is reported as such
         // (they keep theirs); alone, or with only such SAEs, the run stops naming each.
@@ -232,9 +235,9 @@ internal static class SaeCommands
 
     /// <summary><c>sae eval --model</c> of a whole cross-layer transcoder: the replacement model's CE and KL, and a row per layer;
     /// --json writes <see cref="CrossLayerTranscoderMetrics.ToJson"/> (every number of the tables and more).</summary>
-    private static int EvalReplacement(string cltPath, ModelDataOptions options, string? jsonPath, HfHubOptions? hub)
+    private static int EvalReplacement(string cltPath, ModelDataOptions options, string? jsonPath, HfHubOptions? hub, CrossLayerTranscoderLoadOptions loading)
     {
-        var m = CliProgress.Run("eval", progress => ModelPipeline.EvaluateReplacement(cltPath, options, progress: progress, hub: hub));
+        var m = CliProgress.Run("eval", progress => ModelPipeline.EvaluateReplacement(cltPath, options, progress: progress, hub: hub, loading: loading));
         Cli.WriteTable(cltPath + " (replacement model: every layer's output replaced)",
         [
             ("layers", Cli.Integer(m.Layers.Count)),

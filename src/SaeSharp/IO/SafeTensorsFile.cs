@@ -188,6 +188,54 @@ public sealed class SafeTensorsFile : IDisposable
         return Convert(t, dtype);
     }
 
+    /// <summary>
+    /// Reads, for each row index in <paramref name="rows"/> (any order, repeats allowed) of a tensor's first dimension, the
+    /// elements [<paramref name="innerStart"/>, +<paramref name="innerCount"/>) of that row (flattened): a [rows.Length,
+    /// innerCount] tensor, in the stored dtype or converted to <paramref name="dtype"/>. Only those bytes are read (safetensors'
+    /// <c>get_slice(name)[rows]</c>, and one output layer of a CLT decoder row [L − i, d_model] with innerStart = k·d_model).
+    /// </summary>
+    public Tensor ReadGathered(string name, IReadOnlyList<long> rows, long innerStart, long innerCount, ScalarType? dtype = null)
+    {
+        ArgumentNullException.ThrowIfNull(rows);
+        var info = Info(name);
+        CheckFloat8(info, dtype);
+        if (info.Shape.Length == 0) throw new SaeSharpException($"{Path}: tensor '{name}' is a scalar; it has no rows");
+        long rowElements = info.Shape.Skip(1).Aggregate(1L, (a, b) => a * b);
+        if (innerStart < 0 || innerCount < 0 || innerStart + innerCount > rowElements)
+            throw new SaeSharpException($"{Path}: tensor '{name}': elements [{innerStart}, {innerStart + innerCount}) of a row lie outside its {rowElements}");
+        foreach (long r in rows)
+            if (r < 0 || r >= info.Shape[0])
+                throw new SaeSharpException($"{Path}: tensor '{name}': row {r} out of range 0..{info.Shape[0] - 1}");
+        int size = ElementSize(info.Dtype)!.Value;
+        long chunkBytes = innerCount * size;
+        var t = torch.empty([rows.Count, innerCount], IsFloat8(info.Dtype) ? ScalarType.Byte : info.ScalarType);
+        if (rows.Count == 0 || innerCount == 0) return Convert(t, dtype);
+        try
+        {
+            lock (_stream)
+            {
+                long perBlock = Math.Max(1, (1L << 28) / chunkBytes);   // a span is below 2 GiB
+                for (long b = 0; b < rows.Count; b += perBlock)
+                {
+                    long n = Math.Min(perBlock, rows.Count - b);
+                    using var block = t.narrow(0, b, n);
+                    var span = block.bytes;
+                    for (long i = 0; i < n; i++)
+                    {
+                        _stream.Seek(_dataStart + info.Begin + (rows[(int)(b + i)] * rowElements + innerStart) * size, SeekOrigin.Begin);
+                        _stream.ReadExactly(span.Slice((int)(i * chunkBytes), (int)chunkBytes));
+                    }
+                }
+            }
+        }
+        catch (EndOfStreamException)
+        {
+            t.Dispose();
+            throw new SaeSharpException($"{Path}: tensor '{info.Name}': file ended while reading its data (truncated)");
+        }
+        return Convert(t, dtype);
+    }
+
     /// <summary>True for the float8 dtypes (F8_E4M3, F8_E5M2), which TorchSharp has no type for: they are read only as their
     /// raw bytes (dtype Byte), for a caller that decodes them (DeepSeek-V3's block-quantised weights).</summary>
     internal static bool IsFloat8(string dtype) => dtype is "F8_E4M3" or "F8_E5M2";

@@ -7,6 +7,25 @@ using static TorchSharp.torch;
 
 namespace SaeSharp.Interop;
 
+/// <summary>How <see cref="CrossLayerTranscoderLoader"/> loads a CLT or transcoder set: dtype, and which weights stay in the
+/// files and are read on demand (circuit-tracer's <c>lazy_decoder</c>, default true, and <c>lazy_encoder</c>, default false).</summary>
+public sealed record CrossLayerTranscoderLoadOptions
+{
+    /// <summary>The weights' dtype (float32, or bfloat16 / float16 beside a model run in that dtype; see
+    /// <see cref="CrossLayerTranscoderLoader.ForModel"/>).</summary>
+    public ScalarType Dtype { get; init; } = ScalarType.Float32;
+    /// <summary>Decoders stay in the files: a reconstruction reads only the rows of the features active in its batch (all other
+    /// rows zero, so the product equals the eager one exactly), an attribution only the active features' rows, at most one
+    /// layer's [d_transcoder, d_model] decoder in memory at a time. Default true, as circuit-tracer's <c>load_clt</c>.
+    /// Needs the files to stay unchanged while the CLT is used (a change is an error).</summary>
+    public bool LazyDecoder { get; init; } = true;
+    /// <summary>Encoders stay in the files: each encoding reads its layer's [d_transcoder, d_model] encoder, an attribution
+    /// the active features' encoder rows. Default false, as circuit-tracer's.</summary>
+    public bool LazyEncoder { get; init; }
+    /// <summary>Both weights in memory (circuit-tracer's <c>lazy_decoder=False</c>).</summary>
+    public static CrossLayerTranscoderLoadOptions Eager(ScalarType dtype = ScalarType.Float32) => new() { Dtype = dtype, LazyDecoder = false };
+}
+
 /// <summary>
 /// Loads a whole <see cref="CrossLayerTranscoder"/> from its per-layer files: circuit-tracer's format
 /// (<c>W_enc_L.safetensors</c> + <c>W_dec_L.safetensors</c>, as <c>load_clt</c> reads them and mntss's CLTs are published)
@@ -91,9 +110,15 @@ public static class CrossLayerTranscoderLoader
     /// environment). A <c>RELEASE/SAE_ID</c> is refused: SAELens's CLT entries are one layer with its decoders summed.</summary>
     /// <remarks><paramref name="dtype"/>: the weights' dtype (float32, or bfloat16 / float16 beside a model run in that
     /// dtype: read straight into it, half the memory of float32; see <see cref="ForModel"/>).</remarks>
-    public static CrossLayerTranscoder Load(string path, HfHubOptions? hub = null, ScalarType dtype = ScalarType.Float32)
+    public static CrossLayerTranscoder Load(string path, HfHubOptions? hub = null, ScalarType dtype = ScalarType.Float32) =>
+        Load(path, new CrossLayerTranscoderLoadOptions { Dtype = dtype }, hub);
+
+    /// <summary><see cref="Load(string, HfHubOptions?, ScalarType)"/> with <paramref name="options"/>: dtype, and whether the
+    /// decoders (default) and encoders are read on demand from the files.</summary>
+    public static CrossLayerTranscoder Load(string path, CrossLayerTranscoderLoadOptions options, HfHubOptions? hub = null)
     {
         ArgumentNullException.ThrowIfNull(path);
+        ArgumentNullException.ThrowIfNull(options);
         if (SaeSource.IsRemote(path))
         {
             if (!path.StartsWith(SaeSource.HubPrefix, StringComparison.Ordinal))
@@ -103,14 +128,14 @@ public static class CrossLayerTranscoderLoader
             path = SaeSource.ResolveCrossLayerTranscoder(path, hub);
         }
         if (!Directory.Exists(path)) throw new SaeSharpException($"{path}: not a folder (a cross-layer transcoder is a folder of per-layer .safetensors files)");
-        if (File.Exists(Path.Combine(path, "W_enc_0.safetensors"))) return LoadCircuitTracer(path, dtype);
-        if (IsTranscoderSet(path)) return LoadTranscoderSet(path, hub, dtype);
+        if (File.Exists(Path.Combine(path, "W_enc_0.safetensors"))) return LoadCircuitTracer(path, options);
+        if (IsTranscoderSet(path)) return LoadTranscoderSet(path, options, hub);
         string config = Path.Combine(path, SaeLensConversions.CircuitTracerConfigFile);
         string? kind = File.Exists(config) ? YamlFields.Str(YamlFields.Load(config), config, "model_kind") : null;
         if (kind is not (null or "cross_layer_transcoder") || File.Exists(config) && GemmaScope2LayerFiles(path).Count == 0)
             throw new SaeSharpException($"{config}: model_kind is '{kind}', expected '{TranscoderSetKind}' (a circuit-tracer transcoder set) " +
                 "or 'cross_layer_transcoder' beside circuit-tracer's W_enc_0.safetensors, … or Gemma Scope 2's params_layer_0.safetensors, …");
-        if (GemmaScope2LayerFiles(path).Count > 0) return LoadGemmaScope2(path, dtype);
+        if (GemmaScope2LayerFiles(path).Count > 0) return LoadGemmaScope2(path, options);
         throw new SaeSharpException($"{path}: no cross-layer transcoder here: expected circuit-tracer's W_enc_0.safetensors, W_dec_0.safetensors, … " +
             "or Gemma Scope 2's params_layer_0.safetensors, …, or a transcoder set's config.yaml (model_kind: transcoder_set)");
     }
@@ -124,9 +149,18 @@ public static class CrossLayerTranscoderLoader
     /// <c>model_name</c>, <c>feature_input_hook</c> and <c>feature_output_hook</c> (default hook_resid_mid → hook_mlp_out,
     /// circuit-tracer's). Weights are read as <paramref name="dtype"/> (float32 unless given).
     /// </summary>
-    public static CrossLayerTranscoder LoadCircuitTracer(string folder, ScalarType dtype = ScalarType.Float32)
+    public static CrossLayerTranscoder LoadCircuitTracer(string folder, ScalarType dtype = ScalarType.Float32) =>
+        LoadCircuitTracer(folder, new CrossLayerTranscoderLoadOptions { Dtype = dtype });
+
+    /// <summary><see cref="LoadCircuitTracer(string, ScalarType)"/> with <paramref name="options"/> (lazy decoders and encoders:
+    /// <c>W_dec_i</c> and <c>W_enc_i</c> are read from their files on demand).</summary>
+    public static CrossLayerTranscoder LoadCircuitTracer(string folder, CrossLayerTranscoderLoadOptions options)
     {
         ArgumentNullException.ThrowIfNull(folder);
+        ArgumentNullException.ThrowIfNull(options);
+        var dtype = options.Dtype;
+        var decoders = new List<CrossLayerTranscoderFiles.Source>();
+        var encoders = new List<CrossLayerTranscoderFiles.Source>();
         var layers = LayerFiles(folder, @"^W_enc_(\d+)\.safetensors$", "W_enc_{0}.safetensors");
         int n = layers.Count;
         string configPath = Path.Combine(folder, SaeLensConversions.CircuitTracerConfigFile);
@@ -154,12 +188,16 @@ public static class CrossLayerTranscoderLoader
                 string encFile = layers[i];
                 string decFile = Path.Combine(folder, $"W_dec_{i}.safetensors");
                 if (!File.Exists(decFile)) throw new SaeSharpException($"{decFile}: file not found (the decoders of CLT layer {i}; {encFile} exists)");
-                var enc = SafeTensors.Load(encFile, dtype);
-                var dec = SafeTensors.Load(decFile, dtype);
-                Keep(state, enc, dec);
-                var w = SaeLensConversions.Need(enc, $"W_enc_{i}", encFile, 2);
-                if (i == 0) (dSae, dModel) = ((int)w.shape[0], (int)w.shape[1]);
-                wEnc.Add(Shaped(w, $"W_enc_{i}", encFile, dSae, dModel));
+                var enc = ReadExcept(encFile, dtype, options.LazyEncoder ? $"W_enc_{i}" : null);
+                Keep(state, enc);
+                var w = options.LazyEncoder ? HeaderShape(encFile, $"W_enc_{i}", 2) : SaeLensConversions.Need(enc, $"W_enc_{i}", encFile, 2).shape;
+                if (i == 0) (dSae, dModel) = ((int)w[0], (int)w[1]);
+                if (options.LazyEncoder)
+                {
+                    ShapedHeader(w, $"W_enc_{i}", encFile, dSae, dModel);
+                    encoders.Add(new(encFile, $"W_enc_{i}"));
+                }
+                else wEnc.Add(Shaped(enc[$"W_enc_{i}"], $"W_enc_{i}", encFile, dSae, dModel));
                 bEnc.Add(Shaped(SaeLensConversions.Need(enc, $"b_enc_{i}", encFile, 1), $"b_enc_{i}", encFile, dSae));
                 bDec.Add(Shaped(SaeLensConversions.Need(enc, $"b_dec_{i}", encFile, 1), $"b_dec_{i}", encFile, dModel));
                 bool hasThreshold = enc.ContainsKey($"threshold_{i}"), hasSkip = enc.ContainsKey($"W_skip_{i}");
@@ -169,6 +207,14 @@ public static class CrossLayerTranscoderLoader
                     throw new SaeSharpException($"{encFile}: {(hasSkip ? "has" : "lacks")} 'W_skip_{i}' but layer 0 {(hasSkip ? "lacks" : "has")} one: every layer of a CLT has skip weights or none");
                 if (hasThreshold) thresholds.Add(Shaped(enc[$"threshold_{i}"], $"threshold_{i}", encFile, dSae));
                 if (hasSkip) skips.Add(Shaped(enc[$"W_skip_{i}"], $"W_skip_{i}", encFile, dModel, dModel));
+                if (options.LazyDecoder)
+                {
+                    ShapedHeader(HeaderShape(decFile, $"W_dec_{i}", 3), $"W_dec_{i}", decFile, dSae, n - i, dModel);
+                    decoders.Add(new(decFile, $"W_dec_{i}", FirstOutput: i));
+                    continue;
+                }
+                var dec = SafeTensors.Load(decFile, dtype);
+                Keep(state, dec);
                 state[$"W_dec.{i}"] = Shaped(SaeLensConversions.Need(dec, $"W_dec_{i}", decFile, 3), $"W_dec_{i}", decFile, dSae, n - i, dModel);
             }
             return Build(new CrossLayerTranscoderConfig
@@ -176,7 +222,7 @@ public static class CrossLayerTranscoderLoader
                 NLayers = n, DTranscoder = dSae, DModel = dModel, JumpRelu = threshold == true, SkipConnection = skip == true,
                 FeatureInputHook = input ?? DefaultInputHook, FeatureOutputHook = output ?? DefaultOutputHook, ModelName = model,
                 Format = "circuit-tracer", Dtype = dtype,
-            }, state, wEnc, bEnc, bDec, thresholds, skips, folder);
+            }, state, wEnc, bEnc, bDec, thresholds, skips, folder, options, decoders, encoders);
         }
         finally
         {
@@ -194,9 +240,18 @@ public static class CrossLayerTranscoderLoader
     /// pre-feedforward norm's output, SAELens's gemma_3 rule for a transcoder) → <c>hook_mlp_out</c>; the model from a
     /// <c>gemma-scope-2-…</c> folder of the path, as <see cref="GemmaScope.LoadScope2"/> infers it.
     /// </summary>
-    public static CrossLayerTranscoder LoadGemmaScope2(string folder, ScalarType dtype = ScalarType.Float32)
+    public static CrossLayerTranscoder LoadGemmaScope2(string folder, ScalarType dtype = ScalarType.Float32) =>
+        LoadGemmaScope2(folder, new CrossLayerTranscoderLoadOptions { Dtype = dtype });
+
+    /// <summary><see cref="LoadGemmaScope2(string, ScalarType)"/> with <paramref name="options"/> (lazy decoders and encoders:
+    /// <c>w_dec</c> and <c>w_enc</c> are read from each layer's file on demand).</summary>
+    public static CrossLayerTranscoder LoadGemmaScope2(string folder, CrossLayerTranscoderLoadOptions options)
     {
         ArgumentNullException.ThrowIfNull(folder);
+        ArgumentNullException.ThrowIfNull(options);
+        var dtype = options.Dtype;
+        var decoders = new List<CrossLayerTranscoderFiles.Source>();
+        var encoders = new List<CrossLayerTranscoderFiles.Source>();
         var files = GemmaScope2LayerFiles(folder);
         if (files.Count == 0) throw new SaeSharpException($"{folder}: no params_layer_<L>.safetensors (a Gemma Scope 2 cross-layer transcoder's files)");
         if (files.Select(f => f.Prefix).Distinct().Count() > 1)
@@ -218,16 +273,29 @@ public static class CrossLayerTranscoderLoader
             for (int i = 0; i < n; i++)
             {
                 string file = layers[i];
-                var p = SafeTensors.Load(file, dtype);
+                var p = ReadExcept(file, dtype, options.LazyEncoder ? "w_enc" : null, options.LazyDecoder ? "w_dec" : null);
                 Keep(state, p);
-                var w = SaeLensConversions.Need(p, "w_enc", file, 2);
-                if (i == 0) (dModel, dSae) = ((int)w.shape[0], (int)w.shape[1]);
-                wEnc.Add(Shaped(w, "w_enc", file, dModel, dSae).t());
+                var w = options.LazyEncoder ? HeaderShape(file, "w_enc", 2) : SaeLensConversions.Need(p, "w_enc", file, 2).shape;
+                if (i == 0) (dModel, dSae) = ((int)w[0], (int)w[1]);
+                if (options.LazyEncoder)
+                {
+                    ShapedHeader(w, "w_enc", file, dModel, dSae);
+                    encoders.Add(new(file, "w_enc", Transposed: true));
+                }
+                else wEnc.Add(Shaped(p["w_enc"], "w_enc", file, dModel, dSae).t());
                 bEnc.Add(Shaped(SaeLensConversions.Need(p, "b_enc", file, 1), "b_enc", file, dSae));
                 bDec.Add(Shaped(SaeLensConversions.Need(p, "b_dec", file, 1), "b_dec", file, dModel));
                 thresholds.Add(Shaped(SaeLensConversions.Need(p, "threshold", file, 1), "threshold", file, dSae));
-                var wDec = Shaped(SaeLensConversions.Need(p, "w_dec", file, 3), "w_dec", file, dSae, n, dModel);
-                state[$"W_dec.{i}"] = wDec.narrow(1, i, n - i);
+                if (options.LazyDecoder)
+                {
+                    ShapedHeader(HeaderShape(file, "w_dec", 3), "w_dec", file, dSae, n, dModel);
+                    decoders.Add(new(file, "w_dec"));
+                }
+                else
+                {
+                    var wDec = Shaped(SaeLensConversions.Need(p, "w_dec", file, 3), "w_dec", file, dSae, n, dModel);
+                    state[$"W_dec.{i}"] = wDec.narrow(1, i, n - i);
+                }
                 bool hasSkip = p.ContainsKey("affine_skip_connection");
                 if ((skip ??= hasSkip) != hasSkip)
                     throw new SaeSharpException($"{file}: {(hasSkip ? "has" : "lacks")} 'affine_skip_connection' but layer 0 {(hasSkip ? "lacks" : "has")} one: every layer of a CLT has skip weights or none");
@@ -240,7 +308,7 @@ public static class CrossLayerTranscoderLoader
                 FeatureInputHook = input["blocks.0.".Length..], FeatureOutputHook = output["blocks.0.".Length..],
                 ModelName = repo is null ? null : GemmaScope.Scope2ModelName(repo.Replace("gemma-scope-2", "gemma-3", StringComparison.Ordinal)),
                 Format = "gemma-scope-2", Dtype = dtype,
-            }, state, wEnc, bEnc, bDec, thresholds, skips, folder);
+            }, state, wEnc, bEnc, bDec, thresholds, skips, folder, options, decoders, encoders);
         }
         finally
         {
@@ -251,7 +319,8 @@ public static class CrossLayerTranscoderLoader
     /// <summary>
     /// A transcoder set (circuit-tracer's <c>load_transcoder_set</c>): the folder's <c>config.yaml</c> has
     /// <c>model_kind: transcoder_set</c>, <c>feature_input_hook</c>, <c>feature_output_hook</c>, optional <c>model_name</c>,
-    /// optional <c>activation</c> (<c>relu</c> ignores any thresholds; <c>topk</c> is refused) and optional
+    /// optional <c>activation</c> (<c>relu</c> ignores any thresholds; <c>topk</c>: circuit-tracer's TopK, k from the config's
+    /// <c>k</c> or layer 0's file's <c>k</c> tensor) and optional
     /// <c>transcoders:</c>, the per-layer files in layer order (entry l is layer l): <c>hf://ORG/REPO/PATH[?revision=R]</c>
     /// (downloaded through <see cref="HfHubClient"/> with <paramref name="hub"/>), absolute, or relative to the folder
     /// (circuit-tracer: relative to the working directory). Without the list the layers are the folder's
@@ -265,9 +334,19 @@ public static class CrossLayerTranscoderLoader
     /// or none, skip weights or none. Loaded as a <see cref="CrossLayerTranscoder"/> whose layer l writes only layer l
     /// (<see cref="CrossLayerTranscoderConfig.PerLayer"/>).
     /// </summary>
-    public static CrossLayerTranscoder LoadTranscoderSet(string folder, HfHubOptions? hub = null, ScalarType dtype = ScalarType.Float32)
+    public static CrossLayerTranscoder LoadTranscoderSet(string folder, HfHubOptions? hub = null, ScalarType dtype = ScalarType.Float32) =>
+        LoadTranscoderSet(folder, new CrossLayerTranscoderLoadOptions { Dtype = dtype }, hub);
+
+    /// <summary><see cref="LoadTranscoderSet(string, HfHubOptions?, ScalarType)"/> with <paramref name="options"/>: lazy decoders
+    /// and encoders are read on demand from the layers' <c>.safetensors</c> files (a set with any <c>.npz</c> or folder layer
+    /// is loaded eagerly).</summary>
+    public static CrossLayerTranscoder LoadTranscoderSet(string folder, CrossLayerTranscoderLoadOptions options, HfHubOptions? hub = null)
     {
         ArgumentNullException.ThrowIfNull(folder);
+        ArgumentNullException.ThrowIfNull(options);
+        var dtype = options.Dtype;
+        var decoders = new List<CrossLayerTranscoderFiles.Source>();
+        var encoders = new List<CrossLayerTranscoderFiles.Source>();
         string configPath = Path.Combine(folder, SaeLensConversions.CircuitTracerConfigFile);
         var yaml = YamlFields.Load(configPath);
         string kind = YamlFields.RequiredStr(yaml, configPath, "model_kind");
@@ -277,10 +356,13 @@ public static class CrossLayerTranscoderLoader
         string output = YamlFields.RequiredStr(yaml, configPath, "feature_output_hook");
         string? model = YamlFields.Str(yaml, configPath, "model_name");
         string? activation = YamlFields.Str(yaml, configPath, "activation");
-        if (activation is not (null or "relu" or "jump_relu" or "jumprelu"))
-            throw new SaeSharpException($"{configPath}: activation '{activation}' is not supported (relu, or none: JumpReLU when the files hold thresholds, else ReLU)");
+        if (activation is not (null or "relu" or "jump_relu" or "jumprelu" or "topk"))
+            throw new SaeSharpException($"{configPath}: activation '{activation}' is not supported (relu, topk, or none: JumpReLU when the files hold thresholds, else ReLU)");
         var layers = TranscoderSetFiles(yaml, configPath, folder, hub);
         int n = layers.Count;
+        int? topK = activation == "topk" ? TopKOf(yaml, configPath, layers[0]) : null;
+        bool files = layers.All(f => File.Exists(f) && f.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase));
+        bool lazyEncoder = options.LazyEncoder && files, lazyDecoder = options.LazyDecoder && files;
         var state = new Dictionary<string, Tensor>(StringComparer.Ordinal);
         try
         {
@@ -292,13 +374,15 @@ public static class CrossLayerTranscoderLoader
             {
                 string file = layers[i];
                 if (!File.Exists(file) && !Directory.Exists(file)) throw new SaeSharpException($"{file}: file not found (transcoder set layer {i}, {configPath})");
-                var (w, wDec, be, bd, th, sk) = ReadLayerTranscoder(file, dtype, state);
-                if (i == 0) (dSae, dModel) = ((int)w.shape[0], (int)w.shape[1]);
-                wEnc.Add(Shaped(w, "W_enc", file, dSae, dModel));
+                var (w, wDec, be, bd, th, sk, encKey, decKey) = ReadLayerTranscoder(file, dtype, state, lazyEncoder, lazyDecoder);
+                if (i == 0) (dSae, dModel) = ((int)be.shape[0], (int)bd.shape[0]);
+                if (w is null) encoders.Add(new(file, encKey!, Transposed: encKey == "w_enc"));
+                else wEnc.Add(Shaped(w, "W_enc", file, dSae, dModel));
                 bEnc.Add(Shaped(be, "b_enc", file, dSae));
                 bDec.Add(Shaped(bd, "b_dec", file, dModel));
-                state[$"W_dec.{i}"] = Shaped(wDec, "W_dec", file, dSae, dModel).unsqueeze(1);
-                bool hasThreshold = th is not null && activation != "relu", hasSkip = sk is not null;
+                if (wDec is null) decoders.Add(new(file, decKey!, FirstOutput: i));
+                else state[$"W_dec.{i}"] = Shaped(wDec, "W_dec", file, dSae, dModel).unsqueeze(1);
+                bool hasThreshold = th is not null && activation is not ("relu" or "topk"), hasSkip = sk is not null;
                 if ((threshold ??= hasThreshold) != hasThreshold)
                     throw new SaeSharpException($"{file}: {(hasThreshold ? "has" : "lacks")} a JumpReLU threshold but layer 0 {(hasThreshold ? "lacks" : "has")} one: every layer of a transcoder set has a threshold or none");
                 if ((skip ??= hasSkip) != hasSkip)
@@ -308,14 +392,31 @@ public static class CrossLayerTranscoderLoader
             }
             return Build(new CrossLayerTranscoderConfig
             {
-                NLayers = n, DTranscoder = dSae, DModel = dModel, JumpRelu = threshold == true, SkipConnection = skip == true, PerLayer = true,
+                NLayers = n, DTranscoder = dSae, DModel = dModel, JumpRelu = threshold == true, TopK = topK, SkipConnection = skip == true, PerLayer = true,
                 FeatureInputHook = input, FeatureOutputHook = output, ModelName = model, Format = "circuit-tracer transcoder set", Dtype = dtype,
-            }, state, wEnc, bEnc, bDec, thresholds, skips, folder);
+            }, state, wEnc, bEnc, bDec, thresholds, skips, folder, options, decoders, encoders);
         }
         finally
         {
             foreach (var t in state.Values) t.Dispose();
         }
+    }
+
+    /// <summary>A top-k set's k: the config's <c>k</c>, else the <c>k</c> tensor of layer 0's safetensors file (circuit-tracer's
+    /// <c>SingleLayerTranscoder.to_safetensors</c> writes it).</summary>
+    private static int TopKOf(YamlDotNet.RepresentationModel.YamlMappingNode yaml, string configPath, string layer0)
+    {
+        if (YamlFields.Str(yaml, configPath, "k") is not null) return YamlFields.RequiredInt(yaml, configPath, "k");
+        if (File.Exists(layer0) && layer0.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase))
+        {
+            using var f = SafeTensorsFile.Open(layer0);
+            if (f.Contains("k"))
+            {
+                using var k = f.Read("k", ScalarType.Int64);
+                return k.numel() == 1 ? (int)k.reshape(-1)[0].item<long>() : throw new SaeSharpException($"{layer0}: tensor 'k' should hold one number, the top-k activation's k");
+            }
+        }
+        throw new SaeSharpException($"{configPath}: activation 'topk' needs k: a 'k' entry, or a 'k' tensor in layer 0's file {layer0}");
     }
 
     /// <summary>The local per-layer files of a transcoder set, by layer: its config's <c>transcoders:</c> list (hf:// entries
@@ -363,10 +464,17 @@ public static class CrossLayerTranscoderLoader
 
     /// <summary>One per-layer transcoder's weights in circuit-tracer's orientation (W_enc, W_dec [d_transcoder, d_model]; b_enc;
     /// b_dec; threshold or null; W_skip [d_model, d_model] applied as x·W_skip, or null) from circuit-tracer's, Gemma Scope's
-    /// (.npz) or Gemma Scope 2's file; what it reads is added to <paramref name="owned"/> (disposed by the caller).</summary>
-    private static (Tensor WEnc, Tensor WDec, Tensor BEnc, Tensor BDec, Tensor? Threshold, Tensor? Skip) ReadLayerTranscoder(string file, ScalarType dtype, Dictionary<string, Tensor> owned)
+    /// (.npz) or Gemma Scope 2's file; what it reads is added to <paramref name="owned"/> (disposed by the caller). With
+    /// <paramref name="lazyEncoder"/> / <paramref name="lazyDecoder"/> (a .safetensors file) W_enc / W_dec are null, left in
+    /// the file, and EncKey / DecKey name them there.</summary>
+    private static (Tensor? WEnc, Tensor? WDec, Tensor BEnc, Tensor BDec, Tensor? Threshold, Tensor? Skip, string? EncKey, string? DecKey) ReadLayerTranscoder(
+        string file, ScalarType dtype, Dictionary<string, Tensor> owned, bool lazyEncoder, bool lazyDecoder)
     {
-        if (Directory.Exists(file)) return ReadSaeTranscoder(file, dtype, owned);
+        if (Directory.Exists(file))
+        {
+            var (we, wd, be, bd, th, sk) = ReadSaeTranscoder(file, dtype, owned);
+            return (we, wd, be, bd, th, sk, null, null);
+        }
         if (file.EndsWith(".npz", StringComparison.OrdinalIgnoreCase))
         {
             var raw = Npy.LoadNpz(file);
@@ -374,15 +482,24 @@ public static class CrossLayerTranscoderLoader
             var d = raw.ToDictionary(kv => kv.Key, kv => kv.Value.to(dtype), StringComparer.Ordinal);
             Keep(owned, d);
             return (SaeLensConversions.Need(d, "W_enc", file, 2).t(), SaeLensConversions.Need(d, "W_dec", file, 2), SaeLensConversions.Need(d, "b_enc", file, 1),
-                SaeLensConversions.Need(d, "b_dec", file, 1), SaeLensConversions.Need(d, "threshold", file, 1), null);
+                SaeLensConversions.Need(d, "b_dec", file, 1), SaeLensConversions.Need(d, "threshold", file, 1), null, null, null);
         }
-        var p = SafeTensors.Load(file, dtype);
+        bool gemma;
+        using (var header = SafeTensorsFile.Open(file)) gemma = header.Contains("w_enc");
+        string encKey = gemma ? "w_enc" : "W_enc", decKey = gemma ? "w_dec" : "W_dec";
+        if (lazyEncoder) HeaderShape(file, encKey, 2);
+        if (lazyDecoder) HeaderShape(file, decKey, 2);
+        var p = ReadExcept(file, dtype, lazyEncoder ? encKey : null, lazyDecoder ? decKey : null);
         Keep(owned, p);
-        if (p.ContainsKey("w_enc"))
-            return (SaeLensConversions.Need(p, "w_enc", file, 2).t(), SaeLensConversions.Need(p, "w_dec", file, 2), SaeLensConversions.Need(p, "b_enc", file, 1),
-                SaeLensConversions.Need(p, "b_dec", file, 1), SaeLensConversions.Need(p, "threshold", file, 1), p.GetValueOrDefault("affine_skip_connection"));
-        return (SaeLensConversions.Need(p, "W_enc", file, 2), SaeLensConversions.Need(p, "W_dec", file, 2), SaeLensConversions.Need(p, "b_enc", file, 1),
-            SaeLensConversions.Need(p, "b_dec", file, 1), p.GetValueOrDefault("activation_function.threshold"), p.GetValueOrDefault("W_skip")?.t());
+        var wEnc = lazyEncoder ? null : SaeLensConversions.Need(p, encKey, file, 2);
+        var wDec = lazyDecoder ? null : SaeLensConversions.Need(p, decKey, file, 2);
+        if (gemma)
+            return (wEnc?.t(), wDec, SaeLensConversions.Need(p, "b_enc", file, 1),
+                SaeLensConversions.Need(p, "b_dec", file, 1), SaeLensConversions.Need(p, "threshold", file, 1), p.GetValueOrDefault("affine_skip_connection"),
+                lazyEncoder ? encKey : null, lazyDecoder ? decKey : null);
+        return (wEnc, wDec, SaeLensConversions.Need(p, "b_enc", file, 1),
+            SaeLensConversions.Need(p, "b_dec", file, 1), p.GetValueOrDefault("activation_function.threshold"), p.GetValueOrDefault("W_skip")?.t(),
+            lazyEncoder ? encKey : null, lazyDecoder ? decKey : null);
     }
 
     /// <summary>A transcoder set's layer given as a single SAE's folder (SAELens's cfg.json + sae_weights.safetensors, or any
@@ -447,6 +564,31 @@ public static class CrossLayerTranscoderLoader
         t.shape.SequenceEqual(shape) ? t
             : throw new SaeSharpException($"{file}: tensor '{key}' has shape [{string.Join(", ", t.shape)}], expected [{string.Join(", ", shape)}] (the CLT's other layers fix the sizes)");
 
+    /// <summary>Every tensor of the safetensors file <paramref name="file"/> as <paramref name="dtype"/> except those named in
+    /// <paramref name="skip"/> (left in the file: a lazy CLT's decoders or encoders).</summary>
+    private static Dictionary<string, Tensor> ReadExcept(string file, ScalarType dtype, params string?[] skip)
+    {
+        using var f = SafeTensorsFile.Open(file);
+        return f.Names.Where(k => !skip.Contains(k)).ToDictionary(k => k, k => f.Read(k, dtype), StringComparer.Ordinal);
+    }
+
+    /// <summary>The header shape of tensor <paramref name="key"/> in <paramref name="file"/> (its data not read), which must
+    /// have <paramref name="dims"/> dimensions.</summary>
+    private static long[] HeaderShape(string file, string key, int dims)
+    {
+        using var f = SafeTensorsFile.Open(file);
+        if (!f.Contains(key)) throw new SaeSharpException($"{file}: missing tensor '{key}' (tensors: {string.Join(", ", f.Names)})");
+        var shape = f.Info(key).Shape;
+        return shape.Length == dims ? shape
+            : throw new SaeSharpException($"{file}: tensor '{key}' has shape [{string.Join(", ", shape)}], expected {dims} dimensions");
+    }
+
+    /// <summary><paramref name="shape"/> (a tensor's header shape, its data left in the file) when it is <paramref name="expected"/>,
+    /// else the error <see cref="Shaped"/> gives.</summary>
+    private static long[] ShapedHeader(long[] shape, string key, string file, params long[] expected) =>
+        shape.SequenceEqual(expected) ? shape
+            : throw new SaeSharpException($"{file}: tensor '{key}' has shape [{string.Join(", ", shape)}], expected [{string.Join(", ", expected)}] (the CLT's other layers fix the sizes)");
+
     /// <summary>Adds the loaded tensors to <paramref name="owned"/> (disposed by the caller) under unique keys.</summary>
     private static void Keep(Dictionary<string, Tensor> owned, params Dictionary<string, Tensor>[] loaded)
     {
@@ -455,26 +597,45 @@ public static class CrossLayerTranscoderLoader
     }
 
     private static CrossLayerTranscoder Build(CrossLayerTranscoderConfig cfg, Dictionary<string, Tensor> state, List<Tensor> wEnc,
-        List<Tensor> bEnc, List<Tensor> bDec, List<Tensor> thresholds, List<Tensor> skips, string source)
+        List<Tensor> bEnc, List<Tensor> bDec, List<Tensor> thresholds, List<Tensor> skips, string source,
+        CrossLayerTranscoderLoadOptions options, List<CrossLayerTranscoderFiles.Source> decoders, List<CrossLayerTranscoderFiles.Source> encoders)
     {
         using var scope = NewDisposeScope();
         var sd = state.Where(kv => !kv.Key.StartsWith('#')).ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.Ordinal);
-        sd["W_enc"] = stack(wEnc, 0);
+        // The big per-layer weights are copied layer by layer into the parameters (no stacked copy).
+        var perLayer = new Dictionary<string, List<Tensor>>(StringComparer.Ordinal);
+        if (wEnc.Count > 0) perLayer["W_enc"] = wEnc;
+        if (cfg.SkipConnection) perLayer["W_skip"] = skips;
         sd["b_enc"] = stack(bEnc, 0);
         sd["b_dec"] = stack(bDec, 0);
         if (cfg.JumpRelu) sd["activation_function.threshold"] = stack(thresholds, 0).unsqueeze(1);
-        if (cfg.SkipConnection) sd["W_skip"] = stack(skips, 0);
-        var clt = OwnedModules.Detach(new CrossLayerTranscoder(cfg));
+        var files = decoders.Count > 0 || encoders.Count > 0
+            ? new CrossLayerTranscoderFiles(decoders.Count > 0 ? [.. decoders] : null, encoders.Count > 0 ? [.. encoders] : null,
+                cfg.NLayers, cfg.PerLayer, cfg.DTranscoder, cfg.DModel, options.Dtype)
+            : null;
+        CrossLayerTranscoder clt;
+        try
+        {
+            clt = OwnedModules.Detach(new CrossLayerTranscoder(cfg, files));
+        }
+        catch
+        {
+            files?.Dispose();
+            throw;
+        }
         try
         {
             // Copied into the module's own parameters (which outlive this scope), key by key.
             var own = clt.state_dict();
-            var missing = own.Keys.Where(k => !sd.ContainsKey(k)).ToList();
-            var unexpected = sd.Keys.Where(k => !own.ContainsKey(k)).ToList();
+            var missing = own.Keys.Where(k => !sd.ContainsKey(k) && !perLayer.ContainsKey(k)).ToList();
+            var unexpected = sd.Keys.Concat(perLayer.Keys).Where(k => !own.ContainsKey(k)).ToList();
             if (missing.Count > 0 || unexpected.Count > 0)
                 throw new SaeSharpException($"{source}: the CLT's state dict does not match (missing: {string.Join(", ", missing)}; unexpected: {string.Join(", ", unexpected)})");
             using (no_grad())
-                foreach (var (k, t) in own) t.copy_(sd[k]);
+                foreach (var (k, t) in own)
+                    if (perLayer.TryGetValue(k, out var layers))
+                        for (int l = 0; l < layers.Count; l++) t[l].copy_(layers[l]);
+                    else t.copy_(sd[k]);
             return clt;
         }
         catch

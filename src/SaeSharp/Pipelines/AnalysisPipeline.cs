@@ -160,14 +160,18 @@ public static class AnalysisPipeline
     /// on <paramref name="layers"/> (null: all). <paramref name="featureSpec"/> (<see cref="FeatureSelection.Parse"/>, against
     /// d_transcoder) chooses the features when <see cref="FeatureAnalysisOptions.Features"/> is null; <paramref name="layerSpec"/>
     /// likewise the layers when <paramref name="layers"/> is null. One report per layer, token strings decoded.
+    /// <paramref name="loading"/>: what stays in the CLT's files (null: circuit-tracer's defaults, lazy decoders, in the dtype
+    /// <see cref="Interop.CrossLayerTranscoderLoader.ForModel"/> gives beside the model).
     /// </summary>
     public static IReadOnlyList<(int Layer, FeatureReport Report)> CrossLayerFeatures(string cltPath, ModelDataOptions data, FeatureAnalysisOptions options,
-        IReadOnlyList<int>? layers = null, string? featureSpec = null, string? layerSpec = null, Hub.HfHubOptions? hub = null)
+        IReadOnlyList<int>? layers = null, string? featureSpec = null, string? layerSpec = null, Hub.HfHubOptions? hub = null,
+        Interop.CrossLayerTranscoderLoadOptions? loading = null)
     {
         ArgumentNullException.ThrowIfNull(cltPath);
         ArgumentNullException.ThrowIfNull(data);
         ArgumentNullException.ThrowIfNull(options);
-        using var clt = Interop.CrossLayerTranscoderLoader.Load(cltPath, hub, Interop.CrossLayerTranscoderLoader.ForModel(data.ModelDtype));
+        using var clt = Interop.CrossLayerTranscoderLoader.Load(cltPath,
+            loading ?? new Interop.CrossLayerTranscoderLoadOptions { Dtype = Interop.CrossLayerTranscoderLoader.ForModel(data.ModelDtype) }, hub);
         if (options.Features is null && featureSpec is not null) options = options with { Features = FeatureSelection.Parse(featureSpec, clt.Cfg.DTranscoder) };
         if (layers is null && layerSpec is not null) layers = FeatureSelection.Parse(layerSpec, clt.Cfg.NLayers, "layers");
         var tokenizer = Tokenizer.FromFolder(data.TokenizerPath ?? data.ModelPath);

@@ -301,14 +301,17 @@ public static class ModelPipeline
     /// endpoint and cache: <see cref="Interop.CrossLayerTranscoderLoader.Load(string, Hub.HfHubOptions?, TorchSharp.torch.ScalarType)"/>) and the model (processed as
     /// <paramref name="data"/> says; a CLT records no processing), and evaluates the replacement model
     /// (<see cref="DownstreamEvaluator.EvaluateReplacement"/>) on the dataset's windows (context size default 128,
-    /// prepend_bos default true, excluded tokens as <paramref name="data"/> gives them).
+    /// prepend_bos default true, excluded tokens as <paramref name="data"/> gives them). <paramref name="loading"/>: what stays in
+    /// the CLT's files (null: circuit-tracer's defaults, lazy decoders, in the dtype <see cref="Interop.CrossLayerTranscoderLoader.ForModel"/>
+    /// gives beside the model).
     /// </summary>
     public static CrossLayerTranscoderMetrics EvaluateReplacement(string cltPath, ModelDataOptions data, bool meanAblation = true,
-        IProgress<WorkProgress>? progress = null, Hub.HfHubOptions? hub = null)
+        IProgress<WorkProgress>? progress = null, Hub.HfHubOptions? hub = null, Interop.CrossLayerTranscoderLoadOptions? loading = null)
     {
         ArgumentNullException.ThrowIfNull(cltPath);
         ArgumentNullException.ThrowIfNull(data);
-        using var clt = Interop.CrossLayerTranscoderLoader.Load(cltPath, hub, Interop.CrossLayerTranscoderLoader.ForModel(data.ModelDtype));
+        using var clt = Interop.CrossLayerTranscoderLoader.Load(cltPath,
+            loading ?? new Interop.CrossLayerTranscoderLoadOptions { Dtype = Interop.CrossLayerTranscoderLoader.ForModel(data.ModelDtype) }, hub);
         var tokenizer = Tokenizer.FromFolder(data.TokenizerPath ?? data.ModelPath);
         using var pm = ModelForSae.Load(data.ModelPath, data.Processing, data.ModelDtype ?? ScalarType.Float32);
         if (data.Device.type != DeviceType.CPU)

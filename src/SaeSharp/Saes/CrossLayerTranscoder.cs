@@ -15,6 +15,9 @@ public sealed record CrossLayerTranscoderConfig
     public required int DModel { get; init; }
     /// <summary>JumpReLU with a per-feature threshold (f = pre·[pre &gt; θ], circuit-tracer's <c>jump_relu</c>), else ReLU.</summary>
     public bool JumpRelu { get; init; }
+    /// <summary>circuit-tracer's <c>TopK</c> activation (a transcoder set with <c>activation: topk</c>): each row keeps its
+    /// k largest pre-activations as they are (no ReLU, as circuit-tracer's) and zeroes the rest; null: JumpReLU or ReLU.</summary>
+    public int? TopK { get; init; }
     /// <summary>A transcoder set (circuit-tracer's <c>TranscoderSet</c> of per-layer transcoders): layer l's features write
     /// only layer l's output, so <c>W_dec.l</c> is [d_transcoder, 1, d_model] (no zeros stored for the other layers);
     /// else a cross-layer transcoder, whose layer l writes layers l..L−1.</summary>
@@ -44,43 +47,59 @@ public sealed record CrossLayerTranscoderConfig
 /// <c>W_enc</c> [L, d_transcoder, d_model], <c>b_enc</c> [L, d_transcoder], <c>b_dec</c> [L, d_model],
 /// <c>W_dec.i</c> [d_transcoder, L − i, d_model] ([d_transcoder, 1, d_model] in a transcoder set), <c>activation_function.threshold</c> [L, 1, d_transcoder] (JumpReLU),
 /// <c>W_skip</c> [L, d_model, d_model] (with a skip connection). Load one with
-/// <see cref="Interop.CrossLayerTranscoderLoader.Load"/>; splice it into a model with
+/// <see cref="Interop.CrossLayerTranscoderLoader.Load(string, Hub.HfHubOptions?, ScalarType)"/>; splice it into a model with
 /// <see cref="Evaluation.DownstreamEvaluator.EvaluateReplacement"/>.
 /// </summary>
 public sealed class CrossLayerTranscoder : nn.Module<Tensor, Tensor>
 {
 #pragma warning disable IDE1006 // fields named after circuit-tracer's state_dict keys
-    private readonly Parameter W_enc;
+    private readonly Parameter? W_enc;
     private readonly Parameter b_enc;
     private readonly Parameter b_dec;
     private readonly ParameterList W_dec;
     private readonly Parameter? W_skip;
     private readonly JumpReluThreshold? activation_function;
 #pragma warning restore IDE1006
+    private readonly CrossLayerTranscoderFiles? _files;
 
     /// <summary>Shape, activation and hooks.</summary>
     public CrossLayerTranscoderConfig Cfg { get; }
 
     /// <summary>A CLT of shape <paramref name="cfg"/> with zero weights (load them with <c>load_state_dict</c>).</summary>
-    public CrossLayerTranscoder(CrossLayerTranscoderConfig cfg) : base(nameof(CrossLayerTranscoder))
+    public CrossLayerTranscoder(CrossLayerTranscoderConfig cfg) : this(cfg, null) { }
+
+    /// <summary>A CLT whose decoders and / or encoders are read on demand from <paramref name="files"/> (not parameters).</summary>
+    internal CrossLayerTranscoder(CrossLayerTranscoderConfig cfg, CrossLayerTranscoderFiles? files) : base(nameof(CrossLayerTranscoder))
     {
         ArgumentNullException.ThrowIfNull(cfg);
         if (cfg.NLayers <= 0 || cfg.DTranscoder <= 0 || cfg.DModel <= 0)
             throw new SaeSharpException($"cross-layer transcoder: n_layers, d_transcoder and d_model must be positive, got {cfg.NLayers}, {cfg.DTranscoder}, {cfg.DModel}");
         if (cfg.Dtype is not (ScalarType.Float32 or ScalarType.Float64 or ScalarType.BFloat16 or ScalarType.Float16))
             throw new SaeSharpException($"cross-layer transcoder: weights in {cfg.Dtype}: expected float32, float64, bfloat16 or float16");
+        if (cfg.TopK is int k && (k <= 0 || k > cfg.DTranscoder || cfg.JumpRelu))
+            throw new SaeSharpException($"cross-layer transcoder: top-k activation needs 0 < k ≤ d_transcoder = {cfg.DTranscoder} and no JumpReLU thresholds, got k = {k}{(cfg.JumpRelu ? " with thresholds" : "")}");
         Cfg = cfg;
         int l = cfg.NLayers, f = cfg.DTranscoder, d = cfg.DModel;
         var t = cfg.Dtype;
-        W_enc = nn.Parameter(zeros(l, f, d, dtype: t), requires_grad: false);
+        _files = files;
+        if (files?.LazyEncoder != true) W_enc = nn.Parameter(zeros(l, f, d, dtype: t), requires_grad: false);
         b_enc = nn.Parameter(zeros(l, f, dtype: t), requires_grad: false);
         b_dec = nn.Parameter(zeros(l, d, dtype: t), requires_grad: false);
         W_dec = new ParameterList();
-        for (int i = 0; i < l; i++) W_dec.Add(nn.Parameter(zeros(f, cfg.PerLayer ? 1 : l - i, d, dtype: t), requires_grad: false));
+        if (files?.LazyDecoder != true)
+            for (int i = 0; i < l; i++) W_dec.Add(nn.Parameter(zeros(f, cfg.PerLayer ? 1 : l - i, d, dtype: t), requires_grad: false));
         if (cfg.SkipConnection) W_skip = nn.Parameter(zeros(l, d, d, dtype: t), requires_grad: false);
         if (cfg.JumpRelu) activation_function = new JumpReluThreshold(l, f, t);
         RegisterComponents();
     }
+
+    /// <summary>Whether the decoders are read on demand from the CLT's files, only the active features' rows (circuit-tracer's
+    /// <c>lazy_decoder</c>, its default): see <see cref="Interop.CrossLayerTranscoderLoadOptions"/>.</summary>
+    public bool LazyDecoder => _files?.LazyDecoder == true;
+
+    /// <summary>Whether the encoders are read on demand from the CLT's files, one layer at a time (circuit-tracer's
+    /// <c>lazy_encoder</c>).</summary>
+    public bool LazyEncoder => _files?.LazyEncoder == true;
 
     /// <summary>The last layer whose reconstruction layer <paramref name="layer"/>'s features write: the layer itself in a
     /// transcoder set (<see cref="CrossLayerTranscoderConfig.PerLayer"/>), else the last layer.</summary>
@@ -122,8 +141,10 @@ public sealed class CrossLayerTranscoder : nn.Module<Tensor, Tensor>
         CheckLayer(layer);
         CheckWidth(x, "input");
         using var scope = NewDisposeScope();
-        var pre = matmul(x.to(W_enc.dtype), W_enc[layer].t()).add(b_enc[layer], TorchScalars.One);
-        var f = activation_function is { } a ? pre * pre.gt(a.Threshold(layer)).to(pre.dtype) : nn.functional.relu(pre);
+        var pre = matmul(x.to(b_enc.dtype), EncoderWeight(layer).t()).add(b_enc[layer], TorchScalars.One);
+        var f = activation_function is { } a ? pre * pre.gt(a.Threshold(layer)).to(pre.dtype)
+            : Cfg.TopK is int k ? pre * zeros_like(pre).scatter_(-1, pre.topk(k, dim: -1).indexes, ones_like(pre))
+            : nn.functional.relu(pre);
         return f.MoveToOuterDisposeScope();
     }
 
@@ -154,7 +175,8 @@ public sealed class CrossLayerTranscoder : nn.Module<Tensor, Tensor>
         {
             if (features[i].shape[^1] != Cfg.DTranscoder)
                 throw new SaeSharpException($"cross-layer transcoder: features of layer {i} have {features[i].shape[^1]} values per row, expected d_transcoder = {Cfg.DTranscoder}");
-            y = y.add(matmul(features[i].to(W_enc.dtype), W_dec[i].select(1, layer - i)), TorchScalars.One);
+            var fi = features[i].to(b_enc.dtype);
+            y = y.add(LazyDecoder ? LazyDecode(fi, i, layer) : matmul(fi, W_dec[i].select(1, layer - i)), TorchScalars.One);
         }
         if (W_skip is not null)
         {
@@ -172,7 +194,7 @@ public sealed class CrossLayerTranscoder : nn.Module<Tensor, Tensor>
         CheckLayer(layer);
         if (W_skip is null) return null;
         CheckWidth(input, "input");
-        return matmul(input.to(W_enc.dtype), W_skip[layer]);
+        return matmul(input.to(b_enc.dtype), W_skip[layer]);
     }
 
     /// <summary>Encoder rows W_enc[layer][features] [n, d_model] of the features <paramref name="features"/> (int64 [n]):
@@ -181,7 +203,7 @@ public sealed class CrossLayerTranscoder : nn.Module<Tensor, Tensor>
     {
         ArgumentNullException.ThrowIfNull(features);
         CheckLayer(layer);
-        return W_enc[layer].index_select(0, features);
+        return LazyEncoder ? _files!.EncoderRows(layer, features.data<long>().ToArray()) : W_enc![layer].index_select(0, features);
     }
 
     /// <summary>Decoder rows W_dec[layer][features, outputLayer − layer] [n, d_model]: what the features
@@ -194,7 +216,8 @@ public sealed class CrossLayerTranscoder : nn.Module<Tensor, Tensor>
         CheckLayer(outputLayer);
         if (outputLayer < layer || outputLayer > LastOutputLayer(layer))
             throw new SaeSharpException($"{(Cfg.PerLayer ? "transcoder set" : "cross-layer transcoder")}: layer {layer}'s features write to layers {layer}..{LastOutputLayer(layer)}, not {outputLayer}");
-        return W_dec[layer].index_select(0, features).select(1, outputLayer - layer);
+        return LazyDecoder ? _files!.DecoderRows(layer, outputLayer, features.data<long>().ToArray())
+            : W_dec[layer].index_select(0, features).select(1, outputLayer - layer);
     }
 
     /// <summary>Reconstructions of every layer [L, ..., d_model] from <paramref name="features"/> [L, ..., d_transcoder]
@@ -232,9 +255,10 @@ public sealed class CrossLayerTranscoder : nn.Module<Tensor, Tensor>
         CheckLayer(layer);
         var cfg = new SaeConfig
         {
-            Architecture = activation_function is null ? SaeArchitectures.Standard : SaeArchitectures.JumpReLU,
+            Architecture = activation_function is not null ? SaeArchitectures.JumpReLU : Cfg.TopK is null ? SaeArchitectures.Standard : SaeArchitectures.TopK,
+            K = Cfg.TopK,
             DIn = Cfg.DModel, DOut = Cfg.DModel, DSae = Cfg.DTranscoder, ApplyBDecToInput = false,
-            Dtype = Interop.SaeLensFormat.DtypeName(W_enc.dtype),
+            Dtype = Interop.SaeLensFormat.DtypeName(b_enc.dtype),
             Metadata = new SaeMetadata { ModelName = Cfg.ModelName, HookName = InputHook(layer) },
         };
         cfg.Metadata.HookNameOut = OutputHook(layer);
@@ -242,11 +266,49 @@ public sealed class CrossLayerTranscoder : nn.Module<Tensor, Tensor>
         using var _ = no_grad();
         var weights = new Dictionary<string, Tensor>(StringComparer.Ordinal)
         {
-            ["W_enc"] = W_enc[layer].t(), ["b_enc"] = b_enc[layer], ["b_dec"] = b_dec[layer], ["W_dec"] = W_dec[layer].sum(1),
+            ["W_enc"] = EncoderWeight(layer).t(), ["b_enc"] = b_enc[layer], ["b_dec"] = b_dec[layer],
+            ["W_dec"] = LazyDecoder ? _files!.DecoderSum(layer, layer, LastOutputLayer(layer) - layer + 1) : W_dec[layer].sum(1),
         };
         if (activation_function is { } a) weights["threshold"] = a.Threshold(layer);
         string where = $"cross-layer transcoder layer {layer}";
         return Interop.SaeWeights.Create(cfg, weights, where, where);
+    }
+
+    /// <summary>
+    /// f_i·W_dec[i][:, layer − i] with the decoder read lazily: only the rows of the features active somewhere in
+    /// <paramref name="fi"/> are read, into an otherwise zero [d_transcoder, d_model] matrix (freed at once), so the value is
+    /// the eager product exactly. When <paramref name="fi"/> needs a gradient, it flows through the active features' rows
+    /// alone (added as r − r, exactly zero in value), so autograd keeps only those rows, not the dense matrix; inactive
+    /// features get a zero gradient (their attribution, activation × gradient, is zero either way).
+    /// </summary>
+    private Tensor LazyDecode(Tensor fi, int source, int layer)
+    {
+        using var scope = NewDisposeScope();
+        var active = fi.detach().reshape(-1, Cfg.DTranscoder).ne(TorchScalars.Of(0.0)).any(0).nonzero().view(-1);
+        var rows = _files!.DecoderRows(source, layer, active.data<long>().ToArray());
+        Tensor part;
+        using (no_grad())
+        using (var w = zeros(Cfg.DTranscoder, Cfg.DModel, dtype: rows.dtype))
+        {
+            if (rows.shape[0] > 0) w.index_copy_(0, active, rows);
+            part = matmul(fi.detach(), w);
+        }
+        if (fi.requires_grad)
+        {
+            var sparse = matmul(fi.index_select(-1, active), rows);
+            part = part.add(sparse.sub(sparse.detach()), TorchScalars.One);
+        }
+        return part.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Layer <paramref name="layer"/>'s encoder [d_transcoder, d_model]: the parameter's row, or read from the file.</summary>
+    private Tensor EncoderWeight(int layer) => LazyEncoder ? _files!.Encoder(layer) : W_enc![layer];
+
+    /// <summary>Closes the files of a lazily loaded CLT.</summary>
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) _files?.Dispose();
+        base.Dispose(disposing);
     }
 
     private int CheckLayer(int layer) =>

@@ -330,6 +330,35 @@ public class InterventionCommandTests : IDisposable
     }
 
     [Fact]
+    public void GraphOfALazyCltEqualsTheEagerOneAndLazyNoLazyAreExclusive()
+    {
+        var (model, saeDir, _, tokens) = Setup();
+        var r0 = SaeSharp.Tests.Saes.CltReference.Random(2, 12, 16, 5, threshold: true, skip: true);
+        r0.ScaleThresholds(0.2);
+        r0.WriteCircuitTracerLn2(P("clt"));
+        using var row = tokens.narrow(0, 1, 1).clone();
+        SafeTensors.Save(P("one.safetensors"), new Dictionary<string, Tensor> { ["tokens"] = row });
+        string Graph(string name, params string[] extra)
+        {
+            var (exit, _, err) = CliRunner.Run(["graph", "--model", model, "--sae", P("clt"), "--input", P("one.safetensors"), "--out", P($"graphs/{name}.json"),
+                "--max-logits", "3", "--slug", "g", .. extra]);
+            Assert.True(exit == 0, err);
+            var json = JsonNode.Parse(File.ReadAllText(P($"graphs/{name}.json")))!;
+            return json["nodes"]!.ToJsonString() + json["links"]!.ToJsonString();
+        }
+        string eager = Graph("eager", "--no-lazy");
+        Assert.Equal(eager, Graph("default"));
+        Assert.Equal(eager, Graph("lazy", "--lazy"));
+
+        var (code, _, error) = CliRunner.Run("graph", "--model", model, "--sae", P("clt"), "--input", P("one.safetensors"), "--out", P("graphs/x.json"), "--lazy", "--no-lazy");
+        Assert.NotEqual(0, code);
+        Assert.Contains("--lazy and --no-lazy: give one", error);
+        (code, _, error) = CliRunner.Run("inspect", "--model", model, "--sae", saeDir, "--prompt", "hello", "--no-lazy");
+        Assert.NotEqual(0, code);
+        Assert.Contains("--no-lazy: only for a whole cross-layer transcoder or transcoder set", error);
+    }
+
+    [Fact]
     public void AttributeWritesTheFilesTheIssueNamesAndMatchesTheLibrary()
     {
         var (model, saeDir, input, tokens) = Setup();

@@ -203,7 +203,12 @@ public class CrossLayerTranscoderTests : IDisposable
         List<string> expectedKeys = ["W_dec.0 [6, 3, 5]", "W_dec.1 [6, 2, 5]", "W_dec.2 [6, 1, 5]", "W_enc [3, 6, 5]", "b_dec [3, 5]", "b_enc [3, 6]"];
         if (threshold) expectedKeys.Add("activation_function.threshold [3, 1, 6]");
         if (skip) expectedKeys.Add("W_skip [3, 5, 5]");
-        Assert.Equal(expectedKeys.Order(StringComparer.Ordinal), Keys(clt));
+        // Loaded eagerly: every weight a parameter; lazily (the default, as circuit-tracer's): the decoders stay in the files
+        // (circuit-tracer's lazy W_dec is None).
+        using (var eager = CrossLayerTranscoderLoader.Load(folder, CrossLayerTranscoderLoadOptions.Eager()))
+            Assert.Equal(expectedKeys.Order(StringComparer.Ordinal), Keys(eager));
+        Assert.True(clt.LazyDecoder);
+        Assert.Equal(expectedKeys.Where(k => !k.StartsWith("W_dec.", StringComparison.Ordinal)).Order(StringComparer.Ordinal), Keys(clt));
         // Default hooks are circuit-tracer's (no config.yaml).
         Assert.Equal("blocks.2.hook_resid_mid", clt.InputHook(2));
         Assert.Equal("blocks.2.hook_mlp_out", clt.OutputHook(2));

@@ -22,6 +22,52 @@ public class TranscoderSetTests : IDisposable
         GC.SuppressFinalize(this);
     }
 
+    [Fact]
+    public void Top_k_sets_keep_each_rows_k_largest_pre_activations_without_relu_as_circuit_tracer()
+    {
+        var r = CltReference.Random(3, 6, 5, seed: 21, threshold: false, skip: false).ZeroOffDiagonal();
+        string folder = Path.Combine(_dir, "topk");
+        r.WriteTranscoderSet(folder, threshold: false);
+        string config = Path.Combine(folder, "config.yaml");
+        string plain = File.ReadAllText(config);
+        File.WriteAllText(config, plain + "activation: topk\nk: 2\n");
+        using var set = CrossLayerTranscoderLoader.Load(folder, CrossLayerTranscoderLoadOptions.Eager());
+        using var lazy = CrossLayerTranscoderLoader.Load(folder, new CrossLayerTranscoderLoadOptions { LazyEncoder = true });
+        Assert.Equal((2, false), (set.Cfg.TopK, set.Cfg.JumpRelu));
+        var rnd = new Random(4);
+        var xs = Enumerable.Range(0, 3 * 4 * 5).Select(_ => rnd.NextDouble() * 2 - 1).ToArray();
+        using var x = tensor(xs.Select(v => (float)v).ToArray()).view(3, 4, 5);
+        int negativeKept = 0;
+        for (int l = 0; l < 3; l++)
+        {
+            using var f = set.EncodeLayer(x[l], l);
+            for (int p = 0; p < 4; p++)
+            {
+                // By hand: pre = x·W_enc[k] + b_enc[k]; the two largest stay as they are (negative ones too), the rest are 0.
+                var pre = Enumerable.Range(0, 6).Select(k => Enumerable.Range(0, 5).Sum(e => xs[(l * 4 + p) * 5 + e] * r.WEnc[l][k][e]) + r.BEnc[l][k]).ToArray();
+                var top = pre.Select((v, k) => (v, k)).OrderByDescending(t => t.v).Take(2).Select(t => t.k).ToHashSet();
+                for (int k = 0; k < 6; k++) Assert.Equal(top.Contains(k) ? pre[k] : 0, f[p, k].item<float>(), 5);
+                negativeKept += top.Count(k => pre[k] < 0);
+            }
+        }
+        Assert.True(negativeKept > 0, "the case should keep a negative pre-activation (no ReLU, as circuit-tracer's TopK)");
+        using (var a = set.forward(x))
+        using (var b = lazy.forward(x))
+            Assert.True(a.eq(b).all().item<bool>(), "lazy differs from eager");
+        using (var sae = set.LayerTranscoder(1)) Assert.Equal((SaeArchitectures.TopK, (int?)2), (sae.Cfg.Architecture, sae.Cfg.K));
+
+        // k from layer 0's file (circuit-tracer's SingleLayerTranscoder.to_safetensors writes a 'k' tensor).
+        File.WriteAllText(config, plain + "activation: topk\n");
+        string layer0 = Path.Combine(folder, "layer_0.safetensors");
+        var e = Assert.Throws<SaeSharpException>(() => CrossLayerTranscoderLoader.Load(folder));
+        Assert.Equal($"{config}: activation 'topk' needs k: a 'k' entry, or a 'k' tensor in layer 0's file {layer0}", e.Message);
+        var t0 = SafeTensors.Load(layer0);
+        t0["k"] = tensor(3L);
+        SafeTensors.Save(layer0, t0);
+        foreach (var t in t0.Values) t.Dispose();
+        using (var fromFile = CrossLayerTranscoderLoader.Load(folder)) Assert.Equal(3, fromFile.Cfg.TopK);
+    }
+
     [Theory]
     [InlineData(true, true)]
     [InlineData(false, false)]
@@ -39,7 +85,9 @@ public class TranscoderSetTests : IDisposable
         List<string> keys = ["W_dec.0 [6, 1, 5]", "W_dec.1 [6, 1, 5]", "W_dec.2 [6, 1, 5]", "W_enc [3, 6, 5]", "b_dec [3, 5]", "b_enc [3, 6]"];
         if (threshold) keys.Add("activation_function.threshold [3, 1, 6]");
         if (skip) keys.Add("W_skip [3, 5, 5]");
-        Assert.Equal(keys.Order(StringComparer.Ordinal), Keys(set));
+        using (var eager = CrossLayerTranscoderLoader.Load(folder, CrossLayerTranscoderLoadOptions.Eager()))
+            Assert.Equal(keys.Order(StringComparer.Ordinal), Keys(eager));
+        Assert.Equal(keys.Where(k => !k.StartsWith("W_dec.", StringComparison.Ordinal)).Order(StringComparer.Ordinal), Keys(set));   // lazy decoders
 
         var (x, expected) = Case(r, rows: 6, seed: 5);
         using var _ = x;
@@ -138,9 +186,9 @@ public class TranscoderSetTests : IDisposable
         e = Assert.Throws<SaeSharpException>(() => CrossLayerTranscoderLoader.Load(folder));
         Assert.Equal($"{config}: transcoders entry 0 is 'layer_1.safetensors', a layer 1 file; entry L must be layer L's file", e.Message);
 
-        File.WriteAllText(config, "model_kind: transcoder_set\nfeature_input_hook: hook_resid_mid\nfeature_output_hook: hook_mlp_out\nactivation: topk\nk: 8\n");
+        File.WriteAllText(config, "model_kind: transcoder_set\nfeature_input_hook: hook_resid_mid\nfeature_output_hook: hook_mlp_out\nactivation: gelu\n");
         e = Assert.Throws<SaeSharpException>(() => CrossLayerTranscoderLoader.Load(folder));
-        Assert.StartsWith($"{config}: activation 'topk' is not supported", e.Message);
+        Assert.StartsWith($"{config}: activation 'gelu' is not supported", e.Message);
 
         File.WriteAllText(config, "model_kind: something_else\n");
         Assert.False(CrossLayerTranscoderLoader.IsTranscoderSet(folder));
