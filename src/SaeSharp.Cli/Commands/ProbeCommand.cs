@@ -57,14 +57,16 @@ internal static class ProbeCommand
         return command;
     }
 
-    /// <summary>Test accuracy per task (model probe, then SAE top-k probes), the mean row, then the absorption table.</summary>
+    /// <summary>Test accuracy per task (model probe, then SAE top-k probes) in percent with one decimal (four characters at
+    /// most, so nine columns and a label fit 80 columns), the mean row, then the absorption table.</summary>
     internal static void Print(SparseProbingReport r)
     {
         static string A(double v) => v.ToString("F3", System.Globalization.CultureInfo.InvariantCulture);
-        static string All(double? v) => v is { } x ? A(x) : "-";
+        static string Pct(double v) => Math.Round(100 * v, 1) >= 100 ? "100" : (100 * v).ToString("F1", System.Globalization.CultureInfo.InvariantCulture);
+        static string All(double? v) => v is { } x ? Pct(x) : "-";
         var columns = new List<Column> { new("label", NoWrap: true), new("llm", Right: true, Heading: "llm\nall"), new("sae all", Right: true, Heading: "sae\nall") };
         columns.AddRange(r.KValues.Select(k => new Column($"sae top {k}", Right: true, Heading: $"sae\nk={k}")));
-        IReadOnlyList<string> Row(string name, double llm, double? saeAll, IEnumerable<double> sae) => [name, A(llm), All(saeAll), .. sae.Select(A)];
+        IReadOnlyList<string> Row(string name, double llm, double? saeAll, IEnumerable<double> sae) => [name, Pct(llm), All(saeAll), .. sae.Select(Pct)];
         var rows = r.Tasks.Select(t => Row(t.Label, t.LlmTestAccuracy, t.SaeTestAccuracy, r.KValues.Select(k => t.SaeTopK[k]))).ToList();
         if (r.Tasks.Count > 0)
         {
@@ -73,7 +75,7 @@ internal static class ProbeCommand
         }
         Cli.WriteColumns($"sparse probing at {r.Hook}: {r.Tasks.Count} labels, {Cli.Integer(r.Tokens)} " +
                          (r.Pooling == "mean" ? "texts (mean-pooled)" : "tokens"), columns, rows);
-        Cli.WriteIndented(Markup.Escape("(test accuracy on balanced sets; llm all = probe on every dimension of the activation; sae all = probe on every SAE feature (-: more than 2048 fire in the training set); sae k = probe on the top k SAE features, those with the largest difference of class means)"), 2);
+        Cli.WriteIndented(Markup.Escape("(test accuracy in % on balanced sets; llm all = probe on every dimension of the activation; sae all = probe on every SAE feature (-: more than 2048 fire in the training set); sae k = probe on the top k SAE features, those with the largest difference of class means)"), 2);
         if (r.Absorption is not { } a) return;
         Cli.WriteColumns("feature absorption",
             [new Column("label", NoWrap: true), new Column("probe F1", Right: true, Heading: "probe\nF1"), new Column("main latents", Heading: "main\nlatents"),
