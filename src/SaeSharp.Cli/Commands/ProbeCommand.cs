@@ -12,25 +12,40 @@ internal static class ProbeCommand
     {
         var sae = SaeCommands.SaeOption();
         var model = ModelCommands.ModelOption();
-        var dataset = new Option<string>("--dataset") { Description = "Labelled .jsonl (text + token-aligned labels), e.g. from `sae corpus`", Required = true };
+        var dataset = new Option<string>("--dataset") { Description = "Labelled .jsonl (text + token-aligned labels), e.g. from `sae corpus`; with --pooling mean also a .jsonl/.parquet classification dataset (text and class columns)", Required = true };
+        var pooling = new Option<string>("--pooling") { Description = "token: every labelled token is an example; mean: every text is one, its activations averaged over its tokens (SAEBench's task)", DefaultValueFactory = _ => "token" };
+        pooling.AcceptOnlyFromAmong("token", "mean");
         var tokens = new Option<long>("--tokens") { Description = "Labelled tokens to read (half train, half test)", DefaultValueFactory = _ => 40_000 }.Positive();
-        var ctx = new Option<int?>("--context-size") { Description = "Tokens per window (default: the SAE's context_size)" }.Positive();
+        var ctx = new Option<int?>("--context-size") { Description = "Tokens per window (default: the SAE's context_size); with --pooling mean, tokens read of each text (default 128, SAEBench's)" }.Positive();
+        var textField = new Option<string>("--text-field") { Description = "--pooling mean on a classification dataset: the text column", DefaultValueFactory = _ => "text" };
+        var labelField = new Option<string>("--label-field") { Description = "--pooling mean on a classification dataset: the class column (strings or integers)", DefaultValueFactory = _ => "label" };
+        var classes = new Option<string?>("--classes") { Description = "--pooling mean on a classification dataset: comma-separated classes, each probed against the others (default: every class)" };
+        var texts = new Option<int>("--texts") { Description = "--pooling mean on a labelled corpus: documents to read (4 in 5 train)", DefaultValueFactory = _ => 5000 }.Positive();
         var labels = new Option<string?>("--labels") { Description = "Comma-separated labels to probe (default: every label with 50 tokens with and without it in each half)" };
         var absorption = new Option<bool>("--absorption") { Description = "Also measure feature absorption (SAEBench's absorption eval on parent labels)" };
         var absorptionLabels = new Option<string?>("--absorption-labels") { Description = $"Comma-separated parent labels for --absorption (default: {string.Join(",", AbsorptionOptions.DefaultLabels)})" };
         var json = new Option<string?>("--json") { Description = "Write the means (SAEBench's key names), every task and the absorption details to this JSON file" };
         var command = new Command("probe", "k-sparse probing of SAE features against token labels, with a probe on the whole activation as baseline (SAEBench's sparse probing; --absorption: feature absorption)")
-            { sae, model, dataset, tokens, ctx, labels, absorption, absorptionLabels, json };
+            { sae, model, dataset, pooling, tokens, ctx, textField, labelField, classes, texts, labels, absorption, absorptionLabels, json };
         Cli.SetAction(command, parse =>
         {
             static IReadOnlyList<string>? List(string? s) => s is null ? null : s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
             if (parse.GetValue(absorptionLabels) is not null && !parse.GetValue(absorption))
                 throw new SaeSharpException("--absorption-labels needs --absorption");
             var absorb = parse.GetValue(absorption) ? new AbsorptionOptions { Labels = List(parse.GetValue(absorptionLabels)) } : null;
+            bool mean = parse.GetValue(pooling) == "mean";
+            if (mean) Cli.RefuseGiven(parse, "token pooling only (--pooling mean reads whole texts; absorption is measured on tokens)", tokens, absorption, absorptionLabels);
+            else Cli.RefuseGiven(parse, "need --pooling mean", textField, labelField, classes, texts);
+            var text = mean ? new TextProbingOptions
+            {
+                ContextSize = parse.GetValue(ctx) ?? 128, TextField = parse.GetValue(textField)!, LabelField = parse.GetValue(labelField)!,
+                Classes = List(parse.GetValue(classes)), MaxTexts = parse.GetValue(texts),
+            } : null;
             var report = CliProgress.Run("probe", progress => AnalysisPipeline.Probe(parse.GetValue(sae)!, ModelSource.Resolve(parse.GetValue(model)!),
                 parse.GetValue(dataset)!,
                 new LabelScoringOptions { Tokens = parse.GetValue(tokens), ContextSize = parse.GetValue(ctx), Progress = progress },
-                new SparseProbingOptions { Labels = List(parse.GetValue(labels)) }, absorb));
+                new SparseProbingOptions { Labels = List(parse.GetValue(labels)) }, absorb,
+                text is null ? null : text with { Progress = progress }));
             Print(report);
             if (parse.GetValue(json) is { } path)
             {
@@ -42,22 +57,25 @@ internal static class ProbeCommand
         return command;
     }
 
-    /// <summary>Test accuracy per task (model probe, then SAE top-k probes), the mean row, then the absorption table.</summary>
+    /// <summary>Test accuracy per task (model probe, then SAE top-k probes) in percent with one decimal (four characters at
+    /// most, so nine columns and a label fit 80 columns), the mean row, then the absorption table.</summary>
     internal static void Print(SparseProbingReport r)
     {
         static string A(double v) => v.ToString("F3", System.Globalization.CultureInfo.InvariantCulture);
-        static string All(double? v) => v is { } x ? A(x) : "-";
+        static string Pct(double v) => Math.Round(100 * v, 1) >= 100 ? "100" : (100 * v).ToString("F1", System.Globalization.CultureInfo.InvariantCulture);
+        static string All(double? v) => v is { } x ? Pct(x) : "-";
         var columns = new List<Column> { new("label", NoWrap: true), new("llm", Right: true, Heading: "llm\nall"), new("sae all", Right: true, Heading: "sae\nall") };
         columns.AddRange(r.KValues.Select(k => new Column($"sae top {k}", Right: true, Heading: $"sae\nk={k}")));
-        IReadOnlyList<string> Row(string name, double llm, double? saeAll, IEnumerable<double> sae) => [name, A(llm), All(saeAll), .. sae.Select(A)];
+        IReadOnlyList<string> Row(string name, double llm, double? saeAll, IEnumerable<double> sae) => [name, Pct(llm), All(saeAll), .. sae.Select(Pct)];
         var rows = r.Tasks.Select(t => Row(t.Label, t.LlmTestAccuracy, t.SaeTestAccuracy, r.KValues.Select(k => t.SaeTopK[k]))).ToList();
         if (r.Tasks.Count > 0)
         {
             var m = r.Means();
             rows.Add(Row("mean", m["llm_test_accuracy"], m.TryGetValue("sae_test_accuracy", out var sa) ? sa : null, r.KValues.Select(k => m[$"sae_top_{k}_test_accuracy"])));
         }
-        Cli.WriteColumns($"sparse probing at {r.Hook}: {r.Tasks.Count} labels, {Cli.Integer(r.Tokens)} tokens", columns, rows);
-        Cli.WriteIndented(Markup.Escape("(test accuracy on balanced sets; llm all = probe on every dimension of the activation; sae all = probe on every SAE feature (-: more than 2048 fire in the training set); sae k = probe on the top k SAE features, those with the largest difference of class means)"), 2);
+        Cli.WriteColumns($"sparse probing at {r.Hook}: {r.Tasks.Count} labels, {Cli.Integer(r.Tokens)} " +
+                         (r.Pooling == "mean" ? "texts (mean-pooled)" : "tokens"), columns, rows);
+        Cli.WriteIndented(Markup.Escape("(test accuracy in % on balanced sets; llm all = probe on every dimension of the activation; sae all = probe on every SAE feature (-: more than 2048 fire in the training set); sae k = probe on the top k SAE features, those with the largest difference of class means)"), 2);
         if (r.Absorption is not { } a) return;
         Cli.WriteColumns("feature absorption",
             [new Column("label", NoWrap: true), new Column("probe F1", Right: true, Heading: "probe\nF1"), new Column("main latents", Heading: "main\nlatents"),

@@ -28,6 +28,8 @@ public sealed record AbsorptionOptions
     public int MaxAbsorbingLatents { get; init; } = 3;
     /// <summary>A label is measured when it has this many tokens with and without it in each half.</summary>
     public int MinPositives { get; init; } = 50;
+    /// <summary>λ of the L1 probe whose largest weights pick each k-sparse probe's latents (SAEBench's <c>k_sparse_probe_l1_decay</c>).</summary>
+    public double L1Decay { get; init; } = 0.01;
     /// <summary>Inverse L2 strength of the probes (sklearn's <c>C</c>).</summary>
     public double C { get; init; } = 1.0;
 }
@@ -92,7 +94,7 @@ public sealed record AbsorptionReport(IReadOnlyList<AbsorptionLabelResult> Label
 /// SAEBench's feature absorption (Chanin et al. 2024) with a token label in place of a first letter. For a label L: a
 /// logistic-regression probe for L on the model activation (every training-half token, classes weighted to balance, as
 /// SAEBench's <c>pos_weight</c> and <c>class_weight="balanced"</c>); k-sparse probes on the SAE
-/// features for k = 1..MaxK, the main latents being those at the last k whose test F1 beat the best before it by more
+/// features for k = 1..MaxK, each on the k features with the largest weights of an L1-regularised probe (<see cref="L1Order"/>), the main latents being those at the last k whose test F1 beat the best before it by more
 /// than the jump threshold; then, on every evaluation-half token with L that the model probe scores positive, the
 /// absorption fraction and whether it is a full absorption, exactly as SAEBench's <c>FeatureAbsorptionCalculator</c>
 /// computes them. The formulas are in docs/labels.md.
@@ -135,9 +137,9 @@ public static class FeatureAbsorption
             var probe = LogisticRegression.Fit(modelActs.index_select(0, tr), yTrain, options.C, sampleWeight: weights);
             var probeScores = probe.DecisionFunction(xEval);
             double probeF1 = F1(probeScores, yEval);
-            // k-sparse probes on the features with the largest (signed) difference of class means.
+            // k-sparse probes on the features with the largest weights of an L1 probe (SAEBench's train_k_sparse_probes).
             var fTrain = features.index_select(0, tr);
-            var order = SparseProbing.MeanDifferenceOrder(fTrain, yTrain, absolute: false);
+            var order = L1Order(fTrain, yTrain, options.L1Decay);
             var sparseF1 = new List<double>();
             int[] main = [];
             double prevBest = -100;
@@ -190,6 +192,24 @@ public static class FeatureAbsorption
                 [.. absorbers.OrderByDescending(kv => kv.Value).ThenBy(kv => kv.Key).Take(5).Select(kv => (kv.Key, kv.Value))]));
         }
         return new AbsorptionReport(results);
+    }
+
+    /// <summary>SAEBench's choice of a k-sparse probe's latents: the SAE features ordered by their weight in an L1-regularised
+    /// probe (<see cref="LogisticRegression.FitL1"/> with SAEBench's <c>pos_weight</c>), largest first — signed, as its
+    /// <c>weights.topk(k)</c>, so features with negative weight come after those with none; ties by index. The probe is
+    /// fitted on the features that fire in <paramref name="x"/> (the others have weight 0 at the optimum).</summary>
+    internal static int[] L1Order(Tensor x, bool[] y, double lambda)
+    {
+        using var scope = NewDisposeScope();
+        var weights = new double[x.shape[1]];
+        var firing = x.ne(TorchScalars.Of(0)).any(0L).nonzero().squeeze(1);
+        if (firing.shape[0] > 0)
+        {
+            var probe = LogisticRegression.FitL1(x.index_select(1, firing), y, lambda, LogisticRegression.PosWeights(y));
+            var cols = firing.data<long>().ToArray();
+            for (int i = 0; i < cols.Length; i++) weights[cols[i]] = probe.Coef[i];
+        }
+        return [.. Enumerable.Range(0, weights.Length).OrderByDescending(j => weights[j]).ThenBy(j => j)];
     }
 
     /// <summary>

@@ -30,6 +30,10 @@ public sealed record SparseProbingOptions
     /// training set (the others get weight 0 at the optimum); when more than this many fire it is not computed (null),
     /// since Newton's method needs their (count + 1)² Hessian.</summary>
     public int AllFeaturesProbeLimit { get; init; } = 2048;
+    /// <summary>Each example has exactly one class (a classification dataset): a task's negatives are drawn evenly from the
+    /// other classes, as SAEBench's <c>prepare_probe_data</c> does — ⌈positives / other classes⌉ at random from each, then
+    /// as many as the positives at random from those. False: from every example without the label.</summary>
+    public bool OneVsRestClasses { get; init; }
 }
 
 /// <summary>One binary task of <see cref="SparseProbing"/>: test accuracies of the probes for one label.</summary>
@@ -53,8 +57,10 @@ public sealed record SparseProbingTask(string Label, int TrainExamples, int Test
 /// <param name="KValues">The k list.</param>
 /// <param name="Tasks">One entry per label probed.</param>
 /// <param name="Absorption">Feature absorption, when it was asked for.</param>
+/// <param name="Pooling">"token": every labelled token is an example (<see cref="Tokens"/> counts them); "mean": every
+/// text is one, its activations mean-pooled (<see cref="TextProbing"/>; <see cref="Tokens"/> counts the texts).</param>
 public sealed record SparseProbingReport(string Hook, long Tokens, IReadOnlyList<int> KValues, IReadOnlyList<SparseProbingTask> Tasks,
-    AbsorptionReport? Absorption = null)
+    AbsorptionReport? Absorption = null, string Pooling = "token")
 {
     /// <summary>Mean over tasks under SAEBench's key names: <c>llm_test_accuracy</c>, <c>llm_top_{k}_test_accuracy</c>,
     /// <c>sae_top_{k}_test_accuracy</c>.</summary>
@@ -77,7 +83,7 @@ public sealed record SparseProbingReport(string Hook, long Tokens, IReadOnlyList
             .Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value)));
         var root = new JsonObject
         {
-            ["hook"] = Hook, ["tokens"] = Tokens, ["k_values"] = new JsonArray([.. KValues.Select(k => (JsonNode)k)]),
+            ["hook"] = Hook, ["pooling"] = Pooling, [Pooling == "mean" ? "texts" : "tokens"] = Tokens, ["k_values"] = new JsonArray([.. KValues.Select(k => (JsonNode)k)]),
             ["eval_result_metrics"] = new JsonObject { ["llm"] = Group("llm_"), ["sae"] = Group("sae_") },
             ["eval_result_details"] = new JsonArray([.. Tasks.Select(t =>
             {
@@ -138,8 +144,10 @@ public static class SparseProbing
         foreach (int l in TaskLabels(tokenLabels, labelNames, fit, options.MinPositives, options.Labels))
         {
             var rng = new Random(options.Seed);
-            var (trainRows, yTrain) = Balanced(tokenLabels, l, fit, true, options.TrainSetSize, rng);
-            var (testRows, yTest) = Balanced(tokenLabels, l, fit, false, options.TestSetSize, rng);
+            var (trainRows, yTrain) = options.OneVsRestClasses ? BalancedOneVsRest(tokenLabels, l, fit, true, options.TrainSetSize, rng)
+                : Balanced(tokenLabels, l, fit, true, options.TrainSetSize, rng);
+            var (testRows, yTest) = options.OneVsRestClasses ? BalancedOneVsRest(tokenLabels, l, fit, false, options.TestSetSize, rng)
+                : Balanced(tokenLabels, l, fit, false, options.TestSetSize, rng);
             using var scope = NewDisposeScope();
             var tr = tensor(trainRows);
             var te = tensor(testRows);
@@ -228,6 +236,43 @@ public static class SparseProbing
         var rows = p.Take(m).Select(r => (r, true)).Concat(q.Take(m).Select(r => (r, false))).ToArray();
         rng.Shuffle(rows);
         return ([.. rows.Select(r => r.r)], [.. rows.Select(r => r.Item2)]);
+    }
+
+    /// <summary>SAEBench's <c>prepare_probe_data</c> for one class of a dataset whose examples have one class each: from one
+    /// half, the class's examples (at most size/2, at random) as positives; ⌈positives / other classes⌉ drawn at random
+    /// from each other class, then as many as the positives drawn at random from those as negatives (when the other classes
+    /// hold fewer, the positives are cut to match); shuffled together.</summary>
+    internal static (long[] Rows, bool[] Y) BalancedOneVsRest(IReadOnlyList<int[]> classes, int label, bool[] fit, bool half, int size, Random rng)
+    {
+        var byClass = new SortedDictionary<int, List<long>>();
+        for (int i = 0; i < classes.Count; i++)
+        {
+            if (fit[i] != half) continue;
+            if (classes[i].Length != 1) throw new SaeSharpException($"one-vs-rest probing needs one class per example; example {i} has {classes[i].Length}");
+            if (!byClass.TryGetValue(classes[i][0], out var list)) byClass[classes[i][0]] = list = [];
+            list.Add(i);
+        }
+        var pos = byClass.GetValueOrDefault(label)?.ToArray() ?? [];
+        rng.Shuffle(pos);
+        int m = Math.Min(pos.Length, size / 2);
+        var others = byClass.Where(kv => kv.Key != label).ToArray();
+        var pool = new List<long>();
+        if (others.Length > 0)
+        {
+            int perClass = (m + others.Length - 1) / others.Length;
+            foreach (var (_, rows) in others)
+            {
+                var r = rows.ToArray();
+                rng.Shuffle(r);
+                pool.AddRange(r.Take(perClass));
+            }
+        }
+        var neg = pool.ToArray();
+        rng.Shuffle(neg);
+        m = Math.Min(m, neg.Length);
+        var all = pos.Take(m).Select(r => (r, true)).Concat(neg.Take(m).Select(r => (r, false))).ToArray();
+        rng.Shuffle(all);
+        return ([.. all.Select(r => r.r)], [.. all.Select(r => r.Item2)]);
     }
 
     /// <summary>Columns of <paramref name="x"/> ordered by mean over positives − mean over negatives (its absolute value when

@@ -76,6 +76,108 @@ public static class TextDataset
         }
     }
 
+    /// <summary>
+    /// (text, class) rows of a classification dataset, as one exports bias_in_bios, amazon reviews or ag_news from Hugging
+    /// Face: the string field <paramref name="textField"/> and the class field <paramref name="labelField"/> (a string or an
+    /// integer, read as its decimal text) of each <c>.jsonl</c> line or <c>.parquet</c> row; a folder or <c>hf:</c> dataset
+    /// as its files in order. A missing field, a null, or a class of another type is an error naming the file and row.
+    /// </summary>
+    public static IEnumerable<(string Text, string Label)> ReadClassified(string path, string textField = "text", string labelField = "label")
+    {
+        foreach (string file in ExpandFiles(path))
+        {
+            var rows = KindOf(file) switch
+            {
+                FileKind.Jsonl => ReadClassifiedJsonl(file, textField, labelField),
+                FileKind.Parquet => ReadParquet(file, textField).Zip(ReadParquetClasses(file, labelField)),
+                _ => throw new SaeSharpException($"dataset file '{file}': a classification dataset is .jsonl or .parquet (with fields '{textField}' and '{labelField}')"),
+            };
+            foreach (var r in rows) yield return r;
+        }
+    }
+
+    private static IEnumerable<(string Text, string Label)> ReadClassifiedJsonl(string path, string textField, string labelField)
+    {
+        foreach (var (element, lineNo) in JsonLines(path))
+        {
+            if (!element.TryGetProperty(textField, out var t))
+                throw new SaeSharpException($"{path} line {lineNo}: no text field '{textField}' (--text-field)");
+            if (t.ValueKind != JsonValueKind.String)
+                throw new SaeSharpException($"{path} line {lineNo}: field '{textField}' is {t.ValueKind}, expected a string");
+            if (!element.TryGetProperty(labelField, out var l))
+                throw new SaeSharpException($"{path} line {lineNo}: no class field '{labelField}' (--label-field)");
+            string label = l.ValueKind switch
+            {
+                JsonValueKind.String => l.GetString()!,
+                JsonValueKind.Number when l.TryGetInt64(out long v) => v.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                _ => throw new SaeSharpException($"{path} line {lineNo}: class field '{labelField}' is {l}, expected a string or an integer"),
+            };
+            yield return (t.GetString()!, label);
+        }
+    }
+
+    /// <summary>The class column of a Parquet file: strings, or integers as their decimal text.</summary>
+    private static IEnumerable<string> ReadParquetClasses(string path, string column)
+    {
+        RequireFile(path);
+        using var stream = ParquetFooter.Open(path);
+        var (reader, footer) = OpenParquet(stream, path);
+        try
+        {
+            if (NoRows(reader)) yield break;
+            var field = FindColumn(reader, column, path);
+            var type = field.ClrType;
+            bool isString = type == typeof(string) || type == typeof(ReadOnlyMemory<char>);
+            bool isInt = type == typeof(long) || type == typeof(int);
+            if ((!isString && !isInt) || field.MaxRepetitionLevel != 0)
+                throw new SaeSharpException($"{path}: class column '{column}' holds {type.Name}{(field.MaxRepetitionLevel != 0 ? " lists" : "")}, expected strings or int32/int64");
+            long row = 0;
+            long maxRows = MaxParquetRows(stream.Length);
+            for (int g = 0; g < reader.RowGroupCount; g++)
+            {
+                var values = ParquetGroup(path, g, maxRows, () =>
+                {
+                    footer.CheckPages(stream, g);
+                    using var group = reader.OpenRowGroupReader(g);
+                    if (group.RowCount < 0 || group.RowCount > maxRows)
+                        throw new SaeSharpException($"{path}: row group {g} declares {group.RowCount} rows, more than a {stream.Length}-byte file can plausibly hold ({maxRows})");
+                    int n = checked((int)group.RowCount);
+                    if (isString)
+                    {
+                        var strings = new string?[n];
+                        Sync(group.ReadAsync(field, strings.AsMemory(), null, default));
+                        return strings;
+                    }
+                    return type == typeof(long) ? Integers<long>(group, field, n) : Integers<int>(group, field, n);
+                });
+                foreach (var v in values)
+                {
+                    if (v is null) throw new SaeSharpException($"{path}: class column '{column}' is null in row {row}");
+                    row++;
+                    yield return v;
+                }
+            }
+        }
+        finally
+        {
+            Sync(reader.DisposeAsync());
+        }
+    }
+
+    private static string?[] Integers<T>(ParquetRowGroupReader group, DataField field, int n) where T : struct, IFormattable
+    {
+        var inv = System.Globalization.CultureInfo.InvariantCulture;
+        if (field.IsNullable)
+        {
+            var values = new T?[n];
+            Sync(group.ReadAsync<T>(field, values.AsMemory(), null, default));
+            return [.. values.Select(v => v?.ToString(null, inv))];
+        }
+        var plain = new T[n];
+        Sync(group.ReadAsync<T>(field, plain.AsMemory(), null, default));
+        return [.. plain.Select(v => v.ToString(null, inv))];
+    }
+
     /// <summary>Token id arrays from the int-array field of each JSON line. With <paramref name="field"/> null,
     /// the first of "tokens", "input_ids" present in the first row is used (as SAELens does).</summary>
     public static IEnumerable<long[]> ReadTokenizedJsonl(string path, string? field = null)

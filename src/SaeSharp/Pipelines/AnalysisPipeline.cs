@@ -203,15 +203,23 @@ public static class AnalysisPipeline
             return LabelScoring.Run(sae, pm.Model, pm.Hooks, Tokenizer.FromFolder(options.TokenizerPath ?? modelFolder), datasetPath, options);
     }
 
-    /// <summary><c>sae probe</c>: loads the SAE and its model, then <see cref="SparseProbing.Run"/> (with absorption when
-    /// <paramref name="absorption"/> is given) on <paramref name="datasetPath"/>'s labelled tokens.</summary>
+    /// <summary><c>sae probe</c>: loads the SAE and its model, then <see cref="SparseProbing.Run"/> on token labels (with
+    /// absorption when <paramref name="absorption"/> is given), or, with <paramref name="text"/>, <see cref="TextProbing.Run"/>
+    /// on mean-pooled texts.</summary>
     public static SparseProbingReport Probe(string saePath, string modelFolder, string datasetPath, LabelScoringOptions harvest,
-        SparseProbingOptions options, AbsorptionOptions? absorption = null)
+        SparseProbingOptions options, AbsorptionOptions? absorption = null, TextProbingOptions? text = null)
     {
+        if (text is not null && absorption is not null)
+            throw new SaeSharpException("feature absorption is measured on token labels; it cannot be combined with mean pooling");
         var (sae, pm) = ModelForSae.LoadWithSae(saePath, modelFolder);
         using (sae)
         using (pm)
-            return SparseProbing.Run(sae, pm.Model, pm.Hooks, Tokenizer.FromFolder(harvest.TokenizerPath ?? modelFolder), datasetPath, harvest, options, absorption);
+        {
+            var tokenizer = Tokenizer.FromFolder(harvest.TokenizerPath ?? modelFolder);
+            return text is null
+                ? SparseProbing.Run(sae, pm.Model, pm.Hooks, tokenizer, datasetPath, harvest, options, absorption)
+                : TextProbing.Run(sae, pm.Model, pm.Hooks, tokenizer, datasetPath, text, options);
+        }
     }
 
     /// <summary><paramref name="options"/> completed for one pass of the model over <paramref name="data"/>'s windows of

@@ -117,4 +117,24 @@ public class FeatureAbsorptionTests
         (_, full, _) = FeatureAbsorption.Score([0, 1.0, 2.0], cos, 1.5, [0], new AbsorptionOptions());
         Assert.False(full);
     }
+    [Fact]
+    public void Main_latents_are_picked_by_the_L1_probe_not_by_the_difference_of_class_means()
+    {
+        // Feature 0 is large and overlapping (positives 0..20, negatives 0..16: mean difference 2); feature 1 is small but
+        // separates the classes (0.1 on positives, 0 elsewhere: mean difference 0.1); feature 2 is dead. The class-mean
+        // order puts 0 first; SAEBench's L1 probe puts its weight on 1.
+        var rng = new Random(2);
+        int n = 2000;
+        var x = new float[n * 3];
+        var y = new bool[n];
+        for (int i = 0; i < n; i++)
+        {
+            y[i] = i % 4 == 0;
+            x[3 * i] = (float)(rng.NextDouble() * (y[i] ? 20 : 16));
+            x[3 * i + 1] = y[i] ? 0.1f : 0f;
+        }
+        using var t = TorchSharp.torch.tensor(x).view(n, 3);
+        Assert.Equal(0, SparseProbing.MeanDifferenceOrder(t, y, absolute: false)[0]);
+        Assert.Equal([1, 0, 2], FeatureAbsorption.L1Order(t, y, 0.01));
+    }
 }

@@ -150,4 +150,110 @@ public class LogisticRegressionTests
         }
         return beta;
     }
+    [Theory]
+    [InlineData(0.1)]
+    [InlineData(0.3)]
+    [InlineData(0.6)]
+    public void The_L1_probe_meets_the_one_dimensional_soft_threshold_closed_form(double lambda)
+    {
+        // n points at x = +1 with y = 1 and n at x = −1 with y = 0: b = 0 by symmetry and every row's loss is
+        // log(1 + e^{−w}), so the objective is log(1 + e^{−w}) + λ|w|. For λ < ½ its minimum has σ(−w) = λ,
+        // w = ln((1 − λ)/λ); for λ ≥ ½ the slope at 0 (−½ + λ) is not negative and w = 0 exactly.
+        const int n = 6;
+        using var x = tensor(Enumerable.Range(0, 2 * n).Select(i => i < n ? 1f : -1f).ToArray()).view(2 * n, 1);
+        bool[] y = [.. Enumerable.Range(0, 2 * n).Select(i => i < n)];
+        var probe = LogisticRegression.FitL1(x, y, lambda);
+        double expected = lambda < 0.5 ? Math.Log((1 - lambda) / lambda) : 0;
+        Assert.Equal(expected, probe.Coef[0], 5);
+        Assert.Equal(0, probe.Intercept, 5);
+        if (lambda >= 0.5) Assert.Equal(0.0, probe.Coef[0]); // soft-thresholding gives an exact zero
+    }
+
+    [Fact]
+    public void The_L1_probe_reaches_the_brute_force_minimum_of_a_tiny_problem()
+    {
+        // 14 rows, 2 columns, positive rows weighted as SAEBench's pos_weight: the objective minimised over a grid of
+        // (w1, w2, b) refined around its best point, against FitL1's optimum.
+        var rng = new Random(11);
+        int n = 14;
+        var xs = new double[n, 2];
+        var y = new bool[n];
+        for (int i = 0; i < n; i++)
+        {
+            y[i] = i % 3 == 0;
+            xs[i, 0] = (y[i] ? 1.0 : 0.0) + rng.NextDouble() * 1.5 - 0.5;
+            xs[i, 1] = rng.NextDouble() * 2 - 1;
+        }
+        var sw = LogisticRegression.PosWeights(y);
+        Assert.Equal(9.0 / 5, sw[0], 12); // 5 positives, 9 negatives
+        const double lambda = 0.05;
+        double F(double w1, double w2, double b)
+        {
+            double s = 0;
+            for (int i = 0; i < n; i++)
+            {
+                double z = w1 * xs[i, 0] + w2 * xs[i, 1] + b;
+                s += sw[i] * (Math.Log(1 + Math.Exp(z)) - (y[i] ? z : 0));
+            }
+            return s / n + lambda * (Math.Abs(w1) + Math.Abs(w2));
+        }
+        double c1 = 0, c2 = 0, cb = 0, half = 8, best = F(0, 0, 0);
+        for (int level = 0; level < 40; level++)
+        {
+            double h = half / 10, b1 = c1, b2 = c2, bb = cb;
+            for (int i = -10; i <= 10; i++)
+                for (int j = -10; j <= 10; j++)
+                    for (int k = -10; k <= 10; k++)
+                    {
+                        double v = F(c1 + i * h, c2 + j * h, cb + k * h);
+                        if (v < best) { best = v; b1 = c1 + i * h; b2 = c2 + j * h; bb = cb + k * h; }
+                    }
+            (c1, c2, cb) = (b1, b2, bb);
+            half *= 0.6;
+        }
+        using var x = tensor(Enumerable.Range(0, n).SelectMany(i => new[] { (float)xs[i, 0], (float)xs[i, 1] }).ToArray()).view(n, 2);
+        var probe = LogisticRegression.FitL1(x, y, lambda, LogisticRegression.PosWeights(y));
+        // x was rounded to float32 for the probe: compare the objective on the grid's inputs, then the point.
+        double got = F(probe.Coef[0], probe.Coef[1], probe.Intercept);
+        Assert.InRange(got - best, -1e-6, 1e-6);
+        Assert.Equal(c1, probe.Coef[0], 2);
+        Assert.Equal(c2, probe.Coef[1], 2);
+        Assert.Equal(cb, probe.Intercept, 2);
+    }
+
+    [Fact]
+    public void The_L1_probe_keeps_the_planted_columns_and_zeroes_the_rest()
+    {
+        // 30 columns of noise; the label is carried by columns 4 and 17 (logit 4·x4 + 4·x17 − 4); column 25 is 0 everywhere.
+        var rng = new Random(5);
+        int n = 3000, d = 30;
+        var x = new float[n * d];
+        var y = new bool[n];
+        for (int i = 0; i < n; i++)
+        {
+            for (int j = 0; j < d; j++) x[i * d + j] = j == 25 ? 0f : (float)rng.NextDouble();
+            double logit = 4 * x[i * d + 4] + 4 * x[i * d + 17] - 4;
+            y[i] = rng.NextDouble() < 1 / (1 + Math.Exp(-logit));
+        }
+        using var t = tensor(x).view(n, d);
+        var probe = LogisticRegression.FitL1(t, y, 0.01, LogisticRegression.PosWeights(y));
+        var top = Enumerable.Range(0, d).OrderByDescending(j => probe.Coef[j]).Take(2).Order().ToArray();
+        Assert.Equal([4, 17], top);
+        Assert.Equal(0.0, probe.Coef[25]);
+        int zeros = Enumerable.Range(0, d).Count(j => j != 4 && j != 17 && probe.Coef[j] == 0);
+        Assert.True(zeros >= 20, $"{zeros} of 28 noise columns are exactly 0");
+        // Optimality (KKT) of the L1 problem: |∂smooth/∂w_j| ≤ λ where w_j = 0, = −λ·sign(w_j) elsewhere.
+        var sw = LogisticRegression.PosWeights(y);
+        var grad = new double[d];
+        for (int i = 0; i < n; i++)
+        {
+            double z = probe.Intercept;
+            for (int j = 0; j < d; j++) z += probe.Coef[j] * x[i * d + j];
+            double r = sw[i] * (1 / (1 + Math.Exp(-z)) - (y[i] ? 1 : 0)) / n;
+            for (int j = 0; j < d; j++) grad[j] += r * x[i * d + j];
+        }
+        for (int j = 0; j < d; j++)
+            if (probe.Coef[j] == 0) Assert.True(Math.Abs(grad[j]) <= 0.01 + 1e-5, $"column {j}: |gradient| {Math.Abs(grad[j])} > λ");
+            else Assert.Equal(-0.01 * Math.Sign(probe.Coef[j]), grad[j], 4);
+    }
 }

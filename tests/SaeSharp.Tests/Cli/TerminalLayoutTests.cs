@@ -147,6 +147,27 @@ public sealed class TerminalLayoutTests
         Assert.Single(lines, l => l.Contains("\" kitchen\"", StringComparison.Ordinal) && l.Contains("-0.0128", StringComparison.Ordinal));
     }
 
+    [Fact]
+    public void The_probe_table_keeps_each_row_on_one_line_at_80_columns()
+    {
+        int[] ks = [1, 2, 5, 10, 20, 50];
+        var top = ks.ToDictionary(k => k, k => 0.9746);
+        var report = new SaeSharp.Analysis.SparseProbingReport("blocks.1.hook_resid_post", 5000, ks,
+            [new("ctx:plural_subject", 100, 20, 1.0, top, top, [3], 0.99951, 7), new("tense:past", 100, 20, 0.5, top, top, [3], null, 3000)], Pooling: "mean");
+        string output = AtColumns(80, () =>
+        {
+            SaeSharp.Cli.Cli.TerminalTables.Value = true;
+            try { ProbeCommand.Print(report); }
+            finally { SaeSharp.Cli.Cli.TerminalTables.Value = false; }
+        });
+        var lines = output.Split('\n').Select(l => l.TrimEnd('\r', ' ')).Where(l => l.Length > 0).ToList();
+        Assert.All(lines, l => Assert.True(l.Length <= 80, $"'{l}' is wider than 80 columns"));
+        // Percent with one decimal: 0.9746 → 97.5, 0.99951 → 100, 1.0 → 100, a missing sae_test_accuracy → -.
+        Assert.Single(lines, l => System.Text.RegularExpressions.Regex.IsMatch(l, @"ctx:plural_subject\s*│\s*100 │\s*100 │(\s*97\.5 │){5}\s*97\.5 │"));
+        Assert.Single(lines, l => System.Text.RegularExpressions.Regex.IsMatch(l, @"tense:past\s*│\s*50\.0 │\s*- │"));
+        Assert.Contains("mean-pooled", output);
+    }
+
     /// <summary>A name/value table of numbers right-aligns them so the digits line up; one of mostly words and paths
     /// (sae info's) reads left-aligned.</summary>
     [Fact]

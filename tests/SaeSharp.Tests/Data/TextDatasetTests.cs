@@ -451,6 +451,67 @@ public class TextDatasetTests
 
     private static BpeTokenizer Gpt2() => TestPaths.Gpt2;
 
+    [Fact]
+    public void Classified_jsonl_rows_keep_string_and_integer_classes()
+    {
+        string dir = TestPaths.TempDir();
+        string path = Path.Combine(dir, "bios.jsonl");
+        File.WriteAllText(path, """
+            {"hard_text": "She is a nurse.", "profession": 13, "gender": 1}
+            {"hard_text": "He teaches.", "profession": "professor"}
+
+            {"hard_text": "Négatif", "profession": -2}
+            """);
+        Assert.Equal(new[] { ("She is a nurse.", "13"), ("He teaches.", "professor"), ("Négatif", "-2") },
+            TextDataset.ReadClassified(path, "hard_text", "profession").ToList());
+        var e = Assert.Throws<SaeSharpException>(() => TextDataset.ReadClassified(path, "hard_text", "label").ToList());
+        Assert.Contains("no class field 'label'", e.Message);
+        Assert.Contains("line 1", e.Message);
+        e = Assert.Throws<SaeSharpException>(() => TextDataset.ReadClassified(path).ToList());
+        Assert.Contains("no text field 'text'", e.Message);
+        File.WriteAllText(path, """{"text": "a", "label": 1.5}""");
+        e = Assert.Throws<SaeSharpException>(() => TextDataset.ReadClassified(path).ToList());
+        Assert.Contains("expected a string or an integer", e.Message);
+    }
+
+    [Fact]
+    public void Classified_parquet_rows_read_integer_and_string_class_columns()
+    {
+        string dir = TestPaths.TempDir();
+        string ints = Path.Combine(dir, "ag.parquet"), strs = Path.Combine(dir, "lang.parquet");
+        var text = new DataField<string>("text");
+        var label = new DataField<long>("label");
+        WriteParquet(ints, new ParquetSchema(text, label), async writer =>
+        {
+            using (var g = writer.CreateRowGroup())
+            {
+                await g.WriteAsync(text, new[] { "World news", "Sports" });
+                await g.WriteAsync(label, new ReadOnlyMemory<long>([0, 1]));
+            }
+            using (var g = writer.CreateRowGroup())
+            {
+                await g.WriteAsync(text, new[] { "Sci/Tech" });
+                await g.WriteAsync(label, new ReadOnlyMemory<long>([3]));
+            }
+        });
+        Assert.Equal(new[] { ("World news", "0"), ("Sports", "1"), ("Sci/Tech", "3") }, TextDataset.ReadClassified(ints).ToList());
+        var nullable = new DataField<int?>("lang");
+        var body = new DataField<string>("code");
+        var name = new DataField<string>("name");
+        WriteParquet(strs, new ParquetSchema(body, nullable, name), async writer =>
+        {
+            using var g = writer.CreateRowGroup();
+            await g.WriteAsync(body, new[] { "x = 1", "int x;" });
+            await g.WriteAsync(nullable, new ReadOnlyMemory<int?>([7, null]));
+            await g.WriteAsync(name, new[] { "Python", "C" });
+        });
+        Assert.Equal(new[] { ("x = 1", "Python"), ("int x;", "C") }, TextDataset.ReadClassified(strs, "code", "name").ToList());
+        var e = Assert.Throws<SaeSharpException>(() => TextDataset.ReadClassified(strs, "code", "lang").ToList());
+        Assert.Contains("class column 'lang' is null in row 1", e.Message);
+        e = Assert.Throws<SaeSharpException>(() => TextDataset.ReadClassified(strs, "code", "category").ToList());
+        Assert.Contains("no column 'category'", e.Message);
+    }
+
     private static void WriteParquet(string path, ParquetSchema schema, Func<ParquetWriter, Task> body)
     {
         Task.Run(async () =>

@@ -259,6 +259,53 @@ public class DemoTests(QuickDemoFixture fx) : IClassFixture<QuickDemoFixture>
         Assert.NotEqual(0, bad.Exit);
         Assert.Contains("--absorption-labels needs --absorption", bad.Err + bad.Out);
     }
+
+    [Fact]
+    public void Probe_with_mean_pooling_probes_texts_of_a_corpus_and_of_a_class_column()
+    {
+        Assert.True(fx.Exit == 0, fx.Err + fx.Out);
+        string dir = Path.Combine(fx.Dir, "textprobe");
+        Directory.CreateDirectory(dir);
+        string corpus = Path.Combine(dir, "stories.jsonl");
+        SaeSharp.Corpus.LabelledCorpus.Write(corpus, 17, 600);
+        string json = Path.Combine(dir, "probe.json");
+        var (exit, output, err) = CliRunner.Run("probe", "--sae", Path.Combine(fx.Dir, "sae"), "--model", "builtin", "--dataset", corpus,
+            "--pooling", "mean", "--labels", "ctx:in_question,ctx:in_quote", "--json", json);
+        Assert.True(exit == 0, err + output);
+        Assert.Contains("600 texts (mean-pooled)", output);
+        var r = JsonNode.Parse(File.ReadAllText(json))!;
+        Assert.Equal("mean", r["pooling"]!.GetValue<string>());
+        Assert.Equal(600, r["texts"]!.GetValue<int>());
+        var tasks = r["eval_result_details"]!.AsArray();
+        Assert.Equal(["ctx:in_question", "ctx:in_quote"], tasks.Select(t => t!["label"]!.GetValue<string>()));
+        foreach (var key in new[] { "llm_test_accuracy", "sae_top_1_test_accuracy" })
+            Assert.Equal(tasks.Average(t => t![key]!.GetValue<double>()), r["eval_result_metrics"]![key.StartsWith("llm") ? "llm" : "sae"]![key]!.GetValue<double>(), 12);
+        // 480 training and 120 test documents: each task's balanced sets are at most those.
+        Assert.All(tasks, t => Assert.InRange(t!["train_examples"]!.GetValue<int>(), 40, 480));
+        Assert.All(tasks, t => Assert.InRange(t!["test_examples"]!.GetValue<int>(), 40, 120));
+
+        // The same documents as a classification dataset: class 1 when the story has a question, else 0.
+        string classes = Path.Combine(dir, "questions.jsonl");
+        File.WriteAllLines(classes, SaeSharp.Corpus.LabelledCorpus.Read(corpus).Select(d =>
+            new JsonObject { ["story"] = d.Text, ["has_question"] = d.Labels.Any(l => l.Contains("ctx:in_question")) ? 1 : 0 }.ToJsonString()));
+        (exit, output, err) = CliRunner.Run("probe", "--sae", Path.Combine(fx.Dir, "sae"), "--model", "builtin", "--dataset", classes,
+            "--pooling", "mean", "--text-field", "story", "--label-field", "has_question", "--json", json);
+        Assert.True(exit == 0, err + output);
+        r = JsonNode.Parse(File.ReadAllText(json))!;
+        var labels = r["eval_result_details"]!.AsArray().Select(t => t!["label"]!.GetValue<string>()).Order().ToArray();
+        Assert.Equal(["0", "1"], labels);
+        Assert.All(r["eval_result_details"]!.AsArray(), t => Assert.InRange(t!["llm_test_accuracy"]!.GetValue<double>(), 0.0, 1.0));
+
+        var bad = CliRunner.Run("probe", "--sae", Path.Combine(fx.Dir, "sae"), "--model", "builtin", "--dataset", corpus, "--pooling", "mean", "--tokens", "100");
+        Assert.NotEqual(0, bad.Exit);
+        Assert.Contains("--tokens: token pooling only", bad.Err + bad.Out);
+        bad = CliRunner.Run("probe", "--sae", Path.Combine(fx.Dir, "sae"), "--model", "builtin", "--dataset", corpus, "--classes", "a,b");
+        Assert.NotEqual(0, bad.Exit);
+        Assert.Contains("--classes: need --pooling mean", bad.Err + bad.Out);
+        bad = CliRunner.Run("probe", "--sae", Path.Combine(fx.Dir, "sae"), "--model", "builtin", "--dataset", classes, "--pooling", "mean");
+        Assert.NotEqual(0, bad.Exit);
+        Assert.Contains("no text field 'text'", bad.Err + bad.Out);
+    }
 }
 
 /// <summary><c>sae demo</c>'s sizes without running the whole flow: the defaults its help states, the flags reaching the

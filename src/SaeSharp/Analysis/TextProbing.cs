@@ -1,0 +1,235 @@
+using SaeSharp.Activations;
+using SaeSharp.Corpus;
+using SaeSharp.Data;
+using SaeSharp.Models;
+using SaeSharp.Saes;
+using SaeSharp.Tokenizers;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Analysis;
+
+/// <summary>Options of <see cref="TextProbing"/> (<c>sae probe --pooling mean</c>); the defaults are SAEBench's where it has one.</summary>
+public sealed record TextProbingOptions
+{
+    /// <summary>Tokens of each text the model reads, from its beginning (SAEBench's <c>context_length</c>).</summary>
+    public int ContextSize { get; init; } = 128;
+    /// <summary>Text field (column) of a classification dataset.</summary>
+    public string TextField { get; init; } = "text";
+    /// <summary>Class field (column) of a classification dataset: strings or integers.</summary>
+    public string LabelField { get; init; } = "label";
+    /// <summary>Classes of a classification dataset to probe, each against the others (SAEBench's
+    /// <c>chosen_classes_per_dataset</c>); null: every class, in order of first appearance.</summary>
+    public IReadOnlyList<string>? Classes { get; init; }
+    /// <summary>Documents read from a labelled corpus (SAEBench's 4000 + 1000).</summary>
+    public int MaxTexts { get; init; } = 5000;
+    /// <summary>A class or label is a task when it has this many texts with it and as many without it in each half (in place
+    /// of <see cref="SparseProbingOptions.MinPositives"/>, which counts tokens).</summary>
+    public int MinTexts { get; init; } = 20;
+    /// <summary>Texts per forward pass.</summary>
+    public int BatchSize { get; init; } = 8;
+    /// <summary>Receives texts done.</summary>
+    public IProgress<WorkProgress>? Progress { get; init; }
+}
+
+/// <summary>Mean-pooled activations of texts (float32, CPU): the SAE's features [texts, d_sae] and the hook's activation
+/// [texts, d], each the mean over the text's kept positions.</summary>
+/// <param name="Hook">The hook read.</param>
+/// <param name="Features">Mean of the SAE's feature activations.</param>
+/// <param name="Acts">Mean of the model's activations.</param>
+public sealed record PooledActivations(string Hook, Tensor Features, Tensor Acts) : IDisposable
+{
+    /// <summary>Disposes both tensors.</summary>
+    public void Dispose()
+    {
+        Features.Dispose();
+        Acts.Dispose();
+    }
+}
+
+/// <summary>Texts to probe: each text's class ids, its half (true: training), the class names, and whether each text has
+/// exactly one class (a classification dataset) or a set of labels (a labelled corpus).</summary>
+internal sealed record ProbeTexts(List<string> Texts, List<int[]> Labels, List<string> Names, bool[] Fit, bool OneClassEach);
+
+/// <summary>
+/// SAEBench's sparse probing on texts (<c>sae_bench/evals/sparse_probing</c>): every text is one example. The model reads
+/// its first <see cref="TextProbingOptions.ContextSize"/> tokens as the tokenizer encodes it (Hugging Face's
+/// <c>tokenizer(text)</c>: BOS only where the tokenizer adds one); the SAE encodes each token's activation at its hook;
+/// both are averaged over the positions that are not BOS, EOS or padding (<see cref="MeanPool"/>, SAEBench's
+/// <c>get_bos_pad_eos_mask</c>, <c>create_meaned_model_activations</c> and <c>get_sae_meaned_activations</c>); then
+/// <see cref="SparseProbing.Evaluate"/> probes the pooled vectors. Classes come from a classification dataset (one class
+/// per text, each class against the others) or from a labelled corpus (a document has a label when one of its tokens does).
+/// </summary>
+public static class TextProbing
+{
+    /// <summary>Reads the texts of <paramref name="datasetPath"/>, pools their activations and probes every class.</summary>
+    public static SparseProbingReport Run(Sae sae, HookedTransformer model, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks,
+        ITextTokenizer tokenizer, string datasetPath, TextProbingOptions text, SparseProbingOptions options)
+    {
+        var data = IsLabelledCorpus(datasetPath)
+            ? FromCorpus(datasetPath, text.MaxTexts, options.TrainSetSize, options.TestSetSize)
+            : FromClasses(datasetPath, text, options.TrainSetSize, options.TestSetSize, options.Seed);
+        using var pooled = Pool(sae, model, modelHooks, tokenizer, data.Texts, text);
+        var labels = options.Labels ?? (data.OneClassEach ? data.Names : null);
+        return SparseProbing.Evaluate(pooled.Features, pooled.Acts, data.Labels, data.Names, data.Fit,
+            options with { OneVsRestClasses = data.OneClassEach, Labels = labels, MinPositives = text.MinTexts }) with { Hook = pooled.Hook, Pooling = "mean" };
+    }
+
+    /// <summary>Mean of <paramref name="x"/> [batch, pos, d] over the positions where <paramref name="keep"/> [batch, pos] is
+    /// true, as float32 [batch, d].</summary>
+    public static Tensor MeanPool(Tensor x, Tensor keep)
+    {
+        if (x.dim() != 3 || keep.dim() != 2 || keep.shape[0] != x.shape[0] || keep.shape[1] != x.shape[1])
+            throw new SaeSharpException($"mean pooling: activations [{string.Join(", ", x.shape)}] and mask [{string.Join(", ", keep.shape)}] must be [batch, pos, d] and [batch, pos]");
+        using var scope = NewDisposeScope();
+        var k = keep.to(ScalarType.Float32).to(x.device);
+        var count = k.sum(1, true);
+        if (count.eq(TorchScalars.Of(0)).any().item<bool>()) throw new SaeSharpException("mean pooling: a text has no position to average");
+        return x.to(ScalarType.Float32).mul(k.unsqueeze(2)).sum(1).div(count).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Positions SAEBench averages over: those whose token is not the tokenizer's BOS, EOS or padding token.</summary>
+    internal static bool[] KeepMask(long[] ids, ITextTokenizer tokenizer)
+    {
+        long?[] drop = [tokenizer.BosTokenId, tokenizer.EosTokenId, tokenizer.PadTokenId];
+        return [.. ids.Select(id => !drop.Contains(id))];
+    }
+
+    /// <summary>Runs the model over each text's first <see cref="TextProbingOptions.ContextSize"/> tokens and mean-pools the
+    /// hook's activations and the SAE's features over the kept positions (<see cref="KeepMask"/>).</summary>
+    public static PooledActivations Pool(Sae sae, HookedTransformer model, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks,
+        ITextTokenizer tokenizer, IReadOnlyList<string> texts, TextProbingOptions options)
+    {
+        if (options.ContextSize < 1) throw new SaeSharpException($"context size must be positive, got {options.ContextSize}");
+        if (texts.Count == 0) throw new SaeSharpException("mean pooling: no texts");
+        string hook = model.HookPoints.Resolve(sae.Cfg.Metadata.HookOr(null));
+        if (ModelActivationHarvester.RoutingHooks(model.HookPoints, [hook]).Any())
+            throw new SaeSharpException($"mean pooling reads every position of a text; {hook} is an MoE expert's hook, which holds only the tokens routed to it");
+        int stop = model.HookPoints.LayerOf(hook) + 1;
+        int? stopAt = stop > model.Config.NLayers ? null : stop;
+        var ids = texts.Select(t => tokenizer.EncodeWithSpecialTokens(t).Take(options.ContextSize).Select(i => (long)i).ToArray()).ToList();
+        var keep = ids.Select(s => KeepMask(s, tokenizer)).ToList();
+        for (int i = 0; i < ids.Count; i++)
+            if (!keep[i].Any(v => v))
+                throw new SaeSharpException($"text {i} has no token besides BOS, EOS and padding to average (empty text?): \"{(texts[i].Length > 60 ? texts[i][..60] + "…" : texts[i])}\"");
+        var progress = new ProgressCounter(options.Progress, "texts", texts.Count);
+        Tensor? features = null, acts = null;
+        try
+        {
+            using var _ = no_grad();
+            // Texts of equal length run together (no padding: each text's positions are exactly its tokens).
+            var order = Enumerable.Range(0, ids.Count).OrderBy(i => ids[i].Length).ThenBy(i => i).ToArray();
+            for (int start = 0; start < order.Length;)
+            {
+                int len = ids[order[start]].Length, end = start;
+                while (end < order.Length && end - start < options.BatchSize && ids[order[end]].Length == len) end++;
+                var idx = order[start..end];
+                using var scope = NewDisposeScope();
+                var tokens = tensor(idx.SelectMany(i => ids[i]).ToArray()).view(idx.Length, len);
+                var mask = tensor(idx.SelectMany(i => keep[i]).ToArray()).view(idx.Length, len);
+                var (_, cache) = model.Run(tokens, new RunOptions { CacheNames = [hook], Hooks = modelHooks, StopAtLayer = stopAt });
+                using (cache)
+                {
+                    var x = cache![hook];
+                    if (x.dim() != 3) throw new SaeSharpException($"hook '{hook}' gives [{string.Join(", ", x.shape)}]; mean pooling needs [batch, pos, d]");
+                    var f = sae.Run(x).FeatureActs;
+                    var px = MeanPool(x, mask).cpu();
+                    var pf = MeanPool(f, mask).cpu();
+                    features ??= zeros(texts.Count, pf.shape[1], ScalarType.Float32).DetachFromDisposeScope();
+                    acts ??= zeros(texts.Count, px.shape[1], ScalarType.Float32).DetachFromDisposeScope();
+                    var rows = tensor(idx.Select(i => (long)i).ToArray());
+                    features.index_copy_(0, rows, pf);
+                    acts.index_copy_(0, rows, px);
+                }
+                progress.Add(idx.Length);
+                start = end;
+            }
+            var result = new PooledActivations(hook, features!, acts!);
+            features = acts = null;
+            return result;
+        }
+        finally
+        {
+            features?.Dispose();
+            acts?.Dispose();
+        }
+    }
+
+    /// <summary>Is <paramref name="path"/> a labelled corpus (a .jsonl whose first row has an array field <c>labels</c>, as
+    /// <c>sae corpus</c> writes)? Otherwise it is read as a classification dataset.</summary>
+    internal static bool IsLabelledCorpus(string path) =>
+        File.Exists(path) && path.EndsWith(".jsonl", StringComparison.OrdinalIgnoreCase)
+        && TextDataset.JsonLines(path).Select(r => r.Element.TryGetProperty("labels", out var l) && l.ValueKind == System.Text.Json.JsonValueKind.Array)
+            .FirstOrDefault();
+
+    /// <summary>
+    /// A classification dataset's texts. Each chosen class's texts are shuffled (seeded) and split: the first
+    /// <paramref name="trainSize"/>/2 train and the next <paramref name="testSize"/>/2 test, SAEBench's per-class sizes;
+    /// a class with fewer texts is split in the same 4:1 proportion.
+    /// </summary>
+    internal static ProbeTexts FromClasses(string path, TextProbingOptions options, int trainSize, int testSize, int seed)
+    {
+        var rows = TextDataset.ReadClassified(path, options.TextField, options.LabelField).ToList();
+        var byClass = new Dictionary<string, List<string>>(StringComparer.Ordinal);
+        var seen = new List<string>();
+        foreach (var (t, l) in rows)
+        {
+            if (!byClass.TryGetValue(l, out var list)) { byClass[l] = list = []; seen.Add(l); }
+            list.Add(t);
+        }
+        var chosen = options.Classes ?? seen;
+        foreach (var c in chosen)
+            if (!byClass.ContainsKey(c))
+                throw new SaeSharpException($"{path}: no text has class '{c}' in '{options.LabelField}'; classes: " +
+                                            string.Join(", ", seen.Take(30)) + (seen.Count > 30 ? $", … ({seen.Count})" : ""));
+        if (chosen.Distinct().Count() < 2)
+            throw new SaeSharpException($"{path}: probing needs at least two classes in '{options.LabelField}' (each is probed against the others), got {string.Join(", ", chosen.Distinct())}");
+        var texts = new List<string>();
+        var labels = new List<int[]>();
+        var fit = new List<bool>();
+        var names = chosen.Distinct().ToList();
+        for (int c = 0; c < names.Count; c++)
+        {
+            var all = byClass[names[c]].ToArray();
+            new Random(seed).Shuffle(all);
+            int nTrain = trainSize / 2, nTest = testSize / 2;
+            if (all.Length < nTrain + nTest)
+            {
+                nTest = (int)Math.Round(all.Length * (double)testSize / (trainSize + testSize));
+                nTrain = all.Length - nTest;
+            }
+            for (int i = 0; i < nTrain + nTest; i++)
+            {
+                texts.Add(all[i]);
+                labels.Add([c]);
+                fit.Add(i < nTrain);
+            }
+        }
+        return new ProbeTexts(texts, labels, names, [.. fit], OneClassEach: true);
+    }
+
+    /// <summary>A labelled corpus's first <paramref name="maxTexts"/> documents as texts: a document has label L when one of
+    /// its tokens has it. Documents split trainSize : testSize (4:1 for SAEBench's sizes) by position: of each five, the
+    /// first four train.</summary>
+    internal static ProbeTexts FromCorpus(string path, int maxTexts, int trainSize, int testSize)
+    {
+        var texts = new List<string>();
+        var labels = new List<int[]>();
+        var names = new List<string>();
+        var index = new Dictionary<string, int>(StringComparer.Ordinal);
+        foreach (var row in LabelledCorpus.Read(path).Take(maxTexts))
+        {
+            texts.Add(row.Text);
+            labels.Add([.. row.Labels.SelectMany(ls => ls).Distinct().Select(l =>
+            {
+                if (!index.TryGetValue(l, out int li)) { li = names.Count; index[l] = li; names.Add(l); }
+                return li;
+            })]);
+        }
+        if (texts.Count == 0) throw new SaeSharpException($"{path}: no documents");
+        // Test share testSize / (trainSize + testSize), spread evenly: document i tests when ⌊(i+1)·share⌋ > ⌊i·share⌋.
+        double share = (double)testSize / (trainSize + testSize);
+        var fit = Enumerable.Range(0, texts.Count).Select(i => Math.Floor((i + 1) * share) == Math.Floor(i * share)).ToArray();
+        return new ProbeTexts(texts, labels, names, fit, OneClassEach: false);
+    }
+}
