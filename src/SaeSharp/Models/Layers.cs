@@ -89,7 +89,7 @@ internal static class NormScales
     /// too: y − ℓ + ℓ_recorded.</summary>
     public static Tensor Freeze(Tensor x, Tensor y, double eps, Tensor? weight)
     {
-        if (!Frozen || !x.requires_grad) return y;
+        if (!Frozen || (!x.requires_grad && Values is null)) return y;   // recording or replaying: also without gradient
         using var scope = NewDisposeScope();
         using var e = eps.ToScalar();
         var xc = x.to(y.dtype);
