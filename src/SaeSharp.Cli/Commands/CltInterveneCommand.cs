@@ -58,7 +58,7 @@ internal static class CltInterveneCommand
             using var clean = CltInterventions.FeatureIntervention(cm.Model, clt, tokens, [], options, cm.Hooks);
             using var after = CltInterventions.FeatureIntervention(cm.Model, clt, tokens, interventions, options, cm.Hooks);
             string Tok(long id) => tok is null ? id.ToString(CultureInfo.InvariantCulture) : Analysis.DashboardWriter.Quote(tok.TokenText((int)id));
-            static string F(double v) => v.ToString("F4", CultureInfo.InvariantCulture);
+            static string F(double v) => (v == 0 ? 0 : v).ToString("F4", CultureInfo.InvariantCulture);   // no "-0.0000" for a JumpReLU zero
 
             if (parse.GetValue(prompt) is string text) Console.WriteLine($"prompt: {text}");
             long n = tokens.shape[1];

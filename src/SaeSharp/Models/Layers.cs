@@ -85,7 +85,7 @@ internal static class NormScales
 
     /// <summary>A LayerNorm's output <paramref name="y"/> of <paramref name="x"/> with the backward of a constant scale:
     /// y + (ℓ − ℓ.detach()), ℓ = (x − mean x)/σ.detach()·w (σ² the biased variance plus <paramref name="eps"/>). Without
-    /// <see cref="Frozen"/> (or gradient) y itself. Replaying <see cref="Values"/>, σ is the recorded run's, in the value
+    /// <see cref="Frozen"/>, or without gradient and <see cref="Values"/> (CLT interventions record and replay without one), y itself. Replaying <see cref="Values"/>, σ is the recorded run's, in the value
     /// too: y − ℓ + ℓ_recorded.</summary>
     public static Tensor Freeze(Tensor x, Tensor y, double eps, Tensor? weight)
     {

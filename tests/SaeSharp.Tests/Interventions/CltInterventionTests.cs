@@ -112,12 +112,15 @@ public class CltInterventionTests : ModelTestBase
     }
 
     [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public void A_constrained_intervention_adds_the_decoder_rows_to_the_layers_the_feature_writes(bool perLayer)
+    [InlineData(false, false)]
+    [InlineData(true, false)]
+    [InlineData(false, true)]
+    public void A_constrained_intervention_adds_the_decoder_rows_to_the_layers_the_feature_writes(bool perLayer, bool onlyLayer1)
     {
         // Direct effects, no skip: each MLP output is the clean one plus Δ·W_dec[0][f, j] (computed here from the reference
-        // weights); a transcoder set's layer-0 feature writes layer 0 only, a CLT's layers 0 and 1.
+        // weights); a transcoder set's layer-0 feature writes layer 0 only, a CLT's layers 0 and 1. With only layer 1
+        // constrained, the CLT's write to layer 0 is dropped (circuit-tracer adds deltas inside the range only), and layer
+        // 0's MLP, whose input is unchanged, gives its clean output.
         string dir = ModelDir(seed: 7);
         using var model = ModelLoader.FromPretrained(dir, ScalarType.Float64);
         var (clt, r) = MakeClt(seed: 8, skip: false, perLayer);
@@ -133,12 +136,12 @@ public class CltInterventionTests : ModelTestBase
                 watch.Add((name, t => { outs[name] = t.clone().DetachFromDisposeScope(); return null; }));
         using var cleanRun = model.Run(Prompt, new RunOptions { CacheNames = Enumerable.Range(0, Layers).Select(l => $"blocks.{l}.hook_mlp_out") }).Cache!;
         using var result = CltInterventions.FeatureIntervention(model, clt, Prompt, [new CltFeatureIntervention(0, pos, feat, value)],
-            new CltInterventionOptions { DirectEffects = true }, watch);
+            onlyLayer1 ? new CltInterventionOptions { ConstrainedLayers = (1, 2) } : new CltInterventionOptions { DirectEffects = true }, watch);
         for (int l = 0; l < Layers; l++)
         {
             var mlpOut = (outs[$"blocks.{l}.hook_resid_post"] - outs[$"blocks.{l}.hook_resid_mid"])[0];
             var expected = cleanRun[$"blocks.{l}.hook_mlp_out"][0].clone();
-            if (!perLayer || l == 0)
+            if (perLayer ? l == 0 : !(onlyLayer1 && l == 0))
                 expected[pos] += tensor(r.WDec[0][feat][l].Select(v => (double)(float)v).ToArray()) * delta;
             Assert.True((mlpOut - expected).abs().max().item<double>() < 1e-10, $"layer {l}");
         }
