@@ -220,6 +220,23 @@ public class CltInterventionTests : ModelTestBase
     }
 
     [Fact]
+    public void Interventions_free_every_tensor_they_made()
+    {
+        string dir = ModelDir(seed: 17);
+        using var model = ModelLoader.FromPretrained(dir, ScalarType.Float64);
+        var (clt, _) = MakeClt(seed: 18);
+        using var _c = clt;
+        CltFeatureIntervention[] set = [new(0, 2, 7, 3.0, Onward: true), new(1, 1, 4, -2.0)];
+        long leaked = LiveTensors.Leaked(() =>
+        {
+            foreach (var o in new[] { new CltInterventionOptions(), new CltInterventionOptions { DirectEffects = true }, new CltInterventionOptions { FreezeAttention = false } })
+                CltInterventions.FeatureIntervention(model, clt, Prompt, set, o).Dispose();
+            CltInterventions.FeatureInterventionGenerate(model, clt, Prompt, set, 3).Dispose();
+        });
+        Assert.Equal(0, leaked);
+    }
+
+    [Fact]
     public void Bad_interventions_are_named()
     {
         string dir = ModelDir(seed: 15);
