@@ -24,6 +24,7 @@ internal static partial class Cli
                      InterventionCommands.Ablate(),
                      InterventionCommands.Attribute(),
                      InterventionCommands.Graph(),
+                     CltInterveneCommand.Create(),
                      TrainCommand.Create(),
                      PlotLogCommand.Create(),
                      SaeCommands.Eval(),

@@ -84,6 +84,9 @@ internal static class InterventionCommands
 
     public static Sae LoadSae(string path)
     {
+        if (CrossLayerTranscoderLoader.IsCrossLayerTranscoder(path, null))
+            throw new SaeSharpException($"{path}: a whole cross-layer transcoder or transcoder set, not a single SAE: set its features with " +
+                                        $"sae intervene --model M --sae {path} --prompt TEXT --set L:F:V[@POS] (sae graph builds its attribution graph)");
         var sae = SaeLoader.Load(path);
         sae.eval();
         return sae;

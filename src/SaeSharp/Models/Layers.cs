@@ -85,11 +85,11 @@ internal static class NormScales
 
     /// <summary>A LayerNorm's output <paramref name="y"/> of <paramref name="x"/> with the backward of a constant scale:
     /// y + (ℓ − ℓ.detach()), ℓ = (x − mean x)/σ.detach()·w (σ² the biased variance plus <paramref name="eps"/>). Without
-    /// <see cref="Frozen"/> (or gradient) y itself. Replaying <see cref="Values"/>, σ is the recorded run's, in the value
+    /// <see cref="Frozen"/>, or without gradient and <see cref="Values"/> (CLT interventions record and replay without one), y itself. Replaying <see cref="Values"/>, σ is the recorded run's, in the value
     /// too: y − ℓ + ℓ_recorded.</summary>
     public static Tensor Freeze(Tensor x, Tensor y, double eps, Tensor? weight)
     {
-        if (!Frozen || !x.requires_grad) return y;
+        if (!Frozen || (!x.requires_grad && Values is null)) return y;   // recording or replaying: also without gradient
         using var scope = NewDisposeScope();
         using var e = eps.ToScalar();
         var xc = x.to(y.dtype);

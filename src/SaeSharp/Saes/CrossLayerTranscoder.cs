@@ -134,18 +134,26 @@ public sealed class CrossLayerTranscoder : nn.Module<Tensor, Tensor>
     }
 
     /// <summary>Features of layer <paramref name="layer"/> [..., d_transcoder] from its input <paramref name="x"/> [..., d_model]
-    /// (circuit-tracer <c>encode_layer</c>).</summary>
-    public Tensor EncodeLayer(Tensor x, int layer)
+    /// (circuit-tracer <c>encode_layer</c>); with <paramref name="applyActivationFunction"/> false, the pre-activations.</summary>
+    public Tensor EncodeLayer(Tensor x, int layer, bool applyActivationFunction = true)
     {
         ArgumentNullException.ThrowIfNull(x);
         CheckLayer(layer);
         CheckWidth(x, "input");
         using var scope = NewDisposeScope();
         var pre = matmul(x.to(b_enc.dtype), EncoderWeight(layer).t()).add(b_enc[layer], TorchScalars.One);
-        var f = activation_function is { } a ? pre * pre.gt(a.Threshold(layer)).to(pre.dtype)
+        return (applyActivationFunction ? ApplyActivationFunction(pre, layer) : pre).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Layer <paramref name="layer"/>'s activation of pre-activations <paramref name="pre"/> [..., d_transcoder]:
+    /// pre·[pre &gt; θ] (JumpReLU), the k largest of each row (top-k sets) or ReLU (circuit-tracer <c>apply_activation_function</c>).</summary>
+    public Tensor ApplyActivationFunction(Tensor pre, int layer)
+    {
+        ArgumentNullException.ThrowIfNull(pre);
+        CheckLayer(layer);
+        return activation_function is { } a ? pre * pre.gt(a.Threshold(layer)).to(pre.dtype)
             : Cfg.TopK is int k ? pre * zeros_like(pre).scatter_(-1, pre.topk(k, dim: -1).indexes, ones_like(pre))
             : nn.functional.relu(pre);
-        return f.MoveToOuterDisposeScope();
     }
 
     /// <summary>Features of every layer [L, ..., d_transcoder] from the inputs <paramref name="x"/> [L, ..., d_model]

@@ -1,0 +1,127 @@
+using System.CommandLine;
+using System.Globalization;
+using SaeSharp.Interop;
+using SaeSharp.Interventions;
+using SaeSharp.Models;
+using SaeSharp.Pipelines;
+using SaeSharp.Tokenizers;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Cli.Commands;
+
+/// <summary><c>sae intervene</c>: circuit-tracer's <c>feature_intervention</c> (and <c>feature_intervention_generate</c>) on a
+/// whole CLT or transcoder set, the top next-token predictions before and after.</summary>
+internal static class CltInterveneCommand
+{
+    public static Command Create()
+    {
+        var model = ModelCommands.ModelOption();
+        var sae = new Option<string>("--sae") { Description = "Whole cross-layer transcoder or transcoder set folder (local or hf:ORG/REPO[/PATH])", Required = true };
+        var prompt = new Option<string?>("--prompt") { Description = "Prompt text" };
+        var input = new Option<string?>("--input") { Description = "safetensors file holding an int64 tensor 'tokens' [1, seq] (one prompt)" };
+        var set = new Option<string[]>("--set")
+        {
+            Description = "L:F:V sets layer L's feature F to V at every position (new tokens included); L:F:V@P at position P; L:F:V@P- from P on (repeatable)",
+            Required = true,
+        };
+        var direct = new Option<bool>("--direct-effects") { Description = "Constrain every layer: patterns, norm scales and MLP outputs frozen, direct effects only" };
+        var constrained = new Option<string?>("--constrained-layers") { Description = "A-B: freeze these layers' MLP outputs and write the interventions there only (circuit-tracer constrained_layers)" };
+        var noFreeze = new Option<bool>("--no-freeze-attention") { Description = "Let attention patterns change (circuit-tracer freeze_attention=False)" };
+        var generate = new Option<int>("--generate") { Description = "Also continue the prompt greedily this many tokens, without and with the interventions" }.NonNegative();
+        var top = new Option<int>("--top") { Description = "Next-token predictions shown", DefaultValueFactory = _ => 10 }.Positive();
+        var noBos = InterventionCommands.NoBosOption();
+        var dtype = ModelSource.SaeOrCltDtypeOption();
+        var command = new Command("intervene", "Set CLT or transcoder-set features to values (circuit-tracer's feature_intervention) and show the top next-token predictions before and after")
+        {
+            model, sae, prompt, input, set, direct, constrained, noFreeze, generate, top, noBos, dtype,
+        };
+        Cli.SetAction(command, parse =>
+        {
+            string saePath = parse.GetValue(sae)!;
+            if (!CrossLayerTranscoderLoader.IsCrossLayerTranscoder(saePath, null))
+                throw new SaeSharpException($"--sae '{saePath}': sae intervene needs a whole cross-layer transcoder's or a transcoder set's folder (single SAEs: sae model run --clamp, sae steer)");
+            if (parse.GetValue(direct)) Cli.RefuseGiven(parse, "--direct-effects constrains every layer", constrained);
+            var (folder, tok, tokens) = InterventionCommands.PromptOrInputTokens(parse, model, prompt, input, noBos);
+            using var _t = tokens;
+            if (tokens.shape[0] != 1) throw new SaeSharpException($"--input: an intervention is on one prompt, but 'tokens' has {tokens.shape[0]} rows");
+            var interventions = parse.GetValue(set)!.Select(ParseSet).ToList();
+            bool bos = tok?.BosTokenId is int b && tokens[0, 0].item<long>() == b;   // circuit-tracer's zero_positions
+            var options = new CltInterventionOptions
+            {
+                FreezeAttention = !parse.GetValue(noFreeze), DirectEffects = parse.GetValue(direct),
+                ConstrainedLayers = parse.GetValue(constrained) is string c ? ParseRange(c) : null, ZeroBos = bos,
+            };
+            ScalarType? modelDtype = ModelSource.GivenDtype(parse, dtype, folder);
+            using var clt = CrossLayerTranscoderLoader.Load(saePath, null, CrossLayerTranscoderLoader.ForModel(modelDtype));
+            using var cm = ModelForSae.Load(folder, new WeightProcessingOptions(), modelDtype ?? ScalarType.Float32);
+            using var scope = NewDisposeScope();
+            using var clean = CltInterventions.FeatureIntervention(cm.Model, clt, tokens, [], options, cm.Hooks);
+            using var after = CltInterventions.FeatureIntervention(cm.Model, clt, tokens, interventions, options, cm.Hooks);
+            string Tok(long id) => tok is null ? id.ToString(CultureInfo.InvariantCulture) : Analysis.DashboardWriter.Quote(tok.TokenText((int)id));
+            static string F(double v) => (v == 0 ? 0 : v).ToString("F4", CultureInfo.InvariantCulture);   // no "-0.0000" for a JumpReLU zero
+
+            if (parse.GetValue(prompt) is string text) Console.WriteLine($"prompt: {text}");
+            long n = tokens.shape[1];
+            Cli.WriteColumns("interventions", ["layer", "feature", "position", "token", new Column("clean", Right: true), new Column("set", Right: true)],
+                interventions.Select(i => new[]
+                {
+                    i.Layer.ToString(CultureInfo.InvariantCulture), i.Feature.ToString(CultureInfo.InvariantCulture),
+                    i.Onward ? (i.Position == 0 ? "all" : $"{i.Position}-") : i.Position.ToString(CultureInfo.InvariantCulture),
+                    i.Onward || i.Position >= n ? "" : Tok(tokens[0, i.Position].item<long>()),
+                    i.Onward ? "" : F(clean.Activations[i.Layer, i.Position, i.Feature].to(ScalarType.Float64).item<double>()),
+                    F(i.Value),
+                }));
+            int k = Math.Min(parse.GetValue(top), (int)clean.Logits.shape[^1]);
+            var (pc, ic) = softmax(clean.Logits[0, -1].to(ScalarType.Float64), 0).topk(k);
+            var (pa, ia) = softmax(after.Logits[0, -1].to(ScalarType.Float64), 0).topk(k);
+            var (pcv, icv, pav, iav) = (pc.data<double>().ToArray(), ic.data<long>().ToArray(), pa.data<double>().ToArray(), ia.data<long>().ToArray());
+            string how = options.DirectEffects ? "direct effects" : options.ConstrainedLayers is { } r ? $"layers {r.Start}-{r.End - 1} constrained"
+                : options.FreezeAttention ? "attention frozen" : "nothing frozen";
+            Cli.WriteColumns($"next token after position {n - 1} ({how})",
+                ["rank", "clean", new Column("p clean", Right: true), "intervened", new Column("p after", Right: true)],
+                Enumerable.Range(0, k).Select(i => new[] { (i + 1).ToString(CultureInfo.InvariantCulture), Tok(icv[i]), F(pcv[i]), Tok(iav[i]), F(pav[i]) }));
+
+            if (parse.GetValue(generate) is int g and > 0)
+            {
+                if (tok is null) throw new SaeSharpException("--generate needs the model's tokenizer to show the continuations");
+                Cli.RefuseGiven(parse, "generation freezes the prompt's attention only; constrained layers are not supported with --generate", direct, constrained);
+                using var plain = cm.Model.Generate(tokens, g, new GenerationOptions { Hooks = cm.Hooks });
+                using var gen = CltInterventions.FeatureInterventionGenerate(cm.Model, clt, tokens, interventions, g, options with { ZeroBos = bos }, null, cm.Hooks);
+                string Continuation(Tensor t) => ModelCommands.DecodeShowingUnknownIds(tok, t[0].narrow(0, n, t.shape[1] - n).data<long>().Select(v => (int)v).ToList());
+                Cli.WriteColumns($"greedy continuation ({g} tokens)", ["run", "continuation"],
+                    [["clean", Continuation(plain.Tokens)], ["intervened", Continuation(gen.Tokens!)]]);
+            }
+            return 0;
+        });
+        return command;
+    }
+
+    /// <summary>"L:F:V", "L:F:V@P" or "L:F:V@P-" as an intervention.</summary>
+    internal static CltFeatureIntervention ParseSet(string spec)
+    {
+        const string form = "L:F:V, L:F:V@P or L:F:V@P- (layer, feature, value, position), e.g. 3:120:-2@5";
+        string body = spec, at = "";
+        int sep = spec.IndexOf('@', StringComparison.Ordinal);
+        if (sep >= 0) (body, at) = (spec[..sep], spec[(sep + 1)..]);
+        var parts = body.Split(':');
+        if (parts.Length != 3 || !int.TryParse(parts[0], NumberStyles.None, CultureInfo.InvariantCulture, out int layer)
+            || !int.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out int feature)
+            || !double.TryParse(parts[2], NumberStyles.Float, CultureInfo.InvariantCulture, out double value) || !double.IsFinite(value))
+            throw new SaeSharpException($"--set '{spec}': expected {form}");
+        if (sep < 0) return CltFeatureIntervention.AllPositions(layer, feature, value);
+        bool onward = at.EndsWith('-');
+        if (!int.TryParse(onward ? at[..^1] : at, NumberStyles.None, CultureInfo.InvariantCulture, out int pos))
+            throw new SaeSharpException($"--set '{spec}': the position must be a non-negative integer, optionally followed by '-'; expected {form}");
+        return new CltFeatureIntervention(layer, pos, feature, value, onward);
+    }
+
+    /// <summary>"A-B" (inclusive) as [A, B + 1).</summary>
+    private static (int Start, int End) ParseRange(string text)
+    {
+        var parts = text.Split('-');
+        if (parts.Length != 2 || !int.TryParse(parts[0], NumberStyles.None, CultureInfo.InvariantCulture, out int a)
+            || !int.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out int b) || b < a)
+            throw new SaeSharpException($"--constrained-layers '{text}': expected A-B with A ≤ B, e.g. 2-5");
+        return (a, b + 1);
+    }
+}

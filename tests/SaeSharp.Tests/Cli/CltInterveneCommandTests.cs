@@ -1,0 +1,96 @@
+using System.Globalization;
+using SaeSharp.Interop;
+using SaeSharp.Interventions;
+using SaeSharp.IO;
+using SaeSharp.Models;
+using SaeSharp.Tests.Saes;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Tests.Cli;
+
+/// <summary><c>sae intervene</c> against <see cref="CltInterventions"/>, and <c>sae model run --sae CLT</c>'s pointer to it.</summary>
+public class CltInterveneCommandTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("cli-cltinterv-").FullName;
+    public void Dispose() => Directory.Delete(_dir, true);
+
+    private string P(string name) => Path.Combine(_dir, name);
+
+    private (string Model, Tensor Tokens) Setup()
+    {
+        var model = TinyModels.WriteGpt2(P("m"), seed: 3, nLayer: 2, nEmbd: 16, nHead: 4, vocab: 64);
+        var r = CltReference.Random(2, 12, 16, 5, threshold: true, skip: true);
+        r.ScaleThresholds(0.2);
+        r.WriteCircuitTracerLn2(P("clt"));
+        var tokens = tensor(new long[] { 5, 9, 2, 7, 7, 3 }).reshape(1, 6);
+        SafeTensors.Save(P("one.safetensors"), new Dictionary<string, Tensor> { ["tokens"] = tokens });
+        return (model, tokens);
+    }
+
+    /// <summary>The rows of the TSV table whose header line is <paramref name="header"/>.</summary>
+    private static List<string[]> Table(string output, string header)
+    {
+        var lines = output.Split('\n').Select(l => l.TrimEnd('\r')).ToList();
+        int at = lines.IndexOf(header);
+        Assert.True(at >= 0, $"no table headed '{header}' in:\n{output}");
+        return lines.Skip(at + 1).TakeWhile(l => l.Contains('\t', StringComparison.Ordinal) && !l.StartsWith("rank", StringComparison.Ordinal)).Select(l => l.Split('\t')).ToList();
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void InterveneShowsTheLibrarysPredictionsBeforeAndAfter(bool direct)
+    {
+        var (model, tokens) = Setup();
+        string[] extra = direct ? ["--direct-effects"] : [];
+        var (exit, output, err) = CliRunner.Run(["intervene", "--model", model, "--sae", P("clt"), "--input", P("one.safetensors"),
+            "--set", "0:3:4.5@2", "--set", "1:7:-2@4-", "--top", "5", .. extra]);
+        Assert.True(exit == 0, err);
+
+        using var m = ModelLoader.FromPretrained(model);
+        using var clt = CrossLayerTranscoderLoader.Load(P("clt"));
+        var options = new CltInterventionOptions { DirectEffects = direct };
+        using var clean = CltInterventions.FeatureIntervention(m, clt, tokens, [], options);
+        using var after = CltInterventions.FeatureIntervention(m, clt, tokens, [new(0, 2, 3, 4.5), new(1, 4, 7, -2, Onward: true)], options);
+        var set = Table(output, "layer\tfeature\tposition\ttoken\tclean\tset");
+        Assert.Equal(2, set.Count);
+        Assert.Equal(["0", "3", "2", "2"], set[0].Take(4));
+        Assert.Equal(clean.Activations[0, 2, 3].item<float>(), double.Parse(set[0][4], CultureInfo.InvariantCulture), 4);
+        Assert.Equal(["1", "7", "4-", "", "", "-2.0000"], set[1]);
+        var rows = Table(output, "rank\tclean\tp clean\tintervened\tp after");
+        Assert.Equal(5, rows.Count);
+        var (pc, ic) = softmax(clean.Logits[0, -1].to(ScalarType.Float64), 0).topk(5);
+        var (pa, ia) = softmax(after.Logits[0, -1].to(ScalarType.Float64), 0).topk(5);
+        for (int i = 0; i < 5; i++)
+        {
+            Assert.Equal(ic[i].item<long>().ToString(CultureInfo.InvariantCulture), rows[i][1]);
+            Assert.Equal(pc[i].item<double>(), double.Parse(rows[i][2], CultureInfo.InvariantCulture), 4);
+            Assert.Equal(ia[i].item<long>().ToString(CultureInfo.InvariantCulture), rows[i][3]);
+            Assert.Equal(pa[i].item<double>(), double.Parse(rows[i][4], CultureInfo.InvariantCulture), 4);
+        }
+        Assert.True((after.Logits - clean.Logits).abs().max().item<float>() > 1e-3, "the interventions changed nothing");
+    }
+
+    [Fact]
+    public void BadSettingsAndSaeCommandsOnACltAreNamed()
+    {
+        var (model, _) = Setup();
+        string[] baseArgs = ["intervene", "--model", model, "--sae", P("clt"), "--input", P("one.safetensors")];
+        var (exit, _, err) = CliRunner.Run([.. baseArgs, "--set", "0:3"]);
+        Assert.NotEqual(0, exit);
+        Assert.Contains("expected L:F:V", err);
+        (exit, _, err) = CliRunner.Run([.. baseArgs, "--set", "0:3:1@x"]);
+        Assert.NotEqual(0, exit);
+        Assert.Contains("position must be a non-negative integer", err);
+        (exit, _, err) = CliRunner.Run([.. baseArgs, "--set", "0:30:1"]);
+        Assert.NotEqual(0, exit);
+        Assert.Contains("feature 30 is outside 0..11", err);
+        (exit, _, err) = CliRunner.Run([.. baseArgs, "--set", "0:3:1", "--constrained-layers", "1-0"]);
+        Assert.NotEqual(0, exit);
+        Assert.Contains("expected A-B", err);
+        (exit, _, err) = CliRunner.Run(["model", "run", "--model", model, "--input", P("one.safetensors"), "--sae", P("clt"), "--out", P("o.safetensors")]);
+        Assert.NotEqual(0, exit);
+        Assert.Contains("sae intervene", err);
+        Assert.False(File.Exists(P("o.safetensors")));
+    }
+}
