@@ -547,7 +547,7 @@ internal static class CrossCoderCli
     /// prompt with the model of slot J (default the last: the chat model of a diffing pair) with and without
     /// <see cref="CrossCoderInterventions.Steering"/> at every hook of that model's slots (same seeds).</summary>
     public static int Steer(string ccPath, string modelPath, string? diffModel, int? slot, int latent, double scale, string prompt, int maxNew, int runs,
-        Func<int, GenerationOptions> options, bool prependBos)
+        Func<int, GenerationOptions> options, bool prependBos, string? positionsText = null)
     {
         using var cc = CrossCoderFormat.Load(ccPath, out var sources);
         cc.eval();
@@ -559,24 +559,31 @@ internal static class CrossCoderCli
         using var other = m == 0 ? null : ModelForSae.Load(path, new WeightProcessingOptions());
         var pm = other ?? first;
         var tok = Tokenizer.FromFolder(path);
-        var steer = CrossCoderInterventions.Steering(cc, latent, scale, slots);
         using var scope = NewDisposeScope();
         using var tokens = InterventionCommands.PromptTokens(tok, prompt, prependBos);
         long promptLen = tokens.shape[1];
+        long steps = promptLen + maxNew;
+        var positions = InterventionCommands.ParsePositions(positionsText, steps, $"the prompt ({promptLen} tokens) and its continuation have {steps} tokens");
+        var steer = CrossCoderInterventions.Steering(cc, latent, scale, slots, positions);
         var rows = new List<string[]>();
+        var notes = new List<string>();
         for (int i = 0; i < runs; i++)
         {
             var o = options(i) with { EosTokenId = tok.EosTokenId };
             string Continue(bool steered)
             {
                 using var g = pm.Model.Generate(tokens, maxNew, o with { Hooks = [.. pm.Hooks, .. steered ? steer : []] });
+                if (InterventionCommands.GenerationNote(g, 0, steered ? positions : null) is string note)
+                    notes.Add($"seed {o.Seed}, {(steered ? "steered" : "unsteered")}: {note}");
                 return tok.Decode(g.Tokens[0].narrow(0, promptLen, g.Tokens.shape[1] - promptLen).data<long>().Select(v => (int)v));
             }
             rows.Add([o.Seed.ToString()!, Continue(false), Continue(true)]);
         }
         Console.WriteLine($"prompt: {prompt}");
-        Cli.WriteColumns($"latent {latent} × {scale.ToString(CultureInfo.InvariantCulture)} at {string.Join(", ", slots.Select(s => $"slot {s.Slot} {s.Hook}"))} of {ModelLoader.NameOf(path)}",
+        Cli.WriteColumns($"latent {latent} × {scale.ToString(CultureInfo.InvariantCulture)} at {string.Join(", ", slots.Select(s => $"slot {s.Slot} {s.Hook}"))} of {ModelLoader.NameOf(path)}" +
+            (positions is null ? "" : $", position{(positions.Length == 1 ? "" : "s")} {string.Join(",", positions)}"),
             ["seed", "unsteered", "steered"], rows);
+        foreach (var note in notes) Cli.ErrorLine($"note: {note}");
         // As sae steer for an SAE: the tokens the latent's decoder row raises most through the steered model's unembedding,
         // the row of that model's last slot (the chat slot of a diffing pair; sae features takes the last slot's too).
         var (lastSlot, lastHook) = slots[^1];

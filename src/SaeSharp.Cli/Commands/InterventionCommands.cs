@@ -171,11 +171,11 @@ internal static class InterventionCommands
             var folder = ModelSource.Resolve(parse.GetValue(model)!);
             if (CrossCoderFormat.IsCrossCoderPath(parse.GetValue(sae)!))
             {
-                Cli.RefuseGiven(parse, "for SAEs; a crosscoder steers at every position of the hooks of its slots", hook, positionsOption);
+                Cli.RefuseGiven(parse, "for SAEs; a crosscoder steers at the hooks of its slots", hook);
                 return CrossCoderCli.Steer(parse.GetValue(sae)!, folder, parse.GetValue(diffModel) is { } dm ? ModelSource.Resolve(dm) : null, parse.GetValue(slot),
                     parse.GetValue(feature), parse.GetValue(scale), parse.GetValue(prompt)!, parse.GetValue(maxNew), parse.GetValue(runs),
                     i => new GenerationOptions { Temperature = parse.GetValue(temperature), TopP = parse.GetValue(topP), Seed = parse.GetValue(seed) + (ulong)i },
-                    !parse.GetValue(noBos));
+                    !parse.GetValue(noBos), parse.GetValue(positionsOption));
             }
             Cli.RefuseGiven(parse, "for a crosscoder (--sae CROSSCODER)", diffModel, slot);
             using var s = LoadSae(parse.GetValue(sae)!);
@@ -628,7 +628,7 @@ internal static class InterventionCommands
 
     /// <summary>"0,3,5" as positions below <paramref name="length"/> (<paramref name="what"/> says what has that many
     /// tokens); null (every position) when not given.</summary>
-    private static long[]? ParsePositions(string? text, long length, string what)
+    internal static long[]? ParsePositions(string? text, long length, string what)
     {
         if (string.IsNullOrWhiteSpace(text)) return null;
         var positions = new List<long>();

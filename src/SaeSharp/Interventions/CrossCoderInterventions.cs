@@ -33,18 +33,24 @@ public static class CrossCoderInterventions
     }
 
     /// <summary>Steering (SAELens's x ← x + S·W_dec[F], per slot): at each hook of <paramref name="slots"/>, x ← x + the
-    /// slot's row of <see cref="SteeringVectors"/>, at every position (prompt and generated tokens alike).</summary>
-    public static List<(string Name, Func<Tensor, Tensor?> Fn)> Steering(CrossCoder cc, int latent, double scale, IReadOnlyList<(int Slot, string Hook)> slots)
+    /// slot's row of <see cref="SteeringVectors"/>, at every position (prompt and generated tokens alike) or at
+    /// <paramref name="positions"/> (absolute, as <see cref="Interventions.Steering.Positions"/> counts them).</summary>
+    public static List<(string Name, Func<Tensor, Tensor?> Fn)> Steering(CrossCoder cc, int latent, double scale, IReadOnlyList<(int Slot, string Hook)> slots,
+        IReadOnlyCollection<long>? positions = null)
     {
         ArgumentNullException.ThrowIfNull(slots);
         SteeringVectors(cc, latent, scale).Dispose();   // the latent and scale checked now, not at the first hook
         CheckSlots(cc, slots);
+        if (positions?.FirstOrDefault(p => p < 0) is long neg && neg < 0)
+            throw new SaeSharpException($"steering position {neg} is negative: positions count from 0 at the first token");
+        var at = positions?.ToArray();
         return slots.Select(s => (s.Hook, (Func<Tensor, Tensor?>)(x =>
         {
             using var scope = NewDisposeScope();
             // Made per call, in the scope: a tensor the hook kept would be left to the finalizer.
-            var v = SteeringVectors(cc, latent, scale)[s.Slot];
-            return x.add(v.to(x.dtype, x.device).view([.. Enumerable.Repeat(1L, (int)x.dim() - 1), -1]), TorchScalars.One).MoveToOuterDisposeScope();
+            var v = SteeringVectors(cc, latent, scale)[s.Slot].to(x.dtype, x.device);
+            var delta = Interventions.Steering.AtPositions(v.view([.. Enumerable.Repeat(1L, (int)x.dim() - 1), -1]).expand(x.shape), at);
+            return x.add(delta, TorchScalars.One).MoveToOuterDisposeScope();
         }))).ToList();
     }
 

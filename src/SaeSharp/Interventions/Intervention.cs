@@ -107,6 +107,23 @@ public sealed class Steering : Intervention
     }
     private readonly IReadOnlyCollection<long>? _positions;
 
+    /// <summary><paramref name="delta"/> [batch, pos, ...] zeroed outside <paramref name="positions"/> (null: returned as is),
+    /// by the running forward pass's token positions (<see cref="HookRunner.CurrentPositions"/>; during generation the
+    /// prompt and new tokens one numbering). A position the run does not reach is a <see cref="SaeSharpException"/>.</summary>
+    internal static Tensor AtPositions(Tensor delta, long[]? positions)
+    {
+        if (positions is null) return delta;
+        var pos = HookRunner.CurrentPositions
+            ?? throw new SaeSharpException("steering at positions needs the model's token positions (run it through the model)");
+        long length = pos.max().item<long>() + 1;
+        if (HookRunner.GenerationLength is long g && g > length) length = g;
+        if (positions.FirstOrDefault(p => p >= length, -1) is var outside && outside >= 0)
+            throw new SaeSharpException($"steering position {outside} is outside the sequence: it has {length} token(s) " +
+                $"(positions 0..{length - 1}{(HookRunner.GenerationLength is null ? "" : ", counting the new tokens")})");
+        var mask = isin(pos, tensor(positions)).to(delta.dtype);
+        return delta * mask.view([.. mask.shape, .. Enumerable.Repeat(1L, (int)delta.dim() - 2)]);
+    }
+
     /// <summary>S·W_dec[F], [d_in] (caller disposes).</summary>
     public Tensor Vector()
     {
@@ -138,19 +155,7 @@ public sealed class Steering : Intervention
                 zero.select(2, head.Value).add_(vec.view(1, 1, -1), TorchScalars.One);
                 delta = zero;
             }
-            if (positions is not null)
-            {
-                var pos = HookRunner.CurrentPositions
-                    ?? throw new SaeSharpException("steering at positions needs the model's token positions (run it through the model)");
-                long length = pos.max().item<long>() + 1;
-                if (HookRunner.GenerationLength is long g && g > length) length = g;
-                if (positions.FirstOrDefault(p => p >= length, -1) is var outside && outside >= 0)
-                    throw new SaeSharpException($"steering position {outside} is outside the sequence: it has {length} token(s) " +
-                        $"(positions 0..{length - 1}{(HookRunner.GenerationLength is null ? "" : ", counting the new tokens")})");
-                var mask = isin(pos, tensor(positions)).to(x.dtype);
-                delta = delta * mask.view([.. mask.shape, .. Enumerable.Repeat(1L, (int)x.dim() - 2)]);
-            }
-            return x.add(delta, TorchScalars.One).MoveToOuterDisposeScope();
+            return x.add(AtPositions(delta, positions), TorchScalars.One).MoveToOuterDisposeScope();
         }
         return (spliced is not null ? spliced.HookName(SaeHookPoints.Output) : site.WriteHook, Add);
     }

@@ -39,6 +39,26 @@ public class CrossCoderInterventionTests : ModelTestBase
     }
 
     [Fact]
+    public void Steering_at_positions_adds_the_rows_only_there_and_refuses_positions_outside_the_run()
+    {
+        using var model = Gpt2();
+        using var tokens = Tokens([.. ModelActivationSourceTests.Windows(2, 8)]);
+        using var cc = CrossCoderDownstreamTests.Random(2, D, 24, seed: 3);
+        using var mask = zeros(1, tokens.shape[1], 1);
+        mask[0, 1, 0] = tensor(1f);
+        mask[0, 3, 0] = tensor(1f);
+        using var steered = Run(model, tokens, CrossCoderInterventions.Steering(cc, 5, 2.5, [(0, Hooks[0]), (1, Hooks[1])], [3, 1]));
+        using var hand = Run(model, tokens, Hooks.Select((h, l) => (h, (Func<Tensor, Tensor?>)(x => x + mask * (cc.Decoder.Weight[l, 5] * 2.5)))));
+        AssertAllClose(hand, steered, 1e-5, "steered at positions 1 and 3");
+        // Positions before the first steered one see nothing (causal attention): position 0's logits are the clean run's.
+        using var clean = Run(model, tokens, []);
+        AssertAllClose(clean.narrow(1, 0, 1), steered.narrow(1, 0, 1), 1e-6, "position 0");
+        Assert.Contains("negative", Assert.Throws<SaeSharpException>(() => CrossCoderInterventions.Steering(cc, 5, 1, [(0, Hooks[0])], [-1])).Message);
+        var outside = Assert.Throws<SaeSharpException>(() => Run(model, tokens, CrossCoderInterventions.Steering(cc, 5, 1, [(0, Hooks[0])], [tokens.shape[1]])).Dispose());
+        Assert.Contains($"position {tokens.shape[1]} is outside the sequence", outside.Message);
+    }
+
+    [Fact]
     public void With_an_activation_normaliser_steering_is_in_the_activations_units()
     {
         var cc = new CrossCoder(new CrossCoderConfig { ActivationDim = D, DictSize = 8, NumLayers = 2, NormalizerBuffers = true });
