@@ -117,52 +117,7 @@ public static class TextDataset
     }
 
     /// <summary>The class column of a Parquet file: strings, or integers as their decimal text.</summary>
-    private static IEnumerable<string> ReadParquetClasses(string path, string column)
-    {
-        RequireFile(path);
-        using var stream = ParquetFooter.Open(path);
-        var (reader, footer) = OpenParquet(stream, path);
-        try
-        {
-            if (NoRows(reader)) yield break;
-            var field = FindColumn(reader, column, path);
-            var type = field.ClrType;
-            bool isString = type == typeof(string) || type == typeof(ReadOnlyMemory<char>);
-            bool isInt = type == typeof(long) || type == typeof(int);
-            if ((!isString && !isInt) || field.MaxRepetitionLevel != 0)
-                throw new SaeSharpException($"{path}: class column '{column}' holds {type.Name}{(field.MaxRepetitionLevel != 0 ? " lists" : "")}, expected strings or int32/int64");
-            long row = 0;
-            long maxRows = MaxParquetRows(stream.Length);
-            for (int g = 0; g < reader.RowGroupCount; g++)
-            {
-                var values = ParquetGroup(path, g, maxRows, () =>
-                {
-                    footer.CheckPages(stream, g);
-                    using var group = reader.OpenRowGroupReader(g);
-                    if (group.RowCount < 0 || group.RowCount > maxRows)
-                        throw new SaeSharpException($"{path}: row group {g} declares {group.RowCount} rows, more than a {stream.Length}-byte file can plausibly hold ({maxRows})");
-                    int n = checked((int)group.RowCount);
-                    if (isString)
-                    {
-                        var strings = new string?[n];
-                        Sync(group.ReadAsync(field, strings.AsMemory(), null, default));
-                        return strings;
-                    }
-                    return type == typeof(long) ? Integers<long>(group, field, n) : Integers<int>(group, field, n);
-                });
-                foreach (var v in values)
-                {
-                    if (v is null) throw new SaeSharpException($"{path}: class column '{column}' is null in row {row}");
-                    row++;
-                    yield return v;
-                }
-            }
-        }
-        finally
-        {
-            Sync(reader.DisposeAsync());
-        }
-    }
+    private static IEnumerable<string> ReadParquetClasses(string path, string column) => ReadParquetColumn(path, column, integers: true);
 
     private static string?[] Integers<T>(ParquetRowGroupReader group, DataField field, int n) where T : struct, IFormattable
     {
@@ -204,18 +159,26 @@ public static class TextDataset
 
     /// <summary>The string column <paramref name="column"/> of a Parquet file, one row group at a time. A file with no
     /// rows gives none, whatever its columns (<see cref="ChooseColumn(IEnumerable{string}, string?)"/> passes it over).</summary>
-    public static IEnumerable<string> ReadParquet(string path, string column = "text")
+    public static IEnumerable<string> ReadParquet(string path, string column = "text") => ReadParquetColumn(path, column, integers: false);
+
+    /// <summary>A string column (with <paramref name="integers"/>, also an int32/int64 one, as decimal text) of a Parquet
+    /// file, one row group at a time; a null value is a <see cref="SaeSharpException"/> naming the row.</summary>
+    private static IEnumerable<string> ReadParquetColumn(string path, string column, bool integers)
     {
         RequireFile(path);
         using var stream = ParquetFooter.Open(path);
         var (reader, footer) = OpenParquet(stream, path);
+        string what = integers ? "class column" : "column";
         try
         {
             if (NoRows(reader)) yield break;
             var field = FindColumn(reader, column, path);
-            bool isString = field.ClrType == typeof(string) || field.ClrType == typeof(ReadOnlyMemory<char>);
-            if (!isString || field.MaxRepetitionLevel != 0)
-                throw new SaeSharpException($"{path}: column '{column}' holds {field.ClrType.Name}{(field.MaxRepetitionLevel != 0 ? " lists" : "")}, expected strings");
+            var type = field.ClrType;
+            bool isString = type == typeof(string) || type == typeof(ReadOnlyMemory<char>);
+            bool isInt = integers && (type == typeof(long) || type == typeof(int));
+            if ((!isString && !isInt) || field.MaxRepetitionLevel != 0)
+                throw new SaeSharpException($"{path}: {what} '{column}' holds {type.Name}{(field.MaxRepetitionLevel != 0 ? " lists" : "")}, " +
+                    $"expected strings{(integers ? " or int32/int64" : "")}");
             long row = 0;
             long maxRows = MaxParquetRows(stream.Length);
             for (int g = 0; g < reader.RowGroupCount; g++)
@@ -226,13 +189,15 @@ public static class TextDataset
                     using var group = reader.OpenRowGroupReader(g);
                     if (group.RowCount < 0 || group.RowCount > maxRows)
                         throw new SaeSharpException($"{path}: row group {g} declares {group.RowCount} rows, more than a {stream.Length}-byte file can plausibly hold ({maxRows})");
-                    var v = new string?[group.RowCount];
-                    Sync(group.ReadAsync(field, v.AsMemory(), null, default));
-                    return v;
+                    int n = checked((int)group.RowCount);
+                    if (!isString) return type == typeof(long) ? Integers<long>(group, field, n) : Integers<int>(group, field, n);
+                    var strings = new string?[n];
+                    Sync(group.ReadAsync(field, strings.AsMemory(), null, default));
+                    return strings;
                 });
                 foreach (var v in values)
                 {
-                    if (v is null) throw new SaeSharpException($"{path}: column '{column}' is null in row {row}");
+                    if (v is null) throw new SaeSharpException($"{path}: {what} '{column}' is null in row {row}");
                     row++;
                     yield return v;
                 }

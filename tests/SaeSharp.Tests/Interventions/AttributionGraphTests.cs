@@ -17,22 +17,8 @@ namespace SaeSharp.Tests.Interventions;
 /// with hooks (features, error nodes and embeddings given as fixed tensors, patterns and norm scales the clean ones), and
 /// circuit-tracer's pruning on a matrix worked by hand.
 /// </summary>
-public class AttributionGraphTests : ModelTestBase
+public class AttributionGraphTests : CltTestBase
 {
-    private static readonly Tensor Prompt = tensor(new long[] { 5, 11, 23, 42, 7, 19 }, 1, 6);
-
-    private string ModelDir(int seed) => TinyModels.WriteGpt2(Sub($"g-{Guid.NewGuid():N}"), seed, Layers, DModel, 4, 50, 32);
-
-    /// <summary>A random 2-layer CLT (JumpReLU, skip) reading ln2's output, float64, and its reference weights.</summary>
-    private (CrossLayerTranscoder Clt, CltReference Ref) MakeClt(int seed, bool skip = true)
-    {
-        var r = CltReference.Random(Layers, Features, DModel, seed, threshold: true, skip);
-        r.ScaleThresholds(0.2);
-        string folder = Sub($"clt-{Guid.NewGuid():N}");
-        r.WriteCircuitTracerLn2(folder);
-        return (CrossLayerTranscoderLoader.Load(folder, dtype: ScalarType.Float64), r);
-    }
-
     /// <summary>Every target's value in the frozen replacement run with the nodes given: a feature's x·W_enc row (its
     /// pre-activation without b_enc, from the reference weights as the float32 files hold them), a logit minus the mean logit
     /// at the last position.</summary>

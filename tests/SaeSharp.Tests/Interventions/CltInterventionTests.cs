@@ -13,22 +13,8 @@ namespace SaeSharp.Tests.Interventions;
 /// circuit-tracer's <c>feature_intervention</c> on tiny GPT-2s with random CLTs in its files: no-op interventions, the
 /// attribution graph's edges as direct effects, decoder rows added by hand, and generation.
 /// </summary>
-public class CltInterventionTests : ModelTestBase
+public class CltInterventionTests : CltTestBase
 {
-    private static readonly Tensor Prompt = tensor(new long[] { 5, 11, 23, 42, 7, 19 }, 1, 6);
-
-    private string ModelDir(int seed) => TinyModels.WriteGpt2(Sub($"g-{Guid.NewGuid():N}"), seed, Layers, DModel, 4, 50, 32);
-
-    private (CrossLayerTranscoder Clt, CltReference Ref) MakeClt(int seed, bool skip = true, bool perLayer = false)
-    {
-        var r = CltReference.Random(Layers, Features, DModel, seed, threshold: true, skip);
-        r.ScaleThresholds(0.2);
-        string folder = Sub($"clt-{Guid.NewGuid():N}");
-        if (perLayer) r.WriteTranscoderSet(folder, threshold: true);
-        else r.WriteCircuitTracerLn2(folder);
-        return (CrossLayerTranscoderLoader.Load(folder, dtype: ScalarType.Float64), r);
-    }
-
     /// <summary>The clean features [pos, F] of every layer.</summary>
     private static Tensor[] CleanFeatures(HookedTransformer model, CrossLayerTranscoder clt, Tensor tokens)
     {

@@ -1,0 +1,31 @@
+using SaeSharp.Interop;
+using SaeSharp.Models;
+using SaeSharp.Saes;
+using SaeSharp.Tests.Models;
+using SaeSharp.Tests.Saes;
+using TorchSharp;
+using static TorchSharp.torch;
+using static SaeSharp.Tests.Interventions.CrossLayerAttributionTests;
+
+namespace SaeSharp.Tests.Interventions;
+
+/// <summary>The tiny GPT-2s and random float64 CLTs (circuit-tracer's files, reading ln2's output) that the attribution-graph
+/// and CLT-intervention tests share.</summary>
+public abstract class CltTestBase : ModelTestBase
+{
+    protected static readonly Tensor Prompt = tensor(new long[] { 5, 11, 23, 42, 7, 19 }, 1, 6);
+
+    protected string ModelDir(int seed) => TinyModels.WriteGpt2(Sub($"g-{Guid.NewGuid():N}"), seed, Layers, DModel, 4, 50, 32);
+
+    /// <summary>A random 2-layer CLT (JumpReLU, skip) reading ln2's output, float64, and its reference weights; with
+    /// <paramref name="perLayer"/> a transcoder set of the same weights' diagonal.</summary>
+    private protected (CrossLayerTranscoder Clt, CltReference Ref) MakeClt(int seed, bool skip = true, bool perLayer = false)
+    {
+        var r = CltReference.Random(Layers, Features, DModel, seed, threshold: true, skip);
+        r.ScaleThresholds(0.2);
+        string folder = Sub($"clt-{Guid.NewGuid():N}");
+        if (perLayer) r.WriteTranscoderSet(folder, threshold: true);
+        else r.WriteCircuitTracerLn2(folder);
+        return (CrossLayerTranscoderLoader.Load(folder, dtype: ScalarType.Float64), r);
+    }
+}
