@@ -35,6 +35,7 @@ routed_scaling_factor 2.0, one shared expert, no dense layer (first_k_dense_repl
 mscale = mscale_all_dim = 0.707 as DeepSeek-V2's config (cos/sin unscaled, the softmax scale times mscale(40, 0.707)^2).
 Run (Debian bookworm, python3-torch 1.13.1, python3-numpy):
   /usr/bin/python3 bench/reference/deepseek_fixture.py --out tests/data
+  (--only deepseek_v2 deepseek_v2-group writes those folders only; the V2 folders were added that way)
 """
 import argparse
 import math
