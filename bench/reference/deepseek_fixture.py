@@ -1,4 +1,4 @@
-"""Writes tests/data/hf_models/{deepseek_v3, deepseek_v3-fp8, deepseek_v3-yarn}: two tiny random DeepSeek-V3 models
+"""Writes tests/data/hf_models/{deepseek_v3, deepseek_v3-fp8, deepseek_v3-yarn, deepseek_v2, deepseek_v2-group}: two tiny random DeepSeek-V3 models
 (DeepseekV3ForCausalLM), the first also in FP8 as the hub stores DeepSeek-V3 (deepseek_v3-fp8: its linear weights
 float8_e4m3fn bytes with block-wise float32 weight_scale_inv, quantization_config fp8 with 8x8 blocks; the float folder
 holds their dequantisation fp8 · scale, exact in float32, so both folders are one model and share one reference), with
@@ -20,8 +20,22 @@ deepseek_v3-yarn: q_lora_rank null (q_proj), rope_interleave false, YaRN rope_sc
 token, norm_topk_prob false, two shared experts.
 Weights: matrices N(0, 0.2^2) (the routers 0.5), norm weights 1 + N(0, 0.2^2), embeddings N(0, 1),
 e_score_correction_bias N(0, 0.1^2).
+
+DeepSeek-V2 (model_type deepseek_v2, DeepseekV2ForCausalLM): the same forward with the places where transformers'
+modeling_deepseek_v2.py differs (read at main 0233e509, plus PR #47435 merged 2026-07-20, which gave DeepseekV2Attention
+the softmax scale times mscale(factor, mscale_all_dim)^2 that DeepSeek's own modeling_deepseek.py has): DeepseekV2Moe's
+router (softmax over every expert in float32; topk_method greedy: the top k; group_limited_greedy: groups ranked by
+their best score, the topk_group best kept, the others' scores set to 0, then the top k; the weights times
+routed_scaling_factor, never renormalised; no e_score_correction_bias), apply_rotary_emb (each adjacent pair of the rotary
+dims rotated as one complex number, left in place), no MTP layers.
+deepseek_v2: DeepSeek-V2-Lite's shape in small: q_lora_rank null, greedy, first_k_dense_replace 1, 8 experts, 2 per
+token, routed_scaling_factor 1.0, two shared experts, the default rope.
+deepseek_v2-group: DeepSeek-V2's: q_lora_rank 20, group_limited_greedy with n_group 4, topk_group 2, 3 per token,
+routed_scaling_factor 2.0, one shared expert, no dense layer (first_k_dense_replace 0), YaRN with
+mscale = mscale_all_dim = 0.707 as DeepSeek-V2's config (cos/sin unscaled, the softmax scale times mscale(40, 0.707)^2).
 Run (Debian bookworm, python3-torch 1.13.1, python3-numpy):
   /usr/bin/python3 bench/reference/deepseek_fixture.py --out tests/data
+  (--only deepseek_v2 deepseek_v2-group writes those folders only; the V2 folders were added that way)
 """
 import argparse
 import math
@@ -46,12 +60,26 @@ BASE = dict(architectures=["DeepseekV3ForCausalLM"], model_type="deepseek_v3", v
 # DeepSeek-V3's quantization_config, with 8x8 blocks (the hub's are 128x128) so these small matrices span several,
 # partial ones at the edges included.
 FP8 = {"activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8", "weight_block_size": [8, 8]}
+V2_BASE = dict(architectures=["DeepseekV2ForCausalLM"], model_type="deepseek_v2", vocab_size=128, hidden_size=32,
+               intermediate_size=48, moe_intermediate_size=16, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=4,
+               n_shared_experts=2, n_routed_experts=8, routed_scaling_factor=1.0, kv_lora_rank=12, q_lora_rank=None,
+               qk_rope_head_dim=8, v_head_dim=12, qk_nope_head_dim=8, n_group=1, topk_group=1, num_experts_per_tok=2,
+               first_k_dense_replace=1, norm_topk_prob=False, hidden_act="silu", max_position_embeddings=256,
+               rms_norm_eps=1e-6, rope_theta=10000.0, attention_bias=False, attention_dropout=0.0, tie_word_embeddings=False,
+               torch_dtype="float32", topk_method="greedy", scoring_func="softmax", moe_layer_freq=1, aux_loss_alpha=0.001,
+               seq_aux=True, bos_token_id=0, eos_token_id=1, use_cache=True)
 FAMILIES = {
     "deepseek_v3": BASE,
     "deepseek_v3-yarn": dict(BASE, q_lora_rank=None, rope_interleave=False, n_group=4, topk_group=2, num_experts_per_tok=3,
                              norm_topk_prob=False, n_shared_experts=2, num_nextn_predict_layers=0, rope_theta=1000.0,
                              rope_scaling={"type": "yarn", "factor": 4.0, "mscale": 1.0, "mscale_all_dim": 0.8, "beta_fast": 32,
                                            "beta_slow": 1, "original_max_position_embeddings": 64}),
+    "deepseek_v2": V2_BASE,
+    "deepseek_v2-group": dict(V2_BASE, q_lora_rank=20, topk_method="group_limited_greedy", n_group=4, topk_group=2,
+                              num_experts_per_tok=3, routed_scaling_factor=2.0, n_shared_experts=1, first_k_dense_replace=0,
+                              rope_theta=1000.0,
+                              rope_scaling={"type": "yarn", "factor": 40.0, "mscale": 0.707, "mscale_all_dim": 0.707,
+                                            "beta_fast": 32, "beta_slow": 1, "original_max_position_embeddings": 64}),
 }
 
 
@@ -61,7 +89,7 @@ def params(c, g):
     r = lambda *shape, s=0.2: s * torch.randn(*shape, generator=g)
     p = {"model.embed_tokens.weight": torch.randn(c["vocab_size"], d, generator=g),
          "model.norm.weight": 1 + r(d), "lm_head.weight": r(c["vocab_size"], d)}
-    for i in range(c["num_hidden_layers"] + c["num_nextn_predict_layers"]):
+    for i in range(c["num_hidden_layers"] + c.get("num_nextn_predict_layers", 0)):
         L = f"model.layers.{i}."
         if c["q_lora_rank"] is None:
             p[L + "self_attn.q_proj.weight"] = r(h * qk, d)
@@ -84,7 +112,8 @@ def params(c, g):
             mlp(L + "mlp.", c["intermediate_size"])
         else:
             p[L + "mlp.gate.weight"] = r(E, d, s=0.5)
-            p[L + "mlp.gate.e_score_correction_bias"] = r(E, s=0.1)
+            if c["model_type"] == "deepseek_v3":
+                p[L + "mlp.gate.e_score_correction_bias"] = r(E, s=0.1)
             for e in range(E):
                 mlp(L + f"mlp.experts.{e}.", c["moe_intermediate_size"])
             mlp(L + "mlp.shared_experts.", c["moe_intermediate_size"] * c["n_shared_experts"])
@@ -217,9 +246,34 @@ def router(c, p, L, hs, hooks):   # DeepseekV3TopkRouter.forward and get_topk_in
     return scores, topk_indices, topk_weights
 
 
-def moe(c, p, L, hs, hooks):   # DeepseekV3MoE.forward and .moe
+def router_v2(c, p, L, hs, hooks):   # DeepseekV2Moe.forward's router logits and route_tokens_to_experts
+    E, G, K = c["n_routed_experts"], c["n_group"], c["num_experts_per_tok"]
+    router_logits = F.linear(hs.type(torch.float32), p[L + "mlp.gate.weight"].type(torch.float32))
+    router_logits = router_logits.view(-1, E)
+    scores = router_logits.softmax(dim=-1, dtype=torch.float32)
+    n = scores.shape[0]
+    if c["topk_method"] == "greedy":
+        choice = scores
+        topk_weight, topk_idx = torch.topk(scores, k=K, dim=-1, sorted=False)
+    else:   # group_limited_greedy
+        group_scores = scores.view(n, G, -1).max(dim=-1).values
+        group_idx = torch.topk(group_scores, k=c["topk_group"], dim=-1, sorted=False)[1]
+        group_mask = torch.zeros_like(group_scores)
+        group_mask.scatter_(1, group_idx, 1)
+        score_mask = group_mask.unsqueeze(-1).expand(n, G, E // G).reshape(n, -1)
+        choice = scores.masked_fill(~score_mask.bool(), 0.0)
+        topk_weight, topk_idx = torch.topk(choice, k=K, dim=-1, sorted=False)
+    if hooks is not None:   # how far the k-th choice is from the next
+        top = choice.topk(K + 1, dim=-1).values
+        hooks["_gap"] = min(hooks.get("_gap", 1e9), (top[:, K - 1] - top[:, K]).min().item())
+    topk_weight = topk_weight * c["routed_scaling_factor"]
+    return scores, topk_idx, topk_weight
+
+
+def moe(c, p, L, hs, hooks):   # DeepseekV3MoE.forward and .moe (DeepseekV2Moe.forward and DeepseekV2Experts: the same sums)
     residuals, shape = hs, hs.shape
-    scores, topk_indices, topk_weights = router(c, p, L, hs, hooks)
+    route = router_v2 if c["model_type"] == "deepseek_v2" else router
+    scores, topk_indices, topk_weights = route(c, p, L, hs, hooks)
     hs = hs.view(-1, hs.shape[-1])
     final = torch.zeros_like(hs, dtype=topk_weights.dtype)
     expert_mask = F.one_hot(topk_indices, num_classes=c["n_routed_experts"]).permute(2, 0, 1)
@@ -236,7 +290,22 @@ def moe(c, p, L, hs, hooks):   # DeepseekV3MoE.forward and .moe
         hooks["mlp.hook_expert_indices"] = topk_indices.view(b, s, -1).sort(-1).values   # as a set per token
         g = residuals @ p[L + "mlp.shared_experts.gate_proj.weight"].T
         hooks["mlp.shared_expert.hook_post"] = F.silu(g) * (residuals @ p[L + "mlp.shared_experts.up_proj.weight"].T)
+        e = int(topk_indices.view(-1)[0])   # the expert the first token chose first: its hook_post, zero where not routed
+        routed = (topk_indices == e).any(-1).view(b, s, 1).float()
+        xe = residuals
+        post = F.silu(xe @ p[L + f"mlp.experts.{e}.gate_proj.weight"].T) * (xe @ p[L + f"mlp.experts.{e}.up_proj.weight"].T)
+        hooks[f"mlp.experts.{e}.hook_post"] = post * routed
     return out
+
+
+def apply_rotary_emb(xq, xk, cos, sin):   # DeepSeek-V2: pairs as complex numbers times freqs_cis (= cos + i sin)
+    half = cos.shape[-1] // 2
+    freqs_cis = torch.complex(cos[..., :half], sin[..., :half]).unsqueeze(1)
+    xq_ = torch.view_as_complex(xq.float().reshape(*xq.shape[:-1], -1, 2))
+    xk_ = torch.view_as_complex(xk.float().reshape(*xk.shape[:-1], -1, 2))
+    xq_out = torch.view_as_real(xq_ * freqs_cis).flatten(3).type_as(xq)
+    xk_out = torch.view_as_real(xk_ * freqs_cis).flatten(3).type_as(xk)
+    return xq_out, xk_out
 
 
 def forward(c, p, tokens, mask=None, positions=None, hooks=None):
@@ -296,7 +365,10 @@ def forward(c, p, tokens, mask=None, positions=None, hooks=None):
             hk["attn.hook_q"] = q.transpose(1, 2)
             hk["attn.hook_k"] = torch.cat((k_pass, k_rot.expand(*k_pass.shape[:-1], -1)), -1).transpose(1, 2)
             hk["attn.hook_v"] = v.transpose(1, 2)
-        q_rot, k_rot = apply_rotary(q_rot, k_rot, cos, sin, c["rope_interleave"])
+        if c["model_type"] == "deepseek_v2":
+            q_rot, k_rot = apply_rotary_emb(q_rot, k_rot, cos, sin)
+        else:
+            q_rot, k_rot = apply_rotary(q_rot, k_rot, cos, sin, c["rope_interleave"])
         k_rot = k_rot.expand(*k_pass.shape[:-1], -1)
         query = torch.cat((q_pass, q_rot), dim=-1)
         key = torch.cat((k_pass, k_rot), dim=-1)
@@ -323,12 +395,15 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True, help="tests/data")
     ap.add_argument("--site", help="a folder where hf_models_fixture.py's prepare_site wrote the safetensors stand-in")
+    ap.add_argument("--only", nargs="*", help="these folders only (the others are left as they are)")
     a = ap.parse_args()
     from olmo_fixture import reference_arrays, safetensors_save_file, write_folder   # shared with the OLMo folders
     save_file = safetensors_save_file(a.site or "/tmp/deepseek_site")
     torch.set_num_threads(1)
     for j, (name, c) in enumerate(FAMILIES.items()):
         p = params(c, torch.Generator().manual_seed(4000 + j))
+        if a.only and name not in a.only:
+            continue
         packed = fp8_quantise(c, p, torch.Generator().manual_seed(5000), FP8["weight_block_size"]) if name == "deepseek_v3" else None
         tokens = torch.randint(0, c["vocab_size"], (2, SEQ), generator=torch.Generator().manual_seed(110 + j))
         hooks, first = {}, [True]

@@ -95,7 +95,7 @@ public static class FeatureWeights
 
     /// <summary>MLP output weights of a layer as [d_mlp, d_model] (rows: each neuron's write direction); a mixture of
     /// experts has no single one (an error), but a dense layer of an MoE model (DeepSeek's first
-    /// <c>first_k_dense_replace</c>) has.</summary>
+    /// <c>first_k_dense_replace</c>, Qwen-MoE's <c>mlp_only_layers</c>) has.</summary>
     public static Tensor MlpOut(HookedTransformer model, int layer)
     {
         ArgumentNullException.ThrowIfNull(model);
@@ -116,7 +116,7 @@ public static class FeatureWeights
         : ($"model.layers.{layer}.self_attn.o_proj.weight", true));
 
     /// <summary>Whether layer <paramref name="layer"/> of a mixture-of-experts model is a dense MLP (DeepSeek's first
-    /// <c>first_k_dense_replace</c> layers).</summary>
+    /// <c>first_k_dense_replace</c> layers, Qwen-MoE's <c>mlp_only_layers</c>).</summary>
     private static bool HasDenseMlp(HookedTransformer model, int layer) =>
         model.named_parameters().Any(kv => kv.name == $"model.layers.{layer}.mlp.down_proj.weight");
 

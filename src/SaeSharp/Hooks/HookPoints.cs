@@ -184,13 +184,18 @@ public sealed class HookPoints
     public bool SharedExpert { get; }
     /// <summary>The shared expert's output is scaled by a sigmoid gate (<c>mlp.hook_shared_expert_gate</c>: Qwen2-MoE; not DeepSeek-V3).</summary>
     public bool SharedExpertGate { get; }
-    /// <summary>Blocks before this one have a dense MLP, the rest a mixture of experts (DeepSeek-V3 <c>first_k_dense_replace</c>); 0 otherwise.</summary>
+    /// <summary>The first block whose MLP is a mixture of experts (DeepSeek <c>first_k_dense_replace</c>, or after Qwen-MoE's
+    /// dense <c>mlp_only_layers</c>); 0 otherwise.</summary>
     public int FirstMoeLayer { get; }
 
+    /// <summary>True when block <paramref name="layer"/>'s MLP is a mixture of experts (has <c>mlp.hook_expert_weights</c>).</summary>
+    public bool IsMoeLayer(int layer) => layer >= 0 && layer < NLayers && Blocks[layer].Experts.Length > 0;
+
     internal HookPoints(int nLayers, bool hasPosEmbed, bool parallelAttnMlp, bool rotary, HfModuleNames hf, bool gatedMlp = false,
-        int numExperts = 0, bool sharedExpert = false, int firstMoeLayer = 0, bool sharedExpertGate = true, bool qLatent = false, bool kvLatent = false)
+        int numExperts = 0, bool sharedExpert = false, bool[]? denseMlpLayers = null, bool sharedExpertGate = true, bool qLatent = false, bool kvLatent = false)
     {
-        FirstMoeLayer = numExperts > 0 ? firstMoeLayer : 0;
+        bool Dense(int i) => denseMlpLayers is { } d && d[i];
+        FirstMoeLayer = numExperts > 0 ? Enumerable.Range(0, nLayers).FirstOrDefault(i => !Dense(i), nLayers) : 0;
         SharedExpertGate = sharedExpertGate;
         GatedMlp = gatedMlp;
         NumExperts = numExperts;
@@ -200,7 +205,7 @@ public sealed class HookPoints
         ParallelAttnMlp = parallelAttnMlp;
         Rotary = rotary;
         Hf = hf;
-        Blocks = Enumerable.Range(0, nLayers).Select(i => new BlockHookNames(i, i >= FirstMoeLayer ? numExperts : 0)).ToArray();
+        Blocks = Enumerable.Range(0, nLayers).Select(i => new BlockHookNames(i, Dense(i) ? 0 : numExperts)).ToArray();
         var names = new List<string>();
         _layer = new Dictionary<string, int>(StringComparer.Ordinal);
         void Add(string n, int layer) { names.Add(n); _layer[n] = layer; }
@@ -310,7 +315,7 @@ public sealed class HookPoints
         var r = TryResolveAlias(name, kind, out string? why);
         if (r is not null) return r;
         if (NumExperts > 0 && DenseMlpHook.Match(name) is { Success: true } dense
-            && int.TryParse(dense.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture, out int denseLayer) && denseLayer >= FirstMoeLayer)
+            && int.TryParse(dense.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture, out int denseLayer) && IsMoeLayer(denseLayer))
             throw new SaeSharpException($"hook '{name}': the MLP of this model is a mixture of {NumExperts} experts with no single mlp.{dense.Groups[2].Value}; " +
                 $"its hooks are blocks.{dense.Groups[1].Value}.mlp.hook_expert_weights, mlp.hook_expert_indices and " +
                 $"mlp.experts.{{0..{NumExperts - 1}}}.hook_gate/hook_pre/hook_post (each expert's), " +
@@ -366,7 +371,7 @@ public sealed class HookPoints
         {
             string range = NLayers == 1 ? "0" : $"{{0..{NLayers - 1}}}";
             string experts = NumExperts == 1 ? "0" : $"{{0..{NumExperts - 1}}}";
-            // Per-block names from block 0, and (DeepSeek-V3, whose first blocks are dense) the experts' from the first MoE block.
+            // Per-block names from block 0, and (DeepSeek, Qwen-MoE with dense layers) the experts' from the first MoE block.
             var perBlock = Names.Where(n => _layer[n] == 0).ToList();
             if (FirstMoeLayer > 0 && FirstMoeLayer < NLayers)
                 perBlock.AddRange(Names.Where(n => _layer[n] == FirstMoeLayer && n.Contains(".mlp.", StringComparison.Ordinal))

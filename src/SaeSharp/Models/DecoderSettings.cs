@@ -95,7 +95,7 @@ internal sealed partial record DecoderSettings
     /// declared size against the tensors present before anything is allocated.</summary>
     public static DecoderSettings From(JsonConfig c, string modelType, Checkpoint? weights = null)
     {
-        if (modelType == "deepseek_v3") return DeepseekV3(c, weights);
+        if (modelType is "deepseek_v3" or "deepseek_v2") return Deepseek(c, weights, modelType);
         bool gemma3 = modelType is "gemma3_text" or "gemma3";
         bool gemma = modelType == "gemma2" || gemma3;   // Gemma 2 and 3; Gemma 1 (gemma1) is a Llama layout with Gemma's norms and scale
         bool gemma1 = modelType == "gemma", mixtral = modelType == "mixtral";
@@ -137,11 +137,34 @@ internal sealed partial record DecoderSettings
             : hidden % nHead == 0 ? hidden / nHead
             : throw new SaeSharpException($"{c.Path}: hidden_size={hidden} is not a multiple of num_attention_heads={nHead} and there is no head_dim");
         if (headDim <= 0 || headDim % 2 != 0) throw new SaeSharpException($"{c.Path}: head_dim={headDim} must be positive and even");
-        // Qwen-MoE experts are moe_intermediate_size wide (intermediate_size is for dense layers, refused below).
         int vocab = c.Int("vocab_size", G3(262_208, 201_088));
-        // OLMoE: each expert is intermediate_size wide (OlmoeConfig default 2048).
-        int intermediate = qwenMoe ? c.Int("moe_intermediate_size", qwen3Moe ? 768 : 1408)
-            : c.Int("intermediate_size", olmoe ? 2048 : G3(9216, 2880));
+        // Qwen-MoE experts are moe_intermediate_size wide, its dense layers' MLP intermediate_size (Qwen2MoeConfig 5632,
+        // Qwen3MoeConfig 6144); the layer is dense when listed in mlp_only_layers or when not (i + 1) % decoder_sparse_step
+        // == 0 (Qwen2MoeDecoderLayer, Qwen3MoeDecoderLayer; num_experts > 0 is checked below).
+        bool[]? denseMlp = null;
+        if (qwenMoe)
+        {
+            int step = c.Int("decoder_sparse_step", 1);
+            if (step <= 0) throw new SaeSharpException($"{c.Path}: decoder_sparse_step={step} must be positive");
+            denseMlp = [.. Enumerable.Range(0, nLayer).Select(i => (i + 1) % step != 0)];
+            if (c.Root["mlp_only_layers"] is { } onlyNode && onlyNode.GetValueKind() != JsonValueKind.Null)
+            {
+                var only = onlyNode as JsonArray ?? throw new SaeSharpException($"{c.Path}: mlp_only_layers must be a list of layer indices, got {onlyNode.ToJsonString()}");
+                foreach (var item in only)
+                {
+                    int i = item is JsonValue v && v.TryGetValue<int>(out int n) ? n
+                        : throw new SaeSharpException($"{c.Path}: mlp_only_layers must be a list of layer indices, got {only.ToJsonString()}");
+                    if (i < 0 || i >= nLayer) throw new SaeSharpException($"{c.Path}: mlp_only_layers holds {i}; the layers are 0..{nLayer - 1}");
+                    denseMlp[i] = true;
+                }
+            }
+            if (!denseMlp.Any(d => d)) denseMlp = null;
+        }
+        // OLMoE: each expert is intermediate_size wide (OlmoeConfig default 2048). Qwen-MoE without dense layers: the experts'
+        // width (intermediate_size is then unused).
+        int moeIntermediate = qwenMoe ? c.Int("moe_intermediate_size", qwen3Moe ? 768 : 1408) : 0;
+        int intermediate = qwenMoe && denseMlp is null ? moeIntermediate
+            : c.Int("intermediate_size", olmoe ? 2048 : qwen3Moe ? 6144 : qwen2Moe ? 5632 : G3(9216, 2880));
         if (weights is not null)
         {
             weights.ExpectLayers(c.Path, "num_hidden_layers", nLayer);
@@ -153,6 +176,16 @@ internal sealed partial record DecoderSettings
             if (!mixtral && !sparse && !gptOss)
                 weights.ExpectShape(c.Path, "model", "layers.0.mlp.gate_proj.weight", [intermediate, hidden],
                     $"intermediate_size={intermediate}, hidden_size={hidden}");
+            if (denseMlp is not null)
+            {
+                int d0 = Array.IndexOf(denseMlp, true);
+                if (!weights.Contains($"model.layers.{d0}.mlp.gate_proj.weight") && !weights.Contains($"layers.{d0}.mlp.gate_proj.weight"))
+                    throw new SaeSharpException($"{c.Path}: decoder_sparse_step={c.Int("decoder_sparse_step", 1)}, mlp_only_layers=" +
+                        $"{c.Root["mlp_only_layers"]?.ToJsonString() ?? "[]"} make layer {d0} a dense MLP, but the checkpoint has no " +
+                        $"'model.layers.{d0}.mlp.gate_proj.weight' (its MLP is a mixture of experts there?)");
+                weights.ExpectShape(c.Path, "model", $"layers.{d0}.mlp.gate_proj.weight", [intermediate, hidden],
+                    $"intermediate_size={intermediate}, hidden_size={hidden} (layer {d0} is dense: mlp_only_layers, decoder_sparse_step)");
+            }
         }
         // MixtralConfig: num_local_experts 8, num_experts_per_tok 2, always renormalised; Qwen3MoeConfig: num_experts 128,
         // num_experts_per_tok 8; Qwen2MoeConfig: num_experts 60, num_experts_per_tok 4, shared_expert_intermediate_size
@@ -169,17 +202,6 @@ internal sealed partial record DecoderSettings
             throw new SaeSharpException($"{c.Path}: num_experts_per_tok={perToken} must be between 1 and {expertsKey}={experts}");
         if (qwen2Moe && shared <= 0)
             throw new SaeSharpException($"{c.Path}: shared_expert_intermediate_size={shared} must be positive");
-        string family = qwen3Moe ? "Qwen3-MoE" : "Qwen2-MoE";
-        if (qwenMoe)
-        {
-            // Qwen2/3MoeDecoderLayer: layer i is dense when listed in mlp_only_layers or when (i + 1) % decoder_sparse_step
-            // != 0. The hub's Qwen-MoE models have no dense layer; TransformerLens does not take them either.
-            int step = c.Int("decoder_sparse_step", 1);
-            bool denseListed = c.Root["mlp_only_layers"] is JsonArray only && only.Count > 0;
-            if (step != 1 || denseListed)
-                throw new SaeSharpException($"{c.Path}: decoder_sparse_step={step}, mlp_only_layers={c.Root["mlp_only_layers"]?.ToJsonString() ?? "[]"}: " +
-                    $"{family} with dense MLP layers is not supported (every layer must be sparse: decoder_sparse_step 1, mlp_only_layers [])");
-        }
         // transformers 4.47's Qwen2-MoE windows every layer in eager attention but only layers >= max_window_layers in its
         // flash path; no hub checkpoint sets use_sliding_window: refused, not guessed.
         if (qwen2Moe && c.Bool("use_sliding_window", false))
@@ -197,13 +219,15 @@ internal sealed partial record DecoderSettings
                     $"num_local_experts={experts}, hidden_size={hidden}, intermediate_size={intermediate}");
             }
         }
-        if ((mixtral || sparse) && weights is not null)
+        int firstSparse = denseMlp is null ? 0 : Array.IndexOf(denseMlp, false);
+        if ((mixtral || sparse) && weights is not null && firstSparse >= 0)
         {
-            weights.ExpectShape(c.Path, "model", $"layers.0.{moe}.gate.weight", [experts, hidden], $"{expertsKey}={experts}, hidden_size={hidden}");
-            weights.ExpectShape(c.Path, "model", $"layers.0.{moe}.experts.{experts - 1}.{w1}.weight", [intermediate, hidden],
-                $"{expertsKey}={experts}, {(qwenMoe ? "moe_intermediate_size" : "intermediate_size")}={intermediate}, hidden_size={hidden}");
+            int expertWidth = moeIntermediate > 0 ? moeIntermediate : intermediate;
+            weights.ExpectShape(c.Path, "model", $"layers.{firstSparse}.{moe}.gate.weight", [experts, hidden], $"{expertsKey}={experts}, hidden_size={hidden}");
+            weights.ExpectShape(c.Path, "model", $"layers.{firstSparse}.{moe}.experts.{experts - 1}.{w1}.weight", [expertWidth, hidden],
+                $"{expertsKey}={experts}, {(qwenMoe ? "moe_intermediate_size" : "intermediate_size")}={expertWidth}, hidden_size={hidden}");
             if (qwen2Moe)
-                weights.ExpectShape(c.Path, "model", "layers.0.mlp.shared_expert.gate_proj.weight", [shared, hidden],
+                weights.ExpectShape(c.Path, "model", $"layers.{firstSparse}.mlp.shared_expert.gate_proj.weight", [shared, hidden],
                     $"shared_expert_intermediate_size={shared}, hidden_size={hidden}");
         }
         // Gemma 3: rope_theta and rope_scaling are the global layers' (transformers 5: rope_parameters.full_attention).
@@ -314,7 +338,7 @@ internal sealed partial record DecoderSettings
         return new DecoderSettings
         {
             ModelType = modelType, Hidden = hidden, NLayer = nLayer, NHead = nHead, NKvHead = nKv, HeadDim = headDim,
-            Intermediate = intermediate, VocabSize = vocab,
+            Intermediate = intermediate, MoeIntermediate = denseMlp is null ? 0 : moeIntermediate, DenseMlpLayers = denseMlp, VocabSize = vocab,
             MaxPositions = maxPositions, RopeAttentionScaling = ropeScaling, RopeScaling = ropeScalingInfo, LocalRopeAttentionScaling = localRopeScaling,
             // OlmoLayerNorm's eps is fixed (1e-5); OlmoConfig has no rms_norm_eps.
             Eps = olmo1 ? 1e-5 : c.Double("rms_norm_eps", mixtral || olmo2 || olmoe || gptOss ? 1e-5 : 1e-6), Activation = act, RopeTheta = theta, InvFreq = invFreq,

@@ -9,29 +9,43 @@ namespace SaeSharp.Models;
 
 /// <summary>DeepSeek-V3 multi-head latent attention sizes (HF <c>DeepseekV3Config</c>): q through a rank-<see cref="QLoraRank"/>
 /// bottleneck (null: one <c>q_proj</c>), k and v through the rank-<see cref="KvLoraRank"/> latent, each head's q and k
-/// <see cref="QkNopeHeadDim"/> dims without rotary followed by <see cref="QkRopeHeadDim"/> rotated ones (k's shared by the heads).</summary>
-internal sealed record MlaSettings(int? QLoraRank, int KvLoraRank, int QkNopeHeadDim, int QkRopeHeadDim, int VHeadDim, bool RopeInterleave)
+/// <see cref="QkNopeHeadDim"/> dims without rotary followed by <see cref="QkRopeHeadDim"/> rotated ones (k's shared by the heads).
+/// <see cref="RopeInterleave"/>: the rotary dims are pairs (0, 1), (2, 3), …; <see cref="RopePairsInPlace"/> (DeepSeek-V2):
+/// the rotated pairs stay in that order, else (DeepSeek-V3) they come out de-interleaved (evens, then odds).</summary>
+internal sealed record MlaSettings(int? QLoraRank, int KvLoraRank, int QkNopeHeadDim, int QkRopeHeadDim, int VHeadDim, bool RopeInterleave, bool RopePairsInPlace = false)
 {
     /// <summary>Dims of each head's q and k (<c>qk_head_dim</c>).</summary>
     public int QkHeadDim => QkNopeHeadDim + QkRopeHeadDim;
 }
 
-/// <summary>DeepSeek-V3's router (HF <c>DeepseekV3TopkRouter</c>): sigmoid scores, the experts split into <see cref="NGroup"/>
-/// groups of which the <see cref="TopkGroup"/> best (by the sum of their two best biased scores) are eligible, the chosen
-/// weights (renormalised when norm_topk_prob) times <see cref="RoutedScalingFactor"/>.</summary>
-internal sealed record GroupRouting(int NGroup, int TopkGroup, double RoutedScalingFactor);
+/// <summary>DeepSeek's routers by <see cref="TopkMethod"/>: <c>noaux_tc</c> (DeepSeek-V3, HF <c>DeepseekV3TopkRouter</c>):
+/// sigmoid scores, the experts split into <see cref="NGroup"/> groups of which the <see cref="TopkGroup"/> best (by the sum
+/// of their two best biased scores) are eligible, the chosen weights (renormalised when norm_topk_prob) times
+/// <see cref="RoutedScalingFactor"/>; <c>greedy</c> (DeepSeek-V2, HF <c>DeepseekV2Moe</c>): softmax over every expert, the
+/// top k, times the factor; <c>group_limited_greedy</c> (DeepSeek-V2): as greedy among the experts of the topk_group
+/// groups with the highest single score.</summary>
+internal sealed record GroupRouting(int NGroup, int TopkGroup, double RoutedScalingFactor, string TopkMethod = "noaux_tc")
+{
+    /// <summary>Sigmoid scores and the <c>e_score_correction_bias</c> (noaux_tc); else softmax scores and no bias.</summary>
+    public bool Sigmoid => TopkMethod == "noaux_tc";
+}
 
 internal sealed partial record DecoderSettings
 {
-    /// <summary>DeepSeek-V3: multi-head latent attention (<see cref="MlaAttention"/>) in place of q/k/v projections.</summary>
+    /// <summary>DeepSeek-V2/V3: multi-head latent attention (<see cref="MlaAttention"/>) in place of q/k/v projections.</summary>
     public MlaSettings? Mla { get; init; }
-    /// <summary>DeepSeek-V3: group-limited sigmoid routing, shared experts without a gate.</summary>
+    /// <summary>DeepSeek-V2/V3: DeepSeek's routing (<see cref="GroupLimitedRouter"/>), shared experts without a gate.</summary>
     public GroupRouting? GroupRouting { get; init; }
-    /// <summary>Width of each routed expert when it differs from <see cref="Intermediate"/> (DeepSeek-V3
-    /// <c>moe_intermediate_size</c>; <see cref="Intermediate"/> is then the dense layers' MLP); 0: <see cref="Intermediate"/>.</summary>
+    /// <summary>Width of each routed expert when it differs from <see cref="Intermediate"/> (DeepSeek-V2/V3, Qwen-MoE with
+    /// dense layers: <c>moe_intermediate_size</c>; <see cref="Intermediate"/> is then the dense layers' MLP); 0: <see cref="Intermediate"/>.</summary>
     public int MoeIntermediate { get; init; }
-    /// <summary>The first this many layers have a dense MLP, the rest a mixture of experts (DeepSeek-V3 <c>first_k_dense_replace</c>).</summary>
-    public int FirstDenseLayers { get; init; }
+    /// <summary>Per layer of a mixture-of-experts model: true where the layer has a dense MLP of <see cref="Intermediate"/>
+    /// instead (DeepSeek <c>first_k_dense_replace</c>; Qwen-MoE <c>mlp_only_layers</c>, <c>decoder_sparse_step</c>); null: none.</summary>
+    public bool[]? DenseMlpLayers { get; init; }
+    /// <summary>How many leading layers have a dense MLP (DeepSeek's first_k_dense_replace).</summary>
+    public int FirstDenseLayers => DenseMlpLayers is null ? 0 : DenseMlpLayers.TakeWhile(d => d).Count();
+    /// <summary>True when <paramref name="layer"/> of a mixture-of-experts model has a dense MLP.</summary>
+    public bool IsDenseMlp(int layer) => DenseMlpLayers is { } d && d[layer];
 
     /// <summary>Width of each routed expert.</summary>
     public int ExpertIntermediate => MoeIntermediate > 0 ? MoeIntermediate : Intermediate;
@@ -54,18 +68,35 @@ internal sealed partial record DecoderSettings
     }
 
     /// <summary>Reads a <c>deepseek_v3</c> config.json (DeepSeek-V3/R1, Kimi-K2, Moonlight) with <c>DeepseekV3Config</c>'s
-    /// defaults, checking the sizes against <paramref name="weights"/>.</summary>
-    private static DecoderSettings DeepseekV3(JsonConfig c, Checkpoint? weights)
+    /// defaults, or a <c>deepseek_v2</c> one (DeepSeek-V2, V2-Lite, Coder-V2) with <c>DeepseekV2Config</c>'s, checking the
+    /// sizes against <paramref name="weights"/>.</summary>
+    private static DecoderSettings Deepseek(JsonConfig c, Checkpoint? weights, string modelType)
     {
-        int hidden = c.Int("hidden_size", 7168), nHead = c.Int("num_attention_heads", 128), nLayer = c.Int("num_hidden_layers", 61);
-        int vocab = c.Int("vocab_size", 129_280), intermediate = c.Int("intermediate_size", 18_432), moeIntermediate = c.Int("moe_intermediate_size", 2048);
+        bool v2 = modelType == "deepseek_v2";
+        int hidden = c.Int("hidden_size", v2 ? 4096 : 7168), nHead = c.Int("num_attention_heads", v2 ? 32 : 128), nLayer = c.Int("num_hidden_layers", v2 ? 32 : 61);
+        int vocab = c.Int("vocab_size", v2 ? 32_000 : 129_280), intermediate = c.Int("intermediate_size", v2 ? 11_008 : 18_432);
+        int moeIntermediate = c.Int("moe_intermediate_size", v2 ? 1407 : 2048);
         int? OptInt(string key, int fallback) => c.Root.ContainsKey(key) ? c.Root[key] is null ? null : c.Int(key) : fallback;
         int? qLora = OptInt("q_lora_rank", 1536);
         int kvLora = c.Int("kv_lora_rank", 512), rope = c.Int("qk_rope_head_dim", 64), nope = c.Int("qk_nope_head_dim", 128), vHead = c.Int("v_head_dim", 128);
         int nKv = c.Root["num_key_value_heads"] is not null ? c.Int("num_key_value_heads") : nHead;
-        int experts = c.Int("n_routed_experts", c.Int("num_local_experts", 256)), perToken = c.Int("num_experts_per_tok", 8);
-        int shared = c.Int("n_shared_experts", 1), nGroup = c.Int("n_group", 8), topkGroup = c.Int("topk_group", 4), firstDense = c.Int("first_k_dense_replace", 3);
-        double scaling = c.Double("routed_scaling_factor", 2.5);
+        int experts = c.Int("n_routed_experts", c.Int("num_local_experts", v2 ? 64 : 256));
+        // DeepseekV2Config: num_experts_per_tok, n_group and topk_group have no default (None); n_shared_experts null is none.
+        int perToken = v2 ? c.Int("num_experts_per_tok") : c.Int("num_experts_per_tok", 8);
+        int shared = c.Root["n_shared_experts"] is null && c.Root.ContainsKey("n_shared_experts") ? 0 : c.Int("n_shared_experts", v2 ? 2 : 1);
+        int firstDense = c.Int("first_k_dense_replace", v2 ? 0 : 3);
+        double scaling = c.Double("routed_scaling_factor", v2 ? 1.0 : 2.5);
+        // DeepSeek-V3 always scores with sigmoid and picks with the bias (noaux_tc); DeepSeek-V2 scores with softmax over
+        // every expert and picks greedily, or from the topk_group groups with the highest single score.
+        string scoring = v2 ? "softmax" : "sigmoid";
+        string topkMethod = c.String("topk_method") ?? (v2 ? "greedy" : "noaux_tc");
+        string[] methods = v2 ? ["greedy", "group_limited_greedy"] : ["noaux_tc"];
+        if (!methods.Contains(topkMethod))
+            throw new SaeSharpException($"{c.Path}: topk_method '{topkMethod}' is not supported ({modelType} routes with {string.Join(" or ", methods)})");
+        if (c.String("scoring_func") is { } sf && sf != scoring)
+            throw new SaeSharpException($"{c.Path}: scoring_func '{sf}' is not supported ({modelType} routes with {scoring} scores)");
+        bool grouped = topkMethod != "greedy";
+        int nGroup = grouped ? (v2 ? c.Int("n_group") : c.Int("n_group", 8)) : 1, topkGroup = grouped ? (v2 ? c.Int("topk_group") : c.Int("topk_group", 4)) : 1;
         foreach (var (key, v) in new[] { ("hidden_size", hidden), ("num_attention_heads", nHead), ("num_hidden_layers", nLayer), ("vocab_size", vocab),
                      ("intermediate_size", intermediate), ("moe_intermediate_size", moeIntermediate), ("kv_lora_rank", kvLora),
                      ("qk_rope_head_dim", rope), ("v_head_dim", vHead), ("n_routed_experts", experts), ("num_experts_per_tok", perToken),
@@ -75,22 +106,25 @@ internal sealed partial record DecoderSettings
         if (nope < 0 || shared < 0 || firstDense < 0)
             throw new SaeSharpException($"{c.Path}: qk_nope_head_dim={nope}, n_shared_experts={shared}, first_k_dense_replace={firstDense} must not be negative");
         if (rope % 2 != 0) throw new SaeSharpException($"{c.Path}: qk_rope_head_dim={rope} must be even");
-        // DeepseekV3Attention's k and v come out of kv_b_proj with num_attention_heads heads; repeat_kv with fewer key-value
+        // The attention's k and v come out of kv_b_proj with num_attention_heads heads; repeat_kv with fewer key-value
         // heads would not match them.
         if (nKv != nHead)
-            throw new SaeSharpException($"{c.Path}: num_key_value_heads={nKv} differs from num_attention_heads={nHead}; DeepSeek-V3's latent attention has one key and value per head");
-        // transformers always scores with sigmoid and picks with the bias (noaux_tc); DeepSeek-V2's softmax / greedy
-        // routing (model_type deepseek_v2) is another model.
-        if (c.String("scoring_func") is { } sf && sf != "sigmoid")
-            throw new SaeSharpException($"{c.Path}: scoring_func '{sf}' is not supported (deepseek_v3 routes with sigmoid scores)");
-        if (c.String("topk_method") is { } tm && tm != "noaux_tc")
-            throw new SaeSharpException($"{c.Path}: topk_method '{tm}' is not supported (deepseek_v3 routes with noaux_tc: group-limited top-k with e_score_correction_bias)");
+            throw new SaeSharpException($"{c.Path}: num_key_value_heads={nKv} differs from num_attention_heads={nHead}; DeepSeek's latent attention has one key and value per head");
         if (c.Int("moe_layer_freq", 1) != 1)
             throw new SaeSharpException($"{c.Path}: moe_layer_freq={c.Int("moe_layer_freq")} is not supported (transformers makes every layer from first_k_dense_replace on a mixture of experts)");
-        if (experts % nGroup != 0 || experts / nGroup < 2)
-            throw new SaeSharpException($"{c.Path}: n_routed_experts={experts} must split into n_group={nGroup} groups of at least 2 experts");
+        // transformers' DeepseekV2Moe never renormalises (it multiplies by routed_scaling_factor); DeepSeek's own
+        // modeling_deepseek.py renormalises instead of scaling when norm_topk_prob and top_k > 1. The two differ: refused.
+        if (v2 && c.Bool("norm_topk_prob", false) && perToken > 1)
+            throw new SaeSharpException($"{c.Path}: norm_topk_prob=true is not supported on deepseek_v2 (transformers ignores it, DeepSeek's modeling_deepseek.py " +
+                                        "renormalises the top-k weights instead of scaling them; every hub DeepSeek-V2 config has false)");
+        if (v2 && c.Bool("mlp_bias", false))
+            throw new SaeSharpException($"{c.Path}: mlp_bias=true is not supported on deepseek_v2 (transformers gives the dense and shared-expert MLPs biases but not the routed experts)");
+        if (experts % nGroup != 0 || (topkMethod == "noaux_tc" && experts / nGroup < 2))
+            throw new SaeSharpException($"{c.Path}: n_routed_experts={experts} must split into n_group={nGroup} groups of " + (topkMethod == "noaux_tc" ? "at least 2 experts" : "equal size"));
         if (topkGroup > nGroup) throw new SaeSharpException($"{c.Path}: topk_group={topkGroup} must not exceed n_group={nGroup}");
         if (perToken > experts) throw new SaeSharpException($"{c.Path}: num_experts_per_tok={perToken} must not exceed n_routed_experts={experts}");
+        if (grouped && perToken > topkGroup * (experts / nGroup))
+            throw new SaeSharpException($"{c.Path}: num_experts_per_tok={perToken} must not exceed the topk_group={topkGroup} groups' {topkGroup * (experts / nGroup)} experts");
         _ = DeepseekFp8Blocks(c);   // refuses any other quantisation before the weights are read
         string act = c.String("hidden_act") ?? "silu";
         bool bias = c.Bool("attention_bias", false);
@@ -139,15 +173,16 @@ internal sealed partial record DecoderSettings
         }
         return new DecoderSettings
         {
-            ModelType = "deepseek_v3", Hidden = hidden, NLayer = nLayer, NHead = nHead, NKvHead = nHead, HeadDim = vHead,
+            ModelType = modelType, Hidden = hidden, NLayer = nLayer, NHead = nHead, NKvHead = nHead, HeadDim = vHead,
             Intermediate = intermediate, MoeIntermediate = moeIntermediate, VocabSize = vocab, MaxPositions = maxPositions,
             Eps = c.Double("rms_norm_eps", 1e-6), Activation = act, RopeTheta = theta, InvFreq = invFreq,
             RopeAttentionScaling = ropeScaling, RopeScaling = ropeInfo, TieEmbeddings = c.Bool("tie_word_embeddings", false),
             QkvBias = bias, OBias = bias, AttnScale = attnScale, SlidingLayers = new bool[nLayer],
-            NumExperts = experts, ExpertsPerToken = perToken, NormTopKProb = c.Bool("norm_topk_prob", true),
-            SharedExpertIntermediate = moeIntermediate * shared, FirstDenseLayers = Math.Min(firstDense, nLayer),
-            Mla = new MlaSettings(qLora, kvLora, nope, rope, vHead, c.Bool("rope_interleave", true)),
-            GroupRouting = new GroupRouting(nGroup, topkGroup, scaling),
+            NumExperts = experts, ExpertsPerToken = perToken, NormTopKProb = !v2 && c.Bool("norm_topk_prob", true),
+            SharedExpertIntermediate = moeIntermediate * shared, DenseMlpLayers = [.. Enumerable.Range(0, nLayer).Select(i => i < firstDense)],
+            // DeepSeek-V2 always rotates adjacent pairs (transformers' apply_rotary_emb on complex numbers), leaving them in place.
+            Mla = new MlaSettings(qLora, kvLora, nope, rope, vHead, v2 || c.Bool("rope_interleave", true), RopePairsInPlace: v2),
+            GroupRouting = new GroupRouting(nGroup, topkGroup, scaling, topkMethod),
         };
     }
 }
@@ -217,53 +252,76 @@ internal sealed class MlaAttention : nn.Module<Tensor, ForwardContext, Tensor>
     }
 
     /// <summary>Rotary on the last qk_rope_head_dim dims of [batch, pos, head, qk_head_dim]; with rope_interleave those
-    /// dims are first reordered evens-then-odds, as transformers' <c>apply_rotary_pos_emb_interleave</c> does.</summary>
+    /// dims are first reordered evens-then-odds, as transformers' <c>apply_rotary_pos_emb_interleave</c> does (and, for
+    /// DeepSeek-V2, put back in pair order after).</summary>
     private Tensor RotateLast(Tensor t, Tensor cos, Tensor sin)
     {
         int nope = _m.QkNopeHeadDim, rope = _m.QkRopeHeadDim;
         var r = t.narrow(-1, nope, rope);
+        long b = t.shape[0], s = t.shape[1], h = t.shape[2];
         if (_m.RopeInterleave)
-            r = r.reshape(t.shape[0], t.shape[1], t.shape[2], rope / 2, 2).transpose(-1, -2).reshape(t.shape[0], t.shape[1], t.shape[2], rope);
+            r = r.reshape(b, s, h, rope / 2, 2).transpose(-1, -2).reshape(b, s, h, rope);
         r = Rotary.Apply(r, cos, sin, rope);
+        // DeepSeek-V2 (transformers' apply_rotary_emb): each pair rotated as one complex number, in place; the same rotation
+        // as above, its dims put back in pair order.
+        if (_m.RopePairsInPlace) r = r.reshape(b, s, h, 2, rope / 2).transpose(-1, -2).reshape(b, s, h, rope);
         return nope == 0 ? r : cat([t.narrow(-1, 0, nope), r], -1);
     }
 }
 
-/// <summary>HF <c>DeepseekV3TopkRouter</c>'s weights: <c>mlp.gate.weight</c> [experts, hidden] and
-/// <c>e_score_correction_bias</c> [experts], the bias added to the scores for choosing experts only.</summary>
+/// <summary>The router weights of DeepSeek's mixtures of experts: <c>mlp.gate.weight</c> [experts, hidden] and, for
+/// DeepSeek-V3's noaux_tc (HF <c>DeepseekV3TopkRouter</c>), <c>e_score_correction_bias</c> [experts], the bias added to the
+/// scores for choosing experts only. DeepSeek-V2 (HF <c>DeepseekV2Moe.gate</c>) has no bias.</summary>
 internal sealed class GroupLimitedRouter : nn.Module
 {
     public readonly Parameter weight;
-    public readonly Parameter e_score_correction_bias;
+    public readonly Parameter? e_score_correction_bias;
+    private readonly bool _sigmoid;
 
     public GroupLimitedRouter(DecoderSettings s, ScalarType dtype) : base("gate")
     {
+        _sigmoid = s.GroupRouting!.Sigmoid;
         weight = new Parameter(empty(s.NumExperts, s.Hidden, dtype: dtype), requires_grad: false);
         // a float32 buffer in transformers; a float32 parameter here so the checkpoint fills it
-        e_score_correction_bias = new Parameter(zeros(s.NumExperts, dtype: ScalarType.Float32), requires_grad: false);
+        if (_sigmoid) e_score_correction_bias = new Parameter(zeros(s.NumExperts, dtype: ScalarType.Float32), requires_grad: false);
         RegisterComponents();
     }
 
-    /// <summary>Sigmoid scores [tokens, experts] in float32 of flattened hidden states [tokens, hidden].</summary>
-    public Tensor Scores(Tensor flat) => nn.functional.linear(flat.to(ScalarType.Float32), weight.to(ScalarType.Float32)).sigmoid();
+    /// <summary>Scores [tokens, experts] in float32 of flattened hidden states [tokens, hidden]: the router logits
+    /// (computed in float32) through sigmoid (noaux_tc) or a softmax over the experts (greedy, group_limited_greedy).</summary>
+    public Tensor Scores(Tensor flat)
+    {
+        var logits = nn.functional.linear(flat.to(ScalarType.Float32), weight.to(ScalarType.Float32));
+        return _sigmoid ? logits.sigmoid() : nn.functional.softmax(logits, -1, ScalarType.Float32);
+    }
 
-    /// <summary><c>get_topk_indices</c>: the scores plus the correction bias; per group the sum of its two best; the
-    /// topk_group best groups kept, the others' experts set to 0 (not −∞, as transformers); the top k experts of that,
-    /// best first. Then their unbiased scores, renormalised (+1e-20) when <paramref name="normTopK"/>, times
-    /// routed_scaling_factor: (indices [tokens, k], weights [tokens, k] float32).</summary>
-    public static (Tensor Chosen, Tensor Weights) Route(Tensor scores, Tensor bias, GroupRouting g, int topK, bool normTopK)
+    /// <summary>The experts chosen from <paramref name="scores"/> [tokens, experts] by <paramref name="g"/>'s topk_method
+    /// and their weights: (indices [tokens, k], weights [tokens, k] float32).
+    /// <para>noaux_tc (<c>get_topk_indices</c>): the scores plus the correction bias; per group the sum of its two best; the
+    /// topk_group best groups kept, the others' experts set to 0 (not −∞, as transformers); the top k experts of that, best
+    /// first. Then their unbiased scores, renormalised (+1e-20) when <paramref name="normTopK"/>, times routed_scaling_factor.</para>
+    /// <para>greedy: the top k scores; group_limited_greedy: per group its best score, the topk_group best groups kept and the
+    /// other experts' scores set to 0, then the top k; both times routed_scaling_factor, never renormalised (DeepseekV2Moe).</para></summary>
+    public static (Tensor Chosen, Tensor Weights) Route(Tensor scores, Tensor? bias, GroupRouting g, int topK, bool normTopK)
     {
         long n = scores.shape[0], e = scores.shape[1];
-        var choice = scores.add(bias.to(scores.device).unsqueeze(0), TorchScalars.One);
-        var groupScores = choice.view(n, g.NGroup, e / g.NGroup).topk(2, -1).values.sum(-1);
+        using var scale = g.RoutedScalingFactor.ToScalar();
+        if (g.TopkMethod == "greedy")
+        {
+            var (top, idx) = scores.topk(topK, -1);
+            return (idx, top * scale);
+        }
+        var choice = g.Sigmoid && bias is not null ? scores.add(bias.to(scores.device).unsqueeze(0), TorchScalars.One) : scores;
+        var grouped = choice.view(n, g.NGroup, e / g.NGroup);
+        var groupScores = g.Sigmoid ? grouped.topk(2, -1).values.sum(-1) : grouped.max(-1).values;
         var groupIdx = groupScores.topk(g.TopkGroup, -1).indexes;
         var groupMask = zeros_like(groupScores).scatter_(1, groupIdx, ones(groupIdx.shape, dtype: groupScores.dtype, device: groupScores.device));
         var scoreMask = groupMask.unsqueeze(-1).expand(n, g.NGroup, e / g.NGroup).reshape(n, e);
         choice = choice.masked_fill(scoreMask.eq(TorchScalars.Of(0)), TorchScalars.Of(0.0));
-        var chosen = choice.topk(topK, -1).indexes;
+        var (chosenScores, chosen) = choice.topk(topK, -1);
+        if (!g.Sigmoid) return (chosen, chosenScores * scale);   // group_limited_greedy: the masked softmax scores themselves
         var weights = scores.gather(1, chosen);
         if (normTopK) weights = weights / weights.sum(-1, keepdim: true).add(TorchScalars.Of(1e-20), TorchScalars.One);
-        using var scale = g.RoutedScalingFactor.ToScalar();
         return (chosen, weights * scale);
     }
 }

@@ -248,7 +248,8 @@ internal sealed class DecoderLayer : nn.Module<Tensor, ForwardContext, Tensor>
         }
         self_attn = s.Mla is not null ? new MlaAttention(s, layer, names, dtype) : new DecoderAttention(s, layer, names, dtype);
         if (s.ModelType == "mixtral") block_sparse_moe = new SparseMoeBlock(s, act, names, dtype);
-        else if (s.GroupRouting is not null && layer < s.FirstDenseLayers) mlp = new GatedMlp(s, act, names, dtype);   // DeepSeek-V3's first_k_dense_replace
+        else if (s.IsDenseMlp(layer)) mlp = new GatedMlp(s, act, names, dtype);   // DeepSeek's first_k_dense_replace, Qwen-MoE's mlp_only_layers
+
         else if (s.GptOss) mlp = new GptOssMlp(s, names, dtype);
         else if (s.NumExperts > 0) mlp = new SparseMoeBlock(s, act, names, dtype);
         else mlp = new GatedMlp(s, act, names, dtype);
@@ -327,12 +328,15 @@ public sealed class LlamaFamilyModel : HookedTransformer
             NumExperts = s.NumExperts, ExpertsPerToken = s.ExpertsPerToken, NormTopKProb = s.NormTopKProb, SharedExpertDMlp = s.SharedExpertIntermediate,
             DHeadQk = s.Mla?.QkHeadDim, QLoraRank = s.Mla?.QLoraRank, KvLoraRank = s.Mla?.KvLoraRank ?? 0, RopeInterleave = s.Mla?.RopeInterleave ?? false,
             MoeDMlp = s.MoeIntermediate > 0 ? s.MoeIntermediate : null, FirstKDenseReplace = s.FirstDenseLayers,
-            GroupRouting = s.GroupRouting is { } g ? FormattableString.Invariant($"n_group={g.NGroup} topk_group={g.TopkGroup} routed_scaling_factor={g.RoutedScalingFactor} sigmoid_routing") : null,
+            DenseMlpLayers = s.DenseMlpLayers is { } dense ? [.. Enumerable.Range(0, s.NLayer).Where(i => dense[i])] : [],
+            GroupRouting = s.GroupRouting is { } g ? g.TopkMethod == "greedy"
+                ? FormattableString.Invariant($"topk_method=greedy routed_scaling_factor={g.RoutedScalingFactor} softmax_routing")
+                : FormattableString.Invariant($"{(g.Sigmoid ? "" : "topk_method=group_limited_greedy ")}n_group={g.NGroup} topk_group={g.TopkGroup} routed_scaling_factor={g.RoutedScalingFactor} {(g.Sigmoid ? "sigmoid" : "softmax")}_routing") : null,
         }, new HookPoints(s.NLayer, hasPosEmbed: false, parallelAttnMlp: false, rotary: true,
             s.ModelType == "gemma3" ? HfModuleNames.Gemma3Conditional : s.PostNorms ? HfModuleNames.Gemma2
             : s.ModelType == "mixtral" ? HfModuleNames.Mixtral : s.GptOss ? HfModuleNames.GptOss : s.Olmo2 ? HfModuleNames.Olmo2 : HfModuleNames.Llama,
-            gatedMlp: s.NumExperts == 0 || s.FirstDenseLayers > 0, s.NumExperts,
-            sharedExpert: s.SharedExpertIntermediate > 0, firstMoeLayer: s.FirstDenseLayers, sharedExpertGate: s.GroupRouting is null,
+            gatedMlp: s.NumExperts == 0 || s.DenseMlpLayers is not null, s.NumExperts,
+            sharedExpert: s.SharedExpertIntermediate > 0, denseMlpLayers: s.DenseMlpLayers, sharedExpertGate: s.GroupRouting is null,
             qLatent: s.Mla?.QLoraRank is not null, kvLatent: s.Mla is not null))
     {
         _s = s;
@@ -361,6 +365,7 @@ public sealed class LlamaFamilyModel : HookedTransformer
         "gemma3" => "Gemma3ForConditionalGeneration",
         "gpt_oss" => "GptOssForCausalLM",
         "deepseek_v3" => "DeepseekV3ForCausalLM",
+        "deepseek_v2" => "DeepseekV2ForCausalLM",
         _ => "LlamaForCausalLM",
     };
 

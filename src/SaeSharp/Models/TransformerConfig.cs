@@ -12,7 +12,7 @@ public sealed record TransformerConfig
     /// <summary>Name of the model: config.json <c>_name_or_path</c>, else the folder name.</summary>
     public required string ModelName { get; init; }
     /// <summary>Hugging Face <c>model_type</c>: <c>gpt2</c>, <c>gpt_neox</c>, <c>llama</c>, <c>mistral</c>, <c>mixtral</c>, <c>qwen3_moe</c>, <c>qwen2_moe</c>, <c>qwen2</c>, <c>qwen3</c>, <c>olmo</c>, <c>olmo2</c>, <c>olmo3</c>, <c>olmoe</c>, <c>gemma</c>, <c>gemma2</c>,
-    /// <c>gemma3_text</c>, <c>gemma3</c> (whose text model is loaded), <c>gpt_oss</c> or <c>deepseek_v3</c>.</summary>
+    /// <c>gemma3_text</c>, <c>gemma3</c> (whose text model is loaded), <c>gpt_oss</c>, <c>deepseek_v2</c> or <c>deepseek_v3</c>.</summary>
     public required string Architecture { get; init; }
     /// <summary>Transformer blocks (TransformerLens <c>n_layers</c>).</summary>
     public required int NLayers { get; init; }
@@ -92,10 +92,13 @@ public sealed record TransformerConfig
     /// <summary>DeepSeek-V3: width of each routed expert (<c>moe_intermediate_size</c>) when it differs from <see cref="DMlp"/>
     /// (then the dense layers' MLP); null otherwise.</summary>
     public int? MoeDMlp { get; init; }
-    /// <summary>DeepSeek-V3: the first this many layers have a dense MLP (<c>first_k_dense_replace</c>).</summary>
+    /// <summary>DeepSeek-V2/V3: the first this many layers have a dense MLP (<c>first_k_dense_replace</c>).</summary>
     public int FirstKDenseReplace { get; init; }
-    /// <summary>DeepSeek-V3's group-limited routing as <c>sae model info</c> prints it (n_group, topk_group,
-    /// routed_scaling_factor); null for softmax routing.</summary>
+    /// <summary>The layers of a mixture-of-experts model with a dense MLP of <see cref="DMlp"/> (DeepSeek's first
+    /// first_k_dense_replace; Qwen-MoE's <c>mlp_only_layers</c> and those <c>decoder_sparse_step</c> skips); empty otherwise.</summary>
+    public IReadOnlyList<int> DenseMlpLayers { get; init; } = [];
+    /// <summary>DeepSeek's routing as <c>sae model info</c> prints it (topk_method, n_group, topk_group,
+    /// routed_scaling_factor, sigmoid or softmax scores); null for the other mixtures of experts.</summary>
     public string? GroupRouting { get; init; }
 
     /// <summary>One line with the TransformerLens names and values, as <c>sae model info</c> prints it.</summary>
@@ -105,7 +108,8 @@ public sealed record TransformerConfig
         $"d_vocab={DVocab} n_ctx={NCtx} act={Activation}" + (GatedMlp ? " gated_mlp" : "") + (NormalizationType != "LN" ? $" norm={NormalizationType}" : "") +
         (ParallelAttnMlp ? " parallel_attn_mlp" : "") + (NumExperts > 0 ? $" num_experts={NumExperts} experts_per_token={ExpertsPerToken}" + (NormTopKProb ? " norm_topk_prob" : "")
             + (SharedExpertDMlp > 0 ? $" shared_expert_d_mlp={SharedExpertDMlp}" : "")
-            + (MoeDMlp is { } md ? $" moe_d_mlp={md} first_k_dense_replace={FirstKDenseReplace}" : "") + (GroupRouting is { } gr ? " " + gr : "") : "") +
+            + (MoeDMlp is { } md ? $" moe_d_mlp={md} " + (GroupRouting is not null ? $"first_k_dense_replace={FirstKDenseReplace}"
+                : $"dense_mlp_layers={string.Join(",", DenseMlpLayers)}") : "") + (GroupRouting is { } gr ? " " + gr : "") : "") +
         (DHeadQk is { } dq ? $" mla(q_lora_rank={QLoraRank?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "null"} kv_lora_rank={KvLoraRank} qk_head_dim={dq} qk_rope_head_dim={RotaryDim} v_head_dim={DHead}{(RopeInterleave ? " rope_interleave" : "")})" : "") +
         (AttnScoresSoftCap is { } ac ? $" attn_softcap={ac}" : "") + (OutputLogitsSoftCap is { } oc ? $" logit_softcap={oc}" : "") +
         (SlidingWindow is { } sw ? $" sliding_window={sw}" + SlidingLayersText() : "") + (AttentionSinks ? " attn_sinks" : "") +

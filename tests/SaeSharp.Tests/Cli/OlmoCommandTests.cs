@@ -6,7 +6,7 @@ using static TorchSharp.torch;
 namespace SaeSharp.Tests.Cli;
 
 /// <summary>
-/// The CLI on the tiny OLMo (1), OLMo-2, OLMo 3, OLMoE, gpt-oss (MXFP4) and DeepSeek-V3 checkpoints (tests/data/hf_models/olmo, olmo2, olmo3, olmoe-clip, gpt_oss-mxfp4, deepseek_v3, deepseek_v3-yarn) with a SentencePiece-style
+/// The CLI on the tiny OLMo (1), OLMo-2, OLMo 3, OLMoE, gpt-oss (MXFP4), DeepSeek-V3 and DeepSeek-V2 checkpoints (tests/data/hf_models/olmo, olmo2, olmo3, olmoe-clip, gpt_oss-mxfp4, deepseek_v3, deepseek_v3-yarn, deepseek_v2, deepseek_v2-group) with a SentencePiece-style
 /// tokenizer.json: <c>sae model info</c>, <c>sae model run</c> against the reference logits, and a short
 /// <c>sae train --model</c> at blocks.0.hook_resid_post.
 /// </summary>
@@ -30,6 +30,8 @@ public class OlmoCommandTests : TinyGpt2CliTestBase
     [InlineData("gpt_oss-mxfp4", "sliding_window=4", "blocks.3.mlp.hook_expert_weights")]
     [InlineData("deepseek_v3", "mla(q_lora_rank=20 kv_lora_rank=12", "blocks.1.attn.hook_kv_latent")]
     [InlineData("deepseek_v3-yarn", "n_group=4 topk_group=2 routed_scaling_factor=2.5", "blocks.2.mlp.shared_expert.hook_post")]
+    [InlineData("deepseek_v2", "topk_method=greedy routed_scaling_factor=1 softmax_routing", "blocks.1.mlp.hook_expert_indices")]
+    [InlineData("deepseek_v2-group", "topk_method=group_limited_greedy n_group=4 topk_group=2", "blocks.0.mlp.hook_expert_weights")]
     public void Info_run_and_train(string family, string inInfo, string hook)
     {
         string model = Model(family);

@@ -32,7 +32,7 @@ public class HfTransformersParityTests(ITestOutputHelper output)
 
     /// <summary>The folders written by the PyTorch transcriptions bench/reference/olmo_fixture.py and gpt_oss_fixture.py
     /// (see the class summary).</summary>
-    private static readonly string[] OlmoFamilies = ["olmo2", "olmoe", "olmoe-clip", "olmo", "olmo-clip", "olmo3", "gpt_oss", "gpt_oss-mxfp4", "deepseek_v3", "deepseek_v3-fp8", "deepseek_v3-yarn"];
+    private static readonly string[] OlmoFamilies = ["olmo2", "olmoe", "olmoe-clip", "olmo", "olmo-clip", "olmo3", "gpt_oss", "gpt_oss-mxfp4", "deepseek_v3", "deepseek_v3-fp8", "deepseek_v3-yarn", "deepseek_v2", "deepseek_v2-group"];
 
     /// <summary>The folders with a config_transformers5.json (all but <see cref="OlmoFamilies"/>).</summary>
     public static TheoryData<string> Transformers5Families => [.. ((IEnumerable<string>)Families).Where(f => !OlmoFamilies.Contains(f))];
@@ -546,9 +546,13 @@ public class HfTransformersParityTests(ITestOutputHelper output)
     [InlineData("mixtral", "rope_scaling", """{"type": "linear", "factor": 2.0}""", "rope_scaling of type linear on a mixtral model is not supported")]
     [InlineData("qwen3_moe", "num_experts_per_tok", "7", "num_experts_per_tok=7 must be between 1 and num_experts=6")]
     [InlineData("qwen3_moe", "moe_intermediate_size", "64", "num_experts=6, moe_intermediate_size=64, hidden_size=32 imply 'model.layers.0.mlp.experts.5.gate_proj.weight' of shape [64, 32]")]
-    [InlineData("qwen3_moe", "decoder_sparse_step", "2", "Qwen3-MoE with dense MLP layers is not supported")]
-    [InlineData("qwen3_moe", "mlp_only_layers", "[1]", "mlp_only_layers=[1]: Qwen3-MoE with dense MLP layers is not supported")]
-    [InlineData("qwen2_moe", "mlp_only_layers", "[0]", "mlp_only_layers=[0]: Qwen2-MoE with dense MLP layers is not supported")]
+    // Dense layers (decoder_sparse_step, mlp_only_layers) need a dense MLP's weights, which these all-sparse checkpoints lack.
+    [InlineData("qwen3_moe", "decoder_sparse_step", "2", "decoder_sparse_step=2, mlp_only_layers=[] make layer 0 a dense MLP, but the checkpoint has no 'model.layers.0.mlp.gate_proj.weight'")]
+    [InlineData("qwen3_moe", "mlp_only_layers", "[1]", "mlp_only_layers=[1] make layer 1 a dense MLP, but the checkpoint has no 'model.layers.1.mlp.gate_proj.weight'")]
+    [InlineData("qwen2_moe", "mlp_only_layers", "[0]", "mlp_only_layers=[0] make layer 0 a dense MLP, but the checkpoint has no 'model.layers.0.mlp.gate_proj.weight'")]
+    [InlineData("qwen3_moe", "decoder_sparse_step", "0", "decoder_sparse_step=0 must be positive")]
+    [InlineData("qwen3_moe", "mlp_only_layers", "[2]", "mlp_only_layers holds 2; the layers are 0..1")]
+    [InlineData("qwen2_moe", "mlp_only_layers", "\"0\"", "mlp_only_layers must be a list of layer indices, got \"0\"")]
     [InlineData("qwen2_moe", "shared_expert_intermediate_size", "64", "shared_expert_intermediate_size=64, hidden_size=32 imply 'model.layers.0.mlp.shared_expert.gate_proj.weight' of shape [64, 32]")]
     [InlineData("qwen2_moe", "shared_expert_intermediate_size", "0", "shared_expert_intermediate_size=0 must be positive")]
     [InlineData("qwen2_moe", "use_sliding_window", "true", "use_sliding_window=true on a qwen2_moe model is not supported")]
@@ -604,6 +608,8 @@ public class HfTransformersParityTests(ITestOutputHelper output)
             "gpt_oss" or "gpt_oss-mxfp4" => $"{family} (gpt_oss): n_layers=4 d_model=32 n_heads=4 d_head=16 d_mlp=32 n_key_value_heads=2 d_vocab=128 n_ctx=131072 act=silu gated_mlp norm=RMS num_experts=4 experts_per_token=2 sliding_window=4 sliding_layers=0,2 attn_sinks rotary_dim=16 rotary_base=150000 rope_type=yarn(factor=32 original_max_position_embeddings=4096 beta_fast=32 beta_slow=1 truncate=false attention_factor=1.34657) dtype=Float32",
             "deepseek_v3" or "deepseek_v3-fp8" => $"{family} (deepseek_v3): n_layers=3 d_model=32 n_heads=4 d_head=12 d_mlp=48 d_vocab=128 n_ctx=256 act=silu gated_mlp norm=RMS num_experts=8 experts_per_token=2 norm_topk_prob shared_expert_d_mlp=16 moe_d_mlp=16 first_k_dense_replace=1 n_group=2 topk_group=1 routed_scaling_factor=2.5 sigmoid_routing mla(q_lora_rank=20 kv_lora_rank=12 qk_head_dim=16 qk_rope_head_dim=8 v_head_dim=12 rope_interleave) rotary_dim=8 rotary_base=10000 rope_type=default dtype=Float32",
             "deepseek_v3-yarn" => "deepseek_v3-yarn (deepseek_v3): n_layers=3 d_model=32 n_heads=4 d_head=12 d_mlp=48 d_vocab=128 n_ctx=256 act=silu gated_mlp norm=RMS num_experts=8 experts_per_token=3 shared_expert_d_mlp=32 moe_d_mlp=16 first_k_dense_replace=1 n_group=4 topk_group=2 routed_scaling_factor=2.5 sigmoid_routing mla(q_lora_rank=null kv_lora_rank=12 qk_head_dim=16 qk_rope_head_dim=8 v_head_dim=12) rotary_dim=8 rotary_base=1000 rope_type=yarn(factor=4 original_max_position_embeddings=64 beta_fast=32 beta_slow=1 truncate=true attention_factor=1.02496) dtype=Float32",
+            "deepseek_v2" => "deepseek_v2 (deepseek_v2): n_layers=3 d_model=32 n_heads=4 d_head=12 d_mlp=48 d_vocab=128 n_ctx=256 act=silu gated_mlp norm=RMS num_experts=8 experts_per_token=2 shared_expert_d_mlp=32 moe_d_mlp=16 first_k_dense_replace=1 topk_method=greedy routed_scaling_factor=1 softmax_routing mla(q_lora_rank=null kv_lora_rank=12 qk_head_dim=16 qk_rope_head_dim=8 v_head_dim=12 rope_interleave) rotary_dim=8 rotary_base=10000 rope_type=default dtype=Float32",
+            "deepseek_v2-group" => "deepseek_v2-group (deepseek_v2): n_layers=3 d_model=32 n_heads=4 d_head=12 d_mlp=48 d_vocab=128 n_ctx=256 act=silu gated_mlp norm=RMS num_experts=8 experts_per_token=3 shared_expert_d_mlp=16 moe_d_mlp=16 first_k_dense_replace=0 topk_method=group_limited_greedy n_group=4 topk_group=2 routed_scaling_factor=2 softmax_routing mla(q_lora_rank=20 kv_lora_rank=12 qk_head_dim=16 qk_rope_head_dim=8 v_head_dim=12 rope_interleave) rotary_dim=8 rotary_base=1000 rope_type=yarn(factor=40 original_max_position_embeddings=64 beta_fast=32 beta_slow=1 truncate=true attention_factor=1) dtype=Float32",
             _ => throw new ArgumentException(family),
         };
         using var model = ModelLoader.FromPretrained(Folder(family));
