@@ -5,7 +5,8 @@ using Spectre.Console;
 
 namespace SaeSharp.Cli.Commands;
 
-/// <summary><c>sae probe</c>: SAEBench's k-sparse probing (and, with <c>--absorption</c>, feature absorption) on token labels.</summary>
+/// <summary><c>sae probe</c>: SAEBench's k-sparse probing (and, with <c>--absorption</c>, feature absorption) on token labels;
+/// with <c>--pooling mean</c> on texts, and with <c>--tpp</c> SAEBench's TPP.</summary>
 internal static class ProbeCommand
 {
     public static Command Create()
@@ -24,9 +25,11 @@ internal static class ProbeCommand
         var labels = new Option<string?>("--labels") { Description = "Comma-separated labels to probe (default: every label with 50 tokens with and without it in each half)" };
         var absorption = new Option<bool>("--absorption") { Description = "Also measure feature absorption (SAEBench's absorption eval on parent labels)" };
         var absorptionLabels = new Option<string?>("--absorption-labels") { Description = $"Comma-separated parent labels for --absorption (default: {string.Join(",", AbsorptionOptions.DefaultLabels)})" };
+        var tpp = new Option<bool>("--tpp") { Description = "With --pooling mean: SAEBench's TPP (targeted probe perturbation) in place of sparse probing: per class, ablate the latents that most drive its probe and measure every probe's accuracy" };
+        var tppN = new Option<string?>("--tpp-n") { Description = $"--tpp: comma-separated numbers of latents to ablate per class (default: {string.Join(",", TppOptions.DefaultNValues)}, those up to d_sae)" };
         var json = new Option<string?>("--json") { Description = "Write the means (SAEBench's key names), every task and the absorption details to this JSON file" };
         var command = new Command("probe", "k-sparse probing of SAE features against token labels, with a probe on the whole activation as baseline (SAEBench's sparse probing; --absorption: feature absorption)")
-            { sae, model, dataset, pooling, tokens, ctx, textField, labelField, classes, texts, labels, absorption, absorptionLabels, json };
+            { sae, model, dataset, pooling, tokens, ctx, textField, labelField, classes, texts, labels, absorption, absorptionLabels, tpp, tppN, json };
         Cli.SetAction(command, parse =>
         {
             static IReadOnlyList<string>? List(string? s) => s is null ? null : s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
@@ -35,12 +38,28 @@ internal static class ProbeCommand
             var absorb = parse.GetValue(absorption) ? new AbsorptionOptions { Labels = List(parse.GetValue(absorptionLabels)) } : null;
             bool mean = parse.GetValue(pooling) == "mean";
             if (mean) Cli.RefuseGiven(parse, "token pooling only (--pooling mean reads whole texts; absorption is measured on tokens)", tokens, absorption, absorptionLabels);
-            else Cli.RefuseGiven(parse, "need --pooling mean", textField, labelField, classes, texts);
+            else Cli.RefuseGiven(parse, "need --pooling mean", textField, labelField, classes, texts, tpp, tppN);
+            if (!parse.GetValue(tpp)) Cli.RefuseGiven(parse, "needs --tpp", tppN);
             var text = mean ? new TextProbingOptions
             {
                 ContextSize = parse.GetValue(ctx) ?? 128, TextField = parse.GetValue(textField)!, LabelField = parse.GetValue(labelField)!,
                 Classes = List(parse.GetValue(classes)), MaxTexts = parse.GetValue(texts),
             } : null;
+            if (parse.GetValue(tpp))
+            {
+                var nValues = List(parse.GetValue(tppN))?.Select(v => int.TryParse(v, System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out int n) && n > 0
+                    ? n : throw new SaeSharpException($"--tpp-n: '{v}' is not a positive integer")).ToArray();
+                var tppReport = CliProgress.Run("tpp", progress => AnalysisPipeline.Tpp(parse.GetValue(sae)!, ModelSource.Resolve(parse.GetValue(model)!),
+                    parse.GetValue(dataset)!, text! with { Progress = progress }, new SparseProbingOptions { Labels = List(parse.GetValue(labels)) },
+                    new TppOptions { NValues = nValues }));
+                PrintTpp(tppReport);
+                if (parse.GetValue(json) is { } tppPath)
+                {
+                    tppReport.WriteJson(tppPath);
+                    Console.WriteLine($"wrote {tppPath}");
+                }
+                return 0;
+            }
             var report = CliProgress.Run("probe", progress => AnalysisPipeline.Probe(parse.GetValue(sae)!, ModelSource.Resolve(parse.GetValue(model)!),
                 parse.GetValue(dataset)!,
                 new LabelScoringOptions { Tokens = parse.GetValue(tokens), ContextSize = parse.GetValue(ctx), Progress = progress },
@@ -55,6 +74,28 @@ internal static class ProbeCommand
             return 0;
         });
         return command;
+    }
+
+    /// <summary>TPP: per threshold n the three SAEBench metrics (means over classes, in accuracy points ×100), then per class
+    /// its probe's clean test accuracy and its total metric at each n.</summary>
+    internal static void PrintTpp(TppReport r)
+    {
+        static string P(double v) => (100 * v).ToString("F1", System.Globalization.CultureInfo.InvariantCulture);
+        var m = r.Metrics();
+        Cli.WriteColumns($"TPP at {r.Hook}: {r.Classes.Count} classes, {Cli.Integer(r.Texts)} texts (mean-pooled)",
+            [new Column("n", Right: true), new Column("total", Right: true), new Column("intended", Right: true), new Column("unintended", Right: true)],
+            [.. r.NValues.Select(n => (IReadOnlyList<string>)[n.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                P(m[$"tpp_threshold_{n}_total_metric"]), P(m[$"tpp_threshold_{n}_intended_diff_only"]), P(m[$"tpp_threshold_{n}_unintended_diff_only"])])]);
+        var columns = new List<Column> { new("class", NoWrap: true), new("clean", Right: true, Heading: "clean\nacc") };
+        columns.AddRange(r.NValues.Select(n => new Column($"n={n}", Right: true)));
+        Cli.WriteColumns("TPP total metric per class", columns,
+            [.. r.Classes.Select((c, i) =>
+            {
+                var cm = r.ClassMetrics(i);
+                return (IReadOnlyList<string>)[c.Class, P(c.CleanAccuracy), .. r.NValues.Select(n => P(cm[$"tpp_threshold_{n}_total_metric"]))];
+            })]);
+        Cli.WriteIndented(Markup.Escape("(×100; n = latents zero-ablated per class, error term kept; intended = drop of the class's own probe's test accuracy, " +
+                                        "unintended = mean drop of the other probes', total = intended − unintended: SAEBench's tpp_threshold_{n}_*; clean acc = the probe's test accuracy in %)"), 2);
     }
 
     /// <summary>Test accuracy per task (model probe, then SAE top-k probes) in percent with one decimal (four characters at

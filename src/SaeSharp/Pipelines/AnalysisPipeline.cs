@@ -222,6 +222,17 @@ public static class AnalysisPipeline
         }
     }
 
+    /// <summary><c>sae probe --pooling mean --tpp</c>: loads the SAE and its model, then <see cref="TargetedProbePerturbation.Run"/>
+    /// on the texts of <paramref name="datasetPath"/>.</summary>
+    public static TppReport Tpp(string saePath, string modelFolder, string datasetPath, TextProbingOptions text, SparseProbingOptions options,
+        TppOptions tpp, string? tokenizerPath = null)
+    {
+        var (sae, pm) = ModelForSae.LoadWithSae(saePath, modelFolder);
+        using (sae)
+        using (pm)
+            return TargetedProbePerturbation.Run(sae, pm.Model, pm.Hooks, Tokenizer.FromFolder(tokenizerPath ?? modelFolder), datasetPath, text, options, tpp);
+    }
+
     /// <summary><paramref name="options"/> completed for one pass of the model over <paramref name="data"/>'s windows of
     /// <paramref name="ctx"/> tokens at the positions of <paramref name="slice"/>: the batch size, the contexts that make
     /// <c>--tokens</c>, the excluded token ids, the model's hooks and the vocabulary the logit tables read (each unless

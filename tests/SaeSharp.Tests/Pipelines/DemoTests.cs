@@ -306,6 +306,51 @@ public class DemoTests(QuickDemoFixture fx) : IClassFixture<QuickDemoFixture>
         Assert.NotEqual(0, bad.Exit);
         Assert.Contains("no text field 'text'", bad.Err + bad.Out);
     }
+
+    [Fact]
+    public void Probe_with_tpp_writes_saebench_tpp_metrics_consistent_with_every_class()
+    {
+        Assert.True(fx.Exit == 0, fx.Err + fx.Out);
+        string dir = Path.Combine(fx.Dir, "tpp");
+        Directory.CreateDirectory(dir);
+        string corpus = Path.Combine(dir, "stories.jsonl");
+        SaeSharp.Corpus.LabelledCorpus.Write(corpus, 17, 600);
+        string json = Path.Combine(dir, "tpp.json");
+        var (exit, output, err) = CliRunner.Run("probe", "--sae", Path.Combine(fx.Dir, "sae"), "--model", "builtin", "--dataset", corpus,
+            "--pooling", "mean", "--tpp", "--tpp-n", "2,10", "--labels", "ctx:in_question,ctx:in_quote,tense:past", "--json", json);
+        Assert.True(exit == 0, err + output);
+        Assert.Contains("TPP at blocks.", output);
+        var r = JsonNode.Parse(File.ReadAllText(json))!;
+        var details = r["eval_result_details"]!.AsArray();
+        Assert.Equal(["ctx:in_question", "ctx:in_quote", "tense:past"], details.Select(t => t!["class"]!.GetValue<string>()));
+        var clean = details.Select(t => t!["clean_test_accuracy"]!.GetValue<double>()).ToArray();
+        foreach (int n in new[] { 2, 10 })
+        {
+            // Recompute SAEBench's metrics from the per-class accuracies in the file.
+            var intended = new double[3];
+            var unintended = new double[3];
+            for (int i = 0; i < 3; i++)
+            {
+                var acc = details[i]!["ablated_test_accuracies"]![$"{n}"]!;
+                double[] after = [.. details.Select(t => acc[t!["class"]!.GetValue<string>()]!.GetValue<double>())];
+                intended[i] = clean[i] - after[i];
+                unintended[i] = Enumerable.Range(0, 3).Where(j => j != i).Average(j => clean[j] - after[j]);
+                Assert.Equal(intended[i] - unintended[i], details[i]!["tpp_threshold_" + n + "_total_metric"]!.GetValue<double>(), 12);
+                Assert.InRange(details[i]!["ablated_latents"]![$"{n}"]!.AsArray().Count, 1, n);
+            }
+            var m = r["eval_result_metrics"]!["tpp_metrics"]!;
+            Assert.Equal(intended.Average(), m[$"tpp_threshold_{n}_intended_diff_only"]!.GetValue<double>(), 12);
+            Assert.Equal(unintended.Average(), m[$"tpp_threshold_{n}_unintended_diff_only"]!.GetValue<double>(), 12);
+            Assert.Equal(intended.Average() - unintended.Average(), m[$"tpp_threshold_{n}_total_metric"]!.GetValue<double>(), 12);
+        }
+        var bad = CliRunner.Run("probe", "--sae", Path.Combine(fx.Dir, "sae"), "--model", "builtin", "--dataset", corpus, "--tpp");
+        Assert.NotEqual(0, bad.Exit);
+        Assert.Contains("--tpp: need --pooling mean", bad.Err + bad.Out);
+        bad = CliRunner.Run("probe", "--sae", Path.Combine(fx.Dir, "sae"), "--model", "builtin", "--dataset", corpus, "--pooling", "mean", "--tpp-n", "2");
+        Assert.Contains("--tpp-n: needs --tpp", bad.Err + bad.Out);
+        bad = CliRunner.Run("probe", "--sae", Path.Combine(fx.Dir, "sae"), "--model", "builtin", "--dataset", corpus, "--pooling", "mean", "--tpp", "--tpp-n", "2,x");
+        Assert.Contains("--tpp-n: 'x' is not a positive integer", bad.Err + bad.Out);
+    }
 }
 
 /// <summary><c>sae demo</c>'s sizes without running the whole flow: the defaults its help states, the flags reaching the
@@ -376,5 +421,4 @@ public class DemoOptionsTests
             Directory.Delete(dir, recursive: true);
         }
     }
-
 }

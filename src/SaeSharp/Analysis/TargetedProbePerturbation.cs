@@ -1,0 +1,250 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using SaeSharp.Models;
+using SaeSharp.Saes;
+using SaeSharp.Tokenizers;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Analysis;
+
+/// <summary>Options of <see cref="TargetedProbePerturbation"/> (<c>sae probe --pooling mean --tpp</c>); the defaults are
+/// SAEBench's (<c>ScrAndTppEvalConfig</c>).</summary>
+public sealed record TppOptions
+{
+    /// <summary>SAEBench's <c>n_values</c>: latents zero-ablated per class, each value one threshold.</summary>
+    public static IReadOnlyList<int> DefaultNValues { get; } = [2, 5, 10, 20, 50, 100, 500];
+    /// <summary>Thresholds n; null: <see cref="DefaultNValues"/> up to d_sae (an n given larger than d_sae is an error, as in
+    /// SAEBench).</summary>
+    public IReadOnlyList<int>? NValues { get; init; }
+    /// <summary>L1 strength of the model-activation probes (SAEBench's <c>probe_l1_penalty</c>): each minimises mean
+    /// binary cross-entropy + λ·‖w‖₁.</summary>
+    public double ProbeL1Penalty { get; init; } = 1e-3;
+}
+
+/// <summary>One class of <see cref="TargetedProbePerturbation"/>: its probe's clean test accuracy, and per threshold n the
+/// latents ablated for it and every probe's test accuracy after that ablation.</summary>
+/// <param name="Class">The class (its probe: this class against the others).</param>
+/// <param name="TrainExamples">Balanced training texts of its probe.</param>
+/// <param name="TestExamples">Balanced test texts of its probe.</param>
+/// <param name="CleanAccuracy">Test accuracy of its probe on the unablated activations.</param>
+/// <param name="Ablated">n → latents zero-ablated for this class (largest effect first).</param>
+/// <param name="AblatedAccuracies">n → test accuracy of every class's probe (in class order) after ablating
+/// <see cref="Ablated"/>[n].</param>
+public sealed record TppClass(string Class, int TrainExamples, int TestExamples, double CleanAccuracy,
+    IReadOnlyDictionary<int, int[]> Ablated, IReadOnlyDictionary<int, double[]> AblatedAccuracies);
+
+/// <summary>Result of <see cref="TargetedProbePerturbation"/>: every class and SAEBench's TPP metrics.</summary>
+/// <param name="Hook">Hook the SAE reads (empty when <see cref="TargetedProbePerturbation.Evaluate"/> was given the activations).</param>
+/// <param name="Texts">Texts read (both halves).</param>
+/// <param name="NValues">The thresholds n.</param>
+/// <param name="Classes">One entry per class, in order.</param>
+public sealed record TppReport(string Hook, long Texts, IReadOnlyList<int> NValues, IReadOnlyList<TppClass> Classes)
+{
+    /// <summary>SAEBench's per-class metrics of class <paramref name="i"/> (<c>create_tpp_plotting_dict</c>): per n,
+    /// <c>tpp_threshold_{n}_intended_diff_only</c> = its probe's clean − ablated accuracy,
+    /// <c>tpp_threshold_{n}_unintended_diff_only</c> = the mean of the same over the other probes, and
+    /// <c>tpp_threshold_{n}_total_metric</c> = intended − unintended.</summary>
+    public IReadOnlyDictionary<string, double> ClassMetrics(int i)
+    {
+        var m = new Dictionary<string, double>();
+        var c = Classes[i];
+        foreach (int n in NValues)
+        {
+            var acc = c.AblatedAccuracies[n];
+            double intended = c.CleanAccuracy - acc[i];
+            double unintended = Enumerable.Range(0, Classes.Count).Where(j => j != i).Average(j => Classes[j].CleanAccuracy - acc[j]);
+            m[$"tpp_threshold_{n}_total_metric"] = intended - unintended;
+            m[$"tpp_threshold_{n}_intended_diff_only"] = intended;
+            m[$"tpp_threshold_{n}_unintended_diff_only"] = unintended;
+        }
+        return m;
+    }
+
+    /// <summary>SAEBench's <c>tpp_metrics</c>: each per-class metric averaged over the classes.</summary>
+    public IReadOnlyDictionary<string, double> Metrics()
+    {
+        var per = Enumerable.Range(0, Classes.Count).Select(ClassMetrics).ToList();
+        return per.Count == 0 ? new Dictionary<string, double>() : per[0].Keys.ToDictionary(k => k, k => per.Average(p => p[k]));
+    }
+
+    /// <summary>Writes SAEBench's <c>eval_result_metrics.tpp_metrics</c>, and per class its metrics, clean accuracy, ablated
+    /// latents and every probe's ablated accuracy, as JSON.</summary>
+    public void WriteJson(string path)
+    {
+        static JsonObject Obj(IReadOnlyDictionary<string, double> d) => new(d.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value)));
+        var root = new JsonObject
+        {
+            ["eval_type_id"] = "tpp", ["hook"] = Hook, ["pooling"] = "mean", ["texts"] = Texts,
+            ["n_values"] = new JsonArray([.. NValues.Select(n => (JsonNode)n)]),
+            ["eval_result_metrics"] = new JsonObject { ["tpp_metrics"] = Obj(Metrics()) },
+            ["eval_result_details"] = new JsonArray([.. Classes.Select((c, i) =>
+            {
+                var o = Obj(ClassMetrics(i));
+                o["class"] = c.Class;
+                o["train_examples"] = c.TrainExamples;
+                o["test_examples"] = c.TestExamples;
+                o["clean_test_accuracy"] = c.CleanAccuracy;
+                o["ablated_latents"] = new JsonObject(NValues.Select(n => KeyValuePair.Create(n.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                    (JsonNode?)new JsonArray([.. c.Ablated[n].Select(f => (JsonNode)f)]))));
+                o["ablated_test_accuracies"] = new JsonObject(NValues.Select(n => KeyValuePair.Create(n.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                    (JsonNode?)new JsonObject(Classes.Select((d, j) => KeyValuePair.Create(d.Class, (JsonNode?)c.AblatedAccuracies[n][j]))))));
+                return (JsonNode)o;
+            })]),
+        };
+        var dir = Path.GetDirectoryName(Path.GetFullPath(path));
+        if (dir is not null) Directory.CreateDirectory(dir);
+        IO.AtomicFile.WriteAllText(path, root.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+    }
+}
+
+/// <summary>
+/// SAEBench's TPP, targeted probe perturbation (<c>sae_bench/evals/scr_and_tpp</c> with <c>perform_scr=False</c>), on
+/// mean-pooled texts (<see cref="TextProbing.Pool"/>). Per class i: a linear probe on the model's pooled activation (class
+/// i against the others, balanced as <c>prepare_probe_data</c>); each latent's effect on it,
+/// max(0, mean over class-i training texts of f − mean over the negatives) · (W_dec[k] · w_i) (<c>get_effects_per_class_precomputed_acts</c>);
+/// the n latents of largest non-zero effect zero-ablated with the SAE's error term kept (x ← x − Σ_k f_k·W_dec[k], only those
+/// latents change); every probe's test accuracy on the ablated, re-pooled activations. See docs/labels.md.
+/// </summary>
+public static class TargetedProbePerturbation
+{
+    /// <summary>Reads the texts of <paramref name="datasetPath"/> (a classification dataset or a labelled corpus, as
+    /// <see cref="TextProbing.Run"/>), pools their activations and runs TPP over its classes.</summary>
+    public static TppReport Run(Sae sae, HookedTransformer model, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks,
+        ITextTokenizer tokenizer, string datasetPath, TextProbingOptions text, SparseProbingOptions options, TppOptions tpp)
+    {
+        if (sae.Cfg.Metadata.HookNameOut is not null)
+            throw new SaeSharpException("TPP ablates latents at the hook the probes read; a transcoder writes another hook (hook_name_out) than it reads");
+        if (sae.UsesRunTimeNormalization)
+            throw new SaeSharpException($"TPP ablates mean-pooled latents, which is exact only when the decoder is affine in them; this SAE normalises each token at run time (normalize_activations = {sae.Cfg.NormalizeActivations})");
+        var data = TextProbing.IsLabelledCorpus(datasetPath)
+            ? TextProbing.FromCorpus(datasetPath, text.MaxTexts, options.TrainSetSize, options.TestSetSize)
+            : TextProbing.FromClasses(datasetPath, text, options.TrainSetSize, options.TestSetSize, options.Seed);
+        using var pooled = TextProbing.Pool(sae, model, modelHooks, tokenizer, data.Texts, text);
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var wDec = sae.WDec.detach().to(ScalarType.Float32).cpu();
+        var decoder = AblationDirections(sae);
+        return Evaluate(pooled.Features, pooled.Acts, wDec, decoder, data.Labels, data.Names, data.Fit,
+            options with { OneVsRestClasses = data.OneClassEach, MinPositives = text.MinTexts, Labels = options.Labels ?? (data.OneClassEach ? data.Names : null) },
+            tpp) with { Hook = pooled.Hook };
+    }
+
+    /// <summary>Row k: the change of <see cref="Sae.Decode"/> per unit of latent k, Decode(e_k) − Decode(0) (float32, CPU) —
+    /// W_dec for most SAEs, scaled where the decoder divides by a constant. Decode is affine in the latents, so zeroing f_k
+    /// on every token moves the pooled activation by −mean(f_k)·row k, and the error term x − x̂ is unchanged.</summary>
+    internal static Tensor AblationDirections(Sae sae)
+    {
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        int dSae = sae.Cfg.DSae;
+        var dtype = sae.WDec.dtype;
+        var dev = sae.WDec.device;
+        var zero = sae.Decode(zeros(1, dSae, dtype, dev));
+        var rows = new List<Tensor>();
+        for (int s = 0; s < dSae; s += 1024)
+        {
+            int len = Math.Min(1024, dSae - s);
+            var basis = zeros(len, dSae, dtype, dev);
+            basis.narrow(1, s, len).copy_(eye(len, dtype: dtype, device: dev));
+            rows.Add(sae.Decode(basis).sub(zero).to(ScalarType.Float32).cpu());
+        }
+        return cat(rows, 0).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// TPP on pooled activations: <paramref name="features"/> [n, d_sae] (mean SAE latents per text), <paramref name="acts"/>
+    /// [n, d] (mean activation per text), <paramref name="wDec"/> [d_sae, d] (the decoder whose rows the probe direction is
+    /// read through, SAEBench's <c>sae.W_dec</c>), <paramref name="decoder"/> [d_sae, d] (what zeroing one unit of latent k
+    /// removes from the activation; null: <paramref name="wDec"/>), <paramref name="labels"/>[i] the class ids of text i,
+    /// <paramref name="fit"/>[i] true for the training half.
+    /// </summary>
+    public static TppReport Evaluate(Tensor features, Tensor acts, Tensor wDec, Tensor? decoder, IReadOnlyList<int[]> labels,
+        IReadOnlyList<string> names, bool[] fit, SparseProbingOptions options, TppOptions tpp)
+    {
+        int n = labels.Count;
+        if (features.dim() != 2 || acts.dim() != 2 || features.shape[0] != n || acts.shape[0] != n || fit.Length != n)
+            throw new SaeSharpException($"TPP: features [{string.Join(", ", features.shape)}], activations [{string.Join(", ", acts.shape)}], " +
+                                        $"{fit.Length} split flags and {n} label lists must agree on the number of texts");
+        decoder ??= wDec;
+        long dSae = features.shape[1], d = acts.shape[1];
+        foreach (var (w, what) in new[] { (wDec, "W_dec"), (decoder, "the ablation directions") })
+            if (w.dim() != 2 || w.shape[0] != dSae || w.shape[1] != d)
+                throw new SaeSharpException($"TPP: {what} is [{string.Join(", ", w.shape)}]; expected [d_sae={dSae}, d={d}]");
+        var nValues = tpp.NValues ?? [.. TppOptions.DefaultNValues.Where(v => v <= dSae)];
+        if (nValues.Count == 0 || nValues.Any(v => v < 1))
+            throw new SaeSharpException($"TPP: thresholds n must be positive, got [{string.Join(", ", nValues)}]");
+        if (nValues.FirstOrDefault(v => v > dSae) is > 0 and var big)
+            throw new SaeSharpException($"TPP: n = {big} latents to ablate, but the SAE has d_sae = {dSae}");
+        if (!(tpp.ProbeL1Penalty >= 0) || double.IsInfinity(tpp.ProbeL1Penalty))
+            throw new SaeSharpException($"TPP: the probe L1 penalty must be finite and ≥ 0, got {tpp.ProbeL1Penalty}");
+        var classes = SparseProbing.TaskLabels(labels, names, fit, options.MinPositives, options.Labels);
+        if (classes.Length < 2)
+            throw new SaeSharpException($"TPP needs at least two classes with {options.MinPositives} texts with and without them in each half; found {classes.Length}" +
+                                        (classes.Length == 1 ? $" ({names[classes[0]]})" : ""));
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var f32 = features.to(ScalarType.Float32).cpu();
+        var x32 = acts.to(ScalarType.Float32).cpu();
+        var w32 = wDec.to(ScalarType.Float32).cpu();
+        var dec32 = decoder.to(ScalarType.Float32).cpu();
+        var split = classes.Select(l =>
+        {
+            var rng = new Random(options.Seed);
+            var train = options.OneVsRestClasses ? SparseProbing.BalancedOneVsRest(labels, l, fit, true, options.TrainSetSize, rng)
+                : SparseProbing.Balanced(labels, l, fit, true, options.TrainSetSize, rng);
+            var test = options.OneVsRestClasses ? SparseProbing.BalancedOneVsRest(labels, l, fit, false, options.TestSetSize, rng)
+                : SparseProbing.Balanced(labels, l, fit, false, options.TestSetSize, rng);
+            return (Train: train, Test: test);
+        }).ToArray();
+        var probes = split.Select(s => LogisticRegression.FitL1(x32.index_select(0, tensor(s.Train.Rows)), s.Train.Y, tpp.ProbeL1Penalty)).ToArray();
+        double[] Accuracies(Tensor x) => [.. split.Select((s, j) => probes[j].Accuracy(x.index_select(0, tensor(s.Test.Rows)), s.Test.Y))];
+        var clean = Accuracies(x32);
+        var result = new List<TppClass>();
+        for (int i = 0; i < classes.Length; i++)
+        {
+            using var iter = NewDisposeScope();
+            var effects = NodeEffects(f32.index_select(0, tensor(split[i].Train.Rows)), split[i].Train.Y, w32, probes[i].Coef);
+            var ablated = new SortedDictionary<int, int[]>();
+            var accs = new SortedDictionary<int, double[]>();
+            foreach (int k in nValues)
+            {
+                var top = TopNonZero(effects, k);
+                ablated[k] = top;
+                using var ab = Ablate(x32, f32, dec32, top);
+                accs[k] = Accuracies(ab);
+            }
+            result.Add(new TppClass(names[classes[i]], split[i].Train.Rows.Length, split[i].Test.Rows.Length, clean[i], ablated, accs));
+        }
+        return new TppReport("", n, nValues, result);
+    }
+
+    /// <summary>SAEBench's TPP node effect of every latent on a probe with weights <paramref name="probeW"/>:
+    /// max(0, mean f over positives − mean f over negatives) · (W_dec[k] · w).</summary>
+    internal static double[] NodeEffects(Tensor f, bool[] y, Tensor wDec, double[] probeW)
+    {
+        using var scope = NewDisposeScope();
+        var pos = tensor(y.Select((v, i) => (v, i)).Where(t => t.v).Select(t => (long)t.i).ToArray());
+        var neg = tensor(y.Select((v, i) => (v, i)).Where(t => !t.v).Select(t => (long)t.i).ToArray());
+        var f64 = f.to(ScalarType.Float64);
+        var diff = f64.index_select(0, pos).mean([0]).sub(f64.index_select(0, neg).mean([0])).clamp_min(TorchScalars.Of(0));
+        var dot = wDec.to(ScalarType.Float64).mv(tensor(probeW));
+        return diff.mul(dot).data<double>().ToArray();
+    }
+
+    /// <summary>SAEBench's <c>select_top_n_features</c>: the <paramref name="n"/> latents of largest effect among those whose
+    /// effect is not 0 (fewer when fewer are), largest first; ties by index.</summary>
+    internal static int[] TopNonZero(double[] effects, int n) =>
+        [.. Enumerable.Range(0, effects.Length).Where(k => effects[k] != 0).OrderByDescending(k => effects[k]).ThenBy(k => k).Take(n)];
+
+    /// <summary>Pooled activations with <paramref name="latents"/> zero-ablated and the error term kept:
+    /// x − Σ_k f_k·directions[k] over the ablated latents (SAEBench's <c>decode(f ablated) + (x − decode(f))</c>).</summary>
+    public static Tensor Ablate(Tensor acts, Tensor features, Tensor directions, IReadOnlyList<int> latents)
+    {
+        if (latents.Count == 0) return acts.clone();
+        using var scope = NewDisposeScope();
+        var idx = tensor(latents.Select(k => (long)k).ToArray());
+        var delta = features.index_select(1, idx).to(acts.dtype).matmul(directions.index_select(0, idx).to(acts.dtype));
+        return acts.sub(delta).MoveToOuterDisposeScope();
+    }
+}
