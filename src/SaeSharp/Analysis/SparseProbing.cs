@@ -34,6 +34,8 @@ public sealed record SparseProbingOptions
     /// other classes, as SAEBench's <c>prepare_probe_data</c> does — ⌈positives / other classes⌉ at random from each, then
     /// as many as the positives at random from those. False: from every example without the label.</summary>
     public bool OneVsRestClasses { get; init; }
+    /// <summary>What an example is, for messages: "tokens", or "texts" when mean-pooled.</summary>
+    internal string Examples { get; init; } = "tokens";
 }
 
 /// <summary>One binary task of <see cref="SparseProbing"/>: test accuracies of the probes for one label.</summary>
@@ -141,7 +143,7 @@ public static class SparseProbing
         if (options.KValues.Count == 0 || options.KValues.Any(k => k < 1))
             throw new SaeSharpException($"sparse probing: k values must be positive, got [{string.Join(", ", options.KValues)}]");
         var tasks = new List<SparseProbingTask>();
-        foreach (int l in TaskLabels(tokenLabels, labelNames, fit, options.MinPositives, options.Labels))
+        foreach (int l in TaskLabels(tokenLabels, labelNames, fit, options.MinPositives, options.Labels, options.Examples))
         {
             var rng = new Random(options.Seed);
             var (trainRows, yTrain) = options.OneVsRestClasses ? BalancedOneVsRest(tokenLabels, l, fit, true, options.TrainSetSize, rng)
@@ -198,7 +200,7 @@ public static class SparseProbing
     /// <summary>Labels probed: those asked for (each must exist), else every label with <paramref name="minPositives"/>
     /// tokens with and without it in each half, in order of first appearance.</summary>
     internal static int[] TaskLabels(IReadOnlyList<int[]> tokenLabels, IReadOnlyList<string> labelNames, bool[] fit, int minPositives,
-        IReadOnlyList<string>? asked)
+        IReadOnlyList<string>? asked, string examples = "tokens")
     {
         long fitN = fit.Count(f => f), evalN = fit.Length - fitN;
         var pf = new long[labelNames.Count];
@@ -211,10 +213,10 @@ public static class SparseProbing
         foreach (var name in asked)
         {
             int l = labelNames.ToList().IndexOf(name);
-            if (l < 0) throw new SaeSharpException($"label '{name}' is on no token read; labels seen: {string.Join(", ", labelNames.Order(StringComparer.Ordinal))}");
+            if (l < 0) throw new SaeSharpException($"label '{name}' is on no {(examples == "tokens" ? "token" : "text")} read; labels seen: {string.Join(", ", labelNames.Order(StringComparer.Ordinal))}");
             if (!Enough(l))
-                throw new SaeSharpException($"label '{name}' has {pf[l]} tokens in the training half and {pe[l]} in the test half (and {fitN - pf[l]} / {evalN - pe[l]} without it); " +
-                                            $"each of the four must be at least {minPositives}: read more tokens");
+                throw new SaeSharpException($"label '{name}' has {pf[l]} {examples} in the training half and {pe[l]} in the test half (and {fitN - pf[l]} / {evalN - pe[l]} without it); " +
+                                            $"each of the four must be at least {minPositives}: read more {examples}");
             result.Add(l);
         }
         return [.. result];

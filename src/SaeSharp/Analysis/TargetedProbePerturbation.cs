@@ -126,7 +126,7 @@ public static class TargetedProbePerturbation
         var wDec = sae.WDec.detach().to(ScalarType.Float32).cpu();
         var decoder = AblationDirections(sae);
         return Evaluate(pooled.Features, pooled.Acts, wDec, decoder, data.Labels, data.Names, data.Fit,
-            options with { OneVsRestClasses = data.OneClassEach, MinPositives = text.MinTexts, Labels = options.Labels ?? (data.OneClassEach ? data.Names : null) },
+            options with { OneVsRestClasses = data.OneClassEach, MinPositives = text.MinTexts, Examples = "texts", Labels = options.Labels ?? (data.OneClassEach ? data.Names : null) },
             tpp) with { Hook = pooled.Hook };
     }
 
@@ -178,7 +178,7 @@ public static class TargetedProbePerturbation
             throw new SaeSharpException($"TPP: n = {big} latents to ablate, but the SAE has d_sae = {dSae}");
         if (!(tpp.ProbeL1Penalty >= 0) || double.IsInfinity(tpp.ProbeL1Penalty))
             throw new SaeSharpException($"TPP: the probe L1 penalty must be finite and ≥ 0, got {tpp.ProbeL1Penalty}");
-        var classes = SparseProbing.TaskLabels(labels, names, fit, options.MinPositives, options.Labels);
+        var classes = SparseProbing.TaskLabels(labels, names, fit, options.MinPositives, options.Labels, options.Examples);
         if (classes.Length < 2)
             throw new SaeSharpException($"TPP needs at least two classes with {options.MinPositives} texts with and without them in each half; found {classes.Length}" +
                                         (classes.Length == 1 ? $" ({names[classes[0]]})" : ""));

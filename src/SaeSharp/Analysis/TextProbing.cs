@@ -72,7 +72,7 @@ public static class TextProbing
         using var pooled = Pool(sae, model, modelHooks, tokenizer, data.Texts, text);
         var labels = options.Labels ?? (data.OneClassEach ? data.Names : null);
         return SparseProbing.Evaluate(pooled.Features, pooled.Acts, data.Labels, data.Names, data.Fit,
-            options with { OneVsRestClasses = data.OneClassEach, Labels = labels, MinPositives = text.MinTexts }) with { Hook = pooled.Hook, Pooling = "mean" };
+            options with { OneVsRestClasses = data.OneClassEach, Labels = labels, MinPositives = text.MinTexts, Examples = "texts" }) with { Hook = pooled.Hook, Pooling = "mean" };
     }
 
     /// <summary>Mean of <paramref name="x"/> [batch, pos, d] over the positions where <paramref name="keep"/> [batch, pos] is

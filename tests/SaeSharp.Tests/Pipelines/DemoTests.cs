@@ -305,6 +305,11 @@ public class DemoTests(QuickDemoFixture fx) : IClassFixture<QuickDemoFixture>
         bad = CliRunner.Run("probe", "--sae", Path.Combine(fx.Dir, "sae"), "--model", "builtin", "--dataset", classes, "--pooling", "mean");
         Assert.NotEqual(0, bad.Exit);
         Assert.Contains("no text field 'text'", bad.Err + bad.Out);
+        // Every story has a verb: no text without the label, and the message counts texts, not tokens.
+        bad = CliRunner.Run("probe", "--sae", Path.Combine(fx.Dir, "sae"), "--model", "builtin", "--dataset", corpus, "--pooling", "mean", "--labels", "pos:VERB");
+        Assert.NotEqual(0, bad.Exit);
+        Assert.Contains("label 'pos:VERB' has 480 texts in the training half and 120 in the test half (and 0 / 0 without it)", bad.Err + bad.Out);
+        Assert.Contains("read more texts", bad.Err + bad.Out);
     }
 
     [Fact]
