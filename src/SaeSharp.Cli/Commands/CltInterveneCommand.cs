@@ -21,7 +21,8 @@ internal static class CltInterveneCommand
         var input = new Option<string?>("--input") { Description = "safetensors file holding an int64 tensor 'tokens' [1, seq] (one prompt)" };
         var set = new Option<string[]>("--set")
         {
-            Description = "L:F:V sets layer L's feature F to V at every position (new tokens included); L:F:V@P at position P; L:F:V@P- from P on (repeatable)",
+            Description = "L:F:V sets layer L's feature F to V at every position (new tokens included); L:F:V@P at position P; L:F:V@P- from P on; " +
+                          "L:F:xM@P sets it to M times its clean value at P (repeatable)",
             Required = true,
         };
         var direct = new Option<bool>("--direct-effects") { Description = "Constrain every layer: patterns, norm scales and MLP outputs frozen, direct effects only" };
@@ -44,7 +45,7 @@ internal static class CltInterveneCommand
             var (folder, tok, tokens) = InterventionCommands.PromptOrInputTokens(parse, model, prompt, input, noBos);
             using var _t = tokens;
             if (tokens.shape[0] != 1) throw new SaeSharpException($"--input: an intervention is on one prompt, but 'tokens' has {tokens.shape[0]} rows");
-            var interventions = parse.GetValue(set)!.Select(ParseSet).ToList();
+            var specs = parse.GetValue(set)!.Select(ParseSet).ToList();
             bool bos = tok?.BosTokenId is int b && tokens[0, 0].item<long>() == b;   // circuit-tracer's zero_positions
             var options = new CltInterventionOptions
             {
@@ -56,6 +57,10 @@ internal static class CltInterveneCommand
             using var cm = ModelForSae.Load(folder, new WeightProcessingOptions(), modelDtype ?? ScalarType.Float32);
             using var scope = NewDisposeScope();
             using var clean = CltInterventions.FeatureIntervention(cm.Model, clt, tokens, [], options, cm.Hooks);
+            var interventions = specs.Select(x => Resolve(x.Intervention, x.Multiplier, clean.Activations, tokens.shape[1])).ToList();
+            foreach (var (x, i) in specs.Zip(interventions))
+                if (x.Multiplier is double mult && i.Value == 0)
+                    Cli.ErrorLine($"note: --set {i.Layer}:{i.Feature}:x{mult.ToString(CultureInfo.InvariantCulture)}@{i.Position}: the feature is inactive there (clean 0), so the multiple changes nothing");
             using var after = CltInterventions.FeatureIntervention(cm.Model, clt, tokens, interventions, options, cm.Hooks);
             string Tok(long id) => tok is null ? id.ToString(CultureInfo.InvariantCulture) : Analysis.DashboardWriter.Quote(tok.TokenText((int)id));
             static string F(double v) => (v == 0 ? 0 : v).ToString("F4", CultureInfo.InvariantCulture);   // no "-0.0000" for a JumpReLU zero
@@ -96,23 +101,39 @@ internal static class CltInterveneCommand
         return command;
     }
 
-    /// <summary>"L:F:V", "L:F:V@P" or "L:F:V@P-" as an intervention.</summary>
-    internal static CltFeatureIntervention ParseSet(string spec)
+    /// <summary>"L:F:V", "L:F:V@P", "L:F:V@P-" or "L:F:xM@P" as an intervention; with "xM" its value is a placeholder and
+    /// <c>Multiplier</c> is M (see <see cref="Resolve"/>).</summary>
+    internal static (CltFeatureIntervention Intervention, double? Multiplier) ParseSet(string spec)
     {
-        const string form = "L:F:V, L:F:V@P or L:F:V@P- (layer, feature, value, position), e.g. 3:120:-2@5";
+        const string form = "L:F:V, L:F:V@P, L:F:V@P- or L:F:xM@P (layer, feature, value or M times the clean value, position), e.g. 3:120:-2@5 or 3:120:x-2@5";
         string body = spec, at = "";
         int sep = spec.IndexOf('@', StringComparison.Ordinal);
         if (sep >= 0) (body, at) = (spec[..sep], spec[(sep + 1)..]);
         var parts = body.Split(':');
+        bool times = parts.Length == 3 && parts[2].StartsWith('x');
         if (parts.Length != 3 || !int.TryParse(parts[0], NumberStyles.None, CultureInfo.InvariantCulture, out int layer)
             || !int.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out int feature)
-            || !double.TryParse(parts[2], NumberStyles.Float, CultureInfo.InvariantCulture, out double value) || !double.IsFinite(value))
+            || !double.TryParse(times ? parts[2][1..] : parts[2], NumberStyles.Float, CultureInfo.InvariantCulture, out double value) || !double.IsFinite(value))
             throw new SaeSharpException($"--set '{spec}': expected {form}");
-        if (sep < 0) return CltFeatureIntervention.AllPositions(layer, feature, value);
         bool onward = at.EndsWith('-');
+        if (times && (sep < 0 || onward))
+            throw new SaeSharpException($"--set '{spec}': xM multiplies the clean value at one position, which the new tokens do not have: give @P (a single position)");
+        if (sep < 0) return (CltFeatureIntervention.AllPositions(layer, feature, value), null);
         if (!int.TryParse(onward ? at[..^1] : at, NumberStyles.None, CultureInfo.InvariantCulture, out int pos))
             throw new SaeSharpException($"--set '{spec}': the position must be a non-negative integer, optionally followed by '-'; expected {form}");
-        return new CltFeatureIntervention(layer, pos, feature, value, onward);
+        return (new CltFeatureIntervention(layer, pos, feature, times ? 0 : value, onward), times ? value : null);
+    }
+
+    /// <summary>The intervention with <paramref name="multiplier"/> × the feature's clean activation (<paramref name="clean"/>
+    /// [L, pos, d_transcoder]) at its position as its value; as parsed without a multiplier.</summary>
+    internal static CltFeatureIntervention Resolve(CltFeatureIntervention i, double? multiplier, Tensor clean, long positions)
+    {
+        if (multiplier is not double m) return i;
+        if (i.Layer < 0 || i.Layer >= clean.shape[0] || i.Feature < 0 || i.Feature >= clean.shape[2])
+            throw new SaeSharpException($"--set {i.Layer}:{i.Feature}:x…: no such layer/feature (the CLT has {clean.shape[0]} layers of {clean.shape[2]} features)");
+        if (i.Position >= positions)
+            throw new SaeSharpException($"--set …@{i.Position}: the prompt has {positions} tokens (positions 0..{positions - 1})");
+        return i with { Value = m * clean[i.Layer, i.Position, i.Feature].to(ScalarType.Float64).item<double>() };
     }
 
     /// <summary>"A-B" (inclusive) as [A, B + 1).</summary>

@@ -72,6 +72,39 @@ public class CltInterveneCommandTests : IDisposable
     }
 
     [Fact]
+    public void A_multiplier_sets_the_feature_to_that_multiple_of_its_clean_value_at_the_position()
+    {
+        var (model, tokens) = Setup();
+        using var m = ModelLoader.FromPretrained(model);
+        using var clt = CrossLayerTranscoderLoader.Load(P("clt"));
+        using var clean = CltInterventions.FeatureIntervention(m, clt, tokens, []);
+        // The most active layer-0 feature at position 2 (a zero clean value would make the multiple a no-op).
+        int f = (int)clean.Activations[0, 2].argmax().item<long>();
+        double a = clean.Activations[0, 2, f].to(ScalarType.Float64).item<double>();
+        Assert.True(a > 0);
+        var (exit, output, err) = CliRunner.Run("intervene", "--model", model, "--sae", P("clt"), "--input", P("one.safetensors"),
+            "--set", $"0:{f}:x-2@2", "--top", "3");
+        Assert.True(exit == 0, err);
+        var set = Table(output, "layer\tfeature\tposition\ttoken\tclean\tset");
+        Assert.Equal(a, double.Parse(set[0][4], CultureInfo.InvariantCulture), 4);
+        Assert.Equal(-2 * a, double.Parse(set[0][5], CultureInfo.InvariantCulture), 4);
+        using var after = CltInterventions.FeatureIntervention(m, clt, tokens, [new(0, 2, f, -2 * a)]);
+        var (pa, ia) = softmax(after.Logits[0, -1].to(ScalarType.Float64), 0).topk(3);
+        var rows = Table(output, "rank\tclean\tp clean\tintervened\tp after");
+        for (int i = 0; i < 3; i++)
+        {
+            Assert.Equal(ia[i].item<long>().ToString(CultureInfo.InvariantCulture), rows[i][3]);
+            Assert.Equal(pa[i].item<double>(), double.Parse(rows[i][4], CultureInfo.InvariantCulture), 4);
+        }
+        foreach (var bad in new[] { $"0:{f}:x2", $"0:{f}:x2@2-" })
+        {
+            var (code, _, error) = CliRunner.Run("intervene", "--model", model, "--sae", P("clt"), "--input", P("one.safetensors"), "--set", bad);
+            Assert.NotEqual(0, code);
+            Assert.Contains("xM multiplies the clean value at one position", error);
+        }
+    }
+
+    [Fact]
     public void BadSettingsAndSaeCommandsOnACltAreNamed()
     {
         var (model, _) = Setup();
