@@ -156,8 +156,7 @@ public class CrossLayerTranscoderReplacementTests : ModelTestBase
         var windows = ModelActivationSourceTests.Windows(3, 8);
         var r = CltReference.Random(2, Features, DModel, 6, threshold: true, skip: true);
         string folder = Sub($"clt-leak-{Guid.NewGuid():N}");
-        r.WriteCircuitTracer(folder, threshold: true);
-        File.WriteAllText(Path.Combine(folder, "config.yaml"), "feature_input_hook: ln2.hook_normalized\nfeature_output_hook: hook_mlp_out\n");
+        r.WriteCircuitTracerLn2(folder);
         // Every variant (replacement, error terms, zero and mean ablation) over two batches, the CLT loaded and freed each time.
         var options = new DownstreamEvalOptions { BatchSizePrompts = 2, MeanAblation = true, ErrorTerm = true };
         Assert.Equal(0, LiveTensors.Leaked(() =>

@@ -449,16 +449,8 @@ public class AttributionGraphTests : CltTestBase
         // `sae graph --dtype bf16`: the model and the CLT in bfloat16; the same nodes and logits as float32's, and every
         // edge within ten bfloat16 steps of the largest (the graph's matrix itself is float32). A feature within bfloat16's
         // rounding of its threshold can switch on or off (seed 42 has one); this seed's CLT has none, so the nodes match.
-        string dir = ModelDir(seed: 41);
-        var r = CltReference.Random(Layers, Features, DModel, 44, threshold: true, skip: true);
-        r.ScaleThresholds(0.2);
-        string folder = Sub($"clt-{Guid.NewGuid():N}");
-        r.WriteCircuitTracer(folder, threshold: true);
-        File.WriteAllText(Path.Combine(folder, "config.yaml"), "feature_input_hook: ln2.hook_normalized\nfeature_output_hook: hook_mlp_out\n");
-        using var m32 = ModelLoader.FromPretrained(dir, ScalarType.Float32);
-        using var m16 = ModelLoader.FromPretrained(dir, ScalarType.BFloat16);
-        using var c32 = CrossLayerTranscoderLoader.Load(folder, dtype: CrossLayerTranscoderLoader.ForModel(ScalarType.Float32));
-        using var c16 = CrossLayerTranscoderLoader.Load(folder, dtype: CrossLayerTranscoderLoader.ForModel(ScalarType.BFloat16));
+        using var pair = CltTestBase.LoadInBothDtypes(ModelDir(seed: 41), Sub($"clt-{Guid.NewGuid():N}"), cltSeed: 44);
+        var (m32, m16, c32, c16) = pair;
         var options = new AttributionGraphOptions { MaxLogits = 3, LogitProbability = 0.99 };
         using var a = AttributionGraph.Build(m32, c32, Prompt, options);
         using var b = AttributionGraph.Build(m16, c16, Prompt, options);
@@ -477,8 +469,7 @@ public class AttributionGraphTests : CltTestBase
         using var model = Gpt2(nLayer: Layers, seed: 2);
         var r0 = CltReference.Random(Layers, Features, DModel, 9, threshold: true, skip: false);
         string folder = Sub($"clt-{Guid.NewGuid():N}");
-        r0.WriteCircuitTracer(folder, threshold: true);
-        File.WriteAllText(Path.Combine(folder, "config.yaml"), "feature_input_hook: ln2.hook_normalized\nfeature_output_hook: hook_mlp_out\n");
+        r0.WriteCircuitTracerLn2(folder);
         using var clt = CrossLayerTranscoderLoader.Load(folder);
         var options = new AttributionGraphOptions { MaxLogits = 3, BatchSize = 2, MaxFeatures = 3 };
         AttributionGraph.Build(model, clt, Prompt, options).Dispose();

@@ -28,4 +28,26 @@ public abstract class CltTestBase : ModelTestBase
         else r.WriteCircuitTracerLn2(folder);
         return (CrossLayerTranscoderLoader.Load(folder, dtype: ScalarType.Float64), r);
     }
+
+    /// <summary>The model at <paramref name="modelDir"/> and a random thresholded CLT (skip, thresholds scaled by 0.2,
+    /// reading ln2's output), written to <paramref name="folder"/>, loaded twice: in float32 and in bfloat16, as <c>--dtype bf16</c> loads them.</summary>
+    internal static Bf16Pair LoadInBothDtypes(string modelDir, string folder, int cltSeed)
+    {
+        var r = CltReference.Random(Layers, Features, DModel, cltSeed, threshold: true, skip: true);
+        r.ScaleThresholds(0.2);
+        r.WriteCircuitTracerLn2(folder);
+        return new Bf16Pair(
+            ModelLoader.FromPretrained(modelDir, ScalarType.Float32), ModelLoader.FromPretrained(modelDir, ScalarType.BFloat16),
+            CrossLayerTranscoderLoader.Load(folder, dtype: CrossLayerTranscoderLoader.ForModel(ScalarType.Float32)),
+            CrossLayerTranscoderLoader.Load(folder, dtype: CrossLayerTranscoderLoader.ForModel(ScalarType.BFloat16)));
+    }
+
+    /// <summary>A model and CLT in float32 (<see cref="M32"/>, <see cref="C32"/>) and in bfloat16.</summary>
+    internal sealed record Bf16Pair(HookedTransformer M32, HookedTransformer M16, CrossLayerTranscoder C32, CrossLayerTranscoder C16) : IDisposable
+    {
+        public void Dispose()
+        {
+            M32.Dispose(); M16.Dispose(); C32.Dispose(); C16.Dispose();
+        }
+    }
 }

@@ -347,8 +347,7 @@ public class CrossLayerAttributionTests : ModelTestBase
         var r0 = CltReference.Random(1, Features, DModel, 20, threshold: true, skip: false);
         for (int k = 0; k < Features; k++) r0.Threshold[0][k] *= 0.2;
         string folder = Sub($"clt-{Guid.NewGuid():N}");
-        r0.WriteCircuitTracer(folder, threshold: true);
-        File.WriteAllText(Path.Combine(folder, "config.yaml"), "feature_input_hook: ln2.hook_normalized\nfeature_output_hook: hook_mlp_out\n");
+        r0.WriteCircuitTracerLn2(folder);
         using var clt = CrossLayerTranscoderLoader.Load(folder);
         using var sae = clt.LayerTranscoder(0);
         var hooked = new SaeSharp.Interventions.HookedSaeTransformer(model);
@@ -394,8 +393,7 @@ public class CrossLayerAttributionTests : ModelTestBase
         using var model = Gpt2(nLayer: Layers, seed: 2);
         var r0 = CltReference.Random(Layers, Features, DModel, 25, threshold: true, skip: true);
         string folder = Sub($"clt-{Guid.NewGuid():N}");
-        r0.WriteCircuitTracer(folder, threshold: true);
-        File.WriteAllText(Path.Combine(folder, "config.yaml"), "feature_input_hook: ln2.hook_normalized\nfeature_output_hook: hook_mlp_out\n");
+        r0.WriteCircuitTracerLn2(folder);
         using var clt = CrossLayerTranscoderLoader.Load(folder);
         FeatureAttribution.Run(model, clt, Toks, AttributionMetric.Loss, 2, freezeAttentionAndNorms: true).Dispose();
         long before = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
@@ -413,16 +411,8 @@ public class CrossLayerAttributionTests : ModelTestBase
         // The model and the CLT in bfloat16 (as `sae attribute --dtype bf16` loads them), against both in float32: the
         // same activations and attributions up to bfloat16's rounding through two layers (a relative step of 2⁻⁸ per
         // operation), results in float32.
-        string dir = ModelDir(seed: 21);
-        var r0 = CltReference.Random(Layers, Features, DModel, 22, threshold: true, skip: true);
-        r0.ScaleThresholds(0.2);
-        string folder = Sub($"clt-{Guid.NewGuid():N}");
-        r0.WriteCircuitTracer(folder, threshold: true);
-        File.WriteAllText(Path.Combine(folder, "config.yaml"), "feature_input_hook: ln2.hook_normalized\nfeature_output_hook: hook_mlp_out\n");
-        using var m32 = ModelLoader.FromPretrained(dir, ScalarType.Float32);
-        using var m16 = ModelLoader.FromPretrained(dir, ScalarType.BFloat16);
-        using var c32 = CrossLayerTranscoderLoader.Load(folder, dtype: CrossLayerTranscoderLoader.ForModel(ScalarType.Float32));
-        using var c16 = CrossLayerTranscoderLoader.Load(folder, dtype: CrossLayerTranscoderLoader.ForModel(ScalarType.BFloat16));
+        using var pair = CltTestBase.LoadInBothDtypes(ModelDir(seed: 21), Sub($"clt-{Guid.NewGuid():N}"), cltSeed: 22);
+        var (m32, m16, c32, c16) = pair;
         Assert.Equal(ScalarType.BFloat16, c16.Cfg.Dtype);
         foreach (var (metric, steps) in new[] { (AttributionMetric.LogitDiff(4, 9), 0), (AttributionMetric.Loss, 0), (AttributionMetric.LogitDiff(4, 9), 4) })
         {
@@ -457,8 +447,7 @@ public class CrossLayerAttributionTests : ModelTestBase
         using var model = Gpt2(nLayer: Layers, seed: 2);
         var r0 = CltReference.Random(Layers, Features, DModel, 9, threshold: true, skip: true);
         string folder = Sub($"clt-{Guid.NewGuid():N}");
-        r0.WriteCircuitTracer(folder, threshold: true);
-        File.WriteAllText(Path.Combine(folder, "config.yaml"), "feature_input_hook: ln2.hook_normalized\nfeature_output_hook: hook_mlp_out\n");
+        r0.WriteCircuitTracerLn2(folder);
         using var clt = CrossLayerTranscoderLoader.Load(folder);
         FeatureAttribution.Run(model, clt, Toks, AttributionMetric.Loss, freezeAttentionAndNorms: true).Dispose();
         long before = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
