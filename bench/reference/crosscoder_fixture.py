@@ -133,6 +133,20 @@ def batchtopk_encode_decoupled(x, p, k, use_threshold, threshold):  # BatchTopKC
     return f, scaled * mask, f.sum(0).sum(0) > 0, post, scaled.sum(dim=1)
 
 
+def auxk_loss(res, dead, post, post_scaled, ps):  # BatchTopKCrossCoderTrainer.get_auxiliary_loss (res: the detached residual [B, L*d])
+    if dead.sum() == 0:
+        return th.tensor(0.0)
+    k_aux = min(D // 2, int(dead.sum()))
+    aux_s = th.where(dead[None], post_scaled, -th.inf).detach()
+    _, idx = aux_s.topk(k_aux, sorted=False)
+    rows = th.arange(B).view(-1, 1).expand(-1, idx.size(1))
+    acts = th.zeros_like(post).scatter_(-1, idx, post[rows, idx])
+    xr = decoder_forward(acts, ps["decoder.weight"], ps["decoder.bias"], add_bias=False).reshape(B, -1)
+    l2a = (res - xr).pow(2).sum(dim=-1).mean()
+    denom = (res - res.mean(dim=0)[None, :].broadcast_to(res.shape)).pow(2).sum(dim=-1).mean()
+    return (l2a / denom).nan_to_num(0.0)
+
+
 def batchtopk_train(p, batches, ks, mean=None, std=None, decoupled=False, threshold_start_step=0, dead=5):
     """BatchTopKCrossCoderTrainer.update / loss: lr 1e-2, warm-up 1, k of step s = ks[s] (the trainer's annealing),
     inputs through the normaliser first when mean/std are given."""
@@ -177,18 +191,7 @@ def batchtopk_train(p, batches, ks, mean=None, std=None, decoupled=False, thresh
         l2 = th.linalg.norm(e, dim=-1).mean()
         res = e.detach().reshape(B, -1)
         deads = since >= dead
-        if deads.sum() > 0:
-            k_aux = min(D // 2, int(deads.sum()))
-            aux_s = th.where(deads[None], post_scaled, -th.inf).detach()
-            _, idx = aux_s.topk(k_aux, sorted=False)
-            rows = th.arange(B).view(-1, 1).expand(-1, idx.size(1))
-            acts = th.zeros_like(post).scatter_(-1, idx, post[rows, idx])
-            xr = decoder_forward(acts, ps["decoder.weight"], ps["decoder.bias"], add_bias=False).reshape(B, -1)
-            l2a = (res - xr).pow(2).sum(dim=-1).mean()
-            denom = (res - res.mean(dim=0)[None, :].broadcast_to(res.shape)).pow(2).sum(dim=-1).mean()
-            auxk = (l2a / denom).nan_to_num(0.0)
-        else:
-            auxk = th.tensor(0.0)
+        auxk = auxk_loss(res, deads, post, post_scaled, ps)
         loss = l2 + (1 / 32) * auxk
         lr = opt.param_groups[0]["lr"]
         loss.backward()
@@ -302,18 +305,7 @@ def main():
         # get_auxiliary_loss
         res = e.detach().reshape(B, -1)
         dead = since >= 5
-        if dead.sum() > 0:
-            k_aux = min(D // 2, int(dead.sum()))
-            aux_s = th.where(dead[None], post_scaled, -th.inf).detach()
-            _, idx = aux_s.topk(k_aux, sorted=False)
-            rows = th.arange(B).view(-1, 1).expand(-1, idx.size(1))
-            acts = th.zeros_like(post).scatter_(-1, idx, post[rows, idx])
-            xr = decoder_forward(acts, ps["decoder.weight"], ps["decoder.bias"], add_bias=False).reshape(B, -1)
-            l2a = (res - xr).pow(2).sum(dim=-1).mean()
-            denom = (res - res.mean(dim=0)[None, :].broadcast_to(res.shape)).pow(2).sum(dim=-1).mean()
-            auxk = (l2a / denom).nan_to_num(0.0)
-        else:
-            auxk = th.tensor(0.0)
+        auxk = auxk_loss(res, dead, post, post_scaled, ps)
         loss = l2 + (1 / 32) * auxk
         lr = opt.param_groups[0]["lr"]
         loss.backward()
