@@ -548,7 +548,7 @@ internal static class InterventionCommands
         var top = new Option<int>("--top") { Description = "Rows of the table of edges into the top logit", DefaultValueFactory = _ => 15 }.Positive();
         var target = new Option<string[]>("--target")
         {
-            Description = "A logit node (repeatable, in order; replaces the most probable tokens): a token string (one token), logit:A (a token string or id) or logit-diff:A,B (logit A − logit B)",
+            Description = "A logit node (repeatable, in order; replaces the most probable tokens): a token string (one token), logit:A (a token string or id), logit-diff:A,B (logit A − logit B) or vector:PATH[@WEIGHT] (a d_model direction in a .npy or one-tensor .safetensors file, read at the final norm's output; weight in pruning, default 1)",
         };
         var noBos = NoBosOption();
         var dtype = ModelSource.SaeOrCltDtypeOption();

@@ -61,8 +61,35 @@ public sealed record AttributionTarget
         return new(AttributionTargetKind.Custom) { Label = label, Probability = probability, Vector = vector.ToArray() };
     }
 
+    /// <summary>A <see cref="Custom"/> target whose direction is read from <paramref name="path"/>: a <c>.npy</c> file or a
+    /// <c>.safetensors</c> file holding one tensor, of d_model values (shape [d_model] or [1, d_model], any float type);
+    /// labelled with the file name without its extension.</summary>
+    public static AttributionTarget FromFile(string path, double probability = 1.0)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        if (!File.Exists(path)) throw new SaeSharpException($"attribution target vector '{path}': no such file");
+        using var scope = TorchSharp.torch.NewDisposeScope();
+        TorchSharp.torch.Tensor v;
+        if (path.EndsWith(".npy", StringComparison.OrdinalIgnoreCase)) v = IO.Npy.Load(path);
+        else if (path.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase))
+        {
+            var all = IO.SafeTensors.Load(path);
+            if (all.Count != 1)
+                throw new SaeSharpException($"attribution target vector '{path}': holds {all.Count} tensors ({string.Join(", ", all.Keys)}); give a file with one");
+            v = all.Values.Single();
+        }
+        else throw new SaeSharpException($"attribution target vector '{path}': give a .npy or .safetensors file");
+        if (!v.is_floating_point())
+            throw new SaeSharpException($"attribution target vector '{path}': {v.dtype} values; the direction must be floating point");
+        if (v.dim() == 2 && v.shape[0] == 1) v = v[0];
+        if (v.dim() != 1)
+            throw new SaeSharpException($"attribution target vector '{path}': shape [{string.Join(", ", v.shape)}]; give one vector of d_model values");
+        return Custom(Path.GetFileNameWithoutExtension(path), probability, v.to(TorchSharp.torch.ScalarType.Float64).data<double>().ToArray());
+    }
+
     /// <summary>
-    /// Parses a CLI target: <c>logit-diff:A,B</c> (a difference), <c>logit:A</c> (a token), or any other text: a token
+    /// Parses a CLI target: <c>logit-diff:A,B</c> (a difference), <c>logit:A</c> (a token),
+    /// <c>vector:PATH[@WEIGHT]</c> (a <see cref="FromFile"/> direction, weight 1 unless given), or any other text: a token
     /// string (circuit-tracer's <c>Sequence[str]</c>, one token each). A and B are token ids or strings that
     /// <paramref name="tokenId"/> maps to one token id each (as <see cref="AttributionMetric.Parse"/>); a bare string is
     /// always a string, never an id. A difference's label is <c>logit(A)-logit(B)</c> with A and B as written.
@@ -70,7 +97,7 @@ public sealed record AttributionTarget
     public static AttributionTarget Parse(string spec, Func<string, long>? tokenId = null)
     {
         ArgumentNullException.ThrowIfNull(spec);
-        if (spec.Length == 0) throw new SaeSharpException("attribution target: empty (give a token string, logit:A or logit-diff:A,B)");
+        if (spec.Length == 0) throw new SaeSharpException("attribution target: empty (give a token string, logit:A, logit-diff:A,B or vector:PATH)");
         long Id(string t, bool numeric)
         {
             if (numeric && long.TryParse(t, NumberStyles.None, CultureInfo.InvariantCulture, out long id)) return id;
@@ -83,6 +110,19 @@ public sealed record AttributionTarget
             if (parts.Length != 2 || parts.Any(p => p.Length == 0))
                 throw new SaeSharpException($"attribution target '{spec}': write logit-diff:A,B with two tokens");
             return LogitDifference(Id(parts[0], true), Id(parts[1], true), $"logit({parts[0]})-logit({parts[1]})");
+        }
+        if (spec.StartsWith("vector:", StringComparison.Ordinal) && spec.Length > "vector:".Length)
+        {
+            string file = spec["vector:".Length..];
+            double weight = 1;
+            int at = file.LastIndexOf('@');
+            if (at > 0 && !File.Exists(file))
+            {
+                if (!double.TryParse(file[(at + 1)..], NumberStyles.Float, CultureInfo.InvariantCulture, out weight))
+                    throw new SaeSharpException($"attribution target '{spec}': '{file[(at + 1)..]}' after @ is not a number (write vector:PATH@WEIGHT)");
+                file = file[..at];
+            }
+            return FromFile(file, weight);
         }
         if (spec.StartsWith("logit:", StringComparison.Ordinal) && spec.Length > "logit:".Length) return Token(Id(spec["logit:".Length..], true));
         return Token(Id(spec, false));

@@ -330,6 +330,57 @@ public class InterventionCommandTests : IDisposable
     }
 
     [Fact]
+    public void GraphVectorTargetFromAFileIsTheLogitDifferenceItsVectorIs()
+    {
+        // vector:PATH holding W_U[3] − W_U[7] is logit(3) − logit(7) read at the final norm: with one target the graph
+        // (nodes, links and their weights) is the logit-diff graph's whatever the target's weight, since pruning keeps
+        // shares of the influence; only the logit node's label and weight differ.
+        var (model, _, _, tokens) = Setup();
+        var r0 = SaeSharp.Tests.Saes.CltReference.Random(2, 12, 16, 5, threshold: true, skip: true);
+        r0.ScaleThresholds(0.2);
+        r0.WriteCircuitTracerLn2(P("clt"));
+        using var row = tokens.narrow(0, 1, 1).clone();
+        SafeTensors.Save(P("one.safetensors"), new Dictionary<string, Tensor> { ["tokens"] = row });
+        using (var m = ModelLoader.FromPretrained(model))
+        using (var wu = m.UnembedWeight())
+        using (var v = wu[3] - wu[7])
+        {
+            Npy.Save(P("a_minus_b.npy"), v);
+            SafeTensors.Save(P("two.safetensors"), new Dictionary<string, Tensor> { ["v"] = v, ["w"] = v });
+            SafeTensors.Save(P("short.safetensors"), new Dictionary<string, Tensor> { ["v"] = v.narrow(0, 0, 5) });
+        }
+        var (exit, _, err) = CliRunner.Run("graph", "--model", model, "--sae", P("clt"), "--input", P("one.safetensors"), "--out", P("graphs/d.json"),
+            "--target", "logit-diff:3,7");
+        Assert.True(exit == 0, err);
+        (exit, var output, err) = CliRunner.Run("graph", "--model", model, "--sae", P("clt"), "--input", P("one.safetensors"), "--out", P("graphs/v.json"),
+            "--target", $"vector:{P("a_minus_b.npy")}@0.3");
+        Assert.True(exit == 0, err);
+        Assert.Contains("direct effects on a_minus_b", output);
+        var (d, v2) = (JsonNode.Parse(File.ReadAllText(P("graphs/d.json")))!, JsonNode.Parse(File.ReadAllText(P("graphs/v.json")))!);
+        string[] Links(JsonNode j) => j["links"]!.AsArray().Select(l => $"{l!["source"]} {l["target"]} {(double)l["weight"]!:R}").Order().ToArray();
+        string[] Nodes(JsonNode j) => j["nodes"]!.AsArray().Select(n => (string)n!["node_id"]!).Order().ToArray();
+        Assert.Equal(Nodes(d), Nodes(v2));
+        Assert.Equal(Links(d), Links(v2));
+        var logit = v2["nodes"]!.AsArray().Single(n => (string?)n!["feature_type"] == "logit")!;
+        Assert.Equal("Output \"a_minus_b\" (p=0.300)", (string)logit["clerp"]!);
+
+        foreach (var (spec, message) in new[]
+        {
+            ($"vector:{P("nothere.npy")}", "no such file"),
+            ($"vector:{P("two.safetensors")}", "holds 2 tensors"),
+            ($"vector:{P("short.safetensors")}", "has 5 values but d_model is 16"),
+            ($"vector:{P("one.safetensors")}", "must be floating point"),
+            ($"vector:{P("a_minus_b.npy")}@x", "not a number"),
+        })
+        {
+            (exit, _, err) = CliRunner.Run("graph", "--model", model, "--sae", P("clt"), "--input", P("one.safetensors"), "--out", P("graphs/bad.json"), "--target", spec);
+            Assert.NotEqual(0, exit);
+            Assert.Contains(message, err);
+        }
+        Assert.False(File.Exists(P("graphs/bad.json")));
+    }
+
+    [Fact]
     public void GraphOfALazyCltEqualsTheEagerOneAndLazyNoLazyAreExclusive()
     {
         var (model, saeDir, _, tokens) = Setup();
