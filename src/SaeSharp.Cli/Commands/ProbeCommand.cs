@@ -107,20 +107,21 @@ internal static class ProbeCommand
         static string S(double v) => v.ToString("F3", System.Globalization.CultureInfo.InvariantCulture);
         var m = r.Metrics();
         var (d1, d2) = (r.Directions[0], r.Directions[1]);
+        string[] names = [r.Column1, r.Column2, r.Biased], shortNames = ["attr1", "attr2", "biased"];
+        string Acc(int p, int q) => P(r.CleanAccuracies[p == q ? names[p] : $"{names[p]} probe on {names[q]} data"]);
         Cli.WriteColumns($"SCR at {r.Hook}: {Cli.Integer(r.Texts)} texts (mean-pooled), {r.TrainPerQuadrant} train and {r.TestPerQuadrant} test texts per quadrant",
-            [new Column("probe", NoWrap: true), new Column("own data", Right: true, Heading: "own\ndata"),
-             new Column("c1 data", Right: true, Heading: "on\n" + r.Column1), new Column("c2 data", Right: true, Heading: "on\n" + r.Column2)],
-            [.. new[] { r.Column1, r.Column2, r.Biased }.Select(p => (IReadOnlyList<string>)[p, P(r.CleanAccuracies[p]),
-                p == r.Column1 ? "" : P(r.CleanAccuracies[$"{p} probe on {r.Column1} data"]), p == r.Column2 ? "" : P(r.CleanAccuracies[$"{p} probe on {r.Column2} data"])])]);
+            [new Column("probe", NoWrap: true), .. shortNames.Select(n => new Column("on " + n, Right: true, Heading: "on\n" + n + " data"))],
+            [.. Enumerable.Range(0, 3).Select(p => (IReadOnlyList<string>)[shortNames[p], .. Enumerable.Range(0, 3).Select(q => Acc(p, q))])]);
+        Cli.WriteIndented(Markup.Escape($"(test accuracy in % of each probe, unablated; attr1 = {r.Column1}, attr2 = {r.Column2} (spurious), biased = {r.Biased}, trained where the two agree)"), 2);
         Cli.WriteColumns("SCR per threshold n",
             [new Column("n", Right: true), new Column("metric", Right: true, Heading: "scr\nmetric"), new Column("dir1", Right: true, Heading: "scr\ndir1"),
              new Column("acc1", Right: true, Heading: "dir1\nacc"), new Column("dir2", Right: true, Heading: "scr\ndir2"), new Column("acc2", Right: true, Heading: "dir2\nacc")],
             [.. r.NValues.Select(n => (IReadOnlyList<string>)[n.ToString(System.Globalization.CultureInfo.InvariantCulture),
                 m.TryGetValue($"scr_metric_threshold_{n}", out var v) ? S(v) : "-", S(d1.Score(n)), P(d1.ChangedAccuracy[n]), S(d2.Score(n)), P(d2.ChangedAccuracy[n])])]);
-        Cli.WriteIndented(Markup.Escape($"(accuracies in %. dir1: the n latents of the {r.Column2} probe zero-ablated (error term kept), the {r.Biased} probe tested on {r.Column1} data; " +
-                                        $"score = (acc − {P(d1.OriginalAccuracy)}) / ({P(d1.CleanAccuracy)} − {P(d1.OriginalAccuracy)}), its unablated accuracy and the {r.Column1} probe's. " +
-                                        $"dir2: the reverse, ({P(d2.OriginalAccuracy)}, {P(d2.CleanAccuracy)}). scr metric: the direction whose data the biased probe does worse on " +
-                                        "(SAEBench's scr_metric_threshold_{n}, scr_dir1_threshold_{n}, scr_dir2_threshold_{n}))"), 2);
+        Cli.WriteIndented(Markup.Escape($"(dir1: the n latents of the attr2 probe zero-ablated (error term kept), the biased probe tested on attr1 data (acc in %); " +
+                                        $"score = (acc − {P(d1.OriginalAccuracy)}) / ({P(d1.CleanAccuracy)} − {P(d1.OriginalAccuracy)}): its unablated accuracy there and the attr1 probe's. " +
+                                        $"dir2: the reverse, ({P(d2.OriginalAccuracy)}, {P(d2.CleanAccuracy)}). scr metric: the direction whose data the biased probe does worse on. " +
+                                        "SAEBench's scr_metric_threshold_{n}, scr_dir1_threshold_{n}, scr_dir2_threshold_{n})"), 2);
     }
 
     /// <summary>TPP: per threshold n the three SAEBench metrics (means over classes, in accuracy points ×100), then per class
