@@ -27,9 +27,13 @@ internal static class ProbeCommand
         var absorptionLabels = new Option<string?>("--absorption-labels") { Description = $"Comma-separated parent labels for --absorption (default: {string.Join(",", AbsorptionOptions.DefaultLabels)})" };
         var tpp = new Option<bool>("--tpp") { Description = "With --pooling mean: SAEBench's TPP (targeted probe perturbation) in place of sparse probing: per class, ablate the latents that most drive its probe and measure every probe's accuracy" };
         var tppN = new Option<string?>("--tpp-n") { Description = $"--tpp: comma-separated numbers of latents to ablate per class (default: {string.Join(",", TppOptions.DefaultNValues)}, those up to d_sae)" };
+        var scr = new Option<bool>("--scr") { Description = "With --pooling mean: SAEBench's SCR (spurious correlation removal) in place of sparse probing: a probe trained where --classes and --spurious-classes agree; ablating the latents of the spurious attribute's probe should restore its accuracy on balanced data" };
+        var spuriousField = new Option<string?>("--spurious-field") { Description = $"--scr on a classification dataset: the column of the spurious attribute (SAEBench's column2_name; default {new ScrOptions().Column2Name}); --label-field is attribute 1's" };
+        var spuriousClasses = new Option<string?>("--spurious-classes") { Description = "--scr: the spurious attribute's positive,negative values (SAEBench's column2_vals, e.g. male,female); on a labelled corpus one label (documents with and without it) or two" };
+        var scrN = new Option<string?>("--scr-n") { Description = $"--scr: comma-separated numbers of latents to ablate (default: {string.Join(",", TppOptions.DefaultNValues)}, those up to d_sae)" };
         var json = new Option<string?>("--json") { Description = "Write the means (SAEBench's key names), every task and the absorption details to this JSON file" };
         var command = new Command("probe", "k-sparse probing of SAE features against token labels, with a probe on the whole activation as baseline (SAEBench's sparse probing; --absorption: feature absorption)")
-            { sae, model, dataset, pooling, tokens, ctx, textField, labelField, classes, texts, labels, absorption, absorptionLabels, tpp, tppN, json };
+            { sae, model, dataset, pooling, tokens, ctx, textField, labelField, classes, texts, labels, absorption, absorptionLabels, tpp, tppN, scr, spuriousField, spuriousClasses, scrN, json };
         Cli.SetAction(command, parse =>
         {
             static IReadOnlyList<string>? List(string? s) => s is null ? null : s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
@@ -38,17 +42,36 @@ internal static class ProbeCommand
             var absorb = parse.GetValue(absorption) ? new AbsorptionOptions { Labels = List(parse.GetValue(absorptionLabels)) } : null;
             bool mean = parse.GetValue(pooling) == "mean";
             if (mean) Cli.RefuseGiven(parse, "token pooling only (--pooling mean reads whole texts; absorption is measured on tokens)", tokens, absorption, absorptionLabels);
-            else Cli.RefuseGiven(parse, "need --pooling mean", textField, labelField, classes, texts, tpp, tppN);
+            else Cli.RefuseGiven(parse, "need --pooling mean", textField, labelField, classes, texts, tpp, tppN, scr, spuriousField, spuriousClasses, scrN);
             if (!parse.GetValue(tpp)) Cli.RefuseGiven(parse, "needs --tpp", tppN);
+            if (!parse.GetValue(scr)) Cli.RefuseGiven(parse, "need --scr", spuriousField, spuriousClasses, scrN);
+            else Cli.RefuseGiven(parse, "not with --scr (SCR trains its own three probes on --classes and --spurious-classes)", tpp, labels);
             var text = mean ? new TextProbingOptions
             {
                 ContextSize = parse.GetValue(ctx) ?? 128, TextField = parse.GetValue(textField)!, LabelField = parse.GetValue(labelField)!,
                 Classes = List(parse.GetValue(classes)), MaxTexts = parse.GetValue(texts),
             } : null;
+            static int[]? NValues(string? s, string option) => List(s)?.Select(v => int.TryParse(v, System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out int n) && n > 0
+                ? n : throw new SaeSharpException($"{option}: '{v}' is not a positive integer")).ToArray();
+            if (parse.GetValue(scr))
+            {
+                var c1 = List(parse.GetValue(classes)) ?? throw new SaeSharpException("--scr needs --classes: attribute 1's positive,negative values (SAEBench's column1_vals, e.g. professor,nurse; on a labelled corpus one or two labels)");
+                var c2 = List(parse.GetValue(spuriousClasses)) ?? throw new SaeSharpException("--scr needs --spurious-classes: the spurious attribute's positive,negative values (SAEBench's column2_vals, e.g. male,female; on a labelled corpus one or two labels)");
+                var options = new ScrOptions { Column1Name = parse.GetValue(labelField)!, Column1Vals = c1, Column2Vals = c2, NValues = NValues(parse.GetValue(scrN), "--scr-n") };
+                if (parse.GetValue(spuriousField) is { } sf) options = options with { Column2Name = sf };
+                var scrReport = CliProgress.Run("scr", progress => AnalysisPipeline.Scr(parse.GetValue(sae)!, ModelSource.Resolve(parse.GetValue(model)!),
+                    parse.GetValue(dataset)!, text! with { Classes = null, Progress = progress }, options));
+                PrintScr(scrReport);
+                if (parse.GetValue(json) is { } scrPath)
+                {
+                    scrReport.WriteJson(scrPath);
+                    Console.WriteLine($"wrote {scrPath}");
+                }
+                return 0;
+            }
             if (parse.GetValue(tpp))
             {
-                var nValues = List(parse.GetValue(tppN))?.Select(v => int.TryParse(v, System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out int n) && n > 0
-                    ? n : throw new SaeSharpException($"--tpp-n: '{v}' is not a positive integer")).ToArray();
+                var nValues = NValues(parse.GetValue(tppN), "--tpp-n");
                 var tppReport = CliProgress.Run("tpp", progress => AnalysisPipeline.Tpp(parse.GetValue(sae)!, ModelSource.Resolve(parse.GetValue(model)!),
                     parse.GetValue(dataset)!, text! with { Progress = progress }, new SparseProbingOptions { Labels = List(parse.GetValue(labels)) },
                     new TppOptions { NValues = nValues }));
@@ -74,6 +97,31 @@ internal static class ProbeCommand
             return 0;
         });
         return command;
+    }
+
+    /// <summary>SCR: the probes' clean test accuracies, then per threshold n SAEBench's metric and both directions' scores
+    /// with the biased probe's ablated accuracy (in %).</summary>
+    internal static void PrintScr(ScrReport r)
+    {
+        static string P(double v) => (100 * v).ToString("F1", System.Globalization.CultureInfo.InvariantCulture);
+        static string S(double v) => v.ToString("F3", System.Globalization.CultureInfo.InvariantCulture);
+        var m = r.Metrics();
+        var (d1, d2) = (r.Directions[0], r.Directions[1]);
+        string[] names = [r.Column1, r.Column2, r.Biased], shortNames = ["attr1", "attr2", "biased"];
+        string Acc(int p, int q) => P(r.CleanAccuracies[p == q ? names[p] : $"{names[p]} probe on {names[q]} data"]);
+        Cli.WriteColumns($"SCR at {r.Hook}: {Cli.Integer(r.Texts)} texts (mean-pooled), {r.TrainPerQuadrant} train and {r.TestPerQuadrant} test texts per quadrant",
+            [new Column("probe", NoWrap: true), .. shortNames.Select(n => new Column("on " + n, Right: true, Heading: "on\n" + n + " data"))],
+            [.. Enumerable.Range(0, 3).Select(p => (IReadOnlyList<string>)[shortNames[p], .. Enumerable.Range(0, 3).Select(q => Acc(p, q))])]);
+        Cli.WriteIndented(Markup.Escape($"(test accuracy in % of each probe, unablated; attr1 = {r.Column1}, attr2 = {r.Column2} (spurious), biased = {r.Biased}, trained where the two agree)"), 2);
+        Cli.WriteColumns("SCR per threshold n",
+            [new Column("n", Right: true), new Column("metric", Right: true, Heading: "scr\nmetric"), new Column("dir1", Right: true, Heading: "scr\ndir1"),
+             new Column("acc1", Right: true, Heading: "dir1\nacc"), new Column("dir2", Right: true, Heading: "scr\ndir2"), new Column("acc2", Right: true, Heading: "dir2\nacc")],
+            [.. r.NValues.Select(n => (IReadOnlyList<string>)[n.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                m.TryGetValue($"scr_metric_threshold_{n}", out var v) ? S(v) : "-", S(d1.Score(n)), P(d1.ChangedAccuracy[n]), S(d2.Score(n)), P(d2.ChangedAccuracy[n])])]);
+        Cli.WriteIndented(Markup.Escape($"(dir1: the n latents of the attr2 probe zero-ablated (error term kept), the biased probe tested on attr1 data (acc in %); " +
+                                        $"score = (acc − {P(d1.OriginalAccuracy)}) / ({P(d1.CleanAccuracy)} − {P(d1.OriginalAccuracy)}): its unablated accuracy there and the attr1 probe's. " +
+                                        $"dir2: the reverse, ({P(d2.OriginalAccuracy)}, {P(d2.CleanAccuracy)}). scr metric: the direction whose data the biased probe does worse on. " +
+                                        "SAEBench's scr_metric_threshold_{n}, scr_dir1_threshold_{n}, scr_dir2_threshold_{n})"), 2);
     }
 
     /// <summary>TPP: per threshold n the three SAEBench metrics (means over classes, in accuracy points ×100), then per class

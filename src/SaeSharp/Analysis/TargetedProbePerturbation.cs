@@ -113,10 +113,7 @@ public static class TargetedProbePerturbation
     public static TppReport Run(Sae sae, HookedTransformer model, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks,
         ITextTokenizer tokenizer, string datasetPath, TextProbingOptions text, SparseProbingOptions options, TppOptions tpp)
     {
-        if (sae.Cfg.Metadata.HookNameOut is not null)
-            throw new SaeSharpException("TPP ablates latents at the hook the probes read; a transcoder writes another hook (hook_name_out) than it reads");
-        if (sae.UsesRunTimeNormalization)
-            throw new SaeSharpException($"TPP ablates mean-pooled latents, which is exact only when the decoder is affine in them; this SAE normalises each token at run time (normalize_activations = {sae.Cfg.NormalizeActivations})");
+        CheckAblatable(sae, "TPP");
         var data = TextProbing.IsLabelledCorpus(datasetPath)
             ? TextProbing.FromCorpus(datasetPath, text.MaxTexts, options.TrainSetSize, options.TestSetSize)
             : TextProbing.FromClasses(datasetPath, text, options.TrainSetSize, options.TestSetSize, options.Seed);
@@ -128,6 +125,28 @@ public static class TargetedProbePerturbation
         return Evaluate(pooled.Features, pooled.Acts, wDec, decoder, data.Labels, data.Names, data.Fit,
             options with { OneVsRestClasses = data.OneClassEach, MinPositives = text.MinTexts, Examples = "texts", Labels = options.Labels ?? (data.OneClassEach ? data.Names : null) },
             tpp) with { Hook = pooled.Hook };
+    }
+
+    /// <summary>The thresholds n of TPP or SCR (<paramref name="eval"/>): <paramref name="given"/>, or SAEBench's
+    /// <c>n_values</c> up to <paramref name="dSae"/>; an n below 1 or above d_sae is an error.</summary>
+    internal static IReadOnlyList<int> NValuesFor(IReadOnlyList<int>? given, long dSae, string eval)
+    {
+        var nValues = given ?? [.. TppOptions.DefaultNValues.Where(v => v <= dSae)];
+        if (nValues.Count == 0 || nValues.Any(v => v < 1))
+            throw new SaeSharpException($"{eval}: thresholds n must be positive, got [{string.Join(", ", nValues)}]");
+        if (nValues.FirstOrDefault(v => v > dSae) is > 0 and var big)
+            throw new SaeSharpException($"{eval}: n = {big} latents to ablate, but the SAE has d_sae = {dSae}");
+        return nValues;
+    }
+
+    /// <summary>Refuses SAEs whose latents cannot be ablated on mean-pooled activations (<paramref name="eval"/>: TPP or SCR):
+    /// transcoders, and SAEs that normalise each token at run time.</summary>
+    internal static void CheckAblatable(Sae sae, string eval)
+    {
+        if (sae.Cfg.Metadata.HookNameOut is not null)
+            throw new SaeSharpException($"{eval} ablates latents at the hook the probes read; a transcoder writes another hook (hook_name_out) than it reads");
+        if (sae.UsesRunTimeNormalization)
+            throw new SaeSharpException($"{eval} ablates mean-pooled latents, which is exact only when the decoder is affine in them; this SAE normalises each token at run time (normalize_activations = {sae.Cfg.NormalizeActivations})");
     }
 
     /// <summary>Row k: the change of <see cref="Sae.Decode"/> per unit of latent k, Decode(e_k) − Decode(0) (float32, CPU) —
@@ -171,11 +190,7 @@ public static class TargetedProbePerturbation
         foreach (var (w, what) in new[] { (wDec, "W_dec"), (decoder, "the ablation directions") })
             if (w.dim() != 2 || w.shape[0] != dSae || w.shape[1] != d)
                 throw new SaeSharpException($"TPP: {what} is [{string.Join(", ", w.shape)}]; expected [d_sae={dSae}, d={d}]");
-        var nValues = tpp.NValues ?? [.. TppOptions.DefaultNValues.Where(v => v <= dSae)];
-        if (nValues.Count == 0 || nValues.Any(v => v < 1))
-            throw new SaeSharpException($"TPP: thresholds n must be positive, got [{string.Join(", ", nValues)}]");
-        if (nValues.FirstOrDefault(v => v > dSae) is > 0 and var big)
-            throw new SaeSharpException($"TPP: n = {big} latents to ablate, but the SAE has d_sae = {dSae}");
+        var nValues = NValuesFor(tpp.NValues, dSae, "TPP");
         if (!(tpp.ProbeL1Penalty >= 0) || double.IsInfinity(tpp.ProbeL1Penalty))
             throw new SaeSharpException($"TPP: the probe L1 penalty must be finite and ≥ 0, got {tpp.ProbeL1Penalty}");
         var classes = SparseProbing.TaskLabels(labels, names, fit, options.MinPositives, options.Labels, options.Examples);
@@ -219,17 +234,19 @@ public static class TargetedProbePerturbation
         return new TppReport("", n, nValues, result);
     }
 
-    /// <summary>SAEBench's TPP node effect of every latent on a probe with weights <paramref name="probeW"/>:
-    /// max(0, mean f over positives − mean f over negatives) · (W_dec[k] · w).</summary>
-    internal static double[] NodeEffects(Tensor f, bool[] y, Tensor wDec, double[] probeW)
+    /// <summary>SAEBench's node effect of every latent on a probe with weights <paramref name="probeW"/>
+    /// (<c>get_effects_per_class_precomputed_acts</c>): TPP's max(0, mean f over positives − mean f over negatives) · (W_dec[k] · w);
+    /// with <paramref name="performScr"/>, SCR's |(mean f over positives − mean f over negatives) · (W_dec[k] · w)|.</summary>
+    internal static double[] NodeEffects(Tensor f, bool[] y, Tensor wDec, double[] probeW, bool performScr = false)
     {
         using var scope = NewDisposeScope();
         var pos = tensor(y.Select((v, i) => (v, i)).Where(t => t.v).Select(t => (long)t.i).ToArray());
         var neg = tensor(y.Select((v, i) => (v, i)).Where(t => !t.v).Select(t => (long)t.i).ToArray());
         var f64 = f.to(ScalarType.Float64);
-        var diff = f64.index_select(0, pos).mean([0]).sub(f64.index_select(0, neg).mean([0])).clamp_min(TorchScalars.Of(0));
-        var dot = wDec.to(ScalarType.Float64).mv(tensor(probeW));
-        return diff.mul(dot).data<double>().ToArray();
+        var diff = f64.index_select(0, pos).mean([0]).sub(f64.index_select(0, neg).mean([0]));
+        if (!performScr) diff = diff.clamp_min(TorchScalars.Of(0));
+        var effects = diff.mul(wDec.to(ScalarType.Float64).mv(tensor(probeW)));
+        return (performScr ? effects.abs() : effects).data<double>().ToArray();
     }
 
     /// <summary>SAEBench's <c>select_top_n_features</c>: the <paramref name="n"/> latents of largest effect among those whose

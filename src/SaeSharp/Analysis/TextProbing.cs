@@ -227,9 +227,15 @@ public static class TextProbing
             })]);
         }
         if (texts.Count == 0) throw new SaeSharpException($"{path}: no documents");
-        // Test share testSize / (trainSize + testSize), spread evenly: document i tests when ⌊(i+1)·share⌋ > ⌊i·share⌋.
+        return new ProbeTexts(texts, labels, names, PositionSplit(texts.Count, trainSize, testSize), OneClassEach: false);
+    }
+
+    /// <summary>Train (true) or test flags of <paramref name="count"/> rows by position: test share testSize / (trainSize +
+    /// testSize), spread evenly (row i tests when ⌊(i+1)·share⌋ &gt; ⌊i·share⌋; of each five, the first four train for
+    /// SAEBench's 4000 : 1000).</summary>
+    internal static bool[] PositionSplit(int count, int trainSize, int testSize)
+    {
         double share = (double)testSize / (trainSize + testSize);
-        var fit = Enumerable.Range(0, texts.Count).Select(i => Math.Floor((i + 1) * share) == Math.Floor(i * share)).ToArray();
-        return new ProbeTexts(texts, labels, names, fit, OneClassEach: false);
+        return [.. Enumerable.Range(0, count).Select(i => Math.Floor((i + 1) * share) == Math.Floor(i * share))];
     }
 }

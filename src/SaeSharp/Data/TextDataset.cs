@@ -82,13 +82,18 @@ public static class TextDataset
     /// integer, read as its decimal text) of each <c>.jsonl</c> line or <c>.parquet</c> row; a folder or <c>hf:</c> dataset
     /// as its files in order. A missing field, a null, or a class of another type is an error naming the file and row.
     /// </summary>
-    public static IEnumerable<(string Text, string Label)> ReadClassified(string path, string textField = "text", string labelField = "label")
+    public static IEnumerable<(string Text, string Label)> ReadClassified(string path, string textField = "text", string labelField = "label") =>
+        ReadClassified(path, textField, labelField, "--label-field");
+
+    /// <summary><see cref="ReadClassified(string, string, string)"/>, naming <paramref name="labelOption"/> as the option that
+    /// names the class field.</summary>
+    internal static IEnumerable<(string Text, string Label)> ReadClassified(string path, string textField, string labelField, string labelOption)
     {
         foreach (string file in ExpandFiles(path))
         {
             var rows = KindOf(file) switch
             {
-                FileKind.Jsonl => ReadClassifiedJsonl(file, textField, labelField),
+                FileKind.Jsonl => ReadClassifiedJsonl(file, textField, labelField, labelOption),
                 FileKind.Parquet => ReadParquet(file, textField).Zip(ReadParquetClasses(file, labelField)),
                 _ => throw new SaeSharpException($"dataset file '{file}': a classification dataset is .jsonl or .parquet (with fields '{textField}' and '{labelField}')"),
             };
@@ -96,7 +101,7 @@ public static class TextDataset
         }
     }
 
-    private static IEnumerable<(string Text, string Label)> ReadClassifiedJsonl(string path, string textField, string labelField)
+    private static IEnumerable<(string Text, string Label)> ReadClassifiedJsonl(string path, string textField, string labelField, string labelOption)
     {
         foreach (var (element, lineNo) in JsonLines(path))
         {
@@ -105,7 +110,7 @@ public static class TextDataset
             if (t.ValueKind != JsonValueKind.String)
                 throw new SaeSharpException($"{path} line {lineNo}: field '{textField}' is {t.ValueKind}, expected a string");
             if (!element.TryGetProperty(labelField, out var l))
-                throw new SaeSharpException($"{path} line {lineNo}: no class field '{labelField}' (--label-field)");
+                throw new SaeSharpException($"{path} line {lineNo}: no class field '{labelField}' ({labelOption})");
             string label = l.ValueKind switch
             {
                 JsonValueKind.String => l.GetString()!,

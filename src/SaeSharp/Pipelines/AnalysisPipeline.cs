@@ -233,6 +233,16 @@ public static class AnalysisPipeline
             return TargetedProbePerturbation.Run(sae, pm.Model, pm.Hooks, Tokenizer.FromFolder(tokenizerPath ?? modelFolder), datasetPath, text, options, tpp);
     }
 
+    /// <summary><c>sae probe --pooling mean --scr</c>: loads the SAE and its model, then <see cref="SpuriousCorrelationRemoval.Run"/>
+    /// on the texts of <paramref name="datasetPath"/>.</summary>
+    public static ScrReport Scr(string saePath, string modelFolder, string datasetPath, TextProbingOptions text, ScrOptions scr, string? tokenizerPath = null)
+    {
+        var (sae, pm) = ModelForSae.LoadWithSae(saePath, modelFolder);
+        using (sae)
+        using (pm)
+            return SpuriousCorrelationRemoval.Run(sae, pm.Model, pm.Hooks, Tokenizer.FromFolder(tokenizerPath ?? modelFolder), datasetPath, text, scr);
+    }
+
     /// <summary><paramref name="options"/> completed for one pass of the model over <paramref name="data"/>'s windows of
     /// <paramref name="ctx"/> tokens at the positions of <paramref name="slice"/>: the batch size, the contexts that make
     /// <c>--tokens</c>, the excluded token ids, the model's hooks and the vocabulary the logit tables read (each unless

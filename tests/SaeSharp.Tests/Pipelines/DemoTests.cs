@@ -356,6 +356,55 @@ public class DemoTests(QuickDemoFixture fx) : IClassFixture<QuickDemoFixture>
         bad = CliRunner.Run("probe", "--sae", Path.Combine(fx.Dir, "sae"), "--model", "builtin", "--dataset", corpus, "--pooling", "mean", "--tpp", "--tpp-n", "2,x");
         Assert.Contains("--tpp-n: 'x' is not a positive integer", bad.Err + bad.Out);
     }
+
+    [Fact]
+    public void Probe_with_scr_writes_saebench_scr_metrics_consistent_with_its_accuracies()
+    {
+        Assert.True(fx.Exit == 0, fx.Err + fx.Out);
+        string dir = Path.Combine(fx.Dir, "scr");
+        Directory.CreateDirectory(dir);
+        string corpus = Path.Combine(dir, "stories.jsonl");
+        SaeSharp.Corpus.LabelledCorpus.Write(corpus, 17, 1500);
+        string json = Path.Combine(dir, "scr.json");
+        string[] common = ["probe", "--sae", Path.Combine(fx.Dir, "sae"), "--model", "builtin", "--dataset", corpus, "--pooling", "mean"];
+        var (exit, output, err) = CliRunner.Run([.. common, "--scr", "--classes", "tense:past", "--spurious-classes", "ctx:in_question", "--scr-n", "2,10", "--json", json]);
+        Assert.True(exit == 0, err + output);
+        Assert.Contains("SCR at blocks.", output);
+        var r = JsonNode.Parse(File.ReadAllText(json))!;
+        Assert.Equal("scr", r["eval_type_id"]!.GetValue<string>());
+        Assert.Equal("tense:past / not tense:past", r["column1"]!.GetValue<string>());
+        Assert.Equal("ctx:in_question_tense:past / not ctx:in_question_not tense:past", r["biased"]!.GetValue<string>());
+        var clean = r["llm_clean_accs"]!;
+        var m = r["eval_result_metrics"]!["scr_metrics"]!;
+        var dirs = r["directions"]!.AsArray();
+        // SAEBench's skyline and baseline: dir 1 tests the biased probe on attribute 1's data against attribute 1's own probe.
+        Assert.Equal(clean["tense:past / not tense:past"]!.GetValue<double>(), dirs[0]!["clean_acc"]!.GetValue<double>());
+        Assert.Equal(clean[r["biased"]!.GetValue<string>() + " probe on tense:past / not tense:past data"]!.GetValue<double>(), dirs[0]!["original_acc"]!.GetValue<double>());
+        double a1 = dirs[0]!["original_acc"]!.GetValue<double>(), a2 = dirs[1]!["original_acc"]!.GetValue<double>();
+        foreach (int n in new[] { 2, 10 })
+            for (int d = 0; d < 2; d++)
+            {
+                var o = dirs[d]!;
+                double cl = o["clean_acc"]!.GetValue<double>(), or = o["original_acc"]!.GetValue<double>(), ch = o["changed_acc"]![$"{n}"]!.GetValue<double>();
+                double expected = cl - or < 0.001 ? 0 : (ch - or) / (cl - or);
+                Assert.Equal(expected, m[$"scr_dir{d + 1}_threshold_{n}"]!.GetValue<double>(), 12);
+                Assert.InRange(o["ablated_latents"]![$"{n}"]!.AsArray().Count, 1, n);
+                if ((d == 0 && a1 < a2) || (d == 1 && a1 > a2))
+                    Assert.Equal(expected, m[$"scr_metric_threshold_{n}"]!.GetValue<double>(), 12);
+            }
+        Assert.Equal(m.ToJsonString(), r["eval_result_details"]![0]!.AsObject().Where(kv => kv.Key != "dataset_name")
+            .Aggregate(new JsonObject(), (acc, kv) => { acc[kv.Key] = kv.Value!.DeepClone(); return acc; }).ToJsonString());
+        var bad = CliRunner.Run([.. common, "--scr", "--spurious-classes", "ctx:in_question"]);
+        Assert.Contains("--scr needs --classes", bad.Err + bad.Out);
+        bad = CliRunner.Run([.. common, "--scr", "--classes", "tense:past", "--spurious-classes", "ctx:nowhere"]);
+        Assert.Contains("no document of the first 1500 has label 'ctx:nowhere' (--spurious-classes)", bad.Err + bad.Out);
+        bad = CliRunner.Run([.. common, "--scr", "--classes", "tense:past", "--spurious-classes", "ctx:in_question", "--texts", "300"]);
+        Assert.Contains("too few texts in quadrant", bad.Err + bad.Out);
+        bad = CliRunner.Run([.. common, "--spurious-classes", "ctx:in_question"]);
+        Assert.Contains("--spurious-classes: need --scr", bad.Err + bad.Out);
+        bad = CliRunner.Run([.. common, "--scr", "--tpp", "--classes", "tense:past", "--spurious-classes", "ctx:in_question"]);
+        Assert.Contains("--tpp: not with --scr", bad.Err + bad.Out);
+    }
 }
 
 /// <summary><c>sae demo</c>'s sizes without running the whole flow: the defaults its help states, the flags reaching the

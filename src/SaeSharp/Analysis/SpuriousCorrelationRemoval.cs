@@ -1,0 +1,350 @@
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using SaeSharp.Data;
+using SaeSharp.Models;
+using SaeSharp.Saes;
+using SaeSharp.Tokenizers;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Analysis;
+
+/// <summary>Options of <see cref="SpuriousCorrelationRemoval"/> (<c>sae probe --pooling mean --scr</c>); the defaults are
+/// SAEBench's (<c>ScrAndTppEvalConfig</c>, its first bias_in_bios pair).</summary>
+public sealed record ScrOptions
+{
+    /// <summary>Column of attribute 1, the one the probes should learn (SAEBench's <c>column1_name</c>); a classification
+    /// dataset only.</summary>
+    public string Column1Name { get; init; } = "profession";
+    /// <summary>Attribute 1's positive and negative value (SAEBench's <c>column1_vals</c>). On a labelled corpus: one label
+    /// (positive: documents with it, negative: those without) or two (positive: with the first and not the second).</summary>
+    public IReadOnlyList<string> Column1Vals { get; init; } = ["professor", "nurse"];
+    /// <summary>Column of attribute 2, the spurious one (SAEBench's <c>column2_name</c>).</summary>
+    public string Column2Name { get; init; } = "gender";
+    /// <summary>Attribute 2's positive and negative value (SAEBench's <c>column2_vals</c>); on a labelled corpus as
+    /// <see cref="Column1Vals"/>.</summary>
+    public IReadOnlyList<string> Column2Vals { get; init; } = ["male", "female"];
+    /// <summary>Thresholds n (latents zero-ablated); null: SAEBench's <c>n_values</c> up to d_sae.</summary>
+    public IReadOnlyList<int>? NValues { get; init; }
+    /// <summary>L1 strength of the probes (SAEBench's <c>probe_l1_penalty</c>): mean cross-entropy + λ·‖w‖₁.</summary>
+    public double ProbeL1Penalty { get; init; } = 1e-3;
+    /// <summary>SAEBench's <c>train_set_size</c>: texts per quadrant of the training half are at most a quarter of it.</summary>
+    public int TrainSetSize { get; init; } = 4000;
+    /// <summary>SAEBench's <c>test_set_size</c>: texts per quadrant of the test half are at most a quarter of it.</summary>
+    public int TestSetSize { get; init; } = 1000;
+    /// <summary>Fewest texts per quadrant accepted when a half has fewer than a quarter of its set size in a cell.</summary>
+    public int MinTextsPerQuadrant { get; init; } = 20;
+}
+
+/// <summary>One half's SCR sets as SAEBench's <c>get_spurious_corr_data</c> builds them: row indices of each probe's
+/// positives and negatives, m texts per quadrant. With attribute 1 = profession (P: professor, N: nurse) and attribute 2
+/// = gender (P: male, N: female), each set in dataset order: column 1 (professor / nurse) = PP[..m] + PN[..m] against
+/// NP[..m] + NN[..m]; column 2 (male / female) = PP[..m] + NP[..m] against PN[..m] + NN[..m] (first letter attribute 1,
+/// second attribute 2); biased (male_professor / female_nurse) = PP[..2m] against NN[..2m].</summary>
+/// <param name="PerQuadrant">m.</param>
+/// <param name="Column1Pos">Attribute 1 positive, attribute 2 balanced.</param>
+/// <param name="Column1Neg">Attribute 1 negative, attribute 2 balanced.</param>
+/// <param name="Column2Pos">Attribute 2 positive, attribute 1 balanced.</param>
+/// <param name="Column2Neg">Attribute 2 negative, attribute 1 balanced.</param>
+/// <param name="BiasedPos">Both attributes positive.</param>
+/// <param name="BiasedNeg">Both attributes negative.</param>
+public sealed record ScrSets(int PerQuadrant, int[] Column1Pos, int[] Column1Neg, int[] Column2Pos, int[] Column2Neg, int[] BiasedPos, int[] BiasedNeg)
+{
+    /// <summary>Every row used, ascending.</summary>
+    public int[] Rows() => [.. Column1Pos.Concat(Column1Neg).Concat(Column2Pos).Concat(Column2Neg).Concat(BiasedPos).Concat(BiasedNeg).Distinct().Order()];
+
+    /// <summary>The same sets with each row index mapped by <paramref name="map"/>.</summary>
+    public ScrSets Remap(Func<int, int> map) => new(PerQuadrant, [.. Column1Pos.Select(map)], [.. Column1Neg.Select(map)],
+        [.. Column2Pos.Select(map)], [.. Column2Neg.Select(map)], [.. BiasedPos.Select(map)], [.. BiasedNeg.Select(map)]);
+
+    /// <summary>(positives, negatives) of probe 0 (column 1), 1 (column 2) or 2 (biased).</summary>
+    internal (int[] Pos, int[] Neg) Probe(int p) => p switch { 0 => (Column1Pos, Column1Neg), 1 => (Column2Pos, Column2Neg), _ => (BiasedPos, BiasedNeg) };
+}
+
+/// <summary>One SCR direction: the latents of one attribute's probe ablated, the biased probe tested on the other
+/// attribute's balanced test set.</summary>
+/// <param name="Dir">1: attribute 2's latents ablated, tested on attribute 1's data; 2: the reverse.</param>
+/// <param name="AblatedProbe">The probe whose latents are ablated (SAEBench's <c>ablated_probe_class_id</c>).</param>
+/// <param name="EvalData">The test set (SAEBench's <c>eval_data_class_id</c>).</param>
+/// <param name="CleanAccuracy">Skyline: that set's own probe on it, unablated (<c>clean_acc</c>).</param>
+/// <param name="OriginalAccuracy">Baseline: the biased probe on it, unablated (<c>original_acc</c>).</param>
+/// <param name="Ablated">n → latents ablated (largest |effect| first).</param>
+/// <param name="ChangedAccuracy">n → the biased probe on it after the ablation (<c>changed_acc</c>).</param>
+public sealed record ScrDirection(int Dir, string AblatedProbe, string EvalData, double CleanAccuracy, double OriginalAccuracy,
+    IReadOnlyDictionary<int, int[]> Ablated, IReadOnlyDictionary<int, double> ChangedAccuracy)
+{
+    /// <summary>SAEBench's normalised score at n: (changed − original) / (clean − original), 0 when clean − original &lt; 0.001.</summary>
+    public double Score(int n) => CleanAccuracy - OriginalAccuracy < 0.001 ? 0 : (ChangedAccuracy[n] - OriginalAccuracy) / (CleanAccuracy - OriginalAccuracy);
+}
+
+/// <summary>Result of <see cref="SpuriousCorrelationRemoval"/>.</summary>
+/// <param name="Hook">Hook the SAE reads (empty from <see cref="SpuriousCorrelationRemoval.Evaluate"/>).</param>
+/// <param name="Dataset">Dataset read (empty from <see cref="SpuriousCorrelationRemoval.Evaluate"/>).</param>
+/// <param name="Texts">Distinct texts pooled.</param>
+/// <param name="NValues">The thresholds n.</param>
+/// <param name="Column1">Attribute 1's probe name, e.g. <c>professor / nurse</c>.</param>
+/// <param name="Column2">Attribute 2's probe name, e.g. <c>male / female</c>.</param>
+/// <param name="Biased">The biased probe's name, e.g. <c>male_professor / female_nurse</c>.</param>
+/// <param name="TrainPerQuadrant">m of the training sets.</param>
+/// <param name="TestPerQuadrant">m of the test sets.</param>
+/// <param name="CleanAccuracies">SAEBench's <c>llm_clean_accs</c>: each probe on its own test set, and each probe on each
+/// other probe's test set (<c>"{probe} probe on {data} data"</c>).</param>
+/// <param name="Directions">Directions 1 and 2.</param>
+public sealed record ScrReport(string Hook, string Dataset, long Texts, IReadOnlyList<int> NValues, string Column1, string Column2, string Biased,
+    int TrainPerQuadrant, int TestPerQuadrant, IReadOnlyDictionary<string, double> CleanAccuracies, IReadOnlyList<ScrDirection> Directions)
+{
+    /// <summary>The biased probe's unablated accuracy on attribute 1's data (SAEBench's <c>dir1_acc</c>) and on attribute 2's
+    /// (<c>dir2_acc</c>).</summary>
+    public (double Dir1, double Dir2) BiasedAccuracies => (Directions[0].OriginalAccuracy, Directions[1].OriginalAccuracy);
+
+    /// <summary>SAEBench's <c>get_scr_plotting_dict</c>: per n, <c>scr_dir1_threshold_{n}</c>, <c>scr_dir2_threshold_{n}</c>,
+    /// and <c>scr_metric_threshold_{n}</c> = the score of the direction on whose data the biased probe is worse (dir 1 when
+    /// dir1_acc &lt; dir2_acc, dir 2 when greater; absent when equal, as in SAEBench).</summary>
+    public IReadOnlyDictionary<string, double> Metrics()
+    {
+        var m = new Dictionary<string, double>();
+        var (a1, a2) = BiasedAccuracies;
+        foreach (var d in Directions)
+            foreach (int n in NValues)
+            {
+                double s = d.Score(n);
+                m[$"scr_dir{d.Dir}_threshold_{n}"] = s;
+                if ((d.Dir == 1 && a1 < a2) || (d.Dir == 2 && a1 > a2)) m[$"scr_metric_threshold_{n}"] = s;
+            }
+        return m;
+    }
+
+    /// <summary>Writes <c>eval_result_metrics.scr_metrics</c> and one <c>eval_result_details</c> entry (SAEBench's key names),
+    /// the clean accuracies and each direction's ablated latents and accuracies, as JSON.</summary>
+    public void WriteJson(string path)
+    {
+        var metrics = Metrics();
+        JsonObject Obj() => new(metrics.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value)));
+        static string N(int n) => n.ToString(CultureInfo.InvariantCulture);
+        var detail = Obj();
+        detail["dataset_name"] = $"{Dataset}_scr_{Column1.Replace(" / ", "_", StringComparison.Ordinal)}_results";
+        var root = new JsonObject
+        {
+            ["eval_type_id"] = "scr", ["hook"] = Hook, ["pooling"] = "mean", ["dataset"] = Dataset, ["texts"] = Texts,
+            ["n_values"] = new JsonArray([.. NValues.Select(n => (JsonNode)n)]),
+            ["column1"] = Column1, ["column2"] = Column2, ["biased"] = Biased,
+            ["train_samples_per_quadrant"] = TrainPerQuadrant, ["test_samples_per_quadrant"] = TestPerQuadrant,
+            ["eval_result_metrics"] = new JsonObject { ["scr_metrics"] = Obj() },
+            ["eval_result_details"] = new JsonArray(detail),
+            ["llm_clean_accs"] = new JsonObject(CleanAccuracies.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value))),
+            ["directions"] = new JsonArray([.. Directions.Select(d => (JsonNode)new JsonObject
+            {
+                ["dir"] = d.Dir, ["ablated_probe"] = d.AblatedProbe, ["eval_data"] = d.EvalData,
+                ["clean_acc"] = d.CleanAccuracy, ["original_acc"] = d.OriginalAccuracy,
+                ["ablated_latents"] = new JsonObject(NValues.Select(n => KeyValuePair.Create(N(n), (JsonNode?)new JsonArray([.. d.Ablated[n].Select(f => (JsonNode)f)])))),
+                ["changed_acc"] = new JsonObject(NValues.Select(n => KeyValuePair.Create(N(n), (JsonNode?)d.ChangedAccuracy[n]))),
+            })]),
+        };
+        var dir = Path.GetDirectoryName(Path.GetFullPath(path));
+        if (dir is not null) Directory.CreateDirectory(dir);
+        IO.AtomicFile.WriteAllText(path, root.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+    }
+}
+
+/// <summary>
+/// SAEBench's SCR, spurious correlation removal (<c>sae_bench/evals/scr_and_tpp</c> with <c>perform_scr=True</c>), on
+/// mean-pooled texts (<see cref="TextProbing.Pool"/>). Three L1 probes on the model's pooled activation: attribute 1
+/// (balanced in attribute 2), attribute 2 (balanced in attribute 1) and a biased one trained where the two agree
+/// (<see cref="ScrSets"/>). Each attribute probe's latents are ranked by |(Δ mean f_k) · (W_dec[k] · w)|; the top n of one
+/// attribute are zero-ablated with the error term kept (<see cref="TargetedProbePerturbation.Ablate"/>), and the biased
+/// probe is tested on the other attribute's balanced data: its accuracy gain, normalised by the gap between that
+/// attribute's own probe (skyline) and the unablated biased probe (baseline), is the score. See docs/labels.md.
+/// </summary>
+public static class SpuriousCorrelationRemoval
+{
+    /// <summary>Reads <paramref name="datasetPath"/> (a classification dataset with columns <see cref="ScrOptions.Column1Name"/>
+    /// and <see cref="ScrOptions.Column2Name"/>, or a labelled corpus whose document labels play the two attributes), builds
+    /// the sets, pools the texts they use and runs <see cref="Evaluate"/>.</summary>
+    public static ScrReport Run(Sae sae, HookedTransformer model, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks,
+        ITextTokenizer tokenizer, string datasetPath, TextProbingOptions text, ScrOptions scr)
+    {
+        TargetedProbePerturbation.CheckAblatable(sae, "SCR");
+        var (texts, c1, c2) = TextProbing.IsLabelledCorpus(datasetPath) ? FromCorpus(datasetPath, text.MaxTexts, scr) : FromClasses(datasetPath, text.TextField, scr);
+        var fit = TextProbing.PositionSplit(texts.Count, scr.TrainSetSize, scr.TestSetSize);
+        var (train, test) = BuildSets(c1, c2, fit, scr);
+        var used = train.Rows().Concat(test.Rows()).Distinct().Order().ToArray();
+        var at = used.Select((r, i) => (r, i)).ToDictionary(t => t.r, t => t.i);
+        using var pooled = TextProbing.Pool(sae, model, modelHooks, tokenizer, [.. used.Select(r => texts[r])], text);
+        using var scope = NewDisposeScope();
+        var wDec = sae.WDec.detach().to(ScalarType.Float32).cpu();
+        var decoder = TargetedProbePerturbation.AblationDirections(sae);
+        return Evaluate(pooled.Features, pooled.Acts, wDec, decoder, train.Remap(r => at[r]), test.Remap(r => at[r]), scr)
+            with { Hook = pooled.Hook, Dataset = datasetPath };
+    }
+
+    /// <summary>A classification dataset's texts with attribute 1 and 2 of each: true for the positive value, false for
+    /// the negative, null for any other. A value that no row has is an error listing the column's values.</summary>
+    internal static (List<string> Texts, bool?[] Column1, bool?[] Column2) FromClasses(string path, string textField, ScrOptions scr)
+    {
+        foreach (var (vals, what) in new[] { (scr.Column1Vals, "attribute 1"), (scr.Column2Vals, "attribute 2") })
+            if (vals.Count != 2 || vals[0] == vals[1])
+                throw new SaeSharpException($"SCR: {what} needs two different values (positive, negative), got [{string.Join(", ", vals)}]");
+        var a = TextDataset.ReadClassified(path, textField, scr.Column1Name, "--label-field").ToList();
+        var b = TextDataset.ReadClassified(path, textField, scr.Column2Name, "--spurious-field").Select(r => r.Label).ToList();
+        if (a.Count != b.Count) throw new SaeSharpException($"{path}: '{scr.Column1Name}' has {a.Count} rows but '{scr.Column2Name}' {b.Count}");
+        bool?[] Attribute(IReadOnlyList<string> values, IReadOnlyList<string> vals, string column, string option)
+        {
+            foreach (var v in vals)
+                if (!values.Contains(v))
+                {
+                    var seen = values.Distinct().ToList();
+                    throw new SaeSharpException($"{path}: no text has '{v}' in '{column}' ({option}); values: " +
+                                                string.Join(", ", seen.Take(30)) + (seen.Count > 30 ? $", … ({seen.Count})" : ""));
+                }
+            return [.. values.Select(v => v == vals[0] ? true : v == vals[1] ? (bool?)false : null)];
+        }
+        return ([.. a.Select(r => r.Text)], Attribute([.. a.Select(r => r.Label)], scr.Column1Vals, scr.Column1Name, "--classes"),
+            Attribute(b, scr.Column2Vals, scr.Column2Name, "--spurious-classes"));
+    }
+
+    /// <summary>A labelled corpus's first <paramref name="maxTexts"/> documents with the two attributes read from their
+    /// labels: one label L gives true where a document has L and false elsewhere; two (L, M) give true with L and not M,
+    /// false with M and not L, null otherwise. A label no document has is an error.</summary>
+    internal static (List<string> Texts, bool?[] Column1, bool?[] Column2) FromCorpus(string path, int maxTexts, ScrOptions scr)
+    {
+        var data = TextProbing.FromCorpus(path, maxTexts, scr.TrainSetSize, scr.TestSetSize);
+        bool?[] Attribute(IReadOnlyList<string> vals, string what, string option)
+        {
+            if (vals.Count is < 1 or > 2 || vals.Distinct().Count() != vals.Count)
+                throw new SaeSharpException($"SCR on a labelled corpus: {what} ({option}) is one label or two different ones, got [{string.Join(", ", vals)}]");
+            var ids = vals.Select(v => data.Names.IndexOf(v) is >= 0 and var i ? i
+                : throw new SaeSharpException($"{path}: no document of the first {data.Texts.Count} has label '{v}' ({option}); labels: " +
+                                              string.Join(", ", data.Names.Take(30)) + (data.Names.Count > 30 ? $", … ({data.Names.Count})" : ""))).ToArray();
+            return [.. data.Labels.Select(ls =>
+            {
+                bool p = ls.Contains(ids[0]);
+                if (ids.Length == 1) return p;
+                bool q = ls.Contains(ids[1]);
+                return p && !q ? true : q && !p ? (bool?)false : null;
+            })];
+        }
+        return (data.Texts, Attribute(scr.Column1Vals, "attribute 1", "--classes"), Attribute(scr.Column2Vals, "attribute 2", "--spurious-classes"));
+    }
+
+    /// <summary>
+    /// SAEBench's <c>get_spurious_corr_data</c> on each half (<paramref name="fit"/>: true = training): the rows of the four
+    /// quadrants in dataset order, m = a quarter of the half's set size, and the six sets of <see cref="ScrSets"/>. SAEBench
+    /// asserts that every quadrant has m texts and the two agreeing ones more than 2m; here m shrinks to what the half holds
+    /// (an error below <see cref="ScrOptions.MinTextsPerQuadrant"/>, naming the smallest quadrant).
+    /// </summary>
+    public static (ScrSets Train, ScrSets Test) BuildSets(IReadOnlyList<bool?> column1, IReadOnlyList<bool?> column2, IReadOnlyList<bool> fit, ScrOptions scr)
+    {
+        if (column1.Count != column2.Count || column1.Count != fit.Count)
+            throw new SaeSharpException($"SCR: {column1.Count} attribute-1 values, {column2.Count} attribute-2 values and {fit.Count} split flags must agree");
+        if (scr.TrainSetSize < 4 || scr.TestSetSize < 4)
+            throw new SaeSharpException($"SCR: train and test set sizes must be at least 4 (one text per quadrant), got {scr.TrainSetSize} and {scr.TestSetSize}");
+        if (scr.MinTextsPerQuadrant < 1)
+            throw new SaeSharpException($"SCR: the fewest texts per quadrant must be positive, got {scr.MinTextsPerQuadrant}");
+        string V(IReadOnlyList<string> vals, bool pos) => pos ? vals[0] : vals.Count > 1 ? vals[1] : "not " + vals[0];
+        ScrSets Half(bool train)
+        {
+            int want = (train ? scr.TrainSetSize : scr.TestSetSize) / 4;
+            string half = train ? "training" : "test";
+            var cell = new Dictionary<(bool, bool), List<int>> { [(true, true)] = [], [(true, false)] = [], [(false, true)] = [], [(false, false)] = [] };
+            for (int i = 0; i < fit.Count; i++)
+                if (fit[i] == train && column1[i] is { } a && column2[i] is { } b) cell[(a, b)].Add(i);
+            // m limits: every quadrant ≥ m, the agreeing quadrants > 2m (SAEBench's assertions).
+            var limits = cell.Select(kv => (kv.Key, Limit: kv.Key.Item1 == kv.Key.Item2 ? (kv.Value.Count - 1) / 2 : kv.Value.Count)).ToList();
+            var (worst, limit) = limits.MinBy(l => l.Limit);
+            int m = Math.Min(want, limit);
+            if (m < scr.MinTextsPerQuadrant)
+            {
+                int count = cell[worst].Count;
+                bool agree = worst.Item1 == worst.Item2;
+                throw new SaeSharpException($"SCR: too few texts in quadrant '{V(scr.Column1Vals, worst.Item1)}' × '{V(scr.Column2Vals, worst.Item2)}' of the {half} half: " +
+                                            $"{count}, need {(agree ? $"more than 2 × {scr.MinTextsPerQuadrant}" : scr.MinTextsPerQuadrant.ToString(CultureInfo.InvariantCulture))} " +
+                                            $"({scr.MinTextsPerQuadrant} texts per quadrant; quadrant sizes " +
+                                            string.Join(", ", cell.Select(kv => $"{V(scr.Column1Vals, kv.Key.Item1)} × {V(scr.Column2Vals, kv.Key.Item2)} {kv.Value.Count}")) + "); read more texts");
+            }
+            int[] Take(bool a, bool b, int k) => [.. cell[(a, b)].Take(k)];
+            return new ScrSets(m,
+                Column1Pos: [.. Take(true, true, m), .. Take(true, false, m)], Column1Neg: [.. Take(false, true, m), .. Take(false, false, m)],
+                Column2Pos: [.. Take(true, true, m), .. Take(false, true, m)], Column2Neg: [.. Take(true, false, m), .. Take(false, false, m)],
+                BiasedPos: Take(true, true, 2 * m), BiasedNeg: Take(false, false, 2 * m));
+        }
+        return (Half(true), Half(false));
+    }
+
+    /// <summary>
+    /// SCR on pooled activations: <paramref name="features"/> [n, d_sae] (mean SAE latents per text), <paramref name="acts"/>
+    /// [n, d] (mean activation per text), <paramref name="wDec"/> [d_sae, d] (the decoder the probe directions are read
+    /// through), <paramref name="decoder"/> [d_sae, d] (what zeroing one unit of a latent removes; null: <paramref name="wDec"/>),
+    /// and the sets of both halves (<see cref="BuildSets"/>) as row indices.
+    /// </summary>
+    public static ScrReport Evaluate(Tensor features, Tensor acts, Tensor wDec, Tensor? decoder, ScrSets train, ScrSets test, ScrOptions scr)
+    {
+        long n = features.shape[0];
+        if (features.dim() != 2 || acts.dim() != 2 || acts.shape[0] != n)
+            throw new SaeSharpException($"SCR: features [{string.Join(", ", features.shape)}] and activations [{string.Join(", ", acts.shape)}] must be [texts, d_sae] and [texts, d]");
+        decoder ??= wDec;
+        long dSae = features.shape[1], d = acts.shape[1];
+        foreach (var (w, what) in new[] { (wDec, "W_dec"), (decoder, "the ablation directions") })
+            if (w.dim() != 2 || w.shape[0] != dSae || w.shape[1] != d)
+                throw new SaeSharpException($"SCR: {what} is [{string.Join(", ", w.shape)}]; expected [d_sae={dSae}, d={d}]");
+        var nValues = TargetedProbePerturbation.NValuesFor(scr.NValues, dSae, "SCR");
+        if (!(scr.ProbeL1Penalty >= 0) || double.IsInfinity(scr.ProbeL1Penalty))
+            throw new SaeSharpException($"SCR: the probe L1 penalty must be finite and ≥ 0, got {scr.ProbeL1Penalty}");
+        foreach (var s in new[] { train, test })
+            for (int p = 0; p < 3; p++)
+            {
+                var (pos, neg) = s.Probe(p);
+                if (pos.Length == 0 || neg.Length == 0 || pos.Concat(neg).Any(r => r < 0 || r >= n))
+                    throw new SaeSharpException($"SCR: every set needs rows in 0..{n - 1} of both classes");
+            }
+        string V(IReadOnlyList<string> vals, bool pos) => pos ? vals[0] : vals.Count > 1 ? vals[1] : "not " + vals[0];
+        string c1 = $"{V(scr.Column1Vals, true)} / {V(scr.Column1Vals, false)}", c2 = $"{V(scr.Column2Vals, true)} / {V(scr.Column2Vals, false)}";
+        string biased = $"{V(scr.Column2Vals, true)}_{V(scr.Column1Vals, true)} / {V(scr.Column2Vals, false)}_{V(scr.Column1Vals, false)}";
+        string[] names = [c1, c2, biased];
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var f32 = features.to(ScalarType.Float32).cpu();
+        var x32 = acts.to(ScalarType.Float32).cpu();
+        var w32 = wDec.to(ScalarType.Float32).cpu();
+        var dec32 = decoder.to(ScalarType.Float32).cpu();
+        static (Tensor Rows, bool[] Y) Set(ScrSets s, int p)
+        {
+            var (pos, neg) = s.Probe(p);
+            return (tensor(pos.Concat(neg).Select(r => (long)r).ToArray()), [.. pos.Select(_ => true), .. neg.Select(_ => false)]);
+        }
+        var probes = Enumerable.Range(0, 3).Select(p =>
+        {
+            var (rows, y) = Set(train, p);
+            return LogisticRegression.FitL1(x32.index_select(0, rows), y, scr.ProbeL1Penalty);
+        }).ToArray();
+        double Acc(Tensor x, int probe, int data)
+        {
+            var (rows, y) = Set(test, data);
+            return probes[probe].Accuracy(x.index_select(0, rows), y);
+        }
+        var clean = new Dictionary<string, double>();
+        for (int p = 0; p < 3; p++) clean[names[p]] = Acc(x32, p, p);
+        for (int p = 0; p < 3; p++)
+            for (int q = 0; q < 3; q++)
+                if (p != q) clean[$"{names[p]} probe on {names[q]} data"] = Acc(x32, p, q);
+        var directions = new List<ScrDirection>();
+        // Dir 1: attribute 2's probe's latents ablated, the biased probe on attribute 1's data; dir 2 the reverse.
+        foreach (var (dir, ablatedProbe, evalData) in new[] { (1, 1, 0), (2, 0, 1) })
+        {
+            using var iter = NewDisposeScope();
+            var (rows, y) = Set(train, ablatedProbe);
+            var effects = TargetedProbePerturbation.NodeEffects(f32.index_select(0, rows), y, w32, probes[ablatedProbe].Coef, performScr: true);
+            var ablated = new SortedDictionary<int, int[]>();
+            var changed = new SortedDictionary<int, double>();
+            foreach (int k in nValues)
+            {
+                ablated[k] = TargetedProbePerturbation.TopNonZero(effects, k);
+                using var ab = TargetedProbePerturbation.Ablate(x32, f32, dec32, ablated[k]);
+                changed[k] = Acc(ab, 2, evalData);
+            }
+            directions.Add(new ScrDirection(dir, names[ablatedProbe], names[evalData], clean[names[evalData]],
+                clean[$"{biased} probe on {names[evalData]} data"], ablated, changed));
+        }
+        return new ScrReport("", "", n, nValues, c1, c2, biased, train.PerQuadrant, test.PerQuadrant, clean, directions);
+    }
+}
