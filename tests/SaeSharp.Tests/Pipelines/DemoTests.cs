@@ -260,17 +260,24 @@ public class DemoTests(QuickDemoFixture fx) : IClassFixture<QuickDemoFixture>
         Assert.Contains("--absorption-labels needs --absorption", bad.Err + bad.Out);
     }
 
+    /// <summary>A folder <paramref name="name"/> beside the demo's run with a labelled corpus of <paramref name="docs"/>
+    /// stories (seed 17), and the <c>sae probe --pooling mean</c> arguments that read it with the demo's SAE.</summary>
+    private (string Dir, string Corpus, string[] Common) TextProbeSetup(string name, int docs)
+    {
+        Assert.True(fx.Exit == 0, fx.Err + fx.Out);
+        string dir = Path.Combine(fx.Dir, name);
+        Directory.CreateDirectory(dir);
+        string corpus = Path.Combine(dir, "stories.jsonl");
+        SaeSharp.Corpus.LabelledCorpus.Write(corpus, 17, docs);
+        return (dir, corpus, ["probe", "--sae", Path.Combine(fx.Dir, "sae"), "--model", "builtin", "--dataset", corpus, "--pooling", "mean"]);
+    }
+
     [Fact]
     public void Probe_with_mean_pooling_probes_texts_of_a_corpus_and_of_a_class_column()
     {
-        Assert.True(fx.Exit == 0, fx.Err + fx.Out);
-        string dir = Path.Combine(fx.Dir, "textprobe");
-        Directory.CreateDirectory(dir);
-        string corpus = Path.Combine(dir, "stories.jsonl");
-        SaeSharp.Corpus.LabelledCorpus.Write(corpus, 17, 600);
+        var (dir, corpus, common) = TextProbeSetup("textprobe", 600);
         string json = Path.Combine(dir, "probe.json");
-        var (exit, output, err) = CliRunner.Run("probe", "--sae", Path.Combine(fx.Dir, "sae"), "--model", "builtin", "--dataset", corpus,
-            "--pooling", "mean", "--labels", "ctx:in_question,ctx:in_quote", "--json", json);
+        var (exit, output, err) = CliRunner.Run([.. common, "--labels", "ctx:in_question,ctx:in_quote", "--json", json]);
         Assert.True(exit == 0, err + output);
         Assert.Contains("600 texts (mean-pooled)", output);
         var r = JsonNode.Parse(File.ReadAllText(json))!;
@@ -296,7 +303,7 @@ public class DemoTests(QuickDemoFixture fx) : IClassFixture<QuickDemoFixture>
         Assert.Equal(["0", "1"], labels);
         Assert.All(r["eval_result_details"]!.AsArray(), t => Assert.InRange(t!["llm_test_accuracy"]!.GetValue<double>(), 0.0, 1.0));
 
-        var bad = CliRunner.Run("probe", "--sae", Path.Combine(fx.Dir, "sae"), "--model", "builtin", "--dataset", corpus, "--pooling", "mean", "--tokens", "100");
+        var bad = CliRunner.Run([.. common, "--tokens", "100"]);
         Assert.NotEqual(0, bad.Exit);
         Assert.Contains("--tokens: token pooling only", bad.Err + bad.Out);
         bad = CliRunner.Run("probe", "--sae", Path.Combine(fx.Dir, "sae"), "--model", "builtin", "--dataset", corpus, "--classes", "a,b");
@@ -306,7 +313,7 @@ public class DemoTests(QuickDemoFixture fx) : IClassFixture<QuickDemoFixture>
         Assert.NotEqual(0, bad.Exit);
         Assert.Contains("no text field 'text'", bad.Err + bad.Out);
         // Every story has a verb: no text without the label, and the message counts texts, not tokens.
-        bad = CliRunner.Run("probe", "--sae", Path.Combine(fx.Dir, "sae"), "--model", "builtin", "--dataset", corpus, "--pooling", "mean", "--labels", "pos:VERB");
+        bad = CliRunner.Run([.. common, "--labels", "pos:VERB"]);
         Assert.NotEqual(0, bad.Exit);
         Assert.Contains("label 'pos:VERB' has 480 texts in the training half and 120 in the test half (and 0 / 0 without it)", bad.Err + bad.Out);
         Assert.Contains("read more texts", bad.Err + bad.Out);
@@ -315,14 +322,9 @@ public class DemoTests(QuickDemoFixture fx) : IClassFixture<QuickDemoFixture>
     [Fact]
     public void Probe_with_tpp_writes_saebench_tpp_metrics_consistent_with_every_class()
     {
-        Assert.True(fx.Exit == 0, fx.Err + fx.Out);
-        string dir = Path.Combine(fx.Dir, "tpp");
-        Directory.CreateDirectory(dir);
-        string corpus = Path.Combine(dir, "stories.jsonl");
-        SaeSharp.Corpus.LabelledCorpus.Write(corpus, 17, 600);
+        var (dir, corpus, common) = TextProbeSetup("tpp", 600);
         string json = Path.Combine(dir, "tpp.json");
-        var (exit, output, err) = CliRunner.Run("probe", "--sae", Path.Combine(fx.Dir, "sae"), "--model", "builtin", "--dataset", corpus,
-            "--pooling", "mean", "--tpp", "--tpp-n", "2,10", "--labels", "ctx:in_question,ctx:in_quote,tense:past", "--json", json);
+        var (exit, output, err) = CliRunner.Run([.. common, "--tpp", "--tpp-n", "2,10", "--labels", "ctx:in_question,ctx:in_quote,tense:past", "--json", json]);
         Assert.True(exit == 0, err + output);
         Assert.Contains("TPP at blocks.", output);
         var r = JsonNode.Parse(File.ReadAllText(json))!;
@@ -351,22 +353,17 @@ public class DemoTests(QuickDemoFixture fx) : IClassFixture<QuickDemoFixture>
         var bad = CliRunner.Run("probe", "--sae", Path.Combine(fx.Dir, "sae"), "--model", "builtin", "--dataset", corpus, "--tpp");
         Assert.NotEqual(0, bad.Exit);
         Assert.Contains("--tpp: need --pooling mean", bad.Err + bad.Out);
-        bad = CliRunner.Run("probe", "--sae", Path.Combine(fx.Dir, "sae"), "--model", "builtin", "--dataset", corpus, "--pooling", "mean", "--tpp-n", "2");
+        bad = CliRunner.Run([.. common, "--tpp-n", "2"]);
         Assert.Contains("--tpp-n: needs --tpp", bad.Err + bad.Out);
-        bad = CliRunner.Run("probe", "--sae", Path.Combine(fx.Dir, "sae"), "--model", "builtin", "--dataset", corpus, "--pooling", "mean", "--tpp", "--tpp-n", "2,x");
+        bad = CliRunner.Run([.. common, "--tpp", "--tpp-n", "2,x"]);
         Assert.Contains("--tpp-n: 'x' is not a positive integer", bad.Err + bad.Out);
     }
 
     [Fact]
     public void Probe_with_scr_writes_saebench_scr_metrics_consistent_with_its_accuracies()
     {
-        Assert.True(fx.Exit == 0, fx.Err + fx.Out);
-        string dir = Path.Combine(fx.Dir, "scr");
-        Directory.CreateDirectory(dir);
-        string corpus = Path.Combine(dir, "stories.jsonl");
-        SaeSharp.Corpus.LabelledCorpus.Write(corpus, 17, 1500);
+        var (dir, corpus, common) = TextProbeSetup("scr", 1500);
         string json = Path.Combine(dir, "scr.json");
-        string[] common = ["probe", "--sae", Path.Combine(fx.Dir, "sae"), "--model", "builtin", "--dataset", corpus, "--pooling", "mean"];
         var (exit, output, err) = CliRunner.Run([.. common, "--scr", "--classes", "tense:past", "--spurious-classes", "ctx:in_question", "--scr-n", "2,10", "--json", json]);
         Assert.True(exit == 0, err + output);
         Assert.Contains("SCR at blocks.", output);
