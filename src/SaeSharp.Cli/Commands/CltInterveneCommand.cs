@@ -45,7 +45,7 @@ internal static class CltInterveneCommand
             var (folder, tok, tokens) = InterventionCommands.PromptOrInputTokens(parse, model, prompt, input, noBos);
             using var _t = tokens;
             if (tokens.shape[0] != 1) throw new SaeSharpException($"--input: an intervention is on one prompt, but 'tokens' has {tokens.shape[0]} rows");
-            var specs = parse.GetValue(set)!.SelectMany(ParseSet).ToList();
+            var specs = parse.GetValue(set)!.SelectMany(text => ParseSet(text).Select(x => (Text: text, x.Intervention, x.Multiplier))).ToList();
             bool bos = tok?.BosTokenId is int b && tokens[0, 0].item<long>() == b;   // circuit-tracer's zero_positions
             var options = new CltInterventionOptions
             {
@@ -58,9 +58,11 @@ internal static class CltInterveneCommand
             using var scope = NewDisposeScope();
             using var clean = CltInterventions.FeatureIntervention(cm.Model, clt, tokens, [], options, cm.Hooks);
             var interventions = specs.Select(x => Resolve(x.Intervention, x.Multiplier, clean.Activations, tokens.shape[1])).ToList();
-            foreach (var (x, i) in specs.Zip(interventions))
-                if (x.Multiplier is double mult && i.Value == 0)
-                    Cli.ErrorLine($"note: --set {i.Layer}:{i.Feature}:x{mult.ToString(CultureInfo.InvariantCulture)}@{i.Position}: the feature is inactive there (clean 0), so the multiple changes nothing");
+            foreach (var group in specs.Zip(interventions).Where(p => p.First.Multiplier is not null && p.Second.Value == 0).GroupBy(p => p.First.Text))
+            {
+                var at = group.Select(p => p.Second.Position.ToString(CultureInfo.InvariantCulture)).ToList();
+                Cli.ErrorLine($"note: --set {group.Key}: the feature is inactive (clean 0) at position{(at.Count == 1 ? "" : "s")} {string.Join(", ", at)}, so the multiple changes nothing there");
+            }
             using var after = CltInterventions.FeatureIntervention(cm.Model, clt, tokens, interventions, options, cm.Hooks);
             string Tok(long id) => tok is null ? id.ToString(CultureInfo.InvariantCulture) : Analysis.DashboardWriter.Quote(tok.TokenText((int)id));
             static string F(double v) => (v == 0 ? 0 : v).ToString("F4", CultureInfo.InvariantCulture);   // no "-0.0000" for a JumpReLU zero
