@@ -90,6 +90,14 @@ public class CrossCoderModelRunTests : ModelTestBase
         var ablated = Run([.. common, "--error-term", "--ablate", $"{latent}", "--out", Sub("ablate.safetensors")]);
         Close(zeroed, ablated["logits"], 1e-5, "ablate");
 
+        // --steer I:A with the error term adds A·W_dec[l, I] at each slot's hook (positions 1 and 3 only with --positions).
+        using var mask = zeros(1, 6, 1);
+        mask[0, 1, 0] = tensor(1f);
+        mask[0, 3, 0] = tensor(1f);
+        using var steered = Logits(model, tokens, Hooks.Select((h, l) => (h, (Func<Tensor, Tensor?>)(y => y + mask * (cc.Decoder.Weight[l, 4] * 2.5f)))));
+        var steer = Run([.. common, "--error-term", "--steer", "4:2.5", "--positions", "1,3", "--out", Sub("steer.safetensors")]);
+        Close(steered, steer["logits"], 1e-5, "steer");
+
         // Clamping a latent to its own value (one token, so one value) changes nothing.
         using var one = tensor(new long[] { 9 }).reshape(1, 1);
         SafeTensors.Save(Sub("one.safetensors"), new Dictionary<string, Tensor> { ["tokens"] = one });
