@@ -21,8 +21,8 @@ internal static class CltInterveneCommand
         var input = new Option<string?>("--input") { Description = "safetensors file holding an int64 tensor 'tokens' [1, seq] (one prompt)" };
         var set = new Option<string[]>("--set")
         {
-            Description = "L:F:V sets layer L's feature F to V at every position (new tokens included); L:F:V@P at position P; L:F:V@P- from P on; " +
-                          "L:F:xM@P sets it to M times its clean value at P (repeatable)",
+            Description = "L:F:V sets layer L's feature F to V at every position (new tokens included); L:F:V@P at position P; @A-B at A..B; " +
+                          "@P- from P on (new tokens included); @1,3-5 lists them; xM for V: M times its clean value at each listed position (repeatable)",
             Required = true,
         };
         var direct = new Option<bool>("--direct-effects") { Description = "Constrain every layer: patterns, norm scales and MLP outputs frozen, direct effects only" };
@@ -45,7 +45,7 @@ internal static class CltInterveneCommand
             var (folder, tok, tokens) = InterventionCommands.PromptOrInputTokens(parse, model, prompt, input, noBos);
             using var _t = tokens;
             if (tokens.shape[0] != 1) throw new SaeSharpException($"--input: an intervention is on one prompt, but 'tokens' has {tokens.shape[0]} rows");
-            var specs = parse.GetValue(set)!.Select(ParseSet).ToList();
+            var specs = parse.GetValue(set)!.SelectMany(text => ParseSet(text).Select(x => (Text: text, x.Intervention, x.Multiplier))).ToList();
             bool bos = tok?.BosTokenId is int b && tokens[0, 0].item<long>() == b;   // circuit-tracer's zero_positions
             var options = new CltInterventionOptions
             {
@@ -58,9 +58,11 @@ internal static class CltInterveneCommand
             using var scope = NewDisposeScope();
             using var clean = CltInterventions.FeatureIntervention(cm.Model, clt, tokens, [], options, cm.Hooks);
             var interventions = specs.Select(x => Resolve(x.Intervention, x.Multiplier, clean.Activations, tokens.shape[1])).ToList();
-            foreach (var (x, i) in specs.Zip(interventions))
-                if (x.Multiplier is double mult && i.Value == 0)
-                    Cli.ErrorLine($"note: --set {i.Layer}:{i.Feature}:x{mult.ToString(CultureInfo.InvariantCulture)}@{i.Position}: the feature is inactive there (clean 0), so the multiple changes nothing");
+            foreach (var group in specs.Zip(interventions).Where(p => p.First.Multiplier is not null && p.Second.Value == 0).GroupBy(p => p.First.Text))
+            {
+                var at = group.Select(p => p.Second.Position.ToString(CultureInfo.InvariantCulture)).ToList();
+                Cli.ErrorLine($"note: --set {group.Key}: the feature is inactive (clean 0) at position{(at.Count == 1 ? "" : "s")} {string.Join(", ", at)}, so the multiple changes nothing there");
+            }
             using var after = CltInterventions.FeatureIntervention(cm.Model, clt, tokens, interventions, options, cm.Hooks);
             string Tok(long id) => tok is null ? id.ToString(CultureInfo.InvariantCulture) : Analysis.DashboardWriter.Quote(tok.TokenText((int)id));
             static string F(double v) => (v == 0 ? 0 : v).ToString("F4", CultureInfo.InvariantCulture);   // no "-0.0000" for a JumpReLU zero
@@ -89,11 +91,10 @@ internal static class CltInterveneCommand
             if (parse.GetValue(generate) is int g and > 0)
             {
                 if (tok is null) throw new SaeSharpException("--generate needs the model's tokenizer to show the continuations");
-                Cli.RefuseGiven(parse, "generation freezes the prompt's attention only; constrained layers are not supported with --generate", direct, constrained);
                 using var plain = cm.Model.Generate(tokens, g, new GenerationOptions { Hooks = cm.Hooks });
                 using var gen = CltInterventions.FeatureInterventionGenerate(cm.Model, clt, tokens, interventions, g, options with { ZeroBos = bos }, null, cm.Hooks);
                 string Continuation(Tensor t) => ModelCommands.DecodeShowingUnknownIds(tok, t[0].narrow(0, n, t.shape[1] - n).data<long>().Select(v => (int)v).ToList());
-                Cli.WriteColumns($"greedy continuation ({g} tokens)", ["run", "continuation"],
+                Cli.WriteColumns($"greedy continuation ({g} tokens{(options.DirectEffects || options.ConstrainedLayers is not null ? $"; {how} in the prompt's pass only" : "")})", ["run", "continuation"],
                     [["clean", Continuation(plain.Tokens)], ["intervened", Continuation(gen.Tokens!)]]);
             }
             return 0;
@@ -101,11 +102,14 @@ internal static class CltInterveneCommand
         return command;
     }
 
-    /// <summary>"L:F:V", "L:F:V@P", "L:F:V@P-" or "L:F:xM@P" as an intervention; with "xM" its value is a placeholder and
-    /// <c>Multiplier</c> is M (see <see cref="Resolve"/>).</summary>
-    internal static (CltFeatureIntervention Intervention, double? Multiplier) ParseSet(string spec)
+    /// <summary>"L:F:V" (every position), or "L:F:V@POS" with POS a comma-separated list of positions P, inclusive ranges
+    /// A-B and open-ended P- (from P on, new tokens included), as interventions, one per position (circuit-tracer's tensor of
+    /// positions) and one per open-ended item; "xM" for V gives <c>Multiplier</c> M and a placeholder value (see
+    /// <see cref="Resolve"/>), at listed positions only.</summary>
+    internal static List<(CltFeatureIntervention Intervention, double? Multiplier)> ParseSet(string spec)
     {
-        const string form = "L:F:V, L:F:V@P, L:F:V@P- or L:F:xM@P (layer, feature, value or M times the clean value, position), e.g. 3:120:-2@5 or 3:120:x-2@5";
+        const string form = "L:F:V or L:F:V@POS (layer, feature, value or xM for M times the clean value; POS positions P, ranges A-B " +
+                            "and P- from P on, comma-separated), e.g. 3:120:-2@5, 3:120:x2@1,4-6 or 3:120:0@5-";
         string body = spec, at = "";
         int sep = spec.IndexOf('@', StringComparison.Ordinal);
         if (sep >= 0) (body, at) = (spec[..sep], spec[(sep + 1)..]);
@@ -115,13 +119,38 @@ internal static class CltInterveneCommand
             || !int.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out int feature)
             || !double.TryParse(times ? parts[2][1..] : parts[2], NumberStyles.Float, CultureInfo.InvariantCulture, out double value) || !double.IsFinite(value))
             throw new SaeSharpException($"--set '{spec}': expected {form}");
-        bool onward = at.EndsWith('-');
-        if (times && (sep < 0 || onward))
-            throw new SaeSharpException($"--set '{spec}': xM multiplies the clean value at one position, which the new tokens do not have: give @P (a single position)");
-        if (sep < 0) return (CltFeatureIntervention.AllPositions(layer, feature, value), null);
-        if (!int.TryParse(onward ? at[..^1] : at, NumberStyles.None, CultureInfo.InvariantCulture, out int pos))
-            throw new SaeSharpException($"--set '{spec}': the position must be a non-negative integer, optionally followed by '-'; expected {form}");
-        return (new CltFeatureIntervention(layer, pos, feature, times ? 0 : value, onward), times ? value : null);
+        const string noClean = "xM multiplies the clean value at each position, which the new tokens do not have: give @P or @A-B (prompt positions)";
+        if (sep < 0)
+        {
+            if (times) throw new SaeSharpException($"--set '{spec}': {noClean}");
+            return [(CltFeatureIntervention.AllPositions(layer, feature, value), null)];
+        }
+        var result = new List<(CltFeatureIntervention, double?)>();
+        var seen = new HashSet<(int, bool)>();
+        foreach (var item in at.Split(','))
+        {
+            static bool Int(string t, out int v) => int.TryParse(t, NumberStyles.None, CultureInfo.InvariantCulture, out v);
+            int dash = item.IndexOf('-', StringComparison.Ordinal);
+            IEnumerable<(int Pos, bool Onward)> positions;
+            if (dash < 0 && Int(item, out int p)) positions = [(p, false)];
+            else if (dash == item.Length - 1 && dash > 0 && Int(item[..dash], out p))
+            {
+                if (times) throw new SaeSharpException($"--set '{spec}': {noClean}");
+                positions = [(p, true)];
+            }
+            else if (dash > 0 && Int(item[..dash], out int a) && Int(item[(dash + 1)..], out int b))
+            {
+                if (b < a) throw new SaeSharpException($"--set '{spec}': the range {item} is empty (A-B needs A ≤ B)");
+                positions = Enumerable.Range(a, b - a + 1).Select(q => (q, false));
+            }
+            else throw new SaeSharpException($"--set '{spec}': the position '{item}' must be a non-negative integer P, a range A-B or P-; expected {form}");
+            foreach (var (pos, onward) in positions)
+            {
+                if (!seen.Add((pos, onward))) throw new SaeSharpException($"--set '{spec}': position {pos}{(onward ? "-" : "")} is given twice");
+                result.Add((new CltFeatureIntervention(layer, pos, feature, times ? 0 : value, onward), times ? value : null));
+            }
+        }
+        return result;
     }
 
     /// <summary>The intervention with <paramref name="multiplier"/> × the feature's clean activation (<paramref name="clean"/>

@@ -617,14 +617,7 @@ internal static class CrossCoderCli
             try
             {
                 var model = models[m];
-                // The ablation first, then each clamp (as sae ablate and sae model run apply them to an SAE).
-                Func<Tensor, Tensor> edits = latents.Count > 0 ? CrossCoderInterventions.Ablate(cc, latents, means) : f => f.alias();
-                foreach (var (latent, value) in clamps)
-                {
-                    var before = edits;
-                    var set = CrossCoderInterventions.Clamp(cc, latent, value);
-                    edits = f => set(before(f));
-                }
+                var edits = LatentEdits(cc, latents, means, clamps) ?? (f => f.alias());
                 InterventionCommands.ReportAblation(batches, batch =>
                 {
                     using var edit = CrossCoderInterventions.EditLatents(cc, Clean(batch), slots, edits);
@@ -637,6 +630,78 @@ internal static class CrossCoderCli
             {
                 means?.Dispose();
             }
+            return 0;
+        }
+        finally
+        {
+            foreach (var p in models) p.Dispose();
+        }
+    }
+
+    /// <summary>The ablation of <paramref name="latents"/> (to 0, or to <paramref name="means"/>) first, then each clamp, as
+    /// <c>sae ablate</c> and <c>sae model run</c> apply them to an SAE; null when there is nothing to edit.</summary>
+    private static Func<Tensor, Tensor>? LatentEdits(CrossCoder cc, IReadOnlyList<int> latents, Tensor? means, IReadOnlyList<(int Feature, double Value)> clamps)
+    {
+        Func<Tensor, Tensor>? edits = latents.Count > 0 ? CrossCoderInterventions.Ablate(cc, latents, means) : null;
+        foreach (var (latent, value) in clamps)
+        {
+            var before = edits;
+            var set = CrossCoderInterventions.Clamp(cc, latent, value);
+            edits = before is null ? set : f => set(before(f));
+        }
+        return edits;
+    }
+
+    /// <summary>
+    /// <c>sae model run --sae CROSSCODER [--diff-model M2] [--slot J]</c>: every model of the crosscoder runs clean on the
+    /// tokens, the crosscoder encodes all slots, and the model of slot J (default the last: the chat model of a diffing pair)
+    /// runs with every hook of its slots replaced by the slot's reconstruction (with <c>--error-term</c>, x + D(f') − D(f)),
+    /// after <c>--ablate</c>/<c>--clamp</c> edit the latents (<see cref="CrossCoderInterventions.EditLatents"/>) and with
+    /// <c>--steer</c> adding a latent's rows (<see cref="CrossCoderInterventions.Steering"/>); its logits and <c>--hooks</c>
+    /// are saved as for an SAE.
+    /// </summary>
+    public static int ModelRun(System.CommandLine.ParseResult parse, InterventionCommands.RunEdits edits, string ccPath, string modelPath,
+        string? diffModel, int? slot, string dtype, Tensor tokens, bool savedTokens, string? hookArg, string outPath)
+    {
+        if ((parse.GetValue(edits.Sae)?.Length ?? 0) > 1)
+            throw new SaeSharpException($"--sae {ccPath} is a crosscoder, spliced alone: give it as the only --sae");
+        Cli.RefuseGiven(parse, "for several --sae; a crosscoder is spliced alone", edits.SaeIndex);
+        using var cc = CrossCoderFormat.Load(ccPath, out var sources);
+        cc.eval();
+        var paths = new List<string> { modelPath };
+        if (diffModel is not null)
+        {
+            paths.Add(diffModel);
+            ModelPipeline.CheckSameTokenizer(Tokenizer.FromFolder(modelPath), ModelLoader.NameOf(modelPath), Tokenizer.FromFolder(diffModel), ModelLoader.NameOf(diffModel));
+        }
+        var models = new List<ProcessedModel>();
+        try
+        {
+            foreach (var path in paths) models.Add(ModelForSae.Load(path, new WeightProcessingOptions(), ModelLoader.ParseDtype(dtype, path)));
+            var (spec, m, slots) = SlotsOf(cc, sources, ccPath, models[0].Model.HookPoints, models.Count, slot);
+            var model = models[m];
+            using var scope = NewDisposeScope();
+            var runs = models.Select(p => new CrossCoderModelRun(p.Model, p.Hooks)).ToList();
+            var clean = CrossCoderInterventions.CleanInput(runs, spec.LayerHooks!, spec.LayerModels!, tokens);
+            var ablated = (parse.GetValue(edits.Ablate) ?? []).SelectMany(a => InterventionCommands.FeatureList(a, "--ablate")).ToList();
+            var mode = parse.GetValue(edits.AblateMode);
+            if (mode is not ("zero" or "mean")) throw new SaeSharpException($"--ablate-mode {mode}: expected zero or mean");
+            var means = mode == "mean" && ablated.Count > 0 ? CrossCoderInterventions.LatentMeans(cc, [clean]) : null;
+            var clamps = (parse.GetValue(edits.Clamp) ?? []).Select(c => InterventionCommands.FeatureValue(c, "--clamp", "F:V")).ToList();
+            bool errorTerm = parse.GetValue(edits.ErrorTerm);
+            using var edit = CrossCoderInterventions.EditLatents(cc, clean, slots, LatentEdits(cc, ablated, means, clamps), errorTerm);
+            var positions = InterventionCommands.ParsePositions(parse.GetValue(edits.Positions), tokens.shape[1], $"the input has {tokens.shape[1]} tokens");
+            var hooks = new List<(string Name, Func<Tensor, Tensor?> Fn)>([.. model.Hooks, .. edit.Hooks]);
+            foreach (var st in parse.GetValue(edits.Steer) ?? [])
+            {
+                var (latent, scale) = InterventionCommands.FeatureValue(st, "--steer", "F:S");
+                hooks.AddRange(CrossCoderInterventions.Steering(cc, latent, scale, slots, positions));
+            }
+            var names = hookArg is null ? [] : model.Model.HookPoints.Select(hookArg);
+            var (logits, cache) = model.Model.Run(tokens.to(model.Model.Device), new RunOptions { Hooks = hooks, CacheNames = names });
+            Console.WriteLine($"crosscoder spliced at {string.Join(", ", slots.Select(sl => $"slot {sl.Slot} {sl.Hook}"))} of " +
+                $"{ModelLoader.NameOf(paths[m])}{(errorTerm ? " (error term kept)" : "")}");
+            using (cache) ModelCommands.SaveRun(outPath, logits!, savedTokens ? tokens : null, names, cache);
             return 0;
         }
         finally

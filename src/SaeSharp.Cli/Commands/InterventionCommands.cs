@@ -19,7 +19,7 @@ internal static class InterventionCommands
     /// <summary>The SAE and intervention options of <c>sae model run</c>.</summary>
     internal sealed class RunEdits
     {
-        public readonly Option<string[]> Sae = new("--sae") { Description = "SAE folder or file to splice at its hook (repeatable)" };
+        public readonly Option<string[]> Sae = new("--sae") { Description = "SAE folder or file to splice at its hook (repeatable), or one crosscoder spliced at every hook of its slots" };
         public readonly Option<bool> ErrorTerm = new("--error-term") { Description = "Add each SAE's error term back (logits then equal the clean run's)" };
         public readonly Option<string[]> Steer = new("--steer") { Description = "F:S adds S·W_dec[F] at the SAE's hook (repeatable)" };
         public readonly Option<string[]> Clamp = new("--clamp") { Description = "F:V sets feature F to V (repeatable)" };

@@ -36,9 +36,11 @@ internal static class ModelCommands
         var output = new Option<string>("--out") { Description = "Output safetensors: 'logits' and each requested hook", Required = true };
         var hooks = new Option<string?>("--hooks") { Description = "'all' or a comma-separated list of hook names" };
         var dtype = ModelSource.DtypeOption();
-        var command = new Command("run", "Run the model on token ids (or a --prompt) and save logits and hook activations, with SAEs spliced and interventions applied")
+        var diffModel = new Option<string?>("--diff-model") { Description = "A model-diffing crosscoder (--sae): the second (chat) model, run clean on the same tokens to encode (same tokenizer)" };
+        var slot = new Option<int?>("--slot") { Description = "A crosscoder (--sae): the slot whose model is run, spliced at every hook of its slots (default: the last slot)" };
+        var command = new Command("run", "Run the model on token ids (or a --prompt) and save logits and hook activations, with SAEs (or a crosscoder) spliced and interventions applied")
         {
-            model, input, prompt, noBos, output, hooks, dtype,
+            model, input, prompt, noBos, output, hooks, dtype, diffModel, slot,
         };
         var edits = new InterventionCommands.RunEdits();
         edits.AddTo(command);
@@ -53,6 +55,11 @@ internal static class ModelCommands
             using var tokens = text is null ? InterventionCommands.ReadTokens(parse.GetValue(input)!)
                 : InterventionCommands.PromptTokens(Tokenizer.FromFolder(ModelSource.Resolve(parse.GetValue(model)!)), text, !parse.GetValue(noBos));
             var hookArg = parse.GetValue(hooks);
+            if (parse.GetValue(edits.Sae)?.FirstOrDefault(SaeSharp.Interop.CrossCoderFormat.IsCrossCoderPath) is string ccPath)
+                return CrossCoderCli.ModelRun(parse, edits, ccPath, ModelSource.Resolve(parse.GetValue(model)!),
+                    parse.GetValue(diffModel) is { } dm ? ModelSource.Resolve(dm) : null, parse.GetValue(slot), parse.GetValue(dtype)!,
+                    tokens, text is not null, hookArg, parse.GetValue(output)!);
+            Cli.RefuseGiven(parse, "for a crosscoder (--sae CROSSCODER)", diffModel, slot);
             var saes = new List<SaeSharp.Saes.Sae>();
             try
             {
@@ -78,16 +85,7 @@ internal static class ModelCommands
                     names = hookArg is null ? [] : m.HookPoints.Select(hookArg);
                     (logits, cache) = m.RunWithCache(tokens, names);
                 }
-                using (cache)
-                {
-                    var outputs = new List<KeyValuePair<string, Tensor>> { new("logits", logits!) };
-                    if (text is not null) outputs.Add(new("tokens", tokens));
-                    foreach (var n in names) outputs.Add(new(n, cache[n]));
-                    SafeTensors.Save(parse.GetValue(output)!, outputs);
-                    Console.WriteLine($"wrote {parse.GetValue(output)}: logits [{string.Join(", ", logits!.shape)}]" +
-                        (text is null ? "" : $", tokens [{string.Join(", ", tokens.shape)}]") +
-                        (names.Count == 0 ? "" : $" and {names.Count} hook tensor{(names.Count == 1 ? "" : "s")}"));
-                }
+                using (cache) SaveRun(parse.GetValue(output)!, logits!, text is null ? null : tokens, names, cache);
                 logits!.Dispose();
             }
             finally
@@ -97,6 +95,18 @@ internal static class ModelCommands
             return 0;
         });
         return command;
+    }
+
+    /// <summary><c>sae model run</c>'s output file: 'logits', 'tokens' (of a --prompt) and each hook of <paramref name="names"/>.</summary>
+    internal static void SaveRun(string path, Tensor logits, Tensor? tokens, IReadOnlyList<string> names, SaeSharp.Hooks.ActivationCache? cache)
+    {
+        var outputs = new List<KeyValuePair<string, Tensor>> { new("logits", logits) };
+        if (tokens is not null) outputs.Add(new("tokens", tokens));
+        foreach (var n in names) outputs.Add(new(n, cache![n]));
+        SafeTensors.Save(path, outputs);
+        Console.WriteLine($"wrote {path}: logits [{string.Join(", ", logits.shape)}]" +
+            (tokens is null ? "" : $", tokens [{string.Join(", ", tokens.shape)}]") +
+            (names.Count == 0 ? "" : $" and {names.Count} hook tensor{(names.Count == 1 ? "" : "s")}"));
     }
 
     /// <summary>The text of <paramref name="ids"/>, an id beyond the tokenizer's vocabulary written <c>&lt;id N&gt;</c> (a model's

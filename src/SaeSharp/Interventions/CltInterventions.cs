@@ -15,6 +15,15 @@ public readonly record struct CltFeatureIntervention(int Layer, int Position, in
 {
     /// <summary>The feature set at every position, new tokens included (circuit-tracer's <c>slice(None)</c>).</summary>
     public static CltFeatureIntervention AllPositions(int layer, int feature, double value) => new(layer, 0, feature, value, true);
+
+    /// <summary>The feature set at each of <paramref name="positions"/> (circuit-tracer's tensor of positions in one tuple):
+    /// one intervention per position, the value at position i <paramref name="values"/>(i).</summary>
+    public static List<CltFeatureIntervention> AtPositions(int layer, int feature, IEnumerable<int> positions, Func<int, double> values)
+    {
+        ArgumentNullException.ThrowIfNull(positions);
+        ArgumentNullException.ThrowIfNull(values);
+        return positions.Select(p => new CltFeatureIntervention(layer, p, feature, values(p))).ToList();
+    }
 }
 
 /// <summary>Options of <see cref="CltInterventions.FeatureIntervention"/> (circuit-tracer's <c>feature_intervention</c> arguments).</summary>
@@ -91,18 +100,18 @@ public static class CltInterventions
 
     /// <summary>
     /// circuit-tracer's <c>feature_intervention_generate</c>: <paramref name="maxNewTokens"/> new tokens with a KV cache. The
-    /// prompt's pass is <see cref="FeatureIntervention"/>'s (every intervention, frozen patterns); each later one-token pass
-    /// applies only the open-ended interventions (<see cref="CltFeatureIntervention.Onward"/>), unfrozen, from its own
-    /// activations. Sampling options come from <paramref name="generation"/> (greedy by default); constrained layers are not
-    /// supported here. Returns the tokens, the logits of each new token and the activations.
+    /// prompt's pass is <see cref="FeatureIntervention"/>'s with the same options (every intervention; frozen patterns, and
+    /// with constrained layers or direct effects their frozen MLP outputs and norm scales), so the first new token's logits
+    /// are that run's last row; each later one-token pass applies only the open-ended interventions
+    /// (<see cref="CltFeatureIntervention.Onward"/>), unfrozen and unconstrained, from its own activations, as circuit-tracer
+    /// does. Sampling options come from <paramref name="generation"/> (greedy by default). Returns the tokens, the logits of
+    /// each new token and the activations.
     /// </summary>
     public static CltInterventionResult FeatureInterventionGenerate(HookedTransformer model, CrossLayerTranscoder clt, Tensor tokens,
         IReadOnlyList<CltFeatureIntervention> interventions, int maxNewTokens, CltInterventionOptions? options = null,
         GenerationOptions? generation = null, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks = null)
     {
         options ??= new CltInterventionOptions();
-        if (options.DirectEffects || options.ConstrainedLayers is not null)
-            throw new SaeSharpException("CLT intervention: generation with constrained layers (direct effects) is not supported; use FeatureIntervention for one pass");
         if (maxNewTokens < 1) throw new SaeSharpException($"CLT intervention: max new tokens must be at least 1, got {maxNewTokens}");
         if (generation is { Saes: not null }) throw new SaeSharpException("CLT intervention: generation with SAEs spliced is not supported");
         using var session = new Session(model, clt, tokens, interventions, options, modelHooks);
@@ -321,7 +330,11 @@ public static class CltInterventions
             hooks.AddRange(later.Select(h => (h.Item1, (Func<Tensor, Tensor?>)(t => pass > 0 ? h.Item2(t) : null))));
             hooks.Add((_outputs[^1], _ => { pass++; return null; }));
             using var scope = NewDisposeScope();
-            using var result = Generation.Run(_model, _tokens, maxNewTokens, generation with { Hooks = hooks, ReturnLogits = true, UseKvCache = true });
+            // The prompt's pass replays the clean run's patterns and norm scales when every layer is constrained.
+            using var result = Generation.Run(_model, _tokens, maxNewTokens, generation with
+            {
+                Hooks = hooks, ReturnLogits = true, UseKvCache = true, FreezeFirstStep = freeze && FreezesNorms ? _frozen : null,
+            });
             var stacked = stack(acts.Select(a => cat(a, 0)), 0);
             return new CltInterventionResult(result.Logits![0].clone().MoveToOuterDisposeScope(), stacked.MoveToOuterDisposeScope(),
                 result.Tokens.clone().MoveToOuterDisposeScope());

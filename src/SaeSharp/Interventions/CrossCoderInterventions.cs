@@ -55,40 +55,45 @@ public static class CrossCoderInterventions
     }
 
     /// <summary>
-    /// Latent edits with the error term kept (as the SAE path's clamp and ablation with <c>--error-term</c>): f = encode(x)
-    /// of the clean activations <paramref name="cleanInput"/> [batch, pos, L, d] (every slot, of every model), f' =
-    /// <paramref name="edit"/>(f) [batch·pos, dict_size]; at each hook of <paramref name="slots"/> x_l ← x_l + D_l(f') − D_l(f),
-    /// which is x̂_l(f') + (x_l − x̂_l(f)). For whole-sequence runs of exactly those tokens (not KV-cached generation).
-    /// The edit owns D(f') − D(f) until disposed.
+    /// The crosscoder spliced into a model, with latent edits: f = encode(x) of the clean activations
+    /// <paramref name="cleanInput"/> [batch, pos, L, d] (every slot, of every model), f' = <paramref name="edit"/>(f)
+    /// [batch·pos, dict_size] (null: f' = f). With the error term (default, as the SAE path's clamp and ablation with
+    /// <c>--error-term</c>) each hook of <paramref name="slots"/> becomes x_l + D_l(f') − D_l(f), which is
+    /// x̂_l(f') + (x_l − x̂_l(f)); without it, D_l(f') = x̂_l(f'), the slot's reconstruction (<c>sae model run --sae CC</c>
+    /// without <c>--error-term</c>, and <c>sae eval</c>'s splice). All slots are encoded from the clean run (a crosscoder's
+    /// slots have no causal order), so a slot's hook gets its value whatever the model's earlier slots were given. For
+    /// whole-sequence runs of exactly those tokens (not KV-cached generation). The edit owns its tensor until disposed.
     /// </summary>
     public static CrossCoderEdit EditLatents(CrossCoder cc, Tensor cleanInput, IReadOnlyList<(int Slot, string Hook)> slots,
-        Func<Tensor, Tensor> edit)
+        Func<Tensor, Tensor>? edit, bool useErrorTerm = true)
     {
         ArgumentNullException.ThrowIfNull(cc);
-        cc.CheckReconstructsInput("crosscoder ablation");
-        cc.CheckSharedCodes("crosscoder ablation");
+        cc.CheckReconstructsInput("crosscoder splice");
+        if (edit is not null) cc.CheckSharedCodes("crosscoder ablation");
         ArgumentNullException.ThrowIfNull(cleanInput);
-        ArgumentNullException.ThrowIfNull(edit);
         CheckSlots(cc, slots);
         if (cleanInput.dim() != 4) throw new SaeSharpException($"crosscoder edit: the clean input has shape [{string.Join(", ", cleanInput.shape)}], expected [batch, pos, num_layers, activation_dim]");
         long b = cleanInput.shape[0], s = cleanInput.shape[1];
-        Tensor delta;
+        Tensor write;   // D(f') − D(f) with the error term, else D(f')
         using (no_grad())
         using (var scope = NewDisposeScope())
         {
             var x = cleanInput.reshape(b * s, cleanInput.shape[2], cleanInput.shape[3]).to(ScalarType.Float32, cc.Encoder.Weight.device);
             var f = cc.Encode(x);
-            delta = (cc.Decode(edit(f)) - cc.Decode(f)).view(b, s, cc.Cfg.NumLayers, cc.Cfg.ActivationDim).MoveToOuterDisposeScope();
+            var recon = cc.Decode(edit is null ? f : edit(f));
+            var w = !useErrorTerm ? recon : edit is null ? zeros_like(recon) : recon - cc.Decode(f);
+            write = w.view(b, s, cc.Cfg.NumLayers, cc.Cfg.ActivationDim).MoveToOuterDisposeScope();
         }
-        delta = delta.DetachFromDisposeScope();
+        write = write.DetachFromDisposeScope();
         var hooks = slots.Select(sl => (sl.Hook, (Func<Tensor, Tensor?>)(y =>
         {
             if (y.shape[0] != b || y.shape[1] != s)
                 throw new SaeSharpException($"crosscoder edit at '{sl.Hook}': the run has [{y.shape[0]}, {y.shape[1]}] tokens but the edit was made for [{b}, {s}]");
             using var scope = NewDisposeScope();
-            return y.add(delta.select(2, sl.Slot).to(y.dtype, y.device).view(y.shape), TorchScalars.One).MoveToOuterDisposeScope();
+            var slot = write.select(2, sl.Slot).to(y.dtype, y.device).view(y.shape);
+            return (useErrorTerm ? y.add(slot, TorchScalars.One) : slot.clone()).MoveToOuterDisposeScope();
         }))).ToList();
-        return new CrossCoderEdit(hooks, delta);
+        return new CrossCoderEdit(hooks, write);
     }
 
     /// <summary>An edit for <see cref="EditLatents"/>: latent <paramref name="latent"/> set to <paramref name="value"/> (raw f).</summary>
@@ -184,7 +189,7 @@ public static class CrossCoderInterventions
     }
 }
 
-/// <summary>The hooks of <see cref="CrossCoderInterventions.EditLatents"/> and the change D(f') − D(f) they add, owned until disposed.</summary>
+/// <summary>The hooks of <see cref="CrossCoderInterventions.EditLatents"/> and what they write (D(f') − D(f), or D(f')), owned until disposed.</summary>
 public sealed class CrossCoderEdit : IDisposable
 {
     private readonly Tensor _delta;

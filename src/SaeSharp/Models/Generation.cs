@@ -31,6 +31,10 @@ public sealed record GenerationOptions
     public bool UseKvCache { get; init; } = true;
     /// <summary>Also return the logits from which each new token was chosen.</summary>
     public bool ReturnLogits { get; init; }
+    /// <summary>The first forward step (the prompt's pass) replays these attention patterns and norm scales of a recorded
+    /// frozen run (<see cref="RunOptions.FreezeAttentionAndNorms"/>); later steps run free (circuit-tracer's
+    /// <c>feature_intervention_generate</c> with every layer constrained).</summary>
+    internal FrozenValues? FreezeFirstStep { get; init; }
 }
 
 /// <summary>Why a row of <see cref="HookedTransformer.Generate"/> stopped.</summary>
@@ -92,6 +96,13 @@ internal static class Generation
         if (tokens.dim() != 2) throw new SaeSharpException($"tokens must be [batch, pos], got shape [{string.Join(", ", tokens.shape)}]");
         var saes = model.ResolveSaes(o.Saes);
         var hooks = o.Hooks?.Select(h => (model.ResolveHook(h.Name, saes, null), h.Fn)).ToList();
+        int step = 0;
+        if (o.FreezeFirstStep is { } frozenFirst)
+        {
+            hooks ??= [];
+            hooks.AddRange(model.HookPoints.Names.Where(n => n.EndsWith(".attn.hook_pattern", StringComparison.Ordinal))
+                .Select(n => (n, (Func<Tensor, Tensor?>)(p => step == 0 ? frozenFirst.Take(p.detach(), $"'{n}'") : null))));
+        }
         using var runner = new HookRunner(hooks, null, null, saes);
         var gen = o.Seed is { } seed ? new Generator(seed) : null;
         long b = tokens.shape[0];
@@ -113,10 +124,15 @@ internal static class Generation
         HookRunner.GenerationLength = mask.sum(1).max().item<long>() + maxNewTokens;
         try
         {
-            for (int step = 0; step < maxNewTokens; step++)
+            for (step = 0; step < maxNewTokens; step++)
             {
                 using var stepScope = NewDisposeScope();
-                var logits = model.ForwardCore(input, inputMask, runner, null, kv)!;
+                bool freeze = step == 0 && o.FreezeFirstStep is not null;
+                var (wasFrozen, wasValues) = (NormScales.Frozen, NormScales.Values);
+                if (freeze) (NormScales.Frozen, NormScales.Values) = (true, o.FreezeFirstStep);
+                Tensor logits;
+                try { logits = model.ForwardCore(input, inputMask, runner, null, kv)!; }
+                finally { if (freeze) (NormScales.Frozen, NormScales.Values) = (wasFrozen, wasValues); }
                 var last = logits.select(1, -1);
                 var next = Sample(last, o, gen);
                 if (o.EosTokenId is long eos)

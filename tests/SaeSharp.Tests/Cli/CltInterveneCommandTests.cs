@@ -100,7 +100,41 @@ public class CltInterveneCommandTests : IDisposable
         {
             var (code, _, error) = CliRunner.Run("intervene", "--model", model, "--sae", P("clt"), "--input", P("one.safetensors"), "--set", bad);
             Assert.NotEqual(0, code);
-            Assert.Contains("xM multiplies the clean value at one position", error);
+            Assert.Contains("xM multiplies the clean value at each position", error);
+        }
+    }
+
+    [Fact]
+    public void A_multiplier_over_a_list_of_positions_sets_each_position_to_that_multiple_of_its_own_clean_value()
+    {
+        var (model, tokens) = Setup();
+        using var m = ModelLoader.FromPretrained(model);
+        using var clt = CrossLayerTranscoderLoader.Load(P("clt"));
+        using var clean = CltInterventions.FeatureIntervention(m, clt, tokens, []);
+        // The feature active at most of the positions (nonzero at several of them, so the multiples differ).
+        int[] at = [1, 3, 4, 5];
+        var counts = clean.Activations.index_select(1, tensor(at.Select(p => (long)p).ToArray())).gt(0).sum(1);   // [L, F]
+        int best = (int)counts.flatten().argmax().item<long>(), layer = best / (int)counts.shape[1], f = best % (int)counts.shape[1];
+        var a = at.Select(p => clean.Activations[layer, p, f].to(ScalarType.Float64).item<double>()).ToArray();
+        Assert.True(a.Count(v => v > 0) >= 2, "the feature is active at fewer than two of the positions");
+        var (exit, output, err) = CliRunner.Run("intervene", "--model", model, "--sae", P("clt"), "--input", P("one.safetensors"),
+            "--set", $"{layer}:{f}:x3@1,3-5", "--top", "3");
+        Assert.True(exit == 0, err);
+        var set = Table(output, "layer\tfeature\tposition\ttoken\tclean\tset");
+        Assert.Equal(at.Select(p => p.ToString(CultureInfo.InvariantCulture)), set.Select(r => r[2]));
+        for (int i = 0; i < at.Length; i++)
+        {
+            Assert.Equal(a[i], double.Parse(set[i][4], CultureInfo.InvariantCulture), 4);
+            Assert.Equal(3 * a[i], double.Parse(set[i][5], CultureInfo.InvariantCulture), 4);
+        }
+        using var after = CltInterventions.FeatureIntervention(m, clt, tokens,
+            CltFeatureIntervention.AtPositions(layer, f, at, p => 3 * clean.Activations[layer, p, f].to(ScalarType.Float64).item<double>()));
+        var (pa, ia) = softmax(after.Logits[0, -1].to(ScalarType.Float64), 0).topk(3);
+        var rows = Table(output, "rank\tclean\tp clean\tintervened\tp after");
+        for (int i = 0; i < 3; i++)
+        {
+            Assert.Equal(ia[i].item<long>().ToString(CultureInfo.InvariantCulture), rows[i][3]);
+            Assert.Equal(pa[i].item<double>(), double.Parse(rows[i][4], CultureInfo.InvariantCulture), 4);
         }
     }
 
@@ -114,7 +148,16 @@ public class CltInterveneCommandTests : IDisposable
         Assert.Contains("expected L:F:V", err);
         (exit, _, err) = CliRunner.Run([.. baseArgs, "--set", "0:3:1@x"]);
         Assert.NotEqual(0, exit);
-        Assert.Contains("position must be a non-negative integer", err);
+        Assert.Contains("must be a non-negative integer P, a range A-B or P-", err);
+        (exit, _, err) = CliRunner.Run([.. baseArgs, "--set", "0:3:1@4-2"]);
+        Assert.NotEqual(0, exit);
+        Assert.Contains("the range 4-2 is empty", err);
+        (exit, _, err) = CliRunner.Run([.. baseArgs, "--set", "0:3:1@2,1-3"]);
+        Assert.NotEqual(0, exit);
+        Assert.Contains("position 2 is given twice", err);
+        (exit, _, err) = CliRunner.Run([.. baseArgs, "--set", "0:3:x2@4-9"]);
+        Assert.NotEqual(0, exit);
+        Assert.Contains("the prompt has 6 tokens", err);
         (exit, _, err) = CliRunner.Run([.. baseArgs, "--set", "0:30:1"]);
         Assert.NotEqual(0, exit);
         Assert.Contains("feature 30 is outside 0..11", err);

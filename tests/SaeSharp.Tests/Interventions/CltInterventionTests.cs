@@ -205,6 +205,47 @@ public class CltInterventionTests : CltTestBase
         Assert.True((gen.Activations - whole.Activations).abs().max().item<double>() < 1e-9);
     }
 
+    [Theory]
+    [InlineData(true, null, null)]
+    [InlineData(false, 1, 2)]
+    [InlineData(false, 0, 1)]
+    public void Generation_with_constrained_layers_starts_from_the_constrained_intervention(bool direct, int? start, int? end)
+    {
+        // circuit-tracer's feature_intervention_generate constrains the prompt's pass only: the first new token is sampled from
+        // feature_intervention's last row with the same range, and the prompt's activations are that run's.
+        string dir = ModelDir(seed: 19);
+        using var model = ModelLoader.FromPretrained(dir, ScalarType.Float64);
+        var (clt, _) = MakeClt(seed: 20);
+        using var _c = clt;
+        var options = new CltInterventionOptions { DirectEffects = direct, ConstrainedLayers = start is int s ? (s, end!.Value) : null };
+        CltFeatureIntervention[] set = [new(0, 2, 7, 3.0), new(0, 5, 4, -2.0), new(1, 3, 1, 1.5)];
+        using var run = CltInterventions.FeatureIntervention(model, clt, Prompt, set, options);
+        using var free = CltInterventions.FeatureIntervention(model, clt, Prompt, set);
+        Assert.True((run.Logits[0, -1] - free.Logits[0, -1]).abs().max().item<double>() > 1e-6, "constraining changed nothing");
+        using var gen = CltInterventions.FeatureInterventionGenerate(model, clt, Prompt, set, 3, options);
+        Assert.True((gen.Logits[0] - run.Logits[0, -1]).abs().max().item<double>() < 1e-10);
+        Assert.Equal(run.Logits[0, -1].argmax().item<long>(), gen.Tokens![0, 6].item<long>());
+        Assert.True((gen.Activations.narrow(1, 0, 6) - run.Activations).abs().max().item<double>() < 1e-10);
+        Assert.Equal([3, 50], gen.Logits.shape);
+    }
+
+    [Fact]
+    public void Generation_with_direct_effects_and_no_op_interventions_equals_plain_generation()
+    {
+        // Patterns, norm scales and MLP outputs frozen at the clean run's in the prompt's pass replay exactly what that pass
+        // computes, and later passes run free: the whole continuation is the plain one.
+        string dir = ModelDir(seed: 21);
+        using var model = ModelLoader.FromPretrained(dir, ScalarType.Float64);
+        var (clt, _) = MakeClt(seed: 22);
+        using var _c = clt;
+        var f = CleanFeatures(model, clt, Prompt);
+        var set = Enumerable.Range(0, Features).Select(k => new CltFeatureIntervention(0, 4, k, f[0][4, k].item<double>())).ToList();
+        using var gen = CltInterventions.FeatureInterventionGenerate(model, clt, Prompt, set, 4, new CltInterventionOptions { DirectEffects = true });
+        using var plain = model.Generate(Prompt, 4, new GenerationOptions { ReturnLogits = true });
+        Assert.Equal(plain.Tokens.data<long>().ToArray(), gen.Tokens!.data<long>().ToArray());
+        Assert.True((gen.Logits - plain.Logits![0]).abs().max().item<double>() < 1e-10);
+    }
+
     [Fact]
     public void Interventions_free_every_tensor_they_made()
     {
@@ -218,6 +259,7 @@ public class CltInterventionTests : CltTestBase
             foreach (var o in new[] { new CltInterventionOptions(), new CltInterventionOptions { DirectEffects = true }, new CltInterventionOptions { FreezeAttention = false } })
                 CltInterventions.FeatureIntervention(model, clt, Prompt, set, o).Dispose();
             CltInterventions.FeatureInterventionGenerate(model, clt, Prompt, set, 3).Dispose();
+            CltInterventions.FeatureInterventionGenerate(model, clt, Prompt, set, 3, new CltInterventionOptions { DirectEffects = true }).Dispose();
         });
         Assert.Equal(0, leaked);
     }
@@ -239,6 +281,5 @@ public class CltInterventionTests : CltTestBase
         Fails("position 6 is outside the prompt's 0..5", new(0, 6, 0, 1));
         Fails("not a non-empty range", new(0, 0, 0, 1), new CltInterventionOptions { ConstrainedLayers = (1, 1) });
         Fails("not both", new(0, 0, 0, 1), new CltInterventionOptions { ConstrainedLayers = (0, 1), DirectEffects = true });
-        Assert.Throws<SaeSharpException>(() => CltInterventions.FeatureInterventionGenerate(model, clt, Prompt, [], 2, new CltInterventionOptions { DirectEffects = true }));
     }
 }

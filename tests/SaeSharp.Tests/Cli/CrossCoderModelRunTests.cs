@@ -1,0 +1,153 @@
+using System.Globalization;
+using SaeSharp.Interop;
+using SaeSharp.IO;
+using SaeSharp.Models;
+using SaeSharp.Saes;
+using SaeSharp.Tests.Models;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Tests.Cli;
+
+/// <summary><c>sae model run --sae CROSSCODER</c> against splices written here with plain forward hooks: the error term gives
+/// the clean logits back, without it each hook holds its slot's reconstruction, and latent clamps change each hook by
+/// (v − f)·W_dec[latent, slot].</summary>
+public class CrossCoderModelRunTests : ModelTestBase
+{
+    private const int D = 16;
+    private static readonly string[] Hooks = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"];
+
+    private static CrossCoder RandomCrossCoder()
+    {
+        var cc = new CrossCoder(new CrossCoderConfig { ActivationDim = D, DictSize = 12, NumLayers = 2 });
+        using (var g = new Generator(7)) cc.InitializeWeights(g, null);
+        using (no_grad()) cc.Encoder.Bias.fill_(-0.1);
+        cc.eval();
+        return cc;
+    }
+
+    /// <summary>The activations at <paramref name="hooks"/> of each model's clean run, as crosscoder rows [tokens, L, d].</summary>
+    private static Tensor CleanRows(IReadOnlyList<(HookedTransformer Model, string Hook)> slots, Tensor tokens) =>
+        stack(slots.Select(s =>
+        {
+            var (logits, cache) = s.Model.RunWithCache(tokens, [s.Hook]);
+            logits?.Dispose();
+            using (cache) return cache[s.Hook].reshape(-1, D).clone();
+        }).ToArray(), 1);
+
+    private static Tensor Logits(HookedTransformer m, Tensor tokens, IEnumerable<(string, Func<Tensor, Tensor?>)> hooks) =>
+        m.Run(tokens, new RunOptions { Hooks = hooks.ToList() }).Logits!;
+
+    private static Dictionary<string, Tensor> Run(params string[] args)
+    {
+        var (exit, stdout, err) = CliRunner.Run(args);
+        Assert.True(exit == 0, err + stdout);
+        return SafeTensors.Load(args[Array.IndexOf(args, "--out") + 1]);
+    }
+
+    private static void Close(Tensor expected, Tensor actual, double tol, string what)
+    {
+        Assert.Equal(expected.shape, actual.shape);
+        double diff = (expected.to(ScalarType.Float64) - actual.to(ScalarType.Float64)).abs().max().item<double>();
+        Assert.True(diff < tol, $"{what}: max |diff| {diff}");
+    }
+
+    [Fact]
+    public void A_crosscoder_over_two_hooks_is_spliced_clamped_and_ablated_at_both()
+    {
+        string modelDir = TinyModels.WriteGpt2(Sub("m"), seed: 4, nLayer: 2, nEmbd: D, nHead: 4, vocab: 50);
+        using var cc = RandomCrossCoder();
+        CrossCoderFormat.Save(cc, Sub("cc"), new CrossCoderSources { HookNames = Hooks, ModelNames = ["m"] });
+        using var tokens = tensor(new long[] { 5, 9, 2, 7, 7, 3, 1, 4, 8, 8, 6, 0 }).reshape(2, 6);
+        SafeTensors.Save(Sub("in.safetensors"), new Dictionary<string, Tensor> { ["tokens"] = tokens });
+        using var model = ModelLoader.FromPretrained(modelDir);
+        using var x = CleanRows([(model, Hooks[0]), (model, Hooks[1])], tokens);   // [12, 2, d]
+        using var f = cc.Encode(x);
+        using var xHat = cc.Decode(f);
+        string[] common = ["model", "run", "--model", modelDir, "--input", Sub("in.safetensors"), "--sae", Sub("cc"), "--hooks", Hooks[0]];
+
+        // With the error term and no edit: the clean run.
+        using var clean = model.Forward(tokens);
+        var kept = Run([.. common, "--error-term", "--out", Sub("kept.safetensors")]);
+        Close(clean, kept["logits"], 1e-5, "error term");
+
+        // Without it: each hook replaced by its slot's reconstruction, by hand.
+        using var spliced = Logits(model, tokens, Hooks.Select((h, l) => (h, (Func<Tensor, Tensor?>)(y => xHat.select(1, l).reshape(y.shape).clone()))));
+        var run = Run([.. common, "--out", Sub("spliced.safetensors")]);
+        Close(spliced, run["logits"], 1e-5, "splice");
+        Close(xHat.select(1, 0).reshape(2, 6, D), run[Hooks[0]], 1e-5, "slot 0's hook holds x̂");
+        Assert.True((spliced - clean).abs().max().item<float>() > 1e-3, "the splice changed nothing");
+
+        // Clamping the busiest latent to 0 with the error term: each hook changes by −f·W_dec[latent, slot].
+        int latent = (int)f.gt(0).sum(0).argmax().item<long>();
+        using var fi = f[.., latent].unsqueeze(1);
+        Assert.True(fi.abs().max().item<float>() > 1e-3, "the latent fires");
+        using var zeroed = Logits(model, tokens, Hooks.Select((h, l) => (h, (Func<Tensor, Tensor?>)(y => y - (fi * cc.Decoder.Weight[l, latent]).reshape(y.shape)))));
+        var clamped = Run([.. common, "--error-term", "--clamp", $"{latent}:0", "--out", Sub("clamp0.safetensors")]);
+        Close(zeroed, clamped["logits"], 1e-5, "clamp to 0");
+        using var x0 = x.select(1, 0).reshape(2, 6, D);
+        Close(x0 - (fi * cc.Decoder.Weight[0, latent]).reshape(2, 6, D), clamped[Hooks[0]], 1e-5, "slot 0's hook after the clamp");
+        // --ablate of the same latent is the same edit.
+        var ablated = Run([.. common, "--error-term", "--ablate", $"{latent}", "--out", Sub("ablate.safetensors")]);
+        Close(zeroed, ablated["logits"], 1e-5, "ablate");
+
+        // --steer I:A with the error term adds A·W_dec[l, I] at each slot's hook (positions 1 and 3 only with --positions).
+        using var mask = zeros(1, 6, 1);
+        mask[0, 1, 0] = tensor(1f);
+        mask[0, 3, 0] = tensor(1f);
+        using var steered = Logits(model, tokens, Hooks.Select((h, l) => (h, (Func<Tensor, Tensor?>)(y => y + mask * (cc.Decoder.Weight[l, 4] * 2.5f)))));
+        var steer = Run([.. common, "--error-term", "--steer", "4:2.5", "--positions", "1,3", "--out", Sub("steer.safetensors")]);
+        Close(steered, steer["logits"], 1e-5, "steer");
+
+        // Clamping a latent to its own value (one token, so one value) changes nothing.
+        using var one = tensor(new long[] { 9 }).reshape(1, 1);
+        SafeTensors.Save(Sub("one.safetensors"), new Dictionary<string, Tensor> { ["tokens"] = one });
+        using var x1 = CleanRows([(model, Hooks[0]), (model, Hooks[1])], one);
+        using var f1 = cc.Encode(x1);
+        int own = (int)f1[0].argmax().item<long>();
+        double value = f1[0, own].to(ScalarType.Float64).item<double>();
+        Assert.True(value > 0);
+        using var cleanOne = model.Forward(one);
+        var same = Run("model", "run", "--model", modelDir, "--input", Sub("one.safetensors"), "--sae", Sub("cc"), "--error-term",
+            "--clamp", $"{own}:{value.ToString("R", CultureInfo.InvariantCulture)}", "--out", Sub("own.safetensors"));
+        Close(cleanOne, same["logits"], 1e-5, "clamp to its own value");
+    }
+
+    [Fact]
+    public void A_model_diffing_crosscoder_runs_the_model_of_the_slot_encoded_from_both()
+    {
+        var (b, c, _) = TwoModelsOneTokenizer();
+        string hook = Hooks[1];
+        using (var cc0 = RandomCrossCoder())
+            CrossCoderFormat.Save(cc0, Sub("diff"), new CrossCoderSources { HookNames = [hook, hook], ModelNames = [b, c] });
+        using var cc = CrossCoderFormat.Load(Sub("diff"), out _);
+        using var baseModel = ModelLoader.FromPretrained(b);
+        using var chatModel = ModelLoader.FromPretrained(c);
+        string prompt = "The quick brown fox";
+        string[] common = ["model", "run", "--model", b, "--diff-model", c, "--sae", Sub("diff"), "--prompt", prompt];
+        var chat = Run([.. common, "--out", Sub("chat.safetensors")]);
+        using var tokens = chat["tokens"];
+        using var x = CleanRows([(baseModel, hook), (chatModel, hook)], tokens);
+        using var xHat = cc.Decode(cc.Encode(x));
+        // Default: the last slot's model (chat), its hook replaced by slot 1's x̂ (encoded from both models).
+        using var handChat = Logits(chatModel, tokens, [(hook, y => xHat.select(1, 1).reshape(y.shape).clone())]);
+        Close(handChat, chat["logits"], 1e-5, "chat spliced");
+        var baseRun = Run([.. common, "--slot", "0", "--out", Sub("base.safetensors")]);
+        using var handBase = Logits(baseModel, tokens, [(hook, y => xHat.select(1, 0).reshape(y.shape).clone())]);
+        Close(handBase, baseRun["logits"], 1e-5, "base spliced");
+        var kept = Run([.. common, "--error-term", "--out", Sub("kept.safetensors")]);
+        using var cleanChat = chatModel.Forward(tokens);
+        Close(cleanChat, kept["logits"], 1e-5, "error term");
+
+        // Refusals: no --diff-model for a diffing crosscoder, crosscoder flags without one, a second --sae.
+        var (exit, _, err) = CliRunner.Run("model", "run", "--model", b, "--sae", Sub("diff"), "--prompt", prompt, "--out", Sub("x.safetensors"));
+        Assert.NotEqual(0, exit);
+        Assert.Contains("--diff-model", err);
+        (exit, _, err) = CliRunner.Run("model", "run", "--model", b, "--prompt", prompt, "--slot", "0", "--out", Sub("x.safetensors"));
+        Assert.NotEqual(0, exit);
+        Assert.Contains("for a crosscoder", err);
+        (exit, _, err) = CliRunner.Run([.. common, "--sae", Sub("diff"), "--out", Sub("x.safetensors")]);
+        Assert.NotEqual(0, exit);
+        Assert.Contains("spliced alone", err);
+        Assert.False(File.Exists(Sub("x.safetensors")));
+    }
+}
