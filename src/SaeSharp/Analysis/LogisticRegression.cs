@@ -131,7 +131,7 @@ public sealed class LogisticRegression
         {
             using var s = NewDisposeScope();
             using var bs = b0.ToScalar();
-            var m = kA.add(bs);
+            var m = kA.add(bs, one);
             var logLoss = nn.functional.softplus(m).sub(t.mul(m)).mul(sw).sum().mul(cs);
             return a.dot(kA).mul(TorchScalars.Of(0.5)).add(logLoss, one).item<double>();
         }
@@ -142,7 +142,7 @@ public sealed class LogisticRegression
         {
             using var step = NewDisposeScope();
             using var bs = intercept.ToScalar();
-            var p = ka.add(bs).sigmoid();
+            var p = ka.add(bs, one).sigmoid();
             var r = p.sub(t).mul(sw).mul(cs);   // C·sᵢ(pᵢ − yᵢ)
             var gamma = alpha.add(r, one);      // g_w = Xᵀγ
             var kg = k.mv(gamma);
@@ -319,12 +319,13 @@ public sealed class LogisticRegression
         using var scope = NewDisposeScope();
         long d = x.shape[1], block = ColumnBlock(x);
         var w = tensor(Coef);
-        var score = full(x.shape[0], Intercept, ScalarType.Float64);
+        using var b0 = Intercept.ToScalar();
+        var score = full(x.shape[0], b0, ScalarType.Float64);
         for (long j = 0; j < d; j += block) // float64 column blocks: a wide x is never copied whole
         {
             using var b = NewDisposeScope();
             long len = Math.Min(block, d - j);
-            score.add_(x.narrow(1, j, len).to(ScalarType.Float64).cpu().mv(w.narrow(0, j, len)));
+            score.add_(x.narrow(1, j, len).to(ScalarType.Float64).cpu().mv(w.narrow(0, j, len)), TorchScalars.One);
         }
         return score.data<double>().ToArray();
     }
