@@ -1,4 +1,4 @@
-"""Writes tests/data/hf_models/{deepseek_v3, deepseek_v3-fp8, deepseek_v3-yarn, deepseek_v2, deepseek_v2-group}: two tiny random DeepSeek-V3 models
+"""Writes tests/data/hf_models/{deepseek_v3, deepseek_v3-fp8, deepseek_v3-yarn, deepseek_v2, deepseek_v2-group, deepseek_v2-bias}: two tiny random DeepSeek-V3 models
 (DeepseekV3ForCausalLM), the first also in FP8 as the hub stores DeepSeek-V3 (deepseek_v3-fp8: its linear weights
 float8_e4m3fn bytes with block-wise float32 weight_scale_inv, quantization_config fp8 with 8x8 blocks; the float folder
 holds their dequantisation fp8 · scale, exact in float32, so both folders are one model and share one reference), with
@@ -80,6 +80,12 @@ FAMILIES = {
                               rope_theta=1000.0,
                               rope_scaling={"type": "yarn", "factor": 40.0, "mscale": 0.707, "mscale_all_dim": 0.707,
                                             "beta_fast": 32, "beta_slow": 1, "original_max_position_embeddings": 64}),
+    # The three settings transformers reads differently from DeepSeek's own modeling_deepseek.py: mlp_bias (biases on the
+    # dense MLP and the shared experts, DeepseekV2MLP; none on the routed experts or the router), norm_topk_prob and
+    # moe_layer_freq (kept by DeepseekV2Config, never read by modeling_deepseek_v2.py: no renormalisation, every layer
+    # from first_k_dense_replace on a MoE). Layer 1 routes 3 of 8 experts, so a renormalisation would change the logits.
+    "deepseek_v2-bias": dict(V2_BASE, mlp_bias=True, norm_topk_prob=True, moe_layer_freq=2, num_experts_per_tok=3,
+                             routed_scaling_factor=1.5),
 }
 
 
@@ -104,19 +110,24 @@ def params(c, g):
         for n in ["input_layernorm", "post_attention_layernorm"]:
             p[L + n + ".weight"] = 1 + r(d)
 
-        def mlp(prefix, width):
+        def mlp(prefix, width, bias=False):
             p[prefix + "gate_proj.weight"] = r(width, d)
             p[prefix + "up_proj.weight"] = r(width, d)
             p[prefix + "down_proj.weight"] = r(d, width)
+            if bias:   # DeepseekV2MLP with config.mlp_bias
+                p[prefix + "gate_proj.bias"] = r(width)
+                p[prefix + "up_proj.bias"] = r(width)
+                p[prefix + "down_proj.bias"] = r(d)
+        bias = c.get("mlp_bias", False)
         if i < c["first_k_dense_replace"]:
-            mlp(L + "mlp.", c["intermediate_size"])
+            mlp(L + "mlp.", c["intermediate_size"], bias)
         else:
             p[L + "mlp.gate.weight"] = r(E, d, s=0.5)
             if c["model_type"] == "deepseek_v3":
                 p[L + "mlp.gate.e_score_correction_bias"] = r(E, s=0.1)
             for e in range(E):
                 mlp(L + f"mlp.experts.{e}.", c["moe_intermediate_size"])
-            mlp(L + "mlp.shared_experts.", c["moe_intermediate_size"] * c["n_shared_experts"])
+            mlp(L + "mlp.shared_experts.", c["moe_intermediate_size"] * c["n_shared_experts"], bias)
         if i >= c["num_hidden_layers"]:   # an MTP layer's own weights (DeepSeek-V3's layer 61)
             for n in ["enorm", "hnorm", "shared_head.norm"]:
                 p[L + n + ".weight"] = 1 + r(d)
@@ -219,8 +230,13 @@ def yarn_get_mscale(scale=1, mscale=1):
     return 0.1 * mscale * math.log(scale) + 1.0
 
 
-def mlp(x, p, prefix):   # DeepseekV3MLP
-    return (F.silu(x @ p[prefix + "gate_proj.weight"].T) * (x @ p[prefix + "up_proj.weight"].T)) @ p[prefix + "down_proj.weight"].T
+def linear(x, p, name):   # nn.Linear, with its bias when the checkpoint has one (DeepseekV2MLP with mlp_bias)
+    b = p.get(name + ".bias")
+    return F.linear(x, p[name + ".weight"], b)
+
+
+def mlp(x, p, prefix):   # DeepseekV3MLP / DeepseekV2MLP
+    return linear(F.silu(linear(x, p, prefix + "gate_proj")) * linear(x, p, prefix + "up_proj"), p, prefix + "down_proj")
 
 
 def router(c, p, L, hs, hooks):   # DeepseekV3TopkRouter.forward and get_topk_indices
@@ -288,8 +304,8 @@ def moe(c, p, L, hs, hooks):   # DeepseekV3MoE.forward and .moe (DeepseekV2Moe.f
         b, s = shape[0], shape[1]
         hooks["mlp.hook_expert_weights"] = scores.view(b, s, -1)
         hooks["mlp.hook_expert_indices"] = topk_indices.view(b, s, -1).sort(-1).values   # as a set per token
-        g = residuals @ p[L + "mlp.shared_experts.gate_proj.weight"].T
-        hooks["mlp.shared_expert.hook_post"] = F.silu(g) * (residuals @ p[L + "mlp.shared_experts.up_proj.weight"].T)
+        g = linear(residuals, p, L + "mlp.shared_experts.gate_proj")
+        hooks["mlp.shared_expert.hook_post"] = F.silu(g) * linear(residuals, p, L + "mlp.shared_experts.up_proj")
         e = int(topk_indices.view(-1)[0])   # the expert the first token chose first: its hook_post, zero where not routed
         routed = (topk_indices == e).any(-1).view(b, s, 1).float()
         xe = residuals

@@ -6,8 +6,9 @@ namespace SaeSharp.Analysis;
 /// <summary>
 /// A binary logistic-regression probe fitted as scikit-learn's <c>LogisticRegression(penalty="l2", C=C)</c> (SAEBench's
 /// probe): it minimises ½‖w‖² + C·Σᵢ [log(1 + e^{zᵢ}) − yᵢ·zᵢ] with zᵢ = w·xᵢ + b, the intercept b unpenalised. Solved by
-/// Newton's method in float64 with a backtracking line search (at most <c>maxIter</c> steps; the objective is strictly
-/// convex in w, so the optimum is sklearn's up to its tolerance). Predicts class 1 where w·x + b &gt; 0.
+/// Newton's method in float64 with a backtracking line search, on (w, b) or, when there are more columns than rows, in the
+/// n-dimensional span of the rows (<see cref="LogisticSolver"/>); at most <c>maxIter</c> steps. The objective is strictly
+/// convex in w, so the optimum is sklearn's up to its tolerance. Predicts class 1 where w·x + b &gt; 0.
 /// </summary>
 public sealed class LogisticRegression
 {
@@ -25,9 +26,13 @@ public sealed class LogisticRegression
         Iterations = iterations;
     }
 
-    /// <summary>Fits the probe to rows <paramref name="x"/> [n, d] (any float type) and labels <paramref name="y"/> (true = class 1).
-    /// <paramref name="sampleWeight"/> weighs each row's log-loss (sklearn's <c>sample_weight</c>; see <see cref="BalancedWeights"/>).</summary>
-    public static LogisticRegression Fit(Tensor x, bool[] y, double c = 1.0, int maxIter = 100, double tolerance = 1e-8, double[]? sampleWeight = null)
+    /// <summary>Fits the probe to rows <paramref name="x"/> [n, d] (any float type, any device) and labels <paramref name="y"/>
+    /// (true = class 1). <paramref name="sampleWeight"/> weighs each row's log-loss (sklearn's <c>sample_weight</c>; see
+    /// <see cref="BalancedWeights"/>). <paramref name="solver"/> <see cref="LogisticSolver.Auto"/> takes Newton's method on
+    /// (w, b) when d ≤ n and Newton's method in the n-dimensional representer space when d &gt; n; both stop when the
+    /// objective's gradient falls below <paramref name="tolerance"/> · max(1, C·n) (see <see cref="LogisticSolver"/>).</summary>
+    public static LogisticRegression Fit(Tensor x, bool[] y, double c = 1.0, int maxIter = 100, double tolerance = 1e-8, double[]? sampleWeight = null,
+        LogisticSolver solver = LogisticSolver.Auto)
     {
         if (sampleWeight is not null && (sampleWeight.Length != y.Length || sampleWeight.Any(v => !(v >= 0) || double.IsInfinity(v))))
             throw new SaeSharpException($"logistic regression: {sampleWeight.Length} sample weights for {y.Length} rows, each finite and ≥ 0");
@@ -35,6 +40,13 @@ public sealed class LogisticRegression
         if (x.shape[0] != y.Length) throw new SaeSharpException($"logistic regression: {x.shape[0]} rows but {y.Length} labels");
         if (y.Length == 0 || y.All(v => v) || !y.Any(v => v)) throw new SaeSharpException("logistic regression needs examples of both classes");
         if (!(c > 0)) throw new SaeSharpException($"logistic regression: C must be positive, got {c}");
+        bool representer = solver == LogisticSolver.Representer || (solver == LogisticSolver.Auto && x.shape[1] > x.shape[0]);
+        return representer ? FitRepresenter(x, y, c, maxIter, tolerance, sampleWeight) : FitNewton(x, y, c, maxIter, tolerance, sampleWeight);
+    }
+
+    /// <summary>Newton's method on (w, b) with the (d + 1)² Hessian.</summary>
+    private static LogisticRegression FitNewton(Tensor x, bool[] y, double c, int maxIter, double tolerance, double[]? sampleWeight)
+    {
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         using var cs = c.ToScalar();
@@ -82,6 +94,104 @@ public sealed class LogisticRegression
         }
         var coef = beta.data<double>().ToArray();
         return new LogisticRegression(coef[..^1], coef[^1], it);
+    }
+
+    /// <summary>Columns of <paramref name="x"/> per float64 block: about 8 M values (64 MB) at a time.</summary>
+    private static long ColumnBlock(Tensor x) => Math.Max(1, 8_000_000 / Math.Max(1, x.shape[0]));
+
+    /// <summary>
+    /// Newton's method in the representer space: at the optimum w = −C·Σᵢ sᵢ(pᵢ − yᵢ)·xᵢ lies in the span of the rows, so
+    /// w = Xᵀα and every quantity is a function of the Gram matrix K = X·Xᵀ [n, n] (built once from float64 column blocks
+    /// of X; X is never copied whole and no d×d matrix is formed). The Newton step is the primal one, (w, b) ← (w, b) − H⁻¹g
+    /// with H = [[I + XᵀSX, XᵀS1], [1ᵀSX, 1ᵀS1]], S = C·diag(sᵢ pᵢ(1 − pᵢ)), solved exactly through Woodbury's identity
+    /// (I + XᵀSX)⁻¹Xᵀ = Xᵀ(I − S^½ M⁻¹ S^½ K), M = I + S^½ K S^½ (symmetric positive definite, eigenvalues ≥ 1, so it stays
+    /// well-conditioned on separable data where S → 0), and the intercept by its Schur complement. Each step costs O(n³);
+    /// the gradient's w part is Xᵀγ with ‖Xᵀγ‖² = γᵀKγ. Finally w = Xᵀα, again by column blocks.
+    /// </summary>
+    private static LogisticRegression FitRepresenter(Tensor x, bool[] y, double c, int maxIter, double tolerance, double[]? sampleWeight)
+    {
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        using var cs = c.ToScalar();
+        var one = TorchScalars.One;
+        long n = x.shape[0], d = x.shape[1], block = ColumnBlock(x);
+        var k = zeros(n, n, ScalarType.Float64);
+        for (long j = 0; j < d; j += block)
+        {
+            using var b = NewDisposeScope();
+            var xc = x.narrow(1, j, Math.Min(block, d - j)).to(ScalarType.Float64).cpu();
+            k.addmm_(xc, xc.t());
+        }
+        var t = tensor(y.Select(v => v ? 1.0 : 0.0).ToArray());
+        var sw = sampleWeight is null ? ones(n, ScalarType.Float64) : tensor(sampleWeight);
+        var alpha = zeros(n, ScalarType.Float64);
+        var ka = zeros(n, ScalarType.Float64); // K·α, the margins without the intercept
+        double intercept = 0;
+        double Objective(Tensor a, Tensor kA, double b0)
+        {
+            using var s = NewDisposeScope();
+            using var bs = b0.ToScalar();
+            var m = kA.add(bs, one);
+            var logLoss = nn.functional.softplus(m).sub(t.mul(m)).mul(sw).sum().mul(cs);
+            return a.dot(kA).mul(TorchScalars.Of(0.5)).add(logLoss, one).item<double>();
+        }
+        double f = Objective(alpha, ka, intercept);
+        var eye = torch.eye(n, dtype: ScalarType.Float64);
+        int it = 0;
+        for (; it < maxIter; it++)
+        {
+            using var step = NewDisposeScope();
+            using var bs = intercept.ToScalar();
+            var p = ka.add(bs, one).sigmoid();
+            var r = p.sub(t).mul(sw).mul(cs);   // C·sᵢ(pᵢ − yᵢ)
+            var gamma = alpha.add(r, one);      // g_w = Xᵀγ
+            var kg = k.mv(gamma);
+            double gw = Math.Sqrt(Math.Max(0, gamma.dot(kg).item<double>())), gb = r.sum().item<double>();
+            if (Math.Max(gw, Math.Abs(gb)) < tolerance * Math.Max(1.0, c * n)) break;
+            var s = p.sub(p.mul(p)).mul(sw).mul(cs);  // diagonal of S
+            var sq = s.sqrt();
+            var m = k.mul(sq.unsqueeze(1)).mul(sq.unsqueeze(0)).add(eye, one);
+            var chol = linalg.cholesky(m);
+            // A⁻¹Xᵀv = Xᵀ·Inv(v) with Inv(v) = v − S^½ M⁻¹ S^½ K v, for v = γ and v = s (u = XᵀS1 = Xᵀs) at once.
+            var v2 = stack([gamma, s], 1);                         // [n, 2]
+            var kv2 = stack([kg, k.mv(s)], 1);
+            var inv = v2.sub(cholesky_solve(kv2.mul(sq.unsqueeze(1)), chol).mul(sq.unsqueeze(1)));
+            var kinv = k.mm(inv);                                  // X A⁻¹ Xᵀ v
+            var invG = inv.select(1, 0); var invS = inv.select(1, 1);
+            double sTg = s.dot(kinv.select(1, 0)).item<double>(), sTs = s.dot(kinv.select(1, 1)).item<double>();
+            double schur = s.sum().item<double>() - sTs + 1e-10;
+            double db = (gb - sTg) / schur;
+            using var dbs = db.ToScalar();
+            var da = invG.sub(invS.mul(dbs));                 // δα = Inv(γ − s·δb)
+            var kda = kinv.select(1, 0).sub(kinv.select(1, 1).mul(dbs));
+            double slope = gamma.dot(kda).item<double>() + gb * db;  // g·δ with g_w·δ_w = γᵀKδα
+            double a = 1.0;
+            Tensor nextA = alpha.sub(da), nextKa = ka.sub(kda);
+            double nextB = intercept - db;
+            double fNext = Objective(nextA, nextKa, nextB);
+            while (fNext > f - 1e-4 * a * slope && a > 1e-10)
+            {
+                a *= 0.5;
+                using var sa = a.ToScalar();
+                nextA = alpha.sub(da.mul(sa));
+                nextKa = ka.sub(kda.mul(sa));
+                nextB = intercept - a * db;
+                fNext = Objective(nextA, nextKa, nextB);
+            }
+            if (fNext >= f) break; // no further decrease is representable
+            alpha = nextA.MoveToOuterDisposeScope();
+            ka = nextKa.MoveToOuterDisposeScope();
+            intercept = nextB;
+            f = fNext;
+        }
+        var coef = new double[d];
+        for (long j = 0; j < d; j += block)
+        {
+            using var b = NewDisposeScope();
+            long len = Math.Min(block, d - j);
+            x.narrow(1, j, len).to(ScalarType.Float64).cpu().t().mv(alpha).data<double>().CopyTo(coef.AsSpan((int)j, (int)len));
+        }
+        return new LogisticRegression(coef, intercept, it);
     }
 
     /// <summary>An estimate of the largest eigenvalue of Zᵀ·diag(<paramref name="sw"/>)·Z (30 power iterations from a
@@ -207,7 +317,17 @@ public sealed class LogisticRegression
         if (x.dim() != 2 || x.shape[1] != Coef.Length)
             throw new SaeSharpException($"the probe takes [n, {Coef.Length}] inputs, got [{string.Join(", ", x.shape)}]");
         using var scope = NewDisposeScope();
-        return x.to(ScalarType.Float64).cpu().mv(tensor(Coef)).data<double>().Select(v => v + Intercept).ToArray();
+        long d = x.shape[1], block = ColumnBlock(x);
+        var w = tensor(Coef);
+        using var b0 = Intercept.ToScalar();
+        var score = full(x.shape[0], b0, ScalarType.Float64);
+        for (long j = 0; j < d; j += block) // float64 column blocks: a wide x is never copied whole
+        {
+            using var b = NewDisposeScope();
+            long len = Math.Min(block, d - j);
+            score.add_(x.narrow(1, j, len).to(ScalarType.Float64).cpu().mv(w.narrow(0, j, len)), TorchScalars.One);
+        }
+        return score.data<double>().ToArray();
     }
 
     /// <summary>Share of rows whose prediction (w·x + b &gt; 0) equals the label.</summary>
@@ -217,4 +337,19 @@ public sealed class LogisticRegression
         if (s.Length != y.Length) throw new SaeSharpException($"{s.Length} rows but {y.Length} labels");
         return s.Length == 0 ? 0 : (double)s.Where((v, i) => v > 0 == y[i]).Count() / s.Length;
     }
+}
+
+/// <summary>How <see cref="LogisticRegression.Fit"/> solves the L2 probe. Both are Newton's method with a backtracking
+/// (Armijo) line search from w = 0, b = 0, reach the same optimum, and stop when max(‖g_w‖, |g_b|) of the objective's
+/// gradient falls below tolerance · max(1, C·n) (the primal solver takes the largest |component| of g_w, the representer
+/// one its Euclidean norm, which is never smaller), when a step no longer lowers the objective, or after maxIter steps.</summary>
+public enum LogisticSolver
+{
+    /// <summary><see cref="Newton"/> when d ≤ n, else <see cref="Representer"/>.</summary>
+    Auto,
+    /// <summary>Newton on (w, b): O(n·d²) per step and a (d + 1)² Hessian in memory.</summary>
+    Newton,
+    /// <summary>Newton in the span of the rows (w = Xᵀα): the Gram matrix X·Xᵀ once (O(n²·d)), then O(n³) per step, n²
+    /// doubles in memory whatever d is.</summary>
+    Representer,
 }

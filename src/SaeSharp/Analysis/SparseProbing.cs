@@ -26,10 +26,6 @@ public sealed record SparseProbingOptions
     public double C { get; init; } = 1.0;
     /// <summary>Labels to probe; null: every label with enough positives.</summary>
     public IReadOnlyList<string>? Labels { get; init; }
-    /// <summary><c>sae_test_accuracy</c> (the probe on all SAE features) is fitted on the features that fire in the task's
-    /// training set (the others get weight 0 at the optimum); when more than this many fire it is not computed (null),
-    /// since Newton's method needs their (count + 1)² Hessian.</summary>
-    public int AllFeaturesProbeLimit { get; init; } = 2048;
     /// <summary>Each example has exactly one class (a classification dataset): a task's negatives are drawn evenly from the
     /// other classes, as SAEBench's <c>prepare_probe_data</c> does — ⌈positives / other classes⌉ at random from each, then
     /// as many as the positives at random from those. False: from every example without the label.</summary>
@@ -46,8 +42,8 @@ public sealed record SparseProbingOptions
 /// <param name="LlmTopK">k → probe on the k model dimensions with the largest |difference of class means|.</param>
 /// <param name="SaeTopK">k → probe on the k SAE features with the largest |difference of class means|.</param>
 /// <param name="TopFeatures">SAE features by |difference of class means| on the training split, largest first (max k of them).</param>
-/// <param name="SaeTestAccuracy">SAEBench's <c>sae_test_accuracy</c>: the probe on all SAE features; null when more than
-/// <see cref="SparseProbingOptions.AllFeaturesProbeLimit"/> fire in the training set.</param>
+/// <param name="SaeTestAccuracy">SAEBench's <c>sae_test_accuracy</c>: the probe on all SAE features (at any width:
+/// <see cref="LogisticSolver"/>).</param>
 /// <param name="SaeProbeFeatures">Features that fire in the training set (the columns that probe is fitted on).</param>
 public sealed record SparseProbingTask(string Label, int TrainExamples, int TestExamples, double LlmTestAccuracy,
     IReadOnlyDictionary<int, double> LlmTopK, IReadOnlyDictionary<int, double> SaeTopK, IReadOnlyList<int> TopFeatures,
@@ -168,13 +164,16 @@ public static class SparseProbing
                 saeTop[k] = TopKAccuracy(fTrain, yTrain, fTest, yTest, saeOrder, k, options.C);
             }
             // The probe on all SAE features: a feature that is 0 on every training row gets weight 0 at the optimum (its
-            // gradient is its own penalty term), so fitting on the columns that fire gives the same probe.
+            // gradient is its own penalty term), so fitting on the columns that fire gives the same probe. When more fire
+            // than there are training rows the fit runs in the rows' span (LogisticSolver.Representer), where a column of
+            // zeros adds nothing to X·Xᵀ and gets weight exactly 0: the whole matrix is fitted, without copying the firing
+            // columns out of it.
             var firing = fTrain.ne(TorchScalars.Of(0)).any(0L).nonzero().squeeze(1);
             int nFiring = (int)firing.shape[0];
             double? saeAll = nFiring == 0 ? TestMajority(yTrain, yTest)
-                : nFiring <= options.AllFeaturesProbeLimit
-                    ? LogisticRegression.Fit(fTrain.index_select(1, firing), yTrain, options.C).Accuracy(fTest.index_select(1, firing), yTest)
-                    : null;
+                : nFiring > trainRows.Length
+                    ? LogisticRegression.Fit(fTrain, yTrain, options.C, solver: LogisticSolver.Representer).Accuracy(fTest, yTest)
+                    : LogisticRegression.Fit(fTrain.index_select(1, firing), yTrain, options.C).Accuracy(fTest.index_select(1, firing), yTest);
             tasks.Add(new SparseProbingTask(labelNames[l], trainRows.Length, testRows.Length, llm, llmTop, saeTop,
                 saeOrder.Take(options.KValues.Max()).ToArray(), saeAll, nFiring));
         }

@@ -83,11 +83,14 @@ internal sealed class MoeExpert : nn.Module
 {
     public readonly Linear Gate, Up, Down;
 
-    public MoeExpert(DecoderSettings s, long width, ScalarType dtype) : base("expert")
+    /// <summary>One expert's gate/up/down projections, <paramref name="width"/> wide; biases on them only when
+    /// <paramref name="bias"/> (DeepSeek-V2's shared experts with <c>mlp_bias</c>, a DeepseekV2MLP; routed experts never have
+    /// them). <paramref name="s"/> gives the hidden size and model type, <paramref name="dtype"/> the weights' type.</summary>
+    public MoeExpert(DecoderSettings s, long width, ScalarType dtype, bool bias = false) : base("expert")
     {
-        Gate = new Linear(s.Hidden, width, false, dtype);
-        Up = new Linear(s.Hidden, width, false, dtype);
-        Down = new Linear(width, s.Hidden, false, dtype);
+        Gate = new Linear(s.Hidden, width, bias, dtype);
+        Up = new Linear(s.Hidden, width, bias, dtype);
+        Down = new Linear(width, s.Hidden, bias, dtype);
         bool mixtral = s.ModelType == "mixtral";
         register_module(mixtral ? "w1" : "gate_proj", Gate);
         register_module(mixtral ? "w3" : "up_proj", Up);
@@ -125,7 +128,7 @@ internal sealed class SparseMoeBlock : nn.Module<Tensor, ForwardContext, Tensor>
         experts = new ModuleList<MoeExpert>(Enumerable.Range(0, s.NumExperts).Select(_ => new MoeExpert(s, s.ExpertIntermediate, dtype)).ToArray());
         if (s.SharedExpertIntermediate > 0)
         {
-            if (_groupRouting is not null) shared_experts = new MoeExpert(s, s.SharedExpertIntermediate, dtype);
+            if (_groupRouting is not null) shared_experts = new MoeExpert(s, s.SharedExpertIntermediate, dtype, bias: s.MlpBias);
             else
             {
                 shared_expert = new MoeExpert(s, s.SharedExpertIntermediate, dtype);

@@ -256,4 +256,95 @@ public class LogisticRegressionTests
             if (probe.Coef[j] == 0) Assert.True(Math.Abs(grad[j]) <= 0.01 + 1e-5, $"column {j}: |gradient| {Math.Abs(grad[j])} > λ");
             else Assert.Equal(-0.01 * Math.Sign(probe.Coef[j]), grad[j], 4);
     }
+
+    /// <summary>Rows [n, d] with about <paramref name="density"/> of the entries non-zero (SAE-like: ≥ 0), and labels that
+    /// depend on the first columns plus noise, so the classes overlap.</summary>
+    private static (float[] X, bool[] Y) Sparse(int n, int d, double density, int seed)
+    {
+        var rng = new Random(seed);
+        var x = new float[n * d];
+        var y = new bool[n];
+        for (int i = 0; i < n; i++)
+        {
+            for (int j = 0; j < d; j++)
+                if (rng.NextDouble() < density) x[i * d + j] = (float)(rng.NextDouble() * 2);
+            double s = x[i * d] - x[i * d + 1] + 0.5 * (rng.NextDouble() - 0.5);
+            y[i] = s > 0 || (s == 0 && i % 2 == 0);
+        }
+        return (x, y);
+    }
+
+    /// <summary>∇ of ½‖w‖² + C·Σᵢ sᵢ[log(1 + e^{zᵢ}) − yᵢzᵢ], zᵢ = w·xᵢ + b, in plain doubles: the largest |component| over w and b.</summary>
+    private static double GradientMax(float[] x, bool[] y, int d, double[] w, double b, double c, double[]? sw = null)
+    {
+        int n = y.Length;
+        var g = (double[])w.Clone();
+        double gb = 0;
+        for (int i = 0; i < n; i++)
+        {
+            double z = b;
+            for (int j = 0; j < d; j++) z += w[j] * x[i * d + j];
+            double r = c * (sw?[i] ?? 1) * (1 / (1 + Math.Exp(-z)) - (y[i] ? 1 : 0));
+            gb += r;
+            for (int j = 0; j < d; j++) g[j] += r * x[i * d + j];
+        }
+        return Math.Max(Math.Abs(gb), g.Max(Math.Abs));
+    }
+
+    [Theory]
+    [InlineData(80, 6, 0.7, false)]   // more rows than columns
+    [InlineData(40, 90, 1.0, true)]   // more columns than rows, weighted rows
+    public void The_representer_solver_meets_the_primal_Newton_optimum(int n, int d, double c, bool weighted)
+    {
+        var (x, y) = Sparse(n, d, 0.3, 5);
+        using var t = tensor(x).view(n, d);
+        double[]? sw = weighted ? LogisticRegression.BalancedWeights(y) : null;
+        var newton = LogisticRegression.Fit(t, y, c, sampleWeight: sw, solver: LogisticSolver.Newton);
+        var rep = LogisticRegression.Fit(t, y, c, sampleWeight: sw, solver: LogisticSolver.Representer);
+        for (int j = 0; j < d; j++) Assert.Equal(newton.Coef[j], rep.Coef[j], 1e-6);
+        Assert.Equal(newton.Intercept, rep.Intercept, 1e-6);
+        Assert.True(GradientMax(x, y, d, rep.Coef, rep.Intercept, c, sw) < 1e-6);
+        Assert.True(GradientMax(x, y, d, newton.Coef, newton.Intercept, c, sw) < 1e-6);
+    }
+
+    [Fact]
+    public void Twenty_thousand_features_on_500_rows_fit_to_a_vanishing_gradient_with_dead_columns_at_zero()
+    {
+        const int n = 500, d = 20_000;
+        var (x, y) = Sparse(n, d, 0.02, 8);
+        for (int i = 0; i < n; i++) x[i * d + 7] = 0; // a dead column: its weight is its own gradient, 0 at the optimum
+        using var t = tensor(x).view(n, d);
+        var probe = LogisticRegression.Fit(t, y); // Auto: d > n takes the representer solver
+        Assert.True(probe.Iterations > 0);
+        double g = GradientMax(x, y, d, probe.Coef, probe.Intercept, 1.0);
+        Assert.True(g < 1e-5, $"gradient {g}");
+        Assert.Equal(0.0, probe.Coef[7]);
+        // d ≫ n is separable: the training rows are all classified, and the L2 term bounds w (the objective at the optimum
+        // is at most its value at w = 0, b = 0, n·log 2, so ½‖w‖² ≤ n·log 2).
+        Assert.Equal(1.0, probe.Accuracy(t, y));
+        double norm2 = probe.Coef.Sum(v => v * v);
+        Assert.True(double.IsFinite(probe.Intercept) && norm2 <= 2 * n * Math.Log(2), $"‖w‖² {norm2}");
+    }
+
+    [Fact]
+    public void Separable_wide_data_stays_finite_even_with_a_large_C()
+    {
+        // Two rows per class, 50 columns, each class on its own columns: perfectly separable, so without the L2 term the
+        // log-loss would drive ‖w‖ to infinity.
+        const int n = 4, d = 50;
+        var x = new float[n * d];
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < d; j++)
+                x[i * d + j] = (i < 2) == (j < 25) ? 1f + 0.1f * i : 0f;
+        bool[] y = [true, true, false, false];
+        using var t = tensor(x).view(n, d);
+        const double c = 1e4;
+        var probe = LogisticRegression.Fit(t, y, c, solver: LogisticSolver.Representer);
+        Assert.All(probe.Coef, v => Assert.True(double.IsFinite(v)));
+        double norm2 = probe.Coef.Sum(v => v * v);
+        Assert.True(norm2 <= 2 * c * n * Math.Log(2), $"‖w‖² {norm2}");
+        Assert.True(GradientMax(x, y, d, probe.Coef, probe.Intercept, c) < 1e-8 * c * n * 10);
+        var newton = LogisticRegression.Fit(t, y, c, solver: LogisticSolver.Newton);
+        for (int j = 0; j < d; j++) Assert.Equal(newton.Coef[j], probe.Coef[j], 1e-6);
+    }
 }

@@ -87,10 +87,19 @@ public class SparseProbingTests
         long live = TorchSharp.DisposeScopeManager.Statistics.ThreadTotalLiveCount;
         SparseProbing.Evaluate(features, model, tl, Labels, fit, options with { KValues = [1, 2] });
         Assert.Equal(live, TorchSharp.DisposeScopeManager.Statistics.ThreadTotalLiveCount);
-        // Above the limit of firing features it is not computed, and the mean leaves it out.
-        var r = SparseProbing.Evaluate(features, model, tl, Labels, fit, options with { AllFeaturesProbeLimit = 8 });
-        Assert.Null(Assert.Single(r.Tasks).SaeTestAccuracy);
-        Assert.False(r.Means().ContainsKey("sae_test_accuracy"));
+        // With 6 training examples the (at least 7) firing features outnumber them: the probe is fitted in the examples' span on all 12
+        // columns and predicts as primal Newton's on the firing columns of the same balanced sets.
+        var wide = options with { TrainSetSize = 6, TestSetSize = 40 };
+        var tw = Assert.Single(SparseProbing.Evaluate(features, model, tl, Labels, fit, wide).Tasks);
+        Assert.Equal(6, tw.TrainExamples);
+        Assert.True(tw.SaeProbeFeatures > 6, $"{tw.SaeProbeFeatures} firing");
+        var rng3 = new Random(options.Seed);
+        var (trw, ytw) = SparseProbing.Balanced(tl, 0, fit, true, 6, rng3);
+        var (tew, yew) = SparseProbing.Balanced(tl, 0, fit, false, 40, rng3);
+        var fw = features.index_select(0, tensor(trw));
+        var firing = fw.ne(0).any(0L).nonzero().squeeze(1);
+        var primal = LogisticRegression.Fit(fw.index_select(1, firing), ytw, 1.0, solver: LogisticSolver.Newton);
+        Assert.Equal(primal.Accuracy(features.index_select(0, tensor(tew)).index_select(1, firing), yew), tw.SaeTestAccuracy);
     }
 
     [Fact]

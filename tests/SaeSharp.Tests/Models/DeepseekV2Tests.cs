@@ -20,11 +20,38 @@ public class DeepseekV2Tests
     [Theory]
     [InlineData("deepseek_v2", 13)]         // q_lora_rank null: no hook_q_latent
     [InlineData("deepseek_v2-group", 14)]
+    [InlineData("deepseek_v2-bias", 13)]    // mlp_bias, norm_topk_prob true, moe_layer_freq 2: the shared experts' hook_post with biases
     public void Layer_hooks_match_the_reference_transcription(string family, int hooks)
     {
         var names = DeepseekV3Tests.AssertHooksMatchReference(Folder(family), family);
         Assert.Equal(hooks, names.Count);
         Assert.Contains(names, k => k.Contains(".mlp.experts.", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void Mlp_bias_is_on_the_dense_MLPs_and_shared_experts_and_norm_topk_prob_and_moe_layer_freq_are_not_read()
+    {
+        // transformers' DeepseekV2MLP (dense layers, shared experts) takes bias=config.mlp_bias; DeepseekV2Experts and the
+        // router have none. deepseek_v2-bias: first_k_dense_replace 1, moe_layer_freq 2, norm_topk_prob true.
+        using var model = ModelLoader.FromPretrained(Folder("deepseek_v2-bias"));
+        var names = model.named_parameters().Select(p => p.name).ToHashSet();
+        foreach (var proj in new[] { "gate_proj", "up_proj", "down_proj" })
+        {
+            Assert.Contains(names, n => n.EndsWith($"0.mlp.{proj}.bias", StringComparison.Ordinal));
+            foreach (int layer in new[] { 1, 2 })
+            {
+                Assert.Contains(names, n => n.EndsWith($"{layer}.mlp.shared_experts.{proj}.bias", StringComparison.Ordinal));
+                Assert.DoesNotContain(names, n => n.EndsWith($"{layer}.mlp.experts.0.{proj}.bias", StringComparison.Ordinal));
+            }
+        }
+        Assert.DoesNotContain(names, n => n.Contains("mlp.gate.bias", StringComparison.Ordinal));
+        // moe_layer_freq 2 is not read: layer 2 is a mixture of experts too (DeepseekV2DecoderLayer: layer ≥ first_k_dense_replace).
+        Assert.Contains("blocks.2.mlp.hook_expert_weights", model.HookPoints.Names);
+        // norm_topk_prob is not read: the 3 chosen experts' weights are their softmax scores times routed_scaling_factor 1.5,
+        // not renormalised (the logits parity in HfTransformersParityTests pins the same against the transcription).
+        var settings = DecoderSettings.From(new JsonConfig("config.json", JsonNode.Parse(File.ReadAllText(Path.Combine(Folder("deepseek_v2-bias"), "config.json")))!.AsObject()), "deepseek_v2");
+        Assert.False(settings.NormTopKProb);
+        Assert.True(settings.MlpBias);
     }
 
     [Fact]
@@ -92,10 +119,7 @@ public class DeepseekV2Tests
     [InlineData("deepseek_v2", "topk_method", "\"noaux_tc\"", "topk_method 'noaux_tc' is not supported (deepseek_v2 routes with greedy or group_limited_greedy)")]
     [InlineData("deepseek_v2", "topk_method", "\"gready\"", "topk_method 'gready' is not supported")]
     [InlineData("deepseek_v2", "scoring_func", "\"sigmoid\"", "scoring_func 'sigmoid' is not supported (deepseek_v2 routes with softmax scores)")]
-    [InlineData("deepseek_v2", "norm_topk_prob", "true", "norm_topk_prob=true is not supported on deepseek_v2")]
-    [InlineData("deepseek_v2", "mlp_bias", "true", "mlp_bias=true is not supported on deepseek_v2")]
     [InlineData("deepseek_v2", "num_experts_per_tok", null, "missing key 'num_experts_per_tok'")]
-    [InlineData("deepseek_v2", "moe_layer_freq", "2", "moe_layer_freq=2 is not supported")]
     [InlineData("deepseek_v2", "num_key_value_heads", "2", "num_key_value_heads=2 differs from num_attention_heads=4")]
     [InlineData("deepseek_v2-group", "n_group", "3", "n_routed_experts=8 must split into n_group=3 groups of equal size")]
     [InlineData("deepseek_v2-group", "n_group", null, "missing key 'n_group'")]

@@ -32,7 +32,7 @@ public class HfTransformersParityTests(ITestOutputHelper output)
 
     /// <summary>The folders written by the PyTorch transcriptions bench/reference/olmo_fixture.py and gpt_oss_fixture.py
     /// (see the class summary).</summary>
-    private static readonly string[] OlmoFamilies = ["olmo2", "olmoe", "olmoe-clip", "olmo", "olmo-clip", "olmo3", "gpt_oss", "gpt_oss-mxfp4", "deepseek_v3", "deepseek_v3-fp8", "deepseek_v3-yarn", "deepseek_v2", "deepseek_v2-group"];
+    private static readonly string[] OlmoFamilies = ["olmo2", "olmoe", "olmoe-clip", "olmo", "olmo-clip", "olmo3", "gpt_oss", "gpt_oss-mxfp4", "deepseek_v3", "deepseek_v3-fp8", "deepseek_v3-yarn", "deepseek_v2", "deepseek_v2-group", "deepseek_v2-bias"];
 
     /// <summary>The folders with a config_transformers5.json (all but <see cref="OlmoFamilies"/>).</summary>
     public static TheoryData<string> Transformers5Families => [.. ((IEnumerable<string>)Families).Where(f => !OlmoFamilies.Contains(f))];
@@ -610,6 +610,7 @@ public class HfTransformersParityTests(ITestOutputHelper output)
             "deepseek_v3-yarn" => "deepseek_v3-yarn (deepseek_v3): n_layers=3 d_model=32 n_heads=4 d_head=12 d_mlp=48 d_vocab=128 n_ctx=256 act=silu gated_mlp norm=RMS num_experts=8 experts_per_token=3 shared_expert_d_mlp=32 moe_d_mlp=16 first_k_dense_replace=1 n_group=4 topk_group=2 routed_scaling_factor=2.5 sigmoid_routing mla(q_lora_rank=null kv_lora_rank=12 qk_head_dim=16 qk_rope_head_dim=8 v_head_dim=12) rotary_dim=8 rotary_base=1000 rope_type=yarn(factor=4 original_max_position_embeddings=64 beta_fast=32 beta_slow=1 truncate=true attention_factor=1.02496) dtype=Float32",
             "deepseek_v2" => "deepseek_v2 (deepseek_v2): n_layers=3 d_model=32 n_heads=4 d_head=12 d_mlp=48 d_vocab=128 n_ctx=256 act=silu gated_mlp norm=RMS num_experts=8 experts_per_token=2 shared_expert_d_mlp=32 moe_d_mlp=16 first_k_dense_replace=1 topk_method=greedy routed_scaling_factor=1 softmax_routing mla(q_lora_rank=null kv_lora_rank=12 qk_head_dim=16 qk_rope_head_dim=8 v_head_dim=12 rope_interleave) rotary_dim=8 rotary_base=10000 rope_type=default dtype=Float32",
             "deepseek_v2-group" => "deepseek_v2-group (deepseek_v2): n_layers=3 d_model=32 n_heads=4 d_head=12 d_mlp=48 d_vocab=128 n_ctx=256 act=silu gated_mlp norm=RMS num_experts=8 experts_per_token=3 shared_expert_d_mlp=16 moe_d_mlp=16 first_k_dense_replace=0 topk_method=group_limited_greedy n_group=4 topk_group=2 routed_scaling_factor=2 softmax_routing mla(q_lora_rank=20 kv_lora_rank=12 qk_head_dim=16 qk_rope_head_dim=8 v_head_dim=12 rope_interleave) rotary_dim=8 rotary_base=1000 rope_type=yarn(factor=40 original_max_position_embeddings=64 beta_fast=32 beta_slow=1 truncate=true attention_factor=1) dtype=Float32",
+            "deepseek_v2-bias" => "deepseek_v2-bias (deepseek_v2): n_layers=3 d_model=32 n_heads=4 d_head=12 d_mlp=48 d_vocab=128 n_ctx=256 act=silu gated_mlp norm=RMS num_experts=8 experts_per_token=3 shared_expert_d_mlp=32 moe_d_mlp=16 first_k_dense_replace=1 topk_method=greedy routed_scaling_factor=1.5 softmax_routing mla(q_lora_rank=null kv_lora_rank=12 qk_head_dim=16 qk_rope_head_dim=8 v_head_dim=12 rope_interleave) rotary_dim=8 rotary_base=10000 rope_type=default dtype=Float32",
             _ => throw new ArgumentException(family),
         };
         using var model = ModelLoader.FromPretrained(Folder(family));
