@@ -248,15 +248,23 @@ public class InterventionCommandTests : IDisposable
         Assert.Contains("on its own", err);
     }
 
-    [Fact]
-    public void GraphWritesTheLibrarysPrunedGraphAsViewerJson()
+    /// <summary><see cref="Setup"/>, a random 2-layer CLT of 12 features reading ln2's output at P("clt"), and the
+    /// second token row alone in P("one.safetensors") (a graph is of one prompt).</summary>
+    private (string Model, string Sae, string Input, Tensor Tokens, Tensor Row) GraphSetup()
     {
-        var (model, _, input, tokens) = Setup();
+        var (model, sae, input, tokens) = Setup();
         var r0 = SaeSharp.Tests.Saes.CltReference.Random(2, 12, 16, 5, threshold: true, skip: true);
         r0.ScaleThresholds(0.2);
         r0.WriteCircuitTracerLn2(P("clt"));
-        using var row = tokens.narrow(0, 1, 1).clone();
+        var row = tokens.narrow(0, 1, 1).clone();
         SafeTensors.Save(P("one.safetensors"), new Dictionary<string, Tensor> { ["tokens"] = row });
+        return (model, sae, input, tokens, row);
+    }
+
+    [Fact]
+    public void GraphWritesTheLibrarysPrunedGraphAsViewerJson()
+    {
+        var (model, _, input, _, row) = GraphSetup();
         var (exit, output, err) = CliRunner.Run("graph", "--model", model, "--sae", P("clt"), "--input", P("one.safetensors"), "--out", P("graphs/g.json"),
             "--max-logits", "3", "--logit-prob", "0.99", "--node-threshold", "0.9", "--edge-threshold", "0.95", "--batch-size", "5");
         Assert.True(exit == 0, err);
@@ -297,12 +305,7 @@ public class InterventionCommandTests : IDisposable
     [Fact]
     public void GraphTargetsAreTheLibrarysAttributionTargets()
     {
-        var (model, _, _, tokens) = Setup();
-        var r0 = SaeSharp.Tests.Saes.CltReference.Random(2, 12, 16, 5, threshold: true, skip: true);
-        r0.ScaleThresholds(0.2);
-        r0.WriteCircuitTracerLn2(P("clt"));
-        using var row = tokens.narrow(0, 1, 1).clone();
-        SafeTensors.Save(P("one.safetensors"), new Dictionary<string, Tensor> { ["tokens"] = row });
+        var (model, _, _, _, row) = GraphSetup();
         var (exit, output, err) = CliRunner.Run("graph", "--model", model, "--sae", P("clt"), "--input", P("one.safetensors"), "--out", P("graphs/t.json"),
             "--target", "logit-diff:3,7", "--target", "logit:7");
         Assert.True(exit == 0, err);
@@ -335,12 +338,7 @@ public class InterventionCommandTests : IDisposable
         // vector:PATH holding W_U[3] − W_U[7] is logit(3) − logit(7) read at the final norm: with one target the graph
         // (nodes, links and their weights) is the logit-diff graph's whatever the target's weight, since pruning keeps
         // shares of the influence; only the logit node's label and weight differ.
-        var (model, _, _, tokens) = Setup();
-        var r0 = SaeSharp.Tests.Saes.CltReference.Random(2, 12, 16, 5, threshold: true, skip: true);
-        r0.ScaleThresholds(0.2);
-        r0.WriteCircuitTracerLn2(P("clt"));
-        using var row = tokens.narrow(0, 1, 1).clone();
-        SafeTensors.Save(P("one.safetensors"), new Dictionary<string, Tensor> { ["tokens"] = row });
+        var (model, _, _, _, row) = GraphSetup();
         using (var m = ModelLoader.FromPretrained(model))
         using (var wu = m.UnembedWeight())
         using (var v = wu[3] - wu[7])
@@ -383,12 +381,7 @@ public class InterventionCommandTests : IDisposable
     [Fact]
     public void GraphOfALazyCltEqualsTheEagerOneAndLazyNoLazyAreExclusive()
     {
-        var (model, saeDir, _, tokens) = Setup();
-        var r0 = SaeSharp.Tests.Saes.CltReference.Random(2, 12, 16, 5, threshold: true, skip: true);
-        r0.ScaleThresholds(0.2);
-        r0.WriteCircuitTracerLn2(P("clt"));
-        using var row = tokens.narrow(0, 1, 1).clone();
-        SafeTensors.Save(P("one.safetensors"), new Dictionary<string, Tensor> { ["tokens"] = row });
+        var (model, saeDir, _, _, row) = GraphSetup();
         string Graph(string name, params string[] extra)
         {
             var (exit, _, err) = CliRunner.Run(["graph", "--model", model, "--sae", P("clt"), "--input", P("one.safetensors"), "--out", P($"graphs/{name}.json"),
