@@ -39,8 +39,7 @@ internal static class CltInterveneCommand
         Cli.SetAction(command, parse =>
         {
             string saePath = parse.GetValue(sae)!;
-            if (!CrossLayerTranscoderLoader.IsCrossLayerTranscoder(saePath, null))
-                throw new SaeSharpException($"--sae '{saePath}': sae intervene needs a whole cross-layer transcoder's or a transcoder set's folder (single SAEs: sae model run --clamp, sae steer)");
+            CltLoadingCli.RequireWhole(saePath, "sae intervene needs a whole cross-layer transcoder's or a transcoder set's folder (single SAEs: sae model run --clamp, sae steer)");
             if (parse.GetValue(direct)) Cli.RefuseGiven(parse, "--direct-effects constrains every layer", constrained);
             var (folder, tok, tokens) = InterventionCommands.PromptOrInputTokens(parse, model, prompt, input, noBos);
             using var _t = tokens;

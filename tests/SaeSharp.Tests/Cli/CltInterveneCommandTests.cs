@@ -180,6 +180,9 @@ public class CltInterveneCommandTests : IDisposable
         (exit, _, err) = CliRunner.Run([.. baseArgs, "--set", "0:30:1"]);
         Assert.NotEqual(0, exit);
         Assert.Contains("feature 30 is outside 0..11", err);
+        (exit, _, err) = CliRunner.Run("intervene", "--model", model, "--sae", P("nope"), "--input", P("one.safetensors"), "--set", "0:3:1");
+        Assert.NotEqual(0, exit);
+        Assert.Contains($"--sae '{P("nope")}': no such folder", err);
         // Echoed as written: no @ is every position, not "@0-".
         (exit, _, err) = CliRunner.Run([.. baseArgs, "--set", "5:3:1"]);
         Assert.NotEqual(0, exit);
