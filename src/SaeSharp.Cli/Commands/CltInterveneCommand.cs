@@ -28,7 +28,7 @@ internal static class CltInterveneCommand
         var direct = new Option<bool>("--direct-effects") { Description = "Constrain every layer: patterns, norm scales and MLP outputs frozen, direct effects only" };
         var constrained = new Option<string?>("--constrained-layers") { Description = "A-B: freeze these layers' MLP outputs and write the interventions there only (circuit-tracer constrained_layers)" };
         var noFreeze = new Option<bool>("--no-freeze-attention") { Description = "Let attention patterns change (circuit-tracer freeze_attention=False)" };
-        var generate = new Option<int>("--generate") { Description = "Also continue the prompt greedily this many tokens, without and with the interventions" }.NonNegative();
+        var generate = new Option<int>("--generate") { Description = "Also continue the prompt greedily up to this many tokens (stopping at EOS), without and with the interventions" }.NonNegative();
         var top = new Option<int>("--top") { Description = "Next-token predictions shown", DefaultValueFactory = _ => 10 }.Positive();
         var noBos = InterventionCommands.NoBosOption();
         var dtype = ModelSource.SaeOrCltDtypeOption();
@@ -39,8 +39,7 @@ internal static class CltInterveneCommand
         Cli.SetAction(command, parse =>
         {
             string saePath = parse.GetValue(sae)!;
-            if (!CrossLayerTranscoderLoader.IsCrossLayerTranscoder(saePath, null))
-                throw new SaeSharpException($"--sae '{saePath}': sae intervene needs a whole cross-layer transcoder's or a transcoder set's folder (single SAEs: sae model run --clamp, sae steer)");
+            CltLoadingCli.RequireWhole(saePath, "sae intervene needs a whole cross-layer transcoder's or a transcoder set's folder (single SAEs: sae model run --clamp, sae steer)");
             if (parse.GetValue(direct)) Cli.RefuseGiven(parse, "--direct-effects constrains every layer", constrained);
             var (folder, tok, tokens) = InterventionCommands.PromptOrInputTokens(parse, model, prompt, input, noBos);
             using var _t = tokens;
@@ -91,8 +90,10 @@ internal static class CltInterveneCommand
             if (parse.GetValue(generate) is int g and > 0)
             {
                 if (tok is null) throw new SaeSharpException("--generate needs the model's tokenizer to show the continuations");
-                using var plain = cm.Model.Generate(tokens, g, new GenerationOptions { Hooks = cm.Hooks });
-                using var gen = CltInterventions.FeatureInterventionGenerate(cm.Model, clt, tokens, interventions, g, options with { ZeroBos = bos }, null, cm.Hooks);
+                // Both stop at EOS, as sae steer and circuit-tracer's generate (TransformerLens's stop_at_eos) do.
+                using var plain = cm.Model.Generate(tokens, g, new GenerationOptions { Hooks = cm.Hooks, EosTokenId = tok.EosTokenId });
+                using var gen = CltInterventions.FeatureInterventionGenerate(cm.Model, clt, tokens, interventions, g, options with { ZeroBos = bos },
+                    new GenerationOptions { EosTokenId = tok.EosTokenId }, cm.Hooks);
                 string Continuation(Tensor t) => ModelCommands.DecodeShowingUnknownIds(tok, t[0].narrow(0, n, t.shape[1] - n).data<long>().Select(v => (int)v).ToList());
                 Cli.WriteColumns($"greedy continuation ({g} tokens{(options.DirectEffects || options.ConstrainedLayers is not null ? $"; {how} in the prompt's pass only" : "")})", ["run", "continuation"],
                     [["clean", Continuation(plain.Tokens)], ["intervened", Continuation(gen.Tokens!)]]);

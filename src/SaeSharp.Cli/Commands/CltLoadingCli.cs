@@ -1,4 +1,5 @@
 using System.CommandLine;
+using SaeSharp.Hub;
 using SaeSharp.Interop;
 using static TorchSharp.torch;
 
@@ -19,6 +20,15 @@ internal sealed class CltLoadingCli
     {
         Description = "A whole CLT or transcoder set: load every weight into memory (circuit-tracer's lazy_decoder=False; default: decoders stay in the files)",
     };
+
+    /// <summary>Refuses <paramref name="saePath"/> unless it is a whole CLT or transcoder set: a path that does not exist
+    /// is named as such, anything else gets <paramref name="why"/> (what the command needs, and where single SAEs go).</summary>
+    public static void RequireWhole(string saePath, string why)
+    {
+        if (!saePath.StartsWith(SaeSource.HubPrefix, StringComparison.Ordinal) && !Directory.Exists(saePath) && !File.Exists(saePath))
+            throw new SaeSharpException($"--sae '{saePath}': no such folder");
+        if (!CrossLayerTranscoderLoader.IsCrossLayerTranscoder(saePath, null)) throw new SaeSharpException($"--sae '{saePath}': {why}");
+    }
 
     public void AddTo(Command command)
     {

@@ -669,6 +669,7 @@ internal static class CrossCoderCli
         using var cc = CrossCoderFormat.Load(ccPath, out var sources);
         cc.eval();
         var paths = new List<string> { modelPath };
+        ModelPipeline.CrossCoderHooks(cc, sources, ccPath, diffModel is null ? 1 : 2, null);   // the slots fit the models, before loading any
         if (diffModel is not null)
         {
             paths.Add(diffModel);

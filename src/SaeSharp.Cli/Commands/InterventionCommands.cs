@@ -561,8 +561,7 @@ internal static class InterventionCommands
         Cli.SetAction(command, parse =>
         {
             string saePath = parse.GetValue(sae)!;
-            if (!CrossLayerTranscoderLoader.IsCrossLayerTranscoder(saePath, null))
-                throw new SaeSharpException($"--sae '{saePath}': sae graph needs a whole cross-layer transcoder's or a transcoder set's folder (see sae attribute for single SAEs)");
+            CltLoadingCli.RequireWhole(saePath, "sae graph needs a whole cross-layer transcoder's or a transcoder set's folder (see sae attribute for single SAEs)");
             string outPath = parse.GetValue(output)!;
             var (folder, tok, tokens) = PromptOrInputTokens(parse, model, prompt, input, noBos);
             using var _t = tokens;

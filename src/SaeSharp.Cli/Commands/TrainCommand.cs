@@ -1,6 +1,7 @@
 using System.CommandLine;
 using SaeSharp.Kernels;
 using SaeSharp.Pipelines;
+using SaeSharp.Saes;
 using SaeSharp.Training;
 using Spectre.Console;
 
@@ -12,7 +13,7 @@ internal static class TrainCommand
     public static Command Create()
     {
         var activations = new Option<string?>("--activations") { Description = ".safetensors/.npy file or folder of shards, [N, d_in] (tensor 'activations' or the only tensor)" };
-        var arch = new Option<string?>("--arch") { Description = $"Architecture(s), comma-separated: {string.Join("|", SaeRecipes.AcceptedNames)}" };
+        var arch = new Option<string?>("--arch") { Description = $"Architecture(s), comma-separated: {string.Join("|", SaeRecipes.AcceptedNames)}; or one crosscoder: {CrossCoder.ArchitectureName}|{CrossCoder.BatchTopKArchitectureName}" };
         var k = new Option<int?>("--k") { Description = "Active latents per row (topk, batchtopk, matryoshka)" }.Positive();
         var l1 = new Option<double?>("--l1", "--l1-coefficient") { Description = "Sparsity coefficient (L1, or L0 for jumprelu; SAELens l1_coefficient); default: the recipe's (docs/recipes.md)" };
         var lpNorm = new Option<double?>("--lp-norm") { Description = "relu, relu-april, skip_transcoder: the p of the sparsity term λ·mean ‖f ⊙ ‖W_dec rows‖‖_p (SAELens lp_norm; default 1, L1)" };

@@ -212,7 +212,7 @@ public static class SparseProbing
         foreach (var name in asked)
         {
             int l = labelNames.ToList().IndexOf(name);
-            if (l < 0) throw new SaeSharpException($"label '{name}' is on no {(examples == "tokens" ? "token" : "text")} read; labels seen: {string.Join(", ", labelNames.Order(StringComparer.Ordinal))}");
+            if (l < 0) throw new SaeSharpException($"label '{name}' is on no {(examples == "tokens" ? "token" : "text")} read{NameSuggestion.For(name, labelNames)}; labels seen: {string.Join(", ", labelNames.Order(StringComparer.Ordinal))}");
             if (!Enough(l))
                 throw new SaeSharpException($"label '{name}' has {pf[l]} {examples} in the training half and {pe[l]} in the test half (and {fitN - pf[l]} / {evalN - pe[l]} without it); " +
                                             $"each of the four must be at least {minPositives}: read more {examples}");

@@ -185,6 +185,9 @@ public static class SpuriousCorrelationRemoval
         foreach (var (vals, what) in new[] { (scr.Column1Vals, "attribute 1"), (scr.Column2Vals, "attribute 2") })
             if (vals.Count != 2 || vals[0] == vals[1])
                 throw new SaeSharpException($"SCR: {what} needs two different values (positive, negative), got [{string.Join(", ", vals)}]");
+        if (scr.Column1Name == scr.Column2Name && scr.Column1Vals.ToHashSet(StringComparer.Ordinal).SetEquals(scr.Column2Vals))
+            throw new SaeSharpException($"SCR: the spurious attribute ({scr.Column2Name}: {string.Join(",", scr.Column2Vals)}) is attribute 1 itself: " +
+                                        "give another column (--spurious-field) or other values (--spurious-classes)");
         var a = TextDataset.ReadClassified(path, textField, scr.Column1Name, "--label-field").ToList();
         var b = TextDataset.ReadClassified(path, textField, scr.Column2Name, "--spurious-field").Select(r => r.Label).ToList();
         if (a.Count != b.Count) throw new SaeSharpException($"{path}: '{scr.Column1Name}' has {a.Count} rows but '{scr.Column2Name}' {b.Count}");
@@ -194,7 +197,7 @@ public static class SpuriousCorrelationRemoval
                 if (!values.Contains(v))
                 {
                     var seen = values.Distinct().ToList();
-                    throw new SaeSharpException($"{path}: no text has '{v}' in '{column}' ({option}); values: " +
+                    throw new SaeSharpException($"{path}: no text has '{v}' in '{column}' ({option}){NameSuggestion.For(v, seen)}; values: " +
                                                 string.Join(", ", seen.Take(30)) + (seen.Count > 30 ? $", … ({seen.Count})" : ""));
                 }
             return [.. values.Select(v => v == vals[0] ? true : v == vals[1] ? (bool?)false : null)];
@@ -208,13 +211,16 @@ public static class SpuriousCorrelationRemoval
     /// false with M and not L, null otherwise. A label no document has is an error.</summary>
     internal static (List<string> Texts, bool?[] Column1, bool?[] Column2) FromCorpus(string path, int maxTexts, ScrOptions scr)
     {
+        if (scr.Column1Vals.ToHashSet(StringComparer.Ordinal).SetEquals(scr.Column2Vals))
+            throw new SaeSharpException($"SCR: the spurious attribute (--spurious-classes {string.Join(",", scr.Column2Vals)}) is attribute 1 itself " +
+                                        $"(--classes {string.Join(",", scr.Column1Vals)}): give a different label");
         var data = TextProbing.FromCorpus(path, maxTexts, scr.TrainSetSize, scr.TestSetSize);
         bool?[] Attribute(IReadOnlyList<string> vals, string what, string option)
         {
             if (vals.Count is < 1 or > 2 || vals.Distinct().Count() != vals.Count)
                 throw new SaeSharpException($"SCR on a labelled corpus: {what} ({option}) is one label or two different ones, got [{string.Join(", ", vals)}]");
             var ids = vals.Select(v => data.Names.IndexOf(v) is >= 0 and var i ? i
-                : throw new SaeSharpException($"{path}: no document of the first {data.Texts.Count} has label '{v}' ({option}); labels: " +
+                : throw new SaeSharpException($"{path}: no document of the first {data.Texts.Count} has label '{v}' ({option}){NameSuggestion.For(v, data.Names)}; labels: " +
                                               string.Join(", ", data.Names.Take(30)) + (data.Names.Count > 30 ? $", … ({data.Names.Count})" : ""))).ToArray();
             return [.. data.Labels.Select(ls =>
             {

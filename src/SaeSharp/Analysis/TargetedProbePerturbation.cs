@@ -114,9 +114,7 @@ public static class TargetedProbePerturbation
         ITextTokenizer tokenizer, string datasetPath, TextProbingOptions text, SparseProbingOptions options, TppOptions tpp)
     {
         CheckAblatable(sae, "TPP");
-        var data = TextProbing.IsLabelledCorpus(datasetPath)
-            ? TextProbing.FromCorpus(datasetPath, text.MaxTexts, options.TrainSetSize, options.TestSetSize)
-            : TextProbing.FromClasses(datasetPath, text, options.TrainSetSize, options.TestSetSize, options.Seed);
+        var data = TextProbing.Read(datasetPath, text, options.TrainSetSize, options.TestSetSize, options.Seed);
         using var pooled = TextProbing.Pool(sae, model, modelHooks, tokenizer, data.Texts, text);
         using var scope = NewDisposeScope();
         using var _ = no_grad();

@@ -66,9 +66,7 @@ public static class TextProbing
     public static SparseProbingReport Run(Sae sae, HookedTransformer model, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks,
         ITextTokenizer tokenizer, string datasetPath, TextProbingOptions text, SparseProbingOptions options)
     {
-        var data = IsLabelledCorpus(datasetPath)
-            ? FromCorpus(datasetPath, text.MaxTexts, options.TrainSetSize, options.TestSetSize)
-            : FromClasses(datasetPath, text, options.TrainSetSize, options.TestSetSize, options.Seed);
+        var data = Read(datasetPath, text, options.TrainSetSize, options.TestSetSize, options.Seed);
         using var pooled = Pool(sae, model, modelHooks, tokenizer, data.Texts, text);
         var labels = options.Labels ?? (data.OneClassEach ? data.Names : null);
         return SparseProbing.Evaluate(pooled.Features, pooled.Acts, data.Labels, data.Names, data.Fit,
@@ -157,6 +155,18 @@ public static class TextProbing
 
     /// <summary>Is <paramref name="path"/> a labelled corpus (a .jsonl whose first row has an array field <c>labels</c>, as
     /// <c>sae corpus</c> writes)? Otherwise it is read as a classification dataset.</summary>
+    /// <summary>The texts of a labelled corpus (<see cref="FromCorpus"/>) or a classification dataset
+    /// (<see cref="FromClasses"/>), as <see cref="Run"/> and TPP read them. <see cref="TextProbingOptions.Classes"/> on a
+    /// labelled corpus is an error: its documents have labels, chosen by <see cref="SparseProbingOptions.Labels"/>.</summary>
+    internal static ProbeTexts Read(string path, TextProbingOptions text, int trainSize, int testSize, int seed)
+    {
+        if (!IsLabelledCorpus(path)) return FromClasses(path, text, trainSize, testSize, seed);
+        if (text.Classes is { } classes)
+            throw new SaeSharpException($"{path} is a labelled corpus: its documents have labels, not classes; choose them with --labels " +
+                                        $"{string.Join(",", classes)} (--classes names the classes of a classification dataset's --label-field)");
+        return FromCorpus(path, text.MaxTexts, trainSize, testSize);
+    }
+
     internal static bool IsLabelledCorpus(string path) =>
         File.Exists(path) && path.EndsWith(".jsonl", StringComparison.OrdinalIgnoreCase)
         && TextDataset.JsonLines(path).Select(r => r.Element.TryGetProperty("labels", out var l) && l.ValueKind == System.Text.Json.JsonValueKind.Array)
@@ -180,7 +190,7 @@ public static class TextProbing
         var chosen = options.Classes ?? seen;
         foreach (var c in chosen)
             if (!byClass.ContainsKey(c))
-                throw new SaeSharpException($"{path}: no text has class '{c}' in '{options.LabelField}'; classes: " +
+                throw new SaeSharpException($"{path}: no text has class '{c}' in '{options.LabelField}'{NameSuggestion.For(c, seen)}; classes: " +
                                             string.Join(", ", seen.Take(30)) + (seen.Count > 30 ? $", … ({seen.Count})" : ""));
         if (chosen.Distinct().Count() < 2)
             throw new SaeSharpException($"{path}: probing needs at least two classes in '{options.LabelField}' (each is probed against the others), got {string.Join(", ", chosen.Distinct())}");

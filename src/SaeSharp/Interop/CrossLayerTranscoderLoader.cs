@@ -374,7 +374,8 @@ public static class CrossLayerTranscoderLoader
             {
                 string file = layers[i];
                 if (!File.Exists(file) && !Directory.Exists(file)) throw new SaeSharpException($"{file}: file not found (transcoder set layer {i}, {configPath})");
-                var (w, wDec, be, bd, th, sk, encKey, decKey) = ReadLayerTranscoder(file, dtype, state, lazyEncoder, lazyDecoder);
+                var (w, wDec, be, bd, th, sk, encKey, decKey) = ReadLayerTranscoder(file, dtype, state, lazyEncoder, lazyDecoder,
+                    ($"blocks.{i}.{input}", $"blocks.{i}.{output}", configPath));
                 if (i == 0) (dSae, dModel) = ((int)be.shape[0], (int)bd.shape[0]);
                 if (w is null) encoders.Add(new(file, encKey!, Transposed: encKey == "w_enc"));
                 else wEnc.Add(Shaped(w, "W_enc", file, dSae, dModel));
@@ -468,11 +469,11 @@ public static class CrossLayerTranscoderLoader
     /// <paramref name="lazyEncoder"/> / <paramref name="lazyDecoder"/> (a .safetensors file) W_enc / W_dec are null, left in
     /// the file, and EncKey / DecKey name them there.</summary>
     private static (Tensor? WEnc, Tensor? WDec, Tensor BEnc, Tensor BDec, Tensor? Threshold, Tensor? Skip, string? EncKey, string? DecKey) ReadLayerTranscoder(
-        string file, ScalarType dtype, Dictionary<string, Tensor> owned, bool lazyEncoder, bool lazyDecoder)
+        string file, ScalarType dtype, Dictionary<string, Tensor> owned, bool lazyEncoder, bool lazyDecoder, (string In, string Out, string Config) hooks)
     {
         if (Directory.Exists(file))
         {
-            var (we, wd, be, bd, th, sk) = ReadSaeTranscoder(file, dtype, owned);
+            var (we, wd, be, bd, th, sk) = ReadSaeTranscoder(file, dtype, owned, hooks);
             return (we, wd, be, bd, th, sk, null, null);
         }
         if (file.EndsWith(".npz", StringComparison.OrdinalIgnoreCase))
@@ -504,11 +505,16 @@ public static class CrossLayerTranscoderLoader
 
     /// <summary>A transcoder set's layer given as a single SAE's folder (SAELens's cfg.json + sae_weights.safetensors, or any
     /// folder <see cref="SaeLoader"/> reads): a <c>standard</c> or <c>jumprelu</c> transcoder (or its skip variant) with
-    /// apply_b_dec_to_input false and no activation normalisation, d_in = d_out; its weights in circuit-tracer's orientation.</summary>
-    private static (Tensor WEnc, Tensor WDec, Tensor BEnc, Tensor BDec, Tensor? Threshold, Tensor? Skip) ReadSaeTranscoder(string folder, ScalarType dtype, Dictionary<string, Tensor> owned)
+    /// apply_b_dec_to_input false and no activation normalisation, d_in = d_out; its weights in circuit-tracer's orientation.
+    /// The hooks its cfg.json records (hook_name, hook_name_out) must be the set's for its layer (<paramref name="hooks"/>).</summary>
+    private static (Tensor WEnc, Tensor WDec, Tensor BEnc, Tensor BDec, Tensor? Threshold, Tensor? Skip) ReadSaeTranscoder(string folder, ScalarType dtype,
+        Dictionary<string, Tensor> owned, (string In, string Out, string Config) hooks)
     {
         using var sae = SaeLoader.Load(folder);
         var c = sae.Cfg;
+        foreach (var (recorded, expected, field, key) in new[] { (c.Metadata.HookName, hooks.In, "hook_name", "feature_input_hook"), (c.Metadata.HookNameOut, hooks.Out, "hook_name_out", "feature_output_hook") })
+            if (recorded is not null && recorded != expected)
+                throw new SaeSharpException($"{folder}: the transcoder was trained at {field} {recorded}, but {hooks.Config}'s {key} puts it at {expected}");
         if (sae is not (StandardSae or JumpReluSae) || c.ApplyBDecToInput || c.NormalizeActivations != "none" || c.DOut != c.DIn)
             throw new SaeSharpException($"{folder}: a transcoder set's layer must be a standard or jumprelu transcoder reading and writing d_model " +
                 $"with apply_b_dec_to_input false and normalize_activations none (got {c.Architecture}, apply_b_dec_to_input {c.ApplyBDecToInput.ToString().ToLowerInvariant()}, " +

@@ -129,6 +129,8 @@ public sealed class AttributionGraph : IDisposable
         if (options.Targets is { } targets)
         {
             if (targets.Count == 0) throw new SaeSharpException("attribution graph: the target list is empty (leave it null for the most probable tokens)");
+            if (targets.All(t => t.Kind == AttributionTargetKind.Custom && t.Probability == 0))
+                throw new SaeSharpException("attribution graph: every target has weight 0, so pruning has nothing to weigh: give one a positive weight (vector:PATH@WEIGHT)");
             foreach (var t in targets)
                 if (t.Kind == AttributionTargetKind.Custom && t.Vector!.Count != model.Config.DModel)
                     throw new SaeSharpException($"attribution target '{t.Label}': its vector has {t.Vector.Count} values but d_model is {model.Config.DModel}");

@@ -45,11 +45,16 @@ public sealed record AttributionTarget
 
     /// <summary>logit(<paramref name="a"/>) − logit(<paramref name="b"/>); <paramref name="label"/> defaults to
     /// <c>logit(a)-logit(b)</c> with the ids (the CLI writes the token strings, as circuit-tracer's tests do).</summary>
-    public static AttributionTarget LogitDifference(long a, long b, string? label = null) =>
-        new(AttributionTargetKind.LogitDifference) { TokenId = a, OtherTokenId = b, Label = label ?? FormattableString.Invariant($"logit({a})-logit({b})") };
+    public static AttributionTarget LogitDifference(long a, long b, string? label = null)
+    {
+        label ??= FormattableString.Invariant($"logit({a})-logit({b})");
+        if (a == b) throw new SaeSharpException($"attribution target '{label}': A and B are the same token ({a}), so the difference is 0 everywhere");
+        return new(AttributionTargetKind.LogitDifference) { TokenId = a, OtherTokenId = b, Label = label };
+    }
 
     /// <summary>circuit-tracer's <c>CustomTarget(token_str, prob, vec)</c>: <paramref name="vector"/> [d_model] read at
-    /// the final norm's output at the last position, weighted by <paramref name="probability"/> (≥ 0) in pruning.</summary>
+    /// the final norm's output at the last position, weighted by <paramref name="probability"/> (≥ 0) in pruning; a zero
+    /// vector is an error.</summary>
     public static AttributionTarget Custom(string label, double probability, IReadOnlyList<double> vector)
     {
         ArgumentNullException.ThrowIfNull(label);
@@ -58,6 +63,8 @@ public sealed record AttributionTarget
             throw new SaeSharpException($"attribution target '{label}': the probability (weight) must be a finite number ≥ 0, got {probability}");
         if (vector.Count == 0 || vector.Any(v => !double.IsFinite(v)))
             throw new SaeSharpException($"attribution target '{label}': the vector must be non-empty and finite");
+        if (vector.All(v => v == 0))
+            throw new SaeSharpException($"attribution target '{label}': the vector is zero, so nothing can be attributed to it");
         return new(AttributionTargetKind.Custom) { Label = label, Probability = probability, Vector = vector.ToArray() };
     }
 

@@ -173,8 +173,9 @@ public static class CltInterventions
             _interventions = interventions;
         }
 
+        /// <summary>L:F:V as <c>sae intervene --set</c> writes it: no @ for every position (onward from 0).</summary>
         private static string Describe(CltFeatureIntervention i) => FormattableString.Invariant(
-            $"{i.Layer}:{i.Feature}:{i.Value}@{i.Position}{(i.Onward ? "-" : "")}");
+            $"{i.Layer}:{i.Feature}:{i.Value}{(i.Onward && i.Position == 0 ? "" : $"@{i.Position}{(i.Onward ? "-" : "")}")}");
 
         private bool Freezing => (_o.FreezeAttention || _constrained is not null) && _interventions.Count > 0;
         private bool FreezesNorms => _constrained is { Start: 0 } c && c.End == _l;

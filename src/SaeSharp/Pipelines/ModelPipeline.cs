@@ -389,7 +389,8 @@ public static class ModelPipeline
     /// The hooks each of <paramref name="modelCount"/> models gives a crosscoder's slots (model-major, as
     /// <see cref="HarvestSpec.ForCrossCoder"/> harvests them): <paramref name="hooks"/> when given, else the first
     /// L / <paramref name="modelCount"/> of the hooks it recorded (<see cref="CrossCoderSources.HookNames"/>). A crosscoder
-    /// recorded as reading two models (its hooks repeated) run with one model is an error asking for <c>--diff-model</c>.
+    /// recorded as reading two models (its hooks repeated) run with one model is an error asking for <c>--diff-model</c>, and
+    /// one recorded as reading one model at several hooks run with two is an error.
     /// </summary>
     public static IReadOnlyList<string> CrossCoderHooks(CrossCoder cc, CrossCoderSources sources, string ccPath, int modelCount, IReadOnlyList<string>? hooks)
     {
@@ -405,6 +406,12 @@ public static class ModelPipeline
         }
         if (L % modelCount != 0)
             throw new SaeSharpException($"{ccPath} has {L} layer slots, which {modelCount} models cannot share");
+        // Several models read the same hooks in turn: recorded hooks that differ between the models' slots mean the
+        // crosscoder read one model at several hooks, and a second model would get the first model's hooks for them.
+        if (hooks is null && modelCount > 1 && sources.HookNames is { } recorded && recorded.Count == L
+            && Enumerable.Range(0, L).Any(j => recorded[j] != recorded[j % (L / modelCount)]))
+            throw new SaeSharpException($"{ccPath} reads one model at {L} hooks ({string.Join(", ", recorded)}), not {modelCount} models at the same hooks: " +
+                                        "--diff-model does not apply to it");
         return hooks ?? (sources.HookNames is { } h && h.Count == L ? h.Take(L / modelCount).ToList()
             : throw new SaeSharpException($"{ccPath} does not record the hooks of its layer slots: give them (--hook)"));
     }

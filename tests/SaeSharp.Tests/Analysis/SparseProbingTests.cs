@@ -138,5 +138,7 @@ public class SparseProbingTests
         Assert.Contains("cat:rare", e.Message);
         e = Assert.Throws<SaeSharpException>(() => SparseProbing.Evaluate(features, model, tl, Labels, fit, new SparseProbingOptions { Labels = ["cat:nothing"] }));
         Assert.Contains("cat:nothing", e.Message);
+        e = Assert.Throws<SaeSharpException>(() => SparseProbing.Evaluate(features, model, tl, Labels, fit, new SparseProbingOptions { Labels = ["cat:colour", "cat:coluor"] }));
+        Assert.Contains("label 'cat:coluor' is on no token read (did you mean 'cat:colour'?)", e.Message);
     }
 }

@@ -163,6 +163,19 @@ public class SpuriousCorrelationRemovalTests
             Assert.Contains("no class field 'sex' (--spurious-field)", e.Message);
             e = Assert.Throws<SaeSharpException>(() => SpuriousCorrelationRemoval.FromClasses(file, "text", new ScrOptions { Column1Vals = ["professor", "surgeon"] }));
             Assert.Contains("no text has 'surgeon' in 'profession' (--classes); values: professor, nurse, dentist", e.Message);
+            e = Assert.Throws<SaeSharpException>(() => SpuriousCorrelationRemoval.FromClasses(file, "text", new ScrOptions { Column1Vals = ["professor", "nures"] }));
+            Assert.Contains("no text has 'nures' in 'profession' (--classes) (did you mean 'nurse'?)", e.Message);
+            e = Assert.Throws<SaeSharpException>(() => SpuriousCorrelationRemoval.FromClasses(file, "text",
+                new ScrOptions { Column2Name = "profession", Column2Vals = ["nurse", "professor"] }));
+            Assert.Contains("the spurious attribute (profession: nurse,professor) is attribute 1 itself", e.Message);
+            string corpus = Path.Combine(dir, "c.jsonl");
+            SaeSharp.Corpus.LabelledCorpus.Write(corpus, 3, 50);
+            e = Assert.Throws<SaeSharpException>(() => SpuriousCorrelationRemoval.FromCorpus(corpus, 50,
+                new ScrOptions { Column1Vals = ["tense:past"], Column2Vals = ["tense:past"] }));
+            Assert.Contains("the spurious attribute (--spurious-classes tense:past) is attribute 1 itself", e.Message);
+            e = Assert.Throws<SaeSharpException>(() => SpuriousCorrelationRemoval.FromCorpus(corpus, 50,
+                new ScrOptions { Column1Vals = ["tense:pats"], Column2Vals = ["ctx:in_question"] }));
+            Assert.Contains("has label 'tense:pats' (--classes) (did you mean 'tense:past'?)", e.Message);
             e = Assert.Throws<SaeSharpException>(() => SpuriousCorrelationRemoval.FromClasses(file, "text", new ScrOptions { Column2Vals = ["male"] }));
             Assert.Contains("attribute 2 needs two different values", e.Message);
             // 400 rows, 320 train: about 27 per quadrant of profession × gender, so the agreeing quadrants cannot give 2 × 20.

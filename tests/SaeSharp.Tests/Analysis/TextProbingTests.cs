@@ -129,6 +129,9 @@ public class TextProbingTests
         Assert.Equal(300, big.Texts.Distinct().Count());
         var e = Assert.Throws<SaeSharpException>(() => TextProbing.FromClasses(path, new TextProbingOptions { Classes = ["0", "7"] }, 80, 20, 42));
         Assert.Contains("no text has class '7'", e.Message);
+        File.WriteAllLines(Path.Combine(dir, "named.jsonl"), ["""{"text": "a", "label": "sports"}""", """{"text": "b", "label": "world"}"""]);
+        e = Assert.Throws<SaeSharpException>(() => TextProbing.FromClasses(Path.Combine(dir, "named.jsonl"), new TextProbingOptions { Classes = ["sprots", "world"] }, 80, 20, 42));
+        Assert.Contains("no text has class 'sprots' in 'label' (did you mean 'sports'?)", e.Message);
         e = Assert.Throws<SaeSharpException>(() => TextProbing.FromClasses(path, new TextProbingOptions { Classes = ["1"] }, 80, 20, 42));
         Assert.Contains("at least two classes", e.Message);
         e = Assert.Throws<SaeSharpException>(() => TextProbing.FromClasses(path, new TextProbingOptions { LabelField = "topic" }, 80, 20, 42));
@@ -138,6 +141,10 @@ public class TextProbingTests
         SaeSharp.Corpus.LabelledCorpus.Write(corpus, 3, 50);
         Assert.True(TextProbing.IsLabelledCorpus(corpus));
         Assert.False(TextProbing.IsLabelledCorpus(path));
+        // --classes names a classification dataset's classes; on a labelled corpus it is an error, never silently ignored.
+        e = Assert.Throws<SaeSharpException>(() => TextProbing.Read(corpus, new TextProbingOptions { Classes = ["tense:pats"], MaxTexts = 40 }, 4000, 1000, 42));
+        Assert.Contains("is a labelled corpus: its documents have labels, not classes; choose them with --labels tense:pats", e.Message);
+        Assert.Equal(40, TextProbing.Read(corpus, new TextProbingOptions { MaxTexts = 40 }, 4000, 1000, 42).Texts.Count);
         var c = TextProbing.FromCorpus(corpus, 40, 4000, 1000);
         Assert.Equal(40, c.Texts.Count);
         Assert.Equal(32, c.Fit.Count(v => v));

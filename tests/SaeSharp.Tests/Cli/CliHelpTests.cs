@@ -32,6 +32,16 @@ public class CliHelpTests
         foreach (var (command, description) in options) Assert.True(description.Contains("builtin", StringComparison.Ordinal), $"sae {command} --model: {description}");
     }
 
+    /// <summary><c>sae train --arch</c> lists every architecture it trains, the crosscoders included.</summary>
+    [Fact]
+    public void Train_arch_help_lists_the_crosscoders_too()
+    {
+        var train = Root.Subcommands.Single(c => c.Name == "train");
+        string description = train.Options.Single(o => o.Name == "--arch").Description ?? "";
+        foreach (var name in SaeSharp.Training.SaeRecipes.AcceptedNames.Append("crosscoder").Append("batchtopk_crosscoder"))
+            Assert.Contains(name, description.Split(['|', ',', ' ', ':', ';']));
+    }
+
     /// <summary><c>sae corpus</c>'s help names fields its lines have (<c>words</c>, not <c>tokens</c>).</summary>
     [Fact]
     public void Corpus_help_names_the_fields_it_writes()

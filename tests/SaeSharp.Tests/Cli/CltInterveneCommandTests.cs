@@ -139,6 +139,25 @@ public class CltInterveneCommandTests : IDisposable
     }
 
     [Fact]
+    public void Generation_stops_at_eos_as_sae_steer_and_circuit_tracers_generate_do()
+    {
+        // A random CLT over the built-in model (3 layers, d_model 128): the clean continuation is the model's own, which
+        // ends a story with <|endoftext|>; the next story must not follow it.
+        var r = CltReference.Random(3, 8, 128, 5, threshold: true, skip: false);
+        r.ScaleThresholds(0.2);
+        r.WriteCircuitTracerLn2(P("bclt"));
+        var (exit, output, err) = CliRunner.Run("intervene", "--model", "builtin", "--sae", P("bclt"),
+            "--prompt", "Sara has a white fox called Luna. The end", "--set", "0:1:0@1", "--generate", "12");
+        Assert.True(exit == 0, err);
+        var rows = output.Split('\n').Select(l => l.TrimEnd('\r').Split('\t')).Where(c => c.Length == 2 && c[0] is "clean" or "intervened").ToList();
+        Assert.Equal(2, rows.Count);
+        Assert.EndsWith("<|endoftext|>", rows[0][1]);
+        Assert.Single(System.Text.RegularExpressions.Regex.Matches(rows[0][1], "<\\|endoftext\\|>"));
+        var words = rows[1][1].Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        Assert.True(words[^1] == "<|endoftext|>" || !rows[1][1].Contains("<|endoftext|>", StringComparison.Ordinal), rows[1][1]);
+    }
+
+    [Fact]
     public void BadSettingsAndSaeCommandsOnACltAreNamed()
     {
         var (model, _) = Setup();
@@ -161,6 +180,13 @@ public class CltInterveneCommandTests : IDisposable
         (exit, _, err) = CliRunner.Run([.. baseArgs, "--set", "0:30:1"]);
         Assert.NotEqual(0, exit);
         Assert.Contains("feature 30 is outside 0..11", err);
+        (exit, _, err) = CliRunner.Run("intervene", "--model", model, "--sae", P("nope"), "--input", P("one.safetensors"), "--set", "0:3:1");
+        Assert.NotEqual(0, exit);
+        Assert.Contains($"--sae '{P("nope")}': no such folder", err);
+        // Echoed as written: no @ is every position, not "@0-".
+        (exit, _, err) = CliRunner.Run([.. baseArgs, "--set", "5:3:1"]);
+        Assert.NotEqual(0, exit);
+        Assert.Contains("CLT intervention 5:3:1: layer 5 is outside 0..1", err);
         (exit, _, err) = CliRunner.Run([.. baseArgs, "--set", "0:3:1", "--constrained-layers", "1-0"]);
         Assert.NotEqual(0, exit);
         Assert.Contains("expected A-B", err);

@@ -110,6 +110,14 @@ public class CrossCoderModelRunTests : ModelTestBase
         var same = Run("model", "run", "--model", modelDir, "--input", Sub("one.safetensors"), "--sae", Sub("cc"), "--error-term",
             "--clamp", $"{own}:{value.ToString("R", CultureInfo.InvariantCulture)}", "--out", Sub("own.safetensors"));
         Close(cleanOne, same["logits"], 1e-5, "clamp to its own value");
+
+        // A crosscoder of one model at two hooks with --diff-model: its second slot would read the second model at the
+        // first hook, so it is refused (in ModelPipeline.CrossCoderHooks, which eval, steer and ablate share too), and nothing is written.
+        var (exit, _, err) = CliRunner.Run("model", "run", "--model", modelDir, "--diff-model", modelDir, "--input", Sub("one.safetensors"),
+            "--sae", Sub("cc"), "--out", Sub("diff.safetensors"));
+        Assert.NotEqual(0, exit);
+        Assert.Contains("reads one model at 2 hooks (blocks.0.hook_resid_post, blocks.1.hook_resid_post), not 2 models at the same hooks: --diff-model does not apply", err);
+        Assert.False(File.Exists(Sub("diff.safetensors")));
     }
 
     [Fact]

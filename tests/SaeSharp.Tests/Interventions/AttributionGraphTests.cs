@@ -383,6 +383,9 @@ public class AttributionGraphTests : CltTestBase
         Assert.Contains("not one token", Assert.Throws<SaeSharpException>(() => AttributionTarget.Parse(" Houston", Lookup)).Message);
         Assert.Contains("tokenizer", Assert.Throws<SaeSharpException>(() => AttributionTarget.Parse(" Austin")).Message);
         Assert.Contains("≥ 0", Assert.Throws<SaeSharpException>(() => AttributionTarget.Custom("x", -1, [1.0])).Message);
+        // Targets that can only give 0/0 (a replacement score of NaN) are refused: a token minus itself, a zero direction.
+        Assert.Contains("A and B are the same token (7)", Assert.Throws<SaeSharpException>(() => AttributionTarget.Parse("logit-diff: Austin, Austin", Lookup)).Message);
+        Assert.Contains("the vector is zero", Assert.Throws<SaeSharpException>(() => AttributionTarget.Custom("z", 1, [0.0, 0.0])).Message);
 
         string dir = ModelDir(seed: 3);
         using var model = ModelLoader.FromPretrained(dir, ScalarType.Float64);
@@ -393,6 +396,8 @@ public class AttributionGraphTests : CltTestBase
         Assert.Contains($"d_model is {DModel}", Assert.Throws<SaeSharpException>(() => Build(AttributionTarget.Custom("v", 1, [1.0, 2.0]))).Message);
         Assert.Contains("outside the vocabulary", Assert.Throws<SaeSharpException>(() => Build(AttributionTarget.Token(model.Config.DVocab))).Message);
         Assert.Contains("outside the vocabulary", Assert.Throws<SaeSharpException>(() => Build(AttributionTarget.LogitDifference(1, -1))).Message);
+        var ones = Enumerable.Repeat(1.0, (int)DModel).ToArray();
+        Assert.Contains("every target has weight 0", Assert.Throws<SaeSharpException>(() => Build(AttributionTarget.Custom("w0", 0, ones))).Message);
     }
 
     /// <summary>What circuit-tracer's viewer (frontend/assets: index.html, util.js, attribution_graph/*.js) reads from a

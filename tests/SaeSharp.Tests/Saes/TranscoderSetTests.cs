@@ -230,6 +230,15 @@ public class TranscoderSetTests : IDisposable
             AssertClose(expected, y);
         }
 
+        // A config that puts the transcoders at other hooks than their cfg.json records is refused, naming both.
+        string yaml = Path.Combine(folder, "config.yaml");
+        string good = File.ReadAllText(yaml);
+        File.WriteAllText(yaml, good.Replace("feature_input_hook: ln2.hook_normalized", "feature_input_hook: hook_resid_pre", StringComparison.Ordinal));
+        var wrong = Assert.Throws<SaeSharpException>(() => CrossLayerTranscoderLoader.Load(folder));
+        Assert.Equal($"{Path.Combine(folder, "layer_0")}: the transcoder was trained at hook_name blocks.0.ln2.hook_normalized, but {yaml}'s " +
+                     "feature_input_hook puts it at blocks.0.hook_resid_pre", wrong.Message);
+        File.WriteAllText(yaml, good);
+
         // An SAE that subtracts b_dec from its input (SAELens's default) is not a per-layer transcoder of circuit-tracer's kind.
         using (var sae = SaeLoader.Load(Path.Combine(folder, "layer_1")))
         {
