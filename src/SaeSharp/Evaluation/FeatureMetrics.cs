@@ -98,6 +98,7 @@ public sealed record FeatureMetrics
         ArgumentNullException.ThrowIfNull(sae);
         if (FeatureDensity.Count != sae.Cfg.DSae)
             throw new SaeSharpException($"feature metrics of {FeatureDensity.Count} features, but the SAE has d_sae = {sae.Cfg.DSae}");
+        using var scope = NewDisposeScope();
         using var _ = no_grad();
         var dec = MaxCosineSims(sae.WDec.detach());
         var enc = sae.HasEncoderWeights ? MaxCosineSims(sae.WEnc.detach().t()) : dec;
@@ -129,8 +130,9 @@ public sealed record FeatureMetrics
             long c = Math.Min(chunk, n - start);
             var sims = unit.narrow(0, start, c).matmul(unit.t());                             // [c, n]
             using var offset = start.ToScalar();
-            var rows = arange(c, ScalarType.Int64, sims.device);
-            sims.index_put_(TorchScalars.Of(double.NegativeInfinity), rows, rows.add(offset));  // self excluded
+            using var count = c.ToScalar();
+            var rows = arange(count, ScalarType.Int64, sims.device);
+            sims.index_put_(TorchScalars.Of(double.NegativeInfinity), rows, rows.add(offset, TorchScalars.One));  // self excluded
             var max = sims.max(1).values.to(ScalarType.Float64, CPU);
             max.data<double>().CopyTo(result.AsSpan((int)start, (int)c));
         }
