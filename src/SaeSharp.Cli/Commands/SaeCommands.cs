@@ -38,6 +38,11 @@ internal static class SaeCommands
         var activations = new Option<string?>("--activations") { Description = "Activation file or folder [N, d_in]" };
         var groundTruth = new Option<string?>("--ground-truth") { Description = "features.safetensors of synthetic data (adds mmcs, recovered_fraction and SAELens's synthetic-data metrics: mcc, uniqueness, ...)" };
         var json = new Option<string?>("--json") { Description = "Write the metrics as JSON here" };
+        var saebenchJson = new Option<string?>("--saebench-json")
+        {
+            Description = "With --model: also write SAEBench's core eval output (CoreEvalOutput JSON, with the per-feature max encoder/decoder " +
+                          "cosine similarities) here; several --sae: a _sae<i> suffix per SAE",
+        };
         var histogram = new Option<string?>("--histogram") { Description = "Write the log10 feature-density histogram PNG here (a crosscoder: the relative decoder norm histogram; default: beside --json)" };
         var maxRows = new Option<long?>("--max-rows") { Description = "Evaluate at most this many rows" }.Positive();
         var arch = ArchOption();
@@ -49,7 +54,7 @@ internal static class SaeCommands
         var latents = new Option<string?>("--latents") { Description = "With --latent-scaling: the latents, e.g. 0-99,123 or all (default: the chat-only band Δnorm > 0.9 and the shared band)" };
         var command = new Command("eval", "Evaluate SAEs on activations (MSE, L0, FVU, dead features) or inside a model (% CE loss recovered, KL)")
         {
-            sae, activations, groundTruth, json, histogram, maxRows, arch, latentScaling, latents, diffModel,
+            sae, activations, groundTruth, json, saebenchJson, histogram, maxRows, arch, latentScaling, latents, diffModel,
         };
         var data = new ModelDataOptionsCli();
         data.Tokens.Description = $"Token budget with --model (default {EvalInModelTokens})";
@@ -61,7 +66,8 @@ internal static class SaeCommands
         Cli.SetAction(command, parse =>
         {
             var saes = parse.GetValue(sae)!;
-            RefuseReplacingInputs(parse, saes, data, parse.GetValue(activations), parse.GetValue(groundTruth), parse.GetValue(json), parse.GetValue(histogram));
+            RefuseReplacingInputs(parse, saes, data, parse.GetValue(activations), parse.GetValue(groundTruth), parse.GetValue(json), parse.GetValue(histogram),
+                parse.GetValue(saebenchJson));
             if (data.Given(parse))
             {
                 // The two evaluations take different inputs: a flag of the other one would be silently ignored.
@@ -69,7 +75,7 @@ internal static class SaeCommands
                     activations, maxRows, groundTruth);
                 if (saes.Length == 1 && CrossCoderFormat.IsCrossCoderPath(saes[0]))
                 {
-                    Cli.RefuseGiven(parse, "for SAEs; a crosscoder is evaluated per slot and in total, and spliced into each of its models", arch);
+                    Cli.RefuseGiven(parse, "for SAEs; a crosscoder is evaluated per slot and in total, and spliced into each of its models", arch, saebenchJson);
                     if (!parse.GetValue(latentScaling)) Cli.RefuseGiven(parse, "only with --latent-scaling", latents);
                     else if (parse.GetValue(json) is { } scalingJson)
                         OutputGuard.RefuseReplacingInput("--json", CrossCoderCli.LatentScalingPng(scalingJson), new CommandInput("--sae", saes[0], InputKind.Sae),
@@ -80,11 +86,11 @@ internal static class SaeCommands
                 }
                 Cli.RefuseGiven(parse, "only for a model-diffing crosscoder", latentScaling, latents);
                 Cli.RefuseGiven(parse, "for a model-diffing crosscoder (--sae CROSSCODER)", diffModel);
-                return EvalInModel(parse, data, cltLoading, saes, parse.GetValue(json), parse.GetValue(histogram), LoadOptions(parse, arch));
+                return EvalInModel(parse, data, cltLoading, saes, parse.GetValue(json), parse.GetValue(histogram), LoadOptions(parse, arch), parse.GetValue(saebenchJson));
             }
             var activationPath = parse.GetValue(activations) ?? throw new SaeSharpException("give --activations, or --model and --dataset");
             Cli.RefuseGiven(parse, "evaluation inside a model (--model); on activation files --max-rows limits the rows (and the SAE runs on the CPU)",
-                [.. data.ModelOnly, data.Tokens, data.Device, diffModel]);
+                [.. data.ModelOnly, data.Tokens, data.Device, diffModel, saebenchJson]);
             if (saes.Length != 1) throw new SaeSharpException("evaluation on an activation file takes one --sae");
             if (CrossCoderFormat.IsCrossCoderPath(saes[0]))
             {
@@ -127,7 +133,7 @@ internal static class SaeCommands
 
     /// <summary><c>sae eval</c>'s --json and histogram files may not replace its inputs.</summary>
     private static void RefuseReplacingInputs(ParseResult parse, string[] saes, ModelDataOptionsCli data, string? activations, string? groundTruth,
-        string? json, string? histogram)
+        string? json, string? histogram, string? saebenchJson)
     {
         var inputs = saes.Select(s => new CommandInput("--sae", s, InputKind.Sae)).ToList();
         if (activations is not null) inputs.Add(new("--activations", activations, InputKind.Whole));
@@ -135,10 +141,26 @@ internal static class SaeCommands
         if (parse.GetValue(data.Model) is { } modelPath) inputs.Add(new("--model", modelPath, InputKind.Folder));
         if (parse.GetValue(data.Dataset) is { } dataset) inputs.Add(new("--dataset", dataset, InputKind.Whole));
         if (json is not null) OutputGuard.RefuseReplacingInput("--json", json, [.. inputs]);
+        if (saebenchJson is not null)
+        {
+            if (json is not null && Path.GetFullPath(json) == Path.GetFullPath(saebenchJson))
+                throw new SaeSharpException($"--saebench-json {saebenchJson}: the same file as --json; give two files");
+            for (int i = 0; i < saes.Length; i++) OutputGuard.RefuseReplacingInput("--saebench-json", SaeBenchPath(i, saes.Length, saebenchJson), [.. inputs]);
+        }
         for (int i = 0; i < saes.Length; i++)
             if (HistogramPath(i, saes.Length, json, histogram) is { } png)
                 OutputGuard.RefuseReplacingInput(histogram is null ? "--json" : "--histogram", png, [.. inputs]);
     }
+
+    /// <summary>Where SAE <paramref name="i"/> of <paramref name="count"/> gets its SAEBench core output: the path itself for one
+    /// SAE, else with a _sae<i>i</i> suffix before the extension.</summary>
+    private static string SaeBenchPath(int i, int count, string path) =>
+        count == 1 ? path : Path.ChangeExtension(path, null) + $"_sae{i}" + (Path.GetExtension(path) is { Length: > 0 } ext ? ext : ".json");
+
+    /// <summary>SAEBench's <c>sae_lens_release_id</c> and <c>sae_lens_id</c> of <c>--sae</c> <paramref name="spec"/>: a
+    /// SAELens release and id, or (SAEBench's custom SAE) the path as given and "custom_sae".</summary>
+    private static (string Release, string Id) SaeBenchIds(string spec) =>
+        SaeReleases.Lookup(spec) is { } found ? (found.Release.Release, found.Sae.Id) : (spec, "custom_sae");
 
     private static string? DefaultHistogramPath(string? jsonPath, string? suffix) =>
         jsonPath is null ? null : Path.ChangeExtension(jsonPath, null) + (suffix is null ? "" : "_" + suffix) + "_feature_density.png";
@@ -161,17 +183,20 @@ internal static class SaeCommands
     }
 
     /// <summary>The dictionary_learning README's statistics table plus FVU, KL, L2 ratio and dead fraction, per SAE.</summary>
-    private static int EvalInModel(ParseResult parse, ModelDataOptionsCli data, CltLoadingCli cltLoading, string[] saes, string? jsonPath, string? histogram, SaeLoadOptions saeOptions)
+    private static int EvalInModel(ParseResult parse, ModelDataOptionsCli data, CltLoadingCli cltLoading, string[] saes, string? jsonPath, string? histogram,
+        SaeLoadOptions saeOptions, string? saebenchJson)
     {
         var options = ReadEvalInModel(parse, data);
         if (saes.Any(s => CrossLayerTranscoderLoader.IsCrossLayerTranscoder(s, saeOptions.Hub)))
         {
             if (saes.Length != 1) throw new SaeSharpException("a whole cross-layer transcoder is evaluated alone: give it as the only --sae");
+            if (saebenchJson is not null) throw new SaeSharpException("--saebench-json: SAEBench's core eval is per SAE; a whole cross-layer transcoder has no such output");
             if (parse.GetValue(data.Hook) is not null) throw new SaeSharpException("--hook: a cross-layer transcoder reads and writes the hooks its files name");
             return EvalReplacement(saes[0], options, jsonPath, saeOptions.Hub, cltLoading.Read(parse, options.ModelDtype));
         }
         cltLoading.RefuseForSae(parse, saes[0]);
-        var results = CliProgress.Run("eval", progress => ModelPipeline.Evaluate(saes, options, saeOptions: saeOptions, progress: progress, hook: parse.GetValue(data.Hook)));
+        var results = CliProgress.Run("eval", progress => ModelPipeline.Evaluate(saes, options, saeOptions: saeOptions, progress: progress, hook: parse.GetValue(data.Hook),
+            maxCosineSims: saebenchJson is not null));
         // An SAE at an MoE expert's hook that no evaluated token reached has no metrics: with others it is reported as such
         // (they keep theirs); alone, or with only such SAEs, the run stops naming each.
         if (results.All(m => m.NoRows is not null))
@@ -222,6 +247,28 @@ internal static class SaeCommands
                 foreach (var m in results) m.WriteJson(writer);
                 if (results.Count != 1) writer.WriteEndArray();
             });
+        // One eval_id for the SAEs of one run, as SAEBench's multiple_evals.
+        string evalId = Guid.NewGuid().ToString();
+        if (saebenchJson is not null)
+            for (int i = 0; i < results.Count; i++)
+            {
+                var m = results[i];
+                var (release, id) = SaeBenchIds(saes[i]);
+                var run = new SaeBenchCoreRun
+                {
+                    ModelName = m.Cfg?.Metadata.ModelName ?? Path.GetFileName(Path.TrimEndingDirectorySeparator(options.ModelPath)),
+                    Dataset = options.DatasetPath,
+                    LlmDtype = SaeLensFormat.DtypeName(options.ModelDtype ?? ModelForSae.RecordedDtype(m.Cfg!)),
+                    SaeLensReleaseId = release, SaeLensId = id, EvalId = evalId,
+                };
+                string path = SaeBenchPath(i, results.Count, saebenchJson);
+                AtomicFile.Write(path, stream =>
+                {
+                    using var writer = new System.Text.Json.Utf8JsonWriter(stream, new System.Text.Json.JsonWriterOptions { Indented = true });
+                    SaeBenchCoreOutput.Write(writer, m, run);
+                });
+                Console.WriteLine($"SAEBench core output: {path}");
+            }
         return 0;
     }
 

@@ -30,6 +30,9 @@ public sealed record DownstreamEvalOptions
     public IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? ModelHooks { get; init; }
     /// <summary>Positions unembedded at a time when computing CE and KL; null: as many as fit 2²³ logits (32 MB in float32).</summary>
     public int? LogitChunkPositions { get; init; }
+    /// <summary>Also compute each SAE's per-feature max encoder and decoder cosine similarities (SAEBench's
+    /// <see cref="FeatureMetrics.MaxEncoderCosineSim"/>, <see cref="FeatureMetrics.MaxDecoderCosineSim"/>; d_sae² · d work).</summary>
+    public bool MaxCosineSims { get; init; }
     /// <summary>Tokens evaluated, after each batch (the total is <see cref="MaxContexts"/> × the positions kept per window when set).</summary>
     public IProgress<WorkProgress>? Progress { get; init; }
 }
@@ -75,20 +78,31 @@ public static partial class DownstreamEvaluator
         var meanAblation = sites.ToDictionary(h => h, _ => new Sums());
         var clean = new Sums();
 
-        ForEachBatch(windows, o, clean, batch => RunBatch(model, batch, exclude, plans, cacheHooks, sites, clean, ablation, meanAblation, o));
-        return plans.Select(p => p.Finish(model.HookPoints, clean, ablation[p.Ablated], o.MeanAblation ? meanAblation[p.Ablated] : null)).ToList();
+        var (contexts, contextSize) = ForEachBatch(windows, o, clean, batch => RunBatch(model, batch, exclude, plans, cacheHooks, sites, clean, ablation, meanAblation, o));
+        return plans.Select(p =>
+        {
+            var m = p.Finish(model.HookPoints, clean, ablation[p.Ablated], o.MeanAblation ? meanAblation[p.Ablated] : null, o.MaxCosineSims);
+            m.Contexts = contexts;
+            m.ContextSize = contextSize;
+            m.BatchSizePrompts = o.BatchSizePrompts;
+            m.ExcludedTokenIds = exclude;
+            return m;
+        }).ToList();
     }
 
     /// <summary>Feeds <paramref name="windows"/> to <paramref name="runBatch"/> in batches of
     /// <see cref="DownstreamEvalOptions.BatchSizePrompts"/> (at most <see cref="DownstreamEvalOptions.MaxContexts"/>
-    /// windows), counting progress in evaluated positions; refuses a pass in which <paramref name="clean"/> counted none.</summary>
-    private static void ForEachBatch(IEnumerable<long[]> windows, DownstreamEvalOptions o, Sums clean, Action<List<long[]>> runBatch)
+    /// windows), counting progress in evaluated positions; refuses a pass in which <paramref name="clean"/> counted none.
+    /// Returns the number of windows run and their length.</summary>
+    private static (long Windows, int Length) ForEachBatch(IEnumerable<long[]> windows, DownstreamEvalOptions o, Sums clean, Action<List<long[]>> runBatch)
     {
         long taken = 0;
+        int length = 0;
         var batch = new List<long[]>();
         var progress = new ProgressCounter(o.Progress, "tokens");
         void Run()
         {
+            length = batch[0].Length;
             int positions = o.SeqposSlice?.Positions(batch[0].Length).Length ?? batch[0].Length;
             progress.Total ??= o.MaxContexts * positions;
             runBatch(batch);
@@ -104,6 +118,7 @@ public static partial class DownstreamEvaluator
         }
         if (batch.Count > 0) Run();
         if (clean.Positions == 0) throw new SaeSharpException("no tokens were evaluated (empty dataset, or every position excluded)");
+        return (taken, length);
     }
 
     private static void RunBatch(HookedTransformer model, List<long[]> windows, long[] exclude, List<Plan> plans,
@@ -372,10 +387,11 @@ public static partial class DownstreamEvaluator
         }
 
         /// <summary>The accumulated reconstruction metrics, with the SAE's weight-based feature metrics.</summary>
-        private SaeEvalResult ReconstructionResult()
+        private SaeEvalResult ReconstructionResult(bool maxCosineSims)
         {
             var r = (_acc ?? throw new SaeSharpException($"SAE {Name}: no tokens evaluated")).Result();
-            return r with { FeatureMetrics = r.FeatureMetrics!.WithWeights(_t.Sae) };
+            var features = r.FeatureMetrics!.WithWeights(_t.Sae);
+            return r with { FeatureMetrics = maxCosineSims ? features.WithMaxCosineSims(_t.Sae) : features };
         }
 
         /// <summary>The metrics of an SAE at an MoE expert's hook that no evaluated token was routed to: NaN but the clean CE
@@ -397,7 +413,7 @@ public static partial class DownstreamEvaluator
             return new DownstreamMetrics
             {
                 Name = Name, HookName = InputHook, OutputHookName = SiteHook == InputHook ? null : SiteHook,
-                Reconstruction = empty,
+                Reconstruction = empty, Cfg = _t.Sae.Cfg.Clone(),
                 NoRows = $"SAE {Name} at '{hook}': none of the {clean.Positions.ToString("N0", System.Globalization.CultureInfo.InvariantCulture)} tokens evaluated was routed to {expert}, so it has " +
                          "no metrics; evaluate more tokens (--tokens) to reach it",
                 CeLossWithoutSae = clean.MeanCe, CeLossWithSae = double.NaN, CeLossWithAblation = double.NaN,
@@ -406,13 +422,13 @@ public static partial class DownstreamEvaluator
             };
         }
 
-        public DownstreamMetrics Finish(HookPoints hookPoints, Sums clean, Sums ablation, Sums? meanAblation)
+        public DownstreamMetrics Finish(HookPoints hookPoints, Sums clean, Sums ablation, Sums? meanAblation, bool maxCosineSims)
         {
             if (_acc is not { Rows: > 0 }) return Unrouted(hookPoints, clean);
             return new DownstreamMetrics
             {
                 Name = Name, HookName = InputHook, OutputHookName = SiteHook == InputHook ? null : SiteHook,
-                Reconstruction = ReconstructionResult(),
+                Reconstruction = ReconstructionResult(maxCosineSims), Cfg = _t.Sae.Cfg.Clone(),
                 CeLossWithoutSae = clean.MeanCe, CeLossWithSae = Spliced.MeanCe, CeLossWithAblation = ablation.MeanCe,
                 CeLossWithMeanAblation = meanAblation?.MeanCe ?? double.NaN,
                 CeLossWithErrorTerm = ErrorTerm.CePositions > 0 ? ErrorTerm.MeanCe : double.NaN,

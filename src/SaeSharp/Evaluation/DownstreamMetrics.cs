@@ -17,6 +17,18 @@ public sealed class DownstreamMetrics : SpliceLossMetrics
     /// <summary>For a transcoder, the hook whose activation its output replaces (<c>hook_name_out</c>); else null.</summary>
     public string? OutputHookName { get; init; }
 
+    /// <summary>A copy of the evaluated SAE's config (its cfg.json as SaeSharp loaded it); null for metrics built by hand.</summary>
+    public Saes.SaeConfig? Cfg { get; init; }
+    /// <summary>Context windows evaluated (SAELens's prompts; the last batch may hold fewer than
+    /// <see cref="BatchSizePrompts"/>); 0 for metrics built by hand.</summary>
+    public long Contexts { get; internal set; }
+    /// <summary>Tokens per context window (before any seqpos slice).</summary>
+    public int ContextSize { get; internal set; }
+    /// <summary>Windows per model run (SAELens's <c>eval_batch_size_prompts</c>).</summary>
+    public int BatchSizePrompts { get; internal set; }
+    /// <summary>Token ids whose positions were left out (<see cref="DownstreamEvalOptions.ExcludeTokenIds"/>).</summary>
+    public IReadOnlyList<long> ExcludedTokenIds { get; internal set; } = [];
+
     /// <summary>Reconstruction and sparsity metrics over the counted positions (the acts helper's accumulator:
     /// FVU about the mean, cosine, L0/L1, alive fraction, ...).</summary>
     public required SaeEvalResult Reconstruction { get; init; }

@@ -36,6 +36,14 @@ public sealed record FeatureMetrics
     /// matching_pursuit, temporal).</summary>
     public IReadOnlyList<double>? EncoderBias { get; init; }
 
+    /// <summary>Per feature: the largest cosine similarity of W_enc[:, i] with any other feature's encoder column
+    /// (SAEBench's <c>max_encoder_cosine_sim</c>); null until <see cref="WithMaxCosineSims(Sae)"/>.</summary>
+    public IReadOnlyList<double>? MaxEncoderCosineSim { get; init; }
+
+    /// <summary>Per feature: the largest cosine similarity of W_dec[i] with any other feature's decoder row (SAEBench's
+    /// <c>max_decoder_cosine_sim</c>); null until <see cref="WithMaxCosineSims(Sae)"/>.</summary>
+    public IReadOnlyList<double>? MaxDecoderCosineSim { get; init; }
+
     /// <summary>These metrics with the weight-based lists (<see cref="EncoderNorm"/>, <see cref="EncoderDecoderCosineSim"/>,
     /// <see cref="EncoderBias"/>) of <paramref name="sae"/>, computed in float64 (SAELens's
     /// <c>get_featurewise_weight_based_metrics</c>).</summary>
@@ -81,6 +89,56 @@ public sealed record FeatureMetrics
         return this with { EncoderNorm = norms, EncoderDecoderCosineSim = cos, EncoderBias = bias };
     }
 
+    /// <summary>These metrics with <see cref="MaxEncoderCosineSim"/> and <see cref="MaxDecoderCosineSim"/> of
+    /// <paramref name="sae"/> (SAEBench's <c>get_featurewise_weight_based_metrics</c>; W_enc = W_decᵀ for an SAE without
+    /// its own W_enc, as <see cref="WithWeights(Sae)"/>). Costs d_sae² · d dot products per matrix, so only SAEBench's
+    /// output asks for it.</summary>
+    public FeatureMetrics WithMaxCosineSims(Sae sae)
+    {
+        ArgumentNullException.ThrowIfNull(sae);
+        if (FeatureDensity.Count != sae.Cfg.DSae)
+            throw new SaeSharpException($"feature metrics of {FeatureDensity.Count} features, but the SAE has d_sae = {sae.Cfg.DSae}");
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var dec = MaxCosineSims(sae.WDec.detach());
+        var enc = sae.HasEncoderWeights ? MaxCosineSims(sae.WEnc.detach().t()) : dec;
+        return this with { MaxEncoderCosineSim = enc, MaxDecoderCosineSim = dec };
+    }
+
+    /// <summary>For each row i of <paramref name="vectors"/> [n, d]: max over j ≠ i of cos(vᵢ, vⱼ), SAEBench's
+    /// <c>calculate_max_cosine_sim</c> (on the columns of its [d, n] argument): rows normalised as
+    /// <c>F.normalize</c> does (divided by max(‖v‖, 10⁻¹²), so a zero row has cosine 0 with every row), self-similarity
+    /// excluded, −∞ for a single row. Computed in float32 (at least) on the tensor's device, a block of rows at a time
+    /// against all of them (no n × n matrix).</summary>
+    public static double[] MaxCosineSims(Tensor vectors) => MaxCosineSims(vectors, 1L << 22);
+
+    /// <summary><see cref="MaxCosineSims(Tensor)"/> with at most <paramref name="chunkValues"/> similarities per block (a test seam).</summary>
+    internal static double[] MaxCosineSims(Tensor vectors, long chunkValues)
+    {
+        ArgumentNullException.ThrowIfNull(vectors);
+        if (vectors.dim() != 2) throw new SaeSharpException($"max cosine similarity: expected [n, d] vectors, got shape [{string.Join(", ", vectors.shape)}]");
+        long n = vectors.shape[0];
+        var result = new double[n];
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var v = vectors.dtype == ScalarType.Float64 ? vectors : vectors.to(ScalarType.Float32);
+        var unit = v / v.norm(1, keepdim: true).clamp_min(TorchScalars.Of(1e-12));
+        long chunk = Math.Max(1, Math.Min(n, chunkValues / Math.Max(1, n)));
+        for (long start = 0; start < n; start += chunk)
+        {
+            using var inner = NewDisposeScope();
+            long c = Math.Min(chunk, n - start);
+            var sims = unit.narrow(0, start, c).matmul(unit.t());                             // [c, n]
+            using var offset = start.ToScalar();
+            using var count = c.ToScalar();
+            var rows = arange(count, ScalarType.Int64, sims.device);
+            sims.index_put_(TorchScalars.Of(double.NegativeInfinity), rows, rows.add(offset, TorchScalars.One));  // self excluded
+            var max = sims.max(1).values.to(ScalarType.Float64, CPU);
+            max.data<double>().CopyTo(result.AsSpan((int)start, (int)c));
+        }
+        return result;
+    }
+
     /// <summary>How <see cref="WriteTo"/> writes a NaN or infinite element.</summary>
     public enum NonFinite
     {
@@ -92,7 +150,7 @@ public sealed record FeatureMetrics
 
     /// <summary>Writes the lists as a JSON object under SAELens's keys, in its order (<c>feature_density</c>,
     /// <c>consistent_activation_heuristic</c>, <c>encoder_norm</c>, <c>encoder_decoder_cosine_sim</c>, <c>encoder_bias</c>),
-    /// a null list left out. Streams the numbers: no string or node tree of the whole lists is built.</summary>
+    /// then SAEBench's <c>max_encoder_cosine_sim</c>, <c>max_decoder_cosine_sim</c>; a null list left out. Streams the numbers: no string or node tree of the whole lists is built.</summary>
     public void WriteTo(Utf8JsonWriter writer, NonFinite nonFinite = NonFinite.Null)
     {
         ArgumentNullException.ThrowIfNull(writer);
@@ -121,7 +179,7 @@ public sealed record FeatureMetrics
         return o;
     }
 
-    /// <summary>The non-null lists under their SAELens keys, in SAELens's order.</summary>
+    /// <summary>The non-null lists under their SAELens (then SAEBench) keys, in SAELens's order.</summary>
     private IEnumerable<(string Key, IReadOnlyList<double> Values)> Lists()
     {
         yield return ("feature_density", FeatureDensity);
@@ -129,5 +187,7 @@ public sealed record FeatureMetrics
         if (EncoderNorm is { } norm) yield return ("encoder_norm", norm);
         if (EncoderDecoderCosineSim is { } cos) yield return ("encoder_decoder_cosine_sim", cos);
         if (EncoderBias is { } bias) yield return ("encoder_bias", bias);
+        if (MaxEncoderCosineSim is { } maxEnc) yield return ("max_encoder_cosine_sim", maxEnc);
+        if (MaxDecoderCosineSim is { } maxDec) yield return ("max_decoder_cosine_sim", maxDec);
     }
 }

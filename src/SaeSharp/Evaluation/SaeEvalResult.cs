@@ -39,6 +39,10 @@ public sealed record SaeEvalResult
     /// <summary>SAELens's <c>explained_variance_legacy</c>: mean over rows of 1 − ‖x−x̂‖² / ‖x − x̄_b‖², x̄_b the per-dimension
     /// mean of the row's evaluation batch. A mean of per-row ratios, which depends on the batching; not 1 − fvu.</summary>
     [JsonPropertyName("explained_variance_legacy")] public double ExplainedVarianceLegacy { get; init; }
+    /// <summary>SAELens's (and SAEBench core's) evaluation <c>mse</c>: mean over rows of ‖x−x̂‖² / B, B the number of rows
+    /// in the row's evaluation batch (for equal batches, <see cref="MseLoss"/> / B). Depends on the batching; not in
+    /// <see cref="ToJson"/> (docs/metrics.md, "SAELens's evaluation mse"); SAEBench's core output writes it.</summary>
+    [JsonIgnore] public double SaeLensEvalMse { get; init; } = double.NaN;
     /// <summary>Fraction of features that fired (≠ 0) on at least one evaluated row.</summary>
     [JsonPropertyName("alive_fraction")] public double AliveFraction { get; init; }
     /// <summary>1 − alive_fraction.</summary>

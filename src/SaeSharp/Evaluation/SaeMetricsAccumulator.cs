@@ -7,16 +7,17 @@ namespace SaeSharp.Evaluation;
 /// Streaming sums for <see cref="SaeEvalResult"/>: batches of (x, x̂, f) are added one at a time and nothing but
 /// running totals (in float64) is kept, so any number of rows can be evaluated. The per-dimension mean needed by the
 /// FVU is merged across batches with Chan et al.'s pairwise update of the centred sum of squares, which stays exact
-/// for data with a large mean (where Σx² − N·x̄² would cancel). One metric, SAELens's
-/// <c>explained_variance_legacy</c>, is per batch by definition (each row's variance is taken about its batch's mean), so
-/// it depends on how rows are split into the batches given to <see cref="Add"/>.
+/// for data with a large mean (where Σx² − N·x̄² would cancel). Two metrics of SAELens's,
+/// <c>explained_variance_legacy</c> (each row's variance is taken about its batch's mean) and its evaluation <c>mse</c>
+/// (each row's error over its batch's row count), are per batch by definition, so they depend on how rows are split into
+/// the batches given to <see cref="Add"/>.
 /// </summary>
 public sealed class SaeMetricsAccumulator
 {
     private readonly int _dOut;
     private readonly int _dSae;
     private long _n;
-    private double _sse, _l1, _l0, _cos, _l2Ratio, _xHatSq, _dot, _l2In, _l2Out, _evLegacy;
+    private double _sse, _l1, _l0, _cos, _l2Ratio, _xHatSq, _dot, _l2In, _l2Out, _evLegacy, _batchMse;
     private double _m2;             // Σ over rows and dims of (x − mean)²
     private readonly double[] _mean; // per-dimension mean of x so far
     private readonly long[] _fired;  // per feature: rows with f ≠ 0 (the one firing count: density, alive, L0's per-feature part)
@@ -72,7 +73,10 @@ public sealed class SaeMetricsAccumulator
         var ratio = yNorm / torch.where(xNorm < TorchScalars.Of(1e-4), torch.ones_like(xNorm), xNorm);
         var nonzero = fd.ne(TorchScalars.Of(0));
 
-        _sse += err.sum().item<double>();
+        double batchSse = err.sum().item<double>();
+        _sse += batchSse;
+        // SAELens's (and SAEBench's) evaluation mse: each row's ‖x−x̂‖² over its batch's row count, summed here.
+        _batchMse += batchSse / b;
         _l1 += fd.abs().sum(type: ScalarType.Float64).item<double>();
         _l0 += nonzero.sum().to(ScalarType.Float64).item<double>();
         _cos += cos.sum().item<double>();
@@ -145,6 +149,7 @@ public sealed class SaeMetricsAccumulator
             L2NormIn = _l2In / n,
             L2NormOut = _l2Out / n,
             ExplainedVarianceLegacy = _evLegacy / n,
+            SaeLensEvalMse = _batchMse / n,
             AliveFraction = alive / (double)_dSae,
             DeadFraction = (_dSae - alive) / (double)_dSae,
             Rows = _n,

@@ -235,9 +235,10 @@ public static class ModelPipeline
     /// <paramref name="saePaths"/>). An SAE is spliced in, and measured, only at the positions its seqpos_slice keeps. Each SAE is evaluated at its
     /// cfg <c>hook_name</c> (as SAELens does); <paramref name="hook"/> gives the hook of an SAE without one, and naming a
     /// different hook from an SAE's <c>hook_name</c> is a <see cref="SaeSharpException"/> naming both.
+    /// <paramref name="maxCosineSims"/> adds SAEBench's per-feature max cosine similarities (<see cref="DownstreamEvalOptions.MaxCosineSims"/>).
     /// </summary>
     public static IReadOnlyList<DownstreamMetrics> Evaluate(IReadOnlyList<string> saePaths, ModelDataOptions data, bool meanAblation = true,
-        SaeLoadOptions? saeOptions = null, IProgress<WorkProgress>? progress = null, string? hook = null)
+        SaeLoadOptions? saeOptions = null, IProgress<WorkProgress>? progress = null, string? hook = null, bool maxCosineSims = false)
     {
         ArgumentNullException.ThrowIfNull(saePaths);
         ArgumentNullException.ThrowIfNull(data);
@@ -282,7 +283,7 @@ public static class ModelPipeline
                     {
                         BatchSizePrompts = data.BatchSizePrompts, MaxContexts = ContextsFor(data.Tokens, TrainingContextSize(w.Ctx, w.Slice)),
                         ExcludeTokenIds = ExcludedTokens.Resolve(w.Exclude, w.ExcludeIds is null ? null : w.ExcludeIds.Length == 0 ? [] : ExcludedTokens.Parse(w.ExcludeIds, "exclude_special_tokens"), tokenizer),
-                        MeanAblation = meanAblation, ModelHooks = pm.Hooks,
+                        MeanAblation = meanAblation, ModelHooks = pm.Hooks, MaxCosineSims = maxCosineSims,
                         Progress = progress, SeqposSlice = w.Slice,
                     });
                 foreach (var (i, m) in g.Zip(metrics)) results[i] = m;

@@ -89,6 +89,8 @@ public class PeerEvalTests
         Near(E(sl, "l2_norm_out"), r.L2NormOut, 1e-5, "l2_norm_out (SAELens)");
         // A mean of per-row ratios about each batch's own mean: it matches SAELens when the batches are SAELens's.
         Near(E(sl, "explained_variance_legacy"), r.ExplainedVarianceLegacy, 1e-5, "explained_variance_legacy (SAELens, 3 batches)");
+        // SAELens's (and SAEBench core's) evaluation mse: each row's squared error over its batch's row count.
+        Near(E(sl, "mse"), r.SaeLensEvalMse, 1e-5, "mse (SAELens, 3 batches)");
         var density = Expected[sl]!["feature_density"]!.AsArray().Select(v => v!.GetValue<double>()).ToArray();
         for (int i = 0; i < density.Length; i++) Near(density[i], r.FeatureFrequency[i], 1e-6, $"feature_density[{i}] (SAELens)");
 
@@ -128,5 +130,6 @@ public class PeerEvalTests
         Near(E(dl, "relative_reconstruction_bias"), r.RelativeReconstructionBias, 2e-6, "relative_reconstruction_bias (dictionary_learning, one batch)");
         // SAELens's `mse` is the mean over rows of Σ_d (x−x̂)² divided by the batch's token count: mse_loss / N here.
         Near(E(sl, "mse"), r.MseLoss / r.Rows, 1e-5, "mse (SAELens: per row / tokens in the batch)");
+        Near(E(sl, "mse"), r.SaeLensEvalMse, 1e-5, "mse (SAELens, one batch)");
     }
 }

@@ -1,0 +1,213 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+namespace SaeSharp.Evaluation;
+
+/// <summary>
+/// SAEBench core eval's <c>misc_metrics</c> (<c>calculate_misc_metrics</c> in <c>sae_bench/evals/core/main.py</c>), from
+/// the per-feature densities dᵢ and max cosine similarities of a <see cref="FeatureMetrics"/>.
+/// </summary>
+/// <param name="FreqOver1Percent">Fraction of features with dᵢ &gt; 0.01.</param>
+/// <param name="FreqOver10Percent">Fraction of features with dᵢ &gt; 0.1.</param>
+/// <param name="NormalizedFreqOver1Percent">Σ_{dᵢ &gt; 0.01} dᵢ / Σ dᵢ (0 when Σ dᵢ = 0): the share of all firings made by those features.</param>
+/// <param name="NormalizedFreqOver10Percent">Σ_{dᵢ &gt; 0.1} dᵢ / Σ dᵢ (0 when Σ dᵢ = 0).</param>
+/// <param name="AverageMaxEncoderCosineSim">Mean over features of <see cref="FeatureMetrics.MaxEncoderCosineSim"/> (NaN when not computed).</param>
+/// <param name="AverageMaxDecoderCosineSim">Mean over features of <see cref="FeatureMetrics.MaxDecoderCosineSim"/> (NaN when not computed).</param>
+/// <param name="FracAlive">Fraction of features with dᵢ &gt; 0.</param>
+public sealed record SaeBenchMiscMetrics(double FreqOver1Percent, double FreqOver10Percent, double NormalizedFreqOver1Percent,
+    double NormalizedFreqOver10Percent, double AverageMaxEncoderCosineSim, double AverageMaxDecoderCosineSim, double FracAlive)
+{
+    /// <summary>The misc metrics of <paramref name="features"/>.</summary>
+    public static SaeBenchMiscMetrics From(FeatureMetrics features)
+    {
+        ArgumentNullException.ThrowIfNull(features);
+        var d = features.FeatureDensity;
+        if (d.Count == 0) throw new SaeSharpException("misc metrics: no features");
+        double n = d.Count, total = d.Sum();
+        double Share(double above) => total > 0 ? d.Where(v => v > above).Sum() / total : 0;
+        static double Mean(IReadOnlyList<double>? v) => v is { Count: > 0 } ? v.Average() : double.NaN;
+        return new SaeBenchMiscMetrics(
+            d.Count(v => v > 0.01) / n, d.Count(v => v > 0.1) / n, Share(0.01), Share(0.1),
+            Mean(features.MaxEncoderCosineSim), Mean(features.MaxDecoderCosineSim), d.Count(v => v > 0) / n);
+    }
+}
+
+/// <summary>
+/// What SAEBench's core output records about a run besides the metrics: its <c>eval_config</c> fields that
+/// <see cref="DownstreamMetrics"/> does not carry, and the file's identifiers.
+/// </summary>
+public sealed record SaeBenchCoreRun
+{
+    /// <summary><c>eval_config.model_name</c>.</summary>
+    public required string ModelName { get; init; }
+    /// <summary><c>eval_config.dataset</c>: the dataset as given.</summary>
+    public required string Dataset { get; init; }
+    /// <summary><c>eval_config.llm_dtype</c> ("float32", "bfloat16", ...).</summary>
+    public string LlmDtype { get; init; } = "float32";
+    /// <summary><c>sae_lens_release_id</c>: the SAELens release, or for an SAE of one's own its path (SAEBench's
+    /// "unique id" of a custom SAE).</summary>
+    public string? SaeLensReleaseId { get; init; }
+    /// <summary><c>sae_lens_id</c>: the SAE id within the release, or "custom_sae" (SAEBench's value for an SAE object).</summary>
+    public string? SaeLensId { get; init; }
+    /// <summary><c>eval_id</c> (SAEBench: a UUID per run of its script).</summary>
+    public string EvalId { get; init; } = Guid.NewGuid().ToString();
+    /// <summary><c>datetime_epoch_millis</c>.</summary>
+    public long DatetimeEpochMillis { get; init; } = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+}
+
+/// <summary>
+/// Writes one SAE's <see cref="DownstreamMetrics"/> as SAEBench's core eval output (<c>CoreEvalOutput</c> of
+/// <c>sae_bench/evals/core/eval_output.py</c>, SAEBench commit 8042bb3): the keys, groups and order its
+/// <c>to_json_file</c> writes, NaN as −1 (its <c>replace_nans_with_negative_one</c>), per-feature details rounded to 10
+/// decimals. What differs from SAEBench's numbers is in docs/metrics.md ("SAEBench core output").
+/// </summary>
+public static class SaeBenchCoreOutput
+{
+    /// <summary>SAEBench's <c>EVAL_TYPE_ID_CORE</c>.</summary>
+    public const string EvalTypeId = "core";
+
+    /// <summary>The SAEBench commit whose core eval this output follows (written as <c>sae_bench_commit_hash</c>).</summary>
+    public const string SaeBenchCommit = "8042bb3";
+
+    /// <summary>SAEBench's results file name for an SAE: <c>{release}_{id}_eval_results.json</c>, '/' replaced by '_'
+    /// (<c>get_results_filepath</c>).</summary>
+    public static string ResultsFileName(string release, string saeId) => $"{release}_{saeId}_eval_results.json".Replace('/', '_');
+
+    /// <summary>Writes the output object of <paramref name="metrics"/> (which must come from
+    /// <see cref="DownstreamEvaluator"/>, with <see cref="DownstreamEvalOptions.MaxCosineSims"/> for the max cosine lists).
+    /// The d_sae feature details are streamed.</summary>
+    public static void Write(Utf8JsonWriter writer, DownstreamMetrics metrics, SaeBenchCoreRun run)
+    {
+        ArgumentNullException.ThrowIfNull(writer);
+        ArgumentNullException.ThrowIfNull(metrics);
+        ArgumentNullException.ThrowIfNull(run);
+        var features = metrics.FeatureMetrics ?? throw new SaeSharpException($"SAEBench core output of {metrics.Name}: no per-feature metrics");
+        var cfg = metrics.Cfg ?? throw new SaeSharpException($"SAEBench core output of {metrics.Name}: no SAE config");
+        if (metrics.Contexts <= 0 || metrics.BatchSizePrompts <= 0)
+            throw new SaeSharpException($"SAEBench core output of {metrics.Name}: metrics not from an evaluation in a model (no context windows recorded)");
+        var r = metrics.Reconstruction;
+        long batches = (metrics.Contexts + metrics.BatchSizePrompts - 1) / metrics.BatchSizePrompts;
+        long tokens = metrics.Contexts * metrics.ContextSize;
+
+        writer.WriteStartObject();
+        writer.WriteString("eval_type_id", EvalTypeId);
+        writer.WritePropertyName("eval_config");
+        new JsonObject
+        {
+            ["model_name"] = run.ModelName,
+            ["llm_dtype"] = run.LlmDtype,
+            ["batch_size_prompts"] = metrics.BatchSizePrompts,
+            ["n_eval_reconstruction_batches"] = batches,
+            ["n_eval_sparsity_variance_batches"] = batches,
+            ["dataset"] = run.Dataset,
+            ["context_size"] = metrics.ContextSize,
+            ["compute_kl"] = true,
+            ["compute_ce_loss"] = true,
+            ["compute_l2_norms"] = true,
+            ["compute_sparsity_metrics"] = true,
+            ["compute_variance_metrics"] = true,
+            ["compute_featurewise_density_statistics"] = true,
+            ["compute_featurewise_weight_based_metrics"] = true,
+            ["exclude_special_tokens_from_reconstruction"] = metrics.ExcludedTokenIds.Count > 0,
+            ["verbose"] = false,
+        }.WriteTo(writer);
+        writer.WriteString("eval_id", run.EvalId);
+        writer.WriteNumber("datetime_epoch_millis", run.DatetimeEpochMillis);
+
+        var misc = SaeBenchMiscMetrics.From(features);
+        writer.WritePropertyName("eval_result_metrics");
+        new JsonObject
+        {
+            ["model_behavior_preservation"] = new JsonObject
+            {
+                ["kl_div_score"] = Num(metrics.KlDivScore),
+                ["kl_div_with_ablation"] = Num(metrics.KlDivWithAblation),
+                ["kl_div_with_sae"] = Num(metrics.KlDivWithSae),
+            },
+            ["model_performance_preservation"] = new JsonObject
+            {
+                ["ce_loss_score"] = Num(metrics.CeLossScore),
+                ["ce_loss_with_ablation"] = Num(metrics.CeLossWithAblation),
+                ["ce_loss_with_sae"] = Num(metrics.CeLossWithSae),
+                ["ce_loss_without_sae"] = Num(metrics.CeLossWithoutSae),
+            },
+            ["reconstruction_quality"] = new JsonObject
+            {
+                ["explained_variance"] = Num(r.ExplainedVariance),
+                ["explained_variance_legacy"] = Num(r.ExplainedVarianceLegacy),
+                ["mse"] = Num(r.SaeLensEvalMse),
+                ["cossim"] = Num(r.Cosine),
+            },
+            ["shrinkage"] = new JsonObject
+            {
+                ["l2_norm_in"] = Num(r.L2NormIn),
+                ["l2_norm_out"] = Num(r.L2NormOut),
+                ["l2_ratio"] = Num(r.L2Ratio),
+                ["relative_reconstruction_bias"] = Num(r.RelativeReconstructionBias),
+            },
+            ["sparsity"] = new JsonObject { ["l0"] = Num(r.L0), ["l1"] = Num(r.L1) },
+            ["token_stats"] = new JsonObject
+            {
+                ["total_tokens_eval_reconstruction"] = tokens,
+                ["total_tokens_eval_sparsity_variance"] = tokens,
+            },
+            ["misc_metrics"] = new JsonObject
+            {
+                ["freq_over_1_percent"] = Num(misc.FreqOver1Percent),
+                ["freq_over_10_percent"] = Num(misc.FreqOver10Percent),
+                ["normalized_freq_over_1_percent"] = Num(misc.NormalizedFreqOver1Percent),
+                ["normalized_freq_over_10_percent"] = Num(misc.NormalizedFreqOver10Percent),
+                ["average_max_encoder_cosine_sim"] = Num(misc.AverageMaxEncoderCosineSim),
+                ["average_max_decoder_cosine_sim"] = Num(misc.AverageMaxDecoderCosineSim),
+                ["frac_alive"] = Num(misc.FracAlive),
+            },
+        }.WriteTo(writer);
+
+        writer.WriteStartArray("eval_result_details");
+        int dSae = features.FeatureDensity.Count;
+        for (int i = 0; i < dSae; i++)
+        {
+            writer.WriteStartObject();
+            writer.WriteNumber("index", i);
+            Detail(writer, "feature_density", features.FeatureDensity, i);
+            Detail(writer, "consistent_activation_heuristic", features.ConsistentActivationHeuristic, i);
+            // An SAE without b_enc: 0, as SAEBench writes for one with neither b_enc nor b_mag.
+            writer.WriteNumber("encoder_bias", features.EncoderBias is { } b ? Round(b[i]) : 0);
+            Detail(writer, "encoder_norm", features.EncoderNorm, i);
+            Detail(writer, "encoder_decoder_cosine_sim", features.EncoderDecoderCosineSim, i);
+            Detail(writer, "max_decoder_cosine_sim", features.MaxDecoderCosineSim, i);
+            Detail(writer, "max_encoder_cosine_sim", features.MaxEncoderCosineSim, i);
+            writer.WriteEndObject();
+        }
+        writer.WriteEndArray();
+
+        writer.WriteString("sae_bench_commit_hash", SaeBenchCommit);
+        WriteStringOrNull(writer, "sae_lens_id", run.SaeLensId);
+        WriteStringOrNull(writer, "sae_lens_release_id", run.SaeLensReleaseId);
+        writer.WriteNull("sae_lens_version");
+        writer.WritePropertyName("sae_cfg_dict");
+        JsonNode.Parse(cfg.ToJson())!.WriteTo(writer);
+        writer.WritePropertyName("eval_result_unstructured");
+        new JsonObject { ["producer"] = "SaeSharp " + typeof(SaeBenchCoreOutput).Assembly.GetName().Version }.WriteTo(writer);
+        writer.WriteEndObject();
+    }
+
+    /// <summary>A metric value as SAEBench writes it: NaN (and, since JSON has no infinities, ±∞) as −1.</summary>
+    internal static double Finite(double v) => double.IsFinite(v) ? v : -1;
+
+    private static JsonValue Num(double v) => JsonValue.Create(Finite(v));
+
+    /// <summary>SAEBench's <c>round(v, DEFAULT_FLOAT_PRECISION)</c> (10 decimals), NaN as −1.</summary>
+    private static double Round(double v) => double.IsFinite(v) ? Math.Round(v, 10, MidpointRounding.ToEven) : -1;
+
+    /// <summary>Feature <paramref name="i"/> of <paramref name="list"/> rounded, or −1 when SaeSharp has no such list
+    /// (a transcoder's cosine, which SAEBench's own code cannot compute either).</summary>
+    private static void Detail(Utf8JsonWriter writer, string key, IReadOnlyList<double>? list, int i) =>
+        writer.WriteNumber(key, list is null ? -1 : Round(list[i]));
+
+    private static void WriteStringOrNull(Utf8JsonWriter writer, string key, string? value)
+    {
+        if (value is null) writer.WriteNull(key);
+        else writer.WriteString(key, value);
+    }
+}

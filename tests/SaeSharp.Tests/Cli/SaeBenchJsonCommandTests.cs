@@ -1,0 +1,72 @@
+using System.Text.Json.Nodes;
+using SaeSharp.Tests.Analysis;
+
+namespace SaeSharp.Tests.Cli;
+
+/// <summary><c>sae eval --model ... --saebench-json</c> writes SAEBench's core eval output per SAE; it is refused where
+/// there is none (on activation files).</summary>
+public sealed class SaeBenchJsonCommandTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("eval-saebench-").FullName;
+
+    public void Dispose()
+    {
+        try { Directory.Delete(_dir, recursive: true); } catch (IOException) { /* best effort */ }
+    }
+
+    private string P(string name) => Path.Combine(_dir, name);
+
+    /// <summary>Two SAEs in one pass (<see cref="AnalysisFixture"/>'s embedding SAE twice): files core_sae0.json and
+    /// core_sae1.json, one eval_id; 64 tokens in 4 windows of 16 = one batch of 8 prompts; a custom SAE's ids; the details'
+    /// densities agree with frac_alive and freq_over_1_percent; W_dec = W_encᵀ, so each feature's max encoder and decoder
+    /// cosines are equal, and the --json file carries the same lists.</summary>
+    [Fact]
+    public void Eval_in_the_model_writes_SAEBench_core_output_per_sae()
+    {
+        using var a = new AnalysisFixture();
+        var (exit, output, err) = CliRunner.Run("eval", "--sae", a.SaeDir, "--sae", a.SaeDir, "--model", a.ModelDir, "--dataset", a.DataPath,
+            "--tokens", "64", "--context-size", "16", "--saebench-json", P("core.json"), "--json", P("eval.json"));
+        Assert.True(exit == 0, err);
+        Assert.Contains("SAEBench core output: " + P("core_sae1.json"), output);
+        Assert.False(File.Exists(P("core.json")));
+        var files = new[] { P("core_sae0.json"), P("core_sae1.json") }.Select(f => JsonNode.Parse(File.ReadAllText(f))!.AsObject()).ToList();
+        Assert.Equal(files[0]["eval_id"]!.GetValue<string>(), files[1]["eval_id"]!.GetValue<string>());
+        var plain = JsonNode.Parse(File.ReadAllText(P("eval.json")))!.AsArray();
+        for (int s = 0; s < 2; s++)
+        {
+            var json = files[s];
+            Assert.Equal("core", json["eval_type_id"]!.GetValue<string>());
+            Assert.Equal("custom_sae", json["sae_lens_id"]!.GetValue<string>());
+            Assert.Equal(a.SaeDir, json["sae_lens_release_id"]!.GetValue<string>());
+            var config = json["eval_config"]!;
+            Assert.Equal(16, config["context_size"]!.GetValue<int>());
+            Assert.Equal(1, config["n_eval_reconstruction_batches"]!.GetValue<int>());
+            Assert.Equal(a.DataPath, config["dataset"]!.GetValue<string>());
+            var metrics = json["eval_result_metrics"]!;
+            Assert.Equal(64, metrics["token_stats"]!["total_tokens_eval_reconstruction"]!.GetValue<long>());
+            var details = json["eval_result_details"]!.AsArray();
+            Assert.Equal(AnalysisFixture.DSae, details.Count);
+            var density = details.Select(d => d!["feature_density"]!.GetValue<double>()).ToArray();
+            var misc = metrics["misc_metrics"]!;
+            Assert.Equal(density.Count(d => d > 0) / (double)density.Length, misc["frac_alive"]!.GetValue<double>(), 12);
+            Assert.Equal(density.Count(d => d > 0.01) / (double)density.Length, misc["freq_over_1_percent"]!.GetValue<double>(), 12);
+            foreach (var d in details)
+                Assert.Equal(d!["max_encoder_cosine_sim"]!.GetValue<double>(), d["max_decoder_cosine_sim"]!.GetValue<double>(), 6);
+            Assert.Equal(details.Average(d => d!["max_decoder_cosine_sim"]!.GetValue<double>()), misc["average_max_decoder_cosine_sim"]!.GetValue<double>(), 9);
+            var fm = plain[s]!["feature_metrics"]!;
+            var listed = fm["max_decoder_cosine_sim"]!.AsArray().Select(v => v!.GetValue<double>()).ToArray();
+            for (int i = 0; i < AnalysisFixture.DSae; i++)
+                Assert.Equal(Math.Round(listed[i], 10), details[i]!["max_decoder_cosine_sim"]!.GetValue<double>());
+            Assert.Equal(plain[s]!["sparsity"]!["l0"]!.GetValue<double>(), metrics["sparsity"]!["l0"]!.GetValue<double>());
+        }
+    }
+
+    [Fact]
+    public void SAEBench_output_is_refused_on_activation_files()
+    {
+        var (exit, _, err) = CliRunner.Run("eval", "--sae", P("sae"), "--activations", P("rows.safetensors"), "--saebench-json", P("core.json"));
+        Assert.NotEqual(0, exit);
+        Assert.Contains("--saebench-json", err);
+        Assert.False(File.Exists(P("core.json")));
+    }
+}

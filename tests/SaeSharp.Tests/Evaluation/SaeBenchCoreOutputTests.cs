@@ -1,0 +1,225 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using SaeSharp.Evaluation;
+using SaeSharp.Saes;
+using SaeSharp.Tests.Models;
+using SaeSharp.Tests.Tokenizers;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Tests.Evaluation;
+
+/// <summary>
+/// SAEBench's core eval output: the per-feature max encoder/decoder cosine similarities and the misc metrics on hand-made
+/// weights and densities, against SAEBench's own formula functions (<c>tests/data/saebench_core</c>, written by
+/// <c>bench/reference/saebench_core_fixture.py</c>), and the written JSON against the schema its dataclasses declare.
+/// </summary>
+public class SaeBenchCoreOutputTests : ModelTestBase
+{
+    private static readonly JsonNode Expected = JsonNode.Parse(File.ReadAllText(TestPaths.Data("saebench_core", "expected.json")))!;
+
+    private static double[] Doubles(JsonNode list) => list.AsArray().Select(v => v!.GetValue<double>()).ToArray();
+
+    private static void AssertList(double[] expected, IReadOnlyList<double>? actual, double tol, string what)
+    {
+        Assert.NotNull(actual);
+        Assert.Equal(expected.Length, actual.Count);
+        for (int i = 0; i < expected.Length; i++)
+            Assert.True(Math.Abs(expected[i] - actual[i]) <= tol, $"{what}[{i}]: expected {expected[i]:R}, got {actual[i]:R}");
+    }
+
+    private static double[] MaxCos(float[,] rows) { using var t = tensor(rows); return FeatureMetrics.MaxCosineSims(t); }
+
+    /// <summary>Two parallel rows (one 2× the other) → 1 for both, and the row orthogonal to them 0; an orthonormal set → 0
+    /// everywhere; directions at 0°, 60°, 90° → cos 60° = 0.5 for the first (its other neighbour is at 90°), cos 30° for the
+    /// other two; a zero row → 0 (normalised to zero, as F.normalize) and no effect on the others; one row → −∞ (nothing
+    /// else to compare with).</summary>
+    [Fact]
+    public void Max_cosine_sims_by_hand()
+    {
+        AssertList([1, 1, 0], MaxCos(new float[,] { { 1, 2, 0 }, { 2, 4, 0 }, { 0, 0, 3 } }), 1e-6, "parallel");
+        AssertList([0, 0, 0, 0], MaxCos(new float[,] { { 1, 0, 0, 0 }, { 0, 2, 0, 0 }, { 0, 0, 3, 0 }, { 0, 0, 0, 4 } }), 0, "orthogonal");
+        double s3 = Math.Sqrt(3) / 2;
+        AssertList([0.5, s3, s3], MaxCos(new float[,] { { 1, 0 }, { 0.5f, (float)s3 }, { 0, 1 } }), 1e-6, "angles");
+        AssertList([Math.Sqrt(0.5), 0, Math.Sqrt(0.5)], MaxCos(new float[,] { { 1, 0 }, { 0, 0 }, { 1, 1 } }), 1e-6, "zero row");
+        Assert.Equal(double.NegativeInfinity, MaxCos(new float[,] { { 1, 2 } })[0]);
+    }
+
+    /// <summary>Blocks of rows of any size give the brute-force float64 answer (max over j ≠ i of the pairwise cosines).</summary>
+    [Fact]
+    public void Max_cosine_sims_do_not_depend_on_the_block_size()
+    {
+        using var v = randn(7, 5, generator: manual_seed(4));
+        var x = new double[7][];
+        for (int i = 0; i < 7; i++) x[i] = v[i].to(ScalarType.Float64).data<double>().ToArray();
+        static double Cos(double[] a, double[] b) => a.Zip(b, (p, q) => p * q).Sum() / Math.Sqrt(a.Sum(p => p * p) * b.Sum(q => q * q));
+        var brute = Enumerable.Range(0, 7).Select(i => Enumerable.Range(0, 7).Where(j => j != i).Max(j => Cos(x[i], x[j]))).ToArray();
+        foreach (long chunk in new long[] { 1, 7, 14, 20, 49, 1 << 22 })
+            AssertList(brute, FeatureMetrics.MaxCosineSims(v, chunk), 1e-6, $"chunk {chunk}");
+    }
+
+    /// <summary>Densities 0, 0.005, 0.01, 0.02, 0.2, 0.5: above 1% 3 of 6 (0.01 is not above), above 10% 2 of 6, alive 5 of 6;
+    /// the firings of features above 1% are 0.72 of Σ = 0.735, above 10% 0.7; all dead: both shares 0 (not 0/0).</summary>
+    [Fact]
+    public void Misc_metrics_by_hand()
+    {
+        var m = SaeBenchMiscMetrics.From(new FeatureMetrics
+        {
+            FeatureDensity = [0, 0.005, 0.01, 0.02, 0.2, 0.5], MaxEncoderCosineSim = [0.5, 1, 0, 0.25, 0.25, 0], MaxDecoderCosineSim = [1, 1, 1, 1, 1, 1],
+        });
+        Assert.Equal(3 / 6.0, m.FreqOver1Percent, 12);
+        Assert.Equal(2 / 6.0, m.FreqOver10Percent, 12);
+        Assert.Equal(0.72 / 0.735, m.NormalizedFreqOver1Percent, 12);
+        Assert.Equal(0.7 / 0.735, m.NormalizedFreqOver10Percent, 12);
+        Assert.Equal(5 / 6.0, m.FracAlive, 12);
+        Assert.Equal(2 / 6.0, m.AverageMaxEncoderCosineSim, 12);
+        Assert.Equal(1, m.AverageMaxDecoderCosineSim, 12);
+        var dead = SaeBenchMiscMetrics.From(new FeatureMetrics { FeatureDensity = [0, 0, 0] });
+        Assert.Equal((0, 0, 0), (dead.NormalizedFreqOver1Percent, dead.NormalizedFreqOver10Percent, dead.FracAlive));
+        Assert.True(double.IsNaN(dead.AverageMaxDecoderCosineSim));   // not computed
+    }
+
+    /// <summary>SAEBench's own <c>get_featurewise_weight_based_metrics</c> and <c>calculate_misc_metrics</c> on the fixture's
+    /// weights (parallel decoder rows, an opposite pair, a zero encoder column, a parallel encoder pair): the same lists and
+    /// misc metrics to float32 rounding.</summary>
+    [Fact]
+    public void Weight_based_and_misc_metrics_match_SAEBench()
+    {
+        using var sae = new StandardSae(new SaeConfig { DIn = 6, DSae = 10 });
+        using (no_grad())
+        {
+            sae.WEnc.copy_(tensor(Rows(Expected["W_enc"]!)));
+            sae.WDec.copy_(tensor(Rows(Expected["W_dec"]!)));
+            sae.BEnc.copy_(tensor(Doubles(Expected["b_enc"]!).Select(v => (float)v).ToArray()));
+        }
+        var density = Doubles(Expected["feature_density"]!);
+        var f = new FeatureMetrics { FeatureDensity = density }.WithWeights(sae).WithMaxCosineSims(sae);
+        var w = Expected["weight_based"]!;
+        AssertList(Doubles(w["max_encoder_cosine_sim"]!), f.MaxEncoderCosineSim, 1e-6, "max_encoder_cosine_sim");
+        AssertList(Doubles(w["max_decoder_cosine_sim"]!), f.MaxDecoderCosineSim, 1e-6, "max_decoder_cosine_sim");
+        AssertList(Doubles(w["encoder_norm"]!), f.EncoderNorm, 1e-5, "encoder_norm");
+        AssertList(Doubles(w["encoder_bias"]!), f.EncoderBias, 1e-7, "encoder_bias");
+        // SAEBench's cosine of a zero encoder column: the normalisation's 0/0 makes it NaN; so is SaeSharp's.
+        var cos = Expected["weight_based"]!["encoder_decoder_cosine_sim"]!.AsArray();
+        for (int i = 0; i < 10; i++)
+        {
+            if (cos[i] is null) Assert.True(double.IsNaN(f.EncoderDecoderCosineSim![i]));
+            else Assert.True(Math.Abs(cos[i]!.GetValue<double>() - f.EncoderDecoderCosineSim![i]) <= 1e-6, $"encoder_decoder_cosine_sim[{i}]");
+        }
+        var misc = SaeBenchMiscMetrics.From(f);
+        var e = Expected["misc"]!;
+        foreach (var (key, got) in MiscPairs(misc))
+            Assert.True(Math.Abs(e[key]!.GetValue<double>() - got) <= 1e-6, $"{key}: SAEBench {e[key]}, SaeSharp {got:R}");
+        var dead = SaeBenchMiscMetrics.From(f with { FeatureDensity = new double[10] });
+        foreach (var (key, got) in MiscPairs(dead))
+            Assert.True(Math.Abs(Expected["misc_all_dead"]![key]!.GetValue<double>() - got) <= 1e-6, $"{key} (all dead)");
+    }
+
+    private static float[,] Rows(JsonNode node)
+    {
+        var rows = node.AsArray().Select(r => Doubles(r!)).ToArray();
+        var a = new float[rows.Length, rows[0].Length];
+        for (int i = 0; i < rows.Length; i++)
+            for (int j = 0; j < rows[0].Length; j++) a[i, j] = (float)rows[i][j];
+        return a;
+    }
+
+    private static (string, double)[] MiscPairs(SaeBenchMiscMetrics m) =>
+    [
+        ("freq_over_1_percent", m.FreqOver1Percent), ("freq_over_10_percent", m.FreqOver10Percent),
+        ("normalized_freq_over_1_percent", m.NormalizedFreqOver1Percent), ("normalized_freq_over_10_percent", m.NormalizedFreqOver10Percent),
+        ("average_max_encoder_cosine_sim", m.AverageMaxEncoderCosineSim), ("average_max_decoder_cosine_sim", m.AverageMaxDecoderCosineSim),
+        ("frac_alive", m.FracAlive),
+    ];
+
+    /// <summary>The fields of SAEBench dataclass <paramref name="name"/> (name, Python annotation), in declaration order.</summary>
+    private static List<(string Name, string Type)> Fields(string name) =>
+        Expected["schema"]![name]!["fields"]!.AsArray().Select(p => (p![0]!.GetValue<string>(), p[1]!.GetValue<string>())).ToList();
+
+    /// <summary>Whether <paramref name="value"/> is what SAEBench's annotation allows.</summary>
+    private static bool Fits(JsonNode? value, string type) => type switch
+    {
+        "str" => value?.GetValueKind() == JsonValueKind.String,
+        "int" => value?.GetValueKind() == JsonValueKind.Number && value.AsValue().TryGetValue<long>(out _),
+        "float" => value?.GetValueKind() == JsonValueKind.Number,
+        "bool" => value?.GetValueKind() is JsonValueKind.True or JsonValueKind.False,
+        "str | None" => value is null || value.GetValueKind() == JsonValueKind.String,
+        "dict[str, Any] | None" => value is null || value.GetValueKind() == JsonValueKind.Object,
+        "Any | None" => true,
+        _ when type.StartsWith("list[", StringComparison.Ordinal) => value?.GetValueKind() == JsonValueKind.Array,
+        _ => value?.GetValueKind() == JsonValueKind.Object,   // a nested dataclass or a type parameter
+    };
+
+    /// <summary>Evaluated in a tiny GPT-2 (5 windows of 8 tokens in batches of 2, a random SAE at blocks.0.hook_resid_pre),
+    /// the output has every field SAEBench's <c>CoreEvalOutput</c> declares (BaseEvalOutput's order), each of the type its
+    /// annotation says, the config fields of <c>CoreEvalConfig</c>, the seven metric groups of <c>CoreMetricCategories</c>
+    /// with exactly their dataclasses' fields, and d_sae details with <c>CoreFeatureMetric</c>'s fields; the values are the
+    /// evaluator's, 3 batches, 40 tokens.</summary>
+    [Fact]
+    public void Output_has_every_field_of_the_SAEBench_schema()
+    {
+        using var model = Gpt2();
+        var cfg = new SaeConfig { DIn = 16, DSae = 12 };
+        cfg.Metadata.HookName = "blocks.0.hook_resid_pre";
+        cfg.Metadata.ModelName = "tiny-gpt2";
+        using var sae = SaeFactory.Create(cfg);
+        using (no_grad()) { sae.WEnc.copy_(randn(16, 12, generator: manual_seed(1)).mul(TorchScalars.Of(0.3))); sae.WDec.copy_(sae.WEnc.t()); }
+        var rng = new Random(5);
+        var windows = Enumerable.Range(0, 5).Select(_ => Enumerable.Range(0, 8).Select(_ => (long)rng.Next(1, 50)).ToArray()).ToList();
+        var m = DownstreamEvaluator.Evaluate(model, [new DownstreamTarget(sae)], windows,
+            new DownstreamEvalOptions { BatchSizePrompts = 2, MaxCosineSims = true })[0];
+        Assert.Equal((5L, 8, 2), (m.Contexts, m.ContextSize, m.BatchSizePrompts));
+
+        using var stream = new MemoryStream();
+        using (var writer = new Utf8JsonWriter(stream))
+            SaeBenchCoreOutput.Write(writer, m, new SaeBenchCoreRun { ModelName = "tiny-gpt2", Dataset = "corpus.txt", SaeLensReleaseId = "mine", SaeLensId = "custom_sae" });
+        var json = JsonNode.Parse(stream.ToArray())!.AsObject();
+
+        var top = Fields("BaseEvalOutput");
+        Assert.Equal(top.Select(f => f.Name), json.Select(p => p.Key));
+        var core = Fields("CoreEvalOutput").ToDictionary(f => f.Name, f => f.Type);
+        foreach (var (name, type) in top)
+            Assert.True(Fits(json[name], core.GetValueOrDefault(name, type)), $"{name}: {json[name]?.ToJsonString()} is not {core.GetValueOrDefault(name, type)}");
+        Assert.Equal("core", json["eval_type_id"]!.GetValue<string>());
+
+        var config = json["eval_config"]!.AsObject();
+        Assert.Equal(Fields("CoreEvalConfig").Select(f => f.Name), config.Select(p => p.Key));
+        foreach (var (name, type) in Fields("CoreEvalConfig")) Assert.True(Fits(config[name], type), $"eval_config.{name} is not {type}");
+        Assert.Equal(3, config["n_eval_reconstruction_batches"]!.GetValue<long>());
+        Assert.Equal(8, config["context_size"]!.GetValue<long>());
+
+        var groups = json["eval_result_metrics"]!.AsObject();
+        var categories = Fields("CoreMetricCategories");
+        Assert.Equal(categories.Select(c => c.Name), groups.Select(p => p.Key));
+        foreach (var (group, cls) in categories)
+        {
+            var g = groups[group]!.AsObject();
+            Assert.Equal(Fields(cls).Select(f => f.Name), g.Select(p => p.Key));
+            foreach (var (name, type) in Fields(cls)) Assert.True(Fits(g[name], type), $"{group}.{name} is not {type}");
+        }
+        Assert.Equal(m.KlDivScore, groups["model_behavior_preservation"]!["kl_div_score"]!.GetValue<double>());
+        Assert.Equal(m.CeLossWithSae, groups["model_performance_preservation"]!["ce_loss_with_sae"]!.GetValue<double>());
+        Assert.Equal(m.L0, groups["sparsity"]!["l0"]!.GetValue<double>());
+        Assert.Equal(40, groups["token_stats"]!["total_tokens_eval_reconstruction"]!.GetValue<long>());
+        Assert.Equal(m.Reconstruction.SaeLensEvalMse, groups["reconstruction_quality"]!["mse"]!.GetValue<double>());
+        var features = m.FeatureMetrics!;
+        Assert.Equal(SaeBenchMiscMetrics.From(features).FracAlive, groups["misc_metrics"]!["frac_alive"]!.GetValue<double>());
+
+        var details = json["eval_result_details"]!.AsArray();
+        Assert.Equal(12, details.Count);
+        var detailFields = Fields("CoreFeatureMetric");
+        using var wdec = sae.WDec.detach().clone();
+        var maxDec = FeatureMetrics.MaxCosineSims(wdec);
+        for (int i = 0; i < 12; i++)
+        {
+            var d = details[i]!.AsObject();
+            Assert.Equal(detailFields.Select(f => f.Name), d.Select(p => p.Key));
+            foreach (var (name, type) in detailFields) Assert.True(Fits(d[name], type), $"details[{i}].{name} is not {type}");
+            Assert.Equal(i, d["index"]!.GetValue<long>());
+            Assert.Equal(Math.Round(maxDec[i], 10), d["max_decoder_cosine_sim"]!.GetValue<double>());
+            // W_dec = W_encᵀ: the encoder's max cosines are the decoder's.
+            Assert.Equal(d["max_decoder_cosine_sim"]!.GetValue<double>(), d["max_encoder_cosine_sim"]!.GetValue<double>(), 6);
+        }
+        Assert.Equal(JsonNode.Parse(cfg.ToJson())!["architecture"]!.GetValue<string>(), json["sae_cfg_dict"]!["architecture"]!.GetValue<string>());
+        Assert.Equal(12, json["sae_cfg_dict"]!["d_sae"]!.GetValue<long>());
+    }
+}
