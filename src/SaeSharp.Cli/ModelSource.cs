@@ -31,8 +31,9 @@ internal static class ModelSource
     public static System.CommandLine.Option<string> SaeOrCltDtypeOption()
     {
         var dtype = DtypeOption();
-        dtype.Description = "Model weights' dtype: float32 (default: the dtype the SAE recorded), bfloat16/bf16, float16/f16, or auto (the checkpoint's torch_dtype); " +
-            "a whole CLT's weights are loaded in bfloat16/float16 beside a model in it";
+        dtype.Description = "Model weights' dtype: float32, bfloat16/bf16, float16/f16, or auto (the checkpoint's torch_dtype); default: the dtype the SAE " +
+            "recorded, float32 for a CLT or an SAE that records none; a whole CLT's weights are loaded in bfloat16/float16 beside a model in it";
+        dtype.DefaultValueFactory = null;
         return dtype;
     }
 

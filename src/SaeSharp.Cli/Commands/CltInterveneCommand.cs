@@ -53,6 +53,8 @@ internal static class CltInterveneCommand
             };
             ScalarType? modelDtype = ModelSource.GivenDtype(parse, dtype, folder);
             using var clt = CrossLayerTranscoderLoader.Load(saePath, null, CrossLayerTranscoderLoader.ForModel(modelDtype));
+            if (options.ConstrainedLayers is { } cl && cl.End > clt.Cfg.NLayers)
+                throw new SaeSharpException($"--constrained-layers {parse.GetValue(constrained)}: the transcoders span layers 0-{clt.Cfg.NLayers - 1}");
             using var cm = ModelForSae.Load(folder, new WeightProcessingOptions(), modelDtype ?? ScalarType.Float32);
             using var scope = NewDisposeScope();
             using var clean = CltInterventions.FeatureIntervention(cm.Model, clt, tokens, [], options, cm.Hooks);
@@ -95,7 +97,7 @@ internal static class CltInterveneCommand
                 using var gen = CltInterventions.FeatureInterventionGenerate(cm.Model, clt, tokens, interventions, g, options with { ZeroBos = bos },
                     new GenerationOptions { EosTokenId = tok.EosTokenId }, cm.Hooks);
                 string Continuation(Tensor t) => ModelCommands.DecodeShowingUnknownIds(tok, t[0].narrow(0, n, t.shape[1] - n).data<long>().Select(v => (int)v).ToList());
-                Cli.WriteColumns($"greedy continuation ({g} tokens{(options.DirectEffects || options.ConstrainedLayers is not null ? $"; {how} in the prompt's pass only" : "")})", ["run", "continuation"],
+                Cli.WriteColumns($"greedy continuation (up to {g} tokens, to EOS{(options.DirectEffects || options.ConstrainedLayers is not null ? $"; {how} in the prompt's pass only" : "")})", ["run", "continuation"],
                     [["clean", Continuation(plain.Tokens)], ["intervened", Continuation(gen.Tokens!)]]);
             }
             return 0;

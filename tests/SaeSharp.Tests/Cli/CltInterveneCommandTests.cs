@@ -190,6 +190,9 @@ public class CltInterveneCommandTests : IDisposable
         (exit, _, err) = CliRunner.Run([.. baseArgs, "--set", "0:3:1", "--constrained-layers", "1-0"]);
         Assert.NotEqual(0, exit);
         Assert.Contains("expected A-B", err);
+        (exit, _, err) = CliRunner.Run([.. baseArgs, "--set", "0:3:1", "--constrained-layers", "0-7"]);
+        Assert.NotEqual(0, exit);
+        Assert.Contains("--constrained-layers 0-7: the transcoders span layers 0-1", err);
         (exit, _, err) = CliRunner.Run(["model", "run", "--model", model, "--input", P("one.safetensors"), "--sae", P("clt"), "--out", P("o.safetensors")]);
         Assert.NotEqual(0, exit);
         Assert.Contains("sae intervene", err);
