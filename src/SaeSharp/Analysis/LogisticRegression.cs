@@ -168,7 +168,7 @@ public sealed class LogisticRegression
             var s = p.sub(p.mul(p)).mul(sw).mul(cs);  // diagonal of S
             var sq = s.sqrt();
             mWork.copy_(k).mul_(sq.unsqueeze(1)).mul_(sq.unsqueeze(0));
-            mDiagonal.add_(one);
+            mDiagonal.add_(one, one);
             var chol = linalg.cholesky(mWork);
             // A⁻¹Xᵀv = Xᵀ·Inv(v) with Inv(v) = v − S^½ M⁻¹ S^½ K v, for v = γ and v = s (u = XᵀS1 = Xᵀs) at once.
             var v2 = stack([gamma, s], 1);                         // [n, 2]

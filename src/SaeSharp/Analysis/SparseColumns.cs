@@ -122,7 +122,8 @@ internal sealed class SparseColumns
     public Tensor Gram()
     {
         int n = Rows, d = Columns, tiles = Tiles;
-        var k = zeros(n, n, ScalarType.Float64);
+        if ((long)n * n > Array.MaxLength) throw new SaeSharpException($"the representer probe's Gram matrix: {n} rows are too many ({n}² entries)");
+        var k = new double[(long)n * n]; // the kernel threads touch no tensor: filled here, wrapped at the end
         int pairs = tiles * (tiles + 1) / 2;
         KernelThreads.Run(pairs, p =>
         {
@@ -146,18 +147,12 @@ internal sealed class SparseColumns
                     for (int b = b0; b < b1; b++) tile[row + RowIndex[b]] += va * Values[b];
                 }
             }
-            using (var rowsI = k.narrow(0, i0, ni))
-            {
-                var dst = MemoryMarshal.Cast<byte, double>(rowsI.bytes);
-                for (int r = 0; r < ni; r++) tile.AsSpan(r * Tile, nj).CopyTo(dst.Slice(r * n + j0, nj));
-            }
+            for (int r = 0; r < ni; r++) tile.AsSpan(r * Tile, nj).CopyTo(k.AsSpan((int)((long)(i0 + r) * n + j0), nj));
             if (bi == bj) return;
-            using var rowsJ = k.narrow(0, j0, nj);
-            var mirror = MemoryMarshal.Cast<byte, double>(rowsJ.bytes);
             for (int r = 0; r < ni; r++)
-                for (int s = 0; s < nj; s++) mirror[s * n + i0 + r] = tile[r * Tile + s];
+                for (int s = 0; s < nj; s++) k[(long)(j0 + s) * n + i0 + r] = tile[r * Tile + s];
         });
-        return k;
+        return tensor(k, [n, n]);
     }
 
     /// <summary>Xᵀα [d] in float64: column j's entries against α at their rows, columns split among the kernel threads.</summary>
