@@ -99,28 +99,44 @@ public sealed class LogisticRegression
     /// <summary>Columns of <paramref name="x"/> per float64 block: about 8 M values (64 MB) at a time.</summary>
     private static long ColumnBlock(Tensor x) => Math.Max(1, 8_000_000 / Math.Max(1, x.shape[0]));
 
+    /// <summary>Share of non-zero entries up to which the representer solver builds X·Xᵀ, Xᵀα from the non-zeros
+    /// (<see cref="SparseColumns"/>, 12 bytes an entry) rather than from dense float64 column blocks: SAE feature matrices
+    /// are 0.1–5 % non-zero.</summary>
+    internal const double SparseDensity = 0.25;
+
     /// <summary>
     /// Newton's method in the representer space: at the optimum w = −C·Σᵢ sᵢ(pᵢ − yᵢ)·xᵢ lies in the span of the rows, so
-    /// w = Xᵀα and every quantity is a function of the Gram matrix K = X·Xᵀ [n, n] (built once from float64 column blocks
-    /// of X; X is never copied whole and no d×d matrix is formed). The Newton step is the primal one, (w, b) ← (w, b) − H⁻¹g
-    /// with H = [[I + XᵀSX, XᵀS1], [1ᵀSX, 1ᵀS1]], S = C·diag(sᵢ pᵢ(1 − pᵢ)), solved exactly through Woodbury's identity
-    /// (I + XᵀSX)⁻¹Xᵀ = Xᵀ(I − S^½ M⁻¹ S^½ K), M = I + S^½ K S^½ (symmetric positive definite, eigenvalues ≥ 1, so it stays
-    /// well-conditioned on separable data where S → 0), and the intercept by its Schur complement. Each step costs O(n³);
-    /// the gradient's w part is Xᵀγ with ‖Xᵀγ‖² = γᵀKγ. Finally w = Xᵀα, again by column blocks.
+    /// w = Xᵀα and every quantity is a function of the Gram matrix K = X·Xᵀ [n, n], built once: from the non-zeros by
+    /// <see cref="SparseColumns.Gram"/> when at most <see cref="SparseDensity"/> of X is non-zero, else from float64 column
+    /// blocks of X (<paramref name="sparseGram"/> forces either); X is never copied whole and no d×d matrix is formed. The
+    /// Newton step is the primal one, (w, b) ← (w, b) − H⁻¹g with H = [[I + XᵀSX, XᵀS1], [1ᵀSX, 1ᵀS1]],
+    /// S = C·diag(sᵢ pᵢ(1 − pᵢ)), solved exactly through Woodbury's identity (I + XᵀSX)⁻¹Xᵀ = Xᵀ(I − S^½ M⁻¹ S^½ K),
+    /// M = I + S^½ K S^½ (symmetric positive definite, eigenvalues ≥ 1, so it stays well-conditioned on separable data where
+    /// S → 0), and the intercept by its Schur complement. Each step costs O(n³) and holds three n² float64 matrices: K, M
+    /// (one workspace rebuilt in place each step) and M's Cholesky factor; the gradient's w part is Xᵀγ with ‖Xᵀγ‖² = γᵀKγ.
+    /// Finally w = Xᵀα, from the non-zeros or again by column blocks.
     /// </summary>
-    private static LogisticRegression FitRepresenter(Tensor x, bool[] y, double c, int maxIter, double tolerance, double[]? sampleWeight)
+    internal static LogisticRegression FitRepresenter(Tensor x, bool[] y, double c, int maxIter, double tolerance, double[]? sampleWeight,
+        bool? sparseGram = null)
     {
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         using var cs = c.ToScalar();
         var one = TorchScalars.One;
         long n = x.shape[0], d = x.shape[1], block = ColumnBlock(x);
-        var k = zeros(n, n, ScalarType.Float64);
-        for (long j = 0; j < d; j += block)
+        bool sparse = sparseGram ?? x.count_nonzero().item<long>() <= SparseDensity * n * d;
+        var columns = sparse ? SparseColumns.FromDense(x) : null;
+        Tensor k;
+        if (columns is not null) k = columns.Gram();
+        else
         {
-            using var b = NewDisposeScope();
-            var xc = x.narrow(1, j, Math.Min(block, d - j)).to(ScalarType.Float64).cpu();
-            k.addmm_(xc, xc.t());
+            k = zeros(n, n, ScalarType.Float64);
+            for (long j = 0; j < d; j += block)
+            {
+                using var b = NewDisposeScope();
+                var xc = x.narrow(1, j, Math.Min(block, d - j)).to(ScalarType.Float64).cpu();
+                k.addmm_(xc, xc.t());
+            }
         }
         var t = tensor(y.Select(v => v ? 1.0 : 0.0).ToArray());
         var sw = sampleWeight is null ? ones(n, ScalarType.Float64) : tensor(sampleWeight);
@@ -136,7 +152,8 @@ public sealed class LogisticRegression
             return a.dot(kA).mul(TorchScalars.Of(0.5)).add(logLoss, one).item<double>();
         }
         double f = Objective(alpha, ka, intercept);
-        var eye = torch.eye(n, dtype: ScalarType.Float64);
+        var mWork = empty(n, n, ScalarType.Float64); // M's workspace, rebuilt in place each step
+        var mDiagonal = mWork.diagonal();
         int it = 0;
         for (; it < maxIter; it++)
         {
@@ -150,12 +167,14 @@ public sealed class LogisticRegression
             if (Math.Max(gw, Math.Abs(gb)) < tolerance * Math.Max(1.0, c * n)) break;
             var s = p.sub(p.mul(p)).mul(sw).mul(cs);  // diagonal of S
             var sq = s.sqrt();
-            var m = k.mul(sq.unsqueeze(1)).mul(sq.unsqueeze(0)).add(eye, one);
-            var chol = linalg.cholesky(m);
+            mWork.copy_(k).mul_(sq.unsqueeze(1)).mul_(sq.unsqueeze(0));
+            mDiagonal.add_(one, one);
+            var chol = linalg.cholesky(mWork);
             // A⁻¹Xᵀv = Xᵀ·Inv(v) with Inv(v) = v − S^½ M⁻¹ S^½ K v, for v = γ and v = s (u = XᵀS1 = Xᵀs) at once.
             var v2 = stack([gamma, s], 1);                         // [n, 2]
             var kv2 = stack([kg, k.mv(s)], 1);
             var inv = v2.sub(cholesky_solve(kv2.mul(sq.unsqueeze(1)), chol).mul(sq.unsqueeze(1)));
+            chol.Dispose();
             var kinv = k.mm(inv);                                  // X A⁻¹ Xᵀ v
             var invG = inv.select(1, 0); var invS = inv.select(1, 1);
             double sTg = s.dot(kinv.select(1, 0)).item<double>(), sTs = s.dot(kinv.select(1, 1)).item<double>();
@@ -184,6 +203,9 @@ public sealed class LogisticRegression
             intercept = nextB;
             f = fNext;
         }
+        mWork.Dispose();
+        k.Dispose();
+        if (columns is not null) return new LogisticRegression(columns.TransposeTimes(alpha.data<double>().ToArray()), intercept, it);
         var coef = new double[d];
         for (long j = 0; j < d; j += block)
         {
@@ -311,23 +333,12 @@ public sealed class LogisticRegression
         return [.. y.Select(v => y.Length / (2.0 * (v ? pos : neg)))];
     }
 
-    /// <summary>w·x + b for each row of <paramref name="x"/> [n, d].</summary>
+    /// <summary>w·x + b for each row of <paramref name="x"/> [n, d], in float64.</summary>
     public double[] DecisionFunction(Tensor x)
     {
         if (x.dim() != 2 || x.shape[1] != Coef.Length)
             throw new SaeSharpException($"the probe takes [n, {Coef.Length}] inputs, got [{string.Join(", ", x.shape)}]");
-        using var scope = NewDisposeScope();
-        long d = x.shape[1], block = ColumnBlock(x);
-        var w = tensor(Coef);
-        using var b0 = Intercept.ToScalar();
-        var score = full(x.shape[0], b0, ScalarType.Float64);
-        for (long j = 0; j < d; j += block) // float64 column blocks: a wide x is never copied whole
-        {
-            using var b = NewDisposeScope();
-            long len = Math.Min(block, d - j);
-            score.add_(x.narrow(1, j, len).to(ScalarType.Float64).cpu().mv(w.narrow(0, j, len)), TorchScalars.One);
-        }
-        return score.data<double>().ToArray();
+        return SparseColumns.RowDots(x, Coef, Intercept); // float64 row blocks, zeros skipped: a wide x is never copied whole
     }
 
     /// <summary>Share of rows whose prediction (w·x + b &gt; 0) equals the label.</summary>
