@@ -44,6 +44,11 @@ public sealed record FeatureMetrics
     /// <c>max_decoder_cosine_sim</c>); null until <see cref="WithMaxCosineSims(Sae)"/>.</summary>
     public IReadOnlyList<double>? MaxDecoderCosineSim { get; init; }
 
+    /// <summary>Per feature: a gated SAE's b_mag[i], which SAEBench's core output writes as <c>encoder_bias</c> (SAELens's
+    /// <c>feature_metrics</c> has no <c>encoder_bias</c> for it); null for other architectures and until
+    /// <see cref="WithMaxCosineSims(Sae)"/>.</summary>
+    public IReadOnlyList<double>? MagnitudeBias { get; init; }
+
     /// <summary>These metrics with the weight-based lists (<see cref="EncoderNorm"/>, <see cref="EncoderDecoderCosineSim"/>,
     /// <see cref="EncoderBias"/>) of <paramref name="sae"/>, computed in float64 (SAELens's
     /// <c>get_featurewise_weight_based_metrics</c>).</summary>
@@ -91,7 +96,7 @@ public sealed record FeatureMetrics
 
     /// <summary>These metrics with <see cref="MaxEncoderCosineSim"/> and <see cref="MaxDecoderCosineSim"/> of
     /// <paramref name="sae"/> (SAEBench's <c>get_featurewise_weight_based_metrics</c>; W_enc = W_decᵀ for an SAE without
-    /// its own W_enc, as <see cref="WithWeights(Sae)"/>). Costs d_sae² · d dot products per matrix, so only SAEBench's
+    /// its own W_enc, as <see cref="WithWeights(Sae)"/>), and a gated SAE's <see cref="MagnitudeBias"/>. Costs d_sae² · d dot products per matrix, so only SAEBench's
     /// output asks for it.</summary>
     public FeatureMetrics WithMaxCosineSims(Sae sae)
     {
@@ -102,7 +107,8 @@ public sealed record FeatureMetrics
         using var _ = no_grad();
         var dec = MaxCosineSims(sae.WDec.detach());
         var enc = sae.HasEncoderWeights ? MaxCosineSims(sae.WEnc.detach().t()) : dec;
-        return this with { MaxEncoderCosineSim = enc, MaxDecoderCosineSim = dec };
+        var magnitudeBias = sae is GatedSae g ? g.BMag.detach().to(ScalarType.Float64, CPU).data<double>().ToArray() : null;
+        return this with { MaxEncoderCosineSim = enc, MaxDecoderCosineSim = dec, MagnitudeBias = magnitudeBias };
     }
 
     /// <summary>For each row i of <paramref name="vectors"/> [n, d]: max over j ≠ i of cos(vᵢ, vⱼ), SAEBench's

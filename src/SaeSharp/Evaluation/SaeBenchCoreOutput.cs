@@ -171,8 +171,8 @@ public static class SaeBenchCoreOutput
             writer.WriteNumber("index", i);
             Detail(writer, "feature_density", features.FeatureDensity, i);
             Detail(writer, "consistent_activation_heuristic", features.ConsistentActivationHeuristic, i);
-            // An SAE without b_enc: 0, as SAEBench writes for one with neither b_enc nor b_mag.
-            writer.WriteNumber("encoder_bias", features.EncoderBias is { } b ? Round(b[i]) : 0);
+            // b_enc; a gated SAE's b_mag; 0 for an SAE with neither, as SAEBench writes.
+            writer.WriteNumber("encoder_bias", (features.EncoderBias ?? features.MagnitudeBias) is { } b ? Round(b[i]) : 0);
             Detail(writer, "encoder_norm", features.EncoderNorm, i);
             Detail(writer, "encoder_decoder_cosine_sim", features.EncoderDecoderCosineSim, i);
             Detail(writer, "max_decoder_cosine_sim", features.MaxDecoderCosineSim, i);

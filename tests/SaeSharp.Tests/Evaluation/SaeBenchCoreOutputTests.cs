@@ -149,6 +149,38 @@ public class SaeBenchCoreOutputTests : ModelTestBase
         _ => value?.GetValueKind() == JsonValueKind.Object,   // a nested dataclass or a type parameter
     };
 
+    /// <summary>A gated SAE has no b_enc: SAEBench's core writes its b_mag as <c>encoder_bias</c> (its
+    /// <c>architecture_str == "gated"</c> branch), while SAELens's <c>feature_metrics</c> has no <c>encoder_bias</c>;
+    /// a standard SAE writes b_enc.</summary>
+    [Fact]
+    public void A_gated_saes_encoder_bias_is_its_b_mag_as_SAEBench_writes_it()
+    {
+        using var model = Gpt2();
+        var windows = Enumerable.Range(0, 3).Select(w => Enumerable.Range(0, 8).Select(t => (long)(1 + (7 * w + 3 * t) % 49)).ToArray()).ToList();
+        double[] EncoderBias(Sae sae)
+        {
+            var m = DownstreamEvaluator.Evaluate(model, [new DownstreamTarget(sae)], windows,
+                new DownstreamEvalOptions { BatchSizePrompts = 2, MaxCosineSims = true })[0];
+            using var stream = new MemoryStream();
+            using (var writer = new Utf8JsonWriter(stream))
+                SaeBenchCoreOutput.Write(writer, m, new SaeBenchCoreRun { ModelName = "tiny-gpt2", Dataset = "d" });
+            return JsonNode.Parse(stream.ToArray())!["eval_result_details"]!.AsArray().Select(d => d!["encoder_bias"]!.GetValue<double>()).ToArray();
+        }
+        float[] bMag = [0.25f, -0.5f, 0.125f, 1f, -2f, 0.75f];
+        float[] bEnc = [0.5f, 0.25f, -1f, 0f, 2f, -0.125f];
+        var cfg = new SaeConfig { Architecture = SaeArchitectures.Gated, DIn = 16, DSae = 6 };
+        cfg.Metadata.HookName = "blocks.0.hook_resid_pre";
+        using var gated = new GatedSae(cfg);
+        using (no_grad()) gated.BMag.copy_(tensor(bMag));
+        Assert.Null(new FeatureMetrics { FeatureDensity = new double[6] }.WithWeights(gated).EncoderBias);
+        Assert.Equal(bMag.Select(v => (double)v), EncoderBias(gated));
+        var scfg = new SaeConfig { DIn = 16, DSae = 6 };
+        scfg.Metadata.HookName = "blocks.0.hook_resid_pre";
+        using var standard = new StandardSae(scfg);
+        using (no_grad()) standard.BEnc.copy_(tensor(bEnc));
+        Assert.Equal(bEnc.Select(v => (double)v), EncoderBias(standard));
+    }
+
     /// <summary>Evaluated in a tiny GPT-2 (5 windows of 8 tokens in batches of 2, a random SAE at blocks.0.hook_resid_pre),
     /// the output has every field SAEBench's <c>CoreEvalOutput</c> declares (BaseEvalOutput's order), each of the type its
     /// annotation says, the config fields of <c>CoreEvalConfig</c>, the seven metric groups of <c>CoreMetricCategories</c>
