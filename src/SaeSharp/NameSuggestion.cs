@@ -12,6 +12,11 @@ public static class NameSuggestion
         return best.k is null ? "" : $" (did you mean '{best.k}'?)";
     }
 
+    /// <summary><see cref="For"/> followed by <c>; {what}: </c> and the first 30 of <paramref name="known"/> (with their count
+    /// when there are more): the tail of an error about a value that is not among them.</summary>
+    public static string WithKnown(string name, IReadOnlyList<string> known, string what) =>
+        $"{For(name, known)}; {what}: {string.Join(", ", known.Take(30))}{(known.Count > 30 ? $", … ({known.Count})" : "")}";
+
     /// <summary>The Levenshtein distance: insertions, deletions and substitutions of single characters.</summary>
     public static int EditDistance(string a, string b)
     {

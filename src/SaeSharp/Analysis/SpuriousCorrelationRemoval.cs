@@ -197,8 +197,7 @@ public static class SpuriousCorrelationRemoval
                 if (!values.Contains(v))
                 {
                     var seen = values.Distinct().ToList();
-                    throw new SaeSharpException($"{path}: no text has '{v}' in '{column}' ({option}){NameSuggestion.For(v, seen)}; values: " +
-                                                string.Join(", ", seen.Take(30)) + (seen.Count > 30 ? $", … ({seen.Count})" : ""));
+                    throw new SaeSharpException($"{path}: no text has '{v}' in '{column}' ({option}){NameSuggestion.WithKnown(v, seen, "values")}");
                 }
             return [.. values.Select(v => v == vals[0] ? true : v == vals[1] ? (bool?)false : null)];
         }
@@ -220,8 +219,7 @@ public static class SpuriousCorrelationRemoval
             if (vals.Count is < 1 or > 2 || vals.Distinct().Count() != vals.Count)
                 throw new SaeSharpException($"SCR on a labelled corpus: {what} ({option}) is one label or two different ones, got [{string.Join(", ", vals)}]");
             var ids = vals.Select(v => data.Names.IndexOf(v) is >= 0 and var i ? i
-                : throw new SaeSharpException($"{path}: no document of the first {data.Texts.Count} has label '{v}' ({option}){NameSuggestion.For(v, data.Names)}; labels: " +
-                                              string.Join(", ", data.Names.Take(30)) + (data.Names.Count > 30 ? $", … ({data.Names.Count})" : ""))).ToArray();
+                : throw new SaeSharpException($"{path}: no document of the first {data.Texts.Count} has label '{v}' ({option}){NameSuggestion.WithKnown(v, data.Names, "labels")}")).ToArray();
             return [.. data.Labels.Select(ls =>
             {
                 bool p = ls.Contains(ids[0]);

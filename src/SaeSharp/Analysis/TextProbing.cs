@@ -190,8 +190,7 @@ public static class TextProbing
         var chosen = options.Classes ?? seen;
         foreach (var c in chosen)
             if (!byClass.ContainsKey(c))
-                throw new SaeSharpException($"{path}: no text has class '{c}' in '{options.LabelField}'{NameSuggestion.For(c, seen)}; classes: " +
-                                            string.Join(", ", seen.Take(30)) + (seen.Count > 30 ? $", … ({seen.Count})" : ""));
+                throw new SaeSharpException($"{path}: no text has class '{c}' in '{options.LabelField}'{NameSuggestion.WithKnown(c, seen, "classes")}");
         if (chosen.Distinct().Count() < 2)
             throw new SaeSharpException($"{path}: probing needs at least two classes in '{options.LabelField}' (each is probed against the others), got {string.Join(", ", chosen.Distinct())}");
         var texts = new List<string>();
