@@ -150,18 +150,19 @@ internal static class ProbeCommand
         var nValues = r.Runs[0].Report.NValues;
         var mean = r.Metrics();
         bool oneDataset = r.Runs.Select(x => x.DatasetName).Distinct().Count() == 1;
-        string Name(ScrRun x) => (oneDataset ? "" : x.DatasetName.Split('/')[^1] + ": ") + x.Report.Column1.Replace(" / ", "/", StringComparison.Ordinal);
+        static string Pair(string c1) => c1.Split(" / ") is [var p, var n] && n == "not " + p ? p : c1.Replace(" / ", "/", StringComparison.Ordinal);
+        string Name(ScrRun x) => (oneDataset ? "" : x.DatasetName.Split('/')[^1] + ": ") + Pair(x.Report.Column1);
         var columns = new List<Column> { new("run", NoWrap: false) };
         columns.AddRange(nValues.Select(n => new Column($"n={n}", Right: true)));
         string Cell(IReadOnlyDictionary<string, double> m, string key) => m.TryGetValue(key, out var v) ? S(v) : "-";
         var rows = r.Runs.Select(x => { var m = x.Report.Metrics(); return (IReadOnlyList<string>)[Name(x), .. nValues.Select(n => Cell(m, $"scr_metric_threshold_{n}"))]; }).ToList();
         rows.Add(["mean", .. nValues.Select(n => Cell(mean, $"scr_metric_threshold_{n}"))]);
-        rows.Add(["mean dir1", .. nValues.Select(n => Cell(mean, $"scr_dir1_threshold_{n}"))]);
-        rows.Add(["mean dir2", .. nValues.Select(n => Cell(mean, $"scr_dir2_threshold_{n}"))]);
+        rows.Add(["mean, dir1", .. nValues.Select(n => Cell(mean, $"scr_dir1_threshold_{n}"))]);
+        rows.Add(["mean, dir2", .. nValues.Select(n => Cell(mean, $"scr_dir2_threshold_{n}"))]);
         var splits = string.Join("; ", r.Runs.GroupBy(x => x.DatasetName).Select(g => $"{g.Key}: {g.First().Split}"));
-        Cli.WriteColumns($"SCR at {r.Hook}: {r.Runs.Count} runs (dataset × attribute-1 pair), scr_metric_threshold_{{n}}", columns, rows);
-        Cli.WriteIndented(Markup.Escape($"(n = latents zero-ablated; each run's score is its worse direction's (sae probe --scr with one pair shows both); mean = SAEBench's eval_result_metrics, " +
-                                        $"the mean over all runs; mean dir1/dir2: scr_dir1/2_threshold_{{n}}; splits: {splits})"), 2);
+        Cli.WriteColumns($"SCR at {r.Hook}: {r.Runs.Count} runs, scr_metric per n", columns, rows);
+        Cli.WriteIndented(Markup.Escape($"(a run = one --classes pair on one dataset; n = latents zero-ablated; scr_metric = the direction whose data the biased probe does worse on " +
+                                        $"(one pair per call shows both); mean = SAEBench's eval_result_metrics, over all runs; dir1/dir2: scr_dir1/2_threshold_{{n}}; split: {splits})"), 2);
     }
 
     /// <summary>TPP: per threshold n the three SAEBench metrics (means over classes, in accuracy points ×100), then per class
