@@ -146,8 +146,9 @@ public static class TextDataset
                 {
                     JsonValueKind.String => l.GetString()!,
                     JsonValueKind.Number when l.TryGetInt64(out long v) => v.ToString(System.Globalization.CultureInfo.InvariantCulture),
-                    JsonValueKind.Number when l.TryGetDouble(out double d) && double.IsFinite(d) => d.ToString("R", System.Globalization.CultureInfo.InvariantCulture),
-                    _ => throw new SaeSharpException($"{path} line {lineNo}: class field '{labelField}' is {l}, expected a string or a number"),
+                    JsonValueKind.Number when l.TryGetDouble(out double d) && double.IsFinite(d) && d == Math.Round(d) && Math.Abs(d) < 1e15 =>
+                        ((long)d).ToString(System.Globalization.CultureInfo.InvariantCulture),
+                    _ => throw new SaeSharpException($"{path} line {lineNo}: class field '{labelField}' is {l}, expected a string or an integer (1.0 reads as 1)"),
                 };
             }
             yield return (t.GetString()!, labels);
