@@ -13,14 +13,14 @@ internal static class ProbeCommand
     {
         var sae = SaeCommands.SaeOption();
         var model = ModelCommands.ModelOption();
-        var dataset = new Option<string>("--dataset") { Description = "Labelled .jsonl (text + token-aligned labels), e.g. from `sae corpus`; with --pooling mean also a .jsonl/.parquet classification dataset (text and class columns)", Required = true };
+        var dataset = new Option<string[]>("--dataset") { Description = "Labelled .jsonl (text + token-aligned labels), e.g. from `sae corpus`; with --pooling mean also a .jsonl/.parquet classification dataset (text and class columns), a folder or hf:ORG/NAME; --scr: repeat it for several datasets", AllowMultipleArgumentsPerToken = false };
         var pooling = new Option<string>("--pooling") { Description = "token: every labelled token is an example; mean: every text is one, its activations averaged over its tokens (SAEBench's task)", DefaultValueFactory = _ => "token" };
         pooling.AcceptOnlyFromAmong("token", "mean");
         var tokens = new Option<long>("--tokens") { Description = "Labelled tokens to read (half train, half test)", DefaultValueFactory = _ => 40_000 }.Positive();
         var ctx = new Option<int?>("--context-size") { Description = "Tokens per window (default: the SAE's context_size); with --pooling mean, tokens read of each text (default 128, SAEBench's)" }.Positive();
         var textField = new Option<string>("--text-field") { Description = "--pooling mean on a classification dataset: the text column", DefaultValueFactory = _ => "text" };
         var labelField = new Option<string>("--label-field") { Description = "--pooling mean on a classification dataset: the class column (strings or integers)", DefaultValueFactory = _ => "label" };
-        var classes = new Option<string?>("--classes") { Description = "--pooling mean on a classification dataset: comma-separated classes, each probed against the others (default: every class)" };
+        var classes = new Option<string[]>("--classes") { Description = "--pooling mean on a classification dataset: comma-separated classes, each probed against the others (default: every class); --scr: attribute 1's positive,negative values, repeat it for several pairs (each a run, on every --dataset)", AllowMultipleArgumentsPerToken = false };
         var texts = new Option<int>("--texts") { Description = "--pooling mean on a labelled corpus: documents to read (4 in 5 train)", DefaultValueFactory = _ => 5000 }.Positive();
         var labels = new Option<string?>("--labels") { Description = "Comma-separated labels to probe (default: every label with 50 tokens with and without it in each half)" };
         var absorption = new Option<bool>("--absorption") { Description = "Also measure feature absorption (SAEBench's absorption eval on parent labels)" };
@@ -31,11 +31,14 @@ internal static class ProbeCommand
         var spuriousField = new Option<string?>("--spurious-field") { Description = $"--scr on a classification dataset: the column of the spurious attribute (SAEBench's column2_name; default {new ScrOptions().Column2Name}); --label-field is attribute 1's" };
         var spuriousClasses = new Option<string?>("--spurious-classes") { Description = "--scr: the spurious attribute's positive,negative values (SAEBench's column2_vals, e.g. male,female); on a labelled corpus one label (documents with and without it) or two" };
         var scrN = new Option<string?>("--scr-n") { Description = $"--scr: comma-separated numbers of latents to ablate (default: {string.Join(",", TppOptions.DefaultNValues)}, those up to d_sae)" };
+        var saebench = new Option<bool>("--saebench-defaults") { Description = "--scr: SAEBench's datasets and value pairs (hf:LabHC/bias_in_bios and hf:canrager/amazon_reviews_mcauley_1and5, four pairs each, their train/test splits) in place of --dataset, --classes, --spurious-field and --spurious-classes" };
         var json = new Option<string?>("--json") { Description = "Write the means (SAEBench's key names), every task and the absorption details to this JSON file" };
         var command = new Command("probe", "k-sparse probing of SAE features against token labels, with a probe on the whole activation as baseline (SAEBench's sparse probing; --absorption: feature absorption)")
-            { sae, model, dataset, pooling, tokens, ctx, textField, labelField, classes, texts, labels, absorption, absorptionLabels, tpp, tppN, scr, spuriousField, spuriousClasses, scrN, json };
+            { sae, model, dataset, pooling, tokens, ctx, textField, labelField, classes, texts, labels, absorption, absorptionLabels, tpp, tppN, scr, spuriousField, spuriousClasses, scrN, saebench, json };
         Cli.SetAction(command, parse =>
         {
+            static string? One(string[]? values, string option) => values is null or [] ? null : values is [var v] ? v
+                : throw new SaeSharpException($"{option} is given {values.Length} times; only --scr takes several ({string.Join(" ", values.Select(x => option + " " + x))})");
             static IReadOnlyList<string>? List(string? s) => s is null ? null : s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
             if (parse.GetValue(absorptionLabels) is not null && !parse.GetValue(absorption))
                 throw new SaeSharpException("--absorption-labels needs --absorption");
@@ -44,24 +47,38 @@ internal static class ProbeCommand
             if (mean) Cli.RefuseGiven(parse, "token pooling only (--pooling mean reads whole texts; absorption is measured on tokens)", tokens, absorption, absorptionLabels);
             else Cli.RefuseGiven(parse, "need --pooling mean", textField, labelField, classes, texts, tpp, tppN, scr, spuriousField, spuriousClasses, scrN);
             if (!parse.GetValue(tpp)) Cli.RefuseGiven(parse, "needs --tpp", tppN);
-            if (!parse.GetValue(scr)) Cli.RefuseGiven(parse, "need --scr", spuriousField, spuriousClasses, scrN);
+            if (!parse.GetValue(scr)) Cli.RefuseGiven(parse, "need --scr", spuriousField, spuriousClasses, scrN, saebench);
             else Cli.RefuseGiven(parse, "not with --scr (SCR trains its own three probes on --classes and --spurious-classes)", tpp, labels);
             var text = mean ? new TextProbingOptions
             {
                 ContextSize = parse.GetValue(ctx) ?? 128, TextField = parse.GetValue(textField)!, LabelField = parse.GetValue(labelField)!,
-                Classes = List(parse.GetValue(classes)), MaxTexts = parse.GetValue(texts),
+                Classes = parse.GetValue(scr) ? null : List(One(parse.GetValue(classes), "--classes")), MaxTexts = parse.GetValue(texts),
             } : null;
             static int[]? NValues(string? s, string option) => List(s)?.Select(v => int.TryParse(v, System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out int n) && n > 0
                 ? n : throw new SaeSharpException($"{option}: '{v}' is not a positive integer")).ToArray();
             if (parse.GetValue(scr))
             {
-                var c1 = List(parse.GetValue(classes)) ?? throw new SaeSharpException("--scr needs --classes: attribute 1's positive,negative values (SAEBench's column1_vals, e.g. professor,nurse; on a labelled corpus one or two labels)");
-                var c2 = List(parse.GetValue(spuriousClasses)) ?? throw new SaeSharpException("--scr needs --spurious-classes: the spurious attribute's positive,negative values (SAEBench's column2_vals, e.g. male,female; on a labelled corpus one or two labels)");
-                var options = new ScrOptions { Column1Name = parse.GetValue(labelField)!, Column1Vals = c1, Column2Vals = c2, NValues = NValues(parse.GetValue(scrN), "--scr-n") };
-                if (parse.GetValue(spuriousField) is { } sf) options = options with { Column2Name = sf };
-                var scrReport = CliProgress.Run("scr", progress => AnalysisPipeline.Scr(parse.GetValue(sae)!, ModelSource.Resolve(parse.GetValue(model)!),
-                    parse.GetValue(dataset)!, text! with { Classes = null, Progress = progress }, options));
-                PrintScr(scrReport);
+                var nScr = NValues(parse.GetValue(scrN), "--scr-n");
+                IReadOnlyList<ScrDataset> suite;
+                if (parse.GetValue(saebench))
+                {
+                    Cli.RefuseGiven(parse, "not with --saebench-defaults (it names SAEBench's datasets, columns and value pairs)", dataset, classes, spuriousField, spuriousClasses, labelField, textField);
+                    suite = [.. ScrDataset.SaeBenchDefaults(new ScrOptions { NValues = nScr })];
+                }
+                else
+                {
+                    var paths = parse.GetValue(dataset) is { Length: > 0 } ds ? ds : throw new SaeSharpException("--dataset is required (or --saebench-defaults with --scr)");
+                    var pairs = (parse.GetValue(classes) ?? []).Select(c => List(c)!).ToList();
+                    if (pairs.Count == 0) throw new SaeSharpException("--scr needs --classes: attribute 1's positive,negative values (SAEBench's column1_vals, e.g. professor,nurse; on a labelled corpus one or two labels); repeat it for several pairs");
+                    var c2 = List(parse.GetValue(spuriousClasses)) ?? throw new SaeSharpException("--scr needs --spurious-classes: the spurious attribute's positive,negative values (SAEBench's column2_vals, e.g. male,female; on a labelled corpus one or two labels)");
+                    var options = new ScrOptions { Column1Name = parse.GetValue(labelField)!, Column2Vals = c2, NValues = nScr };
+                    if (parse.GetValue(spuriousField) is { } sf) options = options with { Column2Name = sf };
+                    suite = [.. paths.Select(p => new ScrDataset(p, p, parse.GetValue(textField)!, options, pairs))];
+                }
+                var scrReport = CliProgress.Run("scr", progress => AnalysisPipeline.ScrSuite(parse.GetValue(sae)!, ModelSource.Resolve(parse.GetValue(model)!),
+                    suite, text! with { Classes = null, Progress = progress }));
+                if (scrReport.Runs.Count == 1) PrintScr(scrReport.Runs[0].Report, scrReport.Runs[0].Split);
+                else PrintScrSuite(scrReport);
                 if (parse.GetValue(json) is { } scrPath)
                 {
                     scrReport.WriteJson(scrPath);
@@ -69,11 +86,12 @@ internal static class ProbeCommand
                 }
                 return 0;
             }
+            var datasetPath = parse.GetValue(dataset) is { Length: > 0 } given ? One(given, "--dataset")! : throw new SaeSharpException("--dataset is required");
             if (parse.GetValue(tpp))
             {
                 var nValues = NValues(parse.GetValue(tppN), "--tpp-n");
                 var tppReport = CliProgress.Run("tpp", progress => AnalysisPipeline.Tpp(parse.GetValue(sae)!, ModelSource.Resolve(parse.GetValue(model)!),
-                    parse.GetValue(dataset)!, text! with { Progress = progress }, new SparseProbingOptions { Labels = List(parse.GetValue(labels)) },
+                    datasetPath, text! with { Progress = progress }, new SparseProbingOptions { Labels = List(parse.GetValue(labels)) },
                     new TppOptions { NValues = nValues }));
                 PrintTpp(tppReport);
                 if (parse.GetValue(json) is { } tppPath)
@@ -84,7 +102,7 @@ internal static class ProbeCommand
                 return 0;
             }
             var report = CliProgress.Run("probe", progress => AnalysisPipeline.Probe(parse.GetValue(sae)!, ModelSource.Resolve(parse.GetValue(model)!),
-                parse.GetValue(dataset)!,
+                datasetPath,
                 new LabelScoringOptions { Tokens = parse.GetValue(tokens), ContextSize = parse.GetValue(ctx), Progress = progress },
                 new SparseProbingOptions { Labels = List(parse.GetValue(labels)) }, absorb,
                 text is null ? null : text with { Progress = progress }));
@@ -101,7 +119,7 @@ internal static class ProbeCommand
 
     /// <summary>SCR: the probes' clean test accuracies, then per threshold n SAEBench's metric and both directions' scores
     /// with the biased probe's ablated accuracy (in %).</summary>
-    internal static void PrintScr(ScrReport r)
+    internal static void PrintScr(ScrReport r, string split)
     {
         static string P(double v) => (100 * v).ToString("F1", System.Globalization.CultureInfo.InvariantCulture);
         static string S(double v) => v.ToString("F3", System.Globalization.CultureInfo.InvariantCulture);
@@ -109,7 +127,7 @@ internal static class ProbeCommand
         var (d1, d2) = (r.Directions[0], r.Directions[1]);
         string[] names = [r.Column1, r.Column2, r.Biased], shortNames = ["attr1", "attr2", "biased"];
         string Acc(int p, int q) => P(r.CleanAccuracies[p == q ? names[p] : $"{names[p]} probe on {names[q]} data"]);
-        Cli.WriteColumns($"SCR at {r.Hook}: {Cli.Integer(r.Texts)} texts (mean-pooled), {r.TrainPerQuadrant} train and {r.TestPerQuadrant} test texts per quadrant",
+        Cli.WriteColumns($"SCR at {r.Hook}: {Cli.Integer(r.Texts)} texts (mean-pooled), {r.TrainPerQuadrant} train and {r.TestPerQuadrant} test texts per quadrant ({split})",
             [new Column("probe", NoWrap: true), .. shortNames.Select(n => new Column("on " + n, Right: true, Heading: "on\n" + n + " data"))],
             [.. Enumerable.Range(0, 3).Select(p => (IReadOnlyList<string>)[shortNames[p], .. Enumerable.Range(0, 3).Select(q => Acc(p, q))])]);
         Cli.WriteIndented(Markup.Escape($"(test accuracy in % of each probe, unablated; attr1 = {r.Column1}, attr2 = {r.Column2} (spurious), biased = {r.Biased}, trained where the two agree)"), 2);
@@ -122,6 +140,29 @@ internal static class ProbeCommand
                                         $"score = (acc − {P(d1.OriginalAccuracy)}) / ({P(d1.CleanAccuracy)} − {P(d1.OriginalAccuracy)}): its unablated accuracy there and the attr1 probe's. " +
                                         $"dir2: the reverse, ({P(d2.OriginalAccuracy)}, {P(d2.CleanAccuracy)}). scr metric: the direction whose data the biased probe does worse on. " +
                                         "SAEBench's scr_metric_threshold_{n}, scr_dir1_threshold_{n}, scr_dir2_threshold_{n})"), 2);
+    }
+
+    /// <summary>SCR over several runs: SAEBench's scr_metric_threshold_{n} per run (one row each, its dataset and pair) and the
+    /// mean over runs (SAEBench's eval_result_metrics), then the mean of both directions.</summary>
+    internal static void PrintScrSuite(ScrSuiteReport r)
+    {
+        static string S(double v) => v.ToString("F3", System.Globalization.CultureInfo.InvariantCulture);
+        var nValues = r.Runs[0].Report.NValues;
+        var mean = r.Metrics();
+        bool oneDataset = r.Runs.Select(x => x.DatasetName).Distinct().Count() == 1;
+        static string Pair(string c1) => c1.Split(" / ") is [var p, var n] && n == "not " + p ? p : c1.Replace(" / ", "/", StringComparison.Ordinal);
+        string Name(ScrRun x) => (oneDataset ? "" : x.DatasetName.Split('/')[^1] + ": ") + Pair(x.Report.Column1);
+        var columns = new List<Column> { new("run", NoWrap: false) };
+        columns.AddRange(nValues.Select(n => new Column($"n={n}", Right: true)));
+        string Cell(IReadOnlyDictionary<string, double> m, string key) => m.TryGetValue(key, out var v) ? S(v) : "-";
+        var rows = r.Runs.Select(x => { var m = x.Report.Metrics(); return (IReadOnlyList<string>)[Name(x), .. nValues.Select(n => Cell(m, $"scr_metric_threshold_{n}"))]; }).ToList();
+        rows.Add(["mean", .. nValues.Select(n => Cell(mean, $"scr_metric_threshold_{n}"))]);
+        rows.Add(["mean, dir1", .. nValues.Select(n => Cell(mean, $"scr_dir1_threshold_{n}"))]);
+        rows.Add(["mean, dir2", .. nValues.Select(n => Cell(mean, $"scr_dir2_threshold_{n}"))]);
+        var splits = string.Join("; ", r.Runs.GroupBy(x => x.DatasetName).Select(g => $"{g.Key}: {g.First().Split}"));
+        Cli.WriteColumns($"SCR at {r.Hook}: {r.Runs.Count} runs, scr_metric per n", columns, rows);
+        Cli.WriteIndented(Markup.Escape($"(a run = one --classes pair on one dataset; n = latents zero-ablated; scr_metric = the direction whose data the biased probe does worse on " +
+                                        $"(one pair per call shows both); mean = SAEBench's eval_result_metrics, over all runs; dir1/dir2: scr_dir1/2_threshold_{{n}}; split: {splits})"), 2);
     }
 
     /// <summary>TPP: per threshold n the three SAEBench metrics (means over classes, in accuracy points ×100), then per class

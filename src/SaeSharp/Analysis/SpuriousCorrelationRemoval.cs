@@ -33,6 +33,11 @@ public sealed record ScrOptions
     public int TrainSetSize { get; init; } = 4000;
     /// <summary>SAEBench's <c>test_set_size</c>: texts per quadrant of the test half are at most a quarter of it.</summary>
     public int TestSetSize { get; init; } = 1000;
+    /// <summary>Attribute 1's value names → the values stored in its column (SAEBench's <c>column1_mapping</c>, e.g.
+    /// professor → 21 in bias_in_bios); null or a name not in it: the name is the stored value.</summary>
+    public IReadOnlyDictionary<string, string>? Column1Mapping { get; init; }
+    /// <summary>Attribute 2's value names → stored values (SAEBench's <c>column2_mapping</c>), as <see cref="Column1Mapping"/>.</summary>
+    public IReadOnlyDictionary<string, string>? Column2Mapping { get; init; }
     /// <summary>Fewest texts per quadrant accepted when a half has fewer than a quarter of its set size in a cell.</summary>
     public int MinTextsPerQuadrant { get; init; } = 20;
 }
@@ -119,12 +124,19 @@ public sealed record ScrReport(string Hook, string Dataset, long Texts, IReadOnl
     /// the clean accuracies and each direction's ablated latents and accuracies, as JSON.</summary>
     public void WriteJson(string path)
     {
+        var dir = Path.GetDirectoryName(Path.GetFullPath(path));
+        if (dir is not null) Directory.CreateDirectory(dir);
+        IO.AtomicFile.WriteAllText(path, ToJson().ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+    }
+
+    internal JsonObject ToJson()
+    {
         var metrics = Metrics();
         JsonObject Obj() => new(metrics.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value)));
         static string N(int n) => n.ToString(CultureInfo.InvariantCulture);
-        var detail = Obj();
-        detail["dataset_name"] = $"{Dataset}_scr_{Column1.Replace(" / ", "_", StringComparison.Ordinal)}_results";
-        var root = new JsonObject
+        var detail = new JsonObject { ["dataset_name"] = $"{Dataset}_scr_{Column1.Replace(" / ", "_", StringComparison.Ordinal)}_results" };
+        foreach (var (k, v) in metrics) detail[k] = v;
+        return new JsonObject
         {
             ["eval_type_id"] = "scr", ["hook"] = Hook, ["pooling"] = "mean", ["dataset"] = Dataset, ["texts"] = Texts,
             ["n_values"] = new JsonArray([.. NValues.Select(n => (JsonNode)n)]),
@@ -141,9 +153,6 @@ public sealed record ScrReport(string Hook, string Dataset, long Texts, IReadOnl
                 ["changed_acc"] = new JsonObject(NValues.Select(n => KeyValuePair.Create(N(n), (JsonNode?)d.ChangedAccuracy[n]))),
             })]),
         };
-        var dir = Path.GetDirectoryName(Path.GetFullPath(path));
-        if (dir is not null) Directory.CreateDirectory(dir);
-        IO.AtomicFile.WriteAllText(path, root.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
     }
 }
 
@@ -160,27 +169,103 @@ public static class SpuriousCorrelationRemoval
 {
     /// <summary>Reads <paramref name="datasetPath"/> (a classification dataset with columns <see cref="ScrOptions.Column1Name"/>
     /// and <see cref="ScrOptions.Column2Name"/>, or a labelled corpus whose document labels play the two attributes), builds
-    /// the sets, pools the texts they use and runs <see cref="Evaluate"/>.</summary>
+    /// the sets, pools the texts they use and runs <see cref="Evaluate"/>: <see cref="RunSuite"/> on one dataset and one pair.</summary>
     public static ScrReport Run(Sae sae, HookedTransformer model, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks,
-        ITextTokenizer tokenizer, string datasetPath, TextProbingOptions text, ScrOptions scr)
+        ITextTokenizer tokenizer, string datasetPath, TextProbingOptions text, ScrOptions scr) =>
+        RunSuite(sae, model, modelHooks, tokenizer, [new ScrDataset(datasetPath, datasetPath, text.TextField, scr, [scr.Column1Vals])], text).Runs[0].Report;
+
+    /// <summary>SAEBench's SCR over several datasets, each with several attribute-1 value pairs (<c>run_eval_single_sae</c>
+    /// with <c>perform_scr=True</c>): each dataset is read once, the texts of all its pairs' sets pooled in one pass of the
+    /// model (<see cref="TextProbing.Pool"/>, each text once), then every pair evaluated on those pooled vectors.</summary>
+    public static ScrSuiteReport RunSuite(Sae sae, HookedTransformer model, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks,
+        ITextTokenizer tokenizer, IReadOnlyList<ScrDataset> datasets, TextProbingOptions text, Hub.HfHubOptions? hub = null)
     {
         TargetedProbePerturbation.CheckAblatable(sae, "SCR");
-        var (texts, c1, c2) = TextProbing.IsLabelledCorpus(datasetPath) ? FromCorpus(datasetPath, text.MaxTexts, scr) : FromClasses(datasetPath, text.TextField, scr);
-        var fit = TextProbing.PositionSplit(texts.Count, scr.TrainSetSize, scr.TestSetSize);
-        var (train, test) = BuildSets(c1, c2, fit, scr);
-        var used = train.Rows().Concat(test.Rows()).Distinct().Order().ToArray();
-        var at = used.Select((r, i) => (r, i)).ToDictionary(t => t.r, t => t.i);
-        using var pooled = TextProbing.Pool(sae, model, modelHooks, tokenizer, [.. used.Select(r => texts[r])], text);
-        using var scope = NewDisposeScope();
-        var wDec = sae.WDec.detach().to(ScalarType.Float32).cpu();
-        var decoder = TargetedProbePerturbation.AblationDirections(sae);
-        return Evaluate(pooled.Features, pooled.Acts, wDec, decoder, train.Remap(r => at[r]), test.Remap(r => at[r]), scr)
-            with { Hook = pooled.Hook, Dataset = datasetPath };
+        ScrDataset.Check(datasets);
+        var runs = new List<ScrRun>();
+        string hook = "";
+        foreach (var ds in datasets)
+        {
+            var data = ReadDataset(ds, text.MaxTexts, hub);
+            var sets = ds.Pairs.Select(pair =>
+            {
+                var scr = ds.Options with { Column1Vals = pair };
+                var (c1, c2) = data.Attributes(scr);
+                var (train, test) = BuildSets(c1, c2, data.Fit, scr);
+                return (scr, train, test);
+            }).ToList();
+            var used = sets.SelectMany(x => x.train.Rows().Concat(x.test.Rows())).Distinct().Order().ToArray();
+            var at = used.Select((r, i) => (r, i)).ToDictionary(t => t.r, t => t.i);
+            using var pooled = TextProbing.Pool(sae, model, modelHooks, tokenizer, [.. used.Select(r => data.Texts[r])], text);
+            hook = pooled.Hook;
+            using var scope = NewDisposeScope();
+            var wDec = sae.WDec.detach().to(ScalarType.Float32).cpu();
+            var decoder = TargetedProbePerturbation.AblationDirections(sae);
+            foreach (var (scr, train, test) in sets)
+            {
+                var trainRows = train.Remap(r => at[r]);
+                var testRows = test.Remap(r => at[r]);
+                var rows = trainRows.Rows().Concat(testRows.Rows()).Distinct().Count();
+                var report = Evaluate(pooled.Features, pooled.Acts, wDec, decoder, trainRows, testRows, scr)
+                    with { Hook = pooled.Hook, Dataset = ds.Path, Texts = rows };
+                runs.Add(new ScrRun(ds.Name, data.Split, report));
+            }
+        }
+        return new ScrSuiteReport(hook, runs);
     }
+
+    /// <summary>A dataset's texts read once for all its pairs: the training flags (its own train/test splits when it has
+    /// them, <see cref="TextDataset.TrainTestFiles"/>; else 4:1 by position) and, per pair, both attributes of each text.</summary>
+    internal sealed record ScrData(List<string> Texts, bool[] Fit, string Split, Func<ScrOptions, (bool?[] C1, bool?[] C2)> Attributes);
+
+    internal static ScrData ReadDataset(ScrDataset ds, int maxTexts, Hub.HfHubOptions? hub = null)
+    {
+        var scr = ds.Options;
+        if (TextProbing.IsLabelledCorpus(ds.Path))
+        {
+            var corpus = TextProbing.FromCorpus(ds.Path, maxTexts, scr.TrainSetSize, scr.TestSetSize);
+            return new ScrData(corpus.Texts, corpus.Fit, PositionSplitName, o => CorpusAttributes(ds.Path, corpus, o));
+        }
+        string[] fields = [scr.Column1Name, scr.Column2Name], options = ["--label-field", "--spurious-field"];
+        var rows = new List<(string Text, string[] Labels)>();
+        bool[] fit;
+        string split;
+        if (TextDataset.TrainTestFiles(ds.Path, hub) is { } tt)
+        {
+            rows.AddRange(TextDataset.ReadClassified(tt.Train, ds.TextField, fields, options));
+            int nTrain = rows.Count;
+            rows.AddRange(TextDataset.ReadClassified(tt.Test, ds.TextField, fields, options));
+            if (nTrain == 0 || rows.Count == nTrain)
+                throw new SaeSharpException($"{ds.Path}: the {(nTrain == 0 ? "train" : "test")} split has no rows");
+            fit = [.. Enumerable.Range(0, rows.Count).Select(i => i < nTrain)];
+            split = "train/test splits";
+        }
+        else
+        {
+            rows.AddRange(TextDataset.ReadClassified(TextDataset.ExpandFiles(ds.Path), ds.TextField, fields, options));
+            if (rows.Count == 0) throw new SaeSharpException($"{ds.Path}: no rows");
+            fit = TextProbing.PositionSplit(rows.Count, scr.TrainSetSize, scr.TestSetSize);
+            split = PositionSplitName;
+        }
+        var texts = rows.Select(r => r.Text).ToList();
+        var col1 = rows.Select(r => r.Labels[0]).ToList();
+        var col2 = rows.Select(r => r.Labels[1]).ToList();
+        return new ScrData(texts, fit, split, o => ClassAttributes(ds.Path, col1, col2, o));
+    }
+
+    /// <summary>How <see cref="ScrRun.Split"/> names the 4:1 split by position.</summary>
+    public const string PositionSplitName = "4:1 by position";
 
     /// <summary>A classification dataset's texts with attribute 1 and 2 of each: true for the positive value, false for
     /// the negative, null for any other. A value that no row has is an error listing the column's values.</summary>
     internal static (List<string> Texts, bool?[] Column1, bool?[] Column2) FromClasses(string path, string textField, ScrOptions scr)
+    {
+        var rows = TextDataset.ReadClassified(TextDataset.ExpandFiles(path), textField, [scr.Column1Name, scr.Column2Name], ["--label-field", "--spurious-field"]).ToList();
+        var (c1, c2) = ClassAttributes(path, [.. rows.Select(r => r.Labels[0])], [.. rows.Select(r => r.Labels[1])], scr);
+        return ([.. rows.Select(r => r.Text)], c1, c2);
+    }
+
+    private static (bool?[] C1, bool?[] C2) ClassAttributes(string path, IReadOnlyList<string> col1, IReadOnlyList<string> col2, ScrOptions scr)
     {
         foreach (var (vals, what) in new[] { (scr.Column1Vals, "attribute 1"), (scr.Column2Vals, "attribute 2") })
             if (vals.Count != 2 || vals[0] == vals[1])
@@ -188,21 +273,21 @@ public static class SpuriousCorrelationRemoval
         if (scr.Column1Name == scr.Column2Name && scr.Column1Vals.ToHashSet(StringComparer.Ordinal).SetEquals(scr.Column2Vals))
             throw new SaeSharpException($"SCR: the spurious attribute ({scr.Column2Name}: {string.Join(",", scr.Column2Vals)}) is attribute 1 itself: " +
                                         "give another column (--spurious-field) or other values (--spurious-classes)");
-        var a = TextDataset.ReadClassified(path, textField, scr.Column1Name, "--label-field").ToList();
-        var b = TextDataset.ReadClassified(path, textField, scr.Column2Name, "--spurious-field").Select(r => r.Label).ToList();
-        if (a.Count != b.Count) throw new SaeSharpException($"{path}: '{scr.Column1Name}' has {a.Count} rows but '{scr.Column2Name}' {b.Count}");
-        bool?[] Attribute(IReadOnlyList<string> values, IReadOnlyList<string> vals, string column, string option)
+        bool?[] Attribute(IReadOnlyList<string> values, IReadOnlyList<string> vals, IReadOnlyDictionary<string, string>? mapping, string column, string option)
         {
-            foreach (var v in vals)
-                if (!values.Contains(v))
+            var stored = vals.Select(v => mapping is not null && mapping.TryGetValue(v, out var s) ? s : v).ToArray();
+            var present = values.ToHashSet(StringComparer.Ordinal);
+            for (int i = 0; i < vals.Count; i++)
+                if (!present.Contains(stored[i]))
                 {
                     var seen = values.Distinct().ToList();
-                    throw new SaeSharpException($"{path}: no text has '{v}' in '{column}' ({option}){NameSuggestion.WithKnown(v, seen, "values")}");
+                    string v = vals[i] == stored[i] ? $"'{vals[i]}'" : $"'{vals[i]}' (stored as '{stored[i]}')";
+                    throw new SaeSharpException($"{path}: no text has {v} in '{column}' ({option}){NameSuggestion.WithKnown(stored[i], seen, "values")}");
                 }
-            return [.. values.Select(v => v == vals[0] ? true : v == vals[1] ? (bool?)false : null)];
+            return [.. values.Select(v => v == stored[0] ? true : v == stored[1] ? (bool?)false : null)];
         }
-        return ([.. a.Select(r => r.Text)], Attribute([.. a.Select(r => r.Label)], scr.Column1Vals, scr.Column1Name, "--classes"),
-            Attribute(b, scr.Column2Vals, scr.Column2Name, "--spurious-classes"));
+        return (Attribute(col1, scr.Column1Vals, scr.Column1Mapping, scr.Column1Name, "--classes"),
+            Attribute(col2, scr.Column2Vals, scr.Column2Mapping, scr.Column2Name, "--spurious-classes"));
     }
 
     /// <summary>A labelled corpus's first <paramref name="maxTexts"/> documents with the two attributes read from their
@@ -210,10 +295,16 @@ public static class SpuriousCorrelationRemoval
     /// false with M and not L, null otherwise. A label no document has is an error.</summary>
     internal static (List<string> Texts, bool?[] Column1, bool?[] Column2) FromCorpus(string path, int maxTexts, ScrOptions scr)
     {
+        var data = TextProbing.FromCorpus(path, maxTexts, scr.TrainSetSize, scr.TestSetSize);
+        var (c1, c2) = CorpusAttributes(path, data, scr);
+        return (data.Texts, c1, c2);
+    }
+
+    private static (bool?[] C1, bool?[] C2) CorpusAttributes(string path, ProbeTexts data, ScrOptions scr)
+    {
         if (scr.Column1Vals.ToHashSet(StringComparer.Ordinal).SetEquals(scr.Column2Vals))
             throw new SaeSharpException($"SCR: the spurious attribute (--spurious-classes {string.Join(",", scr.Column2Vals)}) is attribute 1 itself " +
                                         $"(--classes {string.Join(",", scr.Column1Vals)}): give a different label");
-        var data = TextProbing.FromCorpus(path, maxTexts, scr.TrainSetSize, scr.TestSetSize);
         bool?[] Attribute(IReadOnlyList<string> vals, string what, string option)
         {
             if (vals.Count is < 1 or > 2 || vals.Distinct().Count() != vals.Count)
@@ -228,7 +319,7 @@ public static class SpuriousCorrelationRemoval
                 return p && !q ? true : q && !p ? (bool?)false : null;
             })];
         }
-        return (data.Texts, Attribute(scr.Column1Vals, "attribute 1", "--classes"), Attribute(scr.Column2Vals, "attribute 2", "--spurious-classes"));
+        return (Attribute(scr.Column1Vals, "attribute 1", "--classes"), Attribute(scr.Column2Vals, "attribute 2", "--spurious-classes"));
     }
 
     /// <summary>

@@ -29,6 +29,24 @@ public sealed class HubDataset
     /// <summary>The split read.</summary>
     public string Split { get; }
 
+    /// <summary>Whether the name gave the split (<c>hf:ORG/NAME:SPLIT</c>) rather than defaulting to train.</summary>
+    public bool SplitGiven { get; }
+
+    /// <summary>Every split of the repo (as <see cref="SplitFiles"/> infers them), listed once; a repo without the train split
+    /// still lists its others.</summary>
+    public IReadOnlyList<string> Splits()
+    {
+        try
+        {
+            Files();
+        }
+        catch (SaeSharpException) when (_splits.Count > 0)
+        {
+            // the default split is missing: the others are listed
+        }
+        return _splits;
+    }
+
     /// <summary>The revision the files are read at (<c>refs/convert/parquet</c> after falling back to the Parquet conversion).</summary>
     public string Revision => _revision;
 
@@ -44,6 +62,7 @@ public sealed class HubDataset
         Repo = m.Groups["repo"].Value;
         _revision = m.Groups["rev"].Success ? m.Groups["rev"].Value : "main";
         Split = m.Groups["split"].Success ? m.Groups["split"].Value : "train";
+        SplitGiven = m.Groups["split"].Success;
         _hub = hub;
     }
 
@@ -84,7 +103,7 @@ public sealed class HubDataset
         return _files;
     }
 
-    private IReadOnlyList<string> _splits = [];
+    private List<string> _splits = [];
 
     /// <summary>The split's files among <paramref name="all"/>; null when there are no readable data files at all.</summary>
     private List<string>? Select(IReadOnlyList<HfRepoFile> all)

@@ -87,21 +87,48 @@ public static class TextDataset
 
     /// <summary><see cref="ReadClassified(string, string, string)"/>, naming <paramref name="labelOption"/> as the option that
     /// names the class field.</summary>
-    internal static IEnumerable<(string Text, string Label)> ReadClassified(string path, string textField, string labelField, string labelOption)
+    internal static IEnumerable<(string Text, string Label)> ReadClassified(string path, string textField, string labelField, string labelOption) =>
+        ReadClassified(ExpandFiles(path), textField, [labelField], [labelOption]).Select(r => (r.Text, r.Labels[0]));
+
+    /// <summary>(text, classes) rows of the <paramref name="files"/> of a classification dataset with several class fields,
+    /// read in one pass: <paramref name="labelFields"/>[i] is read as <see cref="ReadClassified(string, string, string)"/>
+    /// reads its one class field, and a missing one is an error naming <paramref name="labelOptions"/>[i].</summary>
+    internal static IEnumerable<(string Text, string[] Labels)> ReadClassified(IEnumerable<string> files, string textField,
+        IReadOnlyList<string> labelFields, IReadOnlyList<string> labelOptions)
     {
-        foreach (string file in ExpandFiles(path))
+        foreach (string file in files)
         {
             var rows = KindOf(file) switch
             {
-                FileKind.Jsonl => ReadClassifiedJsonl(file, textField, labelField, labelOption),
-                FileKind.Parquet => ReadParquet(file, textField).Zip(ReadParquetClasses(file, labelField)),
-                _ => throw new SaeSharpException($"dataset file '{file}': a classification dataset is .jsonl or .parquet (with fields '{textField}' and '{labelField}')"),
+                FileKind.Jsonl => ReadClassifiedJsonl(file, textField, labelFields, labelOptions),
+                FileKind.Parquet => ParquetClassified(file, textField, labelFields),
+                _ => throw new SaeSharpException($"dataset file '{file}': a classification dataset is .jsonl or .parquet (with fields '{textField}' and '{string.Join("', '", labelFields)}')"),
             };
             foreach (var r in rows) yield return r;
         }
     }
 
-    private static IEnumerable<(string Text, string Label)> ReadClassifiedJsonl(string path, string textField, string labelField, string labelOption)
+    /// <summary>A Parquet file's text column zipped with its class columns (each column is stored apart: one read each).</summary>
+    private static IEnumerable<(string Text, string[] Labels)> ParquetClassified(string file, string textField, IReadOnlyList<string> labelFields)
+    {
+        var columns = labelFields.Select(f => ReadParquetClasses(file, f).GetEnumerator()).ToList();
+        try
+        {
+            foreach (var text in ReadParquet(file, textField))
+            {
+                var labels = new string[columns.Count];
+                for (int i = 0; i < columns.Count; i++)
+                    labels[i] = columns[i].MoveNext() ? columns[i].Current : throw new SaeSharpException($"{file}: class column '{labelFields[i]}' has fewer rows than '{textField}'");
+                yield return (text, labels);
+            }
+        }
+        finally
+        {
+            foreach (var c in columns) c.Dispose();
+        }
+    }
+
+    private static IEnumerable<(string Text, string[] Labels)> ReadClassifiedJsonl(string path, string textField, IReadOnlyList<string> labelFields, IReadOnlyList<string> labelOptions)
     {
         foreach (var (element, lineNo) in JsonLines(path))
         {
@@ -109,19 +136,26 @@ public static class TextDataset
                 throw new SaeSharpException($"{path} line {lineNo}: no text field '{textField}' (--text-field)");
             if (t.ValueKind != JsonValueKind.String)
                 throw new SaeSharpException($"{path} line {lineNo}: field '{textField}' is {t.ValueKind}, expected a string");
-            if (!element.TryGetProperty(labelField, out var l))
-                throw new SaeSharpException($"{path} line {lineNo}: no class field '{labelField}' ({labelOption})");
-            string label = l.ValueKind switch
+            var labels = new string[labelFields.Count];
+            for (int i = 0; i < labelFields.Count; i++)
             {
-                JsonValueKind.String => l.GetString()!,
-                JsonValueKind.Number when l.TryGetInt64(out long v) => v.ToString(System.Globalization.CultureInfo.InvariantCulture),
-                _ => throw new SaeSharpException($"{path} line {lineNo}: class field '{labelField}' is {l}, expected a string or an integer"),
-            };
-            yield return (t.GetString()!, label);
+                string labelField = labelFields[i];
+                if (!element.TryGetProperty(labelField, out var l))
+                    throw new SaeSharpException($"{path} line {lineNo}: no class field '{labelField}' ({labelOptions[i]})");
+                labels[i] = l.ValueKind switch
+                {
+                    JsonValueKind.String => l.GetString()!,
+                    JsonValueKind.Number when l.TryGetInt64(out long v) => v.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                    JsonValueKind.Number when l.TryGetDouble(out double d) && double.IsFinite(d) && d == Math.Round(d) && Math.Abs(d) < 1e15 =>
+                        ((long)d).ToString(System.Globalization.CultureInfo.InvariantCulture),
+                    _ => throw new SaeSharpException($"{path} line {lineNo}: class field '{labelField}' is {l}, expected a string or an integer (1.0 reads as 1)"),
+                };
+            }
+            yield return (t.GetString()!, labels);
         }
     }
 
-    /// <summary>The class column of a Parquet file: strings, or integers as their decimal text.</summary>
+    /// <summary>The class column of a Parquet file: strings, or numbers as their shortest decimal text (1.0 → "1").</summary>
     private static IEnumerable<string> ReadParquetClasses(string path, string column) => ReadParquetColumn(path, column, integers: true);
 
     private static string?[] Integers<T>(ParquetRowGroupReader group, DataField field, int n) where T : struct, IFormattable
@@ -180,10 +214,10 @@ public static class TextDataset
             var field = FindColumn(reader, column, path);
             var type = field.ClrType;
             bool isString = type == typeof(string) || type == typeof(ReadOnlyMemory<char>);
-            bool isInt = integers && (type == typeof(long) || type == typeof(int));
+            bool isInt = integers && (type == typeof(long) || type == typeof(int) || type == typeof(double) || type == typeof(float));
             if ((!isString && !isInt) || field.MaxRepetitionLevel != 0)
                 throw new SaeSharpException($"{path}: {what} '{column}' holds {type.Name}{(field.MaxRepetitionLevel != 0 ? " lists" : "")}, " +
-                    $"expected strings{(integers ? " or int32/int64" : "")}");
+                    $"expected strings{(integers ? " or int32/int64/float/double" : "")}");
             long row = 0;
             long maxRows = MaxParquetRows(stream.Length);
             for (int g = 0; g < reader.RowGroupCount; g++)
@@ -195,7 +229,9 @@ public static class TextDataset
                     if (group.RowCount < 0 || group.RowCount > maxRows)
                         throw new SaeSharpException($"{path}: row group {g} declares {group.RowCount} rows, more than a {stream.Length}-byte file can plausibly hold ({maxRows})");
                     int n = checked((int)group.RowCount);
-                    if (!isString) return type == typeof(long) ? Integers<long>(group, field, n) : Integers<int>(group, field, n);
+                    if (!isString)
+                        return type == typeof(long) ? Integers<long>(group, field, n) : type == typeof(int) ? Integers<int>(group, field, n)
+                            : type == typeof(double) ? Integers<double>(group, field, n) : Integers<float>(group, field, n);
                     var strings = new string?[n];
                     Sync(group.ReadAsync(field, strings.AsMemory(), null, default));
                     return strings;
@@ -435,6 +471,33 @@ public static class TextDataset
         if (files.Count == 0)
             throw new SaeSharpException($"dataset folder '{path}' has no .txt, .jsonl, .parquet or .arrow files");
         return files;
+    }
+
+    /// <summary>
+    /// The train and test files of a dataset that has both splits, as <c>datasets.load_dataset(name)["train"]</c> and
+    /// <c>["test"]</c> find them (<see cref="HubDataset.SplitFiles"/>): a hub dataset named without a split
+    /// (<c>hf:ORG/NAME</c>) whose repo has a train and a test split, or a local folder whose files name them
+    /// (<c>train.jsonl</c> + <c>test.jsonl</c>, <c>data/train-00000-of-00001.parquet</c>, folders <c>train/</c> and
+    /// <c>test/</c>). Null for a file, a <c>save_to_disk</c> folder, a hub dataset named with its split, or one without
+    /// both splits. An empty split is an error naming it.
+    /// </summary>
+    internal static (IEnumerable<string> Train, IEnumerable<string> Test)? TrainTestFiles(string path, Hub.HfHubOptions? hub = null)
+    {
+        if (File.Exists(path)) return null;
+        if (HubDataset.IsHubDataset(path))
+        {
+            var ds = new HubDataset(path, hub);
+            if (ds.SplitGiven || !ds.Splits().Contains("train") || !ds.Splits().Contains("test")) return null;
+            return (new HubDataset(path + ":train", hub).LocalFiles(), new HubDataset(path + ":test", hub).LocalFiles());
+        }
+        if (!Directory.Exists(path) || HfDiskDataset.IsSavedDataset(path)) return null;
+        var files = Directory.EnumerateFiles(path, "*", SearchOption.AllDirectories).Where(f => KindOf(f) != FileKind.Unknown)
+            .Select(f => Path.GetRelativePath(path, f).Replace('\\', '/')).OrderBy(f => f, StringComparer.Ordinal).ToList();
+        var splits = HubDataset.SplitFiles(files);
+        var train = splits.FirstOrDefault(s => s.Split == "train").Files;
+        var test = splits.FirstOrDefault(s => s.Split == "test").Files;
+        if (train is null || test is null) return null;
+        return (train.Select(f => Path.Combine(path, f)), test.Select(f => Path.Combine(path, f)));
     }
 
     private static SaeSharpException Unsupported(string file) =>

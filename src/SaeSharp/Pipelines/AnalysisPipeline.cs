@@ -243,6 +243,16 @@ public static class AnalysisPipeline
             return SpuriousCorrelationRemoval.Run(sae, pm.Model, pm.Hooks, Tokenizer.FromFolder(tokenizerPath ?? modelFolder), datasetPath, text, scr);
     }
 
+    /// <summary><c>sae probe --pooling mean --scr</c> over several datasets and value pairs: loads the SAE and its model, then
+    /// <see cref="SpuriousCorrelationRemoval.RunSuite"/>.</summary>
+    public static ScrSuiteReport ScrSuite(string saePath, string modelFolder, IReadOnlyList<ScrDataset> datasets, TextProbingOptions text, string? tokenizerPath = null)
+    {
+        var (sae, pm) = ModelForSae.LoadWithSae(saePath, modelFolder);
+        using (sae)
+        using (pm)
+            return SpuriousCorrelationRemoval.RunSuite(sae, pm.Model, pm.Hooks, Tokenizer.FromFolder(tokenizerPath ?? modelFolder), datasets, text);
+    }
+
     /// <summary><paramref name="options"/> completed for one pass of the model over <paramref name="data"/>'s windows of
     /// <paramref name="ctx"/> tokens at the positions of <paramref name="slice"/>: the batch size, the contexts that make
     /// <c>--tokens</c>, the excluded token ids, the model's hooks and the vocabulary the logit tables read (each unless

@@ -1,0 +1,121 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+namespace SaeSharp.Analysis;
+
+/// <summary>One dataset of an SCR run (SAEBench's <c>dataset_names</c> entry with its <c>column1_vals_lookup</c> list).</summary>
+/// <param name="Path">File, folder or <c>hf:ORG/NAME</c> dataset read.</param>
+/// <param name="Name">Name in SAEBench's run names (<c>{dataset_name}_scr_{pos}_{neg}</c>), e.g.
+/// <c>LabHC/bias_in_bios_class_set1</c>; the path when not from <see cref="ScrDataset.SaeBenchDefaults"/>.</param>
+/// <param name="TextField">Text column (bias_in_bios: <c>hard_text</c>).</param>
+/// <param name="Options">Columns, attribute 2's values, mappings, sizes; <see cref="ScrOptions.Column1Vals"/> is replaced by
+/// each pair.</param>
+/// <param name="Pairs">Attribute 1's (positive, negative) value pairs, each one SCR run.</param>
+public sealed record ScrDataset(string Path, string Name, string TextField, ScrOptions Options, IReadOnlyList<IReadOnlyList<string>> Pairs)
+{
+    /// <summary>SAEBench's SCR datasets and value pairs (<c>ScrAndTppEvalConfig.dataset_names</c>,
+    /// <c>column1_vals_lookup</c>, <c>COLUMN2_VALS_LOOKUP</c>, <c>dataset_info.dataset_metadata</c>): bias_in_bios
+    /// (<c>hard_text</c>, profession by its id, gender 0/1) and the amazon reviews (category by its id, rating 1/5), read
+    /// as <c>load_dataset</c> reads them, train and test splits of the hub repo.</summary>
+    public static IReadOnlyList<ScrDataset> SaeBenchDefaults(ScrOptions? sizes = null)
+    {
+        var o = sizes ?? new ScrOptions();
+        static Dictionary<string, string> Ids(params (string Name, int Id)[] m) =>
+            m.ToDictionary(x => x.Name, x => x.Id.ToString(System.Globalization.CultureInfo.InvariantCulture), StringComparer.Ordinal);
+        var professions = Ids(("professor", 21), ("nurse", 13), ("architect", 1), ("journalist", 11), ("surgeon", 25), ("psychologist", 22),
+            ("attorney", 2), ("teacher", 26));
+        var categories = Ids(("Books", 24), ("CDs_and_Vinyl", 26), ("Software", 30), ("Electronics", 6), ("Pet_Supplies", 18),
+            ("Office_Products", 11), ("Industrial_and_Scientific", 3), ("Toys_and_Games", 1));
+        return
+        [
+            new("hf:LabHC/bias_in_bios", "LabHC/bias_in_bios_class_set1", "hard_text",
+                o with { Column1Name = "profession", Column1Mapping = professions, Column2Name = "gender", Column2Vals = ["male", "female"],
+                         Column2Mapping = Ids(("male", 0), ("female", 1)) },
+                [["professor", "nurse"], ["architect", "journalist"], ["surgeon", "psychologist"], ["attorney", "teacher"]]),
+            new("hf:canrager/amazon_reviews_mcauley_1and5", "canrager/amazon_reviews_mcauley_1and5", "text",
+                o with { Column1Name = "category", Column1Mapping = categories, Column2Name = "rating", Column2Vals = ["1.0", "5.0"],
+                         Column2Mapping = new Dictionary<string, string> { ["1.0"] = "1", ["5.0"] = "5" } },
+                [["Books", "CDs_and_Vinyl"], ["Software", "Electronics"], ["Pet_Supplies", "Office_Products"], ["Industrial_and_Scientific", "Toys_and_Games"]]),
+        ];
+    }
+
+    /// <summary>Refuses no dataset, a dataset without pairs, a pair given twice for one dataset, and a dataset twice.</summary>
+    internal static void Check(IReadOnlyList<ScrDataset> datasets)
+    {
+        if (datasets.Count == 0) throw new SaeSharpException("SCR: no dataset");
+        foreach (var g in datasets.GroupBy(d => d.Name).Where(g => g.Count() > 1))
+            throw new SaeSharpException($"SCR: dataset '{g.Key}' is given {g.Count()} times; give each once (its pairs together)");
+        foreach (var d in datasets)
+        {
+            if (d.Pairs.Count == 0) throw new SaeSharpException($"SCR on {d.Name}: no value pair of attribute 1 (--classes)");
+            var seen = new HashSet<string>(StringComparer.Ordinal);
+            foreach (var p in d.Pairs)
+                if (!seen.Add(string.Join("\u0000", p)))
+                    throw new SaeSharpException($"SCR on {d.Name}: the pair {string.Join(",", p)} is given twice (--classes)");
+        }
+    }
+}
+
+/// <summary>One SCR run: one value pair of one dataset.</summary>
+/// <param name="DatasetName"><see cref="ScrDataset.Name"/>.</param>
+/// <param name="Split">How the texts were split: <c>train/test splits</c> (the dataset's own) or
+/// <see cref="SpuriousCorrelationRemoval.PositionSplitName"/>.</param>
+/// <param name="Report">The pair's result.</param>
+public sealed record ScrRun(string DatasetName, string Split, ScrReport Report)
+{
+    /// <summary>SAEBench's run name, <c>{dataset_name}_scr_{pos}_{neg}</c>.</summary>
+    public string RunName => $"{DatasetName}_scr_{Report.Column1.Replace(" / ", "_", StringComparison.Ordinal)}";
+}
+
+/// <summary>Result of <see cref="SpuriousCorrelationRemoval.RunSuite"/>: every run and SAEBench's means over them.</summary>
+/// <param name="Hook">Hook the SAE reads.</param>
+/// <param name="Runs">Every (dataset, pair) run, datasets in order, pairs in order.</param>
+public sealed record ScrSuiteReport(string Hook, IReadOnlyList<ScrRun> Runs)
+{
+    /// <summary>SAEBench's <c>eval_result_metrics.scr_metrics</c> (<c>average_results_dictionaries</c>): each metric's mean
+    /// over every run that has it, flat over all (dataset, pair) runs, not per dataset first (a dataset with more pairs weighs
+    /// more). <c>scr_metric_threshold_{n}</c> is absent from a run whose biased probe is equally good on both sets, so its
+    /// mean is over the others.</summary>
+    public IReadOnlyDictionary<string, double> Metrics()
+    {
+        var sums = new Dictionary<string, (double Sum, int Count)>();
+        var order = new List<string>();
+        foreach (var run in Runs)
+            foreach (var (k, v) in run.Report.Metrics())
+            {
+                if (!sums.TryGetValue(k, out var a)) order.Add(k);
+                sums[k] = (a.Sum + v, a.Count + 1);
+            }
+        return order.ToDictionary(k => k, k => sums[k].Sum / sums[k].Count);
+    }
+
+    /// <summary>Writes SAEBench's output shape: <c>eval_result_metrics.scr_metrics</c> (the means) and one
+    /// <c>eval_result_details</c> entry per run (<c>dataset_name</c> = <c>{run name}_results</c>, as SAEBench names them),
+    /// plus each run's split, set sizes, clean accuracies and directions under <c>runs</c>.</summary>
+    public void WriteJson(string path)
+    {
+        static JsonObject Obj(IReadOnlyDictionary<string, double> m) => new(m.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value)));
+        var root = new JsonObject
+        {
+            ["eval_type_id"] = "scr", ["hook"] = Hook, ["pooling"] = "mean",
+            ["eval_result_metrics"] = new JsonObject { ["scr_metrics"] = Obj(Metrics()) },
+            ["eval_result_details"] = new JsonArray([.. Runs.Select(r =>
+            {
+                var d = new JsonObject { ["dataset_name"] = r.RunName + "_results" };
+                foreach (var (k, v) in r.Report.Metrics()) d[k] = v;
+                return (JsonNode)d;
+            })]),
+            ["runs"] = new JsonArray([.. Runs.Select(r =>
+            {
+                var one = r.Report.ToJson();
+                one["run_name"] = r.RunName;
+                one["dataset_name"] = r.DatasetName;
+                one["split"] = r.Split;
+                return (JsonNode)one;
+            })]),
+        };
+        var dir = Path.GetDirectoryName(Path.GetFullPath(path));
+        if (dir is not null) Directory.CreateDirectory(dir);
+        IO.AtomicFile.WriteAllText(path, root.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+    }
+}
