@@ -369,14 +369,16 @@ public class DemoTests(QuickDemoFixture fx) : IClassFixture<QuickDemoFixture>
         Assert.Contains("SCR at blocks.", output);
         var r = JsonNode.Parse(File.ReadAllText(json))!;
         Assert.Equal("scr", r["eval_type_id"]!.GetValue<string>());
-        Assert.Equal("tense:past / not tense:past", r["column1"]!.GetValue<string>());
-        Assert.Equal("ctx:in_question_tense:past / not ctx:in_question_not tense:past", r["biased"]!.GetValue<string>());
-        var clean = r["llm_clean_accs"]!;
+        // One pair: the suite's mean is that run's metrics; the run's own report is runs[0].
+        var run = r["runs"]!.AsArray().Single()!;
+        Assert.Equal("tense:past / not tense:past", run["column1"]!.GetValue<string>());
+        Assert.Equal("ctx:in_question_tense:past / not ctx:in_question_not tense:past", run["biased"]!.GetValue<string>());
+        var clean = run["llm_clean_accs"]!;
         var m = r["eval_result_metrics"]!["scr_metrics"]!;
-        var dirs = r["directions"]!.AsArray();
+        var dirs = run["directions"]!.AsArray();
         // SAEBench's skyline and baseline: dir 1 tests the biased probe on attribute 1's data against attribute 1's own probe.
         Assert.Equal(clean["tense:past / not tense:past"]!.GetValue<double>(), dirs[0]!["clean_acc"]!.GetValue<double>());
-        Assert.Equal(clean[r["biased"]!.GetValue<string>() + " probe on tense:past / not tense:past data"]!.GetValue<double>(), dirs[0]!["original_acc"]!.GetValue<double>());
+        Assert.Equal(clean[run["biased"]!.GetValue<string>() + " probe on tense:past / not tense:past data"]!.GetValue<double>(), dirs[0]!["original_acc"]!.GetValue<double>());
         double a1 = dirs[0]!["original_acc"]!.GetValue<double>(), a2 = dirs[1]!["original_acc"]!.GetValue<double>();
         foreach (int n in new[] { 2, 10 })
             for (int d = 0; d < 2; d++)
