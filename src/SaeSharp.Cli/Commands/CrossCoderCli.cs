@@ -666,6 +666,8 @@ internal static class CrossCoderCli
     {
         if (generate > 0 && tokens.shape[0] != 1)
             throw new SaeSharpException($"--generate continues one prompt, but the input 'tokens' has {tokens.shape[0]} rows");
+        // Before anything is written: the continuations are shown as text (the models of a diffing pair share the tokenizer).
+        var generationTokenizer = generate > 0 ? Tokenizer.FromFolder(modelPath) : null;
         if ((parse.GetValue(edits.Sae)?.Length ?? 0) > 1)
             throw new SaeSharpException($"--sae {ccPath} is a crosscoder, spliced alone: give it as the only --sae");
         Cli.RefuseGiven(parse, "for several --sae; a crosscoder is spliced alone", edits.SaeIndex);
@@ -706,13 +708,14 @@ internal static class CrossCoderCli
                 foreach (var (latent, scale) in steering) hooks.AddRange(CrossCoderInterventions.Steering(cc, latent, scale, slots, promptPositions));
             var names = hookArg is null ? [] : model.Model.HookPoints.Select(hookArg);
             var (logits, cache) = model.Model.Run(tokens.to(model.Model.Device), new RunOptions { Hooks = hooks, CacheNames = names });
-            string where = $"{string.Join(", ", slots.Select(sl => $"slot {sl.Slot} {sl.Hook}"))} of {ModelLoader.NameOf(paths[m])}";
-            Console.WriteLine($"crosscoder spliced at {where}{(errorTerm ? " (error term kept)" : "")}");
-            using (cache) ModelCommands.SaveRun(outPath, logits!, savedTokens ? tokens : null, names, cache);
+            using var savedCache = cache;
+            // The continuations before the file is written, so that a failing generation (beyond the context length) writes nothing.
+            string[][]? continuations = null;
+            var notes = new List<string>();
             if (generate > 0)
             {
-                var tok = Tokenizer.FromFolder(paths[m]);
-                var steer = steering.SelectMany(s => CrossCoderInterventions.Steering(cc, s.Item1, s.Item2, slots, positions)).ToList();
+                var tok = generationTokenizer!;
+                var steer = steering.SelectMany(s => CrossCoderInterventions.Steering(cc, s.Feature, s.Value, slots, positions)).ToList();
                 var options = new GenerationOptions { EosTokenId = tok.EosTokenId };
                 // Both stop at EOS, as sae steer and sae intervene --generate do.
                 using var plain = model.Model.Generate(tokens, generate, options with { Hooks = model.Hooks });
@@ -720,13 +723,17 @@ internal static class CrossCoderCli
                     tokens, generate, options with { Hooks = steer }, errorTerm);
                 long n = tokens.shape[1];
                 string Continuation(Tensor t) => ModelCommands.DecodeShowingUnknownIds(tok, t[0].narrow(0, n, t.shape[1] - n).data<long>().Select(v => (int)v).ToList());
-                bool changed = ablated.Count > 0 || clamps.Count > 0 || steering.Count > 0;
-                string label = changed ? "edited" : "spliced";
-                Cli.WriteColumns($"greedy continuation (up to {generate} tokens, to EOS) of {ModelLoader.NameOf(paths[m])}", ["run", "continuation"],
-                    [["clean", Continuation(plain.Tokens)], [label, Continuation(edited.Tokens)]]);
-                if (InterventionCommands.GenerationNote(plain, 0, null) is string cleanNote) Cli.ErrorLine($"note: clean: {cleanNote}");
-                if (InterventionCommands.GenerationNote(edited, 0, positions) is string note) Cli.ErrorLine($"note: {label}: {note}");
+                string label = ablated.Count > 0 || clamps.Count > 0 || steering.Count > 0 ? "edited" : "spliced";
+                continuations = [["clean", Continuation(plain.Tokens)], [label, Continuation(edited.Tokens)]];
+                if (InterventionCommands.GenerationNote(plain, 0, null) is string cleanNote) notes.Add($"clean: {cleanNote}");
+                if (InterventionCommands.GenerationNote(edited, 0, positions) is string note) notes.Add($"{label}: {note}");
             }
+            Console.WriteLine($"crosscoder spliced at {string.Join(", ", slots.Select(sl => $"slot {sl.Slot} {sl.Hook}"))} of " +
+                $"{ModelLoader.NameOf(paths[m])}{(errorTerm ? " (error term kept)" : "")}");
+            ModelCommands.SaveRun(outPath, logits!, savedTokens ? tokens : null, names, cache);
+            if (continuations is not null)
+                Cli.WriteColumns($"greedy continuation (up to {generate} tokens, to EOS) of {ModelLoader.NameOf(paths[m])}", ["run", "continuation"], continuations);
+            foreach (var note in notes) Cli.ErrorLine($"note: {note}");
             return 0;
         }
         finally

@@ -247,6 +247,10 @@ public class CrossCoderModelRunTests : ModelTestBase
         (exit, _, err) = CliRunner.Run("model", "run", "--model", b, "--diff-model", c, "--sae", Sub("diff"), "--input", Sub("two.safetensors"), "--generate", "3", "--out", Sub("x.safetensors"));
         Assert.NotEqual(0, exit);
         Assert.Contains("--generate continues one prompt, but the input 'tokens' has 2 rows", err);
+        // Beyond the models' context (64 positions): the generation fails before the prompt's run is written.
+        (exit, _, err) = CliRunner.Run([.. common[..^1], "70", "--out", Sub("x.safetensors")]);
+        Assert.NotEqual(0, exit);
+        Assert.Contains("exceeds the context length n_ctx=64", err);
         Assert.False(File.Exists(Sub("x.safetensors")));
     }
 }
