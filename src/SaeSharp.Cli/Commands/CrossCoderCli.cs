@@ -658,11 +658,16 @@ internal static class CrossCoderCli
     /// runs with every hook of its slots replaced by the slot's reconstruction (with <c>--error-term</c>, x + D(f') − D(f)),
     /// after <c>--ablate</c>/<c>--clamp</c> edit the latents (<see cref="CrossCoderInterventions.EditLatents"/>) and with
     /// <c>--steer</c> adding a latent's rows (<see cref="CrossCoderInterventions.Steering"/>); its logits and <c>--hooks</c>
-    /// are saved as for an SAE.
+    /// are saved as for an SAE. With <c>--generate N</c> it also continues the prompt greedily, clean and with the same
+    /// splice and edits (<see cref="CrossCoderInterventions.Generate"/>), side by side.
     /// </summary>
     public static int ModelRun(System.CommandLine.ParseResult parse, InterventionCommands.RunEdits edits, string ccPath, string modelPath,
-        string? diffModel, int? slot, string dtype, Tensor tokens, bool savedTokens, string? hookArg, string outPath)
+        string? diffModel, int? slot, string dtype, Tensor tokens, bool savedTokens, string? hookArg, string outPath, int generate = 0)
     {
+        if (generate > 0 && tokens.shape[0] != 1)
+            throw new SaeSharpException($"--generate continues one prompt, but the input 'tokens' has {tokens.shape[0]} rows");
+        // Before anything is written: the continuations are shown as text (the models of a diffing pair share the tokenizer).
+        var generationTokenizer = generate > 0 ? Tokenizer.FromFolder(modelPath) : null;
         if ((parse.GetValue(edits.Sae)?.Length ?? 0) > 1)
             throw new SaeSharpException($"--sae {ccPath} is a crosscoder, spliced alone: give it as the only --sae");
         Cli.RefuseGiven(parse, "for several --sae; a crosscoder is spliced alone", edits.SaeIndex);
@@ -690,19 +695,45 @@ internal static class CrossCoderCli
             var means = mode == "mean" && ablated.Count > 0 ? CrossCoderInterventions.LatentMeans(cc, [clean]) : null;
             var clamps = (parse.GetValue(edits.Clamp) ?? []).Select(c => InterventionCommands.FeatureValue(c, "--clamp", "F:V")).ToList();
             bool errorTerm = parse.GetValue(edits.ErrorTerm);
-            using var edit = CrossCoderInterventions.EditLatents(cc, clean, slots, LatentEdits(cc, ablated, means, clamps), errorTerm);
-            var positions = InterventionCommands.ParsePositions(parse.GetValue(edits.Positions), tokens.shape[1], $"the input has {tokens.shape[1]} tokens");
+            var latentEdits = LatentEdits(cc, ablated, means, clamps);
+            using var edit = CrossCoderInterventions.EditLatents(cc, clean, slots, latentEdits, errorTerm);
+            long length = tokens.shape[1] + generate;   // --generate: the positions of the new tokens count too
+            var positions = InterventionCommands.ParsePositions(parse.GetValue(edits.Positions), length,
+                generate == 0 ? $"the input has {tokens.shape[1]} tokens" : $"the prompt ({tokens.shape[1]} tokens) and its continuation have {length} tokens");
+            var steering = (parse.GetValue(edits.Steer) ?? []).Select(st => InterventionCommands.FeatureValue(st, "--steer", "F:S")).ToList();
+            // The saved run covers the prompt only: positions of new tokens steer the continuation alone.
+            var promptPositions = positions?.Where(p => p < tokens.shape[1]).ToArray();
             var hooks = new List<(string Name, Func<Tensor, Tensor?> Fn)>([.. model.Hooks, .. edit.Hooks]);
-            foreach (var st in parse.GetValue(edits.Steer) ?? [])
-            {
-                var (latent, scale) = InterventionCommands.FeatureValue(st, "--steer", "F:S");
-                hooks.AddRange(CrossCoderInterventions.Steering(cc, latent, scale, slots, positions));
-            }
+            if (promptPositions is not { Length: 0 })
+                foreach (var (latent, scale) in steering) hooks.AddRange(CrossCoderInterventions.Steering(cc, latent, scale, slots, promptPositions));
             var names = hookArg is null ? [] : model.Model.HookPoints.Select(hookArg);
             var (logits, cache) = model.Model.Run(tokens.to(model.Model.Device), new RunOptions { Hooks = hooks, CacheNames = names });
+            using var savedCache = cache;
+            // The continuations before the file is written, so that a failing generation (beyond the context length) writes nothing.
+            string[][]? continuations = null;
+            var notes = new List<string>();
+            if (generate > 0)
+            {
+                var tok = generationTokenizer!;
+                var steer = steering.SelectMany(s => CrossCoderInterventions.Steering(cc, s.Feature, s.Value, slots, positions)).ToList();
+                var options = new GenerationOptions { EosTokenId = tok.EosTokenId };
+                // Both stop at EOS, as sae steer and sae intervene --generate do.
+                using var plain = model.Model.Generate(tokens, generate, options with { Hooks = model.Hooks });
+                using var edited = CrossCoderInterventions.Generate(cc, runs, spec.LayerHooks!, spec.LayerModels!, slots[0].Slot, latentEdits,
+                    tokens, generate, options with { Hooks = steer }, errorTerm);
+                long n = tokens.shape[1];
+                string Continuation(Tensor t) => ModelCommands.DecodeShowingUnknownIds(tok, t[0].narrow(0, n, t.shape[1] - n).data<long>().Select(v => (int)v).ToList());
+                string label = ablated.Count > 0 || clamps.Count > 0 || steering.Count > 0 ? "edited" : "spliced";
+                continuations = [["clean", Continuation(plain.Tokens)], [label, Continuation(edited.Tokens)]];
+                if (InterventionCommands.GenerationNote(plain, 0, null) is string cleanNote) notes.Add($"clean: {cleanNote}");
+                if (InterventionCommands.GenerationNote(edited, 0, positions) is string note) notes.Add($"{label}: {note}");
+            }
             Console.WriteLine($"crosscoder spliced at {string.Join(", ", slots.Select(sl => $"slot {sl.Slot} {sl.Hook}"))} of " +
                 $"{ModelLoader.NameOf(paths[m])}{(errorTerm ? " (error term kept)" : "")}");
-            using (cache) ModelCommands.SaveRun(outPath, logits!, savedTokens ? tokens : null, names, cache);
+            ModelCommands.SaveRun(outPath, logits!, savedTokens ? tokens : null, names, cache);
+            if (continuations is not null)
+                Cli.WriteColumns($"greedy continuation (up to {generate} tokens, to EOS) of {ModelLoader.NameOf(paths[m])}", ["run", "continuation"], continuations);
+            foreach (var note in notes) Cli.ErrorLine($"note: {note}");
             return 0;
         }
         finally

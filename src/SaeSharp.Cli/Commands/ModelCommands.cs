@@ -38,9 +38,13 @@ internal static class ModelCommands
         var dtype = ModelSource.DtypeOption();
         var diffModel = new Option<string?>("--diff-model") { Description = "A model-diffing crosscoder (--sae): the second (chat) model, run clean on the same tokens to encode (same tokenizer)" };
         var slot = new Option<int?>("--slot") { Description = "A crosscoder (--sae): the slot whose model is run, spliced at every hook of its slots (default: the last slot)" };
+        var generate = new Option<int>("--generate")
+        {
+            Description = "A crosscoder (--sae): also continue the prompt greedily up to this many tokens (stopping at EOS), clean and with the splice and edits (KV-cached, every model run clean beside it)",
+        }.NonNegative();
         var command = new Command("run", "Run the model on token ids (or a --prompt) and save logits and hook activations, with SAEs (or a crosscoder) spliced and interventions applied")
         {
-            model, input, prompt, noBos, output, hooks, dtype, diffModel, slot,
+            model, input, prompt, noBos, output, hooks, dtype, diffModel, slot, generate,
         };
         var edits = new InterventionCommands.RunEdits();
         edits.AddTo(command);
@@ -58,7 +62,8 @@ internal static class ModelCommands
             if (parse.GetValue(edits.Sae)?.FirstOrDefault(SaeSharp.Interop.CrossCoderFormat.IsCrossCoderPath) is string ccPath)
                 return CrossCoderCli.ModelRun(parse, edits, ccPath, ModelSource.Resolve(parse.GetValue(model)!),
                     parse.GetValue(diffModel) is { } dm ? ModelSource.Resolve(dm) : null, parse.GetValue(slot), parse.GetValue(dtype)!,
-                    tokens, text is not null, hookArg, parse.GetValue(output)!);
+                    tokens, text is not null, hookArg, parse.GetValue(output)!, parse.GetValue(generate));
+            Cli.RefuseGiven(parse, "for a crosscoder (--sae CROSSCODER); an SAE's steered continuations: sae steer", generate);
             Cli.RefuseGiven(parse, "for a crosscoder (--sae CROSSCODER)", diffModel, slot);
             var saes = new List<SaeSharp.Saes.Sae>();
             try

@@ -62,39 +62,110 @@ public static class CrossCoderInterventions
     /// x̂_l(f') + (x_l − x̂_l(f)); without it, D_l(f') = x̂_l(f'), the slot's reconstruction (<c>sae model run --sae CC</c>
     /// without <c>--error-term</c>, and <c>sae eval</c>'s splice). All slots are encoded from the clean run (a crosscoder's
     /// slots have no causal order), so a slot's hook gets its value whatever the model's earlier slots were given. For
-    /// whole-sequence runs of exactly those tokens (not KV-cached generation). The edit owns its tensor until disposed.
+    /// whole-sequence runs of exactly those tokens (<see cref="Generate"/> for KV-cached generation). The edit owns its
+    /// tensor until disposed.
     /// </summary>
     public static CrossCoderEdit EditLatents(CrossCoder cc, Tensor cleanInput, IReadOnlyList<(int Slot, string Hook)> slots,
         Func<Tensor, Tensor>? edit, bool useErrorTerm = true)
     {
+        CheckEdit(cc, slots, edit);
+        var write = Write(cc, cleanInput, edit, useErrorTerm).DetachFromDisposeScope();
+        return new CrossCoderEdit(EditHooks(slots, () => write, useErrorTerm), write);
+    }
+
+    /// <summary>
+    /// Greedy or sampled continuation of <paramref name="tokens"/> by the model of slot <paramref name="slot"/> with
+    /// <see cref="EditLatents"/>'s edit at every hook of that model's slots, KV-cached, equal at each step to the
+    /// whole-sequence edit of the sequence so far. Each step, every model of <paramref name="models"/> that fills a slot
+    /// runs clean on the step's tokens with its own KV cache (for a crosscoder over several hooks of one model, a second,
+    /// clean run of the generating model), giving x_clean of every slot at the new positions; the generating model's own
+    /// KV-cached run then writes D_l(f') − D_l(f) (or D_l(f') without the error term) at its slots' hooks, and the sampled
+    /// token is fed to every run. Slot j is read at <paramref name="slotHooks"/>[j] of model
+    /// <paramref name="slotModels"/>[j]. The generating model's <see cref="CrossCoderModelRun.Hooks"/> run first, then
+    /// the edit, then <paramref name="options"/>' hooks (e.g. <see cref="Steering"/>). <paramref name="edit"/> sees f of
+    /// the step's tokens only, so a mean ablation takes means computed beforehand (<see cref="LatentMeans"/>).
+    /// </summary>
+    public static GenerationResult Generate(CrossCoder cc, IReadOnlyList<CrossCoderModelRun> models, IReadOnlyList<string> slotHooks,
+        IReadOnlyList<int> slotModels, int slot, Func<Tensor, Tensor>? edit, Tensor tokens, int maxNewTokens,
+        GenerationOptions? options = null, bool useErrorTerm = true)
+    {
+        ArgumentNullException.ThrowIfNull(cc);
+        ArgumentNullException.ThrowIfNull(models);
+        ArgumentNullException.ThrowIfNull(slotHooks);
+        ArgumentNullException.ThrowIfNull(slotModels);
+        ArgumentNullException.ThrowIfNull(tokens);
+        int l = cc.Cfg.NumLayers;
+        if (slotHooks.Count != l || slotModels.Count != l)
+            throw new SaeSharpException($"crosscoder generation: {slotHooks.Count} slot hooks and {slotModels.Count} slot models for a crosscoder with num_layers={l}");
+        if (slot < 0 || slot >= l)
+            throw new SaeSharpException($"slot {slot} is out of range for a crosscoder with num_layers={l} (0..{l - 1})");
+        for (int j = 0; j < l; j++)
+            if (slotModels[j] < 0 || slotModels[j] >= models.Count)
+                throw new SaeSharpException($"crosscoder generation: slot {j} reads model {slotModels[j]}, but {models.Count} model{(models.Count == 1 ? " is" : "s are")} given " +
+                                            "(a model-diffing crosscoder needs both models: the base model and the chat model)");
+        int m = slotModels[slot];
+        var slots = Enumerable.Range(0, l).Where(j => slotModels[j] == m).Select(j => (j, slotHooks[j])).ToList();
+        CheckEdit(cc, slots, edit);
+        var o = options ?? new GenerationOptions();
+        var kvs = new KvCache?[models.Count];
+        Tensor? write = null;
+        try
+        {
+            void Step(Tensor input, Tensor mask, bool cached)
+            {
+                using var scope = NewDisposeScope();
+                for (int k = 0; k < models.Count; k++)
+                    if (cached && kvs[k] is null && slotModels.Contains(k)) kvs[k] = new KvCache(models[k].Model.Config.NLayers);
+                var x = CleanInputStep(models, slotHooks, slotModels, input, mask, kvs);
+                write?.Dispose();
+                write = Write(cc, x, edit, useErrorTerm).DetachFromDisposeScope();
+            }
+            var hooks = new List<(string Name, Func<Tensor, Tensor?> Fn)>([.. models[m].Hooks ?? [], .. EditHooks(slots, () => write!, useErrorTerm), .. o.Hooks ?? []]);
+            return Generation.Run(models[m].Model, tokens, maxNewTokens, o with { Hooks = hooks, BeforeStep = Step });
+        }
+        finally
+        {
+            write?.Dispose();
+            foreach (var kv in kvs) kv?.Dispose();
+        }
+    }
+
+    private static void CheckEdit(CrossCoder cc, IReadOnlyList<(int Slot, string Hook)> slots, Func<Tensor, Tensor>? edit)
+    {
         ArgumentNullException.ThrowIfNull(cc);
         cc.CheckReconstructsInput("crosscoder splice");
         if (edit is not null) cc.CheckSharedCodes("crosscoder ablation");
-        ArgumentNullException.ThrowIfNull(cleanInput);
         CheckSlots(cc, slots);
+    }
+
+    /// <summary>What the edit writes at every slot, [batch, pos, L, d]: D(f') − D(f) with the error term, else D(f'),
+    /// f = encode(<paramref name="cleanInput"/>) [batch, pos, L, d].</summary>
+    private static Tensor Write(CrossCoder cc, Tensor cleanInput, Func<Tensor, Tensor>? edit, bool useErrorTerm)
+    {
+        ArgumentNullException.ThrowIfNull(cleanInput);
         if (cleanInput.dim() != 4) throw new SaeSharpException($"crosscoder edit: the clean input has shape [{string.Join(", ", cleanInput.shape)}], expected [batch, pos, num_layers, activation_dim]");
         long b = cleanInput.shape[0], s = cleanInput.shape[1];
-        Tensor write;   // D(f') − D(f) with the error term, else D(f')
-        using (no_grad())
-        using (var scope = NewDisposeScope())
-        {
-            var x = cleanInput.reshape(b * s, cleanInput.shape[2], cleanInput.shape[3]).to(ScalarType.Float32, cc.Encoder.Weight.device);
-            var f = cc.Encode(x);
-            var recon = cc.Decode(edit is null ? f : edit(f));
-            var w = !useErrorTerm ? recon : edit is null ? zeros_like(recon) : recon - cc.Decode(f);
-            write = w.view(b, s, cc.Cfg.NumLayers, cc.Cfg.ActivationDim).MoveToOuterDisposeScope();
-        }
-        write = write.DetachFromDisposeScope();
-        var hooks = slots.Select(sl => (sl.Hook, (Func<Tensor, Tensor?>)(y =>
-        {
-            if (y.shape[0] != b || y.shape[1] != s)
-                throw new SaeSharpException($"crosscoder edit at '{sl.Hook}': the run has [{y.shape[0]}, {y.shape[1]}] tokens but the edit was made for [{b}, {s}]");
-            using var scope = NewDisposeScope();
-            var slot = write.select(2, sl.Slot).to(y.dtype, y.device).view(y.shape);
-            return (useErrorTerm ? y.add(slot, TorchScalars.One) : slot.clone()).MoveToOuterDisposeScope();
-        }))).ToList();
-        return new CrossCoderEdit(hooks, write);
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        var x = cleanInput.reshape(b * s, cleanInput.shape[2], cleanInput.shape[3]).to(ScalarType.Float32, cc.Encoder.Weight.device);
+        var f = cc.Encode(x);
+        var recon = cc.Decode(edit is null ? f : edit(f));
+        var w = !useErrorTerm ? recon : edit is null ? zeros_like(recon) : recon - cc.Decode(f);
+        return w.view(b, s, cc.Cfg.NumLayers, cc.Cfg.ActivationDim).MoveToOuterDisposeScope();
     }
+
+    /// <summary>Each slot's hook: y + the slot's write (with the error term), else the write, from <paramref name="write"/>()
+    /// [batch, pos, L, d], which must match the run's tokens.</summary>
+    private static List<(string Name, Func<Tensor, Tensor?> Fn)> EditHooks(IReadOnlyList<(int Slot, string Hook)> slots, Func<Tensor> write, bool useErrorTerm) =>
+        slots.Select(sl => (sl.Hook, (Func<Tensor, Tensor?>)(y =>
+        {
+            var w = write();
+            if (y.shape[0] != w.shape[0] || y.shape[1] != w.shape[1])
+                throw new SaeSharpException($"crosscoder edit at '{sl.Hook}': the run has [{y.shape[0]}, {y.shape[1]}] tokens but the edit was made for [{w.shape[0]}, {w.shape[1]}]");
+            using var scope = NewDisposeScope();
+            var slotWrite = w.select(2, sl.Slot).to(y.dtype, y.device).view(y.shape);
+            return (useErrorTerm ? y.add(slotWrite, TorchScalars.One) : slotWrite.clone()).MoveToOuterDisposeScope();
+        }))).ToList();
 
     /// <summary>An edit for <see cref="EditLatents"/>: latent <paramref name="latent"/> set to <paramref name="value"/> (raw f).</summary>
     public static Func<Tensor, Tensor> Clamp(CrossCoder cc, int latent, double value)
@@ -125,7 +196,13 @@ public static class CrossCoderInterventions
 
     /// <summary>The clean activations of every slot, [batch, pos, L, d]: each model run once on <paramref name="tokens"/>
     /// (with its hooks), slot j read at <paramref name="slotHooks"/>[j] of model <paramref name="slotModels"/>[j].</summary>
-    public static Tensor CleanInput(IReadOnlyList<CrossCoderModelRun> models, IReadOnlyList<string> slotHooks, IReadOnlyList<int> slotModels, Tensor tokens)
+    public static Tensor CleanInput(IReadOnlyList<CrossCoderModelRun> models, IReadOnlyList<string> slotHooks, IReadOnlyList<int> slotModels, Tensor tokens) =>
+        CleanInputStep(models, slotHooks, slotModels, tokens, null, null);
+
+    /// <summary><see cref="CleanInput"/> with an attention mask, and model k continuing from its KV cache
+    /// <paramref name="kvs"/>[k] when there is one (a step of <see cref="Generate"/>).</summary>
+    internal static Tensor CleanInputStep(IReadOnlyList<CrossCoderModelRun> models, IReadOnlyList<string> slotHooks, IReadOnlyList<int> slotModels, Tensor tokens,
+        Tensor? attentionMask, IReadOnlyList<KvCache?>? kvs)
     {
         ArgumentNullException.ThrowIfNull(models);
         ArgumentNullException.ThrowIfNull(slotHooks);
@@ -139,7 +216,10 @@ public static class CrossCoderInterventions
         {
             var names = slotHooks.Where((_, j) => slotModels[j] == m).ToList();
             if (names.Count == 0) continue;
-            var (logits, cache) = models[m].Model.Run(tokens.to(models[m].Model.Device), new RunOptions { CacheNames = names, Hooks = models[m].Hooks, StopAtLayer = null });
+            var (logits, cache) = models[m].Model.Run(tokens.to(models[m].Model.Device), new RunOptions
+            {
+                CacheNames = names, Hooks = models[m].Hooks, StopAtLayer = null, AttentionMask = attentionMask, KvCache = kvs?[m],
+            });
             logits?.Dispose();
             using (cache)
                 for (int j = 0; j < slotHooks.Count; j++)

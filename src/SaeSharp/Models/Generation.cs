@@ -35,6 +35,10 @@ public sealed record GenerationOptions
     /// frozen run (<see cref="RunOptions.FreezeAttentionAndNorms"/>); later steps run free (circuit-tracer's
     /// <c>feature_intervention_generate</c> with every layer constrained).</summary>
     internal FrozenValues? FreezeFirstStep { get; init; }
+    /// <summary>Called before each forward step with the step's input tokens and their mask (the prompt, then each new
+    /// token; the whole sequence so far when the step is not KV-cached) and whether it is KV-cached: other runs that follow
+    /// the generation token by token (<c>CrossCoderInterventions.Generate</c>'s clean runs) take their step here.</summary>
+    internal Action<Tensor, Tensor, bool>? BeforeStep { get; init; }
 }
 
 /// <summary>Why a row of <see cref="HookedTransformer.Generate"/> stopped.</summary>
@@ -127,6 +131,7 @@ internal static class Generation
             for (step = 0; step < maxNewTokens; step++)
             {
                 using var stepScope = NewDisposeScope();
+                o.BeforeStep?.Invoke(input, inputMask, kv is not null);
                 bool freeze = step == 0 && o.FreezeFirstStep is not null;
                 var (wasFrozen, wasValues) = (NormScales.Frozen, NormScales.Values);
                 if (freeze) (NormScales.Frozen, NormScales.Values) = (true, o.FreezeFirstStep);

@@ -65,6 +65,9 @@ public sealed class RunOptions
     /// <summary>With <see cref="FreezeAttentionAndNorms"/>: records this run's patterns and scales, or replays a recorded
     /// run's (integrated gradients on the frozen replacement model; <c>Interventions/FeatureAttribution</c>).</summary>
     internal FrozenValues? FrozenValues { get; init; }
+    /// <summary>Keys and values of the tokens this model ran on before (a KV-cached run that follows a generation step by
+    /// step: <c>CrossCoderInterventions.Generate</c>'s clean runs); the run appends its tokens to it.</summary>
+    internal KvCache? KvCache { get; init; }
 }
 
 /// <summary>
@@ -147,7 +150,7 @@ public abstract partial class HookedTransformer : nn.Module<Tensor, Tensor>
             NormScales.Values = options.FreezeAttentionAndNorms ? options.FrozenValues : null;
             try
             {
-                var logits = ForwardCore(tokens, options.AttentionMask, runner, stop, null, start, options.ReturnNormalized);
+                var logits = ForwardCore(tokens, options.AttentionMask, runner, stop, options.KvCache, start, options.ReturnNormalized);
                 return (logits, cache);
             }
             finally

@@ -158,4 +158,99 @@ public class CrossCoderModelRunTests : ModelTestBase
         Assert.Contains("spliced alone", err);
         Assert.False(File.Exists(Sub("x.safetensors")));
     }
+    /// <summary>Greedy continuation by hand, each step a whole-sequence run: the crosscoder encodes the clean rows of both
+    /// models on the sequence so far, and <paramref name="hook"/> of the chat model gets <paramref name="edit"/>(y, f, seq).</summary>
+    private static long[] HandGreedy(HookedTransformer baseModel, HookedTransformer chat, string hook, CrossCoder cc, Tensor prompt, int n,
+        Func<Tensor, Tensor, long, Tensor> edit)
+    {
+        var seq = prompt.clone();
+        for (int t = 0; t < n; t++)
+        {
+            using var x = CleanRows([(baseModel, hook), (chat, hook)], seq);
+            using var f = cc.Encode(x);
+            long len = seq.shape[1];
+            using var logits = Logits(chat, seq, [(hook, y => edit(y, f, len))]);
+            long next = logits[0, -1].argmax().item<long>();
+            var longer = cat([seq, tensor(new[] { next }).reshape(1, 1)], 1);
+            seq.Dispose();
+            seq = longer;
+            if (next == 50256) break;   // <|endoftext|>
+        }
+        using (seq) return seq[0].narrow(0, prompt.shape[1], seq.shape[1] - prompt.shape[1]).data<long>().ToArray();
+    }
+
+    private static string Row(string stdout, string run) =>
+        stdout.Split('\n').Select(l => l.TrimEnd('\r').Split('\t')).Single(c => c.Length == 2 && c[0] == run)[1];
+
+    [Fact]
+    public void Generate_continues_the_chat_model_with_the_edits_of_the_whole_sequence_run_at_every_step()
+    {
+        var (b, c, _) = TwoModelsOneTokenizer();
+        string hook = Hooks[1];
+        using (var cc0 = RandomCrossCoder())
+            CrossCoderFormat.Save(cc0, Sub("diff"), new CrossCoderSources { HookNames = [hook, hook], ModelNames = [b, c] });
+        using var cc = CrossCoderFormat.Load(Sub("diff"), out _);
+        using var baseModel = ModelLoader.FromPretrained(b);
+        using var chatModel = ModelLoader.FromPretrained(c);
+        var tok = SaeSharp.Tokenizers.Tokenizer.FromFolder(c);
+        string prompt = "The quick brown fox";
+        string[] common = ["model", "run", "--model", b, "--diff-model", c, "--sae", Sub("diff"), "--prompt", prompt, "--generate", "6"];
+        var (exit, stdout, err) = CliRunner.Run([.. common, "--out", Sub("p.safetensors")]);
+        Assert.True(exit == 0, err + stdout);
+        using var tokens = SafeTensors.Load(Sub("p.safetensors"))["tokens"];
+        long p = tokens.shape[1];
+        using var clean = chatModel.Generate(tokens, 6, new GenerationOptions { EosTokenId = 50256 });
+        Assert.Equal(tok.Decode(clean.Tokens[0].narrow(0, p, clean.Tokens.shape[1] - p).data<long>().Select(v => (int)v)), Row(stdout, "clean"));
+        // Without an edit or the error term: the chat hook replaced by slot 1's x̂ of both models' clean rows, at every step.
+        var spliced = HandGreedy(baseModel, chatModel, hook, cc, tokens, 6, (y, f, _) => cc.Decode(f).select(1, 1).reshape(y.shape));
+        Assert.Equal(tok.Decode(spliced.Select(v => (int)v)), Row(stdout, "spliced"));
+        Assert.NotEqual(Row(stdout, "clean"), Row(stdout, "spliced"));
+        string cleanText = Row(stdout, "clean");
+
+        // Clamping the prompt's busiest latent to 0 with the error term: y − f·W_dec[latent, 1] at every step; and steering
+        // latent 4 at a position of the new tokens (p + 1), which the prompt's saved run does not reach.
+        using var x = CleanRows([(baseModel, hook), (chatModel, hook)], tokens);
+        using var fp = cc.Encode(x);
+        int latent = (int)fp.gt(0).sum(0).argmax().item<long>();
+        (exit, stdout, err) = CliRunner.Run([.. common, "--error-term", "--clamp", $"{latent}:0", "--steer", "4:40", "--positions", $"{p + 1}", "--out", Sub("e.safetensors")]);
+        Assert.True(exit == 0, err + stdout);
+        var edited = HandGreedy(baseModel, chatModel, hook, cc, tokens, 6, (y, f, len) =>
+        {
+            var steer = zeros(1, len, 1);
+            if (len > p + 1) steer[0, p + 1, 0] = tensor(1f);
+            return y - (f[.., latent].unsqueeze(1) * cc.Decoder.Weight[1, latent]).reshape(y.shape) + steer * (cc.Decoder.Weight[1, 4] * 40f);
+        });
+        Assert.Equal(tok.Decode(edited.Select(v => (int)v)), Row(stdout, "edited"));
+        Assert.NotEqual(cleanText, Row(stdout, "edited"));
+        // The saved prompt run is the whole-sequence clamp (the steering position lies beyond it).
+        using var handPrompt = Logits(chatModel, tokens, [(hook, y => y - (fp[.., latent].unsqueeze(1) * cc.Decoder.Weight[1, latent]).reshape(y.shape))]);
+        using (var saved = SafeTensors.Load(Sub("e.safetensors"))["logits"]) Close(handPrompt, saved, 1e-5, "saved prompt run");
+
+        // Refusals, each named, nothing written: a position beyond the prompt and its continuation, a slot out of range,
+        // --generate for an SAE, several rows.
+        (exit, _, err) = CliRunner.Run([.. common, "--steer", "4:3", "--positions", $"{p + 6}", "--out", Sub("x.safetensors")]);
+        Assert.NotEqual(0, exit);
+        Assert.Contains($"--positions {p + 6}: the prompt ({p} tokens) and its continuation have {p + 6} tokens, so positions run 0..{p + 5}", err);
+        (exit, _, err) = CliRunner.Run([.. common, "--slot", "2", "--out", Sub("x.safetensors")]);
+        Assert.NotEqual(0, exit);
+        Assert.Contains("--slot 2: give 0..1", err);
+        string saeDir = Sub("sae");
+        var cfg = new SaeConfig { DIn = D, DSae = 8 };
+        cfg.Metadata.HookName = hook;
+        using (var sae = SaeFactory.Create(cfg))
+            SaeLensFormat.Save(sae, saeDir);
+        (exit, _, err) = CliRunner.Run("model", "run", "--model", c, "--sae", saeDir, "--prompt", prompt, "--generate", "3", "--out", Sub("x.safetensors"));
+        Assert.NotEqual(0, exit);
+        Assert.Contains("--generate", err);
+        using var two = tensor(new long[] { 5, 9, 2, 7 }).reshape(2, 2);
+        SafeTensors.Save(Sub("two.safetensors"), new Dictionary<string, Tensor> { ["tokens"] = two });
+        (exit, _, err) = CliRunner.Run("model", "run", "--model", b, "--diff-model", c, "--sae", Sub("diff"), "--input", Sub("two.safetensors"), "--generate", "3", "--out", Sub("x.safetensors"));
+        Assert.NotEqual(0, exit);
+        Assert.Contains("--generate continues one prompt, but the input 'tokens' has 2 rows", err);
+        // Beyond the models' context (64 positions): the generation fails before the prompt's run is written.
+        (exit, _, err) = CliRunner.Run([.. common[..^1], "70", "--out", Sub("x.safetensors")]);
+        Assert.NotEqual(0, exit);
+        Assert.Contains("exceeds the context length n_ctx=64", err);
+        Assert.False(File.Exists(Sub("x.safetensors")));
+    }
 }

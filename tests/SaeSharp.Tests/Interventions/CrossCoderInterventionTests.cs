@@ -145,4 +145,96 @@ public class CrossCoderInterventionTests : ModelTestBase
         using var edited = Run(chat, tokens, edit.Hooks);
         AssertAllClose(hand, edited, 1e-5, "chat model");
     }
+    /// <summary>The whole-sequence edit (<see cref="CrossCoderInterventions.CleanInput"/> of every model, then
+    /// <see cref="CrossCoderInterventions.EditLatents"/> in slot <paramref name="slot"/>'s model) on each prefix
+    /// prompt + generated[:t] of <paramref name="g"/>: its last position's logits must be the ones generation chose token t
+    /// from, and token t their argmax (greedy).</summary>
+    private static void AssertEachStepIsTheWholeSequenceEdit(GenerationResult g, long promptLength, CrossCoder cc, HookedTransformer[] models,
+        string[] slotHooks, int[] slotModels, int slot, Func<Tensor, Tensor>? edit, bool errorTerm, string what)
+    {
+        var runs = models.Select(m => new CrossCoderModelRun(m)).ToList();
+        var slots = Enumerable.Range(0, slotHooks.Length).Where(j => slotModels[j] == slotModels[slot]).Select(j => (j, slotHooks[j])).ToList();
+        Assert.NotNull(g.Logits);
+        for (int t = 0; t < g.Logits!.shape[1]; t++)
+        {
+            using var scope = NewDisposeScope();
+            var prefix = g.Tokens.narrow(1, 0, promptLength + t);
+            using var x = CrossCoderInterventions.CleanInput(runs, slotHooks, slotModels, prefix);
+            using var e = CrossCoderInterventions.EditLatents(cc, x, slots, edit, errorTerm);
+            var last = Run(models[slotModels[slot]], prefix, e.Hooks).select(1, -1);
+            AssertAllClose(last, g.Logits.select(1, t), 1e-4, $"{what}: logits of new token {t}");
+            Assert.Equal(last.argmax(-1).data<long>().ToArray(), g.Tokens.select(1, promptLength + t).data<long>().ToArray());
+        }
+    }
+
+    [Fact]
+    public void Generation_with_latent_edits_equals_the_whole_sequence_edit_at_every_step_for_one_model_at_two_hooks()
+    {
+        using var model = Gpt2(seed: 5);
+        using var prompt = Tokens([3, 17, 8, 41, 2], [9, 9, 30, 1, 44]);
+        using var cc = CrossCoderDownstreamTests.Random(2, D, 24, seed: 6);
+        var runs = new[] { new CrossCoderModelRun(model) };
+        // The busiest latent over the prompt, clamped to 0, and latents 2 and 7 ablated to means of the prompt's tokens.
+        using var x = CrossCoderInterventions.CleanInput(runs, Hooks, [0, 0], prompt);
+        using var f = cc.Encode(x.reshape(-1, 2, D));
+        int busiest = (int)f.gt(0).sum(0).argmax().item<long>();
+        using var means = CrossCoderInterventions.LatentMeans(cc, [x]);
+        var clamp = CrossCoderInterventions.Clamp(cc, busiest, 0);
+        var ablate = CrossCoderInterventions.Ablate(cc, [2, 7], means);
+        var o = new GenerationOptions { ReturnLogits = true };
+        using var plain = model.Generate(prompt, 6, o);
+        foreach (var (edit, name) in new[] { (clamp, "clamp"), (ablate, "mean ablation"), ((Func<Tensor, Tensor>?)null, "no edit") })
+            foreach (bool errorTerm in new[] { true, false })
+            {
+                if (edit is null && errorTerm) continue;
+                using var g = CrossCoderInterventions.Generate(cc, runs, Hooks, [0, 0], 1, edit, prompt, 6, o, errorTerm);
+                Assert.Equal(new long[] { 2, 11 }, g.Tokens.shape);
+                AssertEachStepIsTheWholeSequenceEdit(g, 5, cc, [model], Hooks, [0, 0], 1, edit, errorTerm, $"{name}, error term {errorTerm}");
+                Assert.True((g.Logits! - plain.Logits!).abs().max().item<float>() > 1e-3, $"{name}, error term {errorTerm}: the edit changed nothing");
+            }
+        // With the error term and no edit, generation is the model's own.
+        using var same = CrossCoderInterventions.Generate(cc, runs, Hooks, [0, 0], 0, null, prompt, 6, o);
+        AssertAllClose(plain.Logits!, same.Logits!, 1e-4, "error term, no edit");
+        Assert.Equal(plain.Tokens.data<long>().ToArray(), same.Tokens.data<long>().ToArray());
+
+        // Steering in the options' hooks runs after the edit, as in sae model run; no tensor is left behind.
+        using (var steered = CrossCoderInterventions.Generate(cc, runs, Hooks, [0, 0], 1, clamp, prompt, 3,
+                   o with { Hooks = CrossCoderInterventions.Steering(cc, 4, 2.0, [(0, Hooks[0]), (1, Hooks[1])]) }))
+        using (var hand = CrossCoderInterventions.Generate(cc, runs, Hooks, [0, 0], 1, clamp, prompt, 3,
+                   o with { Hooks = Hooks.Select((h, l) => (h, (Func<Tensor, Tensor?>)(y => y + cc.Decoder.Weight[l, 4] * 2.0))).ToList() }))
+            AssertAllClose(hand.Logits!, steered.Logits!, 1e-5, "steered");
+        Assert.Equal(0, LiveTensors.Leaked(() => CrossCoderInterventions.Generate(cc, runs, Hooks, [0, 0], 1, clamp, prompt, 3, o).Dispose()));
+    }
+
+    [Fact]
+    public void Generation_with_latent_edits_in_a_model_diffing_pair_encodes_from_both_models_at_every_step()
+    {
+        using var baseModel = Gpt2(seed: 4);
+        using var chat = Gpt2(seed: 9);
+        const string hook = "blocks.1.hook_resid_post";
+        string[] hooks = [hook, hook];
+        using var prompt = Tokens([5, 22, 13, 7]);
+        using var cc = CrossCoderDownstreamTests.Random(2, D, 20, seed: 8);
+        var runs = new[] { new CrossCoderModelRun(baseModel), new CrossCoderModelRun(chat) };
+        var o = new GenerationOptions { ReturnLogits = true };
+        using var plainChat = chat.Generate(prompt, 5, o);
+        foreach (int slot in new[] { 1, 0 })
+            foreach (bool errorTerm in new[] { true, false })
+            {
+                var edit = CrossCoderInterventions.Ablate(cc, [3, 11]);
+                using var g = CrossCoderInterventions.Generate(cc, runs, hooks, [0, 1], slot, edit, prompt, 5, o, errorTerm);
+                AssertEachStepIsTheWholeSequenceEdit(g, 4, cc, [baseModel, chat], hooks, [0, 1], slot, edit, errorTerm, $"slot {slot}, error term {errorTerm}");
+            }
+        // The chat slot's edit reads the base model: with another base model the chat model's logits change.
+        using var otherBase = Gpt2(seed: 12);
+        var ablate = CrossCoderInterventions.Ablate(cc, [3, 11]);
+        using (var a = CrossCoderInterventions.Generate(cc, runs, hooks, [0, 1], 1, ablate, prompt, 5, o, useErrorTerm: false))
+        using (var b = CrossCoderInterventions.Generate(cc, [new(otherBase), new(chat)], hooks, [0, 1], 1, ablate, prompt, 5, o, useErrorTerm: false))
+            Assert.True((a.Logits!.select(1, 0) - b.Logits!.select(1, 0)).abs().max().item<float>() > 1e-4, "the base model's slot reaches the encoder");
+
+        Assert.Equal("slot 2 is out of range for a crosscoder with num_layers=2 (0..1)",
+            Assert.Throws<SaeSharpException>(() => CrossCoderInterventions.Generate(cc, runs, hooks, [0, 1], 2, null, prompt, 3)).Message);
+        Assert.Contains("slot 1 reads model 1, but 1 model is given (a model-diffing crosscoder needs both models",
+            Assert.Throws<SaeSharpException>(() => CrossCoderInterventions.Generate(cc, [new(chat)], hooks, [0, 1], 1, null, prompt, 3)).Message);
+    }
 }
