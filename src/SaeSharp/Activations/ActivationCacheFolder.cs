@@ -186,6 +186,8 @@ public sealed class ActivationCacheFolder : IActivationSource
     public long RowsDelivered => _source.RowsDelivered;
     /// <inheritdoc/>
     public int MaxDataPasses => _source.MaxDataPasses;
+    /// <summary>cfg.json metadata of the cache's rows: its model, hook, context size and dataset (<see cref="Pipelines.TrainingPlan.MetadataOf(ActivationCacheManifest)"/>).</summary>
+    public Saes.SaeMetadata? Metadata => Pipelines.TrainingPlan.MetadataOf(Manifest);
     /// <inheritdoc/>
     public ActivationBatch? Next(int batchSize) => _source.Next(batchSize);
     /// <inheritdoc/>

@@ -62,6 +62,9 @@ public sealed class ActivationFileSource : IActivationSource
     public long RowsDelivered => _epoch * Rows!.Value + _chunkOrder.Take(_chunkCursor).Sum(i => (long)_chunks[i].Count) - Available;
     /// <inheritdoc/>
     public int MaxDataPasses => _options.Epochs;
+    /// <summary>cfg.json metadata of the rows (<see cref="IActivationSource.Metadata"/>): a single <c>sae cache</c> folder's
+    /// model, hook and windows (<see cref="CacheFolderMetadata"/>); null for other files unless set.</summary>
+    public Saes.SaeMetadata? Metadata { get; set; }
 
     /// <summary>Opens the files (headers only) and checks their shapes, dtypes and widths.</summary>
     /// <param name="paths">Files and/or folders; a folder contributes its <c>.safetensors</c> and <c>.npy</c> files sorted by name.</param>
@@ -71,7 +74,9 @@ public sealed class ActivationFileSource : IActivationSource
         _options = options ?? new ActivationFileSourceOptions();
         if (_options.ChunkRows <= 0) throw new SaeSharpException($"chunk size must be positive, got {_options.ChunkRows}");
         if (_options.BufferRows <= 0) throw new SaeSharpException($"buffer size must be positive, got {_options.BufferRows}");
-        Files = ExpandPaths(paths);
+        var given = paths.ToList();
+        Files = ExpandPaths(given);
+        Metadata = CacheFolderMetadata(given);
         _exclude = ExcludedSet(_options);
 
         var files = new List<FileInfo>();
@@ -122,6 +127,16 @@ public sealed class ActivationFileSource : IActivationSource
 
     /// <summary>Opens one file or folder; see the constructor over several paths.</summary>
     public ActivationFileSource(string path, ActivationFileSourceOptions? options = null) : this([path], options) { }
+
+    /// <summary>The cfg.json metadata of rows read from <paramref name="paths"/> when they are one <c>sae cache</c> folder
+    /// (<see cref="Pipelines.TrainingPlan.MetadataOf(ActivationCacheManifest)"/>: its model, hook, context size, dataset);
+    /// null for anything else.</summary>
+    public static Saes.SaeMetadata? CacheFolderMetadata(IReadOnlyList<string> paths)
+    {
+        ArgumentNullException.ThrowIfNull(paths);
+        return paths.Count == 1 && File.Exists(Path.Combine(paths[0], ActivationCacheFolder.ManifestName))
+            ? Pipelines.TrainingPlan.MetadataOf(ActivationCacheManifest.Read(paths[0])) : null;
+    }
 
     /// <summary>Files in dataset order: each file as given, an activation cache folder's shards as its manifest lists them
     /// (<see cref="ActivationCacheFolder.ShardFiles"/>), a SAELens activation cache's <c>.arrow</c> shards as its state.json

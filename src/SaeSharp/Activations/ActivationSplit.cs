@@ -12,7 +12,8 @@ public static class ActivationSplit
         IEnumerable<string> paths, long evalRows, ActivationFileSourceOptions? options = null)
     {
         options ??= new ActivationFileSourceOptions();
-        var files = ActivationFileSource.ExpandPaths(paths);
+        var given = paths.ToList();
+        var files = ActivationFileSource.ExpandPaths(given);
         long total = ActivationFileSource.CountRows(files, options);
         if (evalRows <= 0 || evalRows >= total)
             throw new SaeSharpException($"--eval-rows must be between 1 and {total - 1} (the files hold {total} rows), got {evalRows}; leave it out to hold out a tenth of a small file");
@@ -20,6 +21,7 @@ public static class ActivationSplit
         try
         {
             var eval = new ActivationFileSource(files, EvalOptions(options) with { RowStart = total - evalRows, RowCount = evalRows });
+            train.Metadata = eval.Metadata = ActivationFileSource.CacheFolderMetadata(given);
             return (train, eval);
         }
         catch
@@ -44,11 +46,14 @@ public static class ActivationSplit
         IEnumerable<string> paths, long? evalRows, ActivationFileSourceOptions? options = null)
     {
         options ??= new ActivationFileSourceOptions();
-        var files = ActivationFileSource.ExpandPaths(paths);
+        var given = paths.ToList();
+        var files = ActivationFileSource.ExpandPaths(given);
         long total = ActivationFileSource.CountRows(files, options);
         if (evalRows is null && total < 2)
             throw new SaeSharpException($"the activation files hold {total} row(s); training needs at least 2 (one to train on, one held out)");
-        return HoldOutLastRows(files, evalRows ?? DefaultEvalRowsFor(total), options);
+        var (train, eval) = HoldOutLastRows(files, evalRows ?? DefaultEvalRowsFor(total), options);
+        train.Metadata = eval.Metadata = ActivationFileSource.CacheFolderMetadata(given);
+        return (train, eval);
     }
 
     /// <summary>An evaluation source over separate files (every row, in order, no looping).</summary>

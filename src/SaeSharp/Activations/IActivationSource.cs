@@ -51,6 +51,10 @@ public interface IActivationSource : IDisposable
     long? RowsPerPass => Rows;
     /// <summary>Passes over the data the source makes before it is exhausted (its <c>epochs</c> setting); 0: no limit.</summary>
     int MaxDataPasses => 1;
+    /// <summary>Where the rows come from as cfg.json metadata (model, hook_name, context_size, dataset, ...), when the source
+    /// knows it: a model run opened by <c>ModelPipeline.OpenSource</c>, a <c>sae cache</c> folder. <see cref="Training.SaeTrainer"/>
+    /// gives it to an SAE whose metadata names no hook, so an SAE trained from C# records the hook SAELens tools look for.</summary>
+    Saes.SaeMetadata? Metadata => null;
 
     /// <summary>The next <paramref name="batchSize"/> rows, or null when the source is exhausted. Finite sources
     /// start another (shuffled) pass until they have made <see cref="MaxDataPasses"/> passes.</summary>

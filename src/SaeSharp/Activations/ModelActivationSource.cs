@@ -133,6 +133,9 @@ public sealed class ModelActivationSource : IActivationSource
     public long? RowsPerPass => _firstPassDone ? _firstPassRows : null;
     /// <inheritdoc/>
     public int MaxDataPasses => _o.Epochs;
+    /// <summary>cfg.json metadata of the rows (<see cref="IActivationSource.Metadata"/>): set by <c>ModelPipeline.OpenSource</c>
+    /// to the model, hook, context size and dataset it runs; null when the source is built directly, unless set.</summary>
+    public Saes.SaeMetadata? Metadata { get; set; }
     /// <summary>Context windows taken from the stream so far (over all passes).</summary>
     public long ContextsConsumed => _consumed;
     /// <summary>Capacity of the shuffle buffer in context windows (<see cref="ModelActivationSourceOptions.BufferContexts"/>).</summary>

@@ -50,7 +50,8 @@ public static class SaeLensFormat
 
     /// <summary>Writes cfg.json, sae_weights.safetensors and, when given, sparsity.safetensors into the folder
     /// <paramref name="dir"/> (created if absent; an existing file there is a <see cref="SaeSharpException"/>), all
-    /// replaced together (a failure part-way leaves the previous files as they were).</summary>
+    /// replaced together (a failure part-way leaves the previous files as they were). A disposed SAE is an
+    /// <see cref="ObjectDisposedException"/> before anything is written.</summary>
     public static void Save(Sae sae, string dir, Tensor? sparsity = null)
     {
         using var group = new AtomicFileGroup();
@@ -62,7 +63,9 @@ public static class SaeLensFormat
     /// renamed into place with whatever else its commit replaces.</summary>
     public static void Save(Sae sae, string dir, Tensor? sparsity, AtomicFileGroup group)
     {
+        ArgumentNullException.ThrowIfNull(sae);
         ArgumentNullException.ThrowIfNull(dir);
+        sae.ThrowIfDisposed(); // a disposed SAE's state_dict is empty: saving it would replace the weights with none
         if (File.Exists(dir))
             throw new SaeSharpException($"{dir}: is a file, but a folder is expected (SAELens format: cfg.json and sae_weights.safetensors in a folder); " +
                 "pass a folder path, or remove the file");

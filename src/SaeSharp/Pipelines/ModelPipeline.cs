@@ -87,6 +87,8 @@ public static class ModelPipeline
                     MixingFraction = data.ActivationsMixingFraction ?? 0.5, SeqposSlice = data.SeqposSlice,
                 });
             src.Owned = pm;
+            src.Metadata = TrainingPlan.MetadataOf(data, spec.InputHook, spec.TargetHook);
+            src.Metadata.HookHeadIndex = spec.HeadIndex;
             return src;
         }
         catch

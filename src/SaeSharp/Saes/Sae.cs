@@ -325,9 +325,12 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
     /// <summary>A disposed input or a disposed SAE named as such (TorchSharp says only "Tensor invalid -- empty handle").</summary>
     private void CheckLive(Tensor x, string method)
     {
-        ObjectDisposedException.ThrowIf(W_dec.IsInvalid, this);
+        ThrowIfDisposed();
         if (x.IsInvalid) throw new SaeSharpException($"{method}: the input tensor has been disposed");
     }
+
+    /// <summary>An <see cref="ObjectDisposedException"/> naming the architecture once the SAE has been disposed (its weights freed).</summary>
+    internal void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(W_dec.IsInvalid, this);
 
     private Tensor AsRows(Tensor x)
     {

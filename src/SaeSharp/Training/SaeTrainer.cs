@@ -60,6 +60,8 @@ public sealed class SaeTrainer : IDisposable
             // Before the optimiser takes the parameters: moving a module replaces its Parameter objects.
             if (sae.parameters().Concat(sae.buffers()).Any(t => !ComputeDevice.Holds(Device, t.device))) sae.to(Device);
             sae.Cfg.Device = _cfg.Device;
+            // An SAE made without metadata (SaeRecipes.Create from C#) records where its rows come from, when the source knows.
+            if (sae.Cfg.Metadata.HookName is null && source.Metadata is { HookName: not null } provenance) sae.Cfg.Metadata = provenance;
             _slots.Add(new SlotState(index++, slot.Name, sae, own, _cfg, Device));
         }
         if (_slots.Count == 0) throw new SaeSharpException("the trainer needs at least one SAE");

@@ -238,4 +238,22 @@ public class SaeLensFormatTests : IDisposable
         var under = Assert.Throws<SaeSharpException>(() => SaeLensFormat.Save(sae, Path.Combine(file, "sae")));
         Assert.Contains("folder", under.Message, StringComparison.Ordinal);
     }
+
+    /// <summary>A disposed SAE's state_dict is empty: saving it over a saved SAE used to replace the weights with an empty
+    /// file. It is refused before anything is written, and the saved SAE is intact.</summary>
+    [Fact]
+    public void Saving_a_disposed_sae_is_refused_and_leaves_the_folder_as_it_was()
+    {
+        string dir = Path.Combine(_dir, "sae");
+        using (var live = RandomSae()) SaeLensFormat.Save(live, dir);
+        byte[] weights = File.ReadAllBytes(Path.Combine(dir, "sae_weights.safetensors"));
+        var sae = RandomSae();
+        sae.Dispose();
+        Assert.Throws<ObjectDisposedException>(() => SaeLensFormat.Save(sae, dir));
+        Assert.Throws<ObjectDisposedException>(() => SaeLensFormat.Save(sae, Path.Combine(_dir, "new")));
+        Assert.Equal(weights, File.ReadAllBytes(Path.Combine(dir, "sae_weights.safetensors")));
+        Assert.False(Directory.Exists(Path.Combine(_dir, "new")));
+        using var back = SaeLensFormat.Load(dir);
+        Assert.Equal(10, back.Cfg.DSae);
+    }
 }
