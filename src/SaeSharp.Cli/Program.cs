@@ -3,4 +3,5 @@ using SaeSharp.Cli;
 
 NativeRuntime.UsePassiveOpenMpWaits();
 NativeRuntime.SerialTorchInKernelSteps();
+NativeRuntime.EnsureSignalStack();
 return Cli.Run(args);

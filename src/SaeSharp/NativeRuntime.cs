@@ -17,11 +17,63 @@ public static partial class NativeRuntime
     /// <summary>Environment variable that turns <see cref="Tune"/> off (any value), to measure with the defaults.</summary>
     public const string NoTuneVariable = "SAESHARP_NO_TUNE";
 
-    /// <summary><see cref="UsePassiveOpenMpWaits"/> and <see cref="KeepLargeBlocks"/>.</summary>
+    /// <summary><see cref="UsePassiveOpenMpWaits"/>, <see cref="KeepLargeBlocks"/> and, for the calling thread,
+    /// <see cref="EnsureSignalStack"/>.</summary>
     public static void Tune()
     {
         UsePassiveOpenMpWaits();
         KeepLargeBlocks();
+        EnsureSignalStack();
+    }
+
+    [ThreadStatic] private static bool _signalStackChecked;
+
+    /// <summary>Bytes given to a thread's new alternate signal stack: the kernel's minimum frame plus this much for .NET's handler.</summary>
+    internal const int SignalHandlerHeadroom = 48 * 1024;
+
+    /// <summary>
+    /// Gives the calling thread an alternate signal stack large enough for .NET's signal handler on CPUs with Intel AMX.
+    /// .NET turns a null dereference or an integer division by zero into an exception from a signal handler that runs on a
+    /// 16 KB alternate stack per thread. Once a thread has run AMX code (libtorch's bfloat16 matrix products do, through
+    /// oneDNN, on CPUs with AMX), every signal frame on it carries the 8 KB tile state: the kernel's minimum frame
+    /// (<c>AT_MINSIGSTKSZ</c>) is then about 12 KB, the handler overruns what is left, and the process dies with SIGSEGV
+    /// instead of throwing <see cref="NullReferenceException"/>. Where the stack is too small for the kernel's minimum plus
+    /// 8 KB, this installs one of that minimum plus <see cref="SignalHandlerHeadroom"/> bytes. Once per thread (later calls
+    /// are a field read); SaeSharp calls it where its own torch work starts (<see cref="Tune"/>, the CLI, model runs,
+    /// training, encoding); call it first on any other thread of yours that runs bfloat16 torch work. Returns whether it
+    /// installed a stack. Linux only (SAESHARP_NO_TUNE does not turn it off: it is a fix, not a tuning).
+    /// </summary>
+    public static bool EnsureSignalStack()
+    {
+        if (_signalStackChecked) return false;
+        _signalStackChecked = true;
+        if (!OperatingSystem.IsLinux()) return false;
+        try
+        {
+            ulong minimum = getauxval(AtMinSigStkSz);
+            if (minimum == 0) return false;   // the kernel does not say (older than 5.14): no AMX state in its frames either
+            StackT old;
+            if (sigaltstack(IntPtr.Zero, out old) != 0) return false;
+            if ((old.Flags & SsDisable) != 0 || (ulong)old.Size >= minimum + 8 * 1024) return false;
+            nuint size = (nuint)((minimum + SignalHandlerHeadroom + 4095) & ~4095UL);
+            IntPtr stack = mmap(IntPtr.Zero, size, ProtRead | ProtWrite, MapPrivate | MapAnonymous, -1, 0);
+            if (stack == new IntPtr(-1)) return false;
+            var replacement = new StackT { Sp = stack, Flags = 0, Size = size };
+            if (sigaltstack(in replacement, IntPtr.Zero) == 0) return true;
+            _ = munmap(stack, size);
+            return false;
+        }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>The calling thread's alternate signal stack size in bytes (0 when it has none or where this is not Linux).</summary>
+    public static long SignalStackSize()
+    {
+        if (!OperatingSystem.IsLinux()) return 0;
+        return sigaltstack(IntPtr.Zero, out StackT s) == 0 && (s.Flags & SsDisable) == 0 ? (long)s.Size : 0;
     }
 
     /// <summary>
@@ -77,6 +129,33 @@ public static partial class NativeRuntime
             return false;
         }
     }
+
+    private const ulong AtMinSigStkSz = 51;
+    private const int SsDisable = 2, ProtRead = 1, ProtWrite = 2, MapPrivate = 0x02, MapAnonymous = 0x20;
+
+    /// <summary>Linux's <c>stack_t</c>.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    private struct StackT
+    {
+        public IntPtr Sp;
+        public int Flags;
+        public nuint Size;
+    }
+
+    [LibraryImport("libc")]
+    private static partial ulong getauxval(ulong type);
+
+    [LibraryImport("libc")]
+    private static partial int sigaltstack(in StackT ss, IntPtr old);
+
+    [LibraryImport("libc")]
+    private static partial int sigaltstack(IntPtr ss, out StackT old);
+
+    [LibraryImport("libc")]
+    private static partial IntPtr mmap(IntPtr addr, nuint length, int prot, int flags, int fd, nint offset);
+
+    [LibraryImport("libc")]
+    private static partial int munmap(IntPtr addr, nuint length);
 
     [LibraryImport("libc", StringMarshalling = StringMarshalling.Utf8)]
     private static partial int setenv(string name, string value, int overwrite);

@@ -409,6 +409,7 @@ public abstract partial class HookedTransformer : nn.Module<Tensor, Tensor>
     {
         ArgumentNullException.ThrowIfNull(tokens);
         ObjectDisposedException.ThrowIf(_disposed, this);
+        NativeRuntime.EnsureSignalStack();
         if (tokens.IsInvalid) throw new SaeSharpException("tokens: the tensor has been disposed");
         if (tokens.dim() != 2)
             throw new SaeSharpException($"tokens must be [batch, pos], got shape [{string.Join(", ", tokens.shape)}]");

@@ -124,6 +124,7 @@ public sealed class SaeTrainer : IDisposable
     /// </summary>
     public TrainingResult Run(long? stopAtStep = null, CancellationToken cancellationToken = default)
     {
+        NativeRuntime.EnsureSignalStack();
         var logFolder = _cfg.LogPath ?? _cfg.CheckpointPath;
         if (logFolder is not null && _log is null) _log = new TrainLog(logFolder, _cfg.TensorBoard, _resumed ? Step : null);
         foreach (var s in _slots) s.Sae.train();
