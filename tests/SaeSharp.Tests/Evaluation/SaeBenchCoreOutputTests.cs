@@ -114,6 +114,64 @@ public class SaeBenchCoreOutputTests : ModelTestBase
             Assert.True(Math.Abs(Expected["misc_all_dead"]![key]!.GetValue<double>() - got) <= 1e-6, $"{key} (all dead)");
     }
 
+    /// <summary>A nested JSON array as a float32 tensor of its shape (int64 with <paramref name="int64"/>).</summary>
+    private static Tensor Nested(JsonNode node, bool int64 = false)
+    {
+        var shape = new List<long>();
+        for (var n = node; n is JsonArray a; n = a[0]) shape.Add(a.Count);
+        var flat = new List<double>();
+        void Walk(JsonNode n) { if (n is JsonArray a) foreach (var c in a) Walk(c!); else flat.Add(n.GetValue<double>()); }
+        Walk(node);
+        return int64 ? tensor(flat.Select(v => (long)v).ToArray()).view([.. shape]) : tensor(flat.Select(v => (float)v).ToArray()).view([.. shape]);
+    }
+
+    /// <summary>SAEBench's own <c>get_downstream_reconstruction_metrics</c> (with its <c>get_recons_loss</c>) and
+    /// <c>get_sparsity_and_variance_metrics</c>, run by the fixture on 3 + 2 fixed batches (tokens with special tokens 0 and 6
+    /// ignored, logits, x, x̂, f): the accumulator, fed the same batches with CE and KL per token from the same logits, gives
+    /// every scalar metric and the per-feature density and consistent-activation heuristic to 10⁻⁵.</summary>
+    [Fact]
+    public void Core_procedure_aggregates_batches_as_SAEBench()
+    {
+        var p = Expected["procedure"]!;
+        using var scope = NewDisposeScope();
+        var tokens = Nested(p["tokens"]!, int64: true);
+        var logits = Nested(p["logits"]!);
+        var (x, f, xHat) = (Nested(p["x"]!), Nested(p["f"]!), Nested(p["x_hat"]!));
+        int nRec = p["n_eval_reconstruction_batches"]!.GetValue<int>(), nSv = p["n_eval_sparsity_variance_batches"]!.GetValue<int>();
+        var acc = new SaeBenchCoreAccumulator((int)f.shape[^1], Doubles(p["ignore_tokens"]!).Select(v => (long)v));
+        for (int b = 0; b < nRec; b++)
+        {
+            var t = tokens[b];
+            var (lc, ls, lz) = (logits[b][0], logits[b][1], logits[b][2]);
+            acc.AddReconstruction(t, SaeBenchCoreAccumulator.CePerToken(lc, t), SaeBenchCoreAccumulator.CePerToken(ls, t),
+                SaeBenchCoreAccumulator.CePerToken(lz, t), SaeBenchCoreAccumulator.KlPerToken(lc, ls), SaeBenchCoreAccumulator.KlPerToken(lc, lz));
+        }
+        for (int b = 0; b < nSv; b++) acc.AddSparsityVariance(tokens[nRec + b], x[b], xHat[b], f[b]);
+        var m = acc.Result();
+        var rec = p["reconstruction_metrics"]!;
+        var sv = p["sparsity_variance_metrics"]!;
+        foreach (var (key, got) in new (string, double)[]
+                 {
+                     ("kl_div_with_sae", m.KlDivWithSae), ("kl_div_with_ablation", m.KlDivWithAblation), ("kl_div_score", m.KlDivScore),
+                     ("ce_loss_with_sae", m.CeLossWithSae), ("ce_loss_without_sae", m.CeLossWithoutSae), ("ce_loss_with_ablation", m.CeLossWithAblation),
+                     ("ce_loss_score", m.CeLossScore),
+                 })
+            // Relative for the scores: SAEBench's float32 means, divided by a difference of 0.19, move the fifth decimal of 5.9.
+            Assert.True(Math.Abs(rec[key]!.GetValue<double>() - got) <= 1e-5 * Math.Max(1, Math.Abs(got)), $"{key}: SAEBench {rec[key]}, SaeSharp {got:R}");
+        foreach (var (key, got) in new (string, double)[]
+                 {
+                     ("l2_norm_in", m.L2NormIn), ("l2_norm_out", m.L2NormOut), ("l2_ratio", m.L2Ratio),
+                     ("relative_reconstruction_bias", m.RelativeReconstructionBias), ("l0", m.L0), ("l1", m.L1),
+                     ("explained_variance", m.ExplainedVariance), ("explained_variance_legacy", m.ExplainedVarianceLegacy),
+                     ("mse", m.Mse), ("cossim", m.Cossim),
+                 })
+            Assert.True(Math.Abs(sv[key]!.GetValue<double>() - got) <= 1e-5, $"{key}: SAEBench {sv[key]}, SaeSharp {got:R}");
+        AssertList(Doubles(p["feature_metrics"]!["feature_density"]!), m.FeatureDensity, 1e-6, "feature_density");
+        AssertList(Doubles(p["feature_metrics"]!["consistent_activation_heuristic"]!), m.ConsistentActivationHeuristic, 1e-5, "consistent_activation_heuristic");
+        // 2 windows × 5 tokens per batch, special tokens left out: 30 − 5 = 25 KL positions, 20 − 3 = 17 sparsity positions.
+        Assert.Equal((25L, 17L), (m.ReconstructionPositions, m.SparsityVariancePositions));
+    }
+
     private static float[,] Rows(JsonNode node)
     {
         var rows = node.AsArray().Select(r => Doubles(r!)).ToArray();
