@@ -33,9 +33,10 @@ public sealed record SaeBenchCoreConfig
 
     private static readonly JsonSerializerOptions Strict = new() { UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow };
 
-    /// <summary>Reads <paramref name="jsonOrPath"/> (a JSON object, or a file holding one) over the defaults; an unknown field
-    /// or a non-positive count is an error naming it.</summary>
-    public static SaeBenchCoreConfig Parse(string jsonOrPath)
+    /// <summary>Reads <paramref name="jsonOrPath"/> (a JSON object, or a file holding one) over the defaults, with
+    /// <paramref name="contextSize"/> as the context size when it names none; an unknown field or a non-positive count is an
+    /// error naming it.</summary>
+    public static SaeBenchCoreConfig Parse(string jsonOrPath, int? contextSize = null)
     {
         ArgumentNullException.ThrowIfNull(jsonOrPath);
         string text = jsonOrPath.TrimStart().StartsWith('{') ? jsonOrPath : File.Exists(jsonOrPath) ? File.ReadAllText(jsonOrPath)
@@ -43,7 +44,10 @@ public sealed record SaeBenchCoreConfig
         SaeBenchCoreConfig c;
         try
         {
-            c = JsonSerializer.Deserialize<SaeBenchCoreConfig>(text, Strict)
+            var node = System.Text.Json.Nodes.JsonNode.Parse(text) as System.Text.Json.Nodes.JsonObject
+                ?? throw new SaeSharpException($"--saebench-config: expected a JSON object, got {text}");
+            if (contextSize is int ctx && !node.ContainsKey("context_size")) node["context_size"] = ctx;
+            c = node.Deserialize<SaeBenchCoreConfig>(Strict)
                 ?? throw new SaeSharpException("--saebench-config: null");
         }
         catch (JsonException e)
@@ -97,15 +101,21 @@ public sealed record SaeBenchCoreMetrics
     public double Mse { get; init; }
     /// <summary><c>cossim</c>: mean cosine of x and x̂ (no epsilon: a zero row gives NaN, as SAEBench).</summary>
     public double Cossim { get; init; }
-    /// <summary>Per feature: tokens where it is &gt; 0 over counted tokens; null when not computed.</summary>
-    public double[]? FeatureDensity { get; init; }
-    /// <summary>Per feature: tokens where it is &gt; 0 over windows where it is (0/0 = NaN); null when not computed.</summary>
-    public double[]? ConsistentActivationHeuristic { get; init; }
+    /// <summary>Per feature: tokens where it is &gt; 0 over counted tokens (NaN when not computed, as SAEBench's 0/0).</summary>
+    public required double[] FeatureDensity { get; init; }
+    /// <summary>Per feature: tokens where it is &gt; 0 over windows where it is (0/0 = NaN; NaN when not computed).</summary>
+    public required double[] ConsistentActivationHeuristic { get; init; }
     /// <summary>Counted positions of the CE/KL batches (KL's count; CE drops each window's last).</summary>
     public long ReconstructionPositions { get; init; }
     /// <summary>Counted positions of the sparsity/variance batches.</summary>
     public long SparsityVariancePositions { get; init; }
 }
+
+/// <summary>One SAE's SAEBench core evaluation: the metrics, the per-feature metrics (densities from <paramref name="Metrics"/>,
+/// weight-based ones and max cosines from the SAE as evaluated: SAEBench's <c>get_featurewise_weight_based_metrics</c>), its
+/// cfg, the config used, whether its decoder norms were folded first, and the ignored token ids.</summary>
+public sealed record SaeBenchCoreResult(SaeBenchCoreMetrics Metrics, FeatureMetrics Features, SaeConfig Cfg, SaeBenchCoreConfig Config,
+    bool FoldedDecoderNorms, IReadOnlyList<long> IgnoreTokens);
 
 /// <summary>
 /// SAEBench core eval's aggregation (<c>get_downstream_reconstruction_metrics</c> and <c>get_sparsity_and_variance_metrics</c> of
@@ -228,8 +238,9 @@ public sealed class SaeBenchCoreAccumulator
             L0 = _l0 / n, L1 = _l1 / n,
             ExplainedVariance = 1 - (_meanResid.Count > 0 ? _meanResid.Average() : double.NaN) / totalVariance,
             ExplainedVarianceLegacy = _legacy / n, Mse = _mse / n, Cossim = _cos / n,
-            FeatureDensity = densityStatistics ? _acts.Select(a => a / n).ToArray() : null,
-            ConsistentActivationHeuristic = densityStatistics ? _acts.Zip(_prompts, (a, p) => a / p).ToArray() : null,
+            // Without density statistics SAEBench's totals stay 0 and it divides anyway: 0/0, NaN for every feature.
+            FeatureDensity = densityStatistics ? _acts.Select(a => a / n).ToArray() : Enumerable.Repeat(double.NaN, _dSae).ToArray(),
+            ConsistentActivationHeuristic = densityStatistics ? _acts.Zip(_prompts, (a, p) => a / p).ToArray() : Enumerable.Repeat(double.NaN, _dSae).ToArray(),
             ReconstructionPositions = _klN, SparsityVariancePositions = _n,
         };
     }
@@ -246,10 +257,11 @@ public static class SaeBenchCoreEvaluator
 {
     /// <summary>Evaluates <paramref name="sae"/> at its hook (<paramref name="hook"/> or its cfg's). <paramref name="windows"/>
     /// is enumerated afresh when exhausted. <paramref name="modelHooks"/>: hooks on every run (the model's processing).</summary>
-    public static SaeBenchCoreMetrics Evaluate(HookedTransformer model, Sae sae, Func<IEnumerable<long[]>> windows, SaeBenchCoreConfig config,
-        IEnumerable<long> ignoreTokens, string? hook = null, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks = null,
-        IProgress<WorkProgress>? progress = null)
+    public static SaeBenchCoreResult Evaluate(HookedTransformer model, Sae sae, Func<IEnumerable<long[]>> windows, SaeBenchCoreConfig config,
+        IReadOnlyList<long> ignoreTokens, string? hook = null, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks = null,
+        IProgress<WorkProgress>? progress = null, bool foldedDecoderNorms = false)
     {
+        ArgumentNullException.ThrowIfNull(ignoreTokens);
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(sae);
         ArgumentNullException.ThrowIfNull(windows);
@@ -314,7 +326,10 @@ public static class SaeBenchCoreEvaluator
             }
             counter.Add((long)rows.Length * config.ContextSize);
         }
-        return acc.Result(config.ComputeFeaturewiseDensityStatistics);
+        var m = acc.Result(config.ComputeFeaturewiseDensityStatistics);
+        var features = new FeatureMetrics { FeatureDensity = m.FeatureDensity, ConsistentActivationHeuristic = m.ConsistentActivationHeuristic }
+            .WithWeights(sae).WithMaxCosineSims(sae);
+        return new SaeBenchCoreResult(m, features, sae.Cfg.Clone(), config, foldedDecoderNorms, ignoreTokens);
     }
 
     /// <summary>Windows of a fixed length, started over from the beginning when they run out (SAELens's store does so silently).</summary>

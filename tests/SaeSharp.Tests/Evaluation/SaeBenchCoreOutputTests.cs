@@ -217,11 +217,11 @@ public class SaeBenchCoreOutputTests : ModelTestBase
         var windows = Enumerable.Range(0, 3).Select(w => Enumerable.Range(0, 8).Select(t => (long)(1 + (7 * w + 3 * t) % 49)).ToArray()).ToList();
         double[] EncoderBias(Sae sae)
         {
-            var m = DownstreamEvaluator.Evaluate(model, [new DownstreamTarget(sae)], windows,
-                new DownstreamEvalOptions { BatchSizePrompts = 2, MaxCosineSims = true })[0];
+            var r = SaeBenchCoreEvaluator.Evaluate(model, sae, () => windows,
+                new SaeBenchCoreConfig { BatchSizePrompts = 2, NEvalReconstructionBatches = 1, ContextSize = 8 }, []);
             using var stream = new MemoryStream();
             using (var writer = new Utf8JsonWriter(stream))
-                SaeBenchCoreOutput.Write(writer, m, new SaeBenchCoreRun { ModelName = "tiny-gpt2", Dataset = "d" });
+                SaeBenchCoreOutput.Write(writer, r, new SaeBenchCoreRun { ModelName = "tiny-gpt2", Dataset = "d" });
             return JsonNode.Parse(stream.ToArray())!["eval_result_details"]!.AsArray().Select(d => d!["encoder_bias"]!.GetValue<double>()).ToArray();
         }
         float[] bMag = [0.25f, -0.5f, 0.125f, 1f, -2f, 0.75f];
@@ -243,7 +243,8 @@ public class SaeBenchCoreOutputTests : ModelTestBase
     /// the output has every field SAEBench's <c>CoreEvalOutput</c> declares (BaseEvalOutput's order), each of the type its
     /// annotation says, the config fields of <c>CoreEvalConfig</c>, the seven metric groups of <c>CoreMetricCategories</c>
     /// with exactly their dataclasses' fields, and d_sae details with <c>CoreFeatureMetric</c>'s fields; the values are the
-    /// evaluator's, 3 batches, 40 tokens.</summary>
+    /// SAEBench procedure's (2 CE/KL batches of 2 windows, 32 tokens, then 1 batch, 16 tokens: the fifth window and, the data
+    /// used up, the first again).</summary>
     [Fact]
     public void Output_has_every_field_of_the_SAEBench_schema()
     {
@@ -255,13 +256,14 @@ public class SaeBenchCoreOutputTests : ModelTestBase
         using (no_grad()) { sae.WEnc.copy_(randn(16, 12, generator: manual_seed(1)).mul(TorchScalars.Of(0.3))); sae.WDec.copy_(sae.WEnc.t()); }
         var rng = new Random(5);
         var windows = Enumerable.Range(0, 5).Select(_ => Enumerable.Range(0, 8).Select(_ => (long)rng.Next(1, 50)).ToArray()).ToList();
-        var m = DownstreamEvaluator.Evaluate(model, [new DownstreamTarget(sae)], windows,
-            new DownstreamEvalOptions { BatchSizePrompts = 2, MaxCosineSims = true })[0];
-        Assert.Equal((5L, 8, 2), (m.Contexts, m.ContextSize, m.BatchSizePrompts));
+        var r = SaeBenchCoreEvaluator.Evaluate(model, sae, () => windows,
+            new SaeBenchCoreConfig { BatchSizePrompts = 2, NEvalReconstructionBatches = 2, NEvalSparsityVarianceBatches = 1, ContextSize = 8 }, []);
+        var m = r.Metrics;
+        Assert.Equal((32L, 16L), (m.ReconstructionPositions, m.SparsityVariancePositions));
 
         using var stream = new MemoryStream();
         using (var writer = new Utf8JsonWriter(stream))
-            SaeBenchCoreOutput.Write(writer, m, new SaeBenchCoreRun { ModelName = "tiny-gpt2", Dataset = "corpus.txt", SaeLensReleaseId = "mine", SaeLensId = "custom_sae" });
+            SaeBenchCoreOutput.Write(writer, r, new SaeBenchCoreRun { ModelName = "tiny-gpt2", Dataset = "corpus.txt", SaeLensReleaseId = "mine", SaeLensId = "custom_sae" });
         var json = JsonNode.Parse(stream.ToArray())!.AsObject();
 
         var top = Fields("BaseEvalOutput");
@@ -274,7 +276,8 @@ public class SaeBenchCoreOutputTests : ModelTestBase
         var config = json["eval_config"]!.AsObject();
         Assert.Equal(Fields("CoreEvalConfig").Select(f => f.Name), config.Select(p => p.Key));
         foreach (var (name, type) in Fields("CoreEvalConfig")) Assert.True(Fits(config[name], type), $"eval_config.{name} is not {type}");
-        Assert.Equal(3, config["n_eval_reconstruction_batches"]!.GetValue<long>());
+        Assert.Equal(2, config["n_eval_reconstruction_batches"]!.GetValue<long>());
+        Assert.Equal(1, config["n_eval_sparsity_variance_batches"]!.GetValue<long>());
         Assert.Equal(8, config["context_size"]!.GetValue<long>());
 
         var groups = json["eval_result_metrics"]!.AsObject();
@@ -289,9 +292,10 @@ public class SaeBenchCoreOutputTests : ModelTestBase
         Assert.Equal(m.KlDivScore, groups["model_behavior_preservation"]!["kl_div_score"]!.GetValue<double>());
         Assert.Equal(m.CeLossWithSae, groups["model_performance_preservation"]!["ce_loss_with_sae"]!.GetValue<double>());
         Assert.Equal(m.L0, groups["sparsity"]!["l0"]!.GetValue<double>());
-        Assert.Equal(40, groups["token_stats"]!["total_tokens_eval_reconstruction"]!.GetValue<long>());
-        Assert.Equal(m.Reconstruction.SaeLensEvalMse, groups["reconstruction_quality"]!["mse"]!.GetValue<double>());
-        var features = m.FeatureMetrics!;
+        Assert.Equal(32, groups["token_stats"]!["total_tokens_eval_reconstruction"]!.GetValue<long>());
+        Assert.Equal(16, groups["token_stats"]!["total_tokens_eval_sparsity_variance"]!.GetValue<long>());
+        Assert.Equal(m.Mse, groups["reconstruction_quality"]!["mse"]!.GetValue<double>());
+        var features = r.Features;
         Assert.Equal(SaeBenchMiscMetrics.From(features).FracAlive, groups["misc_metrics"]!["frac_alive"]!.GetValue<double>());
 
         var details = json["eval_result_details"]!.AsArray();
