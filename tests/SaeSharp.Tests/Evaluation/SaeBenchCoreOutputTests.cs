@@ -114,6 +114,93 @@ public class SaeBenchCoreOutputTests : ModelTestBase
             Assert.True(Math.Abs(Expected["misc_all_dead"]![key]!.GetValue<double>() - got) <= 1e-6, $"{key} (all dead)");
     }
 
+    /// <summary>SAEBench folds a release SAE's decoder norms before its weight-based metrics: decoder rows of norms 2 and 0.5,
+    /// encoder columns of norms 3 and 4, b_enc (1, −1) → encoder_norm 3·2 = 6 and 4·0.5 = 2, encoder_bias 2 and −0.5, unit
+    /// decoder rows; the written details say so, and L0 (which folding cannot change for a ReLU SAE) is the unfolded one's.</summary>
+    [Fact]
+    public void Folded_decoder_norms_give_the_encoder_norms_and_biases_SAEBench_writes()
+    {
+        using var model = Gpt2();
+        var cfg = new SaeConfig { DIn = 16, DSae = 2 };
+        cfg.Metadata.HookName = "blocks.0.hook_resid_pre";
+        var wEnc = new float[16, 2];
+        wEnc[0, 0] = 3; wEnc[1, 1] = 4;
+        var wDec = new float[2, 16];
+        wDec[0, 0] = 2; wDec[1, 1] = 0.3f; wDec[1, 2] = 0.4f;
+        using var sae = new StandardSae(cfg);
+        using (no_grad()) { sae.WEnc.copy_(tensor(wEnc)); sae.WDec.copy_(tensor(wDec)); sae.BEnc.copy_(tensor(new float[] { 1, -1 })); }
+        var windows = Enumerable.Range(0, 2).Select(w => Enumerable.Range(0, 8).Select(t => (long)(1 + (5 * w + 3 * t) % 49)).ToArray()).ToList();
+        var config = new SaeBenchCoreConfig { BatchSizePrompts = 2, NEvalReconstructionBatches = 1, ContextSize = 8 };
+        var unfolded = SaeBenchCoreEvaluator.Evaluate(model, sae, () => windows, config, []);
+        sae.FoldWDecNorm();
+        var r = SaeBenchCoreEvaluator.Evaluate(model, sae, () => windows, config, [], foldedDecoderNorms: true);
+        using var stream = new MemoryStream();
+        using (var writer = new Utf8JsonWriter(stream))
+            SaeBenchCoreOutput.Write(writer, r, new SaeBenchCoreRun { ModelName = "tiny-gpt2", Dataset = "d" });
+        var json = JsonNode.Parse(stream.ToArray())!;
+        var details = json["eval_result_details"]!.AsArray();
+        Assert.Equal(6, details[0]!["encoder_norm"]!.GetValue<double>(), 5);
+        Assert.Equal(2, details[1]!["encoder_norm"]!.GetValue<double>(), 5);
+        Assert.Equal(2, details[0]!["encoder_bias"]!.GetValue<double>(), 6);
+        Assert.Equal(-0.5, details[1]!["encoder_bias"]!.GetValue<double>(), 6);
+        Assert.True(json["eval_result_unstructured"]!["folded_W_dec_norm"]!.GetValue<bool>());
+        using var norms = sae.WDec.norm(1);
+        Assert.Equal([1.0, 1.0], norms.data<float>().ToArray().Select(v => Math.Round((double)v, 5)));
+        Assert.Equal(unfolded.Metrics.L0, r.Metrics.L0);
+    }
+
+    /// <summary>The procedure's model runs against SaeSharp's downstream evaluator on one batch of the same 2 windows, nothing
+    /// ignored (the sparsity batch is the same windows again, the data starting over): the clean, spliced and zero-ablated CE,
+    /// both KLs, L0, the l2 ratio and the cosine agree; only the formulas SAEBench aggregates differently may differ.</summary>
+    [Fact]
+    public void Procedure_runs_the_model_as_the_downstream_evaluator()
+    {
+        using var model = Gpt2();
+        var cfg = new SaeConfig { DIn = 16, DSae = 12 };
+        cfg.Metadata.HookName = "blocks.1.hook_resid_pre";
+        using var sae = SaeFactory.Create(cfg);
+        using (no_grad()) { sae.WEnc.copy_(randn(16, 12, generator: manual_seed(2)).mul(TorchScalars.Of(0.3))); sae.WDec.copy_(sae.WEnc.t()); }
+        var windows = Enumerable.Range(0, 2).Select(w => Enumerable.Range(0, 8).Select(t => (long)(1 + (11 * w + 7 * t) % 49)).ToArray()).ToList();
+        var r = SaeBenchCoreEvaluator.Evaluate(model, sae, () => windows,
+            new SaeBenchCoreConfig { BatchSizePrompts = 2, NEvalReconstructionBatches = 1, NEvalSparsityVarianceBatches = 1, ContextSize = 8 }, []).Metrics;
+        var d = DownstreamEvaluator.Evaluate(model, [new DownstreamTarget(sae)], windows, new DownstreamEvalOptions { BatchSizePrompts = 2 })[0];
+        foreach (var (what, a, b) in new[]
+                 {
+                     ("ce clean", r.CeLossWithoutSae, d.CeLossWithoutSae), ("ce sae", r.CeLossWithSae, d.CeLossWithSae),
+                     ("ce zero", r.CeLossWithAblation, d.CeLossWithAblation), ("kl sae", r.KlDivWithSae, d.KlDivWithSae),
+                     ("kl zero", r.KlDivWithAblation, d.KlDivWithAblation), ("l0", r.L0, d.L0), ("l2 ratio", r.L2Ratio, d.Reconstruction.L2Ratio),
+                     ("cossim", r.Cossim, d.CosSim), ("l2 in", r.L2NormIn, d.Reconstruction.L2NormIn),
+                 })
+            Assert.True(Math.Abs(a - b) <= 1e-5 * Math.Max(1, Math.Abs(b)), $"{what}: procedure {a:R}, downstream evaluator {b:R}");
+
+        // Token 1 ignored (window 0 holds it at positions 0 and 7: 1 + 7t mod 49 = 1 for t = 0, 7): with exclude_special_tokens_from_reconstruction the SAE is not
+        // spliced there either, as the downstream evaluator's excluded tokens; without it the spliced CE/KL differ.
+        var one = windows;
+        var config = new SaeBenchCoreConfig { BatchSizePrompts = 2, NEvalReconstructionBatches = 1, ContextSize = 8, ExcludeSpecialTokensFromReconstruction = true };
+        var excluded = SaeBenchCoreEvaluator.Evaluate(model, sae, () => one, config, [1]).Metrics;
+        var spliced = SaeBenchCoreEvaluator.Evaluate(model, sae, () => one, config with { ExcludeSpecialTokensFromReconstruction = false }, [1]).Metrics;
+        var de = DownstreamEvaluator.Evaluate(model, [new DownstreamTarget(sae)], one, new DownstreamEvalOptions { BatchSizePrompts = 2, ExcludeTokenIds = [1] })[0];
+        Assert.Equal(14, excluded.ReconstructionPositions);
+        Assert.Equal(de.CeLossWithSae, excluded.CeLossWithSae, 5);
+        Assert.Equal(de.KlDivWithSae, excluded.KlDivWithSae, 5);
+        Assert.Equal(excluded.CeLossWithoutSae, spliced.CeLossWithoutSae, 12);
+        Assert.NotEqual(excluded.KlDivWithSae, spliced.KlDivWithSae, 5);
+    }
+
+    /// <summary><c>--saebench-config</c>: SAEBench's defaults for fields not given, the CLI's context size unless the JSON gives
+    /// one, an unknown field and a non-positive count refused by name.</summary>
+    [Fact]
+    public void Config_parses_over_SAEBench_defaults()
+    {
+        var c = SaeBenchCoreConfig.Parse("""{"n_eval_sparsity_variance_batches": 20}""", contextSize: 64);
+        Assert.Equal((16, 10, 20, 64, false), (c.BatchSizePrompts, c.NEvalReconstructionBatches, c.NEvalSparsityVarianceBatches, c.ContextSize, c.ExcludeSpecialTokensFromReconstruction));
+        Assert.Equal(32, SaeBenchCoreConfig.Parse("""{"context_size": 32}""", contextSize: 64).ContextSize);
+        Assert.Equal(128, SaeBenchCoreConfig.Parse("{}").ContextSize);
+        Assert.Contains("batch_size", Assert.Throws<SaeSharpException>(() => SaeBenchCoreConfig.Parse("""{"batch_size": 4}""")).Message);
+        Assert.Contains("n_eval_reconstruction_batches must be positive", Assert.Throws<SaeSharpException>(() => SaeBenchCoreConfig.Parse("""{"n_eval_reconstruction_batches": 0}""")).Message);
+        Assert.Contains("neither a JSON object nor an existing file", Assert.Throws<SaeSharpException>(() => SaeBenchCoreConfig.Parse("/no/such/config.json")).Message);
+    }
+
     /// <summary>A nested JSON array as a float32 tensor of its shape (int64 with <paramref name="int64"/>).</summary>
     private static Tensor Nested(JsonNode node, bool int64 = false)
     {
