@@ -284,10 +284,11 @@ internal static class SaeCommands
                 });
                 var c = r.Config;
                 Console.WriteLine($"SAEBench core output: {path}");
-                Console.WriteLine($"  SAEBench procedure: CE/KL on {Cli.Integer((long)c.NEvalReconstructionBatches * c.BatchSizePrompts * c.ContextSize)} tokens " +
-                                  $"({Cli.Integer(r.Metrics.ReconstructionPositions)} counted), the rest on the next " +
-                                  $"{Cli.Integer((long)c.NEvalSparsityVarianceBatches * c.BatchSizePrompts * c.ContextSize)} " +
-                                  $"({Cli.Integer(r.Metrics.SparsityVariancePositions)} counted); the table above: {Cli.Integer(results[i].Tokens)} tokens");
+                Console.WriteLine($"  SAEBench procedure, CE/KL: {Cli.Integer((long)c.NEvalReconstructionBatches * c.BatchSizePrompts * c.ContextSize)} tokens " +
+                                  $"({Cli.Integer(r.Metrics.ReconstructionPositions)} counted)");
+                Console.WriteLine($"  SAEBench procedure, the rest: the next {Cli.Integer((long)c.NEvalSparsityVarianceBatches * c.BatchSizePrompts * c.ContextSize)} " +
+                                  $"({Cli.Integer(r.Metrics.SparsityVariancePositions)} counted)");
+                Console.WriteLine($"  the table above: {Cli.Integer(results[i].Contexts * results[i].ContextSize)} tokens ({Cli.Integer(results[i].Tokens)} counted)");
             }
         }
         return 0;
