@@ -210,8 +210,9 @@ public sealed class SaeBenchCoreAccumulator
         _l0 += fa.ne(TorchScalars.Of(0)).sum().item<long>();
         _l1 += fa.sum().item<double>();
         var rss = (xi - xo).pow(two).sum(-1);
-        _mse += (rss / n).sum().item<double>();
-        _legacy += (1 - rss / (xi - xi.mean([0])).pow(two).sum(-1)).sum().item<double>();
+        // Σ rss/n over the batch; Σ (1 − rss/var) = n − Σ rss/var.
+        _mse += rss.sum().item<double>() / n;
+        _legacy += n - (rss / (xi - xi.mean([0])).pow(two).sum(-1)).sum().item<double>();
         _meanSumSq.Add(xi.pow(two).sum(-1).mean().item<double>());
         _meanActSq.Add(xi.pow(two).mean().item<double>());
         _meanResid.Add(rss.mean().item<double>());
