@@ -40,8 +40,14 @@ internal static class SaeCommands
         var json = new Option<string?>("--json") { Description = "Write the metrics as JSON here" };
         var saebenchJson = new Option<string?>("--saebench-json")
         {
-            Description = "With --model: also write SAEBench's core eval output (CoreEvalOutput JSON, with the per-feature max encoder/decoder " +
-                          "cosine similarities) here; several --sae: a _sae<i> suffix per SAE",
+            Description = "With --model: also evaluate by SAEBench's core procedure (its batches, formulas and defaults: 16 windows of 128 tokens, " +
+                          "10 CE/KL batches then 1 batch for the rest) and write its CoreEvalOutput JSON here; several --sae: a _sae<i> suffix per SAE",
+        };
+        var saebenchConfig = new Option<string?>("--saebench-config")
+        {
+            Description = "With --saebench-json: SAEBench CoreEvalConfig fields over its defaults, as a JSON object or a file holding one " +
+                          "(batch_size_prompts, n_eval_reconstruction_batches, n_eval_sparsity_variance_batches, context_size, " +
+                          "exclude_special_tokens_from_reconstruction, compute_featurewise_density_statistics)",
         };
         var histogram = new Option<string?>("--histogram") { Description = "Write the log10 feature-density histogram PNG here (a crosscoder: the relative decoder norm histogram; default: beside --json)" };
         var maxRows = new Option<long?>("--max-rows") { Description = "Evaluate at most this many rows" }.Positive();
@@ -54,7 +60,7 @@ internal static class SaeCommands
         var latents = new Option<string?>("--latents") { Description = "With --latent-scaling: the latents, e.g. 0-99,123 or all (default: the chat-only band Δnorm > 0.9 and the shared band)" };
         var command = new Command("eval", "Evaluate SAEs on activations (MSE, L0, FVU, dead features) or inside a model (% CE loss recovered, KL)")
         {
-            sae, activations, groundTruth, json, saebenchJson, histogram, maxRows, arch, latentScaling, latents, diffModel,
+            sae, activations, groundTruth, json, saebenchJson, saebenchConfig, histogram, maxRows, arch, latentScaling, latents, diffModel,
         };
         var data = new ModelDataOptionsCli();
         data.Tokens.Description = $"Token budget with --model (default {EvalInModelTokens})";
@@ -66,6 +72,7 @@ internal static class SaeCommands
         Cli.SetAction(command, parse =>
         {
             var saes = parse.GetValue(sae)!;
+            if (parse.GetValue(saebenchJson) is null) Cli.RefuseGiven(parse, "only with --saebench-json", saebenchConfig);
             RefuseReplacingInputs(parse, saes, data, parse.GetValue(activations), parse.GetValue(groundTruth), parse.GetValue(json), parse.GetValue(histogram),
                 parse.GetValue(saebenchJson));
             if (data.Given(parse))
@@ -86,7 +93,8 @@ internal static class SaeCommands
                 }
                 Cli.RefuseGiven(parse, "only for a model-diffing crosscoder", latentScaling, latents);
                 Cli.RefuseGiven(parse, "for a model-diffing crosscoder (--sae CROSSCODER)", diffModel);
-                return EvalInModel(parse, data, cltLoading, saes, parse.GetValue(json), parse.GetValue(histogram), LoadOptions(parse, arch), parse.GetValue(saebenchJson));
+                return EvalInModel(parse, data, cltLoading, saes, parse.GetValue(json), parse.GetValue(histogram), LoadOptions(parse, arch), parse.GetValue(saebenchJson),
+                    parse.GetValue(saebenchConfig));
             }
             var activationPath = parse.GetValue(activations) ?? throw new SaeSharpException("give --activations, or --model and --dataset");
             Cli.RefuseGiven(parse, "evaluation inside a model (--model); on activation files --max-rows limits the rows (and the SAE runs on the CPU)",
@@ -184,9 +192,12 @@ internal static class SaeCommands
 
     /// <summary>The dictionary_learning README's statistics table plus FVU, KL, L2 ratio and dead fraction, per SAE.</summary>
     private static int EvalInModel(ParseResult parse, ModelDataOptionsCli data, CltLoadingCli cltLoading, string[] saes, string? jsonPath, string? histogram,
-        SaeLoadOptions saeOptions, string? saebenchJson)
+        SaeLoadOptions saeOptions, string? saebenchJson, string? saebenchConfig)
     {
         var options = ReadEvalInModel(parse, data);
+        // SAEBench's defaults; an explicit --context-size applies too; --saebench-config fields win.
+        var coreConfig = saebenchConfig is not null ? SaeBenchCoreConfig.Parse(saebenchConfig, options.ContextSize)
+            : new SaeBenchCoreConfig { ContextSize = options.ContextSize ?? 128 };
         if (saes.Any(s => CrossLayerTranscoderLoader.IsCrossLayerTranscoder(s, saeOptions.Hub)))
         {
             if (saes.Length != 1) throw new SaeSharpException("a whole cross-layer transcoder is evaluated alone: give it as the only --sae");
@@ -196,7 +207,7 @@ internal static class SaeCommands
         }
         cltLoading.RefuseForSae(parse, saes[0]);
         var results = CliProgress.Run("eval", progress => ModelPipeline.Evaluate(saes, options, saeOptions: saeOptions, progress: progress, hook: parse.GetValue(data.Hook),
-            maxCosineSims: saebenchJson is not null));
+            maxCosineSims: false));
         // An SAE at an MoE expert's hook that no evaluated token reached has no metrics: with others it is reported as such
         // (they keep theirs); alone, or with only such SAEs, the run stops naming each.
         if (results.All(m => m.NoRows is not null))
@@ -247,28 +258,39 @@ internal static class SaeCommands
                 foreach (var m in results) m.WriteJson(writer);
                 if (results.Count != 1) writer.WriteEndArray();
             });
-        // One eval_id for the SAEs of one run, as SAEBench's multiple_evals.
-        string evalId = Guid.NewGuid().ToString();
         if (saebenchJson is not null)
-            for (int i = 0; i < results.Count; i++)
+        {
+            // One eval_id for the SAEs of one run, as SAEBench's multiple_evals; a SAELens release's SAE has its decoder norms
+            // folded first, as SAEBench's load_and_format_sae does (not an SAE of one's own: SAEBench's custom SAE object).
+            string evalId = Guid.NewGuid().ToString();
+            var core = CliProgress.Run("SAEBench core eval", progress => ModelPipeline.EvaluateSaeBenchCore(saes, saes.Select(s => SaeReleases.Lookup(s) is not null).ToList(),
+                options, coreConfig, saeOptions, progress, parse.GetValue(data.Hook)));
+            for (int i = 0; i < core.Count; i++)
             {
-                var m = results[i];
+                var r = core[i];
                 var (release, id) = SaeBenchIds(saes[i]);
                 var run = new SaeBenchCoreRun
                 {
-                    ModelName = m.Cfg?.Metadata.ModelName ?? Path.GetFileName(Path.TrimEndingDirectorySeparator(options.ModelPath)),
+                    ModelName = r.Cfg.Metadata.ModelName ?? Path.GetFileName(Path.TrimEndingDirectorySeparator(options.ModelPath)),
                     Dataset = options.DatasetPath,
-                    LlmDtype = SaeLensFormat.DtypeName(options.ModelDtype ?? ModelForSae.RecordedDtype(m.Cfg!)),
+                    LlmDtype = SaeLensFormat.DtypeName(options.ModelDtype ?? ModelForSae.RecordedDtype(r.Cfg)),
                     SaeLensReleaseId = release, SaeLensId = id, EvalId = evalId,
                 };
-                string path = SaeBenchPath(i, results.Count, saebenchJson);
+                string path = SaeBenchPath(i, core.Count, saebenchJson);
                 AtomicFile.Write(path, stream =>
                 {
                     using var writer = new System.Text.Json.Utf8JsonWriter(stream, new System.Text.Json.JsonWriterOptions { Indented = true });
-                    SaeBenchCoreOutput.Write(writer, m, run);
+                    SaeBenchCoreOutput.Write(writer, r, run);
                 });
+                var c = r.Config;
                 Console.WriteLine($"SAEBench core output: {path}");
+                Console.WriteLine($"  SAEBench procedure, CE/KL: {Cli.Integer((long)c.NEvalReconstructionBatches * c.BatchSizePrompts * c.ContextSize)} tokens " +
+                                  $"({Cli.Integer(r.Metrics.ReconstructionPositions)} counted)");
+                Console.WriteLine($"  SAEBench procedure, the rest: the next {Cli.Integer((long)c.NEvalSparsityVarianceBatches * c.BatchSizePrompts * c.ContextSize)} " +
+                                  $"({Cli.Integer(r.Metrics.SparsityVariancePositions)} counted)");
+                Console.WriteLine($"  the table above: {Cli.Integer(results[i].Contexts * results[i].ContextSize)} tokens ({Cli.Integer(results[i].Tokens)} counted)");
             }
+        }
         return 0;
     }
 

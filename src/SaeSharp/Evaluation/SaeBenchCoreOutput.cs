@@ -59,7 +59,8 @@ public sealed record SaeBenchCoreRun
 /// Writes one SAE's <see cref="DownstreamMetrics"/> as SAEBench's core eval output (<c>CoreEvalOutput</c> of
 /// <c>sae_bench/evals/core/eval_output.py</c>, SAEBench commit 8042bb3): the keys, groups and order its
 /// <c>to_json_file</c> writes, NaN as −1 (its <c>replace_nans_with_negative_one</c>), per-feature details rounded to 10
-/// decimals. What differs from SAEBench's numbers is in docs/metrics.md ("SAEBench core output").
+/// decimals; the numbers from SAEBench's procedure (<see cref="SaeBenchCoreEvaluator"/>). What still differs is in
+/// docs/metrics.md ("SAEBench core output").
 /// </summary>
 public static class SaeBenchCoreOutput
 {
@@ -73,21 +74,14 @@ public static class SaeBenchCoreOutput
     /// (<c>get_results_filepath</c>).</summary>
     public static string ResultsFileName(string release, string saeId) => $"{release}_{saeId}_eval_results.json".Replace('/', '_');
 
-    /// <summary>Writes the output object of <paramref name="metrics"/> (which must come from
-    /// <see cref="DownstreamEvaluator"/>, with <see cref="DownstreamEvalOptions.MaxCosineSims"/> for the max cosine lists).
-    /// The d_sae feature details are streamed.</summary>
-    public static void Write(Utf8JsonWriter writer, DownstreamMetrics metrics, SaeBenchCoreRun run)
+    /// <summary>Writes the output object of <paramref name="result"/> (from <see cref="SaeBenchCoreEvaluator"/>, SAEBench's
+    /// procedure). The d_sae feature details are streamed.</summary>
+    public static void Write(Utf8JsonWriter writer, SaeBenchCoreResult result, SaeBenchCoreRun run)
     {
         ArgumentNullException.ThrowIfNull(writer);
-        ArgumentNullException.ThrowIfNull(metrics);
+        ArgumentNullException.ThrowIfNull(result);
         ArgumentNullException.ThrowIfNull(run);
-        var features = metrics.FeatureMetrics ?? throw new SaeSharpException($"SAEBench core output of {metrics.Name}: no per-feature metrics");
-        var cfg = metrics.Cfg ?? throw new SaeSharpException($"SAEBench core output of {metrics.Name}: no SAE config");
-        if (metrics.Contexts <= 0 || metrics.BatchSizePrompts <= 0)
-            throw new SaeSharpException($"SAEBench core output of {metrics.Name}: metrics not from an evaluation in a model (no context windows recorded)");
-        var r = metrics.Reconstruction;
-        long batches = (metrics.Contexts + metrics.BatchSizePrompts - 1) / metrics.BatchSizePrompts;
-        long tokens = metrics.Contexts * metrics.ContextSize;
+        var (m, features, cfg, c) = (result.Metrics, result.Features, result.Cfg, result.Config);
 
         writer.WriteStartObject();
         writer.WriteString("eval_type_id", EvalTypeId);
@@ -96,19 +90,19 @@ public static class SaeBenchCoreOutput
         {
             ["model_name"] = run.ModelName,
             ["llm_dtype"] = run.LlmDtype,
-            ["batch_size_prompts"] = metrics.BatchSizePrompts,
-            ["n_eval_reconstruction_batches"] = batches,
-            ["n_eval_sparsity_variance_batches"] = batches,
+            ["batch_size_prompts"] = c.BatchSizePrompts,
+            ["n_eval_reconstruction_batches"] = c.NEvalReconstructionBatches,
+            ["n_eval_sparsity_variance_batches"] = c.NEvalSparsityVarianceBatches,
             ["dataset"] = run.Dataset,
-            ["context_size"] = metrics.ContextSize,
+            ["context_size"] = c.ContextSize,
             ["compute_kl"] = true,
             ["compute_ce_loss"] = true,
             ["compute_l2_norms"] = true,
             ["compute_sparsity_metrics"] = true,
             ["compute_variance_metrics"] = true,
-            ["compute_featurewise_density_statistics"] = true,
-            ["compute_featurewise_weight_based_metrics"] = true,
-            ["exclude_special_tokens_from_reconstruction"] = metrics.ExcludedTokenIds.Count > 0,
+            ["compute_featurewise_density_statistics"] = c.ComputeFeaturewiseDensityStatistics,
+            ["compute_featurewise_weight_based_metrics"] = c.ComputeFeaturewiseWeightBasedMetrics,
+            ["exclude_special_tokens_from_reconstruction"] = c.ExcludeSpecialTokensFromReconstruction,
             ["verbose"] = false,
         }.WriteTo(writer);
         writer.WriteString("eval_id", run.EvalId);
@@ -120,36 +114,37 @@ public static class SaeBenchCoreOutput
         {
             ["model_behavior_preservation"] = new JsonObject
             {
-                ["kl_div_score"] = Num(metrics.KlDivScore),
-                ["kl_div_with_ablation"] = Num(metrics.KlDivWithAblation),
-                ["kl_div_with_sae"] = Num(metrics.KlDivWithSae),
+                ["kl_div_score"] = Num(m.KlDivScore),
+                ["kl_div_with_ablation"] = Num(m.KlDivWithAblation),
+                ["kl_div_with_sae"] = Num(m.KlDivWithSae),
             },
             ["model_performance_preservation"] = new JsonObject
             {
-                ["ce_loss_score"] = Num(metrics.CeLossScore),
-                ["ce_loss_with_ablation"] = Num(metrics.CeLossWithAblation),
-                ["ce_loss_with_sae"] = Num(metrics.CeLossWithSae),
-                ["ce_loss_without_sae"] = Num(metrics.CeLossWithoutSae),
+                ["ce_loss_score"] = Num(m.CeLossScore),
+                ["ce_loss_with_ablation"] = Num(m.CeLossWithAblation),
+                ["ce_loss_with_sae"] = Num(m.CeLossWithSae),
+                ["ce_loss_without_sae"] = Num(m.CeLossWithoutSae),
             },
             ["reconstruction_quality"] = new JsonObject
             {
-                ["explained_variance"] = Num(r.ExplainedVariance),
-                ["explained_variance_legacy"] = Num(r.ExplainedVarianceLegacy),
-                ["mse"] = Num(r.SaeLensEvalMse),
-                ["cossim"] = Num(r.Cosine),
+                ["explained_variance"] = Num(m.ExplainedVariance),
+                ["explained_variance_legacy"] = Num(m.ExplainedVarianceLegacy),
+                ["mse"] = Num(m.Mse),
+                ["cossim"] = Num(m.Cossim),
             },
             ["shrinkage"] = new JsonObject
             {
-                ["l2_norm_in"] = Num(r.L2NormIn),
-                ["l2_norm_out"] = Num(r.L2NormOut),
-                ["l2_ratio"] = Num(r.L2Ratio),
-                ["relative_reconstruction_bias"] = Num(r.RelativeReconstructionBias),
+                ["l2_norm_in"] = Num(m.L2NormIn),
+                ["l2_norm_out"] = Num(m.L2NormOut),
+                ["l2_ratio"] = Num(m.L2Ratio),
+                ["relative_reconstruction_bias"] = Num(m.RelativeReconstructionBias),
             },
-            ["sparsity"] = new JsonObject { ["l0"] = Num(r.L0), ["l1"] = Num(r.L1) },
+            ["sparsity"] = new JsonObject { ["l0"] = Num(m.L0), ["l1"] = Num(m.L1) },
+            // SAEBench's nominal counts: windows × context size, special tokens included.
             ["token_stats"] = new JsonObject
             {
-                ["total_tokens_eval_reconstruction"] = tokens,
-                ["total_tokens_eval_sparsity_variance"] = tokens,
+                ["total_tokens_eval_reconstruction"] = (long)c.ContextSize * c.NEvalReconstructionBatches * c.BatchSizePrompts,
+                ["total_tokens_eval_sparsity_variance"] = (long)c.ContextSize * c.NEvalSparsityVarianceBatches * c.BatchSizePrompts,
             },
             ["misc_metrics"] = new JsonObject
             {
@@ -188,7 +183,15 @@ public static class SaeBenchCoreOutput
         writer.WritePropertyName("sae_cfg_dict");
         JsonNode.Parse(cfg.ToJson())!.WriteTo(writer);
         writer.WritePropertyName("eval_result_unstructured");
-        new JsonObject { ["producer"] = "SaeSharp " + typeof(SaeBenchCoreOutput).Assembly.GetName().Version }.WriteTo(writer);
+        new JsonObject
+        {
+            ["producer"] = "SaeSharp " + typeof(SaeBenchCoreOutput).Assembly.GetName().Version,
+            // The positions the means are over (token_stats' nominal counts less the ignored tokens' positions).
+            ["counted_tokens_eval_reconstruction"] = m.ReconstructionPositions,
+            ["counted_tokens_eval_sparsity_variance"] = m.SparsityVariancePositions,
+            ["ignore_tokens"] = new JsonArray([.. result.IgnoreTokens.Select(t => JsonValue.Create(t))]),
+            ["folded_W_dec_norm"] = result.FoldedDecoderNorms,
+        }.WriteTo(writer);
         writer.WriteEndObject();
     }
 

@@ -299,6 +299,58 @@ public static class ModelPipeline
     }
 
     /// <summary>
+    /// <c>sae eval --model ... --saebench-json</c>: each SAE by SAEBench's core procedure (<see cref="SaeBenchCoreEvaluator"/>)
+    /// on windows of <paramref name="config"/>'s context size made as SAELens's <c>ActivationsStore.from_sae</c> makes them
+    /// (the SAE's prepend_bos unless <paramref name="data"/> gives one; documents concatenated with BOS between them), with
+    /// SAEBench's <c>ignore_tokens</c> = the tokenizer's BOS, EOS and pad. <paramref name="foldDecoderNorms"/>[i]: fold SAE i's
+    /// decoder norms first (SAEBench does for a SAELens release's SAE; an SAE that refuses the fold is evaluated as loaded, as
+    /// SAEBench goes on when SAELens refuses it). The weight-based feature metrics come with the max cosines.
+    /// </summary>
+    public static IReadOnlyList<SaeBenchCoreResult> EvaluateSaeBenchCore(IReadOnlyList<string> saePaths, IReadOnlyList<bool> foldDecoderNorms,
+        ModelDataOptions data, SaeBenchCoreConfig config, SaeLoadOptions? saeOptions = null, IProgress<WorkProgress>? progress = null, string? hook = null)
+    {
+        ArgumentNullException.ThrowIfNull(saePaths);
+        ArgumentNullException.ThrowIfNull(foldDecoderNorms);
+        ArgumentNullException.ThrowIfNull(data);
+        ArgumentNullException.ThrowIfNull(config);
+        if (!config.ComputeFeaturewiseWeightBasedMetrics)
+            throw new SaeSharpException("--saebench-config: compute_featurewise_weight_based_metrics false: SAEBench's core eval cannot write its output " +
+                "without them (its convert_feature_metrics reads encoder_bias), so neither does SaeSharp");
+        var saes = new List<Sae>();
+        try
+        {
+            foreach (var p in saePaths) saes.Add(SaeLoader.Load(p, saeOptions));
+            var tokenizer = Tokenizer.FromFolder(data.TokenizerPath ?? data.ModelPath);
+            var ignore = new[] { tokenizer.BosTokenId, tokenizer.EosTokenId, tokenizer.PadTokenId }.OfType<int>().Select(i => (long)i).Distinct().ToArray();
+            using var pm = ModelForSae.Load(data.ModelPath, ModelForSae.SharedOptions(saes.Select(s => s.Cfg)), data.ModelDtype ?? ModelForSae.SharedDtype(saes, saePaths));
+            if (data.Device.type != DeviceType.CPU)
+            {
+                pm.Model.to(data.Device);
+                foreach (var s in saes) s.to(data.Device);
+            }
+            var results = new List<SaeBenchCoreResult>();
+            for (int i = 0; i < saes.Count; i++)
+            {
+                var sae = saes[i];
+                bool folded = false;
+                if (foldDecoderNorms[i])
+                {
+                    try { sae.FoldWDecNorm(); folded = true; }
+                    catch (SaeSharpException) { /* SAEBench prints "Failed to fold W_dec norm" and evaluates the SAE as loaded */ }
+                }
+                bool bos = data.PrependBos ?? sae.Cfg.Metadata.PrependBos;
+                results.Add(SaeBenchCoreEvaluator.Evaluate(pm.Model, sae,
+                    () => Windows(tokenizer, data.DatasetPath, config.ContextSize, bos, data.TextField), config, ignore, hook, pm.Hooks, progress, folded));
+            }
+            return results;
+        }
+        finally
+        {
+            foreach (var s in saes) s.Dispose();
+        }
+    }
+
+    /// <summary>
     /// <c>sae eval --model M --dataset D --sae CLT_FOLDER</c>: loads the whole cross-layer transcoder at
     /// <paramref name="cltPath"/> (a local folder or <c>hf:ORG/REPO[/PATH]</c>, downloaded with <paramref name="hub"/>'s
     /// endpoint and cache: <see cref="Interop.CrossLayerTranscoderLoader.Load(string, Hub.HfHubOptions?, TorchSharp.torch.ScalarType)"/>) and the model (processed as

@@ -16,18 +16,31 @@ public sealed class SaeBenchJsonCommandTests : IDisposable
 
     private string P(string name) => Path.Combine(_dir, name);
 
-    /// <summary>Two SAEs in one pass (<see cref="AnalysisFixture"/>'s embedding SAE twice): files core_sae0.json and
-    /// core_sae1.json, one eval_id; 64 tokens in 4 windows of 16 = one batch of 8 prompts; a custom SAE's ids; the details'
-    /// densities agree with frac_alive and freq_over_1_percent; W_dec = W_encᵀ, so each feature's max encoder and decoder
-    /// cosines are equal, and the --json file carries the same lists.</summary>
+    /// <summary>Two SAEs (<see cref="AnalysisFixture"/>'s embedding SAE twice): files core_sae0.json and core_sae1.json, one
+    /// eval_id; --saebench-config's batches (2 CE/KL batches and 3 more of 2 windows) and --context-size 16: token_stats
+    /// 2·2·16 = 64 and 3·2·16 = 96, the counted tokens fewer by the BOS/EOS/pad positions of those windows; a custom SAE's
+    /// ids, not folded; the details' densities agree with frac_alive and freq_over_1_percent; W_dec = W_encᵀ, so each
+    /// feature's max encoder and decoder cosines are equal; the --json file (its own 64 tokens) lists no max cosines.</summary>
     [Fact]
     public void Eval_in_the_model_writes_SAEBench_core_output_per_sae()
     {
         using var a = new AnalysisFixture();
         var (exit, output, err) = CliRunner.Run("eval", "--sae", a.SaeDir, "--sae", a.SaeDir, "--model", a.ModelDir, "--dataset", a.DataPath,
-            "--tokens", "64", "--context-size", "16", "--saebench-json", P("core.json"), "--json", P("eval.json"));
+            "--tokens", "64", "--context-size", "16", "--saebench-json", P("core.json"), "--json", P("eval.json"),
+            "--saebench-config", """{"batch_size_prompts": 2, "n_eval_reconstruction_batches": 2, "n_eval_sparsity_variance_batches": 3}""");
         Assert.True(exit == 0, err);
         Assert.Contains("SAEBench core output: " + P("core_sae1.json"), output);
+        // The counted tokens: the windows' positions less those holding BOS, EOS or pad (SAEBench's ignore_tokens), the first
+        // 4 windows for CE/KL and the next 6 (the data starting over when used up).
+        var tok = SaeSharp.Tokenizers.Tokenizer.FromFolder(a.ModelDir);
+        var ignored = new[] { tok.BosTokenId, tok.EosTokenId, tok.PadTokenId }.OfType<int>().Select(i => (long)i).ToHashSet();
+        var windows = SaeSharp.Pipelines.ModelPipeline.Windows(tok, a.DataPath, 16, prependBos: true).ToList();
+        var ten = Enumerable.Range(0, 10).Select(i => windows[i % windows.Count]).ToList();
+        long rec = ten.Take(4).Sum(w => w.Count(t => !ignored.Contains(t))), sv = ten.Skip(4).Sum(w => w.Count(t => !ignored.Contains(t)));
+        Assert.True(rec < 64 && sv < 96);   // BOS at least at each window's start
+        Assert.Contains($"SAEBench procedure, CE/KL: 64 tokens ({rec} counted)", output);
+        Assert.Contains($"SAEBench procedure, the rest: the next 96 ({sv} counted)", output);
+        Assert.Contains("the table above: 64 tokens (", output);
         Assert.False(File.Exists(P("core.json")));
         var files = new[] { P("core_sae0.json"), P("core_sae1.json") }.Select(f => JsonNode.Parse(File.ReadAllText(f))!.AsObject()).ToList();
         Assert.Equal(files[0]["eval_id"]!.GetValue<string>(), files[1]["eval_id"]!.GetValue<string>());
@@ -40,10 +53,18 @@ public sealed class SaeBenchJsonCommandTests : IDisposable
             Assert.Equal(a.SaeDir, json["sae_lens_release_id"]!.GetValue<string>());
             var config = json["eval_config"]!;
             Assert.Equal(16, config["context_size"]!.GetValue<int>());
-            Assert.Equal(1, config["n_eval_reconstruction_batches"]!.GetValue<int>());
+            Assert.Equal(2, config["n_eval_reconstruction_batches"]!.GetValue<int>());
+            Assert.Equal(3, config["n_eval_sparsity_variance_batches"]!.GetValue<int>());
+            Assert.Equal(2, config["batch_size_prompts"]!.GetValue<int>());
+            Assert.False(config["exclude_special_tokens_from_reconstruction"]!.GetValue<bool>());
+            var unstructured = json["eval_result_unstructured"]!;
+            Assert.Equal(rec, unstructured["counted_tokens_eval_reconstruction"]!.GetValue<long>());
+            Assert.Equal(sv, unstructured["counted_tokens_eval_sparsity_variance"]!.GetValue<long>());
+            Assert.False(unstructured["folded_W_dec_norm"]!.GetValue<bool>());
             Assert.Equal(a.DataPath, config["dataset"]!.GetValue<string>());
             var metrics = json["eval_result_metrics"]!;
             Assert.Equal(64, metrics["token_stats"]!["total_tokens_eval_reconstruction"]!.GetValue<long>());
+            Assert.Equal(96, metrics["token_stats"]!["total_tokens_eval_sparsity_variance"]!.GetValue<long>());
             var details = json["eval_result_details"]!.AsArray();
             Assert.Equal(AnalysisFixture.DSae, details.Count);
             var density = details.Select(d => d!["feature_density"]!.GetValue<double>()).ToArray();
@@ -53,11 +74,8 @@ public sealed class SaeBenchJsonCommandTests : IDisposable
             foreach (var d in details)
                 Assert.Equal(d!["max_encoder_cosine_sim"]!.GetValue<double>(), d["max_decoder_cosine_sim"]!.GetValue<double>(), 6);
             Assert.Equal(details.Average(d => d!["max_decoder_cosine_sim"]!.GetValue<double>()), misc["average_max_decoder_cosine_sim"]!.GetValue<double>(), 9);
-            var fm = plain[s]!["feature_metrics"]!;
-            var listed = fm["max_decoder_cosine_sim"]!.AsArray().Select(v => v!.GetValue<double>()).ToArray();
-            for (int i = 0; i < AnalysisFixture.DSae; i++)
-                Assert.Equal(Math.Round(listed[i], 10), details[i]!["max_decoder_cosine_sim"]!.GetValue<double>());
-            Assert.Equal(plain[s]!["sparsity"]!["l0"]!.GetValue<double>(), metrics["sparsity"]!["l0"]!.GetValue<double>());
+            Assert.Null(plain[s]!["feature_metrics"]!["max_decoder_cosine_sim"]);
+            Assert.Equal(64, plain[s]!["token_stats"]!["total_tokens_eval_reconstruction"]!.GetValue<long>());
         }
     }
 

@@ -114,6 +114,151 @@ public class SaeBenchCoreOutputTests : ModelTestBase
             Assert.True(Math.Abs(Expected["misc_all_dead"]![key]!.GetValue<double>() - got) <= 1e-6, $"{key} (all dead)");
     }
 
+    /// <summary>SAEBench folds a release SAE's decoder norms before its weight-based metrics: decoder rows of norms 2 and 0.5,
+    /// encoder columns of norms 3 and 4, b_enc (1, −1) → encoder_norm 3·2 = 6 and 4·0.5 = 2, encoder_bias 2 and −0.5, unit
+    /// decoder rows; the written details say so, and L0 (which folding cannot change for a ReLU SAE) is the unfolded one's.</summary>
+    [Fact]
+    public void Folded_decoder_norms_give_the_encoder_norms_and_biases_SAEBench_writes()
+    {
+        using var model = Gpt2();
+        var cfg = new SaeConfig { DIn = 16, DSae = 2 };
+        cfg.Metadata.HookName = "blocks.0.hook_resid_pre";
+        var wEnc = new float[16, 2];
+        wEnc[0, 0] = 3; wEnc[1, 1] = 4;
+        var wDec = new float[2, 16];
+        wDec[0, 0] = 2; wDec[1, 1] = 0.3f; wDec[1, 2] = 0.4f;
+        using var sae = new StandardSae(cfg);
+        using (no_grad()) { sae.WEnc.copy_(tensor(wEnc)); sae.WDec.copy_(tensor(wDec)); sae.BEnc.copy_(tensor(new float[] { 1, -1 })); }
+        var windows = Enumerable.Range(0, 2).Select(w => Enumerable.Range(0, 8).Select(t => (long)(1 + (5 * w + 3 * t) % 49)).ToArray()).ToList();
+        var config = new SaeBenchCoreConfig { BatchSizePrompts = 2, NEvalReconstructionBatches = 1, ContextSize = 8 };
+        var unfolded = SaeBenchCoreEvaluator.Evaluate(model, sae, () => windows, config, []);
+        sae.FoldWDecNorm();
+        var r = SaeBenchCoreEvaluator.Evaluate(model, sae, () => windows, config, [], foldedDecoderNorms: true);
+        using var stream = new MemoryStream();
+        using (var writer = new Utf8JsonWriter(stream))
+            SaeBenchCoreOutput.Write(writer, r, new SaeBenchCoreRun { ModelName = "tiny-gpt2", Dataset = "d" });
+        var json = JsonNode.Parse(stream.ToArray())!;
+        var details = json["eval_result_details"]!.AsArray();
+        Assert.Equal(6, details[0]!["encoder_norm"]!.GetValue<double>(), 5);
+        Assert.Equal(2, details[1]!["encoder_norm"]!.GetValue<double>(), 5);
+        Assert.Equal(2, details[0]!["encoder_bias"]!.GetValue<double>(), 6);
+        Assert.Equal(-0.5, details[1]!["encoder_bias"]!.GetValue<double>(), 6);
+        Assert.True(json["eval_result_unstructured"]!["folded_W_dec_norm"]!.GetValue<bool>());
+        using var norms = sae.WDec.norm(1);
+        Assert.Equal([1.0, 1.0], norms.data<float>().ToArray().Select(v => Math.Round((double)v, 5)));
+        Assert.Equal(unfolded.Metrics.L0, r.Metrics.L0);
+    }
+
+    /// <summary>The procedure's model runs against SaeSharp's downstream evaluator on one batch of the same 2 windows, nothing
+    /// ignored (the sparsity batch is the same windows again, the data starting over): the clean, spliced and zero-ablated CE,
+    /// both KLs, L0, the l2 ratio and the cosine agree; only the formulas SAEBench aggregates differently may differ.</summary>
+    [Fact]
+    public void Procedure_runs_the_model_as_the_downstream_evaluator()
+    {
+        using var model = Gpt2();
+        var cfg = new SaeConfig { DIn = 16, DSae = 12 };
+        cfg.Metadata.HookName = "blocks.1.hook_resid_pre";
+        using var sae = SaeFactory.Create(cfg);
+        using (no_grad()) { sae.WEnc.copy_(randn(16, 12, generator: manual_seed(2)).mul(TorchScalars.Of(0.3))); sae.WDec.copy_(sae.WEnc.t()); }
+        var windows = Enumerable.Range(0, 2).Select(w => Enumerable.Range(0, 8).Select(t => (long)(1 + (11 * w + 7 * t) % 49)).ToArray()).ToList();
+        var r = SaeBenchCoreEvaluator.Evaluate(model, sae, () => windows,
+            new SaeBenchCoreConfig { BatchSizePrompts = 2, NEvalReconstructionBatches = 1, NEvalSparsityVarianceBatches = 1, ContextSize = 8 }, []).Metrics;
+        var d = DownstreamEvaluator.Evaluate(model, [new DownstreamTarget(sae)], windows, new DownstreamEvalOptions { BatchSizePrompts = 2 })[0];
+        foreach (var (what, a, b) in new[]
+                 {
+                     ("ce clean", r.CeLossWithoutSae, d.CeLossWithoutSae), ("ce sae", r.CeLossWithSae, d.CeLossWithSae),
+                     ("ce zero", r.CeLossWithAblation, d.CeLossWithAblation), ("kl sae", r.KlDivWithSae, d.KlDivWithSae),
+                     ("kl zero", r.KlDivWithAblation, d.KlDivWithAblation), ("l0", r.L0, d.L0), ("l2 ratio", r.L2Ratio, d.Reconstruction.L2Ratio),
+                     ("cossim", r.Cossim, d.CosSim), ("l2 in", r.L2NormIn, d.Reconstruction.L2NormIn),
+                 })
+            Assert.True(Math.Abs(a - b) <= 1e-5 * Math.Max(1, Math.Abs(b)), $"{what}: procedure {a:R}, downstream evaluator {b:R}");
+
+        // Token 1 ignored (window 0 holds it at positions 0 and 7: 1 + 7t mod 49 = 1 for t = 0, 7): with exclude_special_tokens_from_reconstruction the SAE is not
+        // spliced there either, as the downstream evaluator's excluded tokens; without it the spliced CE/KL differ.
+        var one = windows;
+        var config = new SaeBenchCoreConfig { BatchSizePrompts = 2, NEvalReconstructionBatches = 1, ContextSize = 8, ExcludeSpecialTokensFromReconstruction = true };
+        var excluded = SaeBenchCoreEvaluator.Evaluate(model, sae, () => one, config, [1]).Metrics;
+        var spliced = SaeBenchCoreEvaluator.Evaluate(model, sae, () => one, config with { ExcludeSpecialTokensFromReconstruction = false }, [1]).Metrics;
+        var de = DownstreamEvaluator.Evaluate(model, [new DownstreamTarget(sae)], one, new DownstreamEvalOptions { BatchSizePrompts = 2, ExcludeTokenIds = [1] })[0];
+        Assert.Equal(14, excluded.ReconstructionPositions);
+        Assert.Equal(de.CeLossWithSae, excluded.CeLossWithSae, 5);
+        Assert.Equal(de.KlDivWithSae, excluded.KlDivWithSae, 5);
+        Assert.Equal(excluded.CeLossWithoutSae, spliced.CeLossWithoutSae, 12);
+        Assert.NotEqual(excluded.KlDivWithSae, spliced.KlDivWithSae, 5);
+    }
+
+    /// <summary><c>--saebench-config</c>: SAEBench's defaults for fields not given, the CLI's context size unless the JSON gives
+    /// one, an unknown field and a non-positive count refused by name.</summary>
+    [Fact]
+    public void Config_parses_over_SAEBench_defaults()
+    {
+        var c = SaeBenchCoreConfig.Parse("""{"n_eval_sparsity_variance_batches": 20}""", contextSize: 64);
+        Assert.Equal((16, 10, 20, 64, false), (c.BatchSizePrompts, c.NEvalReconstructionBatches, c.NEvalSparsityVarianceBatches, c.ContextSize, c.ExcludeSpecialTokensFromReconstruction));
+        Assert.Equal(32, SaeBenchCoreConfig.Parse("""{"context_size": 32}""", contextSize: 64).ContextSize);
+        Assert.Equal(128, SaeBenchCoreConfig.Parse("{}").ContextSize);
+        Assert.Contains("batch_size", Assert.Throws<SaeSharpException>(() => SaeBenchCoreConfig.Parse("""{"batch_size": 4}""")).Message);
+        Assert.Contains("n_eval_reconstruction_batches must be positive", Assert.Throws<SaeSharpException>(() => SaeBenchCoreConfig.Parse("""{"n_eval_reconstruction_batches": 0}""")).Message);
+        Assert.Contains("neither a JSON object nor an existing file", Assert.Throws<SaeSharpException>(() => SaeBenchCoreConfig.Parse("/no/such/config.json")).Message);
+    }
+
+    /// <summary>A nested JSON array as a float32 tensor of its shape (int64 with <paramref name="int64"/>).</summary>
+    private static Tensor Nested(JsonNode node, bool int64 = false)
+    {
+        var shape = new List<long>();
+        for (var n = node; n is JsonArray a; n = a[0]) shape.Add(a.Count);
+        var flat = new List<double>();
+        void Walk(JsonNode n) { if (n is JsonArray a) foreach (var c in a) Walk(c!); else flat.Add(n.GetValue<double>()); }
+        Walk(node);
+        return int64 ? tensor(flat.Select(v => (long)v).ToArray()).view([.. shape]) : tensor(flat.Select(v => (float)v).ToArray()).view([.. shape]);
+    }
+
+    /// <summary>SAEBench's own <c>get_downstream_reconstruction_metrics</c> (with its <c>get_recons_loss</c>) and
+    /// <c>get_sparsity_and_variance_metrics</c>, run by the fixture on 3 + 2 fixed batches (tokens with special tokens 0 and 6
+    /// ignored, logits, x, x̂, f): the accumulator, fed the same batches with CE and KL per token from the same logits, gives
+    /// every scalar metric and the per-feature density and consistent-activation heuristic to 10⁻⁵.</summary>
+    [Fact]
+    public void Core_procedure_aggregates_batches_as_SAEBench()
+    {
+        var p = Expected["procedure"]!;
+        using var scope = NewDisposeScope();
+        var tokens = Nested(p["tokens"]!, int64: true);
+        var logits = Nested(p["logits"]!);
+        var (x, f, xHat) = (Nested(p["x"]!), Nested(p["f"]!), Nested(p["x_hat"]!));
+        int nRec = p["n_eval_reconstruction_batches"]!.GetValue<int>(), nSv = p["n_eval_sparsity_variance_batches"]!.GetValue<int>();
+        var acc = new SaeBenchCoreAccumulator((int)f.shape[^1], Doubles(p["ignore_tokens"]!).Select(v => (long)v));
+        for (int b = 0; b < nRec; b++)
+        {
+            var t = tokens[b];
+            var (lc, ls, lz) = (logits[b][0], logits[b][1], logits[b][2]);
+            acc.AddReconstruction(t, SaeBenchCoreAccumulator.CePerToken(lc, t), SaeBenchCoreAccumulator.CePerToken(ls, t),
+                SaeBenchCoreAccumulator.CePerToken(lz, t), SaeBenchCoreAccumulator.KlPerToken(lc, ls), SaeBenchCoreAccumulator.KlPerToken(lc, lz));
+        }
+        for (int b = 0; b < nSv; b++) acc.AddSparsityVariance(tokens[nRec + b], x[b], xHat[b], f[b]);
+        var m = acc.Result();
+        var rec = p["reconstruction_metrics"]!;
+        var sv = p["sparsity_variance_metrics"]!;
+        foreach (var (key, got) in new (string, double)[]
+                 {
+                     ("kl_div_with_sae", m.KlDivWithSae), ("kl_div_with_ablation", m.KlDivWithAblation), ("kl_div_score", m.KlDivScore),
+                     ("ce_loss_with_sae", m.CeLossWithSae), ("ce_loss_without_sae", m.CeLossWithoutSae), ("ce_loss_with_ablation", m.CeLossWithAblation),
+                     ("ce_loss_score", m.CeLossScore),
+                 })
+            // Relative for the scores: SAEBench's float32 means, divided by a difference of 0.19, move the fifth decimal of 5.9.
+            Assert.True(Math.Abs(rec[key]!.GetValue<double>() - got) <= 1e-5 * Math.Max(1, Math.Abs(got)), $"{key}: SAEBench {rec[key]}, SaeSharp {got:R}");
+        foreach (var (key, got) in new (string, double)[]
+                 {
+                     ("l2_norm_in", m.L2NormIn), ("l2_norm_out", m.L2NormOut), ("l2_ratio", m.L2Ratio),
+                     ("relative_reconstruction_bias", m.RelativeReconstructionBias), ("l0", m.L0), ("l1", m.L1),
+                     ("explained_variance", m.ExplainedVariance), ("explained_variance_legacy", m.ExplainedVarianceLegacy),
+                     ("mse", m.Mse), ("cossim", m.Cossim),
+                 })
+            Assert.True(Math.Abs(sv[key]!.GetValue<double>() - got) <= 1e-5, $"{key}: SAEBench {sv[key]}, SaeSharp {got:R}");
+        AssertList(Doubles(p["feature_metrics"]!["feature_density"]!), m.FeatureDensity, 1e-6, "feature_density");
+        AssertList(Doubles(p["feature_metrics"]!["consistent_activation_heuristic"]!), m.ConsistentActivationHeuristic, 1e-5, "consistent_activation_heuristic");
+        // 2 windows × 5 tokens per batch, special tokens left out: 30 − 5 = 25 KL positions, 20 − 3 = 17 sparsity positions.
+        Assert.Equal((25L, 17L), (m.ReconstructionPositions, m.SparsityVariancePositions));
+    }
+
     private static float[,] Rows(JsonNode node)
     {
         var rows = node.AsArray().Select(r => Doubles(r!)).ToArray();
@@ -159,11 +304,11 @@ public class SaeBenchCoreOutputTests : ModelTestBase
         var windows = Enumerable.Range(0, 3).Select(w => Enumerable.Range(0, 8).Select(t => (long)(1 + (7 * w + 3 * t) % 49)).ToArray()).ToList();
         double[] EncoderBias(Sae sae)
         {
-            var m = DownstreamEvaluator.Evaluate(model, [new DownstreamTarget(sae)], windows,
-                new DownstreamEvalOptions { BatchSizePrompts = 2, MaxCosineSims = true })[0];
+            var r = SaeBenchCoreEvaluator.Evaluate(model, sae, () => windows,
+                new SaeBenchCoreConfig { BatchSizePrompts = 2, NEvalReconstructionBatches = 1, ContextSize = 8 }, []);
             using var stream = new MemoryStream();
             using (var writer = new Utf8JsonWriter(stream))
-                SaeBenchCoreOutput.Write(writer, m, new SaeBenchCoreRun { ModelName = "tiny-gpt2", Dataset = "d" });
+                SaeBenchCoreOutput.Write(writer, r, new SaeBenchCoreRun { ModelName = "tiny-gpt2", Dataset = "d" });
             return JsonNode.Parse(stream.ToArray())!["eval_result_details"]!.AsArray().Select(d => d!["encoder_bias"]!.GetValue<double>()).ToArray();
         }
         float[] bMag = [0.25f, -0.5f, 0.125f, 1f, -2f, 0.75f];
@@ -185,7 +330,8 @@ public class SaeBenchCoreOutputTests : ModelTestBase
     /// the output has every field SAEBench's <c>CoreEvalOutput</c> declares (BaseEvalOutput's order), each of the type its
     /// annotation says, the config fields of <c>CoreEvalConfig</c>, the seven metric groups of <c>CoreMetricCategories</c>
     /// with exactly their dataclasses' fields, and d_sae details with <c>CoreFeatureMetric</c>'s fields; the values are the
-    /// evaluator's, 3 batches, 40 tokens.</summary>
+    /// SAEBench procedure's (2 CE/KL batches of 2 windows, 32 tokens, then 1 batch, 16 tokens: the fifth window and, the data
+    /// used up, the first again).</summary>
     [Fact]
     public void Output_has_every_field_of_the_SAEBench_schema()
     {
@@ -197,13 +343,14 @@ public class SaeBenchCoreOutputTests : ModelTestBase
         using (no_grad()) { sae.WEnc.copy_(randn(16, 12, generator: manual_seed(1)).mul(TorchScalars.Of(0.3))); sae.WDec.copy_(sae.WEnc.t()); }
         var rng = new Random(5);
         var windows = Enumerable.Range(0, 5).Select(_ => Enumerable.Range(0, 8).Select(_ => (long)rng.Next(1, 50)).ToArray()).ToList();
-        var m = DownstreamEvaluator.Evaluate(model, [new DownstreamTarget(sae)], windows,
-            new DownstreamEvalOptions { BatchSizePrompts = 2, MaxCosineSims = true })[0];
-        Assert.Equal((5L, 8, 2), (m.Contexts, m.ContextSize, m.BatchSizePrompts));
+        var r = SaeBenchCoreEvaluator.Evaluate(model, sae, () => windows,
+            new SaeBenchCoreConfig { BatchSizePrompts = 2, NEvalReconstructionBatches = 2, NEvalSparsityVarianceBatches = 1, ContextSize = 8 }, []);
+        var m = r.Metrics;
+        Assert.Equal((32L, 16L), (m.ReconstructionPositions, m.SparsityVariancePositions));
 
         using var stream = new MemoryStream();
         using (var writer = new Utf8JsonWriter(stream))
-            SaeBenchCoreOutput.Write(writer, m, new SaeBenchCoreRun { ModelName = "tiny-gpt2", Dataset = "corpus.txt", SaeLensReleaseId = "mine", SaeLensId = "custom_sae" });
+            SaeBenchCoreOutput.Write(writer, r, new SaeBenchCoreRun { ModelName = "tiny-gpt2", Dataset = "corpus.txt", SaeLensReleaseId = "mine", SaeLensId = "custom_sae" });
         var json = JsonNode.Parse(stream.ToArray())!.AsObject();
 
         var top = Fields("BaseEvalOutput");
@@ -216,7 +363,8 @@ public class SaeBenchCoreOutputTests : ModelTestBase
         var config = json["eval_config"]!.AsObject();
         Assert.Equal(Fields("CoreEvalConfig").Select(f => f.Name), config.Select(p => p.Key));
         foreach (var (name, type) in Fields("CoreEvalConfig")) Assert.True(Fits(config[name], type), $"eval_config.{name} is not {type}");
-        Assert.Equal(3, config["n_eval_reconstruction_batches"]!.GetValue<long>());
+        Assert.Equal(2, config["n_eval_reconstruction_batches"]!.GetValue<long>());
+        Assert.Equal(1, config["n_eval_sparsity_variance_batches"]!.GetValue<long>());
         Assert.Equal(8, config["context_size"]!.GetValue<long>());
 
         var groups = json["eval_result_metrics"]!.AsObject();
@@ -231,9 +379,10 @@ public class SaeBenchCoreOutputTests : ModelTestBase
         Assert.Equal(m.KlDivScore, groups["model_behavior_preservation"]!["kl_div_score"]!.GetValue<double>());
         Assert.Equal(m.CeLossWithSae, groups["model_performance_preservation"]!["ce_loss_with_sae"]!.GetValue<double>());
         Assert.Equal(m.L0, groups["sparsity"]!["l0"]!.GetValue<double>());
-        Assert.Equal(40, groups["token_stats"]!["total_tokens_eval_reconstruction"]!.GetValue<long>());
-        Assert.Equal(m.Reconstruction.SaeLensEvalMse, groups["reconstruction_quality"]!["mse"]!.GetValue<double>());
-        var features = m.FeatureMetrics!;
+        Assert.Equal(32, groups["token_stats"]!["total_tokens_eval_reconstruction"]!.GetValue<long>());
+        Assert.Equal(16, groups["token_stats"]!["total_tokens_eval_sparsity_variance"]!.GetValue<long>());
+        Assert.Equal(m.Mse, groups["reconstruction_quality"]!["mse"]!.GetValue<double>());
+        var features = r.Features;
         Assert.Equal(SaeBenchMiscMetrics.From(features).FracAlive, groups["misc_metrics"]!["frac_alive"]!.GetValue<double>());
 
         var details = json["eval_result_details"]!.AsArray();
