@@ -50,17 +50,21 @@ internal static class InterventionCommands
         /// <summary>
         /// The hooked model and interventions of the command line. Every SAE is spliced, except one whose only
         /// interventions are steering without <c>--error-term</c>: steering then adds to the raw activation.
-        /// <paramref name="owned"/> are the loaded <c>--sae</c>s, <paramref name="modelHooks"/> the model's processing hooks.
+        /// <paramref name="owned"/> are the loaded <c>--sae</c>s, <paramref name="modelHooks"/> the model's processing hooks;
+        /// with <paramref name="generate"/> new tokens, <c>--positions</c> may name their positions too (the prompt and its
+        /// continuation one numbering).
         /// </summary>
         public (HookedSaeTransformer Hooked, List<Intervention> Edits) Build(ParseResult p, HookedTransformer model, Tensor tokens, List<Sae> owned,
-            IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)> modelHooks)
+            IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)> modelHooks, int generate = 0)
         {
             if (owned.Count == 0) throw new SaeSharpException("--steer, --clamp and --ablate need --sae");
             int index = p.GetValue(SaeIndex);
             if (index < 0 || index >= owned.Count) throw new SaeSharpException($"--sae-index {index}: give 0..{owned.Count - 1} (there are {owned.Count} --sae)");
             var target = owned[index];
             var edits = new List<Intervention>();
-            var positions = ParsePositions(p.GetValue(Positions), tokens.shape[1], $"the input has {tokens.shape[1]} tokens");
+            long length = tokens.shape[1] + generate;
+            var positions = ParsePositions(p.GetValue(Positions), length,
+                generate == 0 ? $"the input has {tokens.shape[1]} tokens" : $"the prompt ({tokens.shape[1]} tokens) and its continuation have {length} tokens");
             foreach (var s in p.GetValue(Steer) ?? []) { var (f, v) = FeatureValue(s, "--steer", "F:S"); edits.Add(new Steering(target, f, v) { Positions = positions }); }
             foreach (var s in p.GetValue(Clamp) ?? []) { var (f, v) = FeatureValue(s, "--clamp", "F:V"); edits.Add(new Clamp(target, f, v)); }
             var ablated = (p.GetValue(Ablate) ?? []).SelectMany(a => FeatureList(a, "--ablate")).ToList();

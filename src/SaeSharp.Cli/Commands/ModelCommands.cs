@@ -40,7 +40,7 @@ internal static class ModelCommands
         var slot = new Option<int?>("--slot") { Description = "A crosscoder (--sae): the slot whose model is run, spliced at every hook of its slots (default: the last slot)" };
         var generate = new Option<int>("--generate")
         {
-            Description = "A crosscoder (--sae): also continue the prompt greedily up to this many tokens (stopping at EOS), clean and with the splice and edits (KV-cached, every model run clean beside it)",
+            Description = "With --sae (SAEs or a crosscoder): also continue the prompt greedily up to this many tokens (stopping at EOS), clean and with the splice and edits, side by side (KV-cached)",
         }.NonNegative();
         var command = new Command("run", "Run the model on token ids (or a --prompt) and save logits and hook activations, with SAEs (or a crosscoder) spliced and interventions applied")
         {
@@ -63,8 +63,18 @@ internal static class ModelCommands
                 return CrossCoderCli.ModelRun(parse, edits, ccPath, ModelSource.Resolve(parse.GetValue(model)!),
                     parse.GetValue(diffModel) is { } dm ? ModelSource.Resolve(dm) : null, parse.GetValue(slot), parse.GetValue(dtype)!,
                     tokens, text is not null, hookArg, parse.GetValue(output)!, parse.GetValue(generate));
-            Cli.RefuseGiven(parse, "for a crosscoder (--sae CROSSCODER); an SAE's steered continuations: sae steer", generate);
             Cli.RefuseGiven(parse, "for a crosscoder (--sae CROSSCODER)", diffModel, slot);
+            int newTokens = parse.GetValue(generate);
+            ITextTokenizer? generationTokenizer = null;
+            if (newTokens > 0)
+            {
+                if ((parse.GetValue(edits.Sae)?.Length ?? 0) == 0)
+                    throw new SaeSharpException("--generate continues the prompt clean and with --sae spliced, side by side: give --sae (a plain continuation: sae model generate)");
+                if (tokens.shape[0] != 1)
+                    throw new SaeSharpException($"--generate continues one prompt, but the input 'tokens' has {tokens.shape[0]} rows");
+                // Before anything is written: the continuations are shown as text.
+                generationTokenizer = Tokenizer.FromFolder(ModelSource.Resolve(parse.GetValue(model)!));
+            }
             var saes = new List<SaeSharp.Saes.Sae>();
             try
             {
@@ -79,19 +89,33 @@ internal static class ModelCommands
                 IReadOnlyList<string> names;
                 Tensor? logits;
                 SaeSharp.Hooks.ActivationCache cache;
+                string[][]? continuations = null;
+                var notes = new List<string>();
+                string? spliced = null;
                 if (edits.Given(parse))
                 {
-                    var (hooked, list) = edits.Build(parse, m, tokens, saes, pm.Hooks);
+                    var (hooked, list) = edits.Build(parse, m, tokens, saes, pm.Hooks, newTokens);
                     names = hookArg is null ? [] : hooked.SelectHooks(hookArg);
-                    (logits, cache) = hooked.RunWithCache(tokens, names, list);
+                    // The saved run covers the prompt only: steering at positions of new tokens steers the continuation alone.
+                    (logits, cache) = hooked.RunWithCache(tokens, names, PromptEdits(list, tokens.shape[1]));
+                    // The continuations before the file is written, so that a failing generation (beyond the context length) writes nothing.
+                    if (newTokens > 0)
+                        try { (continuations, spliced) = Continuations(hooked, list, parse.GetValue(edits.ErrorTerm), generationTokenizer!, tokens, newTokens, notes); }
+                        catch { cache.Dispose(); logits?.Dispose(); throw; }
                 }
                 else
                 {
                     names = hookArg is null ? [] : m.HookPoints.Select(hookArg);
                     (logits, cache) = m.RunWithCache(tokens, names);
                 }
+                if (spliced is not null) Console.WriteLine($"{spliced} of {ModelLoader.NameOf(folder)}");
                 using (cache) SaveRun(parse.GetValue(output)!, logits!, text is null ? null : tokens, names, cache);
                 logits!.Dispose();
+                if (continuations is not null)
+                {
+                    Cli.WriteColumns($"greedy continuation (up to {newTokens} tokens, to EOS) of {ModelLoader.NameOf(folder)}", ["run", "continuation"], continuations);
+                }
+                foreach (var note in notes) Cli.ErrorLine($"note: {note}");
             }
             finally
             {
@@ -100,6 +124,37 @@ internal static class ModelCommands
             return 0;
         });
         return command;
+    }
+
+    /// <summary><paramref name="edits"/> for a run of the prompt alone (<paramref name="promptLength"/> tokens): steering at
+    /// positions keeps those inside the prompt, and steering only at new tokens' positions is left out.</summary>
+    private static List<SaeSharp.Interventions.Intervention> PromptEdits(List<SaeSharp.Interventions.Intervention> edits, long promptLength) =>
+        edits.Select(e => e is SaeSharp.Interventions.Steering { Positions: { } at } st && at.Any(q => q >= promptLength)
+                ? at.Any(q => q < promptLength)
+                    ? new SaeSharp.Interventions.Steering(st.Sae, st.Feature, st.Scale, st.Hook) { Positions = at.Where(q => q < promptLength).ToArray() }
+                    : null
+                : e).OfType<SaeSharp.Interventions.Intervention>().ToList();
+
+    /// <summary><c>sae model run --sae SAE --generate N</c>: the greedy continuations (to EOS) of the prompt, clean (the model
+    /// with its processing hooks) and with the SAEs of <paramref name="hooked"/> spliced and <paramref name="edits"/> applied
+    /// (KV-cached: <see cref="SaeSharp.Interventions.HookedSaeTransformer.Generate"/>), as rows of run and text; and the line
+    /// saying what is spliced.</summary>
+    private static (string[][] Rows, string Spliced) Continuations(SaeSharp.Interventions.HookedSaeTransformer hooked,
+        List<SaeSharp.Interventions.Intervention> edits, bool errorTerm, ITextTokenizer tok, Tensor tokens, int newTokens, List<string> notes)
+    {
+        var options = new GenerationOptions { EosTokenId = tok.EosTokenId };
+        using var plain = hooked.Model.Generate(tokens, newTokens, options with { Hooks = hooked.ModelHooks });
+        using var edited = hooked.Generate(tokens, newTokens, options, edits);
+        long n = tokens.shape[1];
+        string Continuation(Tensor t) => DecodeShowingUnknownIds(tok, t[0].narrow(0, n, t.shape[1] - n).data<long>().Select(v => (int)v).ToList());
+        string label = edits.Count > 0 ? "edited" : "spliced";
+        var positions = edits.OfType<SaeSharp.Interventions.Steering>().SelectMany(st => st.Positions ?? []).Distinct().ToList();
+        if (InterventionCommands.GenerationNote(plain, 0, null) is string cleanNote) notes.Add($"clean: {cleanNote}");
+        if (InterventionCommands.GenerationNote(edited, 0, positions.Count == 0 ? null : positions) is string note) notes.Add($"{label}: {note}");
+        string sites = hooked.Saes.Count == 0 ? "no SAE spliced (steering adds to the raw activation)"
+            : (hooked.Saes.Count == 1 ? "SAE spliced at " : "SAEs spliced at ") + string.Join(", ", hooked.Saes.Select(a => a.IsTranscoder ? $"{a.Hook} → {a.WriteHook}" : a.Hook));
+        return ([["clean", Continuation(plain.Tokens)], [label, Continuation(edited.Tokens)]],
+            $"{sites}{(errorTerm && hooked.Saes.Count > 0 ? " (error term kept)" : "")}");
     }
 
     /// <summary><c>sae model run</c>'s output file: 'logits', 'tokens' (of a --prompt) and each hook of <paramref name="names"/>.</summary>
@@ -139,9 +194,15 @@ internal static class ModelCommands
         var topP = new Option<double?>("--top-p") { Description = "Nucleus sampling mass" };
         var seed = new Option<ulong?>("--seed") { Description = "Sampling seed" };
         var dtype = ModelSource.DtypeOption();
-        var command = new Command("generate", "Continue a prompt (greedy or sampled, with a KV cache)") { model, prompt, maxNew, temperature, topK, topP, seed, dtype };
+        var sae = new Option<string[]>("--sae") { Description = "Not here: continuations with SAEs spliced (and --clamp, --ablate, --steer) are sae model run --sae SAE --prompt TEXT --generate N" };
+        var command = new Command("generate", "Continue a prompt (greedy or sampled, with a KV cache); with SAEs spliced: sae model run --sae SAE --generate N")
+        {
+            model, prompt, maxNew, temperature, topK, topP, seed, dtype, sae,
+        };
         Cli.SetAction(command, parse =>
         {
+            Cli.RefuseGiven(parse, "sae model generate runs the model alone; to continue a prompt clean and with SAEs spliced (--error-term, --clamp, " +
+                "--ablate, --steer, --positions), side by side: sae model run --model M --sae SAE --prompt TEXT --generate N --out run.safetensors", sae);
             if (parse.GetValue(temperature) == 0)
                 Cli.RefuseGiven(parse, "sampling options; --temperature 0 (the default) is greedy decoding, which they do not change (give --temperature > 0 to sample)",
                     topK, topP, seed);

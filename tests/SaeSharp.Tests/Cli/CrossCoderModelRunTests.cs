@@ -227,21 +227,13 @@ public class CrossCoderModelRunTests : ModelTestBase
         using (var saved = SafeTensors.Load(Sub("e.safetensors"))["logits"]) Close(handPrompt, saved, 1e-5, "saved prompt run");
 
         // Refusals, each named, nothing written: a position beyond the prompt and its continuation, a slot out of range,
-        // --generate for an SAE, several rows.
+        // several rows (--generate with an SAE: SaeModelRunGenerateTests).
         (exit, _, err) = CliRunner.Run([.. common, "--steer", "4:3", "--positions", $"{p + 6}", "--out", Sub("x.safetensors")]);
         Assert.NotEqual(0, exit);
         Assert.Contains($"--positions {p + 6}: the prompt ({p} tokens) and its continuation have {p + 6} tokens, so positions run 0..{p + 5}", err);
         (exit, _, err) = CliRunner.Run([.. common, "--slot", "2", "--out", Sub("x.safetensors")]);
         Assert.NotEqual(0, exit);
         Assert.Contains("--slot 2: give 0..1", err);
-        string saeDir = Sub("sae");
-        var cfg = new SaeConfig { DIn = D, DSae = 8 };
-        cfg.Metadata.HookName = hook;
-        using (var sae = SaeFactory.Create(cfg))
-            SaeLensFormat.Save(sae, saeDir);
-        (exit, _, err) = CliRunner.Run("model", "run", "--model", c, "--sae", saeDir, "--prompt", prompt, "--generate", "3", "--out", Sub("x.safetensors"));
-        Assert.NotEqual(0, exit);
-        Assert.Contains("--generate", err);
         using var two = tensor(new long[] { 5, 9, 2, 7 }).reshape(2, 2);
         SafeTensors.Save(Sub("two.safetensors"), new Dictionary<string, Tensor> { ["tokens"] = two });
         (exit, _, err) = CliRunner.Run("model", "run", "--model", b, "--diff-model", c, "--sae", Sub("diff"), "--input", Sub("two.safetensors"), "--generate", "3", "--out", Sub("x.safetensors"));
