@@ -51,6 +51,55 @@ internal static class ProbeFitBench
         return 0;
     }
 
+    /// <summary>
+    /// <c>probe</c>: the whole <c>SparseProbing</c> evaluation (one label; llm probes on a [n, 64] activation, k-sparse
+    /// probes, the probe on all features) on n × d synthetic SAE features at <c>--density</c> (uniform in [0, 2)), the label
+    /// from the first two columns plus noise, the first 4/5 of the rows the training half. Default: the features made in
+    /// row blocks of 256 straight into their non-zeros (<c>SparseRows</c>, as <c>sae probe --pooling mean</c> holds them);
+    /// <c>--dense</c>: made whole as a float32 [n, d] tensor and handed to the public <c>SparseProbing.Evaluate</c>. Prints
+    /// the wall clock and the peak RSS (VmHWM, reset just before the features are made). Usage:
+    /// <c>probe [--n 5000] [--d 65536] [--density 0.01] [--dense]</c>.
+    /// </summary>
+    public static int RunProbe(string[] argv)
+    {
+        var a = new BenchArgs(argv, ["--n", "--d", "--density"], ["--dense"]);
+        int n = a.Int("--n", 5000), d = a.Int("--d", 65536);
+        double density = double.Parse(a.Value("--density", "0.01"), System.Globalization.CultureInfo.InvariantCulture);
+        bool dense = a.Flag("--dense");
+        manual_seed(1);
+        using var acts = rand(n, 64);
+        var fit = Enumerable.Range(0, n).Select(i => i % 5 != 4).ToArray();
+        bool reset = ResetPeak();
+        long rssStart = RssKb("VmRSS:");
+        var sw = Stopwatch.StartNew();
+        var score = new float[n];
+        var sparse = new SparseRows(n, d);
+        Tensor? x = dense ? empty(n, d) : null;
+        for (long i = 0; i < n; i += 256)
+        {
+            using var b = NewDisposeScope();
+            long len = Math.Min(256, n - i);
+            var block = rand(len, d).mul(2).mul(rand(len, d).lt(density));
+            block.select(1, 0).sub(block.select(1, 1)).add(rand(len).sub(0.5).mul(0.5)).data<float>().CopyTo(score.AsSpan((int)i, (int)len));
+            if (x is not null) x.narrow(0, i, len).copy_(block);
+            else sparse.SetRows([.. Enumerable.Range((int)i, (int)len).Select(r => (long)r)], block);
+        }
+        var labels = score.Select(v => v > 0 ? new[] { 0 } : []).ToList();
+        double made = sw.Elapsed.TotalSeconds;
+        var options = new SparseProbingOptions();
+        var report = x is not null ? SparseProbing.Evaluate(x, acts, labels, ["label"], fit, options)
+            : SparseProbing.EvaluateSparse(sparse, acts, labels, ["label"], fit, options);
+        double total = sw.Elapsed.TotalSeconds;
+        x?.Dispose();
+        var t = report.Tasks.Single();
+        Console.WriteLine($"probe ({(dense ? "dense features" : "non-zeros")}): n {n}, d {d}, density {density}, torch threads {get_num_threads()}; " +
+                          $"{t.TrainExamples} train / {t.TestExamples} test examples, {t.SaeProbeFeatures} firing features");
+        Console.WriteLine($"  features made in {made:F1} s, evaluated in {total - made:F1} s; sae_test_accuracy {t.SaeTestAccuracy:F4}, " +
+                          $"sae_top_k {string.Join(" ", t.SaeTopK.Select(kv => $"{kv.Key}:{kv.Value:F4}"))}, top features {string.Join(",", t.TopFeatures.Take(5))}");
+        Console.WriteLine($"  peak RSS {PeakRssKb() / 1024} MB (RSS {rssStart / 1024} MB before the features were made{(reset ? "" : "; peak not reset")})");
+        return 0;
+    }
+
     private static int Gram(Tensor x)
     {
         var sw = Stopwatch.StartNew();

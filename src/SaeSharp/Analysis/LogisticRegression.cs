@@ -119,25 +119,53 @@ public sealed class LogisticRegression
     internal static LogisticRegression FitRepresenter(Tensor x, bool[] y, double c, int maxIter, double tolerance, double[]? sampleWeight,
         bool? sparseGram = null)
     {
+        long n = x.shape[0], d = x.shape[1], block = ColumnBlock(x);
+        bool sparse;
+        using (var count = NewDisposeScope()) sparse = sparseGram ?? x.count_nonzero().item<long>() <= SparseDensity * n * d;
+        if (sparse) return FitRepresenter(SparseColumns.FromDense(x), y, c, maxIter, tolerance, sampleWeight);
+        using var scope = NewDisposeScope();
+        var k = zeros(n, n, ScalarType.Float64);
+        for (long j = 0; j < d; j += block)
+        {
+            using var b = NewDisposeScope();
+            var xc = x.narrow(1, j, Math.Min(block, d - j)).to(ScalarType.Float64).cpu();
+            k.addmm_(xc, xc.t());
+        }
+        var (alpha, intercept, it) = SolveRepresenter(k, y, c, maxIter, tolerance, sampleWeight);
+        var coef = new double[d];
+        for (long j = 0; j < d; j += block)
+        {
+            using var b = NewDisposeScope();
+            long len = Math.Min(block, d - j);
+            using var a = tensor(alpha);
+            x.narrow(1, j, len).to(ScalarType.Float64).cpu().t().mv(a).data<double>().CopyTo(coef.AsSpan((int)j, (int)len));
+        }
+        return new LogisticRegression(coef, intercept, it);
+    }
+
+    /// <summary>The representer fit (<see cref="FitRepresenter(Tensor, bool[], double, int, double, double[], bool?)"/>) of
+    /// a matrix given by its non-zeros: K = X·Xᵀ by <see cref="SparseColumns.Gram"/>, w = Xᵀα by
+    /// <see cref="SparseColumns.TransposeTimes"/>.</summary>
+    internal static LogisticRegression FitRepresenter(SparseColumns x, bool[] y, double c, int maxIter = 100, double tolerance = 1e-8, double[]? sampleWeight = null)
+    {
+        if (x.Rows != y.Length) throw new SaeSharpException($"logistic regression: {x.Rows} rows but {y.Length} labels");
+        if (y.Length == 0 || y.All(v => v) || !y.Any(v => v)) throw new SaeSharpException("logistic regression needs examples of both classes");
+        double[] alpha;
+        double intercept;
+        int it;
+        using (var k = x.Gram()) (alpha, intercept, it) = SolveRepresenter(k, y, c, maxIter, tolerance, sampleWeight);
+        return new LogisticRegression(x.TransposeTimes(alpha), intercept, it);
+    }
+
+    /// <summary>Newton's method in the representer space on the Gram matrix <paramref name="k"/> [n, n] (float64): α and b.</summary>
+    private static (double[] Alpha, double Intercept, int Iterations) SolveRepresenter(Tensor k, bool[] y, double c, int maxIter, double tolerance,
+        double[]? sampleWeight)
+    {
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         using var cs = c.ToScalar();
         var one = TorchScalars.One;
-        long n = x.shape[0], d = x.shape[1], block = ColumnBlock(x);
-        bool sparse = sparseGram ?? x.count_nonzero().item<long>() <= SparseDensity * n * d;
-        var columns = sparse ? SparseColumns.FromDense(x) : null;
-        Tensor k;
-        if (columns is not null) k = columns.Gram();
-        else
-        {
-            k = zeros(n, n, ScalarType.Float64);
-            for (long j = 0; j < d; j += block)
-            {
-                using var b = NewDisposeScope();
-                var xc = x.narrow(1, j, Math.Min(block, d - j)).to(ScalarType.Float64).cpu();
-                k.addmm_(xc, xc.t());
-            }
-        }
+        long n = k.shape[0];
         var t = tensor(y.Select(v => v ? 1.0 : 0.0).ToArray());
         var sw = sampleWeight is null ? ones(n, ScalarType.Float64) : tensor(sampleWeight);
         var alpha = zeros(n, ScalarType.Float64);
@@ -204,16 +232,7 @@ public sealed class LogisticRegression
             f = fNext;
         }
         mWork.Dispose();
-        k.Dispose();
-        if (columns is not null) return new LogisticRegression(columns.TransposeTimes(alpha.data<double>().ToArray()), intercept, it);
-        var coef = new double[d];
-        for (long j = 0; j < d; j += block)
-        {
-            using var b = NewDisposeScope();
-            long len = Math.Min(block, d - j);
-            x.narrow(1, j, len).to(ScalarType.Float64).cpu().t().mv(alpha).data<double>().CopyTo(coef.AsSpan((int)j, (int)len));
-        }
-        return new LogisticRegression(coef, intercept, it);
+        return (alpha.data<double>().ToArray(), intercept, it);
     }
 
     /// <summary>An estimate of the largest eigenvalue of Zᵀ·diag(<paramref name="sw"/>)·Z (30 power iterations from a
@@ -342,9 +361,14 @@ public sealed class LogisticRegression
     }
 
     /// <summary>Share of rows whose prediction (w·x + b &gt; 0) equals the label.</summary>
-    public double Accuracy(Tensor x, bool[] y)
+    public double Accuracy(Tensor x, bool[] y) => Accuracy(DecisionFunction(x), y);
+
+    /// <summary>Share of rows whose prediction (w·x + b &gt; 0) on the non-zeros <paramref name="x"/> equals the label.</summary>
+    internal double Accuracy(SparseRows x, bool[] y) => Accuracy(x.RowDots(Coef, Intercept), y);
+
+    /// <summary>Share of decision values <paramref name="s"/> whose sign (&gt; 0: class 1) matches the label.</summary>
+    private static double Accuracy(double[] s, bool[] y)
     {
-        var s = DecisionFunction(x);
         if (s.Length != y.Length) throw new SaeSharpException($"{s.Length} rows but {y.Length} labels");
         return s.Length == 0 ? 0 : (double)s.Where((v, i) => v > 0 == y[i]).Count() / s.Length;
     }

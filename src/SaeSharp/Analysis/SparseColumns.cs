@@ -59,26 +59,22 @@ internal sealed class SparseColumns
 
     private delegate void RowBlockAction(long firstRow, int rows, ReadOnlySpan<double> values);
 
-    /// <summary>The non-zeros of <paramref name="x"/> [n, d], read twice in float64 row blocks (counting, then filling);
+    /// <summary>The non-zeros of <paramref name="x"/> [n, d], listed in float64 row blocks (<see cref="SparseRows.FromDense"/>);
     /// x itself is never copied whole.</summary>
-    public static SparseColumns FromDense(Tensor x)
+    public static SparseColumns FromDense(Tensor x) => FromRows(SparseRows.FromDense(x));
+
+    /// <summary>The entries of <paramref name="x"/> by column: counted per (row tile, column), then placed, rows ascending
+    /// within each column.</summary>
+    public static SparseColumns FromRows(SparseRows x)
     {
-        if (x.dim() != 2) throw new SaeSharpException($"sparse columns need an [n, d] matrix, got [{string.Join(", ", x.shape)}]");
-        if (x.shape[0] > int.MaxValue || x.shape[1] > int.MaxValue)
-            throw new SaeSharpException($"sparse columns: [{string.Join(", ", x.shape)}] has more than {int.MaxValue} rows or columns");
-        int n = (int)x.shape[0], d = (int)x.shape[1], tiles = (n + Tile - 1) / Tile;
-        // Pass 1: entries per (tile, column).
+        int n = x.Rows, d = x.Columns, tiles = (n + Tile - 1) / Tile;
+        // Entries per (tile, column).
         var count = new long[(long)tiles * d];
-        ForEachRowBlock(x, (first, rows, v) =>
+        for (int i = 0; i < n; i++)
         {
-            for (int r = 0; r < rows; r++)
-            {
-                long offset = (first + r) / Tile * d;
-                var row = v.Slice(r * d, d);
-                for (int j = 0; j < row.Length; j++)
-                    if (row[j] != 0) count[offset + j]++;
-            }
-        });
+            long offset = (long)(i / Tile) * d;
+            foreach (int j in x.Row(i).Columns) count[offset + j]++;
+        }
         // Where each (tile, column) begins: columns in order, tiles in order within a column.
         var tileStart = new int[(long)(tiles + 1) * d];
         long nnz = 0;
@@ -91,27 +87,21 @@ internal sealed class SparseColumns
                 if (t < tiles) nnz += count[(long)t * d + j];
             }
         count = null!;
-        // Pass 2: fill, rows ascending within each column.
         var rowIndex = new int[nnz];
         var values = new double[nnz];
         var next = new int[(long)tiles * d];
         Array.Copy(tileStart, next, next.Length);
-        ForEachRowBlock(x, (first, rows, v) =>
+        for (int i = 0; i < n; i++)
         {
-            for (int r = 0; r < rows; r++)
+            long offset = (long)(i / Tile) * d;
+            var (cols, vals) = x.Row(i);
+            for (int e = 0; e < cols.Length; e++)
             {
-                int i = (int)(first + r);
-                long offset = (long)(i / Tile) * d;
-                var row = v.Slice(r * d, d);
-                for (int j = 0; j < row.Length; j++)
-                    if (row[j] != 0)
-                    {
-                        int at = next[offset + j]++;
-                        rowIndex[at] = i;
-                        values[at] = row[j];
-                    }
+                int at = next[offset + cols[e]]++;
+                rowIndex[at] = i;
+                values[at] = vals[e];
             }
-        });
+        }
         return new SparseColumns(n, d, rowIndex, values, tileStart);
     }
 

@@ -132,10 +132,25 @@ public static class SparseProbing
     public static SparseProbingReport Evaluate(Tensor features, Tensor modelActs, IReadOnlyList<int[]> tokenLabels, IReadOnlyList<string> labelNames,
         bool[] fit, SparseProbingOptions options)
     {
+        if (features.dim() != 2) throw new SaeSharpException($"sparse probing: features must be [n, d_sae], got [{string.Join(", ", features.shape)}]");
+        if (features.shape[0] != tokenLabels.Count) throw Disagree($"features [{string.Join(", ", features.shape)}]", modelActs, fit, tokenLabels.Count);
+        return EvaluateSparse(SparseRows.FromDense(features), modelActs, tokenLabels, labelNames, fit, options);
+    }
+
+    private static SaeSharpException Disagree(string features, Tensor modelActs, bool[] fit, int n) =>
+        new($"sparse probing: {features}, activations [{string.Join(", ", modelActs.shape)}], " +
+            $"{fit.Length} split flags and {n} label lists must agree on the number of tokens");
+
+    /// <summary><see cref="Evaluate(Tensor, Tensor, IReadOnlyList{int[]}, IReadOnlyList{string}, bool[], SparseProbingOptions)"/>
+    /// on the features' non-zeros: each task selects its rows from them, ranks features by class-mean difference over the
+    /// non-zeros, fits the k-sparse probes on dense [n, k] slices and the all-feature probe on the non-zeros (or on the
+    /// dense slice of the firing columns when they are no more than the rows), so memory follows the non-zeros, not n × d_sae.</summary>
+    internal static SparseProbingReport EvaluateSparse(SparseRows features, Tensor modelActs, IReadOnlyList<int[]> tokenLabels, IReadOnlyList<string> labelNames,
+        bool[] fit, SparseProbingOptions options)
+    {
         int n = tokenLabels.Count;
-        if (features.dim() != 2 || modelActs.dim() != 2 || features.shape[0] != n || modelActs.shape[0] != n || fit.Length != n)
-            throw new SaeSharpException($"sparse probing: features [{string.Join(", ", features.shape)}], activations [{string.Join(", ", modelActs.shape)}], " +
-                                        $"{fit.Length} split flags and {n} label lists must agree on the number of tokens");
+        if (modelActs.dim() != 2 || features.Rows != n || modelActs.shape[0] != n || fit.Length != n)
+            throw Disagree($"features [{features.Rows}, {features.Columns}]", modelActs, fit, n);
         if (options.KValues.Count == 0 || options.KValues.Any(k => k < 1))
             throw new SaeSharpException($"sparse probing: k values must be positive, got [{string.Join(", ", options.KValues)}]");
         var tasks = new List<SparseProbingTask>();
@@ -151,29 +166,36 @@ public static class SparseProbing
             var te = tensor(testRows);
             var xTrain = modelActs.index_select(0, tr);
             var xTest = modelActs.index_select(0, te);
-            var fTrain = features.index_select(0, tr);
-            var fTest = features.index_select(0, te);
+            var fTrain = features.Select(trainRows);
+            var fTest = features.Select(testRows);
             double llm = LogisticRegression.Fit(xTrain, yTrain, options.C).Accuracy(xTest, yTest);
             var llmOrder = MeanDifferenceOrder(xTrain, yTrain, absolute: true);
-            var saeOrder = MeanDifferenceOrder(fTrain, yTrain, absolute: true);
+            var saeOrder = MeanDifferenceOrder(fTrain.MeanDifference(yTrain), absolute: true);
             var llmTop = new SortedDictionary<int, double>();
             var saeTop = new SortedDictionary<int, double>();
             foreach (int k in options.KValues)
             {
                 llmTop[k] = TopKAccuracy(xTrain, yTrain, xTest, yTest, llmOrder, k, options.C);
-                saeTop[k] = TopKAccuracy(fTrain, yTrain, fTest, yTest, saeOrder, k, options.C);
+                using var kScope = NewDisposeScope();
+                var top = saeOrder.Take(k).ToArray();
+                saeTop[k] = LogisticRegression.Fit(fTrain.Dense(top), yTrain, options.C).Accuracy(fTest.Dense(top), yTest);
             }
             // The probe on all SAE features: a feature that is 0 on every training row gets weight 0 at the optimum (its
             // gradient is its own penalty term), so fitting on the columns that fire gives the same probe. When more fire
-            // than there are training rows the fit runs in the rows' span (LogisticSolver.Representer), where a column of
-            // zeros adds nothing to X·Xᵀ and gets weight exactly 0: the whole matrix is fitted, without copying the firing
-            // columns out of it.
-            var firing = fTrain.ne(TorchScalars.Of(0)).any(0L).nonzero().squeeze(1);
-            int nFiring = (int)firing.shape[0];
-            double? saeAll = nFiring == 0 ? TestMajority(yTrain, yTest)
-                : nFiring > trainRows.Length
-                    ? LogisticRegression.Fit(fTrain, yTrain, options.C, solver: LogisticSolver.Representer).Accuracy(fTest, yTest)
-                    : LogisticRegression.Fit(fTrain.index_select(1, firing), yTrain, options.C).Accuracy(fTest.index_select(1, firing), yTest);
+            // than there are training rows the fit runs in the rows' span (LogisticSolver.Representer) on the non-zeros,
+            // where a column of zeros adds nothing to X·Xᵀ and gets weight exactly 0; otherwise on the dense slice of the
+            // firing columns.
+            var firing = fTrain.NonZeroColumns();
+            int nFiring = firing.Length;
+            double? saeAll;
+            if (nFiring == 0) saeAll = TestMajority(yTrain, yTest);
+            else if (nFiring > trainRows.Length)
+                saeAll = LogisticRegression.FitRepresenter(SparseColumns.FromRows(fTrain), yTrain, options.C).Accuracy(fTest, yTest);
+            else
+            {
+                var probe = LogisticRegression.Fit(fTrain.Dense(firing), yTrain, options.C);
+                saeAll = probe.Accuracy(fTest.Dense(firing), yTest);
+            }
             tasks.Add(new SparseProbingTask(labelNames[l], trainRows.Length, testRows.Length, llm, llmTop, saeTop,
                 saeOrder.Take(options.KValues.Max()).ToArray(), saeAll, nFiring));
         }
@@ -284,7 +306,11 @@ public static class SparseProbing
         var pos = tensor(y.Select((v, i) => (v, i)).Where(t => t.v).Select(t => (long)t.i).ToArray());
         var neg = tensor(y.Select((v, i) => (v, i)).Where(t => !t.v).Select(t => (long)t.i).ToArray());
         var x64 = x.to(ScalarType.Float64);
-        var diff = x64.index_select(0, pos).mean([0]).sub(x64.index_select(0, neg).mean([0])).data<double>().ToArray();
-        return [.. Enumerable.Range(0, diff.Length).OrderByDescending(j => absolute ? Math.Abs(diff[j]) : diff[j]).ThenBy(j => j)];
+        return MeanDifferenceOrder(x64.index_select(0, pos).mean([0]).sub(x64.index_select(0, neg).mean([0])).data<double>().ToArray(), absolute);
     }
+
+    /// <summary>Columns ordered by their class-mean difference <paramref name="diff"/> (its absolute value when
+    /// <paramref name="absolute"/>), largest first; ties by column index.</summary>
+    internal static int[] MeanDifferenceOrder(double[] diff, bool absolute) =>
+        [.. Enumerable.Range(0, diff.Length).OrderByDescending(j => absolute ? Math.Abs(diff[j]) : diff[j]).ThenBy(j => j)];
 }

@@ -67,10 +67,11 @@ public static class TextProbing
         ITextTokenizer tokenizer, string datasetPath, TextProbingOptions text, SparseProbingOptions options)
     {
         var data = Read(datasetPath, text, options.TrainSetSize, options.TestSetSize, options.Seed);
-        using var pooled = Pool(sae, model, modelHooks, tokenizer, data.Texts, text);
+        var (hook, features, acts) = PoolSparse(sae, model, modelHooks, tokenizer, data.Texts, text);
+        using var _ = acts;
         var labels = options.Labels ?? (data.OneClassEach ? data.Names : null);
-        return SparseProbing.Evaluate(pooled.Features, pooled.Acts, data.Labels, data.Names, data.Fit,
-            options with { OneVsRestClasses = data.OneClassEach, Labels = labels, MinPositives = text.MinTexts, Examples = "texts" }) with { Hook = pooled.Hook, Pooling = "mean" };
+        return SparseProbing.EvaluateSparse(features, acts, data.Labels, data.Names, data.Fit,
+            options with { OneVsRestClasses = data.OneClassEach, Labels = labels, MinPositives = text.MinTexts, Examples = "texts" }) with { Hook = hook, Pooling = "mean" };
     }
 
     /// <summary>Mean of <paramref name="x"/> [batch, pos, d] over the positions where <paramref name="keep"/> [batch, pos] is
@@ -98,6 +99,46 @@ public static class TextProbing
     public static PooledActivations Pool(Sae sae, HookedTransformer model, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks,
         ITextTokenizer tokenizer, IReadOnlyList<string> texts, TextProbingOptions options)
     {
+        Tensor? features = null, acts = null;
+        try
+        {
+            string hook = PoolBatches(sae, model, modelHooks, tokenizer, texts, options, (rows, pf, px) =>
+            {
+                features ??= zeros(texts.Count, pf.shape[1], ScalarType.Float32).DetachFromDisposeScope();
+                using var r = tensor(rows);
+                features.index_copy_(0, r, pf);
+            }, out acts);
+            var result = new PooledActivations(hook, features!, acts);
+            features = acts = null;
+            return result;
+        }
+        finally
+        {
+            features?.Dispose();
+            acts?.Dispose();
+        }
+    }
+
+    /// <summary><see cref="Pool"/> keeping only the non-zeros of the pooled features, batch by batch: memory follows them,
+    /// not texts × d_sae. Returns the hook, the features and the pooled activations [texts, d] (float32, CPU).</summary>
+    internal static (string Hook, SparseRows Features, Tensor Acts) PoolSparse(Sae sae, HookedTransformer model,
+        IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks, ITextTokenizer tokenizer, IReadOnlyList<string> texts, TextProbingOptions options)
+    {
+        SparseRows? features = null;
+        string hook = PoolBatches(sae, model, modelHooks, tokenizer, texts, options, (rows, pf, _) =>
+        {
+            features ??= new SparseRows(texts.Count, (int)pf.shape[1]);
+            features.SetRows(rows, pf);
+        }, out var acts);
+        return (hook, features!, acts);
+    }
+
+    /// <summary>The pooling pass: texts of equal length batched, the model run to the hook, the SAE run on it, both
+    /// mean-pooled; <paramref name="features"/> receives each batch's text indices and pooled features [batch, d_sae]
+    /// (float32, CPU); the pooled activations come back whole in <paramref name="acts"/> [texts, d].</summary>
+    private static string PoolBatches(Sae sae, HookedTransformer model, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks,
+        ITextTokenizer tokenizer, IReadOnlyList<string> texts, TextProbingOptions options, Action<long[], Tensor, Tensor> features, out Tensor acts)
+    {
         if (options.ContextSize < 1) throw new SaeSharpException($"context size must be positive, got {options.ContextSize}");
         if (texts.Count == 0) throw new SaeSharpException("mean pooling: no texts");
         string hook = model.HookPoints.Resolve(sae.Cfg.Metadata.HookOr(null));
@@ -111,7 +152,7 @@ public static class TextProbing
             if (!keep[i].Any(v => v))
                 throw new SaeSharpException($"text {i} has no token besides BOS, EOS and padding to average (empty text?): \"{(texts[i].Length > 60 ? texts[i][..60] + "…" : texts[i])}\"");
         var progress = new ProgressCounter(options.Progress, "texts", texts.Count);
-        Tensor? features = null, acts = null;
+        Tensor? pooled = null;
         try
         {
             using var _ = no_grad();
@@ -133,23 +174,22 @@ public static class TextProbing
                     var f = sae.Run(x).FeatureActs;
                     var px = MeanPool(x, mask).cpu();
                     var pf = MeanPool(f, mask).cpu();
-                    features ??= zeros(texts.Count, pf.shape[1], ScalarType.Float32).DetachFromDisposeScope();
-                    acts ??= zeros(texts.Count, px.shape[1], ScalarType.Float32).DetachFromDisposeScope();
-                    var rows = tensor(idx.Select(i => (long)i).ToArray());
-                    features.index_copy_(0, rows, pf);
-                    acts.index_copy_(0, rows, px);
+                    pooled ??= zeros(texts.Count, px.shape[1], ScalarType.Float32).DetachFromDisposeScope();
+                    var rows = idx.Select(i => (long)i).ToArray();
+                    features(rows, pf, px);
+                    using var r = tensor(rows);
+                    pooled.index_copy_(0, r, px);
                 }
                 progress.Add(idx.Length);
                 start = end;
             }
-            var result = new PooledActivations(hook, features!, acts!);
-            features = acts = null;
-            return result;
+            acts = pooled!;
+            pooled = null;
+            return hook;
         }
         finally
         {
-            features?.Dispose();
-            acts?.Dispose();
+            pooled?.Dispose();
         }
     }
 
