@@ -155,22 +155,6 @@ public sealed class SaeBenchCoreAccumulator
         return keep;
     }
 
-    /// <summary>TransformerLens's per-token loss: −log softmax(logits)[t, token t+1], [b, s−1] float64.</summary>
-    public static Tensor CePerToken(Tensor logits, Tensor tokens)
-    {
-        long s = tokens.shape[1];
-        var lp = torch.nn.functional.log_softmax(logits.narrow(1, 0, s - 1).to(ScalarType.Float64), -1);
-        return lp.gather(-1, tokens.narrow(1, 1, s - 1).unsqueeze(-1)).squeeze(-1).neg();
-    }
-
-    /// <summary>KL(softmax(clean) ‖ softmax(variant)) per position, [b, s] float64 (SAEBench's <c>kl</c>, via log-softmax).</summary>
-    public static Tensor KlPerToken(Tensor clean, Tensor variant)
-    {
-        var lc = torch.nn.functional.log_softmax(clean.to(ScalarType.Float64), -1);
-        var lv = torch.nn.functional.log_softmax(variant.to(ScalarType.Float64), -1);
-        return (lc.exp() * (lc - lv)).sum(-1);
-    }
-
     /// <summary>One CE/KL batch: per-token CE [b, s−1] clean, spliced and zero-ablated, and KL [b, s] spliced and ablated.</summary>
     public void AddReconstruction(Tensor tokens, Tensor ceClean, Tensor ceSae, Tensor ceZero, Tensor klSae, Tensor klZero)
     {
@@ -305,15 +289,17 @@ public static class SaeBenchCoreEvaluator
                 var kl = new List<Tensor>[2] { [], [] };
                 for (int w = 0; w < rows.Length; w++)
                 {
+                    // Each window's [1, pos, vocab] logits and log-probabilities are freed before the next.
+                    using var windowScope = NewDisposeScope();
                     var t = tokens.narrow(0, w, 1);
-                    var lc = model.LogitsOf(clean.narrow(0, w, 1));
-                    var ls = model.LogitsOf(spliced.narrow(0, w, 1));
-                    var lz = model.LogitsOf(zero.narrow(0, w, 1));
-                    ce[0].Add(SaeBenchCoreAccumulator.CePerToken(lc, t));
-                    ce[1].Add(SaeBenchCoreAccumulator.CePerToken(ls, t));
-                    ce[2].Add(SaeBenchCoreAccumulator.CePerToken(lz, t));
-                    kl[0].Add(SaeBenchCoreAccumulator.KlPerToken(lc, ls));
-                    kl[1].Add(SaeBenchCoreAccumulator.KlPerToken(lc, lz));
+                    var lc = TokenLosses.LogProbs(model.LogitsOf(clean.narrow(0, w, 1)));
+                    var ls = TokenLosses.LogProbs(model.LogitsOf(spliced.narrow(0, w, 1)));
+                    var lz = TokenLosses.LogProbs(model.LogitsOf(zero.narrow(0, w, 1)));
+                    ce[0].Add(TokenLosses.NextTokenLoss(lc, t).MoveToOuterDisposeScope());
+                    ce[1].Add(TokenLosses.NextTokenLoss(ls, t).MoveToOuterDisposeScope());
+                    ce[2].Add(TokenLosses.NextTokenLoss(lz, t).MoveToOuterDisposeScope());
+                    kl[0].Add(TokenLosses.Kl(lc, ls).MoveToOuterDisposeScope());
+                    kl[1].Add(TokenLosses.Kl(lc, lz).MoveToOuterDisposeScope());
                 }
                 acc.AddReconstruction(tokens, cat(ce[0]), cat(ce[1]), cat(ce[2]), cat(kl[0]), cat(kl[1]));
             }

@@ -1,3 +1,4 @@
+using SaeSharp.Models;
 using static TorchSharp.torch;
 
 namespace SaeSharp.Interventions;
@@ -38,17 +39,15 @@ public sealed class InterventionEffect : IDisposable
         long s = tokens.shape[1];
         if (s < 2) throw new SaeSharpException("comparing next-token losses needs at least 2 tokens");
         using var scope = NewDisposeScope();
-        var lc = cleanLogits.to(ScalarType.Float64).log_softmax(-1);
-        var le = editedLogits.to(ScalarType.Float64).log_softmax(-1);
-        var next = tokens.narrow(1, 1, s - 1).to(ScalarType.Int64).unsqueeze(-1);
-        Tensor Ce(Tensor lp) => -lp.narrow(1, 0, s - 1).gather(-1, next).squeeze(-1);
+        var lc = TokenLosses.LogProbs(cleanLogits);
+        var le = TokenLosses.LogProbs(editedLogits);
         var (pc, ic) = lc.max(-1);
         var (pe, ie) = le.max(-1);
         var effect = new InterventionEffect
         {
-            CleanLoss = Ce(lc).MoveToOuterDisposeScope(),
-            EditedLoss = Ce(le).MoveToOuterDisposeScope(),
-            Kl = (lc.exp() * (lc - le)).sum(-1).MoveToOuterDisposeScope(),
+            CleanLoss = TokenLosses.NextTokenLoss(lc, tokens).MoveToOuterDisposeScope(),
+            EditedLoss = TokenLosses.NextTokenLoss(le, tokens).MoveToOuterDisposeScope(),
+            Kl = TokenLosses.Kl(lc, le).MoveToOuterDisposeScope(),
             CleanTop = ic.MoveToOuterDisposeScope(),
             EditedTop = ie.MoveToOuterDisposeScope(),
             CleanTopProb = pc.exp().MoveToOuterDisposeScope(),

@@ -1,3 +1,4 @@
+using SaeSharp.Models;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using SaeSharp.Evaluation;
@@ -230,8 +231,9 @@ public class SaeBenchCoreOutputTests : ModelTestBase
         {
             var t = tokens[b];
             var (lc, ls, lz) = (logits[b][0], logits[b][1], logits[b][2]);
-            acc.AddReconstruction(t, SaeBenchCoreAccumulator.CePerToken(lc, t), SaeBenchCoreAccumulator.CePerToken(ls, t),
-                SaeBenchCoreAccumulator.CePerToken(lz, t), SaeBenchCoreAccumulator.KlPerToken(lc, ls), SaeBenchCoreAccumulator.KlPerToken(lc, lz));
+            var (pc, ps, pz) = (TokenLosses.LogProbs(lc), TokenLosses.LogProbs(ls), TokenLosses.LogProbs(lz));
+            acc.AddReconstruction(t, TokenLosses.NextTokenLoss(pc, t), TokenLosses.NextTokenLoss(ps, t),
+                TokenLosses.NextTokenLoss(pz, t), TokenLosses.Kl(pc, ps), TokenLosses.Kl(pc, pz));
         }
         for (int b = 0; b < nSv; b++) acc.AddSparsityVariance(tokens[nRec + b], x[b], xHat[b], f[b]);
         var m = acc.Result();
