@@ -236,7 +236,7 @@ internal static class ModelCommands
                 Cli.WriteColumns(what, ["run", "continuation"], runs[0].Rows!);
                 return;
             }
-            Console.WriteLine(what);
+            Cli.WriteIndented(Spectre.Console.Markup.Escape(what), 0);
             for (int i = 0; i < runs.Count; i++)
                 Cli.WriteColumns($"prompt {i}: {SaeSharp.Analysis.DashboardWriter.Quote(texts[i])}", ["run", "continuation"], runs[i].Rows!);
         }
@@ -301,14 +301,17 @@ internal static class ModelCommands
         SafeTensors.Save(path, outputs);
         string Shape(Tensor t) => $"[{string.Join(", ", t.shape)}]";
         var first = runs[0];
-        var parts = new List<string> { $"logits {Shape(first.Logits)}" };
-        if (first.Tokens is not null) parts.Add($"tokens {Shape(first.Tokens)}");
-        if (first.GeneratedClean is not null) parts.Add($"generated_clean {Shape(first.GeneratedClean)}");
-        if (first.GeneratedEdited is not null) parts.Add($"generated_edited {Shape(first.GeneratedEdited)}");
+        bool one = runs.Count == 1;
+        var parts = new List<string> { one ? $"logits {Shape(first.Logits)}" : "logits" };
+        if (first.Tokens is not null) parts.Add(one ? $"tokens {Shape(first.Tokens)}" : "tokens");
+        if (first.GeneratedClean is { } gc && first.GeneratedEdited is { } ge)
+            parts.Add(!one ? "generated_clean, generated_edited"
+                : gc.shape.SequenceEqual(ge.shape) ? $"generated_clean and generated_edited {Shape(gc)}"
+                : $"generated_clean {Shape(gc)}, generated_edited {Shape(ge)}");
         string hooks = first.Names.Count == 0 ? "" : $" and {first.Names.Count} hook tensor{(first.Names.Count == 1 ? "" : "s")}";
-        Console.WriteLine(runs.Count == 1
-            ? $"wrote {path}: {string.Join(", ", parts)}{hooks}"
-            : $"wrote {path}: {runs.Count} prompts, each key ending in .0 to .{runs.Count - 1}; prompt 0: {string.Join(", ", parts)}{hooks}");
+        // Wrapped at spaces on a terminal (a path and several shapes pass 80 columns).
+        Cli.WriteIndented(Spectre.Console.Markup.Escape(one ? $"wrote {path}: {string.Join(", ", parts)}{hooks}"
+            : $"wrote {path}: per prompt (keys ending in .0 to .{runs.Count - 1}) {string.Join(", ", parts)}{hooks}"), 0);
     }
 
     /// <summary>The text of <paramref name="ids"/>, an id beyond the tokenizer's vocabulary written <c>&lt;id N&gt;</c> (a model's
