@@ -658,14 +658,14 @@ internal static class CrossCoderCli
     /// runs with every hook of its slots replaced by the slot's reconstruction (with <c>--error-term</c>, x + D(f') − D(f)),
     /// after <c>--ablate</c>/<c>--clamp</c> edit the latents (<see cref="CrossCoderInterventions.EditLatents"/>) and with
     /// <c>--steer</c> adding a latent's rows (<see cref="CrossCoderInterventions.Steering"/>); its logits and <c>--hooks</c>
-    /// are saved as for an SAE. With <c>--generate N</c> it also continues the prompt greedily, clean and with the same
-    /// splice and edits (<see cref="CrossCoderInterventions.Generate"/>), side by side.
+    /// are saved as for an SAE, per prompt. With <c>--generate N</c> it also continues each prompt, clean and with the same
+    /// splice and edits (<see cref="CrossCoderInterventions.Generate"/>), side by side, greedy or sampled with one seed for both.
     /// </summary>
-    public static int ModelRun(System.CommandLine.ParseResult parse, InterventionCommands.RunEdits edits, string ccPath, string modelPath,
-        string? diffModel, int? slot, string dtype, Tensor tokens, bool savedTokens, string? hookArg, string outPath, int generate = 0)
+    internal static int ModelRun(System.CommandLine.ParseResult parse, InterventionCommands.RunEdits edits, string ccPath, string modelPath,
+        string? diffModel, int? slot, string dtype, IReadOnlyList<Tensor> prompts, bool savedTokens, string? hookArg, string outPath,
+        ModelCommands.GenerationRequest generation)
     {
-        if (generate > 0 && tokens.shape[0] != 1)
-            throw new SaeSharpException($"--generate continues one prompt, but the input 'tokens' has {tokens.shape[0]} rows");
+        int generate = generation.NewTokens;
         // Before anything is written: the continuations are shown as text (the models of a diffing pair share the tokenizer).
         var generationTokenizer = generate > 0 ? Tokenizer.FromFolder(modelPath) : null;
         if ((parse.GetValue(edits.Sae)?.Length ?? 0) > 1)
@@ -681,6 +681,7 @@ internal static class CrossCoderCli
             ModelPipeline.CheckSameTokenizer(Tokenizer.FromFolder(modelPath), ModelLoader.NameOf(modelPath), Tokenizer.FromFolder(diffModel), ModelLoader.NameOf(diffModel));
         }
         var models = new List<ProcessedModel>();
+        var saved = new List<ModelCommands.SavedRun>();
         try
         {
             foreach (var path in paths) models.Add(ModelForSae.Load(path, new WeightProcessingOptions(), ModelLoader.ParseDtype(dtype, path)));
@@ -688,56 +689,58 @@ internal static class CrossCoderCli
             var model = models[m];
             using var scope = NewDisposeScope();
             var runs = models.Select(p => new CrossCoderModelRun(p.Model, p.Hooks)).ToList();
-            var clean = CrossCoderInterventions.CleanInput(runs, spec.LayerHooks!, spec.LayerModels!, tokens);
             var ablated = (parse.GetValue(edits.Ablate) ?? []).SelectMany(a => InterventionCommands.FeatureList(a, "--ablate")).ToList();
             var mode = parse.GetValue(edits.AblateMode);
             if (mode is not ("zero" or "mean")) throw new SaeSharpException($"--ablate-mode {mode}: expected zero or mean");
-            var means = mode == "mean" && ablated.Count > 0 ? CrossCoderInterventions.LatentMeans(cc, [clean]) : null;
             var clamps = (parse.GetValue(edits.Clamp) ?? []).Select(c => InterventionCommands.FeatureValue(c, "--clamp", "F:V")).ToList();
             bool errorTerm = parse.GetValue(edits.ErrorTerm);
-            var latentEdits = LatentEdits(cc, ablated, means, clamps);
-            using var edit = CrossCoderInterventions.EditLatents(cc, clean, slots, latentEdits, errorTerm);
-            long length = tokens.shape[1] + generate;   // --generate: the positions of the new tokens count too
-            var positions = InterventionCommands.ParsePositions(parse.GetValue(edits.Positions), length,
-                generate == 0 ? $"the input has {tokens.shape[1]} tokens" : $"the prompt ({tokens.shape[1]} tokens) and its continuation have {length} tokens");
             var steering = (parse.GetValue(edits.Steer) ?? []).Select(st => InterventionCommands.FeatureValue(st, "--steer", "F:S")).ToList();
-            // The saved run covers the prompt only: positions of new tokens steer the continuation alone.
-            var promptPositions = positions?.Where(p => p < tokens.shape[1]).ToArray();
-            var hooks = new List<(string Name, Func<Tensor, Tensor?> Fn)>([.. model.Hooks, .. edit.Hooks]);
-            if (promptPositions is not { Length: 0 })
-                foreach (var (latent, scale) in steering) hooks.AddRange(CrossCoderInterventions.Steering(cc, latent, scale, slots, promptPositions));
             var names = hookArg is null ? [] : model.Model.HookPoints.Select(hookArg);
-            var (logits, cache) = model.Model.Run(tokens.to(model.Model.Device), new RunOptions { Hooks = hooks, CacheNames = names });
-            using var savedCache = cache;
-            // The continuations before the file is written, so that a failing generation (beyond the context length) writes nothing.
-            string[][]? continuations = null;
             var notes = new List<string>();
-            if (generate > 0)
+            for (int i = 0; i < prompts.Count; i++)
             {
-                var tok = generationTokenizer!;
-                var steer = steering.SelectMany(s => CrossCoderInterventions.Steering(cc, s.Feature, s.Value, slots, positions)).ToList();
-                var options = new GenerationOptions { EosTokenId = tok.EosTokenId };
-                // Both stop at EOS, as sae steer and sae intervene --generate do.
-                using var plain = model.Model.Generate(tokens, generate, options with { Hooks = model.Hooks });
-                using var edited = CrossCoderInterventions.Generate(cc, runs, spec.LayerHooks!, spec.LayerModels!, slots[0].Slot, latentEdits,
-                    tokens, generate, options with { Hooks = steer }, errorTerm);
-                long n = tokens.shape[1];
-                string Continuation(Tensor t) => ModelCommands.DecodeShowingUnknownIds(tok, t[0].narrow(0, n, t.shape[1] - n).data<long>().Select(v => (int)v).ToList());
-                string label = ablated.Count > 0 || clamps.Count > 0 || steering.Count > 0 ? "edited" : "spliced";
-                continuations = [["clean", Continuation(plain.Tokens)], [label, Continuation(edited.Tokens)]];
-                if (InterventionCommands.GenerationNote(plain, 0, null) is string cleanNote) notes.Add($"clean: {cleanNote}");
-                if (InterventionCommands.GenerationNote(edited, 0, positions) is string note) notes.Add($"{label}: {note}");
+                var tokens = prompts[i];
+                var clean = CrossCoderInterventions.CleanInput(runs, spec.LayerHooks!, spec.LayerModels!, tokens);
+                // Mean ablation: each prompt's own means, as for a single prompt.
+                var means = mode == "mean" && ablated.Count > 0 ? CrossCoderInterventions.LatentMeans(cc, [clean]) : null;
+                var latentEdits = LatentEdits(cc, ablated, means, clamps);
+                using var edit = CrossCoderInterventions.EditLatents(cc, clean, slots, latentEdits, errorTerm);
+                long length = tokens.shape[1] + generate;   // --generate: the positions of the new tokens count too
+                var positions = InterventionCommands.ParsePositions(parse.GetValue(edits.Positions), length,
+                    generate == 0 ? $"the input has {tokens.shape[1]} tokens" : $"the prompt ({tokens.shape[1]} tokens) and its continuation have {length} tokens");
+                // The saved run covers the prompt only: positions of new tokens steer the continuation alone.
+                var promptPositions = positions?.Where(p => p < tokens.shape[1]).ToArray();
+                var hooks = new List<(string Name, Func<Tensor, Tensor?> Fn)>([.. model.Hooks, .. edit.Hooks]);
+                if (promptPositions is not { Length: 0 })
+                    foreach (var (latent, scale) in steering) hooks.AddRange(CrossCoderInterventions.Steering(cc, latent, scale, slots, promptPositions));
+                var (logits, cache) = model.Model.Run(tokens.to(model.Model.Device), new RunOptions { Hooks = hooks, CacheNames = names });
+                var run = new ModelCommands.SavedRun(logits!, savedTokens ? tokens : null, names, cache!);
+                saved.Add(run);
+                // The continuations before the file is written, so that a failing generation (beyond the context length) writes nothing.
+                if (generate > 0)
+                {
+                    var tok = generationTokenizer!;
+                    var steer = steering.SelectMany(s => CrossCoderInterventions.Steering(cc, s.Feature, s.Value, slots, positions)).ToList();
+                    // One seed for both: the clean and the edited continuation draw the same random numbers at every step.
+                    var options = generation.Options(tok.EosTokenId);
+                    // Both stop at EOS, as sae steer and sae intervene --generate do.
+                    using var plain = model.Model.Generate(tokens, generate, options with { Hooks = model.Hooks });
+                    using var edited = CrossCoderInterventions.Generate(cc, runs, spec.LayerHooks!, spec.LayerModels!, slots[0].Slot, latentEdits,
+                        tokens, generate, options with { Hooks = steer }, errorTerm);
+                    string label = ablated.Count > 0 || clamps.Count > 0 || steering.Count > 0 ? "edited" : "spliced";
+                    ModelCommands.KeepContinuations(run, tok, tokens.shape[1], plain, edited, label, positions, notes, generation.NotePrefix(i));
+                }
             }
             Console.WriteLine($"crosscoder spliced at {string.Join(", ", slots.Select(sl => $"slot {sl.Slot} {sl.Hook}"))} of " +
                 $"{ModelLoader.NameOf(paths[m])}{(errorTerm ? " (error term kept)" : "")}");
-            ModelCommands.SaveRun(outPath, logits!, savedTokens ? tokens : null, names, cache);
-            if (continuations is not null)
-                Cli.WriteColumns($"greedy continuation (up to {generate} tokens, to EOS) of {ModelLoader.NameOf(paths[m])}", ["run", "continuation"], continuations);
+            ModelCommands.SaveRuns(outPath, saved);
+            generation.WriteContinuations(saved, ModelLoader.NameOf(paths[m]));
             foreach (var note in notes) Cli.ErrorLine($"note: {note}");
             return 0;
         }
         finally
         {
+            foreach (var r in saved) r.Dispose();
             foreach (var p in models) p.Dispose();
         }
     }

@@ -17,6 +17,57 @@ internal static class ModelCommands
         Required = required,
     };
 
+    /// <summary><c>--temperature</c>, <c>--top-k</c>, <c>--top-p</c> and <c>--seed</c> of <c>sae model generate</c> and
+    /// <c>sae model run --generate</c>: greedy by default; the other three refused at temperature 0, which they do not change.</summary>
+    internal sealed class SamplingOptions
+    {
+        public readonly Option<double> Temperature = new("--temperature") { Description = "0 = greedy (the default); otherwise sample at this temperature", DefaultValueFactory = _ => 0.0 };
+        public readonly Option<int?> TopK = new Option<int?>("--top-k") { Description = "Sample from the k most likely tokens" }.Positive();
+        public readonly Option<double?> TopP = new("--top-p") { Description = "Nucleus sampling mass" };
+        public readonly Option<ulong?> Seed = new("--seed") { Description = "Sampling seed" };
+
+        public void AddTo(Command c)
+        {
+            foreach (var o in new Option[] { Temperature, TopK, TopP, Seed }) c.Options.Add(o);
+        }
+
+        /// <summary>Refuses the sampling options at temperature 0 (greedy decoding, which they do not change).</summary>
+        public void RefuseWhenGreedy(ParseResult parse)
+        {
+            if (parse.GetValue(Temperature) == 0)
+                Cli.RefuseGiven(parse, "sampling options; --temperature 0 (the default) is greedy decoding, which they do not change (give --temperature > 0 to sample)",
+                    TopK, TopP, Seed);
+        }
+
+        /// <summary>Whether <c>--temperature</c> asks for sampling.</summary>
+        public bool Sampling(ParseResult parse) => parse.GetValue(Temperature) != 0;
+
+        /// <summary>The options of the command line, stopping at <paramref name="eos"/>; <paramref name="seed"/> replaces <c>--seed</c>.</summary>
+        public GenerationOptions Options(ParseResult parse, long? eos, ulong? seed = null) => new()
+        {
+            Temperature = parse.GetValue(Temperature),
+            TopK = parse.GetValue(TopK),
+            TopP = parse.GetValue(TopP),
+            Seed = seed ?? parse.GetValue(Seed),
+            EosTokenId = eos,
+        };
+
+        /// <summary>The seed that both continuations of <c>sae model run --generate</c> share when sampling: <c>--seed</c>, or
+        /// one drawn here (and shown) so that the clean and the edited continuation still draw the same random numbers.</summary>
+        public ulong? PairSeed(ParseResult parse) =>
+            !Sampling(parse) ? null : parse.GetValue(Seed) ?? (ulong)Random.Shared.NextInt64(0, int.MaxValue);
+
+        /// <summary>How the continuations were chosen: <c>greedy</c>, or <c>sampled (temperature 0.8, top-k 5, seed 3)</c>.</summary>
+        public string Describe(ParseResult parse, ulong? seed) => !Sampling(parse) ? "greedy" :
+            "sampled (" + string.Join(", ", new[]
+            {
+                $"temperature {parse.GetValue(Temperature).ToString(System.Globalization.CultureInfo.InvariantCulture)}",
+                parse.GetValue(TopK) is int k ? $"top-k {k}" : null,
+                parse.GetValue(TopP) is double p ? $"top-p {p.ToString(System.Globalization.CultureInfo.InvariantCulture)}" : null,
+                seed is ulong sd ? $"seed {sd}" : null,
+            }.OfType<string>()) + ")";
+    }
+
     public static Command Create()
     {
         var command = new Command("model", "Run, inspect and sample from a hooked transformer language model");
@@ -31,7 +82,12 @@ internal static class ModelCommands
     {
         var model = ModelOption();
         var input = new Option<string?>("--input") { Description = "safetensors file holding an int64 tensor 'tokens' [batch, seq]" };
-        var prompt = new Option<string?>("--prompt") { Description = "Prompt text instead of --input: run on its tokens [1, seq] (BOS first when the tokenizer has one, as TransformerLens's run_with_cache(text)); they are saved as 'tokens'" };
+        var prompt = new Option<string[]>("--prompt")
+        {
+            Description = "Prompt text instead of --input: run on its tokens [1, seq] (BOS first when the tokenizer has one, as TransformerLens's run_with_cache(text)); " +
+                          "they are saved as 'tokens'. Repeat it for several prompts, each run (and continued) on its own and saved with the suffix .0, .1, ...",
+            AllowMultipleArgumentsPerToken = false,
+        };
         var noBos = InterventionCommands.NoBosOption();
         var output = new Option<string>("--out") { Description = "Output safetensors: 'logits' and each requested hook", Required = true };
         var hooks = new Option<string?>("--hooks") { Description = "'all' or a comma-separated list of hook names" };
@@ -40,7 +96,8 @@ internal static class ModelCommands
         var slot = new Option<int?>("--slot") { Description = "A crosscoder (--sae): the slot whose model is run, spliced at every hook of its slots (default: the last slot)" };
         var generate = new Option<int>("--generate")
         {
-            Description = "With --sae (SAEs or a crosscoder): also continue the prompt greedily up to this many tokens (stopping at EOS), clean and with the splice and edits, side by side (KV-cached)",
+            Description = "With --sae (SAEs or a crosscoder): also continue each prompt up to this many tokens (stopping at EOS), clean and with the splice and edits, " +
+                          "side by side (KV-cached; greedy, or sampled with --temperature, the two drawing the same random numbers)",
         }.NonNegative();
         var command = new Command("run", "Run the model on token ids (or a --prompt) and save logits and hook activations, with SAEs (or a crosscoder) spliced and interventions applied")
         {
@@ -48,34 +105,42 @@ internal static class ModelCommands
         };
         var edits = new InterventionCommands.RunEdits();
         edits.AddTo(command);
+        var sampling = new SamplingOptions();
+        sampling.AddTo(command);
         Cli.SetAction(command, parse =>
         {
             edits.RefuseUnqualified(parse);
+            int newTokens = parse.GetValue(generate);
+            if (newTokens == 0)
+                Cli.RefuseGiven(parse, "how --generate chooses the new tokens; give --generate N", sampling.Temperature, sampling.TopK, sampling.TopP, sampling.Seed);
+            sampling.RefuseWhenGreedy(parse);
             using var scope = NewDisposeScope();   // the cache, logits and SAE hooks' tensors (Conventions: no temporary outside a scope)
-            var text = parse.GetValue(prompt);
-            if (text is not null) Cli.RefuseGiven(parse, "the tokens come from --prompt; give one of --prompt and --input", input);
+            var texts = parse.GetValue(prompt) ?? [];
+            if (texts.Length > 0) Cli.RefuseGiven(parse, "the tokens come from --prompt; give one of --prompt and --input", input);
             else if (parse.GetValue(input) is null) throw new SaeSharpException("give --input (a safetensors file of token ids) or --prompt (text)");
             else Cli.RefuseGiven(parse, "for a --prompt's tokens; --input's token ids are used as they are", noBos);
-            using var tokens = text is null ? InterventionCommands.ReadTokens(parse.GetValue(input)!)
-                : InterventionCommands.PromptTokens(Tokenizer.FromFolder(ModelSource.Resolve(parse.GetValue(model)!)), text, !parse.GetValue(noBos));
+            var promptTokenizer = texts.Length == 0 ? null : Tokenizer.FromFolder(ModelSource.Resolve(parse.GetValue(model)!));
+            var prompts = texts.Length == 0 ? [InterventionCommands.ReadTokens(parse.GetValue(input)!)]
+                : texts.Select(t => InterventionCommands.PromptTokens(promptTokenizer!, t, !parse.GetValue(noBos))).ToList();
+            if (newTokens > 0 && prompts[0].shape[0] != 1)
+                throw new SaeSharpException($"--generate continues one prompt, but the input 'tokens' has {prompts[0].shape[0]} rows (give several prompts as --prompt, repeated)");
             var hookArg = parse.GetValue(hooks);
+            var generation = new GenerationRequest(newTokens, sampling, parse, texts);
             if (parse.GetValue(edits.Sae)?.FirstOrDefault(SaeSharp.Interop.CrossCoderFormat.IsCrossCoderPath) is string ccPath)
                 return CrossCoderCli.ModelRun(parse, edits, ccPath, ModelSource.Resolve(parse.GetValue(model)!),
                     parse.GetValue(diffModel) is { } dm ? ModelSource.Resolve(dm) : null, parse.GetValue(slot), parse.GetValue(dtype)!,
-                    tokens, text is not null, hookArg, parse.GetValue(output)!, parse.GetValue(generate));
+                    prompts, texts.Length > 0, hookArg, parse.GetValue(output)!, generation);
             Cli.RefuseGiven(parse, "for a crosscoder (--sae CROSSCODER)", diffModel, slot);
-            int newTokens = parse.GetValue(generate);
             ITextTokenizer? generationTokenizer = null;
             if (newTokens > 0)
             {
                 if ((parse.GetValue(edits.Sae)?.Length ?? 0) == 0)
                     throw new SaeSharpException("--generate continues the prompt clean and with --sae spliced, side by side: give --sae (a plain continuation: sae model generate)");
-                if (tokens.shape[0] != 1)
-                    throw new SaeSharpException($"--generate continues one prompt, but the input 'tokens' has {tokens.shape[0]} rows");
                 // Before anything is written: the continuations are shown as text.
                 generationTokenizer = Tokenizer.FromFolder(ModelSource.Resolve(parse.GetValue(model)!));
             }
             var saes = new List<SaeSharp.Saes.Sae>();
+            var runs = new List<SavedRun>();
             try
             {
                 var paths = parse.GetValue(edits.Sae) ?? [];
@@ -86,44 +151,95 @@ internal static class ModelCommands
                     saes.Count == 0 || parse.GetResult(dtype) is { Implicit: false } ? ModelLoader.ParseDtype(parse.GetValue(dtype)!, folder)
                         : ModelForSae.SharedDtype(saes, paths));
                 var m = pm.Model;
-                IReadOnlyList<string> names;
-                Tensor? logits;
-                SaeSharp.Hooks.ActivationCache cache;
-                string[][]? continuations = null;
                 var notes = new List<string>();
                 string? spliced = null;
-                if (edits.Given(parse))
+                for (int i = 0; i < prompts.Count; i++)
                 {
-                    var (hooked, list) = edits.Build(parse, m, tokens, saes, pm.Hooks, newTokens);
-                    names = hookArg is null ? [] : hooked.SelectHooks(hookArg);
-                    // The saved run covers the prompt only: steering at positions of new tokens steers the continuation alone.
-                    (logits, cache) = hooked.RunWithCache(tokens, names, PromptEdits(list, tokens.shape[1]));
-                    // The continuations before the file is written, so that a failing generation (beyond the context length) writes nothing.
-                    if (newTokens > 0)
-                        try { (continuations, spliced) = Continuations(hooked, list, parse.GetValue(edits.ErrorTerm), generationTokenizer!, tokens, newTokens, notes); }
-                        catch { cache.Dispose(); logits?.Dispose(); throw; }
-                }
-                else
-                {
-                    names = hookArg is null ? [] : m.HookPoints.Select(hookArg);
-                    (logits, cache) = m.RunWithCache(tokens, names);
+                    var tokens = prompts[i];
+                    if (edits.Given(parse))
+                    {
+                        var (hooked, list) = edits.Build(parse, m, tokens, saes, pm.Hooks, newTokens);
+                        var names = hookArg is null ? [] : hooked.SelectHooks(hookArg);
+                        // The saved run covers the prompt only: steering at positions of new tokens steers the continuation alone.
+                        var (logits, cache) = hooked.RunWithCache(tokens, names, PromptEdits(list, tokens.shape[1]));
+                        var run = new SavedRun(logits!, texts.Length == 0 ? null : tokens, names, cache);
+                        runs.Add(run);
+                        // The continuations before the file is written, so that a failing generation (beyond the context length) writes nothing.
+                        if (newTokens > 0)
+                            spliced = Continuations(hooked, list, parse.GetValue(edits.ErrorTerm), generationTokenizer!, tokens, generation, run, notes, generation.NotePrefix(i));
+                    }
+                    else
+                    {
+                        var names = hookArg is null ? [] : m.HookPoints.Select(hookArg);
+                        var (logits, cache) = m.RunWithCache(tokens, names);
+                        runs.Add(new SavedRun(logits!, texts.Length == 0 ? null : tokens, names, cache));
+                    }
                 }
                 if (spliced is not null) Console.WriteLine($"{spliced} of {ModelLoader.NameOf(folder)}");
-                using (cache) SaveRun(parse.GetValue(output)!, logits!, text is null ? null : tokens, names, cache);
-                logits!.Dispose();
-                if (continuations is not null)
-                {
-                    Cli.WriteColumns($"greedy continuation (up to {newTokens} tokens, to EOS) of {ModelLoader.NameOf(folder)}", ["run", "continuation"], continuations);
-                }
+                SaveRuns(parse.GetValue(output)!, runs);
+                generation.WriteContinuations(runs, ModelLoader.NameOf(folder));
                 foreach (var note in notes) Cli.ErrorLine($"note: {note}");
             }
             finally
             {
+                foreach (var r in runs) r.Dispose();
                 foreach (var s in saes) s.Dispose();
+                foreach (var t in prompts) t.Dispose();
             }
             return 0;
         });
         return command;
+    }
+
+    /// <summary>One prompt's run of <c>sae model run</c>: its logits, its tokens (of a <c>--prompt</c>), the hooks it saves, and
+    /// with <c>--generate</c> the prompt plus each continuation [1, prompt + new] and the table rows (run, text).</summary>
+    internal sealed class SavedRun(Tensor logits, Tensor? tokens, IReadOnlyList<string> names, SaeSharp.Hooks.ActivationCache cache) : IDisposable
+    {
+        public Tensor Logits { get; } = logits;
+        public Tensor? Tokens { get; } = tokens;
+        public IReadOnlyList<string> Names { get; } = names;
+        public SaeSharp.Hooks.ActivationCache Cache { get; } = cache;
+        public Tensor? GeneratedClean { get; set; }
+        public Tensor? GeneratedEdited { get; set; }
+        public string[][]? Rows { get; set; }
+
+        public void Dispose()
+        {
+            Logits.Dispose();
+            Cache.Dispose();
+            GeneratedClean?.Dispose();
+            GeneratedEdited?.Dispose();
+        }
+    }
+
+    /// <summary>What <c>sae model run --generate</c> asks for: the new tokens, how they are chosen (one seed shared by the clean and
+    /// the edited continuation of every prompt, drawn here when sampling without <c>--seed</c>), and how the prompts are named.</summary>
+    internal sealed class GenerationRequest(int newTokens, SamplingOptions sampling, ParseResult parse, string[] texts)
+    {
+        public int NewTokens { get; } = newTokens;
+        public ulong? Seed { get; } = newTokens > 0 ? sampling.PairSeed(parse) : null;
+        private string How => sampling.Describe(parse, Seed);
+
+        /// <summary>The options of both continuations: the same seed, so both draw the same random numbers at every step.</summary>
+        public GenerationOptions Options(long? eos) => sampling.Options(parse, eos, Seed);
+
+        /// <summary>"prompt 1: " before a note when there are several prompts.</summary>
+        public string NotePrefix(int i) => texts.Length > 1 ? $"prompt {i}, " : "";
+
+        /// <summary>Each prompt's continuations side by side: one table for one prompt, a table per prompt under one heading for several.</summary>
+        public void WriteContinuations(IReadOnlyList<SavedRun> runs, string model)
+        {
+            if (runs.All(r => r.Rows is null)) return;
+            string what = $"{How} continuation{(runs.Count > 1 ? "s" : "")} (up to {NewTokens} tokens, to EOS) of {model}";
+            if (runs.Count == 1)
+            {
+                Cli.WriteColumns(what, ["run", "continuation"], runs[0].Rows!);
+                return;
+            }
+            Cli.WriteIndented(Spectre.Console.Markup.Escape(what), 0);
+            for (int i = 0; i < runs.Count; i++)
+                Cli.WriteColumns($"prompt {i}: {SaeSharp.Analysis.DashboardWriter.Quote(texts[i])}", ["run", "continuation"], runs[i].Rows!);
+        }
     }
 
     /// <summary><paramref name="edits"/> for a run of the prompt alone (<paramref name="promptLength"/> tokens): steering at
@@ -135,38 +251,67 @@ internal static class ModelCommands
                     : null
                 : e).OfType<SaeSharp.Interventions.Intervention>().ToList();
 
-    /// <summary><c>sae model run --sae SAE --generate N</c>: the greedy continuations (to EOS) of the prompt, clean (the model
-    /// with its processing hooks) and with the SAEs of <paramref name="hooked"/> spliced and <paramref name="edits"/> applied
-    /// (KV-cached: <see cref="SaeSharp.Interventions.HookedSaeTransformer.Generate"/>), as rows of run and text; and the line
-    /// saying what is spliced.</summary>
-    private static (string[][] Rows, string Spliced) Continuations(SaeSharp.Interventions.HookedSaeTransformer hooked,
-        List<SaeSharp.Interventions.Intervention> edits, bool errorTerm, ITextTokenizer tok, Tensor tokens, int newTokens, List<string> notes)
+    /// <summary><c>sae model run --sae SAE --generate N</c>: the continuations (to EOS) of the prompt, clean (the model with its
+    /// processing hooks) and with the SAEs of <paramref name="hooked"/> spliced and <paramref name="edits"/> applied (KV-cached:
+    /// <see cref="SaeSharp.Interventions.HookedSaeTransformer.Generate"/>), both with the same options (a sampling seed gives
+    /// each its own generator of that seed: the same random draws), kept in <paramref name="run"/>; returns the line saying what is spliced.</summary>
+    private static string Continuations(SaeSharp.Interventions.HookedSaeTransformer hooked, List<SaeSharp.Interventions.Intervention> edits,
+        bool errorTerm, ITextTokenizer tok, Tensor tokens, GenerationRequest request, SavedRun run, List<string> notes, string notePrefix)
     {
-        var options = new GenerationOptions { EosTokenId = tok.EosTokenId };
-        using var plain = hooked.Model.Generate(tokens, newTokens, options with { Hooks = hooked.ModelHooks });
-        using var edited = hooked.Generate(tokens, newTokens, options, edits);
-        long n = tokens.shape[1];
-        string Continuation(Tensor t) => DecodeShowingUnknownIds(tok, t[0].narrow(0, n, t.shape[1] - n).data<long>().Select(v => (int)v).ToList());
+        var options = request.Options(tok.EosTokenId);
+        using var plain = hooked.Model.Generate(tokens, request.NewTokens, options with { Hooks = hooked.ModelHooks });
+        using var edited = hooked.Generate(tokens, request.NewTokens, options, edits);
         string label = edits.Count > 0 ? "edited" : "spliced";
         var positions = edits.OfType<SaeSharp.Interventions.Steering>().SelectMany(st => st.Positions ?? []).Distinct().ToList();
-        if (InterventionCommands.GenerationNote(plain, 0, null) is string cleanNote) notes.Add($"clean: {cleanNote}");
-        if (InterventionCommands.GenerationNote(edited, 0, positions.Count == 0 ? null : positions) is string note) notes.Add($"{label}: {note}");
+        KeepContinuations(run, tok, tokens.shape[1], plain, edited, label, positions.Count == 0 ? null : positions, notes, notePrefix);
         string sites = hooked.Saes.Count == 0 ? "no SAE spliced (steering adds to the raw activation)"
             : (hooked.Saes.Count == 1 ? "SAE spliced at " : "SAEs spliced at ") + string.Join(", ", hooked.Saes.Select(a => a.IsTranscoder ? $"{a.Hook} → {a.WriteHook}" : a.Hook));
-        return ([["clean", Continuation(plain.Tokens)], [label, Continuation(edited.Tokens)]],
-            $"{sites}{(errorTerm && hooked.Saes.Count > 0 ? " (error term kept)" : "")}");
+        return $"{sites}{(errorTerm && hooked.Saes.Count > 0 ? " (error term kept)" : "")}";
     }
 
-    /// <summary><c>sae model run</c>'s output file: 'logits', 'tokens' (of a --prompt) and each hook of <paramref name="names"/>.</summary>
-    internal static void SaveRun(string path, Tensor logits, Tensor? tokens, IReadOnlyList<string> names, SaeSharp.Hooks.ActivationCache? cache)
+    /// <summary>Keeps the clean and the edited generation of a prompt of <paramref name="promptLength"/> tokens in
+    /// <paramref name="run"/> (tokens for the file, text for the table, labelled <paramref name="label"/>) and notes an early EOS
+    /// or steering <paramref name="positions"/> never reached.</summary>
+    internal static void KeepContinuations(SavedRun run, ITextTokenizer tok, long promptLength, GenerationResult plain, GenerationResult edited,
+        string label, IEnumerable<long>? positions, List<string> notes, string notePrefix)
     {
-        var outputs = new List<KeyValuePair<string, Tensor>> { new("logits", logits) };
-        if (tokens is not null) outputs.Add(new("tokens", tokens));
-        foreach (var n in names) outputs.Add(new(n, cache![n]));
+        string Continuation(Tensor t) => DecodeShowingUnknownIds(tok, t[0].narrow(0, promptLength, t.shape[1] - promptLength).data<long>().Select(v => (int)v).ToList());
+        run.Rows = [["clean", Continuation(plain.Tokens)], [label, Continuation(edited.Tokens)]];
+        run.GeneratedClean = plain.Tokens.cpu().clone().DetachFromDisposeScope();
+        run.GeneratedEdited = edited.Tokens.cpu().clone().DetachFromDisposeScope();
+        if (InterventionCommands.GenerationNote(plain, 0, null) is string cleanNote) notes.Add($"{notePrefix}clean: {cleanNote}");
+        if (InterventionCommands.GenerationNote(edited, 0, positions) is string note) notes.Add($"{notePrefix}{label}: {note}");
+    }
+
+    /// <summary><c>sae model run</c>'s output file: per run 'logits', 'tokens' (of a --prompt), each hook of its names and, after
+    /// <c>--generate</c>, 'generated_clean' and 'generated_edited' (the prompt and its continuation, [1, prompt + new]); with
+    /// several runs (prompts) every key ends in the run's index, <c>logits.0</c>, <c>logits.1</c>, ...</summary>
+    internal static void SaveRuns(string path, IReadOnlyList<SavedRun> runs)
+    {
+        var outputs = new List<KeyValuePair<string, Tensor>>();
+        foreach (var (r, i) in runs.Select((r, i) => (r, i)))
+        {
+            string suffix = runs.Count == 1 ? "" : $".{i}";
+            outputs.Add(new("logits" + suffix, r.Logits));
+            if (r.Tokens is not null) outputs.Add(new("tokens" + suffix, r.Tokens));
+            if (r.GeneratedClean is not null) outputs.Add(new("generated_clean" + suffix, r.GeneratedClean));
+            if (r.GeneratedEdited is not null) outputs.Add(new("generated_edited" + suffix, r.GeneratedEdited));
+            foreach (var n in r.Names) outputs.Add(new(n + suffix, r.Cache[n]));
+        }
         SafeTensors.Save(path, outputs);
-        Console.WriteLine($"wrote {path}: logits [{string.Join(", ", logits.shape)}]" +
-            (tokens is null ? "" : $", tokens [{string.Join(", ", tokens.shape)}]") +
-            (names.Count == 0 ? "" : $" and {names.Count} hook tensor{(names.Count == 1 ? "" : "s")}"));
+        string Shape(Tensor t) => $"[{string.Join(", ", t.shape)}]";
+        var first = runs[0];
+        bool one = runs.Count == 1;
+        var parts = new List<string> { one ? $"logits {Shape(first.Logits)}" : "logits" };
+        if (first.Tokens is not null) parts.Add(one ? $"tokens {Shape(first.Tokens)}" : "tokens");
+        if (first.GeneratedClean is { } gc && first.GeneratedEdited is { } ge)
+            parts.Add(!one ? "generated_clean, generated_edited"
+                : gc.shape.SequenceEqual(ge.shape) ? $"generated_clean and generated_edited {Shape(gc)}"
+                : $"generated_clean {Shape(gc)}, generated_edited {Shape(ge)}");
+        string hooks = first.Names.Count == 0 ? "" : $" and {first.Names.Count} hook tensor{(first.Names.Count == 1 ? "" : "s")}";
+        // Wrapped at spaces on a terminal (a path and several shapes pass 80 columns).
+        Cli.WriteIndented(Spectre.Console.Markup.Escape(one ? $"wrote {path}: {string.Join(", ", parts)}{hooks}"
+            : $"wrote {path}: per prompt (keys ending in .0 to .{runs.Count - 1}) {string.Join(", ", parts)}{hooks}"), 0);
     }
 
     /// <summary>The text of <paramref name="ids"/>, an id beyond the tokenizer's vocabulary written <c>&lt;id N&gt;</c> (a model's
@@ -189,23 +334,19 @@ internal static class ModelCommands
         var model = ModelOption();
         var prompt = new Option<string>("--prompt") { Description = "Prompt text", Required = true };
         var maxNew = new Option<int>("--max-new-tokens") { Description = "Tokens to generate", DefaultValueFactory = _ => 32 }.NonNegative();
-        var temperature = new Option<double>("--temperature") { Description = "0 = greedy", DefaultValueFactory = _ => 0.0 };
-        var topK = new Option<int?>("--top-k") { Description = "Sample from the k most likely tokens" }.Positive();
-        var topP = new Option<double?>("--top-p") { Description = "Nucleus sampling mass" };
-        var seed = new Option<ulong?>("--seed") { Description = "Sampling seed" };
+        var sampling = new SamplingOptions();
         var dtype = ModelSource.DtypeOption();
         var sae = new Option<string[]>("--sae") { Description = "Not here: continuations with SAEs spliced (and --clamp, --ablate, --steer) are sae model run --sae SAE --prompt TEXT --generate N" };
         var command = new Command("generate", "Continue a prompt (greedy or sampled, with a KV cache); with SAEs spliced: sae model run --sae SAE --generate N")
         {
-            model, prompt, maxNew, temperature, topK, topP, seed, dtype, sae,
+            model, prompt, maxNew, dtype, sae,
         };
+        sampling.AddTo(command);
         Cli.SetAction(command, parse =>
         {
             Cli.RefuseGiven(parse, "sae model generate runs the model alone; to continue a prompt clean and with SAEs spliced (--error-term, --clamp, " +
                 "--ablate, --steer, --positions), side by side: sae model run --model M --sae SAE --prompt TEXT --generate N --out run.safetensors", sae);
-            if (parse.GetValue(temperature) == 0)
-                Cli.RefuseGiven(parse, "sampling options; --temperature 0 (the default) is greedy decoding, which they do not change (give --temperature > 0 to sample)",
-                    topK, topP, seed);
+            sampling.RefuseWhenGreedy(parse);
             var folder = ModelSource.Resolve(parse.GetValue(model)!);
             using var m = ModelLoader.FromPretrained(folder, ModelLoader.ParseDtype(parse.GetValue(dtype)!, folder));
             var tok = Tokenizer.FromFolder(folder);
@@ -217,14 +358,7 @@ internal static class ModelCommands
                                             $"the context of {m.Config.NCtx} tokens of {m.Config.ModelName}; ask for at most {Math.Max(0, m.Config.NCtx - promptTokens)}");
             using var scope = NewDisposeScope();
             using var tokens = tensor(ids.Select(i => (long)i).ToArray()).unsqueeze(0);
-            using var result = m.Generate(tokens, newTokens, new GenerationOptions
-            {
-                Temperature = parse.GetValue(temperature),
-                TopK = parse.GetValue(topK),
-                TopP = parse.GetValue(topP),
-                Seed = parse.GetValue(seed),
-                EosTokenId = tok.EosTokenId,
-            });
+            using var result = m.Generate(tokens, newTokens, sampling.Options(parse, tok.EosTokenId));
             var all = result.Tokens[0].data<long>().Select(v => (int)v).ToArray();
             Console.WriteLine(DecodeShowingUnknownIds(tok, all));
             if (InterventionCommands.GenerationNote(result, 0, null) is string note) Cli.ErrorLine($"note: {note}");

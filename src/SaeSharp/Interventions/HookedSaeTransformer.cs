@@ -91,7 +91,10 @@ public sealed class HookedSaeTransformer(HookedTransformer model)
         return (logits, cache!);
     }
 
-    /// <summary>Generation with the KV cache, the SAEs spliced and the interventions applied on every step.</summary>
+    /// <summary>Generation with the KV cache, the SAEs spliced and the interventions applied on every step. Sampling with
+    /// <see cref="GenerationOptions.Seed"/> draws from a generator of its own seeded with it, so the clean
+    /// <see cref="HookedTransformer.Generate"/> with the same options draws the same random numbers at every step (the two
+    /// continuations differ only through the SAEs and edits).</summary>
     public GenerationResult Generate(Tensor tokens, int maxNewTokens, GenerationOptions? options = null, IEnumerable<Intervention>? interventions = null)
     {
         var o = options ?? new GenerationOptions();

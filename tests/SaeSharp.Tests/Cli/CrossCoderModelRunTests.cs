@@ -161,16 +161,20 @@ public class CrossCoderModelRunTests : ModelTestBase
     /// <summary>Greedy continuation by hand, each step a whole-sequence run: the crosscoder encodes the clean rows of both
     /// models on the sequence so far, and <paramref name="hook"/> of the chat model gets <paramref name="edit"/>(y, f, seq).</summary>
     private static long[] HandGreedy(HookedTransformer baseModel, HookedTransformer chat, string hook, CrossCoder cc, Tensor prompt, int n,
-        Func<Tensor, Tensor, long, Tensor> edit)
+        Func<Tensor, Tensor, long, Tensor> edit, GenerationOptions? sampling = null)
     {
         var seq = prompt.clone();
+        // Sampling: each step's token drawn by Generation.Sample from one generator seeded with the options' seed.
+        using var gen = sampling is null ? null : new Generator(sampling.Seed!.Value);
         for (int t = 0; t < n; t++)
         {
             using var x = CleanRows([(baseModel, hook), (chat, hook)], seq);
             using var f = cc.Encode(x);
             long len = seq.shape[1];
             using var logits = Logits(chat, seq, [(hook, y => edit(y, f, len))]);
-            long next = logits[0, -1].argmax().item<long>();
+            long next;
+            if (sampling is null) next = logits[0, -1].argmax().item<long>();
+            else using (var drawn = Generation.Sample(logits[0, -1].unsqueeze(0), sampling, gen)) next = drawn.item<long>();
             var longer = cat([seq, tensor(new[] { next }).reshape(1, 1)], 1);
             seq.Dispose();
             seq = longer;
@@ -244,5 +248,56 @@ public class CrossCoderModelRunTests : ModelTestBase
         Assert.NotEqual(0, exit);
         Assert.Contains("exceeds the context length n_ctx=64", err);
         Assert.False(File.Exists(Sub("x.safetensors")));
+    }
+
+    [Fact]
+    public void Sampled_generation_and_several_prompts_with_a_crosscoder()
+    {
+        var (b, c, _) = TwoModelsOneTokenizer();
+        string hook = Hooks[1];
+        using (var cc0 = RandomCrossCoder())
+            CrossCoderFormat.Save(cc0, Sub("diff"), new CrossCoderSources { HookNames = [hook, hook], ModelNames = [b, c] });
+        using var cc = CrossCoderFormat.Load(Sub("diff"), out _);
+        using var baseModel = ModelLoader.FromPretrained(b);
+        using var chatModel = ModelLoader.FromPretrained(c);
+        var tok = SaeSharp.Tokenizers.Tokenizer.FromFolder(c);
+        string[] prompts = ["The quick brown fox", "Sara has a white fox"];
+        string[] common = ["model", "run", "--model", b, "--diff-model", c, "--sae", Sub("diff"), "--generate", "6"];
+        List<string> Rows(string stdout, string run) =>
+            stdout.Split('\n').Select(l => l.TrimEnd('\r').Split('\t')).Where(r => r.Length == 2 && r[0] == run).Select(r => r[1]).ToList();
+
+        // Latent 2 clamped to 3 with the error term, sampled at temperature 0.9 from seed 3: both continuations equal the
+        // whole-sequence runs of the sequence so far, each drawing from its own generator seeded 3.
+        var sampling = new GenerationOptions { Temperature = 0.9, Seed = 3 };
+        var (exit, stdout, err) = CliRunner.Run([.. common, "--prompt", prompts[0], "--error-term", "--clamp", "2:3", "--temperature", "0.9", "--seed", "3", "--out", Sub("s.safetensors")]);
+        Assert.True(exit == 0, err + stdout);
+        Assert.Contains("sampled (temperature 0.9, seed 3) continuation", stdout);
+        using var tokens = SafeTensors.Load(Sub("s.safetensors"))["tokens"];
+        var clean = HandGreedy(baseModel, chatModel, hook, cc, tokens, 6, (y, _, _) => y.alias(), sampling);
+        Assert.Equal(tok.Decode(clean.Select(v => (int)v)), Row(stdout, "clean"));
+        var edited = HandGreedy(baseModel, chatModel, hook, cc, tokens, 6,
+            (y, f, _) => y + ((3 - f[.., 2]).unsqueeze(1) * cc.Decoder.Weight[1, 2]).reshape(y.shape), sampling);
+        Assert.Equal(tok.Decode(edited.Select(v => (int)v)), Row(stdout, "edited"));
+
+        // No edit with the error term writes D(f) − D(f) = 0: both runs draw the same numbers and sample the same continuation.
+        (exit, stdout, err) = CliRunner.Run([.. common, "--prompt", prompts[0], "--error-term", "--temperature", "1.5", "--seed", "5", "--out", Sub("z.safetensors")]);
+        Assert.True(exit == 0, err + stdout);
+        Assert.Equal(Row(stdout, "clean"), Row(stdout, "spliced"));
+
+        // Two prompts: each continued (and mean-ablated with its own means) as alone, saved with the suffixes .0 and .1.
+        string[] flags = ["--error-term", "--ablate", "2,5", "--ablate-mode", "mean", "--temperature", "0.8", "--seed", "9"];
+        (exit, stdout, err) = CliRunner.Run([.. common, "--prompt", prompts[0], "--prompt", prompts[1], .. flags, "--out", Sub("both.safetensors")]);
+        Assert.True(exit == 0, err + stdout);
+        var both = SafeTensors.Load(Sub("both.safetensors"));
+        Assert.Equal(8, both.Count);
+        for (int i = 0; i < 2; i++)
+        {
+            (exit, var alone, err) = CliRunner.Run([.. common, "--prompt", prompts[i], .. flags, "--out", Sub($"p{i}.safetensors")]);
+            Assert.True(exit == 0, err + alone);
+            Assert.Equal(Row(alone, "clean"), Rows(stdout, "clean")[i]);
+            Assert.Equal(Row(alone, "edited"), Rows(stdout, "edited")[i]);
+            foreach (var (key, t) in SafeTensors.Load(Sub($"p{i}.safetensors")))
+                Assert.True(t.shape.SequenceEqual(both[$"{key}.{i}"].shape) && t.eq(both[$"{key}.{i}"]).all().item<bool>(), $"{key}.{i}");
+        }
     }
 }

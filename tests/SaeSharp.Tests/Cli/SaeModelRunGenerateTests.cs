@@ -5,6 +5,7 @@ using SaeSharp.Models;
 using SaeSharp.Saes;
 using SaeSharp.Tests.Interventions;
 using SaeSharp.Tests.Models;
+using SaeSharp.Cli.Commands;
 using SaeSharp.Tokenizers;
 using static TorchSharp.torch;
 
@@ -28,18 +29,28 @@ public class SaeModelRunGenerateTests : ModelTestBase
     /// <summary>Greedy by hand: each step runs the whole sequence so far with <see cref="Hook"/> replaced by
     /// <paramref name="edit"/>(y, sequence length), takes the argmax of the last position, stops at EOS. Returns the new
     /// tokens and each step's last-position logits [steps, d_vocab].</summary>
-    private static (long[] Tokens, Tensor Logits) HandGreedy(HookedTransformer model, Tensor prompt, Func<Tensor, long, Tensor> edit)
+    private static (long[] Tokens, Tensor Logits) HandGreedy(HookedTransformer model, Tensor prompt, Func<Tensor, long, Tensor> edit) =>
+        HandGenerate(model, prompt, [(Hook, edit)]);
+
+    /// <summary>As <see cref="HandGreedy"/> with every hook of <paramref name="hooks"/> (name, edit(y, sequence length)) on each
+    /// whole-sequence run; with <paramref name="sampling"/> each step's token is drawn by <see cref="Generation.Sample"/> from
+    /// one generator seeded with its seed, else the argmax.</summary>
+    private static (long[] Tokens, Tensor Logits) HandGenerate(HookedTransformer model, Tensor prompt,
+        IReadOnlyList<(string Hook, Func<Tensor, long, Tensor> Edit)> hooks, GenerationOptions? sampling = null, int n = N)
     {
         var seq = prompt.clone();
         var steps = new List<Tensor>();
+        using var gen = sampling is null ? null : new Generator(sampling.Seed!.Value);
         using (no_grad())
-            for (int t = 0; t < N; t++)
+            for (int t = 0; t < n; t++)
             {
                 long len = seq.shape[1];
-                using var logits = model.Run(seq, new RunOptions { Hooks = [(Hook, y => edit(y, len))] }).Logits!;
+                using var logits = model.Run(seq, new RunOptions { Hooks = hooks.Select(h => (h.Hook, (Func<Tensor, Tensor?>)(y => h.Edit(y, len)))).ToList() }).Logits!;
                 var last = logits[0, -1].clone();
                 steps.Add(last);
-                long next = last.argmax().item<long>();
+                long next;
+                if (sampling is null) next = last.argmax().item<long>();
+                else using (var drawn = Generation.Sample(last.unsqueeze(0), sampling, gen)) next = drawn.item<long>();
                 var longer = cat([seq, tensor(new[] { next }).reshape(1, 1)], 1);
                 seq.Dispose();
                 seq = longer;
@@ -195,5 +206,200 @@ public class SaeModelRunGenerateTests : ModelTestBase
         var (exit3, _, err3) = CliRunner.Run("model", "generate", "--model", modelDir, "--prompt", prompt, "--sae", Sub("sae"));
         Assert.NotEqual(0, exit3);
         Assert.Contains("sae model run --model M --sae SAE --prompt TEXT --generate N", err3.ReplaceLineEndings(" "));
+    }
+
+    /// <summary>Every clean and edited row of <c>sae model run --generate</c>'s tables, in order (one table per prompt).</summary>
+    private static List<string> Rows(string stdout, string run) =>
+        stdout.Split('\n').Select(l => l.TrimEnd('\r').Split('\t')).Where(c => c.Length == 2 && c[0] == run).Select(c => c[1]).ToList();
+
+    private const string Ln2 = "blocks.0.ln2.hook_normalized";
+    private const string MlpOut = "blocks.0.hook_mlp_out";
+    private const string Hook1 = "blocks.1.hook_resid_post";
+
+    [Fact]
+    public void Generate_with_mean_ablation_a_transcoder_and_several_saes_equals_the_whole_sequence_run_at_every_step()
+    {
+        var (modelDir, _) = TinyGpt2WithText();
+        using (var s0 = InterventionTests.RandomSae(Hook, 16, 32, 5))
+            SaeLensFormat.Save(s0, Sub("sae"));
+        using (var s1 = InterventionTests.RandomSae(Hook1, 16, 24, 6))
+            SaeLensFormat.Save(s1, Sub("sae1"));
+        using (var t0 = Hooks.TranscoderSpliceTests.RandomTranscoder(Ln2, MlpOut, 16, 16, 24, 7, dtype: ScalarType.Float32))
+            SaeLensFormat.Save(t0, Sub("tc"));
+        using var sae = SaeLensFormat.Load(Sub("sae"));
+        using var sae1 = SaeLensFormat.Load(Sub("sae1"));
+        using var tc = SaeLensFormat.Load(Sub("tc"));
+        foreach (var s in new[] { sae, sae1, tc }) s.eval();
+        using var model = ModelLoader.FromPretrained(modelDir);
+        var tok = Tokenizer.FromFolder(modelDir);
+        string prompt = "The quick brown fox";
+        string Text(long[] ids) => tok.Decode(ids.Select(v => (int)v));
+        using var tokens = InterventionCommands.PromptTokens(tok, prompt, true);
+
+        // The prompt's busiest feature and its mean over the prompt's tokens, by hand.
+        int busiest;
+        float mean;
+        using (var cache = model.RunWithCache(tokens, [Hook]).Cache)
+        using (var fp = Encode(sae, cache[Hook]))
+        {
+            busiest = (int)fp.gt(0).sum([0, 1]).argmax().item<long>();
+            mean = fp[.., .., busiest].mean().item<float>();
+        }
+        Assert.True(mean > 0);
+        // The transcoder's features of the step's x_in, kept from its input hook for its output hook.
+        Tensor? tcFeatures = null;
+        Tensor EncodeTc(Tensor x) => (matmul(x, tc.WEnc) + tc.BEnc).relu();
+
+        var cases = new List<(string Name, string[] Flags, Func<HookedSaeTransformer> Hooked, Func<Intervention[]> Edits, (string, Func<Tensor, long, Tensor>)[] Hand)>
+        {
+            ("mean ablation, error term", ["--sae", Sub("sae"), "--error-term", "--ablate", $"{busiest}", "--ablate-mode", "mean"],
+                () => Hooked(model, (sae, true)), () => [new Ablation(sae, [busiest], MeansOf(sae.Cfg.DSae, busiest, mean))],
+                [(Hook, (y, _) => y - (Encode(sae, y)[.., .., busiest] - mean).unsqueeze(-1) * sae.WDec[busiest])]),
+            ("mean ablation", ["--sae", Sub("sae"), "--ablate", $"{busiest}", "--ablate-mode", "mean"],
+                () => Hooked(model, (sae, false)), () => [new Ablation(sae, [busiest], MeansOf(sae.Cfg.DSae, busiest, mean))],
+                [(Hook, (y, _) => { var f = Encode(sae, y); f[.., .., busiest] = tensor(mean); return Decode(sae, f); })]),
+            // A transcoder: encodes ln2's output, replaces the MLP's output by its reconstruction, feature 3 clamped to 6.
+            ("transcoder, clamp", ["--sae", Sub("tc"), "--clamp", "3:6"],
+                () => Hooked(model, (tc, false)), () => [new Clamp(tc, 3, 6)],
+                [(Ln2, (y, _) => { tcFeatures?.Dispose(); tcFeatures = EncodeTc(y); return y.alias(); }),
+                 (MlpOut, (y, _) => { var f = tcFeatures!.clone(); f[.., .., 3] = tensor(6f); return matmul(f, tc.WDec) + tc.BDec; })]),
+            // Two SAEs spliced at once, the second's feature 5 clamped to 10 (--sae-index 1).
+            ("two SAEs, clamp on the second", ["--sae", Sub("sae"), "--sae", Sub("sae1"), "--clamp", "5:10", "--sae-index", "1"],
+                () => Hooked(model, (sae, false), (sae1, false)), () => [new Clamp(sae1, 5, 10)],
+                [(Hook, (y, _) => Decode(sae, Encode(sae, y))),
+                 (Hook1, (y, _) => { var f = Encode(sae1, y); f[.., .., 5] = tensor(10f); return Decode(sae1, f); })]),
+        };
+        foreach (var (name, flags, hookedOf, edits, hand) in cases)
+        {
+            var (exit, stdout, err) = CliRunner.Run(["model", "run", "--model", modelDir, "--prompt", prompt, "--generate", $"{N}", .. flags, "--out", Sub("e.safetensors")]);
+            Assert.True(exit == 0, name + ": " + err + stdout);
+            var (ids, logits) = HandGenerate(model, tokens, hand);
+            using (logits)
+            {
+                Assert.Equal(Text(ids), Row(stdout, "edited"));
+                Assert.NotEqual(Row(stdout, "clean"), Row(stdout, "edited"));
+                // The library generation the command runs (KV-cached), step by step: tokens and logits.
+                using var g = hookedOf().Generate(tokens, N, new GenerationOptions { EosTokenId = Eos, ReturnLogits = true }, edits());
+                Assert.Equal(ids, g.Tokens[0].narrow(0, tokens.shape[1], g.Tokens.shape[1] - tokens.shape[1]).data<long>().ToArray());
+                Close(logits, g.Logits![0], 1e-4, name);
+            }
+        }
+        tcFeatures?.Dispose();
+    }
+
+    private static HookedSaeTransformer Hooked(HookedTransformer model, params (Sae Sae, bool ErrorTerm)[] saes)
+    {
+        var hooked = new HookedSaeTransformer(model);
+        foreach (var (s, e) in saes) hooked.AddSae(s, useErrorTerm: e);
+        return hooked;
+    }
+
+    private static Tensor MeansOf(long dSae, int feature, float mean)
+    {
+        var m = zeros(dSae);
+        m[feature] = tensor(mean);
+        return m;
+    }
+
+    [Fact]
+    public void Sampled_generation_draws_the_same_numbers_clean_and_edited_and_equals_the_whole_sequence_run()
+    {
+        var (modelDir, _) = TinyGpt2WithText();
+        using (var s0 = InterventionTests.RandomSae(Hook, 16, 32, 5))
+            SaeLensFormat.Save(s0, Sub("sae"));
+        using var sae = SaeLensFormat.Load(Sub("sae"));
+        sae.eval();
+        using var model = ModelLoader.FromPretrained(modelDir);
+        var tok = Tokenizer.FromFolder(modelDir);
+        string prompt = "The quick brown fox";
+        string Text(long[] ids) => tok.Decode(ids.Select(v => (int)v));
+        using var tokens = InterventionCommands.PromptTokens(tok, prompt, true);
+        string[] common = ["model", "run", "--model", modelDir, "--sae", Sub("sae"), "--prompt", prompt, "--generate", $"{N}", "--out", Sub("s.safetensors")];
+        (string Clean, string Edited, string Stdout) Cli(params string[] args)
+        {
+            var (exit, stdout, err) = CliRunner.Run([.. common, .. args]);
+            Assert.True(exit == 0, err + stdout);
+            return (Row(stdout, "clean"), Rows(stdout, "edited").Concat(Rows(stdout, "spliced")).Single(), stdout);
+        }
+
+        // Clamp with the error term, sampled at temperature 0.9 from seed 3: each continuation is the whole-sequence run
+        // of the sequence so far, its token drawn from its own generator seeded 3.
+        var sampling = new GenerationOptions { Temperature = 0.9, Seed = 3 };
+        var clamped = Cli("--error-term", "--clamp", "7:20", "--temperature", "0.9", "--seed", "3");
+        Assert.Contains("sampled (temperature 0.9, seed 3) continuation", clamped.Stdout);
+        var (cleanIds, l1) = HandGenerate(model, tokens, [(Hook, (y, _) => y.alias())], sampling);
+        l1.Dispose();
+        Assert.Equal(Text(cleanIds), clamped.Clean);
+        var (editedIds, l2) = HandGenerate(model, tokens, [(Hook, (y, _) => y + (20 - Encode(sae, y)[.., .., 7]).unsqueeze(-1) * sae.WDec[7])], sampling);
+        l2.Dispose();
+        Assert.Equal(Text(editedIds), clamped.Edited);
+        // Reproducible from the seed; another seed draws other tokens.
+        Assert.Equal(clamped, Cli("--error-term", "--clamp", "7:20", "--temperature", "0.9", "--seed", "3"));
+        Assert.NotEqual(clamped.Clean, Cli("--error-term", "--clamp", "7:20", "--temperature", "0.9", "--seed", "4").Clean);
+
+        // Greedy as temperature goes to 0, and at top-k 1.
+        var greedy = Cli("--error-term", "--clamp", "7:20");
+        Assert.Contains("greedy continuation", greedy.Stdout);
+        Assert.Equal((greedy.Clean, greedy.Edited), (Cli("--error-term", "--clamp", "7:20", "--temperature", "1", "--top-k", "1", "--seed", "8") is var k1 ? (k1.Clean, k1.Edited) : default));
+        Assert.Equal((greedy.Clean, greedy.Edited), (Cli("--error-term", "--clamp", "7:20", "--temperature", "0.0001", "--seed", "8") is var t0 ? (t0.Clean, t0.Edited) : default));
+
+        // A zero edit (steering by 0 adds exactly 0 to the raw activation): the two runs draw the same numbers, so at
+        // temperature 1.5 (near-random tokens) they sample the same continuation, with --seed and without.
+        foreach (string[] seed in new[] { new[] { "--seed", "5" }, [] })
+        {
+            var zero = Cli(["--steer", "3:0", "--temperature", "1.5", .. seed]);
+            Assert.Equal(zero.Clean, zero.Edited);
+            Assert.Matches(@"sampled \(temperature 1\.5, seed \d+\)", zero.Stdout);   // the seed drawn is shown
+        }
+
+        // Sampling options are refused at temperature 0 and without --generate, by name, writing nothing.
+        foreach (var (args, expected) in new (string[], string)[]
+        {
+            ([.. common, "--seed", "3"], "--seed: sampling options; --temperature 0"),
+            (["model", "run", "--model", modelDir, "--sae", Sub("sae"), "--prompt", prompt, "--temperature", "1", "--out", Sub("x.safetensors")], "--temperature: how --generate chooses"),
+        })
+        {
+            var (exit, stdout, err) = CliRunner.Run(args);
+            Assert.True(exit != 0, stdout);
+            Assert.Contains(expected, err.ReplaceLineEndings(" "));
+        }
+        Assert.False(File.Exists(Sub("x.safetensors")));
+    }
+
+    [Fact]
+    public void Several_prompts_are_each_continued_as_alone_and_saved_per_prompt()
+    {
+        var (modelDir, _) = TinyGpt2WithText();
+        using (var s0 = InterventionTests.RandomSae(Hook, 16, 32, 5))
+            SaeLensFormat.Save(s0, Sub("sae"));
+        var tok = Tokenizer.FromFolder(modelDir);
+        string[] prompts = ["The quick brown fox", "Sara has a white fox called Luna"];
+        // Mean ablation takes each prompt's own means; sampled from one seed.
+        string[] flags = ["--sae", Sub("sae"), "--error-term", "--ablate", "3,7", "--ablate-mode", "mean", "--steer", "2:30",
+            "--generate", $"{N}", "--temperature", "0.8", "--seed", "9", "--hooks", Hook];
+        var (exit, stdout, err) = CliRunner.Run(["model", "run", "--model", modelDir, "--prompt", prompts[0], "--prompt", prompts[1], .. flags, "--out", Sub("both.safetensors")]);
+        Assert.True(exit == 0, err + stdout);
+        Assert.Contains("prompt 1: \"Sara has a white fox called Luna\"", stdout);
+        var both = SafeTensors.Load(Sub("both.safetensors"));
+        Assert.Equal(2 * 5, both.Count);
+        for (int i = 0; i < 2; i++)
+        {
+            (exit, var alone, err) = CliRunner.Run(["model", "run", "--model", modelDir, "--prompt", prompts[i], .. flags, "--out", Sub($"p{i}.safetensors")]);
+            Assert.True(exit == 0, err + alone);
+            Assert.Equal(Row(alone, "clean"), Rows(stdout, "clean")[i]);
+            Assert.Equal(Row(alone, "edited"), Rows(stdout, "edited")[i]);
+            var one = SafeTensors.Load(Sub($"p{i}.safetensors"));
+            Assert.Equal([Hook, "generated_clean", "generated_edited", "logits", "tokens"], one.Keys.Order(StringComparer.Ordinal));
+            foreach (var (key, t) in one)
+            {
+                Assert.Equal(t.shape, both[$"{key}.{i}"].shape);
+                Assert.True(t.eq(both[$"{key}.{i}"]).all().item<bool>(), $"{key}.{i}");
+            }
+            // The saved continuation is the prompt and the tokens shown.
+            long p = one["tokens"].shape[1];
+            using var gen = one["generated_edited"];
+            Assert.True(gen[0].narrow(0, 0, p).eq(one["tokens"][0]).all().item<bool>());
+            Assert.Equal(Row(alone, "edited"), tok.Decode(gen[0].narrow(0, p, gen.shape[1] - p).data<long>().Select(v => (int)v)));
+        }
     }
 }
