@@ -247,6 +247,9 @@ internal static class TrainCommand
             Cli.ErrorLine($"warning: the data ran out after {result.Steps} steps ({Cli.Integer(result.Tokens)} tokens, {passes}); " +
                                     "repeat it with --epochs N (or --epochs 0: as many passes as --steps/--tokens need), or ask for fewer steps");
         Console.WriteLine($"trained on {Cli.Integer(result.Tokens)} tokens ({passes})");
+        if (plan.HeldOutContexts > 0 && result.Saes.Count > 0)
+            Console.WriteLine($"metrics on {Cli.Integer(plan.ModelEvalTokens)} held-out tokens: the first {Cli.Integer(plan.HeldOutContexts)} context " +
+                              $"window{(plan.HeldOutContexts == 1 ? "" : "s")} of the dataset, which training skipped");
         // Trained from a model: the held-out evaluation adds % CE loss recovered inside it.
         var downstream = plan.ModelData is null || result.Saes.Count == 0 ? null
             : CliProgress.Run("eval in model", progress => plan.EvaluateInModel(result.Saes, progress));
