@@ -170,6 +170,32 @@ public class HeldOutEvaluationTests : ModelTestBase
         Assert.Contains("yields 1 context window of 16 tokens; a run on a model needs at least 2", e.Message);
     }
 
+    /// <summary>With disable_concat_sequences (one window per line of text) the held-out windows are the first lines: a
+    /// source holding out 2 windows hands out exactly the rows of a full run from its third window on (one window per
+    /// model run, so the two runs compute alike).</summary>
+    [Fact]
+    public void Per_document_windows_hold_out_the_first_documents()
+    {
+        var (model, text) = TinyGpt2WithText();
+        var data = new ModelDataOptions { ModelPath = model, DatasetPath = text, ContextSize = 16, BatchSizePrompts = 1, DisableConcatSequences = true };
+        const string hook = "blocks.0.hook_resid_post";
+        var (full, all) = Drain(data, hook);
+        Assert.Equal(File.ReadAllLines(text).Length, all);
+        using var src = ModelPipeline.OpenSource(data with { ActivationsMixingFraction = 0 }, hook, bufferContexts: 2, seed: 1, heldOutContexts: 2);
+        var parts = new List<Tensor>();
+        while (src.Next(7) is { } b)
+            using (b) parts.Add(b.Input.clone());
+        using var rest = cat(parts, 0);
+        foreach (var p in parts) p.Dispose();
+        Assert.Equal(all - 2, src.ContextsConsumed);
+        using (full)
+        using (var expected = full.narrow(0, 2 * 16, full.shape[0] - 2 * 16))
+        {
+            Assert.Equal(expected.shape, rest.shape);
+            Assert.True(rest.equal(expected).all().item<bool>(), "the rows after the two held-out documents");
+        }
+    }
+
     /// <summary>A saved training state records the windows held out; a resume that would hold out others is refused
     /// (the saved window counts would point at other windows).</summary>
     [Fact]
