@@ -79,21 +79,20 @@ public static class ModelPipeline
         if (asked > int.MaxValue / 10) throw new SaeSharpException($"--eval-rows {evalTokens}: {asked} context windows are too many to hold out");
         var tokenizer = Tokenizer.FromFolder(data.TokenizerPath ?? data.ModelPath);
         string windowsOf = $"{positions} token{(positions == 1 ? "" : "s")}" + (positions == ctx ? "" : $" kept of {ctx}");
-        if (evalTokens is long given)
-        {
-            long n = Windows(tokenizer, data).Take((int)asked + 1).LongCount();
-            if (n <= asked)
-                throw new SaeSharpException($"--eval-rows {given} holds out the first {asked} context window{(asked == 1 ? "" : "s")} ({windowsOf} each) of {data.DatasetPath} " +
-                                            $"for the end-of-run evaluation, but it yields only {n}, leaving none to train on: give at most {Math.Max(0, n - 1) * positions} " +
-                                            "(or leave --eval-rows out to hold out a tenth of a small dataset), or use more data");
-            return (int)asked;
-        }
-        long limit = 10 * asked;
-        long count = Windows(tokenizer, data).Take((int)limit).LongCount();
+        long need = evalTokens is null ? 10 * asked : asked + 1;
+        long count = Windows(tokenizer, data).Take((int)need).LongCount();
         if (count < 2)
             throw new SaeSharpException($"{data.DatasetPath} yields {count} context window{(count == 1 ? "" : "s")} of {ctx} tokens; a run on a model needs at least 2 " +
                                         "(one held out for the end-of-run evaluation, one to train on): use more data or a smaller --context-size");
-        if (count >= limit) return (int)asked;
+        if (evalTokens is long given)
+        {
+            if (count <= asked)
+                throw new SaeSharpException($"--eval-rows {given} holds out the first {asked} context window{(asked == 1 ? "" : "s")} ({windowsOf} each) of {data.DatasetPath} " +
+                                            $"for the end-of-run evaluation, but it yields only {count}, leaving none to train on: give at most {(count - 1) * positions} " +
+                                            "(or leave --eval-rows out to hold out a tenth of a small dataset), or use more data");
+            return (int)asked;
+        }
+        if (count >= need) return (int)asked;
         int tenth = (int)Math.Max(1, count / 10);
         note = $"{data.DatasetPath} yields {count} context windows: the end-of-run evaluation holds out a tenth of them, the first {tenth} " +
                $"({tenth * positions} tokens), not the {asked} of the default --eval-rows {ActivationSplit.DefaultEvalRows}; training reads the other {count - tenth}";

@@ -168,6 +168,8 @@ public class HeldOutEvaluationTests : ModelTestBase
         Assert.Single(ModelPipeline.Windows(Tokenizer.FromFolder(model), one, 16, true));
         e = Assert.Throws<SaeSharpException>(() => TrainingPlan.ForModel(S(null), data with { DatasetPath = one }, Embed));
         Assert.Contains("yields 1 context window of 16 tokens; a run on a model needs at least 2", e.Message);
+        e = Assert.Throws<SaeSharpException>(() => TrainingPlan.ForModel(S(16), data with { DatasetPath = one }, Embed));
+        Assert.Contains("yields 1 context window of 16 tokens; a run on a model needs at least 2", e.Message);
     }
 
     /// <summary>With disable_concat_sequences (one window per line of text) the held-out windows are the first lines: a
