@@ -463,7 +463,8 @@ public sealed class TrainingPlan : IDisposable
     }
 
     /// <summary>Trains on a language model's activations at <paramref name="hook"/>, harvested from text through a shuffling
-    /// buffer; the metrics come from a second pass over the first contexts of the dataset with another shuffle seed.
+    /// buffer; the metrics come from a second pass over the first contexts of the dataset with another shuffle seed, which
+    /// the training source skips in every pass (<see cref="HeldOutContexts"/>, <see cref="ModelPipeline.HeldOutContexts"/>).
     /// Without <see cref="TrainingSettings.Steps"/> a token budget sets the steps (tokens / batch size) and the data is read
     /// as far as they need; the budget is for optimiser steps: the rows read first for the normalisation estimate and the
     /// b_dec sample come on top. With both, the budget caps the data read (plus those rows).</summary>
