@@ -124,8 +124,9 @@ internal static class CrossCoderCli
     }
 
     /// <summary><c>sae train --arch crosscoder --model M [--diff-model M2] --hooks A,B --dataset D</c>: streamed from the model
-    /// runs through the shuffle buffer (<see cref="ModelPipeline.OpenCrossCoderSource"/>); metrics.json from the first
-    /// --eval-rows tokens of the dataset, harvested again in order (as <c>sae train --model</c>'s in-model evaluation, not held out).</summary>
+    /// runs through the shuffle buffer (<see cref="ModelPipeline.OpenCrossCoderSource"/>); metrics.json from the dataset's
+    /// first windows (--eval-rows tokens, <see cref="ModelPipeline.HeldOutContexts"/>), which training skips in every pass, as
+    /// <c>sae train --model</c> holds them out for an SAE.</summary>
     private static int TrainFromModel(TrainRequest r, ModelDataOptions data, bool topK)
     {
         var hooks = r.Hooks!;
@@ -133,7 +134,10 @@ internal static class CrossCoderCli
         // --steps, else --tokens / --batch-size, else 1000; the dataset is read again from its start when it runs out
         // before the steps (unless --tokens caps the tokens read).
         long steps = r.Steps ?? (data.Tokens is long t ? Math.Max(1, t / r.BatchSize) : 1000);
-        using var source = ModelPipeline.OpenCrossCoderSource(data with { Epochs = 0 }, hooks, others, seed: (ulong)r.Seed);
+        int heldOut = ModelPipeline.HeldOutContexts(data, r.EvalRows, out var holdOutNote);
+        if (holdOutNote is not null) Cli.ErrorLine($"note: {holdOutNote}");
+        long evalTokens = heldOut * (long)ModelPipeline.TrainingContextSize(data.ContextSize ?? 128, data.SeqposSlice);
+        using var source = ModelPipeline.OpenCrossCoderSource(data with { Epochs = 0 }, hooks, others, seed: (ulong)r.Seed, heldOutContexts: heldOut);
         int layers = source.Spec.LayerHooks!.Count, d = source.SlotWidth;
         var modelNames = new List<string> { ModelLoader.NameOf(data.ModelPath) };
         if (r.DiffModel is { } diff) modelNames.Add(ModelLoader.NameOf(diff));
@@ -142,21 +146,20 @@ internal static class CrossCoderCli
             HookNames = source.Spec.LayerHooks,
             ModelNames = modelNames.Count == 1 ? modelNames : source.Spec.LayerModels!.Select(m => modelNames[m]).ToList(),
         };
-        long evalRows = r.EvalRows ?? 16384;
         return TrainAndSave(r, topK, layers, d, steps, sources, (cc, options, onStep, c, ct) => CrossCoderTrainer.Train(cc, source, options, r.BatchSize, onStep, c, ct),
-            () => FirstRows(data, hooks, others, evalRows, layers, d),
+            () => FirstRows(data, hooks, others, evalTokens, layers, d),
             r.ActivationNormalizer ? () =>
             {
                 // The fork takes the statistics from its caches before the first step; here from the dataset's first
                 // --normalizer-tokens tokens, harvested in order (a pass of its own: the training stream is not consumed).
                 using var x = FirstRows(data, hooks, others, r.NormalizerTokens ?? DefaultNormalizerRows(r.BatchSize), layers, d);
                 return CrossCoderTrainer.ActivationStatistics(x);
-            } : null);
+            } : null, new JsonObject { ["eval_held_out"] = true, ["eval_contexts"] = heldOut, ["eval_tokens"] = evalTokens });
     }
 
     private static int TrainAndSave(TrainRequest r, bool topK, int layers, int d, long steps, CrossCoderSources sources,
         Func<CrossCoder, CrossCoderTrainerOptions, Action<CrossCoderStepLog>, CrossCoderCheckpointing, CancellationToken, IReadOnlyList<CrossCoderStepLog>> train,
-        Func<Tensor>? evalRows, Func<(Tensor Mean, Tensor Std)>? statistics = null)
+        Func<Tensor>? evalRows, Func<(Tensor Mean, Tensor Std)>? statistics = null, JsonObject? evalRecord = null)
     {
         int dictSize = r.DictSize ?? (r.Expansion ?? 8) * d;
         var cfg = new CrossCoderConfig
@@ -240,6 +243,7 @@ internal static class CrossCoderCli
             var norms = CrossCoderDecoderNorms.Of(cc);
             var json = MetricsJson(m);
             var names = SlotNames(sources, layers);
+            foreach (var (key, value) in evalRecord ?? []) json[key] = value?.DeepClone();
             json["decoder_norms"] = NormsJson(norms, names);
             AtomicFile.WriteAllText(Path.Combine(r.Out, "metrics.json"), json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
             rows.AddRange(MetricRows(m, names));

@@ -29,7 +29,7 @@ internal static class TrainCommand
         var resume = new Option<bool>("--resume") { Description = "Continue from the latest checkpoint in OUT/checkpoints (flags given with it must match the checkpoint's run)" };
         var force = new Option<bool>("--force") { Description = "Replace a previous run's outputs in --out (its checkpoints are deleted); without it such a folder is an error" };
         var checkpointEvery = new Option<long?>("--checkpoint-every") { Description = "Checkpoint every N steps (default: steps/10)" }.Positive();
-        var evalRows = new Option<long?>("--eval-rows") { Description = "Rows held out at the end of the data for metrics.json (default 16384, at most a tenth of the data)" }.Positive();
+        var evalRows = new Option<long?>("--eval-rows") { Description = "Rows held out of training for metrics.json (default 16384, at most a tenth of the data): the last rows of activation files; with --model the dataset's first ⌈rows / context size⌉ windows" }.Positive();
         var autocast = new Option<bool>("--autocast") { Description = "bfloat16 matmuls in training, float32 weights and accumulation (fast with AVX512-BF16/AMX)" };
         var candidatePass = new Option<string?>("--candidate-pass") { Description = "TopK family: exact top-k from a bounded low-precision candidate pass: auto (where faster than float32 on this CPU), on, off (plain float32)" };
         var deterministic = new Option<bool>("--deterministic") { Description = "No choice made from timings (candidate pass auto runs as off; ReLU's sparse pass from 5 % density): same seed, same weights bit for bit, resumes included" };
@@ -247,6 +247,9 @@ internal static class TrainCommand
             Cli.ErrorLine($"warning: the data ran out after {result.Steps} steps ({Cli.Integer(result.Tokens)} tokens, {passes}); " +
                                     "repeat it with --epochs N (or --epochs 0: as many passes as --steps/--tokens need), or ask for fewer steps");
         Console.WriteLine($"trained on {Cli.Integer(result.Tokens)} tokens ({passes})");
+        if (plan.HeldOutContexts > 0 && result.Saes.Count > 0)
+            Console.WriteLine($"metrics on {Cli.Integer(plan.ModelEvalTokens)} held-out tokens: the first {Cli.Integer(plan.HeldOutContexts)} context " +
+                              $"window{(plan.HeldOutContexts == 1 ? "" : "s")} of the dataset, which training skipped");
         // Trained from a model: the held-out evaluation adds % CE loss recovered inside it.
         var downstream = plan.ModelData is null || result.Saes.Count == 0 ? null
             : CliProgress.Run("eval in model", progress => plan.EvaluateInModel(result.Saes, progress));

@@ -48,6 +48,15 @@ public sealed record ModelActivationSourceOptions
     private readonly int _epochs = 1;
     /// <summary>Use at most this many context windows (a token budget N is ⌈N / positions kept per window⌉ windows); null: all.</summary>
     public long? MaxContexts { get; init; }
+    /// <summary>The first this many windows of the dataset are never read, in any pass: they are held out for the
+    /// end-of-run evaluation (<c>sae train --model</c>). <see cref="MaxContexts"/> and the saved state count the windows
+    /// after them. Part of the replay description.</summary>
+    public int HeldOutContexts
+    {
+        get => _heldOut;
+        init => _heldOut = value >= 0 ? value : throw new SaeSharpException($"held-out context windows must be 0 or more, got {value}");
+    }
+    private readonly int _heldOut;
     /// <summary>SAELens's <c>seqpos_slice</c>: the positions of each window harvested; null: all. Part of the replay
     /// description.</summary>
     public Saes.SeqposSlice? SeqposSlice { get; init; }
@@ -242,14 +251,15 @@ public sealed class ModelActivationSource : IActivationSource
     }
 
     /// <summary>The windows of <see cref="ModelActivationSourceOptions.Epochs"/> passes over the dataset, one after
-    /// the other (a dataset without windows ends the stream).</summary>
+    /// the other, each pass without the <see cref="ModelActivationSourceOptions.HeldOutContexts"/> first windows (a dataset
+    /// without windows after them ends the stream).</summary>
     private IEnumerable<long[]> Passes()
     {
         for (long p = 1; _o.Epochs == 0 || p <= _o.Epochs; p++)
         {
             _pass = p;
             bool any = false;
-            foreach (var w in _windows())
+            foreach (var w in _windows().Skip(_o.HeldOutContexts))
             {
                 any = true;
                 yield return w;
@@ -336,6 +346,7 @@ public sealed class ModelActivationSource : IActivationSource
             ["layer_hooks"] = Spec.LayerHooks is { } lh ? string.Join(",", lh.Select((h, i) => $"{Spec.LayerModels?[i] ?? 0}:{h}")) : null,
             ["context_size"] = _o.ContextSize,
             ["seqpos_slice"] = (_o.SeqposSlice ?? Saes.SeqposSlice.All).ToString(),
+            ["held_out_contexts"] = _o.HeldOutContexts,
             ["batch_size_prompts"] = _o.BatchSizePrompts,
             ["buffer_contexts"] = _o.BufferContexts,
             ["mixing_fraction"] = _o.MixingFraction,
@@ -363,6 +374,10 @@ public sealed class ModelActivationSource : IActivationSource
             Check("context_size", (int?)state["context_size"], _o.ContextSize);
             // States written before seqpos_slice existed harvested every position.
             Check("seqpos_slice", (string?)state["seqpos_slice"] ?? ":", (_o.SeqposSlice ?? Saes.SeqposSlice.All).ToString());
+            // Another hold-out would shift every window the saved counts point at (states written before it held none out).
+            if (((int?)state["held_out_contexts"] ?? 0) is var heldOut && heldOut != _o.HeldOutContexts)
+                throw new SaeSharpException($"saved state skipped the first {heldOut} context windows (held out for evaluation) but this source skips {_o.HeldOutContexts}: " +
+                                            "resume with the run's --eval-rows and --context-size");
             Check("batch_size_prompts", (int?)state["batch_size_prompts"], _o.BatchSizePrompts);
             // Another buffer size would shuffle the rest of the run differently from the run that saved the state.
             if ((int?)state["buffer_contexts"] is int saved && saved != _o.BufferContexts)

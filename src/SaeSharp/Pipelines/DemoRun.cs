@@ -83,8 +83,10 @@ public sealed class DemoRun : IDisposable
         long heldOutTokens = Math.Max(Math.Max(_o.EvalTokens, _o.ScoreTokens), _o.DashboardTokens);
         string train = Path.Combine(dir, "train.jsonl"), heldOut = Path.Combine(dir, "heldout.jsonl");
         // The harvest reads the rows of the normalisation estimate and the b_dec sample before the training rows
-        // (TrainingPlan.ForModel adds them to the budget): the stories cover both.
-        long trainTokens = WriteStories(train, _o.Seed + 1000, _o.TrainTokens + TrainingPlan.InitializationRows(Settings().Trainer.Clone(), _o.BatchSize));
+        // (TrainingPlan.ForModel adds them to the budget), after the first EvalTokens tokens, which the plan holds out for
+        // metrics.json: the stories cover all three.
+        long trainTokens = WriteStories(train, _o.Seed + 1000,
+            _o.EvalTokens + _o.TrainTokens + TrainingPlan.InitializationRows(Settings().Trainer.Clone(), _o.BatchSize));
         long heldTokens = WriteStories(heldOut, _o.Seed + 2000, heldOutTokens);
         return Corpus = new DemoCorpus(train, trainTokens, heldOut, heldTokens);
     }
@@ -113,7 +115,7 @@ public sealed class DemoRun : IDisposable
     /// Prepares the training run exactly as <c>sae train --model M --hook H --dataset train.jsonl --tokens N --arch topk
     /// --k K --dict-size D --exclude-special-tokens</c> does (<see cref="TrainingPlan.ForModel"/>): the model is run on the
     /// training stories and the hook's activations (BOS positions left out) stream through a shuffling buffer of 64 contexts
-    /// into the trainer (the rows of metrics.json come from a second pass over the first contexts, as in <c>sae train</c>;
+    /// into the trainer (the rows of metrics.json come from the first contexts, held out of training, as in <c>sae train</c>;
     /// <see cref="Evaluate"/> measures on held-out stories).
     /// </summary>
     public DemoHarvest Harvest()

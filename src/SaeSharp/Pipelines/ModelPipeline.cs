@@ -59,13 +59,55 @@ public static class ModelPipeline
     public static int TrainingContextSize(int contextSize, SeqposSlice? slice) => slice?.Positions(contextSize).Length ?? contextSize;
 
     /// <summary>
+    /// The context windows at the start of <paramref name="data"/>'s dataset that a run on a model holds out of training for
+    /// its end-of-run evaluation (<c>sae train --model</c>: the training source skips them in every pass; metrics.json is
+    /// computed on them): ⌈<paramref name="evalTokens"/> / positions kept per window⌉, at least one. Without
+    /// <paramref name="evalTokens"/> it is the windows of <see cref="ActivationSplit.DefaultEvalRows"/> tokens, but at most a
+    /// tenth of the dataset's windows (at least one), as <see cref="ActivationSplit.DefaultEvalRowsFor"/> holds out rows of
+    /// activation files; <paramref name="note"/> then says when the tenth applied. A dataset of fewer than two windows, or
+    /// an <paramref name="evalTokens"/> whose windows leave none to train on, is an error naming the numbers. Only the
+    /// windows needed to decide are tokenized (at most ten times the default's); no model is run.
+    /// </summary>
+    public static int HeldOutContexts(ModelDataOptions data, long? evalTokens, out string? note)
+    {
+        ArgumentNullException.ThrowIfNull(data);
+        note = null;
+        if (evalTokens is <= 0) throw new SaeSharpException($"--eval-rows must be positive, got {evalTokens}");
+        int ctx = data.ContextSize ?? 128;
+        int positions = TrainingContextSize(ctx, data.SeqposSlice);
+        long asked = ContextsFor(evalTokens ?? ActivationSplit.DefaultEvalRows, positions)!.Value;
+        if (asked > int.MaxValue / 10) throw new SaeSharpException($"--eval-rows {evalTokens}: {asked} context windows are too many to hold out");
+        var tokenizer = Tokenizer.FromFolder(data.TokenizerPath ?? data.ModelPath);
+        string windowsOf = $"{positions} token{(positions == 1 ? "" : "s")}" + (positions == ctx ? "" : $" kept of {ctx}");
+        long need = evalTokens is null ? 10 * asked : asked + 1;
+        long count = Windows(tokenizer, data).Take((int)need).LongCount();
+        if (count < 2)
+            throw new SaeSharpException($"{data.DatasetPath} yields {count} context window{(count == 1 ? "" : "s")} of {ctx} tokens; a run on a model needs at least 2 " +
+                                        "(one held out for the end-of-run evaluation, one to train on): use more data or a smaller --context-size");
+        if (evalTokens is long given)
+        {
+            if (count <= asked)
+                throw new SaeSharpException($"--eval-rows {given} holds out the first {asked} context window{(asked == 1 ? "" : "s")} ({windowsOf} each) of {data.DatasetPath} " +
+                                            $"for the end-of-run evaluation, but it yields only {count}, leaving none to train on: give at most {(count - 1) * positions} " +
+                                            "(or leave --eval-rows out to hold out a tenth of a small dataset), or use more data");
+            return (int)asked;
+        }
+        if (count >= need) return (int)asked;
+        int tenth = (int)Math.Max(1, count / 10);
+        note = $"{data.DatasetPath} yields {count} context windows: the end-of-run evaluation holds out a tenth of them, the first {tenth} " +
+               $"({tenth * positions} tokens), not the {asked} of the default --eval-rows {ActivationSplit.DefaultEvalRows}; training reads the other {count - tenth}";
+        return tenth;
+    }
+
+    /// <summary>
     /// <c>sae train --model M --hook H --dataset D --tokens N</c>: loads the model (processed as <paramref name="data"/> says)
     /// and tokenizer and returns a shuffling, resumable source of the hook's activations. The source owns the model. Its
     /// shuffle buffer holds <paramref name="bufferContexts"/> context windows, else <see cref="ModelDataOptions.BufferContexts"/>.
     /// <paramref name="hookHeadIndex"/>: one head of an attention hook (SAELens's <c>hook_head_index</c>).
+    /// <paramref name="heldOutContexts"/>: the dataset's first windows, never read (<see cref="HeldOutContexts"/>).
     /// </summary>
     public static ModelActivationSource OpenSource(ModelDataOptions data, string hook, HarvestMode mode = HarvestMode.Out,
-        string? targetHook = null, int? bufferContexts = null, ulong seed = 0, int? hookHeadIndex = null)
+        string? targetHook = null, int? bufferContexts = null, ulong seed = 0, int? hookHeadIndex = null, int heldOutContexts = 0)
     {
         ArgumentNullException.ThrowIfNull(data);
         var tokenizer = Tokenizer.FromFolder(data.TokenizerPath ?? data.ModelPath);
@@ -84,7 +126,7 @@ public static class ModelPipeline
                     ContextSize = ctx, BatchSizePrompts = data.BatchSizePrompts, BufferContexts = Math.Max(bufferContexts ?? data.BufferContexts, data.BatchSizePrompts),
                     ExcludeTokenIds = ExcludedTokens.Resolve(data.ExcludeSpecialTokens, data.ExcludeTokenIds, tokenizer, DataOrigin),
                     Seed = seed, MaxContexts = ContextsFor(data.Tokens, positions), ModelHooks = pm.Hooks, Epochs = data.Epochs,
-                    MixingFraction = data.ActivationsMixingFraction ?? 0.5, SeqposSlice = data.SeqposSlice,
+                    MixingFraction = data.ActivationsMixingFraction ?? 0.5, SeqposSlice = data.SeqposSlice, HeldOutContexts = heldOutContexts,
                 });
             src.Owned = pm;
             src.Metadata = TrainingPlan.MetadataOf(data, spec.InputHook, spec.TargetHook);
@@ -104,9 +146,10 @@ public static class ModelPipeline
     /// model and then in each of <paramref name="otherModelPaths"/> (model diffing), all run on the same windows of the first
     /// model's tokenizer, which every other model's tokenizer must equal (<see cref="CheckSameTokenizer"/>). The rows go
     /// through the same buffer as an SAE's (<see cref="OpenSource"/>), a token's slots kept together. The source owns the models.
+    /// <paramref name="heldOutContexts"/>: the dataset's first windows, never read (<see cref="HeldOutContexts"/>).
     /// </summary>
     public static ModelActivationSource OpenCrossCoderSource(ModelDataOptions data, IReadOnlyList<string> hooks, IReadOnlyList<string>? otherModelPaths = null,
-        int? bufferContexts = null, ulong seed = 0)
+        int? bufferContexts = null, ulong seed = 0, int heldOutContexts = 0)
     {
         ArgumentNullException.ThrowIfNull(data);
         ArgumentNullException.ThrowIfNull(hooks);
@@ -132,7 +175,7 @@ public static class ModelPipeline
                     ContextSize = ctx, BatchSizePrompts = data.BatchSizePrompts, BufferContexts = Math.Max(bufferContexts ?? data.BufferContexts, data.BatchSizePrompts),
                     ExcludeTokenIds = ExcludedTokens.Resolve(data.ExcludeSpecialTokens, data.ExcludeTokenIds, tokenizer, DataOrigin),
                     Seed = seed, MaxContexts = ContextsFor(data.Tokens, positions), ModelHooks = models[0].Hooks, Epochs = data.Epochs,
-                    MixingFraction = data.ActivationsMixingFraction ?? 0.5, SeqposSlice = data.SeqposSlice,
+                    MixingFraction = data.ActivationsMixingFraction ?? 0.5, SeqposSlice = data.SeqposSlice, HeldOutContexts = heldOutContexts,
                     OtherModels = models.Skip(1).Select(m => (m.Model, (IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>?)m.Hooks)).ToList(),
                 });
             src.Owned = new OwnedModels(models);

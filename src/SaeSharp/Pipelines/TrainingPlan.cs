@@ -33,11 +33,24 @@ public sealed class TrainingPlan : IDisposable
     /// <summary>The model and text the SAEs are trained from (<see cref="ForModel"/>), else null.</summary>
     public ModelDataOptions? ModelData { get; private init; }
 
-    /// <summary>Tokens of the end-of-training evaluation inside the model: as many as the held-out rows.</summary>
+    /// <summary>Tokens of the end-of-training evaluation inside the model: the positions kept of the
+    /// <see cref="HeldOutContexts"/> windows.</summary>
     public long ModelEvalTokens { get; private init; }
 
+    /// <summary>A run from a model (<see cref="ForModel"/>): the first context windows of the dataset, held out of training
+    /// (in every pass) and evaluated for metrics.json (<see cref="ModelPipeline.HeldOutContexts"/>); 0 otherwise.</summary>
+    public int HeldOutContexts { get; private init; }
+
+    /// <summary>What metrics.json records of the evaluated data of a run from a model: <c>eval_held_out</c> true,
+    /// <c>eval_contexts</c> (the dataset's first windows, skipped by training) and <c>eval_tokens</c> (their positions kept by
+    /// the seqpos_slice; <c>n_rows</c> counts the rows left after excluded tokens).</summary>
+    private static System.Text.Json.Nodes.JsonObject HeldOutRecord(int contexts, long tokens) => new()
+    {
+        ["eval_held_out"] = true, ["eval_contexts"] = contexts, ["eval_tokens"] = tokens,
+    };
+
     private TrainingPlan(TrainingSettings s, TrainerConfig trainer, bool resume, IActivationSource train, IActivationSource eval, long? evalRows,
-        SaeMetadata metadata, long steps, bool transcoder, Sae? pretrained = null)
+        SaeMetadata metadata, long steps, bool transcoder, Sae? pretrained = null, System.Text.Json.Nodes.JsonObject? evalRecord = null)
     {
         // transcoder: the source's targets are another activation than its inputs (an output hook, or target files),
         // whatever their widths. pretrained: the SAE loaded from s.FromPretrainedPath, disposed here once copied.
@@ -152,7 +165,7 @@ public sealed class TrainingPlan : IDisposable
                 OutDir = s.Out ?? throw new SaeSharpException("give --out (or 'out' in --config)"),
                 Trainer = trainer, Saes = slots, TrainSource = train, EvalSource = eval,
                 EvalRows = evalRows ?? ActivationSplit.DefaultEvalRows, GroundTruthFeatures = features, Resume = resume,
-                Overwrite = s.Overwrite,
+                Overwrite = s.Overwrite, EvalRecord = evalRecord,
             };
         }
         catch
@@ -450,7 +463,8 @@ public sealed class TrainingPlan : IDisposable
     }
 
     /// <summary>Trains on a language model's activations at <paramref name="hook"/>, harvested from text through a shuffling
-    /// buffer; the metrics come from a second pass over the first contexts of the dataset with another shuffle seed.
+    /// buffer; the metrics come from a second pass over the first contexts of the dataset with another shuffle seed, which
+    /// the training source skips in every pass (<see cref="HeldOutContexts"/>, <see cref="ModelPipeline.HeldOutContexts"/>).
     /// Without <see cref="TrainingSettings.Steps"/> a token budget sets the steps (tokens / batch size) and the data is read
     /// as far as they need; the budget is for optimiser steps: the rows read first for the normalisation estimate and the
     /// b_dec sample come on top. With both, the budget caps the data read (plus those rows).</summary>
@@ -499,7 +513,10 @@ public sealed class TrainingPlan : IDisposable
         // are left out). A budget beside --steps caps the data read: the initialisation rows come on top.
         var trainData = (s.RunSteps is null ? data with { Tokens = null }
                          : data.Tokens is long budget ? data with { Tokens = budget + initRows } : data) with { Epochs = s.Epochs ?? data.Epochs };
-        var train = ModelPipeline.OpenSource(trainData, hook, mode, targetHook, seed: (ulong)s.Seed, hookHeadIndex: head);
+        // The first windows of the dataset are held out for the end-of-run evaluation: training skips them in every pass.
+        int heldOut = ModelPipeline.HeldOutContexts(data, s.EvalRows, out var holdOutNote);
+        long evalTokens = heldOut * (long)ModelPipeline.TrainingContextSize(data.ContextSize ?? 128, data.SeqposSlice);
+        var train = ModelPipeline.OpenSource(trainData, hook, mode, targetHook, seed: (ulong)s.Seed, hookHeadIndex: head, heldOutContexts: heldOut);
         ModelActivationSource? eval = null;
         try
         {
@@ -510,17 +527,18 @@ public sealed class TrainingPlan : IDisposable
                 try { pretrained.Cfg.Metadata.HookName = train.HookPoints.Resolve(saeHook); }
                 catch (SaeSharpException) { }
             }
-            // One window at least: as many rows as the slice keeps of it.
-            long evalTokens = Math.Max(ModelPipeline.TrainingContextSize(data.ContextSize ?? 128, data.SeqposSlice), s.EvalRows ?? ActivationSplit.DefaultEvalRows);
+            // Every row of the held-out windows (the positions the slice keeps, less excluded tokens).
             eval = ModelPipeline.OpenSource(data with { Tokens = evalTokens, Epochs = 1 }, hook, mode, targetHook,
                 seed: (ulong)s.Seed + 1, hookHeadIndex: head);
             var metadata = MetadataOf(data, train.Spec.InputHook, train.Spec.TargetHook);
             metadata.HookHeadIndex = train.Spec.HeadIndex;
-            return new TrainingPlan(s, trainer, resume, train, eval, s.EvalRows, metadata, steps,
-                transcoder: train.Spec.TargetHook is not null, pretrained)
+            var plan = new TrainingPlan(s, trainer, resume, train, eval, evalTokens, metadata, steps,
+                transcoder: train.Spec.TargetHook is not null, pretrained, HeldOutRecord(heldOut, evalTokens))
             {
-                ModelData = data, ModelEvalTokens = evalTokens,
+                ModelData = data, ModelEvalTokens = evalTokens, HeldOutContexts = heldOut,
             };
+            if (holdOutNote is not null) plan._notes.Add(holdOutNote);
+            return plan;
         }
         catch
         {

@@ -23,6 +23,9 @@ public sealed class TrainingRunOptions
     public IActivationSource? EvalSource { get; init; }
     /// <summary>Held-out rows read from <see cref="EvalSource"/> for metrics.json.</summary>
     public long EvalRows { get; init; } = 65536;
+    /// <summary>Fields added to each metrics.json after the metrics, describing the evaluated data (a run from a model:
+    /// <c>eval_held_out</c>, <c>eval_contexts</c>, <c>eval_tokens</c>); null adds none.</summary>
+    public System.Text.Json.Nodes.JsonObject? EvalRecord { get; init; }
     /// <summary>True feature directions [n_features, d_in] of synthetic data: adds mmcs, recovered_fraction and SAELens's
     /// synthetic-data metrics (with true_l0 and classification/* when the held-out rows' files hold their ground-truth
     /// activations, as <c>sae synth</c> writes them).</summary>
@@ -159,7 +162,7 @@ public static class TrainingRun
                         // The evaluator disposes what it is given: hand it aliases so every SAE sees the same rows.
                         var views = evalBatches.Select(b => new ActivationBatch(b.Input.alias(), b.HasSeparateTarget ? b.Target.alias() : null));
                         metrics = SaeEvaluator.Evaluate(trained.Sae, views, groundTruthFeatures: o.GroundTruthFeatures, groundTruthActivations: truthActs);
-                        files.WriteAllText(Path.Combine(dir, MetricsFile), metrics.ToJson());
+                        files.WriteAllText(Path.Combine(dir, MetricsFile), WithRecord(metrics.ToJson(), o.EvalRecord));
                     }
                     outputs.Add(new TrainedSaeOutput(trained.Name, dir, metrics, trained.Sae.Cfg.Clone()));
                 }
@@ -171,6 +174,15 @@ public static class TrainingRun
                 if (evalBatches is not null) foreach (var b in evalBatches) b.Dispose();
             }
         }
+    }
+
+    /// <summary>The metrics' JSON with <paramref name="record"/>'s fields after them.</summary>
+    private static string WithRecord(string metricsJson, System.Text.Json.Nodes.JsonObject? record)
+    {
+        if (record is null) return metricsJson;
+        var json = System.Text.Json.Nodes.JsonNode.Parse(metricsJson)!.AsObject();
+        foreach (var (key, value) in record) json[key] = value?.DeepClone();
+        return json.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true });
     }
 
     /// <summary>Draws the run's whole log (a resumed run's included) into <see cref="TrainingCurves.FileName"/> in

@@ -181,6 +181,9 @@ public class CrossCoderModelSourceTests : ModelTestBase
         }
         var metrics = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(diff, "metrics.json")))!;
         Assert.Equal(64, metrics["rows"]!.GetValue<long>());
+        // The dataset's first ⌈64 / 16⌉ = 4 windows, which training skipped (as for an SAE).
+        Assert.True(metrics["eval_held_out"]!.GetValue<bool>());
+        Assert.Equal((4, 64L), (metrics["eval_contexts"]!.GetValue<int>(), metrics["eval_tokens"]!.GetValue<long>()));
         Assert.Contains("steps", stdout);
 
         var layers = Sub("cc-layers");

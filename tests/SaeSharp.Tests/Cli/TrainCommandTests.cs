@@ -850,7 +850,11 @@ public class ModelTrainCommandTests : IDisposable
         Assert.Contains("CE loss recovered", r.Err);
         Assert.Contains("--steps", r.Err[r.Err.IndexOf("CE loss recovered", StringComparison.Ordinal)..]);
 
-        // The same figure as `sae eval --model` over the same held-out tokens.
+        // The figures are on the first ⌈256 / 64⌉ = 4 windows, which training skipped: the same figure as `sae eval --model`
+        // over those tokens.
+        Assert.True(m["eval_held_out"]!.GetValue<bool>());
+        Assert.Equal((4, 256L), (m["eval_contexts"]!.GetValue<int>(), m["eval_tokens"]!.GetValue<long>()));
+        Assert.Contains("metrics on 256 held-out tokens: the first 4 context windows of the dataset, which training skipped", r.Out);
         Ok(CliRunner.Run("eval", "--sae", P("bad"), "--model", "builtin", "--dataset", P("c.jsonl"), "--tokens", "256", "--json", P("e.json")));
         var e = JsonNode.Parse(File.ReadAllText(P("e.json")))!;
         Assert.Equal(e["model_performance_preservation"]!["ce_loss_score"]!.GetValue<double>(), score, 9);

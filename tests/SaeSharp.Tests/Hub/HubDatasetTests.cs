@@ -146,6 +146,11 @@ public sealed class HubDatasetTests : FakeHubTestBase
         var cfg = JsonNode.Parse(File.ReadAllText(Path.Combine(run, "cfg.json")))!;
         Assert.Equal("NeelNanda/pile-10k", cfg["metadata"]!["dataset_path"]!.GetValue<string>());
         Assert.Contains(_server.Requests, r => r.Path.StartsWith("/api/datasets/NeelNanda/pile-10k/tree/main"));
+        // metrics.json is on the stream's first ⌈128 / 32⌉ = 4 windows, held out of training.
+        var metrics = JsonNode.Parse(File.ReadAllText(Path.Combine(run, "metrics.json")))!;
+        Assert.True(metrics["eval_held_out"]!.GetValue<bool>());
+        Assert.Equal((4, 128L), (metrics["eval_contexts"]!.GetValue<int>(), metrics["eval_tokens"]!.GetValue<long>()));
+        Assert.Contains("metrics on 128 held-out tokens: the first 4 context windows of the dataset, which training skipped", result.Out);
     }
 }
 
