@@ -327,7 +327,10 @@ public class DemoTests(QuickDemoFixture fx) : IClassFixture<QuickDemoFixture>
         var (exit, output, err) = CliRunner.Run([.. common, "--tpp", "--tpp-n", "2,10", "--labels", "ctx:in_question,ctx:in_quote,tense:past", "--json", json]);
         Assert.True(exit == 0, err + output);
         Assert.Contains("TPP at blocks.", output);
-        var r = JsonNode.Parse(File.ReadAllText(json))!;
+        var root = JsonNode.Parse(File.ReadAllText(json))!;
+        // One dataset: SAEBench's one eval_result_details entry, {dataset}_tpp_results; the classes are in runs[0].
+        Assert.EndsWith("_tpp_results", Assert.Single(root["eval_result_details"]!.AsArray())!["dataset_name"]!.GetValue<string>());
+        var r = root["runs"]![0]!;
         var details = r["eval_result_details"]!.AsArray();
         Assert.Equal(["ctx:in_question", "ctx:in_quote", "tense:past"], details.Select(t => t!["class"]!.GetValue<string>()));
         var clean = details.Select(t => t!["clean_test_accuracy"]!.GetValue<double>()).ToArray();
