@@ -48,8 +48,8 @@ internal static class ProbeCommand
             if (mean) Cli.RefuseGiven(parse, "token pooling only (--pooling mean reads whole texts; absorption is measured on tokens)", tokens, absorption, absorptionLabels);
             else Cli.RefuseGiven(parse, "need --pooling mean", textField, labelField, classes, texts, tpp, tppN, scr, spuriousField, spuriousClasses, scrN);
             if (!parse.GetValue(tpp)) Cli.RefuseGiven(parse, "needs --tpp", tppN);
-            if (!parse.GetValue(scr)) Cli.RefuseGiven(parse, "need --scr", spuriousField, spuriousClasses, scrN);
             if (!parse.GetValue(scr) && !parse.GetValue(tpp)) Cli.RefuseGiven(parse, "need --scr or --tpp", saebench, strict);
+            if (!parse.GetValue(scr)) Cli.RefuseGiven(parse, "need --scr", spuriousField, spuriousClasses, scrN);
             else Cli.RefuseGiven(parse, "not with --scr (SCR trains its own three probes on --classes and --spurious-classes)", tpp, labels);
             var text = mean ? new TextProbingOptions
             {
