@@ -13,14 +13,14 @@ internal static class ProbeCommand
     {
         var sae = SaeCommands.SaeOption();
         var model = ModelCommands.ModelOption();
-        var dataset = new Option<string[]>("--dataset") { Description = "Labelled .jsonl (text + token-aligned labels), e.g. from `sae corpus`; with --pooling mean also a .jsonl/.parquet classification dataset (text and class columns), a folder or hf:ORG/NAME; --scr: repeat it for several datasets", AllowMultipleArgumentsPerToken = false };
+        var dataset = new Option<string[]>("--dataset") { Description = "Labelled .jsonl (text + token-aligned labels), e.g. from `sae corpus`; with --pooling mean also a .jsonl/.parquet classification dataset (text and class columns), a folder or hf:ORG/NAME; --tpp and --scr: repeat it for several datasets", AllowMultipleArgumentsPerToken = false };
         var pooling = new Option<string>("--pooling") { Description = "token: every labelled token is an example; mean: every text is one, its activations averaged over its tokens (SAEBench's task)", DefaultValueFactory = _ => "token" };
         pooling.AcceptOnlyFromAmong("token", "mean");
         var tokens = new Option<long>("--tokens") { Description = "Labelled tokens to read (half train, half test)", DefaultValueFactory = _ => 40_000 }.Positive();
         var ctx = new Option<int?>("--context-size") { Description = "Tokens per window (default: the SAE's context_size); with --pooling mean, tokens read of each text (default 128, SAEBench's)" }.Positive();
         var textField = new Option<string>("--text-field") { Description = "--pooling mean on a classification dataset: the text column", DefaultValueFactory = _ => "text" };
         var labelField = new Option<string>("--label-field") { Description = "--pooling mean on a classification dataset: the class column (strings or integers)", DefaultValueFactory = _ => "label" };
-        var classes = new Option<string[]>("--classes") { Description = "--pooling mean on a classification dataset: comma-separated classes, each probed against the others (default: every class); --scr: attribute 1's positive,negative values, repeat it for several pairs (each a run, on every --dataset)", AllowMultipleArgumentsPerToken = false };
+        var classes = new Option<string[]>("--classes") { Description = "--pooling mean on a classification dataset: comma-separated classes, each probed against the others (default: every class); --scr: attribute 1's positive,negative values, repeat it for several pairs (each a run, on every --dataset); DATASET=values: for that --dataset only", AllowMultipleArgumentsPerToken = false };
         var texts = new Option<int>("--texts") { Description = "--pooling mean on a labelled corpus: documents to read (4 in 5 train)", DefaultValueFactory = _ => 5000 }.Positive();
         var labels = new Option<string?>("--labels") { Description = "Comma-separated labels to probe (default: every label with 50 tokens with and without it in each half)" };
         var absorption = new Option<bool>("--absorption") { Description = "Also measure feature absorption (SAEBench's absorption eval on parent labels)" };
@@ -31,14 +31,15 @@ internal static class ProbeCommand
         var spuriousField = new Option<string?>("--spurious-field") { Description = $"--scr on a classification dataset: the column of the spurious attribute (SAEBench's column2_name; default {new ScrOptions().Column2Name}); --label-field is attribute 1's" };
         var spuriousClasses = new Option<string?>("--spurious-classes") { Description = "--scr: the spurious attribute's positive,negative values (SAEBench's column2_vals, e.g. male,female); on a labelled corpus one label (documents with and without it) or two" };
         var scrN = new Option<string?>("--scr-n") { Description = $"--scr: comma-separated numbers of latents to ablate (default: {string.Join(",", TppOptions.DefaultNValues)}, those up to d_sae)" };
-        var saebench = new Option<bool>("--saebench-defaults") { Description = "--scr: SAEBench's datasets and value pairs (hf:LabHC/bias_in_bios and hf:canrager/amazon_reviews_mcauley_1and5, four pairs each, their train/test splits) in place of --dataset, --classes, --spurious-field and --spurious-classes" };
+        var saebench = new Option<bool>("--saebench-defaults") { Description = "--scr, --tpp: SAEBench's datasets (hf:LabHC/bias_in_bios and hf:canrager/amazon_reviews_mcauley_1and5, their train/test splits) with its value pairs (--scr, four each) or classes (--tpp, five each) in place of --dataset, --classes, --spurious-field and --spurious-classes; implies --strict-sizes" };
+        var strict = new Option<bool>("--strict-sizes") { Description = "--scr, --tpp: refuse data smaller than SAEBench's sets (SCR: 1000 training and 250 test texts per quadrant; TPP: 2000 and 500 per class) with an error naming the counts, where the sets otherwise shrink to the data with a warning" };
         var json = new Option<string?>("--json") { Description = "Write the means (SAEBench's key names), every task and the absorption details to this JSON file" };
         var command = new Command("probe", "k-sparse probing of SAE features against token labels, with a probe on the whole activation as baseline (SAEBench's sparse probing; --absorption: feature absorption)")
-            { sae, model, dataset, pooling, tokens, ctx, textField, labelField, classes, texts, labels, absorption, absorptionLabels, tpp, tppN, scr, spuriousField, spuriousClasses, scrN, saebench, json };
+            { sae, model, dataset, pooling, tokens, ctx, textField, labelField, classes, texts, labels, absorption, absorptionLabels, tpp, tppN, scr, spuriousField, spuriousClasses, scrN, saebench, strict, json };
         Cli.SetAction(command, parse =>
         {
             static string? One(string[]? values, string option) => values is null or [] ? null : values is [var v] ? v
-                : throw new SaeSharpException($"{option} is given {values.Length} times; only --scr takes several ({string.Join(" ", values.Select(x => option + " " + x))})");
+                : throw new SaeSharpException($"{option} is given {values.Length} times; only --scr and --tpp take several ({string.Join(" ", values.Select(x => option + " " + x))})");
             static IReadOnlyList<string>? List(string? s) => s is null ? null : s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
             if (parse.GetValue(absorptionLabels) is not null && !parse.GetValue(absorption))
                 throw new SaeSharpException("--absorption-labels needs --absorption");
@@ -47,12 +48,13 @@ internal static class ProbeCommand
             if (mean) Cli.RefuseGiven(parse, "token pooling only (--pooling mean reads whole texts; absorption is measured on tokens)", tokens, absorption, absorptionLabels);
             else Cli.RefuseGiven(parse, "need --pooling mean", textField, labelField, classes, texts, tpp, tppN, scr, spuriousField, spuriousClasses, scrN);
             if (!parse.GetValue(tpp)) Cli.RefuseGiven(parse, "needs --tpp", tppN);
-            if (!parse.GetValue(scr)) Cli.RefuseGiven(parse, "need --scr", spuriousField, spuriousClasses, scrN, saebench);
+            if (!parse.GetValue(scr) && !parse.GetValue(tpp)) Cli.RefuseGiven(parse, "need --scr or --tpp", saebench, strict);
+            if (!parse.GetValue(scr)) Cli.RefuseGiven(parse, "need --scr", spuriousField, spuriousClasses, scrN);
             else Cli.RefuseGiven(parse, "not with --scr (SCR trains its own three probes on --classes and --spurious-classes)", tpp, labels);
             var text = mean ? new TextProbingOptions
             {
                 ContextSize = parse.GetValue(ctx) ?? 128, TextField = parse.GetValue(textField)!, LabelField = parse.GetValue(labelField)!,
-                Classes = parse.GetValue(scr) ? null : List(One(parse.GetValue(classes), "--classes")), MaxTexts = parse.GetValue(texts),
+                Classes = parse.GetValue(scr) || parse.GetValue(tpp) ? null : List(One(parse.GetValue(classes), "--classes")), MaxTexts = parse.GetValue(texts),
             } : null;
             static int[]? NValues(string? s, string option) => List(s)?.Select(v => int.TryParse(v, System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out int n) && n > 0
                 ? n : throw new SaeSharpException($"{option}: '{v}' is not a positive integer")).ToArray();
@@ -63,7 +65,7 @@ internal static class ProbeCommand
                 if (parse.GetValue(saebench))
                 {
                     Cli.RefuseGiven(parse, "not with --saebench-defaults (it names SAEBench's datasets, columns and value pairs)", dataset, classes, spuriousField, spuriousClasses, labelField, textField);
-                    suite = [.. ScrDataset.SaeBenchDefaults(new ScrOptions { NValues = nScr })];
+                    suite = [.. ScrDataset.SaeBenchDefaults(new ScrOptions { NValues = nScr, StrictSizes = true })];
                 }
                 else
                 {
@@ -71,9 +73,9 @@ internal static class ProbeCommand
                     var pairs = (parse.GetValue(classes) ?? []).Select(c => List(c)!).ToList();
                     if (pairs.Count == 0) throw new SaeSharpException("--scr needs --classes: attribute 1's positive,negative values (SAEBench's column1_vals, e.g. professor,nurse; on a labelled corpus one or two labels); repeat it for several pairs");
                     var c2 = List(parse.GetValue(spuriousClasses)) ?? throw new SaeSharpException("--scr needs --spurious-classes: the spurious attribute's positive,negative values (SAEBench's column2_vals, e.g. male,female; on a labelled corpus one or two labels)");
-                    var options = new ScrOptions { Column1Name = parse.GetValue(labelField)!, Column2Vals = c2, NValues = nScr };
+                    var options = new ScrOptions { Column1Name = parse.GetValue(labelField)!, Column2Vals = c2, NValues = nScr, StrictSizes = parse.GetValue(strict) };
                     if (parse.GetValue(spuriousField) is { } sf) options = options with { Column2Name = sf };
-                    suite = [.. paths.Select(p => new ScrDataset(p, p, parse.GetValue(textField)!, options, pairs))];
+                    suite = ScrDataset.ForPaths(paths, parse.GetValue(classes) ?? [], parse.GetValue(textField)!, options);
                 }
                 var scrReport = CliProgress.Run("scr", progress => AnalysisPipeline.ScrSuite(parse.GetValue(sae)!, ModelSource.Resolve(parse.GetValue(model)!),
                     suite, text! with { Classes = null, Progress = progress }));
@@ -86,14 +88,25 @@ internal static class ProbeCommand
                 }
                 return 0;
             }
-            var datasetPath = parse.GetValue(dataset) is { Length: > 0 } given ? One(given, "--dataset")! : throw new SaeSharpException("--dataset is required");
             if (parse.GetValue(tpp))
             {
                 var nValues = NValues(parse.GetValue(tppN), "--tpp-n");
-                var tppReport = CliProgress.Run("tpp", progress => AnalysisPipeline.Tpp(parse.GetValue(sae)!, ModelSource.Resolve(parse.GetValue(model)!),
-                    datasetPath, text! with { Progress = progress }, new SparseProbingOptions { Labels = List(parse.GetValue(labels)) },
-                    new TppOptions { NValues = nValues }));
-                PrintTpp(tppReport);
+                IReadOnlyList<TppDataset> suite;
+                if (parse.GetValue(saebench))
+                {
+                    Cli.RefuseGiven(parse, "not with --saebench-defaults (it names SAEBench's datasets, columns and classes)", dataset, classes, labels, labelField, textField);
+                    suite = TppDataset.SaeBenchDefaults();
+                }
+                else
+                {
+                    var paths = parse.GetValue(dataset) is { Length: > 0 } ds ? ds : throw new SaeSharpException("--dataset is required (or --saebench-defaults with --tpp)");
+                    suite = TppDataset.ForPaths(paths, parse.GetValue(classes) ?? [], parse.GetValue(textField)!, parse.GetValue(labelField)!);
+                }
+                var tppOptions = new TppOptions { NValues = nValues, StrictSizes = parse.GetValue(saebench) || parse.GetValue(strict) };
+                var tppReport = CliProgress.Run("tpp", progress => AnalysisPipeline.TppSuite(parse.GetValue(sae)!, ModelSource.Resolve(parse.GetValue(model)!),
+                    suite, text! with { Progress = progress }, new SparseProbingOptions { Labels = List(parse.GetValue(labels)) }, tppOptions));
+                if (tppReport.Runs.Count == 1) PrintTpp(tppReport.Runs[0].Report);
+                else PrintTppSuite(tppReport);
                 if (parse.GetValue(json) is { } tppPath)
                 {
                     tppReport.WriteJson(tppPath);
@@ -101,6 +114,7 @@ internal static class ProbeCommand
                 }
                 return 0;
             }
+            var datasetPath = parse.GetValue(dataset) is { Length: > 0 } given ? One(given, "--dataset")! : throw new SaeSharpException("--dataset is required");
             var report = CliProgress.Run("probe", progress => AnalysisPipeline.Probe(parse.GetValue(sae)!, ModelSource.Resolve(parse.GetValue(model)!),
                 datasetPath,
                 new LabelScoringOptions { Tokens = parse.GetValue(tokens), ContextSize = parse.GetValue(ctx), Progress = progress },
@@ -185,6 +199,30 @@ internal static class ProbeCommand
             })]);
         Cli.WriteIndented(Markup.Escape("(×100; n = latents zero-ablated per class, error term kept; intended = drop of the class's own probe's test accuracy, " +
                                         "unintended = mean drop of the other probes', total = intended − unintended: SAEBench's tpp_threshold_{n}_*; clean acc = the probe's test accuracy in %)"), 2);
+    }
+
+    /// <summary>TPP over several datasets: per dataset its total metric per n (×100), then SAEBench's means over the datasets
+    /// (eval_result_metrics) of the three metrics.</summary>
+    internal static void PrintTppSuite(TppSuiteReport r)
+    {
+        static string P(double v) => (100 * v).ToString("F1", System.Globalization.CultureInfo.InvariantCulture);
+        var nValues = r.Runs[0].Report.NValues;
+        var mean = r.Metrics();
+        var columns = new List<Column> { new("run", NoWrap: false) };
+        columns.AddRange(nValues.Select(n => new Column($"n={n}", Right: true)));
+        var rows = r.Runs.Select(x =>
+        {
+            var m = x.Report.Metrics();
+            return (IReadOnlyList<string>)[$"{x.DatasetName.Split('/')[^1]} ({x.Report.Classes.Count})", .. nValues.Select(n => P(m[$"tpp_threshold_{n}_total_metric"]))];
+        }).ToList();
+        rows.Add(["mean", .. nValues.Select(n => P(mean[$"tpp_threshold_{n}_total_metric"]))]);
+        rows.Add(["mean, intended", .. nValues.Select(n => P(mean[$"tpp_threshold_{n}_intended_diff_only"]))]);
+        rows.Add(["mean, unintended", .. nValues.Select(n => P(mean[$"tpp_threshold_{n}_unintended_diff_only"]))]);
+        var splits = string.Join("; ", r.Runs.Select(x => $"{x.DatasetName}: {x.Split}"));
+        Cli.WriteColumns($"TPP at {r.Hook}: {r.Runs.Count} datasets, total metric per n (×100)", columns, rows);
+        Cli.WriteIndented(Markup.Escape("(a run = one --dataset, its class count in brackets, each row its classes' mean; n = latents zero-ablated per class, error term kept; " +
+                                        "total = intended − unintended drop of the probes' test accuracy: SAEBench's tpp_threshold_{n}_total_metric; mean = SAEBench's " +
+                                        $"eval_result_metrics, each dataset weighing the same; split: {splits})"), 2);
     }
 
     /// <summary>Test accuracy per task (model probe, then SAE top-k probes) in percent with one decimal (four characters at

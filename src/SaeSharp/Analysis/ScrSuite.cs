@@ -39,6 +39,17 @@ public sealed record ScrDataset(string Path, string Name, string TextField, ScrO
         ];
     }
 
+    /// <summary>One dataset per path of <paramref name="paths"/> with its pairs from <paramref name="classes"/> (the
+    /// <c>--classes</c> values, each <c>pos,neg</c>): a value <c>DATASET=pos,neg</c> is a pair of that dataset only (SAEBench's
+    /// pair list per dataset), a value without a dataset a pair of every dataset. A dataset named that is not in
+    /// <paramref name="paths"/> is an error.</summary>
+    public static IReadOnlyList<ScrDataset> ForPaths(IReadOnlyList<string> paths, IReadOnlyList<string> classes, string textField, ScrOptions options)
+    {
+        var tied = classes.Select(c => DatasetTie.Parse(c, paths, "--classes")).ToList();
+        return [.. paths.Select(p => new ScrDataset(p, p, textField, options,
+            [.. tied.Where(t => t.Dataset is null || t.Dataset == p).Select(t => DatasetTie.List(t.Values))]))];
+    }
+
     /// <summary>Refuses no dataset, a dataset without pairs, a pair given twice for one dataset, and a dataset twice.</summary>
     internal static void Check(IReadOnlyList<ScrDataset> datasets)
     {
@@ -54,6 +65,27 @@ public sealed record ScrDataset(string Path, string Name, string TextField, ScrO
                     throw new SaeSharpException($"SCR on {d.Name}: the pair {string.Join(",", p)} is given twice (--classes)");
         }
     }
+}
+
+/// <summary>Option values tied to one dataset, <c>DATASET=values</c> (<c>--classes hf:LabHC/bias_in_bios=professor,nurse</c>).</summary>
+internal static class DatasetTie
+{
+    /// <summary>(the dataset, the values) of <paramref name="value"/> when it starts with one of <paramref name="datasets"/>
+    /// followed by <c>=</c> (the longest that does); (null, <paramref name="value"/>) when it has no <c>=</c>. A value whose
+    /// text before <c>=</c> is no dataset given is an error naming it and the datasets.</summary>
+    internal static (string? Dataset, string Values) Parse(string value, IReadOnlyList<string> datasets, string option)
+    {
+        foreach (var d in datasets.OrderByDescending(d => d.Length))
+            if (value.StartsWith(d + "=", StringComparison.Ordinal)) return (d, value[(d.Length + 1)..]);
+        int eq = value.LastIndexOf('=');
+        if (eq >= 0)
+            throw new SaeSharpException($"{option} {value}: '{value[..eq]}' is not among --dataset ({string.Join(", ", datasets)}); " +
+                                        $"{option} DATASET=values gives the values to that dataset only");
+        return (null, value);
+    }
+
+    /// <summary>The comma-separated values of <paramref name="s"/>, trimmed, empty ones dropped.</summary>
+    internal static IReadOnlyList<string> List(string s) => s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
 }
 
 /// <summary>One SCR run: one value pair of one dataset.</summary>

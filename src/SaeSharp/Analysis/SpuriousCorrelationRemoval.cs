@@ -40,6 +40,10 @@ public sealed record ScrOptions
     public IReadOnlyDictionary<string, string>? Column2Mapping { get; init; }
     /// <summary>Fewest texts per quadrant accepted when a half has fewer than a quarter of its set size in a cell.</summary>
     public int MinTextsPerQuadrant { get; init; } = 20;
+    /// <summary>Refuse quadrants smaller than SAEBench's (<c>get_spurious_corr_data</c>'s assertions: every quadrant at least
+    /// a quarter of the set size, the two agreeing ones more than twice that) with an error naming the quadrant and the
+    /// counts; false: shrink m to the data with a warning (<see cref="DatasetWarnings"/>).</summary>
+    public bool StrictSizes { get; init; }
 }
 
 /// <summary>One half's SCR sets as SAEBench's <c>get_spurious_corr_data</c> builds them: row indices of each probe's
@@ -191,7 +195,7 @@ public static class SpuriousCorrelationRemoval
             {
                 var scr = ds.Options with { Column1Vals = pair };
                 var (c1, c2) = data.Attributes(scr);
-                var (train, test) = BuildSets(c1, c2, data.Fit, scr);
+                var (train, test) = BuildSets(c1, c2, data.Fit, scr, ds.Name);
                 return (scr, train, test);
             }).ToList();
             var used = sets.SelectMany(x => x.train.Rows().Concat(x.test.Rows())).Distinct().Order().ToArray();
@@ -326,9 +330,11 @@ public static class SpuriousCorrelationRemoval
     /// SAEBench's <c>get_spurious_corr_data</c> on each half (<paramref name="fit"/>: true = training): the rows of the four
     /// quadrants in dataset order, m = a quarter of the half's set size, and the six sets of <see cref="ScrSets"/>. SAEBench
     /// asserts that every quadrant has m texts and the two agreeing ones more than 2m; here m shrinks to what the half holds
-    /// (an error below <see cref="ScrOptions.MinTextsPerQuadrant"/>, naming the smallest quadrant).
+    /// (an error below <see cref="ScrOptions.MinTextsPerQuadrant"/>, naming the smallest quadrant), with a warning naming the
+    /// counts, or an error with <see cref="ScrOptions.StrictSizes"/>. <paramref name="dataset"/> names the data in both.
     /// </summary>
-    public static (ScrSets Train, ScrSets Test) BuildSets(IReadOnlyList<bool?> column1, IReadOnlyList<bool?> column2, IReadOnlyList<bool> fit, ScrOptions scr)
+    public static (ScrSets Train, ScrSets Test) BuildSets(IReadOnlyList<bool?> column1, IReadOnlyList<bool?> column2, IReadOnlyList<bool> fit, ScrOptions scr,
+        string? dataset = null)
     {
         if (column1.Count != column2.Count || column1.Count != fit.Count)
             throw new SaeSharpException($"SCR: {column1.Count} attribute-1 values, {column2.Count} attribute-2 values and {fit.Count} split flags must agree");
@@ -356,6 +362,19 @@ public static class SpuriousCorrelationRemoval
                                             $"{count}, need {(agree ? $"more than 2 × {scr.MinTextsPerQuadrant}" : scr.MinTextsPerQuadrant.ToString(CultureInfo.InvariantCulture))} " +
                                             $"({scr.MinTextsPerQuadrant} texts per quadrant; quadrant sizes " +
                                             string.Join(", ", cell.Select(kv => $"{V(scr.Column1Vals, kv.Key.Item1)} × {V(scr.Column2Vals, kv.Key.Item2)} {kv.Value.Count}")) + "); read more texts");
+            }
+            if (m < want)
+            {
+                int count = cell[worst].Count;
+                bool agree = worst.Item1 == worst.Item2;
+                string on = $"SCR{(dataset is null ? "" : " on " + dataset)}, {V(scr.Column1Vals, true)} / {V(scr.Column1Vals, false)}";
+                string msg = $"quadrant '{V(scr.Column1Vals, worst.Item1)}' × '{V(scr.Column2Vals, worst.Item2)}' of the {half} half has {count} texts, SAEBench needs " +
+                             $"{(agree ? $"more than 2 × {want}" : want.ToString(CultureInfo.InvariantCulture))} ({want} per quadrant, a quarter of {(train ? "train_set_size" : "test_set_size")} " +
+                             $"{(train ? scr.TrainSetSize : scr.TestSetSize)}; quadrant sizes " +
+                             string.Join(", ", cell.Select(kv => $"{V(scr.Column1Vals, kv.Key.Item1)} × {V(scr.Column2Vals, kv.Key.Item2)} {kv.Value.Count}")) + ")";
+                if (scr.StrictSizes)
+                    throw new SaeSharpException($"{on}: too few texts: {msg}; read more texts, or leave out --strict-sizes to shrink the quadrants to the data");
+                DatasetWarnings.Report($"{on}: {m} {half} texts per quadrant where SAEBench has {want}: {msg}");
             }
             int[] Take(bool a, bool b, int k) => [.. cell[(a, b)].Take(k)];
             return new ScrSets(m,

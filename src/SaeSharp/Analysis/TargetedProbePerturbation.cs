@@ -20,6 +20,10 @@ public sealed record TppOptions
     /// <summary>L1 strength of the model-activation probes (SAEBench's <c>probe_l1_penalty</c>): each minimises mean
     /// binary cross-entropy + λ·‖w‖₁.</summary>
     public double ProbeL1Penalty { get; init; } = 1e-3;
+    /// <summary>Refuse sets smaller than SAEBench's (<see cref="SparseProbingOptions.TrainSetSize"/> and
+    /// <see cref="SparseProbingOptions.TestSetSize"/> texts per class, half of it) with an error naming the class and its
+    /// counts; false: shrink them to the data with a warning (<see cref="Data.DatasetWarnings"/>).</summary>
+    public bool StrictSizes { get; init; }
 }
 
 /// <summary>One class of <see cref="TargetedProbePerturbation"/>: its probe's clean test accuracy, and per threshold n the
@@ -70,17 +74,18 @@ public sealed record TppReport(string Hook, long Texts, IReadOnlyList<int> NValu
 
     /// <summary>Writes SAEBench's <c>eval_result_metrics.tpp_metrics</c>, and per class its metrics, clean accuracy, ablated
     /// latents and every probe's ablated accuracy, as JSON.</summary>
-    public void WriteJson(string path)
+    public void WriteJson(string path) => TppSuiteReport.WriteText(path, ToJson());
+
+    internal JsonObject ToJson()
     {
-        static JsonObject Obj(IReadOnlyDictionary<string, double> d) => new(d.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value)));
-        var root = new JsonObject
+        return new JsonObject
         {
             ["eval_type_id"] = "tpp", ["hook"] = Hook, ["pooling"] = "mean", ["texts"] = Texts,
             ["n_values"] = new JsonArray([.. NValues.Select(n => (JsonNode)n)]),
-            ["eval_result_metrics"] = new JsonObject { ["tpp_metrics"] = Obj(Metrics()) },
+            ["eval_result_metrics"] = new JsonObject { ["tpp_metrics"] = TppSuiteReport.Obj(Metrics()) },
             ["eval_result_details"] = new JsonArray([.. Classes.Select((c, i) =>
             {
-                var o = Obj(ClassMetrics(i));
+                var o = TppSuiteReport.Obj(ClassMetrics(i));
                 o["class"] = c.Class;
                 o["train_examples"] = c.TrainExamples;
                 o["test_examples"] = c.TestExamples;
@@ -92,7 +97,112 @@ public sealed record TppReport(string Hook, long Texts, IReadOnlyList<int> NValu
                 return (JsonNode)o;
             })]),
         };
-        var dir = Path.GetDirectoryName(Path.GetFullPath(path));
+    }
+}
+
+/// <summary>One dataset of a TPP run (SAEBench's <c>dataset_names</c> entry with its <c>chosen_classes_per_dataset</c> list).</summary>
+/// <param name="Path">File, folder or <c>hf:ORG/NAME</c> dataset read (a classification dataset or a labelled corpus).</param>
+/// <param name="Name">Name in SAEBench's run names (<c>{dataset_name}_tpp</c>), e.g. <c>LabHC/bias_in_bios_class_set1</c>;
+/// the path when not from <see cref="TppDataset.SaeBenchDefaults"/>.</param>
+/// <param name="TextField">Text column of a classification dataset (bias_in_bios: <c>hard_text</c>).</param>
+/// <param name="LabelField">Class column of a classification dataset (bias_in_bios: <c>profession</c>).</param>
+/// <param name="Classes">Classes probed, each against the others, as stored in the column (bias_in_bios: ids such as
+/// <c>0</c>); null: every class. A labelled corpus takes <see cref="SparseProbingOptions.Labels"/> instead.</param>
+public sealed record TppDataset(string Path, string Name, string TextField, string LabelField, IReadOnlyList<string>? Classes)
+{
+    /// <summary>SAEBench's TPP datasets and classes (<c>ScrAndTppEvalConfig.dataset_names</c>,
+    /// <c>dataset_info.chosen_classes_per_dataset</c>): bias_in_bios (<c>hard_text</c>, professions 0, 1, 2, 6, 9:
+    /// accountant, architect, attorney, dentist, dietitian) and the amazon reviews (categories 1, 2, 3, 5, 6: Toys_and_Games,
+    /// Cell_Phones_and_Accessories, Industrial_and_Scientific, Musical_Instruments, Electronics), each from its train and
+    /// test splits; classes named by their stored ids, as SAEBench names them.</summary>
+    public static IReadOnlyList<TppDataset> SaeBenchDefaults() =>
+    [
+        new("hf:LabHC/bias_in_bios", "LabHC/bias_in_bios_class_set1", "hard_text", "profession", ["0", "1", "2", "6", "9"]),
+        new("hf:canrager/amazon_reviews_mcauley_1and5", "canrager/amazon_reviews_mcauley_1and5", "text", "category", ["1", "2", "3", "5", "6"]),
+    ];
+
+    /// <summary>One dataset per path of <paramref name="paths"/> with the classes of <paramref name="classes"/> (the
+    /// <c>--classes</c> values): a value <c>DATASET=a,b,c</c> is that dataset's list, a value without a dataset every other
+    /// dataset's; at most one list per dataset. A dataset named that is not in <paramref name="paths"/> is an error.</summary>
+    public static IReadOnlyList<TppDataset> ForPaths(IReadOnlyList<string> paths, IReadOnlyList<string> classes, string textField, string labelField)
+    {
+        var tied = classes.Select(c => DatasetTie.Parse(c, paths, "--classes")).ToList();
+        foreach (var g in tied.GroupBy(t => t.Dataset).Where(g => g.Count() > 1))
+            throw new SaeSharpException(g.Key is null
+                ? $"--classes is given {g.Count()} times without a dataset; TPP takes one class list per dataset (name it: --classes DATASET=a,b,c)"
+                : $"--classes names dataset '{g.Key}' {g.Count()} times; give its classes in one list");
+        IReadOnlyList<string>? For(string p) => (tied.FirstOrDefault(t => t.Dataset == p).Values ?? tied.FirstOrDefault(t => t.Dataset is null).Values) is { } v
+            ? DatasetTie.List(v) : null;
+        return [.. paths.Select(p => new TppDataset(p, p, textField, labelField, For(p)))];
+    }
+
+    /// <summary>Refuses no dataset and a dataset twice.</summary>
+    internal static void Check(IReadOnlyList<TppDataset> datasets)
+    {
+        if (datasets.Count == 0) throw new SaeSharpException("TPP: no dataset");
+        foreach (var g in datasets.GroupBy(d => d.Name).Where(g => g.Count() > 1))
+            throw new SaeSharpException($"TPP: dataset '{g.Key}' is given {g.Count()} times; give each once");
+    }
+}
+
+/// <summary>One TPP run: one dataset's classes.</summary>
+/// <param name="DatasetName"><see cref="TppDataset.Name"/>.</param>
+/// <param name="Split">How the texts were split into the two halves (<see cref="ProbeTexts.Split"/>).</param>
+/// <param name="Report">The dataset's result.</param>
+public sealed record TppRun(string DatasetName, string Split, TppReport Report)
+{
+    /// <summary>SAEBench's run name, <c>{dataset_name}_tpp</c>.</summary>
+    public string RunName => $"{DatasetName}_tpp";
+}
+
+/// <summary>Result of <see cref="TargetedProbePerturbation.RunSuite"/>: every dataset's run and SAEBench's means over them.</summary>
+/// <param name="Hook">Hook the SAE reads.</param>
+/// <param name="Runs">One run per dataset, in order.</param>
+public sealed record TppSuiteReport(string Hook, IReadOnlyList<TppRun> Runs)
+{
+    /// <summary>SAEBench's <c>eval_result_metrics.tpp_metrics</c> (<c>average_results_dictionaries</c> over the datasets):
+    /// each metric's mean over the datasets' <see cref="TppReport.Metrics"/>, flat over datasets (each dataset weighs the
+    /// same, whatever its number of classes).</summary>
+    public IReadOnlyDictionary<string, double> Metrics()
+    {
+        var per = Runs.Select(r => r.Report.Metrics()).ToList();
+        return per.Count == 0 ? new Dictionary<string, double>() : per[0].Keys.ToDictionary(k => k, k => per.Average(p => p[k]));
+    }
+
+    /// <summary>Writes SAEBench's output shape: <c>eval_result_metrics.tpp_metrics</c> (the means), one
+    /// <c>eval_result_details</c> entry per dataset (<c>dataset_name</c> = <c>{dataset}_tpp_results</c> with its metrics),
+    /// <c>eval_result_unstructured</c> (dataset → class → its metrics), and each run's full report under <c>runs</c>.</summary>
+    public void WriteJson(string path)
+    {
+        var root = new JsonObject
+        {
+            ["eval_type_id"] = "tpp", ["hook"] = Hook, ["pooling"] = "mean",
+            ["eval_result_metrics"] = new JsonObject { ["tpp_metrics"] = Obj(Metrics()) },
+            ["eval_result_details"] = new JsonArray([.. Runs.Select(r =>
+            {
+                var d = new JsonObject { ["dataset_name"] = r.RunName + "_results" };
+                foreach (var (k, v) in r.Report.Metrics()) d[k] = v;
+                return (JsonNode)d;
+            })]),
+            ["eval_result_unstructured"] = new JsonObject(Runs.Select(r => KeyValuePair.Create(r.DatasetName,
+                (JsonNode?)new JsonObject(r.Report.Classes.Select((c, i) => KeyValuePair.Create(c.Class, (JsonNode?)Obj(r.Report.ClassMetrics(i)))))))),
+            ["runs"] = new JsonArray([.. Runs.Select(r =>
+            {
+                var one = r.Report.ToJson();
+                one["run_name"] = r.RunName;
+                one["dataset_name"] = r.DatasetName;
+                one["split"] = r.Split;
+                return (JsonNode)one;
+            })]),
+        };
+        WriteText(path, root);
+    }
+
+    internal static JsonObject Obj(IReadOnlyDictionary<string, double> d) => new(d.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value)));
+
+    internal static void WriteText(string path, JsonObject root)
+    {
+        var dir = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path));
         if (dir is not null) Directory.CreateDirectory(dir);
         IO.AtomicFile.WriteAllText(path, root.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
     }
@@ -109,20 +219,42 @@ public sealed record TppReport(string Hook, long Texts, IReadOnlyList<int> NValu
 public static class TargetedProbePerturbation
 {
     /// <summary>Reads the texts of <paramref name="datasetPath"/> (a classification dataset or a labelled corpus, as
-    /// <see cref="TextProbing.Run"/>), pools their activations and runs TPP over its classes.</summary>
+    /// <see cref="TextProbing.Run"/>), pools their activations and runs TPP over its classes: <see cref="RunSuite"/> on one
+    /// dataset.</summary>
     public static TppReport Run(Sae sae, HookedTransformer model, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks,
-        ITextTokenizer tokenizer, string datasetPath, TextProbingOptions text, SparseProbingOptions options, TppOptions tpp)
+        ITextTokenizer tokenizer, string datasetPath, TextProbingOptions text, SparseProbingOptions options, TppOptions tpp) =>
+        RunSuite(sae, model, modelHooks, tokenizer, [new TppDataset(datasetPath, datasetPath, text.TextField, text.LabelField, text.Classes)], text, options, tpp).Runs[0].Report;
+
+    /// <summary>SAEBench's TPP over several datasets (<c>run_eval_single_sae</c> with <c>perform_scr=False</c>): each
+    /// dataset read (its own train/test splits when it has them), its texts pooled in one pass of the model, TPP run on its
+    /// classes; the means over datasets are <see cref="TppSuiteReport.Metrics"/>.</summary>
+    public static TppSuiteReport RunSuite(Sae sae, HookedTransformer model, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks,
+        ITextTokenizer tokenizer, IReadOnlyList<TppDataset> datasets, TextProbingOptions text, SparseProbingOptions options, TppOptions tpp,
+        Hub.HfHubOptions? hub = null)
     {
         CheckAblatable(sae, "TPP");
-        var data = TextProbing.Read(datasetPath, text, options.TrainSetSize, options.TestSetSize, options.Seed);
-        using var pooled = TextProbing.Pool(sae, model, modelHooks, tokenizer, data.Texts, text);
+        TppDataset.Check(datasets);
         using var scope = NewDisposeScope();
-        using var _ = no_grad();
-        var wDec = sae.WDec.detach().to(ScalarType.Float32).cpu();
-        var decoder = AblationDirections(sae);
-        return Evaluate(pooled.Features, pooled.Acts, wDec, decoder, data.Labels, data.Names, data.Fit,
-            options with { OneVsRestClasses = data.OneClassEach, MinPositives = text.MinTexts, Examples = "texts", Labels = options.Labels ?? (data.OneClassEach ? data.Names : null) },
-            tpp) with { Hook = pooled.Hook };
+        Tensor wDec, decoder;
+        using (no_grad())
+        {
+            wDec = sae.WDec.detach().to(ScalarType.Float32).cpu();
+            decoder = AblationDirections(sae);
+        }
+        var runs = new List<TppRun>();
+        string hook = "";
+        foreach (var ds in datasets)
+        {
+            var dsText = text with { TextField = ds.TextField, LabelField = ds.LabelField, Classes = ds.Classes };
+            var data = TextProbing.Read(ds.Path, dsText, options.TrainSetSize, options.TestSetSize, options.Seed, hub);
+            using var pooled = TextProbing.Pool(sae, model, modelHooks, tokenizer, data.Texts, dsText);
+            hook = pooled.Hook;
+            var report = Evaluate(pooled.Features, pooled.Acts, wDec, decoder, data.Labels, data.Names, data.Fit,
+                options with { OneVsRestClasses = data.OneClassEach, MinPositives = text.MinTexts, Examples = "texts", Labels = options.Labels ?? (data.OneClassEach ? data.Names : null) },
+                tpp, ds.Name) with { Hook = pooled.Hook };
+            runs.Add(new TppRun(ds.Name, data.Split, report));
+        }
+        return new TppSuiteReport(hook, runs);
     }
 
     /// <summary>The thresholds n of TPP or SCR (<paramref name="eval"/>): <paramref name="given"/>, or SAEBench's
@@ -174,10 +306,11 @@ public static class TargetedProbePerturbation
     /// [n, d] (mean activation per text), <paramref name="wDec"/> [d_sae, d] (the decoder whose rows the probe direction is
     /// read through, SAEBench's <c>sae.W_dec</c>), <paramref name="decoder"/> [d_sae, d] (what zeroing one unit of latent k
     /// removes from the activation; null: <paramref name="wDec"/>), <paramref name="labels"/>[i] the class ids of text i,
-    /// <paramref name="fit"/>[i] true for the training half.
+    /// <paramref name="fit"/>[i] true for the training half; <paramref name="dataset"/> names the data in size warnings and
+    /// errors (<see cref="TppOptions.StrictSizes"/>).
     /// </summary>
     public static TppReport Evaluate(Tensor features, Tensor acts, Tensor wDec, Tensor? decoder, IReadOnlyList<int[]> labels,
-        IReadOnlyList<string> names, bool[] fit, SparseProbingOptions options, TppOptions tpp)
+        IReadOnlyList<string> names, bool[] fit, SparseProbingOptions options, TppOptions tpp, string? dataset = null)
     {
         int n = labels.Count;
         if (features.dim() != 2 || acts.dim() != 2 || features.shape[0] != n || acts.shape[0] != n || fit.Length != n)
@@ -210,6 +343,7 @@ public static class TargetedProbePerturbation
                 : SparseProbing.Balanced(labels, l, fit, false, options.TestSetSize, rng);
             return (Train: train, Test: test);
         }).ToArray();
+        CheckSizes([.. split.Select((s, j) => (names[classes[j]], s.Train.Y, s.Test.Y))], options, tpp, dataset);
         var probes = split.Select(s => LogisticRegression.FitL1(x32.index_select(0, tensor(s.Train.Rows)), s.Train.Y, tpp.ProbeL1Penalty)).ToArray();
         double[] Accuracies(Tensor x) => [.. split.Select((s, j) => probes[j].Accuracy(x.index_select(0, tensor(s.Test.Rows)), s.Test.Y))];
         var clean = Accuracies(x32);
@@ -230,6 +364,25 @@ public static class TargetedProbePerturbation
             result.Add(new TppClass(names[classes[i]], split[i].Train.Rows.Length, split[i].Test.Rows.Length, clean[i], ablated, accs));
         }
         return new TppReport("", n, nValues, result);
+    }
+
+    /// <summary>SAEBench's sizes (<c>get_bias_in_bios_or_amazon_product_dataset</c>, <c>prepare_probe_data</c>): each class's
+    /// balanced sets hold <see cref="SparseProbingOptions.TrainSetSize"/> training and <see cref="SparseProbingOptions.TestSetSize"/>
+    /// test texts, half with the class. Smaller sets are an error naming the class and its counts with
+    /// <see cref="TppOptions.StrictSizes"/>, else one warning (<see cref="Data.DatasetWarnings"/>) naming the smallest.</summary>
+    internal static void CheckSizes(IReadOnlyList<(string Class, bool[] Train, bool[] Test)> sets, SparseProbingOptions options, TppOptions tpp, string? dataset)
+    {
+        int wantTrain = options.TrainSetSize / 2 * 2, wantTest = options.TestSetSize / 2 * 2;
+        var small = sets.Where(s => s.Train.Length < wantTrain || s.Test.Length < wantTest).OrderBy(s => s.Train.Length + s.Test.Length).ToList();
+        if (small.Count == 0) return;
+        string on = dataset is null ? "TPP" : $"TPP on {dataset}";
+        static string Sizes((string Class, bool[] Train, bool[] Test) s) =>
+            $"class '{s.Class}' has {s.Train.Length} training texts ({s.Train.Count(y => y)} of it) and {s.Test.Length} test texts ({s.Test.Count(y => y)} of it)";
+        string need = $"SAEBench's sets are {wantTrain} training and {wantTest} test texts per class, half of it (train_set_size, test_set_size)";
+        string more = small.Count > 1 ? $" ({small.Count} of {sets.Count} classes are short; this one most)" : "";
+        if (tpp.StrictSizes)
+            throw new SaeSharpException($"{on}: too few texts: {Sizes(small[0])}{more}; {need}; read more texts, or leave out --strict-sizes to shrink the sets to the data");
+        Data.DatasetWarnings.Report($"{on}: {small.Count} of {sets.Count} classes have smaller sets than SAEBench's, the smallest: {Sizes(small[0])}; {need}");
     }
 
     /// <summary>SAEBench's node effect of every latent on a probe with weights <paramref name="probeW"/>

@@ -49,7 +49,12 @@ public sealed record PooledActivations(string Hook, Tensor Features, Tensor Acts
 
 /// <summary>Texts to probe: each text's class ids, its half (true: training), the class names, and whether each text has
 /// exactly one class (a classification dataset) or a set of labels (a labelled corpus).</summary>
-internal sealed record ProbeTexts(List<string> Texts, List<int[]> Labels, List<string> Names, bool[] Fit, bool OneClassEach);
+internal sealed record ProbeTexts(List<string> Texts, List<int[]> Labels, List<string> Names, bool[] Fit, bool OneClassEach)
+{
+    /// <summary>How the halves were made: <c>train/test splits</c> (the dataset's own), <c>each class 4:1</c> (one file,
+    /// each class's shuffled texts) or <see cref="SpuriousCorrelationRemoval.PositionSplitName"/> (a labelled corpus).</summary>
+    public string Split { get; init; } = "";
+}
 
 /// <summary>
 /// SAEBench's sparse probing on texts (<c>sae_bench/evals/sparse_probing</c>): every text is one example. The model reads
@@ -198,9 +203,9 @@ public static class TextProbing
     /// <summary>The texts of a labelled corpus (<see cref="FromCorpus"/>) or a classification dataset
     /// (<see cref="FromClasses"/>), as <see cref="Run"/> and TPP read them. <see cref="TextProbingOptions.Classes"/> on a
     /// labelled corpus is an error: its documents have labels, chosen by <see cref="SparseProbingOptions.Labels"/>.</summary>
-    internal static ProbeTexts Read(string path, TextProbingOptions text, int trainSize, int testSize, int seed)
+    internal static ProbeTexts Read(string path, TextProbingOptions text, int trainSize, int testSize, int seed, Hub.HfHubOptions? hub = null)
     {
-        if (!IsLabelledCorpus(path)) return FromClasses(path, text, trainSize, testSize, seed);
+        if (!IsLabelledCorpus(path)) return FromClasses(path, text, trainSize, testSize, seed, hub);
         if (text.Classes is { } classes)
             throw new SaeSharpException($"{path} is a labelled corpus: its documents have labels, not classes; choose them with --labels " +
                                         $"{string.Join(",", classes)} (--classes names the classes of a classification dataset's --label-field)");
@@ -215,18 +220,25 @@ public static class TextProbing
     /// <summary>
     /// A classification dataset's texts. Each chosen class's texts are shuffled (seeded) and split: the first
     /// <paramref name="trainSize"/>/2 train and the next <paramref name="testSize"/>/2 test, SAEBench's per-class sizes;
-    /// a class with fewer texts is split in the same 4:1 proportion.
+    /// a class with fewer texts is split in the same 4:1 proportion. A dataset with its own train and test splits
+    /// (<see cref="TextDataset.TrainTestFiles"/>, as SAEBench's <c>load_dataset(name)["train"]</c> and <c>["test"]</c>) gives
+    /// each class's training texts from its train split and its test texts from its test split, each shuffled, at most
+    /// those sizes.
     /// </summary>
-    internal static ProbeTexts FromClasses(string path, TextProbingOptions options, int trainSize, int testSize, int seed)
+    internal static ProbeTexts FromClasses(string path, TextProbingOptions options, int trainSize, int testSize, int seed, Hub.HfHubOptions? hub = null)
     {
-        var rows = TextDataset.ReadClassified(path, options.TextField, options.LabelField).ToList();
-        var byClass = new Dictionary<string, List<string>>(StringComparer.Ordinal);
+        var split = TextDataset.TrainTestFiles(path, hub);
+        IEnumerable<(string Text, string Label)> Rows(IEnumerable<string> files) =>
+            TextDataset.ReadClassified(files, options.TextField, [options.LabelField], ["--label-field"]).Select(r => (r.Text, r.Labels[0]));
+        var halves = split is { } tt ? new[] { (Rows(tt.Train), (bool?)true), (Rows(tt.Test), false) } : [(Rows(TextDataset.ExpandFiles(path)), (bool?)null)];
+        var byClass = new Dictionary<string, (List<string> Train, List<string> Test)>(StringComparer.Ordinal);
         var seen = new List<string>();
-        foreach (var (t, l) in rows)
-        {
-            if (!byClass.TryGetValue(l, out var list)) { byClass[l] = list = []; seen.Add(l); }
-            list.Add(t);
-        }
+        foreach (var (rows, train) in halves)
+            foreach (var (t, l) in rows)
+            {
+                if (!byClass.TryGetValue(l, out var lists)) { byClass[l] = lists = ([], []); seen.Add(l); }
+                (train == false ? lists.Test : lists.Train).Add(t);
+            }
         var chosen = options.Classes ?? seen;
         foreach (var c in chosen)
             if (!byClass.ContainsKey(c))
@@ -239,7 +251,26 @@ public static class TextProbing
         var names = chosen.Distinct().ToList();
         for (int c = 0; c < names.Count; c++)
         {
-            var all = byClass[names[c]].ToArray();
+            var (trainTexts, testTexts) = byClass[names[c]];
+            void Add(IEnumerable<string> part, bool train)
+            {
+                foreach (var t in part)
+                {
+                    texts.Add(t);
+                    labels.Add([c]);
+                    fit.Add(train);
+                }
+            }
+            if (split is not null)
+            {
+                string[] tr = [.. trainTexts], te = [.. testTexts];
+                new Random(seed).Shuffle(tr);
+                new Random(seed).Shuffle(te);
+                Add(tr.Take(trainSize / 2), true);
+                Add(te.Take(testSize / 2), false);
+                continue;
+            }
+            var all = trainTexts.ToArray();
             new Random(seed).Shuffle(all);
             int nTrain = trainSize / 2, nTest = testSize / 2;
             if (all.Length < nTrain + nTest)
@@ -247,15 +278,14 @@ public static class TextProbing
                 nTest = (int)Math.Round(all.Length * (double)testSize / (trainSize + testSize));
                 nTrain = all.Length - nTest;
             }
-            for (int i = 0; i < nTrain + nTest; i++)
-            {
-                texts.Add(all[i]);
-                labels.Add([c]);
-                fit.Add(i < nTrain);
-            }
+            Add(all.Take(nTrain), true);
+            Add(all.Skip(nTrain).Take(nTest), false);
         }
-        return new ProbeTexts(texts, labels, names, [.. fit], OneClassEach: true);
+        return new ProbeTexts(texts, labels, names, [.. fit], OneClassEach: true) { Split = split is null ? EachClassSplitName : "train/test splits" };
     }
+
+    /// <summary>How <see cref="TppRun.Split"/> names the split of one classification file: each class's shuffled texts 4:1.</summary>
+    public const string EachClassSplitName = "each class 4:1";
 
     /// <summary>A labelled corpus's first <paramref name="maxTexts"/> documents as texts: a document has label L when one of
     /// its tokens has it. Documents split trainSize : testSize (4:1 for SAEBench's sizes) by position: of each five, the
@@ -276,7 +306,7 @@ public static class TextProbing
             })]);
         }
         if (texts.Count == 0) throw new SaeSharpException($"{path}: no documents");
-        return new ProbeTexts(texts, labels, names, PositionSplit(texts.Count, trainSize, testSize), OneClassEach: false);
+        return new ProbeTexts(texts, labels, names, PositionSplit(texts.Count, trainSize, testSize), OneClassEach: false) { Split = SpuriousCorrelationRemoval.PositionSplitName };
     }
 
     /// <summary>Train (true) or test flags of <paramref name="count"/> rows by position: test share testSize / (trainSize +

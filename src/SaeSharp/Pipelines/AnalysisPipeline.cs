@@ -225,12 +225,18 @@ public static class AnalysisPipeline
     /// <summary><c>sae probe --pooling mean --tpp</c>: loads the SAE and its model, then <see cref="TargetedProbePerturbation.Run"/>
     /// on the texts of <paramref name="datasetPath"/>.</summary>
     public static TppReport Tpp(string saePath, string modelFolder, string datasetPath, TextProbingOptions text, SparseProbingOptions options,
-        TppOptions tpp, string? tokenizerPath = null)
+        TppOptions tpp, string? tokenizerPath = null) =>
+        TppSuite(saePath, modelFolder, [new TppDataset(datasetPath, datasetPath, text.TextField, text.LabelField, text.Classes)], text, options, tpp, tokenizerPath).Runs[0].Report;
+
+    /// <summary><c>sae probe --pooling mean --tpp</c> over several datasets: loads the SAE and its model, then
+    /// <see cref="TargetedProbePerturbation.RunSuite"/>.</summary>
+    public static TppSuiteReport TppSuite(string saePath, string modelFolder, IReadOnlyList<TppDataset> datasets, TextProbingOptions text,
+        SparseProbingOptions options, TppOptions tpp, string? tokenizerPath = null)
     {
         var (sae, pm) = ModelForSae.LoadWithSae(saePath, modelFolder);
         using (sae)
         using (pm)
-            return TargetedProbePerturbation.Run(sae, pm.Model, pm.Hooks, Tokenizer.FromFolder(tokenizerPath ?? modelFolder), datasetPath, text, options, tpp);
+            return TargetedProbePerturbation.RunSuite(sae, pm.Model, pm.Hooks, Tokenizer.FromFolder(tokenizerPath ?? modelFolder), datasets, text, options, tpp);
     }
 
     /// <summary><c>sae probe --pooling mean --scr</c>: loads the SAE and its model, then <see cref="SpuriousCorrelationRemoval.Run"/>

@@ -327,7 +327,10 @@ public class DemoTests(QuickDemoFixture fx) : IClassFixture<QuickDemoFixture>
         var (exit, output, err) = CliRunner.Run([.. common, "--tpp", "--tpp-n", "2,10", "--labels", "ctx:in_question,ctx:in_quote,tense:past", "--json", json]);
         Assert.True(exit == 0, err + output);
         Assert.Contains("TPP at blocks.", output);
-        var r = JsonNode.Parse(File.ReadAllText(json))!;
+        var root = JsonNode.Parse(File.ReadAllText(json))!;
+        // One dataset: SAEBench's one eval_result_details entry, {dataset}_tpp_results; the classes are in runs[0].
+        Assert.EndsWith("_tpp_results", Assert.Single(root["eval_result_details"]!.AsArray())!["dataset_name"]!.GetValue<string>());
+        var r = root["runs"]![0]!;
         var details = r["eval_result_details"]!.AsArray();
         Assert.Equal(["ctx:in_question", "ctx:in_quote", "tense:past"], details.Select(t => t!["class"]!.GetValue<string>()));
         var clean = details.Select(t => t!["clean_test_accuracy"]!.GetValue<double>()).ToArray();
@@ -357,6 +360,37 @@ public class DemoTests(QuickDemoFixture fx) : IClassFixture<QuickDemoFixture>
         Assert.Contains("--tpp-n: needs --tpp", bad.Err + bad.Out);
         bad = CliRunner.Run([.. common, "--tpp", "--tpp-n", "2,x"]);
         Assert.Contains("--tpp-n: 'x' is not a positive integer", bad.Err + bad.Out);
+    }
+
+    [Fact]
+    public void Probe_with_tpp_over_two_datasets_averages_them_and_warns_or_refuses_small_sets()
+    {
+        var (dir, corpus, common) = TextProbeSetup("tpp2", 400);
+        string corpus2 = Path.Combine(dir, "stories2.jsonl");
+        SaeSharp.Corpus.LabelledCorpus.Write(corpus2, 23, 400);
+        string json = Path.Combine(dir, "tpp2.json");
+        string[] args = [.. common, "--dataset", corpus2, "--tpp", "--tpp-n", "2", "--labels", "ctx:in_question,tense:past"];
+        var (exit, output, err) = CliRunner.Run([.. args, "--json", json]);
+        Assert.True(exit == 0, err + output);
+        Assert.Contains("2 datasets, total metric per n", output);
+        // 400 stories give at most 320 training texts per label, far below SAEBench's 4000: a warning naming the counts.
+        Assert.Contains("warning: TPP on " + corpus, err);
+        Assert.Contains("smaller sets than SAEBench's", err);
+        var r = JsonNode.Parse(File.ReadAllText(json))!;
+        var runs = r["runs"]!.AsArray();
+        Assert.Equal([corpus + "_tpp", corpus2 + "_tpp"], runs.Select(x => x!["run_name"]!.GetValue<string>()));
+        var key = "tpp_threshold_2_total_metric";
+        Assert.Equal(runs.Average(x => x!["eval_result_metrics"]!["tpp_metrics"]![key]!.GetValue<double>()),
+            r["eval_result_metrics"]!["tpp_metrics"]![key]!.GetValue<double>(), 12);
+        var bad = CliRunner.Run([.. args, "--strict-sizes"]);
+        Assert.NotEqual(0, bad.Exit);
+        Assert.Contains($"TPP on {corpus}: too few texts: class", bad.Err + bad.Out);
+        bad = CliRunner.Run([.. common, "--tpp", "--classes", "elsewhere.jsonl=a,b"]);
+        Assert.Contains("'elsewhere.jsonl' is not among --dataset", bad.Err + bad.Out);
+        bad = CliRunner.Run([.. common, "--saebench-defaults"]);
+        Assert.Contains("--saebench-defaults: need --scr or --tpp", bad.Err + bad.Out);
+        bad = CliRunner.Run([.. common, "--tpp", "--saebench-defaults"]);
+        Assert.Contains("--dataset: not with --saebench-defaults", bad.Err + bad.Out);
     }
 
     [Fact]
