@@ -94,7 +94,7 @@ public sealed class TokenLevelSparseTests : IDisposable
     private static float[] UnitMajor(Tensor rows) => rows.t().contiguous().data<float>().ToArray();
 
     /// <summary><c>sae score-labels</c> on the built-in model with a random TopK SAE gives, for every feature and every
-    /// neuron, the best label, threshold, precision, recall and F1 that <see cref="LabelScorer.Score"/> gives on the dense
+    /// neuron, the best label, threshold, precision, recall and F1 that the dense <c>LabelScorer.Score</c> gives on the dense
     /// unit-major activations of the same tokens.</summary>
     [Fact]
     public void Score_labels_on_the_builtin_model_equals_the_dense_scores()
@@ -121,7 +121,7 @@ public sealed class TokenLevelSparseTests : IDisposable
     }
 
     /// <summary><c>sae probe --absorption</c> on the built-in model with a random TopK SAE gives the accuracies, top features
-    /// and absorption results of <see cref="SparseProbing.Evaluate"/> and <see cref="FeatureAbsorption.Evaluate"/> on the
+    /// and absorption results of <see cref="SparseProbing.Evaluate"/> and <c>FeatureAbsorption.Evaluate</c> on the
     /// dense features of the same tokens.</summary>
     [Fact]
     public void Probe_on_the_builtin_model_equals_the_dense_probe()
@@ -172,5 +172,75 @@ public sealed class TokenLevelSparseTests : IDisposable
                 Assert.Equal(e.TopAbsorbers, a.TopAbsorbers);
             }
         }
+    }
+
+    /// <summary>Four tokens, the first two fitting, "a" on tokens 0 and 2, "b" on 1 and 3; features (columns) [2, 0, 3, 0],
+    /// [0, 1, 0, 0], zeros, [5, 1, 4, 2]. By hand (candidate thresholds: the fitting values and 0, descending; F1 on the
+    /// fitting half = 2·TP / (fired + support)):
+    /// feature 0 fires on token 0 at t = 0: "a" with fitting F1 1; on the evaluation half token 2 fires (has "a"), token 3
+    /// does not: P = R = F1 = 1; fire rate 2/4.
+    /// feature 1 fires on token 1 at t = 0: "b" with fitting F1 1; on the evaluation half nothing fires: P = R = F1 = 0.
+    /// feature 2 never fires: dead, no label.
+    /// feature 3 at t = 1 fires on token 0 only: "a" with fitting F1 1 (t = 0: 2/3); evaluation: tokens 2 (a) and 3 (b)
+    /// both exceed 1: P = 1/2, R = 1, F1 = 2/3; fire rate 1.</summary>
+    [Fact]
+    public void Sparse_label_scores_of_four_tokens_match_the_hand_computation()
+    {
+        float[,] x = { { 2, 0, 0, 5 }, { 0, 1, 0, 1 }, { 3, 0, 0, 4 }, { 0, 0, 0, 2 } };
+        using var t = tensor(x);
+        List<int[]> tl = [[0], [1], [0], [1]];
+        bool[] fit = [true, true, false, false];
+        var s = LabelScorer.Score(SparseColumns.FromRows(SparseRows.FromDense(t)), tl, ["a", "b"], fit, new LabelScorerOptions { MinSupport = 1 });
+        Assert.Equal(4, s.Length);
+        Assert.Equal((true, 0.5, "a", 0.0, 1.0, 1.0, 1.0, 1L), (s[0].Alive, s[0].FireRate, s[0].Best!.Label, s[0].Best!.Threshold, s[0].Best!.Precision, s[0].Best!.Recall, s[0].Best!.F1, s[0].Best!.Support));
+        Assert.Equal((true, 0.25, "b", 0.0, 0.0, 0.0, 0.0), (s[1].Alive, s[1].FireRate, s[1].Best!.Label, s[1].Best!.Threshold, s[1].Best!.Precision, s[1].Best!.Recall, s[1].Best!.F1));
+        Assert.False(s[2].Alive);
+        Assert.Null(s[2].Best);
+        Assert.Equal(0.0, s[2].FireRate);
+        Assert.Equal((true, 1.0, "a", 1.0, 0.5, 1.0), (s[3].Alive, s[3].FireRate, s[3].Best!.Label, s[3].Best!.Threshold, s[3].Best!.Precision, s[3].Best!.Recall));
+        Assert.Equal(2.0 / 3, s[3].Best!.F1, 12);
+        AssertSame(LabelScorer.Score(UnitMajor(t), 4, 4, tl, ["a", "b"], fit, new LabelScorerOptions { MinSupport = 1 }), s);
+    }
+
+    /// <summary>On random features of 600 tokens × 300 units at 3 % density (some units never firing, some with negative
+    /// values), scoring from the non-zeros gives every unit the dense scores, also scoring both signs.</summary>
+    [Fact]
+    public void Sparse_label_scores_equal_the_dense_scores_on_random_features()
+    {
+        const int n = 600, d = 300;
+        var rng = new Random(3);
+        var v = new float[n * d];
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < d; j++)
+                if (j % 10 != 9 && rng.NextDouble() < 0.03 + (j % 7 == 0 ? 0.3 * ((i % 3) == 0 ? 1 : 0) : 0))
+                    v[i * d + j] = (float)(rng.NextDouble() * 3 - (j % 5 == 0 ? 1.5 : 0));
+        using var t = tensor(v).view(n, d);
+        var tl = Enumerable.Range(0, n).Select(i => i % 3 == 0 ? new[] { 0 } : i % 4 == 1 ? new[] { 1, 2 } : []).ToList();
+        var fit = Enumerable.Range(0, n).Select(i => (i / 16) % 2 == 0).ToArray();
+        string[] names = ["x", "y", "z"];
+        var columns = SparseColumns.FromRows(SparseRows.FromDense(t));
+        foreach (bool both in new[] { false, true })
+        {
+            var o = new LabelScorerOptions { BothSigns = both, Candidates = 32 };
+            AssertSame(LabelScorer.Score(UnitMajor(t), d, n, tl, names, fit, o), LabelScorer.Score(columns, tl, names, fit, o));
+        }
+    }
+
+    /// <summary><see cref="SparseRows.Concat"/> of blocks made one by one holds the rows of the whole matrix.</summary>
+    [Fact]
+    public void Concatenated_blocks_hold_the_rows_of_the_whole_matrix()
+    {
+        float[,] x = { { 0, 1.5f, 0 }, { 0, 0, 0 }, { -2, 0, 3 }, { 0, 0, 4 } };
+        using var t = tensor(x);
+        var joined = SparseRows.Concat([SparseRows.FromDense(t.narrow(0, 0, 1)), SparseRows.FromDense(t.narrow(0, 1, 3))], 3);
+        Assert.Equal((4, 3, 4L), (joined.Rows, joined.Columns, joined.NonZeros));
+        int[][] cols = [[1], [], [0, 2], [2]];
+        double[][] vals = [[1.5], [], [-2, 3], [4]];
+        for (int i = 0; i < 4; i++)
+        {
+            Assert.Equal(cols[i], joined.Row(i).Columns);
+            Assert.Equal(vals[i], joined.Row(i).Values);
+        }
+        Assert.Throws<SaeSharpException>(() => SparseRows.Concat([SparseRows.FromDense(t)], 4));
     }
 }
