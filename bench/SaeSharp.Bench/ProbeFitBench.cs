@@ -131,12 +131,15 @@ internal static class ProbeFitBench
             long rssStart = RssKb("VmRSS:");
             var sw = Stopwatch.StartNew();
             UnitLabelScore[] features;
-            long n, nnz;
+            long n, nnz, peak;
+            double seconds;
             if (!dense)
             {
                 var report = LabelScoring.Run(sae, model, null, tokenizer, corpus, options);
                 features = [.. report.Features];
                 n = report.Tokens;
+                seconds = sw.Elapsed.TotalSeconds;
+                peak = PeakRssKb();
                 using var h = LabelScoring.Harvest(sae, model, null, tokenizer, corpus, options); // only to count the non-zeros, after the peak was read
                 nnz = h.Features.NonZeros;
             }
@@ -159,9 +162,9 @@ internal static class ProbeFitBench
                     unitMajor = x.t().contiguous().data<float>().ToArray();
                 }
                 features = LabelScorer.Score(unitMajor, dSae, (int)n, h.TokenLabels, h.LabelNames, h.Fit, options.Scorer);
+                seconds = sw.Elapsed.TotalSeconds;
+                peak = PeakRssKb();
             }
-            double seconds = sw.Elapsed.TotalSeconds;
-            long peak = PeakRssKb();
             var best = features.Where(f => f.Best is not null).MaxBy(f => f.Best!.F1);
             Console.WriteLine($"score-labels ({(dense ? "dense features" : "non-zeros")}): {n} tokens, d_sae {dSae}, k {k} ({nnz} non-zeros), torch threads {get_num_threads()}");
             Console.WriteLine($"  {seconds:F1} s; alive {features.Count(f => f.Alive)}, mean best F1 {features.Where(f => f.Alive).Average(f => f.Best?.F1 ?? 0):F6}, " +
