@@ -100,6 +100,84 @@ internal static class ProbeFitBench
         return 0;
     }
 
+    /// <summary>
+    /// <c>score-labels</c>: <c>sae score-labels</c> (<c>LabelScoring.Run</c>) on the built-in model with a random TopK SAE
+    /// (<c>--d-sae</c> latents, k = <c>--k</c>) at its middle hook over <c>--tokens</c> labelled tokens of a generated story
+    /// corpus. Default: the features kept as non-zeros and scored column by column (what the command does). <c>--dense</c>:
+    /// the computation before that, written out here: the harvested features made into one float32 [tokens, d_sae] tensor
+    /// (what <c>Harvest</c> returned), copied unit-major into a float[] and scored with the dense <c>LabelScorer.Score</c>.
+    /// Prints the wall clock and the peak RSS (VmHWM, reset just before the run). Usage:
+    /// <c>score-labels [--tokens 16000] [--d-sae 32768] [--k 32] [--dense]</c>.
+    /// </summary>
+    public static int RunScoreLabels(string[] argv)
+    {
+        var a = new BenchArgs(argv, ["--tokens", "--d-sae", "--k"], ["--dense"]);
+        int tokens = a.Int("--tokens", 16000), dSae = a.Int("--d-sae", 32768), k = a.Int("--k", 32);
+        bool dense = a.Flag("--dense");
+        string dir = Path.Combine(Path.GetTempPath(), "saesharp-bench-score-labels-" + Environment.ProcessId);
+        Directory.CreateDirectory(dir);
+        try
+        {
+            string corpus = Path.Combine(dir, "stories.jsonl");
+            SaeSharp.Corpus.LabelledCorpus.Write(corpus, 17, Math.Max(10, tokens / 40));
+            var cfg = new SaeSharp.Saes.SaeConfig { Architecture = SaeSharp.Saes.SaeArchitectures.TopK, DIn = 128, DSae = dSae, K = k };
+            cfg.Metadata.HookName = SaeSharp.LanguageModels.BuiltinModel.MiddleHook;
+            using var sae = SaeSharp.Saes.SaeFactory.Create(cfg);
+            sae.InitializeWeights(new Generator(1));
+            using var model = SaeSharp.LanguageModels.BuiltinModel.Load();
+            var tokenizer = SaeSharp.Tokenizers.Tokenizer.FromFolder(SaeSharp.LanguageModels.BuiltinModel.Folder);
+            var options = new LabelScoringOptions { Tokens = tokens };
+            bool reset = ResetPeak();
+            long rssStart = RssKb("VmRSS:");
+            var sw = Stopwatch.StartNew();
+            UnitLabelScore[] features;
+            long n, nnz, peak;
+            double seconds;
+            if (!dense)
+            {
+                var report = LabelScoring.Run(sae, model, null, tokenizer, corpus, options);
+                features = [.. report.Features];
+                n = report.Tokens;
+                seconds = sw.Elapsed.TotalSeconds;
+                peak = PeakRssKb();
+                using var h = LabelScoring.Harvest(sae, model, null, tokenizer, corpus, options); // only to count the non-zeros, after the peak was read
+                nnz = h.Features.NonZeros;
+            }
+            else
+            {
+                using var h = LabelScoring.Harvest(sae, model, null, tokenizer, corpus, options);
+                n = h.TokenLabels.Count;
+                nnz = h.Features.NonZeros;
+                float[] unitMajor;
+                int[] all = [.. Enumerable.Range(0, dSae)];
+                using (var x = zeros(n, dSae)) // the old Harvest's [n, d_sae] float32, filled in row blocks
+                {
+                    for (int i = 0; i < n; i += 256)
+                    {
+                        using var b = NewDisposeScope();
+                        int len = (int)Math.Min(256, n - i);
+                        x.narrow(0, i, len).copy_(h.Features.Select([.. Enumerable.Range(i, len).Select(r => (long)r)]).Dense(all));
+                    }
+                    using var scope = NewDisposeScope();
+                    unitMajor = x.t().contiguous().data<float>().ToArray();
+                }
+                features = LabelScorer.Score(unitMajor, dSae, (int)n, h.TokenLabels, h.LabelNames, h.Fit, options.Scorer);
+                seconds = sw.Elapsed.TotalSeconds;
+                peak = PeakRssKb();
+            }
+            var best = features.Where(f => f.Best is not null).MaxBy(f => f.Best!.F1);
+            Console.WriteLine($"score-labels ({(dense ? "dense features" : "non-zeros")}): {n} tokens, d_sae {dSae}, k {k} ({nnz} non-zeros), torch threads {get_num_threads()}");
+            Console.WriteLine($"  {seconds:F1} s; alive {features.Count(f => f.Alive)}, mean best F1 {features.Where(f => f.Alive).Average(f => f.Best?.F1 ?? 0):F6}, " +
+                              $"best feature {best?.Index} ({best?.Best!.Label} F1 {best?.Best!.F1:F4})");
+            Console.WriteLine($"  peak RSS {peak / 1024} MB (RSS {rssStart / 1024} MB before the run{(reset ? "" : "; peak not reset")})");
+            return 0;
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
     private static int Gram(Tensor x)
     {
         var sw = Stopwatch.StartNew();

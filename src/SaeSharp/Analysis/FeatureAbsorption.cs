@@ -108,10 +108,20 @@ public static class FeatureAbsorption
     public static AbsorptionReport Evaluate(Tensor features, Tensor modelActs, Tensor wDec, IReadOnlyList<int[]> tokenLabels,
         IReadOnlyList<string> labelNames, bool[] fit, AbsorptionOptions options)
     {
+        if (features.dim() != 2) throw new SaeSharpException($"absorption: features must be [n, d_sae], got [{string.Join(", ", features.shape)}]");
+        return EvaluateSparse(SparseRows.FromDense(features), modelActs, wDec, tokenLabels, labelNames, fit, options);
+    }
+
+    /// <summary><see cref="Evaluate(Tensor, Tensor, Tensor, IReadOnlyList{int[]}, IReadOnlyList{string}, bool[], AbsorptionOptions)"/> on the features' non-zeros: the L1 probe on the dense slice of the columns that fire in
+    /// the training half, the k-sparse probes on dense [n, k] slices, each true positive's row spread into one d_sae vector
+    /// in turn.</summary>
+    internal static AbsorptionReport EvaluateSparse(SparseRows features, Tensor modelActs, Tensor wDec, IReadOnlyList<int[]> tokenLabels,
+        IReadOnlyList<string> labelNames, bool[] fit, AbsorptionOptions options)
+    {
         int n = tokenLabels.Count;
-        if (features.dim() != 2 || modelActs.dim() != 2 || wDec.dim() != 2 || features.shape[0] != n || modelActs.shape[0] != n
-            || wDec.shape[0] != features.shape[1] || wDec.shape[1] != modelActs.shape[1] || fit.Length != n)
-            throw new SaeSharpException($"absorption: features [{string.Join(", ", features.shape)}], activations [{string.Join(", ", modelActs.shape)}], " +
+        if (modelActs.dim() != 2 || wDec.dim() != 2 || features.Rows != n || modelActs.shape[0] != n
+            || wDec.shape[0] != features.Columns || wDec.shape[1] != modelActs.shape[1] || fit.Length != n)
+            throw new SaeSharpException($"absorption: features [{features.Rows}, {features.Columns}], activations [{string.Join(", ", modelActs.shape)}], " +
                                         $"W_dec [{string.Join(", ", wDec.shape)}] and {n} tokens do not fit together");
         if (options.MaxK < 1) throw new SaeSharpException($"absorption: MaxK must be at least 1, got {options.MaxK}");
         var asked = options.Labels ?? AbsorptionOptions.DefaultLabels.Where(labelNames.Contains).ToArray();
@@ -124,7 +134,8 @@ public static class FeatureAbsorption
         using var scope = NewDisposeScope();
         var ev = tensor(evalRows);
         var xEval = modelActs.index_select(0, ev).to(ScalarType.Float64);
-        var fEval = features.index_select(0, ev).to(ScalarType.Float64);
+        var fEval = features.Select(evalRows);
+        var fTrain = features.Select(trainRows);
         var decNorm = wDec.to(ScalarType.Float64).norm(1, true).clamp_min(TorchScalars.Of(Eps));
         var decUnit = wDec.to(ScalarType.Float64).div(decNorm);
         foreach (int l in labels)
@@ -138,7 +149,6 @@ public static class FeatureAbsorption
             var probeScores = probe.DecisionFunction(xEval);
             double probeF1 = F1(probeScores, yEval);
             // k-sparse probes on the features with the largest weights of an L1 probe (SAEBench's train_k_sparse_probes).
-            var fTrain = features.index_select(0, tr);
             var order = L1Order(fTrain, yTrain, options.L1Decay);
             var sparseF1 = new List<double>();
             int[] main = [];
@@ -148,9 +158,8 @@ public static class FeatureAbsorption
             {
                 var ids = order.Take(k).ToArray();
                 using var ks = NewDisposeScope();
-                var idx = tensor(ids.Select(i => (long)i).ToArray());
-                var kp = LogisticRegression.Fit(fTrain.index_select(1, idx), yTrain, options.C, sampleWeight: weights);
-                double f1 = F1(kp.DecisionFunction(fEval.index_select(1, idx)), yEval);
+                var kp = LogisticRegression.Fit(fTrain.Dense(ids), yTrain, options.C, sampleWeight: weights);
+                double f1 = F1(kp.DecisionFunction(fEval.Dense(ids)), yEval);
                 sparseF1.Add(f1);
                 if (jumping && f1 > prevBest + options.F1JumpThreshold)
                 {
@@ -169,15 +178,14 @@ public static class FeatureAbsorption
             var absorbers = new Dictionary<int, int>();
             if (tp.Length > 0)
             {
-                var tpIdx = tensor(tp);
-                var actProj = xEval.index_select(0, tpIdx).mv(dir).data<double>().ToArray();
-                var acts = fEval.index_select(0, tpIdx);
-                int dSae = (int)acts.shape[1];
-                var a = acts.data<double>().ToArray();
+                var actProj = xEval.index_select(0, tensor(tp)).mv(dir).data<double>().ToArray();
+                var row = new double[features.Columns];
                 for (int r = 0; r < tp.Length; r++)
                 {
-                    var row = new ReadOnlySpan<double>(a, r * dSae, dSae);
+                    var (cols, vals) = fEval.Row((int)tp[r]);
+                    for (int e = 0; e < cols.Length; e++) row[cols[e]] = vals[e];
                     var (fraction, isFull, top) = Score(row, cos, actProj[r], main, options);
+                    foreach (int j in cols) row[j] = 0;
                     fractionSum += fraction;
                     if (isFull)
                     {
@@ -198,16 +206,15 @@ public static class FeatureAbsorption
     /// probe (<see cref="LogisticRegression.FitL1"/> with SAEBench's <c>pos_weight</c>), largest first — signed, as its
     /// <c>weights.topk(k)</c>, so features with negative weight come after those with none; ties by index. The probe is
     /// fitted on the features that fire in <paramref name="x"/> (the others have weight 0 at the optimum).</summary>
-    internal static int[] L1Order(Tensor x, bool[] y, double lambda)
+    internal static int[] L1Order(SparseRows x, bool[] y, double lambda)
     {
         using var scope = NewDisposeScope();
-        var weights = new double[x.shape[1]];
-        var firing = x.ne(TorchScalars.Of(0)).any(0L).nonzero().squeeze(1);
-        if (firing.shape[0] > 0)
+        var weights = new double[x.Columns];
+        var firing = x.NonZeroColumns();
+        if (firing.Length > 0)
         {
-            var probe = LogisticRegression.FitL1(x.index_select(1, firing), y, lambda, LogisticRegression.PosWeights(y));
-            var cols = firing.data<long>().ToArray();
-            for (int i = 0; i < cols.Length; i++) weights[cols[i]] = probe.Coef[i];
+            var probe = LogisticRegression.FitL1(x.Dense(firing), y, lambda, LogisticRegression.PosWeights(y));
+            for (int i = 0; i < firing.Length; i++) weights[firing[i]] = probe.Coef[i];
         }
         return [.. Enumerable.Range(0, weights.Length).OrderByDescending(j => weights[j]).ThenBy(j => j)];
     }

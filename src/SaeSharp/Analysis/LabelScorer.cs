@@ -17,7 +17,7 @@ public sealed record LabelMatch(string Label, double Threshold, double Precision
 /// <param name="Best">Best label: highest F1 on the fitting half, scored on the evaluation half; null when dead or no label qualifies.</param>
 public sealed record UnitLabelScore(int Index, bool Alive, double FireRate, LabelMatch? Best);
 
-/// <summary>Options of <see cref="LabelScorer.Score"/>.</summary>
+/// <summary>Options of <see cref="LabelScorer"/>.</summary>
 public sealed record LabelScorerOptions
 {
     /// <summary>Labels with fewer tokens than this in either half are not scored.</summary>
@@ -44,52 +44,96 @@ public static class LabelScorer
     public static UnitLabelScore[] Score(float[] acts, int units, int n, IReadOnlyList<int[]> tokenLabels, IReadOnlyList<string> labels,
         bool[] fit, LabelScorerOptions? options = null)
     {
-        var o = options ?? new LabelScorerOptions();
         if (acts.LongLength != (long)units * n) throw new SaeSharpException($"activations hold {acts.LongLength} values, expected {units} units × {n} tokens");
-        if (tokenLabels.Count != n || fit.Length != n) throw new SaeSharpException($"{tokenLabels.Count} label lists and {fit.Length} split flags for {n} tokens");
-        int nl = labels.Count;
-        var fitSupport = new long[nl];
-        var evalSupport = new long[nl];
-        for (int i = 0; i < n; i++)
-            foreach (int l in tokenLabels[i]) (fit[i] ? fitSupport : evalSupport)[l]++;
-        var eligible = EligibleLabels(tokenLabels, nl, fit, o.MinSupport);
-        int[] fitIdx = Enumerable.Range(0, n).Where(i => fit[i]).ToArray();
-        int[] evalIdx = Enumerable.Range(0, n).Where(i => !fit[i]).ToArray();
+        var s = new Split(n, tokenLabels, labels, fit, options ?? new LabelScorerOptions());
         var result = new UnitLabelScore[units];
-        Parallel.For(0, units, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount }, u =>
-        {
-            var a = new ReadOnlySpan<float>(acts, u * n, n);
-            int fired = 0;
-            float min = float.PositiveInfinity, max = float.NegativeInfinity;
-            foreach (float v in a)
-            {
-                if (v > 0) fired++;
-                if (v < min) min = v;
-                if (v > max) max = v;
-            }
-            bool alive = o.BothSigns ? max > min : fired > 0;
-            LabelMatch? best = null;
-            if (alive && eligible.Length > 0)
-            {
-                best = BestLabel(acts, u * n, fitIdx, evalIdx, tokenLabels, labels, eligible, fitSupport, evalSupport, o, negate: false, out double fitF1);
-                if (o.BothSigns)
-                {
-                    var neg = BestLabel(acts, u * n, fitIdx, evalIdx, tokenLabels, labels, eligible, fitSupport, evalSupport, o, negate: true, out double negF1);
-                    if (negF1 > fitF1) best = neg;
-                }
-            }
-            result[u] = new UnitLabelScore(u, alive, (double)fired / n, best);
-        });
+        Parallel.For(0, units, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount },
+            u => result[u] = ScoreUnit(u, new ReadOnlySpan<float>(acts, u * n, n), s));
         return result;
     }
 
-    private static LabelMatch? BestLabel(float[] acts, int offset, int[] fitIdx, int[] evalIdx, IReadOnlyList<int[]> tokenLabels,
-        IReadOnlyList<string> labels, int[] eligible, long[] fitSupport, long[] evalSupport, LabelScorerOptions o, bool negate, out double bestFitF1)
+    /// <summary><see cref="Score(float[], int, int, IReadOnlyList{int[]}, IReadOnlyList{string}, bool[], LabelScorerOptions?)"/>
+    /// on the non-zeros of an [n, units] matrix (SAE features of n tokens): each unit's column is spread into a buffer of n
+    /// values of its worker thread, scored as the dense column is, and cleared, so memory is the non-zeros' column form
+    /// plus one n-vector per thread, not units × n.</summary>
+    internal static UnitLabelScore[] Score(SparseColumns acts, IReadOnlyList<int[]> tokenLabels, IReadOnlyList<string> labels,
+        bool[] fit, LabelScorerOptions? options = null)
     {
+        int n = acts.Rows;
+        var s = new Split(n, tokenLabels, labels, fit, options ?? new LabelScorerOptions());
+        var result = new UnitLabelScore[acts.Columns];
+        Parallel.For(0, acts.Columns, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount }, () => new float[n], (u, _, column) =>
+        {
+            var (rows, values) = acts.Column(u);
+            var r = rows.Span;
+            var v = values.Span;
+            for (int e = 0; e < r.Length; e++) column[r[e]] = (float)v[e];
+            result[u] = ScoreUnit(u, column, s);
+            foreach (int i in r) column[i] = 0;
+            return column;
+        }, _ => { });
+        return result;
+    }
+
+    /// <summary>The tokens' halves and label supports, shared by every unit.</summary>
+    private sealed class Split
+    {
+        public readonly int N;
+        public readonly IReadOnlyList<int[]> TokenLabels;
+        public readonly IReadOnlyList<string> Labels;
+        public readonly LabelScorerOptions Options;
+        public readonly long[] FitSupport, EvalSupport;
+        public readonly int[] Eligible, FitIdx, EvalIdx;
+
+        public Split(int n, IReadOnlyList<int[]> tokenLabels, IReadOnlyList<string> labels, bool[] fit, LabelScorerOptions o)
+        {
+            if (tokenLabels.Count != n || fit.Length != n) throw new SaeSharpException($"{tokenLabels.Count} label lists and {fit.Length} split flags for {n} tokens");
+            (N, TokenLabels, Labels, Options) = (n, tokenLabels, labels, o);
+            int nl = labels.Count;
+            FitSupport = new long[nl];
+            EvalSupport = new long[nl];
+            for (int i = 0; i < n; i++)
+                foreach (int l in tokenLabels[i]) (fit[i] ? FitSupport : EvalSupport)[l]++;
+            Eligible = EligibleLabels(tokenLabels, nl, fit, o.MinSupport);
+            FitIdx = Enumerable.Range(0, n).Where(i => fit[i]).ToArray();
+            EvalIdx = Enumerable.Range(0, n).Where(i => !fit[i]).ToArray();
+        }
+    }
+
+    /// <summary>Unit <paramref name="u"/> with activations <paramref name="a"/> (one per token).</summary>
+    private static UnitLabelScore ScoreUnit(int u, ReadOnlySpan<float> a, Split s)
+    {
+        var o = s.Options;
+        int fired = 0;
+        float min = float.PositiveInfinity, max = float.NegativeInfinity;
+        foreach (float v in a)
+        {
+            if (v > 0) fired++;
+            if (v < min) min = v;
+            if (v > max) max = v;
+        }
+        bool alive = o.BothSigns ? max > min : fired > 0;
+        LabelMatch? best = null;
+        if (alive && s.Eligible.Length > 0)
+        {
+            best = BestLabel(a, s, negate: false, out double fitF1);
+            if (o.BothSigns)
+            {
+                var neg = BestLabel(a, s, negate: true, out double negF1);
+                if (negF1 > fitF1) best = neg;
+            }
+        }
+        return new UnitLabelScore(u, alive, (double)fired / s.N, best);
+    }
+
+    private static LabelMatch? BestLabel(ReadOnlySpan<float> acts, Split s, bool negate, out double bestFitF1)
+    {
+        var (fitIdx, evalIdx, tokenLabels, labels, eligible, fitSupport, evalSupport, o) =
+            (s.FitIdx, s.EvalIdx, s.TokenLabels, s.Labels, s.Eligible, s.FitSupport, s.EvalSupport, s.Options);
         float sign = negate ? -1f : 1f;
         // Candidate thresholds, descending: activations at chosen ranks of the fitting half, and 0.
         var sorted = new float[fitIdx.Length];
-        for (int j = 0; j < fitIdx.Length; j++) sorted[j] = sign * acts[offset + fitIdx[j]];
+        for (int j = 0; j < fitIdx.Length; j++) sorted[j] = sign * acts[fitIdx[j]];
         Array.Sort(sorted);
         Array.Reverse(sorted);
         var cands = new SortedSet<float>(Comparer<float>.Create((x, y) => y.CompareTo(x)));
@@ -103,7 +147,7 @@ public static class LabelScorer
         var tpAt = new long[(K + 1) * labels.Count];
         foreach (int i in fitIdx)
         {
-            int b = Bucket(t, sign * acts[offset + i]);
+            int b = Bucket(t, sign * acts[i]);
             firedAt[b]++;
             foreach (int l in tokenLabels[i]) tpAt[b * labels.Count + l]++;
         }
@@ -131,7 +175,7 @@ public static class LabelScorer
         long eTp = 0, eFired = 0;
         foreach (int i in evalIdx)
         {
-            if (sign * acts[offset + i] <= bestT) continue;
+            if (sign * acts[i] <= bestT) continue;
             eFired++;
             if (tokenLabels[i].Contains(bestLabel)) eTp++;
         }

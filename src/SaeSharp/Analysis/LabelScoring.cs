@@ -80,18 +80,12 @@ public static class LabelScoring
         ITextTokenizer tokenizer, string datasetPath, LabelScoringOptions options)
     {
         using var h = Harvest(sae, model, modelHooks, tokenizer, datasetPath, options);
-        float[] UnitMajor(Tensor rows, out int units)
-        {
-            using var scope = NewDisposeScope();
-            units = (int)rows.shape[1];
-            return rows.t().contiguous().data<float>().ToArray();
-        }
         int nTok = h.TokenLabels.Count;
         var labelNames = h.LabelNames;
-        var featActs = UnitMajor(h.Features, out int dSae);
-        var neuronActs = UnitMajor(h.Neurons, out int dNeuron);
-        var features = LabelScorer.Score(featActs, dSae, nTok, h.TokenLabels, labelNames, h.Fit, options.Scorer);
-        var neurons = LabelScorer.Score(neuronActs, dNeuron, nTok, h.TokenLabels, labelNames, h.Fit, options.Scorer with { BothSigns = true });
+        var features = LabelScorer.Score(SparseColumns.FromRows(h.Features), h.TokenLabels, labelNames, h.Fit, options.Scorer);
+        float[] neuronActs;
+        using (var scope = NewDisposeScope()) neuronActs = h.Neurons.t().contiguous().data<float>().ToArray(); // unit-major [d, n]: small
+        var neurons = LabelScorer.Score(neuronActs, (int)h.Neurons.shape[1], nTok, h.TokenLabels, labelNames, h.Fit, options.Scorer with { BothSigns = true });
         var counts = new long[labelNames.Count];
         foreach (var ls in h.TokenLabels) foreach (int l in ls) counts[l]++;
         int scored = LabelScorer.EligibleLabels(h.TokenLabels, labelNames.Count, h.Fit, options.Scorer.MinSupport).Length;
@@ -101,8 +95,9 @@ public static class LabelScoring
     }
 
     /// <summary>Runs the model over the labelled windows and keeps, for every labelled token (routed to the expert at an
-    /// MoE expert's hook), the SAE's feature activations, the neuron hook's activations, its label ids and its half
-    /// (even windows fit, odd windows evaluate).</summary>
+    /// MoE expert's hook), the SAE's feature activations (their non-zeros, listed batch by batch: never a dense
+    /// [tokens, d_sae] copy), the neuron hook's activations, its label ids and its half (even windows fit, odd windows
+    /// evaluate).</summary>
     internal static LabelledActivations Harvest(Sae sae, HookedTransformer model, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks,
         ITextTokenizer tokenizer, string datasetPath, LabelScoringOptions options)
     {
@@ -118,7 +113,7 @@ public static class LabelScoring
         cacheNames.AddRange([.. ModelActivationHarvester.RoutingHooks(model.HookPoints, cacheNames)]);
         bool routedOnly = cacheNames.Count > (hook == neuronHook ? 1 : 2);
 
-        var featRows = new List<Tensor>();
+        var featRows = new List<SparseRows>();
         var neuronRows = new List<Tensor>();
         var tokenLabels = new List<int[]>();
         var fit = new List<bool>();
@@ -155,7 +150,7 @@ public static class LabelScoring
                                     fit.Add(idx[bi] % 2 == 0);
                                 }
                         var sel = tensor(keep.ToArray());
-                        featRows.Add(f.reshape(-1, f.shape[^1]).index_select(0, sel).to(ScalarType.Float32).cpu().DetachFromDisposeScope());
+                        featRows.Add(SparseRows.FromDense(f.reshape(-1, f.shape[^1]).index_select(0, sel)));
                         neuronRows.Add(n.reshape(-1, n.shape[^1]).index_select(0, sel).to(ScalarType.Float32).cpu().DetachFromDisposeScope());
                     }
                     progress.Add(idx.Sum(w => (long)windows[w].Length));
@@ -166,12 +161,12 @@ public static class LabelScoring
                                                          (neuronHook == hook ? "" : $" and {neuronHook}") + "; give more tokens (--tokens)"
                                                        : $"{datasetPath}: no labelled tokens");
             using var join = NewDisposeScope();
-            return new LabelledActivations(hook, neuronHook, cat(featRows, 0).DetachFromDisposeScope(), cat(neuronRows, 0).DetachFromDisposeScope(),
+            return new LabelledActivations(hook, neuronHook, SparseRows.Concat(featRows, featRows[0].Columns), cat(neuronRows, 0).DetachFromDisposeScope(),
                 tokenLabels, [.. fit], labelNames);
         }
         finally
         {
-            foreach (var t in featRows.Concat(neuronRows)) t.Dispose();
+            foreach (var t in neuronRows) t.Dispose();
         }
     }
 
@@ -234,13 +229,9 @@ public static class LabelScoring
 }
 
 /// <summary>Activations of every labelled token read by <see cref="LabelScoring.Harvest"/>: the SAE's features [n, d_sae]
-/// and the neuron hook's activations [n, d] (float32, CPU), each token's label ids and half.</summary>
-internal sealed record LabelledActivations(string Hook, string NeuronHook, Tensor Features, Tensor Neurons, List<int[]> TokenLabels, bool[] Fit,
+/// as non-zeros and the neuron hook's activations [n, d] (float32, CPU), each token's label ids and half.</summary>
+internal sealed record LabelledActivations(string Hook, string NeuronHook, SparseRows Features, Tensor Neurons, List<int[]> TokenLabels, bool[] Fit,
     List<string> LabelNames) : IDisposable
 {
-    public void Dispose()
-    {
-        Features.Dispose();
-        Neurons.Dispose();
-    }
+    public void Dispose() => Neurons.Dispose();
 }

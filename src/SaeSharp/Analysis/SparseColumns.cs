@@ -105,6 +105,14 @@ internal sealed class SparseColumns
         return new SparseColumns(n, d, rowIndex, values, tileStart);
     }
 
+    /// <summary>Column <paramref name="j"/>'s rows (ascending) and values.</summary>
+    public (ReadOnlyMemory<int> Rows, ReadOnlyMemory<double> Values) Column(int j)
+    {
+        if (j < 0 || j >= Columns) throw new SaeSharpException($"sparse columns: column {j} is outside [0, {Columns})");
+        int start = TileStart[j], end = TileStart[(long)Tiles * Columns + j];
+        return (RowIndex.AsMemory(start, end - start), Values.AsMemory(start, end - start));
+    }
+
     /// <summary>The Gram matrix X·Xᵀ [n, n] in float64, as Σ_j x_j·x_jᵀ over the columns' non-zeros: each of the
     /// tiles(tiles + 1)/2 pairs of row tiles (I ≥ J) is summed in a Tile × Tile buffer, column after column, on the kernel
     /// threads, then written to block (I, J) and its mirror (J, I). Products and sums in float64; the sums differ from the

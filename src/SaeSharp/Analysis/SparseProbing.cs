@@ -117,11 +117,11 @@ public static class SparseProbing
         ITextTokenizer tokenizer, string datasetPath, LabelScoringOptions harvest, SparseProbingOptions options, AbsorptionOptions? absorption = null)
     {
         using var h = LabelScoring.Harvest(sae, model, modelHooks, tokenizer, datasetPath, harvest with { NeuronHook = null });
-        var report = Evaluate(h.Features, h.Neurons, h.TokenLabels, h.LabelNames, h.Fit, options) with { Hook = h.Hook };
+        var report = EvaluateSparse(h.Features, h.Neurons, h.TokenLabels, h.LabelNames, h.Fit, options) with { Hook = h.Hook };
         if (absorption is null) return report;
         using var scope = NewDisposeScope();
         var wDec = sae.WDec.detach().to(ScalarType.Float32).cpu();
-        return report with { Absorption = FeatureAbsorption.Evaluate(h.Features, h.Neurons, wDec, h.TokenLabels, h.LabelNames, h.Fit, absorption) };
+        return report with { Absorption = FeatureAbsorption.EvaluateSparse(h.Features, h.Neurons, wDec, h.TokenLabels, h.LabelNames, h.Fit, absorption) };
     }
 
     /// <summary>

@@ -8,8 +8,9 @@ namespace SaeSharp.Analysis;
 /// float64): how <see cref="SparseProbing"/> holds SAE features, 0.1–5 % non-zero, in 12 bytes an entry instead of 4·d
 /// bytes a row.
 /// Rows are filled from dense row blocks (<see cref="SetRows"/>), each block copied out of its tensor once and its
-/// non-zeros listed on the kernel threads; <see cref="SparseColumns.FromRows"/> turns a row selection into the column form
-/// the representer probe needs.
+/// non-zeros listed on the kernel threads, or made block by block (<see cref="FromDense"/>) and joined (<see cref="Concat"/>)
+/// as batches arrive; <see cref="SparseColumns.FromRows"/> turns a row selection into the column form the representer
+/// probe and <see cref="LabelScorer"/> need.
 /// </summary>
 internal sealed class SparseRows
 {
@@ -33,6 +34,37 @@ internal sealed class SparseRows
         Values = new double[rows][];
         Array.Fill(ColumnIndex, []);
         Array.Fill(Values, []);
+    }
+
+    private SparseRows(int columns, int[][] columnIndex, double[][] values)
+    {
+        Rows = columnIndex.Length;
+        Columns = columns;
+        ColumnIndex = columnIndex;
+        Values = values;
+    }
+
+    /// <summary>The rows of <paramref name="parts"/> one after the other (sharing their entries): how a harvest joins the
+    /// blocks it made batch by batch. Every part must have <paramref name="columns"/> columns.</summary>
+    public static SparseRows Concat(IReadOnlyList<SparseRows> parts, int columns)
+    {
+        long rows = 0;
+        foreach (var p in parts)
+        {
+            if (p.Columns != columns) throw new SaeSharpException($"sparse rows: a block of {p.Columns} columns joined to blocks of {columns}");
+            rows += p.Rows;
+        }
+        if (rows > Array.MaxLength) throw new SaeSharpException($"sparse rows: {rows} rows joined, more than {Array.MaxLength}");
+        var cols = new int[rows][];
+        var vals = new double[rows][];
+        int at = 0;
+        foreach (var p in parts)
+        {
+            Array.Copy(p.ColumnIndex, 0, cols, at, p.Rows);
+            Array.Copy(p.Values, 0, vals, at, p.Rows);
+            at += p.Rows;
+        }
+        return new SparseRows(columns, cols, vals);
     }
 
     /// <summary>Non-zero entries.</summary>

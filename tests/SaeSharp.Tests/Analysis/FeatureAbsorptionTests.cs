@@ -135,6 +135,6 @@ public class FeatureAbsorptionTests
         }
         using var t = TorchSharp.torch.tensor(x).view(n, 3);
         Assert.Equal(0, SparseProbing.MeanDifferenceOrder(t, y, absolute: false)[0]);
-        Assert.Equal([1, 0, 2], FeatureAbsorption.L1Order(t, y, 0.01));
+        Assert.Equal([1, 0, 2], FeatureAbsorption.L1Order(SparseRows.FromDense(t), y, 0.01));
     }
 }
