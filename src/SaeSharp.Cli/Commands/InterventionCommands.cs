@@ -447,6 +447,17 @@ internal static class InterventionCommands
         cltLoading.AddTo(command);
         Cli.SetAction(command, parse =>
         {
+            // Before the run: no output replaces an input (the SAEs' files, the model's, the --input tokens) or another output.
+            var inputs = parse.GetValue(sae)!.Select(s => new CommandInput("--sae", s, InputKind.Sae)).ToList();
+            inputs.Add(new("--model", parse.GetValue(model)!, InputKind.Folder));
+            if (parse.GetValue(input) is { } inputPath) inputs.Add(new("--input", inputPath, InputKind.Whole));
+            var outputs = new[] { ("--out", parse.GetValue(output)), ("--json", parse.GetValue(json)), ("--html", parse.GetValue(html)) }
+                .Where(o => o.Item2 is not null).Select(o => (Flag: o.Item1, Path: o.Item2!)).ToList();
+            foreach (var (flag, path) in outputs) OutputGuard.RefuseBadOutputFile(flag, path, [.. inputs]);
+            for (int a = 0; a < outputs.Count; a++)
+                for (int b = a + 1; b < outputs.Count; b++)
+                    if (Path.GetFullPath(outputs[a].Path) == Path.GetFullPath(outputs[b].Path))
+                        throw new SaeSharpException($"{outputs[b].Flag} {outputs[b].Path}: the same file as {outputs[a].Flag}; give two files");
             using var scope = NewDisposeScope();   // the tensors shown below
             var (folder, tok, tokens) = PromptOrInputTokens(parse, model, prompt, input, noBos);
             using var _t = tokens;
@@ -567,6 +578,9 @@ internal static class InterventionCommands
             string saePath = parse.GetValue(sae)!;
             CltLoadingCli.RequireWhole(saePath, "sae graph needs a whole cross-layer transcoder's or a transcoder set's folder (see sae attribute for single SAEs)");
             string outPath = parse.GetValue(output)!;
+            var graphInputs = new List<CommandInput> { new("--sae", saePath, InputKind.Whole), new("--model", parse.GetValue(model)!, InputKind.Folder) };
+            if (parse.GetValue(input) is { } inputPath) graphInputs.Add(new("--input", inputPath, InputKind.Whole));
+            OutputGuard.RefuseBadOutputFile("--out", outPath, [.. graphInputs]);
             var (folder, tok, tokens) = PromptOrInputTokens(parse, model, prompt, input, noBos);
             using var _t = tokens;
             if (tokens.shape[0] != 1) throw new SaeSharpException($"--input: a graph is of one prompt, but 'tokens' has {tokens.shape[0]} rows");
