@@ -81,6 +81,18 @@ internal static class OutputGuard
         RefuseReplacingInput(flag, output, null, inputs);
     }
 
+    /// <summary><see cref="RefuseBadOutputFile"/> for each of a command's output files given (a null path: not given), and
+    /// no two of them the same file.</summary>
+    public static void RefuseBadOutputFiles(IEnumerable<(string Flag, string? Path)> outputs, params CommandInput[] inputs)
+    {
+        var given = outputs.Where(o => o.Path is not null).Select(o => (o.Flag, Path: o.Path!)).ToList();
+        foreach (var (flag, path) in given) RefuseBadOutputFile(flag, path, inputs);
+        for (int a = 0; a < given.Count; a++)
+            for (int b = a + 1; b < given.Count; b++)
+                if (Full(given[a].Path) == Full(given[b].Path))
+                    throw new SaeSharpException($"{given[b].Flag} {given[b].Path}: the same file as {given[a].Flag}; give two files");
+    }
+
     private static string FileExtension(string flag) => flag switch
     {
         "--json" or "--saebench-json" => ".json",

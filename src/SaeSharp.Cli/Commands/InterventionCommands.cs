@@ -451,13 +451,7 @@ internal static class InterventionCommands
             var inputs = parse.GetValue(sae)!.Select(s => new CommandInput("--sae", s, InputKind.Sae)).ToList();
             inputs.Add(new("--model", parse.GetValue(model)!, InputKind.Folder));
             if (parse.GetValue(input) is { } inputPath) inputs.Add(new("--input", inputPath, InputKind.Whole));
-            var outputs = new[] { ("--out", parse.GetValue(output)), ("--json", parse.GetValue(json)), ("--html", parse.GetValue(html)) }
-                .Where(o => o.Item2 is not null).Select(o => (Flag: o.Item1, Path: o.Item2!)).ToList();
-            foreach (var (flag, path) in outputs) OutputGuard.RefuseBadOutputFile(flag, path, [.. inputs]);
-            for (int a = 0; a < outputs.Count; a++)
-                for (int b = a + 1; b < outputs.Count; b++)
-                    if (Path.GetFullPath(outputs[a].Path) == Path.GetFullPath(outputs[b].Path))
-                        throw new SaeSharpException($"{outputs[b].Flag} {outputs[b].Path}: the same file as {outputs[a].Flag}; give two files");
+            OutputGuard.RefuseBadOutputFiles([("--out", parse.GetValue(output)), ("--json", parse.GetValue(json)), ("--html", parse.GetValue(html))], [.. inputs]);
             using var scope = NewDisposeScope();   // the tensors shown below
             var (folder, tok, tokens) = PromptOrInputTokens(parse, model, prompt, input, noBos);
             using var _t = tokens;

@@ -268,7 +268,7 @@ public class CliInputErrorTests : IDisposable
     }
 
     [Fact]
-    public void Model_run_and_attribute_refuse_an_output_onto_their_inputs_and_a_folder_or_file_in_the_way_before_running()
+    public void Model_run_attribute_inspect_and_score_labels_refuse_an_output_onto_their_inputs_and_a_folder_or_file_in_the_way_before_running()
     {
         string saeCopy = P("sae-run");
         Directory.CreateDirectory(saeCopy);
@@ -299,6 +299,10 @@ public class CliInputErrorTests : IDisposable
         Assert.Contains("replace sae_weights.safetensors of --sae", Refused("--out", [.. attribute, "--out", weights]));
         Assert.Contains("replace cfg.json of --sae", Refused("--json", [.. attribute, "--json", cfg]));
         Assert.Contains("the same file as --json", Refused("--html", [.. attribute, "--json", P("a.json"), "--html", P("a.json")]));
+        // sae inspect and sae score-labels: --json onto the SAE's cfg.json (inspect wrote over it before).
+        Assert.Contains("replace cfg.json of --sae", Refused("--json", "inspect", "--sae", saeCopy, "--model", _fx.ModelDir, "--prompt", "a b", "--json", cfg));
+        Assert.Contains("the same file as --json", Refused("--html", "inspect", "--sae", saeCopy, "--model", _fx.ModelDir, "--prompt", "a b", "--json", P("a.json"), "--html", P("a.json")));
+        Assert.Contains("replace cfg.json of --sae", Refused("--json", "score-labels", "--sae", saeCopy, "--model", _fx.ModelDir, "--dataset", _fx.DataPath, "--json", cfg));
         // sae eval: --saebench-json onto a folder, --json under a file: refused before the evaluation, not after it.
         string[] eval = ["eval", "--sae", _fx.SaeDir, "--model", _fx.ModelDir, "--dataset", _fx.DataPath];
         Assert.Contains("is a folder", Refused("--saebench-json", [.. eval, "--saebench-json", folder]));
