@@ -24,12 +24,12 @@ internal readonly record struct CommandInput(string Flag, string Path, InputKind
 /// <summary>Refuses, before a command runs, an output path that would replace one of the command's own inputs.</summary>
 internal static class OutputGuard
 {
-    /// <summary>The files an SAE at <paramref name="path"/> (folder or file) is read from, by any supported format.</summary>
+    /// <summary>The files an SAE (or a crosscoder) at <paramref name="path"/> (folder or file) is read from, by any supported format.</summary>
     private static IEnumerable<string> SaeFiles(string path)
     {
         string dir = Directory.Exists(path) ? path : Path.GetDirectoryName(Path.GetFullPath(path))!;
         if (!Directory.Exists(path)) yield return path;
-        foreach (var name in SaeLoader.FileNames)
+        foreach (var name in SaeLoader.FileNames.Concat([CrossCoderFormat.WeightsFile, CrossCoderFormat.ConfigFile]))
             yield return Path.Combine(dir, name);
     }
 

@@ -294,6 +294,12 @@ public class CliInputErrorTests : IDisposable
         Assert.Contains("replace --input", Refused("--out", "model", "run", "--model", _fx.ModelDir, "--input", tokens, "--out", tokens));
         Assert.Contains("is a folder", Refused("--out", "model", "run", "--model", _fx.ModelDir, "--input", tokens, "--out", folder));
         Assert.Contains($"{cfg} is a file, not a folder", Refused("--out", "model", "run", "--model", _fx.ModelDir, "--input", tokens, "--out", Path.Combine(cfg, "x.safetensors")));
+        // A crosscoder's model.safetensors (model run wrote over it before).
+        string cc = P("cc");
+        Directory.CreateDirectory(cc);
+        File.WriteAllText(Path.Combine(cc, "model.safetensors"), "weights");
+        Assert.Contains("replace model.safetensors of --sae", Refused("--out", "model", "run", "--model", _fx.ModelDir, "--sae", cc, "--input", tokens, "--out", Path.Combine(cc, "model.safetensors")));
+        Assert.Equal("weights", File.ReadAllText(Path.Combine(cc, "model.safetensors")));
         // sae attribute: --out, --json, --html onto the SAE's files, or two of them onto one file.
         string[] attribute = ["attribute", "--model", _fx.ModelDir, "--sae", saeCopy, "--input", tokens, "--metric", "loss"];
         Assert.Contains("replace sae_weights.safetensors of --sae", Refused("--out", [.. attribute, "--out", weights]));
