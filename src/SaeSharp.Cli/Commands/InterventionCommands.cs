@@ -572,7 +572,7 @@ internal static class InterventionCommands
             string saePath = parse.GetValue(sae)!;
             CltLoadingCli.RequireWhole(saePath, "sae graph needs a whole cross-layer transcoder's or a transcoder set's folder (see sae attribute for single SAEs)");
             string outPath = parse.GetValue(output)!;
-            var graphInputs = new List<CommandInput> { new("--sae", saePath, InputKind.Whole), new("--model", parse.GetValue(model)!, InputKind.Folder) };
+            var graphInputs = new List<CommandInput> { new("--sae", saePath, InputKind.Folder), new("--model", parse.GetValue(model)!, InputKind.Folder) };
             if (parse.GetValue(input) is { } inputPath) graphInputs.Add(new("--input", inputPath, InputKind.Whole));
             OutputGuard.RefuseBadOutputFile("--out", outPath, [.. graphInputs]);
             var (folder, tok, tokens) = PromptOrInputTokens(parse, model, prompt, input, noBos);
