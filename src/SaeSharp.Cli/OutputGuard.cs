@@ -24,12 +24,12 @@ internal readonly record struct CommandInput(string Flag, string Path, InputKind
 /// <summary>Refuses, before a command runs, an output path that would replace one of the command's own inputs.</summary>
 internal static class OutputGuard
 {
-    /// <summary>The files an SAE at <paramref name="path"/> (folder or file) is read from, by any supported format.</summary>
+    /// <summary>The files an SAE (or a crosscoder) at <paramref name="path"/> (folder or file) is read from, by any supported format.</summary>
     private static IEnumerable<string> SaeFiles(string path)
     {
         string dir = Directory.Exists(path) ? path : Path.GetDirectoryName(Path.GetFullPath(path))!;
         if (!Directory.Exists(path)) yield return path;
-        foreach (var name in SaeLoader.FileNames)
+        foreach (var name in SaeLoader.FileNames.Concat([CrossCoderFormat.WeightsFile, CrossCoderFormat.ConfigFile]))
             yield return Path.Combine(dir, name);
     }
 
@@ -38,6 +38,7 @@ internal static class OutputGuard
     /// Inputs that are not local paths (a release or <c>hf:</c> name) are skipped.</summary>
     public static void RefuseReplacingInput(string flag, string output, IEnumerable<string>? written, params CommandInput[] inputs)
     {
+        RefuseFileAsFolder(flag, output);
         var paths = new[] { output }.Concat((written ?? []).Select(f => Path.Combine(output, f))).Select(Full).ToList();
         foreach (var (inFlag, input, kind, files) in inputs)
         {
@@ -68,6 +69,49 @@ internal static class OutputGuard
     /// <summary><see cref="RefuseReplacingInput(string, string, IEnumerable{string}?, CommandInput[])"/> for an output file.</summary>
     public static void RefuseReplacingInput(string flag, string output, params CommandInput[] inputs) =>
         RefuseReplacingInput(flag, output, null, inputs);
+
+    /// <summary>Before a command runs, for an output file: throws when <paramref name="output"/> is an existing folder, when
+    /// a folder on its path is an existing file, or when it would replace one of <paramref name="inputs"/>
+    /// (<see cref="RefuseReplacingInput(string, string, IEnumerable{string}?, CommandInput[])"/>), so that the mistake
+    /// is found before the work, not when its result is written.</summary>
+    public static void RefuseBadOutputFile(string flag, string output, params CommandInput[] inputs)
+    {
+        if (Directory.Exists(output))
+            throw new SaeSharpException($"{flag} {output}: is a folder; give a file path (e.g. {Path.Combine(output, "out" + FileExtension(flag))})");
+        RefuseReplacingInput(flag, output, null, inputs);
+    }
+
+    /// <summary><see cref="RefuseBadOutputFile"/> for each of a command's output files given (a null path: not given), and
+    /// no two of them the same file.</summary>
+    public static void RefuseBadOutputFiles(IEnumerable<(string Flag, string? Path)> outputs, params CommandInput[] inputs)
+    {
+        var given = outputs.Where(o => o.Path is not null).Select(o => (o.Flag, Path: o.Path!)).ToList();
+        foreach (var (flag, path) in given) RefuseBadOutputFile(flag, path, inputs);
+        for (int a = 0; a < given.Count; a++)
+            for (int b = a + 1; b < given.Count; b++)
+                if (Full(given[a].Path) == Full(given[b].Path))
+                    throw new SaeSharpException($"{given[b].Flag} {given[b].Path}: the same file as {given[a].Flag}; give two files");
+    }
+
+    private static string FileExtension(string flag) => flag switch
+    {
+        "--json" or "--saebench-json" => ".json",
+        "--html" => ".html",
+        "--histogram" => ".png",
+        _ => ".safetensors",
+    };
+
+    /// <summary>Throws when a folder on the path of <paramref name="output"/> (the output itself excluded) is an existing
+    /// file: the folder could not be created.</summary>
+    private static void RefuseFileAsFolder(string flag, string output)
+    {
+        for (var dir = Path.GetDirectoryName(Path.GetFullPath(output)); !string.IsNullOrEmpty(dir); dir = Path.GetDirectoryName(dir))
+        {
+            if (File.Exists(dir))
+                throw new SaeSharpException($"{flag} {output}: {dir} is a file, not a folder; give a path in a folder");
+            if (Directory.Exists(dir)) return;
+        }
+    }
 
     private static string Full(string path) => Path.GetFullPath(path).TrimEnd(Path.DirectorySeparatorChar);
 }

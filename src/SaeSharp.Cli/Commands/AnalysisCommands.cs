@@ -241,6 +241,9 @@ internal static class AnalysisCommands
         Cli.SetAction(command, parse =>
         {
             string modelDir = ModelSource.Resolve(parse.GetValue(model)!);
+            var inspectInputs = new List<CommandInput> { new("--sae", parse.GetValue(sae)!, InputKind.Sae), new("--model", modelDir, InputKind.Folder) };
+            if (parse.GetValue(stats) is { } statsDir) inspectInputs.Add(new("--stats", statsDir, InputKind.Whole));
+            OutputGuard.RefuseBadOutputFiles([("--json", parse.GetValue(json)), ("--html", parse.GetValue(html))], [.. inspectInputs]);
             ScalarType? modelDtype = ModelSource.GivenDtype(parse, dtype, modelDir);
             if (CrossLayerTranscoderLoader.IsCrossLayerTranscoder(parse.GetValue(sae)!, null))
             {

@@ -447,6 +447,11 @@ internal static class InterventionCommands
         cltLoading.AddTo(command);
         Cli.SetAction(command, parse =>
         {
+            // Before the run: no output replaces an input (the SAEs' files, the model's, the --input tokens) or another output.
+            var inputs = parse.GetValue(sae)!.Select(s => new CommandInput("--sae", s, InputKind.Sae)).ToList();
+            inputs.Add(new("--model", parse.GetValue(model)!, InputKind.Folder));
+            if (parse.GetValue(input) is { } inputPath) inputs.Add(new("--input", inputPath, InputKind.Whole));
+            OutputGuard.RefuseBadOutputFiles([("--out", parse.GetValue(output)), ("--json", parse.GetValue(json)), ("--html", parse.GetValue(html))], [.. inputs]);
             using var scope = NewDisposeScope();   // the tensors shown below
             var (folder, tok, tokens) = PromptOrInputTokens(parse, model, prompt, input, noBos);
             using var _t = tokens;
@@ -567,6 +572,9 @@ internal static class InterventionCommands
             string saePath = parse.GetValue(sae)!;
             CltLoadingCli.RequireWhole(saePath, "sae graph needs a whole cross-layer transcoder's or a transcoder set's folder (see sae attribute for single SAEs)");
             string outPath = parse.GetValue(output)!;
+            var graphInputs = new List<CommandInput> { new("--sae", saePath, InputKind.Folder), new("--model", parse.GetValue(model)!, InputKind.Folder) };
+            if (parse.GetValue(input) is { } inputPath) graphInputs.Add(new("--input", inputPath, InputKind.Whole));
+            OutputGuard.RefuseBadOutputFile("--out", outPath, [.. graphInputs]);
             var (folder, tok, tokens) = PromptOrInputTokens(parse, model, prompt, input, noBos);
             using var _t = tokens;
             if (tokens.shape[0] != 1) throw new SaeSharpException($"--input: a graph is of one prompt, but 'tokens' has {tokens.shape[0]} rows");

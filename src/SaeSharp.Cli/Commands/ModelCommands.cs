@@ -110,6 +110,7 @@ internal static class ModelCommands
         Cli.SetAction(command, parse =>
         {
             edits.RefuseUnqualified(parse);
+            RefuseReplacingRunInputs(parse, output, model, input, diffModel, edits.Sae);
             int newTokens = parse.GetValue(generate);
             if (newTokens == 0)
                 Cli.RefuseGiven(parse, "how --generate chooses the new tokens; give --generate N", sampling.Temperature, sampling.TopK, sampling.TopP, sampling.Seed);
@@ -189,6 +190,18 @@ internal static class ModelCommands
             return 0;
         });
         return command;
+    }
+
+    /// <summary>Before <c>sae model run</c> runs: its --out is a file that replaces none of its inputs (the SAEs' files, the
+    /// models' files, the --input tokens).</summary>
+    private static void RefuseReplacingRunInputs(ParseResult parse, Option<string> output, Option<string> model, Option<string?> input,
+        Option<string?> diffModel, Option<string[]> saes)
+    {
+        var inputs = (parse.GetValue(saes) ?? []).Select(s => new CommandInput("--sae", s, InputKind.Sae)).ToList();
+        if (parse.GetValue(model) is { } m) inputs.Add(new("--model", m, InputKind.Folder));
+        if (parse.GetValue(diffModel) is { } dm) inputs.Add(new("--diff-model", dm, InputKind.Folder));
+        if (parse.GetValue(input) is { } i) inputs.Add(new("--input", i, InputKind.Whole));
+        OutputGuard.RefuseBadOutputFile("--out", parse.GetValue(output)!, [.. inputs]);
     }
 
     /// <summary>One prompt's run of <c>sae model run</c>: its logits, its tokens (of a <c>--prompt</c>), the hooks it saves, and

@@ -148,16 +148,16 @@ internal static class SaeCommands
         if (groundTruth is not null) inputs.Add(new("--ground-truth", groundTruth, InputKind.Whole));
         if (parse.GetValue(data.Model) is { } modelPath) inputs.Add(new("--model", modelPath, InputKind.Folder));
         if (parse.GetValue(data.Dataset) is { } dataset) inputs.Add(new("--dataset", dataset, InputKind.Whole));
-        if (json is not null) OutputGuard.RefuseReplacingInput("--json", json, [.. inputs]);
+        if (json is not null) OutputGuard.RefuseBadOutputFile("--json", json, [.. inputs]);
         if (saebenchJson is not null)
         {
             if (json is not null && Path.GetFullPath(json) == Path.GetFullPath(saebenchJson))
                 throw new SaeSharpException($"--saebench-json {saebenchJson}: the same file as --json; give two files");
-            for (int i = 0; i < saes.Length; i++) OutputGuard.RefuseReplacingInput("--saebench-json", SaeBenchPath(i, saes.Length, saebenchJson), [.. inputs]);
+            for (int i = 0; i < saes.Length; i++) OutputGuard.RefuseBadOutputFile("--saebench-json", SaeBenchPath(i, saes.Length, saebenchJson), [.. inputs]);
         }
         for (int i = 0; i < saes.Length; i++)
             if (HistogramPath(i, saes.Length, json, histogram) is { } png)
-                OutputGuard.RefuseReplacingInput(histogram is null ? "--json" : "--histogram", png, [.. inputs]);
+                OutputGuard.RefuseBadOutputFile(histogram is null ? "--json" : "--histogram", png, [.. inputs]);
     }
 
     /// <summary>Where SAE <paramref name="i"/> of <paramref name="count"/> gets its SAEBench core output: the path itself for one

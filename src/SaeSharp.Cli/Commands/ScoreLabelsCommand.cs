@@ -21,6 +21,9 @@ internal static class ScoreLabelsCommand
             { sae, model, dataset, tokens, neuronHook, ctx, json };
         Cli.SetAction(command, parse =>
         {
+            if (parse.GetValue(json) is { } jsonPath)
+                OutputGuard.RefuseBadOutputFile("--json", jsonPath, new CommandInput("--sae", parse.GetValue(sae)!, InputKind.Sae),
+                    new CommandInput("--model", parse.GetValue(model)!, InputKind.Folder), new CommandInput("--dataset", parse.GetValue(dataset)!, InputKind.Whole));
             var report = CliProgress.Run("score-labels", progress => AnalysisPipeline.ScoreLabels(parse.GetValue(sae)!, ModelSource.Resolve(parse.GetValue(model)!),
                 parse.GetValue(dataset)!,
                 new LabelScoringOptions { Tokens = parse.GetValue(tokens), NeuronHook = parse.GetValue(neuronHook), ContextSize = parse.GetValue(ctx), Progress = progress }));

@@ -64,11 +64,18 @@ public static class AtomicFile
         return Path.Combine(dir, $".{Path.GetFileName(fullPath)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
     }
 
-    /// <summary>Writes the temporary sibling of <paramref name="path"/> and returns its name (flushed to disk).</summary>
+    /// <summary>Writes the temporary sibling of <paramref name="path"/> and returns its name (flushed to disk); a path that
+    /// is a folder, or whose folder cannot be created (a file on its path), is a <see cref="SaeSharpException"/> naming it.</summary>
     internal static string WriteTemporary(string path, Action<Stream> write)
     {
         var full = Path.GetFullPath(path);
-        var tmp = TemporaryFor(full);
+        if (Directory.Exists(full)) throw new SaeSharpException($"{full}: is a folder, not a file; nothing was written");
+        string tmp;
+        try { tmp = TemporaryFor(full); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new SaeSharpException($"{full}: could not create its folder ({e.Message}); nothing was written", e);
+        }
         try
         {
             using (var file = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))

@@ -268,6 +268,58 @@ public class CliInputErrorTests : IDisposable
     }
 
     [Fact]
+    public void Model_run_attribute_inspect_and_score_labels_refuse_an_output_onto_their_inputs_and_a_folder_or_file_in_the_way_before_running()
+    {
+        string saeCopy = P("sae-run");
+        Directory.CreateDirectory(saeCopy);
+        foreach (var f in Directory.GetFiles(_fx.SaeDir)) File.Copy(f, Path.Combine(saeCopy, Path.GetFileName(f)));
+        string tokens = P("tokens.safetensors");
+        using (var t = tensor(new long[] { 1, 2, 3, 4 }).reshape(1, 4)) SafeTensors.Save(tokens, new Dictionary<string, Tensor> { ["tokens"] = t });
+        string weights = Path.Combine(saeCopy, "sae_weights.safetensors"), cfg = Path.Combine(saeCopy, "cfg.json");
+        var watched = new[] { weights, cfg, tokens }.ToDictionary(f => f, File.ReadAllBytes);
+        string folder = P("a-folder");
+        Directory.CreateDirectory(folder);
+
+        string Refused(string flag, params string[] args)
+        {
+            var r = CliRunner.Run(args);
+            string err = OneLineError(r);
+            Assert.Contains(flag + " ", err);
+            Assert.DoesNotContain("clean", r.Out);   // nothing ran
+            return err;
+        }
+
+        // sae model run --out onto the SAE's weights (it wrote over them before) or the --input tokens.
+        Assert.Contains("replace sae_weights.safetensors of --sae", Refused("--out", "model", "run", "--model", _fx.ModelDir, "--sae", saeCopy, "--input", tokens, "--out", weights));
+        Assert.Contains("replace --input", Refused("--out", "model", "run", "--model", _fx.ModelDir, "--input", tokens, "--out", tokens));
+        Assert.Contains("is a folder", Refused("--out", "model", "run", "--model", _fx.ModelDir, "--input", tokens, "--out", folder));
+        Assert.Contains($"{cfg} is a file, not a folder", Refused("--out", "model", "run", "--model", _fx.ModelDir, "--input", tokens, "--out", Path.Combine(cfg, "x.safetensors")));
+        // A crosscoder's model.safetensors (model run wrote over it before).
+        string cc = P("cc");
+        Directory.CreateDirectory(cc);
+        File.WriteAllText(Path.Combine(cc, "model.safetensors"), "weights");
+        Assert.Contains("replace model.safetensors of --sae", Refused("--out", "model", "run", "--model", _fx.ModelDir, "--sae", cc, "--input", tokens, "--out", Path.Combine(cc, "model.safetensors")));
+        Assert.Equal("weights", File.ReadAllText(Path.Combine(cc, "model.safetensors")));
+        // sae attribute: --out, --json, --html onto the SAE's files, or two of them onto one file.
+        string[] attribute = ["attribute", "--model", _fx.ModelDir, "--sae", saeCopy, "--input", tokens, "--metric", "loss"];
+        Assert.Contains("replace sae_weights.safetensors of --sae", Refused("--out", [.. attribute, "--out", weights]));
+        Assert.Contains("replace cfg.json of --sae", Refused("--json", [.. attribute, "--json", cfg]));
+        Assert.Contains("the same file as --json", Refused("--html", [.. attribute, "--json", P("a.json"), "--html", P("a.json")]));
+        // sae inspect and sae score-labels: --json onto the SAE's cfg.json (inspect wrote over it before).
+        Assert.Contains("replace cfg.json of --sae", Refused("--json", "inspect", "--sae", saeCopy, "--model", _fx.ModelDir, "--prompt", "a b", "--json", cfg));
+        Assert.Contains("the same file as --json", Refused("--html", "inspect", "--sae", saeCopy, "--model", _fx.ModelDir, "--prompt", "a b", "--json", P("a.json"), "--html", P("a.json")));
+        Assert.Contains("replace cfg.json of --sae", Refused("--json", "score-labels", "--sae", saeCopy, "--model", _fx.ModelDir, "--dataset", _fx.DataPath, "--json", cfg));
+        // sae eval: --saebench-json onto a folder, --json under a file: refused before the evaluation, not after it.
+        string[] eval = ["eval", "--sae", _fx.SaeDir, "--model", _fx.ModelDir, "--dataset", _fx.DataPath];
+        Assert.Contains("is a folder", Refused("--saebench-json", [.. eval, "--saebench-json", folder]));
+        Assert.Contains("is a file, not a folder", Refused("--json", [.. eval, "--json", Path.Combine(cfg, "m.json")]));
+
+        foreach (var (file, bytes) in watched) Assert.Equal(bytes, File.ReadAllBytes(file));
+        Assert.Empty(Directory.EnumerateFileSystemEntries(folder));
+        Assert.False(File.Exists(P("a.json")));
+    }
+
+    [Fact]
     public void TokensIdsAndPositionsOutsideTheInputAreErrors()
     {
         // The built-in model's word-level tokenizer maps unknown words to <unk>: 'zebra' is not a token.

@@ -45,4 +45,24 @@ public sealed class AtomicFileTests : IDisposable
         Assert.True(File.Exists(live));
         Assert.True(File.Exists(Path.Combine(dir, "shard.safetensors")));
     }
+    [Fact]
+    public void A_path_that_is_a_folder_or_under_a_file_is_an_error_naming_it_and_changes_nothing()
+    {
+        string dir = Path.Combine(_root, "out");
+        Directory.CreateDirectory(dir);
+        string file = Path.Combine(_root, "cfg.json");
+        File.WriteAllText(file, "{}");
+
+        var folder = Assert.Throws<SaeSharpException>(() => AtomicFile.WriteAllText(dir, "x"));
+        Assert.Contains(dir, folder.Message);
+        Assert.Contains("is a folder", folder.Message);
+        Assert.Empty(Directory.EnumerateFileSystemEntries(dir));
+
+        string under = Path.Combine(file, "x.json");
+        var parent = Assert.Throws<SaeSharpException>(() => AtomicFile.WriteAllText(under, "x"));
+        Assert.Contains(under, parent.Message);
+        Assert.Contains("could not create its folder", parent.Message);
+        Assert.Equal("{}", File.ReadAllText(file));
+        Assert.Equal(["cfg.json", "out"], Directory.EnumerateFileSystemEntries(_root).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+    }
 }
