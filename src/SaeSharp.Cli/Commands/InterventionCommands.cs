@@ -124,18 +124,32 @@ internal static class InterventionCommands
     internal static (string Folder, ITextTokenizer? Tokenizer, Tensor Tokens) PromptOrInputTokens(ParseResult parse, Option<string> model,
         Option<string?> prompt, Option<string?> input, Option<bool> noBos)
     {
-        if (parse.GetValue(prompt) is not null)
+        var (folder, tok, tokens) = PromptsOrInputTokens(parse, model, prompt, parse.GetValue(prompt) is string text ? [text] : [], input, noBos);
+        return (folder, tok, tokens[0]);
+    }
+
+    /// <summary>As <see cref="PromptOrInputTokens"/> with <paramref name="prompt"/> repeatable: each text's tokens [1, pos], or
+    /// <c>--input</c>'s tokens alone.</summary>
+    internal static (string Folder, ITextTokenizer? Tokenizer, List<Tensor> Tokens) PromptsOrInputTokens(ParseResult parse, Option<string> model,
+        Option<string[]> prompt, Option<string?> input, Option<bool> noBos) =>
+        PromptsOrInputTokens(parse, model, prompt, parse.GetValue(prompt) ?? [], input, noBos);
+
+    private static (string Folder, ITextTokenizer? Tokenizer, List<Tensor> Tokens) PromptsOrInputTokens(ParseResult parse, Option<string> model,
+        Option prompt, string[] texts, Option<string?> input, Option<bool> noBos)
+    {
+        if (texts.Length > 0)
             Cli.RefuseGiven(parse, "the tokens come from --prompt; give one of --prompt and --input", input);
         else if (parse.GetValue(input) is not null)
             Cli.RefuseGiven(parse, "for a --prompt's tokens; --input's token ids are used as they are", noBos);
         var folder = ModelSource.Resolve(parse.GetValue(model)!);
         ITextTokenizer? tok = null;
         try { tok = Tokenizer.FromFolder(folder); }
-        catch (SaeSharpException) when (parse.GetValue(prompt) is null) { }
-        if (parse.GetValue(prompt) is string text) return (folder, tok, PromptTokens(tok!, text, !parse.GetValue(noBos)));
-        if (parse.GetValue(input) is string inPath) return (folder, tok, ReadTokens(inPath));
-        throw new SaeSharpException("give --prompt or --input");
+        catch (SaeSharpException) when (texts.Length == 0) { }
+        if (texts.Length > 0) return (folder, tok, texts.Select(t => PromptTokens(tok!, t, !parse.GetValue(noBos))).ToList());
+        if (parse.GetValue(input) is string inPath) return (folder, tok, [ReadTokens(inPath)]);
+        throw new SaeSharpException($"give {prompt.Name} or --input");
     }
+
     /// <summary>Prompt text to [1, pos] ids, with BOS first when the tokenizer has one (SAELens's prepend_bos default).</summary>
     public static Tensor PromptTokens(ITextTokenizer tok, string prompt, bool prependBos)
     {
