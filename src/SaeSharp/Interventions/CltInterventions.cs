@@ -104,8 +104,10 @@ public static class CltInterventions
     /// with constrained layers or direct effects their frozen MLP outputs and norm scales), so the first new token's logits
     /// are that run's last row; each later one-token pass applies only the open-ended interventions
     /// (<see cref="CltFeatureIntervention.Onward"/>), unfrozen and unconstrained, from its own activations, as circuit-tracer
-    /// does. Sampling options come from <paramref name="generation"/> (greedy by default). Returns the tokens, the logits of
-    /// each new token and the activations.
+    /// does. Sampling options come from <paramref name="generation"/> (greedy by default; a <c>Seed</c> gives this call its own
+    /// generator, so a plain <see cref="HookedTransformer.Generate"/> with the same options draws the same random numbers).
+    /// SAEs spliced (<c>generation.Saes</c>) are refused, as <see cref="FeatureIntervention"/> splices none. Returns the
+    /// tokens, the logits of each new token and the activations.
     /// </summary>
     public static CltInterventionResult FeatureInterventionGenerate(HookedTransformer model, CrossLayerTranscoder clt, Tensor tokens,
         IReadOnlyList<CltFeatureIntervention> interventions, int maxNewTokens, CltInterventionOptions? options = null,
