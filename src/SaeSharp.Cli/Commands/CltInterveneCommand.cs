@@ -139,6 +139,7 @@ internal static class CltInterveneCommand
                 using var gen = CltInterventions.FeatureInterventionGenerate(cm.Model, clt, tokens, interventions, g, o, sample, cm.Hooks);
                 rows = [ModelCommands.ContinuationRow(tok, n, "clean", plain.Tokens), ModelCommands.ContinuationRow(tok, n, "intervened", gen.Tokens!)];
                 if (InterventionCommands.GenerationNote(plain, 0, null) is string cleanNote) notes.Add($"{generation.NotePrefix(p)}clean: {cleanNote}");
+                if (InterventionCommands.GenerationNote(gen.Row!.Value, g, null) is string note) notes.Add($"{generation.NotePrefix(p)}intervened: {note}");
             }
             outcomes.Add(new Outcome(n, set, next, notes, rows));
         }

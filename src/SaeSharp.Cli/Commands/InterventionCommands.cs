@@ -420,12 +420,15 @@ internal static class InterventionCommands
     /// <summary>What a user should know about row <paramref name="row"/> of a generation, or null: that it stopped at EOS
     /// before the new tokens asked for, and which of <paramref name="positions"/> (steering positions) never took effect in
     /// it (<see cref="GenerationRow.Affects"/>): "stopped at EOS after 5 of 20 new tokens; steering at position 12 never applied".</summary>
-    internal static string? GenerationNote(GenerationResult g, int row, IEnumerable<long>? positions)
+    internal static string? GenerationNote(GenerationResult g, int row, IEnumerable<long>? positions) =>
+        GenerationNote(g.Rows[row], g.MaxNewTokens, positions);
+
+    /// <inheritdoc cref="GenerationNote(GenerationResult, int, IEnumerable{long}?)"/>
+    internal static string? GenerationNote(GenerationRow r, int maxNewTokens, IEnumerable<long>? positions)
     {
-        var r = g.Rows[row];
         var parts = new List<string>();
-        if (r.Stop == GenerationStop.Eos && r.NewTokens < g.MaxNewTokens)
-            parts.Add($"stopped at EOS after {r.NewTokens} of {g.MaxNewTokens} new tokens");
+        if (r.Stop == GenerationStop.Eos && r.NewTokens < maxNewTokens)
+            parts.Add($"stopped at EOS after {r.NewTokens} of {maxNewTokens} new tokens");
         var missed = positions?.Where(p => !r.Affects(p)).Order().ToList() ?? [];
         if (missed.Count > 0)
             parts.Add($"steering at position{(missed.Count == 1 ? "" : "s")} {string.Join(", ", missed)} never applied " +

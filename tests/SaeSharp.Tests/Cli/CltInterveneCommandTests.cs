@@ -152,6 +152,7 @@ public class CltInterveneCommandTests : IDisposable
         var rows = output.Split('\n').Select(l => l.TrimEnd('\r').Split('\t')).Where(c => c.Length == 2 && c[0] is "clean" or "intervened").ToList();
         Assert.Equal(2, rows.Count);
         Assert.EndsWith("<|endoftext|>", rows[0][1]);
+        Assert.Matches(@"note: clean: stopped at EOS after \d+ of 12 new tokens", err.ReplaceLineEndings(" "));
         Assert.Single(System.Text.RegularExpressions.Regex.Matches(rows[0][1], "<\\|endoftext\\|>"));
         var words = rows[1][1].Split(' ', StringSplitOptions.RemoveEmptyEntries);
         Assert.True(words[^1] == "<|endoftext|>" || !rows[1][1].Contains("<|endoftext|>", StringComparison.Ordinal), rows[1][1]);

@@ -233,6 +233,10 @@ public class CltInterventionTests : CltTestBase
             seq = longer;
         }
         using (seq) Assert.Equal(seq.data<long>().ToArray(), gen.Tokens!.data<long>().ToArray());
+        Assert.Equal(new GenerationRow(6, n, GenerationStop.MaxNewTokens), gen.Row);
+        // The first token drawn as EOS: the same draw, then the generation stops there.
+        using (var eos = CltInterventions.FeatureInterventionGenerate(model, clt, Prompt, set, n, options, sampling with { EosTokenId = gen.Tokens![0, 6].item<long>() }))
+            Assert.Equal(new GenerationRow(6, 1, GenerationStop.Eos), eos.Row);
         // Sampling took place: the greedy continuation of the same interventions differs.
         using var greedy = CltInterventions.FeatureInterventionGenerate(model, clt, Prompt, set, n, options);
         Assert.NotEqual(greedy.Tokens!.data<long>().ToArray(), gen.Tokens!.data<long>().ToArray());
