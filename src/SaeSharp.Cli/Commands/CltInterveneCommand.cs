@@ -17,7 +17,11 @@ internal static class CltInterveneCommand
     {
         var model = ModelCommands.ModelOption();
         var sae = new Option<string>("--sae") { Description = "Whole cross-layer transcoder or transcoder set folder (local or hf:ORG/REPO[/PATH])", Required = true };
-        var prompt = new Option<string?>("--prompt") { Description = "Prompt text" };
+        var prompt = new Option<string[]>("--prompt")
+        {
+            Description = "Prompt text; repeat it for several prompts, each intervened on (and continued) on its own, --set positions counting in each",
+            AllowMultipleArgumentsPerToken = false,
+        };
         var input = new Option<string?>("--input") { Description = "safetensors file holding an int64 tensor 'tokens' [1, seq] (one prompt)" };
         var set = new Option<string[]>("--set")
         {
@@ -28,7 +32,11 @@ internal static class CltInterveneCommand
         var direct = new Option<bool>("--direct-effects") { Description = "Constrain every layer: patterns, norm scales and MLP outputs frozen, direct effects only" };
         var constrained = new Option<string?>("--constrained-layers") { Description = "A-B: freeze these layers' MLP outputs and write the interventions there only (circuit-tracer constrained_layers)" };
         var noFreeze = new Option<bool>("--no-freeze-attention") { Description = "Let attention patterns change (circuit-tracer freeze_attention=False)" };
-        var generate = new Option<int>("--generate") { Description = "Also continue the prompt greedily up to this many tokens (stopping at EOS), without and with the interventions" }.NonNegative();
+        var generate = new Option<int>("--generate")
+        {
+            Description = "Also continue each prompt up to this many tokens (stopping at EOS), without and with the interventions " +
+                          "(KV-cached; greedy, or sampled with --temperature, the two drawing the same random numbers)",
+        }.NonNegative();
         var top = new Option<int>("--top") { Description = "Next-token predictions shown", DefaultValueFactory = _ => 10 }.Positive();
         var noBos = InterventionCommands.NoBosOption();
         var dtype = ModelSource.SaeOrCltDtypeOption();
@@ -36,73 +44,119 @@ internal static class CltInterveneCommand
         {
             model, sae, prompt, input, set, direct, constrained, noFreeze, generate, top, noBos, dtype,
         };
+        var sampling = new ModelCommands.SamplingOptions();
+        sampling.AddTo(command);
         Cli.SetAction(command, parse =>
         {
             string saePath = parse.GetValue(sae)!;
             CltLoadingCli.RequireWhole(saePath, "sae intervene needs a whole cross-layer transcoder's or a transcoder set's folder (single SAEs: sae model run --clamp, sae steer)");
             if (parse.GetValue(direct)) Cli.RefuseGiven(parse, "--direct-effects constrains every layer", constrained);
-            var (folder, tok, tokens) = InterventionCommands.PromptOrInputTokens(parse, model, prompt, input, noBos);
-            using var _t = tokens;
-            if (tokens.shape[0] != 1) throw new SaeSharpException($"--input: an intervention is on one prompt, but 'tokens' has {tokens.shape[0]} rows");
-            var specs = parse.GetValue(set)!.SelectMany(text => ParseSet(text).Select(x => (Text: text, x.Intervention, x.Multiplier))).ToList();
-            bool bos = tok?.BosTokenId is int b && tokens[0, 0].item<long>() == b;   // circuit-tracer's zero_positions
-            var options = new CltInterventionOptions
+            int g = parse.GetValue(generate);
+            sampling.RefuseWithoutGeneration(parse, g);
+            var (folder, tok, prompts) = InterventionCommands.PromptsOrInputTokens(parse, model, prompt, input, noBos);
+            try
             {
-                FreezeAttention = !parse.GetValue(noFreeze), DirectEffects = parse.GetValue(direct),
-                ConstrainedLayers = parse.GetValue(constrained) is string c ? ParseRange(c) : null, ZeroBos = bos,
-            };
-            ScalarType? modelDtype = ModelSource.GivenDtype(parse, dtype, folder);
-            using var clt = CrossLayerTranscoderLoader.Load(saePath, null, CrossLayerTranscoderLoader.ForModel(modelDtype));
-            if (options.ConstrainedLayers is { } cl && cl.End > clt.Cfg.NLayers)
-                throw new SaeSharpException($"--constrained-layers {parse.GetValue(constrained)}: the transcoders span layers 0-{clt.Cfg.NLayers - 1}");
-            using var cm = ModelForSae.Load(folder, new WeightProcessingOptions(), modelDtype ?? ScalarType.Float32);
-            using var scope = NewDisposeScope();
-            using var clean = CltInterventions.FeatureIntervention(cm.Model, clt, tokens, [], options, cm.Hooks);
-            var interventions = specs.Select(x => Resolve(x.Intervention, x.Multiplier, clean.Activations, tokens.shape[1])).ToList();
-            foreach (var group in specs.Zip(interventions).Where(p => p.First.Multiplier is not null && p.Second.Value == 0).GroupBy(p => p.First.Text))
-            {
-                var at = group.Select(p => p.Second.Position.ToString(CultureInfo.InvariantCulture)).ToList();
-                Cli.ErrorLine($"note: --set {group.Key}: the feature is inactive (clean 0) at position{(at.Count == 1 ? "" : "s")} {string.Join(", ", at)}, so the multiple changes nothing there");
+                return Run(parse, prompts, parse.GetValue(prompt) ?? [], folder, tok, saePath, new ModelCommands.GenerationRequest(g, sampling, parse, parse.GetValue(prompt) ?? []),
+                    parse.GetValue(set)!, parse.GetValue(direct), parse.GetValue(constrained), !parse.GetValue(noFreeze), parse.GetValue(top), dtype);
             }
-            using var after = CltInterventions.FeatureIntervention(cm.Model, clt, tokens, interventions, options, cm.Hooks);
-            string Tok(long id) => tok is null ? id.ToString(CultureInfo.InvariantCulture) : Analysis.DashboardWriter.Quote(tok.TokenText((int)id));
-            static string F(double v) => (v == 0 ? 0 : v).ToString("F4", CultureInfo.InvariantCulture);   // no "-0.0000" for a JumpReLU zero
+            finally
+            {
+                foreach (var t in prompts) t.Dispose();
+            }
+        });
+        return command;
+    }
 
-            if (parse.GetValue(prompt) is string text) Console.WriteLine($"prompt: {text}");
+    /// <summary>One prompt's outcome: its interventions (values resolved against its clean run), the top next-token predictions
+    /// before and after, its notes and, with <c>--generate</c>, its continuations' rows.</summary>
+    private sealed record Outcome(long Length, List<string[]> Set, List<string[]> Next, List<string> Notes, string[][]? Rows);
+
+    /// <summary>Every prompt's intervention (and generation) computed before anything is shown, so that a bad position in a later
+    /// prompt prints nothing; then each prompt's tables, then the continuations.</summary>
+    private static int Run(ParseResult parse, List<Tensor> prompts, string[] texts, string folder, ITextTokenizer? tok, string saePath,
+        ModelCommands.GenerationRequest generation, string[] setTexts, bool direct, string? constrained, bool freeze, int topK, Option<string> dtype)
+    {
+        if (prompts[0].shape[0] != 1)
+            throw new SaeSharpException($"--input: an intervention is on one prompt, but 'tokens' has {prompts[0].shape[0]} rows (give several prompts as --prompt, repeated)");
+        int g = generation.NewTokens;
+        if (g > 0 && tok is null) throw new SaeSharpException("--generate needs the model's tokenizer to show the continuations");
+        var specs = setTexts.SelectMany(text => ParseSet(text).Select(x => (Text: text, x.Intervention, x.Multiplier))).ToList();
+        var options = new CltInterventionOptions
+        {
+            FreezeAttention = freeze, DirectEffects = direct, ConstrainedLayers = constrained is string c ? ParseRange(c) : null,
+        };
+        ScalarType? modelDtype = ModelSource.GivenDtype(parse, dtype, folder);
+        using var clt = CrossLayerTranscoderLoader.Load(saePath, null, CrossLayerTranscoderLoader.ForModel(modelDtype));
+        if (options.ConstrainedLayers is { } cl && cl.End > clt.Cfg.NLayers)
+            throw new SaeSharpException($"--constrained-layers {constrained}: the transcoders span layers 0-{clt.Cfg.NLayers - 1}");
+        using var cm = ModelForSae.Load(folder, new WeightProcessingOptions(), modelDtype ?? ScalarType.Float32);
+        string Tok(long id) => tok is null ? id.ToString(CultureInfo.InvariantCulture) : Analysis.DashboardWriter.Quote(tok.TokenText((int)id));
+        static string F(double v) => (v == 0 ? 0 : v).ToString("F4", CultureInfo.InvariantCulture);   // no "-0.0000" for a JumpReLU zero
+        string how = options.DirectEffects ? "direct effects" : options.ConstrainedLayers is { } r ? $"layers {r.Start}-{r.End - 1} constrained"
+            : options.FreezeAttention ? "attention frozen" : "nothing frozen";
+        var outcomes = new List<Outcome>();
+        for (int p = 0; p < prompts.Count; p++)
+        {
+            var tokens = prompts[p];
             long n = tokens.shape[1];
-            Cli.WriteColumns("interventions", ["layer", "feature", "position", "token", new Column("clean", Right: true), new Column("set", Right: true)],
-                interventions.Select(i => new[]
-                {
-                    i.Layer.ToString(CultureInfo.InvariantCulture), i.Feature.ToString(CultureInfo.InvariantCulture),
-                    i.Onward ? (i.Position == 0 ? "all" : $"{i.Position}-") : i.Position.ToString(CultureInfo.InvariantCulture),
-                    i.Onward || i.Position >= n ? "" : Tok(tokens[0, i.Position].item<long>()),
-                    i.Onward ? "" : F(clean.Activations[i.Layer, i.Position, i.Feature].to(ScalarType.Float64).item<double>()),
-                    F(i.Value),
-                }));
-            int k = Math.Min(parse.GetValue(top), (int)clean.Logits.shape[^1]);
+            // Positions count in each prompt: one beyond this prompt's end is an error naming it (an open-ended P- is not).
+            foreach (var x in specs.Where(x => !x.Intervention.Onward && x.Intervention.Position >= n))
+                throw new SaeSharpException($"--set '{x.Text}': position {x.Intervention.Position} is outside {generation.PromptName(p)}" +
+                    (texts.Length > 1 ? $" ({Analysis.DashboardWriter.Quote(texts[p])}): it has {n} tokens (positions 0..{n - 1}); --set positions count within each prompt"
+                        : $": the prompt has {n} tokens (positions 0..{n - 1})"));
+            using var scope = NewDisposeScope();
+            bool bos = tok?.BosTokenId is int b && tokens[0, 0].item<long>() == b;   // circuit-tracer's zero_positions
+            var o = options with { ZeroBos = bos };
+            using var clean = CltInterventions.FeatureIntervention(cm.Model, clt, tokens, [], o, cm.Hooks);
+            var interventions = specs.Select(x => Resolve(x.Intervention, x.Multiplier, clean.Activations, n)).ToList();
+            var notes = new List<string>();
+            foreach (var group in specs.Zip(interventions).Where(q => q.First.Multiplier is not null && q.Second.Value == 0).GroupBy(q => q.First.Text))
+            {
+                var at = group.Select(q => q.Second.Position.ToString(CultureInfo.InvariantCulture)).ToList();
+                notes.Add($"{generation.NotePrefix(p)}--set {group.Key}: the feature is inactive (clean 0) at position{(at.Count == 1 ? "" : "s")} {string.Join(", ", at)}, so the multiple changes nothing there");
+            }
+            using var after = CltInterventions.FeatureIntervention(cm.Model, clt, tokens, interventions, o, cm.Hooks);
+            var set = interventions.Select(i => new[]
+            {
+                i.Layer.ToString(CultureInfo.InvariantCulture), i.Feature.ToString(CultureInfo.InvariantCulture),
+                i.Onward ? (i.Position == 0 ? "all" : $"{i.Position}-") : i.Position.ToString(CultureInfo.InvariantCulture),
+                i.Onward || i.Position >= n ? "" : Tok(tokens[0, i.Position].item<long>()),
+                i.Onward ? "" : F(clean.Activations[i.Layer, i.Position, i.Feature].to(ScalarType.Float64).item<double>()),
+                F(i.Value),
+            }).ToList();
+            int k = Math.Min(topK, (int)clean.Logits.shape[^1]);
             var (pc, ic) = softmax(clean.Logits[0, -1].to(ScalarType.Float64), 0).topk(k);
             var (pa, ia) = softmax(after.Logits[0, -1].to(ScalarType.Float64), 0).topk(k);
             var (pcv, icv, pav, iav) = (pc.data<double>().ToArray(), ic.data<long>().ToArray(), pa.data<double>().ToArray(), ia.data<long>().ToArray());
-            string how = options.DirectEffects ? "direct effects" : options.ConstrainedLayers is { } r ? $"layers {r.Start}-{r.End - 1} constrained"
-                : options.FreezeAttention ? "attention frozen" : "nothing frozen";
-            Cli.WriteColumns($"next token after position {n - 1} ({how})",
-                ["rank", "clean", new Column("p clean", Right: true), "intervened", new Column("p after", Right: true)],
-                Enumerable.Range(0, k).Select(i => new[] { (i + 1).ToString(CultureInfo.InvariantCulture), Tok(icv[i]), F(pcv[i]), Tok(iav[i]), F(pav[i]) }));
-
-            if (parse.GetValue(generate) is int g and > 0)
+            var next = Enumerable.Range(0, k).Select(i => new[] { (i + 1).ToString(CultureInfo.InvariantCulture), Tok(icv[i]), F(pcv[i]), Tok(iav[i]), F(pav[i]) }).ToList();
+            string[][]? rows = null;
+            if (g > 0)
             {
-                if (tok is null) throw new SaeSharpException("--generate needs the model's tokenizer to show the continuations");
-                // Both stop at EOS, as sae steer and circuit-tracer's generate (TransformerLens's stop_at_eos) do.
-                using var plain = cm.Model.Generate(tokens, g, new GenerationOptions { Hooks = cm.Hooks, EosTokenId = tok.EosTokenId });
-                using var gen = CltInterventions.FeatureInterventionGenerate(cm.Model, clt, tokens, interventions, g, options with { ZeroBos = bos },
-                    new GenerationOptions { EosTokenId = tok.EosTokenId }, cm.Hooks);
-                string Continuation(Tensor t) => ModelCommands.DecodeShowingUnknownIds(tok, t[0].narrow(0, n, t.shape[1] - n).data<long>().Select(v => (int)v).ToList());
-                Cli.WriteColumns($"greedy continuation (up to {g} tokens, to EOS{(options.DirectEffects || options.ConstrainedLayers is not null ? $"; {how} in the prompt's pass only" : "")})", ["run", "continuation"],
-                    [["clean", Continuation(plain.Tokens)], ["intervened", Continuation(gen.Tokens!)]]);
+                // One seed for both: the clean and the intervened continuation draw the same random numbers at every step; both
+                // stop at EOS, as sae steer and circuit-tracer's generate (TransformerLens's stop_at_eos) do.
+                var sample = generation.Options(tok!.EosTokenId);
+                using var plain = cm.Model.Generate(tokens, g, sample with { Hooks = cm.Hooks });
+                using var gen = CltInterventions.FeatureInterventionGenerate(cm.Model, clt, tokens, interventions, g, o, sample, cm.Hooks);
+                rows = [ModelCommands.ContinuationRow(tok, n, "clean", plain.Tokens), ModelCommands.ContinuationRow(tok, n, "intervened", gen.Tokens!)];
+                if (InterventionCommands.GenerationNote(plain, 0, null) is string cleanNote) notes.Add($"{generation.NotePrefix(p)}clean: {cleanNote}");
+                if (InterventionCommands.GenerationNote(gen.Row!.Value, g, null) is string note) notes.Add($"{generation.NotePrefix(p)}intervened: {note}");
             }
-            return 0;
-        });
-        return command;
+            outcomes.Add(new Outcome(n, set, next, notes, rows));
+        }
+
+        for (int p = 0; p < outcomes.Count; p++)
+        {
+            var x = outcomes[p];
+            if (texts.Length == 1) Console.WriteLine($"prompt: {texts[0]}");
+            else if (texts.Length > 1) Console.WriteLine($"prompt {p}: {texts[p]}");
+            Cli.WriteColumns("interventions", ["layer", "feature", "position", "token", new Column("clean", Right: true), new Column("set", Right: true)], x.Set);
+            Cli.WriteColumns($"next token after position {x.Length - 1} ({how})",
+                ["rank", "clean", new Column("p clean", Right: true), "intervened", new Column("p after", Right: true)], x.Next);
+        }
+        generation.WriteContinuations(outcomes.Select(x => x.Rows).ToList(), ModelLoader.NameOf(folder),
+            options.DirectEffects || options.ConstrainedLayers is not null ? $"; {how} in the prompt's pass only" : "");
+        foreach (var note in outcomes.SelectMany(x => x.Notes)) Cli.ErrorLine($"note: {note}");
+        return 0;
     }
 
     /// <summary>"L:F:V" (every position), or "L:F:V@POS" with POS a comma-separated list of positions P, inclusive ranges

@@ -124,18 +124,32 @@ internal static class InterventionCommands
     internal static (string Folder, ITextTokenizer? Tokenizer, Tensor Tokens) PromptOrInputTokens(ParseResult parse, Option<string> model,
         Option<string?> prompt, Option<string?> input, Option<bool> noBos)
     {
-        if (parse.GetValue(prompt) is not null)
+        var (folder, tok, tokens) = PromptsOrInputTokens(parse, model, prompt, parse.GetValue(prompt) is string text ? [text] : [], input, noBos);
+        return (folder, tok, tokens[0]);
+    }
+
+    /// <summary>As <see cref="PromptOrInputTokens"/> with <paramref name="prompt"/> repeatable: each text's tokens [1, pos], or
+    /// <c>--input</c>'s tokens alone.</summary>
+    internal static (string Folder, ITextTokenizer? Tokenizer, List<Tensor> Tokens) PromptsOrInputTokens(ParseResult parse, Option<string> model,
+        Option<string[]> prompt, Option<string?> input, Option<bool> noBos) =>
+        PromptsOrInputTokens(parse, model, prompt, parse.GetValue(prompt) ?? [], input, noBos);
+
+    private static (string Folder, ITextTokenizer? Tokenizer, List<Tensor> Tokens) PromptsOrInputTokens(ParseResult parse, Option<string> model,
+        Option prompt, string[] texts, Option<string?> input, Option<bool> noBos)
+    {
+        if (texts.Length > 0)
             Cli.RefuseGiven(parse, "the tokens come from --prompt; give one of --prompt and --input", input);
         else if (parse.GetValue(input) is not null)
             Cli.RefuseGiven(parse, "for a --prompt's tokens; --input's token ids are used as they are", noBos);
         var folder = ModelSource.Resolve(parse.GetValue(model)!);
         ITextTokenizer? tok = null;
         try { tok = Tokenizer.FromFolder(folder); }
-        catch (SaeSharpException) when (parse.GetValue(prompt) is null) { }
-        if (parse.GetValue(prompt) is string text) return (folder, tok, PromptTokens(tok!, text, !parse.GetValue(noBos)));
-        if (parse.GetValue(input) is string inPath) return (folder, tok, ReadTokens(inPath));
-        throw new SaeSharpException("give --prompt or --input");
+        catch (SaeSharpException) when (texts.Length == 0) { }
+        if (texts.Length > 0) return (folder, tok, texts.Select(t => PromptTokens(tok!, t, !parse.GetValue(noBos))).ToList());
+        if (parse.GetValue(input) is string inPath) return (folder, tok, [ReadTokens(inPath)]);
+        throw new SaeSharpException($"give {prompt.Name} or --input");
     }
+
     /// <summary>Prompt text to [1, pos] ids, with BOS first when the tokenizer has one (SAELens's prepend_bos default).</summary>
     public static Tensor PromptTokens(ITextTokenizer tok, string prompt, bool prependBos)
     {
@@ -406,12 +420,15 @@ internal static class InterventionCommands
     /// <summary>What a user should know about row <paramref name="row"/> of a generation, or null: that it stopped at EOS
     /// before the new tokens asked for, and which of <paramref name="positions"/> (steering positions) never took effect in
     /// it (<see cref="GenerationRow.Affects"/>): "stopped at EOS after 5 of 20 new tokens; steering at position 12 never applied".</summary>
-    internal static string? GenerationNote(GenerationResult g, int row, IEnumerable<long>? positions)
+    internal static string? GenerationNote(GenerationResult g, int row, IEnumerable<long>? positions) =>
+        GenerationNote(g.Rows[row], g.MaxNewTokens, positions);
+
+    /// <inheritdoc cref="GenerationNote(GenerationResult, int, IEnumerable{long}?)"/>
+    internal static string? GenerationNote(GenerationRow r, int maxNewTokens, IEnumerable<long>? positions)
     {
-        var r = g.Rows[row];
         var parts = new List<string>();
-        if (r.Stop == GenerationStop.Eos && r.NewTokens < g.MaxNewTokens)
-            parts.Add($"stopped at EOS after {r.NewTokens} of {g.MaxNewTokens} new tokens");
+        if (r.Stop == GenerationStop.Eos && r.NewTokens < maxNewTokens)
+            parts.Add($"stopped at EOS after {r.NewTokens} of {maxNewTokens} new tokens");
         var missed = positions?.Where(p => !r.Affects(p)).Order().ToList() ?? [];
         if (missed.Count > 0)
             parts.Add($"steering at position{(missed.Count == 1 ? "" : "s")} {string.Join(", ", missed)} never applied " +

@@ -39,6 +39,15 @@ internal static class ModelCommands
                     TopK, TopP, Seed);
         }
 
+        /// <summary>Refuses all four options when a command's <c>--generate</c> asks for no new tokens
+        /// (<paramref name="newTokens"/> 0), and the sampling options at temperature 0 (<see cref="RefuseWhenGreedy"/>).</summary>
+        public void RefuseWithoutGeneration(ParseResult parse, int newTokens)
+        {
+            if (newTokens == 0)
+                Cli.RefuseGiven(parse, "how --generate chooses the new tokens; give --generate N", Temperature, TopK, TopP, Seed);
+            RefuseWhenGreedy(parse);
+        }
+
         /// <summary>Whether <c>--temperature</c> asks for sampling.</summary>
         public bool Sampling(ParseResult parse) => parse.GetValue(Temperature) != 0;
 
@@ -112,9 +121,7 @@ internal static class ModelCommands
             edits.RefuseUnqualified(parse);
             RefuseReplacingRunInputs(parse, output, model, input, diffModel, edits.Sae);
             int newTokens = parse.GetValue(generate);
-            if (newTokens == 0)
-                Cli.RefuseGiven(parse, "how --generate chooses the new tokens; give --generate N", sampling.Temperature, sampling.TopK, sampling.TopP, sampling.Seed);
-            sampling.RefuseWhenGreedy(parse);
+            sampling.RefuseWithoutGeneration(parse, newTokens);
             using var scope = NewDisposeScope();   // the cache, logits and SAE hooks' tensors (Conventions: no temporary outside a scope)
             var texts = parse.GetValue(prompt) ?? [];
             if (texts.Length > 0) Cli.RefuseGiven(parse, "the tokens come from --prompt; give one of --prompt and --input", input);
@@ -240,19 +247,26 @@ internal static class ModelCommands
         public string NotePrefix(int i) => texts.Length > 1 ? $"prompt {i}, " : "";
 
         /// <summary>Each prompt's continuations side by side: one table for one prompt, a table per prompt under one heading for several.</summary>
-        public void WriteContinuations(IReadOnlyList<SavedRun> runs, string model)
+        public void WriteContinuations(IReadOnlyList<SavedRun> runs, string model) => WriteContinuations(runs.Select(r => r.Rows).ToList(), model);
+
+        /// <summary>Each prompt's rows (run, continuation) side by side, as <see cref="WriteContinuations(IReadOnlyList{SavedRun}, string)"/>;
+        /// <paramref name="detail"/> follows "to EOS" in the heading (<c>sae intervene</c>: what is frozen in the prompt's pass).</summary>
+        public void WriteContinuations(IReadOnlyList<string[][]?> rows, string model, string detail = "")
         {
-            if (runs.All(r => r.Rows is null)) return;
-            string what = $"{How} continuation{(runs.Count > 1 ? "s" : "")} (up to {NewTokens} tokens, to EOS) of {model}";
-            if (runs.Count == 1)
+            if (rows.All(r => r is null)) return;
+            string what = $"{How} continuation{(rows.Count > 1 ? "s" : "")} (up to {NewTokens} tokens, to EOS{detail}) of {model}";
+            if (rows.Count == 1)
             {
-                Cli.WriteColumns(what, ["run", "continuation"], runs[0].Rows!);
+                Cli.WriteColumns(what, ["run", "continuation"], rows[0]!);
                 return;
             }
             Cli.WriteIndented(Spectre.Console.Markup.Escape(what), 0);
-            for (int i = 0; i < runs.Count; i++)
-                Cli.WriteColumns($"prompt {i}: {SaeSharp.Analysis.DashboardWriter.Quote(texts[i])}", ["run", "continuation"], runs[i].Rows!);
+            for (int i = 0; i < rows.Count; i++)
+                Cli.WriteColumns($"{PromptName(i)}: {SaeSharp.Analysis.DashboardWriter.Quote(texts[i])}", ["run", "continuation"], rows[i]!);
         }
+
+        /// <summary>"prompt 1" of several prompts, "the prompt" of one.</summary>
+        public string PromptName(int i) => texts.Length > 1 ? $"prompt {i}" : "the prompt";
     }
 
     /// <summary><paramref name="edits"/> for a run of the prompt alone (<paramref name="promptLength"/> tokens): steering at
@@ -282,14 +296,18 @@ internal static class ModelCommands
         return $"{sites}{(errorTerm && hooked.Saes.Count > 0 ? " (error term kept)" : "")}";
     }
 
+    /// <summary>A table row (<paramref name="label"/>, text) of the new tokens of <paramref name="tokens"/> [1, prompt + new], the
+    /// prompt <paramref name="promptLength"/> tokens.</summary>
+    internal static string[] ContinuationRow(ITextTokenizer tok, long promptLength, string label, Tensor tokens) =>
+        [label, DecodeShowingUnknownIds(tok, tokens[0].narrow(0, promptLength, tokens.shape[1] - promptLength).data<long>().Select(v => (int)v).ToList())];
+
     /// <summary>Keeps the clean and the edited generation of a prompt of <paramref name="promptLength"/> tokens in
     /// <paramref name="run"/> (tokens for the file, text for the table, labelled <paramref name="label"/>) and notes an early EOS
     /// or steering <paramref name="positions"/> never reached.</summary>
     internal static void KeepContinuations(SavedRun run, ITextTokenizer tok, long promptLength, GenerationResult plain, GenerationResult edited,
         string label, IEnumerable<long>? positions, List<string> notes, string notePrefix)
     {
-        string Continuation(Tensor t) => DecodeShowingUnknownIds(tok, t[0].narrow(0, promptLength, t.shape[1] - promptLength).data<long>().Select(v => (int)v).ToList());
-        run.Rows = [["clean", Continuation(plain.Tokens)], [label, Continuation(edited.Tokens)]];
+        run.Rows = [ContinuationRow(tok, promptLength, "clean", plain.Tokens), ContinuationRow(tok, promptLength, label, edited.Tokens)];
         run.GeneratedClean = plain.Tokens.cpu().clone().DetachFromDisposeScope();
         run.GeneratedEdited = edited.Tokens.cpu().clone().DetachFromDisposeScope();
         if (InterventionCommands.GenerationNote(plain, 0, null) is string cleanNote) notes.Add($"{notePrefix}clean: {cleanNote}");

@@ -50,11 +50,12 @@ public sealed record CltInterventionOptions
 /// <summary>Logits and CLT feature activations of an intervened run (<see cref="CltInterventions"/>).</summary>
 public sealed class CltInterventionResult : IDisposable
 {
-    internal CltInterventionResult(Tensor logits, Tensor activations, Tensor? tokens)
+    internal CltInterventionResult(Tensor logits, Tensor activations, Tensor? tokens, GenerationRow? row = null)
     {
         Logits = logits;
         Activations = activations;
         Tokens = tokens;
+        Row = row;
     }
 
     /// <summary><see cref="CltInterventions.FeatureIntervention"/>: [1, pos, d_vocab]; generation: the logits each new token
@@ -65,6 +66,8 @@ public sealed class CltInterventionResult : IDisposable
     public Tensor Activations { get; }
     /// <summary>Generation: the prompt and its continuation [1, pos + new]; else null.</summary>
     public Tensor? Tokens { get; }
+    /// <summary>Generation: how many new tokens and why it stopped (EOS or the maximum); else null.</summary>
+    public GenerationRow? Row { get; }
 
     /// <summary>Frees the tensors.</summary>
     public void Dispose()
@@ -104,8 +107,10 @@ public static class CltInterventions
     /// with constrained layers or direct effects their frozen MLP outputs and norm scales), so the first new token's logits
     /// are that run's last row; each later one-token pass applies only the open-ended interventions
     /// (<see cref="CltFeatureIntervention.Onward"/>), unfrozen and unconstrained, from its own activations, as circuit-tracer
-    /// does. Sampling options come from <paramref name="generation"/> (greedy by default). Returns the tokens, the logits of
-    /// each new token and the activations.
+    /// does. Sampling options come from <paramref name="generation"/> (greedy by default; a <c>Seed</c> gives this call its own
+    /// generator, so a plain <see cref="HookedTransformer.Generate"/> with the same options draws the same random numbers).
+    /// SAEs spliced (<c>generation.Saes</c>) are refused, as <see cref="FeatureIntervention"/> splices none. Returns the
+    /// tokens, the logits of each new token and the activations.
     /// </summary>
     public static CltInterventionResult FeatureInterventionGenerate(HookedTransformer model, CrossLayerTranscoder clt, Tensor tokens,
         IReadOnlyList<CltFeatureIntervention> interventions, int maxNewTokens, CltInterventionOptions? options = null,
@@ -338,7 +343,7 @@ public static class CltInterventions
             });
             var stacked = stack(acts.Select(a => cat(a, 0)), 0);
             return new CltInterventionResult(result.Logits![0].clone().MoveToOuterDisposeScope(), stacked.MoveToOuterDisposeScope(),
-                result.Tokens.clone().MoveToOuterDisposeScope());
+                result.Tokens.clone().MoveToOuterDisposeScope(), result.Rows[0]);
         }
 
         private List<Tensor>[] NewActs()

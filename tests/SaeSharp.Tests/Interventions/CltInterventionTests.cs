@@ -205,6 +205,66 @@ public class CltInterventionTests : CltTestBase
         Assert.True((gen.Activations - whole.Activations).abs().max().item<double>() < 1e-9);
     }
 
+    [Fact]
+    public void Sampled_generation_draws_each_token_from_the_whole_sequence_intervention_with_one_seeded_generator()
+    {
+        // Without freezing, each step of a sampled generation is the intervened whole-sequence run of prompt + generated[:t]:
+        // the token is drawn from its last row by Generation.Sample with one generator seeded as the options (a hand loop).
+        string dir = ModelDir(seed: 23);
+        using var model = ModelLoader.FromPretrained(dir, ScalarType.Float64);
+        var (clt, _) = MakeClt(seed: 24);
+        using var _c = clt;
+        var options = new CltInterventionOptions { FreezeAttention = false };
+        CltFeatureIntervention[] set = [new(0, 2, 7, 3.0, Onward: true), new(1, 1, 4, -2.0)];
+        var sampling = new GenerationOptions { Temperature = 1.3, TopK = 20, TopP = 0.95, Seed = 7 };
+        const int n = 6;
+        using var gen = CltInterventions.FeatureInterventionGenerate(model, clt, Prompt, set, n, options, sampling);
+        using var generator = new Generator(7);
+        var seq = Prompt.clone();
+        for (int t = 0; t < n; t++)
+        {
+            using var run = CltInterventions.FeatureIntervention(model, clt, seq, set, options);
+            var last = run.Logits[0, -1];
+            Assert.True((gen.Logits[t] - last).abs().max().item<double>() < 1e-9, $"step {t}'s logits");
+            using var drawn = Generation.Sample(last.unsqueeze(0), sampling, generator);
+            Assert.Equal(drawn.item<long>(), gen.Tokens![0, 6 + t].item<long>());
+            var longer = cat([seq, drawn.reshape(1, 1)], 1);
+            seq.Dispose();
+            seq = longer;
+        }
+        using (seq) Assert.Equal(seq.data<long>().ToArray(), gen.Tokens!.data<long>().ToArray());
+        Assert.Equal(new GenerationRow(6, n, GenerationStop.MaxNewTokens), gen.Row);
+        // The first token drawn as EOS: the same draw, then the generation stops there.
+        using (var eos = CltInterventions.FeatureInterventionGenerate(model, clt, Prompt, set, n, options, sampling with { EosTokenId = gen.Tokens![0, 6].item<long>() }))
+            Assert.Equal(new GenerationRow(6, 1, GenerationStop.Eos), eos.Row);
+        // Sampling took place: the greedy continuation of the same interventions differs.
+        using var greedy = CltInterventions.FeatureInterventionGenerate(model, clt, Prompt, set, n, options);
+        Assert.NotEqual(greedy.Tokens!.data<long>().ToArray(), gen.Tokens!.data<long>().ToArray());
+        // Top-k 1 is greedy whatever the temperature.
+        using var k1 = CltInterventions.FeatureInterventionGenerate(model, clt, Prompt, set, n, options, sampling with { TopK = 1, TopP = null });
+        Assert.Equal(greedy.Tokens!.data<long>().ToArray(), k1.Tokens!.data<long>().ToArray());
+    }
+
+    [Fact]
+    public void Sampled_generation_with_no_op_interventions_draws_the_plain_generations_tokens()
+    {
+        // Features set to their clean values (frozen attention, the default) change nothing: with the same seed the intervened
+        // generation draws the same random numbers as the plain one, so it samples the same tokens from the same logits.
+        string dir = ModelDir(seed: 25);
+        using var model = ModelLoader.FromPretrained(dir, ScalarType.Float64);
+        var (clt, _) = MakeClt(seed: 26);
+        using var _c = clt;
+        var f = CleanFeatures(model, clt, Prompt);
+        var set = Enumerable.Range(0, Features).Select(k => new CltFeatureIntervention(0, 3, k, f[0][3, k].item<double>())).ToList();
+        var sampling = new GenerationOptions { Temperature = 2.0, Seed = 11, ReturnLogits = true };
+        using var gen = CltInterventions.FeatureInterventionGenerate(model, clt, Prompt, set, 6, generation: sampling);
+        using var plain = model.Generate(Prompt, 6, sampling);
+        Assert.Equal(plain.Tokens.data<long>().ToArray(), gen.Tokens!.data<long>().ToArray());
+        Assert.True((gen.Logits - plain.Logits![0]).abs().max().item<double>() < 1e-10);
+        using var greedy = model.Generate(Prompt, 6);
+        Assert.NotEqual(greedy.Tokens.data<long>().ToArray(), gen.Tokens!.data<long>().ToArray());
+    }
+
     [Theory]
     [InlineData(true, null, null)]
     [InlineData(false, 1, 2)]

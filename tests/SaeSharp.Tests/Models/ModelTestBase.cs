@@ -33,7 +33,7 @@ public abstract class ModelTestBase : IDisposable
     }
 
     /// <summary>GPT-2's real tokenizer files in <paramref name="model"/>, with <c>&lt;|endoftext|&gt;</c> as BOS and EOS.</summary>
-    protected static void AddGpt2Tokenizer(string model)
+    protected internal static void AddGpt2Tokenizer(string model)
     {
         File.Copy(TestPaths.Data("gpt2-tokenizer", "vocab.json"), Path.Combine(model, "vocab.json"));
         File.Copy(TestPaths.Data("gpt2-tokenizer", "merges.txt"), Path.Combine(model, "merges.txt"));
