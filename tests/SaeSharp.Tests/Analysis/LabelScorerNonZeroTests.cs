@@ -86,8 +86,9 @@ public class LabelScorerNonZeroTests
             Assert.True((e.Best is null) == (a.Best is null), $"{at}: {e} vs {a}");
             if (e.Best is not { } eb) continue;
             var ab = a.Best!;
-            // Precision and recall are ratios of the integer counts: equal doubles mean equal counts.
-            Assert.True(eb.Label == ab.Label && eb.Negated == ab.Negated && eb.Support == ab.Support && eb.Threshold.Equals(ab.Threshold)
+            // Precision and recall are ratios of the integer counts: equal doubles mean equal counts. The threshold is compared
+            // bit for bit (a negated zero threshold is −0 × −1 = +0 in the dense scorer).
+            Assert.True(eb.Label == ab.Label && eb.Negated == ab.Negated && eb.Support == ab.Support && BitConverter.DoubleToInt64Bits(eb.Threshold) == BitConverter.DoubleToInt64Bits(ab.Threshold)
                         && eb.Precision.Equals(ab.Precision) && eb.Recall.Equals(ab.Recall), $"{at}: {eb} vs {ab}");
             Assert.True(eb.F1.Equals(ab.F1) || Math.Abs(eb.F1 - ab.F1) <= 1e-12, $"{at}: F1 {eb.F1} vs {ab.F1}");
         }
@@ -142,5 +143,25 @@ public class LabelScorerNonZeroTests
         AssertSame(LabelScorer.Score(x, 1, n, tl, ["q"], fit, o with { BothSigns = true }), [both], "zero-row label, both signs");
         Assert.Equal(("q", false, 1.0), (both.Best!.Label, both.Best.Negated, both.Best.F1));
         Assert.Equal(-1.0, both.Best.Threshold);
+    }
+
+    /// <summary>With a minimum support of 0 every label qualifies even when no token is in the fitting half: no threshold can
+    /// be fitted, so no unit gets a label (the dense scorer used to index an empty array here).</summary>
+    [Fact]
+    public void Without_fitting_tokens_no_unit_gets_a_label()
+    {
+        const int n = 5, d = Kinds;
+        var rng = new Random(9);
+        var (tl, _) = Tokens(n, rng, duplicates: false);
+        var fit = new bool[n];
+        var x = Matrix(n, d, tl, rng);
+        foreach (bool both in new[] { false, true })
+        {
+            var o = new LabelScorerOptions { MinSupport = 0, BothSigns = both };
+            var dense = LabelScorer.Score(UnitMajor(x, n, d), d, n, tl, ["a", "b", "c", "zero-rows"], fit, o);
+            AssertSame(dense, FromNonZeros(x, n, d, tl, ["a", "b", "c", "zero-rows"], fit, o), $"no fitting token, both signs {both}");
+            Assert.All(dense, s => Assert.Null(s.Best));
+            Assert.Contains(dense, s => s.Alive);
+        }
     }
 }
