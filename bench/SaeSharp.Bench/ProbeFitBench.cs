@@ -106,7 +106,8 @@ internal static class ProbeFitBench
     /// corpus. Default: the features kept as non-zeros and scored column by column (what the command does). <c>--dense</c>:
     /// the computation before that, written out here: the harvested features made into one float32 [tokens, d_sae] tensor
     /// (what <c>Harvest</c> returned), copied unit-major into a float[] and scored with the dense <c>LabelScorer.Score</c>.
-    /// Prints the wall clock and the peak RSS (VmHWM, reset just before the run). Usage:
+    /// Prints the wall clock and the peak RSS (VmHWM, reset just before the run); by default also the time of the features'
+    /// scoring alone (column form, then <c>LabelScorer.Score</c>), run again after the peak was read. Usage:
     /// <c>score-labels [--tokens 16000] [--d-sae 32768] [--k 32] [--dense]</c>.
     /// </summary>
     public static int RunScoreLabels(string[] argv)
@@ -132,6 +133,7 @@ internal static class ProbeFitBench
             var sw = Stopwatch.StartNew();
             UnitLabelScore[] features;
             long n, nnz, peak;
+            string featuresOnly = "";
             double seconds;
             if (!dense)
             {
@@ -142,6 +144,11 @@ internal static class ProbeFitBench
                 peak = PeakRssKb();
                 using var h = LabelScoring.Harvest(sae, model, null, tokenizer, corpus, options); // only to count the non-zeros, after the peak was read
                 nnz = h.Features.NonZeros;
+                sw.Restart(); // the features' scoring alone, again, on the same tokens
+                var columns = SparseColumns.FromRows(h.Features);
+                double listed = sw.Elapsed.TotalSeconds;
+                LabelScorer.Score(columns, h.TokenLabels, h.LabelNames, h.Fit, options.Scorer);
+                featuresOnly = $"; the features alone again: {listed:F1} s to the column form, {sw.Elapsed.TotalSeconds - listed:F1} s to score ({h.LabelNames.Count} labels)";
             }
             else
             {
@@ -168,7 +175,7 @@ internal static class ProbeFitBench
             var best = features.Where(f => f.Best is not null).MaxBy(f => f.Best!.F1);
             Console.WriteLine($"score-labels ({(dense ? "dense features" : "non-zeros")}): {n} tokens, d_sae {dSae}, k {k} ({nnz} non-zeros), torch threads {get_num_threads()}");
             Console.WriteLine($"  {seconds:F1} s; alive {features.Count(f => f.Alive)}, mean best F1 {features.Where(f => f.Alive).Average(f => f.Best?.F1 ?? 0):F6}, " +
-                              $"best feature {best?.Index} ({best?.Best!.Label} F1 {best?.Best!.F1:F4})");
+                              $"best feature {best?.Index} ({best?.Best!.Label} F1 {best?.Best!.F1:F4}){featuresOnly}");
             Console.WriteLine($"  peak RSS {peak / 1024} MB (RSS {rssStart / 1024} MB before the run{(reset ? "" : "; peak not reset")})");
             return 0;
         }

@@ -53,24 +53,20 @@ public static class LabelScorer
     }
 
     /// <summary><see cref="Score(float[], int, int, IReadOnlyList{int[]}, IReadOnlyList{string}, bool[], LabelScorerOptions?)"/>
-    /// on the non-zeros of an [n, units] matrix (SAE features of n tokens): each unit's column is spread into a buffer of n
-    /// values of its worker thread, scored as the dense column is, and cleared, so memory is the non-zeros' column form
-    /// plus one n-vector per thread, not units × n.</summary>
+    /// on the non-zeros of an [n, units] matrix (SAE features of n tokens), with the same results: a column's zeros are one
+    /// tie block of the sorted fitting half, so its candidate thresholds and the counts at each come from its non-zeros,
+    /// sorted, and the halves' label totals (<see cref="ScoreNonZeros"/>). Time is the non-zeros' sort plus the candidates
+    /// × labels table per unit, not units × n log n; memory is the column form plus small buffers per thread.</summary>
     internal static UnitLabelScore[] Score(SparseColumns acts, IReadOnlyList<int[]> tokenLabels, IReadOnlyList<string> labels,
         bool[] fit, LabelScorerOptions? options = null)
     {
-        int n = acts.Rows;
-        var s = new Split(n, tokenLabels, labels, fit, options ?? new LabelScorerOptions());
+        var s = new Split(acts.Rows, tokenLabels, labels, fit, options ?? new LabelScorerOptions());
         var result = new UnitLabelScore[acts.Columns];
-        Parallel.For(0, acts.Columns, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount }, () => new float[n], (u, _, column) =>
+        Parallel.For(0, acts.Columns, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount }, () => new NonZeroBuffers(), (u, _, buffers) =>
         {
             var (rows, values) = acts.Column(u);
-            var r = rows.Span;
-            var v = values.Span;
-            for (int e = 0; e < r.Length; e++) column[r[e]] = (float)v[e];
-            result[u] = ScoreUnit(u, column, s);
-            foreach (int i in r) column[i] = 0;
-            return column;
+            result[u] = ScoreNonZeros(u, rows.Span, values.Span, s, buffers);
+            return buffers;
         }, _ => { });
         return result;
     }
@@ -83,17 +79,24 @@ public static class LabelScorer
         public readonly IReadOnlyList<string> Labels;
         public readonly LabelScorerOptions Options;
         public readonly long[] FitSupport, EvalSupport;
+        /// <summary>Tokens of the evaluation half whose list holds each label (a repeated label counted once).</summary>
+        public readonly long[] EvalTokens;
         public readonly int[] Eligible, FitIdx, EvalIdx;
+        public readonly bool[] Fit;
 
         public Split(int n, IReadOnlyList<int[]> tokenLabels, IReadOnlyList<string> labels, bool[] fit, LabelScorerOptions o)
         {
             if (tokenLabels.Count != n || fit.Length != n) throw new SaeSharpException($"{tokenLabels.Count} label lists and {fit.Length} split flags for {n} tokens");
-            (N, TokenLabels, Labels, Options) = (n, tokenLabels, labels, o);
+            (N, TokenLabels, Labels, Options, Fit) = (n, tokenLabels, labels, o, fit);
             int nl = labels.Count;
             FitSupport = new long[nl];
             EvalSupport = new long[nl];
+            EvalTokens = new long[nl];
             for (int i = 0; i < n; i++)
                 foreach (int l in tokenLabels[i]) (fit[i] ? FitSupport : EvalSupport)[l]++;
+            for (int i = 0; i < n; i++)
+                if (!fit[i])
+                    foreach (int l in tokenLabels[i].Distinct()) EvalTokens[l]++;
             Eligible = EligibleLabels(tokenLabels, nl, fit, o.MinSupport);
             FitIdx = Enumerable.Range(0, n).Where(i => fit[i]).ToArray();
             EvalIdx = Enumerable.Range(0, n).Where(i => !fit[i]).ToArray();
@@ -138,7 +141,8 @@ public static class LabelScorer
         Array.Reverse(sorted);
         var cands = new SortedSet<float>(Comparer<float>.Create((x, y) => y.CompareTo(x)));
         for (int r = 1; r <= Math.Min(16, sorted.Length); r++) cands.Add(sorted[r - 1]);
-        for (int k = 1; k <= o.Candidates; k++) cands.Add(sorted[(int)Math.Min(sorted.Length - 1, (long)k * sorted.Length / (o.Candidates + 1))]);
+        if (sorted.Length > 0) // no fitting token: no threshold can be fitted
+            for (int k = 1; k <= o.Candidates; k++) cands.Add(sorted[(int)Math.Min(sorted.Length - 1, (long)k * sorted.Length / (o.Candidates + 1))]);
         cands.Add(0f);
         var t = cands.ToArray(); // descending
         // bucket(a) = first k with a > t[k]; the unit fires at threshold t[k] on every token with bucket <= k.
@@ -185,7 +189,178 @@ public static class LabelScorer
         return new LabelMatch(labels[bestLabel], sign * bestT, p, rc, f, evalSupport[bestLabel], negate);
     }
 
-    private static int Bucket(float[] descending, float a)
+    /// <summary>Per-thread buffers of <see cref="ScoreNonZeros"/>, grown as needed.</summary>
+    private sealed class NonZeroBuffers
+    {
+        public float[] Sorted = [], Thresholds = [];
+        public long[] FiredAt = [], TpAt = [];
+        public float[]? Column;
+
+        public static T[] AtLeast<T>(ref T[] buffer, long length)
+        {
+            if (buffer.Length < length) buffer = new T[Math.Max(length, Math.Min(Array.MaxLength, 2L * buffer.Length))];
+            return buffer;
+        }
+    }
+
+    /// <summary><see cref="ScoreUnit"/> of a unit given by its non-zeros (<paramref name="rows"/> ascending, <paramref name="values"/>),
+    /// the others zero, with identical results; a column holding NaN is spread into a dense buffer and scored by ScoreUnit.</summary>
+    private static UnitLabelScore ScoreNonZeros(int u, ReadOnlySpan<int> rows, ReadOnlySpan<double> values, Split s, NonZeroBuffers b)
+    {
+        var o = s.Options;
+        int fired = 0;
+        float min = float.PositiveInfinity, max = float.NegativeInfinity;
+        foreach (double d in values)
+        {
+            float v = (float)d;
+            if (float.IsNaN(v)) return ScoreSpread(u, rows, values, s, b);
+            if (v > 0) fired++;
+            if (v < min) min = v;
+            if (v > max) max = v;
+        }
+        if (rows.Length < s.N)
+        {
+            min = Math.Min(min, 0f);
+            max = Math.Max(max, 0f);
+        }
+        bool alive = o.BothSigns ? max > min : fired > 0;
+        LabelMatch? best = null;
+        if (alive && s.Eligible.Length > 0)
+        {
+            best = BestLabelNonZeros(rows, values, s, negate: false, b, out double fitF1);
+            if (o.BothSigns)
+            {
+                var neg = BestLabelNonZeros(rows, values, s, negate: true, b, out double negF1);
+                if (negF1 > fitF1) best = neg;
+            }
+        }
+        return new UnitLabelScore(u, alive, (double)fired / s.N, best);
+    }
+
+    /// <summary>The unit's column written densely into the thread's n-vector, scored by <see cref="ScoreUnit"/>, cleared.</summary>
+    private static UnitLabelScore ScoreSpread(int u, ReadOnlySpan<int> rows, ReadOnlySpan<double> values, Split s, NonZeroBuffers b)
+    {
+        var column = b.Column ??= new float[s.N];
+        for (int e = 0; e < rows.Length; e++) column[rows[e]] = (float)values[e];
+        var result = ScoreUnit(u, column, s);
+        foreach (int i in rows) column[i] = 0;
+        return result;
+    }
+
+    /// <summary>
+    /// <see cref="BestLabel"/> from the non-zeros. The fitting half sorted descending is its positive non-zeros, then its
+    /// z zeros (one tie block, ±0 as the dense scorer writes sign × 0), then its negative non-zeros: the value at any rank,
+    /// hence the candidate thresholds, comes from the non-zeros sorted. The zeros fall in one bucket, the one after the
+    /// candidate 0; there they count z fired tokens and, per label, the label's fitting total less its count on the
+    /// non-zeros. On the evaluation half the zeros fire only at a negative threshold, with the label's tokens less those
+    /// among the non-zeros. The F1 scan over candidates and labels is BestLabel's, so ties resolve the same way.
+    /// </summary>
+    private static LabelMatch? BestLabelNonZeros(ReadOnlySpan<int> rows, ReadOnlySpan<double> values, Split s, bool negate,
+        NonZeroBuffers b, out double bestFitF1)
+    {
+        var (fitFlag, tokenLabels, labels, eligible, fitSupport, evalSupport, o) =
+            (s.Fit, s.TokenLabels, s.Labels, s.Eligible, s.FitSupport, s.EvalSupport, s.Options);
+        float sign = negate ? -1f : 1f, zero = sign * 0f;
+        int m = s.FitIdx.Length, nl = labels.Count;
+        // The fitting half's non-zeros, ascending: [negatives …, positives …].
+        int nz = 0;
+        var sorted = NonZeroBuffers.AtLeast(ref b.Sorted, rows.Length);
+        for (int e = 0; e < rows.Length; e++)
+            if (fitFlag[rows[e]]) sorted[nz++] = sign * (float)values[e];
+        var asc = sorted.AsSpan(0, nz);
+        asc.Sort();
+        int zeros = m - nz, positive = 0;
+        while (positive < nz && asc[nz - 1 - positive] > 0) positive++;
+        float AtRank(Span<float> a, int r) => r < positive ? a[nz - 1 - r] : r < positive + zeros ? zero : a[nz - 1 - r + zeros];
+        // Candidates, descending and distinct: the values at ranks 0 … 15 and at the evenly spaced ranks (both in rank
+        // order, so their values do not increase), then 0 unless a zero is already there.
+        var t = NonZeroBuffers.AtLeast(ref b.Thresholds, Math.Min(16L + Math.Max(0, o.Candidates), m) + 2);
+        int K = 0, top = Math.Min(16, m), r0 = 0;
+        long k1 = 1;
+        while (true)
+        {
+            long spaced = m > 0 && k1 <= o.Candidates ? Math.Min(m - 1, k1 * m / (o.Candidates + 1)) : long.MaxValue;
+            int r;
+            if (r0 < top && r0 <= spaced) r = r0++;
+            else if (spaced != long.MaxValue) { r = (int)spaced; k1++; }
+            else break;
+            float v = AtRank(asc, r);
+            if (K == 0 || v != t[K - 1]) t[K++] = v;
+        }
+        int k0 = 0;
+        while (k0 < K && t[k0] > 0) k0++;
+        if (k0 == K || t[k0] != 0)
+        {
+            Array.Copy(t, k0, t, k0 + 1, K - k0);
+            t[k0] = 0f;
+            K++;
+        }
+        var thresholds = t.AsSpan(0, K);
+        // Fired tokens and label counts per bucket; the zeros' bucket is k0 + 1 (the first k with 0 > t[k]).
+        int zb = k0 + 1;
+        var firedAt = NonZeroBuffers.AtLeast(ref b.FiredAt, K + 1);
+        var tpAt = NonZeroBuffers.AtLeast(ref b.TpAt, (long)(K + 1) * nl);
+        Array.Clear(firedAt, 0, K + 1);
+        Array.Clear(tpAt, 0, (K + 1) * nl);
+        firedAt[zb] = zeros;
+        Array.Copy(fitSupport, 0, tpAt, zb * nl, nl);
+        for (int e = 0; e < rows.Length; e++)
+        {
+            int i = rows[e];
+            if (!fitFlag[i]) continue;
+            int bucket = Bucket(thresholds, sign * (float)values[e]);
+            firedAt[bucket]++;
+            foreach (int l in tokenLabels[i])
+            {
+                tpAt[bucket * nl + l]++;
+                tpAt[zb * nl + l]--;
+            }
+        }
+        bestFitF1 = -1;
+        int bestLabel = -1;
+        double bestT = 0;
+        foreach (int l in eligible)
+        {
+            long fired = 0, tp = 0;
+            for (int k = 0; k < K; k++)
+            {
+                fired += firedAt[k];
+                tp += tpAt[k * nl + l];
+                if (fired == 0) continue;
+                double f1 = 2.0 * tp / (fired + fitSupport[l]);
+                if (f1 > bestFitF1)
+                {
+                    bestFitF1 = f1;
+                    bestLabel = l;
+                    bestT = thresholds[k];
+                }
+            }
+        }
+        if (bestLabel < 0) return null;
+        long eTp = 0, eFired = 0, eNonZeros = 0, eNonZerosWithLabel = 0;
+        for (int e = 0; e < rows.Length; e++)
+        {
+            int i = rows[e];
+            if (fitFlag[i]) continue;
+            eNonZeros++;
+            bool has = tokenLabels[i].Contains(bestLabel);
+            if (has) eNonZerosWithLabel++;
+            if (sign * (float)values[e] <= bestT) continue;
+            eFired++;
+            if (has) eTp++;
+        }
+        if (!(zero <= bestT)) // the zeros fire too
+        {
+            eFired += s.EvalIdx.Length - eNonZeros;
+            eTp += s.EvalTokens[bestLabel] - eNonZerosWithLabel;
+        }
+        double p = eFired == 0 ? 0 : (double)eTp / eFired;
+        double rc = (double)eTp / evalSupport[bestLabel];
+        double f = eTp == 0 ? 0 : 2 * p * rc / (p + rc);
+        return new LabelMatch(labels[bestLabel], sign * bestT, p, rc, f, evalSupport[bestLabel], negate);
+    }
+
+    private static int Bucket(ReadOnlySpan<float> descending, float a)
     {
         int lo = 0, hi = descending.Length; // first k with a > descending[k]
         while (lo < hi)
