@@ -155,26 +155,7 @@ public static class LabelScorer
             firedAt[b]++;
             foreach (int l in tokenLabels[i]) tpAt[b * labels.Count + l]++;
         }
-        bestFitF1 = -1;
-        int bestLabel = -1;
-        double bestT = 0;
-        foreach (int l in eligible)
-        {
-            long fired = 0, tp = 0;
-            for (int k = 0; k < K; k++)
-            {
-                fired += firedAt[k];
-                tp += tpAt[k * labels.Count + l];
-                if (fired == 0) continue;
-                double f1 = 2.0 * tp / (fired + fitSupport[l]);
-                if (f1 > bestFitF1)
-                {
-                    bestFitF1 = f1;
-                    bestLabel = l;
-                    bestT = t[k];
-                }
-            }
-        }
+        var (bestLabel, bestT) = BestFit(eligible, t, firedAt, tpAt, labels.Count, fitSupport, out bestFitF1);
         if (bestLabel < 0) return null;
         long eTp = 0, eFired = 0;
         foreach (int i in evalIdx)
@@ -316,26 +297,7 @@ public static class LabelScorer
                 tpAt[zb * nl + l]--;
             }
         }
-        bestFitF1 = -1;
-        int bestLabel = -1;
-        double bestT = 0;
-        foreach (int l in eligible)
-        {
-            long fired = 0, tp = 0;
-            for (int k = 0; k < K; k++)
-            {
-                fired += firedAt[k];
-                tp += tpAt[k * nl + l];
-                if (fired == 0) continue;
-                double f1 = 2.0 * tp / (fired + fitSupport[l]);
-                if (f1 > bestFitF1)
-                {
-                    bestFitF1 = f1;
-                    bestLabel = l;
-                    bestT = thresholds[k];
-                }
-            }
-        }
+        var (bestLabel, bestT) = BestFit(eligible, thresholds, firedAt, tpAt, nl, fitSupport, out bestFitF1);
         if (bestLabel < 0) return null;
         long eTp = 0, eFired = 0, eNonZeros = 0, eNonZerosWithLabel = 0;
         for (int e = 0; e < rows.Length; e++)
@@ -358,6 +320,35 @@ public static class LabelScorer
         double rc = (double)eTp / evalSupport[bestLabel];
         double f = eTp == 0 ? 0 : 2 * p * rc / (p + rc);
         return new LabelMatch(labels[bestLabel], sign * bestT, p, rc, f, evalSupport[bestLabel], negate);
+    }
+
+    /// <summary>The label and threshold of the best fitting-half F1 (the first label in order wins ties, then the highest
+    /// threshold): the unit fires at <paramref name="thresholds"/>[k] (descending) on the tokens of buckets ≤ k, with
+    /// <paramref name="firedAt"/>[k] tokens and <paramref name="tpAt"/>[k · nl + l] of them carrying label l in bucket k.</summary>
+    private static (int Label, double Threshold) BestFit(int[] eligible, ReadOnlySpan<float> thresholds, long[] firedAt, long[] tpAt, int nl,
+        long[] fitSupport, out double bestFitF1)
+    {
+        bestFitF1 = -1;
+        int bestLabel = -1;
+        double bestT = 0;
+        foreach (int l in eligible)
+        {
+            long fired = 0, tp = 0;
+            for (int k = 0; k < thresholds.Length; k++)
+            {
+                fired += firedAt[k];
+                tp += tpAt[k * nl + l];
+                if (fired == 0) continue;
+                double f1 = 2.0 * tp / (fired + fitSupport[l]);
+                if (f1 > bestFitF1)
+                {
+                    bestFitF1 = f1;
+                    bestLabel = l;
+                    bestT = thresholds[k];
+                }
+            }
+        }
+        return (bestLabel, bestT);
     }
 
     private static int Bucket(ReadOnlySpan<float> descending, float a)
