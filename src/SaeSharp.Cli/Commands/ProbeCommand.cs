@@ -38,6 +38,10 @@ internal static class ProbeCommand
             { sae, model, dataset, pooling, tokens, ctx, textField, labelField, classes, texts, labels, absorption, absorptionLabels, tpp, tppN, scr, spuriousField, spuriousClasses, scrN, saebench, strict, json };
         Cli.SetAction(command, parse =>
         {
+            if (parse.GetValue(json) is { } jsonOut)
+                OutputGuard.RefuseBadOutputFile("--json", jsonOut, [new CommandInput("--sae", parse.GetValue(sae)!, InputKind.Sae),
+                    new CommandInput("--model", parse.GetValue(model)!, InputKind.Folder),
+                    .. (parse.GetValue(dataset) ?? []).Select(d => new CommandInput("--dataset", d, InputKind.Whole))]);
             static string? One(string[]? values, string option) => values is null or [] ? null : values is [var v] ? v
                 : throw new SaeSharpException($"{option} is given {values.Length} times; only --scr and --tpp take several ({string.Join(" ", values.Select(x => option + " " + x))})");
             static IReadOnlyList<string>? List(string? s) => s is null ? null : s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);

@@ -432,7 +432,7 @@ public class DemoTests(QuickDemoFixture fx) : IClassFixture<QuickDemoFixture>
         bad = CliRunner.Run([.. common, "--scr", "--classes", "tense:past", "--spurious-classes", "ctx:nowhere"]);
         Assert.Contains("no document of the first 1500 has label 'ctx:nowhere' (--spurious-classes)", bad.Err + bad.Out);
         bad = CliRunner.Run([.. common, "--scr", "--classes", "tense:past", "--spurious-classes", "ctx:in_question", "--texts", "300"]);
-        Assert.Contains("too few texts in quadrant", bad.Err + bad.Out);
+        Assert.Contains("too few texts in the ", bad.Err + bad.Out);
         bad = CliRunner.Run([.. common, "--spurious-classes", "ctx:in_question"]);
         Assert.Contains("--spurious-classes: need --scr", bad.Err + bad.Out);
         bad = CliRunner.Run([.. common, "--scr", "--tpp", "--classes", "tense:past", "--spurious-classes", "ctx:in_question"]);
