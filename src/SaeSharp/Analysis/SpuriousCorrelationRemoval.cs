@@ -8,6 +8,8 @@ using SaeSharp.Tokenizers;
 using TorchSharp;
 using static TorchSharp.torch;
 
+using SaeSharp.Evaluation;
+
 namespace SaeSharp.Analysis;
 
 /// <summary>Options of <see cref="SpuriousCorrelationRemoval"/> (<c>sae probe --pooling mean --scr</c>); the defaults are
@@ -124,14 +126,9 @@ public sealed record ScrReport(string Hook, string Dataset, long Texts, IReadOnl
         return m;
     }
 
-    /// <summary>Writes <c>eval_result_metrics.scr_metrics</c> and one <c>eval_result_details</c> entry (SAEBench's key names),
-    /// the clean accuracies and each direction's ablated latents and accuracies, as JSON.</summary>
-    public void WriteJson(string path)
-    {
-        var dir = Path.GetDirectoryName(Path.GetFullPath(path));
-        if (dir is not null) Directory.CreateDirectory(dir);
-        IO.AtomicFile.WriteAllText(path, ToJson().ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
-    }
+    /// <summary>Writes SAEBench's SCR output of this one run (<see cref="ScrSuiteReport.WriteJson"/>).</summary>
+    public void WriteJson(string path, SaeBenchRun? run = null) =>
+        new ScrSuiteReport(Hook, [new ScrRun(Dataset, "", this)]).WriteJson(path, run);
 
     internal JsonObject ToJson()
     {

@@ -118,6 +118,36 @@ public class SaeBenchCoreOutputTests : ModelTestBase
     /// <summary>SAEBench folds a release SAE's decoder norms before its weight-based metrics: decoder rows of norms 2 and 0.5,
     /// encoder columns of norms 3 and 4, b_enc (1, −1) → encoder_norm 3·2 = 6 and 4·0.5 = 2, encoder_bias 2 and −0.5, unit
     /// decoder rows; the written details say so, and L0 (which folding cannot change for a ReLU SAE) is the unfolded one's.</summary>
+    /// <summary>The core output validates against SAEBench's own schema (eval_output_schema_core.json), and every
+    /// float-typed value is written as a float (16.0, not 16), the token counts as integers.</summary>
+    [Fact]
+    public void Core_output_validates_against_SAEBenchs_schema_with_floats_written_as_floats()
+    {
+        using var model = Gpt2();
+        var cfg = new SaeConfig { DIn = 16, DSae = 4 };
+        cfg.Metadata.HookName = "blocks.0.hook_resid_pre";
+        using var sae = new StandardSae(cfg);
+        // b_enc large enough that every latent fires on every token: L0 = 4 exactly, an integral float.
+        using (no_grad()) sae.BEnc.fill_(100f);
+        var windows = Enumerable.Range(0, 2).Select(w => Enumerable.Range(0, 8).Select(t => (long)(1 + (5 * w + 3 * t) % 49)).ToArray()).ToList();
+        var r = SaeBenchCoreEvaluator.Evaluate(model, sae, () => windows, new SaeBenchCoreConfig { BatchSizePrompts = 2, NEvalReconstructionBatches = 1, ContextSize = 8 }, []);
+        Assert.Equal(4, r.Metrics.L0);
+        using var stream = new MemoryStream();
+        using (var writer = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true }))
+            SaeBenchCoreOutput.Write(writer, r, new SaeBenchCoreRun { ModelName = "tiny-gpt2", Dataset = "d" });
+        string text = System.Text.Encoding.UTF8.GetString(stream.ToArray());
+        Assert.Empty(SaeBenchSchemaTests.SchemaErrors("core", text));
+        Assert.Contains("\"l0\": 4.0", text);
+        using var doc = JsonDocument.Parse(text);
+        foreach (var group in doc.RootElement.GetProperty("eval_result_metrics").EnumerateObject())
+            foreach (var metric in group.Value.EnumerateObject())
+                Assert.True(group.Name == "token_stats" ? !metric.Value.GetRawText().Contains('.') : metric.Value.GetRawText().IndexOfAny(['.', 'E', 'e']) >= 0,
+                    $"{group.Name}.{metric.Name} = {metric.Value.GetRawText()}");
+        foreach (var feature in doc.RootElement.GetProperty("eval_result_details").EnumerateArray())
+            foreach (var p in feature.EnumerateObject().Where(p => p.Name != "index"))
+                Assert.True(p.Value.GetRawText().IndexOfAny(['.', 'E', 'e']) >= 0, $"{p.Name} = {p.Value.GetRawText()}");
+    }
+
     [Fact]
     public void Folded_decoder_norms_give_the_encoder_norms_and_biases_SAEBench_writes()
     {
