@@ -95,7 +95,7 @@ public sealed class TppSuiteTests : FakeHubTestBase
         Assert.Equal(classes, root["eval_result_unstructured"]!["one"]!.AsObject().Select(kv => kv.Key));
         Assert.Equal(single1.ClassMetrics(classes.IndexOf("b"))["tpp_threshold_1_total_metric"],
             root["eval_result_unstructured"]!["one"]!["b"]!["tpp_threshold_1_total_metric"]!.GetValue<double>(), 12);
-        Assert.Equal(classes, root["runs"]![0]!["eval_result_details"]!.AsArray().Select(c => c!["class"]!.GetValue<string>()));
+        Assert.Equal(classes, root["eval_result_unstructured"]!["runs"]![0]!["eval_result_details"]!.AsArray().Select(c => c!["class"]!.GetValue<string>()));
     }
 
     [Fact]

@@ -232,6 +232,40 @@ public class SaeBenchCoreOutputTests : ModelTestBase
         Assert.Contains("neither a JSON object nor an existing file", Assert.Throws<SaeSharpException>(() => SaeBenchCoreConfig.Parse("/no/such/config.json")).Message);
     }
 
+    /// <summary><c>--saebench-config</c> takes SAEBench's whole <c>CoreEvalConfig</c> (every field its schema names, as a
+    /// SAEBench output's <c>eval_config</c> holds them); a field SaeSharp cannot honour is refused by name.</summary>
+    [Fact]
+    public void Config_accepts_every_field_of_SAEBenchs_CoreEvalConfig_and_refuses_what_it_cannot_honour()
+    {
+        var schema = JsonNode.Parse(File.ReadAllText(TestPaths.Data("saebench_schemas", "eval_output_schema_core.json")))!;
+        var fields = schema["$defs"]!["CoreEvalConfig"]!["properties"]!.AsObject().Select(kv => kv.Key).ToList();
+        Assert.Equal(fields.Order(), SaeBenchCoreConfig.FieldNames.Order());
+        // An eval_config as SAEBench's core main.py writes it (its run sets every compute_* flag true).
+        string pasted = """
+            {"model_name": "gpt2", "llm_dtype": "float32", "batch_size_prompts": 4, "n_eval_reconstruction_batches": 3,
+             "n_eval_sparsity_variance_batches": 2, "dataset": "Skylion007/openwebtext", "context_size": 32, "compute_kl": true,
+             "compute_ce_loss": true, "compute_l2_norms": true, "compute_sparsity_metrics": true, "compute_variance_metrics": true,
+             "compute_featurewise_density_statistics": true, "compute_featurewise_weight_based_metrics": true,
+             "exclude_special_tokens_from_reconstruction": false, "verbose": true}
+            """;
+        var c = SaeBenchCoreConfig.Parse(pasted);
+        Assert.Equal((4, 3, 2, 32, "gpt2", "float32", "Skylion007/openwebtext", true), (c.BatchSizePrompts, c.NEvalReconstructionBatches,
+            c.NEvalSparsityVarianceBatches, c.ContextSize, c.ModelName, c.LlmDtype, c.Dataset, c.Verbose));
+        // The fields naming the run agree with it: accepted (an hf: prefix aside); otherwise refused naming both values.
+        c.CheckRun("gpt2", "float32", "hf:Skylion007/openwebtext");
+        Assert.Contains("model_name 'gpt2', but the SAE is evaluated on 'pythia-70m'",
+            Assert.Throws<SaeSharpException>(() => c.CheckRun("pythia-70m", "float32", "Skylion007/openwebtext")).Message);
+        Assert.Contains("llm_dtype 'float32', but the model runs in bfloat16; give --dtype float32",
+            Assert.Throws<SaeSharpException>(() => c.CheckRun("gpt2", "bfloat16", "Skylion007/openwebtext")).Message);
+        Assert.Contains("dataset 'Skylion007/openwebtext', but --dataset is 'corpus.txt'; give --dataset hf:Skylion007/openwebtext",
+            Assert.Throws<SaeSharpException>(() => c.CheckRun("gpt2", "float32", "corpus.txt")).Message);
+        // Not given: nothing to check.
+        SaeBenchCoreConfig.Parse("{}").CheckRun("anything", "bfloat16", "x");
+        foreach (var flag in new[] { "compute_kl", "compute_ce_loss", "compute_l2_norms", "compute_sparsity_metrics", "compute_variance_metrics" })
+            Assert.Contains($"{flag} false: SaeSharp always computes",
+                Assert.Throws<SaeSharpException>(() => SaeBenchCoreConfig.Parse($$"""{"{{flag}}": false}""")).Message);
+    }
+
     /// <summary>A nested JSON array as a float32 tensor of its shape (int64 with <paramref name="int64"/>).</summary>
     private static Tensor Nested(JsonNode node, bool int64 = false)
     {
