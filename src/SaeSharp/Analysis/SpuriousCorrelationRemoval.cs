@@ -43,7 +43,7 @@ public sealed record ScrOptions
     /// <summary>Fewest texts per quadrant accepted when a half has fewer than a quarter of its set size in a cell.</summary>
     public int MinTextsPerQuadrant { get; init; } = 20;
     /// <summary>Refuse quadrants smaller than SAEBench's (<c>get_spurious_corr_data</c>'s assertions: every quadrant at least
-    /// a quarter of the set size, the two agreeing ones more than twice that) with an error naming the quadrant and the
+    /// a quarter of the set size, the two agreeing ones more than twice that) with an error naming each failing quadrant and the
     /// counts; false: shrink m to the data with a warning (<see cref="DatasetWarnings"/>).</summary>
     public bool StrictSizes { get; init; }
 }
