@@ -1,5 +1,7 @@
 using System.CommandLine;
+using System.Text.Json.Nodes;
 using SaeSharp.Analysis;
+using SaeSharp.Evaluation;
 using SaeSharp.Pipelines;
 using Spectre.Console;
 
@@ -38,6 +40,10 @@ internal static class ProbeCommand
             { sae, model, dataset, pooling, tokens, ctx, textField, labelField, classes, texts, labels, absorption, absorptionLabels, tpp, tppN, scr, spuriousField, spuriousClasses, scrN, saebench, strict, json };
         Cli.SetAction(command, parse =>
         {
+            if (parse.GetValue(json) is { } jsonOut)
+                OutputGuard.RefuseBadOutputFile("--json", jsonOut, [new CommandInput("--sae", parse.GetValue(sae)!, InputKind.Sae),
+                    new CommandInput("--model", parse.GetValue(model)!, InputKind.Folder),
+                    .. (parse.GetValue(dataset) ?? []).Select(d => new CommandInput("--dataset", d, InputKind.Whole))]);
             static string? One(string[]? values, string option) => values is null or [] ? null : values is [var v] ? v
                 : throw new SaeSharpException($"{option} is given {values.Length} times; only --scr and --tpp take several ({string.Join(" ", values.Select(x => option + " " + x))})");
             static IReadOnlyList<string>? List(string? s) => s is null ? null : s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
@@ -77,13 +83,18 @@ internal static class ProbeCommand
                     if (parse.GetValue(spuriousField) is { } sf) options = options with { Column2Name = sf };
                     suite = ScrDataset.ForPaths(paths, parse.GetValue(classes) ?? [], parse.GetValue(textField)!, options);
                 }
+                SaeBenchRun? run = null;
                 var scrReport = CliProgress.Run("scr", progress => AnalysisPipeline.ScrSuite(parse.GetValue(sae)!, ModelSource.Resolve(parse.GetValue(model)!),
-                    suite, text! with { Classes = null, Progress = progress }));
+                    suite, text! with { Classes = null, Progress = progress }, loaded: r => run = r));
                 if (scrReport.Runs.Count == 1) PrintScr(scrReport.Runs[0].Report, scrReport.Runs[0].Split);
                 else PrintScrSuite(scrReport);
                 if (parse.GetValue(json) is { } scrPath)
                 {
-                    scrReport.WriteJson(scrPath);
+                    var o = suite[0].Options;
+                    scrReport.WriteJson(scrPath, run! with { EvalConfig = TextConfig(text!, new JsonObject
+                    {
+                        ["train_set_size"] = o.TrainSetSize, ["test_set_size"] = o.TestSetSize, ["probe_l1_penalty"] = o.ProbeL1Penalty,
+                    }) });
                     Console.WriteLine($"wrote {scrPath}");
                 }
                 return 0;
@@ -103,32 +114,53 @@ internal static class ProbeCommand
                     suite = TppDataset.ForPaths(paths, parse.GetValue(classes) ?? [], parse.GetValue(textField)!, parse.GetValue(labelField)!);
                 }
                 var tppOptions = new TppOptions { NValues = nValues, StrictSizes = parse.GetValue(saebench) || parse.GetValue(strict) };
+                SaeBenchRun? run = null;
+                var probing = new SparseProbingOptions { Labels = List(parse.GetValue(labels)) };
                 var tppReport = CliProgress.Run("tpp", progress => AnalysisPipeline.TppSuite(parse.GetValue(sae)!, ModelSource.Resolve(parse.GetValue(model)!),
-                    suite, text! with { Progress = progress }, new SparseProbingOptions { Labels = List(parse.GetValue(labels)) }, tppOptions));
+                    suite, text! with { Progress = progress }, probing, tppOptions, loaded: r => run = r));
                 if (tppReport.Runs.Count == 1) PrintTpp(tppReport.Runs[0].Report);
                 else PrintTppSuite(tppReport);
                 if (parse.GetValue(json) is { } tppPath)
                 {
-                    tppReport.WriteJson(tppPath);
+                    tppReport.WriteJson(tppPath, run! with { EvalConfig = TextConfig(text!, new JsonObject
+                    {
+                        ["random_seed"] = probing.Seed, ["train_set_size"] = probing.TrainSetSize, ["test_set_size"] = probing.TestSetSize,
+                        ["probe_l1_penalty"] = tppOptions.ProbeL1Penalty,
+                    }) });
                     Console.WriteLine($"wrote {tppPath}");
                 }
                 return 0;
             }
             var datasetPath = parse.GetValue(dataset) is { Length: > 0 } given ? One(given, "--dataset")! : throw new SaeSharpException("--dataset is required");
+            SaeBenchRun? probeRun = null;
+            var sparse = new SparseProbingOptions { Labels = List(parse.GetValue(labels)) };
             var report = CliProgress.Run("probe", progress => AnalysisPipeline.Probe(parse.GetValue(sae)!, ModelSource.Resolve(parse.GetValue(model)!),
                 datasetPath,
                 new LabelScoringOptions { Tokens = parse.GetValue(tokens), ContextSize = parse.GetValue(ctx), Progress = progress },
-                new SparseProbingOptions { Labels = List(parse.GetValue(labels)) }, absorb,
-                text is null ? null : text with { Progress = progress }));
+                sparse, absorb,
+                text is null ? null : text with { Progress = progress }, loaded: r => probeRun = r));
             Print(report);
             if (parse.GetValue(json) is { } path)
             {
-                report.WriteJson(path);
+                var probeConfig = new JsonObject
+                {
+                    ["random_seed"] = sparse.Seed, ["probe_train_set_size"] = sparse.TrainSetSize, ["probe_test_set_size"] = sparse.TestSetSize,
+                };
+                if (text is not null) probeConfig["context_length"] = text.ContextSize;
+                else if (parse.GetValue(ctx) is int c) probeConfig["context_length"] = c;
+                report.WriteJson(path, datasetPath, probeRun! with { EvalConfig = probeConfig });
                 Console.WriteLine($"wrote {path}");
             }
             return 0;
         });
         return command;
+    }
+
+    /// <summary><paramref name="fields"/> with SAEBench's <c>context_length</c>: the tokens read of each text.</summary>
+    private static JsonObject TextConfig(TextProbingOptions text, JsonObject fields)
+    {
+        fields["context_length"] = text.ContextSize;
+        return fields;
     }
 
     /// <summary>SCR: the probes' clean test accuracies, then per threshold n SAEBench's metric and both directions' scores

@@ -167,9 +167,6 @@ internal static class SaeCommands
 
     /// <summary>SAEBench's <c>sae_lens_release_id</c> and <c>sae_lens_id</c> of <c>--sae</c> <paramref name="spec"/>: a
     /// SAELens release and id, or (SAEBench's custom SAE) the path as given and "custom_sae".</summary>
-    private static (string Release, string Id) SaeBenchIds(string spec) =>
-        SaeReleases.Lookup(spec) is { } found ? (found.Release.Release, found.Sae.Id) : (spec, "custom_sae");
-
     private static string? DefaultHistogramPath(string? jsonPath, string? suffix) =>
         jsonPath is null ? null : Path.ChangeExtension(jsonPath, null) + (suffix is null ? "" : "_" + suffix) + "_feature_density.png";
 
@@ -268,12 +265,12 @@ internal static class SaeCommands
             for (int i = 0; i < core.Count; i++)
             {
                 var r = core[i];
-                var (release, id) = SaeBenchIds(saes[i]);
+                var (release, id) = ModelPipeline.SaeBenchIds(saes[i]);
                 var run = new SaeBenchCoreRun
                 {
-                    ModelName = r.Cfg.Metadata.ModelName ?? Path.GetFileName(Path.TrimEndingDirectorySeparator(options.ModelPath)),
+                    ModelName = ModelPipeline.SaeBenchModelName(r.Cfg, options.ModelPath),
                     Dataset = options.DatasetPath,
-                    LlmDtype = SaeLensFormat.DtypeName(options.ModelDtype ?? ModelForSae.RecordedDtype(r.Cfg)),
+                    LlmDtype = ModelPipeline.SaeBenchLlmDtype(r.Cfg, options),
                     SaeLensReleaseId = release, SaeLensId = id, EvalId = evalId,
                 };
                 string path = SaeBenchPath(i, core.Count, saebenchJson);

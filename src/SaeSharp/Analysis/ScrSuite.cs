@@ -1,5 +1,5 @@
-using System.Text.Json;
 using System.Text.Json.Nodes;
+using SaeSharp.Evaluation;
 
 namespace SaeSharp.Analysis;
 
@@ -121,22 +121,35 @@ public sealed record ScrSuiteReport(string Hook, IReadOnlyList<ScrRun> Runs)
         return order.ToDictionary(k => k, k => sums[k].Sum / sums[k].Count);
     }
 
-    /// <summary>Writes SAEBench's output shape: <c>eval_result_metrics.scr_metrics</c> (the means) and one
-    /// <c>eval_result_details</c> entry per run (<c>dataset_name</c> = <c>{run name}_results</c>, as SAEBench names them),
-    /// plus each run's split, set sizes, clean accuracies and directions under <c>runs</c>.</summary>
-    public void WriteJson(string path)
+    /// <summary>Writes SAEBench's SCR output (<c>ScrEvalOutput</c>, its JSON schema <c>eval_output_schema_scr.json</c>):
+    /// <see cref="SaeBenchEnvelope"/> with <c>eval_type_id</c> "scr", <c>eval_config</c> (<c>dataset_names</c>,
+    /// <c>perform_scr</c>, <c>n_values</c>, <c>column1_vals_lookup</c>, the model, and <paramref name="run"/>'s further
+    /// fields), <c>eval_result_metrics.scr_metrics</c> (the means) and one <c>eval_result_details</c> entry per run
+    /// (<c>dataset_name</c> = <c>{run name}_results</c>, as SAEBench names them); SaeSharp's extras in
+    /// <c>eval_result_unstructured</c>: <c>producer</c>, <c>hook</c>, <c>pooling</c> and <c>runs</c> (each run's split, set
+    /// sizes, clean accuracies and directions).</summary>
+    public void WriteJson(string path, SaeBenchRun? run = null)
     {
-        static JsonObject Obj(IReadOnlyDictionary<string, double> m) => new(m.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value)));
-        var root = new JsonObject
+        var names = Runs.Select(r => r.DatasetName).Distinct().ToList();
+        var config = new JsonObject
         {
-            ["eval_type_id"] = "scr", ["hook"] = Hook, ["pooling"] = "mean",
-            ["eval_result_metrics"] = new JsonObject { ["scr_metrics"] = Obj(Metrics()) },
-            ["eval_result_details"] = new JsonArray([.. Runs.Select(r =>
-            {
-                var d = new JsonObject { ["dataset_name"] = r.RunName + "_results" };
-                foreach (var (k, v) in r.Report.Metrics()) d[k] = v;
-                return (JsonNode)d;
-            })]),
+            ["dataset_names"] = new JsonArray([.. names.Select(n => (JsonNode)n)]),
+            ["perform_scr"] = true,
+            ["llm_dtype"] = run?.LlmDtype ?? "",
+            ["model_name"] = run?.ModelName ?? "",
+            ["n_values"] = new JsonArray([.. (Runs.Count > 0 ? Runs[0].Report.NValues : []).Select(n => (JsonNode)n)]),
+            ["column1_vals_lookup"] = new JsonObject(names.Select(n => KeyValuePair.Create(n, (JsonNode?)new JsonArray([.. Runs.Where(r => r.DatasetName == n)
+                .Select(r => (JsonNode)new JsonArray([.. r.Report.Column1.Split(" / ").Select(v => (JsonNode)v)]))])))),
+        };
+        var details = new JsonArray([.. Runs.Select(r =>
+        {
+            var d = new JsonObject { ["dataset_name"] = r.RunName + "_results" };
+            foreach (var (k, v) in r.Report.Metrics()) d[k] = SaeBenchEnvelope.Metric(v);
+            return (JsonNode)d;
+        })]);
+        var unstructured = new JsonObject
+        {
+            ["producer"] = SaeBenchEnvelope.Producer, ["hook"] = Hook, ["pooling"] = "mean",
             ["runs"] = new JsonArray([.. Runs.Select(r =>
             {
                 var one = r.Report.ToJson();
@@ -146,8 +159,6 @@ public sealed record ScrSuiteReport(string Hook, IReadOnlyList<ScrRun> Runs)
                 return (JsonNode)one;
             })]),
         };
-        var dir = Path.GetDirectoryName(Path.GetFullPath(path));
-        if (dir is not null) Directory.CreateDirectory(dir);
-        IO.AtomicFile.WriteAllText(path, root.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        SaeBenchEnvelope.WriteFile(path, "scr", config, run, new JsonObject { ["scr_metrics"] = SaeBenchEnvelope.Metrics(Metrics()) }, details, unstructured);
     }
 }

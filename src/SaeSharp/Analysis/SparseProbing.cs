@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using SaeSharp.Evaluation;
 using SaeSharp.Models;
 using SaeSharp.Saes;
 using SaeSharp.Tokenizers;
@@ -73,32 +74,46 @@ public sealed record SparseProbingReport(string Hook, long Tokens, IReadOnlyList
         return m;
     }
 
-    /// <summary>Writes the means (SAEBench's <c>llm</c> and <c>sae</c> groups), every task and the absorption results as JSON.</summary>
-    public void WriteJson(string path)
+    /// <summary>Writes SAEBench's sparse probing output (<c>SparseProbingEvalOutput</c>, its JSON schema
+    /// <c>eval_output_schema_sparse_probing.json</c>): <see cref="SaeBenchEnvelope"/> with <c>eval_type_id</c>
+    /// "sparse_probing", <c>eval_config</c> (<c>dataset_names</c> [<paramref name="datasetName"/>], <c>k_values</c>, the
+    /// model, and <paramref name="run"/>'s further fields), <c>eval_result_metrics</c> (the means in SAEBench's <c>llm</c>
+    /// and <c>sae</c> groups), one <c>eval_result_details</c> entry (<c>dataset_name</c> = <c>{dataset}_results</c>, the
+    /// means), and <c>eval_result_unstructured</c> as SAEBench's per-class dictionary (<c>{dataset}_results</c> → label → its
+    /// accuracies, here with its set sizes, probe features and top features) with SaeSharp's extras beside it:
+    /// <c>producer</c>, <c>hook</c>, <c>pooling</c>, <c>tokens</c> or <c>texts</c>, and <c>absorption</c>.</summary>
+    public void WriteJson(string path, string datasetName, SaeBenchRun? run = null)
     {
+        ArgumentNullException.ThrowIfNull(datasetName);
         var means = Means();
-        JsonObject Group(string prefix) => new(means.Where(kv => kv.Key.StartsWith(prefix, StringComparison.Ordinal))
-            .Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value)));
-        var root = new JsonObject
+        JsonObject Group(string prefix) => SaeBenchEnvelope.Metrics(means.Where(kv => kv.Key.StartsWith(prefix, StringComparison.Ordinal)));
+        string results = datasetName + "_results";
+        var config = new JsonObject
         {
-            ["hook"] = Hook, ["pooling"] = Pooling, [Pooling == "mean" ? "texts" : "tokens"] = Tokens, ["k_values"] = new JsonArray([.. KValues.Select(k => (JsonNode)k)]),
-            ["eval_result_metrics"] = new JsonObject { ["llm"] = Group("llm_"), ["sae"] = Group("sae_") },
-            ["eval_result_details"] = new JsonArray([.. Tasks.Select(t =>
-            {
-                var o = new JsonObject { ["label"] = t.Label, ["train_examples"] = t.TrainExamples, ["test_examples"] = t.TestExamples,
-                                         ["llm_test_accuracy"] = t.LlmTestAccuracy };
-                foreach (int k in KValues) o[$"llm_top_{k}_test_accuracy"] = t.LlmTopK[k];
-                o["sae_test_accuracy"] = t.SaeTestAccuracy;
-                o["sae_probe_features"] = t.SaeProbeFeatures;
-                foreach (int k in KValues) o[$"sae_top_{k}_test_accuracy"] = t.SaeTopK[k];
-                o["top_features"] = new JsonArray([.. t.TopFeatures.Select(f => (JsonNode)f)]);
-                return (JsonNode)o;
-            })]),
+            ["dataset_names"] = new JsonArray(datasetName),
+            ["llm_dtype"] = run?.LlmDtype ?? "",
+            ["model_name"] = run?.ModelName ?? "",
+            ["k_values"] = new JsonArray([.. KValues.Select(k => (JsonNode)k)]),
         };
-        if (Absorption is { } a) root["absorption"] = a.ToJson();
-        var dir = Path.GetDirectoryName(Path.GetFullPath(path));
-        if (dir is not null) Directory.CreateDirectory(dir);
-        IO.AtomicFile.WriteAllText(path, root.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        var detail = new JsonObject { ["dataset_name"] = results };
+        foreach (var (k, v) in means) detail[k] = SaeBenchEnvelope.Metric(v);
+        var unstructured = new JsonObject
+        {
+            [results] = new JsonObject(Tasks.Select(t =>
+            {
+                var o = new JsonObject { ["train_examples"] = t.TrainExamples, ["test_examples"] = t.TestExamples, ["llm_test_accuracy"] = SaeBenchEnvelope.Metric(t.LlmTestAccuracy) };
+                foreach (int k in KValues) o[$"llm_top_{k}_test_accuracy"] = SaeBenchEnvelope.Metric(t.LlmTopK[k]);
+                o["sae_test_accuracy"] = t.SaeTestAccuracy is { } all ? SaeBenchEnvelope.Metric(all) : null;
+                o["sae_probe_features"] = t.SaeProbeFeatures;
+                foreach (int k in KValues) o[$"sae_top_{k}_test_accuracy"] = SaeBenchEnvelope.Metric(t.SaeTopK[k]);
+                o["top_features"] = new JsonArray([.. t.TopFeatures.Select(f => (JsonNode)f)]);
+                return KeyValuePair.Create(t.Label, (JsonNode?)o);
+            })),
+            ["producer"] = SaeBenchEnvelope.Producer, ["hook"] = Hook, ["pooling"] = Pooling, [Pooling == "mean" ? "texts" : "tokens"] = Tokens,
+        };
+        if (Absorption is { } a) unstructured["absorption"] = a.ToJson();
+        SaeBenchEnvelope.WriteFile(path, "sparse_probing", config, run, new JsonObject { ["llm"] = Group("llm_"), ["sae"] = Group("sae_") },
+            Tasks.Count == 0 ? [] : new JsonArray(detail), unstructured);
     }
 }
 

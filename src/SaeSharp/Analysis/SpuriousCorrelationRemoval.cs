@@ -8,6 +8,8 @@ using SaeSharp.Tokenizers;
 using TorchSharp;
 using static TorchSharp.torch;
 
+using SaeSharp.Evaluation;
+
 namespace SaeSharp.Analysis;
 
 /// <summary>Options of <see cref="SpuriousCorrelationRemoval"/> (<c>sae probe --pooling mean --scr</c>); the defaults are
@@ -41,7 +43,7 @@ public sealed record ScrOptions
     /// <summary>Fewest texts per quadrant accepted when a half has fewer than a quarter of its set size in a cell.</summary>
     public int MinTextsPerQuadrant { get; init; } = 20;
     /// <summary>Refuse quadrants smaller than SAEBench's (<c>get_spurious_corr_data</c>'s assertions: every quadrant at least
-    /// a quarter of the set size, the two agreeing ones more than twice that) with an error naming the quadrant and the
+    /// a quarter of the set size, the two agreeing ones more than twice that) with an error naming each failing quadrant and the
     /// counts; false: shrink m to the data with a warning (<see cref="DatasetWarnings"/>).</summary>
     public bool StrictSizes { get; init; }
 }
@@ -124,14 +126,9 @@ public sealed record ScrReport(string Hook, string Dataset, long Texts, IReadOnl
         return m;
     }
 
-    /// <summary>Writes <c>eval_result_metrics.scr_metrics</c> and one <c>eval_result_details</c> entry (SAEBench's key names),
-    /// the clean accuracies and each direction's ablated latents and accuracies, as JSON.</summary>
-    public void WriteJson(string path)
-    {
-        var dir = Path.GetDirectoryName(Path.GetFullPath(path));
-        if (dir is not null) Directory.CreateDirectory(dir);
-        IO.AtomicFile.WriteAllText(path, ToJson().ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
-    }
+    /// <summary>Writes SAEBench's SCR output of this one run (<see cref="ScrSuiteReport.WriteJson"/>).</summary>
+    public void WriteJson(string path, SaeBenchRun? run = null) =>
+        new ScrSuiteReport(Hook, [new ScrRun(Dataset, "", this)]).WriteJson(path, run);
 
     internal JsonObject ToJson()
     {
@@ -330,7 +327,7 @@ public static class SpuriousCorrelationRemoval
     /// SAEBench's <c>get_spurious_corr_data</c> on each half (<paramref name="fit"/>: true = training): the rows of the four
     /// quadrants in dataset order, m = a quarter of the half's set size, and the six sets of <see cref="ScrSets"/>. SAEBench
     /// asserts that every quadrant has m texts and the two agreeing ones more than 2m; here m shrinks to what the half holds
-    /// (an error below <see cref="ScrOptions.MinTextsPerQuadrant"/>, naming the smallest quadrant), with a warning naming the
+    /// (an error below <see cref="ScrOptions.MinTextsPerQuadrant"/>, naming every quadrant that fails with its count), with a warning naming the
     /// counts, or an error with <see cref="ScrOptions.StrictSizes"/>. <paramref name="dataset"/> names the data in both.
     /// </summary>
     public static (ScrSets Train, ScrSets Test) BuildSets(IReadOnlyList<bool?> column1, IReadOnlyList<bool?> column2, IReadOnlyList<bool> fit, ScrOptions scr,
@@ -352,26 +349,20 @@ public static class SpuriousCorrelationRemoval
                 if (fit[i] == train && column1[i] is { } a && column2[i] is { } b) cell[(a, b)].Add(i);
             // m limits: every quadrant ≥ m, the agreeing quadrants > 2m (SAEBench's assertions).
             var limits = cell.Select(kv => (kv.Key, Limit: kv.Key.Item1 == kv.Key.Item2 ? (kv.Value.Count - 1) / 2 : kv.Value.Count)).ToList();
-            var (worst, limit) = limits.MinBy(l => l.Limit);
-            int m = Math.Min(want, limit);
+            int m = Math.Min(want, limits.Min(l => l.Limit));
+            string Name((bool, bool) q) => $"'{V(scr.Column1Vals, q.Item1)}' × '{V(scr.Column2Vals, q.Item2)}'";
+            // Each quadrant that fails SAEBench's assertion for q texts per quadrant, with its count and what it needs.
+            string Failing(int q) => string.Join(", ", cell.Where(kv => kv.Key.Item1 == kv.Key.Item2 ? kv.Value.Count <= 2 * q : kv.Value.Count < q)
+                .Select(kv => $"{Name(kv.Key)} has {kv.Value.Count}, needs {(kv.Key.Item1 == kv.Key.Item2 ? $"more than 2 × {q}" : q.ToString(CultureInfo.InvariantCulture))}"));
+            string Sizes() => "quadrant sizes " + string.Join(", ", cell.Select(kv => $"{V(scr.Column1Vals, kv.Key.Item1)} × {V(scr.Column2Vals, kv.Key.Item2)} {kv.Value.Count}"));
             if (m < scr.MinTextsPerQuadrant)
-            {
-                int count = cell[worst].Count;
-                bool agree = worst.Item1 == worst.Item2;
-                throw new SaeSharpException($"SCR: too few texts in quadrant '{V(scr.Column1Vals, worst.Item1)}' × '{V(scr.Column2Vals, worst.Item2)}' of the {half} half: " +
-                                            $"{count}, need {(agree ? $"more than 2 × {scr.MinTextsPerQuadrant}" : scr.MinTextsPerQuadrant.ToString(CultureInfo.InvariantCulture))} " +
-                                            $"({scr.MinTextsPerQuadrant} texts per quadrant; quadrant sizes " +
-                                            string.Join(", ", cell.Select(kv => $"{V(scr.Column1Vals, kv.Key.Item1)} × {V(scr.Column2Vals, kv.Key.Item2)} {kv.Value.Count}")) + "); read more texts");
-            }
+                throw new SaeSharpException($"SCR: too few texts in the {half} half: {Failing(scr.MinTextsPerQuadrant)} " +
+                                            $"({scr.MinTextsPerQuadrant} texts per quadrant, the agreeing quadrants twice that for the biased probe; {Sizes()}); read more texts");
             if (m < want)
             {
-                int count = cell[worst].Count;
-                bool agree = worst.Item1 == worst.Item2;
                 string on = $"SCR{(dataset is null ? "" : " on " + dataset)}, {V(scr.Column1Vals, true)} / {V(scr.Column1Vals, false)}";
-                string msg = $"quadrant '{V(scr.Column1Vals, worst.Item1)}' × '{V(scr.Column2Vals, worst.Item2)}' of the {half} half has {count} texts, SAEBench needs " +
-                             $"{(agree ? $"more than 2 × {want}" : want.ToString(CultureInfo.InvariantCulture))} ({want} per quadrant, a quarter of {(train ? "train_set_size" : "test_set_size")} " +
-                             $"{(train ? scr.TrainSetSize : scr.TestSetSize)}; quadrant sizes " +
-                             string.Join(", ", cell.Select(kv => $"{V(scr.Column1Vals, kv.Key.Item1)} × {V(scr.Column2Vals, kv.Key.Item2)} {kv.Value.Count}")) + ")";
+                string msg = $"in the {half} half {Failing(want)} ({want} per quadrant, a quarter of {(train ? "train_set_size" : "test_set_size")} " +
+                             $"{(train ? scr.TrainSetSize : scr.TestSetSize)}, the agreeing quadrants twice that for the biased probe; {Sizes()})";
                 if (scr.StrictSizes)
                     throw new SaeSharpException($"{on}: too few texts: {msg}; read more texts, or leave out --strict-sizes to shrink the quadrants to the data");
                 DatasetWarnings.Report($"{on}: {m} {half} texts per quadrant where SAEBench has {want}: {msg}");

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using SaeSharp.Evaluation;
 using SaeSharp.Models;
 using SaeSharp.Saes;
 using SaeSharp.Tokenizers;
@@ -72,9 +73,10 @@ public sealed record TppReport(string Hook, long Texts, IReadOnlyList<int> NValu
         return per.Count == 0 ? new Dictionary<string, double>() : per[0].Keys.ToDictionary(k => k, k => per.Average(p => p[k]));
     }
 
-    /// <summary>Writes SAEBench's <c>eval_result_metrics.tpp_metrics</c>, and per class its metrics, clean accuracy, ablated
-    /// latents and every probe's ablated accuracy, as JSON.</summary>
-    public void WriteJson(string path) => TppSuiteReport.WriteText(path, ToJson());
+    /// <summary>Writes SAEBench's TPP output of this one dataset, named <paramref name="datasetName"/>
+    /// (<see cref="TppSuiteReport.WriteJson"/>).</summary>
+    public void WriteJson(string path, string datasetName, SaeBenchRun? run = null) =>
+        new TppSuiteReport(Hook, [new TppRun(datasetName, "", this)]).WriteJson(path, run);
 
     internal JsonObject ToJson()
     {
@@ -169,23 +171,33 @@ public sealed record TppSuiteReport(string Hook, IReadOnlyList<TppRun> Runs)
         return per.Count == 0 ? new Dictionary<string, double>() : per[0].Keys.ToDictionary(k => k, k => per.Average(p => p[k]));
     }
 
-    /// <summary>Writes SAEBench's output shape: <c>eval_result_metrics.tpp_metrics</c> (the means), one
-    /// <c>eval_result_details</c> entry per dataset (<c>dataset_name</c> = <c>{dataset}_tpp_results</c> with its metrics),
-    /// <c>eval_result_unstructured</c> (dataset → class → its metrics), and each run's full report under <c>runs</c>.</summary>
-    public void WriteJson(string path)
+    /// <summary>Writes SAEBench's TPP output (<c>TppEvalOutput</c>, its JSON schema <c>eval_output_schema_tpp.json</c>):
+    /// <see cref="SaeBenchEnvelope"/> with <c>eval_type_id</c> "tpp", <c>eval_config</c> (<c>dataset_names</c>,
+    /// <c>perform_scr</c> false, <c>n_values</c>, the model, and <paramref name="run"/>'s further fields),
+    /// <c>eval_result_metrics.tpp_metrics</c> (the means), one <c>eval_result_details</c> entry per dataset
+    /// (<c>dataset_name</c> = <c>{dataset}_tpp_results</c> with its metrics), and <c>eval_result_unstructured</c> as SAEBench
+    /// writes it (dataset → class → its metrics) with SaeSharp's extras beside the datasets: <c>producer</c>, <c>hook</c>,
+    /// <c>pooling</c> and <c>runs</c> (each run's full report).</summary>
+    public void WriteJson(string path, SaeBenchRun? run = null)
     {
-        var root = new JsonObject
+        var config = new JsonObject
         {
-            ["eval_type_id"] = "tpp", ["hook"] = Hook, ["pooling"] = "mean",
-            ["eval_result_metrics"] = new JsonObject { ["tpp_metrics"] = Obj(Metrics()) },
-            ["eval_result_details"] = new JsonArray([.. Runs.Select(r =>
-            {
-                var d = new JsonObject { ["dataset_name"] = r.RunName + "_results" };
-                foreach (var (k, v) in r.Report.Metrics()) d[k] = v;
-                return (JsonNode)d;
-            })]),
-            ["eval_result_unstructured"] = new JsonObject(Runs.Select(r => KeyValuePair.Create(r.DatasetName,
-                (JsonNode?)new JsonObject(r.Report.Classes.Select((c, i) => KeyValuePair.Create(c.Class, (JsonNode?)Obj(r.Report.ClassMetrics(i)))))))),
+            ["dataset_names"] = new JsonArray([.. Runs.Select(r => (JsonNode)r.DatasetName)]),
+            ["perform_scr"] = false,
+            ["llm_dtype"] = run?.LlmDtype ?? "",
+            ["model_name"] = run?.ModelName ?? "",
+            ["n_values"] = new JsonArray([.. (Runs.Count > 0 ? Runs[0].Report.NValues : []).Select(n => (JsonNode)n)]),
+        };
+        var details = new JsonArray([.. Runs.Select(r =>
+        {
+            var d = new JsonObject { ["dataset_name"] = r.RunName + "_results" };
+            foreach (var (k, v) in r.Report.Metrics()) d[k] = SaeBenchEnvelope.Metric(v);
+            return (JsonNode)d;
+        })]);
+        var unstructured = new JsonObject(Runs.Select(r => KeyValuePair.Create(r.DatasetName,
+            (JsonNode?)new JsonObject(r.Report.Classes.Select((c, i) => KeyValuePair.Create(c.Class, (JsonNode?)SaeBenchEnvelope.Metrics(r.Report.ClassMetrics(i))))))))
+        {
+            ["producer"] = SaeBenchEnvelope.Producer, ["hook"] = Hook, ["pooling"] = "mean",
             ["runs"] = new JsonArray([.. Runs.Select(r =>
             {
                 var one = r.Report.ToJson();
@@ -195,17 +207,11 @@ public sealed record TppSuiteReport(string Hook, IReadOnlyList<TppRun> Runs)
                 return (JsonNode)one;
             })]),
         };
-        WriteText(path, root);
+        SaeBenchEnvelope.WriteFile(path, "tpp", config, run, new JsonObject { ["tpp_metrics"] = SaeBenchEnvelope.Metrics(Metrics()) }, details, unstructured);
     }
 
     internal static JsonObject Obj(IReadOnlyDictionary<string, double> d) => new(d.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value)));
 
-    internal static void WriteText(string path, JsonObject root)
-    {
-        var dir = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path));
-        if (dir is not null) Directory.CreateDirectory(dir);
-        IO.AtomicFile.WriteAllText(path, root.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
-    }
 }
 
 /// <summary>

@@ -9,9 +9,11 @@ using static TorchSharp.torch;
 namespace SaeSharp.Evaluation;
 
 /// <summary>
-/// SAEBench's <c>CoreEvalConfig</c> (<c>sae_bench/evals/core/eval_config.py</c>) fields that decide its core eval's numbers,
+/// SAEBench's <c>CoreEvalConfig</c> (<c>sae_bench/evals/core/eval_config.py</c>), every field: those that decide its core eval's numbers,
 /// with the defaults of its script (<c>sae_bench/evals/core/main.py</c>): 16 windows per batch, 10 batches for CE/KL, then
-/// 1 batch for everything else, 128-token windows, the SAE spliced at special tokens too.
+/// 1 batch for everything else, 128-token windows, the SAE spliced at special tokens too. The fields that name the run
+/// (<c>model_name</c>, <c>llm_dtype</c>, <c>dataset</c>) are checked against it (<see cref="CheckRun"/>); the
+/// <c>compute_*</c> switches SaeSharp cannot turn off must be true; <c>verbose</c> is free.
 /// </summary>
 public sealed record SaeBenchCoreConfig
 {
@@ -30,6 +32,46 @@ public sealed record SaeBenchCoreConfig
     [JsonPropertyName("compute_featurewise_density_statistics")] public bool ComputeFeaturewiseDensityStatistics { get; init; } = true;
     /// <summary><c>compute_featurewise_weight_based_metrics</c>: encoder norms and biases, cosines, max cosines.</summary>
     [JsonPropertyName("compute_featurewise_weight_based_metrics")] public bool ComputeFeaturewiseWeightBasedMetrics { get; init; } = true;
+
+    /// <summary><c>model_name</c>: accepted when it names the model the run uses (the SAE's <c>model_name</c>, else the
+    /// model folder's name); null: not given.</summary>
+    [JsonPropertyName("model_name")] public string? ModelName { get; init; }
+    /// <summary><c>llm_dtype</c>: accepted when it is the dtype the model runs in (<c>--dtype</c>, else the SAE's); null: not given.</summary>
+    [JsonPropertyName("llm_dtype")] public string? LlmDtype { get; init; }
+    /// <summary><c>dataset</c>: accepted when it is the <c>--dataset</c> given (an <c>hf:</c> prefix aside); null: not given.</summary>
+    [JsonPropertyName("dataset")] public string? Dataset { get; init; }
+    /// <summary><c>compute_kl</c>: SaeSharp always computes the KL metrics; false is refused.</summary>
+    [JsonPropertyName("compute_kl")] public bool ComputeKl { get; init; } = true;
+    /// <summary><c>compute_ce_loss</c>: always computed; false is refused.</summary>
+    [JsonPropertyName("compute_ce_loss")] public bool ComputeCeLoss { get; init; } = true;
+    /// <summary><c>compute_l2_norms</c>: always computed; false is refused.</summary>
+    [JsonPropertyName("compute_l2_norms")] public bool ComputeL2Norms { get; init; } = true;
+    /// <summary><c>compute_sparsity_metrics</c>: always computed; false is refused.</summary>
+    [JsonPropertyName("compute_sparsity_metrics")] public bool ComputeSparsityMetrics { get; init; } = true;
+    /// <summary><c>compute_variance_metrics</c>: always computed; false is refused.</summary>
+    [JsonPropertyName("compute_variance_metrics")] public bool ComputeVarianceMetrics { get; init; } = true;
+    /// <summary><c>verbose</c>: SAEBench's extra printing; changes no number, accepted either way and written back.</summary>
+    [JsonPropertyName("verbose")] public bool Verbose { get; init; }
+
+    /// <summary>Every field name <see cref="Parse"/> accepts: all of SAEBench's <c>CoreEvalConfig</c>.</summary>
+    public static IReadOnlyList<string> FieldNames { get; } = [.. typeof(SaeBenchCoreConfig).GetProperties()
+        .Select(p => p.GetCustomAttributes(typeof(JsonPropertyNameAttribute), false).OfType<JsonPropertyNameAttribute>().FirstOrDefault()?.Name)
+        .OfType<string>()];
+
+    /// <summary>Throws when <see cref="ModelName"/>, <see cref="LlmDtype"/> or <see cref="Dataset"/> is given and differs
+    /// from what the run uses (<paramref name="modelName"/>, <paramref name="llmDtype"/>, <paramref name="dataset"/>),
+    /// naming the field, both values and how to make them agree.</summary>
+    public void CheckRun(string modelName, string llmDtype, string dataset)
+    {
+        ArgumentNullException.ThrowIfNull(dataset);
+        if (ModelName is { } m && m != modelName)
+            throw new SaeSharpException($"--saebench-config: model_name '{m}', but the SAE is evaluated on '{modelName}'; give that model, or remove model_name");
+        if (LlmDtype is { } d && !string.Equals(d, llmDtype, StringComparison.OrdinalIgnoreCase))
+            throw new SaeSharpException($"--saebench-config: llm_dtype '{d}', but the model runs in {llmDtype}; give --dtype {d}, or remove llm_dtype");
+        static string Bare(string p) => p.StartsWith("hf:", StringComparison.Ordinal) ? p[3..] : p;
+        if (Dataset is { } ds && Bare(ds) != Bare(dataset))
+            throw new SaeSharpException($"--saebench-config: dataset '{ds}', but --dataset is '{dataset}'; give --dataset {(ds.Contains('/', StringComparison.Ordinal) && !File.Exists(ds) && !Directory.Exists(ds) ? "hf:" + ds : ds)}, or remove dataset");
+    }
 
     private static readonly JsonSerializerOptions Strict = new() { UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow };
 
@@ -52,10 +94,11 @@ public sealed record SaeBenchCoreConfig
         }
         catch (JsonException e)
         {
-            throw new SaeSharpException($"--saebench-config: {e.Message} (fields: batch_size_prompts, n_eval_reconstruction_batches, " +
-                "n_eval_sparsity_variance_batches, context_size, exclude_special_tokens_from_reconstruction, compute_featurewise_density_statistics, " +
-                "compute_featurewise_weight_based_metrics)");
+            throw new SaeSharpException($"--saebench-config: {e.Message} (fields: {string.Join(", ", FieldNames)})");
         }
+        foreach (var (name, on) in new[] { ("compute_kl", c.ComputeKl), ("compute_ce_loss", c.ComputeCeLoss), ("compute_l2_norms", c.ComputeL2Norms),
+                     ("compute_sparsity_metrics", c.ComputeSparsityMetrics), ("compute_variance_metrics", c.ComputeVarianceMetrics) })
+            if (!on) throw new SaeSharpException($"--saebench-config: {name} false: SaeSharp always computes these metrics and writes them; set it true or remove it");
         foreach (var (name, v) in new[] { ("batch_size_prompts", c.BatchSizePrompts), ("n_eval_reconstruction_batches", c.NEvalReconstructionBatches),
                      ("n_eval_sparsity_variance_batches", c.NEvalSparsityVarianceBatches), ("context_size", c.ContextSize) })
             if (v <= 0) throw new SaeSharpException($"--saebench-config: {name} must be positive, got {v}");

@@ -33,26 +33,15 @@ public sealed record SaeBenchMiscMetrics(double FreqOver1Percent, double FreqOve
 }
 
 /// <summary>
-/// What SAEBench's core output records about a run besides the metrics: its <c>eval_config</c> fields that
-/// <see cref="DownstreamMetrics"/> does not carry, and the file's identifiers.
+/// What SAEBench's core output records about a run besides the metrics: <see cref="SaeBenchRun"/> and the dataset
+/// (<c>eval_config.dataset</c>).
 /// </summary>
-public sealed record SaeBenchCoreRun
+public sealed record SaeBenchCoreRun : SaeBenchRun
 {
-    /// <summary><c>eval_config.model_name</c>.</summary>
-    public required string ModelName { get; init; }
+    /// <summary><c>eval_config.model_name</c> (required for the core output).</summary>
+    public required new string ModelName { get => base.ModelName; init => base.ModelName = value; }
     /// <summary><c>eval_config.dataset</c>: the dataset as given.</summary>
     public required string Dataset { get; init; }
-    /// <summary><c>eval_config.llm_dtype</c> ("float32", "bfloat16", ...).</summary>
-    public string LlmDtype { get; init; } = "float32";
-    /// <summary><c>sae_lens_release_id</c>: the SAELens release, or for an SAE of one's own its path (SAEBench's
-    /// "unique id" of a custom SAE).</summary>
-    public string? SaeLensReleaseId { get; init; }
-    /// <summary><c>sae_lens_id</c>: the SAE id within the release, or "custom_sae" (SAEBench's value for an SAE object).</summary>
-    public string? SaeLensId { get; init; }
-    /// <summary><c>eval_id</c> (SAEBench: a UUID per run of its script).</summary>
-    public string EvalId { get; init; } = Guid.NewGuid().ToString();
-    /// <summary><c>datetime_epoch_millis</c>.</summary>
-    public long DatetimeEpochMillis { get; init; } = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
 }
 
 /// <summary>
@@ -68,7 +57,7 @@ public static class SaeBenchCoreOutput
     public const string EvalTypeId = "core";
 
     /// <summary>The SAEBench commit whose core eval this output follows (written as <c>sae_bench_commit_hash</c>).</summary>
-    public const string SaeBenchCommit = "8042bb3";
+    public const string SaeBenchCommit = SaeBenchEnvelope.SaeBenchCommit;
 
     /// <summary>SAEBench's results file name for an SAE: <c>{release}_{id}_eval_results.json</c>, '/' replaced by '_'
     /// (<c>get_results_filepath</c>).</summary>
@@ -83,10 +72,7 @@ public static class SaeBenchCoreOutput
         ArgumentNullException.ThrowIfNull(run);
         var (m, features, cfg, c) = (result.Metrics, result.Features, result.Cfg, result.Config);
 
-        writer.WriteStartObject();
-        writer.WriteString("eval_type_id", EvalTypeId);
-        writer.WritePropertyName("eval_config");
-        new JsonObject
+        var config = new JsonObject
         {
             ["model_name"] = run.ModelName,
             ["llm_dtype"] = run.LlmDtype,
@@ -103,11 +89,23 @@ public static class SaeBenchCoreOutput
             ["compute_featurewise_density_statistics"] = c.ComputeFeaturewiseDensityStatistics,
             ["compute_featurewise_weight_based_metrics"] = c.ComputeFeaturewiseWeightBasedMetrics,
             ["exclude_special_tokens_from_reconstruction"] = c.ExcludeSpecialTokensFromReconstruction,
-            ["verbose"] = false,
-        }.WriteTo(writer);
-        writer.WriteString("eval_id", run.EvalId);
-        writer.WriteNumber("datetime_epoch_millis", run.DatetimeEpochMillis);
+            ["verbose"] = c.Verbose,
+        };
+        var unstructured = new JsonObject
+        {
+            ["producer"] = SaeBenchEnvelope.Producer,
+            // The positions the means are over (token_stats' nominal counts less the ignored tokens' positions).
+            ["counted_tokens_eval_reconstruction"] = m.ReconstructionPositions,
+            ["counted_tokens_eval_sparsity_variance"] = m.SparsityVariancePositions,
+            ["ignore_tokens"] = new JsonArray([.. result.IgnoreTokens.Select(t => JsonValue.Create(t))]),
+            ["folded_W_dec_norm"] = result.FoldedDecoderNorms,
+        };
+        SaeBenchEnvelope.Write(writer, EvalTypeId, config, run, writer => WriteResults(writer, result), unstructured, run.SaeCfgDict ?? JsonNode.Parse(cfg.ToJson()));
+    }
 
+    private static void WriteResults(Utf8JsonWriter writer, SaeBenchCoreResult result)
+    {
+        var (m, features, c) = (result.Metrics, result.Features, result.Config);
         var misc = SaeBenchMiscMetrics.From(features);
         writer.WritePropertyName("eval_result_metrics");
         new JsonObject
@@ -167,7 +165,7 @@ public static class SaeBenchCoreOutput
             Detail(writer, "feature_density", features.FeatureDensity, i);
             Detail(writer, "consistent_activation_heuristic", features.ConsistentActivationHeuristic, i);
             // b_enc; a gated SAE's b_mag; 0 for an SAE with neither, as SAEBench writes.
-            writer.WriteNumber("encoder_bias", (features.EncoderBias ?? features.MagnitudeBias) is { } b ? Round(b[i]) : 0);
+            SaeBenchEnvelope.WriteMetric(writer, "encoder_bias", (features.EncoderBias ?? features.MagnitudeBias) is { } b ? Round(b[i]) : 0);
             Detail(writer, "encoder_norm", features.EncoderNorm, i);
             Detail(writer, "encoder_decoder_cosine_sim", features.EncoderDecoderCosineSim, i);
             Detail(writer, "max_decoder_cosine_sim", features.MaxDecoderCosineSim, i);
@@ -175,30 +173,9 @@ public static class SaeBenchCoreOutput
             writer.WriteEndObject();
         }
         writer.WriteEndArray();
-
-        writer.WriteString("sae_bench_commit_hash", SaeBenchCommit);
-        WriteStringOrNull(writer, "sae_lens_id", run.SaeLensId);
-        WriteStringOrNull(writer, "sae_lens_release_id", run.SaeLensReleaseId);
-        writer.WriteNull("sae_lens_version");
-        writer.WritePropertyName("sae_cfg_dict");
-        JsonNode.Parse(cfg.ToJson())!.WriteTo(writer);
-        writer.WritePropertyName("eval_result_unstructured");
-        new JsonObject
-        {
-            ["producer"] = "SaeSharp " + typeof(SaeBenchCoreOutput).Assembly.GetName().Version,
-            // The positions the means are over (token_stats' nominal counts less the ignored tokens' positions).
-            ["counted_tokens_eval_reconstruction"] = m.ReconstructionPositions,
-            ["counted_tokens_eval_sparsity_variance"] = m.SparsityVariancePositions,
-            ["ignore_tokens"] = new JsonArray([.. result.IgnoreTokens.Select(t => JsonValue.Create(t))]),
-            ["folded_W_dec_norm"] = result.FoldedDecoderNorms,
-        }.WriteTo(writer);
-        writer.WriteEndObject();
     }
 
-    /// <summary>A metric value as SAEBench writes it: NaN (and, since JSON has no infinities, ±∞) as −1.</summary>
-    internal static double Finite(double v) => double.IsFinite(v) ? v : -1;
-
-    private static JsonValue Num(double v) => JsonValue.Create(Finite(v));
+    private static JsonNode Num(double v) => SaeBenchEnvelope.Metric(v);
 
     /// <summary>SAEBench's <c>round(v, DEFAULT_FLOAT_PRECISION)</c> (10 decimals), NaN as −1.</summary>
     private static double Round(double v) => double.IsFinite(v) ? Math.Round(v, 10, MidpointRounding.ToEven) : -1;
@@ -206,11 +183,5 @@ public static class SaeBenchCoreOutput
     /// <summary>Feature <paramref name="i"/> of <paramref name="list"/> rounded, or −1 when SaeSharp has no such list
     /// (a transcoder's cosine, which SAEBench's own code cannot compute either).</summary>
     private static void Detail(Utf8JsonWriter writer, string key, IReadOnlyList<double>? list, int i) =>
-        writer.WriteNumber(key, list is null ? -1 : Round(list[i]));
-
-    private static void WriteStringOrNull(Utf8JsonWriter writer, string key, string? value)
-    {
-        if (value is null) writer.WriteNull(key);
-        else writer.WriteString(key, value);
-    }
+        SaeBenchEnvelope.WriteMetric(writer, key, list is null ? -1 : Round(list[i]));
 }

@@ -2,6 +2,7 @@ using TorchSharp;
 using SaeSharp.Saes;
 using SaeSharp.Analysis;
 using SaeSharp.Data;
+using SaeSharp.Evaluation;
 using SaeSharp.Tokenizers;
 
 namespace SaeSharp.Pipelines;
@@ -207,7 +208,7 @@ public static class AnalysisPipeline
     /// absorption when <paramref name="absorption"/> is given), or, with <paramref name="text"/>, <see cref="TextProbing.Run"/>
     /// on mean-pooled texts.</summary>
     public static SparseProbingReport Probe(string saePath, string modelFolder, string datasetPath, LabelScoringOptions harvest,
-        SparseProbingOptions options, AbsorptionOptions? absorption = null, TextProbingOptions? text = null)
+        SparseProbingOptions options, AbsorptionOptions? absorption = null, TextProbingOptions? text = null, Action<SaeBenchRun>? loaded = null)
     {
         if (text is not null && absorption is not null)
             throw new SaeSharpException("feature absorption is measured on token labels; it cannot be combined with mean pooling");
@@ -215,6 +216,7 @@ public static class AnalysisPipeline
         using (sae)
         using (pm)
         {
+            loaded?.Invoke(SaeBenchRunOf(sae.Cfg, saePath, modelFolder));
             var tokenizer = Tokenizer.FromFolder(harvest.TokenizerPath ?? modelFolder);
             return text is null
                 ? SparseProbing.Run(sae, pm.Model, pm.Hooks, tokenizer, datasetPath, harvest, options, absorption)
@@ -231,12 +233,15 @@ public static class AnalysisPipeline
     /// <summary><c>sae probe --pooling mean --tpp</c> over several datasets: loads the SAE and its model, then
     /// <see cref="TargetedProbePerturbation.RunSuite"/>.</summary>
     public static TppSuiteReport TppSuite(string saePath, string modelFolder, IReadOnlyList<TppDataset> datasets, TextProbingOptions text,
-        SparseProbingOptions options, TppOptions tpp, string? tokenizerPath = null)
+        SparseProbingOptions options, TppOptions tpp, string? tokenizerPath = null, Action<SaeBenchRun>? loaded = null)
     {
         var (sae, pm) = ModelForSae.LoadWithSae(saePath, modelFolder);
         using (sae)
         using (pm)
+        {
+            loaded?.Invoke(SaeBenchRunOf(sae.Cfg, saePath, modelFolder));
             return TargetedProbePerturbation.RunSuite(sae, pm.Model, pm.Hooks, Tokenizer.FromFolder(tokenizerPath ?? modelFolder), datasets, text, options, tpp);
+        }
     }
 
     /// <summary><c>sae probe --pooling mean --scr</c>: loads the SAE and its model, then <see cref="SpuriousCorrelationRemoval.Run"/>
@@ -251,12 +256,33 @@ public static class AnalysisPipeline
 
     /// <summary><c>sae probe --pooling mean --scr</c> over several datasets and value pairs: loads the SAE and its model, then
     /// <see cref="SpuriousCorrelationRemoval.RunSuite"/>.</summary>
-    public static ScrSuiteReport ScrSuite(string saePath, string modelFolder, IReadOnlyList<ScrDataset> datasets, TextProbingOptions text, string? tokenizerPath = null)
+    public static ScrSuiteReport ScrSuite(string saePath, string modelFolder, IReadOnlyList<ScrDataset> datasets, TextProbingOptions text, string? tokenizerPath = null,
+        Action<SaeBenchRun>? loaded = null)
     {
         var (sae, pm) = ModelForSae.LoadWithSae(saePath, modelFolder);
         using (sae)
         using (pm)
+        {
+            loaded?.Invoke(SaeBenchRunOf(sae.Cfg, saePath, modelFolder));
             return SpuriousCorrelationRemoval.RunSuite(sae, pm.Model, pm.Hooks, Tokenizer.FromFolder(tokenizerPath ?? modelFolder), datasets, text);
+        }
+    }
+
+    /// <summary>What SAEBench's outputs record of a run of the SAE at <paramref name="saePath"/> (config <paramref name="cfg"/>)
+    /// on the model at <paramref name="modelFolder"/> in the dtype the SAE records: the model's name, the dtype, the SAELens
+    /// release and id of a release's SAE (else the path and "custom_sae", as SAEBench names an SAE of one's own) and the
+    /// SAE's cfg.json.</summary>
+    public static SaeBenchRun SaeBenchRunOf(SaeConfig cfg, string saePath, string modelFolder)
+    {
+        ArgumentNullException.ThrowIfNull(cfg);
+        var (release, id) = ModelPipeline.SaeBenchIds(saePath);
+        return new SaeBenchRun
+        {
+            ModelName = ModelPipeline.SaeBenchModelName(cfg, modelFolder),
+            LlmDtype = Interop.SaeLensFormat.DtypeName(ModelForSae.RecordedDtype(cfg)),
+            SaeLensReleaseId = release, SaeLensId = id,
+            SaeCfgDict = System.Text.Json.Nodes.JsonNode.Parse(cfg.ToJson())!.AsObject(),
+        };
     }
 
     /// <summary><paramref name="options"/> completed for one pass of the model over <paramref name="data"/>'s windows of

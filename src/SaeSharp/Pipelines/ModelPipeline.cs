@@ -341,6 +341,26 @@ public static class ModelPipeline
         }
     }
 
+    /// <summary>SAEBench's <c>model_name</c> of a run of the SAE with config <paramref name="cfg"/> on the model at
+    /// <paramref name="modelPath"/>: the SAE's <c>model_name</c>, else the model folder's name.</summary>
+    public static string SaeBenchModelName(SaeConfig cfg, string modelPath)
+    {
+        ArgumentNullException.ThrowIfNull(cfg);
+        return cfg.Metadata.ModelName ?? Path.GetFileName(Path.TrimEndingDirectorySeparator(modelPath));
+    }
+
+    /// <summary>SAEBench's <c>sae_lens_release_id</c> and <c>sae_lens_id</c> of the SAE given as <paramref name="spec"/>: a
+    /// SAELens release's names, else the path and "custom_sae" (SAEBench's names of an SAE of one's own).</summary>
+    public static (string Release, string Id) SaeBenchIds(string spec) =>
+        SaeReleases.Lookup(spec) is { } found ? (found.Release.Release, found.Sae.Id) : (spec, "custom_sae");
+
+    /// <summary>SAEBench's <c>llm_dtype</c> of such a run: <see cref="ModelDataOptions.ModelDtype"/>, else the dtype the SAE records.</summary>
+    public static string SaeBenchLlmDtype(SaeConfig cfg, ModelDataOptions data)
+    {
+        ArgumentNullException.ThrowIfNull(data);
+        return Interop.SaeLensFormat.DtypeName(data.ModelDtype ?? ModelForSae.RecordedDtype(cfg));
+    }
+
     /// <summary>
     /// <c>sae eval --model ... --saebench-json</c>: each SAE by SAEBench's core procedure (<see cref="SaeBenchCoreEvaluator"/>)
     /// on windows of <paramref name="config"/>'s context size made as SAELens's <c>ActivationsStore.from_sae</c> makes them
@@ -363,6 +383,7 @@ public static class ModelPipeline
         try
         {
             foreach (var p in saePaths) saes.Add(SaeLoader.Load(p, saeOptions));
+            foreach (var s in saes) config.CheckRun(SaeBenchModelName(s.Cfg, data.ModelPath), SaeBenchLlmDtype(s.Cfg, data), data.DatasetPath);
             var tokenizer = Tokenizer.FromFolder(data.TokenizerPath ?? data.ModelPath);
             var ignore = new[] { tokenizer.BosTokenId, tokenizer.EosTokenId, tokenizer.PadTokenId }.OfType<int>().Select(i => (long)i).Distinct().ToArray();
             using var pm = ModelForSae.Load(data.ModelPath, ModelForSae.SharedOptions(saes.Select(s => s.Cfg)), data.ModelDtype ?? ModelForSae.SharedDtype(saes, saePaths));

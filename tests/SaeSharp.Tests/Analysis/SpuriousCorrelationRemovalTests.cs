@@ -133,9 +133,34 @@ public class SpuriousCorrelationRemovalTests
         // SAEBench's full quarter: NN needs more than 2m, so with the minimum at 2 the training half's 5 NN allow m = 2 but
         // the test half's 3 PP allow only 1.
         var e = Assert.Throws<SaeSharpException>(() => SpuriousCorrelationRemoval.BuildSets(c1, c2, fit, new ScrOptions { TrainSetSize = 8, TestSetSize = 4, MinTextsPerQuadrant = 2 }));
-        Assert.Contains("too few texts in quadrant", e.Message);
-        Assert.Contains("of the test half", e.Message);
+        Assert.Contains("too few texts in the test half: 'professor' × 'male' has 3, needs more than 2 × 2, 'professor' × 'female' has 1, needs 2, " +
+                        "'nurse' × 'male' has 1, needs 2, 'nurse' × 'female' has 3, needs more than 2 × 2 (", e.Message);
         Assert.Contains("professor × male 3", e.Message);
+    }
+
+    [Fact]
+    public void A_size_error_names_every_failing_quadrant_with_its_count_and_no_other()
+    {
+        // Training half (a walk's corpus): P×S 60, P×¬S 17, ¬P×S 25, ¬P×¬S 28. SAEBench asserts each quadrant ≥ m and each
+        // agreeing one > 2m; at the minimum m = 20 two fail: ¬P×¬S (28 ≤ 40) and P×¬S (17 < 20); ¬P×S (25) and P×S (60) pass.
+        var c1 = new List<bool?>();
+        var c2 = new List<bool?>();
+        var fit = new List<bool>();
+        foreach (var (a, b, n) in new[] { (true, true, 60), (true, false, 17), (false, true, 25), (false, false, 28) })
+            for (int i = 0; i < n + 50; i++)
+            {
+                c1.Add(a);
+                c2.Add(b);
+                fit.Add(i < n);
+            }
+        var e = Assert.Throws<SaeSharpException>(() => SpuriousCorrelationRemoval.BuildSets(c1, c2, fit,
+            new ScrOptions { Column1Vals = ["tense:past"], Column2Vals = ["ctx:in_question"], TestSetSize = 80 }));
+        Assert.Contains("too few texts in the training half: 'tense:past' × 'not ctx:in_question' has 17, needs 20, " +
+                        "'not tense:past' × 'not ctx:in_question' has 28, needs more than 2 × 20 (", e.Message);
+        Assert.DoesNotContain("has 25", e.Message);
+        Assert.DoesNotContain("has 60", e.Message);
+        Assert.Contains("quadrant sizes tense:past × ctx:in_question 60, tense:past × not ctx:in_question 17, " +
+                        "not tense:past × ctx:in_question 25, not tense:past × not ctx:in_question 28", e.Message);
     }
 
     [Fact]
@@ -181,7 +206,8 @@ public class SpuriousCorrelationRemovalTests
             // 400 rows, 320 train: about 27 per quadrant of profession × gender, so the agreeing quadrants cannot give 2 × 20.
             var fit = TextProbing.PositionSplit(texts.Count, 4000, 1000);
             e = Assert.Throws<SaeSharpException>(() => SpuriousCorrelationRemoval.BuildSets(a, b, fit, new ScrOptions()));
-            Assert.Contains("too few texts in quadrant", e.Message);
+            Assert.Contains("too few texts in the ", e.Message);
+            Assert.Contains("needs more than 2 × 20", e.Message);
             Assert.Contains("read more texts", e.Message);
         }
         finally

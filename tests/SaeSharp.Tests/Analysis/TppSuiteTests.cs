@@ -95,7 +95,7 @@ public sealed class TppSuiteTests : FakeHubTestBase
         Assert.Equal(classes, root["eval_result_unstructured"]!["one"]!.AsObject().Select(kv => kv.Key));
         Assert.Equal(single1.ClassMetrics(classes.IndexOf("b"))["tpp_threshold_1_total_metric"],
             root["eval_result_unstructured"]!["one"]!["b"]!["tpp_threshold_1_total_metric"]!.GetValue<double>(), 12);
-        Assert.Equal(classes, root["runs"]![0]!["eval_result_details"]!.AsArray().Select(c => c!["class"]!.GetValue<string>()));
+        Assert.Equal(classes, root["eval_result_unstructured"]!["runs"]![0]!["eval_result_details"]!.AsArray().Select(c => c!["class"]!.GetValue<string>()));
     }
 
     [Fact]
@@ -148,10 +148,11 @@ public sealed class TppSuiteTests : FakeHubTestBase
         Assert.Equal((14, 5), (train.PerQuadrant, test.PerQuadrant));
         var w = Assert.Single(warnings);
         Assert.Contains("SCR on toy, a / b: 14 training texts per quadrant where SAEBench has 40", w);
-        Assert.Contains("quadrant 'a' × 'm' of the training half has 30 texts, SAEBench needs more than 2 × 40", w);
+        // Each quadrant SAEBench's assertions fail at m = 40 (agreeing > 80, others ≥ 40), b × m (40) not among them.
+        Assert.Contains("in the training half 'a' × 'm' has 30, needs more than 2 × 40, 'a' × 'f' has 25, needs 40, 'b' × 'f' has 70, needs more than 2 × 40 (", w);
         Assert.Contains("a × m 30, a × f 25, b × m 40, b × f 70", w);
         var e = Assert.Throws<SaeSharpException>(() => SpuriousCorrelationRemoval.BuildSets(c1, c2, fit, o with { StrictSizes = true }, "toy"));
-        Assert.Contains("too few texts: quadrant 'a' × 'm' of the training half has 30 texts, SAEBench needs more than 2 × 40", e.Message);
+        Assert.Contains("too few texts: in the training half 'a' × 'm' has 30, needs more than 2 × 40, 'a' × 'f' has 25", e.Message);
         // Enough texts: no warning, no error, strict or not.
         Assert.Empty(Warnings(() => SpuriousCorrelationRemoval.BuildSets(c1, c2, fit, o with { TrainSetSize = 40, StrictSizes = true })));
     }

@@ -309,6 +309,10 @@ public class CliInputErrorTests : IDisposable
         Assert.Contains("replace cfg.json of --sae", Refused("--json", "inspect", "--sae", saeCopy, "--model", _fx.ModelDir, "--prompt", "a b", "--json", cfg));
         Assert.Contains("the same file as --json", Refused("--html", "inspect", "--sae", saeCopy, "--model", _fx.ModelDir, "--prompt", "a b", "--json", P("a.json"), "--html", P("a.json")));
         Assert.Contains("replace cfg.json of --sae", Refused("--json", "score-labels", "--sae", saeCopy, "--model", _fx.ModelDir, "--dataset", _fx.DataPath, "--json", cfg));
+        // sae probe: --json onto the SAE's cfg.json (it wrote over it before) or onto its --dataset.
+        Assert.Contains("replace cfg.json of --sae", Refused("--json", "probe", "--sae", saeCopy, "--model", _fx.ModelDir, "--dataset", _fx.DataPath, "--json", cfg));
+        Assert.Contains("replace --dataset", Refused("--json", "probe", "--sae", saeCopy, "--model", _fx.ModelDir, "--dataset", _fx.DataPath, "--json", _fx.DataPath));
+        Assert.Contains("is a folder", Refused("--json", "probe", "--sae", saeCopy, "--model", _fx.ModelDir, "--dataset", _fx.DataPath, "--json", folder));
         // sae eval: --saebench-json onto a folder, --json under a file: refused before the evaluation, not after it.
         string[] eval = ["eval", "--sae", _fx.SaeDir, "--model", _fx.ModelDir, "--dataset", _fx.DataPath];
         Assert.Contains("is a folder", Refused("--saebench-json", [.. eval, "--saebench-json", folder]));

@@ -77,6 +77,21 @@ public sealed class SaeBenchJsonCommandTests : IDisposable
             Assert.Null(plain[s]!["feature_metrics"]!["max_decoder_cosine_sim"]);
             Assert.Equal(64, plain[s]!["token_stats"]!["total_tokens_eval_reconstruction"]!.GetValue<long>());
         }
+
+        // The eval_config of that output pasted whole as --saebench-config: accepted, and the same settings written.
+        string evalConfig = files[0]["eval_config"]!.ToJsonString();
+        (exit, output, err) = CliRunner.Run("eval", "--sae", a.SaeDir, "--model", a.ModelDir, "--dataset", a.DataPath,
+            "--tokens", "64", "--saebench-json", P("again.json"), "--saebench-config", evalConfig);
+        Assert.True(exit == 0, err);
+        Assert.Equal(evalConfig, JsonNode.Parse(File.ReadAllText(P("again.json")))!["eval_config"]!.ToJsonString());
+        // A field naming another model, or a metric switched off, is refused by name before the evaluation.
+        var other = files[0]["eval_config"]!.DeepClone();
+        other["model_name"] = "not-this-model";
+        (exit, output, err) = CliRunner.Run("eval", "--sae", a.SaeDir, "--model", a.ModelDir, "--dataset", a.DataPath,
+            "--tokens", "64", "--saebench-json", P("other.json"), "--saebench-config", other.ToJsonString());
+        Assert.NotEqual(0, exit);
+        Assert.Contains("--saebench-config: model_name 'not-this-model', but the SAE is evaluated on", err + output);
+        Assert.False(File.Exists(P("other.json")));
     }
 
     [Fact]

@@ -118,6 +118,36 @@ public class SaeBenchCoreOutputTests : ModelTestBase
     /// <summary>SAEBench folds a release SAE's decoder norms before its weight-based metrics: decoder rows of norms 2 and 0.5,
     /// encoder columns of norms 3 and 4, b_enc (1, −1) → encoder_norm 3·2 = 6 and 4·0.5 = 2, encoder_bias 2 and −0.5, unit
     /// decoder rows; the written details say so, and L0 (which folding cannot change for a ReLU SAE) is the unfolded one's.</summary>
+    /// <summary>The core output validates against SAEBench's own schema (eval_output_schema_core.json), and every
+    /// float-typed value is written as a float (16.0, not 16), the token counts as integers.</summary>
+    [Fact]
+    public void Core_output_validates_against_SAEBenchs_schema_with_floats_written_as_floats()
+    {
+        using var model = Gpt2();
+        var cfg = new SaeConfig { DIn = 16, DSae = 4 };
+        cfg.Metadata.HookName = "blocks.0.hook_resid_pre";
+        using var sae = new StandardSae(cfg);
+        // b_enc large enough that every latent fires on every token: L0 = 4 exactly, an integral float.
+        using (no_grad()) sae.BEnc.fill_(100f);
+        var windows = Enumerable.Range(0, 2).Select(w => Enumerable.Range(0, 8).Select(t => (long)(1 + (5 * w + 3 * t) % 49)).ToArray()).ToList();
+        var r = SaeBenchCoreEvaluator.Evaluate(model, sae, () => windows, new SaeBenchCoreConfig { BatchSizePrompts = 2, NEvalReconstructionBatches = 1, ContextSize = 8 }, []);
+        Assert.Equal(4, r.Metrics.L0);
+        using var stream = new MemoryStream();
+        using (var writer = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true }))
+            SaeBenchCoreOutput.Write(writer, r, new SaeBenchCoreRun { ModelName = "tiny-gpt2", Dataset = "d" });
+        string text = System.Text.Encoding.UTF8.GetString(stream.ToArray());
+        Assert.Empty(SaeBenchSchemaTests.SchemaErrors("core", text));
+        Assert.Contains("\"l0\": 4.0", text);
+        using var doc = JsonDocument.Parse(text);
+        foreach (var group in doc.RootElement.GetProperty("eval_result_metrics").EnumerateObject())
+            foreach (var metric in group.Value.EnumerateObject())
+                Assert.True(group.Name == "token_stats" ? !metric.Value.GetRawText().Contains('.') : metric.Value.GetRawText().IndexOfAny(['.', 'E', 'e']) >= 0,
+                    $"{group.Name}.{metric.Name} = {metric.Value.GetRawText()}");
+        foreach (var feature in doc.RootElement.GetProperty("eval_result_details").EnumerateArray())
+            foreach (var p in feature.EnumerateObject().Where(p => p.Name != "index"))
+                Assert.True(p.Value.GetRawText().IndexOfAny(['.', 'E', 'e']) >= 0, $"{p.Name} = {p.Value.GetRawText()}");
+    }
+
     [Fact]
     public void Folded_decoder_norms_give_the_encoder_norms_and_biases_SAEBench_writes()
     {
@@ -200,6 +230,40 @@ public class SaeBenchCoreOutputTests : ModelTestBase
         Assert.Contains("batch_size", Assert.Throws<SaeSharpException>(() => SaeBenchCoreConfig.Parse("""{"batch_size": 4}""")).Message);
         Assert.Contains("n_eval_reconstruction_batches must be positive", Assert.Throws<SaeSharpException>(() => SaeBenchCoreConfig.Parse("""{"n_eval_reconstruction_batches": 0}""")).Message);
         Assert.Contains("neither a JSON object nor an existing file", Assert.Throws<SaeSharpException>(() => SaeBenchCoreConfig.Parse("/no/such/config.json")).Message);
+    }
+
+    /// <summary><c>--saebench-config</c> takes SAEBench's whole <c>CoreEvalConfig</c> (every field its schema names, as a
+    /// SAEBench output's <c>eval_config</c> holds them); a field SaeSharp cannot honour is refused by name.</summary>
+    [Fact]
+    public void Config_accepts_every_field_of_SAEBenchs_CoreEvalConfig_and_refuses_what_it_cannot_honour()
+    {
+        var schema = JsonNode.Parse(File.ReadAllText(TestPaths.Data("saebench_schemas", "eval_output_schema_core.json")))!;
+        var fields = schema["$defs"]!["CoreEvalConfig"]!["properties"]!.AsObject().Select(kv => kv.Key).ToList();
+        Assert.Equal(fields.Order(), SaeBenchCoreConfig.FieldNames.Order());
+        // An eval_config as SAEBench's core main.py writes it (its run sets every compute_* flag true).
+        string pasted = """
+            {"model_name": "gpt2", "llm_dtype": "float32", "batch_size_prompts": 4, "n_eval_reconstruction_batches": 3,
+             "n_eval_sparsity_variance_batches": 2, "dataset": "Skylion007/openwebtext", "context_size": 32, "compute_kl": true,
+             "compute_ce_loss": true, "compute_l2_norms": true, "compute_sparsity_metrics": true, "compute_variance_metrics": true,
+             "compute_featurewise_density_statistics": true, "compute_featurewise_weight_based_metrics": true,
+             "exclude_special_tokens_from_reconstruction": false, "verbose": true}
+            """;
+        var c = SaeBenchCoreConfig.Parse(pasted);
+        Assert.Equal((4, 3, 2, 32, "gpt2", "float32", "Skylion007/openwebtext", true), (c.BatchSizePrompts, c.NEvalReconstructionBatches,
+            c.NEvalSparsityVarianceBatches, c.ContextSize, c.ModelName, c.LlmDtype, c.Dataset, c.Verbose));
+        // The fields naming the run agree with it: accepted (an hf: prefix aside); otherwise refused naming both values.
+        c.CheckRun("gpt2", "float32", "hf:Skylion007/openwebtext");
+        Assert.Contains("model_name 'gpt2', but the SAE is evaluated on 'pythia-70m'",
+            Assert.Throws<SaeSharpException>(() => c.CheckRun("pythia-70m", "float32", "Skylion007/openwebtext")).Message);
+        Assert.Contains("llm_dtype 'float32', but the model runs in bfloat16; give --dtype float32",
+            Assert.Throws<SaeSharpException>(() => c.CheckRun("gpt2", "bfloat16", "Skylion007/openwebtext")).Message);
+        Assert.Contains("dataset 'Skylion007/openwebtext', but --dataset is 'corpus.txt'; give --dataset hf:Skylion007/openwebtext",
+            Assert.Throws<SaeSharpException>(() => c.CheckRun("gpt2", "float32", "corpus.txt")).Message);
+        // Not given: nothing to check.
+        SaeBenchCoreConfig.Parse("{}").CheckRun("anything", "bfloat16", "x");
+        foreach (var flag in new[] { "compute_kl", "compute_ce_loss", "compute_l2_norms", "compute_sparsity_metrics", "compute_variance_metrics" })
+            Assert.Contains($"{flag} false: SaeSharp always computes",
+                Assert.Throws<SaeSharpException>(() => SaeBenchCoreConfig.Parse($$"""{"{{flag}}": false}""")).Message);
     }
 
     /// <summary>A nested JSON array as a float32 tensor of its shape (int64 with <paramref name="int64"/>).</summary>

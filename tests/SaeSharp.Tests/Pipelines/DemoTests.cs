@@ -236,8 +236,17 @@ public class DemoTests(QuickDemoFixture fx) : IClassFixture<QuickDemoFixture>
         Assert.True(exit == 0, err + output);
         Assert.Contains("sparse probing at blocks.1.hook_resid_post", output);
         Assert.Contains("feature absorption", output);
-        var r = JsonNode.Parse(File.ReadAllText(json))!;
-        var tasks = r["eval_result_details"]!.AsArray();
+        string heldout = Path.Combine(fx.Dir, "corpus", "heldout.jsonl");
+        string text = File.ReadAllText(json);
+        // SAEBench's sparse probing output: its schema, the model and the SAE's config recorded.
+        Assert.Empty(SaeSharp.Tests.Evaluation.SaeBenchSchemaTests.SchemaErrors("sparse_probing", text));
+        var r = JsonNode.Parse(text)!;
+        Assert.Equal("sparse_probing", r["eval_type_id"]!.GetValue<string>());
+        Assert.Equal(Path.Combine(fx.Dir, "sae"), r["sae_lens_release_id"]!.GetValue<string>());
+        Assert.True(r["sae_cfg_dict"]!["d_sae"]!.GetValue<int>() > 0);
+        Assert.Equal(heldout + "_results", Assert.Single(r["eval_result_details"]!.AsArray())!["dataset_name"]!.GetValue<string>());
+        // Per label: SAEBench's per-class results, {dataset}_results → label → its accuracies.
+        var tasks = r["eval_result_unstructured"]![heldout + "_results"]!.AsObject().Select(kv => kv.Value).ToList();
         Assert.NotEmpty(tasks);
         // Each mean is the average of the tasks' values under the same key; accuracies on balanced sets lie in [0, 1]
         // and a probe on the whole activation beats chance on every label.
@@ -248,8 +257,8 @@ public class DemoTests(QuickDemoFixture fx) : IClassFixture<QuickDemoFixture>
             Assert.Equal(mean, r["eval_result_metrics"]![group]![key]!.GetValue<double>(), 12);
             Assert.All(tasks, t => Assert.InRange(t![key]!.GetValue<double>(), 0.0, 1.0));
         }
-        Assert.All(tasks, t => Assert.True(t!["llm_test_accuracy"]!.GetValue<double>() > 0.6, t!["label"]!.ToString()));
-        var labels = r["absorption"]!["eval_result_details"]!.AsArray();
+        Assert.All(tasks, t => Assert.True(t!["llm_test_accuracy"]!.GetValue<double>() > 0.6, t!.ToJsonString()));
+        var labels = r["eval_result_unstructured"]!["absorption"]!["eval_result_details"]!.AsArray();
         Assert.Contains(labels, l => l!["label"]!.GetValue<string>() == "cat:colour");
         Assert.All(labels, l => Assert.Equal(l!["num_full_absorption"]!.GetValue<int>() / (double)l["num_probe_true_positives"]!.GetValue<int>(),
                                              l["full_absorption_rate"]!.GetValue<double>(), 12));
@@ -281,10 +290,12 @@ public class DemoTests(QuickDemoFixture fx) : IClassFixture<QuickDemoFixture>
         Assert.True(exit == 0, err + output);
         Assert.Contains("600 texts (mean-pooled)", output);
         var r = JsonNode.Parse(File.ReadAllText(json))!;
-        Assert.Equal("mean", r["pooling"]!.GetValue<string>());
-        Assert.Equal(600, r["texts"]!.GetValue<int>());
-        var tasks = r["eval_result_details"]!.AsArray();
-        Assert.Equal(["ctx:in_question", "ctx:in_quote"], tasks.Select(t => t!["label"]!.GetValue<string>()));
+        Assert.Equal("mean", r["eval_result_unstructured"]!["pooling"]!.GetValue<string>());
+        Assert.Equal(600, r["eval_result_unstructured"]!["texts"]!.GetValue<int>());
+        Assert.Equal(128, r["eval_config"]!["context_length"]!.GetValue<int>());
+        var perLabel = r["eval_result_unstructured"]![corpus + "_results"]!.AsObject();
+        Assert.Equal(["ctx:in_question", "ctx:in_quote"], perLabel.Select(kv => kv.Key));
+        var tasks = perLabel.Select(kv => kv.Value).ToList();
         foreach (var key in new[] { "llm_test_accuracy", "sae_top_1_test_accuracy" })
             Assert.Equal(tasks.Average(t => t![key]!.GetValue<double>()), r["eval_result_metrics"]![key.StartsWith("llm") ? "llm" : "sae"]![key]!.GetValue<double>(), 12);
         // 480 training and 120 test documents: each task's balanced sets are at most those.
@@ -299,9 +310,9 @@ public class DemoTests(QuickDemoFixture fx) : IClassFixture<QuickDemoFixture>
             "--pooling", "mean", "--text-field", "story", "--label-field", "has_question", "--json", json);
         Assert.True(exit == 0, err + output);
         r = JsonNode.Parse(File.ReadAllText(json))!;
-        var labels = r["eval_result_details"]!.AsArray().Select(t => t!["label"]!.GetValue<string>()).Order().ToArray();
-        Assert.Equal(["0", "1"], labels);
-        Assert.All(r["eval_result_details"]!.AsArray(), t => Assert.InRange(t!["llm_test_accuracy"]!.GetValue<double>(), 0.0, 1.0));
+        var classLabels = r["eval_result_unstructured"]![classes + "_results"]!.AsObject();
+        Assert.Equal(["0", "1"], classLabels.Select(kv => kv.Key).Order().ToArray());
+        Assert.All(classLabels, t => Assert.InRange(t.Value!["llm_test_accuracy"]!.GetValue<double>(), 0.0, 1.0));
 
         var bad = CliRunner.Run([.. common, "--tokens", "100"]);
         Assert.NotEqual(0, bad.Exit);
@@ -330,7 +341,8 @@ public class DemoTests(QuickDemoFixture fx) : IClassFixture<QuickDemoFixture>
         var root = JsonNode.Parse(File.ReadAllText(json))!;
         // One dataset: SAEBench's one eval_result_details entry, {dataset}_tpp_results; the classes are in runs[0].
         Assert.EndsWith("_tpp_results", Assert.Single(root["eval_result_details"]!.AsArray())!["dataset_name"]!.GetValue<string>());
-        var r = root["runs"]![0]!;
+        Assert.Empty(SaeSharp.Tests.Evaluation.SaeBenchSchemaTests.SchemaErrors("tpp", File.ReadAllText(json)));
+        var r = root["eval_result_unstructured"]!["runs"]![0]!;
         var details = r["eval_result_details"]!.AsArray();
         Assert.Equal(["ctx:in_question", "ctx:in_quote", "tense:past"], details.Select(t => t!["class"]!.GetValue<string>()));
         var clean = details.Select(t => t!["clean_test_accuracy"]!.GetValue<double>()).ToArray();
@@ -377,7 +389,7 @@ public class DemoTests(QuickDemoFixture fx) : IClassFixture<QuickDemoFixture>
         Assert.Contains("warning: TPP on " + corpus, err);
         Assert.Contains("smaller sets than SAEBench's", err);
         var r = JsonNode.Parse(File.ReadAllText(json))!;
-        var runs = r["runs"]!.AsArray();
+        var runs = r["eval_result_unstructured"]!["runs"]!.AsArray();
         Assert.Equal([corpus + "_tpp", corpus2 + "_tpp"], runs.Select(x => x!["run_name"]!.GetValue<string>()));
         var key = "tpp_threshold_2_total_metric";
         Assert.Equal(runs.Average(x => x!["eval_result_metrics"]!["tpp_metrics"]![key]!.GetValue<double>()),
@@ -404,7 +416,8 @@ public class DemoTests(QuickDemoFixture fx) : IClassFixture<QuickDemoFixture>
         var r = JsonNode.Parse(File.ReadAllText(json))!;
         Assert.Equal("scr", r["eval_type_id"]!.GetValue<string>());
         // One pair: the suite's mean is that run's metrics; the run's own report is runs[0].
-        var run = r["runs"]!.AsArray().Single()!;
+        Assert.Empty(SaeSharp.Tests.Evaluation.SaeBenchSchemaTests.SchemaErrors("scr", File.ReadAllText(json)));
+        var run = r["eval_result_unstructured"]!["runs"]!.AsArray().Single()!;
         Assert.Equal("tense:past / not tense:past", run["column1"]!.GetValue<string>());
         Assert.Equal("ctx:in_question_tense:past / not ctx:in_question_not tense:past", run["biased"]!.GetValue<string>());
         var clean = run["llm_clean_accs"]!;
@@ -432,7 +445,7 @@ public class DemoTests(QuickDemoFixture fx) : IClassFixture<QuickDemoFixture>
         bad = CliRunner.Run([.. common, "--scr", "--classes", "tense:past", "--spurious-classes", "ctx:nowhere"]);
         Assert.Contains("no document of the first 1500 has label 'ctx:nowhere' (--spurious-classes)", bad.Err + bad.Out);
         bad = CliRunner.Run([.. common, "--scr", "--classes", "tense:past", "--spurious-classes", "ctx:in_question", "--texts", "300"]);
-        Assert.Contains("too few texts in quadrant", bad.Err + bad.Out);
+        Assert.Contains("too few texts in the ", bad.Err + bad.Out);
         bad = CliRunner.Run([.. common, "--spurious-classes", "ctx:in_question"]);
         Assert.Contains("--spurious-classes: need --scr", bad.Err + bad.Out);
         bad = CliRunner.Run([.. common, "--scr", "--tpp", "--classes", "tense:past", "--spurious-classes", "ctx:in_question"]);

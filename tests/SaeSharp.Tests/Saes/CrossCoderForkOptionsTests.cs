@@ -28,10 +28,10 @@ public sealed class CrossCoderForkOptionsTests : IDisposable
     {
         var cc = new CrossCoder(cfg);
         using var _ = no_grad();
-        cc.Encoder.Weight.copy_(Json(p["encoder.weight"]!));
-        cc.Encoder.Bias.copy_(Json(p["encoder.bias"]!));
-        cc.Decoder.Weight.copy_(Json(p["decoder.weight"]!));
-        cc.Decoder.Bias.copy_(Json(p["decoder.bias"]!));
+        cc.Encoder.Weight.copy_(CrossCoderTests.Json(p["encoder.weight"]!));
+        cc.Encoder.Bias.copy_(CrossCoderTests.Json(p["encoder.bias"]!));
+        cc.Decoder.Weight.copy_(CrossCoderTests.Json(p["decoder.weight"]!));
+        cc.Decoder.Bias.copy_(CrossCoderTests.Json(p["decoder.bias"]!));
         return cc;
     }
 
@@ -55,14 +55,14 @@ public sealed class CrossCoderForkOptionsTests : IDisposable
     {
         var r = Reference;
         var t = r["anneal_train"]!;
-        var batches = t["batches"]!.AsArray().Select(b => Json(b!)).ToList();
+        var batches = t["batches"]!.AsArray().Select(b => CrossCoderTests.Json(b!)).ToList();
         using var cc = WithParams(new CrossCoderConfig { ActivationDim = 4, DictSize = 6, NumLayers = 3, K = 2, NormalizerBuffers = true }, r["params"]!);
         // The statistics as the fork's caches compute them: per slot the mean and the Bessel-corrected std over all rows.
         using (var all = cat(batches, 0))
         {
             var (mean, std) = CrossCoderTrainer.ActivationStatistics(all);
-            AssertClose(Json(t["activation_mean"]!), mean, "activation_mean");
-            AssertClose(Json(t["activation_std"]!), std, "activation_std");
+            AssertClose(CrossCoderTests.Json(t["activation_mean"]!), mean, "activation_mean");
+            AssertClose(CrossCoderTests.Json(t["activation_std"]!), std, "activation_std");
             cc.SetActivationNormalizer(mean, std);
             mean.Dispose();
             std.Dispose();
@@ -85,9 +85,9 @@ public sealed class CrossCoderForkOptionsTests : IDisposable
             Assert.Equal(expected["loss"]!.GetValue<double>(), log.Loss, 4);
             Assert.Equal(expected["threshold"]!.GetValue<double>(), cc.Threshold!.item<float>(), 4);
             var p = expected["params"]!;
-            AssertClose(Json(p["encoder.weight"]!), cc.Encoder.Weight, $"step {s} encoder.weight", 1e-4);
-            AssertClose(Json(p["decoder.weight"]!), cc.Decoder.Weight, $"step {s} decoder.weight", 1e-4);
-            AssertClose(Json(p["decoder.bias"]!), cc.Decoder.Bias, $"step {s} decoder.bias", 1e-4);
+            AssertClose(CrossCoderTests.Json(p["encoder.weight"]!), cc.Encoder.Weight, $"step {s} encoder.weight", 1e-4);
+            AssertClose(CrossCoderTests.Json(p["decoder.weight"]!), cc.Decoder.Weight, $"step {s} decoder.weight", 1e-4);
+            AssertClose(CrossCoderTests.Json(p["decoder.bias"]!), cc.Decoder.Bias, $"step {s} decoder.bias", 1e-4);
         }
         foreach (var b in batches) b.Dispose();
     }
@@ -133,11 +133,11 @@ public sealed class CrossCoderForkOptionsTests : IDisposable
         Assert.Equal(new[] { 0, 2 }, cc.Cfg.EncoderLayers!);
         Assert.Equal(3, cc.Cfg.NumLayers);
         Assert.Equal([2L, 4, 6], cc.Encoder.Weight.shape);
-        using var x = Json(r["x"]!);
+        using var x = CrossCoderTests.Json(r["x"]!);
         using var f = cc.Encode(x);
-        AssertClose(Json(e["f"]!), f, "f");
+        AssertClose(CrossCoderTests.Json(e["f"]!), f, "f");
         using var xHat = cc.forward(x);
-        AssertClose(Json(e["x_hat"]!), xHat, "x_hat");
+        AssertClose(CrossCoderTests.Json(e["x_hat"]!), xHat, "x_hat");
         using var loss = cc.L1Loss(x, 0.1);
         Assert.Equal(e["loss"]!.GetValue<double>(), loss.Loss.item<float>(), 4);
         // Slot 1 is not read: changing it leaves the latents as they were.
@@ -191,11 +191,11 @@ public sealed class CrossCoderForkOptionsTests : IDisposable
         var e = r["num_decoder_layers"]!;
         using var cc = CrossCoderFormat.Load(TestPaths.Data("crosscoder", "cc_num_decoder_layers"));
         Assert.Equal(2, cc.Cfg.NumDecoderLayers);
-        using var x = Json(r["x"]!);
+        using var x = CrossCoderTests.Json(r["x"]!);
         using var xHat = cc.forward(x);
-        AssertClose(Json(e["x_hat"]!), xHat, "x_hat [batch, 2, d]");
+        AssertClose(CrossCoderTests.Json(e["x_hat"]!), xHat, "x_hat [batch, 2, d]");
         using var c = cc.CodeNormalizationWeights();
-        AssertClose(Json(e["c"]!), c, "c over the decoder's 2 slots");
+        AssertClose(CrossCoderTests.Json(e["c"]!), c, "c over the decoder's 2 slots");
         CrossCoderFormat.Save(cc, _dir);
         using (var back = CrossCoderFormat.Load(_dir))
         {
@@ -220,24 +220,24 @@ public sealed class CrossCoderForkOptionsTests : IDisposable
         var e = r["decoupled"]!;
         using var cc = CrossCoderFormat.Load(TestPaths.Data("crosscoder", "cc_decoupled", "ae.pt"));
         Assert.True(cc.DecoupledCodes);
-        AssertClose(Json(e["threshold"]!), cc.Threshold!, "threshold [L]");
-        using var x = Json(r["x"]!);
+        AssertClose(CrossCoderTests.Json(e["threshold"]!), cc.Threshold!, "threshold [L]");
+        using var x = CrossCoderTests.Json(r["x"]!);
         using var f = cc.Encode(x);
-        AssertClose(Json(e["f_threshold"]!), f, "f [batch, L, dict_size]");
+        AssertClose(CrossCoderTests.Json(e["f_threshold"]!), f, "f [batch, L, dict_size]");
         using var acts = cc.GetActivations(x);
-        AssertClose(Json(e["activations"]!), acts, "get_activations: Σ_l f_l·c_l");
+        AssertClose(CrossCoderTests.Json(e["activations"]!), acts, "get_activations: Σ_l f_l·c_l");
         using var xHat = cc.forward(x);
-        AssertClose(Json(e["x_hat"]!), xHat, "x_hat: each slot decodes its own codes");
+        AssertClose(CrossCoderTests.Json(e["x_hat"]!), xHat, "x_hat: each slot decodes its own codes");
         var (fTop, _, _) = cc.EncodeBatchTopK(x, 2);
         using (fTop)
         {
-            AssertClose(Json(e["f_topk"]!), fTop, "per-slot batch top-k");
+            AssertClose(CrossCoderTests.Json(e["f_topk"]!), fTop, "per-slot batch top-k");
             // k·batch entries kept per slot (all positive here or zero where ReLU gave 0).
             Assert.True(fTop.gt(0).sum([0, 2]).le(10).all().item<bool>());
         }
         // Evaluation counts a latent active where any slot kept it.
         var m = CrossCoderEvaluator.Evaluate(cc, x);
-        using (var expected = Json(e["f_threshold"]!))
+        using (var expected = CrossCoderTests.Json(e["f_threshold"]!))
             Assert.Equal(expected.amax([1]).gt(0).sum(-1).to(ScalarType.Float64).mean().item<double>(), m.L0, 9);
         // Saved and loaded again: the per-slot thresholds survive both forms.
         CrossCoderFormat.Save(cc, Path.Combine(_dir, "hub"));
@@ -266,17 +266,17 @@ public sealed class CrossCoderForkOptionsTests : IDisposable
         for (int s = 0; s < 3; s++)
         {
             var expected = t["steps"]![s]!;
-            using var x = Json(batches[s]!);
+            using var x = CrossCoderTests.Json(batches[s]!);
             var log = trainer.Step(s, x);
             Assert.Equal(expected["dead"]!.GetValue<int>(), log.DeadLatents);
             Assert.Equal(expected["auxk_loss"]!.GetValue<double>(), log.AuxkLoss, 4);
             Assert.Equal(expected["loss"]!.GetValue<double>(), log.Loss, 4);
-            AssertClose(Json(expected["threshold"]!), cc.Threshold!, $"step {s} thresholds", 1e-4);
+            AssertClose(CrossCoderTests.Json(expected["threshold"]!), cc.Threshold!, $"step {s} thresholds", 1e-4);
             var p = expected["params"]!;
-            AssertClose(Json(p["encoder.weight"]!), cc.Encoder.Weight, $"step {s} encoder.weight", 1e-4);
-            AssertClose(Json(p["encoder.bias"]!), cc.Encoder.Bias, $"step {s} encoder.bias", 1e-4);
-            AssertClose(Json(p["decoder.weight"]!), cc.Decoder.Weight, $"step {s} decoder.weight", 1e-4);
-            AssertClose(Json(p["decoder.bias"]!), cc.Decoder.Bias, $"step {s} decoder.bias", 1e-4);
+            AssertClose(CrossCoderTests.Json(p["encoder.weight"]!), cc.Encoder.Weight, $"step {s} encoder.weight", 1e-4);
+            AssertClose(CrossCoderTests.Json(p["encoder.bias"]!), cc.Encoder.Bias, $"step {s} encoder.bias", 1e-4);
+            AssertClose(CrossCoderTests.Json(p["decoder.weight"]!), cc.Decoder.Weight, $"step {s} decoder.weight", 1e-4);
+            AssertClose(CrossCoderTests.Json(p["decoder.bias"]!), cc.Decoder.Bias, $"step {s} decoder.bias", 1e-4);
         }
     }
 

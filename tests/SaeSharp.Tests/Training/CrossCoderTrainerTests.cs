@@ -16,10 +16,10 @@ public class CrossCoderTrainerTests
 {
     private static void CheckParams(CrossCoder cc, System.Text.Json.Nodes.JsonNode expected, string when)
     {
-        AssertClose(Json(expected["encoder.weight"]!), cc.Encoder.Weight, $"{when} encoder.weight", 1e-4);
-        AssertClose(Json(expected["encoder.bias"]!), cc.Encoder.Bias, $"{when} encoder.bias", 1e-4);
-        AssertClose(Json(expected["decoder.weight"]!), cc.Decoder.Weight, $"{when} decoder.weight", 1e-4);
-        AssertClose(Json(expected["decoder.bias"]!), cc.Decoder.Bias, $"{when} decoder.bias", 1e-4);
+        AssertClose(Saes.CrossCoderTests.Json(expected["encoder.weight"]!), cc.Encoder.Weight, $"{when} encoder.weight", 1e-4);
+        AssertClose(Saes.CrossCoderTests.Json(expected["encoder.bias"]!), cc.Encoder.Bias, $"{when} encoder.bias", 1e-4);
+        AssertClose(Saes.CrossCoderTests.Json(expected["decoder.weight"]!), cc.Decoder.Weight, $"{when} decoder.weight", 1e-4);
+        AssertClose(Saes.CrossCoderTests.Json(expected["decoder.bias"]!), cc.Decoder.Bias, $"{when} decoder.bias", 1e-4);
     }
 
     [Fact]
@@ -33,7 +33,7 @@ public class CrossCoderTrainerTests
         for (int s = 0; s < 3; s++)
         {
             var expected = t["steps"]![s]!;
-            using var x = Json(batches[s]!);
+            using var x = Saes.CrossCoderTests.Json(batches[s]!);
             var log = trainer.Step(s, x);
             Assert.Equal(expected["lr"]!.GetValue<double>(), log.Lr, 9);
             Assert.Equal(expected["loss"]!.GetValue<double>(), log.Loss, 4);
@@ -55,7 +55,7 @@ public class CrossCoderTrainerTests
         for (int s = 0; s < 3; s++)
         {
             var expected = t["steps"]![s]!;
-            using var x = Json(batches[s]!);
+            using var x = Saes.CrossCoderTests.Json(batches[s]!);
             var log = trainer.Step(s, x);
             Assert.Equal(expected["lr"]!.GetValue<double>(), log.Lr, 9);
             Assert.Equal(expected["dead"]!.GetValue<int>(), log.DeadLatents);
