@@ -109,12 +109,15 @@ internal static class CrossCoderCli
     internal static long DefaultNormalizerRows(int batchSize) =>
         (long)Math.Clamp(16384 / batchSize, 1, new TrainerConfig().NBatchesForNormEstimate) * batchSize;
 
-    /// <summary>The first <paramref name="rows"/> crosscoder rows [n, L, d] of the dataset (fewer if it has fewer), harvested
-    /// in order (no shuffling, one pass): the rows of metrics.json and of the normaliser's statistics of a model run.</summary>
-    internal static Tensor FirstRows(ModelDataOptions data, IReadOnlyList<string> hooks, IReadOnlyList<string>? others, long rows, int layers, int d)
+    /// <summary>The first <paramref name="rows"/> crosscoder rows [n, L, d] of the dataset after its first
+    /// <paramref name="skipContexts"/> windows (fewer rows if it has fewer), harvested in order (no shuffling, one pass): the
+    /// rows of metrics.json (the held-out windows, nothing skipped) and of the normaliser's statistics of a model run (the
+    /// training windows: the held-out ones skipped).</summary>
+    internal static Tensor FirstRows(ModelDataOptions data, IReadOnlyList<string> hooks, IReadOnlyList<string>? others, long rows, int layers, int d, int skipContexts = 0)
     {
         int positions = ModelPipeline.TrainingContextSize(data.ContextSize ?? 128, data.SeqposSlice);
-        using var source = ModelPipeline.OpenCrossCoderSource(data with { Tokens = Math.Max(positions, rows), Epochs = 1, ActivationsMixingFraction = 0 }, hooks, others);
+        using var source = ModelPipeline.OpenCrossCoderSource(data with { Tokens = Math.Max(positions, rows), Epochs = 1, ActivationsMixingFraction = 0 }, hooks, others,
+            heldOutContexts: skipContexts);
         var parts = new List<Tensor>();
         while (source.Next(4096) is { } b) parts.Add(b.Input);
         using var x = cat(parts, 0);
@@ -150,9 +153,10 @@ internal static class CrossCoderCli
             () => FirstRows(data, hooks, others, evalTokens, layers, d),
             r.ActivationNormalizer ? () =>
             {
-                // The fork takes the statistics from its caches before the first step; here from the dataset's first
-                // --normalizer-tokens tokens, harvested in order (a pass of its own: the training stream is not consumed).
-                using var x = FirstRows(data, hooks, others, r.NormalizerTokens ?? DefaultNormalizerRows(r.BatchSize), layers, d);
+                // The fork takes the statistics from its caches before the first step; here from the first
+                // --normalizer-tokens tokens training reads (after the held-out windows), harvested in order (a pass of its
+                // own: the training stream is not consumed).
+                using var x = FirstRows(data, hooks, others, r.NormalizerTokens ?? DefaultNormalizerRows(r.BatchSize), layers, d, skipContexts: heldOut);
                 return CrossCoderTrainer.ActivationStatistics(x);
             } : null, new JsonObject { ["eval_held_out"] = true, ["eval_contexts"] = heldOut, ["eval_tokens"] = evalTokens });
     }

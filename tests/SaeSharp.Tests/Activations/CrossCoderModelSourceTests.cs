@@ -331,8 +331,9 @@ public class CrossCoderModelSourceTests : ModelTestBase
         var first = SaeSharp.IO.SafeTensors.Load(Path.Combine(outDir, SaeSharp.Interop.CrossCoderFormat.WeightsFile));
         using (var scope = NewDisposeScope())
         {
-            // The first 48 tokens (3 windows of 16) through each model on its own; the mean and Bessel std in float64 by hand.
-            var windows = ModelPipeline.Windows(Tokenizer.FromFolder(b), data, 16, prependBos: true).Take(3).ToArray();
+            // The first 48 tokens training reads (3 windows of 16 after the 2 held out by --eval-rows 32) through each model
+            // on its own; the mean and Bessel std in float64 by hand.
+            var windows = ModelPipeline.Windows(Tokenizer.FromFolder(b), data, 16, prependBos: true).Skip(2).Take(3).ToArray();
             using var baseModel = ModelLoader.FromPretrained(b);
             using var chatModel = ModelLoader.FromPretrained(c);
             var rows = Expected([(baseModel, hook), (chatModel, hook)], Tokens(windows)).view(48, 2, 16).to(ScalarType.Float64);
@@ -364,6 +365,13 @@ public class CrossCoderModelSourceTests : ModelTestBase
         var second = SaeSharp.IO.SafeTensors.Load(Path.Combine(outDir, SaeSharp.Interop.CrossCoderFormat.WeightsFile));
         foreach (var (key, t) in first)
             Assert.True(t.eq(second[key]).all().item<bool>(), $"{key} differs after --resume");
+        // Another hold-out on --resume would train on windows the first part evaluated on: refused, naming both counts.
+        var otherHoldOut = args.ToArray();
+        otherHoldOut[Array.IndexOf(otherHoldOut, "--eval-rows") + 1] = "64";
+        (exit, stdout, err) = CliRunner.Run([.. otherHoldOut, "--resume"]);
+        Assert.NotEqual(0, exit);
+        Assert.Contains("skipped the first 2 context windows", err);
+        Assert.Contains("skips 4", err);
         // --normalizer-tokens needs the normaliser and a model run.
         (exit, _, err) = CliRunner.Run(["train", "--arch", "crosscoder", "--model", b, "--hooks", "blocks.0.hook_resid_post,blocks.1.hook_resid_post", "--dataset", data,
             "--normalizer-tokens", "48", "--out", Sub("cc-x")]);
