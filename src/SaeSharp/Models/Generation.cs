@@ -17,7 +17,8 @@ public sealed record GenerationOptions
     public ulong? Seed { get; init; }
     /// <summary>TransformerLens's <c>freq_penalty</c>: subtracted, times the number of times a token occurs in the row so far
     /// (its real prompt tokens and the new ones; left padding not counted), from that token's logit after the division by
-    /// <see cref="Temperature"/> (TransformerLens's order). Applied when greedy too (TransformerLens ignores it there). 0 = none.</summary>
+    /// <see cref="Temperature"/> (TransformerLens's order). Applied when greedy too (TransformerLens ignores it there). 0 = none; negative favours repeats (TransformerLens ignores a
+    /// negative value).</summary>
     public double FreqPenalty { get; init; }
     /// <summary>Hugging Face's <c>repetition_penalty</c> (<c>RepetitionPenaltyLogitsProcessor</c>): the logit of every token
     /// present in the row so far (real prompt and new tokens; left padding not counted) is divided by it when positive and

@@ -79,7 +79,7 @@ public class GenerationPenaltyTests : ModelTestBase
         using var counts = Counts(1, 4, Seen);
         using (var g = Generation.Sample(logits, new GenerationOptions { FreqPenalty = 0.6 }, null, counts)) Assert.Equal(3L, g.item<long>());
         using (var g = Generation.Sample(logits, new GenerationOptions { FreqPenalty = 0.4 }, null, counts)) Assert.Equal(0L, g.item<long>());
-        // A negative penalty (allowed, as in TransformerLens) favours repeats: (3, −1, 0.5, 2) + (2, 1, 0, 0).
+        // A negative penalty favours repeats (TransformerLens ignores one: `if freq_penalty > 0`): (3, −1, 0.5, 2) + (2, 1, 0, 0).
         AssertFrequencies(new GenerationOptions { Temperature = 1, FreqPenalty = -1 }, Softmax([5, 0, 0.5, 2]));
     }
 
