@@ -182,8 +182,11 @@ internal static class InterventionCommands
         {
             model, sae, feature, scale, prompt, maxNew, temperature, topP, seed, runs, hook, positionsOption, noBos, diffModel, slot,
         };
+        var penalties = new ModelCommands.PenaltyOptions();
+        penalties.AddTo(command);
         Cli.SetAction(command, parse =>
         {
+            penalties.Validate(parse);
             if (parse.GetValue(temperature) == 0)
                 Cli.RefuseGiven(parse, "sampling options; --temperature 0 is greedy decoding, which they do not change (give --temperature > 0 to sample)", topP, seed);
             var folder = ModelSource.Resolve(parse.GetValue(model)!);
@@ -192,7 +195,7 @@ internal static class InterventionCommands
                 Cli.RefuseGiven(parse, "for SAEs; a crosscoder steers at the hooks of its slots", hook);
                 return CrossCoderCli.Steer(parse.GetValue(sae)!, folder, parse.GetValue(diffModel) is { } dm ? ModelSource.Resolve(dm) : null, parse.GetValue(slot),
                     parse.GetValue(feature), parse.GetValue(scale), parse.GetValue(prompt)!, parse.GetValue(maxNew), parse.GetValue(runs),
-                    i => new GenerationOptions { Temperature = parse.GetValue(temperature), TopP = parse.GetValue(topP), Seed = parse.GetValue(seed) + (ulong)i },
+                    i => penalties.Apply(parse, new GenerationOptions { Temperature = parse.GetValue(temperature), TopP = parse.GetValue(topP), Seed = parse.GetValue(seed) + (ulong)i }),
                     !parse.GetValue(noBos), parse.GetValue(positionsOption));
             }
             Cli.RefuseGiven(parse, "for a crosscoder (--sae CROSSCODER)", diffModel, slot);
@@ -216,10 +219,10 @@ internal static class InterventionCommands
             var notes = new List<string>();
             for (int i = 0; i < r; i++)
             {
-                var o = new GenerationOptions
+                var o = penalties.Apply(parse, new GenerationOptions
                 {
                     Temperature = parse.GetValue(temperature), TopP = parse.GetValue(topP), Seed = parse.GetValue(seed) + (ulong)i, EosTokenId = tok.EosTokenId,
-                };
+                });
                 string Continue(Steering? steer)
                 {
                     using var g = hooked.Generate(tokens, parse.GetValue(maxNew), o, steer is null ? [] : [steer]);

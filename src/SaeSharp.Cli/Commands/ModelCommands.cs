@@ -17,34 +17,87 @@ internal static class ModelCommands
         Required = required,
     };
 
-    /// <summary><c>--temperature</c>, <c>--top-k</c>, <c>--top-p</c> and <c>--seed</c> of <c>sae model generate</c> and
-    /// <c>sae model run --generate</c>: greedy by default; the other three refused at temperature 0, which they do not change.</summary>
+    /// <summary><c>--freq-penalty</c> (TransformerLens's <c>freq_penalty</c>) and <c>--repetition-penalty</c> (Hugging Face's
+    /// <c>repetition_penalty</c>) of every command that generates (<see cref="GenerationOptions.FreqPenalty"/>,
+    /// <see cref="GenerationOptions.RepetitionPenalty"/>): they change greedy decoding too.</summary>
+    internal sealed class PenaltyOptions
+    {
+        public readonly Option<double?> FreqPenalty = new("--freq-penalty")
+        {
+            Description = "Subtract this × (times a token occurred in the prompt and continuation so far) from its logit, after temperature (TransformerLens freq_penalty; 0 = none)",
+        };
+        public readonly Option<double?> RepetitionPenalty = new("--repetition-penalty")
+        {
+            Description = "Divide (positive) or multiply (negative) the logit of every token already in the prompt or continuation by this, before temperature (Hugging Face repetition_penalty; 1 = none)",
+        };
+
+        /// <summary>Both options.</summary>
+        public Option[] All => [FreqPenalty, RepetitionPenalty];
+
+        public void AddTo(Command c)
+        {
+            foreach (var o in All) c.Options.Add(o);
+        }
+
+        /// <summary>Refuses a non-finite <c>--freq-penalty</c> and a <c>--repetition-penalty</c> that is not finite and &gt; 0.</summary>
+        public void Validate(ParseResult parse)
+        {
+            if (parse.GetValue(FreqPenalty) is double f && !double.IsFinite(f))
+                throw new SaeSharpException($"--freq-penalty {Format(f)}: expected a finite number (0 = no penalty)");
+            if (parse.GetValue(RepetitionPenalty) is double r && (!(r > 0) || !double.IsFinite(r)))
+                throw new SaeSharpException($"--repetition-penalty {Format(r)}: expected a finite number > 0 (1 = no penalty; > 1 discourages repeats)");
+        }
+
+        /// <summary><paramref name="o"/> with the penalties of the command line (validated).</summary>
+        public GenerationOptions Apply(ParseResult parse, GenerationOptions o)
+        {
+            Validate(parse);
+            return o with { FreqPenalty = parse.GetValue(FreqPenalty) ?? 0, RepetitionPenalty = parse.GetValue(RepetitionPenalty) ?? 1 };
+        }
+
+        /// <summary>"repetition penalty 1.3", "frequency penalty 0.5" for the penalties given.</summary>
+        public IEnumerable<string> Describe(ParseResult parse)
+        {
+            if (parse.GetValue(RepetitionPenalty) is double r) yield return $"repetition penalty {Format(r)}";
+            if (parse.GetValue(FreqPenalty) is double f) yield return $"frequency penalty {Format(f)}";
+        }
+
+        private static string Format(double v) => v.ToString(System.Globalization.CultureInfo.InvariantCulture);
+    }
+
+    /// <summary><c>--temperature</c>, <c>--top-k</c>, <c>--top-p</c>, <c>--seed</c> and the penalties (<see cref="PenaltyOptions"/>)
+    /// of <c>sae model generate</c>, <c>sae model run --generate</c> and <c>sae intervene --generate</c>: greedy by default;
+    /// top-k, top-p and seed refused at temperature 0, which they do not change (the penalties do change it).</summary>
     internal sealed class SamplingOptions
     {
         public readonly Option<double> Temperature = new("--temperature") { Description = "0 = greedy (the default); otherwise sample at this temperature", DefaultValueFactory = _ => 0.0 };
         public readonly Option<int?> TopK = new Option<int?>("--top-k") { Description = "Sample from the k most likely tokens" }.Positive();
         public readonly Option<double?> TopP = new("--top-p") { Description = "Nucleus sampling mass" };
         public readonly Option<ulong?> Seed = new("--seed") { Description = "Sampling seed" };
+        public readonly PenaltyOptions Penalties = new();
 
         public void AddTo(Command c)
         {
             foreach (var o in new Option[] { Temperature, TopK, TopP, Seed }) c.Options.Add(o);
+            Penalties.AddTo(c);
         }
 
-        /// <summary>Refuses the sampling options at temperature 0 (greedy decoding, which they do not change).</summary>
+        /// <summary>Refuses bad penalties (<see cref="PenaltyOptions.Validate"/>) and the sampling options at temperature 0
+        /// (greedy decoding, which they do not change).</summary>
         public void RefuseWhenGreedy(ParseResult parse)
         {
+            Penalties.Validate(parse);
             if (parse.GetValue(Temperature) == 0)
                 Cli.RefuseGiven(parse, "sampling options; --temperature 0 (the default) is greedy decoding, which they do not change (give --temperature > 0 to sample)",
                     TopK, TopP, Seed);
         }
 
-        /// <summary>Refuses all four options when a command's <c>--generate</c> asks for no new tokens
+        /// <summary>Refuses all the options when a command's <c>--generate</c> asks for no new tokens
         /// (<paramref name="newTokens"/> 0), and the sampling options at temperature 0 (<see cref="RefuseWhenGreedy"/>).</summary>
         public void RefuseWithoutGeneration(ParseResult parse, int newTokens)
         {
             if (newTokens == 0)
-                Cli.RefuseGiven(parse, "how --generate chooses the new tokens; give --generate N", Temperature, TopK, TopP, Seed);
+                Cli.RefuseGiven(parse, "how --generate chooses the new tokens; give --generate N", [Temperature, TopK, TopP, Seed, .. Penalties.All]);
             RefuseWhenGreedy(parse);
         }
 
@@ -52,29 +105,34 @@ internal static class ModelCommands
         public bool Sampling(ParseResult parse) => parse.GetValue(Temperature) != 0;
 
         /// <summary>The options of the command line, stopping at <paramref name="eos"/>; <paramref name="seed"/> replaces <c>--seed</c>.</summary>
-        public GenerationOptions Options(ParseResult parse, long? eos, ulong? seed = null) => new()
+        public GenerationOptions Options(ParseResult parse, long? eos, ulong? seed = null) => Penalties.Apply(parse, new()
         {
             Temperature = parse.GetValue(Temperature),
             TopK = parse.GetValue(TopK),
             TopP = parse.GetValue(TopP),
             Seed = seed ?? parse.GetValue(Seed),
             EosTokenId = eos,
-        };
+        });
 
         /// <summary>The seed that both continuations of <c>sae model run --generate</c> share when sampling: <c>--seed</c>, or
         /// one drawn here (and shown) so that the clean and the edited continuation still draw the same random numbers.</summary>
         public ulong? PairSeed(ParseResult parse) =>
             !Sampling(parse) ? null : parse.GetValue(Seed) ?? (ulong)Random.Shared.NextInt64(0, int.MaxValue);
 
-        /// <summary>How the continuations were chosen: <c>greedy</c>, or <c>sampled (temperature 0.8, top-k 5, seed 3)</c>.</summary>
-        public string Describe(ParseResult parse, ulong? seed) => !Sampling(parse) ? "greedy" :
-            "sampled (" + string.Join(", ", new[]
+        /// <summary>How the continuations were chosen: <c>greedy</c>, <c>greedy (repetition penalty 1.3)</c>, or
+        /// <c>sampled (temperature 0.8, top-k 5, seed 3)</c>.</summary>
+        public string Describe(ParseResult parse, ulong? seed)
+        {
+            var parts = !Sampling(parse) ? new List<string>() : new[]
             {
                 $"temperature {parse.GetValue(Temperature).ToString(System.Globalization.CultureInfo.InvariantCulture)}",
                 parse.GetValue(TopK) is int k ? $"top-k {k}" : null,
                 parse.GetValue(TopP) is double p ? $"top-p {p.ToString(System.Globalization.CultureInfo.InvariantCulture)}" : null,
-                seed is ulong sd ? $"seed {sd}" : null,
-            }.OfType<string>()) + ")";
+            }.OfType<string>().ToList();
+            parts.AddRange(Penalties.Describe(parse));
+            if (Sampling(parse) && seed is ulong sd) parts.Add($"seed {sd}");
+            return (Sampling(parse) ? "sampled" : "greedy") + (parts.Count == 0 ? "" : $" ({string.Join(", ", parts)})");
+        }
     }
 
     public static Command Create()
@@ -105,7 +163,7 @@ internal static class ModelCommands
         var slot = new Option<int?>("--slot") { Description = "A crosscoder (--sae): the slot whose model is run, spliced at every hook of its slots (default: the last slot)" };
         var generate = new Option<int>("--generate")
         {
-            Description = "With --sae (SAEs or a crosscoder): also continue each prompt up to this many tokens (stopping at EOS), clean and with the splice and edits, " +
+            Description = "With --sae (SAEs or a crosscoder): also continue each prompt (each row of --input) up to this many tokens (stopping at EOS), clean and with the splice and edits, " +
                           "side by side (KV-cached; greedy, or sampled with --temperature, the two drawing the same random numbers)",
         }.NonNegative();
         var command = new Command("run", "Run the model on token ids (or a --prompt) and save logits and hook activations, with SAEs (or a crosscoder) spliced and interventions applied")
@@ -130,10 +188,19 @@ internal static class ModelCommands
             var promptTokenizer = texts.Length == 0 ? null : Tokenizer.FromFolder(ModelSource.Resolve(parse.GetValue(model)!));
             var prompts = texts.Length == 0 ? [InterventionCommands.ReadTokens(parse.GetValue(input)!)]
                 : texts.Select(t => InterventionCommands.PromptTokens(promptTokenizer!, t, !parse.GetValue(noBos))).ToList();
-            if (newTokens > 0 && prompts[0].shape[0] != 1)
-                throw new SaeSharpException($"--generate continues one prompt, but the input 'tokens' has {prompts[0].shape[0]} rows (give several prompts as --prompt, repeated)");
-            var hookArg = parse.GetValue(hooks);
             var generation = new GenerationRequest(newTokens, sampling, parse, texts);
+            if (newTokens > 0 && texts.Length == 0 && prompts[0].shape[0] > 1)
+            {
+                // --input [batch, seq] with --generate: each row a prompt of its own, as repeated --prompt (run and continued on its
+                // own, saved with the suffix .0, .1, ...), headed by its text.
+                var rows = prompts[0];
+                prompts = Enumerable.Range(0, (int)rows.shape[0]).Select(r => rows.narrow(0, r, 1).clone()).ToList();
+                rows.Dispose();
+                var rowTokenizer = Tokenizer.FromFolder(ModelSource.Resolve(parse.GetValue(model)!));
+                generation = new GenerationRequest(newTokens, sampling, parse,
+                    prompts.Select(t => DecodeShowingUnknownIds(rowTokenizer, t[0].data<long>().Select(v => (int)v).ToList())).ToArray(), "row");
+            }
+            var hookArg = parse.GetValue(hooks);
             if (parse.GetValue(edits.Sae)?.FirstOrDefault(SaeSharp.Interop.CrossCoderFormat.IsCrossCoderPath) is string ccPath)
                 return CrossCoderCli.ModelRun(parse, edits, ccPath, ModelSource.Resolve(parse.GetValue(model)!),
                     parse.GetValue(diffModel) is { } dm ? ModelSource.Resolve(dm) : null, parse.GetValue(slot), parse.GetValue(dtype)!,
@@ -234,7 +301,9 @@ internal static class ModelCommands
 
     /// <summary>What <c>sae model run --generate</c> asks for: the new tokens, how they are chosen (one seed shared by the clean and
     /// the edited continuation of every prompt, drawn here when sampling without <c>--seed</c>), and how the prompts are named.</summary>
-    internal sealed class GenerationRequest(int newTokens, SamplingOptions sampling, ParseResult parse, string[] texts)
+    /// <paramref name="texts"/> head each prompt's table: the <c>--prompt</c> texts, or the text of each row of <c>--input</c>
+    /// (<paramref name="noun"/> "row").</summary>
+    internal sealed class GenerationRequest(int newTokens, SamplingOptions sampling, ParseResult parse, string[] texts, string noun = "prompt")
     {
         public int NewTokens { get; } = newTokens;
         public ulong? Seed { get; } = newTokens > 0 ? sampling.PairSeed(parse) : null;
@@ -243,8 +312,8 @@ internal static class ModelCommands
         /// <summary>The options of both continuations: the same seed, so both draw the same random numbers at every step.</summary>
         public GenerationOptions Options(long? eos) => sampling.Options(parse, eos, Seed);
 
-        /// <summary>"prompt 1: " before a note when there are several prompts.</summary>
-        public string NotePrefix(int i) => texts.Length > 1 ? $"prompt {i}, " : "";
+        /// <summary>"prompt 1, " (or "row 1, ") before a note when there are several prompts.</summary>
+        public string NotePrefix(int i) => texts.Length > 1 ? $"{noun} {i}, " : "";
 
         /// <summary>Each prompt's continuations side by side: one table for one prompt, a table per prompt under one heading for several.</summary>
         public void WriteContinuations(IReadOnlyList<SavedRun> runs, string model) => WriteContinuations(runs.Select(r => r.Rows).ToList(), model);
@@ -265,8 +334,8 @@ internal static class ModelCommands
                 Cli.WriteColumns($"{PromptName(i)}: {SaeSharp.Analysis.DashboardWriter.Quote(texts[i])}", ["run", "continuation"], rows[i]!);
         }
 
-        /// <summary>"prompt 1" of several prompts, "the prompt" of one.</summary>
-        public string PromptName(int i) => texts.Length > 1 ? $"prompt {i}" : "the prompt";
+        /// <summary>"prompt 1" (or "row 1") of several prompts, "the prompt" of one.</summary>
+        public string PromptName(int i) => texts.Length > 1 ? $"{noun} {i}" : "the prompt";
     }
 
     /// <summary><paramref name="edits"/> for a run of the prompt alone (<paramref name="promptLength"/> tokens): steering at

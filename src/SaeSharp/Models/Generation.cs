@@ -15,6 +15,15 @@ public sealed record GenerationOptions
     public double? TopP { get; init; }
     /// <summary>Seed of the sampling generator; null draws from torch's global generator.</summary>
     public ulong? Seed { get; init; }
+    /// <summary>TransformerLens's <c>freq_penalty</c>: subtracted, times the number of times a token occurs in the row so far
+    /// (its real prompt tokens and the new ones; left padding not counted), from that token's logit after the division by
+    /// <see cref="Temperature"/> (TransformerLens's order). Applied when greedy too (TransformerLens ignores it there). 0 = none; negative favours repeats (TransformerLens ignores a
+    /// negative value).</summary>
+    public double FreqPenalty { get; init; }
+    /// <summary>Hugging Face's <c>repetition_penalty</c> (<c>RepetitionPenaltyLogitsProcessor</c>): the logit of every token
+    /// present in the row so far (real prompt and new tokens; left padding not counted) is divided by it when positive and
+    /// multiplied by it when negative, before temperature, top-k and top-p; applied when greedy too. 1 = none; must be &gt; 0.</summary>
+    public double RepetitionPenalty { get; init; } = 1.0;
     /// <summary>Rows that emit this token stop; they are filled with it afterwards. Generation ends when all rows stop.</summary>
     public long? EosTokenId { get; init; }
     /// <summary>[batch, prompt] mask of a left-padded batch of prompts (1 = real token).</summary>
@@ -29,7 +38,8 @@ public sealed record GenerationOptions
     /// a temporal SAE), which a cached step would show only the new token, or whose <see cref="AttachedSae.SeqposSlice"/>
     /// counts from the end of the sequence.</summary>
     public bool UseKvCache { get; init; } = true;
-    /// <summary>Also return the logits from which each new token was chosen.</summary>
+    /// <summary>Also return the model's logits from which each new token was chosen (as the model gave them: before the
+    /// penalties, temperature, top-k and top-p).</summary>
     public bool ReturnLogits { get; init; }
     /// <summary>The first forward step (the prompt's pass) replays these attention patterns and norm scales of a recorded
     /// frozen run (<see cref="RunOptions.FreezeAttentionAndNorms"/>); later steps run free (circuit-tracer's
@@ -97,6 +107,9 @@ internal static class Generation
         if (o.Temperature < 0 || double.IsNaN(o.Temperature)) throw new SaeSharpException($"temperature must be >= 0, got {o.Temperature}");
         if (o.TopK is < 0) throw new SaeSharpException($"top_k must be >= 0, got {o.TopK}");
         if (o.TopP is { } p && (p <= 0 || p > 1)) throw new SaeSharpException($"top_p must be in (0, 1], got {p}");
+        if (!double.IsFinite(o.FreqPenalty)) throw new SaeSharpException($"freq_penalty (FreqPenalty) must be finite, got {o.FreqPenalty}");
+        if (!(o.RepetitionPenalty > 0) || !double.IsFinite(o.RepetitionPenalty))
+            throw new SaeSharpException($"repetition_penalty (RepetitionPenalty) must be finite and > 0, got {o.RepetitionPenalty}");
         if (tokens.dim() != 2) throw new SaeSharpException($"tokens must be [batch, pos], got shape [{string.Join(", ", tokens.shape)}]");
         var saes = model.ResolveSaes(o.Saes);
         var hooks = o.Hooks?.Select(h => (model.ResolveHook(h.Name, saes, null), h.Fn)).ToList();
@@ -121,6 +134,11 @@ internal static class Generation
         var input = seq;
         var inputMask = mask;
         var finished = zeros(b, dtype: ScalarType.Bool, device: seq.device);
+        // Occurrences of each token in each row so far [batch, d_vocab], the penalties' input: the real prompt tokens (a left-padded
+        // position has mask 0 and adds nothing), then each new token. The same whether steps are KV-cached or not.
+        Tensor? counts = o.FreqPenalty != 0 || o.RepetitionPenalty != 1
+            ? zeros(b, model.Config.DVocab, dtype: ScalarType.Float32, device: seq.device).scatter_add_(1, seq, mask.to(ScalarType.Float32))
+            : null;
         var eosStep = full(new[] { b }, TorchScalars.Of(-1L), dtype: ScalarType.Int64, device: seq.device); // the step at which each row emitted EOS
         int steps = 0;
         var stepLogits = new List<Tensor>();
@@ -139,7 +157,7 @@ internal static class Generation
                 try { logits = model.ForwardCore(input, inputMask, runner, null, kv)!; }
                 finally { if (freeze) (NormScales.Frozen, NormScales.Values) = (wasFrozen, wasValues); }
                 var last = logits.select(1, -1);
-                var next = Sample(last, o, gen);
+                var next = Sample(last, o, gen, counts);
                 if (o.EosTokenId is long eos)
                 {
                     using var eosScalar = eos.ToScalar();
@@ -151,6 +169,7 @@ internal static class Generation
                 steps = step + 1;
                 if (o.ReturnLogits) stepLogits.Add(last.MoveToOuterDisposeScope());
                 var col = next.unsqueeze(1);
+                counts?.scatter_add_(1, col, ones(b, 1, dtype: ScalarType.Float32, device: seq.device));
                 seq = cat([seq, col], 1).MoveToOuterDisposeScope();
                 mask = cat([mask, ones(b, 1, dtype: ScalarType.Bool, device: seq.device)], 1).MoveToOuterDisposeScope();
                 if (kv is not null)
@@ -181,13 +200,17 @@ internal static class Generation
         return new GenerationResult(seq.MoveToOuterDisposeScope(), outLogits, rows, maxNewTokens);
     }
 
-    /// <summary>Next token ids [batch] from last-position logits [batch, vocab] (float32).</summary>
-    internal static Tensor Sample(Tensor logits, GenerationOptions o, Generator? gen)
+    /// <summary>Next token ids [batch] from last-position logits [batch, vocab] (float32), in TransformerLens's
+    /// <c>sample_logits</c> order: repetition penalty, temperature, frequency penalty, then top-k and top-p (both when both are
+    /// given); greedy (temperature 0) takes the argmax of the penalised logits. <paramref name="counts"/> [batch, vocab] holds how
+    /// often each token occurs in each row so far (needed when a penalty is set).</summary>
+    internal static Tensor Sample(Tensor logits, GenerationOptions o, Generator? gen, Tensor? counts = null)
     {
-        if (o.Temperature == 0) return logits.argmax(-1);
         using var scope = NewDisposeScope();
-        using var temperature = o.Temperature.ToScalar();
-        var l = logits / temperature;
+        var l = Penalise(logits, o, counts);
+        if (o.Temperature == 0) return l.argmax(-1).MoveToOuterDisposeScope();
+        using (var temperature = o.Temperature.ToScalar()) l = l / temperature;
+        if (o.FreqPenalty != 0) l = SubtractFreqPenalty(l, o.FreqPenalty, counts!);
         long v = l.shape[^1];
         if (o.TopK is int k && k > 0 && k < v)
         {
@@ -207,5 +230,30 @@ internal static class Generation
         }
         var choice = multinomial(l.softmax(-1), 1, generator: gen).squeeze(-1);
         return choice.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The logits before temperature: Hugging Face's repetition penalty (a present token's logit divided by p when
+    /// positive, multiplied by p when negative) and, when greedy, the frequency penalty (TransformerLens applies it after
+    /// temperature, which greedy decoding has not: there it is subtracted from the raw logits).</summary>
+    private static Tensor Penalise(Tensor logits, GenerationOptions o, Tensor? counts)
+    {
+        if (o.FreqPenalty == 0 && o.RepetitionPenalty == 1) return logits.alias();
+        if (counts is null) throw new SaeSharpException("a repetition or frequency penalty needs the token counts of the rows so far");
+        var l = logits;
+        if (o.RepetitionPenalty != 1)
+        {
+            using var p = o.RepetitionPenalty.ToScalar();
+            using var zero = 0.0.ToScalar();
+            var penalised = where(l.lt(zero), l * p, l / p);
+            l = where(counts.gt(zero), penalised, l);
+        }
+        if (o.Temperature == 0 && o.FreqPenalty != 0) l = SubtractFreqPenalty(l, o.FreqPenalty, counts);
+        return l;
+    }
+
+    private static Tensor SubtractFreqPenalty(Tensor logits, double penalty, Tensor counts)
+    {
+        using var f = penalty.ToScalar();
+        return logits - counts.to(logits.dtype) * f;
     }
 }

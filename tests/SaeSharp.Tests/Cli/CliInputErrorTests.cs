@@ -353,6 +353,12 @@ public class CliInputErrorTests : IDisposable
         var (exit, _, err) = CliRunner.Run("steer", "--model", _fx.ModelDir, "--sae", _fx.SaeDir, "--feature", "1", "--scale", "1",
             "--prompt", "the cat", "--max-new-tokens", "2", "--runs", "1", "--positions", "4");
         Assert.True(exit == 0, err);
+        // steer takes the generation penalties too, refusing bad ones by name.
+        Assert.Contains("--freq-penalty Infinity: expected a finite number", OneLineError(CliRunner.Run("steer", "--model", _fx.ModelDir, "--sae", _fx.SaeDir,
+            "--feature", "1", "--scale", "1", "--prompt", "the cat", "--max-new-tokens", "2", "--freq-penalty", "Infinity")));
+        (exit, _, err) = CliRunner.Run("steer", "--model", _fx.ModelDir, "--sae", _fx.SaeDir, "--feature", "1", "--scale", "1",
+            "--prompt", "the cat", "--max-new-tokens", "2", "--runs", "1", "--temperature", "0", "--repetition-penalty", "1.5", "--freq-penalty", "0.2");
+        Assert.True(exit == 0, err);
     }
 
     /// <summary>sae eval on an activation file evaluates one --sae: a second is an error, not silently left out.</summary>

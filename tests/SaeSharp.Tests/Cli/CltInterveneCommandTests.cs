@@ -178,7 +178,9 @@ public class CltInterveneCommandTests : IDisposable
         for (int t = 0; t < n; t++)
         {
             using var logits = step(seq);
-            using var drawn = Generation.Sample(logits[0, -1].unsqueeze(0), sampling, gen);
+            // The penalties' token counts of the sequence so far.
+            using var counts = zeros(1, logits.shape[^1]).scatter_add(1, seq, ones(seq.shape, dtype: ScalarType.Float32));
+            using var drawn = Generation.Sample(logits[0, -1].unsqueeze(0), sampling, gen, counts);
             var longer = cat([seq, drawn.reshape(1, 1)], 1);
             seq.Dispose();
             seq = longer;
@@ -235,6 +237,18 @@ public class CltInterveneCommandTests : IDisposable
         Assert.NotEqual((greedy.Clean, greedy.Intervened), (sampled.Clean, sampled.Intervened));
         foreach (string[] limit in new[] { new[] { "--temperature", "1", "--top-k", "1", "--seed", "8" }, ["--temperature", "0.0001", "--seed", "8"] })
             Assert.Equal((greedy.Clean, greedy.Intervened), Cli([.. edits, .. limit]) is var l ? (l.Clean, l.Intervened) : default);
+
+        // Penalties (greedy): the clean and the intervened continuation both penalised, as the hand loop penalises each step.
+        var penalised = Cli([.. edits, "--repetition-penalty", "1.8", "--freq-penalty", "0.7"]);
+        Assert.Contains("greedy (repetition penalty 1.8, frequency penalty 0.7) continuation", penalised.Stdout);
+        var pen = new GenerationOptions { Seed = 0, RepetitionPenalty = 1.8, FreqPenalty = 0.7 };
+        Assert.Equal(Text(HandSample(tokens, 6, pen, seq => m.Forward(seq))), penalised.Clean);
+        Assert.Equal(Text(HandSample(tokens, 6, pen, seq =>
+        {
+            using var r = CltInterventions.FeatureIntervention(m, clt, seq, set, options);
+            return r.Logits.clone();
+        })), penalised.Intervened);
+        Assert.NotEqual(greedy.Clean, penalised.Clean);
 
         // Features set to their own clean values (x1) change nothing: the two continuations draw the same numbers, so at
         // temperature 1.5 they sample the same tokens, with --seed and without (the seed drawn is shown).

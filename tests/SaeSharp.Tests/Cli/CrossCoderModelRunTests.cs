@@ -230,8 +230,7 @@ public class CrossCoderModelRunTests : ModelTestBase
         using var handPrompt = Logits(chatModel, tokens, [(hook, y => y - (fp[.., latent].unsqueeze(1) * cc.Decoder.Weight[1, latent]).reshape(y.shape))]);
         using (var saved = SafeTensors.Load(Sub("e.safetensors"))["logits"]) Close(handPrompt, saved, 1e-5, "saved prompt run");
 
-        // Refusals, each named, nothing written: a position beyond the prompt and its continuation, a slot out of range,
-        // several rows (--generate with an SAE: SaeModelRunGenerateTests).
+        // Refusals, each named, nothing written: a position beyond the prompt and its continuation, a slot out of range.
         (exit, _, err) = CliRunner.Run([.. common, "--steer", "4:3", "--positions", $"{p + 6}", "--out", Sub("x.safetensors")]);
         Assert.NotEqual(0, exit);
         Assert.Contains($"--positions {p + 6}: the prompt ({p} tokens) and its continuation have {p + 6} tokens, so positions run 0..{p + 5}", err);
@@ -240,9 +239,21 @@ public class CrossCoderModelRunTests : ModelTestBase
         Assert.Contains("--slot 2: give 0..1", err);
         using var two = tensor(new long[] { 5, 9, 2, 7 }).reshape(2, 2);
         SafeTensors.Save(Sub("two.safetensors"), new Dictionary<string, Tensor> { ["tokens"] = two });
-        (exit, _, err) = CliRunner.Run("model", "run", "--model", b, "--diff-model", c, "--sae", Sub("diff"), "--input", Sub("two.safetensors"), "--generate", "3", "--out", Sub("x.safetensors"));
-        Assert.NotEqual(0, exit);
-        Assert.Contains("--generate continues one prompt, but the input 'tokens' has 2 rows", err);
+        // Several --input rows: each continued as it is alone (as SaeModelRunGenerateTests checks for an SAE), keys ending in the row.
+        string[] rowArgs = ["model", "run", "--model", b, "--diff-model", c, "--sae", Sub("diff"), "--clamp", "4:3", "--generate", "3"];
+        (exit, var rowsOut, err) = CliRunner.Run([.. rowArgs, "--input", Sub("two.safetensors"), "--out", Sub("rows.safetensors")]);
+        Assert.True(exit == 0, err);
+        Assert.Contains("row 1: ", rowsOut);
+        var both = SafeTensors.Load(Sub("rows.safetensors"));
+        for (int i = 0; i < 2; i++)
+        {
+            using (var row = two.narrow(0, i, 1).clone())
+                SafeTensors.Save(Sub($"row{i}.safetensors"), new Dictionary<string, Tensor> { ["tokens"] = row });
+            (exit, _, err) = CliRunner.Run([.. rowArgs, "--input", Sub($"row{i}.safetensors"), "--out", Sub($"row{i}.out.safetensors")]);
+            Assert.True(exit == 0, err);
+            foreach (var (key, t) in SafeTensors.Load(Sub($"row{i}.out.safetensors")))
+                Assert.True(t.shape.SequenceEqual(both[$"{key}.{i}"].shape) && t.eq(both[$"{key}.{i}"]).all().item<bool>(), $"{key}.{i}");
+        }
         // Beyond the models' context (64 positions): the generation fails before the prompt's run is written.
         (exit, _, err) = CliRunner.Run([.. common[..^1], "70", "--out", Sub("x.safetensors")]);
         Assert.NotEqual(0, exit);

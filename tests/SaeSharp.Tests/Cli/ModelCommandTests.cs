@@ -167,6 +167,23 @@ public class ModelTextCommandTests : IDisposable
             "--temperature", "1", "--top-k", "1", "--seed", "2");
         Assert.True(exit == 0, err);
         Assert.Equal(tok.Decode(ids.Select(i => (int)i)), output.TrimEnd('\n'));
+
+        // Penalised greedy decoding: each step's argmax of the recomputed logits penalised by hand over the prompt and the
+        // tokens so far (repetition penalty, then frequency penalty).
+        (exit, output, err) = CliRunner.Run("model", "generate", "--model", model, "--prompt", "Hello there", "--max-new-tokens", "6",
+            "--repetition-penalty", "2", "--freq-penalty", "1.5");
+        Assert.True(exit == 0, err);
+        var penalised = new List<long> { 15496, 612 };
+        for (int i = 0; i < 6; i++)
+        {
+            using var logits = m.Forward(tensor(penalised.ToArray()).unsqueeze(0));
+            penalised.Add(SaeSharp.Tests.Models.GenerationPenaltyTests.ArgMax(SaeSharp.Tests.Models.GenerationPenaltyTests.HandPenalised(
+                logits[0, -1].to(ScalarType.Float32).data<float>().ToArray(), penalised, 2, 1.5, 0)));
+        }
+        Assert.Equal(tok.Decode(penalised.Select(i => (int)i)), output.TrimEnd('\n'));
+        (exit, _, err) = CliRunner.Run("model", "generate", "--model", model, "--prompt", "Hello there", "--repetition-penalty", "0");
+        Assert.NotEqual(0, exit);
+        Assert.Contains("--repetition-penalty 0: expected a finite number > 0", err);
     }
 
     [Fact]

@@ -34,9 +34,11 @@ public class SaeModelRunGenerateTests : ModelTestBase
 
     /// <summary>As <see cref="HandGreedy"/> with every hook of <paramref name="hooks"/> (name, edit(y, sequence length)) on each
     /// whole-sequence run; with <paramref name="sampling"/> each step's token is drawn by <see cref="Generation.Sample"/> from
-    /// one generator seeded with its seed, else the argmax.</summary>
+    /// one generator seeded with its seed (its penalties given the token counts of the sequence so far), else the argmax of
+    /// the logits penalised by hand with <paramref name="penalties"/> (<see cref="GenerationPenaltyTests.HandPenalised"/>).</summary>
     private static (long[] Tokens, Tensor Logits) HandGenerate(HookedTransformer model, Tensor prompt,
-        IReadOnlyList<(string Hook, Func<Tensor, long, Tensor> Edit)> hooks, GenerationOptions? sampling = null, int n = N)
+        IReadOnlyList<(string Hook, Func<Tensor, long, Tensor> Edit)> hooks, GenerationOptions? sampling = null, int n = N,
+        (double Repetition, double Frequency)? penalties = null)
     {
         var seq = prompt.clone();
         var steps = new List<Tensor>();
@@ -49,8 +51,15 @@ public class SaeModelRunGenerateTests : ModelTestBase
                 var last = logits[0, -1].clone();
                 steps.Add(last);
                 long next;
-                if (sampling is null) next = last.argmax().item<long>();
-                else using (var drawn = Generation.Sample(last.unsqueeze(0), sampling, gen)) next = drawn.item<long>();
+                if (sampling is null && penalties is var (rep, freq))
+                    next = GenerationPenaltyTests.ArgMax(GenerationPenaltyTests.HandPenalised(last.data<float>().ToArray(), seq[0].data<long>().ToArray(), rep, freq, 0));
+                else if (sampling is null) next = last.argmax().item<long>();
+                else
+                {
+                    using var counts = zeros(1, last.shape[0]).scatter_add(1, seq, ones(seq.shape, dtype: ScalarType.Float32));
+                    using var drawn = Generation.Sample(last.unsqueeze(0), sampling, gen, counts);
+                    next = drawn.item<long>();
+                }
                 var longer = cat([seq, tensor(new[] { next }).reshape(1, 1)], 1);
                 seq.Dispose();
                 seq = longer;
@@ -197,11 +206,12 @@ public class SaeModelRunGenerateTests : ModelTestBase
         // Beyond the model's context (64 positions): the generation fails before the prompt's run is written.
         Assert.Contains("exceeds the context length n_ctx=64", Error("--sae", Sub("sae"), "--generate", "70"));
         Assert.Contains("give --sae (a plain continuation: sae model generate)", Error("--generate", "3"));
-        using (var two = tensor(new long[] { 5, 9, 2, 7 }).reshape(2, 2))
-            SafeTensors.Save(Sub("two.safetensors"), new Dictionary<string, Tensor> { ["tokens"] = two });
-        var (exit2, _, err2) = CliRunner.Run("model", "run", "--model", modelDir, "--sae", Sub("sae"), "--input", Sub("two.safetensors"), "--generate", "3", "--out", Sub("x.safetensors"));
-        Assert.NotEqual(0, exit2);
-        Assert.Contains("--generate continues one prompt, but the input 'tokens' has 2 rows", err2);
+        // Penalties: a repetition penalty > 0 and finite, a finite frequency penalty, both only with --generate.
+        foreach (var bad in new[] { "0", "-1.5", "Infinity" })
+            Assert.Contains($"--repetition-penalty {bad}: expected a finite number > 0", Error("--sae", Sub("sae"), "--generate", "3", "--repetition-penalty", bad));
+        Assert.Contains("--freq-penalty NaN: expected a finite number", Error("--sae", Sub("sae"), "--generate", "3", "--freq-penalty", "NaN"));
+        Assert.Contains("--freq-penalty, --repetition-penalty: how --generate chooses the new tokens",
+            Error("--sae", Sub("sae"), "--freq-penalty", "0.5", "--repetition-penalty", "1.2"));
         // sae model generate points to it rather than ignoring --sae.
         var (exit3, _, err3) = CliRunner.Run("model", "generate", "--model", modelDir, "--prompt", prompt, "--sae", Sub("sae"));
         Assert.NotEqual(0, exit3);
@@ -400,6 +410,93 @@ public class SaeModelRunGenerateTests : ModelTestBase
             using var gen = one["generated_edited"];
             Assert.True(gen[0].narrow(0, 0, p).eq(one["tokens"][0]).all().item<bool>());
             Assert.Equal(Row(alone, "edited"), tok.Decode(gen[0].narrow(0, p, gen.shape[1] - p).data<long>().Select(v => (int)v)));
+        }
+    }
+
+    [Fact]
+    public void Penalised_generation_penalises_clean_and_edited_alike_and_equals_the_whole_sequence_run()
+    {
+        var (modelDir, _) = TinyGpt2WithText();
+        using (var s0 = InterventionTests.RandomSae(Hook, 16, 32, 5))
+            SaeLensFormat.Save(s0, Sub("sae"));
+        using var sae = SaeLensFormat.Load(Sub("sae"));
+        sae.eval();
+        using var model = ModelLoader.FromPretrained(modelDir);
+        var tok = Tokenizer.FromFolder(modelDir);
+        string prompt = "The quick brown fox";
+        string Text(long[] ids) => tok.Decode(ids.Select(v => (int)v));
+        using var tokens = InterventionCommands.PromptTokens(tok, prompt, true);
+        string[] common = ["model", "run", "--model", modelDir, "--sae", Sub("sae"), "--prompt", prompt, "--generate", $"{N}", "--out", Sub("s.safetensors"),
+            "--error-term", "--clamp", "7:20"];
+        Func<Tensor, long, Tensor> clamp = (y, _) => y + (20 - Encode(sae, y)[.., .., 7]).unsqueeze(-1) * sae.WDec[7];
+        (string Clean, string Edited, string Stdout) Cli(params string[] args)
+        {
+            var (exit, stdout, err) = CliRunner.Run([.. common, .. args]);
+            Assert.True(exit == 0, err + stdout);
+            return (Row(stdout, "clean"), Row(stdout, "edited"), stdout);
+        }
+
+        // Greedy: each step's argmax of the logits penalised by hand over the prompt and the tokens so far.
+        var greedy = Cli("--repetition-penalty", "1.8", "--freq-penalty", "0.7");
+        Assert.Contains("greedy (repetition penalty 1.8, frequency penalty 0.7) continuation", greedy.Stdout);
+        var (cleanIds, l1) = HandGenerate(model, tokens, [(Hook, (y, _) => y.alias())], penalties: (1.8, 0.7));
+        l1.Dispose();
+        Assert.Equal(Text(cleanIds), greedy.Clean);
+        var (editedIds, l2) = HandGenerate(model, tokens, [(Hook, clamp)], penalties: (1.8, 0.7));
+        l2.Dispose();
+        Assert.Equal(Text(editedIds), greedy.Edited);
+        // The penalties change both continuations of this model.
+        var plain = Cli();
+        Assert.NotEqual(plain.Clean, greedy.Clean);
+        Assert.NotEqual(plain.Edited, greedy.Edited);
+
+        // Sampled (temperature 0.9, seed 3) with both penalties: each token drawn as the whole-sequence loop draws it.
+        var sampling = new GenerationOptions { Temperature = 0.9, Seed = 3, RepetitionPenalty = 1.5, FreqPenalty = 0.3 };
+        var sampled = Cli("--temperature", "0.9", "--seed", "3", "--repetition-penalty", "1.5", "--freq-penalty", "0.3");
+        Assert.Contains("sampled (temperature 0.9, repetition penalty 1.5, frequency penalty 0.3, seed 3) continuation", sampled.Stdout);
+        var (sc, l3) = HandGenerate(model, tokens, [(Hook, (y, _) => y.alias())], sampling);
+        l3.Dispose();
+        Assert.Equal(Text(sc), sampled.Clean);
+        var (se, l4) = HandGenerate(model, tokens, [(Hook, clamp)], sampling);
+        l4.Dispose();
+        Assert.Equal(Text(se), sampled.Edited);
+    }
+
+    [Fact]
+    public void Several_input_rows_are_each_continued_as_alone_and_saved_per_row()
+    {
+        var (modelDir, _) = TinyGpt2WithText();
+        using (var s0 = InterventionTests.RandomSae(Hook, 16, 32, 5))
+            SaeLensFormat.Save(s0, Sub("sae"));
+        var tok = Tokenizer.FromFolder(modelDir);
+        using var a = InterventionCommands.PromptTokens(tok, "The quick brown fox jumps", true);
+        using var b = InterventionCommands.PromptTokens(tok, "Sara has a white fox called Luna", true);
+        long len = Math.Min(a.shape[1], b.shape[1]);
+        using var rows = cat([a.narrow(1, 0, len), b.narrow(1, 0, len)], 0);
+        SafeTensors.Save(Sub("two.safetensors"), new Dictionary<string, Tensor> { ["tokens"] = rows });
+        for (int i = 0; i < 2; i++)
+            SafeTensors.Save(Sub($"r{i}.safetensors"), new Dictionary<string, Tensor> { ["tokens"] = rows.narrow(0, i, 1).clone() });
+        string[] flags = ["--sae", Sub("sae"), "--error-term", "--clamp", "7:20", "--generate", $"{N}", "--temperature", "0.8", "--seed", "9",
+            "--repetition-penalty", "1.3", "--hooks", Hook];
+        var (exit, stdout, err) = CliRunner.Run(["model", "run", "--model", modelDir, "--input", Sub("two.safetensors"), .. flags, "--out", Sub("both.safetensors")]);
+        Assert.True(exit == 0, err + stdout);
+        Assert.Contains($"row 1: \"{tok.Decode(rows[1].data<long>().Select(v => (int)v))}\"", stdout);
+        var both = SafeTensors.Load(Sub("both.safetensors"));
+        Assert.Equal(2 * 4, both.Count);
+        for (int i = 0; i < 2; i++)
+        {
+            (exit, var alone, err) = CliRunner.Run(["model", "run", "--model", modelDir, "--input", Sub($"r{i}.safetensors"), .. flags, "--out", Sub($"p{i}.safetensors")]);
+            Assert.True(exit == 0, err + alone);
+            Assert.Equal(Row(alone, "clean"), Rows(stdout, "clean")[i]);
+            Assert.Equal(Row(alone, "edited"), Rows(stdout, "edited")[i]);
+            var one = SafeTensors.Load(Sub($"p{i}.safetensors"));
+            Assert.Equal([Hook, "generated_clean", "generated_edited", "logits"], one.Keys.Order(StringComparer.Ordinal));
+            foreach (var (key, t) in one)
+            {
+                Assert.Equal(t.shape, both[$"{key}.{i}"].shape);
+                Assert.True(t.eq(both[$"{key}.{i}"]).all().item<bool>(), $"{key}.{i}");
+            }
+            Assert.True(one["generated_clean"][0].narrow(0, 0, len).eq(rows[i]).all().item<bool>());
         }
     }
 }
