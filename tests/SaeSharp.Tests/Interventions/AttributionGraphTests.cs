@@ -473,9 +473,7 @@ public class AttributionGraphTests : CltTestBase
     {
         using var model = Gpt2(nLayer: Layers, seed: 2);
         var r0 = CltReference.Random(Layers, Features, DModel, 9, threshold: true, skip: false);
-        string folder = Sub($"clt-{Guid.NewGuid():N}");
-        r0.WriteCircuitTracerLn2(folder);
-        using var clt = CrossLayerTranscoderLoader.Load(folder);
+        using var clt = r0.LoadCircuitTracerLn2(Sub($"clt-{Guid.NewGuid():N}"));
         var options = new AttributionGraphOptions { MaxLogits = 3, BatchSize = 2, MaxFeatures = 3 };
         AttributionGraph.Build(model, clt, Prompt, options).Dispose();
         long before = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
