@@ -17,6 +17,9 @@ public abstract class CltTestBase : ModelTestBase
 
     protected string ModelDir(int seed = 3) => TinyModels.WriteGpt2(Sub($"g-{Guid.NewGuid():N}"), seed, Layers, DModel, 4, 50, 32);
 
+    /// <summary>The tiny GPT-2 of <see cref="ModelDir"/>, loaded in float64.</summary>
+    protected HookedTransformer Model64(int seed = 3) => ModelLoader.FromPretrained(ModelDir(seed), ScalarType.Float64);
+
     /// <summary>A random 2-layer CLT (JumpReLU, skip) reading ln2's output, float64, and its reference weights; with
     /// <paramref name="perLayer"/> a transcoder set of the same weights' diagonal.</summary>
     private protected (CrossLayerTranscoder Clt, CltReference Ref) MakeClt(int seed, bool skip = true, bool perLayer = false)

@@ -359,8 +359,7 @@ public class CrossLayerAttributionTests : CltTestBase
         // the logits). Frozen at the clean run's norm scale, a logit metric is linear in its features, so integrated
         // gradients equal attribution patching exactly; with each step's own scale (a fresh freeze per step) they would
         // not, and unfrozen they do not.
-        string dir = ModelDir(seed: 23);
-        using var model = ModelLoader.FromPretrained(dir, ScalarType.Float64);
+        using var model = Model64(seed: 23);
         using var clt = MakeClt(seed: 24);
         using var sae = clt.LayerTranscoder(1);
         var hooked = new SaeSharp.Interventions.HookedSaeTransformer(model);
