@@ -93,10 +93,14 @@ internal static class DatasetTie
 /// <param name="Split">How the texts were split: <c>train/test splits</c> (the dataset's own) or
 /// <see cref="SpuriousCorrelationRemoval.PositionSplitName"/>.</param>
 /// <param name="Report">The pair's result.</param>
-public sealed record ScrRun(string DatasetName, string Split, ScrReport Report)
+public sealed record ScrRun(string DatasetName, string Split, ScrReport Report) : ISaeBenchProbeRun
 {
     /// <summary>SAEBench's run name, <c>{dataset_name}_scr_{pos}_{neg}</c>.</summary>
     public string RunName => $"{DatasetName}_scr_{Report.Column1.Replace(" / ", "_", StringComparison.Ordinal)}";
+
+    IReadOnlyList<int> ISaeBenchProbeRun.NValues => Report.NValues;
+    IReadOnlyDictionary<string, double> ISaeBenchProbeRun.Metrics() => Report.Metrics();
+    JsonObject ISaeBenchProbeRun.ToJson() => Report.ToJson();
 }
 
 /// <summary>Result of <see cref="SpuriousCorrelationRemoval.RunSuite"/>: every run and SAEBench's means over them.</summary>
@@ -131,34 +135,9 @@ public sealed record ScrSuiteReport(string Hook, IReadOnlyList<ScrRun> Runs)
     public void WriteJson(string path, SaeBenchRun? run = null)
     {
         var names = Runs.Select(r => r.DatasetName).Distinct().ToList();
-        var config = new JsonObject
-        {
-            ["dataset_names"] = new JsonArray([.. names.Select(n => (JsonNode)n)]),
-            ["perform_scr"] = true,
-            ["llm_dtype"] = run?.LlmDtype ?? "",
-            ["model_name"] = run?.ModelName ?? "",
-            ["n_values"] = new JsonArray([.. (Runs.Count > 0 ? Runs[0].Report.NValues : []).Select(n => (JsonNode)n)]),
-            ["column1_vals_lookup"] = new JsonObject(names.Select(n => KeyValuePair.Create(n, (JsonNode?)new JsonArray([.. Runs.Where(r => r.DatasetName == n)
-                .Select(r => (JsonNode)new JsonArray([.. r.Report.Column1.Split(" / ").Select(v => (JsonNode)v)]))])))),
-        };
-        var details = new JsonArray([.. Runs.Select(r =>
-        {
-            var d = new JsonObject { ["dataset_name"] = r.RunName + "_results" };
-            foreach (var (k, v) in r.Report.Metrics()) d[k] = SaeBenchEnvelope.Metric(v);
-            return (JsonNode)d;
-        })]);
-        var unstructured = new JsonObject
-        {
-            ["producer"] = SaeBenchEnvelope.Producer, ["hook"] = Hook, ["pooling"] = "mean",
-            ["runs"] = new JsonArray([.. Runs.Select(r =>
-            {
-                var one = r.Report.ToJson();
-                one["run_name"] = r.RunName;
-                one["dataset_name"] = r.DatasetName;
-                one["split"] = r.Split;
-                return (JsonNode)one;
-            })]),
-        };
-        SaeBenchEnvelope.WriteFile(path, "scr", config, run, new JsonObject { ["scr_metrics"] = SaeBenchEnvelope.Metrics(Metrics()) }, details, unstructured);
+        var config = SaeBenchEnvelope.ProbeConfig(names, true, run, Runs);
+        config["column1_vals_lookup"] = new JsonObject(names.Select(n => KeyValuePair.Create(n, (JsonNode?)new JsonArray([.. Runs.Where(r => r.DatasetName == n)
+            .Select(r => (JsonNode)new JsonArray([.. r.Report.Column1.Split(" / ").Select(v => (JsonNode)v)]))]))));
+        SaeBenchEnvelope.WriteProbeRuns(path, "scr", config, run, Metrics(), Runs, Hook, []);
     }
 }

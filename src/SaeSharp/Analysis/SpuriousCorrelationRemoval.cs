@@ -133,7 +133,6 @@ public sealed record ScrReport(string Hook, string Dataset, long Texts, IReadOnl
     internal JsonObject ToJson()
     {
         var metrics = Metrics();
-        JsonObject Obj() => new(metrics.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value)));
         static string N(int n) => n.ToString(CultureInfo.InvariantCulture);
         var detail = new JsonObject { ["dataset_name"] = $"{Dataset}_scr_{Column1.Replace(" / ", "_", StringComparison.Ordinal)}_results" };
         foreach (var (k, v) in metrics) detail[k] = v;
@@ -143,9 +142,9 @@ public sealed record ScrReport(string Hook, string Dataset, long Texts, IReadOnl
             ["n_values"] = new JsonArray([.. NValues.Select(n => (JsonNode)n)]),
             ["column1"] = Column1, ["column2"] = Column2, ["biased"] = Biased,
             ["train_samples_per_quadrant"] = TrainPerQuadrant, ["test_samples_per_quadrant"] = TestPerQuadrant,
-            ["eval_result_metrics"] = new JsonObject { ["scr_metrics"] = Obj() },
+            ["eval_result_metrics"] = new JsonObject { ["scr_metrics"] = SaeBenchEnvelope.Numbers(metrics) },
             ["eval_result_details"] = new JsonArray(detail),
-            ["llm_clean_accs"] = new JsonObject(CleanAccuracies.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value))),
+            ["llm_clean_accs"] = SaeBenchEnvelope.Numbers(CleanAccuracies),
             ["directions"] = new JsonArray([.. Directions.Select(d => (JsonNode)new JsonObject
             {
                 ["dir"] = d.Dir, ["ablated_probe"] = d.AblatedProbe, ["eval_data"] = d.EvalData,

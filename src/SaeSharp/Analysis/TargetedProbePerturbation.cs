@@ -84,10 +84,10 @@ public sealed record TppReport(string Hook, long Texts, IReadOnlyList<int> NValu
         {
             ["eval_type_id"] = "tpp", ["hook"] = Hook, ["pooling"] = "mean", ["texts"] = Texts,
             ["n_values"] = new JsonArray([.. NValues.Select(n => (JsonNode)n)]),
-            ["eval_result_metrics"] = new JsonObject { ["tpp_metrics"] = TppSuiteReport.Obj(Metrics()) },
+            ["eval_result_metrics"] = new JsonObject { ["tpp_metrics"] = SaeBenchEnvelope.Numbers(Metrics()) },
             ["eval_result_details"] = new JsonArray([.. Classes.Select((c, i) =>
             {
-                var o = TppSuiteReport.Obj(ClassMetrics(i));
+                var o = SaeBenchEnvelope.Numbers(ClassMetrics(i));
                 o["class"] = c.Class;
                 o["train_examples"] = c.TrainExamples;
                 o["test_examples"] = c.TestExamples;
@@ -151,10 +151,14 @@ public sealed record TppDataset(string Path, string Name, string TextField, stri
 /// <param name="DatasetName"><see cref="TppDataset.Name"/>.</param>
 /// <param name="Split">How the texts were split into the two halves (<see cref="ProbeTexts.Split"/>).</param>
 /// <param name="Report">The dataset's result.</param>
-public sealed record TppRun(string DatasetName, string Split, TppReport Report)
+public sealed record TppRun(string DatasetName, string Split, TppReport Report) : ISaeBenchProbeRun
 {
     /// <summary>SAEBench's run name, <c>{dataset_name}_tpp</c>.</summary>
     public string RunName => $"{DatasetName}_tpp";
+
+    IReadOnlyList<int> ISaeBenchProbeRun.NValues => Report.NValues;
+    IReadOnlyDictionary<string, double> ISaeBenchProbeRun.Metrics() => Report.Metrics();
+    JsonObject ISaeBenchProbeRun.ToJson() => Report.ToJson();
 }
 
 /// <summary>Result of <see cref="TargetedProbePerturbation.RunSuite"/>: every dataset's run and SAEBench's means over them.</summary>
@@ -178,40 +182,10 @@ public sealed record TppSuiteReport(string Hook, IReadOnlyList<TppRun> Runs)
     /// (<c>dataset_name</c> = <c>{dataset}_tpp_results</c> with its metrics), and <c>eval_result_unstructured</c> as SAEBench
     /// writes it (dataset → class → its metrics) with SaeSharp's extras beside the datasets: <c>producer</c>, <c>hook</c>,
     /// <c>pooling</c> and <c>runs</c> (each run's full report).</summary>
-    public void WriteJson(string path, SaeBenchRun? run = null)
-    {
-        var config = new JsonObject
-        {
-            ["dataset_names"] = new JsonArray([.. Runs.Select(r => (JsonNode)r.DatasetName)]),
-            ["perform_scr"] = false,
-            ["llm_dtype"] = run?.LlmDtype ?? "",
-            ["model_name"] = run?.ModelName ?? "",
-            ["n_values"] = new JsonArray([.. (Runs.Count > 0 ? Runs[0].Report.NValues : []).Select(n => (JsonNode)n)]),
-        };
-        var details = new JsonArray([.. Runs.Select(r =>
-        {
-            var d = new JsonObject { ["dataset_name"] = r.RunName + "_results" };
-            foreach (var (k, v) in r.Report.Metrics()) d[k] = SaeBenchEnvelope.Metric(v);
-            return (JsonNode)d;
-        })]);
-        var unstructured = new JsonObject(Runs.Select(r => KeyValuePair.Create(r.DatasetName,
-            (JsonNode?)new JsonObject(r.Report.Classes.Select((c, i) => KeyValuePair.Create(c.Class, (JsonNode?)SaeBenchEnvelope.Metrics(r.Report.ClassMetrics(i))))))))
-        {
-            ["producer"] = SaeBenchEnvelope.Producer, ["hook"] = Hook, ["pooling"] = "mean",
-            ["runs"] = new JsonArray([.. Runs.Select(r =>
-            {
-                var one = r.Report.ToJson();
-                one["run_name"] = r.RunName;
-                one["dataset_name"] = r.DatasetName;
-                one["split"] = r.Split;
-                return (JsonNode)one;
-            })]),
-        };
-        SaeBenchEnvelope.WriteFile(path, "tpp", config, run, new JsonObject { ["tpp_metrics"] = SaeBenchEnvelope.Metrics(Metrics()) }, details, unstructured);
-    }
-
-    internal static JsonObject Obj(IReadOnlyDictionary<string, double> d) => new(d.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value)));
-
+    public void WriteJson(string path, SaeBenchRun? run = null) =>
+        SaeBenchEnvelope.WriteProbeRuns(path, "tpp", SaeBenchEnvelope.ProbeConfig(Runs.Select(r => r.DatasetName), false, run, Runs), run, Metrics(), Runs, Hook,
+            new JsonObject(Runs.Select(r => KeyValuePair.Create(r.DatasetName,
+                (JsonNode?)new JsonObject(r.Report.Classes.Select((c, i) => KeyValuePair.Create(c.Class, (JsonNode?)SaeBenchEnvelope.Metrics(r.Report.ClassMetrics(i)))))))));
 }
 
 /// <summary>

@@ -31,6 +31,25 @@ public record SaeBenchRun
     public long DatetimeEpochMillis { get; init; } = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
 }
 
+/// <summary>One run of a probe eval that SAEBench writes several of to one file (SCR's (dataset, value pair), TPP's
+/// dataset): what <see cref="SaeBenchEnvelope.WriteProbeRuns"/> needs of it.</summary>
+internal interface ISaeBenchProbeRun
+{
+    /// <summary>SAEBench's run name (its details entry is <c>{RunName}_results</c>).</summary>
+    string RunName { get; }
+    /// <summary>The dataset's name, as in <c>eval_config.dataset_names</c>.</summary>
+    string DatasetName { get; }
+    /// <summary>How the texts were split.</summary>
+    string Split { get; }
+    /// <summary>The thresholds n.</summary>
+    IReadOnlyList<int> NValues { get; }
+    /// <summary>The run's metrics (its <c>eval_result_details</c> entry).</summary>
+    IReadOnlyDictionary<string, double> Metrics();
+    /// <summary>The run's full report (its <c>eval_result_unstructured.runs</c> entry, with the run's name, dataset and split
+    /// added).</summary>
+    JsonObject ToJson();
+}
+
 /// <summary>
 /// SAEBench's output file (<c>BaseEvalOutput.to_json_file</c>): the keys in its order, <c>eval_type_id</c>,
 /// <c>eval_config</c>, <c>eval_id</c>, <c>datetime_epoch_millis</c>, <c>eval_result_metrics</c>, <c>eval_result_details</c>,
@@ -97,6 +116,51 @@ public static class SaeBenchEnvelope
             }, unstructured);
         });
     }
+
+    /// <summary>Writes the output of a probe eval of several runs (SCR, TPP): <paramref name="config"/> (its
+    /// <c>dataset_names</c>, ... fields; <see cref="ProbeConfig"/> starts it), <c>eval_result_metrics.{evalTypeId}_metrics</c>
+    /// = <paramref name="means"/>, one <c>eval_result_details</c> entry per run (<c>dataset_name</c> = <c>{run name}_results</c>
+    /// with its metrics), and <c>eval_result_unstructured</c> = <paramref name="unstructured"/> followed by SaeSharp's
+    /// extras: <c>producer</c>, <c>hook</c>, <c>pooling</c> ("mean") and <c>runs</c> (each run's full report with its
+    /// <c>run_name</c>, <c>dataset_name</c> and <c>split</c>).</summary>
+    internal static void WriteProbeRuns(string path, string evalTypeId, JsonObject config, SaeBenchRun? run, IEnumerable<KeyValuePair<string, double>> means,
+        IReadOnlyList<ISaeBenchProbeRun> runs, string hook, JsonObject unstructured)
+    {
+        var details = new JsonArray([.. runs.Select(r =>
+        {
+            var d = new JsonObject { ["dataset_name"] = r.RunName + "_results" };
+            foreach (var (k, v) in r.Metrics()) d[k] = Metric(v);
+            return (JsonNode)d;
+        })]);
+        unstructured["producer"] = Producer;
+        unstructured["hook"] = hook;
+        unstructured["pooling"] = "mean";
+        unstructured["runs"] = new JsonArray([.. runs.Select(r =>
+        {
+            var one = r.ToJson();
+            one["run_name"] = r.RunName;
+            one["dataset_name"] = r.DatasetName;
+            one["split"] = r.Split;
+            return (JsonNode)one;
+        })]);
+        WriteFile(path, evalTypeId, config, run, new JsonObject { [evalTypeId + "_metrics"] = Metrics(means) }, details, unstructured);
+    }
+
+    /// <summary>The <c>eval_config</c> fields SCR and TPP share (SAEBench's <c>ScrAndTppEvalConfig</c>), in its order:
+    /// <c>dataset_names</c>, <c>perform_scr</c>, <c>llm_dtype</c>, <c>model_name</c> and <c>n_values</c> (the first run's).</summary>
+    internal static JsonObject ProbeConfig(IEnumerable<string> datasetNames, bool performScr, SaeBenchRun? run, IReadOnlyList<ISaeBenchProbeRun> runs) => new()
+    {
+        ["dataset_names"] = new JsonArray([.. datasetNames.Select(n => (JsonNode)n)]),
+        ["perform_scr"] = performScr,
+        ["llm_dtype"] = run?.LlmDtype ?? "",
+        ["model_name"] = run?.ModelName ?? "",
+        ["n_values"] = new JsonArray([.. (runs.Count > 0 ? runs[0].NValues : []).Select(n => (JsonNode)n)]),
+    };
+
+    /// <summary>Each value of <paramref name="values"/> as a plain JSON number (<c>16</c>, not <see cref="Metric"/>'s
+    /// <c>16.0</c>), in order: SaeSharp's own report fields.</summary>
+    internal static JsonObject Numbers(IEnumerable<KeyValuePair<string, double>> values) =>
+        new(values.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value)));
 
     /// <summary>A metric value as SAEBench writes it: NaN (and, since JSON has no infinities, ±∞) as −1.</summary>
     public static double Finite(double v) => double.IsFinite(v) ? v : -1;

@@ -111,11 +111,10 @@ public static class ModelPipeline
     {
         ArgumentNullException.ThrowIfNull(data);
         var tokenizer = Tokenizer.FromFolder(data.TokenizerPath ?? data.ModelPath);
-        var pm = ModelForSae.Load(data.ModelPath, data.Processing, data.ModelDtype ?? ScalarType.Float32);
+        // The model harvests on the device; the rows come back to the CPU, where SaeTrainer trains.
+        var pm = LoadModel(data);
         try
         {
-            // The model harvests on the device; the rows come back to the CPU, where SaeTrainer trains.
-            if (data.Device.type != DeviceType.CPU) pm.Model.to(data.Device);
             int ctx = data.ContextSize ?? 128;
             var spec = HarvestSpec.Resolve(pm.Model.HookPoints, hook, mode, targetHook, hookHeadIndex);
             int positions = TrainingContextSize(ctx, data.SeqposSlice);
@@ -160,11 +159,7 @@ public static class ModelPipeline
         try
         {
             foreach (var path in (IEnumerable<string>)[data.ModelPath, .. otherModelPaths ?? []])
-            {
-                var pm = ModelForSae.Load(path, data.Processing, data.ModelDtype ?? ScalarType.Float32);
-                models.Add(pm);
-                if (data.Device.type != DeviceType.CPU) pm.Model.to(data.Device);
-            }
+                models.Add(LoadModel(data, path));
             int ctx = data.ContextSize ?? 128;
             var spec = HarvestSpec.ForCrossCoder(models.Select(m => m.Model.HookPoints).ToList(), hooks);
             int positions = TrainingContextSize(ctx, data.SeqposSlice);
@@ -218,6 +213,31 @@ public static class ModelPipeline
             throw new SaeSharpException($"{otherName}'s tokenizer differs from {firstName}'s ({diff}): a model-diffing crosscoder runs both models on the same token windows, so they need one tokenizer");
     }
 
+    /// <summary>The model of <paramref name="data"/> (or the one at <paramref name="modelPath"/>), processed as
+    /// <paramref name="data"/> says (<see cref="ModelDataOptions.Processing"/>), in its dtype (float32 unless given), on its device.</summary>
+    private static ProcessedModel LoadModel(ModelDataOptions data, string? modelPath = null)
+    {
+        var pm = ModelForSae.Load(modelPath ?? data.ModelPath, data.Processing, data.ModelDtype ?? ScalarType.Float32);
+        try
+        {
+            if (data.Device.type != DeviceType.CPU) pm.Model.to(data.Device);
+            return pm;
+        }
+        catch
+        {
+            pm.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The hooks a cache harvests, with <paramref name="checkDIn"/> given the input hook's width before any run.</summary>
+    private static HarvestSpec CacheSpec(ProcessedModel pm, ModelDataOptions data, string hook, HarvestMode mode, string? targetHook, Action<int, string>? checkDIn)
+    {
+        var spec = HarvestSpec.Resolve(pm.Model.HookPoints, hook, mode, targetHook);
+        checkDIn?.Invoke(pm.Model.HookWidth(spec.InputHook), $"the model {ModelLoader.NameOf(data.ModelPath)} at {spec.InputHook}");
+        return spec;
+    }
+
     /// <summary><c>sae cache --model M --hook H --dataset D --tokens N --out DIR</c>: writes (or resumes) an activation cache.
     /// <paramref name="checkDIn"/> gets the hook's width and a description of it before anything is harvested (a config's d_in).</summary>
     public static ActivationCacheManifest WriteCache(ModelDataOptions data, string hook, string outDir, HarvestMode mode = HarvestMode.Out,
@@ -226,12 +246,10 @@ public static class ModelPipeline
     {
         ArgumentNullException.ThrowIfNull(data);
         var tokenizer = Tokenizer.FromFolder(data.TokenizerPath ?? data.ModelPath);
-        using var pm = ModelForSae.Load(data.ModelPath, data.Processing, data.ModelDtype ?? ScalarType.Float32);
-        if (data.Device.type != DeviceType.CPU) pm.Model.to(data.Device);
+        using var pm = LoadModel(data);
         int ctx = data.ContextSize ?? 128;
         bool bos = data.PrependBos ?? true;
-        var spec = HarvestSpec.Resolve(pm.Model.HookPoints, hook, mode, targetHook);
-        checkDIn?.Invoke(pm.Model.HookWidth(spec.InputHook), $"the model {ModelLoader.NameOf(data.ModelPath)} at {spec.InputHook}");
+        var spec = CacheSpec(pm, data, hook, mode, targetHook, checkDIn);
         return ActivationCacheFolder.Write(outDir, pm.Model, spec, Windows(tokenizer, data),
             new ActivationCacheOptions
             {
@@ -257,12 +275,10 @@ public static class ModelPipeline
             throw new SaeSharpException("SAELens's CacheActivationsRunnerConfig has no disable_concat_sequences or sequence_separator_token (its windows are packed, BOS between documents); " +
                                         "--disable-concat-sequences and --sequence-separator-token need the SaeSharp cache format");
         var tokenizer = Tokenizer.FromFolder(data.TokenizerPath ?? data.ModelPath);
-        using var pm = ModelForSae.Load(data.ModelPath, data.Processing, data.ModelDtype ?? ScalarType.Float32);
-        if (data.Device.type != DeviceType.CPU) pm.Model.to(data.Device);
+        using var pm = LoadModel(data);
         int ctx = data.ContextSize ?? 128;
         bool bos = data.PrependBos ?? true;
-        var spec = HarvestSpec.Resolve(pm.Model.HookPoints, hook, mode, targetHook);
-        checkDIn?.Invoke(pm.Model.HookWidth(spec.InputHook), $"the model {ModelLoader.NameOf(data.ModelPath)} at {spec.InputHook}");
+        var spec = CacheSpec(pm, data, hook, mode, targetHook, checkDIn);
         return SaeLensActivationCache.Write(outDir, pm.Model, spec, Windows(tokenizer, data.DatasetPath, ctx, bos, data.TextField),
             new SaeLensCacheOptions
             {
@@ -432,12 +448,8 @@ public static class ModelPipeline
         using var clt = Interop.CrossLayerTranscoderLoader.Load(cltPath,
             loading ?? new Interop.CrossLayerTranscoderLoadOptions { Dtype = Interop.CrossLayerTranscoderLoader.ForModel(data.ModelDtype) }, hub);
         var tokenizer = Tokenizer.FromFolder(data.TokenizerPath ?? data.ModelPath);
-        using var pm = ModelForSae.Load(data.ModelPath, data.Processing, data.ModelDtype ?? ScalarType.Float32);
-        if (data.Device.type != DeviceType.CPU)
-        {
-            pm.Model.to(data.Device);
-            clt.to(data.Device);
-        }
+        using var pm = LoadModel(data);
+        if (data.Device.type != DeviceType.CPU) clt.to(data.Device);
         int ctx = data.ContextSize ?? 128;
         var exclude = ExclusionOf(data, new SaeMetadata(), cltPath);
         return DownstreamEvaluator.EvaluateReplacement(pm.Model, clt,

@@ -84,15 +84,7 @@ public static class Tokenizer
         if (model.TryGetProperty("end_of_word_suffix", out var ews) && ews.ValueKind == JsonValueKind.String && ews.GetString()!.Length > 0)
             throw new SaeSharpException($"{src}: model.end_of_word_suffix '{ews.GetString()}' is not supported");
 
-        if (!model.TryGetProperty("vocab", out var vocabEl) || vocabEl.ValueKind != JsonValueKind.Object)
-            throw new SaeSharpException($"{src}: missing object 'model.vocab'");
-        var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
-        foreach (var p in vocabEl.EnumerateObject())
-        {
-            if (p.Value.ValueKind != JsonValueKind.Number || !p.Value.TryGetInt32(out int id))
-                throw new SaeSharpException($"{src}: model.vocab['{p.Name}'] is not an integer id");
-            vocab[p.Name] = id;
-        }
+        var vocab = ModelVocab(model, src);
 
         var merges = new List<(string, string)>();
         if (model.TryGetProperty("merges", out var mergesEl))
@@ -135,6 +127,22 @@ public static class Tokenizer
         if (root.TryGetProperty("post_processor", out var postEl)) template = ParseTemplate(postEl, tok, src);
         ApplySpecialTokenConfig(tok, Path.GetDirectoryName(Path.GetFullPath(tokenizerJsonPath))!, template);
         return tok;
+    }
+
+    /// <summary>A tokenizer.json's <c>model.vocab</c> (token → id), BPE's and WordLevel's alike; a missing object or a
+    /// non-integer id is an error naming <paramref name="src"/>.</summary>
+    internal static Dictionary<string, int> ModelVocab(JsonElement model, string src)
+    {
+        if (!model.TryGetProperty("vocab", out var vocabEl) || vocabEl.ValueKind != JsonValueKind.Object)
+            throw new SaeSharpException($"{src}: missing object 'model.vocab'");
+        var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
+        foreach (var p in vocabEl.EnumerateObject())
+        {
+            if (p.Value.ValueKind != JsonValueKind.Number || !p.Value.TryGetInt32(out int id))
+                throw new SaeSharpException($"{src}: model.vocab['{p.Name}'] is not an integer id");
+            vocab[p.Name] = id;
+        }
+        return vocab;
     }
 
     private static List<AddedToken> ParseAddedTokens(JsonElement root, string src)

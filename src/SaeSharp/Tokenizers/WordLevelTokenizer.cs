@@ -118,15 +118,7 @@ public sealed class WordLevelTokenizer : ITextTokenizer
     internal static WordLevelTokenizer FromJson(JsonElement root, string src, IReadOnlyList<AddedToken> added)
     {
         var model = root.GetProperty("model");
-        if (!model.TryGetProperty("vocab", out var vocabEl) || vocabEl.ValueKind != JsonValueKind.Object)
-            throw new SaeSharpException($"{src}: missing object 'model.vocab'");
-        var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
-        foreach (var p in vocabEl.EnumerateObject())
-        {
-            if (p.Value.ValueKind != JsonValueKind.Number || !p.Value.TryGetInt32(out int id))
-                throw new SaeSharpException($"{src}: model.vocab['{p.Name}'] is not an integer id");
-            vocab[p.Name] = id;
-        }
+        var vocab = Tokenizer.ModelVocab(model, src);
         if (root.TryGetProperty("normalizer", out var norm) && norm.ValueKind != JsonValueKind.Null)
             throw new SaeSharpException($"{src}: a normalizer on a WordLevel tokenizer is not supported");
         var pre = new List<Func<string, IEnumerable<string>>>();

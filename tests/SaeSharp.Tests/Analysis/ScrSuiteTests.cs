@@ -8,6 +8,7 @@ using SaeSharp.Models;
 using SaeSharp.Pipelines;
 using SaeSharp.Tests.Hub;
 using SaeSharp.Tokenizers;
+using static SaeSharp.Tests.Analysis.ProbeRows;
 
 namespace SaeSharp.Tests.Analysis;
 
@@ -15,23 +16,6 @@ namespace SaeSharp.Tests.Analysis;
 /// one pooling pass per dataset, the two-column reader, the dataset's own train/test splits, --saebench-defaults.</summary>
 public sealed class ScrSuiteTests : FakeHubTestBase
 {
-    private static readonly string[] Filler = ["the", "sat", "on", "mat", "ran", "to", "park", "big", "small", "and", "a"];
-
-    /// <summary>Rows (text, cls, g): cls in a/b/c (the words cat/dog/bird), g in m/f (sun/moon), plus two filler words.</summary>
-    private static List<(string Text, string Cls, string G)> Rows(int n, int seed)
-    {
-        var rng = new Random(seed);
-        string[] cls = ["a", "b", "c"], word = ["cat", "dog", "bird"];
-        return [.. Enumerable.Range(0, n).Select(_ =>
-        {
-            int c = rng.Next(3);
-            bool m = rng.Next(2) == 0;
-            var words = new List<string> { word[c], m ? "sun" : "moon", Filler[rng.Next(Filler.Length)], Filler[rng.Next(Filler.Length)] };
-            rng.Shuffle(CollectionsMarshalSpan(words));
-            return (" " + string.Join(" ", words), cls[c], m ? "m" : "f");
-        })];
-    }
-
     private static void WriteParquet(string path, ParquetSchema schema, Func<ParquetRowGroupWriter, Task> write) => Task.Run(async () =>
     {
         await using var stream = File.Create(path);
@@ -40,15 +24,7 @@ public sealed class ScrSuiteTests : FakeHubTestBase
         await write(grp);
     }).GetAwaiter().GetResult();
 
-    private static Span<string> CollectionsMarshalSpan(List<string> l) => System.Runtime.InteropServices.CollectionsMarshal.AsSpan(l);
-
-    private string Jsonl(string name, IEnumerable<(string Text, string Cls, string G)> rows)
-    {
-        string path = Path.Combine(_work, name);
-        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-        File.WriteAllLines(path, rows.Select(r => new JsonObject { ["text"] = r.Text, ["label"] = r.Cls, ["g"] = r.G }.ToJsonString()));
-        return path;
-    }
+    private string Jsonl(string name, IEnumerable<(string Text, string Cls, string G)> rows) => ProbeRows.Jsonl(Path.Combine(_work, name), rows);
 
     private static ScrOptions Small => new() { Column1Name = "label", Column2Name = "g", Column2Vals = ["m", "f"], NValues = [1, 2], TrainSetSize = 80, TestSetSize = 20, MinTextsPerQuadrant = 2 };
 

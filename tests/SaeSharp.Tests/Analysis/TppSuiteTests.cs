@@ -7,6 +7,7 @@ using SaeSharp.Models;
 using SaeSharp.Pipelines;
 using SaeSharp.Tests.Hub;
 using SaeSharp.Tokenizers;
+using static SaeSharp.Tests.Analysis.ProbeRows;
 
 namespace SaeSharp.Tests.Analysis;
 
@@ -15,29 +16,7 @@ namespace SaeSharp.Tests.Analysis;
 /// warning), each naming the counts.</summary>
 public sealed class TppSuiteTests : FakeHubTestBase
 {
-    private static readonly string[] Filler = ["the", "sat", "on", "mat", "ran", "to", "park", "big", "small", "and", "a"];
-
-    /// <summary>Rows (text, cls, g): cls in a/b/c (the words cat/dog/bird), g in m/f (sun/moon), plus two filler words.</summary>
-    private static List<(string Text, string Cls, string G)> Rows(int n, int seed)
-    {
-        var rng = new Random(seed);
-        string[] cls = ["a", "b", "c"], word = ["cat", "dog", "bird"];
-        return [.. Enumerable.Range(0, n).Select(_ =>
-        {
-            int c = rng.Next(3);
-            bool m = rng.Next(2) == 0;
-            var words = new List<string> { word[c], m ? "sun" : "moon", Filler[rng.Next(Filler.Length)], Filler[rng.Next(Filler.Length)] };
-            rng.Shuffle(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(words));
-            return (" " + string.Join(" ", words), cls[c], m ? "m" : "f");
-        })];
-    }
-
-    private string Jsonl(string name, IEnumerable<(string Text, string Cls, string G)> rows)
-    {
-        string path = Path.Combine(_work, name);
-        File.WriteAllLines(path, rows.Select(r => new JsonObject { ["text"] = r.Text, ["label"] = r.Cls, ["g"] = r.G }.ToJsonString()));
-        return path;
-    }
+    private string Jsonl(string name, IEnumerable<(string Text, string Cls, string G)> rows) => ProbeRows.Jsonl(Path.Combine(_work, name), rows);
 
     /// <summary>Runs <paramref name="action"/> with <see cref="DatasetWarnings.Handler"/> collecting the warnings.</summary>
     private static List<string> Warnings(Action action)

@@ -1,21 +1,13 @@
 using System.Text.Json.Nodes;
 using SaeSharp.Interop;
 using SaeSharp.IO;
-using SaeSharp.Tests.Tokenizers;
 using static TorchSharp.torch;
 
 namespace SaeSharp.Tests.Cli;
 
 /// <summary><c>sae train --arch crosscoder|batchtopk_crosscoder</c>, <c>sae eval</c> and <c>sae info</c> on a crosscoder.</summary>
-public sealed class CrossCoderCommandTests : IDisposable
+public sealed class CrossCoderCommandTests : TempDirTestBase
 {
-    private readonly string _dir = TestPaths.TempDir();
-
-    public void Dispose()
-    {
-        try { Directory.Delete(_dir, recursive: true); } catch (IOException) { /* best effort */ }
-    }
-
     /// <summary>Rows whose two layers share 12 sparse features (each feature a direction in both layers).</summary>
     private string WriteLayers()
     {

@@ -51,6 +51,27 @@ public class CrossCoderModelRunTests : ModelTestBase
         Assert.True(diff < tol, $"{what}: max |diff| {diff}");
     }
 
+    /// <summary>A model-diffing crosscoder: <see cref="RandomCrossCoder"/> saved as folder "diff" reading the base and the
+    /// chat model of <see cref="ModelTestBase.TwoModelsOneTokenizer"/> at <c>Hooks[1]</c>, loaded back, with both models loaded.</summary>
+    private sealed record DiffSetup(string Base, string Chat, string Hook, CrossCoder Cc, HookedTransformer BaseModel, HookedTransformer ChatModel) : IDisposable
+    {
+        public void Dispose()
+        {
+            Cc.Dispose();
+            BaseModel.Dispose();
+            ChatModel.Dispose();
+        }
+    }
+
+    private DiffSetup DiffCrossCoder()
+    {
+        var (b, c, _) = TwoModelsOneTokenizer();
+        string hook = Hooks[1];
+        using (var cc0 = RandomCrossCoder())
+            CrossCoderFormat.Save(cc0, Sub("diff"), new CrossCoderSources { HookNames = [hook, hook], ModelNames = [b, c] });
+        return new DiffSetup(b, c, hook, CrossCoderFormat.Load(Sub("diff"), out _), ModelLoader.FromPretrained(b), ModelLoader.FromPretrained(c));
+    }
+
     [Fact]
     public void A_crosscoder_over_two_hooks_is_spliced_clamped_and_ablated_at_both()
     {
@@ -123,13 +144,8 @@ public class CrossCoderModelRunTests : ModelTestBase
     [Fact]
     public void A_model_diffing_crosscoder_runs_the_model_of_the_slot_encoded_from_both()
     {
-        var (b, c, _) = TwoModelsOneTokenizer();
-        string hook = Hooks[1];
-        using (var cc0 = RandomCrossCoder())
-            CrossCoderFormat.Save(cc0, Sub("diff"), new CrossCoderSources { HookNames = [hook, hook], ModelNames = [b, c] });
-        using var cc = CrossCoderFormat.Load(Sub("diff"), out _);
-        using var baseModel = ModelLoader.FromPretrained(b);
-        using var chatModel = ModelLoader.FromPretrained(c);
+        using var setup = DiffCrossCoder();
+        var (b, c, hook, cc, baseModel, chatModel) = setup;
         string prompt = "The quick brown fox";
         string[] common = ["model", "run", "--model", b, "--diff-model", c, "--sae", Sub("diff"), "--prompt", prompt];
         var chat = Run([.. common, "--out", Sub("chat.safetensors")]);
@@ -189,13 +205,8 @@ public class CrossCoderModelRunTests : ModelTestBase
     [Fact]
     public void Generate_continues_the_chat_model_with_the_edits_of_the_whole_sequence_run_at_every_step()
     {
-        var (b, c, _) = TwoModelsOneTokenizer();
-        string hook = Hooks[1];
-        using (var cc0 = RandomCrossCoder())
-            CrossCoderFormat.Save(cc0, Sub("diff"), new CrossCoderSources { HookNames = [hook, hook], ModelNames = [b, c] });
-        using var cc = CrossCoderFormat.Load(Sub("diff"), out _);
-        using var baseModel = ModelLoader.FromPretrained(b);
-        using var chatModel = ModelLoader.FromPretrained(c);
+        using var setup = DiffCrossCoder();
+        var (b, c, hook, cc, baseModel, chatModel) = setup;
         var tok = SaeSharp.Tokenizers.Tokenizer.FromFolder(c);
         string prompt = "The quick brown fox";
         string[] common = ["model", "run", "--model", b, "--diff-model", c, "--sae", Sub("diff"), "--prompt", prompt, "--generate", "6"];
@@ -264,13 +275,8 @@ public class CrossCoderModelRunTests : ModelTestBase
     [Fact]
     public void Sampled_generation_and_several_prompts_with_a_crosscoder()
     {
-        var (b, c, _) = TwoModelsOneTokenizer();
-        string hook = Hooks[1];
-        using (var cc0 = RandomCrossCoder())
-            CrossCoderFormat.Save(cc0, Sub("diff"), new CrossCoderSources { HookNames = [hook, hook], ModelNames = [b, c] });
-        using var cc = CrossCoderFormat.Load(Sub("diff"), out _);
-        using var baseModel = ModelLoader.FromPretrained(b);
-        using var chatModel = ModelLoader.FromPretrained(c);
+        using var setup = DiffCrossCoder();
+        var (b, c, hook, cc, baseModel, chatModel) = setup;
         var tok = SaeSharp.Tokenizers.Tokenizer.FromFolder(c);
         string[] prompts = ["The quick brown fox", "Sara has a white fox"];
         string[] common = ["model", "run", "--model", b, "--diff-model", c, "--sae", Sub("diff"), "--generate", "6"];

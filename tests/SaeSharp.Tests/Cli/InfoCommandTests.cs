@@ -7,15 +7,8 @@ using SaeSharp.Tests.Tokenizers;
 namespace SaeSharp.Tests.Cli;
 
 /// <summary><c>sae info</c> on a transcoder: its output hook (cfg.json metadata <c>hook_name_out</c>) is shown beside its input hook.</summary>
-public sealed class InfoCommandTests : IDisposable
+public sealed class InfoCommandTests : TempDirTestBase
 {
-    private readonly string _dir = TestPaths.TempDir();
-
-    public void Dispose()
-    {
-        try { Directory.Delete(_dir, recursive: true); } catch (IOException) { /* best effort */ }
-    }
-
     [Fact]
     public void Info_shows_a_transcoders_output_hook_and_a_dash_for_an_SAE()
     {

@@ -7,13 +7,28 @@ namespace SaeSharp.Tests.Cli;
 
 /// <summary>What <c>sae info</c>, <c>sae releases</c>, <c>sae eval</c>, <c>sae ablate</c>, <c>sae features</c> and <c>sae model info</c> print in a
 /// pipe: plain lines, no box drawing, integers without digit grouping.</summary>
-public sealed class PlainOutputTests : IDisposable
+public sealed class PlainOutputTests : TempDirTestBase
 {
-    private readonly string _dir = TestPaths.TempDir();
+    private static readonly string BatchTopK = TestPaths.Data("dictionary_learning", "BatchTopKSAE");
 
-    public void Dispose()
+    /// <summary>A copy of the BatchTopKSAE test checkpoint in a folder named <paramref name="name"/>.</summary>
+    private string CopyOfBatchTopK(string name)
     {
-        try { Directory.Delete(_dir, recursive: true); } catch (IOException) { /* best effort */ }
+        string sae = Path.Combine(_dir, name);
+        Directory.CreateDirectory(sae);
+        foreach (var f in Directory.GetFiles(BatchTopK))
+            File.Copy(f, Path.Combine(sae, Path.GetFileName(f)));
+        return sae;
+    }
+
+    /// <summary>A text file of <paramref name="lines"/> lines of ten words of <see cref="AnalysisFixture.Words"/>.</summary>
+    private string Corpus(string name, int lines, int seed)
+    {
+        string corpus = Path.Combine(_dir, name);
+        var rng = new Random(seed);
+        File.WriteAllLines(corpus, Enumerable.Range(0, lines).Select(_ =>
+            string.Join(" ", Enumerable.Range(0, 10).Select(_ => AnalysisFixture.Words[rng.Next(AnalysisFixture.Words.Length)]))));
+        return corpus;
     }
 
     /// <summary>In a pipe (a child process), <c>sae info</c> prints the SAE it was given, then <c>name&lt;TAB&gt;value</c>
@@ -21,10 +36,7 @@ public sealed class PlainOutputTests : IDisposable
     [Fact]
     public void Info_in_a_pipe_prints_name_tab_value_lines_and_any_path()
     {
-        string sae = Path.Combine(_dir, "[v2] run");
-        Directory.CreateDirectory(sae);
-        foreach (var f in Directory.GetFiles(TestPaths.Data("dictionary_learning", "BatchTopKSAE")))
-            File.Copy(f, Path.Combine(sae, Path.GetFileName(f)));
+        string sae = CopyOfBatchTopK("[v2] run");
         using var process = new CliProcess("info", sae);
         int exit = process.WaitForExit(TimeSpan.FromMinutes(2));
         var lines = process.Lines;
@@ -42,10 +54,7 @@ public sealed class PlainOutputTests : IDisposable
     [Fact]
     public void Info_in_a_pipe_escapes_a_tab_and_a_newline_in_a_cell()
     {
-        string sae = Path.Combine(_dir, "tab\there\nrun");
-        Directory.CreateDirectory(sae);
-        foreach (var f in Directory.GetFiles(TestPaths.Data("dictionary_learning", "BatchTopKSAE")))
-            File.Copy(f, Path.Combine(sae, Path.GetFileName(f)));
+        string sae = CopyOfBatchTopK("tab\there\nrun");
         using var process = new CliProcess("info", sae);
         int exit = process.WaitForExit(TimeSpan.FromMinutes(2));
         var lines = process.Output;
@@ -63,7 +72,6 @@ public sealed class PlainOutputTests : IDisposable
         return lines;
     }
 
-    private static readonly string BatchTopK = TestPaths.Data("dictionary_learning", "BatchTopKSAE");
 
     /// <summary>In a pipe, integers in name/value lines are plain digits (a program reads them), not "8,352".
     /// A BatchTopKSAE with d_in 32, d_sae 128 has W_enc, W_dec (32·128 each), b_enc (128), b_dec (32).</summary>
@@ -85,10 +93,7 @@ public sealed class PlainOutputTests : IDisposable
     public void Model_eval_ablate_features_and_model_info_in_a_pipe_print_counts_without_grouping()
     {
         using var fx = new AnalysisFixture();
-        string corpus = Path.Combine(_dir, "corpus.txt");
-        var rng = new Random(4);
-        File.WriteAllLines(corpus, Enumerable.Range(0, 800).Select(_ =>
-            string.Join(" ", Enumerable.Range(0, 10).Select(_ => AnalysisFixture.Words[rng.Next(AnalysisFixture.Words.Length)]))));
+        string corpus = Corpus("corpus.txt", 800, seed: 4);
         var failures = new List<string>();
         var inModel = RunInAPipe("eval", "--sae", fx.SaeDir, "--model", fx.ModelDir, "--dataset", corpus, "--tokens", "2048", "--context-size", "16");
         if (!inModel.Any(l => l.StartsWith("% alive over 2048 tokens\t", StringComparison.Ordinal))) failures.Add("eval: " + string.Join(" | ", inModel));
@@ -111,10 +116,7 @@ public sealed class PlainOutputTests : IDisposable
     public void Eval_in_a_model_defaults_to_16384_tokens()
     {
         using var fx = new AnalysisFixture();
-        string corpus = Path.Combine(_dir, "long.txt");
-        var rng = new Random(5);
-        File.WriteAllLines(corpus, Enumerable.Range(0, 2400).Select(_ =>
-            string.Join(" ", Enumerable.Range(0, 10).Select(_ => AnalysisFixture.Words[rng.Next(AnalysisFixture.Words.Length)]))));
+        string corpus = Corpus("long.txt", 2400, seed: 5);
         string json = Path.Combine(_dir, "eval-default.json");
         RunInAPipe("eval", "--sae", fx.SaeDir, "--model", fx.ModelDir, "--dataset", corpus, "--context-size", "16", "--json", json);
         var stats = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(json))!["token_stats"]!;

@@ -4,7 +4,6 @@ using SaeSharp.Interop;
 using SaeSharp.IO;
 using SaeSharp.Saes;
 using SaeSharp.Tests.Cli;
-using SaeSharp.Tests.Tokenizers;
 using static TorchSharp.torch;
 
 namespace SaeSharp.Tests.Evaluation;
@@ -13,15 +12,8 @@ namespace SaeSharp.Tests.Evaluation;
 /// The model-diffing numbers of a crosscoder's decoder (<see cref="CrossCoderDecoderNorms"/>) against values worked out by
 /// hand: relative norm n_j / Σ n, Minder et al.'s Δnorm ½((n_j − m)/max(n_j, m) + 1), the slots' cosine, the bands.
 /// </summary>
-public sealed class CrossCoderDecoderNormsTests : IDisposable
+public sealed class CrossCoderDecoderNormsTests : TempDirTestBase
 {
-    private readonly string _dir = TestPaths.TempDir();
-
-    public void Dispose()
-    {
-        try { Directory.Delete(_dir, recursive: true); } catch (IOException) { /* best effort */ }
-    }
-
     /// <summary>Two slots, d = 2, six latents whose decoder rows (slot 0; slot 1) are:
     /// 0: (3,4); (0,0) · 1: (1,0); (0,2) · 2: (1,1); (1,1) · 3: (0.3,0.4); (0,−6) · 4: zero · 5: (1,0); (−1,0).</summary>
     private static CrossCoder HandMade()

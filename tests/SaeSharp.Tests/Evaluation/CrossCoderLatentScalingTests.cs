@@ -5,7 +5,6 @@ using SaeSharp.Interop;
 using SaeSharp.IO;
 using SaeSharp.Saes;
 using SaeSharp.Tests.Cli;
-using SaeSharp.Tests.Tokenizers;
 using static TorchSharp.torch;
 
 namespace SaeSharp.Tests.Evaluation;
@@ -15,15 +14,8 @@ namespace SaeSharp.Tests.Evaluation;
 /// β = Σ f⟨d, y⟩ / (‖d‖² Σ f²), against planted latents whose β and ν are known by construction, and through the
 /// normaliser buffers.
 /// </summary>
-public sealed class CrossCoderLatentScalingTests : IDisposable
+public sealed class CrossCoderLatentScalingTests : TempDirTestBase
 {
-    private readonly string _dir = TestPaths.TempDir();
-
-    public void Dispose()
-    {
-        try { Directory.Delete(_dir, recursive: true); } catch (IOException) { /* best effort */ }
-    }
-
     private static TensorActivationSource Rows(Tensor x) => new(x.reshape(x.shape[0], -1), shuffle: false);
 
     /// <summary>The closed form written out row by row in double: targets activation, reconstruction, and error with the

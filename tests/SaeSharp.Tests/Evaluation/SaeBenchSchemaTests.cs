@@ -147,4 +147,60 @@ public sealed class SaeBenchSchemaTests : IDisposable
         Assert.Equal("""{"l0":16.0,"zero":0.0,"neg":-3.0,"half":0.5,"nan":-1.0,"node":16.0}""", System.Text.Encoding.UTF8.GetString(stream.ToArray()));
         Assert.Equal(16.0, (double)SaeBenchEnvelope.Metric(16));
     }
+    /// <summary>A run whose id and time are fixed, so that two writes of the same report are the same bytes.</summary>
+    private static SaeBenchRun FixedRun() => Run() with { EvalId = "00000000-0000-0000-0000-000000000001", DatetimeEpochMillis = 1700000000000 };
+
+    /// <summary>The written file with the version-dependent <c>producer</c> replaced by "SaeSharp", lines ended by \n.</summary>
+    private static string Pinned(string path) =>
+        File.ReadAllText(path).Replace(JsonSerializer.Serialize(SaeBenchEnvelope.Producer), "\"SaeSharp\"", StringComparison.Ordinal).ReplaceLineEndings("\n");
+
+    private static string PinnedData(string name) => File.ReadAllText(SaeSharp.Tests.Tokenizers.TestPaths.Data("saebench_pinned", name)).ReplaceLineEndings("\n");
+
+    private static ScrReport ScrPair(string dataset, string column1, double changed) => new("blocks.0.hook_resid_post", dataset, 200, [2, 5],
+        column1, "male / female", "biased", 20, 5, new Dictionary<string, double> { [column1] = 0.9, ["male / female"] = 0.8 },
+        [new ScrDirection(1, "male / female", column1, 0.9, 0.6, new Dictionary<int, int[]> { [2] = [1, 4], [5] = [1, 4, 0, 2, 3] },
+             new Dictionary<int, double> { [2] = changed, [5] = 0.8 }),
+         new ScrDirection(2, column1, "male / female", 0.95, 0.7, new Dictionary<int, int[]> { [2] = [3, 0], [5] = [3, 0, 1, 2, 4] },
+             new Dictionary<int, double> { [2] = 0.7, [5] = 0.95 })]);
+
+    [Fact]
+    public void Scr_output_of_several_runs_is_pinned_byte_for_byte()
+    {
+        // Pins the whole file (runs[], details, column1_vals_lookup, metric means) so that a refactoring of the writer is
+        // proven not to change it; tests/data/saebench_pinned/scr.json was written by the writer of commit b0974ca.
+        var suite = new ScrSuiteReport("blocks.0.hook_resid_post",
+        [
+            new ScrRun("bios", "train/test splits", ScrPair("bios", "professor / nurse", 0.75)),
+            new ScrRun("bios", "train/test splits", ScrPair("bios", "attorney / teacher", 0.6)),
+            new ScrRun("amazon", SpuriousCorrelationRemoval.PositionSplitName, ScrPair("amazon", "Books / Toys", 1.0)),
+        ]);
+        string path = Path.Combine(_work, "scr_pinned.json");
+        suite.WriteJson(path, FixedRun());
+        string text = Pinned(path);
+        Assert.Empty(SchemaErrors("scr", text));
+        Assert.Equal(PinnedData("scr.json"), text);
+    }
+
+    [Fact]
+    public void Tpp_output_of_several_datasets_is_pinned_byte_for_byte()
+    {
+        // As the SCR test: tests/data/saebench_pinned/tpp.json was written by the writer of commit b0974ca.
+        static TppReport Report(string[] names, double shift) => new("h", 100, [2, 4], names.Select((c, i) => new TppClass(c, 40, 10, 0.9,
+            new Dictionary<int, int[]> { [2] = [i, 3], [4] = [i, 3, 5, 6] },
+            new Dictionary<int, double[]>
+            {
+                [2] = [.. names.Select((_, j) => j == i ? 0.5 - shift * i : 0.875 - shift * j)],
+                [4] = [.. names.Select((_, j) => j == i ? 0.25 : 0.75 + shift)],
+            })).ToList());
+        var suite = new TppSuiteReport("h",
+        [
+            new TppRun("reviews", "train/test splits", Report(["a", "b"], 0.125)),
+            new TppRun("bios", SpuriousCorrelationRemoval.PositionSplitName, Report(["x", "y", "z"], 0.0625)),
+        ]);
+        string path = Path.Combine(_work, "tpp_pinned.json");
+        suite.WriteJson(path, FixedRun());
+        string text = Pinned(path);
+        Assert.Empty(SchemaErrors("tpp", text));
+        Assert.Equal(PinnedData("tpp.json"), text);
+    }
 }

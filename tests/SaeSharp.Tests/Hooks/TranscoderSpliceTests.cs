@@ -137,13 +137,10 @@ public class TranscoderSpliceTests : ModelTestBase
         AssertAllClose(expected, viaOptions, 1e-9, "RunOptions.Saes");
     }
 
-    /// <summary>SAELens 6.37's jumprelu_skip_transcoder (Gemma Scope 2's affine transcoders): the JumpReLU encoder and the
-    /// skip term of the raw x_in.</summary>
-    [Fact]
-    public void A_jumprelu_skip_transcoder_adds_x_in_times_W_skip_transposed_to_its_JumpReLU_reconstruction()
+    /// <summary>The logits of <paramref name="model"/> with <paramref name="tc"/> spliced in (ln2 → MLP out) are the plain hook
+    /// pair's with the hand decode and its skip term, and differ from the same without the skip term.</summary>
+    private static void AssertSplicedWithSkipTerm(HookedTransformer model, Sae tc)
     {
-        using var model = Model64();
-        using var tc = RandomTranscoder(Ln2, MlpOut, 16, 16, 24, 16, SaeArchitectures.JumpReluSkipTranscoder);
         var expected = HookPair(model, Toks, Ln2, MlpOut, (xin, _) => HandDecode(tc, HandFeatures(tc, xin), xin));
         var withoutSkip = HookPair(model, Toks, Ln2, MlpOut,
             (xin, _) => matmul(HandFeatures(tc, xin), W(tc.WDec)) + W(tc.BDec));
@@ -152,6 +149,16 @@ public class TranscoderSpliceTests : ModelTestBase
         var logits = hooked.RunWithHooks(Toks);
         AssertAllClose(expected, logits, 1e-9, "logits vs the hook pair with the skip term");
         Assert.True((logits - withoutSkip).abs().max().item<double>() > 1e-3, "the skip term made no difference");
+    }
+
+    /// <summary>SAELens 6.37's jumprelu_skip_transcoder (Gemma Scope 2's affine transcoders): the JumpReLU encoder and the
+    /// skip term of the raw x_in.</summary>
+    [Fact]
+    public void A_jumprelu_skip_transcoder_adds_x_in_times_W_skip_transposed_to_its_JumpReLU_reconstruction()
+    {
+        using var model = Model64();
+        using var tc = RandomTranscoder(Ln2, MlpOut, 16, 16, 24, 16, SaeArchitectures.JumpReluSkipTranscoder);
+        AssertSplicedWithSkipTerm(model, tc);
         // The threshold matters: some latents with a positive pre-activation stay off.
         Tensor? xin = null;
         model.RunWithHooks(Toks, (Ln2, x => { xin?.Dispose(); xin = x.detach().clone().DetachFromDisposeScope(); return null; }));
@@ -167,14 +174,7 @@ public class TranscoderSpliceTests : ModelTestBase
         using var model = Model64();
         using var tc = RandomTranscoder(Ln2, MlpOut, 16, 16, 24, 5, SaeArchitectures.SkipTranscoder);
         Assert.True(W(((SkipTranscoderSae)tc).WSkip).abs().max().item<double>() > 0.05);
-        var expected = HookPair(model, Toks, Ln2, MlpOut, (xin, _) => HandDecode(tc, HandFeatures(tc, xin), xin));
-        var withoutSkip = HookPair(model, Toks, Ln2, MlpOut,
-            (xin, _) => matmul(HandFeatures(tc, xin), W(tc.WDec)) + W(tc.BDec));
-        var hooked = new HookedSaeTransformer(model);
-        hooked.AddSae(tc);
-        var logits = hooked.RunWithHooks(Toks);
-        AssertAllClose(expected, logits, 1e-9, "logits vs the hook pair with the skip term");
-        Assert.True((logits - withoutSkip).abs().max().item<double>() > 1e-3, "the skip term made no difference");
+        AssertSplicedWithSkipTerm(model, tc);
     }
 
     [Fact]

@@ -25,6 +25,17 @@ public sealed class DictionaryLearningTests : IDisposable
         Assert.True(maxDiff <= tol, $"max |difference| {maxDiff} exceeds {tol}");
     }
 
+    /// <summary><paramref name="sae"/>'s features and reconstruction of the reference input of <paramref name="dictClass"/> are
+    /// dictionary_learning's own (its reference.safetensors).</summary>
+    static void AssertReproducesReference(Sae sae, string dictClass)
+    {
+        var reference = Reference(dictClass);
+        using var _ = torch.no_grad();
+        var (xHat, f) = sae.Run(reference["x"]);
+        AssertClose(reference["f"], f);
+        AssertClose(reference["x_hat"], xHat);
+    }
+
     /// <summary>dictionary_learning's formulas written out with the SAELens names of the converted weights.</summary>
     static Tensor EncodeByFormula(string architecture, SaeConfig cfg, IReadOnlyDictionary<string, Tensor> w, Tensor x)
     {
@@ -110,11 +121,7 @@ public sealed class DictionaryLearningTests : IDisposable
         using var scope = torch.NewDisposeScope();
         using var sae = DictionaryLearning.Load(Path.Combine(Fixtures, dictClass, "ae.pt"));
         Assert.IsType(saeType, sae);
-        var reference = Reference(dictClass);
-        using var _ = torch.no_grad();
-        var (xHat, f) = sae.Run(reference["x"]);
-        AssertClose(reference["f"], f);
-        AssertClose(reference["x_hat"], xHat);
+        AssertReproducesReference(sae, dictClass);
     }
 
     [Fact]
@@ -170,11 +177,7 @@ public sealed class DictionaryLearningTests : IDisposable
         Assert.IsType(saeType, sae);
         Assert.Equal((32, 128), (sae.Cfg.DIn, sae.Cfg.DSae));
         Assert.Null(sae.Cfg.Metadata.HookName);
-        var reference = Reference(dictClass);
-        using var _ = torch.no_grad();
-        var (xHat, f) = sae.Run(reference["x"]);
-        AssertClose(reference["f"], f);
-        AssertClose(reference["x_hat"], xHat);
+        AssertReproducesReference(sae, dictClass);
     }
 
     [Fact]

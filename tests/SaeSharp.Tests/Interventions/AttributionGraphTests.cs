@@ -162,8 +162,7 @@ public class AttributionGraphTests : CltTestBase
     [Fact]
     public void Bounded_feature_rows_are_the_full_graphs_rows_and_bos_zeroing_drops_position_0()
     {
-        string dir = ModelDir(seed: 7);
-        using var model = ModelLoader.FromPretrained(dir, ScalarType.Float64);
+        using var model = Model64(seed: 7);
         var (clt, _) = MakeClt(seed: 8);
         using var _c = clt;
         using var full = AttributionGraph.Build(model, clt, Prompt, new AttributionGraphOptions { MaxLogits = 3, BatchSize = 4 });
@@ -239,8 +238,7 @@ public class AttributionGraphTests : CltTestBase
     [Fact]
     public void The_json_is_circuit_tracers_graph_file()
     {
-        string dir = ModelDir(seed: 9);
-        using var model = ModelLoader.FromPretrained(dir, ScalarType.Float64);
+        using var model = Model64(seed: 9);
         var (clt, _) = MakeClt(seed: 10);
         using var _c = clt;
         using var g = AttributionGraph.Build(model, clt, Prompt, new AttributionGraphOptions { MaxLogits = 3 });
@@ -387,8 +385,7 @@ public class AttributionGraphTests : CltTestBase
         Assert.Contains("A and B are the same token (7)", Assert.Throws<SaeSharpException>(() => AttributionTarget.Parse("logit-diff: Austin, Austin", Lookup)).Message);
         Assert.Contains("the vector is zero", Assert.Throws<SaeSharpException>(() => AttributionTarget.Custom("z", 1, [0.0, 0.0])).Message);
 
-        string dir = ModelDir(seed: 3);
-        using var model = ModelLoader.FromPretrained(dir, ScalarType.Float64);
+        using var model = Model64(seed: 3);
         var (clt, _) = MakeClt(seed: 4);
         using var _c = clt;
         AttributionGraph Build(params AttributionTarget[] t) => AttributionGraph.Build(model, clt, Prompt, new AttributionGraphOptions { Targets = t });
@@ -411,8 +408,7 @@ public class AttributionGraphTests : CltTestBase
     [Fact]
     public void The_json_has_every_field_circuit_tracers_viewer_reads_in_the_form_it_parses()
     {
-        string dir = ModelDir(seed: 9);
-        using var model = ModelLoader.FromPretrained(dir, ScalarType.Float64);
+        using var model = Model64(seed: 9);
         var (clt, _) = MakeClt(seed: 10);
         using var _c = clt;
         using var g = AttributionGraph.Build(model, clt, Prompt, new AttributionGraphOptions { MaxLogits = 3 });
@@ -473,9 +469,7 @@ public class AttributionGraphTests : CltTestBase
     {
         using var model = Gpt2(nLayer: Layers, seed: 2);
         var r0 = CltReference.Random(Layers, Features, DModel, 9, threshold: true, skip: false);
-        string folder = Sub($"clt-{Guid.NewGuid():N}");
-        r0.WriteCircuitTracerLn2(folder);
-        using var clt = CrossLayerTranscoderLoader.Load(folder);
+        using var clt = r0.LoadCircuitTracerLn2(Sub($"clt-{Guid.NewGuid():N}"));
         var options = new AttributionGraphOptions { MaxLogits = 3, BatchSize = 2, MaxFeatures = 3 };
         AttributionGraph.Build(model, clt, Prompt, options).Dispose();
         long before = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
@@ -491,8 +485,7 @@ public class AttributionGraphTests : CltTestBase
     [Fact]
     public void Bad_input_is_refused_with_its_reason()
     {
-        string dir = ModelDir(seed: 3);
-        using var model = ModelLoader.FromPretrained(dir, ScalarType.Float64);
+        using var model = Model64(seed: 3);
         var (clt, _) = MakeClt(seed: 4);
         using var _c = clt;
         var e = Assert.Throws<SaeSharpException>(() => AttributionGraph.Build(model, clt, Prompt.expand(2, 6)));

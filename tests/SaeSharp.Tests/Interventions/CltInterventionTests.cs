@@ -31,8 +31,7 @@ public class CltInterventionTests : CltTestBase
     [InlineData(true, true)]
     public void Setting_features_to_their_clean_values_changes_nothing(bool freeze, bool direct)
     {
-        string dir = ModelDir(seed: 3);
-        using var model = ModelLoader.FromPretrained(dir, ScalarType.Float64);
+        using var model = Model64(seed: 3);
         var (clt, _) = MakeClt(seed: 4);
         using var _c = clt;
         var f = CleanFeatures(model, clt, Prompt);
@@ -57,8 +56,7 @@ public class CltInterventionTests : CltTestBase
         // With every layer constrained (patterns, norm scales and MLP outputs frozen), setting a feature s from a to a(1 + δ)
         // changes each downstream feature's pre-activation and each centred logit by δ·A[t, s]: the graph's edge per unit of
         // the source's activation.
-        string dir = ModelDir(seed: 5);
-        using var model = ModelLoader.FromPretrained(dir, ScalarType.Float64);
+        using var model = Model64(seed: 5);
         var (clt, _) = MakeClt(seed: 6);
         using var _c = clt;
         using var g = AttributionGraph.Build(model, clt, Prompt, new AttributionGraphOptions { MaxLogits = 3, LogitProbability = 1, BatchSize = 64 });
@@ -107,8 +105,7 @@ public class CltInterventionTests : CltTestBase
         // weights); a transcoder set's layer-0 feature writes layer 0 only, a CLT's layers 0 and 1. With only layer 1
         // constrained, the CLT's write to layer 0 is dropped (circuit-tracer adds deltas inside the range only), and layer
         // 0's MLP, whose input is unchanged, gives its clean output.
-        string dir = ModelDir(seed: 7);
-        using var model = ModelLoader.FromPretrained(dir, ScalarType.Float64);
+        using var model = Model64(seed: 7);
         var (clt, r) = MakeClt(seed: 8, skip: false, perLayer);
         using var _c = clt;
         var f = CleanFeatures(model, clt, Prompt);
@@ -141,8 +138,7 @@ public class CltInterventionTests : CltTestBase
     {
         // Without freezing, a layer-0 CLT feature set to v adds (v − a)·W_dec[0][f, j] at every output hook j (a its clean
         // activation: layer 0 reads the clean input); the logits equal a plain run with those hooks.
-        string dir = ModelDir(seed: 9);
-        using var model = ModelLoader.FromPretrained(dir, ScalarType.Float64);
+        using var model = Model64(seed: 9);
         var (clt, r) = MakeClt(seed: 10);
         using var _c = clt;
         var f = CleanFeatures(model, clt, Prompt);
@@ -167,8 +163,7 @@ public class CltInterventionTests : CltTestBase
     [Fact]
     public void Generation_with_no_op_interventions_equals_plain_generation()
     {
-        string dir = ModelDir(seed: 11);
-        using var model = ModelLoader.FromPretrained(dir, ScalarType.Float64);
+        using var model = Model64(seed: 11);
         var (clt, _) = MakeClt(seed: 12);
         using var _c = clt;
         var f = CleanFeatures(model, clt, Prompt);
@@ -186,8 +181,7 @@ public class CltInterventionTests : CltTestBase
     {
         // An open-ended intervention (slice(2, None)) without freezing: each new token's logits equal the intervened full run
         // of the sequence so far (KV-cached one-token passes versus whole runs), and its activations too.
-        string dir = ModelDir(seed: 13);
-        using var model = ModelLoader.FromPretrained(dir, ScalarType.Float64);
+        using var model = Model64(seed: 13);
         var (clt, _) = MakeClt(seed: 14);
         using var _c = clt;
         var options = new CltInterventionOptions { FreezeAttention = false };
@@ -210,8 +204,7 @@ public class CltInterventionTests : CltTestBase
     {
         // Without freezing, each step of a sampled generation is the intervened whole-sequence run of prompt + generated[:t]:
         // the token is drawn from its last row by Generation.Sample with one generator seeded as the options (a hand loop).
-        string dir = ModelDir(seed: 23);
-        using var model = ModelLoader.FromPretrained(dir, ScalarType.Float64);
+        using var model = Model64(seed: 23);
         var (clt, _) = MakeClt(seed: 24);
         using var _c = clt;
         var options = new CltInterventionOptions { FreezeAttention = false };
@@ -250,8 +243,7 @@ public class CltInterventionTests : CltTestBase
     {
         // Features set to their clean values (frozen attention, the default) change nothing: with the same seed the intervened
         // generation draws the same random numbers as the plain one, so it samples the same tokens from the same logits.
-        string dir = ModelDir(seed: 25);
-        using var model = ModelLoader.FromPretrained(dir, ScalarType.Float64);
+        using var model = Model64(seed: 25);
         var (clt, _) = MakeClt(seed: 26);
         using var _c = clt;
         var f = CleanFeatures(model, clt, Prompt);
@@ -273,8 +265,7 @@ public class CltInterventionTests : CltTestBase
     {
         // circuit-tracer's feature_intervention_generate constrains the prompt's pass only: the first new token is sampled from
         // feature_intervention's last row with the same range, and the prompt's activations are that run's.
-        string dir = ModelDir(seed: 19);
-        using var model = ModelLoader.FromPretrained(dir, ScalarType.Float64);
+        using var model = Model64(seed: 19);
         var (clt, _) = MakeClt(seed: 20);
         using var _c = clt;
         var options = new CltInterventionOptions { DirectEffects = direct, ConstrainedLayers = start is int s ? (s, end!.Value) : null };
@@ -294,8 +285,7 @@ public class CltInterventionTests : CltTestBase
     {
         // Patterns, norm scales and MLP outputs frozen at the clean run's in the prompt's pass replay exactly what that pass
         // computes, and later passes run free: the whole continuation is the plain one.
-        string dir = ModelDir(seed: 21);
-        using var model = ModelLoader.FromPretrained(dir, ScalarType.Float64);
+        using var model = Model64(seed: 21);
         var (clt, _) = MakeClt(seed: 22);
         using var _c = clt;
         var f = CleanFeatures(model, clt, Prompt);
@@ -309,8 +299,7 @@ public class CltInterventionTests : CltTestBase
     [Fact]
     public void Interventions_free_every_tensor_they_made()
     {
-        string dir = ModelDir(seed: 17);
-        using var model = ModelLoader.FromPretrained(dir, ScalarType.Float64);
+        using var model = Model64(seed: 17);
         var (clt, _) = MakeClt(seed: 18);
         using var _c = clt;
         CltFeatureIntervention[] set = [new(0, 2, 7, 3.0, Onward: true), new(1, 1, 4, -2.0)];
@@ -327,8 +316,7 @@ public class CltInterventionTests : CltTestBase
     [Fact]
     public void Bad_interventions_are_named()
     {
-        string dir = ModelDir(seed: 15);
-        using var model = ModelLoader.FromPretrained(dir, ScalarType.Float64);
+        using var model = Model64(seed: 15);
         var (clt, _) = MakeClt(seed: 16);
         using var _c = clt;
         void Fails(string expected, CltFeatureIntervention i, CltInterventionOptions? o = null)

@@ -15,13 +15,17 @@ public abstract class CltTestBase : ModelTestBase
 {
     protected static readonly Tensor Prompt = tensor(new long[] { 5, 11, 23, 42, 7, 19 }, 1, 6);
 
-    protected string ModelDir(int seed) => TinyModels.WriteGpt2(Sub($"g-{Guid.NewGuid():N}"), seed, Layers, DModel, 4, 50, 32);
+    protected string ModelDir(int seed = 3) => TinyModels.WriteGpt2(Sub($"g-{Guid.NewGuid():N}"), seed, Layers, DModel, 4, 50, 32);
+
+    /// <summary>The tiny GPT-2 of <see cref="ModelDir"/>, loaded in float64.</summary>
+    protected HookedTransformer Model64(int seed = 3) => ModelLoader.FromPretrained(ModelDir(seed), ScalarType.Float64);
 
     /// <summary>A random 2-layer CLT (JumpReLU, skip) reading ln2's output, float64, and its reference weights; with
     /// <paramref name="perLayer"/> a transcoder set of the same weights' diagonal.</summary>
     private protected (CrossLayerTranscoder Clt, CltReference Ref) MakeClt(int seed, bool skip = true, bool perLayer = false)
     {
         var r = CltReference.Random(Layers, Features, DModel, seed, threshold: true, skip);
+        // Thresholds low enough that several features fire on the tiny model.
         r.ScaleThresholds(0.2);
         string folder = Sub($"clt-{Guid.NewGuid():N}");
         if (perLayer) r.WriteTranscoderSet(folder, threshold: true);

@@ -15,23 +15,13 @@ namespace SaeSharp.Tests.Interventions;
 /// and error nodes fixed tensors, each MLP output replaced by Σ f·W_dec + b_dec + skip + ε, and (frozen) every attention
 /// pattern and norm scale replaced by its clean value as a constant; autograd and finite differences through that.
 /// </summary>
-public class CrossLayerAttributionTests : ModelTestBase
+public class CrossLayerAttributionTests : CltTestBase
 {
     internal const int DModel = 16, Features = 12, Layers = 2;
     private static readonly Tensor Toks = tensor(new long[] { 5, 11, 23, 42, 7, 19, 3, 30, 8, 2, 44, 17 }, 2, 6);
 
-    private string ModelDir(int seed = 3) => TinyModels.WriteGpt2(Sub($"g-{Guid.NewGuid():N}"), seed, Layers, DModel, 4, 50, 32);
-
-    /// <summary>A random 2-layer CLT (JumpReLU, skip) from ln2's output to the MLP output, in circuit-tracer's files, in float64.</summary>
-    private CrossLayerTranscoder MakeClt(bool skip = true, int seed = 4)
-    {
-        var r = CltReference.Random(Layers, Features, DModel, seed, threshold: true, skip);
-        // Thresholds low enough that several features fire on the tiny model.
-        r.ScaleThresholds(0.2);
-        string folder = Sub($"clt-{Guid.NewGuid():N}");
-        r.WriteCircuitTracerLn2(folder);
-        return CrossLayerTranscoderLoader.Load(folder, dtype: ScalarType.Float64);
-    }
+    /// <summary><see cref="CltTestBase.MakeClt"/>'s CLT without its reference weights.</summary>
+    private CrossLayerTranscoder MakeClt(bool skip = true, int seed = 4) => MakeClt(seed, skip).Clt;
 
     /// <summary>The clean run's features [b, s, F] and error terms [b, s, d] per layer, and its patterns and norm inputs.</summary>
     internal static (Tensor[] F, Tensor[] Eps, Dictionary<string, Tensor> Cache) Clean(HookedTransformer model, CrossLayerTranscoder clt, Tensor? tokens = null)
@@ -346,9 +336,7 @@ public class CrossLayerAttributionTests : ModelTestBase
         using var model = Gpt2(nLayer: 1, seed: 19);
         var r0 = CltReference.Random(1, Features, DModel, 20, threshold: true, skip: false);
         for (int k = 0; k < Features; k++) r0.Threshold[0][k] *= 0.2;
-        string folder = Sub($"clt-{Guid.NewGuid():N}");
-        r0.WriteCircuitTracerLn2(folder);
-        using var clt = CrossLayerTranscoderLoader.Load(folder);
+        using var clt = r0.LoadCircuitTracerLn2(Sub($"clt-{Guid.NewGuid():N}"));
         using var sae = clt.LayerTranscoder(0);
         var hooked = new SaeSharp.Interventions.HookedSaeTransformer(model);
         hooked.AddSae(sae, useErrorTerm: true);
@@ -371,8 +359,7 @@ public class CrossLayerAttributionTests : ModelTestBase
         // the logits). Frozen at the clean run's norm scale, a logit metric is linear in its features, so integrated
         // gradients equal attribution patching exactly; with each step's own scale (a fresh freeze per step) they would
         // not, and unfrozen they do not.
-        string dir = ModelDir(seed: 23);
-        using var model = ModelLoader.FromPretrained(dir, ScalarType.Float64);
+        using var model = Model64(seed: 23);
         using var clt = MakeClt(seed: 24);
         using var sae = clt.LayerTranscoder(1);
         var hooked = new SaeSharp.Interventions.HookedSaeTransformer(model);
@@ -392,9 +379,7 @@ public class CrossLayerAttributionTests : ModelTestBase
     {
         using var model = Gpt2(nLayer: Layers, seed: 2);
         var r0 = CltReference.Random(Layers, Features, DModel, 25, threshold: true, skip: true);
-        string folder = Sub($"clt-{Guid.NewGuid():N}");
-        r0.WriteCircuitTracerLn2(folder);
-        using var clt = CrossLayerTranscoderLoader.Load(folder);
+        using var clt = r0.LoadCircuitTracerLn2(Sub($"clt-{Guid.NewGuid():N}"));
         FeatureAttribution.Run(model, clt, Toks, AttributionMetric.Loss, 2, freezeAttentionAndNorms: true).Dispose();
         long before = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
         for (int i = 0; i < 2; i++)
@@ -446,9 +431,7 @@ public class CrossLayerAttributionTests : ModelTestBase
     {
         using var model = Gpt2(nLayer: Layers, seed: 2);
         var r0 = CltReference.Random(Layers, Features, DModel, 9, threshold: true, skip: true);
-        string folder = Sub($"clt-{Guid.NewGuid():N}");
-        r0.WriteCircuitTracerLn2(folder);
-        using var clt = CrossLayerTranscoderLoader.Load(folder);
+        using var clt = r0.LoadCircuitTracerLn2(Sub($"clt-{Guid.NewGuid():N}"));
         FeatureAttribution.Run(model, clt, Toks, AttributionMetric.Loss, freezeAttentionAndNorms: true).Dispose();
         long before = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
         for (int i = 0; i < 2; i++)

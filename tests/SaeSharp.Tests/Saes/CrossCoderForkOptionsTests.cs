@@ -15,15 +15,8 @@ namespace SaeSharp.Tests.Saes;
 /// <c>num_decoder_layers</c> (load, forward, loss, save), and the refusals that stay (<c>latent_processor</c>, a normaliser
 /// on a decoder of another slot count).
 /// </summary>
-public sealed class CrossCoderForkOptionsTests : IDisposable
+public sealed class CrossCoderForkOptionsTests : TempDirTestBase
 {
-    private readonly string _dir = TestPaths.TempDir();
-
-    public void Dispose()
-    {
-        try { Directory.Delete(_dir, recursive: true); } catch (IOException) { /* best effort */ }
-    }
-
     private static CrossCoder WithParams(CrossCoderConfig cfg, JsonNode p)
     {
         var cc = new CrossCoder(cfg);

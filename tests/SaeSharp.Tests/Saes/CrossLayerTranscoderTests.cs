@@ -94,6 +94,13 @@ internal sealed class CltReference
         File.WriteAllText(Path.Combine(folder, "config.yaml"), "feature_input_hook: ln2.hook_normalized\nfeature_output_hook: hook_mlp_out\nmodel_name: gpt2\n");
     }
 
+    /// <summary><see cref="WriteCircuitTracerLn2"/> to <paramref name="folder"/>, loaded back in <paramref name="dtype"/>.</summary>
+    public CrossLayerTranscoder LoadCircuitTracerLn2(string folder, ScalarType dtype = ScalarType.Float32)
+    {
+        WriteCircuitTracerLn2(folder);
+        return CrossLayerTranscoderLoader.Load(folder, dtype: dtype);
+    }
+
     /// <summary>The same CLT with every off-diagonal decoder (layer i writing layer j &gt; i) zero: the CLT a transcoder set is.</summary>
     public CltReference ZeroOffDiagonal()
     {
