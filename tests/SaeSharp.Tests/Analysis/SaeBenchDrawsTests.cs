@@ -2,8 +2,10 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using SaeSharp.Analysis;
 using SaeSharp.Data;
+using SaeSharp.Pipelines;
 using SaeSharp.Tests.Cli;
 using SaeSharp.Tests.Tokenizers;
+using SaeSharp.Tokenizers;
 
 namespace SaeSharp.Tests.Analysis;
 
@@ -197,5 +199,50 @@ public class SaeBenchDrawsTests
         bad = CliRunner.Run("probe", "--sae", "nowhere", "--model", "builtin", "--pooling", "mean", "--tpp", "--saebench-defaults", "--balance-field", "gender");
         Assert.NotEqual(0, bad.Exit);
         Assert.Contains("--balance-field: not with --saebench-defaults", bad.Err + bad.Out);
+    }
+
+    [Fact]
+    public void Tpp_reads_a_datasets_balance_field_and_leaves_out_a_class_with_one_value()
+    {
+        using var f = new AnalysisFixture();
+        var (sae, pm) = ModelForSae.LoadWithSae(f.SaeDir, f.ModelDir);
+        using var _s = sae;
+        using var _m = pm;
+        var tok = Tokenizer.FromFolder(f.ModelDir);
+        // Classes a, b, c (cat, dog, bird); g in m/f, except class c: m only. Train split 240 rows, test 120.
+        string dir = TestPaths.TempDir();
+        var rng = new Random(3);
+        string[] word = ["cat", "dog", "bird"], filler = ["the", "sat", "on", "mat", "ran", "to", "park"];
+        foreach (var (split, n) in new[] { ("train", 240), ("test", 120) })
+            File.WriteAllLines(Path.Combine(dir, split + ".jsonl"), Enumerable.Range(0, n).Select(i =>
+            {
+                int c = i % 3;
+                bool m = c == 2 || (i / 3) % 2 == 0;
+                string text = $" {word[c]} {(m ? "sun" : "moon")} {filler[rng.Next(filler.Length)]} {filler[rng.Next(filler.Length)]}";
+                return new JsonObject { ["text"] = text, ["label"] = "abc"[c].ToString(), ["g"] = m ? "m" : "f" }.ToJsonString();
+            }));
+        long passes = 0;
+        var hooks = new List<(string, Func<TorchSharp.torch.Tensor, TorchSharp.torch.Tensor?>)>(pm.Hooks ?? []) { ("hook_embed", t => { passes += t.shape[0]; return null; }) };
+        var text = new TextProbingOptions { ContextSize = 8, MinTexts = 5 };
+        var probing = new SparseProbingOptions { TrainSetSize = 40, TestSetSize = 20 };
+        var warnings = new List<string>();
+        var before = DatasetWarnings.Handler;
+        DatasetWarnings.Handler = warnings.Add;
+        TppSuiteReport suite;
+        try
+        {
+            suite = TargetedProbePerturbation.RunSuite(sae, pm.Model, hooks, tok,
+                [new TppDataset(dir, "toy", "text", "label", null) { BalanceField = "g" }], text, probing, new TppOptions { NValues = [1] });
+        }
+        finally
+        {
+            DatasetWarnings.Handler = before;
+        }
+        var run = Assert.Single(suite.Runs);
+        Assert.Equal("train/test splits, each class balanced by 'g'", run.Split);
+        // a and b: 10 texts of each g in training (40 / 4) and 5 in test (20 / 4): 2 × (20 + 10) texts pooled once each.
+        Assert.Equal(60, passes);
+        Assert.Equal(["a", "b"], run.Report.Classes.Select(c => c.Class));
+        Assert.Contains(warnings, w => w.Contains("'c': in the training half 'g' has one value (m: 80 texts)", StringComparison.Ordinal));
     }
 }
