@@ -210,6 +210,8 @@ public static class TextProbing
     internal static ProbeTexts Read(string path, TextProbingOptions text, int trainSize, int testSize, int seed, Hub.HfHubOptions? hub = null)
     {
         if (!IsLabelledCorpus(path)) return FromClasses(path, text, trainSize, testSize, seed, hub);
+        if (text.BalanceField is { } field)
+            throw new SaeSharpException($"{path} is a labelled corpus: --balance-field {field} balances the classes of a classification dataset's --label-field by a second column, which a corpus does not have");
         if (text.Classes is { } classes)
             throw new SaeSharpException($"{path} is a labelled corpus: its documents have labels, not classes; choose them with --labels " +
                                         $"{string.Join(",", classes)} (--classes names the classes of a classification dataset's --label-field)");

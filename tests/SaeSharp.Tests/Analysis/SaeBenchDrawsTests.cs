@@ -98,6 +98,10 @@ public class SaeBenchDrawsTests
         // Only classes 0 and 1 balance at 15 per quadrant (0: 25/22, 1: 12/24 → class 1 fails): fewer than two classes.
         e = Assert.Throws<SaeSharpException>(() => TextProbing.FromClasses(dir, Bios, 60, 20, 42));
         Assert.Contains("at least two classes balanced by 'gender'", e.Message);
+        string corpus = Path.Combine(dir, "corpus.jsonl");
+        File.WriteAllLines(corpus, ["""{"text": "a b", "labels": [["x"], []]}"""]);
+        e = Assert.Throws<SaeSharpException>(() => TextProbing.Read(corpus, Bios, 40, 20, 42));
+        Assert.Contains("is a labelled corpus: --balance-field gender", e.Message);
 
         var warnings = new List<string>();
         var before = DatasetWarnings.Handler;
