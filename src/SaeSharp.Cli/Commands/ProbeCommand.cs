@@ -23,6 +23,7 @@ internal static class ProbeCommand
         var textField = new Option<string>("--text-field") { Description = "--pooling mean on a classification dataset: the text column", DefaultValueFactory = _ => "text" };
         var labelField = new Option<string>("--label-field") { Description = "--pooling mean on a classification dataset: the class column (strings or integers)", DefaultValueFactory = _ => "label" };
         var classes = new Option<string[]>("--classes") { Description = "--pooling mean on a classification dataset: comma-separated classes, each probed against the others (default: every class); --scr: attribute 1's positive,negative values, repeat it for several pairs (each a run, on every --dataset); DATASET=values: for that --dataset only", AllowMultipleArgumentsPerToken = false };
+        var balanceField = new Option<string?>("--balance-field") { Description = "--pooling mean on a classification dataset (sparse probing, --tpp): balance each class over this second column as SAEBench's get_balanced_dataset does (its column2_name: bias_in_bios gender, amazon reviews rating): a quarter of each set size per class and value, drawn as pandas' sample(random_state=42); classes short of texts are left out" };
         var texts = new Option<int>("--texts") { Description = "--pooling mean on a labelled corpus: documents to read (4 in 5 train)", DefaultValueFactory = _ => 5000 }.Positive();
         var labels = new Option<string?>("--labels") { Description = "Comma-separated labels to probe (default: every label with 50 tokens with and without it in each half)" };
         var absorption = new Option<bool>("--absorption") { Description = "Also measure feature absorption (SAEBench's absorption eval on parent labels)" };
@@ -33,11 +34,11 @@ internal static class ProbeCommand
         var spuriousField = new Option<string?>("--spurious-field") { Description = $"--scr on a classification dataset: the column of the spurious attribute (SAEBench's column2_name; default {new ScrOptions().Column2Name}); --label-field is attribute 1's" };
         var spuriousClasses = new Option<string?>("--spurious-classes") { Description = "--scr: the spurious attribute's positive,negative values (SAEBench's column2_vals, e.g. male,female); on a labelled corpus one label (documents with and without it) or two" };
         var scrN = new Option<string?>("--scr-n") { Description = $"--scr: comma-separated numbers of latents to ablate (default: {string.Join(",", TppOptions.DefaultNValues)}, those up to d_sae)" };
-        var saebench = new Option<bool>("--saebench-defaults") { Description = "--scr, --tpp: SAEBench's datasets (hf:LabHC/bias_in_bios and hf:canrager/amazon_reviews_mcauley_1and5, their train/test splits) with its value pairs (--scr, four each) or classes (--tpp, five each) in place of --dataset, --classes, --spurious-field and --spurious-classes; implies --strict-sizes" };
+        var saebench = new Option<bool>("--saebench-defaults") { Description = "--scr, --tpp: SAEBench's datasets (hf:LabHC/bias_in_bios and hf:canrager/amazon_reviews_mcauley_1and5, their train/test splits) with its value pairs (--scr, four each) or classes (--tpp, five each, balanced by gender / rating as --balance-field does) in place of --dataset, --classes, --balance-field, --spurious-field and --spurious-classes; implies --strict-sizes" };
         var strict = new Option<bool>("--strict-sizes") { Description = "--scr, --tpp: refuse data smaller than SAEBench's sets (SCR: 1000 training and 250 test texts per quadrant; TPP: 2000 and 500 per class) with an error naming the counts, where the sets otherwise shrink to the data with a warning" };
         var json = new Option<string?>("--json") { Description = "Write the means (SAEBench's key names), every task and the absorption details to this JSON file" };
         var command = new Command("probe", "k-sparse probing of SAE features against token labels, with a probe on the whole activation as baseline (SAEBench's sparse probing; --absorption: feature absorption)")
-            { sae, model, dataset, pooling, tokens, ctx, textField, labelField, classes, texts, labels, absorption, absorptionLabels, tpp, tppN, scr, spuriousField, spuriousClasses, scrN, saebench, strict, json };
+            { sae, model, dataset, pooling, tokens, ctx, textField, labelField, classes, balanceField, texts, labels, absorption, absorptionLabels, tpp, tppN, scr, spuriousField, spuriousClasses, scrN, saebench, strict, json };
         Cli.SetAction(command, parse =>
         {
             if (parse.GetValue(json) is { } jsonOut)
@@ -52,15 +53,17 @@ internal static class ProbeCommand
             var absorb = parse.GetValue(absorption) ? new AbsorptionOptions { Labels = List(parse.GetValue(absorptionLabels)) } : null;
             bool mean = parse.GetValue(pooling) == "mean";
             if (mean) Cli.RefuseGiven(parse, "token pooling only (--pooling mean reads whole texts; absorption is measured on tokens)", tokens, absorption, absorptionLabels);
-            else Cli.RefuseGiven(parse, "need --pooling mean", textField, labelField, classes, texts, tpp, tppN, scr, spuriousField, spuriousClasses, scrN);
+            else Cli.RefuseGiven(parse, "need --pooling mean", textField, labelField, classes, balanceField, texts, tpp, tppN, scr, spuriousField, spuriousClasses, scrN);
             if (!parse.GetValue(tpp)) Cli.RefuseGiven(parse, "needs --tpp", tppN);
             if (!parse.GetValue(scr) && !parse.GetValue(tpp)) Cli.RefuseGiven(parse, "need --scr or --tpp", saebench, strict);
             if (!parse.GetValue(scr)) Cli.RefuseGiven(parse, "need --scr", spuriousField, spuriousClasses, scrN);
             else Cli.RefuseGiven(parse, "not with --scr (SCR trains its own three probes on --classes and --spurious-classes)", tpp, labels);
+            if (parse.GetValue(scr)) Cli.RefuseGiven(parse, "not with --scr (its quadrants balance --label-field against --spurious-field)", balanceField);
             var text = mean ? new TextProbingOptions
             {
                 ContextSize = parse.GetValue(ctx) ?? 128, TextField = parse.GetValue(textField)!, LabelField = parse.GetValue(labelField)!,
                 Classes = parse.GetValue(scr) || parse.GetValue(tpp) ? null : List(One(parse.GetValue(classes), "--classes")), MaxTexts = parse.GetValue(texts),
+                BalanceField = parse.GetValue(balanceField),
             } : null;
             static int[]? NValues(string? s, string option) => List(s)?.Select(v => int.TryParse(v, System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out int n) && n > 0
                 ? n : throw new SaeSharpException($"{option}: '{v}' is not a positive integer")).ToArray();
@@ -93,7 +96,7 @@ internal static class ProbeCommand
                     var o = suite[0].Options;
                     scrReport.WriteJson(scrPath, run! with { EvalConfig = TextConfig(text!, new JsonObject
                     {
-                        ["train_set_size"] = o.TrainSetSize, ["test_set_size"] = o.TestSetSize, ["probe_l1_penalty"] = o.ProbeL1Penalty,
+                        ["random_seed"] = o.Seed, ["train_set_size"] = o.TrainSetSize, ["test_set_size"] = o.TestSetSize, ["probe_l1_penalty"] = o.ProbeL1Penalty,
                     }) });
                     Console.WriteLine($"wrote {scrPath}");
                 }
@@ -105,7 +108,7 @@ internal static class ProbeCommand
                 IReadOnlyList<TppDataset> suite;
                 if (parse.GetValue(saebench))
                 {
-                    Cli.RefuseGiven(parse, "not with --saebench-defaults (it names SAEBench's datasets, columns and classes)", dataset, classes, labels, labelField, textField);
+                    Cli.RefuseGiven(parse, "not with --saebench-defaults (it names SAEBench's datasets, columns and classes)", dataset, classes, labels, labelField, textField, balanceField);
                     suite = TppDataset.SaeBenchDefaults();
                 }
                 else

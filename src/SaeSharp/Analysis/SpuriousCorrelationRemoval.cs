@@ -46,13 +46,17 @@ public sealed record ScrOptions
     /// a quarter of the set size, the two agreeing ones more than twice that) with an error naming each failing quadrant and the
     /// counts; false: shrink m to the data with a warning (<see cref="DatasetWarnings"/>).</summary>
     public bool StrictSizes { get; init; }
+    /// <summary>Seed of the sets' order (SAEBench's <c>random_seed</c>): each half's six sets are shuffled in turn by one
+    /// <c>np.random.default_rng(seed)</c> (<see cref="NumpyRandom"/>), as <c>get_spurious_corr_data</c> shuffles them.</summary>
+    public int Seed { get; init; } = 42;
 }
 
 /// <summary>One half's SCR sets as SAEBench's <c>get_spurious_corr_data</c> builds them: row indices of each probe's
 /// positives and negatives, m texts per quadrant. With attribute 1 = profession (P: professor, N: nurse) and attribute 2
 /// = gender (P: male, N: female), each set in dataset order: column 1 (professor / nurse) = PP[..m] + PN[..m] against
 /// NP[..m] + NN[..m]; column 2 (male / female) = PP[..m] + NP[..m] against PN[..m] + NN[..m] (first letter attribute 1,
-/// second attribute 2); biased (male_professor / female_nurse) = PP[..2m] against NN[..2m].</summary>
+/// second attribute 2); biased (male_professor / female_nurse) = PP[..2m] against NN[..2m]; each set then shuffled as SAEBench
+/// shuffles it (<see cref="SpuriousCorrelationRemoval.BuildSets"/>).</summary>
 /// <param name="PerQuadrant">m.</param>
 /// <param name="Column1Pos">Attribute 1 positive, attribute 2 balanced.</param>
 /// <param name="Column1Neg">Attribute 1 negative, attribute 2 balanced.</param>
@@ -324,7 +328,9 @@ public static class SpuriousCorrelationRemoval
 
     /// <summary>
     /// SAEBench's <c>get_spurious_corr_data</c> on each half (<paramref name="fit"/>: true = training): the rows of the four
-    /// quadrants in dataset order, m = a quarter of the half's set size, and the six sets of <see cref="ScrSets"/>. SAEBench
+    /// quadrants in dataset order, m = a quarter of the half's set size, and the six sets of <see cref="ScrSets"/>, each
+    /// shuffled as SAEBench shuffles it (<see cref="ScrOptions.Seed"/>): on the same rows and seed, the same texts in the same
+    /// order. SAEBench
     /// asserts that every quadrant has m texts and the two agreeing ones more than 2m; here m shrinks to what the half holds
     /// (an error below <see cref="ScrOptions.MinTextsPerQuadrant"/>, naming every quadrant that fails with its count), with a warning naming the
     /// counts, or an error with <see cref="ScrOptions.StrictSizes"/>. <paramref name="dataset"/> names the data in both.
@@ -367,10 +373,14 @@ public static class SpuriousCorrelationRemoval
                 DatasetWarnings.Report($"{on}: {m} {half} texts per quadrant where SAEBench has {want}: {msg}");
             }
             int[] Take(bool a, bool b, int k) => [.. cell[(a, b)].Take(k)];
-            return new ScrSets(m,
-                Column1Pos: [.. Take(true, true, m), .. Take(true, false, m)], Column1Neg: [.. Take(false, true, m), .. Take(false, false, m)],
-                Column2Pos: [.. Take(true, true, m), .. Take(false, true, m)], Column2Neg: [.. Take(true, false, m), .. Take(false, false, m)],
-                BiasedPos: Take(true, true, 2 * m), BiasedNeg: Take(false, false, 2 * m));
+            int[] column1Pos = [.. Take(true, true, m), .. Take(true, false, m)], column1Neg = [.. Take(false, true, m), .. Take(false, false, m)];
+            int[] column2Pos = [.. Take(true, true, m), .. Take(false, true, m)], column2Neg = [.. Take(true, false, m), .. Take(false, false, m)];
+            int[] biasedPos = Take(true, true, 2 * m), biasedNeg = Take(false, false, 2 * m);
+            // SAEBench's order: combined_pos (attribute 2 positive), combined_neg, pos_combined (attribute 1 positive),
+            // neg_combined, pos_pos, neg_neg, each shuffled in turn by one default_rng(random_seed) per half.
+            var rng = new NumpyRandom(scr.Seed);
+            foreach (var set in new[] { column2Pos, column2Neg, column1Pos, column1Neg, biasedPos, biasedNeg }) rng.Shuffle(set);
+            return new ScrSets(m, column1Pos, column1Neg, column2Pos, column2Neg, biasedPos, biasedNeg);
         }
         return (Half(true), Half(false));
     }

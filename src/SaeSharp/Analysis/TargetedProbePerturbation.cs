@@ -112,15 +112,21 @@ public sealed record TppReport(string Hook, long Texts, IReadOnlyList<int> NValu
 /// <c>0</c>); null: every class. A labelled corpus takes <see cref="SparseProbingOptions.Labels"/> instead.</param>
 public sealed record TppDataset(string Path, string Name, string TextField, string LabelField, IReadOnlyList<string>? Classes)
 {
+    /// <summary>Second column each class is balanced over (SAEBench's <c>column2_name</c>, <see cref="TextProbingOptions.BalanceField"/>);
+    /// null: <see cref="TextProbingOptions.BalanceField"/> of the run.</summary>
+    public string? BalanceField { get; init; }
+
     /// <summary>SAEBench's TPP datasets and classes (<c>ScrAndTppEvalConfig.dataset_names</c>,
     /// <c>dataset_info.chosen_classes_per_dataset</c>): bias_in_bios (<c>hard_text</c>, professions 0, 1, 2, 6, 9:
     /// accountant, architect, attorney, dentist, dietitian) and the amazon reviews (categories 1, 2, 3, 5, 6: Toys_and_Games,
     /// Cell_Phones_and_Accessories, Industrial_and_Scientific, Musical_Instruments, Electronics), each from its train and
-    /// test splits; classes named by their stored ids, as SAEBench names them.</summary>
+    /// test splits; classes named by their stored ids, as SAEBench names them. Each class is balanced over SAEBench's
+    /// <c>column2_name</c> (<see cref="BalanceField"/>: bias_in_bios <c>gender</c>, amazon <c>rating</c>) as
+    /// <c>get_balanced_dataset</c> draws it.</summary>
     public static IReadOnlyList<TppDataset> SaeBenchDefaults() =>
     [
-        new("hf:LabHC/bias_in_bios", "LabHC/bias_in_bios_class_set1", "hard_text", "profession", ["0", "1", "2", "6", "9"]),
-        new("hf:canrager/amazon_reviews_mcauley_1and5", "canrager/amazon_reviews_mcauley_1and5", "text", "category", ["1", "2", "3", "5", "6"]),
+        new("hf:LabHC/bias_in_bios", "LabHC/bias_in_bios_class_set1", "hard_text", "profession", ["0", "1", "2", "6", "9"]) { BalanceField = "gender" },
+        new("hf:canrager/amazon_reviews_mcauley_1and5", "canrager/amazon_reviews_mcauley_1and5", "text", "category", ["1", "2", "3", "5", "6"]) { BalanceField = "rating" },
     ];
 
     /// <summary>One dataset per path of <paramref name="paths"/> with the classes of <paramref name="classes"/> (the
@@ -225,7 +231,7 @@ public static class TargetedProbePerturbation
         string hook = "";
         foreach (var ds in datasets)
         {
-            var dsText = text with { TextField = ds.TextField, LabelField = ds.LabelField, Classes = ds.Classes };
+            var dsText = text with { TextField = ds.TextField, LabelField = ds.LabelField, Classes = ds.Classes, BalanceField = ds.BalanceField ?? text.BalanceField };
             var data = TextProbing.Read(ds.Path, dsText, options.TrainSetSize, options.TestSetSize, options.Seed, hub);
             using var pooled = TextProbing.Pool(sae, model, modelHooks, tokenizer, data.Texts, dsText);
             hook = pooled.Hook;

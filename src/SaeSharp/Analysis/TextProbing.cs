@@ -21,6 +21,10 @@ public sealed record TextProbingOptions
     /// <summary>Classes of a classification dataset to probe, each against the others (SAEBench's
     /// <c>chosen_classes_per_dataset</c>); null: every class, in order of first appearance.</summary>
     public IReadOnlyList<string>? Classes { get; init; }
+    /// <summary>Second column of a classification dataset each class is balanced over, as SAEBench's
+    /// <c>get_balanced_dataset</c> does (its <c>column2_name</c>: bias_in_bios <c>gender</c>, amazon reviews <c>rating</c>;
+    /// <see cref="TextProbing.FromBalancedClasses"/>); null: each class's texts drawn without regard to another column.</summary>
+    public string? BalanceField { get; init; }
     /// <summary>Documents read from a labelled corpus (SAEBench's 4000 + 1000).</summary>
     public int MaxTexts { get; init; } = 5000;
     /// <summary>A class or label is a task when it has this many texts with it and as many without it in each half (in place
@@ -206,6 +210,8 @@ public static class TextProbing
     internal static ProbeTexts Read(string path, TextProbingOptions text, int trainSize, int testSize, int seed, Hub.HfHubOptions? hub = null)
     {
         if (!IsLabelledCorpus(path)) return FromClasses(path, text, trainSize, testSize, seed, hub);
+        if (text.BalanceField is { } field)
+            throw new SaeSharpException($"{path} is a labelled corpus: --balance-field {field} balances the classes of a classification dataset's --label-field by a second column, which a corpus does not have");
         if (text.Classes is { } classes)
             throw new SaeSharpException($"{path} is a labelled corpus: its documents have labels, not classes; choose them with --labels " +
                                         $"{string.Join(",", classes)} (--classes names the classes of a classification dataset's --label-field)");
@@ -227,6 +233,7 @@ public static class TextProbing
     /// </summary>
     internal static ProbeTexts FromClasses(string path, TextProbingOptions options, int trainSize, int testSize, int seed, Hub.HfHubOptions? hub = null)
     {
+        if (options.BalanceField is not null) return FromBalancedClasses(path, options, trainSize, testSize, seed, hub);
         var split = TextDataset.TrainTestFiles(path, hub);
         IEnumerable<(string Text, string Label)> Rows(IEnumerable<string> files) =>
             TextDataset.ReadClassified(files, options.TextField, [options.LabelField], ["--label-field"]).Select(r => (r.Text, r.Labels[0]));
@@ -282,6 +289,92 @@ public static class TextProbing
             Add(all.Skip(nTrain).Take(nTest), false);
         }
         return new ProbeTexts(texts, labels, names, [.. fit], OneClassEach: true) { Split = split is null ? EachClassSplitName : "train/test splits" };
+    }
+
+    /// <summary>
+    /// A classification dataset's texts drawn as SAEBench's <c>get_multi_label_train_test_data</c> draws bias_in_bios and
+    /// the amazon reviews: each half (the dataset's train and test splits; one file: 4 in 5 rows by position, as SCR splits
+    /// it) goes through <see cref="SaeBenchDraws.Balanced"/> with m = a quarter of its set size (<c>set_size // 4</c>: each
+    /// class gets m texts of each value of <see cref="TextProbingOptions.BalanceField"/>, drawn with
+    /// <c>RandomState(seed)</c>), then <c>ensure_shared_keys</c> keeps the classes kept in both halves. Classes come in the
+    /// train half's order of first appearance, or as <see cref="TextProbingOptions.Classes"/> lists them (SAEBench's
+    /// <c>filter_dataset</c>); a listed class that the draw skips is an error naming the half, its groups and their counts.
+    /// </summary>
+    internal static ProbeTexts FromBalancedClasses(string path, TextProbingOptions options, int trainSize, int testSize, int seed, Hub.HfHubOptions? hub = null)
+    {
+        string field = options.BalanceField!;
+        if (field == options.LabelField)
+            throw new SaeSharpException($"--balance-field '{field}' is the class column (--label-field) itself; give the second column (bias_in_bios: gender)");
+        if (trainSize < 4 || testSize < 4)
+            throw new SaeSharpException($"balanced draw: train and test set sizes must be at least 4 (one text per class and value of '{field}'), got {trainSize} and {testSize}");
+        var split = TextDataset.TrainTestFiles(path, hub);
+        List<(string Text, string[] Labels)> Read(IEnumerable<string> files) =>
+            [.. TextDataset.ReadClassified(files, options.TextField, [options.LabelField, field], ["--label-field", "--balance-field"])];
+        List<(string Text, string[] Labels)> train, test;
+        if (split is { } tt)
+        {
+            train = Read(tt.Train);
+            test = Read(tt.Test);
+        }
+        else
+        {
+            var all = Read(TextDataset.ExpandFiles(path));
+            var fitAll = PositionSplit(all.Count, trainSize, testSize);
+            train = [.. all.Where((_, i) => fitAll[i])];
+            test = [.. all.Where((_, i) => !fitAll[i])];
+        }
+        if (train.Count == 0 || test.Count == 0)
+            throw new SaeSharpException($"{path}: the {(train.Count == 0 ? "train" : "test")} half has no rows");
+        (IReadOnlyList<BalancedClass> Kept, IReadOnlyList<SkippedClass> Skipped) Draw(List<(string Text, string[] Labels)> rows, int size) =>
+            SaeBenchDraws.Balanced([.. rows.Select(r => r.Labels[0])], [.. rows.Select(r => r.Labels[1])], size / 4, seed, field);
+        var (trKept, trSkipped) = Draw(train, trainSize);
+        var (teKept, teSkipped) = Draw(test, testSize);
+        var teByClass = teKept.ToDictionary(c => c.Class, StringComparer.Ordinal);
+        var shared = trKept.Where(c => teByClass.ContainsKey(c.Class)).ToDictionary(c => c.Class, StringComparer.Ordinal);
+        string Why(string c)
+        {
+            var reasons = new List<string>();
+            foreach (var (half, kept, skippedList, rows, m) in new[] { ("training", trKept, trSkipped, train, trainSize / 4), ("test", teKept, teSkipped, test, testSize / 4) })
+            {
+                if (skippedList.FirstOrDefault(x => x.Class == c) is { } sk) reasons.Add($"in the {half} half {sk.Reason}, needs two values with {m} texts each");
+                else if (!kept.Any(x => x.Class == c)) reasons.Add($"the {half} half has no text of it");
+            }
+            return string.Join("; ", reasons);
+        }
+        var allClasses = train.Concat(test).Select(r => r.Labels[0]).Distinct().ToList();
+        var chosen = options.Classes ?? [.. trKept.Select(c => c.Class).Where(shared.ContainsKey)];
+        foreach (var c in chosen)
+        {
+            if (!allClasses.Contains(c))
+                throw new SaeSharpException($"{path}: no text has class '{c}' in '{options.LabelField}'{NameSuggestion.WithKnown(c, allClasses, "classes")}");
+            if (!shared.ContainsKey(c))
+                throw new SaeSharpException($"{path}: class '{c}' cannot be balanced by '{field}' as SAEBench's get_balanced_dataset does: {Why(c)}");
+        }
+        if (options.Classes is null)
+        {
+            var left = allClasses.Where(c => !shared.ContainsKey(c)).ToList();
+            if (left.Count > 0)
+                DatasetWarnings.Report($"{path}: {left.Count} class(es) left out, as SAEBench leaves them out (too few texts to balance by '{field}'): " +
+                                       string.Join("; ", left.Select(c => $"'{c}': {Why(c)}")));
+        }
+        var names = chosen.Distinct().ToList();
+        if (names.Count < 2)
+            throw new SaeSharpException($"{path}: probing needs at least two classes balanced by '{field}' in '{options.LabelField}', got {(names.Count == 0 ? "none" : string.Join(", ", names))}");
+        var texts = new List<string>();
+        var labels = new List<int[]>();
+        var fit = new List<bool>();
+        for (int c = 0; c < names.Count; c++)
+            foreach (var (rows, kept, isTrain) in new[] { (train, shared[names[c]], true), (test, teByClass[names[c]], false) })
+                foreach (int r in kept.Rows)
+                {
+                    texts.Add(rows[r].Text);
+                    labels.Add([c]);
+                    fit.Add(isTrain);
+                }
+        return new ProbeTexts(texts, labels, names, [.. fit], OneClassEach: true)
+        {
+            Split = $"{(split is null ? SpuriousCorrelationRemoval.PositionSplitName : "train/test splits")}, each class balanced by '{field}'",
+        };
     }
 
     /// <summary>How <see cref="TppRun.Split"/> names the split of one classification file: each class's shuffled texts 4:1.</summary>

@@ -7,9 +7,10 @@ namespace SaeSharp.Data;
 /// <c>SeedSequence</c>) for what <c>datasets</c>' <c>Dataset.shuffle(seed=seed)</c> draws: <c>permutation(n)</c>, which
 /// shuffles <c>arange(n)</c> with a Fisher–Yates loop of <c>random_interval</c> draws. The same seed gives the same
 /// order as NumPy (checked against NumPy 1.24.2's output; SeedSequence, PCG64, <c>random_interval</c> and
-/// <c>shuffle</c> are unchanged in NumPy 2's source).
+/// <c>shuffle</c> are unchanged in NumPy 2's source). NumPy's legacy <c>RandomState</c> (MT19937), which pandas'
+/// <c>sample</c> draws with, is <see cref="NumpyRandomState"/>; both share <see cref="NumpyBitGenerator"/>'s draws.
 /// </summary>
-public sealed class NumpyRandom
+public sealed class NumpyRandom : NumpyBitGenerator
 {
     private static readonly UInt128 Multiplier = new(2549297995355413924UL, 4865540595714422341UL);
 
@@ -94,7 +95,7 @@ public sealed class NumpyRandom
     private void Step() => _state = _state * Multiplier + _inc;
 
     /// <summary>PCG64's next 64-bit output (<c>random_raw</c>, <c>next_uint64</c>): XSL-RR of the advanced state.</summary>
-    public ulong NextUInt64()
+    public override ulong NextUInt64()
     {
         Step();
         ulong hi = (ulong)(_state >> 64), lo = (ulong)_state;
@@ -102,7 +103,7 @@ public sealed class NumpyRandom
     }
 
     /// <summary>PCG64's <c>next_uint32</c>: the low half of a 64-bit output, then its high half on the next call.</summary>
-    public uint NextUInt32()
+    public override uint NextUInt32()
     {
         if (_hasUInt32)
         {
@@ -113,47 +114,5 @@ public sealed class NumpyRandom
         _hasUInt32 = true;
         _uinteger = (uint)(next >> 32);
         return (uint)next;
-    }
-
-    /// <summary>NumPy's <c>random_interval(max)</c>: uniform in [0, <paramref name="max"/>] by masked rejection, drawing
-    /// 32-bit words while <paramref name="max"/> fits in 32 bits, else 64-bit words.</summary>
-    public ulong RandomInterval(ulong max)
-    {
-        if (max == 0) return 0;
-        ulong mask = max;
-        mask |= mask >> 1;
-        mask |= mask >> 2;
-        mask |= mask >> 4;
-        mask |= mask >> 8;
-        mask |= mask >> 16;
-        mask |= mask >> 32;
-        ulong value;
-        if (max <= uint.MaxValue)
-            while ((value = NextUInt32() & mask) > max) { }
-        else
-            while ((value = NextUInt64() & mask) > max) { }
-        return value;
-    }
-
-    /// <summary><c>Generator.shuffle</c> of a 1-d sequence, in place: for i from n−1 down to 1, swap i with
-    /// <c>random_interval(i)</c>.</summary>
-    public void Shuffle<T>(IList<T> items)
-    {
-        ArgumentNullException.ThrowIfNull(items);
-        for (int i = items.Count - 1; i > 0; i--)
-        {
-            int j = (int)RandomInterval((ulong)i);
-            (items[i], items[j]) = (items[j], items[i]);
-        }
-    }
-
-    /// <summary><c>Generator.permutation(n)</c>: <c>arange(n)</c> shuffled (<see cref="Shuffle{T}"/>).</summary>
-    public long[] Permutation(int n)
-    {
-        ArgumentOutOfRangeException.ThrowIfNegative(n);
-        var p = new long[n];
-        for (int i = 0; i < n; i++) p[i] = i;
-        Shuffle(p);
-        return p;
     }
 }

@@ -106,21 +106,22 @@ public class SpuriousCorrelationRemovalTests
         var c2 = A(string.Concat(cells.Select(c => c[1])));
         var fit = cells.Select((_, i) => i < 16).ToArray();
         // Train: quarter of 8 = 2; PP has 5 (> 2·2), NN 5, PN 3, NP 2 (≥ 2): m = 2. Test: quarter of 4 = 1; PP 3, NN 3: m = 1.
+        // Which rows each set holds (its order is SAEBench's shuffle: SaeBenchDrawsTests).
         var (train, test) = SpuriousCorrelationRemoval.BuildSets(c1, c2, fit, new ScrOptions { TrainSetSize = 8, TestSetSize = 4, MinTextsPerQuadrant = 1 });
         Assert.Equal(2, train.PerQuadrant);
-        Assert.Equal([0, 4, 1, 5], train.Column1Pos);   // PP[..2] + PN[..2]: professors, both genders
-        Assert.Equal([2, 6, 3, 7], train.Column1Neg);   // NP[..2] + NN[..2]
-        Assert.Equal([0, 4, 2, 6], train.Column2Pos);   // PP[..2] + NP[..2]: men, both professions
-        Assert.Equal([1, 5, 3, 7], train.Column2Neg);   // PN[..2] + NN[..2]
-        Assert.Equal([0, 4, 8, 10], train.BiasedPos);   // PP[..4]
-        Assert.Equal([3, 7, 9, 11], train.BiasedNeg);   // NN[..4]
+        Assert.Equal([0, 1, 4, 5], train.Column1Pos.Order());   // PP[..2] + PN[..2]: professors, both genders
+        Assert.Equal([2, 3, 6, 7], train.Column1Neg.Order());   // NP[..2] + NN[..2]
+        Assert.Equal([0, 2, 4, 6], train.Column2Pos.Order());   // PP[..2] + NP[..2]: men, both professions
+        Assert.Equal([1, 3, 5, 7], train.Column2Neg.Order());   // PN[..2] + NN[..2]
+        Assert.Equal([0, 4, 8, 10], train.BiasedPos.Order());   // PP[..4]
+        Assert.Equal([3, 7, 9, 11], train.BiasedNeg.Order());   // NN[..4]
         Assert.Equal(1, test.PerQuadrant);
-        Assert.Equal([16, 17], test.Column1Pos);
-        Assert.Equal([18, 19], test.Column1Neg);
-        Assert.Equal([16, 18], test.Column2Pos);
-        Assert.Equal([17, 19], test.Column2Neg);
-        Assert.Equal([16, 20], test.BiasedPos);
-        Assert.Equal([19, 21], test.BiasedNeg);
+        Assert.Equal([16, 17], test.Column1Pos.Order());
+        Assert.Equal([18, 19], test.Column1Neg.Order());
+        Assert.Equal([16, 18], test.Column2Pos.Order());
+        Assert.Equal([17, 19], test.Column2Neg.Order());
+        Assert.Equal([16, 20], test.BiasedPos.Order());
+        Assert.Equal([19, 21], test.BiasedNeg.Order());
         // Exclusivity: each probe's classes are disjoint, and the halves share no row.
         foreach (var s in new[] { train, test })
         {

@@ -1,0 +1,80 @@
+namespace SaeSharp.Data;
+
+/// <summary>
+/// NumPy's legacy <c>np.random.RandomState(seed)</c> (MT19937 seeded by a 32-bit integer, <c>init_genrand</c>), as far as
+/// pandas' <c>DataFrame.sample(n, random_state=seed)</c> draws with it: <c>choice(len, n, replace=False)</c>, which is
+/// <c>permutation(len)[:n]</c>, and the legacy bounded integers of <c>randint</c>. The same seed gives NumPy's numbers
+/// (checked against NumPy 1.24.2's output; the legacy stream is frozen by NumPy's compatibility policy).
+/// </summary>
+public sealed class NumpyRandomState : NumpyBitGenerator
+{
+    private const int N = 624, M = 397;
+    private readonly uint[] _key = new uint[N];
+    private int _pos;
+
+    /// <summary><c>np.random.RandomState(seed)</c>; a seed outside 0 … 2³²−1 is an error, as in NumPy.</summary>
+    public NumpyRandomState(long seed)
+    {
+        if (seed is < 0 or > uint.MaxValue)
+            throw new SaeSharpException($"seed {seed}: NumPy's RandomState takes a seed between 0 and 2**32 - 1");
+        uint s = (uint)seed;
+        for (int i = 0; i < N; i++)
+        {
+            _key[i] = s;
+            s = 1812433253u * (s ^ (s >> 30)) + (uint)(i + 1);
+        }
+        _pos = N;
+    }
+
+    private void Generate()
+    {
+        const uint Upper = 0x80000000u, Lower = 0x7fffffffu, MatrixA = 0x9908b0dfu;
+        int i = 0;
+        uint y;
+        for (; i < N - M; i++)
+        {
+            y = (_key[i] & Upper) | (_key[i + 1] & Lower);
+            _key[i] = _key[i + M] ^ (y >> 1) ^ ((0u - (y & 1)) & MatrixA);
+        }
+        for (; i < N - 1; i++)
+        {
+            y = (_key[i] & Upper) | (_key[i + 1] & Lower);
+            _key[i] = _key[i + (M - N)] ^ (y >> 1) ^ ((0u - (y & 1)) & MatrixA);
+        }
+        y = (_key[N - 1] & Upper) | (_key[0] & Lower);
+        _key[N - 1] = _key[M - 1] ^ (y >> 1) ^ ((0u - (y & 1)) & MatrixA);
+        _pos = 0;
+    }
+
+    /// <summary>MT19937's next tempered 32-bit output (<c>mt19937_next32</c>).</summary>
+    public override uint NextUInt32()
+    {
+        if (_pos == N) Generate();
+        uint y = _key[_pos++];
+        y ^= y >> 11;
+        y ^= (y << 7) & 0x9d2c5680u;
+        y ^= (y << 15) & 0xefc60000u;
+        y ^= y >> 18;
+        return y;
+    }
+
+    /// <summary><c>mt19937_next64</c>: two 32-bit outputs, the first the high half.</summary>
+    public override ulong NextUInt64() => (ulong)NextUInt32() << 32 | NextUInt32();
+
+    /// <summary><c>randint(low, high)</c> (int64): <paramref name="low"/> + a legacy masked bounded draw over
+    /// high − 1 − low (<see cref="NumpyBitGenerator.RandomInterval"/>'s words and mask).</summary>
+    public long RandInt(long low, long high)
+    {
+        if (high <= low) throw new SaeSharpException($"randint: low ({low}) must be below high ({high})");
+        return low + (long)RandomInterval((ulong)(high - 1 - low));
+    }
+
+    /// <summary><c>choice(n, size, replace=False)</c>: the first <paramref name="size"/> entries of
+    /// <c>permutation(n)</c>, in that order. A size above <paramref name="n"/> is an error, as in NumPy.</summary>
+    public long[] Choice(int n, int size)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(size);
+        if (size > n) throw new SaeSharpException($"cannot take {size} of {n} without replacement (NumPy's choice with replace=False)");
+        return Permutation(n)[..size];
+    }
+}
