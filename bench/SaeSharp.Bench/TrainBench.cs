@@ -10,7 +10,7 @@ namespace SaeSharp.Bench;
 /// <c>train</c>: SAE training throughput per architecture (forward + backward + decoder hooks + Adam step) at
 /// d_in 512, d_sae 8192, batch 4096, k 32, next to the fp32 matmul ceiling measured in the same run. "topk+auxk" has a
 /// tenth of the latents dead; "standard@1%" is a ReLU SAE whose b_enc is shifted so 1% of pre-activations are positive
-/// (a trained SAE's sparsity, where the sparse training pass applies). Adam is the trainer's <see cref="SaeSharp.Training.AdamOptimizer"/>.
+/// (a trained SAE's sparsity, where the sparse training pass applies). Adam is the trainer's <see cref="SaeSharp.Kernels.AdamOptimizer"/>.
 /// Usage: <c>train [--steps N] [--arch topk,batchtopk,...] [--d-in 512] [--d-sae 8192] [--batch 4096] [--k 32] [--profile] [--autocast] [--peer topk=ROWS,...]</c>; <c>--autocast</c> trains with
 /// <see cref="SaeTrainingOptions.Autocast"/> and also measures the bfloat16 matmul ceiling.
 /// </summary>

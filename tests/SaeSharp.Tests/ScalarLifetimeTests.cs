@@ -58,9 +58,27 @@ public class ScalarLifetimeTests
                          && m.ContainingNamespace?.ToDisplayString().StartsWith("TorchSharp", StringComparison.Ordinal) == true
                          && MakesItsOwnScalar(m))
                     yield return Where(call);
+                else if (node is InvocationExpressionSyntax or ObjectCreationExpressionSyntax or BinaryExpressionSyntax or PrefixUnaryExpressionSyntax
+                             or AssignmentExpressionSyntax or MemberAccessExpressionSyntax
+                         && model.GetSymbolInfo(node).Symbol is { } called && ScalarMakers.Value.Contains(NameOf(called)))
+                    yield return Where(node);
             }
         }
     }
+
+    /// <summary>tests/data/torchsharp_scalar_makers.txt: TorchSharp's members that make and drop a Scalar inside them.</summary>
+    static readonly Lazy<HashSet<string>> ScalarMakers = new(() =>
+        File.ReadLines(Path.Combine(AppContext.BaseDirectory, "data", "torchsharp_scalar_makers.txt"))
+            .Where(l => l.Length > 0 && !l.StartsWith('#')).ToHashSet(StringComparer.Ordinal));
+
+    /// <summary>The list's name of a member: a method's (its unreduced, unconstructed definition's) display string, or
+    /// "prop " and a property's.</summary>
+    static string NameOf(ISymbol s) => s switch
+    {
+        IMethodSymbol m => (m.ReducedFrom ?? m.OriginalDefinition).ToDisplayString(),
+        IPropertySymbol p => "prop " + p.OriginalDefinition.ToDisplayString(),
+        _ => s.ToDisplayString(),
+    };
 
     /// <summary>TorchSharp 0.107 methods that make a Scalar of their own and drop it before libtorch reads it:
     /// <c>add</c>/<c>add_</c> without alpha (alpha 1), <c>addcdiv</c>/<c>addcdiv_</c> without value, <c>square</c>, and the Tensor→number
@@ -84,6 +102,85 @@ public class ScalarLifetimeTests
         var found = TemporaryScalars(lib, root).Concat(TemporaryScalars(cli, root)).ToList();
         Assert.True(found.Count == 0, $"{found.Count} Scalars made on the fly (use TorchScalars.Of for a constant, " +
             "`using var s = value.ToScalar();` for a runtime value):\n" + string.Join("\n", found));
+    }
+
+    /// <summary>Every name of tests/data/torchsharp_scalar_makers.txt is a member of the TorchSharp assembly referenced (a
+    /// TorchSharp upgrade that renames or drops one shows here: redo the scan); with <c>TORCHSHARP_SRC</c> set to TorchSharp's
+    /// <c>src/TorchSharp</c> folder, the scan is redone and must give the list: every public member with an implicit conversion
+    /// to Scalar or a <c>.ToScalar().Handle</c> in its body, or calling a member that has, transitively
+    /// (<c>TORCHSHARP_SCAN_WRITE=PATH</c> also writes the scan's list there).</summary>
+    [Fact]
+    public void The_list_of_TorchSharps_Scalar_makers_names_members_of_the_TorchSharp_referenced()
+    {
+        var platform = ((string)AppContext.GetData("TRUSTED_PLATFORM_ASSEMBLIES")!).Split(Path.PathSeparator)
+            .Where(f => Path.GetFileName(f).StartsWith("System.", StringComparison.Ordinal) || Path.GetFileName(f) is "mscorlib.dll" or "netstandard.dll");
+        var torchSharp = CSharpCompilation.Create("probe", references: [MetadataReference.CreateFromFile(typeof(torch).Assembly.Location),
+            .. platform.Select(f => MetadataReference.CreateFromFile(f))]);
+        var assembly = torchSharp.GetTypeByMetadataName("TorchSharp.torch")!.ContainingAssembly;
+        var members = new HashSet<string>(StringComparer.Ordinal);
+        void Walk(INamespaceOrTypeSymbol n)
+        {
+            foreach (var m in n.GetMembers())
+            {
+                if (m is INamespaceOrTypeSymbol inner) Walk(inner);
+                if (m is IMethodSymbol or IPropertySymbol) members.Add(NameOf(m));
+            }
+        }
+        Walk(assembly.GlobalNamespace);
+        if (Environment.GetEnvironmentVariable("TORCHSHARP_SRC") is { Length: > 0 } src) Rescan(src);
+        var missing = ScalarMakers.Value.Where(n => !members.Contains(n)).ToList();
+        Assert.True(ScalarMakers.Value.Count > 100 && missing.Count == 0, $"{missing.Count} names not in {typeof(torch).Assembly.GetName()}:\n" + string.Join("\n", missing));
+    }
+
+    static void Rescan(string src)
+    {
+        var scanned = ScanTorchSharp(src);
+        if (Environment.GetEnvironmentVariable("TORCHSHARP_SCAN_WRITE") is { Length: > 0 } write)
+        {
+            var header = File.ReadLines(Path.Combine(AppContext.BaseDirectory, "data", "torchsharp_scalar_makers.txt")).TakeWhile(l => l.StartsWith('#'));
+            File.WriteAllLines(write, header.Concat(scanned.Order(StringComparer.Ordinal)));
+        }
+        Assert.Equal(ScalarMakers.Value.Order(StringComparer.Ordinal), scanned.Order(StringComparer.Ordinal));
+    }
+
+    /// <summary>The scan that wrote tests/data/torchsharp_scalar_makers.txt, over TorchSharp's source folder.</summary>
+    static HashSet<string> ScanTorchSharp(string folder)
+    {
+        var comp = Compile("TorchSharpScan", folder, []);
+        var bad = new HashSet<string>(StringComparer.Ordinal);
+        var calls = new Dictionary<string, HashSet<string>>(StringComparer.Ordinal);
+        var visible = new HashSet<string>(StringComparer.Ordinal);
+        static bool Visible(ISymbol s) => s.DeclaredAccessibility is Accessibility.Public or Accessibility.Protected or Accessibility.ProtectedOrInternal
+                                          && (s.ContainingType is null || Visible(s.ContainingType));
+        foreach (var tree in comp.SyntaxTrees.Where(t => t.FilePath.Length > 0))
+        {
+            var model = comp.GetSemanticModel(tree);
+            foreach (var decl in tree.GetRoot().DescendantNodes().Where(n => n is BaseMethodDeclarationSyntax or PropertyDeclarationSyntax))
+            {
+                if (model.GetDeclaredSymbol(decl) is not { } me || me.ContainingNamespace?.ToDisplayString().StartsWith("TorchSharp", StringComparison.Ordinal) != true) continue;
+                string name = NameOf(me);
+                if (Visible(me)) visible.Add(name);
+                if (!calls.TryGetValue(name, out var set)) calls[name] = set = new(StringComparer.Ordinal);
+                foreach (var n in decl.DescendantNodes())
+                {
+                    if (n is ExpressionSyntax e && model.GetConversion(e) is { IsUserDefined: true, MethodSymbol.ContainingType.Name: "Scalar" }
+                        || n is InvocationExpressionSyntax { Expression: MemberAccessExpressionSyntax { Name.Identifier.Text: "ToScalar" }, Parent: MemberAccessExpressionSyntax { Name.Identifier.Text: "Handle" } })
+                        bad.Add(name);
+                    if (n is InvocationExpressionSyntax or ObjectCreationExpressionSyntax or BinaryExpressionSyntax && model.GetSymbolInfo(n).Symbol is IMethodSymbol cm)
+                        set.Add(NameOf(cm));
+                }
+            }
+        }
+        for (bool grew = true; grew;)
+        {
+            grew = false;
+            foreach (var (m, cs) in calls)
+                if (!bad.Contains(m) && cs.Any(bad.Contains)) grew = bad.Add(m) | true;
+        }
+        bad.IntersectWith(visible);
+        bad.RemoveWhere(n => n.StartsWith("TorchSharp.Scalar.", StringComparison.Ordinal) || n.StartsWith("TorchSharp.ScalarExtensionMethods.", StringComparison.Ordinal)
+                             || n.Contains("tensorboard", StringComparison.Ordinal));
+        return bad;
     }
 
     [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]

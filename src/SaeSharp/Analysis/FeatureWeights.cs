@@ -182,7 +182,7 @@ public static class FeatureWeights
             {
                 var cos = rows.matmul(decNorm.t());                                               // [n, d_sae]
                 using var n = ids.Count.ToScalar();
-                cos.index_put_(tensor(float.NegativeInfinity), arange(n), idx);                  // not itself
+                cos.index_put_(tensor(float.NegativeInfinity), TorchScalars.Arange(n), idx);                  // not itself
                 var (sv, si) = cos.topk(ks, 1);
                 (svA, siA) = (sv.data<float>().ToArray(), si.data<long>().ToArray());
             }

@@ -62,7 +62,7 @@ public sealed class LogisticRegression
         {
             using var s = NewDisposeScope();
             var m = z.mv(b);
-            var logLoss = nn.functional.softplus(m).sub(t.mul(m)).mul(sw).sum().mul(cs);
+            var logLoss = TorchScalars.Softplus(m).sub(t.mul(m)).mul(sw).sum().mul(cs);
             return penalty.mul(b).mul(b).sum().mul(TorchScalars.Of(0.5)).add(logLoss, one).item<double>();
         }
         double f = Objective(beta);
@@ -176,7 +176,7 @@ public sealed class LogisticRegression
             using var s = NewDisposeScope();
             using var bs = b0.ToScalar();
             var m = kA.add(bs, one);
-            var logLoss = nn.functional.softplus(m).sub(t.mul(m)).mul(sw).sum().mul(cs);
+            var logLoss = TorchScalars.Softplus(m).sub(t.mul(m)).mul(sw).sum().mul(cs);
             return a.dot(kA).mul(TorchScalars.Of(0.5)).add(logLoss, one).item<double>();
         }
         double f = Objective(alpha, ka, intercept);
@@ -282,7 +282,7 @@ public sealed class LogisticRegression
         {
             using var s = NewDisposeScope();
             var m = z.mv(b);
-            return nn.functional.softplus(m).sub(t.mul(m)).mul(sw).sum().item<double>();
+            return TorchScalars.Softplus(m).sub(t.mul(m)).mul(sw).sum().item<double>();
         }
         Tensor Grad(Tensor b) => z.t().mv(z.mv(b).sigmoid().sub(t).mul(sw));
         Tensor Prox(Tensor v, double step)

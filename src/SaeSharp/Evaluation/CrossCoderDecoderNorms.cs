@@ -45,7 +45,7 @@ public sealed record CrossCoderDecoderNorms(double[][] RelativeNorm, double[][] 
         using var _ = no_grad();
         using var scope = NewDisposeScope();
         var w = cc.Decoder.Weight.detach().to(ScalarType.Float64); // [L, dict_size, d]
-        var n = linalg.vector_norm(w, 2, [-1]); // [L, dict_size]
+        var n = TorchScalars.VectorNorm(w, 2, [-1]); // [L, dict_size]
         var norms = Rows(n);
         int layers = norms.Length, dict = norms[0].Length;
         var relative = new double[layers][];

@@ -233,7 +233,7 @@ public static partial class DownstreamEvaluator
         var next = cat([tokens.narrow(1, 1, s - 1), zeros(b, 1, dtype: ScalarType.Int64, device: tokens.device)], 1).reshape(-1).index_select(0, rows);
         using var positions = s.ToScalar();
         using var last = (s - 1).ToScalar();
-        var predicts = arange(positions, device: tokens.device).lt(last).unsqueeze(0).expand(b, s).reshape(-1).index_select(0, rows);
+        var predicts = TorchScalars.Arange(positions, device: tokens.device).lt(last).unsqueeze(0).expand(b, s).reshape(-1).index_select(0, rows);
         long cePositions = predicts.sum().item<long>();
 
         var cleanRows = cleanNormalized.reshape(-1, d).index_select(0, rows);

@@ -137,7 +137,7 @@ public sealed record FeatureMetrics
             var sims = unit.narrow(0, start, c).matmul(unit.t());                             // [c, n]
             using var offset = start.ToScalar();
             using var count = c.ToScalar();
-            var rows = arange(count, ScalarType.Int64, sims.device);
+            var rows = TorchScalars.Arange(count, ScalarType.Int64, sims.device);
             sims.index_put_(TorchScalars.Of(double.NegativeInfinity), rows, rows.add(offset, TorchScalars.One));  // self excluded
             var max = sims.max(1).values.to(ScalarType.Float64, CPU);
             max.data<double>().CopyTo(result.AsSpan((int)start, (int)c));

@@ -141,7 +141,7 @@ internal static class SaeSplice
         using var length = s.ToScalar();
         var pos = HookRunner.CurrentPositions is { } p && p.dim() == 2 && p.shape[0] == b && p.shape[1] == s
             ? p.to(device)
-            : arange(length, dtype: ScalarType.Int64, device: device).unsqueeze(0).expand(b, s);
+            : TorchScalars.Arange(length, dtype: ScalarType.Int64, device: device).unsqueeze(0).expand(b, s);
         return a.SeqposSlice.Mask(pos, pos.amax([1]).add(TorchScalars.One, TorchScalars.One));
     }
 

@@ -292,7 +292,7 @@ public sealed class AttributionGraph : IDisposable
         double tokenInfluence = influence[TensorIndex.Slice(errorEnd, tokenEnd)].sum().item<double>();
         double errorInfluence = influence[TensorIndex.Slice(nFeatures, errorEnd)].sum().item<double>();
         double replacement = tokenInfluence / (tokenInfluence + errorInfluence);
-        var nonError = TorchScalars.Of(1.0) - normalized[TensorIndex.Colon, TensorIndex.Slice(nFeatures, errorEnd)].sum(-1);
+        var nonError = TorchScalars.OneMinus(normalized[TensorIndex.Colon, TensorIndex.Slice(nFeatures, errorEnd)].sum(-1));
         var output = influence.add(w, TorchScalars.One);
         double completeness = ((nonError * output).sum() / output.sum()).item<double>();
         return (replacement, completeness);

@@ -51,7 +51,7 @@ internal static class SparseLatents
     {
         long n = indices.shape[0], k = indices.shape[1];
         using var nScalar = n.ToScalar();
-        var rows = arange(nScalar, dtype: ScalarType.Int64, device: indices.device).unsqueeze(1).expand(n, k).reshape(-1);
+        var rows = TorchScalars.Arange(nScalar, dtype: ScalarType.Int64, device: indices.device).unsqueeze(1).expand(n, k).reshape(-1);
         return new SparseCode(rows, indices.reshape(-1), n);
     }
 

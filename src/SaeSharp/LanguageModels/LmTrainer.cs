@@ -101,17 +101,11 @@ public static class LmTrainer
         torch.manual_seed((long)o.Seed);
         using var model = (GptNeoXModel)ModelLoader.Create(o.OutDir);
         Initialise(model, o.NLayers);
-        var decay = new List<Parameter>();
-        var noDecay = new List<Parameter>();
         model.SetRequiresGrad(true);
-        foreach (var (name, p) in model.named_parameters())
-        {
-            (name.EndsWith(".weight", StringComparison.Ordinal) && p.dim() == 2 && !name.Contains("embed_in") ? decay : noDecay).Add(p);
-        }
-        using var opt = optim.AdamW([
-            new AdamW.ParamGroup(decay, new AdamW.Options { LearningRate = o.Lr, weight_decay = o.WeightDecay, beta1 = 0.9, beta2 = 0.95 }),
-            new AdamW.ParamGroup(noDecay, new AdamW.Options { LearningRate = o.Lr, weight_decay = 0, beta1 = 0.9, beta2 = 0.95 }),
-        ], o.Lr);
+        // AdamW (β 0.9/0.95) with weight decay on the 2-D weights but the embedding, TorchSharp's AdamW op for op (Fused off:
+        // the weights models/builtin's command reproduces).
+        using var opt = new Kernels.AdamOptimizer(model.named_parameters()
+            .Select(np => (np.name, np.parameter, IsDecayed(np.name, np.parameter) ? o.WeightDecay : 0.0)), beta1: 0.9, beta2: 0.95) { Fused = false };
         var rng = new SeededRandom(o.Seed);
         long[] order = rng.Permutation(train.Ids.Length);
         long cursor = 0, trainTokens = 0;
@@ -131,13 +125,12 @@ public static class LmTrainer
             var ids = tensor(rows.SelectMany(r => train.Ids[r]).ToArray()).view(o.BatchSize, o.ContextSize);
             var targets = tensor(rows.SelectMany(r => train.Targets[r]).ToArray()).view(-1);
             double lr = LearningRate(o, step);
-            foreach (var g in opt.ParamGroups) g.LearningRate = lr;
-            opt.zero_grad();
+            model.zero_grad();
             var logits = model.Run(ids, new RunOptions { Grad = true }).Logits!;
             var loss = nn.functional.cross_entropy(logits.view(-1, logits.shape[^1]), targets, ignore_index: -100);
             loss.backward();
             nn.utils.clip_grad_norm_(model.parameters(), o.GradClip);
-            opt.step();
+            opt.Step(lr);
             double l = loss.item<float>();
             if (!double.IsFinite(l)) throw new SaeSharpException($"language-model training diverged at step {step} (loss {l}); lower --lr");
             trainTokens += rows.Sum(r => train.Targets[r].Count(t => t >= 0));
@@ -161,6 +154,8 @@ public static class LmTrainer
         WriteReport(o, result, quick);
         return result;
     }
+
+    private static bool IsDecayed(string name, Parameter p) => name.EndsWith(".weight", StringComparison.Ordinal) && p.dim() == 2 && !name.Contains("embed_in");
 
     /// <summary>
     /// Validation loss of a model folder on the held-out stories of a corpus, as <see cref="Train"/> measures it

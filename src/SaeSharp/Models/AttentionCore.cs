@@ -85,8 +85,8 @@ internal static class AttentionCore
         {
             long nq = allowed.shape[^2], nk = allowed.shape[^1];
             using Scalar nqScalar = nq.ToScalar(), nkScalar = nk.ToScalar(), offset = (nk - nq).ToScalar(), window = w.ToScalar();
-            var qi = arange(nqScalar, device: allowed.device).add(offset, TorchScalars.One).unsqueeze(1);
-            allowed = allowed.logical_and((qi - arange(nkScalar, device: allowed.device).unsqueeze(0)).lt(window));
+            var qi = TorchScalars.Arange(nqScalar, device: allowed.device).add(offset, TorchScalars.One).unsqueeze(1);
+            allowed = allowed.logical_and((qi - TorchScalars.Arange(nkScalar, device: allowed.device).unsqueeze(0)).lt(window));
             long kept = k.shape[2];
             if (kept < nk) allowed = allowed.narrow(-1, nk - kept, kept); // the cache dropped keys no query here can see
         }

@@ -470,9 +470,9 @@ internal sealed partial record DecoderSettings
         var posFreqs = pow(thetaTensor, arange(TorchScalars.Of(0), dimScalar, TorchScalars.Of(2), dtype: ScalarType.Int64).to(ScalarType.Float32) / dimScalar);
         var extrapolation = TorchScalars.Of(1.0) / posFreqs;
         var interpolation = TorchScalars.Of(1.0) / (posFreqs * factorScalar);
-        var ramp = ((arange(halfDim, dtype: ScalarType.Float32) - lowScalar) / spanScalar).clamp(TorchScalars.Of(0), TorchScalars.Of(1));
-        var extrapolationFactor = TorchScalars.Of(1) - ramp;
-        var inv = (interpolation * (TorchScalars.Of(1) - extrapolationFactor)).add(extrapolation * extrapolationFactor, TorchScalars.One);
+        var ramp = ((TorchScalars.Arange(halfDim, dtype: ScalarType.Float32) - lowScalar) / spanScalar).clamp(TorchScalars.Of(0), TorchScalars.Of(1));
+        var extrapolationFactor = TorchScalars.OneMinus(ramp);
+        var inv = (interpolation * TorchScalars.OneMinus(extrapolationFactor)).add(extrapolation * extrapolationFactor, TorchScalars.One);
         return (inv.to(ScalarType.Float64).data<double>().ToArray(), attention, new RopeScaling
         {
             Type = "yarn", Factor = factor, OriginalMaxPositionEmbeddings = originalMax, BetaFast = betaFast, BetaSlow = betaSlow,

@@ -441,7 +441,7 @@ public abstract partial class HookedTransformer : nn.Module<Tensor, Tensor>
         if (Config.RotaryDim == 0 && positions.max().item<long>() >= Config.NCtx)
             throw new SaeSharpException($"sequence of {positions.max().item<long>() + 1} tokens exceeds the context length n_ctx={Config.NCtx} of {Config.ModelName}");
         using Scalar totalScalar = total.ToScalar(), sScalar = s.ToScalar(), pastScalar = past.ToScalar();
-        var causal = arange(totalScalar, device: dev).unsqueeze(0).le(arange(sScalar, device: dev).add(pastScalar, TorchScalars.One).unsqueeze(1)); // [s, total]
+        var causal = TorchScalars.Arange(totalScalar, device: dev).unsqueeze(0).le(TorchScalars.Arange(sScalar, device: dev).add(pastScalar, TorchScalars.One).unsqueeze(1)); // [s, total]
         var allowed = causal.unsqueeze(0).unsqueeze(0).logical_and(full.unsqueeze(1).unsqueeze(1)); // [b, 1, s, total]
         kv?.SetMask(full);
 

@@ -252,7 +252,7 @@ public sealed class CrossCoder : nn.Module<Tensor, Tensor>
         if (normInitScale is { } s)
         {
             using var scale = s.ToScalar();
-            w = w.div(linalg.vector_norm(w, 2, [1], keepdim: true)).mul(scale);
+            w = w.div(TorchScalars.VectorNorm(w, 2, [1], keepdim: true)).mul(scale);
         }
         encoder.Weight.copy_(w);
         encoder.Bias.fill_(TorchScalars.Of(0));
@@ -268,7 +268,7 @@ public sealed class CrossCoder : nn.Module<Tensor, Tensor>
             if (normInitScale is { } s2)
             {
                 using var scale = s2.ToScalar();
-                wd = wd.div(linalg.vector_norm(wd, 2, [2], keepdim: true)).mul(scale);
+                wd = wd.div(TorchScalars.VectorNorm(wd, 2, [2], keepdim: true)).mul(scale);
             }
             decoder.Weight.copy_(wd);
         }
@@ -367,12 +367,12 @@ public sealed class CrossCoder : nn.Module<Tensor, Tensor>
         var dw = decoder.Weight;
         Tensor w = Cfg.CodeNormalization switch
         {
-            CodeNormalization.Sae => linalg.vector_norm(dw, 2, [0, 2]).unsqueeze(0),
-            CodeNormalization.Mixed => linalg.vector_norm(dw, 2, [0, 2]).unsqueeze(0).mul(TorchScalars.Of(Cfg.CodeNormalizationAlphaSae))
-                                       .add(linalg.vector_norm(dw, 2, [2]).sum(0, keepdim: true).mul(TorchScalars.Of(Cfg.CodeNormalizationAlphaCc)), TorchScalars.One),
+            CodeNormalization.Sae => TorchScalars.VectorNorm(dw, 2, [0, 2]).unsqueeze(0),
+            CodeNormalization.Mixed => TorchScalars.VectorNorm(dw, 2, [0, 2]).unsqueeze(0).mul(TorchScalars.Of(Cfg.CodeNormalizationAlphaSae))
+                                       .add(TorchScalars.VectorNorm(dw, 2, [2]).sum(0, keepdim: true).mul(TorchScalars.Of(Cfg.CodeNormalizationAlphaCc)), TorchScalars.One),
             CodeNormalization.None => tensor(1f, dtype: dw.dtype, device: dw.device),
-            CodeNormalization.Crosscoder => linalg.vector_norm(dw, 2, [2]).sum(0, keepdim: true),
-            CodeNormalization.Decoupled => linalg.vector_norm(dw, 2, [2]),
+            CodeNormalization.Crosscoder => TorchScalars.VectorNorm(dw, 2, [2]).sum(0, keepdim: true),
+            CodeNormalization.Decoupled => TorchScalars.VectorNorm(dw, 2, [2]),
             _ => throw new SaeSharpException($"crosscoder: code normalization {Cfg.CodeNormalization} not implemented"),
         };
         return w.MoveToOuterDisposeScope();
@@ -485,7 +485,7 @@ public sealed class CrossCoder : nn.Module<Tensor, Tensor>
         var f = EncodePostRelu(x);
         var xHat = DecodeNoBias(f).add(decoder.Bias, TorchScalars.One);
         var e = x - xHat;
-        var l2 = linalg.vector_norm(e, 2, [-1]).mean();
+        var l2 = TorchScalars.VectorNorm(e, 2, [-1]).mean();
         var mse = e.pow(TorchScalars.Of(2)).sum(-1).mean();
         var fs = f * LatentNormalizationWeights();
         var l1 = fs.abs().sum(-1).mean();

@@ -110,7 +110,7 @@ public sealed class StandardSae : Sae
         LastTrainingPassSparse = false;
         var f = nn.functional.relu(HiddenPre(x));
         var weighted = Training.Penalty == SparsityPenalty.L1DecoderNorm ? f * W_dec.norm(1) : f;
-        var sparsity = linalg.vector_norm(weighted, Training.LpNorm, [1]).mean();
+        var sparsity = TorchScalars.VectorNorm(weighted, Training.LpNorm, [1]).mean();
         var y = addmm(b_dec, f, W_dec, 1, 1);
         var mse = MseLoss(y, target);
         var loss = mse.add(WeightedSparsity(sparsity, ctx), TorchScalars.One);

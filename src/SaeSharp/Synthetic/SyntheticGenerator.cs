@@ -82,7 +82,7 @@ public sealed class SyntheticGenerator : IDisposable
         var mag = o.Magnitude switch
         {
             MagnitudeDistribution.Uniform => (u * magnitudeRange).add(magnitudeLow, TorchScalars.One),
-            _ => (TorchScalars.Of(1) - u).log().neg() * magnitudeMean,
+            _ => TorchScalars.OneMinus(u).log().neg() * magnitudeMean,
         };
         var acts = mag * fire.to(ScalarType.Float32);
         var x = acts.matmul(Features);

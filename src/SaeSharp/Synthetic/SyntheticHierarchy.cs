@@ -191,7 +191,7 @@ public sealed class SyntheticHierarchy : IDisposable
         long g = groups.shape[0], s = siblings.shape[1];
         var hasParent = parents.ge(TorchScalars.Of(0));
         var parentActive = acts.index_select(1, parents.clamp_min(TorchScalars.Of(0))).gt(TorchScalars.Of(0)).logical_or(hasParent.logical_not()); // [B, G]
-        var valid = arange(TorchScalars.Of(s)).unsqueeze(0).lt(sizes.unsqueeze(1));                                                 // [G, S]
+        var valid = TorchScalars.Arange(TorchScalars.Of(s)).unsqueeze(0).lt(sizes.unsqueeze(1));                                                 // [G, S]
         var active = acts.index_select(1, siblings.clamp_min(TorchScalars.Of(0)).view(-1)).view(rows, g, s).gt(TorchScalars.Of(0))
             .logical_and(valid).logical_and(parentActive.unsqueeze(2));                                            // [B, G, S]
         var conflict = active.sum(2).gt(TorchScalars.One);

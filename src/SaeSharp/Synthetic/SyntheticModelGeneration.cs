@@ -194,10 +194,10 @@ public sealed partial class SyntheticModel
         var start = embeddings.detach().clone();
         start = start.div(start.norm(1, true, 2).clamp_min(TorchScalars.Of(1e-8)));
         using var p = new Parameter(start, requires_grad: true);
-        using var adam = optim.Adam([p], lr);
+        using var adam = new Kernels.AdamOptimizer([("embeddings", p)]) { Fused = false }; // torch.optim.Adam's defaults, op for op
         for (int step = 0; step < numSteps; step++)
         {
-            adam.zero_grad();
+            p.grad?.zero_();
             for (long i = 0; i < n; i += chunkSize)
             {
                 using var inner = NewDisposeScope();
@@ -213,7 +213,7 @@ public sealed partial class SyntheticModel
                 var diagLoss = dots.index(rows, cols).add(TorchScalars.Of(-1), TorchScalars.One).pow(two).sum();
                 offLoss.add(diagLoss, TorchScalars.Of(n)).backward();
             }
-            adam.step();
+            adam.Step(lr);
         }
         using (no_grad())
         {

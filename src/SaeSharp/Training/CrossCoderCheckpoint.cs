@@ -1,3 +1,4 @@
+using SaeSharp.Kernels;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using SaeSharp.IO;

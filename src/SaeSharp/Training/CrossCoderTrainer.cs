@@ -1,3 +1,4 @@
+using SaeSharp.Kernels;
 using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
 using SaeSharp.Saes;
@@ -161,7 +162,7 @@ public sealed class CrossCoderTrainer : IDisposable
                 _tokensSinceFired.masked_fill_(active, TorchScalars.Of(0));
             }
             var mse = e.pow(TorchScalars.Of(2)).sum(-1).mean();
-            var l2 = linalg.vector_norm(e, 2, [-1]).mean();
+            var l2 = TorchScalars.VectorNorm(e, 2, [-1]).mean();
             var (auxk, dead) = AuxiliaryLoss(e.detach(), postRelu, postScaled);
             var loss = l2.add(auxk.mul(TorchScalars.Of(_o.AuxkAlpha)), TorchScalars.One);
             loss.backward();
@@ -402,10 +403,10 @@ public sealed class CrossCoderTrainer : IDisposable
         for (int i = 0; i < 100; i++)
         {
             var prev = guess;
-            var w = linalg.vector_norm(points - guess, 2, [-1]).reciprocal();
+            var w = TorchScalars.VectorNorm(points - guess, 2, [-1]).reciprocal();
             w = w / w.sum(0, keepdim: true);
             guess = (w.unsqueeze(-1) * points).sum(0L);
-            if (linalg.vector_norm(guess - prev, 2, [-1]).lt(TorchScalars.Of(1e-5)).all().item<bool>()) break;
+            if (TorchScalars.VectorNorm(guess - prev, 2, [-1]).lt(TorchScalars.Of(1e-5)).all().item<bool>()) break;
         }
         return guess.MoveToOuterDisposeScope();
     }

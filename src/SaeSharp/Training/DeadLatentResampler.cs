@@ -1,3 +1,4 @@
+using SaeSharp.Kernels;
 using SaeSharp.Saes;
 using TorchSharp;
 using static TorchSharp.torch;

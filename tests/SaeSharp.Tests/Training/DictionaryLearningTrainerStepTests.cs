@@ -1,3 +1,4 @@
+using SaeSharp.Kernels;
 using System.Text.Json.Nodes;
 using SaeSharp.Activations;
 using SaeSharp.Saes;

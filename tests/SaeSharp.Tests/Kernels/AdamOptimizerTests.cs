@@ -1,9 +1,10 @@
-using SaeSharp.Training;
+using SaeSharp.Kernels;
+using SaeSharp.Tests.Training;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
-namespace SaeSharp.Tests.Training;
+namespace SaeSharp.Tests.Kernels;
 
 public class AdamOptimizerTests
 {
@@ -66,6 +67,46 @@ public class AdamOptimizerTests
             reference.step();
             Assert.True(mine.allclose(theirs, rtol: 1e-5, atol: 1e-7), $"step {i}: {TrainerTestKit.MaxAbsDiff(mine, theirs)}");
         }
+    }
+
+    /// <summary>Unfused, with decoupled weight decay on one parameter and none on the other: TorchSharp's AdamW (two groups,
+    /// as <c>sae lm train</c> had them) bit for bit, over steps at different learning rates; unfused without decay,
+    /// TorchSharp's Adam bit for bit (SyntheticModelGeneration's orthogonalisation).</summary>
+    [Fact]
+    public void UnfusedUpdatesAreTorchSharpsAdamWAndAdamBitForBit()
+    {
+        using var g = new Generator(11);
+        var w0 = randn(64, 33, generator: g);
+        var b0 = randn(33, generator: g);
+        var (w, b) = (new Parameter(w0.clone()), new Parameter(b0.clone()));
+        var (wRef, bRef) = (new Parameter(w0.clone()), new Parameter(b0.clone()));
+        using var adamW = new AdamOptimizer([("w", w, 0.1), ("b", b, 0.0)], beta1: 0.9, beta2: 0.95) { Fused = false };
+        using var reference = optim.AdamW([
+            new AdamW.ParamGroup([wRef], new AdamW.Options { LearningRate = 1e-2, weight_decay = 0.1, beta1 = 0.9, beta2 = 0.95 }),
+            new AdamW.ParamGroup([bRef], new AdamW.Options { LearningRate = 1e-2, weight_decay = 0, beta1 = 0.9, beta2 = 0.95 }),
+        ], 1e-2);
+        var plain = new Parameter(w0.clone());
+        var plainRef = new Parameter(w0.clone());
+        using var adam = new AdamOptimizer([("p", plain)]) { Fused = false };
+        using var adamRef = optim.Adam([plainRef], lr: 3e-3);
+        foreach (double lr in new[] { 1e-2, 5e-3, 2e-2, 1e-3 })
+        {
+            var gw = randn(64, 33, generator: g);
+            var gb = randn(33, generator: g);
+            (w.grad, wRef.grad, b.grad, bRef.grad) = (gw.clone(), gw.clone(), gb.clone(), gb.clone());
+            (plain.grad, plainRef.grad) = (gw.clone(), gw.clone());
+            foreach (var group in reference.ParamGroups) group.LearningRate = lr;
+            adamW.Step(lr);
+            reference.step();
+            adam.Step(3e-3);
+            adamRef.step();
+            Assert.True(w.eq(wRef).all().item<bool>(), $"w at lr {lr}: {TrainerTestKit.MaxAbsDiff(w, wRef)}");
+            Assert.True(b.eq(bRef).all().item<bool>(), $"b at lr {lr}: {TrainerTestKit.MaxAbsDiff(b, bRef)}");
+            Assert.True(plain.eq(plainRef).all().item<bool>(), $"Adam at step with lr {lr}: {TrainerTestKit.MaxAbsDiff(plain, plainRef)}");
+        }
+        // A negative weight decay is refused by name.
+        var ex = Assert.Throws<SaeSharpException>(() => new AdamOptimizer([("w", new Parameter(zeros(2)), -0.1)]));
+        Assert.Contains("weight decay of 'w'", ex.Message);
     }
 
     [Fact]

@@ -4,21 +4,31 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
-namespace SaeSharp.Training;
+namespace SaeSharp.Kernels;
 
 /// <summary>
-/// Adam (Kingma &amp; Ba; the update of <c>torch.optim.Adam</c> without weight decay) with its moments held as
-/// named tensors, so that they can be checkpointed exactly and reset per latent when dead latents are resampled.
-/// Moment names are the parameter names: <c>exp_avg.W_enc</c>, <c>exp_avg_sq.W_enc</c>, ….
+/// Adam (Kingma &amp; Ba; the update of <c>torch.optim.Adam</c>, and AdamW's decoupled weight decay per parameter) with its
+/// moments held as named tensors, so that they can be checkpointed exactly and reset per latent when dead latents are
+/// resampled. Moment names are the parameter names: <c>exp_avg.W_enc</c>, <c>exp_avg_sq.W_enc</c>, …. Unlike TorchSharp's
+/// <c>optim.Adam</c>/<c>AdamW</c>, whose <c>step</c> makes Scalars it drops while libtorch reads them (see
+/// <see cref="TorchScalars"/>), every Scalar it passes is held.
 /// </summary>
 public sealed class AdamOptimizer : IDisposable
 {
     private readonly List<(string Name, Parameter Param, Tensor ExpAvg, Tensor ExpAvgSq)> _state = new();
     // β1, 1 − β1, β2, 1 − β2 and ε as Scalars held for the optimizer's lifetime (TorchScalars: none made on the fly).
     private readonly Scalar _beta1, _oneMinusBeta1, _beta2, _oneMinusBeta2, _eps;
+    private readonly List<double> _weightDecay = new();
 
     /// <summary>Adam over <paramref name="parameters"/> (name, parameter) with zero moments; defaults are <c>torch.optim.Adam</c>'s.</summary>
     public AdamOptimizer(IEnumerable<(string Name, Parameter Param)> parameters, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8)
+        : this(parameters.Select(p => (p.Name, p.Param, 0.0)), beta1, beta2, eps)
+    {
+    }
+
+    /// <summary>AdamW over <paramref name="parameters"/> (name, parameter, weight decay): before each update a parameter is
+    /// multiplied by 1 − lr·weight decay (<c>torch.optim.AdamW</c>'s decoupled decay; 0 = plain Adam).</summary>
+    public AdamOptimizer(IEnumerable<(string Name, Parameter Param, double WeightDecay)> parameters, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8)
     {
         Beta1 = beta1;
         Beta2 = beta2;
@@ -28,11 +38,13 @@ public sealed class AdamOptimizer : IDisposable
         _beta2 = Beta2.ToScalar();
         _oneMinusBeta2 = (1 - Beta2).ToScalar();
         _eps = Eps.ToScalar();
-        foreach (var (name, p) in parameters)
+        foreach (var (name, p, weightDecay) in parameters)
         {
+            if (!double.IsFinite(weightDecay) || weightDecay < 0) throw new SaeSharpException($"weight decay of '{name}': expected a finite number ≥ 0, got {weightDecay}");
             var m = zeros_like(p).DetachFromDisposeScope();
             var v = zeros_like(p).DetachFromDisposeScope();
             _state.Add((name, p, m, v));
+            _weightDecay.Add(weightDecay);
         }
     }
 
@@ -44,6 +56,9 @@ public sealed class AdamOptimizer : IDisposable
     public double Eps { get; }
     /// <summary>Number of updates taken (the t of the bias corrections).</summary>
     public long StepCount { get; set; }
+    /// <summary>Update float32 CPU parameters in one fused pass (default); false runs the torch operations of TorchSharp's
+    /// <c>optim.Adam</c>/<c>AdamW</c> one by one, giving their results bit for bit.</summary>
+    public bool Fused { get; init; } = true;
 
     /// <summary>One update with learning rate <paramref name="lr"/>; parameters without a gradient are skipped.</summary>
     public void Step(double lr)
@@ -55,11 +70,17 @@ public sealed class AdamOptimizer : IDisposable
         using var _ = no_grad();
         using var scope = NewDisposeScope();
         using Scalar bc2SqrtScalar = bc2Sqrt.ToScalar(), negStepSize = (-stepSize).ToScalar();
-        foreach (var (_, p, m, v) in _state)
+        for (int i = 0; i < _state.Count; i++)
         {
+            var (_, p, m, v) = _state[i];
             var g = p.grad;
             if (g is null) continue;
-            if (FusedStep(p, g, m, v, stepSize, bc2Sqrt)) continue;
+            if (_weightDecay[i] != 0)
+            {
+                using var decay = (1 - lr * _weightDecay[i]).ToScalar();
+                p.mul_(decay);
+            }
+            if (Fused && FusedStep(p, g, m, v, stepSize, bc2Sqrt)) continue;
             m.mul_(_beta1).add_(g, alpha: _oneMinusBeta1);
             v.mul_(_beta2).addcmul_(g, g, value: _oneMinusBeta2);
             var denom = (v.sqrt() / bc2SqrtScalar).add_(_eps, TorchScalars.One);
@@ -71,25 +92,25 @@ public sealed class AdamOptimizer : IDisposable
     /// The update of <see cref="Step"/> in one pass over contiguous float32 CPU tensors (instead of eight tensor ops and a
     /// temporary): m ← β1·m + (1−β1)·g, v ← β2·v + (1−β2)·g², p ← p − stepSize·m / (√v / √(1−β2ᵗ) + ε), in float32,
     /// split over torch's thread count. Returns false (doing nothing) for any other layout, on other devices and with
-    /// <c>SAESHARP_KERNELS=torch</c> (<see cref="Kernels.CpuKernels.On"/>): the torch operations then run.
+    /// <c>SAESHARP_KERNELS=torch</c> (<see cref="CpuKernels.On"/>): the torch operations then run.
     /// </summary>
     private unsafe bool FusedStep(Tensor p, Tensor g, Tensor m, Tensor v, double stepSize, double bc2Sqrt)
     {
         Tensor[] all = [p, g, m, v];
         foreach (var t in all)
-            if (t.dtype != ScalarType.Float32 || !Kernels.CpuKernels.On(t) || !t.is_contiguous() || t.numel() != p.numel())
+            if (t.dtype != ScalarType.Float32 || !CpuKernels.On(t) || !t.is_contiguous() || t.numel() != p.numel())
                 return false;
         long n = p.numel();
         if (n == 0) return true;
         if (n > int.MaxValue / sizeof(float)) return false;
-        float* pp = Kernels.TensorPointers.FloatPtr(p), pg = Kernels.TensorPointers.FloatPtr(g),
-               pm = Kernels.TensorPointers.FloatPtr(m), pv = Kernels.TensorPointers.FloatPtr(v);
+        float* pp = TensorPointers.FloatPtr(p), pg = TensorPointers.FloatPtr(g),
+               pm = TensorPointers.FloatPtr(m), pv = TensorPointers.FloatPtr(v);
         float b1 = (float)Beta1, c1 = (float)(1 - Beta1), b2 = (float)Beta2, c2 = (float)(1 - Beta2);
         float bc2 = (float)bc2Sqrt, eps = (float)Eps, step = (float)stepSize;
-        int threads = (int)Math.Clamp(n / 65536, 1, Kernels.RowRanges.Count(n));
+        int threads = (int)Math.Clamp(n / 65536, 1, RowRanges.Count(n));
         long per = (n + threads - 1) / threads;
         int w = Vector<float>.Count;
-        Kernels.KernelThreads.Run(threads, t =>
+        KernelThreads.Run(threads, t =>
         {
             long i = t * per, end = Math.Min(n, i + per);
             var vb1 = new Vector<float>(b1); var vc1 = new Vector<float>(c1);
@@ -171,6 +192,7 @@ public sealed class AdamOptimizer : IDisposable
     {
         foreach (var (_, _, m, v) in _state) { m.Dispose(); v.Dispose(); }
         _state.Clear();
+        _weightDecay.Clear();
         _beta1.Dispose(); _oneMinusBeta1.Dispose(); _beta2.Dispose(); _oneMinusBeta2.Dispose(); _eps.Dispose();
     }
 }
