@@ -197,7 +197,7 @@ public sealed partial class SyntheticModel
         using var adam = new Kernels.AdamOptimizer([("embeddings", p)]) { Fused = false }; // torch.optim.Adam's defaults, op for op
         for (int step = 0; step < numSteps; step++)
         {
-            p.grad?.zero_();
+            p.grad?.fill_(TorchScalars.Of(0));
             for (long i = 0; i < n; i += chunkSize)
             {
                 using var inner = NewDisposeScope();
