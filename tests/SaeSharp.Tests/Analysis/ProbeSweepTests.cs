@@ -93,7 +93,7 @@ public sealed class ProbeSweepTests : IDisposable
             var tok = Tokenizer.FromFolder(BuiltinModel.Folder);
             var (hooks, passes, reset) = Counter(pm);
             var harvest = new LabelScoringOptions { Tokens = 8192, ContextSize = 32 };
-            var options = new SparseProbingOptions { KValues = [1, 2, 5] };
+            var options = new SparseProbingOptions { KValues = [1, 2, 5], Labels = ["cat:colour", "cat:animal"] };
             var absorption = new AbsorptionOptions { Labels = ["cat:colour"] };
             var singleA = SparseProbing.Run(saes[0], pm.Model, hooks, tok, corpus, harvest, options, absorption);
             long onePass = passes();
