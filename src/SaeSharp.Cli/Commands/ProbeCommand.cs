@@ -198,8 +198,8 @@ internal static class ProbeCommand
         if (reports.Any(r => r.Tasks.Count == 0)) return;
         static string Pct(double v) => Math.Round(100 * v, 1) >= 100 ? "100" : (100 * v).ToString("F1", System.Globalization.CultureInfo.InvariantCulture);
         var kValues = reports[0].KValues;
-        var columns = new List<Column> { new("sae", NoWrap: true), new("all", Right: true, Heading: "sae\nall") };
-        columns.AddRange(kValues.Select(k => new Column($"k={k}", Right: true, Heading: $"sae\nk={k}")));
+        var columns = new List<Column> { new("probes on", NoWrap: true), new("all", Right: true) };
+        columns.AddRange(kValues.Select(k => new Column($"k={k}", Right: true)));
         var rows = new List<IReadOnlyList<string>>();
         var llm = reports[0].Means();
         rows.Add(["llm (model)", Pct(llm["llm_test_accuracy"]), .. kValues.Select(k => Pct(llm[$"llm_top_{k}_test_accuracy"]))]);
@@ -209,8 +209,9 @@ internal static class ProbeCommand
             rows.Add([$"SAE {i}", m.TryGetValue("sae_test_accuracy", out var all) ? Pct(all) : "-", .. kValues.Select(k => Pct(m[$"sae_top_{k}_test_accuracy"]))]);
         }
         Console.WriteLine();
-        Cli.WriteColumns($"sparse probing, {reports.Count} SAEs at {reports[0].Hook}: mean test accuracy in % over {reports[0].Tasks.Count} labels", columns, rows);
-        Cli.WriteIndented(Markup.Escape("(llm: the probes on the model's activation dimensions, shared by every SAE: all of them, or its top k; SAE i: --sae number i, its tables above)"), 2);
+        Cli.WriteColumns($"sparse probing means, {reports.Count} SAEs at {reports[0].Hook}", columns, rows);
+        Cli.WriteIndented(Markup.Escape($"(mean test accuracy in % over {reports[0].Tasks.Count} labels of the probes on all features or the top k; " +
+                                        "llm (model): on the model's activation dimensions, one probe shared by every SAE; SAE i: --sae number i, its tables above)"), 2);
     }
 
     /// <summary><paramref name="fields"/> with SAEBench's <c>context_length</c>: the tokens read of each text.</summary>
