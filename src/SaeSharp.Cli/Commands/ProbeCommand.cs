@@ -13,7 +13,11 @@ internal static class ProbeCommand
 {
     public static Command Create()
     {
-        var sae = SaeCommands.SaeOption();
+        var sae = new Option<string[]>("--sae")
+        {
+            Description = SaeCommands.SaeOption().Description + "; repeat it to probe several SAEs at one hook in one pass of the model (--json: a _sae<i> suffix per SAE)",
+            Required = true, AllowMultipleArgumentsPerToken = false,
+        };
         var model = ModelCommands.ModelOption();
         var dataset = new Option<string[]>("--dataset") { Description = "Labelled .jsonl (text + token-aligned labels), e.g. from `sae corpus`; with --pooling mean also a .jsonl/.parquet classification dataset (text and class columns), a folder or hf:ORG/NAME; --tpp and --scr: repeat it for several datasets", AllowMultipleArgumentsPerToken = false };
         var pooling = new Option<string>("--pooling") { Description = "token: every labelled token is an example; mean: every text is one, its activations averaged over its tokens (SAEBench's task)", DefaultValueFactory = _ => "token" };
@@ -41,10 +45,12 @@ internal static class ProbeCommand
             { sae, model, dataset, pooling, tokens, ctx, textField, labelField, classes, balanceField, texts, labels, absorption, absorptionLabels, tpp, tppN, scr, spuriousField, spuriousClasses, scrN, saebench, strict, json };
         Cli.SetAction(command, parse =>
         {
+            var saes = parse.GetValue(sae)!;
             if (parse.GetValue(json) is { } jsonOut)
-                OutputGuard.RefuseBadOutputFile("--json", jsonOut, [new CommandInput("--sae", parse.GetValue(sae)!, InputKind.Sae),
-                    new CommandInput("--model", parse.GetValue(model)!, InputKind.Folder),
-                    .. (parse.GetValue(dataset) ?? []).Select(d => new CommandInput("--dataset", d, InputKind.Whole))]);
+                for (int i = 0; i < saes.Length; i++)
+                    OutputGuard.RefuseBadOutputFile("--json", SaeCommands.SaeBenchPath(i, saes.Length, jsonOut), [.. saes.Select(s => new CommandInput("--sae", s, InputKind.Sae)),
+                        new CommandInput("--model", parse.GetValue(model)!, InputKind.Folder),
+                        .. (parse.GetValue(dataset) ?? []).Select(d => new CommandInput("--dataset", d, InputKind.Whole))]);
             static string? One(string[]? values, string option) => values is null or [] ? null : values is [var v] ? v
                 : throw new SaeSharpException($"{option} is given {values.Length} times; only --scr and --tpp take several ({string.Join(" ", values.Select(x => option + " " + x))})");
             static IReadOnlyList<string>? List(string? s) => s is null ? null : s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
@@ -86,19 +92,25 @@ internal static class ProbeCommand
                     if (parse.GetValue(spuriousField) is { } sf) options = options with { Column2Name = sf };
                     suite = ScrDataset.ForPaths(paths, parse.GetValue(classes) ?? [], parse.GetValue(textField)!, options);
                 }
-                SaeBenchRun? run = null;
-                var scrReport = CliProgress.Run("scr", progress => AnalysisPipeline.ScrSuite(parse.GetValue(sae)!, ModelSource.Resolve(parse.GetValue(model)!),
-                    suite, text! with { Classes = null, Progress = progress }, loaded: r => run = r));
-                if (scrReport.Runs.Count == 1) PrintScr(scrReport.Runs[0].Report, scrReport.Runs[0].Split);
-                else PrintScrSuite(scrReport);
-                if (parse.GetValue(json) is { } scrPath)
+                IReadOnlyList<SaeBenchRun> runs = [];
+                var scrReports = CliProgress.Run("scr", progress => AnalysisPipeline.ScrSuite(saes, ModelSource.Resolve(parse.GetValue(model)!),
+                    suite, text! with { Classes = null, Progress = progress }, loaded: r => runs = r));
+                for (int i = 0; i < saes.Length; i++)
                 {
-                    var o = suite[0].Options;
-                    scrReport.WriteJson(scrPath, run! with { EvalConfig = TextConfig(text!, new JsonObject
+                    var scrReport = scrReports[i];
+                    SaeHeading(saes, i);
+                    if (scrReport.Runs.Count == 1) PrintScr(scrReport.Runs[0].Report, scrReport.Runs[0].Split);
+                    else PrintScrSuite(scrReport);
+                    if (parse.GetValue(json) is { } scrJson)
                     {
-                        ["random_seed"] = o.Seed, ["train_set_size"] = o.TrainSetSize, ["test_set_size"] = o.TestSetSize, ["probe_l1_penalty"] = o.ProbeL1Penalty,
-                    }) });
-                    Console.WriteLine($"wrote {scrPath}");
+                        var o = suite[0].Options;
+                        string scrPath = SaeCommands.SaeBenchPath(i, saes.Length, scrJson);
+                        scrReport.WriteJson(scrPath, runs[i] with { EvalConfig = TextConfig(text!, new JsonObject
+                        {
+                            ["random_seed"] = o.Seed, ["train_set_size"] = o.TrainSetSize, ["test_set_size"] = o.TestSetSize, ["probe_l1_penalty"] = o.ProbeL1Penalty,
+                        }) });
+                        Console.WriteLine($"wrote {scrPath}");
+                    }
                 }
                 return 0;
             }
@@ -117,46 +129,89 @@ internal static class ProbeCommand
                     suite = TppDataset.ForPaths(paths, parse.GetValue(classes) ?? [], parse.GetValue(textField)!, parse.GetValue(labelField)!);
                 }
                 var tppOptions = new TppOptions { NValues = nValues, StrictSizes = parse.GetValue(saebench) || parse.GetValue(strict) };
-                SaeBenchRun? run = null;
+                IReadOnlyList<SaeBenchRun> runs = [];
                 var probing = new SparseProbingOptions { Labels = List(parse.GetValue(labels)) };
-                var tppReport = CliProgress.Run("tpp", progress => AnalysisPipeline.TppSuite(parse.GetValue(sae)!, ModelSource.Resolve(parse.GetValue(model)!),
-                    suite, text! with { Progress = progress }, probing, tppOptions, loaded: r => run = r));
-                if (tppReport.Runs.Count == 1) PrintTpp(tppReport.Runs[0].Report);
-                else PrintTppSuite(tppReport);
-                if (parse.GetValue(json) is { } tppPath)
+                var tppReports = CliProgress.Run("tpp", progress => AnalysisPipeline.TppSuite(saes, ModelSource.Resolve(parse.GetValue(model)!),
+                    suite, text! with { Progress = progress }, probing, tppOptions, loaded: r => runs = r));
+                for (int i = 0; i < saes.Length; i++)
                 {
-                    tppReport.WriteJson(tppPath, run! with { EvalConfig = TextConfig(text!, new JsonObject
+                    var tppReport = tppReports[i];
+                    SaeHeading(saes, i);
+                    if (tppReport.Runs.Count == 1) PrintTpp(tppReport.Runs[0].Report);
+                    else PrintTppSuite(tppReport);
+                    if (parse.GetValue(json) is { } tppJson)
                     {
-                        ["random_seed"] = probing.Seed, ["train_set_size"] = probing.TrainSetSize, ["test_set_size"] = probing.TestSetSize,
-                        ["probe_l1_penalty"] = tppOptions.ProbeL1Penalty,
-                    }) });
-                    Console.WriteLine($"wrote {tppPath}");
+                        string tppPath = SaeCommands.SaeBenchPath(i, saes.Length, tppJson);
+                        tppReport.WriteJson(tppPath, runs[i] with { EvalConfig = TextConfig(text!, new JsonObject
+                        {
+                            ["random_seed"] = probing.Seed, ["train_set_size"] = probing.TrainSetSize, ["test_set_size"] = probing.TestSetSize,
+                            ["probe_l1_penalty"] = tppOptions.ProbeL1Penalty,
+                        }) });
+                        Console.WriteLine($"wrote {tppPath}");
+                    }
                 }
                 return 0;
             }
             var datasetPath = parse.GetValue(dataset) is { Length: > 0 } given ? One(given, "--dataset")! : throw new SaeSharpException("--dataset is required");
-            SaeBenchRun? probeRun = null;
+            IReadOnlyList<SaeBenchRun> probeRuns = [];
             var sparse = new SparseProbingOptions { Labels = List(parse.GetValue(labels)) };
-            var report = CliProgress.Run("probe", progress => AnalysisPipeline.Probe(parse.GetValue(sae)!, ModelSource.Resolve(parse.GetValue(model)!),
+            var reports = CliProgress.Run("probe", progress => AnalysisPipeline.Probe(saes, ModelSource.Resolve(parse.GetValue(model)!),
                 datasetPath,
                 new LabelScoringOptions { Tokens = parse.GetValue(tokens), ContextSize = parse.GetValue(ctx), Progress = progress },
                 sparse, absorb,
-                text is null ? null : text with { Progress = progress }, loaded: r => probeRun = r));
-            Print(report);
-            if (parse.GetValue(json) is { } path)
+                text is null ? null : text with { Progress = progress }, loaded: r => probeRuns = r));
+            for (int i = 0; i < saes.Length; i++)
             {
-                var probeConfig = new JsonObject
+                SaeHeading(saes, i);
+                Print(reports[i]);
+                if (parse.GetValue(json) is { } probeJson)
                 {
-                    ["random_seed"] = sparse.Seed, ["probe_train_set_size"] = sparse.TrainSetSize, ["probe_test_set_size"] = sparse.TestSetSize,
-                };
-                if (text is not null) probeConfig["context_length"] = text.ContextSize;
-                else if (parse.GetValue(ctx) is int c) probeConfig["context_length"] = c;
-                report.WriteJson(path, datasetPath, probeRun! with { EvalConfig = probeConfig });
-                Console.WriteLine($"wrote {path}");
+                    string path = SaeCommands.SaeBenchPath(i, saes.Length, probeJson);
+                    var probeConfig = new JsonObject
+                    {
+                        ["random_seed"] = sparse.Seed, ["probe_train_set_size"] = sparse.TrainSetSize, ["probe_test_set_size"] = sparse.TestSetSize,
+                    };
+                    if (text is not null) probeConfig["context_length"] = text.ContextSize;
+                    else if (parse.GetValue(ctx) is int c) probeConfig["context_length"] = c;
+                    reports[i].WriteJson(path, datasetPath, probeRuns[i] with { EvalConfig = probeConfig });
+                    Console.WriteLine($"wrote {path}");
+                }
             }
+            if (saes.Length > 1) PrintSweep(saes, reports);
             return 0;
         });
         return command;
+    }
+
+    /// <summary>With several --sae, the line naming SAE <paramref name="i"/> above its tables (<c>_sae{i}</c>: its --json suffix).</summary>
+    private static void SaeHeading(string[] saes, int i)
+    {
+        if (saes.Length == 1) return;
+        if (i > 0) Console.WriteLine();
+        Cli.WriteIndented(Markup.Escape($"SAE {i} (_sae{i}): {saes[i]}"), 0);
+    }
+
+    /// <summary>Several SAEs' sparse probing side by side: per SAE (a row) the mean test accuracy of the all-feature probe and
+    /// of each top-k probe, in %, under the model's (the same for every SAE: one pass, one probe).</summary>
+    internal static void PrintSweep(string[] saes, IReadOnlyList<SparseProbingReport> reports)
+    {
+        if (reports.Any(r => r.Tasks.Count == 0)) return;
+        static string Pct(double v) => Math.Round(100 * v, 1) >= 100 ? "100" : (100 * v).ToString("F1", System.Globalization.CultureInfo.InvariantCulture);
+        var kValues = reports[0].KValues;
+        var columns = new List<Column> { new("probes on", NoWrap: true), new("all", Right: true) };
+        columns.AddRange(kValues.Select(k => new Column($"k={k}", Right: true)));
+        var rows = new List<IReadOnlyList<string>>();
+        var llm = reports[0].Means();
+        rows.Add(["llm (model)", Pct(llm["llm_test_accuracy"]), .. kValues.Select(k => Pct(llm[$"llm_top_{k}_test_accuracy"]))]);
+        for (int i = 0; i < reports.Count; i++)
+        {
+            var m = reports[i].Means();
+            rows.Add([$"SAE {i}", m.TryGetValue("sae_test_accuracy", out var all) ? Pct(all) : "-", .. kValues.Select(k => Pct(m[$"sae_top_{k}_test_accuracy"]))]);
+        }
+        Console.WriteLine();
+        Cli.WriteColumns($"sparse probing means, {reports.Count} SAEs at {reports[0].Hook}", columns, rows);
+        Cli.WriteIndented(Markup.Escape($"(mean test accuracy in % over {reports[0].Tasks.Count} labels of the probes on all features or the top k; " +
+                                        "llm (model): on the model's activation dimensions, one probe shared by every SAE; SAE i: --sae number i, its tables above)"), 2);
     }
 
     /// <summary><paramref name="fields"/> with SAEBench's <c>context_length</c>: the tokens read of each text.</summary>

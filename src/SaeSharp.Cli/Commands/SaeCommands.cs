@@ -162,7 +162,7 @@ internal static class SaeCommands
 
     /// <summary>Where SAE <paramref name="i"/> of <paramref name="count"/> gets its SAEBench core output: the path itself for one
     /// SAE, else with a _sae<i>i</i> suffix before the extension.</summary>
-    private static string SaeBenchPath(int i, int count, string path) =>
+    internal static string SaeBenchPath(int i, int count, string path) =>
         count == 1 ? path : Path.ChangeExtension(path, null) + $"_sae{i}" + (Path.GetExtension(path) is { Length: > 0 } ext ? ext : ".json");
 
     /// <summary>SAEBench's <c>sae_lens_release_id</c> and <c>sae_lens_id</c> of <c>--sae</c> <paramref name="spec"/>: a

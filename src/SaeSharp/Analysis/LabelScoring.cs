@@ -99,11 +99,19 @@ public static class LabelScoring
     /// [tokens, d_sae] copy), the neuron hook's activations, its label ids and its half (even windows fit, odd windows
     /// evaluate).</summary>
     internal static LabelledActivations Harvest(Sae sae, HookedTransformer model, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks,
-        ITextTokenizer tokenizer, string datasetPath, LabelScoringOptions options)
+        ITextTokenizer tokenizer, string datasetPath, LabelScoringOptions options) =>
+        Harvest([sae], model, modelHooks, tokenizer, datasetPath, options);
+
+    /// <summary><see cref="Harvest(Sae, HookedTransformer, IReadOnlyList{ValueTuple{string, Func{Tensor, Tensor}}}, ITextTokenizer, string, LabelScoringOptions)"/>
+    /// for several SAEs at one hook (<see cref="ProbeSaes.SharedHook"/>) in one pass of the model: the activations, labels
+    /// and halves are kept once, each SAE's features (<see cref="LabelledActivations.PerSae"/>) beside them;
+    /// <paramref name="names"/> name the SAEs in errors.</summary>
+    internal static LabelledActivations Harvest(IReadOnlyList<Sae> saes, HookedTransformer model, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks,
+        ITextTokenizer tokenizer, string datasetPath, LabelScoringOptions options, IReadOnlyList<string>? names = null)
     {
-        string hook = model.HookPoints.Resolve(sae.Cfg.Metadata.HookOr(null));
+        string hook = ProbeSaes.SharedHook(model, saes, names);
         string neuronHook = model.HookPoints.Resolve(options.NeuronHook ?? hook);
-        int ctx = options.ContextSize ?? sae.Cfg.Metadata.ContextSize ?? 128;
+        int ctx = ProbeSaes.SharedContextSize(options.ContextSize, saes, names);
         var (windows, labels, labelNames) = LabelledWindows(datasetPath, tokenizer, ctx, options.Tokens);
         int stop = Math.Max(model.HookPoints.LayerOf(hook), model.HookPoints.LayerOf(neuronHook)) + 1;
         int? stopAt = stop > model.Config.NLayers ? null : stop;
@@ -113,7 +121,7 @@ public static class LabelScoring
         cacheNames.AddRange([.. ModelActivationHarvester.RoutingHooks(model.HookPoints, cacheNames)]);
         bool routedOnly = cacheNames.Count > (hook == neuronHook ? 1 : 2);
 
-        var featRows = new List<SparseRows>();
+        var featRows = saes.Select(_ => new List<SparseRows>()).ToList();
         var neuronRows = new List<Tensor>();
         var tokenLabels = new List<int[]>();
         var fit = new List<bool>();
@@ -136,7 +144,6 @@ public static class LabelScoring
                         var n = cache[neuronHook];
                         if (x.dim() != 3) throw new SaeSharpException($"hook '{hook}' gives [{string.Join(", ", x.shape)}]; score-labels needs [batch, pos, d]");
                         if (n.dim() != 3) throw new SaeSharpException($"hook '{neuronHook}' gives [{string.Join(", ", n.shape)}]; score-labels needs [batch, pos, d]");
-                        var f = sae.Run(x).FeatureActs;
                         var keep = new List<long>();
                         long s = x.shape[1];
                         var rows = ModelActivationHarvester.KeepRouted(ones(idx.Length, s, ScalarType.Bool), model.HookPoints, [hook, neuronHook], cache)
@@ -150,7 +157,11 @@ public static class LabelScoring
                                     fit.Add(idx[bi] % 2 == 0);
                                 }
                         var sel = tensor(keep.ToArray());
-                        featRows.Add(SparseRows.FromDense(f.reshape(-1, f.shape[^1]).index_select(0, sel)));
+                        for (int si = 0; si < saes.Count; si++)
+                        {
+                            var f = saes[si].Run(x).FeatureActs;
+                            featRows[si].Add(SparseRows.FromDense(f.reshape(-1, f.shape[^1]).index_select(0, sel)));
+                        }
                         neuronRows.Add(n.reshape(-1, n.shape[^1]).index_select(0, sel).to(ScalarType.Float32).cpu().DetachFromDisposeScope());
                     }
                     progress.Add(idx.Sum(w => (long)windows[w].Length));
@@ -161,7 +172,7 @@ public static class LabelScoring
                                                          (neuronHook == hook ? "" : $" and {neuronHook}") + "; give more tokens (--tokens)"
                                                        : $"{datasetPath}: no labelled tokens");
             using var join = NewDisposeScope();
-            return new LabelledActivations(hook, neuronHook, SparseRows.Concat(featRows, featRows[0].Columns), cat(neuronRows, 0).DetachFromDisposeScope(),
+            return new LabelledActivations(hook, neuronHook, [.. featRows.Select(rows => SparseRows.Concat(rows, rows[0].Columns))], cat(neuronRows, 0).DetachFromDisposeScope(),
                 tokenLabels, [.. fit], labelNames);
         }
         finally
@@ -228,10 +239,14 @@ public static class LabelScoring
     }
 }
 
-/// <summary>Activations of every labelled token read by <see cref="LabelScoring.Harvest"/>: the SAE's features [n, d_sae]
-/// as non-zeros and the neuron hook's activations [n, d] (float32, CPU), each token's label ids and half.</summary>
-internal sealed record LabelledActivations(string Hook, string NeuronHook, SparseRows Features, Tensor Neurons, List<int[]> TokenLabels, bool[] Fit,
+/// <summary>Activations of every labelled token read by <see cref="LabelScoring.Harvest(Sae, HookedTransformer, IReadOnlyList{ValueTuple{string, Func{Tensor, Tensor}}}, ITextTokenizer, string, LabelScoringOptions)"/>:
+/// each SAE's features [n, d_sae] as non-zeros (<see cref="PerSae"/>, one per SAE harvested) and the neuron hook's
+/// activations [n, d] (float32, CPU), each token's label ids and half.</summary>
+internal sealed record LabelledActivations(string Hook, string NeuronHook, IReadOnlyList<SparseRows> PerSae, Tensor Neurons, List<int[]> TokenLabels, bool[] Fit,
     List<string> LabelNames) : IDisposable
 {
+    /// <summary>The first (or only) SAE's features.</summary>
+    public SparseRows Features => PerSae[0];
+
     public void Dispose() => Neurons.Dispose();
 }

@@ -103,7 +103,7 @@ public sealed record ScrRun(string DatasetName, string Split, ScrReport Report) 
     JsonObject ISaeBenchProbeRun.ToJson() => Report.ToJson();
 }
 
-/// <summary>Result of <see cref="SpuriousCorrelationRemoval.RunSuite"/>: every run and SAEBench's means over them.</summary>
+/// <summary>Result of <c>SpuriousCorrelationRemoval.RunSuite</c>: every run and SAEBench's means over them.</summary>
 /// <param name="Hook">Hook the SAE reads.</param>
 /// <param name="Runs">Every (dataset, pair) run, datasets in order, pairs in order.</param>
 public sealed record ScrSuiteReport(string Hook, IReadOnlyList<ScrRun> Runs)

@@ -129,14 +129,33 @@ public static class SparseProbing
     /// <summary>Runs the model over <paramref name="datasetPath"/>'s labelled tokens, encodes the hook's activations
     /// with the SAE, and probes every label (and measures absorption when <paramref name="absorption"/> is given).</summary>
     public static SparseProbingReport Run(Sae sae, HookedTransformer model, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks,
-        ITextTokenizer tokenizer, string datasetPath, LabelScoringOptions harvest, SparseProbingOptions options, AbsorptionOptions? absorption = null)
+        ITextTokenizer tokenizer, string datasetPath, LabelScoringOptions harvest, SparseProbingOptions options, AbsorptionOptions? absorption = null) =>
+        Run([sae], model, modelHooks, tokenizer, datasetPath, harvest, options, absorption)[0];
+
+    /// <summary><see cref="Run(Sae, HookedTransformer, IReadOnlyList{ValueTuple{string, Func{Tensor, Tensor}}}, ITextTokenizer, string, LabelScoringOptions, SparseProbingOptions, AbsorptionOptions)"/>
+    /// for several SAEs at one hook in one pass of the model: the model's activations (and the probes on them) are shared,
+    /// each SAE gets its report, in order. SAEs at different hooks or of different d_in are an error naming the SAE
+    /// (<paramref name="names"/>, else its position).</summary>
+    public static IReadOnlyList<SparseProbingReport> Run(IReadOnlyList<Sae> saes, HookedTransformer model, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks,
+        ITextTokenizer tokenizer, string datasetPath, LabelScoringOptions harvest, SparseProbingOptions options, AbsorptionOptions? absorption = null,
+        IReadOnlyList<string>? names = null)
     {
-        using var h = LabelScoring.Harvest(sae, model, modelHooks, tokenizer, datasetPath, harvest with { NeuronHook = null });
-        var report = EvaluateSparse(h.Features, h.Neurons, h.TokenLabels, h.LabelNames, h.Fit, options) with { Hook = h.Hook };
-        if (absorption is null) return report;
-        using var scope = NewDisposeScope();
-        var wDec = sae.WDec.detach().to(ScalarType.Float32).cpu();
-        return report with { Absorption = FeatureAbsorption.EvaluateSparse(h.Features, h.Neurons, wDec, h.TokenLabels, h.LabelNames, h.Fit, absorption) };
+        ArgumentNullException.ThrowIfNull(saes);
+        using var h = LabelScoring.Harvest(saes, model, modelHooks, tokenizer, datasetPath, harvest with { NeuronHook = null }, names);
+        var evaluated = EvaluateSparse(h.PerSae, h.Neurons, h.TokenLabels, h.LabelNames, h.Fit, options);
+        var reports = new List<SparseProbingReport>();
+        for (int i = 0; i < saes.Count; i++)
+        {
+            var report = evaluated[i] with { Hook = h.Hook };
+            if (absorption is not null)
+            {
+                using var scope = NewDisposeScope();
+                var wDec = saes[i].WDec.detach().to(ScalarType.Float32).cpu();
+                report = report with { Absorption = FeatureAbsorption.EvaluateSparse(h.PerSae[i], h.Neurons, wDec, h.TokenLabels, h.LabelNames, h.Fit, absorption) };
+            }
+            reports.Add(report);
+        }
+        return reports;
     }
 
     /// <summary>
@@ -161,14 +180,21 @@ public static class SparseProbing
     /// non-zeros, fits the k-sparse probes on dense [n, k] slices and the all-feature probe on the non-zeros (or on the
     /// dense slice of the firing columns when they are no more than the rows), so memory follows the non-zeros, not n × d_sae.</summary>
     internal static SparseProbingReport EvaluateSparse(SparseRows features, Tensor modelActs, IReadOnlyList<int[]> tokenLabels, IReadOnlyList<string> labelNames,
-        bool[] fit, SparseProbingOptions options)
+        bool[] fit, SparseProbingOptions options) => EvaluateSparse([features], modelActs, tokenLabels, labelNames, fit, options)[0];
+
+    /// <summary><see cref="EvaluateSparse(SparseRows, Tensor, IReadOnlyList{int[]}, IReadOnlyList{string}, bool[], SparseProbingOptions)"/>
+    /// for several SAEs' features of the same examples: each task's balanced sets and the probes on the model's activations
+    /// are made once and shared by every SAE's report (one per entry of <paramref name="perSae"/>, in order).</summary>
+    internal static IReadOnlyList<SparseProbingReport> EvaluateSparse(IReadOnlyList<SparseRows> perSae, Tensor modelActs, IReadOnlyList<int[]> tokenLabels,
+        IReadOnlyList<string> labelNames, bool[] fit, SparseProbingOptions options)
     {
         int n = tokenLabels.Count;
-        if (modelActs.dim() != 2 || features.Rows != n || modelActs.shape[0] != n || fit.Length != n)
-            throw Disagree($"features [{features.Rows}, {features.Columns}]", modelActs, fit, n);
+        foreach (var features in perSae)
+            if (modelActs.dim() != 2 || features.Rows != n || modelActs.shape[0] != n || fit.Length != n)
+                throw Disagree($"features [{features.Rows}, {features.Columns}]", modelActs, fit, n);
         if (options.KValues.Count == 0 || options.KValues.Any(k => k < 1))
             throw new SaeSharpException($"sparse probing: k values must be positive, got [{string.Join(", ", options.KValues)}]");
-        var tasks = new List<SparseProbingTask>();
+        var tasks = perSae.Select(_ => new List<SparseProbingTask>()).ToList();
         foreach (int l in TaskLabels(tokenLabels, labelNames, fit, options.MinPositives, options.Labels, options.Examples))
         {
             var rng = new Random(options.Seed);
@@ -181,40 +207,44 @@ public static class SparseProbing
             var te = tensor(testRows);
             var xTrain = modelActs.index_select(0, tr);
             var xTest = modelActs.index_select(0, te);
-            var fTrain = features.Select(trainRows);
-            var fTest = features.Select(testRows);
             double llm = LogisticRegression.Fit(xTrain, yTrain, options.C).Accuracy(xTest, yTest);
             var llmOrder = MeanDifferenceOrder(xTrain, yTrain, absolute: true);
-            var saeOrder = MeanDifferenceOrder(fTrain.MeanDifference(yTrain), absolute: true);
             var llmTop = new SortedDictionary<int, double>();
-            var saeTop = new SortedDictionary<int, double>();
-            foreach (int k in options.KValues)
+            foreach (int k in options.KValues) llmTop[k] = TopKAccuracy(xTrain, yTrain, xTest, yTest, llmOrder, k, options.C);
+            for (int s = 0; s < perSae.Count; s++)
             {
-                llmTop[k] = TopKAccuracy(xTrain, yTrain, xTest, yTest, llmOrder, k, options.C);
-                using var kScope = NewDisposeScope();
-                var top = saeOrder.Take(k).ToArray();
-                saeTop[k] = LogisticRegression.Fit(fTrain.Dense(top), yTrain, options.C).Accuracy(fTest.Dense(top), yTest);
+                var fTrain = perSae[s].Select(trainRows);
+                var fTest = perSae[s].Select(testRows);
+                var saeOrder = MeanDifferenceOrder(fTrain.MeanDifference(yTrain), absolute: true);
+                var saeTop = new SortedDictionary<int, double>();
+                foreach (int k in options.KValues)
+                {
+                    using var kScope = NewDisposeScope();
+                    var top = saeOrder.Take(k).ToArray();
+                    saeTop[k] = LogisticRegression.Fit(fTrain.Dense(top), yTrain, options.C).Accuracy(fTest.Dense(top), yTest);
+                }
+                // The probe on all SAE features: a feature that is 0 on every training row gets weight 0 at the optimum (its
+                // gradient is its own penalty term), so fitting on the columns that fire gives the same probe. When more fire
+                // than there are training rows the fit runs in the rows' span (LogisticSolver.Representer) on the non-zeros,
+                // where a column of zeros adds nothing to X·Xᵀ and gets weight exactly 0; otherwise on the dense slice of the
+                // firing columns.
+                var firing = fTrain.NonZeroColumns();
+                int nFiring = firing.Length;
+                double? saeAll;
+                using var allScope = NewDisposeScope();
+                if (nFiring == 0) saeAll = TestMajority(yTrain, yTest);
+                else if (nFiring > trainRows.Length)
+                    saeAll = LogisticRegression.FitRepresenter(SparseColumns.FromRows(fTrain), yTrain, options.C).Accuracy(fTest, yTest);
+                else
+                {
+                    var probe = LogisticRegression.Fit(fTrain.Dense(firing), yTrain, options.C);
+                    saeAll = probe.Accuracy(fTest.Dense(firing), yTest);
+                }
+                tasks[s].Add(new SparseProbingTask(labelNames[l], trainRows.Length, testRows.Length, llm, llmTop, saeTop,
+                    saeOrder.Take(options.KValues.Max()).ToArray(), saeAll, nFiring));
             }
-            // The probe on all SAE features: a feature that is 0 on every training row gets weight 0 at the optimum (its
-            // gradient is its own penalty term), so fitting on the columns that fire gives the same probe. When more fire
-            // than there are training rows the fit runs in the rows' span (LogisticSolver.Representer) on the non-zeros,
-            // where a column of zeros adds nothing to X·Xᵀ and gets weight exactly 0; otherwise on the dense slice of the
-            // firing columns.
-            var firing = fTrain.NonZeroColumns();
-            int nFiring = firing.Length;
-            double? saeAll;
-            if (nFiring == 0) saeAll = TestMajority(yTrain, yTest);
-            else if (nFiring > trainRows.Length)
-                saeAll = LogisticRegression.FitRepresenter(SparseColumns.FromRows(fTrain), yTrain, options.C).Accuracy(fTest, yTest);
-            else
-            {
-                var probe = LogisticRegression.Fit(fTrain.Dense(firing), yTrain, options.C);
-                saeAll = probe.Accuracy(fTest.Dense(firing), yTest);
-            }
-            tasks.Add(new SparseProbingTask(labelNames[l], trainRows.Length, testRows.Length, llm, llmTop, saeTop,
-                saeOrder.Take(options.KValues.Max()).ToArray(), saeAll, nFiring));
         }
-        return new SparseProbingReport("", n, options.KValues, tasks);
+        return [.. tasks.Select(t => new SparseProbingReport("", n, options.KValues, t))];
     }
 
     /// <summary>Test accuracy of a probe with no inputs (w empty): b alone predicts the training majority, or class 0 on a tie

@@ -159,6 +159,19 @@ internal sealed class SparseRows
         return tensor(dense, [Rows, columns.Count]);
     }
 
+    /// <summary>The whole matrix as a dense float32 [rows, columns] tensor (the non-zeros came from float32 blocks, so
+    /// they round-trip exactly).</summary>
+    public Tensor ToDenseFloat32()
+    {
+        var dense = new float[(long)Rows * Columns];
+        for (int i = 0; i < Rows; i++)
+        {
+            var (cols, vals) = (ColumnIndex[i], Values[i]);
+            for (int e = 0; e < cols.Length; e++) dense[(long)i * Columns + cols[e]] = (float)vals[e];
+        }
+        return tensor(dense, [Rows, Columns]);
+    }
+
     /// <summary>Columns with a non-zero in some row, ascending.</summary>
     public int[] NonZeroColumns()
     {

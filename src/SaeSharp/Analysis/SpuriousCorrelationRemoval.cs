@@ -94,8 +94,8 @@ public sealed record ScrDirection(int Dir, string AblatedProbe, string EvalData,
 }
 
 /// <summary>Result of <see cref="SpuriousCorrelationRemoval"/>.</summary>
-/// <param name="Hook">Hook the SAE reads (empty from <see cref="SpuriousCorrelationRemoval.Evaluate"/>).</param>
-/// <param name="Dataset">Dataset read (empty from <see cref="SpuriousCorrelationRemoval.Evaluate"/>).</param>
+/// <param name="Hook">Hook the SAE reads (empty from <c>SpuriousCorrelationRemoval.Evaluate</c>).</param>
+/// <param name="Dataset">Dataset read (empty from <c>SpuriousCorrelationRemoval.Evaluate</c>).</param>
 /// <param name="Texts">Distinct texts pooled.</param>
 /// <param name="NValues">The thresholds n.</param>
 /// <param name="Column1">Attribute 1's probe name, e.g. <c>professor / nurse</c>.</param>
@@ -173,7 +173,7 @@ public static class SpuriousCorrelationRemoval
 {
     /// <summary>Reads <paramref name="datasetPath"/> (a classification dataset with columns <see cref="ScrOptions.Column1Name"/>
     /// and <see cref="ScrOptions.Column2Name"/>, or a labelled corpus whose document labels play the two attributes), builds
-    /// the sets, pools the texts they use and runs <see cref="Evaluate"/>: <see cref="RunSuite"/> on one dataset and one pair.</summary>
+    /// the sets, pools the texts they use and runs <c>Evaluate</c>: <c>RunSuite</c> on one dataset and one pair.</summary>
     public static ScrReport Run(Sae sae, HookedTransformer model, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks,
         ITextTokenizer tokenizer, string datasetPath, TextProbingOptions text, ScrOptions scr) =>
         RunSuite(sae, model, modelHooks, tokenizer, [new ScrDataset(datasetPath, datasetPath, text.TextField, scr, [scr.Column1Vals])], text).Runs[0].Report;
@@ -182,12 +182,25 @@ public static class SpuriousCorrelationRemoval
     /// with <c>perform_scr=True</c>): each dataset is read once, the texts of all its pairs' sets pooled in one pass of the
     /// model (<see cref="TextProbing.Pool"/>, each text once), then every pair evaluated on those pooled vectors.</summary>
     public static ScrSuiteReport RunSuite(Sae sae, HookedTransformer model, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks,
-        ITextTokenizer tokenizer, IReadOnlyList<ScrDataset> datasets, TextProbingOptions text, Hub.HfHubOptions? hub = null)
+        ITextTokenizer tokenizer, IReadOnlyList<ScrDataset> datasets, TextProbingOptions text, Hub.HfHubOptions? hub = null) =>
+        RunSuite([sae], model, modelHooks, tokenizer, datasets, text, hub)[0];
+
+    /// <summary><see cref="RunSuite(Sae, HookedTransformer, IReadOnlyList{ValueTuple{string, Func{Tensor, Tensor}}}, ITextTokenizer, IReadOnlyList{ScrDataset}, TextProbingOptions, Hub.HfHubOptions?)"/>
+    /// for several SAEs at one hook: each dataset's texts run through the model once, their pooled activations and the
+    /// three probes of each pair shared, each SAE's pooled latents (kept as non-zeros, made dense one SAE at a time) ranked
+    /// and ablated; one suite report per SAE, in order (<paramref name="names"/> name the SAEs in errors).</summary>
+    public static IReadOnlyList<ScrSuiteReport> RunSuite(IReadOnlyList<Sae> saes, HookedTransformer model, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks,
+        ITextTokenizer tokenizer, IReadOnlyList<ScrDataset> datasets, TextProbingOptions text, Hub.HfHubOptions? hub = null, IReadOnlyList<string>? names = null)
     {
-        TargetedProbePerturbation.CheckAblatable(sae, "SCR");
+        ArgumentNullException.ThrowIfNull(saes);
+        string hook = ProbeSaes.SharedHook(model, saes, names);
+        foreach (var sae in saes) TargetedProbePerturbation.CheckAblatable(sae, "SCR");
         ScrDataset.Check(datasets);
-        var runs = new List<ScrRun>();
-        string hook = "";
+        using var scope = NewDisposeScope();
+        var decoders = new List<(Tensor WDec, Tensor Decoder)>();
+        using (no_grad())
+            foreach (var sae in saes) decoders.Add((sae.WDec.detach().to(ScalarType.Float32).cpu(), TargetedProbePerturbation.AblationDirections(sae)));
+        var runs = saes.Select(_ => new List<ScrRun>()).ToList();
         foreach (var ds in datasets)
         {
             var data = ReadDataset(ds, text.MaxTexts, hub);
@@ -200,22 +213,21 @@ public static class SpuriousCorrelationRemoval
             }).ToList();
             var used = sets.SelectMany(x => x.train.Rows().Concat(x.test.Rows())).Distinct().Order().ToArray();
             var at = used.Select((r, i) => (r, i)).ToDictionary(t => t.r, t => t.i);
-            using var pooled = TextProbing.Pool(sae, model, modelHooks, tokenizer, [.. used.Select(r => data.Texts[r])], text);
-            hook = pooled.Hook;
-            using var scope = NewDisposeScope();
-            var wDec = sae.WDec.detach().to(ScalarType.Float32).cpu();
-            var decoder = TargetedProbePerturbation.AblationDirections(sae);
+            var (pooledHook, features, acts) = TextProbing.PoolSparse(saes, model, modelHooks, tokenizer, [.. used.Select(r => data.Texts[r])], text);
+            using var _ = acts;
+            using var dsScope = NewDisposeScope();
+            var dense = features.Select((f, i) => (f.ToDenseFloat32(), decoders[i].WDec, (Tensor?)decoders[i].Decoder)).ToList();
             foreach (var (scr, train, test) in sets)
             {
                 var trainRows = train.Remap(r => at[r]);
                 var testRows = test.Remap(r => at[r]);
                 var rows = trainRows.Rows().Concat(testRows.Rows()).Distinct().Count();
-                var report = Evaluate(pooled.Features, pooled.Acts, wDec, decoder, trainRows, testRows, scr)
-                    with { Hook = pooled.Hook, Dataset = ds.Path, Texts = rows };
-                runs.Add(new ScrRun(ds.Name, data.Split, report));
+                var reports = Evaluate(dense, acts, trainRows, testRows, scr);
+                for (int i = 0; i < saes.Count; i++)
+                    runs[i].Add(new ScrRun(ds.Name, data.Split, reports[i] with { Hook = pooledHook, Dataset = ds.Path, Texts = rows }));
             }
         }
-        return new ScrSuiteReport(hook, runs);
+        return [.. runs.Select(r => new ScrSuiteReport(hook, r))];
     }
 
     /// <summary>A dataset's texts read once for all its pairs: the training flags (its own train/test splits when it has
@@ -391,17 +403,27 @@ public static class SpuriousCorrelationRemoval
     /// through), <paramref name="decoder"/> [d_sae, d] (what zeroing one unit of a latent removes; null: <paramref name="wDec"/>),
     /// and the sets of both halves (<see cref="BuildSets"/>) as row indices.
     /// </summary>
-    public static ScrReport Evaluate(Tensor features, Tensor acts, Tensor wDec, Tensor? decoder, ScrSets train, ScrSets test, ScrOptions scr)
+    public static ScrReport Evaluate(Tensor features, Tensor acts, Tensor wDec, Tensor? decoder, ScrSets train, ScrSets test, ScrOptions scr) =>
+        Evaluate([(features, wDec, decoder)], acts, train, test, scr)[0];
+
+    /// <summary><see cref="Evaluate(Tensor, Tensor, Tensor, Tensor?, ScrSets, ScrSets, ScrOptions)"/> for several SAEs'
+    /// features of the same texts (each with its W_dec and ablation directions): the three probes on the model's activations
+    /// and their clean accuracies are made once, then each SAE's latents are ranked and ablated; one report per SAE.</summary>
+    internal static IReadOnlyList<ScrReport> Evaluate(IReadOnlyList<(Tensor Features, Tensor WDec, Tensor? Decoder)> saes, Tensor acts, ScrSets train, ScrSets test, ScrOptions scr)
     {
-        long n = features.shape[0];
-        if (features.dim() != 2 || acts.dim() != 2 || acts.shape[0] != n)
-            throw new SaeSharpException($"SCR: features [{string.Join(", ", features.shape)}] and activations [{string.Join(", ", acts.shape)}] must be [texts, d_sae] and [texts, d]");
-        decoder ??= wDec;
-        long dSae = features.shape[1], d = acts.shape[1];
-        foreach (var (w, what) in new[] { (wDec, "W_dec"), (decoder, "the ablation directions") })
-            if (w.dim() != 2 || w.shape[0] != dSae || w.shape[1] != d)
-                throw new SaeSharpException($"SCR: {what} is [{string.Join(", ", w.shape)}]; expected [d_sae={dSae}, d={d}]");
-        var nValues = TargetedProbePerturbation.NValuesFor(scr.NValues, dSae, "SCR");
+        long n = acts.shape[0];
+        var nValuesPer = new List<IReadOnlyList<int>>();
+        foreach (var (features, wDec, decoderGiven) in saes)
+        {
+            if (features.dim() != 2 || acts.dim() != 2 || features.shape[0] != n)
+                throw new SaeSharpException($"SCR: features [{string.Join(", ", features.shape)}] and activations [{string.Join(", ", acts.shape)}] must be [texts, d_sae] and [texts, d]");
+            var decoder = decoderGiven ?? wDec;
+            long dSae = features.shape[1], d = acts.shape[1];
+            foreach (var (w, what) in new[] { (wDec, "W_dec"), (decoder, "the ablation directions") })
+                if (w.dim() != 2 || w.shape[0] != dSae || w.shape[1] != d)
+                    throw new SaeSharpException($"SCR: {what} is [{string.Join(", ", w.shape)}]; expected [d_sae={dSae}, d={d}]");
+            nValuesPer.Add(TargetedProbePerturbation.NValuesFor(scr.NValues, dSae, "SCR"));
+        }
         if (!(scr.ProbeL1Penalty >= 0) || double.IsInfinity(scr.ProbeL1Penalty))
             throw new SaeSharpException($"SCR: the probe L1 penalty must be finite and ≥ 0, got {scr.ProbeL1Penalty}");
         foreach (var s in new[] { train, test })
@@ -417,10 +439,7 @@ public static class SpuriousCorrelationRemoval
         string[] names = [c1, c2, biased];
         using var scope = NewDisposeScope();
         using var _ = no_grad();
-        var f32 = features.to(ScalarType.Float32).cpu();
         var x32 = acts.to(ScalarType.Float32).cpu();
-        var w32 = wDec.to(ScalarType.Float32).cpu();
-        var dec32 = decoder.to(ScalarType.Float32).cpu();
         static (Tensor Rows, bool[] Y) Set(ScrSets s, int p)
         {
             var (pos, neg) = s.Probe(p);
@@ -441,24 +460,34 @@ public static class SpuriousCorrelationRemoval
         for (int p = 0; p < 3; p++)
             for (int q = 0; q < 3; q++)
                 if (p != q) clean[$"{names[p]} probe on {names[q]} data"] = Acc(x32, p, q);
-        var directions = new List<ScrDirection>();
-        // Dir 1: attribute 2's probe's latents ablated, the biased probe on attribute 1's data; dir 2 the reverse.
-        foreach (var (dir, ablatedProbe, evalData) in new[] { (1, 1, 0), (2, 0, 1) })
+        var reports = new List<ScrReport>();
+        for (int si = 0; si < saes.Count; si++)
         {
-            using var iter = NewDisposeScope();
-            var (rows, y) = Set(train, ablatedProbe);
-            var effects = TargetedProbePerturbation.NodeEffects(f32.index_select(0, rows), y, w32, probes[ablatedProbe].Coef, performScr: true);
-            var ablated = new SortedDictionary<int, int[]>();
-            var changed = new SortedDictionary<int, double>();
-            foreach (int k in nValues)
+            using var saeScope = NewDisposeScope();
+            var f32 = saes[si].Features.to(ScalarType.Float32).cpu();
+            var w32 = saes[si].WDec.to(ScalarType.Float32).cpu();
+            var dec32 = (saes[si].Decoder ?? saes[si].WDec).to(ScalarType.Float32).cpu();
+            var nValues = nValuesPer[si];
+            var directions = new List<ScrDirection>();
+            // Dir 1: attribute 2's probe's latents ablated, the biased probe on attribute 1's data; dir 2 the reverse.
+            foreach (var (dir, ablatedProbe, evalData) in new[] { (1, 1, 0), (2, 0, 1) })
             {
-                ablated[k] = TargetedProbePerturbation.TopNonZero(effects, k);
-                using var ab = TargetedProbePerturbation.Ablate(x32, f32, dec32, ablated[k]);
-                changed[k] = Acc(ab, 2, evalData);
+                using var iter = NewDisposeScope();
+                var (rows, y) = Set(train, ablatedProbe);
+                var effects = TargetedProbePerturbation.NodeEffects(f32.index_select(0, rows), y, w32, probes[ablatedProbe].Coef, performScr: true);
+                var ablated = new SortedDictionary<int, int[]>();
+                var changed = new SortedDictionary<int, double>();
+                foreach (int k in nValues)
+                {
+                    ablated[k] = TargetedProbePerturbation.TopNonZero(effects, k);
+                    using var ab = TargetedProbePerturbation.Ablate(x32, f32, dec32, ablated[k]);
+                    changed[k] = Acc(ab, 2, evalData);
+                }
+                directions.Add(new ScrDirection(dir, names[ablatedProbe], names[evalData], clean[names[evalData]],
+                    clean[$"{biased} probe on {names[evalData]} data"], ablated, changed));
             }
-            directions.Add(new ScrDirection(dir, names[ablatedProbe], names[evalData], clean[names[evalData]],
-                clean[$"{biased} probe on {names[evalData]} data"], ablated, changed));
+            reports.Add(new ScrReport("", "", n, nValues, c1, c2, biased, train.PerQuadrant, test.PerQuadrant, new Dictionary<string, double>(clean), directions));
         }
-        return new ScrReport("", "", n, nValues, c1, c2, biased, train.PerQuadrant, test.PerQuadrant, clean, directions);
+        return reports;
     }
 }

@@ -40,7 +40,7 @@ public sealed record TppClass(string Class, int TrainExamples, int TestExamples,
     IReadOnlyDictionary<int, int[]> Ablated, IReadOnlyDictionary<int, double[]> AblatedAccuracies);
 
 /// <summary>Result of <see cref="TargetedProbePerturbation"/>: every class and SAEBench's TPP metrics.</summary>
-/// <param name="Hook">Hook the SAE reads (empty when <see cref="TargetedProbePerturbation.Evaluate"/> was given the activations).</param>
+/// <param name="Hook">Hook the SAE reads (empty when <c>TargetedProbePerturbation.Evaluate</c> was given the activations).</param>
 /// <param name="Texts">Texts read (both halves).</param>
 /// <param name="NValues">The thresholds n.</param>
 /// <param name="Classes">One entry per class, in order.</param>
@@ -167,7 +167,7 @@ public sealed record TppRun(string DatasetName, string Split, TppReport Report) 
     JsonObject ISaeBenchProbeRun.ToJson() => Report.ToJson();
 }
 
-/// <summary>Result of <see cref="TargetedProbePerturbation.RunSuite"/>: every dataset's run and SAEBench's means over them.</summary>
+/// <summary>Result of <c>TargetedProbePerturbation.RunSuite</c>: every dataset's run and SAEBench's means over them.</summary>
 /// <param name="Hook">Hook the SAE reads.</param>
 /// <param name="Runs">One run per dataset, in order.</param>
 public sealed record TppSuiteReport(string Hook, IReadOnlyList<TppRun> Runs)
@@ -205,7 +205,7 @@ public sealed record TppSuiteReport(string Hook, IReadOnlyList<TppRun> Runs)
 public static class TargetedProbePerturbation
 {
     /// <summary>Reads the texts of <paramref name="datasetPath"/> (a classification dataset or a labelled corpus, as
-    /// <see cref="TextProbing.Run"/>), pools their activations and runs TPP over its classes: <see cref="RunSuite"/> on one
+    /// <c>TextProbing.Run</c>), pools their activations and runs TPP over its classes: <c>RunSuite</c> on one
     /// dataset.</summary>
     public static TppReport Run(Sae sae, HookedTransformer model, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks,
         ITextTokenizer tokenizer, string datasetPath, TextProbingOptions text, SparseProbingOptions options, TppOptions tpp) =>
@@ -216,31 +216,40 @@ public static class TargetedProbePerturbation
     /// classes; the means over datasets are <see cref="TppSuiteReport.Metrics"/>.</summary>
     public static TppSuiteReport RunSuite(Sae sae, HookedTransformer model, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks,
         ITextTokenizer tokenizer, IReadOnlyList<TppDataset> datasets, TextProbingOptions text, SparseProbingOptions options, TppOptions tpp,
-        Hub.HfHubOptions? hub = null)
+        Hub.HfHubOptions? hub = null) =>
+        RunSuite([sae], model, modelHooks, tokenizer, datasets, text, options, tpp, hub)[0];
+
+    /// <summary><see cref="RunSuite(Sae, HookedTransformer, IReadOnlyList{ValueTuple{string, Func{Tensor, Tensor}}}, ITextTokenizer, IReadOnlyList{TppDataset}, TextProbingOptions, SparseProbingOptions, TppOptions, Hub.HfHubOptions?)"/>
+    /// for several SAEs at one hook: each dataset's texts run through the model once, their pooled activations and the
+    /// class probes on them shared, each SAE's pooled latents (kept as non-zeros, made dense one SAE at a time) ranked and
+    /// ablated; one suite report per SAE, in order (<paramref name="names"/> name the SAEs in errors).</summary>
+    public static IReadOnlyList<TppSuiteReport> RunSuite(IReadOnlyList<Sae> saes, HookedTransformer model, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks,
+        ITextTokenizer tokenizer, IReadOnlyList<TppDataset> datasets, TextProbingOptions text, SparseProbingOptions options, TppOptions tpp,
+        Hub.HfHubOptions? hub = null, IReadOnlyList<string>? names = null)
     {
-        CheckAblatable(sae, "TPP");
+        ArgumentNullException.ThrowIfNull(saes);
+        string hook = ProbeSaes.SharedHook(model, saes, names);
+        foreach (var sae in saes) CheckAblatable(sae, "TPP");
         TppDataset.Check(datasets);
         using var scope = NewDisposeScope();
-        Tensor wDec, decoder;
+        var decoders = new List<(Tensor WDec, Tensor Decoder)>();
         using (no_grad())
-        {
-            wDec = sae.WDec.detach().to(ScalarType.Float32).cpu();
-            decoder = AblationDirections(sae);
-        }
-        var runs = new List<TppRun>();
-        string hook = "";
+            foreach (var sae in saes) decoders.Add((sae.WDec.detach().to(ScalarType.Float32).cpu(), AblationDirections(sae)));
+        var runs = saes.Select(_ => new List<TppRun>()).ToList();
         foreach (var ds in datasets)
         {
             var dsText = text with { TextField = ds.TextField, LabelField = ds.LabelField, Classes = ds.Classes, BalanceField = ds.BalanceField ?? text.BalanceField };
             var data = TextProbing.Read(ds.Path, dsText, options.TrainSetSize, options.TestSetSize, options.Seed, hub);
-            using var pooled = TextProbing.Pool(sae, model, modelHooks, tokenizer, data.Texts, dsText);
-            hook = pooled.Hook;
-            var report = Evaluate(pooled.Features, pooled.Acts, wDec, decoder, data.Labels, data.Names, data.Fit,
+            var (pooledHook, features, acts) = TextProbing.PoolSparse(saes, model, modelHooks, tokenizer, data.Texts, dsText);
+            using var _ = acts;
+            using var dsScope = NewDisposeScope();
+            var dense = features.Select((f, i) => (f.ToDenseFloat32(), decoders[i].WDec, (Tensor?)decoders[i].Decoder)).ToList();
+            var reports = Evaluate(dense, acts, data.Labels, data.Names, data.Fit,
                 options with { OneVsRestClasses = data.OneClassEach, MinPositives = text.MinTexts, Examples = "texts", Labels = options.Labels ?? (data.OneClassEach ? data.Names : null) },
-                tpp, ds.Name) with { Hook = pooled.Hook };
-            runs.Add(new TppRun(ds.Name, data.Split, report));
+                tpp, ds.Name);
+            for (int i = 0; i < saes.Count; i++) runs[i].Add(new TppRun(ds.Name, data.Split, reports[i] with { Hook = pooledHook }));
         }
-        return new TppSuiteReport(hook, runs);
+        return [.. runs.Select(r => new TppSuiteReport(hook, r))];
     }
 
     /// <summary>The thresholds n of TPP or SCR (<paramref name="eval"/>): <paramref name="given"/>, or SAEBench's
@@ -296,18 +305,29 @@ public static class TargetedProbePerturbation
     /// errors (<see cref="TppOptions.StrictSizes"/>).
     /// </summary>
     public static TppReport Evaluate(Tensor features, Tensor acts, Tensor wDec, Tensor? decoder, IReadOnlyList<int[]> labels,
+        IReadOnlyList<string> names, bool[] fit, SparseProbingOptions options, TppOptions tpp, string? dataset = null) =>
+        Evaluate([(features, wDec, decoder)], acts, labels, names, fit, options, tpp, dataset)[0];
+
+    /// <summary><see cref="Evaluate(Tensor, Tensor, Tensor, Tensor?, IReadOnlyList{int[]}, IReadOnlyList{string}, bool[], SparseProbingOptions, TppOptions, string?)"/>
+    /// for several SAEs' features of the same texts (each with its W_dec and ablation directions): the balanced sets and the
+    /// probes on the model's activations are made once, then each SAE's latents are ranked and ablated; one report per SAE.</summary>
+    internal static IReadOnlyList<TppReport> Evaluate(IReadOnlyList<(Tensor Features, Tensor WDec, Tensor? Decoder)> saes, Tensor acts, IReadOnlyList<int[]> labels,
         IReadOnlyList<string> names, bool[] fit, SparseProbingOptions options, TppOptions tpp, string? dataset = null)
     {
         int n = labels.Count;
-        if (features.dim() != 2 || acts.dim() != 2 || features.shape[0] != n || acts.shape[0] != n || fit.Length != n)
-            throw new SaeSharpException($"TPP: features [{string.Join(", ", features.shape)}], activations [{string.Join(", ", acts.shape)}], " +
-                                        $"{fit.Length} split flags and {n} label lists must agree on the number of texts");
-        decoder ??= wDec;
-        long dSae = features.shape[1], d = acts.shape[1];
-        foreach (var (w, what) in new[] { (wDec, "W_dec"), (decoder, "the ablation directions") })
-            if (w.dim() != 2 || w.shape[0] != dSae || w.shape[1] != d)
-                throw new SaeSharpException($"TPP: {what} is [{string.Join(", ", w.shape)}]; expected [d_sae={dSae}, d={d}]");
-        var nValues = NValuesFor(tpp.NValues, dSae, "TPP");
+        var nValuesPer = new List<IReadOnlyList<int>>();
+        foreach (var (features, wDec, decoderGiven) in saes)
+        {
+            if (features.dim() != 2 || acts.dim() != 2 || features.shape[0] != n || acts.shape[0] != n || fit.Length != n)
+                throw new SaeSharpException($"TPP: features [{string.Join(", ", features.shape)}], activations [{string.Join(", ", acts.shape)}], " +
+                                            $"{fit.Length} split flags and {n} label lists must agree on the number of texts");
+            var decoder = decoderGiven ?? wDec;
+            long dSae = features.shape[1], d = acts.shape[1];
+            foreach (var (w, what) in new[] { (wDec, "W_dec"), (decoder, "the ablation directions") })
+                if (w.dim() != 2 || w.shape[0] != dSae || w.shape[1] != d)
+                    throw new SaeSharpException($"TPP: {what} is [{string.Join(", ", w.shape)}]; expected [d_sae={dSae}, d={d}]");
+            nValuesPer.Add(NValuesFor(tpp.NValues, dSae, "TPP"));
+        }
         if (!(tpp.ProbeL1Penalty >= 0) || double.IsInfinity(tpp.ProbeL1Penalty))
             throw new SaeSharpException($"TPP: the probe L1 penalty must be finite and ≥ 0, got {tpp.ProbeL1Penalty}");
         var classes = SparseProbing.TaskLabels(labels, names, fit, options.MinPositives, options.Labels, options.Examples);
@@ -316,10 +336,7 @@ public static class TargetedProbePerturbation
                                         (classes.Length == 1 ? $" ({names[classes[0]]})" : ""));
         using var scope = NewDisposeScope();
         using var _ = no_grad();
-        var f32 = features.to(ScalarType.Float32).cpu();
         var x32 = acts.to(ScalarType.Float32).cpu();
-        var w32 = wDec.to(ScalarType.Float32).cpu();
-        var dec32 = decoder.to(ScalarType.Float32).cpu();
         var split = classes.Select(l =>
         {
             var rng = new Random(options.Seed);
@@ -333,23 +350,33 @@ public static class TargetedProbePerturbation
         var probes = split.Select(s => LogisticRegression.FitL1(x32.index_select(0, tensor(s.Train.Rows)), s.Train.Y, tpp.ProbeL1Penalty)).ToArray();
         double[] Accuracies(Tensor x) => [.. split.Select((s, j) => probes[j].Accuracy(x.index_select(0, tensor(s.Test.Rows)), s.Test.Y))];
         var clean = Accuracies(x32);
-        var result = new List<TppClass>();
-        for (int i = 0; i < classes.Length; i++)
+        var reports = new List<TppReport>();
+        for (int si = 0; si < saes.Count; si++)
         {
-            using var iter = NewDisposeScope();
-            var effects = NodeEffects(f32.index_select(0, tensor(split[i].Train.Rows)), split[i].Train.Y, w32, probes[i].Coef);
-            var ablated = new SortedDictionary<int, int[]>();
-            var accs = new SortedDictionary<int, double[]>();
-            foreach (int k in nValues)
+            using var saeScope = NewDisposeScope();
+            var f32 = saes[si].Features.to(ScalarType.Float32).cpu();
+            var w32 = saes[si].WDec.to(ScalarType.Float32).cpu();
+            var dec32 = (saes[si].Decoder ?? saes[si].WDec).to(ScalarType.Float32).cpu();
+            var nValues = nValuesPer[si];
+            var result = new List<TppClass>();
+            for (int i = 0; i < classes.Length; i++)
             {
-                var top = TopNonZero(effects, k);
-                ablated[k] = top;
-                using var ab = Ablate(x32, f32, dec32, top);
-                accs[k] = Accuracies(ab);
+                using var iter = NewDisposeScope();
+                var effects = NodeEffects(f32.index_select(0, tensor(split[i].Train.Rows)), split[i].Train.Y, w32, probes[i].Coef);
+                var ablated = new SortedDictionary<int, int[]>();
+                var accs = new SortedDictionary<int, double[]>();
+                foreach (int k in nValues)
+                {
+                    var top = TopNonZero(effects, k);
+                    ablated[k] = top;
+                    using var ab = Ablate(x32, f32, dec32, top);
+                    accs[k] = Accuracies(ab);
+                }
+                result.Add(new TppClass(names[classes[i]], split[i].Train.Rows.Length, split[i].Test.Rows.Length, clean[i], ablated, accs));
             }
-            result.Add(new TppClass(names[classes[i]], split[i].Train.Rows.Length, split[i].Test.Rows.Length, clean[i], ablated, accs));
+            reports.Add(new TppReport("", n, nValues, result));
         }
-        return new TppReport("", n, nValues, result);
+        return reports;
     }
 
     /// <summary>SAEBench's sizes (<c>get_bias_in_bios_or_amazon_product_dataset</c>, <c>prepare_probe_data</c>): each class's

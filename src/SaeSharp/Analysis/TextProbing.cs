@@ -73,14 +73,25 @@ public static class TextProbing
 {
     /// <summary>Reads the texts of <paramref name="datasetPath"/>, pools their activations and probes every class.</summary>
     public static SparseProbingReport Run(Sae sae, HookedTransformer model, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks,
-        ITextTokenizer tokenizer, string datasetPath, TextProbingOptions text, SparseProbingOptions options)
+        ITextTokenizer tokenizer, string datasetPath, TextProbingOptions text, SparseProbingOptions options) =>
+        Run([sae], model, modelHooks, tokenizer, datasetPath, text, options)[0];
+
+    /// <summary><see cref="Run(Sae, HookedTransformer, IReadOnlyList{ValueTuple{string, Func{Tensor, Tensor}}}, ITextTokenizer, string, TextProbingOptions, SparseProbingOptions)"/>
+    /// for several SAEs at one hook: the texts are read and run through the model once, the pooled activations and the
+    /// probes on them shared, each SAE's pooled features probed; one report per SAE, in order (<paramref name="names"/>
+    /// name the SAEs in errors).</summary>
+    public static IReadOnlyList<SparseProbingReport> Run(IReadOnlyList<Sae> saes, HookedTransformer model, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks,
+        ITextTokenizer tokenizer, string datasetPath, TextProbingOptions text, SparseProbingOptions options, IReadOnlyList<string>? names = null)
     {
+        ArgumentNullException.ThrowIfNull(saes);
+        ProbeSaes.SharedHook(model, saes, names);
         var data = Read(datasetPath, text, options.TrainSetSize, options.TestSetSize, options.Seed);
-        var (hook, features, acts) = PoolSparse(sae, model, modelHooks, tokenizer, data.Texts, text);
+        var (hook, features, acts) = PoolSparse(saes, model, modelHooks, tokenizer, data.Texts, text);
         using var _ = acts;
         var labels = options.Labels ?? (data.OneClassEach ? data.Names : null);
-        return SparseProbing.EvaluateSparse(features, acts, data.Labels, data.Names, data.Fit,
-            options with { OneVsRestClasses = data.OneClassEach, Labels = labels, MinPositives = text.MinTexts, Examples = "texts" }) with { Hook = hook, Pooling = "mean" };
+        return [.. SparseProbing.EvaluateSparse(features, acts, data.Labels, data.Names, data.Fit,
+            options with { OneVsRestClasses = data.OneClassEach, Labels = labels, MinPositives = text.MinTexts, Examples = "texts" })
+            .Select(r => r with { Hook = hook, Pooling = "mean" })];
     }
 
     /// <summary>Mean of <paramref name="x"/> [batch, pos, d] over the positions where <paramref name="keep"/> [batch, pos] is
@@ -111,7 +122,7 @@ public static class TextProbing
         Tensor? features = null, acts = null;
         try
         {
-            string hook = PoolBatches(sae, model, modelHooks, tokenizer, texts, options, (rows, pf, px) =>
+            string hook = PoolBatches([sae], model, modelHooks, tokenizer, texts, options, (_, rows, pf) =>
             {
                 features ??= zeros(texts.Count, pf.shape[1], ScalarType.Float32).DetachFromDisposeScope();
                 using var r = tensor(rows);
@@ -130,27 +141,28 @@ public static class TextProbing
 
     /// <summary><see cref="Pool"/> keeping only the non-zeros of the pooled features, batch by batch: memory follows them,
     /// not texts × d_sae. Returns the hook, the features and the pooled activations [texts, d] (float32, CPU).</summary>
-    internal static (string Hook, SparseRows Features, Tensor Acts) PoolSparse(Sae sae, HookedTransformer model,
+    internal static (string Hook, IReadOnlyList<SparseRows> Features, Tensor Acts) PoolSparse(IReadOnlyList<Sae> saes, HookedTransformer model,
         IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks, ITextTokenizer tokenizer, IReadOnlyList<string> texts, TextProbingOptions options)
     {
-        SparseRows? features = null;
-        string hook = PoolBatches(sae, model, modelHooks, tokenizer, texts, options, (rows, pf, _) =>
+        var features = new SparseRows?[saes.Count];
+        string hook = PoolBatches(saes, model, modelHooks, tokenizer, texts, options, (s, rows, pf) =>
         {
-            features ??= new SparseRows(texts.Count, (int)pf.shape[1]);
-            features.SetRows(rows, pf);
+            features[s] ??= new SparseRows(texts.Count, (int)pf.shape[1]);
+            features[s]!.SetRows(rows, pf);
         }, out var acts);
-        return (hook, features!, acts);
+        return (hook, [.. features.Select(f => f!)], acts);
     }
 
-    /// <summary>The pooling pass: texts of equal length batched, the model run to the hook, the SAE run on it, both
-    /// mean-pooled; <paramref name="features"/> receives each batch's text indices and pooled features [batch, d_sae]
+    /// <summary>The pooling pass: texts of equal length batched, the model run to the hook once, each SAE of
+    /// <paramref name="saes"/> (all at that hook: <see cref="ProbeSaes.SharedHook"/>) run on it, all mean-pooled;
+    /// <paramref name="features"/> receives each batch's SAE index, text indices and pooled features [batch, d_sae]
     /// (float32, CPU); the pooled activations come back whole in <paramref name="acts"/> [texts, d].</summary>
-    private static string PoolBatches(Sae sae, HookedTransformer model, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks,
-        ITextTokenizer tokenizer, IReadOnlyList<string> texts, TextProbingOptions options, Action<long[], Tensor, Tensor> features, out Tensor acts)
+    private static string PoolBatches(IReadOnlyList<Sae> saes, HookedTransformer model, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks,
+        ITextTokenizer tokenizer, IReadOnlyList<string> texts, TextProbingOptions options, Action<int, long[], Tensor> features, out Tensor acts)
     {
         if (options.ContextSize < 1) throw new SaeSharpException($"context size must be positive, got {options.ContextSize}");
         if (texts.Count == 0) throw new SaeSharpException("mean pooling: no texts");
-        string hook = model.HookPoints.Resolve(sae.Cfg.Metadata.HookOr(null));
+        string hook = ProbeSaes.SharedHook(model, saes);
         if (ModelActivationHarvester.RoutingHooks(model.HookPoints, [hook]).Any())
             throw new SaeSharpException($"mean pooling reads every position of a text; {hook} is an MoE expert's hook, which holds only the tokens routed to it");
         int stop = model.HookPoints.LayerOf(hook) + 1;
@@ -180,12 +192,14 @@ public static class TextProbing
                 {
                     var x = cache![hook];
                     if (x.dim() != 3) throw new SaeSharpException($"hook '{hook}' gives [{string.Join(", ", x.shape)}]; mean pooling needs [batch, pos, d]");
-                    var f = sae.Run(x).FeatureActs;
                     var px = MeanPool(x, mask).cpu();
-                    var pf = MeanPool(f, mask).cpu();
                     pooled ??= zeros(texts.Count, px.shape[1], ScalarType.Float32).DetachFromDisposeScope();
                     var rows = idx.Select(i => (long)i).ToArray();
-                    features(rows, pf, px);
+                    for (int s = 0; s < saes.Count; s++)
+                    {
+                        using var saeScope = NewDisposeScope();
+                        features(s, rows, MeanPool(saes[s].Run(x).FeatureActs, mask).cpu());
+                    }
                     using var r = tensor(rows);
                     pooled.index_copy_(0, r, px);
                 }
@@ -205,7 +219,7 @@ public static class TextProbing
     /// <summary>Is <paramref name="path"/> a labelled corpus (a .jsonl whose first row has an array field <c>labels</c>, as
     /// <c>sae corpus</c> writes)? Otherwise it is read as a classification dataset.</summary>
     /// <summary>The texts of a labelled corpus (<see cref="FromCorpus"/>) or a classification dataset
-    /// (<see cref="FromClasses"/>), as <see cref="Run"/> and TPP read them. <see cref="TextProbingOptions.Classes"/> on a
+    /// (<see cref="FromClasses"/>), as <c>Run</c> and TPP read them. <see cref="TextProbingOptions.Classes"/> on a
     /// labelled corpus is an error: its documents have labels, chosen by <see cref="SparseProbingOptions.Labels"/>.</summary>
     internal static ProbeTexts Read(string path, TextProbingOptions text, int trainSize, int testSize, int seed, Hub.HfHubOptions? hub = null)
     {

@@ -204,69 +204,78 @@ public static class AnalysisPipeline
             return LabelScoring.Run(sae, pm.Model, pm.Hooks, Tokenizer.FromFolder(options.TokenizerPath ?? modelFolder), datasetPath, options);
     }
 
-    /// <summary><c>sae probe</c>: loads the SAE and its model, then <see cref="SparseProbing.Run"/> on token labels (with
-    /// absorption when <paramref name="absorption"/> is given), or, with <paramref name="text"/>, <see cref="TextProbing.Run"/>
+    /// <summary><c>sae probe</c>: loads the SAE and its model, then <c>SparseProbing.Run</c> on token labels (with
+    /// absorption when <paramref name="absorption"/> is given), or, with <paramref name="text"/>, <c>TextProbing.Run</c>
     /// on mean-pooled texts.</summary>
     public static SparseProbingReport Probe(string saePath, string modelFolder, string datasetPath, LabelScoringOptions harvest,
-        SparseProbingOptions options, AbsorptionOptions? absorption = null, TextProbingOptions? text = null, Action<SaeBenchRun>? loaded = null)
+        SparseProbingOptions options, AbsorptionOptions? absorption = null, TextProbingOptions? text = null, Action<SaeBenchRun>? loaded = null) =>
+        Probe([saePath], modelFolder, datasetPath, harvest, options, absorption, text, loaded is null ? null : runs => loaded(runs[0]))[0];
+
+    /// <summary><c>sae probe --sae A --sae B ...</c>: loads the SAEs (all at one hook, of one d_in: else an error naming the
+    /// SAE) and their model once, runs the model once over the data and evaluates every SAE on those activations; one report
+    /// per SAE, in order. <paramref name="loaded"/> receives each SAE's <see cref="SaeBenchRun"/>.</summary>
+    public static IReadOnlyList<SparseProbingReport> Probe(IReadOnlyList<string> saePaths, string modelFolder, string datasetPath, LabelScoringOptions harvest,
+        SparseProbingOptions options, AbsorptionOptions? absorption = null, TextProbingOptions? text = null, Action<IReadOnlyList<SaeBenchRun>>? loaded = null)
     {
         if (text is not null && absorption is not null)
             throw new SaeSharpException("feature absorption is measured on token labels; it cannot be combined with mean pooling");
-        var (sae, pm) = ModelForSae.LoadWithSae(saePath, modelFolder);
-        using (sae)
-        using (pm)
+        return WithSaes(saePaths, modelFolder, loaded, (saes, pm) =>
         {
-            loaded?.Invoke(SaeBenchRunOf(sae.Cfg, saePath, modelFolder));
             var tokenizer = Tokenizer.FromFolder(harvest.TokenizerPath ?? modelFolder);
             return text is null
-                ? SparseProbing.Run(sae, pm.Model, pm.Hooks, tokenizer, datasetPath, harvest, options, absorption)
-                : TextProbing.Run(sae, pm.Model, pm.Hooks, tokenizer, datasetPath, text, options);
+                ? SparseProbing.Run(saes, pm.Model, pm.Hooks, tokenizer, datasetPath, harvest, options, absorption, saePaths)
+                : TextProbing.Run(saes, pm.Model, pm.Hooks, tokenizer, datasetPath, text, options, saePaths);
+        });
+    }
+
+    /// <summary>Loads the SAEs at <paramref name="saePaths"/> and, once, the model they share (<see cref="ModelForSae.Load(string, IReadOnlyList{Sae}, IReadOnlyList{string})"/>),
+    /// checks they read one hook with one d_in, tells <paramref name="loaded"/> their runs and calls <paramref name="run"/>.</summary>
+    private static T WithSaes<T>(IReadOnlyList<string> saePaths, string modelFolder, Action<IReadOnlyList<SaeBenchRun>>? loaded, Func<IReadOnlyList<Sae>, Models.ProcessedModel, T> run)
+    {
+        ArgumentNullException.ThrowIfNull(saePaths);
+        if (saePaths.Count == 0) throw new SaeSharpException("sae probe: give at least one --sae");
+        foreach (var g in saePaths.GroupBy(p => p).Where(g => g.Count() > 1))
+            throw new SaeSharpException($"--sae {g.Key} is given {g.Count()} times; give each SAE once");
+        var saes = new List<Sae>();
+        try
+        {
+            foreach (var p in saePaths) saes.Add(Interop.SaeLoader.Load(p));
+            using var pm = ModelForSae.Load(modelFolder, saes, saePaths);
+            ProbeSaes.SharedHook(pm.Model, saes, saePaths);
+            loaded?.Invoke([.. saes.Select((s, i) => SaeBenchRunOf(s.Cfg, saePaths[i], modelFolder))]);
+            return run(saes, pm);
+        }
+        finally
+        {
+            foreach (var s in saes) s.Dispose();
         }
     }
 
-    /// <summary><c>sae probe --pooling mean --tpp</c>: loads the SAE and its model, then <see cref="TargetedProbePerturbation.Run"/>
+    /// <summary><c>sae probe --pooling mean --tpp</c>: loads the SAE and its model, then <c>TargetedProbePerturbation.Run</c>
     /// on the texts of <paramref name="datasetPath"/>.</summary>
     public static TppReport Tpp(string saePath, string modelFolder, string datasetPath, TextProbingOptions text, SparseProbingOptions options,
         TppOptions tpp, string? tokenizerPath = null) =>
-        TppSuite(saePath, modelFolder, [new TppDataset(datasetPath, datasetPath, text.TextField, text.LabelField, text.Classes)], text, options, tpp, tokenizerPath).Runs[0].Report;
+        TppSuite([saePath], modelFolder, [new TppDataset(datasetPath, datasetPath, text.TextField, text.LabelField, text.Classes)], text, options, tpp, tokenizerPath)[0].Runs[0].Report;
 
-    /// <summary><c>sae probe --pooling mean --tpp</c> over several datasets: loads the SAE and its model, then
-    /// <see cref="TargetedProbePerturbation.RunSuite"/>.</summary>
-    public static TppSuiteReport TppSuite(string saePath, string modelFolder, IReadOnlyList<TppDataset> datasets, TextProbingOptions text,
-        SparseProbingOptions options, TppOptions tpp, string? tokenizerPath = null, Action<SaeBenchRun>? loaded = null)
-    {
-        var (sae, pm) = ModelForSae.LoadWithSae(saePath, modelFolder);
-        using (sae)
-        using (pm)
-        {
-            loaded?.Invoke(SaeBenchRunOf(sae.Cfg, saePath, modelFolder));
-            return TargetedProbePerturbation.RunSuite(sae, pm.Model, pm.Hooks, Tokenizer.FromFolder(tokenizerPath ?? modelFolder), datasets, text, options, tpp);
-        }
-    }
+    /// <summary><c>sae probe --pooling mean --tpp</c> over several datasets and SAEs (all at one hook): loads the SAEs and
+    /// their model once, then <c>TargetedProbePerturbation.RunSuite</c> (each dataset's texts through the model once);
+    /// one suite report per SAE, in order.</summary>
+    public static IReadOnlyList<TppSuiteReport> TppSuite(IReadOnlyList<string> saePaths, string modelFolder, IReadOnlyList<TppDataset> datasets, TextProbingOptions text,
+        SparseProbingOptions options, TppOptions tpp, string? tokenizerPath = null, Action<IReadOnlyList<SaeBenchRun>>? loaded = null) =>
+        WithSaes(saePaths, modelFolder, loaded, (saes, pm) =>
+            TargetedProbePerturbation.RunSuite(saes, pm.Model, pm.Hooks, Tokenizer.FromFolder(tokenizerPath ?? modelFolder), datasets, text, options, tpp, names: saePaths));
 
-    /// <summary><c>sae probe --pooling mean --scr</c>: loads the SAE and its model, then <see cref="SpuriousCorrelationRemoval.Run"/>
+    /// <summary><c>sae probe --pooling mean --scr</c>: loads the SAE and its model, then <c>SpuriousCorrelationRemoval.Run</c>
     /// on the texts of <paramref name="datasetPath"/>.</summary>
-    public static ScrReport Scr(string saePath, string modelFolder, string datasetPath, TextProbingOptions text, ScrOptions scr, string? tokenizerPath = null)
-    {
-        var (sae, pm) = ModelForSae.LoadWithSae(saePath, modelFolder);
-        using (sae)
-        using (pm)
-            return SpuriousCorrelationRemoval.Run(sae, pm.Model, pm.Hooks, Tokenizer.FromFolder(tokenizerPath ?? modelFolder), datasetPath, text, scr);
-    }
+    public static ScrReport Scr(string saePath, string modelFolder, string datasetPath, TextProbingOptions text, ScrOptions scr, string? tokenizerPath = null) =>
+        ScrSuite([saePath], modelFolder, [new ScrDataset(datasetPath, datasetPath, text.TextField, scr, [scr.Column1Vals])], text, tokenizerPath)[0].Runs[0].Report;
 
-    /// <summary><c>sae probe --pooling mean --scr</c> over several datasets and value pairs: loads the SAE and its model, then
-    /// <see cref="SpuriousCorrelationRemoval.RunSuite"/>.</summary>
-    public static ScrSuiteReport ScrSuite(string saePath, string modelFolder, IReadOnlyList<ScrDataset> datasets, TextProbingOptions text, string? tokenizerPath = null,
-        Action<SaeBenchRun>? loaded = null)
-    {
-        var (sae, pm) = ModelForSae.LoadWithSae(saePath, modelFolder);
-        using (sae)
-        using (pm)
-        {
-            loaded?.Invoke(SaeBenchRunOf(sae.Cfg, saePath, modelFolder));
-            return SpuriousCorrelationRemoval.RunSuite(sae, pm.Model, pm.Hooks, Tokenizer.FromFolder(tokenizerPath ?? modelFolder), datasets, text);
-        }
-    }
+    /// <summary><c>sae probe --pooling mean --scr</c> over several datasets, value pairs and SAEs (all at one hook): loads the
+    /// SAEs and their model once, then <c>SpuriousCorrelationRemoval.RunSuite</c>; one suite report per SAE, in order.</summary>
+    public static IReadOnlyList<ScrSuiteReport> ScrSuite(IReadOnlyList<string> saePaths, string modelFolder, IReadOnlyList<ScrDataset> datasets, TextProbingOptions text,
+        string? tokenizerPath = null, Action<IReadOnlyList<SaeBenchRun>>? loaded = null) =>
+        WithSaes(saePaths, modelFolder, loaded, (saes, pm) =>
+            SpuriousCorrelationRemoval.RunSuite(saes, pm.Model, pm.Hooks, Tokenizer.FromFolder(tokenizerPath ?? modelFolder), datasets, text, names: saePaths));
 
     /// <summary>What SAEBench's outputs record of a run of the SAE at <paramref name="saePath"/> (config <paramref name="cfg"/>)
     /// on the model at <paramref name="modelFolder"/> in the dtype the SAE records: the model's name, the dtype, the SAELens

@@ -126,12 +126,15 @@ public class SparseRowsTests
         var fit = Enumerable.Range(0, texts.Length).Select(i => i % 5 != 4).ToArray();
         var options = new TextProbingOptions { ContextSize = 8, BatchSize = 4 };
         using var pooled = TextProbing.Pool(sae, pm.Model, pm.Hooks, tok, texts, options);
-        var (hook, sparse, acts) = TextProbing.PoolSparse(sae, pm.Model, pm.Hooks, tok, texts, options);
+        var (hook, perSae, acts) = TextProbing.PoolSparse([sae], pm.Model, pm.Hooks, tok, texts, options);
+        var sparse = Assert.Single(perSae);
         using var _a = acts;
         Assert.Equal(pooled.Hook, hook);
         Assert.Equal(pooled.Acts.data<float>().ToArray(), acts.data<float>().ToArray());
         using var back = sparse.Dense([.. Enumerable.Range(0, sparse.Columns)]);
         Assert.Equal(pooled.Features.data<float>().ToArray(), back.to(ScalarType.Float32).data<float>().ToArray());
+        using var dense32 = sparse.ToDenseFloat32();
+        Assert.Equal(pooled.Features.data<float>().ToArray(), dense32.data<float>().ToArray());
         AssertSameAsDense(pooled.Features, pooled.Acts, labels, ["cat", "other"], fit,
             new SparseProbingOptions { KValues = [1, 2], TrainSetSize = 100, TestSetSize = 30, MinPositives = 5, OneVsRestClasses = true });
     }

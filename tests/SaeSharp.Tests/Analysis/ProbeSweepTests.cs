@@ -1,0 +1,221 @@
+using System.Text.Json.Nodes;
+using SaeSharp.Analysis;
+using SaeSharp.Corpus;
+using SaeSharp.Interop;
+using SaeSharp.LanguageModels;
+using SaeSharp.Models;
+using SaeSharp.Pipelines;
+using SaeSharp.Saes;
+using SaeSharp.Tests.Cli;
+using SaeSharp.Tokenizers;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Tests.Analysis;
+
+/// <summary><c>sae probe</c> over several SAEs at one hook: every mode (token-level probing with absorption, mean-pooled
+/// probing, TPP, SCR) gives each SAE exactly what a call with that SAE alone gives, while the model runs over the data once;
+/// the --json files get <c>sae eval</c>'s _sae&lt;i&gt; suffix; SAEs at another hook or of another d_in are refused by name.</summary>
+public sealed class ProbeSweepTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("probesweep-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, true);
+
+    private static readonly string[] Filler = ["the", "sat", "on", "mat", "ran", "to", "park", "big", "small", "and", "a"];
+
+    /// <summary>A randomly initialised ReLU SAE at <paramref name="hook"/>, saved in SAELens format.</summary>
+    private string SaveSae(string name, int dIn, int dSae, string hook, long seed, int ctx = 32)
+    {
+        var cfg = new SaeConfig { DIn = dIn, DSae = dSae };
+        cfg.Metadata.HookName = hook;
+        cfg.Metadata.ContextSize = ctx;
+        using var sae = SaeFactory.Create(cfg);
+        var gen = new TorchSharp.torch.Generator((ulong)seed);
+        using (no_grad())
+        {
+            // SaeFactory makes zero weights: random unit-norm directions, a decoder tied to the encoder, a bias half firing.
+            var w = randn(dIn, dSae, generator: gen);
+            w.div_(w.norm(0, true));
+            sae.WEnc.copy_(w);
+            sae.WDec.copy_(w.t());
+            sae.BEnc.zero_();
+        }
+        string dir = Path.Combine(_dir, name);
+        SaeLensFormat.Save(sae, dir);
+        return dir;
+    }
+
+    /// <summary>Rows (text, cls, g) as the TPP and SCR suite tests write them: cls a/b/c (cat/dog/bird), g m/f (sun/moon).</summary>
+    private string ClassesJsonl(int n, int seed)
+    {
+        var rng = new Random(seed);
+        string[] cls = ["a", "b", "c"], word = ["cat", "dog", "bird"];
+        string path = Path.Combine(_dir, $"classes{seed}.jsonl");
+        File.WriteAllLines(path, Enumerable.Range(0, n).Select(_ =>
+        {
+            int c = rng.Next(3);
+            bool m = rng.Next(2) == 0;
+            var words = new List<string> { word[c], m ? "sun" : "moon", Filler[rng.Next(Filler.Length)], Filler[rng.Next(Filler.Length)] };
+            rng.Shuffle(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(words));
+            return new JsonObject { ["text"] = " " + string.Join(" ", words), ["label"] = cls[c], ["g"] = m ? "m" : "f" }.ToJsonString();
+        }));
+        return path;
+    }
+
+    /// <summary>Everything a sparse probing report holds but the time it was written: its metrics and per-task results.</summary>
+    private string Content(SparseProbingReport r)
+    {
+        string path = Path.Combine(_dir, Guid.NewGuid().ToString("N") + ".json");
+        r.WriteJson(path, "d");
+        var root = JsonNode.Parse(File.ReadAllText(path))!;
+        return root["eval_result_metrics"]!.ToJsonString() + root["eval_result_details"]!.ToJsonString() + root["eval_result_unstructured"]!.ToJsonString();
+    }
+
+    /// <summary>The model's rows counted at its embedding (one count per text or window run through the model).</summary>
+    private static (List<(string, Func<Tensor, Tensor?>)> Hooks, Func<long> Passes, Action Reset) Counter(ProcessedModel pm)
+    {
+        long passes = 0;
+        var hooks = new List<(string, Func<Tensor, Tensor?>)>(pm.Hooks ?? []) { ("hook_embed", t => { passes += t.shape[0]; return null; }) };
+        return (hooks, () => passes, () => passes = 0);
+    }
+
+    [Fact]
+    public void Token_probing_and_absorption_of_two_saes_in_one_pass_equal_two_single_sae_runs()
+    {
+        string hook = BuiltinModel.MiddleHook;
+        string a = SaveSae("a", 128, 64, hook, 1), b = SaveSae("b", 128, 96, hook, 2);
+        string corpus = Path.Combine(_dir, "c.jsonl");
+        LabelledCorpus.Write(corpus, 4, 300);
+        var saes = new[] { SaeLoader.Load(a), SaeLoader.Load(b) };
+        try
+        {
+            using var pm = ModelForSae.Load(BuiltinModel.Folder, saes, [a, b]);
+            var tok = Tokenizer.FromFolder(BuiltinModel.Folder);
+            var (hooks, passes, reset) = Counter(pm);
+            var harvest = new LabelScoringOptions { Tokens = 8192, ContextSize = 32 };
+            var options = new SparseProbingOptions { KValues = [1, 2, 5], Labels = ["cat:colour", "cat:animal"] };
+            var absorption = new AbsorptionOptions { Labels = ["cat:colour"] };
+            var singleA = SparseProbing.Run(saes[0], pm.Model, hooks, tok, corpus, harvest, options, absorption);
+            long onePass = passes();
+            reset();
+            var singleB = SparseProbing.Run(saes[1], pm.Model, hooks, tok, corpus, harvest, options, absorption);
+            reset();
+            var both = SparseProbing.Run(saes, pm.Model, hooks, tok, corpus, harvest, options, absorption);
+            // The windows run through the model once for both SAEs: as many rows as a one-SAE run.
+            Assert.True(onePass > 0);
+            Assert.Equal(onePass, passes());
+            Assert.Equal(2, both.Count);
+            Assert.NotEmpty(singleA.Tasks);
+            Assert.Equal(Content(singleA), Content(both[0]));
+            Assert.Equal(Content(singleB), Content(both[1]));
+            Assert.Equal(singleA.Absorption!.ToJson().ToJsonString(), both[0].Absorption!.ToJson().ToJsonString());
+            Assert.Equal(singleB.Absorption!.ToJson().ToJsonString(), both[1].Absorption!.ToJson().ToJsonString());
+            // The model's probes are the same for both SAEs (one pass, one probe); the SAEs' own are their own.
+            Assert.Equal(both[0].Tasks.Select(t => t.LlmTestAccuracy), both[1].Tasks.Select(t => t.LlmTestAccuracy));
+            Assert.NotEqual(both[0].Tasks.Select(t => string.Join(",", t.TopFeatures)), both[1].Tasks.Select(t => string.Join(",", t.TopFeatures)));
+        }
+        finally
+        {
+            foreach (var s in saes) s.Dispose();
+        }
+    }
+
+    [Fact]
+    public void Mean_pooled_probing_tpp_and_scr_of_two_saes_in_one_pass_equal_two_single_sae_runs()
+    {
+        using var f = new AnalysisFixture();
+        string b = SaveSae("b", 16, 20, "hook_embed", 7, ctx: 16);
+        var saes = new[] { SaeLoader.Load(f.SaeDir), SaeLoader.Load(b) };
+        try
+        {
+            using var pm = ModelForSae.Load(f.ModelDir, saes, [f.SaeDir, b]);
+            var tok = Tokenizer.FromFolder(f.ModelDir);
+            var (hooks, passes, reset) = Counter(pm);
+            string path = ClassesJsonl(400, 1);
+            var text = new TextProbingOptions { ContextSize = 8, MinTexts = 5 };
+            var probing = new SparseProbingOptions { KValues = [1, 2], TrainSetSize = 80, TestSetSize = 20 };
+
+            var meanA = TextProbing.Run(saes[0], pm.Model, hooks, tok, path, text, probing);
+            long onePass = passes();
+            var meanB = TextProbing.Run(saes[1], pm.Model, hooks, tok, path, text, probing);
+            reset();
+            var mean = TextProbing.Run(saes, pm.Model, hooks, tok, path, text, probing);
+            Assert.Equal(onePass, passes());
+            Assert.Equal(Content(meanA), Content(mean[0]));
+            Assert.Equal(Content(meanB), Content(mean[1]));
+
+            var tpp = new TppOptions { NValues = [1, 3] };
+            TppDataset[] tppData = [new TppDataset(path, "toy", "text", "label", null)];
+            reset();
+            var tppA = TargetedProbePerturbation.RunSuite(saes[0], pm.Model, hooks, tok, tppData, text, probing, tpp);
+            onePass = passes();
+            var tppB = TargetedProbePerturbation.RunSuite(saes[1], pm.Model, hooks, tok, tppData, text, probing, tpp);
+            reset();
+            var tppBoth = TargetedProbePerturbation.RunSuite(saes, pm.Model, hooks, tok, tppData, text, probing, tpp);
+            Assert.Equal(onePass, passes());
+            Assert.Equal(tppA.Runs[0].Report.ToJson().ToJsonString(), tppBoth[0].Runs[0].Report.ToJson().ToJsonString());
+            Assert.Equal(tppB.Runs[0].Report.ToJson().ToJsonString(), tppBoth[1].Runs[0].Report.ToJson().ToJsonString());
+            Assert.NotEqual(tppBoth[0].Runs[0].Report.ToJson().ToJsonString(), tppBoth[1].Runs[0].Report.ToJson().ToJsonString());
+
+            var scr = new ScrOptions { Column1Name = "label", Column2Name = "g", Column2Vals = ["m", "f"], NValues = [1, 2], TrainSetSize = 80, TestSetSize = 20, MinTextsPerQuadrant = 2 };
+            ScrDataset[] scrData = [new ScrDataset(path, "toy", "text", scr, [["a", "b"], ["a", "c"]])];
+            reset();
+            var scrA = SpuriousCorrelationRemoval.RunSuite(saes[0], pm.Model, hooks, tok, scrData, text);
+            onePass = passes();
+            var scrB = SpuriousCorrelationRemoval.RunSuite(saes[1], pm.Model, hooks, tok, scrData, text);
+            reset();
+            var scrBoth = SpuriousCorrelationRemoval.RunSuite(saes, pm.Model, hooks, tok, scrData, text);
+            Assert.Equal(onePass, passes());
+            for (int run = 0; run < 2; run++)
+            {
+                Assert.Equal(scrA.Runs[run].Report.ToJson().ToJsonString(), scrBoth[0].Runs[run].Report.ToJson().ToJsonString());
+                Assert.Equal(scrB.Runs[run].Report.ToJson().ToJsonString(), scrBoth[1].Runs[run].Report.ToJson().ToJsonString());
+            }
+        }
+        finally
+        {
+            foreach (var s in saes) s.Dispose();
+        }
+    }
+
+    [Fact]
+    public void Cli_writes_one_json_per_sae_with_evals_suffix_and_refuses_saes_of_another_hook_or_d_in_by_name()
+    {
+        string hook = BuiltinModel.MiddleHook;
+        string a = SaveSae("a", 128, 64, hook, 1), b = SaveSae("b", 128, 96, hook, 2);
+        string corpus = Path.Combine(_dir, "c.jsonl");
+        LabelledCorpus.Write(corpus, 4, 200);
+        string[] common = ["--model", "builtin", "--dataset", corpus, "--tokens", "2048", "--context-size", "32"];
+        string json = Path.Combine(_dir, "probe.json");
+        var (exit, output, err) = CliRunner.Run(["probe", "--sae", a, "--sae", b, .. common, "--json", json]);
+        Assert.True(exit == 0, err + output);
+        // sae eval --saebench-json's names: the suffix before the extension, none without several SAEs.
+        string j0 = Path.Combine(_dir, "probe_sae0.json"), j1 = Path.Combine(_dir, "probe_sae1.json");
+        Assert.True(File.Exists(j0) && File.Exists(j1));
+        Assert.False(File.Exists(json));
+        Assert.Contains($"SAE 0 (_sae0): {a}", output);
+        Assert.Contains($"SAE 1 (_sae1): {b}", output);
+        Assert.Equal(a, JsonNode.Parse(File.ReadAllText(j0))!["sae_lens_release_id"]!.GetValue<string>());
+        Assert.Equal(b, JsonNode.Parse(File.ReadAllText(j1))!["sae_lens_release_id"]!.GetValue<string>());
+        // The second SAE's file holds what a call with it alone writes.
+        string alone = Path.Combine(_dir, "alone.json");
+        var single = CliRunner.Run(["probe", "--sae", b, .. common, "--json", alone]);
+        Assert.True(single.Exit == 0, single.Err + single.Out);
+        foreach (var key in new[] { "eval_result_metrics", "eval_result_unstructured", "sae_cfg_dict" })
+            Assert.Equal(JsonNode.Parse(File.ReadAllText(alone))![key]!.ToJsonString(), JsonNode.Parse(File.ReadAllText(j1))![key]!.ToJsonString());
+
+        string narrow = SaveSae("narrow", 64, 32, hook, 3), other = SaveSae("other", 128, 32, "blocks.0.hook_resid_post", 4);
+        var bad = CliRunner.Run(["probe", "--sae", a, "--sae", other, .. common]);
+        Assert.NotEqual(0, bad.Exit);
+        Assert.Contains($"--sae {other} reads blocks.0.hook_resid_post, but --sae {a} reads {hook}", bad.Err + bad.Out);
+        bad = CliRunner.Run(["probe", "--sae", a, "--sae", narrow, .. common]);
+        Assert.NotEqual(0, bad.Exit);
+        Assert.Contains($"--sae {narrow} has d_in = 64, but --sae {a} at the same hook {hook} has d_in = 128", bad.Err + bad.Out);
+        string missing = Path.Combine(_dir, "no-such-sae");
+        bad = CliRunner.Run(["probe", "--sae", a, "--sae", missing, .. common]);
+        Assert.NotEqual(0, bad.Exit);
+        Assert.Contains(missing, bad.Err + bad.Out);
+        bad = CliRunner.Run(["probe", "--sae", a, "--sae", a, .. common]);
+        Assert.Contains($"--sae {a} is given 2 times", bad.Err + bad.Out);
+    }
+}
