@@ -647,11 +647,15 @@ internal static class InterventionCommands
         return command;
     }
 
-    /// <summary>The int64 <c>tokens</c> [batch, seq] of a safetensors file.</summary>
+    /// <summary>The <c>tokens</c> [batch, seq] of a safetensors file as int64 (stored as I64 or I32; a floating-point
+    /// tensor is refused, as TransformerLens takes token ids as a LongTensor only).</summary>
     public static Tensor ReadTokens(string path)
     {
         using var file = SafeTensorsFile.Open(path);
         if (!file.Contains("tokens")) throw new SaeSharpException($"{path}: no tensor named 'tokens' (int64 [batch, seq])");
+        string dtype = file.Info("tokens").Dtype;
+        if (dtype is not ("I64" or "I32"))
+            throw new SaeSharpException($"{path}: 'tokens' has dtype {dtype}; token ids must be integers (I64 or I32)");
         var tokens = file.Read("tokens", ScalarType.Int64);
         if (tokens.dim() != 2) throw new SaeSharpException($"{path}: 'tokens' must be [batch, seq], got [{string.Join(", ", tokens.shape)}]");
         return tokens;
