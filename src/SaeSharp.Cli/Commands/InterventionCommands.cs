@@ -232,7 +232,10 @@ internal static class InterventionCommands
                 rows.Add([o.Seed.ToString()!, Continue(null), Continue(steering)]);
             }
             Console.WriteLine($"prompt: {parse.GetValue(prompt)}");
-            Cli.WriteColumns($"feature {steering.Feature} × {steering.Scale.ToString(CultureInfo.InvariantCulture)} at {at}", ["seed", "unsteered", "steered"], rows);
+            // The penalties given, both runs penalised alike: "feature 3 × 20 at H (repetition penalty 1.3)".
+            string penalised = string.Join(", ", penalties.Describe(parse));
+            Cli.WriteColumns($"feature {steering.Feature} × {steering.Scale.ToString(CultureInfo.InvariantCulture)} at {at}" +
+                             (penalised.Length == 0 ? "" : $" ({penalised})"), ["seed", "unsteered", "steered"], rows);
             foreach (var note in notes) Cli.ErrorLine($"note: {note}");
             WriteFeatureLogits(steering.Feature, FeatureLogits(m, s, site.WriteHook, steering.Feature, 10, Math.Min(tok.VocabSize, m.Config.DVocab))
                 .Select(e => (tok.TokenText((int)e.Token), e.Logit)));

@@ -376,9 +376,11 @@ public class CliInputErrorTests : IDisposable
         // steer takes the generation penalties too, refusing bad ones by name.
         Assert.Contains("--freq-penalty Infinity: expected a finite number", OneLineError(CliRunner.Run("steer", "--model", _fx.ModelDir, "--sae", _fx.SaeDir,
             "--feature", "1", "--scale", "1", "--prompt", "the cat", "--max-new-tokens", "2", "--freq-penalty", "Infinity")));
-        (exit, _, err) = CliRunner.Run("steer", "--model", _fx.ModelDir, "--sae", _fx.SaeDir, "--feature", "1", "--scale", "1",
+        (exit, string output, err) = CliRunner.Run("steer", "--model", _fx.ModelDir, "--sae", _fx.SaeDir, "--feature", "1", "--scale", "1",
             "--prompt", "the cat", "--max-new-tokens", "2", "--runs", "1", "--temperature", "0", "--repetition-penalty", "1.5", "--freq-penalty", "0.2");
         Assert.True(exit == 0, err);
+        // The heading says how both runs were penalised.
+        Assert.Contains("feature 1 × 1 at hook_embed (repetition penalty 1.5, frequency penalty 0.2)", output);
     }
 
     /// <summary>sae eval on an activation file evaluates one --sae: a second is an error, not silently left out.</summary>
