@@ -232,7 +232,10 @@ internal static class InterventionCommands
                 rows.Add([o.Seed.ToString()!, Continue(null), Continue(steering)]);
             }
             Console.WriteLine($"prompt: {parse.GetValue(prompt)}");
-            Cli.WriteColumns($"feature {steering.Feature} × {steering.Scale.ToString(CultureInfo.InvariantCulture)} at {at}", ["seed", "unsteered", "steered"], rows);
+            // The penalties given, both runs penalised alike: "feature 3 × 20 at H (repetition penalty 1.3)".
+            string penalised = string.Join(", ", penalties.Describe(parse));
+            Cli.WriteColumns($"feature {steering.Feature} × {steering.Scale.ToString(CultureInfo.InvariantCulture)} at {at}" +
+                             (penalised.Length == 0 ? "" : $" ({penalised})"), ["seed", "unsteered", "steered"], rows);
             foreach (var note in notes) Cli.ErrorLine($"note: {note}");
             WriteFeatureLogits(steering.Feature, FeatureLogits(m, s, site.WriteHook, steering.Feature, 10, Math.Min(tok.VocabSize, m.Config.DVocab))
                 .Select(e => (tok.TokenText((int)e.Token), e.Logit)));
@@ -647,11 +650,15 @@ internal static class InterventionCommands
         return command;
     }
 
-    /// <summary>The int64 <c>tokens</c> [batch, seq] of a safetensors file.</summary>
+    /// <summary>The <c>tokens</c> [batch, seq] of a safetensors file as int64 (stored as I64 or I32; a floating-point
+    /// tensor is refused, as TransformerLens takes token ids as a LongTensor only).</summary>
     public static Tensor ReadTokens(string path)
     {
         using var file = SafeTensorsFile.Open(path);
         if (!file.Contains("tokens")) throw new SaeSharpException($"{path}: no tensor named 'tokens' (int64 [batch, seq])");
+        string dtype = file.Info("tokens").Dtype;
+        if (dtype is not ("I64" or "I32"))
+            throw new SaeSharpException($"{path}: 'tokens' has dtype {dtype}; token ids must be integers (I64 or I32)");
         var tokens = file.Read("tokens", ScalarType.Int64);
         if (tokens.dim() != 2) throw new SaeSharpException($"{path}: 'tokens' must be [batch, seq], got [{string.Join(", ", tokens.shape)}]");
         return tokens;

@@ -53,7 +53,10 @@ public static class SaeBenchDraws
             var groups = byClass[c].GroupBy(i => column2[i], StringComparer.Ordinal).ToList();
             var keyOrder = GroupOrder(groups.Select(g => g.Key));
             groups.Sort((a, b) => keyOrder.Compare(a.Key, b.Key));
-            string Counts() => string.Join(", ", groups.Select(g => $"{g.Key}: {g.Count()} texts"));
+            // At most six values named (a column with a value per row, as a text column, would list every row).
+            string Counts() => groups.Count <= 6
+                ? string.Join(", ", groups.Select(g => $"{g.Key}: {g.Count()} texts"))
+                : $"{groups.Count} values: {string.Join(", ", groups.Take(4).Select(g => $"{g.Key}: {g.Count()} texts"))}, and {groups.Count - 4} more";
             if (groups.Count < 2)
             {
                 skipped.Add(new SkippedClass(c, $"'{column2Name}' has one value ({Counts()})"));

@@ -84,9 +84,11 @@ public static class LmTrainer
         ArgumentNullException.ThrowIfNull(o);
         if (o.DModel % o.NHeads != 0) throw new SaeSharpException($"d_model {o.DModel} must be a multiple of n_heads {o.NHeads}");
         if (o.Steps <= 0 || o.BatchSize <= 0 || o.ContextSize < 8) throw new SaeSharpException("steps and batch size must be positive and the context at least 8 tokens");
-        Directory.CreateDirectory(o.OutDir);
-        LabelledCorpus.WriteTokenizer(o.OutDir);
-        var tokenizer = Tokenizer.FromWordLevelJson(Path.Combine(o.OutDir, "tokenizer.json"));
+        if (!double.IsFinite(o.Lr) || o.Lr <= 0) throw new SaeSharpException($"--lr {o.Lr}: expected a finite number > 0");
+        if (!double.IsFinite(o.WeightDecay) || o.WeightDecay < 0) throw new SaeSharpException($"weight decay {o.WeightDecay}: expected a finite number >= 0");
+        if (!double.IsFinite(o.GradClip) || o.GradClip <= 0) throw new SaeSharpException($"gradient clip {o.GradClip}: expected a finite number > 0");
+        // Everything is read and checked before the output folder is touched: a refused run leaves nothing behind.
+        var tokenizer = BuiltinTokenizer();
         var docs = ReadDocuments(o.CorpusPath, tokenizer).ToList();
         int held = o.ValidationCorpusPath is null && o.ValidationSeed is null ? o.ValidationDocuments : 0;
         if (docs.Count <= held)
@@ -96,6 +98,39 @@ public static class LmTrainer
         var val = o.ValidationSeed is ulong vs ? Pack(Tokenize(CorpusGenerator.Generate(vs, o.ValidationDocuments), tokenizer), o.ContextSize, bos)
             : o.ValidationCorpusPath is { } vp ? Pack(ReadDocuments(vp, tokenizer), o.ContextSize, bos)
             : Pack(docs.Skip(docs.Count - held), o.ContextSize, bos);
+        if (val.Ids.Length == 0)
+            throw new SaeSharpException(o.ValidationCorpusPath is { } empty ? $"{empty}: no validation documents"
+                : $"--val-docs {o.ValidationDocuments}: no validation documents; give at least 1");
+        bool created = !Directory.Exists(o.OutDir) || !Directory.EnumerateFileSystemEntries(o.OutDir).Any();
+        try
+        {
+            return TrainInto(o, tokenizer, train, val, progress, cancel);
+        }
+        catch when (created && !File.Exists(Path.Combine(o.OutDir, "model.safetensors")))
+        {
+            // A run that fails before its first weights (divergence, out of memory) leaves no folder without a model.
+            try { Directory.Delete(o.OutDir, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+            throw;
+        }
+    }
+
+    /// <summary>The built-in word-level tokenizer, as <c>tokenizer.json</c> in the output folder will hold it.</summary>
+    private static WordLevelTokenizer BuiltinTokenizer()
+    {
+        var dir = Directory.CreateTempSubdirectory("sae-lm-tokenizer-");
+        try
+        {
+            LabelledCorpus.WriteTokenizer(dir.FullName);
+            return Tokenizer.FromWordLevelJson(Path.Combine(dir.FullName, "tokenizer.json"));
+        }
+        finally { dir.Delete(recursive: true); }
+    }
+
+    private static LmTrainingResult TrainInto(LmTrainingOptions o, WordLevelTokenizer tokenizer, Packed train, Packed val,
+        IProgress<LmProgress>? progress, CancellationToken cancel)
+    {
+        Directory.CreateDirectory(o.OutDir);
+        LabelledCorpus.WriteTokenizer(o.OutDir);
         WriteConfig(o, tokenizer.VocabSize);
 
         torch.manual_seed((long)o.Seed);

@@ -149,6 +149,23 @@ public class SaeBenchDrawsTests
         Assert.Equal(want, d.Texts.Where((_, i) => d.Labels[i][0] == 0 && d.Fit[i]).Take(6));
     }
 
+    /// <summary>A balance column with a value per row (the text column by mistake) names the first values and how many
+    /// more, not every one: the reason stays a line, not a page per class.</summary>
+    [Fact]
+    public void A_column_with_many_values_names_the_first_four_and_counts_the_rest()
+    {
+        var column1 = Enumerable.Repeat("a", 500).ToArray();
+        var column2 = Enumerable.Range(0, 500).Select(i => $"v{i:D3}").ToArray();
+        var (kept, skipped) = SaeBenchDraws.Balanced(column1, column2, 10, 42, "text");
+        Assert.Empty(kept);
+        var reason = Assert.Single(skipped).Reason;
+        Assert.Equal("a 'text' group has fewer than 10 texts (500 values: v000: 1 texts, v001: 1 texts, v002: 1 texts, " +
+                     "v003: 1 texts, and 496 more)", reason);
+        // Few values are all named, as before.
+        var (_, two) = SaeBenchDraws.Balanced(["a", "a", "a"], ["0", "1", "1"], 10, 42, "gender");
+        Assert.Equal("a 'gender' group has fewer than 10 texts (0: 1 texts, 1: 2 texts)", Assert.Single(two).Reason);
+    }
+
     [Fact]
     public void Group_order_is_numeric_when_every_key_is_a_number_else_ordinal()
     {

@@ -345,6 +345,26 @@ public class CliInputErrorTests : IDisposable
             "--sae", _fx.SaeDir, "--steer", "1:2", "--positions", "2,50"));
         Assert.Contains("--positions 50", run);
         Assert.Contains("6 tokens", run);
+        // Token ids stored as floats (2.5 would be read as 2) are refused by dtype, before anything is written.
+        var floats = P("float_tokens.safetensors");
+        SafeTensors.Save(floats, new Dictionary<string, Tensor> { ["tokens"] = tensor(new float[] { 0, 5, 9.5f }).reshape(1, 3) });
+        string dtype = OneLineError(CliRunner.Run("model", "run", "--model", _fx.ModelDir, "--input", floats, "--out", P("f.safetensors")));
+        Assert.Contains("'tokens' has dtype F32", dtype);
+        Assert.Contains("I64 or I32", dtype);
+        Assert.False(File.Exists(P("f.safetensors")));
+        var int32 = P("int32_tokens.safetensors");
+        SafeTensors.Save(int32, new Dictionary<string, Tensor> { ["tokens"] = tensor(new int[] { 0, 5, 9 }).reshape(1, 3) });
+        var (exit32, _, err32) = CliRunner.Run("model", "run", "--model", _fx.ModelDir, "--input", int32, "--out", P("i.safetensors"));
+        Assert.True(exit32 == 0, err32);
+        var int64 = P("int64_tokens.safetensors");
+        SafeTensors.Save(int64, new Dictionary<string, Tensor> { ["tokens"] = tensor(new long[] { 0, 5, 9 }).reshape(1, 3) });
+        var (exit64, _, err64) = CliRunner.Run("model", "run", "--model", _fx.ModelDir, "--input", int64, "--out", P("l.safetensors"));
+        Assert.True(exit64 == 0, err64);
+        using (var from32 = SafeTensorsFile.Open(P("i.safetensors")))
+        using (var from64 = SafeTensorsFile.Open(P("l.safetensors")))
+        using (var logits32 = from32.Read("logits"))
+        using (var logits64 = from64.Read("logits"))
+            Assert.Equal(logits64.data<float>().ToArray(), logits32.data<float>().ToArray());
         // steer counts the prompt (BOS + 2 words) and the new tokens.
         string steer = OneLineError(CliRunner.Run("steer", "--model", _fx.ModelDir, "--sae", _fx.SaeDir, "--feature", "1", "--scale", "1",
             "--prompt", "the cat", "--max-new-tokens", "2", "--positions", "5"));
@@ -356,9 +376,11 @@ public class CliInputErrorTests : IDisposable
         // steer takes the generation penalties too, refusing bad ones by name.
         Assert.Contains("--freq-penalty Infinity: expected a finite number", OneLineError(CliRunner.Run("steer", "--model", _fx.ModelDir, "--sae", _fx.SaeDir,
             "--feature", "1", "--scale", "1", "--prompt", "the cat", "--max-new-tokens", "2", "--freq-penalty", "Infinity")));
-        (exit, _, err) = CliRunner.Run("steer", "--model", _fx.ModelDir, "--sae", _fx.SaeDir, "--feature", "1", "--scale", "1",
+        (exit, string output, err) = CliRunner.Run("steer", "--model", _fx.ModelDir, "--sae", _fx.SaeDir, "--feature", "1", "--scale", "1",
             "--prompt", "the cat", "--max-new-tokens", "2", "--runs", "1", "--temperature", "0", "--repetition-penalty", "1.5", "--freq-penalty", "0.2");
         Assert.True(exit == 0, err);
+        // The heading says how both runs were penalised.
+        Assert.Contains("feature 1 × 1 at hook_embed (repetition penalty 1.5, frequency penalty 0.2)", output);
     }
 
     /// <summary>sae eval on an activation file evaluates one --sae: a second is an error, not silently left out.</summary>

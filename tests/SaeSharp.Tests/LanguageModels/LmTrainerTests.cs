@@ -61,6 +61,41 @@ public class LmTrainerTests
         }
     }
 
+    /// <summary>Bad settings are refused before the output folder is made; a run that diverges before its first weights
+    /// leaves no folder; an existing model folder is not touched by a refused run.</summary>
+    [Fact]
+    public void Refused_or_diverged_runs_leave_nothing_behind()
+    {
+        var dir = Directory.CreateTempSubdirectory("lm-refused").FullName;
+        try
+        {
+            string corpus = Path.Combine(dir, "c.jsonl"), outDir = Path.Combine(dir, "model");
+            LabelledCorpus.Write(corpus, 9, 12);
+            LmTrainingOptions Tiny(double lr = 1e-3, int valDocs = 3) => new()
+            {
+                CorpusPath = corpus, OutDir = outDir, DModel = 16, NLayers = 1, NHeads = 2, DMlp = 32, ContextSize = 64,
+                BatchSize = 2, Steps = 3, WarmUpSteps = 1, CheckpointEverySteps = 0, ValidationDocuments = valDocs, Lr = lr,
+            };
+            foreach (double lr in new[] { double.NaN, double.PositiveInfinity, 0, -1 })
+                Assert.Contains($"--lr {lr}: expected a finite number > 0", Assert.Throws<SaeSharpException>(() => LmTrainer.Train(Tiny(lr))).Message);
+            Assert.Contains("--val-docs 0: no validation documents", Assert.Throws<SaeSharpException>(() => LmTrainer.Train(Tiny(valDocs: 0))).Message);
+            Assert.Contains("need more than the 12 held out", Assert.Throws<SaeSharpException>(() => LmTrainer.Train(Tiny(valDocs: 12))).Message);
+            Assert.False(Directory.Exists(outDir), "a refused run made its output folder");
+            // lr 1e30 overflows the weights at the first step: the loss of the second is not finite.
+            Assert.Contains("diverged", Assert.Throws<SaeSharpException>(() => LmTrainer.Train(Tiny(1e30))).Message);
+            Assert.False(Directory.Exists(outDir), "a diverged run left a folder without a model");
+            // A trained folder stays as it was when a later run into it is refused.
+            LmTrainer.Train(Tiny());
+            var before = Directory.GetFiles(outDir).ToDictionary(f => f, File.ReadAllBytes);
+            Assert.Throws<SaeSharpException>(() => LmTrainer.Train(Tiny(valDocs: 0) with { DModel = 32 }));
+            Assert.All(before, kv => Assert.Equal(kv.Value, File.ReadAllBytes(kv.Key)));
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
     [Fact]
     public void Learning_rate_warms_up_linearly_then_decays_by_cosine_to_a_tenth()
     {
