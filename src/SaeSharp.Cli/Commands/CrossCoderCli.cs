@@ -156,7 +156,11 @@ internal static class CrossCoderCli
                 // The fork takes the statistics from its caches before the first step; here from the first
                 // --normalizer-tokens tokens training reads (after the held-out windows), harvested in order (a pass of its
                 // own: the training stream is not consumed).
-                using var x = FirstRows(data, hooks, others, r.NormalizerTokens ?? DefaultNormalizerRows(r.BatchSize), layers, d, skipContexts: heldOut);
+                long asked = r.NormalizerTokens ?? DefaultNormalizerRows(r.BatchSize);
+                using var x = FirstRows(data, hooks, others, asked, layers, d, skipContexts: heldOut);
+                if (x.shape[0] < asked)
+                    Cli.ErrorLine($"note: the activation normaliser's statistics come from {x.shape[0]} rows, all the training windows of {data.DatasetPath} hold, " +
+                                  $"not the {asked} of {(r.NormalizerTokens is null ? "the default" : "--normalizer-tokens")}");
                 return CrossCoderTrainer.ActivationStatistics(x);
             } : null, new JsonObject { ["eval_held_out"] = true, ["eval_contexts"] = heldOut, ["eval_tokens"] = evalTokens });
     }

@@ -65,6 +65,9 @@ internal static class ProbeCommand
             if (!parse.GetValue(scr)) Cli.RefuseGiven(parse, "need --scr", spuriousField, spuriousClasses, scrN);
             else Cli.RefuseGiven(parse, "not with --scr (SCR trains its own three probes on --classes and --spurious-classes)", tpp, labels);
             if (parse.GetValue(scr)) Cli.RefuseGiven(parse, "not with --scr (its quadrants balance --label-field against --spurious-field)", balanceField);
+            foreach (var field in new Option<string?>[] { textField!, labelField!, spuriousField, balanceField })
+                if (parse.GetValue(field) is { } name && string.IsNullOrWhiteSpace(name))
+                    throw new SaeSharpException($"{field.Name}: expected a column name, got an empty value");
             var text = mean ? new TextProbingOptions
             {
                 ContextSize = parse.GetValue(ctx) ?? 128, TextField = parse.GetValue(textField)!, LabelField = parse.GetValue(labelField)!,

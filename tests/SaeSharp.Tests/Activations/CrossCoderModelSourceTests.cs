@@ -372,6 +372,14 @@ public class CrossCoderModelSourceTests : ModelTestBase
         Assert.NotEqual(0, exit);
         Assert.Contains("skipped the first 2 context windows", err);
         Assert.Contains("skips 4", err);
+        // More --normalizer-tokens than the training windows hold: the statistics of those there are, said in a note.
+        var many = args.ToArray();
+        many[Array.IndexOf(many, "--normalizer-tokens") + 1] = "1000000";
+        many[Array.IndexOf(many, "--out") + 1] = Sub("cc-many");
+        (exit, stdout, err) = CliRunner.Run(many);
+        Assert.True(exit == 0, err + stdout);
+        Assert.Contains("note: the activation normaliser's statistics come from", err);
+        Assert.Contains("not the 1000000 of --normalizer-tokens", err);
         // --normalizer-tokens needs the normaliser and a model run.
         (exit, _, err) = CliRunner.Run(["train", "--arch", "crosscoder", "--model", b, "--hooks", "blocks.0.hook_resid_post,blocks.1.hook_resid_post", "--dataset", data,
             "--normalizer-tokens", "48", "--out", Sub("cc-x")]);

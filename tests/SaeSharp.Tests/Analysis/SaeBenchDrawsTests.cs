@@ -220,6 +220,12 @@ public class SaeBenchDrawsTests
         bad = CliRunner.Run("probe", "--sae", "nowhere", "--model", "builtin", "--pooling", "mean", "--tpp", "--saebench-defaults", "--balance-field", "gender");
         Assert.NotEqual(0, bad.Exit);
         Assert.Contains("--balance-field: not with --saebench-defaults", bad.Err + bad.Out);
+        // An empty column name is named as such (it read as "no class field ''" on the first row).
+        bad = CliRunner.Run("probe", "--sae", "nowhere", "--model", "builtin", "--dataset", "x.jsonl", "--pooling", "mean", "--balance-field", " ");
+        Assert.NotEqual(0, bad.Exit);
+        Assert.Contains("--balance-field: expected a column name, got an empty value", bad.Err + bad.Out);
+        bad = CliRunner.Run("probe", "--sae", "nowhere", "--model", "builtin", "--dataset", "x.jsonl", "--pooling", "mean", "--label-field", "");
+        Assert.Contains("--label-field: expected a column name, got an empty value", bad.Err + bad.Out);
     }
 
     [Fact]
