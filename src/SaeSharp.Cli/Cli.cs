@@ -214,8 +214,23 @@ internal static partial class Cli
     private static void ReportError(ParseResult parse, Exception e)
     {
         var inner = e is not SaeSharpException && e.InnerException is SaeSharpException s ? s : e;
-        ErrorLine($"error: {inner.Message}");
+        ErrorLine($"error: {MessageOf(inner)}");
         if (parse.GetValue(Verbose)) Console.Error.WriteLine(e.ToString());
+    }
+
+    /// <summary>An error's message for the one line on stderr: libtorch's errors (<see cref="System.Runtime.InteropServices.ExternalException"/>)
+    /// without the C++ stack it appends ("Exception raised from …", "frame #0: …"; <c>--verbose</c> prints it), and its
+    /// allocator's out-of-memory error with what to make smaller.</summary>
+    internal static string MessageOf(Exception e)
+    {
+        if (e is not System.Runtime.InteropServices.ExternalException) return e.Message;
+        string m = e.Message;
+        int cut = m.IndexOf("Exception raised from", StringComparison.Ordinal);
+        if (cut >= 0) m = m[..cut];
+        m = m.Trim();
+        if (m.Contains("not enough memory", StringComparison.OrdinalIgnoreCase))
+            m += " (out of memory: use a smaller --batch-size, --context-size or model, or fewer tokens at once)";
+        return m;
     }
 
     /// <summary>The options of <paramref name="options"/> given on the command line (not left to their defaults), by name.</summary>

@@ -418,4 +418,24 @@ public class CliInputErrorTests : IDisposable
         var ok = CliRunner.Run("ablate", "--sae", sae, "--model", _fx.ModelDir, "--features", "1", "--prompt", "a b", "--hook", "hook_embed");
         Assert.True(ok.Exit == 0, ok.Err);
     }
+
+    /// <summary>libtorch's errors reach stderr as their first part, without the C++ stack it appends; its allocator's
+    /// out-of-memory error also says what to make smaller. A real libtorch error (a dimension out of range) and the allocator's
+    /// message as libtorch writes it.</summary>
+    [Fact]
+    public void LibtorchErrorsAreReportedWithoutTheirCppStack()
+    {
+        using var a = zeros(2, 3);
+        var e = Assert.ThrowsAny<System.Runtime.InteropServices.ExternalException>(() => TorchScalars.VectorNorm(a, 2, [7]));
+        Assert.Contains("Exception raised from", e.Message);
+        string line = global::SaeSharp.Cli.Cli.MessageOf(e);
+        Assert.Contains("Dimension out of range", line);
+        Assert.DoesNotContain("Exception raised from", line);
+        Assert.DoesNotContain("frame #", line);
+        var oom = new System.Runtime.InteropServices.ExternalException(
+            "DefaultCPUAllocator: not enough memory: you tried to allocate 160000000000 bytes.\nException raised from allocate_impl at /pytorch/c10/core/impl/alloc_cpu.cpp:124 (most recent call first):\nframe #0: c10::Error::Error + 0x8c");
+        Assert.Equal("DefaultCPUAllocator: not enough memory: you tried to allocate 160000000000 bytes. (out of memory: use a smaller --batch-size, " +
+                     "--context-size or model, or fewer tokens at once)", global::SaeSharp.Cli.Cli.MessageOf(oom));
+        Assert.Equal("plain", global::SaeSharp.Cli.Cli.MessageOf(new SaeSharpException("plain")));
+    }
 }
