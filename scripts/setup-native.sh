@@ -9,7 +9,6 @@ set -euo pipefail
 bash "$(dirname "${BASH_SOURCE[0]}")/setup-browser.sh"
 # qemu-aarch64 and the arm64 C runtime for the arm64 kernel check (a no-op when present; never fatal).
 bash "$(dirname "${BASH_SOURCE[0]}")/setup-arm64.sh"
-bash "$(dirname "${BASH_SOURCE[0]}")/setup-openblas.sh" # system OpenBLAS for the dense ReLU GEMMs (optional; never fatal)
 
 need=GLIBCXX_3.4.32
 
@@ -21,7 +20,11 @@ has_symbol() {
   return 1
 }
 
-has_symbol && exit 0
+# System OpenBLAS for the dense ReLU GEMMs (optional; never fatal). It runs after the trixie source is added so that a
+# fresh Debian 12 gets trixie's 0.3.29 (0.3.21 does not know recent Intel CPUs and runs SSE3 kernels there).
+openblas() { bash "$(dirname "${BASH_SOURCE[0]}")/setup-openblas.sh"; }
+
+has_symbol && { openblas; exit 0; }
 
 fail() { echo "setup: $*" >&2; exit 1; }
 
@@ -55,3 +58,4 @@ $SUDO apt-get update -qq >/dev/null
 $SUDO apt-get install -y -qq -t trixie libstdc++6 >/dev/null
 has_symbol || fail "installed trixie's libstdc++6 but $need is still missing."
 echo "setup: libstdc++ now provides $need." >&2
+openblas

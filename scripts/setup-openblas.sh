@@ -12,7 +12,18 @@ have_openblas() {
 }
 note() { echo "setup-openblas: $*" >&2; }
 
-have_openblas && exit 0
+trixie_source() { ls /etc/apt/sources.list.d/saesharp-trixie.* >/dev/null 2>&1; }
+# An OpenBLAS already installed (e.g. Debian 12's 0.3.21, pulled in by python3-torch before the trixie source existed)
+# is lifted to trixie's where that source is present and its version is newer; otherwise it is left alone.
+older_than_trixie() {
+  local installed newest
+  installed=$(dpkg-query -W -f='${Version}' libopenblas0-pthread 2>/dev/null) || return 1
+  newest=$(apt-cache madison libopenblas0-pthread 2>/dev/null | awk -F'|' '/trixie/ {gsub(/ /, "", $2); print $2; exit}')
+  [ -n "$installed" ] && [ -n "$newest" ] && dpkg --compare-versions "$installed" lt "$newest"
+}
+if have_openblas; then
+  trixie_source && older_than_trixie || exit 0
+fi
 command -v apt-get >/dev/null || { note "libopenblas.so.0 not found and apt-get is missing; GEMMs run through torch (install OpenBLAS to use it)."; exit 0; }
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
@@ -20,7 +31,7 @@ if [ "$(id -u)" -ne 0 ]; then
   SUDO=sudo
 fi
 target=()
-if ls /etc/apt/sources.list.d/saesharp-trixie.* >/dev/null 2>&1; then target=(-t trixie); fi
+if trixie_source; then target=(-t trixie); fi
 export DEBIAN_FRONTEND=noninteractive
 note "installing libopenblas0-pthread ${target[*]} ..."
 if ! $SUDO apt-get install -y -qq "${target[@]}" libopenblas0-pthread >/dev/null 2>&1; then
