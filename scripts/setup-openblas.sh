@@ -12,7 +12,8 @@ have_openblas() {
 }
 note() { echo "setup-openblas: $*" >&2; }
 
-trixie_source() { ls /etc/apt/sources.list.d/saesharp-trixie.* >/dev/null 2>&1; }
+SOURCES_DIR=${SAESHARP_APT_SOURCES_DIR:-/etc/apt/sources.list.d} # overridden by SetupScriptTests
+trixie_source() { ls "$SOURCES_DIR"/saesharp-trixie.* >/dev/null 2>&1; }
 # An OpenBLAS already installed (e.g. Debian 12's 0.3.21, pulled in by python3-torch before the trixie source existed)
 # is lifted to trixie's where that source is present and its version is newer; otherwise it is left alone.
 older_than_trixie() {
