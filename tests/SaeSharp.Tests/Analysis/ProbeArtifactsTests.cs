@@ -4,7 +4,6 @@ using SaeSharp.Corpus;
 using SaeSharp.Interop;
 using SaeSharp.IO;
 using SaeSharp.LanguageModels;
-using SaeSharp.Models;
 using SaeSharp.Pipelines;
 using SaeSharp.Saes;
 using SaeSharp.Tests.Cli;
@@ -15,24 +14,13 @@ namespace SaeSharp.Tests.Analysis;
 
 /// <summary><c>sae probe --artifacts</c>: the first call writes the model's activations, a second call with the same inputs
 /// reads them and runs no model (the rows reaching <c>hook_embed</c> are counted) and gives exactly the numbers of a call
-/// without artifacts; another --tokens or another dataset content makes a new file; a broken file is an error naming it.</summary>
-public sealed class ProbeArtifactsTests : IDisposable
+/// without artifacts; another --tokens or another dataset content makes a new file; a truncated or foreign file is an
+/// error naming it, left in place.</summary>
+public sealed class ProbeArtifactsTests : TempDirTestBase
 {
-    private readonly string _dir = Directory.CreateTempSubdirectory("probeart-").FullName;
-
-    public void Dispose() => Directory.Delete(_dir, true);
-
     private string Artifacts => Path.Combine(_dir, "artifacts");
 
     private string[] Files() => Directory.Exists(Artifacts) ? [.. Directory.GetFiles(Artifacts).Select(Path.GetFileName).Order()!] : [];
-
-    /// <summary>Rows run through the model, counted at its embedding.</summary>
-    private static (List<(string, Func<Tensor, Tensor?>)> Hooks, Func<long> Passes, Action Reset) Counter(ProcessedModel pm)
-    {
-        long passes = 0;
-        var hooks = new List<(string, Func<Tensor, Tensor?>)>(pm.Hooks ?? []) { ("hook_embed", t => { passes += t.shape[0]; return null; }) };
-        return (hooks, () => passes, () => passes = 0);
-    }
 
     private string Content(SparseProbingReport r)
     {
@@ -70,7 +58,7 @@ public sealed class ProbeArtifactsTests : IDisposable
         using var sae = SaeLoader.Load(saeDir);
         using var pm = ModelForSae.Load(BuiltinModel.Folder, [sae], [saeDir]);
         var tok = Tokenizer.FromFolder(BuiltinModel.Folder);
-        var (hooks, passes, reset) = Counter(pm);
+        var (hooks, passes, reset) = ProbeSweepTests.Counter(pm);
         var harvest = new LabelScoringOptions { Tokens = 6000, ContextSize = 32 };
         var options = new SparseProbingOptions { KValues = [1, 2], Labels = ["cat:colour", "cat:animal"] };
         var absorption = new AbsorptionOptions { Labels = ["cat:colour"] };
@@ -107,7 +95,7 @@ public sealed class ProbeArtifactsTests : IDisposable
         using var sae = SaeLoader.Load(f.SaeDir);
         using var pm = ModelForSae.Load(f.ModelDir, [sae], [f.SaeDir]);
         var tok = Tokenizer.FromFolder(f.ModelDir);
-        var (hooks, passes, reset) = Counter(pm);
+        var (hooks, passes, reset) = ProbeSweepTests.Counter(pm);
         string path = ProbeRows.Jsonl(Path.Combine(_dir, "classes.jsonl"), ProbeRows.Rows(400, 1));
         var text = new TextProbingOptions { ContextSize = 8, MinTexts = 5 };
         var probing = new SparseProbingOptions { KValues = [1, 2], TrainSetSize = 80, TestSetSize = 20 };
@@ -140,35 +128,21 @@ public sealed class ProbeArtifactsTests : IDisposable
         Assert.Equal(0, passes());
 
         // Other dataset content (same path): other texts, so the model runs again into a new file.
-        int before = Files().Length;
+        var before = Files();
         ProbeRows.Jsonl(path, ProbeRows.Rows(400, 2));
         reset();
-        TextProbing.Run([sae], pm.Model, hooks, tok, path, text, probing, artifacts: Fresh());
-        Assert.True(passes() > 0);
-        Assert.Equal(before + 1, Files().Length);
-    }
-
-    [Fact]
-    public void A_truncated_or_foreign_artifact_is_an_error_naming_the_file_and_is_left_in_place()
-    {
-        using var f = new AnalysisFixture();
-        using var sae = SaeLoader.Load(f.SaeDir);
-        using var pm = ModelForSae.Load(f.ModelDir, [sae], [f.SaeDir]);
-        var tok = Tokenizer.FromFolder(f.ModelDir);
-        string path = ProbeRows.Jsonl(Path.Combine(_dir, "classes.jsonl"), ProbeRows.Rows(200, 1));
-        var text = new TextProbingOptions { ContextSize = 8, MinTexts = 5 };
-        var probing = new SparseProbingOptions { KValues = [1], TrainSetSize = 60, TestSetSize = 20 };
-        void Run() => TextProbing.Run([sae], pm.Model, pm.Hooks, tok, path, text, probing, artifacts: new ProbeArtifacts(Artifacts).ForModel(f.ModelDir, pm));
+        void Run() => TextProbing.Run([sae], pm.Model, hooks, tok, path, text, probing, artifacts: Fresh());
         Run();
-        string file = Path.Combine(Artifacts, Assert.Single(Files()));
-        var bytes = File.ReadAllBytes(file);
+        Assert.True(passes() > 0);
+        string file = Path.Combine(Artifacts, Assert.Single(Files().Except(before)));
 
+        // A truncated file is an error naming it, and is left as it is.
+        var bytes = File.ReadAllBytes(file);
         File.WriteAllBytes(file, bytes[..(bytes.Length / 2)]);
         var e = Assert.Throws<SaeSharpException>(Run);
         Assert.StartsWith(file + ": not a readable sae probe artifact", e.Message);
         Assert.Contains("delete it", e.Message);
         Assert.Equal(bytes.Length / 2, new FileInfo(file).Length);
-
         // A whole file whose key is another's (copied over it): refused on the re-check of the key.
         using (var t = zeros(2, 2))
         using (var l = tensor(new long[] { 1, 1 }))
