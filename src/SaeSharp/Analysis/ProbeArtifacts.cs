@@ -140,7 +140,8 @@ internal sealed class HookActivations : IDisposable
         return x;
     }
 
-    /// <summary>After the pass: writes the recorded activations to the artifacts (temporary file renamed into place).</summary>
+    /// <summary>After the pass: writes the recorded activations to the artifacts (temporary file renamed into place; the
+    /// temporaries a killed run left there are removed first).</summary>
     public void Complete()
     {
         if (_artifacts is null || _stored is not null) return;
@@ -156,6 +157,7 @@ internal sealed class HookActivations : IDisposable
             }
         if (done.Any(d => !d)) throw new InvalidOperationException("a probe pass did not run every item");
         System.IO.Directory.CreateDirectory(_artifacts.Directory);
+        AtomicFile.RemoveAbandonedTemporaries(_artifacts.Directory); // those of killed runs
         SafeTensors.Save(_path!, [KeyValuePair.Create("acts", acts), KeyValuePair.Create("lengths", tensor(_items.Select(i => (long)i.Length).ToArray()))],
             new Dictionary<string, string> { [ProbeArtifacts.KeyField] = _key!.ToJsonString() });
         _artifacts.Note($"model activations written to {_path}");
@@ -164,7 +166,8 @@ internal sealed class HookActivations : IDisposable
     private static Tensor Read(string path, string key, IReadOnlyList<long[]> items, long positions)
     {
         static SaeSharpException Bad(string path, string why) =>
-            new($"{path}: not a readable sae probe artifact ({why}); delete it to compute the model's activations again");
+            new($"{path}: not a readable sae probe artifact ({(why.StartsWith(path + ": ", StringComparison.Ordinal) ? why[(path.Length + 2)..] : why)}); " +
+                "delete it to compute the model's activations again");
         SafeTensorsFile file;
         try { file = SafeTensorsFile.Open(path); }
         catch (Exception e) when (e is SaeSharpException or IOException) { throw Bad(path, e.Message); }
