@@ -40,12 +40,14 @@ internal static class ProbeCommand
         var scrN = new Option<string?>("--scr-n") { Description = $"--scr: comma-separated numbers of latents to ablate (default: {string.Join(",", TppOptions.DefaultNValues)}, those up to d_sae)" };
         var saebench = new Option<bool>("--saebench-defaults") { Description = "--scr, --tpp: SAEBench's datasets (hf:LabHC/bias_in_bios and hf:canrager/amazon_reviews_mcauley_1and5, their train/test splits) with its value pairs (--scr, four each) or classes (--tpp, five each, balanced by gender / rating as --balance-field does) in place of --dataset, --classes, --balance-field, --spurious-field and --spurious-classes; implies --strict-sizes" };
         var strict = new Option<bool>("--strict-sizes") { Description = "--scr, --tpp: refuse data smaller than SAEBench's sets (SCR: 1000 training and 250 test texts per quadrant; TPP: 2000 and 500 per class) with an error naming the counts, where the sets otherwise shrink to the data with a warning" };
+        var artifactsDir = new Option<string?>("--artifacts") { Description = "Folder of the model's activations (SAEBench's artifacts_folder): each pass's are written there, and a later call reading the same tokens of the same model at the same hook reads them instead of running the model" };
         var json = new Option<string?>("--json") { Description = "Write the means (SAEBench's key names), every task and the absorption details to this JSON file" };
         var command = new Command("probe", "k-sparse probing of SAE features against token labels, with a probe on the whole activation as baseline (SAEBench's sparse probing; --absorption: feature absorption)")
-            { sae, model, dataset, pooling, tokens, ctx, textField, labelField, classes, balanceField, texts, labels, absorption, absorptionLabels, tpp, tppN, scr, spuriousField, spuriousClasses, scrN, saebench, strict, json };
+            { sae, model, dataset, pooling, tokens, ctx, textField, labelField, classes, balanceField, texts, labels, absorption, absorptionLabels, tpp, tppN, scr, spuriousField, spuriousClasses, scrN, saebench, strict, artifactsDir, json };
         Cli.SetAction(command, parse =>
         {
             var saes = parse.GetValue(sae)!;
+            var artifacts = parse.GetValue(artifactsDir) is { } artifactsPath ? new ProbeArtifacts(artifactsPath) : null;
             if (parse.GetValue(json) is { } jsonOut)
                 for (int i = 0; i < saes.Length; i++)
                     OutputGuard.RefuseBadOutputFile("--json", SaeCommands.SaeBenchPath(i, saes.Length, jsonOut), [.. saes.Select(s => new CommandInput("--sae", s, InputKind.Sae)),
@@ -97,7 +99,8 @@ internal static class ProbeCommand
                 }
                 IReadOnlyList<SaeBenchRun> runs = [];
                 var scrReports = CliProgress.Run("scr", progress => AnalysisPipeline.ScrSuite(saes, ModelSource.Resolve(parse.GetValue(model)!),
-                    suite, text! with { Classes = null, Progress = progress }, loaded: r => runs = r));
+                    suite, text! with { Classes = null, Progress = progress }, loaded: r => runs = r, artifacts: artifacts));
+                PrintNotes(artifacts);
                 for (int i = 0; i < saes.Length; i++)
                 {
                     var scrReport = scrReports[i];
@@ -135,7 +138,8 @@ internal static class ProbeCommand
                 IReadOnlyList<SaeBenchRun> runs = [];
                 var probing = new SparseProbingOptions { Labels = List(parse.GetValue(labels)) };
                 var tppReports = CliProgress.Run("tpp", progress => AnalysisPipeline.TppSuite(saes, ModelSource.Resolve(parse.GetValue(model)!),
-                    suite, text! with { Progress = progress }, probing, tppOptions, loaded: r => runs = r));
+                    suite, text! with { Progress = progress }, probing, tppOptions, loaded: r => runs = r, artifacts: artifacts));
+                PrintNotes(artifacts);
                 for (int i = 0; i < saes.Length; i++)
                 {
                     var tppReport = tppReports[i];
@@ -162,7 +166,8 @@ internal static class ProbeCommand
                 datasetPath,
                 new LabelScoringOptions { Tokens = parse.GetValue(tokens), ContextSize = parse.GetValue(ctx), Progress = progress },
                 sparse, absorb,
-                text is null ? null : text with { Progress = progress }, loaded: r => probeRuns = r));
+                text is null ? null : text with { Progress = progress }, loaded: r => probeRuns = r, artifacts: artifacts));
+            PrintNotes(artifacts);
             for (int i = 0; i < saes.Length; i++)
             {
                 SaeHeading(saes, i);
@@ -184,6 +189,12 @@ internal static class ProbeCommand
             return 0;
         });
         return command;
+    }
+
+    /// <summary>--artifacts: one line per model pass, the file its activations came from (no model pass) or went to.</summary>
+    private static void PrintNotes(ProbeArtifacts? artifacts)
+    {
+        foreach (var line in artifacts?.Notes ?? []) Console.WriteLine(line);
     }
 
     /// <summary>With several --sae, the line naming SAE <paramref name="i"/> above its tables (<c>_sae{i}</c>: its --json suffix).</summary>

@@ -2,6 +2,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using SaeSharp.Activations;
 using SaeSharp.Corpus;
+using SaeSharp.Hooks;
 using SaeSharp.Interop;
 using SaeSharp.Models;
 using SaeSharp.Saes;
@@ -105,9 +106,10 @@ public static class LabelScoring
     /// <summary><see cref="Harvest(Sae, HookedTransformer, IReadOnlyList{ValueTuple{string, Func{Tensor, Tensor}}}, ITextTokenizer, string, LabelScoringOptions)"/>
     /// for several SAEs at one hook (<see cref="ProbeSaes.SharedHook"/>) in one pass of the model: the activations, labels
     /// and halves are kept once, each SAE's features (<see cref="LabelledActivations.PerSae"/>) beside them;
-    /// <paramref name="names"/> name the SAEs in errors.</summary>
+    /// <paramref name="names"/> name the SAEs in errors; with <paramref name="artifacts"/> the hook's activations of the
+    /// windows are kept there, or read from there with no model run (<see cref="ProbeArtifacts"/>).</summary>
     internal static LabelledActivations Harvest(IReadOnlyList<Sae> saes, HookedTransformer model, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks,
-        ITextTokenizer tokenizer, string datasetPath, LabelScoringOptions options, IReadOnlyList<string>? names = null)
+        ITextTokenizer tokenizer, string datasetPath, LabelScoringOptions options, IReadOnlyList<string>? names = null, ProbeArtifacts? artifacts = null)
     {
         string hook = ProbeSaes.SharedHook(model, saes, names);
         string neuronHook = model.HookPoints.Resolve(options.NeuronHook ?? hook);
@@ -120,6 +122,9 @@ public static class LabelScoring
         List<string> cacheNames = [.. new[] { hook, neuronHook }.Distinct()];
         cacheNames.AddRange([.. ModelActivationHarvester.RoutingHooks(model.HookPoints, cacheNames)]);
         bool routedOnly = cacheNames.Count > (hook == neuronHook ? 1 : 2);
+        if (artifacts is not null && (routedOnly || neuronHook != hook))
+            throw new SaeSharpException($"--artifacts keeps the activations of the SAE's hook only, of every position: not at an MoE expert's hook ({hook}) or with another neuron hook");
+        using var source = HookActivations.For(artifacts, "token windows", hook, windows, options.BatchSize, model.Device);
 
         var featRows = saes.Select(_ => new List<SparseRows>()).ToList();
         var neuronRows = new List<Tensor>();
@@ -137,16 +142,21 @@ public static class LabelScoring
                 {
                     var idx = group.ToArray();
                     var tokens = tensor(idx.SelectMany(w => windows[w]).ToArray()).view(idx.Length, -1);
-                    var (_, cache) = model.Run(tokens, new RunOptions { CacheNames = cacheNames, Hooks = modelHooks, StopAtLayer = stopAt });
+                    ActivationCache? cache = null;
+                    var x = source.Get(idx, tokens.shape[1], () =>
+                    {
+                        cache = model.Run(tokens, new RunOptions { CacheNames = cacheNames, Hooks = modelHooks, StopAtLayer = stopAt }).Cache;
+                        return cache![hook];
+                    });
                     using (cache)
                     {
-                        var x = cache![hook];
-                        var n = cache[neuronHook];
+                        var n = cache is null ? x : cache[neuronHook];
                         if (x.dim() != 3) throw new SaeSharpException($"hook '{hook}' gives [{string.Join(", ", x.shape)}]; score-labels needs [batch, pos, d]");
                         if (n.dim() != 3) throw new SaeSharpException($"hook '{neuronHook}' gives [{string.Join(", ", n.shape)}]; score-labels needs [batch, pos, d]");
                         var keep = new List<long>();
                         long s = x.shape[1];
-                        var rows = ModelActivationHarvester.KeepRouted(ones(idx.Length, s, ScalarType.Bool), model.HookPoints, [hook, neuronHook], cache)
+                        var all = ones(idx.Length, s, ScalarType.Bool);
+                        var rows = (cache is null ? all : ModelActivationHarvester.KeepRouted(all, model.HookPoints, [hook, neuronHook], cache))
                             .reshape(-1).data<bool>().ToArray();
                         for (int bi = 0; bi < idx.Length; bi++)
                             for (int p = 0; p < s; p++)
@@ -167,6 +177,7 @@ public static class LabelScoring
                     progress.Add(idx.Sum(w => (long)windows[w].Length));
                 }
             }
+            source.Complete();
             if (tokenLabels.Count == 0)
                 throw new SaeSharpException(routedOnly ? $"{datasetPath}: no labelled token of the {windows.Sum(w => (long)w.Length)} read was routed to the expert of {hook}" +
                                                          (neuronHook == hook ? "" : $" and {neuronHook}") + "; give more tokens (--tokens)"

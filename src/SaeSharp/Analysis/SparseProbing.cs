@@ -135,13 +135,13 @@ public static class SparseProbing
     /// <summary><see cref="Run(Sae, HookedTransformer, IReadOnlyList{ValueTuple{string, Func{Tensor, Tensor}}}, ITextTokenizer, string, LabelScoringOptions, SparseProbingOptions, AbsorptionOptions)"/>
     /// for several SAEs at one hook in one pass of the model: the model's activations (and the probes on them) are shared,
     /// each SAE gets its report, in order. SAEs at different hooks or of different d_in are an error naming the SAE
-    /// (<paramref name="names"/>, else its position).</summary>
+    /// (<paramref name="names"/>, else its position). <paramref name="artifacts"/>: see <see cref="ProbeArtifacts"/>.</summary>
     public static IReadOnlyList<SparseProbingReport> Run(IReadOnlyList<Sae> saes, HookedTransformer model, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks,
         ITextTokenizer tokenizer, string datasetPath, LabelScoringOptions harvest, SparseProbingOptions options, AbsorptionOptions? absorption = null,
-        IReadOnlyList<string>? names = null)
+        IReadOnlyList<string>? names = null, ProbeArtifacts? artifacts = null)
     {
         ArgumentNullException.ThrowIfNull(saes);
-        using var h = LabelScoring.Harvest(saes, model, modelHooks, tokenizer, datasetPath, harvest with { NeuronHook = null }, names);
+        using var h = LabelScoring.Harvest(saes, model, modelHooks, tokenizer, datasetPath, harvest with { NeuronHook = null }, names, artifacts);
         var evaluated = EvaluateSparse(h.PerSae, h.Neurons, h.TokenLabels, h.LabelNames, h.Fit, options);
         var reports = new List<SparseProbingReport>();
         for (int i = 0; i < saes.Count; i++)

@@ -188,9 +188,10 @@ public static class SpuriousCorrelationRemoval
     /// <summary><see cref="RunSuite(Sae, HookedTransformer, IReadOnlyList{ValueTuple{string, Func{Tensor, Tensor}}}, ITextTokenizer, IReadOnlyList{ScrDataset}, TextProbingOptions, Hub.HfHubOptions?)"/>
     /// for several SAEs at one hook: each dataset's texts run through the model once, their pooled activations and the
     /// three probes of each pair shared, each SAE's pooled latents (kept as non-zeros, made dense one SAE at a time) ranked
-    /// and ablated; one suite report per SAE, in order (<paramref name="names"/> name the SAEs in errors).</summary>
+    /// and ablated; one suite report per SAE, in order (<paramref name="names"/> name the SAEs in errors; <paramref name="artifacts"/>: see <see cref="ProbeArtifacts"/>).</summary>
     public static IReadOnlyList<ScrSuiteReport> RunSuite(IReadOnlyList<Sae> saes, HookedTransformer model, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks,
-        ITextTokenizer tokenizer, IReadOnlyList<ScrDataset> datasets, TextProbingOptions text, Hub.HfHubOptions? hub = null, IReadOnlyList<string>? names = null)
+        ITextTokenizer tokenizer, IReadOnlyList<ScrDataset> datasets, TextProbingOptions text, Hub.HfHubOptions? hub = null, IReadOnlyList<string>? names = null,
+        ProbeArtifacts? artifacts = null)
     {
         ArgumentNullException.ThrowIfNull(saes);
         string hook = ProbeSaes.SharedHook(model, saes, names);
@@ -213,7 +214,7 @@ public static class SpuriousCorrelationRemoval
             }).ToList();
             var used = sets.SelectMany(x => x.train.Rows().Concat(x.test.Rows())).Distinct().Order().ToArray();
             var at = used.Select((r, i) => (r, i)).ToDictionary(t => t.r, t => t.i);
-            var (pooledHook, features, acts) = TextProbing.PoolSparse(saes, model, modelHooks, tokenizer, [.. used.Select(r => data.Texts[r])], text);
+            var (pooledHook, features, acts) = TextProbing.PoolSparse(saes, model, modelHooks, tokenizer, [.. used.Select(r => data.Texts[r])], text, artifacts);
             using var _ = acts;
             using var dsScope = NewDisposeScope();
             var dense = features.Select((f, i) => (f.ToDenseFloat32(), decoders[i].WDec, (Tensor?)decoders[i].Decoder)).ToList();

@@ -222,10 +222,10 @@ public static class TargetedProbePerturbation
     /// <summary><see cref="RunSuite(Sae, HookedTransformer, IReadOnlyList{ValueTuple{string, Func{Tensor, Tensor}}}, ITextTokenizer, IReadOnlyList{TppDataset}, TextProbingOptions, SparseProbingOptions, TppOptions, Hub.HfHubOptions?)"/>
     /// for several SAEs at one hook: each dataset's texts run through the model once, their pooled activations and the
     /// class probes on them shared, each SAE's pooled latents (kept as non-zeros, made dense one SAE at a time) ranked and
-    /// ablated; one suite report per SAE, in order (<paramref name="names"/> name the SAEs in errors).</summary>
+    /// ablated; one suite report per SAE, in order (<paramref name="names"/> name the SAEs in errors; <paramref name="artifacts"/>: see <see cref="ProbeArtifacts"/>).</summary>
     public static IReadOnlyList<TppSuiteReport> RunSuite(IReadOnlyList<Sae> saes, HookedTransformer model, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks,
         ITextTokenizer tokenizer, IReadOnlyList<TppDataset> datasets, TextProbingOptions text, SparseProbingOptions options, TppOptions tpp,
-        Hub.HfHubOptions? hub = null, IReadOnlyList<string>? names = null)
+        Hub.HfHubOptions? hub = null, IReadOnlyList<string>? names = null, ProbeArtifacts? artifacts = null)
     {
         ArgumentNullException.ThrowIfNull(saes);
         string hook = ProbeSaes.SharedHook(model, saes, names);
@@ -240,7 +240,7 @@ public static class TargetedProbePerturbation
         {
             var dsText = text with { TextField = ds.TextField, LabelField = ds.LabelField, Classes = ds.Classes, BalanceField = ds.BalanceField ?? text.BalanceField };
             var data = TextProbing.Read(ds.Path, dsText, options.TrainSetSize, options.TestSetSize, options.Seed, hub);
-            var (pooledHook, features, acts) = TextProbing.PoolSparse(saes, model, modelHooks, tokenizer, data.Texts, dsText);
+            var (pooledHook, features, acts) = TextProbing.PoolSparse(saes, model, modelHooks, tokenizer, data.Texts, dsText, artifacts);
             using var _ = acts;
             using var dsScope = NewDisposeScope();
             var dense = features.Select((f, i) => (f.ToDenseFloat32(), decoders[i].WDec, (Tensor?)decoders[i].Decoder)).ToList();

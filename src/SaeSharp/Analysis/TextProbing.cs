@@ -1,6 +1,7 @@
 using SaeSharp.Activations;
 using SaeSharp.Corpus;
 using SaeSharp.Data;
+using SaeSharp.Hooks;
 using SaeSharp.Models;
 using SaeSharp.Saes;
 using SaeSharp.Tokenizers;
@@ -79,14 +80,15 @@ public static class TextProbing
     /// <summary><see cref="Run(Sae, HookedTransformer, IReadOnlyList{ValueTuple{string, Func{Tensor, Tensor}}}, ITextTokenizer, string, TextProbingOptions, SparseProbingOptions)"/>
     /// for several SAEs at one hook: the texts are read and run through the model once, the pooled activations and the
     /// probes on them shared, each SAE's pooled features probed; one report per SAE, in order (<paramref name="names"/>
-    /// name the SAEs in errors).</summary>
+    /// name the SAEs in errors; <paramref name="artifacts"/>: see <see cref="ProbeArtifacts"/>).</summary>
     public static IReadOnlyList<SparseProbingReport> Run(IReadOnlyList<Sae> saes, HookedTransformer model, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks,
-        ITextTokenizer tokenizer, string datasetPath, TextProbingOptions text, SparseProbingOptions options, IReadOnlyList<string>? names = null)
+        ITextTokenizer tokenizer, string datasetPath, TextProbingOptions text, SparseProbingOptions options, IReadOnlyList<string>? names = null,
+        ProbeArtifacts? artifacts = null)
     {
         ArgumentNullException.ThrowIfNull(saes);
         ProbeSaes.SharedHook(model, saes, names);
         var data = Read(datasetPath, text, options.TrainSetSize, options.TestSetSize, options.Seed);
-        var (hook, features, acts) = PoolSparse(saes, model, modelHooks, tokenizer, data.Texts, text);
+        var (hook, features, acts) = PoolSparse(saes, model, modelHooks, tokenizer, data.Texts, text, artifacts);
         using var _ = acts;
         var labels = options.Labels ?? (data.OneClassEach ? data.Names : null);
         return [.. SparseProbing.EvaluateSparse(features, acts, data.Labels, data.Names, data.Fit,
@@ -140,16 +142,18 @@ public static class TextProbing
     }
 
     /// <summary><see cref="Pool"/> keeping only the non-zeros of the pooled features, batch by batch: memory follows them,
-    /// not texts × d_sae. Returns the hook, the features and the pooled activations [texts, d] (float32, CPU).</summary>
+    /// not texts × d_sae. Returns the hook, the features and the pooled activations [texts, d] (float32, CPU). With
+    /// <paramref name="artifacts"/> the hook's activations of the texts are kept there, or read from there with no model run.</summary>
     internal static (string Hook, IReadOnlyList<SparseRows> Features, Tensor Acts) PoolSparse(IReadOnlyList<Sae> saes, HookedTransformer model,
-        IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks, ITextTokenizer tokenizer, IReadOnlyList<string> texts, TextProbingOptions options)
+        IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks, ITextTokenizer tokenizer, IReadOnlyList<string> texts, TextProbingOptions options,
+        ProbeArtifacts? artifacts = null)
     {
         var features = new SparseRows?[saes.Count];
         string hook = PoolBatches(saes, model, modelHooks, tokenizer, texts, options, (s, rows, pf) =>
         {
             features[s] ??= new SparseRows(texts.Count, (int)pf.shape[1]);
             features[s]!.SetRows(rows, pf);
-        }, out var acts);
+        }, out var acts, artifacts);
         return (hook, [.. features.Select(f => f!)], acts);
     }
 
@@ -158,7 +162,8 @@ public static class TextProbing
     /// <paramref name="features"/> receives each batch's SAE index, text indices and pooled features [batch, d_sae]
     /// (float32, CPU); the pooled activations come back whole in <paramref name="acts"/> [texts, d].</summary>
     private static string PoolBatches(IReadOnlyList<Sae> saes, HookedTransformer model, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks,
-        ITextTokenizer tokenizer, IReadOnlyList<string> texts, TextProbingOptions options, Action<int, long[], Tensor> features, out Tensor acts)
+        ITextTokenizer tokenizer, IReadOnlyList<string> texts, TextProbingOptions options, Action<int, long[], Tensor> features, out Tensor acts,
+        ProbeArtifacts? artifacts = null)
     {
         if (options.ContextSize < 1) throw new SaeSharpException($"context size must be positive, got {options.ContextSize}");
         if (texts.Count == 0) throw new SaeSharpException("mean pooling: no texts");
@@ -173,6 +178,7 @@ public static class TextProbing
             if (!keep[i].Any(v => v))
                 throw new SaeSharpException($"text {i} has no token besides BOS, EOS and padding to average (empty text?): \"{(texts[i].Length > 60 ? texts[i][..60] + "…" : texts[i])}\"");
         var progress = new ProgressCounter(options.Progress, "texts", texts.Count);
+        using var source = HookActivations.For(artifacts, "texts", hook, ids, options.BatchSize, model.Device);
         Tensor? pooled = null;
         try
         {
@@ -187,10 +193,14 @@ public static class TextProbing
                 using var scope = NewDisposeScope();
                 var tokens = tensor(idx.SelectMany(i => ids[i]).ToArray()).view(idx.Length, len);
                 var mask = tensor(idx.SelectMany(i => keep[i]).ToArray()).view(idx.Length, len);
-                var (_, cache) = model.Run(tokens, new RunOptions { CacheNames = [hook], Hooks = modelHooks, StopAtLayer = stopAt });
+                ActivationCache? cache = null;
+                var x = source.Get(idx, len, () =>
+                {
+                    cache = model.Run(tokens, new RunOptions { CacheNames = [hook], Hooks = modelHooks, StopAtLayer = stopAt }).Cache;
+                    return cache![hook];
+                });
                 using (cache)
                 {
-                    var x = cache![hook];
                     if (x.dim() != 3) throw new SaeSharpException($"hook '{hook}' gives [{string.Join(", ", x.shape)}]; mean pooling needs [batch, pos, d]");
                     var px = MeanPool(x, mask).cpu();
                     pooled ??= zeros(texts.Count, px.shape[1], ScalarType.Float32).DetachFromDisposeScope();
@@ -206,6 +216,7 @@ public static class TextProbing
                 progress.Add(idx.Length);
                 start = end;
             }
+            source.Complete();
             acts = pooled!;
             pooled = null;
             return hook;

@@ -215,22 +215,25 @@ public static class AnalysisPipeline
     /// SAE) and their model once, runs the model once over the data and evaluates every SAE on those activations; one report
     /// per SAE, in order. <paramref name="loaded"/> receives each SAE's <see cref="SaeBenchRun"/>.</summary>
     public static IReadOnlyList<SparseProbingReport> Probe(IReadOnlyList<string> saePaths, string modelFolder, string datasetPath, LabelScoringOptions harvest,
-        SparseProbingOptions options, AbsorptionOptions? absorption = null, TextProbingOptions? text = null, Action<IReadOnlyList<SaeBenchRun>>? loaded = null)
+        SparseProbingOptions options, AbsorptionOptions? absorption = null, TextProbingOptions? text = null, Action<IReadOnlyList<SaeBenchRun>>? loaded = null,
+        ProbeArtifacts? artifacts = null)
     {
         if (text is not null && absorption is not null)
             throw new SaeSharpException("feature absorption is measured on token labels; it cannot be combined with mean pooling");
-        return WithSaes(saePaths, modelFolder, loaded, (saes, pm) =>
+        return WithSaes(saePaths, modelFolder, loaded, artifacts, (saes, pm) =>
         {
             var tokenizer = Tokenizer.FromFolder(harvest.TokenizerPath ?? modelFolder);
             return text is null
-                ? SparseProbing.Run(saes, pm.Model, pm.Hooks, tokenizer, datasetPath, harvest, options, absorption, saePaths)
-                : TextProbing.Run(saes, pm.Model, pm.Hooks, tokenizer, datasetPath, text, options, saePaths);
+                ? SparseProbing.Run(saes, pm.Model, pm.Hooks, tokenizer, datasetPath, harvest, options, absorption, saePaths, artifacts)
+                : TextProbing.Run(saes, pm.Model, pm.Hooks, tokenizer, datasetPath, text, options, saePaths, artifacts);
         });
     }
 
     /// <summary>Loads the SAEs at <paramref name="saePaths"/> and, once, the model they share (<see cref="ModelForSae.Load(string, IReadOnlyList{Sae}, IReadOnlyList{string})"/>),
-    /// checks they read one hook with one d_in, tells <paramref name="loaded"/> their runs and calls <paramref name="run"/>.</summary>
-    private static T WithSaes<T>(IReadOnlyList<string> saePaths, string modelFolder, Action<IReadOnlyList<SaeBenchRun>>? loaded, Func<IReadOnlyList<Sae>, Models.ProcessedModel, T> run)
+    /// checks they read one hook with one d_in, binds <paramref name="artifacts"/> to the model, tells <paramref name="loaded"/>
+    /// their runs and calls <paramref name="run"/>.</summary>
+    private static T WithSaes<T>(IReadOnlyList<string> saePaths, string modelFolder, Action<IReadOnlyList<SaeBenchRun>>? loaded, ProbeArtifacts? artifacts,
+        Func<IReadOnlyList<Sae>, Models.ProcessedModel, T> run)
     {
         ArgumentNullException.ThrowIfNull(saePaths);
         if (saePaths.Count == 0) throw new SaeSharpException("sae probe: give at least one --sae");
@@ -242,6 +245,7 @@ public static class AnalysisPipeline
             foreach (var p in saePaths) saes.Add(Interop.SaeLoader.Load(p));
             using var pm = ModelForSae.Load(modelFolder, saes, saePaths);
             ProbeSaes.SharedHook(pm.Model, saes, saePaths);
+            artifacts?.ForModel(modelFolder, pm);
             loaded?.Invoke([.. saes.Select((s, i) => SaeBenchRunOf(s.Cfg, saePaths[i], modelFolder))]);
             return run(saes, pm);
         }
@@ -261,9 +265,10 @@ public static class AnalysisPipeline
     /// their model once, then <c>TargetedProbePerturbation.RunSuite</c> (each dataset's texts through the model once);
     /// one suite report per SAE, in order.</summary>
     public static IReadOnlyList<TppSuiteReport> TppSuite(IReadOnlyList<string> saePaths, string modelFolder, IReadOnlyList<TppDataset> datasets, TextProbingOptions text,
-        SparseProbingOptions options, TppOptions tpp, string? tokenizerPath = null, Action<IReadOnlyList<SaeBenchRun>>? loaded = null) =>
-        WithSaes(saePaths, modelFolder, loaded, (saes, pm) =>
-            TargetedProbePerturbation.RunSuite(saes, pm.Model, pm.Hooks, Tokenizer.FromFolder(tokenizerPath ?? modelFolder), datasets, text, options, tpp, names: saePaths));
+        SparseProbingOptions options, TppOptions tpp, string? tokenizerPath = null, Action<IReadOnlyList<SaeBenchRun>>? loaded = null, ProbeArtifacts? artifacts = null) =>
+        WithSaes(saePaths, modelFolder, loaded, artifacts, (saes, pm) =>
+            TargetedProbePerturbation.RunSuite(saes, pm.Model, pm.Hooks, Tokenizer.FromFolder(tokenizerPath ?? modelFolder), datasets, text, options, tpp, names: saePaths,
+                artifacts: artifacts));
 
     /// <summary><c>sae probe --pooling mean --scr</c>: loads the SAE and its model, then <c>SpuriousCorrelationRemoval.Run</c>
     /// on the texts of <paramref name="datasetPath"/>.</summary>
@@ -273,9 +278,10 @@ public static class AnalysisPipeline
     /// <summary><c>sae probe --pooling mean --scr</c> over several datasets, value pairs and SAEs (all at one hook): loads the
     /// SAEs and their model once, then <c>SpuriousCorrelationRemoval.RunSuite</c>; one suite report per SAE, in order.</summary>
     public static IReadOnlyList<ScrSuiteReport> ScrSuite(IReadOnlyList<string> saePaths, string modelFolder, IReadOnlyList<ScrDataset> datasets, TextProbingOptions text,
-        string? tokenizerPath = null, Action<IReadOnlyList<SaeBenchRun>>? loaded = null) =>
-        WithSaes(saePaths, modelFolder, loaded, (saes, pm) =>
-            SpuriousCorrelationRemoval.RunSuite(saes, pm.Model, pm.Hooks, Tokenizer.FromFolder(tokenizerPath ?? modelFolder), datasets, text, names: saePaths));
+        string? tokenizerPath = null, Action<IReadOnlyList<SaeBenchRun>>? loaded = null, ProbeArtifacts? artifacts = null) =>
+        WithSaes(saePaths, modelFolder, loaded, artifacts, (saes, pm) =>
+            SpuriousCorrelationRemoval.RunSuite(saes, pm.Model, pm.Hooks, Tokenizer.FromFolder(tokenizerPath ?? modelFolder), datasets, text, names: saePaths,
+                artifacts: artifacts));
 
     /// <summary>What SAEBench's outputs record of a run of the SAE at <paramref name="saePath"/> (config <paramref name="cfg"/>)
     /// on the model at <paramref name="modelFolder"/> in the dtype the SAE records: the model's name, the dtype, the SAELens

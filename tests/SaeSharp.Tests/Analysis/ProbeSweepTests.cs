@@ -72,7 +72,7 @@ public sealed class ProbeSweepTests : IDisposable
     }
 
     /// <summary>The model's rows counted at its embedding (one count per text or window run through the model).</summary>
-    private static (List<(string, Func<Tensor, Tensor?>)> Hooks, Func<long> Passes, Action Reset) Counter(ProcessedModel pm)
+    internal static (List<(string, Func<Tensor, Tensor?>)> Hooks, Func<long> Passes, Action Reset) Counter(ProcessedModel pm)
     {
         long passes = 0;
         var hooks = new List<(string, Func<Tensor, Tensor?>)>(pm.Hooks ?? []) { ("hook_embed", t => { passes += t.shape[0]; return null; }) };
