@@ -12,7 +12,7 @@ cd "$work"
 dotnet new console -o app --framework net10.0 >/dev/null
 cd app
 dotnet add reference "$root/src/SaeSharp/SaeSharp.csproj" >/dev/null
-sed -i 's#<Nullable>enable</Nullable>#<Nullable>enable</Nullable><TreatWarningsAsErrors>true</TreatWarningsAsErrors>#' app.csproj
+sed -i 's#<Nullable>enable</Nullable>#<Nullable>enable</Nullable><TreatWarningsAsErrors>true</TreatWarningsAsErrors><TieredCompilationQuickJitForLoops>false</TieredCompilationQuickJitForLoops>#' app.csproj
 cat > Program.cs <<'CS'
 using SaeSharp.Interop;
 using SaeSharp.Interventions;

@@ -34,7 +34,8 @@ internal static class OutputGuard
     }
 
     /// <summary>Throws when <paramref name="output"/> (given as <paramref name="flag"/>), or one of the files
-    /// <paramref name="written"/> into it when it is a folder, is or would replace one of <paramref name="inputs"/>.
+    /// <paramref name="written"/> into it when it is a folder, is or would replace one of <paramref name="inputs"/>, and,
+    /// for a folder (<paramref name="written"/> given, perhaps empty), when it is an existing file.
     /// Inputs that are not local paths (a release or <c>hf:</c> name) are skipped.</summary>
     public static void RefuseReplacingInput(string flag, string output, IEnumerable<string>? written, params CommandInput[] inputs)
     {
@@ -64,6 +65,8 @@ internal static class OutputGuard
                 throw new SaeSharpException($"{flag} {output}{part}: would {what}, which this command reads; give another {(written is null ? "file" : "folder")}");
             }
         }
+        if (written is not null && File.Exists(output))
+            throw new SaeSharpException($"{flag} {output}: is a file, not a folder; give a folder path (this command writes several files)");
     }
 
     /// <summary><see cref="RefuseReplacingInput(string, string, IEnumerable{string}?, CommandInput[])"/> for an output file.</summary>

@@ -100,4 +100,21 @@ public class ReadmeSamplesTests
         Assert.Equal(blocks.Count, blocks.Select(b => b.Name).Distinct().Count());
         Assert.All(blocks, b => Assert.True(ReadmeSamples.Region(b.Name) is not null, $"no test has the region readme-sample {b.Name}"));
     }
+
+    // The CLI's runtime settings (sae.runtimeconfig.json, copied here with the CLI) that a user's own project must repeat
+    // are named where such a user reads: the README's "The library" section, before its first sample.
+    [Fact]
+    public void The_library_section_names_the_clis_runtime_settings_a_users_project_needs()
+    {
+        var config = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(AppContext.BaseDirectory, "sae.runtimeconfig.json")))!;
+        Assert.Equal(false, (bool?)config["runtimeOptions"]!["configProperties"]!["System.Runtime.TieredCompilation.QuickJitForLoops"]);
+        string readme = ReadmeSamples.Readme;
+        int start = readme.IndexOf("\n## The library\n", StringComparison.Ordinal);
+        int firstSample = readme.IndexOf("```csharp", start, StringComparison.Ordinal);
+        Assert.True(start >= 0 && firstSample > start);
+        string before = readme[start..firstSample];
+        Assert.Contains("<TieredCompilationQuickJitForLoops>false</TieredCompilationQuickJitForLoops>", before, StringComparison.Ordinal);
+        Assert.Contains("NativeRuntime.Tune()", before, StringComparison.Ordinal);
+    }
 }
+

@@ -134,8 +134,8 @@ internal static class AnalysisCommands
         string outDir = parse.GetValue(output)!;
         // The layer folders are new; a CLT's input folders may not be written into (nor the model or dataset).
         var cltInputs = inputs.Select(i => i.Flag == "--sae" ? new CommandInput("--sae", i.Path, InputKind.Whole) : i).ToArray();
-        OutputGuard.RefuseReplacingInput("--out", outDir, cltInputs);
-        if (parse.GetValue(html) is { } htmlDir) OutputGuard.RefuseReplacingInput("--html", htmlDir, cltInputs);
+        OutputGuard.RefuseReplacingInput("--out", outDir, [], cltInputs);
+        if (parse.GetValue(html) is { } htmlDir) OutputGuard.RefuseReplacingInput("--html", htmlDir, [], cltInputs);
         var (excludeSpecial, excludeTokenIds) = ModelDataOptionsCli.ReadExclusion(parse, exclude, excludeIds);
         data = data with { ExcludeSpecialTokens = excludeSpecial ? true : null, ExcludeTokenIds = excludeTokenIds };
         var options = new FeatureAnalysisOptions { Statistics = statistics };
@@ -205,7 +205,8 @@ internal static class AnalysisCommands
         Cli.SetAction(command, parse =>
         {
             string featuresDir = parse.GetValue(features)!, outDir = parse.GetValue(output)!;
-            // No output guard: the files go into a new subfolder and none is named as a features-folder file.
+            // The files go into a new subfolder and none is named as a features-folder file: only an --out that is a file is refused.
+            OutputGuard.RefuseReplacingInput("--out", outDir, Array.Empty<string>());
             var options = new NeuronpediaExportOptions
             {
                 ModelId = parse.GetValue(modelId), Layer = parse.GetValue(layer), NpSetName = parse.GetValue(set), SaeSet = parse.GetValue(saeSet),

@@ -94,7 +94,7 @@ internal static class DashboardAssets
           rows.forEach(function (r) { if (r.d > 0) { var l = Math.log10(r.d); if (l < minLog) minLog = l; } });
           minLog = Math.min(-1, Math.floor(minLog));
           function esc(s) { return s.replace(/[&<>"]/g, function (c) { return { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' }[c]; }); }
-          function pct(d) { return d === 0 ? '0' : d >= 1e-4 ? (+(d * 100).toPrecision(3)) + '%' : d.toExponential(2); }
+          function pct(d) { return d === 0 ? '0' : d >= 1e-4 ? (+(d * 100).toPrecision(3)) + '%' : (d * 100).toExponential(2) + '%'; }
           function num(v) { return v === 0 ? '0' : (+v.toPrecision(4)).toString(); }
           function chips(xs) { return xs.map(function (t) { return '<span class="chip">' + esc(t) + '</span>'; }).join(''); }
           function val(id) { var v = parseFloat(document.getElementById(id).value); return isNaN(v) ? null : v; }

@@ -61,9 +61,10 @@ public static class DashboardWriter
     /// <summary><see cref="Display"/> of a token in double quotes, for a list or table of tokens on the terminal.</summary>
     public static string Quote(string token) => "\"" + Display(token) + "\"";
 
-    /// <summary>Density as a percentage or, below 0.01 %, in scientific notation.</summary>
+    /// <summary>Density as a percentage; below 0.01 % the percentage in scientific notation (6.52e-5 → "6.52e-3%"), so a
+    /// column of densities reads in one unit.</summary>
     public static string Percent(double density) =>
-        density == 0 ? "0" : density >= 1e-4 ? (density * 100).ToString(density >= 0.01 ? "0.#" : "0.###", CultureInfo.InvariantCulture) + "%" : density.ToString("0.##e0", CultureInfo.InvariantCulture);
+        density == 0 ? "0" : (density * 100).ToString(density >= 0.01 ? "0.#" : density >= 1e-4 ? "0.###" : "0.##e0", CultureInfo.InvariantCulture) + "%";
 
     /// <summary>Background colour of a token with activation <paramref name="act"/> on a feature whose max is <paramref name="max"/>.</summary>
     public static string Shade(double act, double max)

@@ -14,6 +14,7 @@ public sealed class ActivationCache : IReadOnlyDictionary<string, Tensor>, IDisp
 {
     private readonly Dictionary<string, Tensor> _tensors = new(StringComparer.Ordinal);
     private readonly HookPoints _points;
+    private bool _disposed;
 
     internal ActivationCache(HookPoints points) => _points = points;
 
@@ -65,8 +66,9 @@ public sealed class ActivationCache : IReadOnlyDictionary<string, Tensor>, IDisp
         return stack(parts, 0).MoveToOuterDisposeScope();
     }
 
-    private SaeSharpException Missing(string asked, string resolved) =>
-        new($"activation cache has no '{asked}'{(asked == resolved ? "" : $" ({resolved})")} (has: {string.Join(", ", _tensors.Keys)})");
+    private SaeSharpException Missing(string asked, string resolved) => _disposed
+        ? new($"activation cache: '{asked}' asked for after the cache was disposed (its tensors are freed; read them before disposing it)")
+        : new($"activation cache has no '{asked}'{(asked == resolved ? "" : $" ({resolved})")} (has: {string.Join(", ", _tensors.Keys)})");
 
     /// <summary>The cached hook names, in the order they were recorded.</summary>
     public IEnumerable<string> Keys => _tensors.Keys;
@@ -102,5 +104,6 @@ public sealed class ActivationCache : IReadOnlyDictionary<string, Tensor>, IDisp
     {
         foreach (var t in _tensors.Values) t.Dispose();
         _tensors.Clear();
+        _disposed = true;
     }
 }

@@ -10,6 +10,25 @@ public class AnalysisCliTests : IDisposable
 
     public void Dispose() => _fx.Dispose();
 
+    // sae inspect --stats of another SAE's `sae features` folder showed that SAE's densities beside this SAE's features
+    // (the README walk: runs/builtin-sae, d_sae 1024, with the demo's d_sae-256 features folder).
+    [Fact]
+    public void Inspect_refuses_stats_of_another_sae_before_writing_anything()
+    {
+        string stats = Path.Combine(_fx.Dir, "other-features"), json = Path.Combine(_fx.Dir, "other.json");
+        new FeatureReport
+        {
+            Source = new FeatureSource { Sae = "other-sae", DSae = AnalysisFixture.DSae + 4, Hook = "hook_embed" },
+            Tokens = 10, Windows = 1,
+            Features = [new FeatureStatistics { Feature = 0, Density = 0.5, MaxActivation = 1, MeanNonzero = 1, Firings = 5, TopExamples = [], Intervals = [], Histogram = new([], []) }],
+        }.Save(stats);
+        var (exit, stdout, err) = CliRunner.Run("inspect", "--sae", _fx.SaeDir, "--model", _fx.ModelDir, "--prompt", " cat sat", "--stats", stats, "--json", json);
+        Assert.Equal(1, exit);
+        Assert.Contains($"other-sae (d_sae {AnalysisFixture.DSae + 4}, hook hook_embed) is not of this SAE (d_sae {AnalysisFixture.DSae}", err);
+        Assert.DoesNotContain("feature 0", stdout);
+        Assert.False(File.Exists(json));
+    }
+
     [Fact]
     public void Inspect_json_has_the_closed_form_activations_of_a_constructed_prompt()
     {

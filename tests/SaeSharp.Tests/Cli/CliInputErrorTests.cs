@@ -324,6 +324,30 @@ public class CliInputErrorTests : IDisposable
     }
 
     [Fact]
+    public void Features_dashboard_and_neuronpedia_refuse_an_output_folder_that_is_a_file_before_running()
+    {
+        // Before, sae features --out FILE ran the model and failed with .NET's "The file ... already exists."; with
+        // --html FILE it wrote features.jsonl and then failed with "Could not find a part of the path"; neuronpedia the same.
+        string file = P("a-file");
+        File.WriteAllText(file, "mine");
+        string[] features = ["features", "--sae", _fx.SaeDir, "--model", _fx.ModelDir, "--dataset", _fx.DataPath, "--tokens", "64"];
+        foreach (var (flag, args) in new (string, string[])[]
+        {
+            ("--out", [.. features, "--out", file]),
+            ("--html", [.. features, "--out", P("feats"), "--html", file]),
+            ("--out", ["dashboard", "--features", P("feats"), "--out", file]),
+            ("--out", ["neuronpedia", "--features", P("feats"), "--out", file, "--np-set-name", "res"]),
+        })
+        {
+            var r = CliRunner.Run(args);
+            Assert.Contains($"{flag} {file}: is a file, not a folder", OneLineError(r));
+            Assert.Equal("", r.Out);
+        }
+        Assert.Equal("mine", File.ReadAllText(file));
+        Assert.False(Directory.Exists(P("feats")));
+    }
+
+    [Fact]
     public void TokensIdsAndPositionsOutsideTheInputAreErrors()
     {
         // The built-in model's word-level tokenizer maps unknown words to <unk>: 'zebra' is not a token.

@@ -44,6 +44,29 @@ public sealed class ReadmeCommandLineTests
         Assert.True(bad.Count == 0, string.Join("\n", bad));
     }
 
+    // The built-in model's block is the one a newcomer runs top to bottom with nothing of their own: every SAE and dataset
+    // it reads is written by a line above it (its sweep line read runs/builtin-sae-k32, which no line trained).
+    [Fact]
+    public void The_builtin_model_block_runs_top_to_bottom_on_what_it_writes()
+    {
+        string markdown = File.ReadAllText(Path.Combine(AppContext.BaseDirectory, "readme", "README.md"));
+        int start = markdown.IndexOf("### The built-in model, its labelled corpus, and label scores", StringComparison.Ordinal);
+        Assert.True(start >= 0, "section not found");
+        int end = markdown.IndexOf("\n#", start + 4, StringComparison.Ordinal);
+        var written = new HashSet<string>(StringComparer.Ordinal);
+        var lines = CommandLines(markdown[start..end], bareSaeInBlocks: false);
+        Assert.True(lines.Count >= 5, $"only {lines.Count} command lines");
+        foreach (string line in lines)
+        {
+            string[] words = ShellWords(line);
+            for (int i = 0; i + 1 < words.Length; i++)
+                if (words[i] is "--sae" or "--dataset" or "--corpus")
+                    Assert.True(written.Contains(words[i + 1]), $"{words[i]} {words[i + 1]} in `./sae {line}` is written by no line above it");
+            for (int i = 0; i + 1 < words.Length; i++)
+                if (words[i] == "--out") written.Add(words[i + 1]);
+        }
+    }
+
     [Fact]
     public void The_extraction_joins_continuations_and_drops_comments_and_the_shell_around_the_command()
     {

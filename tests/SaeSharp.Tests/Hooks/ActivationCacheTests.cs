@@ -63,4 +63,19 @@ public class ActivationCacheTests : ModelTestBase
             Assert.Contains("blocks.1.hook_resid_post", e.Message, StringComparison.Ordinal); // what the cache has
         }
     }
+
+    [Fact]
+    public void A_lookup_after_dispose_says_the_cache_was_disposed()
+    {
+        using var model = Gpt2(nLayer: 2);
+        using var tokens = Tokens([1, 2, 3, 4]);
+        var (logits, cache) = model.RunWithCache(tokens, ["blocks.1.hook_resid_post"]);
+        logits!.Dispose();
+        cache.Dispose();
+        foreach (Func<Tensor> lookup in new Func<Tensor>[] { () => cache["resid_post", 1], () => cache["blocks.1.hook_resid_post"], () => cache.Stack("resid_post") })
+        {
+            var e = Assert.Throws<SaeSharpException>(lookup);
+            Assert.Contains("disposed", e.Message, StringComparison.Ordinal);
+        }
+    }
 }
