@@ -80,7 +80,7 @@ public class SyntheticModelTests : IDisposable
         // The config's own generator (before SAELens's hierarchy compensation; sampling uses the saved probabilities
         // above): within 2 ulp (torch 1.13's and libtorch 2.x's float32 pow and linspace round a few elements differently).
         using var generated = model.Config.FiringProbability.Generate(model.NumFeatures, model.Config.Seed);
-        Close(Floats(stats["config_firing_probabilities"]), generated.data<float>().ToArray(), "config firing probabilities", 2);
+        Close(Floats(stats["config_firing_probabilities"]), generated.data<float>().ToArray(), "config firing probabilities", PowUlps);
         Assert.Equal(name.StartsWith("hierarchy", StringComparison.Ordinal), model.Hierarchy is not null);
     }
 
@@ -115,8 +115,10 @@ public class SyntheticModelTests : IDisposable
             Assert.Equal(h.Edges, generated.Hierarchy.Edges);
         }
         else Assert.Null(generated.Hierarchy);
+        // float32 pow rounds differently per libtorch version and per CPU kind (its vector kernels): 2 ulp on the Intel
+        // Xeons, 6 on an AMD Zen 4; a wrong formula or rank is off by far more.
         var maxProbUlps = MaxUlps(saved.FiringProbabilities, generated.FiringProbabilities);
-        Assert.True(maxProbUlps <= 2, $"firing probabilities differ by up to {maxProbUlps} ulp");
+        Assert.True(maxProbUlps <= PowUlps, $"firing probabilities differ by up to {maxProbUlps} ulp");
         if (saved.Config.Orthogonalization is null)
         {
             Assert.True(Same(saved.FeatureVectors, generated.FeatureVectors), "feature vectors bit-exact");
@@ -127,17 +129,25 @@ public class SyntheticModelTests : IDisposable
             using var diff = saved.FeatureVectors.sub(generated.FeatureVectors).abs().max();
             Assert.True(diff.item<float>() < 1e-5, $"orthogonalised vectors differ by up to {diff.item<float>()}");
         }
-        Assert.True(MaxUlps(saved.Bias, generated.Bias) <= 1, "bias");
+        var biasUlps = MaxUlps(saved.Bias, generated.Bias);
+        Assert.True(biasUlps <= 1, $"bias differs by up to {biasUlps} ulp");
         if (saved.CorrelationFactor is not null)
         {
-            Assert.True(MaxUlps(saved.CorrelationFactor, generated.CorrelationFactor!) <= 1, "correlation_factor");
-            Assert.True(MaxUlps(saved.CorrelationDiag!, generated.CorrelationDiag!) <= 2, "correlation_diag");
+            var factorUlps = MaxUlps(saved.CorrelationFactor, generated.CorrelationFactor!);
+            Assert.True(factorUlps <= 1, $"correlation_factor differs by up to {factorUlps} ulp");
+            // diag = 1 − Σ factor² cancels: its rounding is that of numbers near 1 (128 ulp of a small diag on an AMD Zen 4
+            // is 2 ulp of 1), so it is compared on that scale.
+            using var diagDiff = saved.CorrelationDiag!.sub(generated.CorrelationDiag!).abs().max();
+            Assert.True(diagDiff.item<float>() <= 4 * (MathF.BitIncrement(1f) - 1f), $"correlation_diag differs by up to {diagDiff.item<float>()}");
         }
         else Assert.Null(generated.CorrelationFactor);
     }
 
     private static string Describe(IEnumerable<HierarchyNode> nodes) =>
         string.Join(",", nodes.Select(n => $"{n.FeatureIndex}{(n.MutuallyExclusiveChildren ? "x" : "")}{(n.ScaleChildrenByParent ? "R" : "")}({Describe(n.Children)})"));
+
+    /// <summary>How far float32 pow may round from torch 1.13's on the fixtures' machine (libtorch version and CPU kind).</summary>
+    private const int PowUlps = 8;
 
     private static long MaxUlps(Tensor a, Tensor b)
     {
