@@ -85,7 +85,7 @@ public static class LmTrainer
         if (o.DModel % o.NHeads != 0) throw new SaeSharpException($"d_model {o.DModel} must be a multiple of n_heads {o.NHeads}");
         if (o.Steps <= 0 || o.BatchSize <= 0 || o.ContextSize < 8) throw new SaeSharpException("steps and batch size must be positive and the context at least 8 tokens");
         if (!double.IsFinite(o.Lr) || o.Lr <= 0) throw new SaeSharpException($"--lr {o.Lr}: expected a finite number > 0");
-        if (!double.IsFinite(o.WeightDecay) || o.WeightDecay < 0) throw new SaeSharpException($"weight decay {o.WeightDecay}: expected a finite number >= 0");
+        if (!double.IsFinite(o.WeightDecay) || o.WeightDecay < 0) throw new SaeSharpException($"--weight-decay {o.WeightDecay}: expected a finite number >= 0");
         if (!double.IsFinite(o.GradClip) || o.GradClip <= 0) throw new SaeSharpException($"gradient clip {o.GradClip}: expected a finite number > 0");
         // Everything is read and checked before the output folder is touched: a refused run leaves nothing behind.
         var tokenizer = BuiltinTokenizer();
