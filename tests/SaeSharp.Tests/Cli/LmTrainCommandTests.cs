@@ -57,4 +57,17 @@ public class LmTrainCommandTests : CliTempDirTestBase
         Assert.Contains(message, r.Err);
         Assert.False(Directory.Exists(P("lm")));
     }
+
+    /// <summary>A context whose attention scores cannot fit (16·4·100000² floats per layer) is refused before the folder is made.</summary>
+    [Fact]
+    public void A_context_too_large_for_memory_is_refused_before_the_folder()
+    {
+        LabelledCorpus.Write(P("c.jsonl"), 9, 12);
+        var r = CliRunner.Run("lm", "train", "--corpus", P("c.jsonl"), "--out", P("lm"), "--context-size", "100000");
+        Assert.Equal(1, r.Exit);
+        string err = r.Err.Trim();
+        Assert.Matches(@"^error: --context-size 100000, --batch-size 16: one training step needs about [0-9.]+ [TP]B .* but [0-9.]+ [kMGT]B of memory is available; make --context-size or --batch-size smaller", err);
+        Assert.DoesNotContain('\n', err);
+        Assert.False(Directory.Exists(P("lm")));
+    }
 }
