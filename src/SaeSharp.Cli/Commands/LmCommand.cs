@@ -44,6 +44,7 @@ internal static class LmCommand
         var batch = new Option<int>("--batch-size") { Description = "Windows per step", DefaultValueFactory = _ => d.BatchSize }.Positive();
         var ctx = new Option<int>("--context-size") { DefaultValueFactory = _ => d.ContextSize }.Positive();
         var lr = new Option<double>("--lr") { Description = "Peak AdamW learning rate (warm-up, then cosine to 10%)", DefaultValueFactory = _ => d.Lr }.Positive();
+        var decay = new Option<double>("--weight-decay") { Description = "AdamW's decoupled weight decay on the matrices (not biases, norms or the embedding)", DefaultValueFactory = _ => d.WeightDecay }.NonNegative();
         var warm = new Option<long>("--warm-up-steps") { DefaultValueFactory = _ => d.WarmUpSteps }.NonNegative();
         var dModel = new Option<int>("--d-model") { DefaultValueFactory = _ => d.DModel }.Positive();
         var layers = new Option<int>("--n-layers") { DefaultValueFactory = _ => d.NLayers }.Positive();
@@ -55,7 +56,7 @@ internal static class LmCommand
         var ckpt = new Option<long>("--checkpoint-every") { Description = "Save the model folder every N steps", DefaultValueFactory = _ => d.CheckpointEverySteps }.NonNegative();
         var seed = new Option<ulong>("--seed") { DefaultValueFactory = _ => 0UL };
         var command = new Command("train", "Train a small GPT-NeoX-layout causal LM (AdamW, cosine schedule) on a .jsonl corpus")
-            { corpus, output, steps, batch, ctx, lr, warm, dModel, layers, heads, dMlp, val, valCorpus, valSeed, ckpt, seed };
+            { corpus, output, steps, batch, ctx, lr, decay, warm, dModel, layers, heads, dMlp, val, valCorpus, valSeed, ckpt, seed };
         Cli.SetAction(command, parse =>
         {
             if (parse.GetValue(valSeed) is not null)
@@ -65,7 +66,7 @@ internal static class LmCommand
             var o = new LmTrainingOptions
             {
                 CorpusPath = parse.GetValue(corpus)!, OutDir = parse.GetValue(output)!, Steps = parse.GetValue(steps), BatchSize = parse.GetValue(batch),
-                ContextSize = parse.GetValue(ctx), Lr = parse.GetValue(lr), WarmUpSteps = parse.GetValue(warm), DModel = parse.GetValue(dModel),
+                ContextSize = parse.GetValue(ctx), Lr = parse.GetValue(lr), WeightDecay = parse.GetValue(decay), WarmUpSteps = parse.GetValue(warm), DModel = parse.GetValue(dModel),
                 NLayers = parse.GetValue(layers), NHeads = parse.GetValue(heads), DMlp = parse.GetValue(dMlp),
                 ValidationDocuments = parse.GetValue(val), ValidationCorpusPath = parse.GetValue(valCorpus), ValidationSeed = parse.GetValue(valSeed), CheckpointEverySteps = parse.GetValue(ckpt), Seed = parse.GetValue(seed),
             };

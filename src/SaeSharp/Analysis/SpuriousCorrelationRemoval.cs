@@ -465,9 +465,7 @@ public static class SpuriousCorrelationRemoval
         for (int si = 0; si < saes.Count; si++)
         {
             using var saeScope = NewDisposeScope();
-            var f32 = saes[si].Features.to(ScalarType.Float32).cpu();
-            var w32 = saes[si].WDec.to(ScalarType.Float32).cpu();
-            var dec32 = (saes[si].Decoder ?? saes[si].WDec).to(ScalarType.Float32).cpu();
+            var (f32, w32, dec32) = TargetedProbePerturbation.Float32Cpu(saes[si]);
             var nValues = nValuesPer[si];
             var directions = new List<ScrDirection>();
             // Dir 1: attribute 2's probe's latents ablated, the biased probe on attribute 1's data; dir 2 the reverse.

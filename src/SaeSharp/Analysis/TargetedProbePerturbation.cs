@@ -308,6 +308,11 @@ public static class TargetedProbePerturbation
         IReadOnlyList<string> names, bool[] fit, SparseProbingOptions options, TppOptions tpp, string? dataset = null) =>
         Evaluate([(features, wDec, decoder)], acts, labels, names, fit, options, tpp, dataset)[0];
 
+    /// <summary>One SAE of the several-SAE TPP evaluation (and SCR's) in float32 on the CPU: its features, W_dec, and the
+    /// directions an ablation removes (W_dec when it has no decoder of its own).</summary>
+    internal static (Tensor Features, Tensor WDec, Tensor Decoder) Float32Cpu((Tensor Features, Tensor WDec, Tensor? Decoder) sae) =>
+        (sae.Features.to(ScalarType.Float32).cpu(), sae.WDec.to(ScalarType.Float32).cpu(), (sae.Decoder ?? sae.WDec).to(ScalarType.Float32).cpu());
+
     /// <summary><see cref="Evaluate(Tensor, Tensor, Tensor, Tensor?, IReadOnlyList{int[]}, IReadOnlyList{string}, bool[], SparseProbingOptions, TppOptions, string?)"/>
     /// for several SAEs' features of the same texts (each with its W_dec and ablation directions): the balanced sets and the
     /// probes on the model's activations are made once, then each SAE's latents are ranked and ablated; one report per SAE.</summary>
@@ -354,9 +359,7 @@ public static class TargetedProbePerturbation
         for (int si = 0; si < saes.Count; si++)
         {
             using var saeScope = NewDisposeScope();
-            var f32 = saes[si].Features.to(ScalarType.Float32).cpu();
-            var w32 = saes[si].WDec.to(ScalarType.Float32).cpu();
-            var dec32 = (saes[si].Decoder ?? saes[si].WDec).to(ScalarType.Float32).cpu();
+            var (f32, w32, dec32) = Float32Cpu(saes[si]);
             var nValues = nValuesPer[si];
             var result = new List<TppClass>();
             for (int i = 0; i < classes.Length; i++)

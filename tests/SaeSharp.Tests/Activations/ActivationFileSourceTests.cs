@@ -29,7 +29,7 @@ public class ActivationFileSourceTests : IDisposable
 
     /// <summary>Rows whose column 0 is the global row number r and column j is r + j/10.</summary>
     private static Tensor Rows(long first, long count, int width) =>
-        (arange(first, first + count, dtype: ScalarType.Float32).unsqueeze(1) + arange(0, width, dtype: ScalarType.Float32) / 10);
+        (arange(TorchScalars.Of(first), TorchScalars.Of(first + count), TorchScalars.One, dtype: ScalarType.Float32).unsqueeze(1) + TorchScalars.Arange(width, dtype: ScalarType.Float32) / 10);
 
     private string WriteShard(string name, long first, long count, int width = 4, ScalarType dtype = ScalarType.Float32, bool withTarget = false)
     {
@@ -349,7 +349,7 @@ public class NpyActivationSourceTests : IDisposable
     public void Dispose() => Directory.Delete(_dir, true);
 
     private static Tensor Rows(long first, long count, int width) =>
-        arange(first, first + count, dtype: ScalarType.Float32).unsqueeze(1) + arange(0, width, dtype: ScalarType.Float32) / 10;
+        arange(TorchScalars.Of(first), TorchScalars.Of(first + count), TorchScalars.One, dtype: ScalarType.Float32).unsqueeze(1) + TorchScalars.Arange(width, dtype: ScalarType.Float32) / 10;
 
     [Fact]
     public void NpyShardsAndSafetensorsShardsFormOneDataset()

@@ -15,7 +15,7 @@ public sealed class ActivationSplitTests : IDisposable
     string File(long rows, int d = 4)
     {
         string path = Path.Combine(_dir, $"a{rows}.safetensors");
-        using var data = arange(rows * d, dtype: ScalarType.Float32).reshape(rows, d);
+        using var data = TorchScalars.Arange(rows * d, dtype: ScalarType.Float32).reshape(rows, d);
         SafeTensors.Save(path, new Dictionary<string, Tensor> { ["activations"] = data });
         return path;
     }

@@ -34,7 +34,7 @@ public class CrossCoderActivationsTests
         var dir = TempDir();
         try
         {
-            using var a = arange(12, dtype: ScalarType.Float32).reshape(4, 3);
+            using var a = TorchScalars.Arange(12, dtype: ScalarType.Float32).reshape(4, 3);
             using var b = a + 100;
             Npy.Save(Path.Combine(dir, "a.npy"), a);
             Npy.Save(Path.Combine(dir, "b.npy"), b);

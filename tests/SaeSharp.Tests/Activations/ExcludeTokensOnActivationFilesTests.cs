@@ -254,7 +254,7 @@ public class ExcludeTokensOnActivationFilesTests : IDisposable
         long[] cycle = [.. special.Order(), .. Enumerable.Range(0, 100).Select(i => (long)i).Where(i => !special.Contains(i)).Take(3)];
         long TokenAt(long r) => cycle[r % cycle.Length];
         string file = P("plain.safetensors");
-        using (var acts = arange(Rows, dtype: float32).unsqueeze(1).expand(-1, D).contiguous())
+        using (var acts = TorchScalars.Arange(Rows, dtype: float32).unsqueeze(1).expand(-1, D).contiguous())
         using (var ids = tensor(Enumerable.Range(0, Rows).Select(r => TokenAt(r)).ToArray()))
             SafeTensors.Save(file, new Dictionary<string, Tensor> { ["activations"] = acts, ["token_ids"] = ids });
         TrainingSettings Cached(string model, string outName, int epochs = 1) => TrainingSettings.FromJson($$"""

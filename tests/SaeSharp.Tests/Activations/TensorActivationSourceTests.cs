@@ -6,7 +6,7 @@ namespace SaeSharp.Tests.Activations;
 
 public class TensorActivationSourceTests
 {
-    private static Tensor Data(int n, int d) => arange(0, n, dtype: ScalarType.Float32).unsqueeze(1).expand(n, d).contiguous();
+    private static Tensor Data(int n, int d) => TorchScalars.Arange(n, dtype: ScalarType.Float32).unsqueeze(1).expand(n, d).contiguous();
 
     private static long[] Ids(ActivationBatch b) => b.Input[.., 0].data<float>().Select(v => (long)v).ToArray();
 

@@ -103,7 +103,7 @@ public class SparseRowsTests
         // Features that follow label 0 weakly, so the ranking is not arbitrary.
         using var noise = SparseNoise(n, 900, 0.02, 2);
         using var signal = tensor(labels.Select(l => l.Contains(0) ? 1f : 0f).ToArray()).view(n, 1).mul(SparseNoise(1, 900, 0.05, 3));
-        using var features = noise.add(signal);
+        using var features = noise.add(signal, TorchScalars.One);
         using var acts = SparseNoise(n, 12, 1.0, 4);
         var options = new SparseProbingOptions { KValues = [1, 2, 5, 10], TrainSetSize = 300, TestSetSize = 200, MinPositives = 20 };
         AssertSameAsDense(features, acts, labels, ["a", "b"], fit, options);

@@ -26,7 +26,7 @@ public class SpuriousCorrelationRemovalTests
         }
         var features = tensor(f.ToArray()).view(n, 4);
         var wDec = cat([eye(4, dtype: ScalarType.Float32), zeros(4, 2)], 1);
-        var x = features.matmul(wDec).add(cat([zeros(n, 4), tensor(err.ToArray()).view(n, 2)], 1));
+        var x = features.matmul(wDec).add(cat([zeros(n, 4), tensor(err.ToArray()).view(n, 2)], 1), TorchScalars.One);
         return (features, x, wDec, a, b, TextProbing.PositionSplit(n, 4000, 1000));
     }
 

@@ -122,7 +122,7 @@ public class TargetedProbePerturbationTests
         int[] s = [1, 4];
         using var fAbl = f.clone();
         fAbl.index_fill_(1, tensor(new long[] { 1, 4 }), 0);
-        using var saebench = sae.Decode(fAbl).add(x.sub(sae.Decode(f)));
+        using var saebench = sae.Decode(fAbl).add(x.sub(sae.Decode(f)), TorchScalars.One);
         using var ours = TargetedProbePerturbation.Ablate(x, f, dirs, s);
         var xs = x.data<float>().ToArray();
         var fs = f.data<float>().ToArray();

@@ -14,7 +14,7 @@ public sealed class CrossCoderCommandTests : TempDirTestBase
         using var scope = NewDisposeScope();
         using var g = new Generator(1);
         var dirs = randn([12, 2, 8], generator: g);
-        dirs = dirs / linalg.vector_norm(dirs, 2, [-1], keepdim: true);
+        dirs = dirs / TorchScalars.VectorNorm(dirs, 2, [-1], keepdim: true);
         var coef = rand([3000, 12], generator: g).lt(0.1).to(ScalarType.Float32) * (rand([3000, 12], generator: g) + 0.5);
         var x = einsum("nf,fld->nld", coef, dirs);
         var p0 = Path.Combine(_dir, "l0.npy");

@@ -111,7 +111,7 @@ public sealed class CrossCoderLatentScalingTests : TempDirTestBase
     {
         using var cc = RandomCrossCoder(normalizer: false);
         using var g = new Generator(11);
-        using var x = randn(new long[] { 53, 2, 3 }, generator: g).add(0.5);
+        using var x = randn(new long[] { 53, 2, 3 }, generator: g).add(TorchScalars.Of(0.5), TorchScalars.One);
         int[] latents = [0, 2, 3, 5];
         using var source = Rows(x);
         // Batches of 8 over 53 rows: the last batch is partial.
@@ -139,9 +139,9 @@ public sealed class CrossCoderLatentScalingTests : TempDirTestBase
         using var cc = RandomCrossCoder(normalizer: true);
         using var g = new Generator(3);
         using var mean = randn(new long[] { 2, 3 }, generator: g);
-        using var std = rand(new long[] { 2, 3 }, generator: g).add(0.5);
+        using var std = rand(new long[] { 2, 3 }, generator: g).add(TorchScalars.Of(0.5), TorchScalars.One);
         cc.SetActivationNormalizer(mean, std);
-        using var x = randn(new long[] { 40, 2, 3 }, generator: g).mul(2).add(mean.unsqueeze(0));
+        using var x = randn(new long[] { 40, 2, 3 }, generator: g).mul(2).add(mean.unsqueeze(0), TorchScalars.One);
         int[] latents = [1, 4];
         using var source = Rows(x);
         var got = CrossCoderLatentScaling.Compute(cc, source, latents, batchSize: 16);
@@ -187,8 +187,8 @@ public sealed class CrossCoderLatentScalingTests : TempDirTestBase
     private static Tensor PlantedRows(int n)
     {
         using var g = new Generator(5);
-        var a = rand(new long[] { n }, generator: g).add(0.1);
-        var b = rand(new long[] { n }, generator: g).add(0.1);
+        var a = rand(new long[] { n }, generator: g).add(TorchScalars.Of(0.1), TorchScalars.One);
+        var b = rand(new long[] { n }, generator: g).add(TorchScalars.Of(0.1), TorchScalars.One);
         return stack([stack([a.mul(0.3), b], 1), stack([a, b], 1)], 1); // [n, 2 (base, chat), 2]
     }
 
@@ -241,7 +241,7 @@ public sealed class CrossCoderLatentScalingTests : TempDirTestBase
         cc.SetActivationNormalizer(mean, std);
         using var planted = PlantedRows(64);
         using var scale = tensor(new float[] { 5, 1 }).view(1, 2, 1);
-        using var raw = planted.mul(scale).add(mean.unsqueeze(0));
+        using var raw = planted.mul(scale).add(mean.unsqueeze(0), TorchScalars.One);
         using var source = Rows(raw);
         AssertPlanted(CrossCoderLatentScaling.Compute(cc, source, batchSize: 10), 4);
     }

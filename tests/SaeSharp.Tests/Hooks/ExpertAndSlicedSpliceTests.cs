@@ -173,7 +173,7 @@ public sealed class ExpertAndSlicedSpliceTests : ModelTestBase
         {
             Hooks = [(hook, x =>
             {
-                var at = isin(arange(x.shape[1]), tensor(positions.ToArray())).view(1, -1, 1);
+                var at = isin(TorchScalars.Arange(x.shape[1]), tensor(positions.ToArray())).view(1, -1, 1);
                 return where(at, x * 0.5 + Shift((int)x.shape[^1]), x);
             })],
         }).Logits!;

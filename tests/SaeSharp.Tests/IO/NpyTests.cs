@@ -41,7 +41,7 @@ public sealed class NpyTests : IDisposable
     public void Save_writes_exactly_the_bytes_numpy_save_writes()
     {
         // numpy.save(f, np.arange(6, dtype='<f4').reshape(2, 3)): 128-byte v1.0 header, length 118 ('v').
-        using var t = torch.arange(6, dtype: ScalarType.Float32).reshape(2, 3);
+        using var t = TorchScalars.Arange(6, dtype: ScalarType.Float32).reshape(2, 3);
         var path = PathOf("a.npy");
         Npy.Save(path, t);
         var bytes = File.ReadAllBytes(path);
@@ -76,7 +76,7 @@ public sealed class NpyTests : IDisposable
     public void A_save_that_fails_leaves_the_previous_file_unchanged()
     {
         var path = PathOf("keep.npy");
-        using (var t = torch.arange(6, dtype: ScalarType.Float32).reshape(2, 3)) Npy.Save(path, t);
+        using (var t = TorchScalars.Arange(6, dtype: ScalarType.Float32).reshape(2, 3)) Npy.Save(path, t);
         var before = File.ReadAllBytes(path);
         using var bf16 = torch.ones(4, 4, dtype: ScalarType.BFloat16);
         Assert.ThrowsAny<Exception>(() => Npy.Save(path, bf16));
@@ -92,7 +92,7 @@ public sealed class NpyTests : IDisposable
     [InlineData(ScalarType.Bool)]
     public void Round_trip_keeps_dtype_shape_and_values(ScalarType dtype)
     {
-        using var src = (torch.arange(24, dtype: ScalarType.Float64).reshape(2, 3, 4) % 5 - 2).to_type(dtype);
+        using var src = (TorchScalars.Arange(24, dtype: ScalarType.Float64).reshape(2, 3, 4) % 5 - 2).to_type(dtype);
         var path = PathOf("r.npy");
         Npy.Save(path, src);
         using var back = Npy.Load(path);
@@ -119,7 +119,7 @@ public sealed class NpyTests : IDisposable
     [Fact]
     public void Save_of_a_non_contiguous_tensor_writes_it_in_C_order()
     {
-        using var t = torch.arange(6, dtype: ScalarType.Float32).reshape(2, 3).t(); // [[0,3],[1,4],[2,5]]
+        using var t = TorchScalars.Arange(6, dtype: ScalarType.Float32).reshape(2, 3).t(); // [[0,3],[1,4],[2,5]]
         var path = PathOf("t.npy");
         Npy.Save(path, t);
         using var back = Npy.Load(path);
@@ -158,7 +158,7 @@ public sealed class NpyTests : IDisposable
     [Fact]
     public void ReadRows_returns_the_requested_slice_of_the_first_axis()
     {
-        using var src = torch.arange(20, dtype: ScalarType.Float32).reshape(5, 4);
+        using var src = TorchScalars.Arange(20, dtype: ScalarType.Float32).reshape(5, 4);
         var path = PathOf("rows.npy");
         Npy.Save(path, src);
         using var rows = Npy.ReadRows(path, 1, 3);
@@ -252,8 +252,8 @@ public sealed class NpyTests : IDisposable
     public void Npz_with_several_arrays_stored_and_deflated_loads_by_name()
     {
         // Gemma Scope params.npz layout: W_enc [d, F], W_dec [F, d], b_enc [F], b_dec [d], threshold [F].
-        using var wEnc = torch.arange(12, dtype: ScalarType.Float32).reshape(3, 4);
-        using var wDec = torch.arange(12, dtype: ScalarType.Float32).reshape(4, 3) * -1;
+        using var wEnc = TorchScalars.Arange(12, dtype: ScalarType.Float32).reshape(3, 4);
+        using var wDec = TorchScalars.Arange(12, dtype: ScalarType.Float32).reshape(4, 3) * -1;
         using var bEnc = torch.tensor(new float[] { 1, 2, 3, 4 });
         using var bDec = torch.tensor(new float[] { 0.5f, 0.25f, 0.125f });
         using var threshold = torch.full(4, 0.75f);

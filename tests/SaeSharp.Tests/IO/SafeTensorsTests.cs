@@ -45,7 +45,7 @@ public class SafeTensorsTests : IDisposable
     public void RoundTripsDtypesAndRows()
     {
         var path = Path.Combine(_dir, "rt.safetensors");
-        var x = arange(0, 60, dtype: ScalarType.Float32).reshape(20, 3);
+        var x = TorchScalars.Arange(60, dtype: ScalarType.Float32).reshape(20, 3);
         var h = x.to(ScalarType.Float16);
         var b = (x / 7).to(ScalarType.BFloat16);
         SafeTensors.Save(path, new Dictionary<string, Tensor> { ["x"] = x, ["h"] = h, ["b"] = b }, new Dictionary<string, string> { ["k"] = "v" });

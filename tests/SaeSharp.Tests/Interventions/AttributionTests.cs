@@ -99,7 +99,7 @@ public class AttributionTests(ITestOutputHelper output) : ModelTestBase
         {
             if (!frozen) return nn.functional.layer_norm(t, [16], w[n + ".weight"], w[n + ".bias"], 1e-5);
             var c = t.detach();
-            var sigma = (c - c.mean([-1L], keepdim: true)).pow(2).mean([-1L], keepdim: true).add(1e-5).sqrt();
+            var sigma = (c - c.mean([-1L], keepdim: true)).pow(2).mean([-1L], keepdim: true).add(TorchScalars.Of(1e-5), TorchScalars.One).sqrt();
             return (t - t.mean([-1L], keepdim: true)) / sigma * w[n + ".weight"] + w[n + ".bias"];
         }
         var hidden = matmul(Ln(xs, "transformer.h.0.ln_2"), w["transformer.h.0.mlp.c_fc.weight"]) + w["transformer.h.0.mlp.c_fc.bias"];

@@ -87,7 +87,7 @@ public class CrossLayerAttributionTests : CltTestBase
         foreach (var (input, output, weights) in norms)
         {
             var c = clean[input];
-            var sigma = (c - c.mean([-1L], keepdim: true)).pow(2).mean([-1L], keepdim: true).add(1e-5).sqrt();
+            var sigma = (c - c.mean([-1L], keepdim: true)).pow(2).mean([-1L], keepdim: true).add(TorchScalars.Of(1e-5), TorchScalars.One).sqrt();
             hooks.Add((input, t => { normInput[input] = t; return null; }));
             hooks.Add((output, _ =>
             {

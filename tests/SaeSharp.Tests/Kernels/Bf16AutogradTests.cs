@@ -164,7 +164,7 @@ public class Bf16AutogradTests
     [InlineData(266)]
     public void JumpReluAtTheThresholdIsInactive(int d)
     {
-        var th = (arange(d, dtype: F32) % 19 + 1) / 8;
+        var th = (TorchScalars.Arange(d, dtype: F32) % 19 + 1) / 8;
         var pre = stack([th, th + 1, th - 1f / 16]).to(Bf16);
         Assert.True(pre.to(F32)[0].Same(th), "θ is bfloat16-exact");
         var (f, active, _) = Bf16Autograd.JumpRelu(pre.requires_grad_(true), Leaf(th), 0.2);

@@ -44,7 +44,7 @@ public class SparseKernelsTests
     {
         const int d = 256;
         var m = randn(7, d, generator: new Generator(7));
-        m[1, tensor(new long[] { 3, 19, 35, 51, 67 })] = arange(5, dtype: ScalarType.Float32) + 10; // top values in one block
+        m[1, tensor(new long[] { 3, 19, 35, 51, 67 })] = TorchScalars.Arange(5, dtype: ScalarType.Float32) + 10; // top values in one block
         m[2] = full(d, 0.5f);
         m[3, 17] = tensor(float.NaN);
         m[4, TensorIndex.Slice(0, 100)] = tensor(float.NegativeInfinity);
@@ -118,7 +118,7 @@ public class SparseKernelsTests
         Assert.True(TopKSelection.UsesRadix(d, k));
         var m = randn(8, d, generator: new Generator(12));
         // Row 0: every value 1 + j·2⁻²³ (one ulp apart): all share their top 16 key bits.
-        m[0] = 1f + arange(d, dtype: ScalarType.Float32) * (float)Math.Pow(2, -23);
+        m[0] = 1f + TorchScalars.Arange(d, dtype: ScalarType.Float32) * (float)Math.Pow(2, -23);
         m[1] = full(d, -0.25f);
         m[2] = -(m[2].abs() + 1);
         m[3, TensorIndex.Slice(0, 300)] = tensor(-0f);
@@ -126,7 +126,7 @@ public class SparseKernelsTests
         m[3, 5] = tensor(float.PositiveInfinity);
         m[3, 700] = tensor(float.NegativeInfinity);
         // Row 4: half the values just below 2, half at 2 and above (a change of the key's top byte).
-        m[4] = where(arange(d).remainder(2).eq(0), full(d, 1.9999999f), 2f + rand(d, generator: new Generator(13)));
+        m[4] = where(TorchScalars.Arange(d).remainder(2).eq(0), full(d, 1.9999999f), 2f + rand(d, generator: new Generator(13)));
         m[5, 17] = tensor(float.NaN);
         m[6] = (randn(d, generator: new Generator(14)) * 1e-30f);
         AssertRowTopK(m, k);
@@ -140,7 +140,7 @@ public class SparseKernelsTests
     {
         const int d = 926, k = 40;
         Assert.True(TopKSelection.UsesRadix(d, k));
-        var scales = pow(10f, arange(200, dtype: ScalarType.Float32).remainder(9) - 4).unsqueeze(1);
+        var scales = pow(10f, TorchScalars.Arange(200, dtype: ScalarType.Float32).remainder(9) - 4).unsqueeze(1);
         var m = randn(200, d, generator: new Generator(21)) * scales;
         AssertRowTopK(m, k);
     }

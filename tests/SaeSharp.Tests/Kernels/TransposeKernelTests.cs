@@ -21,7 +21,7 @@ public class TransposeKernelTests
     public void The_copy_is_the_transpose(KernelPath path, int rows, int cols)
     {
         using var scope = NewDisposeScope();
-        var src = arange(rows * cols, dtype: ScalarType.Float32).reshape(rows, cols) * 0.5 - 7;
+        var src = TorchScalars.Arange(rows * cols, dtype: ScalarType.Float32).reshape(rows, cols) * 0.5 - 7;
         var t = TransposeKernel.Of(src, path);
         Assert.Equal(new long[] { cols, rows }, t.shape);
         Assert.True(t.is_contiguous());

@@ -96,6 +96,30 @@ public class LmTrainerTests
         }
     }
 
+    /// <summary>
+    /// d_model 4, 1 layer, 2 heads, d_mlp 8, vocabulary 10, batch 2 × ctx 8 (16 tokens), counted by hand in floats:
+    /// weights 2·10·4 (embedding, unembedding) + 2·2·4 (norms) + 3·4·4+12 (query_key_value) + 4·4+4 (dense) + 4·8+8 +
+    /// 8·4+4 (MLP) + 2·4 (final norm) = 260, times 6 = 1560; per layer 16·(20·4 + 2·8) = 1536, twice (the layer and the
+    /// gradients in flight) = 3072; embedding, final norm and logits 16·(2·4 + 4·10) = 768; scores 16·2·8 = 256, times
+    /// 2·1 + 3 = 1280. 6680 floats, 4 bytes each.
+    /// </summary>
+    [Fact]
+    public void Peak_memory_estimate_of_a_tiny_step_is_the_hand_count()
+    {
+        var o = new LmTrainingOptions { CorpusPath = "", OutDir = "", DModel = 4, NLayers = 1, NHeads = 2, DMlp = 8, BatchSize = 2, ContextSize = 8 };
+        Assert.Equal(260, LmTrainer.ParameterCount(o, 10));
+        Assert.Equal(4.0 * (1560 + 3072 + 768 + 1280), LmTrainer.PeakMemoryBytes(o, 10));
+        // At the default shape with --context-size 100000, the scores alone: 4 bytes · 16·4·100000² · (2·4 + 3).
+        var big = o with { DModel = 128, NLayers = 4, NHeads = 4, DMlp = 512, ContextSize = 100_000, BatchSize = 16 };
+        Assert.True(LmTrainer.PeakMemoryBytes(big, 311) > 4.0 * 16 * 4 * 100_000.0 * 100_000 * 11, "below the scores alone");
+        LmTrainer.CheckMemory(o, 10, 4 * 6680);
+        Assert.Throws<SaeSharpException>(() => LmTrainer.CheckMemory(o, 10, 4 * 6680 - 1));
+        var e = Assert.Throws<SaeSharpException>(() => LmTrainer.CheckMemory(o, 10, 900));
+        Assert.Equal("--context-size 8, --batch-size 2: one training step needs about 27 kB (an upper estimate; the attention " +
+            "scores grow with the square of the context) but 900 B of memory is available; make --context-size or --batch-size " +
+            "smaller (or --n-heads, --d-model, --d-mlp, --n-layers)", e.Message);
+    }
+
     [Fact]
     public void Learning_rate_warms_up_linearly_then_decays_by_cosine_to_a_tenth()
     {
@@ -115,11 +139,12 @@ public class LmTrainerTests
             string corpus = Path.Combine(dir, "c.jsonl"), val = Path.Combine(dir, "v.jsonl"), outDir = Path.Combine(dir, "model");
             LabelledCorpus.Write(corpus, 5, 60);
             LabelledCorpus.Write(val, 6, 8);
-            var r = LmTrainer.Train(new LmTrainingOptions
+            var o = new LmTrainingOptions
             {
                 CorpusPath = corpus, ValidationCorpusPath = val, OutDir = outDir, DModel = 32, NLayers = 1, NHeads = 2, DMlp = 64,
                 ContextSize = 48, BatchSize = 4, Steps = 25, Lr = 2e-2, WarmUpSteps = 3, CheckpointEverySteps = 0, Seed = 3,
-            });
+            };
+            var r = LmTrainer.Train(o);
             double uniform = Math.Log(LabelledCorpus.Vocabulary.Count);
             Assert.InRange(r.FirstLoss, uniform - 0.5, uniform + 0.5); // initialised near uniform
             Assert.True(r.LastLoss < r.FirstLoss - 1.5, $"loss {r.FirstLoss} -> {r.LastLoss}");
@@ -130,6 +155,7 @@ public class LmTrainerTests
             using var m = ModelLoader.FromPretrained(outDir);
             Assert.Equal("gpt_neox", m.Config.Architecture);
             Assert.Equal("model", m.Config.ModelName);                      // named after its folder, as --model names it
+            Assert.Equal(LmTrainer.ParameterCount(o, LabelledCorpus.Vocabulary.Count), m.parameters().Sum(p => p.numel()));
             var tok = Tokenizer.FromFolder(outDir);
             var (loss, floor) = LmTrainer.Validate(m, tok, val, 0, 48);
             Assert.Equal(r.ValidationLoss, loss, 5);

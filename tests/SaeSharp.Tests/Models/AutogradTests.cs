@@ -69,7 +69,7 @@ public class AutogradTests : ModelTestBase
                 double Shifted(double h)
                 {
                     using (no_grad())
-                        foreach (var (p, d) in ps.Zip(dirs)) p.add_(d * h);
+                        foreach (var (p, d) in ps.Zip(dirs)) p.add_(d * h, TorchScalars.One);
                     double m = Metric(model.Forward(tokens)).item<double>();
                     using (no_grad())
                         foreach (var (p, d) in ps.Zip(dirs)) p.sub_(d * h);

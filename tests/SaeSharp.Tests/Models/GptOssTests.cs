@@ -226,7 +226,7 @@ public class GptOssTests
             Assert.Equal(ScalarType.BFloat16, q.dtype);
             var sinks = model.state_dict()[$"model.layers.{layer}.self_attn.sinks"];
             long n = tokens.shape[1];
-            var back = arange(n).unsqueeze(1) - arange(n).unsqueeze(0);              // query − key
+            var back = TorchScalars.Arange(n).unsqueeze(1) - TorchScalars.Arange(n).unsqueeze(0);              // query − key
             var allowed = back.ge(0);
             if (layer == 0) allowed = allowed.logical_and(back.lt(4));
             var mask = where(allowed, zeros(n, n), full(n, n, -3.3895313892515355e38)).to(ScalarType.BFloat16);

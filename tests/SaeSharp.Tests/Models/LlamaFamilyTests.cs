@@ -198,7 +198,7 @@ public class LlamaFamilyTests : ModelTestBase
         // (values 3, 4 of 0..4); the next step returns them followed by its own key. A global layer keeps everything.
         using var scope = NewDisposeScope();
         using var kv = new KvCache(2);
-        var first = arange(5f).reshape(1, 1, 5, 1);
+        var first = TorchScalars.Arange(5, dtype: ScalarType.Float32).reshape(1, 1, 5, 1);
         var (k0, _) = kv.Append(0, first, first, keepLast: 2);
         Assert.Equal(new float[] { 0, 1, 2, 3, 4 }, k0.data<float>().ToArray());
         var (k1, v1) = kv.Append(0, full(1, 1, 1, 1, 5f), full(1, 1, 1, 1, 5f), keepLast: 2);

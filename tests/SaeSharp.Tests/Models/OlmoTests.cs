@@ -152,7 +152,7 @@ public class OlmoTests : ModelTestBase
         var (_, cache) = m.RunWithCache(tokens, ["blocks.0.attn.hook_pattern", "blocks.1.attn.hook_pattern"]);
         using var _ = cache;
         long s = tokens.shape[1];
-        var back = arange(s).unsqueeze(1) - arange(s).unsqueeze(0);   // query − key
+        var back = TorchScalars.Arange(s).unsqueeze(1) - TorchScalars.Arange(s).unsqueeze(0);   // query − key
         var p0 = cache["blocks.0.attn.hook_pattern"];
         var p1 = cache["blocks.1.attn.hook_pattern"];
         Assert.Equal(0.0, p0.masked_select(back.ge(5).expand_as(p0)).abs().max().item<float>());
@@ -190,10 +190,10 @@ public class OlmoTests : ModelTestBase
         }).ToArray();
         var tokens = Npy.LoadNpz(Path.Combine(Folder("olmo3"), "reference.npz"))["tokens"];
         long n = tokens.shape[1];
-        var freqs = arange(n, dtype: ScalarType.Float64).unsqueeze(1) * tensor(inv).unsqueeze(0);   // [pos, 4]
+        var freqs = TorchScalars.Arange(n, dtype: ScalarType.Float64).unsqueeze(1) * tensor(inv).unsqueeze(0);   // [pos, 4]
         var emb = cat([freqs, freqs], -1).view(1, n, 1, dim);
         var (cos, sin) = (emb.cos() * attention, emb.sin() * attention);
-        var defaultEmb = arange(n, dtype: ScalarType.Float64).unsqueeze(1) * tensor(Enumerable.Range(0, dim / 2).Select(i => Math.Pow(theta, -2.0 * i / dim)).ToArray()).unsqueeze(0);
+        var defaultEmb = TorchScalars.Arange(n, dtype: ScalarType.Float64).unsqueeze(1) * tensor(Enumerable.Range(0, dim / 2).Select(i => Math.Pow(theta, -2.0 * i / dim)).ToArray()).unsqueeze(0);
         defaultEmb = cat([defaultEmb, defaultEmb], -1).view(1, n, 1, dim);
         static Tensor Rotate(Tensor x, Tensor cos, Tensor sin) =>
             x * cos + cat([x.narrow(-1, dim / 2, dim / 2).neg(), x.narrow(-1, 0, dim / 2)], -1) * sin;

@@ -135,7 +135,7 @@ public sealed class CrossCoderForkOptionsTests : TempDirTestBase
         Assert.Equal(e["loss"]!.GetValue<double>(), loss.Loss.item<float>(), 4);
         // Slot 1 is not read: changing it leaves the latents as they were.
         using var x2 = x.clone();
-        x2.select(1, 1).add_(100);
+        x2.select(1, 1).add_(TorchScalars.Of(100.0), TorchScalars.One);
         using var f2 = cc.Encode(x2);
         AssertClose(f, f2, "f with slot 1 changed");
         // Saved in both forms and loaded again: the same encoder_layers and forward.

@@ -305,7 +305,7 @@ public class CrossCoderTests
         cc.InitializeWeights(g, normInitScale: 1.0);
         using var scope = NewDisposeScope();
         // norm_init_scale 1: every W_enc[l, :, i] has norm 1; W_dec[l] = W_enc[l]ᵀ; biases 0.
-        AssertClose(ones(2, 16), linalg.vector_norm(cc.Encoder.Weight, 2, [1]), "encoder column norms");
+        AssertClose(ones(2, 16), TorchScalars.VectorNorm(cc.Encoder.Weight, 2, [1]), "encoder column norms");
         Assert.True(cc.Decoder.Weight.eq(cc.Encoder.Weight.permute(0, 2, 1)).all().item<bool>());
         Assert.Equal(0, cc.Encoder.Bias.abs().sum().item<float>());
         // Without rescaling: kaiming_uniform bound √6/√(d·dict_size) = √6/√128.

@@ -213,7 +213,7 @@ public class LazyCrossLayerTranscoderTests : ModelTestBase
     {
         string file = Sub("t.safetensors");
         Directory.CreateDirectory(Dir);
-        using (var t = arange(24, dtype: ScalarType.Float32).view(4, 3, 2)) SafeTensors.Save(file, new Dictionary<string, Tensor> { ["w"] = t });
+        using (var t = TorchScalars.Arange(24, dtype: ScalarType.Float32).view(4, 3, 2)) SafeTensors.Save(file, new Dictionary<string, Tensor> { ["w"] = t });
         using var f = SafeTensorsFile.Open(file);
         using (var rows = f.ReadGathered("w", [3, 1], 2, 2))
             Assert.Equal([20f, 21f, 8f, 9f], rows.data<float>().ToArray());   // row r's elements 2..3 are 6r + 2, 6r + 3

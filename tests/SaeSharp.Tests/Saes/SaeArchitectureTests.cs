@@ -1,3 +1,4 @@
+using SaeSharp.Kernels;
 using SaeSharp.Saes;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -89,18 +90,18 @@ public class SaeArchitectureTests
         var sae = Make(Cfg(arch), seed: 15);
         sae.Training.SparsityCoefficient = 1e-3;
         var (b1, b2) = sae.DefaultAdamBetas;
-        var opt = optim.Adam(sae.parameters(), lr: 1e-2, beta1: b1, beta2: b2);
+        using var opt = new AdamOptimizer(sae.named_parameters().Select(np => (np.name, np.parameter)), b1, b2);
         var x = randn(32, 4, generator: new Generator(16));
         float first = 0, last = 0;
         for (int step = 0; step < 30; step++)
         {
             using var scope = NewDisposeScope();
             var ctx = new SaeTrainContext { Step = step };
-            opt.zero_grad();
+            sae.zero_grad();
             var o = sae.TrainingForward(x, x, ctx);
             o.Loss.backward();
             sae.BeforeOptimizerStep(ctx);
-            opt.step();
+            opt.Step(1e-2);
             sae.AfterOptimizerStep(ctx);
             float mse = o.Losses["mse_loss"].item<float>();
             if (step == 0) first = mse;

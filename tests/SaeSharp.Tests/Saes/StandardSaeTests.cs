@@ -1,3 +1,4 @@
+using SaeSharp.Kernels;
 using SaeSharp.Saes;
 using static TorchSharp.torch;
 
@@ -173,18 +174,18 @@ public class StandardSaeListFromProductsTests
                 sae.InitializeWeights(new Generator(3));
                 using (no_grad()) { sae.BEnc.copy_(randn(96, generator: new Generator(4)) * 0.3 - 0.9); sae.BDec.copy_(randn(24, generator: new Generator(5)) * 0.1); }
                 sae.Training.SparsityCoefficient = 0.3;
-                var opt = optim.Adam(sae.parameters(), 1e-2);
+                using var opt = new AdamOptimizer(sae.named_parameters().Select(np => (np.name, np.parameter)));
                 var losses = new List<float>();
                 var sparse = new List<bool>();
                 for (int step = 0; step < 6; step++)
                 {
                     // Sparse for four steps, then dense (the threshold 0), then sparse again.
                     sae.SparseTrainingDensity = step == 4 ? 0 : 1;
-                    opt.zero_grad();
+                    sae.zero_grad();
                     var o = sae.TrainingForward(x, x, new SaeTrainContext { Step = step });
                     o.Loss.backward();
                     sae.BeforeOptimizerStep(new SaeTrainContext());
-                    opt.step();
+                    opt.Step(1e-2);
                     sae.AfterOptimizerStep(new SaeTrainContext());
                     losses.Add(o.Loss.item<float>());
                     sparse.Add(sae.LastTrainingPassSparse);

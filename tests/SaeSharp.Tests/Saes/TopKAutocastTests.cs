@@ -68,7 +68,7 @@ public class TopKAutocastTests
         const int n = 64, dIn = 64, dSae = 512, k = 8;
         var sae = MakeSae("topk", dIn, dSae, k, seed: 3, autocast: true);
         if (chunked) sae.ChunkElements = 20 * dSae;
-        using (no_grad()) sae.BEnc.add_(4f); // every pre-activation positive: the feature acts are the pre-activations
+        using (no_grad()) sae.BEnc.add_(TorchScalars.Of(4.0), TorchScalars.One); // every pre-activation positive: the feature acts are the pre-activations
         var x = randn(n, dIn, generator: new Generator(4));
         var (pre, bound) = Reference(sae, x);
         var f = F(sae.TrainingForward(x, x, new SaeTrainContext()).FeatureActs);
@@ -99,7 +99,7 @@ public class TopKAutocastTests
     {
         const int n = 32, dIn = 32, dSae = 256, k = 4;
         var sae = MakeSae(arch, dIn, dSae, k, seed: 5, autocast: true);
-        using (no_grad()) sae.BEnc.add_(4f);
+        using (no_grad()) sae.BEnc.add_(TorchScalars.Of(4.0), TorchScalars.One);
         var x = randn(n, dIn, generator: new Generator(6));
         var (pre, bound) = Reference(sae, x);
         var f = F(sae.TrainingForward(x, x, new SaeTrainContext()).FeatureActs);
@@ -128,7 +128,7 @@ public class TopKAutocastTests
         const int n = 12, dIn = 16, dSae = 64, k = 3;
         var x = randn(n, dIn, generator: new Generator(8));
         var target = randn(n, dIn, generator: new Generator(9));
-        var dead = arange(dSae).remainder(4).eq(1);
+        var dead = TorchScalars.Arange(dSae).remainder(4).eq(1);
         var grads = new List<Dictionary<string, Tensor>>();
         var losses = new List<Tensor>();
         foreach (bool autocast in new[] { false, true })

@@ -42,7 +42,7 @@ public class TopKCandidatePassTests
                 MatryoshkaWidths = arch == SaeArchitectures.MatryoshkaBatchTopK ? [dSae / 4, dSae] : null,
             }, seed: 7);
             sae.Training.CandidatePass = mode;
-            using (no_grad()) sae.BEnc.add_(dead.to(ScalarType.Float32) * deadShift);
+            using (no_grad()) sae.BEnc.add_(dead.to(ScalarType.Float32) * deadShift, TorchScalars.One);
             sae.AuxKDenseMaxRatio = path == KernelPath.Scalar ? 100 : 1; // both AuxK forms
             var o = sae.TrainingForward(x, target, new SaeTrainContext { DeadMask = dead });
             var acts = F(o.FeatureActs);

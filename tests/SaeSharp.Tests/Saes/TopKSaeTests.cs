@@ -118,7 +118,7 @@ public class TopKSaeTests
         var target = randn(9, 6, generator: new Generator(6));
         var dead = zeros(12, dtype: ScalarType.Bool);
         dead[tensor(new long[] { 1, 4, 5, 9 })] = tensor(true);
-        using (no_grad()) sae.BEnc.add_(dead.to(ScalarType.Float32) * deadShift);
+        using (no_grad()) sae.BEnc.add_(dead.to(ScalarType.Float32) * deadShift, TorchScalars.One);
         if (deadShift < 0)
         {
             using var _ = no_grad();

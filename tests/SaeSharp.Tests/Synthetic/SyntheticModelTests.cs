@@ -183,7 +183,7 @@ public class SyntheticModelTests : IDisposable
             using var scope = NewDisposeScope();
             var (hidden, acts) = model.SampleWithFeatures(10_000, gen);
             // hidden = acts · W + b, recomputed in float64.
-            var reference = acts.to(ScalarType.Float64).matmul(w).add(b);
+            var reference = acts.to(ScalarType.Float64).matmul(w).add(b, TorchScalars.One);
             t.MaxHiddenError = Math.Max(t.MaxHiddenError, hidden.to(ScalarType.Float64).sub(reference).abs().max().item<double>());
             var a = acts.data<float>().ToArray();
             var batch = new long[pairs.Length, 3];

@@ -26,7 +26,7 @@ public abstract class ActivationFileRunTestBase : IDisposable
         string path = P("a.safetensors");
         if (!File.Exists(path))
         {
-            using var rows = randn(640, 8, generator: new Generator(3)).mul_(1.5).add_(0.7);
+            using var rows = randn(640, 8, generator: new Generator(3)).mul_(1.5).add_(TorchScalars.Of(0.7), TorchScalars.One);
             SafeTensors.Save(path, new Dictionary<string, Tensor> { ["activations"] = rows });
         }
         return path.Replace("\\", "/");

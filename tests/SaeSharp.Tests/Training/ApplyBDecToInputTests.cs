@@ -36,8 +36,8 @@ public class ApplyBDecToInputTests() : ActivationFileRunTestBase("apply-b-dec-")
             foreach (var (name, p) in sae.named_parameters())
             {
                 using var r = randn(p.shape, generator: gen);
-                if (name.Contains("threshold", StringComparison.Ordinal)) p.copy_(r.abs().mul(0.05).add(0.01));
-                else if (name == "b_dec") p.copy_(r.mul(2).add(1));
+                if (name.Contains("threshold", StringComparison.Ordinal)) p.copy_(r.abs().mul(0.05).add(TorchScalars.Of(0.01), TorchScalars.One));
+                else if (name == "b_dec") p.copy_(r.mul(2).add(TorchScalars.Of(1.0), TorchScalars.One));
                 else p.copy_(r.mul(0.4));
             }
         return sae;
@@ -45,7 +45,7 @@ public class ApplyBDecToInputTests() : ActivationFileRunTestBase("apply-b-dec-")
 
     private static Tensor BDec(Sae sae) => sae.named_parameters().Single(p => p.name == "b_dec").parameter;
 
-    private static Tensor Inputs() => randn(Rows, DIn, generator: new Generator(11)).mul_(1.5).add_(0.7);
+    private static Tensor Inputs() => randn(Rows, DIn, generator: new Generator(11)).mul_(1.5).add_(TorchScalars.Of(0.7), TorchScalars.One);
 
     public static TheoryData<string> Architectures => new()
     {

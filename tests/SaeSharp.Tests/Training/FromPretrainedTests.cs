@@ -27,7 +27,7 @@ public class FromPretrainedTests : IDisposable
     {
         if (!File.Exists(P("a.safetensors")))
         {
-            using var rows = randn(600, 8, generator: new Generator(3)).mul_(1.5).add_(0.7);
+            using var rows = randn(600, 8, generator: new Generator(3)).mul_(1.5).add_(TorchScalars.Of(0.7), TorchScalars.One);
             SafeTensors.Save(P("a.safetensors"), new Dictionary<string, Tensor> { ["activations"] = rows });
         }
         return SafeTensors.Load(P("a.safetensors"))["activations"];

@@ -158,7 +158,7 @@ public class RescaleActsByDecoderNormTests() : ActivationFileRunTestBase("rescal
         sae.Training.Autocast = path == "autocast";
         sae.Training.AuxKCoefficient = 0.5;
         var x = JsonTensor(Fixture["x"]!);
-        var dead = arange(24).ge(14);
+        var dead = TorchScalars.Arange(24).ge(14);
         var ctx = new SaeTrainContext { Step = 0, DeadMask = dead };
         var o = sae.TrainingForward(x, x, ctx);
         Assert.True(o.Losses["auxiliary_reconstruction_loss"].item<float>() > 0);

@@ -178,7 +178,7 @@ public class SaeLensRunnerConfig637Tests
         try
         {
             string acts = Path.Combine(dir, "a.safetensors").Replace("\\", "/");
-            SafeTensors.Save(acts, new Dictionary<string, Tensor> { ["activations"] = arange(400 * 4, dtype: ScalarType.Float32).reshape(400, 4) });
+            SafeTensors.Save(acts, new Dictionary<string, Tensor> { ["activations"] = TorchScalars.Arange(400 * 4, dtype: ScalarType.Float32).reshape(400, 4) });
             TrainingSettings Settings(double f) => TrainingSettings.FromJson($$"""
                 {"activations": "{{acts}}", "architecture": "topk", "k": 2, "d_sae": 8, "total_training_steps": 4,
                  "train_batch_size_tokens": 16, "eval_rows": 40, "out": "{{Path.Combine(dir, "run").Replace("\\", "/")}}", "activations_mixing_fraction": {{f.ToString(System.Globalization.CultureInfo.InvariantCulture)}}}
@@ -189,7 +189,7 @@ public class SaeLensRunnerConfig637Tests
             // 0: rows in file order, as SAELens's mixing buffer passes a cache through with mix_fraction 0.
             using var ordered = TrainingPlan.ForActivations(Settings(0));
             using var b = ordered.Options.TrainSource.Next(16)!;
-            Assert.Equal(arange(16 * 4, dtype: ScalarType.Float32).reshape(16, 4).data<float>().ToArray(), b.Input.data<float>().ToArray());
+            Assert.Equal(TorchScalars.Arange(16 * 4, dtype: ScalarType.Float32).reshape(16, 4).data<float>().ToArray(), b.Input.data<float>().ToArray());
         }
         finally
         {
