@@ -1,3 +1,5 @@
+using SaeSharp.Rng;
+
 namespace SaeSharp.Data;
 
 /// <summary>

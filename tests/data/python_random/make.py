@@ -4,7 +4,7 @@ Each entry starts from a fresh random.Random(seed):
   random: 8 random() values; bits: getrandbits(k) for k in KS (as decimal strings);
   randbelow: 12 _randbelow(n) values; shuffle: shuffle of [1..1000]; sample10: sample(range(10), k) for k in 3, 6, 10;
   sample10000: sample(range(10000), 50) (the set branch) and sample(range(10000), 1500) (the pool branch);
-  choice: 12 choice(list('abcdefghij')) values.
+  choice: 12 choice(list('abcdefghij')) values; randint: 12 randint(3, 17) values.
 
     /usr/bin/python3 tests/data/python_random/make.py > tests/data/python_random/python_random.json
 """
@@ -33,6 +33,8 @@ def entry(seed):
     out["sample10"] = [r.sample(range(10), k) for k in (3, 6, 10)]
     r = rng()
     out["sample10000"] = [r.sample(range(10000), 50), r.sample(range(10000), 1500)]
+    r = rng()
+    out["randint"] = [r.randint(3, 17) for _ in range(12)]
     r = rng()
     out["choice"] = [r.choice("abcdefghij") for _ in range(12)]
     return out

@@ -1,9 +1,9 @@
 using System.Numerics;
 using System.Text.Json;
-using SaeSharp.Data;
+using SaeSharp.Rng;
 using SaeSharp.Tests.Tokenizers;
 
-namespace SaeSharp.Tests.Data;
+namespace SaeSharp.Tests.Rng;
 
 /// <summary>
 /// <see cref="PythonRandom"/> against CPython 3.11.2's <c>random.Random</c> (tests/data/python_random/python_random.json,
@@ -63,7 +63,7 @@ public class PythonRandomTests
     }
 
     [Fact]
-    public void Randbelow_shuffle_and_choice_equal_cpython()
+    public void Randbelow_randint_shuffle_and_choice_equal_cpython()
     {
         int[] bounds = [1, 2, 3, 7, 10, 100, 1000, (1 << 20) + 1, int.MaxValue, 5, 6, 1 << 30];
         foreach (var (r, make, e) in Entries())
@@ -73,6 +73,8 @@ public class PythonRandomTests
             make().Shuffle(x);
             Assert.Equal(Ints(e.GetProperty("shuffle")), x);
             Assert.Equal(Enumerable.Range(1, 1000), x.Order());
+            var ri = make();
+            Assert.Equal(Ints(e.GetProperty("randint")), Enumerable.Range(0, 12).Select(_ => ri.RandInt(3, 17)));
             var c = make();
             Assert.Equal(e.GetProperty("choice").EnumerateArray().Select(v => v.GetString()![0]), Enumerable.Range(0, 12).Select(_ => c.Choice("abcdefghij".ToArray())));
         }
@@ -89,6 +91,8 @@ public class PythonRandomTests
             var expected = e.GetProperty("sample10").EnumerateArray().Select(Ints).ToList();
             int[] ks = [3, 6, 10];
             for (int i = 0; i < ks.Length; i++) Assert.Equal(expected[i], r.Sample(small, ks[i]));
+            r = make();
+            for (int i = 0; i < ks.Length; i++) Assert.Equal(expected[i], r.Sample(10, ks[i]));   // sample(range(10), k)
             r = make();
             var big = e.GetProperty("sample10000").EnumerateArray().Select(Ints).ToList();
             Assert.Equal(big[0], r.Sample(large, 50));   // set branch: 10,000 > 21 + 4^4

@@ -1,8 +1,8 @@
-namespace SaeSharp.Data;
+namespace SaeSharp.Rng;
 
 /// <summary>
 /// The Mersenne Twister MT19937 (Matsumoto and Nishimura's <c>mt19937ar.c</c>) that NumPy's legacy
-/// <see cref="NumpyRandomState"/> and CPython's <see cref="PythonRandom"/> both draw from: its two seedings
+/// <see cref="Data.NumpyRandomState"/> and CPython's <see cref="PythonRandom"/> both draw from: its two seedings
 /// (<c>init_genrand</c>, <c>init_by_array</c>) and its tempered 32-bit outputs (<c>genrand_uint32</c>).
 /// </summary>
 internal sealed class Mt19937

@@ -1,12 +1,12 @@
 using System.Numerics;
 
-namespace SaeSharp.Data;
+namespace SaeSharp.Rng;
 
 /// <summary>
 /// CPython's <c>random.Random</c> (3.11): MT19937 (<see cref="Mt19937"/>) seeded by <c>seed(n)</c> for an integer n, with
 /// <c>random()</c>, <c>getrandbits(k)</c>, <c>_randbelow</c>, <c>shuffle</c>, <c>sample</c> and <c>choice</c> as CPython
 /// draws them, so that <c>random.seed(42); random.shuffle(x)</c> (SAEBench's europarl and github-code draws) orders
-/// <c>x</c> the same here (checked against Python 3.11.2's output, tests/data/python_random).
+/// <c>x</c> the same here, and SAELens's <c>generate_hierarchy</c> (<c>randint</c>, <c>sample(range(n), k)</c>) draws alike (checked against Python 3.11.2's output, tests/data/python_random).
 /// </summary>
 public sealed class PythonRandom
 {
@@ -62,6 +62,13 @@ public sealed class PythonRandom
         return r;
     }
 
+    /// <summary><c>randint(a, b)</c>: a + <c>_randbelow(b − a + 1)</c>; an empty range is an error, as in CPython.</summary>
+    public int RandInt(int a, int b)
+    {
+        if (b < a) throw new SaeSharpException($"randint({a}, {b}): empty range (Python's random.randint)");
+        return a + RandBelow(b - a + 1);
+    }
+
     /// <summary><c>shuffle(x)</c> in place: for i from n−1 down to 1, swap i with <c>_randbelow(i + 1)</c>.</summary>
     public void Shuffle<T>(IList<T> items)
     {
@@ -104,6 +111,13 @@ public sealed class PythonRandom
             }
         }
         return result;
+    }
+
+    /// <summary><c>sample(range(n), k)</c>.</summary>
+    public int[] Sample(int n, int k)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(n);
+        return Sample(Enumerable.Range(0, n).ToArray(), k);
     }
 
     /// <summary><c>choice(seq)</c>: <c>seq[_randbelow(len(seq))]</c>; an empty sequence is an error.</summary>
