@@ -12,7 +12,7 @@ public class LibraryLayeringTests
     /// <summary>Lowest first. A folder may use the folders of any lower layer, none of its own or a higher one.</summary>
     internal static readonly string[][] Layers =
     [
-        ["IO", "Kernels", "Tokenizers"],
+        ["IO", "Kernels", "Tokenizers", "Rng"],
         ["Saes", "Plots", "Synthetic"],
         ["Hooks", "Hub"],
         ["Models", "Data", "Interop"],

@@ -1,5 +1,6 @@
 using System.Globalization;
 using SaeSharp.Data;
+using SaeSharp.Rng;
 
 namespace SaeSharp.Analysis;
 
@@ -79,6 +80,130 @@ public static class SaeBenchDraws
             kept.Add(new BalancedClass(c, [.. picked]));
         }
         return (kept, skipped);
+    }
+
+    /// <summary>
+    /// <c>gather_dataset_from_df(df, chosen, n, label_key, text_key, seed)</c> (ag_news): for each chosen class, its rows in
+    /// dataset order sampled with <c>sample(n=n, random_state=seed)</c> (<see cref="NumpyRandomState"/>'s
+    /// <c>choice(len, n, replace=False)</c>). A chosen class with no rows, or fewer than <paramref name="perClass"/>, is an
+    /// error naming it (pandas refuses to sample more than it has).
+    /// </summary>
+    public static IReadOnlyList<BalancedClass> PerClass(IReadOnlyList<string> labels, IReadOnlyList<string> chosen, int perClass, int seed,
+        string labelName = "label")
+    {
+        ArgumentNullException.ThrowIfNull(labels);
+        ArgumentNullException.ThrowIfNull(chosen);
+        var rows = RowsByValue(labels);
+        return [.. chosen.Select(c => Sample(c, rows.TryGetValue(c, out var r) ? r : [], perClass, seed, labelName, rows.Keys))];
+    }
+
+    /// <summary>
+    /// <c>get_balanced_amazon_sentiment_dataset(df, n, seed)</c>: each value of the rating column, in order of first
+    /// appearance (pandas' <c>unique</c>), gives <c>sample(n=n, random_state=seed)</c> of its rows; the class is named as
+    /// Python's <c>str(rating)</c> names a float rating (<c>1.0</c>, <c>5.0</c>: SAEBench's chosen classes).
+    /// </summary>
+    public static IReadOnlyList<BalancedClass> Sentiment(IReadOnlyList<string> ratings, int perClass, int seed, string ratingName = "rating")
+    {
+        ArgumentNullException.ThrowIfNull(ratings);
+        var rows = RowsByValue(ratings);
+        return [.. rows.Keys.Select(c => Sample(c, rows[c], perClass, seed, ratingName, rows.Keys) with { Class = PythonFloatText(c, ratingName) })];
+    }
+
+    /// <summary>The row indices of each value, values in order of first appearance.</summary>
+    private static OrderedDictionary<string, List<int>> RowsByValue(IReadOnlyList<string> values)
+    {
+        var rows = new OrderedDictionary<string, List<int>>(StringComparer.Ordinal);
+        for (int i = 0; i < values.Count; i++)
+        {
+            if (!rows.TryGetValue(values[i], out var r)) rows[values[i]] = r = [];
+            r.Add(i);
+        }
+        return rows;
+    }
+
+    private static BalancedClass Sample(string c, List<int> rows, int n, int seed, string column, IEnumerable<string> known)
+    {
+        if (rows.Count == 0)
+            throw new SaeSharpException($"no text has class '{c}' in '{column}'{NameSuggestion.WithKnown(c, [.. known], "classes")}");
+        if (rows.Count < n)
+            throw new SaeSharpException($"class '{c}' of '{column}' has {rows.Count} texts, fewer than the {n} SAEBench samples (a half of the set size)");
+        return new BalancedClass(c, [.. new NumpyRandomState(seed).Choice(rows.Count, n).Select(k => rows[(int)k])]);
+    }
+
+    /// <summary>Python's <c>str(float(v))</c> for a number read as text: <c>1</c> → <c>1.0</c>, <c>4.5</c> stays.</summary>
+    private static string PythonFloatText(string v, string column)
+    {
+        if (!double.TryParse(v, NumberStyles.Float, CultureInfo.InvariantCulture, out double d))
+            throw new SaeSharpException($"'{column}' value '{v}' is not a number (SAEBench's amazon sentiment classes are ratings 1.0 and 5.0)");
+        string r = d.ToString("R", CultureInfo.InvariantCulture);
+        return r.Contains('.') || r.Contains('E') ? r : r + ".0";
+    }
+
+    /// <summary>SAEBench's europarl configs: the language-pair config each language is read from (<c>get_europarl_dataset</c>).</summary>
+    public static readonly IReadOnlyList<(string Language, string Pair)> EuroparlPairs =
+        [("en", "en-fr"), ("fr", "fr-it"), ("de", "de-en"), ("es", "es-fr"), ("nl", "nl-pt")];
+
+    /// <summary>
+    /// The tail of <c>get_europarl_dataset</c> and <c>get_github_code_dataset</c>: after <c>random.seed(seed)</c>, each chosen
+    /// class's collected texts in turn (in <paramref name="chosen"/>'s order, one <see cref="PythonRandom"/> for all)
+    /// are shuffled with <c>random.shuffle</c>; the first <paramref name="trainHalf"/> train and the next
+    /// <paramref name="testHalf"/> test. A class with too few texts is an error naming it and its count.
+    /// </summary>
+    public static IReadOnlyList<(string Class, IReadOnlyList<string> Train, IReadOnlyList<string> Test)> ShuffledSplits(
+        IReadOnlyDictionary<string, List<string>> collected, IReadOnlyList<string> chosen, int trainHalf, int testHalf, int seed)
+    {
+        ArgumentNullException.ThrowIfNull(collected);
+        ArgumentNullException.ThrowIfNull(chosen);
+        var random = new PythonRandom(seed);
+        var result = new List<(string, IReadOnlyList<string>, IReadOnlyList<string>)>();
+        foreach (var c in chosen)
+        {
+            var texts = collected.TryGetValue(c, out var t) ? new List<string>(t) : [];
+            if (texts.Count < trainHalf + testHalf)
+                throw new SaeSharpException($"class '{c}' has {texts.Count} texts, fewer than the {trainHalf} + {testHalf} SAEBench splits it into");
+            random.Shuffle(texts);
+            result.Add((c, texts[..trainHalf], texts.GetRange(trainHalf, testHalf)));
+        }
+        return result;
+    }
+
+    /// <summary>
+    /// <c>get_github_code_dataset</c>'s collection: rows (code, language) in dataset order; a row of a chosen language whose
+    /// code is longer than 534 characters (128 × 3 + 150, Python's <c>len</c>: code points) keeps its code from the
+    /// 151st character on; the read stops at the first chosen row after which every chosen language has more than
+    /// <paramref name="perLanguage"/> texts.
+    /// </summary>
+    public static Dictionary<string, List<string>> GithubCode(IEnumerable<(string Code, string Language)> rows, IReadOnlyList<string> chosen, int perLanguage)
+    {
+        ArgumentNullException.ThrowIfNull(rows);
+        ArgumentNullException.ThrowIfNull(chosen);
+        const int CharsToSkip = 50 * 3, MinChars = 128 * 3 + CharsToSkip;
+        var collected = chosen.Distinct().ToDictionary(c => c, _ => new List<string>(), StringComparer.Ordinal);
+        foreach (var (code, language) in rows)
+        {
+            if (!collected.TryGetValue(language, out var list)) continue;
+            if (PythonLength(code) > MinChars) list.Add(PythonSliceFrom(code, CharsToSkip));
+            if (collected.Values.All(l => l.Count > perLanguage)) break;
+        }
+        return collected;
+    }
+
+    /// <summary>Python's <c>len(s)</c>: code points (a surrogate pair is one).</summary>
+    internal static int PythonLength(string s)
+    {
+        int n = s.Length;
+        for (int i = 1; i < s.Length; i++)
+            if (char.IsLowSurrogate(s[i]) && char.IsHighSurrogate(s[i - 1])) n--;
+        return n;
+    }
+
+    /// <summary>Python's <c>s[start:]</c> in code points.</summary>
+    internal static string PythonSliceFrom(string s, int start)
+    {
+        int i = 0;
+        for (int cp = 0; cp < start && i < s.Length; cp++)
+            i += char.IsHighSurrogate(s[i]) && i + 1 < s.Length && char.IsLowSurrogate(s[i + 1]) ? 2 : 1;
+        return s[i..];
     }
 
     /// <summary>pandas' <c>groupby</c> key order for keys read as text: numeric order when every key parses as a number

@@ -50,7 +50,7 @@ public sealed class HubDataset
     /// <summary>The revision the files are read at (<c>refs/convert/parquet</c> after falling back to the Parquet conversion).</summary>
     public string Revision => _revision;
 
-    /// <summary>Parses <paramref name="spec"/>; nothing is fetched until <see cref="Files"/> or <see cref="LocalFiles"/>.</summary>
+    /// <summary>Parses <paramref name="spec"/>; nothing is fetched until <see cref="Files"/> or <see cref="LocalFiles()"/>.</summary>
     public HubDataset(string spec, HfHubOptions? hub = null)
     {
         ArgumentException.ThrowIfNullOrEmpty(spec);
@@ -168,9 +168,14 @@ public sealed class HubDataset
 
     /// <summary>The split's files as local paths, each downloaded (or found in the cache) only when the enumeration
     /// reaches it.</summary>
-    public IEnumerable<string> LocalFiles()
+    public IEnumerable<string> LocalFiles() => LocalFiles(_ => true);
+
+    /// <summary>The split's files (repo paths) that <paramref name="include"/> keeps, as local paths, each downloaded only
+    /// when the enumeration reaches it: e.g. one config folder (<c>en-fr/</c>) of a repo with a folder per config.</summary>
+    public IEnumerable<string> LocalFiles(Func<string, bool> include)
     {
-        var files = Files();
+        ArgumentNullException.ThrowIfNull(include);
+        var files = Files().Where(include).ToList();
         var client = Client();
         try
         {

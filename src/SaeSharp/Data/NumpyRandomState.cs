@@ -1,3 +1,5 @@
+using SaeSharp.Rng;
+
 namespace SaeSharp.Data;
 
 /// <summary>
@@ -8,55 +10,18 @@ namespace SaeSharp.Data;
 /// </summary>
 public sealed class NumpyRandomState : NumpyBitGenerator
 {
-    private const int N = 624, M = 397;
-    private readonly uint[] _key = new uint[N];
-    private int _pos;
+    private readonly Mt19937 _mt = new();
 
     /// <summary><c>np.random.RandomState(seed)</c>; a seed outside 0 … 2³²−1 is an error, as in NumPy.</summary>
     public NumpyRandomState(long seed)
     {
         if (seed is < 0 or > uint.MaxValue)
             throw new SaeSharpException($"seed {seed}: NumPy's RandomState takes a seed between 0 and 2**32 - 1");
-        uint s = (uint)seed;
-        for (int i = 0; i < N; i++)
-        {
-            _key[i] = s;
-            s = 1812433253u * (s ^ (s >> 30)) + (uint)(i + 1);
-        }
-        _pos = N;
-    }
-
-    private void Generate()
-    {
-        const uint Upper = 0x80000000u, Lower = 0x7fffffffu, MatrixA = 0x9908b0dfu;
-        int i = 0;
-        uint y;
-        for (; i < N - M; i++)
-        {
-            y = (_key[i] & Upper) | (_key[i + 1] & Lower);
-            _key[i] = _key[i + M] ^ (y >> 1) ^ ((0u - (y & 1)) & MatrixA);
-        }
-        for (; i < N - 1; i++)
-        {
-            y = (_key[i] & Upper) | (_key[i + 1] & Lower);
-            _key[i] = _key[i + (M - N)] ^ (y >> 1) ^ ((0u - (y & 1)) & MatrixA);
-        }
-        y = (_key[N - 1] & Upper) | (_key[0] & Lower);
-        _key[N - 1] = _key[M - 1] ^ (y >> 1) ^ ((0u - (y & 1)) & MatrixA);
-        _pos = 0;
+        _mt.InitGenrand((uint)seed);
     }
 
     /// <summary>MT19937's next tempered 32-bit output (<c>mt19937_next32</c>).</summary>
-    public override uint NextUInt32()
-    {
-        if (_pos == N) Generate();
-        uint y = _key[_pos++];
-        y ^= y >> 11;
-        y ^= (y << 7) & 0x9d2c5680u;
-        y ^= (y << 15) & 0xefc60000u;
-        y ^= y >> 18;
-        return y;
-    }
+    public override uint NextUInt32() => _mt.NextUInt32();
 
     /// <summary><c>mt19937_next64</c>: two 32-bit outputs, the first the high half.</summary>
     public override ulong NextUInt64() => (ulong)NextUInt32() << 32 | NextUInt32();

@@ -609,6 +609,13 @@ public static class TextDataset
             throw new SaeSharpException($"{path}: the Parquet schema cannot be read, the file is corrupt ({e.GetType().Name}: {e.Message})", e);
         }
         var top = schema.Fields.FirstOrDefault(f => f.Name == column);
+        // A field of a struct column (europarl's translation.en) by its dotted path, when no top column has that name.
+        if (top is null && column.Split('.') is [var structName, var member]
+            && schema.Fields.FirstOrDefault(f => f.Name == structName) is StructField st)
+        {
+            return st.Fields.FirstOrDefault(f => f.Name == member) as DataField ?? throw new SaeSharpException(
+                $"{path}: struct column '{structName}' has no string field '{member}' (fields: {string.Join(", ", st.Fields.Select(f => f.Name))})");
+        }
         return top switch
         {
             DataField d => d,

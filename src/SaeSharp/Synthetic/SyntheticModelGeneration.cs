@@ -1,3 +1,4 @@
+using SaeSharp.Rng;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
