@@ -28,6 +28,7 @@ internal static class ProbeCommand
         var labelField = new Option<string>("--label-field") { Description = "--pooling mean on a classification dataset: the class column (strings or integers)", DefaultValueFactory = _ => "label" };
         var classes = new Option<string[]>("--classes") { Description = "--pooling mean on a classification dataset: comma-separated classes, each probed against the others (default: every class); --scr: attribute 1's positive,negative values, repeat it for several pairs (each a run, on every --dataset); DATASET=values: for that --dataset only", AllowMultipleArgumentsPerToken = false };
         var balanceField = new Option<string?>("--balance-field") { Description = "--pooling mean on a classification dataset (sparse probing, --tpp): balance each class over this second column as SAEBench's get_balanced_dataset does (its column2_name: bias_in_bios gender, amazon reviews rating): a quarter of each set size per class and value, drawn as pandas' sample(random_state=42); classes short of texts are left out" };
+        var saebenchSource = new Option<string?>("--saebench-source") { Description = "--pooling mean sparse probing: draw --dataset as SAEBench draws one of its datasets that has no plain class column: ag_news (fancyzhx/ag_news), amazon_sentiment (canrager/amazon_reviews_mcauley_1and5, rating 1 vs 5), europarl (Helsinki-NLP/europarl, a folder per language pair) or github_code (codeparrot/github-code); --classes default to SAEBench's chosen ones" };
         var texts = new Option<int>("--texts") { Description = "--pooling mean on a labelled corpus: documents to read (4 in 5 train)", DefaultValueFactory = _ => 5000 }.Positive();
         var labels = new Option<string?>("--labels") { Description = "Comma-separated labels to probe (default: every label with 50 tokens with and without it in each half)" };
         var absorption = new Option<bool>("--absorption") { Description = "Also measure feature absorption (SAEBench's absorption eval on parent labels)" };
@@ -43,7 +44,7 @@ internal static class ProbeCommand
         var artifactsDir = new Option<string?>("--artifacts") { Description = "Folder of the model's activations (SAEBench's artifacts_folder): each pass's are written there, and a later call reading the same tokens of the same model at the same hook reads them instead of running the model" };
         var json = new Option<string?>("--json") { Description = "Write the means (SAEBench's key names), every task and the absorption details to this JSON file" };
         var command = new Command("probe", "k-sparse probing of SAE features against token labels, with a probe on the whole activation as baseline (SAEBench's sparse probing; --absorption: feature absorption)")
-            { sae, model, dataset, pooling, tokens, ctx, textField, labelField, classes, balanceField, texts, labels, absorption, absorptionLabels, tpp, tppN, scr, spuriousField, spuriousClasses, scrN, saebench, strict, artifactsDir, json };
+            { sae, model, dataset, pooling, tokens, ctx, textField, labelField, classes, balanceField, saebenchSource, texts, labels, absorption, absorptionLabels, tpp, tppN, scr, spuriousField, spuriousClasses, scrN, saebench, strict, artifactsDir, json };
         Cli.SetAction(command, parse =>
         {
             var saes = parse.GetValue(sae)!;
@@ -61,9 +62,14 @@ internal static class ProbeCommand
             var absorb = parse.GetValue(absorption) ? new AbsorptionOptions { Labels = List(parse.GetValue(absorptionLabels)) } : null;
             bool mean = parse.GetValue(pooling) == "mean";
             if (mean) Cli.RefuseGiven(parse, "token pooling only (--pooling mean reads whole texts; absorption is measured on tokens)", tokens, absorption, absorptionLabels);
-            else Cli.RefuseGiven(parse, "need --pooling mean", textField, labelField, classes, balanceField, texts, tpp, tppN, scr, spuriousField, spuriousClasses, scrN);
+            else Cli.RefuseGiven(parse, "need --pooling mean", textField, labelField, classes, balanceField, saebenchSource, texts, tpp, tppN, scr, spuriousField, spuriousClasses, scrN);
             if (!parse.GetValue(tpp)) Cli.RefuseGiven(parse, "needs --tpp", tppN);
             if (!parse.GetValue(scr) && !parse.GetValue(tpp)) Cli.RefuseGiven(parse, "need --scr or --tpp", saebench, strict);
+            if (parse.GetValue(saebenchSource) is not null)
+            {
+                Cli.RefuseGiven(parse, "not with --saebench-source (sparse probing only)", tpp, scr);
+                Cli.RefuseGiven(parse, "not with --saebench-source (it reads the source's own columns)", textField, labelField, balanceField);
+            }
             if (!parse.GetValue(scr)) Cli.RefuseGiven(parse, "need --scr", spuriousField, spuriousClasses, scrN);
             else Cli.RefuseGiven(parse, "not with --scr (SCR trains its own three probes on --classes and --spurious-classes)", tpp, labels);
             if (parse.GetValue(scr)) Cli.RefuseGiven(parse, "not with --scr (its quadrants balance --label-field against --spurious-field)", balanceField);
@@ -74,7 +80,7 @@ internal static class ProbeCommand
             {
                 ContextSize = parse.GetValue(ctx) ?? 128, TextField = parse.GetValue(textField)!, LabelField = parse.GetValue(labelField)!,
                 Classes = parse.GetValue(scr) || parse.GetValue(tpp) ? null : List(One(parse.GetValue(classes), "--classes")), MaxTexts = parse.GetValue(texts),
-                BalanceField = parse.GetValue(balanceField),
+                BalanceField = parse.GetValue(balanceField), SaeBenchSource = parse.GetValue(saebenchSource),
             } : null;
             static int[]? NValues(string? s, string option) => List(s)?.Select(v => int.TryParse(v, System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out int n) && n > 0
                 ? n : throw new SaeSharpException($"{option}: '{v}' is not a positive integer")).ToArray();

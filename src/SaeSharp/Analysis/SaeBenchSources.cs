@@ -11,6 +11,33 @@ namespace SaeSharp.Analysis;
 /// </summary>
 internal static class SaeBenchSources
 {
+    /// <summary>The names <see cref="TextProbingOptions.SaeBenchSource"/> takes, each with SAEBench's chosen classes
+    /// (<c>dataset_info.chosen_classes_per_dataset</c> of fancyzhx/ag_news, canrager/amazon_reviews_mcauley_1and5_sentiment,
+    /// Helsinki-NLP/europarl and codeparrot/github-code).</summary>
+    internal static readonly IReadOnlyDictionary<string, string[]> ChosenClasses = new Dictionary<string, string[]>(StringComparer.Ordinal)
+    {
+        ["ag_news"] = ["0", "1", "2", "3"],
+        ["amazon_sentiment"] = ["1.0", "5.0"],
+        ["europarl"] = ["en", "fr", "de", "es", "nl"],
+        ["github_code"] = ["C", "Python", "HTML", "Java", "PHP"],
+    };
+
+    /// <summary>The texts of <paramref name="path"/> drawn as SAEBench draws <paramref name="source"/> (a key of
+    /// <see cref="ChosenClasses"/>), of <paramref name="classes"/> or SAEBench's chosen classes.</summary>
+    internal static ProbeTexts Read(string source, string path, IReadOnlyList<string>? classes, int trainSize, int testSize, int seed, Hub.HfHubOptions? hub = null)
+    {
+        if (!ChosenClasses.TryGetValue(source, out var chosen))
+            throw new SaeSharpException($"--saebench-source {source}: expected one of {string.Join(", ", ChosenClasses.Keys)}");
+        var c = classes ?? chosen;
+        return source switch
+        {
+            "ag_news" => AgNews(path, c, trainSize, testSize, seed, hub),
+            "amazon_sentiment" => AmazonSentiment(path, c, trainSize, testSize, seed, hub),
+            "europarl" => Europarl(path, c, trainSize, testSize, seed, hub),
+            _ => GithubCode(path, c, trainSize, testSize, seed, hub),
+        };
+    }
+
     /// <summary><c>get_ag_news_dataset</c>: the train and test splits' int <c>label</c> column, each chosen class sampled
     /// (<see cref="SaeBenchDraws.PerClass"/>) with trainSize/2 and testSize/2 texts.</summary>
     internal static ProbeTexts AgNews(string path, IReadOnlyList<string> chosen, int trainSize, int testSize, int seed, Hub.HfHubOptions? hub = null)

@@ -26,6 +26,11 @@ public sealed record TextProbingOptions
     /// <c>get_balanced_dataset</c> does (its <c>column2_name</c>: bias_in_bios <c>gender</c>, amazon reviews <c>rating</c>;
     /// <see cref="TextProbing.FromBalancedClasses"/>); null: each class's texts drawn without regard to another column.</summary>
     public string? BalanceField { get; init; }
+    /// <summary>One of SAEBench's sparse-probing datasets that it draws by its own rules, not from a class column:
+    /// <c>ag_news</c>, <c>amazon_sentiment</c>, <c>europarl</c> or <c>github_code</c> (the dataset's files or hub repo
+    /// as the path; <see cref="Classes"/> default to SAEBench's chosen ones); null: a classification dataset's
+    /// <see cref="LabelField"/>.</summary>
+    public string? SaeBenchSource { get; init; }
     /// <summary>Documents read from a labelled corpus (SAEBench's 4000 + 1000).</summary>
     public int MaxTexts { get; init; } = 5000;
     /// <summary>A class or label is a task when it has this many texts with it and as many without it in each half (in place
@@ -234,6 +239,7 @@ public static class TextProbing
     /// labelled corpus is an error: its documents have labels, chosen by <see cref="SparseProbingOptions.Labels"/>.</summary>
     internal static ProbeTexts Read(string path, TextProbingOptions text, int trainSize, int testSize, int seed, Hub.HfHubOptions? hub = null)
     {
+        if (text.SaeBenchSource is { } source) return SaeBenchSources.Read(source, path, text.Classes, trainSize, testSize, seed, hub);
         if (!IsLabelledCorpus(path)) return FromClasses(path, text, trainSize, testSize, seed, hub);
         if (text.BalanceField is { } field)
             throw new SaeSharpException($"{path} is a labelled corpus: --balance-field {field} balances the classes of a classification dataset's --label-field by a second column, which a corpus does not have");

@@ -160,5 +160,15 @@ public sealed class SaeBenchSourcesTests : FakeHubTestBase
         var sentiment = SaeBenchSources.AmazonSentiment(Path.Combine(_work, "amazon"), ["1.0", "5.0"], tr, te, 42);
         AssertSelection(sentiment, ["1.0", "5.0"], am.GetProperty("expected")[0], am.GetProperty("expected")[1]);
         Assert.Equal(["5.0", "1.0"], SaeBenchSources.AmazonSentiment(Path.Combine(_work, "amazon"), null, tr, te, 42).Names);
+
+        // `sae probe --pooling mean --saebench-source NAME`: TextProbing.Read draws the same texts, of SAEBench's chosen
+        // classes when --classes is not given (amazon_sentiment: 1.0 then 5.0, not the file's order).
+        var viaRead = TextProbing.Read(Path.Combine(_work, "amazon"), new TextProbingOptions { SaeBenchSource = "amazon_sentiment" }, tr, te, 42);
+        AssertSelection(viaRead, ["1.0", "5.0"], am.GetProperty("expected")[0], am.GetProperty("expected")[1]);
+        var agRead = TextProbing.Read("hf:fancyzhx/ag_news", new TextProbingOptions { SaeBenchSource = "ag_news" },
+            ag.GetProperty("train_size").GetInt32(), ag.GetProperty("test_size").GetInt32(), 42, Hub);
+        AssertSelection(agRead, classes, ag.GetProperty("expected")[0], ag.GetProperty("expected")[1]);
+        var unknown = Assert.Throws<SaeSharpException>(() => TextProbing.Read(Path.Combine(_work, "ag"), new TextProbingOptions { SaeBenchSource = "agnews" }, 8, 4, 42));
+        Assert.Equal("--saebench-source agnews: expected one of ag_news, amazon_sentiment, europarl, github_code", unknown.Message);
     }
 }
