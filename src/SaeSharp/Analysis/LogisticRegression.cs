@@ -237,20 +237,18 @@ public sealed class LogisticRegression
 
     /// <summary>An estimate of the largest eigenvalue of Zᵀ·diag(<paramref name="sw"/>)·Z, Z = [X, 1] (30 power iterations
     /// from a fixed start, times 1.1), never above the Frobenius bound max sᵢ·‖Z‖²_F.</summary>
-    private static double CurvatureBound(SparseRows x, SparseColumns xc, double[] sw)
+    private static double CurvatureBound(RowProducts x, double[] sw)
     {
-        double squares = x.Rows; // the intercept column's ones
-        for (int i = 0; i < x.Rows; i++) foreach (double v in x.Row(i).Values) squares += v * v;
-        double frobenius = sw.Max() * squares;
+        double frobenius = sw.Max() * (x.Squares + x.Rows); // the intercept column's ones
         var w = new double[x.Columns];
         double wb = 1, norm = Math.Sqrt(x.Columns + 1.0); // v = 1: w holds v's weights, wb its intercept entry
         Array.Fill(w, 1.0);
         double eig = 0;
         for (int it = 0; it < 30; it++)
         {
-            var u = x.RowDots(w, wb);
+            var u = x.Margins(w, wb);
             for (int i = 0; i < u.Length; i++) u[i] *= sw[i];
-            w = xc.TransposeTimes(u);
+            w = x.TransposeTimes(u);
             wb = u.Sum();
             double wNorm = Math.Sqrt(w.Sum(v => v * v) + wb * wb);
             eig = wNorm / norm;
@@ -261,6 +259,10 @@ public sealed class LogisticRegression
         }
         return Math.Min(frobenius, 1.1 * eig);
     }
+
+    /// <summary>The products FISTA needs of X [Rows, Columns]: X·w + b, Xᵀr, and Σ x²; from the non-zeros or a dense
+    /// float64 copy.</summary>
+    private sealed record RowProducts(int Rows, int Columns, double Squares, Func<double[], double, double[]> Margins, Func<double[], double[]> TransposeTimes);
 
     /// <summary>
     /// An L1-regularised probe as SAEBench's absorption eval trains its k-sparse selection probe
@@ -276,7 +278,25 @@ public sealed class LogisticRegression
     {
         if (x.dim() != 2) throw new SaeSharpException($"L1 logistic regression needs [n, d] inputs, got [{string.Join(", ", x.shape)}]");
         if (x.shape[0] != y.Length) throw new SaeSharpException($"L1 logistic regression: {x.shape[0]} rows but {y.Length} labels");
-        return FitL1(SparseRows.FromDense(x), y, lambda, sampleWeight, maxIter, tolerance);
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        if (x.count_nonzero().item<long>() <= SparseDensity * x.shape[0] * x.shape[1])
+            return FitL1(SparseRows.FromDense(x), y, lambda, sampleWeight, maxIter, tolerance);
+        // Dense rows (model activations): BLAS products on one float64 copy.
+        var xd = x.to(ScalarType.Float64).cpu().contiguous();
+        double[] Margins(double[] w, double b)
+        {
+            using var s = NewDisposeScope();
+            var m = xd.mv(tensor(w)).data<double>().ToArray();
+            for (int i = 0; i < m.Length; i++) m[i] += b;
+            return m;
+        }
+        double[] TransposeTimes(double[] r)
+        {
+            using var s = NewDisposeScope();
+            return xd.t().mv(tensor(r)).data<double>().ToArray();
+        }
+        return FitL1(new RowProducts(y.Length, (int)x.shape[1], xd.mul(xd).sum().item<double>(), Margins, TransposeTimes), y, lambda, sampleWeight, maxIter, tolerance);
     }
 
     /// <summary><see cref="FitL1(Tensor, bool[], double, double[], int, double)"/> on a matrix given by its non-zeros: the
@@ -289,8 +309,16 @@ public sealed class LogisticRegression
         if (x.Rows != y.Length) throw new SaeSharpException($"L1 logistic regression: {x.Rows} rows but {y.Length} labels");
         if (y.Length == 0 || y.All(v => v) || !y.Any(v => v)) throw new SaeSharpException("L1 logistic regression needs examples of both classes");
         if (!(lambda >= 0) || double.IsInfinity(lambda)) throw new SaeSharpException($"L1 logistic regression: λ must be finite and ≥ 0, got {lambda}");
-        int n = x.Rows, d = x.Columns;
         var xc = SparseColumns.FromRows(x);
+        double squares = 0;
+        for (int i = 0; i < x.Rows; i++) foreach (double v in x.Row(i).Values) squares += v * v;
+        return FitL1(new RowProducts(x.Rows, x.Columns, squares, x.RowDots, r => xc.TransposeTimes(r)), y, lambda, sampleWeight, maxIter, tolerance);
+    }
+
+    /// <summary>FISTA on the products of X (the two public entries' shared solver).</summary>
+    private static LogisticRegression FitL1(RowProducts x, bool[] y, double lambda, double[]? sampleWeight, int maxIter, double tolerance)
+    {
+        int n = x.Rows, d = x.Columns;
         var sw = sampleWeight is null ? Enumerable.Repeat(1.0 / n, n).ToArray() : [.. sampleWeight.Select(v => v / n)];
         // A point is (w, b): d weights and the intercept; its margins are X·w + b.
         double Smooth(double[] m)
@@ -303,22 +331,22 @@ public sealed class LogisticRegression
         {
             var r = new double[n];
             for (int i = 0; i < n; i++) r[i] = (Sigmoid(m[i]) - (y[i] ? 1 : 0)) * sw[i];
-            return (xc.TransposeTimes(r), r.Sum());
+            return (x.TransposeTimes(r), r.Sum());
         }
         double L1(double[] w) => w.Sum(Math.Abs) * lambda;
         // Initial step from the smooth part's largest curvature, λ_max(Zᵀ·diag(s)·Z)/4, estimated by power iteration (the
         // backtracking below halves the step wherever the estimate falls short); the Frobenius bound max sᵢ/4 · ‖Z‖²_F is
         // often hundreds of times larger, and FISTA's iterations grow with it.
-        double step = 1.0 / Math.Max(1e-12, CurvatureBound(x, xc, sw) / 4);
+        double step = 1.0 / Math.Max(1e-12, CurvatureBound(x, sw) / 4);
         var beta = new double[d];
         double betaB = 0;
         var yk = beta;
         double ykB = 0;
-        double tk = 1, fPrev = Smooth(x.RowDots(beta, betaB)) + L1(beta);
+        double tk = 1, fPrev = Smooth(x.Margins(beta, betaB)) + L1(beta);
         int it = 0;
         for (; it < maxIter; it++)
         {
-            var my = x.RowDots(yk, ykB);
+            var my = x.Margins(yk, ykB);
             var (g, gB) = Grad(my);
             double fy = Smooth(my);
             double[] next;
@@ -338,7 +366,7 @@ public sealed class LogisticRegression
                 nextB = ykB - gB * step;
                 double diffB = nextB - ykB;
                 quad += gB * diffB + diffB * diffB / (2 * step);
-                smoothNext = Smooth(x.RowDots(next, nextB));
+                smoothNext = Smooth(x.Margins(next, nextB));
                 if (smoothNext <= quad + 1e-12 * Math.Abs(quad)) break;
                 step *= 0.5;
                 if (step < 1e-300) break;
