@@ -271,8 +271,9 @@ public sealed class LogisticRegression
     /// <see cref="PosWeights"/>). SAEBench runs 50 epochs of Adam; this solves the same convex problem to its optimum by
     /// FISTA (accelerated proximal gradient, soft-thresholding each step) in float64 with a backtracking step and adaptive
     /// restart, stopping when no coordinate moves by more than <paramref name="tolerance"/> (relative) in a step.
-    /// Columns that are 0 on every row keep weight 0 (their gradient is 0 ≤ λ). x is read once into its non-zeros, and
-    /// each step costs a few passes over them (<see cref="FitL1(SparseRows, bool[], double, double[], int, double)"/>).
+    /// Columns that are 0 on every row keep weight 0 (their gradient is 0 ≤ λ). Each step computes the margins X·w + b
+    /// once per point and Xᵀr once: from x's non-zeros when at most <see cref="SparseDensity"/> of it is non-zero
+    /// (<see cref="FitL1(SparseRows, bool[], double, double[], int, double)"/>), else by BLAS on one float64 copy of x.
     /// </summary>
     public static LogisticRegression FitL1(Tensor x, bool[] y, double lambda, double[]? sampleWeight = null, int maxIter = 5000, double tolerance = 1e-7)
     {
