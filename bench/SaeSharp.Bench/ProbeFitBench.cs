@@ -233,4 +233,33 @@ internal static class ProbeFitBench
                 return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]);
         return 0;
     }
+
+    /// <summary>
+    /// <c>fit-l1</c>: the L1 probe (<c>LogisticRegression.FitL1</c>, λ = 0.01, SAEBench's pos_weight) as <c>sae probe
+    /// --absorption</c> fits it per parent label: n rows × d SAE-like features, each positive with probability
+    /// <c>--density</c> (uniform in [0, 2)), labels from the first two columns plus noise; <c>--density 1</c>: dense Gaussian
+    /// rows (TPP's and SCR's L1 probes on model activations). Prints the FISTA steps, the wall clock and the process's CPU
+    /// time of the fit. Usage: <c>fit-l1 [--n 20000] [--d 256] [--density 0.0625]</c>.
+    /// </summary>
+    public static int RunFitL1(string[] argv)
+    {
+        var a = new BenchArgs(argv, ["--n", "--d", "--density"], []);
+        int n = a.Int("--n", 20000), d = a.Int("--d", 256);
+        double density = double.Parse(a.Value("--density", "0.0625"), System.Globalization.CultureInfo.InvariantCulture);
+        manual_seed(1);
+        using var scope = NewDisposeScope();
+        var x = density >= 1 ? randn(n, d) : rand(n, d).mul(2).mul(rand(n, d).lt(density));
+        var score = x.select(1, 0).sub(x.select(1, 1)).add(rand(n).sub(0.5).mul(0.5)).data<float>().ToArray();
+        bool[] y = [.. score.Select(v => v > 0)];
+        var process = Process.GetCurrentProcess();
+        var cpu = process.TotalProcessorTime;
+        var sw = Stopwatch.StartNew();
+        var probe = LogisticRegression.FitL1(x, y, 0.01, LogisticRegression.PosWeights(y));
+        double wall = sw.Elapsed.TotalSeconds;
+        process.Refresh();
+        double cpuSeconds = (process.TotalProcessorTime - cpu).TotalSeconds;
+        Console.WriteLine($"fit-l1: {n} x {d}, density {density}, {probe.Iterations} FISTA steps, {wall:F2} s wall, {cpuSeconds:F2} s CPU, " +
+                          $"non-zero weights {probe.Coef.Count(v => v != 0)}");
+        return 0;
+    }
 }

@@ -34,10 +34,11 @@ static int Dispatch(string[] args)
         case "probe-fit": return ProbeFitBench.Run(args[1..]);
         case "probe": return ProbeFitBench.RunProbe(args[1..]);
         case "score-labels": return ProbeFitBench.RunScoreLabels(args[1..]);
+        case "fit-l1": return ProbeFitBench.RunFitL1(args[1..]);
         case "tensor-lifetime": return TensorLifetimeBench.Run(args[1..]);
         case "machine": Machine.Print(); return 0;
         default:
-            Console.WriteLine("usage: bench train [--steps N] [--arch a,b] [--autocast] [--profile] [--peer topk=ROWS,standard=ROWS] | bench accuracy [--steps N] [--arch a,b] | bench topk-paths [--repeats N] [--threads N] [--select-only] | bench int8-products [--rounds N] | bench machine | bench harvest | bench relu-run [--steps 1000] [--crossover] [--autocast] | bench downstream [--windows 16] [--ctx 128] [--batch 8] [--repeats 2] | bench features [--batches N] | bench fork-join [--calls N] [--gaps 0,100,500] | bench sparse [--densities 0.004,0.1] | bench probe-fit [--n 4000] [--d 65536] [--density 0.01] | bench probe [--n 5000] [--d 65536] [--density 0.01] [--dense] | bench score-labels [--tokens 16000] [--d-sae 32768] [--k 32] [--dense] | bench recipes [--activations FILE [--eval FILE]] [--tokens 250000,1000000] [--arch a,b] | bench tensor-lifetime [--mode temp|using|scope|kernel] [--seconds 10] [--n 512]   (results: BENCHMARKS.md)");
+            Console.WriteLine("usage: bench train [--steps N] [--arch a,b] [--autocast] [--profile] [--peer topk=ROWS,standard=ROWS] | bench accuracy [--steps N] [--arch a,b] | bench topk-paths [--repeats N] [--threads N] [--select-only] | bench int8-products [--rounds N] | bench machine | bench harvest | bench relu-run [--steps 1000] [--crossover] [--autocast] | bench downstream [--windows 16] [--ctx 128] [--batch 8] [--repeats 2] | bench features [--batches N] | bench fork-join [--calls N] [--gaps 0,100,500] | bench sparse [--densities 0.004,0.1] | bench probe-fit [--n 4000] [--d 65536] [--density 0.01] | bench probe [--n 5000] [--d 65536] [--density 0.01] [--dense] | bench score-labels [--tokens 16000] [--d-sae 32768] [--k 32] [--dense] | bench fit-l1 [--n 20000] [--d 256] [--density 0.0625] | bench recipes [--activations FILE [--eval FILE]] [--tokens 250000,1000000] [--arch a,b] | bench tensor-lifetime [--mode temp|using|scope|kernel] [--seconds 10] [--n 512]   (results: BENCHMARKS.md)");
             return 2;
     }
 }

@@ -203,19 +203,12 @@ public static class FeatureAbsorption
     }
 
     /// <summary>SAEBench's choice of a k-sparse probe's latents: the SAE features ordered by their weight in an L1-regularised
-    /// probe (<see cref="LogisticRegression.FitL1"/> with SAEBench's <c>pos_weight</c>), largest first — signed, as its
+    /// probe (<see cref="LogisticRegression.FitL1(SparseRows, bool[], double, double[], int, double)"/> with SAEBench's <c>pos_weight</c>), largest first — signed, as its
     /// <c>weights.topk(k)</c>, so features with negative weight come after those with none; ties by index. The probe is
-    /// fitted on the features that fire in <paramref name="x"/> (the others have weight 0 at the optimum).</summary>
+    /// fitted on the features' non-zeros (a feature that never fires in <paramref name="x"/> keeps weight 0).</summary>
     internal static int[] L1Order(SparseRows x, bool[] y, double lambda)
     {
-        using var scope = NewDisposeScope();
-        var weights = new double[x.Columns];
-        var firing = x.NonZeroColumns();
-        if (firing.Length > 0)
-        {
-            var probe = LogisticRegression.FitL1(x.Dense(firing), y, lambda, LogisticRegression.PosWeights(y));
-            for (int i = 0; i < firing.Length; i++) weights[firing[i]] = probe.Coef[i];
-        }
+        var weights = LogisticRegression.FitL1(x, y, lambda, LogisticRegression.PosWeights(y)).Coef;
         return [.. Enumerable.Range(0, weights.Length).OrderByDescending(j => weights[j]).ThenBy(j => j)];
     }
 

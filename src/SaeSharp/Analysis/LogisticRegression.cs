@@ -235,23 +235,34 @@ public sealed class LogisticRegression
         return (alpha.data<double>().ToArray(), intercept, it);
     }
 
-    /// <summary>An estimate of the largest eigenvalue of Zᵀ·diag(<paramref name="sw"/>)·Z (30 power iterations from a
-    /// fixed start, times 1.1), never above the Frobenius bound max sᵢ·‖Z‖²_F.</summary>
-    private static double CurvatureBound(Tensor z, Tensor sw)
+    /// <summary>An estimate of the largest eigenvalue of Zᵀ·diag(<paramref name="sw"/>)·Z, Z = [X, 1] (30 power iterations
+    /// from a fixed start, times 1.1), never above the Frobenius bound max sᵢ·‖Z‖²_F.</summary>
+    private static double CurvatureBound(RowProducts x, double[] sw)
     {
-        using var scope = NewDisposeScope();
-        double frobenius = sw.max().item<double>() * z.pow(TorchScalars.Of(2)).sum().item<double>();
-        var v = ones(z.shape[1], ScalarType.Float64);
+        double frobenius = sw.Max() * (x.Squares + x.Rows); // the intercept column's ones
+        var w = new double[x.Columns];
+        double wb = 1, norm = Math.Sqrt(x.Columns + 1.0); // v = 1: w holds v's weights, wb its intercept entry
+        Array.Fill(w, 1.0);
         double eig = 0;
-        for (int i = 0; i < 30; i++)
+        for (int it = 0; it < 30; it++)
         {
-            var w = z.t().mv(z.mv(v).mul(sw));
-            eig = w.norm().item<double>() / v.norm().item<double>();
+            var u = x.Margins(w, wb);
+            for (int i = 0; i < u.Length; i++) u[i] *= sw[i];
+            w = x.TransposeTimes(u);
+            wb = u.Sum();
+            double wNorm = Math.Sqrt(w.Sum(v => v * v) + wb * wb);
+            eig = wNorm / norm;
             if (eig == 0) return frobenius;
-            v = w.div(w.norm());
+            for (int j = 0; j < w.Length; j++) w[j] /= wNorm;
+            wb /= wNorm;
+            norm = 1;
         }
         return Math.Min(frobenius, 1.1 * eig);
     }
+
+    /// <summary>The products FISTA needs of X [Rows, Columns]: X·w + b, Xᵀr, and Σ x²; from the non-zeros or a dense
+    /// float64 copy.</summary>
+    private sealed record RowProducts(int Rows, int Columns, double Squares, Func<double[], double, double[]> Margins, Func<double[], double[]> TransposeTimes);
 
     /// <summary>
     /// An L1-regularised probe as SAEBench's absorption eval trains its k-sparse selection probe
@@ -260,82 +271,142 @@ public sealed class LogisticRegression
     /// <see cref="PosWeights"/>). SAEBench runs 50 epochs of Adam; this solves the same convex problem to its optimum by
     /// FISTA (accelerated proximal gradient, soft-thresholding each step) in float64 with a backtracking step and adaptive
     /// restart, stopping when no coordinate moves by more than <paramref name="tolerance"/> (relative) in a step.
-    /// Columns that are 0 on every row keep weight 0 (their gradient is 0 ≤ λ).
+    /// Columns that are 0 on every row keep weight 0 (their gradient is 0 ≤ λ). Each step computes the margins X·w + b
+    /// once per point and Xᵀr once: from x's non-zeros when at most <see cref="SparseDensity"/> of it is non-zero
+    /// (<see cref="FitL1(SparseRows, bool[], double, double[], int, double)"/>), else by BLAS on one float64 copy of x.
     /// </summary>
     public static LogisticRegression FitL1(Tensor x, bool[] y, double lambda, double[]? sampleWeight = null, int maxIter = 5000, double tolerance = 1e-7)
     {
-        if (sampleWeight is not null && (sampleWeight.Length != y.Length || sampleWeight.Any(v => !(v >= 0) || double.IsInfinity(v))))
-            throw new SaeSharpException($"L1 logistic regression: {sampleWeight.Length} sample weights for {y.Length} rows, each finite and ≥ 0");
         if (x.dim() != 2) throw new SaeSharpException($"L1 logistic regression needs [n, d] inputs, got [{string.Join(", ", x.shape)}]");
         if (x.shape[0] != y.Length) throw new SaeSharpException($"L1 logistic regression: {x.shape[0]} rows but {y.Length} labels");
-        if (y.Length == 0 || y.All(v => v) || !y.Any(v => v)) throw new SaeSharpException("L1 logistic regression needs examples of both classes");
-        if (!(lambda >= 0) || double.IsInfinity(lambda)) throw new SaeSharpException($"L1 logistic regression: λ must be finite and ≥ 0, got {lambda}");
         using var scope = NewDisposeScope();
         using var _ = no_grad();
-        var one = TorchScalars.One;
-        long n = x.shape[0], d = x.shape[1];
-        var z = cat([x.to(ScalarType.Float64).cpu(), ones(n, 1, ScalarType.Float64)], 1); // [n, d+1], the last column the intercept
-        var t = tensor(y.Select(v => v ? 1.0 : 0.0).ToArray());
-        var sw = (sampleWeight is null ? ones(n, ScalarType.Float64) : tensor(sampleWeight)).div(TorchScalars.Of(n));
-        var penalised = cat([ones(d, ScalarType.Float64), zeros(1, ScalarType.Float64)]);
-        double Smooth(Tensor b)
+        if (x.count_nonzero().item<long>() <= SparseDensity * x.shape[0] * x.shape[1])
+            return FitL1(SparseRows.FromDense(x), y, lambda, sampleWeight, maxIter, tolerance);
+        // Dense rows (model activations): BLAS products on one float64 copy.
+        var xd = x.to(ScalarType.Float64).cpu().contiguous();
+        double[] Margins(double[] w, double b)
         {
             using var s = NewDisposeScope();
-            var m = z.mv(b);
-            return TorchScalars.Softplus(m).sub(t.mul(m)).mul(sw).sum().item<double>();
+            var m = xd.mv(tensor(w)).data<double>().ToArray();
+            for (int i = 0; i < m.Length; i++) m[i] += b;
+            return m;
         }
-        Tensor Grad(Tensor b) => z.t().mv(z.mv(b).sigmoid().sub(t).mul(sw));
-        Tensor Prox(Tensor v, double step)
+        double[] TransposeTimes(double[] r)
         {
-            // soft-threshold the weights by step·λ, leave the intercept
-            using var th = (step * lambda).ToScalar();
-            var shrunk = v.abs().sub(th).clamp_min(TorchScalars.Of(0)).mul(v.sign());
-            return torch.where(penalised.gt(TorchScalars.Of(0)), shrunk, v);
+            using var s = NewDisposeScope();
+            return xd.t().mv(tensor(r)).data<double>().ToArray();
         }
-        double L1(Tensor b) => b.narrow(0, 0, d).abs().sum().item<double>() * lambda;
+        return FitL1(new RowProducts(y.Length, (int)x.shape[1], xd.mul(xd).sum().item<double>(), Margins, TransposeTimes), y, lambda, sampleWeight, maxIter, tolerance);
+    }
+
+    /// <summary><see cref="FitL1(Tensor, bool[], double, double[], int, double)"/> on a matrix given by its non-zeros: the
+    /// margins X·w + b by <see cref="SparseRows.RowDots"/> and the gradient Xᵀr by <see cref="SparseColumns.TransposeTimes"/>,
+    /// O(non-zeros) a pass (an SAE's features: k of d_sae a row), two or three passes a step.</summary>
+    internal static LogisticRegression FitL1(SparseRows x, bool[] y, double lambda, double[]? sampleWeight = null, int maxIter = 5000, double tolerance = 1e-7)
+    {
+        if (sampleWeight is not null && (sampleWeight.Length != y.Length || sampleWeight.Any(v => !(v >= 0) || double.IsInfinity(v))))
+            throw new SaeSharpException($"L1 logistic regression: {sampleWeight.Length} sample weights for {y.Length} rows, each finite and ≥ 0");
+        if (x.Rows != y.Length) throw new SaeSharpException($"L1 logistic regression: {x.Rows} rows but {y.Length} labels");
+        if (y.Length == 0 || y.All(v => v) || !y.Any(v => v)) throw new SaeSharpException("L1 logistic regression needs examples of both classes");
+        if (!(lambda >= 0) || double.IsInfinity(lambda)) throw new SaeSharpException($"L1 logistic regression: λ must be finite and ≥ 0, got {lambda}");
+        var xc = SparseColumns.FromRows(x);
+        double squares = 0;
+        for (int i = 0; i < x.Rows; i++) foreach (double v in x.Row(i).Values) squares += v * v;
+        return FitL1(new RowProducts(x.Rows, x.Columns, squares, x.RowDots, r => xc.TransposeTimes(r)), y, lambda, sampleWeight, maxIter, tolerance);
+    }
+
+    /// <summary>FISTA on the products of X (the two public entries' shared solver).</summary>
+    private static LogisticRegression FitL1(RowProducts x, bool[] y, double lambda, double[]? sampleWeight, int maxIter, double tolerance)
+    {
+        int n = x.Rows, d = x.Columns;
+        var sw = sampleWeight is null ? Enumerable.Repeat(1.0 / n, n).ToArray() : [.. sampleWeight.Select(v => v / n)];
+        // A point is (w, b): d weights and the intercept; its margins are X·w + b.
+        double Smooth(double[] m)
+        {
+            double s = 0;
+            for (int i = 0; i < n; i++) s += (Softplus(m[i]) - (y[i] ? m[i] : 0)) * sw[i];
+            return s;
+        }
+        (double[] W, double B) Grad(double[] m)
+        {
+            var r = new double[n];
+            for (int i = 0; i < n; i++) r[i] = (Sigmoid(m[i]) - (y[i] ? 1 : 0)) * sw[i];
+            return (x.TransposeTimes(r), r.Sum());
+        }
+        double L1(double[] w) => w.Sum(Math.Abs) * lambda;
         // Initial step from the smooth part's largest curvature, λ_max(Zᵀ·diag(s)·Z)/4, estimated by power iteration (the
         // backtracking below halves the step wherever the estimate falls short); the Frobenius bound max sᵢ/4 · ‖Z‖²_F is
         // often hundreds of times larger, and FISTA's iterations grow with it.
-        double step = 1.0 / Math.Max(1e-12, CurvatureBound(z, sw) / 4);
-        var beta = zeros(d + 1, ScalarType.Float64);
-        var yk = beta.alias();
-        double tk = 1, fPrev = Smooth(beta) + L1(beta);
+        double step = 1.0 / Math.Max(1e-12, CurvatureBound(x, sw) / 4);
+        var beta = new double[d];
+        double betaB = 0;
+        var yk = beta;
+        double ykB = 0;
+        double tk = 1, fPrev = Smooth(x.Margins(beta, betaB)) + L1(beta);
         int it = 0;
         for (; it < maxIter; it++)
         {
-            using var iter = NewDisposeScope();
-            var g = Grad(yk);
-            double fy = Smooth(yk);
-            Tensor next;
+            var my = x.Margins(yk, ykB);
+            var (g, gB) = Grad(my);
+            double fy = Smooth(my);
+            double[] next;
+            double nextB, smoothNext;
             while (true)
             {
-                using (var st = step.ToScalar()) next = Prox(yk.sub(g.mul(st)), step);
-                var diff = next.sub(yk);
-                double quad = fy + g.mul(diff).sum().item<double>() + diff.mul(diff).sum().item<double>() / (2 * step);
-                if (Smooth(next) <= quad + 1e-12 * Math.Abs(quad)) break;
+                // soft-threshold the weights of yk − step·g by step·λ, leave the intercept
+                double th = step * lambda, quad = fy;
+                next = new double[d];
+                for (int j = 0; j < d; j++)
+                {
+                    double v = yk[j] - g[j] * step;
+                    next[j] = Math.CopySign(Math.Max(Math.Abs(v) - th, 0), v);
+                    double diff = next[j] - yk[j];
+                    quad += g[j] * diff + diff * diff / (2 * step);
+                }
+                nextB = ykB - gB * step;
+                double diffB = nextB - ykB;
+                quad += gB * diffB + diffB * diffB / (2 * step);
+                smoothNext = Smooth(x.Margins(next, nextB));
+                if (smoothNext <= quad + 1e-12 * Math.Abs(quad)) break;
                 step *= 0.5;
                 if (step < 1e-300) break;
             }
-            double fNext = Smooth(next) + L1(next);
-            double move = next.sub(beta).abs().max().item<double>();
-            double scale = Math.Max(1.0, beta.abs().max().item<double>());
+            double fNext = smoothNext + L1(next);
+            double move = Math.Abs(nextB - betaB), scale = Math.Max(1.0, Math.Abs(betaB));
+            for (int j = 0; j < d; j++)
+            {
+                move = Math.Max(move, Math.Abs(next[j] - beta[j]));
+                scale = Math.Max(scale, Math.Abs(beta[j]));
+            }
             double tNext = (1 + Math.Sqrt(1 + 4 * tk * tk)) / 2;
-            Tensor yNext;
-            if (fNext > fPrev) { yNext = next.alias(); tNext = 1; } // adaptive restart: drop the momentum when the objective rises
+            if (fNext > fPrev) { yk = next; ykB = nextB; tNext = 1; } // adaptive restart: drop the momentum when the objective rises
             else
             {
-                using var mom = ((tk - 1) / tNext).ToScalar();
-                yNext = next.add(next.sub(beta).mul(mom), one);
+                double mom = (tk - 1) / tNext;
+                yk = new double[d];
+                for (int j = 0; j < d; j++) yk[j] = next[j] + (next[j] - beta[j]) * mom;
+                ykB = nextB + (nextB - betaB) * mom;
             }
-            beta = next.MoveToOuterDisposeScope();
-            yk = yNext.MoveToOuterDisposeScope();
+            beta = next;
+            betaB = nextB;
             tk = tNext;
             fPrev = fNext;
             if (move <= tolerance * scale) break;
         }
-        var coef = beta.data<double>().ToArray();
-        return new LogisticRegression(coef[..^1], coef[^1], it);
+        return new LogisticRegression(beta, betaB, it);
     }
+
+    /// <summary>log(1 + e^m) as <c>torch.nn.functional.softplus</c> (m itself above 20), accurate for very negative m.</summary>
+    private static double Softplus(double m)
+    {
+        if (m > 20) return m;
+        double u = Math.Exp(m), v = 1 + u;
+        return v == 1 ? u : Math.Log(v) * u / (v - 1); // log1p(u) without cancellation
+    }
+
+    /// <summary>1 / (1 + e^−m).</summary>
+    private static double Sigmoid(double m) => 1 / (1 + Math.Exp(-m));
 
     /// <summary>SAEBench's <c>pos_weight</c> (absorption probes) as row weights: negatives / positives on positive rows, 1 on
     /// negative rows.</summary>

@@ -257,6 +257,37 @@ public class LogisticRegressionTests
             else Assert.Equal(-0.01 * Math.Sign(probe.Coef[j]), grad[j], 4);
     }
 
+    [Fact]
+    public void The_L1_probe_on_sparse_rows_meets_the_optimality_conditions_and_leaves_silent_columns_at_zero()
+    {
+        // SAE-like features held as their non-zeros (5 % of 60 columns; columns 50..59 never fire), SAEBench's pos_weight:
+        // FitL1 on the non-zeros must reach the L1 problem's optimum, checked by its KKT conditions with the gradient
+        // summed here over the dense rows, and give exactly 0 to the columns with no entry.
+        int n = 1500, d = 60;
+        var (x, y) = Sparse(n, d, 0.05, 21);
+        for (int i = 0; i < n; i++) for (int j = 50; j < d; j++) x[i * d + j] = 0;
+        using var t = tensor(x).view(n, d);
+        const double lambda = 0.002;
+        var sw = LogisticRegression.PosWeights(y);
+        var probe = LogisticRegression.FitL1(SparseRows.FromDense(t), y, lambda, sw);
+        for (int j = 50; j < d; j++) Assert.Equal(0.0, probe.Coef[j]);
+        Assert.True(probe.Coef[0] > 0 && probe.Coef[1] < 0, $"w0 {probe.Coef[0]}, w1 {probe.Coef[1]}: the label is x0 − x1 plus noise");
+        var grad = new double[d];
+        double gradB = 0;
+        for (int i = 0; i < n; i++)
+        {
+            double z = probe.Intercept;
+            for (int j = 0; j < d; j++) z += probe.Coef[j] * x[i * d + j];
+            double r = sw[i] * (1 / (1 + Math.Exp(-z)) - (y[i] ? 1 : 0)) / n;
+            gradB += r;
+            for (int j = 0; j < d; j++) grad[j] += r * x[i * d + j];
+        }
+        Assert.Equal(0, gradB, 5);
+        for (int j = 0; j < d; j++)
+            if (probe.Coef[j] == 0) Assert.True(Math.Abs(grad[j]) <= lambda + 1e-5, $"column {j}: |gradient| {Math.Abs(grad[j])} > λ");
+            else Assert.Equal(-lambda * Math.Sign(probe.Coef[j]), grad[j], 5);
+    }
+
     /// <summary>Rows [n, d] with about <paramref name="density"/> of the entries non-zero (SAE-like: ≥ 0), and labels that
     /// depend on the first columns plus noise, so the classes overlap.</summary>
     private static (float[] X, bool[] Y) Sparse(int n, int d, double density, int seed)
