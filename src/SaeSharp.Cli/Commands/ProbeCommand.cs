@@ -207,7 +207,7 @@ internal static class ProbeCommand
 
     /// <summary>Several SAEs' sparse probing side by side: per SAE (a row) the mean test accuracy of the all-feature probe and
     /// of each top-k probe, in %, under the model's at the SAE's hook (one pass, one probe per hook, shared by its SAEs);
-    /// with SAEs at several hooks, the rows of each hook follow its model row.</summary>
+    /// with SAEs at several hooks, the rows of each hook follow its model row (<c>llm (hook h)</c>, the hooks named below).</summary>
     internal static void PrintSweep(string[] saes, IReadOnlyList<SparseProbingReport> reports)
     {
         if (reports.Any(r => r.Tasks.Count == 0)) return;
@@ -217,11 +217,11 @@ internal static class ProbeCommand
         columns.AddRange(kValues.Select(k => new Column($"k={k}", Right: true)));
         var rows = new List<IReadOnlyList<string>>();
         var hooks = reports.Select(r => r.Hook).Distinct().ToList();
-        foreach (var hook in hooks)
+        for (int h = 0; h < hooks.Count; h++)
         {
-            var at = Enumerable.Range(0, reports.Count).Where(i => reports[i].Hook == hook).ToList();
+            var at = Enumerable.Range(0, reports.Count).Where(i => reports[i].Hook == hooks[h]).ToList();
             var llm = reports[at[0]].Means();
-            rows.Add([hooks.Count == 1 ? "llm (model)" : $"llm at {hook}", Pct(llm["llm_test_accuracy"]), .. kValues.Select(k => Pct(llm[$"llm_top_{k}_test_accuracy"]))]);
+            rows.Add([hooks.Count == 1 ? "llm (model)" : $"llm (hook {h})", Pct(llm["llm_test_accuracy"]), .. kValues.Select(k => Pct(llm[$"llm_top_{k}_test_accuracy"]))]);
             foreach (int i in at)
             {
                 var m = reports[i].Means();
@@ -232,7 +232,8 @@ internal static class ProbeCommand
         Cli.WriteColumns($"sparse probing means, {reports.Count} SAEs at {(hooks.Count == 1 ? hooks[0] : $"{hooks.Count} hooks")}", columns, rows);
         Cli.WriteIndented(Markup.Escape($"(mean test accuracy in % over {reports[0].Tasks.Count} labels of the probes on all features or the top k; " +
                                         (hooks.Count == 1 ? "llm (model): on the model's activation dimensions, one probe shared by every SAE; "
-                                                          : "llm at HOOK: on the model's activation dimensions at that hook, one probe shared by the SAEs below it; ") +
+                                                          : "llm (hook h): on the model's activation dimensions at hook h (" +
+                                                            string.Join(", ", hooks.Select((hook, h) => $"{h}: {hook}")) + "), one probe shared by the SAEs below it; ") +
                                         "SAE i: --sae number i, its tables above)"), 2);
     }
 
