@@ -84,116 +84,26 @@ public sealed class ProbeSweepTests : IDisposable
     public void Token_probing_and_absorption_of_two_saes_in_one_pass_equal_two_single_sae_runs()
     {
         string hook = BuiltinModel.MiddleHook;
-        string a = SaveSae("a", 128, 64, hook, 1), b = SaveSae("b", 128, 96, hook, 2);
-        string corpus = Path.Combine(_dir, "c.jsonl");
-        LabelledCorpus.Write(corpus, 4, 300);
-        var saes = new[] { SaeLoader.Load(a), SaeLoader.Load(b) };
-        try
-        {
-            using var pm = ModelForSae.Load(BuiltinModel.Folder, saes, [a, b]);
-            var tok = Tokenizer.FromFolder(BuiltinModel.Folder);
-            var (hooks, passes, reset) = Counter(pm);
-            var harvest = new LabelScoringOptions { Tokens = 8192, ContextSize = 32 };
-            var options = new SparseProbingOptions { KValues = [1, 2, 5], Labels = ["cat:colour", "cat:animal"] };
-            var absorption = new AbsorptionOptions { Labels = ["cat:colour"] };
-            var singleA = SparseProbing.Run(saes[0], pm.Model, hooks, tok, corpus, harvest, options, absorption);
-            long onePass = passes();
-            reset();
-            var singleB = SparseProbing.Run(saes[1], pm.Model, hooks, tok, corpus, harvest, options, absorption);
-            reset();
-            var both = SparseProbing.Run(saes, pm.Model, hooks, tok, corpus, harvest, options, absorption);
-            // The windows run through the model once for both SAEs: as many rows as a one-SAE run.
-            Assert.True(onePass > 0);
-            Assert.Equal(onePass, passes());
-            Assert.Equal(2, both.Count);
-            Assert.NotEmpty(singleA.Tasks);
-            Assert.Equal(Content(singleA), Content(both[0]));
-            Assert.Equal(Content(singleB), Content(both[1]));
-            Assert.Equal(singleA.Absorption!.ToJson().ToJsonString(), both[0].Absorption!.ToJson().ToJsonString());
-            Assert.Equal(singleB.Absorption!.ToJson().ToJsonString(), both[1].Absorption!.ToJson().ToJsonString());
-            // The model's probes are the same for both SAEs (one pass, one probe); the SAEs' own are their own.
-            Assert.Equal(both[0].Tasks.Select(t => t.LlmTestAccuracy), both[1].Tasks.Select(t => t.LlmTestAccuracy));
-            Assert.NotEqual(both[0].Tasks.Select(t => string.Join(",", t.TopFeatures)), both[1].Tasks.Select(t => string.Join(",", t.TopFeatures)));
-        }
-        finally
-        {
-            foreach (var s in saes) s.Dispose();
-        }
+        var both = TokenProbingOfTwoSaesEqualsSingleRuns(SaveSae("a", 128, 64, hook, 1), SaveSae("b", 128, 96, hook, 2), 8192);
+        // The model's probes are the same for both SAEs (one pass, one probe); the SAEs' own are their own.
+        Assert.Equal(both[0].Tasks.Select(t => t.LlmTestAccuracy), both[1].Tasks.Select(t => t.LlmTestAccuracy));
+        Assert.NotEqual(both[0].Tasks.Select(t => string.Join(",", t.TopFeatures)), both[1].Tasks.Select(t => string.Join(",", t.TopFeatures)));
     }
 
-    [Fact]
-    public void Mean_pooled_probing_tpp_and_scr_of_two_saes_in_one_pass_equal_two_single_sae_runs()
+    /// <summary>Token-level probing with absorption of the SAEs at <paramref name="first"/> and <paramref name="second"/> on the
+    /// builtin model in one call: each SAE's report equals that of a call with it alone, with as many model rows as one
+    /// such call. Returns the two reports of the call.</summary>
+    private IReadOnlyList<SparseProbingReport> TokenProbingOfTwoSaesEqualsSingleRuns(string first, string second, long tokens)
     {
-        using var f = new AnalysisFixture();
-        string b = SaveSae("b", 16, 20, "hook_embed", 7, ctx: 16);
-        var saes = new[] { SaeLoader.Load(f.SaeDir), SaeLoader.Load(b) };
-        try
-        {
-            using var pm = ModelForSae.Load(f.ModelDir, saes, [f.SaeDir, b]);
-            var tok = Tokenizer.FromFolder(f.ModelDir);
-            var (hooks, passes, reset) = Counter(pm);
-            string path = ClassesJsonl(400, 1);
-            var text = new TextProbingOptions { ContextSize = 8, MinTexts = 5 };
-            var probing = new SparseProbingOptions { KValues = [1, 2], TrainSetSize = 80, TestSetSize = 20 };
-
-            var meanA = TextProbing.Run(saes[0], pm.Model, hooks, tok, path, text, probing);
-            long onePass = passes();
-            var meanB = TextProbing.Run(saes[1], pm.Model, hooks, tok, path, text, probing);
-            reset();
-            var mean = TextProbing.Run(saes, pm.Model, hooks, tok, path, text, probing);
-            Assert.Equal(onePass, passes());
-            Assert.Equal(Content(meanA), Content(mean[0]));
-            Assert.Equal(Content(meanB), Content(mean[1]));
-
-            var tpp = new TppOptions { NValues = [1, 3] };
-            TppDataset[] tppData = [new TppDataset(path, "toy", "text", "label", null)];
-            reset();
-            var tppA = TargetedProbePerturbation.RunSuite(saes[0], pm.Model, hooks, tok, tppData, text, probing, tpp);
-            onePass = passes();
-            var tppB = TargetedProbePerturbation.RunSuite(saes[1], pm.Model, hooks, tok, tppData, text, probing, tpp);
-            reset();
-            var tppBoth = TargetedProbePerturbation.RunSuite(saes, pm.Model, hooks, tok, tppData, text, probing, tpp);
-            Assert.Equal(onePass, passes());
-            Assert.Equal(tppA.Runs[0].Report.ToJson().ToJsonString(), tppBoth[0].Runs[0].Report.ToJson().ToJsonString());
-            Assert.Equal(tppB.Runs[0].Report.ToJson().ToJsonString(), tppBoth[1].Runs[0].Report.ToJson().ToJsonString());
-            Assert.NotEqual(tppBoth[0].Runs[0].Report.ToJson().ToJsonString(), tppBoth[1].Runs[0].Report.ToJson().ToJsonString());
-
-            var scr = new ScrOptions { Column1Name = "label", Column2Name = "g", Column2Vals = ["m", "f"], NValues = [1, 2], TrainSetSize = 80, TestSetSize = 20, MinTextsPerQuadrant = 2 };
-            ScrDataset[] scrData = [new ScrDataset(path, "toy", "text", scr, [["a", "b"], ["a", "c"]])];
-            reset();
-            var scrA = SpuriousCorrelationRemoval.RunSuite(saes[0], pm.Model, hooks, tok, scrData, text);
-            onePass = passes();
-            var scrB = SpuriousCorrelationRemoval.RunSuite(saes[1], pm.Model, hooks, tok, scrData, text);
-            reset();
-            var scrBoth = SpuriousCorrelationRemoval.RunSuite(saes, pm.Model, hooks, tok, scrData, text);
-            Assert.Equal(onePass, passes());
-            for (int run = 0; run < 2; run++)
-            {
-                Assert.Equal(scrA.Runs[run].Report.ToJson().ToJsonString(), scrBoth[0].Runs[run].Report.ToJson().ToJsonString());
-                Assert.Equal(scrB.Runs[run].Report.ToJson().ToJsonString(), scrBoth[1].Runs[run].Report.ToJson().ToJsonString());
-            }
-        }
-        finally
-        {
-            foreach (var s in saes) s.Dispose();
-        }
-    }
-
-    [Fact]
-    public void Token_probing_and_absorption_of_saes_at_two_hooks_in_one_pass_equal_single_sae_runs_with_the_model_probes_per_hook()
-    {
-        // c at layer 0's MLP (d_in 512) before a at the middle hook (d_in 128): the model runs past the first SAE's hook.
-        string mid = BuiltinModel.MiddleHook, mlp = "blocks.0.mlp.hook_post";
-        string c = SaveSae("c", 512, 48, mlp, 3), a = SaveSae("a", 128, 64, mid, 1);
         string corpus = Path.Combine(_dir, "c.jsonl");
         LabelledCorpus.Write(corpus, 4, 300);
-        var saes = new[] { SaeLoader.Load(c), SaeLoader.Load(a) };
+        var saes = new[] { SaeLoader.Load(first), SaeLoader.Load(second) };
         try
         {
-            using var pm = ModelForSae.Load(BuiltinModel.Folder, saes, [c, a]);
+            using var pm = ModelForSae.Load(BuiltinModel.Folder, saes, [first, second]);
             var tok = Tokenizer.FromFolder(BuiltinModel.Folder);
             var (hooks, passes, reset) = Counter(pm);
-            var harvest = new LabelScoringOptions { Tokens = 6144, ContextSize = 32 };
+            var harvest = new LabelScoringOptions { Tokens = tokens, ContextSize = 32 };
             var options = new SparseProbingOptions { KValues = [1, 2, 5], Labels = ["cat:colour", "cat:animal"] };
             var absorption = new AbsorptionOptions { Labels = ["cat:colour"] };
             var single = new List<SparseProbingReport>();
@@ -206,7 +116,7 @@ public sealed class ProbeSweepTests : IDisposable
             }
             reset();
             var all = SparseProbing.Run(saes, pm.Model, hooks, tok, corpus, harvest, options, absorption);
-            // One pass over the windows for both hooks: as many rows as a one-SAE run.
+            // The windows run through the model once for both SAEs: as many rows as a one-SAE run.
             Assert.True(onePass > 0);
             Assert.Equal(onePass, passes());
             Assert.Equal(2, all.Count);
@@ -216,10 +126,7 @@ public sealed class ProbeSweepTests : IDisposable
                 Assert.Equal(Content(single[i]), Content(all[i]));
                 Assert.Equal(single[i].Absorption!.ToJson().ToJsonString(), all[i].Absorption!.ToJson().ToJsonString());
             }
-            Assert.Equal([mlp, mid], all.Select(r => r.Hook));
-            // The model's probes: one per hook (512 MLP dimensions vs 128 residual ones), each SAE's those of its own hook.
-            Assert.NotEqual(all[0].Tasks.Select(t => (t.LlmTestAccuracy, string.Join(",", t.LlmTopK.Values))),
-                            all[1].Tasks.Select(t => (t.LlmTestAccuracy, string.Join(",", t.LlmTopK.Values))));
+            return all;
         }
         finally
         {
@@ -228,57 +135,85 @@ public sealed class ProbeSweepTests : IDisposable
     }
 
     [Fact]
+    public void Mean_pooled_probing_tpp_and_scr_of_two_saes_in_one_pass_equal_two_single_sae_runs()
+    {
+        using var f = new AnalysisFixture();
+        var hooks = MeanTppScrOfTwoSaesEqualSingleRuns(f, f.SaeDir, SaveSae("b", 16, 20, "hook_embed", 7, ctx: 16));
+        Assert.Equal(["hook_embed", "hook_embed"], hooks);
+    }
+
+    [Fact]
+    public void Token_probing_and_absorption_of_saes_at_two_hooks_in_one_pass_equal_single_sae_runs_with_the_model_probes_per_hook()
+    {
+        // c at layer 0's MLP (d_in 512) before a at the middle hook (d_in 128): the model runs past the first SAE's hook.
+        string mid = BuiltinModel.MiddleHook, mlp = "blocks.0.mlp.hook_post";
+        var all = TokenProbingOfTwoSaesEqualsSingleRuns(SaveSae("c", 512, 48, mlp, 3), SaveSae("a", 128, 64, mid, 1), 6144);
+        Assert.Equal([mlp, mid], all.Select(r => r.Hook));
+        // The model's probes: one per hook (512 MLP dimensions vs 128 residual ones), each SAE's those of its own hook.
+        Assert.NotEqual(all[0].Tasks.Select(t => (t.LlmTestAccuracy, string.Join(",", t.LlmTopK.Values))),
+                        all[1].Tasks.Select(t => (t.LlmTestAccuracy, string.Join(",", t.LlmTopK.Values))));
+    }
+
+    [Fact]
     public void Mean_pooled_probing_tpp_and_scr_of_saes_at_two_hooks_in_one_pass_equal_single_sae_runs()
     {
         using var f = new AnalysisFixture();
-        // The fixture's SAE reads hook_embed (d_in 16); b reads layer 1's MLP (d_in 64).
-        string b = SaveSae("b", 64, 20, "blocks.1.mlp.hook_post", 7, ctx: 16);
-        var saes = new[] { SaeLoader.Load(b), SaeLoader.Load(f.SaeDir) };
+        // The fixture's SAE reads hook_embed (d_in 16); b, first, reads layer 1's MLP (d_in 64).
+        var hooks = MeanTppScrOfTwoSaesEqualSingleRuns(f, SaveSae("b", 64, 20, "blocks.1.mlp.hook_post", 7, ctx: 16), f.SaeDir);
+        Assert.Equal(["blocks.1.mlp.hook_post", "hook_embed"], hooks);
+    }
+
+    /// <summary>Mean-pooled probing, TPP and SCR of the SAEs at <paramref name="first"/> and <paramref name="second"/> on
+    /// <paramref name="f"/>'s model in one call: each SAE's reports equal those of a call with it alone, with as many model
+    /// rows as one such call. Returns the hooks of the two mean-pooled reports.</summary>
+    private IReadOnlyList<string> MeanTppScrOfTwoSaesEqualSingleRuns(AnalysisFixture f, string first, string second)
+    {
+        var saes = new[] { SaeLoader.Load(first), SaeLoader.Load(second) };
         try
         {
-            using var pm = ModelForSae.Load(f.ModelDir, saes, [b, f.SaeDir]);
+            using var pm = ModelForSae.Load(f.ModelDir, saes, [first, second]);
             var tok = Tokenizer.FromFolder(f.ModelDir);
             var (hooks, passes, reset) = Counter(pm);
             string path = ClassesJsonl(400, 1);
             var text = new TextProbingOptions { ContextSize = 8, MinTexts = 5 };
             var probing = new SparseProbingOptions { KValues = [1, 2], TrainSetSize = 80, TestSetSize = 20 };
+            // Each SAE alone, then both: the same rows through the model as one SAE alone.
+            (T A, T B, IReadOnlyList<T> Both) Calls<T>(Func<Sae, T> one, Func<IReadOnlyList<T>> both)
+            {
+                reset();
+                var a = one(saes[0]);
+                long onePass = passes();
+                var b = one(saes[1]);
+                reset();
+                var ab = both();
+                Assert.True(onePass > 0);
+                Assert.Equal(onePass, passes());
+                return (a, b, ab);
+            }
 
-            var meanB = TextProbing.Run(saes[0], pm.Model, hooks, tok, path, text, probing);
-            long onePass = passes();
-            var meanA = TextProbing.Run(saes[1], pm.Model, hooks, tok, path, text, probing);
-            reset();
-            var mean = TextProbing.Run(saes, pm.Model, hooks, tok, path, text, probing);
-            Assert.Equal(onePass, passes());
-            Assert.Equal(Content(meanB), Content(mean[0]));
-            Assert.Equal(Content(meanA), Content(mean[1]));
-            Assert.Equal(["blocks.1.mlp.hook_post", "hook_embed"], mean.Select(r => r.Hook));
+            var (meanA, meanB, mean) = Calls(s => TextProbing.Run(s, pm.Model, hooks, tok, path, text, probing),
+                () => TextProbing.Run(saes, pm.Model, hooks, tok, path, text, probing));
+            Assert.Equal(Content(meanA), Content(mean[0]));
+            Assert.Equal(Content(meanB), Content(mean[1]));
 
             var tpp = new TppOptions { NValues = [1, 3] };
             TppDataset[] tppData = [new TppDataset(path, "toy", "text", "label", null)];
-            reset();
-            var tppB = TargetedProbePerturbation.RunSuite(saes[0], pm.Model, hooks, tok, tppData, text, probing, tpp);
-            onePass = passes();
-            var tppA = TargetedProbePerturbation.RunSuite(saes[1], pm.Model, hooks, tok, tppData, text, probing, tpp);
-            reset();
-            var tppBoth = TargetedProbePerturbation.RunSuite(saes, pm.Model, hooks, tok, tppData, text, probing, tpp);
-            Assert.Equal(onePass, passes());
-            Assert.Equal(tppB.Runs[0].Report.ToJson().ToJsonString(), tppBoth[0].Runs[0].Report.ToJson().ToJsonString());
-            Assert.Equal(tppA.Runs[0].Report.ToJson().ToJsonString(), tppBoth[1].Runs[0].Report.ToJson().ToJsonString());
+            var (tppA, tppB, tppBoth) = Calls(s => TargetedProbePerturbation.RunSuite(s, pm.Model, hooks, tok, tppData, text, probing, tpp),
+                () => TargetedProbePerturbation.RunSuite(saes, pm.Model, hooks, tok, tppData, text, probing, tpp));
+            Assert.Equal(tppA.Runs[0].Report.ToJson().ToJsonString(), tppBoth[0].Runs[0].Report.ToJson().ToJsonString());
+            Assert.Equal(tppB.Runs[0].Report.ToJson().ToJsonString(), tppBoth[1].Runs[0].Report.ToJson().ToJsonString());
+            Assert.NotEqual(tppBoth[0].Runs[0].Report.ToJson().ToJsonString(), tppBoth[1].Runs[0].Report.ToJson().ToJsonString());
 
             var scr = new ScrOptions { Column1Name = "label", Column2Name = "g", Column2Vals = ["m", "f"], NValues = [1, 2], TrainSetSize = 80, TestSetSize = 20, MinTextsPerQuadrant = 2 };
             ScrDataset[] scrData = [new ScrDataset(path, "toy", "text", scr, [["a", "b"], ["a", "c"]])];
-            reset();
-            var scrB = SpuriousCorrelationRemoval.RunSuite(saes[0], pm.Model, hooks, tok, scrData, text);
-            onePass = passes();
-            var scrA = SpuriousCorrelationRemoval.RunSuite(saes[1], pm.Model, hooks, tok, scrData, text);
-            reset();
-            var scrBoth = SpuriousCorrelationRemoval.RunSuite(saes, pm.Model, hooks, tok, scrData, text);
-            Assert.Equal(onePass, passes());
+            var (scrA, scrB, scrBoth) = Calls(s => SpuriousCorrelationRemoval.RunSuite(s, pm.Model, hooks, tok, scrData, text),
+                () => SpuriousCorrelationRemoval.RunSuite(saes, pm.Model, hooks, tok, scrData, text));
             for (int run = 0; run < 2; run++)
             {
-                Assert.Equal(scrB.Runs[run].Report.ToJson().ToJsonString(), scrBoth[0].Runs[run].Report.ToJson().ToJsonString());
-                Assert.Equal(scrA.Runs[run].Report.ToJson().ToJsonString(), scrBoth[1].Runs[run].Report.ToJson().ToJsonString());
+                Assert.Equal(scrA.Runs[run].Report.ToJson().ToJsonString(), scrBoth[0].Runs[run].Report.ToJson().ToJsonString());
+                Assert.Equal(scrB.Runs[run].Report.ToJson().ToJsonString(), scrBoth[1].Runs[run].Report.ToJson().ToJsonString());
             }
+            return [.. mean.Select(r => r.Hook)];
         }
         finally
         {
