@@ -15,7 +15,7 @@ internal static class ProbeCommand
     {
         var sae = new Option<string[]>("--sae")
         {
-            Description = SaeCommands.SaeOption().Description + "; repeat it to probe several SAEs at one hook in one pass of the model (--json: a _sae<i> suffix per SAE)",
+            Description = SaeCommands.SaeOption().Description + "; repeat it to probe several SAEs, at one hook or several, in one pass of the model (--json: a _sae<i> suffix per SAE)",
             Required = true, AllowMultipleArgumentsPerToken = false,
         };
         var model = ModelCommands.ModelOption();
@@ -41,7 +41,7 @@ internal static class ProbeCommand
         var scrN = new Option<string?>("--scr-n") { Description = $"--scr: comma-separated numbers of latents to ablate (default: {string.Join(",", TppOptions.DefaultNValues)}, those up to d_sae)" };
         var saebench = new Option<bool>("--saebench-defaults") { Description = "--scr, --tpp: SAEBench's datasets (hf:LabHC/bias_in_bios and hf:canrager/amazon_reviews_mcauley_1and5, their train/test splits) with its value pairs (--scr, four each) or classes (--tpp, five each, balanced by gender / rating as --balance-field does) in place of --dataset, --classes, --balance-field, --spurious-field and --spurious-classes; implies --strict-sizes" };
         var strict = new Option<bool>("--strict-sizes") { Description = "--scr, --tpp: refuse data smaller than SAEBench's sets (SCR: 1000 training and 250 test texts per quadrant; TPP: 2000 and 500 per class) with an error naming the counts, where the sets otherwise shrink to the data with a warning" };
-        var artifactsDir = new Option<string?>("--artifacts") { Description = "Folder of the model's activations (SAEBench's artifacts_folder): each pass's are written there, and a later call reading the same tokens of the same model at the same hook reads them instead of running the model" };
+        var artifactsDir = new Option<string?>("--artifacts") { Description = "Folder of the model's activations (SAEBench's artifacts_folder): each pass's are written there, one file per hook, and a later call reading the same tokens of the same model at the same hook reads them instead of running the model" };
         var json = new Option<string?>("--json") { Description = "Write the means (SAEBench's key names), every task and the absorption details to this JSON file" };
         var command = new Command("probe", "k-sparse probing of SAE features against token labels, with a probe on the whole activation as baseline (SAEBench's sparse probing; --absorption: feature absorption)")
             { sae, model, dataset, pooling, tokens, ctx, textField, labelField, classes, balanceField, saebenchSource, texts, labels, absorption, absorptionLabels, tpp, tppN, scr, spuriousField, spuriousClasses, scrN, saebench, strict, artifactsDir, json };
@@ -212,7 +212,8 @@ internal static class ProbeCommand
     }
 
     /// <summary>Several SAEs' sparse probing side by side: per SAE (a row) the mean test accuracy of the all-feature probe and
-    /// of each top-k probe, in %, under the model's (the same for every SAE: one pass, one probe).</summary>
+    /// of each top-k probe, in %, under the model's at the SAE's hook (one pass, one probe per hook, shared by its SAEs);
+    /// with SAEs at several hooks, the rows of each hook follow its model row (<c>llm (hook h)</c>, the hooks named below).</summary>
     internal static void PrintSweep(string[] saes, IReadOnlyList<SparseProbingReport> reports)
     {
         if (reports.Any(r => r.Tasks.Count == 0)) return;
@@ -221,17 +222,25 @@ internal static class ProbeCommand
         var columns = new List<Column> { new("probes on", NoWrap: true), new("all", Right: true) };
         columns.AddRange(kValues.Select(k => new Column($"k={k}", Right: true)));
         var rows = new List<IReadOnlyList<string>>();
-        var llm = reports[0].Means();
-        rows.Add(["llm (model)", Pct(llm["llm_test_accuracy"]), .. kValues.Select(k => Pct(llm[$"llm_top_{k}_test_accuracy"]))]);
-        for (int i = 0; i < reports.Count; i++)
+        var hooks = reports.Select(r => r.Hook).Distinct().ToList();
+        for (int h = 0; h < hooks.Count; h++)
         {
-            var m = reports[i].Means();
-            rows.Add([$"SAE {i}", m.TryGetValue("sae_test_accuracy", out var all) ? Pct(all) : "-", .. kValues.Select(k => Pct(m[$"sae_top_{k}_test_accuracy"]))]);
+            var at = Enumerable.Range(0, reports.Count).Where(i => reports[i].Hook == hooks[h]).ToList();
+            var llm = reports[at[0]].Means();
+            rows.Add([hooks.Count == 1 ? "llm (model)" : $"llm (hook {h})", Pct(llm["llm_test_accuracy"]), .. kValues.Select(k => Pct(llm[$"llm_top_{k}_test_accuracy"]))]);
+            foreach (int i in at)
+            {
+                var m = reports[i].Means();
+                rows.Add([$"SAE {i}", m.TryGetValue("sae_test_accuracy", out var all) ? Pct(all) : "-", .. kValues.Select(k => Pct(m[$"sae_top_{k}_test_accuracy"]))]);
+            }
         }
         Console.WriteLine();
-        Cli.WriteColumns($"sparse probing means, {reports.Count} SAEs at {reports[0].Hook}", columns, rows);
+        Cli.WriteColumns($"sparse probing means, {reports.Count} SAEs at {(hooks.Count == 1 ? hooks[0] : $"{hooks.Count} hooks")}", columns, rows);
         Cli.WriteIndented(Markup.Escape($"(mean test accuracy in % over {reports[0].Tasks.Count} labels of the probes on all features or the top k; " +
-                                        "llm (model): on the model's activation dimensions, one probe shared by every SAE; SAE i: --sae number i, its tables above)"), 2);
+                                        (hooks.Count == 1 ? "llm (model): on the model's activation dimensions, one probe shared by every SAE; "
+                                                          : "llm (hook h): on the model's activation dimensions at hook h (" +
+                                                            string.Join(", ", hooks.Select((hook, h) => $"{h}: {hook}")) + "), one probe shared by the SAEs below it; ") +
+                                        "SAE i: --sae number i, its tables above)"), 2);
     }
 
     /// <summary><paramref name="fields"/> with SAEBench's <c>context_length</c>: the tokens read of each text.</summary>

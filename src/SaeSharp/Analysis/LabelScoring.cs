@@ -101,38 +101,34 @@ public static class LabelScoring
     /// evaluate).</summary>
     internal static LabelledActivations Harvest(Sae sae, HookedTransformer model, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks,
         ITextTokenizer tokenizer, string datasetPath, LabelScoringOptions options) =>
-        Harvest([sae], model, modelHooks, tokenizer, datasetPath, options);
+        HarvestHooks([sae], model, modelHooks, tokenizer, datasetPath, options)[0].Acts;
 
     /// <summary><see cref="Harvest(Sae, HookedTransformer, IReadOnlyList{ValueTuple{string, Func{Tensor, Tensor}}}, ITextTokenizer, string, LabelScoringOptions)"/>
-    /// for several SAEs at one hook (<see cref="ProbeSaes.SharedHook"/>) in one pass of the model: the activations, labels
-    /// and halves are kept once, each SAE's features (<see cref="LabelledActivations.PerSae"/>) beside them;
-    /// <paramref name="names"/> name the SAEs in errors; with <paramref name="artifacts"/> the hook's activations of the
-    /// windows are kept there, or read from there with no model run (<see cref="ProbeArtifacts"/>).</summary>
-    internal static LabelledActivations Harvest(IReadOnlyList<Sae> saes, HookedTransformer model, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks,
-        ITextTokenizer tokenizer, string datasetPath, LabelScoringOptions options, IReadOnlyList<string>? names = null, ProbeArtifacts? artifacts = null)
+    /// for several SAEs, at one hook or several (<see cref="ProbeSaes.HookGroups"/>), in one pass of the model capturing
+    /// every hook: per hook the activations, labels and halves are kept once, each of its SAEs' features
+    /// (<see cref="LabelledActivations.PerSae"/>, in the group's order) beside them; <paramref name="names"/> name the SAEs
+    /// in errors; with <paramref name="artifacts"/> each hook's activations of the windows are kept there, or read from
+    /// there (<see cref="ProbeArtifacts"/>; the model runs only when a hook's file is missing).</summary>
+    internal static IReadOnlyList<(ProbeSaes.HookGroup Group, LabelledActivations Acts)> HarvestHooks(IReadOnlyList<Sae> saes, HookedTransformer model,
+        IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks, ITextTokenizer tokenizer, string datasetPath, LabelScoringOptions options,
+        IReadOnlyList<string>? names = null, ProbeArtifacts? artifacts = null)
     {
-        string hook = ProbeSaes.SharedHook(model, saes, names);
-        string neuronHook = model.HookPoints.Resolve(options.NeuronHook ?? hook);
+        var groups = ProbeSaes.HookGroups(model, saes, names);
+        if (options.NeuronHook is not null && groups.Count > 1)
+            throw new SaeSharpException($"a neuron hook ({options.NeuronHook}) is for SAEs at one hook; these read {string.Join(", ", groups.Select(g => g.Hook))}");
         int ctx = ProbeSaes.SharedContextSize(options.ContextSize, saes, names);
         var (windows, labels, labelNames) = LabelledWindows(datasetPath, tokenizer, ctx, options.Tokens);
-        int stop = Math.Max(model.HookPoints.LayerOf(hook), model.HookPoints.LayerOf(neuronHook)) + 1;
-        int? stopAt = stop > model.Config.NLayers ? null : stop;
-        // At an MoE expert's hook only the tokens routed to that expert are rows (TransformerLens computes the expert on
-        // those only; the others hold zeros): features and neurons are scored on the tokens that are rows of both hooks.
-        List<string> cacheNames = [.. new[] { hook, neuronHook }.Distinct()];
-        cacheNames.AddRange([.. ModelActivationHarvester.RoutingHooks(model.HookPoints, cacheNames)]);
-        bool routedOnly = cacheNames.Count > (hook == neuronHook ? 1 : 2);
-        if (artifacts is not null && (routedOnly || neuronHook != hook))
-            throw new SaeSharpException($"--artifacts keeps the activations of the SAE's hook only, of every position: not at an MoE expert's hook ({hook}) or with another neuron hook");
-        using var source = HookActivations.For(artifacts, "token windows", hook, windows, options.BatchSize, model.Device);
-
-        var featRows = saes.Select(_ => new List<SparseRows>()).ToList();
-        var neuronRows = new List<Tensor>();
-        var tokenLabels = new List<int[]>();
-        var fit = new List<bool>();
+        var harvests = groups.Select(g => new HookHarvest(g, model.HookPoints.Resolve(options.NeuronHook ?? g.Hook), model.HookPoints)).ToList();
+        int? stopAt = ProbeSaes.StopAtLayer(model, harvests.SelectMany(h => new[] { h.Group.Hook, h.NeuronHook }));
+        List<string> cacheNames = [.. harvests.SelectMany(h => h.CacheNames).Distinct()];
+        foreach (var h in harvests)
+            if (artifacts is not null && (h.RoutedOnly || h.NeuronHook != h.Group.Hook))
+                throw new SaeSharpException($"--artifacts keeps the activations of the SAE's hook only, of every position: not at an MoE expert's hook ({h.Group.Hook}) or with another neuron hook");
+        var sources = new List<HookActivations>();
         var progress = new ProgressCounter(options.Progress, "tokens", windows.Sum(w => (long)w.Length));
         try
         {
+            foreach (var h in harvests) sources.Add(HookActivations.For(artifacts, "token windows", h.Group.Hook, windows, options.BatchSize, model.Device));
             using var _ = no_grad();
             for (int start = 0; start < windows.Count; start += options.BatchSize)
             {
@@ -142,53 +138,99 @@ public static class LabelScoring
                 {
                     var idx = group.ToArray();
                     var tokens = tensor(idx.SelectMany(w => windows[w]).ToArray()).view(idx.Length, -1);
+                    // One model run per batch, for every hook whose activations are not read from a file.
                     ActivationCache? cache = null;
-                    var x = source.Get(idx, tokens.shape[1], () =>
+                    try
                     {
-                        cache = model.Run(tokens, new RunOptions { CacheNames = cacheNames, Hooks = modelHooks, StopAtLayer = stopAt }).Cache;
-                        return cache![hook];
-                    });
-                    using (cache)
-                    {
-                        var n = cache is null ? x : cache[neuronHook];
-                        if (x.dim() != 3) throw new SaeSharpException($"hook '{hook}' gives [{string.Join(", ", x.shape)}]; score-labels needs [batch, pos, d]");
-                        if (n.dim() != 3) throw new SaeSharpException($"hook '{neuronHook}' gives [{string.Join(", ", n.shape)}]; score-labels needs [batch, pos, d]");
-                        var keep = new List<long>();
-                        long s = x.shape[1];
-                        var all = ones(idx.Length, s, ScalarType.Bool);
-                        var rows = (cache is null ? all : ModelActivationHarvester.KeepRouted(all, model.HookPoints, [hook, neuronHook], cache))
-                            .reshape(-1).data<bool>().ToArray();
-                        for (int bi = 0; bi < idx.Length; bi++)
-                            for (int p = 0; p < s; p++)
-                                if (labels[idx[bi]][p] is { } ls && rows[bi * s + p])
-                                {
-                                    keep.Add(bi * s + p);
-                                    tokenLabels.Add(ls);
-                                    fit.Add(idx[bi] % 2 == 0);
-                                }
-                        var sel = tensor(keep.ToArray());
-                        for (int si = 0; si < saes.Count; si++)
+                        for (int g = 0; g < harvests.Count; g++)
                         {
-                            var f = saes[si].Run(x).FeatureActs;
-                            featRows[si].Add(SparseRows.FromDense(f.reshape(-1, f.shape[^1]).index_select(0, sel)));
+                            var h = harvests[g];
+                            var x = sources[g].Get(idx, tokens.shape[1], () =>
+                            {
+                                cache ??= model.Run(tokens, new RunOptions { CacheNames = cacheNames, Hooks = modelHooks, StopAtLayer = stopAt }).Cache;
+                                return cache![h.Group.Hook];
+                            });
+                            h.Add(saes, x, cache, idx, labels, model.HookPoints);
                         }
-                        neuronRows.Add(n.reshape(-1, n.shape[^1]).index_select(0, sel).to(ScalarType.Float32).cpu().DetachFromDisposeScope());
+                    }
+                    finally
+                    {
+                        cache?.Dispose();
                     }
                     progress.Add(idx.Sum(w => (long)windows[w].Length));
                 }
             }
-            source.Complete();
-            if (tokenLabels.Count == 0)
-                throw new SaeSharpException(routedOnly ? $"{datasetPath}: no labelled token of the {windows.Sum(w => (long)w.Length)} read was routed to the expert of {hook}" +
-                                                         (neuronHook == hook ? "" : $" and {neuronHook}") + "; give more tokens (--tokens)"
-                                                       : $"{datasetPath}: no labelled tokens");
-            using var join = NewDisposeScope();
-            return new LabelledActivations(hook, neuronHook, [.. featRows.Select(rows => SparseRows.Concat(rows, rows[0].Columns))], cat(neuronRows, 0).DetachFromDisposeScope(),
-                tokenLabels, [.. fit], labelNames);
+            foreach (var s in sources) s.Complete();
+            return [.. harvests.Select(h => (h.Group, h.Finish(datasetPath, windows.Sum(w => (long)w.Length), labelNames)))];
         }
         finally
         {
-            foreach (var t in neuronRows) t.Dispose();
+            foreach (var s in sources) s.Dispose();
+            foreach (var h in harvests) h.Dispose();
+        }
+    }
+
+    /// <summary>What <see cref="HarvestHooks"/> keeps of one hook's SAEs while the windows run: the labelled tokens' features
+    /// per SAE, neuron activations, label ids and halves.</summary>
+    private sealed class HookHarvest(ProbeSaes.HookGroup group, string neuronHook, HookPoints hookPoints) : IDisposable
+    {
+        public ProbeSaes.HookGroup Group { get; } = group;
+        public string NeuronHook { get; } = neuronHook;
+        // At an MoE expert's hook only the tokens routed to that expert are rows (TransformerLens computes the expert on
+        // those only; the others hold zeros): features and neurons are scored on the tokens that are rows of both hooks.
+        public List<string> CacheNames { get; } =
+            [.. new[] { group.Hook, neuronHook }.Distinct(), .. ModelActivationHarvester.RoutingHooks(hookPoints, [.. new[] { group.Hook, neuronHook }.Distinct()])];
+        public bool RoutedOnly => CacheNames.Count > (Group.Hook == NeuronHook ? 1 : 2);
+        private readonly List<SparseRows>[] _featRows = [.. group.Saes.Select(_ => new List<SparseRows>())];
+        private readonly List<Tensor> _neuronRows = [];
+        private readonly List<int[]> _tokenLabels = [];
+        private readonly List<bool> _fit = [];
+
+        /// <summary>Keeps the labelled tokens of the windows <paramref name="idx"/>: <paramref name="x"/> the hook's activations,
+        /// <paramref name="cache"/> the model's run (null when every hook came from a file).</summary>
+        public void Add(IReadOnlyList<Sae> saes, Tensor x, ActivationCache? cache, int[] idx, List<int[]?[]> labels, HookPoints hookPoints)
+        {
+            string hook = Group.Hook;
+            var n = NeuronHook == hook ? x : cache![NeuronHook];
+            if (x.dim() != 3) throw new SaeSharpException($"hook '{hook}' gives [{string.Join(", ", x.shape)}]; score-labels needs [batch, pos, d]");
+            if (n.dim() != 3) throw new SaeSharpException($"hook '{NeuronHook}' gives [{string.Join(", ", n.shape)}]; score-labels needs [batch, pos, d]");
+            var keep = new List<long>();
+            long s = x.shape[1];
+            var all = ones(idx.Length, s, ScalarType.Bool);
+            var rows = (RoutedOnly ? ModelActivationHarvester.KeepRouted(all, hookPoints, [hook, NeuronHook], cache!) : all).reshape(-1).data<bool>().ToArray();
+            for (int bi = 0; bi < idx.Length; bi++)
+                for (int p = 0; p < s; p++)
+                    if (labels[idx[bi]][p] is { } ls && rows[bi * s + p])
+                    {
+                        keep.Add(bi * s + p);
+                        _tokenLabels.Add(ls);
+                        _fit.Add(idx[bi] % 2 == 0);
+                    }
+            var sel = tensor(keep.ToArray());
+            for (int si = 0; si < Group.Saes.Length; si++)
+            {
+                var f = saes[Group.Saes[si]].Run(x).FeatureActs;
+                _featRows[si].Add(SparseRows.FromDense(f.reshape(-1, f.shape[^1]).index_select(0, sel)));
+            }
+            _neuronRows.Add(n.reshape(-1, n.shape[^1]).index_select(0, sel).to(ScalarType.Float32).cpu().DetachFromDisposeScope());
+        }
+
+        /// <summary>The hook's labelled activations, after every window ran.</summary>
+        public LabelledActivations Finish(string datasetPath, long tokensRead, List<string> labelNames)
+        {
+            if (_tokenLabels.Count == 0)
+                throw new SaeSharpException(RoutedOnly ? $"{datasetPath}: no labelled token of the {tokensRead} read was routed to the expert of {Group.Hook}" +
+                                                         (NeuronHook == Group.Hook ? "" : $" and {NeuronHook}") + "; give more tokens (--tokens)"
+                                                       : $"{datasetPath}: no labelled tokens");
+            using var join = NewDisposeScope();
+            return new LabelledActivations(Group.Hook, NeuronHook, [.. _featRows.Select(rows => SparseRows.Concat(rows, rows[0].Columns))],
+                cat(_neuronRows, 0).DetachFromDisposeScope(), _tokenLabels, [.. _fit], labelNames);
+        }
+
+        public void Dispose()
+        {
+            foreach (var t in _neuronRows) t.Dispose();
+            _neuronRows.Clear();
         }
     }
 

@@ -8,7 +8,7 @@ using static TorchSharp.torch;
 namespace SaeSharp.Analysis;
 
 /// <summary>
-/// <c>sae probe --artifacts DIR</c>, SAEBench's <c>artifacts_folder</c>: the model's activations at the SAEs' hook for every
+/// <c>sae probe --artifacts DIR</c>, SAEBench's <c>artifacts_folder</c>: the model's activations at each SAE hook for every
 /// window or text a probe pass reads, kept on disk so that a later call reading the same tokens of the same model at the
 /// same hook runs no model. One safetensors file per key (<c>DIR/probe_{hash}.safetensors</c>, tensors <c>acts</c>
 /// [positions, d] in the model's dtype and <c>lengths</c> [items]), the key's JSON in its metadata. The key is the format

@@ -3,29 +3,43 @@ using SaeSharp.Saes;
 
 namespace SaeSharp.Analysis;
 
-/// <summary>The SAEs that <c>sae probe</c> evaluates on one pass of the model: every one reads the same hook with the
-/// same d_in, so the model's activations (harvested or mean-pooled) are computed once and each SAE encodes them.</summary>
+/// <summary>The SAEs that <c>sae probe</c> evaluates on one pass of the model, grouped by the hook they read: the model
+/// runs once over the data capturing every group's hook, each group's activations (harvested or mean-pooled) are kept
+/// once and every SAE of the group encodes them.</summary>
 internal static class ProbeSaes
 {
-    /// <summary>The hook all of <paramref name="saes"/> read (resolved on <paramref name="model"/>); an SAE at another hook
-    /// or of another d_in than the first is an error naming it (<paramref name="names"/>[i], else "SAE i+1").</summary>
-    internal static string SharedHook(HookedTransformer model, IReadOnlyList<Sae> saes, IReadOnlyList<string>? names = null)
+    /// <summary>The SAEs of one hook: <see cref="Hook"/> (resolved on the model) and the positions of its SAEs in the call's
+    /// list, in order.</summary>
+    internal sealed record HookGroup(string Hook, int[] Saes);
+
+    /// <summary>The hooks <paramref name="saes"/> read (resolved on <paramref name="model"/>), in the order of their first
+    /// SAE, each with its SAEs; an SAE of another d_in than the first of its hook is an error naming both
+    /// (<paramref name="names"/>[i], else "#i+1").</summary>
+    internal static IReadOnlyList<HookGroup> HookGroups(HookedTransformer model, IReadOnlyList<Sae> saes, IReadOnlyList<string>? names = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(saes);
         if (saes.Count == 0) throw new SaeSharpException("sae probe: no SAE given");
-        string hook = model.HookPoints.Resolve(saes[0].Cfg.Metadata.HookOr(null));
-        for (int i = 1; i < saes.Count; i++)
+        var groups = new List<(string Hook, List<int> Saes)>();
+        for (int i = 0; i < saes.Count; i++)
         {
             string at = model.HookPoints.Resolve(saes[i].Cfg.Metadata.HookOr(null));
-            if (at != hook)
-                throw new SaeSharpException($"--sae {Name(names, i)} reads {at}, but --sae {Name(names, 0)} reads {hook}: the SAEs of one sae probe call share " +
-                                            "one pass of the model at one hook; probe the SAEs of another hook in another call");
-            if (saes[i].Cfg.DIn != saes[0].Cfg.DIn)
-                throw new SaeSharpException($"--sae {Name(names, i)} has d_in = {saes[i].Cfg.DIn}, but --sae {Name(names, 0)} at the same hook {hook} has d_in = " +
-                                            $"{saes[0].Cfg.DIn}: the SAEs of one call read the same activations");
+            int g = groups.FindIndex(x => x.Hook == at);
+            if (g < 0) { groups.Add((at, [i])); continue; }
+            int first = groups[g].Saes[0];
+            if (saes[i].Cfg.DIn != saes[first].Cfg.DIn)
+                throw new SaeSharpException($"--sae {Name(names, i)} has d_in = {saes[i].Cfg.DIn}, but --sae {Name(names, first)} at the same hook {at} has d_in = " +
+                                            $"{saes[first].Cfg.DIn}: the SAEs of one hook read the same activations");
+            groups[g].Saes.Add(i);
         }
-        return hook;
+        return [.. groups.Select(g => new HookGroup(g.Hook, [.. g.Saes]))];
+    }
+
+    /// <summary>The layer the model can stop after to have every hook of <paramref name="hooks"/> (null: run it whole).</summary>
+    internal static int? StopAtLayer(HookedTransformer model, IEnumerable<string> hooks)
+    {
+        int stop = hooks.Max(h => model.HookPoints.LayerOf(h)) + 1;
+        return stop > model.Config.NLayers ? null : stop;
     }
 
     /// <summary>The context size the SAEs read windows of: <paramref name="given"/>, else their cfg context_size (SAEs that

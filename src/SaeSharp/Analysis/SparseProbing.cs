@@ -133,29 +133,40 @@ public static class SparseProbing
         Run([sae], model, modelHooks, tokenizer, datasetPath, harvest, options, absorption)[0];
 
     /// <summary><see cref="Run(Sae, HookedTransformer, IReadOnlyList{ValueTuple{string, Func{Tensor, Tensor}}}, ITextTokenizer, string, LabelScoringOptions, SparseProbingOptions, AbsorptionOptions)"/>
-    /// for several SAEs at one hook in one pass of the model: the model's activations (and the probes on them) are shared,
-    /// each SAE gets its report, in order. SAEs at different hooks or of different d_in are an error naming the SAE
-    /// (<paramref name="names"/>, else its position). <paramref name="artifacts"/>: see <see cref="ProbeArtifacts"/>.</summary>
+    /// for several SAEs, at one hook or several, in one pass of the model capturing every hook: per hook the model's
+    /// activations (and the probes on them) are shared by its SAEs, each SAE gets its report, in order. SAEs at one hook of
+    /// different d_in are an error naming them (<paramref name="names"/>, else their position). <paramref name="artifacts"/>: see <see cref="ProbeArtifacts"/>.</summary>
     public static IReadOnlyList<SparseProbingReport> Run(IReadOnlyList<Sae> saes, HookedTransformer model, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks,
         ITextTokenizer tokenizer, string datasetPath, LabelScoringOptions harvest, SparseProbingOptions options, AbsorptionOptions? absorption = null,
         IReadOnlyList<string>? names = null, ProbeArtifacts? artifacts = null)
     {
         ArgumentNullException.ThrowIfNull(saes);
-        using var h = LabelScoring.Harvest(saes, model, modelHooks, tokenizer, datasetPath, harvest with { NeuronHook = null }, names, artifacts);
-        var evaluated = EvaluateSparse(h.PerSae, h.Neurons, h.TokenLabels, h.LabelNames, h.Fit, options);
-        var reports = new List<SparseProbingReport>();
-        for (int i = 0; i < saes.Count; i++)
+        var harvested = LabelScoring.HarvestHooks(saes, model, modelHooks, tokenizer, datasetPath, harvest with { NeuronHook = null }, names, artifacts);
+        try
         {
-            var report = evaluated[i] with { Hook = h.Hook };
-            if (absorption is not null)
+            var reports = new SparseProbingReport[saes.Count];
+            foreach (var (group, h) in harvested)
             {
-                using var scope = NewDisposeScope();
-                var wDec = saes[i].WDec.detach().to(ScalarType.Float32).cpu();
-                report = report with { Absorption = FeatureAbsorption.EvaluateSparse(h.PerSae[i], h.Neurons, wDec, h.TokenLabels, h.LabelNames, h.Fit, absorption) };
+                var evaluated = EvaluateSparse(h.PerSae, h.Neurons, h.TokenLabels, h.LabelNames, h.Fit, options);
+                for (int j = 0; j < group.Saes.Length; j++)
+                {
+                    int i = group.Saes[j];
+                    var report = evaluated[j] with { Hook = h.Hook };
+                    if (absorption is not null)
+                    {
+                        using var scope = NewDisposeScope();
+                        var wDec = saes[i].WDec.detach().to(ScalarType.Float32).cpu();
+                        report = report with { Absorption = FeatureAbsorption.EvaluateSparse(h.PerSae[j], h.Neurons, wDec, h.TokenLabels, h.LabelNames, h.Fit, absorption) };
+                    }
+                    reports[i] = report;
+                }
             }
-            reports.Add(report);
+            return reports;
         }
-        return reports;
+        finally
+        {
+            foreach (var (_, h) in harvested) h.Dispose();
+        }
     }
 
     /// <summary>

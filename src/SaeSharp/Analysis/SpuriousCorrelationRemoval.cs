@@ -186,15 +186,15 @@ public static class SpuriousCorrelationRemoval
         RunSuite([sae], model, modelHooks, tokenizer, datasets, text, hub)[0];
 
     /// <summary><see cref="RunSuite(Sae, HookedTransformer, IReadOnlyList{ValueTuple{string, Func{Tensor, Tensor}}}, ITextTokenizer, IReadOnlyList{ScrDataset}, TextProbingOptions, Hub.HfHubOptions?)"/>
-    /// for several SAEs at one hook: each dataset's texts run through the model once, their pooled activations and the
-    /// three probes of each pair shared, each SAE's pooled latents (kept as non-zeros, made dense one SAE at a time) ranked
+    /// for several SAEs, at one hook or several: each dataset's texts run through the model once (capturing every hook),
+    /// per hook their pooled activations and the three probes of each pair shared by its SAEs, each SAE's pooled latents (kept as non-zeros, made dense one SAE at a time) ranked
     /// and ablated; one suite report per SAE, in order (<paramref name="names"/> name the SAEs in errors; <paramref name="artifacts"/>: see <see cref="ProbeArtifacts"/>).</summary>
     public static IReadOnlyList<ScrSuiteReport> RunSuite(IReadOnlyList<Sae> saes, HookedTransformer model, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks,
         ITextTokenizer tokenizer, IReadOnlyList<ScrDataset> datasets, TextProbingOptions text, Hub.HfHubOptions? hub = null, IReadOnlyList<string>? names = null,
         ProbeArtifacts? artifacts = null)
     {
         ArgumentNullException.ThrowIfNull(saes);
-        string hook = ProbeSaes.SharedHook(model, saes, names);
+        var groups = ProbeSaes.HookGroups(model, saes, names);
         foreach (var sae in saes) TargetedProbePerturbation.CheckAblatable(sae, "SCR");
         ScrDataset.Check(datasets);
         using var scope = NewDisposeScope();
@@ -214,21 +214,30 @@ public static class SpuriousCorrelationRemoval
             }).ToList();
             var used = sets.SelectMany(x => x.train.Rows().Concat(x.test.Rows())).Distinct().Order().ToArray();
             var at = used.Select((r, i) => (r, i)).ToDictionary(t => t.r, t => t.i);
-            var (pooledHook, features, acts) = TextProbing.PoolSparse(saes, model, modelHooks, tokenizer, [.. used.Select(r => data.Texts[r])], text, artifacts);
-            using var _ = acts;
-            using var dsScope = NewDisposeScope();
-            var dense = features.Select((f, i) => (f.ToDenseFloat32(), decoders[i].WDec, (Tensor?)decoders[i].Decoder)).ToList();
-            foreach (var (scr, train, test) in sets)
+            var pooled = TextProbing.PoolSparse(saes, model, modelHooks, tokenizer, [.. used.Select(r => data.Texts[r])], text, artifacts, names);
+            try
             {
-                var trainRows = train.Remap(r => at[r]);
-                var testRows = test.Remap(r => at[r]);
-                var rows = trainRows.Rows().Concat(testRows.Rows()).Distinct().Count();
-                var reports = Evaluate(dense, acts, trainRows, testRows, scr);
-                for (int i = 0; i < saes.Count; i++)
-                    runs[i].Add(new ScrRun(ds.Name, data.Split, reports[i] with { Hook = pooledHook, Dataset = ds.Path, Texts = rows }));
+                foreach (var p in pooled)
+                {
+                    using var dsScope = NewDisposeScope();
+                    var dense = p.Features.Select((f, j) => (f.ToDenseFloat32(), decoders[p.Group.Saes[j]].WDec, (Tensor?)decoders[p.Group.Saes[j]].Decoder)).ToList();
+                    foreach (var (scr, train, test) in sets)
+                    {
+                        var trainRows = train.Remap(r => at[r]);
+                        var testRows = test.Remap(r => at[r]);
+                        var rows = trainRows.Rows().Concat(testRows.Rows()).Distinct().Count();
+                        var reports = Evaluate(dense, p.Acts, trainRows, testRows, scr);
+                        for (int j = 0; j < p.Group.Saes.Length; j++)
+                            runs[p.Group.Saes[j]].Add(new ScrRun(ds.Name, data.Split, reports[j] with { Hook = p.Group.Hook, Dataset = ds.Path, Texts = rows }));
+                    }
+                }
+            }
+            finally
+            {
+                foreach (var p in pooled) p.Dispose();
             }
         }
-        return [.. runs.Select(r => new ScrSuiteReport(hook, r))];
+        return [.. runs.Select((r, i) => new ScrSuiteReport(groups.First(g => g.Saes.Contains(i)).Hook, r))];
     }
 
     /// <summary>A dataset's texts read once for all its pairs: the training flags (its own train/test splits when it has

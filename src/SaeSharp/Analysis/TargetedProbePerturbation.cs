@@ -220,15 +220,15 @@ public static class TargetedProbePerturbation
         RunSuite([sae], model, modelHooks, tokenizer, datasets, text, options, tpp, hub)[0];
 
     /// <summary><see cref="RunSuite(Sae, HookedTransformer, IReadOnlyList{ValueTuple{string, Func{Tensor, Tensor}}}, ITextTokenizer, IReadOnlyList{TppDataset}, TextProbingOptions, SparseProbingOptions, TppOptions, Hub.HfHubOptions?)"/>
-    /// for several SAEs at one hook: each dataset's texts run through the model once, their pooled activations and the
-    /// class probes on them shared, each SAE's pooled latents (kept as non-zeros, made dense one SAE at a time) ranked and
+    /// for several SAEs, at one hook or several: each dataset's texts run through the model once (capturing every hook),
+    /// per hook their pooled activations and the class probes on them shared by its SAEs, each SAE's pooled latents (kept as non-zeros, made dense one SAE at a time) ranked and
     /// ablated; one suite report per SAE, in order (<paramref name="names"/> name the SAEs in errors; <paramref name="artifacts"/>: see <see cref="ProbeArtifacts"/>).</summary>
     public static IReadOnlyList<TppSuiteReport> RunSuite(IReadOnlyList<Sae> saes, HookedTransformer model, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks,
         ITextTokenizer tokenizer, IReadOnlyList<TppDataset> datasets, TextProbingOptions text, SparseProbingOptions options, TppOptions tpp,
         Hub.HfHubOptions? hub = null, IReadOnlyList<string>? names = null, ProbeArtifacts? artifacts = null)
     {
         ArgumentNullException.ThrowIfNull(saes);
-        string hook = ProbeSaes.SharedHook(model, saes, names);
+        var groups = ProbeSaes.HookGroups(model, saes, names);
         foreach (var sae in saes) CheckAblatable(sae, "TPP");
         TppDataset.Check(datasets);
         using var scope = NewDisposeScope();
@@ -240,16 +240,25 @@ public static class TargetedProbePerturbation
         {
             var dsText = text with { TextField = ds.TextField, LabelField = ds.LabelField, Classes = ds.Classes, BalanceField = ds.BalanceField ?? text.BalanceField };
             var data = TextProbing.Read(ds.Path, dsText, options.TrainSetSize, options.TestSetSize, options.Seed, hub);
-            var (pooledHook, features, acts) = TextProbing.PoolSparse(saes, model, modelHooks, tokenizer, data.Texts, dsText, artifacts);
-            using var _ = acts;
-            using var dsScope = NewDisposeScope();
-            var dense = features.Select((f, i) => (f.ToDenseFloat32(), decoders[i].WDec, (Tensor?)decoders[i].Decoder)).ToList();
-            var reports = Evaluate(dense, acts, data.Labels, data.Names, data.Fit,
-                options with { OneVsRestClasses = data.OneClassEach, MinPositives = text.MinTexts, Examples = "texts", Labels = options.Labels ?? (data.OneClassEach ? data.Names : null) },
-                tpp, ds.Name);
-            for (int i = 0; i < saes.Count; i++) runs[i].Add(new TppRun(ds.Name, data.Split, reports[i] with { Hook = pooledHook }));
+            var pooled = TextProbing.PoolSparse(saes, model, modelHooks, tokenizer, data.Texts, dsText, artifacts, names);
+            try
+            {
+                foreach (var p in pooled)
+                {
+                    using var dsScope = NewDisposeScope();
+                    var dense = p.Features.Select((f, j) => (f.ToDenseFloat32(), decoders[p.Group.Saes[j]].WDec, (Tensor?)decoders[p.Group.Saes[j]].Decoder)).ToList();
+                    var reports = Evaluate(dense, p.Acts, data.Labels, data.Names, data.Fit,
+                        options with { OneVsRestClasses = data.OneClassEach, MinPositives = text.MinTexts, Examples = "texts", Labels = options.Labels ?? (data.OneClassEach ? data.Names : null) },
+                        tpp, ds.Name);
+                    for (int j = 0; j < p.Group.Saes.Length; j++) runs[p.Group.Saes[j]].Add(new TppRun(ds.Name, data.Split, reports[j] with { Hook = p.Group.Hook }));
+                }
+            }
+            finally
+            {
+                foreach (var p in pooled) p.Dispose();
+            }
         }
-        return [.. runs.Select(r => new TppSuiteReport(hook, r))];
+        return [.. runs.Select((r, i) => new TppSuiteReport(groups.First(g => g.Saes.Contains(i)).Hook, r))];
     }
 
     /// <summary>The thresholds n of TPP or SCR (<paramref name="eval"/>): <paramref name="given"/>, or SAEBench's

@@ -57,6 +57,13 @@ public sealed record PooledActivations(string Hook, Tensor Features, Tensor Acts
     }
 }
 
+/// <summary>The mean-pooled pass at one hook of several: its SAEs (<see cref="ProbeSaes.HookGroup"/>), their pooled
+/// features as non-zeros (in the group's order) and the pooled activations [texts, d] (float32, CPU, owned).</summary>
+internal sealed record PooledHook(ProbeSaes.HookGroup Group, IReadOnlyList<SparseRows> Features, Tensor Acts) : IDisposable
+{
+    public void Dispose() => Acts.Dispose();
+}
+
 /// <summary>Texts to probe: each text's class ids, its half (true: training), the class names, and whether each text has
 /// exactly one class (a classification dataset) or a set of labels (a labelled corpus).</summary>
 internal sealed record ProbeTexts(List<string> Texts, List<int[]> Labels, List<string> Names, bool[] Fit, bool OneClassEach)
@@ -83,22 +90,33 @@ public static class TextProbing
         Run([sae], model, modelHooks, tokenizer, datasetPath, text, options)[0];
 
     /// <summary><see cref="Run(Sae, HookedTransformer, IReadOnlyList{ValueTuple{string, Func{Tensor, Tensor}}}, ITextTokenizer, string, TextProbingOptions, SparseProbingOptions)"/>
-    /// for several SAEs at one hook: the texts are read and run through the model once, the pooled activations and the
-    /// probes on them shared, each SAE's pooled features probed; one report per SAE, in order (<paramref name="names"/>
+    /// for several SAEs, at one hook or several: the texts are read and run through the model once (capturing every hook),
+    /// per hook the pooled activations and the probes on them shared by its SAEs, each SAE's pooled features probed; one report per SAE, in order (<paramref name="names"/>
     /// name the SAEs in errors; <paramref name="artifacts"/>: see <see cref="ProbeArtifacts"/>).</summary>
     public static IReadOnlyList<SparseProbingReport> Run(IReadOnlyList<Sae> saes, HookedTransformer model, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks,
         ITextTokenizer tokenizer, string datasetPath, TextProbingOptions text, SparseProbingOptions options, IReadOnlyList<string>? names = null,
         ProbeArtifacts? artifacts = null)
     {
         ArgumentNullException.ThrowIfNull(saes);
-        ProbeSaes.SharedHook(model, saes, names);
+        ProbeSaes.HookGroups(model, saes, names);
         var data = Read(datasetPath, text, options.TrainSetSize, options.TestSetSize, options.Seed);
-        var (hook, features, acts) = PoolSparse(saes, model, modelHooks, tokenizer, data.Texts, text, artifacts);
-        using var _ = acts;
-        var labels = options.Labels ?? (data.OneClassEach ? data.Names : null);
-        return [.. SparseProbing.EvaluateSparse(features, acts, data.Labels, data.Names, data.Fit,
-            options with { OneVsRestClasses = data.OneClassEach, Labels = labels, MinPositives = text.MinTexts, Examples = "texts" })
-            .Select(r => r with { Hook = hook, Pooling = "mean" })];
+        var pooled = PoolSparse(saes, model, modelHooks, tokenizer, data.Texts, text, artifacts, names);
+        try
+        {
+            var labels = options.Labels ?? (data.OneClassEach ? data.Names : null);
+            var reports = new SparseProbingReport[saes.Count];
+            foreach (var p in pooled)
+            {
+                var evaluated = SparseProbing.EvaluateSparse(p.Features, p.Acts, data.Labels, data.Names, data.Fit,
+                    options with { OneVsRestClasses = data.OneClassEach, Labels = labels, MinPositives = text.MinTexts, Examples = "texts" });
+                for (int j = 0; j < p.Group.Saes.Length; j++) reports[p.Group.Saes[j]] = evaluated[j] with { Hook = p.Group.Hook, Pooling = "mean" };
+            }
+            return reports;
+        }
+        finally
+        {
+            foreach (var p in pooled) p.Dispose();
+        }
     }
 
     /// <summary>Mean of <paramref name="x"/> [batch, pos, d] over the positions where <paramref name="keep"/> [batch, pos] is
@@ -129,13 +147,14 @@ public static class TextProbing
         Tensor? features = null, acts = null;
         try
         {
-            string hook = PoolBatches([sae], model, modelHooks, tokenizer, texts, options, (_, rows, pf) =>
+            var groups = PoolBatches([sae], model, modelHooks, tokenizer, texts, options, (_, rows, pf) =>
             {
                 features ??= zeros(texts.Count, pf.shape[1], ScalarType.Float32).DetachFromDisposeScope();
                 using var r = tensor(rows);
                 features.index_copy_(0, r, pf);
-            }, out acts);
-            var result = new PooledActivations(hook, features!, acts);
+            }, out var pooled);
+            acts = pooled[0];
+            var result = new PooledActivations(groups[0].Hook, features!, acts);
             features = acts = null;
             return result;
         }
@@ -146,47 +165,51 @@ public static class TextProbing
         }
     }
 
-    /// <summary><see cref="Pool"/> keeping only the non-zeros of the pooled features, batch by batch: memory follows them,
-    /// not texts × d_sae. Returns the hook, the features and the pooled activations [texts, d] (float32, CPU). With
-    /// <paramref name="artifacts"/> the hook's activations of the texts are kept there, or read from there with no model run.</summary>
-    internal static (string Hook, IReadOnlyList<SparseRows> Features, Tensor Acts) PoolSparse(IReadOnlyList<Sae> saes, HookedTransformer model,
+    /// <summary><see cref="Pool"/> for several SAEs, at one hook or several (<see cref="ProbeSaes.HookGroups"/>), keeping only
+    /// the non-zeros of the pooled features, batch by batch: memory follows them, not texts × d_sae. Returns per hook its
+    /// SAEs' features (in the group's order) and the pooled activations [texts, d] (float32, CPU). With
+    /// <paramref name="artifacts"/> each hook's activations of the texts are kept there, or read from there with no model run.</summary>
+    internal static IReadOnlyList<PooledHook> PoolSparse(IReadOnlyList<Sae> saes, HookedTransformer model,
         IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks, ITextTokenizer tokenizer, IReadOnlyList<string> texts, TextProbingOptions options,
-        ProbeArtifacts? artifacts = null)
+        ProbeArtifacts? artifacts = null, IReadOnlyList<string>? names = null)
     {
         var features = new SparseRows?[saes.Count];
-        string hook = PoolBatches(saes, model, modelHooks, tokenizer, texts, options, (s, rows, pf) =>
+        var groups = PoolBatches(saes, model, modelHooks, tokenizer, texts, options, (s, rows, pf) =>
         {
             features[s] ??= new SparseRows(texts.Count, (int)pf.shape[1]);
             features[s]!.SetRows(rows, pf);
-        }, out var acts, artifacts);
-        return (hook, [.. features.Select(f => f!)], acts);
+        }, out var acts, artifacts, names);
+        return [.. groups.Select((g, i) => new PooledHook(g, [.. g.Saes.Select(s => features[s]!)], acts[i]))];
     }
 
-    /// <summary>The pooling pass: texts of equal length batched, the model run to the hook once, each SAE of
-    /// <paramref name="saes"/> (all at that hook: <see cref="ProbeSaes.SharedHook"/>) run on it, all mean-pooled;
-    /// <paramref name="features"/> receives each batch's SAE index, text indices and pooled features [batch, d_sae]
-    /// (float32, CPU); the pooled activations come back whole in <paramref name="acts"/> [texts, d].</summary>
-    private static string PoolBatches(IReadOnlyList<Sae> saes, HookedTransformer model, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks,
-        ITextTokenizer tokenizer, IReadOnlyList<string> texts, TextProbingOptions options, Action<int, long[], Tensor> features, out Tensor acts,
-        ProbeArtifacts? artifacts = null)
+    /// <summary>The pooling pass: texts of equal length batched, the model run once per batch up to the last hook that
+    /// <paramref name="saes"/> read (<see cref="ProbeSaes.HookGroups"/>, returned), each SAE run on its hook's
+    /// activations, all mean-pooled; <paramref name="features"/> receives each batch's SAE index, text indices and pooled
+    /// features [batch, d_sae] (float32, CPU); the pooled activations of each hook come back whole in
+    /// <paramref name="acts"/> [texts, d], in the groups' order.</summary>
+    private static IReadOnlyList<ProbeSaes.HookGroup> PoolBatches(IReadOnlyList<Sae> saes, HookedTransformer model, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks,
+        ITextTokenizer tokenizer, IReadOnlyList<string> texts, TextProbingOptions options, Action<int, long[], Tensor> features, out Tensor[] acts,
+        ProbeArtifacts? artifacts = null, IReadOnlyList<string>? names = null)
     {
         if (options.ContextSize < 1) throw new SaeSharpException($"context size must be positive, got {options.ContextSize}");
         if (texts.Count == 0) throw new SaeSharpException("mean pooling: no texts");
-        string hook = ProbeSaes.SharedHook(model, saes);
-        if (ModelActivationHarvester.RoutingHooks(model.HookPoints, [hook]).Any())
-            throw new SaeSharpException($"mean pooling reads every position of a text; {hook} is an MoE expert's hook, which holds only the tokens routed to it");
-        int stop = model.HookPoints.LayerOf(hook) + 1;
-        int? stopAt = stop > model.Config.NLayers ? null : stop;
+        var groups = ProbeSaes.HookGroups(model, saes, names);
+        foreach (var g in groups)
+            if (ModelActivationHarvester.RoutingHooks(model.HookPoints, [g.Hook]).Any())
+                throw new SaeSharpException($"mean pooling reads every position of a text; {g.Hook} is an MoE expert's hook, which holds only the tokens routed to it");
+        int? stopAt = ProbeSaes.StopAtLayer(model, groups.Select(g => g.Hook));
+        List<string> cacheNames = [.. groups.Select(g => g.Hook)];
         var ids = texts.Select(t => tokenizer.EncodeWithSpecialTokens(t).Take(options.ContextSize).Select(i => (long)i).ToArray()).ToList();
         var keep = ids.Select(s => KeepMask(s, tokenizer)).ToList();
         for (int i = 0; i < ids.Count; i++)
             if (!keep[i].Any(v => v))
                 throw new SaeSharpException($"text {i} has no token besides BOS, EOS and padding to average (empty text?): \"{(texts[i].Length > 60 ? texts[i][..60] + "…" : texts[i])}\"");
         var progress = new ProgressCounter(options.Progress, "texts", texts.Count);
-        using var source = HookActivations.For(artifacts, "texts", hook, ids, options.BatchSize, model.Device);
-        Tensor? pooled = null;
+        var sources = new List<HookActivations>();
+        var pooled = new Tensor?[groups.Count];
         try
         {
+            foreach (var g in groups) sources.Add(HookActivations.For(artifacts, "texts", g.Hook, ids, options.BatchSize, model.Device));
             using var _ = no_grad();
             // Texts of equal length run together (no padding: each text's positions are exactly its tokens).
             var order = Enumerable.Range(0, ids.Count).OrderBy(i => ids[i].Length).ThenBy(i => i).ToArray();
@@ -198,37 +221,47 @@ public static class TextProbing
                 using var scope = NewDisposeScope();
                 var tokens = tensor(idx.SelectMany(i => ids[i]).ToArray()).view(idx.Length, len);
                 var mask = tensor(idx.SelectMany(i => keep[i]).ToArray()).view(idx.Length, len);
+                var rows = idx.Select(i => (long)i).ToArray();
+                using var r = tensor(rows);
+                // One model run per batch, for every hook whose activations are not read from a file.
                 ActivationCache? cache = null;
-                var x = source.Get(idx, len, () =>
+                try
                 {
-                    cache = model.Run(tokens, new RunOptions { CacheNames = [hook], Hooks = modelHooks, StopAtLayer = stopAt }).Cache;
-                    return cache![hook];
-                });
-                using (cache)
-                {
-                    if (x.dim() != 3) throw new SaeSharpException($"hook '{hook}' gives [{string.Join(", ", x.shape)}]; mean pooling needs [batch, pos, d]");
-                    var px = MeanPool(x, mask).cpu();
-                    pooled ??= zeros(texts.Count, px.shape[1], ScalarType.Float32).DetachFromDisposeScope();
-                    var rows = idx.Select(i => (long)i).ToArray();
-                    for (int s = 0; s < saes.Count; s++)
+                    for (int gi = 0; gi < groups.Count; gi++)
                     {
-                        using var saeScope = NewDisposeScope();
-                        features(s, rows, MeanPool(saes[s].Run(x).FeatureActs, mask).cpu());
+                        string hook = groups[gi].Hook;
+                        var x = sources[gi].Get(idx, len, () =>
+                        {
+                            cache ??= model.Run(tokens, new RunOptions { CacheNames = cacheNames, Hooks = modelHooks, StopAtLayer = stopAt }).Cache;
+                            return cache![hook];
+                        });
+                        if (x.dim() != 3) throw new SaeSharpException($"hook '{hook}' gives [{string.Join(", ", x.shape)}]; mean pooling needs [batch, pos, d]");
+                        var px = MeanPool(x, mask).cpu();
+                        pooled[gi] ??= zeros(texts.Count, px.shape[1], ScalarType.Float32).DetachFromDisposeScope();
+                        foreach (int s in groups[gi].Saes)
+                        {
+                            using var saeScope = NewDisposeScope();
+                            features(s, rows, MeanPool(saes[s].Run(x).FeatureActs, mask).cpu());
+                        }
+                        pooled[gi]!.index_copy_(0, r, px);
                     }
-                    using var r = tensor(rows);
-                    pooled.index_copy_(0, r, px);
+                }
+                finally
+                {
+                    cache?.Dispose();
                 }
                 progress.Add(idx.Length);
                 start = end;
             }
-            source.Complete();
-            acts = pooled!;
-            pooled = null;
-            return hook;
+            foreach (var s in sources) s.Complete();
+            acts = [.. pooled.Select(p => p!)];
+            Array.Fill(pooled, null);
+            return groups;
         }
         finally
         {
-            pooled?.Dispose();
+            foreach (var s in sources) s.Dispose();
+            foreach (var p in pooled) p?.Dispose();
         }
     }
 

@@ -244,7 +244,7 @@ public static class AnalysisPipeline
         {
             foreach (var p in saePaths) saes.Add(Interop.SaeLoader.Load(p));
             using var pm = ModelForSae.Load(modelFolder, saes, saePaths);
-            ProbeSaes.SharedHook(pm.Model, saes, saePaths);
+            ProbeSaes.HookGroups(pm.Model, saes, saePaths);
             artifacts?.ForModel(modelFolder, pm);
             loaded?.Invoke([.. saes.Select((s, i) => SaeBenchRunOf(s.Cfg, saePaths[i], modelFolder))]);
             return run(saes, pm);

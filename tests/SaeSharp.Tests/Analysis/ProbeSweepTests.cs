@@ -14,7 +14,8 @@ namespace SaeSharp.Tests.Analysis;
 
 /// <summary><c>sae probe</c> over several SAEs at one hook: every mode (token-level probing with absorption, mean-pooled
 /// probing, TPP, SCR) gives each SAE exactly what a call with that SAE alone gives, while the model runs over the data once;
-/// the --json files get <c>sae eval</c>'s _sae&lt;i&gt; suffix; SAEs at another hook or of another d_in are refused by name.</summary>
+/// the --json files get <c>sae eval</c>'s _sae&lt;i&gt; suffix. SAEs at several hooks run in one pass too, the model's probes
+/// fitted once per hook (one --artifacts file per hook); SAEs of one hook and another d_in are refused by name.</summary>
 public sealed class ProbeSweepTests : IDisposable
 {
     private readonly string _dir = Directory.CreateTempSubdirectory("probesweep-").FullName;
@@ -83,36 +84,49 @@ public sealed class ProbeSweepTests : IDisposable
     public void Token_probing_and_absorption_of_two_saes_in_one_pass_equal_two_single_sae_runs()
     {
         string hook = BuiltinModel.MiddleHook;
-        string a = SaveSae("a", 128, 64, hook, 1), b = SaveSae("b", 128, 96, hook, 2);
+        var both = TokenProbingOfTwoSaesEqualsSingleRuns(SaveSae("a", 128, 64, hook, 1), SaveSae("b", 128, 96, hook, 2), 8192);
+        // The model's probes are the same for both SAEs (one pass, one probe); the SAEs' own are their own.
+        Assert.Equal(both[0].Tasks.Select(t => t.LlmTestAccuracy), both[1].Tasks.Select(t => t.LlmTestAccuracy));
+        Assert.NotEqual(both[0].Tasks.Select(t => string.Join(",", t.TopFeatures)), both[1].Tasks.Select(t => string.Join(",", t.TopFeatures)));
+    }
+
+    /// <summary>Token-level probing with absorption of the SAEs at <paramref name="first"/> and <paramref name="second"/> on the
+    /// builtin model in one call: each SAE's report equals that of a call with it alone, with as many model rows as one
+    /// such call. Returns the two reports of the call.</summary>
+    private IReadOnlyList<SparseProbingReport> TokenProbingOfTwoSaesEqualsSingleRuns(string first, string second, long tokens)
+    {
         string corpus = Path.Combine(_dir, "c.jsonl");
         LabelledCorpus.Write(corpus, 4, 300);
-        var saes = new[] { SaeLoader.Load(a), SaeLoader.Load(b) };
+        var saes = new[] { SaeLoader.Load(first), SaeLoader.Load(second) };
         try
         {
-            using var pm = ModelForSae.Load(BuiltinModel.Folder, saes, [a, b]);
+            using var pm = ModelForSae.Load(BuiltinModel.Folder, saes, [first, second]);
             var tok = Tokenizer.FromFolder(BuiltinModel.Folder);
             var (hooks, passes, reset) = Counter(pm);
-            var harvest = new LabelScoringOptions { Tokens = 8192, ContextSize = 32 };
+            var harvest = new LabelScoringOptions { Tokens = tokens, ContextSize = 32 };
             var options = new SparseProbingOptions { KValues = [1, 2, 5], Labels = ["cat:colour", "cat:animal"] };
             var absorption = new AbsorptionOptions { Labels = ["cat:colour"] };
-            var singleA = SparseProbing.Run(saes[0], pm.Model, hooks, tok, corpus, harvest, options, absorption);
-            long onePass = passes();
+            var single = new List<SparseProbingReport>();
+            long onePass = 0;
+            foreach (var sae in saes)
+            {
+                reset();
+                single.Add(SparseProbing.Run(sae, pm.Model, hooks, tok, corpus, harvest, options, absorption));
+                onePass = passes();
+            }
             reset();
-            var singleB = SparseProbing.Run(saes[1], pm.Model, hooks, tok, corpus, harvest, options, absorption);
-            reset();
-            var both = SparseProbing.Run(saes, pm.Model, hooks, tok, corpus, harvest, options, absorption);
+            var all = SparseProbing.Run(saes, pm.Model, hooks, tok, corpus, harvest, options, absorption);
             // The windows run through the model once for both SAEs: as many rows as a one-SAE run.
             Assert.True(onePass > 0);
             Assert.Equal(onePass, passes());
-            Assert.Equal(2, both.Count);
-            Assert.NotEmpty(singleA.Tasks);
-            Assert.Equal(Content(singleA), Content(both[0]));
-            Assert.Equal(Content(singleB), Content(both[1]));
-            Assert.Equal(singleA.Absorption!.ToJson().ToJsonString(), both[0].Absorption!.ToJson().ToJsonString());
-            Assert.Equal(singleB.Absorption!.ToJson().ToJsonString(), both[1].Absorption!.ToJson().ToJsonString());
-            // The model's probes are the same for both SAEs (one pass, one probe); the SAEs' own are their own.
-            Assert.Equal(both[0].Tasks.Select(t => t.LlmTestAccuracy), both[1].Tasks.Select(t => t.LlmTestAccuracy));
-            Assert.NotEqual(both[0].Tasks.Select(t => string.Join(",", t.TopFeatures)), both[1].Tasks.Select(t => string.Join(",", t.TopFeatures)));
+            Assert.Equal(2, all.Count);
+            for (int i = 0; i < 2; i++)
+            {
+                Assert.NotEmpty(single[i].Tasks);
+                Assert.Equal(Content(single[i]), Content(all[i]));
+                Assert.Equal(single[i].Absorption!.ToJson().ToJsonString(), all[i].Absorption!.ToJson().ToJsonString());
+            }
+            return all;
         }
         finally
         {
@@ -124,53 +138,82 @@ public sealed class ProbeSweepTests : IDisposable
     public void Mean_pooled_probing_tpp_and_scr_of_two_saes_in_one_pass_equal_two_single_sae_runs()
     {
         using var f = new AnalysisFixture();
-        string b = SaveSae("b", 16, 20, "hook_embed", 7, ctx: 16);
-        var saes = new[] { SaeLoader.Load(f.SaeDir), SaeLoader.Load(b) };
+        var hooks = MeanTppScrOfTwoSaesEqualSingleRuns(f, f.SaeDir, SaveSae("b", 16, 20, "hook_embed", 7, ctx: 16));
+        Assert.Equal(["hook_embed", "hook_embed"], hooks);
+    }
+
+    [Fact]
+    public void Token_probing_and_absorption_of_saes_at_two_hooks_in_one_pass_equal_single_sae_runs_with_the_model_probes_per_hook()
+    {
+        // c at layer 0's MLP (d_in 512) before a at the middle hook (d_in 128): the model runs past the first SAE's hook.
+        string mid = BuiltinModel.MiddleHook, mlp = "blocks.0.mlp.hook_post";
+        var all = TokenProbingOfTwoSaesEqualsSingleRuns(SaveSae("c", 512, 48, mlp, 3), SaveSae("a", 128, 64, mid, 1), 6144);
+        Assert.Equal([mlp, mid], all.Select(r => r.Hook));
+        // The model's probes: one per hook (512 MLP dimensions vs 128 residual ones), each SAE's those of its own hook.
+        Assert.NotEqual(all[0].Tasks.Select(t => (t.LlmTestAccuracy, string.Join(",", t.LlmTopK.Values))),
+                        all[1].Tasks.Select(t => (t.LlmTestAccuracy, string.Join(",", t.LlmTopK.Values))));
+    }
+
+    [Fact]
+    public void Mean_pooled_probing_tpp_and_scr_of_saes_at_two_hooks_in_one_pass_equal_single_sae_runs()
+    {
+        using var f = new AnalysisFixture();
+        // The fixture's SAE reads hook_embed (d_in 16); b, first, reads layer 1's MLP (d_in 64).
+        var hooks = MeanTppScrOfTwoSaesEqualSingleRuns(f, SaveSae("b", 64, 20, "blocks.1.mlp.hook_post", 7, ctx: 16), f.SaeDir);
+        Assert.Equal(["blocks.1.mlp.hook_post", "hook_embed"], hooks);
+    }
+
+    /// <summary>Mean-pooled probing, TPP and SCR of the SAEs at <paramref name="first"/> and <paramref name="second"/> on
+    /// <paramref name="f"/>'s model in one call: each SAE's reports equal those of a call with it alone, with as many model
+    /// rows as one such call. Returns the hooks of the two mean-pooled reports.</summary>
+    private IReadOnlyList<string> MeanTppScrOfTwoSaesEqualSingleRuns(AnalysisFixture f, string first, string second)
+    {
+        var saes = new[] { SaeLoader.Load(first), SaeLoader.Load(second) };
         try
         {
-            using var pm = ModelForSae.Load(f.ModelDir, saes, [f.SaeDir, b]);
+            using var pm = ModelForSae.Load(f.ModelDir, saes, [first, second]);
             var tok = Tokenizer.FromFolder(f.ModelDir);
             var (hooks, passes, reset) = Counter(pm);
             string path = ClassesJsonl(400, 1);
             var text = new TextProbingOptions { ContextSize = 8, MinTexts = 5 };
             var probing = new SparseProbingOptions { KValues = [1, 2], TrainSetSize = 80, TestSetSize = 20 };
+            // Each SAE alone, then both: the same rows through the model as one SAE alone.
+            (T A, T B, IReadOnlyList<T> Both) Calls<T>(Func<Sae, T> one, Func<IReadOnlyList<T>> both)
+            {
+                reset();
+                var a = one(saes[0]);
+                long onePass = passes();
+                var b = one(saes[1]);
+                reset();
+                var ab = both();
+                Assert.True(onePass > 0);
+                Assert.Equal(onePass, passes());
+                return (a, b, ab);
+            }
 
-            var meanA = TextProbing.Run(saes[0], pm.Model, hooks, tok, path, text, probing);
-            long onePass = passes();
-            var meanB = TextProbing.Run(saes[1], pm.Model, hooks, tok, path, text, probing);
-            reset();
-            var mean = TextProbing.Run(saes, pm.Model, hooks, tok, path, text, probing);
-            Assert.Equal(onePass, passes());
+            var (meanA, meanB, mean) = Calls(s => TextProbing.Run(s, pm.Model, hooks, tok, path, text, probing),
+                () => TextProbing.Run(saes, pm.Model, hooks, tok, path, text, probing));
             Assert.Equal(Content(meanA), Content(mean[0]));
             Assert.Equal(Content(meanB), Content(mean[1]));
 
             var tpp = new TppOptions { NValues = [1, 3] };
             TppDataset[] tppData = [new TppDataset(path, "toy", "text", "label", null)];
-            reset();
-            var tppA = TargetedProbePerturbation.RunSuite(saes[0], pm.Model, hooks, tok, tppData, text, probing, tpp);
-            onePass = passes();
-            var tppB = TargetedProbePerturbation.RunSuite(saes[1], pm.Model, hooks, tok, tppData, text, probing, tpp);
-            reset();
-            var tppBoth = TargetedProbePerturbation.RunSuite(saes, pm.Model, hooks, tok, tppData, text, probing, tpp);
-            Assert.Equal(onePass, passes());
+            var (tppA, tppB, tppBoth) = Calls(s => TargetedProbePerturbation.RunSuite(s, pm.Model, hooks, tok, tppData, text, probing, tpp),
+                () => TargetedProbePerturbation.RunSuite(saes, pm.Model, hooks, tok, tppData, text, probing, tpp));
             Assert.Equal(tppA.Runs[0].Report.ToJson().ToJsonString(), tppBoth[0].Runs[0].Report.ToJson().ToJsonString());
             Assert.Equal(tppB.Runs[0].Report.ToJson().ToJsonString(), tppBoth[1].Runs[0].Report.ToJson().ToJsonString());
             Assert.NotEqual(tppBoth[0].Runs[0].Report.ToJson().ToJsonString(), tppBoth[1].Runs[0].Report.ToJson().ToJsonString());
 
             var scr = new ScrOptions { Column1Name = "label", Column2Name = "g", Column2Vals = ["m", "f"], NValues = [1, 2], TrainSetSize = 80, TestSetSize = 20, MinTextsPerQuadrant = 2 };
             ScrDataset[] scrData = [new ScrDataset(path, "toy", "text", scr, [["a", "b"], ["a", "c"]])];
-            reset();
-            var scrA = SpuriousCorrelationRemoval.RunSuite(saes[0], pm.Model, hooks, tok, scrData, text);
-            onePass = passes();
-            var scrB = SpuriousCorrelationRemoval.RunSuite(saes[1], pm.Model, hooks, tok, scrData, text);
-            reset();
-            var scrBoth = SpuriousCorrelationRemoval.RunSuite(saes, pm.Model, hooks, tok, scrData, text);
-            Assert.Equal(onePass, passes());
+            var (scrA, scrB, scrBoth) = Calls(s => SpuriousCorrelationRemoval.RunSuite(s, pm.Model, hooks, tok, scrData, text),
+                () => SpuriousCorrelationRemoval.RunSuite(saes, pm.Model, hooks, tok, scrData, text));
             for (int run = 0; run < 2; run++)
             {
                 Assert.Equal(scrA.Runs[run].Report.ToJson().ToJsonString(), scrBoth[0].Runs[run].Report.ToJson().ToJsonString());
                 Assert.Equal(scrB.Runs[run].Report.ToJson().ToJsonString(), scrBoth[1].Runs[run].Report.ToJson().ToJsonString());
             }
+            return [.. mean.Select(r => r.Hook)];
         }
         finally
         {
@@ -179,7 +222,43 @@ public sealed class ProbeSweepTests : IDisposable
     }
 
     [Fact]
-    public void Cli_writes_one_json_per_sae_with_evals_suffix_and_refuses_saes_of_another_hook_or_d_in_by_name()
+    public void Cli_probes_saes_at_two_hooks_with_one_artifact_per_hook_that_a_later_one_hook_call_reads()
+    {
+        string mid = BuiltinModel.MiddleHook, mlp = "blocks.0.mlp.hook_post";
+        string a = SaveSae("a", 128, 64, mid, 1), c = SaveSae("c", 512, 48, mlp, 3);
+        string corpus = Path.Combine(_dir, "c.jsonl");
+        LabelledCorpus.Write(corpus, 4, 200);
+        string artifacts = Path.Combine(_dir, "artifacts");
+        string[] common = ["--model", "builtin", "--dataset", corpus, "--tokens", "2048", "--context-size", "32", "--artifacts", artifacts];
+        string json = Path.Combine(_dir, "probe.json");
+        var (exit, output, err) = CliRunner.Run(["probe", "--sae", a, "--sae", c, .. common, "--json", json]);
+        Assert.True(exit == 0, err + output);
+        // One file per hook, each written by the one model pass.
+        var files = Directory.GetFiles(artifacts, "probe_*.safetensors");
+        Assert.Equal(2, files.Length);
+        foreach (var file in files) Assert.Contains($"model activations written to {file}", output);
+        var keys = files.Select(file => { using var st = global::SaeSharp.IO.SafeTensorsFile.Open(file); return JsonNode.Parse(st.Metadata[ProbeArtifacts.KeyField])!["hook"]!.GetValue<string>(); });
+        Assert.Equal(new[] { mid, mlp }.Order(), keys.Order());
+        // The sweep table: the model's row per hook, each hook's SAE under it.
+        Assert.Contains("sparse probing means, 2 SAEs at 2 hooks", output);
+        Assert.Contains($"at hook h (0: {mid}, 1: {mlp})", output);
+        var table = output[output.IndexOf("sparse probing means", StringComparison.Ordinal)..];
+        int[] order = [.. new[] { "llm (hook 0)", "SAE 0", "llm (hook 1)", "SAE 1" }.Select(row => table.IndexOf(row, StringComparison.Ordinal))];
+        Assert.True(order[0] >= 0 && order.Zip(order.Skip(1)).All(p => p.First < p.Second), table);
+
+        // c alone, later: its hook's file is read (no model pass) and its numbers are those of the two-hook call.
+        string alone = Path.Combine(_dir, "alone.json");
+        var single = CliRunner.Run(["probe", "--sae", c, .. common, "--json", alone]);
+        Assert.True(single.Exit == 0, single.Err + single.Out);
+        string mlpFile = files.Single(file => { using var st = global::SaeSharp.IO.SafeTensorsFile.Open(file); return st.Metadata[ProbeArtifacts.KeyField].Contains(mlp, StringComparison.Ordinal); });
+        Assert.Contains($"model activations from {mlpFile}, no model pass", single.Out);
+        Assert.DoesNotContain("written to", single.Out);
+        foreach (var key in new[] { "eval_result_metrics", "eval_result_unstructured", "sae_cfg_dict" })
+            Assert.Equal(JsonNode.Parse(File.ReadAllText(alone))![key]!.ToJsonString(), JsonNode.Parse(File.ReadAllText(Path.Combine(_dir, "probe_sae1.json")))![key]!.ToJsonString());
+    }
+
+    [Fact]
+    public void Cli_writes_one_json_per_sae_with_evals_suffix_and_refuses_saes_of_one_hook_and_another_d_in_by_name()
     {
         string hook = BuiltinModel.MiddleHook;
         string a = SaveSae("a", 128, 64, hook, 1), b = SaveSae("b", 128, 96, hook, 2);
@@ -204,11 +283,9 @@ public sealed class ProbeSweepTests : IDisposable
         foreach (var key in new[] { "eval_result_metrics", "eval_result_unstructured", "sae_cfg_dict" })
             Assert.Equal(JsonNode.Parse(File.ReadAllText(alone))![key]!.ToJsonString(), JsonNode.Parse(File.ReadAllText(j1))![key]!.ToJsonString());
 
-        string narrow = SaveSae("narrow", 64, 32, hook, 3), other = SaveSae("other", 128, 32, "blocks.0.hook_resid_post", 4);
-        var bad = CliRunner.Run(["probe", "--sae", a, "--sae", other, .. common]);
-        Assert.NotEqual(0, bad.Exit);
-        Assert.Contains($"--sae {other} reads blocks.0.hook_resid_post, but --sae {a} reads {hook}", bad.Err + bad.Out);
-        bad = CliRunner.Run(["probe", "--sae", a, "--sae", narrow, .. common]);
+        // d_in is checked per hook: an SAE at another hook may have another (the two-hook tests above), one at the same may not.
+        string narrow = SaveSae("narrow", 64, 32, hook, 3), other = SaveSae("other", 512, 32, "blocks.0.mlp.hook_post", 4);
+        var bad = CliRunner.Run(["probe", "--sae", a, "--sae", other, "--sae", narrow, .. common]);
         Assert.NotEqual(0, bad.Exit);
         Assert.Contains($"--sae {narrow} has d_in = 64, but --sae {a} at the same hook {hook} has d_in = 128", bad.Err + bad.Out);
         string missing = Path.Combine(_dir, "no-such-sae");

@@ -126,10 +126,10 @@ public class SparseRowsTests
         var fit = Enumerable.Range(0, texts.Length).Select(i => i % 5 != 4).ToArray();
         var options = new TextProbingOptions { ContextSize = 8, BatchSize = 4 };
         using var pooled = TextProbing.Pool(sae, pm.Model, pm.Hooks, tok, texts, options);
-        var (hook, perSae, acts) = TextProbing.PoolSparse([sae], pm.Model, pm.Hooks, tok, texts, options);
+        var (group, perSae, acts) = Assert.Single(TextProbing.PoolSparse([sae], pm.Model, pm.Hooks, tok, texts, options));
         var sparse = Assert.Single(perSae);
         using var _a = acts;
-        Assert.Equal(pooled.Hook, hook);
+        Assert.Equal(pooled.Hook, group.Hook);
         Assert.Equal(pooled.Acts.data<float>().ToArray(), acts.data<float>().ToArray());
         using var back = sparse.Dense([.. Enumerable.Range(0, sparse.Columns)]);
         Assert.Equal(pooled.Features.data<float>().ToArray(), back.to(ScalarType.Float32).data<float>().ToArray());
