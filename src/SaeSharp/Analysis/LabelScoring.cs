@@ -161,7 +161,17 @@ public static class LabelScoring
                 }
             }
             foreach (var s in sources) s.Complete();
-            return [.. harvests.Select(h => (h.Group, h.Finish(datasetPath, windows.Sum(w => (long)w.Length), labelNames)))];
+            var finished = new List<(ProbeSaes.HookGroup Group, LabelledActivations Acts)>();
+            try
+            {
+                foreach (var h in harvests) finished.Add((h.Group, h.Finish(datasetPath, windows.Sum(w => (long)w.Length), labelNames)));
+                return finished;
+            }
+            catch
+            {
+                foreach (var (_, acts) in finished) acts.Dispose(); // a later hook's error: the earlier hooks' tensors are not returned
+                throw;
+            }
         }
         finally
         {
