@@ -83,9 +83,7 @@ public class SaeModelRunGenerateTests : ModelTestBase
     [Fact]
     public void Generate_with_an_sae_spliced_and_edited_equals_the_whole_sequence_run_at_every_step()
     {
-        var (modelDir, _) = TinyGpt2WithText();
-        using (var s0 = InterventionTests.RandomSae(Hook, 16, 32, 5))
-            SaeLensFormat.Save(s0, Sub("sae"));
+        string modelDir = ModelWithSae();
         using var sae = SaeLensFormat.Load(Sub("sae"));
         sae.eval();
         using var model = ModelLoader.FromPretrained(modelDir);
@@ -183,9 +181,7 @@ public class SaeModelRunGenerateTests : ModelTestBase
     [Fact]
     public void Generate_with_an_sae_refuses_bad_input_by_name_and_writes_nothing()
     {
-        var (modelDir, _) = TinyGpt2WithText();
-        using (var s0 = InterventionTests.RandomSae(Hook, 16, 32, 5))
-            SaeLensFormat.Save(s0, Sub("sae"));
+        string modelDir = ModelWithSae();
         using (var s1 = InterventionTests.RandomSae("blocks.5.hook_resid_post", 16, 32, 5))
             SaeLensFormat.Save(s1, Sub("deep"));
         string prompt = "The quick brown fox";
@@ -229,9 +225,7 @@ public class SaeModelRunGenerateTests : ModelTestBase
     [Fact]
     public void Generate_with_mean_ablation_a_transcoder_and_several_saes_equals_the_whole_sequence_run_at_every_step()
     {
-        var (modelDir, _) = TinyGpt2WithText();
-        using (var s0 = InterventionTests.RandomSae(Hook, 16, 32, 5))
-            SaeLensFormat.Save(s0, Sub("sae"));
+        string modelDir = ModelWithSae();
         using (var s1 = InterventionTests.RandomSae(Hook1, 16, 24, 6))
             SaeLensFormat.Save(s1, Sub("sae1"));
         using (var t0 = Hooks.TranscoderSpliceTests.RandomTranscoder(Ln2, MlpOut, 16, 16, 24, 7, dtype: ScalarType.Float32))
@@ -304,6 +298,35 @@ public class SaeModelRunGenerateTests : ModelTestBase
         return hooked;
     }
 
+    /// <summary>The tiny GPT-2 with text (its folder returned) and a random SAE at <see cref="Hook"/> saved in Sub("sae").</summary>
+    private string ModelWithSae()
+    {
+        var (modelDir, _) = TinyGpt2WithText();
+        using (var s0 = InterventionTests.RandomSae(Hook, 16, 32, 5))
+            SaeLensFormat.Save(s0, Sub("sae"));
+        return modelDir;
+    }
+
+    /// <summary>Runs <paramref name="aloneArgs"/> (item <paramref name="i"/> alone, saved to <paramref name="outPath"/>) and
+    /// asserts its clean and edited rows and every saved tensor (<paramref name="keys"/>) equal item i of the several-item
+    /// run (<paramref name="stdout"/>, <paramref name="both"/>'s "{key}.{i}"); returns the alone run's stdout and tensors.</summary>
+    private static (string Stdout, Dictionary<string, Tensor> Saved) AssertEachAsAlone(string[] aloneArgs, string outPath, int i, string stdout,
+        Dictionary<string, Tensor> both, string[] keys)
+    {
+        var (exit, alone, err) = CliRunner.Run(aloneArgs);
+        Assert.True(exit == 0, err + alone);
+        Assert.Equal(Row(alone, "clean"), Rows(stdout, "clean")[i]);
+        Assert.Equal(Row(alone, "edited"), Rows(stdout, "edited")[i]);
+        var one = SafeTensors.Load(outPath);
+        Assert.Equal(keys, one.Keys.Order(StringComparer.Ordinal));
+        foreach (var (key, t) in one)
+        {
+            Assert.Equal(t.shape, both[$"{key}.{i}"].shape);
+            Assert.True(t.eq(both[$"{key}.{i}"]).all().item<bool>(), $"{key}.{i}");
+        }
+        return (alone, one);
+    }
+
     private static Tensor MeansOf(long dSae, int feature, float mean)
     {
         var m = zeros(dSae);
@@ -314,9 +337,7 @@ public class SaeModelRunGenerateTests : ModelTestBase
     [Fact]
     public void Sampled_generation_draws_the_same_numbers_clean_and_edited_and_equals_the_whole_sequence_run()
     {
-        var (modelDir, _) = TinyGpt2WithText();
-        using (var s0 = InterventionTests.RandomSae(Hook, 16, 32, 5))
-            SaeLensFormat.Save(s0, Sub("sae"));
+        string modelDir = ModelWithSae();
         using var sae = SaeLensFormat.Load(Sub("sae"));
         sae.eval();
         using var model = ModelLoader.FromPretrained(modelDir);
@@ -379,9 +400,7 @@ public class SaeModelRunGenerateTests : ModelTestBase
     [Fact]
     public void Several_prompts_are_each_continued_as_alone_and_saved_per_prompt()
     {
-        var (modelDir, _) = TinyGpt2WithText();
-        using (var s0 = InterventionTests.RandomSae(Hook, 16, 32, 5))
-            SaeLensFormat.Save(s0, Sub("sae"));
+        string modelDir = ModelWithSae();
         var tok = Tokenizer.FromFolder(modelDir);
         string[] prompts = ["The quick brown fox", "Sara has a white fox called Luna"];
         // Mean ablation takes each prompt's own means; sampled from one seed.
@@ -394,17 +413,8 @@ public class SaeModelRunGenerateTests : ModelTestBase
         Assert.Equal(2 * 5, both.Count);
         for (int i = 0; i < 2; i++)
         {
-            (exit, var alone, err) = CliRunner.Run(["model", "run", "--model", modelDir, "--prompt", prompts[i], .. flags, "--out", Sub($"p{i}.safetensors")]);
-            Assert.True(exit == 0, err + alone);
-            Assert.Equal(Row(alone, "clean"), Rows(stdout, "clean")[i]);
-            Assert.Equal(Row(alone, "edited"), Rows(stdout, "edited")[i]);
-            var one = SafeTensors.Load(Sub($"p{i}.safetensors"));
-            Assert.Equal([Hook, "generated_clean", "generated_edited", "logits", "tokens"], one.Keys.Order(StringComparer.Ordinal));
-            foreach (var (key, t) in one)
-            {
-                Assert.Equal(t.shape, both[$"{key}.{i}"].shape);
-                Assert.True(t.eq(both[$"{key}.{i}"]).all().item<bool>(), $"{key}.{i}");
-            }
+            var (alone, one) = AssertEachAsAlone(["model", "run", "--model", modelDir, "--prompt", prompts[i], .. flags, "--out", Sub($"p{i}.safetensors")],
+                Sub($"p{i}.safetensors"), i, stdout, both, [Hook, "generated_clean", "generated_edited", "logits", "tokens"]);
             // The saved continuation is the prompt and the tokens shown.
             long p = one["tokens"].shape[1];
             using var gen = one["generated_edited"];
@@ -416,9 +426,7 @@ public class SaeModelRunGenerateTests : ModelTestBase
     [Fact]
     public void Penalised_generation_penalises_clean_and_edited_alike_and_equals_the_whole_sequence_run()
     {
-        var (modelDir, _) = TinyGpt2WithText();
-        using (var s0 = InterventionTests.RandomSae(Hook, 16, 32, 5))
-            SaeLensFormat.Save(s0, Sub("sae"));
+        string modelDir = ModelWithSae();
         using var sae = SaeLensFormat.Load(Sub("sae"));
         sae.eval();
         using var model = ModelLoader.FromPretrained(modelDir);
@@ -465,9 +473,7 @@ public class SaeModelRunGenerateTests : ModelTestBase
     [Fact]
     public void Several_input_rows_are_each_continued_as_alone_and_saved_per_row()
     {
-        var (modelDir, _) = TinyGpt2WithText();
-        using (var s0 = InterventionTests.RandomSae(Hook, 16, 32, 5))
-            SaeLensFormat.Save(s0, Sub("sae"));
+        string modelDir = ModelWithSae();
         var tok = Tokenizer.FromFolder(modelDir);
         using var a = InterventionCommands.PromptTokens(tok, "The quick brown fox jumps", true);
         using var b = InterventionCommands.PromptTokens(tok, "Sara has a white fox called Luna", true);
@@ -485,17 +491,8 @@ public class SaeModelRunGenerateTests : ModelTestBase
         Assert.Equal(2 * 4, both.Count);
         for (int i = 0; i < 2; i++)
         {
-            (exit, var alone, err) = CliRunner.Run(["model", "run", "--model", modelDir, "--input", Sub($"r{i}.safetensors"), .. flags, "--out", Sub($"p{i}.safetensors")]);
-            Assert.True(exit == 0, err + alone);
-            Assert.Equal(Row(alone, "clean"), Rows(stdout, "clean")[i]);
-            Assert.Equal(Row(alone, "edited"), Rows(stdout, "edited")[i]);
-            var one = SafeTensors.Load(Sub($"p{i}.safetensors"));
-            Assert.Equal([Hook, "generated_clean", "generated_edited", "logits"], one.Keys.Order(StringComparer.Ordinal));
-            foreach (var (key, t) in one)
-            {
-                Assert.Equal(t.shape, both[$"{key}.{i}"].shape);
-                Assert.True(t.eq(both[$"{key}.{i}"]).all().item<bool>(), $"{key}.{i}");
-            }
+            var (_, one) = AssertEachAsAlone(["model", "run", "--model", modelDir, "--input", Sub($"r{i}.safetensors"), .. flags, "--out", Sub($"p{i}.safetensors")],
+                Sub($"p{i}.safetensors"), i, stdout, both, [Hook, "generated_clean", "generated_edited", "logits"]);
             Assert.True(one["generated_clean"][0].narrow(0, 0, len).eq(rows[i]).all().item<bool>());
         }
     }
