@@ -12,17 +12,21 @@ namespace SaeSharp.Analysis;
 /// window or text a probe pass reads, kept on disk so that a later call reading the same tokens of the same model at the
 /// same hook runs no model. One safetensors file per key (<c>DIR/probe_{hash}.safetensors</c>, tensors <c>acts</c>
 /// [positions, d] in the model's dtype and <c>lengths</c> [items]), the key's JSON in its metadata. The key is the format
-/// version, the model (its folder's files: names, sizes and mtimes, config.json's SHA-256, its weight processing, dtype
-/// and device), the hook, the pass ("token windows" or "texts"), the batch size and the SHA-256 of every token id read
-/// in order: whatever option or dataset change alters which tokens are read changes the key. Hook functions passed
-/// besides the model's processing are not part of it.
+/// version, the model (its folder's files: names and the SHA-256 of their contents, remembered in <see cref="HashesFile"/>
+/// by size and mtime, a Hugging Face cache's blobs taken by their names; its weight processing, dtype and device), the
+/// hook, the pass ("token windows" or "texts"), the batch size and the SHA-256 of every token id read in order: whatever
+/// option or dataset change alters which tokens are read changes the key; copying or moving the model's folder does
+/// not. Hook functions passed besides the model's processing are not part of it.
 /// </summary>
 public sealed class ProbeArtifacts
 {
     /// <summary>Version of the file layout and the key; a change makes older files unused (never misread).</summary>
-    public const int FormatVersion = 1;
+    public const int FormatVersion = 2;
+    /// <summary>The artifacts folder's memo of the model files' SHA-256 (<see cref="FileSha256"/>).</summary>
+    public const string HashesFile = "model_files_sha256.json";
     internal const string KeyField = "saesharp_probe_artifact_key";
     private readonly List<string> _notes = [];
+    private FileSha256? _hashes;
 
     /// <summary>Artifacts under <paramref name="directory"/> (created when the first file is written); bind the model with
     /// <see cref="ForModel"/> before a run.</summary>
@@ -47,18 +51,16 @@ public sealed class ProbeArtifacts
         ArgumentNullException.ThrowIfNull(pm);
         var dir = new DirectoryInfo(Path.GetFullPath(modelFolder));
         var files = new JsonArray();
+        _hashes = new FileSha256(Path.Combine(Directory, HashesFile));
+        string own = Path.GetFullPath(Directory) + Path.DirectorySeparatorChar;
         if (dir.Exists)
             foreach (var f in dir.EnumerateFiles("*", SearchOption.AllDirectories).OrderBy(f => f.FullName, StringComparer.Ordinal))
-            {
-                var target = f.LinkTarget is null ? f : f.ResolveLinkTarget(true) as FileInfo ?? f;
-                files.Add(new JsonObject { ["name"] = Path.GetRelativePath(dir.FullName, f.FullName), ["size"] = target.Length, ["mtime"] = target.LastWriteTimeUtc.ToString("O") });
-            }
-        string config = Path.Combine(dir.FullName, "config.json");
+                if (!f.FullName.StartsWith(own, StringComparison.Ordinal)) // the artifacts themselves, when kept inside the model's folder
+                    files.Add(new JsonObject { ["name"] = Path.GetRelativePath(dir.FullName, f.FullName).Replace('\\', '/'), ["sha256"] = _hashes.Of(f) });
+        SaveHashes();
         var first = pm.Model.parameters().FirstOrDefault();
         Model = new JsonObject
         {
-            ["folder"] = dir.FullName,
-            ["config_sha256"] = File.Exists(config) ? Convert.ToHexStringLower(SHA256.HashData(File.ReadAllBytes(config))) : null,
             ["files"] = files,
             ["processing"] = new JsonObject(pm.Options.ToKwargs().Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value))),
             ["dtype"] = first is null ? null : Interop.SaeLensFormat.DtypeName(first.dtype),
@@ -90,6 +92,13 @@ public sealed class ProbeArtifacts
         Path.Combine(Directory, "probe_" + Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(key.ToJsonString())))[..16] + ".safetensors");
 
     internal void Note(string line) => _notes.Add(line);
+
+    /// <summary>Writes the model files' hashes to <see cref="HashesFile"/> when the folder exists (the next call reads
+    /// them instead of the files).</summary>
+    internal void SaveHashes()
+    {
+        if (System.IO.Directory.Exists(Directory)) _hashes?.Save();
+    }
 }
 
 /// <summary>The hook's activations of one probe pass, batch by batch: from the model (recorded when artifacts are kept,
@@ -158,6 +167,7 @@ internal sealed class HookActivations : IDisposable
         if (done.Any(d => !d)) throw new InvalidOperationException("a probe pass did not run every item");
         System.IO.Directory.CreateDirectory(_artifacts.Directory);
         AtomicFile.RemoveAbandonedTemporaries(_artifacts.Directory); // those of killed runs
+        _artifacts.SaveHashes();
         SafeTensors.Save(_path!, [KeyValuePair.Create("acts", acts), KeyValuePair.Create("lengths", tensor(_items.Select(i => (long)i.Length).ToArray()))],
             new Dictionary<string, string> { [ProbeArtifacts.KeyField] = _key!.ToJsonString() });
         _artifacts.Note($"model activations written to {_path}");

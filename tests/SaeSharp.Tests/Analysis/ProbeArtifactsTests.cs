@@ -20,7 +20,7 @@ public sealed class ProbeArtifactsTests : TempDirTestBase
 {
     private string Artifacts => Path.Combine(_dir, "artifacts");
 
-    private string[] Files() => Directory.Exists(Artifacts) ? [.. Directory.GetFiles(Artifacts).Select(Path.GetFileName).Order()!] : [];
+    private string[] Files() => Directory.Exists(Artifacts) ? [.. Directory.GetFiles(Artifacts, "probe_*").Select(Path.GetFileName).Order()!] : [];
 
     private string Content(SparseProbingReport r)
     {
@@ -84,6 +84,59 @@ public sealed class ProbeArtifactsTests : TempDirTestBase
         // Another --tokens reads other tokens: a new file, the model run again.
         reset();
         Run(harvest with { Tokens = 5000 }, new ProbeArtifacts(Artifacts).ForModel(BuiltinModel.Folder, pm));
+        Assert.True(passes() > 0);
+        Assert.Equal(2, Files().Length);
+    }
+
+    [Fact]
+    public void A_copied_model_folder_reuses_the_artifact_and_other_weights_do_not()
+    {
+        string saeDir = SaveSae();
+        string corpus = Path.Combine(_dir, "c.jsonl");
+        LabelledCorpus.Write(corpus, 4, 100);
+        string m1 = Path.Combine(_dir, "m1"), m2 = Path.Combine(_dir, "m2");
+        void Copy(string from, string to, DateTime mtime)
+        {
+            Directory.CreateDirectory(to);
+            foreach (var f in Directory.GetFiles(from))
+            {
+                string t = Path.Combine(to, Path.GetFileName(f));
+                File.Copy(f, t);
+                File.SetLastWriteTimeUtc(t, mtime);
+            }
+        }
+        Copy(BuiltinModel.Folder, m1, new DateTime(2021, 1, 1, 0, 0, 0, DateTimeKind.Utc));
+        using var sae = SaeLoader.Load(saeDir);
+        using var pm = ModelForSae.Load(m1, [sae], [saeDir]);
+        var tok = Tokenizer.FromFolder(m1);
+        var (hooks, passes, reset) = ProbeSweepTests.Counter(pm);
+        var harvest = new LabelScoringOptions { Tokens = 1024, ContextSize = 32 };
+        var options = new SparseProbingOptions { KValues = [1], Labels = ["pos:NOUN"] };
+        ProbeArtifacts Run(string folder)
+        {
+            reset();
+            var a = new ProbeArtifacts(Artifacts).ForModel(folder, pm);
+            SparseProbing.Run([sae], pm.Model, hooks, tok, corpus, harvest, options, artifacts: a);
+            return a;
+        }
+        Run(m1);
+        string file = Path.Combine(Artifacts, Assert.Single(Files()));
+        // The memo holds each model file's SHA-256 (computed here independently).
+        var memo = JsonNode.Parse(File.ReadAllText(Path.Combine(Artifacts, ProbeArtifacts.HashesFile)))!["files"]!;
+        foreach (var f in Directory.GetFiles(m1))
+            Assert.Equal(Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(File.ReadAllBytes(f))), memo[Path.GetFullPath(f)]!["sha256"]!.GetValue<string>());
+
+        // The same files elsewhere, with other mtimes: the same key, no model pass.
+        Copy(m1, m2, new DateTime(2022, 6, 1, 0, 0, 0, DateTimeKind.Utc));
+        Assert.Equal($"model activations from {file}, no model pass", Assert.Single(Run(m2).Notes));
+        Assert.Equal(0, passes());
+
+        // One byte of the weights changed (size kept): another key, the model runs into a new file.
+        string weights = Path.Combine(m2, "model.safetensors");
+        var bytes = File.ReadAllBytes(weights);
+        bytes[^1] ^= 1;
+        File.WriteAllBytes(weights, bytes);
+        Assert.StartsWith("model activations written to ", Assert.Single(Run(m2).Notes));
         Assert.True(passes() > 0);
         Assert.Equal(2, Files().Length);
     }
