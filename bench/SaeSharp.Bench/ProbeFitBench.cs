@@ -32,12 +32,12 @@ internal static class ProbeFitBench
         var s = x.select(1, 0).sub(x.select(1, 1)).add(rand(n).sub(0.5).mul(0.5)).data<float>().ToArray();
         var y = s.Select(v => v > 0).ToArray();
         if (a.Flag("--gram")) return Gram(x);
-        long rssBefore = PeakRssKb(), rssNow = RssKb("VmRSS:");
-        bool reset = ResetPeak();
+        long rssBefore = ProcessMemory.PeakRssKb(), rssNow = ProcessMemory.RssKb();
+        bool reset = ProcessMemory.ResetPeak();
         var sw = Stopwatch.StartNew();
         var probe = LogisticRegression.Fit(x, y);
         sw.Stop();
-        long rssFit = PeakRssKb();
+        long rssFit = ProcessMemory.PeakRssKb();
         // The gradient of ½‖w‖² + Σ log(1 + e^z) − y·z at the solution, in float64.
         using var scope = NewDisposeScope();
         var x64 = x.to(ScalarType.Float64);
@@ -69,8 +69,8 @@ internal static class ProbeFitBench
         manual_seed(1);
         using var acts = rand(n, 64);
         var fit = Enumerable.Range(0, n).Select(i => i % 5 != 4).ToArray();
-        bool reset = ResetPeak();
-        long rssStart = RssKb("VmRSS:");
+        bool reset = ProcessMemory.ResetPeak();
+        long rssStart = ProcessMemory.RssKb();
         var sw = Stopwatch.StartNew();
         var score = new float[n];
         var sparse = new SparseRows(n, d);
@@ -96,7 +96,7 @@ internal static class ProbeFitBench
                           $"{t.TrainExamples} train / {t.TestExamples} test examples, {t.SaeProbeFeatures} firing features");
         Console.WriteLine($"  features made in {made:F1} s, evaluated in {total - made:F1} s; sae_test_accuracy {t.SaeTestAccuracy:F4}, " +
                           $"sae_top_k {string.Join(" ", t.SaeTopK.Select(kv => $"{kv.Key}:{kv.Value:F4}"))}, top features {string.Join(",", t.TopFeatures.Take(5))}");
-        Console.WriteLine($"  peak RSS {PeakRssKb() / 1024} MB (RSS {rssStart / 1024} MB before the features were made{(reset ? "" : "; peak not reset")})");
+        Console.WriteLine($"  peak RSS {ProcessMemory.PeakRssKb() / 1024} MB (RSS {rssStart / 1024} MB before the features were made{(reset ? "" : "; peak not reset")})");
         return 0;
     }
 
@@ -128,8 +128,8 @@ internal static class ProbeFitBench
             using var model = SaeSharp.LanguageModels.BuiltinModel.Load();
             var tokenizer = SaeSharp.Tokenizers.Tokenizer.FromFolder(SaeSharp.LanguageModels.BuiltinModel.Folder);
             var options = new LabelScoringOptions { Tokens = tokens };
-            bool reset = ResetPeak();
-            long rssStart = RssKb("VmRSS:");
+            bool reset = ProcessMemory.ResetPeak();
+            long rssStart = ProcessMemory.RssKb();
             var sw = Stopwatch.StartNew();
             UnitLabelScore[] features;
             long n, nnz, peak;
@@ -141,7 +141,7 @@ internal static class ProbeFitBench
                 features = [.. report.Features];
                 n = report.Tokens;
                 seconds = sw.Elapsed.TotalSeconds;
-                peak = PeakRssKb();
+                peak = ProcessMemory.PeakRssKb();
                 using var h = LabelScoring.Harvest(sae, model, null, tokenizer, corpus, options); // only to count the non-zeros, after the peak was read
                 nnz = h.Features.NonZeros;
                 sw.Restart(); // the features' scoring alone, again, on the same tokens
@@ -170,7 +170,7 @@ internal static class ProbeFitBench
                 }
                 features = LabelScorer.Score(unitMajor, dSae, (int)n, h.TokenLabels, h.LabelNames, h.Fit, options.Scorer);
                 seconds = sw.Elapsed.TotalSeconds;
-                peak = PeakRssKb();
+                peak = ProcessMemory.PeakRssKb();
             }
             var best = features.Where(f => f.Best is not null).MaxBy(f => f.Best!.F1);
             Console.WriteLine($"score-labels ({(dense ? "dense features" : "non-zeros")}): {n} tokens, d_sae {dSae}, k {k} ({nnz} non-zeros), torch threads {get_num_threads()}");
@@ -214,23 +214,6 @@ internal static class ProbeFitBench
             }
             Console.WriteLine($"  dense float64 column blocks: {sw.Elapsed.TotalSeconds:F2} s; max |difference| {kd.sub(k).abs().max().item<double>():E2}");
         }
-        return 0;
-    }
-
-    /// <summary>Resets the process's peak resident memory (VmHWM) to its current size (Linux: "5" to /proc/self/clear_refs).</summary>
-    private static bool ResetPeak()
-    {
-        try { File.WriteAllText("/proc/self/clear_refs", "5"); return true; }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return false; }
-    }
-
-    private static long PeakRssKb() => RssKb("VmHWM:");
-
-    private static long RssKb(string field)
-    {
-        foreach (var line in File.ReadLines("/proc/self/status"))
-            if (line.StartsWith(field, StringComparison.Ordinal))
-                return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]);
         return 0;
     }
 

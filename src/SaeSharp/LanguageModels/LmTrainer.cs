@@ -205,12 +205,12 @@ public static class LmTrainer
     /// An upper estimate (within about 2×) of the memory one training step takes, in bytes (float32): the weights with
     /// their gradients, AdamW's two moments and room for the update's temporaries (6 per weight); per layer the tensors of
     /// one batch that the step keeps until it ends (20 of [batch, ctx, d_model]: norms, query_key_value, rotary, copies
-    /// for the products, z, outputs, residual sums; 2 of [batch, ctx, d_mlp]; 2 of the attention scores [batch, heads,
-    /// ctx, ctx]), one layer's worth again for the gradients in flight (3 score-sized), the embedding and final norm, and
+    /// for the products, z, outputs, residual sums; 2 of [batch, ctx, d_mlp]; 4 of the attention scores [batch, heads,
+    /// ctx, ctx]), one layer's worth again for the gradients in flight (4 score-sized), the embedding and final norm, and
     /// the logits with their log-softmax and two gradients (4 of [batch, ctx, vocab]). The scores grow with ctx², the
-    /// rest with ctx. Measured (peak resident memory, batch 8, ctx 64 → 1024, 1 and 4 layers of 128): a step keeps about
-    /// 1.7 score tensors' worth per layer (all of its tensors counted) and about 2.7 more in the backward pass; this
-    /// estimate is 1.5–1.6× the measured growth.
+    /// rest with ctx. Measured by <c>bench lm-memory</c> (peak resident memory of 3 steps and the validation, 13 shapes,
+    /// ctx 64 → 2048, 1 → 8 layers; BENCHMARKS.md): the scores take about 3.2 score tensors per layer plus 3.4 (the
+    /// heap's fragmentation included), and this estimate is 1.14–1.75× the measured peak.
     /// </summary>
     public static double PeakMemoryBytes(LmTrainingOptions o, int vocabSize)
     {
@@ -218,7 +218,7 @@ public static class LmTrainer
         double tokens = (double)o.BatchSize * o.ContextSize, scores = tokens * o.NHeads * o.ContextSize;
         double perLayer = tokens * (20.0 * o.DModel + 2.0 * o.DMlp);
         double floats = 6.0 * ParameterCount(o, vocabSize) + (o.NLayers + 1) * perLayer + tokens * (2.0 * o.DModel + 4.0 * vocabSize)
-            + scores * (2.0 * o.NLayers + 3);
+            + scores * (4.0 * o.NLayers + 4);
         return 4 * floats;
     }
 

@@ -101,21 +101,21 @@ public class LmTrainerTests
     /// weights 2·10·4 (embedding, unembedding) + 2·2·4 (norms) + 3·4·4+12 (query_key_value) + 4·4+4 (dense) + 4·8+8 +
     /// 8·4+4 (MLP) + 2·4 (final norm) = 260, times 6 = 1560; per layer 16·(20·4 + 2·8) = 1536, twice (the layer and the
     /// gradients in flight) = 3072; embedding, final norm and logits 16·(2·4 + 4·10) = 768; scores 16·2·8 = 256, times
-    /// 2·1 + 3 = 1280. 6680 floats, 4 bytes each.
+    /// 4·1 + 4 = 2048. 7448 floats, 4 bytes each.
     /// </summary>
     [Fact]
     public void Peak_memory_estimate_of_a_tiny_step_is_the_hand_count()
     {
         var o = new LmTrainingOptions { CorpusPath = "", OutDir = "", DModel = 4, NLayers = 1, NHeads = 2, DMlp = 8, BatchSize = 2, ContextSize = 8 };
         Assert.Equal(260, LmTrainer.ParameterCount(o, 10));
-        Assert.Equal(4.0 * (1560 + 3072 + 768 + 1280), LmTrainer.PeakMemoryBytes(o, 10));
-        // At the default shape with --context-size 100000, the scores alone: 4 bytes · 16·4·100000² · (2·4 + 3).
+        Assert.Equal(4.0 * (1560 + 3072 + 768 + 2048), LmTrainer.PeakMemoryBytes(o, 10));
+        // At the default shape with --context-size 100000, the scores alone: 4 bytes · 16·4·100000² · (4·4 + 4).
         var big = o with { DModel = 128, NLayers = 4, NHeads = 4, DMlp = 512, ContextSize = 100_000, BatchSize = 16 };
-        Assert.True(LmTrainer.PeakMemoryBytes(big, 311) > 4.0 * 16 * 4 * 100_000.0 * 100_000 * 11, "below the scores alone");
-        LmTrainer.CheckMemory(o, 10, 4 * 6680);
-        Assert.Throws<SaeSharpException>(() => LmTrainer.CheckMemory(o, 10, 4 * 6680 - 1));
+        Assert.True(LmTrainer.PeakMemoryBytes(big, 311) > 4.0 * 16 * 4 * 100_000.0 * 100_000 * 20, "below the scores alone");
+        LmTrainer.CheckMemory(o, 10, 4 * 7448);
+        Assert.Throws<SaeSharpException>(() => LmTrainer.CheckMemory(o, 10, 4 * 7448 - 1));
         var e = Assert.Throws<SaeSharpException>(() => LmTrainer.CheckMemory(o, 10, 900));
-        Assert.Equal("--context-size 8, --batch-size 2: one training step needs about 27 kB (an upper estimate; the attention " +
+        Assert.Equal("--context-size 8, --batch-size 2: one training step needs about 30 kB (an upper estimate; the attention " +
             "scores grow with the square of the context) but 900 B of memory is available; make --context-size or --batch-size " +
             "smaller (or --n-heads, --d-model, --d-mlp, --n-layers)", e.Message);
     }
