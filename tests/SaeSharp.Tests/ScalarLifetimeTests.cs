@@ -14,7 +14,8 @@ namespace SaeSharp.Tests;
 /// The source of the library and the CLI is compiled here with Roslyn and every such place is listed; and the hazard
 /// itself is shown under forced collections, with the kept Scalar surviving the same stress.
 /// </summary>
-public class ScalarLifetimeTests
+[Collection(CompiledSourceCollection.Name)]
+public class ScalarLifetimeTests(CompiledSource source)
 {
     static readonly string[] ImplicitUsings =
         ["System", "System.Collections.Generic", "System.IO", "System.Linq", "System.Net.Http", "System.Threading", "System.Threading.Tasks"];
@@ -38,13 +39,13 @@ public class ScalarLifetimeTests
     /// <summary>"file:line: code" for each Scalar made on the fly: an implicit conversion to Scalar, or a Tensor operator
     /// taking a number (TorchSharp converts it inside); and each number converted implicitly to a 0-dim Tensor (the same
     /// hazard wherever no dispose scope holds it).</summary>
-    static IEnumerable<string> TemporaryScalars(CSharpCompilation compilation, string root)
+    IEnumerable<string> TemporaryScalars(CSharpCompilation compilation, string root)
     {
         var unresolved = compilation.GetDiagnostics().Where(d => d.Id is "CS0246" or "CS0103" or "CS0234").Take(3).ToList();
         Assert.True(unresolved.Count == 0, "the source did not compile here: " + string.Join("; ", unresolved));
         foreach (var tree in compilation.SyntaxTrees.Where(t => t.FilePath.Length > 0))
         {
-            var model = compilation.GetSemanticModel(tree);
+            var model = source.Model(compilation, tree);
             string Where(SyntaxNode n) => $"{Path.GetRelativePath(root, tree.FilePath)}:{tree.GetLineSpan(n.Span).StartLinePosition.Line + 1}: {n}";
             foreach (var node in tree.GetRoot().DescendantNodes())
             {
@@ -97,10 +98,8 @@ public class ScalarLifetimeTests
     [Fact]
     public void The_library_and_the_CLI_pass_no_Scalar_made_on_the_fly()
     {
-        string root = LibraryLayeringTests.RepositoryRoot();
-        var lib = Compile("SaeSharp", Path.Combine(root, "src", "SaeSharp"), []);
-        var cli = Compile("sae", Path.Combine(root, "src", "SaeSharp.Cli"), [lib.ToMetadataReference()]);
-        var found = TemporaryScalars(lib, root).Concat(TemporaryScalars(cli, root)).ToList();
+        var (root, compilations) = source.Src;
+        var found = compilations.SelectMany(c => TemporaryScalars(c, root)).ToList();
         Assert.True(found.Count == 0, $"{found.Count} Scalars made on the fly (use TorchScalars.Of for a constant, " +
             "`using var s = value.ToScalar();` for a runtime value):\n" + string.Join("\n", found));
     }

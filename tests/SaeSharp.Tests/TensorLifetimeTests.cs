@@ -196,30 +196,23 @@ public class TensorLifetimeTests
 }
 
 /// <summary>The source side of <see cref="TensorLifetimeTests"/>: <c>src/</c> compiled with Roslyn (as in
-/// <see cref="ScalarLifetimeTests"/>).</summary>
-public class TensorLifetimeSourceTests
+/// <see cref="ScalarLifetimeTests"/>, compiled once for both: <see cref="CompiledSource"/>).</summary>
+[Collection(CompiledSourceCollection.Name)]
+public class TensorLifetimeSourceTests(CompiledSource source)
 {
-    private static readonly Lazy<(string Root, CSharpCompilation[] Compilations)> Source = new(() =>
-    {
-        string root = LibraryLayeringTests.RepositoryRoot();
-        var lib = ScalarLifetimeTests.Compile("SaeSharp", Path.Combine(root, "src", "SaeSharp"), []);
-        var cli = ScalarLifetimeTests.Compile("sae", Path.Combine(root, "src", "SaeSharp.Cli"), [lib.ToMetadataReference()]);
-        return (root, [lib, cli]);
-    });
-
     /// <summary>The library's worker threads have no dispose scope of their caller's (scopes are per thread), so the bodies
     /// it runs there (<c>KernelThreads.Run</c>, <c>RowRanges.For</c>, <c>Parallel.For</c>/<c>ForEach</c>, <c>Task.Run</c>, a
     /// new <c>Thread</c>) use no TorchSharp member at all: they work on raw pointers of tensors the caller holds.</summary>
     [Fact]
     public void Worker_thread_bodies_touch_no_TorchSharp_member()
     {
-        var (root, compilations) = Source.Value;
+        var (root, compilations) = source.Src;
         var workers = new[] { "KernelThreads.Run", "RowRanges.For", "Parallel.For", "Parallel.ForEach", "Task.Run" };
         var found = new List<string>();
         foreach (var c in compilations)
             foreach (var tree in c.SyntaxTrees.Where(t => t.FilePath.Length > 0))
             {
-                var model = c.GetSemanticModel(tree);
+                var model = source.Model(c, tree);
                 foreach (var node in tree.GetRoot().DescendantNodes())
                 {
                     var body = node switch
@@ -246,10 +239,10 @@ public class TensorLifetimeSourceTests
     [Fact]
     public void The_library_and_the_CLI_call_no_in_place_method_that_returns_a_new_tensor()
     {
-        var (root, compilations) = Source.Value;
+        var (root, compilations) = source.Src;
         var found = compilations.SelectMany(c => c.SyntaxTrees.Where(t => t.FilePath.Length > 0).SelectMany(tree =>
         {
-            var model = c.GetSemanticModel(tree);
+            var model = source.Model(c, tree);
             return tree.GetRoot().DescendantNodes().OfType<InvocationExpressionSyntax>()
                 .Where(call => model.GetSymbolInfo(call).Symbol is IMethodSymbol { Name: "zero_" or "tril_" or "triu_" or "gelu_" } m
                                && m.ContainingNamespace?.ToDisplayString().StartsWith("TorchSharp", StringComparison.Ordinal) == true)
@@ -270,8 +263,8 @@ public class TensorLifetimeSourceTests
     [Fact]
     public void A_tensor_whose_raw_pointer_a_method_takes_stays_reachable_until_the_method_is_done()
     {
-        var (root, compilations) = Source.Value;
-        var found = compilations.SelectMany(c => c.SyntaxTrees.Where(t => t.FilePath.Length > 0).SelectMany(tree => UnheldTensorMemory(c, tree, root))).ToList();
+        var (root, compilations) = source.Src;
+        var found = compilations.SelectMany(c => c.SyntaxTrees.Where(t => t.FilePath.Length > 0).SelectMany(tree => UnheldTensorMemory(source.Model(c, tree), root))).ToList();
         Assert.True(found.Count == 0, "raw pointers (or byte spans) of tensors nothing holds on every path until their last use " +
             "(use a using local, or GC.KeepAlive after the work with no exit in between, or in a finally):\n" + string.Join("\n", found));
     }
@@ -366,12 +359,13 @@ public class TensorLifetimeSourceTests
     [Fact]
     public void The_pointer_lifetime_check_reports_planted_unheld_tensors()
     {
-        var (root, compilations) = Source.Value;
+        var (root, compilations) = source.Src;
         var tree = CSharpSyntaxTree.ParseText(Planted, (CSharpParseOptions)compilations[0].SyntaxTrees[0].Options, Path.Combine(root, "Planted.cs"));
         var c = compilations[0].AddSyntaxTrees(tree);
-        var errors = c.GetDiagnostics().Where(d => d.Severity == DiagnosticSeverity.Error && d.Location.SourceTree == tree).ToList();
+        var model = c.GetSemanticModel(tree);
+        var errors = model.GetDiagnostics().Where(d => d.Severity == DiagnosticSeverity.Error && d.Location.SourceTree == tree).ToList();
         Assert.True(errors.Count == 0, string.Join("\n", errors));
-        var reported = UnheldTensorMemoryNodes(c, tree).Select(f => f.Node.Ancestors().OfType<MethodDeclarationSyntax>().First().Identifier.Text)
+        var reported = UnheldTensorMemoryNodes(model).Select(f => f.Node.Ancestors().OfType<MethodDeclarationSyntax>().First().Identifier.Text)
             .Distinct().Order(StringComparer.Ordinal).ToList();
         Assert.Equal(["BadBreakPastTheKeepAlive", "BadKeepAliveBeforeTheLastUse", "BadKeepAliveInABranch", "BadReturnInABranch",
                       "BadSpanOfAParameter", "BadSpanWithoutKeepAlive"], reported);
@@ -379,13 +373,13 @@ public class TensorLifetimeSourceTests
 
     /// <summary>"file:line: code" for each raw pointer (<c>TensorPointers.*Ptr</c>) or byte span (<c>Tensor.bytes</c>) of a
     /// tensor not held on every path until the pointer's last use (the rule: the test above).</summary>
-    internal static IEnumerable<string> UnheldTensorMemory(CSharpCompilation c, SyntaxTree tree, string root) =>
-        UnheldTensorMemoryNodes(c, tree).Select(f =>
-            $"{Path.GetRelativePath(root, tree.FilePath)}:{tree.GetLineSpan(f.Node.Span).StartLinePosition.Line + 1}: {f.What}");
+    internal static IEnumerable<string> UnheldTensorMemory(SemanticModel model, string root) =>
+        UnheldTensorMemoryNodes(model).Select(f =>
+            $"{Path.GetRelativePath(root, model.SyntaxTree.FilePath)}:{model.SyntaxTree.GetLineSpan(f.Node.Span).StartLinePosition.Line + 1}: {f.What}");
 
-    private static IEnumerable<(SyntaxNode Node, string What)> UnheldTensorMemoryNodes(CSharpCompilation c, SyntaxTree tree)
+    private static IEnumerable<(SyntaxNode Node, string What)> UnheldTensorMemoryNodes(SemanticModel model)
     {
-        var model = c.GetSemanticModel(tree);
+        var tree = model.SyntaxTree;
         bool inTensorPointers = Path.GetFileName(tree.FilePath) == "TensorPointers.cs";
         foreach (var node in tree.GetRoot().DescendantNodes())
         {
