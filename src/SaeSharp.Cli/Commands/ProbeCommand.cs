@@ -298,7 +298,7 @@ internal static class ProbeCommand
         columns.AddRange(kValues.Select(k => new Column($"sae top {k}", Right: true, Heading: $"sae\nk={k}")));
         IReadOnlyList<string> Row(string name, IReadOnlyDictionary<string, double> m) =>
             [name, Cell(m, "llm_test_accuracy"), Cell(m, "sae_test_accuracy"), .. kValues.Select(k => Cell(m, $"sae_top_{k}_test_accuracy"))];
-        var rows = r.Runs.Select(x => Row($"{x.DatasetName} ({x.Report.Tasks.Count})", x.Report.Means())).ToList();
+        var rows = r.Runs.Select(x => Row($"{x.DatasetName.Split('/')[^1]} ({x.Report.Tasks.Count})", x.Report.Means())).ToList();
         rows.Add(Row("mean", r.Metrics()));
         Cli.WriteColumns($"sparse probing at {r.Hook}: {r.Runs.Count} datasets, {Cli.Integer(r.Runs.Sum(x => x.Report.Tokens))} texts (mean-pooled)", columns, rows);
         Cli.WriteIndented(Markup.Escape("(per dataset, its class count in brackets: the mean test accuracy in % over its classes, each against the others; llm all = probe on " +
