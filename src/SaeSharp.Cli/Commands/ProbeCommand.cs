@@ -182,17 +182,8 @@ internal static class ProbeCommand
                 var suiteReports = CliProgress.Run("probe", progress => AnalysisPipeline.ProbeSuite(saes, ModelSource.Resolve(parse.GetValue(model)!),
                     datasets, text! with { Progress = progress }, sparse, loaded: r => suiteRuns = r, artifacts: artifacts));
                 PrintNotes(artifacts);
-                for (int i = 0; i < saes.Length; i++)
-                {
-                    SaeHeading(saes, i);
-                    PrintSuite(suiteReports[i]);
-                    if (parse.GetValue(json) is { } suiteJson)
-                    {
-                        string path = SaeCommands.SaeBenchPath(i, saes.Length, suiteJson);
-                        suiteReports[i].WriteJson(path, suiteRuns[i] with { EvalConfig = ProbeConfig(sparse, text!.ContextSize) });
-                        Console.WriteLine($"wrote {path}");
-                    }
-                }
+                PerSae(saes, parse.GetValue(json), i => PrintSuite(suiteReports[i]),
+                    (i, path) => suiteReports[i].WriteJson(path, suiteRuns[i] with { EvalConfig = ProbeConfig(sparse, text!.ContextSize) }));
                 if (saes.Length > 1 && suiteReports.All(r => r.Runs.All(x => x.Report.Tasks.Count > 0)))
                     PrintSweep([.. suiteReports.Select(r => (r.Hook, r.Metrics()))], sparse.KValues, $"{datasets.Count} datasets (each its classes' mean)");
                 return 0;
@@ -205,17 +196,8 @@ internal static class ProbeCommand
                 sparse, absorb,
                 text is null ? null : text with { Progress = progress }, loaded: r => probeRuns = r, artifacts: artifacts));
             PrintNotes(artifacts);
-            for (int i = 0; i < saes.Length; i++)
-            {
-                SaeHeading(saes, i);
-                Print(reports[i]);
-                if (parse.GetValue(json) is { } probeJson)
-                {
-                    string path = SaeCommands.SaeBenchPath(i, saes.Length, probeJson);
-                    reports[i].WriteJson(path, datasetPath, probeRuns[i] with { EvalConfig = ProbeConfig(sparse, text?.ContextSize ?? parse.GetValue(ctx)) });
-                    Console.WriteLine($"wrote {path}");
-                }
-            }
+            PerSae(saes, parse.GetValue(json), i => Print(reports[i]),
+                (i, path) => reports[i].WriteJson(path, datasetPath, probeRuns[i] with { EvalConfig = ProbeConfig(sparse, text?.ContextSize ?? parse.GetValue(ctx)) }));
             if (saes.Length > 1) PrintSweep(saes, reports);
             return 0;
         });
@@ -226,6 +208,21 @@ internal static class ProbeCommand
     private static void PrintNotes(ProbeArtifacts? artifacts)
     {
         foreach (var line in artifacts?.Notes ?? []) Console.WriteLine(line);
+    }
+
+    /// <summary>Per SAE: its heading (<see cref="SaeHeading"/>), its tables (<paramref name="print"/>) and, with --json
+    /// <paramref name="json"/>, its file (<paramref name="write"/> with the SAE's index and its path, <c>_sae{i}</c> suffixed).</summary>
+    private static void PerSae(string[] saes, string? json, Action<int> print, Action<int, string> write)
+    {
+        for (int i = 0; i < saes.Length; i++)
+        {
+            SaeHeading(saes, i);
+            print(i);
+            if (json is null) continue;
+            string path = SaeCommands.SaeBenchPath(i, saes.Length, json);
+            write(i, path);
+            Console.WriteLine($"wrote {path}");
+        }
     }
 
     /// <summary>With several --sae, the line naming SAE <paramref name="i"/> above its tables (<c>_sae{i}</c>: its --json suffix).</summary>
