@@ -19,7 +19,7 @@ internal static class ProbeCommand
             Required = true, AllowMultipleArgumentsPerToken = false,
         };
         var model = ModelCommands.ModelOption();
-        var dataset = new Option<string[]>("--dataset") { Description = "Labelled .jsonl (text + token-aligned labels), e.g. from `sae corpus`; with --pooling mean also a .jsonl/.parquet classification dataset (text and class columns), a folder or hf:ORG/NAME; --tpp and --scr: repeat it for several datasets", AllowMultipleArgumentsPerToken = false };
+        var dataset = new Option<string[]>("--dataset") { Description = "Labelled .jsonl (text + token-aligned labels), e.g. from `sae corpus`; with --pooling mean also a .jsonl/.parquet classification dataset (text and class columns), a folder or hf:ORG/NAME; --pooling mean (sparse probing, --tpp, --scr): repeat it for several datasets, each read by the same options (SAEBench's means over them in --json)", AllowMultipleArgumentsPerToken = false };
         var pooling = new Option<string>("--pooling") { Description = "token: every labelled token is an example; mean: every text is one, its activations averaged over its tokens (SAEBench's task)", DefaultValueFactory = _ => "token" };
         pooling.AcceptOnlyFromAmong("token", "mean");
         var tokens = new Option<long>("--tokens") { Description = "Labelled tokens to read (half train, half test)", DefaultValueFactory = _ => 40_000 }.Positive();
@@ -39,7 +39,7 @@ internal static class ProbeCommand
         var spuriousField = new Option<string?>("--spurious-field") { Description = $"--scr on a classification dataset: the column of the spurious attribute (SAEBench's column2_name; default {new ScrOptions().Column2Name}); --label-field is attribute 1's" };
         var spuriousClasses = new Option<string?>("--spurious-classes") { Description = "--scr: the spurious attribute's positive,negative values (SAEBench's column2_vals, e.g. male,female); on a labelled corpus one label (documents with and without it) or two" };
         var scrN = new Option<string?>("--scr-n") { Description = $"--scr: comma-separated numbers of latents to ablate (default: {string.Join(",", TppOptions.DefaultNValues)}, those up to d_sae)" };
-        var saebench = new Option<bool>("--saebench-defaults") { Description = "--scr, --tpp: SAEBench's datasets (hf:LabHC/bias_in_bios and hf:canrager/amazon_reviews_mcauley_1and5, their train/test splits) with its value pairs (--scr, four each) or classes (--tpp, five each, balanced by gender / rating as --balance-field does) in place of --dataset, --classes, --balance-field, --spurious-field and --spurious-classes; implies --strict-sizes" };
+        var saebench = new Option<bool>("--saebench-defaults") { Description = "--pooling mean sparse probing: SAEBench's eight datasets (hf:LabHC/bias_in_bios class sets 1-3, hf:canrager/amazon_reviews_mcauley_1and5 categories and sentiment, hf:codeparrot/github-code, hf:fancyzhx/ag_news, hf:Helsinki-NLP/europarl), each drawn by SAEBench's rules with its chosen classes, k = 1, 2, 5; --scr, --tpp: SAEBench's datasets (hf:LabHC/bias_in_bios and hf:canrager/amazon_reviews_mcauley_1and5, their train/test splits) with its value pairs (--scr, four each) or classes (--tpp, five each, balanced by gender / rating as --balance-field does) in place of --dataset, --classes, --balance-field, --spurious-field and --spurious-classes; implies --strict-sizes" };
         var strict = new Option<bool>("--strict-sizes") { Description = "--scr, --tpp: refuse data smaller than SAEBench's sets (SCR: 1000 training and 250 test texts per quadrant; TPP: 2000 and 500 per class) with an error naming the counts, where the sets otherwise shrink to the data with a warning" };
         var artifactsDir = new Option<string?>("--artifacts") { Description = "Folder of the model's activations (SAEBench's artifacts_folder): each pass's are written there, one file per hook, and a later call reading the same tokens of the same model at the same hook reads them instead of running the model" };
         var json = new Option<string?>("--json") { Description = "Write the means (SAEBench's key names), every task and the absorption details to this JSON file" };
@@ -55,16 +55,18 @@ internal static class ProbeCommand
                         new CommandInput("--model", parse.GetValue(model)!, InputKind.Folder),
                         .. (parse.GetValue(dataset) ?? []).Select(d => new CommandInput("--dataset", d, InputKind.Whole))]);
             static string? One(string[]? values, string option) => values is null or [] ? null : values is [var v] ? v
-                : throw new SaeSharpException($"{option} is given {values.Length} times; only --scr and --tpp take several ({string.Join(" ", values.Select(x => option + " " + x))})");
+                : throw new SaeSharpException($"{option} is given {values.Length} times; only --pooling mean (sparse probing over several --dataset, --tpp, --scr) takes several ({string.Join(" ", values.Select(x => option + " " + x))})");
             static IReadOnlyList<string>? List(string? s) => s is null ? null : s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
             if (parse.GetValue(absorptionLabels) is not null && !parse.GetValue(absorption))
                 throw new SaeSharpException("--absorption-labels needs --absorption");
             var absorb = parse.GetValue(absorption) ? new AbsorptionOptions { Labels = List(parse.GetValue(absorptionLabels)) } : null;
             bool mean = parse.GetValue(pooling) == "mean";
             if (mean) Cli.RefuseGiven(parse, "token pooling only (--pooling mean reads whole texts; absorption is measured on tokens)", tokens, absorption, absorptionLabels);
-            else Cli.RefuseGiven(parse, "need --pooling mean", textField, labelField, classes, balanceField, saebenchSource, texts, tpp, tppN, scr, spuriousField, spuriousClasses, scrN);
+            else Cli.RefuseGiven(parse, "need --pooling mean", textField, labelField, classes, balanceField, saebenchSource, texts, tpp, tppN, scr, spuriousField, spuriousClasses, scrN, saebench);
             if (!parse.GetValue(tpp)) Cli.RefuseGiven(parse, "needs --tpp", tppN);
-            if (!parse.GetValue(scr) && !parse.GetValue(tpp)) Cli.RefuseGiven(parse, "need --scr or --tpp", saebench, strict);
+            if (!parse.GetValue(scr) && !parse.GetValue(tpp)) Cli.RefuseGiven(parse, "needs --scr or --tpp", strict);
+            // Sparse probing over several datasets: --dataset repeated or SAEBench's eight.
+            bool severalSparse = mean && !parse.GetValue(scr) && !parse.GetValue(tpp) && (parse.GetValue(saebench) || parse.GetValue(dataset) is { Length: > 1 });
             if (parse.GetValue(saebenchSource) is not null)
             {
                 Cli.RefuseGiven(parse, "not with --saebench-source (sparse probing only)", tpp, scr);
@@ -79,7 +81,7 @@ internal static class ProbeCommand
             var text = mean ? new TextProbingOptions
             {
                 ContextSize = parse.GetValue(ctx) ?? 128, TextField = parse.GetValue(textField)!, LabelField = parse.GetValue(labelField)!,
-                Classes = parse.GetValue(scr) || parse.GetValue(tpp) ? null : List(One(parse.GetValue(classes), "--classes")), MaxTexts = parse.GetValue(texts),
+                Classes = parse.GetValue(scr) || parse.GetValue(tpp) || severalSparse ? null : List(One(parse.GetValue(classes), "--classes")), MaxTexts = parse.GetValue(texts),
                 BalanceField = parse.GetValue(balanceField), SaeBenchSource = parse.GetValue(saebenchSource),
             } : null;
             static int[]? NValues(string? s, string option) => List(s)?.Select(v => int.TryParse(v, System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out int n) && n > 0
@@ -165,32 +167,37 @@ internal static class ProbeCommand
                 }
                 return 0;
             }
+            var sparse = new SparseProbingOptions { Labels = List(parse.GetValue(labels)) };
+            if (severalSparse)
+            {
+                IReadOnlyList<SparseProbingDataset> datasets;
+                if (parse.GetValue(saebench))
+                {
+                    Cli.RefuseGiven(parse, "not with --saebench-defaults (it names SAEBench's datasets, columns and classes)", dataset, classes, labels, labelField, textField, balanceField, saebenchSource, texts);
+                    datasets = SparseProbingDataset.SaeBenchDefaults();
+                    sparse = sparse with { KValues = SparseProbingDataset.SaeBenchKValues };
+                }
+                else datasets = SparseProbingDataset.ForPaths(parse.GetValue(dataset)!, parse.GetValue(classes) ?? [], text!);
+                IReadOnlyList<SaeBenchRun> suiteRuns = [];
+                var suiteReports = CliProgress.Run("probe", progress => AnalysisPipeline.ProbeSuite(saes, ModelSource.Resolve(parse.GetValue(model)!),
+                    datasets, text! with { Progress = progress }, sparse, loaded: r => suiteRuns = r, artifacts: artifacts));
+                PrintNotes(artifacts);
+                PerSae(saes, parse.GetValue(json), i => PrintSuite(suiteReports[i]),
+                    (i, path) => suiteReports[i].WriteJson(path, suiteRuns[i] with { EvalConfig = ProbeConfig(sparse, text!.ContextSize) }));
+                if (saes.Length > 1 && suiteReports.All(r => r.Runs.All(x => x.Report.Tasks.Count > 0)))
+                    PrintSweep([.. suiteReports.Select(r => (r.Hook, r.Metrics()))], sparse.KValues, $"{datasets.Count} datasets (each its classes' mean)");
+                return 0;
+            }
             var datasetPath = parse.GetValue(dataset) is { Length: > 0 } given ? One(given, "--dataset")! : throw new SaeSharpException("--dataset is required");
             IReadOnlyList<SaeBenchRun> probeRuns = [];
-            var sparse = new SparseProbingOptions { Labels = List(parse.GetValue(labels)) };
             var reports = CliProgress.Run("probe", progress => AnalysisPipeline.Probe(saes, ModelSource.Resolve(parse.GetValue(model)!),
                 datasetPath,
                 new LabelScoringOptions { Tokens = parse.GetValue(tokens), ContextSize = parse.GetValue(ctx), Progress = progress },
                 sparse, absorb,
                 text is null ? null : text with { Progress = progress }, loaded: r => probeRuns = r, artifacts: artifacts));
             PrintNotes(artifacts);
-            for (int i = 0; i < saes.Length; i++)
-            {
-                SaeHeading(saes, i);
-                Print(reports[i]);
-                if (parse.GetValue(json) is { } probeJson)
-                {
-                    string path = SaeCommands.SaeBenchPath(i, saes.Length, probeJson);
-                    var probeConfig = new JsonObject
-                    {
-                        ["random_seed"] = sparse.Seed, ["probe_train_set_size"] = sparse.TrainSetSize, ["probe_test_set_size"] = sparse.TestSetSize,
-                    };
-                    if (text is not null) probeConfig["context_length"] = text.ContextSize;
-                    else if (parse.GetValue(ctx) is int c) probeConfig["context_length"] = c;
-                    reports[i].WriteJson(path, datasetPath, probeRuns[i] with { EvalConfig = probeConfig });
-                    Console.WriteLine($"wrote {path}");
-                }
-            }
+            PerSae(saes, parse.GetValue(json), i => Print(reports[i]),
+                (i, path) => reports[i].WriteJson(path, datasetPath, probeRuns[i] with { EvalConfig = ProbeConfig(sparse, text?.ContextSize ?? parse.GetValue(ctx)) }));
             if (saes.Length > 1) PrintSweep(saes, reports);
             return 0;
         });
@@ -201,6 +208,21 @@ internal static class ProbeCommand
     private static void PrintNotes(ProbeArtifacts? artifacts)
     {
         foreach (var line in artifacts?.Notes ?? []) Console.WriteLine(line);
+    }
+
+    /// <summary>Per SAE: its heading (<see cref="SaeHeading"/>), its tables (<paramref name="print"/>) and, with --json
+    /// <paramref name="json"/>, its file (<paramref name="write"/> with the SAE's index and its path, <c>_sae{i}</c> suffixed).</summary>
+    private static void PerSae(string[] saes, string? json, Action<int> print, Action<int, string> write)
+    {
+        for (int i = 0; i < saes.Length; i++)
+        {
+            SaeHeading(saes, i);
+            print(i);
+            if (json is null) continue;
+            string path = SaeCommands.SaeBenchPath(i, saes.Length, json);
+            write(i, path);
+            Console.WriteLine($"wrote {path}");
+        }
     }
 
     /// <summary>With several --sae, the line naming SAE <paramref name="i"/> above its tables (<c>_sae{i}</c>: its --json suffix).</summary>
@@ -217,8 +239,14 @@ internal static class ProbeCommand
     internal static void PrintSweep(string[] saes, IReadOnlyList<SparseProbingReport> reports)
     {
         if (reports.Any(r => r.Tasks.Count == 0)) return;
+        PrintSweep([.. reports.Select(r => (r.Hook, r.Means()))], reports[0].KValues, $"{reports[0].Tasks.Count} labels");
+    }
+
+    /// <summary><see cref="PrintSweep(string[], IReadOnlyList{SparseProbingReport})"/> of each SAE's hook and means (over
+    /// <paramref name="over"/>: its labels, or the datasets of a run over several).</summary>
+    internal static void PrintSweep(IReadOnlyList<(string Hook, IReadOnlyDictionary<string, double> Means)> reports, IReadOnlyList<int> kValues, string over)
+    {
         static string Pct(double v) => Math.Round(100 * v, 1) >= 100 ? "100" : (100 * v).ToString("F1", System.Globalization.CultureInfo.InvariantCulture);
-        var kValues = reports[0].KValues;
         var columns = new List<Column> { new("probes on", NoWrap: true), new("all", Right: true) };
         columns.AddRange(kValues.Select(k => new Column($"k={k}", Right: true)));
         var rows = new List<IReadOnlyList<string>>();
@@ -226,21 +254,54 @@ internal static class ProbeCommand
         for (int h = 0; h < hooks.Count; h++)
         {
             var at = Enumerable.Range(0, reports.Count).Where(i => reports[i].Hook == hooks[h]).ToList();
-            var llm = reports[at[0]].Means();
+            var llm = reports[at[0]].Means;
             rows.Add([hooks.Count == 1 ? "llm (model)" : $"llm (hook {h})", Pct(llm["llm_test_accuracy"]), .. kValues.Select(k => Pct(llm[$"llm_top_{k}_test_accuracy"]))]);
             foreach (int i in at)
             {
-                var m = reports[i].Means();
+                var m = reports[i].Means;
                 rows.Add([$"SAE {i}", m.TryGetValue("sae_test_accuracy", out var all) ? Pct(all) : "-", .. kValues.Select(k => Pct(m[$"sae_top_{k}_test_accuracy"]))]);
             }
         }
         Console.WriteLine();
         Cli.WriteColumns($"sparse probing means, {reports.Count} SAEs at {(hooks.Count == 1 ? hooks[0] : $"{hooks.Count} hooks")}", columns, rows);
-        Cli.WriteIndented(Markup.Escape($"(mean test accuracy in % over {reports[0].Tasks.Count} labels of the probes on all features or the top k; " +
+        Cli.WriteIndented(Markup.Escape($"(mean test accuracy in % over {over} of the probes on all features or the top k; " +
                                         (hooks.Count == 1 ? "llm (model): on the model's activation dimensions, one probe shared by every SAE; "
                                                           : "llm (hook h): on the model's activation dimensions at hook h (" +
                                                             string.Join(", ", hooks.Select((hook, h) => $"{h}: {hook}")) + "), one probe shared by the SAEs below it; ") +
                                         "SAE i: --sae number i, its tables above)"), 2);
+    }
+
+    /// <summary>Sparse probing's <c>eval_config</c> fields beyond the datasets and k values (SAEBench's
+    /// <c>SparseProbingEvalConfig</c>): seed, set sizes and, when known, <c>context_length</c>.</summary>
+    private static JsonObject ProbeConfig(SparseProbingOptions sparse, int? contextLength)
+    {
+        var config = new JsonObject
+        {
+            ["random_seed"] = sparse.Seed, ["probe_train_set_size"] = sparse.TrainSetSize, ["probe_test_set_size"] = sparse.TestSetSize,
+        };
+        if (contextLength is int c) config["context_length"] = c;
+        return config;
+    }
+
+    /// <summary>Sparse probing over several datasets: a row per dataset (its classes' mean test accuracy of the probe on the
+    /// model's activation, on all SAE features and on the top k, in %) and the mean over datasets (SAEBench's
+    /// eval_result_metrics), then how each dataset was split.</summary>
+    internal static void PrintSuite(SparseProbingSuiteReport r)
+    {
+        static string Pct(double v) => Math.Round(100 * v, 1) >= 100 ? "100" : (100 * v).ToString("F1", System.Globalization.CultureInfo.InvariantCulture);
+        static string Cell(IReadOnlyDictionary<string, double> m, string key) => m.TryGetValue(key, out var v) ? Pct(v) : "-";
+        var kValues = r.Runs[0].Report.KValues;
+        var columns = new List<Column> { new("dataset", NoWrap: false), new("llm", Right: true, Heading: "llm\nall"), new("sae all", Right: true, Heading: "sae\nall") };
+        columns.AddRange(kValues.Select(k => new Column($"sae top {k}", Right: true, Heading: $"sae\nk={k}")));
+        IReadOnlyList<string> Row(string name, IReadOnlyDictionary<string, double> m) =>
+            [name, Cell(m, "llm_test_accuracy"), Cell(m, "sae_test_accuracy"), .. kValues.Select(k => Cell(m, $"sae_top_{k}_test_accuracy"))];
+        var rows = r.Runs.Select(x => Row($"{x.DatasetName.Split('/')[^1]} ({x.Report.Tasks.Count})", x.Report.Means())).ToList();
+        rows.Add(Row("mean", r.Metrics()));
+        Cli.WriteColumns($"sparse probing at {r.Hook}: {r.Runs.Count} datasets, {Cli.Integer(r.Runs.Sum(x => x.Report.Tokens))} texts (mean-pooled)", columns, rows);
+        Cli.WriteIndented(Markup.Escape("(per dataset, its class count in brackets: the mean test accuracy in % over its classes, each against the others; llm all = probe on " +
+                                        "every dimension of the activation, sae all = on every SAE feature, sae k = on the top k SAE features; mean = SAEBench's " +
+                                        "eval_result_metrics, each dataset weighing the same; split: " +
+                                        string.Join("; ", r.Runs.Select(x => $"{x.DatasetName}: {x.Split}")) + ")"), 2);
     }
 
     /// <summary><paramref name="fields"/> with SAEBench's <c>context_length</c>: the tokens read of each text.</summary>

@@ -84,6 +84,20 @@ internal static class DatasetTie
         return (null, value);
     }
 
+    /// <summary>Per dataset of <paramref name="paths"/> its class list from the <c>--classes</c> values <paramref name="classes"/>
+    /// (TPP, sparse probing: <paramref name="eval"/>): a value <c>DATASET=a,b,c</c> is that dataset's list, a value without a
+    /// dataset every other dataset's; null where none applies. Two lists for one dataset are an error.</summary>
+    internal static IReadOnlyList<IReadOnlyList<string>?> ClassLists(IReadOnlyList<string> paths, IReadOnlyList<string> classes, string eval)
+    {
+        var tied = classes.Select(c => Parse(c, paths, "--classes")).ToList();
+        foreach (var g in tied.GroupBy(t => t.Dataset).Where(g => g.Count() > 1))
+            throw new SaeSharpException(g.Key is null
+                ? $"--classes is given {g.Count()} times without a dataset; {eval} takes one class list per dataset (name it: --classes DATASET=a,b,c)"
+                : $"--classes names dataset '{g.Key}' {g.Count()} times; give its classes in one list");
+        return [.. paths.Select(p => (tied.FirstOrDefault(t => t.Dataset == p).Values ?? tied.FirstOrDefault(t => t.Dataset is null).Values) is { } v
+            ? List(v) : null)];
+    }
+
     /// <summary>The comma-separated values of <paramref name="s"/>, trimmed, empty ones dropped.</summary>
     internal static IReadOnlyList<string> List(string s) => s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
 }

@@ -81,39 +81,12 @@ public sealed record SparseProbingReport(string Hook, long Tokens, IReadOnlyList
     /// and <c>sae</c> groups), one <c>eval_result_details</c> entry (<c>dataset_name</c> = <c>{dataset}_results</c>, the
     /// means), and <c>eval_result_unstructured</c> as SAEBench's per-class dictionary (<c>{dataset}_results</c> → label → its
     /// accuracies, here with its set sizes, probe features and top features) with SaeSharp's extras beside it:
-    /// <c>producer</c>, <c>hook</c>, <c>pooling</c>, <c>tokens</c> or <c>texts</c>, and <c>absorption</c>.</summary>
+    /// <c>producer</c>, <c>hook</c>, <c>pooling</c>, <c>tokens</c> or <c>texts</c>, and <c>absorption</c>
+    /// (<see cref="SparseProbingSuiteReport.WriteJson"/> of this one dataset).</summary>
     public void WriteJson(string path, string datasetName, SaeBenchRun? run = null)
     {
         ArgumentNullException.ThrowIfNull(datasetName);
-        var means = Means();
-        JsonObject Group(string prefix) => SaeBenchEnvelope.Metrics(means.Where(kv => kv.Key.StartsWith(prefix, StringComparison.Ordinal)));
-        string results = datasetName + "_results";
-        var config = new JsonObject
-        {
-            ["dataset_names"] = new JsonArray(datasetName),
-            ["llm_dtype"] = run?.LlmDtype ?? "",
-            ["model_name"] = run?.ModelName ?? "",
-            ["k_values"] = new JsonArray([.. KValues.Select(k => (JsonNode)k)]),
-        };
-        var detail = new JsonObject { ["dataset_name"] = results };
-        foreach (var (k, v) in means) detail[k] = SaeBenchEnvelope.Metric(v);
-        var unstructured = new JsonObject
-        {
-            [results] = new JsonObject(Tasks.Select(t =>
-            {
-                var o = new JsonObject { ["train_examples"] = t.TrainExamples, ["test_examples"] = t.TestExamples, ["llm_test_accuracy"] = SaeBenchEnvelope.Metric(t.LlmTestAccuracy) };
-                foreach (int k in KValues) o[$"llm_top_{k}_test_accuracy"] = SaeBenchEnvelope.Metric(t.LlmTopK[k]);
-                o["sae_test_accuracy"] = t.SaeTestAccuracy is { } all ? SaeBenchEnvelope.Metric(all) : null;
-                o["sae_probe_features"] = t.SaeProbeFeatures;
-                foreach (int k in KValues) o[$"sae_top_{k}_test_accuracy"] = SaeBenchEnvelope.Metric(t.SaeTopK[k]);
-                o["top_features"] = new JsonArray([.. t.TopFeatures.Select(f => (JsonNode)f)]);
-                return KeyValuePair.Create(t.Label, (JsonNode?)o);
-            })),
-            ["producer"] = SaeBenchEnvelope.Producer, ["hook"] = Hook, ["pooling"] = Pooling, [Pooling == "mean" ? "texts" : "tokens"] = Tokens,
-        };
-        if (Absorption is { } a) unstructured["absorption"] = a.ToJson();
-        SaeBenchEnvelope.WriteFile(path, "sparse_probing", config, run, new JsonObject { ["llm"] = Group("llm_"), ["sae"] = Group("sae_") },
-            Tasks.Count == 0 ? [] : new JsonArray(detail), unstructured);
+        new SparseProbingSuiteReport(Hook, [new SparseProbingRun(datasetName, "", this)]).WriteJson(path, run);
     }
 }
 

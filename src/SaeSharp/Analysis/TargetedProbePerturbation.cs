@@ -134,14 +134,8 @@ public sealed record TppDataset(string Path, string Name, string TextField, stri
     /// dataset's; at most one list per dataset. A dataset named that is not in <paramref name="paths"/> is an error.</summary>
     public static IReadOnlyList<TppDataset> ForPaths(IReadOnlyList<string> paths, IReadOnlyList<string> classes, string textField, string labelField)
     {
-        var tied = classes.Select(c => DatasetTie.Parse(c, paths, "--classes")).ToList();
-        foreach (var g in tied.GroupBy(t => t.Dataset).Where(g => g.Count() > 1))
-            throw new SaeSharpException(g.Key is null
-                ? $"--classes is given {g.Count()} times without a dataset; TPP takes one class list per dataset (name it: --classes DATASET=a,b,c)"
-                : $"--classes names dataset '{g.Key}' {g.Count()} times; give its classes in one list");
-        IReadOnlyList<string>? For(string p) => (tied.FirstOrDefault(t => t.Dataset == p).Values ?? tied.FirstOrDefault(t => t.Dataset is null).Values) is { } v
-            ? DatasetTie.List(v) : null;
-        return [.. paths.Select(p => new TppDataset(p, p, textField, labelField, For(p)))];
+        var lists = DatasetTie.ClassLists(paths, classes, "TPP");
+        return [.. paths.Select((p, i) => new TppDataset(p, p, textField, labelField, lists[i]))];
     }
 
     /// <summary>Refuses no dataset and a dataset twice.</summary>

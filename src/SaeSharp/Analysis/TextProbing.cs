@@ -100,6 +100,37 @@ public static class TextProbing
         ArgumentNullException.ThrowIfNull(saes);
         ProbeSaes.HookGroups(model, saes, names);
         var data = Read(datasetPath, text, options.TrainSetSize, options.TestSetSize, options.Seed);
+        return Probe(saes, model, modelHooks, tokenizer, data, text, options, names, artifacts);
+    }
+
+    /// <summary>SAEBench's sparse probing over several datasets (<c>run_eval_single_sae</c>): every dataset is read first (by
+    /// its own rules: <see cref="SparseProbingDataset"/>; one that cannot be read is an error naming it before any model
+    /// pass), then each dataset's texts run through the model once for every SAE and hook and are probed as
+    /// <see cref="Run(IReadOnlyList{Sae}, HookedTransformer, IReadOnlyList{ValueTuple{string, Func{Tensor, Tensor}}}, ITextTokenizer, string, TextProbingOptions, SparseProbingOptions, IReadOnlyList{string}, ProbeArtifacts)"/>
+    /// probes one dataset; one suite report per SAE, in order, its means over datasets <see cref="SparseProbingSuiteReport.Metrics"/>.</summary>
+    public static IReadOnlyList<SparseProbingSuiteReport> RunSuite(IReadOnlyList<Sae> saes, HookedTransformer model,
+        IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks, ITextTokenizer tokenizer, IReadOnlyList<SparseProbingDataset> datasets,
+        TextProbingOptions text, SparseProbingOptions options, Hub.HfHubOptions? hub = null, IReadOnlyList<string>? names = null, ProbeArtifacts? artifacts = null)
+    {
+        ArgumentNullException.ThrowIfNull(saes);
+        ArgumentNullException.ThrowIfNull(datasets);
+        ArgumentNullException.ThrowIfNull(text);
+        var groups = ProbeSaes.HookGroups(model, saes, names);
+        SparseProbingDataset.Check(datasets);
+        var data = datasets.Select(ds => Read(ds.Path, ds.Apply(text), options.TrainSetSize, options.TestSetSize, options.Seed, hub)).ToList();
+        var runs = saes.Select(_ => new List<SparseProbingRun>()).ToList();
+        for (int d = 0; d < datasets.Count; d++)
+        {
+            var reports = Probe(saes, model, modelHooks, tokenizer, data[d], datasets[d].Apply(text), options, names, artifacts);
+            for (int i = 0; i < saes.Count; i++) runs[i].Add(new SparseProbingRun(datasets[d].Name, data[d].Split, reports[i]));
+        }
+        return [.. runs.Select((r, i) => new SparseProbingSuiteReport(groups.First(g => g.Saes.Contains(i)).Hook, r))];
+    }
+
+    /// <summary>Pools <paramref name="data"/>'s texts in one pass of the model for every SAE and probes them: one report per SAE.</summary>
+    private static SparseProbingReport[] Probe(IReadOnlyList<Sae> saes, HookedTransformer model, IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks,
+        ITextTokenizer tokenizer, ProbeTexts data, TextProbingOptions text, SparseProbingOptions options, IReadOnlyList<string>? names, ProbeArtifacts? artifacts)
+    {
         var pooled = PoolSparse(saes, model, modelHooks, tokenizer, data.Texts, text, artifacts, names);
         try
         {

@@ -229,6 +229,16 @@ public static class AnalysisPipeline
         });
     }
 
+    /// <summary><c>sae probe --pooling mean</c> over several datasets (<c>--dataset</c> repeated, <c>--saebench-defaults</c>):
+    /// loads the SAEs and their model once, then <c>TextProbing.RunSuite</c> (every dataset read before the first model pass,
+    /// each dataset's texts through the model once); one suite report per SAE, in order.</summary>
+    public static IReadOnlyList<SparseProbingSuiteReport> ProbeSuite(IReadOnlyList<string> saePaths, string modelFolder, IReadOnlyList<SparseProbingDataset> datasets,
+        TextProbingOptions text, SparseProbingOptions options, string? tokenizerPath = null, Action<IReadOnlyList<SaeBenchRun>>? loaded = null,
+        ProbeArtifacts? artifacts = null) =>
+        WithSaes(saePaths, modelFolder, loaded, artifacts, (saes, pm) =>
+            TextProbing.RunSuite(saes, pm.Model, pm.Hooks, Tokenizer.FromFolder(tokenizerPath ?? modelFolder), datasets, text, options, names: saePaths,
+                artifacts: artifacts));
+
     /// <summary>Loads the SAEs at <paramref name="saePaths"/> and, once, the model they share (<see cref="ModelForSae.Load(string, IReadOnlyList{Sae}, IReadOnlyList{string})"/>),
     /// checks they read one hook with one d_in, binds <paramref name="artifacts"/> to the model, tells <paramref name="loaded"/>
     /// their runs and calls <paramref name="run"/>.</summary>

@@ -20,7 +20,7 @@ public sealed class SaeBenchSourcesTests : FakeHubTestBase
 
     private static JsonElement Part(string name) => Fixture.Value.RootElement.GetProperty(name);
 
-    private static void Write(string path, ParquetSchema schema, params (DataField Field, Array Values)[] columns)
+    internal static void Write(string path, ParquetSchema schema, params (DataField Field, Array Values)[] columns)
     {
         Directory.CreateDirectory(Path.GetDirectoryName(path)!);
         Task.Run(async () =>

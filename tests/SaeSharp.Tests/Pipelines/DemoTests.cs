@@ -399,8 +399,13 @@ public class DemoTests(QuickDemoFixture fx) : IClassFixture<QuickDemoFixture>
         Assert.Contains($"TPP on {corpus}: too few texts: class", bad.Err + bad.Out);
         bad = CliRunner.Run([.. common, "--tpp", "--classes", "elsewhere.jsonl=a,b"]);
         Assert.Contains("'elsewhere.jsonl' is not among --dataset", bad.Err + bad.Out);
+        // Without --tpp or --scr, --saebench-defaults is sparse probing's eight datasets: no --dataset beside it; token pooling has none.
         bad = CliRunner.Run([.. common, "--saebench-defaults"]);
-        Assert.Contains("--saebench-defaults: need --scr or --tpp", bad.Err + bad.Out);
+        Assert.Contains("--dataset: not with --saebench-defaults", bad.Err + bad.Out);
+        bad = CliRunner.Run("probe", "--sae", "nowhere", "--model", "builtin", "--saebench-defaults");
+        Assert.Contains("--saebench-defaults: need --pooling mean", bad.Err + bad.Out);
+        bad = CliRunner.Run([.. common, "--strict-sizes"]);
+        Assert.Contains("--strict-sizes: needs --scr or --tpp", bad.Err + bad.Out);
         bad = CliRunner.Run([.. common, "--tpp", "--saebench-defaults"]);
         Assert.Contains("--dataset: not with --saebench-defaults", bad.Err + bad.Out);
     }
