@@ -84,9 +84,11 @@ internal static class TrainCommand
                     Cli.RefuseGiven(parse, "crosscoders train on activation files with a layer axis (--activations [N, L, d], or one [N, d] file per layer, comma-separated), or from --model",
                         [.. data.ModelOnly, data.Tokens, data.MixingFraction, diffModel]);
                 }
+                var ccOut = parse.GetValue(output) ?? throw new SaeSharpException("give --out");
+                RefuseBadOut(ccOut, parse.GetValue(activations), parse.GetValue(config), parse.GetValue(data.Dataset));
                 return CrossCoderCli.Train(new CrossCoderCli.TrainRequest(parse.GetValue(arch)!,
                     modelData is not null ? [] : CrossCoderCli.SplitPaths(parse.GetValue(activations) ?? throw new SaeSharpException("give --activations (a crosscoder trains on [N, L, d] activation files) or --model with --hooks")),
-                    parse.GetValue(output) ?? throw new SaeSharpException("give --out"), parse.GetValue(force), parse.GetValue(dictSize), parse.GetValue(expansion),
+                    ccOut, parse.GetValue(force), parse.GetValue(dictSize), parse.GetValue(expansion),
                     parse.GetValue(k), parse.GetValue(l1), parse.GetValue(lr), parse.GetValue(batchSize) ?? 4096, parse.GetValue(steps), parse.GetValue(seed) ?? 42,
                     parse.GetValue(warmupSteps), parse.GetValue(evalRows), slotHooks)
                 {
@@ -137,6 +139,7 @@ internal static class TrainCommand
             s.Trainer.Device = parse.GetValue(data.Device) ?? s.Trainer.Device;
             var device = ComputeDevice.Parse(s.Trainer.Device, parse.GetValue(data.Device) is null ? "device" : "--device");
             if (s.Out is null) throw new SaeSharpException("give --out (or 'out' in --config)");
+            RefuseBadOut(s.Out, s.Activations, path, parse.GetValue(data.Dataset), s.FromPretrainedPath, s.GroundTruth);
             s.Overwrite = parse.GetValue(force);
             if (parse.GetValue(resume))
             {
@@ -170,6 +173,20 @@ internal static class TrainCommand
             return Report(TrainWithProgress(plan.Options), plan);
         });
         return command;
+    }
+
+    /// <summary>Before anything runs: <c>--out</c> must be a folder path (not an existing file, nor under one) that does not
+    /// replace or write into one of the run's inputs (activation files or shard folders, comma-separated for a crosscoder;
+    /// the config, the dataset, the ground truth; the files of the SAE it fine-tunes).</summary>
+    private static void RefuseBadOut(string outDir, string? activations, string? config, string? dataset, string? fromPretrained = null, string? groundTruth = null)
+    {
+        var inputs = (activations?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries) ?? [])
+            .Select(a => new CommandInput("--activations", a, InputKind.Whole)).ToList();
+        if (config is not null) inputs.Add(new CommandInput("--config", config, InputKind.Whole));
+        if (dataset is not null) inputs.Add(new CommandInput("--dataset", dataset, InputKind.Whole));
+        if (groundTruth is not null) inputs.Add(new CommandInput("--ground-truth", groundTruth, InputKind.Whole));
+        if (fromPretrained is not null) inputs.Add(new CommandInput("--from-pretrained", fromPretrained, InputKind.Sae));
+        OutputGuard.RefuseReplacingInput("--out", outDir, [], [.. inputs]);
     }
 
     /// <summary>With <c>--resume</c>: the flags that shape a run, where given, must match the run of the latest checkpoint

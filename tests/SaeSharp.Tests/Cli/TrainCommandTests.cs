@@ -154,6 +154,38 @@ public class TrainCommandTests : IDisposable
     }
 
     [Fact]
+    public void AnOutThatIsAFileOrAnInputIsRefusedNamingItBeforeAnythingIsWritten()
+    {
+        string data = P("shards", "a.safetensors");
+        Directory.CreateDirectory(P("shards"));
+        SafeTensors.Save(data, new Dictionary<string, Tensor> { ["activations"] = randn(300, 8) });
+        byte[] dataBytes = File.ReadAllBytes(data);
+        File.WriteAllText(P("note.txt"), "keep me");
+        (int Exit, string Out, string Err) Train(string activations, string outDir) => CliRunner.Run("train", "--activations", activations,
+            "--arch", "topk", "--k", "2", "--dict-size", "16", "--steps", "2", "--batch-size", "32", "--out", outDir);
+
+        var r = Train(data, P("note.txt"));
+        Assert.Equal(1, r.Exit);
+        Assert.Contains($"--out {P("note.txt")}: is a file, not a folder", r.Err);
+        Assert.Equal("keep me", File.ReadAllText(P("note.txt")));
+
+        r = Train(data, P("note.txt", "run"));
+        Assert.Equal(1, r.Exit);
+        Assert.Contains($"{P("note.txt")} is a file, not a folder", r.Err);
+
+        r = Train(data, data);
+        Assert.Equal(1, r.Exit);
+        Assert.Contains($"would replace --activations {data}", r.Err);
+
+        // A folder of shards: a run written into it would be read as a shard (sae_weights.safetensors) next time.
+        r = Train(P("shards"), P("shards", "run"));
+        Assert.Equal(1, r.Exit);
+        Assert.Contains($"would write into the folder of --activations {P("shards")}", r.Err);
+        Assert.Equal(["a.safetensors"], Directory.EnumerateFileSystemEntries(P("shards")).Select(Path.GetFileName));
+        Assert.Equal(dataBytes, File.ReadAllBytes(data));
+    }
+
+    [Fact]
     public void APreviousRunsFolderIsKeptUnlessForcedAndAResumeMustMatchItsRun()
     {
         SafeTensors.Save(P("a.safetensors"), new Dictionary<string, Tensor> { ["activations"] = randn(600, 8) });
