@@ -145,7 +145,7 @@ internal static class TrainCommand
             {
                 if (s.Overwrite) throw new SaeSharpException("give --resume or --force, not both");
                 CheckResumeFlags(s.Out, parse.GetValue(arch), parse.GetValue(steps), parse.GetValue(batchSize), parse.GetValue(lr), parse.GetValue(seed),
-                    parse.GetValue(dictSize), parse.GetValue(k));
+                    parse.GetValue(dictSize), parse.GetValue(k), parse.GetValue(l1), parse.GetValue(targetL0), parse.GetValue(lpNorm));
             }
             foreach (var note in s.Notes) Cli.ErrorLine($"note: {path}: {note}");
             // --activations without --model: the config's model_name only says which model the files came from.
@@ -191,7 +191,8 @@ internal static class TrainCommand
 
     /// <summary>With <c>--resume</c>: the flags that shape a run, where given, must match the run of the latest checkpoint
     /// in OUT/checkpoints (a resume continues that run as it was configured; a differing flag would be ignored).</summary>
-    private static void CheckResumeFlags(string outDir, string? arch, long? steps, int? batchSize, double? lr, long? seed, int? dSae, int? k)
+    private static void CheckResumeFlags(string outDir, string? arch, long? steps, int? batchSize, double? lr, long? seed, int? dSae, int? k,
+        double? l1 = null, double? targetL0 = null, double? lpNorm = null)
     {
         var root = Path.Combine(outDir, TrainingRun.CheckpointFolder);
         if (!Directory.Exists(root)) throw new SaeSharpException($"--resume: no checkpoints in {root}");
@@ -215,6 +216,14 @@ internal static class TrainCommand
         Check("--lr", lr, state.Saes.Select(e => e.Config.Lr ?? state.Config.Lr ?? double.NaN));
         Check("--dict-size", dSae, state.Saes.Select(e => e.SaeConfig.DSae));
         if (k is not null) Check("--k", k, state.Saes.Where(e => e.SaeConfig.K is not null).Select(e => e.SaeConfig.K!.Value));
+        // The sparsity coefficient is the run's own unless --target-l0 adapts it (then the checkpoint holds the adapted value).
+        if (state.Saes.Any(e => !e.Training.AdaptToTargetL0))
+            Check("--l1", l1, state.Saes.Where(e => !e.Training.AdaptToTargetL0).Select(e => e.Training.SparsityCoefficient));
+        static bool HasTarget(TrainerCheckpoint.SaeEntry e) => e.Training.AdaptToTargetL0 || e.Training.JumpReluPenalty == JumpReluPenalty.TargetL0;
+        if (targetL0 is not null && !state.Saes.All(HasTarget))
+            differ.Add($"--target-l0 {targetL0} (the checkpoint's run has none: its sparsity coefficient is fixed)");
+        else Check("--target-l0", targetL0, state.Saes.Select(e => e.Training.TargetL0));
+        Check("--lp-norm", lpNorm, state.Saes.Select(e => e.Training.LpNorm));
         if (differ.Count > 0)
             throw new SaeSharpException($"--resume continues the run of {state.Folder} as it was configured; these flags differ from it: " +
                                         string.Join("; ", differ) + ". Drop them, or start a new run with --force or another --out");

@@ -227,6 +227,41 @@ public class TrainCommandTests : IDisposable
     }
 
     [Fact]
+    public void AResumeWithAnotherSparsityCoefficientTargetL0OrLpNormIsRefusedNamingEachAndTheSameFlagsResume()
+    {
+        SafeTensors.Save(P("a.safetensors"), new Dictionary<string, Tensor> { ["activations"] = randn(600, 8) });
+        string[] Train(params string[] more) =>
+            ["train", "--activations", P("a.safetensors"), "--arch", "relu", "--dict-size", "16", "--batch-size", "32", "--steps", "10",
+             "--checkpoint-every", "5", "--out", P("run"), "--eval-rows", "50", .. more];
+        Ok(CliRunner.Run(Train("--l1", "3")));
+        File.Delete(P("run", "cfg.json")); // as if stopped before writing the SAE
+        var log = File.ReadAllText(P("run", "train_log.jsonl"));
+
+        // The checkpoint's λ is 3 and its p is 1 (L1); it has no --target-l0 controller.
+        var r = CliRunner.Run(Train("--l1", "1", "--target-l0", "4", "--lp-norm", "2", "--resume"));
+        Assert.Equal(1, r.Exit);
+        Assert.Contains("--l1 1 (the checkpoint's run: 3)", r.Err);
+        Assert.Contains("--target-l0 4 (the checkpoint's run has none", r.Err);
+        Assert.Contains("--lp-norm 2 (the checkpoint's run: 1)", r.Err);
+        Assert.Equal(log, File.ReadAllText(P("run", "train_log.jsonl")));
+        Assert.False(File.Exists(P("run", "cfg.json")));
+
+        Ok(CliRunner.Run(Train("--l1", "3", "--lp-norm", "1", "--resume")));
+        Assert.Equal(3.0, JsonNode.Parse(File.ReadAllText(P("run", "cfg.json")))!["l1_coefficient"]!.GetValue<double>());
+
+        // With --target-l0 the stored λ is the adapted one: the run's own flags (its starting --l1 included) resume it.
+        string[] Target(string targetL0, params string[] more) =>
+            ["train", "--activations", P("a.safetensors"), "--arch", "gated", "--dict-size", "16", "--batch-size", "32", "--steps", "10",
+             "--checkpoint-every", "5", "--out", P("target"), "--eval-rows", "50", "--target-l0", targetL0, "--l1", "2", .. more];
+        Ok(CliRunner.Run(Target("4")));
+        File.Delete(P("target", "cfg.json"));
+        Ok(CliRunner.Run(Target("4", "--resume")));
+        r = CliRunner.Run(Target("6", "--resume"));
+        Assert.Equal(1, r.Exit);
+        Assert.Contains("--target-l0 6 (the checkpoint's run: 4)", r.Err);
+    }
+
+    [Fact]
     public void ARunThatFailsBeforeWritingAnythingLeavesNoFolderAndDoesNotBlockTheNextRun()
     {
         var rows = randn(600, 8);
