@@ -154,6 +154,19 @@ public class TrainCommandTests : IDisposable
     }
 
     [Fact]
+    public void AKAboveDSaeIsAnErrorNamingTheFlagsNotCfgJson()
+    {
+        SafeTensors.Save(P("a.safetensors"), new Dictionary<string, Tensor> { ["activations"] = randn(300, 8) });
+        // --expansion 2 at d_in 8: d_sae 16 < k 20.
+        var r = CliRunner.Run("train", "--activations", P("a.safetensors"), "--arch", "batchtopk", "--k", "20", "--expansion", "2",
+            "--steps", "2", "--batch-size", "32", "--out", P("run"));
+        Assert.Equal(1, r.Exit);
+        Assert.Contains("batchtopk: k 20 (--k) exceeds d_sae 16 (--dict-size, or --expansion × d_in)", r.Err);
+        Assert.DoesNotContain("cfg.json", r.Err);
+        Assert.False(Directory.Exists(P("run")));
+    }
+
+    [Fact]
     public void AnOutThatIsAFileOrAnInputIsRefusedNamingItBeforeAnythingIsWritten()
     {
         string data = P("shards", "a.safetensors");
