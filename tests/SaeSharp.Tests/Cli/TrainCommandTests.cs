@@ -146,11 +146,9 @@ public class TrainCommandTests : IDisposable
         Ok(CliRunner.Run(Train("--resume")));
 
         File.WriteAllText(P("tanh.json"), """{"architecture":"jumprelu","jumprelu_sparsity_loss_mode":"tanh"}""");
-        r = CliRunner.Run("train", "--activations", P("acts.npy"), "--config", P("tanh.json"), "--steps", "10", "--out", P("t"));
-        Assert.Equal(1, r.Exit);
-        Assert.Contains("tanh.json", r.Err);
-        Assert.Contains("not supported", r.Err);
-        Assert.False(Directory.Exists(P("t")));
+        var err = RefusedWritingNothing(P("t"), "--activations", P("acts.npy"), "--config", P("tanh.json"), "--steps", "10");
+        Assert.Contains("tanh.json", err);
+        Assert.Contains("not supported", err);
     }
 
     [Fact]
@@ -158,12 +156,19 @@ public class TrainCommandTests : IDisposable
     {
         SafeTensors.Save(P("a.safetensors"), new Dictionary<string, Tensor> { ["activations"] = randn(300, 8) });
         // --expansion 2 at d_in 8: d_sae 16 < k 20.
-        var r = CliRunner.Run("train", "--activations", P("a.safetensors"), "--arch", "batchtopk", "--k", "20", "--expansion", "2",
-            "--steps", "2", "--batch-size", "32", "--out", P("run"));
+        var err = RefusedWritingNothing(P("run"), "--activations", P("a.safetensors"), "--arch", "batchtopk", "--k", "20", "--expansion", "2",
+            "--steps", "2", "--batch-size", "32");
+        Assert.Contains("batchtopk: k 20 (--k) exceeds d_sae 16 (--dict-size, or --expansion × d_in)", err);
+        Assert.DoesNotContain("cfg.json", err);
+    }
+
+    /// <summary>Runs <c>sae train ARGS --out OUT</c>, asserts it fails with exit code 1 and leaves no OUT, and returns stderr.</summary>
+    private static string RefusedWritingNothing(string outDir, params string[] args)
+    {
+        var r = CliRunner.Run(["train", .. args, "--out", outDir]);
         Assert.Equal(1, r.Exit);
-        Assert.Contains("batchtopk: k 20 (--k) exceeds d_sae 16 (--dict-size, or --expansion × d_in)", r.Err);
-        Assert.DoesNotContain("cfg.json", r.Err);
-        Assert.False(Directory.Exists(P("run")));
+        Assert.False(Directory.Exists(outDir), r.Err);
+        return r.Err;
     }
 
     [Fact]
