@@ -84,9 +84,11 @@ internal static class TrainCommand
                     Cli.RefuseGiven(parse, "crosscoders train on activation files with a layer axis (--activations [N, L, d], or one [N, d] file per layer, comma-separated), or from --model",
                         [.. data.ModelOnly, data.Tokens, data.MixingFraction, diffModel]);
                 }
+                var ccOut = parse.GetValue(output) ?? throw new SaeSharpException("give --out");
+                RefuseBadOut(ccOut, parse.GetValue(activations), parse.GetValue(config), parse.GetValue(data.Dataset));
                 return CrossCoderCli.Train(new CrossCoderCli.TrainRequest(parse.GetValue(arch)!,
                     modelData is not null ? [] : CrossCoderCli.SplitPaths(parse.GetValue(activations) ?? throw new SaeSharpException("give --activations (a crosscoder trains on [N, L, d] activation files) or --model with --hooks")),
-                    parse.GetValue(output) ?? throw new SaeSharpException("give --out"), parse.GetValue(force), parse.GetValue(dictSize), parse.GetValue(expansion),
+                    ccOut, parse.GetValue(force), parse.GetValue(dictSize), parse.GetValue(expansion),
                     parse.GetValue(k), parse.GetValue(l1), parse.GetValue(lr), parse.GetValue(batchSize) ?? 4096, parse.GetValue(steps), parse.GetValue(seed) ?? 42,
                     parse.GetValue(warmupSteps), parse.GetValue(evalRows), slotHooks)
                 {
@@ -137,12 +139,13 @@ internal static class TrainCommand
             s.Trainer.Device = parse.GetValue(data.Device) ?? s.Trainer.Device;
             var device = ComputeDevice.Parse(s.Trainer.Device, parse.GetValue(data.Device) is null ? "device" : "--device");
             if (s.Out is null) throw new SaeSharpException("give --out (or 'out' in --config)");
+            RefuseBadOut(s.Out, s.Activations, path, parse.GetValue(data.Dataset), s.FromPretrainedPath, s.GroundTruth);
             s.Overwrite = parse.GetValue(force);
             if (parse.GetValue(resume))
             {
                 if (s.Overwrite) throw new SaeSharpException("give --resume or --force, not both");
                 CheckResumeFlags(s.Out, parse.GetValue(arch), parse.GetValue(steps), parse.GetValue(batchSize), parse.GetValue(lr), parse.GetValue(seed),
-                    parse.GetValue(dictSize), parse.GetValue(k));
+                    parse.GetValue(dictSize), parse.GetValue(k), parse.GetValue(l1), parse.GetValue(targetL0), parse.GetValue(lpNorm));
             }
             foreach (var note in s.Notes) Cli.ErrorLine($"note: {path}: {note}");
             // --activations without --model: the config's model_name only says which model the files came from.
@@ -172,9 +175,24 @@ internal static class TrainCommand
         return command;
     }
 
+    /// <summary>Before anything runs: <c>--out</c> must be a folder path (not an existing file, nor under one) that does not
+    /// replace or write into one of the run's inputs (activation files or shard folders, comma-separated for a crosscoder;
+    /// the config, the dataset, the ground truth; the files of the SAE it fine-tunes).</summary>
+    private static void RefuseBadOut(string outDir, string? activations, string? config, string? dataset, string? fromPretrained = null, string? groundTruth = null)
+    {
+        var inputs = (activations?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries) ?? [])
+            .Select(a => new CommandInput("--activations", a, InputKind.Whole)).ToList();
+        if (config is not null) inputs.Add(new CommandInput("--config", config, InputKind.Whole));
+        if (dataset is not null) inputs.Add(new CommandInput("--dataset", dataset, InputKind.Whole));
+        if (groundTruth is not null) inputs.Add(new CommandInput("--ground-truth", groundTruth, InputKind.Whole));
+        if (fromPretrained is not null) inputs.Add(new CommandInput("--from-pretrained", fromPretrained, InputKind.Sae));
+        OutputGuard.RefuseReplacingInput("--out", outDir, [], [.. inputs]);
+    }
+
     /// <summary>With <c>--resume</c>: the flags that shape a run, where given, must match the run of the latest checkpoint
     /// in OUT/checkpoints (a resume continues that run as it was configured; a differing flag would be ignored).</summary>
-    private static void CheckResumeFlags(string outDir, string? arch, long? steps, int? batchSize, double? lr, long? seed, int? dSae, int? k)
+    private static void CheckResumeFlags(string outDir, string? arch, long? steps, int? batchSize, double? lr, long? seed, int? dSae, int? k,
+        double? l1 = null, double? targetL0 = null, double? lpNorm = null)
     {
         var root = Path.Combine(outDir, TrainingRun.CheckpointFolder);
         if (!Directory.Exists(root)) throw new SaeSharpException($"--resume: no checkpoints in {root}");
@@ -198,6 +216,14 @@ internal static class TrainCommand
         Check("--lr", lr, state.Saes.Select(e => e.Config.Lr ?? state.Config.Lr ?? double.NaN));
         Check("--dict-size", dSae, state.Saes.Select(e => e.SaeConfig.DSae));
         if (k is not null) Check("--k", k, state.Saes.Where(e => e.SaeConfig.K is not null).Select(e => e.SaeConfig.K!.Value));
+        // The sparsity coefficient is the run's own unless --target-l0 adapts it (then the checkpoint holds the adapted value).
+        if (state.Saes.Any(e => !e.Training.AdaptToTargetL0))
+            Check("--l1", l1, state.Saes.Where(e => !e.Training.AdaptToTargetL0).Select(e => e.Training.SparsityCoefficient));
+        static bool HasTarget(TrainerCheckpoint.SaeEntry e) => e.Training.AdaptToTargetL0 || e.Training.JumpReluPenalty == JumpReluPenalty.TargetL0;
+        if (targetL0 is not null && !state.Saes.All(HasTarget))
+            differ.Add($"--target-l0 {targetL0} (the checkpoint's run has none: its sparsity coefficient is fixed)");
+        else Check("--target-l0", targetL0, state.Saes.Select(e => e.Training.TargetL0));
+        Check("--lp-norm", lpNorm, state.Saes.Select(e => e.Training.LpNorm));
         if (differ.Count > 0)
             throw new SaeSharpException($"--resume continues the run of {state.Folder} as it was configured; these flags differ from it: " +
                                         string.Join("; ", differ) + ". Drop them, or start a new run with --force or another --out");

@@ -1,3 +1,5 @@
+using TorchSharp;
+
 namespace SaeSharp.Activations;
 
 /// <summary>Held-out evaluation data: the last rows of a dataset, kept out of training.</summary>
@@ -21,6 +23,15 @@ public static class ActivationSplit
         try
         {
             var eval = new ActivationFileSource(files, EvalOptions(options) with { RowStart = total - evalRows, RowCount = evalRows });
+            try
+            {
+                CheckReadable(eval);
+            }
+            catch
+            {
+                eval.Dispose();
+                throw;
+            }
             train.Metadata = eval.Metadata = ActivationFileSource.CacheFolderMetadata(given);
             return (train, eval);
         }
@@ -29,6 +40,21 @@ public static class ActivationSplit
             train.Dispose();
             throw;
         }
+    }
+
+    /// <summary>Reads every held-out row once and rewinds: a NaN/Inf, a truncated shard or a file changed since it was
+    /// opened in the held-out rows is an error naming the file and row before training starts, not after its last step
+    /// (the rows are at most <see cref="DefaultEvalRows"/> unless asked for, so this costs one read of them).</summary>
+    private static void CheckReadable(ActivationFileSource eval)
+    {
+        var start = eval.SaveState();
+        while (true)
+        {
+            using var scope = torch.NewDisposeScope();
+            using var batch = eval.Next(eval.Options.ChunkRows);
+            if (batch is null) break;
+        }
+        eval.LoadState(start);
     }
 
     /// <summary>The held-out rows used when none are asked for: 16,384 rows (SAELens-sized eval), but never more than a

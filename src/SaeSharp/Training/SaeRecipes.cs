@@ -230,6 +230,8 @@ public static class SaeRecipes
                                         "`sae cache --mode in_to_out` folder)");
         bool topKFamily = r.IsKSparse;
         if (topKFamily && k is null) throw new SaeSharpException($"architecture '{recipe}' needs k, the active latents per row (--k)");
+        if (topKFamily && k > dSae)
+            throw new SaeSharpException($"{recipe}: k {k} (--k) exceeds d_sae {dSae} (--dict-size, or --expansion × d_in): give k at most d_sae");
         bool transcoder = dOut is not null;
         var cfg = new SaeConfig
         {
@@ -282,6 +284,7 @@ public static class SaeRecipes
         cfg.Extra = null;
         if (k is not null && r.IsKSparse) cfg.K = k;
         if (matryoshkaWidths is not null) cfg.MatryoshkaWidths = (int[])matryoshkaWidths.Clone();
+        if (k > cfg.DSae) throw new SaeSharpException($"{recipe}: k {k} (--k) exceeds the pretrained SAE's d_sae {cfg.DSae}: give k at most d_sae");
         cfg.Validate();
         var sae = SaeFactory.Create(cfg);
         try

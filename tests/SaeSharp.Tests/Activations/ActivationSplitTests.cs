@@ -70,4 +70,38 @@ public sealed class ActivationSplitTests : IDisposable
         string metrics = System.IO.File.ReadAllText(Path.Combine(_dir, "run", "metrics.json"));
         Assert.Contains("\"n_rows\": 50", metrics);
     }
+    [Fact]
+    public void NaN_in_the_held_out_rows_is_an_error_naming_the_row_before_training_writes_anything()
+    {
+        // 500 rows hold out the last 50 (rows 450..499): the NaN at row 497 is only read by the end-of-run evaluation.
+        string path = Path.Combine(_dir, "nan.safetensors");
+        using (var data = TorchScalars.Arange(500 * 8, dtype: ScalarType.Float32).reshape(500, 8))
+        {
+            data[497, 3] = tensor(float.NaN);
+            SafeTensors.Save(path, new Dictionary<string, Tensor> { ["activations"] = data });
+        }
+        var e = Assert.Throws<SaeSharpException>(() => ActivationSplit.HoldOut([path], evalRows: null));
+        Assert.Contains($"{path}: tensor 'activations': row 497 holds NaN (column 3)", e.Message);
+
+        string run = Path.Combine(_dir, "run");
+        var r = CliRunner.Run("train", "--activations", path, "--arch", "topk", "--k", "2", "--dict-size", "16",
+            "--steps", "3", "--batch-size", "32", "--out", run);
+        Assert.NotEqual(0, r.Exit);
+        Assert.Contains("row 497 holds NaN", r.Err);
+        Assert.False(Directory.Exists(run), "nothing is written: no checkpoints, no log");
+    }
+
+    [Fact]
+    public void The_held_out_rows_read_in_order_after_the_up_front_check()
+    {
+        var (train, eval) = ActivationSplit.HoldOutLastRows([File(40)], 7, new ActivationFileSourceOptions { ChunkRows = 3, BufferRows = 3 });
+        using (train)
+        using (eval)
+        {
+            var seen = new List<float>();
+            while (eval.Next(2) is { } batch)
+                using (batch) seen.AddRange(batch.Input[.., 0].data<float>().ToArray());
+            Assert.Equal(Enumerable.Range(33, 7).Select(r => r * 4f), seen); // rows 33..39, each starting with 4r
+        }
+    }
 }

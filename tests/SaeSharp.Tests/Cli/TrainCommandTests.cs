@@ -146,11 +146,61 @@ public class TrainCommandTests : IDisposable
         Ok(CliRunner.Run(Train("--resume")));
 
         File.WriteAllText(P("tanh.json"), """{"architecture":"jumprelu","jumprelu_sparsity_loss_mode":"tanh"}""");
-        r = CliRunner.Run("train", "--activations", P("acts.npy"), "--config", P("tanh.json"), "--steps", "10", "--out", P("t"));
+        var err = RefusedWritingNothing(P("t"), "--activations", P("acts.npy"), "--config", P("tanh.json"), "--steps", "10");
+        Assert.Contains("tanh.json", err);
+        Assert.Contains("not supported", err);
+    }
+
+    [Fact]
+    public void AKAboveDSaeIsAnErrorNamingTheFlagsNotCfgJson()
+    {
+        SafeTensors.Save(P("a.safetensors"), new Dictionary<string, Tensor> { ["activations"] = randn(300, 8) });
+        // --expansion 2 at d_in 8: d_sae 16 < k 20.
+        var err = RefusedWritingNothing(P("run"), "--activations", P("a.safetensors"), "--arch", "batchtopk", "--k", "20", "--expansion", "2",
+            "--steps", "2", "--batch-size", "32");
+        Assert.Contains("batchtopk: k 20 (--k) exceeds d_sae 16 (--dict-size, or --expansion × d_in)", err);
+        Assert.DoesNotContain("cfg.json", err);
+    }
+
+    /// <summary>Runs <c>sae train ARGS --out OUT</c>, asserts it fails with exit code 1 and leaves no OUT, and returns stderr.</summary>
+    private static string RefusedWritingNothing(string outDir, params string[] args)
+    {
+        var r = CliRunner.Run(["train", .. args, "--out", outDir]);
         Assert.Equal(1, r.Exit);
-        Assert.Contains("tanh.json", r.Err);
-        Assert.Contains("not supported", r.Err);
-        Assert.False(Directory.Exists(P("t")));
+        Assert.False(Directory.Exists(outDir), r.Err);
+        return r.Err;
+    }
+
+    [Fact]
+    public void AnOutThatIsAFileOrAnInputIsRefusedNamingItBeforeAnythingIsWritten()
+    {
+        string data = P("shards", "a.safetensors");
+        Directory.CreateDirectory(P("shards"));
+        SafeTensors.Save(data, new Dictionary<string, Tensor> { ["activations"] = randn(300, 8) });
+        byte[] dataBytes = File.ReadAllBytes(data);
+        File.WriteAllText(P("note.txt"), "keep me");
+        (int Exit, string Out, string Err) Train(string activations, string outDir) => CliRunner.Run("train", "--activations", activations,
+            "--arch", "topk", "--k", "2", "--dict-size", "16", "--steps", "2", "--batch-size", "32", "--out", outDir);
+
+        var r = Train(data, P("note.txt"));
+        Assert.Equal(1, r.Exit);
+        Assert.Contains($"--out {P("note.txt")}: is a file, not a folder", r.Err);
+        Assert.Equal("keep me", File.ReadAllText(P("note.txt")));
+
+        r = Train(data, P("note.txt", "run"));
+        Assert.Equal(1, r.Exit);
+        Assert.Contains($"{P("note.txt")} is a file, not a folder", r.Err);
+
+        r = Train(data, data);
+        Assert.Equal(1, r.Exit);
+        Assert.Contains($"would replace --activations {data}", r.Err);
+
+        // A folder of shards: a run written into it would be read as a shard (sae_weights.safetensors) next time.
+        r = Train(P("shards"), P("shards", "run"));
+        Assert.Equal(1, r.Exit);
+        Assert.Contains($"would write into the folder of --activations {P("shards")}", r.Err);
+        Assert.Equal(["a.safetensors"], Directory.EnumerateFileSystemEntries(P("shards")).Select(Path.GetFileName));
+        Assert.Equal(dataBytes, File.ReadAllBytes(data));
     }
 
     [Fact]
@@ -192,6 +242,41 @@ public class TrainCommandTests : IDisposable
         Ok(r);
         Assert.Contains("relu: wrote", r.Out);
         Assert.Equal("standard", JsonNode.Parse(File.ReadAllText(P("run", "cfg.json")))!["architecture"]!.GetValue<string>());
+    }
+
+    [Fact]
+    public void AResumeWithAnotherSparsityCoefficientTargetL0OrLpNormIsRefusedNamingEachAndTheSameFlagsResume()
+    {
+        SafeTensors.Save(P("a.safetensors"), new Dictionary<string, Tensor> { ["activations"] = randn(600, 8) });
+        string[] Train(params string[] more) =>
+            ["train", "--activations", P("a.safetensors"), "--arch", "relu", "--dict-size", "16", "--batch-size", "32", "--steps", "10",
+             "--checkpoint-every", "5", "--out", P("run"), "--eval-rows", "50", .. more];
+        Ok(CliRunner.Run(Train("--l1", "3")));
+        File.Delete(P("run", "cfg.json")); // as if stopped before writing the SAE
+        var log = File.ReadAllText(P("run", "train_log.jsonl"));
+
+        // The checkpoint's λ is 3 and its p is 1 (L1); it has no --target-l0 controller.
+        var r = CliRunner.Run(Train("--l1", "1", "--target-l0", "4", "--lp-norm", "2", "--resume"));
+        Assert.Equal(1, r.Exit);
+        Assert.Contains("--l1 1 (the checkpoint's run: 3)", r.Err);
+        Assert.Contains("--target-l0 4 (the checkpoint's run has none", r.Err);
+        Assert.Contains("--lp-norm 2 (the checkpoint's run: 1)", r.Err);
+        Assert.Equal(log, File.ReadAllText(P("run", "train_log.jsonl")));
+        Assert.False(File.Exists(P("run", "cfg.json")));
+
+        Ok(CliRunner.Run(Train("--l1", "3", "--lp-norm", "1", "--resume")));
+        Assert.Equal(3.0, JsonNode.Parse(File.ReadAllText(P("run", "cfg.json")))!["l1_coefficient"]!.GetValue<double>());
+
+        // With --target-l0 the stored λ is the adapted one: the run's own flags (its starting --l1 included) resume it.
+        string[] Target(string targetL0, params string[] more) =>
+            ["train", "--activations", P("a.safetensors"), "--arch", "gated", "--dict-size", "16", "--batch-size", "32", "--steps", "10",
+             "--checkpoint-every", "5", "--out", P("target"), "--eval-rows", "50", "--target-l0", targetL0, "--l1", "2", .. more];
+        Ok(CliRunner.Run(Target("4")));
+        File.Delete(P("target", "cfg.json"));
+        Ok(CliRunner.Run(Target("4", "--resume")));
+        r = CliRunner.Run(Target("6", "--resume"));
+        Assert.Equal(1, r.Exit);
+        Assert.Contains("--target-l0 6 (the checkpoint's run: 4)", r.Err);
     }
 
     [Fact]
