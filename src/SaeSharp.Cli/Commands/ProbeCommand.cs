@@ -28,7 +28,7 @@ internal static class ProbeCommand
         var labelField = new Option<string>("--label-field") { Description = "--pooling mean on a classification dataset: the class column (strings or integers)", DefaultValueFactory = _ => "label" };
         var classes = new Option<string[]>("--classes") { Description = "--pooling mean on a classification dataset: comma-separated classes, each probed against the others (default: every class); --scr: attribute 1's positive,negative values, repeat it for several pairs (each a run, on every --dataset); DATASET=values: for that --dataset only", AllowMultipleArgumentsPerToken = false };
         var balanceField = new Option<string?>("--balance-field") { Description = "--pooling mean on a classification dataset (sparse probing, --tpp): balance each class over this second column as SAEBench's get_balanced_dataset does (its column2_name: bias_in_bios gender, amazon reviews rating): a quarter of each set size per class and value, drawn as pandas' sample(random_state=42); classes short of texts are left out" };
-        var saebenchSource = new Option<string?>("--saebench-source") { Description = "--pooling mean sparse probing: draw --dataset as SAEBench draws one of its datasets that has no plain class column: ag_news (fancyzhx/ag_news), amazon_sentiment (canrager/amazon_reviews_mcauley_1and5, rating 1 vs 5), europarl (Helsinki-NLP/europarl, a folder per language pair) or github_code (codeparrot/github-code); --classes default to SAEBench's chosen ones" };
+        var saebenchSource = new Option<string[]>("--saebench-source") { Description = "--pooling mean sparse probing: draw --dataset as SAEBench draws one of its datasets that has no plain class column: ag_news (fancyzhx/ag_news), amazon_sentiment (canrager/amazon_reviews_mcauley_1and5, rating 1 vs 5), europarl (Helsinki-NLP/europarl, a folder per language pair) or github_code (codeparrot/github-code); --classes default to SAEBench's chosen ones; DATASET=NAME for one of several --dataset (repeat it)" };
         var texts = new Option<int>("--texts") { Description = "--pooling mean on a labelled corpus: documents to read (4 in 5 train)", DefaultValueFactory = _ => 5000 }.Positive();
         var labels = new Option<string?>("--labels") { Description = "Comma-separated labels to probe (default: every label with 50 tokens with and without it in each half)" };
         var absorption = new Option<bool>("--absorption") { Description = "Also measure feature absorption (SAEBench's absorption eval on parent labels)" };
@@ -67,7 +67,8 @@ internal static class ProbeCommand
             if (!parse.GetValue(scr) && !parse.GetValue(tpp)) Cli.RefuseGiven(parse, "needs --scr or --tpp", strict);
             // Sparse probing over several datasets: --dataset repeated or SAEBench's eight.
             bool severalSparse = mean && !parse.GetValue(scr) && !parse.GetValue(tpp) && (parse.GetValue(saebench) || parse.GetValue(dataset) is { Length: > 1 });
-            if (parse.GetValue(saebenchSource) is not null)
+            var sources = parse.GetValue(saebenchSource) ?? [];
+            if (sources.Length > 0)
             {
                 Cli.RefuseGiven(parse, "not with --saebench-source (sparse probing only)", tpp, scr);
                 Cli.RefuseGiven(parse, "not with --saebench-source (it reads the source's own columns)", textField, labelField, balanceField);
@@ -82,7 +83,9 @@ internal static class ProbeCommand
             {
                 ContextSize = parse.GetValue(ctx) ?? 128, TextField = parse.GetValue(textField)!, LabelField = parse.GetValue(labelField)!,
                 Classes = parse.GetValue(scr) || parse.GetValue(tpp) || severalSparse ? null : List(One(parse.GetValue(classes), "--classes")), MaxTexts = parse.GetValue(texts),
-                BalanceField = parse.GetValue(balanceField), SaeBenchSource = parse.GetValue(saebenchSource),
+                BalanceField = parse.GetValue(balanceField),
+                SaeBenchSource = sources.Length > 0 && !severalSparse && parse.GetValue(dataset) is { Length: 1 } one
+                    ? SparseProbingDataset.ForPaths(one, [], new TextProbingOptions(), sources)[0].SaeBenchSource : null,
             } : null;
             static int[]? NValues(string? s, string option) => List(s)?.Select(v => int.TryParse(v, System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out int n) && n > 0
                 ? n : throw new SaeSharpException($"{option}: '{v}' is not a positive integer")).ToArray();
@@ -177,7 +180,7 @@ internal static class ProbeCommand
                     datasets = SparseProbingDataset.SaeBenchDefaults();
                     sparse = sparse with { KValues = SparseProbingDataset.SaeBenchKValues };
                 }
-                else datasets = SparseProbingDataset.ForPaths(parse.GetValue(dataset)!, parse.GetValue(classes) ?? [], text!);
+                else datasets = SparseProbingDataset.ForPaths(parse.GetValue(dataset)!, parse.GetValue(classes) ?? [], text!, sources);
                 IReadOnlyList<SaeBenchRun> suiteRuns = [];
                 var suiteReports = CliProgress.Run("probe", progress => AnalysisPipeline.ProbeSuite(saes, ModelSource.Resolve(parse.GetValue(model)!),
                     datasets, text! with { Progress = progress }, sparse, loaded: r => suiteRuns = r, artifacts: artifacts));

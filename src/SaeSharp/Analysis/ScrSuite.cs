@@ -87,15 +87,26 @@ internal static class DatasetTie
     /// <summary>Per dataset of <paramref name="paths"/> its class list from the <c>--classes</c> values <paramref name="classes"/>
     /// (TPP, sparse probing: <paramref name="eval"/>): a value <c>DATASET=a,b,c</c> is that dataset's list, a value without a
     /// dataset every other dataset's; null where none applies. Two lists for one dataset are an error.</summary>
-    internal static IReadOnlyList<IReadOnlyList<string>?> ClassLists(IReadOnlyList<string> paths, IReadOnlyList<string> classes, string eval)
+    internal static IReadOnlyList<IReadOnlyList<string>?> ClassLists(IReadOnlyList<string> paths, IReadOnlyList<string> classes, string eval) =>
+        [.. PerDataset(paths, classes, "--classes", $"{eval} takes one class list per dataset", "a,b,c").Select(v => v is null ? null : List(v))];
+
+    /// <summary>Per dataset of <paramref name="paths"/> its <c>--saebench-source</c> from <paramref name="sources"/>
+    /// (<c>DATASET=NAME</c> for one dataset, <c>NAME</c> for the others; null where none applies).</summary>
+    internal static IReadOnlyList<string?> SaeBenchSources(IReadOnlyList<string> paths, IReadOnlyList<string> sources) =>
+        PerDataset(paths, sources, "--saebench-source", "a dataset is drawn by one source", "NAME");
+
+    /// <summary>Per dataset of <paramref name="paths"/> its value of <paramref name="option"/> from <paramref name="values"/>: a
+    /// value <c>DATASET=v</c> is that dataset's, a value without a dataset every other dataset's; null where none applies.
+    /// Two values for one dataset, or two without one, are an error (<paramref name="why"/> says what a dataset takes,
+    /// <paramref name="example"/> is a value).</summary>
+    internal static IReadOnlyList<string?> PerDataset(IReadOnlyList<string> paths, IReadOnlyList<string> values, string option, string why, string example)
     {
-        var tied = classes.Select(c => Parse(c, paths, "--classes")).ToList();
+        var tied = values.Select(c => Parse(c, paths, option)).ToList();
         foreach (var g in tied.GroupBy(t => t.Dataset).Where(g => g.Count() > 1))
             throw new SaeSharpException(g.Key is null
-                ? $"--classes is given {g.Count()} times without a dataset; {eval} takes one class list per dataset (name it: --classes DATASET=a,b,c)"
-                : $"--classes names dataset '{g.Key}' {g.Count()} times; give its classes in one list");
-        return [.. paths.Select(p => (tied.FirstOrDefault(t => t.Dataset == p).Values ?? tied.FirstOrDefault(t => t.Dataset is null).Values) is { } v
-            ? List(v) : null)];
+                ? $"{option} is given {g.Count()} times without a dataset; {why} (name it: {option} DATASET={example})"
+                : $"{option} names dataset '{g.Key}' {g.Count()} times; {why}");
+        return [.. paths.Select(p => tied.FirstOrDefault(t => t.Dataset == p).Values ?? tied.FirstOrDefault(t => t.Dataset is null).Values)];
     }
 
     /// <summary>The comma-separated values of <paramref name="s"/>, trimmed, empty ones dropped.</summary>

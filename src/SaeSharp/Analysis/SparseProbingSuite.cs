@@ -51,17 +51,20 @@ public sealed record SparseProbingDataset(string Path, string Name)
         ];
     }
 
-    /// <summary>One dataset per path, read with <paramref name="text"/>'s columns, balance field and source, its classes from
+    /// <summary>One dataset per path, read with <paramref name="text"/>'s columns and balance field, its classes from
     /// the <c>--classes</c> values <paramref name="classes"/> (<c>DATASET=a,b,c</c> for one dataset, a list without a dataset
-    /// for the others).</summary>
-    public static IReadOnlyList<SparseProbingDataset> ForPaths(IReadOnlyList<string> paths, IReadOnlyList<string> classes, TextProbingOptions text)
+    /// for the others) and its SAEBench source from the <c>--saebench-source</c> values <paramref name="sources"/> in the same
+    /// way (<c>DATASET=NAME</c> or <c>NAME</c>; null: <paramref name="text"/>'s for every dataset).</summary>
+    public static IReadOnlyList<SparseProbingDataset> ForPaths(IReadOnlyList<string> paths, IReadOnlyList<string> classes, TextProbingOptions text,
+        IReadOnlyList<string>? sources = null)
     {
         ArgumentNullException.ThrowIfNull(paths);
         ArgumentNullException.ThrowIfNull(text);
         var lists = DatasetTie.ClassLists(paths, classes, "sparse probing");
+        var drawn = sources is null ? [.. paths.Select(_ => text.SaeBenchSource)] : DatasetTie.SaeBenchSources(paths, sources);
         return [.. paths.Select((p, i) => new SparseProbingDataset(p, p)
         {
-            TextField = text.TextField, LabelField = text.LabelField, Classes = lists[i], BalanceField = text.BalanceField, SaeBenchSource = text.SaeBenchSource,
+            TextField = text.TextField, LabelField = text.LabelField, Classes = lists[i], BalanceField = text.BalanceField, SaeBenchSource = drawn[i],
         })];
     }
 

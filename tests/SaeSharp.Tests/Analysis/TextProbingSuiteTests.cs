@@ -188,5 +188,25 @@ public sealed class TextProbingSuiteTests : FakeHubTestBase
         Assert.Contains("'a.jsonl' is given 2 times", twice.Message);
     }
 
+    [Fact]
+    public void A_saebench_source_tied_to_one_dataset_draws_that_dataset_only()
+    {
+        var text = new TextProbingOptions();
+        // ag_news for the first, europarl for the second: each dataset its own source.
+        var both = SparseProbingDataset.ForPaths(["news", "parl"], [], text, ["news=ag_news", "parl=europarl"]);
+        Assert.Equal(["ag_news", "europarl"], both.Select(d => d.SaeBenchSource));
+        // A source without a dataset is every other dataset's; none given: the options' own for all.
+        Assert.Equal(["ag_news", "github_code"], SparseProbingDataset.ForPaths(["news", "code"], [], text, ["github_code", "news=ag_news"]).Select(d => d.SaeBenchSource));
+        Assert.Equal(["europarl", "europarl"], SparseProbingDataset.ForPaths(["a", "b"], [], text with { SaeBenchSource = "europarl" }).Select(d => d.SaeBenchSource));
+        Assert.Equal(["ag_news", null], SparseProbingDataset.ForPaths(["news", "plain.jsonl"], [], text, ["news=ag_news"]).Select(d => d.SaeBenchSource));
+        // Two untied sources, the same dataset twice, or a dataset not given: errors naming the option and the value.
+        var e = Assert.Throws<SaeSharpException>(() => SparseProbingDataset.ForPaths(["a", "b"], [], text, ["ag_news", "europarl"]));
+        Assert.Equal("--saebench-source is given 2 times without a dataset; a dataset is drawn by one source (name it: --saebench-source DATASET=NAME)", e.Message);
+        e = Assert.Throws<SaeSharpException>(() => SparseProbingDataset.ForPaths(["a", "b"], [], text, ["a=ag_news", "a=europarl"]));
+        Assert.Equal("--saebench-source names dataset 'a' 2 times; a dataset is drawn by one source", e.Message);
+        e = Assert.Throws<SaeSharpException>(() => SparseProbingDataset.ForPaths(["a", "b"], [], text, ["c=ag_news"]));
+        Assert.StartsWith("--saebench-source c=ag_news: 'c' is not among --dataset (a, b)", e.Message);
+    }
+
     private const string HubDatasetPrefix = SaeSharp.Data.HubDataset.Prefix;
 }

@@ -408,6 +408,12 @@ public class DemoTests(QuickDemoFixture fx) : IClassFixture<QuickDemoFixture>
         Assert.Contains("--strict-sizes: needs --scr or --tpp", bad.Err + bad.Out);
         bad = CliRunner.Run([.. common, "--tpp", "--saebench-defaults"]);
         Assert.Contains("--dataset: not with --saebench-defaults", bad.Err + bad.Out);
+        // --saebench-source NAME or DATASET=NAME, per dataset as --classes: one dataset named that is not given, or two
+        // untied sources for two datasets, are refused by name.
+        bad = CliRunner.Run([.. common, "--saebench-source", "elsewhere=ag_news"]);
+        Assert.Contains("--saebench-source elsewhere=ag_news: 'elsewhere' is not among --dataset", bad.Err + bad.Out);
+        bad = CliRunner.Run([.. common, "--dataset", corpus2, "--saebench-source", "ag_news", "--saebench-source", "europarl"]);
+        Assert.Contains("--saebench-source is given 2 times without a dataset", bad.Err + bad.Out);
     }
 
     [Fact]
