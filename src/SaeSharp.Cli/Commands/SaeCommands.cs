@@ -388,8 +388,12 @@ internal static class SaeCommands
         Cli.SetAction(command, parse =>
         {
             var inputs = parse.GetValue(activations)!;
-            OutputGuard.RefuseReplacingInput("--out", parse.GetValue(output)!,
+            string outPath = parse.GetValue(output)!;
+            OutputGuard.RefuseBadOutputFile("--out", outPath,
                 new CommandInput("--activations", inputs, InputKind.Whole), new CommandInput("--sae", parse.GetValue(sae)!, InputKind.Sae));
+            // The file is safetensors whatever its name: a .npy or .pt name would promise a format it does not hold.
+            if (!outPath.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase))
+                throw new SaeSharpException($"--out {outPath}: sae encode writes a .safetensors file (feature_acts, sae_out); name it *.safetensors");
             using var model = SaeLoader.Load(parse.GetValue(sae)!, LoadOptions(parse, arch));
             model.eval();
             if (model.ReadsContext) throw TemporalSae.SequenceRequired($"sae encode of {inputs}");
