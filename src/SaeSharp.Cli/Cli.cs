@@ -160,14 +160,18 @@ internal static partial class Cli
             string? option = (error.SymbolResult as OptionResult ?? error.SymbolResult?.Parent as OptionResult)?.Option.Name;
             parts.Add(m.Success ? $"{m.Groups[2].Value} {m.Groups[1].Value}: expected {TypeWord(m.Groups[3].Value)}"
                 : required.Success ? $"{required.Groups[1].Value} is required"
-                : among.Success && option is not null ? $"{option} {among.Groups[1].Value}: expected " +
-                    OneOf(System.Text.RegularExpressions.Regex.Matches(among.Groups[2].Value, "'([^']*)'").Select(v => v.Groups[1].Value).ToList())
+                : among.Success && option is not null ? AmongError(option, among.Groups[1].Value,
+                    System.Text.RegularExpressions.Regex.Matches(among.Groups[2].Value, "'([^']*)'").Select(v => v.Groups[1].Value).ToList())
                 : missing.Success ? $"{missing.Groups[1].Value}: give a value after it"
                 : twice.Success ? $"{twice.Groups[1].Value} given {twice.Groups[2].Value} times: give it once"
                 : string.Join(' ', error.Message.Split((char[])['\n', '\r', '\t'], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)).TrimEnd('.'));
         }
         return $"{string.Join("; ", parts.Distinct())} ({path} --help lists the options)";
     }
+
+    /// <summary>A value outside an option's choices: the choices, and the nearest (<c>--to dictionary-learning</c>).</summary>
+    private static string AmongError(string option, string value, List<string> values) =>
+        $"{option} {value}: expected {OneOf(values)}{NameSuggestion.For(value, values)}";
 
     private static string OneOf(List<string> values) =>
         values.Count < 2 ? string.Concat(values) : $"{string.Join(", ", values.SkipLast(1))} or {values[^1]}";

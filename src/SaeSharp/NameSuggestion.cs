@@ -1,14 +1,17 @@
 namespace SaeSharp;
 
-/// <summary>"Did you mean" for a mistyped name: the known name nearest by edit distance (Levenshtein), within two edits.</summary>
+/// <summary>"Did you mean" for a mistyped name: the known name nearest by edit distance (Levenshtein, ignoring case), within
+/// two edits.</summary>
 public static class NameSuggestion
 {
     /// <summary><c> (did you mean 'x'?)</c> for the name among <paramref name="known"/> nearest <paramref name="name"/>
-    /// within two edits (ties: the ordinal first), else "".</summary>
+    /// within two edits, case ignored (<c>TopK</c> → <c>topk</c>; ties: the one nearer with case, then the ordinal first),
+    /// else "".</summary>
     public static string For(string name, IEnumerable<string> known)
     {
-        var best = known.Select(k => (k, d: EditDistance(name, k))).Where(p => p.d <= 2)
-            .OrderBy(p => p.d).ThenBy(p => p.k, StringComparer.Ordinal).FirstOrDefault();
+        var lower = name.ToLowerInvariant();
+        var best = known.Select(k => (k, d: EditDistance(lower, k.ToLowerInvariant()))).Where(p => p.d <= 2)
+            .OrderBy(p => p.d).ThenBy(p => EditDistance(name, p.k)).ThenBy(p => p.k, StringComparer.Ordinal).FirstOrDefault();
         return best.k is null ? "" : $" (did you mean '{best.k}'?)";
     }
 

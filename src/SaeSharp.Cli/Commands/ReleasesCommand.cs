@@ -41,6 +41,15 @@ internal static class ReleasesCommand
                 return 0;
             }
             var rows = SaeReleases.Filter(parse.GetValue(model), text).ToList();
+            if (parse.GetValue(model) is { } m && !SaeReleases.Filter(m).Any())
+            {
+                var models = SaeReleases.All.Select(r => r.Model).Distinct().Order(StringComparer.Ordinal).ToList();
+                // The filter matches a part of a name: suggest from the names and their leading parts ("pythia-70m" of
+                // "pythia-70m-deduped").
+                var parts = models.SelectMany(n => n.Select((c, i) => c == '-' ? n[..i] : null).OfType<string>().Append(n)).Distinct();
+                throw new SaeSharpException($"--model {m}: no release is of a model whose name contains it{NameSuggestion.For(m, parts)}; " +
+                    $"the table's models: {string.Join(", ", models)}");
+            }
             Write($"{rows.Count} releases (from {SaeReleases.Source})",
                 ["release", "repo", "model", "format", "saes"],
                 rows.Select(r => new[] { r.Release, r.RepoId, r.Model, Format(r), r.Saes.Count.ToString() }));
@@ -60,7 +69,8 @@ internal static class ReleasesCommand
     {
         var close = SaeReleases.All.Where(r => r.Release.Contains(name, StringComparison.OrdinalIgnoreCase)
                                                || name.Contains(r.Release, StringComparison.OrdinalIgnoreCase)).Take(5).ToList();
-        return close.Count == 0 ? "" : $" (did you mean {string.Join(", ", close.Select(r => r.Release))}?)";
+        return close.Count == 0 ? NameSuggestion.For(name, SaeReleases.All.Select(r => r.Release))
+            : $" (did you mean {string.Join(", ", close.Select(r => r.Release))}?)";
     }
 
     /// <summary>The table: the first two columns and hook_out are names a user copies (release, sae_id / repo, hooks),

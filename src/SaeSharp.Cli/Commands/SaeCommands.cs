@@ -388,8 +388,12 @@ internal static class SaeCommands
         Cli.SetAction(command, parse =>
         {
             var inputs = parse.GetValue(activations)!;
-            OutputGuard.RefuseReplacingInput("--out", parse.GetValue(output)!,
+            string outPath = parse.GetValue(output)!;
+            OutputGuard.RefuseBadOutputFile("--out", outPath,
                 new CommandInput("--activations", inputs, InputKind.Whole), new CommandInput("--sae", parse.GetValue(sae)!, InputKind.Sae));
+            // The file is safetensors whatever its name: a .npy or .pt name would promise a format it does not hold.
+            if (!outPath.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase))
+                throw new SaeSharpException($"--out {outPath}: sae encode writes a .safetensors file (feature_acts, sae_out); name it *.safetensors");
             using var model = SaeLoader.Load(parse.GetValue(sae)!, LoadOptions(parse, arch));
             model.eval();
             if (model.ReadsContext) throw TemporalSae.SequenceRequired($"sae encode of {inputs}");
@@ -421,6 +425,11 @@ internal static class SaeCommands
         return command;
     }
 
+    /// <summary><c>--from</c> as an input of the output checks: a model folder's files, or the config file itself.</summary>
+    private static CommandInput SyntheticModelInput(string source) =>
+        new("--from", source, Directory.Exists(source) ? InputKind.Folder : InputKind.Whole,
+            Directory.Exists(source) ? [SyntheticModelConfig.FileName, SyntheticModel.WeightsFileName, SyntheticHierarchy.FileName] : null);
+
     /// <summary>The SAELens SyntheticModel named by <c>--from</c>: a folder written by its save() (or that folder's
     /// config file) is loaded; a config without the saved weights is generated from the config as SAELens would.</summary>
     private static (SyntheticModel Model, string ConfigPath, bool Generated) OpenSyntheticModel(string source, ulong seed)
@@ -442,7 +451,7 @@ internal static class SaeCommands
         var rows = new Option<long>("--rows") { Description = "Training rows", DefaultValueFactory = _ => defaults.TrainRows }.Positive();
         var evalRows = new Option<long>("--eval-rows") { Description = "Evaluation rows (0: no eval.safetensors)", DefaultValueFactory = _ => defaults.EvalRows }.NonNegative();
         var seed = new Option<ulong>("--seed") { Description = "Seed", DefaultValueFactory = _ => defaults.Seed };
-        var noise = new Option<double>("--noise") { Description = "Gaussian noise std", DefaultValueFactory = _ => defaults.NoiseStd };
+        var noise = new Option<double>("--noise") { Description = "Gaussian noise std", DefaultValueFactory = _ => defaults.NoiseStd }.NonNegative();
         var from = new Option<string?>("--from")
         {
             Description = "Sample a SAELens SyntheticModel (SynthSAEBench generator) instead: the folder its save() writes " +
@@ -465,6 +474,10 @@ internal static class SaeCommands
         {
             var outDir = parse.GetValue(output);
             var saveDir = parse.GetValue(saveModel);
+            // Before anything is generated: a file at --out, or --out onto the --from model's files.
+            if (outDir is not null)
+                OutputGuard.RefuseReplacingInput("--out", outDir, [SyntheticDataset.TrainFile, SyntheticDataset.EvalFile, SyntheticDataset.FeaturesFile],
+                    parse.GetValue(from) is string model ? [SyntheticModelInput(model)] : []);
             if (parse.GetValue(from) is string source)
             {
                 Cli.RefuseGiven(parse, "not with --from (the SAELens model fixes the width, the features and the rows' distribution)", dIn, features, noise);
@@ -475,8 +488,7 @@ internal static class SaeCommands
                 {
                     if (File.Exists(saveDir)) throw new SaeSharpException($"--save-model {saveDir}: exists and is a file; give a folder");
                     OutputGuard.RefuseReplacingInput("--save-model", saveDir, [SyntheticModelConfig.FileName, SyntheticModel.WeightsFileName, SyntheticHierarchy.FileName],
-                        new CommandInput("--from", source, Directory.Exists(source) ? InputKind.Folder : InputKind.Whole,
-                            Directory.Exists(source) ? [SyntheticModelConfig.FileName, SyntheticModel.WeightsFileName, SyntheticHierarchy.FileName] : null));
+                        SyntheticModelInput(source));
                     if (Directory.Exists(saveDir) && Directory.EnumerateFileSystemEntries(saveDir).Any() && !parse.GetValue(force))
                         throw new SaeSharpException($"--save-model {saveDir}: folder is not empty (use --force to write into it)");
                 }

@@ -19,7 +19,7 @@ internal static class TrainCommand
         var lpNorm = new Option<double?>("--lp-norm") { Description = "relu, relu-april, skip_transcoder: the p of the sparsity term λ·mean ‖f ⊙ ‖W_dec rows‖‖_p (SAELens lp_norm; default 1, L1)" };
         var targetL0 = new Option<double?>("--target-l0") { Description = "relu, relu-april, gated, jumprelu, skip_transcoder, jumprelu_skip_transcoder: adapt the sparsity coefficient during training to end near this L0" };
         var dictSize = new Option<int?>("--dict-size", "--d-sae") { Description = "Number of latents d_sae (dictionary_learning dict_size)" }.Positive();
-        var expansion = new Option<int?>("--expansion", "--expansion-factor") { Description = "d_sae = expansion × d_in (default 8); SAELens expansion_factor" }.Positive();
+        var expansion = new Option<int?>("--expansion", "--expansion-factor") { Description = "d_sae = expansion × d_in (default 8); SAELens's pre-6.0 expansion_factor (SAELens 6 sets d_sae only)" }.Positive();
         var batchSize = new Option<int?>("--batch-size") { Description = "Rows per step (default 4096)" }.Positive();
         var steps = new Option<long?>("--steps") { Description = "Training steps (default 1000)" }.Positive();
         var lr = new Option<double?>("--lr") { Description = "Learning rate (default: the architecture's)" };

@@ -17,7 +17,7 @@ public sealed record PretokenizedMetadata
     public const string FileName = "sae_lens.json";
 
     /// <summary>The SAELens release whose PretokenizeRunner output SaeSharp writes.</summary>
-    public const string FormatVersion = "6.37.6";
+    public const string FormatVersion = Saes.SaeMetadata.SaeLensFormatVersion;
 
     /// <summary><c>sae_lens_version</c>.</summary>
     [JsonPropertyName("sae_lens_version")] public string? SaeLensVersion { get; init; }

@@ -281,9 +281,9 @@ public static class Pretokenizer
         ArgumentNullException.ThrowIfNull(tokenizer);
         ArgumentNullException.ThrowIfNull(settings);
         settings.Validate();
-        long? bb = settings.BeginBatchToken?.Resolve(tokenizer);
-        long? bs = settings.BeginSequenceToken?.Resolve(tokenizer);
-        long? sep = settings.SequenceSeparatorToken?.Resolve(tokenizer);
+        long? bb = InVocabulary(settings.BeginBatchToken?.Resolve(tokenizer), tokenizer, "--begin-batch-token (begin_batch_token)");
+        long? bs = InVocabulary(settings.BeginSequenceToken?.Resolve(tokenizer), tokenizer, "--begin-sequence-token (begin_sequence_token)");
+        long? sep = InVocabulary(settings.SequenceSeparatorToken?.Resolve(tokenizer), tokenizer, "--sequence-separator-token (sequence_separator_token)");
         int shards = settings.Streaming ? 1 : settings.NumProc;
         long count = shards > 1 ? documents.LongCount() : 0;
         var starts = BatchStarts(count, shards, settings.PretokenizeBatchSize);
@@ -291,6 +291,13 @@ public static class Pretokenizer
             batch.Select(d => Array.ConvertAll(tokenizer.EncodeWithSpecialTokens(d), x => (long)x)),
             settings.ContextSize, bb, bs, sep, settings.DisableConcatSequences));
     }
+
+    /// <summary><paramref name="id"/>, or an error naming <paramref name="what"/> when the tokenizer has no such id (rows holding
+    /// it would fail in the model's embedding at training time, far from the cause).</summary>
+    private static long? InVocabulary(long? id, ITextTokenizer tokenizer, string what) =>
+        id is long i && i >= tokenizer.VocabSize
+            ? throw new SaeSharpException($"{what} {i}: not a token id of the tokenizer (its vocabulary has {tokenizer.VocabSize} ids, 0 to {tokenizer.VocabSize - 1})")
+            : id;
 
     /// <summary>Rows cut and shuffled as <c>PretokenizeRunner</c> does, as int32 ids (the type SAELens's dataset stores).
     /// The rows are held in memory (4 bytes a token); the text is not. <paramref name="progress"/> counts documents read.</summary>
@@ -348,10 +355,11 @@ public static class Pretokenizer
         ArgumentException.ThrowIfNullOrEmpty(outDir);
         if (File.Exists(outDir)) throw new SaeSharpException($"--out {outDir}: a file; give a folder");
         if (!Directory.Exists(outDir) || !Directory.EnumerateFileSystemEntries(outDir).Any()) return;
-        if (!force) throw new SaeSharpException($"--out {outDir}: the folder is not empty (use --force to replace the dataset in it)");
         bool dataset = File.Exists(Path.Combine(outDir, PretokenizedMetadata.FileName)) || HfDiskDataset.IsSavedDataset(outDir);
         if (!dataset)
-            throw new SaeSharpException($"--out {outDir}: --force replaces a dataset folder (one with {PretokenizedMetadata.FileName} or {HfDiskDataset.StateFile}), and this one is not; give another folder");
+            throw new SaeSharpException($"--out {outDir}: the folder is not empty and not a dataset (one with {PretokenizedMetadata.FileName} or {HfDiskDataset.StateFile}), " +
+                "which --force would not replace either; give a new or empty folder");
+        if (!force) throw new SaeSharpException($"--out {outDir}: the folder holds a dataset (use --force to replace it)");
     }
 
     /// <summary>

@@ -78,7 +78,7 @@ public static class SaeLensFormat
             throw new SaeSharpException($"{dir}: cannot create the SAE folder ({e.Message}); a folder path is expected", e);
         }
         var cfg = sae.Cfg.Clone();
-        cfg.Metadata.SaeLensVersion ??= "6.0.0";
+        cfg.Metadata.SaeLensVersion ??= SaeMetadata.SaeLensFormatVersion;
         AsSaeLensTranscoder(cfg);
         var dtype = DtypeFromString(cfg.Dtype);
         using (NewDisposeScope())

@@ -55,7 +55,7 @@ public static class SaeArchitectures
 
     /// <summary><see cref="Find"/>, or a <see cref="SaeSharpException"/> listing the known names.</summary>
     public static SaeArchitecture Get(string name, string source = "cfg.json") =>
-        Find(name) ?? throw new SaeSharpException($"{source}: unknown architecture '{name}' (known: {string.Join(", ", All)})");
+        Find(name) ?? throw new SaeSharpException($"{source}: unknown architecture '{name}'{NameSuggestion.For(name, All)} (known: {string.Join(", ", All)})");
 
     /// <summary>The architecture whose training behaviour <paramref name="architecture"/> shares
     /// (<see cref="SaeArchitecture.TrainsAs"/>): <see cref="JumpReLU"/> for <see cref="JumpReluSkipTranscoder"/>,

@@ -7,6 +7,11 @@ namespace SaeSharp.Saes;
 /// <summary>Where an SAE's activations come from: SAELens <c>cfg.json</c> "metadata".</summary>
 public sealed class SaeMetadata
 {
+    /// <summary>The SAELens release whose file formats SaeSharp writes (cfg.json, <c>sae_lens.json</c>): the
+    /// <see cref="SaeLensVersion"/> of a cfg.json that no SAELens wrote. SAELens's loader reads that key only to tell a v6
+    /// cfg (≥ 6.0.0-rc.0) from an older one, which it converts.</summary>
+    public const string SaeLensFormatVersion = "6.37.6";
+
     /// <summary>Model the activations came from (SAELens <c>model_name</c>).</summary>
     [JsonPropertyName("model_name")] public string? ModelName { get; set; }
     /// <summary>TransformerLens hook the SAE reads, e.g. <c>blocks.8.hook_resid_pre</c>.</summary>
@@ -53,7 +58,7 @@ public sealed class SaeMetadata
             };
         }
     }
-    /// <summary>SAELens version that wrote the file, when it did.</summary>
+    /// <summary>SAELens version that wrote the file, when it did; a file SaeSharp writes anew has <see cref="SaeLensFormatVersion"/>.</summary>
     [JsonPropertyName("sae_lens_version")] public string? SaeLensVersion { get; set; }
     /// <summary>SAELens version that trained the SAE, when it did.</summary>
     [JsonPropertyName("sae_lens_training_version")] public string? SaeLensTrainingVersion { get; set; }
@@ -145,8 +150,7 @@ public sealed class SaeConfig
     /// (<see cref="SaeArchitecture.Validate"/>); throws naming the field.</summary>
     public void Validate(string source = "cfg.json")
     {
-        var arch = SaeArchitectures.Find(Architecture)
-            ?? throw new SaeSharpException($"{source}: unknown architecture '{Architecture}' (known: {string.Join(", ", SaeArchitectures.All)})");
+        var arch = SaeArchitectures.Get(Architecture, source);
         if (DIn <= 0) throw new SaeSharpException($"{source}: d_in must be positive, got {DIn}");
         if (DSae <= 0) throw new SaeSharpException($"{source}: d_sae must be positive, got {DSae}");
         if (DOut is <= 0) throw new SaeSharpException($"{source}: d_out must be positive, got {DOut}");

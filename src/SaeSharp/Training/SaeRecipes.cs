@@ -87,7 +87,7 @@ public static class SaeRecipes
                 ?? throw (SaeArchitectures.Find(name) is { InferenceOnly: true } a
                     ? new SaeSharpException($"architecture '{a.Name}' is inference only (SAELens has no training form for it either): " +
                         $"load a trained one with --sae; training architectures: {string.Join(", ", AcceptedNames)}")
-                    : new SaeSharpException($"unknown architecture '{name}' (choose from {string.Join(", ", AcceptedNames)})"));
+                    : new SaeSharpException($"unknown architecture '{name}'{NameSuggestion.For(name, AcceptedNames)} (choose from {string.Join(", ", AcceptedNames)})"));
     }
 
     /// <summary>Registers a recipe of one's own, e.g. for an architecture added with <see cref="SaeArchitectures.Register"/>

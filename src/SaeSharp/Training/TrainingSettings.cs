@@ -8,8 +8,8 @@ namespace SaeSharp.Training;
 
 /// <summary>
 /// What to train, as <c>sae train</c> takes it: its flags, or the same fields in a JSON file (<c>--config</c>) under
-/// SAELens's names (<c>architecture</c>, <c>d_sae</c>, <c>expansion_factor</c>, <c>l1_coefficient</c>; the older
-/// <c>arch</c>, <c>dict_size</c>, <c>expansion</c>, <c>l1</c> are still read), which may also hold any
+/// SAELens's names (<c>architecture</c>, <c>d_sae</c>, <c>l1_coefficient</c>; SAELens's pre-6.0 <c>expansion_factor</c>
+/// and the older <c>arch</c>, <c>dict_size</c>, <c>expansion</c>, <c>l1</c> are still read), which may also hold any
 /// <see cref="TrainerConfig"/> field (lr_scheduler_name, l1_warm_up_steps, resample_steps, …) and the model and data fields
 /// of SAELens's runner config (model_name, hook_name, dataset_path, context_size, d_in, …; <see cref="RunnerConfigFields"/>).
 /// <see cref="Pipelines.TrainingPlan"/> turns the settings into a run with the defaults the command uses.
@@ -73,7 +73,7 @@ public sealed class TrainingSettings
     [JsonPropertyName("expansion_factor")] public int? ExpansionFactor { get; set; }
     /// <summary>Rows per optimiser step (default 4096).</summary>
     [JsonPropertyName("batch_size")] public int BatchSize { get; set; } = 4096;
-    /// <summary>Training steps (SAELens: <c>total_training_steps</c>); null: <see cref="TrainingTokens"/> / batch size, else
+    /// <summary>Training steps (SAELens's <c>total_training_steps</c> property, also read under that name); null: <see cref="TrainingTokens"/> / batch size, else
     /// the token budget / batch size when training on a model with one, else 1000.</summary>
     [JsonPropertyName("steps")] public long? Steps { get; set; }
     /// <summary>SAELens's run length in tokens (rows): <see cref="Steps"/> = training_tokens / batch size when no step

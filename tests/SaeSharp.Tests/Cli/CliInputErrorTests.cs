@@ -161,6 +161,10 @@ public class CliInputErrorTests : IDisposable
                          "--layer-num one: expected an integer (sae neuronpedia --help lists the options)"),
                      (["train", "--activations", P("a"), "--lr", "fast"], "--lr fast: expected a number (sae train --help lists the options)"),
                      (["cache", "--out", P("c"), "--format", "hdf5"], "--format hdf5: expected saesharp or saelens (sae cache --help lists the options)"),
+                     (["convert", _fx.SaeDir, P("dl"), "--to", "dictionary-learning"],
+                         "--to dictionary-learning: expected saelens or dictionary_learning (did you mean 'dictionary_learning'?) (sae convert --help lists the options)"),
+                     (["convert", _fx.SaeDir, P("sl"), "--to", "SAELens"],
+                         "--to SAELens: expected saelens or dictionary_learning (did you mean 'saelens'?) (sae convert --help lists the options)"),
                      (["features", "--sae", _fx.SaeDir],
                          "--dataset is required; --out is required (sae features --help lists the options)"),
                      (["cache", "--out"], "--out: give a value after it (sae cache --help lists the options)"),
@@ -204,6 +208,15 @@ public class CliInputErrorTests : IDisposable
         string sae = OneLineError(CliRunner.Run("encode", "--sae", saeCopy, "--activations", acts, "--out", Path.Combine(saeCopy, "sae_weights.safetensors")));
         Assert.Contains("--sae", sae);
         Assert.Equal(weights, File.ReadAllBytes(Path.Combine(saeCopy, "sae_weights.safetensors")));
+        // An existing folder is named as the flag's value (not the OS's "Is a directory"), and is left as it was.
+        string folder = P("out-folder");
+        Directory.CreateDirectory(folder);
+        Assert.StartsWith($"error: --out {folder}: is a folder; give a file path", OneLineError(CliRunner.Run("encode", "--sae", _fx.SaeDir, "--activations", acts, "--out", folder)));
+        Assert.Empty(Directory.GetFileSystemEntries(folder));
+        // A name of another format (.npy) is refused rather than filled with safetensors bytes; nothing is written.
+        Assert.Contains("--out " + P("enc.npy") + ": sae encode writes a .safetensors file",
+            OneLineError(CliRunner.Run("encode", "--sae", _fx.SaeDir, "--activations", acts, "--out", P("enc.npy"))));
+        Assert.False(File.Exists(P("enc.npy")));
         // A new file beside the SAE's is fine.
         Assert.Equal(0, CliRunner.Run("encode", "--sae", saeCopy, "--activations", acts, "--out", Path.Combine(saeCopy, "enc.safetensors")).Exit);
         Assert.Equal(0, CliRunner.Run("encode", "--sae", _fx.SaeDir, "--activations", acts, "--out", P("enc.safetensors")).Exit);

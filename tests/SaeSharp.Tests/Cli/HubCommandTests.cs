@@ -50,6 +50,18 @@ public sealed class HubCommandTests : IDisposable
         (exit, _, err) = CliRunner.Run("releases", "gpt2-small-res");
         Assert.Equal(1, exit);
         Assert.Contains("no release 'gpt2-small-res' (did you mean gpt2-small-res-jb", err);
+        // A typo inside the name (no release contains it): the nearest by edit distance.
+        (exit, _, err) = CliRunner.Run("releases", "gpt2-smal-res-jb");
+        Assert.Equal(1, exit);
+        Assert.Contains("no release 'gpt2-smal-res-jb' (did you mean 'gpt2-small-res-jb'?)", err);
+        // --model that no release's model contains is an error naming it and the nearest model (was "0 releases", exit 0);
+        // --search that matches nothing is a filter's empty answer, not an error.
+        (exit, output, err) = CliRunner.Run("releases", "--model", "pythia-70n");
+        Assert.Equal(1, exit);
+        Assert.Contains("error: --model pythia-70n: no release is of a model whose name contains it (did you mean 'pythia-70m'?); the table's models: ", err);
+        Assert.Equal("", output);
+        (exit, _, err) = CliRunner.Run("releases", "--model", "pythia-70m", "--search", "no-such-text");
+        Assert.True(exit == 0, err);
     }
 
     /// <summary>A transcoder release lists each SAE's input hook and the output hook it replaces (SAELens's loaders set

@@ -147,6 +147,28 @@ public sealed class PretokenizeCommandTests : CliTempDirTestBase
                      "give the subfolder's files as dataset_path, or data_dir null", dir.Err.Trim());
         Assert.False(Directory.Exists(P("dirds")));
 
+        // A folder of other things is refused naming why, with or without --force (the message without --force sent the user
+        // to --force, which then refused too); its files stay.
+        Directory.CreateDirectory(P("notes"));
+        File.WriteAllText(P("notes", "keep.txt"), "mine");
+        foreach (var withForce in new[] { false, true })
+        {
+            var r = CliRunner.Run(["pretokenize", "--model", "builtin", "--dataset", P("c.jsonl"), "--out", P("notes"), .. withForce ? new[] { "--force" } : []]);
+            Assert.Equal(1, r.Exit);
+            Assert.StartsWith($"error: --out {P("notes")}: the folder is not empty and not a dataset", r.Err.Trim());
+            Assert.DoesNotContain("use --force", r.Err);
+        }
+        Assert.Equal(["keep.txt"], Directory.GetFileSystemEntries(P("notes")).Select(Path.GetFileName));
+        Assert.Equal("mine", File.ReadAllText(P("notes", "keep.txt")));
+        // A token id the tokenizer does not have is refused before anything is written (it was written into every row).
+        int vocab = SaeSharp.Tokenizers.Tokenizer.FromFolder(BuiltinModel.Folder).VocabSize;
+        var outside = CliRunner.Run("pretokenize", "--model", "builtin", "--dataset", P("c.jsonl"), "--out", P("badid"), "--begin-batch-token", $"{vocab}");
+        Assert.Equal(1, outside.Exit);
+        Assert.Equal($"error: --begin-batch-token (begin_batch_token) {vocab}: not a token id of the tokenizer (its vocabulary has {vocab} ids, 0 to {vocab - 1})",
+            outside.Err.Trim());
+        Assert.False(Directory.Exists(P("badid")));
+        Ok(CliRunner.Run("pretokenize", "--model", "builtin", "--dataset", P("c.jsonl"), "--out", P("lastid"), "--sequence-separator-token", $"{vocab - 1}"));
+
         // --force replaces the dataset.
         Ok(CliRunner.Run("pretokenize", "--model", "builtin", "--dataset", P("c.jsonl"), "--out", P("cfgds"), "--force", "--context-size", "8"));
         Assert.True(File.Exists(P("cfgds", "state.json")));

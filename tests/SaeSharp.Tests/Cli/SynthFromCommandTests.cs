@@ -168,4 +168,25 @@ public class SynthFromCommandTests : IDisposable
         Assert.Contains("--rows: not without --out", r.Err);
         Assert.False(Directory.Exists(P("z")));
     }
+
+    [Fact]
+    public void Synth_out_that_is_a_file_and_a_negative_noise_name_the_flag_before_writing()
+    {
+        // --out onto an existing file was .NET's "The file ... already exists."; with --from the model was loaded first.
+        File.WriteAllText(P("data.txt"), "mine");
+        foreach (var args in new[] { new[] { "synth", "--out", P("data.txt"), "--rows", "10" },
+                                     ["synth", "--from", TestPaths.Data("synthetic_model", "plain"), "--out", P("data.txt"), "--rows", "10"] })
+        {
+            var r = CliRunner.Run(args);
+            Assert.Equal(1, r.Exit);
+            Assert.Equal($"error: --out {P("data.txt")}: is a file, not a folder; give a folder path (this command writes several files)", r.Err.Trim());
+            Assert.Equal("", r.Out);
+        }
+        Assert.Equal("mine", File.ReadAllText(P("data.txt")));
+        // --noise below 0 names the flag (it was "synthetic data: noise_std must be ≥ 0").
+        var noise = CliRunner.Run("synth", "--out", P("n"), "--noise", "-1");
+        Assert.Equal(1, noise.Exit);
+        Assert.StartsWith("error: --noise -1: expected 0 or more", noise.Err.Trim());
+        Assert.False(Directory.Exists(P("n")));
+    }
 }

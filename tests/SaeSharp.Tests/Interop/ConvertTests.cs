@@ -39,7 +39,30 @@ public sealed class ConvertTests : IDisposable
         Assert.Contains("its folder sae holds one: point at " + Path.Combine(single, "sae"), one.Message);
         // A folder with nothing of the kind keeps the plain message.
         var empty = Assert.Throws<SaeSharpException>(() => SaeLoader.Load(Path.Combine(run, "checkpoints")));
-        Assert.Contains("not a recognised SAE", empty.Message);
+        Assert.StartsWith($"{Path.Combine(run, "checkpoints")}: not a recognised SAE (looked for: SAELens,", empty.Message);
+    }
+
+    [Fact]
+    public void Not_recognised_says_which_file_is_missing_or_misnamed()
+    {
+        // A SAELens folder whose weights file is missing: the error names the file it lacks.
+        string saeLens = Path.Combine(_dir, "no-weights");
+        using (var sae = SaeFactory.Create(new SaeConfig { Architecture = SaeArchitectures.Standard, DIn = 4, DSae = 8 }))
+        {
+            SaeLensFormat.Save(sae, saeLens);
+            DictionaryLearning.Save(sae, Path.Combine(_dir, "dl"));
+        }
+        File.Delete(Path.Combine(saeLens, "sae_weights.safetensors"));
+        var e = Assert.Throws<SaeSharpException>(() => SaeLoader.Load(saeLens));
+        Assert.StartsWith($"{saeLens}: not a recognised SAE: it has cfg.json but no weights beside it (sae_weights.safetensors for SAELens, sae.safetensors for sparsify)", e.Message);
+        // A dictionary_learning ae.pt saved under another name: the error says the name it is read under; renamed back it loads.
+        string renamed = Path.Combine(_dir, "trainer_0.pt");
+        File.Move(Path.Combine(_dir, "dl", "ae.pt"), renamed);
+        e = Assert.Throws<SaeSharpException>(() => SaeLoader.Load(renamed));
+        Assert.StartsWith($"{renamed}: not a recognised SAE: a .pt file is read as dictionary_learning's only under the name ae.pt", e.Message);
+        File.Move(renamed, Path.Combine(_dir, "dl", "ae.pt"));
+        using var back = SaeLoader.Load(Path.Combine(_dir, "dl", "ae.pt"));
+        Assert.Equal((4, 8), (back.Cfg.DIn, back.Cfg.DSae));
     }
 
     /// <summary>Writes an SAE in <paramref name="format"/> under the test folder and returns its path.</summary>

@@ -81,6 +81,27 @@ public class SaeLensFormatTests : IDisposable
     }
 
     [Fact]
+    public void Sae_lens_version_is_the_followed_release_for_a_new_cfg_and_kept_for_a_SAELens_one()
+    {
+        // SAELens's handle_config_defaulting converts a cfg whose metadata.sae_lens_version is missing or < 6.0.0-rc.0 as
+        // pre-6.0: a cfg SaeSharp writes must carry a v6 version, the release whose layout it follows.
+        SaeLensFormat.Save(RandomSae(), _dir);
+        var cfgPath = Path.Combine(_dir, "cfg.json");
+        Assert.Equal("6.37.6", JsonNode.Parse(File.ReadAllText(cfgPath))!["metadata"]!["sae_lens_version"]!.GetValue<string>());
+        Assert.Equal("6.37.6", SaeSharp.Data.PretokenizedMetadata.FormatVersion);
+        // A cfg SAELens wrote keeps its own version (and training version) through load and save.
+        var node = JsonNode.Parse(File.ReadAllText(cfgPath))!;
+        node["metadata"]!["sae_lens_version"] = "6.5.1";
+        node["metadata"]!["sae_lens_training_version"] = "6.5.0";
+        File.WriteAllText(cfgPath, node.ToJsonString());
+        string again = Path.Combine(_dir, "again");
+        using (var loaded = SaeLensFormat.Load(_dir)) SaeLensFormat.Save(loaded, again);
+        var meta = JsonNode.Parse(File.ReadAllText(Path.Combine(again, "cfg.json")))!["metadata"]!;
+        Assert.Equal("6.5.1", meta["sae_lens_version"]!.GetValue<string>());
+        Assert.Equal("6.5.0", meta["sae_lens_training_version"]!.GetValue<string>());
+    }
+
+    [Fact]
     public void Pre6ConfigWithBooleanNormalisationAndScalerIsFolded()
     {
         var sae = RandomSae();

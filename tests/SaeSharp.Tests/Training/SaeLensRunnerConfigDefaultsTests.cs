@@ -134,6 +134,25 @@ public class SaeLensRunnerConfigDefaultsTests
     }
 
     [Fact]
+    public void Expansion_factor_and_total_training_steps_are_not_SAELens_6_fields_but_are_read()
+    {
+        // SAELens 6 sets the width only as the SAE's d_sae; expansion_factor was a runner field before 6.0 (d_sae =
+        // expansion_factor × d_in) and total_training_steps is a property (training_tokens // train_batch_size_tokens),
+        // so neither is in a v6 to_dict(), at the top or under "sae" (the README says so).
+        var d = DefaultToDict("standard", "{}");
+        foreach (var name in new[] { "expansion_factor", "total_training_steps", "steps" })
+        {
+            Assert.False(d.ContainsKey(name), name);
+            Assert.False(d["sae"]!.AsObject().ContainsKey(name), "sae." + name);
+        }
+        var s = TrainingSettings.FromJson("""{"expansion_factor": 4, "train_batch_size_tokens": 256, "total_training_steps": 7}""", "old.json");
+        Assert.Equal(4 * 48, s.DSaeFor(48));
+        Assert.Equal(7, s.RunSteps);
+        // training_tokens // train_batch_size_tokens, floored as SAELens's property is.
+        Assert.Equal(3, TrainingSettings.FromJson("""{"training_tokens": 1000, "train_batch_size_tokens": 256}""", "v6.json").RunSteps);
+    }
+
+    [Fact]
     public void TheRestartScheduleAndTheBufferOfAToDictAreRead()
     {
         var d = DefaultToDict("topk", """{"k": 100}""");
