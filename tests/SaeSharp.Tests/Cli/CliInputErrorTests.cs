@@ -91,6 +91,24 @@ public class CliInputErrorTests : IDisposable
         Assert.False(File.Exists(P("o.safetensors")));
     }
 
+    /// <summary>A <c>sae cache</c> folder records its hook: an SAE of the same width trained at another hook is refused on
+    /// it (naming both hooks, nothing written), the SAE of that hook and one whose cfg names no hook are evaluated.</summary>
+    [Fact]
+    public void EvalOnACacheOfAnotherHookIsRefusedNamingBothHooks()
+    {
+        string cache = P("embed-cache");
+        var made = CliRunner.Run("cache", "--model", _fx.ModelDir, "--hook", "hook_embed", "--dataset", _fx.DataPath, "--tokens", "64",
+            "--context-size", "16", "--out", cache);
+        Assert.True(made.Exit == 0, made.Err);
+        string resid = SaeClaimingHook("resid", "blocks.0.hook_resid_post");
+        string err = OneLineError(CliRunner.Run("eval", "--sae", resid, "--activations", cache, "--json", P("refused.json")));
+        Assert.Contains("'hook_embed'", err);
+        Assert.Contains("'blocks.0.hook_resid_post'", err);
+        Assert.False(File.Exists(P("refused.json")));
+        Assert.Equal(0, CliRunner.Run("eval", "--sae", _fx.SaeDir, "--activations", cache).Exit);
+        Assert.Equal(0, CliRunner.Run("eval", "--sae", SaeClaimingHook("bare-cache", null), "--activations", cache).Exit);
+    }
+
     [Fact]
     public void EvalInAModelEvaluatesEachSaeAtItsCfgHookAndRefusesAnotherHook()
     {
