@@ -90,8 +90,8 @@ public sealed class PipeTableTests : IClassFixture<PipeTableTests.Fixture>
     }
 
     /// <summary>Inside the model: "% alive over N tokens" and "% loss recovered" are the JSON's alive_fraction and
-    /// ce_loss_score times 100 (read back exactly), dead_fraction the JSON's dead latents over d_sae, and the three CE
-    /// losses rows of their own.</summary>
+    /// ce_loss_score times 100 (read back exactly), dead_fraction the JSON's dead latents over d_sae, the four CE losses
+    /// and the zero-ablated KL rows of their own, and the scores SAELens's formulas of those losses.</summary>
     [Fact]
     public void Eval_in_the_model_prints_percent_rows_as_percent_and_fraction_rows_as_fractions()
     {
@@ -107,6 +107,16 @@ public sealed class PipeTableTests : IClassFixture<PipeTableTests.Fixture>
         Assert.Equal(perf["ce_loss_without_sae"]!.GetValue<double>(), Num(Value(lines, "ce loss clean")), 4);
         Assert.Equal(perf["ce_loss_with_sae"]!.GetValue<double>(), Num(Value(lines, "ce loss with SAE")), 4);
         Assert.Equal(perf["ce_loss_with_ablation"]!.GetValue<double>(), Num(Value(lines, "ce loss zero-ablated")), 4);
+        double meanAblated = perf["ce_loss_with_mean_ablation"]!.GetValue<double>();
+        Assert.Equal(meanAblated, Num(Value(lines, "ce loss mean-ablated")), 4);
+        var kl = j["model_behavior_preservation"]!;
+        Assert.Equal(kl["kl_div_with_ablation"]!.GetValue<double>(), Num(Value(lines, "kl div zero-ablated")), 4);
+        // Both scores from the JSON's losses by SAELens's formulas: (ablated - with SAE) / (ablated - clean), and for KL
+        // (ablated - with SAE) / ablated.
+        double clean = perf["ce_loss_without_sae"]!.GetValue<double>(), withSae = perf["ce_loss_with_sae"]!.GetValue<double>();
+        Assert.Equal((meanAblated - withSae) / (meanAblated - clean), Num(Value(lines, "% loss recovered (mean ablation)")) / 100, 10);
+        double klZero = kl["kl_div_with_ablation"]!.GetValue<double>();
+        Assert.Equal((klZero - kl["kl_div_with_sae"]!.GetValue<double>()) / klZero, kl["kl_div_score"]!.GetValue<double>(), 10);
     }
 
     /// <summary>sae eval --model with two --sae and --json: each SAE gets its own density histogram beside the JSON,
