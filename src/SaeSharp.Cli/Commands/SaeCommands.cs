@@ -115,7 +115,12 @@ internal static class SaeCommands
             model.eval();
             // As SAELens's activation store on a cached dataset: rows whose token the SAE's exclude_special_tokens names are
             // dropped when the files store token ids (caches); files without token ids are evaluated whole.
-            var fileOptions = new ActivationFileSourceOptions { ExpectedDIn = model.Cfg.DIn, HookName = model.Cfg.Metadata.HookName };
+            // A transcoder (cfg d_out) is compared with the files' targets (a sae cache --mode in_to_out folder's), not its input.
+            var fileOptions = new ActivationFileSourceOptions
+            {
+                ExpectedDIn = model.Cfg.DIn, HookName = model.Cfg.Metadata.HookName,
+                TargetName = model.Cfg.DOut is null ? null : "targets", ExpectedDOut = model.Cfg.DOut,
+            };
             var meta = model.Cfg.Metadata;
             if (ActivationFileSource.StoresTokenIds([activationPath], fileOptions))
                 fileOptions = fileOptions with
