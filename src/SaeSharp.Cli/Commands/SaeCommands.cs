@@ -49,7 +49,7 @@ internal static class SaeCommands
                           "(batch_size_prompts, n_eval_reconstruction_batches, n_eval_sparsity_variance_batches, context_size, " +
                           "exclude_special_tokens_from_reconstruction, compute_featurewise_density_statistics)",
         };
-        var histogram = new Option<string?>("--histogram") { Description = "Write the log10 feature-density histogram PNG here (a crosscoder: the relative decoder norm histogram; default: beside --json)" };
+        var histogram = new Option<string?>("--histogram") { Description = "Write the log10 feature-density histogram PNG here (a crosscoder: the relative decoder norm histogram; default: beside --json; several --sae: a _sae<i> suffix per SAE)" };
         var maxRows = new Option<long?>("--max-rows") { Description = "Evaluate at most this many rows" }.Positive();
         var arch = ArchOption();
         var diffModel = new Option<string?>("--diff-model") { Description = "A model-diffing crosscoder with --model: the second (chat) model, run on the same windows (same tokenizer); each model gets its own slots' reconstruction" };
@@ -115,7 +115,12 @@ internal static class SaeCommands
             model.eval();
             // As SAELens's activation store on a cached dataset: rows whose token the SAE's exclude_special_tokens names are
             // dropped when the files store token ids (caches); files without token ids are evaluated whole.
-            var fileOptions = new ActivationFileSourceOptions { ExpectedDIn = model.Cfg.DIn, HookName = model.Cfg.Metadata.HookName };
+            // A transcoder (cfg d_out) is compared with the files' targets (a sae cache --mode in_to_out folder's), not its input.
+            var fileOptions = new ActivationFileSourceOptions
+            {
+                ExpectedDIn = model.Cfg.DIn, HookName = model.Cfg.Metadata.HookName,
+                TargetName = model.Cfg.DOut is null ? null : "targets", ExpectedDOut = model.Cfg.DOut,
+            };
             var meta = model.Cfg.Metadata;
             if (ActivationFileSource.StoresTokenIds([activationPath], fileOptions))
                 fileOptions = fileOptions with
@@ -134,10 +139,11 @@ internal static class SaeCommands
         return command;
     }
 
-    /// <summary>Where SAE <paramref name="i"/> of <paramref name="count"/> gets its density histogram: --histogram for one SAE,
-    /// else beside --json (or --histogram) with a _sae<i>i</i> suffix when there are several; null: none.</summary>
+    /// <summary>Where SAE <paramref name="i"/> of <paramref name="count"/> gets its density histogram: --histogram, with a
+    /// _sae<i>i</i> suffix before the extension when there are several SAEs (as --saebench-json); else beside --json
+    /// (<c>NAME[_sae<i>i</i>]_feature_density.png</c>); null: none.</summary>
     private static string? HistogramPath(int i, int count, string? json, string? histogram) =>
-        histogram is not null && count == 1 ? histogram : DefaultHistogramPath(json ?? histogram, count == 1 ? null : $"sae{i}");
+        histogram is not null ? SaeBenchPath(i, count, histogram, ".png") : DefaultHistogramPath(json, count == 1 ? null : $"sae{i}");
 
     /// <summary><c>sae eval</c>'s --json and histogram files may not replace its inputs.</summary>
     private static void RefuseReplacingInputs(ParseResult parse, string[] saes, ModelDataOptionsCli data, string? activations, string? groundTruth,
@@ -162,8 +168,8 @@ internal static class SaeCommands
 
     /// <summary>Where SAE <paramref name="i"/> of <paramref name="count"/> gets its SAEBench core output: the path itself for one
     /// SAE, else with a _sae<i>i</i> suffix before the extension.</summary>
-    internal static string SaeBenchPath(int i, int count, string path) =>
-        count == 1 ? path : Path.ChangeExtension(path, null) + $"_sae{i}" + (Path.GetExtension(path) is { Length: > 0 } ext ? ext : ".json");
+    internal static string SaeBenchPath(int i, int count, string path, string defaultExtension = ".json") =>
+        count == 1 ? path : Path.ChangeExtension(path, null) + $"_sae{i}" + (Path.GetExtension(path) is { Length: > 0 } ext ? ext : defaultExtension);
 
     /// <summary>SAEBench's <c>sae_lens_release_id</c> and <c>sae_lens_id</c> of <c>--sae</c> <paramref name="spec"/>: a
     /// SAELens release and id, or (SAEBench's custom SAE) the path as given and "custom_sae".</summary>
@@ -235,9 +241,11 @@ internal static class SaeCommands
                 ("ce loss clean", m.CeLossWithoutSae.ToString("F4")),
                 ("ce loss with SAE", m.CeLossWithSae.ToString("F4")),
                 ("ce loss zero-ablated", m.CeLossWithAblation.ToString("F4")),
+                ("ce loss mean-ablated", m.CeLossWithMeanAblation.ToString("F4")),
                 ("ce loss with error term", m.CeLossWithErrorTerm.ToString("F4")),
                 ("fvu", m.Reconstruction.Fvu.ToString("G5")),
                 ("kl div with SAE", m.KlDivWithSae.ToString("G5")),
+                ("kl div zero-ablated", m.KlDivWithAblation.ToString("G5")),
                 ("kl div score", m.KlDivScore.ToString("F4")),
                 ("l2_ratio", m.Reconstruction.L2Ratio.ToString("F4")),
                 .. MeanCosineRow(m.FeatureMetrics),

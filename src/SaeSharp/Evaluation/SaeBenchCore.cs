@@ -54,9 +54,10 @@ public sealed record SaeBenchCoreConfig
     [JsonPropertyName("verbose")] public bool Verbose { get; init; }
 
     /// <summary>Every field name <see cref="Parse"/> accepts: all of SAEBench's <c>CoreEvalConfig</c>.</summary>
-    public static IReadOnlyList<string> FieldNames { get; } = [.. typeof(SaeBenchCoreConfig).GetProperties()
-        .Select(p => p.GetCustomAttributes(typeof(JsonPropertyNameAttribute), false).OfType<JsonPropertyNameAttribute>().FirstOrDefault()?.Name)
-        .OfType<string>()];
+    public static IReadOnlyList<string> FieldNames { get; } = [.. typeof(SaeBenchCoreConfig).GetProperties().Select(JsonName).OfType<string>()];
+
+    private static string? JsonName(System.Reflection.PropertyInfo p) =>
+        p.GetCustomAttributes(typeof(JsonPropertyNameAttribute), false).OfType<JsonPropertyNameAttribute>().FirstOrDefault()?.Name;
 
     /// <summary>Throws when <see cref="ModelName"/>, <see cref="LlmDtype"/> or <see cref="Dataset"/> is given and differs
     /// from what the run uses (<paramref name="modelName"/>, <paramref name="llmDtype"/>, <paramref name="dataset"/>),
@@ -71,6 +72,15 @@ public sealed record SaeBenchCoreConfig
         static string Bare(string p) => p.StartsWith("hf:", StringComparison.Ordinal) ? p[3..] : p;
         if (Dataset is { } ds && Bare(ds) != Bare(dataset))
             throw new SaeSharpException($"--saebench-config: dataset '{ds}', but --dataset is '{dataset}'; give --dataset {(ds.Contains('/', StringComparison.Ordinal) && !File.Exists(ds) && !Directory.Exists(ds) ? "hf:" + ds : ds)}, or remove dataset");
+    }
+
+    /// <summary>What a field's value must be, for the JSON path (<c>$.batch_size_prompts</c>) of a value that did not convert.</summary>
+    private static string ValueError(string? path)
+    {
+        string? name = path is { Length: > 2 } && path.StartsWith("$.", StringComparison.Ordinal) ? path[2..] : null;
+        var type = typeof(SaeBenchCoreConfig).GetProperties().FirstOrDefault(p => JsonName(p) == name)?.PropertyType;
+        string expected = type == typeof(int) ? "a whole number" : type == typeof(bool) ? "true or false" : "a string or null";
+        return name is null || type is null ? $"not a valid CoreEvalConfig object ({path})" : $"{name}: expected {expected}";
     }
 
     private static readonly JsonSerializerOptions Strict = new() { UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow };
@@ -88,13 +98,15 @@ public sealed record SaeBenchCoreConfig
         {
             var node = System.Text.Json.Nodes.JsonNode.Parse(text) as System.Text.Json.Nodes.JsonObject
                 ?? throw new SaeSharpException($"--saebench-config: expected a JSON object, got {text}");
+            if (node.Select(kv => kv.Key).FirstOrDefault(k => !FieldNames.Contains(k)) is { } unknown)
+                throw new SaeSharpException($"--saebench-config: unknown field '{unknown}'{NameSuggestion.WithKnown(unknown, FieldNames, "SAEBench's CoreEvalConfig fields")}");
             if (contextSize is int ctx && !node.ContainsKey("context_size")) node["context_size"] = ctx;
             c = node.Deserialize<SaeBenchCoreConfig>(Strict)
                 ?? throw new SaeSharpException("--saebench-config: null");
         }
         catch (JsonException e)
         {
-            throw new SaeSharpException($"--saebench-config: {e.Message} (fields: {string.Join(", ", FieldNames)})");
+            throw new SaeSharpException($"--saebench-config: {ValueError(e.Path)}");
         }
         foreach (var (name, on) in new[] { ("compute_kl", c.ComputeKl), ("compute_ce_loss", c.ComputeCeLoss), ("compute_l2_norms", c.ComputeL2Norms),
                      ("compute_sparsity_metrics", c.ComputeSparsityMetrics), ("compute_variance_metrics", c.ComputeVarianceMetrics) })

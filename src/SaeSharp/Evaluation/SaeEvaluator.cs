@@ -23,8 +23,21 @@ public static class SaeEvaluator
         if (batchSize <= 0) throw new SaeSharpException($"evaluation: batch size must be positive, got {batchSize}");
         if (source.DIn != sae.Cfg.DIn || source.DOut != sae.Cfg.DOutOrIn)
             throw new SaeSharpException($"evaluation: the activations have d_in = {source.DIn}, d_out = {source.DOut} but the SAE expects d_in = {sae.Cfg.DIn}, d_out = {sae.Cfg.DOutOrIn}");
+        CheckSameHooks(sae.Cfg.Metadata, source.Metadata);
         if (groundTruthFeatures is not null) groundTruthActivations ??= GroundTruthActivationsFor(source, maxRows, (int)groundTruthFeatures.shape[0]);
         return Evaluate(sae, Batches(source, maxRows, batchSize), maxRows, groundTruthFeatures, groundTruthActivations);
+    }
+
+    /// <summary>Rows that record their hook (a <c>sae cache</c> folder's manifest) must come from the hook the SAE reads
+    /// (cfg.json <c>hook_name</c>), and a transcoder's targets from its <c>hook_name_out</c>: rows of the same width from
+    /// another layer would give plausible but meaningless numbers. Either side unrecorded: nothing to check.</summary>
+    private static void CheckSameHooks(SaeMetadata sae, SaeMetadata? rows)
+    {
+        if (rows is null) return;
+        if (sae.HookName is { } h && rows.HookName is { } r && h != r)
+            throw new SaeSharpException($"evaluation: the activations are of hook '{r}' (the cache's manifest.json), but the SAE reads '{h}' (cfg.json hook_name)");
+        if (sae.HookNameOut is { } ho && rows.HookNameOut is { } ro && ho != ro)
+            throw new SaeSharpException($"evaluation: the activations' targets are of hook '{ro}' (the cache's manifest.json target_hook), but the transcoder writes '{ho}' (cfg.json hook_name_out)");
     }
 
     /// <summary>The ground-truth feature activations of the first <paramref name="maxRows"/> rows that

@@ -1,3 +1,4 @@
+using System.Text.Json.Nodes;
 using SaeSharp.Interop;
 using SaeSharp.IO;
 using SaeSharp.LanguageModels;
@@ -20,6 +21,8 @@ public class CliInputErrorTests : IDisposable
     public void Dispose() => _fx.Dispose();
 
     private string P(string name) => Path.Combine(_fx.Dir, name);
+
+    private static void Ok((int Exit, string Out, string Err) r) => Assert.True(r.Exit == 0, $"exit {r.Exit}; stdout: {r.Out}; stderr: {r.Err}");
 
     /// <summary>Exit code 1 and one line "error: ..." (no libtorch frames, no .NET stack), returned.</summary>
     private static string OneLineError((int Exit, string Out, string Err) r)
@@ -89,6 +92,64 @@ public class CliInputErrorTests : IDisposable
             Assert.Contains("SAE at 'blocks.0.mlp.hook_post' has d_in=16 but the hook gives 64 values per token", err);
         }
         Assert.False(File.Exists(P("o.safetensors")));
+    }
+
+    /// <summary>A <c>sae cache</c> folder records its hook: an SAE of the same width trained at another hook is refused on
+    /// it (naming both hooks, nothing written), the SAE of that hook and one whose cfg names no hook are evaluated.</summary>
+    [Fact]
+    public void EvalOnACacheOfAnotherHookIsRefusedNamingBothHooks()
+    {
+        string cache = P("embed-cache");
+        var made = CliRunner.Run("cache", "--model", _fx.ModelDir, "--hook", "hook_embed", "--dataset", _fx.DataPath, "--tokens", "64",
+            "--context-size", "16", "--out", cache);
+        Assert.True(made.Exit == 0, made.Err);
+        string resid = SaeClaimingHook("resid", "blocks.0.hook_resid_post");
+        string err = OneLineError(CliRunner.Run("eval", "--sae", resid, "--activations", cache, "--json", P("refused.json")));
+        Assert.Contains("'hook_embed'", err);
+        Assert.Contains("'blocks.0.hook_resid_post'", err);
+        Assert.False(File.Exists(P("refused.json")));
+        Assert.Equal(0, CliRunner.Run("eval", "--sae", _fx.SaeDir, "--activations", cache).Exit);
+        Assert.Equal(0, CliRunner.Run("eval", "--sae", SaeClaimingHook("bare-cache", null), "--activations", cache).Exit);
+    }
+
+    /// <summary>A transcoder on a <c>--mode in_to_out</c> cache (input ln2.hook_normalized, targets hook_mlp_out, both
+    /// d_model wide) is measured against the targets: the JSON's mse and cosine equal those computed here from the shard's
+    /// own activations and targets, and not those against the input (which the width check alone cannot tell apart); on a cache without targets it is an error.</summary>
+    [Fact]
+    public void A_transcoder_on_an_in_to_out_cache_is_compared_with_the_targets()
+    {
+        string cache = P("tc-cache"), tc = P("tc"), json = P("tc.json");
+        Ok(CliRunner.Run("cache", "--model", _fx.ModelDir, "--hook", "blocks.0.ln2.hook_normalized", "--mode", "in_to_out",
+            "--target-hook", "blocks.0.hook_mlp_out", "--dataset", _fx.DataPath, "--tokens", "128", "--context-size", "16", "--out", cache));
+        Ok(CliRunner.Run("train", "--activations", cache, "--arch", "skip_transcoder", "--dict-size", "32", "--steps", "5", "--batch-size", "32",
+            "--out", tc));
+        Ok(CliRunner.Run("eval", "--sae", tc, "--activations", cache, "--json", json));
+        var j = JsonNode.Parse(File.ReadAllText(json))!;
+
+        using var scope = NewDisposeScope();
+        using var grad = no_grad();
+        using var sae = SaeLoader.Load(tc);
+        var shards = Directory.GetFiles(cache, "shard_*.safetensors").Order(StringComparer.Ordinal)
+            .Select(f => SafeTensors.Load(f, ScalarType.Float64)).ToList();
+        var x = cat(shards.Select(s => s["activations"]).ToList(), 0);
+        var y = cat(shards.Select(s => s["targets"]).ToList(), 0);
+        Assert.Equal(j["n_rows"]!.GetValue<long>(), x.shape[0]);
+        var yHat = sae.forward(x.to(ScalarType.Float32)).to(ScalarType.Float64);
+        double Mse(Tensor target)
+        {
+            var d = yHat - target;
+            return (d * d).mean().item<double>();
+        }
+        double Cos(Tensor target) => (yHat * target).sum(1).div(((yHat * yHat).sum(1) * (target * target).sum(1)).sqrt()).mean().item<double>();
+        Assert.Equal(Mse(y), j["mse"]!.GetValue<double>(), 4);
+        Assert.Equal(Cos(y), j["cosine"]!.GetValue<double>(), 4);
+        Assert.True(Math.Abs(Mse(x) - Mse(y)) > 1e-2, $"the test needs the input and the target to differ: mse {Mse(x)} vs {Mse(y)}");
+        // A cache without targets has nothing to compare a transcoder with: an error naming the shard and the tensor.
+        string plain = P("plain-cache");
+        Ok(CliRunner.Run("cache", "--model", _fx.ModelDir, "--hook", "blocks.0.ln2.hook_normalized", "--dataset", _fx.DataPath, "--tokens", "64",
+            "--context-size", "16", "--out", plain));
+        string err = OneLineError(CliRunner.Run("eval", "--sae", tc, "--activations", plain));
+        Assert.Contains("shard_00000.safetensors: no tensor named 'targets'", err);
     }
 
     [Fact]

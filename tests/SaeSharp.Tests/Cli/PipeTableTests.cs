@@ -90,8 +90,8 @@ public sealed class PipeTableTests : IClassFixture<PipeTableTests.Fixture>
     }
 
     /// <summary>Inside the model: "% alive over N tokens" and "% loss recovered" are the JSON's alive_fraction and
-    /// ce_loss_score times 100 (read back exactly), dead_fraction the JSON's dead latents over d_sae, and the three CE
-    /// losses rows of their own.</summary>
+    /// ce_loss_score times 100 (read back exactly), dead_fraction the JSON's dead latents over d_sae, the four CE losses
+    /// and the zero-ablated KL rows of their own, and the scores SAELens's formulas of those losses.</summary>
     [Fact]
     public void Eval_in_the_model_prints_percent_rows_as_percent_and_fraction_rows_as_fractions()
     {
@@ -107,10 +107,21 @@ public sealed class PipeTableTests : IClassFixture<PipeTableTests.Fixture>
         Assert.Equal(perf["ce_loss_without_sae"]!.GetValue<double>(), Num(Value(lines, "ce loss clean")), 4);
         Assert.Equal(perf["ce_loss_with_sae"]!.GetValue<double>(), Num(Value(lines, "ce loss with SAE")), 4);
         Assert.Equal(perf["ce_loss_with_ablation"]!.GetValue<double>(), Num(Value(lines, "ce loss zero-ablated")), 4);
+        double meanAblated = perf["ce_loss_with_mean_ablation"]!.GetValue<double>();
+        Assert.Equal(meanAblated, Num(Value(lines, "ce loss mean-ablated")), 4);
+        var kl = j["model_behavior_preservation"]!;
+        Assert.Equal(kl["kl_div_with_ablation"]!.GetValue<double>(), Num(Value(lines, "kl div zero-ablated")), 4);
+        // Both scores from the JSON's losses by SAELens's formulas: (ablated - with SAE) / (ablated - clean), and for KL
+        // (ablated - with SAE) / ablated.
+        double clean = perf["ce_loss_without_sae"]!.GetValue<double>(), withSae = perf["ce_loss_with_sae"]!.GetValue<double>();
+        Assert.Equal((meanAblated - withSae) / (meanAblated - clean), Num(Value(lines, "% loss recovered (mean ablation)")) / 100, 10);
+        double klZero = kl["kl_div_with_ablation"]!.GetValue<double>();
+        Assert.Equal((klZero - kl["kl_div_with_sae"]!.GetValue<double>()) / klZero, kl["kl_div_score"]!.GetValue<double>(), 10);
     }
 
     /// <summary>sae eval --model with two --sae and --json: each SAE gets its own density histogram beside the JSON,
-    /// <c>NAME_sae0_feature_density.png</c> and <c>NAME_sae1_...</c>, and the JSON is an array of one object per SAE.</summary>
+    /// <c>NAME_sae0_feature_density.png</c> and <c>NAME_sae1_...</c>, and the JSON is an array of one object per SAE; with
+    /// --histogram H.png they are H_sae0.png and H_sae1.png.</summary>
     [Fact]
     public void Eval_of_two_saes_writes_a_histogram_for_each()
     {
@@ -123,6 +134,14 @@ public sealed class PipeTableTests : IClassFixture<PipeTableTests.Fixture>
         Assert.True(File.Exists(Path.Combine(_fx.Dir, "two_sae0_feature_density.png")));
         Assert.True(File.Exists(Path.Combine(_fx.Dir, "two_sae1_feature_density.png")));
         Assert.False(File.Exists(Path.Combine(_fx.Dir, "two_feature_density.png")));
+        // --histogram given: its name with the same suffix (as --saebench-json), not the --json name.
+        string png = Path.Combine(_fx.Dir, "dens.png");
+        var given = CliRunner.Run("eval", "--sae", a.SaeDir, "--sae", a.SaeDir, "--model", a.ModelDir, "--dataset", a.DataPath,
+            "--tokens", "64", "--context-size", "16", "--json", Path.Combine(_fx.Dir, "three.json"), "--histogram", png);
+        Assert.True(given.Exit == 0, given.Err);
+        Assert.True(File.Exists(Path.Combine(_fx.Dir, "dens_sae0.png")));
+        Assert.True(File.Exists(Path.Combine(_fx.Dir, "dens_sae1.png")));
+        Assert.False(File.Exists(Path.Combine(_fx.Dir, "three_sae0_feature_density.png")));
     }
 
     /// <summary>sae ablate on one prompt: the per-position table has a row per token with the clean next-token loss

@@ -228,6 +228,15 @@ public class SaeBenchCoreOutputTests : ModelTestBase
         Assert.Equal(32, SaeBenchCoreConfig.Parse("""{"context_size": 32}""", contextSize: 64).ContextSize);
         Assert.Equal(128, SaeBenchCoreConfig.Parse("{}").ContextSize);
         Assert.Contains("batch_size", Assert.Throws<SaeSharpException>(() => SaeBenchCoreConfig.Parse("""{"batch_size": 4}""")).Message);
+        // A misspelt field: its name and the nearest real one, no .NET type names; a value of the wrong kind: the field and
+        // what it takes.
+        string typo = Assert.Throws<SaeSharpException>(() => SaeBenchCoreConfig.Parse("""{"n_eval_reconstrction_batches": 2}""")).Message;
+        Assert.Contains("unknown field 'n_eval_reconstrction_batches' (did you mean 'n_eval_reconstruction_batches'?)", typo);
+        Assert.DoesNotContain(".NET", typo);
+        Assert.Equal("--saebench-config: batch_size_prompts: expected a whole number",
+            Assert.Throws<SaeSharpException>(() => SaeBenchCoreConfig.Parse("""{"batch_size_prompts": "16"}""")).Message);
+        Assert.Equal("--saebench-config: verbose: expected true or false",
+            Assert.Throws<SaeSharpException>(() => SaeBenchCoreConfig.Parse("""{"verbose": 1}""")).Message);
         Assert.Contains("n_eval_reconstruction_batches must be positive", Assert.Throws<SaeSharpException>(() => SaeBenchCoreConfig.Parse("""{"n_eval_reconstruction_batches": 0}""")).Message);
         Assert.Contains("neither a JSON object nor an existing file", Assert.Throws<SaeSharpException>(() => SaeBenchCoreConfig.Parse("/no/such/config.json")).Message);
     }
