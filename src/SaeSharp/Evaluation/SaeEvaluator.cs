@@ -84,6 +84,10 @@ public static class SaeEvaluator
                     if (take <= 0) break;
                     if (batch.Input.dim() != 2 || batch.Input.shape[1] != sae.Cfg.DIn)
                         throw new SaeSharpException($"evaluation: a batch of shape [{string.Join(", ", batch.Input.shape)}] does not fit the SAE's d_in = {sae.Cfg.DIn}");
+                    // A transcoder reconstructs its hook_name_out: rows without targets would score it against its own input.
+                    if (sae.Cfg.DOut is not null && ReferenceEquals(batch.Target, batch.Input))
+                        throw new SaeSharpException($"evaluation: the SAE is a transcoder (d_out = {sae.Cfg.DOut}, hook_name_out {sae.Cfg.Metadata.HookNameOut ?? "unset"}) but the rows have no targets; " +
+                                                    "evaluate it on activations with targets (a sae cache --mode in_to_out folder)");
                     using var scope = NewDisposeScope();
                     // Batches from the caller's own code are not checked by a source: a NaN would make every metric NaN.
                     var input = batch.Input.narrow(0, 0, take);

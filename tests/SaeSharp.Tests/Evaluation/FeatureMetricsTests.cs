@@ -128,6 +128,25 @@ public class FeatureMetricsTests : ModelTestBase
         }
     }
 
+    /// <summary>A transcoder (d_out = d_in, so the widths cannot tell) on rows without targets is refused, naming it and
+    /// what it needs; the same rows given as targets are evaluated.</summary>
+    [Fact]
+    public void A_transcoder_on_rows_without_targets_is_refused()
+    {
+        using var transcoder = new StandardSae(new SaeConfig { DIn = 2, DSae = 3, DOut = 2, ApplyBDecToInput = false });
+        transcoder.Cfg.Metadata.HookNameOut = "blocks.0.hook_mlp_out";
+        using var rows = T(new float[,] { { 1, 0 }, { 0, 1 } });
+        using (var src = new TensorActivationSource(rows, shuffle: false))
+        {
+            var e = Assert.Throws<SaeSharpException>(() => SaeEvaluator.Evaluate(transcoder, src, maxRows: 2));
+            Assert.Equal("evaluation: the SAE is a transcoder (d_out = 2, hook_name_out blocks.0.hook_mlp_out) but the rows have no targets; " +
+                         "evaluate it on activations with targets (a sae cache --mode in_to_out folder)", e.Message);
+        }
+        using var targets = rows.clone();
+        using var withTargets = new TensorActivationSource(rows, targets, shuffle: false);
+        Assert.Equal(2, SaeEvaluator.Evaluate(transcoder, withTargets, maxRows: 2).Rows);
+    }
+
     /// <summary>The chosen SAE on four rows: f = relu(x·W_enc + b_enc) is (3.5, 0, 1.25), (4.5, 0, 0), (0, 0, 0), (0, 0, 1.25):
     /// densities 2/4, 0, 2/4. The JSON of <see cref="SaeEvalResult.WriteJson"/> writes them after the scalars under
     /// SAELens's keys, the undefined cosine as "NaN" (as the scalars), and no heuristic (rows have no prompts).</summary>
