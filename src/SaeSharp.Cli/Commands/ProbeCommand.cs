@@ -228,6 +228,9 @@ internal static class ProbeCommand
         }
     }
 
+    /// <summary>An accuracy in % with one decimal ("100" when it rounds to 100), as the probe tables print it.</summary>
+    private static string Pct(double v) => Math.Round(100 * v, 1) >= 100 ? "100" : (100 * v).ToString("F1", System.Globalization.CultureInfo.InvariantCulture);
+
     /// <summary>With several --sae, the line naming SAE <paramref name="i"/> above its tables (<c>_sae{i}</c>: its --json suffix).</summary>
     private static void SaeHeading(string[] saes, int i)
     {
@@ -249,7 +252,6 @@ internal static class ProbeCommand
     /// <paramref name="over"/>: its labels, or the datasets of a run over several).</summary>
     internal static void PrintSweep(IReadOnlyList<(string Hook, IReadOnlyDictionary<string, double> Means)> reports, IReadOnlyList<int> kValues, string over)
     {
-        static string Pct(double v) => Math.Round(100 * v, 1) >= 100 ? "100" : (100 * v).ToString("F1", System.Globalization.CultureInfo.InvariantCulture);
         var columns = new List<Column> { new("probes on", NoWrap: true), new("all", Right: true) };
         columns.AddRange(kValues.Select(k => new Column($"k={k}", Right: true)));
         var rows = new List<IReadOnlyList<string>>();
@@ -291,7 +293,6 @@ internal static class ProbeCommand
     /// eval_result_metrics), then how each dataset was split.</summary>
     internal static void PrintSuite(SparseProbingSuiteReport r)
     {
-        static string Pct(double v) => Math.Round(100 * v, 1) >= 100 ? "100" : (100 * v).ToString("F1", System.Globalization.CultureInfo.InvariantCulture);
         static string Cell(IReadOnlyDictionary<string, double> m, string key) => m.TryGetValue(key, out var v) ? Pct(v) : "-";
         var kValues = r.Runs[0].Report.KValues;
         var columns = new List<Column> { new("dataset", NoWrap: false), new("llm", Right: true, Heading: "llm\nall"), new("sae all", Right: true, Heading: "sae\nall") };
@@ -413,7 +414,6 @@ internal static class ProbeCommand
     internal static void Print(SparseProbingReport r)
     {
         static string A(double v) => v.ToString("F3", System.Globalization.CultureInfo.InvariantCulture);
-        static string Pct(double v) => Math.Round(100 * v, 1) >= 100 ? "100" : (100 * v).ToString("F1", System.Globalization.CultureInfo.InvariantCulture);
         static string All(double? v) => v is { } x ? Pct(x) : "-";
         var columns = new List<Column> { new("label", NoWrap: true), new("llm", Right: true, Heading: "llm\nall"), new("sae all", Right: true, Heading: "sae\nall") };
         columns.AddRange(r.KValues.Select(k => new Column($"sae top {k}", Right: true, Heading: $"sae\nk={k}")));
