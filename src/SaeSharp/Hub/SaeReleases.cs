@@ -64,9 +64,12 @@ public static class SaeReleases
     }
 
     /// <summary>Releases whose model contains <paramref name="model"/> and whose name, repo or model contains
-    /// <paramref name="search"/> (both case-insensitive; null matches all).</summary>
+    /// <paramref name="search"/> (both case-insensitive; null matches all). A Hugging Face id's organisation
+    /// (<c>EleutherAI/pythia-70m-deduped</c>) is not needed by the table's names that have none (<c>pythia-70m-deduped</c>).</summary>
     public static IEnumerable<SaeRelease> Filter(string? model = null, string? search = null) =>
-        All.Where(r => (model is null || r.Model.Contains(model, StringComparison.OrdinalIgnoreCase))
+        All.Where(r => (model is null || r.Model.Contains(model, StringComparison.OrdinalIgnoreCase)
+                        || (!r.Model.Contains('/') && model.LastIndexOf('/') is int slash and >= 0
+                            && r.Model.Contains(model[(slash + 1)..], StringComparison.OrdinalIgnoreCase)))
                        && (search is null
                            || r.Release.Contains(search, StringComparison.OrdinalIgnoreCase)
                            || r.RepoId.Contains(search, StringComparison.OrdinalIgnoreCase)

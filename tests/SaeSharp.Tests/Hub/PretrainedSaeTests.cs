@@ -86,6 +86,12 @@ public sealed class PretrainedSaeTests : FakeHubTestBase
         Assert.Equal(SaeReleases.All.Count(r => r.Model.Contains("pythia")), pythiaReleases.Count);
         Assert.True(pythiaReleases.Count < SaeReleases.All.Count);
         Assert.Equal(pythiaReleases, SaeReleases.Filter(model: "PYTHIA")); // case-insensitive
+        // A Hugging Face id: its organisation is not in the table's own names (pythia-70m-deduped), but is in those that
+        // have one (google/gemma-3-1b-pt), where another organisation does not match.
+        Assert.Equal(SaeReleases.Filter(model: "pythia-70m-deduped"), SaeReleases.Filter(model: "EleutherAI/pythia-70m-deduped"));
+        Assert.NotEmpty(SaeReleases.Filter(model: "EleutherAI/pythia-70m-deduped"));
+        Assert.Equal(SaeReleases.All.Where(r => r.Model == "google/gemma-3-1b-pt"), SaeReleases.Filter(model: "google/gemma-3-1b-pt"));
+        Assert.DoesNotContain(SaeReleases.Filter(model: "someone/gemma-3-1b-pt"), r => r.Model.Contains('/'));
     }
 
     /// <summary>The yaml names no hooks; a transcoder release's two hooks are those SAELens's loader sets, read by hand
