@@ -94,9 +94,9 @@ public static class SaeSource
         if (path is not null && ext is ".pt" or ".pth" or ".npz" or ".safetensors")
         {
             string file = client.DownloadFile(repo, path, revision)!;
-            string? folder = path.Contains('/') ? path[..path.LastIndexOf('/')] + "/" : "";
-            string? sidecar = ext is ".pt" or ".pth" ? "config.json" : ext == ".safetensors" ? "cfg.json" : null;
-            if (sidecar is not null) client.DownloadFile(repo, folder + sidecar, revision, optional: true);
+            string folder = path.Contains('/') ? path[..path.LastIndexOf('/')] + "/" : "";
+            string? sidecar = ext is ".pt" or ".pth" ? Interop.DictionaryLearning.ConfigPathOf(path) : ext == ".safetensors" ? folder + "cfg.json" : null;
+            if (sidecar is not null) client.DownloadFile(repo, sidecar, revision, optional: true);
             return file;
         }
         string prefix = path is null ? "" : path + "/";

@@ -71,11 +71,16 @@ public static partial class DictionaryLearning
     private static readonly string[] Classes =
         ["AutoEncoder", "AutoEncoderNew", "GatedAutoEncoder", "JumpReluAutoEncoder", "AutoEncoderTopK", "BatchTopKSAE", "MatryoshkaBatchTopKSAE"];
 
-    /// <summary>True for a folder holding <c>ae.pt</c>, or a file named <c>ae.pt</c> (a <c>config.json</c> beside it is
-    /// read when present).</summary>
+    /// <summary>The folder <c>trainSAE(save_steps=...)</c> writes a run's intermediate checkpoints to, beside its
+    /// <c>config.json</c>: <c>checkpoints/ae_{step}.pt</c>.</summary>
+    public const string CheckpointsFolder = "checkpoints";
+
+    /// <summary>True for a folder holding <c>ae.pt</c>, a file named <c>ae.pt</c> (a <c>config.json</c> beside it is
+    /// read when present), or a step checkpoint <c>checkpoints/ae_{step}.pt</c> (the run's <c>config.json</c> one folder
+    /// up is read).</summary>
     public static bool IsDictionaryLearningPath(string path)
     {
-        if (!Directory.Exists(path) && !string.Equals(Path.GetFileName(path), WeightsFile, StringComparison.Ordinal)) return false;
+        if (!Directory.Exists(path) && !string.Equals(Path.GetFileName(path), WeightsFile, StringComparison.Ordinal) && !IsStepCheckpoint(path)) return false;
         var (weights, config) = Files(path);
         // OpenAI's sparse_autoencoder checkpoints are also saved as ae.pt, without a config.json.
         return File.Exists(weights) && (File.Exists(config) || !OpenAiSae.IsOpenAiCheckpoint(weights));
@@ -320,10 +325,30 @@ public static partial class DictionaryLearning
 
     static (string Weights, string Config) Files(string path)
     {
-        string dir = Directory.Exists(path) ? path : Path.GetDirectoryName(Path.GetFullPath(path))!;
-        string weights = Directory.Exists(path) ? Path.Combine(path, WeightsFile) : path;
-        return (weights, Path.Combine(dir, ConfigFile));
+        if (Directory.Exists(path)) return (Path.Combine(path, WeightsFile), Path.Combine(path, ConfigFile));
+        return (path, ConfigPathOf(Path.GetFullPath(path)));
     }
+
+    /// <summary>True for <c>…/checkpoints/ae_{step}.pt</c> ('/'-separated), a checkpoint <c>trainSAE</c> saves at each of
+    /// its <c>save_steps</c> (the state_dict, biases scaled as in ae.pt).</summary>
+    internal static bool IsStepCheckpoint(string path)
+    {
+        var parts = path.Split('/');
+        return parts.Length >= 2 && parts[^2] == CheckpointsFolder && StepCheckpointName().IsMatch(parts[^1]);
+    }
+
+    /// <summary>The <c>config.json</c> that goes with the weights file at <paramref name="weights"/> ('/'-separated, local
+    /// or inside a hub repo): beside it, or for a step checkpoint the run's, one folder up. Relative to the repo root
+    /// when <paramref name="weights"/> has no folder.</summary>
+    internal static string ConfigPathOf(string weights)
+    {
+        string folder = weights.Contains('/') ? weights[..weights.LastIndexOf('/')] : "";
+        if (IsStepCheckpoint(weights)) folder = folder.Contains('/') ? folder[..folder.LastIndexOf('/')] : "";
+        return folder.Length == 0 ? ConfigFile : folder + "/" + ConfigFile;
+    }
+
+    [GeneratedRegex(@"^ae_[0-9]+\.pt$")]
+    private static partial Regex StepCheckpointName();
 
     static JsonObject ReadTrainerConfig(string configPath, out JsonObject? buffer)
     {

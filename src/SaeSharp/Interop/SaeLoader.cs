@@ -87,13 +87,14 @@ public static class SaeLoader
     }
 
     /// <summary>Why a path that looks like part of an SAE was not taken for one: a folder with a cfg.json but neither
-    /// format's weights beside it, or a <c>.pt</c> file not named <c>ae.pt</c>; else "".</summary>
+    /// format's weights beside it, or a <c>.pt</c> file named neither <c>ae.pt</c> nor <c>checkpoints/ae_{step}.pt</c>; else "".</summary>
     private static string NotRecognisedHint(string local)
     {
         if (Directory.Exists(local) && File.Exists(Path.Combine(local, SaeLensFormat.CfgFile)))
             return $": it has {SaeLensFormat.CfgFile} but no weights beside it ({SaeLensFormat.WeightsFile} for SAELens, {Sparsify.WeightsFile} for sparsify)";
         if (File.Exists(local) && local.EndsWith(".pt", StringComparison.OrdinalIgnoreCase) && Path.GetFileName(local) != DictionaryLearning.WeightsFile)
-            return $": a .pt file is read as dictionary_learning's only under the name {DictionaryLearning.WeightsFile} (rename it, or put it in a folder as " +
+            return $": a .pt file is read as dictionary_learning's only under the name {DictionaryLearning.WeightsFile} or as a step checkpoint " +
+                $"{DictionaryLearning.CheckpointsFolder}/ae_STEP.pt (rename it, or put it in a folder as " +
                 $"{DictionaryLearning.WeightsFile}), and as OpenAI's sparse_autoencoder only when it holds pre_bias and latent_bias";
         return "";
     }

@@ -505,6 +505,23 @@ public sealed class PretrainedSaeTests : FakeHubTestBase
     }
 
     [Fact]
+    public void Hf_step_checkpoint_downloads_the_runs_config_from_one_folder_up()
+    {
+        // A sweep repo's trainer_0/checkpoints/ae_100.pt (trainSAE's save_steps): the run's config.json, one folder up,
+        // comes with it and names the class (BatchTopKSAE, whose keys alone read as AutoEncoderTopK) and the hook.
+        string fixture = TestPaths.Data("dictionary_learning", "BatchTopKSAE");
+        _server.Repos["someone/dl-sweep"] = new()
+        {
+            ["resid/trainer_0/config.json"] = new(File.ReadAllBytes(Path.Combine(fixture, "config.json"))),
+            ["resid/trainer_0/ae.pt"] = new(File.ReadAllBytes(Path.Combine(fixture, "ae.pt")), Lfs: true),
+            ["resid/trainer_0/checkpoints/ae_100.pt"] = new(File.ReadAllBytes(Path.Combine(fixture, "ae.pt")), Lfs: true),
+        };
+        using var sae = SaeLoader.Load("hf:someone/dl-sweep/resid/trainer_0/checkpoints/ae_100.pt", Options);
+        Assert.IsType<BatchTopKSae>(sae);
+        Assert.Equal(("blocks.3.hook_mlp_out", 8), (sae.Cfg.Metadata.HookName, sae.Cfg.K));
+    }
+
+    [Fact]
     public void Missing_repo_file_or_release_fails_with_a_clear_message()
     {
         var repo = Assert.Throws<SaeSharpException>(() => SaeLoader.Load("hf:nobody/nothing/x", Options));

@@ -153,6 +153,35 @@ public sealed class DictionaryLearningTests : IDisposable
         Assert.False(DictionaryLearning.IsDictionaryLearningPath(Path.Combine(_dir, "other.pt")));
     }
 
+    [Fact]
+    public void Step_checkpoint_reads_the_runs_config_one_folder_up()
+    {
+        // trainSAE(save_steps=[100]) writes trainer_0/checkpoints/ae_100.pt beside trainer_0/config.json: read alone, a
+        // BatchTopKSAE state_dict would pass for AutoEncoderTopK (same keys) and lose its hook; with the run's config
+        // it is the BatchTopKSAE the run trained, with its threshold and hook.
+        string run = Path.Combine(_dir, "trainer_0");
+        Directory.CreateDirectory(Path.Combine(run, "checkpoints"));
+        File.Copy(Path.Combine(Fixtures, "BatchTopKSAE", "config.json"), Path.Combine(run, "config.json"));
+        string step = Path.Combine(run, "checkpoints", "ae_100.pt");
+        File.Copy(Path.Combine(Fixtures, "BatchTopKSAE", "ae.pt"), step);
+        Assert.True(DictionaryLearning.IsDictionaryLearningPath(step));
+        using var sae = SaeLoader.Load(step);
+        Assert.IsType<BatchTopKSae>(sae);
+        Assert.Equal("blocks.3.hook_mlp_out", sae.Cfg.Metadata.HookName);
+        using (var scope = torch.NewDisposeScope()) AssertReproducesReference(sae, "BatchTopKSAE");
+        // Only checkpoints/ae_{digits}.pt is a step checkpoint.
+        foreach (var name in new[] { "ae_.pt", "ae_1x.pt", "ae_100.pth" })
+        {
+            File.Copy(step, Path.Combine(run, "checkpoints", name));
+            Assert.False(DictionaryLearning.IsDictionaryLearningPath(Path.Combine(run, "checkpoints", name)));
+        }
+        File.Copy(step, Path.Combine(run, "ae_100.pt"));
+        Assert.False(DictionaryLearning.IsDictionaryLearningPath(Path.Combine(run, "ae_100.pt")));
+        Assert.Equal("a/config.json", DictionaryLearning.ConfigPathOf("a/checkpoints/ae_7.pt"));
+        Assert.Equal("config.json", DictionaryLearning.ConfigPathOf("checkpoints/ae_7.pt"));
+        Assert.Equal("a/checkpoints/config.json", DictionaryLearning.ConfigPathOf("a/checkpoints/ae.pt"));
+    }
+
     /// <summary>A published zip's folder (<c>10_32768/ae.pt</c>, no config.json) holding the fixture's state_dict.</summary>
     string Bare(string dictClass)
     {
