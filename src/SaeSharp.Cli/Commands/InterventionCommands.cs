@@ -442,7 +442,7 @@ internal static class InterventionCommands
         return parts.Count == 0 ? null : string.Join("; ", parts);
     }
 
-    private static string F(double v) => double.IsNaN(v) ? "" : v.ToString("F4", CultureInfo.InvariantCulture);
+    private static string F(double v) => double.IsNaN(v) ? "" : Cli.Fixed(v, 4);
 
     public static Command Attribute()
     {
