@@ -477,7 +477,7 @@ public class InterventionCommandTests : IDisposable
     /// a whole-sequence run with S·W_dec[F] added at the hook at the listed positions only (one of the prompt, one of a
     /// generated token); the unsteered column is <c>sae model generate</c> on the same ids (steer puts BOS first as
     /// SAELens does, model generate only where the tokenizer adds it, so it is given the BOS in its text), greedy and
-    /// sampled with the same seed.</summary>
+    /// sampled with the same seed, as is <c>sae model run --generate</c>'s clean row.</summary>
     [Fact]
     public void SteerAddsTheScaledDecoderRowAtTheListedPositionsOnlyAndItsUnsteeredRunIsModelGenerate()
     {
@@ -543,6 +543,11 @@ public class InterventionCommandTests : IDisposable
                 "--prompt", prompt, "--max-new-tokens", $"{newTokens}", "--runs", "1", .. sampling]);
             Assert.True(exit == 0, err);
             string unsteered = Row(output, sampling.Length > 2 ? sampling[3] : "0")[1];
+            // sae model run --generate's clean row is the same continuation.
+            (exit, output, err) = CliRunner.Run(["model", "run", "--model", "builtin", "--sae", P("sae"), "--prompt", prompt, "--generate", $"{newTokens}",
+                "--out", P("gen.safetensors"), .. sampling]);
+            Assert.True(exit == 0, err);
+            Assert.Equal(unsteered, Row(output, "clean")[1]);
             (exit, output, err) = CliRunner.Run(["model", "generate", "--model", "builtin", "--prompt", SaeSharp.Corpus.LabelledCorpus.EndOfText + prompt,
                 "--max-new-tokens", $"{newTokens}", .. sampling]);
             Assert.True(exit == 0, err);
