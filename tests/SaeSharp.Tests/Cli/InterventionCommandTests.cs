@@ -535,14 +535,19 @@ public class InterventionCommandTests : IDisposable
             Assert.Equal(clean, row[1]);
             Assert.Equal(steered, row[2]);
         }
+        // --top-k 1 samples the most likely token: at any temperature and seed, the greedy continuations.
+        (exit, output, err) = CliRunner.Run("steer", "--model", "builtin", "--sae", P("sae"), "--feature", $"{feature}", "--scale", $"{scale}",
+            "--prompt", prompt, "--max-new-tokens", $"{newTokens}", "--runs", "1", "--temperature", "5", "--top-k", "1", "--seed", "2", "--positions", "8,10");
+        Assert.True(exit == 0, err);
+        Assert.Equal([clean, Text(Greedy([8, 10]))], Row(output, "2")[1..]);
 
-        // The unsteered column is sae model generate's continuation of the same ids, greedy and sampled (seed 4).
-        foreach (var sampling in new[] { new[] { "--temperature", "0" }, ["--temperature", "0.9", "--seed", "4"] })
+        // The unsteered column is sae model generate's continuation of the same ids, greedy and sampled (also top-k).
+        foreach (var sampling in new[] { new[] { "--temperature", "0" }, ["--temperature", "0.9", "--seed", "4"], ["--temperature", "1.5", "--top-k", "3", "--seed", "6"] })
         {
             (exit, output, err) = CliRunner.Run(["steer", "--model", "builtin", "--sae", P("sae"), "--feature", $"{feature}", "--scale", $"{scale}",
                 "--prompt", prompt, "--max-new-tokens", $"{newTokens}", "--runs", "1", .. sampling]);
             Assert.True(exit == 0, err);
-            string unsteered = Row(output, sampling.Length > 2 ? sampling[3] : "0")[1];
+            string unsteered = Row(output, sampling.Length > 2 ? sampling[^1] : "0")[1];
             // sae model run --generate's clean row is the same continuation.
             (exit, output, err) = CliRunner.Run(["model", "run", "--model", "builtin", "--sae", P("sae"), "--prompt", prompt, "--generate", $"{newTokens}",
                 "--out", P("gen.safetensors"), .. sampling]);
