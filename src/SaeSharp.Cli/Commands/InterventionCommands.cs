@@ -100,8 +100,10 @@ internal static class InterventionCommands
     {
         var parts = spec.Split(':');
         if (parts.Length != 2 || !int.TryParse(parts[0], NumberStyles.None, CultureInfo.InvariantCulture, out int f)
-            || !double.TryParse(parts[1], NumberStyles.Float, CultureInfo.InvariantCulture, out double v) || !double.IsFinite(v))
+            || !double.TryParse(parts[1], NumberStyles.Float, CultureInfo.InvariantCulture, out double v))
             throw new SaeSharpException($"{option} '{spec}': expected {form}, e.g. 12:4.5");
+        if (!double.IsFinite(v))
+            throw new SaeSharpException($"{option} '{spec}': {form[^1]} must be a finite number, got {parts[1]}");
         return (f, v);
     }
 
