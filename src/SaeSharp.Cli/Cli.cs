@@ -280,6 +280,15 @@ internal static partial class Cli
         return option;
     }
 
+    /// <summary><paramref name="value"/> with <paramref name="decimals"/> places (invariant culture), without the minus
+    /// sign of a value that rounds to zero: a KL of −3e-9 (float rounding) or a JumpReLU's −0 shows as <c>0.0000</c>,
+    /// not <c>-0.0000</c>.</summary>
+    public static string Fixed(double value, int decimals)
+    {
+        string s = value.ToString("F" + decimals.ToString(CultureInfo.InvariantCulture), CultureInfo.InvariantCulture);
+        return s.StartsWith('-') && s.AsSpan(1).IndexOfAnyExcept('0', '.') < 0 ? s[1..] : s;
+    }
+
     /// <summary>An integer for a <see cref="WriteTable"/> row: digit-grouped on a terminal (<c>1,234,567</c>); in a pipe,
     /// where the value is read by programs, plain digits (<c>1234567</c>).</summary>
     public static string Integer(long value) =>

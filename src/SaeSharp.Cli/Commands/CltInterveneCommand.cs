@@ -91,7 +91,7 @@ internal static class CltInterveneCommand
             throw new SaeSharpException($"--constrained-layers {constrained}: the transcoders span layers 0-{clt.Cfg.NLayers - 1}");
         using var cm = ModelForSae.Load(folder, new WeightProcessingOptions(), modelDtype ?? ScalarType.Float32);
         string Tok(long id) => tok is null ? id.ToString(CultureInfo.InvariantCulture) : Analysis.DashboardWriter.Quote(tok.TokenText((int)id));
-        static string F(double v) => (v == 0 ? 0 : v).ToString("F4", CultureInfo.InvariantCulture);   // no "-0.0000" for a JumpReLU zero
+        static string F(double v) => Cli.Fixed(v, 4);   // no "-0.0000" for a JumpReLU zero
         string how = options.DirectEffects ? "direct effects" : options.ConstrainedLayers is { } r ? $"layers {r.Start}-{r.End - 1} constrained"
             : options.FreezeAttention ? "attention frozen" : "nothing frozen";
         var outcomes = new List<Outcome>();

@@ -100,8 +100,10 @@ internal static class InterventionCommands
     {
         var parts = spec.Split(':');
         if (parts.Length != 2 || !int.TryParse(parts[0], NumberStyles.None, CultureInfo.InvariantCulture, out int f)
-            || !double.TryParse(parts[1], NumberStyles.Float, CultureInfo.InvariantCulture, out double v) || !double.IsFinite(v))
+            || !double.TryParse(parts[1], NumberStyles.Float, CultureInfo.InvariantCulture, out double v))
             throw new SaeSharpException($"{option} '{spec}': expected {form}, e.g. 12:4.5");
+        if (!double.IsFinite(v))
+            throw new SaeSharpException($"{option} '{spec}': {form[^1]} must be a finite number, got {parts[1]}");
         return (f, v);
     }
 
@@ -170,6 +172,7 @@ internal static class InterventionCommands
         var prompt = new Option<string>("--prompt") { Description = "Prompt text", Required = true };
         var maxNew = new Option<int>("--max-new-tokens") { Description = "Tokens to generate", DefaultValueFactory = _ => 32 }.NonNegative();
         var temperature = new Option<double>("--temperature") { Description = "Sampling temperature (0 = greedy)", DefaultValueFactory = _ => 1.0 };
+        var topK = new Option<int?>("--top-k") { Description = "Sample from the k most likely tokens" }.Positive();
         var topP = new Option<double?>("--top-p") { Description = "Nucleus sampling mass" };
         var seed = new Option<ulong>("--seed") { Description = "Seed of the first run (run r uses seed + r, steered and unsteered alike)", DefaultValueFactory = _ => 0 };
         var runs = new Option<int>("--runs") { Description = "Continuations of each kind", DefaultValueFactory = _ => 3 }.Positive();
@@ -180,7 +183,7 @@ internal static class InterventionCommands
         var slot = new Option<int?>("--slot") { Description = "A crosscoder: the slot whose model generates, steered at every hook of its slots by that slot's decoder rows (default: the last slot)" };
         var command = new Command("steer", "Continue a prompt with and without a feature's decoder direction added (same seeds), and show the feature's top logit tokens")
         {
-            model, sae, feature, scale, prompt, maxNew, temperature, topP, seed, runs, hook, positionsOption, noBos, diffModel, slot,
+            model, sae, feature, scale, prompt, maxNew, temperature, topK, topP, seed, runs, hook, positionsOption, noBos, diffModel, slot,
         };
         var penalties = new ModelCommands.PenaltyOptions();
         penalties.AddTo(command);
@@ -188,14 +191,17 @@ internal static class InterventionCommands
         {
             penalties.Validate(parse);
             if (parse.GetValue(temperature) == 0)
-                Cli.RefuseGiven(parse, "sampling options; --temperature 0 is greedy decoding, which they do not change (give --temperature > 0 to sample)", topP, seed);
+                Cli.RefuseGiven(parse, "sampling options; --temperature 0 is greedy decoding, which they do not change (give --temperature > 0 to sample)", topK, topP, seed);
             var folder = ModelSource.Resolve(parse.GetValue(model)!);
             if (CrossCoderFormat.IsCrossCoderPath(parse.GetValue(sae)!))
             {
                 Cli.RefuseGiven(parse, "for SAEs; a crosscoder steers at the hooks of its slots", hook);
                 return CrossCoderCli.Steer(parse.GetValue(sae)!, folder, parse.GetValue(diffModel) is { } dm ? ModelSource.Resolve(dm) : null, parse.GetValue(slot),
                     parse.GetValue(feature), parse.GetValue(scale), parse.GetValue(prompt)!, parse.GetValue(maxNew), parse.GetValue(runs),
-                    i => penalties.Apply(parse, new GenerationOptions { Temperature = parse.GetValue(temperature), TopP = parse.GetValue(topP), Seed = parse.GetValue(seed) + (ulong)i }),
+                    i => penalties.Apply(parse, new GenerationOptions
+                    {
+                        Temperature = parse.GetValue(temperature), TopK = parse.GetValue(topK), TopP = parse.GetValue(topP), Seed = parse.GetValue(seed) + (ulong)i,
+                    }),
                     !parse.GetValue(noBos), parse.GetValue(positionsOption));
             }
             Cli.RefuseGiven(parse, "for a crosscoder (--sae CROSSCODER)", diffModel, slot);
@@ -221,7 +227,8 @@ internal static class InterventionCommands
             {
                 var o = penalties.Apply(parse, new GenerationOptions
                 {
-                    Temperature = parse.GetValue(temperature), TopP = parse.GetValue(topP), Seed = parse.GetValue(seed) + (ulong)i, EosTokenId = tok.EosTokenId,
+                    Temperature = parse.GetValue(temperature), TopK = parse.GetValue(topK), TopP = parse.GetValue(topP), Seed = parse.GetValue(seed) + (ulong)i,
+                    EosTokenId = tok.EosTokenId,
                 });
                 string Continue(Steering? steer)
                 {
@@ -442,7 +449,7 @@ internal static class InterventionCommands
         return parts.Count == 0 ? null : string.Join("; ", parts);
     }
 
-    private static string F(double v) => double.IsNaN(v) ? "" : v.ToString("F4", CultureInfo.InvariantCulture);
+    private static string F(double v) => double.IsNaN(v) ? "" : Cli.Fixed(v, 4);
 
     public static Command Attribute()
     {

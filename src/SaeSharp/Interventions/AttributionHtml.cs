@@ -74,7 +74,7 @@ public static class AttributionHtml
                     double v = values[p];
                     string title = $"position {p}: attribution {v.ToString("G4", CultureInfo.InvariantCulture)}" +
                                    (acts is null ? "" : $", activation {acts[p].ToString("G4", CultureInfo.InvariantCulture)}");
-                    sb.Append("<td style=\"background:").Append(Colour(v / scale)).Append("\" title=\"").Append(Enc(title)).Append("\">")
+                    sb.Append("<td style=\"").Append(CellStyle(v / scale)).Append("\" title=\"").Append(Enc(title)).Append("\">")
                       .Append(Cell(v)).Append("</td>");
                 }
                 sb.Append("</tr>");
@@ -97,11 +97,13 @@ public static class AttributionHtml
     /// <summary>Whitespace made visible (a leading space as ·, newlines as ↵) so tokens read as tokens.</summary>
     private static string Visible(string t) => t.Replace(" ", "·").Replace("\n", "↵").Replace("\t", "⇥");
 
-    /// <summary>White to blue for t in (0, 1], white to red for t in [−1, 0).</summary>
-    private static string Colour(double t)
+    /// <summary>A cell's background, white to blue for t in (0, 1], white to red for t in [−1, 0), and on the darker blues
+    /// a text colour that keeps WCAG's 4.5:1 contrast, which the page's #222 loses there: black for t in (0.66, 0.83],
+    /// white above.</summary>
+    private static string CellStyle(double t)
     {
         t = Math.Clamp(t, -1, 1);
         int fade = (int)Math.Round(255 * (1 - Math.Abs(t) * 0.75));
-        return t >= 0 ? $"rgb({fade},{fade},255)" : $"rgb(255,{fade},{fade})";
+        return t >= 0 ? $"background:rgb({fade},{fade},255)" + (t > 0.83 ? ";color:#fff" : t > 0.66 ? ";color:#000" : "") : $"background:rgb(255,{fade},{fade})";
     }
 }

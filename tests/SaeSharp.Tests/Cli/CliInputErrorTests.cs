@@ -421,6 +421,25 @@ public class CliInputErrorTests : IDisposable
         Assert.False(Directory.Exists(P("feats")));
     }
 
+    /// <summary>A NaN or infinite --clamp value or --steer scale is named as such (not "expected F:V"), and nothing is written.</summary>
+    [Fact]
+    public void NonFiniteClampAndSteerValuesAreNamed()
+    {
+        var input = P("three.safetensors");
+        SafeTensors.Save(input, new Dictionary<string, Tensor> { ["tokens"] = tensor(new long[] { 0, 5, 9 }).reshape(1, 3) });
+        foreach (var (flag, spec, what) in new[] { ("--clamp", "3:NaN", "V"), ("--steer", "3:-Infinity", "S"), ("--clamp", "3:1e999", "V") })
+        {
+            string err = OneLineError(CliRunner.Run("model", "run", "--model", _fx.ModelDir, "--input", input, "--out", P("nf.safetensors"),
+                "--sae", _fx.SaeDir, flag, spec));
+            Assert.Contains($"{flag} '{spec}': {what} must be a finite number, got {spec[2..]}", err);
+            Assert.False(File.Exists(P("nf.safetensors")));
+        }
+        string ablate = OneLineError(CliRunner.Run("ablate", "--model", _fx.ModelDir, "--sae", _fx.SaeDir, "--prompt", "the cat", "--clamp", "1:NaN"));
+        Assert.Contains("--clamp '1:NaN': V must be a finite number", ablate);
+        Assert.Contains("--clamp '1:x': expected F:V", OneLineError(CliRunner.Run("ablate", "--model", _fx.ModelDir, "--sae", _fx.SaeDir,
+            "--prompt", "the cat", "--clamp", "1:x")));
+    }
+
     [Fact]
     public void TokensIdsAndPositionsOutsideTheInputAreErrors()
     {

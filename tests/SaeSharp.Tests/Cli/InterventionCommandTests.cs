@@ -473,6 +473,93 @@ public class InterventionCommandTests : IDisposable
         }
     }
 
+    /// <summary><c>sae steer</c> greedy on the built-in model: the steered column is a greedy loop written here, each step
+    /// a whole-sequence run with S·W_dec[F] added at the hook at the listed positions only (one of the prompt, one of a
+    /// generated token); the unsteered column is <c>sae model generate</c> on the same ids (steer puts BOS first as
+    /// SAELens does, model generate only where the tokenizer adds it, so it is given the BOS in its text), greedy and
+    /// sampled with the same seed, as is <c>sae model run --generate</c>'s clean row.</summary>
+    [Fact]
+    public void SteerAddsTheScaledDecoderRowAtTheListedPositionsOnlyAndItsUnsteeredRunIsModelGenerate()
+    {
+        const string hook = "blocks.1.hook_resid_post", prompt = "Once there was a girl named Anna .";
+        const int feature = 3, newTokens = 6;
+        const double scale = 60;
+        using var sae = InterventionTests.RandomSae(hook, 128, 16, 7);
+        SaeLensFormat.Save(sae, P("sae"));
+        var vocab = SaeSharp.Corpus.LabelledCorpus.Vocabulary.ToList();
+        var ids = new List<long> { vocab.IndexOf(SaeSharp.Corpus.LabelledCorpus.EndOfText) };
+        ids.AddRange(prompt.Split(' ').Select(w => (long)vocab.IndexOf(w)));
+        Assert.DoesNotContain(-1L, ids);
+        string folder = SaeSharp.LanguageModels.BuiltinModel.Folder;
+        var tok = SaeSharp.Tokenizers.Tokenizer.FromFolder(folder);
+        using var m = ModelLoader.FromPretrained(folder);
+        using var add = (sae.WDec.detach()[feature] * scale).alias();
+        List<long> Greedy(long[] positions)
+        {
+            var seq = new List<long>(ids);
+            for (int i = 0; i < newTokens; i++)
+            {
+                using var scope = NewDisposeScope();
+                using var _ = no_grad();
+                var t = tensor(seq.ToArray()).unsqueeze(0);
+                var logits = m.Run(t, new RunOptions
+                {
+                    Hooks = positions.Length > 0 ? [(hook, x =>
+                    {
+                        var delta = zeros_like(x);
+                        foreach (var p in positions.Where(p => p < x.shape[1])) delta[0, p] = add;
+                        return x + delta;
+                    })] : [],
+                }).Logits!;
+                long next = logits[0, -1].argmax().item<long>();
+                seq.Add(next);
+                if (next == tok.EosTokenId) break;
+            }
+            return seq.GetRange(ids.Count, seq.Count - ids.Count);
+        }
+        string Text(List<long> t) => tok.Decode(t.Select(v => (int)v));
+        string[] Row(string output, string seed = "0") => output.Split('\n').Single(l => l.StartsWith(seed + "\t", StringComparison.Ordinal)).Split('\t');
+
+        // The prompt is BOS + 8 words: position 8 is its last token, position 10 the second generated token's.
+        string clean = Text(Greedy([]));
+        int exit;
+        string output, err;
+        foreach (long[] positions in new long[][] { [8], [10], [8, 10] })
+        {
+            (exit, output, err) = CliRunner.Run("steer", "--model", "builtin", "--sae", P("sae"), "--feature", $"{feature}", "--scale", $"{scale}",
+                "--prompt", prompt, "--max-new-tokens", $"{newTokens}", "--runs", "1", "--temperature", "0", "--positions", string.Join(',', positions));
+            Assert.True(exit == 0, err);
+            var row = Row(output);
+            string steered = Text(Greedy(positions));
+            Assert.NotEqual(clean, steered);   // each position's edit matters, so a position ignored or misplaced shows
+            Assert.Equal(clean, row[1]);
+            Assert.Equal(steered, row[2]);
+        }
+        // --top-k 1 samples the most likely token: at any temperature and seed, the greedy continuations.
+        (exit, output, err) = CliRunner.Run("steer", "--model", "builtin", "--sae", P("sae"), "--feature", $"{feature}", "--scale", $"{scale}",
+            "--prompt", prompt, "--max-new-tokens", $"{newTokens}", "--runs", "1", "--temperature", "5", "--top-k", "1", "--seed", "2", "--positions", "8,10");
+        Assert.True(exit == 0, err);
+        Assert.Equal([clean, Text(Greedy([8, 10]))], Row(output, "2")[1..]);
+
+        // The unsteered column is sae model generate's continuation of the same ids, greedy and sampled (also top-k).
+        foreach (var sampling in new[] { new[] { "--temperature", "0" }, ["--temperature", "0.9", "--seed", "4"], ["--temperature", "1.5", "--top-k", "3", "--seed", "6"] })
+        {
+            (exit, output, err) = CliRunner.Run(["steer", "--model", "builtin", "--sae", P("sae"), "--feature", $"{feature}", "--scale", $"{scale}",
+                "--prompt", prompt, "--max-new-tokens", $"{newTokens}", "--runs", "1", .. sampling]);
+            Assert.True(exit == 0, err);
+            string unsteered = Row(output, sampling.Length > 2 ? sampling[^1] : "0")[1];
+            // sae model run --generate's clean row is the same continuation.
+            (exit, output, err) = CliRunner.Run(["model", "run", "--model", "builtin", "--sae", P("sae"), "--prompt", prompt, "--generate", $"{newTokens}",
+                "--out", P("gen.safetensors"), .. sampling]);
+            Assert.True(exit == 0, err);
+            Assert.Equal(unsteered, Row(output, "clean")[1]);
+            (exit, output, err) = CliRunner.Run(["model", "generate", "--model", "builtin", "--prompt", SaeSharp.Corpus.LabelledCorpus.EndOfText + prompt,
+                "--max-new-tokens", $"{newTokens}", .. sampling]);
+            Assert.True(exit == 0, err);
+            Assert.Equal($"{SaeSharp.Corpus.LabelledCorpus.EndOfText} {prompt} {unsteered}", output.Trim());
+        }
+    }
+
     [Fact]
     public void SteerAndAblateRunOnPromptsAndADataset()
     {

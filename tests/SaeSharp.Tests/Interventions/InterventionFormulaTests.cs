@@ -85,6 +85,46 @@ public class InterventionFormulaTests : ModelTestBase
         Assert.Equal(new AttributionEntry(0, 0, 1, 2, 1.5, 6.0), top[2]);
     }
 
+    /// <summary>Every attribution cell of the HTML view is readable: WCAG 2 contrast (relative luminance of sRGB) of its
+    /// text (the page's #222 unless the cell sets a colour) on its background at least 4.5:1, from the faintest to the
+    /// largest attribution of either sign.</summary>
+    [Fact]
+    public void Attribution_html_cells_keep_their_text_readable_on_every_background()
+    {
+        var values = Enumerable.Range(-20, 41).Select(i => i / 20.0).ToArray();   // −1 … 1 of the largest |attribution|
+        using var attr = tensor(values, 1, values.Length, 1);
+        using var acts = ones(1, values.Length, 1, dtype: ScalarType.Float64);
+        using var err = zeros(1, values.Length, dtype: ScalarType.Float64);
+        using var r = new AttributionResult
+        {
+            MetricSpec = AttributionMetric.Logit(0), Metric = 0, Hooks = ["h"], Attribution = [attr.clone()],
+            ErrorAttribution = [err.clone()], FeatureActs = [acts.clone()],
+        };
+        string dir = Directory.CreateTempSubdirectory("attr-html-").FullName;
+        try
+        {
+            string path = Path.Combine(dir, "a.html");
+            AttributionHtml.Write(path, r, [values.Select((_, i) => $"t{i}").ToList()], top: 1);
+            var cells = System.Text.RegularExpressions.Regex.Matches(File.ReadAllText(path),
+                @"<td style=""background:rgb\((\d+),(\d+),(\d+)\)(?:;color:#([0-9a-f]{3}))?""");
+            Assert.True(cells.Count >= values.Length, $"{cells.Count} coloured cells");
+            static double Lum(double r, double g, double b)
+            {
+                static double Lin(double c) { c /= 255; return c <= 0.03928 ? c / 12.92 : Math.Pow((c + 0.055) / 1.055, 2.4); }
+                return 0.2126 * Lin(r) + 0.7152 * Lin(g) + 0.0722 * Lin(b);
+            }
+            foreach (System.Text.RegularExpressions.Match c in cells)
+            {
+                double bg = Lum(double.Parse(c.Groups[1].Value), double.Parse(c.Groups[2].Value), double.Parse(c.Groups[3].Value));
+                double fg = !c.Groups[4].Success ? Lum(0x22, 0x22, 0x22)
+                    : Lum(Convert.ToInt32(c.Groups[4].Value[..1], 16) * 17, Convert.ToInt32(c.Groups[4].Value[1..2], 16) * 17, Convert.ToInt32(c.Groups[4].Value[2..], 16) * 17);
+                double ratio = (Math.Max(bg, fg) + 0.05) / (Math.Min(bg, fg) + 0.05);
+                Assert.True(ratio >= 4.5, $"{c.Value}: contrast {ratio:F2}");
+            }
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
     [Fact]
     public void Integrated_gradients_of_each_of_two_saes_add_up_to_zeroing_that_sae_alone()
     {
