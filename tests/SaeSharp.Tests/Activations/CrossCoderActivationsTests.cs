@@ -15,7 +15,7 @@ public class CrossCoderActivationsTests
     }
 
     /// <summary>A <c>sae cache</c> folder written by hand: two shards of <c>activations</c> and <c>token_ids</c>.</summary>
-    private static void WriteCache(string dir, string model, string hook, Tensor rows, Tensor tokens)
+    internal static void WriteCache(string dir, string model, string hook, Tensor rows, Tensor tokens)
     {
         Directory.CreateDirectory(dir);
         long n = rows.shape[0], half = n / 2;
@@ -79,6 +79,45 @@ public class CrossCoderActivationsTests
             WriteCache(Path.Combine(dir, "other"), "gpt2-chat", "blocks.3.hook_resid_post", chatRows, otherTokens);
             Assert.Contains("token_ids differ", Assert.Throws<SaeSharpException>(() =>
                 CrossCoderActivations.LoadWithSources([Path.Combine(dir, "base"), Path.Combine(dir, "other")])).Message);
+            // Caches of different row counts: the counts named, not "token_ids differ".
+            WriteCache(Path.Combine(dir, "short"), "gpt2-chat", "blocks.3.hook_resid_post", chatRows[..4], tokens[..4]);
+            var e = Assert.Throws<SaeSharpException>(() => CrossCoderActivations.LoadWithSources([Path.Combine(dir, "base"), Path.Combine(dir, "short")]));
+            Assert.Contains("short: 4 rows, but", e.Message);
+            Assert.Contains("base has 6", e.Message);
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
+    [Fact]
+    public void CachesInAnotherOrderThanTheCrossCodersSlotsAreRefused()
+    {
+        var dir = TempDir();
+        try
+        {
+            using var tokens = tensor(new long[] { 5, 6, 7, 8 });
+            using var rows = randn(4, 3);
+            WriteCache(Path.Combine(dir, "l3"), "gpt2", "blocks.3.hook_resid_post", rows, tokens);
+            WriteCache(Path.Combine(dir, "l5"), "gpt2", "blocks.5.hook_resid_post", rows, tokens);
+            WriteCache(Path.Combine(dir, "chat"), "gpt2-chat", "blocks.3.hook_resid_post", rows, tokens);
+            var layers = new SaeSharp.Interop.CrossCoderSources { HookNames = ["blocks.3.hook_resid_post", "blocks.5.hook_resid_post"], ModelNames = ["gpt2"] };
+            using (var inOrder = CrossCoderActivations.LoadWithSources([Path.Combine(dir, "l3"), Path.Combine(dir, "l5")]))
+                inOrder.CheckSlotsMatch(layers, "cc");
+            using (var swapped = CrossCoderActivations.LoadWithSources([Path.Combine(dir, "l5"), Path.Combine(dir, "l3")]))
+                Assert.Contains("slot 0: the activations are of hook 'blocks.5.hook_resid_post' (the cache's manifest.json), but cc reads 'blocks.3.hook_resid_post'",
+                    Assert.Throws<SaeSharpException>(() => swapped.CheckSlotsMatch(layers, "cc")).Message);
+            // A diffing pair: the models' order is checked; another name for a model (an alias) is not refused.
+            var diff = new SaeSharp.Interop.CrossCoderSources { HookNames = ["blocks.3.hook_resid_post", "blocks.3.hook_resid_post"], ModelNames = ["gpt2", "gpt2-chat"] };
+            using (var reversed = CrossCoderActivations.LoadWithSources([Path.Combine(dir, "chat"), Path.Combine(dir, "l3")]))
+                Assert.Contains("slot 0: the activations are of model 'gpt2-chat'", Assert.Throws<SaeSharpException>(() => reversed.CheckSlotsMatch(diff, "cc")).Message);
+            var aliased = diff with { ModelNames = ["openai-community/gpt2", "gpt2-chat"] };
+            using (var pair = CrossCoderActivations.LoadWithSources([Path.Combine(dir, "l3"), Path.Combine(dir, "chat")]))
+                pair.CheckSlotsMatch(aliased, "cc");
+            // Nothing recorded on the crosscoder's side: nothing to check.
+            using (var any = CrossCoderActivations.LoadWithSources([Path.Combine(dir, "l5"), Path.Combine(dir, "l3")]))
+                any.CheckSlotsMatch(new SaeSharp.Interop.CrossCoderSources(), "cc");
         }
         finally
         {
