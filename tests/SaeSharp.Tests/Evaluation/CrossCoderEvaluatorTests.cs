@@ -34,11 +34,7 @@ public class CrossCoderEvaluatorTests
         // would say 0: the residual's constant offset has no variance; docs/metrics.md). Total: 1 − (40 + 206)/(34 + 206).
         using var x = tensor(new float[] { 1, 2, 10, 0, 3, 4, 20, 0, 5, 9, 30, 3 }, [3, 2, 2]);
         using var cc = new CrossCoder(new CrossCoderConfig { ActivationDim = 2, DictSize = 3, NumLayers = 2 });
-        using (no_grad())
-        {
-            cc.Decoder.Bias.copy_(x.mean([0]));
-            cc.Decoder.Bias[0].add_(TorchScalars.One);
-        }
+        using (no_grad()) cc.Decoder.Bias.copy_(x.mean([0]).add(tensor(new float[] { 1, 1, 0, 0 }, [2, 2]), TorchScalars.One));
         var m = CrossCoderEvaluator.Evaluate(cc, x, batchSize: 2);
         Assert.Equal(40.0 / 6, m.Layers[0].Mse, 5);
         Assert.Equal(1 - 40.0 / 34, m.Layers[0].ExplainedVariance, 5);
