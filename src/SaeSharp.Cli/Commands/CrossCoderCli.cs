@@ -381,9 +381,11 @@ internal static class CrossCoderCli
     {
         using var cc = CrossCoderFormat.Load(saePath, out var sources);
         cc.eval();
-        using var x = CrossCoderActivations.Load(SplitPaths(activations), maxRows);
+        using var data = CrossCoderActivations.LoadWithSources(SplitPaths(activations), maxRows);
+        var x = data.X;
         if (x.shape[1] != cc.Cfg.NumLayers || x.shape[2] != cc.Cfg.ActivationDim)
             throw new SaeSharpException($"{activations}: activations [{string.Join(", ", x.shape)}] do not fit {saePath} (num_layers {cc.Cfg.NumLayers}, activation_dim {cc.Cfg.ActivationDim})");
+        data.CheckSlotsMatch(sources, saePath);
         var m = CrossCoderEvaluator.Evaluate(cc, x);
         var norms = CrossCoderDecoderNorms.Of(cc);
         var names = SlotNames(sources, cc.Cfg.NumLayers);

@@ -231,6 +231,9 @@ internal static class ModelCommands
                 for (int i = 0; i < prompts.Count; i++)
                 {
                     var tokens = prompts[i];
+                    if (tokens.shape[1] > m.Config.NCtx && m.Config.RotaryDim > 0)
+                        notes.Add($"{(prompts.Count == 1 ? "" : $"run {i}: ")}{tokens.shape[1]} tokens exceed n_ctx={m.Config.NCtx} of {m.Config.ModelName}; " +
+                                  "rotary positions run on past it, as transformers does (TransformerLens refuses)");
                     if (edits.Given(parse))
                     {
                         var (hooked, list) = edits.Build(parse, m, tokens, saes, pm.Hooks, newTokens);

@@ -1,3 +1,4 @@
+using SaeSharp.Interop;
 using SaeSharp.IO;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -12,6 +13,29 @@ public sealed record CrossCoderData(Tensor X, IReadOnlyList<string?> Hooks, IRea
 {
     /// <inheritdoc/>
     public void Dispose() => X.Dispose();
+
+    /// <summary>
+    /// Refuses rows whose slots record another hook than the crosscoder at <paramref name="ccPath"/> recorded for that
+    /// slot (<paramref name="sources"/>), or the models of a diffing pair in the other order: caches given in another
+    /// order than the crosscoder's slots would be evaluated as plausible but meaningless numbers. A slot unrecorded on
+    /// either side is not checked; model names are compared only for their order (one model may be named two ways).
+    /// </summary>
+    public void CheckSlotsMatch(CrossCoderSources sources, string ccPath)
+    {
+        ArgumentNullException.ThrowIfNull(sources);
+        int slots = Hooks.Count;
+        if (sources.HookNames is { } recorded && recorded.Count == slots)
+            for (int l = 0; l < slots; l++)
+                if (Hooks[l] is { } h && h != recorded[l])
+                    throw new SaeSharpException($"slot {l}: the activations are of hook '{h}' (the cache's manifest.json), but {ccPath} reads '{recorded[l]}' there " +
+                                                $"(its slots: {string.Join(", ", recorded)}); give the caches in the order of its slots");
+        var models = sources.ModelNames is { } m && m.Count == slots ? m : null;
+        if (models is null || Models.Any(x => x is null)) return;
+        for (int l = 0; l < slots; l++)
+            if (Models[l] != models[l] && models.Contains(Models[l]!))
+                throw new SaeSharpException($"slot {l}: the activations are of model '{Models[l]}' (the cache's manifest.json), but {ccPath} reads '{models[l]}' there " +
+                                            $"(its slots: {string.Join(", ", models)}); give the caches in the order of its slots");
+    }
 }
 
 /// <summary>
@@ -60,6 +84,8 @@ public static class CrossCoderActivations
                 {
                     var t = cat(shards.Select(s => s["token_ids"]).ToList(), 0);
                     if (tokens is null) (tokens, tokensFrom) = (t, path);
+                    else if (t.shape[0] != tokens.shape[0])
+                        throw new SaeSharpException($"{path}: {t.shape[0]} rows, but {tokensFrom} has {tokens.shape[0]}; cache every hook or model on the same dataset, --tokens and --context-size");
                     else if (!t.shape.SequenceEqual(tokens.shape) || !t.eq(tokens).all().item<bool>())
                         throw new SaeSharpException($"{path}: its rows are not the tokens of {tokensFrom}'s rows (token_ids differ); cache every hook or model on the same dataset, --tokens and --context-size");
                 }

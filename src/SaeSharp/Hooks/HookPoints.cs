@@ -321,8 +321,31 @@ public sealed class HookPoints
                 $"mlp.experts.{{0..{NumExperts - 1}}}.hook_gate/hook_pre/hook_post (each expert's), " +
                 (SharedExpert ? "mlp.shared_expert.hook_gate/hook_pre/hook_post, " + (SharedExpertGate ? "mlp.hook_shared_expert_gate, " : "") : "") +
                 "and hook_mlp_out for the block's MLP output");
-        throw new SaeSharpException(why ?? $"unknown hook '{name}'{NameSuggestion.For(name, Names)}. Valid hooks: {ValidNamesSummary()}; " +
+        throw new SaeSharpException(why ?? NotAHookPointHere(name) ?? $"unknown hook '{name}'{NameSuggestion.For(name, Names)}. Valid hooks: {ValidNamesSummary()}; " +
             $"aliases: module paths such as blocks.0.mlp, {Hf.Prefix}.{Hf.Blocks}.0.{Hf.Mlp} (output, or input with kind In / ':in')");
+    }
+
+    private static readonly System.Text.RegularExpressions.Regex TransformerLensOnlyHook =
+        new(@"^(?:blocks\.([0-9]+)\.)?(attn\.hook_attn_scores|attn\.hook_result|ln1\.hook_scale|ln2\.hook_scale|ln_final\.hook_scale|hook_attn_in|hook_q_input|hook_k_input|hook_v_input|hook_mlp_in)$");
+
+    /// <summary>For a TransformerLens hook point SaeSharp has no hook for (<c>attn.hook_attn_scores</c>, <c>hook_result</c>,
+    /// the norms' <c>hook_scale</c>, and the optional <c>hook_attn_in</c>, <c>hook_q/k/v_input</c>, <c>hook_mlp_in</c>),
+    /// what says so and names the hook holding the nearest tensor; null for any other name.</summary>
+    private string? NotAHookPointHere(string name)
+    {
+        var m = TransformerLensOnlyHook.Match(name);
+        if (!m.Success || (m.Groups[1].Success != (m.Groups[2].Value != "ln_final.hook_scale"))) return null;
+        string b = m.Groups[1].Success ? $"blocks.{m.Groups[1].Value}." : "";
+        string instead = m.Groups[2].Value switch
+        {
+            "attn.hook_attn_scores" => $"{b}attn.hook_pattern holds their softmax [batch, head, query_pos, key_pos]",
+            "attn.hook_result" => $"{b}attn.hook_z [batch, pos, head, d_head] holds each head's output before W_O",
+            "ln_final.hook_scale" => $"{LnFinal} holds the norm's output (weight and bias included)",
+            "ln1.hook_scale" or "ln2.hook_scale" => $"{b}{m.Groups[2].Value[..3]}.hook_normalized holds the norm's output (weight and bias included)",
+            "hook_mlp_in" => $"the MLP reads {b}{(ParallelAttnMlp ? "hook_resid_pre" : "hook_resid_mid")} (before its norm, as TransformerLens's hook_mlp_in)",
+            _ => $"every head reads {b}hook_resid_pre (before the norm; TransformerLens copies it per head)",
+        };
+        return $"hook '{name}': TransformerLens has it, SaeSharp has no such hook point; {instead} (sae model info lists the hook points)";
     }
 
     /// <summary>

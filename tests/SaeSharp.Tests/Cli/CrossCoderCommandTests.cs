@@ -167,4 +167,27 @@ public sealed class CrossCoderCommandTests : TempDirTestBase
         (exit, _, err) = CliRunner.Run("train", "--arch", "topk", "--k", "2", "--activations", acts.Split(',')[0], "--out", Path.Combine(_dir, "e"), "--k-max", "4");
         Assert.Contains("--k-max", err);
     }
+
+    [Fact]
+    public void EvalRefusesCachesInAnotherOrderThanTheSlotsBeforeWritingAnything()
+    {
+        using var tokens = tensor(new long[] { 5, 6, 7, 8, 9, 10 });
+        using var rows = randn(6, 4);
+        string l0 = Path.Combine(_dir, "l0"), l1 = Path.Combine(_dir, "l1"), ccDir = Path.Combine(_dir, "cc");
+        SaeSharp.Tests.Activations.CrossCoderActivationsTests.WriteCache(l0, "builtin", "blocks.0.hook_resid_post", rows, tokens);
+        SaeSharp.Tests.Activations.CrossCoderActivationsTests.WriteCache(l1, "builtin", "blocks.1.hook_resid_post", rows, tokens);
+        using (var cc = new SaeSharp.Saes.CrossCoder(new SaeSharp.Saes.CrossCoderConfig { ActivationDim = 4, DictSize = 8, NumLayers = 2 }))
+            CrossCoderFormat.Save(cc, ccDir, new CrossCoderSources { HookNames = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"], ModelNames = ["builtin"] });
+        var json = Path.Combine(_dir, "m.json");
+        var (exit, stdout, err) = CliRunner.Run("eval", "--sae", ccDir, "--activations", $"{l0},{l1}");
+        Assert.True(exit == 0, err);
+        Assert.Contains("slot 1 (blocks.1.hook_resid_post) fvu", stdout);
+        (exit, stdout, err) = CliRunner.Run("eval", "--sae", ccDir, "--activations", $"{l1},{l0}", "--json", json);
+        Assert.NotEqual(0, exit);
+        Assert.Contains("slot 0: the activations are of hook 'blocks.1.hook_resid_post'", err);
+        Assert.Contains("reads 'blocks.0.hook_resid_post' there", err);
+        Assert.Equal("", stdout);
+        Assert.False(File.Exists(json));
+        Assert.False(File.Exists(Path.Combine(_dir, "m_relative_decoder_norm.png")));
+    }
 }

@@ -28,6 +28,29 @@ public class ModelCommandTests : IDisposable
         Assert.True(o["logits"].equal(m.Forward(tokens)).all().item<bool>());
     }
 
+    /// <summary>Past n_ctx: learned positions (GPT-2) are refused by name; rotary positions (NeoX) run on, as transformers
+    /// runs them, with a note on stderr (TransformerLens refuses them), and equal the library's forward.</summary>
+    [Fact]
+    public void RunPastTheContextRefusesLearnedPositionsAndNotesRotaryOnes()
+    {
+        var input = Path.Combine(_dir, "in.safetensors");
+        var tokens = (TorchScalars.Arange(70, dtype: ScalarType.Int64) % 50).unsqueeze(0);
+        SafeTensors.Save(input, new Dictionary<string, Tensor> { ["tokens"] = tokens });
+        var gpt2 = TinyModels.WriteGpt2(Path.Combine(_dir, "g"), seed: 3, nLayer: 1, nEmbd: 16, nHead: 4, vocab: 50, nPositions: 64);
+        var (exit, _, err) = CliRunner.Run("model", "run", "--model", gpt2, "--input", input, "--out", Path.Combine(_dir, "g.safetensors"));
+        Assert.NotEqual(0, exit);
+        Assert.Contains("sequence of 70 tokens exceeds the context length n_ctx=64", err);
+        Assert.False(File.Exists(Path.Combine(_dir, "g.safetensors")));
+        var neox = TinyModels.WriteNeoX(Path.Combine(_dir, "n"), 2, 1, 16, 2, 50, 64, 0.5, true, 24);
+        var output = Path.Combine(_dir, "n.safetensors");
+        (exit, _, err) = CliRunner.Run("model", "run", "--model", neox, "--input", input, "--out", output);
+        Assert.True(exit == 0, err);
+        Assert.Contains("note: 70 tokens exceed n_ctx=64", err);
+        var o = SafeTensors.Load(output);
+        using var m = ModelLoader.FromPretrained(neox);
+        Assert.True(o["logits"].equal(m.Forward(tokens)).all().item<bool>());
+    }
+
     [Fact]
     public void UnknownHookIsOneLineErrorListingValidNames()
     {

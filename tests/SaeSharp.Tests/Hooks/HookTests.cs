@@ -176,6 +176,27 @@ public class HookTests : ModelTestBase
         Assert.Contains("returned shape", Assert.Throws<SaeSharpException>(() => m.RunWithHooks(Toks, ("hook_embed", x => x[0]))).Message);
     }
 
+    /// <summary>TransformerLens hook points SaeSharp lacks are refused saying so and naming the hook of the nearest tensor
+    /// (the MLP's input: hook_resid_pre in a parallel block, hook_resid_mid in a sequential one); out-of-range layers and
+    /// layer-less block names keep their own errors.</summary>
+    [Fact]
+    public void TransformerLensHooksWithoutAHookPointHereNameTheNearestHook()
+    {
+        using var parallel = NeoX(parallel: true);
+        using var sequential = Gpt2();
+        string Why(HookedTransformer m, string name) => Assert.Throws<SaeSharpException>(() => m.HookPoints.Resolve(name)).Message;
+        Assert.Contains("SaeSharp has no such hook point; blocks.1.attn.hook_pattern holds their softmax", Why(parallel, "blocks.1.attn.hook_attn_scores"));
+        Assert.Contains("blocks.0.attn.hook_z [batch, pos, head, d_head]", Why(sequential, "blocks.0.attn.hook_result"));
+        Assert.Contains("blocks.1.ln2.hook_normalized holds the norm's output", Why(sequential, "blocks.1.ln2.hook_scale"));
+        Assert.Contains("ln_final.hook_normalized holds the norm's output", Why(sequential, "ln_final.hook_scale"));
+        Assert.Contains("the MLP reads blocks.0.hook_resid_pre", Why(parallel, "blocks.0.hook_mlp_in"));
+        Assert.Contains("the MLP reads blocks.0.hook_resid_mid", Why(sequential, "blocks.0.hook_mlp_in"));
+        Assert.Contains("every head reads blocks.1.hook_resid_pre", Why(sequential, "blocks.1.hook_q_input"));
+        Assert.Contains("hook 'blocks.5.attn.hook_attn_scores': layer 5 does not exist", Why(sequential, "blocks.5.attn.hook_attn_scores"));
+        Assert.Contains("unknown hook 'attn.hook_attn_scores'", Why(sequential, "attn.hook_attn_scores"));
+        Assert.Contains("unknown hook 'blocks.0.ln_final.hook_scale'", Why(sequential, "blocks.0.ln_final.hook_scale"));
+    }
+
     /// <summary>TransformerLens 3's bridge name <c>blocks.{i}.mlp.hook_in</c> (the MLP's input, after ln2) is
     /// <c>ln2.hook_normalized</c>: in a parallel GPT-NeoX block, in Qwen3 and in Gemma 2/3 (whose MLP output goes through a
     /// post-norm; gemma3-conditional: weights read from a Gemma3ForConditionalGeneration checkpoint) the MLP's first projection of that tensor, with the checkpoint's own weights, is <c>mlp.hook_pre</c>.</summary>
