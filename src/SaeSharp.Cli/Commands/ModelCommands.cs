@@ -440,9 +440,13 @@ internal static class ModelCommands
         var sampling = new SamplingOptions();
         var dtype = ModelSource.DtypeOption();
         var sae = new Option<string[]>("--sae") { Description = "Not here: continuations with SAEs spliced (and --clamp, --ablate, --steer) are sae model run --sae SAE --prompt TEXT --generate N" };
+        var prependBos = new Option<bool>("--prepend-bos")
+        {
+            Description = "Start the prompt with BOS, as TransformerLens's generate(text), sae model run and sae steer do (default: as Hugging Face's tokenizer(text), BOS only where the tokenizer adds it)",
+        };
         var command = new Command("generate", "Continue a prompt (greedy or sampled, with a KV cache); with SAEs spliced: sae model run --sae SAE --generate N")
         {
-            model, prompt, maxNew, dtype, sae,
+            model, prompt, maxNew, dtype, sae, prependBos,
         };
         sampling.AddTo(command);
         Cli.SetAction(command, parse =>
@@ -455,6 +459,12 @@ internal static class ModelCommands
             var tok = Tokenizer.FromFolder(folder);
             var text = parse.GetValue(prompt)!;
             var ids = tok.EncodeWithSpecialTokens(text);
+            if (parse.GetValue(prependBos))
+            {
+                int bos = tok.BosTokenId ?? throw new SaeSharpException($"--prepend-bos: the tokenizer of {folder} has no BOS token");
+                if (ids.Length == 0 || ids[0] != bos) ids = [bos, .. ids];
+            }
+            if (ids.Length == 0) throw new SaeSharpException("--prompt: the prompt gives no token; give some text (or --prepend-bos to start from BOS alone)");
             int newTokens = parse.GetValue(maxNew), promptTokens = ids.Length;
             if (promptTokens + newTokens > m.Config.NCtx)
                 throw new SaeSharpException($"--max-new-tokens {newTokens}: the prompt's {promptTokens} tokens and {newTokens} new ones exceed " +

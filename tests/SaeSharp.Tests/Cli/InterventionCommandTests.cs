@@ -557,6 +557,11 @@ public class InterventionCommandTests : IDisposable
                 "--max-new-tokens", $"{newTokens}", .. sampling]);
             Assert.True(exit == 0, err);
             Assert.Equal($"{SaeSharp.Corpus.LabelledCorpus.EndOfText} {prompt} {unsteered}", output.Trim());
+            // --prepend-bos puts the BOS first as steer does: the same continuation of the plain prompt.
+            (exit, output, err) = CliRunner.Run(["model", "generate", "--model", "builtin", "--prompt", prompt, "--prepend-bos",
+                "--max-new-tokens", $"{newTokens}", .. sampling]);
+            Assert.True(exit == 0, err);
+            Assert.Equal($"{SaeSharp.Corpus.LabelledCorpus.EndOfText} {prompt} {unsteered}", output.Trim());
         }
     }
 

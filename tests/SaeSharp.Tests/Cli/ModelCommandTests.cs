@@ -114,6 +114,30 @@ public class ModelCommandTests : IDisposable
         Assert.Equal(new long[] { 2, 12, 32 }, o["blocks.2.hook_resid_post"].shape);
     }
 
+    /// <summary><c>model generate --prepend-bos</c> starts from BOS (not doubled when the text gives it); an empty prompt is
+    /// refused by name without it and is BOS alone with it.</summary>
+    [Fact]
+    public void GeneratePrependBosStartsFromBosOnceAndAnEmptyPromptIsNamed()
+    {
+        string bos = SaeSharp.Corpus.LabelledCorpus.EndOfText;
+        string[] greedy = ["--max-new-tokens", "3", "--temperature", "0"];
+        var (exit, plain, err) = CliRunner.Run(["model", "generate", "--model", "builtin", "--prompt", "Mia saw", .. greedy]);
+        Assert.True(exit == 0, err);
+        Assert.StartsWith("Mia saw ", plain);
+        (exit, var withBos, err) = CliRunner.Run(["model", "generate", "--model", "builtin", "--prompt", "Mia saw", "--prepend-bos", .. greedy]);
+        Assert.True(exit == 0, err);
+        Assert.StartsWith($"{bos} Mia saw ", withBos);
+        (exit, var given, err) = CliRunner.Run(["model", "generate", "--model", "builtin", "--prompt", $"{bos} Mia saw", "--prepend-bos", .. greedy]);
+        Assert.True(exit == 0, err);
+        Assert.Equal(withBos, given);
+        (exit, _, err) = CliRunner.Run(["model", "generate", "--model", "builtin", "--prompt", "", .. greedy]);
+        Assert.Equal(1, exit);
+        Assert.Contains("--prompt: the prompt gives no token", err);
+        (exit, var fromBos, err) = CliRunner.Run(["model", "generate", "--model", "builtin", "--prompt", "", "--prepend-bos", .. greedy]);
+        Assert.True(exit == 0, err);
+        Assert.Equal(4, fromBos.Trim().Split(' ').Length);
+    }
+
     [Fact]
     public void InfoListsHookPoints()
     {
