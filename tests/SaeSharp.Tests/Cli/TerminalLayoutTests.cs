@@ -89,6 +89,28 @@ public sealed class TerminalLayoutTests
         Assert.Contains(lines, l => l.StartsWith("  neuron 43 sum 12.8", StringComparison.Ordinal));
     }
 
+    [Fact]
+    public void A_wrapped_logit_list_never_splits_a_quoted_token()
+    {
+        // walk11: at 80 columns `sae inspect` wrapped `... " He" " They"` between the quote and the word (`"` at the end of
+        // one line, `They"` starting the next).
+        string[] logits = [" The", " Mia", " Anna", " He", " They", " cake", " banana", " pear", " carrot", " plum"];
+        var view = new SaeSharp.Analysis.PromptView
+        {
+            Prompt = "The", Tokens = [0, 1], TokenStrings = ["<|endoftext|>", " The"],
+            Features = [new SaeSharp.Analysis.UnitActivations(114, 15.013, [0, 1])], Neurons = [],
+        };
+        var notes = new Dictionary<int, SaeSharp.Analysis.FeatureNote> { [114] = new(0.079, logits) };
+        string output = At40Columns(() => AnalysisCommands.Print([view], notes, null, "blocks.1.hook_resid_post"));
+        var lines = output.Split('\n').Select(l => l.TrimEnd('\r', ' ')).Where(l => l.Length > 0).ToList();
+        Assert.True(lines.Count >= 4, output);
+        Assert.All(lines, l => Assert.True(l.Length <= 40, $"'{l}' is wider than 40 columns"));
+        int first = lines.FindIndex(l => l.StartsWith("  feature 114 sum 15.013  density ", StringComparison.Ordinal));
+        Assert.True(first > 0, output);
+        foreach (var t in logits) Assert.Single(lines, l => l.Contains($"\"{t}\"", StringComparison.Ordinal));
+        Assert.All(lines.Skip(first), l => Assert.StartsWith("  ", l));
+    }
+
     /// <summary>sae steer's logit table is as wide as its cells (and its short title), not stretched to a long title.</summary>
     [Fact]
     public void The_steer_logit_table_is_as_narrow_as_its_cells()
