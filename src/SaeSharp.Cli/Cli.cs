@@ -307,6 +307,15 @@ internal static partial class Cli
         AnsiConsole.Write(new Padder(new Markup(markup), new Padding(indent, 0, 0, 0)));
     }
 
+    /// <summary>Plain text indented by <paramref name="indent"/> columns and wrapped at the terminal's width between
+    /// words, its continuation lines <paramref name="hang"/> columns further in, so that a wrapped item does not read as
+    /// the start of the next.</summary>
+    public static void WriteHanging(string text, int indent, int hang = 2)
+    {
+        var lines = WrapWords(text.Split(' '), AnsiConsole.Profile.Width - indent - hang);
+        WriteIndented(string.Join("\n", lines.Select((l, i) => (i == 0 ? "" : new string(' ', hang)) + Markup.Escape(l))), indent);
+    }
+
     /// <summary><paramref name="words"/> (each may hold spaces, as a quoted token <c>" They"</c> does) joined by spaces
     /// into lines of at most <paramref name="width"/> characters (one column each), broken only between words (a word wider than a line gets
     /// a line of its own, the first word always starts the first line).</summary>

@@ -111,6 +111,21 @@ public sealed class TerminalLayoutTests
         Assert.All(lines.Skip(first), l => Assert.StartsWith("  ", l));
     }
 
+    [Fact]
+    public void A_wrapped_score_labels_example_hangs_under_its_first_line()
+    {
+        // walk11: at 80 columns `sae score-labels` wrapped "...; best neuron for it: 8" / "F1 0.73" with both lines at
+        // indent 2, so the continuation read as the next item.
+        const string item = "feature 192 ≈ cat:person_word (F1 0.95, P 1.00, R 0.90); best neuron for it: 8 F1 0.73";
+        string output = At40Columns(() => SaeSharp.Cli.Cli.WriteHanging(item, 2));
+        var lines = output.Split('\n').Select(l => l.TrimEnd('\r', ' ')).Where(l => l.Length > 0).ToList();
+        Assert.True(lines.Count >= 3, output);
+        Assert.StartsWith("  feature 192", lines[0]);
+        Assert.All(lines.Skip(1), l => Assert.Matches("^    [^ ]", l));
+        Assert.All(lines, l => Assert.True(l.Length <= 40, $"'{l}' is wider than 40 columns"));
+        Assert.Equal(item, string.Join(' ', lines.Select(l => l.Trim())));
+    }
+
     /// <summary>sae steer's logit table is as wide as its cells (and its short title), not stretched to a long title.</summary>
     [Fact]
     public void The_steer_logit_table_is_as_narrow_as_its_cells()
