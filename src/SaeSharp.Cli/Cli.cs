@@ -316,6 +316,36 @@ internal static partial class Cli
         AnsiConsole.Write(new Padder(new Markup(markup), new Padding(indent, 0, 0, 0)));
     }
 
+    /// <summary>Plain text indented by <paramref name="indent"/> columns and wrapped at the terminal's width between
+    /// words, its continuation lines <paramref name="hang"/> columns further in, so that a wrapped item does not read as
+    /// the start of the next.</summary>
+    public static void WriteHanging(string text, int indent, int hang = 2)
+    {
+        var lines = WrapWords(text.Split(' '), AnsiConsole.Profile.Width - indent - hang);
+        WriteIndented(string.Join("\n", lines.Select((l, i) => (i == 0 ? "" : new string(' ', hang)) + Markup.Escape(l))), indent);
+    }
+
+    /// <summary><paramref name="words"/> (each may hold spaces, as a quoted token <c>" They"</c> does) joined by spaces
+    /// into lines of at most <paramref name="width"/> characters (one column each), broken only between words (a word wider than a line gets
+    /// a line of its own, the first word always starts the first line).</summary>
+    public static IReadOnlyList<string> WrapWords(IReadOnlyList<string> words, int width)
+    {
+        var lines = new List<string>();
+        var line = new System.Text.StringBuilder();
+        foreach (var word in words)
+        {
+            if (line.Length > 0 && line.Length + 1 + word.Length > width)
+            {
+                lines.Add(line.ToString());
+                line.Clear();
+            }
+            if (line.Length > 0) line.Append(' ');
+            line.Append(line.Length == 0 && lines.Count > 0 ? word.TrimStart() : word);
+        }
+        if (line.Length > 0 || lines.Count == 0) lines.Add(line.ToString());
+        return lines;
+    }
+
     /// <summary>A cell as one field of a tab-separated line: a tab, newline or carriage return in it (a token, a decoded
     /// context) written <c>\t</c>, <c>\n</c>, <c>\r</c>, so every line keeps its fields.</summary>
     private static string Field(string cell) => cell.Replace("\t", "\\t").Replace("\n", "\\n").Replace("\r", "\\r");

@@ -326,9 +326,15 @@ internal static class AnalysisCommands
             {
                 FeatureNote? note = null;
                 if (u.Layer is null) notes.TryGetValue(u.Index, out note);   // notes are one SAE's, by index
-                string extra = note is null ? "" : (note.Density is double d ? $"density {(Console.IsOutputRedirected ? Cli.Percent("density", d, 2) : DashboardWriter.Percent(d))}  " : "") +
-                    "logits " + string.Join(" ", note.TopLogits.Select(DashboardWriter.Quote));
-                Cli.WriteIndented($"[bold]feature {u.Label}[/] sum {u.Sum:0.###}  [grey]{Markup.Escape(extra)}[/]", 2);
+                // Wrapped here between words, a quoted token (" They") being one word: Spectre would break inside it.
+                string head = $"feature {u.Label}";
+                var words = new List<string> { $"{head} sum {u.Sum:0.###}" };
+                if (note?.Density is double d) words.Add($" density {(Console.IsOutputRedirected ? Cli.Percent("density", d, 2) : DashboardWriter.Percent(d))}");
+                if (note is not null) words.AddRange(note.TopLogits.Select(DashboardWriter.Quote).Prepend(" logits"));
+                var lines = Cli.WrapWords(words, AnsiConsole.Profile.Width - 2);
+                Cli.WriteIndented(string.Join("\n", lines.Select((l, i) => i == 0         // the first line starts with words[0]
+                    ? $"[bold]{head}[/]{Markup.Escape(words[0][head.Length..])}[grey]{Markup.Escape(l[words[0].Length..])}[/]"
+                    : $"[grey]{Markup.Escape(l)}[/]")), 2);
                 Cli.WriteIndented(Shaded(view.TokenStrings, u.Acts), 4);
             }
             if (view.Neurons.Count > 0)

@@ -53,7 +53,7 @@ internal static class ScoreLabelsCommand
              new Column("of labels", Right: true, Heading: "of\nlabels")],
             [Row("SAE features", r.FeatureSummary), Row(r.NeuronHook == r.Hook ? "dimensions (±)" : $"{r.NeuronHook} (±)", r.NeuronSummary)]);
         Cli.WriteIndented(Markup.Escape("(F1 = best label's F1 of each alive unit, on the held-out half of the tokens; labels covered = labels some unit reaches with F1 ≥ 0.8; ± = both signs of a dimension)"), 2);
-        foreach (var line in Examples(r, examples)) Cli.WriteIndented(Markup.Escape(line), 2);
+        foreach (var line in Examples(r, examples)) Cli.WriteHanging(line, 2);
     }
 
     /// <summary>"feature 117 ≈ cat:colour (F1 0.97, P 0.98, R 0.96)" for the best feature of each of the best-captured labels.</summary>

@@ -71,6 +71,19 @@ internal static class DashboardAssets
         .prompt-view .unit .name { flex: 0 0 180px; min-width: 0; font-size: 12.5px; }
         .prompt-view .unit .name .chip { display: inline-block; max-width: 100%; overflow: hidden; vertical-align: bottom; } .prompt-view .unit .name small { display:block; color: var(--muted); }
         .cols { display:grid; grid-template-columns: 1fr 1fr; gap: 16px; }
+        /* A narrow window: one column (the examples and the neurons below, not off the page to the right); the index
+           table scrolls sideways inside itself. */
+        @media (max-width: 900px) {
+          main { padding: 12px 12px 32px; }
+          .grid, .cols { grid-template-columns: minmax(0, 1fr); }
+          .cards { grid-template-columns: repeat(2, minmax(0, 1fr)); flex: 1 1 100%; }
+          .overview-chart { flex: 1 1 100%; min-width: 0; }
+          table.features { display: block; overflow-x: auto; }
+        }
+        @media (max-width: 560px) {
+          .logit-tables { grid-template-columns: minmax(0, 1fr); }
+          .prompt-view .unit .name { flex-basis: 120px; }
+        }
         """;
 
     public const string Js = """

@@ -213,6 +213,7 @@ public sealed class FeatureReport
         string featuresPath = Path.Combine(dir, FeaturesFile), summaryPath = Path.Combine(dir, SummaryFile);
         if (!File.Exists(featuresPath)) throw new SaeSharpException($"{dir}: no {FeaturesFile} (write it with `sae features`)");
         var features = new List<FeatureStatistics>();
+        var featureLines = new List<int>();
         int lineNo = 0;
         foreach (var line in File.ReadLines(featuresPath, Encoding.UTF8))
         {
@@ -222,6 +223,7 @@ public sealed class FeatureReport
             {
                 using var doc = JsonDocument.Parse(line);
                 features.Add(ReadFeature(doc.RootElement));
+                featureLines.Add(lineNo);
             }
             catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException or FormatException)
             {
@@ -245,7 +247,11 @@ public sealed class FeatureReport
             }
         }
         var report = new FeatureReport { Features = features, TokenStrings = tokens };
-        if (!File.Exists(summaryPath)) return report;
+        if (!File.Exists(summaryPath))
+        {
+            CheckIndexes(features, featureLines, featuresPath, dSae: 0, summaryPath);
+            return report;
+        }
         using (var doc = ParseFile(summaryPath))
         {
             var r = doc.RootElement;
@@ -254,17 +260,35 @@ public sealed class FeatureReport
             long L(string k, long max = long.MaxValue) => !r.TryGetProperty(k, out var v) || v.ValueKind != JsonValueKind.Number ? 0
                 : v.TryGetInt64(out long n) && n >= 0 && n <= max ? n
                 : throw new SaeSharpException($"{summaryPath}: \"{k}\" is {v.GetRawText()}, expected a count from 0 to {max}");
+            int dSae = (int)L("d_sae", int.MaxValue);
+            CheckIndexes(features, featureLines, featuresPath, dSae, summaryPath);
             return new FeatureReport
             {
                 Features = features, TokenStrings = tokens, Tokens = L("tokens"), Windows = L("windows"),
                 Source = new FeatureSource
                 {
-                    Sae = S("sae"), Architecture = S("architecture"), DSae = (int)L("d_sae", int.MaxValue), Model = S("model"), Hook = S("hook"),
+                    Sae = S("sae"), Architecture = S("architecture"), DSae = dSae, Model = S("model"), Hook = S("hook"),
                     Dataset = S("dataset"), ContextSize = (int)L("context_size", int.MaxValue),
                     PrependBos = r.TryGetProperty("prepend_bos", out var pb) && pb.ValueKind == JsonValueKind.True,
                     NeuronpediaId = S("neuronpedia_id"),
                 },
             };
+        }
+    }
+
+    /// <summary>Each feature index once and, when summary.json gives d_sae, below it: the dashboard names a page by the
+    /// index and the Neuronpedia export writes it as <c>feature_index</c> (and lists the others as skipped).</summary>
+    private static void CheckIndexes(List<FeatureStatistics> features, List<int> lines, string featuresPath, int dSae, string summaryPath)
+    {
+        var seen = new Dictionary<int, int>();
+        for (int i = 0; i < features.Count; i++)
+        {
+            int f = features[i].Feature;
+            if (f < 0 || (dSae > 0 && f >= dSae))
+                throw new SaeSharpException($"{featuresPath}:{lines[i]}: feature {f} is not an index of the SAE's " +
+                                            (dSae > 0 ? $"{dSae} features (d_sae in {summaryPath}); a features folder of another SAE?" : "features"));
+            if (!seen.TryAdd(f, lines[i]))
+                throw new SaeSharpException($"{featuresPath}:{lines[i]}: feature {f} again (first on line {seen[f]})");
         }
     }
 
@@ -284,6 +308,8 @@ public sealed class FeatureReport
     {
         // JSON has no NaN or infinity, but a literal beyond the type's range (1e309) reads as infinity: refused, as no
         // report holds one (Save cannot write them) and the pages' scales and bar positions would be infinite.
+        // A missing field is named (JsonElement.GetProperty's KeyNotFoundException does not say which).
+        static JsonElement P(JsonElement x, string name) => x.TryGetProperty(name, out var v) ? v : throw new FormatException($"no \"{name}\"");
         static double D(JsonElement x) => x.GetDouble() is var v && double.IsFinite(v) ? v : throw new FormatException($"{x.GetRawText()} is not a finite number");
         static float F(JsonElement x) => x.GetSingle() is var v && float.IsFinite(v) ? v : throw new FormatException($"{x.GetRawText()} is not a finite number");
         // What the dashboard and the Neuronpedia export index by is checked here, so that a damaged line is one error
@@ -291,10 +317,10 @@ public sealed class FeatureReport
         static ActivationExample Ex(JsonElement x)
         {
             var example = new ActivationExample(
-                F(x.GetProperty("activation")), x.GetProperty("token").GetInt32(), x.GetProperty("index").GetInt32(),
-                x.GetProperty("context_tokens").EnumerateArray().Select(t => t.GetInt32()).ToArray(),
-                x.GetProperty("context_acts").EnumerateArray().Select(t => F(t)).ToArray(),
-                x.GetProperty("window").GetInt64(), x.GetProperty("position").GetInt32());
+                F(P(x, "activation")), P(x, "token").GetInt32(), P(x, "index").GetInt32(),
+                P(x, "context_tokens").EnumerateArray().Select(t => t.GetInt32()).ToArray(),
+                P(x, "context_acts").EnumerateArray().Select(t => F(t)).ToArray(),
+                P(x, "window").GetInt64(), P(x, "position").GetInt32());
             if (example.ContextActs.Length != example.ContextTokens.Length)
                 throw new FormatException($"an example has {example.ContextTokens.Length} context_tokens but {example.ContextActs.Length} context_acts");
             if (example.Index < 0 || example.Index >= example.ContextTokens.Length)
@@ -304,28 +330,28 @@ public sealed class FeatureReport
         static Histogram H(JsonElement x)
         {
             var h = new Histogram(
-                x.GetProperty("edges").EnumerateArray().Select(t => D(t)).ToArray(),
-                x.GetProperty("counts").EnumerateArray().Select(t => t.GetInt64()).ToArray());
+                P(x, "edges").EnumerateArray().Select(t => D(t)).ToArray(),
+                P(x, "counts").EnumerateArray().Select(t => t.GetInt64()).ToArray());
             if (h.Edges.Length != (h.Counts.Length == 0 ? 0 : h.Counts.Length + 1))
                 throw new FormatException($"a histogram has {h.Counts.Length} counts but {h.Edges.Length} edges (one more than counts expected)");
             return h;
         }
         static List<TokenValue> Tv(JsonElement e, string k) => e.TryGetProperty(k, out var a)
-            ? a.EnumerateArray().Select(t => new TokenValue(t.GetProperty("token").GetInt32(), F(t.GetProperty("value")))).ToList() : [];
+            ? a.EnumerateArray().Select(t => new TokenValue(P(t, "token").GetInt32(), F(P(t, "value")))).ToList() : [];
         static List<Similarity> Sim(JsonElement e, string k, string key) => e.TryGetProperty(k, out var a)
-            ? a.EnumerateArray().Select(t => new Similarity(t.GetProperty(key).GetInt32(), F(t.GetProperty("cosine")))).ToList() : [];
+            ? a.EnumerateArray().Select(t => new Similarity(P(t, key).GetInt32(), F(P(t, "cosine")))).ToList() : [];
         return new FeatureStatistics
         {
-            Feature = e.GetProperty("feature").GetInt32(),
-            Density = D(e.GetProperty("density")) is var density && density is >= 0 and <= 1 ? density
-                : throw new FormatException($"density {e.GetProperty("density").GetRawText()} is not a fraction from 0 to 1"),
-            MaxActivation = F(e.GetProperty("max_activation")),
-            MeanNonzero = D(e.GetProperty("mean_nonzero")),
+            Feature = P(e, "feature").GetInt32(),
+            Density = D(P(e, "density")) is var density && density is >= 0 and <= 1 ? density
+                : throw new FormatException($"density {P(e, "density").GetRawText()} is not a fraction from 0 to 1"),
+            MaxActivation = F(P(e, "max_activation")),
+            MeanNonzero = D(P(e, "mean_nonzero")),
             Firings = e.TryGetProperty("firings", out var fi) ? fi.GetInt64() : 0,
-            TopExamples = e.GetProperty("top_examples").EnumerateArray().Select(Ex).ToList(),
+            TopExamples = P(e, "top_examples").EnumerateArray().Select(Ex).ToList(),
             Intervals = e.TryGetProperty("intervals", out var ivs)
-                ? ivs.EnumerateArray().Select(iv => new ActivationInterval(D(iv.GetProperty("lower")), D(iv.GetProperty("upper")),
-                    iv.GetProperty("count").GetInt64(), D(iv.GetProperty("share")), iv.GetProperty("samples").EnumerateArray().Select(Ex).ToList())).ToList()
+                ? ivs.EnumerateArray().Select(iv => new ActivationInterval(D(P(iv, "lower")), D(P(iv, "upper")),
+                    P(iv, "count").GetInt64(), D(P(iv, "share")), P(iv, "samples").EnumerateArray().Select(Ex).ToList())).ToList()
                 : [],
             Histogram = e.TryGetProperty("histogram", out var h) ? H(h) : new Histogram([], []),
             TopLogits = Tv(e, "top_logits"),
@@ -334,7 +360,7 @@ public sealed class FeatureReport
             SimilarFeatures = Sim(e, "similar_features", "feature"),
             AlignedNeurons = Sim(e, "aligned_neurons", "neuron"),
             NeuronAlignment = e.TryGetProperty("neuron_alignment", out var na)
-                ? na.EnumerateArray().Select(a => new NeuronAlignment(a.GetProperty("neuron").GetInt32(), F(a.GetProperty("value")), F(a.GetProperty("l1")))).ToList()
+                ? na.EnumerateArray().Select(a => new NeuronAlignment(P(a, "neuron").GetInt32(), F(P(a, "value")), F(P(a, "l1")))).ToList()
                 : [],
             RelativeDecoderNorm = e.TryGetProperty("relative_decoder_norm", out var rn) ? Fraction(rn, "relative_decoder_norm") : null,
             DeltaNorm = e.TryGetProperty("delta_norm", out var dn) ? Fraction(dn, "delta_norm") : null,

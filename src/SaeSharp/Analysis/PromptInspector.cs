@@ -107,10 +107,16 @@ public sealed class PromptInspector
     public string Hook => _encoder.Hook;
 
     /// <summary>The prompt's token ids as the model sees them (BOS first when prepended).</summary>
-    public long[] Tokenize(string prompt)
+    public long[] Tokenize(string prompt) => PromptTokens(_tokenizer, prompt, _prependBos);
+
+    /// <summary>The prompt's token ids (BOS first when prepended); a prompt whose text gives no token (empty, or only
+    /// what the tokenizer drops) is an error naming it, not a view of BOS alone.</summary>
+    internal static long[] PromptTokens(ITextTokenizer tokenizer, string prompt, bool prependBos)
     {
-        var result = _tokenizer.EncodePrompt(prompt, _prependBos);
-        if (result.Length == 0) throw new SaeSharpException("the prompt is empty");
+        ArgumentNullException.ThrowIfNull(prompt);
+        var result = tokenizer.EncodePrompt(prompt, prependBos);
+        if (result.Length == (prependBos ? 1 : 0))
+            throw new SaeSharpException($"the prompt \"{prompt}\" has no tokens (the tokenizer gives none for its text); give some text");
         return result;
     }
 
@@ -236,9 +242,7 @@ public sealed class CrossLayerPromptInspector
     /// <summary>The top <paramref name="top"/> features over all layers of a prompt.</summary>
     public PromptView Inspect(string prompt, int top = 10)
     {
-        var tokens = _tokenizer.EncodePrompt(prompt, _prependBos);
-        if (tokens.Length == 0) throw new SaeSharpException("the prompt is empty");
-        return Inspect(prompt, tokens, top);
+        return Inspect(prompt, PromptInspector.PromptTokens(_tokenizer, prompt, _prependBos), top);
     }
 
     /// <summary>As <see cref="Inspect(string, int)"/> on given token ids (the first <paramref name="skipPrefix"/> are not

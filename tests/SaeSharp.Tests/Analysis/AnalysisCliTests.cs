@@ -29,6 +29,20 @@ public class AnalysisCliTests : IDisposable
         Assert.False(File.Exists(json));
     }
 
+    // walk11: --prompt "" showed a view of BOS alone (every feature's sum 0 below the BOS-only ones), as if the prompt were text.
+    // (Whitespace is text to this byte-level tokenizer; the built-in word tokenizer gives no token for it: the same error.)
+    [Fact]
+    public void Inspect_refuses_a_prompt_without_tokens_naming_it_before_writing_anything()
+    {
+        const string empty = "";
+        string json = Path.Combine(_fx.Dir, "empty.json");
+        var (exit, stdout, err) = CliRunner.Run("inspect", "--sae", _fx.SaeDir, "--model", _fx.ModelDir, "--prompt", " cat sat", "--prompt", empty, "--json", json);
+        Assert.Equal(1, exit);
+        Assert.Contains($"the prompt \"{empty}\" has no tokens", err);
+        Assert.DoesNotContain("feature", stdout);
+        Assert.False(File.Exists(json));
+    }
+
     [Fact]
     public void Inspect_json_has_the_closed_form_activations_of_a_constructed_prompt()
     {

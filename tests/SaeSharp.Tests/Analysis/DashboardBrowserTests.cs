@@ -108,6 +108,49 @@ public class DashboardBrowserTests : IDisposable
         Assert.Empty(errors);
     }
 
+    // walk11: at a narrow window (a phone, a split screen) the feature page's 440 px first column and the prompt view's two
+    // columns pushed the examples and the neurons off the page to the right, and the index table widened the whole page.
+    [Fact]
+    public async Task At_a_narrow_window_nothing_is_off_the_page_to_the_right()
+    {
+        var report = Report();
+        string site = Path.Combine(_fx.Dir, "narrow-site");
+        string index = DashboardWriter.Write(report, site);
+        string prompt = Path.Combine(_fx.Dir, "narrow-prompt.html");
+        var (sae, pm) = ModelForSae.LoadWithSae(_fx.SaeDir, _fx.ModelDir);
+        using (sae)
+        using (pm)
+        {
+            var inspector = new PromptInspector(pm.Model, sae, Tokenizer.FromFolder(_fx.ModelDir), pm.Hooks);
+            var views = new[] { inspector.Inspect("the cat sat on the mat", top: 4, neurons: true) };
+            DashboardWriter.WritePromptView(prompt, views, inspector.Notes(views[0].Features.Select(u => u.Index)), PromptInspector.Compare(views), inspector.Hook);
+        }
+        await using var browser = await Launch(Path.Combine(_fx.Dir, "profile3"));
+        await using var page = await browser.NewPageAsync();
+        await page.SetViewportAsync(new PuppeteerSharp.ViewPortOptions { Width = 420, Height = 900 });
+        const string pageWidth = "document.documentElement.scrollWidth";
+        string shots = ScreenshotDir();
+
+        await page.GoToAsync(new Uri(index).AbsoluteUri);
+        await page.WaitForSelectorAsync("#features tbody tr");
+        Assert.True(await page.EvaluateExpressionAsync<int>(pageWidth) <= 420, "the index is wider than the window");
+        // The table's last column is reached by scrolling the table itself.
+        Assert.True(await page.EvaluateExpressionAsync<bool>("(t => t.scrollWidth > t.clientWidth && getComputedStyle(t).overflowX === 'auto')(document.getElementById('features'))"));
+        await page.ScreenshotAsync(Path.Combine(shots, "dashboard-index-420.png"), new ScreenshotOptions { FullPage = true });
+
+        await page.GoToAsync(new Uri(Path.Combine(site, "features", "0.html")).AbsoluteUri);
+        Assert.True(await page.EvaluateExpressionAsync<int>(pageWidth) <= 420, "the feature page is wider than the window");
+        Assert.True(await page.EvaluateExpressionAsync<double>("document.querySelector('.top-examples').getBoundingClientRect().left") < 60,
+            "the examples are not below the statistics");
+        await page.ScreenshotAsync(Path.Combine(shots, "dashboard-feature-0-420.png"), new ScreenshotOptions { FullPage = true });
+
+        await page.GoToAsync(new Uri(prompt).AbsoluteUri);
+        Assert.True(await page.EvaluateExpressionAsync<int>(pageWidth) <= 420, "the prompt view is wider than the window");
+        Assert.True(await page.EvaluateExpressionAsync<double>("document.querySelector('.neuron-unit').getBoundingClientRect().left") < 60,
+            "the neurons are not below the features");
+        await page.ScreenshotAsync(Path.Combine(shots, "prompt-view-420.png"), new ScreenshotOptions { FullPage = true });
+    }
+
     [Fact]
     public async Task Prompt_view_html_renders_in_chromium()
     {

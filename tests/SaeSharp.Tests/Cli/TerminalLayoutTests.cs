@@ -89,6 +89,43 @@ public sealed class TerminalLayoutTests
         Assert.Contains(lines, l => l.StartsWith("  neuron 43 sum 12.8", StringComparison.Ordinal));
     }
 
+    [Fact]
+    public void A_wrapped_logit_list_never_splits_a_quoted_token()
+    {
+        // walk11: at 80 columns `sae inspect` wrapped `... " He" " They"` between the quote and the word (`"` at the end of
+        // one line, `They"` starting the next).
+        string[] logits = [" The", " Mia", " Anna", " He", " They", " cake", " banana", " pear", " carrot", " plum"];
+        var view = new SaeSharp.Analysis.PromptView
+        {
+            Prompt = "The", Tokens = [0, 1], TokenStrings = ["<|endoftext|>", " The"],
+            Features = [new SaeSharp.Analysis.UnitActivations(114, 15.013, [0, 1])], Neurons = [],
+        };
+        var notes = new Dictionary<int, SaeSharp.Analysis.FeatureNote> { [114] = new(0.079, logits) };
+        string output = At40Columns(() => AnalysisCommands.Print([view], notes, null, "blocks.1.hook_resid_post"));
+        var lines = output.Split('\n').Select(l => l.TrimEnd('\r', ' ')).Where(l => l.Length > 0).ToList();
+        Assert.True(lines.Count >= 4, output);
+        Assert.All(lines, l => Assert.True(l.Length <= 40, $"'{l}' is wider than 40 columns"));
+        int first = lines.FindIndex(l => l.StartsWith("  feature 114 sum 15.013  density ", StringComparison.Ordinal));
+        Assert.True(first > 0, output);
+        foreach (var t in logits) Assert.Single(lines, l => l.Contains($"\"{t}\"", StringComparison.Ordinal));
+        Assert.All(lines.Skip(first), l => Assert.StartsWith("  ", l));
+    }
+
+    [Fact]
+    public void A_wrapped_score_labels_example_hangs_under_its_first_line()
+    {
+        // walk11: at 80 columns `sae score-labels` wrapped "...; best neuron for it: 8" / "F1 0.73" with both lines at
+        // indent 2, so the continuation read as the next item.
+        const string item = "feature 192 ≈ cat:person_word (F1 0.95, P 1.00, R 0.90); best neuron for it: 8 F1 0.73";
+        string output = At40Columns(() => SaeSharp.Cli.Cli.WriteHanging(item, 2));
+        var lines = output.Split('\n').Select(l => l.TrimEnd('\r', ' ')).Where(l => l.Length > 0).ToList();
+        Assert.True(lines.Count >= 3, output);
+        Assert.StartsWith("  feature 192", lines[0]);
+        Assert.All(lines.Skip(1), l => Assert.Matches("^    [^ ]", l));
+        Assert.All(lines, l => Assert.True(l.Length <= 40, $"'{l}' is wider than 40 columns"));
+        Assert.Equal(item, string.Join(' ', lines.Select(l => l.Trim())));
+    }
+
     /// <summary>sae steer's logit table is as wide as its cells (and its short title), not stretched to a long title.</summary>
     [Fact]
     public void The_steer_logit_table_is_as_narrow_as_its_cells()

@@ -94,6 +94,13 @@ public sealed class NewerReaderFindingsTests : IDisposable
     [InlineData("\"index\":2,", "\"index\":-1,", "index -1 is not a position")]
     [InlineData("\"counts\":[5,3,0,1]", "\"counts\":[5,3,0,1,7]", "5 counts but 5 edges")]
     [InlineData("\"density\":0.0123456", "\"density\":1.5", "density 1.5 is not a fraction from 0 to 1")]
+    // walk11: a feature index ≥ d_sae (a line from another SAE's folder) was written as a Neuronpedia feature_index and
+    // given a dashboard page; a repeated index gave two pages of one name; a missing field said only "The given key was
+    // not present in the dictionary."
+    [InlineData("{\"feature\":7,", "{\"feature\":8,", "feature 8 is not an index of the SAE's 8 features")]
+    [InlineData("{\"feature\":7,", "{\"feature\":-1,", "feature -1 is not an index")]
+    [InlineData("{\"feature\":7,", "{\"feature\":4,", "feature 4 again (first on line 3)")]
+    [InlineData("\"max_activation\":", "\"max_activatio\":", "no \"max_activation\"")]
     public void A_feature_line_the_pages_would_index_past_is_one_clear_error(string from, string to, string message)
     {
         // Read by the dashboard (TokenLine indexes context_acts by context token; histograms index edges by count) and
@@ -102,8 +109,9 @@ public sealed class NewerReaderFindingsTests : IDisposable
         string text = File.ReadAllText(path);
         int at = text.IndexOf(from, StringComparison.Ordinal);
         Assert.True(at >= 0);
+        int line = text[..at].Count(c => c == '\n') + 1;
         File.WriteAllText(path, text[..at] + to + text[(at + from.Length)..]);
-        OneLine(Assert.Throws<SaeSharpException>(() => FeatureReport.Load(Path.GetDirectoryName(path)!)), path + ":1:", message);
+        OneLine(Assert.Throws<SaeSharpException>(() => FeatureReport.Load(Path.GetDirectoryName(path)!)), $"{path}:{line}:", message);
     }
 
     [Fact]
@@ -222,4 +230,5 @@ public sealed class NewerReaderFindingsTests : IDisposable
         Assert.Contains("-0.1e309238095,", File.ReadAllText(path));
         OneLine(Assert.Throws<SaeSharpException>(() => FeatureReport.Load(Path.GetDirectoryName(path)!)), path + ":1:", "-0.1e309238095 is not a finite number");
     }
+
 }
