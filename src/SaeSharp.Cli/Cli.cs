@@ -258,6 +258,10 @@ internal static partial class Cli
     public static Option<T?> Positive<T>(this Option<T?> option) where T : struct, INumber<T> =>
         Check(option, v => v is T x && x <= T.Zero, "a positive number");
 
+    /// <summary>Refuses odd values of <paramref name="option"/> when the command line is parsed: <c>--intervals 3: expected an even number</c>.</summary>
+    public static Option<T> Even<T>(this Option<T> option) where T : struct, INumber<T> =>
+        Check(option, v => v is T x && !T.IsEvenInteger(x), "an even number");
+
     /// <summary>Refuses negative values of <paramref name="option"/> when the command line is parsed: <c>--ig-steps -1: expected 0 or more</c>.</summary>
     public static Option<T> NonNegative<T>(this Option<T> option) where T : struct, INumber<T> =>
         Check(option, v => v is T x && x < T.Zero, "0 or more");

@@ -29,7 +29,7 @@ internal static class AnalysisCommands
         var context = new Option<int>("--context") { Description = "Tokens shown on each side of an example", DefaultValueFactory = _ => 8 }.NonNegative();
         var contextSize = new Option<int?>("--context-size") { Description = "Tokens per context window (default: the SAE's context_size, else 128)" }.Positive();
         var batch = new Option<int>("--batch-size") { Description = "Context windows per model run", DefaultValueFactory = _ => 8 }.Positive();
-        var intervals = new Option<int>("--intervals") { Description = "Most activation intervals sampled per feature (even)", DefaultValueFactory = _ => 10 }.Positive();
+        var intervals = new Option<int>("--intervals") { Description = "Most activation intervals sampled per feature (even)", DefaultValueFactory = _ => 10 }.Positive().Even();
         var seed = new Option<ulong>("--seed") { Description = "Seed of the interval sampling", DefaultValueFactory = _ => 0 };
         var html = new Option<string?>("--html") { Description = "Also write the HTML dashboard to this folder" };
         var png = new Option<bool>("--png") { Description = "Also write each feature's activation histogram as OUT/histograms/<i>.png" };

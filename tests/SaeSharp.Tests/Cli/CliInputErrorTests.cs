@@ -197,6 +197,8 @@ public class CliInputErrorTests : IDisposable
                          "--ig-steps -1: expected 0 or more"),
                      (["steer", "--model", _fx.ModelDir, "--sae", _fx.SaeDir, "--feature", "1", "--scale", "1", "--prompt", "the", "--runs", "0"],
                          "--runs 0: expected a positive number"),
+                     (["features", "--sae", _fx.SaeDir, "--model", _fx.ModelDir, "--dataset", _fx.DataPath, "--out", P("f"), "--intervals", "3"],
+                         "--intervals 3: expected an even number"),
                  })
         {
             var (exit, _, err) = CliRunner.Run(args);
