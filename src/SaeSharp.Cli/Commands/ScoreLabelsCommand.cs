@@ -46,7 +46,7 @@ internal static class ScoreLabelsCommand
             name, Cli.Integer(s.Alive), Cli.Integer(s.Units), Cli.Percent("% F1 ≥ 0.8", s.ShareF1AtLeast08, 1),
             Cli.Percent("% F1 ≥ 0.5", s.ShareF1AtLeast05, 1), s.MeanBestF1.ToString("F3"), Cli.Integer(s.LabelsCovered), Cli.Integer(s.LabelsScored),
         ];
-        Cli.WriteColumns($"label scores at {r.Hook}: {Cli.Integer(r.Tokens)} tokens, {r.FeatureSummary.LabelsScored} labels",
+        Cli.WriteColumns($"label scores at {r.Hook}: {Cli.Integer(r.Tokens)} labelled tokens, {r.FeatureSummary.LabelsScored} labels",
             [new Column("units", NoWrap: true), new Column("alive", Right: true), new Column("of", Right: true),
              new Column("% F1 ≥ 0.8", Right: true, Heading: "% F1\n≥ 0.8"), new Column("% F1 ≥ 0.5", Right: true, Heading: "% F1\n≥ 0.5"),
              new Column("mean F1", Right: true, Heading: "mean\nF1"), new Column("labels covered", Right: true, Heading: "labels\ncovered"),

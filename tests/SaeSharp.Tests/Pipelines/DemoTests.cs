@@ -134,7 +134,7 @@ public class DemoTests(QuickDemoFixture fx) : IClassFixture<QuickDemoFixture>
         // each row's fields are the separate run's JSON summary (alive, units, shares times 100, labels covered).
         if (!Console.IsOutputRedirected) return;
         var lines = output.Split('\n').Select(l => l.TrimEnd('\r')).ToList();
-        Assert.Contains(lines, l => l.StartsWith("label scores at blocks.1.hook_resid_post: 8192 tokens, ", StringComparison.Ordinal));
+        Assert.Contains(lines, l => l.StartsWith("label scores at blocks.1.hook_resid_post: 8192 labelled tokens, ", StringComparison.Ordinal));
         foreach (var (name, kind) in new[] { ("SAE features", "features"), ("dimensions (±)", "neurons") })
         {
             var s = separate[$"{kind}_summary"]!;
