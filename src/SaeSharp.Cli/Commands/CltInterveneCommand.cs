@@ -174,8 +174,10 @@ internal static class CltInterveneCommand
         bool times = parts.Length == 3 && parts[2].StartsWith('x');
         if (parts.Length != 3 || !int.TryParse(parts[0], NumberStyles.None, CultureInfo.InvariantCulture, out int layer)
             || !int.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out int feature)
-            || !double.TryParse(times ? parts[2][1..] : parts[2], NumberStyles.Float, CultureInfo.InvariantCulture, out double value) || !double.IsFinite(value))
+            || !double.TryParse(times ? parts[2][1..] : parts[2], NumberStyles.Float, CultureInfo.InvariantCulture, out double value))
             throw new SaeSharpException($"--set '{spec}': expected {form}");
+        if (!double.IsFinite(value))
+            throw new SaeSharpException($"--set '{spec}': the {(times ? "multiplier" : "value")} must be a finite number, got {parts[2]}");
         const string noClean = "xM multiplies the clean value at each position, which the new tokens do not have: give @P or @A-B (prompt positions)";
         if (sep < 0)
         {

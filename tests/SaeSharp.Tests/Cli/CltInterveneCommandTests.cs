@@ -328,6 +328,13 @@ public class CltInterveneCommandTests : IDisposable
         (exit, _, err) = CliRunner.Run([.. baseArgs, "--set", "0:3:1@x"]);
         Assert.NotEqual(0, exit);
         Assert.Contains("must be a non-negative integer P, a range A-B or P-", err);
+        // A value or multiplier that is not a finite number is named as such (was the generic "expected L:F:V").
+        (exit, _, err) = CliRunner.Run([.. baseArgs, "--set", "0:3:NaN@2"]);
+        Assert.NotEqual(0, exit);
+        Assert.Contains("--set '0:3:NaN@2': the value must be a finite number, got NaN", err);
+        (exit, _, err) = CliRunner.Run([.. baseArgs, "--set", "0:3:x-Infinity@2"]);
+        Assert.NotEqual(0, exit);
+        Assert.Contains("--set '0:3:x-Infinity@2': the multiplier must be a finite number, got x-Infinity", err);
         (exit, _, err) = CliRunner.Run([.. baseArgs, "--set", "0:3:1@4-2"]);
         Assert.NotEqual(0, exit);
         Assert.Contains("the range 4-2 is empty", err);
