@@ -369,7 +369,8 @@ public sealed class AttributionGraph : IDisposable
         ArgumentNullException.ThrowIfNull(graphJson);
         if (graphJson["metadata"] is not JsonObject meta || (string?)meta["slug"] is not string slug)
             throw new SaeSharpException("attribution graph JSON: no metadata.slug");
-        // The folder's list is read (and checked) before anything is written: a bad list loses no graph file.
+        // The name and the folder's list are checked before anything is written: a bad list loses no graph file.
+        CheckGraphFolder(path, slug);
         var graphs = ReadGraphList(path);
         var options = new System.Text.Json.JsonSerializerOptions { WriteIndented = true };
         IO.AtomicFile.WriteAllText(path, graphJson.ToJsonString(options));
@@ -380,12 +381,20 @@ public sealed class AttributionGraph : IDisposable
         IO.AtomicFile.WriteAllText(GraphMetadataPath(path), new JsonObject { ["graphs"] = kept }.ToJsonString(options));
     }
 
-    /// <summary>Throws, naming the file, when the <c>graph-metadata.json</c> beside <paramref name="path"/> exists but is not
-    /// a list of graphs that <see cref="WriteGraphFiles"/> can add to (not JSON, no <c>graphs</c> list, an entry without a
-    /// <c>slug</c>): a command checks this before its work, so nothing is computed for a file it cannot write.</summary>
-    public static void CheckGraphFolder(string path)
+    /// <summary>Throws, naming the file, when <see cref="WriteGraphFiles"/> would write a graph circuit-tracer's viewer cannot
+    /// open: <paramref name="path"/> not <c>{slug}.json</c> (the viewer loads <c>graph_data/{slug}.json</c>; the slug
+    /// defaults to the file name), or a <c>graph-metadata.json</c> beside it that is not a list of graphs to add to (not
+    /// JSON, no <c>graphs</c> list, an entry without a <c>slug</c>). A command checks this before its work.</summary>
+    public static void CheckGraphFolder(string path, string? slug = null)
     {
         ArgumentNullException.ThrowIfNull(path);
+        string name = Path.GetFileName(path);
+        if (!name.EndsWith(".json", StringComparison.Ordinal) || name.Length == ".json".Length)
+            throw new SaeSharpException($"{path}: circuit-tracer's viewer loads a graph from SLUG.json beside graph-metadata.json: give a .json file name");
+        string stem = name[..^".json".Length];
+        if (slug is not null && slug != stem)
+            throw new SaeSharpException($"{path}: the slug '{slug}' is not the file name: circuit-tracer's viewer would look for {slug}.json; " +
+                                        $"name the file {slug}.json or leave the slug as '{stem}'");
         ReadGraphList(path);
     }
 

@@ -330,6 +330,18 @@ public class InterventionCommandTests : IDisposable
         Assert.NotEqual(0, exit);
         Assert.Contains($"{P("graphs/graph-metadata.json")}: graphs[0] is not a graph's metadata", err);
         Assert.Equal("earlier graph", File.ReadAllText(P("graphs/g.json")));
+
+        // The viewer loads graph_data/{slug}.json: a file of another name (or not .json) could be listed but never opened.
+        File.Delete(P("graphs/graph-metadata.json"));
+        (exit, _, err) = CliRunner.Run(Graph(P("graphs/g.json"), "--slug", "capital"));
+        Assert.NotEqual(0, exit);
+        Assert.Contains($"{P("graphs/g.json")}: the slug 'capital' is not the file name: circuit-tracer's viewer would look for capital.json", err);
+        (exit, _, err) = CliRunner.Run(Graph(P("graphs/g.txt")));
+        Assert.NotEqual(0, exit);
+        Assert.Contains($"{P("graphs/g.txt")}: circuit-tracer's viewer loads a graph from SLUG.json", err);
+        Assert.Equal("earlier graph", File.ReadAllText(P("graphs/g.json")));
+        Assert.False(File.Exists(P("graphs/graph-metadata.json")));
+        Assert.False(File.Exists(P("graphs/g.txt")));
     }
 
     [Fact]
@@ -415,7 +427,7 @@ public class InterventionCommandTests : IDisposable
         string Graph(string name, params string[] extra)
         {
             var (exit, _, err) = CliRunner.Run(["graph", "--model", model, "--sae", P("clt"), "--input", P("one.safetensors"), "--out", P($"graphs/{name}.json"),
-                "--max-logits", "3", "--slug", "g", .. extra]);
+                "--max-logits", "3", .. extra]);
             Assert.True(exit == 0, err);
             var json = JsonNode.Parse(File.ReadAllText(P($"graphs/{name}.json")))!;
             return json["nodes"]!.ToJsonString() + json["links"]!.ToJsonString();
