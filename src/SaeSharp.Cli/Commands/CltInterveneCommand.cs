@@ -51,6 +51,9 @@ internal static class CltInterveneCommand
             string saePath = parse.GetValue(sae)!;
             CltLoadingCli.RequireWhole(saePath, "sae intervene needs a whole cross-layer transcoder's or a transcoder set's folder (single SAEs: sae model run --clamp, sae steer)");
             if (parse.GetValue(direct)) Cli.RefuseGiven(parse, "--direct-effects constrains every layer", constrained);
+            // circuit-tracer freezes the patterns whenever constrained_layers is set, whatever freeze_attention says.
+            if (parse.GetValue(noFreeze))
+                Cli.RefuseGiven(parse, "constrained layers freeze the attention patterns (circuit-tracer ignores freeze_attention=False with constrained_layers): --no-freeze-attention would be ignored", direct, constrained);
             int g = parse.GetValue(generate);
             sampling.RefuseWithoutGeneration(parse, g);
             var (folder, tok, prompts) = InterventionCommands.PromptsOrInputTokens(parse, model, prompt, input, noBos);

@@ -367,6 +367,14 @@ public class CltInterveneCommandTests : IDisposable
         (exit, _, err) = CliRunner.Run([.. baseArgs, "--set", "0:3:1", "--constrained-layers", "1-0"]);
         Assert.NotEqual(0, exit);
         Assert.Contains("expected A-B", err);
+        // Constrained layers always freeze the patterns (circuit-tracer's setup_intervention_with_freeze): an option that
+        // would be ignored is refused.
+        foreach (var constrainedArgs in new[] { new[] { "--direct-effects" }, ["--constrained-layers", "1-1"] })
+        {
+            (exit, _, err) = CliRunner.Run([.. baseArgs, "--set", "0:3:1", "--no-freeze-attention", .. constrainedArgs]);
+            Assert.NotEqual(0, exit);
+            Assert.Contains($"{constrainedArgs[0]}: constrained layers freeze the attention patterns", err.ReplaceLineEndings(" "));
+        }
         (exit, _, err) = CliRunner.Run([.. baseArgs, "--set", "0:3:1", "--constrained-layers", "0-7"]);
         Assert.NotEqual(0, exit);
         Assert.Contains("--constrained-layers 0-7: the transcoders span layers 0-1", err);
