@@ -329,12 +329,12 @@ public class CltInterveneCommandTests : IDisposable
         Assert.NotEqual(0, exit);
         Assert.Contains("must be a non-negative integer P, a range A-B or P-", err);
         // A value or multiplier that is not a finite number is named as such (was the generic "expected L:F:V").
-        (exit, _, err) = CliRunner.Run([.. baseArgs, "--set", "0:3:NaN@2"]);
-        Assert.NotEqual(0, exit);
-        Assert.Contains("--set '0:3:NaN@2': the value must be a finite number, got NaN", err);
-        (exit, _, err) = CliRunner.Run([.. baseArgs, "--set", "0:3:x-Infinity@2"]);
-        Assert.NotEqual(0, exit);
-        Assert.Contains("--set '0:3:x-Infinity@2': the multiplier must be a finite number, got x-Infinity", err);
+        foreach (var (spec, what, given) in new[] { ("0:3:NaN@2", "value", "NaN"), ("0:3:x-Infinity@2", "multiplier", "x-Infinity") })
+        {
+            (exit, _, err) = CliRunner.Run([.. baseArgs, "--set", spec]);
+            Assert.NotEqual(0, exit);
+            Assert.Contains($"--set '{spec}': the {what} must be a finite number, got {given}", err);
+        }
         (exit, _, err) = CliRunner.Run([.. baseArgs, "--set", "0:3:1@4-2"]);
         Assert.NotEqual(0, exit);
         Assert.Contains("the range 4-2 is empty", err);
