@@ -77,10 +77,15 @@ internal static class OutputGuard
     /// a folder on its path is an existing file, or when it would replace one of <paramref name="inputs"/>
     /// (<see cref="RefuseReplacingInput(string, string, IEnumerable{string}?, CommandInput[])"/>), so that the mistake
     /// is found before the work, not when its result is written.</summary>
-    public static void RefuseBadOutputFile(string flag, string output, params CommandInput[] inputs)
+    public static void RefuseBadOutputFile(string flag, string output, params CommandInput[] inputs) =>
+        RefuseBadOutputFile(flag, output, "out" + FileExtension(flag), inputs);
+
+    /// <summary><see cref="RefuseBadOutputFile(string, string, CommandInput[])"/>, its error for a folder suggesting the file
+    /// <paramref name="exampleName"/> in it (for an option whose file type the flag does not tell, e.g. a graph's <c>--out</c>).</summary>
+    public static void RefuseBadOutputFile(string flag, string output, string exampleName, params CommandInput[] inputs)
     {
         if (Directory.Exists(output))
-            throw new SaeSharpException($"{flag} {output}: is a folder; give a file path (e.g. {Path.Combine(output, "out" + FileExtension(flag))})");
+            throw new SaeSharpException($"{flag} {output}: is a folder; give a file path (e.g. {Path.Combine(output, exampleName)})");
         RefuseReplacingInput(flag, output, null, inputs);
     }
 

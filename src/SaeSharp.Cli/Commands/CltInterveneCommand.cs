@@ -51,6 +51,9 @@ internal static class CltInterveneCommand
             string saePath = parse.GetValue(sae)!;
             CltLoadingCli.RequireWhole(saePath, "sae intervene needs a whole cross-layer transcoder's or a transcoder set's folder (single SAEs: sae model run --clamp, sae steer)");
             if (parse.GetValue(direct)) Cli.RefuseGiven(parse, "--direct-effects constrains every layer", constrained);
+            // circuit-tracer freezes the patterns whenever constrained_layers is set, whatever freeze_attention says.
+            if (parse.GetValue(noFreeze))
+                Cli.RefuseGiven(parse, "constrained layers freeze the attention patterns (circuit-tracer ignores freeze_attention=False with constrained_layers): --no-freeze-attention would be ignored", direct, constrained);
             int g = parse.GetValue(generate);
             sampling.RefuseWithoutGeneration(parse, g);
             var (folder, tok, prompts) = InterventionCommands.PromptsOrInputTokens(parse, model, prompt, input, noBos);
@@ -174,8 +177,10 @@ internal static class CltInterveneCommand
         bool times = parts.Length == 3 && parts[2].StartsWith('x');
         if (parts.Length != 3 || !int.TryParse(parts[0], NumberStyles.None, CultureInfo.InvariantCulture, out int layer)
             || !int.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out int feature)
-            || !double.TryParse(times ? parts[2][1..] : parts[2], NumberStyles.Float, CultureInfo.InvariantCulture, out double value) || !double.IsFinite(value))
+            || !double.TryParse(times ? parts[2][1..] : parts[2], NumberStyles.Float, CultureInfo.InvariantCulture, out double value))
             throw new SaeSharpException($"--set '{spec}': expected {form}");
+        if (!double.IsFinite(value))
+            throw new SaeSharpException($"--set '{spec}': the {(times ? "multiplier" : "value")} must be a finite number, got {parts[2]}");
         const string noClean = "xM multiplies the clean value at each position, which the new tokens do not have: give @P or @A-B (prompt positions)";
         if (sep < 0)
         {

@@ -582,7 +582,7 @@ internal static class InterventionCommands
         var edgeThreshold = new Option<double>("--edge-threshold") { Description = "Pruning: keep the edges holding this share of the influence", DefaultValueFactory = _ => 0.98 };
         var maxFeatures = new Option<int?>("--max-features") { Description = "At most this many feature nodes (chosen by influence; default: all active)" };
         var batch = new Option<int>("--batch-size") { Description = "Target rows per backward pass (memory: this many copies of the prompt's activations)", DefaultValueFactory = _ => 32 }.Positive();
-        var slug = new Option<string?>("--slug") { Description = "The graph's slug (default: the --out file name without .json)" };
+        var slug = new Option<string?>("--slug") { Description = "The graph's slug: the --out file name without .json (the viewer loads SLUG.json); given, it must match" };
         var scan = new Option<string?>("--scan") { Description = "The transcoders' scan name Neuronpedia knows them by (default: the CLT's model name)" };
         var top = new Option<int>("--top") { Description = "Rows of the table of edges into the top logit", DefaultValueFactory = _ => 15 }.Positive();
         var target = new Option<string[]>("--target")
@@ -604,7 +604,8 @@ internal static class InterventionCommands
             string outPath = parse.GetValue(output)!;
             var graphInputs = new List<CommandInput> { new("--sae", saePath, InputKind.Folder), new("--model", parse.GetValue(model)!, InputKind.Folder) };
             if (parse.GetValue(input) is { } inputPath) graphInputs.Add(new("--input", inputPath, InputKind.Whole));
-            OutputGuard.RefuseBadOutputFile("--out", outPath, [.. graphInputs]);
+            OutputGuard.RefuseBadOutputFile("--out", outPath, "graph.json", [.. graphInputs]);
+            AttributionGraph.CheckGraphFolder(outPath, parse.GetValue(slug));
             var (folder, tok, tokens) = PromptOrInputTokens(parse, model, prompt, input, noBos);
             using var _t = tokens;
             if (tokens.shape[0] != 1) throw new SaeSharpException($"--input: a graph is of one prompt, but 'tokens' has {tokens.shape[0]} rows");
@@ -620,8 +621,7 @@ internal static class InterventionCommands
                 BatchSize = parse.GetValue(batch), ZeroBos = bos, Targets = targets,
             };
             double nodeThr = parse.GetValue(nodeThreshold), edgeThr = parse.GetValue(edgeThreshold);
-            if (nodeThr is < 0 or > 1) throw new SaeSharpException($"--node-threshold must be between 0 and 1, got {nodeThr}");
-            if (edgeThr is < 0 or > 1) throw new SaeSharpException($"--edge-threshold must be between 0 and 1, got {edgeThr}");
+            AttributionGraph.CheckPruneThresholds(nodeThr, edgeThr, "--node-threshold", "--edge-threshold");
             ScalarType? modelDtype = ModelSource.GivenDtype(parse, dtype, folder);
             using var clt = CrossLayerTranscoderLoader.Load(saePath, cltLoading.Read(parse, modelDtype));
             using var cm = ModelForSae.Load(folder, new WeightProcessingOptions(), modelDtype ?? ScalarType.Float32);

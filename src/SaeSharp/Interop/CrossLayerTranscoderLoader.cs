@@ -163,6 +163,10 @@ public static class CrossLayerTranscoderLoader
         var encoders = new List<CrossLayerTranscoderFiles.Source>();
         var layers = LayerFiles(folder, @"^W_enc_(\d+)\.safetensors$", "W_enc_{0}.safetensors");
         int n = layers.Count;
+        // A missing last encoder file would otherwise make a CLT of fewer layers: W_dec_n's presence names it.
+        if (File.Exists(Path.Combine(folder, $"W_dec_{n}.safetensors")))
+            throw new SaeSharpException($"{Path.Combine(folder, $"W_enc_{n}.safetensors")}: file not found (the encoder of CLT layer {n}; " +
+                                        $"{Path.Combine(folder, $"W_dec_{n}.safetensors")} exists)");
         string configPath = Path.Combine(folder, SaeLensConversions.CircuitTracerConfigFile);
         string? model = null, input = null, output = null;
         if (File.Exists(configPath))
@@ -207,6 +211,9 @@ public static class CrossLayerTranscoderLoader
                     throw new SaeSharpException($"{encFile}: {(hasSkip ? "has" : "lacks")} 'W_skip_{i}' but layer 0 {(hasSkip ? "lacks" : "has")} one: every layer of a CLT has skip weights or none");
                 if (hasThreshold) thresholds.Add(Shaped(enc[$"threshold_{i}"], $"threshold_{i}", encFile, dSae));
                 if (hasSkip) skips.Add(Shaped(enc[$"W_skip_{i}"], $"W_skip_{i}", encFile, dModel, dModel));
+                if (i == 0 && HeaderShape(decFile, "W_dec_0", 3)[1] is long written && written != n)
+                    throw new SaeSharpException($"{decFile}: 'W_dec_0' writes {written} layers, but the folder has encoder files " +
+                                                $"W_enc_0..W_enc_{n - 1}.safetensors for {n}: every layer 0..{written - 1} needs its W_enc and W_dec file");
                 if (options.LazyDecoder)
                 {
                     ShapedHeader(HeaderShape(decFile, $"W_dec_{i}", 3), $"W_dec_{i}", decFile, dSae, n - i, dModel);

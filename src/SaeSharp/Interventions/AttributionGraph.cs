@@ -150,6 +150,15 @@ public sealed class AttributionGraph : IDisposable
         if (o.MaxFeatures is < 0) throw new SaeSharpException($"attribution graph: max features must not be negative, got {o.MaxFeatures}");
     }
 
+    /// <summary>Throws unless both pruning thresholds are in [0, 1] (circuit-tracer's <c>prune_graph</c> range; NaN is refused),
+    /// naming each as <paramref name="nodeName"/> and <paramref name="edgeName"/> (a CLI gives its option names).</summary>
+    public static void CheckPruneThresholds(double nodeThreshold, double edgeThreshold, string nodeName = "node threshold", string edgeName = "edge threshold")
+    {
+        foreach (var (value, name) in new[] { (nodeThreshold, nodeName), (edgeThreshold, edgeName) })
+            if (!(value >= 0 && value <= 1))
+                throw new SaeSharpException(FormattableString.Invariant($"{name} must be between 0 and 1, got {value}"));
+    }
+
     /// <summary>circuit-tracer's <c>prune_graph</c> of this graph.</summary>
     public GraphPruneResult Prune(double nodeThreshold = 0.8, double edgeThreshold = 0.98)
     {
@@ -223,8 +232,7 @@ public sealed class AttributionGraph : IDisposable
     {
         ArgumentNullException.ThrowIfNull(adjacency);
         ArgumentNullException.ThrowIfNull(logitWeights);
-        if (nodeThreshold is < 0 or > 1) throw new SaeSharpException($"node threshold must be between 0 and 1, got {nodeThreshold}");
-        if (edgeThreshold is < 0 or > 1) throw new SaeSharpException($"edge threshold must be between 0 and 1, got {edgeThreshold}");
+        CheckPruneThresholds(nodeThreshold, edgeThreshold);
         int n = (int)adjacency.shape[0];
         if (adjacency.dim() != 2 || adjacency.shape[1] != n || logitWeights.numel() != n)
             throw new SaeSharpException($"attribution graph: adjacency [{string.Join(", ", adjacency.shape)}] must be square and match the {logitWeights.numel()} logit weights");
@@ -361,22 +369,52 @@ public sealed class AttributionGraph : IDisposable
         ArgumentNullException.ThrowIfNull(graphJson);
         if (graphJson["metadata"] is not JsonObject meta || (string?)meta["slug"] is not string slug)
             throw new SaeSharpException("attribution graph JSON: no metadata.slug");
+        // The name and the folder's list are checked before anything is written: a bad list loses no graph file.
+        CheckGraphFolder(path, slug);
+        var graphs = ReadGraphList(path);
         var options = new System.Text.Json.JsonSerializerOptions { WriteIndented = true };
         IO.AtomicFile.WriteAllText(path, graphJson.ToJsonString(options));
-        string dir = Path.GetDirectoryName(Path.GetFullPath(path))!;
-        string metaPath = Path.Combine(dir, "graph-metadata.json");
-        JsonArray graphs = [];
-        if (File.Exists(metaPath))
-        {
-            JsonNode? old;
-            try { old = JsonNode.Parse(File.ReadAllText(metaPath)); }
-            catch (System.Text.Json.JsonException e) { throw new SaeSharpException($"{metaPath}: not JSON ({e.Message}); move it away to start a new one"); }
-            if (old?["graphs"] is not JsonArray existing) throw new SaeSharpException($"{metaPath}: no 'graphs' list");
-            foreach (var g in existing)
-                if ((string?)g?["slug"] != slug) graphs.Add(g!.DeepClone());
-        }
-        graphs.Add(meta.DeepClone());
-        IO.AtomicFile.WriteAllText(metaPath, new JsonObject { ["graphs"] = graphs }.ToJsonString(options));
+        var kept = new JsonArray();
+        foreach (var g in graphs)
+            if ((string?)g!["slug"] != slug) kept.Add(g.DeepClone());
+        kept.Add(meta.DeepClone());
+        IO.AtomicFile.WriteAllText(GraphMetadataPath(path), new JsonObject { ["graphs"] = kept }.ToJsonString(options));
+    }
+
+    /// <summary>Throws, naming the file, when <see cref="WriteGraphFiles"/> would write a graph circuit-tracer's viewer cannot
+    /// open: <paramref name="path"/> not <c>{slug}.json</c> (the viewer loads <c>graph_data/{slug}.json</c>; the slug
+    /// defaults to the file name), or a <c>graph-metadata.json</c> beside it that is not a list of graphs to add to (not
+    /// JSON, no <c>graphs</c> list, an entry without a <c>slug</c>). A command checks this before its work.</summary>
+    public static void CheckGraphFolder(string path, string? slug = null)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        string name = Path.GetFileName(path);
+        if (!name.EndsWith(".json", StringComparison.Ordinal) || name.Length == ".json".Length)
+            throw new SaeSharpException($"{path}: circuit-tracer's viewer loads a graph from SLUG.json beside graph-metadata.json: give a .json file name");
+        string stem = name[..^".json".Length];
+        if (slug is not null && slug != stem)
+            throw new SaeSharpException($"{path}: the slug '{slug}' is not the file name: circuit-tracer's viewer would look for {slug}.json; " +
+                                        $"name the file {slug}.json or leave the slug as '{stem}'");
+        ReadGraphList(path);
+    }
+
+    private static string GraphMetadataPath(string graphPath) =>
+        Path.Combine(Path.GetDirectoryName(Path.GetFullPath(graphPath))!, "graph-metadata.json");
+
+    /// <summary>The <c>graphs</c> of the <c>graph-metadata.json</c> beside <paramref name="graphPath"/> (empty when there is none).</summary>
+    private static JsonArray ReadGraphList(string graphPath)
+    {
+        string metaPath = GraphMetadataPath(graphPath);
+        if (!File.Exists(metaPath)) return [];
+        JsonNode? old;
+        try { old = JsonNode.Parse(File.ReadAllText(metaPath)); }
+        catch (System.Text.Json.JsonException e) { throw new SaeSharpException($"{metaPath}: not JSON ({e.Message}); move it away to start a new one"); }
+        if (old is not JsonObject { } root || root["graphs"] is not JsonArray existing)
+            throw new SaeSharpException($"{metaPath}: no 'graphs' list; move it away to start a new one");
+        for (int i = 0; i < existing.Count; i++)
+            if (existing[i] is not JsonObject entry || entry["slug"] is not JsonValue slug || slug.GetValueKind() != System.Text.Json.JsonValueKind.String)
+                throw new SaeSharpException($"{metaPath}: graphs[{i}] is not a graph's metadata (an object with a 'slug' string); move the file away to start a new one");
+        return existing;
     }
 
     /// <summary>A JSON number, or null for a missing or non-finite value (an all-zero graph's influence shares are 0/0).</summary>

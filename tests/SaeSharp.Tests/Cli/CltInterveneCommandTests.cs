@@ -328,6 +328,13 @@ public class CltInterveneCommandTests : IDisposable
         (exit, _, err) = CliRunner.Run([.. baseArgs, "--set", "0:3:1@x"]);
         Assert.NotEqual(0, exit);
         Assert.Contains("must be a non-negative integer P, a range A-B or P-", err);
+        // A value or multiplier that is not a finite number is named as such (was the generic "expected L:F:V").
+        foreach (var (spec, what, given) in new[] { ("0:3:NaN@2", "value", "NaN"), ("0:3:x-Infinity@2", "multiplier", "x-Infinity") })
+        {
+            (exit, _, err) = CliRunner.Run([.. baseArgs, "--set", spec]);
+            Assert.NotEqual(0, exit);
+            Assert.Contains($"--set '{spec}': the {what} must be a finite number, got {given}", err);
+        }
         (exit, _, err) = CliRunner.Run([.. baseArgs, "--set", "0:3:1@4-2"]);
         Assert.NotEqual(0, exit);
         Assert.Contains("the range 4-2 is empty", err);
@@ -360,6 +367,14 @@ public class CltInterveneCommandTests : IDisposable
         (exit, _, err) = CliRunner.Run([.. baseArgs, "--set", "0:3:1", "--constrained-layers", "1-0"]);
         Assert.NotEqual(0, exit);
         Assert.Contains("expected A-B", err);
+        // Constrained layers always freeze the patterns (circuit-tracer's setup_intervention_with_freeze): an option that
+        // would be ignored is refused.
+        foreach (var constrainedArgs in new[] { new[] { "--direct-effects" }, ["--constrained-layers", "1-1"] })
+        {
+            (exit, _, err) = CliRunner.Run([.. baseArgs, "--set", "0:3:1", "--no-freeze-attention", .. constrainedArgs]);
+            Assert.NotEqual(0, exit);
+            Assert.Contains($"{constrainedArgs[0]}: constrained layers freeze the attention patterns", err.ReplaceLineEndings(" "));
+        }
         (exit, _, err) = CliRunner.Run([.. baseArgs, "--set", "0:3:1", "--constrained-layers", "0-7"]);
         Assert.NotEqual(0, exit);
         Assert.Contains("--constrained-layers 0-7: the transcoders span layers 0-1", err);

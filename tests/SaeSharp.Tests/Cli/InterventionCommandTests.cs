@@ -303,6 +303,48 @@ public class InterventionCommandTests : IDisposable
     }
 
     [Fact]
+    public void GraphRefusesBadThresholdsFoldersAndGraphListsBeforeItsWork()
+    {
+        GraphSetup();
+        string[] Graph(string outPath, params string[] more) =>
+            ["graph", "--model", P("m"), "--sae", P("clt"), "--input", P("one.safetensors"), "--out", outPath, .. more];
+        // NaN is outside [0, 1] (it passed "< 0 or > 1" and failed only when writing the JSON, after the whole graph).
+        var (exit, _, err) = CliRunner.Run(Graph(P("graphs/n.json"), "--node-threshold", "NaN"));
+        Assert.NotEqual(0, exit);
+        Assert.Contains("--node-threshold must be between 0 and 1, got NaN", err);
+        (exit, _, err) = CliRunner.Run(Graph(P("graphs/n.json"), "--edge-threshold", "1.01"));
+        Assert.NotEqual(0, exit);
+        Assert.Contains("--edge-threshold must be between 0 and 1, got 1.01", err);
+        Assert.False(Directory.Exists(P("graphs")));
+
+        // --out a folder: the error suggests a JSON file in it.
+        Directory.CreateDirectory(P("graphs"));
+        (exit, _, err) = CliRunner.Run(Graph(P("graphs")));
+        Assert.NotEqual(0, exit);
+        Assert.Contains($"--out {P("graphs")}: is a folder; give a file path (e.g. {Path.Combine(P("graphs"), "graph.json")})", err);
+
+        // A graph-metadata.json the graph cannot join: named before any work, the earlier graph file kept.
+        File.WriteAllText(P("graphs/g.json"), "earlier graph");
+        File.WriteAllText(P("graphs/graph-metadata.json"), "{\"graphs\": [1]}");
+        (exit, _, err) = CliRunner.Run(Graph(P("graphs/g.json")));
+        Assert.NotEqual(0, exit);
+        Assert.Contains($"{P("graphs/graph-metadata.json")}: graphs[0] is not a graph's metadata", err);
+        Assert.Equal("earlier graph", File.ReadAllText(P("graphs/g.json")));
+
+        // The viewer loads graph_data/{slug}.json: a file of another name (or not .json) could be listed but never opened.
+        File.Delete(P("graphs/graph-metadata.json"));
+        (exit, _, err) = CliRunner.Run(Graph(P("graphs/g.json"), "--slug", "capital"));
+        Assert.NotEqual(0, exit);
+        Assert.Contains($"{P("graphs/g.json")}: the slug 'capital' is not the file name: circuit-tracer's viewer would look for capital.json", err);
+        (exit, _, err) = CliRunner.Run(Graph(P("graphs/g.txt")));
+        Assert.NotEqual(0, exit);
+        Assert.Contains($"{P("graphs/g.txt")}: circuit-tracer's viewer loads a graph from SLUG.json", err);
+        Assert.Equal("earlier graph", File.ReadAllText(P("graphs/g.json")));
+        Assert.False(File.Exists(P("graphs/graph-metadata.json")));
+        Assert.False(File.Exists(P("graphs/g.txt")));
+    }
+
+    [Fact]
     public void GraphTargetsAreTheLibrarysAttributionTargets()
     {
         var (model, _, _, _, row) = GraphSetup();
@@ -385,7 +427,7 @@ public class InterventionCommandTests : IDisposable
         string Graph(string name, params string[] extra)
         {
             var (exit, _, err) = CliRunner.Run(["graph", "--model", model, "--sae", P("clt"), "--input", P("one.safetensors"), "--out", P($"graphs/{name}.json"),
-                "--max-logits", "3", "--slug", "g", .. extra]);
+                "--max-logits", "3", .. extra]);
             Assert.True(exit == 0, err);
             var json = JsonNode.Parse(File.ReadAllText(P($"graphs/{name}.json")))!;
             return json["nodes"]!.ToJsonString() + json["links"]!.ToJsonString();

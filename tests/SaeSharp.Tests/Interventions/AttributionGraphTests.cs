@@ -226,6 +226,11 @@ public class AttributionGraphTests : CltTestBase
         Assert.Equal(0.875, replacement, 12);
         Assert.Equal(2.875 / 3, completeness, 12);
         Assert.Throws<SaeSharpException>(() => AttributionGraph.Prune(a, w, 2, 1, 1, nodeThreshold: 1.5));
+        // NaN passes "< 0 or > 1" tests; it is refused as circuit-tracer's range [0, 1] leaves it out.
+        var nan = Assert.Throws<SaeSharpException>(() => AttributionGraph.Prune(a, w, 2, 1, 1, edgeThreshold: double.NaN));
+        Assert.Equal("edge threshold must be between 0 and 1, got NaN", nan.Message);
+        nan = Assert.Throws<SaeSharpException>(() => AttributionGraph.CheckPruneThresholds(double.NaN, 0.98, "--node-threshold", "--edge-threshold"));
+        Assert.Equal("--node-threshold must be between 0 and 1, got NaN", nan.Message);
     }
 
     private static List<(int, int)> Edges(bool[,] mask)
@@ -272,6 +277,15 @@ public class AttributionGraphTests : CltTestBase
             long sum = parts[0] + parts[1];
             Assert.Equal(sum * (sum + 1) / 2 + parts[1], (long)n["feature"]!);
         }
+        // Error nodes: "{layer}_-1_{pos}", the id the viewer builds itself (featureId = layer_feature_ctx_idx, feature −1).
+        // circuit-tracer writes "0_{layer}_{pos}", which is also layer 0 feature {layer}'s id at that position.
+        var errors = nodes.Where(n => (string?)n["feature_type"] == "mlp reconstruction error").ToList();
+        Assert.NotEmpty(errors);
+        foreach (var n in errors)
+        {
+            Assert.Equal(-1, (long)n["feature"]!);
+            Assert.Equal($"{(string)n["layer"]!}_{(long)n["feature"]!}_{(int)n["ctx_idx"]!}", (string?)n["node_id"]);
+        }
         // Links: kept edges between listed nodes, with the adjacency matrix's weight.
         var links = json["links"]!.AsArray();
         Assert.NotEmpty(links);
@@ -292,6 +306,22 @@ public class AttributionGraphTests : CltTestBase
         Assert.Equal(links.Count, written["links"]!.AsArray().Count);
         var index = JsonNode.Parse(File.ReadAllText(Path.Combine(outDir, "graph-metadata.json")))!["graphs"]!.AsArray();
         Assert.Equal("my-graph", (string?)Assert.Single(index)!["slug"]);
+
+        // A graph-metadata.json the graph cannot be added to is an error naming it, found before the graph file is
+        // replaced: the folder's earlier graph stays as it was.
+        string graphPath = Path.Combine(outDir, "my-graph.json"), metaPath = Path.Combine(outDir, "graph-metadata.json");
+        string before = File.ReadAllText(graphPath);
+        foreach (var (bad, reason) in new[] { ("{bad", "not JSON"), ("{\"graphs\": 3}", "no 'graphs' list"), ("[]", "no 'graphs' list"),
+                     ("{\"graphs\": [1]}", "graphs[0] is not a graph's metadata"), ("{\"graphs\": [{\"slug\": 2}]}", "graphs[0] is not a graph's metadata") })
+        {
+            File.WriteAllText(metaPath, bad);
+            var e = Assert.Throws<SaeSharpException>(() => AttributionGraph.CheckGraphFolder(graphPath));
+            Assert.StartsWith($"{metaPath}: {reason}", e.Message);
+            e = Assert.Throws<SaeSharpException>(() => AttributionGraph.WriteGraphFiles(graphPath, json));
+            Assert.StartsWith($"{metaPath}: {reason}", e.Message);
+            Assert.Equal(before, File.ReadAllText(graphPath));
+            Assert.Equal(bad, File.ReadAllText(metaPath));
+        }
     }
 
     [Fact]

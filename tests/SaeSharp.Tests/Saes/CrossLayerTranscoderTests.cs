@@ -304,6 +304,20 @@ public class CrossLayerTranscoderTests : IDisposable
         e = Assert.Throws<SaeSharpException>(() => CrossLayerTranscoderLoader.Load(ct));
         Assert.Equal($"{Path.Combine(ct, "W_enc_1.safetensors")}: file not found (the CLT's files go up to layer 2; every layer 0..2 needs one)", e.Message);
 
+        // The last layer's files missing would otherwise load as a CLT of fewer layers (or fail on a decoder's shape):
+        // W_dec_2 without W_enc_2 names the encoder; both missing, W_dec_0's three output layers give it away (eager too).
+        r.WriteCircuitTracer(ct, threshold: true);
+        File.Delete(Path.Combine(ct, "W_enc_2.safetensors"));
+        e = Assert.Throws<SaeSharpException>(() => CrossLayerTranscoderLoader.Load(ct));
+        Assert.Equal($"{Path.Combine(ct, "W_enc_2.safetensors")}: file not found (the encoder of CLT layer 2; {Path.Combine(ct, "W_dec_2.safetensors")} exists)", e.Message);
+        File.Delete(Path.Combine(ct, "W_dec_2.safetensors"));
+        foreach (var options in new[] { new CrossLayerTranscoderLoadOptions(), CrossLayerTranscoderLoadOptions.Eager(ScalarType.Float32) })
+        {
+            e = Assert.Throws<SaeSharpException>(() => CrossLayerTranscoderLoader.Load(ct, options));
+            Assert.Equal($"{Path.Combine(ct, "W_dec_0.safetensors")}: 'W_dec_0' writes 3 layers, but the folder has encoder files W_enc_0..W_enc_1.safetensors " +
+                         "for 2: every layer 0..2 needs its W_enc and W_dec file", e.Message);
+        }
+
         r.WriteCircuitTracer(ct, threshold: true);
         using (var w = zeros(4, 3, 3)) SafeTensors.Save(Path.Combine(ct, "W_dec_1.safetensors"), new Dictionary<string, Tensor> { ["W_dec_1"] = w });
         e = Assert.Throws<SaeSharpException>(() => CrossLayerTranscoderLoader.Load(ct));
