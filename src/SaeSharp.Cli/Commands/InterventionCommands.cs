@@ -575,14 +575,18 @@ internal static class InterventionCommands
         var sae = new Option<string>("--sae") { Description = "Whole cross-layer transcoder or transcoder set folder (local or hf:ORG/REPO[/PATH])", Required = true };
         var prompt = new Option<string?>("--prompt") { Description = "Prompt text" };
         var input = new Option<string?>("--input") { Description = "safetensors file holding an int64 tensor 'tokens' [1, seq] (one prompt)" };
-        var output = new Option<string>("--out") { Description = "Graph JSON for circuit-tracer's viewer / Neuronpedia (graph-metadata.json is updated beside it)", Required = true };
+        var output = new Option<string>("--out")
+        {
+            Description = "Graph JSON SLUG.json for circuit-tracer's viewer / Neuronpedia (graph-metadata.json is updated beside it), or a folder to write --slug's SLUG.json into (create_graph_files' output_path)",
+            Required = true,
+        };
         var maxLogits = new Option<int>("--max-logits") { Description = "At most this many logit nodes", DefaultValueFactory = _ => 10 }.Positive();
         var logitProb = new Option<double>("--logit-prob") { Description = "Logit nodes until their cumulative probability reaches this", DefaultValueFactory = _ => 0.95 };
         var nodeThreshold = new Option<double>("--node-threshold") { Description = "Pruning: keep the nodes holding this share of the influence", DefaultValueFactory = _ => 0.8 };
         var edgeThreshold = new Option<double>("--edge-threshold") { Description = "Pruning: keep the edges holding this share of the influence", DefaultValueFactory = _ => 0.98 };
         var maxFeatures = new Option<int?>("--max-features") { Description = "At most this many feature nodes (chosen by influence; default: all active)" };
         var batch = new Option<int>("--batch-size") { Description = "Target rows per backward pass (memory: this many copies of the prompt's activations)", DefaultValueFactory = _ => 32 }.Positive();
-        var slug = new Option<string?>("--slug") { Description = "The graph's slug: the --out file name without .json (the viewer loads SLUG.json); given, it must match" };
+        var slug = new Option<string?>("--slug") { Description = "The graph's slug (the viewer loads SLUG.json): with --out FOLDER, the file written there; with --out FILE.json, FILE (given, it must match)" };
         var scan = new Option<string?>("--scan") { Description = "The transcoders' scan name Neuronpedia knows them by (default: the CLT's model name)" };
         var top = new Option<int>("--top") { Description = "Rows of the table of edges into the top logit", DefaultValueFactory = _ => 15 }.Positive();
         var target = new Option<string[]>("--target")
@@ -602,6 +606,15 @@ internal static class InterventionCommands
             string saePath = parse.GetValue(sae)!;
             CltLoadingCli.RequireWhole(saePath, "sae graph needs a whole cross-layer transcoder's or a transcoder set's folder (see sae attribute for single SAEs)");
             string outPath = parse.GetValue(output)!;
+            if (Directory.Exists(outPath) || outPath.EndsWith('/'))
+            {
+                // create_graph_files(graph, slug, output_path): the folder, and the slug naming the file in it.
+                string folderSlug = parse.GetValue(slug) ?? throw new SaeSharpException(
+                    $"--out {outPath}: a folder; give --slug NAME to write NAME.json there (as circuit-tracer's create_graph_files), or --out FILE.json");
+                if (folderSlug.Length == 0 || folderSlug.IndexOfAny(['/', '\\']) >= 0 || folderSlug is "." or "..")
+                    throw new SaeSharpException($"--slug '{folderSlug}': the graph's file name in --out, without '/'");
+                outPath = Path.Combine(outPath, folderSlug + ".json");
+            }
             var graphInputs = new List<CommandInput> { new("--sae", saePath, InputKind.Folder), new("--model", parse.GetValue(model)!, InputKind.Folder) };
             if (parse.GetValue(input) is { } inputPath) graphInputs.Add(new("--input", inputPath, InputKind.Whole));
             OutputGuard.RefuseBadOutputFile("--out", outPath, "graph.json", [.. graphInputs]);

@@ -317,11 +317,15 @@ public class InterventionCommandTests : IDisposable
         Assert.Contains("--edge-threshold must be between 0 and 1, got 1.01", err);
         Assert.False(Directory.Exists(P("graphs")));
 
-        // --out a folder: the error suggests a JSON file in it.
+        // --out a folder is create_graph_files' output_path: it takes --slug (the file's name), which it needs.
         Directory.CreateDirectory(P("graphs"));
         (exit, _, err) = CliRunner.Run(Graph(P("graphs")));
         Assert.NotEqual(0, exit);
-        Assert.Contains($"--out {P("graphs")}: is a folder; give a file path (e.g. {Path.Combine(P("graphs"), "graph.json")})", err);
+        Assert.Contains($"--out {P("graphs")}: a folder; give --slug NAME to write NAME.json there", err);
+        (exit, _, err) = CliRunner.Run(Graph(P("graphs"), "--slug", "../up"));
+        Assert.NotEqual(0, exit);
+        Assert.Contains("--slug '../up': the graph's file name in --out, without '/'", err);
+        Assert.Empty(Directory.EnumerateFileSystemEntries(P("graphs")));
 
         // A graph-metadata.json the graph cannot join: named before any work, the earlier graph file kept.
         File.WriteAllText(P("graphs/g.json"), "earlier graph");
@@ -342,6 +346,18 @@ public class InterventionCommandTests : IDisposable
         Assert.Equal("earlier graph", File.ReadAllText(P("graphs/g.json")));
         Assert.False(File.Exists(P("graphs/graph-metadata.json")));
         Assert.False(File.Exists(P("graphs/g.txt")));
+
+        // --out FOLDER --slug NAME writes FOLDER/NAME.json, the same graph as --out FOLDER/NAME.json, and lists it.
+        (exit, _, err) = CliRunner.Run(Graph(P("graphs"), "--slug", "capital"));
+        Assert.True(exit == 0, err);
+        (exit, _, err) = CliRunner.Run(Graph(P("graphs/same.json")));
+        Assert.True(exit == 0, err);
+        var byFolder = JsonNode.Parse(File.ReadAllText(P("graphs/capital.json")))!;
+        var byFile = JsonNode.Parse(File.ReadAllText(P("graphs/same.json")))!;
+        Assert.Equal("capital", (string?)byFolder["metadata"]!["slug"]);
+        Assert.Equal(byFile["links"]!.ToJsonString(), byFolder["links"]!.ToJsonString());
+        var listed = JsonNode.Parse(File.ReadAllText(P("graphs/graph-metadata.json")))!["graphs"]!.AsArray().Select(g => (string?)g!["slug"]).ToList();
+        Assert.Equal(["capital", "same"], listed);
     }
 
     [Fact]
