@@ -1,10 +1,8 @@
 using System.Text.Json.Nodes;
 using SaeSharp.Interop;
 using SaeSharp.Models;
-using SaeSharp.Pipelines;
 using SaeSharp.Saes;
 using SaeSharp.Tests.Cli;
-using SaeSharp.Tokenizers;
 using static TorchSharp.torch;
 
 namespace SaeSharp.Tests.Analysis;
@@ -48,7 +46,7 @@ public class FeatureNumbersTests : IDisposable
     /// [window][position][feature], from a model run per window (no batching) and the SAE's own encoder.</summary>
     private (List<long[]> Windows, float[][][] Acts) Reference(int n)
     {
-        var windows = ModelPipeline.Windows(Tokenizer.FromFolder(_fx.ModelDir), _fx.DataPath, Ctx, prependBos: true).Take(n).ToList();
+        var windows = SaeSharp.Pipelines.ModelPipeline.Windows(SaeSharp.Tokenizers.Tokenizer.FromFolder(_fx.ModelDir), _fx.DataPath, Ctx, prependBos: true).Take(n).ToList();
         using var model = ModelLoader.FromPretrained(_fx.ModelDir);
         using var sae = SaeLoader.Load(_sae);
         using var _ = no_grad();
@@ -170,6 +168,50 @@ public class FeatureNumbersTests : IDisposable
         Assert.Equal(one.Select(l => l["histogram"]!.ToJsonString()), other.Select(l => l["histogram"]!.ToJsonString()));
         Assert.NotEqual(one.SelectMany(l => l["intervals"]!.AsArray().SelectMany(iv => Places(iv!["samples"]!))),
             other.SelectMany(l => l["intervals"]!.AsArray().SelectMany(iv => Places(iv!["samples"]!))));
+    }
+
+    [Fact]
+    public void Fold_w_dec_norm_scales_each_feature_by_its_decoder_norm_as_saedashboard_reports_it()
+    {
+        string[] common = ["--tokens", "64", "--features", "0-4", "--top", "5", "--context", "2"];
+        var raw = Lines(Features("raw", common).Dir);
+        var dir = Features("folded", [.. common, "--fold-w-dec-norm"]).Dir;
+        var folded = Lines(dir);
+        Assert.True((bool)JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "summary.json")))!["folded_w_dec_norm"]!);
+        Assert.False((bool)JsonNode.Parse(File.ReadAllText(Path.Combine(_fx.Dir, "raw", "summary.json")))!["folded_w_dec_norm"]!);
+        // ‖W_dec[i]‖ from the weights file; SAELens's fold_W_dec_norm: f'_i = ‖W_dec[i]‖·f_i, the row W_dec[i]/‖W_dec[i]‖.
+        var w = SaeSharp.IO.SafeTensors.Load(Path.Combine(_sae, SaeLensFormat.WeightsFile));
+        var dec = w["W_dec"].data<float>().ToArray();
+        foreach (var t in w.Values) t.Dispose();
+        var norms = Enumerable.Range(0, DSae).Select(i => Math.Sqrt(Enumerable.Range(0, 16).Sum(k => (double)dec[i * 16 + k] * dec[i * 16 + k]))).ToArray();
+        Assert.Contains(norms, n => Math.Abs(n - 1) > 0.1);                        // not already unit rows
+        for (int j = 0; j < raw.Count; j++)
+        {
+            var (r, f) = (raw[j], folded[j]);
+            double n = norms[(int)r["feature"]!];
+            Assert.Equal((double)r["density"]!, (double)f["density"]!);            // the same firings
+            Assert.Equal((double)r["max_activation"]! * n, (double)f["max_activation"]!, 4);
+            Assert.Equal((double)r["mean_nonzero"]! * n, (double)f["mean_nonzero"]!, 4);
+            Assert.Equal(Places(r["top_examples"]!), Places(f["top_examples"]!));
+            foreach (var (a, b) in r["top_examples"]!.AsArray().Zip(f["top_examples"]!.AsArray()))
+                Assert.Equal((double)a!["activation"]! * n, (double)b!["activation"]!, 4);
+            // The logit effect of the unit-norm row: the same tokens, values divided by the norm.
+            Assert.Equal(r["top_logits"]!.AsArray().Select(t => (int)t!["token"]!), f["top_logits"]!.AsArray().Select(t => (int)t!["token"]!));
+            foreach (var (a, b) in r["top_logits"]!.AsArray().Zip(f["top_logits"]!.AsArray()))
+                Assert.Equal((double)a!["value"]! / n, (double)b!["value"]!, 4);
+        }
+
+        // A TopK SAE cannot be folded (SAELens refuses; the NeuronpediaRunner leaves it raw): refused before anything is written.
+        string topk = Path.Combine(_fx.Dir, "topk-sae"), outDir = Path.Combine(_fx.Dir, "topk-out");
+        var cfg = new SaeConfig { Architecture = SaeArchitectures.TopK, K = 2, DIn = 16, DSae = DSae };
+        cfg.Metadata.HookName = Hook;
+        cfg.Metadata.ContextSize = Ctx;
+        using (var sae = SaeFactory.Create(cfg)) SaeLensFormat.Save(sae, topk);
+        var (exit, _, err) = CliRunner.Run("features", "--sae", topk, "--model", _fx.ModelDir, "--dataset", _fx.DataPath, "--out", outDir, "--fold-w-dec-norm");
+        Assert.Equal(1, exit);
+        Assert.Contains("--fold-w-dec-norm", err);
+        Assert.Contains("topk", err);
+        Assert.False(Directory.Exists(outDir));
     }
 
     private static List<(int, int)> Places(JsonNode examples) =>
