@@ -1,6 +1,7 @@
 using System.Text.Json.Nodes;
 using SaeSharp.Interop;
 using SaeSharp.Models;
+using SaeSharp.Data;
 using SaeSharp.Saes;
 using SaeSharp.Tests.Cli;
 using static TorchSharp.torch;
@@ -212,6 +213,29 @@ public class FeatureNumbersTests : IDisposable
         Assert.Contains("--fold-w-dec-norm", err);
         Assert.Contains("topk", err);
         Assert.False(Directory.Exists(outDir));
+    }
+
+    [Theory]
+    [InlineData(98, 7)]    // 7 × 14 kept positions: exactly the budget
+    [InlineData(99, 8)]    // one token more: a whole window more
+    public void A_token_budget_reads_whole_windows_of_the_positions_the_seqpos_slice_keeps(int budget, int windows)
+    {
+        // The SAE was trained on positions 2: of its 16-token windows: --tokens counts those 14 per window.
+        string sliced = Path.Combine(_fx.Dir, "sliced-sae");
+        using (var sae = SaeLoader.Load(_sae))
+        {
+            sae.Cfg.Metadata.SetWindowFields(SeqposSlice.Parse("2:"), null, null);
+            SaeLensFormat.Save(sae, sliced);
+        }
+        string dir = Path.Combine(_fx.Dir, $"budget-{budget}");
+        var (exit, stdout, err) = CliRunner.Run("features", "--sae", sliced, "--model", _fx.ModelDir, "--dataset", _fx.DataPath, "--out", dir,
+            "--tokens", budget.ToString(System.Globalization.CultureInfo.InvariantCulture), "--features", "0", "--top", "100");
+        Assert.True(exit == 0, err);
+        var summary = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "summary.json")))!;
+        Assert.Equal(windows, (int)summary["windows"]!);
+        Assert.Equal(windows * 14, (int)summary["tokens"]!);
+        Assert.Contains($"over {windows * 14} tokens", stdout);
+        Assert.All(Lines(dir)[0]["top_examples"]!.AsArray(), e => Assert.InRange((int)e!["position"]!, 2, 15));
     }
 
     private static List<(int, int)> Places(JsonNode examples) =>
