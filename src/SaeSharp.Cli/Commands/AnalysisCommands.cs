@@ -38,10 +38,11 @@ internal static class AnalysisCommands
         var excludeIds = new Option<string?>("--exclude-token-ids") { Description = "Do not count the positions of these token ids, e.g. 0,50256 (default: the SAE's setting)" };
         var textField = new Option<string?>("--text-field") { Description = "jsonl field / parquet column holding the text (default: as SAELens, tokens/input_ids, else text, else problem)" };
         var layers = new Option<string?>("--layers") { Description = "A whole cross-layer transcoder's layers to analyse, e.g. 0,3 or 0-5 (default: all); each is written to OUT/layer_N" };
+        var fold = new Option<bool>("--fold-w-dec-norm") { Description = "Fold the decoder norms first, as SAEDashboard's runners do (activations times ||W_dec[i]||; not for topk/temporal)" };
         var dtype = ModelSource.SaeOrCltDtypeOption();
         var command = new Command("features", "Feature statistics over a corpus: density, max, top examples, interval samples, histograms, logit effects")
         {
-            sae, model, diffModel, dataset, tokens, output, features, top, context, contextSize, batch, intervals, seed, html, png, noBos, exclude, excludeIds, textField, layers, dtype,
+            sae, model, diffModel, dataset, tokens, output, features, top, context, contextSize, batch, intervals, seed, html, png, noBos, exclude, excludeIds, textField, layers, fold, dtype,
         };
         var cltLoading = new CltLoadingCli();
         cltLoading.AddTo(command);
@@ -68,6 +69,8 @@ internal static class AnalysisCommands
                 .. diffDir is null ? Array.Empty<CommandInput>() : [new CommandInput("--diff-model", diffDir, InputKind.Folder)],
             ];
             ScalarType? modelDtype = ModelSource.GivenDtype(parse, dtype, modelDir);
+            if (CrossLayerTranscoderLoader.IsCrossLayerTranscoder(saePath, null) || CrossCoderFormat.IsCrossCoderPath(saePath))
+                Cli.RefuseGiven(parse, $"only for an SAE; {saePath} is a {(CrossCoderFormat.IsCrossCoderPath(saePath) ? "crosscoder" : "whole cross-layer transcoder")}", fold);
             if (CrossLayerTranscoderLoader.IsCrossLayerTranscoder(saePath, null))
                 return CrossLayerFeatures(parse, saePath, cltLoading.Read(parse, modelDtype), model, output, features, html, png, layers, inputs, excludeIds, exclude,
                     new ModelDataOptions
@@ -111,7 +114,7 @@ internal static class AnalysisCommands
                 ? CliProgress.Run<FeatureProgress, FeatureReport>("features", null,
                     progress => AnalysisPipeline.CrossCoderFeatures(saePath, data, progress is null ? options : options with { Progress = progress.Report }, diffDir),
                     p => (p.Tokens, p.TotalTokens, CliProgress.Describe("features", new WorkProgress("tokens", p.Tokens, p.TotalTokens, p.Elapsed))), null)
-                : RunWithProgress(saePath, data, options);
+                : RunWithProgress(saePath, data, options, parse.GetValue(fold));
             string outDir = parse.GetValue(output)!;
             report.Save(outDir);
             int dead = report.Features.Count(f => f.Firings == 0);
@@ -160,9 +163,9 @@ internal static class AnalysisCommands
         return 0;
     }
 
-    private static FeatureReport RunWithProgress(string saePath, ModelDataOptions data, FeatureAnalysisOptions options) =>
+    private static FeatureReport RunWithProgress(string saePath, ModelDataOptions data, FeatureAnalysisOptions options, bool foldWDecNorm) =>
         CliProgress.Run<FeatureProgress, FeatureReport>("features", null,
-            progress => AnalysisPipeline.Features(saePath, data, progress is null ? options : options with { Progress = progress.Report }),
+            progress => AnalysisPipeline.Features(saePath, data, progress is null ? options : options with { Progress = progress.Report }, foldWDecNorm),
             p => (p.Tokens, p.TotalTokens, CliProgress.Describe("features", new WorkProgress("tokens", p.Tokens, p.TotalTokens, p.Elapsed))), null);
 
     public static Command Dashboard()

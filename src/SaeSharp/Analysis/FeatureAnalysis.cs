@@ -69,6 +69,9 @@ public sealed record FeatureSource
     public bool PrependBos { get; init; }
     /// <summary>SAELens / Neuronpedia id of the SAE (<c>neuronpedia_id</c> in its cfg), for links to neuronpedia.org.</summary>
     public string? NeuronpediaId { get; init; }
+    /// <summary>Whether the SAE's decoder norms were folded before the pass (<c>sae features --fold-w-dec-norm</c>, SAELens's
+    /// <c>fold_W_dec_norm</c>): activations are then ‖W_dec[i]‖ times the SAE's own, as SAEDashboard's runners report them.</summary>
+    public bool FoldedWDecNorm { get; init; }
 }
 
 /// <summary>A model a crosscoder's slots read in <c>sae features</c>, with the hooks its processing adds to every run (null: none).</summary>

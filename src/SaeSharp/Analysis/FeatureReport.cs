@@ -91,6 +91,7 @@ public sealed class FeatureReport
         ["context_size"] = Source.ContextSize,
         ["prepend_bos"] = Source.PrependBos,
         ["neuronpedia_id"] = Source.NeuronpediaId,
+        ["folded_w_dec_norm"] = Source.FoldedWDecNorm,
         ["tokens"] = Tokens,
         ["windows"] = Windows,
         ["n_features"] = Features.Count,
@@ -271,6 +272,7 @@ public sealed class FeatureReport
                     Dataset = S("dataset"), ContextSize = (int)L("context_size", int.MaxValue),
                     PrependBos = r.TryGetProperty("prepend_bos", out var pb) && pb.ValueKind == JsonValueKind.True,
                     NeuronpediaId = S("neuronpedia_id"),
+                    FoldedWDecNorm = r.TryGetProperty("folded_w_dec_norm", out var fw) && fw.ValueKind == JsonValueKind.True,
                 },
             };
         }

@@ -18,15 +18,22 @@ public static class AnalysisPipeline
     /// <c>sae features --sae DIR --model M --dataset D</c>: loads the SAE (any format) and its model (processed as its cfg
     /// asks), makes the windows as training did (the SAE's context size and prepend_bos unless <paramref name="data"/> says
     /// otherwise, its disable_concat_sequences and sequence_separator_token), counts the positions its seqpos_slice
-    /// kept, runs the pass and decodes the token strings.
+    /// kept, runs the pass and decodes the token strings. With <paramref name="foldWDecNorm"/> the SAE's decoder norms are
+    /// folded first (<see cref="Sae.FoldWDecNorm"/>, as SAEDashboard's runners do): each feature's activations are then
+    /// multiplied by ‖W_dec[i]‖ and its weight-based tables read the unit-norm row.
     /// </summary>
-    public static FeatureReport Features(string saePath, ModelDataOptions data, FeatureAnalysisOptions options)
+    public static FeatureReport Features(string saePath, ModelDataOptions data, FeatureAnalysisOptions options, bool foldWDecNorm = false)
     {
         ArgumentNullException.ThrowIfNull(data);
         var (sae, pm) = ModelForSae.LoadWithSae(saePath, data.ModelPath, data.ModelDtype);
         using (sae)
         using (pm)
         {
+            if (foldWDecNorm)
+            {
+                try { sae.FoldWDecNorm(); }
+                catch (SaeSharpException e) { throw new SaeSharpException($"--fold-w-dec-norm: {saePath}: {e.Message} (SAEDashboard's NeuronpediaRunner leaves topk and temporal SAEs unfolded: leave out the flag)"); }
+            }
             var meta = sae.Cfg.Metadata;
             var tokenizer = Tokenizer.FromFolder(data.TokenizerPath ?? data.ModelPath);
             int ctx = data.ContextSize ?? meta.ContextSize ?? 128;
@@ -36,7 +43,7 @@ public static class AnalysisPipeline
             var windows = ModelPipeline.Windows(tokenizer, data.DatasetPath, ctx, bos, data.TextField,
                 meta.DisableConcatSequences() ?? false, meta.SequenceSeparatorToken());
             var report = FeatureAnalysis.Run(pm.Model, sae, windows, ForRun(options, data, pm, tokenizer, exclude, ctx, slice));
-            report.Source = report.Source with { Sae = saePath, Dataset = data.DatasetPath, PrependBos = bos };
+            report.Source = report.Source with { Sae = saePath, Dataset = data.DatasetPath, PrependBos = bos, FoldedWDecNorm = foldWDecNorm };
             report.DecodeTokens(tokenizer);
             return report;
         }

@@ -188,5 +188,10 @@ public class CrossCoderFeatureTests : ModelTestBase
         (exit, _, err) = CliRunner.Run(["features", "--sae", Sub("layers"), "--out", Sub("out4"), .. common]);
         Assert.NotEqual(0, exit);
         Assert.Contains("--model is required (only a model-diffing crosscoder can take the models it records)", err);
+        // SAEDashboard's decoder-norm fold is an SAE's (a crosscoder's latents have one decoder row per slot).
+        (exit, _, err) = CliRunner.Run(["features", "--sae", Sub("layers"), "--model", b, "--fold-w-dec-norm", "--out", Sub("out5"), .. common]);
+        Assert.NotEqual(0, exit);
+        Assert.Contains($"--fold-w-dec-norm: only for an SAE; {Sub("layers")} is a crosscoder", err);
+        Assert.False(Directory.Exists(Sub("out5")));
     }
 }
