@@ -255,9 +255,10 @@ public class TrainCommandTests : IDisposable
         File.Delete(P("run", "cfg.json")); // as if stopped before writing the SAE
         var log = File.ReadAllText(P("run", "train_log.jsonl"));
 
-        // The checkpoint's λ is 3 and its p is 1 (L1); it has no --target-l0 controller.
-        var r = CliRunner.Run(Train("--l1", "1", "--target-l0", "4", "--lp-norm", "2", "--resume"));
+        // The checkpoint's λ is 3 and its p is 1 (L1); it has no --target-l0 controller, and relu has no k.
+        var r = CliRunner.Run(Train("--l1", "1", "--target-l0", "4", "--lp-norm", "2", "--k", "3", "--resume"));
         Assert.Equal(1, r.Exit);
+        Assert.Contains("--k 3 (the checkpoint's run has none)", r.Err);
         Assert.Contains("--l1 1 (the checkpoint's run: 3)", r.Err);
         Assert.Contains("--target-l0 4 (the checkpoint's run has none", r.Err);
         Assert.Contains("--lp-norm 2 (the checkpoint's run: 1)", r.Err);
