@@ -1025,8 +1025,12 @@ public class ModelTrainCommandTests : IDisposable
     {
         var model = Model();
         var data = Dataset();
-        Ok(CliRunner.Run("cache", "--model", model, "--hook", "blocks.1.hook_resid_pre", "--dataset", data, "--tokens", "2048",
-            "--context-size", "32", "--out", P("cache"), "--contexts-per-shard", "16"));
+        var cached = CliRunner.Run("cache", "--model", model, "--hook", "blocks.1.hook_resid_pre", "--dataset", data, "--tokens", "2048",
+            "--context-size", "32", "--out", P("cache"), "--contexts-per-shard", "16");
+        Ok(cached);
+        // In a pipe, one line per shard: its own rows (16 windows of 32) and the running total, not the total alone.
+        Assert.Contains("shard 1 (shard_00000.safetensors): 512 rows, 512 in all", cached.Out);
+        Assert.Contains("shard 4 (shard_00003.safetensors): 512 rows, 2048 in all", cached.Out);
         var manifest = JsonNode.Parse(File.ReadAllText(P("cache", "manifest.json")))!;
         Assert.Equal("blocks.1.hook_resid_pre", manifest["hook"]!.GetValue<string>());
         Assert.True(manifest["total_rows"]!.GetValue<long>() >= 2048);
