@@ -74,7 +74,7 @@ internal static class CacheCommand
             }
             var manifest = CliProgress.Run("cache", progress => ModelPipeline.WriteCache(options, hook, outDir,
                 data.ReadMode(parse), parse.GetValue(data.TargetHook), parse.GetValue(contextsPerShard), dtype, progress: progress, checkDIn: checkDIn,
-                onShard: m => { if (!CliProgress.Live) Console.WriteLine($"shard {m.Shards.Count}: {Cli.Integer(m.TotalRows)} rows"); }));
+                onShard: m => { if (!CliProgress.Live) Console.WriteLine($"shard {m.Shards.Count} ({m.Shards[^1].File}): {Cli.Integer(m.Shards[^1].Rows)} rows, {Cli.Integer(m.TotalRows)} in all"); }));
             Console.WriteLine(before > 0 && manifest.TotalRows == before
                 ? $"nothing to add: {outDir} already holds the {Cli.Integer(manifest.TotalRows)} rows of {manifest.Hook} (d_in {manifest.DIn}) asked for"
                 : $"wrote {Cli.Integer(manifest.TotalRows - before)} rows of {manifest.Hook} (d_in {manifest.DIn}) to {outDir}{(before > 0 ? $", {Cli.Integer(manifest.TotalRows)} in all" : "")}");

@@ -154,16 +154,13 @@ internal static class SaeCommands
         if (groundTruth is not null) inputs.Add(new("--ground-truth", groundTruth, InputKind.Whole));
         if (parse.GetValue(data.Model) is { } modelPath) inputs.Add(new("--model", modelPath, InputKind.Folder));
         if (parse.GetValue(data.Dataset) is { } dataset) inputs.Add(new("--dataset", dataset, InputKind.Whole));
-        if (json is not null) OutputGuard.RefuseBadOutputFile("--json", json, [.. inputs]);
-        if (saebenchJson is not null)
-        {
-            if (json is not null && Path.GetFullPath(json) == Path.GetFullPath(saebenchJson))
-                throw new SaeSharpException($"--saebench-json {saebenchJson}: the same file as --json; give two files");
-            for (int i = 0; i < saes.Length; i++) OutputGuard.RefuseBadOutputFile("--saebench-json", SaeBenchPath(i, saes.Length, saebenchJson), [.. inputs]);
-        }
+        // Every file the command writes, no two the same (--histogram onto --json wrote the PNG over the JSON before).
+        var outputs = new List<(string Flag, string? Path)> { ("--json", json) };
         for (int i = 0; i < saes.Length; i++)
-            if (HistogramPath(i, saes.Length, json, histogram) is { } png)
-                OutputGuard.RefuseBadOutputFile(histogram is null ? "--json" : "--histogram", png, [.. inputs]);
+            if (saebenchJson is not null) outputs.Add(("--saebench-json", SaeBenchPath(i, saes.Length, saebenchJson)));
+        for (int i = 0; i < saes.Length; i++)
+            outputs.Add((histogram is null ? "--json" : "--histogram", HistogramPath(i, saes.Length, json, histogram)));
+        OutputGuard.RefuseBadOutputFiles(outputs, [.. inputs]);
     }
 
     /// <summary>Where SAE <paramref name="i"/> of <paramref name="count"/> gets its SAEBench core output: the path itself for one

@@ -202,7 +202,8 @@ internal static class TrainCommand
         {
             var values = had.Distinct().ToList();
             if (given is T g && (values.Count != 1 || !values[0].Equals(g)))
-                differ.Add($"{flag} {g} (the checkpoint's run: {string.Join(", ", values)})");
+                differ.Add(values.Count == 0 ? $"{flag} {g} (the checkpoint's run has none)"
+                                             : $"{flag} {g} (the checkpoint's run: {string.Join(", ", values)})");
         }
         if (arch is not null)
         {

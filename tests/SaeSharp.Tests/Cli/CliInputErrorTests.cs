@@ -393,6 +393,12 @@ public class CliInputErrorTests : IDisposable
         string[] eval = ["eval", "--sae", _fx.SaeDir, "--model", _fx.ModelDir, "--dataset", _fx.DataPath];
         Assert.Contains("is a folder", Refused("--saebench-json", [.. eval, "--saebench-json", folder]));
         Assert.Contains("is a file, not a folder", Refused("--json", [.. eval, "--json", Path.Combine(cfg, "m.json")]));
+        // ... and two of its outputs onto one file (the histogram PNG was written over the JSON).
+        Assert.Contains("the same file as --json", Refused("--histogram", [.. eval, "--json", P("e.json"), "--histogram", P("e.json")]));
+        Assert.Contains("the same file as --json", Refused("--saebench-json", [.. eval, "--json", P("e.json"), "--saebench-json", P("e.json")]));
+        Assert.Contains("the same file as --saebench-json", Refused("--histogram", [.. eval, "--saebench-json", P("s.json"), "--histogram", P("s.json")]));
+        Assert.False(File.Exists(P("e.json")));
+        Assert.False(File.Exists(P("s.json")));
 
         foreach (var (file, bytes) in watched) Assert.Equal(bytes, File.ReadAllBytes(file));
         Assert.Empty(Directory.EnumerateFileSystemEntries(folder));

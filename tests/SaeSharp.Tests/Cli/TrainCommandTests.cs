@@ -255,9 +255,10 @@ public class TrainCommandTests : IDisposable
         File.Delete(P("run", "cfg.json")); // as if stopped before writing the SAE
         var log = File.ReadAllText(P("run", "train_log.jsonl"));
 
-        // The checkpoint's λ is 3 and its p is 1 (L1); it has no --target-l0 controller.
-        var r = CliRunner.Run(Train("--l1", "1", "--target-l0", "4", "--lp-norm", "2", "--resume"));
+        // The checkpoint's λ is 3 and its p is 1 (L1); it has no --target-l0 controller, and relu has no k.
+        var r = CliRunner.Run(Train("--l1", "1", "--target-l0", "4", "--lp-norm", "2", "--k", "3", "--resume"));
         Assert.Equal(1, r.Exit);
+        Assert.Contains("--k 3 (the checkpoint's run has none)", r.Err);
         Assert.Contains("--l1 1 (the checkpoint's run: 3)", r.Err);
         Assert.Contains("--target-l0 4 (the checkpoint's run has none", r.Err);
         Assert.Contains("--lp-norm 2 (the checkpoint's run: 1)", r.Err);
@@ -1024,8 +1025,12 @@ public class ModelTrainCommandTests : IDisposable
     {
         var model = Model();
         var data = Dataset();
-        Ok(CliRunner.Run("cache", "--model", model, "--hook", "blocks.1.hook_resid_pre", "--dataset", data, "--tokens", "2048",
-            "--context-size", "32", "--out", P("cache"), "--contexts-per-shard", "16"));
+        var cached = CliRunner.Run("cache", "--model", model, "--hook", "blocks.1.hook_resid_pre", "--dataset", data, "--tokens", "2048",
+            "--context-size", "32", "--out", P("cache"), "--contexts-per-shard", "16");
+        Ok(cached);
+        // In a pipe, one line per shard: its own rows (16 windows of 32) and the running total, not the total alone.
+        Assert.Contains("shard 1 (shard_00000.safetensors): 512 rows, 512 in all", cached.Out);
+        Assert.Contains("shard 4 (shard_00003.safetensors): 512 rows, 2048 in all", cached.Out);
         var manifest = JsonNode.Parse(File.ReadAllText(P("cache", "manifest.json")))!;
         Assert.Equal("blocks.1.hook_resid_pre", manifest["hook"]!.GetValue<string>());
         Assert.True(manifest["total_rows"]!.GetValue<long>() >= 2048);
