@@ -28,14 +28,15 @@ public static class SaeRecipes
         // 41 % behind StandardTrainerAprilUpdate's FVU at equal L0 (BENCHMARKS.md "Recipes"); at 1e-3 it matches it.
         new("relu", SaeArchitectures.Standard)
         {
-            Aliases = ["standard"], SparsityCoefficient = AprilLambda, PaperLearningRate = 1e-3, ResamplesDeadLatents = true,
+            SparsityCoefficient = AprilLambda, PaperLearningRate = 1e-3, ResamplesDeadLatents = true,
             // dictionary_learning's StandardTrainer (AutoEncoder) starts b_dec at zero; from the geometric median relu
             // left 2-3× the dead latents at the same FVU and L0 on the built-in model's activations (BENCHMARKS.md "Recipes").
             BDecInitMethod = "zeros",
         },
+        // SAELens's "standard" trainer (StandardTrainingSAE: the L1 of f·‖W_dec‖, lp_norm; no norm constraint, no resampling).
         new("relu-april", SaeArchitectures.Standard)
         {
-            Penalty = SparsityPenalty.L1DecoderNorm, SparsityCoefficient = AprilLambda, PaperLearningRate = 1e-3,
+            Aliases = ["standard"], Penalty = SparsityPenalty.L1DecoderNorm, SparsityCoefficient = AprilLambda, PaperLearningRate = 1e-3,
             // dictionary_learning's AutoEncoder starts b_dec at zero; the geometric median left relu-april 12 % denser at
             // the same FVU than StandardTrainerAprilUpdate at the same λ (BENCHMARKS.md "Recipes").
             BDecInitMethod = "zeros",

@@ -50,20 +50,21 @@ public class SaeArchitecturesTests
         Assert.Equal(SaeArchitectures.MatryoshkaBatchTopK, SaeRecipes.Architecture("matryoshka"));
     }
 
+    /// <summary>SAELens's "standard" (StandardTrainingSAE.calculate_aux_loss: the lp-norm of f·‖W_dec‖ over features, no
+    /// decoder-norm constraint, no resampling in v6) is relu-april's recipe, not relu's (plain L1, unit-norm rows, resampling).</summary>
     [Fact]
-    public void StandardIsARecipeNameNextToRelu()
+    public void StandardIsSaeLensStandardTrainerThatIsReluApril()
     {
         Assert.Contains("standard", SaeRecipes.AcceptedNames);
         Assert.DoesNotContain("standard", SaeRecipes.Names);
         using var sae = SaeRecipes.Create("standard", 4, 8);
         Assert.IsType<StandardSae>(sae);
-        Assert.Equal(SparsityPenalty.L1, sae.Training.Penalty);
-        // An alias is the same recipe: relu's resampling at T/4, T/2, 3T/4 and its λ, not a variant without them.
+        Assert.Equal(SparsityPenalty.L1DecoderNorm, sae.Training.Penalty);
         var run = new TrainerConfig { TotalTrainingSteps = 2000 };
-        Assert.Equal(new long[] { 500, 1000, 1500 }, SaeRecipes.RunConfig("standard", run, 8).ResampleSteps!);
-        Assert.Equal(SaeRecipes.RunConfig("relu", run, 8).ResampleSteps, SaeRecipes.RunConfig("standard", run, 8).ResampleSteps);
-        Assert.Null(SaeRecipes.RunConfig("relu-april", run, 8).ResampleSteps);
+        Assert.Null(SaeRecipes.RunConfig("standard", run, 8).ResampleSteps);
+        Assert.Equal(new long[] { 500, 1000, 1500 }, SaeRecipes.RunConfig("relu", run, 8).ResampleSteps!);
         Assert.Equal(5.0 * Math.Sqrt(256 / 4096.0), SaeRecipes.DefaultSparsityCoefficient("standard", 256), 12);
+        Assert.Equal(SaeRecipes.DefaultLearningRate("relu-april", 8, 1_000_000), SaeRecipes.DefaultLearningRate("standard", 8, 1_000_000), 12);
     }
 
     [Fact]
