@@ -162,7 +162,7 @@ internal static class CltInterveneCommand
         return 0;
     }
 
-    /// <summary>One item of a <c>--set</c>: layer, feature and value (or <see cref="Multiplier"/> M of the clean value) at
+    /// <summary>One item of a <c>--set</c>: layer, feature and value (0 with a <see cref="Multiplier"/> M of the clean value) at
     /// positions <see cref="Start"/>..<see cref="End"/> (inclusive), or from <see cref="Start"/> on when <see cref="Onward"/>;
     /// a negative bound counts from the prompt's end, so the positions are known per prompt (<see cref="At"/>).</summary>
     internal sealed record SetItem(string Text, int Layer, int Feature, double Value, double? Multiplier, int Start, int End, bool Onward)
@@ -180,7 +180,7 @@ internal static class CltInterveneCommand
                 throw new SaeSharpException($"--set '{Text}': the range {Start}-{End} is empty in {prompt} of {n} tokens ({Start} is {a}, {End} is {b}; A-B needs A ≤ B)");
             if (b >= n)
                 throw new SaeSharpException($"--set '{Text}': position {b} is outside {prompt}{beyond ?? $": the prompt has {n} tokens (positions 0..{n - 1})"}");
-            return Enumerable.Range(a, b - a + 1).Select(q => (new CltFeatureIntervention(Layer, q, Feature, Multiplier is null ? Value : 0), Multiplier));
+            return Enumerable.Range(a, b - a + 1).Select(q => (new CltFeatureIntervention(Layer, q, Feature, Value), Multiplier));
         }
     }
 

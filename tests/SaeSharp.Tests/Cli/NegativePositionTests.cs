@@ -1,5 +1,7 @@
 using SaeSharp.Interop;
+using SaeSharp.Interventions;
 using SaeSharp.IO;
+using SaeSharp.Models;
 using SaeSharp.Tests.Interventions;
 using SaeSharp.Tests.Models;
 using SaeSharp.Tests.Saes;
@@ -33,9 +35,21 @@ public class NegativePositionTests : ModelTestBase
     public void Negative_set_positions_equal_the_positive_ones_of_each_prompt()
     {
         var (model, n) = Setup();
+        // The layer-0 feature most active at the last token of both prompts, so that x2 of its clean value there changes something.
+        var tok = Tokenizer.FromFolder(model);
+        using var m = ModelLoader.FromPretrained(model);
+        using var clt = CrossLayerTranscoderLoader.Load(Sub("clt"));
+        var atLast = Prompts.Select(text =>
+        {
+            using var t = SaeSharp.Cli.Commands.InterventionCommands.PromptTokens(tok, text, true);
+            using var clean = CltInterventions.FeatureIntervention(m, clt, t, []);
+            return clean.Activations[0, -1].clone();
+        }).ToList();
+        int f = (int)minimum(atLast[0], atLast[1]).argmax().item<long>();
+        Assert.True(minimum(atLast[0], atLast[1])[f].item<float>() > 0, "no layer-0 feature is active at the last token of both prompts");
         string[] common = ["intervene", "--model", model, "--sae", Sub("clt"), "--top", "4", "--generate", "4", "--no-freeze-attention"];
         // A position from the end, an open-ended one (reaching the new tokens) and a list with a range from the end.
-        string[] Sets(string last, string onward, string list) => ["--set", $"0:3:x2@{last}", "--set", $"1:7:-3@{onward}", "--set", $"1:2:1.5@{list}"];
+        string[] Sets(string last, string onward, string list) => ["--set", $"0:{f}:x2@{last}", "--set", $"1:7:-3@{onward}", "--set", $"1:2:1.5@{list}"];
         var (exit, both, err) = CliRunner.Run([.. common, "--prompt", Prompts[0], "--prompt", Prompts[1], .. Sets("-1", "-3-", "0,-3--2")]);
         Assert.True(exit == 0, err + both);
         var sets = CltInterveneCommandTests.Tables(both, "layer\tfeature\tposition\ttoken\tclean\tset");
@@ -49,6 +63,7 @@ public class NegativePositionTests : ModelTestBase
             Assert.Equal(set, sets[i]);
             Assert.Equal($"{last}", set[0][2]);   // shown as the position it is in this prompt
             Assert.Equal($"{n[i] - 3}-", set[1][2]);
+            Assert.NotEqual("0.0000", set[0][4]);   // the clean value whose multiple is set
             Assert.Equal(CltInterveneCommandTests.Tables(alone, "rank\tclean\tp clean\tintervened\tp after").Single(), nexts[i]);
             Assert.Equal(CltInterveneCommandTests.Rows(alone, "intervened").Single(), CltInterveneCommandTests.Rows(both, "intervened")[i]);
             Assert.Equal(CltInterveneCommandTests.Rows(alone, "clean").Single(), CltInterveneCommandTests.Rows(both, "clean")[i]);
