@@ -26,7 +26,8 @@ internal static class CltInterveneCommand
         var set = new Option<string[]>("--set")
         {
             Description = "L:F:V sets layer L's feature F to V at every position (new tokens included); L:F:V@P at position P; @A-B at A..B; " +
-                          "@P- from P on (new tokens included); @1,3-5 lists them; xM for V: M times its clean value at each listed position (repeatable)",
+                          "@P- from P on (new tokens included); @1,3-5 lists them; a negative P counts from the prompt's end (@-1 its last token, @-3--1, @-2-); " +
+                          "xM for V: M times its clean value at each listed position (repeatable)",
             Required = true,
         };
         var direct = new Option<bool>("--direct-effects") { Description = "Constrain every layer: patterns, norm scales and MLP outputs frozen, direct effects only" };
@@ -83,7 +84,7 @@ internal static class CltInterveneCommand
             throw new SaeSharpException($"--input: an intervention is on one prompt, but 'tokens' has {prompts[0].shape[0]} rows (give several prompts as --prompt, repeated)");
         int g = generation.NewTokens;
         if (g > 0 && tok is null) throw new SaeSharpException("--generate needs the model's tokenizer to show the continuations");
-        var specs = setTexts.SelectMany(text => ParseSet(text).Select(x => (Text: text, x.Intervention, x.Multiplier))).ToList();
+        var sets = setTexts.Select(ParseSet).ToList();
         var options = new CltInterventionOptions
         {
             FreezeAttention = freeze, DirectEffects = direct, ConstrainedLayers = constrained is string c ? ParseRange(c) : null,
@@ -102,11 +103,10 @@ internal static class CltInterveneCommand
         {
             var tokens = prompts[p];
             long n = tokens.shape[1];
-            // Positions count in each prompt: one beyond this prompt's end is an error naming it (an open-ended P- is not).
-            foreach (var x in specs.Where(x => !x.Intervention.Onward && x.Intervention.Position >= n))
-                throw new SaeSharpException($"--set '{x.Text}': position {x.Intervention.Position} is outside {generation.PromptName(p)}" +
-                    (texts.Length > 1 ? $" ({Analysis.DashboardWriter.Quote(texts[p])}): it has {n} tokens (positions 0..{n - 1}); --set positions count within each prompt"
-                        : $": the prompt has {n} tokens (positions 0..{n - 1})"));
+            // Positions count in each prompt (a negative one from its end): one beyond this prompt's end, or before its start, is an
+            // error naming it (an open-ended P- beyond it is not).
+            var specs = AtPositions(sets, n, generation.PromptName(p),
+                texts.Length > 1 ? $" ({Analysis.DashboardWriter.Quote(texts[p])}): it has {n} tokens (positions 0..{n - 1}); --set positions count within each prompt" : null);
             using var scope = NewDisposeScope();
             bool bos = tok?.BosTokenId is int b && tokens[0, 0].item<long>() == b;   // circuit-tracer's zero_positions
             var o = options with { ZeroBos = bos };
@@ -162,14 +162,57 @@ internal static class CltInterveneCommand
         return 0;
     }
 
+    /// <summary>One item of a <c>--set</c>: layer, feature and value (0 with a <see cref="Multiplier"/> M of the clean value) at
+    /// positions <see cref="Start"/>..<see cref="End"/> (inclusive), or from <see cref="Start"/> on when <see cref="Onward"/>;
+    /// a negative bound counts from the prompt's end, so the positions are known per prompt (<see cref="At"/>).</summary>
+    internal sealed record SetItem(string Text, int Layer, int Feature, double Value, double? Multiplier, int Start, int End, bool Onward)
+    {
+        /// <summary>The interventions at the positions of a prompt of <paramref name="n"/> tokens (<paramref name="prompt"/>
+        /// names it in errors): a negative bound is n + it (-1 the prompt's last token, generated tokens never move it); a bound
+        /// before the prompt's start, a listed position past its end and an empty range are errors.</summary>
+        public IEnumerable<(CltFeatureIntervention Intervention, double? Multiplier)> At(long n, string prompt, string? beyond)
+        {
+            string given = $"--set '{Text}': position {(Onward ? $"{Start}-" : Start == End ? $"{Start}" : $"{Start}-{End}")}";
+            int a = (int)InterventionCommands.FromPromptEnd(Start, n, given, prompt);
+            if (Onward) return [(new CltFeatureIntervention(Layer, a, Feature, Value, true), null)];
+            int b = (int)InterventionCommands.FromPromptEnd(End, n, given, prompt);
+            if (b < a)
+                throw new SaeSharpException($"--set '{Text}': the range {Start}-{End} is empty in {prompt} of {n} tokens ({Start} is {a}, {End} is {b}; A-B needs A ≤ B)");
+            if (b >= n)
+                throw new SaeSharpException($"--set '{Text}': position {b} is outside {prompt}{beyond ?? $": the prompt has {n} tokens (positions 0..{n - 1})"}");
+            return Enumerable.Range(a, b - a + 1).Select(q => (new CltFeatureIntervention(Layer, q, Feature, Value), Multiplier));
+        }
+    }
+
+    /// <summary>Every <c>--set</c>'s items (<see cref="ParseSet"/>) at the positions of a prompt of <paramref name="n"/> tokens;
+    /// a position one <c>--set</c> gives twice is an error (e.g. 5 and -1 in a 6-token prompt).</summary>
+    internal static List<(string Text, CltFeatureIntervention Intervention, double? Multiplier)> AtPositions(IEnumerable<List<SetItem>> sets, long n,
+        string prompt = "the prompt", string? beyond = null)
+    {
+        var result = new List<(string, CltFeatureIntervention, double?)>();
+        foreach (var set in sets)
+        {
+            var seen = new HashSet<(int, bool)>();
+            foreach (var (i, m) in set.SelectMany(x => x.At(n, prompt, beyond)))
+            {
+                if (!seen.Add((i.Position, i.Onward)))
+                    throw new SaeSharpException($"--set '{set[0].Text}': position {i.Position}{(i.Onward ? "-" : "")} is given twice" +
+                        (set.Any(x => x.Start < 0 || x.End < 0) ? $" (negative positions count from the end of {prompt}, which has {n} tokens)" : ""));
+                result.Add((set[0].Text, i, m));
+            }
+        }
+        return result;
+    }
+
     /// <summary>"L:F:V" (every position), or "L:F:V@POS" with POS a comma-separated list of positions P, inclusive ranges
-    /// A-B and open-ended P- (from P on, new tokens included), as interventions, one per position (circuit-tracer's tensor of
-    /// positions) and one per open-ended item; "xM" for V gives <c>Multiplier</c> M and a placeholder value (see
-    /// <see cref="Resolve"/>), at listed positions only.</summary>
-    internal static List<(CltFeatureIntervention Intervention, double? Multiplier)> ParseSet(string spec)
+    /// A-B and open-ended P- (from P on, new tokens included), one item each (circuit-tracer's tensor of positions); a
+    /// position may be negative, counting from the prompt's end (-1 its last token; a leading minus is the sign, the next
+    /// "-" the range's: -3--1, 2--1, -3-); "xM" for V gives <c>Multiplier</c> M (see <see cref="Resolve"/>), at listed
+    /// positions only.</summary>
+    internal static List<SetItem> ParseSet(string spec)
     {
         const string form = "L:F:V or L:F:V@POS (layer, feature, value or xM for M times the clean value; POS positions P, ranges A-B " +
-                            "and P- from P on, comma-separated), e.g. 3:120:-2@5, 3:120:x2@1,4-6 or 3:120:0@5-";
+                            "and P- from P on, comma-separated, negative ones counting from the prompt's end), e.g. 3:120:-2@5, 3:120:x2@1,4-6, 3:120:0@5- or 3:120:-2@-1";
         string body = spec, at = "";
         int sep = spec.IndexOf('@', StringComparison.Ordinal);
         if (sep >= 0) (body, at) = (spec[..sep], spec[(sep + 1)..]);
@@ -185,32 +228,39 @@ internal static class CltInterveneCommand
         if (sep < 0)
         {
             if (times) throw new SaeSharpException($"--set '{spec}': {noClean}");
-            return [(CltFeatureIntervention.AllPositions(layer, feature, value), null)];
+            return [new SetItem(spec, layer, feature, value, null, 0, 0, true)];
         }
-        var result = new List<(CltFeatureIntervention, double?)>();
-        var seen = new HashSet<(int, bool)>();
+        var result = new List<SetItem>();
         foreach (var item in at.Split(','))
         {
-            static bool Int(string t, out int v) => int.TryParse(t, NumberStyles.None, CultureInfo.InvariantCulture, out v);
-            int dash = item.IndexOf('-', StringComparison.Ordinal);
-            IEnumerable<(int Pos, bool Onward)> positions;
-            if (dash < 0 && Int(item, out int p)) positions = [(p, false)];
-            else if (dash == item.Length - 1 && dash > 0 && Int(item[..dash], out p))
+            static bool Pos(string t, out int v)
+            {
+                bool ok = InterventionCommands.TryParsePosition(t, out long q) && q is >= int.MinValue and <= int.MaxValue;
+                v = (int)q;
+                return ok;
+            }
+            SetItem Item(int a, int b, bool onward) => new(spec, layer, feature, times ? 0 : value, times ? value : null, a, b, onward);
+            // A leading minus is the first bound's sign; the next "-" separates the range (-3--1) or ends an open one (-3-).
+            int dash = item.Length > 1 ? item.IndexOf('-', 1) : -1;
+            if (item.Contains(':', StringComparison.Ordinal))
+                throw new SaeSharpException($"--set '{spec}': '{item}' is a Python slice; positions here are P, A-B (both ends included) " +
+                    "and P- (from P on, new tokens included), negative ones counting from the prompt's end: e.g. -3- for [-3:], -3--2 for [-3:-1]");
+            if (item.StartsWith("--", StringComparison.Ordinal))
+                throw new SaeSharpException($"--set '{spec}': '{item}' has no first position; a range is A-B with both ends given (a leading minus is a " +
+                    $"negative position's sign), e.g. 0-{item[1..]} for positions 0 to {item[1..]}");
+            if (dash < 0 && Pos(item, out int p)) result.Add(Item(p, p, false));
+            else if (dash == item.Length - 1 && Pos(item[..dash], out p))
             {
                 if (times) throw new SaeSharpException($"--set '{spec}': {noClean}");
-                positions = [(p, true)];
+                result.Add(Item(p, p, true));
             }
-            else if (dash > 0 && Int(item[..dash], out int a) && Int(item[(dash + 1)..], out int b))
+            else if (dash > 0 && Pos(item[..dash], out int a) && Pos(item[(dash + 1)..], out int b))
             {
-                if (b < a) throw new SaeSharpException($"--set '{spec}': the range {item} is empty (A-B needs A ≤ B)");
-                positions = Enumerable.Range(a, b - a + 1).Select(q => (q, false));
+                if (b < a && (a < 0) == (b < 0)) throw new SaeSharpException($"--set '{spec}': the range {item} is empty (A-B needs A ≤ B)");
+                result.Add(Item(a, b, false));
             }
-            else throw new SaeSharpException($"--set '{spec}': the position '{item}' must be a non-negative integer P, a range A-B or P-; expected {form}");
-            foreach (var (pos, onward) in positions)
-            {
-                if (!seen.Add((pos, onward))) throw new SaeSharpException($"--set '{spec}': position {pos}{(onward ? "-" : "")} is given twice");
-                result.Add((new CltFeatureIntervention(layer, pos, feature, times ? 0 : value, onward), times ? value : null));
-            }
+            else throw new SaeSharpException($"--set '{spec}': the position '{item}' must be an integer P (negative: from the prompt's end, -1 its last token), " +
+                                             $"a range A-B or P- (e.g. 2-5, -3--1, -2-); expected {form}");
         }
         return result;
     }

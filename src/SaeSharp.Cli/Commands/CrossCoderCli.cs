@@ -577,7 +577,7 @@ internal static class CrossCoderCli
         using var tokens = InterventionCommands.PromptTokens(tok, prompt, prependBos);
         long promptLen = tokens.shape[1];
         long steps = promptLen + maxNew;
-        var positions = InterventionCommands.ParsePositions(positionsText, steps, $"the prompt ({promptLen} tokens) and its continuation have {steps} tokens");
+        var positions = InterventionCommands.ParsePositions(positionsText, promptLen, steps, $"the prompt ({promptLen} tokens) and its continuation have {steps} tokens");
         var steer = CrossCoderInterventions.Steering(cc, latent, scale, slots, positions);
         var rows = new List<string[]>();
         var notes = new List<string>();
@@ -720,8 +720,9 @@ internal static class CrossCoderCli
                 var latentEdits = LatentEdits(cc, ablated, means, clamps);
                 using var edit = CrossCoderInterventions.EditLatents(cc, clean, slots, latentEdits, errorTerm);
                 long length = tokens.shape[1] + generate;   // --generate: the positions of the new tokens count too
-                var positions = InterventionCommands.ParsePositions(parse.GetValue(edits.Positions), length,
-                    generate == 0 ? $"the input has {tokens.shape[1]} tokens" : $"the prompt ({tokens.shape[1]} tokens) and its continuation have {length} tokens");
+                var positions = InterventionCommands.ParsePositions(parse.GetValue(edits.Positions), tokens.shape[1], length,
+                    generate == 0 ? $"the input has {tokens.shape[1]} tokens" : $"the prompt ({tokens.shape[1]} tokens) and its continuation have {length} tokens",
+                    generation.PromptName(i));
                 // The saved run covers the prompt only: positions of new tokens steer the continuation alone.
                 var promptPositions = positions?.Where(p => p < tokens.shape[1]).ToArray();
                 var hooks = new List<(string Name, Func<Tensor, Tensor?> Fn)>([.. model.Hooks, .. edit.Hooks]);

@@ -25,7 +25,7 @@ internal static class InterventionCommands
         public readonly Option<string[]> Clamp = new("--clamp") { Description = "F:V sets feature F to V (repeatable)" };
         public readonly Option<string[]> Ablate = new("--ablate") { Description = "F1,F2,… ablates these features (repeatable)" };
         public readonly Option<string> AblateMode = new("--ablate-mode") { Description = "zero, or mean (the feature's mean over the input's tokens)", DefaultValueFactory = _ => "zero" };
-        public readonly Option<string?> Positions = new("--positions") { Description = "Comma-separated token positions that --steer applies at (default: every position)" };
+        public readonly Option<string?> Positions = new("--positions") { Description = "Comma-separated token positions that --steer applies at, negative ones from the prompt's end (-1 its last token; default: every position)" };
         public readonly Option<int> SaeIndex = new Option<int>("--sae-index") { Description = "Which --sae (0-based) the interventions apply to", DefaultValueFactory = _ => 0 }.NonNegative();
 
         public void AddTo(Command c)
@@ -52,10 +52,10 @@ internal static class InterventionCommands
         /// interventions are steering without <c>--error-term</c>: steering then adds to the raw activation.
         /// <paramref name="owned"/> are the loaded <c>--sae</c>s, <paramref name="modelHooks"/> the model's processing hooks;
         /// with <paramref name="generate"/> new tokens, <c>--positions</c> may name their positions too (the prompt and its
-        /// continuation one numbering).
+        /// continuation one numbering); a negative position counts from the end of the prompt (<paramref name="prompt"/> names it).
         /// </summary>
         public (HookedSaeTransformer Hooked, List<Intervention> Edits) Build(ParseResult p, HookedTransformer model, Tensor tokens, List<Sae> owned,
-            IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)> modelHooks, int generate = 0)
+            IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)> modelHooks, int generate = 0, string prompt = "the prompt")
         {
             if (owned.Count == 0) throw new SaeSharpException("--steer, --clamp and --ablate need --sae");
             int index = p.GetValue(SaeIndex);
@@ -63,8 +63,8 @@ internal static class InterventionCommands
             var target = owned[index];
             var edits = new List<Intervention>();
             long length = tokens.shape[1] + generate;
-            var positions = ParsePositions(p.GetValue(Positions), length,
-                generate == 0 ? $"the input has {tokens.shape[1]} tokens" : $"the prompt ({tokens.shape[1]} tokens) and its continuation have {length} tokens");
+            var positions = ParsePositions(p.GetValue(Positions), tokens.shape[1], length,
+                generate == 0 ? $"the input has {tokens.shape[1]} tokens" : $"the prompt ({tokens.shape[1]} tokens) and its continuation have {length} tokens", prompt);
             foreach (var s in p.GetValue(Steer) ?? []) { var (f, v) = FeatureValue(s, "--steer", "F:S"); edits.Add(new Steering(target, f, v) { Positions = positions }); }
             foreach (var s in p.GetValue(Clamp) ?? []) { var (f, v) = FeatureValue(s, "--clamp", "F:V"); edits.Add(new Clamp(target, f, v)); }
             var ablated = (p.GetValue(Ablate) ?? []).SelectMany(a => FeatureList(a, "--ablate")).ToList();
@@ -177,7 +177,7 @@ internal static class InterventionCommands
         var seed = new Option<ulong>("--seed") { Description = "Seed of the first run (run r uses seed + r, steered and unsteered alike)", DefaultValueFactory = _ => 0 };
         var runs = new Option<int>("--runs") { Description = "Continuations of each kind", DefaultValueFactory = _ => 3 }.Positive();
         var hook = new Option<string?>("--hook") { Description = "Hook to steer at (default: the SAE's hook_name)" };
-        var positionsOption = new Option<string?>("--positions") { Description = "Comma-separated token positions to steer at (default: every position, generated ones included)" };
+        var positionsOption = new Option<string?>("--positions") { Description = "Comma-separated token positions to steer at, negative ones from the prompt's end (-1 its last token; default: every position, generated ones included)" };
         var noBos = NoBosOption();
         var diffModel = new Option<string?>("--diff-model") { Description = "A model-diffing crosscoder: the second (chat) model, which --slot may choose to generate with" };
         var slot = new Option<int?>("--slot") { Description = "A crosscoder: the slot whose model generates, steered at every hook of its slots by that slot's decoder rows (default: the last slot)" };
@@ -215,7 +215,7 @@ internal static class InterventionCommands
             long steps = tokens.shape[1] + parse.GetValue(maxNew);
             var steering = new Steering(s, parse.GetValue(feature), parse.GetValue(scale), parse.GetValue(hook))
             {
-                Positions = ParsePositions(parse.GetValue(positionsOption), steps, $"the prompt ({tokens.shape[1]} tokens) and its continuation have {steps} tokens"),
+                Positions = ParsePositions(parse.GetValue(positionsOption), tokens.shape[1], steps, $"the prompt ({tokens.shape[1]} tokens) and its continuation have {steps} tokens"),
             };
             var site = m.Attach(s, steering.Hook);   // a transcoder steers (and writes) at its output hook
             string at = site.IsTranscoder ? $"{site.OutputHook} (transcoder reading {site.Hook})" : site.Hook;
@@ -684,19 +684,44 @@ internal static class InterventionCommands
         return tokens;
     }
 
-    /// <summary>"0,3,5" as positions below <paramref name="length"/> (<paramref name="what"/> says what has that many
-    /// tokens); null (every position) when not given.</summary>
-    internal static long[]? ParsePositions(string? text, long length, string what)
+    /// <summary>"0,3,-1" as positions below <paramref name="length"/> (<paramref name="what"/> says what has that many
+    /// tokens), each given once; null (every position) when not given. A negative position counts back from the end of the
+    /// prompt, whatever is generated after it: -1 is its last token, position <paramref name="promptLength"/> − 1
+    /// (<paramref name="prompt"/> names it in the error when it has fewer tokens).</summary>
+    internal static long[]? ParsePositions(string? text, long promptLength, long length, string what, string prompt = "the prompt")
     {
         if (string.IsNullOrWhiteSpace(text)) return null;
         var positions = new List<long>();
         foreach (var part in text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
         {
-            if (!long.TryParse(part, NumberStyles.None, CultureInfo.InvariantCulture, out long q))
-                throw new SaeSharpException($"--positions '{text}': expected comma-separated non-negative integers");
-            if (q >= length) throw new SaeSharpException($"--positions {q}: {what}, so positions run 0..{length - 1}");
-            positions.Add(q);
+            if (!TryParsePosition(part, out long q))
+                throw new SaeSharpException($"--positions '{text}': expected comma-separated integers (negative ones count from the prompt's end, -1 its last token), e.g. 0,3,-1");
+            long at = FromPromptEnd(q, promptLength, $"--positions {q}", prompt);
+            if (at >= length) throw new SaeSharpException($"--positions {q}: {what}, so positions run 0..{length - 1}");
+            if (!positions.Contains(at)) positions.Add(at);
         }
         return positions.ToArray();
+    }
+
+    /// <summary>A token position as written on the command line: a non-negative integer, or a negative one (Python's
+    /// counting from the end); "-0" and a "+" sign are not positions.</summary>
+    internal static bool TryParsePosition(string text, out long position)
+    {
+        bool negative = text.StartsWith('-');
+        bool ok = long.TryParse(negative ? text[1..] : text, NumberStyles.None, CultureInfo.InvariantCulture, out position) && !(negative && position == 0);
+        if (negative) position = -position;
+        return ok;
+    }
+
+    /// <summary><paramref name="position"/> as an absolute position of a prompt of <paramref name="promptLength"/> tokens: a
+    /// negative one counts back from the prompt's end (-1 its last token, as Python's <c>tokens[-1]</c>), fixed once the prompt
+    /// is tokenized (generated tokens do not move it); one before the prompt's start is an error naming
+    /// <paramref name="given"/> and <paramref name="prompt"/>.</summary>
+    internal static long FromPromptEnd(long position, long promptLength, string given, string prompt = "the prompt")
+    {
+        if (position >= 0) return position;
+        if (promptLength + position < 0)
+            throw new SaeSharpException($"{given}: counts back from the end of {prompt}, which has {promptLength} tokens (negative positions run -{promptLength}..-1)");
+        return promptLength + position;
     }
 }

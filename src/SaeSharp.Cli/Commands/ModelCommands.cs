@@ -236,7 +236,7 @@ internal static class ModelCommands
                                   "rotary positions run on past it, as transformers does (TransformerLens refuses)");
                     if (edits.Given(parse))
                     {
-                        var (hooked, list) = edits.Build(parse, m, tokens, saes, pm.Hooks, newTokens);
+                        var (hooked, list) = edits.Build(parse, m, tokens, saes, pm.Hooks, newTokens, generation.PromptName(i));
                         var names = hookArg is null ? [] : hooked.SelectHooks(hookArg);
                         // The saved run covers the prompt only: steering at positions of new tokens steers the continuation alone.
                         var (logits, cache) = hooked.RunWithCache(tokens, names, PromptEdits(list, tokens.shape[1]));

@@ -190,7 +190,7 @@ public class CltInterveneCommandTests : IDisposable
     }
 
     /// <summary>The continuation texts of the rows labelled <paramref name="run"/>, in order (one per prompt).</summary>
-    private static List<string> Rows(string stdout, string run) =>
+    internal static List<string> Rows(string stdout, string run) =>
         stdout.Split('\n').Select(l => l.TrimEnd('\r').Split('\t')).Where(c => c.Length == 2 && c[0] == run).Select(c => c[1]).ToList();
 
     [Fact]
@@ -309,7 +309,7 @@ public class CltInterveneCommandTests : IDisposable
     }
 
     /// <summary>Every TSV table headed <paramref name="header"/>, in order.</summary>
-    private static List<List<string[]>> Tables(string output, string header)
+    internal static List<List<string[]>> Tables(string output, string header)
     {
         var lines = output.Split('\n').Select(l => l.TrimEnd('\r')).ToList();
         return lines.Select((l, i) => (l, i)).Where(x => x.l == header)
@@ -327,7 +327,7 @@ public class CltInterveneCommandTests : IDisposable
         Assert.Contains("expected L:F:V", err);
         (exit, _, err) = CliRunner.Run([.. baseArgs, "--set", "0:3:1@x"]);
         Assert.NotEqual(0, exit);
-        Assert.Contains("must be a non-negative integer P, a range A-B or P-", err);
+        Assert.Contains("the position 'x' must be an integer P (negative: from the prompt's end, -1 its last token), a range A-B or P-", err);
         // A value or multiplier that is not a finite number is named as such (was the generic "expected L:F:V").
         foreach (var (spec, what, given) in new[] { ("0:3:NaN@2", "value", "NaN"), ("0:3:x-Infinity@2", "multiplier", "x-Infinity") })
         {

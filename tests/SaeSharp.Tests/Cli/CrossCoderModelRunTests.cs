@@ -118,6 +118,9 @@ public class CrossCoderModelRunTests : ModelTestBase
         using var steered = Logits(model, tokens, Hooks.Select((h, l) => (h, (Func<Tensor, Tensor?>)(y => y + mask * (cc.Decoder.Weight[l, 4] * 2.5f)))));
         var steer = Run([.. common, "--error-term", "--steer", "4:2.5", "--positions", "1,3", "--out", Sub("steer.safetensors")]);
         Close(steered, steer["logits"], 1e-5, "steer");
+        // -3 counts from the end of the 6-token rows: position 3, the same run.
+        var fromEnd = Run([.. common, "--error-term", "--steer", "4:2.5", "--positions", "1,-3", "--out", Sub("steer-end.safetensors")]);
+        Assert.True(fromEnd["logits"].eq(steer["logits"]).all().item<bool>(), "--positions 1,-3 differs from 1,3");
 
         // Clamping a latent to its own value (one token, so one value) changes nothing.
         using var one = tensor(new long[] { 9 }).reshape(1, 1);
