@@ -72,6 +72,21 @@ public sealed class CrossCoderCheckpointTests : ModelTestBase
     }
 
     [Fact]
+    public void ByDefaultTheNewestTwoCheckpointsAreKeptAsForAnSaeRun()
+    {
+        // A checkpoint after every one of 5 steps: only steps 4 and 5 remain (README: "the newest two kept"; an SAE run's
+        // keep_checkpoints default is 2 as well).
+        using var g = new Generator(3);
+        using var data = randn([32, 2, 4], generator: g);
+        using var cc = new CrossCoder(new CrossCoderConfig { ActivationDim = 4, DictSize = 6, NumLayers = 2 });
+        var c = new CrossCoderCheckpointing { Path = Path.Combine(_dir, "checkpoints"), EverySteps = 1 };
+        Assert.Equal(new TrainerConfig().KeepCheckpoints, c.Keep);
+        CrossCoderTrainer.Train(cc, data, new CrossCoderTrainerOptions { Steps = 5, Lr = 1e-2, WarmupSteps = 0 }, 16, seed: 1, checkpointing: c);
+        Assert.Equal(["step_000000004", "step_000000005"],
+            Directory.GetDirectories(c.Path).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+    }
+
+    [Fact]
     public void TheTrainLogHasTheExplainedVarianceOfEachStepsReconstruction()
     {
         // Zero weights and biases: step 1 reconstructs x̂ = 0, so its explained variance is 1 − Σx² / Σ(x − mean)².
